@@ -1,0 +1,82 @@
+# casetrail — `make run` (embedded default) and `make test` (whole suite with real servers).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.casetrail-installed
+PROTO_STAMP := $(CURDIR)/protos/.generated
+PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null)
+DATA_DIR ?= $(CURDIR)/var/data
+
+include infra/servers.mk
+
+.PHONY: help
+help:
+	@echo "make run        start casetrail on the embedded default (SQLite + in-process bus)"
+	@echo "make test       install everything, start Kafka + PostgreSQL, run the whole suite"
+	@echo "make demo       walk the elderly-client case through the running services"
+	@echo "make check      ruff, mypy --strict, event schemas in sync"
+	@echo "make bench      run the benchmarks in bench/ (needs the servers)"
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
+	@echo "$(CURDIR)/protos" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/casetrail-protos.pth
+	@touch $@
+
+.PHONY: venv
+venv: $(STAMP)
+
+$(PROTO_STAMP): $(STAMP) $(PROTO_FILES)
+	@if [ -n "$(PROTO_FILES)" ]; then \
+	  PATH="$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -Iprotos --python_out=protos --grpc_python_out=protos \
+	    --mypy_out=protos --mypy_grpc_out=protos $(PROTO_FILES); \
+	fi
+	@touch $@
+
+.PHONY: protos
+protos: $(PROTO_STAMP)
+
+.PHONY: run
+run: $(PROTO_STAMP)
+	$(PY) -m services.runner --data-dir $(DATA_DIR)
+
+.PHONY: demo
+demo: $(PROTO_STAMP)
+	$(PY) -m services.demo
+
+.PHONY: schemas
+schemas: $(STAMP)
+	$(PY) -m events.schema_export
+
+.PHONY: check
+check: $(PROTO_STAMP)
+	$(PY) -m events.schema_export --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy events services tests bench
+
+.PHONY: test
+test: $(PROTO_STAMP)
+	$(MAKE) --no-print-directory check
+	$(MAKE) --no-print-directory servers-start
+	status=0; CASETRAIL_REQUIRE_SERVERS=1 $(PY) -m pytest -q $(PYTEST_ARGS) || status=$$?; \
+	  $(MAKE) --no-print-directory servers-stop; exit $$status
+
+.PHONY: test-unit
+test-unit: $(PROTO_STAMP)
+	$(PY) -m pytest -q tests/unit
+
+.PHONY: bench
+bench: $(PROTO_STAMP)
+	$(MAKE) --no-print-directory servers-start
+	$(PY) -m bench.run_all
+
+.PHONY: clean
+clean:
+	rm -rf $(VENV) var protos/.generated
+	find protos -name '*_pb2*.py*' -delete

@@ -1,0 +1,43 @@
+"""Errors of the event bus, and which failures are worth retrying."""
+
+from __future__ import annotations
+
+from events.errors import EventPlatformError
+
+
+class BusError(EventPlatformError):
+    """Base of every error raised by the event bus."""
+
+
+class PublishError(BusError):
+    """The bus did not acknowledge every record of a publish call.
+
+    Some records may have been written anyway; the caller publishes the whole batch again
+    (consumers are idempotent), it never assumes a partial success.
+    """
+
+
+class TopicConfigurationError(BusError):
+    """A topic exists with settings that break the bus's guarantees (e.g. partition count)."""
+
+
+class RetriableHandlerError(BusError):
+    """Raised by a subscriber's handler when a later attempt may succeed (a database that is
+    briefly unreachable, a lock timeout). The subscriber retries with backoff instead of
+    dead-lettering the message."""
+
+
+def is_retriable(error: BaseException) -> bool:
+    """Whether a handler or client failure may succeed if simply tried again.
+
+    Besides ``RetriableHandlerError``, client errors that carry a ``retriable`` flag (every
+    aiokafka error does) are trusted, and connection or timeout failures count as transient:
+    dead-lettering an event because its consumer's database restarted would break the
+    per-case order for nothing.
+    """
+    if isinstance(error, RetriableHandlerError):
+        return True
+    flag = getattr(error, "retriable", None)
+    if isinstance(flag, bool):
+        return flag
+    return isinstance(error, ConnectionError | TimeoutError)

@@ -1,0 +1,252 @@
+"""The embedded bus: Kafka's semantics in one process, for ``make run`` without a broker.
+
+It keeps a partitioned log per topic, committed offsets per consumer group, cooperative
+partition assignment among a group's members, and a dead-letter list per group, and it
+carries the same CloudEvents bytes as Kafka, so decoding and dead-lettering behave alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import count
+
+from events.bus.deadletter import DeadLetter
+from events.bus.delivery import Deliverer, Outcome
+from events.bus.message import BusMessage, as_headers
+from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
+from events.bus.port import AssignmentListener, EventPublisher, EventSubscriber, Handler
+from events.bus.retry import RetryPolicy, never_set, wait_any
+from events.cloudevents import to_kafka_binary
+from events.envelope import RecordedEvent
+from events.registry import EventRegistry
+
+
+class InProcessBus:
+    """An in-memory, single-event-loop message bus.
+
+    It is **not durable**: everything on it is gone when the process exits, and
+    ``durable`` says so. Its publishers report ``durable = False``, which makes an
+    ``OutboxRelay`` start from position 0 of the event store on every start instead of
+    from its checkpoint; the durable store is the source of truth and the bus is rebuilt
+    from it, so a restart loses nothing that was acknowledged. Consumers see every event
+    again after a restart and must be idempotent (they must be on Kafka too).
+
+    Partitions are chosen by a stable hash of the key (the case id), so one case's events
+    stay in order. Within a group each partition is held by one member at a time and is
+    only handed over between two messages.
+    """
+
+    durable = False
+
+    def __init__(self, partitions: int = 6) -> None:
+        if partitions < 1:
+            raise ValueError("partitions must be at least 1")
+        self._partitions = partitions
+        self._logs: dict[str, list[list[BusMessage]]] = {}
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._dead_letters: dict[str, list[DeadLetter]] = {}
+        self._unkeyed = count()
+        self._changed = asyncio.Event()
+
+    def publisher(self, topic: str = DEFAULT_CASE_EVENTS_TOPIC) -> InProcessPublisher:
+        return InProcessPublisher(self, topic)
+
+    def subscriber(
+        self,
+        registry: EventRegistry,
+        topic: str = DEFAULT_CASE_EVENTS_TOPIC,
+        retry: RetryPolicy | None = None,
+    ) -> InProcessSubscriber:
+        return InProcessSubscriber(self, registry, topic, retry or RetryPolicy())
+
+    def append(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Iterable[tuple[str, bytes]] = (),
+    ) -> BusMessage:
+        """Put raw bytes on ``topic`` as a producer would; returns the stored message."""
+        partitions = self._log(topic)
+        if key is None:
+            partition = next(self._unkeyed) % self._partitions
+        else:
+            partition = zlib.crc32(key) % self._partitions
+        log = partitions[partition]
+        message = BusMessage(topic, partition, len(log), key, value, as_headers(headers))
+        log.append(message)
+        self._notify()
+        return message
+
+    def messages(self, topic: str) -> list[BusMessage]:
+        """Every message on ``topic``, partition by partition."""
+        return [message for log in self._logs.get(topic, []) for message in log]
+
+    def dead_letters(self, group: str) -> list[DeadLetter]:
+        """What ``group`` gave up on, oldest first (the in-process ``<group>.dlq``)."""
+        return list(self._dead_letters.get(group, []))
+
+    def committed(self, topic: str, group: str) -> dict[int, int]:
+        """Next offset to read per partition for ``group`` (like Kafka's committed offsets)."""
+        state = self._groups.get((topic, group))
+        return {} if state is None else dict(enumerate(state.committed))
+
+    def _log(self, topic: str) -> list[list[BusMessage]]:
+        log = self._logs.get(topic)
+        if log is None:
+            check_topic_name(topic)
+            log = self._logs[topic] = [[] for _ in range(self._partitions)]
+        return log
+
+    def _group(self, topic: str, group: str) -> _Group:
+        state = self._groups.get((topic, group))
+        if state is None:
+            state = self._groups[(topic, group)] = _Group(self._partitions)
+        return state
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
+class InProcessPublisher(EventPublisher):
+    def __init__(self, bus: InProcessBus, topic: str) -> None:
+        check_topic_name(topic)
+        self._bus = bus
+        self._topic = topic
+
+    @property
+    def durable(self) -> bool:
+        return self._bus.durable
+
+    async def publish(self, records: Sequence[RecordedEvent]) -> None:
+        # Encode everything first so that a bad record leaves the log untouched.
+        encoded = [to_kafka_binary(record) for record in records]
+        for kafka_record in encoded:
+            self._bus.append(
+                self._topic, kafka_record.key, kafka_record.value, kafka_record.headers
+            )
+
+
+class InProcessSubscriber(EventSubscriber):
+    def __init__(
+        self, bus: InProcessBus, registry: EventRegistry, topic: str, retry: RetryPolicy
+    ) -> None:
+        check_topic_name(topic)
+        self._bus = bus
+        self._registry = registry
+        self._topic = topic
+        self._retry = retry
+
+    async def run(
+        self,
+        group: str,
+        handler: Handler,
+        stop: asyncio.Event | None = None,
+        *,
+        on_assignment: AssignmentListener | None = None,
+    ) -> None:
+        stop = stop or never_set()
+        bus = self._bus
+        log = bus._log(self._topic)
+        state = bus._group(self._topic, group)
+        member = _Member(on_assignment)
+        deliverer = Deliverer(group, handler, self._registry, self._retry)
+        state.join(member)
+        bus._notify()
+        try:
+            while not stop.is_set():
+                changed = bus._changed
+                if state.settle(member):
+                    bus._notify()
+                message = member.next_message(log)
+                if message is None:
+                    await wait_any((changed, stop))
+                    continue
+                delivery = await deliverer.deliver(message, stop)
+                if delivery.outcome is Outcome.ABANDONED:
+                    break
+                if delivery.dead_letter is not None:
+                    bus._dead_letters.setdefault(group, []).append(delivery.dead_letter)
+                state.commit(member, message.partition, message.offset + 1)
+        finally:
+            state.leave(member)
+            bus._notify()
+
+
+@dataclass(eq=False)
+class _Member:
+    on_assignment: AssignmentListener | None
+    positions: dict[int, int] = field(default_factory=dict)
+    """Partitions this member holds -> next offset to deliver."""
+    reported: frozenset[int] | None = None
+    cursor: int = 0
+
+    def next_message(self, log: list[list[BusMessage]]) -> BusMessage | None:
+        """The next undelivered message, taking partitions in turn so none starves."""
+        held = sorted(self.positions)
+        if not held:
+            return None
+        start = next((i for i, p in enumerate(held) if p >= self.cursor), 0)
+        for partition in held[start:] + held[:start]:
+            offset = self.positions[partition]
+            if offset < len(log[partition]):
+                self.cursor = partition + 1
+                return log[partition][offset]
+        return None
+
+    def report(self) -> None:
+        current = frozenset(self.positions)
+        if current != self.reported:
+            self.reported = current
+            if self.on_assignment is not None:
+                self.on_assignment(current)
+
+
+class _Group:
+    def __init__(self, partitions: int) -> None:
+        self.committed = [0] * partitions
+        self.members: list[_Member] = []
+        self.target: dict[int, _Member] = {}
+        self.holder: dict[int, _Member] = {}
+
+    def join(self, member: _Member) -> None:
+        self.members.append(member)
+        self._rebalance()
+
+    def leave(self, member: _Member) -> None:
+        self.members.remove(member)
+        for partition in member.positions:
+            self.holder.pop(partition, None)
+        member.positions.clear()
+        self._rebalance()
+
+    def settle(self, member: _Member) -> bool:
+        """Hand back partitions no longer assigned to ``member`` and take up newly assigned
+        ones that are free; returns whether some were handed back (others may be waiting)."""
+        released = False
+        for partition in list(member.positions):
+            if self.target.get(partition) is not member:
+                del member.positions[partition]
+                del self.holder[partition]
+                released = True
+        for partition, assignee in self.target.items():
+            if assignee is member and partition not in self.holder:
+                self.holder[partition] = member
+                member.positions[partition] = self.committed[partition]
+        member.report()
+        return released
+
+    def commit(self, member: _Member, partition: int, offset: int) -> None:
+        if self.holder.get(partition) is member:
+            member.positions[partition] = offset
+            self.committed[partition] = max(self.committed[partition], offset)
+
+    def _rebalance(self) -> None:
+        count_ = len(self.members)
+        self.target = (
+            {p: self.members[p % count_] for p in range(len(self.committed))} if count_ else {}
+        )

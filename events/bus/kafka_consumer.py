@@ -1,0 +1,182 @@
+"""One member of a Kafka consumer group: poll, handle, dead-letter, commit.
+
+Offsets are committed after each partition's share of a poll, and only up to records whose
+handler returned (or that were dead-lettered). A rebalance waits for the batch in hand to
+be finished and committed (the revocation callback takes the same lock), so a partition is
+never handled by two members at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from events.bus.deadletter import DeadLetter
+from events.bus.delivery import Deliverer, Outcome
+from events.bus.kafka_clients import close_quietly, new_producer
+from events.bus.kafka_settings import KafkaSettings
+from events.bus.message import BusMessage, as_headers
+from events.bus.names import dead_letter_topic
+from events.bus.port import AssignmentListener, Handler
+from events.bus.retry import RetryPolicy, sleep_unless_stopped
+from events.registry import EventRegistry
+
+log = logging.getLogger(__name__)
+
+
+class KafkaGroupMember:
+    def __init__(
+        self,
+        *,
+        settings: KafkaSettings,
+        topic: str,
+        group: str,
+        handler: Handler,
+        registry: EventRegistry,
+        retry: RetryPolicy,
+        stop: asyncio.Event,
+        on_assignment: AssignmentListener | None,
+    ) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._group = group
+        self._dead_letter_topic = dead_letter_topic(group)
+        self._deliverer = Deliverer(group, handler, registry, retry)
+        self._stop = stop
+        self._batch_lock = asyncio.Lock()
+        self._consumer: Any = None
+        self._dead_letters: Any = None
+        self._listener = _Rebalance(self._batch_lock, on_assignment)
+
+    async def start(self) -> None:
+        settings = self._settings
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=f"{settings.client_id}-{self._group}",
+            group_id=self._group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            request_timeout_ms=settings.request_timeout_ms,
+        )
+        self._consumer.subscribe([self._topic], listener=self._listener)
+        self._dead_letters = new_producer(settings, f"{settings.client_id}-{self._group}-dlq")
+        await self._consumer.start()
+        await self._dead_letters.start()
+
+    async def close(self) -> None:
+        timeout = self._settings.request_timeout_ms / 1000
+        for client in (self._consumer, self._dead_letters):
+            if client is not None:
+                await close_quietly(client, timeout)
+        self._consumer = self._dead_letters = None
+
+    async def consume(self) -> None:
+        consumer = self._consumer
+        while not self._stop.is_set():
+            batches = await consumer.getmany(
+                timeout_ms=self._settings.poll_timeout_ms, max_records=self._settings.max_batch
+            )
+            if not batches:
+                continue
+            async with self._batch_lock:
+                for partition, records in batches.items():
+                    if not await self._handle(partition, records):
+                        return
+
+    async def _handle(self, partition: TopicPartition, records: list[Any]) -> bool:
+        """Handle one partition's records in order and commit; ``False`` once stopping."""
+        next_offset: int | None = None
+        carry_on = True
+        for record in records:
+            if self._stop.is_set() or partition not in self._consumer.assignment():
+                carry_on = not self._stop.is_set()
+                break
+            message = BusMessage(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
+                value=record.value,
+                headers=as_headers(record.headers),
+            )
+            delivery = await self._deliverer.deliver(message, self._stop)
+            if delivery.outcome is Outcome.ABANDONED:
+                carry_on = False
+                break
+            if delivery.dead_letter is not None and not await self._send(delivery.dead_letter):
+                carry_on = False
+                break
+            next_offset = record.offset + 1
+        if next_offset is not None:
+            await self._commit(partition, next_offset)
+        return carry_on
+
+    async def _send(self, letter: DeadLetter) -> bool:
+        """Put ``letter`` on the dead-letter topic, retrying until it is acknowledged;
+        ``False`` if stop was requested first (the message then stays uncommitted)."""
+        failures = 0
+        while True:
+            try:
+                await self._dead_letters.send_and_wait(
+                    self._dead_letter_topic,
+                    value=letter.message.value,
+                    key=letter.message.key,
+                    headers=list(letter.headers()),
+                )
+                return True
+            except Exception as error:
+                # Skipping would lose the message, so even odd errors are retried.
+                failures += 1
+                delay = self._settings.reconnect_backoff.delay(failures)
+                log.error(
+                    "group %s: cannot write to %s (%s: %s), retrying in %.1fs",
+                    self._group,
+                    self._dead_letter_topic,
+                    type(error).__name__,
+                    error,
+                    delay,
+                )
+                if await sleep_unless_stopped(delay, self._stop):
+                    return False
+
+    async def _commit(self, partition: TopicPartition, offset: int) -> None:
+        # A failed commit only means those records may be delivered again (to this member
+        # or, after a rebalance, another); the next successful commit covers them.
+        try:
+            await asyncio.wait_for(
+                self._consumer.commit({partition: offset}),
+                self._settings.request_timeout_ms / 1000,
+            )
+        except (KafkaError, TimeoutError) as error:
+            log.warning(
+                "group %s: commit of %s:%d up to %d failed (%s: %s); the records will be"
+                " delivered again",
+                self._group,
+                partition.topic,
+                partition.partition,
+                offset,
+                type(error).__name__,
+                error,
+            )
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, batch_lock: asyncio.Lock, on_assignment: AssignmentListener | None):
+        self._batch_lock = batch_lock
+        self._on_assignment = on_assignment
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Wait for the batch in hand: it commits before the partitions move on.
+        async with self._batch_lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._on_assignment is not None:
+            self._on_assignment(frozenset(tp.partition for tp in assigned))

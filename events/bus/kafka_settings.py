@@ -1,0 +1,47 @@
+"""How to reach Kafka and how the clients behave; read from the environment by bootstraps."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from events.bus.retry import Backoff
+
+DEFAULT_KAFKA_PORT = 19092
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    bootstrap_servers: str = f"127.0.0.1:{DEFAULT_KAFKA_PORT}"
+    client_id: str = "casetrail"
+    request_timeout_ms: int = 30_000
+    """How long a send or admin request may wait for the broker before failing."""
+    linger_ms: int = 5
+    """Small: the relay publishes whole batches anyway, so waiting longer buys little."""
+    compression_type: str | None = None
+    """``"gzip"``, ``"lz4"``, ``"zstd"`` or ``"snappy"`` when the codec library is installed."""
+    poll_timeout_ms: int = 500
+    """Longest a consumer waits for records before checking whether it should stop."""
+    max_batch: int = 100
+    """Records fetched per poll; offsets are committed after each partition's batch."""
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    """A handler (retries included) may hold a batch at most this long before the group
+    gives its partitions to another member."""
+    reconnect_backoff: Backoff = field(default_factory=lambda: Backoff(0.2, 5.0))
+    """Backoff between attempts while the broker is unreachable."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> KafkaSettings:
+        """``CASETRAIL_KAFKA_BOOTSTRAP`` (host:port[,host:port]) wins over
+        ``CASETRAIL_KAFKA_PORT`` (a port on 127.0.0.1)."""
+        env = os.environ if environ is None else environ
+        bootstrap = env.get("CASETRAIL_KAFKA_BOOTSTRAP", "").strip()
+        if not bootstrap:
+            port = env.get("CASETRAIL_KAFKA_PORT", str(DEFAULT_KAFKA_PORT)).strip()
+            if not port.isdigit():
+                raise ValueError(f"CASETRAIL_KAFKA_PORT must be a port number, got {port!r}")
+            bootstrap = f"127.0.0.1:{port}"
+        return cls(bootstrap_servers=bootstrap)

@@ -1,0 +1,117 @@
+"""Events that open, close and reopen a case, and plan its discharge."""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, ClassVar
+
+from pydantic import Field, field_validator
+
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
+from events.catalog.values import (
+    CatalogValue,
+    NeedCategory,
+    SensitiveNote,
+    require_unique,
+)
+
+
+class ReferralSourceKind(StrEnum):
+    """Who sent the client to the agency."""
+
+    SELF = "self"
+    FAMILY = "family"
+    HOSPITAL = "hospital"
+    PHYSICIAN = "physician"
+    SCHOOL = "school"
+    POLICE = "police"
+    COURT = "court"
+    SOCIAL_SERVICE_AGENCY = "social_service_agency"
+    COMMUNITY_ORGANISATION = "community_organisation"
+    OTHER = "other"
+
+
+class ReferralSource(CatalogValue):
+    """Where the client came from, and the name of the referring person or body when known."""
+
+    kind: ReferralSourceKind
+    name: NonEmptyStr | None = None
+
+
+class PresentingNeed(CatalogValue):
+    """A need the client brings to the agency, in the client's or the referrer's words."""
+
+    category: NeedCategory
+    description: SensitiveNote | None = None
+
+
+class CaseOpened(CaseEvent):
+    """A case was opened for a client, with the needs that brought them to the agency."""
+
+    event_type: ClassVar[str] = "casetrail.case.opened"
+    schema_version: ClassVar[int] = 2
+
+    case_id: Identifier
+    client_id: Identifier
+    referral_source: ReferralSource
+    presenting_needs: Annotated[tuple[PresentingNeed, ...], Field(min_length=1)]
+
+
+class DischargePlanned(CaseEvent):
+    """The discharge of the client was planned: target date, criteria and aftercare."""
+
+    event_type: ClassVar[str] = "casetrail.discharge.planned"
+
+    case_id: Identifier
+    target_date: date
+    criteria: Annotated[tuple[NonEmptyStr, ...], Field(min_length=1)] = Field(
+        description="What must be true for the client to be discharged, e.g. stable housing."
+    )
+    aftercare: tuple[NonEmptyStr, ...] = Field(
+        default=(), description="Supports that continue after discharge, e.g. a peer group."
+    )
+    long_term_maintenance: bool = Field(
+        default=False,
+        description="The client will be maintained long term at low cost rather than closed.",
+    )
+    note: SensitiveNote | None = None
+
+    @field_validator("criteria")
+    @classmethod
+    def _criteria_are_unique(cls, criteria: tuple[str, ...]) -> tuple[str, ...]:
+        require_unique(criteria, "criteria")
+        return criteria
+
+
+class DischargeReason(StrEnum):
+    """Why a case was closed."""
+
+    GOALS_ACHIEVED = "goals_achieved"
+    CLIENT_INDEPENDENT = "client_independent"
+    TRANSFERRED = "transferred"
+    CLIENT_WITHDREW = "client_withdrew"
+    CLIENT_MOVED = "client_moved"
+    LOST_CONTACT = "lost_contact"
+    NOT_ELIGIBLE = "not_eligible"
+    CLIENT_DECEASED = "client_deceased"
+    OTHER = "other"
+
+
+class CaseClosed(CaseEvent):
+    """The case was closed and the client discharged."""
+
+    event_type: ClassVar[str] = "casetrail.case.closed"
+
+    case_id: Identifier
+    reason: DischargeReason
+    note: SensitiveNote | None = None
+
+
+class CaseReopened(CaseEvent):
+    """A closed case was reopened because the client needs help again."""
+
+    event_type: ClassVar[str] = "casetrail.case.reopened"
+
+    case_id: Identifier
+    reason: SensitiveNote

@@ -1,0 +1,76 @@
+"""Events about the client as a person, independent of any one case."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, ClassVar
+
+from pydantic import Field, field_validator
+
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
+from events.catalog.values import CatalogValue, require_unique
+
+PhoneNumber = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^\+?[0-9 ().-]+$")]
+EmailAddress = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+LanguageTag = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+        description="BCP 47 language tag, e.g. fr or it-CH",
+    ),
+]
+
+
+class PersonName(CatalogValue):
+    """How the client is named; the family name is optional because not every culture has one."""
+
+    given_names: NonEmptyStr
+    family_name: NonEmptyStr | None = None
+    preferred_name: NonEmptyStr | None = None
+
+
+class PersonalIdentifier(CatalogValue):
+    """An identifier issued to the client by some authority (national id, medical record number)."""
+
+    scheme: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=64,
+            pattern=r"^[a-z][a-z0-9_.:-]*$",
+            description="Which authority issued it, e.g. national_id, passport or "
+            "mrn:st-mary-hospital; a scheme may appear twice with different values.",
+        ),
+    ]
+    value: NonEmptyStr
+
+
+class ContactDetails(CatalogValue):
+    """How to reach the client."""
+
+    phone: PhoneNumber | None = None
+    email: EmailAddress | None = None
+    postal_address: NonEmptyStr | None = None
+
+
+class ClientRegistered(CaseEvent):
+    """A person seeking help was registered as a client of the agency."""
+
+    event_type: ClassVar[str] = "casetrail.client.registered"
+    schema_version: ClassVar[int] = 1
+    subject_field: ClassVar[str] = "client_id"
+
+    client_id: Identifier
+    name: PersonName
+    date_of_birth: date | None = None
+    identifiers: tuple[PersonalIdentifier, ...] = ()
+    contact: ContactDetails | None = None
+    preferred_language: LanguageTag | None = None
+
+    @field_validator("identifiers")
+    @classmethod
+    def _identifiers_are_unique(
+        cls, identifiers: tuple[PersonalIdentifier, ...]
+    ) -> tuple[PersonalIdentifier, ...]:
+        require_unique(((i.scheme, i.value) for i in identifiers), "identifiers (scheme, value)")
+        return identifiers

@@ -1,0 +1,36 @@
+"""Decisions on which state-provided resources and programmes the client qualifies for."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, ClassVar
+
+from pydantic import Field
+
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
+from events.catalog.values import CatalogValue, Money
+
+
+class EligibilityFacts(CatalogValue):
+    """The facts the decision was based on, as known when it was made."""
+
+    age: Annotated[int, Field(ge=0, le=150)] | None = None
+    monthly_income: Money | None = None
+    household_size: Annotated[int, Field(ge=1, le=100)] | None = None
+    residence: NonEmptyStr | None = Field(
+        default=None, description="Jurisdiction of residence, e.g. a municipality code."
+    )
+
+
+class EligibilityDetermined(CaseEvent):
+    """It was determined whether the client qualifies for a programme, and why."""
+
+    event_type: ClassVar[str] = "casetrail.eligibility.determined"
+
+    case_id: Identifier
+    program_id: Identifier
+    program_name: NonEmptyStr
+    eligible: bool
+    reasons: Annotated[tuple[NonEmptyStr, ...], Field(min_length=1)]
+    facts: EligibilityFacts
+    valid_until: date | None = None

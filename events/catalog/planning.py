@@ -1,0 +1,151 @@
+"""The intervention plan, built with the client: goals, objectives and the steps to reach them."""
+
+from __future__ import annotations
+
+from datetime import date
+from enum import StrEnum
+from typing import Annotated, ClassVar
+
+from pydantic import Field, field_validator
+
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
+from events.catalog.values import (
+    CatalogValue,
+    NeedCategory,
+    Note,
+    PositiveVersion,
+    SensitiveNote,
+    require_unique,
+)
+
+
+class GoalTerm(StrEnum):
+    """Whether a goal is for the next weeks or months (short) or beyond (long)."""
+
+    SHORT = "short"
+    LONG = "long"
+
+
+class TaskOwnerKind(StrEnum):
+    """Who is responsible for carrying out a task."""
+
+    CLIENT = "client"
+    WORKER = "worker"
+    PROVIDER = "provider"
+    FAMILY = "family"
+    OTHER = "other"
+
+
+class TaskOwner(CatalogValue):
+    """The person or organisation that carries out a task, with their id when they have one."""
+
+    kind: TaskOwnerKind
+    owner_id: Identifier | None = None
+
+
+class PlanTask(CatalogValue):
+    """A concrete step toward a goal, e.g. "book transport to the Tuesday appointments"."""
+
+    task_id: Identifier
+    description: NonEmptyStr
+    owner: TaskOwner
+    target_date: date
+
+
+class Goal(CatalogValue):
+    """A goal of the plan, in the words agreed with the client, and how it will be reached."""
+
+    goal_id: Identifier
+    statement: SensitiveNote
+    term: GoalTerm
+    need_category: NeedCategory
+    objectives: tuple[SensitiveNote, ...] = Field(
+        default=(), description="Measurable results that show the goal is being reached."
+    )
+    tasks: tuple[PlanTask, ...] = ()
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_ids_are_unique(cls, tasks: tuple[PlanTask, ...]) -> tuple[PlanTask, ...]:
+        require_unique((task.task_id for task in tasks), "task_id")
+        return tasks
+
+
+class PlanDrafted(CaseEvent):
+    """A draft intervention plan was written for the case, possibly with its first goals."""
+
+    event_type: ClassVar[str] = "casetrail.plan.drafted"
+
+    case_id: Identifier
+    plan_id: Identifier
+    goals: tuple[Goal, ...] = ()
+
+    @field_validator("goals")
+    @classmethod
+    def _goal_ids_are_unique(cls, goals: tuple[Goal, ...]) -> tuple[Goal, ...]:
+        require_unique((goal.goal_id for goal in goals), "goal_id")
+        return goals
+
+
+class GoalAdded(CaseEvent):
+    """A goal was added to the plan."""
+
+    event_type: ClassVar[str] = "casetrail.goal.added"
+
+    case_id: Identifier
+    plan_id: Identifier
+    goal: Goal
+
+
+class GoalRevised(CaseEvent):
+    """A goal of the plan was revised; the event carries the goal's complete new form."""
+
+    event_type: ClassVar[str] = "casetrail.goal.revised"
+
+    case_id: Identifier
+    plan_id: Identifier
+    goal: Goal
+    reason: NonEmptyStr
+
+
+class GoalAchieved(CaseEvent):
+    """The client reached a goal of the plan."""
+
+    event_type: ClassVar[str] = "casetrail.goal.achieved"
+
+    case_id: Identifier
+    plan_id: Identifier
+    goal_id: Identifier
+    evidence: SensitiveNote | None = None
+
+
+class GoalDropped(CaseEvent):
+    """A goal was taken out of the plan without being reached."""
+
+    event_type: ClassVar[str] = "casetrail.goal.dropped"
+
+    case_id: Identifier
+    plan_id: Identifier
+    goal_id: Identifier
+    reason: Note
+
+
+class PlanAgreed(CaseEvent):
+    """The client agreed to a version of the plan; their own words are kept."""
+
+    event_type: ClassVar[str] = "casetrail.plan.agreed"
+
+    case_id: Identifier
+    plan_id: Identifier
+    plan_version: PositiveVersion = Field(
+        description="Number of the plan version agreed: 1 for the first agreement, then +1."
+    )
+    goal_ids: Annotated[tuple[Identifier, ...], Field(min_length=1)]
+    client_statement: SensitiveNote | None = None
+    signed_by_client: bool
+
+    @field_validator("goal_ids")
+    @classmethod
+    def _goal_ids_are_unique(cls, goal_ids: tuple[str, ...]) -> tuple[str, ...]:
+        require_unique(goal_ids, "goal_ids")
+        return goal_ids

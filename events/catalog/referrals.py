@@ -1,0 +1,57 @@
+"""Referrals (orientation) of the client to outside agencies and professionals."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import ClassVar
+
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
+from events.catalog.values import NeedCategory, Note, Provider, SensitiveNote, Urgency
+
+
+class ReferralMade(CaseEvent):
+    """The client was referred to an agency or professional for a service."""
+
+    event_type: ClassVar[str] = "casetrail.referral.made"
+
+    case_id: Identifier
+    referral_id: Identifier
+    provider: Provider
+    need_category: NeedCategory
+    service: NonEmptyStr
+    urgency: Urgency
+    reason: SensitiveNote
+
+
+class ReferralAccepted(CaseEvent):
+    """The agency or professional accepted the referral."""
+
+    event_type: ClassVar[str] = "casetrail.referral.accepted"
+
+    case_id: Identifier
+    referral_id: Identifier
+    provider_id: Identifier
+    expected_start_date: date | None = None
+    contact_person: NonEmptyStr | None = None
+
+
+class ReferralDeclined(CaseEvent):
+    """The agency or professional declined the referral."""
+
+    event_type: ClassVar[str] = "casetrail.referral.declined"
+
+    case_id: Identifier
+    referral_id: Identifier
+    provider_id: Identifier
+    reason: Note
+
+
+class ReferralCompleted(CaseEvent):
+    """The service the client was referred for has ended, with its outcome."""
+
+    event_type: ClassVar[str] = "casetrail.referral.completed"
+
+    case_id: Identifier
+    referral_id: Identifier
+    provider_id: Identifier
+    outcome: SensitiveNote

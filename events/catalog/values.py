@@ -1,0 +1,86 @@
+"""Value types shared by several catalog events.
+
+Sensitivity rule used across the catalog: free text that describes the client's health,
+psyche, substance use, risks or private life is marked ``Sensitive`` (it may only be read on a
+need-to-know basis and is encrypted per client); codes, ids, dates and amounts are not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from enum import StrEnum
+from typing import Annotated, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from events.catalog.base import Identifier, NonEmptyStr, SensitiveText
+
+Note = Annotated[str, Field(min_length=1, max_length=20_000)]
+"""Free text that is not sensitive (operational notes, reasons given by agencies)."""
+
+SensitiveNote = Annotated[SensitiveText, Field(min_length=1, max_length=20_000)]
+"""Free text about the client's health, psyche, substance use, risks or private life."""
+
+PositiveVersion = Annotated[int, Field(ge=1)]
+
+_H = TypeVar("_H", bound=Hashable)
+
+
+class CatalogValue(BaseModel):
+    """Base of the small value objects nested inside events: immutable and strict about keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+class NeedCategory(StrEnum):
+    """Kinds of need recognised at intake, in planning and in referrals."""
+
+    HOUSING = "housing"
+    FOOD = "food"
+    INCOME = "income"
+    HEALTH = "health"
+    MENTAL_HEALTH = "mental_health"
+    SUBSTANCE_USE = "substance_use"
+    DISABILITY = "disability"
+    FAMILY_CARE = "family_care"
+    COUNSELING = "counseling"
+    PHYSICAL_THERAPY = "physical_therapy"
+    HOME_CARE = "home_care"
+    TRANSPORTATION = "transportation"
+    SOCIALISATION = "socialisation"
+    LEGAL = "legal"
+    EDUCATION = "education"
+    EMPLOYMENT = "employment"
+    OTHER = "other"
+
+
+class Urgency(StrEnum):
+    """How soon a need must be met."""
+
+    ROUTINE = "routine"
+    SOON = "soon"
+    URGENT = "urgent"
+    IMMEDIATE = "immediate"
+
+
+class Provider(CatalogValue):
+    """An agency, organisation or professional that receives referrals or delivers services."""
+
+    provider_id: Identifier
+    name: NonEmptyStr
+
+
+class Money(CatalogValue):
+    """An amount in integer minor units of an ISO 4217 currency (e.g. 1250 EUR = 12.50 EUR)."""
+
+    amount_minor_units: Annotated[int, Field(ge=0)]
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+def require_unique(values: Iterable[_H], what: str) -> None:
+    """Raise a ``ValueError`` naming the first repeated value (pydantic reports it per field)."""
+    seen: set[_H] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what} must be unique; {value!r} appears more than once")
+        seen.add(value)

@@ -1,0 +1,94 @@
+"""The complete public catalog: every current event model, every superseded one, every upcaster.
+
+This is the one place that lists them. Services get a registry from ``default_registry()`` in
+their bootstrap; nothing is built when this module is imported.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from events.catalog import (
+    access,
+    assessment,
+    assignment,
+    cases,
+    clients,
+    eligibility,
+    funding,
+    legacy,
+    monitoring,
+    planning,
+    referrals,
+    scheduling,
+)
+from events.catalog.base import CaseEvent
+from events.registry import EventRegistry, Upcaster
+
+
+def current_models() -> tuple[type[CaseEvent], ...]:
+    """The current model of every event type, in case-cycle order."""
+    return (
+        clients.ClientRegistered,
+        cases.CaseOpened,
+        assessment.InitialAssessmentRecorded,
+        assignment.CaseAssigned,
+        assignment.CaseReassigned,
+        planning.PlanDrafted,
+        planning.GoalAdded,
+        planning.GoalRevised,
+        planning.GoalAchieved,
+        planning.GoalDropped,
+        planning.PlanAgreed,
+        referrals.ReferralMade,
+        referrals.ReferralAccepted,
+        referrals.ReferralDeclined,
+        referrals.ReferralCompleted,
+        scheduling.ServiceScheduled,
+        scheduling.ServiceRescheduled,
+        scheduling.ServiceCancelled,
+        scheduling.ServiceDelivered,
+        eligibility.EligibilityDetermined,
+        funding.BudgetReserved,
+        funding.BudgetReleased,
+        funding.InsuranceClaimFiled,
+        funding.InsuranceClaimDecided,
+        monitoring.ContactLogged,
+        monitoring.ProgressEvaluated,
+        cases.DischargePlanned,
+        cases.CaseClosed,
+        cases.CaseReopened,
+        access.RecordAccessed,
+        access.ConsentGranted,
+        access.ConsentRevoked,
+    )
+
+
+def legacy_models() -> tuple[type[CaseEvent], ...]:
+    """Superseded (type, version) models whose schemas stay published for subscribers."""
+    return (legacy.CaseOpenedV1,)
+
+
+def upcasters() -> tuple[tuple[str, int, Upcaster], ...]:
+    """(event type, from version, upcaster) for every supported version step."""
+    return ((cases.CaseOpened.event_type, 1, legacy.upcast_case_opened_v1_to_v2),)
+
+
+def build_registry() -> EventRegistry:
+    """A new registry with the whole catalog; use it when a caller must own its registry."""
+    registry = EventRegistry(current_models())
+    for event_type, from_version, upcaster in upcasters():
+        registry.register_upcaster(event_type, from_version, upcaster)
+    return registry
+
+
+@cache
+def default_registry() -> EventRegistry:
+    """The shared registry of the whole catalog. Do not register anything else into it."""
+    return build_registry()
+
+
+@cache
+def all_event_types() -> tuple[str, ...]:
+    """Every public event type name, sorted (the lazily built ``ALL_EVENT_TYPES``)."""
+    return tuple(sorted(model.event_type for model in current_models()))

@@ -1,0 +1,532 @@
+"""CloudEvents 1.0 mapping of recorded case events: JSON format and Kafka binary mode.
+
+Context attributes (every value is a string unless noted):
+
+=================  ==========================================================================
+``id``             the event id (UUID)
+``source``         ``/casetrail/<service>`` from ``metadata.source`` (a source that is already
+                   a URI reference, i.e. contains ``/`` or ``:``, is passed through unchanged)
+``specversion``    ``1.0``
+``type``           the stable event type, e.g. ``casetrail.case.opened``
+``subject``        the event's subject: the case id (the client id for client events)
+``time``           when it occurred (``metadata.occurred_at``), RFC 3339
+``datacontenttype`` ``application/json``
+``dataschema``     ``https://casetrail.example/schemas/<type>/v<schemaversion>.json``; the path
+                   after ``/schemas/`` is the file under ``events/schemas/`` in this repository
+``sequence``       version of the stream after this event, 19 digits zero-padded so that string
+                   order is event order (the CloudEvents Sequence extension is string-typed)
+``stream``         the event-store stream the event belongs to
+``schemaversion``  Integer (a JSON number in the JSON format): version of ``data``'s shape
+``actorid``        who did it
+``actorrole``      in which role (``events.catalog.base.Role``)
+``correlationid``  UUID shared by everything caused by one request
+``causationid``    UUID of the event that caused this one; absent when none
+``occurredat``     same instant as ``time``, kept so it is never confused with ``recordedat``
+``recordedat``     when the store made it durable, RFC 3339
+``sourceposition`` global position in the producing service's store, 19 digits zero-padded
+=================  ==========================================================================
+
+There is no ``caseid`` attribute: ``subject`` already carries it.
+
+Kafka binary mode: the record key is the subject (all events of a case stay in one partition,
+in order); ``datacontenttype`` travels as the ``content-type`` header, every other attribute
+as a ``ce_<name>`` header holding its string form in UTF-8; the value is the data JSON.
+The key is not part of the event and is not checked on decode.
+
+Decoding is strict: a missing or malformed attribute raises ``UndecodableMessageError`` naming
+the header/attribute, bad data raises the registry's ``InvalidEventError`` naming the event type
+and field, so consumers can park poison messages with a precise reason. Older schema versions
+are upcast to the current model on decode.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from events.catalog.base import CaseEvent, Role
+from events.envelope import Actor, EventMetadata, RecordedEvent
+from events.errors import FieldProblem, InvalidEventError
+from events.registry import EventRegistry, encode
+
+SPEC_VERSION = "1.0"
+JSON_CONTENT_TYPE = "application/json"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+SCHEMA_BASE_URI = "https://casetrail.example/schemas/"
+ENVELOPE_SCHEMA_URI = f"{SCHEMA_BASE_URI}envelope.cloudevents.json"
+SOURCE_PREFIX = "/casetrail/"
+KAFKA_HEADER_PREFIX = "ce_"
+KAFKA_CONTENT_TYPE_HEADER = "content-type"
+ORDER_DIGITS = 19
+"""Width of zero-padded counters: enough for any signed 64-bit value."""
+
+_BARE_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_DIGITS = re.compile(r"^[0-9]{1,19}$")
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_UNKNOWN_TYPE = "<unknown>"
+
+
+class UndecodableMessageError(InvalidEventError):
+    """A message cannot be turned into a case event: its envelope is missing or malformed.
+
+    ``problems`` name the header (Kafka, e.g. ``ce_sequence``) or attribute (JSON) at fault.
+    """
+
+    def __init__(self, problems: list[FieldProblem], event_type: str | None = None) -> None:
+        super().__init__(event_type or _UNKNOWN_TYPE, problems)
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """A Kafka record in CloudEvents binary mode, ready for a producer's ``send``."""
+
+    key: bytes
+    headers: list[tuple[str, bytes]]
+    value: bytes
+
+
+def dataschema_uri(event_type: str, schema_version: int) -> str:
+    return f"{SCHEMA_BASE_URI}{event_type}/v{schema_version}.json"
+
+
+def source_uri(service: str) -> str:
+    """The CloudEvents ``source`` of events produced by ``service`` (``metadata.source``)."""
+    if not service:
+        raise ValueError("metadata.source must not be empty")
+    return f"{SOURCE_PREFIX}{service}" if _BARE_SERVICE.match(service) else service
+
+
+def service_of(source: str) -> str:
+    """Inverse of ``source_uri``."""
+    if source.startswith(SOURCE_PREFIX):
+        service = source.removeprefix(SOURCE_PREFIX)
+        if _BARE_SERVICE.match(service):
+            return service
+    return source
+
+
+# --- encoding ---------------------------------------------------------------------------------
+
+
+def context_attributes(recorded: RecordedEvent) -> dict[str, str | int]:
+    """Every context attribute of ``recorded``, in a fixed order (CloudEvents type per value)."""
+    metadata = recorded.metadata
+    attributes: dict[str, str | int] = {
+        "specversion": SPEC_VERSION,
+        "id": str(recorded.event_id),
+        "source": source_uri(metadata.source),
+        "type": recorded.event_type,
+        "subject": recorded.subject,
+        "time": _format_time(metadata.occurred_at, "metadata.occurred_at"),
+        "datacontenttype": JSON_CONTENT_TYPE,
+        "dataschema": dataschema_uri(recorded.event_type, recorded.schema_version),
+        "sequence": _format_counter(recorded.sequence, "sequence"),
+        "stream": recorded.stream,
+        "schemaversion": recorded.schema_version,
+        "actorid": metadata.actor.user_id,
+        "actorrole": metadata.actor.role.value,
+        "correlationid": str(metadata.correlation_id),
+        "occurredat": _format_time(metadata.occurred_at, "metadata.occurred_at"),
+        "recordedat": _format_time(recorded.recorded_at, "recorded_at"),
+        "sourceposition": _format_counter(recorded.position, "position"),
+    }
+    if metadata.causation_id is not None:
+        attributes["causationid"] = str(metadata.causation_id)
+    return attributes
+
+
+def to_structured(recorded: RecordedEvent) -> dict[str, Any]:
+    """The event in the CloudEvents JSON format, with ``data`` inline as a JSON object."""
+    document: dict[str, Any] = dict(context_attributes(recorded))
+    document["data"] = recorded.event.model_dump(mode="json")
+    return document
+
+
+def to_kafka_binary(recorded: RecordedEvent) -> KafkaRecord:
+    """The event as a Kafka record in CloudEvents binary mode."""
+    headers = [(KAFKA_CONTENT_TYPE_HEADER, JSON_CONTENT_TYPE.encode())]
+    headers.extend(
+        (f"{KAFKA_HEADER_PREFIX}{name}", str(value).encode())
+        for name, value in context_attributes(recorded).items()
+        if name != "datacontenttype"
+    )
+    return KafkaRecord(key=recorded.subject.encode(), headers=headers, value=encode(recorded.event))
+
+
+def iter_json_lines(recorded_events: Iterable[RecordedEvent]) -> Iterator[str]:
+    """One structured CloudEvent per line (newline included), keys sorted, compact."""
+    for recorded in recorded_events:
+        yield _dump(to_structured(recorded)) + "\n"
+
+
+def to_json_lines(recorded_events: Iterable[RecordedEvent]) -> str:
+    return "".join(iter_json_lines(recorded_events))
+
+
+# --- envelope schema --------------------------------------------------------------------------
+
+
+def envelope_json_schema() -> dict[str, Any]:
+    """JSON Schema of the CloudEvents JSON format as casetrail sends it (published as
+    ``events/schemas/envelope.cloudevents.json``)."""
+    counter = {
+        "type": "string",
+        "pattern": f"^[0-9]{{{ORDER_DIGITS}}}$",
+    }
+    timestamp = {"type": "string", "format": "date-time"}
+    uuid = {"type": "string", "format": "uuid"}
+    properties: dict[str, dict[str, Any]] = {
+        "specversion": {"const": SPEC_VERSION, "description": "CloudEvents version."},
+        "id": {**uuid, "description": "Event id, unique across casetrail."},
+        "source": {
+            "type": "string",
+            "format": "uri-reference",
+            "minLength": 1,
+            "description": f"Producing service, {SOURCE_PREFIX}<service>.",
+        },
+        "type": {
+            "type": "string",
+            "pattern": r"^casetrail\.[a-z0-9_.-]+$",
+            "description": "Stable event type, listed in catalog.json.",
+        },
+        "subject": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Case id (client id for client events); the Kafka record key.",
+        },
+        "time": {**timestamp, "description": "When it occurred (RFC 3339)."},
+        "datacontenttype": {"const": JSON_CONTENT_TYPE},
+        "dataschema": {
+            "type": "string",
+            "format": "uri",
+            "description": f"{SCHEMA_BASE_URI}<type>/v<schemaversion>.json",
+        },
+        "sequence": {
+            **counter,
+            "description": "Stream version after this event, zero-padded: string order is "
+            "event order within the stream.",
+        },
+        "stream": {"type": "string", "minLength": 1, "description": "Event-store stream."},
+        "schemaversion": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Version of the data's shape (a string in Kafka headers).",
+        },
+        "actorid": {"type": "string", "minLength": 1, "description": "Who did it."},
+        "actorrole": {
+            "enum": [role.value for role in Role],
+            "description": "In which role they did it.",
+        },
+        "correlationid": {**uuid, "description": "Shared by everything one request caused."},
+        "causationid": {**uuid, "description": "The event that caused this one, if any."},
+        "occurredat": {**timestamp, "description": "Same instant as time."},
+        "recordedat": {**timestamp, "description": "When the producer's store made it durable."},
+        "sourceposition": {
+            **counter,
+            "description": "Global position in the producing service's store, zero-padded.",
+        },
+        "data": {
+            "type": "object",
+            "description": "The event data; it validates against the schema at dataschema.",
+        },
+    }
+    optional = {"causationid"}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": ENVELOPE_SCHEMA_URI,
+        "title": "casetrail case event (CloudEvents 1.0, JSON format)",
+        "description": (
+            "Kafka binary mode carries the same attributes as headers: datacontenttype as "
+            f"content-type, every other attribute as {KAFKA_HEADER_PREFIX}<name> (UTF-8 string "
+            "form); the record value is data and the record key is subject."
+        ),
+        "type": "object",
+        "properties": properties,
+        "required": sorted(name for name in properties if name not in optional),
+        "additionalProperties": True,
+    }
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+def from_structured(document: Mapping[str, Any], registry: EventRegistry) -> RecordedEvent:
+    """Decode a CloudEvents JSON-format document (as parsed JSON) into a recorded event."""
+    if not isinstance(document, Mapping):
+        raise UndecodableMessageError([FieldProblem("event", "must be a JSON object")])
+    problems: list[FieldProblem] = []
+    if "data_base64" in document:
+        problems.append(FieldProblem("data_base64", "binary data is not supported, use data"))
+    data = document.get("data")
+    if not isinstance(data, dict):
+        problems.append(
+            FieldProblem("data", "missing" if data is None else "must be a JSON object")
+        )
+    reader = _AttributeReader(document, label=lambda name: name, missing="missing attribute")
+    return _decode(reader, data if isinstance(data, dict) else {}, problems, registry)
+
+
+def from_kafka_binary(
+    key: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]],
+    value: bytes | None,
+    registry: EventRegistry,
+) -> RecordedEvent:
+    """Decode a Kafka record in CloudEvents binary mode (structured mode is also accepted)."""
+    del key  # Partitioning only: the subject attribute is authoritative.
+    problems: list[FieldProblem] = []
+    attributes: dict[str, str] = {}
+    content_type: str | None = None
+    seen: set[str] = set()
+    for name, raw in headers:
+        if name != KAFKA_CONTENT_TYPE_HEADER and not name.startswith(KAFKA_HEADER_PREFIX):
+            continue
+        if name in seen:
+            problems.append(FieldProblem(name, "header repeated"))
+            continue
+        seen.add(name)
+        try:
+            text = (raw or b"").decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append(FieldProblem(name, "header value is not UTF-8"))
+            continue
+        if name == KAFKA_CONTENT_TYPE_HEADER:
+            content_type = text
+        else:
+            attributes[name.removeprefix(KAFKA_HEADER_PREFIX)] = text
+
+    if content_type is not None and _media_type(content_type) == STRUCTURED_CONTENT_TYPE:
+        return from_structured(_parse_object(value, "value", problems), registry)
+    if content_type is not None:
+        attributes["datacontenttype"] = content_type
+    data = _parse_object(value, "value", problems)
+    reader = _AttributeReader(
+        attributes, label=lambda name: f"{KAFKA_HEADER_PREFIX}{name}", missing="missing header"
+    )
+    return _decode(reader, data, problems, registry)
+
+
+def from_json_lines(text: str, registry: EventRegistry) -> list[RecordedEvent]:
+    """Decode the output of ``to_json_lines``; errors name the line number."""
+    decoded: list[RecordedEvent] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            decoded.append(from_structured(json.loads(line), registry))
+        except json.JSONDecodeError as error:
+            raise UndecodableMessageError(
+                [FieldProblem(f"line {number}", f"not valid JSON: {error.msg}")]
+            ) from None
+        except InvalidEventError as error:
+            located = [FieldProblem(f"line {number}: {p.field}", p.problem) for p in error.problems]
+            raise UndecodableMessageError(located, error.event_type) from None
+    return decoded
+
+
+class _AttributeReader:
+    """Reads context attributes, collecting every problem instead of stopping at the first.
+
+    A required attribute that is missing or malformed yields a placeholder and a problem; the
+    caller raises before any placeholder can escape.
+    """
+
+    def __init__(
+        self, values: Mapping[str, Any], label: Callable[[str], str], missing: str
+    ) -> None:
+        self._values = values
+        self._missing = missing
+        self.label = label
+        self.problems: list[FieldProblem] = []
+
+    def problem(self, name: str, problem: str) -> None:
+        self.problems.append(FieldProblem(self.label(name), problem))
+
+    def optional_text(self, name: str) -> str | None:
+        value = self._values.get(name)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value:
+            self.problem(name, "must be a non-empty string")
+            return None
+        return value
+
+    def text(self, name: str) -> str:
+        if self._values.get(name) is None:
+            self.problem(name, self._missing)
+            return ""
+        return self.optional_text(name) or ""
+
+    def counter(self, name: str, minimum: int) -> int:
+        value = self._values.get(name)
+        if value is None:
+            self.problem(name, self._missing)
+            return minimum
+        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+            return value
+        if isinstance(value, str) and _DIGITS.match(value) and int(value) >= minimum:
+            return int(value)
+        self.problem(name, f"must be a whole number >= {minimum} (up to {ORDER_DIGITS} digits)")
+        return minimum
+
+    def optional_uuid(self, name: str) -> UUID | None:
+        value = self.optional_text(name)
+        if value is None:
+            return None
+        try:
+            return UUID(value)
+        except ValueError:
+            self.problem(name, "must be a UUID")
+            return None
+
+    def uuid(self, name: str) -> UUID:
+        if self._values.get(name) is None:
+            self.problem(name, self._missing)
+        return self.optional_uuid(name) or UUID(int=0)
+
+    def optional_timestamp(self, name: str) -> datetime | None:
+        value = self.optional_text(name)
+        if value is None:
+            return None
+        parsed = _parse_time(value)
+        if parsed is None:
+            self.problem(name, "must be an RFC 3339 timestamp with an offset")
+        return parsed
+
+    def timestamp(self, name: str) -> datetime:
+        if self._values.get(name) is None:
+            self.problem(name, self._missing)
+        return self.optional_timestamp(name) or datetime.min.replace(tzinfo=UTC)
+
+    def role(self, name: str) -> Role:
+        value = self.text(name)
+        try:
+            return Role(value)
+        except ValueError:
+            if value:
+                self.problem(name, f"unknown role {value!r}")
+            return Role.SYSTEM
+
+
+def _decode(
+    reader: _AttributeReader,
+    data: dict[str, Any],
+    problems: list[FieldProblem],
+    registry: EventRegistry,
+) -> RecordedEvent:
+    specversion = reader.text("specversion")
+    if specversion and specversion != SPEC_VERSION:
+        reader.problem("specversion", f"must be {SPEC_VERSION!r}, got {specversion!r}")
+    event_id = reader.uuid("id")
+    source = reader.text("source")
+    event_type = reader.text("type")
+    subject = reader.text("subject")
+    occurred_at = reader.timestamp("time")
+    content_type = reader.optional_text("datacontenttype")
+    if content_type is not None and _media_type(content_type) != JSON_CONTENT_TYPE:
+        reader.problem("datacontenttype", f"must be {JSON_CONTENT_TYPE}, got {content_type!r}")
+    dataschema = reader.optional_text("dataschema")
+    sequence = reader.counter("sequence", minimum=1)
+    stream = reader.text("stream")
+    schema_version = reader.counter("schemaversion", minimum=1)
+    actor_id = reader.text("actorid")
+    actor_role = reader.role("actorrole")
+    correlation_id = reader.uuid("correlationid")
+    causation_id = reader.optional_uuid("causationid")
+    occurred_at_extension = reader.optional_timestamp("occurredat")
+    recorded_at = reader.timestamp("recordedat")
+    position = reader.counter("sourceposition", minimum=0)
+
+    if not reader.problems:
+        if occurred_at_extension is not None and occurred_at_extension != occurred_at:
+            reader.problem("occurredat", "must be the same instant as time")
+        expected_schema = dataschema_uri(event_type, schema_version)
+        if (
+            dataschema is not None
+            and dataschema.startswith(SCHEMA_BASE_URI)
+            and dataschema != expected_schema
+        ):
+            reader.problem("dataschema", f"must be {expected_schema!r} for this type and version")
+    problems = problems + reader.problems
+    if problems:
+        raise UndecodableMessageError(problems, event_type or None)
+
+    event: CaseEvent = registry.validate(event_type, schema_version, data)
+    if event.subject != subject:
+        mismatch = f"{subject!r} does not match data.{event.subject_field} {event.subject!r}"
+        raise UndecodableMessageError([FieldProblem(reader.label("subject"), mismatch)], event_type)
+    return RecordedEvent(
+        event_id=event_id,
+        stream=stream,
+        sequence=sequence,
+        position=position,
+        recorded_at=recorded_at,
+        event=event,
+        metadata=EventMetadata(
+            source=service_of(source),
+            actor=Actor(user_id=actor_id, role=actor_role),
+            occurred_at=occurred_at,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        ),
+    )
+
+
+def _parse_object(value: bytes | None, name: str, problems: list[FieldProblem]) -> dict[str, Any]:
+    if value is None:
+        problems.append(FieldProblem(name, "missing"))
+        return {}
+    try:
+        parsed = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        problems.append(FieldProblem(name, f"not valid JSON: {error}"))
+        return {}
+    if not isinstance(parsed, dict):
+        problems.append(FieldProblem(name, "must be a JSON object"))
+        return {}
+    return parsed
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _format_counter(value: int, what: str) -> str:
+    if value < 0 or value >= 10**ORDER_DIGITS:
+        raise ValueError(f"{what} {value} does not fit {ORDER_DIGITS} digits")
+    return f"{value:0{ORDER_DIGITS}d}"
+
+
+def _format_time(moment: datetime, what: str) -> str:
+    offset = moment.utcoffset()
+    if offset is None:
+        raise ValueError(f"{what} must be timezone-aware")
+    if offset % timedelta(minutes=1):
+        raise ValueError(f"{what} has an offset in seconds, which RFC 3339 cannot express")
+    text = moment.isoformat()
+    return text.removesuffix("+00:00") + "Z" if offset == timedelta(0) else text
+
+
+def _parse_time(text: str) -> datetime | None:
+    match = _RFC3339.match(text)
+    if match is None:
+        return None
+    day, clock, fraction, offset = match.groups()
+    # datetime keeps microseconds; finer digits from other producers are truncated.
+    micro = f".{fraction[:6]:0<6}" if fraction else ""
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        return datetime.fromisoformat(f"{day}T{clock}{micro}{offset}")
+    except ValueError:
+        return None
+
+
+def _dump(document: Mapping[str, Any]) -> str:
+    return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":"))

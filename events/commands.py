@@ -1,0 +1,113 @@
+"""Commands: who asks, under which idempotency key, and how refusals are described.
+
+Services subclass the refusals below in their own ``domain/errors.py``; the gRPC entrypoint
+turns each kind into one status code (see ``events.grpc_platform.errors``), so domain code
+never deals with transport concerns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from uuid import UUID, uuid4, uuid5
+
+from events.catalog.base import CaseEvent
+from events.envelope import Actor, EventMetadata, NewEvent
+from events.errors import FieldProblem
+
+_COMMAND_NAMESPACE = UUID("5b0f3a4e-6c1d-4f53-9d57-0c8f1e2a9b61")
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    actor: Actor
+    idempotency_key: str
+    correlation_id: UUID = field(default_factory=uuid4)
+    occurred_at: datetime | None = None
+    expected_version: int | None = None
+
+    def command_id(self, service: str) -> UUID:
+        """Stable id of this command: the same key from the same actor is the same command."""
+        return uuid5(
+            _COMMAND_NAMESPACE, f"{service}\x1f{self.actor.user_id}\x1f{self.idempotency_key}"
+        )
+
+    def new_events(self, service: str, events: Sequence[CaseEvent]) -> list[NewEvent]:
+        """Wrap a decision's events with this command's metadata.
+
+        Event ids derive from the command id, so a retried command produces the same ids and the
+        store recognises the repeat instead of writing twice.
+        """
+        command_id = self.command_id(service)
+        metadata = EventMetadata(
+            source=service,
+            actor=self.actor,
+            occurred_at=self.occurred_at or datetime.now(UTC),
+            correlation_id=self.correlation_id,
+            causation_id=command_id,
+        )
+        return [
+            NewEvent(event=event, metadata=metadata, event_id=uuid5(command_id, str(index)))
+            for index, event in enumerate(events)
+        ]
+
+
+def derived_id(context: CommandContext, service: str, purpose: str) -> str:
+    """An id the command creates (a new case id, say) that a retry creates identically."""
+    return uuid5(context.command_id(service), purpose).hex
+
+
+class CommandRejected(Exception):
+    """Base of every refusal. Nothing was written."""
+
+
+class InvalidCommand(CommandRejected):
+    """The command's fields are wrong (maps to INVALID_ARGUMENT with field violations)."""
+
+    def __init__(self, violations: Sequence[FieldProblem]) -> None:
+        self.violations = list(violations)
+        super().__init__("; ".join(f"{v.field}: {v.problem}" for v in self.violations))
+
+
+class RuleBroken(CommandRejected):
+    """A business rule refuses it now (FAILED_PRECONDITION naming the rule)."""
+
+    def __init__(self, rule: str, description: str, **details: str) -> None:
+        self.rule = rule
+        self.description = description
+        self.details = details
+        super().__init__(f"{rule}: {description}")
+
+
+class NotFound(CommandRejected):
+    def __init__(self, what: str, identifier: str) -> None:
+        self.what = what
+        self.identifier = identifier
+        super().__init__(f"{what} {identifier!r} not found")
+
+
+class AlreadyExists(CommandRejected):
+    def __init__(self, what: str, identifier: str, description: str = "") -> None:
+        self.what = what
+        self.identifier = identifier
+        super().__init__(description or f"{what} {identifier!r} already exists")
+
+
+class NotAllowed(CommandRejected):
+    """The actor's role may not do this (PERMISSION_DENIED)."""
+
+    def __init__(self, role: str, action: str) -> None:
+        self.role = role
+        self.action = action
+        super().__init__(f"role {role!r} may not {action}")
+
+
+class VersionConflict(CommandRejected):
+    """The case changed since the caller read it (ABORTED: read again, then retry)."""
+
+    def __init__(self, stream: str, expected: int, actual: int) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"{stream} is at version {actual}, the command expected {expected}")

@@ -1,0 +1,81 @@
+"""Building and running a casetrail gRPC server: health, reflection, refusals, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from events.grpc_platform.errors import REFUSALS, abort_with
+
+log = logging.getLogger(__name__)
+
+Registration = Callable[[grpc.aio.Server], None]
+"""Adds one servicer to a server, e.g. ``lambda s: add_IntakeServicer_to_server(servicer, s)``."""
+
+
+async def create_server(
+    address: str, registrations: Iterable[Registration], service_names: Iterable[str]
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """A started-able server bound to ``address`` (use port 0 in tests) and the port it got.
+
+    Every server answers grpc.health.v1 (SERVING for each service) and server reflection.
+    """
+    server = grpc.aio.server()
+    for register in registrations:
+        register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = list(service_names)
+    for name in [*names, ""]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind gRPC server to {address}")
+    return server, port, health_servicer
+
+
+async def serve_until_signalled(
+    server: grpc.aio.Server,
+    health_servicer: health.aio.HealthServicer,
+    grace_seconds: float = 10.0,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then report NOT_SERVING and finish in-flight calls."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace_seconds)
+
+
+Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
+
+
+def refusals_as_status(method: Method) -> Method:
+    """Decorate a servicer method so that command refusals become statuses with details."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await method(self, request, context)
+        except REFUSALS as error:
+            await abort_with(context, error)
+
+    return wrapper  # type: ignore[return-value]

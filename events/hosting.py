@@ -1,0 +1,225 @@
+"""Composition shared by every service process: storage, bus, relay, projections, gRPC server.
+
+A service's ``bootstrap.start(infra, address)`` opens its own store and read models here, adds
+its projections and subscriptions to a ``ServiceHost``, and gets back a ``RunningService``.
+Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from events.bus.inprocess import InProcessBus
+from events.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
+from events.bus.kafka_settings import KafkaSettings
+from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC
+from events.bus.port import EventPublisher, EventSubscriber, Handler
+from events.catalog_registry import default_registry
+from events.checkpoints import CheckpointStore
+from events.grpc_platform.server import Registration, create_server
+from events.outbox import OutboxRelay
+from events.projections.port import Projection, ReadModelStore
+from events.projections.runner import BusProjectionHandler, catch_up, follow
+from events.registry import EventRegistry
+from events.store.port import EventStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Infrastructure:
+    """Where a service keeps its data and which bus carries events between services.
+
+    Embedded (the default): SQLite files under ``data_dir/<service>/`` and one in-process bus
+    shared by the services of this process. Production: one PostgreSQL schema per service
+    and Kafka.
+    """
+
+    data_dir: Path
+    inprocess_bus: InProcessBus | None = None
+    postgres_dsn: str | None = None
+    kafka: KafkaSettings | None = None
+    topic: str = DEFAULT_CASE_EVENTS_TOPIC
+    registry: EventRegistry = field(default_factory=default_registry)
+
+    @classmethod
+    def embedded(cls, data_dir: Path, bus: InProcessBus | None = None) -> Infrastructure:
+        return cls(data_dir=data_dir, inprocess_bus=bus or InProcessBus())
+
+    @classmethod
+    def distributed(
+        cls, data_dir: Path, postgres_dsn: str, kafka: KafkaSettings, topic: str = ""
+    ) -> Infrastructure:
+        return cls(
+            data_dir=data_dir,
+            postgres_dsn=postgres_dsn,
+            kafka=kafka,
+            topic=topic or DEFAULT_CASE_EVENTS_TOPIC,
+        )
+
+    def service_dir(self, service: str) -> Path:
+        path = self.data_dir / service
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+async def open_event_store(
+    infra: Infrastructure, service: str
+) -> tuple[EventStore, CheckpointStore, Callable[[], Awaitable[None]]]:
+    """The service's own event store, its checkpoint store, and how to close both."""
+    if infra.postgres_dsn is not None:
+        from events.store.postgres import PostgresEventStore
+        from events.store.postgres_checkpoints import PostgresCheckpointStore
+
+        schema = f"{service}_events"
+        pg_store = await PostgresEventStore.connect(
+            infra.postgres_dsn, infra.registry, schema=schema
+        )
+        checkpoints = await PostgresCheckpointStore.connect(infra.postgres_dsn, schema=schema)
+
+        async def close_pg() -> None:
+            await checkpoints.close()
+            await pg_store.close()
+
+        return pg_store, checkpoints, close_pg
+    from events.store.sqlite import SqliteCheckpointStore, SqliteEventStore
+
+    sqlite_store = await SqliteEventStore.open(
+        infra.service_dir(service) / "events.db", infra.registry
+    )
+    return sqlite_store, SqliteCheckpointStore(sqlite_store), sqlite_store.close
+
+
+async def open_read_models(infra: Infrastructure, service: str) -> ReadModelStore:
+    if infra.postgres_dsn is not None:
+        from events.projections.postgres import PostgresReadModelStore
+
+        return await PostgresReadModelStore.connect(
+            infra.postgres_dsn, schema=f"{service}_read_models"
+        )
+    from events.projections.sqlite import SqliteReadModelStore
+
+    return SqliteReadModelStore(infra.service_dir(service) / "read-models.db")
+
+
+@dataclass
+class RunningService:
+    name: str
+    port: int
+    stop: Callable[[], Awaitable[None]]
+    server: grpc.aio.Server
+
+
+class ServiceHost:
+    """Runs one service: its outbox relay, projections, bus subscriptions and gRPC server."""
+
+    def __init__(
+        self,
+        service: str,
+        infra: Infrastructure,
+        store: EventStore,
+        checkpoints: CheckpointStore,
+        read_models: ReadModelStore,
+        close_store: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.service = service
+        self.source = f"casetrail/{service}"
+        self.infra = infra
+        self.store = store
+        self.read_models = read_models
+        self._checkpoints = checkpoints
+        self._close_store = close_store
+        self._own_projections: list[Projection] = []
+        self._subscriptions: list[tuple[str, Handler]] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    def project_own_events(self, projection: Projection) -> None:
+        """Keep ``projection`` up to date with this service's own store."""
+        self._own_projections.append(projection)
+
+    def subscribe(self, projection: Projection) -> None:
+        """Feed ``projection`` from the bus (every service's events), exactly once in effect."""
+        self.subscribe_handler(projection.name, BusProjectionHandler(self.read_models, projection))
+
+    def subscribe_handler(self, name: str, handler: Handler) -> None:
+        self._subscriptions.append((f"casetrail.{self.service}.{name}", handler))
+
+    async def start(
+        self, address: str, registrations: Iterable[Registration], service_names: Iterable[str]
+    ) -> RunningService:
+        for projection in self._own_projections:
+            await catch_up(self.store, self.read_models, projection)
+            self._spawn(follow(self.store, self.read_models, projection, self._stop))
+        publisher = await self._publisher()
+        relay = OutboxRelay(self.store, publisher, self._checkpoints, f"{self.service}-outbox")
+        self._spawn(relay.run(self._stop))
+        for group, handler in self._subscriptions:
+            self._spawn(self._subscriber().run(group, handler, self._stop))
+        server, port, health_servicer = await create_server(address, registrations, service_names)
+        await server.start()
+        log.info("%s serving on port %d", self.service, port)
+
+        async def stop() -> None:
+            await health_servicer.enter_graceful_shutdown()
+            await server.stop(5)
+            self._stop.set()
+            await self._join_tasks()
+            for close in reversed(self._closers):
+                await close()
+            await self.read_models.close()
+            await self._close_store()
+
+        return RunningService(self.service, port, stop, server)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def guarded() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: background task failed", self.service)
+
+        self._tasks.append(asyncio.create_task(guarded()))
+
+    async def _join_tasks(self) -> None:
+        done, pending = (
+            await asyncio.wait(self._tasks, timeout=10) if self._tasks else (set(), set())
+        )
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        del done
+
+    async def _publisher(self) -> EventPublisher:
+        if self.infra.inprocess_bus is not None:
+            return self.infra.inprocess_bus.publisher(self.infra.topic)
+        assert self.infra.kafka is not None, "Infrastructure needs a bus"
+        publisher = KafkaEventPublisher(self.infra.kafka, topic=self.infra.topic)
+        await publisher.start()
+        self._closers.append(publisher.stop)
+        return publisher
+
+    def _subscriber(self) -> EventSubscriber:
+        if self.infra.inprocess_bus is not None:
+            return self.infra.inprocess_bus.subscriber(self.infra.registry, self.infra.topic)
+        assert self.infra.kafka is not None, "Infrastructure needs a bus"
+        return KafkaEventSubscriber(self.infra.kafka, self.infra.registry, topic=self.infra.topic)
+
+
+async def host_for(infra: Infrastructure, service: str) -> ServiceHost:
+    """Open the service's storage and return a host ready for projections and subscriptions."""
+    store, checkpoints, close_store = await open_event_store(infra, service)
+    read_models = await open_read_models(infra, service)
+    return ServiceHost(service, infra, store, checkpoints, read_models, close_store)

@@ -1,0 +1,143 @@
+"""The outbox relay: moves a service's recorded events from its event store to the bus.
+
+The event store is the outbox. The relay follows its global position, publishes each batch
+and saves its checkpoint only once the bus has acknowledged the batch. A crash between the
+two publishes the batch again on restart, which consumers absorb (they dedupe by event id);
+nothing is ever skipped. While the bus is down the relay retries with backoff and never
+advances, and the service goes on storing events: they are sent once the bus is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from events.bus.errors import PublishError
+from events.bus.port import EventPublisher
+from events.bus.retry import Backoff, Stopped, sleep_unless_stopped, until_stopped
+from events.checkpoints import CheckpointStore
+from events.store.port import EventStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayStatus:
+    name: str
+    published_position: int
+    """Global position up to which every event is acknowledged by the bus."""
+    last_position: int
+    """Newest position in the store."""
+    published_total: int
+    """Events published by this relay since it was created (re-publications included)."""
+    consecutive_failures: int
+    last_error: str | None
+
+    @property
+    def lag(self) -> int:
+        """Events stored but not yet acknowledged by the bus."""
+        return max(0, self.last_position - self.published_position)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        store: EventStore,
+        publisher: EventPublisher,
+        checkpoints: CheckpointStore,
+        name: str,
+        *,
+        batch_size: int = 500,
+        backoff: Backoff | None = None,
+        idle_timeout: float = 1.0,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._store = store
+        self._publisher = publisher
+        self._checkpoints = checkpoints
+        self._name = name
+        self._batch_size = batch_size
+        self._backoff = backoff or Backoff(initial=0.2, maximum=30.0)
+        self._idle_timeout = idle_timeout
+        self._position: int | None = None
+        self._lock = asyncio.Lock()
+        self._published_total = 0
+        self._failures = 0
+        self._last_error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def publish_pending(self) -> int:
+        """Publish everything stored after the checkpoint, then return how many events were
+        published. Raises (with the checkpoint where it was) if the bus or store fails."""
+        async with self._lock:
+            position = await self._start_position()
+            published = 0
+            while True:
+                batch = await self._store.read_all(position, self._batch_size)
+                if not batch:
+                    return published
+                await self._publisher.publish(batch)
+                position = batch[-1].position
+                await self._checkpoints.save(self._name, position)
+                self._position = position
+                published += len(batch)
+                self._published_total += len(batch)
+                if len(batch) < self._batch_size:
+                    return published
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop`` is set. Failures are retried forever with backoff."""
+        while not stop.is_set():
+            try:
+                await until_stopped(self.publish_pending(), stop)
+            except Stopped:
+                return
+            except Exception as error:
+                self._failures += 1
+                self._last_error = f"{type(error).__name__}: {error}"
+                delay = self._backoff.delay(self._failures)
+                if isinstance(error, PublishError):
+                    log.warning("relay %s: %s; retrying in %.1fs", self._name, error, delay)
+                else:
+                    log.exception("relay %s failed; retrying in %.1fs", self._name, delay)
+                await sleep_unless_stopped(delay, stop)
+                continue
+            if self._failures:
+                log.info("relay %s: publishing again after %d failures", self._name, self._failures)
+            self._failures = 0
+            self._last_error = None
+            try:
+                await until_stopped(
+                    self._store.wait_for_append(self._position or 0, self._idle_timeout), stop
+                )
+            except Stopped:
+                return
+
+    async def lag(self) -> int:
+        """Events stored but not yet acknowledged by the bus (the relay's backlog)."""
+        return (await self.status()).lag
+
+    async def status(self) -> RelayStatus:
+        published = self._position
+        if published is None:
+            published = await self._checkpoints.load(self._name) if self._publisher.durable else 0
+        return RelayStatus(
+            name=self._name,
+            published_position=published,
+            last_position=await self._store.last_position(),
+            published_total=self._published_total,
+            consecutive_failures=self._failures,
+            last_error=self._last_error,
+        )
+
+    async def _start_position(self) -> int:
+        if self._position is None:
+            # A bus that forgets on restart must be refilled from the start of the store.
+            durable = self._publisher.durable
+            self._position = await self._checkpoints.load(self._name) if durable else 0
+        return self._position

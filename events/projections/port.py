@@ -1,0 +1,96 @@
+"""Read models: JSON documents in named collections, plus the tracking that makes them exact.
+
+A projection turns events into documents. Whatever feeds it (the service's own store, or the bus
+for other services' events), each event is applied in a transaction that also records how far the
+projection got, so an event delivered twice is applied once, and a crash mid-way leaves either
+both the documents and the tracking updated or neither.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from events.envelope import RecordedEvent
+
+Document = dict[str, Any]
+
+
+class DocumentTransaction(ABC):
+    @abstractmethod
+    async def get(self, collection: str, key: str) -> Document | None: ...
+
+    @abstractmethod
+    async def put(self, collection: str, key: str, document: Document) -> None: ...
+
+    @abstractmethod
+    async def delete(self, collection: str, key: str) -> None: ...
+
+    @abstractmethod
+    async def find(
+        self, collection: str, equals: Mapping[str, str | int | bool] | None = None
+    ) -> list[Document]:
+        """Documents whose top-level fields equal the given values."""
+
+    @abstractmethod
+    async def position(self, projection: str) -> int:
+        """Global position of the last event of the feeding store applied by ``projection``."""
+
+    @abstractmethod
+    async def set_position(self, projection: str, position: int) -> None: ...
+
+    @abstractmethod
+    async def applied_sequence(self, projection: str, stream_key: str) -> int:
+        """Last sequence of ``stream_key`` (source + stream) applied by ``projection``."""
+
+    @abstractmethod
+    async def set_applied_sequence(
+        self, projection: str, stream_key: str, sequence: int
+    ) -> None: ...
+
+
+class ReadModelStore(ABC):
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[DocumentTransaction]:
+        """One atomic, durable unit of work: commits on normal exit, rolls back on error."""
+
+    @abstractmethod
+    async def get(self, collection: str, key: str) -> Document | None: ...
+
+    @abstractmethod
+    async def find(
+        self,
+        collection: str,
+        equals: Mapping[str, str | int | bool] | None = None,
+        contains: Mapping[str, str] | None = None,
+        limit: int = 1000,
+    ) -> list[Document]:
+        """Documents whose fields equal ``equals`` and whose list fields contain ``contains``."""
+
+    @abstractmethod
+    def scan(self, collection: str) -> AsyncIterator[tuple[str, Document]]:
+        """Every document of a collection in key order (for comparisons and exports)."""
+
+    @abstractmethod
+    async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
+        """Forget a projection's documents and tracking, to rebuild it from zero."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class Projection(ABC):
+    """Pure logic from events to documents. ``apply`` ignores event types it does not need."""
+
+    name: str
+    collections: tuple[str, ...]
+
+    @abstractmethod
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None: ...
+
+
+def stream_key(recorded: RecordedEvent) -> str:
+    """Streams are unique per owning service, so the source is part of the key."""
+    return f"{recorded.metadata.source}|{recorded.stream}"

@@ -1,0 +1,190 @@
+"""Read models in PostgreSQL (psycopg 3, async). Documents are jsonb; tracking sits beside them
+in the same schema so each projection transaction moves documents and tracking together."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from events.projections.port import Document, DocumentTransaction, ReadModelStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    collection text NOT NULL,
+    key text NOT NULL,
+    document jsonb NOT NULL,
+    PRIMARY KEY (collection, key)
+);
+CREATE TABLE IF NOT EXISTS projection_positions (
+    projection text PRIMARY KEY,
+    position bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS projection_streams (
+    projection text NOT NULL,
+    stream_key text NOT NULL,
+    sequence bigint NOT NULL,
+    PRIMARY KEY (projection, stream_key)
+);
+"""
+
+
+class PostgresReadModelStore(ReadModelStore):
+    def __init__(self, writer: psycopg.AsyncConnection[Any], reader: psycopg.AsyncConnection[Any]):
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, dsn: str, *, schema: str = "public") -> PostgresReadModelStore:
+        options = f"-c search_path={schema}"
+        writer = await psycopg.AsyncConnection.connect(dsn, autocommit=True, options=options)
+        reader = await psycopg.AsyncConnection.connect(dsn, autocommit=True, options=options)
+        await writer.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+        )
+        # Several processes may start at once; the advisory lock keeps DDL from racing.
+        async with writer.transaction():
+            await writer.execute("SELECT pg_advisory_xact_lock(727011)")
+            await writer.execute(SCHEMA)
+        return cls(writer, reader)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[DocumentTransaction]:
+        async with self._write_lock, self._writer.transaction():
+            yield _PostgresTransaction(self._writer)
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        async with self._read_lock:
+            return await _get(self._reader, collection, key)
+
+    async def find(
+        self,
+        collection: str,
+        equals: Mapping[str, str | int | bool] | None = None,
+        contains: Mapping[str, str] | None = None,
+        limit: int = 1000,
+    ) -> list[Document]:
+        async with self._read_lock:
+            return await _find(self._reader, collection, equals or {}, contains or {}, limit)
+
+    async def scan(self, collection: str) -> AsyncIterator[tuple[str, Document]]:
+        async with self._read_lock:
+            cursor = await self._reader.execute(
+                "SELECT key, document FROM documents WHERE collection = %s"
+                ' ORDER BY key COLLATE "C"',
+                (collection,),
+            )
+            rows = await cursor.fetchall()
+        for key, document in rows:
+            yield key, dict(document)
+
+    async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
+        async with self._write_lock, self._writer.transaction():
+            await self._writer.execute(
+                "DELETE FROM documents WHERE collection = ANY(%s)", (list(collections),)
+            )
+            await self._writer.execute(
+                "DELETE FROM projection_positions WHERE projection = %s", (projection,)
+            )
+            await self._writer.execute(
+                "DELETE FROM projection_streams WHERE projection = %s", (projection,)
+            )
+
+    async def close(self) -> None:
+        await self._writer.close()
+        await self._reader.close()
+
+
+class _PostgresTransaction(DocumentTransaction):
+    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        self._connection = connection
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        return await _get(self._connection, collection, key)
+
+    async def put(self, collection: str, key: str, document: Document) -> None:
+        await self._connection.execute(
+            "INSERT INTO documents (collection, key, document) VALUES (%s, %s, %s::jsonb)"
+            " ON CONFLICT (collection, key) DO UPDATE SET document = excluded.document",
+            (collection, key, json.dumps(document, default=str)),
+        )
+
+    async def delete(self, collection: str, key: str) -> None:
+        await self._connection.execute(
+            "DELETE FROM documents WHERE collection = %s AND key = %s", (collection, key)
+        )
+
+    async def find(
+        self, collection: str, equals: Mapping[str, str | int | bool] | None = None
+    ) -> list[Document]:
+        return await _find(self._connection, collection, equals or {}, {}, limit=None)
+
+    async def position(self, projection: str) -> int:
+        cursor = await self._connection.execute(
+            "SELECT position FROM projection_positions WHERE projection = %s FOR UPDATE",
+            (projection,),
+        )
+        row = await cursor.fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def set_position(self, projection: str, position: int) -> None:
+        await self._connection.execute(
+            "INSERT INTO projection_positions (projection, position) VALUES (%s, %s)"
+            " ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
+            (projection, position),
+        )
+
+    async def applied_sequence(self, projection: str, stream_key: str) -> int:
+        cursor = await self._connection.execute(
+            "SELECT sequence FROM projection_streams WHERE projection = %s AND stream_key = %s",
+            (projection, stream_key),
+        )
+        row = await cursor.fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def set_applied_sequence(self, projection: str, stream_key: str, sequence: int) -> None:
+        await self._connection.execute(
+            "INSERT INTO projection_streams (projection, stream_key, sequence) VALUES (%s, %s, %s)"
+            " ON CONFLICT (projection, stream_key) DO UPDATE SET sequence = excluded.sequence",
+            (projection, stream_key, sequence),
+        )
+
+
+async def _get(
+    connection: psycopg.AsyncConnection[Any], collection: str, key: str
+) -> Document | None:
+    cursor = await connection.execute(
+        "SELECT document FROM documents WHERE collection = %s AND key = %s", (collection, key)
+    )
+    row = await cursor.fetchone()
+    return None if row is None else dict(row[0])
+
+
+async def _find(
+    connection: psycopg.AsyncConnection[Any],
+    collection: str,
+    equals: Mapping[str, str | int | bool],
+    contains: Mapping[str, str],
+    limit: int | None,
+) -> list[Document]:
+    clauses = ["collection = %s"]
+    parameters: list[Any] = [collection]
+    for field, value in equals.items():
+        clauses.append("document -> %s = %s::jsonb")
+        parameters.extend([field, json.dumps(value)])
+    for field, value in contains.items():
+        clauses.append("document -> %s @> %s::jsonb")
+        parameters.extend([field, json.dumps([value])])
+    query = f'SELECT document FROM documents WHERE {" AND ".join(clauses)} ORDER BY key COLLATE "C"'
+    if limit is not None:
+        query += " LIMIT %s"
+        parameters.append(limit)
+    cursor = await connection.execute(query, parameters)
+    return [dict(row[0]) for row in await cursor.fetchall()]

@@ -1,0 +1,191 @@
+"""Read models in SQLite for the embedded default.
+
+Statements run on the event loop's thread: they are local and take microseconds, and the
+durable COMMIT at the end of a transaction is one fsync. Queries use a second connection, so
+they read the last committed state and never wait for a writer (WAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from events.projections.port import Document, DocumentTransaction, ReadModelStore
+from events.store.sqlite_writer import connect
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    document TEXT NOT NULL,
+    PRIMARY KEY (collection, key)
+);
+CREATE TABLE IF NOT EXISTS projection_positions (
+    projection TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS projection_streams (
+    projection TEXT NOT NULL,
+    stream_key TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    PRIMARY KEY (projection, stream_key)
+);
+"""
+
+
+class SqliteReadModelStore(ReadModelStore):
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = connect(str(path))
+        self._writer.executescript(SCHEMA)
+        self._reader = connect(str(path))
+        self._lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[DocumentTransaction]:
+        async with self._lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTransaction(self._writer)
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            self._writer.execute("COMMIT")
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        return _get(self._reader, collection, key)
+
+    async def find(
+        self,
+        collection: str,
+        equals: Mapping[str, str | int | bool] | None = None,
+        contains: Mapping[str, str] | None = None,
+        limit: int = 1000,
+    ) -> list[Document]:
+        return _find(self._reader, collection, equals or {}, contains or {}, limit)
+
+    async def scan(self, collection: str) -> AsyncIterator[tuple[str, Document]]:
+        rows = self._reader.execute(
+            "SELECT key, document FROM documents WHERE collection = ? ORDER BY key", (collection,)
+        ).fetchall()
+        for key, document in rows:
+            yield key, json.loads(document)
+
+    async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
+        async with self._lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                self._writer.executemany(
+                    "DELETE FROM documents WHERE collection = ?", [(c,) for c in collections]
+                )
+                self._writer.execute(
+                    "DELETE FROM projection_positions WHERE projection = ?", (projection,)
+                )
+                self._writer.execute(
+                    "DELETE FROM projection_streams WHERE projection = ?", (projection,)
+                )
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            self._writer.execute("COMMIT")
+
+    async def close(self) -> None:
+        self._writer.close()
+        self._reader.close()
+
+
+class _SqliteTransaction(DocumentTransaction):
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        return _get(self._connection, collection, key)
+
+    async def put(self, collection: str, key: str, document: Document) -> None:
+        self._connection.execute(
+            "INSERT INTO documents (collection, key, document) VALUES (?, ?, ?)"
+            " ON CONFLICT (collection, key) DO UPDATE SET document = excluded.document",
+            (collection, key, dump_document(document)),
+        )
+
+    async def delete(self, collection: str, key: str) -> None:
+        self._connection.execute(
+            "DELETE FROM documents WHERE collection = ? AND key = ?", (collection, key)
+        )
+
+    async def find(
+        self, collection: str, equals: Mapping[str, str | int | bool] | None = None
+    ) -> list[Document]:
+        return _find(self._connection, collection, equals or {}, {}, limit=-1)
+
+    async def position(self, projection: str) -> int:
+        row = self._connection.execute(
+            "SELECT position FROM projection_positions WHERE projection = ?", (projection,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def set_position(self, projection: str, position: int) -> None:
+        self._connection.execute(
+            "INSERT INTO projection_positions (projection, position) VALUES (?, ?)"
+            " ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
+            (projection, position),
+        )
+
+    async def applied_sequence(self, projection: str, stream_key: str) -> int:
+        row = self._connection.execute(
+            "SELECT sequence FROM projection_streams WHERE projection = ? AND stream_key = ?",
+            (projection, stream_key),
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def set_applied_sequence(self, projection: str, stream_key: str, sequence: int) -> None:
+        self._connection.execute(
+            "INSERT INTO projection_streams (projection, stream_key, sequence) VALUES (?, ?, ?)"
+            " ON CONFLICT (projection, stream_key) DO UPDATE SET sequence = excluded.sequence",
+            (projection, stream_key, sequence),
+        )
+
+
+def dump_document(document: Document) -> str:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _get(connection: sqlite3.Connection, collection: str, key: str) -> Document | None:
+    row = connection.execute(
+        "SELECT document FROM documents WHERE collection = ? AND key = ?", (collection, key)
+    ).fetchone()
+    return None if row is None else dict(json.loads(row[0]))
+
+
+def _find(
+    connection: sqlite3.Connection,
+    collection: str,
+    equals: Mapping[str, str | int | bool],
+    contains: Mapping[str, str],
+    limit: int,
+) -> list[Document]:
+    clauses = ["collection = ?"]
+    parameters: list[Any] = [collection]
+    for field, value in equals.items():
+        clauses.append("json_extract(document, ?) = ?")
+        parameters.extend([_path(field), value])
+    for field, value in contains.items():
+        clauses.append("EXISTS (SELECT 1 FROM json_each(document, ?) WHERE value = ?)")
+        parameters.extend([_path(field), value])
+    parameters.append(limit)
+    rows = connection.execute(
+        f"SELECT document FROM documents WHERE {' AND '.join(clauses)} ORDER BY key LIMIT ?",
+        parameters,
+    ).fetchall()
+    return [dict(json.loads(row[0])) for row in rows]
+
+
+def _path(field: str) -> str:
+    if not field.replace("_", "").isalnum():
+        raise ValueError(f"read-model field names are plain identifiers, not {field!r}")
+    return f"$.{field}"

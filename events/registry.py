@@ -1,0 +1,99 @@
+"""The registry of case-event types: stable type name -> model, plus upcasters.
+
+Events stored under an older schema version are brought to the current one by chaining
+upcasters (pure functions on the JSON data) before validation against the current model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from events.catalog.base import CaseEvent
+from events.errors import (
+    FieldProblem,
+    InvalidEventError,
+    MissingUpcasterError,
+    UnknownEventTypeError,
+)
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class EventRegistry:
+    def __init__(self, models: Iterable[type[CaseEvent]] = ()) -> None:
+        self._models: dict[str, type[CaseEvent]] = {}
+        self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        for model in models:
+            self.register(model)
+
+    def register(self, model: type[CaseEvent]) -> None:
+        existing = self._models.get(model.event_type)
+        if existing is not None and existing is not model:
+            raise ValueError(f"event type {model.event_type!r} registered twice")
+        self._models[model.event_type] = model
+
+    def register_upcaster(self, event_type: str, from_version: int, upcaster: Upcaster) -> None:
+        """``upcaster`` turns data of ``from_version`` into data of ``from_version + 1``."""
+        self._upcasters[(event_type, from_version)] = upcaster
+
+    @property
+    def types(self) -> Mapping[str, type[CaseEvent]]:
+        return self._models
+
+    def model_for(self, event_type: str) -> type[CaseEvent]:
+        try:
+            return self._models[event_type]
+        except KeyError:
+            raise UnknownEventTypeError(event_type) from None
+
+    def require_registered(self, event: CaseEvent) -> None:
+        """Refuse to store an event whose type is not this catalog's (checked before writing)."""
+        if self._models.get(event.event_type) is not type(event):
+            raise UnknownEventTypeError(event.event_type)
+
+    def decode(self, event_type: str, schema_version: int, data: bytes | str) -> CaseEvent:
+        """Load stored JSON data into the current model, upcasting older versions first."""
+        model = self.model_for(event_type)
+        if schema_version == model.schema_version:
+            try:
+                return model.model_validate_json(data)
+            except ValidationError as error:
+                raise _invalid(event_type, error) from None
+        return self.validate(event_type, schema_version, json.loads(data))
+
+    def validate(self, event_type: str, schema_version: int, data: Mapping[str, Any]) -> CaseEvent:
+        """Validate untrusted data (e.g. from another language) into a catalog event."""
+        model = self.model_for(event_type)
+        document = dict(data)
+        version = schema_version
+        if version > model.schema_version or version < 1:
+            raise InvalidEventError(
+                event_type,
+                [FieldProblem("schema_version", f"unknown version {schema_version}")],
+            )
+        while version < model.schema_version:
+            upcaster = self._upcasters.get((event_type, version))
+            if upcaster is None:
+                raise MissingUpcasterError(event_type, version, model.schema_version)
+            document = upcaster(document)
+            version += 1
+        try:
+            return model.model_validate(document)
+        except ValidationError as error:
+            raise _invalid(event_type, error) from None
+
+
+def encode(event: CaseEvent) -> bytes:
+    return event.model_dump_json().encode()
+
+
+def _invalid(event_type: str, error: ValidationError) -> InvalidEventError:
+    problems = [
+        FieldProblem(".".join(str(part) for part in detail["loc"]) or "data", detail["msg"])
+        for detail in error.errors()
+    ]
+    return InvalidEventError(event_type, problems)

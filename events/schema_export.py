@@ -1,0 +1,169 @@
+"""Publish the catalog as JSON Schema files for subscribers in any language.
+
+``python -m events.schema_export`` writes, under ``events/schemas/``:
+
+* ``<event_type>/v<N>.json``: the data schema of every current and superseded version; its
+  ``$id`` is the ``dataschema`` attribute of the CloudEvents that carry it;
+* ``envelope.cloudevents.json``: the CloudEvents context attributes casetrail sends;
+* ``catalog.json``: the index (type, version, schema path, sensitive fields, description).
+
+``--check`` writes nothing and exits 1 listing every file that is missing, different or no
+longer produced (CI runs it). Output is deterministic: sorted keys, two-space indent, one
+trailing newline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from events.catalog.base import SENSITIVE_MARK, CaseEvent
+from events.catalog.examples import example_events, legacy_example_events
+from events.catalog_registry import current_models, legacy_models
+from events.cloudevents import SCHEMA_BASE_URI, dataschema_uri, envelope_json_schema
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+DEFAULT_DIRECTORY = Path(__file__).resolve().parent / "schemas"
+CATALOG_FILE = "catalog.json"
+ENVELOPE_FILE = "envelope.cloudevents.json"
+
+
+def schema_path(model: type[CaseEvent]) -> str:
+    """Path of the model's schema relative to the schemas directory (and to SCHEMA_BASE_URI)."""
+    return f"{model.event_type}/v{model.schema_version}.json"
+
+
+def event_schema(model: type[CaseEvent], example: CaseEvent | None) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    schema["$schema"] = JSON_SCHEMA_DIALECT
+    schema["$id"] = dataschema_uri(model.event_type, model.schema_version)
+    schema["x-casetrail-event-type"] = model.event_type
+    schema["x-casetrail-schema-version"] = model.schema_version
+    schema["x-casetrail-subject-field"] = model.subject_field
+    schema["x-casetrail-sensitive-fields"] = sorted(model.sensitive_fields())
+    if example is not None:
+        schema["examples"] = [example.model_dump(mode="json")]
+    return schema
+
+
+def render() -> dict[str, str]:
+    """Every file the catalog publishes: path relative to the schemas directory -> content."""
+    current = current_models()
+    examples = {
+        (event.event_type, event.schema_version): event
+        for event in (*example_events(), *legacy_example_events())
+    }
+    files: dict[str, str] = {}
+    index: list[dict[str, Any]] = []
+    for model in (*current, *legacy_models()):
+        path = schema_path(model)
+        if path in files:
+            raise ValueError(f"{model.event_type} v{model.schema_version} is listed twice")
+        files[path] = _dump(
+            event_schema(model, examples.get((model.event_type, model.schema_version)))
+        )
+        index.append(
+            {
+                "type": model.event_type,
+                "version": model.schema_version,
+                "current": model in current,
+                "schema": path,
+                "dataschema": dataschema_uri(model.event_type, model.schema_version),
+                "subject_field": model.subject_field,
+                "sensitive_fields": sorted(model.sensitive_fields()),
+                "description": _description(model),
+            }
+        )
+    index.sort(key=lambda entry: (entry["type"], entry["version"]))
+    files[ENVELOPE_FILE] = _dump(envelope_json_schema())
+    files[CATALOG_FILE] = _dump(
+        {
+            "base_uri": SCHEMA_BASE_URI,
+            "envelope": ENVELOPE_FILE,
+            "sensitive_mark": SENSITIVE_MARK,
+            "events": index,
+        }
+    )
+    return files
+
+
+def write(directory: Path) -> list[str]:
+    """Bring ``directory`` in line with ``render()``; returns the paths changed or removed."""
+    changed: list[str] = []
+    expected = render()
+    for relative, content in expected.items():
+        target = directory / relative
+        if not target.is_file() or target.read_text(encoding="utf-8") != content:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content, encoding="utf-8")
+            changed.append(relative)
+    for relative in _published_files(directory) - expected.keys():
+        (directory / relative).unlink()
+        changed.append(f"{relative} (removed)")
+    return sorted(changed)
+
+
+def check(directory: Path) -> list[str]:
+    """Every file out of sync with the catalog, with what is wrong; empty when in sync."""
+    expected = render()
+    problems: list[str] = []
+    for relative, content in sorted(expected.items()):
+        target = directory / relative
+        if not target.is_file():
+            problems.append(f"{relative}: missing")
+        elif target.read_text(encoding="utf-8") != content:
+            problems.append(f"{relative}: differs from the catalog")
+    for relative in sorted(_published_files(directory) - expected.keys()):
+        problems.append(f"{relative}: no longer in the catalog")
+    return problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m events.schema_export",
+        description="Write (or --check) the JSON Schemas of the public event catalog.",
+    )
+    parser.add_argument("--check", action="store_true", help="only report files out of sync")
+    parser.add_argument("--directory", type=Path, default=DEFAULT_DIRECTORY)
+    arguments = parser.parse_args(argv)
+    if arguments.check:
+        problems = check(arguments.directory)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if problems:
+            print(
+                "event schemas are out of sync: run `python -m events.schema_export`",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    for changed in write(arguments.directory):
+        print(changed)
+    return 0
+
+
+def _published_files(directory: Path) -> set[str]:
+    if not directory.is_dir():
+        return set()
+    return {
+        path.relative_to(directory).as_posix()
+        for path in directory.rglob("*.json")
+        if path.is_file()
+    }
+
+
+def _description(model: type[CaseEvent]) -> str:
+    first_paragraph = (model.__doc__ or "").strip().split("\n\n", 1)[0]
+    return " ".join(first_paragraph.split())
+
+
+def _dump(document: Any) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""The event store port: the only way a service persists and reads its own events.
+
+Guarantees every adapter must give (checked by ``tests/contract/test_event_store_contract.py``):
+
+* ``append`` is atomic: all events of the call are stored, or none.
+* ``(stream, sequence)`` is unique: a writer whose ``expected_version`` is not the stream's
+  current version gets ``ConcurrencyError`` and nothing is written.
+* appending an event id that is already stored with the same content is a no-op that returns
+  the stored records (safe retries); the same id with other content is an error.
+* ``read_all`` returns events in global-position order and never skips one, even when
+  concurrent writers commit out of order.
+* stored events cannot be changed or deleted, not even through the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from uuid import UUID
+
+from events.envelope import NewEvent, RecordedEvent
+
+NO_STREAM = 0
+"""``expected_version`` for a stream that must not exist yet."""
+
+
+class EventStore(ABC):
+    @abstractmethod
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: int
+    ) -> list[RecordedEvent]:
+        """Append ``events`` to ``stream`` if it is at ``expected_version``."""
+
+    @abstractmethod
+    async def read_stream(
+        self,
+        stream: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        recorded_until: datetime | None = None,
+        occurred_until: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of one stream in sequence order, optionally only those recorded (or that
+        occurred) at or before a moment: the stream as it was known, or as it was, then."""
+
+    @abstractmethod
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        """Up to ``limit`` events with a global position greater than ``after_position``."""
+
+    @abstractmethod
+    async def read_by_causation(self, causation_id: UUID) -> list[RecordedEvent]:
+        """Events recorded because of one command (its id is their causation id), in order.
+        Lets a retried command find what it recorded the first time."""
+
+    @abstractmethod
+    async def stream_version(self, stream: str) -> int:
+        """Current version of ``stream`` (``NO_STREAM`` if it has no events)."""
+
+    @abstractmethod
+    async def last_position(self) -> int:
+        """Global position of the newest readable event (0 for an empty store)."""
+
+    @abstractmethod
+    async def wait_for_append(self, after_position: int, max_wait: float) -> None:
+        """Return once an event beyond ``after_position`` may be readable, or after
+        ``max_wait`` seconds. Spurious returns are allowed."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def follow(
+        self, after_position: int = 0, batch_size: int = 1000, idle_timeout: float = 1.0
+    ) -> AsyncIterator[RecordedEvent]:
+        """Every event after ``after_position``, then new ones as they are appended, forever."""
+        position = after_position
+        while True:
+            batch = await self.read_all(position, batch_size)
+            for recorded in batch:
+                yield recorded
+                position = recorded.position
+            if len(batch) < batch_size:
+                await self.wait_for_append(position, idle_timeout)
+
+
+async def drain(
+    store: EventStore, after_position: int = 0, batch_size: int = 1000
+) -> AsyncIterator[RecordedEvent]:
+    """Every event after ``after_position`` that exists now, then stop."""
+    position = after_position
+    while True:
+        batch = await store.read_all(position, batch_size)
+        for recorded in batch:
+            yield recorded
+            position = recorded.position
+        if len(batch) < batch_size:
+            return
+        await asyncio.sleep(0)

@@ -1,0 +1,305 @@
+"""SQLite event store: the embedded default. One file in a data directory, WAL, fsync on commit."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+from events.checkpoints import CheckpointStore
+from events.envelope import NewEvent, RecordedEvent
+from events.errors import ConcurrencyError, DuplicateEventIdError
+from events.registry import EventRegistry
+from events.store.port import EventStore
+from events.store.rows import (
+    COLUMNS,
+    StoredRow,
+    insert_values,
+    same_content,
+    to_micros,
+    to_recorded,
+)
+from events.store.sqlite_writer import SqliteWriter, connect
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS stored_events (
+    position INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    stream TEXT NOT NULL,
+    sequence INTEGER NOT NULL CHECK (sequence > 0),
+    event_type TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    source TEXT NOT NULL,
+    actor_id TEXT NOT NULL,
+    actor_role TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    causation_id TEXT,
+    occurred_at INTEGER NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    UNIQUE (stream, sequence)
+);
+CREATE INDEX IF NOT EXISTS stored_events_by_causation ON stored_events (causation_id);
+CREATE INDEX IF NOT EXISTS stored_events_by_occurrence ON stored_events (stream, occurred_at);
+CREATE TRIGGER IF NOT EXISTS stored_events_are_immutable
+BEFORE UPDATE ON stored_events
+BEGIN SELECT RAISE(ABORT, 'stored events are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS stored_events_are_never_deleted
+BEFORE DELETE ON stored_events
+BEGIN SELECT RAISE(ABORT, 'stored events cannot be deleted'); END;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+"""
+
+_INSERT = (
+    "INSERT INTO stored_events (event_id, stream, sequence, event_type, schema_version, data,"
+    " source, actor_id, actor_role, correlation_id, causation_id, occurred_at, recorded_at)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_SELECT = f"SELECT {COLUMNS} FROM stored_events"
+
+T = TypeVar("T")
+
+
+class SqliteEventStore(EventStore):
+    """Open with ``await SqliteEventStore.open(path, registry)``; close with ``close()``."""
+
+    def __init__(self, path: Path, registry: EventRegistry) -> None:
+        self._path = path
+        self._registry = registry
+        self._writer = SqliteWriter(str(path))
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sqlite-reader")
+        self._local = threading.local()
+        self._last_recorded_at = 0
+        self._appended: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    async def open(cls, path: Path, registry: EventRegistry) -> SqliteEventStore:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = cls(path, registry)
+        store._loop = asyncio.get_running_loop()
+        store._appended = asyncio.Event()
+        store._writer.after_commit = store._notify_from_writer
+        await asyncio.to_thread(store._writer.start, SCHEMA)
+        store._last_recorded_at = await store._read(_max_recorded_at)
+        return store
+
+    @property
+    def writer(self) -> SqliteWriter:
+        """The file's single writer, shared with checkpoints stored beside the events."""
+        return self._writer
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._writer.stop)
+        self._readers.shutdown(wait=True)
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: int
+    ) -> list[RecordedEvent]:
+        if not events:
+            return []
+        for new in events:
+            self._registry.require_registered(new.event)
+        rows = await self._writer.write(
+            lambda connection: self._append_in(connection, stream, list(events), expected_version)
+        )
+        return [to_recorded(row, self._registry) for row in rows]
+
+    def _append_in(
+        self,
+        connection: sqlite3.Connection,
+        stream: str,
+        events: list[NewEvent],
+        expected_version: int,
+    ) -> list[StoredRow]:
+        current = _version_of(connection, stream)
+        if current != expected_version:
+            retried = _already_stored(connection, stream, events)
+            if retried is not None:
+                return retried
+            raise ConcurrencyError(stream, expected_version, current)
+        # recorded-at never goes backwards along the global order, even if the clock does.
+        recorded_at = max(to_micros_now(), self._last_recorded_at)
+        try:
+            connection.executemany(
+                _INSERT,
+                [
+                    insert_values(new, stream, expected_version + offset, recorded_at)
+                    for offset, new in enumerate(events, start=1)
+                ],
+            )
+        except sqlite3.IntegrityError:
+            retried = _already_stored(connection, stream, events)
+            if retried is not None:
+                return retried
+            raise DuplicateEventIdError(_first_stored_id(connection, events)) from None
+        self._last_recorded_at = recorded_at
+        last_position = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
+        first_position = last_position - len(events) + 1
+        rows: list[StoredRow] = connection.execute(
+            f"{_SELECT} WHERE position BETWEEN ? AND ? ORDER BY position",
+            (first_position, last_position),
+        ).fetchall()
+        return rows
+
+    async def read_stream(
+        self,
+        stream: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        recorded_until: datetime | None = None,
+        occurred_until: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        clauses = ["stream = ?", "sequence >= ?"]
+        parameters: list[Any] = [stream, from_version]
+        if to_version is not None:
+            clauses.append("sequence <= ?")
+            parameters.append(to_version)
+        if recorded_until is not None:
+            clauses.append("recorded_at <= ?")
+            parameters.append(to_micros(recorded_until))
+        if occurred_until is not None:
+            clauses.append("occurred_at <= ?")
+            parameters.append(to_micros(occurred_until))
+        query = f"{_SELECT} WHERE {' AND '.join(clauses)} ORDER BY sequence"
+        rows = await self._read(lambda c: c.execute(query, parameters).fetchall())
+        return [to_recorded(row, self._registry) for row in rows]
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        rows = await self._read(
+            lambda c: c.execute(
+                f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?", (after_position, limit)
+            ).fetchall()
+        )
+        return [to_recorded(row, self._registry) for row in rows]
+
+    async def read_by_causation(self, causation_id: UUID) -> list[RecordedEvent]:
+        rows = await self._read(
+            lambda c: c.execute(
+                f"{_SELECT} WHERE causation_id = ? ORDER BY position", (str(causation_id),)
+            ).fetchall()
+        )
+        return [to_recorded(row, self._registry) for row in rows]
+
+    async def stream_version(self, stream: str) -> int:
+        return await self._read(lambda c: _version_of(c, stream))
+
+    async def last_position(self) -> int:
+        return await self._read(_last_position)
+
+    async def wait_for_append(self, after_position: int, max_wait: float) -> None:
+        assert self._appended is not None, "open the store with SqliteEventStore.open()"
+        appended = self._appended
+        if await self.last_position() > after_position:
+            return
+        try:
+            await asyncio.wait_for(appended.wait(), max_wait)
+        except TimeoutError:
+            return
+
+    def _notify_from_writer(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake_followers)
+
+    def _wake_followers(self) -> None:
+        assert self._appended is not None
+        # Wake everyone waiting now; later waiters wait for the next append.
+        self._appended.set()
+        self._appended = asyncio.Event()
+
+    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, query)
+
+    def _run_read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = connect(str(self._path))
+            self._local.connection = connection
+        return query(connection)
+
+
+class SqliteCheckpointStore(CheckpointStore):
+    """Checkpoints kept in the event store's own file, written by its single writer."""
+
+    def __init__(self, store: SqliteEventStore) -> None:
+        self._store = store
+
+    async def load(self, name: str) -> int:
+        row = await self._store._read(
+            lambda c: c.execute(
+                "SELECT position FROM checkpoints WHERE name = ?", (name,)
+            ).fetchone()
+        )
+        return 0 if row is None else int(row[0])
+
+    async def save(self, name: str, position: int) -> None:
+        await self._store.writer.write(
+            lambda c: c.execute(
+                "INSERT INTO checkpoints (name, position) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE"
+                " SET position = max(position, excluded.position)",
+                (name, position),
+            )
+        )
+
+
+def to_micros_now() -> int:
+    return time.time_ns() // 1000
+
+
+def _version_of(connection: sqlite3.Connection, stream: str) -> int:
+    row = connection.execute(
+        "SELECT max(sequence) FROM stored_events WHERE stream = ?", (stream,)
+    ).fetchone()
+    return 0 if row[0] is None else int(row[0])
+
+
+def _last_position(connection: sqlite3.Connection) -> int:
+    return int(
+        connection.execute("SELECT coalesce(max(position), 0) FROM stored_events").fetchone()[0]
+    )
+
+
+def _max_recorded_at(connection: sqlite3.Connection) -> int:
+    row = connection.execute("SELECT coalesce(max(recorded_at), 0) FROM stored_events").fetchone()
+    return int(row[0])
+
+
+def _already_stored(
+    connection: sqlite3.Connection, stream: str, events: list[NewEvent]
+) -> list[StoredRow] | None:
+    """The stored rows if this exact batch was appended before (a retry), else None."""
+    ids = [str(new.event_id) for new in events]
+    marks = ",".join("?" * len(ids))
+    rows: list[StoredRow] = connection.execute(
+        f"{_SELECT} WHERE event_id IN ({marks}) ORDER BY position", ids
+    ).fetchall()
+    by_id = {row[1]: row for row in rows}
+    if len(by_id) != len(events):
+        return None
+    ordered = [by_id[event_id] for event_id in ids]
+    if all(same_content(new, row, stream) for new, row in zip(events, ordered, strict=True)):
+        return ordered
+    return None
+
+
+def _first_stored_id(connection: sqlite3.Connection, events: list[NewEvent]) -> str:
+    for new in events:
+        found = connection.execute(
+            "SELECT 1 FROM stored_events WHERE event_id = ?", (str(new.event_id),)
+        ).fetchone()
+        if found is not None:
+            return str(new.event_id)
+    return str(events[0].event_id)

@@ -1,0 +1,142 @@
+"""One writer thread per SQLite database file, with group commit.
+
+SQLite allows one writer at a time, and a durable commit costs an fsync. Queuing every write to
+one thread lets concurrent appends share a transaction (and its fsync) while each request runs
+inside its own SAVEPOINT, so a request that fails rolls back alone and never leaves a partial
+write. Callers await a future that resolves only after the COMMIT that made their write durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+WriteWork = Callable[[sqlite3.Connection], T]
+
+MAX_REQUESTS_PER_COMMIT = 256
+
+
+@dataclass
+class _Request(Generic[T]):
+    work: WriteWork[T]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+
+
+_STOP = object()
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """A connection with the settings every casetrail SQLite file uses: WAL, durable commits."""
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA busy_timeout=10000")
+    connection.execute("PRAGMA foreign_keys=ON")
+    return connection
+
+
+class SqliteWriter:
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._requests: queue.SimpleQueue[_Request[Any] | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self.after_commit: Callable[[], None] | None = None
+        """Called in the writer thread after every successful commit."""
+
+    def start(self, schema: str) -> None:
+        self._thread = threading.Thread(
+            target=self._run, args=(schema,), name=f"sqlite-writer:{self._path}", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+        if self._startup_error is not None:
+            raise self._startup_error
+
+    async def write(self, work: WriteWork[T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._requests.put(_Request(work, loop, future))
+        return await future
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._requests.put(_STOP)
+        self._thread.join()
+        self._thread = None
+
+    def _run(self, schema: str) -> None:
+        try:
+            connection = connect(self._path)
+            connection.executescript(schema)
+        except BaseException as error:  # reported to start(), which re-raises it
+            self._startup_error = error
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while True:
+                first = self._requests.get()
+                if first is _STOP:
+                    return
+                batch: list[_Request[Any]] = [first]  # type: ignore[list-item]
+                stop_after = False
+                while len(batch) < MAX_REQUESTS_PER_COMMIT:
+                    try:
+                        more = self._requests.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is _STOP:
+                        stop_after = True
+                        break
+                    batch.append(more)  # type: ignore[arg-type]
+                self._commit_batch(connection, batch)
+                if stop_after:
+                    return
+        finally:
+            connection.close()
+
+    def _commit_batch(self, connection: sqlite3.Connection, batch: list[_Request[Any]]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            for request in batch:
+                connection.execute("SAVEPOINT request")
+                try:
+                    result = request.work(connection)
+                except Exception as error:
+                    connection.execute("ROLLBACK TO request")
+                    connection.execute("RELEASE request")
+                    outcomes.append((False, error))
+                else:
+                    connection.execute("RELEASE request")
+                    outcomes.append((True, result))
+            connection.execute("COMMIT")
+        except Exception as error:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            outcomes = [(False, error)] * len(batch)
+        else:
+            if self.after_commit is not None:
+                self.after_commit()
+        for request, (succeeded, value) in zip(batch, outcomes, strict=True):
+            request.loop.call_soon_threadsafe(_settle, request.future, succeeded, value)
+
+
+def _settle(future: asyncio.Future[Any], succeeded: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if succeeded:
+        future.set_result(value)
+    else:
+        future.set_exception(value)

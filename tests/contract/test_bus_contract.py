@@ -1,0 +1,303 @@
+"""The event-bus contract: every adapter (in-process, Kafka) must pass all of it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from uuid import UUID
+
+import pytest
+
+from events.bus.deadletter import DeadLetterReason
+from events.bus.errors import RetriableHandlerError
+from events.bus.retry import Backoff, RetryPolicy
+from events.cloudevents import to_kafka_binary
+from events.envelope import RecordedEvent
+from events.registry import EventRegistry
+from tests.contract.bus_conftest import (
+    FAST_RETRY,
+    BusHarness,
+    Recorder,
+    cancel,
+    case_history,
+    eventually,
+    first_seen_order,
+    open_harness,
+    recorded,
+    running,
+)
+from tests.support.sample_events import sample_registry
+
+
+@pytest.fixture
+def bus_registry() -> EventRegistry:
+    return sample_registry()
+
+
+@pytest.fixture(params=["inprocess", pytest.param("kafka", marks=pytest.mark.kafka)])
+async def bus(request: pytest.FixtureRequest, bus_registry: EventRegistry) -> AsyncIterator[
+    BusHarness
+]:
+    harness = await open_harness(request.param, bus_registry)
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
+async def test_round_trip_carries_cloudevents_binary_mode(bus: BusHarness) -> None:
+    events = [recorded("c-1", 1, 1), recorded("c-2", 1, 2), recorded("c-1", 2, 3)]
+    await bus.publisher.publish(events)
+
+    recorder = Recorder()
+    async with running(bus.subscriber(), bus.group(), recorder):
+        await eventually(lambda: recorder.has_all(events), "all three events")
+
+    for event in events:
+        assert recorder.projection[event.event_id] == event
+    on_bus = {message.header("ce_id"): message for message in await bus.messages()}
+    for event in events:
+        message = on_bus[str(event.event_id).encode()]
+        assert message.key == event.subject.encode()
+        assert message.header("ce_specversion") == b"1.0"
+        assert message.header("ce_type") == event.event_type.encode()
+        assert message.header("ce_subject") == event.subject.encode()
+        assert message.header("content-type") == b"application/json"
+        assert message.value == to_kafka_binary(event).value
+
+
+async def test_events_of_one_case_arrive_in_order(bus: BusHarness) -> None:
+    events = case_history([f"case-{n}" for n in range(6)], per_case=8)
+    for start in range(0, len(events), 10):
+        await bus.publisher.publish(events[start : start + 10])
+
+    recorder = Recorder()
+    async with running(bus.subscriber(), bus.group(), recorder):
+        await eventually(lambda: recorder.has_all(events), "every event")
+
+    per_case: dict[str, list[int]] = {}
+    for event in first_seen_order(recorder.deliveries):
+        per_case.setdefault(event.subject, []).append(event.sequence)
+    assert per_case == {f"case-{n}": list(range(1, 9)) for n in range(6)}
+
+
+async def test_members_of_a_group_share_partitions_and_handle_each_event_in_effect_once(
+    bus: BusHarness,
+) -> None:
+    group = bus.group()
+    projection: dict[UUID, RecordedEvent] = {}
+    handled_by: dict[str, set[UUID]] = {"a": set(), "b": set()}
+
+    def handler_for(member: str) -> Recorder:
+        class Member(Recorder):
+            async def __call__(self, event: RecordedEvent) -> None:
+                handled_by[member].add(event.event_id)
+                projection.setdefault(event.event_id, event)
+
+        return Member()
+
+    subscriber = bus.subscriber()
+    async with (
+        running(subscriber, group, handler_for("a")) as a,
+        running(subscriber, group, handler_for("b")) as b,
+    ):
+        await eventually(
+            lambda: bool(a.assignment)
+            and bool(b.assignment)
+            and a.assignment | b.assignment == set(range(bus.partitions))
+            and not a.assignment & b.assignment,
+            "both members to own partitions",
+        )
+        events = case_history([f"case-{n}" for n in range(60)], per_case=2)
+        await bus.publisher.publish(events)
+        await eventually(lambda: all(e.event_id in projection for e in events), "every event")
+
+    assert set(projection) == {event.event_id for event in events}
+    assert handled_by["a"]
+    assert handled_by["b"]
+    assert handled_by["a"] | handled_by["b"] == set(projection)
+
+
+async def test_graceful_stop_commits_what_was_handled(bus: BusHarness) -> None:
+    group = bus.group()
+    first = case_history(["c-1", "c-2"], per_case=3)
+    await bus.publisher.publish(first)
+    before = Recorder()
+    async with running(bus.subscriber(), group, before):
+        await eventually(lambda: before.has_all(first), "the first batch")
+
+    later = [recorded("c-1", 4, 7), recorded("c-3", 1, 8)]
+    await bus.publisher.publish(later)
+    after = Recorder()
+    async with running(bus.subscriber(), group, after):
+        await eventually(lambda: after.has_all(later), "the later events")
+
+    assert {event.event_id for event in after.deliveries} == {event.event_id for event in later}
+
+
+async def test_a_member_that_dies_mid_event_leaves_it_for_redelivery(bus: BusHarness) -> None:
+    group = bus.group()
+    events = [recorded("c-1", n, n) for n in range(1, 6)]
+    await bus.publisher.publish(events)
+    stuck_on = events[2]
+    reached = asyncio.Event()
+
+    class Stuck(Recorder):
+        async def __call__(self, event: RecordedEvent) -> None:
+            if event.event_id == stuck_on.event_id:
+                reached.set()
+                await asyncio.Event().wait()  # a handler that never finishes
+            await super().__call__(event)
+
+    dying = Stuck()
+    async with running(bus.subscriber(), group, dying) as member:
+        await eventually(reached.is_set, "the handler to get stuck")
+        await cancel(member)
+    assert stuck_on.event_id not in dying.projection
+
+    survivor = Recorder()
+    async with running(bus.subscriber(), group, survivor):
+        await eventually(lambda: survivor.has_all(events[2:]), "the redelivered events")
+
+    redelivered = first_seen_order(survivor.deliveries)
+    assert redelivered[0].sequence <= stuck_on.sequence
+    assert [event.sequence for event in redelivered] == list(
+        range(redelivered[0].sequence, 6)
+    )
+
+
+async def test_poison_messages_go_to_the_dead_letter_queue_and_the_rest_flows(
+    bus: BusHarness,
+) -> None:
+    group = bus.group()
+    before, after = recorded("c-1", 1, 1), recorded("c-1", 2, 2)
+    unknown = to_kafka_binary(recorded("c-1", 3, 3))
+    unknown_headers = [
+        (name, b"casetrail.test.never-heard-of" if name == "ce_type" else value)
+        for name, value in unknown.headers
+        if name != "ce_dataschema"  # it names the type too
+    ]
+    await bus.publisher.publish([before])
+    await bus.publish_raw(b"c-1", b"\xff not json", [("ce_id", b"nope")])
+    await bus.publish_raw(unknown.key, unknown.value, unknown_headers)
+    await bus.publisher.publish([after])
+
+    recorder = Recorder()
+    async with running(bus.subscriber(), group, recorder):
+        await eventually(lambda: recorder.has_all([before, after]), "the good events")
+
+    assert [e.event_id for e in first_seen_order(recorder.deliveries)] == [
+        before.event_id,
+        after.event_id,
+    ]
+    letters = await bus.dead_letters(group)
+    assert [letter.reason for letter in letters] == [
+        DeadLetterReason.UNDECODABLE,
+        DeadLetterReason.INVALID_EVENT,
+    ]
+    bad, unknown_letter = letters
+    assert bad.message.value == b"\xff not json"
+    assert bad.message.key == b"c-1"
+    assert ("ce_id", b"nope") in bad.message.headers
+    assert bad.group == group
+    assert bad.message.topic == bus.topic
+    assert bad.exception_type == "events.cloudevents.UndecodableMessageError"
+    assert "ce_specversion" in bad.detail
+    assert "casetrail.test.never-heard-of" in unknown_letter.detail
+    assert unknown_letter.message.offset == bad.message.offset + 1
+    assert unknown_letter.message.value == unknown.value
+
+
+async def test_a_handler_error_that_retrying_cannot_fix_is_dead_lettered(
+    bus: BusHarness,
+) -> None:
+    group = bus.group()
+    events = [recorded("c-1", n, n) for n in range(1, 4)]
+    broken = events[1]
+
+    class Picky(Recorder):
+        async def __call__(self, event: RecordedEvent) -> None:
+            if event.event_id == broken.event_id:
+                raise ValueError("plan has no goals")
+            await super().__call__(event)
+
+    await bus.publisher.publish(events)
+    recorder = Picky()
+    async with running(bus.subscriber(), group, recorder):
+        await eventually(lambda: recorder.has_all([events[0], events[2]]), "the other events")
+
+    [letter] = await bus.dead_letters(group)
+    assert letter.reason is DeadLetterReason.HANDLER_FAILED
+    assert letter.exception_type == "builtins.ValueError"
+    assert letter.detail == "plan has no goals"
+    assert letter.attempts == 1
+    assert letter.message.header("ce_id") == str(broken.event_id).encode()
+
+
+async def test_retriable_handler_errors_are_retried_in_place(bus: BusHarness) -> None:
+    group = bus.group()
+    events = [recorded("c-1", n, n) for n in range(1, 4)]
+    flaky = events[1]
+    attempts: list[UUID] = []
+
+    class Flaky(Recorder):
+        async def __call__(self, event: RecordedEvent) -> None:
+            attempts.append(event.event_id)
+            if event.event_id == flaky.event_id and attempts.count(flaky.event_id) < 3:
+                raise RetriableHandlerError("read model is locked")
+            await super().__call__(event)
+
+    await bus.publisher.publish(events)
+    recorder = Flaky()
+    async with running(bus.subscriber(), group, recorder):
+        await eventually(lambda: recorder.has_all(events), "every event")
+
+    assert attempts.count(flaky.event_id) == 3
+    assert [e.sequence for e in first_seen_order(recorder.deliveries)] == [1, 2, 3]
+    assert await bus.dead_letters(group) == []
+
+
+async def test_a_message_that_keeps_failing_is_dead_lettered_when_retries_run_out(
+    bus: BusHarness,
+) -> None:
+    group = bus.group()
+    events = [recorded("c-1", 1, 1), recorded("c-1", 2, 2)]
+    hopeless = events[0]
+
+    class Hopeless(Recorder):
+        async def __call__(self, event: RecordedEvent) -> None:
+            if event.event_id == hopeless.event_id:
+                raise ConnectionError("projection database unreachable")
+            await super().__call__(event)
+
+    await bus.publisher.publish(events)
+    recorder = Hopeless()
+    retry = replace(FAST_RETRY, max_attempts=3)
+    async with running(bus.subscriber(retry), group, recorder):
+        await eventually(lambda: recorder.has_all(events[1:]), "the next event")
+
+    [letter] = await bus.dead_letters(group)
+    assert letter.reason is DeadLetterReason.RETRIES_EXHAUSTED
+    assert letter.attempts == 3
+    assert letter.exception_type == "builtins.ConnectionError"
+
+
+async def test_stopping_during_retries_leaves_the_message_for_later(bus: BusHarness) -> None:
+    group = bus.group()
+    event = recorded("c-1", 1, 1)
+    failing = asyncio.Event()
+
+    async def always_busy(_: RecordedEvent) -> None:
+        failing.set()
+        raise RetriableHandlerError("busy")
+
+    await bus.publisher.publish([event])
+    patient = RetryPolicy(Backoff(initial=5.0, maximum=5.0), max_attempts=None)
+    async with running(bus.subscriber(patient), group, always_busy):
+        await eventually(failing.is_set, "the first attempt")
+
+    recorder = Recorder()
+    async with running(bus.subscriber(), group, recorder):
+        await eventually(lambda: recorder.has_all([event]), "the event again")
+    assert await bus.dead_letters(group) == []

@@ -1,0 +1,242 @@
+"""The event store contract: every adapter (SQLite, PostgreSQL) must pass all of it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from events.catalog.base import CaseEvent
+from events.envelope import NewEvent
+from events.errors import ConcurrencyError, DuplicateEventIdError, UnknownEventTypeError
+from events.registry import EventRegistry
+from events.store.port import NO_STREAM, EventStore, drain
+from tests.contract.conftest import StoreOpener
+from tests.support.sample_events import WORKER, NoteWritten, note
+
+
+class NotInCatalog(CaseEvent):
+    event_type = "casetrail.test.not-in-catalog"
+    case_id: str
+
+
+async def test_append_assigns_sequences_positions_and_recorded_at(event_store: EventStore) -> None:
+    before = datetime.now(UTC)
+    recorded = await event_store.append("case-1", [note("1", "a b"), note("1", "c")], NO_STREAM)
+
+    assert [r.sequence for r in recorded] == [1, 2]
+    assert recorded[0].position < recorded[1].position
+    assert all(r.recorded_at >= before - timedelta(seconds=1) for r in recorded)
+    assert recorded[0].metadata.actor == WORKER
+    assert await event_store.stream_version("case-1") == 2
+    assert await event_store.read_stream("case-1") == recorded
+
+
+async def test_empty_append_writes_nothing(event_store: EventStore) -> None:
+    assert await event_store.append("case-1", [], NO_STREAM) == []
+    assert await event_store.last_position() == 0
+
+
+async def test_wrong_expected_version_is_a_concurrency_error_and_writes_nothing(
+    event_store: EventStore,
+) -> None:
+    await event_store.append("case-1", [note("1")], NO_STREAM)
+    position = await event_store.last_position()
+
+    with pytest.raises(ConcurrencyError) as raised:
+        await event_store.append("case-1", [note("1"), note("1")], NO_STREAM)
+
+    assert (raised.value.expected_version, raised.value.actual_version) == (0, 1)
+    assert await event_store.stream_version("case-1") == 1
+    assert await event_store.last_position() == position
+
+
+async def test_racing_writers_on_one_stream_exactly_one_wins(open_store: StoreOpener) -> None:
+    stores = [await open_store() for _ in range(4)]
+    await stores[0].append("case-1", [note("1")], NO_STREAM)
+
+    outcomes = await asyncio.gather(
+        *(store.append("case-1", [note("1", f"writer {i}")], 1) for i, store in enumerate(stores)),
+        return_exceptions=True,
+    )
+
+    winners = [o for o in outcomes if isinstance(o, list)]
+    assert len(winners) == 1
+    assert all(isinstance(o, ConcurrencyError) for o in outcomes if not isinstance(o, list))
+    assert await stores[0].stream_version("case-1") == 2
+
+
+async def test_resending_the_same_events_is_a_no_op_that_returns_the_stored_ones(
+    event_store: EventStore,
+) -> None:
+    batch = [note("1", "first"), note("1", "second")]
+    first = await event_store.append("case-1", batch, NO_STREAM)
+    position = await event_store.last_position()
+
+    again = await event_store.append("case-1", batch, NO_STREAM)
+
+    assert again == first
+    assert await event_store.last_position() == position
+
+
+async def test_reusing_an_event_id_for_other_content_is_refused_and_writes_nothing(
+    event_store: EventStore,
+) -> None:
+    original = note("1", "original")
+    await event_store.append("case-1", [original], NO_STREAM)
+    impostor = note("2", "something else", event_id=original.event_id)
+
+    with pytest.raises((DuplicateEventIdError, ConcurrencyError)):
+        await event_store.append("case-2", [note("2"), impostor], NO_STREAM)
+
+    assert await event_store.stream_version("case-2") == NO_STREAM
+    assert len([e async for e in drain(event_store)]) == 1
+
+
+async def test_an_event_type_outside_the_catalog_is_refused_before_writing(
+    event_store: EventStore,
+) -> None:
+    stranger = NewEvent(event=NotInCatalog(case_id="1"), metadata=note("1").metadata)
+
+    with pytest.raises(UnknownEventTypeError):
+        await event_store.append("case-1", [note("1"), stranger], NO_STREAM)
+
+    assert await event_store.last_position() == 0
+
+
+async def test_read_stream_between_versions(event_store: EventStore) -> None:
+    await event_store.append("case-1", [note("1", str(i)) for i in range(5)], NO_STREAM)
+
+    middle = await event_store.read_stream("case-1", from_version=2, to_version=4)
+
+    assert [r.sequence for r in middle] == [2, 3, 4]
+    assert await event_store.read_stream("unknown") == []
+
+
+async def test_read_stream_as_of_occurred_and_recorded_time(event_store: EventStore) -> None:
+    visit = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    # Written up a day late: it occurred before the phone call recorded before it.
+    await event_store.append("case-1", [note("1", "phone call", occurred_at=visit)], NO_STREAM)
+    first_recorded = (await event_store.read_stream("case-1"))[0].recorded_at
+    await asyncio.sleep(0.01)
+    late = note("1", "home visit", occurred_at=visit - timedelta(days=1))
+    await event_store.append("case-1", [late], 1)
+
+    known_then = await event_store.read_stream("case-1", recorded_until=first_recorded)
+    happened_by = await event_store.read_stream("case-1", occurred_until=visit - timedelta(hours=1))
+
+    assert [r.event for r in known_then] == [note("1", "phone call").event]
+    assert [r.event for r in happened_by] == [late.event]
+
+
+async def test_times_keep_microseconds_and_zone(event_store: EventStore) -> None:
+    moment = datetime(2026, 5, 17, 8, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+    [recorded] = await event_store.append("case-1", [note("1", occurred_at=moment)], NO_STREAM)
+
+    [read] = await event_store.read_stream("case-1")
+
+    assert read.metadata.occurred_at == moment
+    assert read.metadata.occurred_at.tzinfo is not None
+    assert read == recorded
+
+
+async def test_read_all_is_ordered_by_position_across_streams(event_store: EventStore) -> None:
+    await event_store.append("case-1", [note("1", "a")], NO_STREAM)
+    await event_store.append("case-2", [note("2", "b"), note("2", "c")], NO_STREAM)
+    await event_store.append("case-1", [note("1", "d")], 1)
+
+    everything = await event_store.read_all()
+    positions = [r.position for r in everything]
+
+    assert [r.event.text for r in everything if isinstance(r.event, NoteWritten)] == list("abcd")
+    assert positions == sorted(positions)
+    assert await event_store.last_position() == positions[-1]
+    assert await event_store.read_all(positions[1], limit=1) == [everything[2]]
+
+
+async def test_a_concurrent_reader_never_skips_an_event(open_store: StoreOpener) -> None:
+    writers = [await open_store() for _ in range(4)]
+    reader = await open_store()
+    per_writer = 40
+    done = asyncio.Event()
+    seen: list[int] = []
+    seen_ids: set[str] = set()
+
+    async def write(store: EventStore, number: int) -> None:
+        for i in range(per_writer):
+            await store.append(f"case-{number}-{i}", [note(str(number))], NO_STREAM)
+
+    async def read() -> None:
+        position = 0
+        while True:
+            finished = done.is_set()
+            batch = await reader.read_all(position, 50)
+            for recorded in batch:
+                seen.append(recorded.position)
+                seen_ids.add(str(recorded.event_id))
+                position = recorded.position
+            if finished and not batch:
+                return
+            await asyncio.sleep(0)
+
+    reading = asyncio.create_task(read())
+    await asyncio.gather(*(write(store, n) for n, store in enumerate(writers)))
+    done.set()
+    await reading
+
+    assert len(seen) == len(seen_ids) == 4 * per_writer
+    assert seen == sorted(seen)
+
+
+async def test_follow_yields_existing_then_new_events(event_store: EventStore) -> None:
+    await event_store.append("case-1", [note("1", "before")], NO_STREAM)
+    received: list[str] = []
+
+    async def follow() -> None:
+        async for recorded in event_store.follow(0, idle_timeout=0.05):
+            assert isinstance(recorded.event, NoteWritten)
+            received.append(recorded.event.text)
+            if len(received) == 2:
+                return
+
+    following = asyncio.create_task(follow())
+    await asyncio.sleep(0.05)
+    await event_store.append("case-1", [note("1", "after")], 1)
+    await asyncio.wait_for(following, 10)
+
+    assert received == ["before", "after"]
+
+
+async def test_wait_for_append_returns_when_something_was_appended(
+    event_store: EventStore,
+) -> None:
+    waiting = asyncio.create_task(event_store.wait_for_append(0, max_wait=30))
+    await asyncio.sleep(0.05)
+    await event_store.append("case-1", [note("1")], NO_STREAM)
+
+    await asyncio.wait_for(waiting, 10)
+
+
+async def test_events_stored_under_an_older_schema_are_upcast_on_read(
+    open_store: StoreOpener,
+) -> None:
+    old_writer = await open_store(EventRegistry([NoteWrittenV1]))
+    old_note = NewEvent(
+        event=NoteWrittenV1(case_id="1", text="three short words"), metadata=note("1").metadata
+    )
+    await old_writer.append("case-1", [old_note], NO_STREAM)
+    current_reader = await open_store()
+
+    [read] = await current_reader.read_stream("case-1")
+
+    assert read.event == NoteWritten(case_id="1", text="three short words", words=3)
+
+
+class NoteWrittenV1(CaseEvent):
+    """How ``NoteWritten`` looked before it counted words."""
+
+    event_type = NoteWritten.event_type
+    schema_version = 1
+    case_id: str
+    text: str

@@ -1,0 +1,184 @@
+"""The read-model contract (documents + tracking) and the projection runners on top of it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from events.envelope import RecordedEvent
+from events.projections.port import Document, DocumentTransaction, Projection, ReadModelStore
+from events.projections.runner import BusProjectionHandler, catch_up, rebuild
+from events.projections.sqlite import SqliteReadModelStore
+from events.store.port import NO_STREAM, EventStore
+from events.store.sqlite import SqliteEventStore
+from tests.support.sample_events import NoteWritten, note, sample_registry
+from tests.support.servers import postgres_dsn, server_missing
+
+
+class NotesPerCase(Projection):
+    name = "notes-per-case"
+    collections = ("case-notes",)
+
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        if not isinstance(recorded.event, NoteWritten):
+            return
+        case = await transaction.get("case-notes", recorded.event.case_id) or {
+            "case_id": recorded.event.case_id,
+            "notes": 0,
+            "words": 0,
+            "texts": [],
+        }
+        case["notes"] += 1
+        case["words"] += recorded.event.words
+        case["texts"].append(recorded.event.text)
+        await transaction.put("case-notes", recorded.event.case_id, case)
+
+
+class FailsOn(NotesPerCase):
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        await super().apply(transaction, recorded)
+        if isinstance(recorded.event, NoteWritten) and recorded.event.text == self.text:
+            raise RuntimeError("handler failed half-way")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def read_models(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[ReadModelStore]:
+    if request.param == "sqlite":
+        store: ReadModelStore = SqliteReadModelStore(tmp_path / "read-models.db")
+        yield store
+        await store.close()
+        return
+    import psycopg
+
+    from events.projections.postgres import PostgresReadModelStore
+
+    schema = f"readmodels_{uuid.uuid4().hex[:12]}"
+    try:
+        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
+            await admin.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.OperationalError as error:
+        server_missing("PostgreSQL", error)
+    store = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+    yield store
+    await store.close()
+    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
+        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+async def event_store(tmp_path: Path) -> AsyncIterator[EventStore]:
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    yield store
+    await store.close()
+
+
+async def dump(read_models: ReadModelStore, collection: str) -> list[tuple[str, Document]]:
+    return [item async for item in read_models.scan(collection)]
+
+
+async def test_documents_put_get_find_delete(read_models: ReadModelStore) -> None:
+    async with read_models.transaction() as transaction:
+        await transaction.put("cases", "c1", {"status": "open", "needs": ["housing"], "n": 1})
+        await transaction.put("cases", "c2", {"status": "closed", "needs": ["food"], "n": 2})
+        assert await transaction.get("cases", "c1") == {
+            "status": "open",
+            "needs": ["housing"],
+            "n": 1,
+        }
+        assert [d["n"] for d in await transaction.find("cases", {"status": "closed"})] == [2]
+
+    assert [d["n"] for d in await read_models.find("cases", {"status": "open"})] == [1]
+    assert [d["n"] for d in await read_models.find("cases", contains={"needs": "food"})] == [2]
+    assert await read_models.find("cases", {"status": "open"}, {"needs": "food"}) == []
+    async with read_models.transaction() as transaction:
+        await transaction.delete("cases", "c1")
+    assert await read_models.get("cases", "c1") is None
+    assert [key for key, _ in await dump(read_models, "cases")] == ["c2"]
+
+
+async def test_a_failed_transaction_leaves_nothing_behind(read_models: ReadModelStore) -> None:
+    async def write_then_fail() -> None:
+        async with read_models.transaction() as transaction:
+            await transaction.put("cases", "c1", {"status": "open"})
+            await transaction.set_position("p", 9)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await write_then_fail()
+
+    assert await read_models.get("cases", "c1") is None
+    async with read_models.transaction() as transaction:
+        assert await transaction.position("p") == 0
+
+
+async def test_catch_up_applies_each_event_once(
+    event_store: EventStore, read_models: ReadModelStore
+) -> None:
+    await event_store.append("case-1", [note("1", "one two"), note("1", "three")], NO_STREAM)
+    projection = NotesPerCase()
+
+    reached = await catch_up(event_store, read_models, projection, batch_size=1)
+    again = await catch_up(event_store, read_models, projection)
+
+    assert reached == again == await event_store.last_position()
+    assert await read_models.get("case-notes", "1") == {
+        "case_id": "1",
+        "notes": 2,
+        "words": 3,
+        "texts": ["one two", "three"],
+    }
+
+
+async def test_a_crash_mid_batch_applies_nothing_of_that_batch(
+    event_store: EventStore, read_models: ReadModelStore
+) -> None:
+    await event_store.append("case-1", [note("1", "fine"), note("1", "poison")], NO_STREAM)
+
+    with pytest.raises(RuntimeError):
+        await catch_up(event_store, read_models, FailsOn("poison"))
+
+    assert await read_models.get("case-notes", "1") is None
+    await catch_up(event_store, read_models, NotesPerCase())
+    document = await read_models.get("case-notes", "1")
+    assert document is not None
+    assert document["texts"] == ["fine", "poison"]
+
+
+async def test_rebuilding_from_zero_gives_exactly_the_same_state(
+    event_store: EventStore, read_models: ReadModelStore
+) -> None:
+    for case in range(5):
+        await event_store.append(
+            f"case-{case}", [note(str(case), f"note {i} of {case}") for i in range(7)], NO_STREAM
+        )
+    projection = NotesPerCase()
+    await catch_up(event_store, read_models, projection, batch_size=3)
+    before = await dump(read_models, "case-notes")
+    progress: list[tuple[int, int]] = []
+
+    await rebuild(event_store, read_models, projection, progress=lambda *p: progress.append(p))
+
+    assert await dump(read_models, "case-notes") == before
+    assert progress[-1] == (35, 35)
+
+
+async def test_bus_handler_applies_a_redelivered_event_once(
+    event_store: EventStore, read_models: ReadModelStore
+) -> None:
+    recorded = await event_store.append("case-1", [note("1", "a"), note("1", "b")], NO_STREAM)
+    handler = BusProjectionHandler(read_models, NotesPerCase())
+
+    for delivery in [*recorded, recorded[0], *recorded]:
+        await handler(delivery)
+
+    document = await read_models.get("case-notes", "1")
+    assert document is not None
+    assert document["texts"] == ["a", "b"]

@@ -1,0 +1,406 @@
+"""What only the PostgreSQL event store does; the shared behaviour is in tests/contract."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from events.catalog.base import CaseEvent, Role
+from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from events.errors import ConcurrencyError, DuplicateEventIdError, UnknownEventTypeError
+from events.registry import EventRegistry, encode
+from events.store.port import NO_STREAM
+from events.store.postgres import PostgresEventStore
+from tests.support.servers import postgres_dsn, server_missing
+
+pytestmark = pytest.mark.postgres
+
+
+class CaseOpened(CaseEvent):
+    event_type = "casetrail.pgtest.case-opened"
+    case_id: str
+
+
+class CaseTouched(CaseEvent):
+    event_type = "casetrail.pgtest.case-touched"
+    case_id: str
+    n: int
+
+
+class NotRegistered(CaseEvent):
+    event_type = "casetrail.pgtest.not-registered"
+    case_id: str
+
+
+def touched(case_id: str, n: int = 0, *, event_id: uuid.UUID | None = None) -> NewEvent:
+    return NewEvent(
+        event=CaseTouched(case_id=case_id, n=n),
+        metadata=EventMetadata(
+            source="casetrail/pgtest",
+            actor=Actor("worker-1", Role.SOCIAL_WORKER),
+            occurred_at=datetime.now(UTC),
+            correlation_id=uuid.uuid4(),
+        ),
+        event_id=event_id or uuid.uuid4(),
+    )
+
+
+Opener = Callable[[], Awaitable[PostgresEventStore]]
+
+
+@pytest.fixture
+async def admin() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    try:
+        connection = await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True)
+    except psycopg.OperationalError as error:
+        server_missing("PostgreSQL", error)
+    async with connection:
+        yield connection
+
+
+@pytest.fixture
+async def schema(admin: psycopg.AsyncConnection[Any]) -> AsyncIterator[str]:
+    """A fresh schema the store creates itself (dropped afterwards)."""
+    name = f"pgtest_{uuid.uuid4().hex[:12]}"
+    yield name
+    await admin.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@pytest.fixture
+def dsn(schema: str) -> str:
+    """Named after the schema, so a test touches only its own server connections."""
+    return make_conninfo(postgres_dsn(), application_name=schema)
+
+
+@pytest.fixture
+async def open_store(schema: str, dsn: str) -> AsyncIterator[Opener]:
+    opened: list[PostgresEventStore] = []
+    registry = EventRegistry([CaseOpened, CaseTouched])
+
+    async def open_one() -> PostgresEventStore:
+        store = await PostgresEventStore.connect(dsn, registry, schema=schema)
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        await store.close()
+
+
+@pytest.fixture
+async def store(open_store: Opener) -> PostgresEventStore:
+    return await open_store()
+
+
+async def _scalar(admin: psycopg.AsyncConnection[Any], query: str) -> Any:
+    cursor = await admin.execute(query)
+    row = await cursor.fetchone()
+    assert row is not None
+    return row[0]
+
+
+async def _until(condition: Callable[[], Awaitable[bool]]) -> None:
+    """Poll until ``condition`` holds (a guard against hanging, not a timing assertion)."""
+    async with asyncio.timeout(30):
+        while not await condition():  # noqa: ASYNC110  # the state is the server's, not ours
+            await asyncio.sleep(0.01)
+
+
+async def test_starting_many_stores_at_once_creates_the_schema_once(
+    open_store: Opener, schema: str, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    stores = await asyncio.gather(*(open_store() for _ in range(6)))
+    await stores[0].append("case-1", [touched("1")], NO_STREAM)
+    again = await open_store()
+
+    assert await again.stream_version("case-1") == 1
+    assert await _scalar(admin, f'SELECT count(*) FROM "{schema}".stored_events') == 1
+    triggers = await _scalar(
+        admin,
+        "SELECT count(*) FROM pg_trigger"
+        f" WHERE tgrelid = '\"{schema}\".stored_events'::regclass AND NOT tgisinternal",
+    )
+    assert triggers == 1
+
+
+async def test_data_is_stored_as_the_encoded_bytes(
+    store: PostgresEventStore, schema: str, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    new = touched("1", 7)
+    await store.append("case-1", [new], NO_STREAM)
+
+    stored = await _scalar(admin, f'SELECT data FROM "{schema}".stored_events')
+
+    assert bytes(stored) == encode(new.event)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE {table} SET stream = 'case-2'",
+        "DELETE FROM {table}",
+        "DELETE FROM {table} WHERE false",
+        "TRUNCATE {table}",
+    ],
+)
+async def test_stored_events_cannot_be_changed_through_sql(
+    store: PostgresEventStore, schema: str, admin: psycopg.AsyncConnection[Any], statement: str
+) -> None:
+    [recorded] = await store.append("case-1", [touched("1")], NO_STREAM)
+
+    with pytest.raises(psycopg.Error, match="immutable") as raised:
+        await admin.execute(statement.format(table=f'"{schema}".stored_events'))
+
+    assert raised.value.sqlstate == "CT003"
+    assert await store.read_all() == [recorded]
+
+
+async def test_positions_stay_dense_after_failed_appends(store: PostgresEventStore) -> None:
+    [first] = await store.append("case-1", [touched("1")], NO_STREAM)
+    with pytest.raises(ConcurrencyError):
+        await store.append("case-1", [touched("1")], NO_STREAM)
+    stranger = replace(touched("1"), event=NotRegistered(case_id="1"))
+    with pytest.raises(UnknownEventTypeError):
+        await store.append("case-2", [stranger], NO_STREAM)
+    with pytest.raises((DuplicateEventIdError, ConcurrencyError)):
+        await store.append("case-3", [touched("3", event_id=first.event_id)], NO_STREAM)
+
+    [second] = await store.append("case-4", [touched("4")], NO_STREAM)
+
+    assert second.position == first.position + 1
+
+
+async def test_a_batch_shares_one_recorded_at_that_never_goes_backwards(
+    store: PostgresEventStore,
+) -> None:
+    for i in range(5):
+        await store.append(f"case-{i}", [touched(str(i), n) for n in range(3)], NO_STREAM)
+
+    everything = await store.read_all()
+
+    assert [r.position for r in everything] == list(range(1, 16))
+    times = [r.recorded_at for r in everything]
+    assert times == sorted(times)
+    assert len(set(times)) == 5
+
+
+async def test_many_writers_and_readers_never_see_a_gap(open_store: Opener) -> None:
+    """Positions are dense, so "never skips" means each read starts right after the last."""
+    writers = [await open_store() for _ in range(8)]
+    readers = [await open_store() for _ in range(3)]
+    per_writer = 40
+    expected_total = 0
+    done = asyncio.Event()
+    shared_streams = ["case-shared-a", "case-shared-b"]
+
+    async def write(store: PostgresEventStore, number: int) -> None:
+        nonlocal expected_total
+        chance = random.Random(number)
+        for i in range(per_writer):
+            size = chance.randint(1, 4)
+            if i % 4 == 0:  # contend on a shared stream, retrying on conflicts
+                stream = chance.choice(shared_streams)
+                while True:
+                    version = await store.stream_version(stream)
+                    try:
+                        await store.append(
+                            stream, [touched(stream, n) for n in range(size)], version
+                        )
+                        break
+                    except ConcurrencyError:
+                        continue
+            else:
+                stream = f"case-{number}-{i}"
+                await store.append(stream, [touched(stream, n) for n in range(size)], NO_STREAM)
+            expected_total += size
+
+    async def read(store: PostgresEventStore, limit: int) -> list[RecordedEvent]:
+        seen: list[RecordedEvent] = []
+        position = 0
+        while True:
+            finished = done.is_set()
+            batch = await store.read_all(position, limit)
+            positions = [r.position for r in batch]
+            assert positions == list(range(position + 1, position + 1 + len(batch)))
+            seen.extend(batch)
+            if batch:
+                position = batch[-1].position
+            elif finished:
+                return seen
+            await asyncio.sleep(0)
+
+    reading = [
+        asyncio.create_task(read(r, limit)) for r, limit in zip(readers, [1, 7, 100], strict=True)
+    ]
+    writing = [
+        asyncio.create_task(write(store, n))
+        for n, store in enumerate(writers + writers)  # two coroutines share each store
+    ]
+    await asyncio.gather(*writing)
+    done.set()
+    results = await asyncio.gather(*reading)
+
+    everything = await readers[0].read_all(0, 100_000)
+    assert len(everything) == expected_total
+    for seen in results:
+        assert seen == everything
+    for stream in shared_streams:
+        sequences = [r.sequence for r in await readers[0].read_stream(stream)]
+        assert sequences == list(range(1, len(sequences) + 1))
+
+
+async def _insert_behind_the_lock(
+    schema: str, stream: str, event_id: uuid.UUID
+) -> psycopg.AsyncConnection[Any]:
+    """An open transaction holding an uncommitted row written without append_events."""
+    raw = await psycopg.AsyncConnection.connect(postgres_dsn())
+    await raw.execute(
+        f'INSERT INTO "{schema}".stored_events (position, occurred_at, sequence, schema_version,'
+        " event_id, correlation_id, stream, event_type, source, actor_id, actor_role, data)"
+        " VALUES (1000, now(), 1, 1, %s, %s, %s, %s, 'raw', 'raw', 'system', %s)",
+        (event_id, uuid.uuid4(), stream, CaseOpened.event_type, b'{"case_id":"1"}'),
+    )
+    return raw
+
+
+async def _append_while_a_raw_insert_commits(
+    store: PostgresEventStore,
+    admin: psycopg.AsyncConnection[Any],
+    schema: str,
+    raw_stream: str,
+    raw_event_id: uuid.UUID,
+    new: NewEvent,
+) -> None:
+    raw = await _insert_behind_the_lock(schema, raw_stream, raw_event_id)
+    async with raw:
+        appending = asyncio.create_task(store.append("case-1", [new], NO_STREAM))
+
+        async def append_waits_for_the_raw_row() -> bool:
+            waiting = await _scalar(
+                admin,
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                f" AND application_name = '{schema}' AND query LIKE '%append_events%'",
+            )
+            return bool(waiting)
+
+        await _until(append_waits_for_the_raw_row)
+        await raw.commit()
+        await appending
+
+
+async def test_a_racing_writer_that_bypassed_the_lock_is_a_concurrency_error(
+    store: PostgresEventStore, schema: str, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    with pytest.raises(ConcurrencyError) as raised:
+        await _append_while_a_raw_insert_commits(
+            store, admin, schema, "case-1", uuid.uuid4(), touched("1")
+        )
+
+    assert (raised.value.expected_version, raised.value.actual_version) == (NO_STREAM, 1)
+    assert [r.event_id for r in await store.read_all()] == [
+        r.event_id for r in await store.read_stream("case-1")
+    ]
+
+
+async def test_a_racing_writer_that_took_the_event_id_is_a_duplicate_error(
+    store: PostgresEventStore, schema: str, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    new = touched("1")
+
+    with pytest.raises(DuplicateEventIdError) as raised:
+        await _append_while_a_raw_insert_commits(store, admin, schema, "case-9", new.event_id, new)
+
+    assert raised.value.event_id == str(new.event_id)
+    assert await store.stream_version("case-1") == NO_STREAM
+
+
+async def test_wait_for_append_is_woken_by_another_process(open_store: Opener) -> None:
+    waiter, writer = await open_store(), await open_store()
+    await waiter.wait_for_append(0, 0.01)  # nothing appended: returns when the wait is over
+
+    waiting = asyncio.create_task(waiter.wait_for_append(0, 60))
+    await asyncio.sleep(0.05)
+    await writer.append("case-1", [touched("1")], NO_STREAM)
+
+    await asyncio.wait_for(waiting, 30)
+    await asyncio.wait_for(waiter.wait_for_append(0, 60), 30)  # already there: no wait
+
+
+async def _terminate(admin: psycopg.AsyncConnection[Any], schema: str, query_like: str) -> int:
+    """Ends the test's own server connections (named after its schema) whose query matches."""
+    cursor = await admin.execute(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE application_name = %s AND query LIKE %s",
+        (schema, query_like),
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_waiting_survives_a_lost_listen_connection(
+    open_store: Opener, schema: str, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    waiter, writer = await open_store(), await open_store()
+    waiting = asyncio.create_task(waiter.wait_for_append(0, 60))
+    await asyncio.sleep(0.05)
+
+    assert await _terminate(admin, schema, "LISTEN %") == 1
+    await asyncio.wait_for(waiting, 30)  # woken: notifications may have been missed
+
+    async def listening_again() -> bool:
+        return bool(
+            await _scalar(
+                admin,
+                "SELECT count(*) FROM pg_stat_activity"
+                f" WHERE application_name = '{schema}' AND query LIKE 'LISTEN %'",
+            )
+        )
+
+    await _until(listening_again)
+    waiting = asyncio.create_task(waiter.wait_for_append(0, 60))
+    await asyncio.sleep(0.05)
+    await writer.append("case-1", [touched("1")], NO_STREAM)
+    await asyncio.wait_for(waiting, 30)
+
+
+async def test_a_lost_connection_is_reopened_and_the_call_retried(
+    store: PostgresEventStore, schema: str, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    await store.append("case-1", [touched("1")], NO_STREAM)
+    assert await store.last_position() == 1
+
+    assert await _terminate(admin, schema, "%") == 2  # the store's writer and reader
+
+    [recorded] = await store.append("case-1", [touched("1")], 1)
+    assert recorded.position == 2
+    assert await store.last_position() == 2
+
+
+async def test_bad_input_is_refused_naming_the_field(store: PostgresEventStore) -> None:
+    naive = touched("1")
+    naive = replace(naive, metadata=replace(naive.metadata, occurred_at=datetime(2026, 1, 1)))
+    with pytest.raises(ValueError, match="occurred_at"):
+        await store.append("case-1", [naive], NO_STREAM)
+    with pytest.raises(ValueError, match="stream"):
+        await store.append("case\x00", [touched("1")], NO_STREAM)
+    with pytest.raises(ValueError, match="stream"):
+        await store.append("", [touched("1")], NO_STREAM)
+    twice = touched("1")
+    with pytest.raises(ValueError, match="event_id"):
+        await store.append("case-1", [twice, twice], NO_STREAM)
+    with pytest.raises(ValueError, match="recorded_until"):
+        await store.read_stream("case-1", recorded_until=datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="schema"):
+        await PostgresEventStore.connect(postgres_dsn(), EventRegistry(), schema='x"; drop')
+
+    assert await store.last_position() == 0

@@ -1,0 +1,31 @@
+"""Access to the real servers that `make test` starts. Tests that need one fail when it is
+missing in CI (CASETRAIL_REQUIRE_SERVERS=1) and skip only on a developer's machine."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:15432/casetrail"
+DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
+
+
+def servers_required() -> bool:
+    return os.environ.get("CASETRAIL_REQUIRE_SERVERS") == "1"
+
+
+def postgres_dsn() -> str:
+    return os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+
+
+def kafka_bootstrap() -> str:
+    return os.environ.get("CASETRAIL_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
+
+
+def server_missing(what: str, error: BaseException) -> None:
+    """Fail (CI) or skip (developer machine) a test whose server cannot be reached."""
+    message = f"{what} is not reachable ({error!r}); start it with `make servers-start`"
+    if servers_required():
+        pytest.fail(message)
+    pytest.skip(message)

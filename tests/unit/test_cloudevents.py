@@ -1,0 +1,443 @@
+"""CloudEvents 1.0 mapping: JSON format and Kafka binary mode round-trip exactly; poison messages
+are refused with the header or attribute at fault."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from events.catalog.base import CaseEvent, Role
+from events.catalog.cases import CaseOpened, PresentingNeed
+from events.catalog.clients import ClientRegistered
+from events.catalog.examples import example_events, legacy_example_events
+from events.catalog.values import NeedCategory
+from events.catalog_registry import build_registry
+from events.cloudevents import (
+    KafkaRecord,
+    UndecodableMessageError,
+    dataschema_uri,
+    envelope_json_schema,
+    from_json_lines,
+    from_kafka_binary,
+    from_structured,
+    iter_json_lines,
+    service_of,
+    source_uri,
+    to_json_lines,
+    to_kafka_binary,
+    to_structured,
+)
+from events.envelope import Actor, EventMetadata, RecordedEvent
+from events.errors import InvalidEventError, MissingUpcasterError, UnknownEventTypeError
+from events.registry import EventRegistry, encode
+
+CET = timezone(timedelta(hours=1))
+CORRELATION = UUID("0f0e0d0c-0b0a-4908-8706-050403020100")
+CAUSATION = UUID("11111111-2222-4333-8444-555555555555")
+
+
+def _recorded(
+    event: CaseEvent,
+    *,
+    number: int = 1,
+    causation_id: UUID | None = CAUSATION,
+    source: str = "intake",
+) -> RecordedEvent:
+    return RecordedEvent(
+        event_id=UUID(int=number),
+        stream=f"case-{event.subject}",
+        sequence=number,
+        position=1_000 + number,
+        recorded_at=datetime(2024, 3, 5, 9, 0, 1, 250_000, tzinfo=timezone.utc),
+        event=event,
+        metadata=EventMetadata(
+            source=source,
+            actor=Actor(user_id="worker-ana", role=Role.SOCIAL_WORKER),
+            occurred_at=datetime(2024, 3, 4, 17, 30, tzinfo=CET),
+            correlation_id=CORRELATION,
+            causation_id=causation_id,
+        ),
+    )
+
+
+RECORDED = [_recorded(event, number=n) for n, event in enumerate(example_events(), start=1)]
+
+
+@pytest.fixture
+def registry() -> EventRegistry:
+    return build_registry()
+
+
+def _opened() -> RecordedEvent:
+    opened = next(r for r in RECORDED if r.event_type == CaseOpened.event_type)
+    return opened
+
+
+def _headers(record: KafkaRecord) -> dict[str, bytes]:
+    return dict(record.headers)
+
+
+def _without(record: KafkaRecord, name: str) -> list[tuple[str, bytes]]:
+    return [(key, value) for key, value in record.headers if key != name]
+
+
+def _replaced(record: KafkaRecord, name: str, value: bytes) -> list[tuple[str, bytes]]:
+    return [(key, value if key == name else old) for key, old in record.headers]
+
+
+def _fields(error: InvalidEventError) -> set[str]:
+    return {problem.field for problem in error.problems}
+
+
+# --- round trips --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("recorded", RECORDED, ids=lambda recorded: recorded.event_type)
+def test_structured_round_trip(recorded: RecordedEvent, registry: EventRegistry) -> None:
+    document = to_structured(recorded)
+    through_json = json.loads(json.dumps(document))
+    assert from_structured(through_json, registry) == recorded
+
+
+@pytest.mark.parametrize("recorded", RECORDED, ids=lambda recorded: recorded.event_type)
+def test_kafka_binary_round_trip(recorded: RecordedEvent, registry: EventRegistry) -> None:
+    record = to_kafka_binary(recorded)
+    assert record.key == recorded.subject.encode()
+    assert record.value == encode(recorded.event)
+    decoded = from_kafka_binary(record.key, record.headers, record.value, registry)
+    assert decoded == recorded
+    assert to_kafka_binary(decoded) == record
+
+
+def test_round_trip_without_causation(registry: EventRegistry) -> None:
+    recorded = _recorded(example_events()[1], causation_id=None)
+    assert "causationid" not in to_structured(recorded)
+    assert "ce_causationid" not in _headers(to_kafka_binary(recorded))
+    assert from_structured(to_structured(recorded), registry) == recorded
+
+
+def test_json_lines_round_trip(registry: EventRegistry) -> None:
+    text = to_json_lines(RECORDED)
+    lines = text.splitlines()
+    assert len(lines) == len(RECORDED)
+    assert text.endswith("\n")
+    assert "".join(iter_json_lines(RECORDED)) == text
+    assert all(json.loads(line)["specversion"] == "1.0" for line in lines)
+    assert from_json_lines(text, registry) == RECORDED
+    assert to_json_lines([]) == ""
+
+
+def test_json_lines_errors_name_the_line(registry: EventRegistry) -> None:
+    lines = to_json_lines(RECORDED[:3]).splitlines()
+    broken = json.loads(lines[1])
+    del broken["stream"]
+    lines[1] = json.dumps(broken)
+    with pytest.raises(UndecodableMessageError) as caught:
+        from_json_lines("\n".join(lines), registry)
+    assert _fields(caught.value) == {"line 2: stream"}
+    with pytest.raises(UndecodableMessageError, match="line 3"):
+        from_json_lines("\n".join([*lines[:2], "{not json"]), registry)
+
+
+# --- attributes ---------------------------------------------------------------------------------
+
+
+def test_structured_attributes() -> None:
+    recorded = _opened()
+    document = to_structured(recorded)
+    assert document == {
+        "specversion": "1.0",
+        "id": str(recorded.event_id),
+        "source": "/casetrail/intake",
+        "type": "casetrail.case.opened",
+        "subject": "case-2024-0042",
+        "time": "2024-03-04T17:30:00+01:00",
+        "datacontenttype": "application/json",
+        "dataschema": "https://casetrail.example/schemas/casetrail.case.opened/v2.json",
+        "sequence": f"{recorded.sequence:019d}",
+        "stream": "case-case-2024-0042",
+        "schemaversion": 2,
+        "actorid": "worker-ana",
+        "actorrole": "social_worker",
+        "correlationid": str(CORRELATION),
+        "causationid": str(CAUSATION),
+        "occurredat": "2024-03-04T17:30:00+01:00",
+        "recordedat": "2024-03-05T09:00:01.250000Z",
+        "sourceposition": f"{recorded.position:019d}",
+        "data": json.loads(encode(recorded.event)),
+    }
+
+
+def test_attribute_names_follow_the_cloudevents_naming_rule() -> None:
+    for name in to_structured(_opened()):
+        assert re.fullmatch(r"[a-z0-9]{1,20}", name), name
+
+
+def test_zero_padded_counters_sort_as_strings() -> None:
+    small = to_structured(_recorded(example_events()[1], number=9))
+    large = to_structured(_recorded(example_events()[1], number=10))
+    assert small["sequence"] < large["sequence"]
+    assert small["sourceposition"] < large["sourceposition"]
+
+
+def test_kafka_headers() -> None:
+    record = to_kafka_binary(_opened())
+    names = [name for name, _ in record.headers]
+    assert len(names) == len(set(names))
+    assert names[0] == "content-type"
+    assert all(name.startswith("ce_") for name in names[1:])
+    headers = _headers(record)
+    assert headers["content-type"] == b"application/json"
+    assert headers["ce_type"] == b"casetrail.case.opened"
+    assert headers["ce_schemaversion"] == b"2"
+    assert headers["ce_time"] == b"2024-03-04T17:30:00+01:00"
+    assert "ce_datacontenttype" not in headers
+    assert all(isinstance(value, bytes) for value in headers.values())
+
+
+def test_client_events_are_keyed_by_client() -> None:
+    recorded = next(r for r in RECORDED if r.event_type == ClientRegistered.event_type)
+    assert to_kafka_binary(recorded).key == b"client-7f3a"
+    assert to_structured(recorded)["subject"] == "client-7f3a"
+
+
+@pytest.mark.parametrize(
+    ("service", "source"),
+    [("intake", "/casetrail/intake"), ("casetrail/test", "casetrail/test"), ("urn:x:y", "urn:x:y")],
+)
+def test_source_mapping(service: str, source: str) -> None:
+    assert source_uri(service) == source
+    assert service_of(source) == service
+
+
+def test_dataschema_points_at_the_published_file() -> None:
+    assert dataschema_uri("casetrail.case.opened", 1) == (
+        "https://casetrail.example/schemas/casetrail.case.opened/v1.json"
+    )
+
+
+def test_naive_times_cannot_be_encoded() -> None:
+    recorded = _opened()
+    naive = RecordedEvent(
+        event_id=recorded.event_id,
+        stream=recorded.stream,
+        sequence=recorded.sequence,
+        position=recorded.position,
+        recorded_at=datetime(2024, 3, 5, 9, 0),
+        event=recorded.event,
+        metadata=recorded.metadata,
+    )
+    with pytest.raises(ValueError, match="recorded_at must be timezone-aware"):
+        to_structured(naive)
+
+
+def test_envelope_schema_requires_what_the_decoder_requires() -> None:
+    schema = envelope_json_schema()
+    document = to_structured(_opened())
+    assert set(schema["required"]) == set(document) - {"causationid"}
+    assert set(schema["properties"]) == set(document)
+    assert schema["properties"]["actorrole"]["enum"] == [role.value for role in Role]
+
+
+# --- upcasting on decode ------------------------------------------------------------------------
+
+
+def _as_v1(recorded: RecordedEvent) -> tuple[dict[str, Any], KafkaRecord]:
+    v1 = legacy_example_events()[0]
+    document = to_structured(recorded)
+    document.update(
+        schemaversion=1,
+        dataschema=dataschema_uri(v1.event_type, 1),
+        subject=v1.subject,
+        data=json.loads(encode(v1)),
+    )
+    record = to_kafka_binary(recorded)
+    headers = _replaced(record, "ce_schemaversion", b"1")
+    headers = [(k, v) for k, v in headers if k != "ce_dataschema"]
+    return document, KafkaRecord(key=record.key, headers=headers, value=encode(v1))
+
+
+def test_old_versions_are_upcast_on_decode(registry: EventRegistry) -> None:
+    document, record = _as_v1(_opened())
+    expected_needs = (
+        PresentingNeed(
+            category=NeedCategory.OTHER, description="Cannot manage at home after a fall"
+        ),
+    )
+    for decoded in (
+        from_structured(document, registry),
+        from_kafka_binary(record.key, record.headers, record.value, registry),
+    ):
+        assert isinstance(decoded.event, CaseOpened)
+        assert decoded.event.presenting_needs == expected_needs
+        assert decoded.schema_version == 2
+
+
+def test_old_version_without_upcaster_is_refused() -> None:
+    bare = EventRegistry([type(_opened().event)])
+    document, _ = _as_v1(_opened())
+    with pytest.raises(MissingUpcasterError):
+        from_structured(document, bare)
+
+
+# --- poison messages ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "ce_id",
+        "ce_source",
+        "ce_specversion",
+        "ce_type",
+        "ce_subject",
+        "ce_time",
+        "ce_sequence",
+        "ce_stream",
+        "ce_schemaversion",
+        "ce_actorid",
+        "ce_actorrole",
+        "ce_correlationid",
+        "ce_recordedat",
+        "ce_sourceposition",
+    ],
+)
+def test_missing_header_is_named(header: str, registry: EventRegistry) -> None:
+    record = to_kafka_binary(_opened())
+    with pytest.raises(UndecodableMessageError) as caught:
+        from_kafka_binary(record.key, _without(record, header), record.value, registry)
+    assert caught.value.problems[0].field == header
+    assert caught.value.problems[0].problem == "missing header"
+    assert header in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "problem"),
+    [
+        ("ce_sequence", b"abc", "whole number >= 1"),
+        ("ce_sequence", b"0", "whole number >= 1"),
+        ("ce_sourceposition", b"-4", "whole number >= 0"),
+        ("ce_schemaversion", b"two", "whole number >= 1"),
+        ("ce_actorrole", b"boss", "unknown role 'boss'"),
+        ("ce_id", b"not-a-uuid", "must be a UUID"),
+        ("ce_correlationid", b"42", "must be a UUID"),
+        ("ce_time", b"2024-03-04T17:30:00", "RFC 3339"),
+        ("ce_recordedat", b"yesterday", "RFC 3339"),
+        ("ce_specversion", b"0.3", "must be '1.0'"),
+        ("ce_stream", b"", "non-empty string"),
+        ("ce_type", b"\xff\xfe", "not UTF-8"),
+        ("content-type", b"text/xml", "must be application/json"),
+        ("ce_occurredat", b"2024-03-04T17:31:00+01:00", "same instant as time"),
+        ("ce_dataschema", dataschema_uri("casetrail.case.opened", 1).encode(), "must be"),
+    ],
+)
+def test_malformed_header_is_named(
+    header: str, value: bytes, problem: str, registry: EventRegistry
+) -> None:
+    record = to_kafka_binary(_opened())
+    headers = _replaced(record, header, value)
+    with pytest.raises(UndecodableMessageError) as caught:
+        from_kafka_binary(record.key, headers, record.value, registry)
+    expected_field = "ce_datacontenttype" if header == "content-type" else header
+    assert [p.field for p in caught.value.problems] == [expected_field]
+    assert problem in caught.value.problems[0].problem
+
+
+def test_every_problem_is_reported_at_once(registry: EventRegistry) -> None:
+    record = to_kafka_binary(_opened())
+    headers = _without(_without(record, "ce_stream"), "ce_actorid")
+    headers = [*headers, ("ce_type", b"casetrail.case.opened")]
+    with pytest.raises(UndecodableMessageError) as caught:
+        from_kafka_binary(record.key, headers, record.value, registry)
+    assert _fields(caught.value) == {"ce_stream", "ce_actorid", "ce_type"}
+    assert caught.value.event_type == "casetrail.case.opened"
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [(b"{not json", "not valid JSON"), (b"[1, 2]", "must be a JSON object"), (None, "missing")],
+)
+def test_undecodable_value_is_named(
+    value: bytes | None, problem: str, registry: EventRegistry
+) -> None:
+    record = to_kafka_binary(_opened())
+    with pytest.raises(UndecodableMessageError) as caught:
+        from_kafka_binary(record.key, record.headers, value, registry)
+    assert _fields(caught.value) == {"value"}
+    assert problem in str(caught.value)
+
+
+def test_bad_data_names_the_event_type_and_field(registry: EventRegistry) -> None:
+    record = to_kafka_binary(_opened())
+    data = json.loads(record.value)
+    data["presenting_needs"] = []
+    with pytest.raises(InvalidEventError) as caught:
+        from_kafka_binary(record.key, record.headers, json.dumps(data).encode(), registry)
+    assert caught.value.event_type == "casetrail.case.opened"
+    assert _fields(caught.value) == {"presenting_needs"}
+
+
+def test_unknown_type_is_refused(registry: EventRegistry) -> None:
+    record = to_kafka_binary(_opened())
+    headers = _replaced(record, "ce_type", b"casetrail.case.vanished")
+    headers = [(k, v) for k, v in headers if k != "ce_dataschema"]
+    with pytest.raises(UnknownEventTypeError):
+        from_kafka_binary(record.key, headers, record.value, registry)
+
+
+def test_subject_must_match_the_data(registry: EventRegistry) -> None:
+    record = to_kafka_binary(_opened())
+    headers = _replaced(record, "ce_subject", b"case-other")
+    with pytest.raises(UndecodableMessageError) as caught:
+        from_kafka_binary(record.key, headers, record.value, registry)
+    assert _fields(caught.value) == {"ce_subject"}
+    assert "data.case_id" in str(caught.value)
+
+
+def test_structured_problems_name_the_attribute(registry: EventRegistry) -> None:
+    document = to_structured(_opened())
+    document["sequence"] = True
+    document["time"] = 1709569800
+    del document["data"]
+    with pytest.raises(UndecodableMessageError) as caught:
+        from_structured(document, registry)
+    assert _fields(caught.value) == {"sequence", "time", "data"}
+    with pytest.raises(UndecodableMessageError, match="binary data is not supported"):
+        from_structured(to_structured(_opened()) | {"data_base64": "e30="}, registry)
+    with pytest.raises(UndecodableMessageError, match="must be a JSON object"):
+        from_structured([], registry)  # type: ignore[arg-type]
+
+
+def test_structured_counters_may_be_json_numbers(registry: EventRegistry) -> None:
+    recorded = _opened()
+    document = to_structured(recorded) | {"sequence": recorded.sequence, "schemaversion": "2"}
+    assert from_structured(document, registry) == recorded
+
+
+def test_kafka_structured_mode_is_understood(registry: EventRegistry) -> None:
+    recorded = _opened()
+    value = json.dumps(to_structured(recorded)).encode()
+    headers = [("content-type", b"application/cloudevents+json; charset=utf-8")]
+    assert from_kafka_binary(None, headers, value, registry) == recorded
+
+
+def test_unrelated_headers_and_unknown_extensions_are_ignored(registry: EventRegistry) -> None:
+    recorded = _opened()
+    record = to_kafka_binary(recorded)
+    headers = [("traceparent", b"00-abc"), *record.headers, ("ce_partnerext", b"x")]
+    assert from_kafka_binary(b"anything", headers, record.value, registry) == recorded
+
+
+def test_timestamps_from_other_producers(registry: EventRegistry) -> None:
+    recorded = _opened()
+    document = to_structured(recorded)
+    document["recordedat"] = "2024-03-05t09:00:01.250000999z"
+    document["time"] = document["occurredat"] = "2024-03-04T16:30:00Z"
+    decoded = from_structured(document, registry)
+    assert decoded.recorded_at == recorded.recorded_at
+    assert decoded.metadata.occurred_at == recorded.metadata.occurred_at

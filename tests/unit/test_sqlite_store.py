@@ -1,0 +1,63 @@
+"""SQLite-specific guarantees beyond the shared contract."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from events.store.port import NO_STREAM
+from events.store.sqlite import SqliteCheckpointStore, SqliteEventStore
+from tests.support.sample_events import note, sample_registry
+
+
+async def test_stored_events_cannot_be_changed_or_deleted_through_the_database(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    await store.append("case-1", [note("1")], NO_STREAM)
+    await store.close()
+    connection = sqlite3.connect(tmp_path / "events.db")
+
+    with pytest.raises(sqlite3.IntegrityError, match="immutable"):
+        connection.execute("UPDATE stored_events SET stream = 'x'")
+    with pytest.raises(sqlite3.IntegrityError, match="cannot be deleted"):
+        connection.execute("DELETE FROM stored_events")
+
+
+async def test_events_survive_reopening_the_file(tmp_path: Path) -> None:
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    written = await store.append("case-1", [note("1"), note("1")], NO_STREAM)
+    await store.close()
+
+    reopened = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    assert await reopened.read_stream("case-1") == written
+    await reopened.close()
+
+
+async def test_concurrent_appends_share_commits_and_fail_alone(tmp_path: Path) -> None:
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+
+    outcomes = await asyncio.gather(
+        *(store.append(f"case-{i % 50}", [note(str(i))], NO_STREAM) for i in range(100)),
+        return_exceptions=True,
+    )
+
+    succeeded = [o for o in outcomes if isinstance(o, list)]
+    assert len(succeeded) == 50
+    assert await store.last_position() == 50
+    await store.close()
+
+
+async def test_checkpoints_never_go_backwards(tmp_path: Path) -> None:
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    checkpoints = SqliteCheckpointStore(store)
+
+    await checkpoints.save("relay", 7)
+    await checkpoints.save("relay", 3)
+
+    assert await checkpoints.load("relay") == 7
+    assert await checkpoints.load("other") == 0
+    await store.close()
