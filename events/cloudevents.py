@@ -285,6 +285,7 @@ def from_kafka_binary(
     attributes: dict[str, str] = {}
     content_type: str | None = None
     seen: set[str] = set()
+    unreadable: set[str] = set()
     for name, raw in headers:
         if name != KAFKA_CONTENT_TYPE_HEADER and not name.startswith(KAFKA_HEADER_PREFIX):
             continue
@@ -296,6 +297,7 @@ def from_kafka_binary(
             text = (raw or b"").decode("utf-8")
         except UnicodeDecodeError:
             problems.append(FieldProblem(name, "header value is not UTF-8"))
+            unreadable.add(name)
             continue
         if name == KAFKA_CONTENT_TYPE_HEADER:
             content_type = text
@@ -308,7 +310,10 @@ def from_kafka_binary(
         attributes["datacontenttype"] = content_type
     data = _parse_object(value, "value", problems)
     reader = _AttributeReader(
-        attributes, label=lambda name: f"{KAFKA_HEADER_PREFIX}{name}", missing="missing header"
+        attributes,
+        label=_kafka_header_name,
+        missing="missing header",
+        already_reported=unreadable,
     )
     return _decode(reader, data, problems, registry)
 
@@ -339,15 +344,22 @@ class _AttributeReader:
     """
 
     def __init__(
-        self, values: Mapping[str, Any], label: Callable[[str], str], missing: str
+        self,
+        values: Mapping[str, Any],
+        label: Callable[[str], str],
+        missing: str,
+        already_reported: Iterable[str] = (),
     ) -> None:
         self._values = values
         self._missing = missing
+        self._already_reported = frozenset(already_reported)
         self.label = label
         self.problems: list[FieldProblem] = []
 
     def problem(self, name: str, problem: str) -> None:
-        self.problems.append(FieldProblem(self.label(name), problem))
+        label = self.label(name)
+        if label not in self._already_reported:
+            self.problems.append(FieldProblem(label, problem))
 
     def optional_text(self, name: str) -> str | None:
         value = self._values.get(name)
@@ -444,7 +456,7 @@ def _decode(
     recorded_at = reader.timestamp("recordedat")
     position = reader.counter("sourceposition", minimum=0)
 
-    if not reader.problems:
+    if not problems and not reader.problems:
         if occurred_at_extension is not None and occurred_at_extension != occurred_at:
             reader.problem("occurredat", "must be the same instant as time")
         expected_schema = dataschema_uri(event_type, schema_version)
@@ -477,6 +489,12 @@ def _decode(
             causation_id=causation_id,
         ),
     )
+
+
+def _kafka_header_name(attribute: str) -> str:
+    if attribute == "datacontenttype":
+        return KAFKA_CONTENT_TYPE_HEADER
+    return f"{KAFKA_HEADER_PREFIX}{attribute}"
 
 
 def _parse_object(value: bytes | None, name: str, problems: list[FieldProblem]) -> dict[str, Any]:

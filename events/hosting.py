@@ -156,6 +156,17 @@ class ServiceHost:
     async def start(
         self, address: str, registrations: Iterable[Registration], service_names: Iterable[str]
     ) -> RunningService:
+        try:
+            return await self._start(address, registrations, service_names)
+        except BaseException:
+            self._stop.set()
+            await self._join_tasks()
+            await self._close_all()
+            raise
+
+    async def _start(
+        self, address: str, registrations: Iterable[Registration], service_names: Iterable[str]
+    ) -> RunningService:
         for projection in self._own_projections:
             await catch_up(self.store, self.read_models, projection)
             self._spawn(follow(self.store, self.read_models, projection, self._stop))
@@ -173,12 +184,16 @@ class ServiceHost:
             await server.stop(5)
             self._stop.set()
             await self._join_tasks()
-            for close in reversed(self._closers):
-                await close()
-            await self.read_models.close()
-            await self._close_store()
+            await self._close_all()
 
         return RunningService(self.service, port, stop, server)
+
+    async def _close_all(self) -> None:
+        for close in reversed(self._closers):
+            await close()
+        self._closers.clear()
+        await self.read_models.close()
+        await self._close_store()
 
     def _spawn(self, work: Awaitable[None]) -> None:
         async def guarded() -> None:

@@ -5,12 +5,16 @@ and saves its checkpoint only once the bus has acknowledged the batch. A crash b
 two publishes the batch again on restart, which consumers absorb (they dedupe by event id);
 nothing is ever skipped. While the bus is down the relay retries with backoff and never
 advances, and the service goes on storing events: they are sent once the bus is back.
+
+A bus that forgets on restart (``publisher.durable`` is false, e.g. the in-process bus) is
+refilled from position 0 on every start, and the checkpoint is neither read nor written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from events.bus.errors import PublishError
@@ -33,6 +37,10 @@ class RelayStatus:
     """Events published by this relay since it was created (re-publications included)."""
     consecutive_failures: int
     last_error: str | None
+    publish_waiting_seconds: float | None
+    """How long the publish in flight has waited for the bus (``None`` when idle). A bus
+    that is down may make a publish wait rather than fail: this, with ``lag``, is what a
+    health check should watch."""
 
     @property
     def lag(self) -> int:
@@ -66,6 +74,7 @@ class OutboxRelay:
         self._published_total = 0
         self._failures = 0
         self._last_error: str | None = None
+        self._publishing_since: float | None = None
 
     @property
     def name(self) -> str:
@@ -81,9 +90,16 @@ class OutboxRelay:
                 batch = await self._store.read_all(position, self._batch_size)
                 if not batch:
                     return published
-                await self._publisher.publish(batch)
+                self._publishing_since = time.monotonic()
+                try:
+                    await self._publisher.publish(batch)
+                finally:
+                    self._publishing_since = None
                 position = batch[-1].position
-                await self._checkpoints.save(self._name, position)
+                if self._publisher.durable:
+                    # A forgetful bus's progress must never be mistaken later for that of a
+                    # durable one under the same name: it would skip events.
+                    await self._checkpoints.save(self._name, position)
                 self._position = position
                 published += len(batch)
                 self._published_total += len(batch)
@@ -133,6 +149,11 @@ class OutboxRelay:
             published_total=self._published_total,
             consecutive_failures=self._failures,
             last_error=self._last_error,
+            publish_waiting_seconds=(
+                None
+                if self._publishing_since is None
+                else time.monotonic() - self._publishing_since
+            ),
         )
 
     async def _start_position(self) -> int:

@@ -29,10 +29,12 @@ class InProcessBus:
 
     It is **not durable**: everything on it is gone when the process exits, and
     ``durable`` says so. Its publishers report ``durable = False``, which makes an
-    ``OutboxRelay`` start from position 0 of the event store on every start instead of
-    from its checkpoint; the durable store is the source of truth and the bus is rebuilt
-    from it, so a restart loses nothing that was acknowledged. Consumers see every event
-    again after a restart and must be idempotent (they must be on Kafka too).
+    ``OutboxRelay`` start from position 0 of the event store on every start and never
+    save a checkpoint (one saved for a forgetful bus would make a later Kafka relay skip
+    events). The durable store is the source of truth and the bus is rebuilt from it, so
+    a restart loses nothing that was acknowledged. Consumers see every event again after
+    a restart and must be idempotent (they must be on Kafka too); committed offsets and
+    dead letters are forgotten as well, so keep projections' own tracking durable.
 
     Partitions are chosen by a stable hash of the key (the case id), so one case's events
     stay in order. Within a group each partition is held by one member at a time and is

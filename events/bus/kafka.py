@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from events.bus.errors import PublishError
-from events.bus.kafka_clients import close_quietly, new_producer, transient
+from events.bus.kafka_clients import close_quietly, describe, new_producer, transient
 from events.bus.kafka_consumer import KafkaGroupMember
 from events.bus.kafka_settings import KafkaSettings
 from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name, dead_letter_topic
@@ -35,6 +35,12 @@ class KafkaEventPublisher(EventPublisher):
     ``start`` connects and raises if the broker is unreachable. After a failed publish the
     producer is dropped and ``publish`` connects a fresh one, so a broker restart heals
     without restarting the service.
+
+    An idempotent producer never gives up on a record once it knows the partition's leader
+    (a timeout could reorder or duplicate), so while a known broker is down ``publish``
+    simply waits until it is back; cancel it to give up (the relay does on stop, and
+    reports how long a publish has been waiting). A broker unknown or unreachable at
+    connect time fails fast with ``PublishError`` instead.
     """
 
     def __init__(self, settings: KafkaSettings, topic: str = DEFAULT_CASE_EVENTS_TOPIC) -> None:
@@ -101,7 +107,7 @@ class KafkaEventPublisher(EventPublisher):
                 await self._discard()
                 raise PublishError(
                     f"Kafka did not acknowledge all {len(records)} records on"
-                    f" {self._topic!r}: {type(error).__name__}: {error}"
+                    f" {self._topic!r}: {describe(error)}"
                 ) from error
 
     async def _connect(self) -> Any:
@@ -186,10 +192,9 @@ class KafkaEventSubscriber(EventSubscriber):
                 failures += 1
                 delay = self._settings.reconnect_backoff.delay(failures)
                 log.warning(
-                    "group %s: Kafka unavailable (%s: %s), retrying in %.1fs",
+                    "group %s: Kafka unavailable (%s), retrying in %.1fs",
                     group,
-                    type(error).__name__,
-                    error,
+                    describe(error),
                     delay,
                 )
                 await sleep_unless_stopped(delay, stop)

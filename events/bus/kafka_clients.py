@@ -36,3 +36,10 @@ def transient(error: BaseException) -> bool:
     """Whether a client failure may pass once the broker is reachable again."""
     # aiokafka marks its own timeouts non-retriable, yet for us they mean "broker away".
     return is_retriable(error) or isinstance(error, KafkaTimeoutError)
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` once (aiokafka errors already start with their type name)."""
+    text = str(error)
+    name = type(error).__name__
+    return text if text.startswith(name) else f"{name}: {text}" if text else name

@@ -17,12 +17,12 @@ from aiokafka.errors import KafkaError
 
 from events.bus.deadletter import DeadLetter
 from events.bus.delivery import Deliverer, Outcome
-from events.bus.kafka_clients import close_quietly, new_producer
+from events.bus.kafka_clients import close_quietly, describe, new_producer
 from events.bus.kafka_settings import KafkaSettings
 from events.bus.message import BusMessage, as_headers
 from events.bus.names import dead_letter_topic
 from events.bus.port import AssignmentListener, Handler
-from events.bus.retry import RetryPolicy, sleep_unless_stopped
+from events.bus.retry import RetryPolicy, Stopped, sleep_unless_stopped, until_stopped
 from events.registry import EventRegistry
 
 log = logging.getLogger(__name__)
@@ -124,23 +124,28 @@ class KafkaGroupMember:
         failures = 0
         while True:
             try:
-                await self._dead_letters.send_and_wait(
-                    self._dead_letter_topic,
-                    value=letter.message.value,
-                    key=letter.message.key,
-                    headers=list(letter.headers()),
+                # An idempotent send waits out a broker outage; stop must not wait with it.
+                await until_stopped(
+                    self._dead_letters.send_and_wait(
+                        self._dead_letter_topic,
+                        value=letter.message.value,
+                        key=letter.message.key,
+                        headers=list(letter.headers()),
+                    ),
+                    self._stop,
                 )
                 return True
+            except Stopped:
+                return False
             except Exception as error:
                 # Skipping would lose the message, so even odd errors are retried.
                 failures += 1
                 delay = self._settings.reconnect_backoff.delay(failures)
                 log.error(
-                    "group %s: cannot write to %s (%s: %s), retrying in %.1fs",
+                    "group %s: cannot write to %s (%s), retrying in %.1fs",
                     self._group,
                     self._dead_letter_topic,
-                    type(error).__name__,
-                    error,
+                    describe(error),
                     delay,
                 )
                 if await sleep_unless_stopped(delay, self._stop):
@@ -156,14 +161,13 @@ class KafkaGroupMember:
             )
         except (KafkaError, TimeoutError) as error:
             log.warning(
-                "group %s: commit of %s:%d up to %d failed (%s: %s); the records will be"
+                "group %s: commit of %s:%d up to %d failed (%s); the records will be"
                 " delivered again",
                 self._group,
                 partition.topic,
                 partition.partition,
                 offset,
-                type(error).__name__,
-                error,
+                describe(error),
             )
 
 

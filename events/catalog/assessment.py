@@ -8,7 +8,13 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
-from events.catalog.values import CatalogValue, NeedCategory, Note, SensitiveNote, Urgency
+from events.catalog.values import (
+    CatalogValue,
+    Note,
+    SensitiveNeedCategory,
+    SensitiveNote,
+    Urgency,
+)
 
 
 class AssessmentFactors(CatalogValue):
@@ -45,7 +51,7 @@ class Risk(CatalogValue):
 class AssessedNeed(CatalogValue):
     """A need confirmed by the assessment, with how soon it must be met."""
 
-    category: NeedCategory
+    category: SensitiveNeedCategory
     urgency: Urgency
     description: SensitiveNote | None = None
 

@@ -9,7 +9,12 @@ from typing import ClassVar
 from pydantic import Field, ValidationInfo, field_validator
 
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Role
-from events.catalog.values import CatalogValue, NeedCategory, require_unique
+from events.catalog.values import (
+    CatalogValue,
+    NeedCategory,
+    SensitiveNeedCategory,
+    require_unique,
+)
 
 CASE_CARRYING_ROLES = frozenset({Role.CASE_MANAGER, Role.SOCIAL_WORKER})
 """Roles that can carry a case; a coordinator assigns but does not take the case personally."""
@@ -48,7 +53,7 @@ class CaseAssigned(CaseEvent):
     worker_id: Identifier
     worker_role: Role
     credentials: tuple[WorkerCredential, ...] = ()
-    matched_needs: tuple[NeedCategory, ...] = Field(
+    matched_needs: tuple[SensitiveNeedCategory, ...] = Field(
         default=(), description="The client's needs this worker was chosen for."
     )
     reason: NonEmptyStr

@@ -11,7 +11,7 @@ from pydantic import Field, field_validator
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
 from events.catalog.values import (
     CatalogValue,
-    NeedCategory,
+    SensitiveNeedCategory,
     SensitiveNote,
     require_unique,
 )
@@ -42,7 +42,7 @@ class ReferralSource(CatalogValue):
 class PresentingNeed(CatalogValue):
     """A need the client brings to the agency, in the client's or the referrer's words."""
 
-    category: NeedCategory
+    category: SensitiveNeedCategory
     description: SensitiveNote | None = None
 
 

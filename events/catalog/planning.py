@@ -11,9 +11,9 @@ from pydantic import Field, field_validator
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
 from events.catalog.values import (
     CatalogValue,
-    NeedCategory,
     Note,
     PositiveVersion,
+    SensitiveNeedCategory,
     SensitiveNote,
     require_unique,
 )
@@ -58,7 +58,7 @@ class Goal(CatalogValue):
     goal_id: Identifier
     statement: SensitiveNote
     term: GoalTerm
-    need_category: NeedCategory
+    need_category: SensitiveNeedCategory
     objectives: tuple[SensitiveNote, ...] = Field(
         default=(), description="Measurable results that show the goal is being reached."
     )

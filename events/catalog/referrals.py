@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
-from events.catalog.values import NeedCategory, Note, Provider, SensitiveNote, Urgency
+from pydantic import Field
+
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Sensitive
+from events.catalog.values import Note, Provider, SensitiveNeedCategory, SensitiveNote, Urgency
 
 
 class ReferralMade(CaseEvent):
@@ -17,8 +19,10 @@ class ReferralMade(CaseEvent):
     case_id: Identifier
     referral_id: Identifier
     provider: Provider
-    need_category: NeedCategory
-    service: NonEmptyStr
+    need_category: SensitiveNeedCategory
+    service: Annotated[NonEmptyStr, Sensitive] = Field(
+        description="The service asked for, e.g. addiction counseling."
+    )
     urgency: Urgency
     reason: SensitiveNote
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import AwareDatetime, ValidationInfo, field_validator
 
-from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Sensitive
 from events.catalog.values import CatalogValue, Note, Provider, SensitiveNote
 
 
@@ -44,7 +44,7 @@ class LocationKind(StrEnum):
 
 
 class ServiceLocation(CatalogValue):
-    """Where the service takes place; the address is given when the kind does not make it obvious."""
+    """Where the service takes place; with an address when the kind does not make it obvious."""
 
     kind: LocationKind
     address: NonEmptyStr | None = None
@@ -73,7 +73,7 @@ class ServiceScheduled(CaseEvent):
 
     case_id: Identifier
     service_id: Identifier
-    kind: ServiceKind
+    kind: Annotated[ServiceKind, Sensitive]
     provider: Provider
     starts_at: AwareDatetime
     ends_at: AwareDatetime

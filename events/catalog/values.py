@@ -2,7 +2,9 @@
 
 Sensitivity rule used across the catalog: free text that describes the client's health,
 psyche, substance use, risks or private life is marked ``Sensitive`` (it may only be read on a
-need-to-know basis and is encrypted per client); codes, ids, dates and amounts are not.
+need-to-know basis and is encrypted per client), and so are codes whose value can reveal such
+data (a need category of ``substance_use``, a service of kind ``addiction_counseling``).
+Ids, dates, amounts and other codes are not.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events.catalog.base import Identifier, NonEmptyStr, SensitiveText
+from events.catalog.base import Identifier, NonEmptyStr, Sensitive, SensitiveText
 
 Note = Annotated[str, Field(min_length=1, max_length=20_000)]
 """Free text that is not sensitive (operational notes, reasons given by agencies)."""
@@ -52,6 +54,10 @@ class NeedCategory(StrEnum):
     EDUCATION = "education"
     EMPLOYMENT = "employment"
     OTHER = "other"
+
+
+SensitiveNeedCategory = Annotated[NeedCategory, Sensitive]
+"""A need category attached to a client: some values are health data (see module docstring)."""
 
 
 class Urgency(StrEnum):

@@ -20,7 +20,7 @@ from events.commands import (
 )
 from events.errors import ConcurrencyError, InvalidEventError
 
-ERROR_DOMAIN = "casetrail.example"
+ERROR_DOMAIN = "casetrail.v1"
 
 
 def status_for(error: Exception) -> status_pb2.Status:

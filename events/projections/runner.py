@@ -59,7 +59,11 @@ async def follow(
     """Keep a projection up to date with its store until ``stop`` is set."""
     while not stop.is_set():
         position = await catch_up(store, read_models, projection)
-        await store.wait_for_append(position, idle_wait)
+        appended = asyncio.ensure_future(store.wait_for_append(position, idle_wait))
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({appended, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in (appended, stopped):
+            waiter.cancel()
 
 
 async def rebuild(

@@ -34,7 +34,9 @@ from events.store.port import EventStore
 log = logging.getLogger(__name__)
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-_LOCK_CLASS = 0x63747276  # "ctrv": first key of the append lock; the second is the table oid
+# First keys of the advisory locks: appends (second key: the table oid), schema creation.
+_APPEND_LOCK = 0x63747276
+_SCHEMA_LOCK = _APPEND_LOCK + 1
 _CONCURRENCY_SQLSTATE = "CT001"
 _UNIQUE_VIOLATION = "23505"
 
@@ -61,9 +63,10 @@ class PostgresEventStore(EventStore):
         self._readers = _Connections(dsn, readers)
         self._listener = _Listener(dsn, self._channel)
         table = sql.Identifier(schema, "stored_events")
+        # %b: arrays travel in binary, which spares psycopg escaping every item as text.
         self._append_sql = sql.SQL(
             "SELECT first_position, recorded_at FROM {}.append_events"
-            "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::uuid[], %s)"
+            "(%s, %s::integer, %b, %b, %b, %b, %b, %b, %b, %b, %b, %b)"
         ).format(sql.Identifier(schema))
         self._select = sql.SQL(f"SELECT {_COLUMNS} FROM {{}}").format(table)
         self._read_all_sql = self._select + sql.SQL(
@@ -124,7 +127,7 @@ class PostgresEventStore(EventStore):
             [new.metadata.actor.user_id for new in events],
             [new.metadata.actor.role.value for new in events],
             [new.metadata.correlation_id for new in events],
-            [_uuid_text(new.metadata.causation_id) for new in events],
+            [new.metadata.causation_id for new in events],
             [new.metadata.occurred_at for new in events],
         )
         return await self._writer.run(
@@ -142,7 +145,9 @@ class PostgresEventStore(EventStore):
         parameters: Sequence[Any],
     ) -> list[RecordedEvent]:
         try:
-            cursor = await connection.execute(self._append_sql, parameters, prepare=True)
+            cursor = await connection.execute(
+                self._append_sql, parameters, prepare=True, binary=True
+            )
             first_position, recorded_at = await _one(cursor)
         except psycopg.Error as error:
             if error.sqlstate == _CONCURRENCY_SQLSTATE:
@@ -253,7 +258,7 @@ class PostgresEventStore(EventStore):
                 event=decode(event_type, schema_version, data),
                 metadata=EventMetadata(
                     source=source,
-                    actor=Actor(actor_id, roles[actor_role]),
+                    actor=Actor(actor_id, roles.get(actor_role) or Role(actor_role)),
                     occurred_at=occurred_at,
                     correlation_id=correlation_id,
                     causation_id=causation_id,
@@ -319,17 +324,19 @@ class PostgresEventStore(EventStore):
         return ConcurrencyError(stream, expected_version, int(actual))
 
     async def _create_schema(self, connection: psycopg.AsyncConnection[Any]) -> None:
-        template = resources.files("events.store").joinpath("postgres_schema.sql").read_text()
+        template = (
+            resources.files("events.store").joinpath("postgres_schema.sql").read_text("utf-8")
+        )
         script = sql.SQL(template).format(
             schema=sql.Identifier(self._schema),
             table_name=sql.Literal(f'"{self._schema}".stored_events'),
             channel=sql.Literal(self._channel),
-            lock_class=sql.Literal(_LOCK_CLASS),
+            lock_class=sql.Literal(_APPEND_LOCK),
         )
         async with connection.transaction():
             # Two services starting together must not both try to create the same objects.
             await connection.execute(
-                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, self._schema)
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_SCHEMA_LOCK, self._schema)
             )
             cursor = await connection.execute(
                 "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self._schema,)
@@ -358,11 +365,6 @@ def _aware(field: str, moment: datetime) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"{field} must be timezone-aware")
     return moment
-
-
-def _uuid_text(value: UUID | None) -> str | None:
-    # Sent as text[] and cast in SQL: psycopg cannot type an array whose items are all None.
-    return None if value is None else str(value)
 
 
 async def _open(dsn: str) -> psycopg.AsyncConnection[Row]:

@@ -192,7 +192,7 @@ class InProcessHarness(BusHarness):
         return self.bus.dead_letters(group)
 
 
-def test_kafka_settings() -> KafkaSettings:
+def kafka_test_settings() -> KafkaSettings:
     return KafkaSettings(
         bootstrap_servers=kafka_bootstrap(),
         client_id="casetrail-test",
@@ -209,7 +209,7 @@ class KafkaHarness(BusHarness):
 
     def __init__(self, registry: EventRegistry) -> None:
         super().__init__(registry)
-        self.settings = test_kafka_settings()
+        self.settings = kafka_test_settings()
         self.topics = TopicSettings(case_events_topic=self.topic, partitions=self.partitions)
         self._publisher = KafkaEventPublisher(self.settings, self.topic)
 
@@ -258,9 +258,7 @@ class KafkaHarness(BusHarness):
         )
 
 
-async def read_topic(
-    settings: KafkaSettings, topic: str, partition_count: int
-) -> list[BusMessage]:
+async def read_topic(settings: KafkaSettings, topic: str, partition_count: int) -> list[BusMessage]:
     """Every message on ``topic`` up to its current end, without joining any group."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -320,10 +318,6 @@ async def open_harness(kind: str, registry: EventRegistry) -> BusHarness:
         await harness.close()
         server_missing("Kafka", error)
     return harness
-
-
-def dead_letter_reasons(letters: Sequence[DeadLetter]) -> list[str]:
-    return [letter.reason.value for letter in letters]
 
 
 def first_seen_order(deliveries: Sequence[RecordedEvent]) -> list[RecordedEvent]:

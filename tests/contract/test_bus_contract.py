@@ -36,9 +36,9 @@ def bus_registry() -> EventRegistry:
 
 
 @pytest.fixture(params=["inprocess", pytest.param("kafka", marks=pytest.mark.kafka)])
-async def bus(request: pytest.FixtureRequest, bus_registry: EventRegistry) -> AsyncIterator[
-    BusHarness
-]:
+async def bus(
+    request: pytest.FixtureRequest, bus_registry: EventRegistry
+) -> AsyncIterator[BusHarness]:
     harness = await open_harness(request.param, bus_registry)
     try:
         yield harness
@@ -103,10 +103,12 @@ async def test_members_of_a_group_share_partitions_and_handle_each_event_in_effe
         running(subscriber, group, handler_for("b")) as b,
     ):
         await eventually(
-            lambda: bool(a.assignment)
-            and bool(b.assignment)
-            and a.assignment | b.assignment == set(range(bus.partitions))
-            and not a.assignment & b.assignment,
+            lambda: (
+                bool(a.assignment)
+                and bool(b.assignment)
+                and a.assignment | b.assignment == set(range(bus.partitions))
+                and not a.assignment & b.assignment
+            ),
             "both members to own partitions",
         )
         events = case_history([f"case-{n}" for n in range(60)], per_case=2)
@@ -162,9 +164,7 @@ async def test_a_member_that_dies_mid_event_leaves_it_for_redelivery(bus: BusHar
 
     redelivered = first_seen_order(survivor.deliveries)
     assert redelivered[0].sequence <= stuck_on.sequence
-    assert [event.sequence for event in redelivered] == list(
-        range(redelivered[0].sequence, 6)
-    )
+    assert [event.sequence for event in redelivered] == list(range(redelivered[0].sequence, 6))
 
 
 async def test_poison_messages_go_to_the_dead_letter_queue_and_the_rest_flows(

@@ -193,6 +193,23 @@ async def test_a_batch_shares_one_recorded_at_that_never_goes_backwards(
     assert len(set(times)) == 5
 
 
+async def test_read_by_causation_finds_what_one_command_recorded(
+    store: PostgresEventStore,
+) -> None:
+    command = uuid.uuid4()
+
+    def caused(new: NewEvent) -> NewEvent:
+        return replace(new, metadata=replace(new.metadata, causation_id=command))
+
+    await store.append("case-1", [touched("1")], NO_STREAM)
+    first = await store.append("case-1", [caused(touched("1", 1))], 1)
+    await store.append("case-2", [touched("2")], NO_STREAM)
+    second = await store.append("case-2", [caused(touched("2", 1)), caused(touched("2", 2))], 1)
+
+    assert await store.read_by_causation(command) == first + second
+    assert await store.read_by_causation(uuid.uuid4()) == []
+
+
 async def test_many_writers_and_readers_never_see_a_gap(open_store: Opener) -> None:
     """Positions are dense, so "never skips" means each read starts right after the last."""
     writers = [await open_store() for _ in range(8)]
@@ -323,7 +340,9 @@ async def test_a_racing_writer_that_took_the_event_id_is_a_duplicate_error(
     assert await store.stream_version("case-1") == NO_STREAM
 
 
-async def test_wait_for_append_is_woken_by_another_process(open_store: Opener) -> None:
+async def test_wait_for_append_is_woken_by_an_append_on_another_connection(
+    open_store: Opener,
+) -> None:
     waiter, writer = await open_store(), await open_store()
     await waiter.wait_for_append(0, 0.01)  # nothing appended: returns when the wait is over
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from events.catalog.examples import example_events, legacy_example_events
 from events.catalog.funding import ClaimDecision, InsuranceClaimDecided
 from events.catalog.legacy import CaseOpenedV1
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
+from events.catalog.referrals import ReferralMade
 from events.catalog.scheduling import ServiceScheduled
 from events.catalog.values import Money, NeedCategory
 from events.catalog_registry import (
@@ -98,9 +99,9 @@ def test_legacy_models_are_older_versions_of_current_types() -> None:
     current = {model.event_type: model.schema_version for model in current_models()}
     for model in legacy_models():
         assert model.schema_version < current[model.event_type]
-    assert {
-        (event.event_type, event.schema_version) for event in legacy_example_events()
-    } == {(model.event_type, model.schema_version) for model in legacy_models()}
+    assert {(event.event_type, event.schema_version) for event in legacy_example_events()} == {
+        (model.event_type, model.schema_version) for model in legacy_models()
+    }
 
 
 # --- round trips --------------------------------------------------------------------------------
@@ -202,6 +203,7 @@ def test_old_version_without_upcaster_is_refused() -> None:
     with pytest.raises(MissingUpcasterError) as caught:
         bare.decode(v1.event_type, 1, encode(v1))
     assert caught.value.event_type == "casetrail.case.opened"
+    assert _fields(caught.value) == {"schema_version"}
     assert "no upcaster from version 1 to 2" in str(caught.value)
 
 
@@ -255,7 +257,9 @@ def test_v2_data_stored_as_v1_is_refused(registry: EventRegistry) -> None:
         (CaseOpenedV1, {"presenting_need"}),
         (ClientRegistered, set()),
         (RecordAccessed, set()),
-        (CaseAssigned, set()),
+        (CaseAssigned, {"matched_needs"}),
+        (ServiceScheduled, {"kind"}),
+        (ReferralMade, {"need_category", "service", "reason"}),
     ],
     ids=lambda value: getattr(value, "event_type", ""),
 )
@@ -281,7 +285,7 @@ def _scheduled(**changes: Any) -> dict[str, Any]:
 
 
 def test_service_must_end_after_it_starts(registry: EventRegistry) -> None:
-    start = datetime(2024, 3, 5, 10, tzinfo=timezone.utc)
+    start = datetime(2024, 3, 5, 10, tzinfo=UTC)
     for end in (start, start - timedelta(minutes=1)):
         data = _scheduled(starts_at=start.isoformat(), ends_at=end.isoformat())
         with pytest.raises(InvalidEventError) as caught:

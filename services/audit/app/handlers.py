@@ -1,0 +1,88 @@
+"""The one thing audit writes: that someone saw parts of a case record."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from uuid import uuid4
+
+from pydantic import ValidationError
+
+from events.catalog.access import RecordAccessed, RecordSection
+from events.commands import InvalidCommand, VersionConflict
+from events.envelope import EventMetadata, NewEvent, RecordedEvent
+from events.errors import ConcurrencyError, FieldProblem
+from events.store.port import EventStore
+from services.audit.domain.access import Viewer, access_stream
+
+SERVICE = "audit"
+SERVICE_SOURCE = f"casetrail/{SERVICE}"
+MAX_ATTEMPTS = 5
+
+_REQUEST_FIELDS = {
+    "case_id": "case_id",
+    "accessor_id": "context.actor.user_id",
+    "accessor_role": "context.actor.role",
+    "purpose": "context.purpose",
+}
+
+
+async def record_access(
+    store: EventStore,
+    viewer: Viewer,
+    case_id: str,
+    sections: Sequence[RecordSection],
+    *,
+    now: datetime | None = None,
+) -> RecordedEvent | None:
+    """Record that ``viewer`` saw ``sections`` of the case; nothing when nothing was shown.
+
+    Callers record before they answer: if this fails, nothing is disclosed.
+    """
+    if not sections:
+        return None
+    event = _accessed(viewer, case_id, sections)
+    new = NewEvent(
+        event=event,
+        metadata=EventMetadata(
+            source=SERVICE_SOURCE,
+            actor=viewer.actor,
+            occurred_at=now or datetime.now(UTC),
+            correlation_id=uuid4(),
+        ),
+    )
+    stream = access_stream(case_id)
+    version = 0
+    # Reads of one case by several people at once race for the next sequence; each access is
+    # its own fact, so the loser simply appends after the winner.
+    for _ in range(MAX_ATTEMPTS):
+        version = await store.stream_version(stream)
+        try:
+            recorded = await store.append(stream, [new], version)
+        except ConcurrencyError:
+            continue
+        return recorded[0]
+    raise VersionConflict(stream, version, await store.stream_version(stream))
+
+
+def _accessed(viewer: Viewer, case_id: str, sections: Sequence[RecordSection]) -> RecordAccessed:
+    try:
+        return RecordAccessed(
+            case_id=case_id,
+            accessor_id=viewer.actor.user_id,
+            accessor_role=viewer.actor.role,
+            purpose=viewer.purpose,
+            sections=tuple(sections),
+        )
+    except ValidationError as error:
+        raise InvalidCommand(
+            [
+                FieldProblem(_request_field(detail["loc"]), detail["msg"])
+                for detail in error.errors()
+            ]
+        ) from None
+
+
+def _request_field(location: tuple[int | str, ...]) -> str:
+    name = str(location[0]) if location else ""
+    return _REQUEST_FIELDS.get(name, name or "request")

@@ -1,0 +1,150 @@
+"""Who may query the audit trail, and which parts of the record a query discloses.
+
+Every disclosure through the audit API is itself recorded (``casetrail.record.accessed``), so
+a confidentiality review sees who saw what, including other reviewers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+
+from events.catalog import (
+    access,
+    assessment,
+    assignment,
+    cases,
+    clients,
+    eligibility,
+    funding,
+    monitoring,
+    planning,
+    referrals,
+    scheduling,
+)
+from events.catalog.access import AccessPurpose, RecordSection
+from events.catalog.base import CaseEvent, Role
+from events.commands import NotAllowed
+from events.envelope import Actor
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who asks, and why (need-to-know)."""
+
+    actor: Actor
+    purpose: AccessPurpose
+
+
+class AuditQuery(StrEnum):
+    """The value is the action named in a PERMISSION_DENIED answer."""
+
+    TIMELINE = "read a case timeline"
+    STATE = "read a case's state as of a moment"
+    ACTIVITY = "read who did what on a case"
+    EXPORT = "export a case's history"
+    ACCESS_LOG = "read a case's access log"
+
+
+_OVERSIGHT = frozenset({Role.AUDITOR, Role.SUPERVISOR})
+
+ALLOWED_ROLES: dict[AuditQuery, frozenset[Role]] = {query: _OVERSIGHT for query in AuditQuery}
+"""The audit trail is an oversight tool. Workers and coordinators read cases through the
+services that own them; giving them the whole trail would defeat need-to-know."""
+
+
+def check_allowed(actor: Actor, query: AuditQuery) -> None:
+    if actor.role not in ALLOWED_ROLES[query]:
+        raise NotAllowed(actor.role.value, query.value)
+
+
+def access_stream(case_id: str) -> str:
+    return f"access-{case_id}"
+
+
+STATE_SECTIONS = (
+    RecordSection.IDENTITY,
+    RecordSection.ASSESSMENT,
+    RecordSection.ASSIGNMENT,
+    RecordSection.PLAN,
+    RecordSection.REFERRALS,
+    RecordSection.SERVICES,
+    RecordSection.CONSENTS,
+    RecordSection.DISCHARGE,
+)
+"""What a case state shows: client id, needs, worker, plan, referrals, services, consents,
+closure."""
+
+
+def sections_disclosed(events: Iterable[CaseEvent]) -> tuple[RecordSection, ...]:
+    """The record sections that showing ``events`` in full discloses, in catalog order."""
+    by_type = sections_by_type()
+    everything = tuple(RecordSection)
+    # A type missing from the map would be a catalog addition nobody classified yet: claim
+    # every section rather than under-report what someone saw.
+    seen = {section for event in events for section in by_type.get(event.event_type, everything)}
+    return tuple(section for section in RecordSection if section in seen)
+
+
+@cache
+def sections_by_type() -> dict[str, tuple[RecordSection, ...]]:
+    """The record section(s) each event type belongs to; every catalog type is listed."""
+    groups: list[tuple[tuple[RecordSection, ...], tuple[type[CaseEvent], ...]]] = [
+        ((RecordSection.IDENTITY,), (clients.ClientRegistered,)),
+        ((RecordSection.IDENTITY, RecordSection.ASSESSMENT), (cases.CaseOpened,)),
+        ((RecordSection.ASSESSMENT,), (assessment.InitialAssessmentRecorded,)),
+        (
+            (RecordSection.ASSIGNMENT,),
+            (assignment.CaseAssigned, assignment.CaseReassigned),
+        ),
+        (
+            (RecordSection.PLAN,),
+            (
+                planning.PlanDrafted,
+                planning.GoalAdded,
+                planning.GoalRevised,
+                planning.GoalAchieved,
+                planning.GoalDropped,
+                planning.PlanAgreed,
+            ),
+        ),
+        (
+            (RecordSection.REFERRALS,),
+            (
+                referrals.ReferralMade,
+                referrals.ReferralAccepted,
+                referrals.ReferralDeclined,
+                referrals.ReferralCompleted,
+            ),
+        ),
+        (
+            (RecordSection.SERVICES,),
+            (
+                scheduling.ServiceScheduled,
+                scheduling.ServiceRescheduled,
+                scheduling.ServiceCancelled,
+                scheduling.ServiceDelivered,
+            ),
+        ),
+        ((RecordSection.ELIGIBILITY,), (eligibility.EligibilityDetermined,)),
+        (
+            (RecordSection.FUNDING,),
+            (
+                funding.BudgetReserved,
+                funding.BudgetReleased,
+                funding.InsuranceClaimFiled,
+                funding.InsuranceClaimDecided,
+            ),
+        ),
+        ((RecordSection.CONTACTS,), (monitoring.ContactLogged,)),
+        ((RecordSection.PROGRESS,), (monitoring.ProgressEvaluated,)),
+        (
+            (RecordSection.DISCHARGE,),
+            (cases.DischargePlanned, cases.CaseClosed, cases.CaseReopened),
+        ),
+        ((RecordSection.CONSENTS,), (access.ConsentGranted, access.ConsentRevoked)),
+        ((RecordSection.ACCESS_LOG,), (access.RecordAccessed,)),
+    ]
+    return {model.event_type: sections for sections, models in groups for model in models}

@@ -1,0 +1,297 @@
+"""The state of a case folded from its events: a pure function of the history it is given.
+
+Which events and in which order is the caller's choice (``history.view``), so the same fold
+answers "as it was" and "as it was known". Events of other services may arrive in any order on
+the bus; the fold tolerates a follow-up event whose antecedent it has not seen (a referral
+declined without the referral in view, say) by recording what the follow-up tells.
+Sensitive free text (needs' descriptions, goal statements, notes) is never copied into the
+state: the timeline holds it for those entitled to read it. Sensitive codes (need categories,
+service kinds) are, since showing them is what a case state is for; reading a state is
+recorded as an access like any other disclosure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+from events.catalog import access, assessment, assignment, cases, planning, referrals, scheduling
+from events.catalog.base import CaseEvent
+from events.envelope import RecordedEvent
+from services.audit.domain.history import TimeBasis, moment_of
+
+
+class CaseStatus(StrEnum):
+    UNKNOWN = "unknown"
+    """No lifecycle event of the case is in view."""
+    OPENED = "opened"
+    ASSIGNED = "assigned"
+    PLANNED = "planned"
+    CLOSED = "closed"
+    REOPENED = "reopened"
+
+
+@dataclass(frozen=True)
+class Need:
+    category: str
+    urgency: str | None = None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    worker_id: str
+    worker_role: str
+    since: datetime
+
+
+@dataclass(frozen=True)
+class PlanGoal:
+    goal_id: str
+    term: str
+    need_category: str
+    status: str = "active"
+
+
+@dataclass(frozen=True)
+class Plan:
+    plan_id: str
+    goals: tuple[PlanGoal, ...] = ()
+    agreed_version: int = 0
+    agreed_goal_ids: tuple[str, ...] = ()
+    signed_by_client: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduledService:
+    service_id: str
+    status: str
+    kind: str = ""
+    provider_id: str = ""
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Referral:
+    referral_id: str
+    status: str
+    provider_id: str = ""
+    need_category: str = ""
+
+
+@dataclass(frozen=True)
+class Consent:
+    consent_id: str
+    status: str
+    recipient_agency_id: str = ""
+    scope: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+
+    def active_at(self, moment: datetime) -> bool:
+        return self.status == "granted" and (self.expires_at is None or moment < self.expires_at)
+
+
+@dataclass(frozen=True)
+class CaseState:
+    case_id: str
+    status: CaseStatus = CaseStatus.UNKNOWN
+    client_id: str | None = None
+    presenting_needs: tuple[Need, ...] = ()
+    assessed_needs: tuple[Need, ...] = ()
+    assignment: Assignment | None = None
+    plan: Plan | None = None
+    services: tuple[ScheduledService, ...] = ()
+    referrals: tuple[Referral, ...] = ()
+    consents: tuple[Consent, ...] = ()
+    closure_reason: str | None = None
+    events_applied: int = 0
+    last_event_at: datetime | None = None
+
+
+def fold(case_id: str, ordered: Iterable[RecordedEvent], basis: TimeBasis) -> CaseState:
+    """The case after ``ordered`` (already filtered and sorted on ``basis``)."""
+    state = _Folding(case_id)
+    for recorded in ordered:
+        state.apply(recorded)
+        state.events_applied += 1
+        state.last_event_at = moment_of(recorded, basis)
+    return state.freeze()
+
+
+@dataclass
+class _Folding:
+    """Mutable while folding, frozen for callers: rebuilding tuples per event would make a
+    long history quadratic."""
+
+    case_id: str
+    status: CaseStatus = CaseStatus.UNKNOWN
+    client_id: str | None = None
+    presenting_needs: tuple[Need, ...] = ()
+    assessed_needs: tuple[Need, ...] = ()
+    assignment: Assignment | None = None
+    plan: Plan | None = None
+    goals: dict[str, PlanGoal] = field(default_factory=dict)
+    services: dict[str, ScheduledService] = field(default_factory=dict)
+    referrals: dict[str, Referral] = field(default_factory=dict)
+    consents: dict[str, Consent] = field(default_factory=dict)
+    closure_reason: str | None = None
+    events_applied: int = 0
+    last_event_at: datetime | None = None
+
+    def freeze(self) -> CaseState:
+        plan = None if self.plan is None else replace(self.plan, goals=tuple(self.goals.values()))
+        return CaseState(
+            case_id=self.case_id,
+            status=self.status,
+            client_id=self.client_id,
+            presenting_needs=self.presenting_needs,
+            assessed_needs=self.assessed_needs,
+            assignment=self.assignment,
+            plan=plan,
+            services=tuple(self.services.values()),
+            referrals=tuple(self.referrals.values()),
+            consents=tuple(self.consents.values()),
+            closure_reason=self.closure_reason,
+            events_applied=self.events_applied,
+            last_event_at=self.last_event_at,
+        )
+
+    def apply(self, recorded: RecordedEvent) -> None:
+        event = recorded.event
+        if self._lifecycle(event, recorded.metadata.occurred_at):
+            return
+        if self._planning(event):
+            return
+        if self._services(event):
+            return
+        self._referrals_and_consents(event)
+
+    def _lifecycle(self, event: CaseEvent, occurred_at: datetime) -> bool:
+        match event:
+            case cases.CaseOpened():
+                self.status = CaseStatus.OPENED
+                self.client_id = event.client_id
+                self.presenting_needs = tuple(
+                    Need(n.category.value) for n in event.presenting_needs
+                )
+            case assessment.InitialAssessmentRecorded():
+                self.assessed_needs = tuple(
+                    Need(n.category.value, n.urgency.value) for n in event.needs
+                )
+            case assignment.CaseAssigned() | assignment.CaseReassigned():
+                self.assignment = Assignment(event.worker_id, event.worker_role.value, occurred_at)
+                if self.status in (CaseStatus.UNKNOWN, CaseStatus.OPENED, CaseStatus.REOPENED):
+                    self.status = CaseStatus.ASSIGNED
+            case cases.CaseClosed():
+                self.status = CaseStatus.CLOSED
+                self.closure_reason = event.reason.value
+                # A closed case is carried by nobody; reopening needs a new assignment.
+                self.assignment = None
+            case cases.CaseReopened():
+                self.status = CaseStatus.REOPENED
+                self.closure_reason = None
+            case _:
+                return False
+        return True
+
+    def _planning(self, event: CaseEvent) -> bool:
+        match event:
+            case planning.PlanDrafted():
+                self._plan(event.plan_id)
+                for drafted in event.goals:
+                    self.goals[drafted.goal_id] = _goal(drafted)
+            case planning.GoalAdded() | planning.GoalRevised():
+                self._plan(event.plan_id)
+                self.goals[event.goal.goal_id] = _goal(event.goal)
+            case planning.GoalAchieved() | planning.GoalDropped():
+                self._plan(event.plan_id)
+                status = "achieved" if isinstance(event, planning.GoalAchieved) else "dropped"
+                goal = self.goals.get(event.goal_id) or PlanGoal(event.goal_id, "", "")
+                self.goals[event.goal_id] = replace(goal, status=status)
+            case planning.PlanAgreed():
+                plan = self._plan(event.plan_id)
+                self.plan = replace(
+                    plan,
+                    agreed_version=event.plan_version,
+                    agreed_goal_ids=event.goal_ids,
+                    signed_by_client=event.signed_by_client,
+                )
+                if self.status is not CaseStatus.CLOSED:
+                    self.status = CaseStatus.PLANNED
+            case _:
+                return False
+        return True
+
+    def _plan(self, plan_id: str) -> Plan:
+        if self.plan is None or self.plan.plan_id != plan_id:
+            # A new plan replaces the old one; its goals are its own.
+            self.plan = Plan(plan_id)
+            self.goals = {}
+        return self.plan
+
+    def _services(self, event: CaseEvent) -> bool:
+        match event:
+            case scheduling.ServiceScheduled():
+                self.services[event.service_id] = ScheduledService(
+                    event.service_id,
+                    "scheduled",
+                    event.kind.value,
+                    event.provider.provider_id,
+                    event.starts_at,
+                    event.ends_at,
+                )
+            case scheduling.ServiceRescheduled() | scheduling.ServiceDelivered():
+                status = (
+                    "delivered" if isinstance(event, scheduling.ServiceDelivered) else "rescheduled"
+                )
+                service = self._service(event.service_id)
+                self.services[event.service_id] = replace(
+                    service, status=status, starts_at=event.starts_at, ends_at=event.ends_at
+                )
+            case scheduling.ServiceCancelled():
+                service = self._service(event.service_id)
+                self.services[event.service_id] = replace(service, status="cancelled")
+            case _:
+                return False
+        return True
+
+    def _service(self, service_id: str) -> ScheduledService:
+        return self.services.get(service_id) or ScheduledService(service_id, "scheduled")
+
+    def _referrals_and_consents(self, event: CaseEvent) -> None:
+        match event:
+            case referrals.ReferralMade():
+                self.referrals[event.referral_id] = Referral(
+                    event.referral_id, "made", event.provider.provider_id, event.need_category.value
+                )
+            case referrals.ReferralAccepted():
+                self._referral(event.referral_id, event.provider_id, "accepted")
+            case referrals.ReferralDeclined():
+                self._referral(event.referral_id, event.provider_id, "declined")
+            case referrals.ReferralCompleted():
+                self._referral(event.referral_id, event.provider_id, "completed")
+            case access.ConsentGranted():
+                self.consents[event.consent_id] = Consent(
+                    event.consent_id,
+                    "granted",
+                    event.recipient_agency.provider_id,
+                    tuple(section.value for section in event.scope),
+                    event.expires_at,
+                )
+            case access.ConsentRevoked():
+                consent = self.consents.get(event.consent_id) or Consent(event.consent_id, "")
+                self.consents[event.consent_id] = replace(consent, status="revoked")
+            case _:
+                # Eligibility, funding, contacts, progress, discharge planning and accesses
+                # are history, not state.
+                pass
+
+    def _referral(self, referral_id: str, provider_id: str, status: str) -> None:
+        referral = self.referrals.get(referral_id) or Referral(referral_id, status, provider_id)
+        self.referrals[referral_id] = replace(referral, status=status)
+
+
+def _goal(goal: planning.Goal) -> PlanGoal:
+    return PlanGoal(goal.goal_id, goal.term.value, goal.need_category.value)

@@ -1,0 +1,74 @@
+"""A case's history seen on one of its two clocks: as it was, or as it was known.
+
+Every event carries two instants: when it happened as stated by the actor (occurred-at) and
+when the producing service made it durable (recorded-at). A home visit written up the next
+day occurred before it was recorded, so "the case at T as it was" (occurred-at <= T) and "the
+case at T as the agency knew it" (recorded-at <= T) can differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from events.envelope import RecordedEvent
+
+SortKey = tuple[int, int, str, str, int]
+"""(first clock, second clock, source, stream, sequence): a total order over a case's events.
+
+The clocks are microseconds since the epoch; source, stream and sequence break ties between
+events recorded in one append, and between services whose clocks read the same instant.
+"""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class TimeBasis(StrEnum):
+    OCCURRED = "occurred"
+    """As it was: filter on occurred-at, order by occurred-at then recorded-at."""
+    RECORDED = "recorded"
+    """As it was known: filter and order on recorded-at."""
+
+
+def micros(moment: datetime) -> int:
+    """Microseconds since the epoch; exact, unlike a float timestamp."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def moment_of(recorded: RecordedEvent, basis: TimeBasis) -> datetime:
+    if basis is TimeBasis.OCCURRED:
+        return recorded.metadata.occurred_at
+    return recorded.recorded_at
+
+
+def sort_key(recorded: RecordedEvent, basis: TimeBasis) -> SortKey:
+    occurred = micros(recorded.metadata.occurred_at)
+    stored = micros(recorded.recorded_at)
+    first, second = (occurred, stored) if basis is TimeBasis.OCCURRED else (stored, occurred)
+    return (first, second, recorded.metadata.source, recorded.stream, recorded.sequence)
+
+
+def view(
+    events: Iterable[RecordedEvent], basis: TimeBasis, as_of: datetime | None = None
+) -> list[RecordedEvent]:
+    """The events known on ``basis``'s clock up to ``as_of`` (inclusive), in that clock's order."""
+    selected = events if as_of is None else (e for e in events if moment_of(e, basis) <= as_of)
+    return sorted(selected, key=lambda recorded: sort_key(recorded, basis))
+
+
+def after(ordered: Sequence[RecordedEvent], basis: TimeBasis, cursor: SortKey) -> int:
+    """Index of the first event of ``ordered`` (sorted on ``basis``) that comes after ``cursor``.
+
+    A cursor is a sort key rather than an index so that an event arriving between two page
+    requests never makes a page repeat an entry.
+    """
+    low, high = 0, len(ordered)
+    while low < high:
+        middle = (low + high) // 2
+        if sort_key(ordered[middle], basis) <= cursor:
+            low = middle + 1
+        else:
+            high = middle
+    return low

@@ -1,0 +1,121 @@
+"""Reading audit requests: every field problem of a request is reported at once."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import UTC, datetime
+from functools import cache
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import TypeAdapter, ValidationError
+
+from casetrail.audit.v1 import audit_pb2
+from casetrail.common.v1 import common_pb2
+from events.catalog.access import AccessPurpose
+from events.catalog.base import Identifier, Role
+from events.commands import InvalidCommand
+from events.envelope import Actor
+from events.errors import FieldProblem
+from events.grpc_platform.context import actor_from
+from services.audit.domain.access import Viewer
+from services.audit.domain.history import SortKey, TimeBasis
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+_BASES = {
+    audit_pb2.TIME_BASIS_OCCURRED: TimeBasis.OCCURRED,
+    audit_pb2.TIME_BASIS_RECORDED: TimeBasis.RECORDED,
+}
+
+
+@cache
+def _identifier() -> TypeAdapter[str]:
+    return TypeAdapter(Identifier)
+
+
+class RequestReader:
+    """Collects problems while fields are read; ``done()`` raises them together."""
+
+    def __init__(self) -> None:
+        self.problems: list[FieldProblem] = []
+
+    def done(self) -> None:
+        if self.problems:
+            raise InvalidCommand(self.problems)
+
+    def missing(self, field: str) -> None:
+        self.problems.append(FieldProblem(field, "required"))
+
+    def viewer(self, context: common_pb2.QueryContext) -> Viewer:
+        actor = None
+        try:
+            actor = actor_from(context.actor, "context.actor")
+        except InvalidCommand as error:
+            self.problems.extend(error.violations)
+        purpose = AccessPurpose.CONFIDENTIALITY_REVIEW
+        try:
+            purpose = AccessPurpose(context.purpose)
+        except ValueError:
+            allowed = ", ".join(p.value for p in AccessPurpose)
+            self.problems.append(FieldProblem("context.purpose", f"must be one of: {allowed}"))
+        # The placeholder actor never escapes: done() raises whenever actor_from refused.
+        return Viewer(actor or Actor("", Role.SYSTEM), purpose)
+
+    def case_id(self, value: str, field: str = "case_id") -> str:
+        return self.identifier(value, field) or ""
+
+    def identifier(self, value: str, field: str) -> str | None:
+        try:
+            return _identifier().validate_python(value)
+        except ValidationError as error:
+            problem = "required" if not value else error.errors()[0]["msg"]
+            self.problems.append(FieldProblem(field, problem))
+            return None
+
+    def basis(
+        self, value: audit_pb2.TimeBasis.ValueType, field: str = "basis", *, required: bool = False
+    ) -> TimeBasis:
+        if value in _BASES:
+            return _BASES[value]
+        if value == audit_pb2.TIME_BASIS_UNSPECIFIED and not required:
+            return TimeBasis.OCCURRED
+        self.problems.append(
+            FieldProblem(field, "must be TIME_BASIS_OCCURRED or TIME_BASIS_RECORDED")
+        )
+        return TimeBasis.OCCURRED
+
+    def page_size(self, value: int, field: str = "page_size") -> int:
+        if value == 0:
+            return DEFAULT_PAGE_SIZE
+        if not 1 <= value <= MAX_PAGE_SIZE:
+            self.problems.append(FieldProblem(field, f"must be between 1 and {MAX_PAGE_SIZE}"))
+        return max(1, min(value, MAX_PAGE_SIZE))
+
+    def page_token(
+        self, token: str, case_id: str, basis: TimeBasis, field: str = "page_token"
+    ) -> SortKey | None:
+        if not token:
+            return None
+        try:
+            decoded = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+            token_case, token_basis, first, second, source, stream, sequence = decoded
+            key: SortKey = (int(first), int(second), str(source), str(stream), int(sequence))
+        except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
+            self.problems.append(FieldProblem(field, "is not a token this service issued"))
+            return None
+        if token_case != case_id or token_basis != basis.value:
+            self.problems.append(FieldProblem(field, "was issued for another case_id or basis"))
+            return None
+        return key
+
+
+def page_token(case_id: str, basis: TimeBasis, cursor: SortKey) -> str:
+    payload = json.dumps([case_id, basis.value, *cursor], separators=(",", ":"))
+    return base64.urlsafe_b64encode(payload.encode()).decode("ascii")
+
+
+def moment(timestamp: Timestamp) -> datetime:
+    return timestamp.ToDatetime(tzinfo=UTC)

@@ -1,0 +1,187 @@
+"""Audit answers as protobuf messages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from casetrail.audit.v1 import audit_pb2
+from casetrail.common.v1 import common_pb2
+from events.catalog.access import RecordAccessed
+from events.cloudevents import iter_json_lines, to_structured
+from events.envelope import Actor, RecordedEvent
+from services.audit.app.queries import Activity
+from services.audit.domain import case_state
+from services.audit.domain.history import TimeBasis
+from services.audit.domain.summaries import summary
+
+EXPORT_CHUNK_BYTES = 256 * 1024
+EXPORT_CHUNK_EVENTS = 500
+
+_STATUSES = {
+    case_state.CaseStatus.UNKNOWN: audit_pb2.CASE_STATUS_UNSPECIFIED,
+    case_state.CaseStatus.OPENED: audit_pb2.CASE_STATUS_OPENED,
+    case_state.CaseStatus.ASSIGNED: audit_pb2.CASE_STATUS_ASSIGNED,
+    case_state.CaseStatus.PLANNED: audit_pb2.CASE_STATUS_PLANNED,
+    case_state.CaseStatus.CLOSED: audit_pb2.CASE_STATUS_CLOSED,
+    case_state.CaseStatus.REOPENED: audit_pb2.CASE_STATUS_REOPENED,
+}
+BASES = {
+    TimeBasis.OCCURRED: audit_pb2.TIME_BASIS_OCCURRED,
+    TimeBasis.RECORDED: audit_pb2.TIME_BASIS_RECORDED,
+}
+
+
+def timestamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    message = Timestamp()
+    message.FromDatetime(moment)
+    return message
+
+
+def actor(value: Actor) -> common_pb2.Actor:
+    return common_pb2.Actor(user_id=value.user_id, role=value.role.value)
+
+
+def timeline_entry(recorded: RecordedEvent) -> audit_pb2.TimelineEntry:
+    metadata = recorded.metadata
+    return audit_pb2.TimelineEntry(
+        event_id=str(recorded.event_id),
+        event_type=recorded.event_type,
+        schema_version=recorded.schema_version,
+        source=metadata.source,
+        stream=recorded.stream,
+        sequence=recorded.sequence,
+        occurred_at=timestamp(metadata.occurred_at),
+        recorded_at=timestamp(recorded.recorded_at),
+        actor=actor(metadata.actor),
+        correlation_id=str(metadata.correlation_id),
+        causation_id=str(metadata.causation_id or ""),
+        summary=summary(recorded.event),
+        cloudevent_json=json.dumps(to_structured(recorded), ensure_ascii=False, sort_keys=True),
+    )
+
+
+def activity(item: Activity) -> audit_pb2.Activity:
+    recorded = item.recorded
+    return audit_pb2.Activity(
+        occurred_at=timestamp(recorded.metadata.occurred_at),
+        recorded_at=timestamp(recorded.recorded_at),
+        actor=actor(recorded.metadata.actor),
+        event_type=recorded.event_type,
+        summary=item.summary,
+        source=recorded.metadata.source,
+        event_id=str(recorded.event_id),
+    )
+
+
+def access_record(recorded: RecordedEvent) -> audit_pb2.AccessRecord:
+    event = recorded.event
+    assert isinstance(event, RecordAccessed)
+    return audit_pb2.AccessRecord(
+        event_id=str(recorded.event_id),
+        accessor=common_pb2.Actor(user_id=event.accessor_id, role=event.accessor_role.value),
+        accessor_agency_id=event.accessor_agency_id or "",
+        purpose=event.purpose.value,
+        sections=[section.value for section in event.sections],
+        fields=list(event.fields),
+        consent_id=event.consent_id or "",
+        occurred_at=timestamp(recorded.metadata.occurred_at),
+        recorded_at=timestamp(recorded.recorded_at),
+        source=recorded.metadata.source,
+    )
+
+
+def export_chunks(ordered: Iterable[RecordedEvent]) -> Iterator[audit_pb2.ExportCaseChunk]:
+    """Whole JSON lines, cut into chunks small enough for any gRPC message limit."""
+    lines: list[bytes] = []
+    size = 0
+    for line in iter_json_lines(ordered):
+        encoded = line.encode("utf-8")
+        lines.append(encoded)
+        size += len(encoded)
+        if size >= EXPORT_CHUNK_BYTES or len(lines) >= EXPORT_CHUNK_EVENTS:
+            yield audit_pb2.ExportCaseChunk(json_lines=b"".join(lines), event_count=len(lines))
+            lines, size = [], 0
+    if lines:
+        yield audit_pb2.ExportCaseChunk(json_lines=b"".join(lines), event_count=len(lines))
+
+
+def state(value: case_state.CaseState, as_of: datetime) -> audit_pb2.CaseState:
+    message = audit_pb2.CaseState(
+        case_id=value.case_id,
+        status=_STATUSES[value.status],
+        client_id=value.client_id or "",
+        presenting_needs=[_need(need) for need in value.presenting_needs],
+        assessed_needs=[_need(need) for need in value.assessed_needs],
+        services=[_service(service) for service in value.services],
+        referrals=[
+            audit_pb2.Referral(
+                referral_id=r.referral_id,
+                provider_id=r.provider_id,
+                need_category=r.need_category,
+                status=r.status,
+            )
+            for r in value.referrals
+        ],
+        consents=[_consent(consent, as_of) for consent in value.consents],
+        closure_reason=value.closure_reason or "",
+        events_applied=value.events_applied,
+        last_event_at=timestamp(value.last_event_at),
+    )
+    if value.assignment is not None:
+        message.assignment.CopyFrom(
+            audit_pb2.Assignment(
+                worker_id=value.assignment.worker_id,
+                worker_role=value.assignment.worker_role,
+                since=timestamp(value.assignment.since),
+            )
+        )
+    if value.plan is not None:
+        message.plan.CopyFrom(_plan(value.plan))
+    return message
+
+
+def _need(need: case_state.Need) -> audit_pb2.Need:
+    return audit_pb2.Need(category=need.category, urgency=need.urgency or "")
+
+
+def _plan(plan: case_state.Plan) -> audit_pb2.Plan:
+    return audit_pb2.Plan(
+        plan_id=plan.plan_id,
+        agreed_version=plan.agreed_version,
+        agreed_goal_ids=list(plan.agreed_goal_ids),
+        signed_by_client=plan.signed_by_client,
+        goals=[
+            audit_pb2.PlanGoal(
+                goal_id=g.goal_id, term=g.term, need_category=g.need_category, status=g.status
+            )
+            for g in plan.goals
+        ],
+    )
+
+
+def _service(service: case_state.ScheduledService) -> audit_pb2.ScheduledService:
+    return audit_pb2.ScheduledService(
+        service_id=service.service_id,
+        kind=service.kind,
+        provider_id=service.provider_id,
+        starts_at=timestamp(service.starts_at),
+        ends_at=timestamp(service.ends_at),
+        status=service.status,
+    )
+
+
+def _consent(consent: case_state.Consent, as_of: datetime) -> audit_pb2.Consent:
+    return audit_pb2.Consent(
+        consent_id=consent.consent_id,
+        recipient_agency_id=consent.recipient_agency_id,
+        scope=list(consent.scope),
+        expires_at=timestamp(consent.expires_at),
+        status=consent.status,
+        active=consent.active_at(as_of),
+    )

@@ -1,0 +1,224 @@
+"""Caseload and follow-up state, as pure folds over case events (no Faust, no Kafka).
+
+Per case (the stream processor keeps this in a table keyed by case id, co-partitioned with
+the case-event topic) three registers are kept, each last-writer-wins by when the event
+happened (occurred-at, then event id to break ties):
+
+* open or closed (``case.opened`` / ``case.reopened`` / ``case.closed``),
+* the assigned worker (``case.assigned`` / ``case.reassigned``),
+* the next follow-up due date, set by the newest ``contact.logged`` (a newer contact without a
+  due date clears it).
+
+Different services record these (intake opens and closes, coordination assigns, workers log
+contacts), and their relays publish independently, so events of one case can reach us out of
+the order in which they happened; last-writer-wins registers make the result independent of
+that order. A bus may also deliver an event twice (a relay re-publishing after a crash): the
+last sequence applied per source stream recognises the repeat, which then changes nothing.
+
+The holder of a case is its worker while the case is open (``UNASSIGNED`` while no worker is
+assigned). Whenever the holder or the due date changes, ``apply`` returns worker facts: the
+old holder releases the case, the new holder holds it (with its due date). The worker side
+keeps, per worker, the cases held; that is the caseload and, with the due dates, the list of
+overdue follow-ups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from typing import Any
+
+from events.catalog.assignment import CaseAssigned, CaseReassigned
+from events.catalog.cases import CaseClosed, CaseOpened, CaseReopened
+from events.catalog.monitoring import ContactLogged
+from events.envelope import RecordedEvent
+from events.projections.port import stream_key
+
+UNASSIGNED = "(unassigned)"
+"""Holder of an open case without a worker. Not a valid worker id (identifiers have no
+parentheses), so it never collides with one."""
+
+TRACKED_TYPES = frozenset(
+    model.event_type
+    for model in (CaseOpened, CaseReopened, CaseClosed, CaseAssigned, CaseReassigned, ContactLogged)
+)
+"""Event types that change caseloads or follow-ups; every other type is skipped unread."""
+
+
+def stamp_of(recorded: RecordedEvent) -> str:
+    """Orders events by when they happened; fixed-width UTC text, so string order is time
+    order, and the event id breaks ties between events of the same microsecond."""
+    moment = recorded.metadata.occurred_at.astimezone(UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S.%f}Z|{recorded.event_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class CaseState:
+    case_id: str
+    open: bool = True
+    """A case we know only from later events (assigned, contact) is open: both need one."""
+    open_stamp: str = ""
+    worker_id: str | None = None
+    worker_stamp: str = ""
+    follow_up_due: date | None = None
+    contact_stamp: str = ""
+    applied: Mapping[str, int] = field(default_factory=dict)
+    """Last sequence applied per source stream (``source|stream``)."""
+
+    @property
+    def holder(self) -> str | None:
+        if not self.open:
+            return None
+        return self.worker_id or UNASSIGNED
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "case_id": self.case_id,
+            "open": self.open,
+            "open_stamp": self.open_stamp,
+            "worker_id": self.worker_id,
+            "worker_stamp": self.worker_stamp,
+            "follow_up_due": None if self.follow_up_due is None else self.follow_up_due.isoformat(),
+            "contact_stamp": self.contact_stamp,
+            "applied": dict(self.applied),
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> CaseState:
+        due = document.get("follow_up_due")
+        return cls(
+            case_id=str(document["case_id"]),
+            open=bool(document["open"]),
+            open_stamp=str(document["open_stamp"]),
+            worker_id=document.get("worker_id"),
+            worker_stamp=str(document["worker_stamp"]),
+            follow_up_due=None if due is None else date.fromisoformat(due),
+            contact_stamp=str(document["contact_stamp"]),
+            applied={str(k): int(v) for k, v in dict(document["applied"]).items()},
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Holds:
+    """``worker_id`` holds the open case; the latest word on its follow-up date."""
+
+    worker_id: str
+    case_id: str
+    follow_up_due: date | None
+
+
+@dataclass(frozen=True, slots=True)
+class Releases:
+    """``worker_id`` no longer holds the case (closed, or handed to someone else)."""
+
+    worker_id: str
+    case_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContactMade:
+    """``worker_id`` logged a contact on the case (counted per worker per day)."""
+
+    worker_id: str
+    case_id: str
+    occurred_at: datetime
+
+
+WorkerFact = Holds | Releases | ContactMade
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    state: CaseState
+    facts: list[WorkerFact]
+
+
+def apply(state: CaseState | None, recorded: RecordedEvent) -> Applied | None:
+    """Fold one event into its case's state: the new state and the worker facts, or ``None``
+    when the event changes nothing (an untracked type, or a repeat).
+
+    ``state`` is ``None`` for a case not seen before.
+    """
+    current = state or CaseState(case_id=recorded.subject)
+    key = stream_key(recorded)
+    event = recorded.event
+    if event.event_type not in TRACKED_TYPES or recorded.sequence <= current.applied.get(key, 0):
+        return None
+    stamp = stamp_of(recorded)
+    updated = _fold(current, event, stamp)
+    updated = replace(updated, applied={**current.applied, key: recorded.sequence})
+
+    facts: list[WorkerFact] = []
+    before = None if state is None else state.holder
+    after = updated.holder
+    if before != after and before is not None:
+        facts.append(Releases(before, updated.case_id))
+    if after is not None and (before != after or current.follow_up_due != updated.follow_up_due):
+        facts.append(Holds(after, updated.case_id, updated.follow_up_due))
+    if isinstance(event, ContactLogged):
+        actor = recorded.metadata.actor.user_id
+        facts.append(ContactMade(actor, updated.case_id, recorded.metadata.occurred_at))
+    return Applied(updated, facts)
+
+
+def _fold(state: CaseState, event: object, stamp: str) -> CaseState:
+    match event:
+        case CaseOpened() | CaseReopened() if stamp > state.open_stamp:
+            return replace(state, open=True, open_stamp=stamp)
+        case CaseClosed() if stamp > state.open_stamp:
+            return replace(state, open=False, open_stamp=stamp)
+        case CaseAssigned(worker_id=worker) | CaseReassigned(worker_id=worker) if (
+            stamp > state.worker_stamp
+        ):
+            return replace(state, worker_id=worker, worker_stamp=stamp)
+        case ContactLogged(next_follow_up_due=due) if stamp > state.contact_stamp:
+            return replace(state, follow_up_due=due, contact_stamp=stamp)
+    return state
+
+
+# --- the worker side ------------------------------------------------------------------------
+
+HeldCases = dict[str, dict[str, Any]]
+"""Per worker: case id -> ``{"follow_up_due": "YYYY-MM-DD" | None}`` (JSON, as stored)."""
+
+
+def hold(cases: Mapping[str, Any] | None, fact: Holds) -> HeldCases:
+    due = None if fact.follow_up_due is None else fact.follow_up_due.isoformat()
+    return {**dict(cases or {}), fact.case_id: {"follow_up_due": due}}
+
+
+def release(cases: Mapping[str, Any] | None, fact: Releases) -> HeldCases:
+    remaining = dict(cases or {})
+    remaining.pop(fact.case_id, None)
+    return remaining
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class OverdueFollowUp:
+    due: date
+    case_id: str
+    worker_id: str
+    days_overdue: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "case_id": self.case_id,
+            "worker_id": self.worker_id,
+            "due": self.due.isoformat(),
+            "days_overdue": self.days_overdue,
+        }
+
+
+def overdue_of(worker_id: str, cases: Mapping[str, Any], today: date) -> list[OverdueFollowUp]:
+    """The cases of one worker whose follow-up date has passed (a due date of today is not
+    overdue yet)."""
+    found: list[OverdueFollowUp] = []
+    for case_id, entry in cases.items():
+        text = entry.get("follow_up_due")
+        if text is None:
+            continue
+        due = date.fromisoformat(text)
+        if due < today:
+            found.append(OverdueFollowUp(due, case_id, worker_id, (today - due).days))
+    return sorted(found)

@@ -1,0 +1,230 @@
+"""The Faust topology: case events -> per-case table -> worker facts -> per-worker tables.
+
+::
+
+    casetrail.case-events (key: case id, CloudEvents binary mode)
+        |  agent track-cases: decode, fold into `cases` (table keyed by case id; co-partitioned
+        |  with the source topic, so each case lives with its events)
+        v
+    <app id>-worker-facts (internal topic, key: worker id)   <- the repartition step
+        |  agent count-caseloads
+        v
+    `caseloads` (worker id -> cases held, each with its follow-up due date)
+    `contacts-per-day` (worker id -> contacts logged, tumbling one-day windows, event time)
+
+Every table has a compacted changelog topic that Faust creates through its admin client (the
+broker refuses automatic topic creation, so nothing else could). Tables are kept in memory
+(``memory://``; rocksdb is not installed): on start Faust reads the changelogs back, so the
+state survives restarts as long as the topics do.
+
+With ``exactly_once`` (the default) each partition's table changes, the facts it sent and its
+consumed offsets commit in one Kafka transaction. Repeats that the bus itself delivers (a relay
+re-publishing) are recognised in the per-case table by their stream sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import faust
+
+from events.bus.topics import ensure_topics
+from events.catalog_registry import default_registry
+from events.cloudevents import KAFKA_HEADER_PREFIX, from_kafka_binary
+from events.envelope import RecordedEvent
+from events.registry import EventRegistry
+from services.caseload.domain import (
+    TRACKED_TYPES,
+    CaseState,
+    ContactMade,
+    Holds,
+    Releases,
+    WorkerFact,
+    apply,
+    hold,
+    release,
+)
+from services.caseload.settings import CaseloadSettings
+
+log = logging.getLogger(__name__)
+
+CONTACT_WINDOW = timedelta(days=1)
+CONTACT_WINDOW_EXPIRES = timedelta(days=35)
+"""Days of contact counts kept (the window store drops older ones)."""
+_TYPE_HEADER = f"{KAFKA_HEADER_PREFIX}type"
+
+
+class FactRecord(faust.Record, serializer="json", namespace="casetrail.caseload.WorkerFact"):
+    """A worker fact as it travels on the internal topic (see ``domain.WorkerFact``)."""
+
+    kind: str
+    worker_id: str
+    case_id: str
+    follow_up_due: str | None = None
+    occurred_at: float = 0.0
+    """When the contact happened (epoch seconds): the contact windows run on event time."""
+
+    @classmethod
+    def of(cls, fact: WorkerFact) -> FactRecord:
+        match fact:
+            case Holds(follow_up_due=due):
+                text = None if due is None else due.isoformat()
+                return cls("holds", fact.worker_id, fact.case_id, follow_up_due=text)
+            case Releases():
+                return cls("releases", fact.worker_id, fact.case_id)
+            case ContactMade(occurred_at=moment):
+                return cls("contact", fact.worker_id, fact.case_id, occurred_at=moment.timestamp())
+        raise TypeError(f"not a worker fact: {fact!r}")
+
+
+@dataclass
+class Counters:
+    """What the case-event agent did, for health checks, tests and the benchmark."""
+
+    messages: int = 0
+    applied: int = 0
+    skipped: int = 0
+    """Untracked types and repeats."""
+    undecodable: int = 0
+
+
+class CaseloadApp(faust.App):  # type: ignore[misc]  # faust.App's bases are partly untyped
+    """The Faust application; build it with ``build_app``."""
+
+    settings: CaseloadSettings
+    registry: EventRegistry
+    counters: Counters
+    cases: Any
+    """faust Table: case id -> ``CaseState.to_json()``."""
+    caseloads: Any
+    """faust Table: worker id -> ``domain.HeldCases``."""
+    contacts: Any
+    """faust windowed table (WindowWrapper): worker id -> contacts logged per UTC day."""
+
+    async def on_first_start(self) -> None:
+        # The case-event topic is the platform's; make sure it exists with the partition
+        # count our co-partitioned table assumes before the consumer subscribes to it.
+        await ensure_topics(self.settings.kafka, self.settings.topics)
+        await super().on_first_start()
+
+    def decode(self, message: Any) -> RecordedEvent | None:
+        """The case event in ``message`` if it is one we track; ``None`` (logged when the
+        message is broken) otherwise. The services' own consumers dead-letter broken
+        messages, so here they are only skipped."""
+        headers: Sequence[tuple[str, bytes | None]] = list(message.headers or ())
+        event_type = next((v for k, v in headers if k == _TYPE_HEADER), None)
+        if event_type is not None and event_type.decode(errors="replace") not in TRACKED_TYPES:
+            return None
+        try:
+            recorded = from_kafka_binary(message.key, headers, message.value, self.registry)
+        except Exception as error:  # whatever breaks decoding is the message's fault
+            self.counters.undecodable += 1
+            log.warning(
+                "caseload: skipping undecodable message %s/%d@%d: %s: %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                type(error).__name__,
+                error,
+            )
+            return None
+        return recorded if recorded.event_type in TRACKED_TYPES else None
+
+
+def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None) -> CaseloadApp:
+    """A new, unstarted caseload app. Start it with ``python -m services.caseload worker``
+    (``__main__``) or ``await app.start()`` (tests, benchmarks)."""
+    app = CaseloadApp(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
+        broker_client_id=f"{settings.kafka.client_id}-caseload",
+        store="memory://",
+        datadir=str(settings.data_dir),
+        autodiscover=False,
+        processing_guarantee=settings.processing_guarantee,
+        broker_commit_interval=settings.commit_interval,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.partitions,
+        table_standby_replicas=0,
+        web_enabled=settings.web_enabled,
+        web_host=settings.web_host,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+    )
+    app.settings = settings
+    app.registry = registry or default_registry()
+    app.counters = Counters()
+    _add_topology(app)
+    if settings.web_enabled:
+        from services.caseload.web import add_views
+
+        add_views(app)
+    return app
+
+
+def _add_topology(app: CaseloadApp) -> None:
+    partitions = app.settings.partitions
+    source = app.topic(
+        app.settings.topic,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    facts = app.topic(
+        f"{app.settings.app_id}-worker-facts",
+        internal=True,
+        partitions=partitions,
+        key_type=str,
+        value_type=FactRecord,
+    )
+    app.cases = app.Table("cases", partitions=partitions)
+    app.caseloads = app.Table("caseloads", partitions=partitions)
+    app.contacts = (
+        app.Table("contacts-per-day", default=int, partitions=partitions)
+        .tumbling(CONTACT_WINDOW, expires=CONTACT_WINDOW_EXPIRES, key_index=True)
+        .relative_to_field(FactRecord.occurred_at)
+    )
+    counters = app.counters
+
+    async def track_cases(stream: Any) -> None:
+        async for event in stream.events():
+            counters.messages += 1
+            recorded = app.decode(event.message)
+            if recorded is None:
+                counters.skipped += 1
+                continue
+            stored = app.cases.get(recorded.subject)
+            applied = apply(None if stored is None else CaseState.from_json(stored), recorded)
+            if applied is None:
+                counters.skipped += 1
+                continue
+            app.cases[recorded.subject] = applied.state.to_json()
+            for fact in applied.facts:
+                await facts.send(key=fact.worker_id, value=FactRecord.of(fact))
+            counters.applied += 1
+
+    async def count_caseloads(stream: AsyncIterator[FactRecord]) -> None:
+        async for fact in stream:
+            worker = fact.worker_id
+            if fact.kind == "holds":
+                due = fact.follow_up_due
+                held = Holds(worker, fact.case_id, None if due is None else date.fromisoformat(due))
+                app.caseloads[worker] = hold(app.caseloads.get(worker), held)
+            elif fact.kind == "releases":
+                remaining = release(app.caseloads.get(worker), Releases(worker, fact.case_id))
+                if remaining:
+                    app.caseloads[worker] = remaining
+                elif worker in app.caseloads:
+                    del app.caseloads[worker]
+            elif fact.kind == "contact":
+                app.contacts[worker] += 1
+            else:
+                log.warning("caseload: ignoring worker fact of unknown kind %r", fact.kind)
+
+    app.agent(source, name="track-cases")(track_cases)
+    app.agent(facts, name="count-caseloads")(count_caseloads)

@@ -1,0 +1,83 @@
+"""Reading the caseload tables: caseloads, overdue follow-ups, contacts per day.
+
+Each answer covers the table partitions this process holds. With one worker process that is
+all of them; with several, the web views route per-worker questions to the owner (see
+``web``), and the all-worker lists are per process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+from services.caseload.domain import UNASSIGNED, CaseState, OverdueFollowUp, overdue_of
+from services.caseload.processor import CaseloadApp
+
+
+@dataclass(frozen=True, slots=True)
+class Caseload:
+    worker_id: str
+    case_ids: tuple[str, ...]
+
+    @property
+    def open_cases(self) -> int:
+        return len(self.case_ids)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "worker_id": self.worker_id,
+            "open_cases": self.open_cases,
+            "case_ids": list(self.case_ids),
+        }
+
+
+def caseload(app: CaseloadApp, worker_id: str) -> Caseload:
+    """The open cases ``worker_id`` holds (``UNASSIGNED``: open cases without a worker)."""
+    held = app.caseloads.get(worker_id) or {}
+    return Caseload(worker_id, tuple(sorted(held)))
+
+
+def caseloads(app: CaseloadApp) -> dict[str, int]:
+    """Open cases per worker, without the unassigned ones."""
+    return {
+        worker: len(held)
+        for worker, held in sorted(app.caseloads.items())
+        if worker != UNASSIGNED and held
+    }
+
+
+def unassigned(app: CaseloadApp) -> tuple[str, ...]:
+    """Open cases that no worker holds."""
+    return caseload(app, UNASSIGNED).case_ids
+
+
+def overdue(app: CaseloadApp, today: date, worker_id: str | None = None) -> list[OverdueFollowUp]:
+    """Open cases whose next follow-up was due before ``today`` and has had no newer contact,
+    oldest due date first; of one worker if ``worker_id`` is given."""
+    if worker_id is not None:
+        entries: Iterable[tuple[str, Any]] = [(worker_id, app.caseloads.get(worker_id) or {})]
+    else:
+        entries = list(app.caseloads.items())
+    found: list[OverdueFollowUp] = []
+    for worker, held in entries:
+        found.extend(overdue_of(worker, held, today))
+    return sorted(found)
+
+
+def contacts_per_day(app: CaseloadApp, worker_id: str, days: Iterable[date]) -> dict[date, int]:
+    """Contacts ``worker_id`` logged on each of ``days`` (UTC days, by when they happened).
+    Days older than the window's expiry read as 0."""
+    table = app.contacts.table
+    window = table.window
+    counts: dict[date, int] = {}
+    for day in days:
+        moment = datetime.combine(day, time(12), tzinfo=UTC).timestamp()
+        counts[day] = int(table.get((worker_id, window.current(moment)), 0))
+    return counts
+
+
+def case_state(app: CaseloadApp, case_id: str) -> CaseState | None:
+    stored = app.cases.get(case_id)
+    return None if stored is None else CaseState.from_json(stored)

@@ -1,0 +1,88 @@
+"""Settings of the caseload stream processor, read from the environment by ``__main__``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from events.bus.kafka_settings import KafkaSettings
+from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
+from events.bus.topics import TopicSettings
+
+DEFAULT_APP_ID = "casetrail-caseload"
+DEFAULT_WEB_PORT = 6066
+PROCESSING_GUARANTEES = ("exactly_once", "at_least_once")
+
+
+@dataclass(frozen=True, slots=True)
+class CaseloadSettings:
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topic: str = DEFAULT_CASE_EVENTS_TOPIC
+    partitions: int = TopicSettings().partitions
+    """Must equal the case-event topic's partition count: the per-case table is
+    co-partitioned with it. Start-up refuses a topic with another count."""
+    app_id: str = DEFAULT_APP_ID
+    """Faust application id: the consumer group and the prefix of its internal topics."""
+    data_dir: Path = Path("var/caseload")
+    """Faust's local directory. Tables live in memory (``memory://``: rocksdb is not
+    installed) and are rebuilt from their changelog topics on start."""
+    processing_guarantee: str = "exactly_once"
+    """Kafka transactions make table changes, worker facts and consumed offsets commit
+    together, so a crash can neither double-count nor drop a fact."""
+    commit_interval: float = 1.0
+    """Seconds between commits; with exactly-once, facts reach the worker tables only once
+    their transaction commits, so this bounds how stale a caseload can be."""
+    web_enabled: bool = True
+    web_host: str = "127.0.0.1"
+    web_port: int = DEFAULT_WEB_PORT
+
+    def __post_init__(self) -> None:
+        check_topic_name(self.topic)
+        check_topic_name(self.app_id)
+        if self.partitions < 1:
+            raise ValueError("partitions must be at least 1")
+        if self.processing_guarantee not in PROCESSING_GUARANTEES:
+            raise ValueError(
+                f"processing_guarantee must be one of {', '.join(PROCESSING_GUARANTEES)},"
+                f" got {self.processing_guarantee!r}"
+            )
+        if self.commit_interval <= 0:
+            raise ValueError("commit_interval must be positive")
+
+    @property
+    def topics(self) -> TopicSettings:
+        return TopicSettings(case_events_topic=self.topic, partitions=self.partitions)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CaseloadSettings:
+        """``CASETRAIL_KAFKA_BOOTSTRAP``/``CASETRAIL_KAFKA_PORT`` (see ``KafkaSettings``),
+        ``CASETRAIL_CASE_EVENTS_TOPIC``, ``CASETRAIL_CASE_EVENTS_PARTITIONS``,
+        ``CASETRAIL_CASELOAD_APP_ID``, ``CASETRAIL_CASELOAD_DATA_DIR``,
+        ``CASETRAIL_CASELOAD_GUARANTEE``, ``CASETRAIL_CASELOAD_WEB_PORT`` (0 turns the web
+        views off)."""
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        web_port = _integer(env, "CASETRAIL_CASELOAD_WEB_PORT", defaults.web_port)
+        return cls(
+            kafka=KafkaSettings.from_env(env),
+            topic=env.get("CASETRAIL_CASE_EVENTS_TOPIC", defaults.topic),
+            partitions=_integer(env, "CASETRAIL_CASE_EVENTS_PARTITIONS", defaults.partitions),
+            app_id=env.get("CASETRAIL_CASELOAD_APP_ID", defaults.app_id),
+            data_dir=Path(env.get("CASETRAIL_CASELOAD_DATA_DIR", str(defaults.data_dir))),
+            processing_guarantee=env.get(
+                "CASETRAIL_CASELOAD_GUARANTEE", defaults.processing_guarantee
+            ),
+            web_enabled=web_port != 0,
+            web_port=web_port,
+        )
+
+
+def _integer(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit():
+        raise ValueError(f"{name} must be a whole number, got {text!r}")
+    return int(text)

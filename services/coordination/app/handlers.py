@@ -1,0 +1,328 @@
+"""Running coordination's commands: facts from the bus, history from coordination's own store.
+
+Each command is decided on exactly one stream of the store (``events.decide.execute``): the
+case (assignment, referrals, eligibility, claims), the client's schedule (services of all of
+the client's cases) or a budget line. Facts from other streams and from the bus are read
+before and passed to the pure decision; a retried command returns its first result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from events.catalog.base import CaseEvent
+from events.commands import CommandContext, InvalidCommand, NotFound, derived_id
+from events.decide import execute
+from events.envelope import RecordedEvent
+from events.projections.port import ReadModelStore
+from events.store.port import EventStore
+from services.coordination.adapters import read_models as views
+from services.coordination.domain.agency import Agency
+from services.coordination.domain.assignment import decide_assignment, decide_transfer
+from services.coordination.domain.budget import budget_state
+from services.coordination.domain.case import case_state
+from services.coordination.domain.commands import (
+    AcceptReferral,
+    AssignCase,
+    CancelService,
+    CompleteReferral,
+    DeclineReferral,
+    DetermineEligibility,
+    FileInsuranceClaim,
+    MakeReferral,
+    RecordClaimDecision,
+    RecordServiceDelivered,
+    ReleaseBudget,
+    RescheduleService,
+    ReserveBudget,
+    ScheduleService,
+    TransferCase,
+)
+from services.coordination.domain.eligibility import age_on, decide_eligibility
+from services.coordination.domain.facts import (
+    CaseFacts,
+    budget_stream,
+    case_stream,
+    schedule_stream,
+)
+from services.coordination.domain.funding import (
+    decide_claim,
+    decide_claim_decision,
+    decide_release,
+    decide_reservation,
+)
+from services.coordination.domain.permissions import Action, require_role
+from services.coordination.domain.referrals import decide_answer, decide_referral
+from services.coordination.domain.schedule import Schedule, schedule_state
+from services.coordination.domain.scheduling import (
+    decide_cancel,
+    decide_delivered,
+    decide_reschedule,
+    decide_schedule,
+)
+from services.coordination.domain.validation import problems_of
+
+SERVICE = "coordination"
+SOURCE = "casetrail/coordination"
+
+T = TypeVar("T")
+Recorded = list[RecordedEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    store: EventStore
+    read_models: ReadModelStore
+    agency: Agency
+    assignment_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Serialises assignments in this process, so two of them never both take a worker's last
+    free place."""
+
+
+async def assign_case(deps: Dependencies, context: CommandContext, command: AssignCase) -> Recorded:
+    require_role(context.actor.role, Action.ASSIGN_CASE)
+    facts = await case_facts(deps, command.case_id)
+    worker = deps.agency.worker(command.worker_id)
+    on = today(context)
+    async with deps.assignment_lock:
+        load = (
+            0
+            if worker is None
+            else await views.caseload(deps.store, deps.read_models, worker.worker_id)
+        )
+        return await _run(
+            deps,
+            context,
+            case_stream(command.case_id),
+            lambda history: decide_assignment(
+                case_state(history), facts, worker, load, command, on
+            ),
+        )
+
+
+async def transfer_case(
+    deps: Dependencies, context: CommandContext, command: TransferCase
+) -> Recorded:
+    require_role(context.actor.role, Action.TRANSFER_CASE)
+    facts = await case_facts(deps, command.case_id)
+    worker = deps.agency.worker(command.worker_id)
+    on = today(context)
+    async with deps.assignment_lock:
+        load = (
+            0
+            if worker is None
+            else await views.caseload(deps.store, deps.read_models, worker.worker_id)
+        )
+        return await _run(
+            deps,
+            context,
+            case_stream(command.case_id),
+            lambda history: decide_transfer(case_state(history), facts, worker, load, command, on),
+        )
+
+
+async def make_referral(
+    deps: Dependencies, context: CommandContext, command: MakeReferral
+) -> Recorded:
+    require_role(context.actor.role, Action.MAKE_REFERRAL)
+    facts = await case_facts(deps, command.case_id)
+    referral_id = derived_id(context, SOURCE, "referral")
+    return await _run(
+        deps,
+        context,
+        case_stream(command.case_id),
+        lambda _history: decide_referral(facts, command, referral_id),
+    )
+
+
+async def answer_referral(
+    deps: Dependencies,
+    context: CommandContext,
+    command: AcceptReferral | DeclineReferral | CompleteReferral,
+) -> Recorded:
+    require_role(context.actor.role, Action.ANSWER_REFERRAL)
+    return await _run(
+        deps,
+        context,
+        case_stream(command.case_id),
+        lambda history: decide_answer(case_state(history), command),
+    )
+
+
+async def schedule_service(
+    deps: Dependencies, context: CommandContext, command: ScheduleService
+) -> Recorded:
+    require_role(context.actor.role, Action.SCHEDULE_SERVICE)
+    facts = await case_facts(deps, command.case_id)
+    case = case_state(await deps.store.read_stream(case_stream(command.case_id)))
+    service_id = derived_id(context, SOURCE, "service")
+    return await _run(
+        deps,
+        context,
+        schedule_stream(facts.client_id),
+        lambda history: decide_schedule(schedule_state(history), facts, case, command, service_id),
+    )
+
+
+async def reschedule_service(
+    deps: Dependencies, context: CommandContext, command: RescheduleService
+) -> Recorded:
+    require_role(context.actor.role, Action.SCHEDULE_SERVICE)
+    facts = await case_facts(deps, command.case_id)
+    return await _run(
+        deps,
+        context,
+        schedule_stream(facts.client_id),
+        lambda history: decide_reschedule(schedule_state(history), facts, command),
+    )
+
+
+async def cancel_service(
+    deps: Dependencies, context: CommandContext, command: CancelService
+) -> Recorded:
+    require_role(context.actor.role, Action.CANCEL_SERVICE)
+    facts = await case_facts(deps, command.case_id)
+    return await _run(
+        deps,
+        context,
+        schedule_stream(facts.client_id),
+        lambda history: decide_cancel(schedule_state(history), command),
+    )
+
+
+async def record_service_delivered(
+    deps: Dependencies, context: CommandContext, command: RecordServiceDelivered
+) -> Recorded:
+    require_role(context.actor.role, Action.RECORD_DELIVERY)
+    facts = await case_facts(deps, command.case_id)
+    return await _run(
+        deps,
+        context,
+        schedule_stream(facts.client_id),
+        lambda history: decide_delivered(schedule_state(history), command),
+    )
+
+
+async def determine_eligibility(
+    deps: Dependencies, context: CommandContext, command: DetermineEligibility
+) -> Recorded:
+    require_role(context.actor.role, Action.DETERMINE_ELIGIBILITY)
+    facts = await case_facts(deps, command.case_id)
+    program = _required(deps.agency.program(command.program_id), "program", command.program_id)
+    on = today(context)
+    if command.facts.age is None:
+        born = await views.date_of_birth(deps.read_models, facts.client_id)
+        if born is not None:
+            given = command.facts.model_copy(update={"age": age_on(born, on)})
+            command = command.model_copy(update={"facts": given})
+    return await _run(
+        deps,
+        context,
+        case_stream(command.case_id),
+        lambda _history: decide_eligibility(facts, program, command, on),
+    )
+
+
+async def reserve_budget(
+    deps: Dependencies, context: CommandContext, command: ReserveBudget
+) -> Recorded:
+    require_role(context.actor.role, Action.RESERVE_BUDGET)
+    facts = await case_facts(deps, command.case_id)
+    line = _required(
+        deps.agency.budget_line(command.budget_line), "budget line", command.budget_line
+    )
+    schedule = await client_schedule(deps, facts.client_id)
+    reservation_id = derived_id(context, SOURCE, "reservation")
+    return await _run(
+        deps,
+        context,
+        budget_stream(line.budget_line),
+        lambda history: decide_reservation(
+            line, budget_state(history), facts, schedule, command, reservation_id
+        ),
+    )
+
+
+async def release_budget(
+    deps: Dependencies, context: CommandContext, command: ReleaseBudget
+) -> Recorded:
+    require_role(context.actor.role, Action.RESERVE_BUDGET)
+    line = _required(
+        deps.agency.budget_line(command.budget_line), "budget line", command.budget_line
+    )
+    return await _run(
+        deps,
+        context,
+        budget_stream(line.budget_line),
+        lambda history: decide_release(line, budget_state(history), command),
+    )
+
+
+async def file_insurance_claim(
+    deps: Dependencies, context: CommandContext, command: FileInsuranceClaim
+) -> Recorded:
+    require_role(context.actor.role, Action.HANDLE_CLAIM)
+    facts = await case_facts(deps, command.case_id)
+    schedule = await client_schedule(deps, facts.client_id)
+    claim_id = derived_id(context, SOURCE, "claim")
+    return await _run(
+        deps,
+        context,
+        case_stream(command.case_id),
+        lambda history: decide_claim(case_state(history), facts, schedule, command, claim_id),
+    )
+
+
+async def record_claim_decision(
+    deps: Dependencies, context: CommandContext, command: RecordClaimDecision
+) -> Recorded:
+    require_role(context.actor.role, Action.HANDLE_CLAIM)
+    return await _run(
+        deps,
+        context,
+        case_stream(command.case_id),
+        lambda history: decide_claim_decision(case_state(history), command),
+    )
+
+
+async def case_facts(deps: Dependencies, case_id: str) -> CaseFacts:
+    """Intake's facts about the case. They come over the bus shortly after intake records them,
+    so a case opened a moment ago may not be known yet: NOT_FOUND, worth retrying."""
+    facts = await views.case_facts(deps.read_models, case_id)
+    if facts is None:
+        raise NotFound("case", case_id)
+    return facts
+
+
+async def client_schedule(deps: Dependencies, client_id: str) -> Schedule:
+    return schedule_state(await deps.store.read_stream(schedule_stream(client_id)))
+
+
+def today(context: CommandContext) -> date:
+    return (context.occurred_at or datetime.now(UTC)).date()
+
+
+def _required(value: T | None, what: str, identifier: str) -> T:
+    if value is None:
+        raise NotFound(what, identifier)
+    return value
+
+
+async def _run(
+    deps: Dependencies,
+    context: CommandContext,
+    stream: str,
+    decide: Callable[[list[RecordedEvent]], Sequence[CaseEvent]],
+) -> Recorded:
+    try:
+        return await execute(deps.store, SOURCE, context, stream, decide)
+    except ValidationError as error:
+        # Commands are checked field by field when built; what is left are the catalog's
+        # rules spanning several fields of an event.
+        raise InvalidCommand(problems_of(error)) from None

@@ -1,0 +1,118 @@
+"""Reading what coordination knows, with need-to-know checks on who asks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from events.catalog.values import NeedCategory
+from events.commands import NotFound, RuleBroken
+from events.envelope import Actor
+from services.coordination.adapters import read_models as views
+from services.coordination.app.handlers import Dependencies, client_schedule
+from services.coordination.domain.agency import BudgetLine, Program, Worker
+from services.coordination.domain.assignment import fit_refusals, open_needs
+from services.coordination.domain.budget import BudgetLineState, budget_state
+from services.coordination.domain.case import CaseState, case_state
+from services.coordination.domain.facts import CaseFacts, budget_stream, case_stream
+from services.coordination.domain.permissions import Action, require_role
+from services.coordination.domain.schedule import Service, ServiceStatus
+
+
+@dataclass(frozen=True, slots=True)
+class CaseCoordination:
+    facts: CaseFacts
+    state: CaseState
+    services: list[Service]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerLoad:
+    worker: Worker
+    caseload: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerFit:
+    worker: Worker
+    caseload: int
+    refusals: list[RuleBroken]
+
+
+async def case_coordination(deps: Dependencies, actor: Actor, case_id: str) -> CaseCoordination:
+    require_role(actor.role, Action.READ)
+    facts = await views.case_facts(deps.read_models, case_id)
+    if facts is None:
+        raise NotFound("case", case_id)
+    state = case_state(await deps.store.read_stream(case_stream(case_id)))
+    schedule = await client_schedule(deps, facts.client_id)
+    services = sorted(
+        (s for s in schedule.services.values() if s.case_id == case_id),
+        key=lambda service: service.starts_at,
+    )
+    return CaseCoordination(facts, state, services)
+
+
+async def schedule_of_client(
+    deps: Dependencies, actor: Actor, client_id: str, include_past: bool
+) -> list[Service]:
+    require_role(actor.role, Action.READ)
+    schedule = await client_schedule(deps, client_id)
+    return sorted(
+        (
+            service
+            for service in schedule.services.values()
+            if include_past or service.status is ServiceStatus.SCHEDULED
+        ),
+        key=lambda service: service.starts_at,
+    )
+
+
+async def workers(deps: Dependencies, actor: Actor) -> list[WorkerLoad]:
+    require_role(actor.role, Action.READ)
+    loads = await views.caseloads(deps.store, deps.read_models)
+    return [WorkerLoad(worker, loads.get(worker.worker_id, 0)) for worker in deps.agency.workers]
+
+
+async def suggest_workers(
+    deps: Dependencies, actor: Actor, case_id: str, on: date
+) -> tuple[tuple[NeedCategory, ...], list[WorkerFit]]:
+    """The case's open needs and every worker with the reasons they do not fit on ``on`` (if
+    any): fitting workers first, the least loaded (relative to capacity) first."""
+    coordination = await case_coordination(deps, actor, case_id)
+    needs = open_needs(coordination.facts, coordination.state)
+    fits = [
+        WorkerFit(
+            load.worker,
+            load.caseload,
+            fit_refusals(case_id, load.worker, needs, load.caseload, on),
+        )
+        for load in await workers(deps, actor)
+    ]
+    fits.sort(
+        key=lambda fit: (
+            bool(fit.refusals),
+            fit.caseload / max(fit.worker.caseload_capacity, 1),
+            fit.worker.worker_id,
+        )
+    )
+    return needs, fits
+
+
+async def budget_line(
+    deps: Dependencies, actor: Actor, line_id: str
+) -> tuple[BudgetLine, BudgetLineState]:
+    require_role(actor.role, Action.READ)
+    return await budget_line_state(deps, line_id)
+
+
+async def budget_line_state(deps: Dependencies, line_id: str) -> tuple[BudgetLine, BudgetLineState]:
+    line = deps.agency.budget_line(line_id)
+    if line is None:
+        raise NotFound("budget line", line_id)
+    return line, budget_state(await deps.store.read_stream(budget_stream(line_id)))
+
+
+def programs(deps: Dependencies, actor: Actor) -> tuple[Program, ...]:
+    require_role(actor.role, Action.READ)
+    return deps.agency.programs

@@ -1,0 +1,30 @@
+"""Composition of the coordination service: agency configuration, storage, projections (own
+assignments; intake's case facts from the bus) and the gRPC API."""
+
+from __future__ import annotations
+
+import grpc
+
+from casetrail.coordination.v1 import coordination_pb2_grpc
+from events.hosting import Infrastructure, RunningService, host_for
+from services.coordination.adapters.agency_file import FILE_NAME, load_agency
+from services.coordination.adapters.projections import (
+    AssignmentsProjection,
+    CaseFactsProjection,
+)
+from services.coordination.app.handlers import SERVICE, Dependencies
+from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
+
+
+async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningService:
+    # Read before any storage is opened: a bad agency.json stops the start with nothing to undo.
+    agency = load_agency(infra.service_dir(SERVICE) / FILE_NAME)
+    host = await host_for(infra, SERVICE)
+    host.project_own_events(AssignmentsProjection())
+    host.subscribe(CaseFactsProjection())
+    servicer = CoordinationServicer(Dependencies(host.store, host.read_models, agency))
+
+    def register(server: grpc.aio.Server) -> None:
+        coordination_pb2_grpc.add_CoordinationServicer_to_server(servicer, server)
+
+    return await host.start(address, [register], [SERVICE_NAME])

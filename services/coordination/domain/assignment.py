@@ -1,0 +1,161 @@
+"""Who may carry a case: a case-carrying worker whose credentials fit the needs and whose
+caseload has room. Counseling needs call for a licensed social worker; a case manager may not
+counsel and refers the client out instead (a need referred out no longer calls for a licence).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+from events.catalog.assignment import (
+    CASE_CARRYING_ROLES,
+    CaseAssigned,
+    CaseReassigned,
+    CredentialKind,
+    WorkerCredential,
+)
+from events.catalog.base import CaseEvent, Role
+from events.catalog.values import NeedCategory
+from events.commands import NotFound, RuleBroken
+from services.coordination.domain import errors
+from services.coordination.domain.agency import Worker
+from services.coordination.domain.case import CaseState
+from services.coordination.domain.commands import AssignCase, TransferCase
+from services.coordination.domain.facts import CaseFacts
+
+COUNSELING_NEEDS = frozenset(
+    {NeedCategory.COUNSELING, NeedCategory.MENTAL_HEALTH, NeedCategory.SUBSTANCE_USE}
+)
+
+
+def open_needs(facts: CaseFacts, state: CaseState) -> tuple[NeedCategory, ...]:
+    """The case's needs its worker must take on: those not referred to an outside provider."""
+    referred = state.referred_needs()
+    return tuple(need for need in facts.needs if need not in referred)
+
+
+def counseling_licence(worker: Worker, on: date) -> WorkerCredential | None:
+    """The worker's licence that allows counseling, valid on ``on``, if any."""
+    if worker.role is not Role.SOCIAL_WORKER:
+        return None
+    return next(
+        (
+            credential
+            for credential in worker.credentials
+            if credential.kind is CredentialKind.LICENCE
+            and credential.name.upper() in errors.COUNSELING_LICENCES
+            and (credential.valid_until is None or credential.valid_until >= on)
+        ),
+        None,
+    )
+
+
+def fit_refusals(
+    case_id: str, worker: Worker, needs: Sequence[NeedCategory], caseload: int, on: date
+) -> list[RuleBroken]:
+    """Every reason the worker may not take the case, most fundamental first (empty: fits)."""
+    refusals = []
+    if worker.role not in CASE_CARRYING_ROLES:
+        refusals.append(errors.worker_does_not_carry_cases(worker.worker_id, worker.role.value))
+    counseling = [need for need in needs if need in COUNSELING_NEEDS]
+    if counseling and counseling_licence(worker, on) is None:
+        refusals.append(
+            errors.counseling_requires_licence(
+                case_id, worker.worker_id, worker.role.value, counseling
+            )
+        )
+    if caseload >= worker.caseload_capacity:
+        refusals.append(errors.caseload_full(worker.worker_id, caseload, worker.caseload_capacity))
+    return refusals
+
+
+def decide_assignment(
+    state: CaseState,
+    facts: CaseFacts,
+    worker: Worker | None,
+    caseload: int,
+    command: AssignCase,
+    on: date,
+) -> list[CaseEvent]:
+    if facts.closed:
+        raise errors.case_closed(facts.case_id)
+    if worker is None:
+        raise NotFound("worker", command.worker_id)
+    if state.worker_id is not None:
+        raise RuleBroken(
+            errors.CASE_ALREADY_ASSIGNED,
+            f"case {facts.case_id} is already carried by {state.worker_id}; use TransferCase",
+            subject=f"case/{facts.case_id}",
+            current_worker_id=state.worker_id,
+        )
+    needs = _fitting(facts, state, worker, caseload, on)
+    return [
+        CaseAssigned(
+            case_id=facts.case_id,
+            worker_id=worker.worker_id,
+            worker_role=worker.role,
+            credentials=worker.credentials,
+            matched_needs=needs,
+            reason=command.reason or explain(worker, needs, caseload, on),
+        )
+    ]
+
+
+def decide_transfer(
+    state: CaseState,
+    facts: CaseFacts,
+    worker: Worker | None,
+    caseload: int,
+    command: TransferCase,
+    on: date,
+) -> list[CaseEvent]:
+    if facts.closed:
+        raise errors.case_closed(facts.case_id)
+    if worker is None:
+        raise NotFound("worker", command.worker_id)
+    if state.worker_id is None:
+        raise RuleBroken(
+            errors.CASE_NOT_ASSIGNED,
+            f"case {facts.case_id} has no worker yet; use AssignCase",
+            subject=f"case/{facts.case_id}",
+        )
+    if state.worker_id == worker.worker_id:
+        raise RuleBroken(
+            errors.ALREADY_ASSIGNED_TO_WORKER,
+            f"case {facts.case_id} is already carried by {worker.worker_id}",
+            subject=f"case/{facts.case_id}",
+            current_worker_id=state.worker_id,
+        )
+    _fitting(facts, state, worker, caseload, on)
+    return [
+        CaseReassigned(
+            case_id=facts.case_id,
+            previous_worker_id=state.worker_id,
+            worker_id=worker.worker_id,
+            worker_role=worker.role,
+            credentials=worker.credentials,
+            reason=command.reason,
+        )
+    ]
+
+
+def explain(worker: Worker, needs: Sequence[NeedCategory], caseload: int, on: date) -> str:
+    """Why the worker fits, in words for the case record."""
+    licence = counseling_licence(worker, on)
+    qualification = f"{licence.name} licence" if licence is not None else worker.role.value
+    covered = ", ".join(need.value for need in needs) or "no open needs"
+    return (
+        f"{qualification} fits {covered}; caseload {caseload} of {worker.caseload_capacity} "
+        "before this case"
+    )
+
+
+def _fitting(
+    facts: CaseFacts, state: CaseState, worker: Worker, caseload: int, on: date
+) -> tuple[NeedCategory, ...]:
+    needs = open_needs(facts, state)
+    refusals = fit_refusals(facts.case_id, worker, needs, caseload, on)
+    if refusals:
+        raise refusals[0]
+    return needs

@@ -1,0 +1,115 @@
+"""The case as coordination's own ``case-<id>`` stream tells it: who carries it, referrals,
+eligibility decisions and insurance claims."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from events.catalog.assignment import CaseAssigned, CaseReassigned
+from events.catalog.base import Role
+from events.catalog.eligibility import EligibilityDetermined
+from events.catalog.funding import ClaimDecision, InsuranceClaimDecided, InsuranceClaimFiled
+from events.catalog.referrals import (
+    ReferralAccepted,
+    ReferralCompleted,
+    ReferralDeclined,
+    ReferralMade,
+)
+from events.catalog.values import Money, NeedCategory, Provider
+from events.envelope import RecordedEvent
+
+
+class ReferralStatus(StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    COMPLETED = "completed"
+
+
+@dataclass(slots=True)
+class Referral:
+    referral_id: str
+    provider: Provider
+    need_category: NeedCategory
+    service: str
+    urgency: str
+    status: ReferralStatus = ReferralStatus.PENDING
+
+
+@dataclass(slots=True)
+class Claim:
+    claim_id: str
+    insurer: Provider
+    amount_claimed: Money
+    service_ids: tuple[str, ...]
+    decision: ClaimDecision | None = None
+    amount_approved: Money | None = None
+
+    @property
+    def status(self) -> str:
+        return "filed" if self.decision is None else self.decision.value
+
+    @property
+    def covers_services(self) -> bool:
+        """A denied claim leaves its services free to be claimed again."""
+        return self.decision is not ClaimDecision.DENIED
+
+
+@dataclass(slots=True)
+class CaseState:
+    version: int = 0
+    worker_id: str | None = None
+    worker_role: Role | None = None
+    referrals: dict[str, Referral] = field(default_factory=dict)
+    eligibility: list[EligibilityDetermined] = field(default_factory=list)
+    claims: dict[str, Claim] = field(default_factory=dict)
+
+    def referred_needs(self) -> frozenset[NeedCategory]:
+        """Needs handed to an outside provider that has not turned them down."""
+        return frozenset(
+            referral.need_category
+            for referral in self.referrals.values()
+            if referral.status is not ReferralStatus.DECLINED
+        )
+
+
+def case_state(history: Iterable[RecordedEvent]) -> CaseState:
+    state = CaseState()
+    for recorded in history:
+        state.version = recorded.sequence
+        _apply(state, recorded)
+    return state
+
+
+def _apply(state: CaseState, recorded: RecordedEvent) -> None:
+    event = recorded.event
+    match event:
+        case CaseAssigned() | CaseReassigned():
+            state.worker_id = event.worker_id
+            state.worker_role = event.worker_role
+        case ReferralMade():
+            state.referrals[event.referral_id] = Referral(
+                event.referral_id,
+                event.provider,
+                event.need_category,
+                event.service,
+                event.urgency.value,
+            )
+        case ReferralAccepted():
+            state.referrals[event.referral_id].status = ReferralStatus.ACCEPTED
+        case ReferralDeclined():
+            state.referrals[event.referral_id].status = ReferralStatus.DECLINED
+        case ReferralCompleted():
+            state.referrals[event.referral_id].status = ReferralStatus.COMPLETED
+        case EligibilityDetermined():
+            state.eligibility.append(event)
+        case InsuranceClaimFiled():
+            state.claims[event.claim_id] = Claim(
+                event.claim_id, event.insurer, event.amount_claimed, event.service_ids
+            )
+        case InsuranceClaimDecided():
+            claim = state.claims[event.claim_id]
+            claim.decision = event.decision
+            claim.amount_approved = event.amount_approved

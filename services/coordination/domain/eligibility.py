@@ -1,0 +1,130 @@
+"""Programme eligibility: every rule of the programme is checked and its outcome, met or not,
+is recorded as a reason, so the decision can be explained and reviewed."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from events.catalog.base import CaseEvent
+from events.catalog.eligibility import EligibilityDetermined, EligibilityFacts
+from events.catalog.values import Money
+from events.commands import InvalidCommand
+from events.errors import FieldProblem
+from services.coordination.domain import errors
+from services.coordination.domain.agency import Program
+from services.coordination.domain.commands import DetermineEligibility
+from services.coordination.domain.facts import CaseFacts
+
+
+def evaluate(program: Program, facts: EligibilityFacts) -> tuple[bool, list[str]]:
+    """(eligible, one reason per rule). Facts a rule needs but that are missing are refused."""
+    _require_facts(program, facts)
+    outcomes: list[tuple[bool, str]] = []
+    age = facts.age
+    if program.min_age is not None and age is not None:
+        met = age >= program.min_age
+        outcomes.append(
+            (met, f"age {age} is {'at least' if met else 'under'} the minimum of {program.min_age}")
+        )
+    if program.max_age is not None and age is not None:
+        met = age <= program.max_age
+        outcomes.append(
+            (met, f"age {age} is {'within' if met else 'over'} the maximum of {program.max_age}")
+        )
+    limit = program.max_monthly_income
+    if limit is not None and facts.monthly_income is not None:
+        income = facts.monthly_income
+        met = income.amount_minor_units <= limit.amount_minor_units
+        outcomes.append(
+            (
+                met,
+                f"monthly income {_money(income)} is "
+                f"{'within' if met else 'over'} the limit of {_money(limit)}",
+            )
+        )
+    if program.residence_in and facts.residence is not None:
+        met = facts.residence in program.residence_in
+        area = ", ".join(program.residence_in)
+        outcomes.append(
+            (
+                met,
+                f"residence {facts.residence} is {'in' if met else 'outside'} the programme's "
+                f"area ({area})",
+            )
+        )
+    if not outcomes:
+        outcomes.append((True, f"{program.name} has no eligibility conditions"))
+    return all(met for met, _ in outcomes), [reason for _, reason in outcomes]
+
+
+def decide_eligibility(
+    facts: CaseFacts, program: Program, command: DetermineEligibility, on: date
+) -> list[CaseEvent]:
+    if facts.closed:
+        raise errors.case_closed(facts.case_id)
+    eligible, reasons = evaluate(program, command.facts)
+    valid_until = (
+        on + timedelta(days=program.valid_for_days)
+        if eligible and program.valid_for_days is not None
+        else None
+    )
+    return [
+        EligibilityDetermined(
+            case_id=facts.case_id,
+            program_id=program.program_id,
+            program_name=program.name,
+            eligible=eligible,
+            reasons=tuple(reasons),
+            facts=command.facts,
+            valid_until=valid_until,
+        )
+    ]
+
+
+def age_on(birth: date, on: date) -> int:
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+
+def _require_facts(program: Program, facts: EligibilityFacts) -> None:
+    problems = []
+    if (program.min_age is not None or program.max_age is not None) and facts.age is None:
+        problems.append(_needed("facts.age", program, "an age condition"))
+    limit = program.max_monthly_income
+    if limit is not None:
+        income = facts.monthly_income
+        if income is None:
+            problems.append(_needed("facts.monthly_income", program, "an income limit"))
+        elif income.currency != limit.currency:
+            problems.append(
+                FieldProblem(
+                    "facts.monthly_income.currency",
+                    f"must be {limit.currency}, the currency of {program.program_id}'s limit",
+                )
+            )
+    if program.residence_in and facts.residence is None:
+        problems.append(_needed("facts.residence", program, "a residence condition"))
+    if problems:
+        raise InvalidCommand(problems)
+
+
+def _needed(field: str, program: Program, what: str) -> FieldProblem:
+    return FieldProblem(field, f"required: programme {program.program_id} has {what}")
+
+
+def _money(money: Money) -> str:
+    whole, cents = divmod(money.amount_minor_units, 100)
+    return f"{whole}.{cents:02d} {money.currency}"
+
+
+def describe_rules(program: Program) -> list[str]:
+    """The programme's rules in words, for people choosing where to apply."""
+    rules = []
+    if program.min_age is not None:
+        rules.append(f"age at least {program.min_age}")
+    if program.max_age is not None:
+        rules.append(f"age at most {program.max_age}")
+    if program.max_monthly_income is not None:
+        rules.append(f"monthly income at most {_money(program.max_monthly_income)}")
+    if program.residence_in:
+        rules.append(f"residence in {', '.join(program.residence_in)}")
+    return rules

@@ -1,0 +1,132 @@
+"""Coordination's refusals: the platform's kinds, with the rule names coordination uses.
+
+Each constructor gives the details a caller needs to act on the refusal (the conflicting
+appointment, what is left on a budget line, the referral to make instead...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from events.catalog.values import Money, NeedCategory
+from events.commands import RuleBroken
+
+CASE_CLOSED = "CASE_CLOSED"
+CASE_ALREADY_ASSIGNED = "CASE_ALREADY_ASSIGNED"
+CASE_NOT_ASSIGNED = "CASE_NOT_ASSIGNED"
+ALREADY_ASSIGNED_TO_WORKER = "ALREADY_ASSIGNED_TO_WORKER"
+WORKER_DOES_NOT_CARRY_CASES = "WORKER_DOES_NOT_CARRY_CASES"
+COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER = "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+CASELOAD_FULL = "CASELOAD_FULL"
+REFERRAL_PROVIDER_MISMATCH = "REFERRAL_PROVIDER_MISMATCH"
+REFERRAL_NOT_PENDING = "REFERRAL_NOT_PENDING"
+REFERRAL_NOT_ACCEPTED = "REFERRAL_NOT_ACCEPTED"
+REFERRAL_NOT_USABLE = "REFERRAL_NOT_USABLE"
+SCHEDULE_CONFLICT = "SCHEDULE_CONFLICT"
+SERVICE_NOT_SCHEDULED = "SERVICE_NOT_SCHEDULED"
+SERVICE_CANCELLED = "SERVICE_CANCELLED"
+SERVICE_ALREADY_CLAIMED = "SERVICE_ALREADY_CLAIMED"
+BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+BUDGET_LINE_DOES_NOT_FUND_SERVICE = "BUDGET_LINE_DOES_NOT_FUND_SERVICE"
+RESERVATION_ALREADY_RELEASED = "RESERVATION_ALREADY_RELEASED"
+RELEASE_EXCEEDS_RESERVATION = "RELEASE_EXCEEDS_RESERVATION"
+CLAIM_ALREADY_DECIDED = "CLAIM_ALREADY_DECIDED"
+INSURER_MISMATCH = "INSURER_MISMATCH"
+APPROVED_AMOUNT_EXCEEDS_CLAIM = "APPROVED_AMOUNT_EXCEEDS_CLAIM"
+
+COUNSELING_LICENCES = ("LBSW", "LMSW", "LCSW")
+
+# Who a case manager refers the client to instead of counseling them (they may not counsel).
+REFERRAL_FOR_NEED = {
+    NeedCategory.SUBSTANCE_USE: "addiction counselor",
+    NeedCategory.MENTAL_HEALTH: "licensed counselor or clinical social worker (LCSW)",
+    NeedCategory.COUNSELING: "licensed counselor or clinical social worker (LCSW)",
+}
+
+
+def case_closed(case_id: str) -> RuleBroken:
+    return RuleBroken(
+        CASE_CLOSED,
+        f"case {case_id} is closed; it must be reopened at intake first",
+        subject=f"case/{case_id}",
+    )
+
+
+def counseling_requires_licence(
+    case_id: str, worker_id: str, worker_role: str, needs: Iterable[NeedCategory]
+) -> RuleBroken:
+    needs = tuple(needs)
+    referrals = "; ".join(f"{need.value}: {REFERRAL_FOR_NEED[need]}" for need in needs)
+    return RuleBroken(
+        COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER,
+        f"case {case_id} needs {', '.join(n.value for n in needs)}, which only a licensed social "
+        f"worker ({', '.join(COUNSELING_LICENCES)}) may take on; worker {worker_id} "
+        f"({worker_role}) may not counsel. Assign a licensed social worker, or refer the client "
+        f"({referrals}) with MakeReferral and assign {worker_id} for the other needs",
+        subject=f"worker/{worker_id}",
+        worker_id=worker_id,
+        worker_role=worker_role,
+        needs=",".join(need.value for need in needs),
+        required_licences=",".join(COUNSELING_LICENCES),
+        suggested_referrals=referrals,
+        suggested_action="MakeReferral",
+    )
+
+
+def caseload_full(worker_id: str, caseload: int, capacity: int) -> RuleBroken:
+    return RuleBroken(
+        CASELOAD_FULL,
+        f"worker {worker_id} already carries {caseload} open cases (capacity {capacity})",
+        subject=f"worker/{worker_id}",
+        worker_id=worker_id,
+        caseload=str(caseload),
+        capacity=str(capacity),
+    )
+
+
+def worker_does_not_carry_cases(worker_id: str, role: str) -> RuleBroken:
+    return RuleBroken(
+        WORKER_DOES_NOT_CARRY_CASES,
+        f"worker {worker_id} is a {role}; only case managers and social workers carry cases",
+        subject=f"worker/{worker_id}",
+        worker_id=worker_id,
+        worker_role=role,
+    )
+
+
+def schedule_conflict(
+    kind: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    other_id: str,
+    other_case_id: str,
+    other_kind: str,
+    other_starts_at: datetime,
+    other_ends_at: datetime,
+) -> RuleBroken:
+    return RuleBroken(
+        SCHEDULE_CONFLICT,
+        f"{kind} from {starts_at.isoformat()} to {ends_at.isoformat()} overlaps {other_kind} "
+        f"service {other_id} (case {other_case_id}) from {other_starts_at.isoformat()} to "
+        f"{other_ends_at.isoformat()}; the client cannot attend both, choose another time",
+        subject=f"service/{other_id}",
+        conflicting_service_id=other_id,
+        conflicting_case_id=other_case_id,
+        conflicting_kind=other_kind,
+        conflicting_starts_at=other_starts_at.isoformat(),
+        conflicting_ends_at=other_ends_at.isoformat(),
+    )
+
+
+def budget_exceeded(budget_line: str, requested: Money, available: int) -> RuleBroken:
+    return RuleBroken(
+        BUDGET_EXCEEDED,
+        f"budget line {budget_line} has {available} {requested.currency} (minor units) left; "
+        f"{requested.amount_minor_units} were requested",
+        subject=f"budget_line/{budget_line}",
+        budget_line=budget_line,
+        requested=str(requested.amount_minor_units),
+        available=str(available),
+        currency=requested.currency,
+    )

@@ -1,0 +1,212 @@
+"""Paying for services: agency budget reservations that never overspend a line, and insurance
+claims for the case's services."""
+
+from __future__ import annotations
+
+from events.catalog.base import CaseEvent
+from events.catalog.funding import (
+    BudgetReleased,
+    BudgetReserved,
+    InsuranceClaimDecided,
+    InsuranceClaimFiled,
+)
+from events.catalog.values import Money
+from events.commands import InvalidCommand, NotFound, RuleBroken
+from events.errors import FieldProblem
+from services.coordination.domain import errors
+from services.coordination.domain.agency import BudgetLine
+from services.coordination.domain.budget import BudgetLineState, Reservation
+from services.coordination.domain.case import CaseState
+from services.coordination.domain.commands import (
+    FileInsuranceClaim,
+    RecordClaimDecision,
+    ReleaseBudget,
+    ReserveBudget,
+)
+from services.coordination.domain.facts import CaseFacts
+from services.coordination.domain.schedule import Schedule, ServiceStatus
+from services.coordination.domain.validation import validated
+
+
+def decide_reservation(
+    line: BudgetLine,
+    state: BudgetLineState,
+    facts: CaseFacts,
+    schedule: Schedule,
+    command: ReserveBudget,
+    reservation_id: str,
+) -> list[CaseEvent]:
+    if facts.closed:
+        raise errors.case_closed(facts.case_id)
+    _same_currency(command.amount, line.amount.currency, "amount.currency", line.budget_line)
+    service = None
+    if command.service_id is not None:
+        service = schedule.of_case(facts.case_id, command.service_id)
+        if service is None:
+            raise NotFound("service", command.service_id)
+        if service.status is ServiceStatus.CANCELLED:
+            raise _service_cancelled(service.service_id)
+    if line.funds_service_kinds and (
+        service is None or service.kind not in line.funds_service_kinds
+    ):
+        kinds = ", ".join(kind.value for kind in line.funds_service_kinds)
+        what = "a service without a service_id" if service is None else service.kind.value
+        raise RuleBroken(
+            errors.BUDGET_LINE_DOES_NOT_FUND_SERVICE,
+            f"budget line {line.budget_line} pays only for {kinds}, not {what}",
+            subject=f"budget_line/{line.budget_line}",
+            budget_line=line.budget_line,
+            funds_service_kinds=kinds,
+        )
+    available = line.amount.amount_minor_units - state.committed
+    if command.amount.amount_minor_units > available:
+        raise errors.budget_exceeded(line.budget_line, command.amount, available)
+    return [
+        BudgetReserved(
+            case_id=facts.case_id,
+            reservation_id=reservation_id,
+            budget_line=line.budget_line,
+            amount=command.amount,
+            service_id=command.service_id,
+        )
+    ]
+
+
+def decide_release(
+    line: BudgetLine, state: BudgetLineState, command: ReleaseBudget
+) -> list[CaseEvent]:
+    reservation = _reservation_of_case(state, command.case_id, command.reservation_id)
+    if reservation.remaining == 0:
+        raise RuleBroken(
+            errors.RESERVATION_ALREADY_RELEASED,
+            f"reservation {reservation.reservation_id} was already released in full",
+            subject=f"reservation/{reservation.reservation_id}",
+        )
+    amount = command.amount or Money(
+        amount_minor_units=reservation.remaining, currency=line.amount.currency
+    )
+    _same_currency(amount, line.amount.currency, "amount.currency", line.budget_line)
+    if amount.amount_minor_units > reservation.remaining:
+        raise RuleBroken(
+            errors.RELEASE_EXCEEDS_RESERVATION,
+            f"reservation {reservation.reservation_id} holds {reservation.remaining}; "
+            f"{amount.amount_minor_units} cannot be released",
+            subject=f"reservation/{reservation.reservation_id}",
+            remaining=str(reservation.remaining),
+            requested=str(amount.amount_minor_units),
+            currency=amount.currency,
+        )
+    return [
+        BudgetReleased(
+            case_id=command.case_id,
+            reservation_id=reservation.reservation_id,
+            budget_line=line.budget_line,
+            amount=amount,
+            service_id=reservation.service_id,
+            reason=command.reason,
+        )
+    ]
+
+
+def decide_claim(
+    case: CaseState,
+    facts: CaseFacts,
+    schedule: Schedule,
+    command: FileInsuranceClaim,
+    claim_id: str,
+) -> list[CaseEvent]:
+    claimed = {
+        service_id: claim.claim_id
+        for claim in case.claims.values()
+        if claim.covers_services
+        for service_id in claim.service_ids
+    }
+    for service_id in command.service_ids:
+        service = schedule.of_case(facts.case_id, service_id)
+        if service is None:
+            raise NotFound("service", service_id)
+        if service.status is ServiceStatus.CANCELLED:
+            raise _service_cancelled(service_id)
+        if service_id in claimed:
+            raise RuleBroken(
+                errors.SERVICE_ALREADY_CLAIMED,
+                f"service {service_id} is already covered by claim {claimed[service_id]}",
+                subject=f"service/{service_id}",
+                claim_id=claimed[service_id],
+            )
+    return [
+        InsuranceClaimFiled(
+            case_id=facts.case_id,
+            claim_id=claim_id,
+            insurer=command.insurer,
+            policy_number=command.policy_number,
+            amount_claimed=command.amount_claimed,
+            service_ids=command.service_ids,
+        )
+    ]
+
+
+def decide_claim_decision(case: CaseState, command: RecordClaimDecision) -> list[CaseEvent]:
+    claim = case.claims.get(command.claim_id)
+    if claim is None:
+        raise NotFound("claim", command.claim_id)
+    if claim.decision is not None:
+        raise RuleBroken(
+            errors.CLAIM_ALREADY_DECIDED,
+            f"claim {claim.claim_id} was already decided: {claim.decision.value}",
+            subject=f"claim/{claim.claim_id}",
+            decision=claim.decision.value,
+        )
+    if claim.insurer.provider_id != command.insurer_id:
+        raise RuleBroken(
+            errors.INSURER_MISMATCH,
+            f"claim {claim.claim_id} was filed with {claim.insurer.provider_id}, "
+            f"not {command.insurer_id}",
+            subject=f"claim/{claim.claim_id}",
+            claim_insurer_id=claim.insurer.provider_id,
+        )
+    claimed = claim.amount_claimed
+    _same_currency(command.amount_approved, claimed.currency, "amount_approved.currency", None)
+    if command.amount_approved.amount_minor_units > claimed.amount_minor_units:
+        raise RuleBroken(
+            errors.APPROVED_AMOUNT_EXCEEDS_CLAIM,
+            f"claim {claim.claim_id} was for {claimed.amount_minor_units} {claimed.currency}; "
+            f"{command.amount_approved.amount_minor_units} cannot be approved",
+            subject=f"claim/{claim.claim_id}",
+            amount_claimed=str(claimed.amount_minor_units),
+            currency=claimed.currency,
+        )
+    # The catalog ties amount and reason to the decision (denied: zero and a reason).
+    decided = validated(
+        InsuranceClaimDecided,
+        {
+            "case_id": command.case_id,
+            "claim_id": claim.claim_id,
+            "insurer_id": command.insurer_id,
+            "decision": command.decision,
+            "amount_approved": command.amount_approved,
+            "reason": command.reason,
+        },
+    )
+    return [decided]
+
+
+def _reservation_of_case(state: BudgetLineState, case_id: str, reservation_id: str) -> Reservation:
+    reservation = state.reservations.get(reservation_id)
+    if reservation is None or reservation.case_id != case_id:
+        raise NotFound("reservation", reservation_id)
+    return reservation
+
+
+def _same_currency(money: Money, currency: str, field: str, budget_line: str | None) -> None:
+    if money.currency != currency:
+        of = f"budget line {budget_line}" if budget_line else "the claim"
+        raise InvalidCommand([FieldProblem(field, f"must be {currency}, the currency of {of}")])
+
+
+def _service_cancelled(service_id: str) -> RuleBroken:
+    return RuleBroken(
+        errors.SERVICE_CANCELLED,
+        f"service {service_id} was cancelled",
+        subject=f"service/{service_id}",
+    )

@@ -1,0 +1,48 @@
+"""Which roles may do what in coordination."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from events.catalog.base import Role
+from events.commands import NotAllowed
+
+
+class Action(StrEnum):
+    ASSIGN_CASE = "assign a case"
+    TRANSFER_CASE = "transfer a case to another worker"
+    MAKE_REFERRAL = "refer a client"
+    ANSWER_REFERRAL = "accept, decline or complete a referral"
+    SCHEDULE_SERVICE = "schedule or reschedule a service"
+    CANCEL_SERVICE = "cancel a service"
+    RECORD_DELIVERY = "record that a service was delivered"
+    DETERMINE_ELIGIBILITY = "determine eligibility for a programme"
+    RESERVE_BUDGET = "reserve or release agency budget"
+    HANDLE_CLAIM = "file an insurance claim or record its decision"
+    READ = "read coordination records"
+
+
+_WORKERS = frozenset({Role.COORDINATOR, Role.CASE_MANAGER, Role.SOCIAL_WORKER})
+_DECIDERS = frozenset({Role.COORDINATOR, Role.SUPERVISOR})
+
+ALLOWED: dict[Action, frozenset[Role]] = {
+    # The coordinator assigns but never carries the case; a supervisor may step in.
+    Action.ASSIGN_CASE: _DECIDERS,
+    Action.TRANSFER_CASE: _DECIDERS,
+    Action.MAKE_REFERRAL: _WORKERS,
+    # Only the agency that received the referral answers it.
+    Action.ANSWER_REFERRAL: frozenset({Role.PARTNER_AGENCY}),
+    Action.SCHEDULE_SERVICE: _WORKERS,
+    Action.CANCEL_SERVICE: _WORKERS | {Role.PARTNER_AGENCY},
+    Action.RECORD_DELIVERY: _WORKERS | {Role.PARTNER_AGENCY},
+    Action.DETERMINE_ELIGIBILITY: _WORKERS,
+    # Agency money is committed by those accountable for the budget.
+    Action.RESERVE_BUDGET: _DECIDERS,
+    Action.HANDLE_CLAIM: frozenset({Role.COORDINATOR, Role.CASE_MANAGER}),
+    Action.READ: _WORKERS | {Role.SUPERVISOR, Role.AUDITOR},
+}
+
+
+def require_role(role: Role, action: Action) -> None:
+    if role not in ALLOWED[action]:
+        raise NotAllowed(role.value, action.value)

@@ -1,0 +1,101 @@
+"""Referrals (orientation) to outside agencies and professionals: made, then answered by the
+provider they were made to."""
+
+from __future__ import annotations
+
+from events.catalog.base import CaseEvent
+from events.catalog.referrals import (
+    ReferralAccepted,
+    ReferralCompleted,
+    ReferralDeclined,
+    ReferralMade,
+)
+from events.commands import NotFound, RuleBroken
+from services.coordination.domain import errors
+from services.coordination.domain.case import CaseState, Referral, ReferralStatus
+from services.coordination.domain.commands import (
+    AcceptReferral,
+    CompleteReferral,
+    DeclineReferral,
+    MakeReferral,
+)
+from services.coordination.domain.facts import CaseFacts
+
+
+def decide_referral(facts: CaseFacts, command: MakeReferral, referral_id: str) -> list[CaseEvent]:
+    if facts.closed:
+        raise errors.case_closed(facts.case_id)
+    return [
+        ReferralMade(
+            case_id=facts.case_id,
+            referral_id=referral_id,
+            provider=command.provider,
+            need_category=command.need_category,
+            service=command.service,
+            urgency=command.urgency,
+            reason=command.reason,
+        )
+    ]
+
+
+def decide_answer(
+    state: CaseState, command: AcceptReferral | DeclineReferral | CompleteReferral
+) -> list[CaseEvent]:
+    referral = _answerable(state, command.case_id, command.referral_id, command.provider_id)
+    match command:
+        case AcceptReferral():
+            _require_status(referral, ReferralStatus.PENDING, errors.REFERRAL_NOT_PENDING)
+            return [
+                ReferralAccepted(
+                    case_id=command.case_id,
+                    referral_id=referral.referral_id,
+                    provider_id=command.provider_id,
+                    expected_start_date=command.expected_start_date,
+                    contact_person=command.contact_person,
+                )
+            ]
+        case DeclineReferral():
+            _require_status(referral, ReferralStatus.PENDING, errors.REFERRAL_NOT_PENDING)
+            return [
+                ReferralDeclined(
+                    case_id=command.case_id,
+                    referral_id=referral.referral_id,
+                    provider_id=command.provider_id,
+                    reason=command.reason,
+                )
+            ]
+        case CompleteReferral():
+            _require_status(referral, ReferralStatus.ACCEPTED, errors.REFERRAL_NOT_ACCEPTED)
+            return [
+                ReferralCompleted(
+                    case_id=command.case_id,
+                    referral_id=referral.referral_id,
+                    provider_id=command.provider_id,
+                    outcome=command.outcome,
+                )
+            ]
+
+
+def _answerable(state: CaseState, case_id: str, referral_id: str, provider_id: str) -> Referral:
+    referral = state.referrals.get(referral_id)
+    if referral is None:
+        raise NotFound("referral", referral_id)
+    if referral.provider.provider_id != provider_id:
+        raise RuleBroken(
+            errors.REFERRAL_PROVIDER_MISMATCH,
+            f"referral {referral_id} of case {case_id} was made to "
+            f"{referral.provider.provider_id}, not {provider_id}",
+            subject=f"referral/{referral_id}",
+            referral_provider_id=referral.provider.provider_id,
+        )
+    return referral
+
+
+def _require_status(referral: Referral, status: ReferralStatus, rule: str) -> None:
+    if referral.status is not status:
+        raise RuleBroken(
+            rule,
+            f"referral {referral.referral_id} is {referral.status.value}, not {status.value}",
+            subject=f"referral/{referral.referral_id}",
+            status=referral.status.value,
+        )

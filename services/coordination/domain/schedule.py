@@ -1,0 +1,100 @@
+"""A client's services across all of their cases (the ``schedule-<client>`` stream), and the
+overlap rule: the client cannot be in two places at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from events.catalog.scheduling import (
+    ServiceCancelled,
+    ServiceDelivered,
+    ServiceKind,
+    ServiceLocation,
+    ServiceRescheduled,
+    ServiceScheduled,
+)
+from events.catalog.values import Provider
+from events.envelope import RecordedEvent
+
+
+class ServiceStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    CANCELLED = "cancelled"
+    DELIVERED = "delivered"
+
+
+@dataclass(slots=True)
+class Service:
+    service_id: str
+    case_id: str
+    kind: ServiceKind
+    provider: Provider
+    starts_at: datetime
+    ends_at: datetime
+    location: ServiceLocation
+    referral_id: str | None
+    goal_id: str | None
+    status: ServiceStatus = ServiceStatus.SCHEDULED
+
+    def overlaps(self, starts_at: datetime, ends_at: datetime) -> bool:
+        """Half-open slots: one service may start the moment another ends."""
+        return starts_at < self.ends_at and self.starts_at < ends_at
+
+
+@dataclass(slots=True)
+class Schedule:
+    version: int
+    services: dict[str, Service]
+
+    def conflict(
+        self, starts_at: datetime, ends_at: datetime, ignore: str | None = None
+    ) -> Service | None:
+        """The earliest still-scheduled service overlapping the slot, if any."""
+        clashing = [
+            service
+            for service in self.services.values()
+            if service.status is ServiceStatus.SCHEDULED
+            and service.service_id != ignore
+            and service.overlaps(starts_at, ends_at)
+        ]
+        return min(clashing, key=lambda service: service.starts_at, default=None)
+
+    def of_case(self, case_id: str, service_id: str) -> Service | None:
+        service = self.services.get(service_id)
+        return service if service is not None and service.case_id == case_id else None
+
+
+def schedule_state(history: Iterable[RecordedEvent]) -> Schedule:
+    schedule = Schedule(0, {})
+    for recorded in history:
+        schedule.version = recorded.sequence
+        event = recorded.event
+        match event:
+            case ServiceScheduled():
+                schedule.services[event.service_id] = Service(
+                    event.service_id,
+                    event.case_id,
+                    event.kind,
+                    event.provider,
+                    event.starts_at,
+                    event.ends_at,
+                    event.location,
+                    event.referral_id,
+                    event.goal_id,
+                )
+            case ServiceRescheduled():
+                service = schedule.services[event.service_id]
+                service.starts_at = event.starts_at
+                service.ends_at = event.ends_at
+                service.location = event.location
+            case ServiceCancelled():
+                schedule.services[event.service_id].status = ServiceStatus.CANCELLED
+            case ServiceDelivered():
+                service = schedule.services[event.service_id]
+                service.status = ServiceStatus.DELIVERED
+                service.starts_at = event.starts_at
+                service.ends_at = event.ends_at
+    return schedule

@@ -1,0 +1,138 @@
+"""Scheduling decisions on the client's schedule (all of the client's cases at once)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from events.catalog.base import CaseEvent
+from events.catalog.scheduling import (
+    ServiceCancelled,
+    ServiceDelivered,
+    ServiceRescheduled,
+    ServiceScheduled,
+)
+from events.commands import NotFound, RuleBroken
+from services.coordination.domain import errors
+from services.coordination.domain.case import CaseState, ReferralStatus
+from services.coordination.domain.commands import (
+    CancelService,
+    RecordServiceDelivered,
+    RescheduleService,
+    ScheduleService,
+)
+from services.coordination.domain.facts import CaseFacts
+from services.coordination.domain.schedule import Schedule, Service, ServiceStatus
+
+
+def decide_schedule(
+    schedule: Schedule,
+    facts: CaseFacts,
+    case: CaseState,
+    command: ScheduleService,
+    service_id: str,
+) -> list[CaseEvent]:
+    if facts.closed:
+        raise errors.case_closed(facts.case_id)
+    if command.referral_id is not None:
+        referral = case.referrals.get(command.referral_id)
+        if referral is None:
+            raise NotFound("referral", command.referral_id)
+        if referral.status in (ReferralStatus.DECLINED, ReferralStatus.COMPLETED):
+            raise RuleBroken(
+                errors.REFERRAL_NOT_USABLE,
+                f"referral {referral.referral_id} is {referral.status.value}; services can only "
+                "come from a pending or accepted referral",
+                subject=f"referral/{referral.referral_id}",
+                status=referral.status.value,
+            )
+    _require_free(schedule, command.kind.value, command.starts_at, command.ends_at, None)
+    return [
+        ServiceScheduled(
+            case_id=facts.case_id,
+            service_id=service_id,
+            kind=command.kind,
+            provider=command.provider,
+            starts_at=command.starts_at,
+            ends_at=command.ends_at,
+            location=command.location,
+            referral_id=command.referral_id,
+            goal_id=command.goal_id,
+        )
+    ]
+
+
+def decide_reschedule(
+    schedule: Schedule, facts: CaseFacts, command: RescheduleService
+) -> list[CaseEvent]:
+    if facts.closed:
+        raise errors.case_closed(facts.case_id)
+    service = _scheduled(schedule, command.case_id, command.service_id)
+    _require_free(
+        schedule, service.kind.value, command.starts_at, command.ends_at, service.service_id
+    )
+    return [
+        ServiceRescheduled(
+            case_id=command.case_id,
+            service_id=service.service_id,
+            starts_at=command.starts_at,
+            ends_at=command.ends_at,
+            location=command.location or service.location,
+            reason=command.reason,
+        )
+    ]
+
+
+def decide_cancel(schedule: Schedule, command: CancelService) -> list[CaseEvent]:
+    service = _scheduled(schedule, command.case_id, command.service_id)
+    return [
+        ServiceCancelled(
+            case_id=command.case_id,
+            service_id=service.service_id,
+            cancelled_by=command.cancelled_by,
+            reason=command.reason,
+        )
+    ]
+
+
+def decide_delivered(schedule: Schedule, command: RecordServiceDelivered) -> list[CaseEvent]:
+    service = _scheduled(schedule, command.case_id, command.service_id)
+    return [
+        ServiceDelivered(
+            case_id=command.case_id,
+            service_id=service.service_id,
+            starts_at=command.starts_at,
+            ends_at=command.ends_at,
+            note=command.note,
+        )
+    ]
+
+
+def _scheduled(schedule: Schedule, case_id: str, service_id: str) -> Service:
+    service = schedule.of_case(case_id, service_id)
+    if service is None:
+        raise NotFound("service", service_id)
+    if service.status is not ServiceStatus.SCHEDULED:
+        raise RuleBroken(
+            errors.SERVICE_NOT_SCHEDULED,
+            f"service {service_id} is {service.status.value}; only a scheduled service can change",
+            subject=f"service/{service_id}",
+            status=service.status.value,
+        )
+    return service
+
+
+def _require_free(
+    schedule: Schedule, kind: str, starts_at: datetime, ends_at: datetime, ignore: str | None
+) -> None:
+    other = schedule.conflict(starts_at, ends_at, ignore)
+    if other is not None:
+        raise errors.schedule_conflict(
+            kind,
+            starts_at,
+            ends_at,
+            other.service_id,
+            other.case_id,
+            other.kind.value,
+            other.starts_at,
+            other.ends_at,
+        )

@@ -1,0 +1,332 @@
+"""The casetrail.coordination.v1.Coordination servicer: requests to handlers, results to
+responses. Refusals become statuses in ``refusals_as_status``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeAlias, TypeVar
+
+import grpc
+from typing_extensions import override
+
+from casetrail.common.v1 import common_pb2
+from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail.coordination.v1 import coordination_pb2_grpc
+from events.catalog.assignment import CaseAssigned, CaseReassigned
+from events.catalog.base import CaseEvent
+from events.catalog.eligibility import EligibilityDetermined
+from events.catalog.funding import BudgetReleased, BudgetReserved, InsuranceClaimFiled
+from events.catalog.referrals import ReferralMade
+from events.catalog.scheduling import ServiceScheduled
+from events.commands import CommandContext, InvalidCommand
+from events.envelope import RecordedEvent
+from events.errors import FieldProblem
+from events.grpc_platform.context import command_context_from
+from events.grpc_platform.server import refusals_as_status
+from services.coordination.app import handlers, queries
+from services.coordination.app.handlers import Dependencies
+from services.coordination.domain import commands
+from services.coordination.entrypoints import convert
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Coordination"].full_name
+
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+C = TypeVar("C", bound=commands.Command)
+E = TypeVar("E", bound=CaseEvent)
+
+
+class _CommandRequest(Protocol):
+    @property
+    def context(self) -> common_pb2.CommandContext: ...
+
+
+class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
+    def __init__(self, deps: Dependencies) -> None:
+        self._deps = deps
+
+    # -- assignment -------------------------------------------------------------------------
+
+    @override
+    @refusals_as_status
+    async def AssignCase(
+        self, request: pb.AssignCaseRequest, context: Context
+    ) -> pb.AssignCaseResponse:
+        ctx, command = _parse(request, commands.AssignCase)
+        recorded = await handlers.assign_case(self._deps, ctx, command)
+        assigned = _event(recorded, CaseAssigned)
+        return pb.AssignCaseResponse(
+            result=convert.result(command.case_id, recorded),
+            matched_needs=[need.value for need in assigned.matched_needs],
+        )
+
+    @override
+    @refusals_as_status
+    async def TransferCase(
+        self, request: pb.TransferCaseRequest, context: Context
+    ) -> pb.TransferCaseResponse:
+        ctx, command = _parse(request, commands.TransferCase)
+        recorded = await handlers.transfer_case(self._deps, ctx, command)
+        return pb.TransferCaseResponse(
+            result=convert.result(command.case_id, recorded),
+            previous_worker_id=_event(recorded, CaseReassigned).previous_worker_id,
+        )
+
+    @override
+    @refusals_as_status
+    async def SuggestWorkers(
+        self, request: pb.SuggestWorkersRequest, context: Context
+    ) -> pb.SuggestWorkersResponse:
+        actor = convert.query_actor(request.context)
+        needs, fits = await queries.suggest_workers(
+            self._deps, actor, _required_id(request.case_id, "case_id"), datetime.now(UTC).date()
+        )
+        return pb.SuggestWorkersResponse(
+            needs=[need.value for need in needs],
+            workers=[
+                pb.WorkerFit(
+                    worker=convert.worker(fit.worker, fit.caseload),
+                    fits=not fit.refusals,
+                    reasons=[f"{r.rule}: {r.description}" for r in fit.refusals],
+                )
+                for fit in fits
+            ],
+        )
+
+    @override
+    @refusals_as_status
+    async def ListWorkers(
+        self, request: pb.ListWorkersRequest, context: Context
+    ) -> pb.ListWorkersResponse:
+        loads = await queries.workers(self._deps, convert.query_actor(request.context))
+        return pb.ListWorkersResponse(
+            workers=[convert.worker(load.worker, load.caseload) for load in loads]
+        )
+
+    # -- referrals --------------------------------------------------------------------------
+
+    @override
+    @refusals_as_status
+    async def MakeReferral(
+        self, request: pb.MakeReferralRequest, context: Context
+    ) -> pb.MakeReferralResponse:
+        ctx, command = _parse(request, commands.MakeReferral)
+        recorded = await handlers.make_referral(self._deps, ctx, command)
+        return pb.MakeReferralResponse(
+            result=convert.result(command.case_id, recorded),
+            referral_id=_event(recorded, ReferralMade).referral_id,
+        )
+
+    @override
+    @refusals_as_status
+    async def AcceptReferral(
+        self, request: pb.AcceptReferralRequest, context: Context
+    ) -> pb.AcceptReferralResponse:
+        ctx, command = _parse(request, commands.AcceptReferral)
+        recorded = await handlers.answer_referral(self._deps, ctx, command)
+        return pb.AcceptReferralResponse(result=convert.result(command.case_id, recorded))
+
+    @override
+    @refusals_as_status
+    async def DeclineReferral(
+        self, request: pb.DeclineReferralRequest, context: Context
+    ) -> pb.DeclineReferralResponse:
+        ctx, command = _parse(request, commands.DeclineReferral)
+        recorded = await handlers.answer_referral(self._deps, ctx, command)
+        return pb.DeclineReferralResponse(result=convert.result(command.case_id, recorded))
+
+    @override
+    @refusals_as_status
+    async def CompleteReferral(
+        self, request: pb.CompleteReferralRequest, context: Context
+    ) -> pb.CompleteReferralResponse:
+        ctx, command = _parse(request, commands.CompleteReferral)
+        recorded = await handlers.answer_referral(self._deps, ctx, command)
+        return pb.CompleteReferralResponse(result=convert.result(command.case_id, recorded))
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    @override
+    @refusals_as_status
+    async def ScheduleService(
+        self, request: pb.ScheduleServiceRequest, context: Context
+    ) -> pb.ScheduleServiceResponse:
+        ctx, command = _parse(request, commands.ScheduleService)
+        recorded = await handlers.schedule_service(self._deps, ctx, command)
+        return pb.ScheduleServiceResponse(
+            result=convert.result(command.case_id, recorded),
+            service_id=_event(recorded, ServiceScheduled).service_id,
+            client_id=(await handlers.case_facts(self._deps, command.case_id)).client_id,
+        )
+
+    @override
+    @refusals_as_status
+    async def RescheduleService(
+        self, request: pb.RescheduleServiceRequest, context: Context
+    ) -> pb.RescheduleServiceResponse:
+        ctx, command = _parse(request, commands.RescheduleService)
+        recorded = await handlers.reschedule_service(self._deps, ctx, command)
+        return pb.RescheduleServiceResponse(result=convert.result(command.case_id, recorded))
+
+    @override
+    @refusals_as_status
+    async def CancelService(
+        self, request: pb.CancelServiceRequest, context: Context
+    ) -> pb.CancelServiceResponse:
+        ctx, command = _parse(request, commands.CancelService)
+        recorded = await handlers.cancel_service(self._deps, ctx, command)
+        return pb.CancelServiceResponse(result=convert.result(command.case_id, recorded))
+
+    @override
+    @refusals_as_status
+    async def RecordServiceDelivered(
+        self, request: pb.RecordServiceDeliveredRequest, context: Context
+    ) -> pb.RecordServiceDeliveredResponse:
+        ctx, command = _parse(request, commands.RecordServiceDelivered)
+        recorded = await handlers.record_service_delivered(self._deps, ctx, command)
+        return pb.RecordServiceDeliveredResponse(result=convert.result(command.case_id, recorded))
+
+    @override
+    @refusals_as_status
+    async def GetClientSchedule(
+        self, request: pb.GetClientScheduleRequest, context: Context
+    ) -> pb.GetClientScheduleResponse:
+        actor = convert.query_actor(request.context)
+        services = await queries.schedule_of_client(
+            self._deps, actor, _required_id(request.client_id, "client_id"), request.include_past
+        )
+        return pb.GetClientScheduleResponse(services=[convert.service(s) for s in services])
+
+    # -- eligibility ------------------------------------------------------------------------
+
+    @override
+    @refusals_as_status
+    async def DetermineEligibility(
+        self, request: pb.DetermineEligibilityRequest, context: Context
+    ) -> pb.DetermineEligibilityResponse:
+        ctx, command = _parse(request, commands.DetermineEligibility)
+        recorded = await handlers.determine_eligibility(self._deps, ctx, command)
+        decision = _event(recorded, EligibilityDetermined)
+        return pb.DetermineEligibilityResponse(
+            result=convert.result(command.case_id, recorded),
+            eligible=decision.eligible,
+            reasons=decision.reasons,
+            valid_until=convert.day(decision.valid_until),
+        )
+
+    @override
+    @refusals_as_status
+    async def ListPrograms(
+        self, request: pb.ListProgramsRequest, context: Context
+    ) -> pb.ListProgramsResponse:
+        programs = queries.programs(self._deps, convert.query_actor(request.context))
+        return pb.ListProgramsResponse(programs=[convert.program(p) for p in programs])
+
+    # -- funding ----------------------------------------------------------------------------
+
+    @override
+    @refusals_as_status
+    async def ReserveBudget(
+        self, request: pb.ReserveBudgetRequest, context: Context
+    ) -> pb.ReserveBudgetResponse:
+        ctx, command = _parse(request, commands.ReserveBudget)
+        recorded = await handlers.reserve_budget(self._deps, ctx, command)
+        return pb.ReserveBudgetResponse(
+            result=convert.result(command.case_id, recorded),
+            reservation_id=_event(recorded, BudgetReserved).reservation_id,
+            available=await self._available(command.budget_line),
+        )
+
+    @override
+    @refusals_as_status
+    async def ReleaseBudget(
+        self, request: pb.ReleaseBudgetRequest, context: Context
+    ) -> pb.ReleaseBudgetResponse:
+        ctx, command = _parse(request, commands.ReleaseBudget)
+        recorded = await handlers.release_budget(self._deps, ctx, command)
+        _event(recorded, BudgetReleased)
+        return pb.ReleaseBudgetResponse(
+            result=convert.result(command.case_id, recorded),
+            available=await self._available(command.budget_line),
+        )
+
+    @override
+    @refusals_as_status
+    async def GetBudgetLine(
+        self, request: pb.GetBudgetLineRequest, context: Context
+    ) -> pb.GetBudgetLineResponse:
+        actor = convert.query_actor(request.context)
+        line, state = await queries.budget_line(
+            self._deps, actor, _required_id(request.budget_line, "budget_line")
+        )
+        return convert.budget_line(line, state)
+
+    @override
+    @refusals_as_status
+    async def FileInsuranceClaim(
+        self, request: pb.FileInsuranceClaimRequest, context: Context
+    ) -> pb.FileInsuranceClaimResponse:
+        ctx, command = _parse(request, commands.FileInsuranceClaim)
+        recorded = await handlers.file_insurance_claim(self._deps, ctx, command)
+        return pb.FileInsuranceClaimResponse(
+            result=convert.result(command.case_id, recorded),
+            claim_id=_event(recorded, InsuranceClaimFiled).claim_id,
+        )
+
+    @override
+    @refusals_as_status
+    async def RecordClaimDecision(
+        self, request: pb.RecordClaimDecisionRequest, context: Context
+    ) -> pb.RecordClaimDecisionResponse:
+        ctx, command = _parse(request, commands.RecordClaimDecision)
+        recorded = await handlers.record_claim_decision(self._deps, ctx, command)
+        return pb.RecordClaimDecisionResponse(result=convert.result(command.case_id, recorded))
+
+    # -- the case ---------------------------------------------------------------------------
+
+    @override
+    @refusals_as_status
+    async def GetCaseCoordination(
+        self, request: pb.GetCaseCoordinationRequest, context: Context
+    ) -> pb.GetCaseCoordinationResponse:
+        actor = convert.query_actor(request.context)
+        view = await queries.case_coordination(
+            self._deps, actor, _required_id(request.case_id, "case_id")
+        )
+        return convert.case_coordination(view)
+
+    async def _available(self, budget_line: str) -> pb.Money:
+        line, state = await queries.budget_line_state(self._deps, budget_line)
+        return convert.minor_units(
+            line.amount.amount_minor_units - state.committed, line.amount.currency
+        )
+
+
+def _parse(request: _CommandRequest, model: type[C]) -> tuple[CommandContext, C]:
+    """The command context and the command, refusing every bad field of both at once."""
+    problems: list[FieldProblem] = []
+    context: CommandContext | None = None
+    command: C | None = None
+    try:
+        context = command_context_from(request.context)
+    except InvalidCommand as error:
+        problems.extend(error.violations)
+    try:
+        command = convert.command(model, request)  # type: ignore[arg-type]
+    except InvalidCommand as error:
+        problems.extend(error.violations)
+    if context is None or command is None:
+        raise InvalidCommand(problems)
+    return context, command
+
+
+def _event(recorded: list[RecordedEvent], model: type[E]) -> E:
+    for event in recorded:
+        if isinstance(event.event, model):
+            return event.event
+    raise LookupError(f"the command recorded no {model.event_type}")
+
+
+def _required_id(value: str, field: str) -> str:
+    if not value:
+        raise InvalidCommand([FieldProblem(field, "required")])
+    return value

@@ -1,0 +1,66 @@
+"""Closures of cases, learnt from the bus: the planning service owns ``casetrail.case.closed``.
+
+Fed by the host's ``BusProjectionHandler`` (exactly once per source stream sequence); the event
+id is kept as well, so a closure that somehow arrived twice is still counted once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from events.catalog.cases import CaseClosed
+from events.envelope import RecordedEvent
+from events.projections.port import DocumentTransaction, Projection, ReadModelStore
+
+CLOSURES = "intake_case_closures"
+
+
+@dataclass(frozen=True, slots=True)
+class Closure:
+    reason: str
+    closed_at: datetime
+
+
+class CaseClosuresProjection(Projection):
+    name = "intake.case-closures"
+    collections = (CLOSURES,)
+
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        event = recorded.event
+        if not isinstance(event, CaseClosed):
+            return
+        document = await transaction.get(CLOSURES, event.case_id) or {
+            "case_id": event.case_id,
+            "closures": [],
+        }
+        event_id = str(recorded.event_id)
+        if any(closure["event_id"] == event_id for closure in document["closures"]):
+            return
+        document["closures"].append(
+            {
+                "event_id": event_id,
+                "reason": event.reason.value,
+                "closed_at": recorded.metadata.occurred_at.isoformat(),
+            }
+        )
+        await transaction.put(CLOSURES, event.case_id, document)
+
+
+class ClosureLog:
+    """What intake knows about the closures of its cases."""
+
+    def __init__(self, read_models: ReadModelStore) -> None:
+        self._read_models = read_models
+
+    async def closures(self, case_id: str) -> tuple[Closure, ...]:
+        document = await self._read_models.get(CLOSURES, case_id)
+        if document is None:
+            return ()
+        return tuple(
+            Closure(closure["reason"], datetime.fromisoformat(closure["closed_at"]))
+            for closure in document["closures"]
+        )
+
+    async def count(self, case_id: str) -> int:
+        return len(await self.closures(case_id))

@@ -1,0 +1,101 @@
+"""The directory of registered clients that duplicate detection searches.
+
+It is a projection of intake's own store. The host's follower keeps it fresh in the background;
+the registration handler also catches it up itself, holding ``ClientDirectory.lock`` from "bring
+the directory up to date" through the search and the append to "bring it up to date again". So
+within one intake process no registration is checked against a directory that misses an earlier
+registration (catching up only ever moves the directory forward, whoever does it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+
+from events.catalog.clients import ClientRegistered, PersonalIdentifier, PersonName
+from events.envelope import RecordedEvent
+from events.projections.port import Document, DocumentTransaction, Projection, ReadModelStore
+from events.projections.runner import catch_up
+from events.store.port import EventStore
+from services.intake.domain.matching import (
+    DuplicateCandidate,
+    KnownClient,
+    Probe,
+    candidates,
+    identifier_key,
+    name_key,
+)
+
+CLIENTS = "intake_clients"
+
+
+class ClientDirectoryProjection(Projection):
+    name = "intake.client-directory"
+    collections = (CLIENTS,)
+
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        event = recorded.event
+        if isinstance(event, ClientRegistered):
+            await transaction.put(CLIENTS, event.client_id, document_of(event, recorded.position))
+
+
+def document_of(event: ClientRegistered, position: int) -> Document:
+    return {
+        "client_id": event.client_id,
+        "name": event.name.model_dump(mode="json"),
+        "date_of_birth": event.date_of_birth.isoformat() if event.date_of_birth else None,
+        "identifiers": [identifier.model_dump(mode="json") for identifier in event.identifiers],
+        "position": position,
+        "name_key": name_key(event.name, event.date_of_birth),
+        "identifier_keys": [identifier_key(identifier) for identifier in event.identifiers],
+    }
+
+
+def known_client(document: Document) -> KnownClient:
+    birth = document.get("date_of_birth")
+    return KnownClient(
+        client_id=document["client_id"],
+        name=PersonName.model_validate(document["name"]),
+        date_of_birth=date.fromisoformat(birth) if birth else None,
+        identifiers=tuple(PersonalIdentifier.model_validate(i) for i in document["identifiers"]),
+        position=int(document["position"]),
+    )
+
+
+class ClientDirectory:
+    def __init__(self, store: EventStore, read_models: ReadModelStore) -> None:
+        self._store = store
+        self._read_models = read_models
+        self._projection = ClientDirectoryProjection()
+        self.lock = asyncio.Lock()
+        """Serialises the check-then-append of registrations."""
+
+    @property
+    def projection(self) -> Projection:
+        return self._projection
+
+    async def refresh(self) -> int:
+        """Apply every registration the directory has not seen yet (read-your-writes)."""
+        return await catch_up(self._store, self._read_models, self._projection)
+
+    async def candidates(
+        self,
+        probe: Probe,
+        *,
+        excluding: str | None = None,
+        registered_before: int | None = None,
+    ) -> list[DuplicateCandidate]:
+        documents: list[Document] = []
+        key = probe.name_key
+        if key is not None:
+            documents += await self._read_models.find(CLIENTS, equals={"name_key": key})
+        for identifier in probe.identifier_keys:
+            documents += await self._read_models.find(
+                CLIENTS, contains={"identifier_keys": identifier}
+            )
+        return candidates(
+            probe,
+            (known_client(document) for document in documents),
+            excluding=excluding,
+            registered_before=registered_before,
+        )

@@ -1,0 +1,178 @@
+"""Intake's command handlers: check the role, build the catalog event, decide, append.
+
+Duplicate clients and racing registrations: a client's stream is new for every registration,
+so the store's optimistic concurrency cannot see two registrations of the same person. Instead
+``register_client`` holds the client directory's lock while it brings the directory up to date,
+searches it, appends and brings it up to date again. Within one intake process (the deployment
+model: one process owns intake's store) the second of two racing registrations of the same
+person therefore sees the first and is refused ALREADY_EXISTS. Two intake processes writing one
+store would not be serialised by this lock; that is not a supported deployment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from events.catalog.assessment import InitialAssessmentRecorded
+from events.catalog.cases import CaseOpened, CaseReopened
+from events.catalog.clients import ClientRegistered
+from events.commands import CommandContext, NotFound, derived_id
+from events.decide import execute
+from events.envelope import RecordedEvent
+from events.store.port import EventStore
+from services.intake.adapters.case_closures import ClosureLog
+from services.intake.adapters.client_directory import ClientDirectory
+from services.intake.app.commands import (
+    OpenCase,
+    RecordInitialAssessment,
+    RegisterClient,
+    ReopenCase,
+)
+from services.intake.app.validation import build, fields_of
+from services.intake.domain.cases import (
+    case_stream,
+    check_factors,
+    decide_assessment,
+    decide_opening,
+    decide_reopening,
+)
+from services.intake.domain.clients import (
+    check_date_of_birth,
+    client_from,
+    client_stream,
+    decide_registration,
+    probe_of,
+)
+from services.intake.domain.matching import DuplicateCandidate
+from services.intake.domain.permissions import Action, require_role
+
+SOURCE = "casetrail/intake"
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What a command recorded: the same on a retry."""
+
+    subject_id: str
+    version: int
+    event_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    recorded: Recorded
+    acknowledged_duplicates: tuple[DuplicateCandidate, ...]
+
+
+async def register_client(
+    store: EventStore,
+    directory: ClientDirectory,
+    context: CommandContext,
+    command: RegisterClient,
+    today: date,
+) -> Registration:
+    require_role(context.actor.role, Action.REGISTER_CLIENT)
+    client_id = derived_id(context, SOURCE, "client")
+    registration = build(
+        ClientRegistered,
+        {"client_id": client_id, **fields_of(command, "confirmed_not_duplicate")},
+    )
+    check_date_of_birth(registration.date_of_birth, today)
+    async with directory.lock:
+        await directory.refresh()
+        earlier = await store.read_by_causation(context.command_id(SOURCE))
+        if earlier:
+            return await _first_registration(directory, earlier)
+        found = await directory.candidates(probe_of(registration))
+        recorded = await execute(
+            store,
+            SOURCE,
+            context,
+            client_stream(client_id),
+            lambda history: decide_registration(
+                history, registration, found, command.confirmed_not_duplicate
+            ),
+        )
+        await directory.refresh()
+    return Registration(_recorded(client_id, recorded), tuple(found))
+
+
+async def _first_registration(
+    directory: ClientDirectory, earlier: Sequence[RecordedEvent]
+) -> Registration:
+    """A retry answers as the first attempt did: its candidates were those registered before."""
+    first = earlier[0]
+    assert isinstance(first.event, ClientRegistered)
+    found = await directory.candidates(
+        probe_of(first.event), excluding=first.event.client_id, registered_before=first.position
+    )
+    return Registration(_recorded(first.event.client_id, earlier), tuple(found))
+
+
+async def open_case(store: EventStore, context: CommandContext, command: OpenCase) -> Recorded:
+    require_role(context.actor.role, Action.OPEN_CASE)
+    case_id = derived_id(context, SOURCE, "case")
+    opened = build(CaseOpened, {"case_id": case_id, **fields_of(command)})
+    if client_from(await store.read_stream(client_stream(opened.client_id))) is None:
+        raise NotFound("client", opened.client_id)
+    recorded = await execute(
+        store,
+        SOURCE,
+        context,
+        case_stream(case_id),
+        lambda history: decide_opening(history, opened),
+    )
+    return _recorded(case_id, recorded)
+
+
+async def record_initial_assessment(
+    store: EventStore,
+    closures: ClosureLog,
+    context: CommandContext,
+    command: RecordInitialAssessment,
+) -> tuple[Recorded, str]:
+    """Returns what was recorded and the assessment's id."""
+    require_role(context.actor.role, Action.RECORD_ASSESSMENT)
+    assessment = build(
+        InitialAssessmentRecorded,
+        {"assessment_id": derived_id(context, SOURCE, "assessment"), **fields_of(command)},
+    )
+    check_factors(assessment.factors)
+    closed = await closures.count(assessment.case_id)
+    recorded = await execute(
+        store,
+        SOURCE,
+        context,
+        case_stream(assessment.case_id),
+        lambda history: decide_assessment(history, assessment, closed),
+    )
+    first = recorded[0].event if recorded else assessment
+    assert isinstance(first, InitialAssessmentRecorded)
+    return _recorded(assessment.case_id, recorded), first.assessment_id
+
+
+async def reopen_case(
+    store: EventStore, closures: ClosureLog, context: CommandContext, command: ReopenCase
+) -> Recorded:
+    require_role(context.actor.role, Action.REOPEN_CASE)
+    reopened = build(CaseReopened, fields_of(command))
+    closed = await closures.count(reopened.case_id)
+    recorded = await execute(
+        store,
+        SOURCE,
+        context,
+        case_stream(reopened.case_id),
+        lambda history: decide_reopening(history, reopened, closed),
+    )
+    return _recorded(reopened.case_id, recorded)
+
+
+def _recorded(subject_id: str, recorded: Sequence[RecordedEvent]) -> Recorded:
+    """A retry's answer comes from the events of the first attempt, whatever it sent again."""
+    return Recorded(
+        subject_id=recorded[0].subject if recorded else subject_id,
+        version=recorded[-1].sequence if recorded else 0,
+        event_ids=tuple(str(event.event_id) for event in recorded),
+    )

@@ -1,0 +1,133 @@
+"""The case as intake knows it: opened here, assessed here, reopened here, closed elsewhere.
+
+Closing is the planning service's fact; intake counts the closures it has learnt from the bus.
+Every reopening follows a closure, so the case is closed exactly when intake has seen more
+closures than it recorded reopenings. Counting (rather than keeping "the last status") gives
+the same answer whatever order the bus and the store deliver the two kinds of fact in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from events.catalog.assessment import AssessmentFactors, InitialAssessmentRecorded
+from events.catalog.base import CaseEvent
+from events.catalog.cases import CaseOpened, CaseReopened
+from events.commands import AlreadyExists, InvalidCommand, NotFound
+from events.envelope import EventMetadata, RecordedEvent
+from events.errors import FieldProblem
+from services.intake.domain.errors import (
+    assessment_already_recorded,
+    case_closed,
+    case_not_closed,
+)
+
+
+def case_stream(case_id: str) -> str:
+    return f"case-{case_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    event: InitialAssessmentRecorded
+    recorded: EventMetadata
+
+
+@dataclass(frozen=True, slots=True)
+class Reopening:
+    event: CaseReopened
+    recorded: EventMetadata
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRecord:
+    opened: CaseOpened
+    opened_by: EventMetadata
+    assessments: tuple[Assessment, ...]
+    reopenings: tuple[Reopening, ...]
+    current_assessment_id: str | None
+    """The initial assessment of the current episode (since the case was last (re)opened)."""
+    version: int
+
+    @property
+    def case_id(self) -> str:
+        return self.opened.case_id
+
+    def is_closed(self, closures: int) -> bool:
+        return closures > len(self.reopenings)
+
+
+def case_from(history: Sequence[RecordedEvent]) -> CaseRecord | None:
+    record: CaseRecord | None = None
+    for recorded in history:
+        event = recorded.event
+        if isinstance(event, CaseOpened):
+            record = CaseRecord(event, recorded.metadata, (), (), None, recorded.sequence)
+            continue
+        if record is None:
+            continue
+        assessments, reopenings = record.assessments, record.reopenings
+        current = record.current_assessment_id
+        if isinstance(event, InitialAssessmentRecorded):
+            assessments = (*assessments, Assessment(event, recorded.metadata))
+            current = event.assessment_id
+        elif isinstance(event, CaseReopened):
+            reopenings = (*reopenings, Reopening(event, recorded.metadata))
+            current = None
+        record = CaseRecord(
+            record.opened,
+            record.opened_by,
+            assessments,
+            reopenings,
+            current,
+            recorded.sequence,
+        )
+    return record
+
+
+def decide_opening(history: Sequence[RecordedEvent], opened: CaseOpened) -> list[CaseEvent]:
+    if history:
+        raise AlreadyExists("case", opened.case_id)
+    return [opened]
+
+
+def decide_assessment(
+    history: Sequence[RecordedEvent], assessment: InitialAssessmentRecorded, closures: int
+) -> list[CaseEvent]:
+    case = _existing(history, assessment.case_id)
+    if case.is_closed(closures):
+        raise case_closed(case.case_id)
+    if case.current_assessment_id is not None:
+        raise assessment_already_recorded(case.case_id, case.current_assessment_id)
+    return [assessment]
+
+
+def decide_reopening(
+    history: Sequence[RecordedEvent], reopened: CaseReopened, closures: int
+) -> list[CaseEvent]:
+    case = _existing(history, reopened.case_id)
+    if not case.is_closed(closures):
+        raise case_not_closed(case.case_id)
+    return [reopened]
+
+
+def _existing(history: Sequence[RecordedEvent], case_id: str) -> CaseRecord:
+    case = case_from(history)
+    if case is None:
+        raise NotFound("case", case_id)
+    return case
+
+
+def check_factors(factors: AssessmentFactors) -> None:
+    """The assessment is the foundation of the case: it must describe the situation somehow."""
+    if not any(factors.model_dump().values()):
+        raise InvalidCommand(
+            [
+                FieldProblem(
+                    "factors",
+                    "describe at least one of psychosocial, biological, psychological,"
+                    " cultural, social, economic",
+                )
+            ]
+        )

@@ -1,0 +1,64 @@
+"""The client aggregate: one registration per client stream, checked against known clients."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from events.catalog.base import CaseEvent
+from events.catalog.clients import ClientRegistered
+from events.commands import AlreadyExists, InvalidCommand
+from events.envelope import EventMetadata, RecordedEvent
+from events.errors import FieldProblem
+from services.intake.domain.errors import PossibleDuplicateClient
+from services.intake.domain.matching import DuplicateCandidate, Probe
+
+
+def client_stream(client_id: str) -> str:
+    return f"client-{client_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    registration: ClientRegistered
+    registered: EventMetadata
+    position: int
+    version: int
+
+
+def client_from(history: Sequence[RecordedEvent]) -> ClientRecord | None:
+    record: ClientRecord | None = None
+    for recorded in history:
+        if isinstance(recorded.event, ClientRegistered):
+            record = ClientRecord(
+                recorded.event, recorded.metadata, recorded.position, recorded.sequence
+            )
+        elif record is not None:
+            record = ClientRecord(
+                record.registration, record.registered, record.position, recorded.sequence
+            )
+    return record
+
+
+def probe_of(registration: ClientRegistered) -> Probe:
+    return Probe(registration.name, registration.date_of_birth, registration.identifiers)
+
+
+def check_date_of_birth(date_of_birth: date | None, today: date) -> None:
+    if date_of_birth is not None and date_of_birth > today:
+        raise InvalidCommand([FieldProblem("date_of_birth", "must not be in the future")])
+
+
+def decide_registration(
+    history: Sequence[RecordedEvent],
+    registration: ClientRegistered,
+    candidates: Sequence[DuplicateCandidate],
+    confirmed_not_duplicate: bool,
+) -> list[CaseEvent]:
+    """Register the client unless they may already be one and the caller has not said no."""
+    if history:
+        raise AlreadyExists("client", registration.client_id)
+    if candidates and not confirmed_not_duplicate:
+        raise PossibleDuplicateClient(candidates)
+    return [registration]

@@ -1,0 +1,117 @@
+"""When two registrations may be the same person.
+
+A possible duplicate shares the folded family and given names *and* the date of birth, or any
+identical identifier (scheme and value). Names alone are never enough: namesakes are common,
+and a client without a date of birth is only matched by identifiers.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+
+from events.catalog.clients import PersonalIdentifier, PersonName
+
+_SEPARATOR = "\x1f"
+"""Cannot occur in a name or identifier typed by a person, so joined keys never collide."""
+
+
+def fold(text: str) -> str:
+    """Case, accents and whitespace folded: " Zoë  DUPONT" and "zoe dupont" are equal."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    bare = "".join(char for char in decomposed if not unicodedata.combining(char))
+    return " ".join(bare.casefold().split())
+
+
+def name_key(name: PersonName | None, date_of_birth: date | None) -> str | None:
+    """Key of the name-and-birth-date rule; ``None`` when the name or birth date is unknown."""
+    if name is None or date_of_birth is None:
+        return None
+    return _SEPARATOR.join(
+        (fold(name.family_name or ""), fold(name.given_names), date_of_birth.isoformat())
+    )
+
+
+def identifier_key(identifier: PersonalIdentifier) -> str:
+    return f"{identifier.scheme}{_SEPARATOR}{identifier.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """The identity details a registration would record (a search may leave the name out)."""
+
+    name: PersonName | None
+    date_of_birth: date | None
+    identifiers: tuple[PersonalIdentifier, ...]
+
+    @property
+    def name_key(self) -> str | None:
+        return name_key(self.name, self.date_of_birth)
+
+    @property
+    def identifier_keys(self) -> tuple[str, ...]:
+        return tuple(identifier_key(identifier) for identifier in self.identifiers)
+
+
+@dataclass(frozen=True, slots=True)
+class KnownClient:
+    """A registered client as the duplicate check sees it."""
+
+    client_id: str
+    name: PersonName
+    date_of_birth: date | None
+    identifiers: tuple[PersonalIdentifier, ...]
+    position: int
+    """Where its registration sits in intake's store: tells who was registered first."""
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateCandidate:
+    client_id: str
+    name: PersonName
+    date_of_birth: date | None
+    same_name_and_date_of_birth: bool
+    shared_identifiers: tuple[PersonalIdentifier, ...]
+
+
+def compare(probe: Probe, known: KnownClient) -> DuplicateCandidate | None:
+    """Why ``known`` may be the person described by ``probe``, or ``None`` if it is not."""
+    probe_key = probe.name_key
+    same_name = probe_key is not None and probe_key == name_key(known.name, known.date_of_birth)
+    theirs = {identifier_key(identifier) for identifier in known.identifiers}
+    shared = tuple(i for i in probe.identifiers if identifier_key(i) in theirs)
+    if not same_name and not shared:
+        return None
+    return DuplicateCandidate(
+        client_id=known.client_id,
+        name=known.name,
+        date_of_birth=known.date_of_birth,
+        same_name_and_date_of_birth=same_name,
+        shared_identifiers=shared,
+    )
+
+
+def candidates(
+    probe: Probe,
+    known: Iterable[KnownClient],
+    *,
+    excluding: str | None = None,
+    registered_before: int | None = None,
+) -> list[DuplicateCandidate]:
+    """Every known client that may be the probe's person, in registration order.
+
+    ``excluding`` and ``registered_before`` let a retried registration see exactly the clients
+    its first attempt saw: those registered before it, not itself.
+    """
+    found: dict[str, tuple[int, DuplicateCandidate]] = {}
+    for client in known:
+        if client.client_id == excluding:
+            continue
+        if registered_before is not None and client.position >= registered_before:
+            continue
+        match = compare(probe, client)
+        if match is not None:
+            found[client.client_id] = (client.position, match)
+    return [match for _, match in sorted(found.values(), key=lambda item: item[0])]

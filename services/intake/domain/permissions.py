@@ -1,0 +1,48 @@
+"""Which roles may do what at intake (need-to-know: the assessment is sensitive)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from events.catalog.base import Role
+from events.commands import NotAllowed
+
+
+class Action(StrEnum):
+    REGISTER_CLIENT = "register a client"
+    OPEN_CASE = "open a case"
+    RECORD_ASSESSMENT = "record an initial assessment"
+    REOPEN_CASE = "reopen a case"
+    READ_CLIENT = "read a client's record"
+    READ_CASE = "read a case at intake"
+
+
+_FRONT_DESK = frozenset({Role.RECEPTIONIST, Role.INTAKE_WORKER, Role.COORDINATOR})
+_CLIENT_READERS = frozenset(
+    {
+        Role.RECEPTIONIST,
+        Role.INTAKE_WORKER,
+        Role.COORDINATOR,
+        Role.CASE_MANAGER,
+        Role.SOCIAL_WORKER,
+        Role.SUPERVISOR,
+        Role.AUDITOR,
+    }
+)
+
+ALLOWED: dict[Action, frozenset[Role]] = {
+    Action.REGISTER_CLIENT: _FRONT_DESK,
+    Action.OPEN_CASE: _FRONT_DESK,
+    Action.RECORD_ASSESSMENT: frozenset(
+        {Role.INTAKE_WORKER, Role.COORDINATOR, Role.SOCIAL_WORKER, Role.CASE_MANAGER}
+    ),
+    Action.REOPEN_CASE: frozenset({Role.COORDINATOR, Role.SUPERVISOR}),
+    Action.READ_CLIENT: _CLIENT_READERS,
+    # The receptionist registers people but has no need to read their assessment.
+    Action.READ_CASE: _CLIENT_READERS - {Role.RECEPTIONIST},
+}
+
+
+def require_role(role: Role, action: Action) -> None:
+    if role not in ALLOWED[action]:
+        raise NotAllowed(role.value, action.value)

@@ -1,0 +1,128 @@
+"""Requests to commands and queries. Empty proto strings mean "not given"."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from casetrail.common.v1 import common_pb2
+from casetrail.intake.v1 import intake_pb2
+from events.commands import InvalidCommand
+from events.errors import FieldProblem
+from events.grpc_platform.context import actor_from
+from services.intake.app.commands import (
+    AssessedNeedInput,
+    ContactInput,
+    FactorsInput,
+    FindDuplicates,
+    IdentifierInput,
+    NameInput,
+    OpenCase,
+    PresentingNeedInput,
+    RecordInitialAssessment,
+    ReferralSourceInput,
+    RegisterClient,
+    ReopenCase,
+    RiskInput,
+)
+from services.intake.app.queries import Reader
+
+
+def optional(text: str) -> str | None:
+    return text or None
+
+
+def reader_from(message: common_pb2.QueryContext) -> Reader:
+    actor = actor_from(message.actor, "context.actor")
+    if not message.purpose.strip():
+        raise InvalidCommand(
+            [FieldProblem("context.purpose", "required: say why you need this record")]
+        )
+    return Reader(actor, message.purpose)
+
+
+def name_input(message: intake_pb2.PersonName) -> NameInput:
+    return NameInput(
+        given_names=message.given_names,
+        family_name=optional(message.family_name),
+        preferred_name=optional(message.preferred_name),
+    )
+
+
+def identifier_inputs(
+    messages: Iterable[intake_pb2.PersonalIdentifier],
+) -> tuple[IdentifierInput, ...]:
+    return tuple(IdentifierInput(scheme=m.scheme, value=m.value) for m in messages)
+
+
+def register_client(request: intake_pb2.RegisterClientRequest) -> RegisterClient:
+    contact = None
+    if request.HasField("contact"):
+        contact = ContactInput(
+            phone=optional(request.contact.phone),
+            email=optional(request.contact.email),
+            postal_address=optional(request.contact.postal_address),
+        )
+    return RegisterClient(
+        name=name_input(request.name),
+        date_of_birth=optional(request.date_of_birth),
+        identifiers=identifier_inputs(request.identifiers),
+        contact=contact,
+        preferred_language=optional(request.preferred_language),
+        confirmed_not_duplicate=request.confirmed_not_duplicate,
+    )
+
+
+def open_case(request: intake_pb2.OpenCaseRequest) -> OpenCase:
+    return OpenCase(
+        client_id=request.client_id,
+        referral_source=ReferralSourceInput(
+            kind=request.referral_source.kind, name=optional(request.referral_source.name)
+        ),
+        presenting_needs=tuple(
+            PresentingNeedInput(category=need.category, description=optional(need.description))
+            for need in request.presenting_needs
+        ),
+    )
+
+
+def record_initial_assessment(
+    request: intake_pb2.RecordInitialAssessmentRequest,
+) -> RecordInitialAssessment:
+    factors = request.factors
+    return RecordInitialAssessment(
+        case_id=request.case_id,
+        factors=FactorsInput(
+            psychosocial=optional(factors.psychosocial),
+            biological=optional(factors.biological),
+            psychological=optional(factors.psychological),
+            cultural=optional(factors.cultural),
+            social=optional(factors.social),
+            economic=optional(factors.economic),
+        ),
+        needs=tuple(
+            AssessedNeedInput(
+                category=need.category,
+                urgency=need.urgency,
+                description=optional(need.description),
+            )
+            for need in request.needs
+        ),
+        strengths=tuple(request.strengths),
+        resources=tuple(request.resources),
+        risks=tuple(
+            RiskInput(description=risk.description, severity=risk.severity)
+            for risk in request.risks
+        ),
+    )
+
+
+def reopen_case(request: intake_pb2.ReopenCaseRequest) -> ReopenCase:
+    return ReopenCase(case_id=request.case_id, reason=request.reason)
+
+
+def find_duplicates(request: intake_pb2.FindPossibleDuplicatesRequest) -> FindDuplicates:
+    return FindDuplicates(
+        name=name_input(request.name) if request.HasField("name") else None,
+        date_of_birth=optional(request.date_of_birth),
+        identifiers=identifier_inputs(request.identifiers),
+    )

@@ -1,0 +1,197 @@
+"""Results and views to responses, and the duplicate refusal's status details."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime
+
+from google.protobuf import any_pb2, timestamp_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+
+from casetrail.common.v1 import common_pb2
+from casetrail.intake.v1 import intake_pb2
+from events.catalog.cases import ReferralSource
+from events.catalog.clients import PersonalIdentifier, PersonName
+from events.envelope import Actor
+from events.grpc_platform.errors import ERROR_DOMAIN, status_for
+from services.intake.adapters.case_closures import Closure
+from services.intake.app.handlers import Recorded
+from services.intake.app.queries import CaseView
+from services.intake.domain.cases import Assessment, Reopening
+from services.intake.domain.clients import ClientRecord
+from services.intake.domain.errors import PossibleDuplicateClient
+from services.intake.domain.matching import DuplicateCandidate
+
+
+def timestamp(moment: datetime) -> timestamp_pb2.Timestamp:
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(moment)
+    return message
+
+
+def iso(day: date | None) -> str:
+    return day.isoformat() if day else ""
+
+
+def actor(who: Actor) -> common_pb2.Actor:
+    return common_pb2.Actor(user_id=who.user_id, role=who.role.value)
+
+
+def command_result(recorded: Recorded) -> common_pb2.CommandResult:
+    return common_pb2.CommandResult(
+        case_id=recorded.subject_id, version=recorded.version, event_ids=recorded.event_ids
+    )
+
+
+def person_name(name: PersonName) -> intake_pb2.PersonName:
+    return intake_pb2.PersonName(
+        given_names=name.given_names,
+        family_name=name.family_name or "",
+        preferred_name=name.preferred_name or "",
+    )
+
+
+def identifiers(values: Iterable[PersonalIdentifier]) -> list[intake_pb2.PersonalIdentifier]:
+    return [intake_pb2.PersonalIdentifier(scheme=i.scheme, value=i.value) for i in values]
+
+
+def candidate(found: DuplicateCandidate) -> intake_pb2.DuplicateCandidate:
+    return intake_pb2.DuplicateCandidate(
+        client_id=found.client_id,
+        name=person_name(found.name),
+        date_of_birth=iso(found.date_of_birth),
+        same_name_and_date_of_birth=found.same_name_and_date_of_birth,
+        shared_identifiers=identifiers(found.shared_identifiers),
+    )
+
+
+def client(record: ClientRecord) -> intake_pb2.Client:
+    registration = record.registration
+    message = intake_pb2.Client(
+        client_id=registration.client_id,
+        name=person_name(registration.name),
+        date_of_birth=iso(registration.date_of_birth),
+        identifiers=identifiers(registration.identifiers),
+        preferred_language=registration.preferred_language or "",
+        registered_at=timestamp(record.registered.occurred_at),
+        registered_by=actor(record.registered.actor),
+        version=record.version,
+    )
+    if registration.contact is not None:
+        message.contact.CopyFrom(
+            intake_pb2.ContactDetails(
+                phone=registration.contact.phone or "",
+                email=registration.contact.email or "",
+                postal_address=registration.contact.postal_address or "",
+            )
+        )
+    return message
+
+
+def case_record(view: CaseView) -> intake_pb2.CaseRecord:
+    case = view.case
+    message = intake_pb2.CaseRecord(
+        case_id=case.case_id,
+        referral_source=referral_source(case.opened.referral_source),
+        presenting_needs=[
+            intake_pb2.PresentingNeed(
+                category=need.category.value, description=need.description or ""
+            )
+            for need in case.opened.presenting_needs
+        ],
+        assessments=[assessment(item) for item in case.assessments],
+        status=view.status,
+        opened_at=timestamp(case.opened_by.occurred_at),
+        opened_by=actor(case.opened_by.actor),
+        closures=[closure(item) for item in view.closures],
+        reopenings=[reopening(item) for item in case.reopenings],
+        version=case.version,
+    )
+    if view.client is not None:
+        message.client.CopyFrom(client(view.client))
+    return message
+
+
+def referral_source(source: ReferralSource) -> intake_pb2.ReferralSource:
+    return intake_pb2.ReferralSource(kind=source.kind.value, name=source.name or "")
+
+
+def assessment(item: Assessment) -> intake_pb2.InitialAssessment:
+    event = item.event
+    factors = event.factors
+    return intake_pb2.InitialAssessment(
+        assessment_id=event.assessment_id,
+        factors=intake_pb2.AssessmentFactors(
+            psychosocial=factors.psychosocial or "",
+            biological=factors.biological or "",
+            psychological=factors.psychological or "",
+            cultural=factors.cultural or "",
+            social=factors.social or "",
+            economic=factors.economic or "",
+        ),
+        strengths=event.strengths,
+        resources=event.resources,
+        risks=[
+            intake_pb2.Risk(description=risk.description, severity=risk.severity.value)
+            for risk in event.risks
+        ],
+        needs=[
+            intake_pb2.AssessedNeed(
+                category=need.category.value,
+                urgency=need.urgency.value,
+                description=need.description or "",
+            )
+            for need in event.needs
+        ],
+        recorded_at=timestamp(item.recorded.occurred_at),
+        recorded_by=actor(item.recorded.actor),
+    )
+
+
+def reopening(item: Reopening) -> intake_pb2.Reopening:
+    return intake_pb2.Reopening(
+        reason=item.event.reason,
+        reopened_at=timestamp(item.recorded.occurred_at),
+        reopened_by=actor(item.recorded.actor),
+    )
+
+
+def closure(item: Closure) -> intake_pb2.Closure:
+    return intake_pb2.Closure(reason=item.reason, closed_at=timestamp(item.closed_at))
+
+
+def duplicate_status(error: PossibleDuplicateClient) -> status_pb2.Status:
+    """ALREADY_EXISTS as the platform words it, plus every candidate in three forms: our
+    PossibleDuplicates message, a ResourceInfo each (for generic clients) and an ErrorInfo."""
+    status = status_for(error)
+    del status.details[:]
+    extras: list[Message] = [
+        intake_pb2.PossibleDuplicates(candidates=[candidate(c) for c in error.candidates]),
+        error_details_pb2.ErrorInfo(
+            reason="POSSIBLE_DUPLICATE_CLIENT",
+            domain=ERROR_DOMAIN,
+            metadata={"candidate_client_ids": ",".join(c.client_id for c in error.candidates)},
+        ),
+        *(
+            error_details_pb2.ResourceInfo(
+                resource_type="client",
+                resource_name=c.client_id,
+                description=_why(c),
+            )
+            for c in error.candidates
+        ),
+    ]
+    for detail in extras:
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        status.details.append(packed)
+    return status
+
+
+def _why(found: DuplicateCandidate) -> str:
+    reasons = []
+    if found.same_name_and_date_of_birth:
+        reasons.append("same name and date of birth")
+    reasons += [f"same {i.scheme} identifier" for i in found.shared_identifiers]
+    return "; ".join(reasons)

@@ -1,0 +1,121 @@
+"""The current case view read model: its projection (fed from the bus) and its queries.
+
+Two collections: ``case_views`` (one document per case, see ``case_document``) and
+``follow_ups``, an index of open cases by next follow-up date, keyed ``<date>|<case id>`` so
+that a scan in key order meets the most overdue cases first and stops at the given date.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+from events.envelope import RecordedEvent
+from events.projections.port import Document, DocumentTransaction, Projection, ReadModelStore
+from services.planning.adapters.case_document import apply_event, new_document
+from services.planning.domain.model import UNKNOWN_CASE, CaseFacts
+
+CASE_VIEWS = "case_views"
+FOLLOW_UPS = "follow_ups"
+
+
+class CaseViewProjection(Projection):
+    """Every service's case events, including planning's own as they come back on the bus."""
+
+    name = "case_view"
+    collections = (CASE_VIEWS, FOLLOW_UPS)
+
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        case_id = getattr(recorded.event, "case_id", None)
+        if not isinstance(case_id, str):
+            return
+        document = await transaction.get(CASE_VIEWS, case_id) or new_document(case_id)
+        due_before = document["next_follow_up_due"]
+        if not apply_event(document, recorded):
+            return
+        await transaction.put(CASE_VIEWS, case_id, document)
+        due_after = document["next_follow_up_due"]
+        if due_after != due_before:
+            if due_before is not None:
+                await transaction.delete(FOLLOW_UPS, _follow_up_key(due_before, case_id))
+            if due_after is not None:
+                await transaction.put(
+                    FOLLOW_UPS,
+                    _follow_up_key(due_after, case_id),
+                    {"case_id": case_id, "due": due_after},
+                )
+
+
+def _follow_up_key(due: str, case_id: str) -> str:
+    return f"{due}|{case_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class CaseFilter:
+    worker_id: str | None = None
+    status: str | None = None
+    stage: str | None = None
+    need: str | None = None
+    overdue_before: date | None = None
+    """Open cases whose next follow-up is due strictly before this day."""
+
+    def equals(self) -> dict[str, str | int | bool]:
+        wanted: dict[str, str | int | bool] = {"opened": True}
+        for field in ("worker_id", "status", "stage"):
+            value = getattr(self, field)
+            if value is not None:
+                wanted[field] = value
+        return wanted
+
+    def contains(self) -> dict[str, str]:
+        return {} if self.need is None else {"needs": self.need}
+
+    def matches(self, document: Document) -> bool:
+        equal = all(document.get(field) == value for field, value in self.equals().items())
+        return equal and (self.need is None or self.need in document["needs"])
+
+
+class CaseViews:
+    """Reads of the case view read model."""
+
+    def __init__(self, read_models: ReadModelStore) -> None:
+        self._read_models = read_models
+
+    async def get(self, case_id: str) -> Document | None:
+        document = await self._read_models.get(CASE_VIEWS, case_id)
+        return document if document is not None and document["opened"] else None
+
+    async def facts(self, case_id: str) -> CaseFacts:
+        document = await self.get(case_id)
+        if document is None:
+            return UNKNOWN_CASE
+        return CaseFacts(
+            known=True,
+            worker_id=document["worker_id"],
+            reopens=document["reopens"],
+            scheduled_service_ids=tuple(document["scheduled_service_ids"]),
+        )
+
+    async def find(self, where: CaseFilter, limit: int) -> tuple[list[Document], bool]:
+        """Up to ``limit`` matching documents, and whether more matched."""
+        if where.overdue_before is not None:
+            return await self._overdue(where, where.overdue_before, limit)
+        found = await self._read_models.find(
+            CASE_VIEWS, equals=where.equals(), contains=where.contains(), limit=limit + 1
+        )
+        return found[:limit], len(found) > limit
+
+    async def _overdue(
+        self, where: CaseFilter, before: date, limit: int
+    ) -> tuple[list[Document], bool]:
+        cutoff = before.isoformat()
+        found: list[Document] = []
+        async for _, entry in self._read_models.scan(FOLLOW_UPS):
+            if entry["due"] >= cutoff:
+                break
+            document = await self._read_models.get(CASE_VIEWS, entry["case_id"])
+            if document is not None and where.matches(document):
+                if len(found) == limit:
+                    return found, True
+                found.append(document)
+        return found, False

@@ -1,0 +1,59 @@
+"""Running planning's commands: facts from the bus, history from planning's own store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from events.catalog.base import CaseEvent
+from events.commands import CommandContext
+from events.decide import execute
+from events.envelope import RecordedEvent
+from events.store.port import EventStore
+from services.planning.adapters.case_views import CaseViews
+from services.planning.app.validation import invalid_command
+from services.planning.domain.commands import Command
+from services.planning.domain.decisions import decide
+from services.planning.domain.model import CasePlanning, fold
+
+SERVICE = "planning"
+SOURCE = "casetrail/planning"
+
+
+def stream_for(case_id: str) -> str:
+    return f"case-{case_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class Dependencies:
+    store: EventStore
+    views: CaseViews
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    recorded: list[RecordedEvent]
+    """What the command recorded (the first time, for a retried command)."""
+    state: CasePlanning
+    """The case as planning saw it right after those events."""
+
+
+async def handle(deps: Dependencies, context: CommandContext, command: Command) -> Outcome:
+    # Read once per command: other services' facts only change through the bus, and a
+    # decision raced by a new fact is the same as one taken a moment earlier.
+    facts = await deps.views.facts(command.case_id)
+    stream = stream_for(command.case_id)
+
+    def decide_on(history: list[RecordedEvent]) -> list[CaseEvent]:
+        return decide(fold(command.case_id, history), facts, context.actor, command)
+
+    try:
+        recorded = await execute(deps.store, SOURCE, context, stream, decide_on)
+    except ValidationError as error:
+        # The command's values were checked field by field; what is left are rules spanning
+        # several fields that only the whole event checks.
+        raise invalid_command(error) from error
+    until = recorded[-1].sequence if recorded else None
+    history = await deps.store.read_stream(stream, to_version=until)
+    return Outcome(recorded, fold(command.case_id, history))

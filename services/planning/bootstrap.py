@@ -1,0 +1,22 @@
+"""Composition of the planning service: its store, the case view fed from the bus, its API."""
+
+from __future__ import annotations
+
+import grpc
+
+from casetrail.planning.v1 import planning_pb2_grpc
+from events.hosting import Infrastructure, RunningService, host_for
+from services.planning.adapters.case_views import CaseViewProjection, CaseViews
+from services.planning.app.handlers import SERVICE, Dependencies
+from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServicer
+
+
+async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningService:
+    host = await host_for(infra, SERVICE)
+    host.subscribe(CaseViewProjection())
+    servicer = PlanningServicer(Dependencies(host.store, CaseViews(host.read_models)))
+
+    def register(server: grpc.aio.Server) -> None:
+        planning_pb2_grpc.add_PlanningServicer_to_server(servicer, server)
+
+    return await host.start(address, [register], [SERVICE_NAME])

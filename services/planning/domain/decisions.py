@@ -1,0 +1,248 @@
+"""Planning's decisions: from a case's state and a command to new events, or a refusal.
+
+Pure functions: no I/O, no clock. Checks run in the order a caller can act on: the role, the
+case being known, the actor being the assigned worker, the case being open, then the rules of
+the command itself.
+"""
+
+from __future__ import annotations
+
+from events.catalog.base import CaseEvent
+from events.catalog.cases import CaseClosed, DischargePlanned
+from events.catalog.monitoring import ContactLogged, ProgressEvaluated
+from events.catalog.planning import (
+    GoalAchieved,
+    GoalAdded,
+    GoalDropped,
+    GoalRevised,
+    PlanAgreed,
+    PlanDrafted,
+)
+from events.commands import AlreadyExists, NotFound, RuleBroken
+from events.envelope import Actor
+from services.planning.domain import errors
+from services.planning.domain.commands import (
+    AchieveGoal,
+    AddGoal,
+    CloseCase,
+    Command,
+    DraftPlan,
+    DropGoal,
+    EvaluateProgress,
+    LogContact,
+    PlanDischarge,
+    RecordAgreement,
+    ReviseGoal,
+)
+from services.planning.domain.model import CaseFacts, CasePlanning, GoalState, GoalStatus, Plan
+from services.planning.domain.rules import Action, require_assignment, require_role
+
+ACTIONS: dict[type[Command], Action] = {
+    DraftPlan: Action.DRAFT_PLAN,
+    AddGoal: Action.DRAFT_PLAN,
+    ReviseGoal: Action.DRAFT_PLAN,
+    AchieveGoal: Action.DRAFT_PLAN,
+    DropGoal: Action.DRAFT_PLAN,
+    RecordAgreement: Action.RECORD_AGREEMENT,
+    LogContact: Action.LOG_CONTACT,
+    EvaluateProgress: Action.EVALUATE_PROGRESS,
+    PlanDischarge: Action.PLAN_DISCHARGE,
+    CloseCase: Action.CLOSE_CASE,
+}
+
+
+def decide(
+    record: CasePlanning, facts: CaseFacts, actor: Actor, command: Command
+) -> list[CaseEvent]:
+    action = ACTIONS[type(command)]
+    require_role(actor, action)
+    if not facts.known:
+        raise NotFound("case", command.case_id)
+    require_assignment(actor, action, facts.worker_id)
+    if facts.is_closed(record):
+        raise errors.case_closed(command.case_id)
+    match command:
+        case DraftPlan():
+            return [_draft(record, command)]
+        case AddGoal():
+            return [_add_goal(record, command)]
+        case ReviseGoal():
+            return [_revise_goal(record, command)]
+        case AchieveGoal():
+            return [_achieve_goal(record, command)]
+        case DropGoal():
+            return [_drop_goal(record, command)]
+        case RecordAgreement():
+            return [_agree(record, command)]
+        case LogContact():
+            return [_log_contact(record, command)]
+        case EvaluateProgress():
+            return [_evaluate(record, command)]
+        case PlanDischarge():
+            return [_plan_discharge(command)]
+        case CloseCase():
+            return [_close(facts, command)]
+
+
+def _draft(record: CasePlanning, command: DraftPlan) -> PlanDrafted:
+    if record.plan is not None:
+        raise AlreadyExists(
+            "plan",
+            record.plan.plan_id,
+            f"case {command.case_id} already has plan {record.plan.plan_id}; revise its goals",
+        )
+    return PlanDrafted(case_id=command.case_id, plan_id=command.plan_id, goals=command.goals)
+
+
+def _add_goal(record: CasePlanning, command: AddGoal) -> GoalAdded:
+    plan = _plan(record)
+    if command.goal.goal_id in plan.goals:
+        raise AlreadyExists("goal", command.goal.goal_id)
+    return GoalAdded(case_id=command.case_id, plan_id=plan.plan_id, goal=command.goal)
+
+
+def _revise_goal(record: CasePlanning, command: ReviseGoal) -> GoalRevised:
+    plan = _plan(record)
+    goal = _active_goal(plan, command.goal.goal_id)
+    if goal.goal == command.goal:
+        raise RuleBroken(
+            errors.GOAL_UNCHANGED,
+            "the revised goal is the same as the current one",
+            subject=command.goal.goal_id,
+        )
+    return GoalRevised(
+        case_id=command.case_id, plan_id=plan.plan_id, goal=command.goal, reason=command.reason
+    )
+
+
+def _achieve_goal(record: CasePlanning, command: AchieveGoal) -> GoalAchieved:
+    plan = _plan(record)
+    _active_goal(plan, command.goal_id)
+    if not plan.ever_agreed:
+        raise errors.plan_not_agreed(plan.plan_id)
+    return GoalAchieved(
+        case_id=command.case_id,
+        plan_id=plan.plan_id,
+        goal_id=command.goal_id,
+        evidence=command.evidence,
+    )
+
+
+def _drop_goal(record: CasePlanning, command: DropGoal) -> GoalDropped:
+    plan = _plan(record)
+    _active_goal(plan, command.goal_id)
+    return GoalDropped(
+        case_id=command.case_id,
+        plan_id=plan.plan_id,
+        goal_id=command.goal_id,
+        reason=command.reason,
+    )
+
+
+def _agree(record: CasePlanning, command: RecordAgreement) -> PlanAgreed:
+    plan = _plan(record)
+    if command.plan_version is not None and command.plan_version != plan.version:
+        raise RuleBroken(
+            errors.PLAN_VERSION_CHANGED,
+            f"the client was shown version {command.plan_version}, the plan is at version "
+            f"{plan.version}; show the client the current plan",
+            subject=plan.plan_id,
+            shown_version=str(command.plan_version),
+            current_version=str(plan.version),
+        )
+    if not plan.changed_since_agreement:
+        raise RuleBroken(
+            errors.PLAN_ALREADY_AGREED,
+            f"the client already agreed to version {plan.agreed_version}",
+            subject=plan.plan_id,
+            agreed_version=str(plan.agreed_version),
+        )
+    goal_ids = plan.active_goal_ids()
+    if not goal_ids:
+        raise RuleBroken(
+            errors.PLAN_HAS_NO_GOALS,
+            "a plan can only be agreed when it has at least one active goal",
+            subject=plan.plan_id,
+        )
+    return PlanAgreed(
+        case_id=command.case_id,
+        plan_id=plan.plan_id,
+        plan_version=plan.version,
+        goal_ids=goal_ids,
+        client_statement=command.client_statement,
+        signed_by_client=command.signed_by_client,
+    )
+
+
+def _log_contact(record: CasePlanning, command: LogContact) -> ContactLogged:
+    if command.contact_id in record.contact_ids:
+        raise AlreadyExists("contact", command.contact_id)
+    return ContactLogged(
+        case_id=command.case_id,
+        contact_id=command.contact_id,
+        kind=command.kind,
+        summary=command.summary,
+        next_follow_up_due=command.next_follow_up_due,
+    )
+
+
+def _evaluate(record: CasePlanning, command: EvaluateProgress) -> ProgressEvaluated:
+    plan = _plan(record)
+    if command.evaluation_id in record.evaluation_ids:
+        raise AlreadyExists("evaluation", command.evaluation_id)
+    for entry in command.goal_progress:
+        goal = _goal(plan, entry.goal_id)
+        if goal.status is GoalStatus.DROPPED:
+            raise RuleBroken(
+                errors.GOAL_DROPPED,
+                f"goal {entry.goal_id} was dropped; progress is evaluated on kept goals only",
+                subject=entry.goal_id,
+            )
+    if not plan.ever_agreed:
+        raise errors.plan_not_agreed(plan.plan_id)
+    return ProgressEvaluated(
+        case_id=command.case_id,
+        evaluation_id=command.evaluation_id,
+        plan_id=plan.plan_id,
+        goal_progress=command.goal_progress,
+        helping_factors=command.helping_factors,
+        hindering_factors=command.hindering_factors,
+        plan_adjustment_needed=command.plan_adjustment_needed,
+    )
+
+
+def _plan_discharge(command: PlanDischarge) -> DischargePlanned:
+    return DischargePlanned(
+        case_id=command.case_id,
+        target_date=command.target_date,
+        criteria=command.criteria,
+        aftercare=command.aftercare,
+        long_term_maintenance=command.long_term_maintenance,
+        note=command.note,
+    )
+
+
+def _close(facts: CaseFacts, command: CloseCase) -> CaseClosed:
+    if facts.scheduled_service_ids:
+        raise errors.services_still_scheduled(command.case_id, facts.scheduled_service_ids)
+    return CaseClosed(case_id=command.case_id, reason=command.reason, note=command.note)
+
+
+def _plan(record: CasePlanning) -> Plan:
+    if record.plan is None:
+        raise errors.plan_not_drafted(record.case_id)
+    return record.plan
+
+
+def _goal(plan: Plan, goal_id: str) -> GoalState:
+    goal = plan.goals.get(goal_id)
+    if goal is None:
+        raise NotFound("goal", goal_id)
+    return goal
+
+
+def _active_goal(plan: Plan, goal_id: str) -> GoalState:
+    goal = _goal(plan, goal_id)
+    if goal.status is not GoalStatus.ACTIVE:
+        raise errors.goal_not_active(goal_id, goal.status.value)
+    return goal

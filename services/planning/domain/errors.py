@@ -1,0 +1,51 @@
+"""The planning service's refusals: rule names and the exceptions that carry them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from events.commands import RuleBroken
+
+CASE_CLOSED = "CASE_CLOSED"
+PLAN_NOT_DRAFTED = "PLAN_NOT_DRAFTED"
+PLAN_HAS_NO_GOALS = "PLAN_HAS_NO_GOALS"
+PLAN_ALREADY_AGREED = "PLAN_ALREADY_AGREED"
+PLAN_VERSION_CHANGED = "PLAN_VERSION_CHANGED"
+PLAN_NOT_AGREED = "PLAN_NOT_AGREED"
+GOAL_NOT_ACTIVE = "GOAL_NOT_ACTIVE"
+GOAL_DROPPED = "GOAL_DROPPED"
+GOAL_UNCHANGED = "GOAL_UNCHANGED"
+SERVICES_STILL_SCHEDULED = "SERVICES_STILL_SCHEDULED"
+
+
+def case_closed(case_id: str) -> RuleBroken:
+    return RuleBroken(CASE_CLOSED, f"case {case_id} is closed", subject=case_id)
+
+
+def plan_not_drafted(case_id: str) -> RuleBroken:
+    return RuleBroken(
+        PLAN_NOT_DRAFTED, f"case {case_id} has no plan yet; draft one first", subject=case_id
+    )
+
+
+def plan_not_agreed(plan_id: str) -> RuleBroken:
+    return RuleBroken(PLAN_NOT_AGREED, "the client has not agreed to the plan yet", subject=plan_id)
+
+
+def goal_not_active(goal_id: str, status: str) -> RuleBroken:
+    return RuleBroken(
+        GOAL_NOT_ACTIVE,
+        f"goal {goal_id} is {status}; only active goals can be revised, achieved or dropped",
+        subject=goal_id,
+        status=status,
+    )
+
+
+def services_still_scheduled(case_id: str, service_ids: Iterable[str]) -> RuleBroken:
+    listed = ",".join(sorted(service_ids))
+    return RuleBroken(
+        SERVICES_STILL_SCHEDULED,
+        f"services are still scheduled ({listed}); deliver or cancel them before closing",
+        subject=case_id,
+        service_ids=listed,
+    )

@@ -1,0 +1,130 @@
+"""A case as planning sees it: its plan folded from planning's own events, plus the facts
+planning learned about the case from other services on the bus.
+
+Plan versions: version 1 is the first draft. Agreeing records the current version; any change
+to the goals afterwards (add, revise, drop) starts the next version, which needs the client's
+agreement again. Achieving a goal is progress, not a change of the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from events.catalog.base import CaseEvent
+from events.catalog.cases import CaseClosed
+from events.catalog.monitoring import ContactLogged, ProgressEvaluated
+from events.catalog.planning import (
+    Goal,
+    GoalAchieved,
+    GoalAdded,
+    GoalDropped,
+    GoalRevised,
+    PlanAgreed,
+    PlanDrafted,
+)
+from events.envelope import RecordedEvent
+
+
+class GoalStatus(StrEnum):
+    ACTIVE = "active"
+    ACHIEVED = "achieved"
+    DROPPED = "dropped"
+
+
+def plan_version(agreed_version: int, changed_since_agreement: bool) -> int:
+    """The version being worked on: the agreed one, or the next one once it was changed."""
+    return agreed_version + 1 if changed_since_agreement else agreed_version
+
+
+@dataclass
+class GoalState:
+    goal: Goal
+    status: GoalStatus = GoalStatus.ACTIVE
+
+
+@dataclass
+class Plan:
+    plan_id: str
+    goals: dict[str, GoalState] = field(default_factory=dict)
+    agreed_version: int = 0
+    changed_since_agreement: bool = True
+    """True for a draft never agreed, and after any revision since the last agreement."""
+
+    @property
+    def version(self) -> int:
+        return plan_version(self.agreed_version, self.changed_since_agreement)
+
+    @property
+    def ever_agreed(self) -> bool:
+        return self.agreed_version > 0
+
+    def active_goal_ids(self) -> tuple[str, ...]:
+        return tuple(
+            goal_id for goal_id, goal in self.goals.items() if goal.status is GoalStatus.ACTIVE
+        )
+
+
+@dataclass
+class CasePlanning:
+    """Planning's own record of one case (its event stream, folded)."""
+
+    case_id: str
+    plan: Plan | None = None
+    closures: int = 0
+    contact_ids: set[str] = field(default_factory=set)
+    evaluation_ids: set[str] = field(default_factory=set)
+
+    def apply(self, event: CaseEvent) -> None:
+        match event:
+            case PlanDrafted():
+                self.plan = Plan(event.plan_id, {g.goal_id: GoalState(g) for g in event.goals})
+            case GoalAdded() if self.plan is not None:
+                self.plan.goals[event.goal.goal_id] = GoalState(event.goal)
+                self.plan.changed_since_agreement = True
+            case GoalRevised() if self.plan is not None:
+                self.plan.goals[event.goal.goal_id].goal = event.goal
+                self.plan.changed_since_agreement = True
+            case GoalAchieved() if self.plan is not None:
+                self.plan.goals[event.goal_id].status = GoalStatus.ACHIEVED
+            case GoalDropped() if self.plan is not None:
+                self.plan.goals[event.goal_id].status = GoalStatus.DROPPED
+                self.plan.changed_since_agreement = True
+            case PlanAgreed() if self.plan is not None:
+                self.plan.agreed_version = event.plan_version
+                self.plan.changed_since_agreement = False
+            case ContactLogged():
+                self.contact_ids.add(event.contact_id)
+            case ProgressEvaluated():
+                self.evaluation_ids.add(event.evaluation_id)
+            case CaseClosed():
+                self.closures += 1
+            case _:
+                pass
+
+
+def fold(case_id: str, history: Iterable[RecordedEvent]) -> CasePlanning:
+    record = CasePlanning(case_id)
+    for recorded in history:
+        record.apply(recorded.event)
+    return record
+
+
+@dataclass(frozen=True, slots=True)
+class CaseFacts:
+    """What other services said about the case, as planning learned it from the bus."""
+
+    known: bool
+    """Intake opened the case."""
+    worker_id: str | None = None
+    reopens: int = 0
+    scheduled_service_ids: tuple[str, ...] = ()
+
+    def is_closed(self, record: CasePlanning) -> bool:
+        # Planning closes cases in its own stream; a reopening comes from elsewhere on the bus.
+        # Every reopening follows a closure, so counting both tells which came last.
+        return record.closures > self.reopens
+
+
+UNKNOWN_CASE = CaseFacts(known=False)

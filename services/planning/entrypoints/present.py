@@ -1,0 +1,124 @@
+"""From command outcomes and read-model documents to planning's gRPC responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from casetrail.common.v1 import common_pb2
+from casetrail.planning.v1 import planning_pb2
+from events.envelope import RecordedEvent
+from events.projections.port import Document
+
+
+def command_result(case_id: str, recorded: list[RecordedEvent]) -> common_pb2.CommandResult:
+    return common_pb2.CommandResult(
+        case_id=case_id,
+        version=recorded[-1].sequence if recorded else 0,
+        event_ids=[str(event.event_id) for event in recorded],
+    )
+
+
+def case_view(document: Document) -> planning_pb2.CaseView:
+    view = planning_pb2.CaseView(
+        case_id=document["case_id"],
+        client_id=document["client_id"] or "",
+        status=document["status"],
+        stage=document["stage"],
+        needs=_needs(document),
+        services=[_service(service) for service in document["services"]],
+        referrals=[_referral(referral) for referral in document["referrals"]],
+        next_follow_up_due=document["next_follow_up_due"] or "",
+        last_contact_on=document["last_contact_on"] or "",
+        contacts_logged=document["contacts_logged"],
+        closure_reason=document["closure_reason"] or "",
+    )
+    if document["worker_id"] is not None:
+        view.worker.CopyFrom(
+            planning_pb2.AssignedWorker(
+                worker_id=document["worker_id"], worker_role=document["worker_role"]
+            )
+        )
+    if document["plan"] is not None:
+        view.plan.CopyFrom(_plan(document["plan"]))
+    if document["discharge"] is not None:
+        view.discharge.CopyFrom(planning_pb2.DischargeView(**document["discharge"]))
+    return view
+
+
+def case_summary(document: Document) -> planning_pb2.CaseSummary:
+    return planning_pb2.CaseSummary(
+        case_id=document["case_id"],
+        client_id=document["client_id"] or "",
+        status=document["status"],
+        stage=document["stage"],
+        worker_id=document["worker_id"] or "",
+        needs=document["needs"],
+        next_follow_up_due=document["next_follow_up_due"] or "",
+        scheduled_services=len(document["scheduled_service_ids"]),
+        open_referrals=document["open_referrals"],
+    )
+
+
+def _needs(document: Document) -> list[planning_pb2.Need]:
+    urgency = {need["category"]: need["urgency"] for need in document["assessed_needs"]}
+    presented = set(document["presented_needs"])
+    return [
+        planning_pb2.Need(
+            category=category,
+            urgency=urgency.get(category, ""),
+            presented=category in presented,
+            assessed=category in urgency,
+        )
+        for category in document["needs"]
+    ]
+
+
+def _plan(plan: Document) -> planning_pb2.PlanView:
+    return planning_pb2.PlanView(
+        plan_id=plan["plan_id"],
+        version=plan["version"],
+        agreed_version=plan["agreed_version"],
+        agreement_status=plan["agreement_status"],
+        goals=[
+            planning_pb2.GoalView(
+                goal=goal_message(entry["goal"]),
+                status=entry["status"],
+                latest_rating=entry["latest_rating"] or "",
+            )
+            for entry in plan["goals"]
+        ],
+        last_evaluated_on=plan["last_evaluated_on"] or "",
+        adjustment_needed=plan["adjustment_needed"],
+    )
+
+
+def goal_message(goal: dict[str, Any]) -> planning_pb2.Goal:
+    """A goal as the catalog dumps it to JSON, as a message."""
+    return planning_pb2.Goal(
+        goal_id=goal["goal_id"],
+        statement=goal["statement"],
+        term=goal["term"],
+        need_category=goal["need_category"],
+        objectives=goal["objectives"],
+        tasks=[
+            planning_pb2.Task(
+                task_id=task["task_id"],
+                description=task["description"],
+                owner=planning_pb2.TaskOwner(
+                    kind=task["owner"]["kind"], owner_id=task["owner"]["owner_id"] or ""
+                ),
+                target_date=task["target_date"],
+            )
+            for task in goal["tasks"]
+        ],
+    )
+
+
+def _service(service: Document) -> planning_pb2.ServiceView:
+    return planning_pb2.ServiceView(
+        **{key: value or "" for key, value in service.items()},
+    )
+
+
+def _referral(referral: Document) -> planning_pb2.ReferralView:
+    return planning_pb2.ReferralView(**referral)

@@ -1,0 +1,250 @@
+"""Outbox relay -> real Kafka -> consumer group: nothing acknowledged is lost, even when the
+relay dies at the worst moment or the broker goes away mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from events.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
+from events.bus.retry import Backoff
+from events.bus.topics import TopicSettings, create_topics
+from events.checkpoints import CheckpointStore
+from events.envelope import RecordedEvent
+from events.outbox import OutboxRelay
+from events.registry import EventRegistry
+from events.store.sqlite import SqliteCheckpointStore, SqliteEventStore
+from tests.contract.bus_conftest import (
+    delete_topics,
+    eventually,
+    kafka_test_settings,
+    read_topic,
+    running,
+)
+from tests.support.sample_events import note, sample_registry
+from tests.support.servers import server_missing
+
+pytestmark = pytest.mark.kafka
+
+KAFKA_INFRA = Path(__file__).resolve().parents[2] / "infra" / "kafka"
+
+
+@dataclass
+class CaseProjection:
+    """An idempotent read model that applies each case's events strictly in order."""
+
+    deliveries: int = 0
+    versions: dict[str, int] = field(default_factory=dict)
+    applied: dict[UUID, RecordedEvent] = field(default_factory=dict)
+    out_of_order: list[tuple[str, int, int]] = field(default_factory=list)
+
+    async def __call__(self, event: RecordedEvent) -> None:
+        self.deliveries += 1
+        current = self.versions.get(event.stream, 0)
+        if event.sequence <= current:
+            return  # seen before: a redelivery
+        if event.sequence != current + 1:
+            self.out_of_order.append((event.stream, current, event.sequence))
+            return
+        self.versions[event.stream] = event.sequence
+        self.applied[event.event_id] = event
+
+    def has(self, events: list[RecordedEvent]) -> bool:
+        return all(event.event_id in self.applied for event in events)
+
+
+class DiesAfterPublishing(CheckpointStore):
+    """Checkpoints of a relay process that is killed right after the bus acknowledged."""
+
+    def __init__(self, inner: CheckpointStore) -> None:
+        self.inner = inner
+        self.armed = True
+
+    async def load(self, name: str) -> int:
+        return await self.inner.load(name)
+
+    async def save(self, name: str, position: int) -> None:
+        if self.armed:
+            self.armed = False
+            raise RuntimeError("relay killed between publish and checkpoint")
+        await self.inner.save(name, position)
+
+
+@pytest.fixture
+def registry() -> EventRegistry:
+    return sample_registry()
+
+
+@pytest.fixture
+async def store(tmp_path: Path, registry: EventRegistry) -> AsyncIterator[SqliteEventStore]:
+    opened = await SqliteEventStore.open(tmp_path / "events.db", registry)
+    yield opened
+    await opened.close()
+
+
+async def append_round(store: SqliteEventStore, cases: list[str]) -> list[RecordedEvent]:
+    """One more event on every case, each in its own append as commands would do."""
+    appended: list[RecordedEvent] = []
+    for case_id in cases:
+        stream = f"case-{case_id}"
+        version = await store.stream_version(stream)
+        appended += await store.append(stream, [note(case_id)], version)
+    return appended
+
+
+async def test_a_relay_killed_before_its_checkpoint_sends_again_and_consumers_shrug(
+    store: SqliteEventStore, registry: EventRegistry
+) -> None:
+    settings = kafka_test_settings()
+    topics = TopicSettings(case_events_topic=f"test.relay.{os.urandom(6).hex()}", partitions=3)
+    group = f"test.relay-consumer.{os.urandom(4).hex()}"
+    try:
+        await create_topics(settings, topics.new_topics([group]))
+    except Exception as error:
+        server_missing("Kafka", error)
+    checkpoints = DiesAfterPublishing(SqliteCheckpointStore(store))
+    try:
+        async with KafkaEventPublisher(settings, topics.case_events_topic) as publisher:
+            stored = await append_round(store, ["c-1", "c-2", "c-3"])
+            stored += await append_round(store, ["c-1", "c-2", "c-3"])
+            with pytest.raises(RuntimeError, match="killed"):
+                await OutboxRelay(store, publisher, checkpoints, "relay").publish_pending()
+            assert await checkpoints.load("relay") == 0
+
+            restarted = OutboxRelay(store, publisher, checkpoints, "relay")
+            assert await restarted.publish_pending() == len(stored)
+            assert await checkpoints.load("relay") == stored[-1].position
+
+        on_topic = await read_topic(settings, topics.case_events_topic, topics.partitions)
+        assert len(on_topic) == 2 * len(stored)
+
+        projection = CaseProjection()
+        subscriber = KafkaEventSubscriber(
+            settings, registry, topic=topics.case_events_topic, topics=topics
+        )
+        async with running(subscriber, group, projection):
+            await eventually(lambda: projection.deliveries == 2 * len(stored), "both copies")
+        assert projection.applied == {event.event_id: event for event in stored}
+        assert projection.out_of_order == []
+    finally:
+        await delete_topics(settings, [topics.case_events_topic, f"{group}.dlq"])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class PrivateBroker:
+    """A broker of its own (own data dir and ports), so stopping it disturbs nobody else."""
+
+    env: dict[str, str]
+    bootstrap: str
+
+    async def script(self, name: str) -> None:
+        process = await asyncio.create_subprocess_exec(
+            str(KAFKA_INFRA / name),
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"{name} failed: {stderr.decode(errors='replace')[-3000:]}")
+
+    async def start(self) -> None:
+        await self.script("start.sh")
+
+    async def stop(self) -> None:
+        await self.script("stop.sh")
+
+
+@pytest.fixture
+async def private_broker(tmp_path: Path) -> AsyncIterator[PrivateBroker]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "CASETRAIL_KAFKA_DIR": str(tmp_path / "kafka"),
+        "CASETRAIL_KAFKA_PORT": str(port),
+        "CASETRAIL_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "CASETRAIL_KAFKA_HEAP": "256m",
+    }
+    broker = PrivateBroker(env, f"127.0.0.1:{port}")
+    try:
+        await broker.start()
+    except Exception as error:
+        await broker.stop()
+        server_missing("A private Kafka broker (infra/kafka/start.sh)", error)
+    try:
+        yield broker
+    finally:
+        await broker.stop()
+
+
+async def test_a_broker_restart_mid_stream_loses_nothing_and_keeps_case_order(
+    private_broker: PrivateBroker, store: SqliteEventStore, registry: EventRegistry
+) -> None:
+    settings = replace(
+        kafka_test_settings(),
+        bootstrap_servers=private_broker.bootstrap,
+        request_timeout_ms=3_000,
+    )
+    topics = TopicSettings(case_events_topic="test.restart", partitions=3)
+    await create_topics(settings, topics.new_topics())
+    cases = [f"case-{n}" for n in range(8)]
+    publisher = KafkaEventPublisher(settings, topics.case_events_topic)
+    relay = OutboxRelay(
+        store,
+        publisher,
+        SqliteCheckpointStore(store),
+        "relay",
+        batch_size=20,
+        backoff=Backoff(initial=0.1, maximum=1.0),
+        idle_timeout=0.1,
+    )
+    subscriber = KafkaEventSubscriber(
+        settings, registry, topic=topics.case_events_topic, topics=topics
+    )
+    projection = CaseProjection()
+    stop_relay = asyncio.Event()
+    relaying = asyncio.create_task(relay.run(stop_relay))
+    try:
+        async with running(subscriber, "test.restart-consumer", projection) as consumer:
+            before: list[RecordedEvent] = []
+            for _ in range(4):
+                before += await append_round(store, cases)
+            await eventually(lambda: projection.has(before), "the events before the outage")
+
+            await private_broker.stop()
+            during: list[RecordedEvent] = []
+            for _ in range(4):
+                during += await append_round(store, cases)  # the service keeps working
+            status = await relay.status()
+            assert status.lag == len(during)
+            assert status.published_position == before[-1].position
+
+            await private_broker.start()
+            after: list[RecordedEvent] = []
+            for _ in range(4):
+                after += await append_round(store, cases)
+            everything = before + during + after
+            await eventually(lambda: projection.has(everything), "every event after the restart")
+            assert not consumer.task.done()
+    finally:
+        stop_relay.set()
+        await relaying
+        await publisher.stop()
+    assert projection.out_of_order == []
+    assert projection.versions == dict.fromkeys((f"case-{c}" for c in cases), 12)
+    assert set(projection.applied) == {event.event_id for event in everything}
+    assert (await relay.status()).lag == 0

@@ -1,0 +1,126 @@
+"""Case events as the bus delivers them to audit: recorded by other services, both clocks set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+from events.catalog.access import AccessPurpose
+from events.catalog.assessment import AssessedNeed, AssessmentFactors, InitialAssessmentRecorded
+from events.catalog.assignment import CaseAssigned
+from events.catalog.base import CaseEvent, Role
+from events.catalog.cases import (
+    CaseClosed,
+    CaseOpened,
+    DischargeReason,
+    PresentingNeed,
+    ReferralSource,
+    ReferralSourceKind,
+)
+from events.catalog.values import NeedCategory, Urgency
+from events.envelope import Actor, EventMetadata, RecordedEvent
+from services.audit.domain.access import Viewer
+
+CASE = "case-0042"
+DAY = timedelta(days=1)
+T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
+
+INTAKE_WORKER = Actor("intake-ivy", Role.INTAKE_WORKER)
+COORDINATOR = Actor("coord-carla", Role.COORDINATOR)
+AUDITOR = Viewer(Actor("auditor-kim", Role.AUDITOR), AccessPurpose.CONFIDENTIALITY_REVIEW)
+SUPERVISOR = Viewer(Actor("super-sam", Role.SUPERVISOR), AccessPurpose.SUPERVISION)
+CASE_MANAGER = Viewer(Actor("worker-luca", Role.CASE_MANAGER), AccessPurpose.DIRECT_CARE)
+
+
+@dataclass
+class Producer:
+    """One stream of another service: hands out sequences and positions like its store."""
+
+    source: str
+    stream: str
+    sequence: int = 0
+    positions: list[int] = field(default_factory=list)
+
+    def record(
+        self,
+        event: CaseEvent,
+        *,
+        occurred_at: datetime,
+        recorded_at: datetime | None = None,
+        actor: Actor = INTAKE_WORKER,
+        event_id: UUID | None = None,
+    ) -> RecordedEvent:
+        self.sequence += 1
+        return RecordedEvent(
+            event_id=event_id or uuid4(),
+            stream=self.stream,
+            sequence=self.sequence,
+            position=self.sequence,
+            recorded_at=recorded_at or occurred_at,
+            event=event,
+            metadata=EventMetadata(
+                source=self.source,
+                actor=actor,
+                occurred_at=occurred_at,
+                correlation_id=uuid4(),
+            ),
+        )
+
+
+def intake(case_id: str = CASE) -> Producer:
+    return Producer("casetrail/intake", f"case-{case_id}")
+
+
+def coordination(case_id: str = CASE) -> Producer:
+    return Producer("casetrail/coordination", f"case-{case_id}")
+
+
+def opened(case_id: str = CASE) -> CaseOpened:
+    return CaseOpened(
+        case_id=case_id,
+        client_id="client-7f3a",
+        referral_source=ReferralSource(kind=ReferralSourceKind.HOSPITAL),
+        presenting_needs=(
+            PresentingNeed(category=NeedCategory.HOME_CARE, description="Lives alone after a fall"),
+        ),
+    )
+
+
+def assessed(case_id: str = CASE) -> InitialAssessmentRecorded:
+    return InitialAssessmentRecorded(
+        case_id=case_id,
+        assessment_id="assess-1",
+        factors=AssessmentFactors(psychological="Fears falling again"),
+        needs=(AssessedNeed(category=NeedCategory.HOME_CARE, urgency=Urgency.IMMEDIATE),),
+    )
+
+
+def assigned(case_id: str = CASE, worker_id: str = "worker-ana") -> CaseAssigned:
+    return CaseAssigned(
+        case_id=case_id,
+        worker_id=worker_id,
+        worker_role=Role.SOCIAL_WORKER,
+        reason="Licensed to counsel",
+    )
+
+
+def closed(case_id: str = CASE) -> CaseClosed:
+    return CaseClosed(case_id=case_id, reason=DischargeReason.GOALS_ACHIEVED)
+
+
+def late_recorded_case(case_id: str = CASE) -> list[RecordedEvent]:
+    """Opened on day 0; assigned on day 1 but only recorded on day 3; closed on day 5."""
+    desk = intake(case_id)
+    office = coordination(case_id)
+    return [
+        desk.record(opened(case_id), occurred_at=T0),
+        desk.record(assessed(case_id), occurred_at=T0 + timedelta(hours=2)),
+        office.record(
+            assigned(case_id),
+            occurred_at=T0 + DAY,
+            recorded_at=T0 + 3 * DAY,
+            actor=COORDINATOR,
+        ),
+        office.record(closed(case_id), occurred_at=T0 + 5 * DAY, actor=COORDINATOR),
+    ]

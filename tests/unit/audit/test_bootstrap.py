@@ -1,0 +1,86 @@
+"""The audit service as ``make run`` starts it: embedded storage, in-process bus, real gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import cast
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
+from casetrail.common.v1 import common_pb2
+from events.hosting import Infrastructure
+from services.audit.bootstrap import start
+from tests.unit.audit.support import CASE, DAY, T0, late_recorded_case
+
+AUDITOR = common_pb2.QueryContext(
+    actor=common_pb2.Actor(user_id="auditor-kim", role="auditor"),
+    purpose="confidentiality_review",
+)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Wait for the bus and the projections to catch up (a bounded wait, not a timing claim)."""
+    for _ in range(800):
+        if await check():
+            return
+        await asyncio.sleep(0.025)
+    pytest.fail(f"never happened: {what}")
+
+
+@pytest.fixture
+async def running(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[Infrastructure, audit_pb2_grpc.AuditAsyncStub, grpc.aio.Channel]]:
+    infra = Infrastructure.embedded(tmp_path)
+    service = await start(infra)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = cast("audit_pb2_grpc.AuditAsyncStub", audit_pb2_grpc.AuditStub(channel))
+            yield infra, stub, channel
+    finally:
+        await service.stop()
+
+
+async def test_events_from_the_bus_and_audits_own_accesses_form_the_history(
+    running: tuple[Infrastructure, audit_pb2_grpc.AuditAsyncStub, grpc.aio.Channel],
+) -> None:
+    infra, audit, channel = running
+    health = health_pb2_grpc.HealthStub(channel)
+    answer = await health.Check(health_pb2.HealthCheckRequest(service="casetrail.audit.v1.Audit"))
+    assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+    assert infra.inprocess_bus is not None
+    await infra.inprocess_bus.publisher(infra.topic).publish(late_recorded_case())
+
+    async def case_events_arrived() -> bool:
+        try:
+            page = await audit.GetTimeline(
+                audit_pb2.GetTimelineRequest(context=AUDITOR, case_id=CASE, as_of=_at(10))
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() is not grpc.StatusCode.NOT_FOUND:
+                raise
+            return False
+        return bool(page.total_events == 4)
+
+    await eventually(case_events_arrived, "the case's four events reached the timeline")
+
+    async def access_in_history() -> bool:
+        page = await audit.GetTimeline(audit_pb2.GetTimelineRequest(context=AUDITOR, case_id=CASE))
+        return any(e.event_type == "casetrail.record.accessed" for e in page.entries)
+
+    await eventually(access_in_history, "the auditor's access joined the case history")
+    log = await audit.GetAccessLog(audit_pb2.GetAccessLogRequest(context=AUDITOR, case_id=CASE))
+    assert {r.accessor.user_id for r in log.records} == {"auditor-kim"}
+
+
+def _at(days: int) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(T0 + days * DAY)
+    return stamp

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from events.catalog.base import SENSITIVE_MARK, Role
+from events.catalog.examples import CASE, example_events
+from events.catalog_registry import current_models
+from events.commands import NotAllowed
+from events.envelope import Actor
+from services.audit.domain import history
+from services.audit.domain.access import (
+    AuditQuery,
+    check_allowed,
+    sections_by_type,
+    sections_disclosed,
+)
+from services.audit.domain.case_state import CaseStatus, fold
+from services.audit.domain.history import TimeBasis
+from services.audit.domain.summaries import summary
+from tests.unit.audit.support import DAY, T0, Producer, late_recorded_case
+
+
+def state_at(moment_offset: timedelta, basis: TimeBasis) -> Any:
+    events = late_recorded_case()
+    return fold("case-0042", history.view(events, basis, T0 + moment_offset), basis)
+
+
+def test_a_late_recorded_assignment_counts_as_it_was_but_not_as_it_was_known() -> None:
+    as_it_was = state_at(2 * DAY, TimeBasis.OCCURRED)
+    as_known = state_at(2 * DAY, TimeBasis.RECORDED)
+
+    assert as_it_was.status is CaseStatus.ASSIGNED
+    assert as_it_was.assignment is not None
+    assert as_it_was.assignment.worker_id == "worker-ana"
+    assert as_known.status is CaseStatus.OPENED
+    assert as_known.assignment is None
+    assert as_it_was.events_applied == 3
+    assert as_known.events_applied == 2
+
+
+def test_once_recorded_both_views_agree_but_on_their_own_clock() -> None:
+    as_it_was = state_at(4 * DAY, TimeBasis.OCCURRED)
+    as_known = state_at(4 * DAY, TimeBasis.RECORDED)
+    assert as_it_was.last_event_at == T0 + DAY
+    assert as_known.last_event_at == T0 + 3 * DAY
+    assert replace(as_it_was, last_event_at=None) == replace(as_known, last_event_at=None)
+
+
+def test_before_the_case_opened_nothing_is_known() -> None:
+    state = state_at(-DAY, TimeBasis.OCCURRED)
+    assert state.status is CaseStatus.UNKNOWN
+    assert state.events_applied == 0
+    assert state.last_event_at is None
+
+
+def test_closing_ends_the_assignment() -> None:
+    state = state_at(10 * DAY, TimeBasis.OCCURRED)
+    assert state.status is CaseStatus.CLOSED
+    assert state.closure_reason == "goals_achieved"
+    assert state.assignment is None
+    assert [need.category for need in state.presenting_needs] == ["home_care"]
+    assert [(n.category, n.urgency) for n in state.assessed_needs] == [("home_care", "immediate")]
+
+
+def test_the_catalog_examples_fold_into_a_full_state() -> None:
+    producer = Producer("casetrail/test", f"case-{CASE}")
+    recorded = [
+        producer.record(event, occurred_at=T0 + index * timedelta(minutes=1))
+        for index, event in enumerate(example_events())
+        if event.subject_field == "case_id"
+    ]
+    state = fold(CASE, recorded, TimeBasis.OCCURRED)
+
+    assert state.status is CaseStatus.REOPENED
+    assert state.client_id == "client-7f3a"
+    assert state.plan is not None
+    assert state.plan.agreed_version == 1
+    goals = {goal.goal_id: goal.status for goal in state.plan.goals}
+    assert goals == {"goal-mobility": "achieved", "goal-social": "dropped"}
+    services = {s.service_id: s.status for s in state.services}
+    assert services == {"svc-physio-1": "delivered", "svc-transport-9": "cancelled"}
+    referrals = {r.referral_id: r.status for r in state.referrals}
+    assert referrals == {"ref-counsel": "completed", "ref-meals": "declined"}
+    assert [(c.consent_id, c.status) for c in state.consents] == [("consent-5", "revoked")]
+    assert state.events_applied == len(recorded)
+
+
+def test_views_order_by_occurrence_or_by_recording() -> None:
+    events = late_recorded_case()
+    by_occurrence = [e.event_type for e in history.view(events, TimeBasis.OCCURRED)]
+    by_recording = [e.event_type for e in history.view(events, TimeBasis.RECORDED)]
+    assert by_occurrence.index("casetrail.case.assigned") == 2
+    assert by_recording == by_occurrence  # recorded day 3 is still before the closure
+    cursor = history.sort_key(history.view(events, TimeBasis.OCCURRED)[1], TimeBasis.OCCURRED)
+    assert history.after(history.view(events, TimeBasis.OCCURRED), TimeBasis.OCCURRED, cursor) == 2
+
+
+@pytest.mark.parametrize("role", [Role.AUDITOR, Role.SUPERVISOR])
+def test_oversight_roles_may_query(role: Role) -> None:
+    for query in AuditQuery:
+        check_allowed(Actor("someone", role), query)
+
+
+@pytest.mark.parametrize("role", [r for r in Role if r not in (Role.AUDITOR, Role.SUPERVISOR)])
+def test_other_roles_may_not(role: Role) -> None:
+    with pytest.raises(NotAllowed, match="may not read a case timeline"):
+        check_allowed(Actor("someone", role), AuditQuery.TIMELINE)
+
+
+def test_every_catalog_type_belongs_to_a_record_section() -> None:
+    assert {model.event_type for model in current_models()} == set(sections_by_type())
+
+
+def test_sections_disclosed_follow_catalog_order_without_repeats() -> None:
+    events = [e.event for e in late_recorded_case()]
+    assert [s.value for s in sections_disclosed(events)] == [
+        "identity",
+        "assessment",
+        "assignment",
+        "discharge",
+    ]
+
+
+def _sensitive_strings(schema: Any, data: Any, definitions: dict[str, Any]) -> list[str]:
+    """The strings of ``data`` that sit where ``schema`` marks a value sensitive."""
+    if not isinstance(schema, dict):
+        return []
+    if schema.get(SENSITIVE_MARK):
+        return _all_strings(data)
+    if "$ref" in schema:
+        target = definitions[schema["$ref"].rsplit("/", 1)[-1]]
+        return _sensitive_strings(target, data, definitions)
+    found = [
+        s
+        for branch in schema.get("anyOf", [])
+        for s in _sensitive_strings(branch, data, definitions)
+    ]
+    if isinstance(data, dict):
+        properties = schema.get("properties", {})
+        found += [
+            s
+            for key, value in data.items()
+            for s in _sensitive_strings(properties.get(key), value, definitions)
+        ]
+    if isinstance(data, list):
+        found += [
+            s for item in data for s in _sensitive_strings(schema.get("items"), item, definitions)
+        ]
+    return found
+
+
+def _all_strings(data: Any) -> list[str]:
+    if isinstance(data, str):
+        return [data]
+    if isinstance(data, list):
+        return [s for item in data for s in _all_strings(item)]
+    if isinstance(data, dict):
+        return [s for item in data.values() for s in _all_strings(item)]
+    return []
+
+
+@pytest.mark.parametrize("event", example_events(), ids=lambda e: e.event_type)
+def test_summaries_never_repeat_sensitive_text(event: Any) -> None:
+    text = summary(event)
+    assert text
+    schema = type(event).model_json_schema()
+    sensitive = _sensitive_strings(schema, event.model_dump(mode="json"), schema.get("$defs", {}))
+    assert [value for value in sensitive if value in text] == []

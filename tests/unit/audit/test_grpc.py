@@ -1,0 +1,265 @@
+"""The audit API through a real grpc.aio server on port 0 and a real channel."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+import grpc
+import pytest
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
+from casetrail.common.v1 import common_pb2
+from events.cloudevents import from_json_lines, from_structured
+from events.envelope import RecordedEvent
+from events.grpc_platform.server import create_server
+from events.projections.runner import BusProjectionHandler
+from events.projections.sqlite import SqliteReadModelStore
+from events.registry import EventRegistry
+from services.audit.adapters.timeline import TimelineProjection
+from services.audit.app.queries import AuditDeps
+from services.audit.entrypoints import responses
+from services.audit.entrypoints.grpc_server import SERVICE_NAME, AuditServicer
+from tests.unit.audit.support import CASE, DAY, T0, late_recorded_case
+
+OCCURRED = audit_pb2.TIME_BASIS_OCCURRED
+RECORDED = audit_pb2.TIME_BASIS_RECORDED
+
+
+@pytest.fixture
+async def received(read_models: SqliteReadModelStore) -> list[RecordedEvent]:
+    events = late_recorded_case()
+    handler = BusProjectionHandler(read_models, TimelineProjection())
+    for recorded in events:
+        await handler(recorded)
+    return events
+
+
+@pytest.fixture
+async def audit(deps: AuditDeps) -> AsyncIterator[audit_pb2_grpc.AuditAsyncStub]:
+    servicer = AuditServicer(deps)
+
+    def register(server: grpc.aio.Server) -> None:
+        audit_pb2_grpc.add_AuditServicer_to_server(servicer, server)
+
+    server, port, _ = await create_server("127.0.0.1:0", [register], [SERVICE_NAME])
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            # The stub is the async flavour on an aio channel; grpc itself is untyped here.
+            yield cast("audit_pb2_grpc.AuditAsyncStub", audit_pb2_grpc.AuditStub(channel))
+    finally:
+        await server.stop(None)
+
+
+def viewer(role: str = "auditor", purpose: str = "confidentiality_review") -> Any:
+    return common_pb2.QueryContext(
+        actor=common_pb2.Actor(user_id=f"user-{role}", role=role), purpose=purpose
+    )
+
+
+def stamp(moment: datetime) -> Timestamp:
+    message = Timestamp()
+    message.FromDatetime(moment)
+    return message
+
+
+async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, status_pb2.Status]:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    status: status_pb2.Status | None = rpc_status.from_call(raised.value)
+    assert status is not None
+    return raised.value.code(), status
+
+
+M = TypeVar("M", bound=Message)
+
+
+def details(status: status_pb2.Status, kind: type[M]) -> list[M]:
+    found: list[M] = []
+    for packed in status.details:
+        if packed.Is(kind.DESCRIPTOR):
+            message = kind()
+            packed.Unpack(message)
+            found.append(message)
+    return found
+
+
+def violated_fields(status: status_pb2.Status) -> list[str]:
+    return [
+        v.field for d in details(status, error_details_pb2.BadRequest) for v in d.field_violations
+    ]
+
+
+async def export(stub: audit_pb2_grpc.AuditAsyncStub, **fields: Any) -> list[bytes]:
+    request = audit_pb2.ExportCaseRequest(context=viewer(), case_id=CASE, **fields)
+    return [chunk.json_lines async for chunk in stub.ExportCase(request)]
+
+
+@pytest.mark.usefixtures("received")
+async def test_state_as_of_differs_by_clock_for_a_late_recorded_event(
+    audit: audit_pb2_grpc.AuditAsyncStub,
+) -> None:
+    def asking(basis: Any) -> audit_pb2.GetCaseStateAsOfRequest:
+        return audit_pb2.GetCaseStateAsOfRequest(
+            context=viewer(), case_id=CASE, as_of=stamp(T0 + 2 * DAY), basis=basis
+        )
+
+    was = await audit.GetCaseStateAsOf(asking(OCCURRED))
+    known = await audit.GetCaseStateAsOf(asking(RECORDED))
+
+    assert was.state.status == audit_pb2.CASE_STATUS_ASSIGNED
+    assert was.state.assignment.worker_id == "worker-ana"
+    assert was.state.client_id == "client-7f3a"
+    assert [(n.category, n.urgency) for n in was.state.assessed_needs] == [
+        ("home_care", "immediate")
+    ]
+    assert known.state.status == audit_pb2.CASE_STATUS_OPENED
+    assert not known.state.HasField("assignment")
+    assert (was.basis, known.basis) == (OCCURRED, RECORDED)
+
+
+async def test_the_timeline_pages_through_the_whole_history(
+    audit: audit_pb2_grpc.AuditAsyncStub, received: list[RecordedEvent], registry: EventRegistry
+) -> None:
+    entries: list[audit_pb2.TimelineEntry] = []
+    token = ""
+    while True:
+        page = await audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(
+                context=viewer(), case_id=CASE, basis=RECORDED, page_size=3, page_token=token
+            )
+        )
+        entries.extend(page.entries)
+        assert page.total_events == len(received)
+        token = page.next_page_token
+        if not token:
+            break
+
+    assert [e.event_id for e in entries] == [str(e.event_id) for e in received]
+    assert entries[2].actor.role == "coordinator"
+    assert entries[2].summary == "assigned the case to worker-ana (social_worker)"
+    decoded = [from_structured(json.loads(e.cloudevent_json), registry) for e in entries]
+    assert decoded == received
+
+
+async def test_export_streams_json_lines_that_round_trip(
+    audit: audit_pb2_grpc.AuditAsyncStub,
+    received: list[RecordedEvent],
+    registry: EventRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(responses, "EXPORT_CHUNK_EVENTS", 3)
+    chunks = await export(audit)
+
+    assert len(chunks) == 2
+    assert all(chunk.endswith(b"\n") for chunk in chunks)
+    assert from_json_lines(b"".join(chunks).decode(), registry) == received
+
+
+async def test_every_read_is_in_the_access_log(
+    audit: audit_pb2_grpc.AuditAsyncStub, received: list[RecordedEvent]
+) -> None:
+    await export(audit)
+    await audit.WhoDidWhat(
+        audit_pb2.WhoDidWhatRequest(context=viewer("supervisor", "supervision"), case_id=CASE)
+    )
+    log = await audit.GetAccessLog(audit_pb2.GetAccessLogRequest(context=viewer(), case_id=CASE))
+
+    assert [(r.accessor.user_id, r.purpose) for r in log.records] == [
+        ("user-auditor", "confidentiality_review"),
+        ("user-supervisor", "supervision"),
+        ("user-auditor", "confidentiality_review"),
+    ]
+    assert list(log.records[0].sections) == ["identity", "assessment", "assignment", "discharge"]
+    assert list(log.records[2].sections) == ["access_log"]
+    assert {r.source for r in log.records} == {"casetrail/audit"}
+
+
+@pytest.mark.usefixtures("received")
+async def test_who_did_what_for_one_actor(audit: audit_pb2_grpc.AuditAsyncStub) -> None:
+    answer = await audit.WhoDidWhat(
+        audit_pb2.WhoDidWhatRequest(context=viewer(), case_id=CASE, actor_id="coord-carla")
+    )
+    assert [(a.event_type, a.summary) for a in answer.activities] == [
+        ("casetrail.case.assigned", "assigned the case to worker-ana (social_worker)"),
+        ("casetrail.case.closed", "closed the case (goals_achieved)"),
+    ]
+
+
+@pytest.mark.usefixtures("received")
+@pytest.mark.parametrize("role", ["coordinator", "case_manager", "social_worker", "client"])
+async def test_roles_without_oversight_are_denied(
+    audit: audit_pb2_grpc.AuditAsyncStub, role: str
+) -> None:
+    code, status = await refusal(
+        audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(context=viewer(role, "direct_care"), case_id=CASE)
+        )
+    )
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    assert [i.reason for i in details(status, error_details_pb2.ErrorInfo)] == ["ROLE_NOT_ALLOWED"]
+
+    streamed = audit.ExportCase(
+        audit_pb2.ExportCaseRequest(context=viewer(role, "direct_care"), case_id=CASE)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        async for _ in streamed:
+            pass
+    assert raised.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.usefixtures("received")
+async def test_bad_requests_name_every_field(audit: audit_pb2_grpc.AuditAsyncStub) -> None:
+    code, status = await refusal(
+        audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(
+                context=common_pb2.QueryContext(
+                    actor=common_pb2.Actor(user_id="kim", role="auditor"), purpose="curiosity"
+                ),
+                case_id="no spaces allowed",
+                page_size=5000,
+                page_token="not-a-token",
+            )
+        )
+    )
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["context.purpose", "case_id", "page_size", "page_token"]
+
+    code, status = await refusal(
+        audit.GetCaseStateAsOf(audit_pb2.GetCaseStateAsOfRequest(context=viewer(), case_id=CASE))
+    )
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["basis", "as_of"]
+
+
+@pytest.mark.usefixtures("received")
+async def test_a_page_token_only_fits_its_own_view(audit: audit_pb2_grpc.AuditAsyncStub) -> None:
+    page = await audit.GetTimeline(
+        audit_pb2.GetTimelineRequest(context=viewer(), case_id=CASE, page_size=1)
+    )
+    code, status = await refusal(
+        audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(
+                context=viewer(), case_id=CASE, basis=RECORDED, page_token=page.next_page_token
+            )
+        )
+    )
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["page_token"]
+
+
+async def test_an_unknown_case_is_not_found(audit: audit_pb2_grpc.AuditAsyncStub) -> None:
+    code, status = await refusal(
+        audit.GetAccessLog(audit_pb2.GetAccessLogRequest(context=viewer(), case_id="case-nope"))
+    )
+    assert code is grpc.StatusCode.NOT_FOUND
+    assert [r.resource_name for r in details(status, error_details_pb2.ResourceInfo)] == [
+        "case-nope"
+    ]

@@ -1,0 +1,199 @@
+"""Audit queries against real SQLite stores: what they answer and what they record."""
+
+from __future__ import annotations
+
+import pytest
+
+from events.catalog.access import AccessPurpose, RecordAccessed, RecordSection
+from events.catalog.base import Role
+from events.cloudevents import from_json_lines, iter_json_lines
+from events.commands import InvalidCommand, NotAllowed
+from events.envelope import Actor, RecordedEvent
+from events.projections.runner import BusProjectionHandler, catch_up
+from events.projections.sqlite import SqliteReadModelStore
+from events.registry import EventRegistry
+from events.store.sqlite import SqliteEventStore
+from services.audit.adapters.timeline import TimelineProjection
+from services.audit.app import queries
+from services.audit.app.handlers import SERVICE_SOURCE
+from services.audit.app.queries import AuditDeps
+from services.audit.domain.access import Viewer
+from services.audit.domain.case_state import CaseStatus
+from services.audit.domain.errors import CaseNotFound
+from services.audit.domain.history import TimeBasis
+from tests.unit.audit.support import (
+    AUDITOR,
+    CASE,
+    CASE_MANAGER,
+    DAY,
+    SUPERVISOR,
+    T0,
+    coordination,
+    late_recorded_case,
+)
+
+
+@pytest.fixture
+async def received(read_models: SqliteReadModelStore) -> list[RecordedEvent]:
+    events = late_recorded_case()
+    handler = BusProjectionHandler(read_models, TimelineProjection())
+    for recorded in events:
+        await handler(recorded)
+    return events
+
+
+async def accesses(store: SqliteEventStore) -> list[RecordAccessed]:
+    recorded = await store.read_stream(f"access-{CASE}")
+    events = [r.event for r in recorded]
+    assert all(isinstance(e, RecordAccessed) for e in events)
+    return [e for e in events if isinstance(e, RecordAccessed)]
+
+
+@pytest.mark.usefixtures("received")
+async def test_state_as_it_was_differs_from_state_as_it_was_known(deps: AuditDeps) -> None:
+    as_of = T0 + 2 * DAY
+    was = await queries.get_state_as_of(deps, AUDITOR, CASE, as_of, TimeBasis.OCCURRED)
+    known = await queries.get_state_as_of(deps, AUDITOR, CASE, as_of, TimeBasis.RECORDED)
+
+    assert (was.status, known.status) == (CaseStatus.ASSIGNED, CaseStatus.OPENED)
+
+
+@pytest.mark.usefixtures("received")
+async def test_each_disclosure_is_recorded_with_who_why_and_what(
+    deps: AuditDeps, store: SqliteEventStore
+) -> None:
+    page = await queries.get_timeline(deps, AUDITOR, CASE, TimeBasis.OCCURRED, page_size=1)
+    await queries.get_state_as_of(deps, SUPERVISOR, CASE, T0, TimeBasis.OCCURRED)
+
+    first, second = await accesses(store)
+    assert [e.event_type for e in page.entries] == ["casetrail.case.opened"]
+    assert (first.accessor_id, first.accessor_role, first.purpose) == (
+        "auditor-kim",
+        Role.AUDITOR,
+        AccessPurpose.CONFIDENTIALITY_REVIEW,
+    )
+    assert first.sections == (RecordSection.IDENTITY, RecordSection.ASSESSMENT)
+    assert second.accessor_id == "super-sam"
+    assert RecordSection.ASSIGNMENT in second.sections
+    recorded = await store.read_stream(f"access-{CASE}")
+    assert {r.metadata.source for r in recorded} == {SERVICE_SOURCE}
+    assert recorded[0].metadata.actor == AUDITOR.actor
+
+
+@pytest.mark.usefixtures("received")
+async def test_access_events_join_the_case_history(
+    deps: AuditDeps, store: SqliteEventStore, read_models: SqliteReadModelStore
+) -> None:
+    await queries.get_timeline(deps, AUDITOR, CASE, TimeBasis.RECORDED)
+    await catch_up(store, read_models, TimelineProjection())  # what the service host runs
+
+    activities = await queries.who_did_what(deps, SUPERVISOR, CASE, TimeBasis.RECORDED)
+    viewed = [a for a in activities if a.recorded.event_type == RecordAccessed.event_type]
+    assert [a.recorded.metadata.actor.user_id for a in viewed] == ["auditor-kim"]
+    assert viewed[0].summary.startswith("viewed identity, assessment, assignment, discharge")
+
+    log = await queries.get_access_log(deps, AUDITOR, CASE)
+    # The timeline's copy and the store's copy of the first access are one access.
+    assert [e.metadata.actor.user_id for e in log] == ["auditor-kim", "super-sam", "auditor-kim"]
+
+
+@pytest.mark.usefixtures("received")
+@pytest.mark.parametrize(
+    "viewer",
+    [
+        CASE_MANAGER,
+        Viewer(Actor("coord-carla", Role.COORDINATOR), AccessPurpose.COORDINATION),
+        Viewer(Actor("c1", Role.CLIENT), AccessPurpose.CLIENT_REQUEST),
+    ],
+)
+async def test_only_oversight_roles_may_read_and_refusals_record_nothing(
+    deps: AuditDeps, store: SqliteEventStore, viewer: Viewer
+) -> None:
+    with pytest.raises(NotAllowed):
+        await queries.get_timeline(deps, viewer, CASE, TimeBasis.OCCURRED)
+    with pytest.raises(NotAllowed):
+        await queries.export_case(deps, viewer, CASE, TimeBasis.OCCURRED)
+    with pytest.raises(NotAllowed):
+        await queries.get_access_log(deps, viewer, CASE)
+
+    assert await store.last_position() == 0
+
+
+async def test_an_unknown_case_is_not_found_and_nothing_is_recorded(
+    deps: AuditDeps, store: SqliteEventStore
+) -> None:
+    with pytest.raises(CaseNotFound):
+        await queries.get_timeline(deps, AUDITOR, "case-unknown", TimeBasis.OCCURRED)
+    assert await store.last_position() == 0
+
+
+@pytest.mark.usefixtures("received")
+async def test_an_accessor_id_the_catalog_refuses_names_the_request_field(
+    deps: AuditDeps, store: SqliteEventStore
+) -> None:
+    viewer = Viewer(Actor("kim@agency", Role.AUDITOR), AccessPurpose.CONFIDENTIALITY_REVIEW)
+    with pytest.raises(InvalidCommand) as refused:
+        await queries.get_timeline(deps, viewer, CASE, TimeBasis.OCCURRED)
+
+    assert [v.field for v in refused.value.violations] == ["context.actor.user_id"]
+    assert await store.last_position() == 0
+
+
+@pytest.mark.usefixtures("received")
+async def test_pages_never_repeat_an_entry_when_an_earlier_event_arrives(
+    deps: AuditDeps, read_models: SqliteReadModelStore
+) -> None:
+    first = await queries.get_timeline(deps, AUDITOR, CASE, TimeBasis.OCCURRED, page_size=2)
+    assert first.next_cursor is not None
+    assert first.total == 4
+
+    late = coordination()
+    late.sequence = 2  # the coordination stream already holds two events
+    handler = BusProjectionHandler(read_models, TimelineProjection())
+    await handler(
+        late.record(
+            coordination_note(),
+            occurred_at=T0 + DAY / 24,  # between the two entries already shown
+            recorded_at=T0 + 6 * DAY,
+        )
+    )
+
+    second = await queries.get_timeline(
+        deps, AUDITOR, CASE, TimeBasis.OCCURRED, page_size=2, cursor=first.next_cursor
+    )
+    seen = [e.event_id for e in first.entries]
+    assert not {e.event_id for e in second.entries} & set(seen)
+    assert [e.event_type for e in second.entries] == [
+        "casetrail.case.assigned",
+        "casetrail.case.closed",
+    ]
+    assert second.next_cursor is None
+    assert second.total == 5
+
+
+@pytest.mark.usefixtures("received")
+async def test_timeline_as_of_a_moment_on_either_clock(deps: AuditDeps) -> None:
+    was = await queries.get_timeline(deps, AUDITOR, CASE, TimeBasis.OCCURRED, as_of=T0 + 2 * DAY)
+    known = await queries.get_timeline(deps, AUDITOR, CASE, TimeBasis.RECORDED, as_of=T0 + 2 * DAY)
+    assert was.total == 3
+    assert known.total == 2
+
+
+async def test_export_round_trips_through_cloudevents(
+    deps: AuditDeps, registry: EventRegistry, received: list[RecordedEvent]
+) -> None:
+    exported = await queries.export_case(deps, AUDITOR, CASE, TimeBasis.OCCURRED)
+    text = "".join(iter_json_lines(exported))
+
+    assert from_json_lines(text, registry) == exported == received
+
+
+def coordination_note() -> RecordAccessed:
+    """Any case event will do; a coordinator viewing the plan is one coordination records."""
+    return RecordAccessed(
+        case_id=CASE,
+        accessor_id="coord-carla",
+        accessor_role=Role.COORDINATOR,
+        purpose=AccessPurpose.COORDINATION,
+        sections=(RecordSection.PLAN,),
+    )

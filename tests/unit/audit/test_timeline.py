@@ -1,0 +1,93 @@
+"""The timeline read model on a real SQLite read-model store."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from events.catalog.clients import ClientRegistered, PersonName
+from events.envelope import RecordedEvent
+from events.projections.runner import BusProjectionHandler
+from events.projections.sqlite import SqliteReadModelStore
+from events.registry import EventRegistry
+from services.audit.adapters.timeline import (
+    CASES,
+    CHUNKS,
+    SEEN,
+    ReadModelTimelines,
+    TimelineProjection,
+)
+from tests.unit.audit.support import CASE, T0, Producer, late_recorded_case, opened
+
+
+async def snapshot(read_models: SqliteReadModelStore) -> dict[str, list[object]]:
+    return {
+        collection: [item async for item in read_models.scan(collection)]
+        for collection in (CASES, CHUNKS, SEEN)
+    }
+
+
+async def deliver(
+    read_models: SqliteReadModelStore, events: list[RecordedEvent], chunk_size: int = 50
+) -> None:
+    handler = BusProjectionHandler(read_models, TimelineProjection(chunk_size))
+    for recorded in events:
+        await handler(recorded)
+
+
+async def test_received_events_read_back_exactly(
+    read_models: SqliteReadModelStore, registry: EventRegistry
+) -> None:
+    events = late_recorded_case()
+    await deliver(read_models, events)
+
+    assert await ReadModelTimelines(read_models, registry).events_of(CASE) == events
+
+
+async def test_redelivery_changes_nothing(
+    read_models: SqliteReadModelStore, registry: EventRegistry
+) -> None:
+    events = late_recorded_case()
+    await deliver(read_models, events)
+    before = await snapshot(read_models)
+
+    await deliver(read_models, events)  # the bus delivers again
+    projection = TimelineProjection()
+    async with read_models.transaction() as transaction:  # another feed carries the same event
+        await projection.apply(transaction, events[2])
+
+    assert await snapshot(read_models) == before
+    assert len(await ReadModelTimelines(read_models, registry).events_of(CASE)) == len(events)
+
+
+async def test_long_histories_are_split_into_chunks(
+    read_models: SqliteReadModelStore, registry: EventRegistry
+) -> None:
+    producer = Producer("casetrail/intake", f"case-{CASE}")
+    events = [
+        producer.record(opened(), occurred_at=T0 + index * timedelta(hours=1)) for index in range(5)
+    ]
+    await deliver(read_models, events, chunk_size=2)
+
+    chunks = [key async for key, _ in read_models.scan(CHUNKS)]
+    assert chunks == [f"{CASE}:00000000", f"{CASE}:00000001", f"{CASE}:00000002"]
+    assert await ReadModelTimelines(read_models, registry).events_of(CASE) == events
+
+
+async def test_client_events_belong_to_no_case_timeline(
+    read_models: SqliteReadModelStore, registry: EventRegistry
+) -> None:
+    producer = Producer("casetrail/intake", "client-c1")
+    registered = ClientRegistered(
+        client_id="c1", name=PersonName(given_names="Marco"), date_of_birth=date(1941, 6, 2)
+    )
+    await deliver(read_models, [producer.record(registered, occurred_at=T0)])
+
+    timelines = ReadModelTimelines(read_models, registry)
+    assert await timelines.events_of("c1") == []
+    assert [key async for key, _ in read_models.scan(CASES)] == []
+
+
+async def test_an_unknown_case_has_no_events(
+    read_models: SqliteReadModelStore, registry: EventRegistry
+) -> None:
+    assert await ReadModelTimelines(read_models, registry).events_of("nobody") == []

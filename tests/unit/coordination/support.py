@@ -1,0 +1,254 @@
+"""Helpers for coordination's unit tests: the test agency, intake's facts as the bus delivers
+them, contexts, and reading the details of a refusal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from itertools import count
+from typing import Any, TypeVar
+from uuid import uuid4
+
+import grpc
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from casetrail.common.v1 import common_pb2
+from events.catalog.assessment import AssessedNeed, AssessmentFactors, InitialAssessmentRecorded
+from events.catalog.base import CaseEvent, Role
+from events.catalog.cases import (
+    CaseClosed,
+    CaseOpened,
+    CaseReopened,
+    DischargeReason,
+    PresentingNeed,
+    ReferralSource,
+    ReferralSourceKind,
+)
+from events.catalog.clients import ClientRegistered, PersonName
+from events.catalog.values import NeedCategory, Urgency
+from events.envelope import Actor, EventMetadata, RecordedEvent
+from events.projections.runner import BusProjectionHandler
+from services.coordination.domain.agency import Agency
+
+TODAY = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+"""The day the tests' commands say they happen (licences are checked against it)."""
+
+_positions = count(1)
+M = TypeVar("M", bound=Message)
+
+
+def sample_agency() -> Agency:
+    licence: dict[str, Any] = {"kind": "licence", "issued_by": "State board"}
+    return Agency.model_validate(
+        {
+            "agency_id": "test-agency",
+            "name": "Test agency",
+            "workers": [
+                {
+                    "worker_id": "sw-lcsw",
+                    "name": "Amara Okafor",
+                    "role": "social_worker",
+                    "credentials": [{**licence, "name": "LCSW", "valid_until": "2030-01-01"}],
+                    "caseload_capacity": 2,
+                },
+                {
+                    "worker_id": "sw-expired",
+                    "name": "Grace Kim",
+                    "role": "social_worker",
+                    "credentials": [{**licence, "name": "LBSW", "valid_until": "2025-12-31"}],
+                    "caseload_capacity": 10,
+                },
+                {
+                    "worker_id": "cm-dana",
+                    "name": "Dana Reyes",
+                    "role": "case_manager",
+                    "credentials": [{"kind": "certification", "name": "CCM"}],
+                    "caseload_capacity": 1,
+                },
+                {
+                    "worker_id": "sup-helen",
+                    "name": "Helen Morris",
+                    "role": "supervisor",
+                    "credentials": [{**licence, "name": "LCSW"}],
+                    "caseload_capacity": 5,
+                },
+            ],
+            "programs": [
+                {
+                    "program_id": "home-care-medicaid-waiver",
+                    "name": "Home care (Medicaid waiver)",
+                    "min_age": 65,
+                    "max_monthly_income": {"amount_minor_units": 290_100, "currency": "USD"},
+                    "residence_in": ["us-ca-alameda"],
+                    "valid_for_days": 365,
+                },
+                {"program_id": "open-door", "name": "Open door drop-in"},
+            ],
+            "budget_lines": [
+                {
+                    "budget_line": "home-care-fy2026",
+                    "name": "Home care",
+                    "amount": {"amount_minor_units": 100_000, "currency": "USD"},
+                    "funds_service_kinds": ["home_care"],
+                },
+                {
+                    "budget_line": "flex",
+                    "name": "Flexible fund",
+                    "amount": {"amount_minor_units": 50_000, "currency": "USD"},
+                },
+            ],
+        }
+    )
+
+
+@dataclass
+class IntakeFeed:
+    """Intake's (and planning's) events about cases, delivered as the bus subscription does."""
+
+    handler: BusProjectionHandler
+    _sequences: dict[str, int] = field(default_factory=dict)
+
+    async def register_client(self, client_id: str, born: date) -> None:
+        await self.deliver(
+            ClientRegistered(
+                client_id=client_id,
+                name=PersonName(given_names="Walter", family_name="Brenner"),
+                date_of_birth=born,
+            ),
+            f"client-{client_id}",
+        )
+
+    async def open_case(
+        self,
+        case_id: str,
+        client_id: str,
+        needs: Iterable[NeedCategory],
+        assessed: Iterable[NeedCategory] = (),
+    ) -> None:
+        await self.deliver(
+            CaseOpened(
+                case_id=case_id,
+                client_id=client_id,
+                referral_source=ReferralSource(kind=ReferralSourceKind.HOSPITAL),
+                presenting_needs=tuple(PresentingNeed(category=need) for need in needs),
+            ),
+            f"case-{case_id}",
+        )
+        assessed = tuple(assessed)
+        if assessed:
+            await self.deliver(
+                InitialAssessmentRecorded(
+                    case_id=case_id,
+                    assessment_id=f"assessment-{case_id}",
+                    factors=AssessmentFactors(social="lives alone"),
+                    needs=tuple(
+                        AssessedNeed(category=need, urgency=Urgency.SOON) for need in assessed
+                    ),
+                ),
+                f"case-{case_id}",
+            )
+
+    async def close_case(self, case_id: str) -> None:
+        await self.deliver(
+            CaseClosed(case_id=case_id, reason=DischargeReason.GOALS_ACHIEVED),
+            f"case-{case_id}",
+            source="casetrail/planning",
+        )
+
+    async def reopen_case(self, case_id: str) -> None:
+        await self.deliver(CaseReopened(case_id=case_id, reason="fell again"), f"case-{case_id}")
+
+    async def deliver(
+        self, event: CaseEvent, stream: str, source: str = "casetrail/intake"
+    ) -> RecordedEvent:
+        key = f"{source}|{stream}"
+        self._sequences[key] = self._sequences.get(key, 0) + 1
+        recorded = RecordedEvent(
+            event_id=uuid4(),
+            stream=stream,
+            sequence=self._sequences[key],
+            position=next(_positions),
+            recorded_at=datetime.now(UTC),
+            event=event,
+            metadata=EventMetadata(
+                source=source,
+                actor=Actor("intake-1", Role.INTAKE_WORKER),
+                occurred_at=datetime.now(UTC),
+                correlation_id=uuid4(),
+            ),
+        )
+        await self.handler(recorded)
+        return recorded
+
+
+def command_context(
+    role: str, key: str | None = None, user: str | None = None
+) -> common_pb2.CommandContext:
+    occurred_at = Timestamp()
+    occurred_at.FromDatetime(TODAY)
+    return common_pb2.CommandContext(
+        actor=common_pb2.Actor(user_id=user or f"user-{role}", role=role),
+        idempotency_key=key or str(uuid4()),
+        occurred_at=occurred_at,
+    )
+
+
+def query_context(role: str = "coordinator") -> common_pb2.QueryContext:
+    return common_pb2.QueryContext(
+        actor=common_pb2.Actor(user_id=f"user-{role}", role=role), purpose="coordination"
+    )
+
+
+def timestamp(value: datetime) -> Timestamp:
+    message = Timestamp()
+    message.FromDatetime(value)
+    return message
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: grpc.StatusCode
+    message: str
+    details: list[Any]
+
+    def detail(self, kind: type[M]) -> M:
+        return next(d for d in self.details if isinstance(d, kind))
+
+    @property
+    def rule(self) -> str:
+        reason: str = self.detail(error_details_pb2.ErrorInfo).reason
+        return reason
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return dict(self.detail(error_details_pb2.ErrorInfo).metadata)
+
+    @property
+    def fields(self) -> list[str]:
+        bad = self.detail(error_details_pb2.BadRequest)
+        return [violation.field for violation in bad.field_violations]
+
+
+_DETAIL_KINDS: tuple[type[Message], ...] = (
+    error_details_pb2.BadRequest,
+    error_details_pb2.PreconditionFailure,
+    error_details_pb2.ErrorInfo,
+    error_details_pb2.ResourceInfo,
+)
+
+
+def refusal(error: grpc.aio.AioRpcError) -> Refusal:
+    status: status_pb2.Status | None = rpc_status.from_call(error)
+    assert status is not None, "the refusal carries no google.rpc.Status"
+    details: list[Any] = []
+    for packed in status.details:
+        for kind in _DETAIL_KINDS:
+            if packed.Is(kind.DESCRIPTOR):
+                unpacked = kind()
+                packed.Unpack(unpacked)
+                details.append(unpacked)
+    return Refusal(error.code(), status.message, details)

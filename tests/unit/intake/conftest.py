@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from events.catalog_registry import default_registry
+from events.projections.runner import BusProjectionHandler
+from events.projections.sqlite import SqliteReadModelStore
+from events.store.sqlite import SqliteEventStore
+from services.intake.adapters.case_closures import CaseClosuresProjection, ClosureLog
+from services.intake.adapters.client_directory import ClientDirectory
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
+    opened = await SqliteEventStore.open(tmp_path / "events.db", default_registry())
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def read_models(tmp_path: Path) -> AsyncIterator[SqliteReadModelStore]:
+    opened = SqliteReadModelStore(tmp_path / "read-models.db")
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def directory(store: SqliteEventStore, read_models: SqliteReadModelStore) -> ClientDirectory:
+    return ClientDirectory(store, read_models)
+
+
+@pytest.fixture
+def closures(read_models: SqliteReadModelStore) -> ClosureLog:
+    return ClosureLog(read_models)
+
+
+@pytest.fixture
+def from_bus(read_models: SqliteReadModelStore) -> BusProjectionHandler:
+    """Feeds the closures projection as the host's bus subscription does."""
+    return BusProjectionHandler(read_models, CaseClosuresProjection())

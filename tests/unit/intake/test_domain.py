@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from events.catalog.assessment import (
+    AssessedNeed,
+    AssessmentFactors,
+    InitialAssessmentRecorded,
+)
+from events.catalog.base import CaseEvent, Role
+from events.catalog.cases import (
+    CaseOpened,
+    CaseReopened,
+    PresentingNeed,
+    ReferralSource,
+    ReferralSourceKind,
+)
+from events.catalog.clients import ClientRegistered, PersonName
+from events.catalog.values import NeedCategory, Urgency
+from events.commands import AlreadyExists, InvalidCommand, NotAllowed, NotFound, RuleBroken
+from events.envelope import RecordedEvent
+from services.intake.domain.cases import (
+    case_from,
+    check_factors,
+    decide_assessment,
+    decide_opening,
+    decide_reopening,
+)
+from services.intake.domain.clients import check_date_of_birth, decide_registration
+from services.intake.domain.errors import PossibleDuplicateClient
+from services.intake.domain.matching import DuplicateCandidate
+from services.intake.domain.permissions import ALLOWED, Action, require_role
+from tests.unit.intake.support import recorded
+
+CASE = "case1"
+STREAM = f"case-{CASE}"
+
+REGISTRATION = ClientRegistered(
+    client_id="c2", name=PersonName(given_names="Marco", family_name="Bellini")
+)
+CANDIDATE = DuplicateCandidate("c1", REGISTRATION.name, None, False, ())
+OPENED = CaseOpened(
+    case_id=CASE,
+    client_id="c1",
+    referral_source=ReferralSource(kind=ReferralSourceKind.SELF),
+    presenting_needs=(PresentingNeed(category=NeedCategory.HOUSING),),
+)
+REOPENED = CaseReopened(case_id=CASE, reason="Evicted again")
+
+
+def assessment(assessment_id: str = "a1") -> InitialAssessmentRecorded:
+    return InitialAssessmentRecorded(
+        case_id=CASE,
+        assessment_id=assessment_id,
+        factors=AssessmentFactors(economic="No income since March"),
+        needs=(AssessedNeed(category=NeedCategory.HOUSING, urgency=Urgency.URGENT),),
+    )
+
+
+def history(*events: CaseEvent) -> list[RecordedEvent]:
+    return [recorded(event, STREAM, number) for number, event in enumerate(events, start=1)]
+
+
+def test_a_new_person_is_registered() -> None:
+    assert decide_registration([], REGISTRATION, [], False) == [REGISTRATION]
+
+
+def test_a_possible_duplicate_is_refused_with_its_candidates() -> None:
+    with pytest.raises(PossibleDuplicateClient) as refused:
+        decide_registration([], REGISTRATION, [CANDIDATE], False)
+    assert refused.value.candidates == (CANDIDATE,)
+    assert isinstance(refused.value, AlreadyExists)
+
+
+def test_a_confirmed_non_duplicate_is_registered() -> None:
+    assert decide_registration([], REGISTRATION, [CANDIDATE], True) == [REGISTRATION]
+
+
+def test_a_client_stream_is_written_once() -> None:
+    with pytest.raises(AlreadyExists):
+        decide_registration(history(REGISTRATION), REGISTRATION, [], False)
+
+
+def test_a_birth_date_in_the_future_is_refused() -> None:
+    check_date_of_birth(date(2024, 1, 1), today=date(2024, 1, 1))
+    with pytest.raises(InvalidCommand) as refused:
+        check_date_of_birth(date(2024, 1, 2), today=date(2024, 1, 1))
+    assert refused.value.violations[0].field == "date_of_birth"
+
+
+def test_a_case_is_opened_once() -> None:
+    assert decide_opening([], OPENED) == [OPENED]
+    with pytest.raises(AlreadyExists):
+        decide_opening(history(OPENED), OPENED)
+
+
+def test_an_unknown_case_cannot_be_assessed_or_reopened() -> None:
+    with pytest.raises(NotFound):
+        decide_assessment([], assessment(), closures=0)
+    with pytest.raises(NotFound):
+        decide_reopening([], REOPENED, closures=1)
+
+
+def test_one_initial_assessment_per_opening() -> None:
+    assert decide_assessment(history(OPENED), assessment(), closures=0) == [assessment()]
+    with pytest.raises(RuleBroken) as refused:
+        decide_assessment(history(OPENED, assessment()), assessment("a2"), closures=0)
+    assert refused.value.rule == "INITIAL_ASSESSMENT_ALREADY_RECORDED"
+    assert refused.value.details["assessment_id"] == "a1"
+
+
+def test_a_closed_case_is_not_assessed() -> None:
+    with pytest.raises(RuleBroken) as refused:
+        decide_assessment(history(OPENED), assessment(), closures=1)
+    assert refused.value.rule == "CASE_CLOSED"
+
+
+def test_only_a_closed_case_is_reopened() -> None:
+    with pytest.raises(RuleBroken) as refused:
+        decide_reopening(history(OPENED), REOPENED, closures=0)
+    assert refused.value.rule == "CASE_NOT_CLOSED"
+    assert refused.value.details["subject"] == f"case/{CASE}"
+    assert decide_reopening(history(OPENED), REOPENED, closures=1) == [REOPENED]
+
+
+def test_a_reopened_case_is_open_until_closed_again() -> None:
+    reopened_once = history(OPENED, assessment(), REOPENED)
+    with pytest.raises(RuleBroken):
+        decide_reopening(reopened_once, REOPENED, closures=1)
+    assert decide_reopening(reopened_once, REOPENED, closures=2) == [REOPENED]
+
+
+def test_a_reopened_case_gets_a_new_initial_assessment() -> None:
+    case = case_from(history(OPENED, assessment(), REOPENED))
+    assert case is not None
+    assert case.current_assessment_id is None
+    assert case.version == 3
+    assert decide_assessment(history(OPENED, assessment(), REOPENED), assessment("a2"), 1)
+
+
+def test_an_assessment_describes_at_least_one_factor() -> None:
+    with pytest.raises(InvalidCommand) as refused:
+        check_factors(AssessmentFactors())
+    assert refused.value.violations[0].field == "factors"
+    check_factors(AssessmentFactors(cultural="Practising Catholic"))
+
+
+@pytest.mark.parametrize(
+    ("action", "allowed"),
+    [
+        (Action.REGISTER_CLIENT, {"receptionist", "intake_worker", "coordinator"}),
+        (Action.OPEN_CASE, {"receptionist", "intake_worker", "coordinator"}),
+        (
+            Action.RECORD_ASSESSMENT,
+            {"intake_worker", "coordinator", "social_worker", "case_manager"},
+        ),
+        (Action.REOPEN_CASE, {"coordinator", "supervisor"}),
+    ],
+)
+def test_roles_per_command(action: Action, allowed: set[str]) -> None:
+    assert {role.value for role in ALLOWED[action]} == allowed
+    for role in Role:
+        if role.value in allowed:
+            require_role(role, action)
+        else:
+            with pytest.raises(NotAllowed):
+                require_role(role, action)
+
+
+def test_the_receptionist_does_not_read_assessments() -> None:
+    with pytest.raises(NotAllowed):
+        require_role(Role.RECEPTIONIST, Action.READ_CASE)
+    require_role(Role.RECEPTIONIST, Action.READ_CLIENT)

@@ -1,0 +1,310 @@
+"""The intake API through a real grpc.aio channel to the service started by its bootstrap."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import pytest
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from casetrail.common.v1 import common_pb2
+from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+from events.hosting import Infrastructure, RunningService
+from services.intake.bootstrap import start
+from tests.unit.intake.support import closed_by_planning
+
+
+@dataclass
+class Intake:
+    stub: intake_pb2_grpc.IntakeStub
+    infra: Infrastructure
+
+
+@pytest.fixture
+async def intake(tmp_path: Path) -> AsyncIterator[Intake]:
+    infra = Infrastructure.embedded(tmp_path)
+    service: RunningService = await start(infra, "127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            yield Intake(intake_pb2_grpc.IntakeStub(channel), infra)
+    finally:
+        await service.stop()
+
+
+def command(role: str = "intake_worker", key: str = "") -> common_pb2.CommandContext:
+    return common_pb2.CommandContext(
+        actor=common_pb2.Actor(user_id=f"user-{role}", role=role),
+        idempotency_key=key or f"key-{next(_keys)}",
+    )
+
+
+def query(role: str = "coordinator") -> common_pb2.QueryContext:
+    return common_pb2.QueryContext(
+        actor=common_pb2.Actor(user_id=f"user-{role}", role=role), purpose="unit test"
+    )
+
+
+_keys = iter(range(1_000_000))
+
+
+def marco(
+    given: str = "Marco",
+    family: str = "Bellini",
+    birth: str = "1941-06-02",
+    national_id: str = "BLLMRC41H02F205X",
+) -> intake_pb2.RegisterClientRequest:
+    identifiers = [intake_pb2.PersonalIdentifier(scheme="national_id", value=national_id)]
+    return intake_pb2.RegisterClientRequest(
+        context=command("receptionist"),
+        name=intake_pb2.PersonName(given_names=given, family_name=family),
+        date_of_birth=birth,
+        identifiers=identifiers if national_id else [],
+        contact=intake_pb2.ContactDetails(phone="+39 02 555 0199"),
+        preferred_language="it",
+    )
+
+
+def opening(client_id: str) -> intake_pb2.OpenCaseRequest:
+    return intake_pb2.OpenCaseRequest(
+        context=command("receptionist"),
+        client_id=client_id,
+        referral_source=intake_pb2.ReferralSource(kind="hospital", name="St Mary"),
+        presenting_needs=[intake_pb2.PresentingNeed(category="home_care")],
+    )
+
+
+def assessing(
+    case_id: str, role: str = "social_worker"
+) -> intake_pb2.RecordInitialAssessmentRequest:
+    return intake_pb2.RecordInitialAssessmentRequest(
+        context=command(role),
+        case_id=case_id,
+        factors=intake_pb2.AssessmentFactors(psychological="Fears falling again"),
+        strengths=["Good relationship with his daughter"],
+        resources=["State pension"],
+        risks=[intake_pb2.Risk(description="Fall risk at home", severity="high")],
+        needs=[intake_pb2.AssessedNeed(category="home_care", urgency="immediate")],
+    )
+
+
+async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, status_pb2.Status]:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    status: status_pb2.Status | None = rpc_status.from_call(raised.value)
+    assert status is not None
+    return raised.value.code(), status
+
+
+M = TypeVar("M", bound=Message)
+
+
+def details(status: status_pb2.Status, kind: type[M]) -> list[M]:
+    found: list[M] = []
+    for packed in status.details:
+        if packed.Is(kind.DESCRIPTOR):
+            message = kind()
+            packed.Unpack(message)
+            found.append(message)
+    return found
+
+
+async def open_case(intake: Intake) -> str:
+    client = await intake.stub.RegisterClient(marco())
+    opened: intake_pb2.OpenCaseResponse = await intake.stub.OpenCase(opening(client.client_id))
+    return opened.result.case_id
+
+
+async def test_the_intake_of_a_client(intake: Intake) -> None:
+    client = await intake.stub.RegisterClient(marco())
+    opened = await intake.stub.OpenCase(opening(client.client_id))
+    assessed = await intake.stub.RecordInitialAssessment(assessing(opened.result.case_id))
+    assert assessed.result.version == 2
+    assert assessed.assessment_id
+
+    record = (
+        await intake.stub.GetCase(
+            intake_pb2.GetCaseRequest(context=query(), case_id=opened.result.case_id)
+        )
+    ).record
+    assert record.status == "open"
+    assert record.client.name.family_name == "Bellini"
+    assert record.client.contact.phone == "+39 02 555 0199"
+    assert record.referral_source.kind == "hospital"
+    assert [n.category for n in record.presenting_needs] == ["home_care"]
+    assert record.assessments[0].risks[0].severity == "high"
+    assert record.assessments[0].recorded_by.role == "social_worker"
+    assert record.version == 2
+
+    fetched = await intake.stub.GetClient(
+        intake_pb2.GetClientRequest(context=query("receptionist"), client_id=client.client_id)
+    )
+    assert fetched.client.date_of_birth == "1941-06-02"
+    assert fetched.client.registered_by.role == "receptionist"
+
+
+async def test_a_retry_returns_the_first_result(intake: Intake) -> None:
+    request = marco()
+    first = await intake.stub.RegisterClient(request)
+    again = await intake.stub.RegisterClient(request)
+    assert again == first
+    opened = opening(first.client_id)
+    assert await intake.stub.OpenCase(opened) == await intake.stub.OpenCase(opened)
+
+
+async def test_a_possible_duplicate_is_already_exists_with_the_candidates(
+    intake: Intake,
+) -> None:
+    first = await intake.stub.RegisterClient(marco())
+    same_person = marco(given="marco", family="BELLÌNI", national_id="")
+    code, status = await refusal(intake.stub.RegisterClient(same_person))
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    (duplicates,) = details(status, intake_pb2.PossibleDuplicates)
+    assert [c.client_id for c in duplicates.candidates] == [first.client_id]
+    assert duplicates.candidates[0].same_name_and_date_of_birth
+    resources = details(status, error_details_pb2.ResourceInfo)
+    assert [r.resource_name for r in resources] == [first.client_id]
+    (info,) = details(status, error_details_pb2.ErrorInfo)
+    assert info.reason == "POSSIBLE_DUPLICATE_CLIENT"
+
+    found = await intake.stub.FindPossibleDuplicates(
+        intake_pb2.FindPossibleDuplicatesRequest(
+            context=query("receptionist"),
+            name=same_person.name,
+            date_of_birth=same_person.date_of_birth,
+        )
+    )
+    assert [c.client_id for c in found.candidates] == [first.client_id]
+
+    same_person.confirmed_not_duplicate = True
+    registered = await intake.stub.RegisterClient(same_person)
+    assert registered.client_id != first.client_id
+    assert [c.client_id for c in registered.acknowledged_duplicates] == [first.client_id]
+
+
+async def test_bad_fields_are_invalid_argument_with_field_violations(intake: Intake) -> None:
+    request = marco(birth="yesterday")
+    request.contact.email = "nowhere"
+    request.name.given_names = ""
+    code, status = await refusal(intake.stub.RegisterClient(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    (bad,) = details(status, error_details_pb2.BadRequest)
+    fields = {v.field for v in bad.field_violations}
+    assert fields == {"name.given_names", "date_of_birth", "contact.email"}
+
+
+async def test_a_missing_idempotency_key_is_invalid_argument(intake: Intake) -> None:
+    request = marco()
+    request.context.idempotency_key = ""
+    code, status = await refusal(intake.stub.RegisterClient(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    (bad,) = details(status, error_details_pb2.BadRequest)
+    assert [v.field for v in bad.field_violations] == ["context.idempotency_key"]
+
+
+async def test_a_role_that_may_not_is_permission_denied(intake: Intake) -> None:
+    case_id = await open_case(intake)
+    code, status = await refusal(
+        intake.stub.RecordInitialAssessment(assessing(case_id, role="receptionist"))
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    (info,) = details(status, error_details_pb2.ErrorInfo)
+    assert info.reason == "ROLE_NOT_ALLOWED"
+    code, _ = await refusal(
+        intake.stub.GetCase(
+            intake_pb2.GetCaseRequest(context=query("receptionist"), case_id=case_id)
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_unknown_client_and_case_are_not_found(intake: Intake) -> None:
+    code, status = await refusal(intake.stub.OpenCase(opening("nobody")))
+    assert code == grpc.StatusCode.NOT_FOUND
+    (resource,) = details(status, error_details_pb2.ResourceInfo)
+    assert resource.resource_name == "nobody"
+    code, _ = await refusal(
+        intake.stub.GetCase(intake_pb2.GetCaseRequest(context=query(), case_id="nothing"))
+    )
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_stale_expected_version_is_aborted(intake: Intake) -> None:
+    case_id = await open_case(intake)
+    request = assessing(case_id)
+    request.context.expected_version = 5
+    code, _ = await refusal(intake.stub.RecordInitialAssessment(request))
+    assert code == grpc.StatusCode.ABORTED
+
+
+async def test_a_second_initial_assessment_is_failed_precondition(intake: Intake) -> None:
+    case_id = await open_case(intake)
+    await intake.stub.RecordInitialAssessment(assessing(case_id))
+    code, status = await refusal(intake.stub.RecordInitialAssessment(assessing(case_id)))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    (info,) = details(status, error_details_pb2.ErrorInfo)
+    assert info.reason == "INITIAL_ASSESSMENT_ALREADY_RECORDED"
+
+
+async def test_reopening_needs_a_closure_from_planning(intake: Intake) -> None:
+    case_id = await open_case(intake)
+    reopen = intake_pb2.ReopenCaseRequest(
+        context=command("coordinator"), case_id=case_id, reason="New fall in January"
+    )
+    code, status = await refusal(intake.stub.ReopenCase(reopen))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    (failure,) = details(status, error_details_pb2.PreconditionFailure)
+    assert failure.violations[0].type == "CASE_NOT_CLOSED"
+    assert failure.violations[0].subject == f"case/{case_id}"
+
+    assert intake.infra.inprocess_bus is not None
+    await intake.infra.inprocess_bus.publisher(intake.infra.topic).publish(
+        [closed_by_planning(case_id, sequence=1)]
+    )
+    await until_status(intake, case_id, "closed")
+
+    reopened = await intake.stub.ReopenCase(
+        intake_pb2.ReopenCaseRequest(
+            context=command("supervisor"), case_id=case_id, reason="New fall in January"
+        )
+    )
+    assert reopened.result.version == 2
+    record = await get_case(intake, case_id)
+    assert record.status == "open"
+    assert [r.reason for r in record.reopenings] == ["New fall in January"]
+    assert [c.reason for c in record.closures] == ["goals_achieved"]
+
+
+async def get_case(intake: Intake, case_id: str) -> intake_pb2.CaseRecord:
+    response: intake_pb2.GetCaseResponse = await intake.stub.GetCase(
+        intake_pb2.GetCaseRequest(context=query(), case_id=case_id)
+    )
+    return response.record
+
+
+async def until_status(intake: Intake, case_id: str, status: str) -> None:
+    """Wait for the bus subscription to deliver (a readiness wait, not a timing assertion)."""
+    for _ in range(500):
+        if (await get_case(intake, case_id)).status == status:
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail(f"case {case_id} never became {status}")
+
+
+async def test_queries_need_a_purpose(intake: Intake) -> None:
+    code, status = await refusal(
+        intake.stub.GetClient(
+            intake_pb2.GetClientRequest(
+                context=common_pb2.QueryContext(actor=query().actor), client_id="x"
+            )
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    (bad,) = details(status, error_details_pb2.BadRequest)
+    assert [v.field for v in bad.field_violations] == ["context.purpose"]

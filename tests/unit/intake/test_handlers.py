@@ -1,0 +1,351 @@
+"""Intake's handlers against a real SQLite store and read models."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date
+
+import pytest
+
+from events.catalog.base import Role
+from events.commands import (
+    CommandContext,
+    InvalidCommand,
+    NotAllowed,
+    NotFound,
+    RuleBroken,
+    VersionConflict,
+)
+from events.projections.runner import BusProjectionHandler
+from events.store.sqlite import SqliteEventStore
+from services.intake.adapters.case_closures import ClosureLog
+from services.intake.adapters.client_directory import ClientDirectory
+from services.intake.app import handlers, queries
+from services.intake.app.commands import (
+    AssessedNeedInput,
+    ContactInput,
+    FactorsInput,
+    FindDuplicates,
+    IdentifierInput,
+    NameInput,
+    OpenCase,
+    PresentingNeedInput,
+    RecordInitialAssessment,
+    ReferralSourceInput,
+    RegisterClient,
+    ReopenCase,
+)
+from services.intake.domain.errors import PossibleDuplicateClient
+from tests.unit.intake.support import closed_by_planning, context
+
+TODAY = date(2024, 3, 1)
+NATIONAL = IdentifierInput(scheme="national_id", value="BLLMRC41H02F205X")
+
+
+def marco(
+    given: str = "Marco",
+    family: str = "Bellini",
+    birth: str | None = "1941-06-02",
+    identifiers: tuple[IdentifierInput, ...] = (),
+    confirmed: bool = False,
+) -> RegisterClient:
+    return RegisterClient(
+        name=NameInput(given_names=given, family_name=family),
+        date_of_birth=birth,
+        identifiers=identifiers,
+        confirmed_not_duplicate=confirmed,
+    )
+
+
+async def register(
+    store: SqliteEventStore,
+    directory: ClientDirectory,
+    command: RegisterClient,
+    ctx: CommandContext | None = None,
+) -> handlers.Registration:
+    return await handlers.register_client(
+        store, directory, ctx or context(Role.RECEPTIONIST), command, TODAY
+    )
+
+
+def opening(client_id: str) -> OpenCase:
+    return OpenCase(
+        client_id=client_id,
+        referral_source=ReferralSourceInput(kind="hospital", name="St Mary discharge team"),
+        presenting_needs=(PresentingNeedInput(category="home_care", description="Lives alone"),),
+    )
+
+
+def assessing(case_id: str) -> RecordInitialAssessment:
+    return RecordInitialAssessment(
+        case_id=case_id,
+        factors=FactorsInput(biological="Hip replacement", economic="State pension only"),
+        needs=(AssessedNeedInput(category="home_care", urgency="immediate"),),
+        strengths=("Motivated to stay at home",),
+    )
+
+
+async def open_a_case(store: SqliteEventStore, directory: ClientDirectory) -> str:
+    client = await register(store, directory, marco())
+    opened = await handlers.open_case(store, context(), opening(client.recorded.subject_id))
+    return opened.subject_id
+
+
+async def test_registering_a_client(store: SqliteEventStore, directory: ClientDirectory) -> None:
+    registration = await register(store, directory, marco(identifiers=(NATIONAL,)))
+    assert registration.recorded.version == 1
+    assert registration.acknowledged_duplicates == ()
+    reader = queries.Reader(context().actor, "intake")
+    client = await queries.get_client(store, reader, registration.recorded.subject_id)
+    assert client.registration.name.family_name == "Bellini"
+    assert client.registration.date_of_birth == date(1941, 6, 2)
+
+
+async def test_same_folded_name_and_birth_date_is_refused_with_the_candidate(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    first = await register(store, directory, marco())
+    before = await store.last_position()
+    with pytest.raises(PossibleDuplicateClient) as refused:
+        await register(store, directory, marco(given=" MARCO", family="Bellìni"))
+    assert [c.client_id for c in refused.value.candidates] == [first.recorded.subject_id]
+    assert refused.value.candidates[0].same_name_and_date_of_birth
+    assert await store.last_position() == before
+
+
+async def test_an_identical_identifier_is_refused(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    first = await register(store, directory, marco(identifiers=(NATIONAL,)))
+    with pytest.raises(PossibleDuplicateClient) as refused:
+        await register(store, directory, marco(given="Anna", birth=None, identifiers=(NATIONAL,)))
+    candidate = refused.value.candidates[0]
+    assert candidate.client_id == first.recorded.subject_id
+    assert not candidate.same_name_and_date_of_birth
+    assert candidate.shared_identifiers[0].value == NATIONAL.value
+
+
+async def test_a_namesake_born_another_day_is_registered(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    await register(store, directory, marco())
+    other = await register(store, directory, marco(birth="1950-01-01"))
+    assert other.acknowledged_duplicates == ()
+
+
+async def test_confirmed_not_duplicate_registers_and_reports_what_was_set_aside(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    first = await register(store, directory, marco())
+    second = await register(store, directory, marco(confirmed=True))
+    assert second.recorded.subject_id != first.recorded.subject_id
+    assert [c.client_id for c in second.acknowledged_duplicates] == [first.recorded.subject_id]
+
+
+async def test_a_retry_returns_the_first_result_and_writes_nothing(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    first = await register(store, directory, marco())
+    ctx = context(Role.RECEPTIONIST, key="registration-42")
+    confirmed = await register(store, directory, marco(confirmed=True), ctx)
+    # a third namesake arrives after it; the retry must still answer as the first attempt did
+    await register(store, directory, marco(confirmed=True))
+    position = await store.last_position()
+    retried = await register(store, directory, marco(confirmed=True), ctx)
+    assert retried == confirmed
+    assert [c.client_id for c in retried.acknowledged_duplicates] == [first.recorded.subject_id]
+    assert await store.last_position() == position
+
+
+async def test_racing_registrations_of_one_person_do_not_both_succeed(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    outcomes = await asyncio.gather(
+        *(register(store, directory, marco(identifiers=(NATIONAL,))) for _ in range(5)),
+        return_exceptions=True,
+    )
+    registered = [o for o in outcomes if isinstance(o, handlers.Registration)]
+    refused = [o for o in outcomes if isinstance(o, PossibleDuplicateClient)]
+    assert len(registered) == 1
+    assert len(refused) == 4
+    winner = registered[0].recorded.subject_id
+    assert all(r.candidates[0].client_id == winner for r in refused)
+
+
+async def test_a_restarted_directory_still_knows_every_client(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    await register(store, directory, marco())
+    restarted = ClientDirectory(store, directory._read_models)
+    with pytest.raises(PossibleDuplicateClient):
+        await register(store, restarted, marco())
+
+
+async def test_bad_fields_are_named_as_in_the_request(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    command = RegisterClient(
+        name=NameInput(given_names="  "),
+        date_of_birth="2 June 1941",
+        identifiers=(NATIONAL, NATIONAL),
+        contact=ContactInput(email="not-an-address"),
+    )
+    with pytest.raises(InvalidCommand) as refused:
+        await register(store, directory, command)
+    fields = {violation.field for violation in refused.value.violations}
+    assert fields == {"name.given_names", "date_of_birth", "identifiers", "contact.email"}
+    assert await store.last_position() == 0
+
+
+async def test_a_birth_date_in_the_future_is_refused(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    with pytest.raises(InvalidCommand) as refused:
+        await register(store, directory, marco(birth="2030-01-01"))
+    assert refused.value.violations[0].field == "date_of_birth"
+
+
+async def test_the_role_is_checked_first(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    with pytest.raises(NotAllowed):
+        await register(store, directory, marco(given=""), context(Role.SOCIAL_WORKER))
+
+
+async def test_a_case_opens_for_a_registered_client_only(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    with pytest.raises(NotFound):
+        await handlers.open_case(store, context(), opening("nobody"))
+    client = await register(store, directory, marco())
+    ctx = context(key="open-1")
+    opened = await handlers.open_case(store, ctx, opening(client.recorded.subject_id))
+    assert opened.version == 1
+    assert await handlers.open_case(store, ctx, opening(client.recorded.subject_id)) == opened
+
+
+async def test_unknown_need_category_names_the_field(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    client = await register(store, directory, marco())
+    command = OpenCase(
+        client_id=client.recorded.subject_id,
+        referral_source=ReferralSourceInput(kind="hospital"),
+        presenting_needs=(PresentingNeedInput(category="sunshine"),),
+    )
+    with pytest.raises(InvalidCommand) as refused:
+        await handlers.open_case(store, context(), command)
+    assert refused.value.violations[0].field == "presenting_needs[0].category"
+    assert "housing" in refused.value.violations[0].problem
+
+
+async def test_assessing_a_case(
+    store: SqliteEventStore, directory: ClientDirectory, closures: ClosureLog
+) -> None:
+    case_id = await open_a_case(store, directory)
+    ctx = context(Role.SOCIAL_WORKER, key="assess-1")
+    recorded, assessment_id = await handlers.record_initial_assessment(
+        store, closures, ctx, assessing(case_id)
+    )
+    assert recorded.version == 2
+    again = await handlers.record_initial_assessment(store, closures, ctx, assessing(case_id))
+    assert again == (recorded, assessment_id)
+    with pytest.raises(RuleBroken) as refused:
+        await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
+    assert refused.value.rule == "INITIAL_ASSESSMENT_ALREADY_RECORDED"
+
+
+async def test_the_receptionist_does_not_assess(
+    store: SqliteEventStore, directory: ClientDirectory, closures: ClosureLog
+) -> None:
+    case_id = await open_a_case(store, directory)
+    with pytest.raises(NotAllowed):
+        await handlers.record_initial_assessment(
+            store, closures, context(Role.RECEPTIONIST), assessing(case_id)
+        )
+
+
+async def test_a_stale_expected_version_is_a_conflict(
+    store: SqliteEventStore, directory: ClientDirectory, closures: ClosureLog
+) -> None:
+    case_id = await open_a_case(store, directory)
+    stale = CommandContext(actor=context().actor, idempotency_key="k", expected_version=3)
+    with pytest.raises(VersionConflict):
+        await handlers.record_initial_assessment(store, closures, stale, assessing(case_id))
+
+
+async def test_reopening_follows_a_closure_learnt_from_the_bus(
+    store: SqliteEventStore,
+    directory: ClientDirectory,
+    closures: ClosureLog,
+    from_bus: BusProjectionHandler,
+) -> None:
+    case_id = await open_a_case(store, directory)
+    await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
+    reopen = ReopenCase(case_id=case_id, reason="New fall in January")
+    coordinator = context(Role.COORDINATOR)
+    with pytest.raises(RuleBroken) as refused:
+        await handlers.reopen_case(store, closures, coordinator, reopen)
+    assert refused.value.rule == "CASE_NOT_CLOSED"
+
+    closure = closed_by_planning(case_id, sequence=7)
+    await from_bus(closure)
+    await from_bus(closure)  # redelivered by the bus: still one closure
+    with pytest.raises(RuleBroken) as closed:
+        await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
+    assert closed.value.rule == "CASE_CLOSED"
+
+    reopened = await handlers.reopen_case(store, closures, coordinator, reopen)
+    assert reopened.version == 3
+    with pytest.raises(RuleBroken):
+        await handlers.reopen_case(store, closures, context(Role.SUPERVISOR), reopen)
+    await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
+
+    view = await queries.get_case(
+        store, closures, queries.Reader(coordinator.actor, "coordination"), case_id
+    )
+    assert view.status == "open"
+    assert len(view.case.assessments) == 2
+    assert [c.reason for c in view.closures] == ["goals_achieved"]
+    assert view.client is not None
+
+
+async def test_the_supervisor_reopens_but_the_case_manager_does_not(
+    store: SqliteEventStore,
+    directory: ClientDirectory,
+    closures: ClosureLog,
+    from_bus: BusProjectionHandler,
+) -> None:
+    case_id = await open_a_case(store, directory)
+    await from_bus(closed_by_planning(case_id, sequence=3))
+    reopen = ReopenCase(case_id=case_id, reason="Back in hospital")
+    with pytest.raises(NotAllowed):
+        await handlers.reopen_case(store, closures, context(Role.CASE_MANAGER), reopen)
+    await handlers.reopen_case(store, closures, context(Role.SUPERVISOR), reopen)
+
+
+async def test_finding_possible_duplicates(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    first = await register(store, directory, marco(identifiers=(NATIONAL,)))
+    reader = queries.Reader(context(Role.RECEPTIONIST).actor, "registration")
+    by_name = FindDuplicates(name=NameInput("marco", "BELLINI"), date_of_birth="1941-06-02")
+    by_identifier = FindDuplicates(identifiers=(NATIONAL,))
+    for query in (by_name, by_identifier):
+        found = await queries.find_possible_duplicates(directory, reader, query)
+        assert [c.client_id for c in found] == [first.recorded.subject_id]
+    with pytest.raises(InvalidCommand) as refused:
+        await queries.find_possible_duplicates(
+            directory, reader, FindDuplicates(name=NameInput("Marco"))
+        )
+    assert refused.value.violations[0].field == "identifiers"
+
+
+async def test_unknown_client_and_case_are_not_found(
+    store: SqliteEventStore, closures: ClosureLog
+) -> None:
+    reader = queries.Reader(context().actor, "intake")
+    with pytest.raises(NotFound):
+        await queries.get_client(store, reader, "nobody")
+    with pytest.raises(NotFound):
+        await queries.get_case(store, closures, reader, "nothing")

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from events.catalog.clients import PersonalIdentifier, PersonName
+from services.intake.domain.matching import (
+    KnownClient,
+    Probe,
+    candidates,
+    compare,
+    fold,
+    name_key,
+)
+
+BIRTH = date(1941, 6, 2)
+NATIONAL = PersonalIdentifier(scheme="national_id", value="BLLMRC41H02F205X")
+
+
+def known(
+    client_id: str,
+    given: str = "Marco",
+    family: str | None = "Bellini",
+    birth: date | None = BIRTH,
+    identifiers: tuple[PersonalIdentifier, ...] = (),
+    position: int = 1,
+) -> KnownClient:
+    return KnownClient(
+        client_id, PersonName(given_names=given, family_name=family), birth, identifiers, position
+    )
+
+
+def probe(
+    given: str = "Marco",
+    family: str | None = "Bellini",
+    birth: date | None = BIRTH,
+    identifiers: tuple[PersonalIdentifier, ...] = (),
+) -> Probe:
+    return Probe(PersonName(given_names=given, family_name=family), birth, identifiers)
+
+
+@pytest.mark.parametrize(
+    ("typed", "folded"),
+    [
+        ("  Zoë   DUPONT ", "zoe dupont"),
+        ("Ångström", "angstrom"),
+        ("José\tMaría", "jose maria"),
+        ("STRASSE", "strasse"),
+        ("Straße", "strasse"),
+    ],
+)
+def test_fold_ignores_case_accents_and_whitespace(typed: str, folded: str) -> None:
+    assert fold(typed) == folded
+
+
+def test_name_key_needs_a_date_of_birth() -> None:
+    assert name_key(PersonName(given_names="Marco"), None) is None
+    assert name_key(None, BIRTH) is None
+
+
+def test_same_folded_name_and_birth_date_match() -> None:
+    match = compare(probe(given="marco ", family="BELLÌNI"), known("c1"))
+    assert match is not None
+    assert match.same_name_and_date_of_birth
+    assert match.shared_identifiers == ()
+
+
+def test_same_name_with_another_birth_date_is_someone_else() -> None:
+    assert compare(probe(birth=date(1941, 6, 3)), known("c1")) is None
+
+
+def test_names_without_birth_dates_never_match() -> None:
+    assert compare(probe(birth=None), known("c1", birth=None)) is None
+
+
+def test_given_and_family_names_are_not_interchangeable() -> None:
+    assert compare(probe(given="Bellini", family="Marco"), known("c1")) is None
+
+
+def test_an_identical_identifier_matches_whatever_the_name() -> None:
+    match = compare(
+        probe(given="Anna", family="Rossi", birth=None, identifiers=(NATIONAL,)),
+        known("c1", identifiers=(NATIONAL,)),
+    )
+    assert match is not None
+    assert not match.same_name_and_date_of_birth
+    assert match.shared_identifiers == (NATIONAL,)
+
+
+def test_the_same_value_under_another_scheme_is_not_the_same_identifier() -> None:
+    passport = PersonalIdentifier(scheme="passport", value=NATIONAL.value)
+    assert (
+        compare(probe(given="Anna", identifiers=(passport,)), known("c1", identifiers=(NATIONAL,)))
+        is None
+    )
+
+
+def test_candidates_are_in_registration_order_without_repeats() -> None:
+    clients = [
+        known("late", identifiers=(NATIONAL,), position=9),
+        known("early", position=2),
+        known("late", identifiers=(NATIONAL,), position=9),
+        known("other", given="Luca", position=5),
+    ]
+    found = candidates(probe(identifiers=(NATIONAL,)), clients)
+    assert [c.client_id for c in found] == ["early", "late"]
+
+
+def test_candidates_as_a_retry_sees_them() -> None:
+    clients = [known("before", position=2), known("itself", position=4), known("after", position=6)]
+    found = candidates(probe(), clients, excluding="itself", registered_before=4)
+    assert [c.client_id for c in found] == ["before"]

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from events.catalog_registry import default_registry
+from events.projections.sqlite import SqliteReadModelStore
+from events.store.sqlite import SqliteEventStore
+from services.planning.adapters.case_views import CaseViews
+from services.planning.app.handlers import Dependencies
+from tests.unit.planning.support import Bus
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
+    opened = await SqliteEventStore.open(tmp_path / "planning.db", default_registry())
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def read_models(tmp_path: Path) -> AsyncIterator[SqliteReadModelStore]:
+    opened = SqliteReadModelStore(tmp_path / "planning-read-models.db")
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def bus(
+    tmp_path: Path, read_models: SqliteReadModelStore, store: SqliteEventStore
+) -> AsyncIterator[Bus]:
+    feed = Bus(tmp_path, read_models, store)
+    yield feed
+    await feed.close()
+
+
+@pytest.fixture
+def deps(store: SqliteEventStore, read_models: SqliteReadModelStore) -> Dependencies:
+    return Dependencies(store, CaseViews(read_models))

@@ -1,0 +1,228 @@
+"""What planning's tests share: other services' events, and a bus feed into the case view.
+
+Other services' events are written to their own real SQLite stores (as intake and coordination
+would), then delivered to planning's case view through the same ``BusProjectionHandler`` the
+service subscribes with. Delivery is explicit (``sync``), so tests need no waiting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from events.catalog.assessment import AssessedNeed, AssessmentFactors, InitialAssessmentRecorded
+from events.catalog.assignment import CaseAssigned, CaseReassigned
+from events.catalog.base import CaseEvent, Role
+from events.catalog.cases import (
+    CaseOpened,
+    CaseReopened,
+    PresentingNeed,
+    ReferralSource,
+    ReferralSourceKind,
+)
+from events.catalog.planning import Goal, GoalTerm, PlanTask, TaskOwner, TaskOwnerKind
+from events.catalog.referrals import ReferralAccepted, ReferralMade
+from events.catalog.scheduling import (
+    CancelledBy,
+    LocationKind,
+    ServiceCancelled,
+    ServiceDelivered,
+    ServiceKind,
+    ServiceLocation,
+    ServiceScheduled,
+)
+from events.catalog.values import NeedCategory, Provider, Urgency
+from events.catalog_registry import default_registry
+from events.commands import CommandContext
+from events.envelope import Actor, RecordedEvent
+from events.projections.port import Document, ReadModelStore
+from events.projections.runner import BusProjectionHandler
+from events.store.port import EventStore
+from events.store.sqlite import SqliteEventStore
+from services.planning.adapters.case_views import CaseViewProjection
+
+INTAKE = "casetrail/intake"
+COORDINATION = "casetrail/coordination"
+
+COORDINATOR = Actor("coord-1", Role.COORDINATOR)
+WORKER = Actor("worker-ana", Role.SOCIAL_WORKER)
+OTHER_WORKER = Actor("worker-bo", Role.CASE_MANAGER)
+SUPERVISOR = Actor("super-1", Role.SUPERVISOR)
+INTAKE_WORKER = Actor("intake-1", Role.INTAKE_WORKER)
+RECEPTIONIST = Actor("recep-1", Role.RECEPTIONIST)
+
+START = datetime(2030, 3, 1, 9, 0, tzinfo=UTC)
+PHYSIO = Provider(provider_id="prov-physio", name="North Physiotherapy")
+
+
+def goal(goal_id: str = "goal-walk", statement: str = "Walk to the shop unaided") -> Goal:
+    return Goal(
+        goal_id=goal_id,
+        statement=statement,
+        term=GoalTerm.SHORT,
+        need_category=NeedCategory.PHYSICAL_THERAPY,
+        objectives=("Walks 200 m with a cane by week 6",),
+        tasks=(
+            PlanTask(
+                task_id="task-transport",
+                description="Book transport to therapy",
+                owner=TaskOwner(kind=TaskOwnerKind.WORKER, owner_id="worker-ana"),
+                target_date=date(2030, 3, 8),
+            ),
+        ),
+    )
+
+
+def case_opened(case_id: str) -> CaseOpened:
+    return CaseOpened(
+        case_id=case_id,
+        client_id=f"client-{case_id}",
+        referral_source=ReferralSource(kind=ReferralSourceKind.HOSPITAL),
+        presenting_needs=(
+            PresentingNeed(category=NeedCategory.HOME_CARE),
+            PresentingNeed(category=NeedCategory.TRANSPORTATION),
+        ),
+    )
+
+
+def assessed(case_id: str) -> InitialAssessmentRecorded:
+    return InitialAssessmentRecorded(
+        case_id=case_id,
+        assessment_id="assess-1",
+        factors=AssessmentFactors(social="Lives alone"),
+        needs=(
+            AssessedNeed(category=NeedCategory.HOME_CARE, urgency=Urgency.IMMEDIATE),
+            AssessedNeed(category=NeedCategory.PHYSICAL_THERAPY, urgency=Urgency.SOON),
+        ),
+    )
+
+
+def assigned(case_id: str, worker: Actor = WORKER) -> CaseAssigned:
+    return CaseAssigned(
+        case_id=case_id, worker_id=worker.user_id, worker_role=worker.role, reason="fits"
+    )
+
+
+def reassigned(case_id: str, previous: Actor, worker: Actor) -> CaseReassigned:
+    return CaseReassigned(
+        case_id=case_id,
+        previous_worker_id=previous.user_id,
+        worker_id=worker.user_id,
+        worker_role=worker.role,
+        reason="caseload",
+    )
+
+
+def reopened(case_id: str) -> CaseReopened:
+    return CaseReopened(case_id=case_id, reason="Fell again at home")
+
+
+def scheduled(case_id: str, service_id: str, day: int = 0) -> ServiceScheduled:
+    starts = START + timedelta(days=day)
+    return ServiceScheduled(
+        case_id=case_id,
+        service_id=service_id,
+        kind=ServiceKind.PHYSICAL_THERAPY,
+        provider=PHYSIO,
+        starts_at=starts,
+        ends_at=starts + timedelta(hours=1),
+        location=ServiceLocation(kind=LocationKind.CLIENT_HOME),
+        goal_id="goal-walk",
+    )
+
+
+def delivered(case_id: str, service_id: str) -> ServiceDelivered:
+    return ServiceDelivered(
+        case_id=case_id,
+        service_id=service_id,
+        starts_at=START,
+        ends_at=START + timedelta(hours=1),
+    )
+
+
+def cancelled(case_id: str, service_id: str) -> ServiceCancelled:
+    return ServiceCancelled(
+        case_id=case_id, service_id=service_id, cancelled_by=CancelledBy.CLIENT, reason="ill"
+    )
+
+
+def referral(case_id: str, referral_id: str = "ref-1") -> ReferralMade:
+    return ReferralMade(
+        case_id=case_id,
+        referral_id=referral_id,
+        provider=PHYSIO,
+        need_category=NeedCategory.PHYSICAL_THERAPY,
+        service="Home physiotherapy",
+        urgency=Urgency.SOON,
+        reason="Hip replacement",
+    )
+
+
+def referral_accepted(case_id: str, referral_id: str = "ref-1") -> ReferralAccepted:
+    return ReferralAccepted(case_id=case_id, referral_id=referral_id, provider_id="prov-physio")
+
+
+@dataclass
+class Bus:
+    """Other services' stores, and delivery of every store's new events to the case view."""
+
+    tmp_path: Path
+    read_models: ReadModelStore
+    planning_store: EventStore
+    stores: dict[str, EventStore] = field(default_factory=dict)
+    delivered_up_to: dict[str, int] = field(default_factory=dict)
+    keys: int = 0
+
+    def handler(self) -> BusProjectionHandler:
+        return BusProjectionHandler(self.read_models, CaseViewProjection())
+
+    async def record(
+        self, source: str, case_id: str, *events: CaseEvent, actor: Actor = COORDINATOR
+    ) -> list[RecordedEvent]:
+        """Append events as service ``source`` would, then deliver everything pending."""
+        store = await self._store(source)
+        self.keys += 1
+        context = CommandContext(actor=actor, idempotency_key=f"k{self.keys}", occurred_at=START)
+        stream = f"case-{case_id}"
+        recorded = await store.append(
+            stream, context.new_events(source, events), await store.stream_version(stream)
+        )
+        await self.sync()
+        return recorded
+
+    async def sync(self) -> None:
+        """Deliver every event not yet delivered, from every store (planning's included)."""
+        handler = self.handler()
+        for name, store in [("casetrail/planning", self.planning_store), *self.stores.items()]:
+            position = self.delivered_up_to.get(name, 0)
+            for recorded in await store.read_all(position):
+                await handler(recorded)
+                position = recorded.position
+            self.delivered_up_to[name] = position
+
+    async def open_case(self, case_id: str, worker: Actor | None = WORKER) -> None:
+        await self.record(INTAKE, case_id, case_opened(case_id), actor=INTAKE_WORKER)
+        if worker is not None:
+            await self.record(COORDINATION, case_id, assigned(case_id, worker))
+
+    async def close(self) -> None:
+        for store in self.stores.values():
+            await store.close()
+
+    async def _store(self, source: str) -> EventStore:
+        if source not in self.stores:
+            name = source.rsplit("/", 1)[-1]
+            self.stores[source] = await SqliteEventStore.open(
+                self.tmp_path / f"{name}.db", default_registry()
+            )
+        return self.stores[source]
+
+
+async def dump(read_models: ReadModelStore, collections: tuple[str, ...]) -> dict[str, Document]:
+    """Every document of the given collections, keyed ``collection/key``."""
+    documents: dict[str, Document] = {}
+    for collection in collections:
+        async for key, document in read_models.scan(collection):
+            documents[f"{collection}/{key}"] = document
+    return documents

@@ -1,0 +1,214 @@
+"""The current case view: built from every service's events, queryable, rebuildable exactly."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from events.catalog.cases import DischargeReason
+from events.catalog.monitoring import ContactKind, GoalProgress, ProgressRating
+from events.commands import CommandContext
+from events.envelope import Actor
+from events.projections.port import ReadModelStore
+from services.planning.adapters.case_views import CaseFilter, CaseViewProjection, CaseViews
+from services.planning.app.handlers import Dependencies, handle
+from services.planning.domain import commands as c
+from tests.unit.planning.support import (
+    COORDINATION,
+    INTAKE,
+    OTHER_WORKER,
+    START,
+    WORKER,
+    Bus,
+    assessed,
+    cancelled,
+    delivered,
+    dump,
+    goal,
+    referral,
+    referral_accepted,
+    reopened,
+    scheduled,
+)
+
+PROJECTION = CaseViewProjection()
+
+
+class Planner:
+    """Runs planning commands through the real handler, then lets the bus deliver them."""
+
+    def __init__(self, deps: Dependencies, bus: Bus) -> None:
+        self.deps = deps
+        self.bus = bus
+        self.keys = 0
+
+    async def __call__(self, command: c.Command, actor: Actor = WORKER) -> None:
+        self.keys += 1
+        context = CommandContext(actor, f"cmd-{self.keys}", occurred_at=START)
+        await handle(self.deps, context, command)
+        await self.bus.sync()
+
+
+async def build_realistic_history(deps: Dependencies, bus: Bus) -> None:
+    plan = Planner(deps, bus)
+    # Case A: the elderly client leaving hospital, carried by Ana, through most of the cycle.
+    await bus.open_case("case-a")
+    await bus.record(INTAKE, "case-a", assessed("case-a"))
+    await plan(c.DraftPlan("case-a", "plan-a", (goal("goal-walk"),)))
+    await plan(c.AddGoal("case-a", goal("goal-club", "Join the Thursday club")))
+    await plan(c.RecordAgreement("case-a", None, "I want to stay at home", True))
+    await bus.record(COORDINATION, "case-a", referral("case-a"), referral_accepted("case-a"))
+    await bus.record(COORDINATION, "case-a", scheduled("case-a", "svc-1"))
+    await bus.record(COORDINATION, "case-a", scheduled("case-a", "svc-2", day=3))
+    await bus.record(COORDINATION, "case-a", delivered("case-a", "svc-1"))
+    await plan(
+        c.LogContact("case-a", "contact-1", ContactKind.HOME_VISIT, "Managing", date(2030, 3, 10))
+    )
+    progress = (GoalProgress(goal_id="goal-walk", rating=ProgressRating.ON_TRACK),)
+    await plan(c.EvaluateProgress("case-a", "eval-1", progress, ("daughter",), (), True))
+    await plan(c.ReviseGoal("case-a", goal("goal-club", "Join the club twice a week"), "keen"))
+    await plan(c.PlanDischarge("case-a", date(2030, 9, 1), ("walks alone",), (), False, None))
+    # Case B: carried by Bo, follow-up due later.
+    await bus.open_case("case-b", OTHER_WORKER)
+    await plan(
+        c.LogContact("case-b", "contact-b", ContactKind.PHONE_CALL, "ok", date(2030, 4, 1)),
+        actor=OTHER_WORKER,
+    )
+    # Case C: just opened, nobody assigned yet.
+    await bus.open_case("case-c", worker=None)
+    # Case D: overdue follow-up, then closed once its service was cancelled, reopened, closed.
+    await bus.open_case("case-d")
+    await plan(c.LogContact("case-d", "contact-d", ContactKind.MESSAGE, "hi", date(2030, 3, 2)))
+    await bus.record(COORDINATION, "case-d", scheduled("case-d", "svc-d"))
+    await bus.record(COORDINATION, "case-d", cancelled("case-d", "svc-d"))
+    await plan(c.CloseCase("case-d", DischargeReason.CLIENT_MOVED, None))
+    await bus.record(INTAKE, "case-d", reopened("case-d"))
+    await plan(c.CloseCase("case-d", DischargeReason.CLIENT_INDEPENDENT, None))
+
+
+async def test_the_view_gathers_every_services_facts(deps: Dependencies, bus: Bus) -> None:
+    await build_realistic_history(deps, bus)
+
+    view = await CaseViews(bus.read_models).get("case-a")
+
+    assert view is not None
+    assert view["status"] == "open"
+    assert view["stage"] == "active"
+    assert (view["worker_id"], view["worker_role"]) == ("worker-ana", "social_worker")
+    assert view["needs"] == ["home_care", "physical_therapy", "transportation"]
+    plan = view["plan"]
+    assert (plan["version"], plan["agreed_version"], plan["agreement_status"]) == (
+        2,
+        1,
+        "awaiting_agreement",
+    )
+    assert [(g["goal"]["goal_id"], g["status"], g["latest_rating"]) for g in plan["goals"]] == [
+        ("goal-walk", "active", "on_track"),
+        ("goal-club", "active", None),
+    ]
+    assert plan["goals"][1]["goal"]["statement"] == "Join the club twice a week"
+    assert [(s["service_id"], s["status"]) for s in view["services"]] == [
+        ("svc-1", "delivered"),
+        ("svc-2", "scheduled"),
+    ]
+    assert view["scheduled_service_ids"] == ["svc-2"]
+    assert [(r["referral_id"], r["status"]) for r in view["referrals"]] == [("ref-1", "accepted")]
+    assert view["next_follow_up_due"] == "2030-03-10"
+    assert view["discharge"]["target_date"] == "2030-09-01"
+
+
+async def test_closed_cases_have_no_follow_up_and_keep_their_latest_reason(
+    deps: Dependencies, bus: Bus
+) -> None:
+    await build_realistic_history(deps, bus)
+
+    view = await CaseViews(bus.read_models).get("case-d")
+
+    assert view is not None
+    assert (view["status"], view["stage"]) == ("closed", "closed")
+    assert view["closure_reason"] == "client_independent"
+    assert view["next_follow_up_due"] is None
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        (CaseFilter(), ["case-a", "case-b", "case-c", "case-d"]),
+        (CaseFilter(worker_id="worker-ana"), ["case-a", "case-d"]),
+        (CaseFilter(status="open"), ["case-a", "case-b", "case-c"]),
+        (CaseFilter(status="closed"), ["case-d"]),
+        (CaseFilter(stage="intake"), ["case-c"]),
+        (CaseFilter(stage="assigned"), ["case-b"]),
+        (CaseFilter(need="physical_therapy"), ["case-a"]),
+        (CaseFilter(need="transportation", worker_id="worker-bo"), ["case-b"]),
+        (CaseFilter(overdue_before=date(2030, 3, 10)), []),
+        (CaseFilter(overdue_before=date(2030, 3, 11)), ["case-a"]),
+        (CaseFilter(overdue_before=date(2030, 5, 1)), ["case-a", "case-b"]),
+        (CaseFilter(overdue_before=date(2030, 5, 1), worker_id="worker-bo"), ["case-b"]),
+    ],
+)
+async def test_queries_by_worker_status_need_and_overdue_follow_up(
+    deps: Dependencies, bus: Bus, where: CaseFilter, expected: list[str]
+) -> None:
+    await build_realistic_history(deps, bus)
+
+    found, truncated = await CaseViews(bus.read_models).find(where, limit=10)
+
+    assert [view["case_id"] for view in found] == expected
+    assert not truncated
+
+
+async def test_a_page_says_when_more_cases_matched(deps: Dependencies, bus: Bus) -> None:
+    await build_realistic_history(deps, bus)
+    views = CaseViews(bus.read_models)
+
+    assert await views.find(CaseFilter(status="open"), limit=2) == (
+        [await views.get("case-a"), await views.get("case-b")],
+        True,
+    )
+    overdue = CaseFilter(overdue_before=date(2030, 5, 1))
+    assert await views.find(overdue, limit=1) == ([await views.get("case-a")], True)
+
+
+async def test_an_event_delivered_twice_is_applied_once(deps: Dependencies, bus: Bus) -> None:
+    await build_realistic_history(deps, bus)
+    before = await dump(bus.read_models, PROJECTION.collections)
+
+    handler = bus.handler()
+    for store in [bus.planning_store, *bus.stores.values()]:
+        for recorded in await store.read_all(0):
+            await handler(recorded)
+
+    assert await dump(bus.read_models, PROJECTION.collections) == before
+
+
+async def test_rebuilding_from_the_events_gives_identical_read_models(
+    deps: Dependencies, bus: Bus, read_models: ReadModelStore
+) -> None:
+    await build_realistic_history(deps, bus)
+    before = await dump(read_models, PROJECTION.collections)
+    assert before, "the history built something"
+
+    await read_models.reset(PROJECTION.name, PROJECTION.collections)
+    assert await dump(read_models, PROJECTION.collections) == {}
+    # Replayed one service after the other, not interleaved as first delivered: the view does
+    # not depend on how the bus interleaves services.
+    bus.delivered_up_to.clear()
+    await bus.sync()
+
+    assert await dump(read_models, PROJECTION.collections) == before
+
+
+async def test_facts_for_decisions_come_from_the_view(deps: Dependencies, bus: Bus) -> None:
+    await build_realistic_history(deps, bus)
+    views = CaseViews(bus.read_models)
+
+    facts = await views.facts("case-a")
+    assert (facts.known, facts.worker_id, facts.scheduled_service_ids) == (
+        True,
+        "worker-ana",
+        ("svc-2",),
+    )
+    assert (await views.facts("case-d")).reopens == 1
+    assert not (await views.facts("case-unknown")).known

@@ -1,0 +1,287 @@
+"""Planning's decisions as pure functions: rules, plan versions, roles."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from events.catalog.base import CaseEvent
+from events.catalog.cases import CaseClosed, DischargeReason
+from events.catalog.monitoring import ContactKind, GoalProgress, ProgressRating
+from events.catalog.planning import GoalAdded, GoalRevised, PlanAgreed, PlanDrafted
+from events.commands import AlreadyExists, NotAllowed, NotFound, RuleBroken
+from events.envelope import Actor
+from services.planning.domain import commands as c
+from services.planning.domain.decisions import decide
+from services.planning.domain.model import CaseFacts, CasePlanning
+from tests.unit.planning.support import (
+    COORDINATOR,
+    OTHER_WORKER,
+    RECEPTIONIST,
+    SUPERVISOR,
+    WORKER,
+    goal,
+)
+
+CASE = "case-1"
+FACTS = CaseFacts(known=True, worker_id=WORKER.user_id)
+
+
+def record_of(*events: CaseEvent) -> CasePlanning:
+    record = CasePlanning(CASE)
+    for event in events:
+        record.apply(event)
+    return record
+
+
+def run(
+    record: CasePlanning, command: c.Command, actor: Actor = WORKER, facts: CaseFacts = FACTS
+) -> list[CaseEvent]:
+    events = decide(record, facts, actor, command)
+    for event in events:
+        record.apply(event)
+    return events
+
+
+def agree(version: int | None = None) -> c.RecordAgreement:
+    return c.RecordAgreement(CASE, version, "I want to stay at home", signed_by_client=True)
+
+
+def drafted(*goal_ids: str) -> PlanDrafted:
+    return PlanDrafted(case_id=CASE, plan_id="plan-1", goals=tuple(goal(g) for g in goal_ids))
+
+
+def rule_of(error: pytest.ExceptionInfo[RuleBroken]) -> str:
+    return error.value.rule
+
+
+def test_a_plan_without_goals_cannot_be_agreed() -> None:
+    record = record_of(drafted())
+
+    with pytest.raises(RuleBroken) as error:
+        run(record, agree())
+
+    assert rule_of(error) == "PLAN_HAS_NO_GOALS"
+
+
+def test_a_plan_whose_goals_were_all_dropped_cannot_be_agreed() -> None:
+    record = record_of(drafted("goal-walk"))
+    run(record, c.DropGoal(CASE, "goal-walk", "client changed their mind"))
+
+    with pytest.raises(RuleBroken) as error:
+        run(record, agree())
+
+    assert rule_of(error) == "PLAN_HAS_NO_GOALS"
+
+
+def test_agreement_records_version_one_then_each_revision_needs_a_new_agreement() -> None:
+    record = record_of(drafted("goal-walk"))
+
+    [first] = run(record, agree())
+    assert isinstance(first, PlanAgreed)
+    assert (first.plan_version, first.goal_ids) == (1, ("goal-walk",))
+    with pytest.raises(RuleBroken) as again:
+        run(record, agree())
+    assert rule_of(again) == "PLAN_ALREADY_AGREED"
+
+    run(record, c.AddGoal(CASE, goal("goal-club", "Join the seniors' club")))
+    assert record.plan is not None
+    assert (record.plan.version, record.plan.agreed_version) == (2, 1)
+    run(record, c.ReviseGoal(CASE, goal("goal-club", "Join the club on Thursdays"), "day"))
+    assert record.plan.version == 2, "revisions before re-agreement stay in the same version"
+
+    [second] = run(record, agree(version=2))
+    assert isinstance(second, PlanAgreed)
+    assert (second.plan_version, second.goal_ids) == (2, ("goal-walk", "goal-club"))
+
+
+def test_the_client_agrees_to_the_version_they_were_shown() -> None:
+    record = record_of(drafted("goal-walk"))
+    run(record, agree())
+    run(record, c.AddGoal(CASE, goal("goal-club")))
+
+    with pytest.raises(RuleBroken) as error:
+        run(record, agree(version=1))
+
+    assert rule_of(error) == "PLAN_VERSION_CHANGED"
+    assert error.value.details["current_version"] == "2"
+
+
+def test_achieving_a_goal_is_progress_not_a_new_plan_version() -> None:
+    record = record_of(drafted("goal-walk", "goal-club"))
+    run(record, agree())
+
+    run(record, c.AchieveGoal(CASE, "goal-walk", "walked to the shop"))
+
+    assert record.plan is not None
+    assert (record.plan.version, record.plan.changed_since_agreement) == (1, False)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        c.ReviseGoal(CASE, goal("goal-walk", "Walk further"), "progress"),
+        c.AchieveGoal(CASE, "goal-walk", None),
+        c.DropGoal(CASE, "goal-walk", "no longer wanted"),
+    ],
+)
+def test_goals_change_only_while_active(command: c.Command) -> None:
+    record = record_of(drafted("goal-walk", "goal-club"))
+    run(record, agree())
+    run(record, c.AchieveGoal(CASE, "goal-walk", None))
+
+    with pytest.raises(RuleBroken) as error:
+        run(record, command)
+
+    assert rule_of(error) == "GOAL_NOT_ACTIVE"
+    assert error.value.details == {"subject": "goal-walk", "status": "achieved"}
+
+
+def test_goals_cannot_be_achieved_before_the_client_agreed() -> None:
+    record = record_of(drafted("goal-walk"))
+
+    with pytest.raises(RuleBroken) as error:
+        run(record, c.AchieveGoal(CASE, "goal-walk", None))
+
+    assert rule_of(error) == "PLAN_NOT_AGREED"
+
+
+def test_a_revision_must_change_the_goal() -> None:
+    record = record_of(drafted("goal-walk"))
+
+    with pytest.raises(RuleBroken) as error:
+        run(record, c.ReviseGoal(CASE, goal("goal-walk"), "no change"))
+
+    assert rule_of(error) == "GOAL_UNCHANGED"
+
+
+def test_revision_carries_the_whole_new_goal() -> None:
+    record = record_of(drafted("goal-walk"))
+    revised = goal("goal-walk", "Walk to the park")
+
+    [event] = run(record, c.ReviseGoal(CASE, revised, "doing well"))
+
+    assert event == GoalRevised(case_id=CASE, plan_id="plan-1", goal=revised, reason="doing well")
+
+
+def test_unknown_goals_are_not_found_and_known_ones_cannot_be_added_twice() -> None:
+    record = record_of(drafted("goal-walk"))
+
+    with pytest.raises(NotFound):
+        run(record, c.DropGoal(CASE, "goal-nope", "x"))
+    with pytest.raises(AlreadyExists):
+        run(record, c.AddGoal(CASE, goal("goal-walk")))
+
+
+def test_one_plan_per_case() -> None:
+    record = record_of(drafted("goal-walk"))
+
+    with pytest.raises(AlreadyExists) as error:
+        run(record, c.DraftPlan(CASE, "plan-2", ()))
+
+    assert error.value.identifier == "plan-1"
+
+
+def test_goal_commands_need_a_plan() -> None:
+    with pytest.raises(RuleBroken) as error:
+        run(record_of(), c.AddGoal(CASE, goal()))
+
+    assert rule_of(error) == "PLAN_NOT_DRAFTED"
+
+
+def test_progress_is_evaluated_on_kept_goals_of_an_agreed_plan() -> None:
+    record = record_of(drafted("goal-walk", "goal-club"))
+    progress = (GoalProgress(goal_id="goal-walk", rating=ProgressRating.ON_TRACK),)
+    evaluate = c.EvaluateProgress(CASE, "eval-1", progress, (), (), plan_adjustment_needed=False)
+
+    with pytest.raises(RuleBroken) as not_agreed:
+        run(record, evaluate)
+    assert rule_of(not_agreed) == "PLAN_NOT_AGREED"
+
+    run(record, agree())
+    run(record, c.DropGoal(CASE, "goal-walk", "moved to physio's own plan"))
+    with pytest.raises(RuleBroken) as dropped:
+        run(record, evaluate)
+    assert rule_of(dropped) == "GOAL_DROPPED"
+
+
+def test_closure_is_refused_while_services_are_scheduled_and_names_them() -> None:
+    facts = CaseFacts(
+        known=True, worker_id=WORKER.user_id, scheduled_service_ids=("svc-b", "svc-a")
+    )
+
+    with pytest.raises(RuleBroken) as error:
+        run(record_of(), c.CloseCase(CASE, DischargeReason.GOALS_ACHIEVED, None), facts=facts)
+
+    assert rule_of(error) == "SERVICES_STILL_SCHEDULED"
+    assert error.value.details["service_ids"] == "svc-a,svc-b"
+
+
+def test_a_closed_case_refuses_everything_until_reopened() -> None:
+    record = record_of(drafted("goal-walk"))
+    close = c.CloseCase(CASE, DischargeReason.CLIENT_MOVED, None)
+    [closed] = run(record, close)
+    assert isinstance(closed, CaseClosed)
+
+    contact = c.LogContact(CASE, "contact-1", ContactKind.PHONE_CALL, "called", None)
+    for command in (close, contact, c.AddGoal(CASE, goal("goal-club"))):
+        with pytest.raises(RuleBroken) as error:
+            run(record, command)
+        assert rule_of(error) == "CASE_CLOSED"
+
+    reopened = CaseFacts(known=True, worker_id=WORKER.user_id, reopens=1)
+    [added] = run(record, c.AddGoal(CASE, goal("goal-club")), facts=reopened)
+    assert isinstance(added, GoalAdded)
+
+
+def test_a_case_must_be_known_from_intake() -> None:
+    with pytest.raises(NotFound) as error:
+        run(record_of(), c.DraftPlan(CASE, "plan-1", ()), facts=CaseFacts(known=False))
+
+    assert (error.value.what, error.value.identifier) == ("case", CASE)
+
+
+@pytest.mark.parametrize(
+    ("actor", "command", "allowed"),
+    [
+        (COORDINATOR, c.DraftPlan(CASE, "plan-1", ()), True),
+        (WORKER, c.DraftPlan(CASE, "plan-1", ()), True),
+        (OTHER_WORKER, c.DraftPlan(CASE, "plan-1", ()), False),
+        (SUPERVISOR, c.DraftPlan(CASE, "plan-1", ()), False),
+        (RECEPTIONIST, c.DraftPlan(CASE, "plan-1", ()), False),
+        (WORKER, c.CloseCase(CASE, DischargeReason.OTHER, None), True),
+        (SUPERVISOR, c.CloseCase(CASE, DischargeReason.OTHER, None), True),
+        (COORDINATOR, c.CloseCase(CASE, DischargeReason.OTHER, None), True),
+        (OTHER_WORKER, c.CloseCase(CASE, DischargeReason.OTHER, None), False),
+        (
+            COORDINATOR,
+            c.PlanDischarge(CASE, date(2030, 6, 1), ("stable housing",), (), False, None),
+            True,
+        ),
+        (
+            SUPERVISOR,
+            c.LogContact(CASE, "contact-1", ContactKind.HOME_VISIT, "visit", None),
+            False,
+        ),
+    ],
+)
+def test_role_table(actor: Actor, command: c.Command, allowed: bool) -> None:
+    if allowed:
+        assert run(record_of(), command, actor=actor)
+    else:
+        with pytest.raises(NotAllowed):
+            run(record_of(), command, actor=actor)
+
+
+def test_the_clients_agreement_is_recorded_by_the_assigned_worker_only() -> None:
+    for actor in (COORDINATOR, SUPERVISOR, OTHER_WORKER):
+        with pytest.raises(NotAllowed):
+            run(record_of(drafted("goal-walk")), agree(), actor=actor)
+
+    assert run(record_of(drafted("goal-walk")), agree(), actor=WORKER)
+
+
+def test_a_worker_without_a_role_for_the_action_is_refused_before_the_case_is_looked_up() -> None:
+    with pytest.raises(NotAllowed):
+        run(record_of(), c.DraftPlan(CASE, "p", ()), actor=RECEPTIONIST, facts=CaseFacts(False))

@@ -1,0 +1,394 @@
+"""The Planning API through a real gRPC server on port 0: statuses, details, retries, views."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from casetrail.common.v1 import common_pb2
+from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
+from events.envelope import Actor
+from events.grpc_platform.server import create_server
+from events.store.sqlite import SqliteEventStore
+from services.planning.app.handlers import Dependencies
+from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServicer
+from tests.unit.planning.support import (
+    COORDINATION,
+    COORDINATOR,
+    OTHER_WORKER,
+    RECEPTIONIST,
+    SUPERVISOR,
+    WORKER,
+    Bus,
+    cancelled,
+    delivered,
+    scheduled,
+)
+
+NOW = datetime(2030, 3, 1, 12, 0, tzinfo=UTC)
+D = TypeVar("D", bound=Message)
+
+
+@dataclass
+class Planning:
+    stub: planning_pb2_grpc.PlanningAsyncStub
+    bus: Bus
+    store: SqliteEventStore
+
+
+@pytest.fixture
+async def planning(
+    deps: Dependencies, bus: Bus, store: SqliteEventStore
+) -> AsyncIterator[Planning]:
+    servicer = PlanningServicer(deps, clock=lambda: NOW)
+
+    def register(server: grpc.aio.Server) -> None:
+        planning_pb2_grpc.add_PlanningServicer_to_server(servicer, server)
+
+    server, port, _ = await create_server("127.0.0.1:0", [register], [SERVICE_NAME])
+    await server.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Planning(planning_pb2_grpc.PlanningStub(channel), bus, store)  # type: ignore[arg-type]
+    finally:
+        await channel.close()
+        await server.stop(None)
+
+
+def ctx(actor: Actor = WORKER, key: str = "key-1") -> common_pb2.CommandContext:
+    return common_pb2.CommandContext(
+        actor=common_pb2.Actor(user_id=actor.user_id, role=actor.role.value), idempotency_key=key
+    )
+
+
+def query(actor: Actor = COORDINATOR, purpose: str = "coordination") -> common_pb2.QueryContext:
+    return common_pb2.QueryContext(
+        actor=common_pb2.Actor(user_id=actor.user_id, role=actor.role.value), purpose=purpose
+    )
+
+
+def goal(goal_id: str = "goal-walk", statement: str = "Walk to the shop") -> planning_pb2.Goal:
+    return planning_pb2.Goal(
+        goal_id=goal_id,
+        statement=statement,
+        term="short",
+        need_category="physical_therapy",
+        objectives=["200 m with a cane"],
+        tasks=[
+            planning_pb2.Task(
+                description="Book transport",
+                owner=planning_pb2.TaskOwner(kind="worker", owner_id="worker-ana"),
+                target_date="2030-03-08",
+            )
+        ],
+    )
+
+
+async def refused(call: Awaitable[Any]) -> tuple[grpc.StatusCode, list[Any]]:
+    """The status code and unpacked rich details of a call that must fail."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    status = rpc_status.from_call(caught.value)
+    assert status is not None, "refusals carry a google.rpc.Status"
+    details: list[Any] = []
+    for packed in status.details:
+        for kind in (
+            error_details_pb2.BadRequest,
+            error_details_pb2.PreconditionFailure,
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.ResourceInfo,
+        ):
+            if packed.Is(kind.DESCRIPTOR):
+                detail = kind()
+                packed.Unpack(detail)
+                details.append(detail)
+    return caught.value.code(), details
+
+
+def one(details: list[Any], kind: type[D]) -> D:
+    [found] = [detail for detail in details if isinstance(detail, kind)]
+    return found
+
+
+async def draft(planning: Planning, case_id: str = "case-1", *goals: planning_pb2.Goal) -> Any:
+    return await planning.stub.DraftPlan(
+        planning_pb2.DraftPlanRequest(
+            context=ctx(key=f"draft-{case_id}"), case_id=case_id, goals=list(goals)
+        )
+    )
+
+
+async def test_a_plan_without_goals_is_refused_agreement_naming_the_rule(
+    planning: Planning,
+) -> None:
+    await planning.bus.open_case("case-1")
+    drafted = await draft(planning)
+
+    code, details = await refused(
+        planning.stub.RecordAgreement(
+            planning_pb2.RecordAgreementRequest(
+                context=ctx(key="agree"), case_id="case-1", signed_by_client=True
+            )
+        )
+    )
+
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    assert one(details, error_details_pb2.ErrorInfo).reason == "PLAN_HAS_NO_GOALS"
+    [violation] = one(details, error_details_pb2.PreconditionFailure).violations
+    assert (violation.type, violation.subject) == ("PLAN_HAS_NO_GOALS", drafted.plan_id)
+
+
+async def test_closure_is_refused_while_services_are_scheduled_until_they_end(
+    planning: Planning,
+) -> None:
+    bus = planning.bus
+    await bus.open_case("case-1")
+    await bus.record(COORDINATION, "case-1", scheduled("case-1", "svc-2"))
+    await bus.record(COORDINATION, "case-1", scheduled("case-1", "svc-1", day=1))
+    close = planning_pb2.CloseCaseRequest(
+        context=ctx(key="close"), case_id="case-1", reason="goals_achieved"
+    )
+
+    code, details = await refused(planning.stub.CloseCase(close))
+
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    info = one(details, error_details_pb2.ErrorInfo)
+    assert info.reason == "SERVICES_STILL_SCHEDULED"
+    assert info.metadata["service_ids"] == "svc-1,svc-2"
+    assert await planning.store.read_all(0) == [], "a refusal writes nothing"
+
+    await bus.record(COORDINATION, "case-1", delivered("case-1", "svc-1"))
+    await bus.record(COORDINATION, "case-1", cancelled("case-1", "svc-2"))
+    closed = await planning.stub.CloseCase(close)
+    assert closed.result.version == 1
+    await bus.sync()
+
+    view = await planning.stub.GetCaseView(
+        planning_pb2.GetCaseViewRequest(context=query(), case_id="case-1")
+    )
+    assert (view.status, view.stage, view.closure_reason) == ("closed", "closed", "goals_achieved")
+
+
+async def test_a_retried_command_returns_the_first_result_and_writes_nothing(
+    planning: Planning,
+) -> None:
+    await planning.bus.open_case("case-1")
+    first = await draft(planning, "case-1", goal(goal_id=""))
+    written = await planning.store.read_all(0)
+
+    again = await draft(planning, "case-1", goal(goal_id=""))
+
+    assert again == first
+    assert first.plan_id
+    assert len(first.goal_ids) == 1
+    assert await planning.store.read_all(0) == written
+    # The same key with other content is still the same command: the first result stands.
+    changed = await draft(planning, "case-1", goal(goal_id="goal-other"))
+    assert changed == first
+
+
+async def test_bad_fields_are_all_reported_by_request_field_name(planning: Planning) -> None:
+    bad_goal = goal(statement="")
+    bad_goal.term = "someday"
+    bad_goal.tasks[0].target_date = "2030-02-30"
+    request = planning_pb2.DraftPlanRequest(
+        context=ctx(), case_id="bad id!", goals=[bad_goal, goal(goal_id="goal-walk")]
+    )
+
+    code, details = await refused(planning.stub.DraftPlan(request))
+
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    fields = {v.field for v in one(details, error_details_pb2.BadRequest).field_violations}
+    assert fields == {
+        "case_id",
+        "goals[0].statement",
+        "goals[0].term",
+        "goals[0].tasks[0].target_date",
+        "goals[1].goal_id",
+    }
+
+
+async def test_the_context_is_checked_too(planning: Planning) -> None:
+    request = planning_pb2.LogContactRequest(
+        context=common_pb2.CommandContext(actor=common_pb2.Actor(role="wizard")),
+        case_id="case-1",
+        kind="phone_call",
+        summary="called",
+        next_follow_up_due="2030-02-01",
+    )
+
+    code, details = await refused(planning.stub.LogContact(request))
+
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    fields = {v.field for v in one(details, error_details_pb2.BadRequest).field_violations}
+    assert fields == {"context.actor.user_id", "context.actor.role", "context.idempotency_key"}
+
+
+async def test_a_follow_up_cannot_be_due_before_the_contact(planning: Planning) -> None:
+    request = planning_pb2.LogContactRequest(
+        context=ctx(),
+        case_id="case-1",
+        kind="phone_call",
+        summary="called",
+        next_follow_up_due="2030-02-01",
+    )
+
+    code, details = await refused(planning.stub.LogContact(request))
+
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    [violation] = one(details, error_details_pb2.BadRequest).field_violations
+    assert violation.field == "next_follow_up_due"
+
+
+async def test_unknown_cases_are_not_found(planning: Planning) -> None:
+    code, details = await refused(draft(planning, "case-nobody-opened"))
+
+    assert code is grpc.StatusCode.NOT_FOUND
+    resource = one(details, error_details_pb2.ResourceInfo)
+    assert (resource.resource_type, resource.resource_name) == ("case", "case-nobody-opened")
+
+
+async def test_a_second_plan_already_exists(planning: Planning) -> None:
+    await planning.bus.open_case("case-1")
+    await draft(planning, "case-1", goal())
+
+    code, _ = await refused(
+        planning.stub.DraftPlan(
+            planning_pb2.DraftPlanRequest(context=ctx(key="other"), case_id="case-1")
+        )
+    )
+
+    assert code is grpc.StatusCode.ALREADY_EXISTS
+
+
+@pytest.mark.parametrize("actor", [OTHER_WORKER, SUPERVISOR, RECEPTIONIST])
+async def test_only_the_assigned_worker_and_coordinators_draft_plans(
+    planning: Planning, actor: Actor
+) -> None:
+    await planning.bus.open_case("case-1")
+
+    code, details = await refused(
+        planning.stub.DraftPlan(planning_pb2.DraftPlanRequest(context=ctx(actor), case_id="case-1"))
+    )
+
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    info = one(details, error_details_pb2.ErrorInfo)
+    assert (info.reason, info.metadata["role"]) == ("ROLE_NOT_ALLOWED", actor.role.value)
+
+
+async def test_a_stale_expected_version_is_aborted(planning: Planning) -> None:
+    await planning.bus.open_case("case-1")
+    await draft(planning, "case-1", goal())
+    stale = ctx(key="add")
+    stale.expected_version = 7
+
+    code, _ = await refused(
+        planning.stub.AddGoal(
+            planning_pb2.AddGoalRequest(context=stale, case_id="case-1", goal=goal("goal-2"))
+        )
+    )
+
+    assert code is grpc.StatusCode.ABORTED
+
+
+async def test_plan_versions_through_the_api(planning: Planning) -> None:
+    await planning.bus.open_case("case-1")
+    await draft(planning, "case-1", goal())
+    agreed = await planning.stub.RecordAgreement(
+        planning_pb2.RecordAgreementRequest(
+            context=ctx(key="agree-1"),
+            case_id="case-1",
+            plan_version=1,
+            client_statement="Yes, that is what I want",
+            signed_by_client=True,
+        )
+    )
+    added = await planning.stub.AddGoal(
+        planning_pb2.AddGoalRequest(
+            context=ctx(key="add-1"), case_id="case-1", goal=goal("goal-club", "Join the club")
+        )
+    )
+    code, details = await refused(
+        planning.stub.RecordAgreement(
+            planning_pb2.RecordAgreementRequest(
+                context=ctx(key="agree-2"), case_id="case-1", plan_version=1
+            )
+        )
+    )
+
+    assert (agreed.plan_version, list(agreed.goal_ids)) == (1, ["goal-walk"])
+    assert (added.goal_id, added.plan_version) == ("goal-club", 2)
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    assert one(details, error_details_pb2.ErrorInfo).reason == "PLAN_VERSION_CHANGED"
+
+
+async def test_the_case_view_and_lists_over_the_api(planning: Planning) -> None:
+    bus = planning.bus
+    await bus.open_case("case-1")
+    await bus.open_case("case-2", OTHER_WORKER)
+    await draft(planning, "case-1", goal())
+    await planning.stub.LogContact(
+        planning_pb2.LogContactRequest(
+            context=ctx(key="contact"),
+            case_id="case-1",
+            kind="home_visit",
+            summary="Managing the stairs",
+            next_follow_up_due="2030-03-01",
+        )
+    )
+    await bus.sync()
+
+    view = await planning.stub.GetCaseView(
+        planning_pb2.GetCaseViewRequest(context=query(WORKER, "direct_care"), case_id="case-1")
+    )
+    assert (view.stage, view.worker.worker_id, view.next_follow_up_due) == (
+        "planning",
+        "worker-ana",
+        "2030-03-01",
+    )
+    assert [g.goal.goal_id for g in view.plan.goals] == ["goal-walk"]
+    assert view.plan.goals[0].goal.tasks[0].target_date == "2030-03-08"
+
+    overdue = await planning.stub.ListCases(
+        planning_pb2.ListCasesRequest(context=query(), overdue_before="2030-03-02")
+    )
+    assert [case.case_id for case in overdue.cases] == ["case-1"]
+    not_yet = await planning.stub.ListCases(
+        planning_pb2.ListCasesRequest(context=query(), overdue_now=True)
+    )
+    assert list(not_yet.cases) == []
+    own = await planning.stub.ListCases(planning_pb2.ListCasesRequest(context=query(WORKER)))
+    assert [case.case_id for case in own.cases] == ["case-1"]
+
+
+async def test_case_views_are_need_to_know(planning: Planning) -> None:
+    await planning.bus.open_case("case-1")
+
+    other, _ = await refused(
+        planning.stub.GetCaseView(
+            planning_pb2.GetCaseViewRequest(context=query(OTHER_WORKER), case_id="case-1")
+        )
+    )
+    others_list, _ = await refused(
+        planning.stub.ListCases(
+            planning_pb2.ListCasesRequest(context=query(OTHER_WORKER), worker_id="worker-ana")
+        )
+    )
+    bad_purpose, details = await refused(
+        planning.stub.GetCaseView(
+            planning_pb2.GetCaseViewRequest(context=query(purpose="curiosity"), case_id="case-1")
+        )
+    )
+
+    assert other is others_list is grpc.StatusCode.PERMISSION_DENIED
+    assert bad_purpose is grpc.StatusCode.INVALID_ARGUMENT
+    [violation] = one(details, error_details_pb2.BadRequest).field_violations
+    assert violation.field == "context.purpose"

@@ -1,0 +1,257 @@
+"""The outbox relay: store -> bus, checkpoint only after the bus acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from events.bus.errors import PublishError
+from events.bus.inprocess import InProcessBus
+from events.bus.port import EventPublisher
+from events.bus.retry import Backoff
+from events.checkpoints import CheckpointStore, InMemoryCheckpointStore
+from events.envelope import RecordedEvent
+from events.outbox import OutboxRelay
+from events.store.sqlite import SqliteEventStore
+from tests.contract.bus_conftest import Recorder, eventually, running
+from tests.support.sample_events import note, sample_registry
+
+QUICK = Backoff(initial=0.01, maximum=0.02)
+
+
+class RecordingPublisher(EventPublisher):
+    """Acknowledges (or, while ``down``, refuses) and remembers every batch."""
+
+    def __init__(self, *, durable: bool = True) -> None:
+        self.batches: list[list[RecordedEvent]] = []
+        self.down = False
+        self.refusals = 0
+        self._durable = durable
+
+    @property
+    def durable(self) -> bool:
+        return self._durable
+
+    async def publish(self, records: Sequence[RecordedEvent]) -> None:
+        if self.down:
+            self.refusals += 1
+            raise PublishError("broker unreachable")
+        self.batches.append(list(records))
+
+    @property
+    def published(self) -> list[RecordedEvent]:
+        return [event for batch in self.batches for event in batch]
+
+
+class CrashingCheckpoints(CheckpointStore):
+    """A checkpoint store whose process 'dies' on the next save."""
+
+    def __init__(self, inner: CheckpointStore) -> None:
+        self.inner = inner
+        self.crash_next_save = True
+
+    async def load(self, name: str) -> int:
+        return await self.inner.load(name)
+
+    async def save(self, name: str, position: int) -> None:
+        if self.crash_next_save:
+            self.crash_next_save = False
+            raise RuntimeError("killed between publish and checkpoint")
+        await self.inner.save(name, position)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
+    opened = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    yield opened
+    await opened.close()
+
+
+async def add_notes(store: SqliteEventStore, case_id: str, count: int) -> list[RecordedEvent]:
+    stream = f"case-{case_id}"
+    version = await store.stream_version(stream)
+    return await store.append(stream, [note(case_id) for _ in range(count)], version)
+
+
+async def test_publishes_the_store_in_order_and_checkpoints_after_each_batch(
+    store: SqliteEventStore,
+) -> None:
+    stored = await add_notes(store, "c-1", 4) + await add_notes(store, "c-2", 3)
+    publisher, checkpoints = RecordingPublisher(), InMemoryCheckpointStore()
+    relay = OutboxRelay(store, publisher, checkpoints, "relay", batch_size=3)
+
+    assert await relay.publish_pending() == 7
+
+    assert [len(batch) for batch in publisher.batches] == [3, 3, 1]
+    assert [e.event_id for e in publisher.published] == [e.event_id for e in stored]
+    assert await checkpoints.load("relay") == stored[-1].position
+    assert await relay.publish_pending() == 0
+    assert await relay.lag() == 0
+
+
+async def test_a_refused_publish_leaves_the_checkpoint_where_it_was(
+    store: SqliteEventStore,
+) -> None:
+    stored = await add_notes(store, "c-1", 3)
+    publisher, checkpoints = RecordingPublisher(), InMemoryCheckpointStore()
+    relay = OutboxRelay(store, publisher, checkpoints, "relay")
+    publisher.down = True
+
+    with pytest.raises(PublishError):
+        await relay.publish_pending()
+    assert await checkpoints.load("relay") == 0
+    assert await relay.lag() == 3
+
+    publisher.down = False
+    assert await relay.publish_pending() == 3
+    assert [e.event_id for e in publisher.published] == [e.event_id for e in stored]
+
+
+async def test_a_crash_between_publish_and_checkpoint_publishes_the_batch_again(
+    store: SqliteEventStore,
+) -> None:
+    stored = await add_notes(store, "c-1", 2)
+    publisher = RecordingPublisher()
+    checkpoints = CrashingCheckpoints(InMemoryCheckpointStore())
+
+    with pytest.raises(RuntimeError, match="killed"):
+        await OutboxRelay(store, publisher, checkpoints, "relay").publish_pending()
+    restarted = OutboxRelay(store, publisher, checkpoints, "relay")
+    assert await restarted.publish_pending() == 2
+
+    ids = [e.event_id for e in stored]
+    assert [e.event_id for e in publisher.published] == ids + ids
+    assert await checkpoints.load("relay") == stored[-1].position
+
+
+async def test_run_waits_out_a_bus_outage_while_the_store_keeps_accepting(
+    store: SqliteEventStore,
+) -> None:
+    publisher, checkpoints = RecordingPublisher(), InMemoryCheckpointStore()
+    relay = OutboxRelay(store, publisher, checkpoints, "relay", backoff=QUICK, idle_timeout=0.05)
+    publisher.down = True
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        during = await add_notes(store, "c-1", 3)
+        await eventually(lambda: publisher.refusals >= 3, "the relay to retry")
+        status = await relay.status()
+        assert status.lag == 3
+        assert status.consecutive_failures >= 1
+        assert status.last_error is not None
+        assert await checkpoints.load("relay") == 0
+
+        publisher.down = False
+        after = await add_notes(store, "c-1", 2)
+        expected = [e.event_id for e in during + after]
+        await eventually(
+            lambda: [e.event_id for e in publisher.published] == expected, "every event"
+        )
+    finally:
+        stop.set()
+        await task
+    status = await relay.status()
+    assert status.lag == 0
+    assert status.consecutive_failures == 0
+    assert await checkpoints.load("relay") == after[-1].position
+
+
+async def test_stop_ends_run_even_in_a_long_backoff(store: SqliteEventStore) -> None:
+    await add_notes(store, "c-1", 1)
+    publisher = RecordingPublisher()
+    publisher.down = True
+    relay = OutboxRelay(
+        store, publisher, InMemoryCheckpointStore(), "relay", backoff=Backoff(600, 600)
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    await eventually(lambda: publisher.refusals == 1, "the first attempt")
+    stop.set()
+    async with asyncio.timeout(30):  # guards against a hang only
+        await task
+
+
+async def test_a_relay_in_front_of_a_forgetful_bus_starts_from_the_beginning(
+    store: SqliteEventStore,
+) -> None:
+    stored = await add_notes(store, "c-1", 3)
+    checkpoints = InMemoryCheckpointStore()
+    await checkpoints.save("relay", stored[-1].position)
+
+    durable = RecordingPublisher()
+    assert await OutboxRelay(store, durable, checkpoints, "relay").publish_pending() == 0
+
+    forgetful = RecordingPublisher(durable=False)
+    relay = OutboxRelay(store, forgetful, checkpoints, "relay")
+    assert await relay.lag() == 3
+    assert await relay.publish_pending() == 3
+    assert [e.event_id for e in forgetful.published] == [e.event_id for e in stored]
+    assert await relay.lag() == 0
+
+
+async def test_a_relay_in_front_of_a_forgetful_bus_never_moves_the_checkpoint(
+    store: SqliteEventStore,
+) -> None:
+    await add_notes(store, "c-1", 3)
+    checkpoints = InMemoryCheckpointStore()
+    forgetful = OutboxRelay(store, RecordingPublisher(durable=False), checkpoints, "relay")
+    assert await forgetful.publish_pending() == 3
+    assert await checkpoints.load("relay") == 0
+
+    kafka_later = RecordingPublisher()
+    assert await OutboxRelay(store, kafka_later, checkpoints, "relay").publish_pending() == 3
+
+
+async def test_events_reach_subscribers_through_the_in_process_bus(
+    store: SqliteEventStore,
+) -> None:
+    bus = InProcessBus(partitions=3)
+    relay = OutboxRelay(
+        store, bus.publisher(), InMemoryCheckpointStore(), "relay", idle_timeout=0.05
+    )
+    recorder = Recorder()
+    stop = asyncio.Event()
+    relaying = asyncio.create_task(relay.run(stop))
+    try:
+        async with running(bus.subscriber(sample_registry()), "planning", recorder):
+            stored = await add_notes(store, "c-1", 2) + await add_notes(store, "c-2", 2)
+            await eventually(lambda: recorder.has_all(stored), "every stored event")
+    finally:
+        stop.set()
+        await relaying
+    assert {e.event_id: e for e in recorder.deliveries} == {e.event_id: e for e in stored}
+
+
+class HangingPublisher(EventPublisher):
+    """A bus that is down but never says so (an idempotent Kafka producer waits it out)."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+
+    async def publish(self, records: Sequence[RecordedEvent]) -> None:
+        self.entered.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_publish_that_hangs_shows_in_the_status_and_stop_still_works(
+    store: SqliteEventStore,
+) -> None:
+    await add_notes(store, "c-1", 2)
+    publisher, checkpoints = HangingPublisher(), InMemoryCheckpointStore()
+    relay = OutboxRelay(store, publisher, checkpoints, "relay")
+    assert (await relay.status()).publish_waiting_seconds is None
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    await eventually(publisher.entered.is_set, "the publish to start")
+
+    status = await relay.status()
+    assert status.publish_waiting_seconds is not None
+    assert status.lag == 2
+    stop.set()
+    async with asyncio.timeout(30):  # guards against a hang only
+        await task
+    assert await checkpoints.load("relay") == 0
+    assert (await relay.status()).publish_waiting_seconds is None
