@@ -25,12 +25,13 @@ re-publishing) are recognised in the per-case table by their stream sequence.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 import faust
+from faust import StreamT
 
 from events.bus.topics import ensure_topics
 from events.catalog_registry import default_registry
@@ -92,7 +93,7 @@ class Counters:
     undecodable: int = 0
 
 
-class CaseloadApp(faust.App):  # type: ignore[misc]  # faust.App's bases are partly untyped
+class CaseloadApp(faust.App):
     """The Faust application; build it with ``build_app``."""
 
     settings: CaseloadSettings
@@ -110,6 +111,11 @@ class CaseloadApp(faust.App):  # type: ignore[misc]  # faust.App's bases are par
         # count our co-partitioned table assumes before the consumer subscribes to it.
         await ensure_topics(self.settings.kafka, self.settings.topics)
         await super().on_first_start()
+
+    def ready(self) -> bool:
+        """Whether the tables are recovered from their changelogs and being kept current."""
+        recovery = self.tables.recovery  # type: ignore[attr-defined]  # on TableManager only
+        return bool(recovery.completed.is_set())
 
     def decode(self, message: Any) -> RecordedEvent | None:
         """The case event in ``message`` if it is one we track; ``None`` (logged when the
@@ -187,11 +193,12 @@ def _add_topology(app: CaseloadApp) -> None:
     app.contacts = (
         app.Table("contacts-per-day", default=int, partitions=partitions)
         .tumbling(CONTACT_WINDOW, expires=CONTACT_WINDOW_EXPIRES, key_index=True)
-        .relative_to_field(FactRecord.occurred_at)
+        # At class level a faust Record attribute is its field descriptor, not a float.
+        .relative_to_field(FactRecord.occurred_at)  # type: ignore[arg-type]
     )
     counters = app.counters
 
-    async def track_cases(stream: Any) -> None:
+    async def track_cases(stream: StreamT[bytes]) -> None:
         async for event in stream.events():
             counters.messages += 1
             recorded = app.decode(event.message)
@@ -208,7 +215,7 @@ def _add_topology(app: CaseloadApp) -> None:
                 await facts.send(key=fact.worker_id, value=FactRecord.of(fact))
             counters.applied += 1
 
-    async def count_caseloads(stream: AsyncIterator[FactRecord]) -> None:
+    async def count_caseloads(stream: StreamT[FactRecord]) -> None:
         async for fact in stream:
             worker = fact.worker_id
             if fact.kind == "holds":

@@ -73,7 +73,7 @@ def add_views(app: CaseloadApp) -> None:
         counters = app.counters
         return view.json(
             {
-                "ready": app.tables.recovery.completed.is_set(),
+                "ready": app.ready(),
                 "messages": counters.messages,
                 "applied": counters.applied,
                 "skipped": counters.skipped,

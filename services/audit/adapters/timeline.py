@@ -26,7 +26,7 @@ from events.registry import EventRegistry
 CASES = "audit_cases"
 CHUNKS = "audit_timeline_chunks"
 SEEN = "audit_seen_events"
-DEFAULT_CHUNK_SIZE = 50
+DEFAULT_CHUNK_SIZE = 20
 
 
 def chunk_key(case_id: str, chunk: int) -> str:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -16,6 +17,9 @@ from services.coordination.adapters.projections import CaseFactsProjection
 from services.coordination.app.handlers import Dependencies
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
 from tests.unit.coordination.support import IntakeFeed, sample_agency
+
+if TYPE_CHECKING:
+    from tests.unit.coordination.rpc import Stub
 
 
 @pytest.fixture
@@ -44,7 +48,7 @@ def deps(store: SqliteEventStore, read_models: SqliteReadModelStore) -> Dependen
 
 
 @pytest.fixture
-async def stub(deps: Dependencies) -> AsyncIterator[coordination_pb2_grpc.CoordinationAsyncStub]:
+async def stub(deps: Dependencies) -> AsyncIterator[Stub]:
     servicer = CoordinationServicer(deps)
 
     def register(server: grpc.aio.Server) -> None:

@@ -1,0 +1,125 @@
+"""Compact, readable lines for what the services answer (case views, audit trails)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from casetrail.audit.v1 import audit_pb2
+from casetrail.planning.v1 import planning_pb2
+
+Clock = Callable[[datetime], str]
+"""How a moment is shown: an ISO minute by default, "day 3 14:00" in the demo's story."""
+
+
+def iso_minute(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def moment_of(value: Timestamp) -> datetime:
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def short(identifier: str) -> str:
+    """Ids are long hex strings; eight characters are enough to tell them apart on screen."""
+    return identifier[:8] if len(identifier) > 12 else identifier
+
+
+def case_view_lines(view: planning_pb2.CaseView, clock: Clock = iso_minute) -> list[str]:
+    closed = f" ({view.closure_reason})" if view.closure_reason else ""
+    lines = [f"case {short(view.case_id)}  client {short(view.client_id)}"]
+    lines.append(f"  status {view.status}{closed}, stage {view.stage}")
+    if view.HasField("worker"):
+        lines.append(f"  worker {view.worker.worker_id} ({view.worker.worker_role})")
+    needs = ", ".join(
+        f"{need.category}" + (f" ({need.urgency})" if need.urgency else "") for need in view.needs
+    )
+    lines.append(f"  needs  {needs}")
+    if view.HasField("plan"):
+        plan = view.plan
+        lines.append(
+            f"  plan   v{plan.version}, {plan.agreement_status} (agreed v{plan.agreed_version})"
+            + (f", last evaluated {plan.last_evaluated_on}" if plan.last_evaluated_on else "")
+        )
+        for goal in plan.goals:
+            rating = f" - {goal.latest_rating}" if goal.latest_rating else ""
+            lines.append(
+                f"    [{goal.status}] {goal.goal.term:<5} {goal.goal.need_category:<16} "
+                f"{goal.goal.statement}{rating}"
+            )
+    if view.services:
+        lines.append("  services")
+    for service in sorted(view.services, key=lambda s: s.starts_at):
+        starts = clock(datetime.fromisoformat(service.starts_at))
+        lines.append(
+            f"    {starts:<14} {service.kind:<16} {service.provider_name:<30} {service.status}"
+        )
+    if view.referrals:
+        lines.append("  referrals")
+    for referral in view.referrals:
+        lines.append(
+            f"    {referral.need_category:<16} -> {referral.provider_name:<30} {referral.status}"
+        )
+    follow_up = f", next due {view.next_follow_up_due}" if view.next_follow_up_due else ""
+    last = f", last on {view.last_contact_on}" if view.last_contact_on else ""
+    lines.append(f"  contacts {view.contacts_logged}{last}{follow_up}")
+    if view.HasField("discharge"):
+        discharge = view.discharge
+        lines.append(
+            f"  discharge target {discharge.target_date}: {'; '.join(discharge.criteria)}"
+        )
+    return lines
+
+
+def activity_lines(
+    activities: Iterable[audit_pb2.Activity], clock: Clock = iso_minute
+) -> list[str]:
+    return [
+        f"  {clock(moment_of(activity.occurred_at)):<16} {activity.actor.role:<15} "
+        f"{activity.actor.user_id:<24} {activity.summary or activity.event_type}"
+        for activity in activities
+    ]
+
+
+def timeline_lines(
+    entries: Iterable[audit_pb2.TimelineEntry], clock: Clock = iso_minute
+) -> list[str]:
+    return [
+        f"  {clock(moment_of(entry.occurred_at)):<16} {entry.source:<22} "
+        f"{entry.actor.role}:{entry.actor.user_id:<24} {entry.event_type}  {entry.summary}"
+        for entry in entries
+    ]
+
+
+def case_state_lines(state: audit_pb2.CaseState, clock: Clock = iso_minute) -> list[str]:
+    status = audit_pb2.CaseStatus.Name(state.status).removeprefix("CASE_STATUS_").lower()
+    lines = [
+        f"case {state.case_id}  client {state.client_id or '-'}",
+        f"  status {status}" + (f" ({state.closure_reason})" if state.closure_reason else ""),
+        f"  events folded {state.events_applied}"
+        + (f", last at {clock(moment_of(state.last_event_at))}" if state.events_applied else ""),
+    ]
+    if state.presenting_needs or state.assessed_needs:
+        needs = state.assessed_needs or state.presenting_needs
+        lines.append(
+            "  needs  "
+            + ", ".join(n.category + (f" ({n.urgency})" if n.urgency else "") for n in needs)
+        )
+    if state.HasField("assignment"):
+        lines.append(
+            f"  worker {state.assignment.worker_id} ({state.assignment.worker_role}) since "
+            f"{clock(moment_of(state.assignment.since))}"
+        )
+    if state.HasField("plan"):
+        goals = ", ".join(f"{g.need_category}:{g.status}" for g in state.plan.goals)
+        lines.append(f"  plan   agreed v{state.plan.agreed_version}; goals {goals}")
+    for service in state.services:
+        lines.append(
+            f"  service {clock(moment_of(service.starts_at)):<16} {service.kind:<16} "
+            f"{service.status}"
+        )
+    for referral in state.referrals:
+        lines.append(f"  referral {referral.need_category:<16} {referral.status}")
+    return lines

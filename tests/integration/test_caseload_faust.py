@@ -1,0 +1,425 @@
+"""The caseload stream processor (Faust) on the real broker: caseloads per worker, overdue
+follow-ups and contacts per day converge from case events published by other services, survive
+a restart (tables rebuilt from their changelog topics), and the worker process serves them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from events.bus.kafka import KafkaEventPublisher
+from events.bus.kafka_settings import KafkaSettings
+from events.bus.topics import TopicSettings, create_topics
+from events.catalog.assignment import CaseAssigned, CaseReassigned
+from events.catalog.base import CaseEvent, Role
+from events.catalog.cases import (
+    CaseClosed,
+    CaseOpened,
+    CaseReopened,
+    DischargeReason,
+    PresentingNeed,
+    ReferralSource,
+    ReferralSourceKind,
+)
+from events.catalog.monitoring import ContactKind, ContactLogged
+from events.catalog.values import NeedCategory
+from events.envelope import Actor, EventMetadata, RecordedEvent
+from services.caseload import queries
+from services.caseload.domain import OverdueFollowUp
+from services.caseload.processor import CaseloadApp, build_app
+from services.caseload.settings import CaseloadSettings
+from tests.contract.bus_conftest import delete_topics, kafka_test_settings
+from tests.support.servers import server_missing
+
+pytestmark = pytest.mark.kafka
+
+REPO = Path(__file__).resolve().parents[2]
+PARTITIONS = 3
+CONVERGENCE_LIMIT = 120.0
+"""Guards against a hung test only; Faust's start-up (group join, changelog recovery) takes a
+few seconds, and the test asserts nothing about speed."""
+TODAY = datetime.now(UTC).date()
+NOW = datetime.now(UTC)
+COORDINATOR = Actor("coord-lee", Role.COORDINATOR)
+INTAKE = Actor("intake-kim", Role.INTAKE_WORKER)
+
+
+@dataclass
+class History:
+    """Recorded events as three services' stores would hand them to their relays."""
+
+    versions: dict[tuple[str, str], int] = field(default_factory=dict)
+    positions: dict[str, int] = field(default_factory=dict)
+
+    def record(
+        self, source: str, event: CaseEvent, actor: Actor, occurred_at: datetime
+    ) -> RecordedEvent:
+        stream = f"case-{event.subject}"
+        sequence = self.versions.get((source, stream), 0) + 1
+        position = self.positions.get(source, 0) + 1
+        self.versions[(source, stream)] = sequence
+        self.positions[source] = position
+        return RecordedEvent(
+            event_id=uuid4(),
+            stream=stream,
+            sequence=sequence,
+            position=position,
+            recorded_at=occurred_at,
+            event=event,
+            metadata=EventMetadata(
+                source=source,
+                actor=actor,
+                occurred_at=occurred_at,
+                correlation_id=uuid4(),
+            ),
+        )
+
+    def opened(self, case_id: str, at: datetime) -> RecordedEvent:
+        event = CaseOpened(
+            case_id=case_id,
+            client_id=f"client-{case_id}",
+            referral_source=ReferralSource(kind=ReferralSourceKind.SELF),
+            presenting_needs=(PresentingNeed(category=NeedCategory.HOME_CARE),),
+        )
+        return self.record("casetrail/intake", event, INTAKE, at)
+
+    def closed(self, case_id: str, at: datetime) -> RecordedEvent:
+        event = CaseClosed(case_id=case_id, reason=DischargeReason.GOALS_ACHIEVED)
+        return self.record("casetrail/intake", event, INTAKE, at)
+
+    def reopened(self, case_id: str, at: datetime) -> RecordedEvent:
+        event = CaseReopened(case_id=case_id, reason="Fell again, needs home care")
+        return self.record("casetrail/intake", event, INTAKE, at)
+
+    def assigned(self, case_id: str, worker: str, at: datetime) -> RecordedEvent:
+        event = CaseAssigned(
+            case_id=case_id, worker_id=worker, worker_role=Role.CASE_MANAGER, reason="fits"
+        )
+        return self.record("casetrail/coordination", event, COORDINATOR, at)
+
+    def reassigned(self, case_id: str, old: str, new: str, at: datetime) -> RecordedEvent:
+        event = CaseReassigned(
+            case_id=case_id,
+            previous_worker_id=old,
+            worker_id=new,
+            worker_role=Role.SOCIAL_WORKER,
+            reason="leave",
+        )
+        return self.record("casetrail/coordination", event, COORDINATOR, at)
+
+    def contact(self, case_id: str, worker: str, at: datetime, due: date | None) -> RecordedEvent:
+        event = ContactLogged(
+            case_id=case_id,
+            contact_id=f"contact-{uuid4().hex[:8]}",
+            kind=ContactKind.PHONE_CALL,
+            summary="Checked in by phone",
+            next_follow_up_due=due,
+        )
+        return self.record("casetrail/planning", event, Actor(worker, Role.CASE_MANAGER), at)
+
+
+def ago(days: int = 0, minutes: int = 0) -> datetime:
+    return NOW - timedelta(days=days, minutes=minutes)
+
+
+def day(offset: int) -> date:
+    return TODAY + timedelta(days=offset)
+
+
+def scenario(history: History) -> list[RecordedEvent]:
+    """Seven cases covering every rule, in the order the relays happen to publish them."""
+    h = history
+    return [
+        # a: ana holds it; its follow-up was due yesterday -> overdue
+        h.opened("a", ago(10)),
+        h.assigned("a", "w-ana", ago(9)),
+        h.contact("a", "w-ana", ago(2), day(-1)),
+        # b: handed from ana to ben; due tomorrow -> not overdue
+        h.opened("b", ago(10)),
+        h.assigned("b", "w-ana", ago(9)),
+        h.reassigned("b", "w-ana", "w-ben", ago(5)),
+        h.contact("b", "w-ben", ago(1), day(1)),
+        # c: closed: off ben's caseload, and its passed due date no longer counts
+        h.opened("c", ago(10)),
+        h.assigned("c", "w-ben", ago(9)),
+        h.contact("c", "w-ben", ago(3), day(-2)),
+        h.closed("c", ago(1)),
+        # d: an older due date superseded by a newer contact
+        h.opened("d", ago(10)),
+        h.assigned("d", "w-ana", ago(9)),
+        h.contact("d", "w-ana", ago(3), day(-2)),
+        h.contact("d", "w-ana", ago(0, 30), day(7)),
+        # e: open, nobody assigned yet
+        h.opened("e", ago(1)),
+        # f: closed and reopened: back with its worker
+        h.opened("f", ago(10)),
+        h.assigned("f", "w-ana", ago(9)),
+        h.closed("f", ago(4)),
+        h.reopened("f", ago(2)),
+        # g: the coordination relay was ahead of intake's: assigned arrives before opened
+        h.assigned("g", "w-ben", ago(9)),
+        h.opened("g", ago(10)),
+        # h: the assignment happened before the close but its relay lagged -> stays closed
+        h.opened("h", ago(10)),
+        h.closed("h", ago(1)),
+        h.assigned("h", "w-ben", ago(5)),
+    ]
+
+
+EXPECTED_CASELOADS = {"w-ana": 3, "w-ben": 2}
+
+
+def expected_overdue() -> list[OverdueFollowUp]:
+    return [OverdueFollowUp(day(-1), "a", "w-ana", 1)]
+
+
+def contacts_of(app: CaseloadApp, worker: str) -> dict[date, int]:
+    span = [day(-offset) for offset in range(4)]
+    return {d: n for d, n in queries.contacts_per_day(app, worker, span).items() if n}
+
+
+def expected_contacts(worker: str) -> dict[date, int]:
+    per_worker = {
+        # By the UTC day each contact happened on.
+        "w-ana": [ago(2), ago(3), ago(0, 30)],
+        "w-ben": [ago(1), ago(3)],
+    }
+    counts: dict[date, int] = {}
+    for moment in per_worker[worker]:
+        counts[moment.date()] = counts.get(moment.date(), 0) + 1
+    return counts
+
+
+def converged(app: CaseloadApp) -> bool:
+    return (
+        app.ready()
+        and queries.caseloads(app) == EXPECTED_CASELOADS
+        and queries.unassigned(app) == ("e",)
+        and queries.overdue(app, TODAY) == expected_overdue()
+        and contacts_of(app, "w-ana") == expected_contacts("w-ana")
+        and contacts_of(app, "w-ben") == expected_contacts("w-ben")
+    )
+
+
+async def eventually(check: Callable[[], bool], what: str, describe: Callable[[], Any]) -> None:
+    try:
+        async with asyncio.timeout(CONVERGENCE_LIMIT):
+            # Polling: the tables have no change notification to wait on.
+            while not check():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        pytest.fail(f"gave up waiting for {what}; last seen: {describe()!r}")
+
+
+def snapshot(app: CaseloadApp) -> dict[str, Any]:
+    return {
+        "ready": app.ready(),
+        "counters": app.counters,
+        "caseloads": queries.caseloads(app),
+        "unassigned": queries.unassigned(app),
+        "overdue": queries.overdue(app, TODAY),
+        "contacts": {w: contacts_of(app, w) for w in ("w-ana", "w-ben")},
+    }
+
+
+@dataclass
+class Setup:
+    kafka: KafkaSettings
+    settings: CaseloadSettings
+    topic: str
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    kafka = kafka_test_settings()
+    suffix = os.urandom(5).hex()
+    topic = f"test.caseload.{suffix}"
+    settings = CaseloadSettings(
+        kafka=kafka,
+        topic=topic,
+        partitions=PARTITIONS,
+        app_id=f"test-caseload-{suffix}",
+        data_dir=tmp_path / "caseload",
+        commit_interval=0.2,
+        web_enabled=False,
+    )
+    try:
+        await create_topics(kafka, settings.topics.new_topics())
+    except Exception as error:
+        server_missing("Kafka", error)
+    try:
+        yield Setup(kafka, settings, topic)
+    finally:
+        await delete_topics(kafka, [topic, *await internal_topics(kafka, settings.app_id)])
+
+
+async def internal_topics(kafka: KafkaSettings, app_id: str) -> list[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    try:
+        await admin.start()
+        return [name for name in await admin.list_topics() if name.startswith(f"{app_id}-")]
+    except Exception:  # cleanup only
+        return []
+    finally:
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def started(settings: CaseloadSettings) -> AsyncIterator[CaseloadApp]:
+    app = build_app(settings)
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+async def publish(kafka: KafkaSettings, topic: str, records: list[RecordedEvent]) -> None:
+    async with KafkaEventPublisher(kafka, topic) as publisher:
+        await publisher.publish(records)
+
+
+async def publish_garbage(kafka: KafkaSettings, topic: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, b"{not json", key=b"a", headers=[("ce_id", b"1")])
+        headers = [("ce_type", b"casetrail.case.closed"), ("ce_specversion", b"1.0")]
+        await producer.send_and_wait(topic, b"{}", key=b"a", headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def test_caseloads_overdue_follow_ups_and_contacts_converge_and_survive_a_restart(
+    setup: Setup,
+) -> None:
+    history = History()
+    events = scenario(history)
+    await publish(setup.kafka, setup.topic, events)
+    # A relay that crashed before its checkpoint publishes a batch again: no double counts.
+    await publish(setup.kafka, setup.topic, events[:7])
+    await publish_garbage(setup.kafka, setup.topic)
+
+    async with started(setup.settings) as app:
+        await eventually(lambda: converged(app), "the tables to converge", lambda: snapshot(app))
+        assert app.counters.undecodable == 2
+        assert queries.caseload(app, "w-ana").case_ids == ("a", "d", "f")
+        state = queries.case_state(app, "h")
+        assert state is not None
+        assert (state.open, state.worker_id) == (False, "w-ben")
+
+    # A new process: the in-memory tables are rebuilt from their changelog topics.
+    async with started(setup.settings) as restarted:
+        await eventually(
+            lambda: converged(restarted), "the restored tables", lambda: snapshot(restarted)
+        )
+        assert restarted.counters.applied == 0  # restored, not re-derived from case events
+        await publish(
+            setup.kafka,
+            setup.topic,
+            [history.closed("a", ago(0, 5)), history.contact("b", "w-ben", ago(0, 1), day(-1))],
+        )
+
+        def settled() -> bool:
+            return queries.caseloads(restarted) == {"w-ana": 2, "w-ben": 2} and queries.overdue(
+                restarted, TODAY
+            ) == [OverdueFollowUp(day(-1), "b", "w-ben", 1)]
+
+        await eventually(settled, "the new events to count", lambda: snapshot(restarted))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def get_json(port: int, path: str) -> Any:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await writer.drain()
+        response = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    if b" 200 " not in head.split(b"\r\n", 1)[0]:
+        raise RuntimeError(head.decode(errors="replace"))
+    return json.loads(body)
+
+
+async def test_the_worker_process_serves_the_tables_over_http(setup: Setup) -> None:
+    history = History()
+    await publish(setup.kafka, setup.topic, scenario(history))
+    port = free_port()
+    settings = replace(setup.settings, web_enabled=True, web_port=port)
+    env = {
+        **os.environ,
+        "CASETRAIL_KAFKA_BOOTSTRAP": setup.kafka.bootstrap_servers,
+        "CASETRAIL_CASE_EVENTS_TOPIC": settings.topic,
+        "CASETRAIL_CASE_EVENTS_PARTITIONS": str(settings.partitions),
+        "CASETRAIL_CASELOAD_APP_ID": settings.app_id,
+        "CASETRAIL_CASELOAD_DATA_DIR": str(settings.data_dir),
+        "CASETRAIL_CASELOAD_WEB_PORT": str(port),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.caseload",
+        "worker",
+        "--loglevel",
+        "warn",
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    seen: dict[str, Any] = {}
+
+    async def poll() -> bool:
+        try:
+            seen["caseload"] = await get_json(port, "/caseload/")
+            seen["overdue"] = await get_json(port, f"/overdue/?today={TODAY.isoformat()}")
+            seen["ana"] = await get_json(port, "/caseload/w-ana/")
+        except (OSError, RuntimeError, ValueError) as error:
+            seen["error"] = repr(error)
+            return False
+        return (
+            seen["caseload"] == {"workers": EXPECTED_CASELOADS, "unassigned": ["e"]}
+            and seen["overdue"]["overdue"] == [o.to_json() for o in expected_overdue()]
+            and seen["ana"]["case_ids"] == ["a", "d", "f"]
+        )
+
+    try:
+        async with asyncio.timeout(CONVERGENCE_LIMIT):
+            while not await poll():
+                if process.returncode is not None:
+                    break
+                await asyncio.sleep(0.3)
+    except TimeoutError:
+        pass
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        _, stderr = await process.communicate()
+    log_tail = stderr.decode(errors="replace")[-3000:]
+    assert "caseload" in seen, f"never answered: {seen}\n{log_tail}"
+    assert seen["caseload"] == {"workers": EXPECTED_CASELOADS, "unassigned": ["e"]}, log_tail
+    assert seen["overdue"]["overdue"] == [o.to_json() for o in expected_overdue()], log_tail
+    assert seen["ana"]["case_ids"] == ["a", "d", "f"], log_tail

@@ -1,0 +1,85 @@
+"""Request builders for coordination's gRPC tests (the realistic defaults, overridable)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+
+from casetrail.coordination.v1 import coordination_pb2 as pb
+from tests.unit.coordination.support import Refusal, command_context, refusal, timestamp
+
+if TYPE_CHECKING:
+    # Only the type stubs define the asyncio stub's type.
+    from casetrail.coordination.v1.coordination_pb2_grpc import (
+        CoordinationAsyncStub as Stub,
+    )
+
+PT_CLINIC = pb.Provider(provider_id="bayside-pt", name="Bayside Physical Therapy")
+COUNSELING_CENTRE = pb.Provider(provider_id="harbor-counseling", name="Harbor Counseling Centre")
+HOME_CARE_CO = pb.Provider(provider_id="eastbay-home-care", name="East Bay Home Care")
+PARATRANSIT = pb.Provider(provider_id="senior-paratransit", name="County Senior Paratransit")
+HOME = pb.ServiceLocation(kind="client_home")
+SITE = pb.ServiceLocation(kind="provider_site", address="12 Harbor Way")
+
+
+def usd(cents: int) -> pb.Money:
+    return pb.Money(amount_minor_units=cents, currency="USD")
+
+
+async def refused(call: Any) -> Refusal:
+    """Await a call that must be refused; return its status and details."""
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call
+    return refusal(raised.value)
+
+
+async def assign(
+    stub: Stub, case_id: str, worker_id: str, role: str = "coordinator", key: str | None = None
+) -> pb.AssignCaseResponse:
+    return await stub.AssignCase(
+        pb.AssignCaseRequest(
+            context=command_context(role, key), case_id=case_id, worker_id=worker_id
+        )
+    )
+
+
+def schedule_request(
+    case_id: str,
+    kind: str,
+    starts_at: datetime,
+    hours: float = 1,
+    provider: pb.Provider = PT_CLINIC,
+    role: str = "case_manager",
+    key: str | None = None,
+    user: str | None = None,
+    **fields: Any,
+) -> pb.ScheduleServiceRequest:
+    return pb.ScheduleServiceRequest(
+        context=command_context(role, key, user),
+        case_id=case_id,
+        kind=kind,
+        provider=provider,
+        starts_at=timestamp(starts_at),
+        ends_at=timestamp(starts_at + timedelta(hours=hours)),
+        location=fields.pop("location", SITE),
+        **fields,
+    )
+
+
+async def refer(
+    stub: Stub, case_id: str, need: str, provider: pb.Provider = COUNSELING_CENTRE
+) -> pb.MakeReferralResponse:
+    return await stub.MakeReferral(
+        pb.MakeReferralRequest(
+            context=command_context("coordinator"),
+            case_id=case_id,
+            provider=provider,
+            need_category=need,
+            service=f"{need} sessions",
+            urgency="soon",
+            reason="adjusting to reduced mobility after hip surgery",
+        )
+    )

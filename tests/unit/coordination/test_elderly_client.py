@@ -1,0 +1,157 @@
+"""The example from the sources: an elderly client leaving hospital needs home care, counseling
+to adjust to his altered physical state, transport to appointments and physical therapy. The
+coordinator assigns a licensed social worker, checks the state programme he qualifies for,
+schedules his services so that counseling is never at the same time as physical therapy, and
+funds them within the agency's budget lines."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from casetrail.coordination.v1 import coordination_pb2 as pb
+from events.catalog.values import NeedCategory
+from tests.unit.coordination.rpc import (
+    COUNSELING_CENTRE,
+    HOME,
+    HOME_CARE_CO,
+    PARATRANSIT,
+    PT_CLINIC,
+    assign,
+    refer,
+    refused,
+    schedule_request,
+    usd,
+)
+from tests.unit.coordination.support import IntakeFeed, command_context, query_context
+
+if TYPE_CHECKING:
+    from tests.unit.coordination.rpc import Stub
+
+TUESDAY = datetime(2026, 3, 3, tzinfo=UTC)
+
+
+async def test_the_elderly_client_leaving_hospital(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.register_client("walter", date(1947, 11, 2))
+    await intake.open_case(
+        "walter-1",
+        "walter",
+        [NeedCategory.HOME_CARE, NeedCategory.PHYSICAL_THERAPY],
+        assessed=[NeedCategory.COUNSELING, NeedCategory.TRANSPORTATION],
+    )
+
+    # A case manager may not counsel: the answer proposes the referral instead.
+    refusal = await refused(assign(stub, "walter-1", "cm-dana"))
+    assert refusal.rule == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert "counselor" in refusal.metadata["suggested_referrals"]
+    assigned = await assign(stub, "walter-1", "sw-lcsw")
+    assert set(assigned.matched_needs) == {
+        "home_care",
+        "physical_therapy",
+        "counseling",
+        "transportation",
+    }
+
+    waiver = await stub.DetermineEligibility(
+        pb.DetermineEligibilityRequest(
+            context=command_context("social_worker"),
+            case_id="walter-1",
+            program_id="home-care-medicaid-waiver",
+            facts=pb.EligibilityFacts(monthly_income=usd(162_000), residence="us-ca-alameda"),
+        )
+    )
+    assert waiver.eligible
+    assert waiver.reasons[0] == "age 78 is at least the minimum of 65"
+
+    counseling_referral = await refer(stub, "walter-1", "counseling", COUNSELING_CENTRE)
+    await stub.AcceptReferral(
+        pb.AcceptReferralRequest(
+            context=command_context("partner_agency"),
+            case_id="walter-1",
+            referral_id=counseling_referral.referral_id,
+            provider_id=COUNSELING_CENTRE.provider_id,
+        )
+    )
+
+    def at(hour: int, minute: int = 0) -> datetime:
+        return TUESDAY + timedelta(hours=hour, minutes=minute)
+
+    care = await stub.ScheduleService(
+        schedule_request(
+            "walter-1", "home_care", at(8), hours=1.5, provider=HOME_CARE_CO, location=HOME
+        )
+    )
+    ride = await stub.ScheduleService(
+        schedule_request("walter-1", "transportation", at(9, 30), hours=0.5, provider=PARATRANSIT)
+    )
+    therapy = await stub.ScheduleService(
+        schedule_request("walter-1", "physical_therapy", at(10), provider=PT_CLINIC)
+    )
+
+    # Counseling at the same time as physical therapy is refused, naming the appointment.
+    clash = await refused(
+        stub.ScheduleService(
+            schedule_request(
+                "walter-1",
+                "counseling",
+                at(10, 30),
+                provider=COUNSELING_CENTRE,
+                referral_id=counseling_referral.referral_id,
+            )
+        )
+    )
+    assert clash.rule == "SCHEDULE_CONFLICT"
+    assert clash.metadata["conflicting_service_id"] == therapy.service_id
+    assert clash.metadata["conflicting_kind"] == "physical_therapy"
+    assert clash.metadata["conflicting_starts_at"] == "2026-03-03T10:00:00+00:00"
+
+    counseling = await stub.ScheduleService(
+        schedule_request(
+            "walter-1",
+            "counseling",
+            at(14),
+            provider=COUNSELING_CENTRE,
+            referral_id=counseling_referral.referral_id,
+        )
+    )
+
+    def reserve(line: str, service_id: str, cents: int) -> pb.ReserveBudgetRequest:
+        return pb.ReserveBudgetRequest(
+            context=command_context("coordinator"),
+            case_id="walter-1",
+            budget_line=line,
+            amount=usd(cents),
+            service_id=service_id,
+        )
+
+    await stub.ReserveBudget(reserve("home-care-fy2026", care.service_id, 9_000))
+    funded = await stub.ReserveBudget(reserve("flex", ride.service_id, 3_500))
+    assert funded.available == usd(46_500)
+    over = await refused(stub.ReserveBudget(reserve("home-care-fy2026", care.service_id, 95_000)))
+    assert (over.rule, over.metadata["available"]) == ("BUDGET_EXCEEDED", "91000")
+
+    await stub.FileInsuranceClaim(
+        pb.FileInsuranceClaimRequest(
+            context=command_context("coordinator"),
+            case_id="walter-1",
+            insurer=pb.Provider(provider_id="medicare", name="Medicare"),
+            amount_claimed=usd(15_000),
+            service_ids=[therapy.service_id],
+        )
+    )
+
+    day = await stub.GetClientSchedule(
+        pb.GetClientScheduleRequest(context=query_context("social_worker"), client_id="walter")
+    )
+    assert [s.kind for s in day.services] == [
+        "home_care",
+        "transportation",
+        "physical_therapy",
+        "counseling",
+    ]
+    assert counseling.service_id == day.services[-1].service_id
+    view = await stub.GetCaseCoordination(
+        pb.GetCaseCoordinationRequest(context=query_context("supervisor"), case_id="walter-1")
+    )
+    assert (view.worker_id, len(view.services), len(view.claims)) == ("sw-lcsw", 4, 1)
+    assert [r.status for r in view.referrals] == ["accepted"]

@@ -1,0 +1,191 @@
+"""Assignment through the real gRPC server: credentials, caseload, transfers, refusals."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import grpc
+from google.rpc import error_details_pb2
+
+from casetrail.coordination.v1 import coordination_pb2 as pb
+from events.catalog.values import NeedCategory
+from tests.unit.coordination.rpc import assign, refer, refused
+from tests.unit.coordination.support import IntakeFeed, command_context, query_context
+
+if TYPE_CHECKING:
+    from tests.unit.coordination.rpc import Stub
+
+HOME_CARE = NeedCategory.HOME_CARE
+COUNSELING = NeedCategory.COUNSELING
+
+
+async def test_a_case_coordination_has_not_heard_of_is_not_found(stub: Stub) -> None:
+    refusal = await refused(assign(stub, "case-unknown", "sw-lcsw"))
+    assert refusal.code is grpc.StatusCode.NOT_FOUND
+    info = refusal.detail(error_details_pb2.ResourceInfo)
+    assert (info.resource_type, info.resource_name) == ("case", "case-unknown")
+
+
+async def test_the_case_can_be_assigned_once_intake_facts_arrive(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    await refused(assign(stub, "case-1", "sw-lcsw"))
+    await intake.open_case("case-1", "client-1", [HOME_CARE], assessed=[COUNSELING])
+    assigned = await assign(stub, "case-1", "sw-lcsw")
+    assert list(assigned.matched_needs) == ["home_care", "counseling"]
+    assert assigned.result.case_id == "case-1"
+    assert assigned.result.version == 1
+    view = await stub.GetCaseCoordination(
+        pb.GetCaseCoordinationRequest(context=query_context(), case_id="case-1")
+    )
+    assert (view.worker_id, view.worker_role, view.client_id) == (
+        "sw-lcsw",
+        "social_worker",
+        "client-1",
+    )
+
+
+async def test_a_case_manager_is_never_given_counseling(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.open_case("case-1", "client-1", [HOME_CARE, NeedCategory.SUBSTANCE_USE])
+    refusal = await refused(assign(stub, "case-1", "cm-dana"))
+    assert refusal.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert refusal.rule == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert refusal.metadata["suggested_referrals"] == "substance_use: addiction counselor"
+    assert refusal.metadata["required_licences"] == "LBSW,LMSW,LCSW"
+    assert refusal.metadata["suggested_action"] == "MakeReferral"
+    violation = refusal.detail(error_details_pb2.PreconditionFailure).violations[0]
+    assert violation.type == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert violation.subject == "worker/cm-dana"
+
+
+async def test_after_the_referral_the_case_manager_takes_the_other_needs(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    await intake.open_case("case-1", "client-1", [HOME_CARE, COUNSELING])
+    await refer(stub, "case-1", "counseling")
+    assigned = await assign(stub, "case-1", "cm-dana")
+    assert list(assigned.matched_needs) == ["home_care"]
+
+
+async def test_an_expired_licence_does_not_allow_counseling(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.open_case("case-1", "client-1", [COUNSELING])
+    refusal = await refused(assign(stub, "case-1", "sw-expired"))
+    assert refusal.rule == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+
+
+async def test_a_supervisor_does_not_carry_cases(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.open_case("case-1", "client-1", [HOME_CARE])
+    refusal = await refused(assign(stub, "case-1", "sup-helen"))
+    assert refusal.rule == "WORKER_DOES_NOT_CARRY_CASES"
+
+
+async def test_an_unknown_worker_is_not_found(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.open_case("case-1", "client-1", [HOME_CARE])
+    refusal = await refused(assign(stub, "case-1", "nobody"))
+    assert refusal.code is grpc.StatusCode.NOT_FOUND
+    assert refusal.detail(error_details_pb2.ResourceInfo).resource_type == "worker"
+
+
+async def test_a_full_caseload_is_refused_until_a_case_closes(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    for case_id in ("case-1", "case-2"):
+        await intake.open_case(case_id, f"client-{case_id}", [HOME_CARE])
+    await assign(stub, "case-1", "cm-dana")
+    refusal = await refused(assign(stub, "case-2", "cm-dana"))
+    assert refusal.rule == "CASELOAD_FULL"
+    assert refusal.metadata == {
+        "subject": "worker/cm-dana",
+        "worker_id": "cm-dana",
+        "caseload": "1",
+        "capacity": "1",
+    }
+    await intake.close_case("case-1")
+    await assign(stub, "case-2", "cm-dana")
+    workers = await stub.ListWorkers(pb.ListWorkersRequest(context=query_context()))
+    loads = {worker.worker_id: worker.caseload for worker in workers.workers}
+    assert loads["cm-dana"] == 1
+
+
+async def test_only_coordinators_and_supervisors_assign(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.open_case("case-1", "client-1", [HOME_CARE])
+    refusal = await refused(assign(stub, "case-1", "cm-dana", role="case_manager"))
+    assert refusal.code is grpc.StatusCode.PERMISSION_DENIED
+    assert refusal.rule == "ROLE_NOT_ALLOWED"
+    assert refusal.metadata == {"role": "case_manager", "action": "assign a case"}
+    await assign(stub, "case-1", "cm-dana", role="supervisor")
+
+
+async def test_a_closed_case_is_not_assigned(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.open_case("case-1", "client-1", [HOME_CARE])
+    await intake.close_case("case-1")
+    refusal = await refused(assign(stub, "case-1", "cm-dana"))
+    assert refusal.rule == "CASE_CLOSED"
+    await intake.reopen_case("case-1")
+    await assign(stub, "case-1", "cm-dana")
+
+
+async def test_assigning_twice_is_refused_and_transfer_hands_over(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    await intake.open_case("case-1", "client-1", [HOME_CARE])
+
+    def transfer(worker_id: str, reason: str = "worker on leave") -> pb.TransferCaseRequest:
+        return pb.TransferCaseRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            worker_id=worker_id,
+            reason=reason,
+        )
+
+    refusal = await refused(stub.TransferCase(transfer("sw-lcsw")))
+    assert refusal.rule == "CASE_NOT_ASSIGNED"
+    await assign(stub, "case-1", "cm-dana")
+    refusal = await refused(assign(stub, "case-1", "sw-lcsw"))
+    assert refusal.rule == "CASE_ALREADY_ASSIGNED"
+    assert refusal.metadata["current_worker_id"] == "cm-dana"
+    refusal = await refused(stub.TransferCase(transfer("cm-dana")))
+    assert refusal.rule == "ALREADY_ASSIGNED_TO_WORKER"
+    refusal = await refused(stub.TransferCase(transfer("sw-lcsw", reason="")))
+    assert refusal.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert refusal.fields == ["reason"]
+    moved = await stub.TransferCase(transfer("sw-lcsw"))
+    assert moved.previous_worker_id == "cm-dana"
+    workers = await stub.ListWorkers(pb.ListWorkersRequest(context=query_context()))
+    loads = {worker.worker_id: worker.caseload for worker in workers.workers}
+    assert (loads["cm-dana"], loads["sw-lcsw"]) == (0, 1)
+
+
+async def test_suggestions_put_fitting_workers_first_with_reasons_for_the_others(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    await intake.open_case("case-1", "client-1", [HOME_CARE, COUNSELING])
+    suggested = await stub.SuggestWorkers(
+        pb.SuggestWorkersRequest(context=query_context(), case_id="case-1")
+    )
+    assert list(suggested.needs) == ["home_care", "counseling"]
+    first, *others = suggested.workers
+    assert (first.worker.worker_id, first.fits) == ("sw-lcsw", True)
+    assert not any(other.fits for other in others)
+    dana = next(o for o in others if o.worker.worker_id == "cm-dana")
+    assert dana.reasons[0].startswith("COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER: ")
+
+
+async def test_bad_requests_name_every_bad_field(stub: Stub) -> None:
+    context = command_context("coordinator")
+    context.idempotency_key = ""
+    refusal = await refused(
+        stub.AssignCase(pb.AssignCaseRequest(context=context, case_id="bad id!"))
+    )
+    assert refusal.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert sorted(refusal.fields) == ["case_id", "context.idempotency_key", "worker_id"]
+
+
+async def test_queries_need_a_reader_role_and_a_purpose(stub: Stub) -> None:
+    context = query_context("partner_agency")
+    refusal = await refused(stub.ListWorkers(pb.ListWorkersRequest(context=context)))
+    assert refusal.code is grpc.StatusCode.PERMISSION_DENIED
+    context = query_context()
+    context.purpose = "curiosity"
+    refusal = await refused(stub.ListWorkers(pb.ListWorkersRequest(context=context)))
+    assert refusal.fields == ["context.purpose"]

@@ -1,0 +1,255 @@
+"""Eligibility, budget reservations and insurance claims through the real gRPC server."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
+
+import grpc
+
+from casetrail.coordination.v1 import coordination_pb2 as pb
+from events.catalog.values import NeedCategory
+from tests.unit.coordination.rpc import HOME_CARE_CO, refused, schedule_request, usd
+from tests.unit.coordination.support import IntakeFeed, command_context, query_context
+
+if TYPE_CHECKING:
+    from tests.unit.coordination.rpc import Stub
+
+MONDAY_9 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+INSURER = pb.Provider(provider_id="medicare", name="Medicare")
+
+
+def eligibility(program_id: str, **facts: object) -> pb.DetermineEligibilityRequest:
+    return pb.DetermineEligibilityRequest(
+        context=command_context("social_worker"),
+        case_id="case-1",
+        program_id=program_id,
+        facts=pb.EligibilityFacts(**facts),  # type: ignore[arg-type]
+    )
+
+
+async def test_eligibility_is_recorded_with_its_reasons(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.register_client("client-1", date(1948, 5, 17))
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    decided = await stub.DetermineEligibility(
+        eligibility(
+            "home-care-medicaid-waiver", monthly_income=usd(180_000), residence="us-ca-alameda"
+        )
+    )
+    assert decided.eligible
+    assert decided.reasons[0] == "age 77 is at least the minimum of 65"  # from the birth date
+    assert decided.valid_until == "2027-03-02"
+
+    refused_decision = await stub.DetermineEligibility(
+        eligibility(
+            "home-care-medicaid-waiver",
+            age=64,
+            monthly_income=usd(180_000),
+            residence="us-ca-marin",
+        )
+    )
+    assert not refused_decision.eligible
+    assert list(refused_decision.reasons) == [
+        "age 64 is under the minimum of 65",
+        "monthly income 1800.00 USD is within the limit of 2901.00 USD",
+        "residence us-ca-marin is outside the programme's area (us-ca-alameda)",
+    ]
+    assert refused_decision.valid_until == ""
+    view = await stub.GetCaseCoordination(
+        pb.GetCaseCoordinationRequest(context=query_context(), case_id="case-1")
+    )
+    assert [d.eligible for d in view.eligibility] == [True, False]
+
+
+async def test_facts_a_programme_needs_are_required(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    refusal = await refused(stub.DetermineEligibility(eligibility("home-care-medicaid-waiver")))
+    assert refusal.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert refusal.fields == ["facts.age", "facts.monthly_income", "facts.residence"]
+    refusal = await refused(stub.DetermineEligibility(eligibility("no-such-programme")))
+    assert refusal.code is grpc.StatusCode.NOT_FOUND
+
+
+async def _home_care(stub: Stub, intake: IntakeFeed) -> str:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    scheduled = await stub.ScheduleService(
+        schedule_request("case-1", "home_care", MONDAY_9, provider=HOME_CARE_CO)
+    )
+    return scheduled.service_id
+
+
+def reserve(
+    amount: pb.Money, service_id: str = "", line: str = "home-care-fy2026"
+) -> pb.ReserveBudgetRequest:
+    return pb.ReserveBudgetRequest(
+        context=command_context("coordinator"),
+        case_id="case-1",
+        budget_line=line,
+        amount=amount,
+        service_id=service_id,
+    )
+
+
+async def test_a_budget_line_is_never_overspent(stub: Stub, intake: IntakeFeed) -> None:
+    service_id = await _home_care(stub, intake)
+    first = await stub.ReserveBudget(reserve(usd(70_000), service_id))
+    assert first.available == usd(30_000)
+
+    refusal = await refused(stub.ReserveBudget(reserve(usd(30_001), service_id)))
+    assert refusal.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert refusal.rule == "BUDGET_EXCEEDED"
+    assert refusal.metadata == {
+        "subject": "budget_line/home-care-fy2026",
+        "budget_line": "home-care-fy2026",
+        "requested": "30001",
+        "available": "30000",
+        "currency": "USD",
+    }
+
+    released = await stub.ReleaseBudget(
+        pb.ReleaseBudgetRequest(
+            context=command_context("supervisor"),
+            case_id="case-1",
+            budget_line="home-care-fy2026",
+            reservation_id=first.reservation_id,
+            amount=usd(20_000),
+            reason="fewer hours needed",
+        )
+    )
+    assert released.available == usd(50_000)
+    await stub.ReserveBudget(reserve(usd(50_000), service_id))
+    line = await stub.GetBudgetLine(
+        pb.GetBudgetLineRequest(context=query_context(), budget_line="home-care-fy2026")
+    )
+    assert (line.reserved, line.available) == (usd(100_000), usd(0))
+    assert [r.amount for r in line.reservations] == [usd(50_000), usd(50_000)]
+
+
+async def test_reservations_must_fit_the_line(stub: Stub, intake: IntakeFeed) -> None:
+    service_id = await _home_care(stub, intake)
+    refusal = await refused(stub.ReserveBudget(reserve(usd(100))))
+    assert refusal.rule == "BUDGET_LINE_DOES_NOT_FUND_SERVICE"
+    refusal = await refused(
+        stub.ReserveBudget(reserve(pb.Money(amount_minor_units=100, currency="EUR"), service_id))
+    )
+    assert refusal.fields == ["amount.currency"]
+    refusal = await refused(stub.ReserveBudget(reserve(usd(0), service_id)))
+    assert refusal.fields == ["amount"]
+    refusal = await refused(stub.ReserveBudget(reserve(usd(100), "no-such-service")))
+    assert refusal.code is grpc.StatusCode.NOT_FOUND
+    refusal = await refused(stub.ReserveBudget(reserve(usd(100), service_id, line="nope")))
+    assert refusal.code is grpc.StatusCode.NOT_FOUND
+    # The flexible fund pays for anything, with or without a service.
+    await stub.ReserveBudget(reserve(usd(100), line="flex"))
+    request = reserve(usd(100), service_id)
+    request.context.actor.role = "case_manager"
+    refusal = await refused(stub.ReserveBudget(request))
+    assert refusal.code is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_release_gives_back_at_most_what_is_reserved(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    service_id = await _home_care(stub, intake)
+    reserved = await stub.ReserveBudget(reserve(usd(1_000), service_id))
+
+    def release(amount: pb.Money | None = None) -> pb.ReleaseBudgetRequest:
+        return pb.ReleaseBudgetRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            budget_line="home-care-fy2026",
+            reservation_id=reserved.reservation_id,
+            amount=amount,
+            reason="service cancelled",
+        )
+
+    refusal = await refused(stub.ReleaseBudget(release(usd(1_001))))
+    assert (refusal.rule, refusal.metadata["remaining"]) == ("RELEASE_EXCEEDS_RESERVATION", "1000")
+    everything = await stub.ReleaseBudget(release())
+    assert everything.available == usd(100_000)
+    refusal = await refused(stub.ReleaseBudget(release()))
+    assert refusal.rule == "RESERVATION_ALREADY_RELEASED"
+
+
+async def test_insurance_claims_are_filed_and_decided(stub: Stub, intake: IntakeFeed) -> None:
+    service_id = await _home_care(stub, intake)
+
+    def claim(service_ids: list[str]) -> pb.FileInsuranceClaimRequest:
+        return pb.FileInsuranceClaimRequest(
+            context=command_context("case_manager"),
+            case_id="case-1",
+            insurer=INSURER,
+            policy_number="1EG4-TE5-MK72",
+            amount_claimed=usd(12_000),
+            service_ids=service_ids,
+        )
+
+    refusal = await refused(stub.FileInsuranceClaim(claim([])))
+    assert refusal.fields == ["service_ids"]
+    refusal = await refused(stub.FileInsuranceClaim(claim(["no-such-service"])))
+    assert refusal.code is grpc.StatusCode.NOT_FOUND
+    filed = await stub.FileInsuranceClaim(claim([service_id]))
+    refusal = await refused(stub.FileInsuranceClaim(claim([service_id])))
+    assert (refusal.rule, refusal.metadata["claim_id"]) == (
+        "SERVICE_ALREADY_CLAIMED",
+        filed.claim_id,
+    )
+
+    def decision(**fields: object) -> pb.RecordClaimDecisionRequest:
+        values: dict[str, object] = {
+            "insurer_id": "medicare",
+            "decision": "partial",
+            "amount_approved": usd(9_000),
+            "reason": "two hours not covered",
+            **fields,
+        }
+        return pb.RecordClaimDecisionRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            claim_id=filed.claim_id,
+            **values,  # type: ignore[arg-type]
+        )
+
+    refusal = await refused(stub.RecordClaimDecision(decision(decision="denied", reason="")))
+    assert sorted(refusal.fields) == ["amount_approved", "reason"]
+    refusal = await refused(stub.RecordClaimDecision(decision(insurer_id="aetna")))
+    assert refusal.rule == "INSURER_MISMATCH"
+    refusal = await refused(stub.RecordClaimDecision(decision(amount_approved=usd(12_001))))
+    assert refusal.rule == "APPROVED_AMOUNT_EXCEEDS_CLAIM"
+    await stub.RecordClaimDecision(decision())
+    refusal = await refused(stub.RecordClaimDecision(decision()))
+    assert (refusal.rule, refusal.metadata["decision"]) == ("CLAIM_ALREADY_DECIDED", "partial")
+    view = await stub.GetCaseCoordination(
+        pb.GetCaseCoordinationRequest(context=query_context(), case_id="case-1")
+    )
+    [claimed] = view.claims
+    assert (claimed.status, claimed.amount_approved) == ("partial", usd(9_000))
+
+
+async def test_a_cancelled_service_is_neither_funded_nor_claimed(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    service_id = await _home_care(stub, intake)
+    await stub.CancelService(
+        pb.CancelServiceRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            service_id=service_id,
+            cancelled_by="client",
+            reason="in hospital",
+        )
+    )
+    refusal = await refused(stub.ReserveBudget(reserve(usd(100), service_id)))
+    assert refusal.rule == "SERVICE_CANCELLED"
+    refusal = await refused(
+        stub.FileInsuranceClaim(
+            pb.FileInsuranceClaimRequest(
+                context=command_context("coordinator"),
+                case_id="case-1",
+                insurer=INSURER,
+                amount_claimed=usd(100),
+                service_ids=[service_id],
+            )
+        )
+    )
+    assert refusal.rule == "SERVICE_CANCELLED"

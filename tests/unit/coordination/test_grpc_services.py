@@ -1,0 +1,223 @@
+"""Referrals and scheduling through the real gRPC server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from casetrail.coordination.v1 import coordination_pb2 as pb
+from events.catalog.values import NeedCategory
+from tests.unit.coordination.rpc import (
+    COUNSELING_CENTRE,
+    HOME_CARE_CO,
+    refer,
+    refused,
+    schedule_request,
+)
+from tests.unit.coordination.support import (
+    IntakeFeed,
+    command_context,
+    query_context,
+    timestamp,
+)
+
+if TYPE_CHECKING:
+    from tests.unit.coordination.rpc import Stub
+
+TUESDAY_10 = datetime(2026, 3, 3, 10, 0, tzinfo=UTC)
+NEEDS = [NeedCategory.HOME_CARE, NeedCategory.PHYSICAL_THERAPY]
+
+
+def answer(
+    kind: str, referral_id: str, provider_id: str = "harbor-counseling", **fields: str
+) -> Any:
+    request_type = {
+        "accept": pb.AcceptReferralRequest,
+        "decline": pb.DeclineReferralRequest,
+        "complete": pb.CompleteReferralRequest,
+    }[kind]
+    return request_type(
+        context=command_context(fields.pop("role", "partner_agency")),
+        case_id="case-1",
+        referral_id=referral_id,
+        provider_id=provider_id,
+        **fields,
+    )
+
+
+async def test_a_referral_is_answered_by_its_provider_only(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    referral_id = (await refer(stub, "case-1", "counseling")).referral_id
+
+    refusal = await refused(stub.AcceptReferral(answer("accept", referral_id, role="coordinator")))
+    assert refusal.code is grpc.StatusCode.PERMISSION_DENIED
+    refusal = await refused(stub.AcceptReferral(answer("accept", referral_id, "someone-else")))
+    assert refusal.rule == "REFERRAL_PROVIDER_MISMATCH"
+    assert refusal.metadata["referral_provider_id"] == "harbor-counseling"
+    refusal = await refused(stub.CompleteReferral(answer("complete", referral_id, outcome="ok")))
+    assert refusal.rule == "REFERRAL_NOT_ACCEPTED"
+
+    await stub.AcceptReferral(answer("accept", referral_id, expected_start_date="2026-03-09"))
+    refusal = await refused(stub.DeclineReferral(answer("decline", referral_id, reason="full")))
+    assert (refusal.rule, refusal.metadata["status"]) == ("REFERRAL_NOT_PENDING", "accepted")
+    await stub.CompleteReferral(answer("complete", referral_id, outcome="coping well"))
+
+    view = await stub.GetCaseCoordination(
+        pb.GetCaseCoordinationRequest(context=query_context(), case_id="case-1")
+    )
+    assert [(r.referral_id, r.status) for r in view.referrals] == [(referral_id, "completed")]
+    refusal = await refused(stub.AcceptReferral(answer("accept", "no-such-referral")))
+    assert refusal.code is grpc.StatusCode.NOT_FOUND
+
+
+async def test_services_clash_across_all_the_clients_cases(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.open_case("case-1", "client-1", NEEDS)
+    await intake.open_case("case-2", "client-1", [NeedCategory.COUNSELING])
+    await intake.open_case("case-3", "client-2", [NeedCategory.COUNSELING])
+    therapy = await stub.ScheduleService(schedule_request("case-1", "physical_therapy", TUESDAY_10))
+    assert therapy.client_id == "client-1"
+
+    half_past = TUESDAY_10 + timedelta(minutes=30)
+    counseling = schedule_request("case-2", "counseling", half_past, provider=COUNSELING_CENTRE)
+    refusal = await refused(stub.ScheduleService(counseling))
+    assert refusal.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert refusal.rule == "SCHEDULE_CONFLICT"
+    assert refusal.metadata == {
+        "subject": f"service/{therapy.service_id}",
+        "conflicting_service_id": therapy.service_id,
+        "conflicting_case_id": "case-1",
+        "conflicting_kind": "physical_therapy",
+        "conflicting_starts_at": "2026-03-03T10:00:00+00:00",
+        "conflicting_ends_at": "2026-03-03T11:00:00+00:00",
+    }
+    assert "overlaps physical_therapy" in refusal.message
+
+    # Another client's counseling at the same time is no concern of this client's.
+    await stub.ScheduleService(
+        schedule_request("case-3", "counseling", half_past, provider=COUNSELING_CENTRE)
+    )
+    # Right after therapy is fine: slots are half-open.
+    after = await stub.ScheduleService(
+        schedule_request("case-2", "counseling", TUESDAY_10 + timedelta(hours=1))
+    )
+    schedule = await stub.GetClientSchedule(
+        pb.GetClientScheduleRequest(context=query_context(), client_id="client-1")
+    )
+    assert [s.service_id for s in schedule.services] == [therapy.service_id, after.service_id]
+
+
+async def test_moving_cancelling_and_delivering_services(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.open_case("case-1", "client-1", NEEDS)
+    therapy = await stub.ScheduleService(schedule_request("case-1", "physical_therapy", TUESDAY_10))
+    care = await stub.ScheduleService(
+        schedule_request(
+            "case-1",
+            "home_care",
+            TUESDAY_10 + timedelta(hours=2),
+            provider=HOME_CARE_CO,
+            location=pb.ServiceLocation(kind="client_home"),
+        )
+    )
+
+    def move(service_id: str, start: datetime) -> pb.RescheduleServiceRequest:
+        return pb.RescheduleServiceRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            service_id=service_id,
+            starts_at=timestamp(start),
+            ends_at=timestamp(start + timedelta(hours=1)),
+            reason="therapist unavailable",
+        )
+
+    refusal = await refused(stub.RescheduleService(move(care.service_id, TUESDAY_10)))
+    assert refusal.metadata["conflicting_service_id"] == therapy.service_id
+    # A service may move within its own slot.
+    await stub.RescheduleService(move(therapy.service_id, TUESDAY_10 + timedelta(minutes=15)))
+    await stub.CancelService(
+        pb.CancelServiceRequest(
+            context=command_context("partner_agency"),
+            case_id="case-1",
+            service_id=therapy.service_id,
+            cancelled_by="provider",
+            reason="therapist ill",
+        )
+    )
+    await stub.RescheduleService(move(care.service_id, TUESDAY_10))
+    refusal = await refused(stub.RescheduleService(move(therapy.service_id, TUESDAY_10)))
+    assert (refusal.rule, refusal.metadata["status"]) == ("SERVICE_NOT_SCHEDULED", "cancelled")
+    await stub.RecordServiceDelivered(
+        pb.RecordServiceDeliveredRequest(
+            context=command_context("partner_agency"),
+            case_id="case-1",
+            service_id=care.service_id,
+            starts_at=timestamp(TUESDAY_10),
+            ends_at=timestamp(TUESDAY_10 + timedelta(minutes=50)),
+        )
+    )
+    upcoming = await stub.GetClientSchedule(
+        pb.GetClientScheduleRequest(context=query_context(), client_id="client-1")
+    )
+    assert list(upcoming.services) == []
+    past = await stub.GetClientSchedule(
+        pb.GetClientScheduleRequest(
+            context=query_context(), client_id="client-1", include_past=True
+        )
+    )
+    assert [(s.kind, s.status) for s in past.services] == [
+        ("home_care", "delivered"),
+        ("physical_therapy", "cancelled"),
+    ]
+
+
+async def test_a_service_of_another_case_is_not_found(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.open_case("case-1", "client-1", NEEDS)
+    await intake.open_case("case-2", "client-1", NEEDS)
+    therapy = await stub.ScheduleService(schedule_request("case-1", "physical_therapy", TUESDAY_10))
+    refusal = await refused(
+        stub.CancelService(
+            pb.CancelServiceRequest(
+                context=command_context("coordinator"),
+                case_id="case-2",
+                service_id=therapy.service_id,
+                cancelled_by="agency",
+                reason="wrong case",
+            )
+        )
+    )
+    assert refusal.code is grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_service_from_a_declined_referral_is_refused(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    referral_id = (await refer(stub, "case-1", "counseling")).referral_id
+    await stub.DeclineReferral(answer("decline", referral_id, reason="waiting list full"))
+    refusal = await refused(
+        stub.ScheduleService(
+            schedule_request("case-1", "counseling", TUESDAY_10, referral_id=referral_id)
+        )
+    )
+    assert refusal.rule == "REFERRAL_NOT_USABLE"
+
+
+async def test_a_slot_must_end_after_it_starts(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.open_case("case-1", "client-1", NEEDS)
+    request = schedule_request("case-1", "physical_therapy", TUESDAY_10, hours=-1)
+    request.kind = "aromatherapy"
+    request.ClearField("location")
+    refusal = await refused(stub.ScheduleService(request))
+    assert refusal.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert sorted(refusal.fields) == ["ends_at", "kind", "location"]
+
+
+async def test_scheduling_needs_a_worker_role(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.open_case("case-1", "client-1", NEEDS)
+    refusal = await refused(
+        stub.ScheduleService(
+            schedule_request("case-1", "physical_therapy", TUESDAY_10, role="client")
+        )
+    )
+    assert refusal.code is grpc.StatusCode.PERMISSION_DENIED

@@ -1,0 +1,88 @@
+"""Coordination's read models: intake's facts from the bus, assignments and caseloads."""
+
+from __future__ import annotations
+
+from events.catalog.base import Role
+from events.catalog.cases import CaseClosed, DischargeReason
+from events.catalog.values import NeedCategory
+from events.commands import CommandContext
+from events.envelope import Actor
+from events.projections.runner import catch_up
+from events.projections.sqlite import SqliteReadModelStore
+from events.store.sqlite import SqliteEventStore
+from services.coordination.adapters import read_models as views
+from services.coordination.adapters.projections import AssignmentsProjection
+from services.coordination.app import handlers
+from services.coordination.app.handlers import Dependencies
+from services.coordination.domain.commands import AssignCase, TransferCase
+from tests.unit.coordination.support import TODAY, IntakeFeed
+
+
+def coordinator(key: str) -> CommandContext:
+    return CommandContext(Actor("coord-1", Role.COORDINATOR), key, occurred_at=TODAY)
+
+
+async def test_case_facts_gather_presenting_and_assessed_needs_once(
+    intake: IntakeFeed, read_models: SqliteReadModelStore
+) -> None:
+    await intake.open_case(
+        "case-1",
+        "client-1",
+        [NeedCategory.HOME_CARE, NeedCategory.HEALTH],
+        assessed=[NeedCategory.HEALTH, NeedCategory.COUNSELING],
+    )
+    facts = await views.case_facts(read_models, "case-1")
+    assert facts is not None
+    assert facts.client_id == "client-1"
+    assert facts.needs == (NeedCategory.HOME_CARE, NeedCategory.HEALTH, NeedCategory.COUNSELING)
+    await intake.close_case("case-1")
+    closed = await views.case_facts(read_models, "case-1")
+    assert closed is not None
+    assert closed.closed
+    await intake.reopen_case("case-1")
+    reopened = await views.case_facts(read_models, "case-1")
+    assert reopened is not None
+    assert not reopened.closed
+
+
+async def test_an_event_delivered_twice_is_applied_once(
+    intake: IntakeFeed, read_models: SqliteReadModelStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    closing = CaseClosed(case_id="case-1", reason=DischargeReason.CLIENT_INDEPENDENT)
+    recorded = await intake.deliver(closing, "case-case-1", source="casetrail/planning")
+    await intake.reopen_case("case-1")
+    await intake.handler(recorded)  # the closure again, as a redelivery
+    facts = await views.case_facts(read_models, "case-1")
+    assert facts is not None
+    assert not facts.closed
+
+
+async def test_caseloads_are_exact_even_before_the_projection_catches_up(
+    deps: Dependencies,
+    intake: IntakeFeed,
+    store: SqliteEventStore,
+    read_models: SqliteReadModelStore,
+) -> None:
+    for case_id in ("case-1", "case-2", "case-3"):
+        await intake.open_case(case_id, f"client-{case_id}", [NeedCategory.HOME_CARE])
+    await handlers.assign_case(
+        deps, coordinator("a-1"), AssignCase(case_id="case-1", worker_id="sw-lcsw")
+    )
+    await catch_up(store, read_models, AssignmentsProjection())
+    await handlers.assign_case(
+        deps, coordinator("a-2"), AssignCase(case_id="case-2", worker_id="sw-lcsw")
+    )
+    await handlers.transfer_case(
+        deps,
+        coordinator("t-1"),
+        TransferCase(case_id="case-1", worker_id="cm-dana", reason="lighter caseload"),
+    )
+    # The projection still says case-1 is sw-lcsw's and knows nothing of case-2.
+    assert await views.caseload(store, read_models, "sw-lcsw") == 1
+    assert await views.caseloads(store, read_models) == {"sw-lcsw": 1, "cm-dana": 1}
+    await catch_up(store, read_models, AssignmentsProjection())
+    assert await views.assignments(store, read_models) == {
+        "case-1": "cm-dana",
+        "case-2": "sw-lcsw",
+    }
