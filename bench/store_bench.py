@@ -138,20 +138,25 @@ def contact_logged(case_id: str, number: int) -> ContactLogged:
     )
 
 
-def new_events(stream: int, first_version: int, count: int) -> list[NewEvent]:
+def command_events(stream: int, first_version: int, count: int) -> list[NewEvent]:
+    """The events of one command, shaped as ``CommandContext.new_events`` shapes them: shared
+    metadata whose causation id is the command id, event ids derived from the command id."""
+    command_id = uuid4()
+    metadata = EventMetadata(
+        source=SOURCE,
+        actor=WORKER,
+        occurred_at=datetime.now(UTC),
+        correlation_id=uuid4(),
+        causation_id=command_id,
+    )
     case = case_name(stream)
     return [
         NewEvent(
-            event=contact_logged(case, first_version + offset),
-            metadata=EventMetadata(
-                source=SOURCE,
-                actor=WORKER,
-                occurred_at=datetime.now(UTC),
-                correlation_id=uuid4(),
-                causation_id=uuid4(),
-            ),
+            event=contact_logged(case, first_version + index),
+            metadata=metadata,
+            event_id=uuid5(command_id, str(index)),
         )
-        for offset in range(count)
+        for index in range(count)
     ]
 
 
@@ -209,7 +214,16 @@ class Contender(ABC, Generic[E]):
     name: str
 
     @abstractmethod
-    def build(self, stream: int, first_version: int, count: int) -> list[E]: ...
+    def build_commit(self, stream: int, first_version: int, count: int) -> list[E]:
+        """The events of one command, to be appended in one commit."""
+
+    def build(
+        self, stream: int, first_version: int, commits: int, per_commit: int
+    ) -> list[list[E]]:
+        return [
+            self.build_commit(stream, first_version + number * per_commit, per_commit)
+            for number in range(commits)
+        ]
 
     @abstractmethod
     async def append(self, stream: int, expected_version: int, events: Sequence[E]) -> None:
@@ -239,8 +253,8 @@ class CasetrailContender(Contender[NewEvent]):
         self._scratch = scratch
         self._read_models = 0
 
-    def build(self, stream: int, first_version: int, count: int) -> list[NewEvent]:
-        return new_events(stream, first_version, count)
+    def build_commit(self, stream: int, first_version: int, count: int) -> list[NewEvent]:
+        return command_events(stream, first_version, count)
 
     async def append(self, stream: int, expected_version: int, events: Sequence[NewEvent]) -> None:
         await self.store.append(case_name(stream), events, expected_version)
@@ -343,13 +357,14 @@ class EsApplicationContender(_Threaded[ContactLoggedES]):
         self.name = "es app"
         self.app = app
 
-    def build(self, stream: int, first_version: int, count: int) -> list[ContactLoggedES]:
+    def build_commit(self, stream: int, first_version: int, count: int) -> list[ContactLoggedES]:
         case, originator = case_name(stream), case_uuid(stream)
+        occurred_at, correlation_id, command_id = datetime.now(UTC), uuid4(), uuid4()
         return [
             ContactLoggedES(
                 originator_id=originator,
                 originator_version=first_version + offset + 1,
-                timestamp=datetime.now(UTC),
+                timestamp=occurred_at,
                 case_id=case,
                 contact_id=f"contact-{first_version + offset}",
                 kind=ContactKind.HOME_VISIT.value,
@@ -358,8 +373,8 @@ class EsApplicationContender(_Threaded[ContactLoggedES]):
                 source=SOURCE,
                 actor_id=WORKER.user_id,
                 actor_role=WORKER.role.value,
-                correlation_id=uuid4(),
-                causation_id=uuid4(),
+                correlation_id=correlation_id,
+                causation_id=command_id,
             )
             for offset in range(count)
         ]
@@ -400,7 +415,7 @@ class EsRecorderContender(_Threaded[StoredEvent]):
         self.recorder = recorder
         self._close = close
 
-    def build(self, stream: int, first_version: int, count: int) -> list[StoredEvent]:
+    def build_commit(self, stream: int, first_version: int, count: int) -> list[StoredEvent]:
         case, originator = case_name(stream), case_uuid(stream)
         return [
             StoredEvent(
@@ -631,6 +646,7 @@ class Runner:
 
     async def run(self) -> list[Row]:
         sizes = self.sizes
+        await self.warm_up()
         await self.appends("single", 1, sizes.single)
         await self.concurrent()
         await self.appends("batch10", 10, sizes.commits_of_10)
@@ -653,14 +669,13 @@ class Runner:
         for round_number in range(self.sizes.rounds):
             stream = self.new_stream()
             for contender in rotations(self.backend.contenders, round_number):
-                events = contender.build(stream, 0, per_commit * commits)
-                batches = [events[i : i + per_commit] for i in range(0, len(events), per_commit)]
+                batches = contender.build(stream, 0, commits, per_commit)
                 gc.collect()
                 started = time.perf_counter()
                 for number, batch in enumerate(batches):
                     await contender.append(stream, number * per_commit, batch)
                 elapsed = time.perf_counter() - started
-                row.rates.setdefault(contender.name, []).append(len(events) / elapsed)
+                row.rates.setdefault(contender.name, []).append(per_commit * commits / elapsed)
             self.events_stored += per_commit * commits
 
     async def concurrent(self) -> None:
@@ -670,10 +685,7 @@ class Runner:
         for round_number in range(self.sizes.rounds):
             streams = [self.new_stream() for _ in range(WRITERS)]
             for contender in rotations(self.backend.contenders, round_number):
-                work = [
-                    (stream, [[event] for event in contender.build(stream, 0, per_writer)])
-                    for stream in streams
-                ]
+                work = [(stream, contender.build(stream, 0, per_writer, 1)) for stream in streams]
                 gc.collect()
                 started = time.perf_counter()
                 await contender.append_concurrently(work)
@@ -681,18 +693,31 @@ class Runner:
                 row.rates.setdefault(contender.name, []).append(WRITERS * per_writer / elapsed)
             self.events_stored += WRITERS * per_writer
 
-    async def fill(self, stream: int, count: int, first_version: int = 0) -> None:
-        """Untimed: append ``count`` events to ``stream`` in commits of 100 on every contender."""
+    async def fill(self, stream: int, commits: int, per_commit: int = 100) -> None:
+        """Untimed: append ``commits`` commits of ``per_commit`` events to a new ``stream`` on
+        every contender."""
         for contender in self.backend.contenders:
-            events = contender.build(stream, first_version, count)
-            for start in range(0, count, 100):
-                await contender.append(stream, first_version + start, events[start : start + 100])
-        self.events_stored += count
+            for number, batch in enumerate(contender.build(stream, 0, commits, per_commit)):
+                await contender.append(stream, number * per_commit, batch)
+        self.events_stored += commits * per_commit
+
+    async def warm_up(self) -> None:
+        """Untimed: create the files' first pages, open connections and start threads, so the
+        first timed round of the first contender pays no start-up costs the others do not."""
+        await self.fill(self.new_stream(), 100, 1)
+        await self.fill(self.new_stream(), 10, 10)
+        streams = [self.new_stream() for _ in range(WRITERS)]
+        for contender in self.backend.contenders:
+            await contender.append_concurrently(
+                [(stream, contender.build(stream, 0, 5, 1)) for stream in streams]
+            )
+            await contender.replay()
+        self.events_stored += WRITERS * 5
 
     async def reads(self) -> None:
         self.progress("read")
         stream = self.new_stream()
-        await self.fill(stream, CASE_LENGTH)
+        await self.fill(stream, CASE_LENGTH // 100)
         row = self.row("read")
         for round_number in range(self.sizes.rounds):
             for contender in rotations(self.backend.contenders, round_number):
@@ -713,9 +738,9 @@ class Runner:
         missing = self.sizes.replay_events - self.events_stored
         if missing > 0:
             print(f"  {self.backend.name}: storing {missing:,} more events", file=sys.stderr)
-            per_case = 250
+            per_case = 500
             for _ in range(0, missing, per_case):
-                await self.fill(self.new_stream(), per_case)
+                await self.fill(self.new_stream(), per_case // 100)
         self.progress("replay")
         row = self.row("replay")
         for round_number in range(self.sizes.rounds):
@@ -779,7 +804,7 @@ def measure_floors(database: Path, registry: EventRegistry) -> Floors:
         for row in rows:
             ContactLogged.model_validate_json(row[6])
         validate.append(time.perf_counter() - started)
-    new = new_events(1, 0, PAGE)
+    new = command_events(1, 0, PAGE)
     started = time.perf_counter()
     for sequence, event in enumerate(new, start=1):
         insert_values(event, "case-1", sequence, 0)

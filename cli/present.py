@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
@@ -25,6 +26,16 @@ def moment_of(value: Timestamp) -> datetime:
 def short(identifier: str) -> str:
     """Ids are long hex strings; eight characters are enough to tell them apart on screen."""
     return identifier[:8] if len(identifier) > 12 else identifier
+
+
+_HEX_ID = re.compile(r"\b[0-9a-f]{32}\b")
+_INSTANT = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]\d\d:\d\d)")
+
+
+def compact(text: str, clock: Clock = iso_minute) -> str:
+    """Shorter ids and instants in a summary line, shown on the given clock."""
+    text = _INSTANT.sub(lambda found: clock(datetime.fromisoformat(found.group())), text)
+    return _HEX_ID.sub(lambda found: found.group()[:8], text)
 
 
 def case_view_lines(view: planning_pb2.CaseView, clock: Clock = iso_minute) -> list[str]:
@@ -67,9 +78,7 @@ def case_view_lines(view: planning_pb2.CaseView, clock: Clock = iso_minute) -> l
     lines.append(f"  contacts {view.contacts_logged}{last}{follow_up}")
     if view.HasField("discharge"):
         discharge = view.discharge
-        lines.append(
-            f"  discharge target {discharge.target_date}: {'; '.join(discharge.criteria)}"
-        )
+        lines.append(f"  discharge target {discharge.target_date}: {'; '.join(discharge.criteria)}")
     return lines
 
 
@@ -78,7 +87,7 @@ def activity_lines(
 ) -> list[str]:
     return [
         f"  {clock(moment_of(activity.occurred_at)):<16} {activity.actor.role:<15} "
-        f"{activity.actor.user_id:<24} {activity.summary or activity.event_type}"
+        f"{activity.actor.user_id:<24} {compact(activity.summary or activity.event_type, clock)}"
         for activity in activities
     ]
 
@@ -88,7 +97,8 @@ def timeline_lines(
 ) -> list[str]:
     return [
         f"  {clock(moment_of(entry.occurred_at)):<16} {entry.source:<22} "
-        f"{entry.actor.role}:{entry.actor.user_id:<24} {entry.event_type}  {entry.summary}"
+        f"{entry.actor.role}:{entry.actor.user_id:<24} {entry.event_type}  "
+        f"{compact(entry.summary, clock)}"
         for entry in entries
     ]
 

@@ -170,7 +170,7 @@ async def eventually(
     ready: Callable[[T], bool] = lambda _: True,
     *,
     what: str,
-    timeout: float = 30.0,
+    patience: float = 30.0,
 ) -> T:
     """Call ``fetch`` until ``ready`` holds of its answer.
 
@@ -178,7 +178,7 @@ async def eventually(
     or show an older state for a moment. Commands are idempotent under their key, so resending
     the very same request while it is NOT_FOUND is safe.
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patience
     pause = 0.02
     last = "nothing yet"
     while True:
@@ -192,6 +192,6 @@ async def eventually(
                 raise
             last = str(refusal_of(error))
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what} ({last})")
+            raise TimeoutError(f"gave up after {patience:.0f}s waiting for {what} ({last})")
         await asyncio.sleep(pause)
         pause = min(pause * 1.5, 0.5)

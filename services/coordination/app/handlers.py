@@ -23,7 +23,7 @@ from events.envelope import RecordedEvent
 from events.projections.port import ReadModelStore
 from events.store.port import EventStore
 from services.coordination.adapters import read_models as views
-from services.coordination.domain.agency import Agency
+from services.coordination.domain.agency import Agency, Worker
 from services.coordination.domain.assignment import decide_assignment, decide_transfer
 from services.coordination.domain.budget import budget_state
 from services.coordination.domain.case import case_state
@@ -91,11 +91,7 @@ async def assign_case(deps: Dependencies, context: CommandContext, command: Assi
     worker = deps.agency.worker(command.worker_id)
     on = today(context)
     async with deps.assignment_lock:
-        load = (
-            0
-            if worker is None
-            else await views.caseload(deps.store, deps.read_models, worker.worker_id)
-        )
+        load = await _caseload(deps, worker)
         return await _run(
             deps,
             context,
@@ -114,11 +110,7 @@ async def transfer_case(
     worker = deps.agency.worker(command.worker_id)
     on = today(context)
     async with deps.assignment_lock:
-        load = (
-            0
-            if worker is None
-            else await views.caseload(deps.store, deps.read_models, worker.worker_id)
-        )
+        load = await _caseload(deps, worker)
         return await _run(
             deps,
             context,
@@ -302,6 +294,12 @@ async def case_facts(deps: Dependencies, case_id: str) -> CaseFacts:
 
 async def client_schedule(deps: Dependencies, client_id: str) -> Schedule:
     return schedule_state(await deps.store.read_stream(schedule_stream(client_id)))
+
+
+async def _caseload(deps: Dependencies, worker: Worker | None) -> int:
+    if worker is None:
+        return 0
+    return await views.caseload(deps.store, deps.read_models, worker.worker_id)
 
 
 def today(context: CommandContext) -> date:

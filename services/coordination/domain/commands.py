@@ -116,7 +116,7 @@ class RecordServiceDelivered(Command):
 
 class DetermineEligibility(Command):
     program_id: Identifier
-    facts: EligibilityFacts
+    facts: EligibilityFacts = EligibilityFacts()
 
 
 class ReserveBudget(Command):

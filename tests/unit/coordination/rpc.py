@@ -13,9 +13,11 @@ from tests.unit.coordination.support import Refusal, command_context, refusal, t
 
 if TYPE_CHECKING:
     # Only the type stubs define the asyncio stub's type.
-    from casetrail.coordination.v1.coordination_pb2_grpc import (
-        CoordinationAsyncStub as Stub,
-    )
+    from typing import TypeAlias
+
+    from casetrail.coordination.v1.coordination_pb2_grpc import CoordinationAsyncStub
+
+    Stub: TypeAlias = CoordinationAsyncStub
 
 PT_CLINIC = pb.Provider(provider_id="bayside-pt", name="Bayside Physical Therapy")
 COUNSELING_CENTRE = pb.Provider(provider_id="harbor-counseling", name="Harbor Counseling Centre")
@@ -39,11 +41,12 @@ async def refused(call: Any) -> Refusal:
 async def assign(
     stub: Stub, case_id: str, worker_id: str, role: str = "coordinator", key: str | None = None
 ) -> pb.AssignCaseResponse:
-    return await stub.AssignCase(
+    response: pb.AssignCaseResponse = await stub.AssignCase(
         pb.AssignCaseRequest(
             context=command_context(role, key), case_id=case_id, worker_id=worker_id
         )
     )
+    return response
 
 
 def schedule_request(
@@ -72,7 +75,7 @@ def schedule_request(
 async def refer(
     stub: Stub, case_id: str, need: str, provider: pb.Provider = COUNSELING_CENTRE
 ) -> pb.MakeReferralResponse:
-    return await stub.MakeReferral(
+    response: pb.MakeReferralResponse = await stub.MakeReferral(
         pb.MakeReferralRequest(
             context=command_context("coordinator"),
             case_id=case_id,
@@ -83,3 +86,4 @@ async def refer(
             reason="adjusting to reduced mobility after hip surgery",
         )
     )
+    return response

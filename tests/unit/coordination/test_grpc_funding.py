@@ -75,7 +75,8 @@ async def _home_care(stub: Stub, intake: IntakeFeed) -> str:
     scheduled = await stub.ScheduleService(
         schedule_request("case-1", "home_care", MONDAY_9, provider=HOME_CARE_CO)
     )
-    return scheduled.service_id
+    service_id: str = scheduled.service_id
+    return service_id
 
 
 def reserve(
@@ -253,3 +254,23 @@ async def test_a_cancelled_service_is_neither_funded_nor_claimed(
         )
     )
     assert refusal.rule == "SERVICE_CANCELLED"
+
+
+async def test_a_programme_without_rules_needs_no_facts(stub: Stub, intake: IntakeFeed) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.SOCIALISATION])
+    decided = await stub.DetermineEligibility(
+        pb.DetermineEligibilityRequest(
+            context=command_context("case_manager"), case_id="case-1", program_id="open-door"
+        )
+    )
+    assert decided.eligible
+    programs = await stub.ListPrograms(pb.ListProgramsRequest(context=query_context()))
+    rules = {program.program_id: list(program.rules) for program in programs.programs}
+    assert rules == {
+        "home-care-medicaid-waiver": [
+            "age at least 65",
+            "monthly income at most 2901.00 USD",
+            "residence in us-ca-alameda",
+        ],
+        "open-door": [],
+    }

@@ -1,0 +1,1 @@
+"""casetrail: the command line for operators and auditors (console script `casetrail`)."""

@@ -1,0 +1,93 @@
+"""`casetrail rebuild`: replay a service's own store into one of its projections, from zero.
+
+Only projections fed from the service's own store can be rebuilt this way. Those fed from the
+bus hold other services' events, which are not in this store: replaying the store into them
+would lose those, so they are refused here (rebuilding them means replaying the topic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+
+from events.projections.port import Projection
+
+OWN_STORE = {
+    "intake": {
+        "client-directory": "services.intake.adapters.client_directory:ClientDirectoryProjection"
+    },
+    "coordination": {
+        "assignments": "services.coordination.adapters.projections:AssignmentsProjection"
+    },
+}
+FROM_BUS = {
+    "intake": ("case-closures",),
+    "coordination": ("case-facts",),
+    "planning": ("case-view",),
+    "audit": ("timeline",),
+}
+
+
+def run(options: argparse.Namespace) -> int:
+    own = OWN_STORE.get(options.service, {})
+    if options.projection is None:
+        for name in own:
+            print(f"{name:<20} own store: rebuildable")
+        for name in FROM_BUS[options.service]:
+            print(f"{name:<20} fed from the bus: not rebuildable from the store")
+        return 0
+    wanted = _canonical(options.projection)
+    if wanted not in own:
+        reason = (
+            "is fed from the bus (other services' events are not in this store)"
+            if wanted in FROM_BUS[options.service]
+            else "is not a projection of this service"
+        )
+        choices = ", ".join(own) or "none"
+        print(f"{options.projection} {reason}; rebuildable here: {choices}")
+        return 2
+    return asyncio.run(_rebuild(options, _projection(own[wanted])))
+
+
+def _canonical(name: str) -> str:
+    """Projections are named with a service prefix or underscores in places; accept either."""
+    return name.rsplit(".", 1)[-1].replace("_", "-")
+
+
+def _projection(reference: str) -> Projection:
+    module, _, name = reference.partition(":")
+    projection = getattr(importlib.import_module(module), name)()
+    assert isinstance(projection, Projection)
+    return projection
+
+
+async def _rebuild(options: argparse.Namespace, projection: Projection) -> int:
+    from tqdm import tqdm
+
+    from cli.stores import has_local_store, infrastructure
+    from events.hosting import open_event_store, open_read_models
+    from events.projections.runner import rebuild
+
+    infra = infrastructure(options)
+    if not has_local_store(infra, options.service):
+        print(f"{options.service} has no store under {infra.data_dir}")
+        return 2
+    store, _checkpoints, close_store = await open_event_store(infra, options.service)
+    try:
+        read_models = await open_read_models(infra, options.service)
+        try:
+            with tqdm(desc=projection.name, unit="event", total=None) as bar:
+
+                def progress(position: int, last: int) -> None:
+                    bar.total = last
+                    bar.n = position
+                    bar.refresh()
+
+                position = await rebuild(store, read_models, projection, progress=progress)
+        finally:
+            await read_models.close()
+    finally:
+        await close_store()
+    print(f"{options.service} {projection.name}: rebuilt up to position {position}")
+    return 0

@@ -1,0 +1,26 @@
+"""Opening a service's own storage from the command line, as the service itself does."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from events.hosting import Infrastructure
+
+
+def infrastructure(options: argparse.Namespace) -> Infrastructure:
+    data_dir = Path(options.data_dir).resolve()
+    if options.backend == "embedded":
+        return Infrastructure(data_dir=data_dir)
+    from events.bus.kafka_settings import KafkaSettings
+    from services.runner import DEFAULT_PG_DSN
+
+    dsn = options.pg_dsn or os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    # Kafka is not contacted: only the service's PostgreSQL schemas are opened.
+    return Infrastructure.distributed(data_dir, dsn, KafkaSettings.from_env())
+
+
+def has_local_store(infra: Infrastructure, service: str) -> bool:
+    """Whether an embedded service has ever stored anything (opening would create the file)."""
+    return infra.postgres_dsn is not None or (infra.data_dir / service / "events.db").exists()

@@ -1,0 +1,126 @@
+"""Days 9 to 14: discharge, closure (refused while a session is still booked), then the case
+view and the audit trail."""
+
+from __future__ import annotations
+
+from casetrail.audit.v1 import audit_pb2
+from casetrail.coordination.v1 import coordination_pb2 as co
+from casetrail.planning.v1 import planning_pb2 as pl
+from cli.present import activity_lines, case_view_lines, short
+from cli.rpc import Stubs, eventually, refused
+from cli.walk.story import AUDITOR, PHYSIO, SOCIAL_WORKER
+from cli.walk.walk import Walk
+
+
+async def closure(walk: Walk) -> None:
+    walk.section("Discharge and closure")
+    coordination = walk.stubs.coordination
+    walk.when(9, "16:00")
+    await coordination.CompleteReferral(
+        co.CompleteReferralRequest(
+            context=walk.command(PHYSIO, "complete-physical-therapy"),
+            case_id=walk.case_id,
+            referral_id=walk.result.referral_ids["physical_therapy"],
+            provider_id=PHYSIO.user_id,
+            outcome="Walks 400 m with a cane; home exercise programme in place",
+        )
+    )
+    walk.line(PHYSIO, "completed the physical-therapy referral")
+    walk.when(9, "17:00")
+    await walk.stubs.planning.PlanDischarge(
+        pl.PlanDischargeRequest(
+            context=walk.command(SOCIAL_WORKER, "plan-discharge"),
+            case_id=walk.case_id,
+            target_date=walk.story.date(14),
+            criteria=["Washes and dresses with the aide's help only", "Goes out with a cane"],
+            aftercare=["Home care under the waiver", "Weekly lunch at the senior centre"],
+        )
+    )
+    walk.line(SOCIAL_WORKER, "discharge planned for day 14")
+    second_session = walk.result.service_ids["physical-therapy-2"]
+    await walk.view(
+        lambda view: any(s.service_id == second_session for s in view.services),
+        "planning to learn the schedule",
+    )
+    walk.when(14, "09:00")
+    refusal = await refused(
+        walk.stubs.planning.CloseCase(
+            pl.CloseCaseRequest(
+                context=walk.command(SOCIAL_WORKER, "close-too-early"),
+                case_id=walk.case_id,
+                reason="goals_achieved",
+            )
+        )
+    )
+    walk.result.closure_refusal = refusal
+    walk.line(SOCIAL_WORKER, f"close the case: REFUSED {refusal.code.name} {refusal.reason}")
+    booked = refusal.metadata.get("service_ids", "")
+    walk.detail(f"still scheduled: service {', '.join(short(s) for s in booked.split(','))}")
+    walk.when(14, "09:20")
+    await coordination.CancelService(
+        co.CancelServiceRequest(
+            context=walk.command(PHYSIO, "cancel-physical-therapy-2"),
+            case_id=walk.case_id,
+            service_id=second_session,
+            cancelled_by="provider",
+            reason="Discharged from therapy: goals met, exercises continue at home",
+        )
+    )
+    walk.line(PHYSIO, "called off the last physical-therapy session: goals met")
+    await walk.view(
+        lambda view: all(s.status != "scheduled" for s in view.services),
+        "planning to learn of the cancellation",
+    )
+    walk.when(14, "09:30")
+    await walk.stubs.planning.CloseCase(
+        pl.CloseCaseRequest(
+            context=walk.command(SOCIAL_WORKER, "close"),
+            case_id=walk.case_id,
+            reason="goals_achieved",
+            note="Marco manages at home with home care and the senior centre",
+        )
+    )
+    walk.line(SOCIAL_WORKER, "closed the case: goals achieved")
+
+
+async def review(walk: Walk) -> None:
+    walk.section("The case view (planning)")
+    view = await walk.view(lambda view: view.status == "closed", "planning to show the closure")
+    walk.result.case_view = view
+    for text in case_view_lines(view, walk.show):
+        walk.say(text)
+    walk.section("Who did what (audit)")
+    request = audit_pb2.WhoDidWhatRequest(
+        context=AUDITOR.query("confidentiality_review"), case_id=walk.case_id
+    )
+    answer = await eventually(
+        lambda: walk.stubs.audit.WhoDidWhat(request),
+        lambda found: any(a.event_type == "casetrail.case.closed" for a in found.activities),
+        what="audit to record the closure",
+        patience=walk.patience,
+    )
+    walk.result.activities = list(answer.activities)
+    for text in activity_lines(answer.activities, walk.show):
+        walk.say(text)
+    walk.result.timeline = await timeline(walk.stubs, walk.case_id)
+    sources = sorted({entry.source for entry in walk.result.timeline})
+    walk.say(f"\n{len(walk.result.timeline)} events in audit's timeline, from {', '.join(sources)}")
+
+
+async def timeline(stubs: Stubs, case_id: str) -> list[audit_pb2.TimelineEntry]:
+    """Every entry of the case's timeline (occurred-at order), all pages."""
+    entries: list[audit_pb2.TimelineEntry] = []
+    token = ""
+    while True:
+        page = await stubs.audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(
+                context=AUDITOR.query("confidentiality_review"),
+                case_id=case_id,
+                page_size=1000,
+                page_token=token,
+            )
+        )
+        entries.extend(page.entries)
+        token = page.next_page_token
+        if not token:
+            return entries

@@ -1,0 +1,167 @@
+"""Days 1 to 9: referrals, the schedule (with the clash caught), funding and monitoring."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from casetrail.coordination.v1 import coordination_pb2 as co
+from casetrail.planning.v1 import planning_pb2 as pl
+from cli.present import short
+from cli.rpc import refused, timestamp
+from cli.walk.story import (
+    COORDINATOR,
+    COUNSELING_CLASH,
+    DELIVERIES,
+    HOME_CARE_BUDGET,
+    PHYSIO,
+    PROGRESS,
+    PROVIDERS,
+    REFERRALS,
+    SCHEDULE,
+    SOCIAL_WORKER,
+    Slot,
+    provider,
+    slot,
+)
+from cli.walk.walk import Walk
+
+
+async def referrals(walk: Walk) -> None:
+    walk.section("Referrals to partner agencies")
+    coordination = walk.stubs.coordination
+    walk.when(1, "12:00")
+    for referral in REFERRALS:
+        made = await coordination.MakeReferral(
+            co.MakeReferralRequest(
+                context=walk.command(SOCIAL_WORKER, f"refer-{referral.need}"),
+                case_id=walk.case_id,
+                provider=provider(referral.partner),
+                need_category=referral.need,
+                service=referral.service,
+                urgency=referral.urgency,
+                reason="Discharged from hospital after a hip fracture",
+            )
+        )
+        walk.result.referral_ids[referral.need] = made.referral_id
+        walk.line(
+            SOCIAL_WORKER, f"referred {referral.need} to {PROVIDERS[referral.partner.user_id]}"
+        )
+    walk.when(1, "15:00")
+    await coordination.AcceptReferral(
+        co.AcceptReferralRequest(
+            context=walk.command(PHYSIO, "accept-physical-therapy"),
+            case_id=walk.case_id,
+            referral_id=walk.result.referral_ids["physical_therapy"],
+            provider_id=PHYSIO.user_id,
+            expected_start_date=walk.story.date(3),
+            contact_person="Jo Nakamura, PT",
+        )
+    )
+    walk.line(PHYSIO, "accepted the physical-therapy referral")
+
+
+async def scheduling(walk: Walk) -> None:
+    walk.section("Scheduling: counseling must not clash with physical therapy")
+    walk.when(1, "16:00")
+    for planned in SCHEDULE:
+        if planned is COUNSELING_CLASH:
+            await _clash(walk, planned)
+            continue
+        scheduled = await walk.stubs.coordination.ScheduleService(_request(walk, planned))
+        walk.result.service_ids[planned.name] = scheduled.service_id
+        walk.line(SOCIAL_WORKER, f"scheduled {_slot_text(walk, planned)}")
+
+
+async def _clash(walk: Walk, planned: Slot) -> None:
+    refusal = await refused(walk.stubs.coordination.ScheduleService(_request(walk, planned)))
+    walk.result.schedule_conflict = refusal
+    details = refusal.metadata
+    starts = details.get("conflicting_starts_at")
+    when = walk.show(datetime.fromisoformat(starts)) if starts else "?"
+    walk.line(SOCIAL_WORKER, f"schedule {_slot_text(walk, planned)}: REFUSED")
+    walk.detail(
+        f"{refusal.code.name} {refusal.reason}: Marco is at {details.get('conflicting_kind')} "
+        f"(service {short(details.get('conflicting_service_id', '?'))}) at {when}"
+    )
+    walk.detail("rescheduled: counseling the next morning instead")
+
+
+def _slot_text(walk: Walk, planned: Slot) -> str:
+    starts = walk.show(walk.story.at(planned.day, planned.start))
+    return f"{planned.kind:<16} {starts}-{planned.end}  {PROVIDERS[planned.partner.user_id]}"
+
+
+def _request(walk: Walk, planned: Slot) -> co.ScheduleServiceRequest:
+    return co.ScheduleServiceRequest(
+        context=walk.command(SOCIAL_WORKER, f"schedule-{planned.name}"),
+        case_id=walk.case_id,
+        kind=planned.kind,
+        provider=provider(planned.partner),
+        starts_at=timestamp(walk.story.at(planned.day, planned.start)),
+        ends_at=timestamp(walk.story.at(planned.day, planned.end)),
+        location=co.ServiceLocation(kind=planned.location),
+        referral_id=walk.result.referral_ids.get(planned.kind, ""),
+        goal_id=walk.result.goal_ids.get(planned.kind, ""),
+    )
+
+
+async def funding(walk: Walk) -> None:
+    walk.section("Funding: agency budget for the home care")
+    walk.when(1, "16:30")
+    reserved = await walk.stubs.coordination.ReserveBudget(
+        co.ReserveBudgetRequest(
+            context=walk.command(COORDINATOR, "reserve-home-care"),
+            case_id=walk.case_id,
+            budget_line=HOME_CARE_BUDGET,
+            amount=co.Money(amount_minor_units=12 * 4_500, currency="USD"),
+            service_id=walk.result.service_ids["home-care"],
+        )
+    )
+    walk.result.reservation = reserved
+    left = reserved.available.amount_minor_units / 100
+    walk.line(COORDINATOR, f"reserved 540.00 USD (12 visits) on {HOME_CARE_BUDGET}")
+    walk.detail(f"{left:,.2f} {reserved.available.currency} left on the line")
+
+
+async def monitoring(walk: Walk) -> None:
+    walk.section("Implementation and monitoring")
+    for delivery in DELIVERIES:
+        planned = slot(delivery.slot)
+        walk.when(delivery.day, delivery.clock)
+        await walk.stubs.coordination.RecordServiceDelivered(
+            co.RecordServiceDeliveredRequest(
+                context=walk.command(delivery.partner, f"delivered-{delivery.slot}"),
+                case_id=walk.case_id,
+                service_id=walk.result.service_ids[delivery.slot],
+                starts_at=timestamp(walk.story.at(planned.day, planned.start)),
+                ends_at=timestamp(walk.story.at(planned.day, planned.end)),
+                note=delivery.note,
+            )
+        )
+        walk.line(delivery.partner, f"delivered {planned.kind}: {delivery.note}")
+    walk.when(7, "10:00")
+    await walk.stubs.planning.LogContact(
+        pl.LogContactRequest(
+            context=walk.command(SOCIAL_WORKER, "home-visit"),
+            case_id=walk.case_id,
+            kind="home_visit",
+            summary="Walks indoors with a cane; the aide helps him bathe; enjoyed the centre",
+            next_follow_up_due=walk.story.date(14),
+        )
+    )
+    walk.line(SOCIAL_WORKER, "follow-up home visit logged; next follow-up due on day 14")
+    walk.when(8, "09:30")
+    await walk.stubs.planning.EvaluateProgress(
+        pl.EvaluateProgressRequest(
+            context=walk.command(SOCIAL_WORKER, "evaluate"),
+            case_id=walk.case_id,
+            goal_progress=[
+                pl.GoalProgress(goal_id=walk.result.goal_ids[need], rating=rating)
+                for need, rating in PROGRESS
+            ],
+            helping_factors=["Daily exercises, encouraged by his daughter"],
+            hindering_factors=["Two flights of stairs to his flat"],
+        )
+    )
+    walk.line(SOCIAL_WORKER, "progress evaluated")
+    walk.detail(", ".join(f"{need} {rating}" for need, rating in PROGRESS))

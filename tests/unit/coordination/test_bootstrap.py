@@ -1,0 +1,151 @@
+"""The coordination service as ``make run`` starts it: agency.json, embedded store, in-process
+bus (intake's facts in, coordination's events out), gRPC with health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail.coordination.v1 import coordination_pb2_grpc
+from events.catalog.base import Role
+from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, ReferralSourceKind
+from events.catalog.values import NeedCategory
+from events.catalog_registry import default_registry
+from events.commands import CommandContext
+from events.envelope import Actor
+from events.hosting import Infrastructure
+from events.store.sqlite import SqliteEventStore
+from services.coordination.adapters.agency_file import AgencyConfigError
+from services.coordination.adapters.example_agency import example_agency
+from services.coordination.bootstrap import start
+from services.coordination.entrypoints.grpc_server import SERVICE_NAME
+from tests.unit.coordination.support import command_context, query_context
+
+T = TypeVar("T")
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
+    """Wait for the bus to deliver: poll ``probe`` until it returns something."""
+    for _ in range(500):
+        found = await probe()
+        if found is not None:
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_coordination_learns_cases_from_the_bus_and_publishes_its_own(
+    tmp_path: Path,
+) -> None:
+    infra = Infrastructure.embedded(tmp_path / "data")
+    bus = infra.inprocess_bus
+    assert bus is not None
+    service = await start(infra)
+    intake = await SqliteEventStore.open(tmp_path / "intake.db", default_registry())
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+    try:
+        health = health_pb2_grpc.HealthStub(channel)
+        served = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+        assert served.status == health_pb2.HealthCheckResponse.SERVING
+
+        stub = coordination_pb2_grpc.CoordinationStub(channel)
+        request = pb.AssignCaseRequest(
+            context=command_context("coordinator", "assign-walter"),
+            case_id="walter-1",
+            worker_id="sw-amara-okafor",
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stub.AssignCase(request)
+        assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
+
+        # What intake would publish through its outbox relay.
+        opened = CaseOpened(
+            case_id="walter-1",
+            client_id="walter",
+            referral_source=ReferralSource(kind=ReferralSourceKind.HOSPITAL),
+            presenting_needs=(
+                PresentingNeed(category=NeedCategory.HOME_CARE),
+                PresentingNeed(category=NeedCategory.COUNSELING),
+            ),
+        )
+        context = CommandContext(Actor("intake-1", Role.INTAKE_WORKER), "open")
+        recorded = await intake.append(
+            "case-walter-1", context.new_events("casetrail/intake", [opened]), 0
+        )
+        await bus.publisher(infra.topic).publish(recorded)
+
+        async def assigned() -> pb.AssignCaseResponse | None:
+            try:
+                response: pb.AssignCaseResponse = await stub.AssignCase(request)
+            except grpc.aio.AioRpcError as error:
+                if error.code() is not grpc.StatusCode.NOT_FOUND:
+                    raise
+                return None
+            return response
+
+        # The built-in example agency (no agency.json): its LCSW may take counseling.
+        response = await eventually(assigned, "walter-1 known to coordination")
+        assert list(response.matched_needs) == ["home_care", "counseling"]
+
+        def published() -> list[str]:
+            return [
+                dict(message.headers).get("ce_type", b"").decode()
+                for message in bus.messages(infra.topic)
+            ]
+
+        async def assignment_on_bus() -> bool | None:
+            return True if "casetrail.case.assigned" in published() else None
+
+        await eventually(assignment_on_bus, "the assignment published by the outbox relay")
+    finally:
+        await channel.close()
+        await intake.close()
+        await service.stop()
+
+    # Restarted on the same data: the caseload and intake's facts were kept.
+    service = await start(infra)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = coordination_pb2_grpc.CoordinationStub(channel)
+            workers = await stub.ListWorkers(pb.ListWorkersRequest(context=query_context()))
+            loads = {worker.worker_id: worker.caseload for worker in workers.workers}
+            assert loads["sw-amara-okafor"] == 1
+            view = await stub.GetCaseCoordination(
+                pb.GetCaseCoordinationRequest(context=query_context(), case_id="walter-1")
+            )
+            assert view.worker_id == "sw-amara-okafor"
+    finally:
+        await service.stop()
+
+
+async def test_the_agency_comes_from_agency_json(tmp_path: Path) -> None:
+    infra = Infrastructure.embedded(tmp_path)
+    config = example_agency().model_dump(mode="json")
+    config["workers"] = config["workers"][:1]
+    (infra.service_dir("coordination") / "agency.json").write_text(json.dumps(config))
+    service = await start(infra)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+            stub = coordination_pb2_grpc.CoordinationStub(channel)
+            workers = await stub.ListWorkers(pb.ListWorkersRequest(context=query_context()))
+            assert [w.worker_id for w in workers.workers] == ["sw-amara-okafor"]
+    finally:
+        await service.stop()
+
+
+async def test_a_bad_agency_json_stops_the_start(tmp_path: Path) -> None:
+    infra = Infrastructure.embedded(tmp_path)
+    config = example_agency().model_dump(mode="json")
+    config["workers"][0]["caseload_capacity"] = -1
+    (infra.service_dir("coordination") / "agency.json").write_text(json.dumps(config))
+    with pytest.raises(AgencyConfigError, match=r"workers\.0\.caseload_capacity"):
+        await start(infra)
+    assert not (tmp_path / "coordination" / "events.db").exists()
