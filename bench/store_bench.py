@@ -110,12 +110,12 @@ FULL = Sizes(
 )
 QUICK = Sizes(
     rounds=2,
-    single=250,
-    per_writer=25,
-    commits_of_10=60,
-    commits_of_100=15,
+    single=200,
+    per_writer=20,
+    commits_of_10=50,
+    commits_of_100=10,
     case_reads=3,
-    replay_events=10_000,
+    replay_events=8_000,
 )
 
 
@@ -461,6 +461,8 @@ class Backend:
     notes: list[str] = field(default_factory=list)
     facts: dict[str, str] = field(default_factory=dict)
     """Added to the machine facts (e.g. the database server's version)."""
+    files: dict[str, Path] = field(default_factory=dict)
+    """SQLite: each contender's database file."""
     cleanup: Callable[[], None] | None = None
 
 
@@ -494,6 +496,11 @@ async def sqlite_backend(directory: Path, registry: EventRegistry) -> Backend:
             EsRecorderContender(recorder, datastore.close),
         ],
         notes=notes,
+        files={
+            "casetrail": directory / "casetrail.db",
+            "es app": directory / "es-app.db",
+            "es recorder": directory / "es-recorder.db",
+        },
     )
 
 
@@ -636,7 +643,10 @@ class Runner:
         self.backend = backend
         self.sizes = sizes
         self.rows: list[Row] = []
+        self.wal_pages: dict[str, dict[int, float]] = {}
+        """SQLite: WAL pages written per commit, per contender and events per commit."""
         self.events_stored = 0
+        self.replayed = 0
         self._next_stream = 0
         self._case_stream = -1
 
@@ -653,7 +663,27 @@ class Runner:
         await self.appends("batch100", 100, sizes.commits_of_100)
         await self.reads()
         await self.replays()
+        if self.backend.files:
+            await self.measure_wal_pages()
         return self.rows
+
+    async def measure_wal_pages(self) -> None:
+        """Untimed: how many pages each commit writes to the WAL (what the fsync must flush,
+        and what checkpoints copy back), in the store as the workloads left it."""
+        for contender in self.backend.contenders:
+            path = self.backend.files[contender.name]
+            pages = self.wal_pages.setdefault(contender.name, {})
+            # few enough commits that the WAL never reaches SQLite's autocheckpoint (1000 pages)
+            for per_commit, commits in ((1, 40), (10, 20), (100, 5)):
+                connection = sqlite3.connect(path)
+                busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
+                connection.close()
+                stream = self.new_stream()
+                for number, batch in enumerate(contender.build(stream, 0, commits, per_commit)):
+                    await contender.append(stream, number * per_commit, batch)
+                if not busy:
+                    pages[per_commit] = _wal_frames(path, page_size) / commits
 
     def row(self, key: str) -> Row:
         row = Row(WORKLOADS[key], self.backend.name)
@@ -751,6 +781,7 @@ class Runner:
                 elapsed = time.perf_counter() - started
                 if count != self.events_stored:
                     raise AssertionError(f"{contender.name} replayed {count} events")
+                self.replayed = count
                 row.rates.setdefault(contender.name, []).append(count / elapsed)
         self.progress("catch_up")
         row = self.row("catch_up")
@@ -764,11 +795,19 @@ class Runner:
             row.rates.setdefault(ours.name, []).append(count / elapsed)
 
 
+def _wal_frames(path: Path, page_size: int) -> int:
+    wal = path.with_name(path.name + "-wal")
+    header, frame = 32, 24 + page_size  # SQLite's WAL file layout
+    return max(0, (wal.stat().st_size - header) // frame) if wal.exists() else 0
+
+
 # -- floors: what one event costs before any store logic ---------------------------------------
 
 
 @dataclass(frozen=True)
 class Floors:
+    """Costs per event measured outside the stores (best of 5, microseconds)."""
+
     bare_commits: float
     """Durable one-row SQLite commits per second (WAL, synchronous=FULL, no Python around)."""
     fetch_us: float
@@ -776,45 +815,43 @@ class Floors:
     decode_us: float
     """``rows.to_recorded``: one row into a ``RecordedEvent`` with its pydantic event."""
     validate_us: float
-    """Of which ``model_validate_json`` of the event's data."""
+    """Of that: ``model_validate_json`` of the event's data."""
+    uuids_us: float
+    """Of that: parsing the three UUIDs (event, correlation, causation) from text."""
     encode_us: float
     """``rows.insert_values``: one ``NewEvent`` into row values (JSON, UUIDs, times)."""
 
 
 def measure_floors(database: Path, registry: EventRegistry) -> Floors:
+    query = f"SELECT {COLUMNS} FROM stored_events ORDER BY position LIMIT {PAGE}"
     connection = sqlite3.connect(database)
-    rows = connection.execute(
-        f"SELECT {COLUMNS} FROM stored_events ORDER BY position LIMIT {PAGE}"
-    ).fetchall()
-    connection.close()
-    fetch, decode, validate = [], [], []
+    rows = connection.execute(query).fetchall()
+    new = command_events(1, 0, len(rows))
+
+    steps: dict[str, Callable[[], object]] = {
+        "fetch": lambda: connection.execute(query).fetchall(),
+        "decode": lambda: [to_recorded(row, registry) for row in rows],
+        "validate": lambda: [ContactLogged.model_validate_json(row[6]) for row in rows],
+        "uuids": lambda: [
+            (UUID(row[1]), UUID(row[10]), None if row[11] is None else UUID(row[11]))
+            for row in rows
+        ],
+        "encode": lambda: [insert_values(event, "case-1", 1, 0) for event in new],
+    }
+    best = dict.fromkeys(steps, float("inf"))
     for _ in range(5):
-        connection = sqlite3.connect(database)
-        started = time.perf_counter()
-        connection.execute(
-            f"SELECT {COLUMNS} FROM stored_events ORDER BY position LIMIT {PAGE}"
-        ).fetchall()
-        fetch.append(time.perf_counter() - started)
-        connection.close()
-        started = time.perf_counter()
-        for row in rows:
-            to_recorded(row, registry)
-        decode.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        for row in rows:
-            ContactLogged.model_validate_json(row[6])
-        validate.append(time.perf_counter() - started)
-    new = command_events(1, 0, PAGE)
-    started = time.perf_counter()
-    for sequence, event in enumerate(new, start=1):
-        insert_values(event, "case-1", sequence, 0)
-    encode_seconds = time.perf_counter() - started
+        for name, step in steps.items():
+            started = time.perf_counter()
+            step()
+            best[name] = min(best[name], (time.perf_counter() - started) / len(rows) * 1e6)
+    connection.close()
     return Floors(
         bare_commits=_bare_commit_rate(database.parent / "bare.db"),
-        fetch_us=min(fetch) / len(rows) * 1e6,
-        decode_us=min(decode) / len(rows) * 1e6,
-        validate_us=min(validate) / len(rows) * 1e6,
-        encode_us=encode_seconds / len(new) * 1e6,
+        fetch_us=best["fetch"],
+        decode_us=best["decode"],
+        validate_us=best["validate"],
+        uuids_us=best["uuids"],
+        encode_us=best["encode"],
     )
 
 
@@ -883,69 +920,103 @@ def _ratio(ours: float | None, other: float | None) -> float | None:
     return None if ours is None or not other else ours / other
 
 
-def shortfalls(rows: Sequence[Row], floors: Floors | None) -> list[str]:
-    """Facts from this run's numbers: every missed target and every row behind eventsourcing."""
+@dataclass
+class Outcome:
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)
+    floors: Floors | None = None
+    wal_pages: dict[str, dict[int, float]] = field(default_factory=dict)
+    stored: dict[str, int] = field(default_factory=dict)
+    """Events in each backend's stores when the replays ran."""
+
+
+def shortfalls(outcome: Outcome) -> list[str]:
+    """This run's misses: every target missed and every row behind eventsourcing's
+    Application layer, then the measured facts that explain them."""
     facts = []
-    for row in rows:
-        ours = row.rate("casetrail")
+    for row in outcome.rows:
+        ours, app = row.rate("casetrail"), row.rate("es app")
         target = TARGETS.get(_key(row)) if row.backend == "SQLite" else None
         if ours is not None and target is not None and ours < target:
             facts.append(
                 f"- **Below target**: {row.workload} on {row.backend}: {fmt_rate(ours)} ev/s,"
                 f" {ours / target:.0%} of {fmt_rate(target)}."
             )
-        app = row.rate("es app")
         if ours is not None and app is not None and ours < app:
             facts.append(
                 f"- **Behind eventsourcing**: {row.workload} on {row.backend}:"
                 f" {ours / app:.2f}x its Application layer."
             )
+    if not facts:
+        facts.append("- Every target met and every row ahead of eventsourcing in this run.")
+    return facts
+
+
+def measured_facts(outcome: Outcome) -> list[str]:
+    facts = []
+    floors = outcome.floors
     if floors is not None:
+        per_event = floors.fetch_us + floors.decode_us
         facts.append(
-            f"- Floors measured in this run: a bare durable one-row SQLite commit loop does"
-            f" {fmt_rate(floors.bare_commits)} commits/s; fetching a stored row costs"
-            f" {floors.fetch_us:.1f} us, decoding it into a `RecordedEvent` {floors.decode_us:.1f}"
-            f" us (of which pydantic `model_validate_json` {floors.validate_us:.1f} us), encoding"
-            f" a `NewEvent` into row values {floors.encode_us:.1f} us. Fetch plus decode alone"
-            f" caps an eagerly decoding replay at about"
-            f" {fmt_rate(1e6 / (floors.fetch_us + floors.decode_us))} ev/s on this CPU."
+            f"- A bare durable one-row SQLite commit loop (no Python around it) does"
+            f" {fmt_rate(floors.bare_commits)} commits/s on this disk: the ceiling for one"
+            " writer that waits for each commit."
+        )
+        facts.append(
+            f"- Per stored event: fetching the SQLite row {floors.fetch_us:.1f} us; decoding it"
+            f" into a `RecordedEvent` (`rows.to_recorded`) {floors.decode_us:.1f} us, of which"
+            f" pydantic `model_validate_json` is only {floors.validate_us:.1f} us and parsing its"
+            f" three UUIDs from text {floors.uuids_us:.1f} us (the rest: two datetimes from"
+            " micros, a `Role` lookup, three frozen dataclasses). Fetch plus decode caps an"
+            f" eagerly decoding SQLite replay at about {fmt_rate(1e6 / per_event)} ev/s here;"
+            f" the 200k target leaves 5 us per event. Encoding a `NewEvent` into row values"
+            f" (`rows.insert_values`) costs {floors.encode_us:.1f} us; 100k appends/s leaves"
+            " 10 us per event for everything."
+        )
+    if outcome.wal_pages:
+        stored = outcome.stored.get("SQLite", 0)
+        cells = "; ".join(
+            f"{name} " + " / ".join(f"{pages.get(size, float('nan')):.0f}" for size in (1, 10, 100))
+            for name, pages in outcome.wal_pages.items()
+        )
+        facts.append(
+            f"- WAL pages written per commit of 1 / 10 / 100 events, in SQLite stores of about"
+            f" {stored:,} events: {cells}. Each page is 4 KiB that the commit's fsync flushes"
+            " and a checkpoint later copies into the database."
         )
     return facts
 
 
-WHY = """\
-Why (from profiling the adapters; see the lead's report for the measured fixes):
-
-- **Single-event appends are bound by the durable commit.** One writer awaiting each commit
-  cannot beat the bare commit loop above (one WAL fsync per commit); casetrail adds a thread
-  hop to its writer thread and back to the event loop, a SAVEPOINT, a re-SELECT of the rows
-  just written and their full decode into `RecordedEvent`s. Concurrent writers share commits
-  (group commit in the writer thread), which is how casetrail passes the single-event target
-  with several writers; PostgreSQL appends go through one connection, so they do not group.
-- **Batched appends pay per-event Python costs, not fsyncs.** At 100 events per commit the
-  fsync is amortised; what remains is encoding (pydantic JSON, UUID and time conversions),
-  five index updates per row in SQLite (position, event_id, (stream, sequence), causation,
-  (stream, occurred_at)), and, in the SQLite adapter, reading back and decoding every event
-  it has just written. 100k events/s means 10 us per event for all of it.
-- **Replay is bound by decoding.** Every event is validated by pydantic into its catalog
-  model and wrapped with UUIDs and datetimes rebuilt from text and integers; that costs
-  several times more than fetching the row, so 200k events/s (5 us per event) is out of reach
-  in CPython while every event is decoded eagerly. eventsourcing's mapper builds dataclasses
-  without validation (`object.__new__` + `__dict__`), which is cheaper per event but checks
-  nothing; casetrail validates every stored event against the published schema.
+WHY = """- **One writer, one event per commit** is bound by the durable commit: nothing that fsyncs
+  each commit can beat the bare loop above, and casetrail adds a hop to its writer thread and
+  back, a SAVEPOINT, and (SQLite adapter) a re-SELECT and full decode of the rows it has just
+  written. eventsourcing pays the same fsync, plus its connection pool and locks. With
+  concurrent writers casetrail's SQLite writer puts many appends in one commit (group
+  commit); its PostgreSQL adapter appends through one connection, so there each append
+  still waits for its own commit.
+- **Batched appends on SQLite** pay for WAL volume, not fsyncs. Event ids are derived per
+  event (`uuid5(command_id, index)` in `events/commands.py`), so the events of one commit land
+  on as many different pages of the `event_id` UNIQUE index, and every touched page is
+  written to the WAL whole; eventsourcing's only index, (originator id, version), receives a
+  commit's events side by side. The SQLite adapter also reads back and decodes every event it
+  has just written (the PostgreSQL adapter builds the results from the appended events).
+- **Replay and stream reads on SQLite** are bound by decoding the envelope, not the event:
+  UUIDs stored as text and times stored as integers are rebuilt in Python for every event.
+  On PostgreSQL, psycopg's C loaders hand over UUIDs and datetimes ready-made, which is why
+  the same `RecordedEvent`s come out faster there than from SQLite. eventsourcing's mapper
+  builds its dataclasses without validation (`object.__new__` + `__dict__`); casetrail
+  validates every stored event against its catalog model.
+- **catch_up into a read model** adds a read-model `get` and `put` (JSON both ways) per
+  event; it is a second row to watch, with no eventsourcing counterpart measured here.
 """
 
 
 def report(
-    rows: Sequence[Row],
-    machine: MachineInfo,
-    notes: Sequence[str],
-    floors: Floors | None,
-    sizes: Sizes,
-    elapsed: float,
-    quick: bool,
+    outcome: Outcome, machine: MachineInfo, sizes: Sizes, elapsed: float, quick: bool
 ) -> str:
     mode = "quick mode (--quick)" if quick else "full run"
+    stored = ", ".join(f"{name} {count:,}" for name, count in outcome.stored.items())
     parts = [
         f"Run: {now_utc()}, {mode}, {sizes.rounds} rounds per row in rotating order,"
         f" {elapsed:.0f} s. Command: `python -m bench.store_bench{' --quick' if quick else ''}`.",
@@ -955,28 +1026,37 @@ def report(
         "",
         "Setup:",
         f"- Event: `{ContactLogged.event_type}` from the catalog,"
-        f" {len(encode(contact_logged('case-000001', 1)))} bytes of JSON, with metadata"
-        " (source, actor, role, occurred-at, correlation and causation ids). The"
-        " eventsourcing domain event carries the same fields.",
+        f" {len(encode(contact_logged('case-000001', 1)))} bytes of JSON, with the metadata of"
+        " the command that recorded it (source, actor, role, occurred-at, correlation id,"
+        " causation id = command id; event ids derived from the command id as"
+        " `CommandContext.new_events` does). The eventsourcing domain event carries the same"
+        " fields.",
         "- casetrail: `EventStore.append` / `read_stream` / `read_all` (typed, validated"
         " events). es app: eventsourcing 9.5 `Application.save`, `Application.events.get`,"
         " `recorder.select_notifications` + `mapper.to_domain_event` with its default JSON"
-        " transcoder (like for like). es recorder: its `ApplicationRecorder` given ready"
-        " `StoredEvent`s holding casetrail's JSON bytes (no serialisation, no metadata: a floor).",
+        " transcoder: the like-for-like comparison. es recorder: its `ApplicationRecorder` given"
+        " ready `StoredEvent`s holding casetrail's JSON bytes (no serialisation, no decoding,"
+        " no metadata): a floor for reference.",
         f"- Appends of one event: 1 writer awaiting each commit, and {WRITERS} concurrent writers"
         f" on {WRITERS} streams (casetrail: coroutines; eventsourcing: threads). Replays read"
-        f" pages of {PAGE} in position order. Numbers are medians of the rounds; 'spread' is"
-        " the widest (max - min) / median of a row's contenders.",
-        *(f"- {note}" for note in notes),
+        f" every event ({stored}) in pages of {PAGE}. Numbers are medians of the rounds;"
+        " 'spread' is the widest (max - min) / median among a row's contenders.",
+        *(f"- {note}" for note in outcome.notes),
         "",
         "Ratios are casetrail / other (above 1.00x: casetrail is faster). Targets apply to the"
         " SQLite rows named in issue 2.",
         "",
-        results_table(rows),
+        results_table(outcome.rows),
         "",
         "### Where we fall short and why",
         "",
-        *shortfalls(rows, floors),
+        *shortfalls(outcome),
+        "",
+        "Measured in this run:",
+        "",
+        *measured_facts(outcome),
+        "",
+        "Why:",
         "",
         WHY,
     ]
@@ -986,14 +1066,9 @@ def report(
 # -- main --------------------------------------------------------------------------------------
 
 
-async def run(
-    sizes: Sizes, backends: Sequence[str], dsn: str
-) -> tuple[list[Row], list[str], Floors | None, dict[str, str]]:
+async def run(sizes: Sizes, backends: Sequence[str], dsn: str) -> Outcome:
     registry = default_registry()
-    rows: list[Row] = []
-    notes: list[str] = []
-    floors: Floors | None = None
-    extra: dict[str, str] = {}
+    outcome = Outcome()
     with tempfile.TemporaryDirectory(prefix="casetrail-store-bench-") as scratch:
         directory = Path(scratch)
         for name in backends:
@@ -1001,18 +1076,21 @@ async def run(
                 backend = await sqlite_backend(directory / "sqlite", registry)
             else:
                 backend = await postgres_backend(dsn, registry, directory)
-            extra.update(backend.facts)
+            outcome.facts.update(backend.facts)
+            runner = Runner(backend, sizes)
             try:
-                rows.extend(await Runner(backend, sizes).run())
-                notes.extend(backend.notes)
+                outcome.rows.extend(await runner.run())
             finally:
                 for contender in backend.contenders:
                     await contender.close()
                 if backend.cleanup is not None:
                     backend.cleanup()
+            outcome.notes.extend(backend.notes)
+            outcome.wal_pages.update(runner.wal_pages)
+            outcome.stored[backend.name] = runner.replayed
             if name == "sqlite":
-                floors = measure_floors(directory / "sqlite" / "casetrail.db", registry)
-    return rows, notes, floors, extra
+                outcome.floors = measure_floors(directory / "sqlite" / "casetrail.db", registry)
+    return outcome
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -1037,9 +1115,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
     sizes = QUICK if arguments.quick else FULL
     started = time.perf_counter()
-    rows, notes, floors, extra = asyncio.run(run(sizes, backends, dsn))
+    outcome = asyncio.run(run(sizes, backends, dsn))
     elapsed = time.perf_counter() - started
-    text = report(rows, machine_info(**extra), notes, floors, sizes, elapsed, arguments.quick)
+    text = report(outcome, machine_info(**outcome.facts), sizes, elapsed, arguments.quick)
     print(text)
     if not arguments.no_write:
         replace_section(HEADING, text)

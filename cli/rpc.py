@@ -162,7 +162,9 @@ async def refused(call: Awaitable[object]) -> Refusal:
     raise UnexpectedSuccess(f"the call was accepted: {response}")
 
 
-_RETRYABLE = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE})
+def not_known_yet(refusal: Refusal) -> bool:
+    """The service has not heard of the case yet (or is not up yet): worth asking again."""
+    return refusal.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE)
 
 
 async def eventually(
@@ -171,12 +173,13 @@ async def eventually(
     *,
     what: str,
     patience: float = 30.0,
+    retry: Callable[[Refusal], bool] = not_known_yet,
 ) -> T:
     """Call ``fetch`` until ``ready`` holds of its answer.
 
     A case travels between services over the bus, so a service may not know it yet (NOT_FOUND)
     or show an older state for a moment. Commands are idempotent under their key, so resending
-    the very same request while it is NOT_FOUND is safe.
+    the very same request after a refusal that ``retry`` accepts is safe: nothing was written.
     """
     deadline = time.monotonic() + patience
     pause = 0.02
@@ -188,9 +191,10 @@ async def eventually(
                 return answer
             last = "not ready"
         except grpc.aio.AioRpcError as error:
-            if error.code() not in _RETRYABLE:
+            refusal = refusal_of(error)
+            if not retry(refusal):
                 raise
-            last = str(refusal_of(error))
+            last = str(refusal)
         if time.monotonic() >= deadline:
             raise TimeoutError(f"gave up after {patience:.0f}s waiting for {what} ({last})")
         await asyncio.sleep(pause)

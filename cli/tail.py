@@ -9,9 +9,8 @@ import contextlib
 import json
 import sys
 
+from cli.main import SERVICES
 from events.hosting import Infrastructure
-
-SERVICES = ("intake", "coordination", "planning", "audit")
 
 
 def run(options: argparse.Namespace) -> int:

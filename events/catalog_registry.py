@@ -66,12 +66,15 @@ def current_models() -> tuple[type[CaseEvent], ...]:
 
 def legacy_models() -> tuple[type[CaseEvent], ...]:
     """Superseded (type, version) models whose schemas stay published for subscribers."""
-    return (legacy.CaseOpenedV1,)
+    return (legacy.CaseOpenedV1, legacy.ClientRegisteredV1)
 
 
 def upcasters() -> tuple[tuple[str, int, Upcaster], ...]:
     """(event type, from version, upcaster) for every supported version step."""
-    return ((cases.CaseOpened.event_type, 1, legacy.upcast_case_opened_v1_to_v2),)
+    return (
+        (cases.CaseOpened.event_type, 1, legacy.upcast_case_opened_v1_to_v2),
+        (clients.ClientRegistered.event_type, 1, legacy.upcast_client_registered_v1_to_v2),
+    )
 
 
 def build_registry() -> EventRegistry:

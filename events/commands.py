@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from uuid import UUID, uuid4, uuid5
 
 from events.catalog.base import CaseEvent
 from events.envelope import Actor, EventMetadata, NewEvent
 from events.errors import FieldProblem
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 _COMMAND_NAMESPACE = UUID("5b0f3a4e-6c1d-4f53-9d57-0c8f1e2a9b61")
 
@@ -60,6 +64,11 @@ def derived_id(context: CommandContext, service: str, purpose: str) -> str:
 
 class CommandRejected(Exception):
     """Base of every refusal. Nothing was written."""
+
+    extra_details: tuple[Message, ...] = ()
+    """Status details an entrypoint adds after the ones its kind carries (a service's own
+    message listing what the caller needs to decide, say); set on the instance before it is
+    re-raised, since domain code knows no wire types."""
 
 
 class InvalidCommand(CommandRejected):

@@ -6,8 +6,9 @@ physical therapy and company. The two weeks of his case are told in a few second
 states when it happened); the walk ends with planning's case view and audit's trail.
 
 By default the demo talks to the services `make run` started (their addresses are in
-var/data/addresses.json); --intake/--coordination/--planning/--audit give addresses instead,
-and --embedded starts all four in this process on free ports with a temporary data directory.
+var/data/addresses.json; without that file, the runner's fixed ports 50051-50054 on this host);
+--intake/--coordination/--planning/--audit give addresses instead, and --embedded starts all four
+in this process on free ports with a temporary data directory.
 
 The steps live in ``cli.walk`` and return what the services answered, so tests/e2e walk the very
 same case through ``walk_case`` and assert on its ``WalkResult``.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 import tempfile
@@ -81,8 +83,18 @@ async def demo(options: argparse.Namespace) -> None:
         return
     given = {name: getattr(options, name) for name in SERVICES if getattr(options, name)}
     if len(given) < len(SERVICES):
-        given = load_addresses(Path(options.data_dir)) | given
+        given = _known_addresses(Path(options.data_dir)) | given
     await _walk(given, options.patience)
+
+
+def _known_addresses(data_dir: Path) -> dict[str, str]:
+    """Where `make run` said the services are, or else the runner's fixed ports (the
+    distributed runner, one process per service, writes no addresses file)."""
+    if (data_dir / "addresses.json").exists():
+        return load_addresses(data_dir)
+    from services.runner import DEFAULT_PORTS
+
+    return {name: f"127.0.0.1:{port}" for name, port in DEFAULT_PORTS.items()}
 
 
 async def _walk(addresses: Mapping[str, str], patience: float) -> None:
@@ -92,6 +104,8 @@ async def _walk(addresses: Mapping[str, str], patience: float) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse(argv)
+    # The services' warnings (an embedded start without agency.json, say) stay visible.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         asyncio.run(demo(options))
     except (TimeoutError, UnexpectedSuccess) as error:

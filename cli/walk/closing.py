@@ -8,7 +8,7 @@ from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.planning.v1 import planning_pb2 as pl
 from cli.present import activity_lines, case_view_lines, short
 from cli.rpc import Stubs, eventually, refused
-from cli.walk.story import AUDITOR, PHYSIO, SOCIAL_WORKER
+from cli.walk.story import AUDITOR, DELIVERIES, PHYSIO, SOCIAL_WORKER
 from cli.walk.walk import Walk
 
 
@@ -38,9 +38,11 @@ async def closure(walk: Walk) -> None:
     )
     walk.line(SOCIAL_WORKER, "discharge planned for day 14")
     second_session = walk.result.service_ids["physical-therapy-2"]
+    expected = {walk.result.service_ids[delivery.slot]: "delivered" for delivery in DELIVERIES}
+    expected[second_session] = "scheduled"
     await walk.view(
-        lambda view: any(s.service_id == second_session for s in view.services),
-        "planning to learn the schedule",
+        lambda view: expected.items() <= {(s.service_id, s.status) for s in view.services},
+        "planning to learn the deliveries",
     )
     walk.when(14, "09:00")
     refusal = await refused(

@@ -152,8 +152,13 @@ async def create_topics(kafka: KafkaSettings, new_topics: list[NewTopic]) -> Non
 
 def _check_partitions(described: dict[str, Any], wanted: dict[str, NewTopic]) -> None:
     name = described["topic"]
-    expected = wanted[name].num_partitions
     actual = len(described.get("partitions") or [])
+    if described.get("error_code") or not actual:
+        # Created a moment ago by someone else (e.g. another member of the same group) and
+        # not visible yet: nothing to compare, and they used the same settings code.
+        log.debug("topic %s exists but is not described yet", name)
+        return
+    expected = wanted[name].num_partitions
     if actual != expected:
         raise TopicConfigurationError(
             f"topic {name!r} has {actual} partitions, settings say {expected}; changing the"

@@ -57,7 +57,7 @@ class ClientRegistered(CaseEvent):
     """A person seeking help was registered as a client of the agency."""
 
     event_type: ClassVar[str] = "casetrail.client.registered"
-    schema_version: ClassVar[int] = 1
+    schema_version: ClassVar[int] = 2
     subject_field: ClassVar[str] = "client_id"
 
     client_id: Identifier
@@ -66,6 +66,11 @@ class ClientRegistered(CaseEvent):
     identifiers: tuple[PersonalIdentifier, ...] = ()
     contact: ContactDetails | None = None
     preferred_language: LanguageTag | None = None
+    confirmed_not_duplicate_of: tuple[Identifier, ...] = Field(
+        default=(),
+        description="Clients who looked like the same person and whom the registrar confirmed"
+        " this person is not (empty when no one looked alike).",
+    )
 
     @field_validator("identifiers")
     @classmethod
@@ -74,3 +79,9 @@ class ClientRegistered(CaseEvent):
     ) -> tuple[PersonalIdentifier, ...]:
         require_unique(((i.scheme, i.value) for i in identifiers), "identifiers (scheme, value)")
         return identifiers
+
+    @field_validator("confirmed_not_duplicate_of")
+    @classmethod
+    def _others_are_unique(cls, client_ids: tuple[str, ...]) -> tuple[str, ...]:
+        require_unique(client_ids, "confirmed_not_duplicate_of")
+        return client_ids

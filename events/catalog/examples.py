@@ -53,7 +53,7 @@ from events.catalog.funding import (
     InsuranceClaimDecided,
     InsuranceClaimFiled,
 )
-from events.catalog.legacy import CaseOpenedV1
+from events.catalog.legacy import CaseOpenedV1, ClientRegisteredV1
 from events.catalog.monitoring import (
     ContactKind,
     ContactLogged,
@@ -406,5 +406,16 @@ def legacy_example_events() -> tuple[CaseEvent, ...]:
             client_id=CLIENT,
             referral_source=ReferralSource(kind=ReferralSourceKind.FAMILY, name="Daughter"),
             presenting_need="Cannot manage at home after a fall",
+        ),
+        ClientRegisteredV1(
+            client_id=CLIENT,
+            name=PersonName(given_names="Marco", family_name="Bellini", preferred_name="Nonno"),
+            date_of_birth=date(1941, 6, 2),
+            identifiers=(
+                PersonalIdentifier(scheme="national_id", value="BLLMRC41H02F205X"),
+                PersonalIdentifier(scheme="mrn:st-mary-hospital", value="SMH-0099812"),
+            ),
+            contact=ContactDetails(phone="+39 02 555 0199", postal_address="Via Roma 12, Milano"),
+            preferred_language="it",
         ),
     )

@@ -8,12 +8,14 @@ name instead of a confusing error about the new shape).
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from events.catalog.base import CaseEvent, Identifier
 from events.catalog.cases import ReferralSource
+from events.catalog.clients import ContactDetails, LanguageTag, PersonalIdentifier, PersonName
 from events.catalog.values import NeedCategory, SensitiveNote
 from events.errors import FieldProblem, InvalidEventError
 
@@ -39,6 +41,32 @@ def upcast_case_opened_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     old = _validated(CaseOpenedV1, data).model_dump(mode="json")
     need = old.pop("presenting_need")
     old["presenting_needs"] = [{"category": NeedCategory.OTHER.value, "description": need}]
+    return old
+
+
+class ClientRegisteredV1(CaseEvent):
+    """A person seeking help was registered as a client of the agency."""
+
+    # The title it was published under while it was current: v1.json stays as subscribers saw it.
+    model_config = ConfigDict(title="ClientRegistered")
+
+    event_type: ClassVar[str] = "casetrail.client.registered"
+    schema_version: ClassVar[int] = 1
+    subject_field: ClassVar[str] = "client_id"
+
+    client_id: Identifier
+    name: PersonName
+    date_of_birth: date | None = None
+    identifiers: tuple[PersonalIdentifier, ...] = ()
+    contact: ContactDetails | None = None
+    preferred_language: LanguageTag | None = None
+
+
+def upcast_client_registered_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 records whom the registrar confirmed the person is not; v1 never recorded it, so no
+    one (a v1 registration that overrode a duplicate warning cannot say which one)."""
+    old = _validated(ClientRegisteredV1, data).model_dump(mode="json")
+    old["confirmed_not_duplicate_of"] = []
     return old
 
 

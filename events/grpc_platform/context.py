@@ -1,18 +1,30 @@
-"""From the wire's CommandContext / QueryContext to the domain's, with field-level errors."""
+"""From the wire's CommandContext / QueryContext to the domain's, with field-level errors.
+
+A request's context and its other fields are checked together: ``read_command`` and
+``read_query`` refuse every bad field of a request in one ``InvalidCommand``. The ``*_problems``
+functions give a context (``None`` when a field is bad) and its problems without raising, for
+entrypoints that collect problems their own way.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC
+from typing import TypeVar
 from uuid import UUID
 
 from casetrail.common.v1 import common_pb2
+from events.catalog.access import AccessPurpose
 from events.catalog.base import Role
 from events.commands import CommandContext, InvalidCommand
 from events.envelope import Actor
 from events.errors import FieldProblem
+from events.queries import QueryContext
 
 MAX_KEY_LENGTH = 200
 
+T = TypeVar("T")
 
 def actor_from(message: common_pb2.Actor, field: str) -> Actor:
     problems = _actor_problems(message, field)
@@ -21,43 +33,115 @@ def actor_from(message: common_pb2.Actor, field: str) -> Actor:
     return Actor(message.user_id, Role(message.role))
 
 
-def command_context_from(message: common_pb2.CommandContext) -> CommandContext:
-    problems = _actor_problems(message.actor, "context.actor")
+def command_context_problems(
+    message: common_pb2.CommandContext, field: str = "context"
+) -> tuple[CommandContext | None, list[FieldProblem]]:
+    """The command's context, or ``None`` and every problem of its fields."""
+    problems = _actor_problems(message.actor, f"{field}.actor")
     key = message.idempotency_key
     if not key or len(key) > MAX_KEY_LENGTH:
         problems.append(
-            FieldProblem(
-                "context.idempotency_key", f"required, at most {MAX_KEY_LENGTH} characters"
-            )
+            FieldProblem(f"{field}.idempotency_key", f"required, at most {MAX_KEY_LENGTH} characters")
         )
     correlation: UUID | None = None
     if message.correlation_id:
         try:
             correlation = UUID(message.correlation_id)
         except ValueError:
-            problems.append(FieldProblem("context.correlation_id", "must be a UUID"))
+            problems.append(FieldProblem(f"{field}.correlation_id", "must be a UUID"))
     if message.expected_version < 0:
-        problems.append(FieldProblem("context.expected_version", "must not be negative"))
+        problems.append(FieldProblem(f"{field}.expected_version", "must not be negative"))
     if problems:
-        raise InvalidCommand(problems)
-    occurred_at = (
-        message.occurred_at.ToDatetime(tzinfo=UTC) if message.HasField("occurred_at") else None
-    )
+        return None, problems
     context = CommandContext(
         actor=Actor(message.actor.user_id, Role(message.actor.role)),
         idempotency_key=key,
-        occurred_at=occurred_at,
+        occurred_at=(
+            message.occurred_at.ToDatetime(tzinfo=UTC) if message.HasField("occurred_at") else None
+        ),
         expected_version=message.expected_version or None,
     )
     if correlation is not None:
-        context = CommandContext(
-            actor=context.actor,
-            idempotency_key=key,
-            correlation_id=correlation,
-            occurred_at=occurred_at,
-            expected_version=context.expected_version,
-        )
+        context = replace(context, correlation_id=correlation)
+    return context, []
+
+
+def command_context_from(
+    message: common_pb2.CommandContext, field: str = "context"
+) -> CommandContext:
+    context, problems = command_context_problems(message, field)
+    if context is None:
+        raise InvalidCommand(problems)
     return context
+
+
+def query_context_problems(
+    message: common_pb2.QueryContext, field: str = "context"
+) -> tuple[QueryContext | None, list[FieldProblem]]:
+    """The query's context, or ``None`` and every problem of its fields.
+
+    The purpose is always required (need-to-know): one of the ``AccessPurpose`` values.
+    """
+    problems = _actor_problems(message.actor, f"{field}.actor")
+    purpose: AccessPurpose | None = None
+    try:
+        purpose = AccessPurpose(message.purpose)
+    except ValueError:
+        allowed = ", ".join(purpose.value for purpose in AccessPurpose)
+        problem = "required (need-to-know): one of" if not message.purpose else "must be one of:"
+        problems.append(FieldProblem(f"{field}.purpose", f"{problem} {allowed}"))
+    if purpose is None or problems:
+        return None, problems
+    return QueryContext(Actor(message.actor.user_id, Role(message.actor.role)), purpose), []
+
+
+def query_context_from(message: common_pb2.QueryContext, field: str = "context") -> QueryContext:
+    context, problems = query_context_problems(message, field)
+    if context is None:
+        raise InvalidCommand(problems)
+    return context
+
+
+def read_command(
+    message: common_pb2.CommandContext,
+    read: Callable[[CommandContext], T],
+    field: str = "context",
+) -> tuple[CommandContext, T]:
+    """The command's context and ``read(context)``, which reads the rest of the request.
+
+    Every bad field of both is refused in one ``InvalidCommand``. ``read`` must only check and
+    convert (no I/O): it also runs when the context is bad, with a stand-in context, so that
+    the caller hears about all of the request at once.
+    """
+    context, problems = command_context_problems(message, field)
+    try:
+        body = read(context or _stand_in())
+    except InvalidCommand as error:
+        raise InvalidCommand([*problems, *error.violations]) from None
+    if context is None:
+        raise InvalidCommand(problems)
+    return context, body
+
+
+def read_query(
+    message: common_pb2.QueryContext, read: Callable[[], T], field: str = "context"
+) -> tuple[QueryContext, T]:
+    """The query's context and ``read()`` (the rest of the request), refusing every bad field
+    of both in one ``InvalidCommand``; ``read`` must only check and convert."""
+    context, problems = query_context_problems(message, field)
+    try:
+        body = read()
+    except InvalidCommand as error:
+        raise InvalidCommand([*problems, *error.violations]) from None
+    if context is None:
+        raise InvalidCommand(problems)
+    return context, body
+
+
+def _stand_in() -> CommandContext:
+    """What ``read_command`` reads a request with when its context is bad: ids derived from it
+    are well formed, and the request is refused anyway."""
+    return CommandContext(actor=Actor("stand-in", Role.SYSTEM), idempotency_key="stand-in")
 
 
 def _actor_problems(message: common_pb2.Actor, field: str) -> list[FieldProblem]:

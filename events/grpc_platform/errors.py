@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -18,39 +20,25 @@ from events.commands import (
     RuleBroken,
     VersionConflict,
 )
-from events.errors import ConcurrencyError, InvalidEventError
+from events.errors import ConcurrencyError, FieldProblem, InvalidEventError
 
 ERROR_DOMAIN = "casetrail.v1"
 
 
 def status_for(error: Exception) -> status_pb2.Status:
-    """The google.rpc.Status describing ``error`` (which must be a refusal we know)."""
+    """The google.rpc.Status describing ``error`` (which must be a refusal we know), followed by
+    the refusal's ``extra_details``."""
+    status = _status_for(error)
+    if isinstance(error, CommandRejected):
+        status.details.extend(_packed(error.extra_details))
+    return status
+
+
+def _status_for(error: Exception) -> status_pb2.Status:
     if isinstance(error, InvalidCommand):
-        return _status(
-            code_pb2.INVALID_ARGUMENT,
-            str(error),
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=violation.field, description=violation.problem
-                    )
-                    for violation in error.violations
-                ]
-            ),
-        )
+        return _status(code_pb2.INVALID_ARGUMENT, str(error), _bad_request(error.violations))
     if isinstance(error, InvalidEventError):
-        return _status(
-            code_pb2.INVALID_ARGUMENT,
-            str(error),
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(
-                        field=problem.field, description=problem.problem
-                    )
-                    for problem in error.problems
-                ]
-            ),
-        )
+        return _status(code_pb2.INVALID_ARGUMENT, str(error), _bad_request(error.problems))
     if isinstance(error, RuleBroken):
         return _status(
             code_pb2.FAILED_PRECONDITION,
@@ -108,10 +96,25 @@ REFUSALS: tuple[type[Exception], ...] = (CommandRejected, InvalidEventError, Con
 """Exceptions that are answers to the caller, not server faults."""
 
 
-def _status(code: int, message: str, *details: Any) -> status_pb2.Status:
+def _bad_request(problems: Iterable[FieldProblem]) -> error_details_pb2.BadRequest:
+    return error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(
+                field=problem.field, description=problem.problem
+            )
+            for problem in problems
+        ]
+    )
+
+
+def _status(code: int, message: str, *details: Message) -> status_pb2.Status:
+    return status_pb2.Status(code=code, message=message, details=_packed(details))
+
+
+def _packed(details: Iterable[Message]) -> list[any_pb2.Any]:
     packed = []
     for detail in details:
         wrapper = any_pb2.Any()
         wrapper.Pack(detail)
         packed.append(wrapper)
-    return status_pb2.Status(code=code, message=message, details=packed)
+    return packed

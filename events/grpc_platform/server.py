@@ -6,8 +6,8 @@ import asyncio
 import functools
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 
 Registration = Callable[[grpc.aio.Server], None]
 """Adds one servicer to a server, e.g. ``lambda s: add_IntakeServicer_to_server(servicer, s)``."""
+
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+"""The ``context`` parameter of every servicer method."""
 
 
 async def create_server(
@@ -66,15 +69,31 @@ async def serve_until_signalled(
 
 
 Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
+StreamingMethod = TypeVar("StreamingMethod", bound=Callable[..., AsyncIterator[Any]])
 
 
 def refusals_as_status(method: Method) -> Method:
-    """Decorate a servicer method so that command refusals become statuses with details."""
+    """Decorate a unary servicer method so that command refusals become statuses with details."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def wrapper(self: Any, request: Any, context: Context) -> Any:
         try:
             return await method(self, request, context)
+        except REFUSALS as error:
+            await abort_with(context, error)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def streamed_refusals_as_status(method: StreamingMethod) -> StreamingMethod:
+    """``refusals_as_status`` for server-streaming methods (async generators): a refusal ends
+    the stream with its status, whether it comes before the first message or later."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
+        try:
+            async for message in method(self, request, context):
+                yield message
         except REFUSALS as error:
             await abort_with(context, error)
 

@@ -33,13 +33,12 @@ from typing import Any
 import faust
 from faust import StreamT
 
-from events.bus.topics import ensure_topics
+from events.bus.topics import create_topics, ensure_topics
 from events.catalog_registry import default_registry
-from events.cloudevents import KAFKA_HEADER_PREFIX, from_kafka_binary
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
+from services.caseload.decoding import tracked_event
 from services.caseload.domain import (
-    TRACKED_TYPES,
     CaseState,
     ContactMade,
     Holds,
@@ -50,13 +49,13 @@ from services.caseload.domain import (
     release,
 )
 from services.caseload.settings import CaseloadSettings
+from services.caseload.topics import internal_topics
 
 log = logging.getLogger(__name__)
 
 CONTACT_WINDOW = timedelta(days=1)
 CONTACT_WINDOW_EXPIRES = timedelta(days=35)
 """Days of contact counts kept (the window store drops older ones)."""
-_TYPE_HEADER = f"{KAFKA_HEADER_PREFIX}type"
 
 
 class FactRecord(faust.Record, serializer="json", namespace="casetrail.caseload.WorkerFact"):
@@ -105,11 +104,15 @@ class CaseloadApp(faust.App):
     """faust Table: worker id -> ``domain.HeldCases``."""
     contacts: Any
     """faust windowed table (WindowWrapper): worker id -> contacts logged per UTC day."""
+    extra_internal_topics: list[Any]
+    """Internal topics besides the changelogs (the worker-fact repartition topic)."""
 
     async def on_first_start(self) -> None:
         # The case-event topic is the platform's; make sure it exists with the partition
-        # count our co-partitioned table assumes before the consumer subscribes to it.
+        # count our co-partitioned table assumes before the consumer subscribes to it. Our
+        # internal topics too: see ``topics`` for the race this avoids.
         await ensure_topics(self.settings.kafka, self.settings.topics)
+        await create_topics(self.settings.kafka, internal_topics(self))
         await super().on_first_start()
 
     def ready(self) -> bool:
@@ -122,11 +125,8 @@ class CaseloadApp(faust.App):
         message is broken) otherwise. The services' own consumers dead-letter broken
         messages, so here they are only skipped."""
         headers: Sequence[tuple[str, bytes | None]] = list(message.headers or ())
-        event_type = next((v for k, v in headers if k == _TYPE_HEADER), None)
-        if event_type is not None and event_type.decode(errors="replace") not in TRACKED_TYPES:
-            return None
         try:
-            recorded = from_kafka_binary(message.key, headers, message.value, self.registry)
+            return tracked_event(message.key, headers, message.value, self.registry)
         except Exception as error:  # whatever breaks decoding is the message's fault
             self.counters.undecodable += 1
             log.warning(
@@ -138,7 +138,6 @@ class CaseloadApp(faust.App):
                 error,
             )
             return None
-        return recorded if recorded.event_type in TRACKED_TYPES else None
 
 
 def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None) -> CaseloadApp:
@@ -156,6 +155,8 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.partitions,
         table_standby_replicas=0,
+        # The leader topic only serves @app.task(on_leader=True) and timers; we have none.
+        topic_disable_leader=True,
         web_enabled=settings.web_enabled,
         web_host=settings.web_host,
         web_bind=settings.web_host,
@@ -188,6 +189,7 @@ def _add_topology(app: CaseloadApp) -> None:
         key_type=str,
         value_type=FactRecord,
     )
+    app.extra_internal_topics = [facts]
     app.cases = app.Table("cases", partitions=partitions)
     app.caseloads = app.Table("caseloads", partitions=partitions)
     app.contacts = (

@@ -60,12 +60,19 @@ def case_history(cases: Sequence[str], per_case: int) -> list[RecordedEvent]:
     return events
 
 
+_members: set[asyncio.Task[None]] = set()
+"""Members started by ``running``: a wait fails at once if one of them crashed."""
+
+
 async def eventually(check: Callable[[], bool], what: str) -> None:
     """Wait until ``check()`` holds; fail (naming ``what``) if it never does."""
     try:
         async with asyncio.timeout(WAIT_LIMIT):
             # Polling: the checks look at plain test state that has no event to wait on.
-            while not check():  # noqa: ASYNC110
+            while not check():
+                for task in _members:
+                    if task.done() and not task.cancelled() and task.exception() is not None:
+                        pytest.fail(f"a group member crashed: {task.exception()!r}")
                 await asyncio.sleep(0.02)
     except TimeoutError:
         pytest.fail(f"gave up waiting for {what}")
@@ -108,9 +115,11 @@ async def running(
         subscriber.run(group, handler, stop, on_assignment=assignments.append)
     )
     member = Running(task, stop, assignments)
+    _members.add(task)
     try:
         yield member
     finally:
+        _members.discard(task)
         stop.set()
         if not member.task.done():
             async with asyncio.timeout(WAIT_LIMIT):

@@ -1,5 +1,8 @@
 """Intake's command handlers: check the role, build the catalog event, decide, append.
 
+The ``*_of`` functions build and check the event a command asks for, without I/O; the gRPC
+entrypoint runs them too, to refuse a request's bad fields together with its context's.
+
 Duplicate clients and racing registrations: a client's stream is new for every registration,
 so the store's optimistic concurrency cannot see two registrations of the same person. Instead
 ``register_client`` holds the client directory's lock while it brings the directory up to date,
@@ -66,6 +69,19 @@ class Registration:
     acknowledged_duplicates: tuple[DuplicateCandidate, ...]
 
 
+def registration_of(context: CommandContext, command: RegisterClient, today: date) -> ClientRegistered:
+    """The registration ``command`` asks for, checked (possible duplicates are looked at later)."""
+    registration = build(
+        ClientRegistered,
+        {
+            "client_id": derived_id(context, SOURCE, "client"),
+            **fields_of(command, "confirmed_not_duplicate"),
+        },
+    )
+    check_date_of_birth(registration.date_of_birth, today)
+    return registration
+
+
 async def register_client(
     store: EventStore,
     directory: ClientDirectory,
@@ -74,12 +90,7 @@ async def register_client(
     today: date,
 ) -> Registration:
     require_role(context.actor.role, Action.REGISTER_CLIENT)
-    client_id = derived_id(context, SOURCE, "client")
-    registration = build(
-        ClientRegistered,
-        {"client_id": client_id, **fields_of(command, "confirmed_not_duplicate")},
-    )
-    check_date_of_birth(registration.date_of_birth, today)
+    registration = registration_of(context, command, today)
     async with directory.lock:
         await directory.refresh()
         earlier = await store.read_by_causation(context.command_id(SOURCE))
@@ -90,13 +101,13 @@ async def register_client(
             store,
             SOURCE,
             context,
-            client_stream(client_id),
+            client_stream(registration.client_id),
             lambda history: decide_registration(
                 history, registration, found, command.confirmed_not_duplicate
             ),
         )
         await directory.refresh()
-    return Registration(_recorded(client_id, recorded), tuple(found))
+    return Registration(_recorded(registration.client_id, recorded), tuple(found))
 
 
 async def _first_registration(
@@ -111,20 +122,34 @@ async def _first_registration(
     return Registration(_recorded(first.event.client_id, earlier), tuple(found))
 
 
+def opening_of(context: CommandContext, command: OpenCase) -> CaseOpened:
+    return build(CaseOpened, {"case_id": derived_id(context, SOURCE, "case"), **fields_of(command)})
+
+
 async def open_case(store: EventStore, context: CommandContext, command: OpenCase) -> Recorded:
     require_role(context.actor.role, Action.OPEN_CASE)
-    case_id = derived_id(context, SOURCE, "case")
-    opened = build(CaseOpened, {"case_id": case_id, **fields_of(command)})
+    opened = opening_of(context, command)
     if client_from(await store.read_stream(client_stream(opened.client_id))) is None:
         raise NotFound("client", opened.client_id)
     recorded = await execute(
         store,
         SOURCE,
         context,
-        case_stream(case_id),
+        case_stream(opened.case_id),
         lambda history: decide_opening(history, opened),
     )
-    return _recorded(case_id, recorded)
+    return _recorded(opened.case_id, recorded)
+
+
+def assessment_of(
+    context: CommandContext, command: RecordInitialAssessment
+) -> InitialAssessmentRecorded:
+    assessment = build(
+        InitialAssessmentRecorded,
+        {"assessment_id": derived_id(context, SOURCE, "assessment"), **fields_of(command)},
+    )
+    check_factors(assessment.factors)
+    return assessment
 
 
 async def record_initial_assessment(
@@ -135,11 +160,7 @@ async def record_initial_assessment(
 ) -> tuple[Recorded, str]:
     """Returns what was recorded and the assessment's id."""
     require_role(context.actor.role, Action.RECORD_ASSESSMENT)
-    assessment = build(
-        InitialAssessmentRecorded,
-        {"assessment_id": derived_id(context, SOURCE, "assessment"), **fields_of(command)},
-    )
-    check_factors(assessment.factors)
+    assessment = assessment_of(context, command)
     closed = await closures.count(assessment.case_id)
     recorded = await execute(
         store,
@@ -153,11 +174,15 @@ async def record_initial_assessment(
     return _recorded(assessment.case_id, recorded), first.assessment_id
 
 
+def reopening_of(command: ReopenCase) -> CaseReopened:
+    return build(CaseReopened, fields_of(command))
+
+
 async def reopen_case(
     store: EventStore, closures: ClosureLog, context: CommandContext, command: ReopenCase
 ) -> Recorded:
     require_role(context.actor.role, Action.REOPEN_CASE)
-    reopened = build(CaseReopened, fields_of(command))
+    reopened = reopening_of(command)
     closed = await closures.count(reopened.case_id)
     recorded = await execute(
         store,

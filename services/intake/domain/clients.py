@@ -56,9 +56,13 @@ def decide_registration(
     candidates: Sequence[DuplicateCandidate],
     confirmed_not_duplicate: bool,
 ) -> list[CaseEvent]:
-    """Register the client unless they may already be one and the caller has not said no."""
+    """Register the client unless they may already be one and the caller has not said no.
+
+    When the caller has said no, the registration records whom this person is not.
+    """
     if history:
         raise AlreadyExists("client", registration.client_id)
     if candidates and not confirmed_not_duplicate:
         raise PossibleDuplicateClient(candidates)
-    return [registration]
+    others = tuple(candidate.client_id for candidate in candidates)
+    return [registration.model_copy(update={"confirmed_not_duplicate_of": others})]

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2
-from events.commands import InvalidCommand
-from events.errors import FieldProblem
-from events.grpc_platform.context import actor_from
 from services.intake.app.commands import (
     AssessedNeedInput,
     ContactInput,
@@ -24,20 +20,10 @@ from services.intake.app.commands import (
     ReopenCase,
     RiskInput,
 )
-from services.intake.app.queries import Reader
 
 
 def optional(text: str) -> str | None:
     return text or None
-
-
-def reader_from(message: common_pb2.QueryContext) -> Reader:
-    actor = actor_from(message.actor, "context.actor")
-    if not message.purpose.strip():
-        raise InvalidCommand(
-            [FieldProblem("context.purpose", "required: say why you need this record")]
-        )
-    return Reader(actor, message.purpose)
 
 
 def name_input(message: intake_pb2.PersonName) -> NameInput:

@@ -5,15 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, TypeAlias
 
-import grpc
-from grpc_status import rpc_status
 from typing_extensions import override
 
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
-from events.grpc_platform.context import command_context_from
-from events.grpc_platform.server import refusals_as_status
+from events.grpc_platform.context import read_command, read_query
+from events.grpc_platform.server import Context, refusals_as_status
 from events.store.port import EventStore
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
@@ -22,9 +19,6 @@ from services.intake.domain.errors import PossibleDuplicateClient
 from services.intake.entrypoints import from_proto, to_proto
 
 SERVICE_NAME = intake_pb2.DESCRIPTOR.services_by_name["Intake"].full_name
-
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
-
 
 def utc_today() -> date:
     return datetime.now(UTC).date()
@@ -39,6 +33,9 @@ class IntakeDeps:
 
 
 class IntakeServicer(intake_pb2_grpc.IntakeServicer):
+    """Each request is read whole first (its context and the catalog event it asks for, so every
+    bad field is refused at once); the handler then checks the role, rules and duplicates."""
+
     def __init__(self, deps: IntakeDeps) -> None:
         self._deps = deps
 
@@ -48,17 +45,18 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
         self, request: intake_pb2.RegisterClientRequest, context: Context
     ) -> intake_pb2.RegisterClientResponse:
         deps = self._deps
+        command = from_proto.register_client(request)
+        today = deps.today()
+        ctx, _ = read_command(
+            request.context, lambda ctx: handlers.registration_of(ctx, command, today)
+        )
         try:
             registration = await handlers.register_client(
-                deps.store,
-                deps.directory,
-                command_context_from(request.context),
-                from_proto.register_client(request),
-                deps.today(),
+                deps.store, deps.directory, ctx, command, today
             )
         except PossibleDuplicateClient as error:
-            await context.abort_with_status(rpc_status.to_status(to_proto.duplicate_status(error)))
-            raise  # abort_with_status always raises; this keeps type checkers informed
+            error.extra_details = to_proto.duplicate_details(error)
+            raise
         recorded = registration.recorded
         return intake_pb2.RegisterClientResponse(
             client_id=recorded.subject_id,
@@ -74,9 +72,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
     async def OpenCase(
         self, request: intake_pb2.OpenCaseRequest, context: Context
     ) -> intake_pb2.OpenCaseResponse:
-        recorded = await handlers.open_case(
-            self._deps.store, command_context_from(request.context), from_proto.open_case(request)
-        )
+        command = from_proto.open_case(request)
+        ctx, _ = read_command(request.context, lambda ctx: handlers.opening_of(ctx, command))
+        recorded = await handlers.open_case(self._deps.store, ctx, command)
         return intake_pb2.OpenCaseResponse(result=to_proto.command_result(recorded))
 
     @override
@@ -84,11 +82,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
     async def RecordInitialAssessment(
         self, request: intake_pb2.RecordInitialAssessmentRequest, context: Context
     ) -> intake_pb2.RecordInitialAssessmentResponse:
+        command = from_proto.record_initial_assessment(request)
+        ctx, _ = read_command(request.context, lambda ctx: handlers.assessment_of(ctx, command))
         recorded, assessment_id = await handlers.record_initial_assessment(
-            self._deps.store,
-            self._deps.closures,
-            command_context_from(request.context),
-            from_proto.record_initial_assessment(request),
+            self._deps.store, self._deps.closures, ctx, command
         )
         return intake_pb2.RecordInitialAssessmentResponse(
             result=to_proto.command_result(recorded), assessment_id=assessment_id
@@ -99,11 +96,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
     async def ReopenCase(
         self, request: intake_pb2.ReopenCaseRequest, context: Context
     ) -> intake_pb2.ReopenCaseResponse:
+        command = from_proto.reopen_case(request)
+        ctx, _ = read_command(request.context, lambda _: handlers.reopening_of(command))
         recorded = await handlers.reopen_case(
-            self._deps.store,
-            self._deps.closures,
-            command_context_from(request.context),
-            from_proto.reopen_case(request),
+            self._deps.store, self._deps.closures, ctx, command
         )
         return intake_pb2.ReopenCaseResponse(result=to_proto.command_result(recorded))
 
@@ -112,9 +108,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
     async def GetClient(
         self, request: intake_pb2.GetClientRequest, context: Context
     ) -> intake_pb2.GetClientResponse:
-        record = await queries.get_client(
-            self._deps.store, from_proto.reader_from(request.context), request.client_id
+        reader, client_id = read_query(
+            request.context, lambda: queries.required_id("client_id", request.client_id)
         )
+        record = await queries.get_client(self._deps.store, reader, client_id)
         return intake_pb2.GetClientResponse(client=to_proto.client(record))
 
     @override
@@ -122,11 +119,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
     async def FindPossibleDuplicates(
         self, request: intake_pb2.FindPossibleDuplicatesRequest, context: Context
     ) -> intake_pb2.FindPossibleDuplicatesResponse:
-        found = await queries.find_possible_duplicates(
-            self._deps.directory,
-            from_proto.reader_from(request.context),
-            from_proto.find_duplicates(request),
-        )
+        query = from_proto.find_duplicates(request)
+        reader, _ = read_query(request.context, lambda: queries.probe_from(query))
+        found = await queries.find_possible_duplicates(self._deps.directory, reader, query)
         return intake_pb2.FindPossibleDuplicatesResponse(
             candidates=[to_proto.candidate(c) for c in found]
         )
@@ -136,10 +131,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
     async def GetCase(
         self, request: intake_pb2.GetCaseRequest, context: Context
     ) -> intake_pb2.GetCaseResponse:
-        view = await queries.get_case(
-            self._deps.store,
-            self._deps.closures,
-            from_proto.reader_from(request.context),
-            request.case_id,
+        reader, case_id = read_query(
+            request.context, lambda: queries.required_id("case_id", request.case_id)
         )
+        view = await queries.get_case(self._deps.store, self._deps.closures, reader, case_id)
         return intake_pb2.GetCaseResponse(record=to_proto.case_record(view))

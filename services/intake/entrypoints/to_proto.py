@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, datetime
 
-from google.protobuf import any_pb2, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2
 from events.catalog.cases import ReferralSource
 from events.catalog.clients import PersonalIdentifier, PersonName
 from events.envelope import Actor
-from events.grpc_platform.errors import ERROR_DOMAIN, status_for
+from events.grpc_platform.errors import ERROR_DOMAIN
 from services.intake.adapters.case_closures import Closure
 from services.intake.app.handlers import Recorded
 from services.intake.app.queries import CaseView
@@ -161,12 +161,11 @@ def closure(item: Closure) -> intake_pb2.Closure:
     return intake_pb2.Closure(reason=item.reason, closed_at=timestamp(item.closed_at))
 
 
-def duplicate_status(error: PossibleDuplicateClient) -> status_pb2.Status:
-    """ALREADY_EXISTS as the platform words it, plus every candidate in three forms: our
-    PossibleDuplicates message, a ResourceInfo each (for generic clients) and an ErrorInfo."""
-    status = status_for(error)
-    del status.details[:]
-    extras: list[Message] = [
+def duplicate_details(error: PossibleDuplicateClient) -> tuple[Message, ...]:
+    """What the platform's ALREADY_EXISTS status (a ResourceInfo naming the first candidate)
+    lacks: our PossibleDuplicates message with every candidate, an ErrorInfo, and a ResourceInfo
+    for each other candidate."""
+    return (
         intake_pb2.PossibleDuplicates(candidates=[candidate(c) for c in error.candidates]),
         error_details_pb2.ErrorInfo(
             reason="POSSIBLE_DUPLICATE_CLIENT",
@@ -175,18 +174,11 @@ def duplicate_status(error: PossibleDuplicateClient) -> status_pb2.Status:
         ),
         *(
             error_details_pb2.ResourceInfo(
-                resource_type="client",
-                resource_name=c.client_id,
-                description=_why(c),
+                resource_type="client", resource_name=c.client_id, description=_why(c)
             )
-            for c in error.candidates
+            for c in error.candidates[1:]
         ),
-    ]
-    for detail in extras:
-        packed = any_pb2.Any()
-        packed.Pack(detail)
-        status.details.append(packed)
-    return status
+    )
 
 
 def _why(found: DuplicateCandidate) -> str:

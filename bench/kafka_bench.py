@@ -1,0 +1,753 @@
+"""Kafka benchmarks (issue 3): relay throughput, end-to-end latency, Faust versus aiokafka.
+
+``python -m bench.kafka_bench [--quick] [--no-write]`` against the broker of ``make kafka-start``
+(``CASETRAIL_KAFKA_BOOTSTRAP``, default 127.0.0.1:19092). It writes the section "## Kafka
+(issue 3)" of ``bench/RESULTS.md``.
+
+1. Relay: the outbox relay publishing N stored catalog events from a SQLite store, against a
+   plain ``AIOKafkaProducer`` (``acks=all``, idempotent, same linger) sending the very same
+   encoded records, which it already holds in memory. Same broker, rounds alternating which one
+   goes first; the ratio of medians is what counts (target >= 0.8).
+2. End-to-end latency: events appended one per command at a fixed rate to a SQLite store, the
+   relay following it, and in another process a ``KafkaEventSubscriber`` feeding a projection
+   (``BusProjectionHandler`` over ``SqliteReadModelStore``) that notes, after each event's
+   transaction committed, how long ago the store recorded it. Target p99 <= 100 ms at 1,000
+   events/s.
+3. Faust versus a plain ``AIOKafkaConsumer`` on the same topic: both decode the case events
+   and fold them with ``services.caseload.domain.apply``; the consumer keeps the states in a
+   dict and commits per batch, Faust keeps them in its changelogged table and forwards the
+   worker facts (the caseload processor as deployed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench.common import (
+    fmt_rate,
+    fmt_ratio,
+    machine_info,
+    markdown_table,
+    median,
+    now_utc,
+    percentile,
+    replace_section,
+    rotations,
+)
+from events.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
+from events.bus.kafka_settings import KafkaSettings
+from events.bus.port import EventPublisher
+from events.bus.topics import TopicSettings, create_topics
+from events.catalog.assignment import CaseAssigned, CaseReassigned
+from events.catalog.base import CaseEvent, Role
+from events.catalog.cases import (
+    CaseClosed,
+    CaseOpened,
+    DischargeReason,
+    PresentingNeed,
+    ReferralSource,
+    ReferralSourceKind,
+)
+from events.catalog.monitoring import ContactKind, ContactLogged
+from events.catalog.values import NeedCategory
+from events.catalog_registry import default_registry
+from events.checkpoints import InMemoryCheckpointStore
+from events.cloudevents import KafkaRecord, to_kafka_binary
+from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from events.outbox import OutboxRelay
+from events.projections.port import DocumentTransaction, Projection
+from events.projections.runner import BusProjectionHandler
+from events.projections.sqlite import SqliteReadModelStore
+from events.store.port import NO_STREAM
+from events.store.sqlite import SqliteEventStore
+from services.caseload.decoding import tracked_event
+from services.caseload.domain import CaseState, apply
+from services.caseload.processor import build_app
+from services.caseload.settings import CaseloadSettings
+
+HEADING = "## Kafka (issue 3)"
+PARTITIONS = 6
+EVENTS_PER_CASE = 10
+WORKERS = tuple(f"worker-{n:02d}" for n in range(25))
+SOURCE = "casetrail/bench"
+RELAY_TARGET = 0.8
+P99_TARGET_MS = 100.0
+log = logging.getLogger("bench.kafka")
+
+
+@dataclass(frozen=True)
+class Plan:
+    relay_events: int
+    relay_rounds: int
+    rate: int
+    seconds: float
+    consumer_events: int
+    consumer_rounds: int
+
+
+FULL = Plan(
+    relay_events=20_000,
+    relay_rounds=3,
+    rate=1_000,
+    seconds=10.0,
+    consumer_events=20_000,
+    consumer_rounds=2,
+)
+QUICK = Plan(
+    relay_events=4_000,
+    relay_rounds=1,
+    rate=1_000,
+    seconds=3.0,
+    consumer_events=4_000,
+    consumer_rounds=1,
+)
+
+
+# --- workload -------------------------------------------------------------------------------
+
+
+def case_events(case: int) -> list[tuple[CaseEvent, Actor]]:
+    """One case's life: opened, assigned, six contacts, reassigned, closed."""
+    case_id = f"case-{case:06d}"
+    worker = WORKERS[case % len(WORKERS)]
+    successor = WORKERS[(case + 1) % len(WORKERS)]
+    coordinator = Actor("coord-bench", Role.COORDINATOR)
+    events: list[tuple[CaseEvent, Actor]] = [
+        (
+            CaseOpened(
+                case_id=case_id,
+                client_id=f"client-{case:06d}",
+                referral_source=ReferralSource(kind=ReferralSourceKind.HOSPITAL),
+                presenting_needs=(PresentingNeed(category=NeedCategory.HOME_CARE),),
+            ),
+            Actor("intake-bench", Role.INTAKE_WORKER),
+        ),
+        (
+            CaseAssigned(
+                case_id=case_id, worker_id=worker, worker_role=Role.CASE_MANAGER, reason="fits"
+            ),
+            coordinator,
+        ),
+    ]
+    for visit in range(6):
+        contact = ContactLogged(
+            case_id=case_id,
+            contact_id=f"contact-{case}-{visit}",
+            kind=ContactKind.HOME_VISIT,
+            summary="Home visit: managing stairs with the new rail, meals delivered daily",
+            next_follow_up_due=date(2025, 1, 1) + timedelta(days=case % 60 + 7 * visit),
+        )
+        events.append((contact, Actor(worker, Role.CASE_MANAGER)))
+    events.append(
+        (
+            CaseReassigned(
+                case_id=case_id,
+                previous_worker_id=worker,
+                worker_id=successor,
+                worker_role=Role.SOCIAL_WORKER,
+                reason="leave cover",
+            ),
+            coordinator,
+        )
+    )
+    events.append((CaseClosed(case_id=case_id, reason=DischargeReason.GOALS_ACHIEVED), coordinator))
+    return events
+
+
+def new_event(event: CaseEvent, actor: Actor) -> NewEvent:
+    metadata = EventMetadata(
+        source=SOURCE, actor=actor, occurred_at=datetime.now(UTC), correlation_id=uuid4()
+    )
+    return NewEvent(event=event, metadata=metadata)
+
+
+async def fill_store(store: SqliteEventStore, events: int) -> list[RecordedEvent]:
+    """``events`` catalog events, one append per case (concurrent: the writer group-commits)."""
+    cases = max(1, events // EVENTS_PER_CASE)
+    appends = [
+        store.append(
+            f"case-{case:06d}",
+            [new_event(event, actor) for event, actor in case_events(case)],
+            NO_STREAM,
+        )
+        for case in range(cases)
+    ]
+    results = await asyncio.gather(*appends)
+    return sorted((r for rs in results for r in rs), key=lambda r: r.position)
+
+
+# --- 1. relay versus a plain producer -----------------------------------------------------------
+
+
+@dataclass
+class RelayResult:
+    relay: list[float] = field(default_factory=list)
+    plain: list[float] = field(default_factory=list)
+    events: int = 0
+
+    @property
+    def ratio(self) -> float:
+        return median(self.relay) / median(self.plain)
+
+
+async def relay_round(
+    store: SqliteEventStore, kafka: KafkaSettings, topic: str, batch_size: int = 500
+) -> float:
+    async with KafkaEventPublisher(kafka, topic) as publisher:
+        relay = OutboxRelay(
+            store, publisher, InMemoryCheckpointStore(), "bench", batch_size=batch_size
+        )
+        started = time.perf_counter()
+        published = await relay.publish_pending()
+        rate: float = published / (time.perf_counter() - started)
+        return rate
+
+
+async def plain_round(records: Sequence[KafkaRecord], kafka: KafkaSettings, topic: str) -> float:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=kafka.linger_ms,
+        request_timeout_ms=kafka.request_timeout_ms,
+    )
+    await producer.start()
+    try:
+        started = time.perf_counter()
+        sends = [
+            await producer.send(topic, r.value, key=r.key, headers=list(r.headers)) for r in records
+        ]
+        await asyncio.gather(*sends)
+        rate: float = len(records) / (time.perf_counter() - started)
+        return rate
+    finally:
+        await producer.stop()
+
+
+async def bench_relay(plan: Plan, kafka: KafkaSettings, work: Path) -> RelayResult:
+    store = await SqliteEventStore.open(work / "relay.db", default_registry())
+    topics = [f"bench.relay.{os.urandom(4).hex()}", f"bench.plain.{os.urandom(4).hex()}"]
+    try:
+        stored = await fill_store(store, plan.relay_events)
+        encoded = [to_kafka_binary(r) for r in stored]
+        await create_topics(
+            kafka,
+            [
+                t
+                for name in topics
+                for t in TopicSettings(case_events_topic=name, partitions=PARTITIONS).new_topics()
+            ],
+        )
+        result = RelayResult(events=len(stored))
+        contenders: list[tuple[list[float], Callable[[], Awaitable[float]]]] = [
+            (result.relay, lambda: relay_round(store, kafka, topics[0])),
+            (result.plain, lambda: plain_round(encoded, kafka, topics[1])),
+        ]
+        # Warm-up (connections, JIT-less but cold caches, broker log segments).
+        for _, run in contenders:
+            await run()
+        for round_number in range(plan.relay_rounds):
+            for rates, run in rotations(contenders, round_number):
+                rates.append(await run())
+        return result
+    finally:
+        await store.close()
+        await delete_topics(kafka, topics)
+
+
+# --- 2. end-to-end latency ----------------------------------------------------------------------
+
+
+class CaseActivity(Projection):
+    """A small read model: per case, how many events and the last type."""
+
+    name = "bench-case-activity"
+    collections = ("case_activity",)
+
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        document = await transaction.get("case_activity", recorded.subject) or {"events": 0}
+        document["events"] = int(document["events"]) + 1
+        document["last_type"] = recorded.event_type
+        await transaction.put("case_activity", recorded.subject, document)
+
+
+async def consume_main(options: argparse.Namespace) -> None:
+    """The other process of the latency benchmark (``consume`` subcommand)."""
+    kafka = replace(
+        KafkaSettings(bootstrap_servers=options.bootstrap), poll_timeout_ms=100, max_batch=500
+    )
+    read_models = SqliteReadModelStore(Path(options.db))
+    inner = BusProjectionHandler(read_models, CaseActivity())
+    latencies: list[float] = []
+    done = asyncio.Event()
+
+    async def handler(recorded: RecordedEvent) -> None:
+        await inner(recorded)
+        latencies.append((datetime.now(UTC) - recorded.recorded_at).total_seconds())
+        if len(latencies) >= options.expected:
+            done.set()
+
+    def assigned(partitions: frozenset[int]) -> None:
+        if len(partitions) == PARTITIONS:
+            print("ready", flush=True)
+
+    subscriber = KafkaEventSubscriber(
+        kafka,
+        default_registry(),
+        topic=options.topic,
+        topics=TopicSettings(case_events_topic=options.topic, partitions=PARTITIONS),
+    )
+    consumer = asyncio.create_task(
+        subscriber.run(options.group, handler, done, on_assignment=assigned)
+    )
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), options.deadline)
+    done.set()
+    await consumer
+    await read_models.close()
+    await asyncio.to_thread(Path(options.out).write_text, json.dumps({"latencies": latencies}))
+
+
+class AckTimer(EventPublisher):
+    """Notes, per event, how long after it was recorded the bus acknowledged it."""
+
+    def __init__(self, inner: EventPublisher) -> None:
+        self._inner = inner
+        self.latencies: list[float] = []
+
+    async def publish(self, records: Sequence[RecordedEvent]) -> None:
+        await self._inner.publish(records)
+        now = datetime.now(UTC)
+        self.latencies.extend((now - r.recorded_at).total_seconds() for r in records)
+
+
+@dataclass
+class LatencyResult:
+    rate: float
+    events: int
+    received: int
+    projected: list[float]
+    acknowledged: list[float]
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+async def bench_latency(plan: Plan, kafka: KafkaSettings, work: Path) -> LatencyResult:
+    topic = f"bench.e2e.{os.urandom(4).hex()}"
+    group = f"bench.e2e-projection.{os.urandom(4).hex()}"
+    topics = TopicSettings(case_events_topic=topic, partitions=PARTITIONS)
+    await create_topics(kafka, topics.new_topics([group]))
+    total = int(plan.rate * plan.seconds)
+    out = work / "latencies.json"
+    consumer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.kafka_bench",
+        "consume",
+        "--bootstrap",
+        kafka.bootstrap_servers,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--expected",
+        str(total),
+        "--db",
+        str(work / "read-models.db"),
+        "--out",
+        str(out),
+        "--deadline",
+        str(plan.seconds + 60),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    store = await SqliteEventStore.open(work / "e2e.db", default_registry())
+    stop = asyncio.Event()
+    try:
+        assert consumer.stdout is not None
+        line = await asyncio.wait_for(consumer.stdout.readline(), 60)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"latency consumer did not start: {line!r}")
+        async with KafkaEventPublisher(kafka, topic) as publisher:
+            timer = AckTimer(publisher)
+            relay = OutboxRelay(store, timer, InMemoryCheckpointStore(), "bench-e2e")
+            relaying = asyncio.create_task(relay.run(stop))
+            achieved = await paced_appends(store, plan.rate, total)
+            await asyncio.wait_for(consumer.wait(), plan.seconds + 90)
+            stop.set()
+            await relaying
+        payload = json.loads(out.read_text())
+        return LatencyResult(
+            rate=achieved,
+            events=total,
+            received=len(payload["latencies"]),
+            projected=payload["latencies"],
+            acknowledged=timer.latencies,
+        )
+    finally:
+        stop.set()
+        if consumer.returncode is None:
+            consumer.kill()
+            await consumer.wait()
+        await store.close()
+        await delete_topics(kafka, [topic, f"{group}.dlq"])
+
+
+async def paced_appends(store: SqliteEventStore, rate: int, total: int) -> float:
+    """Append ``total`` events, one per append as commands do, on a fixed schedule of ``rate``
+    per second; return the rate achieved. Appends are not awaited one by one: a command does
+    not wait for another's commit (the store's writer group-commits concurrent ones)."""
+    workload = [pair for case in range(total // EVENTS_PER_CASE + 1) for pair in case_events(case)]
+    versions: dict[str, int] = {}
+    pending: set[asyncio.Task[Any]] = set()
+    started = time.perf_counter()
+    for index in range(total):
+        due = started + index / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        event, actor = workload[index]
+        stream = f"case-{event.subject}"
+        expected = versions.get(stream, NO_STREAM)
+        versions[stream] = expected + 1
+        task = asyncio.create_task(store.append(stream, [new_event(event, actor)], expected))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    return total / (time.perf_counter() - started)
+
+
+# --- 3. Faust versus a plain consumer -----------------------------------------------------------
+
+
+@dataclass
+class ConsumeRun:
+    startup: float
+    """Seconds from starting the client to the first event handled."""
+    steady: float
+    """Events per second from the first event handled to the last."""
+
+
+@dataclass
+class ConsumerResult:
+    events: int
+    plain: list[ConsumeRun] = field(default_factory=list)
+    faust: list[ConsumeRun] = field(default_factory=list)
+    faust_alo: list[ConsumeRun] = field(default_factory=list)
+
+
+async def plain_consume(kafka: KafkaSettings, topic: str, events: int) -> ConsumeRun:
+    registry = default_registry()
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=f"bench.plain-consumer.{os.urandom(4).hex()}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    states: dict[str, CaseState] = {}
+    seen = 0
+    started = time.perf_counter()
+    first = 0.0
+    await consumer.start()
+    try:
+        while seen < events:
+            batches = await consumer.getmany(timeout_ms=500, max_records=500)
+            for partition, records in batches.items():
+                for record in records:
+                    if not seen:
+                        first = time.perf_counter()
+                    seen += 1
+                    recorded = tracked_event(record.key, record.headers, record.value, registry)
+                    if recorded is None:
+                        continue
+                    applied = apply(states.get(recorded.subject), recorded)
+                    if applied is not None:
+                        states[recorded.subject] = applied.state
+                await consumer.commit({partition: records[-1].offset + 1})
+        last = time.perf_counter()
+    finally:
+        await consumer.stop()
+    return ConsumeRun(startup=first - started, steady=(events - 1) / (last - first))
+
+
+async def faust_consume(
+    kafka: KafkaSettings, topic: str, events: int, work: Path, guarantee: str
+) -> ConsumeRun:
+    suffix = os.urandom(4).hex()
+    settings = CaseloadSettings(
+        kafka=kafka,
+        topic=topic,
+        partitions=PARTITIONS,
+        app_id=f"bench-caseload-{suffix}",
+        data_dir=work / f"faust-{suffix}",
+        processing_guarantee=guarantee,
+        web_enabled=False,
+    )
+    app = build_app(settings)
+    started = time.perf_counter()
+    first = 0.0
+    await app.start()
+    try:
+        while app.counters.messages < events:
+            if not first and app.counters.messages:
+                first = time.perf_counter()
+            await asyncio.sleep(0.005)
+        last = time.perf_counter()
+    finally:
+        await app.stop()
+        await delete_topics(kafka, await topics_with_prefix(kafka, f"{settings.app_id}-"))
+    return ConsumeRun(startup=first - started, steady=(events - 1) / (last - first))
+
+
+async def bench_consumers(plan: Plan, kafka: KafkaSettings, work: Path) -> ConsumerResult:
+    topic = f"bench.consume.{os.urandom(4).hex()}"
+    await create_topics(
+        kafka, TopicSettings(case_events_topic=topic, partitions=PARTITIONS).new_topics()
+    )
+    try:
+        store = await SqliteEventStore.open(work / "consume.db", default_registry())
+        try:
+            stored = await fill_store(store, plan.consumer_events)
+        finally:
+            await store.close()
+        async with KafkaEventPublisher(kafka, topic) as publisher:
+            for start in range(0, len(stored), 1000):
+                await publisher.publish(stored[start : start + 1000])
+        result = ConsumerResult(events=len(stored))
+        contenders: list[tuple[list[ConsumeRun], Callable[[], Awaitable[ConsumeRun]]]] = [
+            (result.plain, lambda: plain_consume(kafka, topic, len(stored))),
+            (
+                result.faust,
+                lambda: faust_consume(kafka, topic, len(stored), work, "exactly_once"),
+            ),
+            (
+                result.faust_alo,
+                lambda: faust_consume(kafka, topic, len(stored), work, "at_least_once"),
+            ),
+        ]
+        for round_number in range(plan.consumer_rounds):
+            for runs, run in rotations(contenders, round_number):
+                runs.append(await run())
+        return result
+    finally:
+        await delete_topics(kafka, [topic])
+
+
+# --- Kafka admin helpers ------------------------------------------------------------------------
+
+
+async def topics_with_prefix(kafka: KafkaSettings, prefix: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    try:
+        await admin.start()
+        return [name for name in await admin.list_topics() if name.startswith(prefix)]
+    finally:
+        await admin.close()
+
+
+async def delete_topics(kafka: KafkaSettings, topics: Sequence[str]) -> None:
+    if not topics:
+        return
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    try:
+        await admin.start()
+        await admin.delete_topics(list(topics))
+    except Exception as error:  # cleanup only: a leftover bench topic harms nothing
+        log.warning("could not delete topics %s: %s", topics, error)
+    finally:
+        await admin.close()
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f}"
+
+
+def report(
+    plan: Plan,
+    quick: bool,
+    kafka: KafkaSettings,
+    relay: RelayResult,
+    latency: LatencyResult,
+    consumers: ConsumerResult,
+    elapsed: float,
+) -> str:
+    info = machine_info(**{"Kafka": f"single KRaft node at {kafka.bootstrap_servers}"})
+    lines = [
+        f"Run: {now_utc()}, `python -m bench.kafka_bench{' --quick' if quick else ''}`"
+        f" ({elapsed:.0f} s). The broker, the benchmark and its consumer process share the"
+        " machine.",
+        "",
+        *(f"- {fact}" for fact in info.lines()),
+        "",
+    ]
+
+    relay_rate, plain_rate = median(relay.relay), median(relay.plain)
+    verdict = "meets" if relay.ratio >= RELAY_TARGET else "misses"
+    lines += [
+        "### Relay throughput: store to Kafka",
+        "",
+        f"{relay.events:,} catalog events (10 per case) in a SQLite store; {plan.relay_rounds}"
+        f" rounds after a warm-up, alternating which contender goes first; {PARTITIONS}"
+        " partitions, `acks=all`, idempotent producers on both sides.",
+        "",
+        markdown_table(
+            ["contender", "events/s (median)", "rounds"],
+            [
+                [
+                    "OutboxRelay (read store, encode, publish 500-event batches, checkpoint)",
+                    fmt_rate(relay_rate),
+                    ", ".join(fmt_rate(r) for r in relay.relay),
+                ],
+                [
+                    "plain AIOKafkaProducer, same records pre-encoded in memory",
+                    fmt_rate(plain_rate),
+                    ", ".join(fmt_rate(r) for r in relay.plain),
+                ],
+            ],
+        ),
+        "",
+        f"**Ratio relay / plain: {fmt_ratio(relay.ratio)}** (target >= {RELAY_TARGET}:"
+        f" {verdict} it).",
+        "",
+    ]
+
+    projected = latency.projected
+    acked = latency.acknowledged
+    rows = []
+    for label, values in (
+        ("append -> acknowledged by Kafka (relay leg)", acked),
+        ("append -> projection committed in the other process", projected),
+    ):
+        if values:
+            rows.append(
+                [
+                    label,
+                    ms(percentile(values, 50)),
+                    ms(percentile(values, 90)),
+                    ms(percentile(values, 99)),
+                    ms(max(values)),
+                ]
+            )
+    p99 = percentile(projected, 99) * 1000 if projected else float("inf")
+    verdict = "meets" if p99 <= P99_TARGET_MS else "misses"
+    lines += [
+        "### End-to-end latency at a fixed rate",
+        "",
+        f"{latency.events:,} events appended one per `append` at {plan.rate:,}/s for"
+        f" {plan.seconds:.0f} s (achieved {latency.rate:,.0f}/s); the relay follows the store;"
+        " a `KafkaEventSubscriber` in a separate process applies each event to a"
+        " `SqliteReadModelStore` projection in its own durable transaction"
+        f" (`BusProjectionHandler`); {latency.received:,} of {latency.events:,} arrived.",
+        "",
+        markdown_table(["milliseconds", "p50", "p90", "p99", "max"], rows),
+        "",
+        f"**p99 {p99:.1f} ms** (target <= {P99_TARGET_MS:.0f} ms at 1,000 events/s: {verdict} it).",
+        "",
+    ]
+
+    def consume_row(label: str, runs: list[ConsumeRun]) -> list[str]:
+        return [
+            label,
+            fmt_rate(median([r.steady for r in runs])),
+            f"{median([r.startup for r in runs]):.1f}",
+        ]
+
+    plain_steady = median([r.steady for r in consumers.plain])
+    lines += [
+        "### Faust versus a plain aiokafka consumer",
+        "",
+        f"{consumers.events:,} case events on one topic ({PARTITIONS} partitions), read from the"
+        f" start by a new consumer group; {plan.consumer_rounds} round(s), order rotating. Both"
+        " decode every tracked event and fold it with `services.caseload.domain.apply`.",
+        "",
+        markdown_table(
+            ["consumer", "events/s (first to last)", "start-up s"],
+            [
+                consume_row(
+                    "plain AIOKafkaConsumer, dict state, commit per batch", consumers.plain
+                ),
+                consume_row("Faust caseload app, exactly_once", consumers.faust),
+                consume_row("Faust caseload app, at_least_once", consumers.faust_alo),
+            ],
+        ),
+        "",
+        f"Ratio Faust / plain: exactly_once"
+        f" {fmt_ratio(median([r.steady for r in consumers.faust]) / plain_steady)},"
+        f" at_least_once"
+        f" {fmt_ratio(median([r.steady for r in consumers.faust_alo]) / plain_steady)}."
+        " Faust does more per event: each table change also goes to a changelog topic and"
+        " each holder change sends a worker fact, and with exactly_once all of it is"
+        " committed in Kafka transactions.",
+    ]
+    return "\n".join(lines)
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+async def run(quick: bool, write: bool) -> str:
+    plan = QUICK if quick else FULL
+    kafka = replace(KafkaSettings.from_env(), client_id="casetrail-bench")
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="casetrail-kafka-bench-") as directory:
+        work = Path(directory)
+        print("relay versus plain producer ...", flush=True)
+        relay = await bench_relay(plan, kafka, work)
+        print(f"  relay/plain {fmt_ratio(relay.ratio)}", flush=True)
+        print("end-to-end latency ...", flush=True)
+        latency = await bench_latency(plan, kafka, work)
+        print("Faust versus plain consumer ...", flush=True)
+        consumers = await bench_consumers(plan, kafka, work)
+        elapsed = time.perf_counter() - started
+        body = report(plan, quick, kafka, relay, latency, consumers, elapsed)
+    if write:
+        replace_section(HEADING, body)
+    return body
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.kafka_bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a smaller run (under a minute)")
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    commands = parser.add_subparsers(dest="command")
+    consume = commands.add_parser("consume", help="(internal) the latency consumer process")
+    consume.add_argument("--bootstrap", required=True)
+    consume.add_argument("--topic", required=True)
+    consume.add_argument("--group", required=True)
+    consume.add_argument("--expected", type=int, required=True)
+    consume.add_argument("--db", required=True)
+    consume.add_argument("--out", required=True)
+    consume.add_argument("--deadline", type=float, required=True)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options = parse(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if options.command == "consume":
+        asyncio.run(consume_main(options))
+        return
+    print(asyncio.run(run(options.quick, not options.no_write)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""`casetrail timeline | state | export`: the audit trail of a case, through audit's API.
+
+Every call is itself recorded by audit (who saw what, for which purpose), so the caller names
+themselves (--user, --role) and their purpose.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+
+from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
+from cli.present import case_state_lines, timeline_lines
+from cli.rpc import Person, load_addresses, refusal_of, timestamp
+
+BASES = {"occurred": audit_pb2.TIME_BASIS_OCCURRED, "recorded": audit_pb2.TIME_BASIS_RECORDED}
+
+
+def run(options: argparse.Namespace) -> int:
+    try:
+        if options.command == "export":
+            _export_to_file(options)
+        else:
+            asyncio.run(_timeline(options) if options.command == "timeline" else _state(options))
+    except grpc.aio.AioRpcError as error:
+        refusal = refusal_of(error)
+        violations = refusal.field_violations
+        print(f"refused: {refusal.code.name if violations else refusal}", file=sys.stderr)
+        for field, problem in violations.items():
+            print(f"  {field}: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def moment(text: str) -> datetime:
+    """An ISO 8601 moment; without an offset it is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"--as-of: {text!r} is not an ISO 8601 moment") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@asynccontextmanager
+async def _audit(options: argparse.Namespace) -> AsyncIterator[audit_pb2_grpc.AuditStub]:
+    address = options.audit or load_addresses(Path(options.data_dir)).get("audit")
+    if not address:
+        raise SystemExit("no address for audit: pass --audit HOST:PORT")
+    async with grpc.aio.insecure_channel(address) as channel:
+        yield audit_pb2_grpc.AuditStub(channel)
+
+
+def _person(options: argparse.Namespace) -> Person:
+    return Person(options.user, options.role)
+
+
+async def _timeline(options: argparse.Namespace) -> None:
+    request = audit_pb2.GetTimelineRequest(
+        context=_person(options).query(options.purpose),
+        case_id=options.case_id,
+        basis=BASES[options.basis],
+        page_size=1000,
+    )
+    if options.as_of:
+        request.as_of.CopyFrom(timestamp(moment(options.as_of)))
+    async with _audit(options) as audit:
+        while True:
+            page = await audit.GetTimeline(request)
+            if options.json:
+                for entry in page.entries:
+                    print(json.dumps(json.loads(entry.cloudevent_json), separators=(",", ":")))
+            else:
+                print("\n".join(timeline_lines(page.entries)))
+            if not page.next_page_token:
+                break
+            request.page_token = page.next_page_token
+    if not options.json:
+        print(f"{page.total_events} events")
+
+
+async def _state(options: argparse.Namespace) -> None:
+    request = audit_pb2.GetCaseStateAsOfRequest(
+        context=_person(options).query(options.purpose),
+        case_id=options.case_id,
+        as_of=timestamp(moment(options.as_of)),
+        basis=BASES[options.basis],
+    )
+    async with _audit(options) as audit:
+        answer = await audit.GetCaseStateAsOf(request)
+    if options.json:
+        print(json.dumps(MessageToDict(answer.state, preserving_proto_field_name=True), indent=2))
+        return
+    print(f"as {'it was' if options.basis == 'occurred' else 'it was known'} at {options.as_of}")
+    print("\n".join(case_state_lines(answer.state)))
+
+
+def _export_to_file(options: argparse.Namespace) -> None:
+    if not options.output:
+        asyncio.run(_export(options, sys.stdout.buffer))
+        return
+    with open(options.output, "wb") as output:
+        count = asyncio.run(_export(options, output))
+    print(f"{count} events written to {options.output}", file=sys.stderr)
+
+
+async def _export(options: argparse.Namespace, output: BinaryIO) -> int:
+    request = audit_pb2.ExportCaseRequest(
+        context=_person(options).query(options.purpose),
+        case_id=options.case_id,
+        basis=BASES[options.basis],
+    )
+    count = 0
+    async with _audit(options) as audit:
+        async for chunk in audit.ExportCase(request):
+            output.write(chunk.json_lines)
+            count += chunk.event_count
+    output.flush()
+    return count

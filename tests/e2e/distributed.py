@@ -1,0 +1,137 @@
+"""The four services as separate processes on PostgreSQL and Kafka, isolated per test run.
+
+Isolation without touching anyone else's data: a fresh PostgreSQL database per run (each service
+keeps its fixed schemas, ``<service>_events`` / ``<service>_read_models``, inside it) and a
+fresh case-event topic (``casetrail serve --topic``; services.runner has no topic option).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from tests.support.servers import kafka_bootstrap, postgres_dsn, server_missing
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES = ("intake", "coordination", "planning", "audit")
+_ADDRESS_LINE = re.compile(r"^\s+(?P<name>[a-z]+)\s+(?P<address>\S+:\d+)\s*$")
+START_PATIENCE = 60.0
+
+
+@asynccontextmanager
+async def fresh_database() -> AsyncIterator[str]:
+    """A new, empty database on the test server; its DSN. Dropped afterwards."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    base = postgres_dsn()
+    name = f"casetrail_e2e_{uuid.uuid4().hex[:12]}"
+    try:
+        async with await psycopg.AsyncConnection.connect(base, autocommit=True) as admin:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as error:
+        server_missing("PostgreSQL", error)
+    try:
+        yield make_conninfo(base, dbname=name)
+    finally:
+        async with await psycopg.AsyncConnection.connect(base, autocommit=True) as admin:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@asynccontextmanager
+async def fresh_topic() -> AsyncIterator[str]:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap())
+    try:
+        await admin.start()
+    except Exception as error:
+        await admin.close()
+        server_missing("Kafka", error)
+    topic = f"casetrail.e2e-{uuid.uuid4().hex[:12]}"
+    try:
+        yield topic
+    finally:
+        with contextlib.suppress(Exception):  # a leftover test topic harms nothing
+            await admin.delete_topics([topic])
+        await admin.close()
+
+
+@asynccontextmanager
+async def distributed_services(data_dir: Path) -> AsyncIterator[dict[str, str]]:
+    """Start one process per service; yield their addresses; stop them with SIGTERM."""
+    async with fresh_database() as dsn, fresh_topic() as topic:
+        env = os.environ | {
+            "CASETRAIL_PG_DSN": dsn,
+            "CASETRAIL_KAFKA_BOOTSTRAP": kafka_bootstrap(),
+            "CASETRAIL_LOG_LEVEL": "WARNING",
+        }
+        processes: dict[str, asyncio.subprocess.Process] = {}
+        try:
+            for name in SERVICES:
+                processes[name] = await _spawn(name, topic, data_dir, env)
+            addresses = await asyncio.gather(
+                *(_address(name, process, data_dir) for name, process in processes.items())
+            )
+            yield dict(zip(SERVICES, addresses, strict=True))
+        finally:
+            await asyncio.gather(*(_stop(process) for process in processes.values()))
+
+
+async def _spawn(
+    name: str, topic: str, data_dir: Path, env: dict[str, str]
+) -> asyncio.subprocess.Process:
+    command = [
+        sys.executable, "-m", "cli.main", "serve", "--backend", "distributed",
+        "--service", name, "--any-port", "--topic", topic, "--data-dir", str(data_dir),
+    ]  # fmt: skip
+    log = _log_file(data_dir, name)
+    try:
+        return await asyncio.create_subprocess_exec(
+            *command, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=log
+        )
+    finally:
+        log.close()  # the child has its own copy of the descriptor
+
+
+def _log_file(data_dir: Path, name: str) -> BinaryIO:
+    return (data_dir / f"{name}.log").open("wb")
+
+
+def _log_tail(data_dir: Path, name: str) -> str:
+    return (data_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+
+
+async def _address(name: str, process: asyncio.subprocess.Process, data_dir: Path) -> str:
+    """The address the process prints once it serves (it picked a free port)."""
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(START_PATIENCE):
+            while line := await process.stdout.readline():
+                found = _ADDRESS_LINE.match(line.decode())
+                if found and found["name"] == name:
+                    return found["address"]
+    except TimeoutError:
+        pass
+    log = _log_tail(data_dir, name)
+    raise RuntimeError(f"{name} did not start (exit code {process.returncode}):\n{log}")
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(30):
+            await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()

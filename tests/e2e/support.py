@@ -1,0 +1,58 @@
+"""Small cases for the e2e tests: a new client with an open case, known to coordination."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from casetrail.coordination.v1 import coordination_pb2 as co
+from casetrail.intake.v1 import intake_pb2
+from cli.rpc import eventually
+from cli.walk.story import COORDINATOR, RECEPTIONIST
+from tests.e2e.conftest import Casetrail
+
+
+def key() -> str:
+    return uuid.uuid4().hex
+
+
+def registration(family_name: str = "") -> intake_pb2.RegisterClientRequest:
+    return intake_pb2.RegisterClientRequest(
+        context=RECEPTIONIST.command(key()),
+        name=intake_pb2.PersonName(
+            given_names="Giulia", family_name=family_name or f"Conti-{uuid.uuid4().hex[:8]}"
+        ),
+        date_of_birth="1950-03-14",
+        identifiers=[intake_pb2.PersonalIdentifier(scheme="national_id", value=key())],
+    )
+
+
+@dataclass(frozen=True)
+class Case:
+    client_id: str
+    case_id: str
+
+
+async def new_case(casetrail: Casetrail, *needs: str) -> Case:
+    """A new client with a case that coordination already knows, with ``needs`` assessed."""
+    stubs = casetrail.stubs
+    client = await stubs.intake.RegisterClient(registration())
+    opened = await stubs.intake.OpenCase(
+        intake_pb2.OpenCaseRequest(
+            context=RECEPTIONIST.command(key()),
+            client_id=client.client_id,
+            referral_source=intake_pb2.ReferralSource(kind="self"),
+            presenting_needs=[intake_pb2.PresentingNeed(category=need) for need in needs],
+        )
+    )
+    case_id = opened.result.case_id
+    request = co.GetCaseCoordinationRequest(
+        context=COORDINATOR.query("coordination"), case_id=case_id
+    )
+    await eventually(
+        lambda: stubs.coordination.GetCaseCoordination(request),
+        lambda case: set(needs) <= set(case.needs),
+        what="coordination to learn the case",
+        patience=casetrail.patience,
+    )
+    return Case(client.client_id, case_id)

@@ -1,0 +1,114 @@
+"""Marco's case from intake to closure, the same walk as `make demo`, asserted step by step."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from casetrail.intake.v1 import intake_pb2
+from cli.walk.story import CASE_MANAGER_ID, NEEDS, SOCIAL_WORKER
+from services.demo import WalkResult, walk_case
+from tests.e2e.conftest import Casetrail
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
+
+HOME_CARE_LINE_MINOR_UNITS = 25_000_000
+
+
+async def test_the_elderly_client_is_carried_from_intake_to_closure(casetrail: Casetrail) -> None:
+    printed: list[str] = []
+    result = await walk_case(casetrail.stubs, printed.append, patience=casetrail.patience)
+
+    _intake(result)
+    _assignment(result)
+    _planning_and_services(result)
+    _closure_and_view(result)
+    _audit_trail(result)
+    assert sum("REFUSED" in line for line in printed) == 4
+
+
+def _intake(result: WalkResult) -> None:
+    duplicate = result.duplicate_refusal
+    assert duplicate is not None
+    assert duplicate.code == grpc.StatusCode.ALREADY_EXISTS
+    (candidates,) = duplicate.details(intake_pb2.PossibleDuplicates)
+    assert [c.client_id for c in candidates.candidates] == [result.client_id]
+    assert result.open_case_retry_identical
+    assert result.case_id
+    assert result.assessment_id
+
+
+def _assignment(result: WalkResult) -> None:
+    refusal = result.case_manager_refusal
+    assert refusal is not None
+    assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert refusal.reason == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert refusal.metadata["worker_id"] == CASE_MANAGER_ID
+    assert "counseling" in refusal.metadata["suggested_referrals"]
+    assert result.assignment is not None
+    assert set(result.assignment.matched_needs) == set(NEEDS)
+
+
+def _planning_and_services(result: WalkResult) -> None:
+    assert result.eligibility is not None
+    assert result.eligibility.eligible
+    assert result.plan is not None
+    assert len(result.plan.goal_ids) == len(NEEDS)
+    conflict = result.schedule_conflict
+    assert conflict is not None
+    assert conflict.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert conflict.reason == "SCHEDULE_CONFLICT"
+    assert conflict.metadata["conflicting_service_id"] == result.service_ids["physical-therapy"]
+    assert conflict.metadata["conflicting_kind"] == "physical_therapy"
+    assert "counseling-clash" not in result.service_ids
+    assert result.reservation is not None
+    assert result.reservation.available.amount_minor_units == HOME_CARE_LINE_MINOR_UNITS - 54_000
+
+
+def _closure_and_view(result: WalkResult) -> None:
+    refusal = result.closure_refusal
+    assert refusal is not None
+    assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert refusal.reason == "SERVICES_STILL_SCHEDULED"
+    assert refusal.metadata["service_ids"] == result.service_ids["physical-therapy-2"]
+
+    view = result.case_view
+    assert view is not None
+    assert (view.status, view.stage, view.closure_reason) == ("closed", "closed", "goals_achieved")
+    assert view.worker.worker_id == SOCIAL_WORKER.user_id
+    assert {need.category for need in view.needs} == set(NEEDS)
+    assert view.plan.agreement_status == "agreed"
+    assert {goal.goal.need_category for goal in view.plan.goals} == set(NEEDS)
+    statuses = {service.service_id: service.status for service in view.services}
+    cancelled = result.service_ids["physical-therapy-2"]
+    assert statuses.pop(cancelled) == "cancelled"
+    assert set(statuses.values()) == {"delivered"}
+    assert len(statuses) == 5
+    referrals = {referral.need_category: referral.status for referral in view.referrals}
+    assert referrals == {"physical_therapy": "completed", "socialisation": "pending"}
+    assert view.contacts_logged == 1
+
+
+def _audit_trail(result: WalkResult) -> None:
+    types = [activity.event_type for activity in result.activities]
+    assert types[0] == "casetrail.case.opened"
+    for expected in (
+        "casetrail.initial_assessment.recorded",
+        "casetrail.case.assigned",
+        "casetrail.plan.agreed",
+        "casetrail.service.scheduled",
+        "casetrail.service.delivered",
+        "casetrail.service.cancelled",
+    ):
+        assert expected in types
+    closed = [a for a in result.activities if a.event_type == "casetrail.case.closed"]
+    assert [(a.actor.user_id, a.actor.role) for a in closed] == [
+        (SOCIAL_WORKER.user_id, SOCIAL_WORKER.role)
+    ]
+    sources = {entry.source for entry in result.timeline}
+    assert {"casetrail/intake", "casetrail/coordination", "casetrail/planning"} <= sources
+    # No refusal left a trace: refused commands write nothing.
+    assigned = [a for a in result.activities if a.event_type == "casetrail.case.assigned"]
+    assert len(assigned) == 1
+    occurred = [entry.occurred_at.ToDatetime() for entry in result.timeline]
+    assert occurred == sorted(occurred)

@@ -1,0 +1,113 @@
+"""`casetrail` as an operator or auditor runs it: a separate process against the services."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from casetrail.audit.v1 import audit_pb2
+from casetrail.intake.v1 import intake_pb2
+from cli.rpc import connect, eventually
+from cli.walk.story import AUDITOR
+from events.catalog_registry import default_registry
+from events.cloudevents import from_json_lines
+from services.demo import embedded_services
+from tests.e2e.conftest import Casetrail
+from tests.e2e.distributed import REPO
+from tests.e2e.support import new_case, registration
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
+
+
+async def casetrail_cli(*arguments: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", *arguments,
+        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_an_auditor_reads_timeline_state_and_export(casetrail: Casetrail) -> None:
+    case = await new_case(casetrail, "home_care")
+    audit = ["--audit", casetrail.addresses["audit"], "--user", AUDITOR.user_id]
+    known = audit_pb2.GetTimelineRequest(
+        context=AUDITOR.query("confidentiality_review"), case_id=case.case_id
+    )
+    await eventually(
+        lambda: casetrail.stubs.audit.GetTimeline(known),
+        lambda page: any(e.event_type == "casetrail.case.opened" for e in page.entries),
+        what="audit to learn the case",
+        patience=casetrail.patience,
+    )
+
+    status, out, _ = await casetrail_cli("timeline", case.case_id, "--json", *audit)
+    assert status == 0
+    events = [json.loads(line) for line in out.splitlines()]
+    assert "casetrail.case.opened" in [event["type"] for event in events]
+    assert {event["subject"] for event in events if event["source"] != "casetrail/audit"} == {
+        case.case_id
+    }
+
+    now = datetime.now(UTC).isoformat()
+    status, out, _ = await casetrail_cli("state", case.case_id, "--as-of", now, "--json", *audit)
+    assert status == 0
+    state = json.loads(out)
+    assert (state["case_id"], state["status"]) == (case.case_id, "CASE_STATUS_OPENED")
+
+    status, out, _ = await casetrail_cli("export", case.case_id, *audit)
+    assert status == 0
+    exported = from_json_lines(out, default_registry())
+    assert "casetrail.case.opened" in [recorded.event.event_type for recorded in exported]
+
+    status, _, err = await casetrail_cli("timeline", case.case_id, *audit, "--purpose", "gossip")
+    assert status == 1
+    assert "INVALID_ARGUMENT" in err
+    assert "context.purpose" in err
+
+
+async def test_an_operator_rebuilds_a_projection_and_tails_a_store(tmp_path: Path) -> None:
+    async with embedded_services(tmp_path) as addresses:
+        await _one_case(addresses)
+    storage = ["--data-dir", str(tmp_path)]
+
+    status, out, err = await casetrail_cli("rebuild", "intake", "client-directory", *storage)
+    assert status == 0, err
+    assert "rebuilt up to position" in out
+    status, out, _ = await casetrail_cli("rebuild", "planning", "case-view", *storage)
+    assert status == 2
+    assert "fed from the bus" in out
+
+    tail = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", "tail", "--service", "intake", "--from-start", *storage,
+        cwd=REPO, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert tail.stdout is not None
+    try:
+        lines = [json.loads(await tail.stdout.readline()) for _ in range(2)]
+    finally:
+        tail.terminate()
+        await tail.wait()
+    assert [line["type"] for line in lines] == [
+        "casetrail.client.registered",
+        "casetrail.case.opened",
+    ]
+
+
+async def _one_case(addresses: dict[str, str]) -> None:
+    async with connect(addresses) as stubs:
+        client = await stubs.intake.RegisterClient(registration())
+        await stubs.intake.OpenCase(
+            intake_pb2.OpenCaseRequest(
+                context=registration().context,
+                client_id=client.client_id,
+                referral_source=intake_pb2.ReferralSource(kind="family"),
+                presenting_needs=[intake_pb2.PresentingNeed(category="food")],
+            )
+        )

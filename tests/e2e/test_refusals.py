@@ -1,0 +1,298 @@
+"""The rules, seen from an API client: each refusal has its status code and its details, and
+writes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from casetrail.audit.v1 import audit_pb2
+from casetrail.coordination.v1 import coordination_pb2 as co
+from casetrail.intake.v1 import intake_pb2
+from casetrail.planning.v1 import planning_pb2 as pl
+from cli.rpc import Person, eventually, refused, timestamp
+from cli.walk.story import (
+    AUDITOR,
+    CASE_MANAGER_ID,
+    COORDINATOR,
+    INTAKE_WORKER,
+    RECEPTIONIST,
+    SOCIAL_WORKER,
+)
+from tests.e2e.conftest import Casetrail
+from tests.e2e.support import Case, key, new_case, registration
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
+
+SUPERVISOR = Person("helen.morris", "supervisor")
+CASE_MANAGER = Person(CASE_MANAGER_ID, "case_manager")
+
+
+def schedule(case: Case, kind: str, start: datetime, hours: int = 1) -> co.ScheduleServiceRequest:
+    return co.ScheduleServiceRequest(
+        context=COORDINATOR.command(key()),
+        case_id=case.case_id,
+        kind=kind,
+        provider=co.Provider(provider_id="eastside-pt", name="Eastside Physical Therapy"),
+        starts_at=timestamp(start),
+        ends_at=timestamp(start + timedelta(hours=hours)),
+        location=co.ServiceLocation(kind="provider_site"),
+    )
+
+
+def next_week(hour: int) -> datetime:
+    day = datetime.now(UTC).date() + timedelta(days=7)
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+
+
+async def test_a_role_that_may_not_act_is_permission_denied(casetrail: Casetrail) -> None:
+    case = await new_case(casetrail, "home_care")
+    stubs = casetrail.stubs
+    refusals = [
+        await refused(
+            stubs.intake.RecordInitialAssessment(
+                intake_pb2.RecordInitialAssessmentRequest(
+                    context=RECEPTIONIST.command(key()),
+                    case_id=case.case_id,
+                    factors=intake_pb2.AssessmentFactors(social="Lives alone"),
+                    needs=[intake_pb2.AssessedNeed(category="home_care", urgency="soon")],
+                )
+            )
+        ),
+        await refused(
+            stubs.coordination.AssignCase(
+                co.AssignCaseRequest(
+                    context=CASE_MANAGER.command(key()),
+                    case_id=case.case_id,
+                    worker_id=CASE_MANAGER_ID,
+                )
+            )
+        ),
+        await refused(
+            stubs.audit.GetTimeline(
+                audit_pb2.GetTimelineRequest(
+                    context=SOCIAL_WORKER.query("direct_care"), case_id=case.case_id
+                )
+            )
+        ),
+    ]
+    for refusal in refusals:
+        assert refusal.code == grpc.StatusCode.PERMISSION_DENIED, refusal
+        assert refusal.reason == "ROLE_NOT_ALLOWED"
+
+
+async def test_bad_fields_are_invalid_argument_naming_each_field(casetrail: Casetrail) -> None:
+    case = await new_case(casetrail, "physical_therapy")
+    stubs = casetrail.stubs
+    bad_client = registration()
+    bad_client.name.given_names = ""
+    bad_client.date_of_birth = "14/03/1950"
+    refusal = await refused(stubs.intake.RegisterClient(bad_client))
+    assert refusal.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert {"name.given_names", "date_of_birth"} <= set(refusal.field_violations)
+
+    backwards = schedule(case, "physical_therapy", next_week(10))
+    backwards.ends_at.CopyFrom(timestamp(next_week(9)))
+    backwards.kind = "massage"
+    refusal = await refused(stubs.coordination.ScheduleService(backwards))
+    assert refusal.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert {"kind", "ends_at"} <= set(refusal.field_violations), refusal.field_violations
+
+    refusal = await refused(
+        stubs.audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(context=AUDITOR.query("curiosity"), case_id=case.case_id)
+        )
+    )
+    assert refusal.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "context.purpose" in refusal.field_violations
+
+
+async def test_a_duplicate_client_is_already_exists(casetrail: Casetrail) -> None:
+    first = await casetrail.stubs.intake.RegisterClient(registration("Esposito"))
+    again = registration("ESPOSITO")  # another identifier, same folded name and birth date
+    refusal = await refused(casetrail.stubs.intake.RegisterClient(again))
+    assert refusal.code == grpc.StatusCode.ALREADY_EXISTS
+    (duplicates,) = refusal.details(intake_pb2.PossibleDuplicates)
+    assert first.client_id in [candidate.client_id for candidate in duplicates.candidates]
+    resources = refusal.details(error_details_pb2.ResourceInfo)
+    assert first.client_id in [resource.resource_name for resource in resources]
+
+
+async def test_what_does_not_exist_is_not_found(casetrail: Casetrail) -> None:
+    stubs = casetrail.stubs
+    unknown = uuid.uuid4().hex
+    refusals = [
+        await refused(
+            stubs.intake.GetCase(
+                intake_pb2.GetCaseRequest(
+                    context=INTAKE_WORKER.query("direct_care"), case_id=unknown
+                )
+            )
+        ),
+        await refused(
+            stubs.coordination.AssignCase(
+                co.AssignCaseRequest(
+                    context=COORDINATOR.command(key()), case_id=unknown, worker_id=CASE_MANAGER_ID
+                )
+            )
+        ),
+        await refused(
+            stubs.planning.GetCaseView(
+                pl.GetCaseViewRequest(context=COORDINATOR.query("coordination"), case_id=unknown)
+            )
+        ),
+        await refused(
+            stubs.audit.GetTimeline(
+                audit_pb2.GetTimelineRequest(
+                    context=AUDITOR.query("confidentiality_review"), case_id=unknown
+                )
+            )
+        ),
+    ]
+    for refusal in refusals:
+        assert refusal.code == grpc.StatusCode.NOT_FOUND, refusal
+    case = await new_case(casetrail, "home_care")
+    refusal = await refused(
+        stubs.coordination.AssignCase(
+            co.AssignCaseRequest(
+                context=COORDINATOR.command(key()), case_id=case.case_id, worker_id="nobody"
+            )
+        )
+    )
+    assert refusal.code == grpc.StatusCode.NOT_FOUND
+    (resource,) = refusal.details(error_details_pb2.ResourceInfo)
+    assert resource.resource_name == "nobody"
+
+
+async def test_a_retried_command_returns_the_first_result_and_writes_nothing(
+    casetrail: Casetrail,
+) -> None:
+    stubs = casetrail.stubs
+    case = await new_case(casetrail, "physical_therapy")
+    request = schedule(case, "physical_therapy", next_week(9))
+    first = await stubs.coordination.ScheduleService(request)
+    again = await stubs.coordination.ScheduleService(request)
+    assert again == first
+    listed = await stubs.coordination.GetClientSchedule(
+        co.GetClientScheduleRequest(
+            context=COORDINATOR.query("coordination"), client_id=case.client_id
+        )
+    )
+    assert [service.service_id for service in listed.services] == [first.service_id]
+
+    registering = registration()
+    registered = await stubs.intake.RegisterClient(registering)
+    assert await stubs.intake.RegisterClient(registering) == registered
+
+
+async def test_an_overlapping_service_is_refused_naming_the_appointment(
+    casetrail: Casetrail,
+) -> None:
+    stubs = casetrail.stubs
+    case = await new_case(casetrail, "physical_therapy", "counseling")
+    therapy = await stubs.coordination.ScheduleService(
+        schedule(case, "physical_therapy", next_week(14))
+    )
+    refusal = await refused(
+        stubs.coordination.ScheduleService(
+            schedule(case, "counseling", next_week(14) + timedelta(minutes=30))
+        )
+    )
+    assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert refusal.reason == "SCHEDULE_CONFLICT"
+    assert refusal.metadata["conflicting_service_id"] == therapy.service_id
+    (failure,) = refusal.details(error_details_pb2.PreconditionFailure)
+    assert failure.violations[0].type == "SCHEDULE_CONFLICT"
+    # Right after the therapy ends, the counseling fits.
+    await stubs.coordination.ScheduleService(schedule(case, "counseling", next_week(15)))
+
+
+async def test_counseling_needs_a_licensed_social_worker_unless_referred_out(
+    casetrail: Casetrail,
+) -> None:
+    stubs = casetrail.stubs
+    case = await new_case(casetrail, "home_care", "substance_use")
+    assign = co.AssignCaseRequest(
+        context=COORDINATOR.command(key()), case_id=case.case_id, worker_id=CASE_MANAGER_ID
+    )
+    refusal = await refused(stubs.coordination.AssignCase(assign))
+    assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert refusal.reason == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert "addiction counselor" in refusal.metadata["suggested_referrals"]
+
+    await stubs.coordination.MakeReferral(
+        co.MakeReferralRequest(
+            context=COORDINATOR.command(key()),
+            case_id=case.case_id,
+            provider=co.Provider(provider_id="bay-recovery", name="Bay Recovery Center"),
+            need_category="substance_use",
+            service="Outpatient addiction counseling",
+            urgency="soon",
+            reason="Alcohol use since bereavement",
+        )
+    )
+    assign.context.idempotency_key = key()
+    assigned = await stubs.coordination.AssignCase(assign)
+    assert list(assigned.matched_needs) == ["home_care"]
+
+
+async def test_a_case_is_not_closed_while_services_are_scheduled(casetrail: Casetrail) -> None:
+    stubs = casetrail.stubs
+    case = await new_case(casetrail, "physical_therapy")
+    service = await stubs.coordination.ScheduleService(
+        schedule(case, "physical_therapy", next_week(11))
+    )
+    view = pl.GetCaseViewRequest(context=COORDINATOR.query("coordination"), case_id=case.case_id)
+    await eventually(
+        lambda: stubs.planning.GetCaseView(view),
+        lambda found: [s.service_id for s in found.services] == [service.service_id],
+        what="planning to learn of the service",
+        patience=casetrail.patience,
+    )
+    close = pl.CloseCaseRequest(
+        context=SUPERVISOR.command(key()), case_id=case.case_id, reason="client_withdrew"
+    )
+    refusal = await refused(stubs.planning.CloseCase(close))
+    assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert refusal.reason == "SERVICES_STILL_SCHEDULED"
+    assert refusal.metadata["service_ids"] == service.service_id
+
+    await stubs.coordination.CancelService(
+        co.CancelServiceRequest(
+            context=COORDINATOR.command(key()),
+            case_id=case.case_id,
+            service_id=service.service_id,
+            cancelled_by="client",
+            reason="Moving in with her son",
+        )
+    )
+    await eventually(
+        lambda: stubs.planning.GetCaseView(view),
+        lambda found: [s.status for s in found.services] == ["cancelled"],
+        what="planning to learn of the cancellation",
+        patience=casetrail.patience,
+    )
+    close.context.idempotency_key = key()
+    closed = await stubs.planning.CloseCase(close)
+    assert closed.result.case_id == case.case_id
+
+
+async def test_a_stale_expected_version_is_aborted(casetrail: Casetrail) -> None:
+    case = await new_case(casetrail, "home_care")
+    context = INTAKE_WORKER.command(key())
+    context.expected_version = 7
+    refusal = await refused(
+        casetrail.stubs.intake.RecordInitialAssessment(
+            intake_pb2.RecordInitialAssessmentRequest(
+                context=context,
+                case_id=case.case_id,
+                factors=intake_pb2.AssessmentFactors(social="Lives alone"),
+                needs=[intake_pb2.AssessedNeed(category="home_care", urgency="soon")],
+            )
+        )
+    )
+    assert refusal.code == grpc.StatusCode.ABORTED
