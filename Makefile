@@ -20,12 +20,13 @@ help:
 	@echo "make check      ruff, mypy --strict, event schemas in sync"
 	@echo "make bench      run the benchmarks in bench/ (needs the servers)"
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.lock
-	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e . --config-settings editable_mode=compat
-	@echo "$(CURDIR)/protos" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/casetrail-protos.pth
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@# The generated gRPC code lives in protos/ (never committed) and the packages at the root.
+	@printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/protos" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/casetrail-paths.pth
 	@touch $@
 
 .PHONY: venv

@@ -98,6 +98,9 @@ class Plan:
     relay_rounds: int
     rate: int
     seconds: float
+    low_rate: int
+    """A second latency run at a rate the consumer keeps up with: the latency floor."""
+    low_seconds: float
     consumer_events: int
     consumer_rounds: int
 
@@ -107,7 +110,9 @@ FULL = Plan(
     relay_rounds=3,
     rate=1_000,
     seconds=10.0,
-    consumer_events=20_000,
+    low_rate=250,
+    low_seconds=8.0,
+    consumer_events=8_000,
     consumer_rounds=2,
 )
 QUICK = Plan(
@@ -115,7 +120,9 @@ QUICK = Plan(
     relay_rounds=1,
     rate=1_000,
     seconds=3.0,
-    consumer_events=4_000,
+    low_rate=250,
+    low_seconds=2.0,
+    consumer_events=2_000,
     consumer_rounds=1,
 )
 
@@ -201,6 +208,10 @@ class RelayResult:
     relay: list[float] = field(default_factory=list)
     plain: list[float] = field(default_factory=list)
     events: int = 0
+    read_us: float = 0.0
+    """CPU-bound share of the relay: reading the store back into events, per event."""
+    encode_us: float = 0.0
+    """Turning an event into a CloudEvents Kafka record, per event."""
 
     @property
     def ratio(self) -> float:
@@ -241,12 +252,24 @@ async def plain_round(records: Sequence[KafkaRecord], kafka: KafkaSettings, topi
         await producer.stop()
 
 
+async def time_reads(store: SqliteEventStore, events: int, batch_size: int = 500) -> float:
+    """Microseconds per event to read the whole store back as the relay does."""
+    started = time.perf_counter()
+    position = 0
+    while batch := await store.read_all(position, batch_size):
+        position = batch[-1].position
+    return (time.perf_counter() - started) / events * 1e6
+
+
 async def bench_relay(plan: Plan, kafka: KafkaSettings, work: Path) -> RelayResult:
     store = await SqliteEventStore.open(work / "relay.db", default_registry())
     topics = [f"bench.relay.{os.urandom(4).hex()}", f"bench.plain.{os.urandom(4).hex()}"]
     try:
         stored = await fill_store(store, plan.relay_events)
+        read_us = await time_reads(store, len(stored))
+        started = time.perf_counter()
         encoded = [to_kafka_binary(r) for r in stored]
+        encode_us = (time.perf_counter() - started) / len(stored) * 1e6
         await create_topics(
             kafka,
             [
@@ -255,7 +278,7 @@ async def bench_relay(plan: Plan, kafka: KafkaSettings, work: Path) -> RelayResu
                 for t in TopicSettings(case_events_topic=name, partitions=PARTITIONS).new_topics()
             ],
         )
-        result = RelayResult(events=len(stored))
+        result = RelayResult(events=len(stored), read_us=read_us, encode_us=encode_us)
         contenders: list[tuple[list[float], Callable[[], Awaitable[float]]]] = [
             (result.relay, lambda: relay_round(store, kafka, topics[0])),
             (result.plain, lambda: plain_round(encoded, kafka, topics[1])),
@@ -296,11 +319,13 @@ async def consume_main(options: argparse.Namespace) -> None:
     read_models = SqliteReadModelStore(Path(options.db))
     inner = BusProjectionHandler(read_models, CaseActivity())
     latencies: list[float] = []
+    handled_at: list[float] = []
     done = asyncio.Event()
 
     async def handler(recorded: RecordedEvent) -> None:
         await inner(recorded)
         latencies.append((datetime.now(UTC) - recorded.recorded_at).total_seconds())
+        handled_at.append(time.perf_counter())
         if len(latencies) >= options.expected:
             done.set()
 
@@ -322,7 +347,9 @@ async def consume_main(options: argparse.Namespace) -> None:
     done.set()
     await consumer
     await read_models.close()
-    await asyncio.to_thread(Path(options.out).write_text, json.dumps({"latencies": latencies}))
+    span = handled_at[-1] - handled_at[0] if len(handled_at) > 1 else 0.0
+    payload = {"latencies": latencies, "handled_rate": (len(handled_at) - 1) / span if span else 0}
+    await asyncio.to_thread(Path(options.out).write_text, json.dumps(payload))
 
 
 class AckTimer(EventPublisher):
@@ -340,21 +367,27 @@ class AckTimer(EventPublisher):
 
 @dataclass
 class LatencyResult:
+    target_rate: int
+    seconds: float
     rate: float
+    """Appends per second achieved."""
     events: int
     received: int
     projected: list[float]
     acknowledged: list[float]
-    batch_sizes: list[int] = field(default_factory=list)
+    handled_rate: float
+    """Events per second the consumer process handled, first to last."""
 
 
-async def bench_latency(plan: Plan, kafka: KafkaSettings, work: Path) -> LatencyResult:
+async def bench_latency(
+    rate: int, seconds: float, kafka: KafkaSettings, work: Path
+) -> LatencyResult:
     topic = f"bench.e2e.{os.urandom(4).hex()}"
     group = f"bench.e2e-projection.{os.urandom(4).hex()}"
     topics = TopicSettings(case_events_topic=topic, partitions=PARTITIONS)
     await create_topics(kafka, topics.new_topics([group]))
-    total = int(plan.rate * plan.seconds)
-    out = work / "latencies.json"
+    total = int(rate * seconds)
+    out = work / f"latencies-{rate}.json"
     consumer = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -369,14 +402,14 @@ async def bench_latency(plan: Plan, kafka: KafkaSettings, work: Path) -> Latency
         "--expected",
         str(total),
         "--db",
-        str(work / "read-models.db"),
+        str(work / f"read-models-{rate}.db"),
         "--out",
         str(out),
         "--deadline",
-        str(plan.seconds + 60),
+        str(seconds + 60),
         stdout=asyncio.subprocess.PIPE,
     )
-    store = await SqliteEventStore.open(work / "e2e.db", default_registry())
+    store = await SqliteEventStore.open(work / f"e2e-{rate}.db", default_registry())
     stop = asyncio.Event()
     try:
         assert consumer.stdout is not None
@@ -387,17 +420,20 @@ async def bench_latency(plan: Plan, kafka: KafkaSettings, work: Path) -> Latency
             timer = AckTimer(publisher)
             relay = OutboxRelay(store, timer, InMemoryCheckpointStore(), "bench-e2e")
             relaying = asyncio.create_task(relay.run(stop))
-            achieved = await paced_appends(store, plan.rate, total)
-            await asyncio.wait_for(consumer.wait(), plan.seconds + 90)
+            achieved = await paced_appends(store, rate, total)
+            await asyncio.wait_for(consumer.wait(), seconds + 90)
             stop.set()
             await relaying
-        payload = json.loads(out.read_text())
+        payload = json.loads(await asyncio.to_thread(out.read_text))
         return LatencyResult(
+            target_rate=rate,
+            seconds=seconds,
             rate=achieved,
             events=total,
             received=len(payload["latencies"]),
             projected=payload["latencies"],
             acknowledged=timer.latencies,
+            handled_rate=float(payload["handled_rate"]),
         )
     finally:
         stop.set()
@@ -441,6 +477,10 @@ class ConsumeRun:
     """Seconds from starting the client to the first event handled."""
     steady: float
     """Events per second from the first event handled to the last."""
+    complete: float | None = None
+    """Faust: case events per second from the first one handled until the worker tables
+    had applied every fact derived from them."""
+    facts_per_event: float = 0.0
 
 
 @dataclass
@@ -500,19 +540,29 @@ async def faust_consume(
         web_enabled=False,
     )
     app = build_app(settings)
+    counters = app.counters
     started = time.perf_counter()
     first = 0.0
     await app.start()
     try:
-        while app.counters.messages < events:
-            if not first and app.counters.messages:
+        while counters.messages < events:
+            if not first and counters.messages:
                 first = time.perf_counter()
             await asyncio.sleep(0.005)
         last = time.perf_counter()
+        # Polling: the counters are plain integers with nothing to wait on.
+        while counters.facts_applied < counters.facts_sent:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        complete = time.perf_counter()
     finally:
         await app.stop()
         await delete_topics(kafka, await topics_with_prefix(kafka, f"{settings.app_id}-"))
-    return ConsumeRun(startup=first - started, steady=(events - 1) / (last - first))
+    return ConsumeRun(
+        startup=first - started,
+        steady=(events - 1) / (last - first),
+        complete=(events - 1) / (complete - first),
+        facts_per_event=counters.facts_sent / events,
+    )
 
 
 async def bench_consumers(plan: Plan, kafka: KafkaSettings, work: Path) -> ConsumerResult:
@@ -581,44 +631,75 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
 
+def latency_rows(result: LatencyResult) -> list[list[str]]:
+    rows = []
+    for label, values in (
+        ("append -> acknowledged by Kafka (relay leg)", result.acknowledged),
+        ("append -> projection committed in the other process", result.projected),
+    ):
+        if values:
+            rows.append(
+                [
+                    f"{result.target_rate:,}/s: {label}",
+                    ms(percentile(values, 50)),
+                    ms(percentile(values, 90)),
+                    ms(percentile(values, 99)),
+                    ms(max(values)),
+                ]
+            )
+    return rows
+
+
+def p99_ms(result: LatencyResult) -> float:
+    return percentile(result.projected, 99) * 1000 if result.projected else float("inf")
+
+
 def report(
     plan: Plan,
     quick: bool,
     kafka: KafkaSettings,
     relay: RelayResult,
-    latency: LatencyResult,
+    latencies: list[LatencyResult],
     consumers: ConsumerResult,
     elapsed: float,
 ) -> str:
-    info = machine_info(**{"Kafka": f"single KRaft node at {kafka.bootstrap_servers}"})
+    info = machine_info(Kafka=f"single KRaft node at {kafka.bootstrap_servers}, same machine")
     lines = [
         f"Run: {now_utc()}, `python -m bench.kafka_bench{' --quick' if quick else ''}`"
         f" ({elapsed:.0f} s). The broker, the benchmark and its consumer process share the"
-        " machine.",
+        " machine's CPUs, so every figure includes that contention.",
         "",
         *(f"- {fact}" for fact in info.lines()),
         "",
     ]
+    lines += relay_section(plan, relay)
+    lines += latency_section(plan, latencies)
+    lines += consumer_section(plan, consumers)
+    return "\n".join(lines)
 
+
+def relay_section(plan: Plan, relay: RelayResult) -> list[str]:
     relay_rate, plain_rate = median(relay.relay), median(relay.plain)
-    verdict = "meets" if relay.ratio >= RELAY_TARGET else "misses"
-    lines += [
+    verdict = "meets" if relay.ratio >= RELAY_TARGET else "**misses**"
+    send_us = 1e6 / plain_rate
+    relay_us = 1e6 / relay_rate
+    return [
         "### Relay throughput: store to Kafka",
         "",
         f"{relay.events:,} catalog events (10 per case) in a SQLite store; {plan.relay_rounds}"
-        f" rounds after a warm-up, alternating which contender goes first; {PARTITIONS}"
-        " partitions, `acks=all`, idempotent producers on both sides.",
+        f" round(s) after a warm-up, alternating which contender goes first; {PARTITIONS}"
+        " partitions, `acks=all`, idempotent producers on both sides, same linger.",
         "",
         markdown_table(
             ["contender", "events/s (median)", "rounds"],
             [
                 [
-                    "OutboxRelay (read store, encode, publish 500-event batches, checkpoint)",
+                    "OutboxRelay: read store, encode, publish 500-event batches, checkpoint",
                     fmt_rate(relay_rate),
                     ", ".join(fmt_rate(r) for r in relay.relay),
                 ],
                 [
-                    "plain AIOKafkaProducer, same records pre-encoded in memory",
+                    "plain AIOKafkaProducer: the same records, pre-encoded in memory",
                     fmt_rate(plain_rate),
                     ", ".join(fmt_rate(r) for r in relay.plain),
                 ],
@@ -628,77 +709,122 @@ def report(
         f"**Ratio relay / plain: {fmt_ratio(relay.ratio)}** (target >= {RELAY_TARGET}:"
         f" {verdict} it).",
         "",
+        f"Where the relay's {relay_us:.0f} us per event go (same run, one thread): reading the"
+        f" store back into validated events {relay.read_us:.0f} us, CloudEvents encoding"
+        f" {relay.encode_us:.0f} us, and the producer's own send path, which is all the plain"
+        f" producer pays: {send_us:.0f} us. The relay's Python work per event alone is"
+        f" {(relay.read_us + relay.encode_us) / send_us:.1f}x the plain producer's, so no"
+        " batching or pipelining brings the ratio near 0.8 while every stored event is"
+        " decoded through its pydantic model and encoded again. Reaching the target needs a"
+        " relay that publishes the stored bytes as they are (the `data` column already is the"
+        " record value; the `ce_*` headers come from the row's columns) and reads the next"
+        " batch while the previous one is in flight; that is a change to `events/outbox.py`"
+        " and the store port, not made here.",
+        "",
     ]
 
-    projected = latency.projected
-    acked = latency.acknowledged
-    rows = []
-    for label, values in (
-        ("append -> acknowledged by Kafka (relay leg)", acked),
-        ("append -> projection committed in the other process", projected),
-    ):
-        if values:
-            rows.append(
-                [
-                    label,
-                    ms(percentile(values, 50)),
-                    ms(percentile(values, 90)),
-                    ms(percentile(values, 99)),
-                    ms(max(values)),
-                ]
-            )
-    p99 = percentile(projected, 99) * 1000 if projected else float("inf")
-    verdict = "meets" if p99 <= P99_TARGET_MS else "misses"
-    lines += [
+
+def latency_section(plan: Plan, latencies: list[LatencyResult]) -> list[str]:
+    main, *others = latencies
+    p99 = p99_ms(main)
+    verdict = "meets" if p99 <= P99_TARGET_MS else "**misses**"
+    rows = [row for result in latencies for row in latency_rows(result)]
+    lines = [
         "### End-to-end latency at a fixed rate",
         "",
-        f"{latency.events:,} events appended one per `append` at {plan.rate:,}/s for"
-        f" {plan.seconds:.0f} s (achieved {latency.rate:,.0f}/s); the relay follows the store;"
-        " a `KafkaEventSubscriber` in a separate process applies each event to a"
-        " `SqliteReadModelStore` projection in its own durable transaction"
-        f" (`BusProjectionHandler`); {latency.received:,} of {latency.events:,} arrived.",
+        "Events appended one per `append` (as commands do) on a fixed schedule; the relay"
+        " follows the store; a `KafkaEventSubscriber` in a separate process applies each event"
+        " to a `SqliteReadModelStore` projection through `BusProjectionHandler` (one durable"
+        " transaction per event, as the services do) and notes how long after the store"
+        " recorded it the transaction committed.",
         "",
-        markdown_table(["milliseconds", "p50", "p90", "p99", "max"], rows),
-        "",
-        f"**p99 {p99:.1f} ms** (target <= {P99_TARGET_MS:.0f} ms at 1,000 events/s: {verdict} it).",
+        markdown_table(
+            ["rate / milliseconds", "p50", "p90", "p99", "max"],
+            rows,
+        ),
         "",
     ]
+    for result in latencies:
+        lines.append(
+            f"- {result.target_rate:,}/s for {result.seconds:.0f} s: appends achieved"
+            f" {result.rate:,.0f}/s; {result.received:,} of {result.events:,} events projected;"
+            f" the consumer process handled {result.handled_rate:,.0f} events/s first to last."
+        )
+    lines += [
+        "",
+        f"**p99 at {main.target_rate:,}/s: {p99:.1f} ms** (target <= {P99_TARGET_MS:.0f} ms at"
+        f" 1,000 events/s: {verdict} it).",
+        "",
+    ]
+    if p99 > P99_TARGET_MS:
+        lines.append(
+            f"The relay leg keeps up (its p99 is in the table). The consumer does not: it"
+            f" handled {main.handled_rate:,.0f} events/s while {main.target_rate:,}/s arrived,"
+            " so a queue builds and latency grows for as long as the load lasts. Each event"
+            " costs a CloudEvents decode plus its own SQLite transaction with an fsync"
+            " (`synchronous=FULL`) run on the event loop, and the subscriber hands events over"
+            " one at a time. Meeting the target needs the projection to apply a poll's batch in"
+            " one transaction (one fsync per batch, still deduplicated per stream); that is a"
+            " change to the subscriber/`BusProjectionHandler` contract, not made here."
+            + (
+                f" The {others[0].target_rate:,}/s run shows the latency when the consumer"
+                " keeps up."
+                if others
+                else ""
+            )
+        )
+        lines.append("")
+    return lines
 
-    def consume_row(label: str, runs: list[ConsumeRun]) -> list[str]:
+
+def consumer_section(plan: Plan, consumers: ConsumerResult) -> list[str]:
+    def rate(runs: list[ConsumeRun], complete: bool = False) -> float:
+        return median([(r.complete or r.steady) if complete else r.steady for r in runs])
+
+    def row(label: str, runs: list[ConsumeRun], faust: bool) -> list[str]:
         return [
             label,
-            fmt_rate(median([r.steady for r in runs])),
+            fmt_rate(rate(runs)),
+            fmt_rate(rate(runs, complete=True)) if faust else "n/a",
             f"{median([r.startup for r in runs]):.1f}",
         ]
 
-    plain_steady = median([r.steady for r in consumers.plain])
-    lines += [
+    plain = rate(consumers.plain)
+    facts = median([r.facts_per_event for r in consumers.faust])
+    eos = rate(consumers.faust)
+    alo = rate(consumers.faust_alo)
+    return [
         "### Faust versus a plain aiokafka consumer",
         "",
-        f"{consumers.events:,} case events on one topic ({PARTITIONS} partitions), read from the"
-        f" start by a new consumer group; {plan.consumer_rounds} round(s), order rotating. Both"
-        " decode every tracked event and fold it with `services.caseload.domain.apply`.",
+        f"{consumers.events:,} case events on one topic ({PARTITIONS} partitions), all of"
+        f" tracked types, read from the start by a new consumer group; {plan.consumer_rounds}"
+        " round(s), order rotating. Both decode each event and fold it with"
+        " `services.caseload.domain.apply`. The plain consumer keeps the states in a dict and"
+        " commits per batch; Faust is the caseload processor as deployed: the per-case table"
+        " (changelogged), the worker facts through the internal topic and the worker tables.",
         "",
         markdown_table(
-            ["consumer", "events/s (first to last)", "start-up s"],
+            ["consumer", "case events/s", "until worker tables done", "start-up s"],
             [
-                consume_row(
-                    "plain AIOKafkaConsumer, dict state, commit per batch", consumers.plain
-                ),
-                consume_row("Faust caseload app, exactly_once", consumers.faust),
-                consume_row("Faust caseload app, at_least_once", consumers.faust_alo),
+                row("plain AIOKafkaConsumer", consumers.plain, faust=False),
+                row("Faust, exactly_once", consumers.faust, faust=True),
+                row("Faust, at_least_once", consumers.faust_alo, faust=True),
             ],
         ),
         "",
-        f"Ratio Faust / plain: exactly_once"
-        f" {fmt_ratio(median([r.steady for r in consumers.faust]) / plain_steady)},"
-        f" at_least_once"
-        f" {fmt_ratio(median([r.steady for r in consumers.faust_alo]) / plain_steady)}."
-        " Faust does more per event: each table change also goes to a changelog topic and"
-        " each holder change sends a worker fact, and with exactly_once all of it is"
-        " committed in Kafka transactions.",
+        f"**Ratio Faust / plain: exactly_once {fmt_ratio(eos / plain)}, at_least_once"
+        f" {fmt_ratio(alo / plain)}.** The plain consumer does far less: no durable state and"
+        " no second hop. Faust's cost is per Kafka record it moves, each through its Python"
+        " send or stream path: every tracked event writes the case table's changelog and"
+        f" sends {facts:.1f} worker facts on average in this workload, which the second agent"
+        " consumes and turns into more changelog writes (the windowed contact table has a key"
+        " index with a changelog of its own). The exactly_once transactions cost little on top:"
+        " they commit once per `commit_interval`, not per record. So one caseload process keeps"
+        " up with only a few hundred tracked events per second on this machine; the other 26"
+        " of the 32 catalog types are skipped on the `ce_type` header without decoding, and"
+        " more throughput comes from more worker processes (the topology is partitioned by"
+        " case and by worker).",
     ]
-    return "\n".join(lines)
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -713,12 +839,15 @@ async def run(quick: bool, write: bool) -> str:
         print("relay versus plain producer ...", flush=True)
         relay = await bench_relay(plan, kafka, work)
         print(f"  relay/plain {fmt_ratio(relay.ratio)}", flush=True)
-        print("end-to-end latency ...", flush=True)
-        latency = await bench_latency(plan, kafka, work)
+        latencies = []
+        for rate, seconds in ((plan.rate, plan.seconds), (plan.low_rate, plan.low_seconds)):
+            print(f"end-to-end latency at {rate}/s ...", flush=True)
+            latencies.append(await bench_latency(rate, seconds, kafka, work))
+            print(f"  p99 {p99_ms(latencies[-1]):.1f} ms", flush=True)
         print("Faust versus plain consumer ...", flush=True)
         consumers = await bench_consumers(plan, kafka, work)
         elapsed = time.perf_counter() - started
-        body = report(plan, quick, kafka, relay, latency, consumers, elapsed)
+        body = report(plan, quick, kafka, relay, latencies, consumers, elapsed)
     if write:
         replace_section(HEADING, body)
     return body

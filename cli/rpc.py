@@ -24,8 +24,7 @@ from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2_grpc
 from casetrail.intake.v1 import intake_pb2_grpc
 from casetrail.planning.v1 import planning_pb2_grpc
-
-SERVICES = ("intake", "coordination", "planning", "audit")
+from cli.main import SERVICES
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)

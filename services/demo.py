@@ -26,7 +26,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from cli.rpc import SERVICES, Stubs, UnexpectedSuccess, connect, load_addresses
+from cli.main import SERVICES
+from cli.rpc import Stubs, UnexpectedSuccess, connect, load_addresses
 from cli.walk import closing, opening, services
 from cli.walk.story import Story
 from cli.walk.walk import Walk, WalkResult

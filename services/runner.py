@@ -22,7 +22,8 @@ from events.bus.topics import TopicSettings, ensure_topics
 from events.hosting import Infrastructure, RunningService
 
 SERVICES = ("intake", "coordination", "planning", "audit")
-DEFAULT_PORTS = {"intake": 50051, "coordination": 50052, "planning": 50053, "audit": 50054}
+# Below Linux's ephemeral range (32768-60999), so outgoing connections never hold them.
+DEFAULT_PORTS = {"intake": 7301, "coordination": 7302, "planning": 7303, "audit": 7304}
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:15432/casetrail"
 
 

@@ -26,12 +26,6 @@ MAX_KEY_LENGTH = 200
 
 T = TypeVar("T")
 
-def actor_from(message: common_pb2.Actor, field: str) -> Actor:
-    problems = _actor_problems(message, field)
-    if problems:
-        raise InvalidCommand(problems)
-    return Actor(message.user_id, Role(message.role))
-
 
 def command_context_problems(
     message: common_pb2.CommandContext, field: str = "context"
@@ -41,7 +35,9 @@ def command_context_problems(
     key = message.idempotency_key
     if not key or len(key) > MAX_KEY_LENGTH:
         problems.append(
-            FieldProblem(f"{field}.idempotency_key", f"required, at most {MAX_KEY_LENGTH} characters")
+            FieldProblem(
+                f"{field}.idempotency_key", f"required, at most {MAX_KEY_LENGTH} characters"
+            )
         )
     correlation: UUID | None = None
     if message.correlation_id:
@@ -54,7 +50,7 @@ def command_context_problems(
     if problems:
         return None, problems
     context = CommandContext(
-        actor=Actor(message.actor.user_id, Role(message.actor.role)),
+        actor=_actor(message.actor),
         idempotency_key=key,
         occurred_at=(
             message.occurred_at.ToDatetime(tzinfo=UTC) if message.HasField("occurred_at") else None
@@ -87,12 +83,12 @@ def query_context_problems(
     try:
         purpose = AccessPurpose(message.purpose)
     except ValueError:
-        allowed = ", ".join(purpose.value for purpose in AccessPurpose)
+        allowed = ", ".join(value.value for value in AccessPurpose)
         problem = "required (need-to-know): one of" if not message.purpose else "must be one of:"
         problems.append(FieldProblem(f"{field}.purpose", f"{problem} {allowed}"))
     if purpose is None or problems:
         return None, problems
-    return QueryContext(Actor(message.actor.user_id, Role(message.actor.role)), purpose), []
+    return QueryContext(_actor(message.actor), purpose), []
 
 
 def query_context_from(message: common_pb2.QueryContext, field: str = "context") -> QueryContext:
@@ -142,6 +138,10 @@ def _stand_in() -> CommandContext:
     """What ``read_command`` reads a request with when its context is bad: ids derived from it
     are well formed, and the request is refused anyway."""
     return CommandContext(actor=Actor("stand-in", Role.SYSTEM), idempotency_key="stand-in")
+
+
+def _actor(message: common_pb2.Actor) -> Actor:
+    return Actor(message.user_id, Role(message.role))
 
 
 def _actor_problems(message: common_pb2.Actor, field: str) -> list[FieldProblem]:

@@ -25,11 +25,11 @@ from uuid import UUID
 import psycopg
 from psycopg import sql
 
-from events.catalog.base import Role
-from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from events.envelope import NewEvent, RecordedEvent
 from events.errors import ConcurrencyError, DuplicateEventIdError
 from events.registry import EventRegistry, encode
 from events.store.port import EventStore
+from events.store.rows import COLUMNS, same_content, to_recorded
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,6 @@ _APPEND_LOCK = 0x63747276
 _SCHEMA_LOCK = _APPEND_LOCK + 1
 _CONCURRENCY_SQLSTATE = "CT001"
 _UNIQUE_VIOLATION = "23505"
-
-_COLUMNS = (
-    "position, event_id, stream, sequence, event_type, schema_version, data, source, actor_id,"
-    " actor_role, correlation_id, causation_id, occurred_at, recorded_at"
-)
 
 Row = tuple[Any, ...]
 T = TypeVar("T")
@@ -68,7 +63,7 @@ class PostgresEventStore(EventStore):
             "SELECT first_position, recorded_at FROM {}.append_events"
             "(%s, %s::integer, %b, %b, %b, %b, %b, %b, %b, %b, %b, %b)"
         ).format(sql.Identifier(schema))
-        self._select = sql.SQL(f"SELECT {_COLUMNS} FROM {{}}").format(table)
+        self._select = sql.SQL(f"SELECT {COLUMNS} FROM {{}}").format(table)
         self._read_all_sql = self._select + sql.SQL(
             " WHERE position > %s ORDER BY position LIMIT %s"
         )
@@ -80,7 +75,6 @@ class PostgresEventStore(EventStore):
             "SELECT coalesce(max(sequence), 0) FROM {} WHERE stream = %s"
         ).format(table)
         self._last_position_sql = sql.SQL("SELECT coalesce(max(position), 0) FROM {}").format(table)
-        self._roles = {role.value: role for role in Role}
 
     @classmethod
     async def connect(
@@ -246,41 +240,8 @@ class PostgresEventStore(EventStore):
         return await self._readers.run(fetch)
 
     def _decode(self, rows: list[Row]) -> list[RecordedEvent]:
-        decode = self._registry.decode
-        roles = self._roles
-        return [
-            RecordedEvent(
-                event_id=event_id,
-                stream=stream,
-                sequence=sequence,
-                position=position,
-                recorded_at=recorded_at,
-                event=decode(event_type, schema_version, data),
-                metadata=EventMetadata(
-                    source=source,
-                    actor=Actor(actor_id, roles.get(actor_role) or Role(actor_role)),
-                    occurred_at=occurred_at,
-                    correlation_id=correlation_id,
-                    causation_id=causation_id,
-                ),
-            )
-            for (
-                position,
-                event_id,
-                stream,
-                sequence,
-                event_type,
-                schema_version,
-                data,
-                source,
-                actor_id,
-                actor_role,
-                correlation_id,
-                causation_id,
-                occurred_at,
-                recorded_at,
-            ) in rows
-        ]
+        registry = self._registry
+        return [to_recorded(row, registry) for row in rows]
 
     async def _stored_rows(
         self, connection: psycopg.AsyncConnection[Any], events: Sequence[NewEvent]
@@ -297,14 +258,8 @@ class PostgresEventStore(EventStore):
         if len(by_id) != len(events):
             return None
         rows = [by_id[new.event_id] for new in events]
-        for new, row in zip(events, rows, strict=True):
-            if (row[2], row[4], row[5], bytes(row[6])) != (
-                stream,
-                new.event.event_type,
-                new.event.schema_version,
-                encode(new.event),
-            ):
-                return None
+        if not all(same_content(new, row, stream) for new, row in zip(events, rows, strict=True)):
+            return None
         return self._decode(rows)
 
     async def _unique_violation(

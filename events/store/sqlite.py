@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +23,7 @@ from events.store.rows import (
     COLUMNS,
     StoredRow,
     insert_values,
+    recorded_from_new,
     same_content,
     to_micros,
     to_recorded,
@@ -113,6 +115,17 @@ class SqliteEventStore(EventStore):
         rows = await self._writer.write(
             lambda connection: self._append_in(connection, stream, list(events), expected_version)
         )
+        if isinstance(rows, _Appended):
+            return [
+                recorded_from_new(
+                    new,
+                    stream,
+                    expected_version + offset,
+                    rows.first_position + offset - 1,
+                    rows.recorded_at,
+                )
+                for offset, new in enumerate(events, start=1)
+            ]
         return [to_recorded(row, self._registry) for row in rows]
 
     def _append_in(
@@ -121,7 +134,8 @@ class SqliteEventStore(EventStore):
         stream: str,
         events: list[NewEvent],
         expected_version: int,
-    ) -> list[StoredRow]:
+    ) -> list[StoredRow] | _Appended:
+        """The new events' place, or the stored rows when this is a retry of a stored batch."""
         current = _version_of(connection, stream)
         if current != expected_version:
             retried = _already_stored(connection, stream, events)
@@ -144,13 +158,9 @@ class SqliteEventStore(EventStore):
                 return retried
             raise DuplicateEventIdError(_first_stored_id(connection, events)) from None
         self._last_recorded_at = recorded_at
+        # One writer and INTEGER PRIMARY KEY: the batch got consecutive positions.
         last_position = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
-        first_position = last_position - len(events) + 1
-        rows: list[StoredRow] = connection.execute(
-            f"{_SELECT} WHERE position BETWEEN ? AND ? ORDER BY position",
-            (first_position, last_position),
-        ).fetchall()
-        return rows
+        return _Appended(last_position - len(events) + 1, recorded_at)
 
     async def read_stream(
         self,
@@ -228,6 +238,12 @@ class SqliteEventStore(EventStore):
             connection = connect(str(self._path))
             self._local.connection = connection
         return query(connection)
+
+
+@dataclass(frozen=True, slots=True)
+class _Appended:
+    first_position: int
+    recorded_at: int
 
 
 class SqliteCheckpointStore(CheckpointStore):

@@ -90,6 +90,9 @@ class Counters:
     skipped: int = 0
     """Untracked types and repeats."""
     undecodable: int = 0
+    facts_sent: int = 0
+    facts_applied: int = 0
+    """Worker facts applied to the worker tables (equal to ``facts_sent`` once caught up)."""
 
 
 class CaseloadApp(faust.App):
@@ -152,6 +155,9 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
         autodiscover=False,
         processing_guarantee=settings.processing_guarantee,
         broker_commit_interval=settings.commit_interval,
+        # Like the platform's producers: a few ms of linger batches the changelog and fact
+        # records (Faust's default of 0 sends a request per one or two records).
+        producer_linger=settings.kafka.linger_ms / 1000,
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.partitions,
         table_standby_replicas=0,
@@ -215,6 +221,7 @@ def _add_topology(app: CaseloadApp) -> None:
             app.cases[recorded.subject] = applied.state.to_json()
             for fact in applied.facts:
                 await facts.send(key=fact.worker_id, value=FactRecord.of(fact))
+            counters.facts_sent += len(applied.facts)
             counters.applied += 1
 
     async def count_caseloads(stream: StreamT[FactRecord]) -> None:
@@ -234,6 +241,7 @@ def _add_topology(app: CaseloadApp) -> None:
                 app.contacts[worker] += 1
             else:
                 log.warning("caseload: ignoring worker fact of unknown kind %r", fact.kind)
+            counters.facts_applied += 1
 
     app.agent(source, name="track-cases")(track_cases)
     app.agent(facts, name="count-caseloads")(count_caseloads)

@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "coordination", "planning", "audit")
 _ADDRESS_LINE = re.compile(r"^\s+(?P<name>[a-z]+)\s+(?P<address>\S+:\d+)\s*$")
 START_PATIENCE = 60.0
+ENV = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "protos")])}
+"""How child processes find casetrail: as pytest's pythonpath does, whatever the venv's .pth."""
 
 
 @asynccontextmanager
@@ -37,7 +39,8 @@ async def fresh_database() -> AsyncIterator[str]:
     name = f"casetrail_e2e_{uuid.uuid4().hex[:12]}"
     try:
         async with await psycopg.AsyncConnection.connect(base, autocommit=True) as admin:
-            await admin.execute(f'CREATE DATABASE "{name}"')
+            # template0 takes no connections, so concurrent creations never find it in use.
+            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
     except psycopg.OperationalError as error:
         server_missing("PostgreSQL", error)
     try:
@@ -70,7 +73,7 @@ async def fresh_topic() -> AsyncIterator[str]:
 async def distributed_services(data_dir: Path) -> AsyncIterator[dict[str, str]]:
     """Start one process per service; yield their addresses; stop them with SIGTERM."""
     async with fresh_database() as dsn, fresh_topic() as topic:
-        env = os.environ | {
+        env = ENV | {
             "CASETRAIL_PG_DSN": dsn,
             "CASETRAIL_KAFKA_BOOTSTRAP": kafka_bootstrap(),
             "CASETRAIL_LOG_LEVEL": "WARNING",
@@ -79,10 +82,14 @@ async def distributed_services(data_dir: Path) -> AsyncIterator[dict[str, str]]:
         try:
             for name in SERVICES:
                 processes[name] = await _spawn(name, topic, data_dir, env)
-            addresses = await asyncio.gather(
-                *(_address(name, process, data_dir) for name, process in processes.items())
-            )
-            yield dict(zip(SERVICES, addresses, strict=True))
+            # A task group: when one service fails to start, the other readers are cancelled
+            # before the processes are stopped (which reads their output too).
+            async with asyncio.TaskGroup() as group:
+                readers = {
+                    name: group.create_task(_address(name, process, data_dir))
+                    for name, process in processes.items()
+                }
+            yield {name: reader.result() for name, reader in readers.items()}
         finally:
             await asyncio.gather(*(_stop(process) for process in processes.values()))
 

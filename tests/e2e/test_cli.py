@@ -18,7 +18,7 @@ from events.catalog_registry import default_registry
 from events.cloudevents import from_json_lines
 from services.demo import embedded_services
 from tests.e2e.conftest import Casetrail
-from tests.e2e.distributed import REPO
+from tests.e2e.distributed import ENV, REPO
 from tests.e2e.support import new_case, registration
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="package")
 async def casetrail_cli(*arguments: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cli.main", *arguments,
-        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=REPO, env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await process.communicate()
     assert process.returncode is not None
@@ -47,8 +47,8 @@ async def test_an_auditor_reads_timeline_state_and_export(casetrail: Casetrail) 
         patience=casetrail.patience,
     )
 
-    status, out, _ = await casetrail_cli("timeline", case.case_id, "--json", *audit)
-    assert status == 0
+    status, out, err = await casetrail_cli("timeline", case.case_id, "--json", *audit)
+    assert status == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     assert "casetrail.case.opened" in [event["type"] for event in events]
     assert {event["subject"] for event in events if event["source"] != "casetrail/audit"} == {
@@ -56,13 +56,13 @@ async def test_an_auditor_reads_timeline_state_and_export(casetrail: Casetrail) 
     }
 
     now = datetime.now(UTC).isoformat()
-    status, out, _ = await casetrail_cli("state", case.case_id, "--as-of", now, "--json", *audit)
-    assert status == 0
+    status, out, err = await casetrail_cli("state", case.case_id, "--as-of", now, "--json", *audit)
+    assert status == 0, err
     state = json.loads(out)
     assert (state["case_id"], state["status"]) == (case.case_id, "CASE_STATUS_OPENED")
 
-    status, out, _ = await casetrail_cli("export", case.case_id, *audit)
-    assert status == 0
+    status, out, err = await casetrail_cli("export", case.case_id, *audit)
+    assert status == 0, err
     exported = from_json_lines(out, default_registry())
     assert "casetrail.case.opened" in [recorded.event.event_type for recorded in exported]
 
@@ -86,7 +86,7 @@ async def test_an_operator_rebuilds_a_projection_and_tails_a_store(tmp_path: Pat
 
     tail = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cli.main", "tail", "--service", "intake", "--from-start", *storage,
-        cwd=REPO, stdout=asyncio.subprocess.PIPE,
+        cwd=REPO, env=ENV, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert tail.stdout is not None
     try:

@@ -350,7 +350,7 @@ def free_port() -> int:
         return port
 
 
-async def get_json(port: int, path: str) -> Any:
+async def get(port: int, path: str) -> tuple[int, Any]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
@@ -359,12 +359,18 @@ async def get_json(port: int, path: str) -> Any:
     finally:
         writer.close()
     head, _, body = response.partition(b"\r\n\r\n")
-    if b" 200 " not in head.split(b"\r\n", 1)[0]:
-        raise RuntimeError(head.decode(errors="replace"))
-    return json.loads(body)
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)
 
 
-async def test_the_worker_process_serves_the_tables_over_http(setup: Setup) -> None:
+async def get_json(port: int, path: str) -> Any:
+    status, body = await get(port, path)
+    if status != 200:
+        raise RuntimeError(f"GET {path}: {status} {body}")
+    return body
+
+
+async def test_the_worker_process_serves_the_tables_over_http(setup: Setup, tmp_path: Path) -> None:
     history = History()
     await publish(setup.kafka, setup.topic, scenario(history))
     port = free_port()
@@ -378,6 +384,8 @@ async def test_the_worker_process_serves_the_tables_over_http(setup: Setup) -> N
         "CASETRAIL_CASELOAD_DATA_DIR": str(settings.data_dir),
         "CASETRAIL_CASELOAD_WEB_PORT": str(port),
     }
+    log_path = tmp_path / "caseload-worker.log"
+    log_file = log_path.open("wb")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -388,7 +396,9 @@ async def test_the_worker_process_serves_the_tables_over_http(setup: Setup) -> N
         cwd=REPO,
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
+        # A file, not a pipe: nobody reads a pipe while the worker runs, and a full one
+        # would block its logging.
+        stderr=log_file,
     )
     seen: dict[str, Any] = {}
 
@@ -397,6 +407,10 @@ async def test_the_worker_process_serves_the_tables_over_http(setup: Setup) -> N
             seen["caseload"] = await get_json(port, "/caseload/")
             seen["overdue"] = await get_json(port, f"/overdue/?today={TODAY.isoformat()}")
             seen["ana"] = await get_json(port, "/caseload/w-ana/")
+            seen["contacts"] = await get_json(
+                port, f"/contacts/w-ana/?days=4&today={TODAY.isoformat()}"
+            )
+            seen["bad"] = await get(port, "/overdue/?today=someday")
         except (OSError, RuntimeError, ValueError) as error:
             seen["error"] = repr(error)
             return False
@@ -417,9 +431,13 @@ async def test_the_worker_process_serves_the_tables_over_http(setup: Setup) -> N
     finally:
         if process.returncode is None:
             process.terminate()
-        _, stderr = await process.communicate()
-    log_tail = stderr.decode(errors="replace")[-20000:]
+        await process.wait()
+        log_file.close()
+    log_tail = log_path.read_text(errors="replace")[-5000:]
     assert "caseload" in seen, f"never answered: {seen}\n{log_tail}"
     assert seen["caseload"] == {"workers": EXPECTED_CASELOADS, "unassigned": ["e"]}, log_tail
     assert seen["overdue"]["overdue"] == [o.to_json() for o in expected_overdue()], log_tail
     assert seen["ana"]["case_ids"] == ["a", "d", "f"], log_tail
+    per_day = {date.fromisoformat(d): n for d, n in seen["contacts"]["per_day"].items() if n}
+    assert per_day == expected_contacts("w-ana"), log_tail
+    assert seen["bad"] == (400, {"error": "today must be a date (YYYY-MM-DD), got 'someday'"})

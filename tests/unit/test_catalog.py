@@ -19,7 +19,7 @@ from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, Ref
 from events.catalog.clients import ClientRegistered
 from events.catalog.examples import example_events, legacy_example_events
 from events.catalog.funding import ClaimDecision, InsuranceClaimDecided
-from events.catalog.legacy import CaseOpenedV1
+from events.catalog.legacy import CaseOpenedV1, ClientRegisteredV1
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
 from events.catalog.referrals import ReferralMade
 from events.catalog.scheduling import ServiceScheduled
@@ -226,6 +226,29 @@ def test_case_opened_v1_is_upcast_to_v2(registry: EventRegistry) -> None:
             PresentingNeed(category=NeedCategory.OTHER, description="Evicted next month"),
         ),
     )
+
+
+def test_client_registered_v1_is_upcast_to_v2_confirming_no_one(
+    registry: EventRegistry,
+) -> None:
+    v1 = next(e for e in legacy_example_events() if isinstance(e, ClientRegisteredV1))
+    decoded = registry.decode(ClientRegistered.event_type, 1, encode(v1))
+    assert isinstance(decoded, ClientRegistered)
+    assert decoded.confirmed_not_duplicate_of == ()
+    assert decoded.model_dump(exclude={"confirmed_not_duplicate_of"}) == v1.model_dump()
+    data = _data(v1)
+    del data["name"]
+    with pytest.raises(InvalidEventError) as caught:
+        registry.validate(ClientRegistered.event_type, 1, data)
+    assert _fields(caught.value) == {"name"}
+    assert "schema version 1" in str(caught.value)
+
+
+def test_a_registration_confirms_each_other_client_once() -> None:
+    data = _data(_example(ClientRegistered)) | {"confirmed_not_duplicate_of": ["c-1", "c-1"]}
+    with pytest.raises(InvalidEventError) as caught:
+        default_registry().validate(ClientRegistered.event_type, 2, data)
+    assert _fields(caught.value) == {"confirmed_not_duplicate_of"}
 
 
 def test_bad_v1_data_is_refused_naming_the_v1_field(registry: EventRegistry) -> None:

@@ -12,8 +12,9 @@ from events.catalog.access import RecordAccessed, RecordSection
 from events.commands import InvalidCommand, VersionConflict
 from events.envelope import EventMetadata, NewEvent, RecordedEvent
 from events.errors import ConcurrencyError, FieldProblem
+from events.queries import QueryContext
 from events.store.port import EventStore
-from services.audit.domain.access import Viewer, access_stream
+from services.audit.domain.access import access_stream
 
 SERVICE = "audit"
 SERVICE_SOURCE = f"casetrail/{SERVICE}"
@@ -29,7 +30,7 @@ _REQUEST_FIELDS = {
 
 async def record_access(
     store: EventStore,
-    viewer: Viewer,
+    viewer: QueryContext,
     case_id: str,
     sections: Sequence[RecordSection],
     *,
@@ -65,7 +66,9 @@ async def record_access(
     raise VersionConflict(stream, version, await store.stream_version(stream))
 
 
-def _accessed(viewer: Viewer, case_id: str, sections: Sequence[RecordSection]) -> RecordAccessed:
+def _accessed(
+    viewer: QueryContext, case_id: str, sections: Sequence[RecordSection]
+) -> RecordAccessed:
     try:
         return RecordAccessed(
             case_id=case_id,

@@ -9,13 +9,13 @@ from typing import Protocol
 
 from events.catalog.access import RecordAccessed, RecordSection
 from events.envelope import RecordedEvent
+from events.queries import QueryContext
 from events.store.port import EventStore
 from services.audit.app.handlers import record_access
 from services.audit.domain import history
 from services.audit.domain.access import (
     STATE_SECTIONS,
     AuditQuery,
-    Viewer,
     access_stream,
     check_allowed,
     sections_disclosed,
@@ -54,7 +54,7 @@ class Activity:
 
 async def get_timeline(
     deps: AuditDeps,
-    viewer: Viewer,
+    viewer: QueryContext,
     case_id: str,
     basis: TimeBasis,
     *,
@@ -73,7 +73,7 @@ async def get_timeline(
 
 
 async def get_state_as_of(
-    deps: AuditDeps, viewer: Viewer, case_id: str, as_of: datetime, basis: TimeBasis
+    deps: AuditDeps, viewer: QueryContext, case_id: str, as_of: datetime, basis: TimeBasis
 ) -> CaseState:
     check_allowed(viewer.actor, AuditQuery.STATE)
     ordered = history.view(await _history(deps, case_id), basis, as_of)
@@ -84,7 +84,7 @@ async def get_state_as_of(
 
 async def who_did_what(
     deps: AuditDeps,
-    viewer: Viewer,
+    viewer: QueryContext,
     case_id: str,
     basis: TimeBasis,
     *,
@@ -98,7 +98,7 @@ async def who_did_what(
 
 
 async def export_case(
-    deps: AuditDeps, viewer: Viewer, case_id: str, basis: TimeBasis
+    deps: AuditDeps, viewer: QueryContext, case_id: str, basis: TimeBasis
 ) -> list[RecordedEvent]:
     """The whole history, for ``events.cloudevents.iter_json_lines``."""
     check_allowed(viewer.actor, AuditQuery.EXPORT)
@@ -107,7 +107,9 @@ async def export_case(
     return ordered
 
 
-async def get_access_log(deps: AuditDeps, viewer: Viewer, case_id: str) -> list[RecordedEvent]:
+async def get_access_log(
+    deps: AuditDeps, viewer: QueryContext, case_id: str
+) -> list[RecordedEvent]:
     """Every recorded access to the case, oldest first, this one included.
 
     Audit's own store answers at once (the timeline learns of new accesses a moment later);

@@ -7,7 +7,6 @@ a confidentiality review sees who saw what, including other reviewers.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 
@@ -24,18 +23,10 @@ from events.catalog import (
     referrals,
     scheduling,
 )
-from events.catalog.access import AccessPurpose, RecordSection
+from events.catalog.access import RecordSection
 from events.catalog.base import CaseEvent, Role
 from events.commands import NotAllowed
 from events.envelope import Actor
-
-
-@dataclass(frozen=True, slots=True)
-class Viewer:
-    """Who asks, and why (need-to-know)."""
-
-    actor: Actor
-    purpose: AccessPurpose
 
 
 class AuditQuery(StrEnum):

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
 
-import grpc
 from typing_extensions import override
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
-from events.envelope import RecordedEvent
-from events.grpc_platform.errors import REFUSALS, abort_with
-from events.grpc_platform.server import refusals_as_status
+from events.grpc_platform.server import (
+    Context,
+    refusals_as_status,
+    streamed_refusals_as_status,
+)
 from services.audit.app import queries
 from services.audit.entrypoints import responses
 from services.audit.entrypoints.requests import RequestReader, moment, page_token
 
 SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
-
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 class AuditServicer(audit_pb2_grpc.AuditServicer):
@@ -92,26 +90,18 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         )
 
     @override
+    @streamed_refusals_as_status
     async def ExportCase(
         self, request: audit_pb2.ExportCaseRequest, context: Context
     ) -> AsyncIterator[audit_pb2.ExportCaseChunk]:
-        # refusals_as_status wraps coroutines; a streaming method refuses before its first
-        # message, so the refusal is turned into a status here.
-        try:
-            ordered = await self._export(request)
-        except REFUSALS as error:
-            await abort_with(context, error)
-            return
-        for chunk in responses.export_chunks(ordered):
-            yield chunk
-
-    async def _export(self, request: audit_pb2.ExportCaseRequest) -> list[RecordedEvent]:
         read = RequestReader()
         viewer = read.viewer(request.context)
         case_id = read.case_id(request.case_id)
         basis = read.basis(request.basis)
         read.done()
-        return await queries.export_case(self._deps, viewer, case_id, basis)
+        ordered = await queries.export_case(self._deps, viewer, case_id, basis)
+        for chunk in responses.export_chunks(ordered):
+            yield chunk
 
     @override
     @refusals_as_status

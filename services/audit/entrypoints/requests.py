@@ -18,12 +18,14 @@ from events.catalog.base import Identifier, Role
 from events.commands import InvalidCommand
 from events.envelope import Actor
 from events.errors import FieldProblem
-from events.grpc_platform.context import actor_from
-from services.audit.domain.access import Viewer
+from events.grpc_platform.context import query_context_problems
+from events.queries import QueryContext
 from services.audit.domain.history import SortKey, TimeBasis
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+
+_STAND_IN = QueryContext(Actor("stand-in", Role.SYSTEM), AccessPurpose.CONFIDENTIALITY_REVIEW)
 
 _BASES = {
     audit_pb2.TIME_BASIS_OCCURRED: TimeBasis.OCCURRED,
@@ -49,20 +51,11 @@ class RequestReader:
     def missing(self, field: str) -> None:
         self.problems.append(FieldProblem(field, "required"))
 
-    def viewer(self, context: common_pb2.QueryContext) -> Viewer:
-        actor = None
-        try:
-            actor = actor_from(context.actor, "context.actor")
-        except InvalidCommand as error:
-            self.problems.extend(error.violations)
-        purpose = AccessPurpose.CONFIDENTIALITY_REVIEW
-        try:
-            purpose = AccessPurpose(context.purpose)
-        except ValueError:
-            allowed = ", ".join(p.value for p in AccessPurpose)
-            self.problems.append(FieldProblem("context.purpose", f"must be one of: {allowed}"))
-        # The placeholder actor never escapes: done() raises whenever actor_from refused.
-        return Viewer(actor or Actor("", Role.SYSTEM), purpose)
+    def viewer(self, message: common_pb2.QueryContext) -> QueryContext:
+        context, problems = query_context_problems(message)
+        self.problems.extend(problems)
+        # The stand-in never escapes: done() raises whenever the context was refused.
+        return context or _STAND_IN
 
     def case_id(self, value: str, field: str = "case_id") -> str:
         return self.identifier(value, field) or ""

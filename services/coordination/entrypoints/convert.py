@@ -13,14 +13,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
-from events.catalog.access import AccessPurpose
 from events.catalog.assignment import WorkerCredential
 from events.catalog.scheduling import ServiceLocation
 from events.catalog.values import Money, Provider
-from events.commands import InvalidCommand
-from events.envelope import Actor, RecordedEvent
-from events.errors import FieldProblem
-from events.grpc_platform.context import actor_from
+from events.envelope import RecordedEvent
 from services.coordination.app.queries import CaseCoordination
 from services.coordination.domain.agency import BudgetLine, Program, Worker
 from services.coordination.domain.budget import BudgetLineState
@@ -44,16 +40,6 @@ def command(model: type[C], request: Message) -> C:
     )
     data.pop("context", None)
     return validated(model, _without_empty_strings(data))
-
-
-def query_actor(context: common_pb2.QueryContext) -> Actor:
-    actor = actor_from(context.actor, "context.actor")
-    purposes = {purpose.value for purpose in AccessPurpose}
-    if context.purpose not in purposes:
-        raise InvalidCommand(
-            [FieldProblem("context.purpose", f"must be one of: {', '.join(sorted(purposes))}")]
-        )
-    return actor
 
 
 def result(case_id: str, recorded: Sequence[RecordedEvent]) -> common_pb2.CommandResult:

@@ -4,9 +4,8 @@ responses. Refusals become statuses in ``refusals_as_status``."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeAlias, TypeVar
+from typing import Protocol, TypeVar
 
-import grpc
 from typing_extensions import override
 
 from casetrail.common.v1 import common_pb2
@@ -21,8 +20,8 @@ from events.catalog.scheduling import ServiceScheduled
 from events.commands import CommandContext, InvalidCommand
 from events.envelope import RecordedEvent
 from events.errors import FieldProblem
-from events.grpc_platform.context import command_context_from
-from events.grpc_platform.server import refusals_as_status
+from events.grpc_platform.context import query_context_from, read_command, read_query
+from events.grpc_platform.server import Context, refusals_as_status
 from services.coordination.app import handlers, queries
 from services.coordination.app.handlers import Dependencies
 from services.coordination.domain import commands
@@ -30,7 +29,6 @@ from services.coordination.entrypoints import convert
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Coordination"].full_name
 
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 C = TypeVar("C", bound=commands.Command)
 E = TypeVar("E", bound=CaseEvent)
 
@@ -76,9 +74,11 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def SuggestWorkers(
         self, request: pb.SuggestWorkersRequest, context: Context
     ) -> pb.SuggestWorkersResponse:
-        actor = convert.query_actor(request.context)
+        reader, case_id = read_query(
+            request.context, lambda: _required_id(request.case_id, "case_id")
+        )
         needs, fits = await queries.suggest_workers(
-            self._deps, actor, _required_id(request.case_id, "case_id"), datetime.now(UTC).date()
+            self._deps, reader.actor, case_id, datetime.now(UTC).date()
         )
         return pb.SuggestWorkersResponse(
             needs=[need.value for need in needs],
@@ -97,7 +97,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def ListWorkers(
         self, request: pb.ListWorkersRequest, context: Context
     ) -> pb.ListWorkersResponse:
-        loads = await queries.workers(self._deps, convert.query_actor(request.context))
+        loads = await queries.workers(self._deps, query_context_from(request.context).actor)
         return pb.ListWorkersResponse(
             workers=[convert.worker(load.worker, load.caseload) for load in loads]
         )
@@ -190,9 +190,11 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def GetClientSchedule(
         self, request: pb.GetClientScheduleRequest, context: Context
     ) -> pb.GetClientScheduleResponse:
-        actor = convert.query_actor(request.context)
+        reader, client_id = read_query(
+            request.context, lambda: _required_id(request.client_id, "client_id")
+        )
         services = await queries.schedule_of_client(
-            self._deps, actor, _required_id(request.client_id, "client_id"), request.include_past
+            self._deps, reader.actor, client_id, request.include_past
         )
         return pb.GetClientScheduleResponse(services=[convert.service(s) for s in services])
 
@@ -218,7 +220,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def ListPrograms(
         self, request: pb.ListProgramsRequest, context: Context
     ) -> pb.ListProgramsResponse:
-        programs = queries.programs(self._deps, convert.query_actor(request.context))
+        programs = queries.programs(self._deps, query_context_from(request.context).actor)
         return pb.ListProgramsResponse(programs=[convert.program(p) for p in programs])
 
     # -- funding ----------------------------------------------------------------------------
@@ -254,10 +256,10 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def GetBudgetLine(
         self, request: pb.GetBudgetLineRequest, context: Context
     ) -> pb.GetBudgetLineResponse:
-        actor = convert.query_actor(request.context)
-        line, state = await queries.budget_line(
-            self._deps, actor, _required_id(request.budget_line, "budget_line")
+        reader, line_id = read_query(
+            request.context, lambda: _required_id(request.budget_line, "budget_line")
         )
+        line, state = await queries.budget_line(self._deps, reader.actor, line_id)
         return convert.budget_line(line, state)
 
     @override
@@ -288,10 +290,10 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def GetCaseCoordination(
         self, request: pb.GetCaseCoordinationRequest, context: Context
     ) -> pb.GetCaseCoordinationResponse:
-        actor = convert.query_actor(request.context)
-        view = await queries.case_coordination(
-            self._deps, actor, _required_id(request.case_id, "case_id")
+        reader, case_id = read_query(
+            request.context, lambda: _required_id(request.case_id, "case_id")
         )
+        view = await queries.case_coordination(self._deps, reader.actor, case_id)
         return convert.case_coordination(view)
 
     async def _available(self, budget_line: str) -> pb.Money:
@@ -303,20 +305,10 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
 
 def _parse(request: _CommandRequest, model: type[C]) -> tuple[CommandContext, C]:
     """The command context and the command, refusing every bad field of both at once."""
-    problems: list[FieldProblem] = []
-    context: CommandContext | None = None
-    command: C | None = None
-    try:
-        context = command_context_from(request.context)
-    except InvalidCommand as error:
-        problems.extend(error.violations)
-    try:
-        command = convert.command(model, request)  # type: ignore[arg-type]
-    except InvalidCommand as error:
-        problems.extend(error.violations)
-    if context is None or command is None:
-        raise InvalidCommand(problems)
-    return context, command
+    return read_command(
+        request.context,
+        lambda _: convert.command(model, request),  # type: ignore[arg-type]
+    )
 
 
 def _event(recorded: list[RecordedEvent], model: type[E]) -> E:

@@ -69,7 +69,9 @@ class Registration:
     acknowledged_duplicates: tuple[DuplicateCandidate, ...]
 
 
-def registration_of(context: CommandContext, command: RegisterClient, today: date) -> ClientRegistered:
+def registration_of(
+    context: CommandContext, command: RegisterClient, today: date
+) -> ClientRegistered:
     """The registration ``command`` asks for, checked (possible duplicates are looked at later)."""
     registration = build(
         ClientRegistered,

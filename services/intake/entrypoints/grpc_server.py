@@ -20,6 +20,7 @@ from services.intake.entrypoints import from_proto, to_proto
 
 SERVICE_NAME = intake_pb2.DESCRIPTOR.services_by_name["Intake"].full_name
 
+
 def utc_today() -> date:
     return datetime.now(UTC).date()
 
@@ -33,8 +34,9 @@ class IntakeDeps:
 
 
 class IntakeServicer(intake_pb2_grpc.IntakeServicer):
-    """Each request is read whole first (its context and the catalog event it asks for, so every
-    bad field is refused at once); the handler then checks the role, rules and duplicates."""
+    """Each request is read whole first (its context and the catalog event it asks for), so every
+    bad field is refused at once; the handler then checks the role, builds the event again (it
+    trusts no caller) and checks the rules and duplicates."""
 
     def __init__(self, deps: IntakeDeps) -> None:
         self._deps = deps
@@ -98,9 +100,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
     ) -> intake_pb2.ReopenCaseResponse:
         command = from_proto.reopen_case(request)
         ctx, _ = read_command(request.context, lambda _: handlers.reopening_of(command))
-        recorded = await handlers.reopen_case(
-            self._deps.store, self._deps.closures, ctx, command
-        )
+        recorded = await handlers.reopen_case(self._deps.store, self._deps.closures, ctx, command)
         return intake_pb2.ReopenCaseResponse(result=to_proto.command_result(recorded))
 
     @override

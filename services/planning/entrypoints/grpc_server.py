@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
-
-import grpc
+from typing import TypeVar
 
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
@@ -14,8 +12,8 @@ from events.catalog.base import CaseEvent
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
 from events.catalog.planning import GoalAdded, PlanAgreed, PlanDrafted
 from events.commands import CommandContext
-from events.grpc_platform.context import command_context_from
-from events.grpc_platform.server import refusals_as_status
+from events.grpc_platform.context import read_command, read_query
+from events.grpc_platform.server import Context, refusals_as_status
 from services.planning.app import queries
 from services.planning.app.handlers import Dependencies, Outcome, handle
 from services.planning.domain.commands import Command
@@ -34,11 +32,12 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         self._clock = clock
 
     @refusals_as_status
-    async def DraftPlan(  # noqa: N802
-        self, request: planning_pb2.DraftPlanRequest, context: grpc.aio.ServicerContext[Any, Any]
+    async def DraftPlan(
+        self, request: planning_pb2.DraftPlanRequest, context: Context
     ) -> planning_pb2.DraftPlanResponse:
-        command_context = command_context_from(request.context)
-        command = translate.draft_plan(request, command_context)
+        command_context, command = read_command(
+            request.context, lambda ctx: translate.draft_plan(request, ctx)
+        )
         outcome = await self._run(command_context, command)
         # A retry answers with what was recorded the first time, not with this request's ids.
         drafted = _first(outcome, PlanDrafted)
@@ -50,11 +49,12 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         )
 
     @refusals_as_status
-    async def AddGoal(  # noqa: N802
-        self, request: planning_pb2.AddGoalRequest, context: grpc.aio.ServicerContext[Any, Any]
+    async def AddGoal(
+        self, request: planning_pb2.AddGoalRequest, context: Context
     ) -> planning_pb2.AddGoalResponse:
-        command_context = command_context_from(request.context)
-        command = translate.add_goal(request, command_context)
+        command_context, command = read_command(
+            request.context, lambda ctx: translate.add_goal(request, ctx)
+        )
         outcome = await self._run(command_context, command)
         added = _first(outcome, GoalAdded)
         return planning_pb2.AddGoalResponse(
@@ -64,44 +64,48 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         )
 
     @refusals_as_status
-    async def ReviseGoal(  # noqa: N802
-        self, request: planning_pb2.ReviseGoalRequest, context: grpc.aio.ServicerContext[Any, Any]
+    async def ReviseGoal(
+        self, request: planning_pb2.ReviseGoalRequest, context: Context
     ) -> planning_pb2.ReviseGoalResponse:
-        command_context = command_context_from(request.context)
-        command = translate.revise_goal(request, command_context)
+        command_context, command = read_command(
+            request.context, lambda ctx: translate.revise_goal(request, ctx)
+        )
         outcome = await self._run(command_context, command)
         return planning_pb2.ReviseGoalResponse(
             result=self._result(command, outcome), plan_version=_plan_version(outcome)
         )
 
     @refusals_as_status
-    async def AchieveGoal(  # noqa: N802
-        self, request: planning_pb2.AchieveGoalRequest, context: grpc.aio.ServicerContext[Any, Any]
+    async def AchieveGoal(
+        self, request: planning_pb2.AchieveGoalRequest, context: Context
     ) -> planning_pb2.AchieveGoalResponse:
-        command_context = command_context_from(request.context)
-        command = translate.achieve_goal(request)
+        command_context, command = read_command(
+            request.context, lambda _: translate.achieve_goal(request)
+        )
         outcome = await self._run(command_context, command)
         return planning_pb2.AchieveGoalResponse(result=self._result(command, outcome))
 
     @refusals_as_status
-    async def DropGoal(  # noqa: N802
-        self, request: planning_pb2.DropGoalRequest, context: grpc.aio.ServicerContext[Any, Any]
+    async def DropGoal(
+        self, request: planning_pb2.DropGoalRequest, context: Context
     ) -> planning_pb2.DropGoalResponse:
-        command_context = command_context_from(request.context)
-        command = translate.drop_goal(request)
+        command_context, command = read_command(
+            request.context, lambda _: translate.drop_goal(request)
+        )
         outcome = await self._run(command_context, command)
         return planning_pb2.DropGoalResponse(
             result=self._result(command, outcome), plan_version=_plan_version(outcome)
         )
 
     @refusals_as_status
-    async def RecordAgreement(  # noqa: N802
+    async def RecordAgreement(
         self,
         request: planning_pb2.RecordAgreementRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Context,
     ) -> planning_pb2.RecordAgreementResponse:
-        command_context = command_context_from(request.context)
-        command = translate.record_agreement(request)
+        command_context, command = read_command(
+            request.context, lambda _: translate.record_agreement(request)
+        )
         outcome = await self._run(command_context, command)
         agreed = _first(outcome, PlanAgreed)
         return planning_pb2.RecordAgreementResponse(
@@ -111,11 +115,12 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         )
 
     @refusals_as_status
-    async def LogContact(  # noqa: N802
-        self, request: planning_pb2.LogContactRequest, context: grpc.aio.ServicerContext[Any, Any]
+    async def LogContact(
+        self, request: planning_pb2.LogContactRequest, context: Context
     ) -> planning_pb2.LogContactResponse:
-        command_context = command_context_from(request.context)
-        command = translate.log_contact(request, command_context, self._day(command_context))
+        command_context, command = read_command(
+            request.context, lambda ctx: translate.log_contact(request, ctx, self._day(ctx))
+        )
         outcome = await self._run(command_context, command)
         logged = _first(outcome, ContactLogged)
         return planning_pb2.LogContactResponse(
@@ -124,13 +129,14 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         )
 
     @refusals_as_status
-    async def EvaluateProgress(  # noqa: N802
+    async def EvaluateProgress(
         self,
         request: planning_pb2.EvaluateProgressRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Context,
     ) -> planning_pb2.EvaluateProgressResponse:
-        command_context = command_context_from(request.context)
-        command = translate.evaluate_progress(request, command_context)
+        command_context, command = read_command(
+            request.context, lambda ctx: translate.evaluate_progress(request, ctx)
+        )
         outcome = await self._run(command_context, command)
         evaluated = _first(outcome, ProgressEvaluated)
         return planning_pb2.EvaluateProgressResponse(
@@ -139,40 +145,45 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         )
 
     @refusals_as_status
-    async def PlanDischarge(  # noqa: N802
+    async def PlanDischarge(
         self,
         request: planning_pb2.PlanDischargeRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        context: Context,
     ) -> planning_pb2.PlanDischargeResponse:
-        command_context = command_context_from(request.context)
-        command = translate.plan_discharge(request, self._day(command_context))
+        command_context, command = read_command(
+            request.context, lambda ctx: translate.plan_discharge(request, self._day(ctx))
+        )
         outcome = await self._run(command_context, command)
         return planning_pb2.PlanDischargeResponse(result=self._result(command, outcome))
 
     @refusals_as_status
-    async def CloseCase(  # noqa: N802
-        self, request: planning_pb2.CloseCaseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    async def CloseCase(
+        self, request: planning_pb2.CloseCaseRequest, context: Context
     ) -> planning_pb2.CloseCaseResponse:
-        command_context = command_context_from(request.context)
-        command = translate.close_case(request)
+        command_context, command = read_command(
+            request.context, lambda _: translate.close_case(request)
+        )
         outcome = await self._run(command_context, command)
         return planning_pb2.CloseCaseResponse(result=self._result(command, outcome))
 
     @refusals_as_status
-    async def GetCaseView(  # noqa: N802
-        self, request: planning_pb2.GetCaseViewRequest, context: grpc.aio.ServicerContext[Any, Any]
+    async def GetCaseView(
+        self, request: planning_pb2.GetCaseViewRequest, context: Context
     ) -> planning_pb2.CaseView:
-        actor, _ = translate.query_context(request.context)
-        document = await queries.case_view(self._deps.views, actor, translate.case_id_of(request))
+        reader, case_id = read_query(request.context, lambda: translate.case_id_of(request))
+        document = await queries.case_view(self._deps.views, reader.actor, case_id)
         return present.case_view(document)
 
     @refusals_as_status
-    async def ListCases(  # noqa: N802
-        self, request: planning_pb2.ListCasesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    async def ListCases(
+        self, request: planning_pb2.ListCasesRequest, context: Context
     ) -> planning_pb2.ListCasesResponse:
-        actor, _ = translate.query_context(request.context)
-        where, limit = translate.case_filter(request, self._clock().date())
-        documents, truncated = await queries.list_cases(self._deps.views, actor, where, limit)
+        reader, (where, limit) = read_query(
+            request.context, lambda: translate.case_filter(request, self._clock().date())
+        )
+        documents, truncated = await queries.list_cases(
+            self._deps.views, reader.actor, where, limit
+        )
         return planning_pb2.ListCasesResponse(
             cases=[present.case_summary(document) for document in documents], truncated=truncated
         )

@@ -9,9 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 
-from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
-from events.catalog.access import AccessPurpose
 from events.catalog.cases import CaseClosed, DischargePlanned
 from events.catalog.monitoring import ContactLogged, GoalProgress, ProgressEvaluated
 from events.catalog.planning import (
@@ -23,9 +21,7 @@ from events.catalog.planning import (
     PlanDrafted,
 )
 from events.catalog.values import NeedCategory
-from events.commands import CommandContext, InvalidCommand, derived_id
-from events.envelope import Actor
-from events.grpc_platform.context import actor_from
+from events.commands import CommandContext, derived_id
 from services.planning.adapters.case_document import CLOSED, OPEN, STAGES
 from services.planning.adapters.case_views import CaseFilter
 from services.planning.app.handlers import SOURCE
@@ -189,20 +185,6 @@ def close_case(request: planning_pb2.CloseCaseRequest) -> CloseCase:
     note = v.field(CaseClosed, "note", request.note or None)
     v.raise_if_any()
     return CloseCase(case_id, reason, note)
-
-
-def query_context(message: common_pb2.QueryContext) -> tuple[Actor, AccessPurpose]:
-    v = Violations()
-    actor: Actor | None = None
-    try:
-        actor = actor_from(message.actor, "context.actor")
-    except InvalidCommand as error:
-        v.problems.extend(error.violations)
-    purpose = v.value(AccessPurpose, message.purpose, "context.purpose")
-    v.raise_if_any()
-    assert actor is not None
-    assert purpose is not None
-    return actor, purpose
 
 
 def case_id_of(request: planning_pb2.GetCaseViewRequest) -> str:

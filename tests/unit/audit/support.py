@@ -20,7 +20,7 @@ from events.catalog.cases import (
 )
 from events.catalog.values import NeedCategory, Urgency
 from events.envelope import Actor, EventMetadata, RecordedEvent
-from services.audit.domain.access import Viewer
+from events.queries import QueryContext
 
 CASE = "case-0042"
 DAY = timedelta(days=1)
@@ -28,9 +28,9 @@ T0 = datetime(2024, 3, 1, 9, 0, tzinfo=UTC)
 
 INTAKE_WORKER = Actor("intake-ivy", Role.INTAKE_WORKER)
 COORDINATOR = Actor("coord-carla", Role.COORDINATOR)
-AUDITOR = Viewer(Actor("auditor-kim", Role.AUDITOR), AccessPurpose.CONFIDENTIALITY_REVIEW)
-SUPERVISOR = Viewer(Actor("super-sam", Role.SUPERVISOR), AccessPurpose.SUPERVISION)
-CASE_MANAGER = Viewer(Actor("worker-luca", Role.CASE_MANAGER), AccessPurpose.DIRECT_CARE)
+AUDITOR = QueryContext(Actor("auditor-kim", Role.AUDITOR), AccessPurpose.CONFIDENTIALITY_REVIEW)
+SUPERVISOR = QueryContext(Actor("super-sam", Role.SUPERVISOR), AccessPurpose.SUPERVISION)
+CASE_MANAGER = QueryContext(Actor("worker-luca", Role.CASE_MANAGER), AccessPurpose.DIRECT_CARE)
 
 
 @dataclass

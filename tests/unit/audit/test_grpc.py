@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import grpc
 import pytest
-from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import error_details_pb2
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail.common.v1 import common_pb2
 from events.cloudevents import from_json_lines, from_structured
 from events.envelope import RecordedEvent
-from events.grpc_platform.server import create_server
 from events.projections.runner import BusProjectionHandler
 from events.projections.sqlite import SqliteReadModelStore
 from events.registry import EventRegistry
@@ -26,6 +23,7 @@ from services.audit.adapters.timeline import TimelineProjection
 from services.audit.app.queries import AuditDeps
 from services.audit.entrypoints import responses
 from services.audit.entrypoints.grpc_server import SERVICE_NAME, AuditServicer
+from tests.support.grpc import details, refusal, serving, violated_fields
 from tests.unit.audit.support import CASE, DAY, T0, late_recorded_case
 
 OCCURRED = audit_pb2.TIME_BASIS_OCCURRED
@@ -48,14 +46,9 @@ async def audit(deps: AuditDeps) -> AsyncIterator[audit_pb2_grpc.AuditAsyncStub]
     def register(server: grpc.aio.Server) -> None:
         audit_pb2_grpc.add_AuditServicer_to_server(servicer, server)
 
-    server, port, _ = await create_server("127.0.0.1:0", [register], [SERVICE_NAME])
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            # The stub is the async flavour on an aio channel; grpc itself is untyped here.
-            yield cast("audit_pb2_grpc.AuditAsyncStub", audit_pb2_grpc.AuditStub(channel))
-    finally:
-        await server.stop(None)
+    async with serving(register, SERVICE_NAME) as channel:
+        # The stub is the async flavour on an aio channel; grpc itself is untyped here.
+        yield cast("audit_pb2_grpc.AuditAsyncStub", audit_pb2_grpc.AuditStub(channel))
 
 
 def viewer(role: str = "auditor", purpose: str = "confidentiality_review") -> Any:
@@ -68,33 +61,6 @@ def stamp(moment: datetime) -> Timestamp:
     message = Timestamp()
     message.FromDatetime(moment)
     return message
-
-
-async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, status_pb2.Status]:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    status: status_pb2.Status | None = rpc_status.from_call(raised.value)
-    assert status is not None
-    return raised.value.code(), status
-
-
-M = TypeVar("M", bound=Message)
-
-
-def details(status: status_pb2.Status, kind: type[M]) -> list[M]:
-    found: list[M] = []
-    for packed in status.details:
-        if packed.Is(kind.DESCRIPTOR):
-            message = kind()
-            packed.Unpack(message)
-            found.append(message)
-    return found
-
-
-def violated_fields(status: status_pb2.Status) -> list[str]:
-    return [
-        v.field for d in details(status, error_details_pb2.BadRequest) for v in d.field_violations
-    ]
 
 
 async def export(stub: audit_pb2_grpc.AuditAsyncStub, **fields: Any) -> list[bytes]:
@@ -231,6 +197,12 @@ async def test_bad_requests_name_every_field(audit: audit_pb2_grpc.AuditAsyncStu
     )
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     assert violated_fields(status) == ["context.purpose", "case_id", "page_size", "page_token"]
+
+    code, status = await refusal(
+        audit.WhoDidWhat(audit_pb2.WhoDidWhatRequest(context=viewer(purpose=""), case_id=CASE))
+    )
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["context.purpose"]
 
     code, status = await refusal(
         audit.GetCaseStateAsOf(audit_pb2.GetCaseStateAsOfRequest(context=viewer(), case_id=CASE))

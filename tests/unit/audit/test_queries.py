@@ -11,13 +11,13 @@ from events.commands import InvalidCommand, NotAllowed
 from events.envelope import Actor, RecordedEvent
 from events.projections.runner import BusProjectionHandler, catch_up
 from events.projections.sqlite import SqliteReadModelStore
+from events.queries import QueryContext
 from events.registry import EventRegistry
 from events.store.sqlite import SqliteEventStore
 from services.audit.adapters.timeline import TimelineProjection
 from services.audit.app import queries
 from services.audit.app.handlers import SERVICE_SOURCE
 from services.audit.app.queries import AuditDeps
-from services.audit.domain.access import Viewer
 from services.audit.domain.case_state import CaseStatus
 from services.audit.domain.errors import CaseNotFound
 from services.audit.domain.history import TimeBasis
@@ -102,12 +102,12 @@ async def test_access_events_join_the_case_history(
     "viewer",
     [
         CASE_MANAGER,
-        Viewer(Actor("coord-carla", Role.COORDINATOR), AccessPurpose.COORDINATION),
-        Viewer(Actor("c1", Role.CLIENT), AccessPurpose.CLIENT_REQUEST),
+        QueryContext(Actor("coord-carla", Role.COORDINATOR), AccessPurpose.COORDINATION),
+        QueryContext(Actor("c1", Role.CLIENT), AccessPurpose.CLIENT_REQUEST),
     ],
 )
 async def test_only_oversight_roles_may_read_and_refusals_record_nothing(
-    deps: AuditDeps, store: SqliteEventStore, viewer: Viewer
+    deps: AuditDeps, store: SqliteEventStore, viewer: QueryContext
 ) -> None:
     with pytest.raises(NotAllowed):
         await queries.get_timeline(deps, viewer, CASE, TimeBasis.OCCURRED)
@@ -131,7 +131,7 @@ async def test_an_unknown_case_is_not_found_and_nothing_is_recorded(
 async def test_an_accessor_id_the_catalog_refuses_names_the_request_field(
     deps: AuditDeps, store: SqliteEventStore
 ) -> None:
-    viewer = Viewer(Actor("kim@agency", Role.AUDITOR), AccessPurpose.CONFIDENTIALITY_REVIEW)
+    viewer = QueryContext(Actor("kim@agency", Role.AUDITOR), AccessPurpose.CONFIDENTIALITY_REVIEW)
     with pytest.raises(InvalidCommand) as refused:
         await queries.get_timeline(deps, viewer, CASE, TimeBasis.OCCURRED)
 

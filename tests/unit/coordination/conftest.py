@@ -1,39 +1,23 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 
 from casetrail.coordination.v1 import coordination_pb2_grpc
-from events.catalog_registry import default_registry
-from events.grpc_platform.server import create_server
 from events.projections.runner import BusProjectionHandler
 from events.projections.sqlite import SqliteReadModelStore
 from events.store.sqlite import SqliteEventStore
 from services.coordination.adapters.projections import CaseFactsProjection
 from services.coordination.app.handlers import Dependencies
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
+from tests.support.grpc import serving
 from tests.unit.coordination.support import IntakeFeed, sample_agency
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
-    opened = await SqliteEventStore.open(tmp_path / "events.db", default_registry())
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-async def read_models(tmp_path: Path) -> AsyncIterator[SqliteReadModelStore]:
-    opened = SqliteReadModelStore(tmp_path / "read-models.db")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture
@@ -54,8 +38,5 @@ async def stub(deps: Dependencies) -> AsyncIterator[Stub]:
     def register(server: grpc.aio.Server) -> None:
         coordination_pb2_grpc.add_CoordinationServicer_to_server(servicer, server)
 
-    server, port, _ = await create_server("127.0.0.1:0", [register], [SERVICE_NAME])
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with serving(register, SERVICE_NAME) as channel:
         yield coordination_pb2_grpc.CoordinationStub(channel)  # type: ignore[misc]
-    await server.stop(None)

@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import grpc
-import pytest
-
 from casetrail.coordination.v1 import coordination_pb2 as pb
-from tests.unit.coordination.support import Refusal, command_context, refusal, timestamp
+from tests.support.grpc import refusal, unpacked
+from tests.unit.coordination.support import Refusal, command_context, timestamp
 
 if TYPE_CHECKING:
     # Only the type stubs define the asyncio stub's type.
@@ -33,9 +31,8 @@ def usd(cents: int) -> pb.Money:
 
 async def refused(call: Any) -> Refusal:
     """Await a call that must be refused; return its status and details."""
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return refusal(raised.value)
+    code, status = await refusal(call)
+    return Refusal(code, status.message, list(unpacked(status)))
 
 
 async def assign(

@@ -13,8 +13,7 @@ from uuid import uuid4
 import grpc
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from events.catalog.assessment import AssessedNeed, AssessmentFactors, InitialAssessmentRecorded
@@ -231,24 +230,3 @@ class Refusal:
     def fields(self) -> list[str]:
         bad = self.detail(error_details_pb2.BadRequest)
         return [violation.field for violation in bad.field_violations]
-
-
-_DETAIL_KINDS: tuple[type[Message], ...] = (
-    error_details_pb2.BadRequest,
-    error_details_pb2.PreconditionFailure,
-    error_details_pb2.ErrorInfo,
-    error_details_pb2.ResourceInfo,
-)
-
-
-def refusal(error: grpc.aio.AioRpcError) -> Refusal:
-    status: status_pb2.Status | None = rpc_status.from_call(error)
-    assert status is not None, "the refusal carries no google.rpc.Status"
-    details: list[Any] = []
-    for packed in status.details:
-        for kind in _DETAIL_KINDS:
-            if packed.Is(kind.DESCRIPTOR):
-                unpacked = kind()
-                packed.Unpack(unpacked)
-                details.append(unpacked)
-    return Refusal(error.code(), status.message, details)

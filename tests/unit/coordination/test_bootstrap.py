@@ -3,11 +3,8 @@ bus (intake's facts in, coordination's events out), gRPC with health."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
@@ -27,19 +24,8 @@ from services.coordination.adapters.agency_file import AgencyConfigError
 from services.coordination.adapters.example_agency import example_agency
 from services.coordination.bootstrap import start
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME
+from tests.support.waiting import eventually
 from tests.unit.coordination.support import command_context, query_context
-
-T = TypeVar("T")
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """Wait for the bus to deliver: poll ``probe`` until it returns something."""
-    for _ in range(500):
-        found = await probe()
-        if found is not None:
-            return found
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def test_coordination_learns_cases_from_the_bus_and_publishes_its_own(

@@ -189,3 +189,6 @@ async def test_queries_need_a_reader_role_and_a_purpose(stub: Stub) -> None:
     context.purpose = "curiosity"
     refusal = await refused(stub.ListWorkers(pb.ListWorkersRequest(context=context)))
     assert refusal.fields == ["context.purpose"]
+    context.purpose = ""
+    refusal = await refused(stub.SuggestWorkers(pb.SuggestWorkersRequest(context=context)))
+    assert refusal.fields == ["context.purpose", "case_id"]

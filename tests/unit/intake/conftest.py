@@ -1,30 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
-from events.catalog_registry import default_registry
 from events.projections.runner import BusProjectionHandler
 from events.projections.sqlite import SqliteReadModelStore
 from events.store.sqlite import SqliteEventStore
 from services.intake.adapters.case_closures import CaseClosuresProjection, ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
-    opened = await SqliteEventStore.open(tmp_path / "events.db", default_registry())
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-async def read_models(tmp_path: Path) -> AsyncIterator[SqliteReadModelStore]:
-    opened = SqliteReadModelStore(tmp_path / "read-models.db")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -74,8 +74,10 @@ def test_a_possible_duplicate_is_refused_with_its_candidates() -> None:
     assert isinstance(refused.value, AlreadyExists)
 
 
-def test_a_confirmed_non_duplicate_is_registered() -> None:
-    assert decide_registration([], REGISTRATION, [CANDIDATE], True) == [REGISTRATION]
+def test_a_confirmed_non_duplicate_is_registered_naming_whom_it_is_not() -> None:
+    [registered] = decide_registration([], REGISTRATION, [CANDIDATE], True)
+    assert registered == REGISTRATION.model_copy(update={"confirmed_not_duplicate_of": ("c1",)})
+    assert registered.confirmed_not_duplicate_of == (CANDIDATE.client_id,)
 
 
 def test_a_client_stream_is_written_once() -> None:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import pytest
-from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from events.hosting import Infrastructure, RunningService
 from services.intake.bootstrap import start
+from tests.support.grpc import details, refusal, violated_fields
 from tests.unit.intake.support import closed_by_planning
 
 
@@ -47,7 +45,7 @@ def command(role: str = "intake_worker", key: str = "") -> common_pb2.CommandCon
 
 def query(role: str = "coordinator") -> common_pb2.QueryContext:
     return common_pb2.QueryContext(
-        actor=common_pb2.Actor(user_id=f"user-{role}", role=role), purpose="unit test"
+        actor=common_pb2.Actor(user_id=f"user-{role}", role=role), purpose="direct_care"
     )
 
 
@@ -92,27 +90,6 @@ def assessing(
         risks=[intake_pb2.Risk(description="Fall risk at home", severity="high")],
         needs=[intake_pb2.AssessedNeed(category="home_care", urgency="immediate")],
     )
-
-
-async def refusal(call: Awaitable[object]) -> tuple[grpc.StatusCode, status_pb2.Status]:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    status: status_pb2.Status | None = rpc_status.from_call(raised.value)
-    assert status is not None
-    return raised.value.code(), status
-
-
-M = TypeVar("M", bound=Message)
-
-
-def details(status: status_pb2.Status, kind: type[M]) -> list[M]:
-    found: list[M] = []
-    for packed in status.details:
-        if packed.Is(kind.DESCRIPTOR):
-            message = kind()
-            packed.Unpack(message)
-            found.append(message)
-    return found
 
 
 async def open_case(intake: Intake) -> str:
@@ -206,6 +183,23 @@ async def test_a_missing_idempotency_key_is_invalid_argument(intake: Intake) -> 
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     (bad,) = details(status, error_details_pb2.BadRequest)
     assert [v.field for v in bad.field_violations] == ["context.idempotency_key"]
+
+
+async def test_a_bad_context_is_reported_with_the_bad_body(intake: Intake) -> None:
+    request = marco()
+    request.context.idempotency_key = ""
+    request.contact.email = "nowhere"
+    code, status = await refusal(intake.stub.RegisterClient(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["context.idempotency_key", "contact.email"]
+
+    code, status = await refusal(
+        intake.stub.GetClient(
+            intake_pb2.GetClientRequest(context=common_pb2.QueryContext(actor=query().actor))
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["context.purpose", "client_id"]
 
 
 async def test_a_role_that_may_not_is_permission_denied(intake: Intake) -> None:

@@ -7,7 +7,9 @@ from datetime import date
 
 import pytest
 
+from events.catalog.access import AccessPurpose
 from events.catalog.base import Role
+from events.catalog.clients import ClientRegistered
 from events.commands import (
     CommandContext,
     InvalidCommand,
@@ -17,6 +19,7 @@ from events.commands import (
     VersionConflict,
 )
 from events.projections.runner import BusProjectionHandler
+from events.queries import QueryContext
 from events.store.sqlite import SqliteEventStore
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
@@ -35,6 +38,7 @@ from services.intake.app.commands import (
     RegisterClient,
     ReopenCase,
 )
+from services.intake.domain.clients import client_stream
 from services.intake.domain.errors import PossibleDuplicateClient
 from tests.unit.intake.support import closed_by_planning, context
 
@@ -95,7 +99,7 @@ async def test_registering_a_client(store: SqliteEventStore, directory: ClientDi
     registration = await register(store, directory, marco(identifiers=(NATIONAL,)))
     assert registration.recorded.version == 1
     assert registration.acknowledged_duplicates == ()
-    reader = queries.Reader(context().actor, "intake")
+    reader = QueryContext(context().actor, AccessPurpose.DIRECT_CARE)
     client = await queries.get_client(store, reader, registration.recorded.subject_id)
     assert client.registration.name.family_name == "Bellini"
     assert client.registration.date_of_birth == date(1941, 6, 2)
@@ -140,6 +144,24 @@ async def test_confirmed_not_duplicate_registers_and_reports_what_was_set_aside(
     second = await register(store, directory, marco(confirmed=True))
     assert second.recorded.subject_id != first.recorded.subject_id
     assert [c.client_id for c in second.acknowledged_duplicates] == [first.recorded.subject_id]
+
+
+async def test_the_registration_records_whom_the_person_is_not(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    first = await register(store, directory, marco())
+    alone = await register(store, directory, marco(birth="1950-01-01", confirmed=True))
+    second = await register(store, directory, marco(confirmed=True))
+
+    async def stored(registration: handlers.Registration) -> ClientRegistered:
+        [recorded] = await store.read_stream(client_stream(registration.recorded.subject_id))
+        assert isinstance(recorded.event, ClientRegistered)
+        return recorded.event
+
+    assert (await stored(first)).confirmed_not_duplicate_of == ()
+    # Confirmed, but no one looked alike: there is no one to name.
+    assert (await stored(alone)).confirmed_not_duplicate_of == ()
+    assert (await stored(second)).confirmed_not_duplicate_of == (first.recorded.subject_id,)
 
 
 async def test_a_retry_returns_the_first_result_and_writes_nothing(
@@ -302,7 +324,7 @@ async def test_reopening_follows_a_closure_learnt_from_the_bus(
     await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
 
     view = await queries.get_case(
-        store, closures, queries.Reader(coordinator.actor, "coordination"), case_id
+        store, closures, QueryContext(coordinator.actor, AccessPurpose.COORDINATION), case_id
     )
     assert view.status == "open"
     assert len(view.case.assessments) == 2
@@ -328,7 +350,7 @@ async def test_finding_possible_duplicates(
     store: SqliteEventStore, directory: ClientDirectory
 ) -> None:
     first = await register(store, directory, marco(identifiers=(NATIONAL,)))
-    reader = queries.Reader(context(Role.RECEPTIONIST).actor, "registration")
+    reader = QueryContext(context(Role.RECEPTIONIST).actor, AccessPurpose.DIRECT_CARE)
     by_name = FindDuplicates(name=NameInput("marco", "BELLINI"), date_of_birth="1941-06-02")
     by_identifier = FindDuplicates(identifiers=(NATIONAL,))
     for query in (by_name, by_identifier):
@@ -344,7 +366,7 @@ async def test_finding_possible_duplicates(
 async def test_unknown_client_and_case_are_not_found(
     store: SqliteEventStore, closures: ClosureLog
 ) -> None:
-    reader = queries.Reader(context().actor, "intake")
+    reader = QueryContext(context().actor, AccessPurpose.DIRECT_CARE)
     with pytest.raises(NotFound):
         await queries.get_client(store, reader, "nobody")
     with pytest.raises(NotFound):

@@ -5,26 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from events.catalog_registry import default_registry
 from events.projections.sqlite import SqliteReadModelStore
 from events.store.sqlite import SqliteEventStore
 from services.planning.adapters.case_views import CaseViews
 from services.planning.app.handlers import Dependencies
 from tests.unit.planning.support import Bus
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
-    opened = await SqliteEventStore.open(tmp_path / "planning.db", default_registry())
-    yield opened
-    await opened.close()
-
-
-@pytest.fixture
-async def read_models(tmp_path: Path) -> AsyncIterator[SqliteReadModelStore]:
-    opened = SqliteReadModelStore(tmp_path / "planning-read-models.db")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -18,6 +15,7 @@ from events.hosting import Infrastructure
 from events.store.sqlite import SqliteEventStore
 from services.planning.bootstrap import start
 from services.planning.entrypoints.grpc_server import SERVICE_NAME
+from tests.support.waiting import eventually
 from tests.unit.planning.support import (
     COORDINATION,
     COORDINATOR,
@@ -26,18 +24,6 @@ from tests.unit.planning.support import (
     assigned,
     case_opened,
 )
-
-T = TypeVar("T")
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """Wait for the bus to deliver: poll ``probe`` until it returns something."""
-    for _ in range(500):
-        found = await probe()
-        if found is not None:
-            return found
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"never happened: {what}")
 
 
 async def test_planning_learns_cases_from_the_bus_and_serves_its_api(tmp_path: Path) -> None:

@@ -11,15 +11,14 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
 from events.envelope import Actor
-from events.grpc_platform.server import create_server
 from events.store.sqlite import SqliteEventStore
 from services.planning.app.handlers import Dependencies
 from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServicer
+from tests.support.grpc import refusal, serving, unpacked
 from tests.unit.planning.support import (
     COORDINATION,
     COORDINATOR,
@@ -53,14 +52,8 @@ async def planning(
     def register(server: grpc.aio.Server) -> None:
         planning_pb2_grpc.add_PlanningServicer_to_server(servicer, server)
 
-    server, port, _ = await create_server("127.0.0.1:0", [register], [SERVICE_NAME])
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
+    async with serving(register, SERVICE_NAME) as channel:
         yield Planning(planning_pb2_grpc.PlanningStub(channel), bus, store)  # type: ignore[arg-type]
-    finally:
-        await channel.close()
-        await server.stop(None)
 
 
 def ctx(actor: Actor = WORKER, key: str = "key-1") -> common_pb2.CommandContext:
@@ -94,23 +87,8 @@ def goal(goal_id: str = "goal-walk", statement: str = "Walk to the shop") -> pla
 
 async def refused(call: Awaitable[Any]) -> tuple[grpc.StatusCode, list[Any]]:
     """The status code and unpacked rich details of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    status = rpc_status.from_call(caught.value)
-    assert status is not None, "refusals carry a google.rpc.Status"
-    details: list[Any] = []
-    for packed in status.details:
-        for kind in (
-            error_details_pb2.BadRequest,
-            error_details_pb2.PreconditionFailure,
-            error_details_pb2.ErrorInfo,
-            error_details_pb2.ResourceInfo,
-        ):
-            if packed.Is(kind.DESCRIPTOR):
-                detail = kind()
-                packed.Unpack(detail)
-                details.append(detail)
-    return caught.value.code(), details
+    code, status = await refusal(call)
+    return code, list(unpacked(status))
 
 
 def one(details: list[Any], kind: type[D]) -> D:
@@ -229,7 +207,13 @@ async def test_the_context_is_checked_too(planning: Planning) -> None:
 
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     fields = {v.field for v in one(details, error_details_pb2.BadRequest).field_violations}
-    assert fields == {"context.actor.user_id", "context.actor.role", "context.idempotency_key"}
+    # ... together with the rest of the request: the follow-up is due before today.
+    assert fields == {
+        "context.actor.user_id",
+        "context.actor.role",
+        "context.idempotency_key",
+        "next_follow_up_due",
+    }
 
 
 async def test_a_follow_up_cannot_be_due_before_the_contact(planning: Planning) -> None:
