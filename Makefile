@@ -16,6 +16,7 @@ include infra/servers.mk
 help:
 	@echo "make run        start casetrail on the embedded default (SQLite + in-process bus)"
 	@echo "make test       install everything, start Kafka + PostgreSQL, run the whole suite"
+	@echo "make run-distributed  the four services as separate processes on Kafka + PostgreSQL"
 	@echo "make demo       walk the elderly-client case through the running services"
 	@echo "make check      ruff, mypy --strict, event schemas in sync"
 	@echo "make bench      run the benchmarks in bench/ (needs the servers)"
@@ -46,6 +47,16 @@ protos: $(PROTO_STAMP)
 run: $(PROTO_STAMP)
 	$(PY) -m services.runner --data-dir $(DATA_DIR)
 
+# One process per service on Kafka + PostgreSQL, on the fixed ports 7301-7304 (make demo finds them).
+.PHONY: run-distributed
+run-distributed: $(PROTO_STAMP)
+	$(MAKE) --no-print-directory servers-start
+	@pids=""; trap 'kill $$pids 2>/dev/null; wait $$pids' INT TERM EXIT; \
+	for service in intake coordination planning audit; do \
+	  $(PY) -m services.runner --backend distributed --service $$service --data-dir $(DATA_DIR) & \
+	  pids="$$pids $$!"; \
+	done; wait
+
 .PHONY: demo
 demo: $(PROTO_STAMP)
 	$(PY) -m services.demo
@@ -59,7 +70,7 @@ check: $(PROTO_STAMP)
 	$(PY) -m events.schema_export --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy events services tests bench
+	$(VENV)/bin/mypy events services cli tests bench
 
 .PHONY: test
 test: $(PROTO_STAMP)

@@ -14,6 +14,10 @@ Three contenders get the same workload on the same backend, round by round in ro
   whose state is the very JSON bytes casetrail stores. No serialisation, no decoding and no
   metadata: a floor for reference, not a like-for-like row.
 
+eventsourcing is synchronous and is called inline (blocking the event loop, its natural use);
+the single-writer rows also time ``es app`` through a worker thread, as an asyncio service
+would have to call it.
+
 Every contender commits durably: SQLite in WAL mode with ``synchronous=FULL`` (checked at run
 time on eventsourcing's own connection), PostgreSQL with ``synchronous_commit=on``.
 PostgreSQL: ``CASETRAIL_PG_DSN`` (default ``postgresql://postgres@127.0.0.1:15432/casetrail``);
@@ -489,12 +493,13 @@ async def sqlite_backend(directory: Path, registry: EventRegistry) -> Backend:
     recorder.create_table()
     app_recorder = cast(SQLiteApplicationRecorder, app.recorder)
     notes = [
-        f"casetrail SQLite: WAL, synchronous={_sqlite_synchronous(directory / 'casetrail.db')}"
-        " (2 = FULL), one writer thread with group commit",
+        "casetrail SQLite: journal_mode=wal,"
+        f" synchronous={_sqlite_synchronous(directory / 'casetrail.db')}, one writer thread"
+        " with group commit",
         f"eventsourcing SQLite: journal_mode={_es_pragma(app_recorder, 'journal_mode')},"
-        f" synchronous={_es_pragma(app_recorder, 'synchronous')} on its own connection"
-        " (the library sets WAL and leaves synchronous at SQLite's default, FULL on this build:"
-        " as durable as casetrail)",
+        f" synchronous={_es_pragma(app_recorder, 'synchronous')}, read on its own pooled"
+        " connection (the library sets WAL and leaves synchronous at SQLite's default, FULL on"
+        " this build): as durable as casetrail",
     ]
     return Backend(
         name="SQLite",
@@ -512,12 +517,15 @@ async def sqlite_backend(directory: Path, registry: EventRegistry) -> Backend:
     )
 
 
-def _sqlite_synchronous(path: Path) -> int:
+_SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+def _sqlite_synchronous(path: Path) -> str:
     from events.store.sqlite_writer import connect
 
     connection = connect(str(path))
     try:
-        return int(connection.execute("PRAGMA synchronous").fetchone()[0])
+        return _SYNCHRONOUS[int(connection.execute("PRAGMA synchronous").fetchone()[0])]
     finally:
         connection.close()
 
@@ -525,7 +533,8 @@ def _sqlite_synchronous(path: Path) -> int:
 def _es_pragma(recorder: SQLiteApplicationRecorder, pragma: str) -> str:
     with recorder.datastore.transaction(commit=False) as cursor:
         cursor.execute(f"PRAGMA {pragma}")
-        return str(cursor.fetchone()[0])
+        value = cursor.fetchone()[0]
+    return _SYNCHRONOUS[value] if pragma == "synchronous" else str(value)
 
 
 async def postgres_backend(dsn: str, registry: EventRegistry, scratch: Path) -> Backend:
@@ -1041,12 +1050,14 @@ def measured_facts(outcome: Outcome) -> list[str]:
 
 
 WHY = """- **One writer, one event per commit** is bound by the durable commit: nothing that fsyncs
-  each commit can beat the bare loop above, and casetrail adds a hop to its writer thread and
-  back, a SAVEPOINT, and (SQLite adapter) a re-SELECT and full decode of the rows it has just
-  written. eventsourcing pays the same fsync, plus its connection pool and locks. With
-  concurrent writers casetrail's SQLite writer puts many appends in one commit (group
-  commit); its PostgreSQL adapter appends through one connection, so there each append
-  still waits for its own commit.
+  each commit can beat the bare loop above. casetrail adds a hop to its writer thread and back
+  to the event loop (two thread wake-ups per append, which a busy 2-core machine delays), a
+  SAVEPOINT, and (SQLite adapter) a re-SELECT and full decode of the rows it has just
+  written. eventsourcing called inline blocks its caller for the commit and pays no hop;
+  called through a worker thread, as an asyncio service must call it, it pays one too (the
+  reference line above). With concurrent writers casetrail's SQLite writer puts many appends
+  in one commit (group commit); its PostgreSQL adapter appends through one connection, so
+  there each append still waits for its own commit.
 - **Batched appends on SQLite** pay for WAL volume, not fsyncs. Event ids are derived per
   event (`uuid5(command_id, index)` in `events/commands.py`), so the events of one commit land
   on as many different pages of the `event_id` UNIQUE index, and every touched page is
@@ -1090,7 +1101,9 @@ def report(
         " ready `StoredEvent`s holding casetrail's JSON bytes (no serialisation, no decoding,"
         " no metadata): a floor for reference.",
         f"- Appends of one event: 1 writer awaiting each commit, and {WRITERS} concurrent writers"
-        f" on {WRITERS} streams (casetrail: coroutines; eventsourcing: threads). Replays read"
+        f" on {WRITERS} streams (casetrail: coroutines; eventsourcing: threads). For"
+        " reference, each single-writer round also runs es app through a worker thread"
+        " (`run_in_executor`), the way an asyncio service would call it. Replays read"
         f" every event ({stored}) in pages of {PAGE}. Rates are medians of the rounds; ratios"
         " are medians of the per-round ratios (each round runs the contenders back to back),"
         " with the lowest and highest round in brackets.",

@@ -6,7 +6,7 @@ physical therapy and company. The two weeks of his case are told in a few second
 states when it happened); the walk ends with planning's case view and audit's trail.
 
 By default the demo talks to the services `make run` started (their addresses are in
-var/data/addresses.json; without that file, the runner's fixed ports 50051-50054 on this host);
+var/data/addresses.json; without that file, the runner's fixed ports 7301-7304 on this host);
 --intake/--coordination/--planning/--audit give addresses instead, and --embedded starts all four
 in this process on free ports with a temporary data directory.
 

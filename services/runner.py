@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from events.bus.kafka_settings import KafkaSettings
+from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC
 from events.bus.topics import TopicSettings, ensure_topics
 from events.hosting import Infrastructure, RunningService
 
@@ -66,10 +67,12 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
     ports = {name: (0 if options.any_port else DEFAULT_PORTS[name]) for name in SERVICES}
     if options.backend == "distributed":
         kafka = KafkaSettings.from_env()
-        await ensure_topics(kafka, TopicSettings())
+        await ensure_topics(kafka, TopicSettings(case_events_topic=options.topic))
         infra = Infrastructure.distributed(
-            data_dir, os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN), kafka
+            data_dir, os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN), kafka, options.topic
         )
+    elif options.topic != DEFAULT_CASE_EVENTS_TOPIC:
+        raise SystemExit("--topic needs --backend distributed (the embedded bus has no topics)")
     else:
         infra = Infrastructure.embedded(data_dir)
     running = await start_services(infra, names, options.host, ports)
@@ -97,6 +100,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--service", action="append", choices=SERVICES, help="repeatable")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--any-port", action="store_true", help="let the OS pick free ports")
+    parser.add_argument(
+        "--topic",
+        default=os.environ.get("CASETRAIL_TOPIC", DEFAULT_CASE_EVENTS_TOPIC),
+        help="the case-event topic (distributed backend)",
+    )
     return parser.parse_args(argv)
 
 

@@ -49,7 +49,8 @@ async def intake(walk: Walk) -> None:
         )
     )
     walk.result.assessment_id = assessed.assessment_id
-    walk.line(INTAKE_WORKER, "initial assessment: needs " + ", ".join(NEEDS))
+    walk.line(INTAKE_WORKER, "recorded the initial assessment of Marco's whole situation")
+    walk.detail("needs: " + ", ".join(NEEDS))
     walk.detail("strengths: motivated, close to his daughter; resources: pension, Medicare")
     walk.detail("risks: falls at home (high), isolation and low mood (moderate)")
 

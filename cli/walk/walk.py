@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +14,9 @@ from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.planning.v1 import planning_pb2 as pl
 from cli.rpc import Person, Refusal, Stubs, eventually
 from cli.walk.story import COORDINATOR, Story
+
+DETAIL_WIDTH = 76
+"""Detail lines are indented under the step; wrapped, the output stays within 100 columns."""
 
 
 @dataclass
@@ -78,7 +82,10 @@ class Walk:
         self.say(f"{self.story.show(self.moment)}  {person.role:<14} {text}")
 
     def detail(self, text: str) -> None:
-        self.say(f"{'':<24}{text}")
+        for part in textwrap.wrap(
+            text, width=DETAIL_WIDTH, subsequent_indent="  ", break_on_hyphens=False
+        ):
+            self.say(f"{'':<24}{part}")
 
     def section(self, title: str) -> None:
         self.say(f"\n== {title}")
