@@ -52,7 +52,7 @@ from uuid import UUID
 from events.catalog.base import CaseEvent, Role
 from events.envelope import Actor, EventMetadata, RecordedEvent
 from events.errors import FieldProblem, InvalidEventError
-from events.registry import EventRegistry, encode
+from events.registry import EventRegistry
 
 SPEC_VERSION = "1.0"
 JSON_CONTENT_TYPE = "application/json"
@@ -157,7 +157,8 @@ def to_kafka_binary(recorded: RecordedEvent) -> KafkaRecord:
         for name, value in context_attributes(recorded).items()
         if name != "datacontenttype"
     )
-    return KafkaRecord(key=recorded.subject.encode(), headers=headers, value=encode(recorded.event))
+    # The stored bytes go out as they are: forwarding an event never decodes it.
+    return KafkaRecord(key=recorded.subject.encode(), headers=headers, value=recorded.data)
 
 
 def iter_json_lines(recorded_events: Iterable[RecordedEvent]) -> Iterator[str]:

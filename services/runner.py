@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import json
 import logging
@@ -76,6 +77,10 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
     else:
         infra = Infrastructure.embedded(data_dir)
     running = await start_services(infra, names, options.host, ports)
+    # Long-lived objects made at start-up need no more scans, and event-heavy work allocates
+    # many short-lived objects: fewer young-generation collections (bench/RESULTS.md).
+    gc.freeze()
+    gc.set_threshold(50_000, 10, 10)
     addresses = {service.name: f"{options.host}:{service.port}" for service in running}
     if options.backend == "embedded":
         await asyncio.to_thread(

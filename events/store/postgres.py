@@ -61,7 +61,7 @@ class PostgresEventStore(EventStore):
         # %b: arrays travel in binary, which spares psycopg escaping every item as text.
         self._append_sql = sql.SQL(
             "SELECT first_position, recorded_at FROM {}.append_events"
-            "(%s, %s::integer, %b, %b, %b, %b, %b, %b, %b, %b, %b, %b)"
+            "(%s, %s::integer, %b, %b, %b, %b, %b, %b, %b, %b, %b, %b, %b)"
         ).format(sql.Identifier(schema))
         self._select = sql.SQL(f"SELECT {COLUMNS} FROM {{}}").format(table)
         self._read_all_sql = self._select + sql.SQL(
@@ -123,6 +123,7 @@ class PostgresEventStore(EventStore):
             [new.metadata.correlation_id for new in events],
             [new.metadata.causation_id for new in events],
             [new.metadata.occurred_at for new in events],
+            [new.event.subject for new in events],
         )
         return await self._writer.run(
             lambda connection: self._append_on(

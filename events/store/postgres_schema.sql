@@ -21,6 +21,9 @@ CREATE TABLE IF NOT EXISTS {schema}.stored_events (
     source          text        NOT NULL,
     actor_id        text        NOT NULL,
     actor_role      text        NOT NULL,
+    -- the CloudEvents subject (case id, or client id for a registration), kept so that
+    -- routing and publishing never need to decode the data
+    subject         text        NOT NULL,
     -- The event's JSON exactly as encoded (events.registry.encode). bytea, not jsonb: jsonb
     -- would parse and re-serialise every event on the way in and out for queries the store
     -- never makes (measured on 300k events of ~250 bytes: insert 2.8 s vs 1.9 s, read out
@@ -97,6 +100,7 @@ CREATE OR REPLACE FUNCTION {schema}.append_events(
     p_correlation_ids uuid[],
     p_causation_ids   uuid[],
     p_occurred_at     timestamptz[],
+    p_subjects        text[],
     OUT first_position bigint,
     OUT recorded_at    timestamptz
 )
@@ -123,14 +127,17 @@ BEGIN
 
     INSERT INTO {schema}.stored_events (
         position, occurred_at, recorded_at, sequence, schema_version, event_id,
-        correlation_id, causation_id, stream, event_type, source, actor_id, actor_role, data)
+        correlation_id, causation_id, stream, event_type, source, actor_id, actor_role, subject,
+        data)
     SELECT first_position + n.ordinal - 1, n.occurred_at, recorded_at, p_expected + n.ordinal,
            n.schema_version, n.event_id, n.correlation_id, n.causation_id, p_stream,
-           n.event_type, n.source, n.actor_id, n.actor_role, n.data
+           n.event_type, n.source, n.actor_id, n.actor_role, n.subject, n.data
     FROM unnest(p_event_ids, p_event_types, p_schema_versions, p_data, p_sources,
-                p_actor_ids, p_actor_roles, p_correlation_ids, p_causation_ids, p_occurred_at)
+                p_actor_ids, p_actor_roles, p_correlation_ids, p_causation_ids, p_occurred_at,
+                p_subjects)
          WITH ORDINALITY AS n(event_id, event_type, schema_version, data, source, actor_id,
-                              actor_role, correlation_id, causation_id, occurred_at, ordinal);
+                              actor_role, correlation_id, causation_id, occurred_at, subject,
+                              ordinal);
 
     -- delivered to listeners only when (and if) this transaction commits
     PERFORM pg_notify({channel}, (first_position + cardinality(p_event_ids) - 1)::text);

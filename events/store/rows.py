@@ -19,13 +19,15 @@ from events.registry import EventRegistry, encode
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # position, event_id, stream, sequence, event_type, schema_version, data, source, actor_id,
-# actor_role, correlation_id, causation_id, occurred_at, recorded_at
-StoredRow = tuple[int, str, str, int, str, int, bytes, str, str, str, str, str | None, int, int]
+# actor_role, correlation_id, causation_id, occurred_at, recorded_at, subject
+StoredRow = tuple[
+    int, str, str, int, str, int, bytes, str, str, str, str, str | None, int, int, str
+]
 """A row as SQLite gives it back."""
 
 COLUMNS = (
     "position, event_id, stream, sequence, event_type, schema_version, data, source, actor_id, "
-    "actor_role, correlation_id, causation_id, occurred_at, recorded_at"
+    "actor_role, correlation_id, causation_id, occurred_at, recorded_at, subject"
 )
 
 
@@ -42,7 +44,7 @@ def from_micros(micros: int) -> datetime:
 
 def insert_values(
     new: NewEvent, stream: str, sequence: int, recorded_at: int
-) -> tuple[str, str, int, str, int, bytes, str, str, str, str, str | None, int, int]:
+) -> tuple[str, str, int, str, int, bytes, str, str, str, str, str | None, int, int, str]:
     metadata = new.metadata
     causation = metadata.causation_id
     return (
@@ -59,6 +61,7 @@ def insert_values(
         None if causation is None else str(causation),
         to_micros(metadata.occurred_at),
         recorded_at,
+        new.event.subject,
     )
 
 
@@ -79,14 +82,19 @@ def to_recorded(row: StoredRow | tuple[Any, ...], registry: EventRegistry) -> Re
         causation_id,
         occurred_at,
         recorded_at,
+        subject,
     ) = row
-    return RecordedEvent(
+    return RecordedEvent.stored(
         event_id=_uuid(event_id),
         stream=stream,
         sequence=sequence,
         position=position,
         recorded_at=_moment(recorded_at),
-        event=registry.decode(event_type, schema_version, data),
+        event_type=event_type,
+        subject=subject,
+        schema_version=schema_version,
+        data=data,
+        registry=registry,
         metadata=EventMetadata(
             source=source,
             actor=Actor(actor_id, _role(actor_role)),

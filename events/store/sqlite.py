@@ -46,10 +46,10 @@ CREATE TABLE IF NOT EXISTS stored_events (
     causation_id TEXT,
     occurred_at INTEGER NOT NULL,
     recorded_at INTEGER NOT NULL,
+    subject TEXT NOT NULL,
     UNIQUE (stream, sequence)
 );
 CREATE INDEX IF NOT EXISTS stored_events_by_causation ON stored_events (causation_id);
-CREATE INDEX IF NOT EXISTS stored_events_by_occurrence ON stored_events (stream, occurred_at);
 CREATE TRIGGER IF NOT EXISTS stored_events_are_immutable
 BEFORE UPDATE ON stored_events
 BEGIN SELECT RAISE(ABORT, 'stored events are immutable'); END;
@@ -64,8 +64,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 
 _INSERT = (
     "INSERT INTO stored_events (event_id, stream, sequence, event_type, schema_version, data,"
-    " source, actor_id, actor_role, correlation_id, causation_id, occurred_at, recorded_at)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " source, actor_id, actor_role, correlation_id, causation_id, occurred_at, recorded_at,"
+    " subject) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _SELECT = f"SELECT {COLUMNS} FROM stored_events"
 

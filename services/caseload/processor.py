@@ -155,8 +155,8 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
         autodiscover=False,
         processing_guarantee=settings.processing_guarantee,
         broker_commit_interval=settings.commit_interval,
-        # Like the platform's producers: a few ms of linger batches the changelog and fact
-        # records (Faust's default of 0 sends a request per one or two records).
+        # Like the platform's producers: a few ms of linger puts the changelog and fact
+        # records into fewer produce requests (Faust's default is no linger).
         producer_linger=settings.kafka.linger_ms / 1000,
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.partitions,

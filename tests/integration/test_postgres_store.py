@@ -282,8 +282,8 @@ async def _insert_behind_the_lock(
     raw = await psycopg.AsyncConnection.connect(postgres_dsn())
     await raw.execute(
         f'INSERT INTO "{schema}".stored_events (position, occurred_at, sequence, schema_version,'
-        " event_id, correlation_id, stream, event_type, source, actor_id, actor_role, data)"
-        " VALUES (1000, now(), 1, 1, %s, %s, %s, %s, 'raw', 'raw', 'system', %s)",
+        " event_id, correlation_id, stream, event_type, source, actor_id, actor_role, subject,"
+        " data) VALUES (1000, now(), 1, 1, %s, %s, %s, %s, 'raw', 'raw', 'system', '1', %s)",
         (event_id, uuid.uuid4(), stream, CaseOpened.event_type, b'{"case_id":"1"}'),
     )
     return raw

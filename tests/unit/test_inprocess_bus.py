@@ -34,7 +34,16 @@ async def test_a_record_that_cannot_be_encoded_leaves_the_log_untouched() -> Non
     bus = InProcessBus()
     good = recorded("c-1", 1, 1)
     naive = replace(good.metadata, occurred_at=datetime(2024, 1, 1))  # no time zone
-    bad = replace(recorded("c-1", 2, 2), metadata=naive)
+    template = recorded("c-1", 2, 2)
+    bad = RecordedEvent(
+        template.event_id,
+        template.stream,
+        template.sequence,
+        template.position,
+        template.recorded_at,
+        template.event,
+        naive,
+    )
 
     with pytest.raises(ValueError, match="timezone"):
         await bus.publisher("t").publish([good, bad])

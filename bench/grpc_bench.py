@@ -1,0 +1,1341 @@
+"""gRPC command benchmarks (issue 4): commands per second through the services' APIs.
+
+``python -m bench.grpc_bench [--quick] [--no-write]`` writes the section "## gRPC commands
+(issue 4)" of ``bench/RESULTS.md``. Needs the PostgreSQL server and the Kafka broker of
+``make servers-start`` (``CASETRAIL_PG_DSN``, ``CASETRAIL_KAFKA_BOOTSTRAP``).
+
+Three kinds of process, so the load generator's CPU is never counted as the server's:
+
+* the servers: (a) embedded, ``python -m services.runner --any-port`` (all four services in
+  one process, SQLite files, in-process bus); (b) distributed, one process per service on a
+  fresh PostgreSQL database (``CREATE DATABASE``, dropped afterwards) and a Kafka topic of
+  its own (deleted afterwards), started by ``--serve``, which is ``services.runner``'s start
+  with the topic as a parameter (the runner always uses the shared development topic, which
+  would keep the benchmark's events forever);
+* the load generator (``--load``): grpc.aio stubs over a few channels, many calls in flight
+  (closed loop), or calls started at a fixed rate whatever the answers (open loop; latency
+  counted from when the call was due, so a stalled server cannot hide its queue);
+* this orchestrator, which starts them and writes the report.
+
+The load generator reads the CPU time of every process involved from ``/proc`` at the start
+and end of each measurement window (servers, PostgreSQL, Kafka, itself, the whole machine):
+on two cores the load generator competes with the servers, and the report says how much.
+When a service process stays below the target, one more embedded run under cProfile (enabled
+by signal for the measurement window only) shows where the event loop's time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import itertools
+import json
+import logging
+import os
+import pstats
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import date
+from functools import partial
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import grpc
+import psycopg
+from aiokafka.admin import AIOKafkaAdminClient
+from psycopg.conninfo import make_conninfo
+
+from bench.common import (
+    fmt_rate,
+    fmt_ratio,
+    machine_info,
+    markdown_table,
+    now_utc,
+    percentile,
+    replace_section,
+)
+from casetrail.common.v1 import common_pb2
+from casetrail.coordination.v1 import coordination_pb2, coordination_pb2_grpc
+from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+
+HEADING = "## gRPC commands (issue 4)"
+TARGET = 2_000.0
+"""Commands per second per service process (issue 4)."""
+SERVICES = ("intake", "coordination", "planning", "audit")
+DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:15432/casetrail"
+REPO = Path(__file__).resolve().parent.parent
+TICKS = os.sysconf("SC_CLK_TCK")
+BORN_FROM = date(1940, 1, 1).toordinal()
+log = logging.getLogger("bench.grpc")
+T = TypeVar("T")
+
+
+# --- plan -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    warmup: float
+    seconds: float
+    """Measurement window of a closed-loop row, after ``warmup``."""
+    rate: int
+    rate_seconds: float
+    register_seconds: float
+    concurrency: int
+    channels: int
+    clients: int
+    """Clients registered before the run; OpenCase opens cases for them in turn."""
+    cases: int
+    """Cases opened (and learnt by coordination) before the MakeReferral row."""
+    profile_seconds: float
+
+
+FULL = Plan(
+    warmup=3.0,
+    seconds=15.0,
+    rate=500,
+    rate_seconds=10.0,
+    register_seconds=8.0,
+    concurrency=48,
+    channels=4,
+    clients=16,
+    cases=1_000,
+    profile_seconds=8.0,
+)
+QUICK = Plan(
+    warmup=1.0,
+    seconds=3.0,
+    rate=500,
+    rate_seconds=2.0,
+    register_seconds=2.0,
+    concurrency=48,
+    channels=4,
+    clients=8,
+    cases=200,
+    profile_seconds=2.0,
+)
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    setup: str
+    command: str
+    """``open_case``, ``register_client`` or ``make_referral``."""
+    mode: str
+    """``closed`` (``concurrency`` calls in flight) or ``rate`` (``rate`` calls started per
+    second)."""
+    warmup: float
+    seconds: float
+    concurrency: int = 0
+    rate: int = 0
+    server: str = "intake"
+    """The label (in ``LoadSpec.pids``) of the process that serves the command."""
+    profile: bool = False
+    """Send the server SIGUSR1/SIGUSR2 at the start/end of the window (profiled servers)."""
+
+    def load(self) -> str:
+        if self.mode == "rate":
+            return f"{self.rate}/s offered"
+        return f"{self.concurrency} in flight"
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    run_id: str
+    addresses: dict[str, str]
+    pids: dict[str, int]
+    rows: list[RowSpec]
+    channels: int
+    clients: int
+    cases: int
+    dsn: str = ""
+    """The services' database (distributed): its transaction counters are read too."""
+
+
+@dataclass
+class RowResult:
+    spec: RowSpec
+    ok: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: dict[str, int]
+    cpu: dict[str, float]
+    """CPU seconds in the window: one entry per server label, ``<label>/main`` for its main
+    (event-loop) thread, ``postgres``, ``kafka``, ``loadgen`` and ``machine`` (every busy
+    CPU second of the machine, whoever spent it)."""
+    database: dict[str, float] = field(default_factory=dict)
+    """Counters of the services' PostgreSQL database in the window (``pg_stat_database``)."""
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    def cores(self, label: str) -> float:
+        return self.cpu.get(label, 0.0) / self.seconds if self.seconds > 0 else 0.0
+
+    def per_cpu_second(self, label: str) -> float | None:
+        spent = self.cpu.get(label, 0.0)
+        return self.ok / spent if spent > 0 else None
+
+
+# --- CPU accounting from /proc ----------------------------------------------------------------
+
+
+def process_cpu(pid: int, thread: int | None = None) -> float | None:
+    """User + system CPU seconds of a process (all its threads) or of one of its threads."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces and parentheses; the fields after it do not.
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent not idle (all cores) since boot."""
+    first = Path("/proc/stat").read_text().splitlines()[0].split()
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[1:9])
+    return (user + nice + system + irq + softirq + steal) / TICKS
+
+
+def pids_where(test: Callable[[str, bytes], bool]) -> list[int]:
+    """Pids whose (command name, command line) pass ``test``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if test(comm, cmdline):
+            found.append(int(entry.name))
+    return found
+
+
+def postgres_pids() -> list[int]:
+    return pids_where(lambda comm, _cmdline: comm == "postgres")
+
+
+def kafka_pids() -> list[int]:
+    return pids_where(lambda _comm, cmdline: b"kafka.Kafka" in cmdline)
+
+
+@dataclass(frozen=True)
+class CpuSnapshot:
+    groups: dict[str, dict[int, float]]
+    machine: float
+
+
+class CpuProbe:
+    """Snapshots of the CPU time of the servers (and their main threads), PostgreSQL, Kafka,
+    this process and the machine."""
+
+    def __init__(self, servers: Mapping[str, int]) -> None:
+        self._servers = dict(servers)
+
+    def snapshot(self) -> CpuSnapshot:
+        groups: dict[str, dict[int, float]] = {}
+        for label, pid in self._servers.items():
+            groups[label] = _cpu_of([pid])
+            main = process_cpu(pid, thread=pid)
+            groups[f"{label}/main"] = {pid: main} if main is not None else {}
+        groups["postgres"] = _cpu_of(postgres_pids())
+        groups["kafka"] = _cpu_of(kafka_pids())
+        groups["loadgen"] = _cpu_of([os.getpid()])
+        return CpuSnapshot(groups, machine_busy())
+
+    @staticmethod
+    def spent(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
+        spent = {
+            label: sum(cpu - before.groups.get(label, {}).get(pid, 0.0) for pid, cpu in now.items())
+            for label, now in after.groups.items()
+        }
+        spent["machine"] = after.machine - before.machine
+        return spent
+
+
+def _cpu_of(pids: Sequence[int]) -> dict[int, float]:
+    cpu = {pid: process_cpu(pid) for pid in pids}
+    return {pid: seconds for pid, seconds in cpu.items() if seconds is not None}
+
+
+# --- the commands -----------------------------------------------------------------------------
+
+
+def command_context(run_id: str, key: str, user: str, role: str) -> common_pb2.CommandContext:
+    return common_pb2.CommandContext(
+        actor=common_pb2.Actor(user_id=user, role=role), idempotency_key=f"{run_id}-{key}"
+    )
+
+
+class Commands:
+    """One call of each benchmarked command; every call has a fresh idempotency key."""
+
+    def __init__(self, run_id: str, addresses: Mapping[str, str], channels: int) -> None:
+        self.run_id = run_id
+        # A local subchannel pool per channel: one TCP connection each, not one shared.
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        self._channels = [
+            grpc.aio.insecure_channel(addresses[name], options=options)
+            for name in ("intake", "coordination")
+            for _ in range(channels)
+        ]
+        self._intake = [
+            intake_pb2_grpc.IntakeStub(channel) for channel in self._channels[:channels]
+        ]
+        self._coordination = [
+            coordination_pb2_grpc.CoordinationStub(channel) for channel in self._channels[channels:]
+        ]
+        self._numbers = itertools.count()
+        self.clients: list[str] = []
+        self.cases: list[str] = []
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+    def call(self, command: str) -> Callable[[], Awaitable[None]]:
+        calls: dict[str, Callable[[], Awaitable[None]]] = {
+            "open_case": self.open_case,
+            "register_client": self.register_client,
+            "make_referral": self.make_referral,
+        }
+        return calls[command]
+
+    async def register_client(self) -> None:
+        await self._register(next(self._numbers))
+
+    async def _register(self, number: int) -> str:
+        stub = self._intake[number % len(self._intake)]
+        response = await stub.RegisterClient(
+            intake_pb2.RegisterClientRequest(
+                context=command_context(self.run_id, f"reg-{number}", "rcp-bench", "receptionist"),
+                # Unique names: duplicate detection has nothing to refuse.
+                name=intake_pb2.PersonName(
+                    given_names=f"Person {number}", family_name=f"Bench {self.run_id}"
+                ),
+                date_of_birth=date.fromordinal(BORN_FROM + number % 20_000).isoformat(),
+                preferred_language="en",
+            )
+        )
+        return str(response.client_id)
+
+    async def open_case(self) -> None:
+        await self._open(next(self._numbers))
+
+    async def _open(self, number: int) -> str:
+        stub = self._intake[number % len(self._intake)]
+        response = await stub.OpenCase(
+            intake_pb2.OpenCaseRequest(
+                context=command_context(self.run_id, f"open-{number}", "rcp-bench", "receptionist"),
+                client_id=self.clients[number % len(self.clients)],
+                referral_source=intake_pb2.ReferralSource(kind="hospital", name="St Mary's"),
+                presenting_needs=[
+                    intake_pb2.PresentingNeed(category="home_care", description="Cannot wash alone")
+                ],
+            )
+        )
+        return str(response.result.case_id)
+
+    async def make_referral(self) -> None:
+        number = next(self._numbers)
+        stub = self._coordination[number % len(self._coordination)]
+        await stub.MakeReferral(
+            coordination_pb2.MakeReferralRequest(
+                context=command_context(self.run_id, f"ref-{number}", "sw-bench", "social_worker"),
+                case_id=self.cases[number % len(self.cases)],
+                provider=coordination_pb2.Provider(provider_id="pa-bench", name="Bench Care"),
+                need_category="home_care",
+                service="two visits a day",
+                urgency="routine",
+                reason="Cannot wash alone",
+            )
+        )
+
+    async def prepare(self, clients: int, cases: int, patience: float = 120.0) -> None:
+        """Register the clients; open the cases and wait until coordination knows them all."""
+        self.clients = [await self._register(next(self._numbers)) for _ in range(clients)]
+        if not cases:
+            return
+        numbers = [next(self._numbers) for _ in range(cases)]
+        self.cases = await _bounded(32, [partial(self._open, n) for n in numbers])
+        deadline = time.perf_counter() + patience
+        await _bounded(16, [partial(self._await_case, c, deadline) for c in self.cases])
+
+    async def _await_case(self, case_id: str, deadline: float) -> None:
+        stub = self._coordination[0]
+        request = coordination_pb2.GetCaseCoordinationRequest(
+            context=common_pb2.QueryContext(
+                actor=common_pb2.Actor(user_id="coord-bench", role="coordinator"),
+                purpose="coordination",
+            ),
+            case_id=case_id,
+        )
+        while True:
+            try:
+                await stub.GetCaseCoordination(request)
+                return
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND or time.perf_counter() > deadline:
+                    raise
+            await asyncio.sleep(0.2)
+
+
+async def _bounded(limit: int, calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Callable[[], Awaitable[T]]) -> T:
+        async with gate:
+            return await call()
+
+    return list(await asyncio.gather(*(one(call) for call in calls)))
+
+
+# --- the load generator -----------------------------------------------------------------------
+
+Outcome = tuple[float, float, str | None]
+"""(started or due, finished, error code or None) of one call."""
+
+
+async def attempt(call: Callable[[], Awaitable[None]], started: float) -> Outcome:
+    try:
+        await call()
+    except grpc.aio.AioRpcError as error:
+        return started, time.perf_counter(), error.code().name
+    return started, time.perf_counter(), None
+
+
+class Window:
+    """The measurement window of one row: CPU snapshots at both ends and, for profiled
+    servers, the signals that switch the profiler on and off."""
+
+    def __init__(self, probe: CpuProbe, spec: RowSpec, server_pid: int, dsn: str) -> None:
+        self._probe = probe
+        self._spec = spec
+        self._pid = server_pid
+        self._dsn = dsn
+        self.start = float("inf")
+        self.end = float("inf")
+        self.cpu: dict[str, float] = {}
+        self.database: dict[str, float] = {}
+
+    async def run(self) -> None:
+        await asyncio.sleep(self._spec.warmup)
+        if self._spec.profile:
+            os.kill(self._pid, signal.SIGUSR1)
+        counters = await database_counters(self._dsn)
+        before = self._probe.snapshot()
+        self.start = time.perf_counter()
+        await asyncio.sleep(self._spec.seconds)
+        self.end = time.perf_counter()
+        after = self._probe.snapshot()
+        if self._spec.profile:
+            os.kill(self._pid, signal.SIGUSR2)
+        later = await database_counters(self._dsn)
+        self.cpu = CpuProbe.spent(before, after)
+        self.database = {name: later[name] - value for name, value in counters.items()}
+
+
+DATABASE_COUNTERS = ("xact_commit", "tup_inserted", "tup_updated", "tup_returned")
+
+
+async def database_counters(dsn: str) -> dict[str, float]:
+    """Transactions and rows of the database so far. Backends publish their counts about once
+    a second, so a window's figures are good to a second's worth of work."""
+    if not dsn:
+        return {}
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
+        cursor = await connection.execute(
+            f"SELECT {', '.join(DATABASE_COUNTERS)} FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        )
+        row = await cursor.fetchone()
+    return dict(zip(DATABASE_COUNTERS, (float(v) for v in row or ()), strict=False))
+
+
+async def closed_loop(
+    call: Callable[[], Awaitable[None]], spec: RowSpec, window: Window
+) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    stopping = asyncio.Event()
+
+    async def worker() -> None:
+        while not stopping.is_set():
+            outcomes.append(await attempt(call, time.perf_counter()))
+
+    workers = [asyncio.create_task(worker()) for _ in range(spec.concurrency)]
+    await window.run()
+    stopping.set()
+    await asyncio.gather(*workers)
+    return outcomes
+
+
+async def open_loop(
+    call: Callable[[], Awaitable[None]], spec: RowSpec, window: Window
+) -> list[Outcome]:
+    """Start a call every 1/rate seconds, on schedule whatever the answers; a call's latency
+    runs from when it was due."""
+    outcomes: list[Outcome] = []
+    pending: set[asyncio.Task[None]] = set()
+    timer = asyncio.create_task(window.run())
+    begin = time.perf_counter()
+    end = begin + spec.warmup + spec.seconds
+
+    async def one(due: float) -> None:
+        outcomes.append(await attempt(call, due))
+
+    for number in itertools.count():
+        due = begin + number / spec.rate
+        if due >= end:
+            break
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(due))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await timer
+    if pending:
+        await asyncio.wait(pending, timeout=60)
+    return outcomes
+
+
+def summarise(spec: RowSpec, window: Window, outcomes: Sequence[Outcome]) -> RowResult:
+    """Commands/s: successful answers received in the window. Latency: of those answers
+    (closed loop), or of the calls due in the window however late they were answered (open
+    loop, so that a backlog shows)."""
+    answered = [o for o in outcomes if window.start <= o[1] <= window.end]
+    if spec.mode == "rate":
+        timed = [o for o in outcomes if window.start <= o[0] < window.end]
+    else:
+        timed = answered
+    latencies = [(finished - started) * 1000 for started, finished, code in timed if code is None]
+    errors = Counter(
+        code
+        for started, finished, code in outcomes
+        if code is not None
+        and (
+            window.start <= finished <= window.end
+            or (spec.mode == "rate" and window.start <= started < window.end)
+        )
+    )
+    return RowResult(
+        spec=spec,
+        ok=sum(1 for o in answered if o[2] is None),
+        seconds=window.end - window.start,
+        p50_ms=percentile(latencies, 50) if latencies else float("nan"),
+        p99_ms=percentile(latencies, 99) if latencies else float("nan"),
+        errors=dict(errors),
+        cpu=window.cpu,
+        database=window.database,
+    )
+
+
+def sustainable(spec: RowSpec, earlier: Sequence[RowResult]) -> RowSpec:
+    """An open-loop row at the planned rate if the closed loop showed room for it, else at
+    half the closed-loop rate: beyond capacity, an open loop measures only its own backlog."""
+    measured = [
+        r.rate for r in earlier if r.spec.command == spec.command and r.spec.mode == "closed"
+    ]
+    if not measured or measured[-1] >= spec.rate * 1.25:
+        return spec
+    return replace(spec, rate=max(10, int(measured[-1] / 2)))
+
+
+async def load_main(spec: LoadSpec) -> list[RowResult]:
+    commands = Commands(spec.run_id, spec.addresses, spec.channels)
+    probe = CpuProbe(spec.pids)
+    results: list[RowResult] = []
+    try:
+        needs_cases = any(row.command == "make_referral" for row in spec.rows)
+        started = time.perf_counter()
+        await commands.prepare(spec.clients, spec.cases if needs_cases else 0)
+        log.warning("prepared in %.1fs", time.perf_counter() - started)
+        for planned in spec.rows:
+            row = sustainable(planned, results) if planned.mode == "rate" else planned
+            window = Window(probe, row, spec.pids[row.server], spec.dsn)
+            run = closed_loop if row.mode == "closed" else open_loop
+            outcomes = await run(commands.call(row.command), row, window)
+            results.append(summarise(row, window, outcomes))
+            log.warning("%s %s %s: %.0f/s", row.setup, row.command, row.load(), results[-1].rate)
+    finally:
+        await commands.close()
+    return results
+
+
+def load_entry() -> None:
+    raw = json.load(sys.stdin)
+    spec = LoadSpec(**{**raw, "rows": [RowSpec(**row) for row in raw["rows"]]})
+    results = asyncio.run(load_main(spec))
+    json.dump([asdict(result) for result in results], sys.stdout)
+
+
+async def run_load(spec: LoadSpec, work: Path) -> list[RowResult]:
+    """Run the load generator in its own process and read back its results."""
+    with (work / "loadgen.log").open("a") as errors:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.grpc_bench",
+            "--load",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=errors,
+            cwd=REPO,
+        )
+        out, _ = await process.communicate(json.dumps(asdict(spec)).encode())
+    if process.returncode != 0:
+        tail = (work / "loadgen.log").read_text()[-3000:]
+        raise RuntimeError(f"load generator failed ({process.returncode}):\n{tail}")
+    return [
+        RowResult(**{**row, "spec": RowSpec(**row["spec"])}) for row in json.loads(out.decode())
+    ]
+
+
+# --- the servers ------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    label: str
+    process: asyncio.subprocess.Process
+    addresses: dict[str, str]
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 30)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+ADDRESS_LINE = re.compile(r"^\s+(\w+)\s+(\S+:\d+)\s*$")
+
+
+async def start_server(
+    label: str, argv: Sequence[str], env: Mapping[str, str], out: Path, expect: Sequence[str]
+) -> Server:
+    """Start a server process and wait until it printed the addresses of ``expect``."""
+    with out.open("w") as stdout, out.with_suffix(".err").open("w") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, *argv, stdout=stdout, stderr=stderr, cwd=REPO, env=dict(env)
+        )
+    deadline = time.perf_counter() + 90
+    while True:
+        addresses = _addresses(await asyncio.to_thread(out.read_text))
+        if all(name in addresses for name in expect):
+            return Server(label, process, addresses)
+        if process.returncode is not None or time.perf_counter() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            err = out.with_suffix(".err").read_text()[-3000:]
+            raise RuntimeError(f"{label} did not start:\n{err}")
+        await asyncio.sleep(0.1)
+
+
+def _addresses(printed: str) -> dict[str, str]:
+    found = {}
+    for line in printed.splitlines():
+        if line.startswith("ADDRESSES "):
+            found.update(json.loads(line.removeprefix("ADDRESSES ")))
+        elif match := ADDRESS_LINE.match(line):
+            found[match.group(1)] = match.group(2)
+    return found
+
+
+def serve_entry(options: argparse.Namespace) -> None:
+    """(internal) Run services in this process like ``services.runner``, on a given topic,
+    optionally profiling the event loop's thread between SIGUSR1 and SIGUSR2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    profiler = cProfile.Profile() if options.profile else None
+    asyncio.run(serve(options, profiler))
+
+
+async def serve(options: argparse.Namespace, profiler: cProfile.Profile | None) -> None:
+    from events.bus.kafka_settings import KafkaSettings
+    from events.bus.topics import TopicSettings, ensure_topics
+    from events.hosting import Infrastructure
+    from services.runner import start_services, stop_services
+
+    data_dir = Path(options.data_dir)
+    if options.backend == "distributed":
+        kafka = KafkaSettings.from_env()
+        await ensure_topics(kafka, TopicSettings(case_events_topic=options.topic))
+        dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+        infra = Infrastructure.distributed(data_dir, dsn, kafka, topic=options.topic)
+    else:
+        infra = Infrastructure.embedded(data_dir)
+    names = options.service or list(SERVICES)
+    running = await start_services(infra, names, "127.0.0.1", dict.fromkeys(SERVICES, 0))
+    addresses = {service.name: f"127.0.0.1:{service.port}" for service in running}
+    print("ADDRESSES " + json.dumps(addresses), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if profiler is not None:
+        loop.add_signal_handler(signal.SIGUSR1, profiler.enable)
+
+        def finish_profile() -> None:
+            profiler.disable()
+            profiler.dump_stats(options.profile)
+
+        loop.add_signal_handler(signal.SIGUSR2, finish_profile)
+    await stop.wait()
+    await stop_services(running)
+
+
+# --- PostgreSQL and Kafka for the distributed run ---------------------------------------------
+
+
+@contextlib.contextmanager
+def fresh_database(base_dsn: str, name: str) -> Iterator[str]:
+    """A new database on the server of ``base_dsn``, dropped afterwards."""
+    admin = make_conninfo(base_dsn, dbname="postgres")
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_conninfo(base_dsn, dbname=name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_facts(dsn: str) -> str:
+    with psycopg.connect(dsn) as connection:
+        version = connection.execute("SHOW server_version").fetchone()
+        sync = connection.execute("SHOW synchronous_commit").fetchone()
+    return f"{version[0] if version else '?'}, synchronous_commit={sync[0] if sync else '?'}"
+
+
+async def delete_topic(bootstrap: str, topic: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, client_id="casetrail-bench")
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+    except Exception as error:  # cleanup only: a leftover topic is no reason to fail
+        log.warning("could not delete topic %s: %s", topic, error)
+    finally:
+        await admin.close()
+
+
+# --- the runs ---------------------------------------------------------------------------------
+
+
+def rows(plan: Plan, setup: str, intake: str, coordination: str, register: bool) -> list[RowSpec]:
+    """The rows of one setup; ``intake`` and ``coordination`` label the serving processes."""
+    closed = RowSpec(setup, "open_case", "closed", plan.warmup, plan.seconds, plan.concurrency)
+    specs = [
+        closed,
+        RowSpec(setup, "open_case", "rate", plan.warmup, plan.rate_seconds, rate=plan.rate),
+    ]
+    if register:
+        specs.append(replace(closed, command="register_client", seconds=plan.register_seconds))
+    specs.append(replace(closed, command="make_referral"))
+    return [
+        replace(spec, server=coordination if spec.command == "make_referral" else intake)
+        for spec in specs
+    ]
+
+
+def profile_row(plan: Plan, setup: str, server: str) -> RowSpec:
+    """OpenCase once more, with the server's profiler on for the window only."""
+    return RowSpec(
+        setup,
+        "open_case",
+        "closed",
+        warmup=1.0,
+        seconds=plan.profile_seconds,
+        concurrency=plan.concurrency,
+        server=server,
+        profile=True,
+    )
+
+
+@dataclass
+class Profile:
+    row: RowResult
+    stats: pstats.Stats
+    what: str
+
+
+def read_profile(results: list[RowResult], path: Path, what: str) -> Profile | None:
+    """Take the profiled row out of ``results`` and pair it with its statistics."""
+    profiled = [r for r in results if r.spec.profile]
+    for row in profiled:
+        results.remove(row)
+    if not profiled or not path.exists():
+        return None
+    return Profile(profiled[0], pstats.Stats(str(path)), what)
+
+
+async def embedded_run(plan: Plan, work: Path, run_id: str) -> list[RowResult]:
+    data = work / "embedded"
+    data.mkdir()
+    argv = ["-m", "services.runner", "--any-port", "--data-dir", str(data)]
+    server = await start_server("embedded", argv, os.environ, work / "embedded.out", SERVICES)
+    try:
+        spec = LoadSpec(
+            run_id=f"{run_id}-e",
+            addresses=server.addresses,
+            pids={"embedded": server.pid},
+            rows=rows(plan, "embedded", "embedded", "embedded", register=True),
+            channels=plan.channels,
+            clients=plan.clients,
+            cases=plan.cases,
+        )
+        return await run_load(spec, work)
+    finally:
+        await server.stop()
+
+
+async def embedded_profile(plan: Plan, work: Path, run_id: str) -> Profile | None:
+    """The embedded services again, in a process like ``services.runner``'s that can profile
+    its event loop's thread on signal, under OpenCase."""
+    data = work / "embedded-profiled"
+    data.mkdir()
+    out = work / "embedded.pstats"
+    argv = ["-m", "bench.grpc_bench", "--serve", "--data-dir", str(data), "--profile", str(out)]
+    server = await start_server("embedded", argv, os.environ, work / "profiled.out", SERVICES)
+    try:
+        spec = LoadSpec(
+            run_id=f"{run_id}-p",
+            addresses=server.addresses,
+            pids={"embedded": server.pid},
+            rows=[replace(profile_row(plan, "embedded", "embedded"), warmup=plan.warmup)],
+            channels=plan.channels,
+            clients=plan.clients,
+            cases=0,
+        )
+        results = await run_load(spec, work)
+    finally:
+        await server.stop()
+    return read_profile(results, out, "embedded (all four services in one process)")
+
+
+async def distributed_run(
+    plan: Plan, work: Path, run_id: str, dsn: str, topic: str, profile: bool
+) -> tuple[list[RowResult], Profile | None]:
+    """The four services in four processes; with ``profile``, a last OpenCase row with the
+    intake process's profiler on."""
+    env = {**os.environ, "CASETRAIL_PG_DSN": dsn}
+    out = work / "intake.pstats"
+    servers: list[Server] = []
+
+    async def start(name: str) -> None:
+        data = work / f"distributed-{name}"
+        data.mkdir()
+        argv = ["-m", "bench.grpc_bench", "--serve", "--backend", "distributed"]
+        argv += ["--service", name, "--topic", topic, "--data-dir", str(data)]
+        if profile and name == "intake":
+            argv += ["--profile", str(out)]
+        servers.append(await start_server(name, argv, env, work / f"{name}.out", [name]))
+
+    try:
+        started = await asyncio.gather(*(start(name) for name in SERVICES), return_exceptions=True)
+        for failure in started:
+            if isinstance(failure, BaseException):
+                raise failure
+        specs = rows(plan, "distributed", "intake", "coordination", register=False)
+        if profile:
+            specs.append(profile_row(plan, "distributed", "intake"))
+        spec = LoadSpec(
+            run_id=f"{run_id}-d",
+            addresses={name: a for s in servers for name, a in s.addresses.items()},
+            pids={s.label: s.pid for s in servers},
+            rows=specs,
+            channels=plan.channels,
+            clients=plan.clients,
+            cases=plan.cases,
+            dsn=dsn,
+        )
+        results = await run_load(spec, work)
+    finally:
+        for server in reversed(servers):
+            await server.stop()
+    return results, read_profile(results, out, "distributed intake process")
+
+
+@dataclass
+class BenchRun:
+    plan: Plan
+    quick: bool
+    embedded: list[RowResult]
+    distributed: list[RowResult]
+    profiles: list[Profile]
+    elapsed: float
+    facts: dict[str, str] = field(default_factory=dict)
+
+
+async def run(quick: bool, write: bool, profile: bool | None, keep: bool) -> str:
+    from events.bus.kafka_settings import KafkaSettings
+
+    plan = QUICK if quick else FULL
+    profile = (not quick) if profile is None else profile
+    run_id = f"{int(time.time())}"
+    base_dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    bootstrap = KafkaSettings.from_env().bootstrap_servers
+    topic = f"casetrail.bench-grpc-{run_id}"
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="casetrail-grpc-bench-"))
+    try:
+        progress(started, "embedded: the four services in one process")
+        embedded = await embedded_run(plan, work, run_id)
+        progress(started, "distributed: four processes on PostgreSQL + Kafka")
+        with fresh_database(base_dsn, f"bench_grpc_{run_id}") as dsn:
+            facts = {"PostgreSQL": postgres_facts(dsn), "Kafka": bootstrap}
+            try:
+                distributed, intake_profile = await distributed_run(
+                    plan, work, run_id, dsn, topic, profile
+                )
+            finally:
+                await delete_topic(bootstrap, topic)
+        profiles = [intake_profile] if intake_profile else []
+        if profile:
+            progress(started, "embedded under cProfile")
+            embedded_profiled = await embedded_profile(plan, work, run_id)
+            profiles[:0] = [embedded_profiled] if embedded_profiled else []
+        elapsed = time.perf_counter() - started
+        progress(started, "done")
+        body = report(BenchRun(plan, quick, embedded, distributed, profiles, elapsed, facts))
+    finally:
+        if keep:
+            print(f"logs and data kept in {work}", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    if write:
+        replace_section(HEADING, body)
+    return body
+
+
+def progress(started: float, what: str) -> None:
+    print(f"[{time.perf_counter() - started:5.1f}s] {what}", flush=True)
+
+
+# --- the report -------------------------------------------------------------------------------
+
+COMMAND_NAMES = {
+    "open_case": "intake OpenCase",
+    "register_client": "intake RegisterClient",
+    "make_referral": "coordination MakeReferral",
+}
+
+
+def ms(value: float) -> str:
+    return "n/a" if value != value else f"{value:.1f}"
+
+
+def cores(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def main_table(results: Sequence[RowResult]) -> str:
+    headers = [
+        "setup",
+        "command",
+        "load",
+        "commands/s",
+        "p50 ms",
+        "p99 ms",
+        "failed",
+        "server process CPU (cores)",
+        "of it main thread",
+        "commands per server CPU-s",
+        "load generator (cores)",
+        "machine busy (of 2)",
+        "vs target",
+    ]
+    table = []
+    for r in results:
+        server = r.spec.server
+        failed = sum(r.errors.values())
+        per_cpu = r.per_cpu_second(server)
+        main_share = r.cpu.get(f"{server}/main", 0.0) / r.cpu[server] if r.cpu.get(server) else 0
+        table.append(
+            [
+                r.spec.setup,
+                COMMAND_NAMES[r.spec.command],
+                r.spec.load(),
+                fmt_rate(r.rate),
+                ms(r.p50_ms),
+                ms(r.p99_ms),
+                str(failed) if not failed else f"{failed} ({_codes(r.errors)})",
+                f"{cores(r.cores(server))} ({server})",
+                f"{main_share:.0%}",
+                fmt_rate(per_cpu),
+                cores(r.cores("loadgen")),
+                cores(r.cores("machine")),
+                fmt_ratio(r.rate / TARGET) if r.spec.mode == "closed" else "-",
+            ]
+        )
+    return markdown_table(headers, table)
+
+
+def _codes(errors: Mapping[str, int]) -> str:
+    return ", ".join(f"{code} {count}" for code, count in sorted(errors.items()))
+
+
+def cpu_split_table(results: Sequence[RowResult], labels: Sequence[str]) -> str:
+    """Where the machine's CPU went in each window, in cores (CPU-seconds per second)."""
+    headers = ["setup", "command", "load", *labels, "PostgreSQL", "Kafka", "load generator"]
+    headers += ["anything else", "machine busy (of 2)"]
+    table = []
+    for r in results:
+        ours = [r.cores(label) for label in labels]
+        known = [*ours, r.cores("postgres"), r.cores("kafka"), r.cores("loadgen")]
+        other = max(r.cores("machine") - sum(known), 0.0)
+        table.append(
+            [
+                r.spec.setup,
+                COMMAND_NAMES[r.spec.command],
+                r.spec.load(),
+                *(cores(value) for value in known),
+                cores(other),
+                cores(r.cores("machine")),
+            ]
+        )
+    return markdown_table(headers, table)
+
+
+def short_function(key: tuple[str, int, str]) -> str:
+    filename, line, name = key
+    if filename == "~":
+        return name
+    path = filename
+    for prefix in (str(REPO) + "/", "site-packages/", "/lib/python3"):
+        if prefix in path:
+            path = path.split(prefix, 1)[1]
+    return f"{path}:{line} {name}"
+
+
+def profile_tables(profile: Profile) -> tuple[str, str, float]:
+    """Top 15 functions by own time, top 15 casetrail functions by cumulative time (microseconds
+    per command), and the profiled window's total own time."""
+    raw: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = profile.stats.stats  # type: ignore[attr-defined]
+    commands = max(profile.row.ok, 1)
+    total = sum(entry[2] for entry in raw.values())
+
+    def row(key: tuple[str, int, str], own: float, cumulative: float, calls: int) -> list[str]:
+        return [
+            f"`{short_function(key)}`",
+            f"{calls / commands:.1f}",
+            f"{own / commands * 1e6:.0f}",
+            f"{cumulative / commands * 1e6:.0f}",
+            f"{own / total:.1%}",
+        ]
+
+    headers = ["function", "calls/command", "own us/command", "cumulative us/command", "own share"]
+    by_own = sorted(raw.items(), key=lambda item: item[1][2], reverse=True)[:15]
+    own_table = markdown_table(headers, [row(k, v[2], v[3], v[1]) for k, v in by_own])
+    ours = [
+        (k, v)
+        for k, v in raw.items()
+        if k[0].startswith(str(REPO)) and "/.venv/" not in k[0] and "/bench/" not in k[0]
+    ]
+    by_cumulative = sorted(ours, key=lambda item: item[1][3], reverse=True)[:15]
+    cumulative_table = markdown_table(headers, [row(k, v[2], v[3], v[1]) for k, v in by_cumulative])
+    return own_table, cumulative_table, total
+
+
+def report(result: BenchRun) -> str:
+    plan = result.plan
+    info = machine_info(grpcio=grpc.__version__, **result.facts)
+    everything = [*result.embedded, *result.distributed]
+    lines = [
+        f"Run: {now_utc()}, {'quick' if result.quick else 'full'} run, "
+        f"{result.elapsed:.0f} s. Command: `python -m bench.grpc_bench"
+        f"{' --quick' if result.quick else ''}`.",
+        "",
+        "Machine:",
+        *(f"- {fact}" for fact in info.lines()),
+        "",
+        "Setup:",
+        "- **embedded**: `python -m services.runner --any-port` - intake, coordination, planning "
+        "and audit in ONE process, SQLite files (WAL, synchronous=FULL, durable before the "
+        "answer), the in-process bus between them. Every command therefore also pays for the "
+        "other services' projections of its event. Target: 2,000 commands/s for that process.",
+        "- **distributed**: one process per service (`services.runner`'s start, on a Kafka topic "
+        "of the run's own, deleted afterwards), each with its schemas in a fresh PostgreSQL "
+        "database (`CREATE DATABASE`, dropped afterwards), Kafka between them. The commands go to "
+        "intake (OpenCase) or coordination (MakeReferral); the other three processes consume the "
+        "events from Kafka meanwhile, on the same 2 cores.",
+        f"- Load generator: a separate process, grpc.aio, {plan.channels} channels (one TCP "
+        f"connection each) per service. Closed loop: {plan.concurrency} calls in flight, "
+        f"{plan.warmup:.0f} s warm-up, then {plan.seconds:.0f} s measured "
+        f"({plan.register_seconds:.0f} s for RegisterClient); commands/s counts successful "
+        f"answers received in the window. Open loop: {plan.rate} calls started per second on "
+        f"schedule, {plan.rate_seconds:.0f} s measured, latency from when each call was due.",
+        f"- Commands: OpenCase for {plan.clients} clients registered beforehand (in turn); "
+        "RegisterClient with a unique name each (the duplicate check runs and finds nothing; "
+        "intake serialises registrations by design, see services/intake/app/handlers.py); "
+        f"MakeReferral on {plan.cases} cases opened beforehand and learnt by coordination from "
+        "the bus. Every call has a fresh idempotency key.",
+        "- CPU: user+system time from `/proc/<pid>/stat` (and `/proc/<pid>/task/<pid>/stat` for "
+        "the main thread, where the event loop runs) read at both ends of the window; "
+        "PostgreSQL = every `postgres` process, Kafka = the broker's JVM; machine busy = "
+        "`/proc/stat`, all cores, whoever used them (other work on the machine included). "
+        "A value of 1.00 is one core fully used.",
+        "",
+        main_table(everything),
+        "",
+    ]
+    lines += comparison(result)
+    lines += [
+        "",
+        "Where the CPU went in each window (cores):",
+        "",
+        cpu_split_table(result.embedded, ["embedded"]),
+        "",
+        cpu_split_table(result.distributed, list(SERVICES)),
+        "",
+    ]
+    lines += shortfall(result)
+    return "\n".join(lines)
+
+
+def comparison(result: BenchRun) -> list[str]:
+    def find(rows: Sequence[RowResult], command: str, mode: str = "closed") -> RowResult | None:
+        return next((r for r in rows if r.spec.command == command and r.spec.mode == mode), None)
+
+    lines = ["Side by side (same run, one after the other):", ""]
+    for command in ("open_case", "make_referral"):
+        embedded = find(result.embedded, command)
+        distributed = find(result.distributed, command)
+        if embedded is None or distributed is None or not distributed.rate:
+            continue
+        e_cpu = embedded.per_cpu_second(embedded.spec.server)
+        d_cpu = distributed.per_cpu_second(distributed.spec.server)
+        lines.append(
+            f"- {COMMAND_NAMES[command]}: embedded {fmt_rate(embedded.rate)}/s vs distributed "
+            f"{fmt_rate(distributed.rate)}/s = {fmt_ratio(embedded.rate / distributed.rate)}; "
+            f"per CPU-second of the serving process {fmt_rate(e_cpu)} vs {fmt_rate(d_cpu)}"
+            + (f" = {fmt_ratio(e_cpu / d_cpu)}" if e_cpu and d_cpu else "")
+            + "."
+        )
+    for rows in (result.embedded, result.distributed):
+        closed = find(rows, "open_case")
+        paced = find(rows, "open_case", "rate")
+        if closed and paced:
+            lines.append(
+                f"- {closed.spec.setup} OpenCase latency: p50/p99 {ms(paced.p50_ms)}/"
+                f"{ms(paced.p99_ms)} ms at {paced.spec.rate}/s offered "
+                f"({fmt_rate(paced.rate)}/s answered) against {ms(closed.p50_ms)}/"
+                f"{ms(closed.p99_ms)} ms with {closed.spec.concurrency} in flight."
+            )
+    return lines
+
+
+def shortfall(result: BenchRun) -> list[str]:
+    below = [
+        r
+        for r in [*result.embedded, *result.distributed]
+        if r.spec.mode == "closed" and r.rate < TARGET
+    ]
+    if not below:
+        return ["Every measured service process reached the target."]
+    lines = ["### Where we fall short and why", ""]
+    for r in below:
+        lines.append(
+            f"- **Below target**: {r.spec.setup} {COMMAND_NAMES[r.spec.command]}: "
+            f"{fmt_rate(r.rate)} commands/s, {r.rate / TARGET:.0%} of {fmt_rate(TARGET)}; the "
+            f"serving process used {cores(r.cores(r.spec.server))} cores, "
+            f"{fmt_rate(r.per_cpu_second(r.spec.server))} commands per CPU-second of it."
+        )
+    embedded = next((p for p in result.profiles if p.row.spec.setup == "embedded"), None)
+    intake = next((p for p in result.profiles if p.row.spec.setup == "distributed"), None)
+    lines += ["", "Measured in this run:", ""]
+    if embedded is not None:
+        lines += embedded_evidence(embedded)
+    lines += distributed_evidence(result.distributed, intake)
+    lines += ["", *WHY]
+    for profile in result.profiles:
+        lines += ["", *profile_section(profile)]
+    return lines
+
+
+Key = tuple[str, int, str]
+Entry = tuple[int, int, float, float, Any]
+
+
+def raw_stats(profile: Profile) -> dict[Key, Entry]:
+    stats: dict[Key, Entry] = profile.stats.stats  # type: ignore[attr-defined]
+    return stats
+
+
+def per_command(profile: Profile, file_suffix: str, name: str) -> tuple[float, float, float]:
+    """Calls, own microseconds and cumulative microseconds per command of the functions
+    called ``name`` in files ending with ``file_suffix`` (``~`` for built-ins)."""
+    commands = max(profile.row.ok, 1)
+    calls = own = cumulative = 0.0
+    for (filename, _line, function), entry in raw_stats(profile).items():
+        if function == name and filename.endswith(file_suffix):
+            calls += entry[1]
+            own += entry[2]
+            cumulative += entry[3]
+    return calls / commands, own / commands * 1e6, cumulative / commands * 1e6
+
+
+def loop_share(profile: Profile, micros_per_command: float) -> str:
+    total = sum(entry[2] for entry in raw_stats(profile).values())
+    return f"{micros_per_command * max(profile.row.ok, 1) / 1e6 / total:.0%}" if total else "n/a"
+
+
+def embedded_evidence(profile: Profile) -> list[str]:
+    _, idle, _ = per_command(profile, "~", "<method 'poll' of 'select.epoll' objects>")
+    statements, blocked, _ = per_command(
+        profile, "~", "<method 'execute' of 'sqlite3.Connection' objects>"
+    )
+    deliveries, _, delivering = per_command(profile, "events/bus/delivery.py", "deliver")
+    _, _, decoding = per_command(profile, "events/cloudevents.py", "from_kafka_binary")
+    _, _, transactions = per_command(profile, "events/projections/sqlite.py", "transaction")
+    _, _, command = per_command(profile, "events/grpc_platform/server.py", "wrapper")
+    _, _, builds = per_command(profile, "services/intake/app/handlers.py", "opening_of")
+    loop = sum(entry[2] for entry in raw_stats(profile).values()) / max(profile.row.ok, 1) * 1e6
+    return [
+        f"- The event loop's thread is the bottleneck: {loop / 1000:.1f} ms of its time per "
+        f"command under the profiler, waiting for I/O in epoll only {loop_share(profile, idle)} "
+        "of it. One thread at 100% cannot pass 1/that many commands a second.",
+        f"- {statements:.1f} SQLite statements per command run ON the event loop's thread "
+        f"(events/projections/sqlite.py): {blocked:.0f} us per command, "
+        f"{loop_share(profile, blocked)} of the loop's time, most of it in `COMMIT` waiting for "
+        "fsync (read models use synchronous=FULL and one transaction per delivered event, "
+        f"{transactions:.0f} us per command inside `transaction`). While it waits, no request, "
+        "no other projection and no answer moves.",
+        f"- Each command's event is delivered {deliveries:.1f} times on the in-process bus (one "
+        "per subscription: intake's closures, coordination's case facts, planning, audit): "
+        f"{delivering:.0f} us per command, of which {decoding:.0f} us decode the same "
+        "CloudEvent again for every subscriber (`from_kafka_binary`).",
+        f"- The command itself, request to answer (`refusals_as_status` wrapper): {command:.0f} us "
+        f"per command of loop time; the catalog event is built and validated twice "
+        f"(`opening_of` {builds:.0f} us), once to check the request, once in the handler.",
+    ]
+
+
+def distributed_evidence(results: Sequence[RowResult], profile: Profile | None) -> list[str]:
+    closed = next(
+        (r for r in results if r.spec.command == "open_case" and r.spec.mode == "closed"), None
+    )
+    paced = next(
+        (r for r in results if r.spec.command == "open_case" and r.spec.mode == "rate"), None
+    )
+    lines = []
+    if closed is not None and closed.ok:
+        xacts = closed.database.get("xact_commit", 0.0) / closed.ok
+        inserted = closed.database.get("tup_inserted", 0.0) / closed.ok
+        main = closed.cpu.get("intake/main", 0.0) / closed.ok * 1000
+        lines.append(
+            f"- Distributed OpenCase with {closed.spec.concurrency} in flight: intake's main "
+            f"thread spent {main:.1f} ms of CPU per command and the process used only "
+            f"{cores(closed.cores('intake'))} cores, so intake waits rather than computes. "
+            f"The services' database committed {xacts:.1f} transactions and inserted "
+            f"{inserted:.1f} rows per command (all four services, every statement in "
+            "autocommit counts as one transaction)."
+        )
+    if paced is not None:
+        lines.append(
+            f"- Even lightly loaded ({paced.spec.rate}/s offered) an OpenCase takes "
+            f"{ms(paced.p50_ms)} ms (p50): a chain of round trips, each a wake-up of another "
+            "process on a machine whose two cores are shared by seven busy processes."
+        )
+    if profile is not None:
+        sends, send_us, _ = per_command(profile, "psycopg/_cursor_base.py", "_send_query_prepared")
+        decoded, _, decode_us = per_command(profile, "events/store/rows.py", "to_recorded")
+        _, _, appends = per_command(profile, "events/store/postgres.py", "_append_on")
+        lines.append(
+            f"- Intake's profile: {sends:.1f} prepared statements sent per command "
+            f"({send_us:.0f} us each command in libpq's send), {decoded:.1f} stored events "
+            f"decoded per command ({decode_us:.0f} us); appends go through ONE writer "
+            "connection (events/store/postgres.py), so the appends of all in-flight commands "
+            f"queue for it, one commit (one WAL flush) at a time ({appends:.0f} us of loop "
+            "time per append, plus the wait)."
+        )
+    return lines
+
+
+def profile_section(profile: Profile) -> list[str]:
+    own, cumulative, total = profile_tables(profile)
+    row = profile.row
+    server = row.spec.server
+    return [
+        f"#### Profile: {profile.what}",
+        "",
+        f"OpenCase, {row.spec.concurrency} in flight, cProfile on the event loop's thread for "
+        f"{row.seconds:.0f} s: {row.ok:,} commands ({fmt_rate(row.rate)}/s under the profiler), "
+        f"{total:.1f} s of profiled (wall) time on that thread. The main thread used "
+        f"{row.cpu.get(f'{server}/main', 0.0):.1f} of the process's "
+        f"{row.cpu.get(server, 0.0):.1f} CPU-seconds; the rest went to threads cProfile does "
+        "not see (SQLite writer and readers, gRPC's own). Times are per command; a coroutine "
+        "counts one call per resumption, and its time excludes the time it spent suspended.",
+        "",
+        "Top 15 functions by own time:",
+        "",
+        own,
+        "",
+        "Top 15 casetrail functions by cumulative time:",
+        "",
+        cumulative,
+    ]
+
+
+WHY: list[str] = []
+
+
+# --- entry ------------------------------------------------------------------------------------
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.grpc_bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a smaller run (under 45 s)")
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    parser.add_argument("--keep", action="store_true", help="keep the servers' logs and data")
+    profile = parser.add_mutually_exclusive_group()
+    profile.add_argument("--profile-run", dest="profile_run", action="store_true", default=None)
+    profile.add_argument("--no-profile-run", dest="profile_run", action="store_false")
+    parser.add_argument("--load", action="store_true", help="(internal) the load generator")
+    parser.add_argument("--serve", action="store_true", help="(internal) run services")
+    parser.add_argument("--backend", choices=["embedded", "distributed"], default="embedded")
+    parser.add_argument("--service", action="append", choices=SERVICES)
+    parser.add_argument("--topic", default="casetrail.case-events")
+    parser.add_argument("--data-dir")
+    parser.add_argument("--profile", help="(internal, --serve) write a cProfile here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout) -> None:
+    options = parse(argv)
+    if options.load:
+        logging.basicConfig(level=logging.WARNING, format="loadgen: %(message)s")
+        load_entry()
+        return
+    if options.serve:
+        serve_entry(options)
+        return
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    print(
+        asyncio.run(run(options.quick, not options.no_write, options.profile_run, options.keep)),
+        file=stdout,
+    )
+
+
+if __name__ == "__main__":
+    main()
