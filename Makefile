@@ -17,6 +17,7 @@ help:
 	@echo "make run        start casetrail on the embedded default (SQLite + in-process bus)"
 	@echo "make test       install everything, start Kafka + PostgreSQL, run the whole suite"
 	@echo "make run-distributed  the four services as separate processes on Kafka + PostgreSQL"
+	@echo "make caseload   the faust-streaming caseload processor on Kafka (web views on :6066)"
 	@echo "make demo       walk the elderly-client case through the running services"
 	@echo "make check      ruff, mypy --strict, event schemas in sync"
 	@echo "make bench      run the benchmarks in bench/ (needs the servers)"
@@ -57,6 +58,12 @@ run-distributed: $(PROTO_STAMP)
 	  pids="$$pids $$!"; \
 	done; wait
 
+# Live caseloads and overdue follow-ups (faust-streaming) from the case-event topic on Kafka.
+.PHONY: caseload
+caseload: $(PROTO_STAMP)
+	$(MAKE) --no-print-directory kafka-start
+	$(PY) -m services.caseload worker -l info
+
 .PHONY: demo
 demo: $(PROTO_STAMP)
 	$(PY) -m services.demo
@@ -86,7 +93,9 @@ test-unit: $(PROTO_STAMP)
 .PHONY: bench
 bench: $(PROTO_STAMP)
 	$(MAKE) --no-print-directory servers-start
-	$(PY) -m bench.run_all
+	$(PY) -m bench.store_bench
+	$(PY) -m bench.kafka_bench
+	$(PY) -m bench.grpc_bench
 
 .PHONY: clean
 clean:

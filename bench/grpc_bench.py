@@ -667,7 +667,8 @@ def serve_entry(options: argparse.Namespace) -> None:
     """(internal) Run services in this process like ``services.runner``, on a given topic,
     optionally profiling the event loop's thread between SIGUSR1 and SIGUSR2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    profiler = cProfile.Profile() if options.profile else None
+    clock = time.thread_time if options.profile_clock == "cpu" else time.perf_counter
+    profiler = cProfile.Profile(clock) if options.profile else None
     asyncio.run(serve(options, profiler))
 
 
@@ -848,7 +849,7 @@ async def distributed_run(
         argv = ["-m", "bench.grpc_bench", "--serve", "--backend", "distributed"]
         argv += ["--service", name, "--topic", topic, "--data-dir", str(data)]
         if profile and name == "intake":
-            argv += ["--profile", str(out)]
+            argv += ["--profile", str(out), "--profile-clock", os.environ.get("GB_CLOCK", "wall")]
         servers.append(await start_server(name, argv, env, work / f"{name}.out", [name]))
 
     try:
@@ -1318,6 +1319,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--topic", default="casetrail.case-events")
     parser.add_argument("--data-dir")
     parser.add_argument("--profile", help="(internal, --serve) write a cProfile here")
+    parser.add_argument("--profile-clock", choices=["wall", "cpu"], default="wall")
     return parser.parse_args(argv)
 
 

@@ -107,7 +107,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--any-port", action="store_true", help="let the OS pick free ports")
     parser.add_argument(
         "--topic",
-        default=os.environ.get("CASETRAIL_TOPIC", DEFAULT_CASE_EVENTS_TOPIC),
+        default=os.environ.get("CASETRAIL_CASE_EVENTS_TOPIC", DEFAULT_CASE_EVENTS_TOPIC),
         help="the case-event topic (distributed backend)",
     )
     return parser.parse_args(argv)
