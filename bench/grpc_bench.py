@@ -1,6 +1,6 @@
 """gRPC command benchmarks (issue 4): commands per second through the services' APIs.
 
-``python -m bench.grpc_bench [--quick] [--no-write]`` writes the section "## gRPC commands
+``python -m bench.grpc_bench [--quick] [--no-write] [--keep]`` writes the section "## gRPC commands
 (issue 4)" of ``bench/RESULTS.md``. Needs the PostgreSQL server and the Kafka broker of
 ``make servers-start`` (``CASETRAIL_PG_DSN``, ``CASETRAIL_KAFKA_BOOTSTRAP``).
 
@@ -20,8 +20,10 @@ Three kinds of process, so the load generator's CPU is never counted as the serv
 The load generator reads the CPU time of every process involved from ``/proc`` at the start
 and end of each measurement window (servers, PostgreSQL, Kafka, itself, the whole machine):
 on two cores the load generator competes with the servers, and the report says how much.
-When a service process stays below the target, one more embedded run under cProfile (enabled
-by signal for the measurement window only) shows where the event loop's time goes.
+A full run (or ``--profile-run``) also profiles the event loop's thread with cProfile, switched
+on and off by signal for one OpenCase window: the distributed intake process at the end of
+its run, and the embedded services in one more process like the runner's. ``--keep`` keeps
+the servers' logs and data.
 """
 
 from __future__ import annotations
@@ -42,12 +44,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import psycopg
@@ -97,6 +99,8 @@ class Plan:
     cases: int
     """Cases opened (and learnt by coordination) before the MakeReferral row."""
     profile_seconds: float
+    settle_limit: float
+    """Longest wait, before each row, for the servers to finish the previous row's backlog."""
 
 
 FULL = Plan(
@@ -110,9 +114,10 @@ FULL = Plan(
     clients=16,
     cases=1_000,
     profile_seconds=8.0,
+    settle_limit=20.0,
 )
 QUICK = Plan(
-    warmup=1.0,
+    warmup=0.75,
     seconds=3.0,
     rate=500,
     rate_seconds=2.0,
@@ -120,8 +125,9 @@ QUICK = Plan(
     concurrency=48,
     channels=4,
     clients=8,
-    cases=200,
+    cases=100,
     profile_seconds=2.0,
+    settle_limit=5.0,
 )
 
 
@@ -157,6 +163,10 @@ class LoadSpec:
     channels: int
     clients: int
     cases: int
+    scratch: str
+    """A directory on the servers' disk, for the fsync probe."""
+    settle_limit: float
+    """Longest wait for the servers to become idle before a row."""
     dsn: str = ""
     """The services' database (distributed): its transaction counters are read too."""
 
@@ -175,6 +185,10 @@ class RowResult:
     CPU second of the machine, whoever spent it)."""
     database: dict[str, float] = field(default_factory=dict)
     """Counters of the services' PostgreSQL database in the window (``pg_stat_database``)."""
+    samples: dict[str, float] = field(default_factory=dict)
+    """Latencies of an fsync and of a PostgreSQL round trip during the window."""
+    settled: float = 0.0
+    """Seconds the servers needed to become idle before the row began."""
 
     @property
     def rate(self) -> float:
@@ -423,15 +437,17 @@ class Window:
     """The measurement window of one row: CPU snapshots at both ends and, for profiled
     servers, the signals that switch the profiler on and off."""
 
-    def __init__(self, probe: CpuProbe, spec: RowSpec, server_pid: int, dsn: str) -> None:
+    def __init__(self, probe: CpuProbe, spec: RowSpec, load: LoadSpec) -> None:
         self._probe = probe
         self._spec = spec
-        self._pid = server_pid
-        self._dsn = dsn
+        self._pid = load.pids[spec.server]
+        self._dsn = load.dsn
+        self._scratch = Path(load.scratch)
         self.start = float("inf")
         self.end = float("inf")
         self.cpu: dict[str, float] = {}
         self.database: dict[str, float] = {}
+        self.samples: dict[str, float] = {}
 
     async def run(self) -> None:
         await asyncio.sleep(self._spec.warmup)
@@ -440,17 +456,55 @@ class Window:
         counters = await database_counters(self._dsn)
         before = self._probe.snapshot()
         self.start = time.perf_counter()
+        over = asyncio.Event()
+        sampling = asyncio.create_task(sample_waits(self._scratch, self._dsn, over))
         await asyncio.sleep(self._spec.seconds)
         self.end = time.perf_counter()
         after = self._probe.snapshot()
         if self._spec.profile:
             os.kill(self._pid, signal.SIGUSR2)
+        over.set()
+        self.samples = await sampling
         later = await database_counters(self._dsn)
         self.cpu = CpuProbe.spent(before, after)
         self.database = {name: later[name] - value for name, value in counters.items()}
 
 
-DATABASE_COUNTERS = ("xact_commit", "tup_inserted", "tup_updated", "tup_returned")
+async def sample_waits(scratch: Path, dsn: str, over: asyncio.Event) -> dict[str, float]:
+    """What the servers wait for, sampled 20 times a second during the window: a durable
+    200-byte write (``fdatasync``) beside the SQLite files, and a ``SELECT 1`` round trip to
+    PostgreSQL when there is one."""
+    syncs: list[float] = []
+    trips: list[float] = []
+    connection = await psycopg.AsyncConnection.connect(dsn, autocommit=True) if dsn else None
+    descriptor = os.open(scratch / f"fsync-{os.getpid()}", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while not over.is_set():
+            syncs.append(await asyncio.to_thread(timed_fdatasync, descriptor))
+            if connection is not None:
+                started = time.perf_counter()
+                await connection.execute("SELECT 1")
+                trips.append((time.perf_counter() - started) * 1000)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(over.wait(), 0.05)
+    finally:
+        os.close(descriptor)
+        if connection is not None:
+            await connection.close()
+    found = {"fsync p50 ms": percentile(syncs, 50), "fsync p99 ms": percentile(syncs, 99)}
+    if trips:
+        found |= {"pg p50 ms": percentile(trips, 50), "pg p99 ms": percentile(trips, 99)}
+    return found
+
+
+def timed_fdatasync(descriptor: int) -> float:
+    os.write(descriptor, b"x" * 200)
+    started = time.perf_counter()
+    os.fdatasync(descriptor)
+    return (time.perf_counter() - started) * 1000
+
+
+DATABASE_COUNTERS = ("xact_commit", "tup_inserted", "tup_updated")
 
 
 async def database_counters(dsn: str) -> dict[str, float]:
@@ -542,7 +596,22 @@ def summarise(spec: RowSpec, window: Window, outcomes: Sequence[Outcome]) -> Row
         errors=dict(errors),
         cpu=window.cpu,
         database=window.database,
+        samples=window.samples,
     )
+
+
+async def settle(pids: Iterable[int], limit: float, idle: float = 0.15) -> float:
+    """Wait until the servers are idle (below ``idle`` cores together over half a second), at
+    most ``limit`` seconds, and return how long that took. Subscribers work behind the
+    commands (Kafka, the in-process bus); a row must not pay for the previous row's backlog."""
+    started = time.perf_counter()
+    pids = list(pids)
+    while time.perf_counter() - started < limit:
+        before = sum(process_cpu(pid) or 0.0 for pid in pids)
+        await asyncio.sleep(0.5)
+        if sum(process_cpu(pid) or 0.0 for pid in pids) - before < idle * 0.5:
+            break
+    return time.perf_counter() - started
 
 
 def sustainable(spec: RowSpec, earlier: Sequence[RowResult]) -> RowSpec:
@@ -567,10 +636,11 @@ async def load_main(spec: LoadSpec) -> list[RowResult]:
         log.warning("prepared in %.1fs", time.perf_counter() - started)
         for planned in spec.rows:
             row = sustainable(planned, results) if planned.mode == "rate" else planned
-            window = Window(probe, row, spec.pids[row.server], spec.dsn)
+            settled = await settle(spec.pids.values(), spec.settle_limit)
+            window = Window(probe, row, spec)
             run = closed_loop if row.mode == "closed" else open_loop
             outcomes = await run(commands.call(row.command), row, window)
-            results.append(summarise(row, window, outcomes))
+            results.append(replace(summarise(row, window, outcomes), settled=settled))
             log.warning("%s %s %s: %.0f/s", row.setup, row.command, row.load(), results[-1].rate)
     finally:
         await commands.close()
@@ -667,8 +737,7 @@ def serve_entry(options: argparse.Namespace) -> None:
     """(internal) Run services in this process like ``services.runner``, on a given topic,
     optionally profiling the event loop's thread between SIGUSR1 and SIGUSR2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    clock = time.thread_time if options.profile_clock == "cpu" else time.perf_counter
-    profiler = cProfile.Profile(clock) if options.profile else None
+    profiler = cProfile.Profile() if options.profile else None
     asyncio.run(serve(options, profiler))
 
 
@@ -804,6 +873,8 @@ async def embedded_run(plan: Plan, work: Path, run_id: str) -> list[RowResult]:
             channels=plan.channels,
             clients=plan.clients,
             cases=plan.cases,
+            scratch=str(work),
+            settle_limit=plan.settle_limit,
         )
         return await run_load(spec, work)
     finally:
@@ -827,6 +898,8 @@ async def embedded_profile(plan: Plan, work: Path, run_id: str) -> Profile | Non
             channels=plan.channels,
             clients=plan.clients,
             cases=0,
+            scratch=str(work),
+            settle_limit=plan.settle_limit,
         )
         results = await run_load(spec, work)
     finally:
@@ -849,7 +922,7 @@ async def distributed_run(
         argv = ["-m", "bench.grpc_bench", "--serve", "--backend", "distributed"]
         argv += ["--service", name, "--topic", topic, "--data-dir", str(data)]
         if profile and name == "intake":
-            argv += ["--profile", str(out), "--profile-clock", os.environ.get("GB_CLOCK", "wall")]
+            argv += ["--profile", str(out)]
         servers.append(await start_server(name, argv, env, work / f"{name}.out", [name]))
 
     try:
@@ -868,6 +941,8 @@ async def distributed_run(
             channels=plan.channels,
             clients=plan.clients,
             cases=plan.cases,
+            scratch=str(work),
+            settle_limit=plan.settle_limit,
             dsn=dsn,
         )
         results = await run_load(spec, work)
@@ -886,6 +961,8 @@ class BenchRun:
     profiles: list[Profile]
     elapsed: float
     facts: dict[str, str] = field(default_factory=dict)
+    changed: list[str] = field(default_factory=list)
+    """Source files of the services that changed while the benchmark ran."""
 
 
 async def run(quick: bool, write: bool, profile: bool | None, keep: bool) -> str:
@@ -898,6 +975,7 @@ async def run(quick: bool, write: bool, profile: bool | None, keep: bool) -> str
     bootstrap = KafkaSettings.from_env().bootstrap_servers
     topic = f"casetrail.bench-grpc-{run_id}"
     started = time.perf_counter()
+    code = code_fingerprint()
     work = Path(tempfile.mkdtemp(prefix="casetrail-grpc-bench-"))
     try:
         progress(started, "embedded: the four services in one process")
@@ -918,7 +996,12 @@ async def run(quick: bool, write: bool, profile: bool | None, keep: bool) -> str
             profiles[:0] = [embedded_profiled] if embedded_profiled else []
         elapsed = time.perf_counter() - started
         progress(started, "done")
-        body = report(BenchRun(plan, quick, embedded, distributed, profiles, elapsed, facts))
+        now = code_fingerprint()
+        changed = sorted(
+            path for path in code.keys() | now.keys() if code.get(path) != now.get(path)
+        )
+        outcome = BenchRun(plan, quick, embedded, distributed, profiles, elapsed, facts, changed)
+        body = report(outcome)
     finally:
         if keep:
             print(f"logs and data kept in {work}", flush=True)
@@ -927,6 +1010,15 @@ async def run(quick: bool, write: bool, profile: bool | None, keep: bool) -> str
     if write:
         replace_section(HEADING, body)
     return body
+
+
+def code_fingerprint() -> dict[str, float]:
+    """Modification times of the code under test, to notice edits made while it runs."""
+    return {
+        str(path.relative_to(REPO)): path.stat().st_mtime
+        for folder in ("events", "services")
+        for path in (REPO / folder).rglob("*.py")
+    }
 
 
 def progress(started: float, what: str) -> None:
@@ -1018,7 +1110,46 @@ def cpu_split_table(results: Sequence[RowResult], labels: Sequence[str]) -> str:
     return markdown_table(headers, table)
 
 
-def short_function(key: tuple[str, int, str]) -> str:
+def waits_table(results: Sequence[RowResult]) -> str:
+    """What a durable write and a database round trip cost while each row ran."""
+    headers = ["setup", "command", "load", "servers idle after (s)", "fdatasync p50 / p99 ms"]
+    headers += ["PostgreSQL `SELECT 1` p50 / p99 ms", "database transactions per command"]
+    headers += ["rows written per command"]
+    table = []
+    for r in results:
+        found = r.samples
+        written = r.database.get("tup_inserted", 0.0) + r.database.get("tup_updated", 0.0)
+        table.append(
+            [
+                r.spec.setup,
+                COMMAND_NAMES[r.spec.command],
+                r.spec.load(),
+                f"{r.settled:.1f}",
+                _pair(found, "fsync"),
+                _pair(found, "pg"),
+                f"{r.database['xact_commit'] / r.ok:.1f}" if r.database and r.ok else "-",
+                f"{written / r.ok:.1f}" if r.database and r.ok else "-",
+            ]
+        )
+    return markdown_table(headers, table)
+
+
+def _pair(samples: Mapping[str, float], what: str) -> str:
+    if f"{what} p50 ms" not in samples:
+        return "-"
+    return f"{samples[f'{what} p50 ms']:.2f} / {samples[f'{what} p99 ms']:.2f}"
+
+
+Key = tuple[str, int, str]
+Entry = tuple[int, int, float, float, Any]
+
+
+def raw_stats(profile: Profile) -> dict[Key, Entry]:
+    stats: dict[Key, Entry] = profile.stats.stats  # type: ignore[attr-defined]
+    return stats
+
+
+def short_function(key: Key) -> str:
     filename, line, name = key
     if filename == "~":
         return name
@@ -1029,14 +1160,20 @@ def short_function(key: tuple[str, int, str]) -> str:
     return f"{path}:{line} {name}"
 
 
-def profile_tables(profile: Profile) -> tuple[str, str, float]:
-    """Top 15 functions by own time, top 15 casetrail functions by cumulative time (microseconds
-    per command), and the profiled window's total own time."""
-    raw: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = profile.stats.stats  # type: ignore[attr-defined]
-    commands = max(profile.row.ok, 1)
-    total = sum(entry[2] for entry in raw.values())
+def loop_time(profile: Profile) -> float:
+    """Seconds the profiled thread spent in the window (wall clock, all functions' own time)."""
+    return sum(entry[2] for entry in raw_stats(profile).values())
 
-    def row(key: tuple[str, int, str], own: float, cumulative: float, calls: int) -> list[str]:
+
+def profile_tables(profile: Profile) -> tuple[str, str]:
+    """Top 15 functions by own time and top 15 casetrail functions by cumulative time, in
+    microseconds per command."""
+    raw = raw_stats(profile)
+    commands = max(profile.row.ok, 1)
+    total = loop_time(profile) or 1.0
+
+    def row(key: Key, entry: Entry) -> list[str]:
+        _, calls, own, cumulative, _ = entry
         return [
             f"`{short_function(key)}`",
             f"{calls / commands:.1f}",
@@ -1047,61 +1184,89 @@ def profile_tables(profile: Profile) -> tuple[str, str, float]:
 
     headers = ["function", "calls/command", "own us/command", "cumulative us/command", "own share"]
     by_own = sorted(raw.items(), key=lambda item: item[1][2], reverse=True)[:15]
-    own_table = markdown_table(headers, [row(k, v[2], v[3], v[1]) for k, v in by_own])
     ours = [
-        (k, v)
-        for k, v in raw.items()
-        if k[0].startswith(str(REPO)) and "/.venv/" not in k[0] and "/bench/" not in k[0]
+        (key, entry)
+        for key, entry in raw.items()
+        if key[0].startswith(str(REPO)) and "/.venv/" not in key[0] and "/bench/" not in key[0]
     ]
     by_cumulative = sorted(ours, key=lambda item: item[1][3], reverse=True)[:15]
-    cumulative_table = markdown_table(headers, [row(k, v[2], v[3], v[1]) for k, v in by_cumulative])
-    return own_table, cumulative_table, total
+    return (
+        markdown_table(headers, [row(key, entry) for key, entry in by_own]),
+        markdown_table(headers, [row(key, entry) for key, entry in by_cumulative]),
+    )
+
+
+def per_command(profile: Profile, file_suffix: str, name: str) -> tuple[float, float, float]:
+    """Calls, own microseconds and cumulative microseconds per command of the functions
+    called ``name`` in files ending with ``file_suffix`` (``~`` for built-ins)."""
+    commands = max(profile.row.ok, 1)
+    calls = own = cumulative = 0.0
+    for (filename, _line, function), entry in raw_stats(profile).items():
+        if function == name and filename.endswith(file_suffix):
+            calls += entry[1]
+            own += entry[2]
+            cumulative += entry[3]
+    return calls / commands, own / commands * 1e6, cumulative / commands * 1e6
+
+
+def share(profile: Profile, micros_per_command: float) -> str:
+    total = loop_time(profile)
+    return f"{micros_per_command * profile.row.ok / 1e6 / total:.0%}" if total else "n/a"
 
 
 def report(result: BenchRun) -> str:
     plan = result.plan
     info = machine_info(grpcio=grpc.__version__, **result.facts)
-    everything = [*result.embedded, *result.distributed]
     lines = [
         f"Run: {now_utc()}, {'quick' if result.quick else 'full'} run, "
         f"{result.elapsed:.0f} s. Command: `python -m bench.grpc_bench"
         f"{' --quick' if result.quick else ''}`.",
+        *(
+            [
+                "",
+                "**Warning: the code under test changed while this ran, so rows may mix "
+                f"versions:** {', '.join(result.changed)}.",
+            ]
+            if result.changed
+            else []
+        ),
         "",
         "Machine:",
         *(f"- {fact}" for fact in info.lines()),
         "",
         "Setup:",
-        "- **embedded**: `python -m services.runner --any-port` - intake, coordination, planning "
-        "and audit in ONE process, SQLite files (WAL, synchronous=FULL, durable before the "
-        "answer), the in-process bus between them. Every command therefore also pays for the "
-        "other services' projections of its event. Target: 2,000 commands/s for that process.",
-        "- **distributed**: one process per service (`services.runner`'s start, on a Kafka topic "
-        "of the run's own, deleted afterwards), each with its schemas in a fresh PostgreSQL "
-        "database (`CREATE DATABASE`, dropped afterwards), Kafka between them. The commands go to "
-        "intake (OpenCase) or coordination (MakeReferral); the other three processes consume the "
-        "events from Kafka meanwhile, on the same 2 cores.",
+        "- **embedded**: `python -m services.runner --any-port`: intake, coordination, planning "
+        "and audit in ONE process, SQLite files (WAL; the event stores commit with "
+        "synchronous=FULL, durable before the answer), the in-process bus between them. "
+        "Every command therefore also pays for the other services' projections of its "
+        "event. The target (2,000 commands/s per service process) applies to that process.",
+        "- **distributed**: one process per service (`services.runner`'s `start_services`, "
+        "started by `--serve` with a Kafka topic of the run's own, deleted afterwards; the "
+        "runner itself always uses the shared development topic), their schemas in a fresh "
+        "PostgreSQL database (`CREATE DATABASE`, dropped afterwards), Kafka between them. "
+        "Commands go to intake (OpenCase) or coordination (MakeReferral); the other three "
+        "processes consume the events from Kafka meanwhile, on the same two cores.",
         f"- Load generator: a separate process, grpc.aio, {plan.channels} channels (one TCP "
         f"connection each) per service. Closed loop: {plan.concurrency} calls in flight, "
         f"{plan.warmup:.0f} s warm-up, then {plan.seconds:.0f} s measured "
         f"({plan.register_seconds:.0f} s for RegisterClient); commands/s counts successful "
-        f"answers received in the window. Open loop: {plan.rate} calls started per second on "
-        f"schedule, {plan.rate_seconds:.0f} s measured, latency from when each call was due.",
-        f"- Commands: OpenCase for {plan.clients} clients registered beforehand (in turn); "
+        "answers received in the window. Open loop: calls started on schedule whatever the "
+        f"answers, {plan.rate_seconds:.0f} s measured, latency from when each call was due; "
+        f"at {plan.rate}/s when the closed loop reached 1.25 times that, else at half the "
+        "closed-loop rate (beyond capacity an open loop only measures its own backlog).",
+        f"- Commands: OpenCase for {plan.clients} clients registered beforehand, in turn; "
         "RegisterClient with a unique name each (the duplicate check runs and finds nothing; "
-        "intake serialises registrations by design, see services/intake/app/handlers.py); "
-        f"MakeReferral on {plan.cases} cases opened beforehand and learnt by coordination from "
-        "the bus. Every call has a fresh idempotency key.",
-        "- CPU: user+system time from `/proc/<pid>/stat` (and `/proc/<pid>/task/<pid>/stat` for "
-        "the main thread, where the event loop runs) read at both ends of the window; "
-        "PostgreSQL = every `postgres` process, Kafka = the broker's JVM; machine busy = "
-        "`/proc/stat`, all cores, whoever used them (other work on the machine included). "
-        "A value of 1.00 is one core fully used.",
+        "intake serialises registrations on purpose, see services/intake/app/handlers.py); "
+        f"MakeReferral on {plan.cases:,} cases opened beforehand and learnt by coordination "
+        "from the bus. Every call has a fresh idempotency key.",
+        "- CPU: user+system time from `/proc/<pid>/stat` (the main thread, where the event "
+        "loop runs: `/proc/<pid>/task/<pid>/stat`) at both ends of the window; PostgreSQL = "
+        "every `postgres` process, Kafka = the broker's JVM, machine busy = `/proc/stat` (all "
+        "work on the machine, other people's included). 1.00 = one core fully used.",
         "",
-        main_table(everything),
+        main_table([*result.embedded, *result.distributed]),
         "",
-    ]
-    lines += comparison(result)
-    lines += [
+        *comparison(result),
         "",
         "Where the CPU went in each window (cores):",
         "",
@@ -1109,15 +1274,21 @@ def report(result: BenchRun) -> str:
         "",
         cpu_split_table(result.distributed, list(SERVICES)),
         "",
+        "Before each row the load generator waits until the servers are idle (below 0.15 cores "
+        f"together, at most {plan.settle_limit:.0f} s): subscribers work behind the commands, "
+        "and a row must not pay for the previous row's backlog. What waiting costs: a 200-byte "
+        "`fdatasync` beside the SQLite files and a `SELECT 1` to PostgreSQL, each sampled 20 "
+        "times a second in the window; the database counters come from `pg_stat_database` "
+        "(every autocommit statement is one transaction; backends report about once a second).",
+        "",
+        waits_table([*result.embedded, *result.distributed]),
+        "",
+        *shortfall(result),
     ]
-    lines += shortfall(result)
     return "\n".join(lines)
 
 
 def comparison(result: BenchRun) -> list[str]:
-    def find(rows: Sequence[RowResult], command: str, mode: str = "closed") -> RowResult | None:
-        return next((r for r in rows if r.spec.command == command and r.spec.mode == mode), None)
-
     lines = ["Side by side (same run, one after the other):", ""]
     for command in ("open_case", "make_referral"):
         embedded = find(result.embedded, command)
@@ -1131,7 +1302,7 @@ def comparison(result: BenchRun) -> list[str]:
             f"{fmt_rate(distributed.rate)}/s = {fmt_ratio(embedded.rate / distributed.rate)}; "
             f"per CPU-second of the serving process {fmt_rate(e_cpu)} vs {fmt_rate(d_cpu)}"
             + (f" = {fmt_ratio(e_cpu / d_cpu)}" if e_cpu and d_cpu else "")
-            + "."
+            + " (the embedded process also runs the other three services)."
         )
     for rows in (result.embedded, result.distributed):
         closed = find(rows, "open_case")
@@ -1140,10 +1311,14 @@ def comparison(result: BenchRun) -> list[str]:
             lines.append(
                 f"- {closed.spec.setup} OpenCase latency: p50/p99 {ms(paced.p50_ms)}/"
                 f"{ms(paced.p99_ms)} ms at {paced.spec.rate}/s offered "
-                f"({fmt_rate(paced.rate)}/s answered) against {ms(closed.p50_ms)}/"
+                f"({fmt_rate(paced.rate)}/s answered), {ms(closed.p50_ms)}/"
                 f"{ms(closed.p99_ms)} ms with {closed.spec.concurrency} in flight."
             )
     return lines
+
+
+def find(rows: Sequence[RowResult], command: str, mode: str = "closed") -> RowResult | None:
+    return next((r for r in rows if r.spec.command == command and r.spec.mode == mode), None)
 
 
 def shortfall(result: BenchRun) -> list[str]:
@@ -1166,127 +1341,176 @@ def shortfall(result: BenchRun) -> list[str]:
     intake = next((p for p in result.profiles if p.row.spec.setup == "distributed"), None)
     lines += ["", "Measured in this run:", ""]
     if embedded is not None:
-        lines += embedded_evidence(embedded)
+        lines += embedded_evidence(embedded, find(result.embedded, "open_case"))
     lines += distributed_evidence(result.distributed, intake)
-    lines += ["", *WHY]
+    lines += ["", "Why:", "", *WHY, *cpu_ceiling(result.distributed)]
     for profile in result.profiles:
         lines += ["", *profile_section(profile)]
     return lines
 
 
-Key = tuple[str, int, str]
-Entry = tuple[int, int, float, float, Any]
-
-
-def raw_stats(profile: Profile) -> dict[Key, Entry]:
-    stats: dict[Key, Entry] = profile.stats.stats  # type: ignore[attr-defined]
-    return stats
-
-
-def per_command(profile: Profile, file_suffix: str, name: str) -> tuple[float, float, float]:
-    """Calls, own microseconds and cumulative microseconds per command of the functions
-    called ``name`` in files ending with ``file_suffix`` (``~`` for built-ins)."""
-    commands = max(profile.row.ok, 1)
-    calls = own = cumulative = 0.0
-    for (filename, _line, function), entry in raw_stats(profile).items():
-        if function == name and filename.endswith(file_suffix):
-            calls += entry[1]
-            own += entry[2]
-            cumulative += entry[3]
-    return calls / commands, own / commands * 1e6, cumulative / commands * 1e6
-
-
-def loop_share(profile: Profile, micros_per_command: float) -> str:
-    total = sum(entry[2] for entry in raw_stats(profile).values())
-    return f"{micros_per_command * max(profile.row.ok, 1) / 1e6 / total:.0%}" if total else "n/a"
-
-
-def embedded_evidence(profile: Profile) -> list[str]:
+def embedded_evidence(profile: Profile, closed: RowResult | None) -> list[str]:
     _, idle, _ = per_command(profile, "~", "<method 'poll' of 'select.epoll' objects>")
     statements, blocked, _ = per_command(
         profile, "~", "<method 'execute' of 'sqlite3.Connection' objects>"
     )
-    deliveries, _, delivering = per_command(profile, "events/bus/delivery.py", "deliver")
-    _, _, decoding = per_command(profile, "events/cloudevents.py", "from_kafka_binary")
-    _, _, transactions = per_command(profile, "events/projections/sqlite.py", "transaction")
+    # One read-model transaction object per transaction: a plain call, counted exactly.
+    transactions, _, _ = per_command(profile, "events/projections/sqlite.py", "__init__")
+    decoded, _, decoding = per_command(profile, "events/cloudevents.py", "from_kafka_binary")
+    _, _, delivering = per_command(profile, "events/bus/delivery.py", "deliver")
     _, _, command = per_command(profile, "events/grpc_platform/server.py", "wrapper")
-    _, _, builds = per_command(profile, "services/intake/app/handlers.py", "opening_of")
-    loop = sum(entry[2] for entry in raw_stats(profile).values()) / max(profile.row.ok, 1) * 1e6
+    built, _, builds = per_command(profile, "services/intake/app/handlers.py", "opening_of")
+    loop = loop_time(profile) / max(profile.row.ok, 1) * 1e6
+    fsync = _pair(closed.samples, "fsync") if closed else "-"
+    batch = decoded / transactions if transactions else float("nan")
+    lines = []
+    if closed is not None and closed.ok:
+        main = closed.cpu.get(f"{closed.spec.server}/main", 0.0) / closed.ok * 1000
+        lines.append(
+            f"- Embedded, without the profiler, the main thread (the event loop of all four "
+            f"services) spent {main:.2f} ms of CPU per OpenCase at {fmt_rate(closed.rate)}/s, "
+            f"{cores(closed.cores(f'{closed.spec.server}/main'))} cores, and the process "
+            f"{cores(closed.cores(closed.spec.server))} cores of the 2 the machine has: one "
+            "thread does the work of all four services."
+        )
     return [
-        f"- The event loop's thread is the bottleneck: {loop / 1000:.1f} ms of its time per "
-        f"command under the profiler, waiting for I/O in epoll only {loop_share(profile, idle)} "
-        "of it. One thread at 100% cannot pass 1/that many commands a second.",
-        f"- {statements:.1f} SQLite statements per command run ON the event loop's thread "
-        f"(events/projections/sqlite.py): {blocked:.0f} us per command, "
-        f"{loop_share(profile, blocked)} of the loop's time, most of it in `COMMIT` waiting for "
-        "fsync (read models use synchronous=FULL and one transaction per delivered event, "
-        f"{transactions:.0f} us per command inside `transaction`). While it waits, no request, "
-        "no other projection and no answer moves.",
-        f"- Each command's event is delivered {deliveries:.1f} times on the in-process bus (one "
-        "per subscription: intake's closures, coordination's case facts, planning, audit): "
-        f"{delivering:.0f} us per command, of which {decoding:.0f} us decode the same "
-        "CloudEvent again for every subscriber (`from_kafka_binary`).",
-        f"- The command itself, request to answer (`refusals_as_status` wrapper): {command:.0f} us "
-        f"per command of loop time; the catalog event is built and validated twice "
-        f"(`opening_of` {builds:.0f} us), once to check the request, once in the handler.",
+        *lines,
+        f"- Under the profiler (which slows it: {fmt_rate(profile.row.rate)}/s) the loop's "
+        f"thread spent {loop / 1000:.1f} ms per OpenCase, waiting in epoll for only "
+        f"{share(profile, idle)} of it"
+        + (
+            ": the loop is saturated, and the shares below say what fills it."
+            if idle < loop / 5
+            else "."
+        ),
+        f"- {statements:.1f} SQLite statements in {transactions:.2f} read-model transactions "
+        "per command run ON the event loop's thread (events/projections/sqlite.py): "
+        f"{blocked:.0f} us per command, {share(profile, blocked)} of the loop; while they run "
+        "nothing else in the process moves. A durable commit adds an fsync to that (a "
+        f"200-byte fdatasync took {fsync} ms, p50 / p99, in the OpenCase window).",
+        f"- Each OpenCase event is decoded {decoded:.1f} times from the in-process bus, once per "
+        "subscription (intake's case closures, coordination's case facts, planning, audit), "
+        f"{decoding:.0f} us per command (`from_kafka_binary`: the same CloudEvent parsed and "
+        f"validated again for each); delivering, decoding included, takes {delivering:.0f} us "
+        f"of loop per command ({share(profile, delivering)}). A transaction took in "
+        f"{batch:.1f} events on average.",
+        f"- The command itself, request to answer (`refusals_as_status` wrapper): {command:.0f} "
+        f"us of loop per command, of which {builds:.0f} us build and validate the `CaseOpened` "
+        f"event (`opening_of`, {built:.1f} calls per command"
+        + ("; once to check the request, once again in the handler)." if built >= 1.5 else ")."),
     ]
 
 
 def distributed_evidence(results: Sequence[RowResult], profile: Profile | None) -> list[str]:
-    closed = next(
-        (r for r in results if r.spec.command == "open_case" and r.spec.mode == "closed"), None
-    )
-    paced = next(
-        (r for r in results if r.spec.command == "open_case" and r.spec.mode == "rate"), None
-    )
+    closed = find(results, "open_case")
+    paced = find(results, "open_case", "rate")
     lines = []
     if closed is not None and closed.ok:
-        xacts = closed.database.get("xact_commit", 0.0) / closed.ok
-        inserted = closed.database.get("tup_inserted", 0.0) / closed.ok
         main = closed.cpu.get("intake/main", 0.0) / closed.ok * 1000
         lines.append(
-            f"- Distributed OpenCase with {closed.spec.concurrency} in flight: intake's main "
-            f"thread spent {main:.1f} ms of CPU per command and the process used only "
-            f"{cores(closed.cores('intake'))} cores, so intake waits rather than computes. "
-            f"The services' database committed {xacts:.1f} transactions and inserted "
-            f"{inserted:.1f} rows per command (all four services, every statement in "
-            "autocommit counts as one transaction)."
+            f"- Distributed, intake's main thread spent {main:.1f} ms of CPU per OpenCase, and "
+            f"with {closed.spec.concurrency} commands in flight the process used only "
+            f"{cores(closed.cores('intake'))} cores: it mostly waits. PostgreSQL `SELECT 1` "
+            f"round trips took {_pair(closed.samples, 'pg')} ms (p50 / p99) meanwhile."
+        )
+        spent = sum(closed.cpu.get(label, 0.0) for label in [*SERVICES, "postgres", "kafka"])
+        lines.append(
+            f"- The machine was {cores(closed.cores('machine'))} cores busy of 2 in that window: "
+            f"the four services, PostgreSQL and Kafka together spent {spent / closed.ok * 1000:.1f}"
+            " ms of CPU per OpenCase (intake's command and relay, then every subscriber decoding "
+            "the event from Kafka and writing its read models), so on two cores the whole "
+            f"system tops out near {2 * closed.ok / spent:,.0f} OpenCase/s before any wait."
         )
     if paced is not None:
         lines.append(
-            f"- Even lightly loaded ({paced.spec.rate}/s offered) an OpenCase takes "
-            f"{ms(paced.p50_ms)} ms (p50): a chain of round trips, each a wake-up of another "
-            "process on a machine whose two cores are shared by seven busy processes."
+            f"- At {paced.spec.rate}/s offered an OpenCase takes {ms(paced.p50_ms)} ms (p50): "
+            "a chain of round trips (client, intake, PostgreSQL), "
+            "each one waking another process on two cores shared by the four services, "
+            "PostgreSQL, Kafka and the load generator."
         )
     if profile is not None:
         sends, send_us, _ = per_command(profile, "psycopg/_cursor_base.py", "_send_query_prepared")
         decoded, _, decode_us = per_command(profile, "events/store/rows.py", "to_recorded")
-        _, _, appends = per_command(profile, "events/store/postgres.py", "_append_on")
+        _, _, appending = per_command(profile, "events/store/postgres.py", "_append_on")
         lines.append(
-            f"- Intake's profile: {sends:.1f} prepared statements sent per command "
-            f"({send_us:.0f} us each command in libpq's send), {decoded:.1f} stored events "
-            f"decoded per command ({decode_us:.0f} us); appends go through ONE writer "
-            "connection (events/store/postgres.py), so the appends of all in-flight commands "
-            f"queue for it, one commit (one WAL flush) at a time ({appends:.0f} us of loop "
-            "time per append, plus the wait)."
+            f"- Intake's profile: {sends:.1f} statements sent per OpenCase ({send_us:.0f} us "
+            f"of loop per command inside libpq's send, {share(profile, send_us)} of the loop, "
+            "far more than writing a few hundred bytes to a socket costs: on a busy two-core "
+            "machine the send wakes a PostgreSQL backend, which may take the core at once), "
+            f"{decoded:.1f} stored events decoded per command ({decode_us:.0f} us), "
+            f"{appending:.0f} us of loop per command in the append itself."
         )
     return lines
 
 
+WHY = [
+    "- **One loop carries everything (embedded).** The four services share one asyncio loop "
+    "and one GIL. 2,000 commands/s leaves 500 us of that loop per command, for the command "
+    "AND the four deliveries of its event; the command path alone (protobuf to the pydantic "
+    "catalog event, three store reads and one append through the SQLite threads, the answer) takes "
+    "about that much (measured above).",
+    "- **Read models are written on the loop's thread (embedded).** `SqliteReadModelStore` "
+    "runs its statements, `COMMIT` included, on the event loop's thread, on the grounds that "
+    "they take microseconds; together they take the share measured above, and where a commit "
+    "is durable (synchronous=FULL) the whole process stands still while the disk flushes. "
+    "Every subscription opens a transaction for every batch it is handed, even a projection "
+    "that ignores the event (intake's closures projection wants only "
+    "`casetrail.case.closed`), to record the applied sequence. Fixes: a writer thread with "
+    "group commit for read models, as `SqliteEventStore` has, so the loop never runs SQL; let "
+    "a projection name the event types it handles, so the others are skipped before decoding "
+    "(the CloudEvent `ce_type` header) and without a transaction.",
+    "- **The in-process bus re-encodes (embedded).** The publisher turns every `RecordedEvent` "
+    "into a Kafka-binary CloudEvent and every subscriber decodes and validates it again. "
+    "Inside one process the immutable `RecordedEvent` could be handed over as it is.",
+    "- **One writer connection, two reader connections (distributed).** "
+    "`PostgresEventStore` appends through one connection, one commit (one WAL flush) at a "
+    "time, and reads through two; the outbox relay and the projection followers share them "
+    "with the commands. An OpenCase needs three reads (the client's stream, "
+    "`read_by_causation` for retries, the case's stream) and one append, each a round trip "
+    "that queues behind the others, whatever the number of commands in flight. Fixes: "
+    "batch concurrent appends into one `append_events` call (group commit, one WAL flush "
+    "for many commands, as the SQLite writer does); a larger reader pool; answer the retry "
+    "check and the stream read in one round trip.",
+]
+
+
+def cpu_ceiling(results: Sequence[RowResult]) -> list[str]:
+    """The last reason, with this run's numbers."""
+    closed = find(results, "open_case")
+    if closed is None or not closed.ok or not closed.cpu.get("intake/main"):
+        return []
+    main = closed.cpu["intake/main"] / closed.ok
+    return [
+        "- **Too much CPU per command for one core.** Even with every wait removed, a service "
+        f"process is one Python thread: intake's main thread spent {main * 1000:.1f} ms of CPU "
+        f"per OpenCase in this run, a ceiling of about {1 / main:,.0f} commands/s per process "
+        f"on a core of its own ({1 / main / TARGET:.0%} of the target), and here the two cores "
+        "are shared with PostgreSQL, Kafka and the other services. The CPU goes to gRPC's "
+        "Python/Cython glue, building and validating the catalog event, deriving UUIDs, "
+        "`dataclasses.asdict` when encoding, psycopg's adaptation, the outbox relay, and "
+        "decoding every event of the topic for the closures projection (intake's own events "
+        f"included). {TARGET:,.0f}/s per process would need it cut to "
+        f"{1e6 / TARGET:.0f} us."
+    ]
+
+
 def profile_section(profile: Profile) -> list[str]:
-    own, cumulative, total = profile_tables(profile)
+    own, cumulative = profile_tables(profile)
     row = profile.row
     server = row.spec.server
     return [
         f"#### Profile: {profile.what}",
         "",
-        f"OpenCase, {row.spec.concurrency} in flight, cProfile on the event loop's thread for "
-        f"{row.seconds:.0f} s: {row.ok:,} commands ({fmt_rate(row.rate)}/s under the profiler), "
-        f"{total:.1f} s of profiled (wall) time on that thread. The main thread used "
+        f"OpenCase, {row.spec.concurrency} in flight, cProfile (wall clock) on the event loop's "
+        f"thread for {row.seconds:.0f} s: {row.ok:,} commands ({fmt_rate(row.rate)}/s under "
+        f"the profiler), {loop_time(profile):.1f} s of that thread's time. The main thread used "
         f"{row.cpu.get(f'{server}/main', 0.0):.1f} of the process's "
         f"{row.cpu.get(server, 0.0):.1f} CPU-seconds; the rest went to threads cProfile does "
-        "not see (SQLite writer and readers, gRPC's own). Times are per command; a coroutine "
-        "counts one call per resumption, and its time excludes the time it spent suspended.",
+        "not see (SQLite writer and readers, gRPC's own). Times are per command. Wall clock: "
+        "a function's time includes the thread blocked in it (fsync, a send that wakes "
+        "another process) or waiting for a core. A coroutine counts one call per resumption, "
+        "and its time excludes the time it spent suspended. `Context.run`'s own time is "
+        "mostly gRPC's Cython code, which cProfile cannot see into.",
         "",
         "Top 15 functions by own time:",
         "",
@@ -1298,9 +1522,6 @@ def profile_section(profile: Profile) -> list[str]:
     ]
 
 
-WHY: list[str] = []
-
-
 # --- entry ------------------------------------------------------------------------------------
 
 
@@ -1310,7 +1531,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     parser.add_argument("--keep", action="store_true", help="keep the servers' logs and data")
     profile = parser.add_mutually_exclusive_group()
-    profile.add_argument("--profile-run", dest="profile_run", action="store_true", default=None)
+    profile.add_argument(
+        "--profile-run",
+        dest="profile_run",
+        action="store_true",
+        default=None,
+        help="profile the servers under OpenCase (the default of a full run)",
+    )
     profile.add_argument("--no-profile-run", dest="profile_run", action="store_false")
     parser.add_argument("--load", action="store_true", help="(internal) the load generator")
     parser.add_argument("--serve", action="store_true", help="(internal) run services")
@@ -1319,11 +1546,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--topic", default="casetrail.case-events")
     parser.add_argument("--data-dir")
     parser.add_argument("--profile", help="(internal, --serve) write a cProfile here")
-    parser.add_argument("--profile-clock", choices=["wall", "cpu"], default="wall")
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     options = parse(argv)
     if options.load:
         logging.basicConfig(level=logging.WARNING, format="loadgen: %(message)s")
@@ -1333,10 +1559,7 @@ def main(argv: Sequence[str] | None = None, stdout: TextIO = sys.stdout) -> None
         serve_entry(options)
         return
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    print(
-        asyncio.run(run(options.quick, not options.no_write, options.profile_run, options.keep)),
-        file=stdout,
-    )
+    print(asyncio.run(run(options.quick, not options.no_write, options.profile_run, options.keep)))
 
 
 if __name__ == "__main__":

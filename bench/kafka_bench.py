@@ -10,9 +10,9 @@
    goes first; the ratio of medians is what counts (target >= 0.8).
 2. End-to-end latency: events appended one per command at a fixed rate to a SQLite store, the
    relay following it, and in another process a ``KafkaEventSubscriber`` feeding a projection
-   (``BusProjectionHandler`` over ``SqliteReadModelStore``) that notes, after each event's
-   transaction committed, how long ago the store recorded it. Target p99 <= 100 ms at 1,000
-   events/s.
+   (``BusProjectionHandler`` over ``SqliteReadModelStore``, one transaction per partition's share
+   of a poll, as ``ServiceHost.subscribe`` does) that notes, after each transaction committed,
+   how long ago the store recorded each of its events. Target p99 <= 100 ms at 1,000 events/s.
 3. Faust versus a plain ``AIOKafkaConsumer`` on the same topic: both decode the case events
    and fold them with ``services.caseload.domain.apply``; the consumer keeps the states in a
    dict and commits per batch, Faust keeps them in its changelogged table and forwards the
@@ -24,9 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -89,6 +91,7 @@ WORKERS = tuple(f"worker-{n:02d}" for n in range(25))
 SOURCE = "casetrail/bench"
 RELAY_TARGET = 0.8
 P99_TARGET_MS = 100.0
+AIOKAFKA_DEFAULT_BATCH = 16 * 1024
 log = logging.getLogger("bench.kafka")
 
 
@@ -207,6 +210,11 @@ async def fill_store(store: SqliteEventStore, events: int) -> list[RecordedEvent
 class RelayResult:
     relay: list[float] = field(default_factory=list)
     plain: list[float] = field(default_factory=list)
+    """The plain producer with the relay's producer settings (the ratio's reference)."""
+    plain_default: list[float] = field(default_factory=list)
+    """The plain producer with aiokafka's default batch size (16 KiB)."""
+    relay_cpu_us: list[float] = field(default_factory=list)
+    plain_cpu_us: list[float] = field(default_factory=list)
     events: int = 0
     read_us: float = 0.0
     """CPU-bound share of the relay: reading the store back into events, per event."""
@@ -218,36 +226,62 @@ class RelayResult:
         return median(self.relay) / median(self.plain)
 
 
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True)
+class Measured:
+    rate: float
+    cpu_us: float
+    """Process CPU time per event (the broker runs in another process)."""
+
+
+async def measured(events: int, run: Callable[[], Awaitable[None]]) -> Measured:
+    started, cpu = time.perf_counter(), cpu_seconds()
+    await run()
+    elapsed = time.perf_counter() - started
+    return Measured(events / elapsed, (cpu_seconds() - cpu) / events * 1e6)
+
+
 async def relay_round(
-    store: SqliteEventStore, kafka: KafkaSettings, topic: str, batch_size: int = 500
-) -> float:
+    store: SqliteEventStore, kafka: KafkaSettings, topic: str, events: int, batch_size: int = 500
+) -> Measured:
     async with KafkaEventPublisher(kafka, topic) as publisher:
         relay = OutboxRelay(
             store, publisher, InMemoryCheckpointStore(), "bench", batch_size=batch_size
         )
-        started = time.perf_counter()
-        published = await relay.publish_pending()
-        rate: float = published / (time.perf_counter() - started)
-        return rate
+
+        async def publish() -> None:
+            if await relay.publish_pending() != events:
+                raise RuntimeError("the relay did not publish every event")
+
+        return await measured(events, publish)
 
 
-async def plain_round(records: Sequence[KafkaRecord], kafka: KafkaSettings, topic: str) -> float:
+async def plain_round(
+    records: Sequence[KafkaRecord], kafka: KafkaSettings, topic: str, max_batch_size: int
+) -> Measured:
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka.bootstrap_servers,
         acks="all",
         enable_idempotence=True,
         linger_ms=kafka.linger_ms,
+        max_batch_size=max_batch_size,
         request_timeout_ms=kafka.request_timeout_ms,
     )
     await producer.start()
     try:
-        started = time.perf_counter()
-        sends = [
-            await producer.send(topic, r.value, key=r.key, headers=list(r.headers)) for r in records
-        ]
-        await asyncio.gather(*sends)
-        rate: float = len(records) / (time.perf_counter() - started)
-        return rate
+
+        async def send() -> None:
+            sends = [
+                await producer.send(topic, r.value, key=r.key, headers=list(r.headers))
+                for r in records
+            ]
+            await asyncio.gather(*sends)
+
+        return await measured(len(records), send)
     finally:
         await producer.stop()
 
@@ -263,7 +297,7 @@ async def time_reads(store: SqliteEventStore, events: int, batch_size: int = 500
 
 async def bench_relay(plan: Plan, kafka: KafkaSettings, work: Path) -> RelayResult:
     store = await SqliteEventStore.open(work / "relay.db", default_registry())
-    topics = [f"bench.relay.{os.urandom(4).hex()}", f"bench.plain.{os.urandom(4).hex()}"]
+    topics = [f"bench.{name}.{os.urandom(4).hex()}" for name in ("relay", "plain", "default")]
     try:
         stored = await fill_store(store, plan.relay_events)
         read_us = await time_reads(store, len(stored))
@@ -279,16 +313,33 @@ async def bench_relay(plan: Plan, kafka: KafkaSettings, work: Path) -> RelayResu
             ],
         )
         result = RelayResult(events=len(stored), read_us=read_us, encode_us=encode_us)
-        contenders: list[tuple[list[float], Callable[[], Awaitable[float]]]] = [
-            (result.relay, lambda: relay_round(store, kafka, topics[0])),
-            (result.plain, lambda: plain_round(encoded, kafka, topics[1])),
-        ]
-        # Warm-up (connections, JIT-less but cold caches, broker log segments).
-        for _, run in contenders:
+        gc.freeze()  # the benchmark's own data is no garbage to scan, as a service's start-up
+
+        async def relay() -> None:
+            outcome = await relay_round(store, kafka, topics[0], len(stored))
+            result.relay.append(outcome.rate)
+            result.relay_cpu_us.append(outcome.cpu_us)
+
+        async def plain() -> None:
+            outcome = await plain_round(encoded, kafka, topics[1], kafka.max_batch_bytes)
+            result.plain.append(outcome.rate)
+            result.plain_cpu_us.append(outcome.cpu_us)
+
+        async def plain_default() -> None:
+            outcome = await plain_round(encoded, kafka, topics[2], AIOKAFKA_DEFAULT_BATCH)
+            result.plain_default.append(outcome.rate)
+
+        contenders: list[Callable[[], Awaitable[None]]] = [relay, plain, plain_default]
+        # Warm-up (connections, cold caches, broker log segments); then forget it.
+        for run in contenders:
             await run()
+        for rates in (result.relay, result.plain, result.plain_default):
+            rates.clear()
+        result.relay_cpu_us.clear()
+        result.plain_cpu_us.clear()
         for round_number in range(plan.relay_rounds):
-            for rates, run in rotations(contenders, round_number):
-                rates.append(await run())
+            for run in rotations(contenders, round_number):
+                await run()
         return result
     finally:
         await store.close()
@@ -311,23 +362,35 @@ class CaseActivity(Projection):
         await transaction.put("case_activity", recorded.subject, document)
 
 
+class LatencyNoting:
+    """The projection's batch handler, noting when each event's transaction committed."""
+
+    def __init__(self, inner: BusProjectionHandler, expected: int) -> None:
+        self._inner = inner
+        self._expected = expected
+        self.latencies: list[float] = []
+        self.handled_at: list[float] = []
+        self.transactions = 0
+        self.done = asyncio.Event()
+
+    async def handle_batch(self, records: Sequence[RecordedEvent]) -> None:
+        await self._inner.handle_batch(records)
+        now, clock = datetime.now(UTC), time.perf_counter()
+        self.transactions += 1
+        self.latencies.extend((now - r.recorded_at).total_seconds() for r in records)
+        self.handled_at.extend(clock for _ in records)
+        if len(self.latencies) >= self._expected:
+            self.done.set()
+
+
 async def consume_main(options: argparse.Namespace) -> None:
     """The other process of the latency benchmark (``consume`` subcommand)."""
     kafka = replace(
         KafkaSettings(bootstrap_servers=options.bootstrap), poll_timeout_ms=100, max_batch=500
     )
     read_models = SqliteReadModelStore(Path(options.db))
-    inner = BusProjectionHandler(read_models, CaseActivity())
-    latencies: list[float] = []
-    handled_at: list[float] = []
-    done = asyncio.Event()
-
-    async def handler(recorded: RecordedEvent) -> None:
-        await inner(recorded)
-        latencies.append((datetime.now(UTC) - recorded.recorded_at).total_seconds())
-        handled_at.append(time.perf_counter())
-        if len(latencies) >= options.expected:
-            done.set()
+    handler = LatencyNoting(BusProjectionHandler(read_models, CaseActivity()), options.expected)
+    done = handler.done
 
     def assigned(partitions: frozenset[int]) -> None:
         if len(partitions) == PARTITIONS:
@@ -347,8 +410,13 @@ async def consume_main(options: argparse.Namespace) -> None:
     done.set()
     await consumer
     await read_models.close()
+    handled_at = handler.handled_at
     span = handled_at[-1] - handled_at[0] if len(handled_at) > 1 else 0.0
-    payload = {"latencies": latencies, "handled_rate": (len(handled_at) - 1) / span if span else 0}
+    payload = {
+        "latencies": handler.latencies,
+        "handled_rate": (len(handled_at) - 1) / span if span else 0,
+        "transactions": handler.transactions,
+    }
     await asyncio.to_thread(Path(options.out).write_text, json.dumps(payload))
 
 
@@ -377,6 +445,8 @@ class LatencyResult:
     acknowledged: list[float]
     handled_rate: float
     """Events per second the consumer process handled, first to last."""
+    transactions: int
+    """Read-model transactions the consumer committed (one per partition's share of a poll)."""
 
 
 async def bench_latency(
@@ -434,6 +504,7 @@ async def bench_latency(
             projected=payload["latencies"],
             acknowledged=timer.latencies,
             handled_rate=float(payload["handled_rate"]),
+            transactions=int(payload["transactions"]),
         )
     finally:
         stop.set()
@@ -662,12 +733,20 @@ def report(
     latencies: list[LatencyResult],
     consumers: ConsumerResult,
     elapsed: float,
+    load: tuple[float, float],
 ) -> str:
-    info = machine_info(Kafka=f"single KRaft node at {kafka.bootstrap_servers}, same machine")
+    info = machine_info(
+        **{
+            "Kafka": f"single KRaft node at {kafka.bootstrap_servers}, same machine",
+            "Load average (1 min) at start / end": f"{load[0]:.1f} / {load[1]:.1f}",
+        }
+    )
     lines = [
         f"Run: {now_utc()}, `python -m bench.kafka_bench{' --quick' if quick else ''}`"
         f" ({elapsed:.0f} s). The broker, the benchmark and its consumer process share the"
-        " machine's CPUs, so every figure includes that contention.",
+        " machine's CPUs, so every figure includes that contention. Both benchmark processes"
+        " use the garbage-collector settings of `services.runner` (`gc.freeze()`, threshold"
+        " 50,000), as the services do.",
         "",
         *(f"- {fact}" for fact in info.lines()),
         "",
@@ -681,46 +760,68 @@ def report(
 def relay_section(plan: Plan, relay: RelayResult) -> list[str]:
     relay_rate, plain_rate = median(relay.relay), median(relay.plain)
     verdict = "meets" if relay.ratio >= RELAY_TARGET else "**misses**"
-    send_us = 1e6 / plain_rate
-    relay_us = 1e6 / relay_rate
+    relay_cpu, plain_cpu = median(relay.relay_cpu_us), median(relay.plain_cpu_us)
+    batching_us = max(0.0, relay_cpu - relay.read_us - relay.encode_us)
+    kib = KafkaSettings().max_batch_bytes // 1024
     return [
         "### Relay throughput: store to Kafka",
         "",
         f"{relay.events:,} catalog events (10 per case) in a SQLite store; {plan.relay_rounds}"
-        f" round(s) after a warm-up, alternating which contender goes first; {PARTITIONS}"
-        " partitions, `acks=all`, idempotent producers on both sides, same linger.",
+        f" round(s) after a warm-up, rotating which contender goes first; {PARTITIONS}"
+        " partitions, `acks=all`, idempotent producers, same linger. The ratio compares the"
+        f" relay with a plain producer given the same producer settings ({kib} KiB record"
+        " batches, `KafkaSettings.max_batch_bytes`); the third row is that producer with"
+        " aiokafka's default 16 KiB batches, the settings both sides had before.",
         "",
         markdown_table(
-            ["contender", "events/s (median)", "rounds"],
+            ["contender", "events/s (median)", "rounds", "CPU us/event"],
             [
                 [
-                    "OutboxRelay: read store, encode, publish 500-event batches, checkpoint",
+                    "OutboxRelay: read store, encode, publish 500-event batches (next read and"
+                    " up to 4 batches in flight), checkpoint",
                     fmt_rate(relay_rate),
                     ", ".join(fmt_rate(r) for r in relay.relay),
+                    f"{relay_cpu:.0f}",
                 ],
                 [
-                    "plain AIOKafkaProducer: the same records, pre-encoded in memory",
+                    f"plain AIOKafkaProducer, {kib} KiB batches: the same records, pre-encoded"
+                    " in memory, one `send` each",
                     fmt_rate(plain_rate),
                     ", ".join(fmt_rate(r) for r in relay.plain),
+                    f"{plain_cpu:.0f}",
+                ],
+                [
+                    "plain AIOKafkaProducer, 16 KiB batches (aiokafka's default)",
+                    fmt_rate(median(relay.plain_default)),
+                    ", ".join(fmt_rate(r) for r in relay.plain_default),
+                    "",
                 ],
             ],
         ),
         "",
         f"**Ratio relay / plain: {fmt_ratio(relay.ratio)}** (target >= {RELAY_TARGET}:"
-        f" {verdict} it).",
+        f" {verdict} it). Against the plain producer with aiokafka's defaults:"
+        f" {fmt_ratio(relay_rate / median(relay.plain_default))}.",
         "",
-        f"Where the relay's {relay_us:.0f} us per event go (same run, one thread): reading the"
-        f" store back into validated events {relay.read_us:.0f} us, CloudEvents encoding"
-        f" {relay.encode_us:.0f} us, and the producer's send path, which is all the plain"
-        f" producer pays: {send_us:.0f} us. Decoding, encoding and sending all hold the one"
-        " event-loop thread (only the SQL fetch runs in a reader thread), so the ratio cannot"
-        f" exceed about {send_us / (relay.read_us + relay.encode_us + send_us):.2f} however"
-        " the batches are sized or pipelined, as long as every stored event is decoded"
-        " through its pydantic model and encoded again. Reaching 0.8 needs a relay that"
-        " publishes the stored bytes as they are (the `data` column already is the record"
-        " value; the `ce_*` headers can be formatted from the row's columns) and reads the next"
-        " batch while the previous one is in flight; that is a change to `events/outbox.py`"
-        " and the store port, not made here.",
+        "Both contenders are CPU-bound on the one interpreter (the CPU column is the"
+        " benchmark process's CPU time per event; the broker runs in another process), so"
+        " the ratio is about the ratio of CPU per event. The relay's"
+        f" {relay_cpu:.0f} us: reading the store back into events {relay.read_us:.0f} us"
+        " (timed apart; the SQL fetch in a reader thread, the rows turned into"
+        " `RecordedEvent`s on the event loop, the data not decoded), CloudEvents encoding"
+        f" {relay.encode_us:.0f} us (timed apart; headers formatted from the envelope, the"
+        f" stored data bytes as the value), and the remaining {batching_us:.0f} us for"
+        " `KafkaEventPublisher` building Kafka record batches itself (one open batch per"
+        " partition, the partition chosen by murmur2 as `send` would), the producer's"
+        " sender and the relay loop. The plain producer's"
+        f" {plain_cpu:.0f} us is aiokafka's per-record `send` path and its sender; the relay"
+        " builds the record batches itself instead. Reading the next batch overlaps"
+        " publishing the current one"
+        " and up to four batches wait for their acknowledgements together; the checkpoint"
+        " is saved for the newest batch acknowledged together with every batch before it."
+        f" Reading and encoding, {relay.read_us + relay.encode_us:.0f} us of the relay's"
+        " CPU per event, live outside the relay (`events/store/rows.py`,"
+        " `events/cloudevents.py`).",
         "",
     ]
 
@@ -734,10 +835,11 @@ def latency_section(plan: Plan, latencies: list[LatencyResult]) -> list[str]:
         "### End-to-end latency at a fixed rate",
         "",
         "Events appended one per `append` (as commands do) on a fixed schedule; the relay"
-        " follows the store; a `KafkaEventSubscriber` in a separate process applies each event"
-        " to a `SqliteReadModelStore` projection through `BusProjectionHandler` (one durable"
-        " transaction per event, as the services do) and notes how long after the store"
-        " recorded it the transaction committed.",
+        " follows the store; a `KafkaEventSubscriber` in a separate process applies the"
+        " events to a `SqliteReadModelStore` projection through"
+        " `BusProjectionHandler.handle_batch`, one durable transaction per partition's share"
+        " of a poll (as `ServiceHost.subscribe` does), and notes how long after the store"
+        " recorded each event its transaction committed.",
         "",
         markdown_table(
             ["rate / milliseconds", "p50", "p90", "p99", "max"],
@@ -746,31 +848,34 @@ def latency_section(plan: Plan, latencies: list[LatencyResult]) -> list[str]:
         "",
     ]
     for result in latencies:
+        per_transaction = result.received / result.transactions if result.transactions else 0
         lines.append(
             f"- {result.target_rate:,}/s for {result.seconds:.0f} s: appends achieved"
-            f" {result.rate:,.0f}/s; {result.received:,} of {result.events:,} events projected;"
-            f" the consumer process handled {result.handled_rate:,.0f} events/s first to last."
+            f" {result.rate:,.0f}/s; {result.received:,} of {result.events:,} events projected"
+            f" in {result.transactions:,} transactions ({per_transaction:.1f} events each on"
+            f" average); the consumer process handled {result.handled_rate:,.0f} events/s"
+            " first to last."
         )
     lines += [
         "",
         f"**p99 at {main.target_rate:,}/s: {p99:.1f} ms** (target <= {P99_TARGET_MS:.0f} ms at"
         f" 1,000 events/s: {verdict} it).",
         "",
+        "A batch costs one fsync (`synchronous=FULL`) however many events it holds, and the"
+        " batches grow by themselves when the consumer falls behind (a poll returns whatever"
+        " arrived meanwhile), so a hiccup (a commit, a GC pause, the broker's own work on the"
+        " shared CPUs) is drained in a few large transactions instead of a queue of"
+        " one-event ones. Per-stream deduplication is unchanged: the tracking rows move in"
+        " the same transaction, and a batch that fails is rolled back and handed over again"
+        " one event at a time, so only the event at fault is dead-lettered.",
+        "",
     ]
     if p99 > P99_TARGET_MS:
         lines.append(
-            f"The relay leg keeps up (its p99 is in the table). The consumer is at its limit:"
-            f" it handled {main.handled_rate:,.0f} events/s with {main.target_rate:,}/s"
-            " arriving, so any hiccup (a commit, a GC pause, the broker's own work on the"
-            " shared CPUs) leaves a queue it drains only slowly. Each event"
-            " costs a CloudEvents decode plus its own SQLite transaction with an fsync"
-            " (`synchronous=FULL`) run on the event loop, and the subscriber hands events over"
-            " one at a time. Meeting the target needs the projection to apply a poll's batch in"
-            " one transaction (one fsync per batch, still deduplicated per stream); that is a"
-            " change to the subscriber/`BusProjectionHandler` contract, not made here."
+            f"The consumer handled {main.handled_rate:,.0f} events/s with"
+            f" {main.target_rate:,}/s arriving; the relay leg's own p99 is in the table."
             + (
-                f" The {others[0].target_rate:,}/s run shows the latency when the consumer"
-                " keeps up."
+                f" The {others[0].target_rate:,}/s run shows the latency at a lighter load."
                 if others
                 else ""
             )
@@ -837,6 +942,7 @@ async def run(quick: bool, write: bool) -> str:
     plan = QUICK if quick else FULL
     kafka = replace(KafkaSettings.from_env(), client_id="casetrail-bench")
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="casetrail-kafka-bench-") as directory:
         work = Path(directory)
         print("relay versus plain producer ...", flush=True)
@@ -850,7 +956,8 @@ async def run(quick: bool, write: bool) -> str:
         print("Faust versus plain consumer ...", flush=True)
         consumers = await bench_consumers(plan, kafka, work)
         elapsed = time.perf_counter() - started
-        body = report(plan, quick, kafka, relay, latencies, consumers, elapsed)
+        load = (load_before, os.getloadavg()[0])
+        body = report(plan, quick, kafka, relay, latencies, consumers, elapsed, load)
     if write:
         replace_section(HEADING, body)
     return body
@@ -872,9 +979,16 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def like_a_service_process() -> None:
+    """The garbage-collector settings ``services.runner`` gives every service process."""
+    gc.freeze()
+    gc.set_threshold(50_000, 10, 10)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    like_a_service_process()
     if options.command == "consume":
         asyncio.run(consume_main(options))
         return

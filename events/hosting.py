@@ -20,7 +20,7 @@ from events.bus.inprocess import InProcessBus
 from events.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
 from events.bus.kafka_settings import KafkaSettings
 from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC
-from events.bus.port import EventPublisher, EventSubscriber, Handler
+from events.bus.port import BatchHandler, EventPublisher, EventSubscriber, Handler
 from events.catalog_registry import default_registry
 from events.checkpoints import CheckpointStore
 from events.grpc_platform.server import Registration, create_server
@@ -106,7 +106,12 @@ async def open_read_models(infra: Infrastructure, service: str) -> ReadModelStor
         )
     from events.projections.sqlite import SqliteReadModelStore
 
-    return SqliteReadModelStore(infra.service_dir(service) / "read-models.db")
+    # Fed only from the service's own store and the in-process bus (which re-delivers everything
+    # on start), an embedded read model can be rebuilt from its own tracking after a power cut.
+    return SqliteReadModelStore(
+        infra.service_dir(service) / "read-models.db",
+        fsync_each_commit=infra.inprocess_bus is None,
+    )
 
 
 @dataclass
@@ -137,7 +142,7 @@ class ServiceHost:
         self._checkpoints = checkpoints
         self._close_store = close_store
         self._own_projections: list[Projection] = []
-        self._subscriptions: list[tuple[str, Handler]] = []
+        self._subscriptions: list[tuple[str, Handler | BatchHandler]] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
@@ -147,10 +152,12 @@ class ServiceHost:
         self._own_projections.append(projection)
 
     def subscribe(self, projection: Projection) -> None:
-        """Feed ``projection`` from the bus (every service's events), exactly once in effect."""
-        self.subscribe_handler(projection.name, BusProjectionHandler(self.read_models, projection))
+        """Feed ``projection`` from the bus (every service's events), exactly once in effect,
+        a poll's worth of each partition per read-model transaction."""
+        handler: BatchHandler = BusProjectionHandler(self.read_models, projection)
+        self.subscribe_handler(projection.name, handler)
 
-    def subscribe_handler(self, name: str, handler: Handler) -> None:
+    def subscribe_handler(self, name: str, handler: Handler | BatchHandler) -> None:
         self._subscriptions.append((f"casetrail.{self.service}.{name}", handler))
 
     async def start(

@@ -1,10 +1,15 @@
 """The outbox relay: moves a service's recorded events from its event store to the bus.
 
 The event store is the outbox. The relay follows its global position, publishes each batch
-and saves its checkpoint only once the bus has acknowledged the batch. A crash between the
-two publishes the batch again on restart, which consumers absorb (they dedupe by event id);
-nothing is ever skipped. While the bus is down the relay retries with backoff and never
-advances, and the service goes on storing events: they are sent once the bus is back.
+and saves its checkpoint only once the bus has acknowledged the batch and every one before
+it. A crash between the two publishes those batches again on restart, which consumers absorb
+(they dedupe by event id); nothing is ever skipped. While the bus is down the relay retries
+with backoff and never advances, and the service goes on storing events: they are sent once
+the bus is back.
+
+Batches are pipelined: the next one is read while the current one is handed to the bus, and
+up to ``max_in_flight`` handed-over batches wait for their acknowledgement together. The bus
+keeps each case's order across them (``EventPublisher.enqueue``).
 
 A bus that forgets on restart (``publisher.durable`` is false, e.g. the in-process bus) is
 refilled from position 0 on every start, and the checkpoint is neither read nor written.
@@ -15,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from events.bus.errors import PublishError
-from events.bus.port import EventPublisher
+from events.bus.port import Acknowledgement, EventPublisher
 from events.bus.retry import Backoff, Stopped, sleep_unless_stopped, until_stopped
 from events.checkpoints import CheckpointStore
 from events.store.port import EventStore
@@ -38,7 +45,7 @@ class RelayStatus:
     consecutive_failures: int
     last_error: str | None
     publish_waiting_seconds: float | None
-    """How long the publish in flight has waited for the bus (``None`` when idle). A bus
+    """How long the oldest publish in flight has waited for the bus (``None`` when idle). A bus
     that is down may make a publish wait rather than fail: this, with ``lag``, is what a
     health check should watch."""
 
@@ -46,6 +53,15 @@ class RelayStatus:
     def lag(self) -> int:
         """Events stored but not yet acknowledged by the bus."""
         return max(0, self.last_position - self.published_position)
+
+
+@dataclass(frozen=True, slots=True)
+class _InFlight:
+    position: int
+    """Position of the batch's last event."""
+    count: int
+    acknowledged: Acknowledgement
+    since: float
 
 
 class OutboxRelay:
@@ -57,16 +73,20 @@ class OutboxRelay:
         name: str,
         *,
         batch_size: int = 500,
+        max_in_flight: int = 4,
         backoff: Backoff | None = None,
         idle_timeout: float = 1.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         self._store = store
         self._publisher = publisher
         self._checkpoints = checkpoints
         self._name = name
         self._batch_size = batch_size
+        self._max_in_flight = max_in_flight
         self._backoff = backoff or Backoff(initial=0.2, maximum=30.0)
         self._idle_timeout = idle_timeout
         self._position: int | None = None
@@ -85,26 +105,72 @@ class OutboxRelay:
         published. Raises (with the checkpoint where it was) if the bus or store fails."""
         async with self._lock:
             position = await self._start_position()
+            in_flight: deque[_InFlight] = deque()
             published = 0
-            while True:
-                batch = await self._store.read_all(position, self._batch_size)
-                if not batch:
-                    return published
-                self._publishing_since = time.monotonic()
-                try:
-                    await self._publisher.publish(batch)
-                finally:
-                    self._publishing_since = None
-                position = batch[-1].position
-                if self._publisher.durable:
-                    # A forgetful bus's progress must never be mistaken later for that of a
-                    # durable one under the same name: it would skip events.
-                    await self._checkpoints.save(self._name, position)
-                self._position = position
-                published += len(batch)
-                self._published_total += len(batch)
-                if len(batch) < self._batch_size:
-                    return published
+            reading = asyncio.ensure_future(self._store.read_all(position, self._batch_size))
+            try:
+                while True:
+                    batch = await reading
+                    more = len(batch) == self._batch_size
+                    if more:
+                        # The next read runs (its fetch in the store's thread) meanwhile.
+                        reading = asyncio.ensure_future(
+                            self._store.read_all(batch[-1].position, self._batch_size)
+                        )
+                    if batch:
+                        since = time.monotonic()
+                        self._publishing_since = in_flight[0].since if in_flight else since
+                        acknowledged = await self._publisher.enqueue(batch)
+                        in_flight.append(
+                            _InFlight(batch[-1].position, len(batch), acknowledged, since)
+                        )
+                    published += await self._settle(in_flight, everything=not more)
+                    if not more:
+                        return published
+            finally:
+                self._publishing_since = None
+                if not reading.done():
+                    reading.cancel()
+                reading.add_done_callback(_observe)
+                for abandoned in in_flight:
+                    abandoned.acknowledged.add_done_callback(_observe)
+
+    async def _settle(self, in_flight: deque[_InFlight], *, everything: bool) -> int:
+        """Wait for acknowledgements, oldest first: all of them, or as many as needed to get
+        under ``max_in_flight`` plus those already in. Then checkpoint the newest position
+        acknowledged with everything before it (also when a later one failed). Returns how
+        many events that covered."""
+        position: int | None = None
+        count = 0
+        try:
+            while in_flight and (
+                everything
+                or len(in_flight) >= self._max_in_flight
+                or in_flight[0].acknowledged.done()
+            ):
+                oldest = in_flight[0]
+                self._publishing_since = oldest.since
+                # Shielded: giving up the wait (on stop) must not cancel the bus's work.
+                await asyncio.shield(oldest.acknowledged)
+                in_flight.popleft()
+                position = oldest.position
+                count += oldest.count
+        except Exception:
+            if position is not None:
+                await self._advance(position, count)
+            raise
+        self._publishing_since = in_flight[0].since if in_flight else None
+        if position is not None:
+            await self._advance(position, count)
+        return count
+
+    async def _advance(self, position: int, count: int) -> None:
+        if self._publisher.durable:
+            # A forgetful bus's progress must never be mistaken later for that of a
+            # durable one under the same name: it would skip events.
+            await self._checkpoints.save(self._name, position)
+        self._position = position
+        self._published_total += count
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set. Failures are retried forever with backoff."""
@@ -162,3 +228,9 @@ class OutboxRelay:
             durable = self._publisher.durable
             self._position = await self._checkpoints.load(self._name) if durable else 0
         return self._position
+
+
+def _observe(future: asyncio.Future[Any]) -> None:
+    # Abandoned reads and acknowledgements may fail later; nobody needs to hear about it.
+    if not future.cancelled():
+        future.exception()

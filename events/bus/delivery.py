@@ -1,51 +1,100 @@
-"""What a consumer does with one message, the same for every bus adapter: decode it, call
-the handler (retrying transient failures with backoff), or turn it into a dead letter."""
+"""What a consumer does with the messages it polled, the same for every bus adapter: decode
+them, hand them to the handler in batches (retrying transient failures with backoff), and turn
+what cannot be handled into dead letters.
+
+A per-record ``Handler`` is the batch path with batches of one. A batch that fails for good is
+handed over again one record at a time, so that only the record at fault is dead-lettered.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from enum import Enum
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 from events.bus.deadletter import DeadLetter, DeadLetterReason
 from events.bus.errors import is_retriable
 from events.bus.message import BusMessage
-from events.bus.port import Handler
+from events.bus.port import BatchHandler, Handler
 from events.bus.retry import RetryPolicy, sleep_unless_stopped
 from events.cloudevents import UndecodableMessageError, from_kafka_binary
+from events.envelope import RecordedEvent
 from events.errors import InvalidEventError
 from events.registry import EventRegistry
 
 log = logging.getLogger(__name__)
 
+DeadLetterSink = Callable[[DeadLetter], Awaitable[bool]]
+"""Stores a dead letter; returns ``False`` if stop was requested before it was stored."""
 
-class Outcome(Enum):
-    HANDLED = "handled"
-    DEAD_LETTERED = "dead-lettered"
-    ABANDONED = "abandoned"
-    """Stop was requested while waiting to retry: leave the message uncommitted."""
+_Decoded = tuple[BusMessage, RecordedEvent]
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    outcome: Outcome
-    attempts: int
-    dead_letter: DeadLetter | None = None
+class _OneAtATime:
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+
+    async def handle_batch(self, records: Sequence[RecordedEvent]) -> None:
+        for record in records:
+            await self._handler(record)
 
 
-@dataclass(frozen=True, slots=True)
 class Deliverer:
-    group: str
-    handler: Handler
-    registry: EventRegistry
-    policy: RetryPolicy
+    def __init__(
+        self,
+        group: str,
+        handler: Handler | BatchHandler,
+        registry: EventRegistry,
+        policy: RetryPolicy,
+        dead_letters: DeadLetterSink,
+    ) -> None:
+        self.group = group
+        self.registry = registry
+        self.policy = policy
+        self._dead_letters = dead_letters
+        self._handler: BatchHandler
+        self.max_batch: int | None
+        if isinstance(handler, BatchHandler):
+            self._handler, self.max_batch = handler, None
+        else:
+            self._handler, self.max_batch = _OneAtATime(handler), 1
 
-    async def deliver(self, message: BusMessage, stop: asyncio.Event) -> Delivery:
+    def batches(self, messages: Sequence[BusMessage]) -> Iterator[Sequence[BusMessage]]:
+        """``messages`` cut into the batches the handler takes; check for stop between them."""
+        size = self.max_batch or len(messages) or 1
+        for start in range(0, len(messages), size):
+            yield messages[start : start + size]
+
+    async def deliver(self, messages: Sequence[BusMessage], stop: asyncio.Event) -> int:
+        """Handle or dead-letter ``messages`` (consecutive, of one partition), in order.
+
+        Returns how many of them, from the first, are done with and may be committed: all
+        of them unless stop was requested while retrying or storing a dead letter.
+        """
+        done = 0
+        run: list[_Decoded] = []
+        for message in messages:
+            decoded = self._decode(message)
+            if isinstance(decoded, RecordedEvent):
+                run.append((message, decoded))
+                continue
+            # Undecodable messages split the batch, so effects keep the order of the log.
+            if run:
+                handled = await self._handle_run(run, stop)
+                done += handled
+                if handled < len(run):
+                    return done
+                run = []
+            if not await self._dead_letters(decoded):
+                return done
+            done += 1
+        if run:
+            done += await self._handle_run(run, stop)
+        return done
+
+    def _decode(self, message: BusMessage) -> RecordedEvent | DeadLetter:
         try:
-            recorded = from_kafka_binary(
-                message.key, list(message.headers), message.value, self.registry
-            )
+            return from_kafka_binary(message.key, message.headers, message.value, self.registry)
         except UndecodableMessageError as error:
             return self._dead(message, DeadLetterReason.UNDECODABLE, error, attempts=0)
         except InvalidEventError as error:
@@ -53,16 +102,65 @@ class Deliverer:
         except Exception as error:  # whatever breaks decoding is the message's fault
             return self._dead(message, DeadLetterReason.UNDECODABLE, error, attempts=0)
 
+    async def _handle_run(self, run: list[_Decoded], stop: asyncio.Event) -> int:
+        """Handle decoded records as one batch; return how many are done with."""
+        if len(run) == 1:
+            return 1 if await self._handle_one(run[0], stop) else 0
+        records = [recorded for _, recorded in run]
         attempts = 0
         while True:
             attempts += 1
             try:
-                await self.handler(recorded)
+                await self._handler.handle_batch(records)
+            except Exception as error:
+                first, last = run[0][0], run[-1][0]
+                where = f"{first.topic}/{first.partition}@{first.offset}-{last.offset}"
+                if not is_retriable(error) or self.policy.gives_up_after(attempts):
+                    log.warning(
+                        "group %s: batch %s failed after %d attempt(s), handling its %d"
+                        " records one by one: %s",
+                        self.group,
+                        where,
+                        attempts,
+                        len(run),
+                        _describe(error),
+                    )
+                    return await self._one_by_one(run, stop)
+                delay = self.policy.backoff.delay(attempts)
+                log.warning(
+                    "group %s: batch %s failed, attempt %d, retrying in %.2fs: %s",
+                    self.group,
+                    where,
+                    attempts,
+                    delay,
+                    _describe(error),
+                )
+                if await sleep_unless_stopped(delay, stop):
+                    return 0
+            else:
+                return len(run)
+
+    async def _one_by_one(self, run: list[_Decoded], stop: asyncio.Event) -> int:
+        for done, item in enumerate(run):
+            if not await self._handle_one(item, stop):
+                return done
+        return len(run)
+
+    async def _handle_one(self, item: _Decoded, stop: asyncio.Event) -> bool:
+        """Handle one record (retrying) or dead-letter it; ``False`` if stop came first."""
+        message, recorded = item
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                await self._handler.handle_batch((recorded,))
             except Exception as error:
                 if not is_retriable(error):
-                    return self._dead(message, DeadLetterReason.HANDLER_FAILED, error, attempts)
+                    reason = DeadLetterReason.HANDLER_FAILED
+                    return await self._dead_letters(self._dead(message, reason, error, attempts))
                 if self.policy.gives_up_after(attempts):
-                    return self._dead(message, DeadLetterReason.RETRIES_EXHAUSTED, error, attempts)
+                    reason = DeadLetterReason.RETRIES_EXHAUSTED
+                    return await self._dead_letters(self._dead(message, reason, error, attempts))
                 delay = self.policy.backoff.delay(attempts)
                 log.warning(
                     "group %s: handler failed on event %s (%s/%d@%d), attempt %d, retrying in"
@@ -77,21 +175,13 @@ class Deliverer:
                     _describe(error),
                 )
                 if await sleep_unless_stopped(delay, stop):
-                    return Delivery(Outcome.ABANDONED, attempts)
+                    return False
             else:
-                return Delivery(Outcome.HANDLED, attempts)
+                return True
 
     def _dead(
         self, message: BusMessage, reason: DeadLetterReason, error: Exception, attempts: int
-    ) -> Delivery:
-        letter = DeadLetter(
-            message=message,
-            group=self.group,
-            reason=reason,
-            detail=str(error) or type(error).__name__,
-            exception_type=f"{type(error).__module__}.{type(error).__qualname__}",
-            attempts=attempts,
-        )
+    ) -> DeadLetter:
         log.error(
             "group %s: dead-lettering %s/%d@%d (%s): %s",
             self.group,
@@ -101,7 +191,14 @@ class Deliverer:
             reason.value,
             _describe(error),
         )
-        return Delivery(Outcome.DEAD_LETTERED, attempts, letter)
+        return DeadLetter(
+            message=message,
+            group=self.group,
+            reason=reason,
+            detail=str(error) or type(error).__name__,
+            exception_type=f"{type(error).__module__}.{type(error).__qualname__}",
+            attempts=attempts,
+        )
 
 
 def _describe(error: BaseException) -> str:

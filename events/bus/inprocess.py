@@ -14,10 +14,16 @@ from dataclasses import dataclass, field
 from itertools import count
 
 from events.bus.deadletter import DeadLetter
-from events.bus.delivery import Deliverer, Outcome
+from events.bus.delivery import Deliverer
 from events.bus.message import BusMessage, as_headers
 from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
-from events.bus.port import AssignmentListener, EventPublisher, EventSubscriber, Handler
+from events.bus.port import (
+    AssignmentListener,
+    BatchHandler,
+    EventPublisher,
+    EventSubscriber,
+    Handler,
+)
 from events.bus.retry import RetryPolicy, never_set, wait_any
 from events.cloudevents import to_kafka_binary
 from events.envelope import RecordedEvent
@@ -61,8 +67,10 @@ class InProcessBus:
         registry: EventRegistry,
         topic: str = DEFAULT_CASE_EVENTS_TOPIC,
         retry: RetryPolicy | None = None,
+        max_batch: int = 100,
     ) -> InProcessSubscriber:
-        return InProcessSubscriber(self, registry, topic, retry or RetryPolicy())
+        """``max_batch``: most records a ``BatchHandler`` gets at once (like a Kafka poll)."""
+        return InProcessSubscriber(self, registry, topic, retry or RetryPolicy(), max_batch)
 
     def append(
         self,
@@ -135,18 +143,26 @@ class InProcessPublisher(EventPublisher):
 
 class InProcessSubscriber(EventSubscriber):
     def __init__(
-        self, bus: InProcessBus, registry: EventRegistry, topic: str, retry: RetryPolicy
+        self,
+        bus: InProcessBus,
+        registry: EventRegistry,
+        topic: str,
+        retry: RetryPolicy,
+        max_batch: int,
     ) -> None:
         check_topic_name(topic)
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
         self._bus = bus
         self._registry = registry
         self._topic = topic
         self._retry = retry
+        self._max_batch = max_batch
 
     async def run(
         self,
         group: str,
-        handler: Handler,
+        handler: Handler | BatchHandler,
         stop: asyncio.Event | None = None,
         *,
         on_assignment: AssignmentListener | None = None,
@@ -156,7 +172,13 @@ class InProcessSubscriber(EventSubscriber):
         log = bus._log(self._topic)
         state = bus._group(self._topic, group)
         member = _Member(on_assignment)
-        deliverer = Deliverer(group, handler, self._registry, self._retry)
+        dead_letters = bus._dead_letters.setdefault(group, [])
+
+        async def store(letter: DeadLetter) -> bool:
+            dead_letters.append(letter)
+            return True
+
+        deliverer = Deliverer(group, handler, self._registry, self._retry, store)
         state.join(member)
         bus._notify()
         try:
@@ -164,16 +186,15 @@ class InProcessSubscriber(EventSubscriber):
                 changed = bus._changed
                 if state.settle(member):
                     bus._notify()
-                message = member.next_message(log)
-                if message is None:
+                messages = member.next_messages(log, deliverer.max_batch or self._max_batch)
+                if not messages:
                     await wait_any((changed, stop))
                     continue
-                delivery = await deliverer.deliver(message, stop)
-                if delivery.outcome is Outcome.ABANDONED:
+                done = await deliverer.deliver(messages, stop)
+                if done:
+                    state.commit(member, messages[0].partition, messages[done - 1].offset + 1)
+                if done < len(messages):
                     break
-                if delivery.dead_letter is not None:
-                    bus._dead_letters.setdefault(group, []).append(delivery.dead_letter)
-                state.commit(member, message.partition, message.offset + 1)
         finally:
             state.leave(member)
             bus._notify()
@@ -187,18 +208,19 @@ class _Member:
     reported: frozenset[int] | None = None
     cursor: int = 0
 
-    def next_message(self, log: list[list[BusMessage]]) -> BusMessage | None:
-        """The next undelivered message, taking partitions in turn so none starves."""
+    def next_messages(self, log: list[list[BusMessage]], limit: int) -> list[BusMessage]:
+        """Up to ``limit`` undelivered messages of one partition, taking partitions in turn
+        so that none starves."""
         held = sorted(self.positions)
         if not held:
-            return None
+            return []
         start = next((i for i, p in enumerate(held) if p >= self.cursor), 0)
         for partition in held[start:] + held[:start]:
             offset = self.positions[partition]
             if offset < len(log[partition]):
                 self.cursor = partition + 1
-                return log[partition][offset]
-        return None
+                return log[partition][offset : offset + limit]
+        return []
 
     def report(self) -> None:
         current = frozenset(self.positions)

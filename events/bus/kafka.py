@@ -1,7 +1,8 @@
 """The Kafka adapter of the event bus (aiokafka).
 
 Publisher: idempotent producer with ``acks=all``, so an acknowledged record is on every
-in-sync replica and a retried send never duplicates or reorders within a partition.
+in-sync replica and a retried send never duplicates or reorders within a partition; calls
+may be pipelined (``enqueue``) without losing that order.
 Subscriber: one consumer per ``run`` with manual commits after handling, plus an
 idempotent producer for the group's dead-letter topic.
 """
@@ -10,19 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
+
+from aiokafka.partitioner import DefaultPartitioner
 
 from events.bus.errors import PublishError
 from events.bus.kafka_clients import close_quietly, describe, new_producer, transient
 from events.bus.kafka_consumer import KafkaGroupMember
 from events.bus.kafka_settings import KafkaSettings
 from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name, dead_letter_topic
-from events.bus.port import AssignmentListener, EventPublisher, EventSubscriber, Handler
+from events.bus.port import (
+    Acknowledgement,
+    AssignmentListener,
+    BatchHandler,
+    EventPublisher,
+    EventSubscriber,
+    Handler,
+    already_acknowledged,
+)
 from events.bus.retry import RetryPolicy, never_set, sleep_unless_stopped
 from events.bus.topics import TopicSettings, ensure_dead_letter_topics
-from events.cloudevents import to_kafka_binary
+from events.cloudevents import KafkaRecord, to_kafka_binary
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
 
@@ -41,6 +52,10 @@ class KafkaEventPublisher(EventPublisher):
     simply waits until it is back; cancel it to give up (the relay does on stop, and
     reports how long a publish has been waiting). A broker unknown or unreachable at
     connect time fails fast with ``PublishError`` instead.
+
+    Records go out in record batches built here, one open batch per partition, chosen by
+    the Java client's partitioner (murmur2 of the key) exactly as a per-record ``send``
+    would: far less work per record than ``send``, and the same partition for every case.
     """
 
     def __init__(self, settings: KafkaSettings, topic: str = DEFAULT_CASE_EVENTS_TOPIC) -> None:
@@ -48,8 +63,11 @@ class KafkaEventPublisher(EventPublisher):
         self._settings = settings
         self._topic = topic
         self._producer: Any = None
+        self._failed: Any = None
+        """A producer that failed to deliver a batch: replaced before the next publish."""
         self._stopped = False
         self._lock = asyncio.Lock()
+        self._partitions = _Partitions()
 
     async def start(self) -> None:
         async with self._lock:
@@ -75,40 +93,95 @@ class KafkaEventPublisher(EventPublisher):
         await self.stop()
 
     async def publish(self, records: Sequence[RecordedEvent]) -> None:
+        await (await self.enqueue(records))
+
+    async def enqueue(self, records: Sequence[RecordedEvent]) -> Acknowledgement:
         if not records:
-            return
+            return already_acknowledged()
         encoded = [to_kafka_binary(record) for record in records]
         async with self._lock:
             if self._stopped:
                 raise PublishError("the Kafka publisher is stopped")
+            if self._producer is not None and self._producer is self._failed:
+                # Records queued behind the failure may still be in it: closing it settles
+                # them before anything is published again, so nothing overtakes them.
+                await self._discard()
             try:
                 producer = self._producer or await self._connect()
-                sends: list[asyncio.Future[Any]] = []
-                try:
-                    for record in encoded:
-                        sends.append(
-                            await producer.send(
-                                self._topic,
-                                value=record.value,
-                                key=record.key,
-                                headers=list(record.headers),
-                            )
-                        )
-                finally:
-                    for send in sends:
-                        send.add_done_callback(_observe)
-                if sends:
-                    await asyncio.wait(sends)
-                for send in sends:
-                    failure = send.exception()
-                    if failure is not None:
-                        raise failure
+                sent = await self._send(producer, encoded)
             except Exception as error:
                 await self._discard()
-                raise PublishError(
-                    f"Kafka did not acknowledge all {len(records)} records on"
-                    f" {self._topic!r}: {describe(error)}"
-                ) from error
+                raise self._failure(len(records), error) from error
+        return self._acknowledgement(producer, sent, len(records))
+
+    async def _send(self, producer: Any, encoded: list[KafkaRecord]) -> list[asyncio.Future[Any]]:
+        """Queue ``encoded`` in the producer; one future per record batch.
+
+        A partition's batches are queued in order and the idempotent producer delivers them
+        in order, so records keep their order per key, also across calls.
+        """
+        choose = self._partitions.chooser(await producer.partitions_for(self._topic))
+        open_batches: dict[int, Any] = {}
+        sent: list[asyncio.Future[Any]] = []
+        try:
+            for record in encoded:
+                partition = choose(record.key)
+                batch = open_batches.get(partition)
+                if batch is None:
+                    batch = open_batches[partition] = producer.create_batch()
+                if (
+                    batch.append(
+                        key=record.key, value=record.value, timestamp=None, headers=record.headers
+                    )
+                    is None
+                ):
+                    # Full: queue it and start another (a first record always fits).
+                    sent.append(await producer.send_batch(batch, self._topic, partition=partition))
+                    batch = open_batches[partition] = producer.create_batch()
+                    batch.append(
+                        key=record.key, value=record.value, timestamp=None, headers=record.headers
+                    )
+            for partition, batch in open_batches.items():
+                batch.close()  # nothing more is coming for now: no point lingering
+                sent.append(await producer.send_batch(batch, self._topic, partition=partition))
+        except BaseException:
+            for future in sent:
+                future.add_done_callback(_observe)
+            raise
+        return sent
+
+    def _acknowledgement(
+        self, producer: Any, sent: list[asyncio.Future[Any]], count: int
+    ) -> Acknowledgement:
+        """Completes once every batch in ``sent`` is acknowledged, fails at the first that
+        is not (and marks ``producer`` for replacement)."""
+        acknowledgement: Acknowledgement = asyncio.get_running_loop().create_future()
+        waiting = len(sent)
+
+        def settle(batch: asyncio.Future[Any]) -> None:
+            nonlocal waiting
+            waiting -= 1
+            if acknowledgement.done():
+                return
+            failure = (
+                asyncio.CancelledError("send cancelled") if batch.cancelled() else batch.exception()
+            )
+            if failure is not None:
+                self._failed = producer
+                acknowledgement.set_exception(self._failure(count, failure))
+            elif not waiting:
+                acknowledgement.set_result(None)
+
+        for batch in sent:
+            batch.add_done_callback(settle)
+        if not sent:
+            acknowledgement.set_result(None)
+        return acknowledgement
+
+    def _failure(self, count: int, error: BaseException) -> PublishError:
+        return PublishError(
+            f"Kafka did not acknowledge all {count} records on {self._topic!r}: {describe(error)}"
+        )
 
     async def _connect(self) -> Any:
         producer = new_producer(self._settings, f"{self._settings.client_id}-publisher")
@@ -123,7 +196,34 @@ class KafkaEventPublisher(EventPublisher):
     async def _discard(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
+            if self._failed is producer:
+                self._failed = None
             await close_quietly(producer, self._settings.request_timeout_ms / 1000)
+
+
+class _Partitions:
+    """The Java client's choice of partition per key, remembered (murmur2 is pure Python)."""
+
+    _MAX_REMEMBERED = 100_000
+
+    def __init__(self) -> None:
+        self._all: list[int] = []
+        self._by_key: dict[bytes, int] = {}
+        self._partitioner = DefaultPartitioner()
+
+    def chooser(self, partitions: Iterable[int]) -> Callable[[bytes], int]:
+        current = sorted(partitions)
+        if current != self._all or len(self._by_key) > self._MAX_REMEMBERED:
+            self._all, self._by_key = current, {}
+        by_key, partitioner = self._by_key, self._partitioner
+
+        def choose(key: bytes) -> int:
+            partition = by_key.get(key)
+            if partition is None:
+                partition = by_key[key] = partitioner(key, current, current)
+            return partition
+
+        return choose
 
 
 def _observe(future: asyncio.Future[Any]) -> None:
@@ -161,7 +261,7 @@ class KafkaEventSubscriber(EventSubscriber):
     async def run(
         self,
         group: str,
-        handler: Handler,
+        handler: Handler | BatchHandler,
         stop: asyncio.Event | None = None,
         *,
         on_assignment: AssignmentListener | None = None,

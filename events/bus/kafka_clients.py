@@ -21,6 +21,7 @@ def new_producer(settings: KafkaSettings, client_id: str) -> Any:
         acks="all",
         enable_idempotence=True,
         linger_ms=settings.linger_ms,
+        max_batch_size=settings.max_batch_bytes,
         compression_type=settings.compression_type,
         request_timeout_ms=settings.request_timeout_ms,
     )

@@ -1,9 +1,10 @@
 """One member of a Kafka consumer group: poll, handle, dead-letter, commit.
 
-Offsets are committed after each partition's share of a poll, and only up to records whose
-handler returned (or that were dead-lettered). A rebalance waits for the batch in hand to
-be finished and committed (the revocation callback takes the same lock), so a partition is
-never handled by two members at once.
+Each partition's share of a poll is one batch for a ``BatchHandler`` (a per-record handler
+gets it one record at a time). Offsets are committed once per poll, for every partition,
+and only up to records whose handler returned (or that were dead-lettered). A rebalance
+waits for the poll in hand to be finished and committed (the revocation callback takes the
+same lock), so a partition is never handled by two members at once.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from events.bus.deadletter import DeadLetter
-from events.bus.delivery import Deliverer, Outcome
+from events.bus.delivery import Deliverer
 from events.bus.kafka_clients import close_quietly, describe, new_producer
 from events.bus.kafka_settings import KafkaSettings
 from events.bus.message import BusMessage, as_headers
 from events.bus.names import dead_letter_topic
-from events.bus.port import AssignmentListener, Handler
+from events.bus.port import AssignmentListener, BatchHandler, Handler
 from events.bus.retry import RetryPolicy, Stopped, sleep_unless_stopped, until_stopped
 from events.registry import EventRegistry
 
@@ -35,7 +36,7 @@ class KafkaGroupMember:
         settings: KafkaSettings,
         topic: str,
         group: str,
-        handler: Handler,
+        handler: Handler | BatchHandler,
         registry: EventRegistry,
         retry: RetryPolicy,
         stop: asyncio.Event,
@@ -45,7 +46,7 @@ class KafkaGroupMember:
         self._topic = topic
         self._group = group
         self._dead_letter_topic = dead_letter_topic(group)
-        self._deliverer = Deliverer(group, handler, registry, retry)
+        self._deliverer = Deliverer(group, handler, registry, retry, self._send)
         self._stop = stop
         self._batch_lock = asyncio.Lock()
         self._consumer: Any = None
@@ -80,25 +81,32 @@ class KafkaGroupMember:
     async def consume(self) -> None:
         consumer = self._consumer
         while not self._stop.is_set():
-            batches = await consumer.getmany(
+            polled = await consumer.getmany(
                 timeout_ms=self._settings.poll_timeout_ms, max_records=self._settings.max_batch
             )
-            if not batches:
+            if not polled:
                 continue
             async with self._batch_lock:
-                for partition, records in batches.items():
-                    if not await self._handle(partition, records):
-                        return
+                offsets: dict[TopicPartition, int] = {}
+                carry_on = True
+                for partition, records in polled.items():
+                    next_offset, carry_on = await self._handle(partition, records)
+                    if next_offset is not None:
+                        offsets[partition] = next_offset
+                    if not carry_on:
+                        break
+                if offsets:
+                    await self._commit(offsets)
+                if not carry_on:
+                    return
 
-    async def _handle(self, partition: TopicPartition, records: list[Any]) -> bool:
-        """Handle one partition's records in order and commit; ``False`` once stopping."""
-        next_offset: int | None = None
-        carry_on = True
-        for record in records:
-            if self._stop.is_set() or partition not in self._consumer.assignment():
-                carry_on = not self._stop.is_set()
-                break
-            message = BusMessage(
+    async def _handle(
+        self, partition: TopicPartition, records: list[Any]
+    ) -> tuple[int | None, bool]:
+        """Handle one partition's records in order; return the offset to commit (if any) and
+        whether to carry on (``False`` once stopping)."""
+        messages = [
+            BusMessage(
                 topic=record.topic,
                 partition=record.partition,
                 offset=record.offset,
@@ -106,17 +114,18 @@ class KafkaGroupMember:
                 value=record.value,
                 headers=as_headers(record.headers),
             )
-            delivery = await self._deliverer.deliver(message, self._stop)
-            if delivery.outcome is Outcome.ABANDONED:
-                carry_on = False
-                break
-            if delivery.dead_letter is not None and not await self._send(delivery.dead_letter):
-                carry_on = False
-                break
-            next_offset = record.offset + 1
-        if next_offset is not None:
-            await self._commit(partition, next_offset)
-        return carry_on
+            for record in records
+        ]
+        next_offset: int | None = None
+        for batch in self._deliverer.batches(messages):
+            if self._stop.is_set() or partition not in self._consumer.assignment():
+                return next_offset, not self._stop.is_set()
+            done = await self._deliverer.deliver(batch, self._stop)
+            if done:
+                next_offset = batch[done - 1].offset + 1
+            if done < len(batch):
+                return next_offset, False
+        return next_offset, True
 
     async def _send(self, letter: DeadLetter) -> bool:
         """Put ``letter`` on the dead-letter topic, retrying until it is acknowledged;
@@ -151,22 +160,18 @@ class KafkaGroupMember:
                 if await sleep_unless_stopped(delay, self._stop):
                     return False
 
-    async def _commit(self, partition: TopicPartition, offset: int) -> None:
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         # A failed commit only means those records may be delivered again (to this member
         # or, after a rebalance, another); the next successful commit covers them.
         try:
             await asyncio.wait_for(
-                self._consumer.commit({partition: offset}),
-                self._settings.request_timeout_ms / 1000,
+                self._consumer.commit(offsets), self._settings.request_timeout_ms / 1000
             )
         except (KafkaError, TimeoutError) as error:
             log.warning(
-                "group %s: commit of %s:%d up to %d failed (%s); the records will be"
-                " delivered again",
+                "group %s: commit of %s failed (%s); the records will be delivered again",
                 self._group,
-                partition.topic,
-                partition.partition,
-                offset,
+                ", ".join(f"{p.topic}:{p.partition} up to {o}" for p, o in offsets.items()),
                 describe(error),
             )
 

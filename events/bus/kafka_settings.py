@@ -19,12 +19,18 @@ class KafkaSettings:
     """How long a send or admin request may wait for the broker before failing."""
     linger_ms: int = 5
     """Small: the relay publishes whole batches anyway, so waiting longer buys little."""
+    max_batch_bytes: int = 256 * 1024
+    """Largest record batch per partition. The relay hands over 500 events at a time and the
+    producer keeps one unsent batch per partition, so batches much smaller than a
+    partition's share would make it wait on the broker batch after batch. Must stay under
+    the broker's ``message.max.bytes`` (1 MiB by default)."""
     compression_type: str | None = None
     """``"gzip"``, ``"lz4"``, ``"zstd"`` or ``"snappy"`` when the codec library is installed."""
     poll_timeout_ms: int = 500
     """Longest a consumer waits for records before checking whether it should stop."""
     max_batch: int = 100
-    """Records fetched per poll; offsets are committed after each partition's batch."""
+    """Records fetched per poll, across partitions. Each partition's share is one batch for a
+    ``BatchHandler``; offsets are committed once per poll."""
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000

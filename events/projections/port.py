@@ -9,9 +9,10 @@ both the documents and the tracking updated or neither.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
+from uuid import UUID
 
 from events.envelope import RecordedEvent
 
@@ -42,13 +43,12 @@ class DocumentTransaction(ABC):
     async def set_position(self, projection: str, position: int) -> None: ...
 
     @abstractmethod
-    async def applied_sequence(self, projection: str, stream_key: str) -> int:
-        """Last sequence of ``stream_key`` (source + stream) applied by ``projection``."""
+    async def already_applied(self, projection: str, event_ids: Sequence[UUID]) -> set[UUID]:
+        """Which of ``event_ids`` ``projection`` has applied before."""
 
     @abstractmethod
-    async def set_applied_sequence(
-        self, projection: str, stream_key: str, sequence: int
-    ) -> None: ...
+    async def mark_applied(self, projection: str, event_ids: Sequence[UUID]) -> None:
+        """Record that ``projection`` applied these events (in this transaction)."""
 
 
 class ReadModelStore(ABC):

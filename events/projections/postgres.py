@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
@@ -25,11 +26,10 @@ CREATE TABLE IF NOT EXISTS projection_positions (
     projection text PRIMARY KEY,
     position bigint NOT NULL
 );
-CREATE TABLE IF NOT EXISTS projection_streams (
+CREATE TABLE IF NOT EXISTS projection_applied (
     projection text NOT NULL,
-    stream_key text NOT NULL,
-    sequence bigint NOT NULL,
-    PRIMARY KEY (projection, stream_key)
+    event_id uuid NOT NULL,
+    PRIMARY KEY (projection, event_id)
 );
 """
 
@@ -94,7 +94,7 @@ class PostgresReadModelStore(ReadModelStore):
                 "DELETE FROM projection_positions WHERE projection = %s", (projection,)
             )
             await self._writer.execute(
-                "DELETE FROM projection_streams WHERE projection = %s", (projection,)
+                "DELETE FROM projection_applied WHERE projection = %s", (projection,)
             )
 
     async def close(self) -> None:
@@ -141,19 +141,22 @@ class _PostgresTransaction(DocumentTransaction):
             (projection, position),
         )
 
-    async def applied_sequence(self, projection: str, stream_key: str) -> int:
+    async def already_applied(self, projection: str, event_ids: Sequence[UUID]) -> set[UUID]:
+        if not event_ids:
+            return set()
         cursor = await self._connection.execute(
-            "SELECT sequence FROM projection_streams WHERE projection = %s AND stream_key = %s",
-            (projection, stream_key),
+            "SELECT event_id FROM projection_applied WHERE projection = %s AND event_id = ANY(%s)",
+            (projection, list(event_ids)),
         )
-        row = await cursor.fetchone()
-        return 0 if row is None else int(row[0])
+        return {row[0] for row in await cursor.fetchall()}
 
-    async def set_applied_sequence(self, projection: str, stream_key: str, sequence: int) -> None:
+    async def mark_applied(self, projection: str, event_ids: Sequence[UUID]) -> None:
+        if not event_ids:
+            return
         await self._connection.execute(
-            "INSERT INTO projection_streams (projection, stream_key, sequence) VALUES (%s, %s, %s)"
-            " ON CONFLICT (projection, stream_key) DO UPDATE SET sequence = excluded.sequence",
-            (projection, stream_key, sequence),
+            "INSERT INTO projection_applied (projection, event_id)"
+            " SELECT %s, unnest(%s::uuid[]) ON CONFLICT DO NOTHING",
+            (projection, list(event_ids)),
         )
 
 

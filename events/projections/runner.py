@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from uuid import UUID
 
 from events.envelope import RecordedEvent
-from events.projections.port import Projection, ReadModelStore, stream_key
+from events.projections.port import Projection, ReadModelStore
 from events.store.port import EventStore
-
-log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (position reached, last position of the store) while catching up."""
@@ -82,8 +80,14 @@ class BusProjectionHandler:
     """A bus handler that applies other services' events to a projection exactly once.
 
     The bus may deliver an event again (a relay re-publishing after a crash, a consumer that
-    stopped before committing). The last applied sequence of each source stream is kept in
-    the projection's own transaction, so a repeat is recognised and changes nothing.
+    stopped before committing), and events of one stream need not arrive in sequence order
+    when the stream spans several cases (keys, so partitions): a client's schedule, a budget
+    line. The ids of applied events are kept in the projection's own transaction, so a repeat
+    is recognised and changes nothing, and a late event is still applied.
+
+    It is a ``BatchHandler``: a batch is applied in one transaction (one durable commit), all
+    or nothing, so when one event of it fails the subscriber can hand the events over again
+    one by one and only the one at fault is set aside.
     """
 
     def __init__(self, read_models: ReadModelStore, projection: Projection) -> None:
@@ -91,19 +95,17 @@ class BusProjectionHandler:
         self._projection = projection
 
     async def __call__(self, recorded: RecordedEvent) -> None:
+        await self.handle_batch((recorded,))
+
+    async def handle_batch(self, records: Sequence[RecordedEvent]) -> None:
         name = self._projection.name
-        key = stream_key(recorded)
         async with self._read_models.transaction() as transaction:
-            applied = await transaction.applied_sequence(name, key)
-            if recorded.sequence <= applied:
-                return
-            if recorded.sequence != applied + 1 and applied != 0:
-                log.warning(
-                    "projection %s: %s jumped from sequence %d to %d",
-                    name,
-                    key,
-                    applied,
-                    recorded.sequence,
-                )
-            await self._projection.apply(transaction, recorded)
-            await transaction.set_applied_sequence(name, key, recorded.sequence)
+            seen = await transaction.already_applied(name, [r.event_id for r in records])
+            applied: list[UUID] = []
+            for recorded in records:
+                if recorded.event_id in seen:
+                    continue
+                await self._projection.apply(transaction, recorded)
+                seen.add(recorded.event_id)
+                applied.append(recorded.event_id)
+            await transaction.mark_applied(name, applied)

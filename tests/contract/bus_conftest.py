@@ -23,7 +23,7 @@ from events.bus.inprocess import InProcessBus
 from events.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
 from events.bus.kafka_settings import KafkaSettings
 from events.bus.message import BusMessage, as_headers
-from events.bus.port import EventPublisher, EventSubscriber, Handler
+from events.bus.port import BatchHandler, EventPublisher, EventSubscriber, Handler
 from events.bus.retry import Backoff, RetryPolicy
 from events.bus.topics import TopicSettings, create_topics, dead_letter_topic
 from events.envelope import RecordedEvent
@@ -94,6 +94,37 @@ class Recorder:
 
 
 @dataclass
+class BatchRecorder:
+    """A batch handler that applies a batch all or nothing, as a read-model transaction does.
+
+    ``check`` (overridden by tests) raises to fail a batch; then nothing of it is applied.
+    """
+
+    calls: list[list[RecordedEvent]] = field(default_factory=list)
+    applied: dict[UUID, int] = field(default_factory=dict)
+    """How many times each event was applied (in a batch that went through)."""
+    order: list[RecordedEvent] = field(default_factory=list)
+    """Events in the order they were first applied."""
+
+    async def handle_batch(self, records: Sequence[RecordedEvent]) -> None:
+        self.calls.append(list(records))
+        self.check(records)
+        for record in records:
+            if record.event_id not in self.applied:
+                self.order.append(record)
+            self.applied[record.event_id] = self.applied.get(record.event_id, 0) + 1
+
+    def check(self, records: Sequence[RecordedEvent]) -> None:
+        return None
+
+    def has_all(self, events: Sequence[RecordedEvent]) -> bool:
+        return all(event.event_id in self.applied for event in events)
+
+    def ids_of_calls(self) -> list[list[UUID]]:
+        return [[record.event_id for record in call] for call in self.calls]
+
+
+@dataclass
 class Running:
     task: asyncio.Task[None]
     stop: asyncio.Event
@@ -106,7 +137,7 @@ class Running:
 
 @asynccontextmanager
 async def running(
-    subscriber: EventSubscriber, group: str, handler: Handler
+    subscriber: EventSubscriber, group: str, handler: Handler | BatchHandler
 ) -> AsyncIterator[Running]:
     """Run a group member in the background; stop it gracefully on exit."""
     stop = asyncio.Event()

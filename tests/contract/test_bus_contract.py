@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 from uuid import UUID
 
 import pytest
@@ -14,9 +15,13 @@ from events.bus.errors import RetriableHandlerError
 from events.bus.retry import Backoff, RetryPolicy
 from events.cloudevents import to_kafka_binary
 from events.envelope import RecordedEvent
+from events.projections.port import DocumentTransaction, Projection
+from events.projections.runner import BusProjectionHandler
+from events.projections.sqlite import SqliteReadModelStore
 from events.registry import EventRegistry
 from tests.contract.bus_conftest import (
     FAST_RETRY,
+    BatchRecorder,
     BusHarness,
     Recorder,
     cancel,
@@ -80,6 +85,26 @@ async def test_events_of_one_case_arrive_in_order(bus: BusHarness) -> None:
     for event in first_seen_order(recorder.deliveries):
         per_case.setdefault(event.subject, []).append(event.sequence)
     assert per_case == {f"case-{n}": list(range(1, 9)) for n in range(6)}
+
+
+async def test_enqueued_batches_keep_case_order_across_calls(bus: BusHarness) -> None:
+    events = case_history([f"case-{n}" for n in range(6)], per_case=6)
+    acknowledgements = [
+        await bus.publisher.enqueue(events[start : start + 5]) for start in range(0, len(events), 5)
+    ]
+    await asyncio.gather(*acknowledgements)
+    await (await bus.publisher.enqueue([]))
+    await bus.publisher.publish([])
+
+    recorder = Recorder()
+    async with running(bus.subscriber(), bus.group(), recorder):
+        await eventually(lambda: recorder.has_all(events), "every event")
+
+    assert len(await bus.messages()) == len(events)
+    per_case: dict[str, list[int]] = {}
+    for event in first_seen_order(recorder.deliveries):
+        per_case.setdefault(event.subject, []).append(event.sequence)
+    assert per_case == {f"case-{n}": list(range(1, 7)) for n in range(6)}
 
 
 async def test_members_of_a_group_share_partitions_and_handle_each_event_in_effect_once(
@@ -300,4 +325,221 @@ async def test_stopping_during_retries_leaves_the_message_for_later(bus: BusHarn
     recorder = Recorder()
     async with running(bus.subscriber(), group, recorder):
         await eventually(lambda: recorder.has_all([event]), "the event again")
+    assert await bus.dead_letters(group) == []
+
+
+# --- batch delivery ----------------------------------------------------------------------------
+
+
+class CaseNotes(Projection):
+    """Event ids per case, in the order applied; an event in ``poison`` breaks ``apply``."""
+
+    name = "case-notes"
+    collections = ("case_notes",)
+
+    def __init__(self, poison: Sequence[RecordedEvent] = ()) -> None:
+        self.poison = {event.event_id for event in poison}
+
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        if recorded.event_id in self.poison:
+            raise ValueError("note refers to a plan that does not exist")
+        document = await transaction.get("case_notes", recorded.subject) or {"events": []}
+        document["events"].append(str(recorded.event_id))
+        await transaction.put("case_notes", recorded.subject, document)
+
+
+class Spy:
+    """Passes batches on to a ``BatchHandler``, noting each call and what went through."""
+
+    def __init__(self, inner: BusProjectionHandler) -> None:
+        self.inner = inner
+        self.calls: list[list[UUID]] = []
+        self.handled: list[UUID] = []
+
+    async def handle_batch(self, records: Sequence[RecordedEvent]) -> None:
+        self.calls.append([record.event_id for record in records])
+        await self.inner.handle_batch(records)
+        self.handled += [record.event_id for record in records]
+
+
+@pytest.fixture
+async def read_models(tmp_path: Path) -> AsyncIterator[SqliteReadModelStore]:
+    store = SqliteReadModelStore(tmp_path / "read-models.db")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def notes_of(read_models: SqliteReadModelStore, case_id: str) -> list[UUID]:
+    document = await read_models.get("case_notes", case_id)
+    return [] if document is None else [UUID(text) for text in document["events"]]
+
+
+def ids(events: Sequence[RecordedEvent]) -> list[UUID]:
+    return [event.event_id for event in events]
+
+
+async def test_a_batch_handler_gets_consecutive_records_of_one_partition(
+    bus: BusHarness,
+) -> None:
+    events = case_history([f"case-{n}" for n in range(6)], per_case=5)
+    await bus.publisher.publish(events)
+
+    recorder = BatchRecorder()
+    async with running(bus.subscriber(), bus.group(), recorder):
+        await eventually(lambda: recorder.has_all(events), "every event")
+
+    where = {
+        UUID((message.header("ce_id") or b"").decode()): (message.partition, message.offset)
+        for message in await bus.messages()
+    }
+    for call in recorder.calls:
+        places = [where[record.event_id] for record in call]
+        assert len({partition for partition, _ in places}) == 1
+        offsets = [offset for _, offset in places]
+        assert offsets == list(range(offsets[0], offsets[0] + len(offsets)))
+    assert any(len(call) > 1 for call in recorder.calls)
+    per_case: dict[str, list[int]] = {}
+    for event in recorder.order:
+        per_case.setdefault(event.subject, []).append(event.sequence)
+    assert per_case == {f"case-{n}": [1, 2, 3, 4, 5] for n in range(6)}
+    assert set(recorder.applied.values()) == {1}
+
+
+async def test_a_poison_record_in_a_batch_is_dead_lettered_and_the_others_applied_once(
+    bus: BusHarness, read_models: SqliteReadModelStore
+) -> None:
+    group = bus.group()
+    events = [recorded("c-1", n, n) for n in range(1, 6)]
+    poison = events[2]
+    spy = Spy(BusProjectionHandler(read_models, CaseNotes(poison=[poison])))
+    await bus.publisher.publish(events)
+
+    async with running(bus.subscriber(), group, spy):
+        await eventually(
+            lambda: set(ids(events)) - set(spy.handled) == {poison.event_id}, "the good events"
+        )
+
+    assert spy.calls[0] == ids(events)  # one batch, rolled back whole ...
+    assert spy.calls[1:] == [[event_id] for event_id in ids(events)]  # ... then one by one
+    assert await notes_of(read_models, "c-1") == ids([e for e in events if e is not poison])
+    [letter] = await bus.dead_letters(group)
+    assert letter.reason is DeadLetterReason.HANDLER_FAILED
+    assert letter.attempts == 1
+    assert letter.detail == "note refers to a plan that does not exist"
+    assert letter.message.header("ce_id") == str(poison.event_id).encode()
+
+
+async def test_a_batch_applies_redelivered_and_repeated_events_once(
+    bus: BusHarness, read_models: SqliteReadModelStore
+) -> None:
+    first, second, third = (recorded("c-1", n, n) for n in range(1, 4))
+    other = recorded("c-2", 1, 4)
+    deliveries = [first, second, first, other, third, second, other]
+    spy = Spy(BusProjectionHandler(read_models, CaseNotes()))
+    await bus.publisher.publish(deliveries)
+    await bus.publisher.publish([first, second, third])  # a relay publishing again
+
+    async with running(bus.subscriber(), bus.group(), spy):
+        await eventually(lambda: len(spy.handled) == len(deliveries) + 3, "every delivery")
+
+    assert await notes_of(read_models, "c-1") == ids([first, second, third])
+    assert await notes_of(read_models, "c-2") == ids([other])
+
+
+async def test_a_batch_that_fails_with_a_retriable_error_is_retried_whole(
+    bus: BusHarness,
+) -> None:
+    group = bus.group()
+    events = [recorded("c-1", n, n) for n in range(1, 5)]
+
+    class Flaky(BatchRecorder):
+        def check(self, records: Sequence[RecordedEvent]) -> None:
+            if len(self.calls) < 3:
+                raise RetriableHandlerError("read model is locked")
+
+    await bus.publisher.publish(events)
+    recorder = Flaky()
+    async with running(bus.subscriber(), group, recorder):
+        await eventually(lambda: recorder.has_all(events), "every event")
+
+    assert recorder.ids_of_calls()[:3] == [ids(events)] * 3
+    assert recorder.order == events
+    assert set(recorder.applied.values()) == {1}
+    assert await bus.dead_letters(group) == []
+
+
+async def test_a_batch_that_keeps_failing_is_split_when_retries_run_out(
+    bus: BusHarness,
+) -> None:
+    group = bus.group()
+    events = [recorded("c-1", n, n) for n in range(1, 4)]
+    hopeless = events[1]
+
+    class Hopeless(BatchRecorder):
+        def check(self, records: Sequence[RecordedEvent]) -> None:
+            if hopeless in records:
+                raise ConnectionError("projection database unreachable")
+
+    await bus.publisher.publish(events)
+    recorder = Hopeless()
+    async with running(bus.subscriber(replace(FAST_RETRY, max_attempts=3)), group, recorder):
+        await eventually(lambda: recorder.has_all([events[0], events[2]]), "the other events")
+        await eventually(lambda: len(recorder.calls) == 3 + 1 + 3 + 1, "every attempt")
+
+    first, _, last = (event.event_id for event in events)
+    assert recorder.ids_of_calls() == [
+        *[ids(events)] * 3,
+        [first],
+        *[[hopeless.event_id]] * 3,
+        [last],
+    ]
+    assert recorder.applied == {first: 1, last: 1}
+    [letter] = await bus.dead_letters(group)
+    assert letter.reason is DeadLetterReason.RETRIES_EXHAUSTED
+    assert letter.attempts == 3
+
+
+async def test_undecodable_messages_split_a_batch_and_keep_the_log_order(
+    bus: BusHarness,
+) -> None:
+    group = bus.group()
+    before = [recorded("c-1", 1, 1), recorded("c-1", 2, 2)]
+    after = [recorded("c-1", 3, 3), recorded("c-1", 4, 4)]
+    await bus.publisher.publish(before)
+    await bus.publish_raw(b"c-1", b"\xff not json", [("ce_id", b"nope")])
+    await bus.publisher.publish(after)
+
+    recorder = BatchRecorder()
+    async with running(bus.subscriber(), group, recorder):
+        await eventually(lambda: recorder.has_all(before + after), "the good events")
+
+    assert recorder.order == before + after
+    for call in recorder.calls:
+        assert not (before[-1] in call and after[0] in call)
+    [letter] = await bus.dead_letters(group)
+    assert letter.reason is DeadLetterReason.UNDECODABLE
+
+
+async def test_stopping_during_batch_retries_leaves_the_whole_batch_for_later(
+    bus: BusHarness,
+) -> None:
+    group = bus.group()
+    events = [recorded("c-1", n, n) for n in range(1, 4)]
+
+    class AlwaysBusy(BatchRecorder):
+        def check(self, records: Sequence[RecordedEvent]) -> None:
+            raise RetriableHandlerError("busy")
+
+    await bus.publisher.publish(events)
+    busy = AlwaysBusy()
+    patient = RetryPolicy(Backoff(initial=5.0, maximum=5.0), max_attempts=None)
+    async with running(bus.subscriber(patient), group, busy):
+        await eventually(lambda: bool(busy.calls), "the first attempt")
+
+    recorder = BatchRecorder()
+    async with running(bus.subscriber(), group, recorder):
+        await eventually(lambda: recorder.has_all(events), "the events again")
+    assert recorder.order == events
     assert await bus.dead_letters(group) == []

@@ -182,3 +182,19 @@ async def test_bus_handler_applies_a_redelivered_event_once(
     document = await read_models.get("case-notes", "1")
     assert document is not None
     assert document["texts"] == ["a", "b"]
+
+
+async def test_bus_handler_applies_a_stream_delivered_out_of_sequence_order(
+    event_store: EventStore, read_models: ReadModelStore
+) -> None:
+    # A stream spanning several cases (a client's schedule) is spread over several partitions,
+    # so its events can arrive in any order: a late event must still be applied.
+    first, second = await event_store.append("case-1", [note("1", "a"), note("1", "b")], NO_STREAM)
+    handler = BusProjectionHandler(read_models, NotesPerCase())
+
+    await handler.handle_batch([second])
+    await handler.handle_batch([first, second])
+
+    document = await read_models.get("case-notes", "1")
+    assert document is not None
+    assert document["texts"] == ["b", "a"]

@@ -13,6 +13,7 @@ from uuid import UUID
 
 import pytest
 
+from events.bus.errors import PublishError
 from events.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
 from events.bus.retry import Backoff
 from events.bus.topics import TopicSettings, create_topics
@@ -22,10 +23,12 @@ from events.outbox import OutboxRelay
 from events.registry import EventRegistry
 from events.store.sqlite import SqliteCheckpointStore, SqliteEventStore
 from tests.contract.bus_conftest import (
+    case_history,
     delete_topics,
     eventually,
     kafka_test_settings,
     read_topic,
+    recorded,
     running,
 )
 from tests.support.sample_events import note, sample_registry
@@ -248,3 +251,76 @@ async def test_a_broker_restart_mid_stream_loses_nothing_and_keeps_case_order(
     assert projection.versions == dict.fromkeys((f"case-{c}" for c in cases), 12)
     assert set(projection.applied) == {event.event_id for event in everything}
     assert (await relay.status()).lag == 0
+
+
+async def test_pipelined_publishes_keep_case_order_on_the_partition_send_would_choose() -> None:
+    settings = kafka_test_settings()
+    topics = TopicSettings(case_events_topic=f"test.partitions.{os.urandom(6).hex()}", partitions=5)
+    try:
+        await create_topics(settings, topics.new_topics())
+    except Exception as error:
+        server_missing("Kafka", error)
+    topic = topics.case_events_topic
+    cases = [f"case-{n}" for n in range(40)]
+    events = case_history(cases, per_case=3)
+    try:
+        async with KafkaEventPublisher(settings, topic) as publisher:
+            acknowledgements = [
+                await publisher.enqueue(events[start : start + 7])
+                for start in range(0, len(events), 7)
+            ]
+            await asyncio.gather(*acknowledgements)
+        on_topic = await read_topic(settings, topic, topics.partitions)
+
+        from aiokafka import AIOKafkaProducer
+
+        probe = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+        await probe.start()
+        try:  # where the per-record producer API puts each key
+            chosen = {
+                case_id: (
+                    await probe.send_and_wait(topic, b"probe", key=case_id.encode())
+                ).partition
+                for case_id in cases
+            }
+        finally:
+            await probe.stop()
+    finally:
+        await delete_topics(settings, [topic])
+
+    assert len(on_topic) == len(events)
+    sequences: dict[str, list[int]] = {}
+    for message in on_topic:  # partition by partition, in offset order
+        case_id = (message.key or b"").decode()
+        assert message.partition == chosen[case_id]
+        sequences.setdefault(case_id, []).append(int(message.header("ce_sequence") or b"0"))
+    assert sequences == {case_id: [1, 2, 3] for case_id in cases}
+
+
+async def test_a_batch_the_broker_refuses_fails_its_publish_and_the_next_starts_afresh() -> None:
+    from aiokafka.admin import NewTopic
+
+    settings = kafka_test_settings()
+    topic = f"test.refusing.{os.urandom(6).hex()}"
+    small_messages_only = NewTopic(
+        topic, num_partitions=1, replication_factor=1, topic_configs={"max.message.bytes": "4096"}
+    )
+    try:
+        await create_topics(settings, [small_messages_only])
+    except Exception as error:
+        server_missing("Kafka", error)
+    before, after = recorded("c-1", 1, 1), recorded("c-1", 3, 3)
+    too_big = recorded("c-1", 2, 2, text="word " * 2000)
+    try:
+        async with KafkaEventPublisher(settings, topic) as publisher:
+            await publisher.publish([before])
+            refused = await publisher.enqueue([too_big])
+            with pytest.raises(PublishError, match="did not acknowledge"):
+                await refused
+            await publisher.publish([after])
+        on_topic = await read_topic(settings, topic, 1)
+    finally:
+        await delete_topics(settings, [topic])
+    assert [message.header("ce_id") for message in on_topic] == [
+        str(event.event_id).encode() for event in (before, after)
+    ]

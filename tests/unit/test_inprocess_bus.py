@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -11,7 +12,14 @@ import pytest
 from events.bus.deadletter import DeadLetterReason, parse_dead_letter
 from events.bus.inprocess import InProcessBus
 from events.envelope import RecordedEvent
-from tests.contract.bus_conftest import Recorder, cancel, eventually, recorded, running
+from tests.contract.bus_conftest import (
+    BatchRecorder,
+    Recorder,
+    cancel,
+    eventually,
+    recorded,
+    running,
+)
 from tests.support.sample_events import sample_registry
 
 
@@ -108,6 +116,34 @@ async def test_dead_letters_keep_the_message_and_say_why() -> None:
     assert parsed.reason is DeadLetterReason.UNDECODABLE
     assert parsed.message == replace(letter.message, headers=(("ce_id", b"x"),))
     assert parsed.detail == letter.detail[: len(parsed.detail)]
+
+
+async def test_a_batch_handler_gets_up_to_max_batch_records_committed_batch_by_batch() -> None:
+    bus = InProcessBus(partitions=1)
+    events = [recorded("c-1", n, n) for n in range(1, 6)]
+    await bus.publisher("t").publish(events)
+    committed_before: list[dict[int, int]] = []
+
+    class Noting(BatchRecorder):
+        def check(self, records: Sequence[RecordedEvent]) -> None:
+            committed_before.append(bus.committed("t", "g"))
+
+    recorder = Noting()
+    async with running(bus.subscriber(sample_registry(), "t", max_batch=2), "g", recorder):
+        await eventually(lambda: recorder.has_all(events), "every event")
+
+    assert recorder.ids_of_calls() == [
+        [e.event_id for e in events[0:2]],
+        [e.event_id for e in events[2:4]],
+        [events[4].event_id],
+    ]
+    assert committed_before == [{0: 0}, {0: 2}, {0: 4}]
+    assert bus.committed("t", "g") == {0: 5}
+
+
+def test_max_batch_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        InProcessBus().subscriber(sample_registry(), max_batch=0)
 
 
 def test_topic_names_are_checked() -> None:

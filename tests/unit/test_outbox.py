@@ -10,7 +10,7 @@ import pytest
 
 from events.bus.errors import PublishError
 from events.bus.inprocess import InProcessBus
-from events.bus.port import EventPublisher
+from events.bus.port import Acknowledgement, EventPublisher
 from events.bus.retry import Backoff
 from events.checkpoints import CheckpointStore, InMemoryCheckpointStore
 from events.envelope import RecordedEvent
@@ -255,3 +255,125 @@ async def test_a_publish_that_hangs_shows_in_the_status_and_stop_still_works(
         await task
     assert await checkpoints.load("relay") == 0
     assert (await relay.status()).publish_waiting_seconds is None
+
+
+class AckByHand(EventPublisher):
+    """Takes batches at once and acknowledges each one when the test says so."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[RecordedEvent]] = []
+        self.acknowledgements: list[Acknowledgement] = []
+
+    async def publish(self, records: Sequence[RecordedEvent]) -> None:
+        await (await self.enqueue(records))
+
+    async def enqueue(self, records: Sequence[RecordedEvent]) -> Acknowledgement:
+        self.batches.append(list(records))
+        acknowledgement: Acknowledgement = asyncio.get_running_loop().create_future()
+        self.acknowledgements.append(acknowledgement)
+        return acknowledgement
+
+    def acknowledge(self, batch: int) -> None:
+        self.acknowledgements[batch].set_result(None)
+
+    def refuse(self, batch: int) -> None:
+        self.acknowledgements[batch].set_exception(PublishError("not acknowledged"))
+
+    @property
+    def published(self) -> list[RecordedEvent]:
+        return [event for batch in self.batches for event in batch]
+
+
+async def test_batches_are_pipelined_and_the_checkpoint_follows_acknowledgements_in_order(
+    store: SqliteEventStore,
+) -> None:
+    stored = await add_notes(store, "c-1", 6)
+    publisher, checkpoints = AckByHand(), InMemoryCheckpointStore()
+    relay = OutboxRelay(store, publisher, checkpoints, "relay", batch_size=2, max_in_flight=4)
+    relaying = asyncio.create_task(relay.publish_pending())
+    try:
+        await eventually(lambda: len(publisher.batches) == 3, "every batch to be handed over")
+        assert [e.event_id for e in publisher.published] == [e.event_id for e in stored]
+        assert (await relay.status()).publish_waiting_seconds is not None
+
+        publisher.acknowledge(1)  # the bus acknowledged a later batch first
+        await asyncio.sleep(0)
+        assert await checkpoints.load("relay") == 0
+        publisher.acknowledge(0)
+        publisher.acknowledge(2)
+        assert await relaying == 6
+    finally:
+        relaying.cancel()
+    assert await checkpoints.load("relay") == stored[-1].position
+    status = await relay.status()
+    assert status.lag == 0
+    assert status.publish_waiting_seconds is None
+
+
+async def test_no_more_than_max_in_flight_batches_wait_for_the_bus(
+    store: SqliteEventStore,
+) -> None:
+    stored = await add_notes(store, "c-1", 6)
+    publisher, checkpoints = AckByHand(), InMemoryCheckpointStore()
+    relay = OutboxRelay(store, publisher, checkpoints, "relay", batch_size=2, max_in_flight=2)
+    relaying = asyncio.create_task(relay.publish_pending())
+    try:
+        await eventually(lambda: len(publisher.batches) == 2, "two batches in flight")
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert len(publisher.batches) == 2
+
+        publisher.acknowledge(0)
+        await eventually(lambda: len(publisher.batches) == 3, "the third batch")
+        assert await checkpoints.load("relay") == stored[1].position
+        publisher.acknowledge(1)
+        publisher.acknowledge(2)
+        assert await relaying == 6
+    finally:
+        relaying.cancel()
+
+
+async def test_a_refused_batch_stops_the_checkpoint_before_it_whatever_follows(
+    store: SqliteEventStore,
+) -> None:
+    stored = await add_notes(store, "c-1", 6)
+    publisher, checkpoints = AckByHand(), InMemoryCheckpointStore()
+    relay = OutboxRelay(store, publisher, checkpoints, "relay", batch_size=2)
+    relaying = asyncio.create_task(relay.publish_pending())
+    await eventually(lambda: len(publisher.batches) == 3, "every batch to be handed over")
+    publisher.acknowledge(0)
+    publisher.refuse(1)
+    publisher.acknowledge(2)
+
+    with pytest.raises(PublishError):
+        await relaying
+    assert await checkpoints.load("relay") == stored[1].position
+    assert (await relay.status()).lag == 4
+
+    again = RecordingPublisher()
+    assert await OutboxRelay(store, again, checkpoints, "relay").publish_pending() == 4
+    assert [e.event_id for e in again.published] == [e.event_id for e in stored[2:]]
+
+
+async def test_stop_while_batches_are_in_flight_saves_no_checkpoint_for_them(
+    store: SqliteEventStore,
+) -> None:
+    await add_notes(store, "c-1", 4)
+    publisher, checkpoints = AckByHand(), InMemoryCheckpointStore()
+    relay = OutboxRelay(store, publisher, checkpoints, "relay", batch_size=2, idle_timeout=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    await eventually(lambda: len(publisher.batches) == 2, "both batches in flight")
+    stop.set()
+    async with asyncio.timeout(30):  # guards against a hang only
+        await task
+    publisher.acknowledge(0)
+    publisher.acknowledge(1)
+    await asyncio.sleep(0)
+    assert await checkpoints.load("relay") == 0
+    assert (await relay.status()).lag == 4
+
+
+def test_max_in_flight_must_be_positive(store: SqliteEventStore) -> None:
+    with pytest.raises(ValueError, match="max_in_flight"):
+        OutboxRelay(store, RecordingPublisher(), InMemoryCheckpointStore(), "r", max_in_flight=0)

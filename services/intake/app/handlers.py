@@ -90,9 +90,12 @@ async def register_client(
     context: CommandContext,
     command: RegisterClient,
     today: date,
+    checked: ClientRegistered | None = None,
 ) -> Registration:
+    """``checked``: the registration already built by ``registration_of`` (an entrypoint that
+    validated the request with it passes it on rather than building it twice)."""
     require_role(context.actor.role, Action.REGISTER_CLIENT)
-    registration = registration_of(context, command, today)
+    registration = checked or registration_of(context, command, today)
     async with directory.lock:
         await directory.refresh()
         earlier = await store.read_by_causation(context.command_id(SOURCE))
@@ -128,9 +131,15 @@ def opening_of(context: CommandContext, command: OpenCase) -> CaseOpened:
     return build(CaseOpened, {"case_id": derived_id(context, SOURCE, "case"), **fields_of(command)})
 
 
-async def open_case(store: EventStore, context: CommandContext, command: OpenCase) -> Recorded:
+async def open_case(
+    store: EventStore,
+    context: CommandContext,
+    command: OpenCase,
+    checked: CaseOpened | None = None,
+) -> Recorded:
+    """``checked``: the event already built by ``opening_of``, if the caller has it."""
     require_role(context.actor.role, Action.OPEN_CASE)
-    opened = opening_of(context, command)
+    opened = checked or opening_of(context, command)
     if client_from(await store.read_stream(client_stream(opened.client_id))) is None:
         raise NotFound("client", opened.client_id)
     recorded = await execute(
@@ -159,10 +168,12 @@ async def record_initial_assessment(
     closures: ClosureLog,
     context: CommandContext,
     command: RecordInitialAssessment,
+    checked: InitialAssessmentRecorded | None = None,
 ) -> tuple[Recorded, str]:
-    """Returns what was recorded and the assessment's id."""
+    """Returns what was recorded and the assessment's id. ``checked``: the event already built
+    by ``assessment_of``, if the caller has it."""
     require_role(context.actor.role, Action.RECORD_ASSESSMENT)
-    assessment = assessment_of(context, command)
+    assessment = checked or assessment_of(context, command)
     closed = await closures.count(assessment.case_id)
     recorded = await execute(
         store,

@@ -49,12 +49,12 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
         deps = self._deps
         command = from_proto.register_client(request)
         today = deps.today()
-        ctx, _ = read_command(
+        ctx, checked = read_command(
             request.context, lambda ctx: handlers.registration_of(ctx, command, today)
         )
         try:
             registration = await handlers.register_client(
-                deps.store, deps.directory, ctx, command, today
+                deps.store, deps.directory, ctx, command, today, checked
             )
         except PossibleDuplicateClient as error:
             error.extra_details = to_proto.duplicate_details(error)
@@ -75,8 +75,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
         self, request: intake_pb2.OpenCaseRequest, context: Context
     ) -> intake_pb2.OpenCaseResponse:
         command = from_proto.open_case(request)
-        ctx, _ = read_command(request.context, lambda ctx: handlers.opening_of(ctx, command))
-        recorded = await handlers.open_case(self._deps.store, ctx, command)
+        ctx, checked = read_command(request.context, lambda ctx: handlers.opening_of(ctx, command))
+        recorded = await handlers.open_case(self._deps.store, ctx, command, checked)
         return intake_pb2.OpenCaseResponse(result=to_proto.command_result(recorded))
 
     @override
@@ -85,9 +85,11 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
         self, request: intake_pb2.RecordInitialAssessmentRequest, context: Context
     ) -> intake_pb2.RecordInitialAssessmentResponse:
         command = from_proto.record_initial_assessment(request)
-        ctx, _ = read_command(request.context, lambda ctx: handlers.assessment_of(ctx, command))
+        ctx, checked = read_command(
+            request.context, lambda ctx: handlers.assessment_of(ctx, command)
+        )
         recorded, assessment_id = await handlers.record_initial_assessment(
-            self._deps.store, self._deps.closures, ctx, command
+            self._deps.store, self._deps.closures, ctx, command, checked
         )
         return intake_pb2.RecordInitialAssessmentResponse(
             result=to_proto.command_result(recorded), assessment_id=assessment_id
