@@ -114,6 +114,10 @@ async def open_read_models(infra: Infrastructure, service: str) -> ReadModelStor
     )
 
 
+_Subscription = tuple[str, Handler | BatchHandler, frozenset[str] | None]
+"""Consumer group, handler, event types wanted (``None``: all)."""
+
+
 @dataclass
 class RunningService:
     name: str
@@ -142,7 +146,7 @@ class ServiceHost:
         self._checkpoints = checkpoints
         self._close_store = close_store
         self._own_projections: list[Projection] = []
-        self._subscriptions: list[tuple[str, Handler | BatchHandler]] = []
+        self._subscriptions: list[_Subscription] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
@@ -155,10 +159,19 @@ class ServiceHost:
         """Feed ``projection`` from the bus (every service's events), exactly once in effect,
         a poll's worth of each partition per read-model transaction."""
         handler: BatchHandler = BusProjectionHandler(self.read_models, projection)
-        self.subscribe_handler(projection.name, handler)
+        self.subscribe_handler(projection.name, handler, event_types=projection.event_types)
 
-    def subscribe_handler(self, name: str, handler: Handler | BatchHandler) -> None:
-        self._subscriptions.append((f"casetrail.{self.service}.{name}", handler))
+    def subscribe_handler(
+        self,
+        name: str,
+        handler: Handler | BatchHandler,
+        *,
+        event_types: frozenset[str] | None = None,
+    ) -> None:
+        """``event_types``: the only types ``handler`` is given (``None``: all); the bus skips
+        the others without decoding them."""
+        group = f"casetrail.{self.service}.{name}"
+        self._subscriptions.append((group, handler, event_types))
 
     async def start(
         self, address: str, registrations: Iterable[Registration], service_names: Iterable[str]
@@ -180,8 +193,11 @@ class ServiceHost:
         publisher = await self._publisher()
         relay = OutboxRelay(self.store, publisher, self._checkpoints, f"{self.service}-outbox")
         self._spawn(relay.run(self._stop))
-        for group, handler in self._subscriptions:
-            self._spawn(self._subscriber().run(group, handler, self._stop))
+        for group, handler, event_types in self._subscriptions:
+            subscription = self._subscriber().run(
+                group, handler, self._stop, event_types=event_types
+            )
+            self._spawn(subscription)
         server, port, health_servicer = await create_server(address, registrations, service_names)
         await server.start()
         log.info("%s serving on port %d", self.service, port)

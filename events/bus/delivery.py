@@ -1,6 +1,7 @@
-"""What a consumer does with the messages it polled, the same for every bus adapter: decode
-them, hand them to the handler in batches (retrying transient failures with backoff), and turn
-what cannot be handled into dead letters.
+"""What a consumer does with the messages it polled, the same for every bus adapter: skip the
+event types its handler does not want (before decoding), decode the rest, hand them to the
+handler in batches (retrying transient failures with backoff), and turn what cannot be handled
+into dead letters.
 
 A per-record ``Handler`` is the batch path with batches of one. A batch that fails for good is
 handed over again one record at a time, so that only the record at fault is dead-lettered.
@@ -17,7 +18,7 @@ from events.bus.errors import is_retriable
 from events.bus.message import BusMessage
 from events.bus.port import BatchHandler, Handler
 from events.bus.retry import RetryPolicy, sleep_unless_stopped
-from events.cloudevents import UndecodableMessageError, from_kafka_binary
+from events.cloudevents import KAFKA_HEADER_PREFIX, UndecodableMessageError, from_kafka_binary
 from events.envelope import RecordedEvent
 from events.errors import InvalidEventError
 from events.registry import EventRegistry
@@ -27,7 +28,21 @@ log = logging.getLogger(__name__)
 DeadLetterSink = Callable[[DeadLetter], Awaitable[bool]]
 """Stores a dead letter; returns ``False`` if stop was requested before it was stored."""
 
+Decoder = Callable[[BusMessage], RecordedEvent | Exception]
+"""Decodes a message, returning (not raising) what went wrong, so a result can be shared."""
+
 _Decoded = tuple[BusMessage, RecordedEvent]
+_TYPE_HEADER = f"{KAFKA_HEADER_PREFIX}type"
+
+
+def decoder_for(registry: EventRegistry) -> Decoder:
+    def decode(message: BusMessage) -> RecordedEvent | Exception:
+        try:
+            return from_kafka_binary(message.key, message.headers, message.value, registry)
+        except Exception as error:  # whatever breaks decoding is the message's fault
+            return error
+
+    return decode
 
 
 class _OneAtATime:
@@ -47,11 +62,18 @@ class Deliverer:
         registry: EventRegistry,
         policy: RetryPolicy,
         dead_letters: DeadLetterSink,
+        *,
+        event_types: frozenset[str] | None = None,
+        decode: Decoder | None = None,
     ) -> None:
+        """``event_types``: the ``ce_type`` values the handler wants (``None``: all); other
+        records are committed past undecoded. ``decode``: shared decoding (see ``Decoder``)."""
         self.group = group
         self.registry = registry
         self.policy = policy
         self._dead_letters = dead_letters
+        self._decoder = decode or decoder_for(registry)
+        self._wanted = None if event_types is None else frozenset(t.encode() for t in event_types)
         self._handler: BatchHandler
         self.max_batch: int | None
         if isinstance(handler, BatchHandler):
@@ -71,36 +93,47 @@ class Deliverer:
         Returns how many of them, from the first, are done with and may be committed: all
         of them unless stop was requested while retrying or storing a dead letter.
         """
-        done = 0
         run: list[_Decoded] = []
-        for message in messages:
+        starts: list[int] = []  # index in ``messages`` of each record of ``run``
+        for index, message in enumerate(messages):
+            if self._unwanted(message):
+                continue  # no effect to order: committed past with its neighbours
             decoded = self._decode(message)
             if isinstance(decoded, RecordedEvent):
                 run.append((message, decoded))
+                starts.append(index)
                 continue
             # Undecodable messages split the batch, so effects keep the order of the log.
             if run:
                 handled = await self._handle_run(run, stop)
-                done += handled
                 if handled < len(run):
-                    return done
-                run = []
+                    return starts[handled]
+                run, starts = [], []
             if not await self._dead_letters(decoded):
-                return done
-            done += 1
+                return index
         if run:
-            done += await self._handle_run(run, stop)
-        return done
+            handled = await self._handle_run(run, stop)
+            if handled < len(run):
+                return starts[handled]
+        return len(messages)
+
+    def _unwanted(self, message: BusMessage) -> bool:
+        """Whether the record's type header names a type the handler does not want (a record
+        without one is decoded, and dead-lettered if it is poison)."""
+        if self._wanted is None:
+            return False
+        event_type = message.header(_TYPE_HEADER)
+        return event_type is not None and event_type not in self._wanted
 
     def _decode(self, message: BusMessage) -> RecordedEvent | DeadLetter:
-        try:
-            return from_kafka_binary(message.key, message.headers, message.value, self.registry)
-        except UndecodableMessageError as error:
-            return self._dead(message, DeadLetterReason.UNDECODABLE, error, attempts=0)
-        except InvalidEventError as error:
-            return self._dead(message, DeadLetterReason.INVALID_EVENT, error, attempts=0)
-        except Exception as error:  # whatever breaks decoding is the message's fault
-            return self._dead(message, DeadLetterReason.UNDECODABLE, error, attempts=0)
+        decoded = self._decoder(message)
+        if isinstance(decoded, RecordedEvent):
+            return decoded
+        if isinstance(decoded, InvalidEventError) and not isinstance(
+            decoded, UndecodableMessageError
+        ):
+            return self._dead(message, DeadLetterReason.INVALID_EVENT, decoded, attempts=0)
+        return self._dead(message, DeadLetterReason.UNDECODABLE, decoded, attempts=0)
 
     async def _handle_run(self, run: list[_Decoded], stop: asyncio.Event) -> int:
         """Handle decoded records as one batch; return how many are done with."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from itertools import count
 
 from events.bus.deadletter import DeadLetter
-from events.bus.delivery import Deliverer
+from events.bus.delivery import Decoder, Deliverer, decoder_for
 from events.bus.message import BusMessage, as_headers
 from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
 from events.bus.port import (
@@ -58,6 +58,7 @@ class InProcessBus:
         self._dead_letters: dict[str, list[DeadLetter]] = {}
         self._unkeyed = count()
         self._changed = asyncio.Event()
+        self._decoders: list[tuple[EventRegistry, Decoder]] = []
 
     def publisher(self, topic: str = DEFAULT_CASE_EVENTS_TOPIC) -> InProcessPublisher:
         return InProcessPublisher(self, topic)
@@ -103,6 +104,15 @@ class InProcessBus:
         """Next offset to read per partition for ``group`` (like Kafka's committed offsets)."""
         state = self._groups.get((topic, group))
         return {} if state is None else dict(enumerate(state.committed))
+
+    def _decoder(self, registry: EventRegistry) -> Decoder:
+        """One decoder per registry, shared by every group: each message is decoded once."""
+        for known, decoder in self._decoders:
+            if known is registry:
+                return decoder
+        decoder = _SharedDecoder(decoder_for(registry))
+        self._decoders.append((registry, decoder))
+        return decoder
 
     def _log(self, topic: str) -> list[list[BusMessage]]:
         log = self._logs.get(topic)
@@ -166,6 +176,7 @@ class InProcessSubscriber(EventSubscriber):
         stop: asyncio.Event | None = None,
         *,
         on_assignment: AssignmentListener | None = None,
+        event_types: frozenset[str] | None = None,
     ) -> None:
         stop = stop or never_set()
         bus = self._bus
@@ -178,7 +189,15 @@ class InProcessSubscriber(EventSubscriber):
             dead_letters.append(letter)
             return True
 
-        deliverer = Deliverer(group, handler, self._registry, self._retry, store)
+        deliverer = Deliverer(
+            group,
+            handler,
+            self._registry,
+            self._retry,
+            store,
+            event_types=event_types,
+            decode=bus._decoder(self._registry),
+        )
         state.join(member)
         bus._notify()
         try:
@@ -198,6 +217,30 @@ class InProcessSubscriber(EventSubscriber):
         finally:
             state.leave(member)
             bus._notify()
+
+
+class _SharedDecoder:
+    """Decodes each message once for all groups, keeping the latest results.
+
+    Recorded events are immutable, so groups can share one; a decoding error is shared too and
+    each group dead-letters the message with it. The groups of one process move close together,
+    so a bounded window of recent messages serves nearly every repeat without keeping the
+    whole log decoded.
+    """
+
+    def __init__(self, decode: Decoder, capacity: int = 8192) -> None:
+        self._decode = decode
+        self._capacity = capacity
+        self._results: dict[tuple[str, int, int], RecordedEvent | Exception] = {}
+
+    def __call__(self, message: BusMessage) -> RecordedEvent | Exception:
+        where = (message.topic, message.partition, message.offset)
+        result = self._results.get(where)
+        if result is None:
+            result = self._results[where] = self._decode(message)
+            if len(self._results) > self._capacity:
+                del self._results[next(iter(self._results))]
+        return result
 
 
 @dataclass(eq=False)

@@ -265,6 +265,7 @@ class KafkaEventSubscriber(EventSubscriber):
         stop: asyncio.Event | None = None,
         *,
         on_assignment: AssignmentListener | None = None,
+        event_types: frozenset[str] | None = None,
     ) -> None:
         stop = stop or never_set()
         dead_letter_topic(group)  # a bad group name fails here, not after connecting
@@ -279,6 +280,7 @@ class KafkaEventSubscriber(EventSubscriber):
                 retry=self._retry,
                 stop=stop,
                 on_assignment=on_assignment,
+                event_types=event_types,
             )
             try:
                 if self._create_dead_letter_topic:

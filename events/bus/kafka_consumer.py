@@ -41,12 +41,15 @@ class KafkaGroupMember:
         retry: RetryPolicy,
         stop: asyncio.Event,
         on_assignment: AssignmentListener | None,
+        event_types: frozenset[str] | None = None,
     ) -> None:
         self._settings = settings
         self._topic = topic
         self._group = group
         self._dead_letter_topic = dead_letter_topic(group)
-        self._deliverer = Deliverer(group, handler, registry, retry, self._send)
+        self._deliverer = Deliverer(
+            group, handler, registry, retry, self._send, event_types=event_types
+        )
         self._stop = stop
         self._batch_lock = asyncio.Lock()
         self._consumer: Any = None

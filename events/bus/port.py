@@ -14,6 +14,8 @@ Guarantees every adapter gives (checked by ``tests/contract/test_bus_contract.py
   is committed only after the handler returned for it (for its batch), so a consumer that
   stops or dies mid-way gets the uncommitted records again. Handlers must therefore be
   idempotent (dedupe by ``event_id``, or by stream sequence).
+* A group may ask for some event types only: records of other types are skipped undecoded
+  (committed, not dead-lettered).
 * A record that cannot be decoded, whose type is unknown, or whose handler fails for good
   goes to the group's dead-letter queue with the reason, and consumption goes on: one bad
   record never stops a consumer nor blocks its partition.
@@ -99,10 +101,15 @@ class EventSubscriber(ABC):
         stop: asyncio.Event | None = None,
         *,
         on_assignment: AssignmentListener | None = None,
+        event_types: frozenset[str] | None = None,
     ) -> None:
         """Consume as a member of consumer ``group`` until ``stop`` is set.
 
         Setting ``stop`` is a graceful stop: the batch in hand is finished and committed.
         Cancelling the task abandons the batch in hand uncommitted (it is redelivered).
         Several ``run`` calls with the same group share its partitions.
+
+        ``event_types``: the only event types the handler is given (``None``: every type).
+        Records of other types (by their ``ce_type`` header) are not even decoded: they are
+        committed past as handled, and are never dead letters of this group.
         """

@@ -86,6 +86,9 @@ class Projection(ABC):
 
     name: str
     collections: tuple[str, ...]
+    event_types: frozenset[str] | None = None
+    """The event types ``apply`` reacts to (``None``: maybe any). Fed from the bus, a
+    projection is not even given the others: they are skipped before decoding."""
 
     @abstractmethod
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None: ...

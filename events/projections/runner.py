@@ -37,8 +37,11 @@ async def catch_up(
         async with read_models.transaction() as transaction:
             # Another caller (a handler wanting read-your-writes) may have moved on meanwhile.
             applied = await transaction.position(projection.name)
+            wanted = projection.event_types
             for recorded in batch:
-                if recorded.position > applied:
+                if recorded.position > applied and (
+                    wanted is None or recorded.event_type in wanted
+                ):
                     await projection.apply(transaction, recorded)
             position = max(applied, batch[-1].position)
             await transaction.set_position(projection.name, position)

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -32,7 +32,7 @@ from tests.contract.bus_conftest import (
     recorded,
     running,
 )
-from tests.support.sample_events import sample_registry
+from tests.support.sample_events import CaseTouched, NoteWritten, sample_registry
 
 
 @pytest.fixture
@@ -543,3 +543,78 @@ async def test_stopping_during_batch_retries_leaves_the_whole_batch_for_later(
         await eventually(lambda: recorder.has_all(events), "the events again")
     assert recorder.order == events
     assert await bus.dead_letters(group) == []
+
+
+def touched(case_id: str, sequence: int, position: int) -> RecordedEvent:
+    """A ``CaseTouched`` on the same case (a type a filtered group does not want)."""
+    note_event = recorded(case_id, sequence, position)
+    return RecordedEvent(
+        event_id=uuid4(),
+        stream=note_event.stream,
+        sequence=sequence,
+        position=position,
+        recorded_at=note_event.recorded_at,
+        event=CaseTouched(case_id=case_id),
+        metadata=note_event.metadata,
+    )
+
+
+async def run_filtered(
+    bus: BusHarness,
+    group: str,
+    handler: Recorder | BatchRecorder,
+    event_types: frozenset[str],
+    until: Sequence[RecordedEvent],
+) -> None:
+    """Run one member given only ``event_types`` until ``until`` is handled; stop gracefully."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(bus.subscriber().run(group, handler, stop, event_types=event_types))
+    try:
+        await eventually(lambda: handler.has_all(until), "the wanted events")
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_group_given_event_types_gets_only_those_and_commits_past_the_rest(
+    bus: BusHarness,
+) -> None:
+    notes = [recorded("c-1", 1, 1), recorded("c-1", 3, 3), recorded("c-1", 6, 6)]
+    await bus.publisher.publish([notes[0], touched("c-1", 2, 2), notes[1]])
+    # Unwanted records are skipped before decoding: even a broken one is no poison here.
+    broken = [("ce_type", CaseTouched.event_type.encode()), ("ce_id", b"nope")]
+    await bus.publish_raw(b"c-1", b"\xff not json", broken)
+    await bus.publisher.publish([touched("c-1", 5, 5), notes[2]])
+    wanted = frozenset({NoteWritten.event_type})
+
+    one_by_one, batches = Recorder(), BatchRecorder()
+    groups = [bus.group(), bus.group()]
+    await run_filtered(bus, groups[0], one_by_one, wanted, notes)
+    await run_filtered(bus, groups[1], batches, wanted, notes)
+    assert [e.event_id for e in first_seen_order(one_by_one.deliveries)] == ids(notes)
+    assert batches.order == notes
+    for group in groups:
+        assert await bus.dead_letters(group) == []
+
+    # The skipped records were committed: each group goes on after them.
+    marker = recorded("c-1", 7, 7)
+    await bus.publisher.publish([marker])
+    for group in groups:
+        everything = Recorder()
+        async with running(bus.subscriber(), group, everything):
+            await eventually(lambda: everything.has_all([marker]), "the next event")  # noqa: B023
+        assert [e.event_id for e in everything.deliveries] == [marker.event_id]
+        assert await bus.dead_letters(group) == []
+
+
+async def test_a_record_without_a_type_header_is_still_decoded_and_dead_lettered(
+    bus: BusHarness,
+) -> None:
+    group = bus.group()
+    await bus.publish_raw(b"c-1", b"\xff not json", [("ce_id", b"nope")])
+    after = recorded("c-1", 1, 1)
+    await bus.publisher.publish([after])
+
+    await run_filtered(bus, group, Recorder(), frozenset({NoteWritten.event_type}), [after])
+    [letter] = await bus.dead_letters(group)
+    assert letter.reason is DeadLetterReason.UNDECODABLE

@@ -25,6 +25,16 @@ ASSIGNMENTS = "assignments"
 class CaseFactsProjection(Projection):
     name = "case-facts"
     collections = (CASE_FACTS, CLIENTS)
+    event_types = frozenset(
+        kind.event_type
+        for kind in (
+            ClientRegistered,
+            CaseOpened,
+            InitialAssessmentRecorded,
+            CaseClosed,
+            CaseReopened,
+        )
+    )
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
         event = recorded.event

@@ -25,6 +25,7 @@ class Closure:
 class CaseClosuresProjection(Projection):
     name = "intake.case-closures"
     collections = (CLOSURES,)
+    event_types = frozenset({CaseClosed.event_type})
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
         event = recorded.event

@@ -343,3 +343,6 @@ _CHANGES: dict[type[CaseEvent], Change] = {
     ReferralDeclined: _referral_answered,
     ReferralCompleted: _referral_answered,
 }
+
+EVENT_TYPES = frozenset(kind.event_type for kind in _CHANGES)
+"""The event types ``apply_event`` reacts to."""

@@ -12,7 +12,7 @@ from datetime import date
 
 from events.envelope import RecordedEvent
 from events.projections.port import Document, DocumentTransaction, Projection, ReadModelStore
-from services.planning.adapters.case_document import apply_event, new_document
+from services.planning.adapters.case_document import EVENT_TYPES, apply_event, new_document
 from services.planning.domain.model import UNKNOWN_CASE, CaseFacts
 
 CASE_VIEWS = "case_views"
@@ -24,6 +24,7 @@ class CaseViewProjection(Projection):
 
     name = "case_view"
     collections = (CASE_VIEWS, FOLLOW_UPS)
+    event_types = EVENT_TYPES
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
         case_id = getattr(recorded.event, "case_id", None)
