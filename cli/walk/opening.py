@@ -174,7 +174,7 @@ async def eligibility(walk: Walk) -> None:
         lambda: walk.stubs.coordination.DetermineEligibility(request),
         what="coordination to learn Marco's date of birth",
         patience=walk.patience,
-        retry=lambda refusal: "facts.age" in refusal.field_violations,
+        retry=lambda refusal: refusal.reason == "CLIENT_AGE_NOT_KNOWN",
     )
     walk.result.eligibility = decided
     walk.line(SOCIAL_WORKER, f"{HOME_CARE_PROGRAM}: {'' if decided.eligible else 'NOT '}eligible")

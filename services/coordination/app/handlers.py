@@ -23,6 +23,7 @@ from events.envelope import RecordedEvent
 from events.projections.port import ReadModelStore
 from events.store.port import EventStore
 from services.coordination.adapters import read_models as views
+from services.coordination.domain import errors
 from services.coordination.domain.agency import Agency, Worker
 from services.coordination.domain.assignment import decide_assignment, decide_transfer
 from services.coordination.domain.budget import budget_state
@@ -44,7 +45,11 @@ from services.coordination.domain.commands import (
     ScheduleService,
     TransferCase,
 )
-from services.coordination.domain.eligibility import age_on, decide_eligibility
+from services.coordination.domain.eligibility import (
+    age_on,
+    decide_eligibility,
+    missing_facts,
+)
 from services.coordination.domain.facts import (
     CaseFacts,
     budget_stream,
@@ -213,6 +218,9 @@ async def determine_eligibility(
         if born is not None:
             given = command.facts.model_copy(update={"age": age_on(born, on)})
             command = command.model_copy(update={"facts": given})
+        elif [p.field for p in missing_facts(program, command.facts)] == ["facts.age"]:
+            # Only the age is missing, and it would come from intake's date of birth.
+            raise errors.client_age_not_known(facts.client_id, program.program_id)
     return await _run(
         deps,
         context,

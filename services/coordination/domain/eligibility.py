@@ -86,6 +86,13 @@ def age_on(birth: date, on: date) -> int:
 
 
 def _require_facts(program: Program, facts: EligibilityFacts) -> None:
+    problems = missing_facts(program, facts)
+    if problems:
+        raise InvalidCommand(problems)
+
+
+def missing_facts(program: Program, facts: EligibilityFacts) -> list[FieldProblem]:
+    """The facts ``program``'s rules need that ``facts`` lacks (or gives in a wrong currency)."""
     problems = []
     if (program.min_age is not None or program.max_age is not None) and facts.age is None:
         problems.append(_needed("facts.age", program, "an age condition"))
@@ -103,8 +110,7 @@ def _require_facts(program: Program, facts: EligibilityFacts) -> None:
             )
     if program.residence_in and facts.residence is None:
         problems.append(_needed("facts.residence", program, "a residence condition"))
-    if problems:
-        raise InvalidCommand(problems)
+    return problems
 
 
 def _needed(field: str, program: Program, what: str) -> FieldProblem:

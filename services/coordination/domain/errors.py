@@ -32,6 +32,7 @@ BUDGET_LINE_DOES_NOT_FUND_SERVICE = "BUDGET_LINE_DOES_NOT_FUND_SERVICE"
 RESERVATION_ALREADY_RELEASED = "RESERVATION_ALREADY_RELEASED"
 RELEASE_EXCEEDS_RESERVATION = "RELEASE_EXCEEDS_RESERVATION"
 CLAIM_ALREADY_DECIDED = "CLAIM_ALREADY_DECIDED"
+CLIENT_AGE_NOT_KNOWN = "CLIENT_AGE_NOT_KNOWN"
 INSURER_MISMATCH = "INSURER_MISMATCH"
 APPROVED_AMOUNT_EXCEEDS_CLAIM = "APPROVED_AMOUNT_EXCEEDS_CLAIM"
 
@@ -43,6 +44,20 @@ REFERRAL_FOR_NEED = {
     NeedCategory.MENTAL_HEALTH: "licensed counselor or clinical social worker (LCSW)",
     NeedCategory.COUNSELING: "licensed counselor or clinical social worker (LCSW)",
 }
+
+
+def client_age_not_known(client_id: str, program_id: str) -> RuleBroken:
+    # Not the caller's mistake (INVALID_ARGUMENT): the date of birth may be on its way from
+    # intake on another partition, or was never recorded. Retrying later, or giving the age,
+    # both resolve it.
+    return RuleBroken(
+        CLIENT_AGE_NOT_KNOWN,
+        f"{program_id} has an age condition and coordination does not know the age of client"
+        f" {client_id}: intake has not recorded a date of birth, or it has not arrived yet;"
+        " give facts.age or retry shortly",
+        subject=f"client/{client_id}",
+        program_id=program_id,
+    )
 
 
 def case_closed(case_id: str) -> RuleBroken:

@@ -70,6 +70,20 @@ async def test_facts_a_programme_needs_are_required(stub: Stub, intake: IntakeFe
     assert refusal.code is grpc.StatusCode.NOT_FOUND
 
 
+async def test_an_age_coordination_has_not_learnt_yet_is_a_precondition(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    request = eligibility("home-care-medicaid-waiver")
+    request.facts.monthly_income.CopyFrom(pb.Money(amount_minor_units=180_000, currency="USD"))
+    request.facts.residence = "us-ca-alameda"
+
+    refusal = await refused(stub.DetermineEligibility(request))
+
+    assert refusal.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert refusal.rule == "CLIENT_AGE_NOT_KNOWN"
+
+
 async def _home_care(stub: Stub, intake: IntakeFeed) -> str:
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
     scheduled = await stub.ScheduleService(
