@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health, health_pb2
 
 from events.bus.inprocess import InProcessBus
 from events.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
@@ -199,6 +200,9 @@ class ServiceHost:
             )
             self._spawn(subscription)
         server, port, health_servicer = await create_server(address, registrations, service_names)
+        self._spawn(
+            watch_outbox(relay, health_servicer, f"casetrail.{self.service}.outbox", self._stop)
+        )
         await server.start()
         log.info("%s serving on port %d", self.service, port)
 
@@ -254,6 +258,45 @@ class ServiceHost:
             return self.infra.inprocess_bus.subscriber(self.infra.registry, self.infra.topic)
         assert self.infra.kafka is not None, "Infrastructure needs a bus"
         return KafkaEventSubscriber(self.infra.kafka, self.infra.registry, topic=self.infra.topic)
+
+
+OUTBOX_STALL_SECONDS = 30.0
+"""A publish waiting this long for the bus, or failing repeatedly, marks the outbox unhealthy."""
+
+
+async def watch_outbox(
+    relay: OutboxRelay,
+    health_servicer: health.aio.HealthServicer,
+    health_name: str,
+    stop: asyncio.Event,
+    *,
+    every: float = 2.0,
+) -> None:
+    """Report the relay as its own health entry (``casetrail.<service>.outbox``).
+
+    The service itself stays SERVING while the bus is down, because commands are still
+    accepted into the store and will be published later; the outbox entry tells operators
+    (and alerting) that events are piling up.
+    """
+    serving = health_pb2.HealthCheckResponse.SERVING
+    stalled = health_pb2.HealthCheckResponse.NOT_SERVING
+    reported = None
+    while not stop.is_set():
+        status = await relay.status()
+        waiting = status.publish_waiting_seconds or 0.0
+        healthy = status.consecutive_failures == 0 and waiting < OUTBOX_STALL_SECONDS
+        if healthy != reported:
+            if not healthy:
+                log.warning(
+                    "%s: %d events not yet on the bus (%s)",
+                    health_name,
+                    status.lag,
+                    status.last_error or f"a publish has waited {waiting:.0f} s",
+                )
+            await health_servicer.set(health_name, serving if healthy else stalled)
+            reported = healthy
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
 
 
 async def host_for(infra: Infrastructure, service: str) -> ServiceHost:

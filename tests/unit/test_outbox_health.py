@@ -1,0 +1,75 @@
+"""The outbox relay's own health entry: NOT_SERVING while events cannot reach the bus."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+from grpc_health.v1 import health, health_pb2
+
+from events.bus.errors import PublishError
+from events.bus.port import EventPublisher
+from events.bus.retry import Backoff
+from events.checkpoints import InMemoryCheckpointStore
+from events.envelope import RecordedEvent
+from events.hosting import watch_outbox
+from events.outbox import OutboxRelay
+from events.store.port import NO_STREAM
+from events.store.sqlite import SqliteEventStore
+from tests.support.sample_events import note, sample_registry
+from tests.support.waiting import eventually
+
+NAME = "casetrail.test.outbox"
+
+
+class UnreachableUntilFixed(EventPublisher):
+    def __init__(self) -> None:
+        self.reachable = False
+        self.published: list[RecordedEvent] = []
+
+    async def publish(self, records: Sequence[RecordedEvent]) -> None:
+        if not self.reachable:
+            raise PublishError("broker unreachable")
+        self.published.extend(records)
+
+
+def reports(
+    servicer: health.aio.HealthServicer, wanted: int
+) -> Callable[[], Awaitable[int | None]]:
+    async def probe() -> int | None:
+        response = await servicer.Check(health_pb2.HealthCheckRequest(service=NAME), None)
+        status: int = response.status
+        return status if status == wanted else None
+
+    return probe
+
+
+async def test_the_outbox_is_unhealthy_while_the_bus_refuses_and_recovers(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    await store.append("case-1", [note("1")], NO_STREAM)
+    publisher = UnreachableUntilFixed()
+    relay = OutboxRelay(
+        store, publisher, InMemoryCheckpointStore(), "test", backoff=Backoff(0.01, 0.05)
+    )
+    servicer = health.aio.HealthServicer()
+    await servicer.set(NAME, health_pb2.HealthCheckResponse.UNKNOWN)
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(relay.run(stop)),
+        asyncio.create_task(watch_outbox(relay, servicer, NAME, stop, every=0.01)),
+    ]
+
+    await eventually(
+        reports(servicer, health_pb2.HealthCheckResponse.NOT_SERVING), "outbox unhealthy"
+    )
+    publisher.reachable = True
+    await eventually(reports(servicer, health_pb2.HealthCheckResponse.SERVING), "outbox healthy")
+
+    stop.set()
+    await asyncio.gather(*tasks)
+    stored = await store.read_all()
+    await store.close()
+    assert [r.event_id for r in publisher.published] == [r.event_id for r in stored]
