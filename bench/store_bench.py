@@ -1044,9 +1044,10 @@ WHY = """- **One writer, one event per commit** is bound by the durable commit: 
   to the event loop (two thread wake-ups per append, which a busy 2-core machine delays) and a
   SAVEPOINT. eventsourcing called inline blocks its caller for the commit and pays no hop;
   called through a worker thread, as an asyncio service must call it, it pays one too (the
-  reference line above). With concurrent writers casetrail's SQLite writer puts many appends
-  in one commit (group commit); its PostgreSQL adapter appends through one connection, so
-  there each append still waits for its own commit.
+  reference line above). With concurrent writers both adapters put the appends that arrive
+  during a commit into the next one (group commit: SQLite through its writer thread,
+  PostgreSQL through one `append_events_in_group` call, each request in its own savepoint),
+  so one writer waiting for each commit is the worst case.
 - **Batched appends on SQLite** pay for WAL volume and per-event Python work, not fsyncs. A
   command's event ids share a base with the index in the low bits (`CommandContext.new_events`),
   so one commit's events sit together in the `event_id` index, and the adapter builds the

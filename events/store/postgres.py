@@ -2,12 +2,15 @@
 
 Open with ``await PostgresEventStore.connect(dsn, registry, schema=...)``, which creates the
 schema (``postgres_schema.sql``) if it is missing. One store object may be used by many
-coroutines: appends go through one writer connection, one at a time (appends are serialised
-in the database anyway, see ``append_events`` in the schema), reads through a few reader
-connections, and ``wait_for_append`` through one LISTEN connection opened on first use.
+coroutines: appends go through one writer connection (appends are serialised in the database
+anyway, see ``append_events`` in the schema), reads through a few reader connections, and
+``wait_for_append`` through one LISTEN connection opened on first use.
 
-An append is one call of the ``append_events`` database function in autocommit mode: one
-round trip, one transaction, all events of the batch or none.
+Group commit: appends that arrive while a commit is in flight wait for it, then go together in
+one call of ``append_events_in_group`` in autocommit mode: one round trip, one transaction, one
+WAL flush for the whole group. Each request runs in its own savepoint there, so it stays atomic
+on its own (all its events or none) and its failure touches no other request of the group. An
+append with nobody else waiting is a group of one.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Any, TypeVar
@@ -39,6 +43,11 @@ _APPEND_LOCK = 0x63747276
 _SCHEMA_LOCK = _APPEND_LOCK + 1
 _CONCURRENCY_SQLSTATE = "CT001"
 _UNIQUE_VIOLATION = "23505"
+# Bounds on one group commit: the transaction, its parameters and the array slicing in the
+# database stay small, and a waiting request is never held back by a huge group for long.
+_MAX_REQUESTS_PER_GROUP = 256
+_MAX_EVENTS_PER_GROUP = 5000
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
 Row = tuple[Any, ...]
 T = TypeVar("T")
@@ -57,11 +66,14 @@ class PostgresEventStore(EventStore):
         self._writer = _Connections(dsn, 1)
         self._readers = _Connections(dsn, readers)
         self._listener = _Listener(dsn, self._channel)
+        self._pending: list[_Request] = []
+        self._committing: asyncio.Task[None] | None = None
         table = sql.Identifier(schema, "stored_events")
         # %b: arrays travel in binary, which spares psycopg escaping every item as text.
         self._append_sql = sql.SQL(
-            "SELECT first_position, recorded_at FROM {}.append_events"
-            "(%s, %s::integer, %b, %b, %b, %b, %b, %b, %b, %b, %b, %b, %b)"
+            "SELECT first_position, recorded_at, error_state, error_detail, error_constraint,"
+            " error_message FROM {}.append_events_in_group(%b::text[], %b::integer[],"
+            " %b::integer[], %b, %b, %b::integer[], %b, %b, %b, %b, %b, %b, %b, %b)"
         ).format(sql.Identifier(schema))
         self._select = sql.SQL(f"SELECT {COLUMNS} FROM {{}}").format(table)
         self._read_all_sql = self._select + sql.SQL(
@@ -91,6 +103,9 @@ class PostgresEventStore(EventStore):
         return store
 
     async def close(self) -> None:
+        # Appends already handed over are committed (or refused) and answered, not dropped.
+        while self._committing is not None:
+            await asyncio.wait([self._committing])
         await self._listener.close()
         await self._writer.close()
         await self._readers.close()
@@ -101,18 +116,20 @@ class PostgresEventStore(EventStore):
         if not events:
             return []
         _check_text("stream", stream)
+        if not _INT_MIN <= expected_version <= _INT_MAX:
+            raise ValueError(f"expected_version {expected_version} is out of range")
         for new in events:
             self._registry.require_registered(new.event)
             _check_text("metadata.source", new.metadata.source)
             _check_text("metadata.actor.user_id", new.metadata.actor.user_id)
+            if "\x00" in new.event.subject:
+                raise ValueError("the event's subject must not contain NUL characters")
             if new.metadata.occurred_at.tzinfo is None:
                 raise ValueError("metadata.occurred_at must be timezone-aware")
         ids = [new.event_id for new in events]
         if len(set(ids)) != len(ids):
             raise ValueError("the same event_id appears twice in one append")
-        parameters = (
-            stream,
-            expected_version,
+        columns = (
             ids,
             [new.event.event_type for new in events],
             [new.event.schema_version for new in events],
@@ -125,42 +142,17 @@ class PostgresEventStore(EventStore):
             [new.metadata.occurred_at for new in events],
             [new.event.subject for new in events],
         )
-        return await self._writer.run(
-            lambda connection: self._append_on(
-                connection, stream, events, expected_version, parameters
+        future: asyncio.Future[Row] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Request(stream, expected_version, columns, future))
+        if self._committing is None:
+            self._committing = asyncio.create_task(
+                self._commit_pending(), name=f"append:{self._schema}"
             )
-        )
-
-    async def _append_on(
-        self,
-        connection: psycopg.AsyncConnection[Row],
-        stream: str,
-        events: Sequence[NewEvent],
-        expected_version: int,
-        parameters: Sequence[Any],
-    ) -> list[RecordedEvent]:
-        try:
-            cursor = await connection.execute(
-                self._append_sql, parameters, prepare=True, binary=True
+        first_position, recorded_at, state, detail, constraint, message = await future
+        if state is not None:
+            return await self._refused(
+                stream, events, expected_version, state, detail, constraint, message
             )
-            first_position, recorded_at = await _one(cursor)
-        except psycopg.Error as error:
-            if error.sqlstate == _CONCURRENCY_SQLSTATE:
-                # Also what a retry after a lost acknowledgement sees: the batch is stored.
-                retried = await self._already_stored(connection, stream, events)
-                if retried is not None:
-                    return retried
-                actual = int(error.diag.message_detail or "-1")
-                raise ConcurrencyError(stream, expected_version, actual) from None
-            if error.sqlstate == _UNIQUE_VIOLATION:
-                # Only a writer that bypasses append_events (and its lock) gets here.
-                retried = await self._already_stored(connection, stream, events)
-                if retried is not None:
-                    return retried
-                raise await self._unique_violation(
-                    connection, error, stream, events, expected_version
-                ) from None
-            raise
         return [
             RecordedEvent(
                 event_id=new.event_id,
@@ -173,6 +165,99 @@ class PostgresEventStore(EventStore):
             )
             for offset, new in enumerate(events)
         ]
+
+    async def _commit_pending(self) -> None:
+        """Commits waiting appends, group after group, until none is left."""
+        try:
+            while True:
+                # Nothing is written for a caller that gave up before its group was sent.
+                self._pending = [r for r in self._pending if not r.future.done()]
+                if not self._pending:
+                    return
+                group = self._pending[:1]
+                total = len(group[0].columns[0])
+                for request in self._pending[1:_MAX_REQUESTS_PER_GROUP]:
+                    total += len(request.columns[0])
+                    if total > _MAX_EVENTS_PER_GROUP:
+                        break
+                    group.append(request)
+                del self._pending[: len(group)]
+                await self._commit_group(group)
+        finally:
+            self._committing = None
+
+    async def _commit_group(self, group: list[_Request]) -> None:
+        parameters: list[Any] = [
+            [request.stream for request in group],
+            [request.expected_version for request in group],
+            [len(request.columns[0]) for request in group],
+        ]
+        for column in range(len(group[0].columns)):
+            parameters.append([item for request in group for item in request.columns[column]])
+
+        async def execute(connection: psycopg.AsyncConnection[Row]) -> list[Row]:
+            cursor = connection.cursor(binary=True)
+            await cursor.execute(self._append_sql, parameters, prepare=True)
+            return await cursor.fetchall()
+
+        try:
+            # A lost connection runs the whole group again: a request whose commit went
+            # through finds its stored events then (see _refused).
+            rows = await self._writer.run(execute)
+        except asyncio.CancelledError:
+            for request in group:
+                request.future.cancel()
+            raise
+        except psycopg.Error as error:
+            if len(group) > 1 and not isinstance(error, psycopg.OperationalError):
+                # The statement failed as a whole, so nothing of it was written: one request's
+                # parameters the checks in append() missed. Alone, it fails only itself.
+                log.warning("group append failed (%s); appending its requests one by one", error)
+                for request in group:
+                    await self._commit_group([request])
+                return
+            self._fail(group, error)
+            return
+        except Exception as error:
+            self._fail(group, error)
+            return
+        for request, row in zip(group, rows, strict=True):
+            if not request.future.done():  # the caller may have given up waiting
+                request.future.set_result(row)
+
+    @staticmethod
+    def _fail(group: list[_Request], error: Exception) -> None:
+        for request in group:
+            if not request.future.done():
+                request.future.set_exception(error)
+
+    async def _refused(
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: int,
+        state: str,
+        detail: str | None,
+        constraint: str | None,
+        message: str | None,
+    ) -> list[RecordedEvent]:
+        """The answer to a request its group refused: the stored events if it was a retry of an
+        append already stored, else the error. Reads committed state, after the group."""
+        if state in (_CONCURRENCY_SQLSTATE, _UNIQUE_VIOLATION):
+            # Also what a retry after a lost acknowledgement sees: the batch is stored.
+            retried = await self._already_stored(stream, events)
+            if retried is not None:
+                return retried
+        if state == _CONCURRENCY_SQLSTATE:
+            raise ConcurrencyError(stream, expected_version, int(detail or "-1"))
+        if state == _UNIQUE_VIOLATION:
+            # Only a writer that bypasses append_events (and its lock) gets here.
+            raise await self._unique_violation(constraint, stream, events, expected_version)
+        try:
+            error_class = psycopg.errors.lookup(state)
+        except KeyError:
+            error_class = psycopg.DatabaseError
+        raise error_class(f"{message} (SQLSTATE {state})")
 
     async def read_stream(
         self,
@@ -244,40 +329,34 @@ class PostgresEventStore(EventStore):
         registry = self._registry
         return [to_recorded(row, registry) for row in rows]
 
-    async def _stored_rows(
-        self, connection: psycopg.AsyncConnection[Any], events: Sequence[NewEvent]
-    ) -> list[Row]:
-        cursor = connection.cursor(binary=True)
-        await cursor.execute(self._by_ids_sql, ([new.event_id for new in events],))
-        return await cursor.fetchall()
-
     async def _already_stored(
-        self, connection: psycopg.AsyncConnection[Any], stream: str, events: Sequence[NewEvent]
+        self, stream: str, events: Sequence[NewEvent]
     ) -> list[RecordedEvent] | None:
         """The stored events if this exact batch was appended before (a retry), else None."""
-        by_id = {row[1]: row for row in await self._stored_rows(connection, events)}
+        rows = await self._fetch(self._by_ids_sql, ([new.event_id for new in events],))
+        by_id = {row[1]: row for row in rows}
         if len(by_id) != len(events):
             return None
-        rows = [by_id[new.event_id] for new in events]
-        if not all(same_content(new, row, stream) for new, row in zip(events, rows, strict=True)):
+        ordered = [by_id[new.event_id] for new in events]
+        if not all(
+            same_content(new, row, stream) for new, row in zip(events, ordered, strict=True)
+        ):
             return None
-        return self._decode(rows)
+        return self._decode(ordered)
 
     async def _unique_violation(
         self,
-        connection: psycopg.AsyncConnection[Any],
-        error: psycopg.Error,
+        constraint: str | None,
         stream: str,
         events: Sequence[NewEvent],
         expected_version: int,
     ) -> Exception:
-        if error.diag.constraint_name == "stored_events_event_id_key":
-            stored = {row[1] for row in await self._stored_rows(connection, events)}
+        if constraint == "stored_events_event_id_key":
+            rows = await self._fetch(self._by_ids_sql, ([new.event_id for new in events],))
+            stored = {row[1] for row in rows}
             first = next((new.event_id for new in events if new.event_id in stored), None)
             return DuplicateEventIdError(str(first or events[0].event_id))
-        cursor = await connection.execute(self._version_sql, (stream,))
-        (actual,) = await _one(cursor)
-        return ConcurrencyError(stream, expected_version, int(actual))
+        return ConcurrencyError(stream, expected_version, await self.stream_version(stream))
 
     async def _create_schema(self, connection: psycopg.AsyncConnection[Any]) -> None:
         template = (
@@ -304,10 +383,14 @@ class PostgresEventStore(EventStore):
             await connection.execute(script)
 
 
-async def _one(cursor: psycopg.AsyncCursor[Row]) -> Row:
-    row = await cursor.fetchone()
-    assert row is not None, "the query returns exactly one row"
-    return row
+@dataclass
+class _Request:
+    """One append waiting for its group: its columns as ``append_events_in_group`` takes them."""
+
+    stream: str
+    expected_version: int
+    columns: tuple[list[Any], ...]
+    future: asyncio.Future[Row]
 
 
 def _check_text(field: str, value: str) -> None:

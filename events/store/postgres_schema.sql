@@ -143,3 +143,75 @@ BEGIN
     PERFORM pg_notify({channel}, (first_position + cardinality(p_event_ids) - 1)::text);
 END
 $$;
+
+-- Group commit: appends several requests in ONE transaction (one round trip, one WAL flush),
+-- each as it would append alone. p_counts[i] events of the flattened arrays belong to request
+-- i, in order. Each request runs append_events in its own sub-block (a savepoint), so a
+-- request that fails (wrong version, taken event id, bad value) is rolled back alone, with its
+-- NOTIFY, and is reported in its row; the others stay. A later request sees the earlier ones'
+-- rows, so requests on one stream behave exactly as if sent one after the other.
+--
+-- The lock is taken here, before any sub-block: a lock first taken inside a sub-block that
+-- fails would be released with it, and the group would no longer commit in position order.
+-- One row per request, in request order: first_position and recorded_at on success, else
+-- error_state (the SQLSTATE) with the error's detail, constraint and message.
+CREATE OR REPLACE FUNCTION {schema}.append_events_in_group(
+    p_streams         text[],
+    p_expected        integer[],
+    p_counts          integer[],
+    p_event_ids       uuid[],
+    p_event_types     text[],
+    p_schema_versions integer[],
+    p_data            bytea[],
+    p_sources         text[],
+    p_actor_ids       text[],
+    p_actor_roles     text[],
+    p_correlation_ids uuid[],
+    p_causation_ids   uuid[],
+    p_occurred_at     timestamptz[],
+    p_subjects        text[]
+)
+RETURNS TABLE (
+    first_position   bigint,
+    recorded_at      timestamptz,
+    error_state      text,
+    error_detail     text,
+    error_constraint text,
+    error_message    text
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_from integer := 1;
+    v_to   integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock({lock_class}, {table_name}::regclass::oid::integer);
+
+    FOR i IN 1 .. coalesce(cardinality(p_streams), 0) LOOP
+        v_to := v_from + p_counts[i] - 1;
+        first_position := NULL;
+        recorded_at := NULL;
+        error_state := NULL;
+        error_detail := NULL;
+        error_constraint := NULL;
+        error_message := NULL;
+        BEGIN
+            SELECT a.first_position, a.recorded_at INTO first_position, recorded_at
+            FROM {schema}.append_events(
+                p_streams[i], p_expected[i], p_event_ids[v_from:v_to],
+                p_event_types[v_from:v_to], p_schema_versions[v_from:v_to],
+                p_data[v_from:v_to], p_sources[v_from:v_to], p_actor_ids[v_from:v_to],
+                p_actor_roles[v_from:v_to], p_correlation_ids[v_from:v_to],
+                p_causation_ids[v_from:v_to], p_occurred_at[v_from:v_to],
+                p_subjects[v_from:v_to]) AS a;
+        EXCEPTION WHEN OTHERS THEN
+            GET STACKED DIAGNOSTICS
+                error_state = RETURNED_SQLSTATE,
+                error_detail = PG_EXCEPTION_DETAIL,
+                error_constraint = CONSTRAINT_NAME,
+                error_message = MESSAGE_TEXT;
+        END;
+        RETURN NEXT;
+        v_from := v_to + 1;
+    END LOOP;
+END
+$$;

@@ -423,3 +423,128 @@ async def test_bad_input_is_refused_naming_the_field(store: PostgresEventStore) 
         await PostgresEventStore.connect(postgres_dsn(), EventRegistry(), schema='x"; drop')
 
     assert await store.last_position() == 0
+
+
+@pytest.fixture
+def round_trips(store: PostgresEventStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many requests each group commit of ``store`` carried, in order."""
+    groups: list[int] = []
+    commit_group = store._commit_group
+
+    async def counting(group: list[Any]) -> None:
+        groups.append(len(group))
+        await commit_group(group)
+
+    monkeypatch.setattr(store, "_commit_group", counting)
+    return groups
+
+
+async def test_a_refused_request_fails_alone_in_its_group(
+    store: PostgresEventStore, round_trips: list[int]
+) -> None:
+    [existing] = await store.append("case-1", [touched("1")], NO_STREAM)
+    retried = [touched("5", n) for n in range(2)]
+    stored_before = await store.append("case-5", retried, NO_STREAM)
+    round_trips.clear()
+
+    # gather starts every append before the first group is sent: they all share one commit
+    outcomes = await asyncio.gather(
+        store.append("case-2", [touched("2", n) for n in range(3)], NO_STREAM),
+        store.append("case-1", [touched("1")], NO_STREAM),  # wrong version
+        store.append("case-3", [touched("3")], NO_STREAM),
+        store.append("case-4", [touched("4", event_id=existing.event_id)], NO_STREAM),
+        store.append("case-5", retried, NO_STREAM),  # a retry: answered with the stored ones
+        store.append("case-6", [touched("6"), touched("6", 1)], NO_STREAM),
+        return_exceptions=True,
+    )
+
+    assert round_trips == [6]
+    second, conflict, third, duplicate, again, sixth = outcomes
+    assert isinstance(conflict, ConcurrencyError)
+    assert (conflict.expected_version, conflict.actual_version) == (NO_STREAM, 1)
+    assert isinstance(duplicate, DuplicateEventIdError)
+    assert duplicate.event_id == str(existing.event_id)
+    assert again == stored_before
+    assert isinstance(second, list)
+    assert isinstance(third, list)
+    assert isinstance(sixth, list)
+    everything = await store.read_all()
+    assert [r.position for r in everything] == list(range(1, 10))  # dense: no hole left
+    assert everything[3:] == second + third + sixth
+    times = [r.recorded_at for r in everything]
+    assert times == sorted(times)
+    assert await store.stream_version("case-1") == 1
+    assert await store.stream_version("case-4") == NO_STREAM
+
+
+async def test_requests_on_one_stream_in_one_group_see_each_other(
+    store: PostgresEventStore, round_trips: list[int]
+) -> None:
+    first, rival, follower = touched("1", 1), touched("1", 2), touched("1", 3)
+
+    outcomes = await asyncio.gather(
+        store.append("case-1", [first], NO_STREAM),
+        store.append("case-1", [rival], NO_STREAM),  # as if sent after the first: too late
+        store.append("case-1", [follower], 1),  # expects the first one's version
+        return_exceptions=True,
+    )
+
+    assert round_trips == [3]
+    won, lost, followed = outcomes
+    assert isinstance(lost, ConcurrencyError)
+    assert (lost.expected_version, lost.actual_version) == (NO_STREAM, 1)
+    assert isinstance(won, list)
+    assert isinstance(followed, list)
+    assert [r.event_id for r in await store.read_stream("case-1")] == [
+        first.event_id,
+        follower.event_id,
+    ]
+    assert [r.sequence for r in won + followed] == [1, 2]
+    assert [r.position for r in won + followed] == [1, 2]
+
+
+async def test_a_group_notifies_waiters_and_bad_input_stays_out_of_it(
+    open_store: Opener, round_trips: list[int], store: PostgresEventStore
+) -> None:
+    waiter = await open_store()
+    waiting = asyncio.create_task(waiter.wait_for_append(2, 60))
+    await asyncio.sleep(0.05)
+
+    outcomes = await asyncio.gather(
+        store.append("case-1", [touched("1")], NO_STREAM),
+        store.append("case-2", [touched("2\x00")], NO_STREAM),  # refused before sending
+        store.append("case-3", [touched("3")], 2**31),
+        store.append("case-4", [touched("4"), touched("4", 1)], NO_STREAM),
+        return_exceptions=True,
+    )
+
+    assert round_trips == [2]
+    assert isinstance(outcomes[1], ValueError)
+    assert "subject" in str(outcomes[1])
+    assert isinstance(outcomes[2], ValueError)
+    assert "expected_version" in str(outcomes[2])
+    await asyncio.wait_for(waiting, 30)  # woken by the group's last position, 3
+    assert await waiter.last_position() == 3
+
+
+async def test_a_group_that_fails_as_a_whole_is_sent_again_one_by_one(
+    store: PostgresEventStore, round_trips: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request whose parameters the server refuses (a check in append() missed) fails alone."""
+    bad = touched("2")
+    # a NUL in a text column makes the whole statement fail before anything runs
+    bad = replace(bad, metadata=replace(bad.metadata, source="casetrail/pg\x00test"))
+    monkeypatch.setattr("events.store.postgres._check_text", lambda field, value: None)
+
+    outcomes = await asyncio.gather(
+        store.append("case-1", [touched("1")], NO_STREAM),
+        store.append("case-2", [bad], NO_STREAM),
+        store.append("case-3", [touched("3")], NO_STREAM),
+        return_exceptions=True,
+    )
+
+    assert round_trips == [3, 1, 1, 1]
+    assert isinstance(outcomes[0], list)
+    assert isinstance(outcomes[2], list)
+    assert isinstance(outcomes[1], psycopg.Error)
+    assert [r.position for r in await store.read_all()] == [1, 2]
