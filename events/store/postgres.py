@@ -33,7 +33,7 @@ from events.envelope import NewEvent, RecordedEvent
 from events.errors import ConcurrencyError, DuplicateEventIdError
 from events.registry import EventRegistry, encode
 from events.store.port import EventStore
-from events.store.rows import COLUMNS, same_content, to_recorded
+from events.store.rows import COLUMNS, recorded_from_new, same_content, to_recorded
 
 log = logging.getLogger(__name__)
 
@@ -154,14 +154,8 @@ class PostgresEventStore(EventStore):
                 stream, events, expected_version, state, detail, constraint, message
             )
         return [
-            RecordedEvent(
-                event_id=new.event_id,
-                stream=stream,
-                sequence=expected_version + offset + 1,
-                position=first_position + offset,
-                recorded_at=recorded_at,
-                event=new.event,
-                metadata=new.metadata,
+            recorded_from_new(
+                new, stream, expected_version + offset + 1, first_position + offset, recorded_at
             )
             for offset, new in enumerate(events)
         ]

@@ -106,7 +106,7 @@ def to_recorded(row: StoredRow | tuple[Any, ...], registry: EventRegistry) -> Re
 
 
 def recorded_from_new(
-    new: NewEvent, stream: str, sequence: int, position: int, recorded_at: int
+    new: NewEvent, stream: str, sequence: int, position: int, recorded_at: datetime
 ) -> RecordedEvent:
     """The record of an event just appended, without reading it back: the caller holds the
     validated event already, so decoding the stored bytes again would only cost time."""
@@ -115,7 +115,7 @@ def recorded_from_new(
         stream=stream,
         sequence=sequence,
         position=position,
-        recorded_at=from_micros(recorded_at),
+        recorded_at=recorded_at,
         event=new.event,
         metadata=new.metadata,
     )

@@ -22,6 +22,7 @@ from events.store.port import EventStore
 from events.store.rows import (
     COLUMNS,
     StoredRow,
+    from_micros,
     insert_values,
     recorded_from_new,
     same_content,
@@ -116,13 +117,14 @@ class SqliteEventStore(EventStore):
             lambda connection: self._append_in(connection, stream, list(events), expected_version)
         )
         if isinstance(rows, _Appended):
+            recorded_at = from_micros(rows.recorded_at)
             return [
                 recorded_from_new(
                     new,
                     stream,
                     expected_version + offset,
                     rows.first_position + offset - 1,
-                    rows.recorded_at,
+                    recorded_at,
                 )
                 for offset, new in enumerate(events, start=1)
             ]
