@@ -11,7 +11,9 @@ Three kinds of process, so the load generator's CPU is never counted as the serv
   fresh PostgreSQL database (``CREATE DATABASE``, dropped afterwards) and a Kafka topic of
   its own (deleted afterwards), started by ``--serve``, which is ``services.runner``'s start
   with the topic as a parameter (the runner always uses the shared development topic, which
-  would keep the benchmark's events forever);
+  would keep the benchmark's events forever); (c) the reference, ``--serve-empty``: intake's
+  gRPC server set-up with an OpenCase that does nothing, the ceiling of any Python gRPC
+  service process measured this way on this machine;
 * the load generator (``--load``): grpc.aio stubs over a few channels, many calls in flight
   (closed loop), or calls started at a fixed rate whatever the answers (open loop; latency
   counted from when the call was due, so a stalled server cannot hide its queue);
@@ -32,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import itertools
 import json
 import logging
@@ -55,6 +58,7 @@ import grpc
 import psycopg
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg.conninfo import make_conninfo
+from typing_extensions import override
 
 from bench.common import (
     fmt_rate,
@@ -775,6 +779,77 @@ async def serve(options: argparse.Namespace, profiler: cProfile.Profile | None) 
     await stop_services(running)
 
 
+# --- the reference: an empty OpenCase handler ------------------------------------------------
+
+# Plausible ids (UUIDv7-shaped, as the services create), so the answers are as large as real ones.
+EMPTY_CASE_ID = "01920000-0000-7000-8000-00000000ca5e"
+EMPTY_CLIENT_ID = "01920000-0000-7000-8000-00000000c1e7"
+EMPTY_EVENT_ID = "01920000-0000-7000-8000-0000000e7e47"
+
+
+def serve_empty_entry() -> None:
+    """(internal) Serve the empty intake until SIGTERM."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve_empty())
+
+
+async def serve_empty() -> None:
+    """Intake's gRPC server as the services build it (health, reflection, the refusal
+    wrapper), with handlers that answer constants: what gRPC, asyncio and the load generator
+    cost on this machine without any of casetrail's work. Coordination's address points here
+    too, since the load generator opens channels to both (and calls only intake here)."""
+    from events.grpc_platform.server import create_server, serve_until_signalled
+
+    servicer = empty_intake()
+    names = [intake_pb2.DESCRIPTOR.services_by_name["Intake"].full_name]
+    server, port, health_servicer = await create_server(
+        "127.0.0.1:0", [partial(intake_pb2_grpc.add_IntakeServicer_to_server, servicer)], names
+    )
+    await server.start()
+    # As services.runner does after start-up, so the comparison is like for like.
+    gc.freeze()
+    gc.set_threshold(50_000, 10, 10)
+    address = f"127.0.0.1:{port}"
+    print("ADDRESSES " + json.dumps({"intake": address, "coordination": address}), flush=True)
+    await serve_until_signalled(server, health_servicer)
+
+
+def empty_intake() -> intake_pb2_grpc.IntakeServicer:
+    """An Intake servicer whose OpenCase and RegisterClient return a constant answer.
+
+    Built in a function so that the orchestrator and the load generator, which never serve,
+    do not import the events package (the catalog's pydantic models take a while to load)."""
+    from events.grpc_platform.server import Context, refusals_as_status
+
+    opened = intake_pb2.OpenCaseResponse(
+        result=common_pb2.CommandResult(
+            case_id=EMPTY_CASE_ID, version=1, event_ids=[EMPTY_EVENT_ID]
+        )
+    )
+    registered = intake_pb2.RegisterClientResponse(
+        client_id=EMPTY_CLIENT_ID, version=1, event_ids=[EMPTY_EVENT_ID]
+    )
+
+    class EmptyIntake(intake_pb2_grpc.IntakeServicer):
+        @override
+        @refusals_as_status
+        async def RegisterClient(
+            self, request: intake_pb2.RegisterClientRequest, context: Context
+        ) -> intake_pb2.RegisterClientResponse:
+            return registered
+
+        @override
+        @refusals_as_status
+        async def OpenCase(
+            self, request: intake_pb2.OpenCaseRequest, context: Context
+        ) -> intake_pb2.OpenCaseResponse:
+            return opened
+
+    # The stubs declare every method abstract; the generated base class answers the other
+    # methods UNIMPLEMENTED, which is all the reference needs.
+    return EmptyIntake()  # type: ignore[abstract]
+
+
 # --- PostgreSQL and Kafka for the distributed run ---------------------------------------------
 
 
@@ -857,6 +932,31 @@ def read_profile(results: list[RowResult], path: Path, what: str) -> Profile | N
     if not profiled or not path.exists():
         return None
     return Profile(profiled[0], pstats.Stats(str(path)), what)
+
+
+async def reference_run(plan: Plan, work: Path, run_id: str) -> list[RowResult]:
+    """The OpenCase closed-loop row against the empty handler, with the same load generator
+    settings as the services' rows."""
+    argv = ["-m", "bench.grpc_bench", "--serve-empty"]
+    server = await start_server("reference", argv, os.environ, work / "reference.out", ["intake"])
+    try:
+        closed = RowSpec(
+            "reference", "open_case", "closed", plan.warmup, plan.seconds, plan.concurrency
+        )
+        spec = LoadSpec(
+            run_id=f"{run_id}-r",
+            addresses=server.addresses,
+            pids={"reference": server.pid},
+            rows=[replace(closed, server="reference")],
+            channels=plan.channels,
+            clients=plan.clients,
+            cases=0,
+            scratch=str(work),
+            settle_limit=plan.settle_limit,
+        )
+        return await run_load(spec, work)
+    finally:
+        await server.stop()
 
 
 async def embedded_run(plan: Plan, work: Path, run_id: str) -> list[RowResult]:
@@ -956,6 +1056,8 @@ async def distributed_run(
 class BenchRun:
     plan: Plan
     quick: bool
+    reference: list[RowResult]
+    """The empty OpenCase handler (one row)."""
     embedded: list[RowResult]
     distributed: list[RowResult]
     profiles: list[Profile]
@@ -978,6 +1080,8 @@ async def run(quick: bool, write: bool, profile: bool | None, keep: bool) -> str
     code = code_fingerprint()
     work = Path(tempfile.mkdtemp(prefix="casetrail-grpc-bench-"))
     try:
+        progress(started, "reference: an empty OpenCase handler")
+        reference = await reference_run(plan, work, run_id)
         progress(started, "embedded: the four services in one process")
         embedded = await embedded_run(plan, work, run_id)
         progress(started, "distributed: four processes on PostgreSQL + Kafka")
@@ -1000,7 +1104,9 @@ async def run(quick: bool, write: bool, profile: bool | None, keep: bool) -> str
         changed = sorted(
             path for path in code.keys() | now.keys() if code.get(path) != now.get(path)
         )
-        outcome = BenchRun(plan, quick, embedded, distributed, profiles, elapsed, facts, changed)
+        outcome = BenchRun(
+            plan, quick, reference, embedded, distributed, profiles, elapsed, facts, changed
+        )
         body = report(outcome)
     finally:
         if keep:
@@ -1246,6 +1352,12 @@ def report(result: BenchRun) -> str:
         "PostgreSQL database (`CREATE DATABASE`, dropped afterwards), Kafka between them. "
         "Commands go to intake (OpenCase) or coordination (MakeReferral); the other three "
         "processes consume the events from Kafka meanwhile, on the same two cores.",
+        "- **reference**: `python -m bench.grpc_bench --serve-empty`: intake's gRPC server set "
+        "up as the services do (`create_server`: health and reflection; `refusals_as_status` "
+        "around the method; the runner's gc settings), whose OpenCase and RegisterClient "
+        "return a constant answer. It measures gRPC, asyncio and the load generator on this "
+        "machine, without any of casetrail's work: the ceiling for a Python gRPC service "
+        "process measured this way.",
         f"- Load generator: a separate process, grpc.aio, {plan.channels} channels (one TCP "
         f"connection each) per service. Closed loop: {plan.concurrency} calls in flight, "
         f"{plan.warmup:.0f} s warm-up, then {plan.seconds:.0f} s measured "
@@ -1264,11 +1376,13 @@ def report(result: BenchRun) -> str:
         "every `postgres` process, Kafka = the broker's JVM, machine busy = `/proc/stat` (all "
         "work on the machine, other people's included). 1.00 = one core fully used.",
         "",
-        main_table([*result.embedded, *result.distributed]),
+        main_table([*result.reference, *result.embedded, *result.distributed]),
         "",
         *comparison(result),
         "",
         "Where the CPU went in each window (cores):",
+        "",
+        cpu_split_table(result.reference, ["reference"]),
         "",
         cpu_split_table(result.embedded, ["embedded"]),
         "",
@@ -1289,7 +1403,7 @@ def report(result: BenchRun) -> str:
 
 
 def comparison(result: BenchRun) -> list[str]:
-    lines = ["Side by side (same run, one after the other):", ""]
+    lines = ["Side by side (same run, one after the other):", "", *reference_comparison(result)]
     for command in ("open_case", "make_referral"):
         embedded = find(result.embedded, command)
         distributed = find(result.distributed, command)
@@ -1317,6 +1431,37 @@ def comparison(result: BenchRun) -> list[str]:
     return lines
 
 
+def reference_comparison(result: BenchRun) -> list[str]:
+    """OpenCase of the services against the empty handler's, in rate and server CPU."""
+    empty = find(result.reference, "open_case")
+    if empty is None or not empty.rate:
+        return []
+    embedded = find(result.embedded, "open_case")
+    distributed = find(result.distributed, "open_case")
+    rates = [
+        f"{r.spec.setup} OpenCase {fmt_rate(r.rate)}/s vs the empty handler "
+        f"{fmt_rate(empty.rate)}/s = {fmt_ratio(r.rate / empty.rate)}"
+        for r in (embedded, distributed)
+        if r is not None
+    ]
+    lines = [f"- Against the reference: {'; '.join(rates)}." if rates else ""]
+    empty_us = micros_per_command(empty, empty.spec.server)
+    if embedded is not None and empty_us is not None:
+        embedded_us = micros_per_command(embedded, embedded.spec.server)
+        lines.append(
+            f"- Server CPU: the empty handler's process spent {empty_us:.0f} us per call, the "
+            f"embedded process {embedded_us:.0f} us per OpenCase"
+            + (f" = {fmt_ratio(embedded_us / empty_us)}" if embedded_us else "")
+            + "."
+        )
+    return [line for line in lines if line]
+
+
+def micros_per_command(row: RowResult, label: str) -> float | None:
+    """CPU microseconds ``label`` spent per successful command of the row's window."""
+    return row.cpu.get(label, 0.0) / row.ok * 1e6 if row.ok else None
+
+
 def find(rows: Sequence[RowResult], command: str, mode: str = "closed") -> RowResult | None:
     return next((r for r in rows if r.spec.command == command and r.spec.mode == mode), None)
 
@@ -1339,7 +1484,7 @@ def shortfall(result: BenchRun) -> list[str]:
         )
     embedded = next((p for p in result.profiles if p.row.spec.setup == "embedded"), None)
     intake = next((p for p in result.profiles if p.row.spec.setup == "distributed"), None)
-    lines += ["", "Measured in this run:", ""]
+    lines += ["", "Measured in this run:", "", *reference_ceiling(result)]
     if embedded is not None:
         lines += embedded_evidence(embedded, find(result.embedded, "open_case"))
     lines += distributed_evidence(result.distributed, intake)
@@ -1347,6 +1492,19 @@ def shortfall(result: BenchRun) -> list[str]:
     for profile in result.profiles:
         lines += ["", *profile_section(profile)]
     return lines
+
+
+def reference_ceiling(result: BenchRun) -> list[str]:
+    empty = find(result.reference, "open_case")
+    if empty is None or not empty.ok:
+        return []
+    return [
+        f"- An empty OpenCase handler (the reference row) reaches {fmt_rate(empty.rate)}/s "
+        f"({fmt_ratio(empty.rate / TARGET)} the target) with the load generator on the same "
+        f"two cores (server {cores(empty.cores(empty.spec.server))} cores, load generator "
+        f"{cores(empty.cores('loadgen'))}): that is this machine's ceiling for any Python gRPC "
+        "service process measured this way."
+    ]
 
 
 def embedded_evidence(profile: Profile, closed: RowResult | None) -> list[str]:
@@ -1541,6 +1699,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     profile.add_argument("--no-profile-run", dest="profile_run", action="store_false")
     parser.add_argument("--load", action="store_true", help="(internal) the load generator")
     parser.add_argument("--serve", action="store_true", help="(internal) run services")
+    parser.add_argument(
+        "--serve-empty", action="store_true", help="(internal) run the empty OpenCase handler"
+    )
     parser.add_argument("--backend", choices=["embedded", "distributed"], default="embedded")
     parser.add_argument("--service", action="append", choices=SERVICES)
     parser.add_argument("--topic", default="casetrail.case-events")
@@ -1557,6 +1718,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if options.serve:
         serve_entry(options)
+        return
+    if options.serve_empty:
+        serve_empty_entry()
         return
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     print(asyncio.run(run(options.quick, not options.no_write, options.profile_run, options.keep)))

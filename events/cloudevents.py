@@ -44,9 +44,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 from events.catalog.base import CaseEvent, Role
@@ -83,9 +82,11 @@ class UndecodableMessageError(InvalidEventError):
         super().__init__(event_type or _UNKNOWN_TYPE, problems)
 
 
-@dataclass(frozen=True, slots=True)
-class KafkaRecord:
+class KafkaRecord(NamedTuple):
     """A Kafka record in CloudEvents binary mode, ready for a producer's ``send``."""
+
+    # A named tuple rather than a frozen dataclass: one is made per event forwarded, and
+    # it costs a third.
 
     key: bytes
     headers: list[tuple[str, bytes]]
@@ -153,38 +154,165 @@ def to_kafka_binary(recorded: RecordedEvent) -> KafkaRecord:
     """The event as a Kafka record in CloudEvents binary mode: ``context_attributes`` as
     headers, in the same order, ``datacontenttype`` first as ``content-type``."""
     # Built directly rather than from context_attributes: this runs for every event the
-    # relay forwards, and the dict, the name formatting and the second time format showed.
-    metadata = recorded.metadata
-    event_type = recorded.event_type
-    version = recorded.schema_version
-    occurred = _format_time(metadata.occurred_at, "metadata.occurred_at").encode()
+    # relay forwards. A record read from a store still holds its envelope as stored, and
+    # the headers are formatted straight from that: nothing is parsed only to be printed.
+    stored = recorded.stored_envelope
+    if stored is None:
+        metadata = recorded.metadata
+        actor = metadata.actor
+        event_id: str | UUID = recorded.event_id
+        source = metadata.source
+        actor_id = actor.user_id
+        actor_role: str = actor.role.value
+        correlation_id: str | UUID = metadata.correlation_id
+        causation_id: str | UUID | None = metadata.causation_id
+        occurred_at: int | datetime = metadata.occurred_at
+        recorded_at: int | datetime = recorded.recorded_at
+    else:
+        (
+            event_id,
+            source,
+            actor_id,
+            actor_role,
+            correlation_id,
+            causation_id,
+            occurred_at,
+            recorded_at,
+        ) = stored
+    type_header, schema_header, version_header = _type_headers(
+        recorded.event_type, recorded.schema_version
+    )
+    subject = recorded.subject.encode()
+    occurred = _time_header(occurred_at, "metadata.occurred_at")
     headers = [
         _CONTENT_TYPE_HEADER,
         _SPEC_VERSION_HEADER,
-        ("ce_id", str(recorded.event_id).encode()),
-        ("ce_source", source_uri(metadata.source).encode()),
-        ("ce_type", event_type.encode()),
-        ("ce_subject", recorded.subject.encode()),
+        ("ce_id", _id_header(event_id)),
+        _source_header(source),
+        type_header,
+        ("ce_subject", subject),
         ("ce_time", occurred),
-        ("ce_dataschema", dataschema_uri(event_type, version).encode()),
-        ("ce_sequence", _format_counter(recorded.sequence, "sequence").encode()),
+        schema_header,
+        _sequence_header(recorded.sequence),
         ("ce_stream", recorded.stream.encode()),
-        ("ce_schemaversion", str(version).encode()),
-        ("ce_actorid", metadata.actor.user_id.encode()),
-        ("ce_actorrole", metadata.actor.role.value.encode()),
-        ("ce_correlationid", str(metadata.correlation_id).encode()),
+        version_header,
+        _actor_header(actor_id),
+        _role_header(actor_role),
+        ("ce_correlationid", _id_header(correlation_id)),
         ("ce_occurredat", occurred),
-        ("ce_recordedat", _format_time(recorded.recorded_at, "recorded_at").encode()),
-        ("ce_sourceposition", _format_counter(recorded.position, "position").encode()),
+        ("ce_recordedat", _time_header(recorded_at, "recorded_at")),
+        ("ce_sourceposition", _counter_header(recorded.position, "position")),
     ]
-    if metadata.causation_id is not None:
-        headers.append(("ce_causationid", str(metadata.causation_id).encode()))
+    if causation_id is not None:
+        headers.append(("ce_causationid", _id_header(causation_id)))
     # The stored bytes go out as they are: forwarding an event never decodes it.
-    return KafkaRecord(key=recorded.subject.encode(), headers=headers, value=recorded.data)
+    return KafkaRecord(subject, headers, recorded.data)
 
 
 _CONTENT_TYPE_HEADER = (KAFKA_CONTENT_TYPE_HEADER, JSON_CONTENT_TYPE.encode())
 _SPEC_VERSION_HEADER = (f"{KAFKA_HEADER_PREFIX}specversion", SPEC_VERSION.encode())
+
+_Header = tuple[str, bytes]
+
+# Headers that repeat from event to event, formatted once (and not made and freed again for
+# every event). The caches are cleared when they grow past _CACHE_LIMIT entries: they bound
+# memory, not correctness.
+_CACHE_LIMIT = 1024
+_TYPE_HEADERS: dict[tuple[str, int], tuple[_Header, _Header, _Header]] = {}
+_SOURCE_HEADERS: dict[str, _Header] = {}
+_ROLE_HEADERS: dict[str, _Header] = {}
+_ACTOR_HEADERS: dict[str, _Header] = {}
+_SEQUENCE_HEADERS: dict[int, _Header] = {}
+"""Streams are short: the same few sequence numbers come up again and again."""
+_SECONDS_HEADERS: dict[int, bytes] = {}
+"""``YYYY-MM-DDTHH:MM:SS`` per whole second since the epoch: consecutive events share it."""
+
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_COUNTER_LIMIT = 10**ORDER_DIGITS
+_COUNTER_FORMAT = f"%0{ORDER_DIGITS}d".encode()
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V) -> _V:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+def _type_headers(event_type: str, version: int) -> tuple[_Header, _Header, _Header]:
+    """``ce_type``, ``ce_dataschema`` and ``ce_schemaversion``."""
+    headers = _TYPE_HEADERS.get((event_type, version))
+    if headers is None:
+        headers = _remember(
+            _TYPE_HEADERS,
+            (event_type, version),
+            (
+                ("ce_type", event_type.encode()),
+                ("ce_dataschema", dataschema_uri(event_type, version).encode()),
+                ("ce_schemaversion", str(version).encode()),
+            ),
+        )
+    return headers
+
+
+def _source_header(source: str) -> _Header:
+    header = _SOURCE_HEADERS.get(source)
+    if header is None:
+        header = _remember(_SOURCE_HEADERS, source, ("ce_source", source_uri(source).encode()))
+    return header
+
+
+def _role_header(role: str) -> _Header:
+    header = _ROLE_HEADERS.get(role)
+    if header is None:
+        # A stored role that is not a Role fails here as it would when parsed.
+        header = _remember(_ROLE_HEADERS, role, ("ce_actorrole", Role(role).value.encode()))
+    return header
+
+
+def _actor_header(actor_id: str) -> _Header:
+    header = _ACTOR_HEADERS.get(actor_id)
+    if header is None:
+        header = _remember(_ACTOR_HEADERS, actor_id, ("ce_actorid", actor_id.encode()))
+    return header
+
+
+def _sequence_header(sequence: int) -> _Header:
+    header = _SEQUENCE_HEADERS.get(sequence)
+    if header is None:
+        formatted = _counter_header(sequence, "sequence")
+        header = _remember(_SEQUENCE_HEADERS, sequence, ("ce_sequence", formatted))
+    return header
+
+
+def _id_header(value: str | UUID) -> bytes:
+    if isinstance(value, str):
+        # Stored text is the canonical form already (it was written as str(UUID)); anything
+        # else is parsed, so that the header is exactly what the parsed record would give.
+        return (value if _CANONICAL_UUID.fullmatch(value) else str(UUID(value))).encode()
+    return str(value).encode()
+
+
+def _time_header(moment: int | datetime, what: str) -> bytes:
+    """``_format_time`` of ``moment``; an int is microseconds since the epoch, UTC."""
+    if isinstance(moment, datetime):
+        return _format_time(moment, what).encode()
+    seconds, fraction = divmod(moment, 1_000_000)
+    prefix = _SECONDS_HEADERS.get(seconds)
+    if prefix is None:
+        whole = _NAIVE_EPOCH + timedelta(seconds=seconds)
+        prefix = _remember(_SECONDS_HEADERS, seconds, whole.isoformat().encode())
+    # As isoformat: the fraction is left out when it is zero.
+    return b"%s.%06dZ" % (prefix, fraction) if fraction else prefix + b"Z"
+
+
+def _counter_header(value: int, what: str) -> bytes:
+    if 0 <= value < _COUNTER_LIMIT:
+        return _COUNTER_FORMAT % value
+    return _format_counter(value, what).encode()  # raises
 
 
 def iter_json_lines(recorded_events: Iterable[RecordedEvent]) -> Iterator[str]:
@@ -550,6 +678,9 @@ def _format_counter(value: int, what: str) -> str:
 
 
 def _format_time(moment: datetime, what: str) -> str:
+    if moment.tzinfo is UTC:
+        # The common case, without the offset arithmetic below.
+        return moment.isoformat()[:-6] + "Z"
     offset = moment.utcoffset()
     if offset is None:
         raise ValueError(f"{what} must be timezone-aware")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4, uuid5
 
@@ -23,6 +24,12 @@ if TYPE_CHECKING:
 _COMMAND_NAMESPACE = UUID("5b0f3a4e-6c1d-4f53-9d57-0c8f1e2a9b61")
 
 
+@lru_cache(maxsize=1024)
+def _command_id(service: str, user_id: str, idempotency_key: str) -> UUID:
+    # Cached: a command asks for its id several times (retry look-up, event ids, metadata).
+    return uuid5(_COMMAND_NAMESPACE, f"{service}\x1f{user_id}\x1f{idempotency_key}")
+
+
 @dataclass(frozen=True, slots=True)
 class CommandContext:
     actor: Actor
@@ -33,9 +40,7 @@ class CommandContext:
 
     def command_id(self, service: str) -> UUID:
         """Stable id of this command: the same key from the same actor is the same command."""
-        return uuid5(
-            _COMMAND_NAMESPACE, f"{service}\x1f{self.actor.user_id}\x1f{self.idempotency_key}"
-        )
+        return _command_id(service, self.actor.user_id, self.idempotency_key)
 
     def new_events(self, service: str, events: Sequence[CaseEvent]) -> list[NewEvent]:
         """Wrap a decision's events with this command's metadata.

@@ -28,12 +28,13 @@ async def execute(
     decide: Decision,
 ) -> list[RecordedEvent]:
     command_id = context.command_id(service)
-    earlier = await store.read_by_causation(command_id)
+    earlier, history = await store.read_for_command(command_id, stream)
     if earlier:
         return earlier
     version = 0
-    for _ in range(MAX_ATTEMPTS):
-        history = await store.read_stream(stream)
+    for attempt in range(MAX_ATTEMPTS):
+        if attempt:
+            history = await store.read_stream(stream)
         version = history[-1].sequence if history else 0
         expected = context.expected_version
         if expected is not None and expected != version:

@@ -49,6 +49,10 @@ class Infrastructure:
     kafka: KafkaSettings | None = None
     topic: str = DEFAULT_CASE_EVENTS_TOPIC
     registry: EventRegistry = field(default_factory=default_registry)
+    projection_linger: float = 0.02
+    """Seconds a projection waits after new events for more before applying them: read
+    models trail commands by that much at most, and under load one read-model transaction
+    covers many events instead of one each (bench/RESULTS.md, issue 4)."""
 
     @classmethod
     def embedded(cls, data_dir: Path, bus: InProcessBus | None = None) -> Infrastructure:
@@ -190,7 +194,15 @@ class ServiceHost:
     ) -> RunningService:
         for projection in self._own_projections:
             await catch_up(self.store, self.read_models, projection)
-            self._spawn(follow(self.store, self.read_models, projection, self._stop))
+            self._spawn(
+                follow(
+                    self.store,
+                    self.read_models,
+                    projection,
+                    self._stop,
+                    linger=self.infra.projection_linger,
+                )
+            )
         publisher = await self._publisher()
         relay = OutboxRelay(self.store, publisher, self._checkpoints, f"{self.service}-outbox")
         self._spawn(relay.run(self._stop))
@@ -255,7 +267,9 @@ class ServiceHost:
 
     def _subscriber(self) -> EventSubscriber:
         if self.infra.inprocess_bus is not None:
-            return self.infra.inprocess_bus.subscriber(self.infra.registry, self.infra.topic)
+            return self.infra.inprocess_bus.subscriber(
+                self.infra.registry, self.infra.topic, linger=self.infra.projection_linger
+            )
         assert self.infra.kafka is not None, "Infrastructure needs a bus"
         return KafkaEventSubscriber(self.infra.kafka, self.infra.registry, topic=self.infra.topic)
 

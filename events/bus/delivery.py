@@ -5,13 +5,17 @@ into dead letters.
 
 A per-record ``Handler`` is the batch path with batches of one. A batch that fails for good is
 handed over again one record at a time, so that only the record at fault is dead-lettered.
+
+A batch may hold several partitions' records (as a Kafka poll does): one handler call, so one
+read-model transaction, covers all of them. Each partition's records stay in offset order, and
+``commit_offsets`` turns a delivered prefix into the offset to commit per partition.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
 from events.bus.deadletter import DeadLetter, DeadLetterReason
 from events.bus.errors import is_retriable
@@ -88,7 +92,8 @@ class Deliverer:
             yield messages[start : start + size]
 
     async def deliver(self, messages: Sequence[BusMessage], stop: asyncio.Event) -> int:
-        """Handle or dead-letter ``messages`` (consecutive, of one partition), in order.
+        """Handle or dead-letter ``messages`` (each partition's consecutive, in offset order),
+        in order.
 
         Returns how many of them, from the first, are done with and may be committed: all
         of them unless stop was requested while retrying or storing a dead letter.
@@ -232,6 +237,15 @@ class Deliverer:
             exception_type=f"{type(error).__module__}.{type(error).__qualname__}",
             attempts=attempts,
         )
+
+
+def commit_offsets(delivered: Iterable[BusMessage]) -> dict[int, int]:
+    """Per partition, the offset to commit once ``delivered`` (a prefix of what was handed to
+    ``deliver``) is done with: one past the last of its records."""
+    offsets: dict[int, int] = {}
+    for message in delivered:
+        offsets[message.partition] = message.offset + 1
+    return offsets
 
 
 def _describe(error: BaseException) -> str:

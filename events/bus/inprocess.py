@@ -3,6 +3,8 @@
 It keeps a partitioned log per topic, committed offsets per consumer group, cooperative
 partition assignment among a group's members, and a dead-letter list per group, and it
 carries the same CloudEvents bytes as Kafka, so decoding and dead-lettering behave alike.
+An event published through its publisher also travels as the immutable ``RecordedEvent``
+itself, which subscribers get without decoding the bytes again.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 from itertools import count
 
 from events.bus.deadletter import DeadLetter
-from events.bus.delivery import Decoder, Deliverer, decoder_for
+from events.bus.delivery import Decoder, Deliverer, commit_offsets, decoder_for
 from events.bus.message import BusMessage, as_headers
 from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
 from events.bus.port import (
@@ -69,9 +71,13 @@ class InProcessBus:
         topic: str = DEFAULT_CASE_EVENTS_TOPIC,
         retry: RetryPolicy | None = None,
         max_batch: int = 100,
+        linger: float = 0.0,
     ) -> InProcessSubscriber:
-        """``max_batch``: most records a ``BatchHandler`` gets at once (like a Kafka poll)."""
-        return InProcessSubscriber(self, registry, topic, retry or RetryPolicy(), max_batch)
+        """``max_batch``: most records a ``BatchHandler`` gets at once (like a Kafka poll).
+        ``linger``: seconds a subscriber that found fewer waits for more before handing them
+        over (like a Kafka fetch's ``fetch.max.wait.ms``), so that under load one handler
+        call, e.g. one read-model transaction, covers many events."""
+        return InProcessSubscriber(self, registry, topic, retry or RetryPolicy(), max_batch, linger)
 
     def append(
         self,
@@ -79,15 +85,17 @@ class InProcessBus:
         key: bytes | None,
         value: bytes | None,
         headers: Iterable[tuple[str, bytes]] = (),
+        recorded: RecordedEvent | None = None,
     ) -> BusMessage:
-        """Put raw bytes on ``topic`` as a producer would; returns the stored message."""
+        """Put raw bytes on ``topic`` as a producer would; returns the stored message.
+        ``recorded``: the event the bytes encode, handed to subscribers as it is."""
         partitions = self._log(topic)
         if key is None:
             partition = next(self._unkeyed) % self._partitions
         else:
             partition = zlib.crc32(key) % self._partitions
         log = partitions[partition]
-        message = BusMessage(topic, partition, len(log), key, value, as_headers(headers))
+        message = BusMessage(topic, partition, len(log), key, value, as_headers(headers), recorded)
         log.append(message)
         self._notify()
         return message
@@ -145,9 +153,9 @@ class InProcessPublisher(EventPublisher):
     async def publish(self, records: Sequence[RecordedEvent]) -> None:
         # Encode everything first so that a bad record leaves the log untouched.
         encoded = [to_kafka_binary(record) for record in records]
-        for kafka_record in encoded:
+        for kafka_record, record in zip(encoded, records, strict=True):
             self._bus.append(
-                self._topic, kafka_record.key, kafka_record.value, kafka_record.headers
+                self._topic, kafka_record.key, kafka_record.value, kafka_record.headers, record
             )
 
 
@@ -159,15 +167,19 @@ class InProcessSubscriber(EventSubscriber):
         topic: str,
         retry: RetryPolicy,
         max_batch: int,
+        linger: float = 0.0,
     ) -> None:
         check_topic_name(topic)
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if linger < 0:
+            raise ValueError("linger must not be negative")
         self._bus = bus
         self._registry = registry
         self._topic = topic
         self._retry = retry
         self._max_batch = max_batch
+        self._linger = linger
 
     async def run(
         self,
@@ -205,13 +217,17 @@ class InProcessSubscriber(EventSubscriber):
                 changed = bus._changed
                 if state.settle(member):
                     bus._notify()
-                messages = member.next_messages(log, deliverer.max_batch or self._max_batch)
+                limit = deliverer.max_batch or self._max_batch
+                messages = member.next_messages(log, limit)
                 if not messages:
                     await wait_any((changed, stop))
                     continue
+                if len(messages) < limit and self._linger:
+                    await asyncio.sleep(self._linger)
+                    messages = member.next_messages(log, limit)
                 done = await deliverer.deliver(messages, stop)
-                if done:
-                    state.commit(member, messages[0].partition, messages[done - 1].offset + 1)
+                for partition, offset in commit_offsets(messages[:done]).items():
+                    state.commit(member, partition, offset)
                 if done < len(messages):
                     break
         finally:
@@ -234,6 +250,8 @@ class _SharedDecoder:
         self._results: dict[tuple[str, int, int], RecordedEvent | Exception] = {}
 
     def __call__(self, message: BusMessage) -> RecordedEvent | Exception:
+        if message.recorded is not None:
+            return message.recorded
         where = (message.topic, message.partition, message.offset)
         result = self._results.get(where)
         if result is None:
@@ -252,18 +270,24 @@ class _Member:
     cursor: int = 0
 
     def next_messages(self, log: list[list[BusMessage]], limit: int) -> list[BusMessage]:
-        """Up to ``limit`` undelivered messages of one partition, taking partitions in turn
-        so that none starves."""
+        """Up to ``limit`` undelivered messages, partition after partition (each in offset
+        order), as a Kafka poll returns them; the first partition taken moves round so that
+        none starves."""
         held = sorted(self.positions)
         if not held:
             return []
         start = next((i for i, p in enumerate(held) if p >= self.cursor), 0)
+        taken: list[BusMessage] = []
         for partition in held[start:] + held[:start]:
             offset = self.positions[partition]
-            if offset < len(log[partition]):
-                self.cursor = partition + 1
-                return log[partition][offset : offset + limit]
-        return []
+            pending = log[partition][offset : offset + limit - len(taken)]
+            if pending:
+                if not taken:
+                    self.cursor = partition + 1
+                taken.extend(pending)
+                if len(taken) >= limit:
+                    break
+        return taken
 
     def report(self) -> None:
         current = frozenset(self.positions)

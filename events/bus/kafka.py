@@ -124,23 +124,16 @@ class KafkaEventPublisher(EventPublisher):
         open_batches: dict[int, Any] = {}
         sent: list[asyncio.Future[Any]] = []
         try:
-            for record in encoded:
-                partition = choose(record.key)
+            for key, headers, value in encoded:
+                partition = choose(key)
                 batch = open_batches.get(partition)
                 if batch is None:
                     batch = open_batches[partition] = producer.create_batch()
-                if (
-                    batch.append(
-                        key=record.key, value=record.value, timestamp=None, headers=record.headers
-                    )
-                    is None
-                ):
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                     # Full: queue it and start another (a first record always fits).
                     sent.append(await producer.send_batch(batch, self._topic, partition=partition))
                     batch = open_batches[partition] = producer.create_batch()
-                    batch.append(
-                        key=record.key, value=record.value, timestamp=None, headers=record.headers
-                    )
+                    batch.append(key=key, value=value, timestamp=None, headers=headers)
             for partition, batch in open_batches.items():
                 batch.close()  # nothing more is coming for now: no point lingering
                 sent.append(await producer.send_batch(batch, self._topic, partition=partition))

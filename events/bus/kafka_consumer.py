@@ -1,10 +1,10 @@
 """One member of a Kafka consumer group: poll, handle, dead-letter, commit.
 
-Each partition's share of a poll is one batch for a ``BatchHandler`` (a per-record handler
-gets it one record at a time). Offsets are committed once per poll, for every partition,
-and only up to records whose handler returned (or that were dead-lettered). A rebalance
-waits for the poll in hand to be finished and committed (the revocation callback takes the
-same lock), so a partition is never handled by two members at once.
+A poll is one batch for a ``BatchHandler``, every partition's records in offset order (a
+per-record handler gets it one record at a time). Offsets are committed once per poll, for
+every partition, and only up to records whose handler returned (or that were dead-lettered).
+A rebalance waits for the poll in hand to be finished and committed (the revocation callback
+takes the same lock), so a partition is never handled by two members at once.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from events.bus.deadletter import DeadLetter
-from events.bus.delivery import Deliverer
+from events.bus.delivery import Deliverer, commit_offsets
 from events.bus.kafka_clients import close_quietly, describe, new_producer
 from events.bus.kafka_settings import KafkaSettings
 from events.bus.message import BusMessage, as_headers
@@ -67,6 +67,8 @@ class KafkaGroupMember:
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
+            fetch_min_bytes=settings.fetch_min_bytes,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
             request_timeout_ms=settings.request_timeout_ms,
         )
         self._consumer.subscribe([self._topic], listener=self._listener)
@@ -90,24 +92,13 @@ class KafkaGroupMember:
             if not polled:
                 continue
             async with self._batch_lock:
-                offsets: dict[TopicPartition, int] = {}
-                carry_on = True
-                for partition, records in polled.items():
-                    next_offset, carry_on = await self._handle(partition, records)
-                    if next_offset is not None:
-                        offsets[partition] = next_offset
-                    if not carry_on:
-                        break
-                if offsets:
-                    await self._commit(offsets)
+                carry_on = await self._handle(polled)
                 if not carry_on:
                     return
 
-    async def _handle(
-        self, partition: TopicPartition, records: list[Any]
-    ) -> tuple[int | None, bool]:
-        """Handle one partition's records in order; return the offset to commit (if any) and
-        whether to carry on (``False`` once stopping)."""
+    async def _handle(self, polled: dict[TopicPartition, list[Any]]) -> bool:
+        """Handle a poll, commit what was done with; return whether to carry on (``False``
+        once stopping)."""
         messages = [
             BusMessage(
                 topic=record.topic,
@@ -117,18 +108,29 @@ class KafkaGroupMember:
                 value=record.value,
                 headers=as_headers(record.headers),
             )
+            for records in polled.values()
             for record in records
         ]
-        next_offset: int | None = None
-        for batch in self._deliverer.batches(messages):
-            if self._stop.is_set() or partition not in self._consumer.assignment():
-                return next_offset, not self._stop.is_set()
+        partitions = {tp.partition: tp for tp in polled}
+        offsets: dict[int, int] = {}
+        carry_on = True
+        for polled_batch in self._deliverer.batches(messages):
+            if self._stop.is_set():
+                carry_on = False
+                break
+            # A partition handed to another member meanwhile is theirs to handle.
+            assigned = self._consumer.assignment()
+            batch = [m for m in polled_batch if partitions[m.partition] in assigned]
+            if not batch:
+                continue
             done = await self._deliverer.deliver(batch, self._stop)
-            if done:
-                next_offset = batch[done - 1].offset + 1
+            offsets.update(commit_offsets(batch[:done]))
             if done < len(batch):
-                return next_offset, False
-        return next_offset, True
+                carry_on = False
+                break
+        if offsets:
+            await self._commit({partitions[p]: offset for p, offset in offsets.items()})
+        return carry_on
 
     async def _send(self, letter: DeadLetter) -> bool:
         """Put ``letter`` on the dead-letter topic, retrying until it is acknowledged;

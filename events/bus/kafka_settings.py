@@ -29,8 +29,13 @@ class KafkaSettings:
     poll_timeout_ms: int = 500
     """Longest a consumer waits for records before checking whether it should stop."""
     max_batch: int = 100
-    """Records fetched per poll, across partitions. Each partition's share is one batch for a
-    ``BatchHandler``; offsets are committed once per poll."""
+    """Records fetched per poll, across partitions: one batch for a ``BatchHandler`` (one
+    read-model transaction); offsets are committed once per poll."""
+    fetch_min_bytes: int = 64 * 1024
+    fetch_max_wait_ms: int = 20
+    """The broker answers a fetch once ``fetch_min_bytes`` are there or after this long: under
+    load one poll (one read-model transaction) covers many events instead of one each, and
+    an event waits at most this long when the topic is quiet."""
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000

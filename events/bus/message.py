@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from events.envelope import RecordedEvent
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -20,6 +24,9 @@ class BusMessage:
     key: bytes | None
     value: bytes | None
     headers: Headers
+    recorded: RecordedEvent | None = field(default=None, compare=False, repr=False)
+    """The event these bytes encode, when the bus was handed it in this process (the embedded
+    bus): decoding the bytes again would only give an equal, immutable copy."""
 
     def header(self, name: str) -> bytes | None:
         for header_name, value in self.headers:

@@ -56,8 +56,11 @@ async def follow(
     stop: asyncio.Event,
     *,
     idle_wait: float = 0.5,
+    linger: float = 0.0,
 ) -> None:
-    """Keep a projection up to date with its store until ``stop`` is set."""
+    """Keep a projection up to date with its store until ``stop`` is set. ``linger``: seconds
+    to wait after an append for more before catching up, so that under load one read-model
+    transaction covers many events."""
     while not stop.is_set():
         position = await catch_up(store, read_models, projection)
         appended = asyncio.ensure_future(store.wait_for_append(position, idle_wait))
@@ -65,6 +68,8 @@ async def follow(
         await asyncio.wait({appended, stopped}, return_when=asyncio.FIRST_COMPLETED)
         for waiter in (appended, stopped):
             waiter.cancel()
+        if linger and not stop.is_set():
+            await asyncio.sleep(linger)
 
 
 async def rebuild(

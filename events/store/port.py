@@ -55,6 +55,18 @@ class EventStore(ABC):
         """Events recorded because of one command (its id is their causation id), in order.
         Lets a retried command find what it recorded the first time."""
 
+    async def read_for_command(
+        self, causation_id: UUID, stream: str
+    ) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
+        """What a command reads before deciding: the events an earlier attempt of it recorded
+        (``read_by_causation``) and ``stream``'s history. When the first list is not empty the
+        second may be left empty: a retry answers with what it recorded and decides nothing.
+        Adapters answer in one round trip; this default takes two."""
+        earlier = await self.read_by_causation(causation_id)
+        if earlier:
+            return earlier, []
+        return [], await self.read_stream(stream)
+
     @abstractmethod
     async def stream_version(self, stream: str) -> int:
         """Current version of ``stream`` (``NO_STREAM`` if it has no events)."""

@@ -82,6 +82,13 @@ class PostgresEventStore(EventStore):
         self._by_causation_sql = self._select + sql.SQL(
             " WHERE causation_id = %s ORDER BY position"
         )
+        # One round trip for a command's reads (read_for_command): part 1 the events an
+        # earlier attempt recorded, part 2 the stream's history.
+        self._for_command_sql = sql.SQL(
+            f"SELECT * FROM (SELECT 1 AS part, {COLUMNS} FROM {{table}} WHERE causation_id = %s"
+            f" UNION ALL SELECT 2, {COLUMNS} FROM {{table}} WHERE stream = %s) AS reads"
+            " ORDER BY part, CASE WHEN part = 1 THEN position ELSE sequence END"
+        ).format(table=table)
         self._by_ids_sql = self._select + sql.SQL(" WHERE event_id = ANY(%s) ORDER BY position")
         self._version_sql = sql.SQL(
             "SELECT coalesce(max(sequence), 0) FROM {} WHERE stream = %s"
@@ -286,6 +293,16 @@ class PostgresEventStore(EventStore):
 
     async def read_by_causation(self, causation_id: UUID) -> list[RecordedEvent]:
         return self._decode(await self._fetch(self._by_causation_sql, (causation_id,)))
+
+    async def read_for_command(
+        self, causation_id: UUID, stream: str
+    ) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
+        rows = await self._fetch(self._for_command_sql, (causation_id, stream))
+        registry = self._registry
+        earlier = [to_recorded(row[1:], registry) for row in rows if row[0] == 1]
+        if earlier:
+            return earlier, []
+        return [], [to_recorded(row[1:], registry) for row in rows]
 
     async def stream_version(self, stream: str) -> int:
         [(version,)] = await self._fetch(self._version_sql, (stream,))

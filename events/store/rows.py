@@ -8,12 +8,9 @@ timestamptz columns back as ``UUID`` and aware ``datetime``. ``to_recorded`` rea
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Any
-from uuid import UUID
 
-from events.catalog.base import Role
-from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from events.envelope import NewEvent, RecordedEvent, StoredEnvelope
 from events.registry import EventRegistry, encode
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -66,7 +63,8 @@ def insert_values(
 
 
 def to_recorded(row: StoredRow | tuple[Any, ...], registry: EventRegistry) -> RecordedEvent:
-    """A row in ``COLUMNS`` order, from SQLite (``StoredRow``) or PostgreSQL, as stored."""
+    """A row in ``COLUMNS`` order, from SQLite (``StoredRow``) or PostgreSQL, as stored: the
+    record parses the envelope and decodes the data only when asked for them."""
     (
         position,
         event_id,
@@ -85,22 +83,23 @@ def to_recorded(row: StoredRow | tuple[Any, ...], registry: EventRegistry) -> Re
         subject,
     ) = row
     return RecordedEvent.stored(
-        event_id=_uuid(event_id),
         stream=stream,
         sequence=sequence,
         position=position,
-        recorded_at=_moment(recorded_at),
         event_type=event_type,
         subject=subject,
         schema_version=schema_version,
         data=data,
         registry=registry,
-        metadata=EventMetadata(
-            source=source,
-            actor=Actor(actor_id, _role(actor_role)),
-            occurred_at=_moment(occurred_at),
-            correlation_id=_uuid(correlation_id),
-            causation_id=None if causation_id is None else _uuid(causation_id),
+        envelope=StoredEnvelope(
+            event_id,
+            source,
+            actor_id,
+            actor_role,
+            correlation_id,
+            causation_id,
+            occurred_at,
+            recorded_at,
         ),
     )
 
@@ -129,17 +128,3 @@ def same_content(new: NewEvent, row: StoredRow | tuple[Any, ...], stream: str) -
         and row[5] == new.event.schema_version
         and bytes(row[6]) == encode(new.event)
     )
-
-
-def _uuid(value: str | UUID) -> UUID:
-    return value if isinstance(value, UUID) else UUID(value)
-
-
-def _moment(value: int | datetime) -> datetime:
-    return value if isinstance(value, datetime) else from_micros(value)
-
-
-@cache
-def _role(value: str) -> Role:
-    # Role(value) costs ten times a cached look-up, once per event read.
-    return Role(value)

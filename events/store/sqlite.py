@@ -69,8 +69,13 @@ _INSERT = (
     " subject) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _SELECT = f"SELECT {COLUMNS} FROM stored_events"
+_BY_CAUSATION = f"{_SELECT} WHERE causation_id = ? ORDER BY position"
+_STREAM = f"{_SELECT} WHERE stream = ? ORDER BY sequence"
 
 T = TypeVar("T")
+
+INLINE_ROWS = 64
+"""Reads of at most this many rows run on the event loop's thread (see ``_fetch``)."""
 
 
 class SqliteEventStore(EventStore):
@@ -82,8 +87,11 @@ class SqliteEventStore(EventStore):
         self._writer = SqliteWriter(str(path))
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sqlite-reader")
         self._local = threading.local()
+        self._inline: sqlite3.Connection | None = None
         self._last_recorded_at = 0
         self._appended: asyncio.Event | None = None
+        self._committed_position = 0
+        """Newest position committed by this process's writer (or found at open)."""
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -95,6 +103,7 @@ class SqliteEventStore(EventStore):
         store._writer.after_commit = store._notify_from_writer
         await asyncio.to_thread(store._writer.start, SCHEMA)
         store._last_recorded_at = await store._read(_max_recorded_at)
+        store._committed_position = await store._read(_last_position)
         return store
 
     @property
@@ -105,6 +114,9 @@ class SqliteEventStore(EventStore):
     async def close(self) -> None:
         await asyncio.to_thread(self._writer.stop)
         self._readers.shutdown(wait=True)
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
 
     async def append(
         self, stream: str, events: Sequence[NewEvent], expected_version: int
@@ -185,24 +197,27 @@ class SqliteEventStore(EventStore):
             clauses.append("occurred_at <= ?")
             parameters.append(to_micros(occurred_until))
         query = f"{_SELECT} WHERE {' AND '.join(clauses)} ORDER BY sequence"
-        rows = await self._read(lambda c: c.execute(query, parameters).fetchall())
-        return [to_recorded(row, self._registry) for row in rows]
+        return self._decode(await self._fetch(query, parameters))
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        rows = await self._read(
-            lambda c: c.execute(
-                f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?", (after_position, limit)
-            ).fetchall()
-        )
-        return [to_recorded(row, self._registry) for row in rows]
+        query = f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?"
+        if self._committed_position - after_position <= INLINE_ROWS:
+            # A follower keeping up: the few new rows are cheaper to read than a thread hop.
+            rows = self._inline_connection().execute(query, (after_position, limit)).fetchall()
+        else:
+            rows = await self._read(lambda c: c.execute(query, (after_position, limit)).fetchall())
+        return self._decode(rows)
 
     async def read_by_causation(self, causation_id: UUID) -> list[RecordedEvent]:
-        rows = await self._read(
-            lambda c: c.execute(
-                f"{_SELECT} WHERE causation_id = ? ORDER BY position", (str(causation_id),)
-            ).fetchall()
-        )
-        return [to_recorded(row, self._registry) for row in rows]
+        return self._decode(await self._fetch(_BY_CAUSATION, (str(causation_id),)))
+
+    async def read_for_command(
+        self, causation_id: UUID, stream: str
+    ) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
+        earlier = await self._fetch(_BY_CAUSATION, (str(causation_id),))
+        if earlier:
+            return self._decode(earlier), []
+        return [], self._decode(await self._fetch(_STREAM, (stream,)))
 
     async def stream_version(self, stream: str) -> int:
         return await self._read(lambda c: _version_of(c, stream))
@@ -213,14 +228,16 @@ class SqliteEventStore(EventStore):
     async def wait_for_append(self, after_position: int, max_wait: float) -> None:
         assert self._appended is not None, "open the store with SqliteEventStore.open()"
         appended = self._appended
-        if await self.last_position() > after_position:
+        # Known without a read: this process's writer is the file's only one.
+        if self._committed_position > after_position:
             return
         try:
             await asyncio.wait_for(appended.wait(), max_wait)
         except TimeoutError:
             return
 
-    def _notify_from_writer(self) -> None:
+    def _notify_from_writer(self, connection: sqlite3.Connection) -> None:
+        self._committed_position = _last_position(connection)
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._wake_followers)
 
@@ -233,6 +250,27 @@ class SqliteEventStore(EventStore):
     async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._run_read, query)
+
+    async def _fetch(self, query: str, parameters: Sequence[Any]) -> list[StoredRow]:
+        """The rows of ``query`` (which has no LIMIT): read on the event loop's thread when
+        there are at most ``INLINE_ROWS`` of them, else again in a reader thread. A command's
+        reads (a case's stream, a look-up by causation) are nearly always that small, and the
+        hop to a reader thread and back costs the loop more than the read itself."""
+        bounded = f"{query} LIMIT {INLINE_ROWS + 1}"
+        rows: list[StoredRow] = self._inline_connection().execute(bounded, parameters).fetchall()
+        if len(rows) <= INLINE_ROWS:
+            return rows
+        return await self._read(lambda c: c.execute(query, parameters).fetchall())
+
+    def _inline_connection(self) -> sqlite3.Connection:
+        """The loop thread's own reader (WAL: never waits for the writer)."""
+        if self._inline is None:
+            self._inline = connect(str(self._path))
+        return self._inline
+
+    def _decode(self, rows: list[StoredRow]) -> list[RecordedEvent]:
+        registry = self._registry
+        return [to_recorded(row, registry) for row in rows]
 
     def _run_read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         connection = getattr(self._local, "connection", None)

@@ -50,8 +50,8 @@ class SqliteWriter:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
-        self.after_commit: Callable[[], None] | None = None
-        """Called in the writer thread after every successful commit."""
+        self.after_commit: Callable[[sqlite3.Connection], None] | None = None
+        """Called in the writer thread after every successful commit, with its connection."""
 
     def start(self, schema: str) -> None:
         self._thread = threading.Thread(
@@ -128,7 +128,7 @@ class SqliteWriter:
             outcomes = [(False, error)] * len(batch)
         else:
             if self.after_commit is not None:
-                self.after_commit()
+                self.after_commit(connection)
         for request, (succeeded, value) in zip(batch, outcomes, strict=True):
             request.loop.call_soon_threadsafe(_settle, request.future, succeeded, value)
 

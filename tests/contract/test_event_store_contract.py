@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -240,3 +242,35 @@ class NoteWrittenV1(CaseEvent):
     schema_version = 1
     case_id: str
     text: str
+
+
+def caused_by(new: NewEvent, command_id: UUID) -> NewEvent:
+    return replace(new, metadata=replace(new.metadata, causation_id=command_id))
+
+
+async def test_read_by_causation_finds_what_one_command_recorded_in_order(
+    event_store: EventStore,
+) -> None:
+    command, other = uuid4(), uuid4()
+    first = await event_store.append(
+        "case-1", [caused_by(note("1", "a"), command), caused_by(note("1", "b"), command)], 0
+    )
+    await event_store.append("case-2", [caused_by(note("2"), other)], NO_STREAM)
+
+    assert await event_store.read_by_causation(command) == first
+    assert await event_store.read_by_causation(uuid4()) == []
+
+
+async def test_read_for_command_gives_the_stream_to_a_new_command_and_a_retry_its_events(
+    event_store: EventStore,
+) -> None:
+    command = uuid4()
+    history = await event_store.append("case-1", [note("1", "a"), note("1", "b")], NO_STREAM)
+
+    assert await event_store.read_for_command(command, "case-1") == ([], history)
+    assert await event_store.read_for_command(command, "case-9") == ([], [])
+
+    recorded = await event_store.append("case-1", [caused_by(note("1", "c"), command)], 2)
+
+    earlier, _ = await event_store.read_for_command(command, "case-1")
+    assert earlier == recorded
