@@ -1514,13 +1514,12 @@ def embedded_evidence(profile: Profile, closed: RowResult | None) -> list[str]:
     )
     # One read-model transaction object per transaction: a plain call, counted exactly.
     transactions, _, _ = per_command(profile, "events/projections/sqlite.py", "__init__")
-    decoded, _, decoding = per_command(profile, "events/cloudevents.py", "from_kafka_binary")
+    decoded, _, _ = per_command(profile, "events/cloudevents.py", "from_kafka_binary")
     _, _, delivering = per_command(profile, "events/bus/delivery.py", "deliver")
     _, _, command = per_command(profile, "events/grpc_platform/server.py", "wrapper")
     built, _, builds = per_command(profile, "services/intake/app/handlers.py", "opening_of")
     loop = loop_time(profile) / max(profile.row.ok, 1) * 1e6
     fsync = _pair(closed.samples, "fsync") if closed else "-"
-    batch = decoded / transactions if transactions else float("nan")
     lines = []
     if closed is not None and closed.ok:
         main = closed.cpu.get(f"{closed.spec.server}/main", 0.0) / closed.ok * 1000
@@ -1544,14 +1543,15 @@ def embedded_evidence(profile: Profile, closed: RowResult | None) -> list[str]:
         f"- {statements:.1f} SQLite statements in {transactions:.2f} read-model transactions "
         "per command run ON the event loop's thread (events/projections/sqlite.py): "
         f"{blocked:.0f} us per command, {share(profile, blocked)} of the loop; while they run "
-        "nothing else in the process moves. A durable commit adds an fsync to that (a "
-        f"200-byte fdatasync took {fsync} ms, p50 / p99, in the OpenCase window).",
-        f"- Each OpenCase event is decoded {decoded:.1f} times from the in-process bus, once per "
-        "subscription (intake's case closures, coordination's case facts, planning, audit), "
-        f"{decoding:.0f} us per command (`from_kafka_binary`: the same CloudEvent parsed and "
-        f"validated again for each); delivering, decoding included, takes {delivering:.0f} us "
-        f"of loop per command ({share(profile, delivering)}). A transaction took in "
-        f"{batch:.1f} events on average.",
+        "nothing else in the process moves. These commits do not fsync (the embedded read "
+        "models are replayed from the stores after a crash); the event store's durable commits "
+        f"do, in its writer thread (a 200-byte fdatasync took {fsync} ms, p50 / p99, in the "
+        "OpenCase window).",
+        f"- Delivering each event to the subscriptions (the in-process bus hands over the "
+        f"`RecordedEvent` itself: {decoded:.1f} CloudEvent decodes per command) takes "
+        f"{delivering:.0f} us of loop per command ({share(profile, delivering)}), "
+        f"{transactions:.2f} read-model transactions per command (one per projection per "
+        "linger window, not one per event).",
         f"- The command itself, request to answer (`refusals_as_status` wrapper): {command:.0f} "
         f"us of loop per command, of which {builds:.0f} us build and validate the `CaseOpened` "
         f"event (`opening_of`, {built:.1f} calls per command"
@@ -1602,33 +1602,34 @@ def distributed_evidence(results: Sequence[RowResult], profile: Profile | None) 
 
 
 WHY = [
-    "- **One loop carries everything (embedded).** The four services share one asyncio loop "
-    "and one GIL. 2,000 commands/s leaves 500 us of that loop per command, for the command "
-    "AND the four deliveries of its event; the command path alone (protobuf to the pydantic "
-    "catalog event, three store reads and one append through the SQLite threads, the answer) takes "
-    "about that much (measured above).",
-    "- **Read models are written on the loop's thread (embedded).** `SqliteReadModelStore` "
-    "runs its statements, `COMMIT` included, on the event loop's thread, on the grounds that "
-    "they take microseconds; together they take the share measured above, and where a commit "
-    "is durable (synchronous=FULL) the whole process stands still while the disk flushes. "
-    "Every subscription opens a transaction for every batch it is handed, even a projection "
-    "that ignores the event (intake's closures projection wants only "
-    "`casetrail.case.closed`), to record the applied sequence. Fixes: a writer thread with "
-    "group commit for read models, as `SqliteEventStore` has, so the loop never runs SQL; let "
-    "a projection name the event types it handles, so the others are skipped before decoding "
-    "(the CloudEvent `ce_type` header) and without a transaction.",
-    "- **The in-process bus re-encodes (embedded).** The publisher turns every `RecordedEvent` "
-    "into a Kafka-binary CloudEvent and every subscriber decodes and validates it again. "
-    "Inside one process the immutable `RecordedEvent` could be handed over as it is.",
-    "- **One writer connection, two reader connections (distributed).** "
-    "`PostgresEventStore` appends through one connection, one commit (one WAL flush) at a "
-    "time, and reads through two; the outbox relay and the projection followers share them "
-    "with the commands. An OpenCase needs three reads (the client's stream, "
-    "`read_by_causation` for retries, the case's stream) and one append, each a round trip "
-    "that queues behind the others, whatever the number of commands in flight. Fixes: "
-    "batch concurrent appends into one `append_events` call (group commit, one WAL flush "
-    "for many commands, as the SQLite writer does); a larger reader pool; answer the retry "
-    "check and the stream read in one round trip.",
+    "- **gRPC itself takes most of the budget.** The reference row is an empty OpenCase "
+    "handler behind the same server set-up. Its server process already spends the CPU per call "
+    "shown above, and the load generator needs a large share of the same two cores. 2,000 "
+    "commands/s per process leaves 500 us of one core per command, for everything.",
+    "- **One loop carries all four services (embedded).** The four services share one asyncio "
+    "loop and one GIL. A command costs protobuf to the pydantic catalog event, its reads, a "
+    "durable append through the SQLite writer thread and the answer. Then four subscriptions "
+    "(intake's own projections, coordination, planning, audit) write their read models on the "
+    "loop's thread. Done so far:",
+    "  - A command's reads are one call (`read_for_command`).",
+    "  - SQLite reads of a few rows run on the loop, without a hop to a reader thread.",
+    "  - Projections take what arrived within a 20 ms linger, across partitions, as one "
+    "read-model transaction.",
+    "  - The in-process bus hands subscribers the `RecordedEvent` itself, without decoding.",
+    "  - A command derives its id once.",
+    "- **Still on the loop (embedded).** Read-model SQL, `COMMIT` included. A writer thread "
+    "would move it off the loop but not off the GIL, which the event store's writer thread "
+    "(it encodes the rows) already competes for.",
+    "- **Six processes on two cores (distributed).** Every command costs CPU in intake, in the "
+    "three consumers, in PostgreSQL and in Kafka. The machine is fully busy (the CPU split "
+    "above). Each libpq send wakes a PostgreSQL backend that may take the core at once (the "
+    "profile below). Done so far:",
+    "  - Group commit for appends.",
+    "  - A command's reads in one round trip.",
+    "  - Consumers apply a whole poll in one transaction; the broker holds a fetch up to "
+    "20 ms for 64 KiB.",
+    "- **Left (distributed).** psycopg's pipeline mode, fewer statements per read-model "
+    "transaction, and more partitions and consumer processes where cores allow.",
 ]
 
 
@@ -1644,10 +1645,9 @@ def cpu_ceiling(results: Sequence[RowResult]) -> list[str]:
         f"per OpenCase in this run, a ceiling of about {1 / main:,.0f} commands/s per process "
         f"on a core of its own ({1 / main / TARGET:.0%} of the target), and here the two cores "
         "are shared with PostgreSQL, Kafka and the other services. The CPU goes to gRPC's "
-        "Python/Cython glue, building and validating the catalog event, deriving UUIDs, "
-        "`dataclasses.asdict` when encoding, psycopg's adaptation, the outbox relay, and "
-        "decoding every event of the topic for the closures projection (intake's own events "
-        f"included). {TARGET:,.0f}/s per process would need it cut to "
+        "Python/Cython glue (the reference row's share), building and validating the catalog "
+        "event, psycopg's adaptation and libpq's sends, the outbox relay and intake's own "
+        f"projections. {TARGET:,.0f}/s per process would need it cut to "
         f"{1e6 / TARGET:.0f} us."
     ]
 
