@@ -1,8 +1,10 @@
 """Read models in SQLite for the embedded default.
 
 Statements run on the event loop's thread: they are local and take microseconds, and the
-durable COMMIT at the end of a transaction is one fsync. Queries use a second connection, so
-they read the last committed state and never wait for a writer (WAL).
+durable COMMIT at the end of a transaction is one fsync. WAL checkpoints, which copy pages back
+into the file and fsync it, run in a background thread every ``CHECKPOINT_EVERY`` commits
+instead of inside a commit on the loop. Queries use a second connection, so they read the last
+committed state and never wait for a writer (WAL).
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ CREATE TABLE IF NOT EXISTS projection_applied (
 """
 
 
+CHECKPOINT_EVERY = 200
+"""Read-model commits between two background WAL checkpoints."""
+
+
 class SqliteReadModelStore(ReadModelStore):
     """``fsync_each_commit=False`` is for read models whose every feed can be replayed from a
     durable source by this store's own tracking: the service's own event store (position
@@ -53,7 +59,13 @@ class SqliteReadModelStore(ReadModelStore):
             # WAL stays consistent after a crash; only the last commits may need replaying.
             self._writer.execute("PRAGMA synchronous=NORMAL")
         self._writer.executescript(SCHEMA)
+        # Checkpoints copy the WAL back into the file and fsync it: done on the loop's thread
+        # they would stall every service of the process, so a background thread does them.
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")
         self._reader = connect(str(path))
+        self._checkpointer = connect(str(path))
+        self._commits_since_checkpoint = 0
+        self._checkpointing: asyncio.Future[None] | None = None
         self._lock = asyncio.Lock()
 
     @asynccontextmanager
@@ -66,6 +78,19 @@ class SqliteReadModelStore(ReadModelStore):
                 self._writer.execute("ROLLBACK")
                 raise
             self._writer.execute("COMMIT")
+        self._after_commit()
+
+    def _after_commit(self) -> None:
+        self._commits_since_checkpoint += 1
+        if self._commits_since_checkpoint < CHECKPOINT_EVERY or (
+            self._checkpointing is not None and not self._checkpointing.done()
+        ):
+            return
+        self._commits_since_checkpoint = 0
+        self._checkpointing = asyncio.ensure_future(asyncio.to_thread(self._checkpoint))
+
+    def _checkpoint(self) -> None:
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def get(self, collection: str, key: str) -> Document | None:
         return _get(self._reader, collection, key)
@@ -105,8 +130,11 @@ class SqliteReadModelStore(ReadModelStore):
             self._writer.execute("COMMIT")
 
     async def close(self) -> None:
+        if self._checkpointing is not None:
+            await asyncio.gather(self._checkpointing, return_exceptions=True)
         self._writer.close()
         self._reader.close()
+        self._checkpointer.close()
 
 
 class _SqliteTransaction(DocumentTransaction):
