@@ -276,12 +276,25 @@ class RecordedEvent(_Slots):
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def to_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch, exact (unlike a float timestamp)."""
+    if moment.tzinfo is None:
+        raise ValueError("times must be timezone-aware")
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """The aware UTC moment ``micros`` microseconds after the Unix epoch."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
 def _uuid(value: str | UUID) -> UUID:
     return value if isinstance(value, UUID) else UUID(value)
 
 
 def _moment(value: int | datetime) -> datetime:
-    return value if isinstance(value, datetime) else _EPOCH + timedelta(microseconds=value)
+    return value if isinstance(value, datetime) else from_micros(value)
 
 
 @cache

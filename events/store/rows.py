@@ -7,13 +7,11 @@ timestamptz columns back as ``UUID`` and aware ``datetime``. ``to_recorded`` rea
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from events.envelope import NewEvent, RecordedEvent, StoredEnvelope
+from events.envelope import NewEvent, RecordedEvent, StoredEnvelope, to_micros
 from events.registry import EventRegistry, encode
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # position, event_id, stream, sequence, event_type, schema_version, data, source, actor_id,
 # actor_role, correlation_id, causation_id, occurred_at, recorded_at, subject
@@ -26,17 +24,6 @@ COLUMNS = (
     "position, event_id, stream, sequence, event_type, schema_version, data, source, actor_id, "
     "actor_role, correlation_id, causation_id, occurred_at, recorded_at, subject"
 )
-
-
-def to_micros(moment: datetime) -> int:
-    if moment.tzinfo is None:
-        raise ValueError("times must be timezone-aware")
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_micros(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
 
 
 def insert_values(

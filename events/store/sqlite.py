@@ -15,18 +15,16 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from events.checkpoints import CheckpointStore
-from events.envelope import NewEvent, RecordedEvent
+from events.envelope import NewEvent, RecordedEvent, from_micros, to_micros
 from events.errors import ConcurrencyError, DuplicateEventIdError
 from events.registry import EventRegistry
 from events.store.port import EventStore
 from events.store.rows import (
     COLUMNS,
     StoredRow,
-    from_micros,
     insert_values,
     recorded_from_new,
     same_content,
-    to_micros,
     to_recorded,
 )
 from events.store.sqlite_writer import SqliteWriter, connect

@@ -20,10 +20,17 @@ from events.cloudevents import (
     context_attributes,
     to_kafka_binary,
 )
-from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent, StoredEnvelope
+from events.envelope import (
+    Actor,
+    EventMetadata,
+    NewEvent,
+    RecordedEvent,
+    StoredEnvelope,
+    from_micros,
+    to_micros,
+)
 from events.registry import EventRegistry, encode
 from events.store.port import NO_STREAM
-from events.store.rows import from_micros, to_micros
 from events.store.sqlite import SqliteEventStore
 
 REGISTRY = build_registry()
@@ -276,7 +283,7 @@ async def test_records_read_back_from_sqlite_forward_exactly_as_appended(
 
 
 def test_stored_micros_round_trip_as_before() -> None:
-    # rows.from_micros and the record's own parsing must agree on every instant.
+    # from_micros and the record's own parsing must agree on every instant.
     for moment in MOMENTS:
         micros = to_micros(moment)
         stored = _stored(example_events()[0], _sqlite_style(recorded_at=moment))

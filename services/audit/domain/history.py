@@ -9,10 +9,10 @@ case at T as the agency knew it" (recorded-at <= T) can differ.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
-from events.envelope import RecordedEvent
+from events.envelope import RecordedEvent, to_micros
 
 SortKey = tuple[int, int, str, str, int]
 """(first clock, second clock, source, stream, sequence): a total order over a case's events.
@@ -20,8 +20,6 @@ SortKey = tuple[int, int, str, str, int]
 The clocks are microseconds since the epoch; source, stream and sequence break ties between
 events recorded in one append, and between services whose clocks read the same instant.
 """
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class TimeBasis(StrEnum):
@@ -31,12 +29,6 @@ class TimeBasis(StrEnum):
     """As it was known: filter and order on recorded-at."""
 
 
-def micros(moment: datetime) -> int:
-    """Microseconds since the epoch; exact, unlike a float timestamp."""
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
 def moment_of(recorded: RecordedEvent, basis: TimeBasis) -> datetime:
     if basis is TimeBasis.OCCURRED:
         return recorded.metadata.occurred_at
@@ -44,8 +36,8 @@ def moment_of(recorded: RecordedEvent, basis: TimeBasis) -> datetime:
 
 
 def sort_key(recorded: RecordedEvent, basis: TimeBasis) -> SortKey:
-    occurred = micros(recorded.metadata.occurred_at)
-    stored = micros(recorded.recorded_at)
+    occurred = to_micros(recorded.metadata.occurred_at)
+    stored = to_micros(recorded.recorded_at)
     first, second = (occurred, stored) if basis is TimeBasis.OCCURRED else (stored, occurred)
     return (first, second, recorded.metadata.source, recorded.stream, recorded.sequence)
 
