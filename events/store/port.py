@@ -61,7 +61,8 @@ class EventStore(ABC):
         """What a command reads before deciding: the events an earlier attempt of it recorded
         (``read_by_causation``) and ``stream``'s history. When the first list is not empty the
         second may be left empty: a retry answers with what it recorded and decides nothing.
-        Adapters answer in one round trip; this default takes two."""
+        A networked adapter answers in one round trip; this default takes two reads, which is
+        right where a read is local (SQLite reads small results on the caller's thread)."""
         earlier = await self.read_by_causation(causation_id)
         if earlier:
             return earlier, []

@@ -68,7 +68,6 @@ _INSERT = (
 )
 _SELECT = f"SELECT {COLUMNS} FROM stored_events"
 _BY_CAUSATION = f"{_SELECT} WHERE causation_id = ? ORDER BY position"
-_STREAM = f"{_SELECT} WHERE stream = ? ORDER BY sequence"
 
 T = TypeVar("T")
 
@@ -208,14 +207,6 @@ class SqliteEventStore(EventStore):
 
     async def read_by_causation(self, causation_id: UUID) -> list[RecordedEvent]:
         return self._decode(await self._fetch(_BY_CAUSATION, (str(causation_id),)))
-
-    async def read_for_command(
-        self, causation_id: UUID, stream: str
-    ) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
-        earlier = await self._fetch(_BY_CAUSATION, (str(causation_id),))
-        if earlier:
-            return self._decode(earlier), []
-        return [], self._decode(await self._fetch(_STREAM, (stream,)))
 
     async def stream_version(self, stream: str) -> int:
         return await self._read(lambda c: _version_of(c, stream))
