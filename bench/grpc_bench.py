@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import gc
 import itertools
 import json
 import logging
@@ -799,6 +798,7 @@ async def serve_empty() -> None:
     cost on this machine without any of casetrail's work. Coordination's address points here
     too, since the load generator opens channels to both (and calls only intake here)."""
     from events.grpc_platform.server import create_server, serve_until_signalled
+    from services.runner import tune_gc
 
     servicer = empty_intake()
     names = [intake_pb2.DESCRIPTOR.services_by_name["Intake"].full_name]
@@ -806,9 +806,7 @@ async def serve_empty() -> None:
         "127.0.0.1:0", [partial(intake_pb2_grpc.add_IntakeServicer_to_server, servicer)], names
     )
     await server.start()
-    # As services.runner does after start-up, so the comparison is like for like.
-    gc.freeze()
-    gc.set_threshold(50_000, 10, 10)
+    tune_gc()  # as services.runner does after start-up: like for like
     address = f"127.0.0.1:{port}"
     print("ADDRESSES " + json.dumps({"intake": address, "coordination": address}), flush=True)
     await serve_until_signalled(server, health_servicer)

@@ -83,6 +83,7 @@ from services.caseload.decoding import tracked_event
 from services.caseload.domain import CaseState, apply
 from services.caseload.processor import build_app
 from services.caseload.settings import CaseloadSettings
+from services.runner import tune_gc
 
 HEADING = "## Kafka (issue 3)"
 PARTITIONS = 6
@@ -993,16 +994,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def like_a_service_process() -> None:
-    """The garbage-collector settings ``services.runner`` gives every service process."""
-    gc.freeze()
-    gc.set_threshold(50_000, 10, 10)
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    like_a_service_process()
+    tune_gc()  # as services.runner does for every service process
     if options.command == "consume":
         asyncio.run(consume_main(options))
         return

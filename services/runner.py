@@ -77,10 +77,7 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
     else:
         infra = Infrastructure.embedded(data_dir)
     running = await start_services(infra, names, options.host, ports)
-    # Long-lived objects made at start-up need no more scans, and event-heavy work allocates
-    # many short-lived objects: fewer young-generation collections (bench/RESULTS.md).
-    gc.freeze()
-    gc.set_threshold(50_000, 10, 10)
+    tune_gc()
     addresses = {service.name: f"{options.host}:{service.port}" for service in running}
     if options.backend == "embedded":
         await asyncio.to_thread(
@@ -96,6 +93,14 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
     await stop.wait()
     print("stopping...", flush=True)
     await stop_services(running)
+
+
+def tune_gc() -> None:
+    """Garbage-collector settings for a serving process, once start-up is done."""
+    # Long-lived objects made at start-up need no more scans, and event-heavy work allocates
+    # many short-lived objects: fewer young-generation collections (bench/RESULTS.md).
+    gc.freeze()
+    gc.set_threshold(50_000, 10, 10)
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
