@@ -298,11 +298,10 @@ class PostgresEventStore(EventStore):
         self, causation_id: UUID, stream: str
     ) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
         rows = await self._fetch(self._for_command_sql, (causation_id, stream))
-        registry = self._registry
-        earlier = [to_recorded(row[1:], registry) for row in rows if row[0] == 1]
+        earlier = [row[1:] for row in rows if row[0] == 1]
         if earlier:
-            return earlier, []
-        return [], [to_recorded(row[1:], registry) for row in rows]
+            return self._decode(earlier), []
+        return [], self._decode([row[1:] for row in rows])
 
     async def stream_version(self, stream: str) -> int:
         [(version,)] = await self._fetch(self._version_sql, (stream,))
