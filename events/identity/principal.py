@@ -1,0 +1,31 @@
+"""The verified caller of an RPC, built from a token's claims and nothing else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from events.catalog.base import Role
+from events.envelope import Actor
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """A caller whose bearer token was verified.
+
+    ``subject`` is the token's ``sub``; ``role`` the role it acts in (one per token);
+    ``agency`` and ``team`` place it in the organisation (relationships such as "supervisor of
+    the assigned worker's team" are decided from them); ``entitlements`` are extra grants
+    named by the issuer (e.g. ``break_glass``).
+    """
+
+    subject: str
+    role: Role
+    agency: str
+    issuer: str
+    team: str | None = None
+    entitlements: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def actor(self) -> Actor:
+        """The actor recorded on every event this principal causes."""
+        return Actor(self.subject, self.role)
