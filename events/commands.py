@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from uuid import UUID, uuid4, uuid5
 
 from events.catalog.base import CaseEvent
-from events.envelope import Actor, EventMetadata, NewEvent
+from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
 from events.errors import FieldProblem
 
 if TYPE_CHECKING:
@@ -30,6 +30,16 @@ def _command_id(service: str, user_id: str, idempotency_key: str) -> UUID:
     return uuid5(_COMMAND_NAMESPACE, f"{service}\x1f{user_id}\x1f{idempotency_key}")
 
 
+@lru_cache(maxsize=1024)
+def _event_id_base(command_id: UUID, request_fingerprint: str) -> int:
+    # One base per command with the index in the low 16 bits: a command's events sit next
+    # to each other in the event-id index, so a 100-event append dirties a few index pages
+    # instead of one per event (bench/RESULTS.md). 106 random bits keep ids unique. The
+    # request's fingerprint is part of it, so the stored ids tell which request was recorded.
+    name = f"events\x1f{request_fingerprint}" if request_fingerprint else "events"
+    return uuid5(command_id, name).int & ~0xFFFF
+
+
 @dataclass(frozen=True, slots=True)
 class CommandContext:
     actor: Actor
@@ -37,6 +47,9 @@ class CommandContext:
     correlation_id: UUID = field(default_factory=uuid4)
     occurred_at: datetime | None = None
     expected_version: int | None = None
+    request_fingerprint: str = ""
+    """A digest of what the request asks for (``events.grpc_platform.fingerprint``); empty
+    when the command does not come from a request (tests, in-process callers)."""
 
     def command_id(self, service: str) -> UUID:
         """Stable id of this command: the same key from the same actor is the same command."""
@@ -56,16 +69,33 @@ class CommandContext:
             correlation_id=self.correlation_id,
             causation_id=command_id,
         )
-        # One base per command with the index in the low 16 bits: a command's events sit next
-        # to each other in the event-id index, so a 100-event append dirties a few index pages
-        # instead of one per event (bench/RESULTS.md). 106 random bits keep ids unique.
-        base = uuid5(command_id, "events").int & ~0xFFFF
+        base = _event_id_base(command_id, self.request_fingerprint)
         if len(events) > 0xFFFF:
             raise ValueError("a command records at most 65,535 events")
         return [
             NewEvent(event=event, metadata=metadata, event_id=UUID(int=base | index))
             for index, event in enumerate(events)
         ]
+
+    def check_retry(self, service: str, earlier: Sequence[RecordedEvent]) -> list[RecordedEvent]:
+        """``earlier`` (what this command's key recorded before) when this is a true retry of
+        the same request; ``IdempotencyKeyReused`` when the key was first used for another.
+
+        The first request's fingerprint is in the ids of the events it recorded (see
+        ``new_events``), so both backends compare without storing anything else. Events
+        recorded without a fingerprint (before fingerprints existed, or by a caller that has
+        no request) cannot be compared and are taken as the retry's answer.
+        """
+        if not self.request_fingerprint or not earlier:
+            return list(earlier)
+        command_id = self.command_id(service)
+        stored_base = earlier[0].event_id.int & ~0xFFFF
+        if stored_base not in (
+            _event_id_base(command_id, self.request_fingerprint),
+            _event_id_base(command_id, ""),
+        ):
+            raise IdempotencyKeyReused(self.idempotency_key)
+        return list(earlier)
 
 
 def derived_id(context: CommandContext, service: str, purpose: str) -> str:
@@ -121,6 +151,22 @@ class NotAllowed(CommandRejected):
         self.role = role
         self.action = action
         super().__init__(f"role {role!r} may not {action}")
+
+
+class IdempotencyKeyReused(RuleBroken):
+    """The key was first sent with another request: answering with the first request's result
+    would tell the caller that this one succeeded (FAILED_PRECONDITION, as payment APIs do)."""
+
+    RULE = "IDEMPOTENCY_KEY_REUSED"
+
+    def __init__(self, idempotency_key: str) -> None:
+        super().__init__(
+            self.RULE,
+            "this idempotency key was already used for a different request; a retry must"
+            " send the same request again, a new command needs a new key",
+            subject="context.idempotency_key",
+        )
+        self.idempotency_key = idempotency_key
 
 
 class VersionConflict(CommandRejected):

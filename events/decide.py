@@ -2,11 +2,21 @@
 
 The service's decision is a pure function of the stream's history that returns the new events
 (or raises a ``CommandRejected``). Retried commands return the events they recorded the first
-time; a writer that loses a race re-reads and decides again.
+time; a writer that loses a race reads what the winner appended and decides again.
+
+Losing a race is not the caller's problem: commands on one stream are decided one after the
+other in the store, so a loser retries, after a short random pause, for as long as
+``RETRY_BUDGET`` allows (sixty writers of one case need up to sixty rounds; a fixed number of
+attempts refused some of them). Only a command that states the version it expects
+(``CommandContext.expected_version``) is refused at once when the stream moved: its caller
+decided on what it saw and must look again. Commands on different streams never conflict.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
 from collections.abc import Callable, Sequence
 
 from events.catalog.base import CaseEvent
@@ -17,7 +27,19 @@ from events.store.port import EventStore
 
 Decision = Callable[[list[RecordedEvent]], Sequence[CaseEvent]]
 
-MAX_ATTEMPTS = 5
+RETRY_BUDGET = 10.0
+"""Seconds a command keeps deciding again after losing races before it is answered ABORTED."""
+
+FIRST_PAUSE = 0.002
+LONGEST_PAUSE = 0.1
+"""Pauses between attempts grow from ``FIRST_PAUSE`` to ``LONGEST_PAUSE``; each is a random
+part of that ("full jitter"), so losers of one race do not all come back together."""
+
+
+def pause_before(attempt: int) -> float:
+    """Seconds to wait before retry ``attempt`` (1 for the first retry)."""
+    ceiling = min(LONGEST_PAUSE, FIRST_PAUSE * 2 ** min(attempt, 16))
+    return random.uniform(0, ceiling)
 
 
 async def execute(
@@ -30,11 +52,10 @@ async def execute(
     command_id = context.command_id(service)
     earlier, history = await store.read_for_command(command_id, stream)
     if earlier:
-        return earlier
-    version = 0
-    for attempt in range(MAX_ATTEMPTS):
-        if attempt:
-            history = await store.read_stream(stream)
+        return context.check_retry(service, earlier)
+    deadline = time.monotonic() + RETRY_BUDGET
+    attempt = 0
+    while True:
         version = history[-1].sequence if history else 0
         expected = context.expected_version
         if expected is not None and expected != version:
@@ -47,9 +68,16 @@ async def execute(
         except ConcurrencyError:
             earlier = await store.read_by_causation(command_id)
             if earlier:
-                return earlier
+                # The same command, sent again, won the race on another connection or replica.
+                return context.check_retry(service, earlier)
             if expected is not None:
                 raise VersionConflict(
                     stream, expected, await store.stream_version(stream)
                 ) from None
-    raise VersionConflict(stream, version, await store.stream_version(stream))
+        attempt += 1
+        pause = pause_before(attempt)
+        if time.monotonic() + pause > deadline:
+            raise VersionConflict(stream, version, await store.stream_version(stream))
+        await asyncio.sleep(pause)
+        # Only what the winners appended since: the history read so far stays valid.
+        history = history + await store.read_stream(stream, from_version=version + 1)

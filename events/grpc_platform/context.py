@@ -20,6 +20,7 @@ from events.catalog.base import Role
 from events.commands import CommandContext, InvalidCommand
 from events.envelope import Actor
 from events.errors import FieldProblem
+from events.grpc_platform.fingerprint import current_fingerprint
 from events.queries import QueryContext
 
 MAX_KEY_LENGTH = 200
@@ -56,6 +57,7 @@ def command_context_problems(
             message.occurred_at.ToDatetime(tzinfo=UTC) if message.HasField("occurred_at") else None
         ),
         expected_version=message.expected_version or None,
+        request_fingerprint=current_fingerprint(),
     )
     if correlation is not None:
         context = replace(context, correlation_id=correlation)

@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from events.grpc_platform.errors import REFUSALS, abort_with
+from events.grpc_platform.fingerprint import serving
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +74,14 @@ StreamingMethod = TypeVar("StreamingMethod", bound=Callable[..., AsyncIterator[A
 
 
 def refusals_as_status(method: Method) -> Method:
-    """Decorate a unary servicer method so that command refusals become statuses with details."""
+    """Decorate a unary servicer method so that command refusals become statuses with details,
+    and the commands it reads know the request's fingerprint (``grpc_platform.fingerprint``)."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: Context) -> Any:
         try:
-            return await method(self, request, context)
+            with serving(request):
+                return await method(self, request, context)
         except REFUSALS as error:
             await abort_with(context, error)
 

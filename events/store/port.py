@@ -5,6 +5,9 @@ Guarantees every adapter must give (checked by ``tests/contract/test_event_store
 * ``append`` is atomic: all events of the call are stored, or none.
 * ``(stream, sequence)`` is unique: a writer whose ``expected_version`` is not the stream's
   current version gets ``ConcurrencyError`` and nothing is written.
+* ``expected_version=ANY_VERSION`` never conflicts: the store itself places the events after
+  whatever the stream holds when it writes them (appends are serialised in the store), so
+  streams of independent facts never make a writer retry (see ``ANY_VERSION``).
 * appending an event id that is already stored with the same content is a no-op that returns
   the stored records (safe retries); the same id with other content is an error.
 * ``read_all`` returns events in global-position order and never skips one, even when
@@ -25,13 +28,25 @@ from events.envelope import NewEvent, RecordedEvent
 NO_STREAM = 0
 """``expected_version`` for a stream that must not exist yet."""
 
+ANY_VERSION = -1
+"""``expected_version`` for an append that must not conflict with anyone: the store puts the
+events after the stream's newest event at the moment it writes them, serialised with every
+other append, and ``ConcurrencyError`` is never raised for it.
+
+Only for streams whose events are independent facts that no decision reads back before
+appending, such as the access log (``casetrail.record.accessed``: every read records one, and
+sixty readers of one case must not make each other retry). A decision (a command that looks at
+the stream's history) must always pass the version it decided on. Retries stay safe: an append
+whose event ids are already stored with the same content returns the stored events."""
+
 
 class EventStore(ABC):
     @abstractmethod
     async def append(
         self, stream: str, events: Sequence[NewEvent], expected_version: int
     ) -> list[RecordedEvent]:
-        """Append ``events`` to ``stream`` if it is at ``expected_version``."""
+        """Append ``events`` to ``stream`` if it is at ``expected_version`` (or wherever the
+        stream ends, for ``ANY_VERSION``)."""
 
     @abstractmethod
     async def read_stream(

@@ -71,9 +71,10 @@ class PostgresEventStore(EventStore):
         table = sql.Identifier(schema, "stored_events")
         # %b: arrays travel in binary, which spares psycopg escaping every item as text.
         self._append_sql = sql.SQL(
-            "SELECT first_position, recorded_at, error_state, error_detail, error_constraint,"
-            " error_message FROM {}.append_events_in_group(%b::text[], %b::integer[],"
-            " %b::integer[], %b, %b, %b::integer[], %b, %b, %b, %b, %b, %b, %b, %b)"
+            "SELECT first_position, recorded_at, first_sequence, error_state, error_detail,"
+            " error_constraint, error_message FROM {}.append_events_in_group(%b::text[],"
+            " %b::integer[], %b::integer[], %b, %b, %b::integer[], %b, %b, %b, %b, %b, %b, %b,"
+            " %b)"
         ).format(sql.Identifier(schema))
         self._select = sql.SQL(f"SELECT {COLUMNS} FROM {{}}").format(table)
         self._read_all_sql = self._select + sql.SQL(
@@ -155,14 +156,22 @@ class PostgresEventStore(EventStore):
             self._committing = asyncio.create_task(
                 self._commit_pending(), name=f"append:{self._schema}"
             )
-        first_position, recorded_at, state, detail, constraint, message = await future
+        (
+            first_position,
+            recorded_at,
+            first_sequence,
+            state,
+            detail,
+            constraint,
+            message,
+        ) = await future
         if state is not None:
             return await self._refused(
                 stream, events, expected_version, state, detail, constraint, message
             )
         return [
             recorded_from_new(
-                new, stream, expected_version + offset + 1, first_position + offset, recorded_at
+                new, stream, first_sequence + offset, first_position + offset, recorded_at
             )
             for offset, new in enumerate(events)
         ]

@@ -71,9 +71,31 @@ BEGIN
 END
 $$;
 
+-- Until the store learnt ANY_VERSION the two functions below returned no first_sequence; a
+-- function's result type cannot be changed in place, so the old ones are dropped first (only
+-- when they are the old ones: a running store keeps calling them).
+DO $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM pg_proc p
+        WHERE p.proname = 'append_events_in_group'
+          AND p.pronamespace = (SELECT relnamespace FROM pg_class WHERE oid = {table_name}::regclass)
+          AND NOT 'first_sequence' = ANY(coalesce(p.proargnames, ARRAY[]::text[]))
+    ) THEN
+        DROP FUNCTION {schema}.append_events_in_group(text[], integer[], integer[], uuid[],
+            text[], integer[], bytea[], text[], text[], text[], uuid[], uuid[], timestamptz[],
+            text[]);
+        DROP FUNCTION {schema}.append_events(text, integer, uuid[], text[], integer[], bytea[],
+            text[], text[], text[], uuid[], uuid[], timestamptz[], text[]);
+    END IF;
+END
+$$;
+
 -- Appends a batch to one stream atomically and returns the first position and the recorded-at
--- time shared by the whole batch. Raises CT001 (DETAIL: the stream's actual version) when the
--- stream is not at p_expected.
+-- time shared by the whole batch, and the sequence of its first event. Raises CT001 (DETAIL: the
+-- stream's actual version) when the stream is not at p_expected. p_expected = -1 (ANY_VERSION
+-- in events/store/port.py) appends after the stream's newest event, whatever it is: under the
+-- lock below nobody else can append meanwhile, so it never conflicts.
 --
 -- Gap-free reading: every append holds one transaction-level advisory lock from before it
 -- picks positions until after its commit is visible (PostgreSQL releases heavyweight locks
@@ -102,7 +124,8 @@ CREATE OR REPLACE FUNCTION {schema}.append_events(
     p_occurred_at     timestamptz[],
     p_subjects        text[],
     OUT first_position bigint,
-    OUT recorded_at    timestamptz
+    OUT recorded_at    timestamptz,
+    OUT first_sequence integer
 )
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -114,7 +137,9 @@ BEGIN
 
     SELECT coalesce(max(e.sequence), 0) INTO v_actual
     FROM {schema}.stored_events e WHERE e.stream = p_stream;
-    IF v_actual <> p_expected THEN
+    IF p_expected = -1 THEN
+        p_expected := v_actual;
+    ELSIF v_actual <> p_expected THEN
         RAISE EXCEPTION 'stream % is at version %, expected %', p_stream, v_actual, p_expected
             USING ERRCODE = 'CT001', DETAIL = v_actual::text;
     END IF;
@@ -122,6 +147,7 @@ BEGIN
     SELECT e.position, e.recorded_at INTO v_last, v_last_time
     FROM {schema}.stored_events e ORDER BY e.position DESC LIMIT 1;
     first_position := coalesce(v_last, 0) + 1;
+    first_sequence := p_expected + 1;
     -- never earlier than the event before it, even if the clock steps back
     recorded_at := greatest(clock_timestamp(), v_last_time);
 
@@ -153,7 +179,8 @@ $$;
 --
 -- The lock is taken here, before any sub-block: a lock first taken inside a sub-block that
 -- fails would be released with it, and the group would no longer commit in position order.
--- One row per request, in request order: first_position and recorded_at on success, else
+-- One row per request, in request order: first_position, recorded_at and first_sequence on
+-- success, else
 -- error_state (the SQLSTATE) with the error's detail, constraint and message.
 CREATE OR REPLACE FUNCTION {schema}.append_events_in_group(
     p_streams         text[],
@@ -174,6 +201,7 @@ CREATE OR REPLACE FUNCTION {schema}.append_events_in_group(
 RETURNS TABLE (
     first_position   bigint,
     recorded_at      timestamptz,
+    first_sequence   integer,
     error_state      text,
     error_detail     text,
     error_constraint text,
@@ -190,12 +218,14 @@ BEGIN
         v_to := v_from + p_counts[i] - 1;
         first_position := NULL;
         recorded_at := NULL;
+        first_sequence := NULL;
         error_state := NULL;
         error_detail := NULL;
         error_constraint := NULL;
         error_message := NULL;
         BEGIN
-            SELECT a.first_position, a.recorded_at INTO first_position, recorded_at
+            SELECT a.first_position, a.recorded_at, a.first_sequence
+            INTO first_position, recorded_at, first_sequence
             FROM {schema}.append_events(
                 p_streams[i], p_expected[i], p_event_ids[v_from:v_to],
                 p_event_types[v_from:v_to], p_schema_versions[v_from:v_to],

@@ -18,7 +18,7 @@ from events.checkpoints import CheckpointStore
 from events.envelope import NewEvent, RecordedEvent, from_micros, to_micros
 from events.errors import ConcurrencyError, DuplicateEventIdError
 from events.registry import EventRegistry
-from events.store.port import EventStore
+from events.store.port import ANY_VERSION, EventStore
 from events.store.rows import (
     COLUMNS,
     StoredRow,
@@ -131,7 +131,7 @@ class SqliteEventStore(EventStore):
                 recorded_from_new(
                     new,
                     stream,
-                    expected_version + offset,
+                    rows.after_sequence + offset,
                     rows.first_position + offset - 1,
                     recorded_at,
                 )
@@ -148,7 +148,10 @@ class SqliteEventStore(EventStore):
     ) -> list[StoredRow] | _Appended:
         """The new events' place, or the stored rows when this is a retry of a stored batch."""
         current = _version_of(connection, stream)
-        if current != expected_version:
+        if expected_version == ANY_VERSION:
+            # The writer thread is the file's only writer: the stream cannot move under us.
+            expected_version = current
+        elif current != expected_version:
             retried = _already_stored(connection, stream, events)
             if retried is not None:
                 return retried
@@ -171,7 +174,7 @@ class SqliteEventStore(EventStore):
         self._last_recorded_at = recorded_at
         # One writer and INTEGER PRIMARY KEY: the batch got consecutive positions.
         last_position = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
-        return _Appended(last_position - len(events) + 1, recorded_at)
+        return _Appended(last_position - len(events) + 1, recorded_at, expected_version)
 
     async def read_stream(
         self,
@@ -273,6 +276,8 @@ class SqliteEventStore(EventStore):
 class _Appended:
     first_position: int
     recorded_at: int
+    after_sequence: int
+    """The stream's version before the batch (its first event is this + 1)."""
 
 
 class SqliteCheckpointStore(CheckpointStore):

@@ -13,7 +13,7 @@ from events.catalog.base import CaseEvent
 from events.envelope import NewEvent
 from events.errors import ConcurrencyError, DuplicateEventIdError, UnknownEventTypeError
 from events.registry import EventRegistry
-from events.store.port import NO_STREAM, EventStore, drain
+from events.store.port import ANY_VERSION, NO_STREAM, EventStore, drain
 from tests.contract.conftest import StoreOpener
 from tests.support.sample_events import WORKER, NoteWritten, note
 
@@ -67,6 +67,50 @@ async def test_racing_writers_on_one_stream_exactly_one_wins(open_store: StoreOp
     assert len(winners) == 1
     assert all(isinstance(o, ConcurrencyError) for o in outcomes if not isinstance(o, list))
     assert await stores[0].stream_version("case-1") == 2
+
+
+async def test_any_version_appends_after_the_newest_event(event_store: EventStore) -> None:
+    await event_store.append("access-1", [note("1", "a"), note("1", "b")], NO_STREAM)
+
+    recorded = await event_store.append("access-1", [note("1", "c"), note("1", "d")], ANY_VERSION)
+
+    assert [r.sequence for r in recorded] == [3, 4]
+    assert [r.sequence for r in await event_store.read_stream("access-1")] == [1, 2, 3, 4]
+    assert await event_store.read_stream("access-1", from_version=3) == recorded
+
+
+async def test_any_version_appends_from_racing_writers_never_conflict(
+    open_store: StoreOpener,
+) -> None:
+    """Sixty readers of one case each record an access at once, through four store objects
+    (four processes, as far as the database can tell): every append succeeds, at once."""
+    stores = [await open_store() for _ in range(4)]
+
+    outcomes = await asyncio.gather(
+        *(
+            stores[i % len(stores)].append("access-1", [note("1", f"reader {i}")], ANY_VERSION)
+            for i in range(60)
+        ),
+        return_exceptions=True,
+    )
+
+    assert [o for o in outcomes if not isinstance(o, list)] == []
+    sequences = sorted(r.sequence for o in outcomes if isinstance(o, list) for r in o)
+    assert sequences == list(range(1, 61))
+    assert len(await stores[0].read_stream("access-1")) == 60
+
+
+async def test_any_version_resent_is_a_no_op_that_returns_the_stored_ones(
+    event_store: EventStore,
+) -> None:
+    batch = [note("1", "seen")]
+    first = await event_store.append("access-1", batch, ANY_VERSION)
+    await event_store.append("access-1", [note("1", "seen again")], ANY_VERSION)
+
+    again = await event_store.append("access-1", batch, ANY_VERSION)
+
+    assert again == first
+    assert await event_store.stream_version("access-1") == 2
 
 
 async def test_resending_the_same_events_is_a_no_op_that_returns_the_stored_ones(

@@ -100,7 +100,7 @@ async def register_client(
         await directory.refresh()
         earlier = await store.read_by_causation(context.command_id(SOURCE))
         if earlier:
-            return await _first_registration(directory, earlier)
+            return await _first_registration(directory, context.check_retry(SOURCE, earlier))
         found = await directory.candidates(probe_of(registration))
         recorded = await execute(
             store,

@@ -168,9 +168,19 @@ async def test_a_retried_command_returns_the_first_result_and_writes_nothing(
     assert first.plan_id
     assert len(first.goal_ids) == 1
     assert await planning.store.read_all(0) == written
-    # The same key with other content is still the same command: the first result stands.
-    changed = await draft(planning, "case-1", goal(goal_id="goal-other"))
-    assert changed == first
+    # The same key with another request is refused, never answered with the first result.
+    code, details = await refused(
+        planning.stub.DraftPlan(
+            planning_pb2.DraftPlanRequest(
+                context=ctx(key="draft-case-1"),
+                case_id="case-1",
+                goals=[goal(goal_id="goal-other")],
+            )
+        )
+    )
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    assert one(details, error_details_pb2.ErrorInfo).reason == "IDEMPOTENCY_KEY_REUSED"
+    assert await planning.store.read_all(0) == written
 
 
 async def test_bad_fields_are_all_reported_by_request_field_name(planning: Planning) -> None:

@@ -1,0 +1,91 @@
+"""Idempotency keys and lost races, below the services: the fingerprint that tells a retry
+from a reused key, and a decision that keeps trying while its stream is busy."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from casetrail.common.v1 import common_pb2
+from casetrail.planning.v1 import planning_pb2
+from events.catalog.base import Role
+from events.commands import CommandContext, IdempotencyKeyReused
+from events.decide import execute
+from events.envelope import Actor
+from events.grpc_platform.fingerprint import fingerprint_of
+from events.store.sqlite import SqliteEventStore
+from tests.support.sample_events import NoteWritten, sample_registry
+
+WORKER = Actor("maria.lopez", Role.SOCIAL_WORKER)
+
+
+def contact(
+    summary: str, key: str = "k-1", correlation: str = ""
+) -> planning_pb2.LogContactRequest:
+    return planning_pb2.LogContactRequest(
+        context=common_pb2.CommandContext(
+            actor=common_pb2.Actor(user_id="maria.lopez", role="social_worker"),
+            idempotency_key=key,
+            correlation_id=correlation,
+        ),
+        case_id="case-1",
+        kind="phone_call",
+        summary=summary,
+    )
+
+
+def test_the_fingerprint_ignores_the_context_and_nothing_else() -> None:
+    first = fingerprint_of(contact("called her daughter"))
+
+    assert fingerprint_of(contact("called her daughter", key="k-2", correlation="c")) == first
+    assert fingerprint_of(contact("called her son")) != first
+    assert fingerprint_of(planning_pb2.LogContactRequest(case_id="case-1")) != fingerprint_of(
+        planning_pb2.EvaluateProgressRequest(case_id="case-1")
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
+    opened = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    yield opened
+    await opened.close()
+
+
+def note(text: str) -> list[NoteWritten]:
+    return [NoteWritten(case_id="1", text=text, words=len(text.split()))]
+
+
+async def test_a_retry_gets_the_first_result_and_a_reused_key_is_refused(
+    store: SqliteEventStore,
+) -> None:
+    first = CommandContext(WORKER, "k-1", request_fingerprint="a" * 64)
+    recorded = await execute(store, "svc", first, "case-1", lambda _: note("first"))
+
+    retried = CommandContext(WORKER, "k-1", request_fingerprint="a" * 64)
+    assert await execute(store, "svc", retried, "case-1", lambda _: note("x")) == recorded
+    reused = CommandContext(WORKER, "k-1", request_fingerprint="b" * 64)
+    with pytest.raises(IdempotencyKeyReused):
+        await execute(store, "svc", reused, "case-1", lambda _: note("second"))
+    assert await store.stream_version("case-1") == 1
+
+
+async def test_sixty_decisions_on_one_stream_at_once_all_succeed(
+    store: SqliteEventStore,
+) -> None:
+    results = await asyncio.gather(
+        *(
+            execute(
+                store,
+                "svc",
+                CommandContext(WORKER, f"k-{number}"),
+                "case-1",
+                lambda _history, n=number: note(f"contact {n}"),  # type: ignore[misc]
+            )
+            for number in range(60)
+        )
+    )
+
+    assert sorted(r[0].sequence for r in results) == list(range(1, 61))
