@@ -79,9 +79,16 @@ check: $(PROTO_STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy events services cli tests bench
 
+# The ledger's independent verifier (Go, golang.org/x/mod/sumdb): built from the Go module proxy
+# into ~/.cache/casetrail, outside the repository (tests/integration/test_ledger_independent.py).
+.PHONY: ledger-verifier
+ledger-verifier: $(STAMP)
+	PATH="$$PATH:/usr/local/go/bin" $(PY) -c 'from tests.integration.test_ledger_independent import build_goverifier; print(build_goverifier())'
+
 .PHONY: test
 test: $(PROTO_STAMP)
 	$(MAKE) --no-print-directory check
+	$(MAKE) --no-print-directory ledger-verifier
 	$(MAKE) --no-print-directory servers-start
 	status=0; CASETRAIL_REQUIRE_SERVERS=1 $(PY) -m pytest -q $(PYTEST_ARGS) || status=$$?; \
 	  $(MAKE) --no-print-directory servers-stop; exit $$status

@@ -1,0 +1,182 @@
+"""The ledger of a PostgreSQL event store: tables in the store's own schema.
+
+The database hashes the leaves itself (``ledger_leaf_hash``: the canonical bytes of
+``events.ledger.canonical`` built in SQL, then SHA-256), so following or verifying a store moves
+32 bytes per event, not the event, and the hashing runs in the server process alongside ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from events.ledger.canonical import TAG
+from events.ledger.merkle import Hash, SubtreeKey
+from events.ledger.port import LedgerConflict, LedgerStore, StoredCheckpoint
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS {schema}.ledger_nodes (
+    level smallint NOT NULL,
+    idx bigint NOT NULL,
+    hash bytea NOT NULL,
+    CONSTRAINT ledger_nodes_pkey PRIMARY KEY (level, idx)
+);
+CREATE TABLE IF NOT EXISTS {schema}.ledger_checkpoints (
+    size bigint PRIMARY KEY,
+    note text NOT NULL
+);
+CREATE OR REPLACE FUNCTION {schema}.ledger_field(p text) RETURNS bytea
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT convert_to(octet_length(coalesce(p, ''))::text || ':' || coalesce(p, '') || ',', 'UTF8')
+$$;
+CREATE OR REPLACE FUNCTION {schema}.ledger_micros(p timestamptz) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT ((extract(epoch FROM p) * 1000000)::bigint)::text
+$$;
+-- The canonical bytes of events/ledger/canonical.py, hashed as an RFC 9162 leaf.
+CREATE OR REPLACE FUNCTION {schema}.ledger_leaf_hash(e {schema}.stored_events) RETURNS bytea
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT sha256('\\x00'::bytea || {tag}::bytea
+        || {schema}.ledger_field(e.position::text)
+        || {schema}.ledger_field(e.event_id::text)
+        || {schema}.ledger_field(e.stream)
+        || {schema}.ledger_field(e.sequence::text)
+        || {schema}.ledger_field(e.event_type)
+        || {schema}.ledger_field(e.schema_version::text)
+        || {schema}.ledger_field(e.source)
+        || {schema}.ledger_field(e.actor_id)
+        || {schema}.ledger_field(e.actor_role)
+        || {schema}.ledger_field(e.correlation_id::text)
+        || {schema}.ledger_field(e.causation_id::text)
+        || {schema}.ledger_field({schema}.ledger_micros(e.occurred_at))
+        || {schema}.ledger_field({schema}.ledger_micros(e.recorded_at))
+        || {schema}.ledger_field(e.subject)
+        || convert_to(octet_length(e.data)::text || ':', 'UTF8') || e.data || '\\x2c'::bytea)
+$$;
+"""
+
+Row = tuple[Any, ...]
+
+
+class PostgresLedgerStore(LedgerStore):
+    def __init__(self, connection: psycopg.AsyncConnection[Row], schema: str) -> None:
+        """Use ``connect()``."""
+        self._connection = connection
+        self._lock = asyncio.Lock()
+        table = sql.Identifier(schema, "ledger_nodes")
+        checkpoints = sql.Identifier(schema, "ledger_checkpoints")
+        events = sql.Identifier(schema, "stored_events")
+        self._size_sql = sql.SQL("SELECT max(idx) FROM {} WHERE level = 0").format(table)
+        self._insert_sql = sql.SQL(
+            "INSERT INTO {} (level, idx, hash) SELECT * FROM unnest(%s::smallint[],"
+            " %s::bigint[], %s::bytea[])"
+        ).format(table)
+        self._subtrees_sql = sql.SQL(
+            "SELECT level, idx, hash FROM {} WHERE (level, idx) IN"
+            " (SELECT * FROM unnest(%s::smallint[], %s::bigint[]))"
+        ).format(table)
+        self._leaves_sql = sql.SQL(
+            "SELECT hash FROM {} WHERE level = 0 AND idx >= %s ORDER BY idx LIMIT %s"
+        ).format(table)
+        self._store_leaves_sql = sql.SQL(
+            "SELECT e.position, {}.ledger_leaf_hash(e) FROM {} e WHERE e.position > %s"
+            " ORDER BY e.position LIMIT %s"
+        ).format(sql.Identifier(schema), events)
+        self._last_sql = sql.SQL("SELECT coalesce(max(position), 0) FROM {}").format(events)
+        self._save_sql = sql.SQL("INSERT INTO {} (size, note) VALUES (%s, %s)").format(checkpoints)
+        self._checkpoints_sql = sql.SQL(
+            "SELECT size, note FROM {} WHERE size > %s ORDER BY size LIMIT %s"
+        ).format(checkpoints)
+        self._latest_sql = sql.SQL("SELECT size, note FROM {} ORDER BY size DESC LIMIT 1").format(
+            checkpoints
+        )
+
+    @classmethod
+    async def connect(cls, dsn: str, *, schema: str) -> PostgresLedgerStore:
+        """Connect to the event store in ``schema`` (which must exist), creating the ledger's
+        tables where missing."""
+        connection = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        try:
+            tag_field = b"%d:%s," % (len(TAG), TAG)
+            script = sql.SQL(_SCHEMA).format(
+                schema=sql.Identifier(schema), tag=sql.Literal(tag_field)
+            )
+            async with connection.transaction():
+                # Services starting together must not create the same objects at once.
+                await connection.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ledger:{schema}",)
+                )
+                await connection.execute(script)
+        except BaseException:
+            await connection.close()
+            raise
+        return cls(connection, schema)
+
+    async def close(self) -> None:
+        await self._connection.close()
+
+    async def _fetch(self, query: sql.Composed, parameters: Sequence[Any]) -> list[Row]:
+        async with self._lock:
+            cursor = await self._connection.execute(query, parameters)
+            return await cursor.fetchall()
+
+    async def size(self) -> int:
+        [(last,)] = await self._fetch(self._size_sql, ())
+        return 0 if last is None else int(last) + 1
+
+    async def append(self, first_index: int, nodes: Sequence[tuple[SubtreeKey, Hash]]) -> None:
+        async with self._lock:
+            try:
+                async with self._connection.transaction():
+                    cursor = await self._connection.execute(self._size_sql)
+                    row = await cursor.fetchone()
+                    size = 0 if row is None or row[0] is None else int(row[0]) + 1
+                    if size != first_index:
+                        raise LedgerConflict(f"the ledger is not at {first_index} leaves")
+                    await self._connection.execute(
+                        self._insert_sql,
+                        (
+                            [level for (level, _), _ in nodes],
+                            [index for (_, index), _ in nodes],
+                            [digest for _, digest in nodes],
+                        ),
+                    )
+            except psycopg.errors.UniqueViolation:
+                raise LedgerConflict("another writer appended to the ledger first") from None
+
+    async def subtrees(self, keys: Iterable[SubtreeKey]) -> Mapping[SubtreeKey, Hash]:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        rows = await self._fetch(
+            self._subtrees_sql, ([level for level, _ in wanted], [index for _, index in wanted])
+        )
+        return {(int(level), int(index)): bytes(digest) for level, index, digest in rows}
+
+    async def leaf_hashes(self, first_index: int, limit: int) -> list[Hash]:
+        rows = await self._fetch(self._leaves_sql, (first_index, limit))
+        return [bytes(row[0]) for row in rows]
+
+    async def store_leaves(self, after_position: int, limit: int) -> list[tuple[int, Hash]]:
+        rows = await self._fetch(self._store_leaves_sql, (after_position, limit))
+        return [(int(position), bytes(digest)) for position, digest in rows]
+
+    async def store_last_position(self) -> int:
+        [(last,)] = await self._fetch(self._last_sql, ())
+        return int(last)
+
+    async def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        async with self._lock:
+            await self._connection.execute(self._save_sql, (checkpoint.size, checkpoint.note))
+
+    async def checkpoints(self, after_size: int = -1, limit: int = 1000) -> list[StoredCheckpoint]:
+        rows = await self._fetch(self._checkpoints_sql, (after_size, limit))
+        return [StoredCheckpoint(int(size), note) for size, note in rows]
+
+    async def latest_checkpoint(self) -> StoredCheckpoint | None:
+        rows = await self._fetch(self._latest_sql, ())
+        return None if not rows else StoredCheckpoint(int(rows[0][0]), rows[0][1])

@@ -1,0 +1,166 @@
+"""The ledger storage contract (events/ledger/port.py), run on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from events.ledger import merkle
+from events.ledger.canonical import canonical_row, parse_canonical
+from events.ledger.keys import FileSigner
+from events.ledger.log import LedgerLog, LedgerTampered
+from events.ledger.note import Checkpoint, open_checkpoint, origin_of
+from events.ledger.port import LedgerConflict, LedgerStore, StoredCheckpoint
+from events.store.port import EventStore
+from events.store.rows import COLUMNS
+from tests.contract.conftest import StoreOpener
+from tests.support.sample_events import note
+
+
+async def open_ledger(event_store: EventStore, tmp_path: Path) -> LedgerStore:
+    from events.store.sqlite import SqliteEventStore
+
+    if isinstance(event_store, SqliteEventStore):
+        from events.ledger.sqlite import SqliteLedgerStore
+
+        return await SqliteLedgerStore.open(tmp_path / "ledger.db", tmp_path / "events.db")
+    from events.ledger.postgres import PostgresLedgerStore
+    from tests.support.servers import postgres_dsn
+
+    return await PostgresLedgerStore.connect(postgres_dsn(), schema=event_store._schema)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def ledger(
+    event_store: EventStore, tmp_path: Path
+) -> AsyncIterator[tuple[EventStore, LedgerLog]]:
+    store = await open_ledger(event_store, tmp_path)
+    signer = FileSigner(origin_of("test-agency", "test"), tmp_path / "keys" / "test.key")
+    yield event_store, LedgerLog(store, signer)
+    await store.close()
+
+
+async def append_notes(store: EventStore, count: int, per_commit: int = 1) -> None:
+    case = f"case-{uuid.uuid4().hex[:8]}"
+    version = await store.stream_version(case)
+    while count > 0:
+        batch = [note(case, f"visit {i}") for i in range(min(per_commit, count))]
+        await store.append(case, batch, version)
+        version += len(batch)
+        count -= len(batch)
+
+
+async def stored_rows(store: EventStore) -> list[tuple[Any, ...]]:
+    from events.store.sqlite import SqliteEventStore
+
+    if isinstance(store, SqliteEventStore):
+        return await store._read(
+            lambda c: c.execute(f"SELECT {COLUMNS} FROM stored_events ORDER BY position").fetchall()
+        )
+    import psycopg
+
+    from tests.support.servers import postgres_dsn
+
+    schema = store._schema  # type: ignore[attr-defined]
+    async with await psycopg.AsyncConnection.connect(postgres_dsn()) as connection:
+        cursor = await connection.execute(
+            f'SELECT {COLUMNS} FROM "{schema}".stored_events ORDER BY position'
+        )
+        return await cursor.fetchall()
+
+
+async def test_leaves_hash_the_canonical_stored_bytes_the_same_on_every_backend(
+    ledger: tuple[EventStore, LedgerLog],
+) -> None:
+    store, log = ledger
+    await append_notes(store, 5, per_commit=2)
+    rows = await stored_rows(store)
+    leaves = await log.store.store_leaves(0, 100)
+    assert [position for position, _ in leaves] == [1, 2, 3, 4, 5]
+    for row, (_, leaf) in zip(rows, leaves, strict=True):
+        canonical = canonical_row(row)
+        assert merkle.leaf_hash(canonical) == leaf
+        fields = parse_canonical(canonical)
+        assert fields[1] == str(row[0]).encode()
+        assert fields[-1] == bytes(row[6])
+
+
+async def test_catch_up_stores_leaves_and_subtrees_and_roots_match(
+    ledger: tuple[EventStore, LedgerLog],
+) -> None:
+    store, log = ledger
+    await append_notes(store, 13, per_commit=3)
+    assert await log.catch_up() == 13
+    await append_notes(store, 7)
+    assert await log.catch_up() == 20
+    leaves = [leaf for _, leaf in await log.store.store_leaves(0, 100)]
+    assert await log.store.leaf_hashes(0, 100) == leaves
+    for size in range(1, 21):
+        assert await log.root(size) == merkle.root_of(leaves[:size])
+    proof = await log.inclusion_proof(7, 20)
+    merkle.verify_inclusion(6, 20, leaves[6], proof.hashes, merkle.root_of(leaves))
+    consistency = await log.consistency_proof(5, 20)
+    merkle.verify_consistency(
+        5, 20, merkle.root_of(leaves[:5]), merkle.root_of(leaves), consistency
+    )
+
+
+async def test_append_refuses_a_ledger_not_at_the_given_size(
+    ledger: tuple[EventStore, LedgerLog],
+) -> None:
+    _, log = ledger
+    with pytest.raises(LedgerConflict):
+        await log.store.append(3, [((0, 3), b"\x00" * 32)])
+    assert await log.store.size() == 0
+
+
+async def test_checkpoints_are_signed_stored_and_never_repeated(
+    ledger: tuple[EventStore, LedgerLog],
+) -> None:
+    store, log = ledger
+    await append_notes(store, 4)
+    first = await log.sign()
+    assert first.size == 4
+    assert await log.sign() == first
+    await append_notes(store, 2)
+    second = await log.sign()
+    checkpoint = open_checkpoint(second.note, await log.verifier())
+    assert (checkpoint.size, checkpoint.origin) == (6, "casetrail/test-agency/test")
+    assert checkpoint.root == await log.root(6)
+    assert await log.store.checkpoints() == [first, second]
+    assert await log.store.checkpoints(after_size=4) == [second]
+    assert await log.latest() == second
+
+
+async def test_bad_proof_requests_name_what_is_wrong(ledger: tuple[EventStore, LedgerLog]) -> None:
+    store, log = ledger
+    await append_notes(store, 3)
+    await log.catch_up()
+    with pytest.raises(merkle.ProofError, match="beyond the ledger's current size 3"):
+        await log.inclusion_proof(1, 4)
+    with pytest.raises(merkle.ProofError, match="position 4 is not in a tree of size 3"):
+        await log.inclusion_proof(4, 3)
+    with pytest.raises(merkle.ProofError, match="wrong order"):
+        await log.consistency_proof(3, 2)
+    with pytest.raises(merkle.ProofError, match="beyond"):
+        await log.consistency_proof(1, 9)
+
+
+async def test_the_log_refuses_to_sign_over_a_store_changed_behind_it(
+    ledger: tuple[EventStore, LedgerLog], open_store: StoreOpener
+) -> None:
+    store, log = ledger
+    await append_notes(store, 3)
+    await log.sign()
+    # A forged checkpoint row for a size the ledger does not hold: never signed over.
+    await log.store.save_checkpoint(
+        StoredCheckpoint(
+            9, await log.signer.sign_checkpoint(Checkpoint(log.origin, 9, merkle.EMPTY_ROOT))
+        )
+    )
+    with pytest.raises(LedgerTampered, match="holds 3 events but signed 9"):
+        await log.sign()

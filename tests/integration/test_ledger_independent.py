@@ -1,0 +1,234 @@
+"""casetrail's proofs and checkpoints, checked by code nobody on this project wrote.
+
+``goverifier/`` is a small Go program over ``golang.org/x/mod/sumdb/tlog`` (CheckRecord,
+CheckTree), ``golang.org/x/mod/sumdb/note`` (signed notes) and
+``github.com/transparency-dev/merkle/proof``; it is built here from the Go module proxy, into
+``~/.cache/casetrail/ledger-goverifier/`` (outside the repository). ``make test`` builds it too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from events.ledger import merkle
+from events.ledger.keys import FileSigner
+from events.ledger.merkle import Hash, RootAccumulator
+from events.ledger.note import Checkpoint, origin_of
+from tests.support.servers import servers_required
+
+SOURCE = Path(__file__).parent / "goverifier"
+MAX_SIZE = 1024
+
+
+def build_goverifier() -> Path:
+    """The verifier's binary, built once per version of its sources."""
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", "main.go"):
+        digest.update((SOURCE / name).read_bytes())
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    binary = cache / "casetrail" / "ledger-goverifier" / digest.hexdigest()[:16] / "goverifier"
+    if binary.exists():
+        return binary
+    go = shutil.which("go") or (
+        "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
+    )
+    if go is None:
+        message = "Go is not installed: the independent verifier cannot be built"
+        if servers_required():
+            pytest.fail(message)
+        pytest.skip(message)
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [go, "build", "-mod=readonly", "-o", str(binary), "."],
+        cwd=SOURCE,
+        check=True,
+        env={**os.environ, "GOFLAGS": "-mod=readonly"},
+    )
+    return binary
+
+
+@pytest.fixture(scope="module")
+def goverifier() -> Path:
+    return build_goverifier()
+
+
+def b64(value: bytes) -> str:
+    return base64.b64encode(value).decode()
+
+
+def run(binary: Path, requests: list[dict[str, object]]) -> list[str]:
+    text = "".join(json.dumps(request) + "\n" for request in requests)
+    done = subprocess.run(
+        [str(binary)], input=text, capture_output=True, text=True, check=True, timeout=600
+    )
+    answers = done.stdout.splitlines()
+    assert len(answers) == len(requests)
+    return answers
+
+
+class Tree:
+    """An in-memory ledger of ``size`` leaves: every complete subtree stored, like a ledger."""
+
+    def __init__(self, size: int) -> None:
+        self.leaves = [merkle.leaf_hash(b"event %d" % i) for i in range(size)]
+        self.subtrees: dict[merkle.SubtreeKey, Hash] = {}
+        accumulator = RootAccumulator()
+        self.roots = [merkle.EMPTY_ROOT]
+        for leaf in self.leaves:
+            self.subtrees.update(accumulator.append_completing(leaf))
+            self.roots.append(accumulator.root())
+
+    def source(self, keys: object) -> dict[merkle.SubtreeKey, Hash]:
+        return self.subtrees
+
+
+@pytest.fixture(scope="module")
+def tree() -> Tree:
+    return Tree(MAX_SIZE)
+
+
+@pytest.fixture(scope="module")
+def signed(tree: Tree, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
+    """The verifier key and a signed checkpoint for every size 1..MAX_SIZE."""
+    import asyncio
+
+    signer = FileSigner(
+        origin_of("test-agency", "intake"), tmp_path_factory.mktemp("keys") / "intake.key"
+    )
+
+    async def sign_all() -> list[str]:
+        return [
+            await signer.sign_checkpoint(Checkpoint(signer.name, size, tree.roots[size]))
+            for size in range(1, MAX_SIZE + 1)
+        ]
+
+    notes = asyncio.run(sign_all())
+    return str(asyncio.run(signer.verifier())), notes
+
+
+def note_requests(signed: tuple[str, list[str]]) -> list[dict[str, object]]:
+    vkey, notes = signed
+    return [{"kind": "note", "vkey": vkey, "note": note} for note in notes]
+
+
+def inclusion_requests(tree: Tree) -> Iterator[dict[str, object]]:
+    for size in range(1, MAX_SIZE + 1):
+        for index in range(size):
+            proof = merkle.inclusion_proof(index, size, tree.source)
+            yield {
+                "kind": "record",
+                "size": size,
+                "index": index,
+                "leaf": b64(tree.leaves[index]),
+                "proof": [b64(h) for h in proof],
+            }
+
+
+def consistency_requests(tree: Tree) -> Iterator[dict[str, object]]:
+    for size in range(1, MAX_SIZE + 1):
+        for old in range(1, size + 1):
+            proof = merkle.consistency_proof(old, size, tree.source)
+            yield {"kind": "tree", "old": old, "size": size, "proof": [b64(h) for h in proof]}
+
+
+def test_go_accepts_every_checkpoint_and_every_inclusion_proof_up_to_1024(
+    goverifier: Path, tree: Tree, signed: tuple[str, list[str]]
+) -> None:
+    requests = note_requests(signed) + list(inclusion_requests(tree))
+    answers = run(goverifier, requests)
+    failures = [(r, a) for r, a in zip(requests, answers, strict=True) if a != "ok"]
+    assert not failures, failures[:3]
+    assert len(requests) == MAX_SIZE + MAX_SIZE * (MAX_SIZE + 1) // 2
+
+
+def test_go_accepts_every_consistency_proof_up_to_1024(
+    goverifier: Path, tree: Tree, signed: tuple[str, list[str]]
+) -> None:
+    requests = note_requests(signed) + list(consistency_requests(tree))
+    answers = run(goverifier, requests)
+    failures = [(r, a) for r, a in zip(requests, answers, strict=True) if a != "ok"]
+    assert not failures, failures[:3]
+
+
+def test_go_rejects_modified_proofs_and_notes(
+    goverifier: Path, tree: Tree, signed: tuple[str, list[str]]
+) -> None:
+    vkey, notes = signed
+    flipped_root = notes[99].replace(b64(tree.roots[100]), b64(tree.roots[99]))
+    bigger = notes[99].replace("\n100\n", "\n101\n")
+    forged_signature = notes[99][:-10] + ("A" if notes[99][-10] != "A" else "B") + notes[99][-9:]
+    inclusion = merkle.inclusion_proof(37, 100, tree.source)
+    consistency = merkle.consistency_proof(37, 100, tree.source)
+    corrupted = bytes([inclusion[2][0] ^ 1]) + inclusion[2][1:]
+    base = note_requests(signed)
+    bad: list[dict[str, object]] = [
+        {"kind": "note", "vkey": vkey, "note": flipped_root},
+        {"kind": "note", "vkey": vkey, "note": bigger},
+        {"kind": "note", "vkey": vkey, "note": forged_signature},
+        {"kind": "note", "vkey": vkey.replace("intake", "planning"), "note": notes[99]},
+        # a sibling hash flipped, one dropped, one added, the wrong leaf, the wrong index
+        *[
+            {"kind": "record", "size": 100, "index": index, "leaf": b64(leaf), "proof": proof}
+            for index, leaf, proof in [
+                (
+                    37,
+                    tree.leaves[37],
+                    [b64(h) for h in [*inclusion[:2], corrupted, *inclusion[3:]]],
+                ),
+                (37, tree.leaves[37], [b64(h) for h in inclusion[:-1]]),
+                (37, tree.leaves[37], [b64(h) for h in [*inclusion, inclusion[0]]]),
+                (37, tree.leaves[38], [b64(h) for h in inclusion]),
+                (36, tree.leaves[37], [b64(h) for h in inclusion]),
+            ]
+        ],
+        {"kind": "tree", "old": 37, "size": 100, "proof": [b64(h) for h in consistency[1:]]},
+        {"kind": "tree", "old": 38, "size": 100, "proof": [b64(h) for h in consistency]},
+        {
+            "kind": "tree",
+            "old": 37,
+            "size": 100,
+            "proof": [b64(h) for h in [consistency[0], corrupted, *consistency[2:]]],
+        },
+    ]
+    answers = run(goverifier, base + bad)
+    assert all(answer == "ok" for answer in answers[: len(base)])
+    rejected = answers[len(base) :]
+    assert all(answer.startswith("fail") for answer in rejected), list(
+        zip(bad, rejected, strict=True)
+    )
+
+
+def test_transparency_dev_merkle_test_vectors(goverifier: Path) -> None:
+    """The vectors of github.com/transparency-dev/merkle/testonly, read from the module the
+    Go module proxy serves (not copied into this repository)."""
+    done = subprocess.run(
+        [str(goverifier), "vectors"], capture_output=True, text=True, check=True, timeout=60
+    )
+    vectors = json.loads(done.stdout)
+    leaves = [merkle.leaf_hash(base64.b64decode(item)) for item in vectors["leaf_inputs"]]
+    roots = [base64.b64decode(item) for item in vectors["root_hashes"]]
+    assert base64.b64decode(vectors["empty_root"]) == merkle.EMPTY_ROOT
+    assert len(roots) == len(leaves) + 1
+    for size, root in enumerate(roots):
+        assert merkle.root_of(leaves[:size]) == root
+    # Our proofs over the vector tree verify against the vector roots.
+    accumulator = RootAccumulator()
+    subtrees: dict[merkle.SubtreeKey, Hash] = {}
+    for leaf in leaves:
+        subtrees.update(accumulator.append_completing(leaf))
+    for size in range(1, len(leaves) + 1):
+        for index in range(size):
+            proof = merkle.inclusion_proof(index, size, lambda _: subtrees)
+            merkle.verify_inclusion(index, size, leaves[index], proof, roots[size])
+        for old in range(1, size + 1):
+            proof = merkle.consistency_proof(old, size, lambda _: subtrees)
+            merkle.verify_consistency(old, size, roots[old], roots[size], proof)
