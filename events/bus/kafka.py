@@ -56,6 +56,15 @@ class KafkaEventPublisher(EventPublisher):
     Records go out in record batches built here, one open batch per partition, chosen by
     the Java client's partitioner (murmur2 of the key) exactly as a per-record ``send``
     would: far less work per record than ``send``, and the same partition for every case.
+
+    Each partition is a lane (``_Lanes``): its batches reach the producer one at a time, the
+    next only once the broker acknowledged the one before. aiokafka sends one batch per
+    partition at a time anyway, but it fails a queued batch on its own (e.g. after
+    ``request_timeout_ms`` without a known leader) and then sends the batches queued behind
+    it once the leader is back; the relay, rewinding to the failed one, would put a case's
+    earlier events on the log after its later ones. A failed batch instead fails every later
+    batch of its lane unsent, so nothing of a partition is written after a failure until the
+    relay publishes again from the failed batch on (issue 13).
     """
 
     def __init__(self, settings: KafkaSettings, topic: str = DEFAULT_CASE_EVENTS_TOPIC) -> None:
@@ -68,6 +77,7 @@ class KafkaEventPublisher(EventPublisher):
         self._stopped = False
         self._lock = asyncio.Lock()
         self._partitions = _Partitions()
+        self._lanes = _Lanes()
 
     async def start(self) -> None:
         async with self._lock:
@@ -117,10 +127,11 @@ class KafkaEventPublisher(EventPublisher):
     async def _send(self, producer: Any, encoded: list[KafkaRecord]) -> list[asyncio.Future[Any]]:
         """Queue ``encoded`` in the producer; one future per record batch.
 
-        A partition's batches are queued in order and the idempotent producer delivers them
-        in order, so records keep their order per key, also across calls.
+        A partition's batches reach the producer in order, one at a time, and none after one
+        that failed (``_Lanes``), so records keep their order per key, also across calls.
         """
         choose = self._partitions.chooser(await producer.partitions_for(self._topic))
+        lanes, topic = self._lanes, self._topic
         open_batches: dict[int, Any] = {}
         sent: list[asyncio.Future[Any]] = []
         try:
@@ -131,12 +142,12 @@ class KafkaEventPublisher(EventPublisher):
                     batch = open_batches[partition] = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                     # Full: queue it and start another (a first record always fits).
-                    sent.append(await producer.send_batch(batch, self._topic, partition=partition))
+                    sent.append(await lanes.hand_over(producer, topic, partition, batch))
                     batch = open_batches[partition] = producer.create_batch()
                     batch.append(key=key, value=value, timestamp=None, headers=headers)
             for partition, batch in open_batches.items():
                 batch.close()  # nothing more is coming for now: no point lingering
-                sent.append(await producer.send_batch(batch, self._topic, partition=partition))
+                sent.append(await lanes.hand_over(producer, topic, partition, batch))
         except BaseException:
             for future in sent:
                 future.add_done_callback(_observe)
@@ -188,10 +199,63 @@ class KafkaEventPublisher(EventPublisher):
 
     async def _discard(self) -> None:
         producer, self._producer = self._producer, None
+        # Batches still waiting in a lane were meant for this producer: they fail unsent.
+        self._lanes = _Lanes()
         if producer is not None:
             if self._failed is producer:
                 self._failed = None
             await close_quietly(producer, self._settings.request_timeout_ms / 1000)
+
+
+class EarlierBatchFailed(Exception):
+    """A batch was not sent because an earlier batch of its partition failed."""
+
+
+class _Lanes:
+    """One lane per partition: a batch reaches the producer only once the one before it in
+    its lane was acknowledged, and never if that one failed (see ``KafkaEventPublisher``).
+
+    Most of the time the lane is free (its last batch is acknowledged) and the batch is
+    handed over at once; otherwise a small task hands it over when its turn comes.
+    """
+
+    def __init__(self) -> None:
+        self._tails: dict[int, asyncio.Future[Any]] = {}
+
+    async def hand_over(
+        self, producer: Any, topic: str, partition: int, batch: Any
+    ) -> asyncio.Future[Any]:
+        """Queue ``batch`` behind its lane; the result completes once the broker acknowledged
+        it, or fails (with ``EarlierBatchFailed`` if it was never sent)."""
+        tail = self._tails.get(partition)
+        delivery: asyncio.Future[Any]
+        if tail is None or (tail.done() and _succeeded(tail)):
+            delivery = await producer.send_batch(batch, topic, partition=partition)
+        else:
+            delivery = asyncio.ensure_future(_after(tail, producer, topic, partition, batch))
+        self._tails[partition] = delivery
+        return delivery
+
+
+async def _after(
+    earlier: asyncio.Future[Any], producer: Any, topic: str, partition: int, batch: Any
+) -> Any:
+    try:
+        await asyncio.shield(earlier)
+    except asyncio.CancelledError as error:
+        if not earlier.cancelled():
+            raise  # this hand-over itself was cancelled
+        raise EarlierBatchFailed(_EARLIER_FAILED.format(partition=partition)) from error
+    except Exception as error:
+        raise EarlierBatchFailed(_EARLIER_FAILED.format(partition=partition)) from error
+    return await (await producer.send_batch(batch, topic, partition=partition))
+
+
+_EARLIER_FAILED = "not sent: an earlier batch of partition {partition} failed"
+
+
+def _succeeded(future: asyncio.Future[Any]) -> bool:
+    return not future.cancelled() and future.exception() is None
 
 
 class _Partitions:
