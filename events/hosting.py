@@ -26,6 +26,7 @@ from events.catalog_registry import default_registry
 from events.checkpoints import CheckpointStore
 from events.grpc_platform.server import Registration, create_server
 from events.outbox import OutboxRelay
+from events.parking import ParkingLot
 from events.projections.port import Projection, ReadModelStore
 from events.projections.runner import BusProjectionHandler, catch_up, follow
 from events.registry import EventRegistry
@@ -102,6 +103,20 @@ async def open_event_store(
     return sqlite_store, SqliteCheckpointStore(sqlite_store), sqlite_store.close
 
 
+async def open_parking_lot(infra: Infrastructure, service: str, store: EventStore) -> ParkingLot:
+    """Where the service's relay parks records the bus refuses for good: beside its checkpoint
+    (the same PostgreSQL schema, or the SQLite file of ``store``)."""
+    if infra.postgres_dsn is not None:
+        from events.store.postgres_parking import PostgresParkingLot
+
+        return await PostgresParkingLot.connect(infra.postgres_dsn, schema=f"{service}_events")
+    from events.store.sqlite import SqliteEventStore, SqliteParkingLot
+
+    if not isinstance(store, SqliteEventStore):
+        raise TypeError(f"no parking lot for a {type(store).__name__}")
+    return SqliteParkingLot(store)
+
+
 async def open_read_models(infra: Infrastructure, service: str) -> ReadModelStore:
     if infra.postgres_dsn is not None:
         from events.projections.postgres import PostgresReadModelStore
@@ -142,8 +157,10 @@ class ServiceHost:
         checkpoints: CheckpointStore,
         read_models: ReadModelStore,
         close_store: Callable[[], Awaitable[None]],
+        parking: ParkingLot | None = None,
     ) -> None:
         self.service = service
+        self._parking = parking
         self.source = f"casetrail/{service}"
         self.infra = infra
         self.store = store
@@ -204,7 +221,13 @@ class ServiceHost:
                 )
             )
         publisher = await self._publisher()
-        relay = OutboxRelay(self.store, publisher, self._checkpoints, f"{self.service}-outbox")
+        relay = OutboxRelay(
+            self.store,
+            publisher,
+            self._checkpoints,
+            relay_name(self.service),
+            parking=self._parking,
+        )
         self._spawn(relay.run(self._stop))
         for group, handler, event_types in self._subscriptions:
             subscription = self._subscriber().run(
@@ -290,7 +313,8 @@ async def watch_outbox(
 
     The service itself stays SERVING while the bus is down, because commands are still
     accepted into the store and will be published later; the outbox entry tells operators
-    (and alerting) that events are piling up.
+    (and alerting) that events are piling up, or that records are parked (refused by the bus
+    for good, or held behind one of their case) until an operator retries them.
     """
     serving = health_pb2.HealthCheckResponse.SERVING
     stalled = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -298,14 +322,24 @@ async def watch_outbox(
     while not stop.is_set():
         status = await relay.status()
         waiting = status.publish_waiting_seconds or 0.0
-        healthy = status.consecutive_failures == 0 and waiting < OUTBOX_STALL_SECONDS
+        healthy = (
+            status.consecutive_failures == 0
+            and waiting < OUTBOX_STALL_SECONDS
+            and status.parked == 0
+        )
         if healthy != reported:
             if not healthy:
                 log.warning(
                     "%s: %d events not yet on the bus (%s)",
                     health_name,
-                    status.lag,
-                    status.last_error or f"a publish has waited {waiting:.0f} s",
+                    status.lag + status.parked,
+                    status.last_error
+                    or (
+                        f"{status.parked} records parked, {status.parked_reason};"
+                        " `casetrail parked list` shows them"
+                        if status.parked
+                        else f"a publish has waited {waiting:.0f} s"
+                    ),
                 )
             await health_servicer.set(health_name, serving if healthy else stalled)
             reported = healthy
@@ -316,5 +350,11 @@ async def watch_outbox(
 async def host_for(infra: Infrastructure, service: str) -> ServiceHost:
     """Open the service's storage and return a host ready for projections and subscriptions."""
     store, checkpoints, close_store = await open_event_store(infra, service)
+    parking = await open_parking_lot(infra, service, store)
     read_models = await open_read_models(infra, service)
-    return ServiceHost(service, infra, store, checkpoints, read_models, close_store)
+    return ServiceHost(service, infra, store, checkpoints, read_models, close_store, parking)
+
+
+def relay_name(service: str) -> str:
+    """The name of a service's outbox relay (its checkpoint and parked records)."""
+    return f"{service}-outbox"

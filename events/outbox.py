@@ -13,6 +13,15 @@ keeps each case's order across them (``EventPublisher.enqueue``).
 
 A bus that forgets on restart (``publisher.durable`` is false, e.g. the in-process bus) is
 refilled from position 0 on every start, and the checkpoint is neither read nor written.
+
+A record the bus refuses for good (``PublishError.refused``, e.g. larger than the topic
+allows) must not stop the service's publishing for ever: the relay publishes the records of
+the failed round one at a time to find it, parks it (``events.parking``) with the reason, and
+goes on. Every later record of the same case (bus key) is parked behind it, so no consumer
+sees a case's later events without it; other cases flow on. While anything is parked the
+relay's status says so (``parked``, ``parked_reason``) and health reports the outbox
+NOT_SERVING. An operator's retry (``casetrail parked retry``) makes the relay publish that
+case's parked records in their order and release them.
 """
 
 from __future__ import annotations
@@ -21,13 +30,17 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from events.bus.errors import PublishError
-from events.bus.port import Acknowledgement, EventPublisher
+from events.bus.port import Acknowledgement, EventPublisher, already_acknowledged
 from events.bus.retry import Backoff, Stopped, sleep_unless_stopped, until_stopped
 from events.checkpoints import CheckpointStore
+from events.envelope import RecordedEvent
+from events.parking import InMemoryParkingLot, ParkedRecord, ParkingLot
 from events.store.port import EventStore
 
 log = logging.getLogger(__name__)
@@ -48,6 +61,12 @@ class RelayStatus:
     """How long the oldest publish in flight has waited for the bus (``None`` when idle). A bus
     that is down may make a publish wait rather than fail: this, with ``lag``, is what a
     health check should watch."""
+    parked: int = 0
+    """Records parked now (refused by the bus, or held behind one of their case)."""
+    parked_total: int = 0
+    """Records this relay has parked since it was created (a counter for metrics)."""
+    parked_reason: str | None = None
+    """Why the oldest parked record was refused (no event data in it)."""
 
     @property
     def lag(self) -> int:
@@ -76,7 +95,12 @@ class OutboxRelay:
         max_in_flight: int = 4,
         backoff: Backoff | None = None,
         idle_timeout: float = 1.0,
+        parking: ParkingLot | None = None,
+        retry_check_every: float = 2.0,
     ) -> None:
+        """``parking``: where refused records are set aside; durable for a durable bus (a
+        parked record is behind the checkpoint). ``retry_check_every``: seconds between
+        looks for an operator's retry request while something is parked."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         if max_in_flight < 1:
@@ -95,6 +119,15 @@ class OutboxRelay:
         self._failures = 0
         self._last_error: str | None = None
         self._publishing_since: float | None = None
+        self._parking = parking or InMemoryParkingLot()
+        self._retry_check_every = retry_check_every
+        self._parked: dict[str, list[int]] | None = None
+        """Parked positions per bus key (loaded on the first publish)."""
+        self._parked_reason: str | None = None
+        self._parked_total = 0
+        self._retries_checked = 0.0
+        self._isolate_through: int | None = None
+        """After a refusal: publish one record at a time up to this position."""
 
     @property
     def name(self) -> str:
@@ -105,8 +138,12 @@ class OutboxRelay:
         published. Raises (with the checkpoint where it was) if the bus or store fails."""
         async with self._lock:
             position = await self._start_position()
+            await self._load_parked()
+            published = await self._serve_retries()
+            if self._isolate_through is not None:
+                published += await self._publish_one_at_a_time(self._isolate_through)
+                position = self._position or 0
             in_flight: deque[_InFlight] = deque()
-            published = 0
             reading = asyncio.ensure_future(self._store.read_all(position, self._batch_size))
             try:
                 while True:
@@ -120,9 +157,14 @@ class OutboxRelay:
                     if batch:
                         since = time.monotonic()
                         self._publishing_since = in_flight[0].since if in_flight else since
-                        acknowledged = await self._publisher.enqueue(batch)
+                        sending = await self._hold_parked_cases(batch)
+                        acknowledged = (
+                            await self._publisher.enqueue(sending)
+                            if sending
+                            else already_acknowledged()
+                        )
                         in_flight.append(
-                            _InFlight(batch[-1].position, len(batch), acknowledged, since)
+                            _InFlight(batch[-1].position, len(sending), acknowledged, since)
                         )
                     published += await self._settle(in_flight, everything=not more)
                     if not more:
@@ -155,7 +197,11 @@ class OutboxRelay:
                 in_flight.popleft()
                 position = oldest.position
                 count += oldest.count
-        except Exception:
+        except Exception as error:
+            if isinstance(error, PublishError) and error.refused:
+                # Some record of the failed batch, or of one sent after it, is refused for
+                # good: the next attempt looks for it one record at a time.
+                self._isolate_through = in_flight[-1].position
             if position is not None:
                 await self._advance(position, count)
             raise
@@ -171,6 +217,143 @@ class OutboxRelay:
             await self._checkpoints.save(self._name, position)
         self._position = position
         self._published_total += count
+
+    async def _load_parked(self) -> None:
+        if self._parked is None:
+            parked = await self._parking.parked(self._name)
+            self._parked = {}
+            for record in parked:
+                self._parked.setdefault(record.key, []).append(record.position)
+            self._parked_reason = _first_refusal(parked)
+            if parked:
+                log.error(
+                    "relay %s: %d records parked (%s); `casetrail parked` lists and retries them",
+                    self._name,
+                    len(parked),
+                    self._parked_reason,
+                )
+
+    async def _hold_parked_cases(self, batch: Sequence[RecordedEvent]) -> list[RecordedEvent]:
+        """Park the records of ``batch`` whose case has a parked record; return the others."""
+        parked = self._parked or {}
+        if not parked:
+            return list(batch)
+        sending: list[RecordedEvent] = []
+        held: list[RecordedEvent] = []
+        for record in batch:
+            (held if record.subject in parked else sending).append(record)
+        if held:
+            await self._park(held, None)
+        return sending
+
+    async def _publish_one_at_a_time(self, through: int) -> int:
+        """Publish up to position ``through`` record by record, parking those the bus refuses
+        for good (and their case's later ones); a transient failure raises as usual."""
+        published = 0
+        while (self._position or 0) < through:
+            batch = await self._store.read_all(self._position or 0, self._batch_size)
+            if not batch:
+                break
+            for record in batch:
+                if record.position > through:
+                    break
+                sending = await self._hold_parked_cases([record])
+                if sending:
+                    try:
+                        await self._publisher.publish(sending)
+                    except PublishError as error:
+                        if not error.refused:
+                            raise
+                        await self._park(sending, f"refused by the bus: {error}")
+                    else:
+                        published += 1
+                await self._advance(record.position, len(sending))
+        self._isolate_through = None
+        return published
+
+    async def _park(self, records: Sequence[RecordedEvent], refusal: str | None) -> None:
+        """Durably park ``records``: refused ones with ``refusal``, else held behind the parked
+        record of their case."""
+        parked = self._parked if self._parked is not None else {}
+        now = datetime.now(UTC)
+        rows = []
+        for record in records:
+            earlier = parked.get(record.subject)
+            reason = (
+                refusal
+                if refusal is not None
+                else f"held: position {earlier[0] if earlier else '?'} of this case is parked"
+            )
+            rows.append(
+                ParkedRecord(
+                    relay=self._name,
+                    position=record.position,
+                    event_id=record.event_id,
+                    key=record.subject,
+                    stream=record.stream,
+                    sequence=record.sequence,
+                    event_type=record.event_type,
+                    reason=reason,
+                    parked_at=now,
+                )
+            )
+        await self._parking.park(rows)
+        for row in rows:
+            parked.setdefault(row.key, []).append(row.position)
+        self._parked = parked
+        self._parked_total += len(rows)
+        if refusal is not None:
+            self._parked_reason = self._parked_reason or refusal
+            for row in rows:
+                log.error(
+                    "relay %s: parked position %d (%s, stream %s #%d): %s; later events of"
+                    " its case are held until `casetrail parked retry`",
+                    self._name,
+                    row.position,
+                    row.event_type,
+                    row.stream,
+                    row.sequence,
+                    refusal,
+                )
+
+    async def _serve_retries(self) -> int:
+        """Publish the parked records of every case an operator asked to retry, in order;
+        release those the bus took. Looks at most every ``retry_check_every`` seconds."""
+        if not self._parked or time.monotonic() - self._retries_checked < self._retry_check_every:
+            return 0
+        self._retries_checked = time.monotonic()
+        parked = await self._parking.parked(self._name)
+        requested = list(dict.fromkeys(r.key for r in parked if r.retry_requested))
+        published = 0
+        for key in requested:
+            positions = [r.position for r in parked if r.key == key]
+            done: list[int] = []
+            try:
+                for position in positions:
+                    await self._publisher.publish(await self._store.read_all(position - 1, 1))
+                    done.append(position)
+            except PublishError as error:
+                log.error(
+                    "relay %s: retry of case %s stopped at position %d: %s",
+                    self._name,
+                    key,
+                    positions[len(done)],
+                    error,
+                )
+                await self._parking.retry_done(self._name, key)
+            await self._parking.release(self._name, done)
+            published += len(done)
+            remaining = positions[len(done) :]
+            assert self._parked is not None
+            if remaining:
+                self._parked[key] = remaining
+            else:
+                del self._parked[key]
+                log.info("relay %s: case %s published again, nothing parked", self._name, key)
+        if requested:
+            self._parked_reason = _first_refusal(await self._parking.parked(self._name))
+            self._published_total += published
+        return published
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set. Failures are retried forever with backoff."""
@@ -220,6 +403,9 @@ class OutboxRelay:
                 if self._publishing_since is None
                 else time.monotonic() - self._publishing_since
             ),
+            parked=sum(len(positions) for positions in (self._parked or {}).values()),
+            parked_total=self._parked_total,
+            parked_reason=self._parked_reason,
         )
 
     async def _start_position(self) -> int:
@@ -228,6 +414,13 @@ class OutboxRelay:
             durable = self._publisher.durable
             self._position = await self._checkpoints.load(self._name) if durable else 0
         return self._position
+
+
+def _first_refusal(parked: Sequence[ParkedRecord]) -> str | None:
+    for record in parked:
+        if not record.reason.startswith("held:"):
+            return f"position {record.position} {record.reason}"
+    return None
 
 
 def _observe(future: asyncio.Future[Any]) -> None:

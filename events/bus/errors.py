@@ -14,7 +14,15 @@ class PublishError(BusError):
 
     Some records may have been written anyway; the caller publishes the whole batch again
     (consumers are idempotent), it never assumes a partial success.
+
+    ``refused``: the bus refused a record of it for good (e.g. too large for the topic), so
+    sending the same records again cannot succeed; the outbox relay then finds the record at
+    fault and parks it (``events.parking``) instead of retrying for ever.
     """
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class TopicConfigurationError(BusError):

@@ -15,6 +15,11 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
+from aiokafka.errors import (
+    InvalidTimestampError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
 from aiokafka.partitioner import DefaultPartitioner
 
 from events.bus.errors import PublishError
@@ -184,7 +189,8 @@ class KafkaEventPublisher(EventPublisher):
 
     def _failure(self, count: int, error: BaseException) -> PublishError:
         return PublishError(
-            f"Kafka did not acknowledge all {count} records on {self._topic!r}: {describe(error)}"
+            f"Kafka did not acknowledge all {count} records on {self._topic!r}: {describe(error)}",
+            refused=isinstance(error, _REFUSED_FOR_GOOD),
         )
 
     async def _connect(self) -> Any:
@@ -205,6 +211,11 @@ class KafkaEventPublisher(EventPublisher):
             if self._failed is producer:
                 self._failed = None
             await close_quietly(producer, self._settings.request_timeout_ms / 1000)
+
+
+_REFUSED_FOR_GOOD = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidTimestampError)
+"""Broker answers about the records themselves, which the same records will always get (a
+batch too large is split by the relay, one record at a time, before anything is parked)."""
 
 
 class EarlierBatchFailed(Exception):

@@ -17,6 +17,7 @@ from uuid import UUID
 from events.checkpoints import CheckpointStore
 from events.envelope import NewEvent, RecordedEvent, from_micros, to_micros
 from events.errors import ConcurrencyError, DuplicateEventIdError
+from events.parking import ParkedRecord, ParkingLot
 from events.registry import EventRegistry
 from events.store.port import ANY_VERSION, EventStore
 from events.store.rows import (
@@ -58,6 +59,19 @@ BEGIN SELECT RAISE(ABORT, 'stored events cannot be deleted'); END;
 CREATE TABLE IF NOT EXISTS checkpoints (
     name TEXT PRIMARY KEY,
     position INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS parked_records (
+    relay TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    parked_at TEXT NOT NULL,
+    retry_requested INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (relay, position)
 );
 """
 
@@ -301,6 +315,98 @@ class SqliteCheckpointStore(CheckpointStore):
                 " ON CONFLICT (name) DO UPDATE"
                 " SET position = max(position, excluded.position)",
                 (name, position),
+            )
+        )
+
+
+class SqliteParkingLot(ParkingLot):
+    """Parked records kept in the event store's own file, beside the relay's checkpoint."""
+
+    _COLUMNS = (
+        "relay, position, event_id, key, stream, sequence, event_type, reason, parked_at,"
+        " retry_requested"
+    )
+
+    def __init__(self, store: SqliteEventStore) -> None:
+        self._store = store
+
+    async def park(self, records: Sequence[ParkedRecord]) -> None:
+        rows = [
+            (
+                r.relay,
+                r.position,
+                str(r.event_id),
+                r.key,
+                r.stream,
+                r.sequence,
+                r.event_type,
+                r.reason,
+                r.parked_at.isoformat(),
+                int(r.retry_requested),
+            )
+            for r in records
+        ]
+        await self._store.writer.write(
+            lambda c: c.executemany(
+                f"INSERT OR IGNORE INTO parked_records ({self._COLUMNS})"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+        )
+
+    async def parked(self, relay: str) -> list[ParkedRecord]:
+        rows = await self._store._read(
+            lambda c: c.execute(
+                f"SELECT {self._COLUMNS} FROM parked_records WHERE relay = ? ORDER BY position",
+                (relay,),
+            ).fetchall()
+        )
+        return [
+            ParkedRecord(
+                relay=row[0],
+                position=int(row[1]),
+                event_id=UUID(row[2]),
+                key=row[3],
+                stream=row[4],
+                sequence=int(row[5]),
+                event_type=row[6],
+                reason=row[7],
+                parked_at=datetime.fromisoformat(row[8]),
+                retry_requested=bool(row[9]),
+            )
+            for row in rows
+        ]
+
+    async def request_retry(self, relay: str, key: str | None = None) -> int:
+        where, parameters = (
+            ("relay = ?", (relay,))
+            if key is None
+            else (
+                "relay = ? AND key = ?",
+                (relay, key),
+            )
+        )
+        return await self._store.writer.write(
+            lambda c: int(
+                c.execute(
+                    f"UPDATE parked_records SET retry_requested = 1 WHERE {where}", parameters
+                ).rowcount
+            )
+        )
+
+    async def retry_done(self, relay: str, key: str) -> None:
+        await self._store.writer.write(
+            lambda c: c.execute(
+                "UPDATE parked_records SET retry_requested = 0 WHERE relay = ? AND key = ?",
+                (relay, key),
+            )
+        )
+
+    async def release(self, relay: str, positions: Sequence[int]) -> None:
+        rows = [(relay, position) for position in positions]
+        await self._store.writer.write(
+            lambda c: c.executemany(
+                "DELETE FROM parked_records WHERE relay = ? AND position = ?", rows
             )
         )
 

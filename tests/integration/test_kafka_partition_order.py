@@ -5,16 +5,31 @@ case's earlier events never land after its later ones."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from pathlib import Path
 
 import pytest
-from aiokafka.admin import NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from events.bus.errors import PublishError
-from events.bus.kafka import KafkaEventPublisher
+from events.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
+from events.bus.kafka_settings import KafkaSettings
 from events.bus.message import BusMessage
 from events.bus.topics import create_topics
-from tests.contract.bus_conftest import delete_topics, kafka_test_settings, read_topic, recorded
+from events.outbox import OutboxRelay
+from events.store.sqlite import SqliteCheckpointStore, SqliteEventStore, SqliteParkingLot
+from tests.contract.bus_conftest import (
+    delete_topics,
+    eventually,
+    kafka_test_settings,
+    read_topic,
+    recorded,
+    running,
+)
+from tests.integration.test_kafka_relay import CaseProjection, append_round
+from tests.support.sample_events import note, sample_registry
 from tests.support.servers import server_missing
 
 pytestmark = pytest.mark.kafka
@@ -50,3 +65,83 @@ async def test_a_later_batch_is_not_written_while_an_earlier_one_of_its_partitio
     # Before the fix the broker had events 2-4 of the case while event 1 was refused; a relay
     # retrying from event 1 then wrote 2-4 again, after them, on every attempt.
     assert sequences(on_topic) == []
+
+
+async def raise_topic_limit(settings: KafkaSettings, topic: str, limit: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": str(limit)})]
+        )
+    finally:
+        await admin.close()
+
+
+async def test_a_record_the_broker_refuses_is_parked_and_the_rest_flows_in_case_order(
+    tmp_path: Path,
+) -> None:
+    """Issue 8, item 7, on the real broker: the relay parks the refused record and its case's
+    later ones, publishes every other case, and after the topic's limit is raised an
+    operator's retry puts the parked case on the log in order."""
+    settings = kafka_test_settings()
+    topic = f"test.parking.{os.urandom(6).hex()}"
+    group = f"test.parking-consumer.{os.urandom(4).hex()}"
+    small_records_only = NewTopic(
+        topic, num_partitions=3, replication_factor=1, topic_configs={"max.message.bytes": "4096"}
+    )
+    try:
+        await create_topics(settings, [small_records_only])
+    except Exception as error:
+        server_missing("Kafka", error)
+    registry = sample_registry()
+    store = await SqliteEventStore.open(tmp_path / "events.db", registry)
+    parking = SqliteParkingLot(store)
+    cases = [f"case-{n}" for n in range(6)]
+    try:
+        for _ in range(3):
+            await append_round(store, cases)
+        version = await store.stream_version("case-case-2")
+        refused = await store.append("case-case-2", [note("case-2", "word " * 2000)], version)
+        for _ in range(3):
+            await append_round(store, cases)
+        async with KafkaEventPublisher(settings, topic) as publisher:
+            relay = OutboxRelay(
+                store,
+                publisher,
+                SqliteCheckpointStore(store),
+                "relay",
+                batch_size=4,  # several batches in flight, as under load
+                parking=parking,
+                retry_check_every=0.0,
+            )
+            for _ in range(3):
+                with contextlib.suppress(PublishError):
+                    await relay.publish_pending()
+            status = await relay.status()
+            assert (status.lag, status.parked) == (0, 4)
+            assert "MessageSizeTooLargeError" in (status.parked_reason or "")
+            parked = await parking.parked("relay")
+            assert parked[0].event_id == refused[0].event_id
+            assert {record.key for record in parked} == {"case-2"}
+
+            projection = CaseProjection()
+            subscriber = KafkaEventSubscriber(settings, registry, topic=topic)
+            async with running(subscriber, group, projection):
+                everything_else = [e for e in await store.read_all() if e.subject != "case-2"]
+                await eventually(lambda: projection.has(everything_else), "the other cases")
+                assert projection.versions["case-case-2"] == 3  # up to the refused one
+
+                await raise_topic_limit(settings, topic, 1024 * 1024)
+                assert await parking.request_retry("relay", "case-2") == 4
+                await relay.publish_pending()
+                assert (await relay.status()).parked == 0
+                stored = await store.read_all()
+                await eventually(lambda: projection.has(stored), "the parked case")
+            assert projection.out_of_order == []
+            assert projection.versions == dict.fromkeys((f"case-{c}" for c in cases), 6) | {
+                "case-case-2": 7
+            }
+    finally:
+        await store.close()
+        await delete_topics(settings, [topic, f"{group}.dlq"])

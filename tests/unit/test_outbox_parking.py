@@ -1,0 +1,194 @@
+"""A record the bus refuses for good is parked with its case's later records; the rest flows
+in order, health says so, and an operator's retry publishes the case again in order
+(issue 8, item 7)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+from grpc_health.v1 import health, health_pb2
+
+from events.bus.errors import PublishError
+from events.bus.port import Acknowledgement, EventPublisher
+from events.checkpoints import InMemoryCheckpointStore
+from events.envelope import RecordedEvent
+from events.hosting import watch_outbox
+from events.outbox import OutboxRelay
+from events.parking import ParkingLot
+from events.store.sqlite import SqliteEventStore, SqliteParkingLot
+from tests.support.sample_events import note, sample_registry
+from tests.support.waiting import eventually
+from tests.unit.test_outbox_health import NAME, reports
+
+TOO_BIG = "x" * 500
+
+
+class SizeLimitedPublisher(EventPublisher):
+    """Refuses, for good, any call holding a note longer than ``limit`` characters, as a
+    Kafka topic with a small ``max.message.bytes`` does (the whole batch fails)."""
+
+    def __init__(self, limit: int = 100) -> None:
+        self.limit = limit
+        self.published: list[RecordedEvent] = []
+
+    async def publish(self, records: Sequence[RecordedEvent]) -> None:
+        for record in records:
+            if len(str(getattr(record.event, "text", ""))) > self.limit:
+                raise PublishError("MessageSizeTooLargeError", refused=True)
+        self.published.extend(records)
+
+    async def enqueue(self, records: Sequence[RecordedEvent]) -> Acknowledgement:
+        acknowledged: Acknowledgement = asyncio.get_running_loop().create_future()
+        try:
+            await self.publish(records)
+        except PublishError as error:
+            acknowledged.set_exception(error)
+        else:
+            acknowledged.set_result(None)
+        return acknowledged
+
+    def sequences(self, case_id: str) -> list[int]:
+        return [r.sequence for r in self.published if r.subject == case_id]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteEventStore]:
+    opened = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    yield opened
+    await opened.close()
+
+
+async def add(store: SqliteEventStore, case_id: str, *texts: str) -> list[RecordedEvent]:
+    stream = f"case-{case_id}"
+    version = await store.stream_version(stream)
+    return await store.append(stream, [note(case_id, text) for text in texts], version)
+
+
+async def publish_until_settled(relay: OutboxRelay) -> None:
+    """What ``run`` does: try again after a failure (the second attempt isolates)."""
+    for _ in range(3):
+        try:
+            await relay.publish_pending()
+            return
+        except PublishError:
+            continue
+    raise AssertionError("the relay never got past the refusal")
+
+
+async def test_a_refused_record_is_parked_with_its_case_and_the_rest_flows_in_order(
+    store: SqliteEventStore,
+) -> None:
+    publisher = SizeLimitedPublisher()
+    parking: ParkingLot = SqliteParkingLot(store)
+    checkpoints = InMemoryCheckpointStore()
+    relay = OutboxRelay(store, publisher, checkpoints, "relay", batch_size=4, parking=parking)
+    await add(store, "a", "one")
+    await add(store, "b", "one")
+    refused = (await add(store, "a", TOO_BIG))[0]
+    await add(store, "b", "two", "three")
+    held = await add(store, "a", "three", "four")
+    await add(store, "c", "one")
+
+    await publish_until_settled(relay)
+
+    assert publisher.sequences("a") == [1]  # nothing of case a after the refused one
+    assert publisher.sequences("b") == [1, 2, 3]
+    assert publisher.sequences("c") == [1]
+    parked = await parking.parked("relay")
+    assert [r.position for r in parked] == [refused.position] + [r.position for r in held]
+    assert parked[0].reason.startswith("refused by the bus: MessageSizeTooLargeError")
+    assert all(r.reason.startswith("held:") for r in parked[1:])
+    assert TOO_BIG not in repr(parked)  # reasons and keys only, never the data
+    status = await relay.status()
+    assert (status.parked, status.parked_total, status.lag) == (3, 3, 0)
+    assert "MessageSizeTooLargeError" in (status.parked_reason or "")
+
+    # Later events of the parked case stay parked; other cases go on.
+    await add(store, "a", "five")
+    await add(store, "b", "four")
+    await relay.publish_pending()
+    assert publisher.sequences("a") == [1]
+    assert publisher.sequences("b") == [1, 2, 3, 4]
+    assert (await relay.status()).parked == 4
+
+
+async def test_a_retry_publishes_the_parked_case_in_order_and_forgets_it(
+    store: SqliteEventStore,
+) -> None:
+    publisher = SizeLimitedPublisher()
+    parking = SqliteParkingLot(store)
+    relay = OutboxRelay(
+        store,
+        publisher,
+        InMemoryCheckpointStore(),
+        "relay",
+        parking=parking,
+        retry_check_every=0.0,
+    )
+    await add(store, "a", "one", TOO_BIG, "three")
+    await publish_until_settled(relay)
+    assert publisher.sequences("a") == [1]
+
+    assert await parking.request_retry("relay", "a") == 2
+    await relay.publish_pending()  # still too large: stays parked, the request is cleared
+    assert publisher.sequences("a") == [1]
+    assert [r.retry_requested for r in await parking.parked("relay")] == [False, False]
+
+    publisher.limit = 1000  # the operator raised the topic's limit
+    await parking.request_retry("relay")
+    await add(store, "a", "four")
+    await relay.publish_pending()
+    assert publisher.sequences("a") == [1, 2, 3, 4]
+    assert await parking.parked("relay") == []
+    assert (await relay.status()).parked == 0
+
+
+async def test_parked_records_survive_a_restart_of_the_relay(store: SqliteEventStore) -> None:
+    publisher = SizeLimitedPublisher()
+    checkpoints = InMemoryCheckpointStore()
+    first = OutboxRelay(store, publisher, checkpoints, "relay", parking=SqliteParkingLot(store))
+    await add(store, "a", TOO_BIG)
+    await publish_until_settled(first)
+
+    restarted = OutboxRelay(store, publisher, checkpoints, "relay", parking=SqliteParkingLot(store))
+    await add(store, "a", "two")
+    await add(store, "b", "one")
+    await restarted.publish_pending()
+    assert publisher.sequences("a") == []
+    assert publisher.sequences("b") == [1]
+    assert (await restarted.status()).parked == 2
+
+
+async def test_health_reports_the_outbox_not_serving_while_records_are_parked(
+    store: SqliteEventStore,
+) -> None:
+    publisher = SizeLimitedPublisher()
+    parking = SqliteParkingLot(store)
+    relay = OutboxRelay(
+        store, publisher, InMemoryCheckpointStore(), "relay", parking=parking, retry_check_every=0
+    )
+    await add(store, "a", TOO_BIG)
+    await publish_until_settled(relay)
+    servicer = health.aio.HealthServicer()
+    await servicer.set(NAME, health_pb2.HealthCheckResponse.UNKNOWN)
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(relay.run(stop)),
+        asyncio.create_task(watch_outbox(relay, servicer, NAME, stop, every=0.01)),
+    ]
+    try:
+        await eventually(
+            reports(servicer, health_pb2.HealthCheckResponse.NOT_SERVING), "outbox unhealthy"
+        )
+        publisher.limit = 1000
+        await parking.request_retry("relay")
+        await eventually(
+            reports(servicer, health_pb2.HealthCheckResponse.SERVING), "outbox healthy"
+        )
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    assert publisher.sequences("a") == [1]
