@@ -19,6 +19,7 @@ COMMANDS = {
     "timeline": "cli.audit",
     "state": "cli.audit",
     "export": "cli.audit",
+    "parked": "cli.parked",
 }
 
 
@@ -62,6 +63,18 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--service", action="append", choices=SERVICES, help="repeatable; all")
     tail.add_argument("--from-start", action="store_true", help="print the stored events first")
     _storage(tail)
+
+    parked = commands.add_parser(
+        "parked",
+        help="records a service's relay parked because the bus refused them",
+        description="list: the records parked, with the reason. retry: ask the running relay "
+        "to publish a case's parked records again, in order (after fixing the cause, e.g. "
+        "raising the topic's max.message.bytes); it acts within seconds.",
+    )
+    parked.add_argument("action", choices=["list", "retry"])
+    parked.add_argument("service", choices=SERVICES)
+    parked.add_argument("--case", help="retry only this case (bus key); default: every case")
+    _storage(parked)
 
     timeline = commands.add_parser("timeline", help="a case's timeline, from audit")
     timeline.add_argument("case_id")

@@ -7,6 +7,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
@@ -111,3 +112,45 @@ async def _one_case(addresses: dict[str, str]) -> None:
                 presenting_needs=[intake_pb2.PresentingNeed(category="food")],
             )
         )
+
+
+async def test_an_operator_lists_parked_records_and_asks_for_a_retry(tmp_path: Path) -> None:
+    from events.parking import ParkedRecord
+    from events.store.sqlite import SqliteEventStore, SqliteParkingLot
+
+    store = await SqliteEventStore.open(tmp_path / "intake" / "events.db", default_registry())
+    try:
+        await SqliteParkingLot(store).park(
+            [
+                ParkedRecord(
+                    relay="intake-outbox",
+                    position=position,
+                    event_id=uuid4(),
+                    key="case-1",
+                    stream="case-case-1",
+                    sequence=position,
+                    event_type="casetrail.case.opened",
+                    reason=reason,
+                    parked_at=datetime.now(UTC),
+                )
+                for position, reason in (
+                    (4, "refused by the bus: MessageSizeTooLargeError"),
+                    (5, "held: position 4 of this case is parked"),
+                )
+            ]
+        )
+    finally:
+        await store.close()
+    storage = ["--data-dir", str(tmp_path)]
+
+    status, out, err = await casetrail_cli("parked", "list", "intake", *storage)
+    assert status == 0, err
+    assert [line.split("\t")[0] for line in out.splitlines()] == ["4", "5"]
+    assert "MessageSizeTooLargeError" in out
+    status, out, err = await casetrail_cli(
+        "parked", "retry", "intake", "--case", "case-1", *storage
+    )
+    assert status == 0, err
+    assert "retry requested for 2 parked records" in out
+    status, out, _ = await casetrail_cli("parked", "list", "intake", *storage)
+    assert out.count("(retry requested)") == 2

@@ -1,0 +1,40 @@
+"""`casetrail parked list|retry SERVICE`: the records a service's outbox relay parked because
+the bus refused them for good (and the later records of their case held behind them)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+
+def run(options: argparse.Namespace) -> int:
+    return asyncio.run(_parked(options))
+
+
+async def _parked(options: argparse.Namespace) -> int:
+    from cli.stores import has_local_store, infrastructure
+    from events.hosting import open_event_store, open_parking_lot, relay_name
+
+    infra = infrastructure(options)
+    if not has_local_store(infra, options.service):
+        print(f"{options.service} has no store under {infra.data_dir}", file=sys.stderr)
+        return 2
+    relay = relay_name(options.service)
+    store, _checkpoints, close_store = await open_event_store(infra, options.service)
+    try:
+        lot = await open_parking_lot(infra, options.service, store)
+        if options.action == "retry":
+            count = await lot.request_retry(relay, options.case)
+            print(f"{relay}: retry requested for {count} parked records")
+            return 0 if count else 1
+        for record in await lot.parked(relay):
+            retry = " (retry requested)" if record.retry_requested else ""
+            print(
+                f"{record.position}\t{record.key}\t{record.stream}#{record.sequence}\t"
+                f"{record.event_type}\t{record.event_id}\t{record.parked_at.isoformat()}\t"
+                f"{record.reason}{retry}"
+            )
+        return 0
+    finally:
+        await close_store()
