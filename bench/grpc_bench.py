@@ -172,6 +172,8 @@ class LoadSpec:
     """Longest wait for the servers to become idle before a row."""
     dsn: str = ""
     """The services' database (distributed): its transaction counters are read too."""
+    tokens: dict[str, str] = field(default_factory=dict)
+    """Bearer token of each benchmark user (minted by the run's issuer)."""
 
 
 @dataclass
@@ -293,17 +295,32 @@ def _cpu_of(pids: Sequence[int]) -> dict[int, float]:
 # --- the commands -----------------------------------------------------------------------------
 
 
-def command_context(run_id: str, key: str, user: str, role: str) -> common_pb2.CommandContext:
-    return common_pb2.CommandContext(
-        actor=common_pb2.Actor(user_id=user, role=role), idempotency_key=f"{run_id}-{key}"
-    )
+def command_context(run_id: str, key: str) -> common_pb2.CommandContext:
+    return common_pb2.CommandContext(idempotency_key=f"{run_id}-{key}")
+
+
+BENCH_USERS = {
+    "rcp-bench": "receptionist",
+    "sw-bench": "social_worker",
+    "coord-bench": "coordinator",
+}
+"""Who calls: each benchmark user with their role (carried by their bearer token)."""
+BENCH_AUDIENCE = "casetrail-bench"
 
 
 class Commands:
-    """One call of each benchmarked command; every call has a fresh idempotency key."""
+    """One call of each benchmarked command; every call has a fresh idempotency key and its
+    caller's bearer token."""
 
-    def __init__(self, run_id: str, addresses: Mapping[str, str], channels: int) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        addresses: Mapping[str, str],
+        channels: int,
+        tokens: Mapping[str, str],
+    ) -> None:
         self.run_id = run_id
+        self._as = {user: (("authorization", f"Bearer {token}"),) for user, token in tokens.items()}
         # A local subchannel pool per channel: one TCP connection each, not one shared.
         options = [("grpc.use_local_subchannel_pool", 1)]
         self._channels = [
@@ -340,14 +357,15 @@ class Commands:
         stub = self._intake[number % len(self._intake)]
         response = await stub.RegisterClient(
             intake_pb2.RegisterClientRequest(
-                context=command_context(self.run_id, f"reg-{number}", "rcp-bench", "receptionist"),
+                context=command_context(self.run_id, f"reg-{number}"),
                 # Unique names: duplicate detection has nothing to refuse.
                 name=intake_pb2.PersonName(
                     given_names=f"Person {number}", family_name=f"Bench {self.run_id}"
                 ),
                 date_of_birth=date.fromordinal(BORN_FROM + number % 20_000).isoformat(),
                 preferred_language="en",
-            )
+            ),
+            metadata=self._as["rcp-bench"],
         )
         return str(response.client_id)
 
@@ -358,13 +376,14 @@ class Commands:
         stub = self._intake[number % len(self._intake)]
         response = await stub.OpenCase(
             intake_pb2.OpenCaseRequest(
-                context=command_context(self.run_id, f"open-{number}", "rcp-bench", "receptionist"),
+                context=command_context(self.run_id, f"open-{number}"),
                 client_id=self.clients[number % len(self.clients)],
                 referral_source=intake_pb2.ReferralSource(kind="hospital", name="St Mary's"),
                 presenting_needs=[
                     intake_pb2.PresentingNeed(category="home_care", description="Cannot wash alone")
                 ],
-            )
+            ),
+            metadata=self._as["rcp-bench"],
         )
         return str(response.result.case_id)
 
@@ -373,14 +392,15 @@ class Commands:
         stub = self._coordination[number % len(self._coordination)]
         await stub.MakeReferral(
             coordination_pb2.MakeReferralRequest(
-                context=command_context(self.run_id, f"ref-{number}", "sw-bench", "social_worker"),
+                context=command_context(self.run_id, f"ref-{number}"),
                 case_id=self.cases[number % len(self.cases)],
                 provider=coordination_pb2.Provider(provider_id="pa-bench", name="Bench Care"),
                 need_category="home_care",
                 service="two visits a day",
                 urgency="routine",
                 reason="Cannot wash alone",
-            )
+            ),
+            metadata=self._as["sw-bench"],
         )
 
     async def prepare(self, clients: int, cases: int, patience: float = 120.0) -> None:
@@ -396,15 +416,11 @@ class Commands:
     async def _await_case(self, case_id: str, deadline: float) -> None:
         stub = self._coordination[0]
         request = coordination_pb2.GetCaseCoordinationRequest(
-            context=common_pb2.QueryContext(
-                actor=common_pb2.Actor(user_id="coord-bench", role="coordinator"),
-                purpose="coordination",
-            ),
-            case_id=case_id,
+            context=common_pb2.QueryContext(purpose="coordination"), case_id=case_id
         )
         while True:
             try:
-                await stub.GetCaseCoordination(request)
+                await stub.GetCaseCoordination(request, metadata=self._as["coord-bench"])
                 return
             except grpc.aio.AioRpcError as error:
                 if error.code() != grpc.StatusCode.NOT_FOUND or time.perf_counter() > deadline:
@@ -629,7 +645,7 @@ def sustainable(spec: RowSpec, earlier: Sequence[RowResult]) -> RowSpec:
 
 
 async def load_main(spec: LoadSpec) -> list[RowResult]:
-    commands = Commands(spec.run_id, spec.addresses, spec.channels)
+    commands = Commands(spec.run_id, spec.addresses, spec.channels, spec.tokens)
     probe = CpuProbe(spec.pids)
     results: list[RowResult] = []
     try:
@@ -755,9 +771,11 @@ async def serve(options: argparse.Namespace, profiler: cProfile.Profile | None) 
         kafka = KafkaSettings.from_env()
         await ensure_topics(kafka, TopicSettings(case_events_topic=options.topic))
         dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
-        infra = Infrastructure.distributed(data_dir, dsn, kafka, topic=options.topic)
+        infra = Infrastructure.distributed(
+            data_dir, dsn, kafka, topic=options.topic, verifier=_verifier()
+        )
     else:
-        infra = Infrastructure.embedded(data_dir)
+        infra = Infrastructure.embedded(data_dir, verifier=_verifier())
     names = options.service or list(SERVICES)
     running = await start_services(infra, names, "127.0.0.1", dict.fromkeys(SERVICES, 0))
     addresses = {service.name: f"127.0.0.1:{service.port}" for service in running}
@@ -786,6 +804,16 @@ EMPTY_CLIENT_ID = "01920000-0000-7000-8000-00000000c1e7"
 EMPTY_EVENT_ID = "01920000-0000-7000-8000-0000000e7e47"
 
 
+def _verifier() -> Any:
+    """The token verifier of the run's issuer (named by the environment, as in production)."""
+    from events.identity.settings import IssuerSettings
+
+    settings = IssuerSettings.from_env()
+    if settings is None:
+        raise SystemExit("the benchmark's servers need CASETRAIL_OIDC_ISSUER")
+    return settings.verifier()
+
+
 def serve_empty_entry() -> None:
     """(internal) Serve the empty intake until SIGTERM."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -803,7 +831,10 @@ async def serve_empty() -> None:
     servicer = empty_intake()
     names = [intake_pb2.DESCRIPTOR.services_by_name["Intake"].full_name]
     server, port, health_servicer = await create_server(
-        "127.0.0.1:0", [partial(intake_pb2_grpc.add_IntakeServicer_to_server, servicer)], names
+        "127.0.0.1:0",
+        [partial(intake_pb2_grpc.add_IntakeServicer_to_server, servicer)],
+        names,
+        verifier=_verifier(),
     )
     await server.start()
     tune_gc()  # as services.runner does after start-up: like for like
@@ -932,6 +963,34 @@ def read_profile(results: list[RowResult], path: Path, what: str) -> Profile | N
     return Profile(profiled[0], pstats.Stats(str(path)), what)
 
 
+BENCH_TOKENS: dict[str, str] = {}
+"""Filled by ``start_issuer`` in the orchestrating process."""
+
+
+def start_issuer() -> Any:
+    """An issuer over HTTP on 127.0.0.1 for this run: every server trusts it (through the
+    environment it hands down), and the load generator calls with tokens it signed."""
+    from events.identity.issuer_http import IssuerHttpServer
+    from events.identity.tokens import SigningKey, mint
+
+    key = SigningKey.generate("ES256")
+    public = [key.public_jwk()]
+    server = IssuerHttpServer(lambda: public)
+    os.environ["CASETRAIL_OIDC_ISSUER"] = server.url
+    os.environ["CASETRAIL_OIDC_AUDIENCE"] = BENCH_AUDIENCE
+    for user, role in BENCH_USERS.items():
+        BENCH_TOKENS[user] = mint(
+            key,
+            issuer=server.url,
+            audience=BENCH_AUDIENCE,
+            subject=user,
+            role=role,
+            agency="eastbay-dss",
+            lifetime_seconds=4 * 3600,
+        )
+    return server
+
+
 async def reference_run(plan: Plan, work: Path, run_id: str) -> list[RowResult]:
     """The OpenCase closed-loop row against the empty handler, with the same load generator
     settings as the services' rows."""
@@ -951,6 +1010,7 @@ async def reference_run(plan: Plan, work: Path, run_id: str) -> list[RowResult]:
             cases=0,
             scratch=str(work),
             settle_limit=plan.settle_limit,
+            tokens=BENCH_TOKENS,
         )
         return await run_load(spec, work)
     finally:
@@ -973,6 +1033,7 @@ async def embedded_run(plan: Plan, work: Path, run_id: str) -> list[RowResult]:
             cases=plan.cases,
             scratch=str(work),
             settle_limit=plan.settle_limit,
+            tokens=BENCH_TOKENS,
         )
         return await run_load(spec, work)
     finally:
@@ -998,6 +1059,7 @@ async def embedded_profile(plan: Plan, work: Path, run_id: str) -> Profile | Non
             cases=0,
             scratch=str(work),
             settle_limit=plan.settle_limit,
+            tokens=BENCH_TOKENS,
         )
         results = await run_load(spec, work)
     finally:
@@ -1042,6 +1104,7 @@ async def distributed_run(
             scratch=str(work),
             settle_limit=plan.settle_limit,
             dsn=dsn,
+            tokens=BENCH_TOKENS,
         )
         results = await run_load(spec, work)
     finally:
@@ -1077,6 +1140,7 @@ async def run(quick: bool, write: bool, profile: bool | None, keep: bool) -> str
     started = time.perf_counter()
     code = code_fingerprint()
     work = Path(tempfile.mkdtemp(prefix="casetrail-grpc-bench-"))
+    issuer = start_issuer()
     try:
         progress(started, "reference: an empty OpenCase handler")
         reference = await reference_run(plan, work, run_id)
@@ -1107,6 +1171,7 @@ async def run(quick: bool, write: bool, profile: bool | None, keep: bool) -> str
         )
         body = report(outcome)
     finally:
+        issuer.stop()
         if keep:
             print(f"logs and data kept in {work}", flush=True)
         else:

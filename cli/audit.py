@@ -1,7 +1,8 @@
 """`casetrail timeline | state | export`: the audit trail of a case, through audit's API.
 
-Every call is itself recorded by audit (who saw what, for which purpose), so the caller names
-themselves (--user, --role) and their purpose.
+Every call is itself recorded by audit (who saw what, for which purpose): the caller is the one
+their bearer token names (``casetrail login``, ``--token`` or ``CASETRAIL_TOKEN``), and they
+state their purpose.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
+from cli.login import bearer_token
 from cli.present import case_state_lines, timeline_lines
-from cli.rpc import Person, load_addresses, refusal_of, timestamp
+from cli.rpc import load_addresses, query, refusal_of, timestamp
+from events.identity.grpc_auth import bearer_metadata
+from events.identity.tls import ClientTls, channel
 
 BASES = {"occurred": audit_pb2.TIME_BASIS_OCCURRED, "recorded": audit_pb2.TIME_BASIS_RECORDED}
 
@@ -56,17 +60,17 @@ async def _audit(options: argparse.Namespace) -> AsyncIterator[audit_pb2_grpc.Au
     address = options.audit or load_addresses(Path(options.data_dir)).get("audit")
     if not address:
         raise SystemExit("no address for audit: pass --audit HOST:PORT")
-    async with grpc.aio.insecure_channel(address) as channel:
-        yield audit_pb2_grpc.AuditStub(channel)
+    async with channel(address, ClientTls.from_env()) as opened:
+        yield audit_pb2_grpc.AuditStub(opened)
 
 
-def _person(options: argparse.Namespace) -> Person:
-    return Person(options.user, options.role)
+def _credentials(options: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    return bearer_metadata(bearer_token(options))
 
 
 async def _timeline(options: argparse.Namespace) -> None:
     request = audit_pb2.GetTimelineRequest(
-        context=_person(options).query(options.purpose),
+        context=query(options.purpose),
         case_id=options.case_id,
         basis=BASES[options.basis],
         page_size=1000,
@@ -75,7 +79,7 @@ async def _timeline(options: argparse.Namespace) -> None:
         request.as_of.CopyFrom(timestamp(moment(options.as_of)))
     async with _audit(options) as audit:
         while True:
-            page = await audit.GetTimeline(request)
+            page = await audit.GetTimeline(request, metadata=_credentials(options))
             if options.json:
                 for entry in page.entries:
                     print(json.dumps(json.loads(entry.cloudevent_json), separators=(",", ":")))
@@ -90,13 +94,13 @@ async def _timeline(options: argparse.Namespace) -> None:
 
 async def _state(options: argparse.Namespace) -> None:
     request = audit_pb2.GetCaseStateAsOfRequest(
-        context=_person(options).query(options.purpose),
+        context=query(options.purpose),
         case_id=options.case_id,
         as_of=timestamp(moment(options.as_of)),
         basis=BASES[options.basis],
     )
     async with _audit(options) as audit:
-        answer = await audit.GetCaseStateAsOf(request)
+        answer = await audit.GetCaseStateAsOf(request, metadata=_credentials(options))
     if options.json:
         print(json.dumps(MessageToDict(answer.state, preserving_proto_field_name=True), indent=2))
         return
@@ -115,13 +119,13 @@ def _export_to_file(options: argparse.Namespace) -> None:
 
 async def _export(options: argparse.Namespace, output: BinaryIO) -> int:
     request = audit_pb2.ExportCaseRequest(
-        context=_person(options).query(options.purpose),
+        context=query(options.purpose),
         case_id=options.case_id,
         basis=BASES[options.basis],
     )
     count = 0
     async with _audit(options) as audit:
-        async for chunk in audit.ExportCase(request):
+        async for chunk in audit.ExportCase(request, metadata=_credentials(options)):
             output.write(chunk.json_lines)
             count += chunk.event_count
     output.flush()

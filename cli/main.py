@@ -10,8 +10,22 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 SERVICES = ("intake", "coordination", "planning", "audit")
+ROLES = (
+    "receptionist",
+    "intake_worker",
+    "coordinator",
+    "case_manager",
+    "social_worker",
+    "supervisor",
+    "auditor",
+    "client",
+    "partner_agency",
+    "system",
+)
+"""events.catalog.base.Role's values (not imported: this module stays light)."""
 COMMANDS = {
     "serve": "cli.serve",
     "rebuild": "cli.rebuild",
@@ -20,6 +34,8 @@ COMMANDS = {
     "state": "cli.audit",
     "export": "cli.audit",
     "parked": "cli.parked",
+    "login": "cli.login",
+    "token": "cli.login",
 }
 
 
@@ -46,6 +62,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--topic", help="case-event topic (distributed; default casetrail.case-events)"
     )
+    serve.add_argument("--tls-cert", help="server certificate chain, PEM ($CASETRAIL_TLS_CERT)")
+    serve.add_argument("--tls-key", help="server private key, PEM ($CASETRAIL_TLS_KEY)")
+    serve.add_argument("--tls-client-ca", help="client CA, PEM: require mutual TLS")
 
     rebuild = commands.add_parser(
         "rebuild",
@@ -95,6 +114,7 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--basis", choices=["occurred", "recorded"], default="occurred")
     export.add_argument("-o", "--output", help="file to write (standard output by default)")
     _audit(export)
+    _login(commands)
     return root
 
 
@@ -111,9 +131,27 @@ def _storage(command: argparse.ArgumentParser) -> None:
 def _audit(command: argparse.ArgumentParser) -> None:
     command.add_argument("--audit", metavar="HOST:PORT", help="default: from addresses.json")
     command.add_argument("--data-dir", default=_data_dir(), help="where addresses.json is")
-    command.add_argument("--user", default=os.environ.get("USER", "operator"))
-    command.add_argument("--role", default="auditor", choices=["auditor", "supervisor"])
+    command.add_argument(
+        "--token",
+        default=os.environ.get("CASETRAIL_TOKEN", ""),
+        help="bearer token ($CASETRAIL_TOKEN; default: the one `casetrail login` saved)",
+    )
     command.add_argument("--purpose", default="confidentiality_review")
+
+
+def _login(commands: Any) -> None:
+    for name, text in (
+        ("login", "get a token from the development issuer of `make run` and save it"),
+        ("token", "print a token from the development issuer of `make run`"),
+    ):
+        command = commands.add_parser(name, help=text, description=text + " (DEVELOPMENT ONLY)")
+        command.add_argument("--user", required=True, help="the subject (user id)")
+        command.add_argument("--role", required=True, choices=ROLES)
+        command.add_argument("--agency", help="default: the example agency, eastbay-dss")
+        command.add_argument("--team")
+        command.add_argument("--entitlement", action="append", help="repeatable")
+        command.add_argument("--hours", type=float, default=8.0, help="lifetime (default 8)")
+        command.add_argument("--data-dir", default=_data_dir())
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -25,6 +25,9 @@ from casetrail.coordination.v1 import coordination_pb2_grpc
 from casetrail.intake.v1 import intake_pb2_grpc
 from casetrail.planning.v1 import planning_pb2_grpc
 from cli.main import SERVICES
+from events.identity.development import DEFAULT_AGENCY, DevelopmentSigner
+from events.identity.grpc_auth import bearer_metadata
+from events.identity.tls import ClientTls, channel
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
@@ -46,52 +49,132 @@ def load_addresses(data_dir: Path) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Stubs:
+    """The four services' stubs, every call carrying one caller's bearer token."""
+
     intake: intake_pb2_grpc.IntakeStub
     coordination: coordination_pb2_grpc.CoordinationStub
     planning: planning_pb2_grpc.PlanningStub
     audit: audit_pb2_grpc.AuditStub
 
 
-@asynccontextmanager
-async def connect(addresses: Mapping[str, str]) -> AsyncIterator[Stubs]:
-    missing = [name for name in SERVICES if not addresses.get(name)]
-    if missing:
-        raise ValueError(f"no address for {', '.join(missing)}")
-    channels = {name: grpc.aio.insecure_channel(addresses[name]) for name in SERVICES}
-    try:
-        yield Stubs(
-            intake_pb2_grpc.IntakeStub(channels["intake"]),
-            coordination_pb2_grpc.CoordinationStub(channels["coordination"]),
-            planning_pb2_grpc.PlanningStub(channels["planning"]),
-            audit_pb2_grpc.AuditStub(channels["audit"]),
-        )
-    finally:
-        for channel in channels.values():
-            await channel.close()
-
-
 @dataclass(frozen=True)
 class Person:
-    """Someone acting on a case, in one role."""
+    """Someone acting on a case, in one role; who they are travels in their bearer token."""
 
     user_id: str
     role: str
+    agency: str = DEFAULT_AGENCY
+    team: str | None = None
 
-    def actor(self) -> common_pb2.Actor:
-        return common_pb2.Actor(user_id=self.user_id, role=self.role)
 
-    def command(
-        self, idempotency_key: str, at: datetime | None = None, correlation_id: str = ""
-    ) -> common_pb2.CommandContext:
-        context = common_pb2.CommandContext(
-            actor=self.actor(), idempotency_key=idempotency_key, correlation_id=correlation_id
-        )
-        if at is not None:
-            context.occurred_at.CopyFrom(timestamp(at))
-        return context
+TokenSource = Callable[[Person], str]
+"""A bearer token for a person (minted by an issuer the services trust)."""
 
-    def query(self, purpose: str) -> common_pb2.QueryContext:
-        return common_pb2.QueryContext(actor=self.actor(), purpose=purpose)
+
+def minted_by(signer: DevelopmentSigner) -> TokenSource:
+    """Tokens from a development (or test) issuer's signer, one per person, reused."""
+    tokens: dict[Person, str] = {}
+
+    def token_for(person: Person) -> str:
+        if person not in tokens:
+            tokens[person] = signer.mint(
+                person.user_id, person.role, agency=person.agency, team=person.team
+            )
+        return tokens[person]
+
+    return token_for
+
+
+class Connection:
+    """Channels to the four services; ``as_(person)`` gives stubs whose every call carries
+    ``person``'s bearer token (the services take the caller from it, never from a request)."""
+
+    def __init__(self, channels: Mapping[str, grpc.aio.Channel], tokens: TokenSource) -> None:
+        self._channels = channels
+        self._tokens = tokens
+        self._stubs: dict[Person, Stubs] = {}
+
+    def as_(self, person: Person) -> Stubs:
+        stubs = self._stubs.get(person)
+        if stubs is None:
+            metadata = _Bearer(self._tokens, person)
+            channels = {
+                name: _WithMetadata(channel, metadata) for name, channel in self._channels.items()
+            }
+            stubs = Stubs(
+                intake_pb2_grpc.IntakeStub(channels["intake"]),
+                coordination_pb2_grpc.CoordinationStub(channels["coordination"]),
+                planning_pb2_grpc.PlanningStub(channels["planning"]),
+                audit_pb2_grpc.AuditStub(channels["audit"]),
+            )
+            self._stubs[person] = stubs
+        return stubs
+
+
+@asynccontextmanager
+async def connect(
+    addresses: Mapping[str, str], tokens: TokenSource, tls: ClientTls | None = None
+) -> AsyncIterator[Connection]:
+    missing = [name for name in SERVICES if not addresses.get(name)]
+    if missing:
+        raise ValueError(f"no address for {', '.join(missing)}")
+    channels = {name: channel(addresses[name], tls) for name in SERVICES}
+    try:
+        yield Connection(channels, tokens)
+    finally:
+        for opened in channels.values():
+            await opened.close()
+
+
+class _Bearer:
+    def __init__(self, tokens: TokenSource, person: Person) -> None:
+        self._tokens = tokens
+        self._person = person
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return bearer_metadata(self._tokens(self._person))
+
+
+class _WithMetadata:
+    """A channel whose calls carry the bearer metadata first (what the generated stubs need
+    of a channel: its four ways of making a method callable)."""
+
+    def __init__(self, inner: grpc.aio.Channel, bearer: _Bearer) -> None:
+        self._inner = inner
+        self._bearer = bearer
+
+    def __getattr__(self, name: str) -> Callable[..., _Call]:
+        make = getattr(self._inner, name)
+
+        def method(*args: Any, **kwargs: Any) -> _Call:
+            return _Call(make(*args, **kwargs), self._bearer)
+
+        return method
+
+
+class _Call:
+    def __init__(self, inner: Any, bearer: _Bearer) -> None:
+        self._inner = inner
+        self._bearer = bearer
+
+    def __call__(self, request: Any, *, metadata: Any = None, **kwargs: Any) -> Any:
+        sent = self._bearer.metadata() + tuple(metadata or ())
+        return self._inner(request, metadata=sent, **kwargs)
+
+
+def command(
+    idempotency_key: str, at: datetime | None = None, correlation_id: str = ""
+) -> common_pb2.CommandContext:
+    context = common_pb2.CommandContext(
+        idempotency_key=idempotency_key, correlation_id=correlation_id
+    )
+    if at is not None:
+        context.occurred_at.CopyFrom(timestamp(at))
+    return context
+
+
+def query(purpose: str) -> common_pb2.QueryContext:
+    return common_pb2.QueryContext(purpose=purpose)
 
 
 def timestamp(moment: datetime) -> Timestamp:

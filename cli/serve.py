@@ -20,4 +20,7 @@ def _runner_argv(options: argparse.Namespace) -> list[str]:
         argv.append("--any-port")
     if options.topic is not None:
         argv += ["--topic", options.topic]
+    for flag in ("tls_cert", "tls_key", "tls_client_ca"):
+        if getattr(options, flag):
+            argv += [f"--{flag.replace('_', '-')}", getattr(options, flag)]
     return argv

@@ -25,6 +25,8 @@ from events.bus.port import BatchHandler, EventPublisher, EventSubscriber, Handl
 from events.catalog_registry import default_registry
 from events.checkpoints import CheckpointStore
 from events.grpc_platform.server import Registration, create_server
+from events.identity.tls import ServerTls
+from events.identity.verifier import TokenVerifier
 from events.outbox import OutboxRelay
 from events.parking import ParkingLot
 from events.projections.port import Projection, ReadModelStore
@@ -41,7 +43,8 @@ class Infrastructure:
 
     Embedded (the default): SQLite files under ``data_dir/<service>/`` and one in-process bus
     shared by the services of this process. Production: one PostgreSQL schema per service
-    and Kafka.
+    and Kafka. ``verifier`` checks every call's bearer token (a service does not start without
+    one); ``tls`` secures the gRPC ports.
     """
 
     data_dir: Path
@@ -50,24 +53,44 @@ class Infrastructure:
     kafka: KafkaSettings | None = None
     topic: str = DEFAULT_CASE_EVENTS_TOPIC
     registry: EventRegistry = field(default_factory=default_registry)
+    verifier: TokenVerifier | None = None
+    tls: ServerTls | None = None
     projection_linger: float = 0.02
     """Seconds a projection waits after new events for more before applying them: read
     models trail commands by that much at most, and under load one read-model transaction
     covers many events instead of one each (bench/RESULTS.md, issue 4)."""
 
     @classmethod
-    def embedded(cls, data_dir: Path, bus: InProcessBus | None = None) -> Infrastructure:
-        return cls(data_dir=data_dir, inprocess_bus=bus or InProcessBus())
+    def embedded(
+        cls,
+        data_dir: Path,
+        bus: InProcessBus | None = None,
+        *,
+        verifier: TokenVerifier | None = None,
+        tls: ServerTls | None = None,
+    ) -> Infrastructure:
+        return cls(
+            data_dir=data_dir, inprocess_bus=bus or InProcessBus(), verifier=verifier, tls=tls
+        )
 
     @classmethod
     def distributed(
-        cls, data_dir: Path, postgres_dsn: str, kafka: KafkaSettings, topic: str = ""
+        cls,
+        data_dir: Path,
+        postgres_dsn: str,
+        kafka: KafkaSettings,
+        topic: str = "",
+        *,
+        verifier: TokenVerifier | None = None,
+        tls: ServerTls | None = None,
     ) -> Infrastructure:
         return cls(
             data_dir=data_dir,
             postgres_dsn=postgres_dsn,
             kafka=kafka,
             topic=topic or DEFAULT_CASE_EVENTS_TOPIC,
+            verifier=verifier,
+            tls=tls,
         )
 
     def service_dir(self, service: str) -> Path:
@@ -234,7 +257,15 @@ class ServiceHost:
                 group, handler, self._stop, event_types=event_types
             )
             self._spawn(subscription)
-        server, port, health_servicer = await create_server(address, registrations, service_names)
+        if self.infra.verifier is None:
+            raise ValueError(f"{self.service}: no token verifier configured (Infrastructure)")
+        server, port, health_servicer = await create_server(
+            address,
+            registrations,
+            service_names,
+            verifier=self.infra.verifier,
+            tls=self.infra.tls,
+        )
         self._spawn(
             watch_outbox(relay, health_servicer, f"casetrail.{self.service}.outbox", self._stop)
         )

@@ -6,7 +6,8 @@ physical therapy and company. The two weeks of his case are told in a few second
 states when it happened); the walk ends with planning's case view and audit's trail.
 
 By default the demo talks to the services `make run` started (their addresses are in
-var/data/addresses.json; without that file, the runner's fixed ports 7301-7304 on this host);
+var/data/addresses.json; without that file, the runner's fixed ports 7301-7304 on this host),
+each person of the story with a token minted by `make run`'s development issuer;
 --intake/--coordination/--planning/--audit give addresses instead, and --embedded starts all four
 in this process on free ports with a temporary data directory.
 
@@ -24,15 +25,25 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from cli.main import SERVICES
-from cli.rpc import Stubs, UnexpectedSuccess, connect, load_addresses
+from cli.rpc import Connection, TokenSource, UnexpectedSuccess, connect, load_addresses, minted_by
 from cli.walk import closing, opening, services
 from cli.walk.story import Story
 from cli.walk.walk import Walk, WalkResult
 
-__all__ = ["PHASES", "Story", "Walk", "WalkResult", "embedded_services", "main", "walk_case"]
+__all__ = [
+    "PHASES",
+    "LocalCasetrail",
+    "Story",
+    "Walk",
+    "WalkResult",
+    "embedded_services",
+    "main",
+    "walk_case",
+]
 
 PHASES: tuple[Callable[[Walk], Awaitable[None]], ...] = (
     opening.intake,
@@ -49,43 +60,67 @@ PHASES: tuple[Callable[[Walk], Awaitable[None]], ...] = (
 
 
 async def walk_case(
-    stubs: Stubs,
+    connection: Connection,
     say: Callable[[str], None] = print,
     *,
     story: Story | None = None,
     patience: float = 30.0,
 ) -> WalkResult:
     """Walk Marco's case from intake to closure; ``patience`` bounds each wait for the bus."""
-    walk = Walk(stubs, say, story=story, patience=patience)
+    walk = Walk(connection, say, story=story, patience=patience)
     for phase in PHASES:
         await phase(walk)
     return walk.result
 
 
+@dataclass(frozen=True)
+class LocalCasetrail:
+    """Services started in this process: where they are, and tokens their issuer signs."""
+
+    addresses: dict[str, str]
+    tokens: TokenSource
+
+
 @asynccontextmanager
-async def embedded_services(data_dir: Path) -> AsyncIterator[dict[str, str]]:
-    """All four services in this process on free ports, their SQLite files under ``data_dir``."""
+async def embedded_services(data_dir: Path) -> AsyncIterator[LocalCasetrail]:
+    """All four services in this process on free ports, their SQLite files under ``data_dir``,
+    trusting a development issuer started on a free port of 127.0.0.1."""
     from events.hosting import Infrastructure
+    from events.identity.development import DevelopmentIssuer
+    from events.identity.verifier import TokenVerifier
     from services.runner import start_services, stop_services
 
-    infra = Infrastructure.embedded(data_dir)
-    running = await start_services(infra, SERVICES, "127.0.0.1", dict.fromkeys(SERVICES, 0))
+    issuer = DevelopmentIssuer(data_dir, port=0)
     try:
-        yield {service.name: f"127.0.0.1:{service.port}" for service in running}
+        verifier = TokenVerifier.for_issuer(issuer.url, issuer.signer.audience)
+        infra = Infrastructure.embedded(data_dir, verifier=verifier)
+        running = await start_services(infra, SERVICES, "127.0.0.1", dict.fromkeys(SERVICES, 0))
+        try:
+            addresses = {service.name: f"127.0.0.1:{service.port}" for service in running}
+            yield LocalCasetrail(addresses, minted_by(issuer.signer))
+        finally:
+            await stop_services(running)
     finally:
-        await stop_services(running)
+        issuer.stop()
 
 
 async def demo(options: argparse.Namespace) -> None:
     if options.embedded:
         with tempfile.TemporaryDirectory(prefix="casetrail-demo-") as directory:
-            async with embedded_services(Path(directory)) as addresses:
-                await _walk(addresses, options.patience)
+            async with embedded_services(Path(directory)) as local:
+                await _walk(local.addresses, local.tokens, options.patience)
         return
+    data_dir = Path(options.data_dir)
     given = {name: getattr(options, name) for name in SERVICES if getattr(options, name)}
     if len(given) < len(SERVICES):
-        given = _known_addresses(Path(options.data_dir)) | given
-    await _walk(given, options.patience)
+        given = _known_addresses(data_dir) | given
+    from events.identity.development import DevelopmentSigner
+
+    try:
+        signer = DevelopmentSigner.load(data_dir)
+    except LookupError as error:
+        raise SystemExit(f"demo: {error}") from None
+    await _walk(given, minted_by(signer), options.patience)
 
 
 def _known_addresses(data_dir: Path) -> dict[str, str]:
@@ -98,9 +133,11 @@ def _known_addresses(data_dir: Path) -> dict[str, str]:
     return {name: f"127.0.0.1:{port}" for name, port in DEFAULT_PORTS.items()}
 
 
-async def _walk(addresses: Mapping[str, str], patience: float) -> None:
-    async with connect(addresses) as stubs:
-        await walk_case(stubs, patience=patience)
+async def _walk(addresses: Mapping[str, str], tokens: TokenSource, patience: float) -> None:
+    # The cast's tokens come from the development issuer `make run` started (its signing key
+    # is in the data directory): each person of the story calls with their own token.
+    async with connect(addresses, tokens) as connection:
+        await walk_case(connection, patience=patience)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

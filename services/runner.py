@@ -1,8 +1,11 @@
 """Start casetrail services.
 
 Embedded default (``make run``): all four services in this process, SQLite files under the data
-directory and the in-process bus between them. Distributed (``make run-distributed``): one
-service per process on PostgreSQL and Kafka, settings from the environment.
+directory and the in-process bus between them, and a local development issuer of bearer tokens
+(unless ``CASETRAIL_OIDC_ISSUER`` names a real one). Distributed (``make run-distributed``): one
+service per process on PostgreSQL and Kafka, settings (the token issuer too) from the
+environment. TLS from ``--tls-cert``/``--tls-key`` (mutual with ``--tls-client-ca``) or the
+``CASETRAIL_TLS_*`` variables.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ from events.bus.kafka_settings import KafkaSettings
 from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC
 from events.bus.topics import TopicSettings, ensure_topics
 from events.hosting import Infrastructure, RunningService
+from events.identity.development import DEFAULT_PORT as DEV_ISSUER_PORT
+from events.identity.development import DevelopmentIssuer
+from events.identity.settings import IssuerSettings
+from events.identity.tls import ServerTls
+from events.identity.verifier import TokenVerifier
 
 SERVICES = ("intake", "coordination", "planning", "audit")
 # Below Linux's ephemeral range (32768-60999), so outgoing connections never hold them.
@@ -66,16 +74,57 @@ def main(argv: Sequence[str] | None = None) -> None:
 async def serve(options: argparse.Namespace, data_dir: Path) -> None:
     names = options.service or list(SERVICES)
     ports = {name: (0 if options.any_port else DEFAULT_PORTS[name]) for name in SERVICES}
+    tls = server_tls(options)
+    try:
+        issuer = IssuerSettings.from_env()
+    except ValueError as error:
+        raise SystemExit(f"token issuer: {error}") from None
+    development_issuer: DevelopmentIssuer | None = None
     if options.backend == "distributed":
+        if issuer is None:
+            raise SystemExit(
+                "the distributed backend needs CASETRAIL_OIDC_ISSUER and CASETRAIL_OIDC_AUDIENCE"
+                " (it never starts a development issuer)"
+            )
         kafka = KafkaSettings.from_env()
         await ensure_topics(kafka, TopicSettings(case_events_topic=options.topic))
         infra = Infrastructure.distributed(
-            data_dir, os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN), kafka, options.topic
+            data_dir,
+            os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN),
+            kafka,
+            options.topic,
+            verifier=issuer.verifier(),
+            tls=tls,
         )
     elif options.topic != DEFAULT_CASE_EVENTS_TOPIC:
         raise SystemExit("--topic needs --backend distributed (the embedded bus has no topics)")
     else:
-        infra = Infrastructure.embedded(data_dir)
+        verifier: TokenVerifier
+        if issuer is None:
+            development_issuer = DevelopmentIssuer(
+                data_dir, port=0 if options.any_port else DEV_ISSUER_PORT
+            )
+            verifier = TokenVerifier.for_issuer(
+                development_issuer.url, development_issuer.signer.audience
+            )
+        else:
+            verifier = issuer.verifier()
+        infra = Infrastructure.embedded(data_dir, verifier=verifier, tls=tls)
+    try:
+        await _serve(options, data_dir, infra, names, ports, development_issuer)
+    finally:
+        if development_issuer is not None:
+            development_issuer.stop()
+
+
+async def _serve(
+    options: argparse.Namespace,
+    data_dir: Path,
+    infra: Infrastructure,
+    names: Sequence[str],
+    ports: dict[str, int],
+    development_issuer: DevelopmentIssuer | None,
+) -> None:
     running = await start_services(infra, names, options.host, ports)
     tune_gc()
     addresses = {service.name: f"{options.host}:{service.port}" for service in running}
@@ -86,6 +135,12 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
     print(f"casetrail ({options.backend}) is serving; data in {data_dir}", flush=True)
     for name, address in addresses.items():
         print(f"  {name:<13} {address}", flush=True)
+    if development_issuer is not None:
+        print(
+            f"  development token issuer (DEVELOPMENT ONLY) {development_issuer.url}\n"
+            "  get a token: casetrail login --user USER --role ROLE",
+            flush=True,
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -93,6 +148,20 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
     await stop.wait()
     print("stopping...", flush=True)
     await stop_services(running)
+
+
+def server_tls(options: argparse.Namespace) -> ServerTls | None:
+    """TLS from the flags, else from the ``CASETRAIL_TLS_*`` variables."""
+    flags = {
+        "CASETRAIL_TLS_CERT": options.tls_cert,
+        "CASETRAIL_TLS_KEY": options.tls_key,
+        "CASETRAIL_TLS_CLIENT_CA": options.tls_client_ca,
+    }
+    given = {name: value for name, value in flags.items() if value}
+    try:
+        return ServerTls.from_env(given if given else os.environ)
+    except (ValueError, OSError) as error:
+        raise SystemExit(f"TLS: {error}") from None
 
 
 def tune_gc() -> None:
@@ -115,6 +184,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default=os.environ.get("CASETRAIL_CASE_EVENTS_TOPIC", DEFAULT_CASE_EVENTS_TOPIC),
         help="the case-event topic (distributed backend)",
     )
+    parser.add_argument("--tls-cert", help="server certificate chain, PEM (default: env)")
+    parser.add_argument("--tls-key", help="server private key, PEM")
+    parser.add_argument("--tls-client-ca", help="client CA, PEM: require mutual TLS")
     return parser.parse_args(argv)
 
 

@@ -7,18 +7,17 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.planning.v1 import planning_pb2 as pl
 from cli.present import activity_lines, case_view_lines, short
-from cli.rpc import Stubs, eventually, refused
+from cli.rpc import Stubs, eventually, query, refused
 from cli.walk.story import AUDITOR, DELIVERIES, PHYSIO, SOCIAL_WORKER
 from cli.walk.walk import Walk
 
 
 async def closure(walk: Walk) -> None:
     walk.section("Discharge and closure")
-    coordination = walk.stubs.coordination
     walk.when(9, "16:00")
-    await coordination.CompleteReferral(
+    await walk.as_(PHYSIO).coordination.CompleteReferral(
         co.CompleteReferralRequest(
-            context=walk.command(PHYSIO, "complete-physical-therapy"),
+            context=walk.command("complete-physical-therapy"),
             case_id=walk.case_id,
             referral_id=walk.result.referral_ids["physical_therapy"],
             provider_id=PHYSIO.user_id,
@@ -27,9 +26,9 @@ async def closure(walk: Walk) -> None:
     )
     walk.line(PHYSIO, "completed the physical-therapy referral")
     walk.when(9, "17:00")
-    await walk.stubs.planning.PlanDischarge(
+    await walk.as_(SOCIAL_WORKER).planning.PlanDischarge(
         pl.PlanDischargeRequest(
-            context=walk.command(SOCIAL_WORKER, "plan-discharge"),
+            context=walk.command("plan-discharge"),
             case_id=walk.case_id,
             target_date=walk.story.date(14),
             criteria=["Washes and dresses with the aide's help only", "Goes out with a cane"],
@@ -46,9 +45,9 @@ async def closure(walk: Walk) -> None:
     )
     walk.when(14, "09:00")
     refusal = await refused(
-        walk.stubs.planning.CloseCase(
+        walk.as_(SOCIAL_WORKER).planning.CloseCase(
             pl.CloseCaseRequest(
-                context=walk.command(SOCIAL_WORKER, "close-too-early"),
+                context=walk.command("close-too-early"),
                 case_id=walk.case_id,
                 reason="goals_achieved",
             )
@@ -59,9 +58,9 @@ async def closure(walk: Walk) -> None:
     booked = refusal.metadata.get("service_ids", "")
     walk.detail(f"still scheduled: service {', '.join(short(s) for s in booked.split(','))}")
     walk.when(14, "09:20")
-    await coordination.CancelService(
+    await walk.as_(PHYSIO).coordination.CancelService(
         co.CancelServiceRequest(
-            context=walk.command(PHYSIO, "cancel-physical-therapy-2"),
+            context=walk.command("cancel-physical-therapy-2"),
             case_id=walk.case_id,
             service_id=second_session,
             cancelled_by="provider",
@@ -74,9 +73,9 @@ async def closure(walk: Walk) -> None:
         "planning to learn of the cancellation",
     )
     walk.when(14, "09:30")
-    await walk.stubs.planning.CloseCase(
+    await walk.as_(SOCIAL_WORKER).planning.CloseCase(
         pl.CloseCaseRequest(
-            context=walk.command(SOCIAL_WORKER, "close"),
+            context=walk.command("close"),
             case_id=walk.case_id,
             reason="goals_achieved",
             note="Marco manages at home with home care and the senior centre",
@@ -93,10 +92,10 @@ async def review(walk: Walk) -> None:
         walk.say(text)
     walk.section("Who did what (audit)")
     request = audit_pb2.WhoDidWhatRequest(
-        context=AUDITOR.query("confidentiality_review"), case_id=walk.case_id
+        context=query("confidentiality_review"), case_id=walk.case_id
     )
     answer = await eventually(
-        lambda: walk.stubs.audit.WhoDidWhat(request),
+        lambda: walk.as_(AUDITOR).audit.WhoDidWhat(request),
         lambda found: any(a.event_type == "casetrail.case.closed" for a in found.activities),
         what="audit to record the closure",
         patience=walk.patience,
@@ -104,19 +103,20 @@ async def review(walk: Walk) -> None:
     walk.result.activities = list(answer.activities)
     for text in activity_lines(answer.activities, walk.show):
         walk.say(text)
-    walk.result.timeline = await timeline(walk.stubs, walk.case_id)
+    walk.result.timeline = await timeline(walk.as_(AUDITOR), walk.case_id)
     sources = sorted({entry.source for entry in walk.result.timeline})
     walk.say(f"\n{len(walk.result.timeline)} events in audit's timeline, from {', '.join(sources)}")
 
 
 async def timeline(stubs: Stubs, case_id: str) -> list[audit_pb2.TimelineEntry]:
-    """Every entry of the case's timeline (occurred-at order), all pages."""
+    """Every entry of the case's timeline (occurred-at order), all pages; ``stubs`` call as
+    an auditor."""
     entries: list[audit_pb2.TimelineEntry] = []
     token = ""
     while True:
         page = await stubs.audit.GetTimeline(
             audit_pb2.GetTimelineRequest(
-                context=AUDITOR.query("confidentiality_review"),
+                context=query("confidentiality_review"),
                 case_id=case_id,
                 page_size=1000,
                 page_token=token,

@@ -6,7 +6,7 @@ from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
 from cli.present import short
-from cli.rpc import eventually, refused
+from cli.rpc import eventually, query, refused
 from cli.walk.story import (
     CASE_MANAGER_ID,
     COORDINATOR,
@@ -28,9 +28,9 @@ async def intake(walk: Walk) -> None:
     await _register(walk)
     await _open_case(walk)
     walk.when(0, "11:00")
-    assessed = await walk.stubs.intake.RecordInitialAssessment(
+    assessed = await walk.as_(INTAKE_WORKER).intake.RecordInitialAssessment(
         intake_pb2.RecordInitialAssessmentRequest(
-            context=walk.command(INTAKE_WORKER, "assess"),
+            context=walk.command("assess"),
             case_id=walk.case_id,
             factors=intake_pb2.AssessmentFactors(
                 biological="Hip fracture repaired; walks a few steps with a frame",
@@ -57,12 +57,12 @@ async def intake(walk: Walk) -> None:
 
 async def _register(walk: Walk) -> None:
     """Register Marco, or find him when an earlier demo run already did."""
-    stubs = walk.stubs
+    stubs = walk.as_(RECEPTIONIST)
     walk.when(0, "09:00")
     probe = marco()
     found = await stubs.intake.FindPossibleDuplicates(
         intake_pb2.FindPossibleDuplicatesRequest(
-            context=RECEPTIONIST.query("direct_care"),
+            context=query("direct_care"),
             name=probe.name,
             date_of_birth=probe.date_of_birth,
             identifiers=probe.identifiers,
@@ -72,7 +72,7 @@ async def _register(walk: Walk) -> None:
         walk.result.client_id = found.candidates[0].client_id
         walk.line(RECEPTIONIST, f"found Marco's record: client {short(walk.result.client_id)}")
     else:
-        probe.context.CopyFrom(walk.command(RECEPTIONIST, "register"))
+        probe.context.CopyFrom(walk.command("register"))
         registered = await stubs.intake.RegisterClient(probe)
         walk.result.client_id = registered.client_id
         walk.line(
@@ -81,7 +81,7 @@ async def _register(walk: Walk) -> None:
         )
     walk.when(0, "09:05")
     again = marco()
-    again.context.CopyFrom(walk.command(RECEPTIONIST, "register-again"))
+    again.context.CopyFrom(walk.command("register-again"))
     refusal = await refused(stubs.intake.RegisterClient(again))
     walk.result.duplicate_refusal = refusal
     candidates = [
@@ -96,7 +96,7 @@ async def _register(walk: Walk) -> None:
 async def _open_case(walk: Walk) -> None:
     walk.when(0, "09:10")
     opening = intake_pb2.OpenCaseRequest(
-        context=walk.command(RECEPTIONIST, "open"),
+        context=walk.command("open"),
         client_id=walk.result.client_id,
         referral_source=intake_pb2.ReferralSource(
             kind="hospital", name="St Mary's Hospital, discharge planner Ruth Alvarez"
@@ -107,8 +107,10 @@ async def _open_case(walk: Walk) -> None:
             intake_pb2.PresentingNeed(category="transportation", description="May not drive"),
         ],
     )
-    opened = await walk.stubs.intake.OpenCase(opening)
-    retried = await walk.stubs.intake.OpenCase(opening)  # as a client would after a timeout
+    opened = await walk.as_(RECEPTIONIST).intake.OpenCase(opening)
+    retried = await walk.as_(RECEPTIONIST).intake.OpenCase(
+        opening
+    )  # as a client would after a timeout
     walk.result.case_id = opened.result.case_id
     walk.result.open_case_retry_identical = retried == opened
     walk.line(RECEPTIONIST, f"opened case {short(walk.case_id)}, referred by the hospital")
@@ -118,21 +120,18 @@ async def _open_case(walk: Walk) -> None:
 
 async def assignment(walk: Walk) -> None:
     walk.section("Assignment: the coordinator matches a worker to the needs")
-    coordination = walk.stubs.coordination
-    known = co.GetCaseCoordinationRequest(
-        context=COORDINATOR.query("coordination"), case_id=walk.case_id
-    )
+    known = co.GetCaseCoordinationRequest(context=query("coordination"), case_id=walk.case_id)
     await eventually(
-        lambda: coordination.GetCaseCoordination(known),
+        lambda: walk.as_(COORDINATOR).coordination.GetCaseCoordination(known),
         lambda case: set(NEEDS) <= set(case.needs),
         what="coordination to learn the assessed needs",
         patience=walk.patience,
     )
     walk.when(0, "14:00")
     refusal = await refused(
-        coordination.AssignCase(
+        walk.as_(COORDINATOR).coordination.AssignCase(
             co.AssignCaseRequest(
-                context=walk.command(COORDINATOR, "assign-case-manager"),
+                context=walk.command("assign-case-manager"),
                 case_id=walk.case_id,
                 worker_id=CASE_MANAGER_ID,
             )
@@ -143,9 +142,9 @@ async def assignment(walk: Walk) -> None:
     walk.detail(refusal.reason)
     walk.detail(f"proposed referral: {refusal.metadata.get('suggested_referrals', '-')}")
     walk.when(0, "14:05")
-    assigned = await coordination.AssignCase(
+    assigned = await walk.as_(COORDINATOR).coordination.AssignCase(
         co.AssignCaseRequest(
-            context=walk.command(COORDINATOR, "assign-social-worker"),
+            context=walk.command("assign-social-worker"),
             case_id=walk.case_id,
             worker_id=SOCIAL_WORKER.user_id,
         )
@@ -159,7 +158,7 @@ async def eligibility(walk: Walk) -> None:
     walk.section("Eligibility: the state-provided resources Marco qualifies for")
     walk.when(1, "10:00")
     request = co.DetermineEligibilityRequest(
-        context=walk.command(SOCIAL_WORKER, "eligibility"),
+        context=walk.command("eligibility"),
         case_id=walk.case_id,
         program_id=HOME_CARE_PROGRAM,
         facts=co.EligibilityFacts(
@@ -171,7 +170,7 @@ async def eligibility(walk: Walk) -> None:
     # Coordination computes Marco's age from the date of birth intake registered; that fact
     # travels on the client's stream, which may arrive after the case's (another partition).
     decided = await eventually(
-        lambda: walk.stubs.coordination.DetermineEligibility(request),
+        lambda: walk.as_(SOCIAL_WORKER).coordination.DetermineEligibility(request),
         what="coordination to learn Marco's date of birth",
         patience=walk.patience,
         retry=lambda refusal: refusal.reason == "CLIENT_AGE_NOT_KNOWN",
@@ -189,9 +188,9 @@ async def planning(walk: Walk) -> None:
         "planning to learn who carries the case",
     )
     walk.when(1, "11:00")
-    drafted = await walk.stubs.planning.DraftPlan(
+    drafted = await walk.as_(SOCIAL_WORKER).planning.DraftPlan(
         pl.DraftPlanRequest(
-            context=walk.command(SOCIAL_WORKER, "plan"),
+            context=walk.command("plan"),
             case_id=walk.case_id,
             goals=[plan_goal(goal, walk.story) for goal in GOALS],
         )
@@ -204,9 +203,9 @@ async def planning(walk: Walk) -> None:
     for goal in GOALS:
         walk.detail(f"{goal.term:<5} {goal.need:<16} {goal.statement}")
     walk.when(1, "11:45")
-    agreed = await walk.stubs.planning.RecordAgreement(
+    agreed = await walk.as_(SOCIAL_WORKER).planning.RecordAgreement(
         pl.RecordAgreementRequest(
-            context=walk.command(SOCIAL_WORKER, "agreement"),
+            context=walk.command("agreement"),
             case_id=walk.case_id,
             client_statement="Voglio tornare a piedi al bar - I want to walk to the café again",
             signed_by_client=True,

@@ -28,12 +28,11 @@ from cli.walk.walk import Walk
 
 async def referrals(walk: Walk) -> None:
     walk.section("Referrals to partner agencies")
-    coordination = walk.stubs.coordination
     walk.when(1, "12:00")
     for referral in REFERRALS:
-        made = await coordination.MakeReferral(
+        made = await walk.as_(SOCIAL_WORKER).coordination.MakeReferral(
             co.MakeReferralRequest(
-                context=walk.command(SOCIAL_WORKER, f"refer-{referral.need}"),
+                context=walk.command(f"refer-{referral.need}"),
                 case_id=walk.case_id,
                 provider=provider(referral.partner),
                 need_category=referral.need,
@@ -47,9 +46,9 @@ async def referrals(walk: Walk) -> None:
             SOCIAL_WORKER, f"referred {referral.need} to {PROVIDERS[referral.partner.user_id]}"
         )
     walk.when(1, "15:00")
-    await coordination.AcceptReferral(
+    await walk.as_(PHYSIO).coordination.AcceptReferral(
         co.AcceptReferralRequest(
-            context=walk.command(PHYSIO, "accept-physical-therapy"),
+            context=walk.command("accept-physical-therapy"),
             case_id=walk.case_id,
             referral_id=walk.result.referral_ids["physical_therapy"],
             provider_id=PHYSIO.user_id,
@@ -67,13 +66,17 @@ async def scheduling(walk: Walk) -> None:
         if planned is COUNSELING_CLASH:
             await _clash(walk, planned)
             continue
-        scheduled = await walk.stubs.coordination.ScheduleService(_request(walk, planned))
+        scheduled = await walk.as_(SOCIAL_WORKER).coordination.ScheduleService(
+            _request(walk, planned)
+        )
         walk.result.service_ids[planned.name] = scheduled.service_id
         walk.line(SOCIAL_WORKER, f"scheduled {_slot_text(walk, planned)}")
 
 
 async def _clash(walk: Walk, planned: Slot) -> None:
-    refusal = await refused(walk.stubs.coordination.ScheduleService(_request(walk, planned)))
+    refusal = await refused(
+        walk.as_(SOCIAL_WORKER).coordination.ScheduleService(_request(walk, planned))
+    )
     walk.result.schedule_conflict = refusal
     details = refusal.metadata
     starts = details.get("conflicting_starts_at")
@@ -93,7 +96,7 @@ def _slot_text(walk: Walk, planned: Slot) -> str:
 
 def _request(walk: Walk, planned: Slot) -> co.ScheduleServiceRequest:
     return co.ScheduleServiceRequest(
-        context=walk.command(SOCIAL_WORKER, f"schedule-{planned.name}"),
+        context=walk.command(f"schedule-{planned.name}"),
         case_id=walk.case_id,
         kind=planned.kind,
         provider=provider(planned.partner),
@@ -108,9 +111,9 @@ def _request(walk: Walk, planned: Slot) -> co.ScheduleServiceRequest:
 async def funding(walk: Walk) -> None:
     walk.section("Funding: agency budget for the home care")
     walk.when(1, "16:30")
-    reserved = await walk.stubs.coordination.ReserveBudget(
+    reserved = await walk.as_(COORDINATOR).coordination.ReserveBudget(
         co.ReserveBudgetRequest(
-            context=walk.command(COORDINATOR, "reserve-home-care"),
+            context=walk.command("reserve-home-care"),
             case_id=walk.case_id,
             budget_line=HOME_CARE_BUDGET,
             amount=co.Money(amount_minor_units=12 * 4_500, currency="USD"),
@@ -128,9 +131,9 @@ async def monitoring(walk: Walk) -> None:
     for delivery in DELIVERIES:
         planned = slot(delivery.slot)
         walk.when(delivery.day, delivery.clock)
-        await walk.stubs.coordination.RecordServiceDelivered(
+        await walk.as_(delivery.partner).coordination.RecordServiceDelivered(
             co.RecordServiceDeliveredRequest(
-                context=walk.command(delivery.partner, f"delivered-{delivery.slot}"),
+                context=walk.command(f"delivered-{delivery.slot}"),
                 case_id=walk.case_id,
                 service_id=walk.result.service_ids[delivery.slot],
                 starts_at=timestamp(walk.story.at(planned.day, planned.start)),
@@ -140,9 +143,9 @@ async def monitoring(walk: Walk) -> None:
         )
         walk.line(delivery.partner, f"delivered {planned.kind}: {delivery.note}")
     walk.when(7, "10:00")
-    await walk.stubs.planning.LogContact(
+    await walk.as_(SOCIAL_WORKER).planning.LogContact(
         pl.LogContactRequest(
-            context=walk.command(SOCIAL_WORKER, "home-visit"),
+            context=walk.command("home-visit"),
             case_id=walk.case_id,
             kind="home_visit",
             summary="Walks indoors with a cane; the aide helps him bathe; enjoyed the centre",
@@ -151,9 +154,9 @@ async def monitoring(walk: Walk) -> None:
     )
     walk.line(SOCIAL_WORKER, "follow-up home visit logged; next follow-up due on day 14")
     walk.when(8, "09:30")
-    await walk.stubs.planning.EvaluateProgress(
+    await walk.as_(SOCIAL_WORKER).planning.EvaluateProgress(
         pl.EvaluateProgressRequest(
-            context=walk.command(SOCIAL_WORKER, "evaluate"),
+            context=walk.command("evaluate"),
             case_id=walk.case_id,
             goal_progress=[
                 pl.GoalProgress(goal_id=walk.result.goal_ids[need], rating=rating)

@@ -10,6 +10,12 @@ from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
 from cli.rpc import Person
 
+
+def _provider(organisation: str) -> Person:
+    """A partner agency acting through its own account (its agency is itself)."""
+    return Person(organisation, "partner_agency", agency=organisation)
+
+
 RECEPTIONIST = Person("lena.fischer", "receptionist")
 INTAKE_WORKER = Person("paolo.ricci", "intake_worker")
 COORDINATOR = Person("maria.santos", "coordinator")
@@ -18,10 +24,12 @@ COORDINATOR = Person("maria.santos", "coordinator")
 SOCIAL_WORKER = Person("sw-amara-okafor", "social_worker")
 CASE_MANAGER_ID = "cm-dana-reyes"
 AUDITOR = Person("james.liu", "auditor")
-HOME_CARE = Person("sunrise-home-care", "partner_agency")
-PARATRANSIT = Person("eastbay-paratransit", "partner_agency")
-PHYSIO = Person("eastside-pt", "partner_agency")
-SENIOR_CENTRE = Person("fruitvale-senior-centre", "partner_agency")
+HOME_CARE = _provider("sunrise-home-care")
+PARATRANSIT = _provider("eastbay-paratransit")
+PHYSIO = _provider("eastside-pt")
+SENIOR_CENTRE = Person(
+    "fruitvale-senior-centre", "partner_agency", agency="fruitvale-senior-centre"
+)
 
 PROVIDERS = {
     HOME_CARE.user_id: "Sunrise Home Care",

@@ -12,7 +12,7 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.planning.v1 import planning_pb2 as pl
-from cli.rpc import Person, Refusal, Stubs, eventually
+from cli.rpc import Connection, Person, Refusal, Stubs, command, eventually, query
 from cli.walk.story import COORDINATOR, Story
 
 DETAIL_WIDTH = 76
@@ -52,14 +52,14 @@ class Walk:
 
     def __init__(
         self,
-        stubs: Stubs,
+        connection: Connection,
         say: Callable[[str], None] = print,
         *,
         story: Story | None = None,
         patience: float = 30.0,
         run_id: str = "",
     ) -> None:
-        self.stubs = stubs
+        self.connection = connection
         self.say = say
         self.story = story or Story.ending_yesterday()
         self.patience = patience
@@ -74,9 +74,13 @@ class Walk:
     def when(self, day: int, clock: str) -> None:
         self.moment = self.story.at(day, clock)
 
-    def command(self, person: Person, step: str) -> common_pb2.CommandContext:
+    def as_(self, person: Person) -> Stubs:
+        """The services' stubs, called as ``person`` (with their bearer token)."""
+        return self.connection.as_(person)
+
+    def command(self, step: str) -> common_pb2.CommandContext:
         """A context whose key is unique to this walk and step, so resending it is a retry."""
-        return person.command(f"demo-{self.run_id}-{step}", self.moment)
+        return command(f"demo-{self.run_id}-{step}", self.moment)
 
     def line(self, person: Person, text: str) -> None:
         self.say(f"{self.story.show(self.moment)}  {person.role:<14} {text}")
@@ -95,11 +99,9 @@ class Walk:
 
     async def view(self, ready: Callable[[pl.CaseView], bool], what: str) -> pl.CaseView:
         """Planning's case view once it shows what was just done elsewhere."""
-        request = pl.GetCaseViewRequest(
-            context=COORDINATOR.query("coordination"), case_id=self.case_id
-        )
+        request = pl.GetCaseViewRequest(context=query("coordination"), case_id=self.case_id)
         return await eventually(
-            lambda: self.stubs.planning.GetCaseView(request),
+            lambda: self.as_(COORDINATOR).planning.GetCaseView(request),
             ready,
             what=what,
             patience=self.patience,

@@ -1,5 +1,8 @@
 """From the wire's CommandContext / QueryContext to the domain's, with field-level errors.
 
+The actor is the call's verified principal (``events.identity.principal_of(context)``), never
+a request field: the wire's contexts carry none.
+
 A request's context and its other fields are checked together: ``read_command`` and
 ``read_query`` refuse every bad field of a request in one ``InvalidCommand``. The ``*_problems``
 functions give a context (``None`` when a field is bad) and its problems without raising, for
@@ -21,6 +24,7 @@ from events.commands import CommandContext, InvalidCommand
 from events.envelope import Actor
 from events.errors import FieldProblem
 from events.grpc_platform.fingerprint import current_fingerprint
+from events.identity.principal import Principal
 from events.queries import QueryContext
 
 MAX_KEY_LENGTH = 200
@@ -29,10 +33,10 @@ T = TypeVar("T")
 
 
 def command_context_problems(
-    message: common_pb2.CommandContext, field: str = "context"
+    principal: Principal, message: common_pb2.CommandContext, field: str = "context"
 ) -> tuple[CommandContext | None, list[FieldProblem]]:
     """The command's context, or ``None`` and every problem of its fields."""
-    problems = _actor_problems(message.actor, f"{field}.actor")
+    problems: list[FieldProblem] = []
     key = message.idempotency_key
     if not key or len(key) > MAX_KEY_LENGTH:
         problems.append(
@@ -51,7 +55,7 @@ def command_context_problems(
     if problems:
         return None, problems
     context = CommandContext(
-        actor=_actor(message.actor),
+        actor=principal.actor,
         idempotency_key=key,
         occurred_at=(
             message.occurred_at.ToDatetime(tzinfo=UTC) if message.HasField("occurred_at") else None
@@ -65,22 +69,22 @@ def command_context_problems(
 
 
 def command_context_from(
-    message: common_pb2.CommandContext, field: str = "context"
+    principal: Principal, message: common_pb2.CommandContext, field: str = "context"
 ) -> CommandContext:
-    context, problems = command_context_problems(message, field)
+    context, problems = command_context_problems(principal, message, field)
     if context is None:
         raise InvalidCommand(problems)
     return context
 
 
 def query_context_problems(
-    message: common_pb2.QueryContext, field: str = "context"
+    principal: Principal, message: common_pb2.QueryContext, field: str = "context"
 ) -> tuple[QueryContext | None, list[FieldProblem]]:
     """The query's context, or ``None`` and every problem of its fields.
 
     The purpose is always required (need-to-know): one of the ``AccessPurpose`` values.
     """
-    problems = _actor_problems(message.actor, f"{field}.actor")
+    problems: list[FieldProblem] = []
     purpose: AccessPurpose | None = None
     try:
         purpose = AccessPurpose(message.purpose)
@@ -90,17 +94,20 @@ def query_context_problems(
         problems.append(FieldProblem(f"{field}.purpose", f"{problem} {allowed}"))
     if purpose is None or problems:
         return None, problems
-    return QueryContext(_actor(message.actor), purpose), []
+    return QueryContext(principal.actor, purpose), []
 
 
-def query_context_from(message: common_pb2.QueryContext, field: str = "context") -> QueryContext:
-    context, problems = query_context_problems(message, field)
+def query_context_from(
+    principal: Principal, message: common_pb2.QueryContext, field: str = "context"
+) -> QueryContext:
+    context, problems = query_context_problems(principal, message, field)
     if context is None:
         raise InvalidCommand(problems)
     return context
 
 
 def read_command(
+    principal: Principal,
     message: common_pb2.CommandContext,
     read: Callable[[CommandContext], T],
     field: str = "context",
@@ -111,7 +118,7 @@ def read_command(
     convert (no I/O): it also runs when the context is bad, with a stand-in context, so that
     the caller hears about all of the request at once.
     """
-    context, problems = command_context_problems(message, field)
+    context, problems = command_context_problems(principal, message, field)
     try:
         body = read(context or _stand_in())
     except InvalidCommand as error:
@@ -122,11 +129,14 @@ def read_command(
 
 
 def read_query(
-    message: common_pb2.QueryContext, read: Callable[[], T], field: str = "context"
+    principal: Principal,
+    message: common_pb2.QueryContext,
+    read: Callable[[], T],
+    field: str = "context",
 ) -> tuple[QueryContext, T]:
     """The query's context and ``read()`` (the rest of the request), refusing every bad field
     of both in one ``InvalidCommand``; ``read`` must only check and convert."""
-    context, problems = query_context_problems(message, field)
+    context, problems = query_context_problems(principal, message, field)
     try:
         body = read()
     except InvalidCommand as error:
@@ -140,17 +150,3 @@ def _stand_in() -> CommandContext:
     """What ``read_command`` reads a request with when its context is bad: ids derived from it
     are well formed, and the request is refused anyway."""
     return CommandContext(actor=Actor("stand-in", Role.SYSTEM), idempotency_key="stand-in")
-
-
-def _actor(message: common_pb2.Actor) -> Actor:
-    return Actor(message.user_id, Role(message.role))
-
-
-def _actor_problems(message: common_pb2.Actor, field: str) -> list[FieldProblem]:
-    problems = []
-    if not message.user_id:
-        problems.append(FieldProblem(f"{field}.user_id", "required"))
-    if message.role not in {role.value for role in Role}:
-        allowed = ", ".join(role.value for role in Role)
-        problems.append(FieldProblem(f"{field}.role", f"must be one of: {allowed}"))
-    return problems

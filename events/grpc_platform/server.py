@@ -15,6 +15,9 @@ from grpc_reflection.v1alpha import reflection
 
 from events.grpc_platform.errors import REFUSALS, abort_with
 from events.grpc_platform.fingerprint import serving
+from events.identity.grpc_auth import BearerAuthentication
+from events.identity.tls import ServerTls
+from events.identity.verifier import TokenVerifier
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +29,21 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
 async def create_server(
-    address: str, registrations: Iterable[Registration], service_names: Iterable[str]
+    address: str,
+    registrations: Iterable[Registration],
+    service_names: Iterable[str],
+    *,
+    verifier: TokenVerifier,
+    tls: ServerTls | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A started-able server bound to ``address`` (use port 0 in tests) and the port it got.
 
-    Every server answers grpc.health.v1 (SERVING for each service) and server reflection.
+    Every call but health and reflection needs a bearer token ``verifier`` accepts (see
+    ``events.identity.grpc_auth``); with ``tls`` the port speaks TLS (mutual TLS when it names
+    a client CA). Every server answers grpc.health.v1 (SERVING for each service) and server
+    reflection.
     """
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[BearerAuthentication(verifier)])
     for register in registrations:
         register(server)
     health_servicer = health.aio.HealthServicer()
@@ -48,7 +59,11 @@ async def create_server(
         ],
         server,
     )
-    port = server.add_insecure_port(address)
+    port = (
+        server.add_secure_port(address, tls.credentials())
+        if tls is not None
+        else server.add_insecure_port(address)
+    )
     if port == 0:
         raise OSError(f"could not bind gRPC server to {address}")
     return server, port, health_servicer

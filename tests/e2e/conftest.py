@@ -13,16 +13,19 @@ from dataclasses import dataclass
 import pytest
 import pytest_asyncio
 
-from cli.rpc import Stubs, connect
+from cli.rpc import Connection, TokenSource, connect
 from services.demo import embedded_services
 from tests.e2e.distributed import distributed_services
+from tests.support.identity import TestIssuer
 
 
 @dataclass(frozen=True)
 class Casetrail:
     backend: str
     addresses: dict[str, str]
-    stubs: Stubs
+    stubs: Connection
+    """``stubs.as_(person)``: the services' stubs, calling with ``person``'s bearer token."""
+    tokens: TokenSource
     patience: float
     """Seconds to wait for a fact to travel over the bus before giving up."""
 
@@ -36,14 +39,21 @@ class Casetrail:
     ],
 )
 async def casetrail(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, issuer: TestIssuer
 ) -> AsyncIterator[Casetrail]:
     data_dir = tmp_path_factory.mktemp(f"e2e-{request.param}")
     if request.param == "embedded":
-        services = embedded_services(data_dir)
-        patience = 30.0
-    else:
-        services = distributed_services(data_dir)
-        patience = 90.0  # the first Kafka consumer-group joins take a few seconds
-    async with services as addresses, connect(addresses) as stubs:
-        yield Casetrail(request.param, addresses, stubs, patience)
+        # The embedded default's own development issuer, as `make run` starts it.
+        async with (
+            embedded_services(data_dir) as local,
+            connect(local.addresses, local.tokens) as connection,
+        ):
+            yield Casetrail(request.param, local.addresses, connection, local.tokens, 30.0)
+        return
+    # Separate processes trusting the tests' issuer, as they would an organisation's.
+    async with (
+        distributed_services(data_dir, issuer.env()) as addresses,
+        connect(addresses, issuer.tokens) as connection,
+    ):
+        # The first Kafka consumer-group joins take a few seconds.
+        yield Casetrail(request.param, addresses, connection, issuer.tokens, 90.0)

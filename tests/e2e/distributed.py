@@ -70,14 +70,21 @@ async def fresh_topic() -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def distributed_services(data_dir: Path) -> AsyncIterator[dict[str, str]]:
-    """Start one process per service; yield their addresses; stop them with SIGTERM."""
+async def distributed_services(
+    data_dir: Path, issuer_env: dict[str, str]
+) -> AsyncIterator[dict[str, str]]:
+    """Start one process per service, trusting the token issuer ``issuer_env`` names; yield
+    their addresses; stop them with SIGTERM."""
     async with fresh_database() as dsn, fresh_topic() as topic:
-        env = ENV | {
-            "CASETRAIL_PG_DSN": dsn,
-            "CASETRAIL_KAFKA_BOOTSTRAP": kafka_bootstrap(),
-            "CASETRAIL_LOG_LEVEL": "WARNING",
-        }
+        env = (
+            ENV
+            | issuer_env
+            | {
+                "CASETRAIL_PG_DSN": dsn,
+                "CASETRAIL_KAFKA_BOOTSTRAP": kafka_bootstrap(),
+                "CASETRAIL_LOG_LEVEL": "WARNING",
+            }
+        )
         processes: dict[str, asyncio.subprocess.Process] = {}
         try:
             for name in SERVICES:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
-from cli.rpc import eventually
+from cli.rpc import command, eventually, query
 from cli.walk.story import COORDINATOR, RECEPTIONIST
 from tests.e2e.conftest import Casetrail
 
@@ -18,7 +18,7 @@ def key() -> str:
 
 def registration(family_name: str = "") -> intake_pb2.RegisterClientRequest:
     return intake_pb2.RegisterClientRequest(
-        context=RECEPTIONIST.command(key()),
+        context=command(key()),
         name=intake_pb2.PersonName(
             given_names="Giulia", family_name=family_name or f"Conti-{uuid.uuid4().hex[:8]}"
         ),
@@ -36,21 +36,19 @@ class Case:
 async def new_case(casetrail: Casetrail, *needs: str) -> Case:
     """A new client with a case that coordination already knows, with ``needs`` assessed."""
     stubs = casetrail.stubs
-    client = await stubs.intake.RegisterClient(registration())
-    opened = await stubs.intake.OpenCase(
+    client = await stubs.as_(RECEPTIONIST).intake.RegisterClient(registration())
+    opened = await stubs.as_(RECEPTIONIST).intake.OpenCase(
         intake_pb2.OpenCaseRequest(
-            context=RECEPTIONIST.command(key()),
+            context=command(key()),
             client_id=client.client_id,
             referral_source=intake_pb2.ReferralSource(kind="self"),
             presenting_needs=[intake_pb2.PresentingNeed(category=need) for need in needs],
         )
     )
     case_id = opened.result.case_id
-    request = co.GetCaseCoordinationRequest(
-        context=COORDINATOR.query("coordination"), case_id=case_id
-    )
+    request = co.GetCaseCoordinationRequest(context=query("coordination"), case_id=case_id)
     await eventually(
-        lambda: stubs.coordination.GetCaseCoordination(request),
+        lambda: stubs.as_(COORDINATOR).coordination.GetCaseCoordination(request),
         lambda case: set(needs) <= set(case.needs),
         what="coordination to learn the case",
         patience=casetrail.patience,

@@ -13,11 +13,11 @@ import pytest
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.intake.v1 import intake_pb2
-from cli.rpc import connect, eventually
-from cli.walk.story import AUDITOR
+from cli.rpc import connect, eventually, query
+from cli.walk.story import AUDITOR, RECEPTIONIST
 from events.catalog_registry import default_registry
 from events.cloudevents import from_json_lines
-from services.demo import embedded_services
+from services.demo import LocalCasetrail, embedded_services
 from tests.e2e.conftest import Casetrail
 from tests.e2e.distributed import ENV, REPO
 from tests.e2e.support import new_case, registration
@@ -37,12 +37,12 @@ async def casetrail_cli(*arguments: str) -> tuple[int, str, str]:
 
 async def test_an_auditor_reads_timeline_state_and_export(casetrail: Casetrail) -> None:
     case = await new_case(casetrail, "home_care")
-    audit = ["--audit", casetrail.addresses["audit"], "--user", AUDITOR.user_id]
+    audit = ["--audit", casetrail.addresses["audit"], "--token", casetrail.tokens(AUDITOR)]
     known = audit_pb2.GetTimelineRequest(
-        context=AUDITOR.query("confidentiality_review"), case_id=case.case_id
+        context=query("confidentiality_review"), case_id=case.case_id
     )
     await eventually(
-        lambda: casetrail.stubs.audit.GetTimeline(known),
+        lambda: casetrail.stubs.as_(AUDITOR).audit.GetTimeline(known),
         lambda page: any(e.event_type == "casetrail.case.opened" for e in page.entries),
         what="audit to learn the case",
         patience=casetrail.patience,
@@ -74,8 +74,8 @@ async def test_an_auditor_reads_timeline_state_and_export(casetrail: Casetrail) 
 
 
 async def test_an_operator_rebuilds_a_projection_and_tails_a_store(tmp_path: Path) -> None:
-    async with embedded_services(tmp_path) as addresses:
-        await _one_case(addresses)
+    async with embedded_services(tmp_path) as local:
+        await _one_case(local)
     storage = ["--data-dir", str(tmp_path)]
 
     status, out, err = await casetrail_cli("rebuild", "intake", "client-directory", *storage)
@@ -101,8 +101,9 @@ async def test_an_operator_rebuilds_a_projection_and_tails_a_store(tmp_path: Pat
     ]
 
 
-async def _one_case(addresses: dict[str, str]) -> None:
-    async with connect(addresses) as stubs:
+async def _one_case(local: LocalCasetrail) -> None:
+    async with connect(local.addresses, local.tokens) as connection:
+        stubs = connection.as_(RECEPTIONIST)
         client = await stubs.intake.RegisterClient(registration())
         await stubs.intake.OpenCase(
             intake_pb2.OpenCaseRequest(

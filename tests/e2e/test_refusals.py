@@ -14,7 +14,7 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
-from cli.rpc import Person, eventually, refused, timestamp
+from cli.rpc import Person, command, eventually, query, refused, timestamp
 from cli.walk.story import (
     AUDITOR,
     CASE_MANAGER_ID,
@@ -34,7 +34,7 @@ CASE_MANAGER = Person(CASE_MANAGER_ID, "case_manager")
 
 def schedule(case: Case, kind: str, start: datetime, hours: int = 1) -> co.ScheduleServiceRequest:
     return co.ScheduleServiceRequest(
-        context=COORDINATOR.command(key()),
+        context=command(key()),
         case_id=case.case_id,
         kind=kind,
         provider=co.Provider(provider_id="eastside-pt", name="Eastside Physical Therapy"),
@@ -54,9 +54,9 @@ async def test_a_role_that_may_not_act_is_permission_denied(casetrail: Casetrail
     stubs = casetrail.stubs
     refusals = [
         await refused(
-            stubs.intake.RecordInitialAssessment(
+            stubs.as_(RECEPTIONIST).intake.RecordInitialAssessment(
                 intake_pb2.RecordInitialAssessmentRequest(
-                    context=RECEPTIONIST.command(key()),
+                    context=command(key()),
                     case_id=case.case_id,
                     factors=intake_pb2.AssessmentFactors(social="Lives alone"),
                     needs=[intake_pb2.AssessedNeed(category="home_care", urgency="soon")],
@@ -64,19 +64,17 @@ async def test_a_role_that_may_not_act_is_permission_denied(casetrail: Casetrail
             )
         ),
         await refused(
-            stubs.coordination.AssignCase(
+            stubs.as_(CASE_MANAGER).coordination.AssignCase(
                 co.AssignCaseRequest(
-                    context=CASE_MANAGER.command(key()),
+                    context=command(key()),
                     case_id=case.case_id,
                     worker_id=CASE_MANAGER_ID,
                 )
             )
         ),
         await refused(
-            stubs.audit.GetTimeline(
-                audit_pb2.GetTimelineRequest(
-                    context=SOCIAL_WORKER.query("direct_care"), case_id=case.case_id
-                )
+            stubs.as_(SOCIAL_WORKER).audit.GetTimeline(
+                audit_pb2.GetTimelineRequest(context=query("direct_care"), case_id=case.case_id)
             )
         ),
     ]
@@ -91,20 +89,20 @@ async def test_bad_fields_are_invalid_argument_naming_each_field(casetrail: Case
     bad_client = registration()
     bad_client.name.given_names = ""
     bad_client.date_of_birth = "14/03/1950"
-    refusal = await refused(stubs.intake.RegisterClient(bad_client))
+    refusal = await refused(stubs.as_(RECEPTIONIST).intake.RegisterClient(bad_client))
     assert refusal.code == grpc.StatusCode.INVALID_ARGUMENT
     assert {"name.given_names", "date_of_birth"} <= set(refusal.field_violations)
 
     backwards = schedule(case, "physical_therapy", next_week(10))
     backwards.ends_at.CopyFrom(timestamp(next_week(9)))
     backwards.kind = "massage"
-    refusal = await refused(stubs.coordination.ScheduleService(backwards))
+    refusal = await refused(stubs.as_(COORDINATOR).coordination.ScheduleService(backwards))
     assert refusal.code == grpc.StatusCode.INVALID_ARGUMENT
     assert {"kind", "ends_at"} <= set(refusal.field_violations), refusal.field_violations
 
     refusal = await refused(
-        stubs.audit.GetTimeline(
-            audit_pb2.GetTimelineRequest(context=AUDITOR.query("curiosity"), case_id=case.case_id)
+        stubs.as_(AUDITOR).audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(context=query("curiosity"), case_id=case.case_id)
         )
     )
     assert refusal.code == grpc.StatusCode.INVALID_ARGUMENT
@@ -112,9 +110,9 @@ async def test_bad_fields_are_invalid_argument_naming_each_field(casetrail: Case
 
 
 async def test_a_duplicate_client_is_already_exists(casetrail: Casetrail) -> None:
-    first = await casetrail.stubs.intake.RegisterClient(registration("Esposito"))
+    first = await casetrail.stubs.as_(RECEPTIONIST).intake.RegisterClient(registration("Esposito"))
     again = registration("ESPOSITO")  # another identifier, same folded name and birth date
-    refusal = await refused(casetrail.stubs.intake.RegisterClient(again))
+    refusal = await refused(casetrail.stubs.as_(RECEPTIONIST).intake.RegisterClient(again))
     assert refusal.code == grpc.StatusCode.ALREADY_EXISTS
     (duplicates,) = refusal.details(intake_pb2.PossibleDuplicates)
     assert first.client_id in [candidate.client_id for candidate in duplicates.candidates]
@@ -127,28 +125,26 @@ async def test_what_does_not_exist_is_not_found(casetrail: Casetrail) -> None:
     unknown = uuid.uuid4().hex
     refusals = [
         await refused(
-            stubs.intake.GetCase(
-                intake_pb2.GetCaseRequest(
-                    context=INTAKE_WORKER.query("direct_care"), case_id=unknown
-                )
+            stubs.as_(INTAKE_WORKER).intake.GetCase(
+                intake_pb2.GetCaseRequest(context=query("direct_care"), case_id=unknown)
             )
         ),
         await refused(
-            stubs.coordination.AssignCase(
+            stubs.as_(COORDINATOR).coordination.AssignCase(
                 co.AssignCaseRequest(
-                    context=COORDINATOR.command(key()), case_id=unknown, worker_id=CASE_MANAGER_ID
+                    context=command(key()), case_id=unknown, worker_id=CASE_MANAGER_ID
                 )
             )
         ),
         await refused(
-            stubs.planning.GetCaseView(
-                pl.GetCaseViewRequest(context=COORDINATOR.query("coordination"), case_id=unknown)
+            stubs.as_(COORDINATOR).planning.GetCaseView(
+                pl.GetCaseViewRequest(context=query("coordination"), case_id=unknown)
             )
         ),
         await refused(
-            stubs.audit.GetTimeline(
+            stubs.as_(AUDITOR).audit.GetTimeline(
                 audit_pb2.GetTimelineRequest(
-                    context=AUDITOR.query("confidentiality_review"), case_id=unknown
+                    context=query("confidentiality_review"), case_id=unknown
                 )
             )
         ),
@@ -157,10 +153,8 @@ async def test_what_does_not_exist_is_not_found(casetrail: Casetrail) -> None:
         assert refusal.code == grpc.StatusCode.NOT_FOUND, refusal
     case = await new_case(casetrail, "home_care")
     refusal = await refused(
-        stubs.coordination.AssignCase(
-            co.AssignCaseRequest(
-                context=COORDINATOR.command(key()), case_id=case.case_id, worker_id="nobody"
-            )
+        stubs.as_(COORDINATOR).coordination.AssignCase(
+            co.AssignCaseRequest(context=command(key()), case_id=case.case_id, worker_id="nobody")
         )
     )
     assert refusal.code == grpc.StatusCode.NOT_FOUND
@@ -174,19 +168,17 @@ async def test_a_retried_command_returns_the_first_result_and_writes_nothing(
     stubs = casetrail.stubs
     case = await new_case(casetrail, "physical_therapy")
     request = schedule(case, "physical_therapy", next_week(9))
-    first = await stubs.coordination.ScheduleService(request)
-    again = await stubs.coordination.ScheduleService(request)
+    first = await stubs.as_(COORDINATOR).coordination.ScheduleService(request)
+    again = await stubs.as_(COORDINATOR).coordination.ScheduleService(request)
     assert again == first
-    listed = await stubs.coordination.GetClientSchedule(
-        co.GetClientScheduleRequest(
-            context=COORDINATOR.query("coordination"), client_id=case.client_id
-        )
+    listed = await stubs.as_(COORDINATOR).coordination.GetClientSchedule(
+        co.GetClientScheduleRequest(context=query("coordination"), client_id=case.client_id)
     )
     assert [service.service_id for service in listed.services] == [first.service_id]
 
     registering = registration()
-    registered = await stubs.intake.RegisterClient(registering)
-    assert await stubs.intake.RegisterClient(registering) == registered
+    registered = await stubs.as_(RECEPTIONIST).intake.RegisterClient(registering)
+    assert await stubs.as_(RECEPTIONIST).intake.RegisterClient(registering) == registered
 
 
 async def test_an_idempotency_key_reused_for_another_request_is_refused(
@@ -227,11 +219,11 @@ async def test_an_overlapping_service_is_refused_naming_the_appointment(
 ) -> None:
     stubs = casetrail.stubs
     case = await new_case(casetrail, "physical_therapy", "counseling")
-    therapy = await stubs.coordination.ScheduleService(
+    therapy = await stubs.as_(COORDINATOR).coordination.ScheduleService(
         schedule(case, "physical_therapy", next_week(14))
     )
     refusal = await refused(
-        stubs.coordination.ScheduleService(
+        stubs.as_(COORDINATOR).coordination.ScheduleService(
             schedule(case, "counseling", next_week(14) + timedelta(minutes=30))
         )
     )
@@ -241,7 +233,9 @@ async def test_an_overlapping_service_is_refused_naming_the_appointment(
     (failure,) = refusal.details(error_details_pb2.PreconditionFailure)
     assert failure.violations[0].type == "SCHEDULE_CONFLICT"
     # Right after the therapy ends, the counseling fits.
-    await stubs.coordination.ScheduleService(schedule(case, "counseling", next_week(15)))
+    await stubs.as_(COORDINATOR).coordination.ScheduleService(
+        schedule(case, "counseling", next_week(15))
+    )
 
 
 async def test_counseling_needs_a_licensed_social_worker_unless_referred_out(
@@ -250,16 +244,16 @@ async def test_counseling_needs_a_licensed_social_worker_unless_referred_out(
     stubs = casetrail.stubs
     case = await new_case(casetrail, "home_care", "substance_use")
     assign = co.AssignCaseRequest(
-        context=COORDINATOR.command(key()), case_id=case.case_id, worker_id=CASE_MANAGER_ID
+        context=command(key()), case_id=case.case_id, worker_id=CASE_MANAGER_ID
     )
-    refusal = await refused(stubs.coordination.AssignCase(assign))
+    refusal = await refused(stubs.as_(COORDINATOR).coordination.AssignCase(assign))
     assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION
     assert refusal.reason == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
     assert "addiction counselor" in refusal.metadata["suggested_referrals"]
 
-    await stubs.coordination.MakeReferral(
+    await stubs.as_(COORDINATOR).coordination.MakeReferral(
         co.MakeReferralRequest(
-            context=COORDINATOR.command(key()),
+            context=command(key()),
             case_id=case.case_id,
             provider=co.Provider(provider_id="bay-recovery", name="Bay Recovery Center"),
             need_category="substance_use",
@@ -269,34 +263,34 @@ async def test_counseling_needs_a_licensed_social_worker_unless_referred_out(
         )
     )
     assign.context.idempotency_key = key()
-    assigned = await stubs.coordination.AssignCase(assign)
+    assigned = await stubs.as_(COORDINATOR).coordination.AssignCase(assign)
     assert list(assigned.matched_needs) == ["home_care"]
 
 
 async def test_a_case_is_not_closed_while_services_are_scheduled(casetrail: Casetrail) -> None:
     stubs = casetrail.stubs
     case = await new_case(casetrail, "physical_therapy")
-    service = await stubs.coordination.ScheduleService(
+    service = await stubs.as_(COORDINATOR).coordination.ScheduleService(
         schedule(case, "physical_therapy", next_week(11))
     )
-    view = pl.GetCaseViewRequest(context=COORDINATOR.query("coordination"), case_id=case.case_id)
+    view = pl.GetCaseViewRequest(context=query("coordination"), case_id=case.case_id)
     await eventually(
-        lambda: stubs.planning.GetCaseView(view),
+        lambda: stubs.as_(COORDINATOR).planning.GetCaseView(view),
         lambda found: [s.service_id for s in found.services] == [service.service_id],
         what="planning to learn of the service",
         patience=casetrail.patience,
     )
     close = pl.CloseCaseRequest(
-        context=SUPERVISOR.command(key()), case_id=case.case_id, reason="client_withdrew"
+        context=command(key()), case_id=case.case_id, reason="client_withdrew"
     )
-    refusal = await refused(stubs.planning.CloseCase(close))
+    refusal = await refused(stubs.as_(SUPERVISOR).planning.CloseCase(close))
     assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION
     assert refusal.reason == "SERVICES_STILL_SCHEDULED"
     assert refusal.metadata["service_ids"] == service.service_id
 
-    await stubs.coordination.CancelService(
+    await stubs.as_(COORDINATOR).coordination.CancelService(
         co.CancelServiceRequest(
-            context=COORDINATOR.command(key()),
+            context=command(key()),
             case_id=case.case_id,
             service_id=service.service_id,
             cancelled_by="client",
@@ -304,22 +298,22 @@ async def test_a_case_is_not_closed_while_services_are_scheduled(casetrail: Case
         )
     )
     await eventually(
-        lambda: stubs.planning.GetCaseView(view),
+        lambda: stubs.as_(COORDINATOR).planning.GetCaseView(view),
         lambda found: [s.status for s in found.services] == ["cancelled"],
         what="planning to learn of the cancellation",
         patience=casetrail.patience,
     )
     close.context.idempotency_key = key()
-    closed = await stubs.planning.CloseCase(close)
+    closed = await stubs.as_(SUPERVISOR).planning.CloseCase(close)
     assert closed.result.case_id == case.case_id
 
 
 async def test_a_stale_expected_version_is_aborted(casetrail: Casetrail) -> None:
     case = await new_case(casetrail, "home_care")
-    context = INTAKE_WORKER.command(key())
+    context = command(key())
     context.expected_version = 7
     refusal = await refused(
-        casetrail.stubs.intake.RecordInitialAssessment(
+        casetrail.stubs.as_(INTAKE_WORKER).intake.RecordInitialAssessment(
             intake_pb2.RecordInitialAssessmentRequest(
                 context=context,
                 case_id=case.case_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from events.grpc_platform.server import Registration, create_server
+from tests.support.identity import TestIssuer, caller_channel
 
 M = TypeVar("M", bound=Message)
 
@@ -27,13 +28,19 @@ DETAIL_KINDS: tuple[type[Message], ...] = (
 
 
 @asynccontextmanager
-async def serving(register: Registration, service_name: str) -> AsyncIterator[grpc.aio.Channel]:
-    """A channel to a server running the servicer ``register`` adds; stopped on exit."""
-    server, port, _ = await create_server("127.0.0.1:0", [register], [service_name])
+async def serving(
+    register: Registration, service_name: str, issuer: TestIssuer
+) -> AsyncIterator[Any]:
+    """A channel to a server running the servicer ``register`` adds, trusting ``issuer``;
+    each call carries the token of whoever built its request's context (``acting``).
+    Stopped on exit."""
+    server, port, _ = await create_server(
+        "127.0.0.1:0", [register], [service_name], verifier=issuer.verifier()
+    )
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield channel
+            yield caller_channel(channel, issuer)
     finally:
         await server.stop(None)
 

@@ -24,18 +24,20 @@ from events.grpc_platform.context import (
 )
 from events.grpc_platform.errors import status_for
 from events.grpc_platform.server import Context, streamed_refusals_as_status
+from events.identity.grpc_auth import bearer_metadata
+from events.identity.principal import Principal
 from events.queries import QueryContext
 from tests.support.grpc import details, serving, violated_fields
+from tests.support.identity import TestIssuer
 
 ALLOWED = ", ".join(purpose.value for purpose in AccessPurpose)
 
 
-def _actor(role: str = "coordinator") -> common_pb2.Actor:
-    return common_pb2.Actor(user_id="kim", role=role)
+KIM = Principal("kim", Role.COORDINATOR, agency="eastbay-dss", issuer="https://issuer.test")
 
 
-def _query(purpose: str, role: str = "coordinator") -> common_pb2.QueryContext:
-    return common_pb2.QueryContext(actor=_actor(role), purpose=purpose)
+def _query(purpose: str) -> common_pb2.QueryContext:
+    return common_pb2.QueryContext(purpose=purpose)
 
 
 def _fields(error: InvalidCommand) -> list[str]:
@@ -54,7 +56,7 @@ def _no_case_id() -> str:
 
 
 def test_a_query_names_an_access_purpose() -> None:
-    assert query_context_from(_query("supervision")) == QueryContext(
+    assert query_context_from(KIM, _query("supervision")) == QueryContext(
         Actor("kim", Role.COORDINATOR), AccessPurpose.SUPERVISION
     )
 
@@ -68,26 +70,23 @@ def test_a_query_names_an_access_purpose() -> None:
     ],
 )
 def test_the_purpose_is_required_and_one_of_the_access_purposes(purpose: str, problem: str) -> None:
-    context, problems = query_context_problems(_query(purpose))
+    context, problems = query_context_problems(KIM, _query(purpose))
     assert context is None
     assert problems == [FieldProblem("context.purpose", problem)]
 
 
-def test_every_bad_field_of_a_query_context_is_named() -> None:
-    with pytest.raises(InvalidCommand) as refused:
-        query_context_from(common_pb2.QueryContext(actor=common_pb2.Actor(role="wizard")))
-    assert _fields(refused.value) == [
-        "context.actor.user_id",
-        "context.actor.role",
-        "context.purpose",
-    ]
+def test_the_actor_is_the_verified_principal_never_a_request_field() -> None:
+    assert "actor" not in common_pb2.QueryContext.DESCRIPTOR.fields_by_name
+    assert "actor" not in common_pb2.CommandContext.DESCRIPTOR.fields_by_name
+    context = command_context_from(KIM, common_pb2.CommandContext(idempotency_key="k1"))
+    assert context.actor == KIM.actor == Actor("kim", Role.COORDINATOR)
 
 
 def test_a_query_reports_its_context_and_its_body_together() -> None:
     with pytest.raises(InvalidCommand) as refused:
-        read_query(_query(""), _no_case_id)
+        read_query(KIM, _query(""), _no_case_id)
     assert _fields(refused.value) == ["context.purpose", "case_id"]
-    reader, case_id = read_query(_query("direct_care"), lambda: "case-1")
+    reader, case_id = read_query(KIM, _query("direct_care"), lambda: "case-1")
     assert (reader.purpose, case_id) == (AccessPurpose.DIRECT_CARE, "case-1")
 
 
@@ -95,13 +94,10 @@ def test_a_query_reports_its_context_and_its_body_together() -> None:
 
 
 def test_command_context_problems_come_back_without_raising() -> None:
-    message = common_pb2.CommandContext(
-        actor=_actor("wizard"), correlation_id="not-a-uuid", expected_version=-1
-    )
-    context, problems = command_context_problems(message, field="request.context")
+    message = common_pb2.CommandContext(correlation_id="not-a-uuid", expected_version=-1)
+    context, problems = command_context_problems(KIM, message, field="request.context")
     assert context is None
     assert [problem.field for problem in problems] == [
-        "request.context.actor.role",
         "request.context.idempotency_key",
         "request.context.correlation_id",
         "request.context.expected_version",
@@ -111,11 +107,11 @@ def test_command_context_problems_come_back_without_raising() -> None:
 def test_a_good_command_context_is_read_whole() -> None:
     correlation = "5b0f3a4e-6c1d-4f53-9d57-0c8f1e2a9b61"
     message = common_pb2.CommandContext(
-        actor=_actor(), idempotency_key="k1", correlation_id=correlation, expected_version=3
+        idempotency_key="k1", correlation_id=correlation, expected_version=3
     )
-    context, problems = command_context_problems(message)
+    context, problems = command_context_problems(KIM, message)
     assert problems == []
-    assert context == command_context_from(message)
+    assert context == command_context_from(KIM, message)
     assert context is not None
     assert (str(context.correlation_id), context.expected_version) == (correlation, 3)
 
@@ -127,19 +123,19 @@ def test_a_command_reports_its_context_and_its_body_together() -> None:
         seen.append(context)
         return _no_case_id()
 
-    bad = common_pb2.CommandContext(actor=_actor())
+    bad = common_pb2.CommandContext()
     with pytest.raises(InvalidCommand) as refused:
-        read_command(bad, read)
+        read_command(KIM, bad, read)
     assert _fields(refused.value) == ["context.idempotency_key", "case_id"]
     # The body was read with a stand-in context, since the real one is unusable.
     assert seen[0].actor.role is Role.SYSTEM
 
     with pytest.raises(InvalidCommand) as refused:
-        read_command(bad, lambda context: "fine")
+        read_command(KIM, bad, lambda context: "fine")
     assert _fields(refused.value) == ["context.idempotency_key"]
 
-    good = common_pb2.CommandContext(actor=_actor(), idempotency_key="k1")
-    context, body = read_command(good, lambda context: context.idempotency_key)
+    good = common_pb2.CommandContext(idempotency_key="k1")
+    context, body = read_command(KIM, good, lambda context: context.idempotency_key)
     assert (context.actor.user_id, body) == ("kim", "k1")
 
 
@@ -189,7 +185,9 @@ async def _drain(call: AsyncIterator[bytes], into: list[bytes]) -> None:
 
 
 @pytest.mark.parametrize("count", [0, 2])
-async def test_a_streaming_refusal_ends_the_stream_with_its_status(count: int) -> None:
+async def test_a_streaming_refusal_ends_the_stream_with_its_status(
+    count: int, issuer: TestIssuer
+) -> None:
     servicer = _Countdown(count)
 
     def register(server: grpc.aio.Server) -> None:
@@ -199,8 +197,9 @@ async def test_a_streaming_refusal_ends_the_stream_with_its_status(count: int) -
         )
 
     received: list[bytes] = []
-    async with serving(register, "test.Countdown") as channel:
-        call = channel.unary_stream("/test.Countdown/Stream")(b"")
+    async with serving(register, "test.Countdown", issuer) as channel:
+        token = bearer_metadata(issuer.mint())
+        call = channel.unary_stream("/test.Countdown/Stream")(b"", metadata=token)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await _drain(call, received)
     assert received == [str(number).encode() for number in range(count)]

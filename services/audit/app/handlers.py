@@ -21,8 +21,9 @@ SERVICE_SOURCE = f"casetrail/{SERVICE}"
 
 _REQUEST_FIELDS = {
     "case_id": "case_id",
-    "accessor_id": "context.actor.user_id",
-    "accessor_role": "context.actor.role",
+    # Who read comes from the verified token (claims sub and role), never from the request.
+    "accessor_id": "authorization",
+    "accessor_role": "authorization",
     "purpose": "context.purpose",
 }
 

@@ -12,6 +12,7 @@ from events.grpc_platform.server import (
     refusals_as_status,
     streamed_refusals_as_status,
 )
+from events.identity.grpc_auth import principal_of
 from services.audit.app import queries
 from services.audit.entrypoints import responses
 from services.audit.entrypoints.requests import RequestReader, moment, page_token
@@ -29,7 +30,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         self, request: audit_pb2.GetTimelineRequest, context: Context
     ) -> audit_pb2.GetTimelineResponse:
         read = RequestReader()
-        viewer = read.viewer(request.context)
+        viewer = read.viewer(principal_of(context), request.context)
         case_id = read.case_id(request.case_id)
         basis = read.basis(request.basis)
         page_size = read.page_size(request.page_size)
@@ -58,7 +59,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         self, request: audit_pb2.GetCaseStateAsOfRequest, context: Context
     ) -> audit_pb2.GetCaseStateAsOfResponse:
         read = RequestReader()
-        viewer = read.viewer(request.context)
+        viewer = read.viewer(principal_of(context), request.context)
         case_id = read.case_id(request.case_id)
         basis = read.basis(request.basis, required=True)
         if not request.HasField("as_of"):
@@ -78,7 +79,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         self, request: audit_pb2.WhoDidWhatRequest, context: Context
     ) -> audit_pb2.WhoDidWhatResponse:
         read = RequestReader()
-        viewer = read.viewer(request.context)
+        viewer = read.viewer(principal_of(context), request.context)
         case_id = read.case_id(request.case_id)
         basis = read.basis(request.basis)
         read.done()
@@ -95,7 +96,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         self, request: audit_pb2.ExportCaseRequest, context: Context
     ) -> AsyncIterator[audit_pb2.ExportCaseChunk]:
         read = RequestReader()
-        viewer = read.viewer(request.context)
+        viewer = read.viewer(principal_of(context), request.context)
         case_id = read.case_id(request.case_id)
         basis = read.basis(request.basis)
         read.done()
@@ -109,7 +110,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         self, request: audit_pb2.GetAccessLogRequest, context: Context
     ) -> audit_pb2.GetAccessLogResponse:
         read = RequestReader()
-        viewer = read.viewer(request.context)
+        viewer = read.viewer(principal_of(context), request.context)
         case_id = read.case_id(request.case_id)
         read.done()
         accesses = await queries.get_access_log(self._deps, viewer, case_id)

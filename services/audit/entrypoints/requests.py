@@ -19,6 +19,7 @@ from events.commands import InvalidCommand
 from events.envelope import Actor
 from events.errors import FieldProblem
 from events.grpc_platform.context import query_context_problems
+from events.identity.principal import Principal
 from events.queries import QueryContext
 from services.audit.domain.history import SortKey, TimeBasis
 
@@ -51,8 +52,8 @@ class RequestReader:
     def missing(self, field: str) -> None:
         self.problems.append(FieldProblem(field, "required"))
 
-    def viewer(self, message: common_pb2.QueryContext) -> QueryContext:
-        context, problems = query_context_problems(message)
+    def viewer(self, principal: Principal, message: common_pb2.QueryContext) -> QueryContext:
+        context, problems = query_context_problems(principal, message)
         self.problems.extend(problems)
         # The stand-in never escapes: done() raises whenever the context was refused.
         return context or _STAND_IN

@@ -22,6 +22,8 @@ from events.envelope import RecordedEvent
 from events.errors import FieldProblem
 from events.grpc_platform.context import query_context_from, read_command, read_query
 from events.grpc_platform.server import Context, refusals_as_status
+from events.identity.grpc_auth import principal_of
+from events.identity.principal import Principal
 from services.coordination.app import handlers, queries
 from services.coordination.app.handlers import Dependencies
 from services.coordination.domain import commands
@@ -49,7 +51,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def AssignCase(
         self, request: pb.AssignCaseRequest, context: Context
     ) -> pb.AssignCaseResponse:
-        ctx, command = _parse(request, commands.AssignCase)
+        ctx, command = _parse(principal_of(context), request, commands.AssignCase)
         recorded = await handlers.assign_case(self._deps, ctx, command)
         assigned = _event(recorded, CaseAssigned)
         return pb.AssignCaseResponse(
@@ -62,7 +64,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def TransferCase(
         self, request: pb.TransferCaseRequest, context: Context
     ) -> pb.TransferCaseResponse:
-        ctx, command = _parse(request, commands.TransferCase)
+        ctx, command = _parse(principal_of(context), request, commands.TransferCase)
         recorded = await handlers.transfer_case(self._deps, ctx, command)
         return pb.TransferCaseResponse(
             result=convert.result(command.case_id, recorded),
@@ -75,7 +77,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
         self, request: pb.SuggestWorkersRequest, context: Context
     ) -> pb.SuggestWorkersResponse:
         reader, case_id = read_query(
-            request.context, lambda: _required_id(request.case_id, "case_id")
+            principal_of(context), request.context, lambda: _required_id(request.case_id, "case_id")
         )
         needs, fits = await queries.suggest_workers(
             self._deps, reader.actor, case_id, datetime.now(UTC).date()
@@ -97,7 +99,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def ListWorkers(
         self, request: pb.ListWorkersRequest, context: Context
     ) -> pb.ListWorkersResponse:
-        loads = await queries.workers(self._deps, query_context_from(request.context).actor)
+        loads = await queries.workers(
+            self._deps, query_context_from(principal_of(context), request.context).actor
+        )
         return pb.ListWorkersResponse(
             workers=[convert.worker(load.worker, load.caseload) for load in loads]
         )
@@ -109,7 +113,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def MakeReferral(
         self, request: pb.MakeReferralRequest, context: Context
     ) -> pb.MakeReferralResponse:
-        ctx, command = _parse(request, commands.MakeReferral)
+        ctx, command = _parse(principal_of(context), request, commands.MakeReferral)
         recorded = await handlers.make_referral(self._deps, ctx, command)
         return pb.MakeReferralResponse(
             result=convert.result(command.case_id, recorded),
@@ -121,7 +125,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def AcceptReferral(
         self, request: pb.AcceptReferralRequest, context: Context
     ) -> pb.AcceptReferralResponse:
-        ctx, command = _parse(request, commands.AcceptReferral)
+        ctx, command = _parse(principal_of(context), request, commands.AcceptReferral)
         recorded = await handlers.answer_referral(self._deps, ctx, command)
         return pb.AcceptReferralResponse(result=convert.result(command.case_id, recorded))
 
@@ -130,7 +134,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def DeclineReferral(
         self, request: pb.DeclineReferralRequest, context: Context
     ) -> pb.DeclineReferralResponse:
-        ctx, command = _parse(request, commands.DeclineReferral)
+        ctx, command = _parse(principal_of(context), request, commands.DeclineReferral)
         recorded = await handlers.answer_referral(self._deps, ctx, command)
         return pb.DeclineReferralResponse(result=convert.result(command.case_id, recorded))
 
@@ -139,7 +143,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def CompleteReferral(
         self, request: pb.CompleteReferralRequest, context: Context
     ) -> pb.CompleteReferralResponse:
-        ctx, command = _parse(request, commands.CompleteReferral)
+        ctx, command = _parse(principal_of(context), request, commands.CompleteReferral)
         recorded = await handlers.answer_referral(self._deps, ctx, command)
         return pb.CompleteReferralResponse(result=convert.result(command.case_id, recorded))
 
@@ -150,7 +154,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def ScheduleService(
         self, request: pb.ScheduleServiceRequest, context: Context
     ) -> pb.ScheduleServiceResponse:
-        ctx, command = _parse(request, commands.ScheduleService)
+        ctx, command = _parse(principal_of(context), request, commands.ScheduleService)
         recorded = await handlers.schedule_service(self._deps, ctx, command)
         return pb.ScheduleServiceResponse(
             result=convert.result(command.case_id, recorded),
@@ -163,7 +167,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def RescheduleService(
         self, request: pb.RescheduleServiceRequest, context: Context
     ) -> pb.RescheduleServiceResponse:
-        ctx, command = _parse(request, commands.RescheduleService)
+        ctx, command = _parse(principal_of(context), request, commands.RescheduleService)
         recorded = await handlers.reschedule_service(self._deps, ctx, command)
         return pb.RescheduleServiceResponse(result=convert.result(command.case_id, recorded))
 
@@ -172,7 +176,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def CancelService(
         self, request: pb.CancelServiceRequest, context: Context
     ) -> pb.CancelServiceResponse:
-        ctx, command = _parse(request, commands.CancelService)
+        ctx, command = _parse(principal_of(context), request, commands.CancelService)
         recorded = await handlers.cancel_service(self._deps, ctx, command)
         return pb.CancelServiceResponse(result=convert.result(command.case_id, recorded))
 
@@ -181,7 +185,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def RecordServiceDelivered(
         self, request: pb.RecordServiceDeliveredRequest, context: Context
     ) -> pb.RecordServiceDeliveredResponse:
-        ctx, command = _parse(request, commands.RecordServiceDelivered)
+        ctx, command = _parse(principal_of(context), request, commands.RecordServiceDelivered)
         recorded = await handlers.record_service_delivered(self._deps, ctx, command)
         return pb.RecordServiceDeliveredResponse(result=convert.result(command.case_id, recorded))
 
@@ -191,7 +195,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
         self, request: pb.GetClientScheduleRequest, context: Context
     ) -> pb.GetClientScheduleResponse:
         reader, client_id = read_query(
-            request.context, lambda: _required_id(request.client_id, "client_id")
+            principal_of(context),
+            request.context,
+            lambda: _required_id(request.client_id, "client_id"),
         )
         services = await queries.schedule_of_client(
             self._deps, reader.actor, client_id, request.include_past
@@ -205,7 +211,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def DetermineEligibility(
         self, request: pb.DetermineEligibilityRequest, context: Context
     ) -> pb.DetermineEligibilityResponse:
-        ctx, command = _parse(request, commands.DetermineEligibility)
+        ctx, command = _parse(principal_of(context), request, commands.DetermineEligibility)
         recorded = await handlers.determine_eligibility(self._deps, ctx, command)
         decision = _event(recorded, EligibilityDetermined)
         return pb.DetermineEligibilityResponse(
@@ -220,7 +226,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def ListPrograms(
         self, request: pb.ListProgramsRequest, context: Context
     ) -> pb.ListProgramsResponse:
-        programs = queries.programs(self._deps, query_context_from(request.context).actor)
+        programs = queries.programs(
+            self._deps, query_context_from(principal_of(context), request.context).actor
+        )
         return pb.ListProgramsResponse(programs=[convert.program(p) for p in programs])
 
     # -- funding ----------------------------------------------------------------------------
@@ -230,7 +238,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def ReserveBudget(
         self, request: pb.ReserveBudgetRequest, context: Context
     ) -> pb.ReserveBudgetResponse:
-        ctx, command = _parse(request, commands.ReserveBudget)
+        ctx, command = _parse(principal_of(context), request, commands.ReserveBudget)
         recorded = await handlers.reserve_budget(self._deps, ctx, command)
         return pb.ReserveBudgetResponse(
             result=convert.result(command.case_id, recorded),
@@ -243,7 +251,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def ReleaseBudget(
         self, request: pb.ReleaseBudgetRequest, context: Context
     ) -> pb.ReleaseBudgetResponse:
-        ctx, command = _parse(request, commands.ReleaseBudget)
+        ctx, command = _parse(principal_of(context), request, commands.ReleaseBudget)
         recorded = await handlers.release_budget(self._deps, ctx, command)
         _event(recorded, BudgetReleased)
         return pb.ReleaseBudgetResponse(
@@ -257,7 +265,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
         self, request: pb.GetBudgetLineRequest, context: Context
     ) -> pb.GetBudgetLineResponse:
         reader, line_id = read_query(
-            request.context, lambda: _required_id(request.budget_line, "budget_line")
+            principal_of(context),
+            request.context,
+            lambda: _required_id(request.budget_line, "budget_line"),
         )
         line, state = await queries.budget_line(self._deps, reader.actor, line_id)
         return convert.budget_line(line, state)
@@ -267,7 +277,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def FileInsuranceClaim(
         self, request: pb.FileInsuranceClaimRequest, context: Context
     ) -> pb.FileInsuranceClaimResponse:
-        ctx, command = _parse(request, commands.FileInsuranceClaim)
+        ctx, command = _parse(principal_of(context), request, commands.FileInsuranceClaim)
         recorded = await handlers.file_insurance_claim(self._deps, ctx, command)
         return pb.FileInsuranceClaimResponse(
             result=convert.result(command.case_id, recorded),
@@ -279,7 +289,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def RecordClaimDecision(
         self, request: pb.RecordClaimDecisionRequest, context: Context
     ) -> pb.RecordClaimDecisionResponse:
-        ctx, command = _parse(request, commands.RecordClaimDecision)
+        ctx, command = _parse(principal_of(context), request, commands.RecordClaimDecision)
         recorded = await handlers.record_claim_decision(self._deps, ctx, command)
         return pb.RecordClaimDecisionResponse(result=convert.result(command.case_id, recorded))
 
@@ -291,7 +301,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
         self, request: pb.GetCaseCoordinationRequest, context: Context
     ) -> pb.GetCaseCoordinationResponse:
         reader, case_id = read_query(
-            request.context, lambda: _required_id(request.case_id, "case_id")
+            principal_of(context), request.context, lambda: _required_id(request.case_id, "case_id")
         )
         view = await queries.case_coordination(self._deps, reader.actor, case_id)
         return convert.case_coordination(view)
@@ -303,9 +313,12 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
         )
 
 
-def _parse(request: _CommandRequest, model: type[C]) -> tuple[CommandContext, C]:
+def _parse(
+    principal: Principal, request: _CommandRequest, model: type[C]
+) -> tuple[CommandContext, C]:
     """The command context and the command, refusing every bad field of both at once."""
     return read_command(
+        principal,
         request.context,
         lambda _: convert.command(model, request),  # type: ignore[arg-type]
     )

@@ -11,6 +11,7 @@ from typing_extensions import override
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from events.grpc_platform.context import read_command, read_query
 from events.grpc_platform.server import Context, refusals_as_status
+from events.identity.grpc_auth import principal_of
 from events.store.port import EventStore
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
@@ -50,7 +51,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
         command = from_proto.register_client(request)
         today = deps.today()
         ctx, checked = read_command(
-            request.context, lambda ctx: handlers.registration_of(ctx, command, today)
+            principal_of(context),
+            request.context,
+            lambda ctx: handlers.registration_of(ctx, command, today),
         )
         try:
             registration = await handlers.register_client(
@@ -75,7 +78,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
         self, request: intake_pb2.OpenCaseRequest, context: Context
     ) -> intake_pb2.OpenCaseResponse:
         command = from_proto.open_case(request)
-        ctx, checked = read_command(request.context, lambda ctx: handlers.opening_of(ctx, command))
+        ctx, checked = read_command(
+            principal_of(context), request.context, lambda ctx: handlers.opening_of(ctx, command)
+        )
         recorded = await handlers.open_case(self._deps.store, ctx, command, checked)
         return intake_pb2.OpenCaseResponse(result=to_proto.command_result(recorded))
 
@@ -86,7 +91,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
     ) -> intake_pb2.RecordInitialAssessmentResponse:
         command = from_proto.record_initial_assessment(request)
         ctx, checked = read_command(
-            request.context, lambda ctx: handlers.assessment_of(ctx, command)
+            principal_of(context), request.context, lambda ctx: handlers.assessment_of(ctx, command)
         )
         recorded, assessment_id = await handlers.record_initial_assessment(
             self._deps.store, self._deps.closures, ctx, command, checked
@@ -101,7 +106,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
         self, request: intake_pb2.ReopenCaseRequest, context: Context
     ) -> intake_pb2.ReopenCaseResponse:
         command = from_proto.reopen_case(request)
-        ctx, _ = read_command(request.context, lambda _: handlers.reopening_of(command))
+        ctx, _ = read_command(
+            principal_of(context), request.context, lambda _: handlers.reopening_of(command)
+        )
         recorded = await handlers.reopen_case(self._deps.store, self._deps.closures, ctx, command)
         return intake_pb2.ReopenCaseResponse(result=to_proto.command_result(recorded))
 
@@ -111,7 +118,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
         self, request: intake_pb2.GetClientRequest, context: Context
     ) -> intake_pb2.GetClientResponse:
         reader, client_id = read_query(
-            request.context, lambda: queries.required_id("client_id", request.client_id)
+            principal_of(context),
+            request.context,
+            lambda: queries.required_id("client_id", request.client_id),
         )
         record = await queries.get_client(self._deps.store, reader, client_id)
         return intake_pb2.GetClientResponse(client=to_proto.client(record))
@@ -122,7 +131,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
         self, request: intake_pb2.FindPossibleDuplicatesRequest, context: Context
     ) -> intake_pb2.FindPossibleDuplicatesResponse:
         query = from_proto.find_duplicates(request)
-        reader, _ = read_query(request.context, lambda: queries.probe_from(query))
+        reader, _ = read_query(
+            principal_of(context), request.context, lambda: queries.probe_from(query)
+        )
         found = await queries.find_possible_duplicates(self._deps.directory, reader, query)
         return intake_pb2.FindPossibleDuplicatesResponse(
             candidates=[to_proto.candidate(c) for c in found]
@@ -134,7 +145,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
         self, request: intake_pb2.GetCaseRequest, context: Context
     ) -> intake_pb2.GetCaseResponse:
         reader, case_id = read_query(
-            request.context, lambda: queries.required_id("case_id", request.case_id)
+            principal_of(context),
+            request.context,
+            lambda: queries.required_id("case_id", request.case_id),
         )
         view = await queries.get_case(self._deps.store, self._deps.closures, reader, case_id)
         return intake_pb2.GetCaseResponse(record=to_proto.case_record(view))

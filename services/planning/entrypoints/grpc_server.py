@@ -14,6 +14,7 @@ from events.catalog.planning import GoalAdded, PlanAgreed, PlanDrafted
 from events.commands import CommandContext
 from events.grpc_platform.context import read_command, read_query
 from events.grpc_platform.server import Context, refusals_as_status
+from events.identity.grpc_auth import principal_of
 from services.planning.app import queries
 from services.planning.app.handlers import Dependencies, Outcome, handle
 from services.planning.domain.commands import Command
@@ -36,7 +37,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         self, request: planning_pb2.DraftPlanRequest, context: Context
     ) -> planning_pb2.DraftPlanResponse:
         command_context, command = read_command(
-            request.context, lambda ctx: translate.draft_plan(request, ctx)
+            principal_of(context), request.context, lambda ctx: translate.draft_plan(request, ctx)
         )
         outcome = await self._run(command_context, command)
         # A retry answers with what was recorded the first time, not with this request's ids.
@@ -53,7 +54,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         self, request: planning_pb2.AddGoalRequest, context: Context
     ) -> planning_pb2.AddGoalResponse:
         command_context, command = read_command(
-            request.context, lambda ctx: translate.add_goal(request, ctx)
+            principal_of(context), request.context, lambda ctx: translate.add_goal(request, ctx)
         )
         outcome = await self._run(command_context, command)
         added = _first(outcome, GoalAdded)
@@ -68,7 +69,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         self, request: planning_pb2.ReviseGoalRequest, context: Context
     ) -> planning_pb2.ReviseGoalResponse:
         command_context, command = read_command(
-            request.context, lambda ctx: translate.revise_goal(request, ctx)
+            principal_of(context), request.context, lambda ctx: translate.revise_goal(request, ctx)
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.ReviseGoalResponse(
@@ -80,7 +81,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         self, request: planning_pb2.AchieveGoalRequest, context: Context
     ) -> planning_pb2.AchieveGoalResponse:
         command_context, command = read_command(
-            request.context, lambda _: translate.achieve_goal(request)
+            principal_of(context), request.context, lambda _: translate.achieve_goal(request)
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.AchieveGoalResponse(result=self._result(command, outcome))
@@ -90,7 +91,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         self, request: planning_pb2.DropGoalRequest, context: Context
     ) -> planning_pb2.DropGoalResponse:
         command_context, command = read_command(
-            request.context, lambda _: translate.drop_goal(request)
+            principal_of(context), request.context, lambda _: translate.drop_goal(request)
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.DropGoalResponse(
@@ -104,7 +105,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         context: Context,
     ) -> planning_pb2.RecordAgreementResponse:
         command_context, command = read_command(
-            request.context, lambda _: translate.record_agreement(request)
+            principal_of(context), request.context, lambda _: translate.record_agreement(request)
         )
         outcome = await self._run(command_context, command)
         agreed = _first(outcome, PlanAgreed)
@@ -119,7 +120,9 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         self, request: planning_pb2.LogContactRequest, context: Context
     ) -> planning_pb2.LogContactResponse:
         command_context, command = read_command(
-            request.context, lambda ctx: translate.log_contact(request, ctx, self._day(ctx))
+            principal_of(context),
+            request.context,
+            lambda ctx: translate.log_contact(request, ctx, self._day(ctx)),
         )
         outcome = await self._run(command_context, command)
         logged = _first(outcome, ContactLogged)
@@ -135,7 +138,9 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         context: Context,
     ) -> planning_pb2.EvaluateProgressResponse:
         command_context, command = read_command(
-            request.context, lambda ctx: translate.evaluate_progress(request, ctx)
+            principal_of(context),
+            request.context,
+            lambda ctx: translate.evaluate_progress(request, ctx),
         )
         outcome = await self._run(command_context, command)
         evaluated = _first(outcome, ProgressEvaluated)
@@ -151,7 +156,9 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         context: Context,
     ) -> planning_pb2.PlanDischargeResponse:
         command_context, command = read_command(
-            request.context, lambda ctx: translate.plan_discharge(request, self._day(ctx))
+            principal_of(context),
+            request.context,
+            lambda ctx: translate.plan_discharge(request, self._day(ctx)),
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.PlanDischargeResponse(result=self._result(command, outcome))
@@ -161,7 +168,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         self, request: planning_pb2.CloseCaseRequest, context: Context
     ) -> planning_pb2.CloseCaseResponse:
         command_context, command = read_command(
-            request.context, lambda _: translate.close_case(request)
+            principal_of(context), request.context, lambda _: translate.close_case(request)
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.CloseCaseResponse(result=self._result(command, outcome))
@@ -170,7 +177,9 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
     async def GetCaseView(
         self, request: planning_pb2.GetCaseViewRequest, context: Context
     ) -> planning_pb2.CaseView:
-        reader, case_id = read_query(request.context, lambda: translate.case_id_of(request))
+        reader, case_id = read_query(
+            principal_of(context), request.context, lambda: translate.case_id_of(request)
+        )
         document = await queries.case_view(self._deps.views, reader.actor, case_id)
         return present.case_view(document)
 
@@ -179,7 +188,9 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         self, request: planning_pb2.ListCasesRequest, context: Context
     ) -> planning_pb2.ListCasesResponse:
         reader, (where, limit) = read_query(
-            request.context, lambda: translate.case_filter(request, self._clock().date())
+            principal_of(context),
+            request.context,
+            lambda: translate.case_filter(request, self._clock().date()),
         )
         documents, truncated = await queries.list_cases(
             self._deps.views, reader.actor, where, limit

@@ -14,14 +14,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail.common.v1 import common_pb2
+from cli.rpc import Person
 from events.hosting import Infrastructure
 from services.audit.bootstrap import start
+from tests.support.identity import TestIssuer, acting, caller_channel
 from tests.unit.audit.support import CASE, DAY, T0, late_recorded_case
 
-AUDITOR = common_pb2.QueryContext(
-    actor=common_pb2.Actor(user_id="auditor-kim", role="auditor"),
-    purpose="confidentiality_review",
-)
+
+def auditor() -> common_pb2.QueryContext:
+    return acting(
+        Person("auditor-kim", "auditor"), common_pb2.QueryContext(purpose="confidentiality_review")
+    )
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
@@ -35,12 +38,13 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
 
 @pytest.fixture
 async def running(
-    tmp_path: Path,
+    tmp_path: Path, issuer: TestIssuer
 ) -> AsyncIterator[tuple[Infrastructure, audit_pb2_grpc.AuditAsyncStub, grpc.aio.Channel]]:
-    infra = Infrastructure.embedded(tmp_path)
+    infra = Infrastructure.embedded(tmp_path, verifier=issuer.verifier())
     service = await start(infra)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as opened:
+            channel = caller_channel(opened, issuer)
             stub = cast("audit_pb2_grpc.AuditAsyncStub", audit_pb2_grpc.AuditStub(channel))
             yield infra, stub, channel
     finally:
@@ -61,7 +65,7 @@ async def test_events_from_the_bus_and_audits_own_accesses_form_the_history(
     async def case_events_arrived() -> bool:
         try:
             page = await audit.GetTimeline(
-                audit_pb2.GetTimelineRequest(context=AUDITOR, case_id=CASE, as_of=_at(10))
+                audit_pb2.GetTimelineRequest(context=auditor(), case_id=CASE, as_of=_at(10))
             )
         except grpc.aio.AioRpcError as error:
             if error.code() is not grpc.StatusCode.NOT_FOUND:
@@ -72,11 +76,13 @@ async def test_events_from_the_bus_and_audits_own_accesses_form_the_history(
     await eventually(case_events_arrived, "the case's four events reached the timeline")
 
     async def access_in_history() -> bool:
-        page = await audit.GetTimeline(audit_pb2.GetTimelineRequest(context=AUDITOR, case_id=CASE))
+        page = await audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(context=auditor(), case_id=CASE)
+        )
         return any(e.event_type == "casetrail.record.accessed" for e in page.entries)
 
     await eventually(access_in_history, "the auditor's access joined the case history")
-    log = await audit.GetAccessLog(audit_pb2.GetAccessLogRequest(context=AUDITOR, case_id=CASE))
+    log = await audit.GetAccessLog(audit_pb2.GetAccessLogRequest(context=auditor(), case_id=CASE))
     assert {r.accessor.user_id for r in log.records} == {"auditor-kim"}
 
 

@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail.common.v1 import common_pb2
+from cli.rpc import Person
 from events.cloudevents import from_json_lines, from_structured
 from events.envelope import RecordedEvent
 from events.projections.runner import BusProjectionHandler
@@ -24,6 +25,7 @@ from services.audit.app.queries import AuditDeps
 from services.audit.entrypoints import responses
 from services.audit.entrypoints.grpc_server import SERVICE_NAME, AuditServicer
 from tests.support.grpc import details, refusal, serving, violated_fields
+from tests.support.identity import TestIssuer, acting
 from tests.unit.audit.support import CASE, DAY, T0, late_recorded_case
 
 OCCURRED = audit_pb2.TIME_BASIS_OCCURRED
@@ -40,21 +42,21 @@ async def received(read_models: SqliteReadModelStore) -> list[RecordedEvent]:
 
 
 @pytest.fixture
-async def audit(deps: AuditDeps) -> AsyncIterator[audit_pb2_grpc.AuditAsyncStub]:
+async def audit(
+    deps: AuditDeps, issuer: TestIssuer
+) -> AsyncIterator[audit_pb2_grpc.AuditAsyncStub]:
     servicer = AuditServicer(deps)
 
     def register(server: grpc.aio.Server) -> None:
         audit_pb2_grpc.add_AuditServicer_to_server(servicer, server)
 
-    async with serving(register, SERVICE_NAME) as channel:
+    async with serving(register, SERVICE_NAME, issuer) as channel:
         # The stub is the async flavour on an aio channel; grpc itself is untyped here.
         yield cast("audit_pb2_grpc.AuditAsyncStub", audit_pb2_grpc.AuditStub(channel))
 
 
 def viewer(role: str = "auditor", purpose: str = "confidentiality_review") -> Any:
-    return common_pb2.QueryContext(
-        actor=common_pb2.Actor(user_id=f"user-{role}", role=role), purpose=purpose
-    )
+    return acting(Person(f"user-{role}", role), common_pb2.QueryContext(purpose=purpose))
 
 
 def stamp(moment: datetime) -> Timestamp:
@@ -186,8 +188,8 @@ async def test_bad_requests_name_every_field(audit: audit_pb2_grpc.AuditAsyncStu
     code, status = await refusal(
         audit.GetTimeline(
             audit_pb2.GetTimelineRequest(
-                context=common_pb2.QueryContext(
-                    actor=common_pb2.Actor(user_id="kim", role="auditor"), purpose="curiosity"
+                context=acting(
+                    Person("kim", "auditor"), common_pb2.QueryContext(purpose="curiosity")
                 ),
                 case_id="no spaces allowed",
                 page_size=5000,

@@ -135,7 +135,8 @@ async def test_an_accessor_id_the_catalog_refuses_names_the_request_field(
     with pytest.raises(InvalidCommand) as refused:
         await queries.get_timeline(deps, viewer, CASE, TimeBasis.OCCURRED)
 
-    assert [v.field for v in refused.value.violations] == ["context.actor.user_id"]
+    # The accessor is the token's subject: the field to name is the credential.
+    assert [v.field for v in refused.value.violations] == ["authorization"]
     assert await store.last_position() == 0
 
 

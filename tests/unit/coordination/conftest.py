@@ -14,6 +14,7 @@ from services.coordination.adapters.projections import CaseFactsProjection
 from services.coordination.app.handlers import Dependencies
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
 from tests.support.grpc import serving
+from tests.support.identity import TestIssuer
 from tests.unit.coordination.support import IntakeFeed, sample_agency
 
 if TYPE_CHECKING:
@@ -32,11 +33,11 @@ def deps(store: SqliteEventStore, read_models: SqliteReadModelStore) -> Dependen
 
 
 @pytest.fixture
-async def stub(deps: Dependencies) -> AsyncIterator[Stub]:
+async def stub(deps: Dependencies, issuer: TestIssuer) -> AsyncIterator[Stub]:
     servicer = CoordinationServicer(deps)
 
     def register(server: grpc.aio.Server) -> None:
         coordination_pb2_grpc.add_CoordinationServicer_to_server(servicer, server)
 
-    async with serving(register, SERVICE_NAME) as channel:
+    async with serving(register, SERVICE_NAME, issuer) as channel:
         yield coordination_pb2_grpc.CoordinationStub(channel)  # type: ignore[misc]

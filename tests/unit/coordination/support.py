@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
+from cli.rpc import Person
 from events.catalog.assessment import AssessedNeed, AssessmentFactors, InitialAssessmentRecorded
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import (
@@ -32,6 +33,7 @@ from events.catalog.values import NeedCategory, Urgency
 from events.envelope import Actor, EventMetadata, RecordedEvent
 from events.projections.runner import BusProjectionHandler
 from services.coordination.domain.agency import Agency
+from tests.support.identity import acting
 
 TODAY = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 """The day the tests' commands say they happen (licences are checked against it)."""
@@ -189,17 +191,14 @@ def command_context(
 ) -> common_pb2.CommandContext:
     occurred_at = Timestamp()
     occurred_at.FromDatetime(TODAY)
-    return common_pb2.CommandContext(
-        actor=common_pb2.Actor(user_id=user or f"user-{role}", role=role),
-        idempotency_key=key or str(uuid4()),
-        occurred_at=occurred_at,
+    return acting(
+        Person(user or f"user-{role}", role),
+        common_pb2.CommandContext(idempotency_key=key or str(uuid4()), occurred_at=occurred_at),
     )
 
 
 def query_context(role: str = "coordinator") -> common_pb2.QueryContext:
-    return common_pb2.QueryContext(
-        actor=common_pb2.Actor(user_id=f"user-{role}", role=role), purpose="coordination"
-    )
+    return acting(Person(f"user-{role}", role), common_pb2.QueryContext(purpose="coordination"))
 
 
 def timestamp(value: datetime) -> Timestamp:

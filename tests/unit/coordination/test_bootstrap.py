@@ -24,19 +24,21 @@ from services.coordination.adapters.agency_file import AgencyConfigError
 from services.coordination.adapters.example_agency import example_agency
 from services.coordination.bootstrap import start
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME
+from tests.support.identity import TestIssuer, caller_channel
 from tests.support.waiting import eventually
 from tests.unit.coordination.support import command_context, query_context
 
 
 async def test_coordination_learns_cases_from_the_bus_and_publishes_its_own(
     tmp_path: Path,
+    issuer: TestIssuer,
 ) -> None:
-    infra = Infrastructure.embedded(tmp_path / "data")
+    infra = Infrastructure.embedded(tmp_path / "data", verifier=issuer.verifier())
     bus = infra.inprocess_bus
     assert bus is not None
     service = await start(infra)
     intake = await SqliteEventStore.open(tmp_path / "intake.db", default_registry())
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+    channel = caller_channel(grpc.aio.insecure_channel(f"127.0.0.1:{service.port}"), issuer)
     try:
         health = health_pb2_grpc.HealthStub(channel)
         served = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
@@ -99,7 +101,9 @@ async def test_coordination_learns_cases_from_the_bus_and_publishes_its_own(
     # Restarted on the same data: the caseload and intake's facts were kept.
     service = await start(infra)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        async with caller_channel(
+            grpc.aio.insecure_channel(f"127.0.0.1:{service.port}"), issuer
+        ) as channel:
             stub = coordination_pb2_grpc.CoordinationStub(channel)
             workers = await stub.ListWorkers(pb.ListWorkersRequest(context=query_context()))
             loads = {worker.worker_id: worker.caseload for worker in workers.workers}
@@ -112,14 +116,16 @@ async def test_coordination_learns_cases_from_the_bus_and_publishes_its_own(
         await service.stop()
 
 
-async def test_the_agency_comes_from_agency_json(tmp_path: Path) -> None:
-    infra = Infrastructure.embedded(tmp_path)
+async def test_the_agency_comes_from_agency_json(tmp_path: Path, issuer: TestIssuer) -> None:
+    infra = Infrastructure.embedded(tmp_path, verifier=issuer.verifier())
     config = example_agency().model_dump(mode="json")
     config["workers"] = config["workers"][:1]
     (infra.service_dir("coordination") / "agency.json").write_text(json.dumps(config))
     service = await start(infra)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        async with caller_channel(
+            grpc.aio.insecure_channel(f"127.0.0.1:{service.port}"), issuer
+        ) as channel:
             stub = coordination_pb2_grpc.CoordinationStub(channel)
             workers = await stub.ListWorkers(pb.ListWorkersRequest(context=query_context()))
             assert [w.worker_id for w in workers.workers] == ["sw-amara-okafor"]
@@ -127,8 +133,8 @@ async def test_the_agency_comes_from_agency_json(tmp_path: Path) -> None:
         await service.stop()
 
 
-async def test_a_bad_agency_json_stops_the_start(tmp_path: Path) -> None:
-    infra = Infrastructure.embedded(tmp_path)
+async def test_a_bad_agency_json_stops_the_start(tmp_path: Path, issuer: TestIssuer) -> None:
+    infra = Infrastructure.embedded(tmp_path, verifier=issuer.verifier())
     config = example_agency().model_dump(mode="json")
     config["workers"][0]["caseload_capacity"] = -1
     (infra.service_dir("coordination") / "agency.json").write_text(json.dumps(config))

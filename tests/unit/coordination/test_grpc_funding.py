@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING
 import grpc
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from cli.rpc import Person
 from events.catalog.values import NeedCategory
+from events.identity.grpc_auth import bearer_metadata
+from tests.support.identity import TestIssuer
 from tests.unit.coordination.rpc import HOME_CARE_CO, refused, schedule_request, usd
 from tests.unit.coordination.support import IntakeFeed, command_context, query_context
 
@@ -140,7 +143,9 @@ async def test_a_budget_line_is_never_overspent(stub: Stub, intake: IntakeFeed) 
     assert [r.amount for r in line.reservations] == [usd(50_000), usd(50_000)]
 
 
-async def test_reservations_must_fit_the_line(stub: Stub, intake: IntakeFeed) -> None:
+async def test_reservations_must_fit_the_line(
+    stub: Stub, intake: IntakeFeed, issuer: TestIssuer
+) -> None:
     service_id = await _home_care(stub, intake)
     refusal = await refused(stub.ReserveBudget(reserve(usd(100))))
     assert refusal.rule == "BUDGET_LINE_DOES_NOT_FUND_SERVICE"
@@ -157,8 +162,10 @@ async def test_reservations_must_fit_the_line(stub: Stub, intake: IntakeFeed) ->
     # The flexible fund pays for anything, with or without a service.
     await stub.ReserveBudget(reserve(usd(100), line="flex"))
     request = reserve(usd(100), service_id)
-    request.context.actor.role = "case_manager"
-    refusal = await refused(stub.ReserveBudget(request))
+    case_manager = Person("user-case_manager", "case_manager")
+    refusal = await refused(
+        stub.ReserveBudget(request, metadata=bearer_metadata(issuer.token_for(case_manager)))
+    )
     assert refusal.code is grpc.StatusCode.PERMISSION_DENIED
 
 

@@ -13,9 +13,11 @@ from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+from cli.rpc import Person
 from events.hosting import Infrastructure, RunningService
 from services.intake.bootstrap import start
 from tests.support.grpc import details, refusal, violated_fields
+from tests.support.identity import TestIssuer, acting, caller_channel
 from tests.unit.intake.support import closed_by_planning
 
 
@@ -26,27 +28,31 @@ class Intake:
 
 
 @pytest.fixture
-async def intake(tmp_path: Path) -> AsyncIterator[Intake]:
-    infra = Infrastructure.embedded(tmp_path)
+async def intake(tmp_path: Path, issuer: TestIssuer) -> AsyncIterator[Intake]:
+    infra = Infrastructure.embedded(tmp_path, verifier=issuer.verifier())
     service: RunningService = await start(infra, "127.0.0.1:0")
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel:
+        async with caller_channel(
+            grpc.aio.insecure_channel(f"127.0.0.1:{service.port}"), issuer
+        ) as channel:
             yield Intake(intake_pb2_grpc.IntakeStub(channel), infra)
     finally:
         await service.stop()
 
 
 def command(role: str = "intake_worker", key: str = "") -> common_pb2.CommandContext:
-    return common_pb2.CommandContext(
-        actor=common_pb2.Actor(user_id=f"user-{role}", role=role),
-        idempotency_key=key or f"key-{next(_keys)}",
+    return acting(
+        Person(f"user-{role}", role),
+        common_pb2.CommandContext(idempotency_key=key or f"key-{next(_keys)}"),
     )
 
 
 def query(role: str = "coordinator") -> common_pb2.QueryContext:
-    return common_pb2.QueryContext(
-        actor=common_pb2.Actor(user_id=f"user-{role}", role=role), purpose="direct_care"
-    )
+    return acting(Person(f"user-{role}", role), common_pb2.QueryContext(purpose="direct_care"))
+
+
+def query_without_purpose() -> common_pb2.QueryContext:
+    return acting(Person("user-coordinator", "coordinator"), common_pb2.QueryContext())
 
 
 _keys = iter(range(1_000_000))
@@ -194,9 +200,7 @@ async def test_a_bad_context_is_reported_with_the_bad_body(intake: Intake) -> No
     assert violated_fields(status) == ["context.idempotency_key", "contact.email"]
 
     code, status = await refusal(
-        intake.stub.GetClient(
-            intake_pb2.GetClientRequest(context=common_pb2.QueryContext(actor=query().actor))
-        )
+        intake.stub.GetClient(intake_pb2.GetClientRequest(context=query_without_purpose()))
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_fields(status) == ["context.purpose", "client_id"]
@@ -295,7 +299,10 @@ async def test_queries_need_a_purpose(intake: Intake) -> None:
     code, status = await refusal(
         intake.stub.GetClient(
             intake_pb2.GetClientRequest(
-                context=common_pb2.QueryContext(actor=query().actor), client_id="x"
+                context=acting(
+                    Person("user-coordinator", "coordinator"), common_pb2.QueryContext()
+                ),
+                client_id="x",
             )
         )
     )

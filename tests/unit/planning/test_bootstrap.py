@@ -9,12 +9,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
+from cli.rpc import Person
 from events.catalog_registry import default_registry
 from events.commands import CommandContext
 from events.hosting import Infrastructure
 from events.store.sqlite import SqliteEventStore
 from services.planning.bootstrap import start
 from services.planning.entrypoints.grpc_server import SERVICE_NAME
+from tests.support.identity import TestIssuer, acting, caller_channel
 from tests.support.waiting import eventually
 from tests.unit.planning.support import (
     COORDINATION,
@@ -26,13 +28,15 @@ from tests.unit.planning.support import (
 )
 
 
-async def test_planning_learns_cases_from_the_bus_and_serves_its_api(tmp_path: Path) -> None:
-    infra = Infrastructure.embedded(tmp_path / "data")
+async def test_planning_learns_cases_from_the_bus_and_serves_its_api(
+    tmp_path: Path, issuer: TestIssuer
+) -> None:
+    infra = Infrastructure.embedded(tmp_path / "data", verifier=issuer.verifier())
     assert infra.inprocess_bus is not None
     service = await start(infra)
     intake = await SqliteEventStore.open(tmp_path / "intake.db", default_registry())
     coordination = await SqliteEventStore.open(tmp_path / "coordination.db", default_registry())
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+    channel = caller_channel(grpc.aio.insecure_channel(f"127.0.0.1:{service.port}"), issuer)
     try:
         health = health_pb2_grpc.HealthStub(channel)
         served = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
@@ -50,8 +54,8 @@ async def test_planning_learns_cases_from_the_bus_and_serves_its_api(tmp_path: P
         await infra.inprocess_bus.publisher(infra.topic).publish([*opened, *assignment])
 
         stub = planning_pb2_grpc.PlanningStub(channel)
-        viewer = common_pb2.QueryContext(
-            actor=common_pb2.Actor(user_id="coord-1", role="coordinator"), purpose="coordination"
+        viewer = acting(
+            Person("coord-1", "coordinator"), common_pb2.QueryContext(purpose="coordination")
         )
 
         async def assigned_view() -> planning_pb2.CaseView | None:
@@ -69,9 +73,9 @@ async def test_planning_learns_cases_from_the_bus_and_serves_its_api(tmp_path: P
 
         drafted = await stub.DraftPlan(
             planning_pb2.DraftPlanRequest(
-                context=common_pb2.CommandContext(
-                    actor=common_pb2.Actor(user_id="worker-ana", role="social_worker"),
-                    idempotency_key="draft",
+                context=acting(
+                    Person("worker-ana", "social_worker"),
+                    common_pb2.CommandContext(idempotency_key="draft"),
                 ),
                 case_id="case-1",
                 goals=[

@@ -14,11 +14,13 @@ from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
+from cli.rpc import Person
 from events.envelope import Actor
 from events.store.sqlite import SqliteEventStore
 from services.planning.app.handlers import Dependencies
 from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServicer
 from tests.support.grpc import refusal, serving, unpacked
+from tests.support.identity import TestIssuer, acting
 from tests.unit.planning.support import (
     COORDINATION,
     COORDINATOR,
@@ -45,27 +47,27 @@ class Planning:
 
 @pytest.fixture
 async def planning(
-    deps: Dependencies, bus: Bus, store: SqliteEventStore
+    deps: Dependencies, bus: Bus, store: SqliteEventStore, issuer: TestIssuer
 ) -> AsyncIterator[Planning]:
     servicer = PlanningServicer(deps, clock=lambda: NOW)
 
     def register(server: grpc.aio.Server) -> None:
         planning_pb2_grpc.add_PlanningServicer_to_server(servicer, server)
 
-    async with serving(register, SERVICE_NAME) as channel:
+    async with serving(register, SERVICE_NAME, issuer) as channel:
         yield Planning(planning_pb2_grpc.PlanningStub(channel), bus, store)  # type: ignore[arg-type]
 
 
 def ctx(actor: Actor = WORKER, key: str = "key-1") -> common_pb2.CommandContext:
-    return common_pb2.CommandContext(
-        actor=common_pb2.Actor(user_id=actor.user_id, role=actor.role.value), idempotency_key=key
-    )
+    return acting(_person(actor), common_pb2.CommandContext(idempotency_key=key))
 
 
 def query(actor: Actor = COORDINATOR, purpose: str = "coordination") -> common_pb2.QueryContext:
-    return common_pb2.QueryContext(
-        actor=common_pb2.Actor(user_id=actor.user_id, role=actor.role.value), purpose=purpose
-    )
+    return acting(_person(actor), common_pb2.QueryContext(purpose=purpose))
+
+
+def _person(actor: Actor) -> Person:
+    return Person(actor.user_id, actor.role.value)
 
 
 def goal(goal_id: str = "goal-walk", statement: str = "Walk to the shop") -> planning_pb2.Goal:
@@ -206,7 +208,7 @@ async def test_bad_fields_are_all_reported_by_request_field_name(planning: Plann
 
 async def test_the_context_is_checked_too(planning: Planning) -> None:
     request = planning_pb2.LogContactRequest(
-        context=common_pb2.CommandContext(actor=common_pb2.Actor(role="wizard")),
+        context=acting(Person("wizard-1", "coordinator"), common_pb2.CommandContext()),
         case_id="case-1",
         kind="phone_call",
         summary="called",
@@ -218,12 +220,7 @@ async def test_the_context_is_checked_too(planning: Planning) -> None:
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     fields = {v.field for v in one(details, error_details_pb2.BadRequest).field_violations}
     # ... together with the rest of the request: the follow-up is due before today.
-    assert fields == {
-        "context.actor.user_id",
-        "context.actor.role",
-        "context.idempotency_key",
-        "next_follow_up_due",
-    }
+    assert fields == {"context.idempotency_key", "next_follow_up_due"}
 
 
 async def test_a_follow_up_cannot_be_due_before_the_contact(planning: Planning) -> None:

@@ -1,0 +1,20 @@
+"""Why a caller was not authenticated: each refusal names its reason for the status details."""
+
+from __future__ import annotations
+
+
+class InvalidCredential(Exception):
+    """The call carries no usable bearer token; answered as ``UNAUTHENTICATED``.
+
+    ``reason`` is a stable code for ``google.rpc.ErrorInfo`` (``TOKEN_EXPIRED``, ...); the
+    message says what is wrong in words, and never repeats the token or a claim's value.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class IssuerUnavailable(Exception):
+    """The issuer's signing keys could not be fetched yet; answered as ``UNAVAILABLE`` (the
+    caller may retry), since no token can be checked."""
