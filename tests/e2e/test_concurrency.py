@@ -18,7 +18,7 @@ import pytest
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
-from cli.rpc import eventually
+from cli.rpc import command, eventually, query
 from cli.walk.story import AUDITOR, COORDINATOR
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import key, new_case
@@ -46,18 +46,18 @@ async def test_sixty_contacts_logged_on_one_case_at_once_are_all_recorded(
 ) -> None:
     stubs = casetrail.stubs
     case = await new_case(casetrail, "physical_therapy")
-    view = pl.GetCaseViewRequest(context=COORDINATOR.query("coordination"), case_id=case.case_id)
+    view = pl.GetCaseViewRequest(context=query("coordination"), case_id=case.case_id)
     await eventually(
-        lambda: stubs.planning.GetCaseView(view),
+        lambda: stubs.as_(COORDINATOR).planning.GetCaseView(view),
         what="planning to learn the case",
         patience=casetrail.patience,
     )
 
     failed = await refusals(
         [
-            stubs.planning.LogContact(
+            stubs.as_(COORDINATOR).planning.LogContact(
                 pl.LogContactRequest(
-                    context=COORDINATOR.command(key()),
+                    context=command(key()),
                     case_id=case.case_id,
                     kind="phone_call",
                     summary=f"call {number}",
@@ -79,7 +79,7 @@ async def test_sixty_disjoint_services_booked_for_one_client_at_once_are_all_boo
 
     failed = await refusals(
         [
-            stubs.coordination.ScheduleService(
+            stubs.as_(COORDINATOR).coordination.ScheduleService(
                 schedule(case, "physical_therapy", monday + timedelta(hours=number))
             )
             for number in range(AT_ONCE)
@@ -95,21 +95,19 @@ async def test_sixty_reads_of_one_timeline_at_once_are_all_answered(
     stubs = casetrail.stubs
     case = await new_case(casetrail, "physical_therapy")
     request = audit_pb2.GetTimelineRequest(
-        context=AUDITOR.query("confidentiality_review"), case_id=case.case_id
+        context=query("confidentiality_review"), case_id=case.case_id
     )
     await eventually(
-        lambda: stubs.audit.GetTimeline(request),
+        lambda: stubs.as_(AUDITOR).audit.GetTimeline(request),
         lambda page: len(page.entries) > 0,
         what="audit to learn the case",
         patience=casetrail.patience,
     )
 
-    failed = await refusals([stubs.audit.GetTimeline(request) for _ in range(AT_ONCE)])
+    failed = await refusals([stubs.as_(AUDITOR).audit.GetTimeline(request) for _ in range(AT_ONCE)])
 
     assert failed == []
-    log = await stubs.audit.GetAccessLog(
-        audit_pb2.GetAccessLogRequest(
-            context=AUDITOR.query("confidentiality_review"), case_id=case.case_id
-        )
+    log = await stubs.as_(AUDITOR).audit.GetAccessLog(
+        audit_pb2.GetAccessLogRequest(context=query("confidentiality_review"), case_id=case.case_id)
     )
     assert len(log.records) >= AT_ONCE + 1

@@ -187,29 +187,27 @@ async def test_an_idempotency_key_reused_for_another_request_is_refused(
     stubs = casetrail.stubs
     case = await new_case(casetrail, "physical_therapy")
     first_request = schedule(case, "physical_therapy", next_week(10))
-    first = await stubs.coordination.ScheduleService(first_request)
+    first = await stubs.as_(COORDINATOR).coordination.ScheduleService(first_request)
     other = schedule(case, "physical_therapy", next_week(12))
     other.context.CopyFrom(first_request.context)
 
-    refusal = await refused(stubs.coordination.ScheduleService(other))
+    refusal = await refused(stubs.as_(COORDINATOR).coordination.ScheduleService(other))
 
     assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION
     assert refusal.reason == "IDEMPOTENCY_KEY_REUSED"
     # Only the context may change between a request and its retry (a new correlation id).
     first_request.context.correlation_id = str(uuid.uuid4())
-    assert await stubs.coordination.ScheduleService(first_request) == first
-    listed = await stubs.coordination.GetClientSchedule(
-        co.GetClientScheduleRequest(
-            context=COORDINATOR.query("coordination"), client_id=case.client_id
-        )
+    assert await stubs.as_(COORDINATOR).coordination.ScheduleService(first_request) == first
+    listed = await stubs.as_(COORDINATOR).coordination.GetClientSchedule(
+        co.GetClientScheduleRequest(context=query("coordination"), client_id=case.client_id)
     )
     assert [service.service_id for service in listed.services] == [first.service_id]
 
     registering = registration()
-    await stubs.intake.RegisterClient(registering)
+    await stubs.as_(RECEPTIONIST).intake.RegisterClient(registering)
     renamed = registration()
     renamed.context.CopyFrom(registering.context)
-    refusal = await refused(stubs.intake.RegisterClient(renamed))
+    refusal = await refused(stubs.as_(RECEPTIONIST).intake.RegisterClient(renamed))
     assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION
     assert refusal.reason == "IDEMPOTENCY_KEY_REUSED"
 

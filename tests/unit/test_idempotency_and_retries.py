@@ -26,11 +26,7 @@ def contact(
     summary: str, key: str = "k-1", correlation: str = ""
 ) -> planning_pb2.LogContactRequest:
     return planning_pb2.LogContactRequest(
-        context=common_pb2.CommandContext(
-            actor=common_pb2.Actor(user_id="maria.lopez", role="social_worker"),
-            idempotency_key=key,
-            correlation_id=correlation,
-        ),
+        context=common_pb2.CommandContext(idempotency_key=key, correlation_id=correlation),
         case_id="case-1",
         kind="phone_call",
         summary=summary,
