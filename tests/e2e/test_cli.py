@@ -155,3 +155,49 @@ async def test_an_operator_lists_parked_records_and_asks_for_a_retry(tmp_path: P
     assert "retry requested for 2 parked records" in out
     status, out, _ = await casetrail_cli("parked", "list", "intake", *storage)
     assert out.count("(retry requested)") == 2
+
+
+async def test_make_run_then_make_demo_and_an_auditor_logged_in(tmp_path: Path) -> None:
+    """The README's commands: the embedded default with its development issuer, the demo
+    walking through it with tokens that issuer signs, and `casetrail login` for the CLI."""
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", "serve", "--any-port", "--data-dir", str(tmp_path),
+        cwd=REPO, env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert serve.stdout is not None
+    try:
+        printed = ""
+        async with asyncio.timeout(60):
+            while "casetrail login" not in printed:
+                printed += (await serve.stdout.readline()).decode()
+        assert "development token issuer (DEVELOPMENT ONLY) http://127.0.0.1:" in printed
+        key = tmp_path / "identity" / "DEVELOPMENT-ONLY-signing-key.pem"
+        assert key.stat().st_mode & 0o077 == 0
+
+        demo = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.demo", "--data-dir", str(tmp_path),
+            cwd=REPO, env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        walked, complaints = await demo.communicate()
+        assert demo.returncode == 0, complaints.decode()[-2000:]
+        assert "Who did what (audit)" in walked.decode()
+
+        storage = ["--data-dir", str(tmp_path)]
+        status, _, err = await casetrail_cli("timeline", "no-such-case", *storage)
+        assert status != 0
+        assert "no token" in err
+        status, out, err = await casetrail_cli(
+            "login", "--user", "james.liu", "--role", "auditor", *storage
+        )
+        assert status == 0, err
+        assert "logged in as james.liu (auditor)" in out
+        status, _, err = await casetrail_cli("timeline", "no-such-case", *storage)
+        assert status == 1
+        assert "NOT_FOUND" in err  # authenticated: the case just does not exist
+        status, _, err = await casetrail_cli(
+            "timeline", "no-such-case", *storage, "--token", "not-a-jwt"
+        )
+        assert "UNAUTHENTICATED" in err
+    finally:
+        serve.terminate()
+        await serve.wait()

@@ -1,0 +1,256 @@
+"""The token verifier against a real issuer over HTTP (key rotation, claims), and TLS / mutual
+TLS on a casetrail gRPC server with certificates made here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+from events.grpc_platform.server import create_server
+from events.identity.errors import InvalidCredential
+from events.identity.grpc_auth import bearer_metadata, principal_of
+from events.identity.tls import ClientTls, ServerTls, channel
+from events.identity.tokens import SigningKey
+from tests.support.identity import TestIssuer
+
+INTAKE = "casetrail.intake.v1.Intake"
+
+# --- the verifier ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rotating() -> Iterator[TestIssuer]:
+    """An issuer of this test's own, whose keys the test rotates."""
+    issuer = TestIssuer()
+    yield issuer
+    issuer.stop()
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "EdDSA", "RS256"])
+async def test_each_asymmetric_algorithm_is_accepted(algorithm: str) -> None:
+    issuer = TestIssuer(algorithm)
+    try:
+        principal = await issuer.verifier().verify(issuer.mint("kim", "auditor", team="north"))
+    finally:
+        issuer.stop()
+    assert (principal.subject, principal.role.value, principal.team) == ("kim", "auditor", "north")
+    assert (principal.agency, principal.issuer) == ("eastbay-dss", issuer.url)
+
+
+async def test_a_rotated_key_is_picked_up_and_a_withdrawn_one_refused(
+    rotating: TestIssuer,
+) -> None:
+    verifier = rotating.verifier()
+    old_token = rotating.mint("kim", "auditor")
+    assert (await verifier.verify(old_token)).subject == "kim"
+
+    new_key = SigningKey.generate("ES256")
+    rotating.published.append(new_key)
+    new_token = rotating.mint("lee", "auditor", key=new_key)
+    # A key id not seen yet makes the verifier fetch the JWKS again.
+    assert (await verifier.verify(new_token)).subject == "lee"
+
+    rotating.published.remove(rotating.key)
+    other_key = SigningKey.generate("ES256")
+    rotating.published.append(other_key)
+    await verifier.verify(rotating.mint("max", "auditor", key=other_key))  # a refresh
+    with pytest.raises(InvalidCredential) as refused:
+        await verifier.verify(old_token)  # remembered before, withdrawn since
+    assert refused.value.reason == "TOKEN_KEY_UNKNOWN"
+
+
+@pytest.mark.parametrize(
+    ("fields", "claim"),
+    [
+        ({"agency": ""}, "agency"),
+        ({"team": "a team"}, "team"),
+        ({"subject": "x" * 65}, "sub"),
+        ({"entitlements": ["Break Glass"]}, "entitlements"),
+        ({"entitlements": [f"e{n}" for n in range(33)]}, "entitlements"),
+    ],
+)
+async def test_claims_are_bounded_and_checked(
+    issuer: TestIssuer, fields: dict[str, object], claim: str
+) -> None:
+    subject = str(fields.pop("subject", "kim"))
+    with pytest.raises(InvalidCredential) as refused:
+        await issuer.verifier().verify(issuer.mint(subject, "auditor", **fields))
+    assert refused.value.reason == "TOKEN_CLAIM_INVALID"
+    assert repr(claim) in str(refused.value)
+
+
+async def test_an_unreachable_issuer_is_unavailable_not_a_bad_token() -> None:
+    issuer = TestIssuer()
+    token = issuer.mint()
+    verifier = issuer.verifier()
+    issuer.stop()
+    from events.identity.errors import IssuerUnavailable
+
+    with pytest.raises(IssuerUnavailable):
+        await verifier.verify(token)
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Certificates:
+    ca: bytes
+    server_chain: bytes
+    server_key: bytes
+    client_chain: bytes
+    client_key: bytes
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer_name: x509.Name | None,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool = False,
+    server: bool = False,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_name or name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if server:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+    elif not ca:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+@pytest.fixture(scope="module")
+def certificates() -> Certificates:
+    """A test CA, a server certificate for localhost and a client certificate, all made here."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate("casetrail test CA", ca_key, None, ca_key, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = _certificate("localhost", server_key, ca.subject, ca_key, server=True)
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = _certificate("casetrail-cli", client_key, ca.subject, ca_key)
+    pem = serialization.Encoding.PEM
+    return Certificates(
+        ca.public_bytes(pem),
+        server.public_bytes(pem),
+        _key_pem(server_key),
+        client.public_bytes(pem),
+        _key_pem(client_key),
+    )
+
+
+async def _caller_as_case_id(
+    request: intake_pb2.GetCaseRequest, context: grpc.aio.ServicerContext[object, object]
+) -> intake_pb2.GetCaseResponse:
+    """A GetCase that answers with the caller's subject as the case id."""
+    answer = intake_pb2.GetCaseResponse()
+    answer.record.case_id = principal_of(context).subject
+    return answer
+
+
+def _register_echo(server: grpc.aio.Server) -> None:
+    handler = grpc.unary_unary_rpc_method_handler(
+        _caller_as_case_id,
+        request_deserializer=intake_pb2.GetCaseRequest.FromString,
+        response_serializer=intake_pb2.GetCaseResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(INTAKE, {"GetCase": handler}),)
+    )
+
+
+async def _serve(issuer: TestIssuer, tls: ServerTls) -> tuple[grpc.aio.Server, str]:
+    server, port, _ = await create_server(
+        "127.0.0.1:0", [_register_echo], [INTAKE], verifier=issuer.verifier(), tls=tls
+    )
+    await server.start()
+    return server, f"localhost:{port}"
+
+
+async def test_tls_carries_the_token_and_mutual_tls_requires_a_client_certificate(
+    issuer: TestIssuer, certificates: Certificates
+) -> None:
+    tls = ServerTls(certificates.server_chain, certificates.server_key, certificates.ca)
+    server, address = await _serve(issuer, tls)
+    with_certificate = ClientTls(
+        certificates.ca, certificates.client_chain, certificates.client_key
+    )
+    try:
+        async with channel(address, with_certificate) as secure:
+            intake = intake_pb2_grpc.IntakeStub(secure)
+            answer = await intake.GetCase(
+                intake_pb2.GetCaseRequest(), metadata=bearer_metadata(issuer.mint("kim"))
+            )
+            assert answer.record.case_id == "kim"
+            with pytest.raises(grpc.aio.AioRpcError) as unauthenticated:
+                await intake.GetCase(intake_pb2.GetCaseRequest())
+            assert unauthenticated.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        # Without a client certificate the handshake fails: not even health answers.
+        async with channel(address, ClientTls(certificates.ca)) as anonymous:
+            health = health_pb2_grpc.HealthStub(anonymous)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        # Nor does plain text reach a TLS port.
+        async with grpc.aio.insecure_channel(address) as plain:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await health_pb2_grpc.HealthStub(plain).Check(
+                    health_pb2.HealthCheckRequest(), timeout=5
+                )
+    finally:
+        await server.stop(None)
+
+
+async def test_tls_without_client_certificates_serves_any_client_that_trusts_the_server(
+    issuer: TestIssuer, certificates: Certificates
+) -> None:
+    server, address = await _serve(
+        issuer, ServerTls(certificates.server_chain, certificates.server_key)
+    )
+    try:
+        async with channel(address, ClientTls(certificates.ca)) as secure:
+            health = health_pb2_grpc.HealthStub(secure)
+            answer = await health.Check(health_pb2.HealthCheckRequest())
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await server.stop(None)
+
+
+def test_tls_settings_come_from_the_environment() -> None:
+    assert ServerTls.from_env({}) is None
+    with pytest.raises(ValueError, match="both"):
+        ServerTls.from_env({"CASETRAIL_TLS_CERT": "x"})
+    with pytest.raises(ValueError, match="CLIENT_CA"):
+        ServerTls.from_env({"CASETRAIL_TLS_CLIENT_CA": "x"})
