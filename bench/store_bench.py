@@ -77,6 +77,7 @@ from events.projections.port import DocumentTransaction, Projection
 from events.projections.runner import catch_up
 from events.projections.sqlite import SqliteReadModelStore
 from events.registry import EventRegistry, encode
+from events.store.guard import storable_data
 from events.store.port import EventStore
 from events.store.rows import COLUMNS, insert_values, to_recorded
 
@@ -877,7 +878,10 @@ def measure_floors(database: Path, registry: EventRegistry) -> Floors:
             (UUID(row[1]), UUID(row[10]), None if row[11] is None else UUID(row[11]))
             for row in rows
         ],
-        "encode": lambda: [insert_values(event, "case-1", 1, 0) for event in new],
+        "encode": lambda: [
+            insert_values(event, data, "case-1", 1, 0)
+            for event, data in zip(new, storable_data("case-1", new), strict=True)
+        ],
     }
     best = dict.fromkeys(steps, float("inf"))
     for _ in range(5):

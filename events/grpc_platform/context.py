@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import TypeVar
 from uuid import UUID
 
@@ -25,9 +25,8 @@ from events.envelope import Actor
 from events.errors import FieldProblem
 from events.grpc_platform.fingerprint import current_fingerprint
 from events.identity.principal import Principal
+from events.limits import EARLIEST_OCCURRED_AT, MAX_KEY_CHARS, OCCURRED_AT_CLOCK_SKEW
 from events.queries import QueryContext
-
-MAX_KEY_LENGTH = 200
 
 T = TypeVar("T")
 
@@ -38,10 +37,10 @@ def command_context_problems(
     """The command's context, or ``None`` and every problem of its fields."""
     problems: list[FieldProblem] = []
     key = message.idempotency_key
-    if not key or len(key) > MAX_KEY_LENGTH:
+    if not key or len(key) > MAX_KEY_CHARS:
         problems.append(
             FieldProblem(
-                f"{field}.idempotency_key", f"required, at most {MAX_KEY_LENGTH} characters"
+                f"{field}.idempotency_key", f"required, at most {MAX_KEY_CHARS} characters"
             )
         )
     correlation: UUID | None = None
@@ -52,14 +51,13 @@ def command_context_problems(
             problems.append(FieldProblem(f"{field}.correlation_id", "must be a UUID"))
     if message.expected_version < 0:
         problems.append(FieldProblem(f"{field}.expected_version", "must not be negative"))
+    occurred_at = _occurred_at(message, f"{field}.occurred_at", problems)
     if problems:
         return None, problems
     context = CommandContext(
         actor=principal.actor,
         idempotency_key=key,
-        occurred_at=(
-            message.occurred_at.ToDatetime(tzinfo=UTC) if message.HasField("occurred_at") else None
-        ),
+        occurred_at=occurred_at,
         expected_version=message.expected_version or None,
         request_fingerprint=current_fingerprint(),
     )
@@ -144,6 +142,25 @@ def read_query(
     if context is None:
         raise InvalidCommand(problems)
     return context, body
+
+
+def _occurred_at(
+    message: common_pb2.CommandContext, field: str, problems: list[FieldProblem]
+) -> datetime | None:
+    """When the command says it happened: from 1970 up to now (give or take a clock's drift)."""
+    if not message.HasField("occurred_at"):
+        return None
+    try:
+        moment = message.occurred_at.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        moment = None
+    latest = datetime.now(UTC) + OCCURRED_AT_CLOCK_SKEW
+    if moment is None or not EARLIEST_OCCURRED_AT <= moment <= latest:
+        problems.append(
+            FieldProblem(field, f"must be from {EARLIEST_OCCURRED_AT:%Y-%m-%d} up to now (UTC)")
+        )
+        return None
+    return moment
 
 
 def _stand_in() -> CommandContext:

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
 import signal
+import traceback
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from events.grpc_platform.errors import REFUSALS, abort_with
+from events.commands import InvalidCommand
+from events.errors import FieldProblem
+from events.grpc_platform.edge import request_problems
+from events.grpc_platform.errors import REFUSALS, abort_internal, abort_with
 from events.grpc_platform.fingerprint import serving
+from events.grpc_platform.wire import invalid_utf8_field
 from events.identity.grpc_auth import BearerAuthentication
 from events.identity.tls import ServerTls
 from events.identity.verifier import TokenVerifier
@@ -41,9 +51,10 @@ async def create_server(
     Every call but health and reflection needs a bearer token ``verifier`` accepts (see
     ``events.identity.grpc_auth``); with ``tls`` the port speaks TLS (mutual TLS when it names
     a client CA). Every server answers grpc.health.v1 (SERVING for each service) and server
-    reflection.
+    reflection. Every casetrail method sits behind ``EdgeInterceptor``, inside authentication
+    (an unauthenticated caller learns nothing about its request).
     """
-    server = grpc.aio.server(interceptors=[BearerAuthentication(verifier)])
+    server = grpc.aio.server(interceptors=[BearerAuthentication(verifier), EdgeInterceptor()])
     for register in registrations:
         register(server)
     health_servicer = health.aio.HealthServicer()
@@ -116,3 +127,133 @@ def streamed_refusals_as_status(method: StreamingMethod) -> StreamingMethod:
             await abort_with(context, error)
 
     return wrapper  # type: ignore[return-value]
+
+
+_OWN_METHODS = "/casetrail."
+
+
+class EdgeInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """What every casetrail method gets before and after its handler.
+
+    Before: a request that is not valid protobuf (invalid UTF-8 in a string, say) or breaks the
+    bounds every request keeps (``events.grpc_platform.edge``) is refused INVALID_ARGUMENT
+    naming the field; gRPC alone would answer UNKNOWN with the parser's exception text.
+    After: an exception no handler turned into a status is logged with a reference (its type
+    and where it was raised, never its message, which may quote the request) and answered
+    INTERNAL with that reference only.
+    """
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or not method.startswith(_OWN_METHODS):
+            return handler
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            wrapped = self._handlers[method] = _guarded(method, handler)
+        return wrapped
+
+
+class _Undecodable:
+    """What a request that protobuf could not parse is handed to the handler as."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _guarded(method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if handler.unary_unary is not None:
+        behavior = handler.unary_unary
+
+        async def unary(request: Any, context: Context) -> Any:
+            await _refuse_bad_request(method, request, context)
+            try:
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await _answer_internal(method, error, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary,
+            request_deserializer=_tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
+        streaming = handler.unary_stream
+
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            await _refuse_bad_request(method, request, context)
+            try:
+                async for message in streaming(request, context):
+                    yield message
+            except grpc.aio.AbortError:
+                raise
+            except Exception as error:
+                await _answer_internal(method, error, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            stream,
+            request_deserializer=_tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+    return handler
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any]:
+    def tolerant(data: bytes) -> Any:
+        assert deserialize is not None
+        try:
+            return deserialize(data)
+        except DecodeError:
+            return _Undecodable(data)
+
+    return tolerant
+
+
+async def _refuse_bad_request(method: str, request: Any, context: Context) -> None:
+    if isinstance(request, _Undecodable):
+        field = invalid_utf8_field(_request_type(method), request.data)
+        if field is None:
+            problem = FieldProblem("request", "is not a valid protobuf message of this method")
+        else:
+            problem = FieldProblem(field, "is not valid UTF-8")
+        await abort_with(context, InvalidCommand([problem]))
+    elif isinstance(request, Message):
+        problems = request_problems(request)
+        if problems:
+            await abort_with(context, InvalidCommand(problems))
+
+
+@functools.cache
+def _request_type(method: str) -> Descriptor:
+    service, name = method.lstrip("/").rsplit("/", 1)
+    found = descriptor_pool.Default().FindServiceByName(service).FindMethodByName(name)
+    request_type: Descriptor = found.input_type
+    return request_type
+
+
+async def _answer_internal(method: str, error: Exception, context: Context) -> None:
+    reference = uuid.uuid4().hex[:12]
+    # File, line and function only: a source line may spell out a value from the request.
+    where = "\n".join(
+        f"  {frame.filename}:{frame.lineno} in {frame.name}"
+        for frame in traceback.extract_tb(error.__traceback__, limit=-4)
+    )
+    log.error(
+        "%s failed with an unexpected %s (reference %s), answered INTERNAL; raised at:\n%s",
+        method,
+        type(error).__name__,
+        reference,
+        where,
+    )
+    await abort_internal(context, reference)

@@ -31,7 +31,8 @@ from psycopg import sql
 
 from events.envelope import NewEvent, RecordedEvent
 from events.errors import ConcurrencyError, DuplicateEventIdError
-from events.registry import EventRegistry, encode
+from events.registry import EventRegistry
+from events.store.guard import storable_data
 from events.store.port import EventStore
 from events.store.rows import COLUMNS, recorded_from_new, same_content, to_recorded
 
@@ -123,15 +124,15 @@ class PostgresEventStore(EventStore):
     ) -> list[RecordedEvent]:
         if not events:
             return []
+        for new in events:
+            self._registry.require_registered(new.event)
+        data = storable_data(stream, events)
         _check_text("stream", stream)
         if not _INT_MIN <= expected_version <= _INT_MAX:
             raise ValueError(f"expected_version {expected_version} is out of range")
         for new in events:
-            self._registry.require_registered(new.event)
             _check_text("metadata.source", new.metadata.source)
             _check_text("metadata.actor.user_id", new.metadata.actor.user_id)
-            if "\x00" in new.event.subject:
-                raise ValueError("the event's subject must not contain NUL characters")
             if new.metadata.occurred_at.tzinfo is None:
                 raise ValueError("metadata.occurred_at must be timezone-aware")
         ids = [new.event_id for new in events]
@@ -141,7 +142,7 @@ class PostgresEventStore(EventStore):
             ids,
             [new.event.event_type for new in events],
             [new.event.schema_version for new in events],
-            [encode(new.event) for new in events],
+            data,
             [new.metadata.source for new in events],
             [new.metadata.actor.user_id for new in events],
             [new.metadata.actor.role.value for new in events],

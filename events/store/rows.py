@@ -27,7 +27,7 @@ COLUMNS = (
 
 
 def insert_values(
-    new: NewEvent, stream: str, sequence: int, recorded_at: int
+    new: NewEvent, data: bytes, stream: str, sequence: int, recorded_at: int
 ) -> tuple[str, str, int, str, int, bytes, str, str, str, str, str | None, int, int, str]:
     metadata = new.metadata
     causation = metadata.causation_id
@@ -37,7 +37,7 @@ def insert_values(
         sequence,
         new.event.event_type,
         new.event.schema_version,
-        encode(new.event),
+        data,
         metadata.source,
         metadata.actor.user_id,
         metadata.actor.role.value,

@@ -19,6 +19,7 @@ from events.envelope import NewEvent, RecordedEvent, from_micros, to_micros
 from events.errors import ConcurrencyError, DuplicateEventIdError
 from events.parking import ParkedRecord, ParkingLot
 from events.registry import EventRegistry
+from events.store.guard import storable_data
 from events.store.port import ANY_VERSION, EventStore
 from events.store.rows import (
     COLUMNS,
@@ -136,8 +137,11 @@ class SqliteEventStore(EventStore):
             return []
         for new in events:
             self._registry.require_registered(new.event)
+        data = storable_data(stream, events)
         rows = await self._writer.write(
-            lambda connection: self._append_in(connection, stream, list(events), expected_version)
+            lambda connection: self._append_in(
+                connection, stream, list(events), data, expected_version
+            )
         )
         if isinstance(rows, _Appended):
             recorded_at = from_micros(rows.recorded_at)
@@ -158,6 +162,7 @@ class SqliteEventStore(EventStore):
         connection: sqlite3.Connection,
         stream: str,
         events: list[NewEvent],
+        data: list[bytes],
         expected_version: int,
     ) -> list[StoredRow] | _Appended:
         """The new events' place, or the stored rows when this is a retry of a stored batch."""
@@ -176,8 +181,8 @@ class SqliteEventStore(EventStore):
             connection.executemany(
                 _INSERT,
                 [
-                    insert_values(new, stream, expected_version + offset, recorded_at)
-                    for offset, new in enumerate(events, start=1)
+                    insert_values(new, encoded, stream, expected_version + offset, recorded_at)
+                    for offset, (new, encoded) in enumerate(zip(events, data, strict=True), start=1)
                 ],
             )
         except sqlite3.IntegrityError:

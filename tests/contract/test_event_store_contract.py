@@ -11,7 +11,13 @@ import pytest
 
 from events.catalog.base import CaseEvent
 from events.envelope import NewEvent
-from events.errors import ConcurrencyError, DuplicateEventIdError, UnknownEventTypeError
+from events.errors import (
+    ConcurrencyError,
+    DuplicateEventIdError,
+    InvalidEventError,
+    UnknownEventTypeError,
+)
+from events.limits import MAX_EVENT_BYTES
 from events.registry import EventRegistry
 from events.store.port import ANY_VERSION, NO_STREAM, EventStore, drain
 from tests.contract.conftest import StoreOpener
@@ -149,6 +155,51 @@ async def test_an_event_type_outside_the_catalog_is_refused_before_writing(
         await event_store.append("case-1", [note("1"), stranger], NO_STREAM)
 
     assert await event_store.last_position() == 0
+
+
+@pytest.mark.parametrize(
+    ("stream", "event", "field"),
+    [
+        ("case-1", note("1", "before\x00after"), "text"),
+        ("case-1", note("1\x00"), "subject"),
+        ("case\x001", note("1"), "stream"),
+        (
+            "case-1",
+            replace(note("1"), metadata=replace(note("1").metadata, source="a\x00")),
+            "source",
+        ),
+    ],
+)
+async def test_nul_anywhere_is_refused_naming_it_and_nothing_is_written(
+    event_store: EventStore, stream: str, event: NewEvent, field: str
+) -> None:
+    """PostgreSQL text and jsonb cannot hold NUL: no store accepts it (README, "Limits")."""
+    with pytest.raises(InvalidEventError) as raised:
+        await event_store.append(stream, [note("1"), event], NO_STREAM)
+
+    assert any(field in problem.field for problem in raised.value.problems)
+    assert await event_store.last_position() == 0
+
+
+async def test_a_literal_backslash_u0000_in_text_is_stored(event_store: EventStore) -> None:
+    recorded = await event_store.append("case-1", [note("1", "C:\\u0000 path")], NO_STREAM)
+
+    assert (await event_store.read_stream("case-1"))[0].event == recorded[0].event
+
+
+async def test_an_event_over_the_size_bound_is_refused_and_nothing_is_written(
+    event_store: EventStore,
+) -> None:
+    """Kafka refuses records over 1 MiB for good, so the store never takes one near that."""
+    fits = note("1", "x" * (MAX_EVENT_BYTES - 1000))
+    too_big = note("1", "é" * (MAX_EVENT_BYTES // 2))
+
+    with pytest.raises(InvalidEventError) as raised:
+        await event_store.append("case-1", [fits, too_big], NO_STREAM)
+
+    assert [problem.field for problem in raised.value.problems] == ["request"]
+    assert await event_store.last_position() == 0
+    assert len(await event_store.append("case-1", [fits], NO_STREAM)) == 1
 
 
 async def test_read_stream_between_versions(event_store: EventStore) -> None:

@@ -535,6 +535,10 @@ async def test_a_group_that_fails_as_a_whole_is_sent_again_one_by_one(
     # a NUL in a text column makes the whole statement fail before anything runs
     bad = replace(bad, metadata=replace(bad.metadata, source="casetrail/pg\x00test"))
     monkeypatch.setattr("events.store.postgres._check_text", lambda field, value: None)
+    monkeypatch.setattr(
+        "events.store.postgres.storable_data",
+        lambda stream, events: [encode(new.event) for new in events],
+    )
 
     outcomes = await asyncio.gather(
         store.append("case-1", [touched("1")], NO_STREAM),

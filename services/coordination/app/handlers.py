@@ -66,6 +66,7 @@ from services.coordination.domain.permissions import Action, require_role
 from services.coordination.domain.referrals import decide_answer, decide_referral
 from services.coordination.domain.schedule import Schedule, schedule_state
 from services.coordination.domain.scheduling import (
+    check_service_window,
     decide_cancel,
     decide_delivered,
     decide_reschedule,
@@ -155,6 +156,7 @@ async def answer_referral(
 async def schedule_service(
     deps: Dependencies, context: CommandContext, command: ScheduleService
 ) -> Recorded:
+    check_service_window(command.starts_at, command.ends_at, _moment(context))
     require_role(context.actor.role, Action.SCHEDULE_SERVICE)
     facts = await case_facts(deps, command.case_id)
     case = case_state(await deps.store.read_stream(case_stream(command.case_id)))
@@ -170,6 +172,7 @@ async def schedule_service(
 async def reschedule_service(
     deps: Dependencies, context: CommandContext, command: RescheduleService
 ) -> Recorded:
+    check_service_window(command.starts_at, command.ends_at, _moment(context))
     require_role(context.actor.role, Action.SCHEDULE_SERVICE)
     facts = await case_facts(deps, command.case_id)
     return await _run(
@@ -196,6 +199,7 @@ async def cancel_service(
 async def record_service_delivered(
     deps: Dependencies, context: CommandContext, command: RecordServiceDelivered
 ) -> Recorded:
+    check_service_window(command.starts_at, command.ends_at, _moment(context))
     require_role(context.actor.role, Action.RECORD_DELIVERY)
     facts = await case_facts(deps, command.case_id)
     return await _run(
@@ -311,7 +315,11 @@ async def _caseload(deps: Dependencies, worker: Worker | None) -> int:
 
 
 def today(context: CommandContext) -> date:
-    return (context.occurred_at or datetime.now(UTC)).date()
+    return _moment(context).date()
+
+
+def _moment(context: CommandContext) -> datetime:
+    return context.occurred_at or datetime.now(UTC)
 
 
 def _required(value: T | None, what: str, identifier: str) -> T:

@@ -11,7 +11,9 @@ from events.catalog.scheduling import (
     ServiceRescheduled,
     ServiceScheduled,
 )
-from events.commands import NotFound, RuleBroken
+from events.commands import InvalidCommand, NotFound, RuleBroken
+from events.errors import FieldProblem
+from events.limits import MAX_SERVICE_DURATION, SERVICE_WINDOW_REACH
 from services.coordination.domain import errors
 from services.coordination.domain.case import CaseState, ReferralStatus
 from services.coordination.domain.commands import (
@@ -22,6 +24,24 @@ from services.coordination.domain.commands import (
 )
 from services.coordination.domain.facts import CaseFacts
 from services.coordination.domain.schedule import Schedule, Service, ServiceStatus
+
+
+def check_service_window(starts_at: datetime, ends_at: datetime, moment: datetime) -> None:
+    """A service lasts at most a day and starts within a few years of the command's moment, so
+    that no booking blocks a client's schedule for good (README, "Limits")."""
+    problems = []
+    if abs(starts_at - moment) > SERVICE_WINDOW_REACH:
+        years = SERVICE_WINDOW_REACH.days // 366
+        problems.append(
+            FieldProblem("starts_at", f"must be within {years} years of the command's moment")
+        )
+    if ends_at - starts_at > MAX_SERVICE_DURATION:
+        hours = int(MAX_SERVICE_DURATION.total_seconds() // 3600)
+        problems.append(
+            FieldProblem("ends_at", f"at most {hours} hours after starts_at (one service)")
+        )
+    if problems:
+        raise InvalidCommand(problems)
 
 
 def decide_schedule(
