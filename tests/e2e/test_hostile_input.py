@@ -14,8 +14,9 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
-from cli.rpc import Refusal, eventually, refusal_of, refused, timestamp
-from cli.walk.story import AUDITOR, COORDINATOR, INTAKE_WORKER, RECEPTIONIST, SOCIAL_WORKER
+from cli.rpc import Refusal, command, eventually, query, refusal_of, refused, timestamp
+from cli.walk.story import AUDITOR, COORDINATOR, INTAKE_WORKER, RECEPTIONIST
+from events.identity.grpc_auth import bearer_metadata
 from events.limits import MAX_ID_CHARS
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import Case, key, new_case, registration
@@ -32,16 +33,14 @@ def _invalid(refusal: Refusal, *fields: str) -> None:
 
 def _contact(case: Case, summary: str = "Phoned; all well") -> pl.LogContactRequest:
     return pl.LogContactRequest(
-        context=COORDINATOR.command(key()), case_id=case.case_id, kind="phone_call", summary=summary
+        context=command(key()), case_id=case.case_id, kind="phone_call", summary=summary
     )
 
 
 async def _planning_events(casetrail: Casetrail, case: Case) -> list[str]:
     """The ids of the events planning recorded on the case, as audit's timeline shows them."""
-    response = await casetrail.stubs.audit.GetTimeline(
-        audit_pb2.GetTimelineRequest(
-            context=AUDITOR.query("confidentiality_review"), case_id=case.case_id
-        )
+    response = await casetrail.stubs.as_(AUDITOR).audit.GetTimeline(
+        audit_pb2.GetTimelineRequest(context=query("confidentiality_review"), case_id=case.case_id)
     )
     return [entry.event_id for entry in response.entries if "planning" in entry.source]
 
@@ -52,33 +51,37 @@ async def test_nul_is_refused_naming_the_field_and_nothing_is_written(
     case = await new_case(casetrail, "home_care")
     stubs = casetrail.stubs
     await eventually(
-        lambda: stubs.planning.GetCaseView(
-            pl.GetCaseViewRequest(context=COORDINATOR.query("coordination"), case_id=case.case_id)
+        lambda: stubs.as_(COORDINATOR).planning.GetCaseView(
+            pl.GetCaseViewRequest(context=query("coordination"), case_id=case.case_id)
         ),
         what="planning to learn the case",
         patience=casetrail.patience,
     )
 
-    _invalid(await refused(stubs.planning.LogContact(_contact(case, f"a{NUL}b"))), "summary")
+    _invalid(
+        await refused(stubs.as_(COORDINATOR).planning.LogContact(_contact(case, f"a{NUL}b"))),
+        "summary",
+    )
     goal = pl.DraftPlanRequest(
-        context=COORDINATOR.command(key()),
+        context=command(key()),
         case_id=case.case_id,
         goals=[pl.Goal(statement=f"Walk{NUL}again", term="short", need_category="home_care")],
     )
-    _invalid(await refused(stubs.planning.DraftPlan(goal)), "goals[0].statement")
+    _invalid(await refused(stubs.as_(COORDINATOR).planning.DraftPlan(goal)), "goals[0].statement")
     keyed = _contact(case)
     keyed.context.idempotency_key = f"key{NUL}"
-    _invalid(await refused(stubs.planning.LogContact(keyed)), "context.idempotency_key")
-    acting = _contact(case)
-    acting.context.actor.user_id = f"amara{NUL}"
-    _invalid(await refused(stubs.planning.LogContact(acting)), "context.actor.user_id")
+    _invalid(
+        await refused(stubs.as_(COORDINATOR).planning.LogContact(keyed)), "context.idempotency_key"
+    )
     client = registration()
     client.name.family_name = f"Conti{NUL}"
-    _invalid(await refused(stubs.intake.RegisterClient(client)), "name.family_name")
+    _invalid(
+        await refused(stubs.as_(RECEPTIONIST).intake.RegisterClient(client)), "name.family_name"
+    )
 
     # A contact logged afterwards reaches audit, and so has everything planning wrote on the
     # case before it (one partition per case): that is the contact alone.
-    logged = await stubs.planning.LogContact(_contact(case))
+    logged = await stubs.as_(COORDINATOR).planning.LogContact(_contact(case))
     planned = await eventually(
         lambda: _planning_events(casetrail, case),
         lambda ids: logged.result.event_ids[0] in ids,
@@ -97,24 +100,30 @@ async def test_out_of_range_timestamps_are_invalid_argument_on_every_service(
 
     contact = _contact(case)
     contact.context.occurred_at.CopyFrom(beyond)
-    _invalid(await refused(stubs.planning.LogContact(contact)), "context.occurred_at")
+    _invalid(
+        await refused(stubs.as_(COORDINATOR).planning.LogContact(contact)), "context.occurred_at"
+    )
     reopening = intake_pb2.ReopenCaseRequest(
-        context=INTAKE_WORKER.command(key()), case_id=case.case_id, reason="back"
+        context=command(key()), case_id=case.case_id, reason="back"
     )
     reopening.context.occurred_at.CopyFrom(beyond)
-    _invalid(await refused(stubs.intake.ReopenCase(reopening)), "context.occurred_at")
-    as_of = audit_pb2.GetCaseStateAsOfRequest(
-        context=AUDITOR.query("confidentiality_review"), case_id=case.case_id, as_of=beyond
+    _invalid(
+        await refused(stubs.as_(INTAKE_WORKER).intake.ReopenCase(reopening)), "context.occurred_at"
     )
-    _invalid(await refused(stubs.audit.GetCaseStateAsOf(as_of)), "as_of")
+    as_of = audit_pb2.GetCaseStateAsOfRequest(
+        context=query("confidentiality_review"), case_id=case.case_id, as_of=beyond
+    )
+    _invalid(await refused(stubs.as_(AUDITOR).audit.GetCaseStateAsOf(as_of)), "as_of")
     schedule = _schedule(case, datetime.now(UTC) + timedelta(days=7), timedelta(hours=1))
     schedule.ends_at.CopyFrom(beyond)
-    _invalid(await refused(stubs.coordination.ScheduleService(schedule)), "ends_at")
+    _invalid(
+        await refused(stubs.as_(COORDINATOR).coordination.ScheduleService(schedule)), "ends_at"
+    )
 
 
 def _schedule(case: Case, starts_at: datetime, lasting: timedelta) -> co.ScheduleServiceRequest:
     return co.ScheduleServiceRequest(
-        context=COORDINATOR.command(key()),
+        context=command(key()),
         case_id=case.case_id,
         kind="home_care",
         provider=co.Provider(provider_id="sunrise-home-care", name="Sunrise Home Care"),
@@ -127,44 +136,48 @@ def _schedule(case: Case, starts_at: datetime, lasting: timedelta) -> co.Schedul
 async def test_implausible_moments_are_refused(casetrail: Casetrail) -> None:
     case = await new_case(casetrail, "home_care")
     stubs = casetrail.stubs
-    programs = await stubs.coordination.ListPrograms(
-        co.ListProgramsRequest(context=COORDINATOR.query("coordination"))
+    programs = await stubs.as_(COORDINATOR).coordination.ListPrograms(
+        co.ListProgramsRequest(context=query("coordination"))
     )
     for year in (1, 9999):
         eligibility = co.DetermineEligibilityRequest(
-            context=COORDINATOR.command(key(), at=datetime(year, 12, 31, tzinfo=UTC)),
+            context=command(key(), at=datetime(year, 12, 31, tzinfo=UTC)),
             case_id=case.case_id,
             program_id=programs.programs[0].program_id,
         )
         _invalid(
-            await refused(stubs.coordination.DetermineEligibility(eligibility)),
+            await refused(stubs.as_(COORDINATOR).coordination.DetermineEligibility(eligibility)),
             "context.occurred_at",
         )
     forever = _schedule(case, datetime(1, 1, 1, tzinfo=UTC), timedelta(days=1))
     forever.ends_at.CopyFrom(timestamp(datetime(9999, 12, 31, tzinfo=UTC)))
-    _invalid(await refused(stubs.coordination.ScheduleService(forever)), "starts_at", "ends_at")
+    _invalid(
+        await refused(stubs.as_(COORDINATOR).coordination.ScheduleService(forever)),
+        "starts_at",
+        "ends_at",
+    )
     week = _schedule(case, datetime.now(UTC) + timedelta(days=7), timedelta(days=3))
-    _invalid(await refused(stubs.coordination.ScheduleService(week)), "ends_at")
+    _invalid(await refused(stubs.as_(COORDINATOR).coordination.ScheduleService(week)), "ends_at")
     far = _schedule(case, datetime.now(UTC) + timedelta(days=20 * 365), timedelta(hours=1))
-    _invalid(await refused(stubs.coordination.ScheduleService(far)), "starts_at")
+    _invalid(await refused(stubs.as_(COORDINATOR).coordination.ScheduleService(far)), "starts_at")
     born = registration()
     born.date_of_birth = "0001-01-01"
-    _invalid(await refused(stubs.intake.RegisterClient(born)), "date_of_birth")
+    _invalid(await refused(stubs.as_(RECEPTIONIST).intake.RegisterClient(born)), "date_of_birth")
 
 
 async def test_invalid_utf8_is_invalid_argument_naming_the_field(casetrail: Casetrail) -> None:
     requests = {
         "/casetrail.intake.v1.Intake/GetCase": intake_pb2.GetCaseRequest(
-            context=INTAKE_WORKER.query("direct_care"), case_id="MARK"
+            context=query("direct_care"), case_id="MARK"
         ),
         "/casetrail.coordination.v1.Coordination/GetCaseCoordination": (
-            co.GetCaseCoordinationRequest(context=COORDINATOR.query("coordination"), case_id="MARK")
+            co.GetCaseCoordinationRequest(context=query("coordination"), case_id="MARK")
         ),
         "/casetrail.planning.v1.Planning/LogContact": pl.LogContactRequest(
-            context=SOCIAL_WORKER.command(key()), case_id="c", summary="MARK"
+            context=command(key()), case_id="c", summary="MARK"
         ),
         "/casetrail.audit.v1.Audit/GetTimeline": audit_pb2.GetTimelineRequest(
-            context=AUDITOR.query("confidentiality_review"), case_id="MARK"
+            context=query("confidentiality_review"), case_id="MARK"
         ),
     }
     for method, request in requests.items():
@@ -175,7 +188,7 @@ async def test_invalid_utf8_is_invalid_argument_naming_the_field(casetrail: Case
             )
             data = request.SerializeToString().replace(b"MARK", b"M\xffRK")
             with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await raw(data)
+                await raw(data, metadata=bearer_metadata(casetrail.tokens(AUDITOR)))
         refusal = refusal_of(raised.value)
         _invalid(refusal, "summary" if "LogContact" in method else "case_id")
         assert "Error" not in refusal.message
@@ -186,31 +199,27 @@ async def test_refusals_are_delivered_whatever_was_sent(casetrail: Casetrail) ->
     stubs = casetrail.stubs
     longest = "x" * MAX_ID_CHARS
     for call in (
-        stubs.intake.GetCase(
-            intake_pb2.GetCaseRequest(context=INTAKE_WORKER.query("direct_care"), case_id=longest)
+        stubs.as_(INTAKE_WORKER).intake.GetCase(
+            intake_pb2.GetCaseRequest(context=query("direct_care"), case_id=longest)
         ),
-        stubs.coordination.GetCaseCoordination(
-            co.GetCaseCoordinationRequest(
-                context=COORDINATOR.query("coordination"), case_id=longest
-            )
+        stubs.as_(COORDINATOR).coordination.GetCaseCoordination(
+            co.GetCaseCoordinationRequest(context=query("coordination"), case_id=longest)
         ),
     ):
         refusal = await refused(call)
         assert refusal.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
     huge = await refused(
-        stubs.intake.GetCase(
-            intake_pb2.GetCaseRequest(
-                context=INTAKE_WORKER.query("direct_care"), case_id="x" * 10_000
-            )
+        stubs.as_(INTAKE_WORKER).intake.GetCase(
+            intake_pb2.GetCaseRequest(context=query("direct_care"), case_id="x" * 10_000)
         )
     )
     _invalid(huge, "case_id")
     needs = intake_pb2.OpenCaseRequest(
-        context=RECEPTIONIST.command(key()),
+        context=command(key()),
         client_id="nobody",
         referral_source=intake_pb2.ReferralSource(kind="self"),
         presenting_needs=[intake_pb2.PresentingNeed(category=f"bad-{i}") for i in range(20)],
     )
-    many = await refused(stubs.intake.OpenCase(needs))
+    many = await refused(stubs.as_(RECEPTIONIST).intake.OpenCase(needs))
     assert many.code == grpc.StatusCode.INVALID_ARGUMENT
     assert len(many.field_violations) <= 11

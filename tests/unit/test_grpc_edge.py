@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -15,6 +16,7 @@ from google.rpc import code_pb2, error_details_pb2
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from casetrail.planning.v1 import planning_pb2
+from events.catalog.base import Role
 from events.commands import InvalidCommand, NotFound, RuleBroken
 from events.errors import FieldProblem
 from events.grpc_platform.context import command_context_problems
@@ -22,14 +24,17 @@ from events.grpc_platform.edge import request_problems
 from events.grpc_platform.errors import MAX_STATUS_BYTES, MAX_VIOLATIONS, status_for
 from events.grpc_platform.server import Context, refusals_as_status
 from events.grpc_platform.wire import invalid_utf8_field
+from events.identity.grpc_auth import bearer_metadata
+from events.identity.principal import Principal
 from events.limits import MAX_ID_CHARS, MAX_KEY_CHARS, MAX_LIST_ITEMS, MAX_TEXT_CHARS
 from tests.support.grpc import details, refusal, serving, violated_fields
+from tests.support.identity import TestIssuer
+
+KIM = Principal("kim", Role.COORDINATOR, agency="eastbay-dss", issuer="https://issuer.test")
 
 
-def _context(key: str = "k-1", user_id: str = "kim") -> common_pb2.CommandContext:
-    return common_pb2.CommandContext(
-        actor=common_pb2.Actor(user_id=user_id, role="social_worker"), idempotency_key=key
-    )
+def _context(key: str = "k-1") -> common_pb2.CommandContext:
+    return common_pb2.CommandContext(idempotency_key=key)
 
 
 def _problems(message: object) -> dict[str, str]:
@@ -60,14 +65,10 @@ def test_free_text_keeps_tab_line_feed_and_carriage_return() -> None:
 @pytest.mark.parametrize("control", ["\x00", "\t", "\n"])
 def test_ids_and_keys_hold_no_control_characters_at_all(control: str) -> None:
     request = planning_pb2.LogContactRequest(
-        context=_context(key=f"k{control}1", user_id=f"kim{control}"), case_id=f"c{control}"
+        context=_context(key=f"k{control}1"), case_id=f"c{control}"
     )
 
-    assert sorted(_problems(request)) == [
-        "case_id",
-        "context.actor.user_id",
-        "context.idempotency_key",
-    ]
+    assert sorted(_problems(request)) == ["case_id", "context.idempotency_key"]
 
 
 def test_lengths_and_list_sizes_are_bounded() -> None:
@@ -130,7 +131,7 @@ def test_a_command_says_it_happened_between_1970_and_now(moment: datetime) -> No
     context = _context()
     context.occurred_at.FromDatetime(moment)
 
-    found, problems = command_context_problems(context)
+    found, problems = command_context_problems(KIM, context)
 
     assert found is None
     assert [p.field for p in problems] == ["context.occurred_at"]
@@ -197,56 +198,58 @@ class _Intake(intake_pb2_grpc.IntakeServicer):
         self, request: intake_pb2.GetCaseRequest, context: Context
     ) -> intake_pb2.GetCaseResponse:
         if request.case_id == "crash":
-            raise RuntimeError(f"diagnosis of {request.context.actor.user_id}")
+            raise RuntimeError(f"diagnosis of {request.context.purpose}")
         raise NotFound("case", request.case_id)
 
 
-def _with_intake() -> AbstractAsyncContextManager[grpc.aio.Channel]:
+def _with_intake(issuer: TestIssuer) -> AbstractAsyncContextManager[Any]:
     """A server whose only method is ``_Intake.GetCase`` (the others are gRPC's UNIMPLEMENTED)."""
     servicer = _Intake()  # type: ignore[abstract]
     return serving(
         lambda server: intake_pb2_grpc.add_IntakeServicer_to_server(servicer, server),
         "casetrail.intake.v1.Intake",
+        issuer,
     )
+
+
+def token(issuer: TestIssuer) -> tuple[tuple[str, str]]:
+    return bearer_metadata(issuer.mint(role="intake_worker"))
 
 
 def _get_case(case_id: str) -> intake_pb2.GetCaseRequest:
     return intake_pb2.GetCaseRequest(
-        context=common_pb2.QueryContext(
-            actor=common_pb2.Actor(user_id="kim", role="intake_worker"), purpose="direct_care"
-        ),
-        case_id=case_id,
+        context=common_pb2.QueryContext(purpose="emergency"), case_id=case_id
     )
 
 
 async def test_an_unexpected_exception_is_internal_with_a_reference_and_no_text(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, issuer: TestIssuer
 ) -> None:
-    async with _with_intake() as channel:
+    async with _with_intake(issuer) as channel:
         stub = intake_pb2_grpc.IntakeStub(channel)
         with caplog.at_level(logging.ERROR):
-            code, status = await refusal(stub.GetCase(_get_case("crash")))
+            code, status = await refusal(stub.GetCase(_get_case("crash"), metadata=token(issuer)))
 
     assert code == grpc.StatusCode.INTERNAL
-    assert "kim" not in status.message
+    assert "emergency" not in status.message
     assert "RuntimeError" not in status.message
     info = details(status, error_details_pb2.ErrorInfo)[0]
     assert info.reason == "INTERNAL_ERROR"
     assert info.metadata["reference"] in caplog.text
     assert "RuntimeError" in caplog.text
-    assert "kim" not in caplog.text
+    assert "emergency" not in caplog.text
 
 
-async def test_invalid_utf8_is_invalid_argument_naming_the_field() -> None:
+async def test_invalid_utf8_is_invalid_argument_naming_the_field(issuer: TestIssuer) -> None:
     data = _get_case("ABC").SerializeToString().replace(b"ABC", b"A\xffC")
-    async with _with_intake() as channel:
+    async with _with_intake(issuer) as channel:
         raw = channel.unary_unary(
             "/casetrail.intake.v1.Intake/GetCase",
             request_serializer=lambda b: b,
             response_deserializer=lambda b: b,
         )
-        code, status = await refusal(raw(data))
-        garbage, whole = await refusal(raw(b"\x0a\xff\xff\xff"))
+        code, status = await refusal(raw(data, metadata=token(issuer)))
+        garbage, whole = await refusal(raw(b"\x0a\xff\xff\xff", metadata=token(issuer)))
 
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_fields(status) == ["case_id"]
@@ -255,11 +258,12 @@ async def test_invalid_utf8_is_invalid_argument_naming_the_field() -> None:
     assert violated_fields(whole) == ["request"]
 
 
-async def test_a_refusal_of_a_long_id_is_delivered() -> None:
-    async with _with_intake() as channel:
+async def test_a_refusal_of_a_long_id_is_delivered(issuer: TestIssuer) -> None:
+    async with _with_intake(issuer) as channel:
         stub = intake_pb2_grpc.IntakeStub(channel)
-        not_found, _ = await refusal(stub.GetCase(_get_case("x" * MAX_ID_CHARS)))
-        too_long, status = await refusal(stub.GetCase(_get_case("x" * 10_000)))
+        longest, huge = _get_case("x" * MAX_ID_CHARS), _get_case("x" * 10_000)
+        not_found, _ = await refusal(stub.GetCase(longest, metadata=token(issuer)))
+        too_long, status = await refusal(stub.GetCase(huge, metadata=token(issuer)))
 
     assert not_found == grpc.StatusCode.NOT_FOUND
     assert too_long == grpc.StatusCode.INVALID_ARGUMENT
