@@ -71,6 +71,7 @@ from bench.common import (
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2, coordination_pb2_grpc
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
 
 HEADING = "## gRPC commands (issue 4)"
 TARGET = 2_000.0
@@ -295,6 +296,9 @@ def _cpu_of(pids: Sequence[int]) -> dict[int, float]:
 # --- the commands -----------------------------------------------------------------------------
 
 
+NEEDS_CASES = frozenset({"make_referral", "get_case_view"})
+
+
 def command_context(run_id: str, key: str) -> common_pb2.CommandContext:
     return common_pb2.CommandContext(idempotency_key=f"{run_id}-{key}")
 
@@ -334,6 +338,13 @@ class Commands:
         self._coordination = [
             coordination_pb2_grpc.CoordinationStub(channel) for channel in self._channels[channels:]
         ]
+        # Planning only when it is served (the reference serves intake alone).
+        planning = [
+            grpc.aio.insecure_channel(addresses["planning"], options=options)
+            for _ in range(channels if "planning" in addresses else 0)
+        ]
+        self._channels += planning
+        self._planning = [planning_pb2_grpc.PlanningStub(channel) for channel in planning]
         self._numbers = itertools.count()
         self.clients: list[str] = []
         self.cases: list[str] = []
@@ -347,8 +358,20 @@ class Commands:
             "open_case": self.open_case,
             "register_client": self.register_client,
             "make_referral": self.make_referral,
+            "get_case_view": self.get_case_view,
         }
         return calls[command]
+
+    async def get_case_view(self) -> None:
+        number = next(self._numbers)
+        stub = self._planning[number % len(self._planning)]
+        await stub.GetCaseView(
+            planning_pb2.GetCaseViewRequest(
+                context=common_pb2.QueryContext(purpose="coordination"),
+                case_id=self.cases[number % len(self.cases)],
+            ),
+            metadata=self._as["coord-bench"],
+        )
 
     async def register_client(self) -> None:
         await self._register(next(self._numbers))
@@ -404,7 +427,8 @@ class Commands:
         )
 
     async def prepare(self, clients: int, cases: int, patience: float = 120.0) -> None:
-        """Register the clients; open the cases and wait until coordination knows them all."""
+        """Register the clients; open the cases and wait until coordination (and planning,
+        when served) knows them all."""
         self.clients = [await self._register(next(self._numbers)) for _ in range(clients)]
         if not cases:
             return
@@ -412,6 +436,21 @@ class Commands:
         self.cases = await _bounded(32, [partial(self._open, n) for n in numbers])
         deadline = time.perf_counter() + patience
         await _bounded(16, [partial(self._await_case, c, deadline) for c in self.cases])
+        if self._planning:
+            await _bounded(16, [partial(self._await_view, c, deadline) for c in self.cases])
+
+    async def _await_view(self, case_id: str, deadline: float) -> None:
+        request = planning_pb2.GetCaseViewRequest(
+            context=common_pb2.QueryContext(purpose="coordination"), case_id=case_id
+        )
+        while True:
+            try:
+                await self._planning[0].GetCaseView(request, metadata=self._as["coord-bench"])
+                return
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND or time.perf_counter() > deadline:
+                    raise
+            await asyncio.sleep(0.2)
 
     async def _await_case(self, case_id: str, deadline: float) -> None:
         stub = self._coordination[0]
@@ -649,7 +688,7 @@ async def load_main(spec: LoadSpec) -> list[RowResult]:
     probe = CpuProbe(spec.pids)
     results: list[RowResult] = []
     try:
-        needs_cases = any(row.command == "make_referral" for row in spec.rows)
+        needs_cases = any(row.command in NEEDS_CASES for row in spec.rows)
         started = time.perf_counter()
         await commands.prepare(spec.clients, spec.cases if needs_cases else 0)
         log.warning("prepared in %.1fs", time.perf_counter() - started)
@@ -772,10 +811,10 @@ async def serve(options: argparse.Namespace, profiler: cProfile.Profile | None) 
         await ensure_topics(kafka, TopicSettings(case_events_topic=options.topic))
         dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
         infra = Infrastructure.distributed(
-            data_dir, dsn, kafka, topic=options.topic, verifier=_verifier()
+            data_dir, dsn, kafka, topic=options.topic, verifier=_verifier(options.auth_mode)
         )
     else:
-        infra = Infrastructure.embedded(data_dir, verifier=_verifier())
+        infra = Infrastructure.embedded(data_dir, verifier=_verifier(options.auth_mode))
     names = options.service or list(SERVICES)
     running = await start_services(infra, names, "127.0.0.1", dict.fromkeys(SERVICES, 0))
     addresses = {service.name: f"127.0.0.1:{service.port}" for service in running}
@@ -804,14 +843,54 @@ EMPTY_CLIENT_ID = "01920000-0000-7000-8000-00000000c1e7"
 EMPTY_EVENT_ID = "01920000-0000-7000-8000-0000000e7e47"
 
 
-def _verifier() -> Any:
+AUTH_MODES = ("off", "every-call", "product")
+"""How the servers check tokens in the authentication rows: ``off`` takes the caller from
+the token unchecked (a switch that exists only here, never in the product); ``every-call``
+verifies the signature and claims on every call (nothing remembered: the cost of a token
+seen for the first time); ``product`` is what the services do (a verified token is
+remembered until it expires)."""
+
+
+def _verifier(mode: str = "product") -> Any:
     """The token verifier of the run's issuer (named by the environment, as in production)."""
+    from events.identity.keys import IssuerKeys
     from events.identity.settings import IssuerSettings
+    from events.identity.verifier import TokenVerifier
 
     settings = IssuerSettings.from_env()
     if settings is None:
         raise SystemExit("the benchmark's servers need CASETRAIL_OIDC_ISSUER")
+    if mode == "every-call":
+        return TokenVerifier(IssuerKeys(settings.issuer), settings.audience, remembered=0)
+    if mode == "off":
+        return _unchecked(settings.issuer)
     return settings.verifier()
+
+
+def _unchecked(issuer: str) -> Any:
+    """A verifier that checks nothing: the caller is read from the token's claims as they
+    are (each token decoded once). Benchmark only: it measures what the checks cost."""
+    import jwt
+
+    from events.identity.claims import principal_from_claims
+    from events.identity.keys import IssuerKeys
+    from events.identity.principal import Principal
+    from events.identity.verifier import TokenVerifier
+
+    class Unchecked(TokenVerifier):
+        def __init__(self) -> None:
+            super().__init__(IssuerKeys(issuer), "")
+            self._seen: dict[str, Principal] = {}
+
+        @override
+        async def verify(self, token: str) -> Principal:
+            principal = self._seen.get(token)
+            if principal is None:
+                claims = jwt.decode(token, options={"verify_signature": False})
+                principal = self._seen[token] = principal_from_claims(claims, issuer)
+            return principal
+
+    return Unchecked()
 
 
 def serve_empty_entry() -> None:
@@ -1200,6 +1279,7 @@ COMMAND_NAMES = {
     "open_case": "intake OpenCase",
     "register_client": "intake RegisterClient",
     "make_referral": "coordination MakeReferral",
+    "get_case_view": "planning GetCaseView",
 }
 
 
@@ -1743,6 +1823,154 @@ def profile_section(profile: Profile) -> list[str]:
     ]
 
 
+# --- authentication cost (issue 9) --------------------------------------------------------------
+
+AUTH_HEADING = "## gRPC authentication cost (issue 9)"
+AUTH_ROUNDS = 2
+
+
+async def auth_main(quick: bool, write: bool, keep: bool) -> str:
+    """OpenCase and GetCaseView against the embedded services, once per token-checking mode,
+    in two rounds (the second in reverse order, so that a drifting machine favours none)."""
+    plan = QUICK if quick else FULL
+    run_id = f"{int(time.time())}"
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="casetrail-auth-bench-"))
+    issuer = start_issuer()
+    results: dict[str, list[RowResult]] = {mode: [] for mode in AUTH_MODES}
+    try:
+        for round_number in range(AUTH_ROUNDS):
+            order = AUTH_MODES if round_number % 2 == 0 else tuple(reversed(AUTH_MODES))
+            for mode in order:
+                progress(started, f"authentication {mode}, round {round_number + 1}")
+                results[mode] += await auth_run(plan, work, f"{run_id}-{round_number}", mode)
+        elapsed = time.perf_counter() - started
+    finally:
+        issuer.stop()
+        if keep:
+            print(f"logs and data kept in {work}", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    body = auth_report(plan, quick, results, elapsed)
+    if write:
+        replace_section(AUTH_HEADING, body)
+    return body
+
+
+async def auth_run(plan: Plan, work: Path, run_id: str, mode: str) -> list[RowResult]:
+    data = work / f"auth-{mode}-{run_id}"
+    data.mkdir()
+    argv = ["-m", "bench.grpc_bench", "--serve", "--auth-mode", mode, "--data-dir", str(data)]
+    out = work / f"auth-{mode}-{run_id}.out"
+    server = await start_server("embedded", argv, os.environ, out, SERVICES)
+    try:
+        closed = RowSpec(
+            f"checks {mode}",
+            "open_case",
+            "closed",
+            plan.warmup,
+            plan.seconds,
+            plan.concurrency,
+            server="embedded",
+        )
+        spec = LoadSpec(
+            run_id=f"{run_id}-{mode}",
+            addresses=server.addresses,
+            pids={"embedded": server.pid},
+            rows=[closed, replace(closed, command="get_case_view")],
+            channels=plan.channels,
+            clients=plan.clients,
+            cases=plan.cases,
+            scratch=str(work),
+            settle_limit=plan.settle_limit,
+            tokens=BENCH_TOKENS,
+        )
+        return await run_load(spec, work)
+    finally:
+        await server.stop()
+
+
+def auth_report(
+    plan: Plan, quick: bool, results: Mapping[str, Sequence[RowResult]], elapsed: float
+) -> str:
+    headers = [
+        "command",
+        "token checks",
+        "calls/s by round",
+        "calls/s (mean)",
+        "vs off",
+        "server CPU µs per call (mean)",
+        "vs off",
+        "p50 ms",
+        "p99 ms",
+        "failed",
+    ]
+    table = []
+    for command in ("open_case", "get_case_view"):
+        base_rate, base_cpu = _auth_means(results["off"], command)
+        for mode in AUTH_MODES:
+            rows = [r for r in results[mode] if r.spec.command == command]
+            rate, cpu = _auth_means(results[mode], command)
+            table.append(
+                [
+                    COMMAND_NAMES[command],
+                    mode,
+                    " / ".join(fmt_rate(r.rate) for r in rows),
+                    fmt_rate(rate),
+                    fmt_ratio(rate / base_rate) if base_rate else "-",
+                    f"{cpu:.0f}",
+                    fmt_ratio(cpu / base_cpu) if base_cpu else "-",
+                    " / ".join(ms(r.p50_ms) for r in rows),
+                    " / ".join(ms(r.p99_ms) for r in rows),
+                    str(sum(sum(r.errors.values()) for r in rows)),
+                ]
+            )
+    lines = [
+        f"Run: {now_utc()}, {'quick' if quick else 'full'} plan, {elapsed:.0f} s. Command: "
+        f"`python -m bench.grpc_bench --auth{' --quick' if quick else ''}`.",
+        "",
+        *machine_info(grpcio=grpc.__version__, pyjwt=jwt_version()).lines(),
+        "",
+        "The embedded services (`--serve`, as `services.runner` composes them), one server "
+        "process per mode and round, the same load generator as the rows above: closed loop, "
+        f"{plan.concurrency} calls in flight on {plan.channels} channels per service, "
+        f"{plan.warmup:.0f} s warm-up then {plan.seconds:.0f} s measured; GetCaseView reads "
+        f"{plan.cases} cases opened before. Two rounds, the second in reverse order. Every call "
+        "carries a bearer token (ES256) from an issuer serving its JWKS on 127.0.0.1.",
+        "",
+        "- **off**: the caller is read from the token's claims without any check (a switch of "
+        "this benchmark only; the product has no such mode).",
+        "- **every-call**: signature, issuer, audience, expiry and claims checked on every call "
+        "(nothing remembered): what a token seen for the first time costs.",
+        "- **product**: as the services run: a verified token is remembered (by its exact text) "
+        "until it expires or the issuer's keys change.",
+        "",
+        markdown_table(headers, table),
+        "",
+        "Server CPU per call is the server process's CPU time in the window divided by the "
+        "calls answered: steadier than calls/s on this shared 2-core machine. The access "
+        "policy and access recording (issue 9, items 2-4) add their own costs later.",
+    ]
+    return "\n".join(lines)
+
+
+def jwt_version() -> str:
+    import jwt
+
+    return str(jwt.__version__)
+
+
+def _auth_means(rows: Sequence[RowResult], command: str) -> tuple[float, float]:
+    """Mean calls/s and mean server CPU µs per call of ``command``'s rows."""
+    chosen = [r for r in rows if r.spec.command == command]
+    if not chosen:
+        return 0.0, 0.0
+    rate = sum(r.rate for r in chosen) / len(chosen)
+    per_cpu = [r.per_cpu_second(r.spec.server) for r in chosen]
+    micros = [1e6 / value for value in per_cpu if value]
+    return rate, (sum(micros) / len(micros) if micros else 0.0)
+
+
 # --- entry ------------------------------------------------------------------------------------
 
 
@@ -1770,6 +1998,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--topic", default="casetrail.case-events")
     parser.add_argument("--data-dir")
     parser.add_argument("--profile", help="(internal, --serve) write a cProfile here")
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="only the authentication rows: OpenCase and GetCaseView with the token checks "
+        "off, on every call, and as the product does them (issue 9)",
+    )
+    parser.add_argument(
+        "--auth-mode", choices=AUTH_MODES, default="product", help="(internal, --serve)"
+    )
     return parser.parse_args(argv)
 
 
@@ -1781,6 +2018,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if options.serve:
         serve_entry(options)
+        return
+    if options.auth:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        print(asyncio.run(auth_main(options.quick, not options.no_write, options.keep)))
         return
     if options.serve_empty:
         serve_empty_entry()
