@@ -103,6 +103,7 @@ bench: $(PROTO_STAMP)
 	$(PY) -m bench.store_bench
 	$(PY) -m bench.kafka_bench
 	$(PY) -m bench.grpc_bench
+	$(PY) -m bench.grpc_bench --auth
 
 .PHONY: clean
 clean:

@@ -136,7 +136,9 @@ def _known_addresses(data_dir: Path) -> dict[str, str]:
 async def _walk(addresses: Mapping[str, str], tokens: TokenSource, patience: float) -> None:
     # The cast's tokens come from the development issuer `make run` started (its signing key
     # is in the data directory): each person of the story calls with their own token.
-    async with connect(addresses, tokens) as connection:
+    from events.identity.tls import ClientTls
+
+    async with connect(addresses, tokens, ClientTls.from_env()) as connection:
         await walk_case(connection, patience=patience)
 
 
