@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 
 from casetrail.intake.v1 import intake_pb2
+from cli.rpc import Person
+from cli.walk import story
 from cli.walk.story import CASE_MANAGER_ID, NEEDS, SOCIAL_WORKER
 from services.demo import WalkResult, walk_case
 from tests.e2e.conftest import Casetrail
@@ -112,3 +116,24 @@ def _audit_trail(result: WalkResult) -> None:
     assert len(assigned) == 1
     occurred = [entry.occurred_at.ToDatetime() for entry in result.timeline]
     assert occurred == sorted(occurred)
+    _every_actor_is_a_token_subject(result)
+
+
+def _every_actor_is_a_token_subject(result: WalkResult) -> None:
+    """Each person of the walk called with their own token: every recorded actor is the
+    subject (and role) of one of those tokens, never anything a request said."""
+    cast = {
+        (person.user_id, person.role)
+        for person in vars(story).values()
+        if isinstance(person, Person)
+    }
+    recorded = [json.loads(entry.cloudevent_json) for entry in result.timeline]
+    actors = {(event["actorid"], event["actorrole"]) for event in recorded}
+    assert actors <= cast, actors - cast
+    by_type = {event["type"]: (event["actorid"], event["actorrole"]) for event in recorded}
+    assert by_type["casetrail.case.opened"] == (story.RECEPTIONIST.user_id, "receptionist")
+    assert by_type["casetrail.initial_assessment.recorded"] == (
+        story.INTAKE_WORKER.user_id,
+        "intake_worker",
+    )
+    assert by_type["casetrail.case.assigned"] == (story.COORDINATOR.user_id, "coordinator")
