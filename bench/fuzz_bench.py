@@ -91,8 +91,8 @@ def report(out: Outcomes, elapsed: float, seeded: int, rpcs: int) -> str:
         [
             f"Run {now_utc()} on: " + "; ".join(info.lines()[:4]),
             "",
-            f"{out.calls:,} requests over {rpcs} RPCs of the four services (embedded backend), "
-            f"{seeded} of them seeded with the demo walk's real requests; {out.undecodable:,} "
+            f"{out.calls:,} requests over {rpcs} RPCs of the four services (embedded backend); "
+            f"the demo walk's real requests seeded {seeded} of the RPCs; {out.undecodable:,} "
             f"not valid protobuf. {out.calls / elapsed:,.0f} requests/s (context only). "
             f"Each answer within {DEADLINE_SECONDS:.0f} s, status bounded, refusals write "
             "nothing (audit's record of a refused read aside).",

@@ -401,7 +401,7 @@ async def perform(
     call: Call, addresses: dict[str, str], tokens: TokenSource, data_dir: Path, out: Outcomes
 ) -> None:
     """Send ``call``; record its status and any broken promise in ``out``."""
-    before = _last_position(data_dir, call.rpc.service)
+    before = last_position(data_dir, call.rpc.service)
     code, status_size, message = await _send(call, addresses, tokens)
     out.calls += 1
     out.undecodable += call.undecodable
@@ -462,7 +462,7 @@ def _database(data_dir: Path, service: str) -> sqlite3.Connection:
     return sqlite3.connect(uri, uri=True)
 
 
-def _last_position(data_dir: Path, service: str) -> int:
+def last_position(data_dir: Path, service: str) -> int:
     with _closing(_database(data_dir, service)) as database:
         row = database.execute("SELECT coalesce(max(position), 0) FROM stored_events").fetchone()
     return int(row[0])
@@ -502,6 +502,7 @@ class BackgroundLoop:
         return future.result(timeout)
 
     def stop(self) -> None:
+        self.run(self.loop.shutdown_asyncgens())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self.loop.close()
