@@ -27,6 +27,8 @@ from events.checkpoints import CheckpointStore
 from events.grpc_platform.server import Registration, create_server
 from events.identity.tls import ServerTls
 from events.identity.verifier import TokenVerifier
+from events.locking.inprocess import InProcessLocks
+from events.locking.port import Locks
 from events.outbox import OutboxRelay
 from events.parking import ParkingLot
 from events.projections.port import Projection, ReadModelStore
@@ -157,6 +159,16 @@ async def open_read_models(infra: Infrastructure, service: str) -> ReadModelStor
     )
 
 
+def open_locks(infra: Infrastructure) -> Locks:
+    """Locks shared by every process of a service: PostgreSQL advisory locks on the
+    distributed backend (any number of replicas), asyncio locks on the embedded one."""
+    if infra.postgres_dsn is not None:
+        from events.locking.postgres import PostgresLocks
+
+        return PostgresLocks(infra.postgres_dsn)
+    return InProcessLocks()
+
+
 _Subscription = tuple[str, Handler | BatchHandler, frozenset[str] | None]
 """Consumer group, handler, event types wanted (``None``: all)."""
 
@@ -181,6 +193,7 @@ class ServiceHost:
         read_models: ReadModelStore,
         close_store: Callable[[], Awaitable[None]],
         parking: ParkingLot | None = None,
+        locks: Locks | None = None,
     ) -> None:
         self.service = service
         self._parking = parking
@@ -188,6 +201,8 @@ class ServiceHost:
         self.infra = infra
         self.store = store
         self.read_models = read_models
+        self.locks = locks or InProcessLocks()
+        """Shared with the service's other replicas (see ``open_locks``)."""
         self._checkpoints = checkpoints
         self._close_store = close_store
         self._own_projections: list[Projection] = []
@@ -251,7 +266,11 @@ class ServiceHost:
             relay_name(self.service),
             parking=self._parking,
         )
-        self._spawn(relay.run(self._stop))
+        # One relay per store at a time, whichever replica leads; another takes over when the
+        # leader stops or dies. Each replica still runs its projections and subscriptions.
+        self._spawn(
+            self.locks.lead(f"casetrail.{self.service}.outbox-relay", relay.run, self._stop)
+        )
         for group, handler, event_types in self._subscriptions:
             subscription = self._subscriber().run(
                 group, handler, self._stop, event_types=event_types
@@ -285,6 +304,7 @@ class ServiceHost:
         for close in reversed(self._closers):
             await close()
         self._closers.clear()
+        await self.locks.close()
         await self.read_models.close()
         await self._close_store()
 
@@ -383,7 +403,9 @@ async def host_for(infra: Infrastructure, service: str) -> ServiceHost:
     store, checkpoints, close_store = await open_event_store(infra, service)
     parking = await open_parking_lot(infra, service, store)
     read_models = await open_read_models(infra, service)
-    return ServiceHost(service, infra, store, checkpoints, read_models, close_store, parking)
+    return ServiceHost(
+        service, infra, store, checkpoints, read_models, close_store, parking, open_locks(infra)
+    )
 
 
 def relay_name(service: str) -> str:

@@ -34,6 +34,11 @@ CREATE TABLE IF NOT EXISTS projection_applied (
 """
 
 
+_PROJECTION_LOCK = 0x63747278
+"""First key of the transaction-level advisory lock that serialises one projection's bus
+batches across the service's replicas (second key: hash of the projection's name)."""
+
+
 class PostgresReadModelStore(ReadModelStore):
     def __init__(self, writer: psycopg.AsyncConnection[Any], reader: psycopg.AsyncConnection[Any]):
         self._writer = writer
@@ -127,6 +132,14 @@ class _PostgresTransaction(DocumentTransaction):
         return await _find(self._connection, collection, equals or {}, {}, limit=None)
 
     async def position(self, projection: str) -> int:
+        # Replicas of a service catch the same projection up at once: the row lock orders
+        # them, and the later one sees the position the earlier one committed. The row must
+        # exist for that, even before the first event (a missing row locks nothing).
+        await self._connection.execute(
+            "INSERT INTO projection_positions (projection, position) VALUES (%s, 0)"
+            " ON CONFLICT (projection) DO NOTHING",
+            (projection,),
+        )
         cursor = await self._connection.execute(
             "SELECT position FROM projection_positions WHERE projection = %s FOR UPDATE",
             (projection,),
@@ -144,6 +157,12 @@ class _PostgresTransaction(DocumentTransaction):
     async def already_applied(self, projection: str, event_ids: Sequence[UUID]) -> set[UUID]:
         if not event_ids:
             return set()
+        # Two replicas may hold the same events for a moment (a consumer-group rebalance hands
+        # a partition over before the old owner committed): one after the other, the second
+        # sees what the first applied.
+        await self._connection.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_PROJECTION_LOCK, projection)
+        )
         cursor = await self._connection.execute(
             "SELECT event_id FROM projection_applied WHERE projection = %s AND event_id = ANY(%s)",
             (projection, list(event_ids)),

@@ -22,7 +22,7 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     host = await host_for(infra, SERVICE)
     host.project_own_events(AssignmentsProjection())
     host.subscribe(CaseFactsProjection())
-    servicer = CoordinationServicer(Dependencies(host.store, host.read_models, agency))
+    servicer = CoordinationServicer(Dependencies(host.store, host.read_models, agency, host.locks))
 
     def register(server: grpc.aio.Server) -> None:
         coordination_pb2_grpc.add_CoordinationServicer_to_server(servicer, server)

@@ -15,7 +15,7 @@ SERVICE = "intake"
 
 async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningService:
     host = await host_for(infra, SERVICE)
-    directory = ClientDirectory(host.store, host.read_models)
+    directory = ClientDirectory(host.store, host.read_models, host.locks)
     host.project_own_events(directory.projection)
     host.subscribe(CaseClosuresProjection())
     servicer = IntakeServicer(IntakeDeps(host.store, directory, ClosureLog(host.read_models)))

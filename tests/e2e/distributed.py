@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -75,6 +76,27 @@ async def distributed_services(
 ) -> AsyncIterator[dict[str, str]]:
     """Start one process per service, trusting the token issuer ``issuer_env`` names; yield
     their addresses; stop them with SIGTERM."""
+    async with replicated_services(data_dir, 1, issuer_env) as running:
+        yield {name: addresses[0] for name, addresses in running.addresses.items()}
+
+
+@dataclass
+class Replicas:
+    """Several processes per service, all on one database and one topic (issue 11)."""
+
+    addresses: dict[str, list[str]]
+    processes: dict[str, list[asyncio.subprocess.Process]]
+    dsn: str
+    topic: str
+
+
+@asynccontextmanager
+async def replicated_services(
+    data_dir: Path, replicas: int, issuer_env: dict[str, str]
+) -> AsyncIterator[Replicas]:
+    """Start ``replicas`` processes per service, trusting the token issuer ``issuer_env``
+    names; yield them; stop them with SIGTERM. The first replica of every service starts (and
+    so takes its outbox relay's lead) first."""
     async with fresh_database() as dsn, fresh_topic() as topic:
         env = (
             ENV
@@ -85,30 +107,45 @@ async def distributed_services(
                 "CASETRAIL_LOG_LEVEL": "WARNING",
             }
         )
-        processes: dict[str, asyncio.subprocess.Process] = {}
+        running = Replicas({name: [] for name in SERVICES}, {}, dsn, topic)
         try:
-            for name in SERVICES:
-                processes[name] = await _spawn(name, topic, data_dir, env)
-            # A task group: when one service fails to start, the other readers are cancelled
-            # before the processes are stopped (which reads their output too).
-            async with asyncio.TaskGroup() as group:
-                readers = {
-                    name: group.create_task(_address(name, process, data_dir))
-                    for name, process in processes.items()
+            for replica in range(replicas):
+                started = {
+                    name: await _spawn(name, topic, data_dir, env, _log_name(name, replica))
+                    for name in SERVICES
                 }
-            yield {name: reader.result() for name, reader in readers.items()}
+                for name, process in started.items():
+                    running.processes.setdefault(name, []).append(process)
+                # A task group: when one service fails to start, the other readers are
+                # cancelled before the processes are stopped (which reads their output too).
+                async with asyncio.TaskGroup() as group:
+                    readers = {
+                        name: group.create_task(
+                            _address(name, process, data_dir, _log_name(name, replica))
+                        )
+                        for name, process in started.items()
+                    }
+                for name, reader in readers.items():
+                    running.addresses[name].append(reader.result())
+            yield running
         finally:
-            await asyncio.gather(*(_stop(process) for process in processes.values()))
+            await asyncio.gather(
+                *(_stop(process) for group in running.processes.values() for process in group)
+            )
+
+
+def _log_name(name: str, replica: int) -> str:
+    return name if replica == 0 else f"{name}-{replica}"
 
 
 async def _spawn(
-    name: str, topic: str, data_dir: Path, env: dict[str, str]
+    name: str, topic: str, data_dir: Path, env: dict[str, str], log_name: str = ""
 ) -> asyncio.subprocess.Process:
     command = [
         sys.executable, "-m", "cli.main", "serve", "--backend", "distributed",
         "--service", name, "--any-port", "--topic", topic, "--data-dir", str(data_dir),
     ]  # fmt: skip
-    log = _log_file(data_dir, name)
+    log = _log_file(data_dir, log_name or name)
     try:
         return await asyncio.create_subprocess_exec(
             *command, cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=log
@@ -125,7 +162,9 @@ def _log_tail(data_dir: Path, name: str) -> str:
     return (data_dir / f"{name}.log").read_text(errors="replace")[-3000:]
 
 
-async def _address(name: str, process: asyncio.subprocess.Process, data_dir: Path) -> str:
+async def _address(
+    name: str, process: asyncio.subprocess.Process, data_dir: Path, log_name: str = ""
+) -> str:
     """The address the process prints once it serves (it picked a free port)."""
     assert process.stdout is not None
     try:
@@ -136,7 +175,7 @@ async def _address(name: str, process: asyncio.subprocess.Process, data_dir: Pat
                     return found["address"]
     except TimeoutError:
         pass
-    log = _log_tail(data_dir, name)
+    log = _log_tail(data_dir, log_name or name)
     raise RuntimeError(f"{name} did not start (exit code {process.returncode}):\n{log}")
 
 

@@ -8,7 +8,6 @@ before and passed to the pure decision; a retried command returns its first resu
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -20,6 +19,8 @@ from events.catalog.base import CaseEvent
 from events.commands import CommandContext, InvalidCommand, NotFound, derived_id
 from events.decide import execute
 from events.envelope import RecordedEvent
+from events.locking.inprocess import InProcessLocks
+from events.locking.port import Locks
 from events.projections.port import ReadModelStore
 from events.store.port import EventStore
 from services.coordination.adapters import read_models as views
@@ -86,9 +87,13 @@ class Dependencies:
     store: EventStore
     read_models: ReadModelStore
     agency: Agency
-    assignment_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    """Serialises assignments in this process, so two of them never both take a worker's last
-    free place."""
+    locks: Locks = field(default_factory=InProcessLocks)
+    """Shared with coordination's other replicas: assignments to one worker are decided one
+    at a time (``caseload_lock``), so two of them never both take the worker's last place."""
+
+
+def caseload_lock(worker_id: str) -> str:
+    return f"coordination.caseload:{worker_id}"
 
 
 async def assign_case(deps: Dependencies, context: CommandContext, command: AssignCase) -> Recorded:
@@ -96,7 +101,7 @@ async def assign_case(deps: Dependencies, context: CommandContext, command: Assi
     facts = await case_facts(deps, command.case_id)
     worker = deps.agency.worker(command.worker_id)
     on = today(context)
-    async with deps.assignment_lock:
+    async with deps.locks.holding([caseload_lock(command.worker_id)]):
         load = await _caseload(deps, worker)
         return await _run(
             deps,
@@ -115,7 +120,7 @@ async def transfer_case(
     facts = await case_facts(deps, command.case_id)
     worker = deps.agency.worker(command.worker_id)
     on = today(context)
-    async with deps.assignment_lock:
+    async with deps.locks.holding([caseload_lock(command.worker_id)]):
         load = await _caseload(deps, worker)
         return await _run(
             deps,

@@ -1,19 +1,26 @@
 """The directory of registered clients that duplicate detection searches.
 
 It is a projection of intake's own store. The host's follower keeps it fresh in the background;
-the registration handler also catches it up itself, holding ``ClientDirectory.lock`` from "bring
-the directory up to date" through the search and the append to "bring it up to date again". So
-within one intake process no registration is checked against a directory that misses an earlier
-registration (catching up only ever moves the directory forward, whoever does it).
+the registration handler also catches it up itself, inside ``ClientDirectory.registering``: the
+locks of every key the new registration could match on (its name with date of birth, each of its
+identifiers) are held from "bring the directory up to date" through the search and the append to
+"bring it up to date again". The locks are shared by every intake replica (PostgreSQL advisory
+locks on the distributed backend, ``events.locking``), so no registration is checked against a
+directory that misses an earlier registration of a possible duplicate, whichever replica took
+it (catching up only ever moves the directory forward, whoever does it). Registrations that
+share no key do not wait for each other.
 """
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import date
 
 from events.catalog.clients import ClientRegistered, PersonalIdentifier, PersonName
 from events.envelope import RecordedEvent
+from events.locking.inprocess import InProcessLocks
+from events.locking.port import Locks
 from events.projections.port import Document, DocumentTransaction, Projection, ReadModelStore
 from events.projections.runner import catch_up
 from events.store.port import EventStore
@@ -63,12 +70,23 @@ def known_client(document: Document) -> KnownClient:
 
 
 class ClientDirectory:
-    def __init__(self, store: EventStore, read_models: ReadModelStore) -> None:
+    def __init__(
+        self, store: EventStore, read_models: ReadModelStore, locks: Locks | None = None
+    ) -> None:
         self._store = store
         self._read_models = read_models
         self._projection = ClientDirectoryProjection()
-        self.lock = asyncio.Lock()
-        """Serialises the check-then-append of registrations."""
+        self._locks = locks or InProcessLocks()
+
+    @asynccontextmanager
+    async def registering(self, probe: Probe) -> AsyncIterator[None]:
+        """Serialises the check-then-append of registrations that could match each other,
+        across every replica sharing the locks."""
+        keys = [f"intake.client.identifier:{key}" for key in probe.identifier_keys]
+        if probe.name_key is not None:
+            keys.append(f"intake.client.name:{probe.name_key}")
+        async with self._locks.holding(keys):
+            yield
 
     @property
     def projection(self) -> Projection:

@@ -5,11 +5,11 @@ entrypoint runs them too, to refuse a request's bad fields together with its con
 
 Duplicate clients and racing registrations: a client's stream is new for every registration,
 so the store's optimistic concurrency cannot see two registrations of the same person. Instead
-``register_client`` holds the client directory's lock while it brings the directory up to date,
-searches it, appends and brings it up to date again. Within one intake process (the deployment
-model: one process owns intake's store) the second of two racing registrations of the same
-person therefore sees the first and is refused ALREADY_EXISTS. Two intake processes writing one
-store would not be serialised by this lock; that is not a supported deployment.
+``register_client`` holds the locks of the registration's match keys (``ClientDirectory.
+registering``) while it brings the directory up to date, searches it, appends and brings it up
+to date again. The locks are shared by every intake replica, so the second of two racing
+registrations of the same person sees the first and is refused ALREADY_EXISTS, whichever
+replicas took them.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ async def register_client(
     validated the request with it passes it on rather than building it twice)."""
     require_role(context.actor.role, Action.REGISTER_CLIENT)
     registration = checked or registration_of(context, command, today)
-    async with directory.lock:
+    async with directory.registering(probe_of(registration)):
         await directory.refresh()
         earlier = await store.read_by_causation(context.command_id(SOURCE))
         if earlier:
