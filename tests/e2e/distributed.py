@@ -25,7 +25,7 @@ from tests.support.servers import kafka_bootstrap, postgres_dsn, server_missing
 REPO = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "coordination", "planning", "audit")
 _ADDRESS_LINE = re.compile(r"^\s+(?P<name>[a-z]+)\s+(?P<address>\S+:\d+)\s*$")
-START_PATIENCE = 60.0
+START_PATIENCE = 180.0
 ENV = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "protos")])}
 """How child processes find casetrail: as pytest's pythonpath does, whatever the venv's .pth."""
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import psycopg
@@ -26,13 +26,14 @@ import pytest_asyncio
 from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
-from cli.rpc import Stubs, connect, eventually
-from cli.walk.story import AUDITOR, COORDINATOR
+from cli.rpc import Connection, TokenSource, command, connect, eventually, query
+from cli.walk.story import AUDITOR, COORDINATOR, RECEPTIONIST
 from services.coordination.adapters.example_agency import EXAMPLE
 from tests.e2e.conftest import Casetrail
 from tests.e2e.distributed import SERVICES, Replicas, replicated_services
 from tests.e2e.support import Case, key, new_case, registration
 from tests.e2e.test_refusals import next_week, schedule
+from tests.support.identity import TestIssuer
 from tests.support.servers import kafka_bootstrap
 
 pytestmark = [
@@ -40,6 +41,8 @@ pytestmark = [
     pytest.mark.postgres,
     pytest.mark.kafka,
 ]
+
+T = TypeVar("T")
 
 REPLICAS = 3
 WORKER = "cm-sam-patel"
@@ -50,18 +53,21 @@ FUND = 10_000
 
 
 class Cluster:
-    def __init__(self, replicas: Replicas, stubs: list[Stubs]) -> None:
+    def __init__(
+        self, replicas: Replicas, connections: list[Connection], tokens: TokenSource
+    ) -> None:
         self.replicas = replicas
-        self.stubs = stubs
+        self.connections = connections
+        self.tokens = tokens
 
-    def at(self, index: int) -> Stubs:
+    def at(self, index: int) -> Connection:
         """The replicas of every service, taken in turn."""
-        return self.stubs[index % len(self.stubs)]
+        return self.connections[index % len(self.connections)]
 
     def casetrail(self, index: int = 0) -> Casetrail:
         """The replicas ``index`` of every service, as the e2e helpers take them."""
         one = {name: addresses[index] for name, addresses in self.replicas.addresses.items()}
-        return Casetrail("replicated", one, self.stubs[index], 90.0)
+        return Casetrail("replicated", one, self.connections[index], self.tokens, 90.0)
 
 
 def small_agency() -> dict[str, Any]:
@@ -76,18 +82,37 @@ def small_agency() -> dict[str, Any]:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Cluster]:
+async def cluster(
+    tmp_path_factory: pytest.TempPathFactory, issuer: TestIssuer
+) -> AsyncIterator[Cluster]:
     data_dir: Path = tmp_path_factory.mktemp("replicas")
     (data_dir / "coordination").mkdir()
     (data_dir / "coordination" / "agency.json").write_text(json.dumps(small_agency()))
-    async with replicated_services(data_dir, REPLICAS) as replicas, AsyncExitStack() as stack:
-        stubs = [
+    async with (
+        replicated_services(data_dir, REPLICAS, issuer.env()) as replicas,
+        AsyncExitStack() as stack,
+    ):
+        connections = [
             await stack.enter_async_context(
-                connect({name: replicas.addresses[name][index] for name in SERVICES})
+                connect({name: replicas.addresses[name][index] for name in SERVICES}, issuer.tokens)
             )
             for index in range(REPLICAS)
         ]
-        yield Cluster(replicas, stubs)
+        yield Cluster(replicas, connections, issuer.tokens)
+
+
+async def retrying(method: Callable[[Any], Awaitable[T]], request: Any) -> T:
+    """``method(request)``, sent again while a replica answers UNAVAILABLE (a process that has
+    not fetched the token issuer's keys yet, on a loaded machine): what any client does, and
+    safe, since the idempotency key stays the same."""
+    for _ in range(30):
+        try:
+            return await method(request)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+        await asyncio.sleep(1.0)
+    return await method(request)
 
 
 async def outcomes(calls: list[Awaitable[Any]]) -> Counter[str]:
@@ -117,7 +142,10 @@ async def test_racing_registrations_of_one_person_register_them_once(cluster: Cl
             attempts.append((attempt, again))
 
     counted = await outcomes(
-        [cluster.at(attempt).intake.RegisterClient(request) for attempt, request in attempts]
+        [
+            retrying(cluster.at(attempt).as_(RECEPTIONIST).intake.RegisterClient, request)
+            for attempt, request in attempts
+        ]
     )
 
     assert counted == {"OK": len(people), "ALREADY_EXISTS": len(attempts) - len(people)}
@@ -129,18 +157,21 @@ async def test_racing_assignments_never_overfill_a_caseload(cluster: Cluster) ->
 
     counted = await outcomes(
         [
-            cluster.at(index).coordination.AssignCase(
+            retrying(
+                cluster.at(index).as_(COORDINATOR).coordination.AssignCase,
                 co.AssignCaseRequest(
-                    context=COORDINATOR.command(key()), case_id=case.case_id, worker_id=WORKER
-                )
+                    context=command(key()), case_id=case.case_id, worker_id=WORKER
+                ),
             )
             for index, case in enumerate(cases)
         ]
     )
 
     assert counted == {"OK": CAPACITY, "FAILED_PRECONDITION": 5}
-    workers = await cluster.at(0).coordination.ListWorkers(
-        co.ListWorkersRequest(context=COORDINATOR.query("coordination"))
+    workers = (
+        await cluster.at(0)
+        .as_(COORDINATOR)
+        .coordination.ListWorkers(co.ListWorkersRequest(context=query("coordination")))
     )
     (worker,) = [w for w in workers.workers if w.worker_id == WORKER]
     assert worker.caseload <= CAPACITY
@@ -152,21 +183,26 @@ async def test_racing_reservations_never_overspend_a_budget_line(cluster: Cluste
 
     counted = await outcomes(
         [
-            cluster.at(attempt).coordination.ReserveBudget(
+            retrying(
+                cluster.at(attempt).as_(COORDINATOR).coordination.ReserveBudget,
                 co.ReserveBudgetRequest(
-                    context=COORDINATOR.command(key()),
+                    context=command(key()),
                     case_id=case.case_id,
                     budget_line=FLEX_FUND,
                     amount=co.Money(amount_minor_units=1_000, currency="USD"),
-                )
+                ),
             )
             for attempt in range(FUND // 1_000 + 5)
         ]
     )
 
     assert counted == {"OK": FUND // 1_000, "FAILED_PRECONDITION": 5}
-    line = await cluster.at(1).coordination.GetBudgetLine(
-        co.GetBudgetLineRequest(context=COORDINATOR.query("coordination"), budget_line=FLEX_FUND)
+    line = (
+        await cluster.at(1)
+        .as_(COORDINATOR)
+        .coordination.GetBudgetLine(
+            co.GetBudgetLineRequest(context=query("coordination"), budget_line=FLEX_FUND)
+        )
     )
     assert line.available.amount_minor_units == 0
     assert line.reserved.amount_minor_units == FUND
@@ -179,8 +215,9 @@ async def test_racing_bookings_of_one_slot_book_it_once(cluster: Cluster) -> Non
 
     counted = await outcomes(
         [
-            cluster.at(attempt).coordination.ScheduleService(
-                schedule(case, "physical_therapy", slot + timedelta(minutes=attempt))
+            retrying(
+                cluster.at(attempt).as_(COORDINATOR).coordination.ScheduleService,
+                schedule(case, "physical_therapy", slot + timedelta(minutes=attempt)),
             )
             for attempt in range(3 * REPLICAS)
         ]
@@ -197,13 +234,18 @@ async def test_one_command_sent_to_every_replica_at_once_is_recorded_once(
     request = schedule(case, "physical_therapy", next_week(15))
 
     answers = await asyncio.gather(
-        *(cluster.at(n).coordination.ScheduleService(request) for n in range(3 * REPLICAS))
+        *(
+            retrying(cluster.at(n).as_(COORDINATOR).coordination.ScheduleService, request)
+            for n in range(3 * REPLICAS)
+        )
     )
 
     assert len({answer.SerializeToString(deterministic=True) for answer in answers}) == 1
-    listed = await cluster.at(2).coordination.GetClientSchedule(
-        co.GetClientScheduleRequest(
-            context=COORDINATOR.query("coordination"), client_id=case.client_id
+    listed = (
+        await cluster.at(2)
+        .as_(COORDINATOR)
+        .coordination.GetClientSchedule(
+            co.GetClientScheduleRequest(context=query("coordination"), client_id=case.client_id)
         )
     )
     assert [service.service_id for service in listed.services] == [answers[0].service_id]
@@ -216,9 +258,12 @@ async def test_every_event_is_published_even_when_a_relay_leader_dies(cluster: C
     first = cluster.replicas.processes["intake"][0]
     first.kill()
     await first.wait()
-    survivors = [cluster.stubs[n] for n in range(1, REPLICAS)]
+    survivors = [cluster.connections[n].as_(RECEPTIONIST) for n in range(1, REPLICAS)]
     registered = await asyncio.gather(
-        *(survivors[n % len(survivors)].intake.RegisterClient(registration()) for n in range(12))
+        *(
+            retrying(survivors[n % len(survivors)].intake.RegisterClient, registration())
+            for n in range(12)
+        )
     )
     assert len(registered) == 12
 
@@ -229,10 +274,10 @@ async def test_every_event_is_published_even_when_a_relay_leader_dies(cluster: C
 
     case = await new_case(cluster.casetrail(1), "physical_therapy")
     request = audit_pb2.GetTimelineRequest(
-        context=AUDITOR.query("confidentiality_review"), case_id=case.case_id
+        context=query("confidentiality_review"), case_id=case.case_id
     )
     page = await eventually(
-        lambda: cluster.at(1).audit.GetTimeline(request),
+        lambda: cluster.at(1).as_(AUDITOR).audit.GetTimeline(request),
         lambda page: len(page.entries) >= 1,
         what="audit to learn the case",
         patience=90.0,
@@ -244,10 +289,9 @@ async def test_every_event_is_published_even_when_a_relay_leader_dies(cluster: C
 async def known_everywhere(cluster: Cluster, case: Case) -> None:
     """Wait until every coordination replica can see the case (they share read models, but
     each asks its own connection)."""
-    request = co.GetCaseCoordinationRequest(
-        context=COORDINATOR.query("coordination"), case_id=case.case_id
-    )
-    for stubs in cluster.stubs:
+    request = co.GetCaseCoordinationRequest(context=query("coordination"), case_id=case.case_id)
+    for connection in cluster.connections:
+        stubs = connection.as_(COORDINATOR)
         await eventually(
             lambda stubs=stubs: stubs.coordination.GetCaseCoordination(request),  # type: ignore[misc]
             what="coordination to learn the case",
