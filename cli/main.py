@@ -36,6 +36,7 @@ COMMANDS = {
     "parked": "cli.parked",
     "login": "cli.login",
     "token": "cli.login",
+    "dlq": "cli.dlq",
 }
 
 
@@ -115,6 +116,19 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", help="file to write (standard output by default)")
     _audit(export)
     _login(commands)
+
+    dlq = commands.add_parser(
+        "dlq",
+        help="dead-lettered events of a consumer group: list them, or replay them",
+        description="List the dead letters of GROUP's <GROUP>.dlq topic with their reasons "
+        "(sensitive values redacted), or replay those not yet replayed (idempotent). "
+        "Without GROUP, list every dead-letter topic.",
+    )
+    dlq.add_argument("action", choices=["list", "replay"])
+    dlq.add_argument("group", nargs="?", help="e.g. casetrail.audit.timeline")
+    dlq.add_argument("--all", action="store_true", help="list: include replayed ones")
+    dlq.add_argument("--backend", choices=["embedded", "distributed"], default="distributed")
+    dlq.add_argument("--bootstrap", help="Kafka host:port (default $CASETRAIL_KAFKA_BOOTSTRAP)")
     return root
 
 

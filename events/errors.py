@@ -62,3 +62,19 @@ class DuplicateEventIdError(EventPlatformError):
     def __init__(self, event_id: str) -> None:
         self.event_id = event_id
         super().__init__(f"event id {event_id} already stored with different content")
+
+
+class StorageUnavailableError(EventPlatformError):
+    """The service's database cannot be reached right now (restarting, failing over, network).
+
+    Nothing is known to be wrong with the request: it may succeed if sent again later, so
+    gRPC answers ``UNAVAILABLE`` and bus consumers pause and retry instead of dead-lettering.
+    The message names only what is away, never the driver's text (the cause is chained for
+    the logs).
+    """
+
+    retriable = True
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"the {what} is unavailable; retry later")

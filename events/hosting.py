@@ -25,6 +25,7 @@ from events.bus.port import BatchHandler, EventPublisher, EventSubscriber, Handl
 from events.catalog_registry import default_registry
 from events.checkpoints import CheckpointStore
 from events.grpc_platform.server import Registration, create_server
+from events.health import watch_storage
 from events.identity.tls import ServerTls
 from events.identity.verifier import TokenVerifier
 from events.locking.inprocess import InProcessLocks
@@ -278,15 +279,26 @@ class ServiceHost:
             self._spawn(subscription)
         if self.infra.verifier is None:
             raise ValueError(f"{self.service}: no token verifier configured (Infrastructure)")
+        names = list(service_names)
         server, port, health_servicer = await create_server(
             address,
             registrations,
-            service_names,
+            names,
             verifier=self.infra.verifier,
             tls=self.infra.tls,
         )
         self._spawn(
             watch_outbox(relay, health_servicer, f"casetrail.{self.service}.outbox", self._stop)
+        )
+        read_models = self.read_models
+        self._spawn(
+            watch_storage(
+                [self.store.last_position, lambda: read_models.get("casetrail.health", "probe")],
+                health_servicer,
+                f"casetrail.{self.service}.database",
+                names,
+                self._stop,
+            )
         )
         await server.start()
         log.info("%s serving on port %d", self.service, port)
@@ -371,27 +383,28 @@ async def watch_outbox(
     stalled = health_pb2.HealthCheckResponse.NOT_SERVING
     reported = None
     while not stop.is_set():
-        status = await relay.status()
-        waiting = status.publish_waiting_seconds or 0.0
-        healthy = (
-            status.consecutive_failures == 0
-            and waiting < OUTBOX_STALL_SECONDS
-            and status.parked == 0
-        )
+        try:
+            status = await relay.status()
+        except Exception as error:  # the store is away: nothing is being published either
+            healthy, lag = False, "an unknown number of"
+            why = f"{type(error).__name__}: {error}"
+        else:
+            waiting = status.publish_waiting_seconds or 0.0
+            healthy = (
+                status.consecutive_failures == 0
+                and waiting < OUTBOX_STALL_SECONDS
+                and status.parked == 0
+            )
+            lag = str(status.lag + status.parked)
+            why = status.last_error or (
+                f"{status.parked} records parked, {status.parked_reason};"
+                " `casetrail parked list` shows them"
+                if status.parked
+                else f"a publish has waited {waiting:.0f} s"
+            )
         if healthy != reported:
             if not healthy:
-                log.warning(
-                    "%s: %d events not yet on the bus (%s)",
-                    health_name,
-                    status.lag + status.parked,
-                    status.last_error
-                    or (
-                        f"{status.parked} records parked, {status.parked_reason};"
-                        " `casetrail parked list` shows them"
-                        if status.parked
-                        else f"a publish has waited {waiting:.0f} s"
-                    ),
-                )
+                log.warning("%s: %s events not yet on the bus (%s)", health_name, lag, why)
             await health_servicer.set(health_name, serving if healthy else stalled)
             reported = healthy
         with contextlib.suppress(TimeoutError):

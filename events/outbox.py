@@ -35,9 +35,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from events.bus.errors import PublishError
+from events.bus.errors import PublishError, is_outage
 from events.bus.port import Acknowledgement, EventPublisher, already_acknowledged
-from events.bus.retry import Backoff, Stopped, sleep_unless_stopped, until_stopped
+from events.bus.retry import (
+    OUTAGE_BACKOFF,
+    Backoff,
+    Stopped,
+    sleep_unless_stopped,
+    until_stopped,
+)
 from events.checkpoints import CheckpointStore
 from events.envelope import RecordedEvent
 from events.parking import InMemoryParkingLot, ParkedRecord, ParkingLot
@@ -366,7 +372,9 @@ class OutboxRelay:
                 self._failures += 1
                 self._last_error = f"{type(error).__name__}: {error}"
                 delay = self._backoff.delay(self._failures)
-                if isinstance(error, PublishError):
+                if is_outage(error):  # the store is away: try again soon after it is back
+                    delay = min(delay, OUTAGE_BACKOFF.delay(self._failures))
+                if isinstance(error, PublishError) or is_outage(error):
                     log.warning("relay %s: %s; retrying in %.1fs", self._name, error, delay)
                 else:
                     log.exception("relay %s failed; retrying in %.1fs", self._name, delay)
@@ -382,6 +390,10 @@ class OutboxRelay:
                 )
             except Stopped:
                 return
+            except Exception as error:
+                # The store went away while the relay was idle: the next publish meets the
+                # outage and backs off; the relay must never stop over it (issue 8).
+                log.warning("relay %s: waiting for appends failed (%s)", self._name, error)
 
     async def lag(self) -> int:
         """Events stored but not yet acknowledged by the bus (the relay's backlog)."""

@@ -1,5 +1,6 @@
 """Fixtures of the whole suite: a real token issuer over HTTP on 127.0.0.1 (every gRPC call of
-every test carries one of its tokens)."""
+every test carries one of its tokens). Ordering: the fault suite (marker ``faults``) restarts
+the shared servers, so it runs after every other test."""
 
 from __future__ import annotations
 
@@ -21,3 +22,7 @@ def issuer() -> Iterator[TestIssuer]:
 def _fresh_callers() -> Iterator[None]:
     yield
     forget_callers()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("faults") is not None)

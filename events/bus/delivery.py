@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
 from events.bus.deadletter import DeadLetter, DeadLetterReason
-from events.bus.errors import is_retriable
+from events.bus.errors import is_outage, is_retriable
 from events.bus.message import BusMessage
 from events.bus.port import BatchHandler, Handler
 from events.bus.retry import RetryPolicy, sleep_unless_stopped
@@ -145,7 +145,7 @@ class Deliverer:
         if len(run) == 1:
             return 1 if await self._handle_one(run[0], stop) else 0
         records = [recorded for _, recorded in run]
-        attempts = 0
+        attempts = outages = 0
         while True:
             attempts += 1
             try:
@@ -153,6 +153,11 @@ class Deliverer:
             except Exception as error:
                 first, last = run[0][0], run[-1][0]
                 where = f"{first.topic}/{first.partition}@{first.offset}-{last.offset}"
+                if is_outage(error):
+                    attempts, outages = attempts - 1, outages + 1
+                    if await self._pause(where, outages, error, stop):
+                        return 0
+                    continue
                 if not is_retriable(error) or self.policy.gives_up_after(attempts):
                     log.warning(
                         "group %s: batch %s failed after %d attempt(s), handling its %d"
@@ -187,12 +192,18 @@ class Deliverer:
     async def _handle_one(self, item: _Decoded, stop: asyncio.Event) -> bool:
         """Handle one record (retrying) or dead-letter it; ``False`` if stop came first."""
         message, recorded = item
-        attempts = 0
+        attempts = outages = 0
         while True:
             attempts += 1
             try:
                 await self._handler.handle_batch((recorded,))
             except Exception as error:
+                if is_outage(error):
+                    attempts, outages = attempts - 1, outages + 1
+                    where = f"{message.topic}/{message.partition}@{message.offset}"
+                    if await self._pause(where, outages, error, stop):
+                        return False
+                    continue
                 if not is_retriable(error):
                     reason = DeadLetterReason.HANDLER_FAILED
                     return await self._dead_letters(self._dead(message, reason, error, attempts))
@@ -216,6 +227,21 @@ class Deliverer:
                     return False
             else:
                 return True
+
+    async def _pause(self, where: str, outages: int, error: Exception, stop: asyncio.Event) -> bool:
+        """Wait before trying again while the handler's storage is away; ``True`` if stop
+        was requested meanwhile."""
+        delay = self.policy.outage_backoff.delay(outages)
+        if outages == 1 or outages % 30 == 0:
+            log.warning(
+                "group %s: storage unavailable at %s (%s); pausing, retrying every %.1fs"
+                " until it is back",
+                self.group,
+                where,
+                _describe(error),
+                delay,
+            )
+        return await sleep_unless_stopped(delay, stop)
 
     def _dead(
         self, message: BusMessage, reason: DeadLetterReason, error: Exception, attempts: int

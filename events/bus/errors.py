@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from events.errors import EventPlatformError
+import sys
+
+from events.errors import EventPlatformError, StorageUnavailableError
 
 
 class BusError(EventPlatformError):
@@ -43,9 +45,21 @@ def is_retriable(error: BaseException) -> bool:
     dead-lettering an event because its consumer's database restarted would break the
     per-case order for nothing.
     """
-    if isinstance(error, RetriableHandlerError):
+    if isinstance(error, RetriableHandlerError) or is_outage(error):
         return True
     flag = getattr(error, "retriable", None)
     if isinstance(flag, bool):
         return flag
     return isinstance(error, ConnectionError | TimeoutError)
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether a handler failed because its own storage is away (a database restarting or
+    failing over), not because of the event. Such failures are retried for as long as the
+    outage lasts (the consumer pauses), never counted against the retry policy nor
+    dead-lettered: the event is fine and will apply once the database is back."""
+    if isinstance(error, StorageUnavailableError):
+        return True
+    # Without importing the driver: if psycopg was never imported, this is not its error.
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(error, psycopg.OperationalError)

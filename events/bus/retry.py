@@ -34,6 +34,11 @@ class Backoff:
         return base * (1 - self.jitter * random.random())
 
 
+OUTAGE_BACKOFF = Backoff(initial=0.2, maximum=2.0)
+"""Between attempts while a database is away (``events.bus.errors.is_outage``): short, so
+that consumers and projections are going again within a couple of seconds of its return."""
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How a subscriber retries a handler that raised a retriable error.
@@ -45,6 +50,9 @@ class RetryPolicy:
 
     backoff: Backoff = field(default_factory=Backoff)
     max_attempts: int | None = 10
+    outage_backoff: Backoff = OUTAGE_BACKOFF
+    """Between attempts while the handler's database is away: not counted in
+    ``max_attempts``, retried for as long as the outage lasts."""
 
     def __post_init__(self) -> None:
         if self.max_attempts is not None and self.max_attempts < 1:

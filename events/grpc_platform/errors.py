@@ -26,7 +26,12 @@ from events.commands import (
     RuleBroken,
     VersionConflict,
 )
-from events.errors import ConcurrencyError, FieldProblem, InvalidEventError
+from events.errors import (
+    ConcurrencyError,
+    FieldProblem,
+    InvalidEventError,
+    StorageUnavailableError,
+)
 
 ERROR_DOMAIN = "casetrail.v1"
 
@@ -129,6 +134,15 @@ def _status_for(error: Exception) -> status_pb2.Status:
         )
     if isinstance(error, VersionConflict | ConcurrencyError):
         return _status(code_pb2.ABORTED, str(error))
+    if isinstance(error, StorageUnavailableError):
+        # Retriable: the database is restarting or failing over; nothing was refused.
+        return _status(
+            code_pb2.UNAVAILABLE,
+            str(error),
+            error_details_pb2.ErrorInfo(
+                reason="STORAGE_UNAVAILABLE", domain=ERROR_DOMAIN, metadata={"storage": error.what}
+            ),
+        )
     raise TypeError(f"no status for {type(error).__name__}")
 
 
@@ -142,7 +156,12 @@ async def abort_internal(context: grpc.aio.ServicerContext[Any, Any], reference:
     await context.abort_with_status(rpc_status.to_status(internal_status(reference)))
 
 
-REFUSALS: tuple[type[Exception], ...] = (CommandRejected, InvalidEventError, ConcurrencyError)
+REFUSALS: tuple[type[Exception], ...] = (
+    CommandRejected,
+    InvalidEventError,
+    ConcurrencyError,
+    StorageUnavailableError,
+)
 """Exceptions that are answers to the caller, not server faults."""
 
 

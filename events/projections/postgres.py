@@ -3,17 +3,16 @@ in the same schema so each projection transaction moves documents and tracking t
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
-import psycopg
 from psycopg import sql
 
 from events.projections.port import Document, DocumentTransaction, ReadModelStore
+from events.store.pg_connections import Connection, PgConnections
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -40,34 +39,43 @@ batches across the service's replicas (second key: hash of the projection's name
 
 
 class PostgresReadModelStore(ReadModelStore):
-    def __init__(self, writer: psycopg.AsyncConnection[Any], reader: psycopg.AsyncConnection[Any]):
+    """Writes go through one connection (one projection transaction at a time), reads through
+    another; both are reopened after a server restart (``PgConnections``), and a database that
+    is away makes every call raise ``StorageUnavailableError``."""
+
+    def __init__(self, writer: PgConnections, reader: PgConnections) -> None:
         self._writer = writer
         self._reader = reader
-        self._write_lock = asyncio.Lock()
-        self._read_lock = asyncio.Lock()
 
     @classmethod
     async def connect(cls, dsn: str, *, schema: str = "public") -> PostgresReadModelStore:
-        options = f"-c search_path={schema}"
-        writer = await psycopg.AsyncConnection.connect(dsn, autocommit=True, options=options)
-        reader = await psycopg.AsyncConnection.connect(dsn, autocommit=True, options=options)
-        await writer.execute(
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-        )
-        # Several processes may start at once; the advisory lock keeps DDL from racing.
-        async with writer.transaction():
-            await writer.execute("SELECT pg_advisory_xact_lock(727011)")
-            await writer.execute(SCHEMA)
+        what = f"{schema} read models"
+        writer = PgConnections(dsn, 1, what, search_path=schema)
+        reader = PgConnections(dsn, 1, what, search_path=schema)
+
+        async def create(connection: Connection) -> None:
+            await connection.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+            )
+            # Several processes may start at once; the advisory lock keeps DDL from racing.
+            async with connection.transaction():
+                await connection.execute("SELECT pg_advisory_xact_lock(727011)")
+                await connection.execute(SCHEMA)
+
+        try:
+            await writer.run(create)
+        except BaseException:
+            await writer.close()
+            raise
         return cls(writer, reader)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[DocumentTransaction]:
-        async with self._write_lock, self._writer.transaction():
-            yield _PostgresTransaction(self._writer)
+        async with self._writer.connection() as connection, connection.transaction():
+            yield _PostgresTransaction(connection)
 
     async def get(self, collection: str, key: str) -> Document | None:
-        async with self._read_lock:
-            return await _get(self._reader, collection, key)
+        return await self._reader.run(lambda connection: _get(connection, collection, key))
 
     async def find(
         self,
@@ -76,29 +84,31 @@ class PostgresReadModelStore(ReadModelStore):
         contains: Mapping[str, str] | None = None,
         limit: int = 1000,
     ) -> list[Document]:
-        async with self._read_lock:
-            return await _find(self._reader, collection, equals or {}, contains or {}, limit)
+        return await self._reader.run(
+            lambda connection: _find(connection, collection, equals or {}, contains or {}, limit)
+        )
 
     async def scan(self, collection: str) -> AsyncIterator[tuple[str, Document]]:
-        async with self._read_lock:
-            cursor = await self._reader.execute(
+        async def fetch(connection: Connection) -> list[tuple[str, Any]]:
+            cursor = await connection.execute(
                 "SELECT key, document FROM documents WHERE collection = %s"
                 ' ORDER BY key COLLATE "C"',
                 (collection,),
             )
-            rows = await cursor.fetchall()
-        for key, document in rows:
+            return await cursor.fetchall()
+
+        for key, document in await self._reader.run(fetch):
             yield key, dict(document)
 
     async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
-        async with self._write_lock, self._writer.transaction():
-            await self._writer.execute(
+        async with self._writer.connection() as connection, connection.transaction():
+            await connection.execute(
                 "DELETE FROM documents WHERE collection = ANY(%s)", (list(collections),)
             )
-            await self._writer.execute(
+            await connection.execute(
                 "DELETE FROM projection_positions WHERE projection = %s", (projection,)
             )
-            await self._writer.execute(
+            await connection.execute(
                 "DELETE FROM projection_applied WHERE projection = %s", (projection,)
             )
 
@@ -108,7 +118,7 @@ class PostgresReadModelStore(ReadModelStore):
 
 
 class _PostgresTransaction(DocumentTransaction):
-    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
+    def __init__(self, connection: Connection) -> None:
         self._connection = connection
 
     async def get(self, collection: str, key: str) -> Document | None:
@@ -179,9 +189,7 @@ class _PostgresTransaction(DocumentTransaction):
         )
 
 
-async def _get(
-    connection: psycopg.AsyncConnection[Any], collection: str, key: str
-) -> Document | None:
+async def _get(connection: Connection, collection: str, key: str) -> Document | None:
     cursor = await connection.execute(
         "SELECT document FROM documents WHERE collection = %s AND key = %s", (collection, key)
     )
@@ -190,7 +198,7 @@ async def _get(
 
 
 async def _find(
-    connection: psycopg.AsyncConnection[Any],
+    connection: Connection,
     collection: str,
     equals: Mapping[str, str | int | bool],
     contains: Mapping[str, str],

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from uuid import UUID
 
+from events.bus.errors import is_outage
+from events.bus.retry import OUTAGE_BACKOFF, sleep_unless_stopped
 from events.envelope import RecordedEvent
 from events.projections.port import Projection, ReadModelStore
 from events.store.port import EventStore
+
+log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (position reached, last position of the store) while catching up."""
@@ -60,16 +65,47 @@ async def follow(
 ) -> None:
     """Keep a projection up to date with its store until ``stop`` is set. ``linger``: seconds
     to wait after an append for more before catching up, so that under load one read-model
-    transaction covers many events."""
+    transaction covers many events.
+
+    A failure never ends it: while the database is away (a restart, a fail-over) it retries
+    every couple of seconds and catches up once it is back; any other failure is logged and
+    retried the same way, since skipping an event of its own store is never an option."""
+    failures = 0
     while not stop.is_set():
-        position = await catch_up(store, read_models, projection)
-        appended = asyncio.ensure_future(store.wait_for_append(position, idle_wait))
-        stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({appended, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in (appended, stopped):
-            waiter.cancel()
+        try:
+            position = await catch_up(store, read_models, projection)
+            await _wait_for_append(store, position, idle_wait, stop)
+        except Exception as error:
+            failures += 1
+            delay = OUTAGE_BACKOFF.delay(failures)
+            if not is_outage(error):
+                log.exception("projection %s failed; retrying in %.1fs", projection.name, delay)
+            elif failures == 1:
+                log.warning(
+                    "projection %s paused, storage unavailable (%s); retrying every %.1fs",
+                    projection.name,
+                    error,
+                    delay,
+                )
+            await sleep_unless_stopped(delay, stop)
+            continue
+        if failures:
+            log.info("projection %s going again after %d failures", projection.name, failures)
+            failures = 0
         if linger and not stop.is_set():
             await asyncio.sleep(linger)
+
+
+async def _wait_for_append(
+    store: EventStore, position: int, idle_wait: float, stop: asyncio.Event
+) -> None:
+    appended = asyncio.ensure_future(store.wait_for_append(position, idle_wait))
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({appended, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in (appended, stopped):
+        waiter.cancel()
+    if appended.done() and not appended.cancelled():
+        appended.result()  # a database that went away shows here
 
 
 async def rebuild(

@@ -19,20 +19,21 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import psycopg
 from psycopg import sql
 
 from events.envelope import NewEvent, RecordedEvent
-from events.errors import ConcurrencyError, DuplicateEventIdError
+from events.errors import ConcurrencyError, DuplicateEventIdError, StorageUnavailableError
 from events.registry import EventRegistry
 from events.store.guard import storable_data
+from events.store.pg_connections import Connection, PgConnections, open_connection
 from events.store.port import EventStore
 from events.store.rows import COLUMNS, recorded_from_new, same_content, to_recorded
 
@@ -51,7 +52,6 @@ _MAX_EVENTS_PER_GROUP = 5000
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
 Row = tuple[Any, ...]
-T = TypeVar("T")
 
 
 class PostgresEventStore(EventStore):
@@ -64,9 +64,9 @@ class PostgresEventStore(EventStore):
         self._registry = registry
         self._schema = schema
         self._channel = f"casetrail_events.{schema}"
-        self._writer = _Connections(dsn, 1)
-        self._readers = _Connections(dsn, readers)
-        self._listener = _Listener(dsn, self._channel)
+        self._writer = PgConnections(dsn, 1, f"{schema} event store")
+        self._readers = PgConnections(dsn, readers, f"{schema} event store")
+        self._listener = _Listener(dsn, self._channel, f"{schema} event store")
         self._pending: list[_Request] = []
         self._committing: asyncio.Task[None] | None = None
         table = sql.Identifier(schema, "stored_events")
@@ -206,7 +206,7 @@ class PostgresEventStore(EventStore):
         for column in range(len(group[0].columns)):
             parameters.append([item for request in group for item in request.columns[column]])
 
-        async def execute(connection: psycopg.AsyncConnection[Row]) -> list[Row]:
+        async def execute(connection: Connection) -> list[Row]:
             cursor = connection.cursor(binary=True)
             await cursor.execute(self._append_sql, parameters, prepare=True)
             return await cursor.fetchall()
@@ -338,7 +338,7 @@ class PostgresEventStore(EventStore):
                     wake = listener.wake
 
     async def _fetch(self, query: sql.Composed, parameters: Sequence[Any]) -> list[Row]:
-        async def fetch(connection: psycopg.AsyncConnection[Row]) -> list[Row]:
+        async def fetch(connection: Connection) -> list[Row]:
             cursor = connection.cursor(binary=True)
             await cursor.execute(query, parameters, prepare=True)
             return await cursor.fetchall()
@@ -378,7 +378,7 @@ class PostgresEventStore(EventStore):
             return DuplicateEventIdError(str(first or events[0].event_id))
         return ConcurrencyError(stream, expected_version, await self.stream_version(stream))
 
-    async def _create_schema(self, connection: psycopg.AsyncConnection[Any]) -> None:
+    async def _create_schema(self, connection: Connection) -> None:
         template = (
             resources.files("events.store").joinpath("postgres_schema.sql").read_text("utf-8")
         )
@@ -426,66 +426,18 @@ def _aware(field: str, moment: datetime) -> datetime:
     return moment
 
 
-async def _open(dsn: str) -> psycopg.AsyncConnection[Row]:
-    connection = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-    # Times come back as UTC-aware datetimes whatever the server's default zone.
-    await connection.execute("SET TIME ZONE 'UTC'")
-    return connection
-
-
-class _Connections:
-    """At most ``size`` autocommit connections, opened on demand and reopened when broken."""
-
-    def __init__(self, dsn: str, size: int) -> None:
-        self._dsn = dsn
-        self._idle: list[psycopg.AsyncConnection[Row]] = []
-        self._slots = asyncio.Semaphore(size)
-        self._all: set[psycopg.AsyncConnection[Row]] = set()
-
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Row]]:
-        async with self._slots:
-            connection = self._idle.pop() if self._idle else None
-            if connection is None:
-                connection = await _open(self._dsn)
-                self._all.add(connection)
-            try:
-                yield connection
-            finally:
-                if connection.closed or connection.broken:
-                    self._all.discard(connection)
-                    await connection.close()
-                else:
-                    self._idle.append(connection)
-
-    async def run(self, work: Callable[[psycopg.AsyncConnection[Row]], Awaitable[T]]) -> T:
-        """``work`` on one connection, run again once on a fresh one if the connection was lost
-        (e.g. the server restarted). Safe for reads, and for appends because a retried append
-        finds its stored events and returns them."""
-        used: psycopg.AsyncConnection[Row] | None = None
-        try:
-            async with self.connection() as used:
-                return await work(used)
-        except psycopg.OperationalError as error:
-            if used is None or not used.closed:
-                raise
-            log.warning("database connection lost (%s); retrying once", error)
-        async with self.connection() as connection:
-            return await work(connection)
-
-    async def close(self) -> None:
-        for connection in list(self._all):
-            await connection.close()
-        self._all.clear()
-        self._idle.clear()
-
-
 class _Listener:
-    """One LISTEN connection, read by a background task, that wakes ``wait_for_append``."""
+    """One LISTEN connection, read by a background task, that wakes ``wait_for_append``.
 
-    def __init__(self, dsn: str, channel: str) -> None:
+    When the connection is lost (a server restart), the task listens again on a fresh one,
+    with backoff while the server is away. Notifications sent meanwhile are lost, so each loss
+    bumps ``generation`` and wakes every waiter: they look at the store again and catch up.
+    """
+
+    def __init__(self, dsn: str, channel: str, what: str) -> None:
         self._dsn = dsn
         self._channel = channel
+        self._what = what
         self._task: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()
         self.wake = asyncio.Event()
@@ -496,6 +448,7 @@ class _Listener:
         """Incremented each time the connection was lost."""
 
     async def start(self) -> None:
+        """Listen (raises ``StorageUnavailableError`` if the database is away)."""
         if self._task is not None:
             return
         async with self._starting:
@@ -510,35 +463,44 @@ class _Listener:
                 await self._task
             self._task = None
 
-    async def _listen(self) -> psycopg.AsyncConnection[Row]:
-        connection = await _open(self._dsn)
+    async def _listen(self) -> Connection:
+        connection = await open_connection(self._dsn, self._what)
         try:
             await connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
-        except BaseException:
+        except BaseException as error:
             await connection.close()
+            if isinstance(error, psycopg.OperationalError):
+                raise StorageUnavailableError(self._what) from error
             raise
         return connection
 
-    async def _run(self, connection: psycopg.AsyncConnection[Row]) -> None:
+    async def _run(self, connection: Connection | None) -> None:
         delay = 0.1
         try:
             while True:
-                try:
-                    async for notify in connection.notifies():
-                        self.latest = max(self.latest, int(notify.payload or 0))
-                        self._signal()
-                        delay = 0.1
-                except psycopg.Error as error:
-                    log.warning("event notifications interrupted (%s); reconnecting", error)
-                await connection.close()
-                self.generation += 1
-                self._signal()
+                if connection is not None:
+                    try:
+                        async for notify in connection.notifies():
+                            self.latest = max(self.latest, int(notify.payload or 0))
+                            self._signal()
+                            delay = 0.1
+                    except psycopg.Error as error:
+                        log.warning("event notifications interrupted (%s); reconnecting", error)
+                    await connection.close()
+                    connection = None
+                    self.generation += 1
+                    self._signal()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                with contextlib.suppress(psycopg.Error):
+                delay = min(delay * 2, 2.0)
+                with contextlib.suppress(StorageUnavailableError):
                     connection = await self._listen()
+                    log.info("listening for events again on %s", self._channel)
+                    # Appends between the loss and now were announced to nobody.
+                    self.generation += 1
+                    self._signal()
         finally:
-            await connection.close()
+            if connection is not None:
+                await connection.close()
 
     def _signal(self) -> None:
         self.wake.set()

@@ -2,49 +2,56 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
-import psycopg
 from psycopg import sql
 
 from events.checkpoints import CheckpointStore
+from events.store.pg_connections import Connection, PgConnections
 
 
 class PostgresCheckpointStore(CheckpointStore):
-    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
-        self._connection = connection
-        self._lock = asyncio.Lock()
+    def __init__(self, connections: PgConnections) -> None:
+        """Use ``connect()``. The connection is reopened after a server restart."""
+        self._connections = connections
 
     @classmethod
     async def connect(cls, dsn: str, *, schema: str) -> PostgresCheckpointStore:
-        connection = await psycopg.AsyncConnection.connect(
-            dsn, autocommit=True, options=f"-c search_path={schema}"
-        )
-        await connection.execute(
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-        )
-        await connection.execute(
-            "CREATE TABLE IF NOT EXISTS checkpoints"
-            " (name text PRIMARY KEY, position bigint NOT NULL)"
-        )
-        return cls(connection)
+        connections = PgConnections(dsn, 1, f"{schema} checkpoints", search_path=schema)
+
+        async def create(connection: Connection) -> None:
+            await connection.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+            )
+            await connection.execute(
+                "CREATE TABLE IF NOT EXISTS checkpoints"
+                " (name text PRIMARY KEY, position bigint NOT NULL)"
+            )
+
+        try:
+            await connections.run(create)
+        except BaseException:
+            await connections.close()
+            raise
+        return cls(connections)
 
     async def load(self, name: str) -> int:
-        async with self._lock:
-            cursor = await self._connection.execute(
+        async def load(connection: Connection) -> int:
+            cursor = await connection.execute(
                 "SELECT position FROM checkpoints WHERE name = %s", (name,)
             )
             row = await cursor.fetchone()
-        return 0 if row is None else int(row[0])
+            return 0 if row is None else int(row[0])
+
+        return await self._connections.run(load)
 
     async def save(self, name: str, position: int) -> None:
-        async with self._lock:
-            await self._connection.execute(
+        async def save(connection: Connection) -> None:
+            await connection.execute(
                 "INSERT INTO checkpoints (name, position) VALUES (%s, %s) ON CONFLICT (name)"
                 " DO UPDATE SET position = greatest(checkpoints.position, excluded.position)",
                 (name, position),
             )
 
+        await self._connections.run(save)
+
     async def close(self) -> None:
-        await self._connection.close()
+        await self._connections.close()

@@ -138,6 +138,64 @@ def _log_name(name: str, replica: int) -> str:
     return name if replica == 0 else f"{name}-{replica}"
 
 
+class ServiceProcesses:
+    """The service processes of one isolated run; one of them may be killed and started again
+    (the fault suite). ``addresses`` always holds the current address of each running one."""
+
+    def __init__(self, data_dir: Path, dsn: str, topic: str, issuer_env: dict[str, str]) -> None:
+        self.data_dir = data_dir
+        self.dsn = dsn
+        self.topic = topic
+        self.env = (
+            ENV
+            | issuer_env
+            | {
+                "CASETRAIL_PG_DSN": dsn,
+                "CASETRAIL_KAFKA_BOOTSTRAP": kafka_bootstrap(),
+                "CASETRAIL_LOG_LEVEL": "WARNING",
+            }
+        )
+        self.processes: dict[str, asyncio.subprocess.Process] = {}
+        self.addresses: dict[str, str] = {}
+
+    async def start(self, names: tuple[str, ...] = SERVICES) -> None:
+        for name in names:
+            self.processes[name] = await _spawn(name, self.topic, self.data_dir, self.env)
+        # A task group: when one service fails to start, the other readers are cancelled
+        # before the processes are stopped (which reads their output too).
+        async with asyncio.TaskGroup() as group:
+            readers = {
+                name: group.create_task(_address(name, self.processes[name], self.data_dir))
+                for name in names
+            }
+        self.addresses.update({name: reader.result() for name, reader in readers.items()})
+
+    async def kill(self, name: str) -> None:
+        """SIGKILL: no graceful stop, whatever was in flight is cut off."""
+        process = self.processes.pop(name)
+        self.addresses.pop(name, None)
+        process.kill()
+        await process.communicate()
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(_stop(process) for process in self.processes.values()))
+
+
+@asynccontextmanager
+async def service_processes(
+    data_dir: Path, issuer_env: dict[str, str], names: tuple[str, ...] = SERVICES
+) -> AsyncIterator[ServiceProcesses]:
+    """``ServiceProcesses`` on a fresh database and topic, trusting the token issuer
+    ``issuer_env`` names, started; stopped afterwards."""
+    async with fresh_database() as dsn, fresh_topic() as topic:
+        processes = ServiceProcesses(data_dir, dsn, topic, issuer_env)
+        try:
+            await processes.start(names)
+            yield processes
+        finally:
+            await processes.stop_all()
+
+
 async def _spawn(
     name: str, topic: str, data_dir: Path, env: dict[str, str], log_name: str = ""
 ) -> asyncio.subprocess.Process:
@@ -155,7 +213,8 @@ async def _spawn(
 
 
 def _log_file(data_dir: Path, name: str) -> BinaryIO:
-    return (data_dir / f"{name}.log").open("wb")
+    # Appending: a process started again (the fault suite) keeps the log of the one before.
+    return (data_dir / f"{name}.log").open("ab")
 
 
 def _log_tail(data_dir: Path, name: str) -> str:

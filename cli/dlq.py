@@ -1,0 +1,168 @@
+"""`casetrail dlq list|replay GROUP`: what a consumer group dead-lettered, and putting it back.
+
+``list`` prints each dead letter of ``<GROUP>.dlq`` with its reason, never a sensitive value:
+the fields the catalog marks ``x-casetrail-sensitive`` (``events/schemas/catalog.json``) are
+not printed, and their values are cut out of the reason; the reason of a record that cannot
+be read (so whose sensitive fields are unknown) is withheld. ``replay`` publishes the letters
+not yet replayed back to their topic (see ``events.bus.kafka_dead_letters``); consumers apply
+each event once, so a replay repeated or cut short changes nothing. Without GROUP, ``list``
+names every dead-letter topic with its count.
+
+Only the Kafka bus keeps dead letters outside a process. The embedded in-process bus keeps
+them in the memory of the running process and forgets them on exit; every event is delivered
+again on the next start, so restarting it is the embedded replay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import sys
+from collections.abc import Iterable
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from events.bus.kafka_dead_letters import StoredDeadLetter
+from events.bus.kafka_settings import KafkaSettings
+from events.cloudevents import KAFKA_HEADER_PREFIX
+
+REDACTED = "[redacted]"
+EMBEDDED = (
+    "the embedded bus keeps dead letters only in the memory of the running process; restart it"
+    " to deliver every event again (consumers apply each once)"
+)
+# Validation errors quote the offending input (possibly shortened): never print it.
+_QUOTED_INPUT = re.compile(r"input_value=.*?(?=, input_type=|\]|$)", re.DOTALL)
+
+
+def run(options: argparse.Namespace) -> int:
+    if options.backend == "embedded":
+        print(f"casetrail dlq: {EMBEDDED}", file=sys.stderr)
+        return 2
+    settings = KafkaSettings.from_env()
+    if options.bootstrap:
+        settings = KafkaSettings(bootstrap_servers=options.bootstrap)
+    if options.action == "replay":
+        if not options.group:
+            print("casetrail dlq replay: name the consumer group", file=sys.stderr)
+            return 2
+        return asyncio.run(_replay(settings, options.group))
+    if not options.group:
+        return asyncio.run(_list_topics(settings))
+    return asyncio.run(_list(settings, options.group, options.all))
+
+
+async def _list_topics(settings: KafkaSettings) -> int:
+    from events.bus.kafka_dead_letters import dead_letter_topics, list_dead_letters
+
+    for topic in await dead_letter_topics(settings):
+        group = topic.removesuffix(".dlq")
+        letters = await list_dead_letters(settings, group)
+        pending = sum(not stored.replayed for stored in letters)
+        print(f"{group}\t{len(letters)} dead letters, {pending} not replayed")
+    return 0
+
+
+async def _list(settings: KafkaSettings, group: str, everything: bool) -> int:
+    from events.bus.kafka_dead_letters import list_dead_letters
+
+    letters = await list_dead_letters(settings, group)
+    shown = [stored for stored in letters if everything or not stored.replayed]
+    for stored in shown:
+        print(describe(stored))
+    replayed = len(letters) - len(shown)
+    print(
+        f"{len(shown)} dead letters of {group}"
+        + (f" ({replayed} already replayed; --all shows them)" if replayed else "")
+    )
+    return 0
+
+
+async def _replay(settings: KafkaSettings, group: str) -> int:
+    from events.bus.kafka_dead_letters import replay_dead_letters
+
+    replayed = await replay_dead_letters(settings, group)
+    for letter in replayed:
+        event_id = _text(dict(letter.message.headers).get(f"{KAFKA_HEADER_PREFIX}id"))
+        print(f"replayed {event_id} to {letter.message.topic}")
+    print(f"{len(replayed)} dead letters of {group} replayed")
+    return 0
+
+
+def describe(stored: StoredDeadLetter) -> str:
+    """Two lines about one dead letter, without any sensitive value."""
+    record = stored.record
+    state = "replayed" if stored.replayed else "pending"
+    where = f"{record.topic}/{record.partition}@{record.offset}"
+    letter = stored.letter
+    if letter is None:
+        return f"{where} [{state}] not a dead letter (no casetrail_dlq_* headers)"
+    headers = dict(letter.message.headers)
+    event_type = _text(headers.get(f"{KAFKA_HEADER_PREFIX}type"))
+    original = letter.message
+    return (
+        f"{where} [{state}] {letter.reason.value} after {letter.attempts} attempt(s)"
+        f" ({letter.exception_type})\n"
+        f"  event {_text(headers.get(f'{KAFKA_HEADER_PREFIX}id'))} {event_type}"
+        f" subject {_text(headers.get(f'{KAFKA_HEADER_PREFIX}subject'))}"
+        f" from {original.topic}/{original.partition}@{original.offset}\n"
+        f"  reason: {redact(letter.detail, event_type, original.value)}"
+    )
+
+
+def redact(detail: str, event_type: str, value: bytes | None) -> str:
+    """``detail`` without the values of the event's sensitive fields (all of it withheld when
+    the event's type or data cannot be read)."""
+    sensitive = sensitive_fields().get(event_type)
+    data = _json(value)
+    if sensitive is None or not isinstance(data, dict):
+        return "(withheld: the record cannot be read, so its sensitive fields are unknown)"
+    detail = _QUOTED_INPUT.sub(f"input_value={REDACTED}", detail)
+    secrets = sorted(
+        {text for field in sensitive for text in _strings(data.get(field))},
+        key=len,
+        reverse=True,
+    )
+    for secret in secrets:
+        detail = detail.replace(secret, REDACTED)
+    return detail
+
+
+@cache
+def sensitive_fields() -> dict[str, frozenset[str]]:
+    """Event type -> its sensitive fields (any version), from the catalog's index."""
+    index = json.loads(
+        resources.files("events").joinpath("schemas/catalog.json").read_text("utf-8")
+    )
+    fields: dict[str, set[str]] = {}
+    for entry in index["events"]:
+        fields.setdefault(entry["type"], set()).update(entry["sensitive_fields"])
+    return {event_type: frozenset(names) for event_type, names in fields.items()}
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        if value:
+            yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif value is not None:
+        yield str(value)
+
+
+def _json(value: bytes | None) -> Any:
+    try:
+        return json.loads(value or b"")
+    except ValueError:
+        return None
+
+
+def _text(raw: bytes | None) -> str:
+    return "?" if raw is None else raw.decode(errors="replace")

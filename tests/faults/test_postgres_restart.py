@@ -1,0 +1,82 @@
+"""Issue 8, item 1, at the adapters: a PostgreSQL restart is a non-event for the event store,
+its LISTEN follower, checkpoints and read models. While the server is down every call fails
+fast with ``StorageUnavailableError``; once it is back the same objects work again, nothing
+reopened by hand, and a follower catches up with what was appended meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from events.errors import StorageUnavailableError
+from events.projections.postgres import PostgresReadModelStore
+from events.registry import EventRegistry
+from events.store.postgres import PostgresEventStore
+from events.store.postgres_checkpoints import PostgresCheckpointStore
+from tests.e2e.distributed import fresh_database
+from tests.faults.servers import server_down
+from tests.support.sample_events import note, sample_registry
+
+pytestmark = [pytest.mark.faults, pytest.mark.postgres]
+
+
+@pytest.fixture
+async def dsn() -> AsyncIterator[str]:
+    async with fresh_database() as fresh:
+        yield fresh
+
+
+@pytest.fixture
+def registry() -> EventRegistry:
+    return sample_registry()
+
+
+async def test_adapters_answer_unavailable_while_down_and_recover_by_themselves(
+    dsn: str, registry: EventRegistry
+) -> None:
+    store = await PostgresEventStore.connect(dsn, registry, schema="faults_events")
+    checkpoints = await PostgresCheckpointStore.connect(dsn, schema="faults_events")
+    read_models = await PostgresReadModelStore.connect(dsn, schema="faults_read_models")
+    try:
+        # Every kind of connection in use before the restart: writer, readers, LISTEN.
+        await store.append("case-1", [note("case-1")], 0)
+        await store.wait_for_append(0, 0.1)
+        await checkpoints.save("relay", 1)
+        async with read_models.transaction() as transaction:
+            await transaction.put("cases", "case-1", {"notes": 1})
+        assert await read_models.get("cases", "case-1") == {"notes": 1}
+
+        async with server_down("postgres"):
+            unavailable = [
+                store.append("case-1", [note("case-1")], 1),
+                store.read_stream("case-1"),
+                store.last_position(),
+                checkpoints.load("relay"),
+                checkpoints.save("relay", 2),
+                read_models.get("cases", "case-1"),
+                read_models.find("cases"),
+            ]
+            for call in unavailable:
+                with pytest.raises(StorageUnavailableError):
+                    await asyncio.wait_for(call, 10)
+            with pytest.raises(StorageUnavailableError):
+                async with read_models.transaction() as transaction:
+                    await transaction.put("cases", "case-1", {"notes": 2})
+
+        # Back: the same objects, no reconnecting by hand.
+        waiting = asyncio.create_task(store.wait_for_append(1, 30))
+        await store.append("case-1", [note("case-1")], 1)
+        await asyncio.wait_for(waiting, 30)
+        assert [e.sequence for e in await store.read_stream("case-1")] == [1, 2]
+        assert await store.last_position() == 2
+        await checkpoints.save("relay", 2)
+        assert await checkpoints.load("relay") == 2
+        async with read_models.transaction() as transaction:
+            await transaction.put("cases", "case-1", {"notes": 2})
+        assert await read_models.get("cases", "case-1") == {"notes": 2}
+    finally:
+        await read_models.close()
+        await checkpoints.close()
+        await store.close()

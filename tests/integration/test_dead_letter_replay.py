@@ -1,0 +1,115 @@
+"""`casetrail dlq`: dead letters of a group are listed without sensitive values and replayed
+back to their topic once, however often the replay is run."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+
+from cli.dlq import describe
+from events.bus.deadletter import DeadLetter, DeadLetterReason
+from events.bus.kafka_clients import new_producer
+from events.bus.kafka_dead_letters import list_dead_letters, replay_dead_letters
+from events.bus.kafka_settings import KafkaSettings
+from events.bus.message import BusMessage, as_headers
+from events.bus.topics import TopicSettings, create_topics
+from events.catalog.base import Role
+from events.catalog.examples import example_events
+from events.catalog.monitoring import ContactLogged
+from events.cloudevents import to_kafka_binary
+from events.envelope import Actor, EventMetadata, RecordedEvent
+from tests.contract.bus_conftest import delete_topics, kafka_test_settings, read_topic
+from tests.support.servers import server_missing
+
+pytestmark = pytest.mark.kafka
+
+SECRET = "disclosed a relapse to the visiting nurse"
+
+
+@pytest.fixture
+async def topics() -> AsyncIterator[tuple[KafkaSettings, str, str]]:
+    settings = kafka_test_settings()
+    run = uuid.uuid4().hex[:10]
+    topic, group = f"test.dlq-{run}", f"test.dlq-{run}.timeline"
+    try:
+        await create_topics(
+            settings, TopicSettings(case_events_topic=topic, partitions=2).new_topics([group])
+        )
+    except Exception as error:
+        server_missing("Kafka", error)
+    try:
+        yield settings, topic, group
+    finally:
+        await delete_topics(settings, [topic, f"{group}.dlq"])
+
+
+def contact_logged() -> RecordedEvent:
+    [example] = [e for e in example_events() if isinstance(e, ContactLogged)]
+    event = example.model_copy(update={"summary": SECRET})
+    return RecordedEvent(
+        event_id=uuid4(),
+        stream=f"case-{event.case_id}",
+        sequence=1,
+        position=1,
+        recorded_at=datetime.now(UTC),
+        event=event,
+        metadata=EventMetadata(
+            source="casetrail/planning",
+            actor=Actor("sw-1", Role.SOCIAL_WORKER),
+            occurred_at=datetime.now(UTC),
+            correlation_id=uuid4(),
+        ),
+    )
+
+
+async def dead_letter(
+    settings: KafkaSettings, topic: str, group: str, event: RecordedEvent
+) -> None:
+    key, headers, value = to_kafka_binary(event)
+    letter = DeadLetter(
+        message=BusMessage(topic, 0, 41, key, value, as_headers(headers)),
+        group=group,
+        reason=DeadLetterReason.HANDLER_FAILED,
+        # A reason that quotes the sensitive text, as a careless error message would.
+        detail=f"cannot apply summary {SECRET!r}: bad things",
+        exception_type="builtins.ValueError",
+        attempts=1,
+    )
+    producer = new_producer(settings, "test-dlq")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            f"{group}.dlq", value=value, key=key, headers=list(letter.headers())
+        )
+    finally:
+        await producer.stop()
+
+
+async def test_list_redacts_and_replay_puts_each_letter_back_once(
+    topics: tuple[KafkaSettings, str, str],
+) -> None:
+    settings, topic, group = topics
+    event = contact_logged()
+    await dead_letter(settings, topic, group, event)
+
+    [stored] = await list_dead_letters(settings, group)
+    text = describe(stored)
+    assert SECRET not in text
+    assert "[redacted]" in text
+    assert "handler-failed" in text
+    assert str(event.event_id) in text
+    assert not stored.replayed
+
+    [replayed] = await replay_dead_letters(settings, group)
+    assert replayed.message.topic == topic
+    assert await replay_dead_letters(settings, group) == []  # nothing new: nothing sent again
+
+    on_topic = await read_topic(settings, topic, 2)
+    assert [dict(m.headers)["ce_id"].decode() for m in on_topic] == [str(event.event_id)]
+    assert on_topic[0].value == to_kafka_binary(event).value
+    [listed] = await list_dead_letters(settings, group)
+    assert listed.replayed

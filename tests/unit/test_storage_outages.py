@@ -1,0 +1,115 @@
+"""Issue 8: a consumer whose database is away pauses and retries; it never dead-letters the
+event, however long the outage (longer than its retry policy allows for other errors). Commands
+that meet the outage are answered UNAVAILABLE, never UNKNOWN."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import psycopg
+import pytest
+from google.rpc import code_pb2
+
+from cli.dlq import redact
+from cli.main import main
+from events.bus.errors import is_outage, is_retriable
+from events.bus.inprocess import InProcessBus
+from events.bus.retry import Backoff, RetryPolicy
+from events.envelope import RecordedEvent
+from events.errors import StorageUnavailableError
+from events.grpc_platform.errors import status_for
+from tests.contract.bus_conftest import Recorder, eventually, recorded, running
+from tests.support.sample_events import sample_registry
+
+FAST = Backoff(initial=0.001, maximum=0.001)
+OUTAGES: list[Exception] = [
+    StorageUnavailableError("planning read models"),
+    psycopg.OperationalError("terminating connection due to administrator command"),
+]
+
+
+@pytest.mark.parametrize("outage", OUTAGES, ids=["storage-unavailable", "psycopg-operational"])
+async def test_a_handler_meeting_an_outage_is_retried_past_its_policy_never_dead_lettered(
+    outage: Exception,
+) -> None:
+    bus = InProcessBus()
+    failures = 8  # twice the policy's attempts
+    recorder = Recorder()
+
+    async def database_away_for_a_while(event: RecordedEvent) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise outage
+        await recorder(event)
+
+    subscriber = bus.subscriber(
+        sample_registry(),
+        "t",
+        retry=RetryPolicy(backoff=FAST, max_attempts=4, outage_backoff=FAST),
+    )
+    events = [recorded("c-1", 1, 1), recorded("c-1", 2, 2)]
+    await bus.publisher("t").publish(events)
+    async with running(subscriber, "g", database_away_for_a_while):
+        await eventually(lambda: recorder.has_all(events), "both events applied")
+    assert bus.dead_letters("g") == []
+    assert [e.event_id for e in recorder.deliveries] == [e.event_id for e in events]
+
+
+async def test_a_batch_handler_meeting_an_outage_keeps_the_batch_whole() -> None:
+    bus = InProcessBus()
+    calls: list[int] = []
+
+    class Projection:
+        async def handle_batch(self, records: Sequence[RecordedEvent]) -> None:
+            calls.append(len(records))
+            if len(calls) < 6:
+                raise StorageUnavailableError("audit read models")
+
+    subscriber = bus.subscriber(
+        sample_registry(),
+        "t",
+        retry=RetryPolicy(backoff=FAST, max_attempts=2, outage_backoff=FAST),
+    )
+    await bus.publisher("t").publish([recorded("c-1", n, n) for n in (1, 2, 3)])
+    async with running(subscriber, "g", Projection()):
+        await eventually(lambda: len(calls) == 6, "the batch applied after the outage")
+    assert bus.dead_letters("g") == []
+    assert calls == [3] * 6  # never split into single records, never given up
+
+
+def test_outages_are_retriable_and_other_database_errors_are_not_outages() -> None:
+    for outage in OUTAGES:
+        assert is_outage(outage)
+        assert is_retriable(outage)
+    assert not is_outage(psycopg.errors.UntranslatableCharacter("\\u0000 in jsonb"))
+    assert not is_outage(ValueError("bad event"))
+
+
+def test_storage_unavailable_is_answered_unavailable_without_driver_text() -> None:
+    error = StorageUnavailableError("planning event store")
+    error.__cause__ = psycopg.OperationalError("connection to server at 127.0.0.1 failed")
+    status = status_for(error)
+    assert status.code == code_pb2.UNAVAILABLE
+    assert status.message == "the planning event store is unavailable; retry later"
+    assert "127.0.0.1" not in str(status)
+
+
+def test_dlq_reasons_never_show_sensitive_values() -> None:
+    value = b'{"case_id": "c-1", "summary": "spoke about her debts"}'
+    detail = "cannot apply: summary 'spoke about her debts' is odd"
+    shown = redact(detail, "casetrail.contact.logged", value)
+    assert "debts" not in shown
+    assert "[redacted]" in shown
+    quoted = "1 validation error\n  input_value='spoke about her d...', input_type=str]"
+    assert "spoke" not in redact(quoted, "casetrail.contact.logged", value)
+    # Unknown type or unreadable data: the sensitive fields are unknown, so nothing is shown.
+    assert "debts" not in redact(detail, "casetrail.unknown", value)
+    assert "debts" not in redact(detail, "casetrail.contact.logged", b"\xff")
+
+
+def test_dlq_on_the_embedded_bus_explains_itself(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["dlq", "list", "casetrail.audit.timeline", "--backend", "embedded"])
+    assert exit_.value.code == 2
+    assert "restart" in capsys.readouterr().err
