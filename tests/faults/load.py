@@ -1,0 +1,398 @@
+"""Mixed command load that rides out faults, and the exact reconciliation afterwards (issue 8).
+
+``Load`` sends commands to the service processes of a ``ServiceProcesses`` run as a careful
+client would: an ``UNAVAILABLE`` or ``DEADLINE_EXCEEDED`` answer (or a service process that is
+down) is retried with the same idempotency key until the command is acknowledged; any other
+answer is a refusal, which the fault suite expects none of. Commands: RegisterClient (intake),
+LogContact (planning) and MakeReferral (coordination) on cases opened beforehand, so each
+service stores events that every other one consumes.
+
+``reconcile`` then checks, exactly: every acknowledged command's events are in the producing
+service's store and nothing else is; every stored event is on Kafka; audit's timeline of each
+case holds each of the case's events once; planning's case view and coordination's case
+record count every contact and referral once; no consumer group dead-lettered anything of
+this run's topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import psycopg
+from psycopg import sql
+
+from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
+from casetrail.common.v1 import common_pb2
+from casetrail.coordination.v1 import coordination_pb2, coordination_pb2_grpc
+from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
+from events.bus.kafka_dead_letters import dead_letter_topics, list_dead_letters
+from events.bus.kafka_settings import KafkaSettings
+from tests.contract.bus_conftest import read_topic
+from tests.e2e.distributed import ServiceProcesses
+
+RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+"""The only answers a client retries (same idempotency key): the command may go through."""
+CALL_TIMEOUT = 10.0
+COMMAND_PATIENCE = 120.0
+"""Longest a command is retried before the load gives up on it (a failure of the suite)."""
+RECEPTIONIST = common_pb2.Actor(user_id="rcp-faults", role="receptionist")
+WORKER = common_pb2.Actor(user_id="sw-faults", role="social_worker")
+COORDINATOR = common_pb2.Actor(user_id="coord-faults", role="coordinator")
+"""Acts on and views any case (a social worker only those assigned to them)."""
+AUDITOR = common_pb2.Actor(user_id="aud-faults", role="auditor")
+_STUBS = {
+    "intake": intake_pb2_grpc.IntakeStub,
+    "coordination": coordination_pb2_grpc.CoordinationStub,
+    "planning": planning_pb2_grpc.PlanningStub,
+    "audit": audit_pb2_grpc.AuditStub,
+}
+
+
+class CommandGaveUp(Exception):
+    """A command was neither acknowledged nor refused within ``COMMAND_PATIENCE``."""
+
+
+@dataclass(frozen=True)
+class Ack:
+    service: str
+    kind: str
+    case_id: str
+    client_id: str
+    event_ids: tuple[str, ...]
+    at: float
+    """``time.monotonic()`` of the acknowledgement."""
+
+
+@dataclass
+class Load:
+    processes: ServiceProcesses
+    run_id: str
+    acks: list[Ack] = field(default_factory=list)
+    retried: Counter[str] = field(default_factory=Counter)
+    """Answers that were retried, by status (and ``PROCESS_DOWN`` while a process restarts)."""
+    refused: Counter[str] = field(default_factory=Counter)
+    """Answers that were not retried, by status and message: must stay empty."""
+    cases: list[str] = field(default_factory=list)
+    clients: list[str] = field(default_factory=list)
+    _channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    _numbers: itertools.count[int] = field(default_factory=itertools.count)
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+        self._channels.clear()
+
+    def stub(self, service: str) -> Any | None:
+        address = self.processes.addresses.get(service)
+        if address is None:
+            return None
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(address)
+        return _STUBS[service](channel)
+
+    async def call(self, service: str, rpc: str, request: Any) -> Any:
+        """The answer to ``request``, retried (same request, same key) while unavailable."""
+        deadline = time.monotonic() + COMMAND_PATIENCE
+        while True:
+            stub = self.stub(service)
+            if stub is None:
+                self.retried["PROCESS_DOWN"] += 1
+            else:
+                try:
+                    return await getattr(stub, rpc)(request, timeout=CALL_TIMEOUT)
+                except grpc.aio.AioRpcError as error:
+                    if error.code() not in RETRIED:
+                        self.refused[f"{error.code().name}: {error.details()}"] += 1
+                        raise
+                    self.retried[error.code().name] += 1
+            if time.monotonic() > deadline:
+                raise CommandGaveUp(f"{service}.{rpc} never acknowledged")
+            await asyncio.sleep(0.2)
+
+    def _command(self, kind: str, actor: common_pb2.Actor) -> common_pb2.CommandContext:
+        key = f"{self.run_id}-{kind}-{next(self._numbers)}"
+        return common_pb2.CommandContext(actor=actor, idempotency_key=key)
+
+    # --- commands ---------------------------------------------------------------------------
+
+    async def register_client(self) -> str:
+        number = next(self._numbers)
+        response = await self.call(
+            "intake",
+            "RegisterClient",
+            intake_pb2.RegisterClientRequest(
+                context=self._command("register", RECEPTIONIST),
+                name=intake_pb2.PersonName(
+                    given_names=f"Person {number}", family_name=f"Faults {self.run_id}"
+                ),
+                date_of_birth=f"19{40 + number % 50:02d}-0{1 + number % 9}-1{number % 10}",
+                preferred_language="en",
+            ),
+        )
+        self._ack("intake", "register", "", response.client_id, response.event_ids)
+        self.clients.append(response.client_id)
+        return str(response.client_id)
+
+    async def open_case(self, client_id: str) -> str:
+        response = await self.call(
+            "intake",
+            "OpenCase",
+            intake_pb2.OpenCaseRequest(
+                context=self._command("open", RECEPTIONIST),
+                client_id=client_id,
+                referral_source=intake_pb2.ReferralSource(kind="hospital", name="St Mary's"),
+                presenting_needs=[
+                    intake_pb2.PresentingNeed(category="home_care", description="Cannot wash alone")
+                ],
+            ),
+        )
+        result = response.result
+        self._ack("intake", "open", result.case_id, client_id, result.event_ids)
+        self.cases.append(result.case_id)
+        return str(result.case_id)
+
+    async def log_contact(self, case_id: str) -> None:
+        response = await self.call(
+            "planning",
+            "LogContact",
+            planning_pb2.LogContactRequest(
+                context=self._command("contact", COORDINATOR),
+                case_id=case_id,
+                kind="phone_call",
+                summary="Checked in; managing with the aide",
+            ),
+        )
+        self._ack("planning", "contact", case_id, "", response.result.event_ids)
+
+    async def make_referral(self, case_id: str) -> None:
+        response = await self.call(
+            "coordination",
+            "MakeReferral",
+            coordination_pb2.MakeReferralRequest(
+                context=self._command("referral", WORKER),
+                case_id=case_id,
+                provider=coordination_pb2.Provider(provider_id="pa-faults", name="Faults Care"),
+                need_category="home_care",
+                service="two visits a day",
+                urgency="routine",
+                reason="Cannot wash alone",
+            ),
+        )
+        self._ack("coordination", "referral", case_id, "", response.result.event_ids)
+
+    def _ack(self, service: str, kind: str, case_id: str, client_id: str, event_ids: Any) -> None:
+        self.acks.append(Ack(service, kind, case_id, client_id, tuple(event_ids), time.monotonic()))
+
+    # --- load -------------------------------------------------------------------------------
+
+    async def prepare(self, cases: int, patience: float = 120.0) -> None:
+        """Open ``cases`` cases and wait until planning and coordination know them all."""
+        for _ in range(cases):
+            await self.open_case(await self.register_client())
+        for case_id in self.cases:
+            await self.until_known(case_id, patience)
+
+    async def until_known(self, case_id: str, patience: float) -> None:
+        query = common_pb2.QueryContext(actor=COORDINATOR, purpose="coordination")
+        coordination = common_pb2.QueryContext(actor=COORDINATOR, purpose="coordination")
+        checks: list[tuple[str, str, Any]] = [
+            (
+                "planning",
+                "GetCaseView",
+                planning_pb2.GetCaseViewRequest(context=query, case_id=case_id),
+            ),
+            (
+                "coordination",
+                "GetCaseCoordination",
+                coordination_pb2.GetCaseCoordinationRequest(context=coordination, case_id=case_id),
+            ),
+        ]
+        deadline = time.monotonic() + patience
+        for service, rpc, request in checks:
+            while True:
+                stub = self.stub(service)
+                try:
+                    await getattr(stub, rpc)(request, timeout=CALL_TIMEOUT)
+                    break
+                except grpc.aio.AioRpcError as error:
+                    if error.code() not in RETRIED | {grpc.StatusCode.NOT_FOUND}:
+                        raise
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{service} never learnt of case {case_id}")
+                await asyncio.sleep(0.2)
+
+    async def run(self, stop: asyncio.Event, workers: int = 4) -> None:
+        """Commands from ``workers`` concurrent clients until ``stop`` is set."""
+        await asyncio.gather(*(self._worker(n, stop) for n in range(workers)))
+
+    async def _worker(self, number: int, stop: asyncio.Event) -> None:
+        steps: list[Callable[[], Awaitable[Any]]] = [
+            lambda: self.log_contact(self.cases[next(self._numbers) % len(self.cases)]),
+            lambda: self.make_referral(self.cases[next(self._numbers) % len(self.cases)]),
+            self.register_client,
+        ]
+        for step in itertools.cycle(steps[number % 3 :] + steps[: number % 3]):
+            if stop.is_set():
+                return
+            await step()
+
+    def first_ack_after(self, moment: float) -> float | None:
+        """Seconds from ``moment`` to the first acknowledgement after it."""
+        later = [ack.at for ack in self.acks if ack.at >= moment]
+        return min(later) - moment if later else None
+
+
+@dataclass
+class Reconciliation:
+    acknowledged_commands: int
+    acknowledged_events: int
+    stored_events: int
+    problems: list[str]
+    kafka_copies: int
+    """Records of the run on Kafka (more than the events after a relay re-published)."""
+
+    def summary(self) -> str:
+        return (
+            f"{self.acknowledged_commands} commands acknowledged, {self.acknowledged_events}"
+            f" events acknowledged, {self.stored_events} stored, {self.kafka_copies} records on"
+            f" Kafka; problems: {self.problems or 'none'}"
+        )
+
+
+async def reconcile(load: Load, kafka: KafkaSettings, patience: float = 120.0) -> Reconciliation:
+    """The reconciliation, retried until it holds or ``patience`` runs out (consumers may
+    still be catching up after the last fault)."""
+    deadline = time.monotonic() + patience
+    while True:
+        result = await _reconcile_once(load, kafka)
+        if not result.problems or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(2.0)
+
+
+async def _reconcile_once(load: Load, kafka: KafkaSettings) -> Reconciliation:
+    problems: list[str] = []
+    processes = load.processes
+    acked: dict[str, set[str]] = {}
+    for ack in load.acks:
+        acked.setdefault(ack.service, set()).update(ack.event_ids)
+    stored: dict[str, dict[str, str]] = {}  # service -> event id -> subject
+    async with await psycopg.AsyncConnection.connect(processes.dsn) as connection:
+        for service in ("intake", "planning", "coordination"):
+            cursor = await connection.execute(
+                sql.SQL("SELECT event_id::text, subject FROM {}.stored_events").format(
+                    sql.Identifier(f"{service}_events")
+                )
+            )
+            stored[service] = {event_id: subject for event_id, subject in await cursor.fetchall()}
+            expected = acked.get(service, set())
+            missing = expected - stored[service].keys()
+            extra = stored[service].keys() - expected
+            if missing:
+                problems.append(f"{service}: {len(missing)} acknowledged events not stored")
+            if extra:
+                problems.append(f"{service}: {len(extra)} stored events never acknowledged")
+    everything = {event_id for events in stored.values() for event_id in events}
+
+    on_kafka = [
+        dict(message.headers).get("ce_id", b"").decode()
+        for message in await read_topic(kafka, processes.topic, 6)
+    ]
+    if missing_on_kafka := everything - set(on_kafka):
+        problems.append(f"kafka: {len(missing_on_kafka)} stored events not on the topic")
+
+    by_case: dict[str, set[str]] = {}
+    for events in stored.values():
+        for event_id, subject in events.items():
+            by_case.setdefault(subject, set()).add(event_id)
+    for case_id in load.cases:
+        timeline = await _timeline(load, case_id)
+        trail = [entry for entry in timeline if entry.event_type != "casetrail.record.accessed"]
+        ids = [entry.event_id for entry in trail]
+        if len(ids) != len(set(ids)):
+            problems.append(f"audit: case {case_id} has duplicated timeline entries")
+        if set(ids) != by_case.get(case_id, set()):
+            problems.append(
+                f"audit: case {case_id} timeline has {len(set(ids))} events, the stores"
+                f" {len(by_case.get(case_id, set()))}"
+            )
+    problems += await _read_models(load)
+    for topic in await dead_letter_topics(kafka):  # every group's, whoever consumes
+        group = topic.removesuffix(".dlq")
+        letters = await list_dead_letters(kafka, group)
+        ours = [s for s in letters if s.letter and s.letter.message.topic == processes.topic]
+        if ours:
+            problems.append(f"{group}: {len(ours)} dead letters")
+    return Reconciliation(
+        acknowledged_commands=len(load.acks),
+        acknowledged_events=sum(len(ids) for ids in acked.values()),
+        stored_events=len(everything),
+        problems=problems,
+        kafka_copies=len(on_kafka),
+    )
+
+
+async def _timeline(load: Load, case_id: str) -> list[Any]:
+    context = common_pb2.QueryContext(actor=AUDITOR, purpose="confidentiality_review")
+    entries: list[Any] = []
+    token = ""
+    while True:
+        response = await load.call(
+            "audit",
+            "GetTimeline",
+            audit_pb2.GetTimelineRequest(
+                context=context, case_id=case_id, page_size=1000, page_token=token
+            ),
+        )
+        entries.extend(response.entries)
+        token = response.next_page_token
+        if not token:
+            return entries
+
+
+async def _read_models(load: Load) -> list[str]:
+    problems: list[str] = []
+    contacts = Counter(a.case_id for a in load.acks if a.kind == "contact")
+    referrals = Counter(a.case_id for a in load.acks if a.kind == "referral")
+    for case_id in load.cases:
+        view = await load.call(
+            "planning",
+            "GetCaseView",
+            planning_pb2.GetCaseViewRequest(
+                context=common_pb2.QueryContext(actor=COORDINATOR, purpose="coordination"),
+                case_id=case_id,
+            ),
+        )
+        if view.contacts_logged != contacts[case_id]:
+            problems.append(
+                f"planning: case {case_id} shows {view.contacts_logged} contacts of"
+                f" {contacts[case_id]}"
+            )
+        if len(view.referrals) != referrals[case_id]:
+            problems.append(
+                f"planning: case {case_id} shows {len(view.referrals)} referrals of"
+                f" {referrals[case_id]}"
+            )
+        record = await load.call(
+            "coordination",
+            "GetCaseCoordination",
+            coordination_pb2.GetCaseCoordinationRequest(
+                context=common_pb2.QueryContext(actor=COORDINATOR, purpose="coordination"),
+                case_id=case_id,
+            ),
+        )
+        if len(record.referrals) != referrals[case_id]:
+            problems.append(
+                f"coordination: case {case_id} shows {len(record.referrals)} referrals of"
+                f" {referrals[case_id]}"
+            )
+    return problems
