@@ -39,6 +39,7 @@ from events.bus.kafka_settings import KafkaSettings
 from tests.e2e.distributed import ServiceProcesses, service_processes
 from tests.faults.load import Load, Reconciliation, reconcile
 from tests.faults.servers import run_script
+from tests.support.identity import TestIssuer
 from tests.support.servers import kafka_bootstrap, postgres_dsn
 
 HEADING = "## Soak: faults under load (issue 8)"
@@ -115,11 +116,21 @@ async def recovery_of(load: Load, back: float, patience: float) -> dict[str, flo
         await asyncio.sleep(0.2)
 
 
-async def soak(
-    minutes: float, every: float, work: Path
-) -> tuple[list[Fault], Load, Reconciliation, float]:
-    async with service_processes(work) as processes:
-        load = Load(processes, uuid.uuid4().hex[:8])
+SoakResult = tuple[list[Fault], Load, Reconciliation, float]
+"""The faults, the load, the final reconciliation, the seconds of load."""
+
+
+async def soak(minutes: float, every: float, work: Path) -> SoakResult:
+    issuer = TestIssuer()  # a token issuer the service processes trust, on 127.0.0.1
+    try:
+        return await _soak(minutes, every, work, issuer)
+    finally:
+        issuer.stop()
+
+
+async def _soak(minutes: float, every: float, work: Path, issuer: TestIssuer) -> SoakResult:
+    async with service_processes(work, issuer.env()) as processes:
+        load = Load(processes, uuid.uuid4().hex[:8], issuer.tokens)
         try:
             await load.prepare(CASES)
             cycle: list[tuple[str, Callable[[], Awaitable[float]]]] = [

@@ -33,8 +33,10 @@ from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2, coordination_pb2_grpc
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
+from cli.rpc import Person, TokenSource
 from events.bus.kafka_dead_letters import dead_letter_topics, list_dead_letters
 from events.bus.kafka_settings import KafkaSettings
+from events.identity.grpc_auth import bearer_metadata
 from tests.contract.bus_conftest import read_topic
 from tests.e2e.distributed import ServiceProcesses
 
@@ -43,11 +45,11 @@ RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEE
 CALL_TIMEOUT = 10.0
 COMMAND_PATIENCE = 120.0
 """Longest a command is retried before the load gives up on it (a failure of the suite)."""
-RECEPTIONIST = common_pb2.Actor(user_id="rcp-faults", role="receptionist")
-WORKER = common_pb2.Actor(user_id="sw-faults", role="social_worker")
-COORDINATOR = common_pb2.Actor(user_id="coord-faults", role="coordinator")
+RECEPTIONIST = Person("rcp-faults", "receptionist")
+WORKER = Person("sw-faults", "social_worker")
+COORDINATOR = Person("coord-faults", "coordinator")
 """Acts on and views any case (a social worker only those assigned to them)."""
-AUDITOR = common_pb2.Actor(user_id="aud-faults", role="auditor")
+AUDITOR = Person("aud-faults", "auditor")
 _STUBS = {
     "intake": intake_pb2_grpc.IntakeStub,
     "coordination": coordination_pb2_grpc.CoordinationStub,
@@ -75,6 +77,8 @@ class Ack:
 class Load:
     processes: ServiceProcesses
     run_id: str
+    tokens: TokenSource
+    """Bearer tokens of an issuer the service processes trust."""
     acks: list[Ack] = field(default_factory=list)
     retried: Counter[str] = field(default_factory=Counter)
     """Answers that were retried, by status (and ``PROCESS_DOWN`` while a process restarts)."""
@@ -99,8 +103,10 @@ class Load:
             channel = self._channels[address] = grpc.aio.insecure_channel(address)
         return _STUBS[service](channel)
 
-    async def call(self, service: str, rpc: str, request: Any) -> Any:
-        """The answer to ``request``, retried (same request, same key) while unavailable."""
+    async def call(self, service: str, rpc: str, request: Any, caller: Person) -> Any:
+        """The answer to ``request`` from ``caller``, retried (same request, same key) while
+        unavailable."""
+        metadata = bearer_metadata(self.tokens(caller))
         deadline = time.monotonic() + COMMAND_PATIENCE
         while True:
             stub = self.stub(service)
@@ -108,7 +114,9 @@ class Load:
                 self.retried["PROCESS_DOWN"] += 1
             else:
                 try:
-                    return await getattr(stub, rpc)(request, timeout=CALL_TIMEOUT)
+                    return await getattr(stub, rpc)(
+                        request, timeout=CALL_TIMEOUT, metadata=metadata
+                    )
                 except grpc.aio.AioRpcError as error:
                     if error.code() not in RETRIED:
                         self.refused[f"{error.code().name}: {error.details()}"] += 1
@@ -118,9 +126,9 @@ class Load:
                 raise CommandGaveUp(f"{service}.{rpc} never acknowledged")
             await asyncio.sleep(0.2)
 
-    def _command(self, kind: str, actor: common_pb2.Actor) -> common_pb2.CommandContext:
+    def _command(self, kind: str) -> common_pb2.CommandContext:
         key = f"{self.run_id}-{kind}-{next(self._numbers)}"
-        return common_pb2.CommandContext(actor=actor, idempotency_key=key)
+        return common_pb2.CommandContext(idempotency_key=key)
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -130,13 +138,14 @@ class Load:
             "intake",
             "RegisterClient",
             intake_pb2.RegisterClientRequest(
-                context=self._command("register", RECEPTIONIST),
+                context=self._command("register"),
                 name=intake_pb2.PersonName(
                     given_names=f"Person {number}", family_name=f"Faults {self.run_id}"
                 ),
                 date_of_birth=f"19{40 + number % 50:02d}-0{1 + number % 9}-1{number % 10}",
                 preferred_language="en",
             ),
+            RECEPTIONIST,
         )
         self._ack("intake", "register", "", response.client_id, response.event_ids)
         self.clients.append(response.client_id)
@@ -147,13 +156,14 @@ class Load:
             "intake",
             "OpenCase",
             intake_pb2.OpenCaseRequest(
-                context=self._command("open", RECEPTIONIST),
+                context=self._command("open"),
                 client_id=client_id,
                 referral_source=intake_pb2.ReferralSource(kind="hospital", name="St Mary's"),
                 presenting_needs=[
                     intake_pb2.PresentingNeed(category="home_care", description="Cannot wash alone")
                 ],
             ),
+            RECEPTIONIST,
         )
         result = response.result
         self._ack("intake", "open", result.case_id, client_id, result.event_ids)
@@ -165,11 +175,12 @@ class Load:
             "planning",
             "LogContact",
             planning_pb2.LogContactRequest(
-                context=self._command("contact", COORDINATOR),
+                context=self._command("contact"),
                 case_id=case_id,
                 kind="phone_call",
                 summary="Checked in; managing with the aide",
             ),
+            COORDINATOR,
         )
         self._ack("planning", "contact", case_id, "", response.result.event_ids)
 
@@ -178,7 +189,7 @@ class Load:
             "coordination",
             "MakeReferral",
             coordination_pb2.MakeReferralRequest(
-                context=self._command("referral", WORKER),
+                context=self._command("referral"),
                 case_id=case_id,
                 provider=coordination_pb2.Provider(provider_id="pa-faults", name="Faults Care"),
                 need_category="home_care",
@@ -186,6 +197,7 @@ class Load:
                 urgency="routine",
                 reason="Cannot wash alone",
             ),
+            WORKER,
         )
         self._ack("coordination", "referral", case_id, "", response.result.event_ids)
 
@@ -202,8 +214,8 @@ class Load:
             await self.until_known(case_id, patience)
 
     async def until_known(self, case_id: str, patience: float) -> None:
-        query = common_pb2.QueryContext(actor=COORDINATOR, purpose="coordination")
-        coordination = common_pb2.QueryContext(actor=COORDINATOR, purpose="coordination")
+        query = common_pb2.QueryContext(purpose="coordination")
+        coordination = common_pb2.QueryContext(purpose="coordination")
         checks: list[tuple[str, str, Any]] = [
             (
                 "planning",
@@ -216,12 +228,13 @@ class Load:
                 coordination_pb2.GetCaseCoordinationRequest(context=coordination, case_id=case_id),
             ),
         ]
+        metadata = bearer_metadata(self.tokens(COORDINATOR))
         deadline = time.monotonic() + patience
         for service, rpc, request in checks:
             while True:
                 stub = self.stub(service)
                 try:
-                    await getattr(stub, rpc)(request, timeout=CALL_TIMEOUT)
+                    await getattr(stub, rpc)(request, timeout=CALL_TIMEOUT, metadata=metadata)
                     break
                 except grpc.aio.AioRpcError as error:
                     if error.code() not in RETRIED | {grpc.StatusCode.NOT_FOUND}:
@@ -342,7 +355,7 @@ async def _reconcile_once(load: Load, kafka: KafkaSettings) -> Reconciliation:
 
 
 async def _timeline(load: Load, case_id: str) -> list[Any]:
-    context = common_pb2.QueryContext(actor=AUDITOR, purpose="confidentiality_review")
+    context = common_pb2.QueryContext(purpose="confidentiality_review")
     entries: list[Any] = []
     token = ""
     while True:
@@ -352,6 +365,7 @@ async def _timeline(load: Load, case_id: str) -> list[Any]:
             audit_pb2.GetTimelineRequest(
                 context=context, case_id=case_id, page_size=1000, page_token=token
             ),
+            AUDITOR,
         )
         entries.extend(response.entries)
         token = response.next_page_token
@@ -368,9 +382,10 @@ async def _read_models(load: Load) -> list[str]:
             "planning",
             "GetCaseView",
             planning_pb2.GetCaseViewRequest(
-                context=common_pb2.QueryContext(actor=COORDINATOR, purpose="coordination"),
+                context=common_pb2.QueryContext(purpose="coordination"),
                 case_id=case_id,
             ),
+            COORDINATOR,
         )
         if view.contacts_logged != contacts[case_id]:
             problems.append(
@@ -386,9 +401,10 @@ async def _read_models(load: Load) -> list[str]:
             "coordination",
             "GetCaseCoordination",
             coordination_pb2.GetCaseCoordinationRequest(
-                context=common_pb2.QueryContext(actor=COORDINATOR, purpose="coordination"),
+                context=common_pb2.QueryContext(purpose="coordination"),
                 case_id=case_id,
             ),
+            COORDINATOR,
         )
         if len(record.referrals) != referrals[case_id]:
             problems.append(

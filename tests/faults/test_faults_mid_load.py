@@ -23,6 +23,7 @@ from events.bus.kafka_settings import KafkaSettings
 from tests.e2e.distributed import ServiceProcesses, service_processes
 from tests.faults.load import Load, reconcile
 from tests.faults.servers import restart, server_down
+from tests.support.identity import TestIssuer
 from tests.support.servers import kafka_bootstrap
 
 pytestmark = [
@@ -39,10 +40,10 @@ HEALTH_PATIENCE = 30.0
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def load(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Load]:
+async def load(tmp_path_factory: pytest.TempPathFactory, issuer: TestIssuer) -> AsyncIterator[Load]:
     data_dir = tmp_path_factory.mktemp("faults")
-    async with service_processes(data_dir) as processes:
-        load = Load(processes, uuid.uuid4().hex[:8])
+    async with service_processes(data_dir, issuer.env()) as processes:
+        load = Load(processes, uuid.uuid4().hex[:8], issuer.tokens)
         try:
             await load.prepare(CASES)
             yield load
