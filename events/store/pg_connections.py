@@ -83,6 +83,7 @@ class PgConnections:
                     self._dsn, self._what, search_path=self._search_path
                 )
                 self._all.add(connection)
+            reusable = True
             try:
                 yield connection
             except psycopg.OperationalError as error:
@@ -91,12 +92,18 @@ class PgConnections:
                     # The server that dropped this one dropped the idle ones too.
                     await self._discard_idle()
                 raise StorageUnavailableError(self._what) from error
+            except asyncio.CancelledError:
+                # Cut off mid-statement (a caller gave up), it may still be busy: never lend
+                # it again.
+                reusable = False
+                raise
             finally:
-                if _lost(connection):
-                    self._all.discard(connection)
-                    await connection.close()
-                else:
+                if reusable and not _lost(connection):
                     self._idle.append(connection)
+                else:
+                    self._all.discard(connection)
+                    with contextlib.suppress(psycopg.Error):
+                        await connection.close()
 
     async def run(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         """``work`` on one connection, run again once on a fresh one if the connection was
