@@ -24,6 +24,7 @@ def new_producer(settings: KafkaSettings, client_id: str) -> Any:
         max_batch_size=settings.max_batch_bytes,
         compression_type=settings.compression_type,
         request_timeout_ms=settings.request_timeout_ms,
+        **settings.security.client_options(),
     )
 
 

@@ -70,6 +70,7 @@ class KafkaGroupMember:
             fetch_min_bytes=settings.fetch_min_bytes,
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             request_timeout_ms=settings.request_timeout_ms,
+            **settings.security.client_options(),
         )
         self._consumer.subscribe([self._topic], listener=self._listener)
         self._dead_letters = new_producer(settings, f"{settings.client_id}-{self._group}-dlq")

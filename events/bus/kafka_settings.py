@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from events.bus.kafka_security import KafkaSecurity
 from events.bus.retry import Backoff
 
 DEFAULT_KAFKA_PORT = 19092
@@ -43,11 +44,14 @@ class KafkaSettings:
     gives its partitions to another member."""
     reconnect_backoff: Backoff = field(default_factory=lambda: Backoff(0.2, 5.0))
     """Backoff between attempts while the broker is unreachable."""
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    """Authentication and TLS (``events/bus/kafka_security.py``); plaintext by default."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KafkaSettings:
         """``CASETRAIL_KAFKA_BOOTSTRAP`` (host:port[,host:port]) wins over
-        ``CASETRAIL_KAFKA_PORT`` (a port on 127.0.0.1)."""
+        ``CASETRAIL_KAFKA_PORT`` (a port on 127.0.0.1); security from the
+        ``CASETRAIL_KAFKA_SECURITY_PROTOCOL``/``_SASL_*``/``_SSL_*`` variables."""
         env = os.environ if environ is None else environ
         bootstrap = env.get("CASETRAIL_KAFKA_BOOTSTRAP", "").strip()
         if not bootstrap:
@@ -55,4 +59,4 @@ class KafkaSettings:
             if not port.isdigit():
                 raise ValueError(f"CASETRAIL_KAFKA_PORT must be a port number, got {port!r}")
             bootstrap = f"127.0.0.1:{port}"
-        return cls(bootstrap_servers=bootstrap)
+        return cls(bootstrap_servers=bootstrap, security=KafkaSecurity.from_env(env))

@@ -128,6 +128,7 @@ async def create_topics(kafka: KafkaSettings, new_topics: list[NewTopic]) -> Non
         bootstrap_servers=kafka.bootstrap_servers,
         client_id=f"{kafka.client_id}-admin",
         request_timeout_ms=kafka.request_timeout_ms,
+        **kafka.security.client_options(),
     )
     try:
         await admin.start()

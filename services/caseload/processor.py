@@ -33,6 +33,7 @@ from typing import Any
 import faust
 from faust import StreamT
 
+from events.bus.kafka_security import KafkaSecurity
 from events.bus.topics import create_topics, ensure_topics
 from events.catalog_registry import default_registry
 from events.envelope import RecordedEvent
@@ -143,6 +144,20 @@ class CaseloadApp(faust.App):
             return None
 
 
+def broker_credentials(security: KafkaSecurity) -> Any:
+    """Faust's form of the platform's Kafka security settings (``None``: plaintext)."""
+    if security.uses_sasl:
+        return faust.SASLCredentials(
+            username=security.sasl_username,
+            password=security.sasl_password,
+            ssl_context=security.ssl_context(),
+            mechanism=security.sasl_mechanism,
+        )
+    if security.uses_tls:
+        return faust.SSLCredentials(security.ssl_context())
+    return None
+
+
 def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None) -> CaseloadApp:
     """A new, unstarted caseload app. Start it with ``python -m services.caseload worker``
     (``__main__``) or ``await app.start()`` (tests, benchmarks)."""
@@ -150,6 +165,7 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.kafka.bootstrap_servers.split(",")],
         broker_client_id=f"{settings.kafka.client_id}-caseload",
+        broker_credentials=broker_credentials(settings.kafka.security),
         store="memory://",
         datadir=str(settings.data_dir),
         autodiscover=False,

@@ -1,0 +1,66 @@
+"""Kafka authentication and TLS settings from the environment (what the Helm chart sets)."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import faust
+import pytest
+
+from events.bus.kafka_security import KafkaSecurity
+from events.bus.kafka_settings import KafkaSettings
+from services.caseload.processor import broker_credentials
+
+
+def test_plaintext_by_default_adds_no_client_options() -> None:
+    settings = KafkaSettings.from_env({})
+    assert settings.security.protocol == "PLAINTEXT"
+    assert settings.security.client_options() == {}
+    assert broker_credentials(settings.security) is None
+
+
+def test_sasl_scram_from_the_environment() -> None:
+    settings = KafkaSettings.from_env(
+        {
+            "CASETRAIL_KAFKA_BOOTSTRAP": "kafka:9092",
+            "CASETRAIL_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "CASETRAIL_KAFKA_SASL_USERNAME": "casetrail-intake",
+            "CASETRAIL_KAFKA_SASL_PASSWORD": "s3cret-pw",
+        }
+    )
+    options = settings.security.client_options()
+    assert options == {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "casetrail-intake",
+        "sasl_plain_password": "s3cret-pw",
+    }
+    assert "s3cret-pw" not in repr(settings)
+    credentials = broker_credentials(settings.security)
+    assert isinstance(credentials, faust.SASLCredentials)
+
+
+def test_sasl_without_a_password_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ValueError, match="CASETRAIL_KAFKA_SASL_PASSWORD"):
+        KafkaSecurity.from_env({"CASETRAIL_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"})
+
+
+def test_an_unknown_protocol_is_refused() -> None:
+    with pytest.raises(ValueError, match="CASETRAIL_KAFKA_SECURITY_PROTOCOL"):
+        KafkaSecurity.from_env({"CASETRAIL_KAFKA_SECURITY_PROTOCOL": "TLS"})
+
+
+def test_a_certificate_needs_its_key() -> None:
+    with pytest.raises(ValueError, match="CASETRAIL_KAFKA_SSL_KEYFILE"):
+        KafkaSecurity(protocol="SSL", ssl_certfile="/tls/user.crt")
+
+
+def test_tls_builds_a_verifying_context(tmp_path: Path) -> None:
+    security = KafkaSecurity.from_env({"CASETRAIL_KAFKA_SECURITY_PROTOCOL": "SSL"})
+    options = security.client_options()
+    assert options["security_protocol"] == "SSL"
+    context = options["ssl_context"]
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    assert isinstance(broker_credentials(security), faust.SSLCredentials)
