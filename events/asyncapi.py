@@ -1,0 +1,374 @@
+"""The AsyncAPI 3 document of casetrail's Kafka topics, generated from the event catalog.
+
+``python -m events.asyncapi`` writes ``events/asyncapi.yaml``: the case-event topic with one
+message per event type and schema version (payload: the published JSON Schema; headers: the
+CloudEvents Kafka binary-mode ``ce_*`` headers; key: the subject), and the dead-letter topics
+(``<consumer group>.dlq``: the original record unchanged plus ``casetrail_dlq_*`` headers).
+Other teams generate consumers from it. ``--check`` writes nothing and exits 1 when the file is
+out of sync with the catalog (``make check`` runs it, like ``events.schema_export --check``).
+
+The JSON Schemas are the ones ``events.schema_export`` publishes, inlined: each schema's
+``$defs`` move to ``components.schemas`` (shared when identical across event types) because
+a ``#/$defs/...`` reference inside the AsyncAPI document would point at its root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from events.bus import deadletter
+from events.bus.names import DEAD_LETTER_SUFFIX, DEFAULT_CASE_EVENTS_TOPIC
+from events.bus.topics import TopicSettings
+from events.cloudevents import (
+    JSON_CONTENT_TYPE,
+    KAFKA_CONTENT_TYPE_HEADER,
+    KAFKA_HEADER_PREFIX,
+    envelope_json_schema,
+)
+from events.schema_export import CATALOG_FILE, render
+
+ASYNCAPI_VERSION = "3.0.0"
+KAFKA_BINDING_VERSION = "0.5.0"
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "asyncapi.yaml"
+DEFAULT_TOPOLOGY = (
+    Path(__file__).resolve().parent.parent / "infra" / "helm" / "casetrail" / "topology.yaml"
+)
+HEADERS_SCHEMA = "CloudEventsKafkaHeaders"
+DEAD_LETTER_HEADERS_SCHEMA = "DeadLetterHeaders"
+DEAD_LETTER_MESSAGE = "casetrail.dead-letter"
+_NOT_HEADERS = {"data", "datacontenttype"}
+_DEAD_LETTER_HEADERS = {
+    deadletter.REASON: "Why the group gave up: `<reason>: <detail>`; reasons: "
+    + ", ".join(f"`{reason.value}`" for reason in deadletter.DeadLetterReason)
+    + ".",
+    deadletter.GROUP: "The consumer group that gave up on the record.",
+    deadletter.TOPIC: "The topic it was read from.",
+    deadletter.PARTITION: "Its partition there (decimal).",
+    deadletter.OFFSET: "Its offset there (decimal).",
+    deadletter.EXCEPTION: "The type of the error that stopped the group.",
+    deadletter.ATTEMPTS: "How many times the group tried (decimal).",
+}
+
+
+def document(groups: Iterable[str]) -> dict[str, Any]:
+    """The AsyncAPI document; ``groups``: the consumer groups whose dead-letter topics exist."""
+    files = render()
+    catalog = json.loads(files[CATALOG_FILE])
+    shared_schemas: dict[str, Any] = {
+        HEADERS_SCHEMA: _headers_schema(),
+        DEAD_LETTER_HEADERS_SCHEMA: _dead_letter_headers_schema(),
+    }
+    messages: dict[str, Any] = {}
+    for entry in catalog["events"]:
+        schema = json.loads(files[entry["schema"]])
+        message_id = f"{entry['type']}.v{entry['version']}"
+        messages[message_id] = _event_message(entry, _inline(schema, shared_schemas))
+    messages[DEAD_LETTER_MESSAGE] = _dead_letter_message()
+    topics = TopicSettings.production()
+    group_names = sorted(groups)
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {
+            "title": "casetrail case events",
+            "version": "1.0.0",
+            "description": (
+                "Immutable case events of casetrail's services on Kafka, in the CloudEvents "
+                "Kafka protocol binding (binary mode): the value is the event data as JSON, "
+                "the key is the subject (the case id; the client id for client events), and "
+                f"every other CloudEvents attribute is a `{KAFKA_HEADER_PREFIX}<name>` header. "
+                "Records of one key keep their order. Fields marked "
+                "`x-casetrail-sensitive: true` hold special-category data. Generated from "
+                "the event catalog by `python -m events.asyncapi`; do not edit."
+            ),
+        },
+        "defaultContentType": JSON_CONTENT_TYPE,
+        "servers": {
+            "production": {
+                "host": "{bootstrap}",
+                "protocol": "kafka-secure",
+                "description": "The agency's Kafka (Strimzi), mutual TLS with a KafkaUser's "
+                "certificate; outside subscribers get read-only users.",
+                "variables": {
+                    "bootstrap": {
+                        "default": "casetrail-kafka-kafka-bootstrap:9093",
+                        "description": "host:port of the TLS listener's bootstrap service.",
+                    }
+                },
+                "security": [{"$ref": "#/components/securitySchemes/mutualTls"}],
+            },
+            "development": {
+                "host": "127.0.0.1:19092",
+                "protocol": "kafka",
+                "description": "`make servers-start`: one broker, no authentication.",
+            },
+        },
+        "channels": {
+            "caseEvents": {
+                "address": DEFAULT_CASE_EVENTS_TOPIC,
+                "title": "Case events",
+                "description": (
+                    "Every service's events, kept forever (a new subscriber reads the whole "
+                    "history). The topic name is configurable "
+                    "(`CASETRAIL_CASE_EVENTS_TOPIC`); this is the default."
+                ),
+                "messages": {
+                    message_id: {"$ref": f"#/components/messages/{message_id}"}
+                    for message_id in messages
+                    if message_id != DEAD_LETTER_MESSAGE
+                },
+                "bindings": {"kafka": _topic_binding(topics.partitions, topics)},
+            },
+            "deadLetters": {
+                "address": "{group}" + DEAD_LETTER_SUFFIX,
+                "title": "Dead letters of a consumer group",
+                "description": (
+                    "Records a consumer group could not process, kept whole (key, value and "
+                    "headers unchanged, so they can be replayed) with the reason in "
+                    f"`{deadletter.HEADER_PREFIX}*` headers."
+                ),
+                "parameters": {
+                    "group": {
+                        "description": "The consumer group (casetrail.<service>.<projection>).",
+                        "enum": group_names,
+                    }
+                },
+                "messages": {
+                    DEAD_LETTER_MESSAGE: {"$ref": f"#/components/messages/{DEAD_LETTER_MESSAGE}"}
+                },
+                "bindings": {"kafka": _topic_binding(topics.dead_letter_partitions, topics)},
+            },
+        },
+        "operations": {
+            "receiveCaseEvents": {
+                "action": "receive",
+                "title": "Subscribe to case events",
+                "summary": "Consume with your own consumer group; skip types you do not know.",
+                "channel": {"$ref": "#/channels/caseEvents"},
+                "bindings": {
+                    "kafka": {
+                        "groupId": {"type": "string", "description": "Your own group."},
+                        "bindingVersion": KAFKA_BINDING_VERSION,
+                    }
+                },
+            },
+            "receiveDeadLetters": {
+                "action": "receive",
+                "title": "Inspect dead letters",
+                "channel": {"$ref": "#/channels/deadLetters"},
+            },
+        },
+        "components": {
+            "messages": messages,
+            "schemas": dict(sorted(shared_schemas.items())),
+            "securitySchemes": {
+                "mutualTls": {
+                    "type": "X509",
+                    "description": "The client certificate Strimzi issues for a KafkaUser.",
+                }
+            },
+        },
+    }
+
+
+def _topic_binding(partitions: int, topics: TopicSettings) -> dict[str, Any]:
+    config = topics.topic_config()
+    return {
+        "partitions": partitions,
+        "replicas": topics.replication_factor,
+        "topicConfiguration": {
+            "cleanup.policy": config["cleanup.policy"].split(","),
+            "retention.ms": int(config["retention.ms"]),
+            "retention.bytes": int(config["retention.bytes"]),
+        },
+        "bindingVersion": KAFKA_BINDING_VERSION,
+    }
+
+
+def _event_message(entry: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    fixed = {
+        f"{KAFKA_HEADER_PREFIX}type": {"const": entry["type"]},
+        f"{KAFKA_HEADER_PREFIX}schemaversion": {"const": str(entry["version"])},
+        f"{KAFKA_HEADER_PREFIX}dataschema": {"const": entry["dataschema"]},
+    }
+    message: dict[str, Any] = {
+        "name": entry["type"],
+        "title": f"{entry['type']} v{entry['version']}",
+        "summary": entry["description"],
+        "contentType": JSON_CONTENT_TYPE,
+        "headers": {
+            "allOf": [
+                {"$ref": f"#/components/schemas/{HEADERS_SCHEMA}"},
+                {"type": "object", "properties": fixed},
+            ]
+        },
+        "payload": payload,
+        "correlationId": {"location": f"$message.header#/{KAFKA_HEADER_PREFIX}correlationid"},
+        "bindings": {
+            "kafka": {
+                "key": {
+                    "type": "string",
+                    "description": f"The subject: the event's `{entry['subject_field']}`.",
+                },
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
+    }
+    if not entry["current"]:
+        message["description"] = (
+            "A superseded version: records stored under it are published as stored; "
+            "casetrail's own consumers upcast them on read."
+        )
+    if entry["sensitive_fields"]:
+        message["x-casetrail-sensitive-fields"] = entry["sensitive_fields"]
+    return message
+
+
+def _dead_letter_message() -> dict[str, Any]:
+    return {
+        "name": "dead-letter",
+        "title": "Dead letter",
+        "summary": "A record a consumer group gave up on, as it was read, plus why.",
+        "contentType": JSON_CONTENT_TYPE,
+        "headers": {"$ref": f"#/components/schemas/{DEAD_LETTER_HEADERS_SCHEMA}"},
+        "payload": {
+            "description": "The original record's value, unchanged: usually a case event's "
+            "data, but it may be anything (undecodable records are dead-lettered too)."
+        },
+        "bindings": {
+            "kafka": {
+                "key": {"type": "string", "description": "The original record's key."},
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
+    }
+
+
+def _headers_schema() -> dict[str, Any]:
+    """The ``ce_*`` headers (and ``content-type``) from the CloudEvents envelope schema."""
+    envelope = envelope_json_schema()
+    properties: dict[str, Any] = {
+        KAFKA_CONTENT_TYPE_HEADER: {
+            "const": JSON_CONTENT_TYPE,
+            "description": "CloudEvents datacontenttype.",
+        }
+    }
+    required = [KAFKA_CONTENT_TYPE_HEADER]
+    for name, attribute in envelope["properties"].items():
+        if name in _NOT_HEADERS:
+            continue
+        header = f"{KAFKA_HEADER_PREFIX}{name}"
+        properties[header] = _as_header(attribute)
+        if name in envelope["required"]:
+            required.append(header)
+    return {
+        "type": "object",
+        "description": "Kafka headers of a case event: UTF-8 strings. " + envelope["description"],
+        "properties": properties,
+        "required": required,
+    }
+
+
+def _as_header(attribute: dict[str, Any]) -> dict[str, Any]:
+    """A header carries the attribute's string form: integers become decimal strings."""
+    header = dict(attribute)
+    if "const" in header:
+        header["const"] = str(header["const"])
+    if header.get("type") == "integer":
+        minimum = header.pop("minimum", 0)
+        header["type"] = "string"
+        header["pattern"] = "^[1-9][0-9]*$" if minimum >= 1 else "^[0-9]+$"
+    elif "enum" in header:
+        header["type"] = "string"
+    else:
+        header.setdefault("type", "string")
+    return header
+
+
+def _dead_letter_headers_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "The original record's headers (a case event's ce_* headers when it "
+        "was one) plus the dead-letter headers.",
+        "properties": {
+            name: {"type": "string", "description": description}
+            for name, description in _DEAD_LETTER_HEADERS.items()
+        },
+        "required": list(_DEAD_LETTER_HEADERS),
+    }
+
+
+def _inline(schema: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` without ``$schema``/``$id``, its ``$defs`` moved into ``shared``."""
+    inlined = {key: value for key, value in schema.items() if key not in {"$schema", "$id"}}
+    renames: dict[str, str] = {}
+    definitions: dict[str, Any] = inlined.pop("$defs", {})
+    prefix = f"{schema['x-casetrail-event-type']}.v{schema['x-casetrail-schema-version']}."
+    same_names = {name: name for name in definitions}
+    for name, definition in definitions.items():
+        existing = shared.get(name)
+        unchanged = existing is None or existing == _rewrite_refs(definition, same_names)
+        renames[name] = name if unchanged else prefix + name
+    for name, definition in definitions.items():
+        shared[renames[name]] = _rewrite_refs(definition, renames)
+    rewritten: dict[str, Any] = _rewrite_refs(inlined, renames)
+    return rewritten
+
+
+def _rewrite_refs(node: Any, renames: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        rewritten = {key: _rewrite_refs(value, renames) for key, value in node.items()}
+        reference = rewritten.get("$ref")
+        if isinstance(reference, str) and reference.startswith("#/$defs/"):
+            rewritten["$ref"] = "#/components/schemas/" + renames[reference.split("/")[-1]]
+        return rewritten
+    if isinstance(node, list):
+        return [_rewrite_refs(item, renames) for item in node]
+    return node
+
+
+def dump(document_: dict[str, Any]) -> str:
+    return yaml.safe_dump(document_, sort_keys=False, allow_unicode=True, width=100)
+
+
+def consumer_groups(topology: Path) -> list[str]:
+    """The services' consumer groups, from the Helm chart's topology (checked against the code
+    by tests/k8s/test_chart_topology.py)."""
+    services = yaml.safe_load(topology.read_text(encoding="utf-8"))["services"]
+    return sorted(group for service in services.values() for group in service["groups"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m events.asyncapi",
+        description="Write (or --check) the AsyncAPI document of casetrail's topics.",
+    )
+    parser.add_argument("--check", action="store_true", help="only report whether it is stale")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY)
+    arguments = parser.parse_args(argv)
+    expected = dump(document(consumer_groups(arguments.topology)))
+    current = arguments.output.read_text(encoding="utf-8") if arguments.output.is_file() else None
+    if arguments.check:
+        if current != expected:
+            print(
+                f"{arguments.output} is out of sync with the event catalog:"
+                " run `python -m events.asyncapi`",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    if current != expected:
+        arguments.output.write_text(expected, encoding="utf-8")
+        print(arguments.output)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
