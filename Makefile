@@ -21,6 +21,8 @@ help:
 	@echo "make demo       walk the elderly-client case through the running services"
 	@echo "make check      ruff, mypy --strict, event schemas in sync"
 	@echo "make bench      run the benchmarks in bench/ (needs the servers)"
+	@echo "make k8s-check  render the Helm chart, kubeconform it, dry-run it on a real kube-apiserver"
+	@echo "make api-check  AsyncAPI document valid, buf lint (report), buf breaking vs the previous commit"
 
 $(STAMP): requirements.lock pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -71,10 +73,12 @@ demo: $(PROTO_STAMP)
 .PHONY: schemas
 schemas: $(STAMP)
 	$(PY) -m events.schema_export
+	$(PY) -m events.asyncapi
 
 .PHONY: check
 check: $(PROTO_STAMP)
 	$(PY) -m events.schema_export --check
+	$(PY) -m events.asyncapi --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy events services cli tests bench
@@ -89,9 +93,27 @@ ledger-verifier: $(STAMP)
 test: $(PROTO_STAMP)
 	$(MAKE) --no-print-directory check
 	$(MAKE) --no-print-directory ledger-verifier
+	$(MAKE) --no-print-directory api-check
+	$(MAKE) --no-print-directory k8s-check
 	$(MAKE) --no-print-directory servers-start
-	status=0; CASETRAIL_REQUIRE_SERVERS=1 $(PY) -m pytest -q $(PYTEST_ARGS) || status=$$?; \
+	status=0; CASETRAIL_REQUIRE_SERVERS=1 $(PY) -m pytest -q --ignore=tests/k8s $(PYTEST_ARGS) || status=$$?; \
 	  $(MAKE) --no-print-directory servers-stop; exit $$status
+
+# Tools for the Kubernetes checks, built once per machine into ~/.cache/casetrail (helm,
+# kubeconform, kube-apiserver and kubectl with go install/build, etcd from Debian, schemas).
+.PHONY: k8s-install
+k8s-install: $(STAMP)
+	CASETRAIL_PYTHON=$(PY) infra/k8s/install.sh
+
+# The Helm chart rendered per profile, validated by kubeconform and by a real API server.
+.PHONY: k8s-check
+k8s-check: $(PROTO_STAMP) k8s-install
+	CASETRAIL_REQUIRE_SERVERS=1 $(PY) -m pytest -q tests/k8s
+
+# API contracts: the AsyncAPI document, buf lint (reported; see README) and buf breaking.
+.PHONY: api-check
+api-check: $(STAMP)
+	$(PY) infra/api/check.py --tools "$$(infra/api/install.sh)" $(API_CHECK_ARGS)
 
 .PHONY: test-unit
 test-unit: $(PROTO_STAMP)

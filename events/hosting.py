@@ -170,6 +170,11 @@ def open_locks(infra: Infrastructure) -> Locks:
     return InProcessLocks()
 
 
+SERVER_STOP_GRACE_SECONDS = 5.0
+"""On stop, in-flight gRPC calls get this long to finish (the Helm chart's shutdown timing)."""
+BACKGROUND_STOP_SECONDS = 10.0
+"""Then the relay and consumers get this long to finish their batch before being cancelled."""
+
 _Subscription = tuple[str, Handler | BatchHandler, frozenset[str] | None]
 """Consumer group, handler, event types wanted (``None``: all)."""
 
@@ -305,7 +310,7 @@ class ServiceHost:
 
         async def stop() -> None:
             await health_servicer.enter_graceful_shutdown()
-            await server.stop(5)
+            await server.stop(SERVER_STOP_GRACE_SECONDS)
             self._stop.set()
             await self._join_tasks()
             await self._close_all()
@@ -333,7 +338,9 @@ class ServiceHost:
 
     async def _join_tasks(self) -> None:
         done, pending = (
-            await asyncio.wait(self._tasks, timeout=10) if self._tasks else (set(), set())
+            await asyncio.wait(self._tasks, timeout=BACKGROUND_STOP_SECONDS)
+            if self._tasks
+            else (set(), set())
         )
         for task in pending:
             task.cancel()

@@ -1,0 +1,213 @@
+{{/* Names, labels and the settings every casetrail process shares. */}}
+
+{{- define "casetrail.topology" -}}
+{{- .Files.Get "topology.yaml" | fromYaml | toJson -}}
+{{- end -}}
+
+{{- define "casetrail.name" -}}
+{{- printf "%s-%s" .root.Release.Name .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "casetrail.kafkaCluster" -}}
+{{- printf "%s-kafka" .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "casetrail.dbCluster" -}}
+{{- printf "%s-db" .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "casetrail.labels" -}}
+app.kubernetes.io/name: casetrail
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/part-of: casetrail
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "casetrail.selectorLabels" -}}
+app.kubernetes.io/name: casetrail
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Every casetrail pod of this release (NetworkPolicy peers, Strimzi listener peers). */}}
+{{- define "casetrail.releasePods" -}}
+matchLabels:
+  app.kubernetes.io/name: casetrail
+  app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "casetrail.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "casetrail.kafkaBootstrap" -}}
+{{- if .Values.kafka.cluster.create -}}
+{{- printf "%s-kafka-bootstrap:%d" (include "casetrail.kafkaCluster" .) (ternary 9093 9092 (eq .Values.kafka.authentication "tls")) -}}
+{{- else -}}
+{{- required "kafka.bootstrapServers: name the Kafka cluster (host:port,...) when kafka.cluster.create is false" .Values.kafka.bootstrapServers -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "casetrail.dbHost" -}}
+{{- if .Values.database.cluster.create -}}
+{{- printf "%s-rw" (include "casetrail.dbCluster" .) -}}
+{{- else -}}
+{{- required "database.host: name the PostgreSQL server when database.cluster.create is false" .Values.database.host -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "casetrail.dbCaSecret" -}}
+{{- if .Values.database.tls.caSecret -}}
+{{- .Values.database.tls.caSecret -}}
+{{- else if .Values.database.cluster.create -}}
+{{- printf "%s-ca" (include "casetrail.dbCluster" .) -}}
+{{- else -}}
+{{- fail "database.tls.caSecret: name the Secret with the PostgreSQL server's CA (key ca.crt)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Seconds Kubernetes waits after SIGTERM before SIGKILL: the preStop sleep, the server's grace for
+in-flight calls, the wait for the relay and consumers (topology.yaml, from events/hosting.py),
+and a margin for closing the stores.
+*/}}
+{{- define "casetrail.terminationGracePeriod" -}}
+{{- $topology := include "casetrail.topology" . | fromJson -}}
+{{- add .Values.shutdown.preStopSleepSeconds $topology.shutdown.serverGraceSeconds $topology.shutdown.backgroundStopSeconds .Values.shutdown.closeMarginSeconds -}}
+{{- end -}}
+
+{{/*
+Environment of a process that uses the database and Kafka; `.kafkaUser` names its KafkaUser.
+Variables marked "anticipated" are read by code other issues add (see the chart's README).
+*/}}
+{{- define "casetrail.env" -}}
+{{- $root := .root -}}
+{{- $values := $root.Values -}}
+- name: CASETRAIL_LOG_LEVEL
+  value: {{ $values.logLevel | quote }}
+- name: CASETRAIL_DATA_DIR
+  value: /var/lib/casetrail
+- name: CASETRAIL_KAFKA_BOOTSTRAP
+  value: {{ include "casetrail.kafkaBootstrap" $root | quote }}
+- name: CASETRAIL_CASE_EVENTS_TOPIC
+  value: {{ $values.kafka.caseEventsTopic | quote }}
+- name: CASETRAIL_CASE_EVENTS_PARTITIONS
+  value: {{ $values.kafka.caseEventsPartitions | quote }}
+{{- if eq $values.kafka.authentication "tls" }}
+# Kafka client TLS (mutual) with the KafkaUser's certificate (events/bus/kafka_security.py)
+- name: CASETRAIL_KAFKA_SECURITY_PROTOCOL
+  value: SSL
+- name: CASETRAIL_KAFKA_SSL_CAFILE
+  value: /etc/casetrail/kafka-ca/ca.crt
+- name: CASETRAIL_KAFKA_SSL_CERTFILE
+  value: /etc/casetrail/kafka-user/user.crt
+- name: CASETRAIL_KAFKA_SSL_KEYFILE
+  value: /etc/casetrail/kafka-user/user.key
+{{- else }}
+# Kafka client SASL/SCRAM with the KafkaUser's password (events/bus/kafka_security.py)
+- name: CASETRAIL_KAFKA_SECURITY_PROTOCOL
+  value: SASL_PLAINTEXT
+- name: CASETRAIL_KAFKA_SASL_MECHANISM
+  value: SCRAM-SHA-512
+- name: CASETRAIL_KAFKA_SASL_USERNAME
+  value: {{ .kafkaUser | quote }}
+- name: CASETRAIL_KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ .kafkaUser | quote }}, key: password}
+{{- end }}
+{{- if .database }}
+- name: CASETRAIL_PG_DSN
+  value: {{ printf "postgresql://%s:%d/%s" (include "casetrail.dbHost" $root) (int $values.database.port) $values.database.name | quote }}
+- name: PGUSER
+  valueFrom:
+    secretKeyRef: {name: {{ $values.secrets.database | quote }}, key: username}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ $values.secrets.database | quote }}, key: password}
+{{- if $values.database.tls.enabled }}
+- name: PGSSLMODE
+  value: verify-full
+- name: PGSSLROOTCERT
+  value: /etc/casetrail/postgres-ca/ca.crt
+{{- else }}
+- name: PGSSLMODE
+  value: prefer
+{{- end }}
+{{- end }}
+{{- with $values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Volumes matching casetrail.env's files; `.kafkaUser` and `.database` as there. */}}
+{{- define "casetrail.volumes" -}}
+{{- $values := .root.Values -}}
+- name: data
+  emptyDir: {}
+- name: tmp
+  emptyDir: {}
+{{- if eq $values.kafka.authentication "tls" }}
+- name: kafka-user
+  secret: {secretName: {{ .kafkaUser | quote }}}
+- name: kafka-ca
+  secret: {secretName: {{ printf "%s-cluster-ca-cert" (include "casetrail.kafkaCluster" .root) | quote }}}
+{{- end }}
+{{- if and .database $values.database.tls.enabled }}
+- name: postgres-ca
+  secret: {secretName: {{ include "casetrail.dbCaSecret" .root | quote }}}
+{{- end }}
+{{- end -}}
+
+{{- define "casetrail.volumeMounts" -}}
+{{- $values := .root.Values -}}
+- {name: data, mountPath: /var/lib/casetrail}
+- {name: tmp, mountPath: /tmp}
+{{- if eq $values.kafka.authentication "tls" }}
+- {name: kafka-user, mountPath: /etc/casetrail/kafka-user, readOnly: true}
+- {name: kafka-ca, mountPath: /etc/casetrail/kafka-ca, readOnly: true}
+{{- end }}
+{{- if and .database $values.database.tls.enabled }}
+- {name: postgres-ca, mountPath: /etc/casetrail/postgres-ca, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "casetrail.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+{{- end -}}
+
+{{- define "casetrail.podScheduling" -}}
+{{- $values := .root.Values -}}
+{{- with $values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $values.topologySpread }}
+topologySpreadConstraints:
+  - maxSkew: 1
+    topologyKey: kubernetes.io/hostname
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "casetrail.selectorLabels" . | nindent 8 }}
+  - maxSkew: 1
+    topologyKey: topology.kubernetes.io/zone
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- include "casetrail.selectorLabels" . | nindent 8 }}
+{{- end }}
+{{- end -}}

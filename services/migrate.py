@@ -1,0 +1,61 @@
+"""Create or upgrade every service's PostgreSQL schemas, then exit (the chart's migration Job).
+
+``python -m services.migrate [--service NAME ...]`` with ``CASETRAIL_PG_DSN`` (and libpq's
+``PG*`` variables for the user, password and TLS). Each service's stores apply the same
+idempotent DDL under advisory locks when they connect, so this runs safely beside starting
+services; running it first means a new version's schema changes happen once, before traffic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import psycopg
+
+from events.hosting import Infrastructure, open_event_store, open_read_models
+from services.runner import DEFAULT_PG_DSN, SERVICES
+
+log = logging.getLogger("casetrail.migrate")
+
+
+async def migrate(dsn: str, services: Sequence[str]) -> None:
+    with tempfile.TemporaryDirectory(prefix="casetrail-migrate-") as scratch:
+        infra = Infrastructure(data_dir=Path(scratch), postgres_dsn=dsn)
+        for service in services:
+            _store, _checkpoints, close_store = await open_event_store(infra, service)
+            await close_store()
+            read_models = await open_read_models(infra, service)
+            await read_models.close()
+            log.info(
+                "%s: schemas %s_events and %s_read_models are current", service, service, service
+            )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.migrate", description=__doc__)
+    parser.add_argument("--service", action="append", choices=SERVICES, help="repeatable")
+    options = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("CASETRAIL_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        asyncio.run(
+            migrate(os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN), options.service or SERVICES)
+        )
+    except psycopg.OperationalError as error:
+        # The database may not be up yet; the Job retries. One line, no stack trace.
+        log.error("cannot reach PostgreSQL: %s", str(error).strip().splitlines()[0])
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Rendering the chart with Helm, as `helm template` would for an install."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.k8s.tools import CHART, Tools
+
+RELEASE = "casetrail"
+NAMESPACE = "casetrail-check"
+
+# Each profile: the values files given to helm, in order (later ones override).
+PROFILES: dict[str, tuple[str, ...]] = {
+    "small": ("values-small.yaml",),
+    "large": ("values-large.yaml",),
+    "small-production": ("values-small.yaml", "values-production.yaml"),
+    "large-production": ("values-large.yaml", "values-production.yaml"),
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    profile: str
+    text: str
+    documents: list[dict[str, Any]] = field(default_factory=list)
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [document for document in self.documents if document["kind"] == kind]
+
+    def named(self, kind: str, name: str) -> dict[str, Any]:
+        for document in self.of_kind(kind):
+            if document["metadata"]["name"] == name:
+                return document
+        raise KeyError(f"{kind} {name} is not rendered ({self.profile})")
+
+
+def helm_template(
+    tools: Tools, values_files: tuple[str | Path, ...], *extra: str
+) -> subprocess.CompletedProcess[str]:
+    command = [
+        str(tools.helm),
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        # Without it helm assumes Kubernetes 1.20 for .Capabilities and kubeVersion checks.
+        "--kube-version",
+        tools.kube_version,
+    ]
+    for values in values_files:
+        command += ["--values", str(values if Path(values).is_absolute() else CHART / values)]
+    return subprocess.run(
+        [*command, *extra], capture_output=True, text=True, check=False, timeout=120
+    )
+
+
+@cache
+def _render(tools: Tools, profile: str) -> Rendered:
+    result = helm_template(tools, PROFILES[profile])
+    if result.returncode != 0:
+        raise AssertionError(f"helm template ({profile}) failed:\n{result.stderr}")
+    documents = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return Rendered(profile, result.stdout, documents)
+
+
+def render_profile(tools: Tools, profile: str) -> Rendered:
+    return _render(tools, profile)

@@ -1,0 +1,208 @@
+"""What the rendered chart promises, per profile: probes, shutdown timing, least privilege on
+the network and on Kafka, durable Kafka and PostgreSQL, secrets only referenced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from events.bus.names import dead_letter_topic
+from events.hosting import BACKGROUND_STOP_SECONDS, SERVER_STOP_GRACE_SECONDS
+from tests.k8s.render import RELEASE, Rendered
+from tests.k8s.tools import CHART
+
+SERVICES = ("intake", "coordination", "planning", "audit")
+TOPOLOGY = yaml.safe_load((CHART / "topology.yaml").read_text())
+
+
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers: list[dict[str, Any]] = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    return {
+        item["name"]: item.get("value", item.get("valueFrom"))
+        for item in container(deployment)["env"]
+    }
+
+
+def test_each_service_has_its_deployment_account_budget_and_policy(rendered: Rendered) -> None:
+    for service in (*SERVICES, "caseload"):
+        name = f"{RELEASE}-{service}"
+        deployment = rendered.named("Deployment", name)
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == name
+        assert rendered.named("ServiceAccount", name)["automountServiceAccountToken"] is False
+        assert (
+            rendered.named("PodDisruptionBudget", name)["spec"]["selector"]
+            == deployment["spec"]["selector"]
+        )
+        assert rendered.named("NetworkPolicy", name)
+        resources = container(deployment)["resources"]
+        assert resources["requests"]["cpu"]
+        assert resources["requests"]["memory"]
+        assert resources["limits"]["memory"]
+        security = container(deployment)["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+
+
+def test_services_are_probed_with_the_grpc_health_service(rendered: Rendered) -> None:
+    for service in SERVICES:
+        main = container(rendered.named("Deployment", f"{RELEASE}-{service}"))
+        port = TOPOLOGY["services"][service]["grpcPort"]
+        production = "production" in rendered.profile
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            # With TLS on the API port, kubelet (plaintext gRPC probes) asks the health port.
+            assert main[probe]["grpc"]["port"] == (port + 100 if production else port), probe
+            assert "service" not in main[probe]["grpc"]  # the server's overall health
+
+
+def test_kubernetes_waits_longer_than_the_service_drains(rendered: Rendered) -> None:
+    assert TOPOLOGY["shutdown"]["serverGraceSeconds"] == SERVER_STOP_GRACE_SECONDS
+    assert TOPOLOGY["shutdown"]["backgroundStopSeconds"] == BACKGROUND_STOP_SECONDS
+    for service in SERVICES:
+        deployment = rendered.named("Deployment", f"{RELEASE}-{service}")
+        pod = deployment["spec"]["template"]["spec"]
+        pre_stop = container(deployment)["lifecycle"]["preStop"]["sleep"]["seconds"]
+        drain = pre_stop + SERVER_STOP_GRACE_SECONDS + BACKGROUND_STOP_SECONDS
+        assert pod["terminationGracePeriodSeconds"] > drain
+
+
+def test_services_are_configured_with_the_variables_the_code_reads(rendered: Rendered) -> None:
+    for service in SERVICES:
+        deployment = rendered.named("Deployment", f"{RELEASE}-{service}")
+        main = container(deployment)
+        assert main["command"] == ["python", "-m", "services.runner"]
+        assert main["args"][:4] == ["--backend", "distributed", "--service", service]
+        env = env_of(deployment)
+        assert env["CASETRAIL_PG_DSN"].startswith("postgresql://")
+        assert "@" not in env["CASETRAIL_PG_DSN"]  # credentials come from the Secret
+        assert env["PGPASSWORD"]["secretKeyRef"] == {
+            "name": "casetrail-db-owner",
+            "key": "password",
+        }
+        assert env["CASETRAIL_KAFKA_BOOTSTRAP"].startswith(f"{RELEASE}-kafka-kafka-bootstrap:")
+        assert env["CASETRAIL_CASE_EVENTS_TOPIC"] == "casetrail.case-events"
+
+
+def test_no_secret_is_rendered(rendered: Rendered) -> None:
+    assert rendered.of_kind("Secret") == []
+    assert "pa55" not in rendered.text
+
+
+def test_kafka_is_kraft_with_three_brokers_and_two_insync_replicas(rendered: Rendered) -> None:
+    kafka = rendered.named("Kafka", f"{RELEASE}-kafka")
+    config = kafka["spec"]["kafka"]["config"]
+    assert config["default.replication.factor"] == 3
+    assert config["min.insync.replicas"] == 2
+    assert config["unclean.leader.election.enable"] is False
+    brokers = [
+        pool for pool in rendered.of_kind("KafkaNodePool") if "broker" in pool["spec"]["roles"]
+    ]
+    assert sum(pool["spec"]["replicas"] for pool in brokers) == 3
+    assert any("controller" in pool["spec"]["roles"] for pool in rendered.of_kind("KafkaNodePool"))
+
+
+def test_topics_are_the_case_events_and_each_groups_dead_letters(rendered: Rendered) -> None:
+    topics = {topic["spec"]["topicName"]: topic["spec"] for topic in rendered.of_kind("KafkaTopic")}
+    groups = [group for service in SERVICES for group in TOPOLOGY["services"][service]["groups"]]
+    assert set(topics) == {"casetrail.case-events", *(dead_letter_topic(g) for g in groups)}
+    for spec in topics.values():
+        assert spec["replicas"] == 3
+        assert spec["config"]["min.insync.replicas"] == 2
+        assert spec["config"]["retention.ms"] == -1
+
+
+def acls(rendered: Rendered, user: str) -> dict[tuple[str, str, str], set[str]]:
+    spec = rendered.named("KafkaUser", f"{RELEASE}-{user}")["spec"]
+    return {
+        (acl["resource"]["type"], acl["resource"]["name"], acl["resource"]["patternType"]): set(
+            acl["operations"]
+        )
+        for acl in spec["authorization"]["acls"]
+    }
+
+
+def test_each_service_may_touch_only_its_own_groups_and_dead_letters(rendered: Rendered) -> None:
+    for service in SERVICES:
+        granted = acls(rendered, service)
+        groups = TOPOLOGY["services"][service]["groups"]
+        expected = {("topic", "casetrail.case-events", "literal")}
+        expected |= {("group", group, "literal") for group in groups}
+        expected |= {("topic", dead_letter_topic(group), "literal") for group in groups}
+        assert set(granted) == expected
+        for group in groups:
+            assert "Write" not in granted[("group", group, "literal")]
+            assert "Read" not in granted[("topic", dead_letter_topic(group), "literal")]
+
+
+def test_the_caseload_processor_and_subscribers_cannot_write_case_events(
+    rendered: Rendered,
+) -> None:
+    caseload = acls(rendered, "caseload")
+    assert "Write" not in caseload[("topic", "casetrail.case-events", "literal")]
+    subscribers = [
+        user for user in rendered.of_kind("KafkaUser") if "-subscriber-" in user["metadata"]["name"]
+    ]
+    for user in subscribers:
+        for acl in user["spec"]["authorization"]["acls"]:
+            assert set(acl["operations"]) <= {"Describe", "Read"}
+
+
+def test_postgres_has_three_instances_and_synchronous_replication(rendered: Rendered) -> None:
+    cluster = rendered.named("Cluster", f"{RELEASE}-db")["spec"]
+    assert cluster["instances"] == 3
+    assert cluster["postgresql"]["synchronous"]["method"] in {"any", "first"}
+    assert cluster["postgresql"]["synchronous"]["number"] >= 1
+    assert cluster["bootstrap"]["initdb"]["secret"]["name"] == "casetrail-db-owner"
+    assert cluster["enableSuperuserAccess"] is False
+
+
+def test_network_policies_deny_by_default(rendered: Rendered) -> None:
+    deny = rendered.named("NetworkPolicy", f"{RELEASE}-default-deny")["spec"]
+    assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny
+    assert "egress" not in deny
+    for service in SERVICES:
+        policy = rendered.named("NetworkPolicy", f"{RELEASE}-{service}")["spec"]
+        ports = [port["port"] for rule in policy["ingress"] for port in rule["ports"]]
+        assert ports == [TOPOLOGY["services"][service]["grpcPort"]]
+
+
+def test_production_uses_tls_everywhere(rendered: Rendered) -> None:
+    if "production" not in rendered.profile:
+        return
+    listener = rendered.named("Kafka", f"{RELEASE}-kafka")["spec"]["kafka"]["listeners"][0]
+    assert listener["tls"] is True
+    assert listener["authentication"]["type"] == "tls"
+    assert rendered.named("Cluster", f"{RELEASE}-db")["spec"]["postgresql"]["pg_hba"] == [
+        "hostnossl all all all reject"
+    ]
+    for service in SERVICES:
+        env = env_of(rendered.named("Deployment", f"{RELEASE}-{service}"))
+        assert env["PGSSLMODE"] == "verify-full"
+        assert env["CASETRAIL_KAFKA_SECURITY_PROTOCOL"] == "SSL"
+        assert env["CASETRAIL_GRPC_TLS_CERT_FILE"]
+
+
+def test_large_agencies_scale_consumers_on_lag(rendered: Rendered) -> None:
+    scaled = rendered.of_kind("ScaledObject")
+    if not rendered.profile.startswith("large"):
+        assert scaled == []
+        return
+    assert {item["spec"]["scaleTargetRef"]["name"] for item in scaled} == {
+        f"{RELEASE}-{service}" for service in SERVICES
+    }
+    for item in scaled:
+        service = item["metadata"]["name"].removeprefix(f"{RELEASE}-")
+        triggers = item["spec"]["triggers"]
+        assert {t["metadata"]["consumerGroup"] for t in triggers} == set(
+            TOPOLOGY["services"][service]["groups"]
+        )
+        assert item["spec"]["maxReplicaCount"] <= 6  # never more consumers than partitions
+        deployment = rendered.named("Deployment", f"{RELEASE}-{service}")
+        assert "replicas" not in deployment["spec"]  # KEDA's HPA owns it

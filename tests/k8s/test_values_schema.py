@@ -1,0 +1,76 @@
+"""Bad values make `helm template` fail with a message naming what is wrong
+(infra/helm/casetrail/values.schema.json), before anything reaches a cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.k8s.render import helm_template
+from tests.k8s.tools import Tools
+
+
+def refused(helm: Tools, tmp_path: Path, values: str, *extra: str) -> str:
+    custom = tmp_path / "values.yaml"
+    custom.write_text(values)
+    result = helm_template(helm, ("values-small.yaml", custom), *extra)
+    assert result.returncode != 0, f"helm accepted:\n{values}"
+    return result.stderr
+
+
+def test_a_missing_database_secret_is_refused(helm: Tools, tmp_path: Path) -> None:
+    message = refused(helm, tmp_path, "secrets:\n  database: ''\n  signingKeys: keys\n")
+    assert "/secrets/database" in message
+    assert "minLength" in message
+
+
+def test_the_secrets_are_required_even_without_a_values_file(helm: Tools) -> None:
+    result = helm_template(helm, ())
+    assert result.returncode != 0
+    assert "/secrets/database" in result.stderr
+    assert "/secrets/signingKeys" in result.stderr
+
+
+def test_a_secret_value_in_place_of_a_secret_name_is_refused(helm: Tools, tmp_path: Path) -> None:
+    message = refused(
+        helm, tmp_path, "secrets:\n  database: 'postgres://u:pa55@db/x'\n  signingKeys: k\n"
+    )
+    assert "/secrets/database" in message
+
+
+@pytest.mark.parametrize("where", ["services.intake.replicas", "caseload.replicas"])
+def test_zero_replicas_are_refused(helm: Tools, tmp_path: Path, where: str) -> None:
+    message = refused(helm, tmp_path, "", "--set", f"{where}=0")
+    assert f"/{where.replace('.', '/')}" in message
+    assert "minimum" in message
+
+
+def test_replicas_that_are_not_a_number_are_refused(helm: Tools, tmp_path: Path) -> None:
+    message = refused(helm, tmp_path, "services:\n  planning:\n    replicas: two\n")
+    assert "/services/planning/replicas" in message
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ("replicaCount: 3\n", "replicaCount"),
+        ("services:\n  intake:\n    replica: 2\n", "replica"),
+        ("kafka:\n  cluster:\n    broker: 5\n", "broker"),
+        ("services:\n  billing:\n    replicas: 1\n", "billing"),
+    ],
+)
+def test_an_unknown_option_is_refused(helm: Tools, tmp_path: Path, values: str, where: str) -> None:
+    message = refused(helm, tmp_path, values)
+    assert "additional properties" in message
+    assert f"'{where}'" in message
+
+
+def test_grpc_tls_without_its_secret_is_refused(helm: Tools, tmp_path: Path) -> None:
+    message = refused(helm, tmp_path, "grpcTls:\n  enabled: true\n")
+    assert "/grpcTls" in message
+
+
+def test_an_outside_kafka_needs_its_address(helm: Tools, tmp_path: Path) -> None:
+    message = refused(helm, tmp_path, "kafka:\n  cluster:\n    create: false\n")
+    assert "bootstrapServers" in message
