@@ -87,6 +87,8 @@ def test_services_are_configured_with_the_variables_the_code_reads(rendered: Ren
         }
         assert env["CASETRAIL_KAFKA_BOOTSTRAP"].startswith(f"{RELEASE}-kafka-kafka-bootstrap:")
         assert env["CASETRAIL_CASE_EVENTS_TOPIC"] == "casetrail.case-events"
+        assert env["CASETRAIL_OIDC_ISSUER"].startswith("https://")
+        assert env["CASETRAIL_OIDC_AUDIENCE"]
 
 
 def test_no_secret_is_rendered(rendered: Rendered) -> None:
@@ -186,7 +188,8 @@ def test_production_uses_tls_everywhere(rendered: Rendered) -> None:
         env = env_of(rendered.named("Deployment", f"{RELEASE}-{service}"))
         assert env["PGSSLMODE"] == "verify-full"
         assert env["CASETRAIL_KAFKA_SECURITY_PROTOCOL"] == "SSL"
-        assert env["CASETRAIL_GRPC_TLS_CERT_FILE"]
+        assert env["CASETRAIL_TLS_CERT"] == "/etc/casetrail/grpc-tls/tls.crt"
+        assert env["CASETRAIL_TLS_CLIENT_CA"] == "/etc/casetrail/grpc-tls/ca.crt"
 
 
 def test_large_agencies_scale_consumers_on_lag(rendered: Rendered) -> None:

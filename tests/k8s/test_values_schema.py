@@ -74,3 +74,15 @@ def test_grpc_tls_without_its_secret_is_refused(helm: Tools, tmp_path: Path) -> 
 def test_an_outside_kafka_needs_its_address(helm: Tools, tmp_path: Path) -> None:
     message = refused(helm, tmp_path, "kafka:\n  cluster:\n    create: false\n")
     assert "bootstrapServers" in message
+
+
+def test_the_token_issuer_is_required(helm: Tools, tmp_path: Path) -> None:
+    message = refused(helm, tmp_path, "authentication:\n  issuerUrl: ''\n  audience: x\n")
+    assert "/authentication/issuerUrl" in message
+
+
+def test_a_plaintext_token_issuer_is_refused(helm: Tools, tmp_path: Path) -> None:
+    message = refused(
+        helm, tmp_path, "authentication:\n  issuerUrl: http://issuer\n  audience: x\n"
+    )
+    assert "/authentication/issuerUrl" in message
