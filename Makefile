@@ -89,11 +89,17 @@ check: $(PROTO_STAMP)
 ledger-verifier: $(STAMP)
 	PATH="$$PATH:/usr/local/go/bin" $(PY) -c 'from tests.integration.test_ledger_independent import build_goverifier; print(build_goverifier())'
 
+# Debian's chromium + chromium-driver for the console's browser tests (tests/console/).
+.PHONY: browser-install
+browser-install:
+	@infra/browser-install.sh
+
 .PHONY: test
 test: $(PROTO_STAMP)
 	$(MAKE) --no-print-directory check
 	$(MAKE) --no-print-directory ledger-verifier
 	$(MAKE) --no-print-directory api-check
+	$(MAKE) --no-print-directory browser-install
 	$(MAKE) --no-print-directory servers-start
 	status=0; CASETRAIL_REQUIRE_SERVERS=1 $(PY) -m pytest -q --ignore=tests/k8s $(PYTEST_ARGS) || status=$$?; \
 	  $(MAKE) --no-print-directory servers-stop; exit $$status

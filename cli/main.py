@@ -37,6 +37,7 @@ COMMANDS = {
     "login": "cli.login",
     "token": "cli.login",
     "dlq": "cli.dlq",
+    "console": "cli.console",
 }
 
 
@@ -115,6 +116,20 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--basis", choices=["occurred", "recorded"], default="occurred")
     export.add_argument("-o", "--output", help="file to write (standard output by default)")
     _audit(export)
+
+    console = commands.add_parser(
+        "console",
+        help="serve the audit console in the browser (see services/console/)",
+        description="The audit console for auditors and supervisors, talking to audit's API "
+        "with the signed-in user's token.",
+    )
+    console.add_argument("--audit", metavar="HOST:PORT", help="default: from addresses.json")
+    console.add_argument("--data-dir", default=_data_dir(), help="where addresses.json is")
+    console.add_argument("--host", default="127.0.0.1")
+    console.add_argument("--port", type=int, default=7305, help="0: a free port (default 7305)")
+    console.add_argument(
+        "--secure-cookies", action="store_true", help="mark the session cookie Secure (HTTPS)"
+    )
     _login(commands)
 
     dlq = commands.add_parser(

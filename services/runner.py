@@ -1,11 +1,11 @@
 """Start casetrail services.
 
 Embedded default (``make run``): all four services in this process, SQLite files under the data
-directory and the in-process bus between them, and a local development issuer of bearer tokens
-(unless ``CASETRAIL_OIDC_ISSUER`` names a real one). Distributed (``make run-distributed``): one
-service per process on PostgreSQL and Kafka, settings (the token issuer too) from the
-environment. TLS from ``--tls-cert``/``--tls-key`` (mutual with ``--tls-client-ca``) or the
-``CASETRAIL_TLS_*`` variables.
+directory and the in-process bus between them, a local development issuer of bearer tokens
+(unless ``CASETRAIL_OIDC_ISSUER`` names a real one) and the audit console (services/console/).
+Distributed (``make run-distributed``): one service per process on PostgreSQL and Kafka,
+settings (the token issuer too) from the environment. TLS from ``--tls-cert``/``--tls-key``
+(mutual with ``--tls-client-ca``) or the ``CASETRAIL_TLS_*`` variables.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import signal
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from events.bus.kafka_settings import KafkaSettings
 from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC
@@ -30,6 +31,9 @@ from events.identity.development import DevelopmentIssuer
 from events.identity.settings import IssuerSettings
 from events.identity.tls import ServerTls
 from events.identity.verifier import TokenVerifier
+
+if TYPE_CHECKING:
+    from services.console.server import RunningConsole
 
 SERVICES = ("intake", "coordination", "planning", "audit")
 # Below Linux's ephemeral range (32768-60999), so outgoing connections never hold them.
@@ -132,9 +136,16 @@ async def _serve(
         await asyncio.to_thread(
             addresses_file(data_dir).write_text, json.dumps(addresses, indent=2) + "\n"
         )
+    console = None
+    if options.backend == "embedded" and "audit" in addresses and infra.verifier is not None:
+        console = await _start_console(
+            options, infra.verifier, addresses["audit"], development_issuer
+        )
     print(f"casetrail ({options.backend}) is serving; data in {data_dir}", flush=True)
     for name, address in addresses.items():
         print(f"  {name:<13} {address}", flush=True)
+    if console is not None:
+        print(f"  {'console':<13} {console.url}", flush=True)
     if development_issuer is not None:
         print(
             f"  development token issuer (DEVELOPMENT ONLY) {development_issuer.url}\n"
@@ -147,7 +158,30 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     print("stopping...", flush=True)
+    if console is not None:
+        await console.stop()
     await stop_services(running)
+
+
+async def _start_console(
+    options: argparse.Namespace,
+    verifier: TokenVerifier,
+    audit_address: str,
+    development_issuer: DevelopmentIssuer | None,
+) -> RunningConsole:
+    """The audit console beside the services, signing in with the same identity."""
+    from events.identity.tls import ClientTls
+    from services.console.server import start_console
+    from services.console.settings import DEFAULT_PORT, ConsoleSettings
+
+    settings = ConsoleSettings(
+        audit_address=audit_address,
+        verifier=verifier,
+        development_signer=None if development_issuer is None else development_issuer.signer,
+        tls=ClientTls.from_env(),
+    )
+    port = 0 if options.any_port else DEFAULT_PORT
+    return await start_console(settings, options.host, port)
 
 
 def server_tls(options: argparse.Namespace) -> ServerTls | None:

@@ -1,0 +1,165 @@
+"""The console as an ASGI application: routes, security headers, and the pages shown for bad
+input, refusals and faults (never a stack trace)."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from events.identity.tls import channel
+from services.console import pages, views
+from services.console.audit_client import AuditClient, AuditRefused
+from services.console.sessions import SessionStore
+from services.console.settings import ConsoleSettings
+
+log = logging.getLogger(__name__)
+HERE = Path(__file__).parent
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = (
+    (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cache-control", b"no-store"),
+)
+
+
+class SecurityHeaders:
+    """Adds the console's headers to every response (pages, files and errors alike)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name for name, _ in SECURITY_HEADERS}
+                kept = [(n, v) for n, v in message.get("headers", []) if n not in names]
+                message["headers"] = kept + list(SECURITY_HEADERS)
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def create_app(settings: ConsoleSettings, sessions: SessionStore | None = None) -> Starlette:
+    console = views.Console(
+        settings,
+        sessions or SessionStore(lifetime=settings.session_seconds),
+        Jinja2Templates(directory=HERE / "templates"),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        opened = channel(settings.audit_address, settings.tls)
+        console.audit = AuditClient(opened)
+        try:
+            yield
+        finally:
+            console.audit = None
+            await opened.close()
+
+    app = Starlette(
+        routes=[
+            Route("/", views.home),
+            Route("/find", views.find, methods=["POST"]),
+            Route("/signin", views.signin_page, methods=["GET"]),
+            Route("/signin", views.signin, methods=["POST"]),
+            Route("/signout", views.signout, methods=["POST"]),
+            Route("/cases/{case_id}", views.timeline),
+            Route("/cases/{case_id}/go", views.go, methods=["POST"]),
+            Route("/cases/{case_id}/state", views.state),
+            Route("/cases/{case_id}/compare", views.compare),
+            Route("/cases/{case_id}/access", views.access),
+            Route("/cases/{case_id}/export", views.export),
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ],
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={
+            views.SignInNeeded: _sign_in_needed,
+            views.Problem: _problem,
+            pages.BadInput: _bad_input,
+            AuditRefused: _refused,
+            HTTPException: _http_problem,
+            Exception: _fault,
+        },
+        lifespan=lifespan,
+    )
+    app.state.console = console
+    return app
+
+
+async def _sign_in_needed(request: Request, error: Exception) -> Response:
+    assert isinstance(error, views.SignInNeeded)
+    return RedirectResponse("/signin?ended=1" if error.ended else "/signin", status_code=303)
+
+
+async def _problem(request: Request, error: Exception) -> Response:
+    assert isinstance(error, views.Problem)
+    return views.problem_page(request, error)
+
+
+async def _bad_input(request: Request, error: Exception) -> Response:
+    assert isinstance(error, pages.BadInput)
+    return views.problem_page(
+        request,
+        views.Problem(400, "Check what you entered", "Please correct:", error.problems),
+    )
+
+
+async def _refused(request: Request, error: Exception) -> Response:
+    assert isinstance(error, AuditRefused)
+    return views.refusal_page(request, error)
+
+
+async def _http_problem(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    titles = {404: "Page not found", 405: "Not allowed here"}
+    return views.problem_page(
+        request,
+        views.Problem(
+            error.status_code,
+            titles.get(error.status_code, "Request refused"),
+            "This console has no such page." if error.status_code == 404 else "",
+        ),
+    )
+
+
+async def _fault(request: Request, error: Exception) -> Response:
+    # A fault of ours: logged with a reference and where it was raised, never its message
+    # (it may quote the request); the page shows only the reference.
+    reference = uuid.uuid4().hex[:12]
+    frames = traceback.extract_tb(error.__traceback__)
+    where = " <- ".join(f"{frame.filename}:{frame.lineno}" for frame in reversed(frames[-5:]))
+    log.error("console fault %s: %s at %s", reference, type(error).__name__, where)
+    try:
+        return views.problem_page(
+            request,
+            views.Problem(
+                500, "Something went wrong", f"The console could not answer. Reference {reference}."
+            ),
+        )
+    except Exception:  # the page itself failed: a bare answer, still without details
+        return Response(f"Internal error, reference {reference}", 500, media_type="text/plain")

@@ -1,0 +1,59 @@
+"""Serving the console over HTTP (uvicorn) inside a process's event loop: started by
+``make run`` beside the services, or alone by ``casetrail console``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from services.console.app import create_app
+from services.console.settings import ConsoleSettings
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The hosting process owns SIGINT/SIGTERM and stops the console itself.
+        yield
+
+
+@dataclass
+class RunningConsole:
+    url: str
+    port: int
+    _server: _Server
+    _task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        await self._task
+
+
+async def start_console(settings: ConsoleSettings, host: str, port: int) -> RunningConsole:
+    """Serve the console on ``host:port`` (0: a free port) once it is ready to answer."""
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listening.bind((host, port))
+    bound = listening.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings),
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[listening]))
+    while not server.started:
+        if task.done():
+            await task
+            raise RuntimeError("the console stopped while starting")
+        await asyncio.sleep(0.01)
+    shown_host = f"[{host}]" if ":" in host else host
+    return RunningConsole(f"http://{shown_host}:{bound}", bound, server, task)

@@ -1,0 +1,104 @@
+"""Console sessions: kept in the process, named by a signed, HttpOnly, SameSite=Strict cookie.
+
+The browser holds only the session's random id, signed (itsdangerous) and time-limited; the
+bearer token stays on the server. Every visitor gets a session, signed in or not, so that the
+sign-in form carries a CSRF token too; signing in starts a new session (a session id known
+before sign-in is worth nothing after it).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from itsdangerous import BadSignature, TimestampSigner
+
+from events.identity.principal import Principal
+
+COOKIE = "casetrail_console"
+ANONYMOUS_SECONDS = 15 * 60.0
+"""How long a visitor may take to fill in the sign-in form."""
+MAX_SESSIONS = 10_000
+"""Oldest sessions are dropped beyond this many (visitors who never sign in cost memory)."""
+
+
+@dataclass
+class Session:
+    id: str
+    csrf: str
+    expires_at: float
+    principal: Principal | None = None
+    token: str = ""
+    purpose: str = ""
+
+    @property
+    def signed_in(self) -> bool:
+        return self.principal is not None
+
+
+class SessionStore:
+    def __init__(
+        self,
+        *,
+        secret: bytes | None = None,
+        lifetime: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._signer = TimestampSigner(secret or secrets.token_bytes(32), salt="console-session")
+        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self.lifetime = lifetime
+        self._clock = clock
+
+    def now(self) -> float:
+        return self._clock()
+
+    def find(self, cookie: str | None) -> Session | None:
+        """The live session a cookie names, or None (unsigned, forged, expired or unknown)."""
+        if not cookie:
+            return None
+        try:
+            session_id = self._signer.unsign(cookie, max_age=int(self.lifetime) + 1).decode()
+        except (BadSignature, UnicodeDecodeError):
+            return None
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        if self._clock() >= session.expires_at:
+            del self._sessions[session_id]
+            return None
+        return session
+
+    def start_anonymous(self) -> Session:
+        return self._add(Session(_new_id(), _new_id(), self._clock() + ANONYMOUS_SECONDS))
+
+    def sign_in(
+        self, previous: Session | None, principal: Principal, token: str, purpose: str, until: float
+    ) -> Session:
+        if previous is not None:
+            self.end(previous)
+        expires_at = min(self._clock() + self.lifetime, until)
+        return self._add(Session(_new_id(), _new_id(), expires_at, principal, token, purpose))
+
+    def end(self, session: Session) -> None:
+        self._sessions.pop(session.id, None)
+
+    def cookie_value(self, session: Session) -> str:
+        return self._signer.sign(session.id).decode()
+
+    def _add(self, session: Session) -> Session:
+        self._sessions[session.id] = session
+        while len(self._sessions) > MAX_SESSIONS:
+            self._sessions.popitem(last=False)
+        return session
+
+
+def csrf_matches(session: Session, given: object) -> bool:
+    return isinstance(given, str) and hmac.compare_digest(session.csrf, given)
+
+
+def _new_id() -> str:
+    return secrets.token_urlsafe(32)

@@ -1,0 +1,31 @@
+"""What the console needs to run: where audit is, how tokens are checked, how sessions last."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from events.identity.development import DevelopmentSigner
+from events.identity.tls import ClientTls
+from events.identity.verifier import TokenVerifier
+
+DEFAULT_PORT = 7305
+"""Next to the services' 7301-7304 (make run), below Linux's ephemeral range."""
+SESSION_SECONDS = 30 * 60.0
+"""A session ends 30 minutes after sign-in (or when its token expires, if sooner)."""
+
+
+@dataclass(frozen=True)
+class ConsoleSettings:
+    """``verifier`` checks sign-in tokens exactly as the services check every call's token.
+
+    ``development_signer`` is set only on the embedded default: the sign-in page then also
+    offers a DEVELOPMENT ONLY form that mints a token with the development issuer's key.
+    """
+
+    audit_address: str
+    verifier: TokenVerifier
+    development_signer: DevelopmentSigner | None = None
+    tls: ClientTls | None = None
+    session_seconds: float = SESSION_SECONDS
+    secure_cookies: bool = False
+    """Mark the session cookie ``Secure`` (set it whenever the console is behind HTTPS)."""

@@ -1,0 +1,470 @@
+"""The console's pages. Each page that shows case data makes one or more audit calls with the
+signed-in user's token, so audit records the page as an access before answering it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+from urllib.parse import urlencode
+
+import grpc
+import jwt
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+from starlette.templating import Jinja2Templates
+
+from casetrail.audit.v1 import audit_pb2
+from events.catalog.access import AccessPurpose
+from events.catalog.base import Role
+from events.identity.errors import InvalidCredential, IssuerUnavailable
+from services.console import pages
+from services.console.audit_client import AuditClient, AuditRefused, Caller
+from services.console.sessions import COOKIE, Session, SessionStore, csrf_matches
+from services.console.settings import ConsoleSettings
+
+log = logging.getLogger(__name__)
+
+ROLES_ALLOWED = (Role.AUDITOR, Role.SUPERVISOR)
+PURPOSES = (
+    AccessPurpose.CONFIDENTIALITY_REVIEW,
+    AccessPurpose.SUPERVISION,
+    AccessPurpose.LEGAL_OBLIGATION,
+    AccessPurpose.CLIENT_REQUEST,
+)
+TIMELINE_FETCH = 200
+"""Entries asked of audit per call while the console fills a filtered page."""
+VIEW_FIELDS = {
+    "timeline": ("type", "actor", "from", "to", "clock"),
+    "state": ("at", "clock"),
+    "compare": ("first", "second", "clock"),
+}
+
+
+class SignInNeeded(Exception):
+    def __init__(self, ended: bool) -> None:
+        super().__init__("sign in")
+        self.ended = ended
+
+
+class Problem(Exception):
+    """A page explaining why the request could not be answered (nothing else disclosed)."""
+
+    def __init__(
+        self, status: int, title: str, message: str, problems: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(title)
+        self.status = status
+        self.title = title
+        self.message = message
+        self.problems = dict(problems or {})
+
+
+@dataclass
+class Console:
+    settings: ConsoleSettings
+    sessions: SessionStore
+    templates: Jinja2Templates
+    audit: AuditClient | None = None
+
+    def client(self) -> AuditClient:
+        assert self.audit is not None, "the console's lifespan opens the audit channel"
+        return self.audit
+
+
+def console_of(request: Request) -> Console:
+    console: Console = request.app.state.console
+    return console
+
+
+def render(
+    request: Request, template: str, session: Session | None, status: int = 200, **values: Any
+) -> Response:
+    console = console_of(request)
+    if session is None:
+        session = console.sessions.start_anonymous()
+    response = console.templates.TemplateResponse(
+        request,
+        template,
+        {"session": session, "csrf": session.csrf, "shown": pages.shown, **values},
+        status_code=status,
+    )
+    set_cookie(request, response, session)
+    return response
+
+
+def set_cookie(request: Request, response: Response, session: Session) -> None:
+    console = console_of(request)
+    response.set_cookie(
+        COOKIE,
+        console.sessions.cookie_value(session),
+        max_age=max(1, int(session.expires_at - console.sessions.now())),
+        path="/",
+        secure=console.settings.secure_cookies,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def current(request: Request) -> Session | None:
+    return console_of(request).sessions.find(request.cookies.get(COOKIE))
+
+
+def signed_in(request: Request) -> Session:
+    session = current(request)
+    if session is None or not session.signed_in:
+        raise SignInNeeded(ended=COOKIE in request.cookies)
+    return session
+
+
+async def checked_form(request: Request) -> tuple[Session | None, FormData]:
+    form = await request.form(max_files=0, max_fields=20, max_part_size=16 * 1024)
+    session = current(request)
+    if session is None or not csrf_matches(session, form.get("csrf")):
+        raise Problem(
+            403,
+            "Form refused",
+            "This form was not sent from this console's own page, or your session has "
+            "ended. Open the page again and resend it.",
+        )
+    return session, form
+
+
+def caller(session: Session) -> Caller:
+    return Caller(session.token, session.purpose)
+
+
+# --- sign-in -------------------------------------------------------------------------------
+
+
+async def home(request: Request) -> Response:
+    session = signed_in(request)
+    return render(request, "find.html", session)
+
+
+async def find(request: Request) -> Response:
+    session, form = await checked_form(request)
+    if session is None or not session.signed_in:
+        raise SignInNeeded(ended=True)
+    case_id = pages.case_id(str(form.get("case_id", "")).strip())
+    return RedirectResponse(f"/cases/{case_id}", status_code=303)
+
+
+async def signin_page(request: Request, notice: str = "", status: int = 200) -> Response:
+    console = console_of(request)
+    session = current(request)
+    if notice == "" and request.query_params.get("ended"):
+        notice = "Your session has ended. Sign in again."
+    return render(
+        request,
+        "signin.html",
+        session,
+        status,
+        notice=notice,
+        development=console.settings.development_signer is not None,
+        roles=ROLES_ALLOWED,
+        purposes=PURPOSES,
+    )
+
+
+async def signin(request: Request) -> Response:
+    console = console_of(request)
+    session, form = await checked_form(request)
+    purpose = str(form.get("purpose", ""))
+    if purpose not in {p.value for p in PURPOSES}:
+        return await signin_page(request, "Choose the purpose of your review.", 400)
+    signer = console.settings.development_signer
+    if form.get("method") == "development" and signer is not None:
+        role = str(form.get("role", ""))
+        if role not in {r.value for r in ROLES_ALLOWED}:
+            return await signin_page(request, "Choose auditor or supervisor.", 400)
+        token = signer.mint(
+            str(form.get("user", "")).strip(),
+            role,
+            lifetime_seconds=console.settings.session_seconds,
+        )
+    else:
+        token = str(form.get("token", "")).strip().removeprefix("Bearer ").strip()
+    try:
+        principal = await console.settings.verifier.verify(token)
+    except InvalidCredential as refused:
+        return await signin_page(request, f"Not signed in: {refused}.", 401)
+    except IssuerUnavailable:
+        return await signin_page(
+            request, "Not signed in: the identity provider cannot be reached. Try again.", 503
+        )
+    if principal.role not in ROLES_ALLOWED:
+        return await signin_page(
+            request, "Not signed in: the console is for auditors and supervisors only.", 403
+        )
+    expires = float(jwt.decode(token, options={"verify_signature": False})["exp"])
+    new = console.sessions.sign_in(session, principal, token, purpose, expires)
+    response = RedirectResponse("/", status_code=303)
+    set_cookie(request, response, new)
+    return response
+
+
+async def signout(request: Request) -> Response:
+    session, _ = await checked_form(request)
+    if session is not None:
+        console_of(request).sessions.end(session)
+    response = RedirectResponse("/signin", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+# --- case pages ------------------------------------------------------------------------------
+
+
+async def go(request: Request) -> Response:
+    """Every case form posts here (CSRF-checked), then the browser is sent to the page's
+    address, which holds only the case id, the filters and the moments asked for."""
+    session, form = await checked_form(request)
+    if session is None or not session.signed_in:
+        raise SignInNeeded(ended=True)
+    case_id = pages.case_id(request.path_params["case_id"])
+    view = str(form.get("view", ""))
+    if view not in VIEW_FIELDS:
+        raise Problem(400, "Unknown view", "This console has no such view of a case.")
+    params = {name: str(form.get(name, "")).strip() for name in VIEW_FIELDS[view]}
+    query = urlencode({name: value for name, value in params.items() if value})
+    path = f"/cases/{case_id}" if view == "timeline" else f"/cases/{case_id}/{view}"
+    return RedirectResponse(path + (f"?{query}" if query else ""), status_code=303)
+
+
+async def timeline(request: Request) -> Response:
+    session = signed_in(request)
+    case_id = pages.case_id(request.path_params["case_id"])
+    params = request.query_params
+    basis = pages.basis(params.get("clock"))
+    chosen = pages.TimelineFilter.read(params)
+    start = pages.page_token(params.get("after"))
+    skip = pages.skip(params.get("skip"))
+    rows, total, next_cursor = await _filtered_page(
+        console_of(request).client(), session, case_id, basis, chosen, start, skip
+    )
+    kept = {name: params.get(name, "") for name in VIEW_FIELDS["timeline"]}
+    kept = {name: value for name, value in kept.items() if value}
+    first_link = "" if not start and not skip else f"/cases/{case_id}?" + urlencode(kept)
+    next_link = ""
+    if next_cursor is not None:
+        token, skipped = next_cursor
+        next_link = f"/cases/{case_id}?" + urlencode(
+            {**kept, "after": token, **({"skip": str(skipped)} if skipped else {})}
+        )
+    return render(
+        request,
+        "timeline.html",
+        session,
+        case_id=case_id,
+        view="timeline",
+        rows=[pages.TimelineRow.of(entry) for entry in rows],
+        total=total,
+        basis=basis,
+        chosen=chosen,
+        params=params,
+        first_link=first_link,
+        next_link=next_link,
+        duration=pages.duration,
+        field_value=pages.field_value,
+    )
+
+
+async def _filtered_page(
+    client: AuditClient,
+    session: Session,
+    case_id: str,
+    basis: str,
+    chosen: pages.TimelineFilter,
+    start: str,
+    skip: int,
+) -> tuple[list[audit_pb2.TimelineEntry], int, tuple[str, int] | None]:
+    """One page of matching entries, reading audit's pages from ``start`` (skipping ``skip``
+    entries of it) only until the page is full; the cursor says where the next page starts."""
+    token, skipping, total = start, skip, 0
+    matched: list[audit_pb2.TimelineEntry] = []
+    while True:
+        page = await client.timeline(
+            caller(session),
+            case_id,
+            basis,
+            as_of=chosen.until,
+            page_size=TIMELINE_FETCH if chosen.active else pages.PAGE_SIZE,
+            page_token=token,
+        )
+        total = total or int(page.total_events)
+        entries = page.entries
+        for index in range(skipping, len(entries)):
+            if not chosen.matches(entries[index], basis):
+                continue
+            matched.append(entries[index])
+            if len(matched) == pages.PAGE_SIZE:
+                if index + 1 < len(entries):
+                    return matched, total, (token, index + 1)
+                more = page.next_page_token
+                return matched, total, ((more, 0) if more else None)
+        skipping = 0
+        if not page.next_page_token:
+            return matched, total, None
+        token = page.next_page_token
+
+
+async def state(request: Request) -> Response:
+    session = signed_in(request)
+    case_id = pages.case_id(request.path_params["case_id"])
+    params = request.query_params
+    basis = pages.basis(params.get("clock"))
+    at = pages.moment(params.get("at"), "moment")
+    rows: list[pages.StateRow] = []
+    if at is not None:
+        found = await console_of(request).client().state_as_of(caller(session), case_id, at, basis)
+        rows = pages.state_rows(found)
+        before = found.events_applied == 0
+    else:
+        before = False
+    return render(
+        request,
+        "state.html",
+        session,
+        case_id=case_id,
+        view="state",
+        basis=basis,
+        at=at,
+        rows=rows,
+        before=before,
+        field_value=pages.field_value,
+    )
+
+
+async def compare(request: Request) -> Response:
+    session = signed_in(request)
+    case_id = pages.case_id(request.path_params["case_id"])
+    params = request.query_params
+    basis = pages.basis(params.get("clock"))
+    problems: dict[str, str] = {}
+    moments = {}
+    for name in ("first", "second"):
+        try:
+            moments[name] = pages.moment(params.get(name), f"{name} moment")
+        except pages.BadInput as bad:
+            problems.update(bad.problems)
+    if problems:
+        raise pages.BadInput(problems)
+    first, second = moments["first"], moments["second"]
+    comparison = None
+    empty: list[str] = []
+    if first is not None and second is not None:
+        client = console_of(request).client()
+        a = await client.state_as_of(caller(session), case_id, first, basis)
+        b = await client.state_as_of(caller(session), case_id, second, basis)
+        comparison = pages.compare(pages.state_rows(a), pages.state_rows(b))
+        empty = [
+            pages.shown(moment)
+            for moment, found in ((first, a), (second, b))
+            if found.events_applied == 0
+        ]
+    return render(
+        request,
+        "compare.html",
+        session,
+        case_id=case_id,
+        view="compare",
+        basis=basis,
+        first=first,
+        second=second,
+        comparison=comparison,
+        empty=empty,
+        field_value=pages.field_value,
+    )
+
+
+async def access(request: Request) -> Response:
+    session = signed_in(request)
+    case_id = pages.case_id(request.path_params["case_id"])
+    records = await console_of(request).client().access_log(caller(session), case_id)
+    return render(
+        request,
+        "access.html",
+        session,
+        case_id=case_id,
+        view="access",
+        records=records,
+        moment_of=lambda value: pages.shown(value.ToDatetime(tzinfo=UTC)),
+    )
+
+
+async def export(request: Request) -> Response:
+    session = signed_in(request)
+    case_id = pages.case_id(request.path_params["case_id"])
+    chunks = console_of(request).client().export(caller(session), case_id)
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = b""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return StreamingResponse(
+        body(),
+        media_type="application/x-ndjson",
+        headers={"content-disposition": f'attachment; filename="case-{case_id}.jsonl"'},
+    )
+
+
+# --- refusals ------------------------------------------------------------------------------
+
+REFUSAL_PAGES = {
+    grpc.StatusCode.NOT_FOUND: (404, "Case not found", "Audit holds no event of this case."),
+    grpc.StatusCode.PERMISSION_DENIED: (
+        403,
+        "Not allowed",
+        "Your role may not see this part of the record.",
+    ),
+    grpc.StatusCode.UNAVAILABLE: (
+        503,
+        "Audit unavailable",
+        "The audit service cannot be reached right now. Try again in a moment.",
+    ),
+}
+
+
+def refusal_page(request: Request, refused: AuditRefused) -> Response:
+    refusal = refused.refusal
+    if refusal.code == grpc.StatusCode.UNAUTHENTICATED:
+        session = current(request)
+        if session is not None:
+            console_of(request).sessions.end(session)
+        return RedirectResponse("/signin?ended=1", status_code=303)
+    if refusal.code == grpc.StatusCode.INVALID_ARGUMENT:
+        return problem_page(
+            request,
+            Problem(
+                400,
+                "Request refused",
+                "Audit refused the request:",
+                # Field names and rules only: audit never repeats a value in them.
+                refusal.field_violations,
+            ),
+        )
+    status, title, message = REFUSAL_PAGES.get(
+        refusal.code, (502, "Audit refused", "Audit could not answer this request.")
+    )
+    return problem_page(request, Problem(status, title, message))
+
+
+def problem_page(request: Request, problem: Problem) -> Response:
+    session = current(request)
+    return render(
+        request,
+        "problem.html",
+        session,
+        problem.status,
+        problem=problem,
+        case_id=None,
+    )
