@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -171,6 +172,7 @@ async def test_make_run_then_make_demo_and_an_auditor_logged_in(tmp_path: Path) 
             while "casetrail login" not in printed:
                 printed += (await serve.stdout.readline()).decode()
         assert "development token issuer (DEVELOPMENT ONLY) http://127.0.0.1:" in printed
+        assert "  console       http://127.0.0.1:" in printed
         key = tmp_path / "identity" / "DEVELOPMENT-ONLY-signing-key.pem"
         assert key.stat().st_mode & 0o077 == 0
 
@@ -198,6 +200,26 @@ async def test_make_run_then_make_demo_and_an_auditor_logged_in(tmp_path: Path) 
             "timeline", "no-such-case", *storage, "--token", "not-a-jwt"
         )
         assert "UNAUTHENTICATED" in err
+        await _console_answers(storage)
     finally:
         serve.terminate()
         await serve.wait()
+
+
+async def _console_answers(storage: list[str]) -> None:
+    """`casetrail console` alone, against the audit `make run` started: its sign-in page."""
+    console = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", "console", "--port", "0", *storage,
+        cwd=REPO, env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert console.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            line = (await console.stdout.readline()).decode()
+        url = line.split(" on ", 1)[1].split()[0]
+        page = await asyncio.to_thread(urllib.request.urlopen, url + "/signin", timeout=10)
+        assert "Development sign-in (DEVELOPMENT ONLY)" in page.read().decode()
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+    finally:
+        console.terminate()
+        await console.wait()
