@@ -1,6 +1,8 @@
 """The console in a real headless browser (Debian's chromium, driven by Selenium through
 chromium-driver): sign in, open the demo case, filter the timeline, pick an as-of moment,
-compare two moments, open the access log. Screenshots land in the test's tmp directory."""
+compare two moments, open the access log. Screenshots land in the test's tmp directory, and
+axe-core (from npm, `make browser-install`) checks every page: no serious or critical
+violation."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from selenium import webdriver
@@ -22,15 +25,45 @@ from tests.console.conftest import DemoCasetrail
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
+AXE_VERSION = "4.14.1"
+AXE = (
+    Path(
+        os.environ.get(
+            "CASETRAIL_AXE_DIR", Path.home() / ".cache" / "casetrail" / f"axe-core-{AXE_VERSION}"
+        )
+    )
+    / "node_modules"
+    / "axe-core"
+    / "axe.min.js"
+)
+RUN_AXE = """
+const done = arguments[arguments.length - 1];
+axe.run(document)
+  .then((result) => done({
+    passes: result.passes.length,
+    violations: result.violations.map((v) => [v.id, v.impact, v.nodes.length]),
+  }))
+  .catch((error) => done({passes: 0, violations: [["axe-error", String(error), 0]]}));
+"""
+
+
+def missing(message: str) -> NoReturn:
+    if os.environ.get("CASETRAIL_REQUIRE_SERVERS") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def axe_source() -> str:
+    if not AXE.exists():
+        missing(f"axe-core is needed at {AXE} (make browser-install)")
+    return AXE.read_text()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
     if not (CHROMIUM and CHROMEDRIVER):
-        message = "chromium and chromium-driver are needed (make browser-install)"
-        if os.environ.get("CASETRAIL_REQUIRE_SERVERS") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("chromium and chromium-driver are needed (make browser-install)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in (
@@ -43,6 +76,7 @@ def browser() -> Iterator[WebDriver]:
         options.add_argument(argument)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.implicitly_wait(5)
+    driver.set_script_timeout(60)
     try:
         yield driver
     finally:
@@ -66,20 +100,54 @@ def set_moment(driver: WebDriver, field_id: str, value: str) -> None:
     driver.execute_script("arguments[0].value = arguments[1]", field, value)
 
 
+def serious_violations(driver: WebDriver, axe_source: str) -> list[str]:
+    """axe-core's serious and critical findings on the page shown (injected by WebDriver, so
+    the page's own Content-Security-Policy stays as strict as ever)."""
+    driver.execute_script(axe_source)
+    found = driver.execute_async_script(RUN_AXE)
+    assert found["passes"] > 0, "axe-core ran no rule"
+    return [
+        f"{rule} ({impact}, {nodes} elements)"
+        for rule, impact, nodes in found["violations"]
+        if impact in ("serious", "critical") or rule == "axe-error"
+    ]
+
+
+class Pages:
+    """Screenshots each page reviewed and checks it with axe-core."""
+
+    def __init__(self, driver: WebDriver, axe_source: str, folder: Path) -> None:
+        self.driver = driver
+        self.axe_source = axe_source
+        self.folder = folder
+        self.violations: dict[str, list[str]] = {}
+
+    def check(self, name: str) -> None:
+        self.driver.save_screenshot(str(self.folder / f"{name}.png"))
+        found = serious_violations(self.driver, self.axe_source)
+        if found:
+            self.violations[name] = found
+
+
 def submit(driver: WebDriver, label: str) -> None:
     driver.find_element(By.XPATH, f"//button[normalize-space()='{label}']").click()
 
 
 def test_an_auditor_reviews_the_demo_case(
-    browser: WebDriver, console: RunningConsole, demo_casetrail: DemoCasetrail, tmp_path: Path
+    browser: WebDriver,
+    console: RunningConsole,
+    demo_casetrail: DemoCasetrail,
+    axe_source: str,
+    tmp_path: Path,
 ) -> None:
     case_id = demo_casetrail.case_id
+    reviewed = Pages(browser, axe_source, tmp_path)
     browser.get(console.url + "/")
     assert browser.current_url.endswith("/signin")
     # Keyboard: the first Tab reaches the skip link.
     browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
     assert browser.switch_to.active_element.text == "Skip to content"
-    browser.save_screenshot(str(tmp_path / "01-signin.png"))
+    reviewed.check("01-signin")
 
     browser.find_element(By.ID, "dev-user").send_keys("ada-browser")
     Select(browser.find_element(By.ID, "dev-role")).select_by_value("auditor")
@@ -95,7 +163,7 @@ def test_an_auditor_reviews_the_demo_case(
     assert "casetrail.case.opened" in types
     assert len(set(types)) > 3
     assert browser.find_elements(By.CSS_SELECTOR, "#timeline .late-badge")
-    browser.save_screenshot(str(tmp_path / "02-timeline.png"))
+    reviewed.check("02-timeline")
 
     browser.find_element(By.ID, "f-type").send_keys("service.")
     submit(browser, "Apply")
@@ -104,7 +172,7 @@ def test_an_auditor_reviews_the_demo_case(
     ]
     assert filtered
     assert all(".service." in text for text in filtered)
-    browser.save_screenshot(str(tmp_path / "03-timeline-filtered.png"))
+    reviewed.check("03-timeline-filtered")
 
     browser.find_element(By.LINK_TEXT, "As of a moment").click()
     set_moment(browser, "at", "2199-01-01T00:00:00")
@@ -112,7 +180,7 @@ def test_an_auditor_reviews_the_demo_case(
     submit(browser, "Show the case then")
     state = browser.find_element(By.ID, "state").text
     assert "Status closed" in state
-    browser.save_screenshot(str(tmp_path / "04-as-of.png"))
+    reviewed.check("04-as-of")
 
     browser.find_element(By.LINK_TEXT, "Compare two moments").click()
     set_moment(browser, "first", "1990-01-01T00:00:00")
@@ -121,17 +189,19 @@ def test_an_auditor_reviews_the_demo_case(
     submit(browser, "Compare")
     assert browser.find_elements(By.CSS_SELECTOR, "#comparison tr.changed mark")
     assert "difference" in browser.find_element(By.ID, "compare-heading").text
-    browser.save_screenshot(str(tmp_path / "05-compare.png"))
+    reviewed.check("05-compare")
 
     browser.find_element(By.LINK_TEXT, "Who saw what").click()
     who = [
         cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#access-log td:nth-child(2)")
     ]
     assert who.count("ada-browser") >= 5  # every page above was recorded, this one too
-    browser.save_screenshot(str(tmp_path / "06-access-log.png"))
+    reviewed.check("06-access-log")
 
     browser.get(console.url + "/cases/no-such-case")
     assert "Case not found" in browser.find_element(By.TAG_NAME, "h1").text
-    browser.save_screenshot(str(tmp_path / "07-unknown-case.png"))
+    reviewed.check("07-unknown-case")
     for shot in sorted(tmp_path.glob("*.png")):
         assert shot.stat().st_size > 1000
+    assert len(list(tmp_path.glob("*.png"))) == 7
+    assert reviewed.violations == {}
