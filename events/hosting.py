@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -255,13 +256,20 @@ class ServiceHost:
     ) -> RunningService:
         for projection in self._own_projections:
             await catch_up(self.store, self.read_models, projection)
+            # Replicas share the read models: one of them follows the store (the others would
+            # only find the work done); handlers that must read their own writes catch up
+            # themselves, and another replica takes over when the follower stops or dies.
             self._spawn(
-                follow(
-                    self.store,
-                    self.read_models,
-                    projection,
+                self.locks.lead(
+                    f"casetrail.{self.service}.projection.{projection.name}",
+                    partial(
+                        follow,
+                        self.store,
+                        self.read_models,
+                        projection,
+                        linger=self.infra.projection_linger,
+                    ),
                     self._stop,
-                    linger=self.infra.projection_linger,
                 )
             )
         publisher = await self._publisher()

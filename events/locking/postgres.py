@@ -50,13 +50,30 @@ class PostgresLocks(Locks):
             yield
             return
         async with self._slots:
-            connection = self._idle.pop() if self._idle else await self._connect()
+            connection = await self._locked(keys)
             try:
-                for key in keys:
-                    await connection.execute("SELECT pg_advisory_lock(%s)", (key,))
                 yield
             finally:
                 await self._release(connection)
+
+    async def _locked(self, keys: list[int]) -> Connection:
+        """A session holding every lock of ``keys`` (in that order). An idle session found
+        broken (the server restarted since it was last used) is replaced once."""
+        while True:
+            reused = bool(self._idle)
+            connection = self._idle.pop() if reused else await self._connect()
+            try:
+                for key in keys:
+                    await connection.execute("SELECT pg_advisory_lock(%s)", (key,))
+            except psycopg.OperationalError:
+                await self._discard(connection)
+                if reused:
+                    continue
+                raise
+            except BaseException:
+                await self._discard(connection)
+                raise
+            return connection
 
     async def lead(self, name: str, work: Work, stop: asyncio.Event) -> None:
         key = key_of(name)

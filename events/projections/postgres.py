@@ -145,16 +145,17 @@ class _PostgresTransaction(DocumentTransaction):
         # Replicas of a service catch the same projection up at once: the row lock orders
         # them, and the later one sees the position the earlier one committed. The row must
         # exist for that, even before the first event (a missing row locks nothing).
-        await self._connection.execute(
-            "INSERT INTO projection_positions (projection, position) VALUES (%s, 0)"
-            " ON CONFLICT (projection) DO NOTHING",
-            (projection,),
-        )
-        cursor = await self._connection.execute(
-            "SELECT position FROM projection_positions WHERE projection = %s FOR UPDATE",
-            (projection,),
-        )
+        select = "SELECT position FROM projection_positions WHERE projection = %s FOR UPDATE"
+        cursor = await self._connection.execute(select, (projection,))
         row = await cursor.fetchone()
+        if row is None:
+            await self._connection.execute(
+                "INSERT INTO projection_positions (projection, position) VALUES (%s, 0)"
+                " ON CONFLICT (projection) DO NOTHING",
+                (projection,),
+            )
+            cursor = await self._connection.execute(select, (projection,))
+            row = await cursor.fetchone()
         return 0 if row is None else int(row[0])
 
     async def set_position(self, projection: str, position: int) -> None:

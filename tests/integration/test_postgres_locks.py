@@ -100,3 +100,24 @@ async def test_a_lock_held_by_a_dead_session_is_free_again() -> None:
     await dying.close()
     await living.close()
     await admin.close()
+
+
+async def test_an_idle_session_lost_meanwhile_is_replaced() -> None:
+    """After a database restart the pooled sessions are gone: the next section opens a new
+    one instead of failing."""
+    dsn = postgres_dsn()
+    try:
+        admin = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+    except psycopg.OperationalError as error:
+        server_missing("PostgreSQL", error)
+    locks = PostgresLocks(dsn)
+    name = f"test.{uuid.uuid4().hex}.client-key"
+    async with locks.holding([name]):
+        pid = await holder_of(admin, name)
+    assert pid is not None
+    await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+    async with asyncio.timeout(10), locks.holding([name]):
+        assert await holder_of(admin, name) not in (None, pid)
+    await locks.close()
+    await admin.close()

@@ -3,12 +3,12 @@
 It is a projection of intake's own store. The host's follower keeps it fresh in the background;
 the registration handler also catches it up itself, inside ``ClientDirectory.registering``: the
 locks of every key the new registration could match on (its name with date of birth, each of its
-identifiers) are held from "bring the directory up to date" through the search and the append to
-"bring it up to date again". The locks are shared by every intake replica (PostgreSQL advisory
-locks on the distributed backend, ``events.locking``), so no registration is checked against a
-directory that misses an earlier registration of a possible duplicate, whichever replica took
-it (catching up only ever moves the directory forward, whoever does it). Registrations that
-share no key do not wait for each other.
+identifiers) are held from "bring the directory up to date" through the search and the append.
+The locks are shared by every intake replica (PostgreSQL advisory locks on the distributed
+backend, ``events.locking``), so no registration is checked against a directory that misses an
+earlier registration of a possible duplicate, whichever replica took it (catching up only ever
+moves the directory forward, whoever does it). Registrations that share no key do not wait for
+each other.
 """
 
 from __future__ import annotations

@@ -3,13 +3,12 @@
 The ``*_of`` functions build and check the event a command asks for, without I/O; the gRPC
 entrypoint runs them too, to refuse a request's bad fields together with its context's.
 
-Duplicate clients and racing registrations: a client's stream is new for every registration,
-so the store's optimistic concurrency cannot see two registrations of the same person. Instead
+Duplicate clients and racing registrations: a client's stream is new for every registration, so
+the store's optimistic concurrency cannot see two registrations of the same person. Instead
 ``register_client`` holds the locks of the registration's match keys (``ClientDirectory.
-registering``) while it brings the directory up to date, searches it, appends and brings it up
-to date again. The locks are shared by every intake replica, so the second of two racing
-registrations of the same person sees the first and is refused ALREADY_EXISTS, whichever
-replicas took them.
+registering``) while it brings the directory up to date, searches it and appends. The locks are
+shared by every intake replica, so the second of two racing registrations of the same person
+sees the first and is refused ALREADY_EXISTS, whichever replicas took them.
 """
 
 from __future__ import annotations
@@ -111,7 +110,8 @@ async def register_client(
                 history, registration, found, command.confirmed_not_duplicate
             ),
         )
-        await directory.refresh()
+        # No catching up again here: the next registration that could match this one holds
+        # the same lock and catches the directory up itself before it searches.
     return Registration(_recorded(registration.client_id, recorded), tuple(found))
 
 
