@@ -20,7 +20,9 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
+from events.errors import StorageUnavailableError
 from events.locking.port import LEADERSHIP_POLL, Locks, Work
+from events.store.pg_connections import open_connection
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +67,11 @@ class PostgresLocks(Locks):
             try:
                 for key in keys:
                     await connection.execute("SELECT pg_advisory_lock(%s)", (key,))
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as error:
                 await self._discard(connection)
                 if reused:
                     continue
-                raise
+                raise StorageUnavailableError("locks") from error
             except BaseException:
                 await self._discard(connection)
                 raise
@@ -81,7 +83,7 @@ class PostgresLocks(Locks):
         while not stop.is_set():
             try:
                 connection = await self._connect()
-            except psycopg.Error as error:
+            except (psycopg.Error, StorageUnavailableError) as error:
                 log.warning("cannot reach the database to lead %s (%s)", name, error)
                 await _sleep_unless(stop, delay)
                 delay = min(delay * 2, 30.0)
@@ -136,9 +138,9 @@ class PostgresLocks(Locks):
             await connection.execute("SELECT pg_advisory_unlock_all()")
 
     async def _connect(self) -> Connection:
-        connection = await psycopg.AsyncConnection.connect(
-            self._dsn, autocommit=True, application_name="casetrail-locks"
-        )
+        """A new session; ``StorageUnavailableError`` while the database is away, so a command
+        waiting for a lock then is answered UNAVAILABLE, like one waiting for the store."""
+        connection = await open_connection(self._dsn, "locks")
         self._open.add(connection)
         return connection
 
