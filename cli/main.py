@@ -38,6 +38,9 @@ COMMANDS = {
     "token": "cli.login",
     "dlq": "cli.dlq",
     "console": "cli.console",
+    "verify": "cli.ledger",
+    "verify-store": "cli.ledger",
+    "ledger": "cli.ledger",
 }
 
 
@@ -144,6 +147,10 @@ def parser() -> argparse.ArgumentParser:
     dlq.add_argument("--all", action="store_true", help="list: include replayed ones")
     dlq.add_argument("--backend", choices=["embedded", "distributed"], default="distributed")
     dlq.add_argument("--bootstrap", help="Kafka host:port (default $CASETRAIL_KAFKA_BOOTSTRAP)")
+
+    from cli.ledger import add_commands
+
+    add_commands(commands)
     return root
 
 

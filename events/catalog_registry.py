@@ -16,6 +16,7 @@ from events.catalog import (
     clients,
     eligibility,
     funding,
+    ledger,
     legacy,
     monitoring,
     planning,
@@ -61,6 +62,7 @@ def current_models() -> tuple[type[CaseEvent], ...]:
         access.RecordAccessed,
         access.ConsentGranted,
         access.ConsentRevoked,
+        ledger.LedgerInconsistencyDetected,
     )
 
 

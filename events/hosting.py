@@ -31,6 +31,9 @@ from events.identity.tls import ServerTls
 from events.identity.verifier import TokenVerifier
 from events.locking.inprocess import InProcessLocks
 from events.locking.port import Locks
+from events.ledger.hosting import kafka_publication, open_ledger, run_ledger
+from events.ledger.keys import CheckpointSigner
+from events.ledger.log import LedgerLog
 from events.outbox import OutboxRelay
 from events.parking import ParkingLot
 from events.projections.port import Projection, ReadModelStore
@@ -63,6 +66,12 @@ class Infrastructure:
     """Seconds a projection waits after new events for more before applying them: read
     models trail commands by that much at most, and under load one read-model transaction
     covers many events instead of one each (bench/RESULTS.md, issue 4)."""
+    agency: str = "example-agency"
+    """Names each service's ledger: origin ``casetrail/<agency>/<service>``."""
+    ledger_sign_every: float = 5.0
+    """Seconds between signed checkpoints of a service's ledger (when it has grown)."""
+    ledger_signer: Callable[[str], CheckpointSigner] | None = None
+    """The key port for a log's origin; ``None``: a key file generated in the data dir."""
 
     @classmethod
     def embedded(
@@ -201,6 +210,7 @@ class ServiceHost:
         close_store: Callable[[], Awaitable[None]],
         parking: ParkingLot | None = None,
         locks: Locks | None = None,
+        ledger: LedgerLog | None = None,
     ) -> None:
         self.service = service
         self._parking = parking
@@ -212,11 +222,26 @@ class ServiceHost:
         """Shared with the service's other replicas (see ``open_locks``)."""
         self._checkpoints = checkpoints
         self._close_store = close_store
+        self.ledger = ledger
         self._own_projections: list[Projection] = []
         self._subscriptions: list[_Subscription] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        if ledger is not None:
+            self._closers.append(ledger.store.close)
+        self._alongside: list[
+            Callable[[asyncio.Event, health.aio.HealthServicer], Awaitable[None]]
+        ] = []
+
+    def run_alongside(
+        self, work: Callable[[asyncio.Event, health.aio.HealthServicer], Awaitable[None]]
+    ) -> None:
+        """Run ``work(stop, health)`` while the service runs (e.g. audit's ledger witness)."""
+        self._alongside.append(work)
+
+    def close_with(self, close: Callable[[], Awaitable[None]]) -> None:
+        self._closers.append(close)
 
     def project_own_events(self, projection: Projection) -> None:
         """Keep ``projection`` up to date with this service's own store."""
@@ -313,6 +338,10 @@ class ServiceHost:
                 self._stop,
             )
         )
+        if self.ledger is not None:
+            await self._start_ledger(self.ledger, health_servicer)
+        for work in self._alongside:
+            self._spawn(work(self._stop, health_servicer))
         await server.start()
         log.info("%s serving on port %d", self.service, port)
 
@@ -324,6 +353,25 @@ class ServiceHost:
             await self._close_all()
 
         return RunningService(self.service, port, stop, server)
+
+    async def _start_ledger(
+        self, ledger: LedgerLog, health_servicer: health.aio.HealthServicer
+    ) -> None:
+        publication = kafka_publication(self.infra)
+        if publication is not None:
+            publish, stop_publishing = publication
+            ledger.listeners.append(publish)
+            self._closers.append(stop_publishing)
+        self._spawn(
+            run_ledger(
+                ledger,
+                self.store,
+                health_servicer,
+                f"casetrail.{self.service}.ledger",
+                self._stop,
+                sign_every=self.infra.ledger_sign_every,
+            )
+        )
 
     async def _close_all(self) -> None:
         for close in reversed(self._closers):
@@ -431,8 +479,17 @@ async def host_for(infra: Infrastructure, service: str) -> ServiceHost:
     store, checkpoints, close_store = await open_event_store(infra, service)
     parking = await open_parking_lot(infra, service, store)
     read_models = await open_read_models(infra, service)
+    ledger = await open_ledger(infra, service)
     return ServiceHost(
-        service, infra, store, checkpoints, read_models, close_store, parking, open_locks(infra)
+        service,
+        infra,
+        store,
+        checkpoints,
+        read_models,
+        close_store,
+        parking,
+        open_locks(infra),
+        ledger,
     )
 
 

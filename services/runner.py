@@ -31,6 +31,7 @@ from events.identity.development import DevelopmentIssuer
 from events.identity.settings import IssuerSettings
 from events.identity.tls import ServerTls
 from events.identity.verifier import TokenVerifier
+from events.ledger.hosting import ledger_settings
 
 if TYPE_CHECKING:
     from services.console.server import RunningConsole
@@ -129,6 +130,7 @@ async def _serve(
     ports: dict[str, int],
     development_issuer: DevelopmentIssuer | None,
 ) -> None:
+    infra = ledger_settings(infra, os.environ)
     running = await start_services(infra, names, options.host, ports)
     tune_gc()
     addresses = {service.name: f"{options.host}:{service.port}" for service in running}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 DEFAULT_CASE_EVENTS_TOPIC = "casetrail.case-events"
+LEDGER_CHECKPOINTS_TOPIC = "casetrail.ledger-checkpoints"
+"""Every service's signed ledger checkpoints (events/ledger/publication.py)."""
 DEAD_LETTER_SUFFIX = ".dlq"
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 

@@ -1,4 +1,5 @@
-"""Topics as code: the case-event topic and one dead-letter topic per consumer group.
+"""Topics as code: the case-event topic, one dead-letter topic per consumer group, and the
+ledger's checkpoint topic (one partition: one total order of every log's checkpoints).
 
 ``ensure_topics`` creates what is missing and checks what exists; it is idempotent and
 safe to call from every service at start-up (the broker refuses automatic topic creation).
@@ -16,7 +17,12 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from events.bus.errors import TopicConfigurationError
 from events.bus.kafka_settings import KafkaSettings
-from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name, dead_letter_topic
+from events.bus.names import (
+    DEFAULT_CASE_EVENTS_TOPIC,
+    LEDGER_CHECKPOINTS_TOPIC,
+    check_topic_name,
+    dead_letter_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +87,14 @@ class TopicSettings:
             "unclean.leader.election.enable": "false",
         }
 
+    def ledger_topic(self) -> NewTopic:
+        return NewTopic(
+            LEDGER_CHECKPOINTS_TOPIC,
+            1,
+            self.replication_factor,
+            topic_configs=self.topic_config(),
+        )
+
     def new_topics(self, groups: Iterable[str] = ()) -> list[NewTopic]:
         topics = [
             NewTopic(
@@ -105,11 +119,12 @@ class TopicSettings:
 async def ensure_topics(
     kafka: KafkaSettings, topics: TopicSettings, groups: Iterable[str] = ()
 ) -> None:
-    """Create the case-event topic and the dead-letter topics of ``groups`` if missing.
+    """Create the case-event topic, the dead-letter topics of ``groups`` and the ledger's
+    checkpoint topic if missing.
 
     Raises ``TopicConfigurationError`` if one exists with another partition count.
     """
-    await create_topics(kafka, topics.new_topics(groups))
+    await create_topics(kafka, [*topics.new_topics(groups), topics.ledger_topic()])
 
 
 async def ensure_dead_letter_topics(

@@ -53,6 +53,7 @@ from events.catalog.funding import (
     InsuranceClaimDecided,
     InsuranceClaimFiled,
 )
+from events.catalog.ledger import LedgerInconsistencyDetected
 from events.catalog.legacy import CaseOpenedV1, ClientRegisteredV1
 from events.catalog.monitoring import (
     ContactKind,
@@ -394,6 +395,13 @@ def example_events() -> tuple[CaseEvent, ...]:
             client_id=CLIENT,
             consent_id="consent-5",
             reason="Therapy finished",
+        ),
+        LedgerInconsistencyDetected(
+            origin="casetrail/example-agency/planning",
+            held_size=1200,
+            checkpoint_size=1250,
+            first_bad_position=1117,
+            problem="the log's leaf at position 1117 is not the one audit witnessed",
         ),
     )
 

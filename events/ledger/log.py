@@ -80,6 +80,7 @@ class LedgerLog:
                 leaves = await self.store.store_leaves(size, BATCH)
                 if not leaves:
                     return size
+                await self._check_last_leaf(size)
                 nodes: list[tuple[merkle.SubtreeKey, Hash]] = []
                 expected = size + 1
                 for position, leaf in leaves:
@@ -100,16 +101,20 @@ class LedgerLog:
                     raise
 
     async def root(self, size: int) -> Hash:
-        return merkle.root_at(
-            size, self._source(await self._subtrees(merkle.subtree_keys(0, size)))
-        )
+        return await root_of_log(self.store, size)
 
-    async def _subtrees(self, keys: list[merkle.SubtreeKey]) -> dict[merkle.SubtreeKey, Hash]:
-        return dict(await self.store.subtrees(keys))
-
-    @staticmethod
-    def _source(known: dict[merkle.SubtreeKey, Hash]) -> merkle.SubtreeSource:
-        return lambda _keys: known
+    async def _check_last_leaf(self, size: int) -> None:
+        """Before extending the tree: the event at position ``size`` is still the one hashed
+        (a store truncated and appended to again differs there, or earlier)."""
+        if size == 0:
+            return
+        [(position, leaf)] = await self.store.store_leaves(size - 1, 1)
+        [stored] = await self.store.leaf_hashes(size - 1, 1)
+        if position != size or leaf != stored:
+            raise LedgerTampered(
+                f"{self.origin}: the event at position {size} is not the one the ledger hashed",
+                size,
+            )
 
     async def check_store_tail(self, size: int) -> None:
         """The event at position ``size`` must still hash to the ledger's last leaf, and the
@@ -124,13 +129,7 @@ class LedgerLog:
                 f" {size} events",
                 last + 1,
             )
-        [(position, leaf)] = await self.store.store_leaves(size - 1, 1)
-        [stored] = await self.store.leaf_hashes(size - 1, 1)
-        if position != size or leaf != stored:
-            raise LedgerTampered(
-                f"{self.origin}: the event at position {size} is not the one the ledger hashed",
-                size,
-            )
+        await self._check_last_leaf(size)
 
     async def sign(self) -> StoredCheckpoint:
         """Catch up, then sign a checkpoint of the whole tree (or return the latest if the
@@ -171,28 +170,10 @@ class LedgerLog:
         return await self.store.latest_checkpoint()
 
     async def inclusion_proof(self, position: int, tree_size: int) -> InclusionProof:
-        """The proof that the event at ``position`` is in the tree of ``tree_size`` events."""
-        size = await self.store.size()
-        if tree_size > size:
-            raise merkle.ProofError(
-                f"tree size {tree_size} is beyond the ledger's current size {size}"
-            )
-        if not 1 <= position <= tree_size:
-            raise merkle.ProofError(f"position {position} is not in a tree of size {tree_size}")
-        keys = merkle.inclusion_subtrees(position - 1, tree_size)
-        known = await self._subtrees([*keys, (0, position - 1)])
-        hashes = merkle.inclusion_proof(position - 1, tree_size, self._source(known))
-        return InclusionProof(position, known[(0, position - 1)], tree_size, hashes)
+        return await prove_inclusion(self.store, position, tree_size)
 
     async def consistency_proof(self, old_size: int, size: int) -> list[Hash]:
-        merkle.check_sizes(old_size, size)
-        current = await self.store.size()
-        if size > current:
-            raise merkle.ProofError(
-                f"tree size {size} is beyond the ledger's current size {current}"
-            )
-        known = await self._subtrees(merkle.consistency_subtrees(old_size, size))
-        return merkle.consistency_proof(old_size, size, self._source(known))
+        return await prove_consistency(self.store, old_size, size)
 
     async def run(
         self,
@@ -209,7 +190,7 @@ class LedgerLog:
         while not stop.is_set():
             try:
                 size = await self.catch_up()
-                if loop.time() >= next_signature:
+                if size and loop.time() >= next_signature:
                     await self.sign()
                     next_signature = loop.time() + sign_every
             except Exception as error:
@@ -225,3 +206,31 @@ class LedgerLog:
             await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
             for task in (waiting, stopping):
                 task.cancel()
+
+
+async def prove_inclusion(store: LedgerStore, position: int, tree_size: int) -> InclusionProof:
+    """The proof that the event at ``position`` is in the tree of ``tree_size`` events."""
+    size = await store.size()
+    if tree_size > size:
+        raise merkle.ProofError(f"tree size {tree_size} is beyond the ledger's current size {size}")
+    if not 1 <= position <= tree_size:
+        raise merkle.ProofError(f"position {position} is not in a tree of size {tree_size}")
+    keys = merkle.inclusion_subtrees(position - 1, tree_size)
+    known = dict(await store.subtrees([*keys, (0, position - 1)]))
+    hashes = merkle.inclusion_proof(position - 1, tree_size, lambda _: known)
+    return InclusionProof(position, known[(0, position - 1)], tree_size, hashes)
+
+
+async def prove_consistency(store: LedgerStore, old_size: int, size: int) -> list[Hash]:
+    """The proof that the tree of ``size`` events extends the one of ``old_size``."""
+    merkle.check_sizes(old_size, size)
+    current = await store.size()
+    if size > current:
+        raise merkle.ProofError(f"tree size {size} is beyond the ledger's current size {current}")
+    known = dict(await store.subtrees(merkle.consistency_subtrees(old_size, size)))
+    return merkle.consistency_proof(old_size, size, lambda _: known)
+
+
+async def root_of_log(store: LedgerStore, size: int) -> Hash:
+    known = dict(await store.subtrees(merkle.subtree_keys(0, size)))
+    return merkle.root_at(size, lambda _: known)

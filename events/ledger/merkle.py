@@ -112,6 +112,10 @@ class RootAccumulator:
             node = _sha256(b"\x01" + left + node).digest()
         return node
 
+    def edge(self) -> list[Hash]:
+        """The hashes of ``completed()``'s subtrees (what ``resume`` takes back)."""
+        return list(self._stack)
+
     def completed(self) -> list[SubtreeKey]:
         """The complete subtrees on the right edge, largest first (what ``append`` keeps)."""
         keys: list[SubtreeKey] = []

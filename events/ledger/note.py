@@ -91,7 +91,7 @@ class Verifier:
 
     @classmethod
     def parse(cls, text: str) -> Verifier:
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 2)  # base64 may hold "+" too
         if len(parts) != 3:
             raise NoteError("a verifier key is name+keyid+base64 key")
         name, id_hex, encoded = parts

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
+from grpc_health.v1 import health, health_pb2
 
 from casetrail.audit.v1 import audit_pb2_grpc
 from events.hosting import Infrastructure, RunningService, host_for
+from events.ledger.directory import LedgerDirectory
+from events.ledger.witness import Witness
 from services.audit.adapters.timeline import ReadModelTimelines, TimelineProjection
 from services.audit.app.handlers import SERVICE
+from services.audit.app.ledger import LedgerDeps, run_witness
 from services.audit.app.queries import AuditDeps
 from services.audit.entrypoints.grpc_server import SERVICE_NAME, AuditServicer
+
+WITNESS_HEALTH = "casetrail.audit.ledger-witness"
+"""NOT_SERVING while audit holds some service's log inconsistent with its checkpoints."""
 
 
 async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningService:
@@ -20,9 +29,27 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     # bus. The projection ignores whichever copy comes second.
     host.subscribe(timeline)
     host.project_own_events(timeline)
-    servicer = AuditServicer(
-        AuditDeps(timelines=ReadModelTimelines(host.read_models, infra.registry), store=host.store)
+    timelines = ReadModelTimelines(host.read_models, infra.registry)
+    directory = LedgerDirectory(infra)
+    host.close_with(directory.close)
+    ledger_deps = LedgerDeps(
+        directory=directory,
+        witness=Witness(host.read_models),
+        store=host.store,
+        find_event=timelines.event,
     )
+    servicer = AuditServicer(AuditDeps(timelines=timelines, store=host.store), ledger_deps)
+
+    async def witness(stop: asyncio.Event, health_servicer: health.aio.HealthServicer) -> None:
+        async def set_health(consistent: bool) -> None:
+            serving = health_pb2.HealthCheckResponse.SERVING
+            status = serving if consistent else health_pb2.HealthCheckResponse.NOT_SERVING
+            await health_servicer.set(WITNESS_HEALTH, status)
+
+        every = max(0.2, infra.ledger_sign_every / 2)
+        await run_witness(ledger_deps, set_health, stop, every)
+
+    host.run_alongside(witness)
 
     def register(server: grpc.aio.Server) -> None:
         audit_pb2_grpc.add_AuditServicer_to_server(servicer, server)

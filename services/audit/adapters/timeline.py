@@ -16,6 +16,7 @@ access events.
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from events.cloudevents import from_structured, to_structured
 from events.envelope import RecordedEvent
@@ -90,6 +91,16 @@ class ReadModelTimelines:
             if chunk is not None:
                 documents.extend(chunk["events"])
         return [self._decode(case_id, document) for document in documents]
+
+    async def event(self, event_id: UUID) -> RecordedEvent | None:
+        """The case event audit received with this id (None for one of no case)."""
+        seen = await self._read_models.get(SEEN, str(event_id))
+        if seen is None:
+            return None
+        for recorded in await self.events_of(seen["case_id"]):
+            if recorded.event_id == event_id:
+                return recorded
+        return None
 
     def _decode(self, case_id: str, document: dict[str, Any]) -> RecordedEvent:
         try:

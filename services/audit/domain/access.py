@@ -18,6 +18,7 @@ from events.catalog import (
     clients,
     eligibility,
     funding,
+    ledger,
     monitoring,
     planning,
     referrals,
@@ -37,6 +38,7 @@ class AuditQuery(StrEnum):
     ACTIVITY = "read who did what on a case"
     EXPORT = "export a case's history"
     ACCESS_LOG = "read a case's access log"
+    LEDGER = "read the ledger's checkpoints and proofs"
 
 
 _OVERSIGHT = frozenset({Role.AUDITOR, Role.SUPERVISOR})
@@ -137,5 +139,7 @@ def sections_by_type() -> dict[str, tuple[RecordSection, ...]]:
         ),
         ((RecordSection.CONSENTS,), (access.ConsentGranted, access.ConsentRevoked)),
         ((RecordSection.ACCESS_LOG,), (access.RecordAccessed,)),
+        # About a service's log, not a case: part of no case record.
+        ((), (ledger.LedgerInconsistencyDetected,)),
     ]
     return {model.event_type: sections for sections, models in groups for model in models}

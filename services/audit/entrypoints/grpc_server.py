@@ -7,13 +7,15 @@ from collections.abc import AsyncIterator
 from typing_extensions import override
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
+from events.commands import NotFound
+from events.errors import FieldProblem
 from events.grpc_platform.server import (
     Context,
     refusals_as_status,
     streamed_refusals_as_status,
 )
 from events.identity.grpc_auth import principal_of
-from services.audit.app import queries
+from services.audit.app import ledger, queries
 from services.audit.entrypoints import responses
 from services.audit.entrypoints.requests import RequestReader, moment, page_token
 
@@ -21,8 +23,17 @@ SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
 
 
 class AuditServicer(audit_pb2_grpc.AuditServicer):
-    def __init__(self, deps: queries.AuditDeps) -> None:
+    def __init__(
+        self, deps: queries.AuditDeps, ledger_deps: ledger.LedgerDeps | None = None
+    ) -> None:
         self._deps = deps
+        self._ledger_deps = ledger_deps
+
+    @property
+    def _ledger(self) -> ledger.LedgerDeps:
+        if self._ledger_deps is None:
+            raise NotFound("ledger", "this audit server has none")
+        return self._ledger_deps
 
     @override
     @refusals_as_status
@@ -101,7 +112,12 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         basis = read.basis(request.basis)
         read.done()
         ordered = await queries.export_case(self._deps, viewer, case_id, basis)
-        for chunk in responses.export_chunks(ordered):
+        proofs = (
+            {}
+            if self._ledger_deps is None
+            else await ledger.export_proofs(self._ledger_deps, ordered)
+        )
+        for chunk in responses.export_chunks(ordered, proofs):
             yield chunk
 
     @override
@@ -116,4 +132,65 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         accesses = await queries.get_access_log(self._deps, viewer, case_id)
         return audit_pb2.GetAccessLogResponse(
             records=[responses.access_record(recorded) for recorded in accesses]
+        )
+
+    @override
+    @refusals_as_status
+    async def GetLedgerCheckpoint(
+        self, request: audit_pb2.GetLedgerCheckpointRequest, context: Context
+    ) -> audit_pb2.GetLedgerCheckpointResponse:
+        read = RequestReader()
+        viewer = read.viewer(principal_of(context), request.context)
+        if not request.service:
+            read.missing("service")
+        read.done()
+        status = await ledger.log_status(self._ledger, viewer, request.service)
+        return responses.ledger_status(status)
+
+    @override
+    @refusals_as_status
+    async def ProveEventInclusion(
+        self, request: audit_pb2.ProveEventInclusionRequest, context: Context
+    ) -> audit_pb2.ProveEventInclusionResponse:
+        read = RequestReader()
+        viewer = read.viewer(principal_of(context), request.context)
+        event_id = read.uuid(request.event_id, "event_id")
+        if request.tree_size < 0:
+            read.problems.append(FieldProblem("tree_size", "must not be negative"))
+        read.done()
+        assert event_id is not None
+        proof = await ledger.prove_event(self._ledger, viewer, event_id, request.tree_size)
+        return responses.event_proof(proof)
+
+    @override
+    @refusals_as_status
+    async def ProveLogConsistency(
+        self, request: audit_pb2.ProveLogConsistencyRequest, context: Context
+    ) -> audit_pb2.ProveLogConsistencyResponse:
+        read = RequestReader()
+        viewer = read.viewer(principal_of(context), request.context)
+        if not request.service:
+            read.missing("service")
+        read.done()
+        proof, first_root, second_root = await ledger.prove_log_consistency(
+            self._ledger, viewer, request.service, request.first_size, request.second_size
+        )
+        return audit_pb2.ProveLogConsistencyResponse(
+            proof=proof, first_root=first_root, second_root=second_root
+        )
+
+    @override
+    @refusals_as_status
+    async def ListLedgerKeys(
+        self, request: audit_pb2.ListLedgerKeysRequest, context: Context
+    ) -> audit_pb2.ListLedgerKeysResponse:
+        read = RequestReader()
+        viewer = read.viewer(principal_of(context), request.context)
+        read.done()
+        keys = await ledger.published_keys(self._ledger, viewer)
+        return audit_pb2.ListLedgerKeysResponse(
+            keys=[
+                audit_pb2.LedgerKey(service=service, origin=origin, verifier_key=key)
+                for service, origin, key in keys
+            ]
         )

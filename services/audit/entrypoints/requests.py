@@ -7,6 +7,7 @@ import binascii
 import json
 from datetime import UTC, datetime
 from functools import cache
+from uuid import UUID
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import TypeAdapter, ValidationError
@@ -57,6 +58,13 @@ class RequestReader:
         self.problems.extend(problems)
         # The stand-in never escapes: done() raises whenever the context was refused.
         return context or _STAND_IN
+
+    def uuid(self, value: str, field: str) -> UUID | None:
+        try:
+            return UUID(value)
+        except ValueError:
+            self.problems.append(FieldProblem(field, "required" if not value else "not a UUID"))
+            return None
 
     def case_id(self, value: str, field: str = "case_id") -> str:
         return self.identifier(value, field) or ""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
+from uuid import UUID
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -13,6 +14,7 @@ from casetrail.common.v1 import common_pb2
 from events.catalog.access import RecordAccessed
 from events.cloudevents import iter_json_lines, to_structured
 from events.envelope import Actor, RecordedEvent
+from services.audit.app.ledger import EventProof, LogStatus
 from services.audit.app.queries import Activity
 from services.audit.domain import case_state
 from services.audit.domain.history import TimeBasis
@@ -96,11 +98,14 @@ def access_record(recorded: RecordedEvent) -> audit_pb2.AccessRecord:
     )
 
 
-def export_chunks(ordered: Iterable[RecordedEvent]) -> Iterator[audit_pb2.ExportCaseChunk]:
-    """Whole JSON lines, cut into chunks small enough for any gRPC message limit."""
+def export_chunks(
+    ordered: Iterable[RecordedEvent], proofs: Mapping[UUID, Mapping[str, str]] | None = None
+) -> Iterator[audit_pb2.ExportCaseChunk]:
+    """Whole JSON lines, cut into chunks small enough for any gRPC message limit. ``proofs``:
+    the ledger's extension attributes of each event (``events.ledger.export``)."""
     lines: list[bytes] = []
     size = 0
-    for line in iter_json_lines(ordered):
+    for line in _lines(ordered, proofs or {}):
         encoded = line.encode("utf-8")
         lines.append(encoded)
         size += len(encoded)
@@ -109,6 +114,61 @@ def export_chunks(ordered: Iterable[RecordedEvent]) -> Iterator[audit_pb2.Export
             lines, size = [], 0
     if lines:
         yield audit_pb2.ExportCaseChunk(json_lines=b"".join(lines), event_count=len(lines))
+
+
+def _lines(
+    ordered: Iterable[RecordedEvent], proofs: Mapping[UUID, Mapping[str, str]]
+) -> Iterator[str]:
+    if not proofs:
+        yield from iter_json_lines(ordered)
+        return
+    for recorded in ordered:
+        document = to_structured(recorded)
+        document.update(proofs.get(recorded.event_id, {}))
+        text = json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        yield text + "\n"
+
+
+def _checkpoint(origin: str, size: int, root: bytes, note: str) -> audit_pb2.LedgerCheckpoint:
+    return audit_pb2.LedgerCheckpoint(
+        origin=origin, tree_size=size, root_hash=root, signed_note=note
+    )
+
+
+def ledger_status(status: LogStatus) -> audit_pb2.GetLedgerCheckpointResponse:
+    response = audit_pb2.GetLedgerCheckpointResponse(
+        verifier_key="" if status.verifier is None else str(status.verifier)
+    )
+    if status.latest is not None:
+        latest = status.latest
+        response.latest.CopyFrom(
+            _checkpoint(latest.origin, latest.size, latest.root, status.latest_note)
+        )
+    if status.witnessed is not None:
+        held = status.witnessed
+        response.witnessed.CopyFrom(_checkpoint(held.origin, held.size, held.root, held.note))
+    if status.alarm is not None:
+        alarm = status.alarm
+        response.alarm.CopyFrom(
+            audit_pb2.LedgerAlarm(
+                held_size=alarm.held_size,
+                checkpoint_size=alarm.checkpoint_size,
+                first_bad_position=alarm.first_bad_position or 0,
+                problem=alarm.problem,
+            )
+        )
+    return response
+
+
+def event_proof(proof: EventProof) -> audit_pb2.ProveEventInclusionResponse:
+    checkpoint = proof.checkpoint
+    return audit_pb2.ProveEventInclusionResponse(
+        service=proof.service,
+        position=proof.proof.position,
+        leaf_hash=proof.proof.leaf_hash,
+        proof=proof.proof.hashes,
+        checkpoint=_checkpoint(checkpoint.origin, checkpoint.size, checkpoint.root, proof.note),
+    )
 
 
 def state(value: case_state.CaseState, as_of: datetime) -> audit_pb2.CaseState:

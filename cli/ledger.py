@@ -1,0 +1,205 @@
+"""`casetrail verify | verify-store | ledger ...`: the ledger's proofs, offline and through audit.
+
+* ``verify FILE``: checks an export offline: every line's inclusion proof against its signed
+  checkpoint, under public keys given with ``--keys`` (one verifier key per line, as
+  ``casetrail ledger keys`` prints them) or else those published in the data dir.
+* ``verify-store SERVICE``: recomputes the service's tree from its stored events and names the
+  first bad position (``--checkpoint FILE``: also check against a checkpoint kept elsewhere).
+* ``ledger checkpoint|prove|consistency|keys``: audit's answers (GetLedgerCheckpoint,
+  ProveEventInclusion, ProveLogConsistency, ListLedgerKeys).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
+
+from casetrail.audit.v1 import audit_pb2
+from cli.rpc import refusal_of
+
+if TYPE_CHECKING:
+    from events.ledger.note import Verifier
+
+
+def run(options: argparse.Namespace) -> int:
+    if options.command == "verify":
+        return _verify_export(options)
+    if options.command == "verify-store":
+        return asyncio.run(_verify_store(options))
+    try:
+        return asyncio.run(_ask_audit(options))
+    except grpc.aio.AioRpcError as error:
+        refusal = refusal_of(error)
+        print(f"refused: {refusal}", file=sys.stderr)
+        for field, problem in refusal.field_violations.items():
+            print(f"  {field}: {problem}", file=sys.stderr)
+        return 1
+
+
+def _verifiers(options: argparse.Namespace) -> dict[str, Verifier]:
+    from events.ledger.note import NoteError, Verifier
+
+    texts: list[str] = []
+    if options.keys:
+        texts = Path(options.keys).read_text().splitlines()
+    else:
+        texts = [path.read_text() for path in sorted(Path(options.data_dir).glob("*/ledger.pub"))]
+    verifiers: dict[str, Verifier] = {}
+    for text in texts:
+        if not text.strip():
+            continue
+        try:
+            verifier = Verifier.parse(text)
+        except NoteError as error:
+            raise SystemExit(f"bad public key {text.strip()!r}: {error}") from None
+        verifiers[verifier.name] = verifier
+    if not verifiers:
+        raise SystemExit("no public keys: pass --keys FILE (see `casetrail ledger keys`)")
+    return verifiers
+
+
+def _verify_export(options: argparse.Namespace) -> int:
+    from events.catalog_registry import default_registry
+    from events.ledger.export import verify_export
+
+    try:
+        text = Path(options.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"{options.file}: cannot read the export: {error}", file=sys.stderr)
+        return 1
+    result = verify_export(text, default_registry(), _verifiers(options))
+    for problem in result.problems:
+        print(problem, file=sys.stderr)
+    for origin, size in sorted(result.checkpoints.items()):
+        print(f"{origin}: proven in its signed tree of {size} events")
+    print(f"{result.verified} of {result.lines} events verified")
+    return 0 if result.ok else 1
+
+
+async def _verify_store(options: argparse.Namespace) -> int:
+    from cli.stores import has_local_store, infrastructure
+    from events.ledger.directory import LedgerDirectory
+    from events.ledger.hosting import open_ledger_store
+    from events.ledger.note import NoteError, open_checkpoint
+    from events.ledger.verify import verify_store
+
+    infra = infrastructure(options)
+    if not has_local_store(infra, options.service):
+        print(f"{options.service} has no store under {infra.data_dir}", file=sys.stderr)
+        return 2
+    verifier = await LedgerDirectory(infra).verifier(options.service)
+    trusted = []
+    if options.checkpoint:
+        if verifier is None:
+            print("no public key for the service: cannot open --checkpoint", file=sys.stderr)
+            return 2
+        try:
+            text = await asyncio.to_thread(Path(options.checkpoint).read_text)
+            trusted.append(open_checkpoint(text, verifier))
+        except (OSError, NoteError) as error:
+            print(f"{options.checkpoint}: {error}", file=sys.stderr)
+            return 2
+    store = await open_ledger_store(infra, options.service)
+    try:
+        result = await verify_store(store, verifier, trusted=trusted)
+    finally:
+        await store.close()
+    print(
+        f"{options.service}: {result.leaves} events hashed, ledger holds {result.ledger_size},"
+        f" {result.checkpoints_checked} checkpoints checked"
+    )
+    for note in result.notes:
+        print(note)
+    if result.ok:
+        print("OK: the store is the tree its checkpoints signed")
+        return 0
+    where = result.first_bad_position
+    print(f"TAMPERED at position {where}: {result.problem}" if where else result.problem)
+    return 1
+
+
+async def _ask_audit(options: argparse.Namespace) -> int:
+    from cli.audit import _audit, _person
+
+    context = _person(options).query(options.purpose)
+    async with _audit(options) as audit:
+        if options.ledger_command == "checkpoint":
+            answer = await audit.GetLedgerCheckpoint(
+                audit_pb2.GetLedgerCheckpointRequest(context=context, service=options.service)
+            )
+            if answer.HasField("latest"):
+                print(answer.latest.signed_note, end="")
+            else:
+                print(f"{options.service} has signed no checkpoint yet", file=sys.stderr)
+            if answer.HasField("witnessed"):
+                print(f"audit verified the tree of {answer.witnessed.tree_size} events")
+            if answer.HasField("alarm"):
+                print(f"ALARM: {answer.alarm.problem}", file=sys.stderr)
+                return 1
+        elif options.ledger_command == "prove":
+            proof = await audit.ProveEventInclusion(
+                audit_pb2.ProveEventInclusionRequest(
+                    context=context, event_id=options.event_id, tree_size=options.tree_size
+                )
+            )
+            print(f"{proof.service} position {proof.position} (leaf {proof.position - 1})")
+            print(f"leaf hash {base64.b64encode(proof.leaf_hash).decode()}")
+            for item in proof.proof:
+                print(f"  {base64.b64encode(item).decode()}")
+            print(proof.checkpoint.signed_note, end="")
+        elif options.ledger_command == "consistency":
+            answer_c = await audit.ProveLogConsistency(
+                audit_pb2.ProveLogConsistencyRequest(
+                    context=context,
+                    service=options.service,
+                    first_size=options.first_size,
+                    second_size=options.second_size,
+                )
+            )
+            print(f"root {options.first_size}: {base64.b64encode(answer_c.first_root).decode()}")
+            print(f"root {options.second_size}: {base64.b64encode(answer_c.second_root).decode()}")
+            for item in answer_c.proof:
+                print(f"  {base64.b64encode(item).decode()}")
+        else:
+            keys = await audit.ListLedgerKeys(audit_pb2.ListLedgerKeysRequest(context=context))
+            for key in keys.keys:
+                print(key.verifier_key)
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The ledger's subcommands, added to ``casetrail``'s parser (``cli.main``)."""
+    from cli.main import SERVICES, _audit, _data_dir, _storage
+
+    verify = commands.add_parser("verify", help="verify an export's proofs offline")
+    verify.add_argument("file")
+    verify.add_argument("--keys", help="public keys, one per line (default: the data dir's)")
+    verify.add_argument("--data-dir", default=_data_dir())
+
+    verify_store = commands.add_parser(
+        "verify-store", help="recompute a service's tree and name the first bad position"
+    )
+    verify_store.add_argument("service", choices=SERVICES)
+    verify_store.add_argument("--checkpoint", help="a signed checkpoint kept elsewhere")
+    _storage(verify_store)
+
+    ledger = commands.add_parser("ledger", help="checkpoints and proofs, from audit")
+    actions = ledger.add_subparsers(dest="ledger_command", required=True)
+    checkpoint = actions.add_parser("checkpoint", help="a service's newest signed checkpoint")
+    checkpoint.add_argument("service", choices=SERVICES)
+    prove = actions.add_parser("prove", help="the inclusion proof of an event")
+    prove.add_argument("event_id")
+    prove.add_argument("--tree-size", type=int, default=0)
+    consistency = actions.add_parser("consistency", help="a consistency proof of a service's log")
+    consistency.add_argument("service", choices=SERVICES)
+    consistency.add_argument("first_size", type=int)
+    consistency.add_argument("second_size", type=int)
+    actions.add_parser("keys", help="every service's public key")
+    for action in (checkpoint, prove, consistency, actions.choices["keys"]):
+        _audit(action)

@@ -1,0 +1,310 @@
+"""Audit as the witness of every service's log, and the proofs it hands out.
+
+Audit checks each new checkpoint of every service against the last one it holds
+(``events.ledger.witness``); a failure is an alarm: ``casetrail.ledger.inconsistency_detected``
+in audit's own store and the health entry ``casetrail.audit.ledger-witness`` NOT_SERVING.
+Proofs are answered from the service's ledger, for the checkpoint audit has verified, and are
+checked against the event audit itself received before they are handed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from events.catalog.base import Role
+from events.catalog.ledger import LedgerInconsistencyDetected
+from events.commands import NotFound, RuleBroken
+from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from events.ledger import merkle
+from events.ledger.directory import LedgerDirectory
+from events.ledger.export import canonical_of_record, proof_attributes
+from events.ledger.log import InclusionProof, prove_consistency, prove_inclusion, root_of_log
+from events.ledger.note import Checkpoint, Verifier, open_checkpoint
+from events.ledger.port import LedgerStore
+from events.ledger.witness import HeldCheckpoint, Witness, WitnessAlarm
+from events.queries import QueryContext
+from events.store.port import ANY_VERSION, EventStore
+from services.audit.app.handlers import SERVICE_SOURCE
+from services.audit.domain.access import AuditQuery, check_allowed
+from services.audit.domain.errors import invalid
+
+log = logging.getLogger(__name__)
+
+WITNESS = Actor("audit-ledger-witness", Role.SYSTEM)
+SEEN = "audit_seen_events"
+
+
+@dataclass(frozen=True)
+class LedgerDeps:
+    directory: LedgerDirectory
+    witness: Witness
+    store: EventStore
+    """Audit's own store, where alarms are recorded."""
+    find_event: Callable[[UUID], Coroutine[Any, Any, RecordedEvent | None]]
+    """The event audit received with this id (any service's), or None."""
+
+
+@dataclass(frozen=True)
+class LogStatus:
+    service: str
+    origin: str
+    latest: Checkpoint | None
+    latest_note: str
+    witnessed: HeldCheckpoint | None
+    verifier: Verifier | None
+    alarm: WitnessAlarm | None
+
+
+@dataclass(frozen=True)
+class EventProof:
+    service: str
+    origin: str
+    proof: InclusionProof
+    checkpoint: Checkpoint
+    note: str
+
+
+async def witness_all(deps: LedgerDeps) -> list[WitnessAlarm]:
+    """One round: every log checked once. Returns the alarms standing."""
+    alarms: list[WitnessAlarm] = []
+    for service in deps.directory.services:
+        store = await deps.directory.log(service)
+        verifier = await deps.directory.verifier(service)
+        if store is None or verifier is None:
+            continue
+
+        async def raised(alarm: WitnessAlarm, service: str = service) -> None:
+            await record_alarm(deps.store, service, alarm)
+
+        alarm = await deps.witness.witness(store, verifier, raised)
+        if alarm is not None:
+            alarms.append(alarm)
+    return alarms
+
+
+async def record_alarm(store: EventStore, service: str, alarm: WitnessAlarm) -> None:
+    log.error(
+        "ledger of %s is inconsistent (first bad position %s): %s",
+        alarm.origin,
+        alarm.first_bad_position,
+        alarm.problem,
+    )
+    event = LedgerInconsistencyDetected(
+        origin=alarm.origin,
+        held_size=alarm.held_size,
+        checkpoint_size=alarm.checkpoint_size,
+        first_bad_position=alarm.first_bad_position,
+        problem=alarm.problem[:500],
+    )
+    new = NewEvent(
+        event=event,
+        metadata=EventMetadata(
+            source=SERVICE_SOURCE,
+            actor=WITNESS,
+            occurred_at=datetime.now(UTC),
+            correlation_id=uuid4(),
+        ),
+    )
+    await store.append(f"ledger-{service}", [new], ANY_VERSION)
+
+
+async def run_witness(
+    deps: LedgerDeps,
+    set_health: Callable[[bool], Coroutine[Any, Any, None]],
+    stop: asyncio.Event,
+    every: float,
+) -> None:
+    """Witness every log every ``every`` seconds until ``stop``."""
+    healthy: bool | None = None
+    while not stop.is_set():
+        try:
+            alarms = await witness_all(deps)
+        except Exception:
+            log.exception("ledger witness round failed")
+        else:
+            if (not alarms) != healthy:
+                healthy = not alarms
+                await set_health(healthy)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
+def _service(deps: LedgerDeps, service: str, field: str = "service") -> str:
+    if service not in deps.directory.services:
+        choices = ", ".join(deps.directory.services)
+        raise invalid(field, f"unknown service {service!r}; one of {choices}")
+    return service
+
+
+async def _log(deps: LedgerDeps, service: str) -> LedgerStore:
+    store = await deps.directory.log(service)
+    if store is None:
+        raise NotFound("ledger of service", service)
+    return store
+
+
+async def log_status(deps: LedgerDeps, viewer: QueryContext, service: str) -> LogStatus:
+    check_allowed(viewer.actor, AuditQuery.LEDGER)
+    service = _service(deps, service)
+    store = await _log(deps, service)
+    verifier = await deps.directory.verifier(service)
+    origin = deps.directory.origin(service)
+    stored = await store.latest_checkpoint()
+    latest = None
+    if stored is not None:
+        body = stored.note.partition("\n\n")[0] + "\n"
+        latest = (
+            open_checkpoint(stored.note, verifier)
+            if verifier is not None
+            else Checkpoint.parse(body)
+        )
+    return LogStatus(
+        service,
+        origin,
+        latest,
+        stored.note if stored is not None else "",
+        await deps.witness.held(origin),
+        verifier,
+        await deps.witness.alarm(origin),
+    )
+
+
+async def prove_event(
+    deps: LedgerDeps, viewer: QueryContext, event_id: UUID, tree_size: int = 0
+) -> EventProof:
+    """The inclusion proof of an event audit received, in the checkpoint audit verified (or
+    in the tree of ``tree_size`` events, when one of that size was signed)."""
+    check_allowed(viewer.actor, AuditQuery.LEDGER)
+    recorded = await deps.find_event(event_id)
+    if recorded is None:
+        raise NotFound("event", str(event_id))
+    proof = await event_proof(deps, recorded, tree_size)
+    if proof is None:
+        raise RuleBroken(
+            "EVENT_NOT_YET_CHECKPOINTED",
+            f"event {event_id} (position {recorded.position} of"
+            f" {_service_of_record(recorded)}) is not yet in a checkpoint audit has verified",
+        )
+    return proof
+
+
+def _service_of_record(recorded: RecordedEvent) -> str:
+    return recorded.metadata.source.rsplit("/", 1)[-1]
+
+
+async def event_proof(
+    deps: LedgerDeps, recorded: RecordedEvent, tree_size: int = 0
+) -> EventProof | None:
+    """The proof for ``recorded`` (None when no verified checkpoint covers it yet). Raises
+    ``RuleBroken`` LEDGER_MISMATCH if the log does not hold the event audit received."""
+    service = _service_of_record(recorded)
+    if service not in deps.directory.services:
+        return None
+    store = await deps.directory.log(service)
+    origin = deps.directory.origin(service)
+    if store is None:
+        return None
+    if tree_size:
+        note = await _note_of_size(store, tree_size)
+        verifier = await deps.directory.verifier(service)
+        if note is None or verifier is None:
+            raise invalid("tree_size", f"no checkpoint of {tree_size} events was signed")
+        checkpoint = open_checkpoint(note, verifier)
+    else:
+        held = await deps.witness.held(origin)
+        if held is None:
+            return None
+        checkpoint, note = Checkpoint(origin, held.size, held.root), held.note
+    if recorded.position > checkpoint.size:
+        if tree_size:
+            raise invalid(
+                "tree_size", f"the event's position {recorded.position} is beyond {tree_size}"
+            )
+        return None
+    try:
+        proof = await prove_inclusion(store, recorded.position, checkpoint.size)
+        merkle.verify_inclusion(
+            recorded.position - 1,
+            checkpoint.size,
+            merkle.leaf_hash(canonical_of_record(recorded)),
+            proof.hashes,
+            checkpoint.root,
+        )
+    except (merkle.ProofError, LookupError) as error:
+        raise RuleBroken(
+            "LEDGER_MISMATCH",
+            f"the ledger of {service} does not prove the event audit received at position"
+            f" {recorded.position}: {error}",
+            position=str(recorded.position),
+        ) from None
+    return EventProof(service, origin, proof, checkpoint, note)
+
+
+async def _note_of_size(store: LedgerStore, size: int) -> str | None:
+    found = await store.checkpoints(after_size=size - 1, limit=1)
+    return found[0].note if found and found[0].size == size else None
+
+
+async def prove_log_consistency(
+    deps: LedgerDeps, viewer: QueryContext, service: str, first_size: int, second_size: int
+) -> tuple[list[bytes], bytes, bytes]:
+    """Proof that the log's tree of ``second_size`` events extends the one of ``first_size``,
+    with both roots."""
+    check_allowed(viewer.actor, AuditQuery.LEDGER)
+    service = _service(deps, service)
+    if first_size < 0:
+        raise invalid("first_size", "must not be negative")
+    if second_size < 1:
+        raise invalid("second_size", "must be at least 1")
+    if first_size > second_size:
+        raise invalid(
+            "first_size",
+            f"sizes in the wrong order: first_size {first_size} exceeds second_size {second_size}",
+        )
+    store = await _log(deps, service)
+    current = await store.size()
+    if second_size > current:
+        raise invalid("second_size", f"{second_size} is beyond the log's current size {current}")
+    proof = await prove_consistency(store, first_size, second_size)
+    return proof, await root_of_log(store, first_size), await root_of_log(store, second_size)
+
+
+async def export_proofs(
+    deps: LedgerDeps, records: list[RecordedEvent]
+) -> dict[UUID, dict[str, str]]:
+    """The ledger attributes of each exported event that a verified checkpoint covers."""
+    attributes: dict[UUID, dict[str, str]] = {}
+    for recorded in records:
+        try:
+            proof = await event_proof(deps, recorded)
+        except RuleBroken as error:
+            # Exported without a proof: the offline check then names the event.
+            log.error("export: %s", error)
+            continue
+        if proof is not None:
+            attributes[recorded.event_id] = proof_attributes(
+                proof.origin,
+                proof.proof.position,
+                proof.proof.tree_size,
+                proof.proof.hashes,
+                proof.note,
+            )
+    return attributes
+
+
+async def published_keys(deps: LedgerDeps, viewer: QueryContext) -> list[tuple[str, str, str]]:
+    """(service, origin, verifier key) of every log whose key is published."""
+    check_allowed(viewer.actor, AuditQuery.LEDGER)
+    keys = []
+    for service in deps.directory.services:
+        verifier = await deps.directory.verifier(service)
+        if verifier is not None:
+            keys.append((service, verifier.name, str(verifier)))
+    return keys

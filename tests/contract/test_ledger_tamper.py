@@ -1,0 +1,181 @@
+"""Tampering with stored events behind the triggers' back is detected, on SQLite and PostgreSQL.
+
+Each case drops (or disables) the immutability triggers in the test's own data and then flips a
+byte, deletes an event (renumbering the rest so positions stay dense), reorders two events, or
+truncates the store and appends new events. Two attackers:
+
+* one who changes only the events: ``verify_store`` names the first bad position;
+* one who also rebuilds the ledger from the tampered events and signs a new checkpoint with
+  the log's key: audit's witness, holding the checkpoint signed before, raises the alarm and
+  names the first bad position (and ``verify_store`` given that checkpoint detects it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from events.ledger.keys import FileSigner
+from events.ledger.log import LedgerLog, LedgerTampered
+from events.ledger.note import open_checkpoint, origin_of
+from events.ledger.verify import verify_store
+from events.ledger.witness import Witness, WitnessAlarm
+from events.projections.sqlite import SqliteReadModelStore
+from events.store.port import EventStore
+from events.store.sqlite import SqliteEventStore
+from tests.contract.conftest import StoreOpener
+from tests.contract.test_ledger_contract import append_notes, open_ledger
+from tests.support.servers import postgres_dsn
+
+SIZE = 40
+BAD = 17
+
+
+async def tamper(store: EventStore, tmp_path: Path, statements: list[str]) -> None:
+    """Runs SQL on the store's table with its triggers out of the way."""
+    if isinstance(store, SqliteEventStore):
+        connection = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
+        connection.execute("DROP TRIGGER IF EXISTS stored_events_are_immutable")
+        connection.execute("DROP TRIGGER IF EXISTS stored_events_are_never_deleted")
+        for statement in statements:
+            connection.execute(statement.replace("{table}", "stored_events"))
+        connection.close()
+        return
+    import psycopg
+
+    schema = store._schema  # type: ignore[attr-defined]
+    table = f'"{schema}".stored_events'
+    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as db:
+        await db.execute(f"ALTER TABLE {table} DISABLE TRIGGER stored_events_are_immutable")
+        for statement in statements:
+            await db.execute(statement.replace("{table}", table))
+
+
+FLIP = [
+    "UPDATE {table} SET data = CAST(replace(CAST(data AS TEXT), 'visit', 'visiT') AS BLOB)"
+    f" WHERE position = {BAD}"
+]
+DELETE = [
+    f"DELETE FROM {{table}} WHERE position = {BAD}",
+    f"UPDATE {{table}} SET position = -position WHERE position > {BAD}",
+    "UPDATE {table} SET position = -position - 1 WHERE position < 0",
+]
+REORDER = [
+    f"UPDATE {{table}} SET position = -1 WHERE position = {BAD}",
+    f"UPDATE {{table}} SET position = {BAD} WHERE position = {BAD + 6}",
+    f"UPDATE {{table}} SET position = {BAD + 6} WHERE position = -1",
+]
+TRUNCATE_AT = 30
+TRUNCATE = [f"DELETE FROM {{table}} WHERE position > {TRUNCATE_AT}"]
+
+
+def postgres_sql(statements: list[str]) -> list[str]:
+    return [
+        s.replace(
+            "CAST(replace(CAST(data AS TEXT), 'visit', 'visiT') AS BLOB)",
+            "convert_to(replace(convert_from(data, 'UTF8'), 'visit', 'visiT'), 'UTF8')",
+        )
+        for s in statements
+    ]
+
+
+KINDS = {
+    "flip a byte": (FLIP, BAD),
+    "delete an event": (DELETE, BAD),
+    "reorder two events": (REORDER, BAD),
+    "truncate and append": (TRUNCATE, TRUNCATE_AT + 1),
+}
+
+
+@pytest.fixture
+async def witness_documents(tmp_path: Path) -> AsyncIterator[SqliteReadModelStore]:
+    documents = SqliteReadModelStore(tmp_path / "witness.db")
+    yield documents
+    await documents.close()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+async def test_tampering_is_detected_and_the_first_bad_position_named(
+    kind: str,
+    open_store: StoreOpener,
+    tmp_path: Path,
+    witness_documents: SqliteReadModelStore,
+) -> None:
+    statements, first_bad = KINDS[kind]
+    store = await open_store()
+    if not isinstance(store, SqliteEventStore):
+        statements = postgres_sql(statements)
+    signer = FileSigner(origin_of("test-agency", "test"), tmp_path / "keys" / "test.key")
+    verifier = await signer.verifier()
+    ledger_store = await open_ledger(store, tmp_path)
+    log = LedgerLog(ledger_store, signer)
+    await append_notes(store, 10, per_commit=5)
+    await append_notes(store, SIZE - 10)
+    held = await log.sign()
+    witness = Witness(witness_documents)
+    alarms: list[WitnessAlarm] = []
+
+    async def raised(alarm: WitnessAlarm) -> None:
+        alarms.append(alarm)
+
+    assert await witness.witness(ledger_store, verifier, raised) is None
+    assert (await witness.held(verifier.name)) is not None
+
+    await tamper(store, tmp_path, statements)
+    if kind == "truncate and append":
+        fresh = await open_store()  # a new writer sees the truncated store
+        await append_notes(fresh, 15)
+
+    # Attacker 1 changed only the events: verify-store names the first bad position, and the
+    # log itself refuses to sign over a store that no longer matches its ledger.
+    checked = await verify_store(ledger_store, verifier)
+    assert not checked.ok
+    assert checked.first_bad_position == first_bad, checked.problem
+    if kind in ("delete an event", "truncate and append"):
+        with pytest.raises(LedgerTampered):
+            await log.sign()
+
+    # Attacker 2 rebuilds the ledger from the tampered events and signs with the log's key.
+    await ledger_store.close()
+    await tamper(store, tmp_path, [])
+    await _wipe_ledger(store, tmp_path)
+    ledger_store = await open_ledger(store, tmp_path)
+    rebuilt = LedgerLog(ledger_store, signer)
+    forged = await rebuilt.sign()
+    assert (await verify_store(ledger_store, verifier)).ok  # self-consistent, as the attacker meant
+
+    alarm = await witness.witness(ledger_store, verifier, raised)
+    assert alarm is not None
+    assert alarms == [alarm]
+    assert alarm.first_bad_position == first_bad, alarm.problem
+    assert alarm.held_size == SIZE
+    assert alarm.checkpoint_size == forged.size
+    # Raised once per bad checkpoint, kept while it stands.
+    assert await witness.witness(ledger_store, verifier, raised) == alarm
+    assert len(alarms) == 1
+
+    # verify-store given the checkpoint audit held detects the rewrite too.
+    trusted = open_checkpoint(held.note, verifier)
+    with_held = await verify_store(ledger_store, verifier, trusted=[trusted])
+    assert not with_held.ok
+    assert with_held.first_bad_position is not None
+    assert with_held.first_bad_position <= first_bad
+    await ledger_store.close()
+
+
+async def _wipe_ledger(store: EventStore, tmp_path: Path) -> None:
+    if isinstance(store, SqliteEventStore):
+        connection = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+        connection.execute("DELETE FROM ledger_nodes")
+        connection.execute("DELETE FROM ledger_checkpoints")
+        connection.close()
+        return
+    import psycopg
+
+    schema = store._schema  # type: ignore[attr-defined]
+    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as db:
+        await db.execute(f'DELETE FROM "{schema}".ledger_nodes')
+        await db.execute(f'DELETE FROM "{schema}".ledger_checkpoints')

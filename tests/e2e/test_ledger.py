@@ -1,0 +1,195 @@
+"""The ledger through audit's API and the CLI, on both backends: checkpoints, proofs, an
+export verified offline (and a tampered one refused), clear errors for bad requests."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from casetrail.audit.v1 import audit_pb2
+from cli.rpc import Person, eventually
+from events.hosting import Infrastructure
+from events.ledger import merkle
+from events.ledger.export import CHECKPOINT_ATTRIBUTE, PROOF_ATTRIBUTE
+from events.ledger.note import Verifier, open_checkpoint
+from tests.e2e.conftest import Casetrail
+from tests.e2e.support import new_case
+from tests.e2e.test_cli import casetrail_cli
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
+
+AUDITOR = Person("auditor-ledger", "auditor")
+SIGN_EVERY = Infrastructure(data_dir=Path()).ledger_sign_every
+
+
+def context() -> Any:
+    return AUDITOR.query("confidentiality_review")
+
+
+async def proven_export(casetrail: Casetrail, case_id: str) -> list[dict[str, Any]]:
+    """The case's export once every line carries its proof. Checkpoints come every few
+    seconds and audit verifies each before proving anything with it; every export also
+    records an access (an event of audit's own log), so exports are spaced out more than a
+    checkpoint interval plus a witness round apart."""
+    request = audit_pb2.ExportCaseRequest(context=context(), case_id=case_id)
+    deadline = asyncio.get_running_loop().time() + casetrail.patience
+    while True:
+        text = b"".join([c.json_lines async for c in casetrail.stubs.audit.ExportCase(request)])
+        lines = [json.loads(line) for line in text.decode().splitlines()]
+        if any(line["type"] == "casetrail.case.opened" for line in lines) and all(
+            PROOF_ATTRIBUTE in line for line in lines
+        ):
+            return lines
+        assert asyncio.get_running_loop().time() < deadline, "events never all proven"
+        await asyncio.sleep(SIGN_EVERY * 2.5)
+
+
+async def test_exported_events_carry_proofs_that_verify_offline(
+    casetrail: Casetrail, tmp_path: Path
+) -> None:
+    case = await new_case(casetrail, "home_care")
+    await eventually(
+        lambda: casetrail.stubs.audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(context=context(), case_id=case.case_id)
+        ),
+        what="audit to learn the case",
+        patience=casetrail.patience,
+    )
+    lines = await proven_export(casetrail, case.case_id)
+    keys = await casetrail.stubs.audit.ListLedgerKeys(
+        audit_pb2.ListLedgerKeysRequest(context=context())
+    )
+    assert {key.service for key in keys.keys} >= {"intake", "audit"}
+    verifiers = {key.origin: Verifier.parse(key.verifier_key) for key in keys.keys}
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("".join(key.verifier_key + "\n" for key in keys.keys))
+
+    # Each line's checkpoint is signed by its service's key; its proof leads to that root.
+    for line in lines:
+        proof = json.loads(line[PROOF_ATTRIBUTE])
+        checkpoint = open_checkpoint(line[CHECKPOINT_ATTRIBUTE], verifiers[proof["log"]])
+        assert checkpoint.size == proof["treesize"] >= proof["position"]
+
+    export = tmp_path / "case.jsonl"
+    export.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    status, out, err = await casetrail_cli("verify", str(export), "--keys", str(keys_file))
+    assert status == 0, err
+    assert f"{len(lines)} of {len(lines)} events verified" in out
+
+    opened = next(i for i, line in enumerate(lines) if line["type"] == "casetrail.case.opened")
+    edited = [dict(line) for line in lines]
+    edited[opened]["data"] = {**edited[opened]["data"], "referral_source": "forged"}
+    proof = json.loads(lines[-1][PROOF_ATTRIBUTE])
+    if proof["proof"]:
+        proof["proof"][0] = base64.b64encode(b"\x00" * 32).decode()
+    else:
+        proof["position"] += 1
+    edited[-1][PROOF_ATTRIBUTE] = json.dumps(proof)
+    tampered = tmp_path / "tampered.jsonl"
+    tampered.write_text("".join(json.dumps(line) + "\n" for line in edited))
+    status, out, err = await casetrail_cli("verify", str(tampered), "--keys", str(keys_file))
+    assert status == 1
+    assert f"line {opened + 1}:" in err
+    assert f"line {len(lines)}:" in err
+    assert f"{len(lines) - 2} of {len(lines)} events verified" in out
+
+    corrupt = tmp_path / "corrupt.jsonl"
+    corrupt.write_text(export.read_text()[:-40] + "\n")
+    status, _, err = await casetrail_cli("verify", str(corrupt), "--keys", str(keys_file))
+    assert status == 1
+    assert f"line {len(lines)}: not valid JSON" in err
+
+
+async def test_checkpoints_and_proofs_through_the_api(casetrail: Casetrail) -> None:
+    case = await new_case(casetrail, "home_care")
+    await eventually(
+        lambda: casetrail.stubs.audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(context=context(), case_id=case.case_id)
+        ),
+        what="audit to learn the case",
+        patience=casetrail.patience,
+    )
+    lines = await proven_export(casetrail, case.case_id)
+    opened = next(line for line in lines if line["type"] == "casetrail.case.opened")
+
+    answer = await casetrail.stubs.audit.GetLedgerCheckpoint(
+        audit_pb2.GetLedgerCheckpointRequest(context=context(), service="intake")
+    )
+    verifier = Verifier.parse(answer.verifier_key)
+    latest = open_checkpoint(answer.latest.signed_note, verifier)
+    witnessed = open_checkpoint(answer.witnessed.signed_note, verifier)
+    assert latest.size >= witnessed.size >= int(opened["sourceposition"])
+    assert not answer.HasField("alarm")
+
+    proof = await casetrail.stubs.audit.ProveEventInclusion(
+        audit_pb2.ProveEventInclusionRequest(context=context(), event_id=opened["id"])
+    )
+    assert (proof.service, proof.position) == ("intake", int(opened["sourceposition"]))
+    checkpoint = open_checkpoint(proof.checkpoint.signed_note, verifier)
+    merkle.verify_inclusion(
+        proof.position - 1, checkpoint.size, proof.leaf_hash, list(proof.proof), checkpoint.root
+    )
+
+    consistency = await casetrail.stubs.audit.ProveLogConsistency(
+        audit_pb2.ProveLogConsistencyRequest(
+            context=context(), service="intake", first_size=1, second_size=witnessed.size
+        )
+    )
+    assert consistency.second_root == witnessed.root
+    merkle.verify_consistency(
+        1, witnessed.size, consistency.first_root, witnessed.root, list(consistency.proof)
+    )
+
+
+async def test_bad_ledger_requests_get_clear_errors(casetrail: Casetrail) -> None:
+    audit = casetrail.stubs.audit
+
+    async def refused(call: Any) -> grpc.aio.AioRpcError:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        return caught.value
+
+    unknown = "0b7e4c1e-3f4a-4c1b-9d7e-000000000000"
+    error = await refused(
+        audit.ProveEventInclusion(
+            audit_pb2.ProveEventInclusionRequest(context=context(), event_id=unknown)
+        )
+    )
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert unknown in (error.details() or "")
+
+    error = await refused(
+        audit.ProveEventInclusion(
+            audit_pb2.ProveEventInclusionRequest(context=context(), event_id="not-an-id")
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "event_id" in (error.details() or "")
+
+    def consistency(first: int, second: int, service: str = "intake") -> Any:
+        return audit.ProveLogConsistency(
+            audit_pb2.ProveLogConsistencyRequest(
+                context=context(), service=service, first_size=first, second_size=second
+            )
+        )
+
+    error = await refused(consistency(1, 10**9))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "second_size" in (error.details() or "")
+    assert "beyond the log's current size" in (error.details() or "")
+    error = await refused(consistency(5, 2))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "wrong order" in (error.details() or "")
+    error = await refused(consistency(1, 2, service="payroll"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "service" in (error.details() or "")
+
+    worker = Person("worker-1", "case_manager").query("direct_care")
+    error = await refused(audit.ListLedgerKeys(audit_pb2.ListLedgerKeysRequest(context=worker)))
+    assert error.code() == grpc.StatusCode.PERMISSION_DENIED
