@@ -131,6 +131,7 @@ bench: $(PROTO_STAMP)
 	$(PY) -m bench.kafka_bench
 	$(PY) -m bench.grpc_bench
 	$(PY) -m bench.grpc_bench --auth
+	$(PY) -m bench.ledger_bench
 
 .PHONY: clean
 clean:

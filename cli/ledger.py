@@ -125,13 +125,16 @@ async def _verify_store(options: argparse.Namespace) -> int:
 
 
 async def _ask_audit(options: argparse.Namespace) -> int:
-    from cli.audit import _audit, _person
+    from cli.audit import _audit, _credentials
+    from cli.rpc import query
 
-    context = _person(options).query(options.purpose)
+    context = query(options.purpose)
+    metadata = _credentials(options)
     async with _audit(options) as audit:
         if options.ledger_command == "checkpoint":
             answer = await audit.GetLedgerCheckpoint(
-                audit_pb2.GetLedgerCheckpointRequest(context=context, service=options.service)
+                audit_pb2.GetLedgerCheckpointRequest(context=context, service=options.service),
+                metadata=metadata,
             )
             if answer.HasField("latest"):
                 print(answer.latest.signed_note, end="")
@@ -146,7 +149,8 @@ async def _ask_audit(options: argparse.Namespace) -> int:
             proof = await audit.ProveEventInclusion(
                 audit_pb2.ProveEventInclusionRequest(
                     context=context, event_id=options.event_id, tree_size=options.tree_size
-                )
+                ),
+                metadata=metadata,
             )
             print(f"{proof.service} position {proof.position} (leaf {proof.position - 1})")
             print(f"leaf hash {base64.b64encode(proof.leaf_hash).decode()}")
@@ -160,14 +164,17 @@ async def _ask_audit(options: argparse.Namespace) -> int:
                     service=options.service,
                     first_size=options.first_size,
                     second_size=options.second_size,
-                )
+                ),
+                metadata=metadata,
             )
             print(f"root {options.first_size}: {base64.b64encode(answer_c.first_root).decode()}")
             print(f"root {options.second_size}: {base64.b64encode(answer_c.second_root).decode()}")
             for item in answer_c.proof:
                 print(f"  {base64.b64encode(item).decode()}")
         else:
-            keys = await audit.ListLedgerKeys(audit_pb2.ListLedgerKeysRequest(context=context))
+            keys = await audit.ListLedgerKeys(
+                audit_pb2.ListLedgerKeysRequest(context=context), metadata=metadata
+            )
             for key in keys.keys:
                 print(key.verifier_key)
     return 0

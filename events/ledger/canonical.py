@@ -8,8 +8,8 @@ UUIDs in lower-case hyphenated form; times in microseconds since the Unix epoch 
 the event's JSON exactly as stored (ciphertext, once fields are encrypted). Text is UTF-8. Length
 prefixes make the encoding unambiguous whatever a field holds, and every value is the one the
 store keeps, so the leaf of an event stored under an older schema version hashes those bytes,
-not the upcast ones. The PostgreSQL adapter computes the same bytes in SQL
-(``ledger_postgres.sql``); the contract suite checks that both agree with this module.
+not the upcast ones. Both SQL adapters compute the same bytes in SQL (``events/ledger/sqlite.py``,
+``events/ledger/postgres.py``); the contract suite checks that they agree with this module.
 """
 
 from __future__ import annotations

@@ -181,6 +181,7 @@ class LedgerLog:
         stop: asyncio.Event,
         *,
         sign_every: float = 60.0,
+        linger: float = 0.05,
         on_error: Callable[[Exception], Awaitable[None]] | None = None,
     ) -> None:
         """Follow the event store until ``stop``: hash new events as they arrive and sign a
@@ -206,6 +207,9 @@ class LedgerLog:
             await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
             for task in (waiting, stopping):
                 task.cancel()
+            # Let more appends arrive: one ledger transaction then covers many events.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), linger)
 
 
 async def prove_inclusion(store: LedgerStore, position: int, tree_size: int) -> InclusionProof:

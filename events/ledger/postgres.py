@@ -29,37 +29,44 @@ CREATE TABLE IF NOT EXISTS {schema}.ledger_checkpoints (
     size bigint PRIMARY KEY,
     note text NOT NULL
 );
-CREATE OR REPLACE FUNCTION {schema}.ledger_field(p text) RETURNS bytea
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT convert_to(octet_length(coalesce(p, ''))::text || ':' || coalesce(p, '') || ',', 'UTF8')
-$$;
-CREATE OR REPLACE FUNCTION {schema}.ledger_micros(p timestamptz) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT ((extract(epoch FROM p) * 1000000)::bigint)::text
-$$;
--- The canonical bytes of events/ledger/canonical.py, hashed as an RFC 9162 leaf.
-CREATE OR REPLACE FUNCTION {schema}.ledger_leaf_hash(e {schema}.stored_events) RETURNS bytea
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT sha256('\\x00'::bytea || {tag}::bytea
-        || {schema}.ledger_field(e.position::text)
-        || {schema}.ledger_field(e.event_id::text)
-        || {schema}.ledger_field(e.stream)
-        || {schema}.ledger_field(e.sequence::text)
-        || {schema}.ledger_field(e.event_type)
-        || {schema}.ledger_field(e.schema_version::text)
-        || {schema}.ledger_field(e.source)
-        || {schema}.ledger_field(e.actor_id)
-        || {schema}.ledger_field(e.actor_role)
-        || {schema}.ledger_field(e.correlation_id::text)
-        || {schema}.ledger_field(e.causation_id::text)
-        || {schema}.ledger_field({schema}.ledger_micros(e.occurred_at))
-        || {schema}.ledger_field({schema}.ledger_micros(e.recorded_at))
-        || {schema}.ledger_field(e.subject)
-        || convert_to(octet_length(e.data)::text || ':', 'UTF8') || e.data || '\\x2c'::bytea)
-$$;
 """
 
 Row = tuple[Any, ...]
+
+
+def _field(expression: str) -> str:
+    text = f"coalesce({expression}, '')"
+    return f"convert_to(octet_length({text})::text || ':' || {text} || ',', 'UTF8')"
+
+
+def _micros(column: str) -> str:
+    return f"((extract(epoch FROM {column}) * 1000000)::bigint)::text"
+
+
+_TEXT_FIELDS = [
+    "e.position::text",
+    "e.event_id::text",
+    "e.stream",
+    "e.sequence::text",
+    "e.event_type",
+    "e.schema_version::text",
+    "e.source",
+    "e.actor_id",
+    "e.actor_role",
+    "e.correlation_id::text",
+    "e.causation_id::text",
+    _micros("e.occurred_at"),
+    _micros("e.recorded_at"),
+    "e.subject",
+]
+LEAF_HASH_SQL = (
+    "sha256('\\x00'::bytea || {tag} || "
+    + " || ".join(_field(field) for field in _TEXT_FIELDS)
+    + " || convert_to(octet_length(e.data)::text || ':', 'UTF8') || e.data || '\\x2c'::bytea)"
+)
+"""The leaf hash of stored event ``e``: SHA-256 of 0x00 and the canonical bytes of
+``events.ledger.canonical``, written out inline so that the planner evaluates it as one
+expression per row (a SQL function taking the row would be called, not inlined)."""
 
 
 class PostgresLedgerStore(LedgerStore):
@@ -75,17 +82,20 @@ class PostgresLedgerStore(LedgerStore):
             "INSERT INTO {} (level, idx, hash) SELECT * FROM unnest(%s::smallint[],"
             " %s::bigint[], %s::bytea[])"
         ).format(table)
+        # A correlated look-up per key: always the primary key's index, whatever the planner
+        # believes of a young table's size.
         self._subtrees_sql = sql.SQL(
-            "SELECT level, idx, hash FROM {} WHERE (level, idx) IN"
-            " (SELECT * FROM unnest(%s::smallint[], %s::bigint[]))"
+            "SELECT k.level, k.idx, (SELECT n.hash FROM {} n WHERE n.level = k.level"
+            " AND n.idx = k.idx) FROM unnest(%s::smallint[], %s::bigint[]) AS k(level, idx)"
         ).format(table)
         self._leaves_sql = sql.SQL(
             "SELECT hash FROM {} WHERE level = 0 AND idx >= %s ORDER BY idx LIMIT %s"
         ).format(table)
+        tag_field = b"%d:%s," % (len(TAG), TAG)
         self._store_leaves_sql = sql.SQL(
-            "SELECT e.position, {}.ledger_leaf_hash(e) FROM {} e WHERE e.position > %s"
+            "SELECT e.position, " + LEAF_HASH_SQL + " FROM {events} e WHERE e.position > %s"
             " ORDER BY e.position LIMIT %s"
-        ).format(sql.Identifier(schema), events)
+        ).format(tag=sql.Literal(tag_field), events=events)
         self._last_sql = sql.SQL("SELECT coalesce(max(position), 0) FROM {}").format(events)
         self._save_sql = sql.SQL("INSERT INTO {} (size, note) VALUES (%s, %s)").format(checkpoints)
         self._checkpoints_sql = sql.SQL(
@@ -101,10 +111,10 @@ class PostgresLedgerStore(LedgerStore):
         tables where missing."""
         connection = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
         try:
-            tag_field = b"%d:%s," % (len(TAG), TAG)
-            script = sql.SQL(_SCHEMA).format(
-                schema=sql.Identifier(schema), tag=sql.Literal(tag_field)
-            )
+            # Derived data, recomputable from the events: commits need not wait for the WAL
+            # flush (a crash loses at most the last hashes, which the follower redoes).
+            await connection.execute("SET synchronous_commit = off")
+            script = sql.SQL(_SCHEMA).format(schema=sql.Identifier(schema))
             async with connection.transaction():
                 # Services starting together must not create the same objects at once.
                 await connection.execute(
@@ -155,7 +165,11 @@ class PostgresLedgerStore(LedgerStore):
         rows = await self._fetch(
             self._subtrees_sql, ([level for level, _ in wanted], [index for _, index in wanted])
         )
-        return {(int(level), int(index)): bytes(digest) for level, index, digest in rows}
+        return {
+            (int(level), int(index)): bytes(digest)
+            for level, index, digest in rows
+            if digest is not None
+        }
 
     async def leaf_hashes(self, first_index: int, limit: int) -> list[Hash]:
         rows = await self._fetch(self._leaves_sql, (first_index, limit))

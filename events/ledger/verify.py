@@ -1,7 +1,7 @@
 """Recompute a store's tree from its events and name the first position that is wrong.
 
-``verify_store`` reads every stored event once, hashes it by the canonical encoding, and checks
-(in one pass, constant memory) that:
+``verify_store`` reads every stored event once, hashes it by the canonical encoding (in the
+database: SQL builds the canonical bytes), and checks, keeping about 64 bytes per event, that:
 
 * positions are dense from 1 (a deleted event leaves a hole, reordered ones break the order);
 * each event hashes to the leaf the ledger stored for its position (an edited, deleted,
@@ -14,10 +14,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from events.ledger.merkle import RootAccumulator
+from events.ledger.merkle import Hash, SubtreeKey, root_at
 from events.ledger.note import Checkpoint, NoteError, Verifier, open_checkpoint
 from events.ledger.port import LedgerStore
 
@@ -54,76 +55,103 @@ async def verify_store(
     """``trusted``: checkpoints kept elsewhere (by audit, or taken from the Kafka topic), so
     that a ledger rebuilt together with its checkpoints is caught too."""
     result = StoreVerification(ledger_size=await ledger.size())
-    stored = await _checkpoints(ledger, verifier, result)
+    signed = await _checkpoints(ledger, verifier, result)
     # At equal sizes the outside checkpoints go first: they are the ones to trust.
-    tagged = [(c.size, 0, c) for c in trusted] + [(c.size, 1, c) for c in stored]
+    tagged = [(c.size, 0, c) for c in trusted] + [(c.size, 1, c) for c in signed]
     tagged.sort(key=lambda item: (item[0], item[1]))
-    pending = iter([(checkpoint, kind == 0) for _, kind, checkpoint in tagged])
-    next_checkpoint, next_trusted = next(pending, (None, False))
-    # With outside checkpoints, only they vouch for a prefix: the log's own may be forged.
-    last_matching = 0
-    accumulator = RootAccumulator()
+    leaves: list[Hash] = []
     expected = 1
     while True:
         batch = await ledger.store_leaves(expected - 1, BATCH)
         if not batch:
             break
-        hashed = await ledger.leaf_hashes(expected - 1, len(batch))
-        for offset, (position, leaf) in enumerate(batch):
-            if position != expected:
-                result.fail(
-                    expected,
-                    f"position {expected} is missing (the next stored event has position"
-                    f" {position})",
-                )
-                return result
-            if offset < len(hashed) and hashed[offset] != leaf:
-                result.fail(
-                    position,
-                    f"the event at position {position} does not hash to the ledger's leaf"
-                    " (edited, replaced or moved)",
-                )
-                return result
-            accumulator.append(leaf)
-            while next_checkpoint is not None and next_checkpoint.size == accumulator.size:
-                if accumulator.root() != next_checkpoint.root:
-                    result.fail(
-                        last_matching + 1,
-                        f"the tree of the first {next_checkpoint.size} events is not the one"
-                        f" signed; the first bad position is between {last_matching + 1} and"
-                        f" {next_checkpoint.size}",
-                    )
-                    return result
-                if next_trusted or not trusted:
-                    last_matching = next_checkpoint.size
-                result.checkpoints_checked += 1
-                next_checkpoint, next_trusted = next(pending, (None, False))
-            expected += 1
-        result.leaves = accumulator.size
+        count = len(batch)
+        if batch[0][0] != expected or batch[-1][0] != expected + count - 1:
+            # Positions come sorted and unique: a hole shows as a jump.
+            missing = next(
+                expected + offset
+                for offset, (position, _) in enumerate(batch)
+                if position != expected + offset
+            )
+            result.leaves = len(leaves)
+            result.fail(missing, f"position {missing} is missing from the store")
+            return result
+        hashed = [leaf for _, leaf in batch]
+        stored = await ledger.leaf_hashes(expected - 1, count)
+        if stored != hashed[: len(stored)]:
+            offset = next(i for i, leaf in enumerate(stored) if leaf != hashed[i])
+            result.leaves = len(leaves) + offset
+            result.fail(
+                expected + offset,
+                f"the event at position {expected + offset} does not hash to the ledger's"
+                " leaf (edited, replaced or moved)",
+            )
+            return result
+        leaves.extend(hashed)
+        expected += count
         if progress is not None:
-            outcome = progress(accumulator.size)
+            outcome = progress(len(leaves))
             if outcome is not None:
                 await outcome
-    result.leaves = accumulator.size
-    if accumulator.size < result.ledger_size:
+    result.leaves = len(leaves)
+    _check_roots(leaves, tagged, trusted_given=bool(trusted), result=result)
+    if result.ok and len(leaves) < result.ledger_size:
         result.fail(
-            accumulator.size + 1,
-            f"the store ends at position {accumulator.size} but the ledger holds"
+            len(leaves) + 1,
+            f"the store ends at position {len(leaves)} but the ledger holds"
             f" {result.ledger_size} events",
         )
-    elif next_checkpoint is not None:
-        first = last_matching + 1 if next_trusted else accumulator.size + 1
-        result.fail(
-            first,
-            f"the store ends at position {accumulator.size} but a checkpoint of"
-            f" {next_checkpoint.size} events was signed; the first bad position is between"
-            f" {first} and {accumulator.size + 1}",
-        )
-    elif accumulator.size > result.ledger_size:
+    elif result.ok and len(leaves) > result.ledger_size:
         result.notes.append(
-            f"{accumulator.size - result.ledger_size} events are not hashed into the ledger yet"
+            f"{len(leaves) - result.ledger_size} events are not hashed into the ledger yet"
         )
     return result
+
+
+def _check_roots(
+    leaves: list[Hash],
+    tagged: list[tuple[int, int, Checkpoint]],
+    *,
+    trusted_given: bool,
+    result: StoreVerification,
+) -> None:
+    """The root of the recomputed leaves at each checkpoint's size must be the signed one."""
+    levels = [leaves]
+    sha256 = hashlib.sha256
+    while len(levels[-1]) > 1:
+        level = levels[-1]
+        levels.append(
+            [
+                sha256(b"\x01" + level[i] + level[i + 1]).digest()
+                for i in range(0, len(level) - 1, 2)
+            ]
+        )
+
+    def source(keys: Iterable[SubtreeKey]) -> dict[SubtreeKey, Hash]:
+        return {(lvl, index): levels[lvl][index] for lvl, index in keys}
+
+    # With outside checkpoints, only they vouch for a prefix: the log's own may be forged.
+    last_matching = 0
+    for size, kind, checkpoint in tagged:
+        if size > len(leaves):
+            first = last_matching + 1 if kind == 0 else len(leaves) + 1
+            result.fail(
+                first,
+                f"the store ends at position {len(leaves)} but a checkpoint of {size} events"
+                f" was signed; the first bad position is between {first} and"
+                f" {len(leaves) + 1}",
+            )
+            return
+        if root_at(size, source) != checkpoint.root:
+            result.fail(
+                last_matching + 1,
+                f"the tree of the first {size} events is not the one signed; the first bad"
+                f" position is between {last_matching + 1} and {size}",
+            )
+            return
+        if kind == 0 or not trusted_given:
+            last_matching = size
+        result.checkpoints_checked += 1
 
 
 async def _checkpoints(

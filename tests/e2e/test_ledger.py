@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from casetrail.audit.v1 import audit_pb2
-from cli.rpc import Person, eventually
+from cli.rpc import Person, eventually, query
 from events.hosting import Infrastructure
 from events.ledger import merkle
 from events.ledger.export import CHECKPOINT_ATTRIBUTE, PROOF_ATTRIBUTE
@@ -29,7 +29,7 @@ SIGN_EVERY = Infrastructure(data_dir=Path()).ledger_sign_every
 
 
 def context() -> Any:
-    return AUDITOR.query("confidentiality_review")
+    return query("confidentiality_review")
 
 
 async def proven_export(casetrail: Casetrail, case_id: str) -> list[dict[str, Any]]:
@@ -40,7 +40,9 @@ async def proven_export(casetrail: Casetrail, case_id: str) -> list[dict[str, An
     request = audit_pb2.ExportCaseRequest(context=context(), case_id=case_id)
     deadline = asyncio.get_running_loop().time() + casetrail.patience
     while True:
-        text = b"".join([c.json_lines async for c in casetrail.stubs.audit.ExportCase(request)])
+        text = b"".join(
+            [c.json_lines async for c in casetrail.stubs.as_(AUDITOR).audit.ExportCase(request)]
+        )
         lines = [json.loads(line) for line in text.decode().splitlines()]
         if any(line["type"] == "casetrail.case.opened" for line in lines) and all(
             PROOF_ATTRIBUTE in line for line in lines
@@ -55,14 +57,14 @@ async def test_exported_events_carry_proofs_that_verify_offline(
 ) -> None:
     case = await new_case(casetrail, "home_care")
     await eventually(
-        lambda: casetrail.stubs.audit.GetTimeline(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.GetTimeline(
             audit_pb2.GetTimelineRequest(context=context(), case_id=case.case_id)
         ),
         what="audit to learn the case",
         patience=casetrail.patience,
     )
     lines = await proven_export(casetrail, case.case_id)
-    keys = await casetrail.stubs.audit.ListLedgerKeys(
+    keys = await casetrail.stubs.as_(AUDITOR).audit.ListLedgerKeys(
         audit_pb2.ListLedgerKeysRequest(context=context())
     )
     assert {key.service for key in keys.keys} >= {"intake", "audit"}
@@ -109,7 +111,7 @@ async def test_exported_events_carry_proofs_that_verify_offline(
 async def test_checkpoints_and_proofs_through_the_api(casetrail: Casetrail) -> None:
     case = await new_case(casetrail, "home_care")
     await eventually(
-        lambda: casetrail.stubs.audit.GetTimeline(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.GetTimeline(
             audit_pb2.GetTimelineRequest(context=context(), case_id=case.case_id)
         ),
         what="audit to learn the case",
@@ -118,7 +120,7 @@ async def test_checkpoints_and_proofs_through_the_api(casetrail: Casetrail) -> N
     lines = await proven_export(casetrail, case.case_id)
     opened = next(line for line in lines if line["type"] == "casetrail.case.opened")
 
-    answer = await casetrail.stubs.audit.GetLedgerCheckpoint(
+    answer = await casetrail.stubs.as_(AUDITOR).audit.GetLedgerCheckpoint(
         audit_pb2.GetLedgerCheckpointRequest(context=context(), service="intake")
     )
     verifier = Verifier.parse(answer.verifier_key)
@@ -127,7 +129,7 @@ async def test_checkpoints_and_proofs_through_the_api(casetrail: Casetrail) -> N
     assert latest.size >= witnessed.size >= int(opened["sourceposition"])
     assert not answer.HasField("alarm")
 
-    proof = await casetrail.stubs.audit.ProveEventInclusion(
+    proof = await casetrail.stubs.as_(AUDITOR).audit.ProveEventInclusion(
         audit_pb2.ProveEventInclusionRequest(context=context(), event_id=opened["id"])
     )
     assert (proof.service, proof.position) == ("intake", int(opened["sourceposition"]))
@@ -136,7 +138,7 @@ async def test_checkpoints_and_proofs_through_the_api(casetrail: Casetrail) -> N
         proof.position - 1, checkpoint.size, proof.leaf_hash, list(proof.proof), checkpoint.root
     )
 
-    consistency = await casetrail.stubs.audit.ProveLogConsistency(
+    consistency = await casetrail.stubs.as_(AUDITOR).audit.ProveLogConsistency(
         audit_pb2.ProveLogConsistencyRequest(
             context=context(), service="intake", first_size=1, second_size=witnessed.size
         )
@@ -148,7 +150,7 @@ async def test_checkpoints_and_proofs_through_the_api(casetrail: Casetrail) -> N
 
 
 async def test_bad_ledger_requests_get_clear_errors(casetrail: Casetrail) -> None:
-    audit = casetrail.stubs.audit
+    audit = casetrail.stubs.as_(AUDITOR).audit
 
     async def refused(call: Any) -> grpc.aio.AioRpcError:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -190,6 +192,8 @@ async def test_bad_ledger_requests_get_clear_errors(casetrail: Casetrail) -> Non
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "service" in (error.details() or "")
 
-    worker = Person("worker-1", "case_manager").query("direct_care")
-    error = await refused(audit.ListLedgerKeys(audit_pb2.ListLedgerKeysRequest(context=worker)))
+    worker = casetrail.stubs.as_(Person("worker-1", "case_manager")).audit
+    error = await refused(
+        worker.ListLedgerKeys(audit_pb2.ListLedgerKeysRequest(context=query("direct_care")))
+    )
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED

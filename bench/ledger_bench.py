@@ -1,0 +1,341 @@
+"""Ledger benchmark (issue 10): appends with and without the ledger, verify-store, proofs.
+
+    python -m bench.ledger_bench [--quick] [--backends sqlite,postgres] [--no-write]
+
+* Appends: the same writers append to a store with nobody hashing behind them ("off") and to
+  one whose ledger follows it in the same process as a service runs it ("on": ``LedgerLog.run``
+  hashing every new event, subtrees stored, a checkpoint signed every second). 1 and 100 events
+  per commit, 8 concurrent writers; rounds alternate the order; the ratio is on/off.
+* verify-store: ``verify_store`` over a store of real events (leaves per second), beside the
+  rate of bare SHA-256 over the same canonical bytes in Python.
+* Inclusion proofs in a ledger of 1,000,000 leaves: one proof = one query for its O(log n)
+  stored subtree hashes plus the proof's hashing (the ledger's leaves are synthetic here: a
+  proof reads the ledger only, never the events).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from bench.common import (
+    fmt_rate,
+    fmt_ratio,
+    machine_info,
+    markdown_table,
+    median,
+    now_utc,
+    percentile,
+    replace_section,
+)
+from bench.store_bench import command_events
+from events.catalog_registry import default_registry
+from events.ledger import merkle
+from events.ledger.canonical import canonical_row
+from events.ledger.keys import FileSigner
+from events.ledger.log import LedgerLog, prove_inclusion
+from events.ledger.merkle import RootAccumulator
+from events.ledger.note import origin_of
+from events.ledger.port import LedgerStore
+from events.ledger.verify import verify_store
+from events.store.port import EventStore
+
+HEADING = "## Ledger (issue 10)"
+DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:15432/casetrail"
+WRITERS = 8
+
+
+@dataclass(frozen=True)
+class Sizes:
+    rounds: int
+    commits_of_1: int
+    """Per writer, per round."""
+    commits_of_100: int
+    verify_events: int
+    proof_leaves: int
+    proofs: int
+
+
+FULL = Sizes(rounds=3, commits_of_1=150, commits_of_100=15, verify_events=200_000,
+             proof_leaves=1_000_000, proofs=2000)  # fmt: skip
+QUICK = Sizes(rounds=2, commits_of_1=40, commits_of_100=4, verify_events=20_000,
+              proof_leaves=100_000, proofs=300)  # fmt: skip
+
+
+@dataclass
+class Backend:
+    name: str
+    open_store: Callable[[], Awaitable[tuple[EventStore, Callable[[], Awaitable[LedgerStore]]]]]
+    cleanup: Callable[[], Awaitable[None]]
+
+
+def sqlite_backend(scratch: Path) -> Backend:
+    from events.ledger.sqlite import SqliteLedgerStore
+    from events.store.sqlite import SqliteEventStore
+
+    async def open_store() -> tuple[EventStore, Callable[[], Awaitable[LedgerStore]]]:
+        directory = scratch / uuid.uuid4().hex[:8]
+        directory.mkdir()
+        store = await SqliteEventStore.open(directory / "events.db", default_registry())
+
+        async def ledger() -> LedgerStore:
+            return await SqliteLedgerStore.open(directory / "ledger.db", directory / "events.db")
+
+        return store, ledger
+
+    async def cleanup() -> None:
+        return None
+
+    return Backend("SQLite", open_store, cleanup)
+
+
+def postgres_backend(dsn: str) -> Backend:
+    from events.ledger.postgres import PostgresLedgerStore
+    from events.store.postgres import PostgresEventStore
+
+    schemas: list[str] = []
+
+    async def open_store() -> tuple[EventStore, Callable[[], Awaitable[LedgerStore]]]:
+        schema = f"bench_ledger_{uuid.uuid4().hex[:10]}"
+        schemas.append(schema)
+        store = await PostgresEventStore.connect(dsn, default_registry(), schema=schema)
+
+        async def ledger() -> LedgerStore:
+            return await PostgresLedgerStore.connect(dsn, schema=schema)
+
+        return store, ledger
+
+    async def cleanup() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+            for schema in schemas:
+                await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    return Backend("PostgreSQL", open_store, cleanup)
+
+
+async def append_rate(
+    backend: Backend, scratch: Path, per_commit: int, commits: int, ledger_on: bool
+) -> float:
+    """Events per second appended by WRITERS concurrent writers (each its own stream)."""
+    store, open_ledger = await backend.open_store()
+    stop = asyncio.Event()
+    follower: asyncio.Task[None] | None = None
+    ledger_store: LedgerStore | None = None
+    if ledger_on:
+        ledger_store = await open_ledger()
+        signer = FileSigner(origin_of("bench", "bench"), scratch / f"{uuid.uuid4().hex}.key")
+        log = LedgerLog(ledger_store, signer)
+        follower = asyncio.create_task(log.run(store.wait_for_append, stop, sign_every=1.0))
+    batches = [
+        [command_events(writer, 1 + i * per_commit, per_commit) for i in range(commits)]
+        for writer in range(WRITERS)
+    ]
+
+    async def writer(number: int) -> None:
+        version = 0
+        for events in batches[number]:
+            await store.append(f"case-{number:06d}", events, version)
+            version += len(events)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(writer(number) for number in range(WRITERS)))
+    elapsed = time.perf_counter() - started
+    stop.set()
+    if follower is not None:
+        await follower
+    if ledger_store is not None:
+        assert await ledger_store.size() == WRITERS * commits * per_commit
+        await ledger_store.close()
+    await store.close()
+    return WRITERS * commits * per_commit / elapsed
+
+
+async def fill(store: EventStore, events: int) -> None:
+    """``events`` real catalog events, 1000 per commit."""
+    stream = 0
+    while events > 0:
+        count = min(1000, events)
+        await store.append(f"fill-{stream:06d}", command_events(stream, 1, count), 0)
+        events -= count
+        stream += 1
+
+
+async def verify_rate(backend: Backend, scratch: Path, events: int) -> tuple[float, float]:
+    """(verify_store leaves/s, bare SHA-256 of the canonical bytes /s) over ``events``."""
+    store, open_ledger = await backend.open_store()
+    await fill(store, events)
+    ledger_store = await open_ledger()
+    signer = FileSigner(origin_of("bench", "bench"), scratch / f"{uuid.uuid4().hex}.key")
+    log = LedgerLog(ledger_store, signer)
+    await log.sign()
+    verifier = await signer.verifier()
+    started = time.perf_counter()
+    result = await verify_store(ledger_store, verifier)
+    elapsed = time.perf_counter() - started
+    assert result.ok, result
+    assert result.leaves == events, result
+    rows = await store.read_all(0, 20_000)
+    canonical = [
+        canonical_row(
+            (r.position, str(r.event_id), r.stream, r.sequence, r.event_type, r.schema_version,
+             r.data, r.metadata.source, r.metadata.actor.user_id, r.metadata.actor.role.value,
+             str(r.metadata.correlation_id), None, 0, 0, r.subject)
+        )
+        for r in rows
+    ]  # fmt: skip
+    sha = hashlib.sha256
+    started = time.perf_counter()
+    for item in canonical:
+        sha(b"\x00" + item).digest()
+    bare = len(canonical) / (time.perf_counter() - started)
+    await ledger_store.close()
+    await store.close()
+    return events / elapsed, bare
+
+
+async def proof_times(backend: Backend, leaves: int, proofs: int) -> tuple[float, list[float]]:
+    """(seconds to build a ledger of ``leaves`` synthetic leaves, proof latencies)."""
+    _store, open_ledger = await backend.open_store()
+    ledger_store = await open_ledger()
+    accumulator = RootAccumulator()
+    started = time.perf_counter()
+    chunk = 20_000
+    for first in range(0, leaves, chunk):
+        nodes: list[tuple[merkle.SubtreeKey, bytes]] = []
+        for index in range(first, min(first + chunk, leaves)):
+            nodes.extend(accumulator.append_completing(hashlib.sha256(b"%d" % index).digest()))
+        await ledger_store.append(first, nodes)
+    built = time.perf_counter() - started
+    root = accumulator.root()
+    picker = random.Random(10)
+    latencies: list[float] = []
+    for _ in range(proofs):
+        position = picker.randint(1, leaves)
+        started = time.perf_counter()
+        proof = await prove_inclusion(ledger_store, position, leaves)
+        latencies.append(time.perf_counter() - started)
+        merkle.verify_inclusion(position - 1, leaves, proof.leaf_hash, proof.hashes, root)
+    await ledger_store.close()
+    await _store.close()
+    return built, latencies
+
+
+async def run(sizes: Sizes, backends: Sequence[str], dsn: str, write: bool) -> str:
+    begun = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="ledger-bench-") as directory:
+        scratch = Path(directory)
+        chosen = []
+        if "sqlite" in backends:
+            chosen.append(sqlite_backend(scratch))
+        if "postgres" in backends:
+            chosen.append(postgres_backend(dsn))
+        append_rows, verify_rows, proof_rows = [], [], []
+        try:
+            for backend in chosen:
+                for per_commit, commits in ((1, sizes.commits_of_1), (100, sizes.commits_of_100)):
+                    rates: dict[bool, list[float]] = {False: [], True: []}
+                    for round_number in range(sizes.rounds):
+                        order = (False, True) if round_number % 2 == 0 else (True, False)
+                        for ledger_on in order:
+                            rates[ledger_on].append(
+                                await append_rate(backend, scratch, per_commit, commits, ledger_on)
+                            )
+                    off, on = median(rates[False]), median(rates[True])
+                    ratios = [b / a for a, b in zip(rates[False], rates[True], strict=True)]
+                    append_rows.append(
+                        [backend.name, str(per_commit), fmt_rate(off), fmt_rate(on),
+                         fmt_ratio(on / off), ", ".join(fmt_ratio(r) for r in ratios)]
+                    )  # fmt: skip
+                    print(append_rows[-1], flush=True)
+                verify, bare = await verify_rate(backend, scratch, sizes.verify_events)
+                verify_rows.append(
+                    [backend.name, f"{sizes.verify_events:,}", fmt_rate(verify), fmt_rate(bare)]
+                )
+                print(verify_rows[-1], flush=True)
+                built, latencies = await proof_times(backend, sizes.proof_leaves, sizes.proofs)
+                proof_rows.append(
+                    [backend.name, f"{sizes.proof_leaves:,}", f"{built:.0f} s",
+                     f"{median(latencies) * 1000:.2f}", f"{percentile(latencies, 99) * 1000:.2f}",
+                     f"{max(latencies) * 1000:.2f}"]
+                )  # fmt: skip
+                print(proof_rows[-1], flush=True)
+        finally:
+            for backend in chosen:
+                await backend.cleanup()
+    machine = machine_info()
+    text = "\n".join(
+        [
+            f"Run {now_utc()}, {'quick' if sizes is QUICK else 'full'} run in"
+            f" {time.perf_counter() - begun:.0f} s: `python -m bench.ledger_bench"
+            f"{' --quick' if sizes is QUICK else ''}`.",
+            "",
+            *[f"- {line}" for line in machine.lines()],
+            "",
+            f"Appends, {WRITERS} concurrent writers, ledger off vs on (follower hashing every"
+            " event as it is stored and signing every second), median of"
+            f" {sizes.rounds} alternating rounds (target: on/off >= 0.9x):",
+            "",
+            markdown_table(
+                [
+                    "backend",
+                    "events/commit",
+                    "off (events/s)",
+                    "on (events/s)",
+                    "on/off",
+                    "per round",
+                ],
+                append_rows,
+            ),
+            "",
+            "verify-store (recompute every leaf from the stored events, compare with the"
+            " ledger, recompute the root at each signed checkpoint; target >= 500k leaves/s),"
+            " beside bare SHA-256 of the canonical bytes in Python:",
+            "",
+            markdown_table(
+                ["backend", "events", "verify-store (leaves/s)", "bare SHA-256 (/s)"],
+                verify_rows,
+            ),
+            "",
+            "Inclusion proof of a random event (query for its subtree hashes + hashing;"
+            " target < 5 ms):",
+            "",
+            markdown_table(
+                ["backend", "ledger leaves", "ledger built in", "median ms", "p99 ms", "max ms"],
+                proof_rows,
+            ),
+        ]
+    )
+    if write:
+        replace_section(HEADING, text)
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--no-write", action="store_true")
+    options = parser.parse_args(argv)
+    import os
+
+    dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    text = asyncio.run(
+        run(
+            QUICK if options.quick else FULL, options.backends.split(","), dsn, not options.no_write
+        )
+    )
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
