@@ -210,6 +210,8 @@ class LedgerLog:
             # Let more appends arrive: one ledger transaction then covers many events.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), linger)
+        with contextlib.suppress(Exception):
+            await self.catch_up()  # what was stored before the stop
 
 
 async def prove_inclusion(store: LedgerStore, position: int, tree_size: int) -> InclusionProof:
