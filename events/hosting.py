@@ -29,11 +29,11 @@ from events.grpc_platform.server import Registration, create_server
 from events.health import watch_storage
 from events.identity.tls import ServerTls
 from events.identity.verifier import TokenVerifier
-from events.locking.inprocess import InProcessLocks
-from events.locking.port import Locks
 from events.ledger.hosting import kafka_publication, open_ledger, run_ledger
 from events.ledger.keys import CheckpointSigner
 from events.ledger.log import LedgerLog
+from events.locking.inprocess import InProcessLocks
+from events.locking.port import Locks
 from events.outbox import OutboxRelay
 from events.parking import ParkingLot
 from events.projections.port import Projection, ReadModelStore

@@ -157,8 +157,12 @@ class LedgerLog:
             note = await self.signer.sign_checkpoint(
                 Checkpoint(self.origin, size, await self.root(size))
             )
-            signed = StoredCheckpoint(size, note)
-            await self.store.save_checkpoint(signed)
+            await self.store.save_checkpoint(StoredCheckpoint(size, note))
+            # Another replica may have signed this size first: its note is the one kept.
+            kept = await self.store.checkpoints(after_size=size - 1, limit=1)
+            signed = kept[0] if kept else StoredCheckpoint(size, note)
+            if signed.note != note:
+                return signed
         for listener in self.listeners:
             try:
                 await listener(signed)

@@ -9,7 +9,7 @@ Guarantees every adapter gives (``tests/contract/test_ledger_contract.py``):
   transaction (the ledger's size is its own tracking position, like a projection's);
 * ``store_leaves`` hashes events *as the event store holds them now*, by the canonical
   encoding of ``events.ledger.canonical`` (both adapters give the same hashes);
-* checkpoints are kept by tree size; a size is never signed twice.
+* checkpoints are kept by tree size; the first kept for a size stays (replicas may race).
 """
 
 from __future__ import annotations
@@ -56,7 +56,9 @@ class LedgerStore(ABC):
         """The event store's newest position."""
 
     @abstractmethod
-    async def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
+    async def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        """Keep a signed checkpoint; if one of that size is kept already (another replica of
+        the service signed it first), keep that one."""
 
     @abstractmethod
     async def checkpoints(self, after_size: int = -1, limit: int = 1000) -> list[StoredCheckpoint]:

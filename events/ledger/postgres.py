@@ -97,7 +97,9 @@ class PostgresLedgerStore(LedgerStore):
             " ORDER BY e.position LIMIT %s"
         ).format(tag=sql.Literal(tag_field), events=events)
         self._last_sql = sql.SQL("SELECT coalesce(max(position), 0) FROM {}").format(events)
-        self._save_sql = sql.SQL("INSERT INTO {} (size, note) VALUES (%s, %s)").format(checkpoints)
+        self._save_sql = sql.SQL(
+            "INSERT INTO {} (size, note) VALUES (%s, %s) ON CONFLICT (size) DO NOTHING"
+        ).format(checkpoints)
         self._checkpoints_sql = sql.SQL(
             "SELECT size, note FROM {} WHERE size > %s ORDER BY size LIMIT %s"
         ).format(checkpoints)

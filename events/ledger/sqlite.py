@@ -185,7 +185,8 @@ class SqliteLedgerStore(LedgerStore):
     async def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         def save() -> None:
             self._db().execute(
-                "INSERT INTO ledger_checkpoints (size, note) VALUES (?, ?)",
+                "INSERT INTO ledger_checkpoints (size, note) VALUES (?, ?)"
+                " ON CONFLICT (size) DO NOTHING",
                 (checkpoint.size, checkpoint.note),
             )
 
