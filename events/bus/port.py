@@ -19,6 +19,9 @@ Guarantees every adapter gives (checked by ``tests/contract/test_bus_contract.py
 * A record that cannot be decoded, whose type is unknown, or whose handler fails for good
   goes to the group's dead-letter queue with the reason, and consumption goes on: one bad
   record never stops a consumer nor blocks its partition.
+* A batch whose handler meets an outage of its own storage (``events.bus.errors.is_outage``:
+  a database restarting or failing over) is retried whole for as long as the outage lasts,
+  outside the retry policy: the consumer pauses, and the event is never dead-lettered for it.
 * A batch whose handler raises a retriable error is retried whole, with backoff. One that
   fails otherwise (or runs out of retries) is handed over again one record at a time, so
   that only the record at fault is dead-lettered; a ``BatchHandler`` must therefore apply

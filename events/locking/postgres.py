@@ -56,7 +56,11 @@ class PostgresLocks(Locks):
             try:
                 yield
             finally:
-                await self._release(connection)
+                try:
+                    await self._release(connection)
+                except psycopg.OperationalError as error:
+                    # The server went away while the locks were held (they went with it).
+                    raise StorageUnavailableError("locks") from error
 
     async def _locked(self, keys: list[int]) -> Connection:
         """A session holding every lock of ``keys`` (in that order). An idle session found

@@ -1,7 +1,8 @@
 """Issue 8, item 1, at the adapters: a PostgreSQL restart is a non-event for the event store,
-its LISTEN follower, checkpoints and read models. While the server is down every call fails
-fast with ``StorageUnavailableError``; once it is back the same objects work again, nothing
-reopened by hand, and a follower catches up with what was appended meanwhile."""
+its LISTEN follower, checkpoints, read models and the services' locks. While the server is
+down every call fails fast with ``StorageUnavailableError``; once it is back the same objects
+work again, nothing reopened by hand, and a follower catches up with what was appended
+meanwhile."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from events.errors import StorageUnavailableError
+from events.locking.postgres import PostgresLocks
 from events.projections.postgres import PostgresReadModelStore
 from events.registry import EventRegistry
 from events.store.postgres import PostgresEventStore
@@ -39,6 +41,7 @@ async def test_adapters_answer_unavailable_while_down_and_recover_by_themselves(
     store = await PostgresEventStore.connect(dsn, registry, schema="faults_events")
     checkpoints = await PostgresCheckpointStore.connect(dsn, schema="faults_events")
     read_models = await PostgresReadModelStore.connect(dsn, schema="faults_read_models")
+    locks = PostgresLocks(dsn)
     try:
         # Every kind of connection in use before the restart: writer, readers, LISTEN.
         await store.append("case-1", [note("case-1")], 0)
@@ -47,6 +50,8 @@ async def test_adapters_answer_unavailable_while_down_and_recover_by_themselves(
         async with read_models.transaction() as transaction:
             await transaction.put("cases", "case-1", {"notes": 1})
         assert await read_models.get("cases", "case-1") == {"notes": 1}
+        async with locks.holding(["client:1"]):
+            pass  # leaves an idle session the restart will drop
 
         async with server_down("postgres"):
             unavailable = [
@@ -64,6 +69,9 @@ async def test_adapters_answer_unavailable_while_down_and_recover_by_themselves(
             with pytest.raises(StorageUnavailableError):
                 async with read_models.transaction() as transaction:
                     await transaction.put("cases", "case-1", {"notes": 2})
+            with pytest.raises(StorageUnavailableError):
+                async with locks.holding(["client:1"]):
+                    pass
 
         # Back: the same objects, no reconnecting by hand.
         waiting = asyncio.create_task(store.wait_for_append(1, 30))
@@ -76,7 +84,10 @@ async def test_adapters_answer_unavailable_while_down_and_recover_by_themselves(
         async with read_models.transaction() as transaction:
             await transaction.put("cases", "case-1", {"notes": 2})
         assert await read_models.get("cases", "case-1") == {"notes": 2}
+        async with locks.holding(["client:1"]):
+            pass
     finally:
+        await locks.close()
         await read_models.close()
         await checkpoints.close()
         await store.close()
