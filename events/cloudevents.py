@@ -205,6 +205,10 @@ def to_kafka_binary(recorded: RecordedEvent) -> KafkaRecord:
     ]
     if causation_id is not None:
         headers.append(("ce_causationid", _id_header(causation_id)))
+    trace_parent = recorded.trace_parent
+    if trace_parent is not None:
+        # The CloudEvents distributed-tracing extension: the command's W3C trace context.
+        headers.append(("ce_traceparent", trace_parent.encode()))
     # The stored bytes go out as they are: forwarding an event never decodes it.
     return KafkaRecord(subject, headers, recorded.data)
 
@@ -610,6 +614,7 @@ def _decode(
     occurred_at_extension = reader.optional_timestamp("occurredat")
     recorded_at = reader.timestamp("recordedat")
     position = reader.counter("sourceposition", minimum=0)
+    trace_parent = reader.optional_text("traceparent")
 
     if not problems and not reader.problems:
         if occurred_at_extension is not None and occurred_at_extension != occurred_at:
@@ -643,7 +648,7 @@ def _decode(
             correlation_id=correlation_id,
             causation_id=causation_id,
         ),
-    )
+    ).traced(trace_parent)
 
 
 def _kafka_header_name(attribute: str) -> str:

@@ -80,6 +80,7 @@ class _Slots:
         "_registry",
         "_stored",
         "_stored_version",
+        "_trace_parent",
         "event_type",
         "position",
         "sequence",
@@ -103,6 +104,7 @@ class _Slots:
     _data: bytes | None
     _stored_version: int
     _registry: EventRegistry | None
+    _trace_parent: str | None
 
 
 class RecordedEvent(_Slots):
@@ -142,6 +144,7 @@ class RecordedEvent(_Slots):
         record._data = None
         record._stored_version = event.schema_version
         record._registry = None
+        record._trace_parent = None
         record.__class__ = cls
         return record  # type: ignore[return-value]
 
@@ -158,6 +161,7 @@ class RecordedEvent(_Slots):
         data: bytes,
         registry: EventRegistry,
         envelope: StoredEnvelope,
+        trace_parent: str | None = None,
     ) -> RecordedEvent:
         """A record whose envelope is parsed from ``envelope`` and whose event is decoded
         from ``data`` by ``registry``, each when first needed."""
@@ -175,6 +179,7 @@ class RecordedEvent(_Slots):
         record._data = data
         record._stored_version = schema_version
         record._registry = registry
+        record._trace_parent = trace_parent
         record.__class__ = cls
         return record  # type: ignore[return-value]
 
@@ -209,6 +214,21 @@ class RecordedEvent(_Slots):
             )
             object.__setattr__(self, "_metadata", value)
         return value
+
+    @property
+    def trace_parent(self) -> str | None:
+        """The W3C ``traceparent`` of the command that recorded it, when that was traced.
+
+        Kept beside the event, not in it: it is no part of the event's identity, equality or
+        hashed history (``events.ledger.canonical``), only a pointer into the operators'
+        tracing system, published as the CloudEvents ``traceparent`` extension."""
+        return self._trace_parent
+
+    def traced(self, trace_parent: str | None) -> RecordedEvent:
+        """This record, carrying ``trace_parent`` (for a decoder building a record it just
+        made; a record handed out is never changed)."""
+        object.__setattr__(self, "_trace_parent", trace_parent)
+        return self
 
     @property
     def stored_envelope(self) -> StoredEnvelope | None:

@@ -40,6 +40,7 @@ from events.projections.port import Projection, ReadModelStore
 from events.projections.runner import BusProjectionHandler, catch_up, follow
 from events.registry import EventRegistry
 from events.store.port import EventStore
+from events.telemetry.metrics import process_metrics
 
 log = logging.getLogger(__name__)
 
@@ -452,6 +453,7 @@ async def watch_outbox(
             healthy, lag = False, "an unknown number of"
             why = f"{type(error).__name__}: {error}"
         else:
+            process_metrics().observe_relay(status)
             waiting = status.publish_waiting_seconds or 0.0
             healthy = (
                 status.consecutive_failures == 0

@@ -15,12 +15,11 @@ import asyncio
 import gc
 import importlib
 import json
-import logging
 import os
 import signal
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from events.bus.kafka_settings import KafkaSettings
 from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC
@@ -32,6 +31,9 @@ from events.identity.settings import IssuerSettings
 from events.identity.tls import ServerTls
 from events.identity.verifier import TokenVerifier
 from events.ledger.hosting import ledger_settings
+from events.telemetry.logs import configure_logging
+from events.telemetry.metrics import serve_metrics
+from events.telemetry.tracing import configure_tracing
 
 if TYPE_CHECKING:
     from services.console.server import RunningConsole
@@ -67,10 +69,11 @@ def addresses_file(data_dir: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options = parse(argv)
-    logging.basicConfig(
-        level=os.environ.get("CASETRAIL_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        configure_logging()
+        configure_tracing("casetrail-" + "-".join(options.service or ["all"]))
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     data_dir = Path(options.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(serve(options, data_dir))
@@ -148,6 +151,7 @@ async def _serve(
         print(f"  {name:<13} {address}", flush=True)
     if console is not None:
         print(f"  {'console':<13} {console.url}", flush=True)
+    metrics_server = start_metrics(options, names, ports)
     if development_issuer is not None:
         print(
             f"  development token issuer (DEVELOPMENT ONLY) {development_issuer.url}\n"
@@ -163,6 +167,26 @@ async def _serve(
     if console is not None:
         await console.stop()
     await stop_services(running)
+    if metrics_server is not None:
+        metrics_server.shutdown()
+
+
+def start_metrics(options: argparse.Namespace, names: Sequence[str], ports: dict[str, int]) -> Any:
+    """Serve this process's Prometheus metrics and print where (``None``: turned off).
+    Default: the first gRPC port of the process + 100 (intake 7301: 7401), so the processes
+    of ``make run-distributed`` do not collide; any free port with ``--any-port``."""
+    address = options.metrics_address
+    if address == "off":
+        return None
+    if not address:
+        port = 0 if options.any_port else min(ports[name] for name in names) + 100
+        address = f"{options.host}:{port}"
+    try:
+        host, port, server = serve_metrics(address)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"metrics on {address}: {error}") from None
+    print(f"  {'metrics':<13} http://{host}:{port}/metrics", flush=True)
+    return server
 
 
 async def _start_console(
@@ -219,6 +243,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--topic",
         default=os.environ.get("CASETRAIL_CASE_EVENTS_TOPIC", DEFAULT_CASE_EVENTS_TOPIC),
         help="the case-event topic (distributed backend)",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default=os.environ.get("CASETRAIL_METRICS_ADDRESS", ""),
+        help="host:port for Prometheus metrics, or off (default: first gRPC port + 100)",
     )
     parser.add_argument("--tls-cert", help="server certificate chain, PEM (default: env)")
     parser.add_argument("--tls-key", help="server private key, PEM")

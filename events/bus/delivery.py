@@ -26,6 +26,7 @@ from events.cloudevents import KAFKA_HEADER_PREFIX, UndecodableMessageError, fro
 from events.envelope import RecordedEvent
 from events.errors import InvalidEventError
 from events.registry import EventRegistry
+from events.telemetry.metrics import process_metrics
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +256,7 @@ class Deliverer:
             reason.value,
             _describe(error),
         )
+        process_metrics().dead_letters.labels(self.group, reason.value).inc()
         return DeadLetter(
             message=message,
             group=self.group,

@@ -25,6 +25,7 @@ from events.bus.names import dead_letter_topic
 from events.bus.port import AssignmentListener, BatchHandler, Handler
 from events.bus.retry import RetryPolicy, Stopped, sleep_unless_stopped, until_stopped
 from events.registry import EventRegistry
+from events.telemetry.metrics import observe_consumer_lag
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,7 @@ class KafkaGroupMember:
                 break
         if offsets:
             await self._commit({partitions[p]: offset for p, offset in offsets.items()})
+            observe_consumer_lag(self._consumer, self._group, partitions, offsets)
         return carry_on
 
     async def _send(self, letter: DeadLetter) -> bool:

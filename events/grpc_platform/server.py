@@ -28,6 +28,7 @@ from events.grpc_platform.wire import invalid_utf8_field
 from events.identity.grpc_auth import BearerAuthentication
 from events.identity.tls import ServerTls
 from events.identity.verifier import TokenVerifier
+from events.telemetry.grpc_server import TelemetryInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +53,12 @@ async def create_server(
     ``events.identity.grpc_auth``); with ``tls`` the port speaks TLS (mutual TLS when it names
     a client CA). Every server answers grpc.health.v1 (SERVING for each service) and server
     reflection. Every casetrail method sits behind ``EdgeInterceptor``, inside authentication
-    (an unauthenticated caller learns nothing about its request).
+    (an unauthenticated caller learns nothing about its request). Outermost, every call is
+    counted, timed and traced (``events.telemetry.grpc_server``).
     """
-    server = grpc.aio.server(interceptors=[BearerAuthentication(verifier), EdgeInterceptor()])
+    server = grpc.aio.server(
+        interceptors=[TelemetryInterceptor(), BearerAuthentication(verifier), EdgeInterceptor()]
+    )
     for register in registrations:
         register(server)
     health_servicer = health.aio.HealthServicer()

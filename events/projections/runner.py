@@ -12,6 +12,7 @@ from events.bus.retry import OUTAGE_BACKOFF, sleep_unless_stopped
 from events.envelope import RecordedEvent
 from events.projections.port import Projection, ReadModelStore
 from events.store.port import EventStore
+from events.telemetry.metrics import observe_projection
 
 log = logging.getLogger(__name__)
 
@@ -153,3 +154,4 @@ class BusProjectionHandler:
                 seen.add(recorded.event_id)
                 applied.append(recorded.event_id)
             await transaction.mark_applied(name, applied)
+        observe_projection(name, records)

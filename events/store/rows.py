@@ -25,10 +25,24 @@ COLUMNS = (
     "actor_role, correlation_id, causation_id, occurred_at, recorded_at, subject"
 )
 
+TRACED_COLUMNS = f"{COLUMNS}, trace_parent"
+"""``COLUMNS`` and the trace context of the command that stored the event (a W3C
+``traceparent``, or NULL), for the outbox relay's reads. The trace context is kept in a column
+of its own, outside ``COLUMNS``: it is no part of the event, so no part of the ledger's
+canonical bytes (``events.ledger.canonical`` hashes ``COLUMNS``), and history verified by the
+ledger never depends on whether tracing was on."""
+
 
 def insert_values(
-    new: NewEvent, data: bytes, stream: str, sequence: int, recorded_at: int
-) -> tuple[str, str, int, str, int, bytes, str, str, str, str, str | None, int, int, str]:
+    new: NewEvent,
+    data: bytes,
+    stream: str,
+    sequence: int,
+    recorded_at: int,
+    trace_parent: str | None = None,
+) -> tuple[
+    str, str, int, str, int, bytes, str, str, str, str, str | None, int, int, str, str | None
+]:
     metadata = new.metadata
     causation = metadata.causation_id
     return (
@@ -46,12 +60,16 @@ def insert_values(
         to_micros(metadata.occurred_at),
         recorded_at,
         new.event.subject,
+        trace_parent,
     )
 
 
 def to_recorded(row: StoredRow | tuple[Any, ...], registry: EventRegistry) -> RecordedEvent:
-    """A row in ``COLUMNS`` order, from SQLite (``StoredRow``) or PostgreSQL, as stored: the
-    record parses the envelope and decodes the data only when asked for them."""
+    """A row in ``COLUMNS`` (or ``TRACED_COLUMNS``) order, from SQLite (``StoredRow``) or
+    PostgreSQL, as stored: the record parses the envelope and decodes the data only when asked
+    for them."""
+    whole: tuple[Any, ...] = row
+    trace_parent: str | None = whole[15] if len(whole) > 15 else None
     (
         position,
         event_id,
@@ -68,7 +86,7 @@ def to_recorded(row: StoredRow | tuple[Any, ...], registry: EventRegistry) -> Re
         occurred_at,
         recorded_at,
         subject,
-    ) = row
+    ) = row[:15]
     return RecordedEvent.stored(
         stream=stream,
         sequence=sequence,
@@ -88,6 +106,7 @@ def to_recorded(row: StoredRow | tuple[Any, ...], registry: EventRegistry) -> Re
             occurred_at,
             recorded_at,
         ),
+        trace_parent=trace_parent,
     )
 
 

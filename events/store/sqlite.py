@@ -23,6 +23,7 @@ from events.store.guard import storable_data
 from events.store.port import ANY_VERSION, EventStore
 from events.store.rows import (
     COLUMNS,
+    TRACED_COLUMNS,
     StoredRow,
     insert_values,
     recorded_from_new,
@@ -30,6 +31,7 @@ from events.store.rows import (
     to_recorded,
 )
 from events.store.sqlite_writer import SqliteWriter, connect
+from events.telemetry.tracing import current_traceparent
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stored_events (
@@ -48,6 +50,7 @@ CREATE TABLE IF NOT EXISTS stored_events (
     occurred_at INTEGER NOT NULL,
     recorded_at INTEGER NOT NULL,
     subject TEXT NOT NULL,
+    trace_parent TEXT,
     UNIQUE (stream, sequence)
 );
 CREATE INDEX IF NOT EXISTS stored_events_by_causation ON stored_events (causation_id);
@@ -79,9 +82,12 @@ CREATE TABLE IF NOT EXISTS parked_records (
 _INSERT = (
     "INSERT INTO stored_events (event_id, stream, sequence, event_type, schema_version, data,"
     " source, actor_id, actor_role, correlation_id, causation_id, occurred_at, recorded_at,"
-    " subject) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+    " subject, trace_parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _SELECT = f"SELECT {COLUMNS} FROM stored_events"
+_READ_ALL = (
+    f"SELECT {TRACED_COLUMNS} FROM stored_events WHERE position > ? ORDER BY position LIMIT ?"
+)
 _BY_CAUSATION = f"{_SELECT} WHERE causation_id = ? ORDER BY position"
 
 T = TypeVar("T")
@@ -114,6 +120,7 @@ class SqliteEventStore(EventStore):
         store._appended = asyncio.Event()
         store._writer.after_commit = store._notify_from_writer
         await asyncio.to_thread(store._writer.start, SCHEMA)
+        await store._writer.write(_add_trace_column)
         store._last_recorded_at = await store._read(_max_recorded_at)
         store._committed_position = await store._read(_last_position)
         return store
@@ -138,9 +145,10 @@ class SqliteEventStore(EventStore):
         for new in events:
             self._registry.require_registered(new.event)
         data = storable_data(stream, events)
+        trace_parent = current_traceparent()
         rows = await self._writer.write(
             lambda connection: self._append_in(
-                connection, stream, list(events), data, expected_version
+                connection, stream, list(events), data, expected_version, trace_parent
             )
         )
         if isinstance(rows, _Appended):
@@ -164,6 +172,7 @@ class SqliteEventStore(EventStore):
         events: list[NewEvent],
         data: list[bytes],
         expected_version: int,
+        trace_parent: str | None,
     ) -> list[StoredRow] | _Appended:
         """The new events' place, or the stored rows when this is a retry of a stored batch."""
         current = _version_of(connection, stream)
@@ -181,7 +190,9 @@ class SqliteEventStore(EventStore):
             connection.executemany(
                 _INSERT,
                 [
-                    insert_values(new, encoded, stream, expected_version + offset, recorded_at)
+                    insert_values(
+                        new, encoded, stream, expected_version + offset, recorded_at, trace_parent
+                    )
                     for offset, (new, encoded) in enumerate(zip(events, data, strict=True), start=1)
                 ],
             )
@@ -219,7 +230,7 @@ class SqliteEventStore(EventStore):
         return self._decode(await self._fetch(query, parameters))
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        query = f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?"
+        query = _READ_ALL
         if self._committed_position - after_position <= INLINE_ROWS:
             # A follower keeping up: the few new rows are cheaper to read than a thread hop.
             rows = self._inline_connection().execute(query, (after_position, limit)).fetchall()
@@ -431,6 +442,13 @@ def _last_position(connection: sqlite3.Connection) -> int:
     return int(
         connection.execute("SELECT coalesce(max(position), 0) FROM stored_events").fetchone()[0]
     )
+
+
+def _add_trace_column(connection: sqlite3.Connection) -> None:
+    """Give a file made before trace contexts were kept its ``trace_parent`` column."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(stored_events)")}
+    if "trace_parent" not in columns:
+        connection.execute("ALTER TABLE stored_events ADD COLUMN trace_parent TEXT")
 
 
 def _max_recorded_at(connection: sqlite3.Connection) -> int:

@@ -1,0 +1,144 @@
+"""OpenTelemetry traces, off unless configured, and the W3C trace context of a command.
+
+Tracing is on when ``OTEL_TRACES_EXPORTER`` names an exporter (``console``, or ``otlp`` when
+the ``opentelemetry-exporter-otlp`` package is installed; the SDK reads its own ``OTEL_*``
+variables for endpoints, sampling and resource attributes), or when a test installs a tracer
+provider with ``enable_tracing``. Off (the default), every hook checks one module flag and
+does nothing else: no span objects, no header parsing.
+
+The trace context travels as a W3C ``traceparent`` string: in gRPC metadata (``traceparent``)
+into a command, with the stored event (outside its hashed history, see ``events.envelope``)
+through the outbox, and on the bus as the CloudEvents distributed-tracing extension
+(``ce_traceparent`` in Kafka binary mode), so that a projection applying the event starts its
+span as a child of the command that recorded it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+TRACEPARENT = "traceparent"
+
+_enabled = False
+
+
+def tracing_enabled() -> bool:
+    return _enabled
+
+
+def configure_tracing(service: str, environ: Mapping[str, str] = os.environ) -> bool:
+    """Install a tracer provider for this process if ``OTEL_TRACES_EXPORTER`` asks for one;
+    returns whether tracing is on. Call once per process, from its composition root."""
+    exporter_name = environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower()
+    if exporter_name in ("", "none") or environ.get("OTEL_SDK_DISABLED", "") == "true":
+        return False
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    exporter: Any
+    if exporter_name == "console":
+        exporter = ConsoleSpanExporter()
+    elif exporter_name == "otlp":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
+                OTLPSpanExporter,
+            )
+        except ImportError as missing:
+            raise ValueError(
+                "OTEL_TRACES_EXPORTER=otlp needs the opentelemetry-exporter-otlp package"
+            ) from missing
+        exporter = OTLPSpanExporter()
+    else:
+        raise ValueError(f"OTEL_TRACES_EXPORTER={exporter_name!r}: use console, otlp or none")
+    resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", service)})
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    enable_tracing(provider)
+    return True
+
+
+def enable_tracing(provider: trace.TracerProvider) -> None:
+    """Use ``provider`` for every span of this process from now on (tests: an SDK provider
+    with an in-memory exporter)."""
+    global _enabled
+    trace.set_tracer_provider(provider)
+    _enabled = True
+
+
+def disable_tracing() -> None:
+    global _enabled
+    _enabled = False
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer("casetrail")
+
+
+def context_from_traceparent(traceparent: str | bytes | None) -> Context | None:
+    """The remote parent named by a W3C ``traceparent`` (``None`` if absent or malformed)."""
+    if not traceparent:
+        return None
+    text = traceparent.decode("ascii", "replace") if isinstance(traceparent, bytes) else traceparent
+    context = _PROPAGATOR.extract({TRACEPARENT: text})
+    if not trace.get_current_span(context).get_span_context().is_valid:
+        return None
+    return context
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span, if tracing is on and a span is active."""
+    if not _enabled:
+        return None
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier.get(TRACEPARENT)
+
+
+def current_trace_id() -> str | None:
+    """The current trace id as 32 hex digits (for logs), or ``None``."""
+    if not _enabled:
+        return None
+    span_context = trace.get_current_span().get_span_context()
+    return format(span_context.trace_id, "032x") if span_context.is_valid else None
+
+
+@contextmanager
+def server_span(name: str, traceparent: str | None, **attributes: str) -> Iterator[Span | None]:
+    """A SERVER span for an incoming call (a child of the caller's ``traceparent`` if any);
+    ``None`` and no work at all while tracing is off."""
+    if not _enabled:
+        yield None
+        return
+    with tracer().start_as_current_span(
+        name,
+        context=context_from_traceparent(traceparent),
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+    ) as span:
+        yield span
+
+
+@contextmanager
+def consumer_span(name: str, traceparent: str | bytes | None, **attributes: str) -> Iterator[None]:
+    """A CONSUMER span for applying one event from the bus, a child of the command that
+    recorded it (its ``traceparent``); no work at all while tracing is off."""
+    if not _enabled:
+        yield
+        return
+    with tracer().start_as_current_span(
+        name,
+        context=context_from_traceparent(traceparent),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+    ):
+        yield
