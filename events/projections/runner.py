@@ -13,6 +13,7 @@ from events.envelope import RecordedEvent
 from events.projections.port import Projection, ReadModelStore
 from events.store.port import EventStore
 from events.telemetry.metrics import observe_projection
+from events.telemetry.tracing import projection_span
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,8 @@ class BusProjectionHandler:
             for recorded in records:
                 if recorded.event_id in seen:
                     continue
-                await self._projection.apply(transaction, recorded)
+                with projection_span(name, recorded):
+                    await self._projection.apply(transaction, recorded)
                 seen.add(recorded.event_id)
                 applied.append(recorded.event_id)
             await transaction.mark_applied(name, applied)

@@ -35,7 +35,14 @@ from events.registry import EventRegistry
 from events.store.guard import storable_data
 from events.store.pg_connections import Connection, PgConnections, open_connection
 from events.store.port import EventStore
-from events.store.rows import COLUMNS, recorded_from_new, same_content, to_recorded
+from events.store.rows import (
+    COLUMNS,
+    TRACED_COLUMNS,
+    recorded_from_new,
+    same_content,
+    to_recorded,
+)
+from events.telemetry.tracing import current_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +82,12 @@ class PostgresEventStore(EventStore):
             "SELECT first_position, recorded_at, first_sequence, error_state, error_detail,"
             " error_constraint, error_message FROM {}.append_events_in_group(%b::text[],"
             " %b::integer[], %b::integer[], %b, %b, %b::integer[], %b, %b, %b, %b, %b, %b, %b,"
-            " %b)"
+            " %b, %b::text[])"
         ).format(sql.Identifier(schema))
         self._select = sql.SQL(f"SELECT {COLUMNS} FROM {{}}").format(table)
-        self._read_all_sql = self._select + sql.SQL(
-            " WHERE position > %s ORDER BY position LIMIT %s"
-        )
+        self._read_all_sql = sql.SQL(
+            f"SELECT {TRACED_COLUMNS} FROM {{}} WHERE position > %s ORDER BY position LIMIT %s"
+        ).format(table)
         self._by_causation_sql = self._select + sql.SQL(
             " WHERE causation_id = %s ORDER BY position"
         )
@@ -135,6 +142,7 @@ class PostgresEventStore(EventStore):
             _check_text("metadata.actor.user_id", new.metadata.actor.user_id)
             if new.metadata.occurred_at.tzinfo is None:
                 raise ValueError("metadata.occurred_at must be timezone-aware")
+        trace_parent = current_traceparent()
         ids = [new.event_id for new in events]
         if len(set(ids)) != len(ids):
             raise ValueError("the same event_id appears twice in one append")
@@ -150,6 +158,7 @@ class PostgresEventStore(EventStore):
             [new.metadata.causation_id for new in events],
             [new.metadata.occurred_at for new in events],
             [new.event.subject for new in events],
+            [trace_parent] * len(events),
         )
         future: asyncio.Future[Row] = asyncio.get_running_loop().create_future()
         self._pending.append(_Request(stream, expected_version, columns, future))

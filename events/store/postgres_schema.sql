@@ -71,6 +71,21 @@ BEGIN
 END
 $$;
 
+-- The W3C trace context (traceparent) of the command that stored the event, NULL when it was
+-- not traced. Not part of the event: the ledger's canonical bytes (events/ledger/canonical.py)
+-- leave it out, so verified history never depends on tracing. Added to a table made before it
+-- existed only when missing (ALTER TABLE locks the table against appends even when a no-op).
+DO $$
+BEGIN
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = {table_name}::regclass AND attname = 'trace_parent' AND NOT attisdropped
+    ) THEN
+        ALTER TABLE {schema}.stored_events ADD COLUMN trace_parent text;
+    END IF;
+END
+$$;
+
 -- Until the store learnt ANY_VERSION the two functions below returned no first_sequence; a
 -- function's result type cannot be changed in place, so the old ones are dropped first (only
 -- when they are the old ones: a running store keeps calling them).
@@ -123,6 +138,7 @@ CREATE OR REPLACE FUNCTION {schema}.append_events(
     p_causation_ids   uuid[],
     p_occurred_at     timestamptz[],
     p_subjects        text[],
+    p_trace_parents   text[],
     OUT first_position bigint,
     OUT recorded_at    timestamptz,
     OUT first_sequence integer
@@ -154,16 +170,16 @@ BEGIN
     INSERT INTO {schema}.stored_events (
         position, occurred_at, recorded_at, sequence, schema_version, event_id,
         correlation_id, causation_id, stream, event_type, source, actor_id, actor_role, subject,
-        data)
+        data, trace_parent)
     SELECT first_position + n.ordinal - 1, n.occurred_at, recorded_at, p_expected + n.ordinal,
            n.schema_version, n.event_id, n.correlation_id, n.causation_id, p_stream,
-           n.event_type, n.source, n.actor_id, n.actor_role, n.subject, n.data
+           n.event_type, n.source, n.actor_id, n.actor_role, n.subject, n.data, n.trace_parent
     FROM unnest(p_event_ids, p_event_types, p_schema_versions, p_data, p_sources,
                 p_actor_ids, p_actor_roles, p_correlation_ids, p_causation_ids, p_occurred_at,
-                p_subjects)
+                p_subjects, p_trace_parents)
          WITH ORDINALITY AS n(event_id, event_type, schema_version, data, source, actor_id,
                               actor_role, correlation_id, causation_id, occurred_at, subject,
-                              ordinal);
+                              trace_parent, ordinal);
 
     -- delivered to listeners only when (and if) this transaction commits
     PERFORM pg_notify({channel}, (first_position + cardinality(p_event_ids) - 1)::text);
@@ -196,7 +212,8 @@ CREATE OR REPLACE FUNCTION {schema}.append_events_in_group(
     p_correlation_ids uuid[],
     p_causation_ids   uuid[],
     p_occurred_at     timestamptz[],
-    p_subjects        text[]
+    p_subjects        text[],
+    p_trace_parents   text[]
 )
 RETURNS TABLE (
     first_position   bigint,
@@ -232,7 +249,7 @@ BEGIN
                 p_data[v_from:v_to], p_sources[v_from:v_to], p_actor_ids[v_from:v_to],
                 p_actor_roles[v_from:v_to], p_correlation_ids[v_from:v_to],
                 p_causation_ids[v_from:v_to], p_occurred_at[v_from:v_to],
-                p_subjects[v_from:v_to]) AS a;
+                p_subjects[v_from:v_to], p_trace_parents[v_from:v_to]) AS a;
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS
                 error_state = RETURNED_SQLSTATE,

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:
+    from events.envelope import RecordedEvent
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 TRACEPARENT = "traceparent"
@@ -126,6 +129,18 @@ def server_span(name: str, traceparent: str | None, **attributes: str) -> Iterat
         attributes=attributes,
     ) as span:
         yield span
+
+
+def projection_span(projection: str, recorded: RecordedEvent) -> AbstractContextManager[None]:
+    """The span of applying ``recorded`` to ``projection``: a child of the command that
+    recorded it (nothing while tracing is off, or when the event carries no trace)."""
+    if not _enabled or recorded.trace_parent is None:
+        return nullcontext()
+    return consumer_span(
+        f"casetrail.project {projection}",
+        recorded.trace_parent,
+        **{"casetrail.event_type": recorded.event_type, "casetrail.stream": recorded.stream},
+    )
 
 
 @contextmanager

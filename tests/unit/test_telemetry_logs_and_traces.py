@@ -8,22 +8,17 @@ import logging
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from events.telemetry import tracing
 from events.telemetry.logs import REDACTED, JsonFormatter, correlation, sensitive_field_names
+from tests.support.tracing import traced
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.enable_tracing(provider)
-    yield exporter
-    tracing.disable_tracing()
+    with traced() as exporter:
+        yield exporter
 
 
 def _line(**extra: object) -> dict[str, object]:
