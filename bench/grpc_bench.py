@@ -806,6 +806,7 @@ async def serve(options: argparse.Namespace, profiler: cProfile.Profile | None) 
     from services.runner import start_services, stop_services
 
     data_dir = Path(options.data_dir)
+    _set_telemetry(options.telemetry_mode)
     if options.backend == "distributed":
         kafka = KafkaSettings.from_env()
         await ensure_topics(kafka, TopicSettings(case_events_topic=options.topic))
@@ -1971,6 +1972,178 @@ def _auth_means(rows: Sequence[RowResult], command: str) -> tuple[float, float]:
     return rate, (sum(micros) / len(micros) if micros else 0.0)
 
 
+# --- telemetry cost (issue 11) -----------------------------------------------------------------
+
+TELEMETRY_HEADING = "## gRPC telemetry cost (issue 11)"
+TELEMETRY_MODES = ("none", "metrics", "metrics+traces")
+"""What the servers observe in the telemetry rows: ``none`` serves without the telemetry
+interceptor (a switch of this benchmark only); ``metrics`` is the product's default (counters
+and latency histograms per call, tracing off); ``metrics+traces`` also traces every call (every
+call sampled, spans batched to an exporter that drops them, so no network is measured)."""
+
+
+def _set_telemetry(mode: str) -> None:
+    """(--serve) Install the telemetry of ``mode`` before the services start."""
+    if mode == "none":
+        from events.grpc_platform import server
+
+        class PassThrough(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+            async def intercept_service(self, continuation: Any, details: Any) -> Any:
+                return await continuation(details)
+
+        server.TelemetryInterceptor = PassThrough  # type: ignore[attr-defined]
+    elif mode == "metrics+traces":
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        from events.telemetry.tracing import enable_tracing
+
+        class Dropping(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(Dropping()))
+        enable_tracing(provider)
+
+
+async def telemetry_main(quick: bool, write: bool, keep: bool) -> str:
+    """OpenCase and GetCaseView against the embedded services, once per telemetry mode, in
+    two rounds (the second in reverse order, so that a drifting machine favours none)."""
+    plan = QUICK if quick else FULL
+    run_id = f"{int(time.time())}"
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="casetrail-telemetry-bench-"))
+    issuer = start_issuer()
+    results: dict[str, list[RowResult]] = {mode: [] for mode in TELEMETRY_MODES}
+    try:
+        for round_number in range(AUTH_ROUNDS):
+            order = TELEMETRY_MODES if round_number % 2 == 0 else TELEMETRY_MODES[::-1]
+            for mode in order:
+                progress(started, f"telemetry {mode}, round {round_number + 1}")
+                results[mode] += await telemetry_run(plan, work, f"{run_id}-{round_number}", mode)
+        elapsed = time.perf_counter() - started
+    finally:
+        issuer.stop()
+        if keep:
+            print(f"logs and data kept in {work}", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    body = telemetry_report(plan, quick, results, elapsed)
+    if write:
+        replace_section(TELEMETRY_HEADING, body)
+    return body
+
+
+async def telemetry_run(plan: Plan, work: Path, run_id: str, mode: str) -> list[RowResult]:
+    slug = mode.replace("+", "-")
+    data = work / f"telemetry-{slug}-{run_id}"
+    data.mkdir()
+    argv = [
+        "-m", "bench.grpc_bench", "--serve", "--telemetry-mode", mode, "--data-dir", str(data),
+    ]  # fmt: skip
+    out = work / f"telemetry-{slug}-{run_id}.out"
+    server = await start_server("embedded", argv, os.environ, out, SERVICES)
+    try:
+        closed = RowSpec(
+            f"telemetry {mode}",
+            "open_case",
+            "closed",
+            plan.warmup,
+            plan.seconds,
+            plan.concurrency,
+            server="embedded",
+        )
+        spec = LoadSpec(
+            run_id=f"{run_id}-{slug}",
+            addresses=server.addresses,
+            pids={"embedded": server.pid},
+            rows=[closed, replace(closed, command="get_case_view")],
+            channels=plan.channels,
+            clients=plan.clients,
+            cases=plan.cases,
+            scratch=str(work),
+            settle_limit=plan.settle_limit,
+            tokens=BENCH_TOKENS,
+        )
+        return await run_load(spec, work)
+    finally:
+        await server.stop()
+
+
+def telemetry_report(
+    plan: Plan, quick: bool, results: Mapping[str, Sequence[RowResult]], elapsed: float
+) -> str:
+    headers = [
+        "command",
+        "telemetry",
+        "calls/s by round",
+        "calls/s (mean)",
+        "vs none",
+        "server CPU µs per call (mean)",
+        "vs none",
+        "p50 ms",
+        "p99 ms",
+        "failed",
+    ]
+    table = []
+    for command in ("open_case", "get_case_view"):
+        base_rate, base_cpu = _auth_means(results["none"], command)
+        for mode in TELEMETRY_MODES:
+            rows = [r for r in results[mode] if r.spec.command == command]
+            rate, cpu = _auth_means(results[mode], command)
+            table.append(
+                [
+                    COMMAND_NAMES[command],
+                    mode,
+                    " / ".join(fmt_rate(r.rate) for r in rows),
+                    fmt_rate(rate),
+                    fmt_ratio(rate / base_rate) if base_rate else "-",
+                    f"{cpu:.0f}",
+                    fmt_ratio(cpu / base_cpu) if base_cpu else "-",
+                    " / ".join(ms(r.p50_ms) for r in rows),
+                    " / ".join(ms(r.p99_ms) for r in rows),
+                    str(sum(sum(r.errors.values()) for r in rows)),
+                ]
+            )
+    lines = [
+        f"Run: {now_utc()}, {'quick' if quick else 'full'} plan, {elapsed:.0f} s. Command: "
+        f"`python -m bench.grpc_bench --telemetry{' --quick' if quick else ''}`.",
+        "",
+        *machine_info(grpcio=grpc.__version__, opentelemetry=otel_version()).lines(),
+        "",
+        "The embedded services (`--serve`, as `services.runner` composes them), one server "
+        "process per mode and round, the load generator of the rows above: closed loop, "
+        f"{plan.concurrency} calls in flight on {plan.channels} channels per service, "
+        f"{plan.warmup:.0f} s warm-up then {plan.seconds:.0f} s measured; GetCaseView reads "
+        f"{plan.cases} cases opened before. Two rounds, the second in reverse order.",
+        "",
+        "- **none**: no telemetry interceptor (a switch of this benchmark only).",
+        "- **metrics**: the product's default: every call counted by method and status and "
+        "timed into a histogram; tracing off (no spans, no trace context stored).",
+        "- **metrics+traces**: every call also traced (all sampled): a server span per call, "
+        "the trace context stored beside each event and sent as `ce_traceparent`, a span per "
+        "projected event; spans batched to an exporter that drops them.",
+        "",
+        markdown_table(headers, table),
+        "",
+        "Target (issue 11): tracing and metrics cost at most 5% of commands/s. Server CPU per "
+        "call is the server process's CPU time in the window divided by the calls answered: "
+        "steadier than calls/s on this shared 2-core machine.",
+    ]
+    return "\n".join(lines)
+
+
+def otel_version() -> str:
+    from importlib.metadata import version
+
+    return version("opentelemetry-sdk")
+
+
 # --- entry ------------------------------------------------------------------------------------
 
 
@@ -2007,6 +2180,18 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--auth-mode", choices=AUTH_MODES, default="product", help="(internal, --serve)"
     )
+    parser.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="only the telemetry rows: OpenCase and GetCaseView with no telemetry, metrics, "
+        "and metrics and traces (issue 11)",
+    )
+    parser.add_argument(
+        "--telemetry-mode",
+        choices=TELEMETRY_MODES,
+        default="metrics",
+        help="(internal, --serve)",
+    )
     return parser.parse_args(argv)
 
 
@@ -2022,6 +2207,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if options.auth:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         print(asyncio.run(auth_main(options.quick, not options.no_write, options.keep)))
+        return
+    if options.telemetry:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        print(asyncio.run(telemetry_main(options.quick, not options.no_write, options.keep)))
         return
     if options.serve_empty:
         serve_empty_entry()
