@@ -140,6 +140,8 @@ def context_attributes(recorded: RecordedEvent) -> dict[str, str | int]:
     }
     if metadata.causation_id is not None:
         attributes["causationid"] = str(metadata.causation_id)
+    if recorded.trace_parent is not None:
+        attributes["traceparent"] = recorded.trace_parent
     return attributes
 
 
@@ -391,12 +393,20 @@ def envelope_json_schema() -> dict[str, Any]:
             **counter,
             "description": "Global position in the producing service's store, zero-padded.",
         },
+        "traceparent": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+            "description": (
+                "CloudEvents distributed-tracing extension: the W3C trace context of the "
+                "command that recorded the event, when it was traced (not part of the event)."
+            ),
+        },
         "data": {
             "type": "object",
             "description": "The event data; it validates against the schema at dataschema.",
         },
     }
-    optional = {"causationid"}
+    optional = {"causationid", "traceparent"}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": ENVELOPE_SCHEMA_URI,
