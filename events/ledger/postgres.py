@@ -7,7 +7,6 @@ The database hashes the leaves itself (``ledger_leaf_hash``: the canonical bytes
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ from psycopg import sql
 from events.ledger.canonical import TAG
 from events.ledger.merkle import Hash, SubtreeKey
 from events.ledger.port import LedgerConflict, LedgerStore, StoredCheckpoint
+from events.store.pg_connections import Connection, PgConnections
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {schema}.ledger_nodes (
@@ -70,10 +70,10 @@ expression per row (a SQL function taking the row would be called, not inlined).
 
 
 class PostgresLedgerStore(LedgerStore):
-    def __init__(self, connection: psycopg.AsyncConnection[Row], schema: str) -> None:
-        """Use ``connect()``."""
-        self._connection = connection
-        self._lock = asyncio.Lock()
+    def __init__(self, connections: PgConnections, schema: str) -> None:
+        """Use ``connect()``. One connection, reopened after a server restart
+        (``PgConnections``); while the database is away, ``StorageUnavailableError``."""
+        self._connections = connections
         table = sql.Identifier(schema, "ledger_nodes")
         checkpoints = sql.Identifier(schema, "ledger_checkpoints")
         events = sql.Identifier(schema, "stored_events")
@@ -111,11 +111,13 @@ class PostgresLedgerStore(LedgerStore):
     async def connect(cls, dsn: str, *, schema: str) -> PostgresLedgerStore:
         """Connect to the event store in ``schema`` (which must exist), creating the ledger's
         tables where missing."""
-        connection = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-        try:
-            # Derived data, recomputable from the events: commits need not wait for the WAL
-            # flush (a crash loses at most the last hashes, which the follower redoes).
-            await connection.execute("SET synchronous_commit = off")
+        # Derived data, recomputable from the events: commits need not wait for the WAL
+        # flush (a crash loses at most the last hashes, which the follower redoes).
+        connections = PgConnections(
+            dsn, 1, f"{schema} ledger", settings="-c synchronous_commit=off"
+        )
+
+        async def create(connection: Connection) -> None:
             script = sql.SQL(_SCHEMA).format(schema=sql.Identifier(schema))
             async with connection.transaction():
                 # Services starting together must not create the same objects at once.
@@ -123,42 +125,46 @@ class PostgresLedgerStore(LedgerStore):
                     "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ledger:{schema}",)
                 )
                 await connection.execute(script)
+
+        try:
+            await connections.run(create)
         except BaseException:
-            await connection.close()
+            await connections.close()
             raise
-        return cls(connection, schema)
+        return cls(connections, schema)
 
     async def close(self) -> None:
-        await self._connection.close()
+        await self._connections.close()
 
     async def _fetch(self, query: sql.Composed, parameters: Sequence[Any]) -> list[Row]:
-        async with self._lock:
-            cursor = await self._connection.execute(query, parameters)
+        async def fetch(connection: Connection) -> list[Row]:
+            cursor = await connection.execute(query, parameters)
             return await cursor.fetchall()
+
+        return await self._connections.run(fetch)
 
     async def size(self) -> int:
         [(last,)] = await self._fetch(self._size_sql, ())
         return 0 if last is None else int(last) + 1
 
     async def append(self, first_index: int, nodes: Sequence[tuple[SubtreeKey, Hash]]) -> None:
-        async with self._lock:
-            try:
-                async with self._connection.transaction():
-                    cursor = await self._connection.execute(self._size_sql)
-                    row = await cursor.fetchone()
-                    size = 0 if row is None or row[0] is None else int(row[0]) + 1
-                    if size != first_index:
-                        raise LedgerConflict(f"the ledger is not at {first_index} leaves")
-                    await self._connection.execute(
-                        self._insert_sql,
-                        (
-                            [level for (level, _), _ in nodes],
-                            [index for (_, index), _ in nodes],
-                            [digest for _, digest in nodes],
-                        ),
-                    )
-            except psycopg.errors.UniqueViolation:
-                raise LedgerConflict("another writer appended to the ledger first") from None
+        try:
+            async with self._connections.connection() as connection, connection.transaction():
+                cursor = await connection.execute(self._size_sql)
+                row = await cursor.fetchone()
+                size = 0 if row is None or row[0] is None else int(row[0]) + 1
+                if size != first_index:
+                    raise LedgerConflict(f"the ledger is not at {first_index} leaves")
+                await connection.execute(
+                    self._insert_sql,
+                    (
+                        [level for (level, _), _ in nodes],
+                        [index for (_, index), _ in nodes],
+                        [digest for _, digest in nodes],
+                    ),
+                )
+        except psycopg.errors.UniqueViolation:
+            raise LedgerConflict("another writer appended to the ledger first") from None
 
     async def subtrees(self, keys: Iterable[SubtreeKey]) -> Mapping[SubtreeKey, Hash]:
         wanted = list(dict.fromkeys(keys))
@@ -186,8 +192,10 @@ class PostgresLedgerStore(LedgerStore):
         return int(last)
 
     async def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
-        async with self._lock:
-            await self._connection.execute(self._save_sql, (checkpoint.size, checkpoint.note))
+        async def save(connection: Connection) -> None:
+            await connection.execute(self._save_sql, (checkpoint.size, checkpoint.note))
+
+        await self._connections.run(save)
 
     async def checkpoints(self, after_size: int = -1, limit: int = 1000) -> list[StoredCheckpoint]:
         rows = await self._fetch(self._checkpoints_sql, (after_size, limit))

@@ -37,11 +37,16 @@ def is_connection_failure(error: BaseException) -> bool:
     return isinstance(error, psycopg.OperationalError | StorageUnavailableError)
 
 
-async def open_connection(dsn: str, what: str, *, search_path: str | None = None) -> Connection:
-    """One autocommit connection whose times come back as UTC-aware datetimes."""
+async def open_connection(
+    dsn: str, what: str, *, search_path: str | None = None, settings: str = ""
+) -> Connection:
+    """One autocommit connection whose times come back as UTC-aware datetimes. ``settings``:
+    more session settings, as ``-c name=value`` options."""
     options = "-c TimeZone=UTC"
     if search_path is not None:
         options += f" -c search_path={search_path}"
+    if settings:
+        options += f" {settings}"
     try:
         return await psycopg.AsyncConnection.connect(
             dsn, autocommit=True, options=options, connect_timeout=CONNECT_TIMEOUT_SECONDS
@@ -60,10 +65,13 @@ class PgConnections:
     ``what`` names the storage in errors ("planning read models"), never the DSN.
     """
 
-    def __init__(self, dsn: str, size: int, what: str, *, search_path: str | None = None) -> None:
+    def __init__(
+        self, dsn: str, size: int, what: str, *, search_path: str | None = None, settings: str = ""
+    ) -> None:
         self._dsn = dsn
         self._what = what
         self._search_path = search_path
+        self._settings = settings
         self._idle: list[Connection] = []
         self._slots = asyncio.Semaphore(size)
         self._all: set[Connection] = set()
@@ -80,7 +88,7 @@ class PgConnections:
             connection = self._idle.pop() if self._idle else None
             if connection is None:
                 connection = await open_connection(
-                    self._dsn, self._what, search_path=self._search_path
+                    self._dsn, self._what, search_path=self._search_path, settings=self._settings
                 )
                 self._all.add(connection)
             reusable = True

@@ -1,7 +1,7 @@
 """Issue 8, item 1, at the adapters: a PostgreSQL restart is a non-event for the event store,
-its LISTEN follower, checkpoints, read models and the services' locks. While the server is
-down every call fails fast with ``StorageUnavailableError``; once it is back the same objects
-work again, nothing reopened by hand, and a follower catches up with what was appended
+its LISTEN follower, checkpoints, read models, the services' locks and the ledger. While the
+server is down every call fails fast with ``StorageUnavailableError``; once it is back the same
+objects work again, nothing reopened by hand, and a follower catches up with what was appended
 meanwhile."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from events.errors import StorageUnavailableError
+from events.ledger.postgres import PostgresLedgerStore
 from events.locking.postgres import PostgresLocks
 from events.projections.postgres import PostgresReadModelStore
 from events.registry import EventRegistry
@@ -42,6 +43,7 @@ async def test_adapters_answer_unavailable_while_down_and_recover_by_themselves(
     checkpoints = await PostgresCheckpointStore.connect(dsn, schema="faults_events")
     read_models = await PostgresReadModelStore.connect(dsn, schema="faults_read_models")
     locks = PostgresLocks(dsn)
+    ledger = await PostgresLedgerStore.connect(dsn, schema="faults_events")
     try:
         # Every kind of connection in use before the restart: writer, readers, LISTEN.
         await store.append("case-1", [note("case-1")], 0)
@@ -52,6 +54,7 @@ async def test_adapters_answer_unavailable_while_down_and_recover_by_themselves(
         assert await read_models.get("cases", "case-1") == {"notes": 1}
         async with locks.holding(["client:1"]):
             pass  # leaves an idle session the restart will drop
+        assert await ledger.store_last_position() == 1
 
         async with server_down("postgres"):
             unavailable = [
@@ -62,6 +65,7 @@ async def test_adapters_answer_unavailable_while_down_and_recover_by_themselves(
                 checkpoints.save("relay", 2),
                 read_models.get("cases", "case-1"),
                 read_models.find("cases"),
+                ledger.store_last_position(),
             ]
             for call in unavailable:
                 with pytest.raises(StorageUnavailableError):
@@ -86,7 +90,9 @@ async def test_adapters_answer_unavailable_while_down_and_recover_by_themselves(
         assert await read_models.get("cases", "case-1") == {"notes": 2}
         async with locks.holding(["client:1"]):
             pass
+        assert await ledger.store_last_position() == 2
     finally:
+        await ledger.close()
         await locks.close()
         await read_models.close()
         await checkpoints.close()
