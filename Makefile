@@ -132,6 +132,7 @@ bench: $(PROTO_STAMP)
 	$(PY) -m bench.grpc_bench
 	$(PY) -m bench.grpc_bench --auth
 	$(PY) -m bench.ledger_bench
+	$(PY) -m bench.console_bench
 
 .PHONY: clean
 clean:

@@ -1,0 +1,206 @@
+"""Audit console: server time of the timeline page of a 10,000-event case (issue 12).
+
+``python -m bench.console_bench [--events N] [--runs R]`` writes the section "Audit console
+(issue 12)" of ``bench/RESULTS.md``. The case's events are access records written straight into
+audit's own store before the embedded services start (audit folds them into the case's timeline
+from its store, as it does every access); the console then runs in-process (Starlette's
+TestClient, so "server time" is the console's whole answer, audit's gRPC call included, without
+a browser or a network stack of its own). Side by side in the same rounds: the same page's audit
+call made directly (GetTimeline, 50 entries), so the ratio shows what the console adds.
+Every page read is itself recorded, so the case grows by one event per request measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import uuid4
+
+from starlette.testclient import TestClient
+
+from bench.common import machine_info, markdown_table, median, now_utc, percentile, replace_section
+from events.catalog.access import AccessPurpose, RecordAccessed, RecordSection
+from events.catalog.base import Role
+from events.catalog_registry import default_registry
+from events.envelope import Actor, EventMetadata, NewEvent
+from events.identity.development import DevelopmentSigner
+from events.identity.tls import channel
+from events.identity.verifier import TokenVerifier
+from events.store.port import ANY_VERSION
+from events.store.sqlite import SqliteEventStore
+from services.audit.domain.access import access_stream
+from services.console.app import create_app
+from services.console.audit_client import AuditClient, Caller
+from services.console.settings import ConsoleSettings
+from services.demo import embedded_services
+
+T = TypeVar("T")
+CASE = "bench-case"
+ACTORS = [f"reader-{number}" for number in range(10)]
+HEADING = "## Audit console (issue 12)"
+
+
+class Loop:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 600.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+
+async def fill_case(data_dir: Path, events: int) -> None:
+    folder = data_dir / "audit"
+    folder.mkdir(parents=True, exist_ok=True)
+    store = await SqliteEventStore.open(folder / "events.db", default_registry())
+    start = datetime.now(UTC) - timedelta(days=30)
+    try:
+        for first in range(0, events, 500):
+            batch = []
+            for number in range(first, min(first + 500, events)):
+                actor = ACTORS[number % len(ACTORS)]
+                batch.append(
+                    NewEvent(
+                        event=RecordAccessed(
+                            case_id=CASE,
+                            accessor_id=actor,
+                            accessor_role=Role.SUPERVISOR,
+                            purpose=AccessPurpose.SUPERVISION,
+                            sections=(RecordSection.ASSESSMENT,),
+                        ),
+                        metadata=EventMetadata(
+                            source="casetrail/audit",
+                            actor=Actor(actor, Role.SUPERVISOR),
+                            occurred_at=start + timedelta(seconds=number),
+                            correlation_id=uuid4(),
+                        ),
+                    )
+                )
+            await store.append(access_stream(CASE), batch, ANY_VERSION)
+    finally:
+        await store.close()
+
+
+def timed(call: Any, runs: int) -> list[float]:
+    spent = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        spent.append((time.perf_counter() - started) * 1000)
+    return spent
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.console_bench")
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=30)
+    options = parser.parse_args(argv)
+    loop = Loop()
+    with tempfile.TemporaryDirectory(prefix="casetrail-console-bench-") as directory:
+        data_dir = Path(directory)
+        loop.run(fill_case(data_dir, options.events))
+        services = embedded_services(data_dir)
+        local = loop.run(services.__aenter__())
+        try:
+            rows = measure(loop, data_dir, local.addresses["audit"], options)
+        finally:
+            loop.run(services.__aexit__(None, None, None))
+    body = "\n".join(
+        [
+            f"Run: {now_utc()}. Command: `python -m bench.console_bench --events "
+            f"{options.events} --runs {options.runs}`.",
+            "",
+            *machine_info().lines(),
+            "",
+            (__doc__ or "").split("\n\n", 1)[1].strip(),
+            "",
+            markdown_table(["page", "median ms", "p95 ms", "vs audit call"], rows),
+        ]
+    )
+    replace_section(HEADING, body)
+    print(body)
+
+
+def measure(
+    loop: Loop, data_dir: Path, audit_address: str, options: argparse.Namespace
+) -> list[list[str]]:
+    signer = DevelopmentSigner.load(data_dir)
+    settings = ConsoleSettings(
+        audit_address=audit_address,
+        verifier=TokenVerifier.for_issuer(signer.issuer, signer.audience),
+        development_signer=signer,
+    )
+    token = signer.mint("bench-auditor", "auditor")
+    caller = Caller(token, "confidentiality_review")
+    audit_channel = loop.run(_open(audit_address))
+    direct = AuditClient(audit_channel)
+    with TestClient(create_app(settings)) as client:
+        page = client.get("/signin")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        client.post(
+            "/signin",
+            data={"csrf": csrf, "method": "token", "token": token, "purpose": "supervision"},
+        )
+        deadline = time.monotonic() + 300
+        while True:
+            first = client.get(f"/cases/{CASE}")
+            found = re.search(r"(\d+) in the case's view", first.text)
+            if found and int(found.group(1)) >= options.events:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("audit never showed the whole case")
+            time.sleep(0.5)
+        next_link = re.search(r'<a href="([^"]+)" rel="next">', first.text).group(1)  # type: ignore[union-attr]
+        next_link = next_link.replace("&amp;", "&")
+        cases = {
+            "timeline, first page (50)": lambda: client.get(f"/cases/{CASE}"),
+            "timeline, next page": lambda: client.get(next_link),
+            "timeline, actor filter (1 in 10 match)": lambda: client.get(
+                f"/cases/{CASE}", params={"actor": ACTORS[3]}
+            ),
+            "timeline, filter matching nothing (reads the whole case)": lambda: client.get(
+                f"/cases/{CASE}", params={"type": "no-such-type"}
+            ),
+        }
+        direct_call = lambda: loop.run(  # noqa: E731
+            direct.timeline(caller, CASE, "occurred", as_of=None, page_size=50, page_token="")
+        )
+        runs = options.runs
+        reference = timed(direct_call, runs)
+        rows = [
+            [
+                "audit GetTimeline, 50 entries (direct gRPC)",
+                f"{median(reference):.1f}",
+                f"{percentile(reference, 95):.1f}",
+                "1.00x",
+            ]
+        ]
+        for name, call in cases.items():
+            spent = timed(call, runs if "nothing" not in name else 1)
+            rows.append(
+                [
+                    name,
+                    f"{median(spent):.1f}",
+                    f"{percentile(spent, 95):.1f}",
+                    f"{median(spent) / median(reference):.2f}x",
+                ]
+            )
+    loop.run(audit_channel.close())
+    return rows
+
+
+async def _open(address: str) -> Any:
+    # The channel belongs to the loop it is opened on.
+    return channel(address)
+
+
+if __name__ == "__main__":
+    main()
