@@ -60,6 +60,7 @@ def current_models() -> tuple[type[CaseEvent], ...]:
         cases.CaseClosed,
         cases.CaseReopened,
         access.RecordAccessed,
+        access.RecordAccessDenied,
         access.ConsentGranted,
         access.ConsentRevoked,
         ledger.LedgerInconsistencyDetected,
@@ -68,7 +69,15 @@ def current_models() -> tuple[type[CaseEvent], ...]:
 
 def legacy_models() -> tuple[type[CaseEvent], ...]:
     """Superseded (type, version) models whose schemas stay published for subscribers."""
-    return (legacy.CaseOpenedV1, legacy.ClientRegisteredV1)
+    return (
+        legacy.CaseOpenedV1,
+        legacy.ClientRegisteredV1,
+        legacy.CaseAssignedV1,
+        legacy.CaseReassignedV1,
+        legacy.RecordAccessedV1,
+        legacy.ConsentGrantedV1,
+        legacy.ReferralMadeV1,
+    )
 
 
 def upcasters() -> tuple[tuple[str, int, Upcaster], ...]:
@@ -76,6 +85,11 @@ def upcasters() -> tuple[tuple[str, int, Upcaster], ...]:
     return (
         (cases.CaseOpened.event_type, 1, legacy.upcast_case_opened_v1_to_v2),
         (clients.ClientRegistered.event_type, 1, legacy.upcast_client_registered_v1_to_v2),
+        (assignment.CaseAssigned.event_type, 1, legacy.upcast_case_assigned_v1_to_v2),
+        (assignment.CaseReassigned.event_type, 1, legacy.upcast_case_reassigned_v1_to_v2),
+        (access.RecordAccessed.event_type, 1, legacy.upcast_record_accessed_v1_to_v2),
+        (access.ConsentGranted.event_type, 1, legacy.upcast_consent_granted_v1_to_v2),
+        (referrals.ReferralMade.event_type, 1, legacy.upcast_referral_made_v1_to_v2),
     )
 
 

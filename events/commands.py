@@ -147,10 +147,14 @@ class AlreadyExists(CommandRejected):
 class NotAllowed(CommandRejected):
     """The actor's role may not do this (PERMISSION_DENIED)."""
 
-    def __init__(self, role: str, action: str) -> None:
+    reason = "ROLE_NOT_ALLOWED"
+    """The ErrorInfo reason: which rule refused (the access policy names its own)."""
+
+    def __init__(self, role: str, action: str, description: str = "", **details: str) -> None:
         self.role = role
         self.action = action
-        super().__init__(f"role {role!r} may not {action}")
+        self.details = details
+        super().__init__(description or f"role {role!r} may not {action}")
 
 
 class IdempotencyKeyReused(RuleBroken):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from casetrail.coordination.v1 import coordination_pb2 as co
+from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
 from cli.present import short
-from cli.rpc import refused, timestamp
+from cli.rpc import consent_not_known_yet, eventually, refused, timestamp
 from cli.walk.story import (
     COORDINATOR,
     COUNSELING_CLASH,
@@ -28,18 +29,40 @@ from cli.walk.walk import Walk
 
 async def referrals(walk: Walk) -> None:
     walk.section("Referrals to partner agencies")
-    walk.when(1, "12:00")
+    walk.when(1, "11:30")
     for referral in REFERRALS:
-        made = await walk.as_(SOCIAL_WORKER).coordination.MakeReferral(
-            co.MakeReferralRequest(
-                context=walk.command(f"refer-{referral.need}"),
+        partner = referral.partner
+        await walk.as_(SOCIAL_WORKER).intake.GrantConsent(
+            intake_pb2.GrantConsentRequest(
+                context=walk.command(f"consent-{referral.need}"),
                 case_id=walk.case_id,
-                provider=provider(referral.partner),
-                need_category=referral.need,
-                service=referral.service,
-                urgency=referral.urgency,
-                reason="Discharged from hospital after a hip fracture",
+                recipient=intake_pb2.ConsentRecipient(
+                    kind="agency", recipient_id=partner.user_id, name=PROVIDERS[partner.user_id]
+                ),
+                purpose="coordination",
+                scope=["identity", "referrals", "services"],
+                expires_at=timestamp(datetime.now(UTC) + timedelta(days=365)),
+                document_reference=f"scan://consents/{walk.case_id}/{partner.user_id}.pdf",
             )
+        )
+    walk.line(SOCIAL_WORKER, "recorded Marco's signed consents to refer him to each partner")
+    walk.when(1, "12:00")
+    coordination = walk.as_(SOCIAL_WORKER).coordination
+    for referral in REFERRALS:
+        request = co.MakeReferralRequest(
+            context=walk.command(f"refer-{referral.need}"),
+            case_id=walk.case_id,
+            provider=provider(referral.partner),
+            need_category=referral.need,
+            service=referral.service,
+            urgency=referral.urgency,
+            reason="Discharged from hospital after a hip fracture",
+        )
+        made = await eventually(
+            lambda request=request: coordination.MakeReferral(request),  # type: ignore[misc]
+            what="coordination to learn of the consent",
+            patience=walk.patience,
+            retry=consent_not_known_yet,
         )
         walk.result.referral_ids[referral.need] = made.referral_id
         walk.line(

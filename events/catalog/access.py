@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar
 from pydantic import AwareDatetime, Field, field_validator
 
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Role
-from events.catalog.values import Provider, require_unique
+from events.catalog.values import CatalogValue, require_unique
 
 
 class RecordSection(StrEnum):
@@ -52,10 +52,42 @@ FieldPath = Annotated[
 ]
 
 
+class DisclosureBasis(StrEnum):
+    """Why something was disclosed outside the agency: the client's consent, or a documented
+    exception to it."""
+
+    CONSENT = "consent"
+    LEGAL_OBLIGATION = "legal_obligation"
+    EMERGENCY = "emergency"
+
+
+class SensitiveCategory(StrEnum):
+    """The narrowest categories of special data: consent to disclose them is given by name
+    (42 CFR Part 2 for substance use), never implied by consent to a section."""
+
+    SUBSTANCE_USE = "substance_use"
+    MENTAL_HEALTH = "mental_health"
+    HEALTH = "health"
+    DOMESTIC_VIOLENCE = "domestic_violence"
+
+
+RuleName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[a-z][a-z0-9_.:-]*$",
+        description="The access-policy rule that decided (events/policy/matrix.py).",
+    ),
+]
+PolicyVersion = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[0-9A-Za-z.:-]+$")]
+
+
 class RecordAccessed(CaseEvent):
     """Someone viewed parts of a case record: who, why, and exactly what they saw."""
 
     event_type: ClassVar[str] = "casetrail.record.accessed"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     accessor_id: Identifier
@@ -69,6 +101,14 @@ class RecordAccessed(CaseEvent):
     consent_id: Identifier | None = Field(
         default=None, description="The consent that allowed a disclosure to another agency."
     )
+    rule: RuleName = Field(description="The access-policy rule that allowed the read.")
+    policy_version: PolicyVersion
+    redacted_fields: tuple[FieldPath, ...] = Field(
+        default=(), description="Sensitive fields of the answer withheld from the reader."
+    )
+    emergency_access_id: Identifier | None = Field(
+        default=None, description="The break-the-glass access the read was made under."
+    )
 
     @field_validator("sections")
     @classmethod
@@ -77,24 +117,71 @@ class RecordAccessed(CaseEvent):
         return sections
 
 
+class RecordAccessDenied(CaseEvent):
+    """Someone asked to read a case record and was refused. Carries no case content."""
+
+    event_type: ClassVar[str] = "casetrail.record.access_denied"
+
+    case_id: Identifier
+    accessor_id: Identifier
+    accessor_role: Role
+    accessor_agency_id: Identifier | None = None
+    purpose: AccessPurpose
+    action: NonEmptyStr = Field(description="What was asked, e.g. read a case view.")
+    rule: RuleName = Field(description="The access-policy rule that refused it.")
+    policy_version: PolicyVersion
+
+
+class RecipientKind(StrEnum):
+    AGENCY = "agency"
+    PERSON = "person"
+
+
+class ConsentRecipient(CatalogValue):
+    """Who may receive the disclosure: an agency (its provider id) or a named person."""
+
+    kind: RecipientKind
+    recipient_id: Identifier
+    name: NonEmptyStr
+
+
 class ConsentGranted(CaseEvent):
-    """The client consented to parts of their record being disclosed to an agency."""
+    """The client consented to parts of their record being disclosed to a recipient."""
 
     event_type: ClassVar[str] = "casetrail.consent.granted"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     client_id: Identifier
     consent_id: Identifier
     scope: Annotated[tuple[RecordSection, ...], Field(min_length=1)]
-    recipient_agency: Provider
-    purpose: NonEmptyStr
-    expires_at: AwareDatetime | None = None
+    categories: tuple[SensitiveCategory, ...] = Field(
+        default=(),
+        description="Sensitive categories the client names for disclosure (e.g. substance_use);"
+        " without them those data stay withheld even inside the consented sections.",
+    )
+    recipient: ConsentRecipient
+    purpose: AccessPurpose
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="Always set by the consent API; absent only in v1 data."
+    )
+    document_reference: NonEmptyStr | None = Field(
+        default=None, description="Where the signed consent document is kept."
+    )
 
     @field_validator("scope")
     @classmethod
     def _scope_is_unique(cls, scope: tuple[RecordSection, ...]) -> tuple[RecordSection, ...]:
         require_unique(scope, "scope")
         return scope
+
+    @field_validator("categories")
+    @classmethod
+    def _categories_are_unique(
+        cls, categories: tuple[SensitiveCategory, ...]
+    ) -> tuple[SensitiveCategory, ...]:
+        require_unique(categories, "categories")
+        return categories
 
 
 class ConsentRevoked(CaseEvent):

@@ -48,10 +48,15 @@ class CaseAssigned(CaseEvent):
     """The case was assigned to a worker whose qualifications fit the client's needs."""
 
     event_type: ClassVar[str] = "casetrail.case.assigned"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     worker_id: Identifier
     worker_role: Role
+    worker_team: Identifier | None = Field(
+        default=None,
+        description="The worker's team: its supervisors supervise the case (need-to-know).",
+    )
     credentials: tuple[WorkerCredential, ...] = ()
     matched_needs: tuple[SensitiveNeedCategory, ...] = Field(
         default=(), description="The client's needs this worker was chosen for."
@@ -74,11 +79,16 @@ class CaseReassigned(CaseEvent):
     """The case was handed from one worker to another."""
 
     event_type: ClassVar[str] = "casetrail.case.reassigned"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     previous_worker_id: Identifier
     worker_id: Identifier
     worker_role: Role
+    worker_team: Identifier | None = Field(
+        default=None,
+        description="The new worker's team: its supervisors supervise the case (need-to-know).",
+    )
     credentials: tuple[WorkerCredential, ...] = ()
     reason: NonEmptyStr
 

@@ -11,9 +11,14 @@ from datetime import date, datetime, timedelta, timezone
 from events.catalog.access import (
     AccessPurpose,
     ConsentGranted,
+    ConsentRecipient,
     ConsentRevoked,
+    DisclosureBasis,
+    RecipientKind,
+    RecordAccessDenied,
     RecordAccessed,
     RecordSection,
+    SensitiveCategory,
 )
 from events.catalog.assessment import (
     AssessedNeed,
@@ -54,7 +59,15 @@ from events.catalog.funding import (
     InsuranceClaimFiled,
 )
 from events.catalog.ledger import LedgerInconsistencyDetected
-from events.catalog.legacy import CaseOpenedV1, ClientRegisteredV1
+from events.catalog.legacy import (
+    CaseAssignedV1,
+    CaseOpenedV1,
+    CaseReassignedV1,
+    ClientRegisteredV1,
+    ConsentGrantedV1,
+    RecordAccessedV1,
+    ReferralMadeV1,
+)
 from events.catalog.monitoring import (
     ContactKind,
     ContactLogged,
@@ -185,6 +198,7 @@ def example_events() -> tuple[CaseEvent, ...]:
             ),
             matched_needs=(NeedCategory.COUNSELING, NeedCategory.HOME_CARE),
             reason="Licensed to counsel; experienced with older clients leaving hospital",
+            worker_team="team-east",
         ),
         CaseReassigned(
             case_id=CASE,
@@ -193,6 +207,7 @@ def example_events() -> tuple[CaseEvent, ...]:
             worker_role=Role.CASE_MANAGER,
             credentials=(WorkerCredential(kind=CredentialKind.CERTIFICATION, name="C-ASWCM"),),
             reason="Counseling handed to a partner agency; remaining work is coordination",
+            worker_team="team-west",
         ),
         PlanDrafted(case_id=CASE, plan_id=PLAN, goals=(_goal(),)),
         GoalAdded(
@@ -239,6 +254,8 @@ def example_events() -> tuple[CaseEvent, ...]:
             service="Grief and adjustment counseling",
             urgency=Urgency.SOON,
             reason="Low mood since bereavement and the fall",
+            disclosure_basis=DisclosureBasis.CONSENT,
+            consent_id="consent-4",
         ),
         ReferralAccepted(
             case_id=CASE,
@@ -380,15 +397,31 @@ def example_events() -> tuple[CaseEvent, ...]:
             purpose=AccessPurpose.CONFIDENTIALITY_REVIEW,
             sections=(RecordSection.ASSESSMENT, RecordSection.ACCESS_LOG),
             fields=("assessment.factors.psychological",),
+            rule="auditor-review",
+            policy_version="2026.12-1",
+        ),
+        RecordAccessDenied(
+            case_id=CASE,
+            accessor_id="worker-luca",
+            accessor_role=Role.CASE_MANAGER,
+            accessor_agency_id="eastbay-dss",
+            purpose=AccessPurpose.SUPERVISION,
+            action="read a case view",
+            rule="purpose-not-permitted",
+            policy_version="2026.12-1",
         ),
         ConsentGranted(
             case_id=CASE,
             client_id=CLIENT,
             consent_id="consent-5",
             scope=(RecordSection.PLAN, RecordSection.SERVICES),
-            recipient_agency=physio,
-            purpose="Coordinate therapy with home care",
+            categories=(SensitiveCategory.HEALTH,),
+            recipient=ConsentRecipient(
+                kind=RecipientKind.AGENCY, recipient_id=physio.provider_id, name=physio.name
+            ),
+            purpose=AccessPurpose.COORDINATION,
             expires_at=datetime(2024, 12, 31, 23, 59, tzinfo=CET),
+            document_reference="scan://consents/2024/consent-5.pdf",
         ),
         ConsentRevoked(
             case_id=CASE,
@@ -425,5 +458,57 @@ def legacy_example_events() -> tuple[CaseEvent, ...]:
             ),
             contact=ContactDetails(phone="+39 02 555 0199", postal_address="Via Roma 12, Milano"),
             preferred_language="it",
+        ),
+        CaseAssignedV1(
+            case_id=CASE,
+            worker_id="worker-ana",
+            worker_role=Role.SOCIAL_WORKER,
+            credentials=(
+                WorkerCredential(kind=CredentialKind.DEGREE, name="MSW"),
+                WorkerCredential(
+                    kind=CredentialKind.LICENCE,
+                    name="LMSW",
+                    issued_by="State Board of Social Work",
+                    valid_until=date(2026, 12, 31),
+                ),
+            ),
+            matched_needs=(NeedCategory.COUNSELING, NeedCategory.HOME_CARE),
+            reason="Licensed to counsel; experienced with older clients leaving hospital",
+        ),
+        CaseReassignedV1(
+            case_id=CASE,
+            previous_worker_id="worker-ana",
+            worker_id="worker-luca",
+            worker_role=Role.CASE_MANAGER,
+            credentials=(WorkerCredential(kind=CredentialKind.CERTIFICATION, name="C-ASWCM"),),
+            reason="Counseling handed to a partner agency; remaining work is coordination",
+        ),
+        RecordAccessedV1(
+            case_id=CASE,
+            accessor_id="auditor-kim",
+            accessor_role=Role.AUDITOR,
+            purpose=AccessPurpose.CONFIDENTIALITY_REVIEW,
+            sections=(RecordSection.ASSESSMENT, RecordSection.ACCESS_LOG),
+            fields=("assessment.factors.psychological",),
+        ),
+        ConsentGrantedV1(
+            case_id=CASE,
+            client_id=CLIENT,
+            consent_id="consent-5",
+            scope=(RecordSection.PLAN, RecordSection.SERVICES),
+            recipient_agency=Provider(
+                provider_id="prov-physio-north", name="North Physiotherapy Practice"
+            ),
+            purpose="Coordinate therapy with home care",
+            expires_at=datetime(2024, 12, 31, 23, 59, tzinfo=CET),
+        ),
+        ReferralMadeV1(
+            case_id=CASE,
+            referral_id="ref-counsel",
+            provider=Provider(provider_id="agency-harbour", name="Harbour Counseling Centre"),
+            need_category=NeedCategory.COUNSELING,
+            service="Grief and adjustment counseling",
+            urgency=Urgency.SOON,
+            reason="Low mood since bereavement and the fall",
         ),
     )

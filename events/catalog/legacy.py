@@ -9,14 +9,27 @@ name instead of a confusing error about the new shape).
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from events.catalog.base import CaseEvent, Identifier
+from events.catalog.access import (
+    AccessPurpose,
+    FieldPath,
+    RecipientKind,
+    RecordSection,
+)
+from events.catalog.assignment import WorkerCredential
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Role, Sensitive
 from events.catalog.cases import ReferralSource
 from events.catalog.clients import ContactDetails, LanguageTag, PersonalIdentifier, PersonName
-from events.catalog.values import NeedCategory, SensitiveNote
+from events.catalog.values import (
+    NeedCategory,
+    Provider,
+    SensitiveNeedCategory,
+    SensitiveNote,
+    Urgency,
+)
 from events.errors import FieldProblem, InvalidEventError
 
 
@@ -67,6 +80,150 @@ def upcast_client_registered_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     one (a v1 registration that overrode a duplicate warning cannot say which one)."""
     old = _validated(ClientRegisteredV1, data).model_dump(mode="json")
     old["confirmed_not_duplicate_of"] = []
+    return old
+
+
+class CaseAssignedV1(CaseEvent):
+    """The case was assigned to a worker whose qualifications fit the client's needs."""
+
+    model_config = ConfigDict(title="CaseAssigned")
+
+    event_type: ClassVar[str] = "casetrail.case.assigned"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    worker_id: Identifier
+    worker_role: Role
+    credentials: tuple[WorkerCredential, ...] = ()
+    matched_needs: tuple[SensitiveNeedCategory, ...] = Field(
+        default=(), description="The client's needs this worker was chosen for."
+    )
+    reason: NonEmptyStr
+
+
+class CaseReassignedV1(CaseEvent):
+    """The case was handed from one worker to another."""
+
+    model_config = ConfigDict(title="CaseReassigned")
+
+    event_type: ClassVar[str] = "casetrail.case.reassigned"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    previous_worker_id: Identifier
+    worker_id: Identifier
+    worker_role: Role
+    credentials: tuple[WorkerCredential, ...] = ()
+    reason: NonEmptyStr
+
+
+def upcast_case_assigned_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 did not record the worker's team: unknown (no team supervisor until reassigned)."""
+    old = _validated(CaseAssignedV1, data).model_dump(mode="json")
+    old["worker_team"] = None
+    return old
+
+
+def upcast_case_reassigned_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """As for assignments: the team of a v1 reassignment is unknown."""
+    old = _validated(CaseReassignedV1, data).model_dump(mode="json")
+    old["worker_team"] = None
+    return old
+
+
+class RecordAccessedV1(CaseEvent):
+    """Someone viewed parts of a case record: who, why, and exactly what they saw."""
+
+    model_config = ConfigDict(title="RecordAccessed")
+
+    event_type: ClassVar[str] = "casetrail.record.accessed"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    accessor_id: Identifier
+    accessor_role: Role
+    accessor_agency_id: Identifier | None = None
+    purpose: AccessPurpose
+    sections: Annotated[tuple[RecordSection, ...], Field(min_length=1)]
+    fields: tuple[FieldPath, ...] = Field(
+        default=(), description="Individual fields viewed, when narrower than whole sections."
+    )
+    consent_id: Identifier | None = Field(
+        default=None, description="The consent that allowed a disclosure to another agency."
+    )
+
+
+LEGACY_ACCESS_RULE = "role-check-before-policy"
+"""The rule v1 accesses are shown under: before the access policy, a role check decided."""
+
+
+def upcast_record_accessed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 was recorded by the role checks that preceded the access policy (policy "0")."""
+    old = _validated(RecordAccessedV1, data).model_dump(mode="json")
+    old.update(rule=LEGACY_ACCESS_RULE, policy_version="0", redacted_fields=[])
+    old["emergency_access_id"] = None
+    return old
+
+
+class ConsentGrantedV1(CaseEvent):
+    """The client consented to parts of their record being disclosed to an agency."""
+
+    model_config = ConfigDict(title="ConsentGranted")
+
+    event_type: ClassVar[str] = "casetrail.consent.granted"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    client_id: Identifier
+    consent_id: Identifier
+    scope: Annotated[tuple[RecordSection, ...], Field(min_length=1)]
+    recipient_agency: Provider
+    purpose: NonEmptyStr
+    expires_at: AwareDatetime | None = None
+
+
+def upcast_consent_granted_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 named an agency and a free-text purpose; v2 a recipient and a purpose of the access
+    vocabulary. A v1 purpose that is not one of those words covers nothing (``client_request``
+    is the narrowest: only the client's own asking), rather than a guessed wider purpose."""
+    old = _validated(ConsentGrantedV1, data).model_dump(mode="json")
+    agency = old.pop("recipient_agency")
+    old["recipient"] = {
+        "kind": RecipientKind.AGENCY.value,
+        "recipient_id": agency["provider_id"],
+        "name": agency["name"],
+    }
+    purposes = {purpose.value for purpose in AccessPurpose}
+    if old["purpose"] not in purposes:
+        old["purpose"] = AccessPurpose.CLIENT_REQUEST.value
+    old.update(categories=[], document_reference=None)
+    return old
+
+
+class ReferralMadeV1(CaseEvent):
+    """The client was referred to an agency or professional for a service."""
+
+    model_config = ConfigDict(title="ReferralMade")
+
+    event_type: ClassVar[str] = "casetrail.referral.made"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    referral_id: Identifier
+    provider: Provider
+    need_category: SensitiveNeedCategory
+    service: Annotated[NonEmptyStr, Sensitive] = Field(
+        description="The service asked for, e.g. addiction counseling."
+    )
+    urgency: Urgency
+    reason: SensitiveNote
+
+
+def upcast_referral_made_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 referrals were made before disclosures were checked against consent: their basis is
+    unknown, not "consent"."""
+    old = _validated(ReferralMadeV1, data).model_dump(mode="json")
+    old.update(disclosure_basis=None, consent_id=None)
     return old
 
 

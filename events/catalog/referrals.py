@@ -7,6 +7,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field
 
+from events.catalog.access import DisclosureBasis
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Sensitive
 from events.catalog.values import Note, Provider, SensitiveNeedCategory, SensitiveNote, Urgency
 
@@ -15,6 +16,7 @@ class ReferralMade(CaseEvent):
     """The client was referred to an agency or professional for a service."""
 
     event_type: ClassVar[str] = "casetrail.referral.made"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     referral_id: Identifier
@@ -25,6 +27,13 @@ class ReferralMade(CaseEvent):
     )
     urgency: Urgency
     reason: SensitiveNote
+    disclosure_basis: DisclosureBasis | None = Field(
+        default=None,
+        description="Why the referral could disclose the case to the provider; absent in v1.",
+    )
+    consent_id: Identifier | None = Field(
+        default=None, description="The client's consent that covered the disclosure."
+    )
 
 
 class ReferralAccepted(CaseEvent):

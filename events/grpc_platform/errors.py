@@ -127,9 +127,9 @@ def _status_for(error: Exception) -> status_pb2.Status:
             code_pb2.PERMISSION_DENIED,
             str(error),
             error_details_pb2.ErrorInfo(
-                reason="ROLE_NOT_ALLOWED",
+                reason=error.reason,
                 domain=ERROR_DOMAIN,
-                metadata={"role": error.role, "action": error.action},
+                metadata={"role": error.role, "action": error.action, **error.details},
             ),
         )
     if isinstance(error, VersionConflict | ConcurrencyError):

@@ -11,6 +11,7 @@ from casetrail.audit.v1 import audit_pb2_grpc
 from events.hosting import Infrastructure, RunningService, host_for
 from events.ledger.directory import LedgerDirectory
 from events.ledger.witness import Witness
+from events.policy.guard import AccessControl
 from services.audit.adapters.timeline import ReadModelTimelines, TimelineProjection
 from services.audit.app.handlers import SERVICE
 from services.audit.app.ledger import LedgerDeps, run_witness
@@ -38,7 +39,10 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
         store=host.store,
         find_event=timelines.event,
     )
-    servicer = AuditServicer(AuditDeps(timelines=timelines, store=host.store), ledger_deps)
+    access = AccessControl(host.store, None, host.source)
+    servicer = AuditServicer(
+        AuditDeps(timelines=timelines, store=host.store, access=access), ledger_deps
+    )
 
     async def witness(stop: asyncio.Event, health_servicer: health.aio.HealthServicer) -> None:
         async def set_health(consistent: bool) -> None:

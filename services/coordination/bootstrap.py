@@ -7,6 +7,9 @@ import grpc
 
 from casetrail.coordination.v1 import coordination_pb2_grpc
 from events.hosting import Infrastructure, RunningService, host_for
+from events.policy.guard import AccessControl
+from events.policy.projection import CaseFactsProjection as PolicyFactsProjection
+from events.policy.projection import CaseFactsReader
 from services.coordination.adapters.agency_file import FILE_NAME, load_agency
 from services.coordination.adapters.projections import (
     AssignmentsProjection,
@@ -22,7 +25,11 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     host = await host_for(infra, SERVICE)
     host.project_own_events(AssignmentsProjection())
     host.subscribe(CaseFactsProjection())
-    servicer = CoordinationServicer(Dependencies(host.store, host.read_models, agency, host.locks))
+    host.subscribe(PolicyFactsProjection())
+    policy_facts = CaseFactsReader(host.read_models)
+    access = AccessControl(host.store, policy_facts, host.source)
+    deps = Dependencies(host.store, host.read_models, agency, policy_facts, host.locks)
+    servicer = CoordinationServicer(deps, access)
 
     def register(server: grpc.aio.Server) -> None:
         coordination_pb2_grpc.add_CoordinationServicer_to_server(servicer, server)

@@ -6,6 +6,8 @@ import grpc
 
 from casetrail.intake.v1 import intake_pb2_grpc
 from events.hosting import Infrastructure, RunningService, host_for
+from events.policy.guard import AccessControl
+from events.policy.projection import CaseFactsProjection, CaseFactsReader
 from services.intake.adapters.case_closures import CaseClosuresProjection, ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.entrypoints.grpc_server import SERVICE_NAME, IntakeDeps, IntakeServicer
@@ -18,7 +20,11 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     directory = ClientDirectory(host.store, host.read_models, host.locks)
     host.project_own_events(directory.projection)
     host.subscribe(CaseClosuresProjection())
-    servicer = IntakeServicer(IntakeDeps(host.store, directory, ClosureLog(host.read_models)))
+    host.subscribe(CaseFactsProjection())
+    access = AccessControl(host.store, CaseFactsReader(host.read_models), host.source)
+    servicer = IntakeServicer(
+        IntakeDeps(host.store, directory, ClosureLog(host.read_models), access)
+    )
 
     def register(server: grpc.aio.Server) -> None:
         intake_pb2_grpc.add_IntakeServicer_to_server(servicer, server)

@@ -6,6 +6,8 @@ import grpc
 
 from casetrail.planning.v1 import planning_pb2_grpc
 from events.hosting import Infrastructure, RunningService, host_for
+from events.policy.guard import AccessControl
+from events.policy.projection import CaseFactsProjection, CaseFactsReader
 from services.planning.adapters.case_views import CaseViewProjection, CaseViews
 from services.planning.app.handlers import SERVICE, Dependencies
 from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServicer
@@ -14,7 +16,9 @@ from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServ
 async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningService:
     host = await host_for(infra, SERVICE)
     host.subscribe(CaseViewProjection())
-    servicer = PlanningServicer(Dependencies(host.store, CaseViews(host.read_models)))
+    host.subscribe(CaseFactsProjection())
+    access = AccessControl(host.store, CaseFactsReader(host.read_models), host.source)
+    servicer = PlanningServicer(Dependencies(host.store, CaseViews(host.read_models)), access)
 
     def register(server: grpc.aio.Server) -> None:
         planning_pb2_grpc.add_PlanningServicer_to_server(servicer, server)

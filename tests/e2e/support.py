@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
-from cli.rpc import command, eventually, query
-from cli.walk.story import COORDINATOR, RECEPTIONIST
+from cli.rpc import command, eventually, query, timestamp
+from cli.walk.story import AUDITOR, RECEPTIONIST, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
 
 
@@ -46,11 +47,42 @@ async def new_case(casetrail: Casetrail, *needs: str) -> Case:
         )
     )
     case_id = opened.result.case_id
-    request = co.GetCaseCoordinationRequest(context=query("coordination"), case_id=case_id)
+    # The auditor sees every need (a coordinator does not see substance use, say).
+    request = co.GetCaseCoordinationRequest(
+        context=query("confidentiality_review"), case_id=case_id
+    )
     await eventually(
-        lambda: stubs.as_(COORDINATOR).coordination.GetCaseCoordination(request),
+        lambda: stubs.as_(AUDITOR).coordination.GetCaseCoordination(request),
         lambda case: set(needs) <= set(case.needs),
         what="coordination to learn the case",
         patience=casetrail.patience,
     )
     return Case(client.client_id, case_id)
+
+
+async def consent(
+    casetrail: Casetrail,
+    case: Case,
+    recipient: str,
+    *,
+    categories: tuple[str, ...] = (),
+    scope: tuple[str, ...] = ("identity", "referrals", "services"),
+) -> str:
+    """The client's consent (Intake.GrantConsent) to disclose ``scope`` to ``recipient`` for
+    coordination; its id."""
+    granted = await casetrail.stubs.as_(SOCIAL_WORKER).intake.GrantConsent(
+        intake_pb2.GrantConsentRequest(
+            context=command(key()),
+            case_id=case.case_id,
+            recipient=intake_pb2.ConsentRecipient(
+                kind="agency", recipient_id=recipient, name=recipient
+            ),
+            purpose="coordination",
+            scope=list(scope),
+            categories=list(categories),
+            expires_at=timestamp(datetime.now(UTC) + timedelta(days=90)),
+            document_reference=f"scan://consents/{case.case_id}/{recipient}.pdf",
+        )
+    )
+    consent_id: str = granted.consent_id
+    return consent_id

@@ -14,7 +14,7 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
-from cli.rpc import Person, command, eventually, query, refused, timestamp
+from cli.rpc import Person, command, consent_not_known_yet, eventually, query, refused, timestamp
 from cli.walk.story import (
     AUDITOR,
     CASE_MANAGER_ID,
@@ -24,7 +24,7 @@ from cli.walk.story import (
     SOCIAL_WORKER,
 )
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import Case, key, new_case, registration
+from tests.e2e.support import Case, consent, key, new_case, registration
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
@@ -249,16 +249,28 @@ async def test_counseling_needs_a_licensed_social_worker_unless_referred_out(
     assert refusal.reason == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
     assert "addiction counselor" in refusal.metadata["suggested_referrals"]
 
-    await stubs.as_(COORDINATOR).coordination.MakeReferral(
-        co.MakeReferralRequest(
-            context=command(key()),
-            case_id=case.case_id,
-            provider=co.Provider(provider_id="bay-recovery", name="Bay Recovery Center"),
-            need_category="substance_use",
-            service="Outpatient addiction counseling",
-            urgency="soon",
-            reason="Alcohol use since bereavement",
-        )
+    referral = co.MakeReferralRequest(
+        context=command(key()),
+        case_id=case.case_id,
+        provider=co.Provider(provider_id="bay-recovery", name="Bay Recovery Center"),
+        need_category="substance_use",
+        service="Outpatient addiction counseling",
+        urgency="soon",
+        reason="Alcohol use since bereavement",
+    )
+    coordinator = stubs.as_(COORDINATOR).coordination
+    # Referring discloses substance-use data: refused without the client's consent naming it.
+    no_consent = await refused(coordinator.MakeReferral(referral))
+    assert no_consent.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert no_consent.reason == "CONSENT_REQUIRED"
+    assert no_consent.metadata["recipient"] == "bay-recovery"
+    assert no_consent.metadata["category"] == "substance_use"
+    await consent(casetrail, case, "bay-recovery", categories=("substance_use",))
+    await eventually(
+        lambda: coordinator.MakeReferral(referral),
+        what="coordination to learn of the consent",
+        patience=casetrail.patience,
+        retry=consent_not_known_yet,
     )
     assign.context.idempotency_key = key()
     assigned = await stubs.as_(COORDINATOR).coordination.AssignCase(assign)

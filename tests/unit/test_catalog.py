@@ -185,7 +185,7 @@ def test_wrong_type_is_refused_naming_the_nested_field(registry: EventRegistry) 
 def test_blank_and_malformed_identifiers_are_refused(registry: EventRegistry) -> None:
     data = _data(_example(CaseAssigned)) | {"case_id": "   ", "worker_id": "has space"}
     with pytest.raises(InvalidEventError) as caught:
-        registry.validate(CaseAssigned.event_type, 1, data)
+        registry.validate(CaseAssigned.event_type, CaseAssigned.schema_version, data)
     assert _fields(caught.value) == {"case_id", "worker_id"}
 
 
@@ -369,7 +369,7 @@ def test_claim_decisions_are_consistent(
 def test_only_case_carrying_roles_can_be_assigned(registry: EventRegistry) -> None:
     data = _data(_example(CaseAssigned)) | {"worker_role": Role.COORDINATOR.value}
     with pytest.raises(InvalidEventError) as caught:
-        registry.validate(CaseAssigned.event_type, 1, data)
+        registry.validate(CaseAssigned.event_type, CaseAssigned.schema_version, data)
     assert _fields(caught.value) == {"worker_role"}
     assert "worker_role must be a role that carries cases" in str(caught.value)
 
@@ -378,7 +378,7 @@ def test_reassignment_must_change_the_worker(registry: EventRegistry) -> None:
     data = _data(_example(CaseReassigned))
     data["worker_id"] = data["previous_worker_id"]
     with pytest.raises(InvalidEventError) as caught:
-        registry.validate(CaseReassigned.event_type, 1, data)
+        registry.validate(CaseReassigned.event_type, CaseReassigned.schema_version, data)
     assert _fields(caught.value) == {"worker_id"}
 
 

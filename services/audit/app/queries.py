@@ -3,21 +3,24 @@ it is about to disclose, and only then returns it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Protocol
 
 from events.catalog.access import RecordAccessed, RecordSection
+from events.catalog.base import CaseEvent
 from events.envelope import RecordedEvent
+from events.identity.principal import Principal
+from events.policy.facts import entry_of
+from events.policy.guard import AccessControl, Disclosure, access_stream
+from events.policy.vocabulary import Action
 from events.queries import QueryContext
 from events.store.port import EventStore
-from services.audit.app.handlers import record_access
 from services.audit.domain import history
 from services.audit.domain.access import (
     STATE_SECTIONS,
-    AuditQuery,
-    access_stream,
-    check_allowed,
     sections_disclosed,
 )
 from services.audit.domain.case_state import CaseState, fold
@@ -37,6 +40,7 @@ class AuditDeps:
     timelines: CaseTimelines
     store: EventStore
     """Audit's own store, where accesses are recorded."""
+    access: AccessControl
 
 
 @dataclass(frozen=True)
@@ -61,24 +65,34 @@ async def get_timeline(
     as_of: datetime | None = None,
     page_size: int = 100,
     cursor: SortKey | None = None,
+    principal: Principal | None = None,
 ) -> TimelinePage:
-    check_allowed(viewer.actor, AuditQuery.TIMELINE)
-    ordered = history.view(await _history(deps, case_id), basis, as_of)
+    who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
+    everything = await _history(deps, case_id)
+    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id, everything)
+    ordered = history.view(everything, basis, as_of)
     start = 0 if cursor is None else history.after(ordered, basis, cursor)
     entries = ordered[start : start + page_size]
     more = start + page_size < len(ordered)
-    await record_access(deps.store, viewer, case_id, sections_disclosed(e.event for e in entries))
+    await _release(deps, viewer, allowed, case_id, entries)
     next_cursor = history.sort_key(entries[-1], basis) if more and entries else None
     return TimelinePage(entries, next_cursor, len(ordered))
 
 
 async def get_state_as_of(
-    deps: AuditDeps, viewer: QueryContext, case_id: str, as_of: datetime, basis: TimeBasis
+    deps: AuditDeps,
+    viewer: QueryContext,
+    case_id: str,
+    as_of: datetime,
+    basis: TimeBasis,
+    principal: Principal | None = None,
 ) -> CaseState:
-    check_allowed(viewer.actor, AuditQuery.STATE)
-    ordered = history.view(await _history(deps, case_id), basis, as_of)
+    who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
+    everything = await _history(deps, case_id)
+    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id, everything)
+    ordered = history.view(everything, basis, as_of)
     state = fold(case_id, ordered, basis)
-    await record_access(deps.store, viewer, case_id, STATE_SECTIONS)
+    await _release(deps, viewer, allowed, case_id, ordered, STATE_SECTIONS)
     return state
 
 
@@ -89,35 +103,45 @@ async def who_did_what(
     basis: TimeBasis,
     *,
     actor_id: str | None = None,
+    principal: Principal | None = None,
 ) -> list[Activity]:
-    check_allowed(viewer.actor, AuditQuery.ACTIVITY)
-    ordered = history.view(await _history(deps, case_id), basis)
+    who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
+    everything = await _history(deps, case_id)
+    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id, everything)
+    ordered = history.view(everything, basis)
     chosen = [e for e in ordered if actor_id is None or e.metadata.actor.user_id == actor_id]
-    await record_access(deps.store, viewer, case_id, sections_disclosed(e.event for e in chosen))
+    await _release(deps, viewer, allowed, case_id, chosen)
     return [Activity(recorded, summary(recorded.event)) for recorded in chosen]
 
 
 async def export_case(
-    deps: AuditDeps, viewer: QueryContext, case_id: str, basis: TimeBasis
+    deps: AuditDeps,
+    viewer: QueryContext,
+    case_id: str,
+    basis: TimeBasis,
+    principal: Principal | None = None,
 ) -> list[RecordedEvent]:
     """The whole history, for ``events.cloudevents.iter_json_lines``."""
-    check_allowed(viewer.actor, AuditQuery.EXPORT)
-    ordered = history.view(await _history(deps, case_id), basis)
-    await record_access(deps.store, viewer, case_id, sections_disclosed(e.event for e in ordered))
+    who = await _caller(deps, viewer, principal, Action.EXPORT, case_id)
+    everything = await _history(deps, case_id)
+    allowed = await _authorize(deps, viewer, who, Action.EXPORT, case_id, everything)
+    ordered = history.view(everything, basis)
+    await _release(deps, viewer, allowed, case_id, ordered)
     return ordered
 
 
 async def get_access_log(
-    deps: AuditDeps, viewer: QueryContext, case_id: str
+    deps: AuditDeps, viewer: QueryContext, case_id: str, principal: Principal | None = None
 ) -> list[RecordedEvent]:
     """Every recorded access to the case, oldest first, this one included.
 
     Audit's own store answers at once (the timeline learns of new accesses a moment later);
     the timeline adds accesses recorded by any other service.
     """
-    check_allowed(viewer.actor, AuditQuery.ACCESS_LOG)
+    who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
     timeline = await _history(deps, case_id)
-    await record_access(deps.store, viewer, case_id, (RecordSection.ACCESS_LOG,))
+    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id, timeline)
+    await _release(deps, viewer, allowed, case_id, (), (RecordSection.ACCESS_LOG,))
     own = await deps.store.read_stream(access_stream(case_id))
     merged = {e.event_id: e for e in [*timeline, *own] if isinstance(e.event, RecordAccessed)}
     return history.view(merged.values(), TimeBasis.OCCURRED)
@@ -128,3 +152,64 @@ async def _history(deps: AuditDeps, case_id: str) -> list[RecordedEvent]:
     if not events:
         raise CaseNotFound(case_id)
     return events
+
+
+async def _caller(
+    deps: AuditDeps,
+    viewer: QueryContext,
+    principal: Principal | None,
+    action: Action,
+    case_id: str,
+) -> Principal:
+    """Who asks; a role that may never do ``action`` is refused before the case is looked up."""
+    # Without a principal (an in-process caller, e.g. a test), the viewer is staff of the home
+    # agency with no team and no entitlements: the narrowest reading of who they are.
+    who = principal or Principal(
+        viewer.actor.user_id, viewer.actor.role, deps.access.home_agency, "in-process"
+    )
+    await deps.access.require_role(who, action, viewer.purpose, case_id)
+    return who
+
+
+async def _authorize(
+    deps: AuditDeps,
+    viewer: QueryContext,
+    who: Principal,
+    action: Action,
+    case_id: str,
+    everything: Iterable[RecordedEvent],
+) -> tuple[Principal, Disclosure]:
+    """The policy's decision on the case, its facts folded from the case's whole history
+    (audit holds every event); a refusal is recorded and raised."""
+    entries = [entry for entry in map(entry_of, everything) if entry is not None]
+    facts = await deps.access.case_facts(case_id, entries)
+    decision = await deps.access.authorize(who, action, viewer.purpose, facts)
+    return who, Disclosure(case_id, decision, None, (), ())
+
+
+async def _release(
+    deps: AuditDeps,
+    viewer: QueryContext,
+    allowed: tuple[Principal, Disclosure],
+    case_id: str,
+    shown: Sequence[RecordedEvent],
+    sections: Sequence[RecordSection] | None = None,
+) -> list[RecordedEvent]:
+    """Record what is about to be shown: its sections and the sensitive fields it holds."""
+    principal, disclosure = allowed
+    chosen = sections_disclosed(e.event for e in shown) if sections is None else sections
+    fields = sorted(
+        {
+            f"{recorded.event.event_type}.{name}"
+            for recorded in shown
+            for name in _sensitive_names(type(recorded.event))
+            if getattr(recorded.event, name)
+        }
+    )
+    item = Disclosure(case_id, disclosure.decision, None, (), chosen, fields)
+    return await deps.access.release(None, principal, viewer.purpose, [item])
+
+
+@cache
+def _sensitive_names(model: type[CaseEvent]) -> frozenset[str]:
+    return model.sensitive_fields()

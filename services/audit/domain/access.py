@@ -1,7 +1,9 @@
-"""Who may query the audit trail, and which parts of the record a query discloses.
+"""Which parts of the record an audit query discloses.
 
-Every disclosure through the audit API is itself recorded (``casetrail.record.accessed``), so
-a confidentiality review sees who saw what, including other reviewers.
+Who may query the trail is the access policy's decision (``events.policy``: auditors for a
+confidentiality review, supervisors of the case's team for supervision); every disclosure is
+itself recorded (``casetrail.record.accessed``), so a review sees who saw what, including other
+reviewers.
 """
 
 from __future__ import annotations
@@ -31,30 +33,21 @@ from events.envelope import Actor
 
 
 class AuditQuery(StrEnum):
-    """The value is the action named in a PERMISSION_DENIED answer."""
+    """Audit queries about no single case; the value is the action named in a refusal. Reads
+    of a case go through the access policy (``events.policy``)."""
 
-    TIMELINE = "read a case timeline"
-    STATE = "read a case's state as of a moment"
-    ACTIVITY = "read who did what on a case"
-    EXPORT = "export a case's history"
-    ACCESS_LOG = "read a case's access log"
     LEDGER = "read the ledger's checkpoints and proofs"
 
 
 _OVERSIGHT = frozenset({Role.AUDITOR, Role.SUPERVISOR})
 
 ALLOWED_ROLES: dict[AuditQuery, frozenset[Role]] = {query: _OVERSIGHT for query in AuditQuery}
-"""The audit trail is an oversight tool. Workers and coordinators read cases through the
-services that own them; giving them the whole trail would defeat need-to-know."""
+"""The ledger is an oversight tool over whole logs (hashes, no case content)."""
 
 
 def check_allowed(actor: Actor, query: AuditQuery) -> None:
     if actor.role not in ALLOWED_ROLES[query]:
         raise NotAllowed(actor.role.value, query.value)
-
-
-def access_stream(case_id: str) -> str:
-    return f"access-{case_id}"
 
 
 STATE_SECTIONS = (
@@ -138,7 +131,7 @@ def sections_by_type() -> dict[str, tuple[RecordSection, ...]]:
             (cases.DischargePlanned, cases.CaseClosed, cases.CaseReopened),
         ),
         ((RecordSection.CONSENTS,), (access.ConsentGranted, access.ConsentRevoked)),
-        ((RecordSection.ACCESS_LOG,), (access.RecordAccessed,)),
+        ((RecordSection.ACCESS_LOG,), (access.RecordAccessed, access.RecordAccessDenied)),
         # About a service's log, not a case: part of no case record.
         ((), (ledger.LedgerInconsistencyDetected,)),
     ]

@@ -276,7 +276,7 @@ class _Folding:
                 self.consents[event.consent_id] = Consent(
                     event.consent_id,
                     "granted",
-                    event.recipient_agency.provider_id,
+                    event.recipient.recipient_id,
                     tuple(section.value for section in event.scope),
                     event.expires_at,
                 )

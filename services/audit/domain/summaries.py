@@ -161,8 +161,10 @@ def _access(event: CaseEvent) -> str | None:
         case access.ConsentGranted():
             return (
                 f"recorded consent {event.consent_id} to disclose {_names(event.scope)} "
-                f"to {event.recipient_agency.name}"
+                f"to {event.recipient.name} for {event.purpose.value}"
             )
+        case access.RecordAccessDenied():
+            return f"was refused {event.action} for {event.purpose.value} ({event.rule})"
         case access.ConsentRevoked():
             return f"recorded that the client revoked consent {event.consent_id}"
     return None

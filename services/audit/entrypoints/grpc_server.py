@@ -55,6 +55,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
             as_of=moment(request.as_of) if request.HasField("as_of") else None,
             page_size=page_size,
             cursor=cursor,
+            principal=principal_of(context),
         )
         return audit_pb2.GetTimelineResponse(
             entries=[responses.timeline_entry(recorded) for recorded in page.entries],
@@ -77,7 +78,9 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
             read.missing("as_of")
         read.done()
         as_of = moment(request.as_of)
-        state = await queries.get_state_as_of(self._deps, viewer, case_id, as_of, basis)
+        state = await queries.get_state_as_of(
+            self._deps, viewer, case_id, as_of, basis, principal_of(context)
+        )
         return audit_pb2.GetCaseStateAsOfResponse(
             state=responses.state(state, as_of),
             as_of=request.as_of,
@@ -95,7 +98,12 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         basis = read.basis(request.basis)
         read.done()
         activities = await queries.who_did_what(
-            self._deps, viewer, case_id, basis, actor_id=request.actor_id or None
+            self._deps,
+            viewer,
+            case_id,
+            basis,
+            actor_id=request.actor_id or None,
+            principal=principal_of(context),
         )
         return audit_pb2.WhoDidWhatResponse(
             activities=[responses.activity(item) for item in activities]
@@ -111,7 +119,9 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         case_id = read.case_id(request.case_id)
         basis = read.basis(request.basis)
         read.done()
-        ordered = await queries.export_case(self._deps, viewer, case_id, basis)
+        ordered = await queries.export_case(
+            self._deps, viewer, case_id, basis, principal_of(context)
+        )
         proofs = (
             {}
             if self._ledger_deps is None
@@ -129,7 +139,9 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         viewer = read.viewer(principal_of(context), request.context)
         case_id = read.case_id(request.case_id)
         read.done()
-        accesses = await queries.get_access_log(self._deps, viewer, case_id)
+        accesses = await queries.get_access_log(
+            self._deps, viewer, case_id, principal_of(context)
+        )
         return audit_pb2.GetAccessLogResponse(
             records=[responses.access_record(recorded) for recorded in accesses]
         )

@@ -95,6 +95,10 @@ def access_record(recorded: RecordedEvent) -> audit_pb2.AccessRecord:
         occurred_at=timestamp(recorded.metadata.occurred_at),
         recorded_at=timestamp(recorded.recorded_at),
         source=recorded.metadata.source,
+        rule=event.rule,
+        policy_version=event.policy_version,
+        redacted_fields=list(event.redacted_fields),
+        emergency_access_id=event.emergency_access_id or "",
     )
 
 

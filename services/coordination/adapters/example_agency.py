@@ -36,6 +36,7 @@ EXAMPLE: dict[str, Any] = {
                 {"kind": "certification", "name": "C-ASWCM", "issued_by": "NASW"},
             ],
             "caseload_capacity": 18,
+            "team": "team-east",
         },
         {
             "worker_id": "sw-luis-ortega",
@@ -46,6 +47,7 @@ EXAMPLE: dict[str, Any] = {
                 _licence("LMSW", "2028-12-31"),
             ],
             "caseload_capacity": 20,
+            "team": "team-east",
         },
         {
             "worker_id": "sw-grace-kim",
@@ -56,6 +58,7 @@ EXAMPLE: dict[str, Any] = {
                 _licence("LBSW", "2028-03-31"),
             ],
             "caseload_capacity": 24,
+            "team": "team-west",
         },
         {
             "worker_id": "sw-tom-becker",
@@ -63,6 +66,7 @@ EXAMPLE: dict[str, Any] = {
             "role": "social_worker",
             "credentials": [_degree("BSW", "Sacramento State University")],
             "caseload_capacity": 24,
+            "team": "team-west",
         },
         {
             "worker_id": "cm-dana-reyes",
@@ -77,6 +81,7 @@ EXAMPLE: dict[str, Any] = {
                 },
             ],
             "caseload_capacity": 30,
+            "team": "team-east",
         },
         {
             "worker_id": "cm-sam-patel",
@@ -84,6 +89,7 @@ EXAMPLE: dict[str, Any] = {
             "role": "case_manager",
             "credentials": [_degree("BA Human Services", "Mills College")],
             "caseload_capacity": 30,
+            "team": "team-west",
         },
         {
             "worker_id": "sup-helen-morris",
@@ -91,6 +97,7 @@ EXAMPLE: dict[str, Any] = {
             "role": "supervisor",
             "credentials": [_licence("LCSW", "2029-01-31")],
             "caseload_capacity": 0,
+            "team": "team-east",
         },
     ],
     "programs": [

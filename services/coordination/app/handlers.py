@@ -15,12 +15,22 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from events.catalog.access import (
+    AccessPurpose,
+    DisclosureBasis,
+    RecordSection,
+    SensitiveCategory,
+)
 from events.catalog.base import CaseEvent
 from events.commands import CommandContext, InvalidCommand, NotFound, derived_id
 from events.decide import execute
 from events.envelope import RecordedEvent
+from events.identity.principal import Principal
 from events.locking.inprocess import InProcessLocks
 from events.locking.port import Locks
+from events.policy.decide import decide_disclosure
+from events.policy.projection import CaseFactsReader
+from events.policy.vocabulary import Decision
 from events.projections.port import ReadModelStore
 from events.store.port import EventStore
 from services.coordination.adapters import read_models as views
@@ -87,6 +97,8 @@ class Dependencies:
     store: EventStore
     read_models: ReadModelStore
     agency: Agency
+    policy_facts: CaseFactsReader
+    """The access policy's facts (consents among them), as this service learnt them."""
     locks: Locks = field(default_factory=InProcessLocks)
     """Shared with coordination's other replicas: assignments to one worker are decided one
     at a time (``caseload_lock``), so two of them never both take the worker's last place."""
@@ -131,17 +143,50 @@ async def transfer_case(
 
 
 async def make_referral(
-    deps: Dependencies, context: CommandContext, command: MakeReferral
+    deps: Dependencies, context: CommandContext, command: MakeReferral, principal: Principal
 ) -> Recorded:
+    """``principal``: the verified caller (its entitlements decide the emergency exception)."""
     require_role(context.actor.role, Action.MAKE_REFERRAL)
     facts = await case_facts(deps, command.case_id)
+    disclosure = await referral_disclosure(deps, principal, command)
     referral_id = derived_id(context, SOURCE, "referral")
     return await _run(
         deps,
         context,
         case_stream(command.case_id),
-        lambda _history: decide_referral(facts, command, referral_id),
+        lambda _history: decide_referral(facts, command, referral_id, disclosure),
     )
+
+
+REFERRED_SCOPE = frozenset({RecordSection.REFERRALS})
+"""What a referral discloses to the provider: the referral itself (need, service, reason)."""
+
+
+async def referral_disclosure(
+    deps: Dependencies, principal: Principal, command: MakeReferral
+) -> Decision:
+    """The access policy's decision on disclosing the case to the referral's provider."""
+    facts = await deps.policy_facts.facts(command.case_id)
+    category = command.need_category.value
+    categories = frozenset(c for c in SensitiveCategory if c.value == category)
+    return decide_disclosure(
+        principal,
+        PURPOSE_OF_BASIS[command.disclosure_basis],
+        facts,
+        command.provider.provider_id,
+        REFERRED_SCOPE,
+        categories,
+        # The real clock, never the caller's stated occurred_at: a backdated command must not
+        # revive an expired or revoked consent.
+        now=datetime.now(UTC),
+    )
+
+
+PURPOSE_OF_BASIS = {
+    DisclosureBasis.CONSENT: AccessPurpose.COORDINATION,
+    DisclosureBasis.LEGAL_OBLIGATION: AccessPurpose.LEGAL_OBLIGATION,
+    DisclosureBasis.EMERGENCY: AccessPurpose.EMERGENCY,
+}
 
 
 async def answer_referral(

@@ -39,8 +39,8 @@ class WorkerFit:
     refusals: list[RuleBroken]
 
 
-async def case_coordination(deps: Dependencies, actor: Actor, case_id: str) -> CaseCoordination:
-    require_role(actor.role, Action.READ)
+async def case_coordination(deps: Dependencies, case_id: str) -> CaseCoordination:
+    """What coordination knows of the case; who may see it is the access policy's decision."""
     facts = await views.case_facts(deps.read_models, case_id)
     if facts is None:
         raise NotFound("case", case_id)
@@ -54,9 +54,9 @@ async def case_coordination(deps: Dependencies, actor: Actor, case_id: str) -> C
 
 
 async def schedule_of_client(
-    deps: Dependencies, actor: Actor, client_id: str, include_past: bool
+    deps: Dependencies, client_id: str, include_past: bool
 ) -> list[Service]:
-    require_role(actor.role, Action.READ)
+    """The client's services; the entrypoint discloses each case's under the access policy."""
     schedule = await client_schedule(deps, client_id)
     return sorted(
         (
@@ -79,7 +79,8 @@ async def suggest_workers(
 ) -> tuple[tuple[NeedCategory, ...], list[WorkerFit]]:
     """The case's open needs and every worker with the reasons they do not fit on ``on`` (if
     any): fitting workers first, the least loaded (relative to capacity) first."""
-    coordination = await case_coordination(deps, actor, case_id)
+    require_role(actor.role, Action.READ)
+    coordination = await case_coordination(deps, case_id)
     needs = open_needs(coordination.facts, coordination.state)
     fits = [
         WorkerFit(

@@ -30,6 +30,10 @@ class Worker(_Config):
     caseload_capacity: Annotated[int, Field(ge=0, le=1000)] = Field(
         description="How many open cases the worker may carry at once."
     )
+    team: Identifier | None = Field(
+        default=None,
+        description="The worker's team: its supervisors supervise the worker's cases.",
+    )
 
 
 class Program(_Config):

@@ -98,6 +98,7 @@ def decide_assignment(
             credentials=worker.credentials,
             matched_needs=needs,
             reason=command.reason or explain(worker, needs, caseload, on),
+            worker_team=worker.team,
         )
     ]
 
@@ -136,6 +137,7 @@ def decide_transfer(
             worker_role=worker.role,
             credentials=worker.credentials,
             reason=command.reason,
+            worker_team=worker.team,
         )
     ]
 

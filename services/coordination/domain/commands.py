@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
+from events.catalog.access import DisclosureBasis
 from events.catalog.base import Identifier, NonEmptyStr
 from events.catalog.eligibility import EligibilityFacts
 from events.catalog.funding import ClaimDecision
@@ -56,6 +57,9 @@ class MakeReferral(Command):
     service: NonEmptyStr
     urgency: Urgency
     reason: SensitiveNote
+    disclosure_basis: DisclosureBasis = DisclosureBasis.CONSENT
+    """``consent`` unless a documented exception applies (``legal_obligation``, or
+    ``emergency`` under the caller's open break-the-glass access)."""
 
 
 class AcceptReferral(Command):

@@ -145,3 +145,20 @@ def budget_exceeded(budget_line: str, requested: Money, available: int) -> RuleB
         available=str(available),
         currency=requested.currency,
     )
+
+
+CONSENT_REQUIRED = "CONSENT_REQUIRED"
+
+
+def consent_required(case_id: str, provider_id: str, need: NeedCategory, reason: str) -> RuleBroken:
+    """42 CFR Part 2 / GDPR: the client's consent must name the recipient, the purpose and
+    what is disclosed; the refusal names the consent that is missing."""
+    return RuleBroken(
+        CONSENT_REQUIRED,
+        f"referring case {case_id} to {provider_id} discloses it: {reason}",
+        subject=f"case/{case_id}",
+        recipient=provider_id,
+        purpose="coordination",
+        scope="referrals",
+        category=need.value,
+    )

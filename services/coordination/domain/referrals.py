@@ -11,6 +11,7 @@ from events.catalog.referrals import (
     ReferralMade,
 )
 from events.commands import NotFound, RuleBroken
+from events.policy.vocabulary import Decision
 from services.coordination.domain import errors
 from services.coordination.domain.case import CaseState, Referral, ReferralStatus
 from services.coordination.domain.commands import (
@@ -22,9 +23,16 @@ from services.coordination.domain.commands import (
 from services.coordination.domain.facts import CaseFacts
 
 
-def decide_referral(facts: CaseFacts, command: MakeReferral, referral_id: str) -> list[CaseEvent]:
+def decide_referral(
+    facts: CaseFacts, command: MakeReferral, referral_id: str, disclosure: Decision
+) -> list[CaseEvent]:
+    """``disclosure``: the access policy's decision on disclosing the case to the provider."""
     if facts.closed:
         raise errors.case_closed(facts.case_id)
+    if not disclosure.allowed:
+        raise errors.consent_required(
+            facts.case_id, command.provider.provider_id, command.need_category, disclosure.reason
+        )
     return [
         ReferralMade(
             case_id=facts.case_id,
@@ -34,6 +42,8 @@ def decide_referral(facts: CaseFacts, command: MakeReferral, referral_id: str) -
             service=command.service,
             urgency=command.urgency,
             reason=command.reason,
+            disclosure_basis=command.disclosure_basis,
+            consent_id=disclosure.consent_id,
         )
     ]
 

@@ -11,6 +11,7 @@ from typing_extensions import override
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail.coordination.v1 import coordination_pb2_grpc
+from events.catalog.access import RecordSection
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import CaseEvent
 from events.catalog.eligibility import EligibilityDetermined
@@ -24,6 +25,10 @@ from events.grpc_platform.context import query_context_from, read_command, read_
 from events.grpc_platform.server import Context, refusals_as_status
 from events.identity.grpc_auth import principal_of
 from events.identity.principal import Principal
+from events.policy.guard import AccessControl, Disclosure
+from events.policy.vocabulary import Action as PolicyAction
+from events.policy.vocabulary import Decision
+from events.queries import QueryContext
 from services.coordination.app import handlers, queries
 from services.coordination.app.handlers import Dependencies
 from services.coordination.domain import commands
@@ -40,9 +45,43 @@ class _CommandRequest(Protocol):
     def context(self) -> common_pb2.CommandContext: ...
 
 
+CASE_SENSITIVE_PATHS = ("needs", "referrals.need_category", "referrals.service", "services.kind")
+"""Where the catalog's sensitive fields (events/schemas/catalog.json) show in coordination's
+answers about a case."""
+CASE_SECTIONS = (
+    RecordSection.IDENTITY,
+    RecordSection.ASSESSMENT,
+    RecordSection.ASSIGNMENT,
+    RecordSection.REFERRALS,
+    RecordSection.SERVICES,
+    RecordSection.ELIGIBILITY,
+    RecordSection.FUNDING,
+)
+CASE_SECTION_PATHS = {
+    RecordSection.ASSESSMENT: ("needs",),
+    RecordSection.ASSIGNMENT: ("worker_id", "worker_role"),
+    RecordSection.REFERRALS: ("referrals",),
+    RecordSection.SERVICES: ("services",),
+    RecordSection.ELIGIBILITY: ("eligibility",),
+    RecordSection.FUNDING: ("claims",),
+}
+SCHEDULE_SENSITIVE_PATHS = ("services.kind",)
+SCHEDULE_SECTIONS = (RecordSection.IDENTITY, RecordSection.SERVICES)
+NEEDS_SECTIONS = (RecordSection.ASSESSMENT,)
+
+
 class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
-    def __init__(self, deps: Dependencies) -> None:
+    def __init__(self, deps: Dependencies, access: AccessControl) -> None:
         self._deps = deps
+        self._access = access
+
+    async def _authorized(
+        self, context: Context, reader: QueryContext, action: PolicyAction, case_id: str
+    ) -> tuple[Principal, Decision]:
+        principal = principal_of(context)
+        facts = await self._access.case_facts(case_id)
+        decision = await self._access.authorize(principal, action, reader.purpose, facts)
+        return principal, decision
 
     # -- assignment -------------------------------------------------------------------------
 
@@ -82,7 +121,10 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
         needs, fits = await queries.suggest_workers(
             self._deps, reader.actor, case_id, datetime.now(UTC).date()
         )
-        return pb.SuggestWorkersResponse(
+        principal, decision = await self._authorized(
+            context, reader, PolicyAction.READ_CASE, case_id
+        )
+        answer = pb.SuggestWorkersResponse(
             needs=[need.value for need in needs],
             workers=[
                 pb.WorkerFit(
@@ -93,6 +135,16 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
                 for fit in fits
             ],
         )
+        disclosed = Disclosure(
+            case_id,
+            decision,
+            answer,
+            ("needs",),
+            NEEDS_SECTIONS,
+            section_paths={RecordSection.ASSESSMENT: ("needs",)},
+        )
+        await self._access.release(context, principal, reader.purpose, [disclosed])
+        return answer
 
     @override
     @refusals_as_status
@@ -113,8 +165,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
     async def MakeReferral(
         self, request: pb.MakeReferralRequest, context: Context
     ) -> pb.MakeReferralResponse:
-        ctx, command = _parse(principal_of(context), request, commands.MakeReferral)
-        recorded = await handlers.make_referral(self._deps, ctx, command)
+        principal = principal_of(context)
+        ctx, command = _parse(principal, request, commands.MakeReferral)
+        recorded = await handlers.make_referral(self._deps, ctx, command, principal)
         return pb.MakeReferralResponse(
             result=convert.result(command.case_id, recorded),
             referral_id=_event(recorded, ReferralMade).referral_id,
@@ -199,10 +252,36 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
             request.context,
             lambda: _required_id(request.client_id, "client_id"),
         )
-        services = await queries.schedule_of_client(
-            self._deps, reader.actor, client_id, request.include_past
-        )
-        return pb.GetClientScheduleResponse(services=[convert.service(s) for s in services])
+        principal = principal_of(context)
+        services = await queries.schedule_of_client(self._deps, client_id, request.include_past)
+        by_case: dict[str, pb.GetClientScheduleResponse] = {}
+        for service in services:
+            by_case.setdefault(service.case_id, pb.GetClientScheduleResponse()).services.append(
+                convert.service(service)
+            )
+        disclosures = []
+        refusal: tuple[str, Decision] | None = None
+        for case_id, part in by_case.items():
+            facts = await self._access.case_facts(case_id)
+            decision = self._access.decide(
+                principal, PolicyAction.READ_CLIENT, reader.purpose, facts
+            )
+            if not decision.allowed:
+                refusal = refusal or (case_id, decision)
+                continue
+            disclosures.append(
+                Disclosure(case_id, decision, part, SCHEDULE_SENSITIVE_PATHS, SCHEDULE_SECTIONS)
+            )
+        if refusal is not None and not disclosures:
+            await self._access.refuse(
+                principal, PolicyAction.READ_CLIENT, reader.purpose, refusal[0], refusal[1]
+            )
+        await self._access.release(context, principal, reader.purpose, disclosures)
+        answer = pb.GetClientScheduleResponse()
+        for item in disclosures:
+            answer.services.extend(item.message.services)  # type: ignore[union-attr]
+        answer.services.sort(key=lambda s: (s.starts_at.seconds, s.starts_at.nanos))
+        return answer
 
     # -- eligibility ------------------------------------------------------------------------
 
@@ -303,8 +382,21 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
         reader, case_id = read_query(
             principal_of(context), request.context, lambda: _required_id(request.case_id, "case_id")
         )
-        view = await queries.case_coordination(self._deps, reader.actor, case_id)
-        return convert.case_coordination(view)
+        view = await queries.case_coordination(self._deps, case_id)
+        principal, decision = await self._authorized(
+            context, reader, PolicyAction.READ_CASE, case_id
+        )
+        answer = convert.case_coordination(view)
+        disclosed = Disclosure(
+            case_id,
+            decision,
+            answer,
+            CASE_SENSITIVE_PATHS,
+            CASE_SECTIONS,
+            section_paths=CASE_SECTION_PATHS,
+        )
+        await self._access.release(context, principal, reader.purpose, [disclosed])
+        return answer
 
     async def _available(self, budget_line: str) -> pb.Money:
         line, state = await queries.budget_line_state(self._deps, budget_line)

@@ -7,6 +7,7 @@ building the event names the request field the caller has to fix.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +105,28 @@ class FindDuplicates:
     name: NameInput | None = None
     date_of_birth: str | None = None
     identifiers: tuple[IdentifierInput, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientInput:
+    kind: str | None
+    recipient_id: str | None
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class GrantConsent:
+    case_id: str
+    recipient: RecipientInput | None
+    purpose: str | None
+    scope: tuple[str, ...]
+    categories: tuple[str, ...]
+    expires_at: datetime | None
+    document_reference: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeConsent:
+    case_id: str
+    consent_id: str
+    reason: str | None

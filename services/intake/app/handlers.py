@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
+from events.catalog.access import ConsentGranted
 from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.cases import CaseOpened, CaseReopened
 from events.catalog.clients import ClientRegistered
@@ -27,13 +28,16 @@ from events.store.port import EventStore
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.app.commands import (
+    GrantConsent,
     OpenCase,
     RecordInitialAssessment,
     RegisterClient,
     ReopenCase,
+    RevokeConsent,
 )
 from services.intake.app.validation import build, fields_of
 from services.intake.domain.cases import (
+    case_from,
     case_stream,
     check_factors,
     decide_assessment,
@@ -47,6 +51,7 @@ from services.intake.domain.clients import (
     decide_registration,
     probe_of,
 )
+from services.intake.domain.consents import check_consent, decide_consent, decide_revocation
 from services.intake.domain.matching import DuplicateCandidate
 from services.intake.domain.permissions import Action, require_role
 
@@ -205,6 +210,58 @@ async def reopen_case(
         lambda history: decide_reopening(history, reopened, closed),
     )
     return _recorded(reopened.case_id, recorded)
+
+
+def consent_of(
+    context: CommandContext, command: GrantConsent, client_id: str, now: datetime
+) -> ConsentGranted:
+    """The consent ``command`` asks for, checked; ``client_id`` is the case's client."""
+    consent = build(
+        ConsentGranted,
+        {
+            "consent_id": derived_id(context, SOURCE, "consent"),
+            "client_id": client_id,
+            **{k: v for k, v in fields_of(command).items() if v is not None},
+        },
+    )
+    check_consent(consent, now)
+    return consent
+
+
+async def grant_consent(
+    store: EventStore, context: CommandContext, command: GrantConsent, now: datetime
+) -> tuple[Recorded, str]:
+    """Returns what was recorded and the consent's id (the first attempt's, on a retry)."""
+    require_role(context.actor.role, Action.RECORD_CONSENT)
+    case = case_from(await store.read_stream(case_stream(command.case_id)))
+    client_id = case.opened.client_id if case is not None else "unknown-client"
+    consent = consent_of(context, command, client_id, now)
+    recorded = await execute(
+        store,
+        SOURCE,
+        context,
+        case_stream(command.case_id),
+        lambda history: decide_consent(history, consent),
+    )
+    first = recorded[0].event if recorded else consent
+    assert isinstance(first, ConsentGranted)
+    return _recorded(command.case_id, recorded), first.consent_id
+
+
+async def revoke_consent(
+    store: EventStore, context: CommandContext, command: RevokeConsent
+) -> Recorded:
+    require_role(context.actor.role, Action.RECORD_CONSENT)
+    recorded = await execute(
+        store,
+        SOURCE,
+        context,
+        case_stream(command.case_id),
+        lambda history: decide_revocation(
+            history, command.case_id, command.consent_id, command.reason
+        ),
+    )
+    return _recorded(command.case_id, recorded)
 
 
 def _recorded(subject_id: str, recorded: Sequence[RecordedEvent]) -> Recorded:

@@ -6,13 +6,21 @@ them too, to refuse a request's bad fields together with its context's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from google.protobuf.message import Message
+
+from events.catalog.access import RecordSection
 from events.catalog.clients import PersonalIdentifier, PersonName
 from events.catalog.values import CatalogValue
 from events.commands import InvalidCommand, NotFound
 from events.errors import FieldProblem
+from events.identity.principal import Principal
+from events.policy.facts import CaseFacts, entry_of
+from events.policy.guard import AccessControl, Disclosure
+from events.policy.vocabulary import Action, Decision
 from events.queries import QueryContext
 from events.store.port import EventStore
 from services.intake.adapters.case_closures import Closure, ClosureLog
@@ -22,7 +30,11 @@ from services.intake.app.validation import build, fields_of
 from services.intake.domain.cases import CaseRecord, case_from, case_stream
 from services.intake.domain.clients import ClientRecord, client_from, client_stream
 from services.intake.domain.matching import DuplicateCandidate, Probe
-from services.intake.domain.permissions import Action, require_role
+from services.intake.domain.permissions import Action as IntakeAction
+from services.intake.domain.permissions import require_role
+
+CASE_SECTIONS = (RecordSection.IDENTITY, RecordSection.ASSESSMENT, RecordSection.DISCHARGE)
+CLIENT_SECTIONS = (RecordSection.IDENTITY,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +42,8 @@ class CaseView:
     case: CaseRecord
     client: ClientRecord | None
     closures: tuple[Closure, ...]
+    facts: CaseFacts
+    """What the access policy decides on: the bus's facts and intake's own (consents)."""
 
     @property
     def status(self) -> str:
@@ -42,8 +56,8 @@ class _ProbeInput(CatalogValue):
     identifiers: tuple[PersonalIdentifier, ...] = ()
 
 
-async def get_client(store: EventStore, reader: QueryContext, client_id: str) -> ClientRecord:
-    require_role(reader.actor.role, Action.READ_CLIENT)
+async def get_client(store: EventStore, client_id: str) -> ClientRecord:
+    """The client's record; who may see it is decided by ``client_disclosures``."""
     required_id("client_id", client_id)
     client = client_from(await store.read_stream(client_stream(client_id)))
     if client is None:
@@ -70,7 +84,7 @@ def probe_from(query: FindDuplicates) -> Probe:
 async def find_possible_duplicates(
     directory: ClientDirectory, reader: QueryContext, query: FindDuplicates
 ) -> list[DuplicateCandidate]:
-    require_role(reader.actor.role, Action.READ_CLIENT)
+    require_role(reader.actor.role, IntakeAction.READ_CLIENT)
     probe = probe_from(query)
     # Catching up is safe beside registrations and other replicas (it only moves forward).
     await directory.refresh()
@@ -78,15 +92,45 @@ async def find_possible_duplicates(
 
 
 async def get_case(
-    store: EventStore, closures: ClosureLog, reader: QueryContext, case_id: str
+    store: EventStore, closures: ClosureLog, access: AccessControl, case_id: str
 ) -> CaseView:
-    require_role(reader.actor.role, Action.READ_CASE)
+    """The case; who may see it is decided on ``CaseView.facts`` by the caller."""
     required_id("case_id", case_id)
-    case = case_from(await store.read_stream(case_stream(case_id)))
+    history = await store.read_stream(case_stream(case_id))
+    case = case_from(history)
     if case is None:
         raise NotFound("case", case_id)
     client = client_from(await store.read_stream(client_stream(case.opened.client_id)))
-    return CaseView(case, client, await closures.closures(case_id))
+    own = [entry for entry in map(entry_of, history) if entry is not None]
+    facts = await access.case_facts(case_id, own)
+    return CaseView(case, client, await closures.closures(case_id), facts)
+
+
+async def client_disclosures(
+    access: AccessControl,
+    principal: Principal,
+    reader: QueryContext,
+    client: ClientRecord,
+    answer: Message,
+) -> Sequence[Disclosure]:
+    """A client's record is disclosed under the policy's decision on one of their cases (the
+    first that allows it); each of their cases records the access. A client without a case
+    is decided on the agency relationship alone and recorded under the client's id."""
+    case_ids = await access.cases_of_client(client.registration.client_id) or [
+        client.registration.client_id
+    ]
+    decisions: list[tuple[str, Decision]] = []
+    for case_id in case_ids:
+        facts = await access.case_facts(case_id)
+        decisions.append(
+            (case_id, access.decide(principal, Action.READ_CLIENT, reader.purpose, facts))
+        )
+    allowing = next((d for _, d in decisions if d.allowed), None)
+    if allowing is None:
+        await access.refuse(
+            principal, Action.READ_CLIENT, reader.purpose, case_ids[0], decisions[0][1]
+        )
+    return [Disclosure(case_id, allowing, answer, (), CLIENT_SECTIONS) for case_id, _ in decisions]
 
 
 def required_id(field: str, value: str) -> str:

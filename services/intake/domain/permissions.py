@@ -15,6 +15,7 @@ class Action(StrEnum):
     REOPEN_CASE = "reopen a case"
     READ_CLIENT = "read a client's record"
     READ_CASE = "read a case at intake"
+    RECORD_CONSENT = "record a client's consent or its revocation"
 
 
 _FRONT_DESK = frozenset({Role.RECEPTIONIST, Role.INTAKE_WORKER, Role.COORDINATOR})
@@ -37,6 +38,9 @@ ALLOWED: dict[Action, frozenset[Role]] = {
         {Role.INTAKE_WORKER, Role.COORDINATOR, Role.SOCIAL_WORKER, Role.CASE_MANAGER}
     ),
     Action.REOPEN_CASE: frozenset({Role.COORDINATOR, Role.SUPERVISOR}),
+    Action.RECORD_CONSENT: frozenset(
+        {Role.INTAKE_WORKER, Role.COORDINATOR, Role.SOCIAL_WORKER, Role.CASE_MANAGER}
+    ),
     Action.READ_CLIENT: _CLIENT_READERS,
     # The receptionist registers people but has no need to read their assessment.
     Action.READ_CASE: _CLIENT_READERS - {Role.RECEPTIONIST},

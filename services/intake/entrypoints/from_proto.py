@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import UTC
 
 from casetrail.intake.v1 import intake_pb2
 from services.intake.app.commands import (
@@ -10,14 +11,17 @@ from services.intake.app.commands import (
     ContactInput,
     FactorsInput,
     FindDuplicates,
+    GrantConsent,
     IdentifierInput,
     NameInput,
     OpenCase,
     PresentingNeedInput,
+    RecipientInput,
     RecordInitialAssessment,
     ReferralSourceInput,
     RegisterClient,
     ReopenCase,
+    RevokeConsent,
     RiskInput,
 )
 
@@ -111,4 +115,33 @@ def find_duplicates(request: intake_pb2.FindPossibleDuplicatesRequest) -> FindDu
         name=name_input(request.name) if request.HasField("name") else None,
         date_of_birth=optional(request.date_of_birth),
         identifiers=identifier_inputs(request.identifiers),
+    )
+
+
+def grant_consent(request: intake_pb2.GrantConsentRequest) -> GrantConsent:
+    recipient = request.recipient
+    return GrantConsent(
+        case_id=request.case_id,
+        recipient=(
+            RecipientInput(
+                kind=optional(recipient.kind),
+                recipient_id=optional(recipient.recipient_id),
+                name=optional(recipient.name),
+            )
+            if request.HasField("recipient")
+            else None
+        ),
+        purpose=optional(request.purpose),
+        scope=tuple(request.scope),
+        categories=tuple(request.categories),
+        expires_at=(
+            request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None
+        ),
+        document_reference=optional(request.document_reference),
+    )
+
+
+def revoke_consent(request: intake_pb2.RevokeConsentRequest) -> RevokeConsent:
+    return RevokeConsent(
+        case_id=request.case_id, consent_id=request.consent_id, reason=optional(request.reason)
     )

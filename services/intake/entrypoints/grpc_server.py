@@ -9,9 +9,12 @@ from datetime import UTC, date, datetime
 from typing_extensions import override
 
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+from events.catalog.access import RecordSection
 from events.grpc_platform.context import read_command, read_query
 from events.grpc_platform.server import Context, refusals_as_status
 from events.identity.grpc_auth import principal_of
+from events.policy.guard import AccessControl, Disclosure
+from events.policy.vocabulary import Action
 from events.store.port import EventStore
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
@@ -20,6 +23,25 @@ from services.intake.domain.errors import PossibleDuplicateClient
 from services.intake.entrypoints import from_proto, to_proto
 
 SERVICE_NAME = intake_pb2.DESCRIPTOR.services_by_name["Intake"].full_name
+
+CASE_SENSITIVE_PATHS = (
+    "record.presenting_needs.category",
+    "record.presenting_needs.description",
+    "record.assessments.factors.psychosocial",
+    "record.assessments.factors.biological",
+    "record.assessments.factors.psychological",
+    "record.assessments.factors.cultural",
+    "record.assessments.risks",
+    "record.assessments.needs.category",
+    "record.assessments.needs.description",
+    "record.reopenings.reason",
+)
+"""Where the catalog's sensitive fields (events/schemas/catalog.json) show in GetCase."""
+CASE_SECTION_PATHS = {
+    RecordSection.ASSESSMENT: ("record.presenting_needs", "record.assessments"),
+    RecordSection.DISCHARGE: ("record.closures", "record.reopenings"),
+}
+"""Where the record's sections other than identity show in GetCase."""
 
 
 def utc_today() -> date:
@@ -31,7 +53,9 @@ class IntakeDeps:
     store: EventStore
     directory: ClientDirectory
     closures: ClosureLog
+    access: AccessControl
     today: Callable[[], date] = utc_today
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
 class IntakeServicer(intake_pb2_grpc.IntakeServicer):
@@ -114,6 +138,41 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
 
     @override
     @refusals_as_status
+    async def GrantConsent(
+        self, request: intake_pb2.GrantConsentRequest, context: Context
+    ) -> intake_pb2.GrantConsentResponse:
+        command = from_proto.grant_consent(request)
+        now = self._deps.clock()
+        # Checked whole first (the case's client is filled in by the handler).
+        ctx, _ = read_command(
+            principal_of(context),
+            request.context,
+            lambda ctx: handlers.consent_of(ctx, command, "unchecked", now),
+        )
+        recorded, consent_id = await handlers.grant_consent(self._deps.store, ctx, command, now)
+        return intake_pb2.GrantConsentResponse(
+            result=to_proto.command_result(recorded), consent_id=consent_id
+        )
+
+    @override
+    @refusals_as_status
+    async def RevokeConsent(
+        self, request: intake_pb2.RevokeConsentRequest, context: Context
+    ) -> intake_pb2.RevokeConsentResponse:
+        command = from_proto.revoke_consent(request)
+        ctx, _ = read_command(
+            principal_of(context),
+            request.context,
+            lambda _: (
+                queries.required_id("case_id", command.case_id),
+                queries.required_id("consent_id", command.consent_id),
+            ),
+        )
+        recorded = await handlers.revoke_consent(self._deps.store, ctx, command)
+        return intake_pb2.RevokeConsentResponse(result=to_proto.command_result(recorded))
+
+    @override
+    @refusals_as_status
     async def GetClient(
         self, request: intake_pb2.GetClientRequest, context: Context
     ) -> intake_pb2.GetClientResponse:
@@ -122,8 +181,13 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
             request.context,
             lambda: queries.required_id("client_id", request.client_id),
         )
-        record = await queries.get_client(self._deps.store, reader, client_id)
-        return intake_pb2.GetClientResponse(client=to_proto.client(record))
+        access = self._deps.access
+        principal = principal_of(context)
+        record = await queries.get_client(self._deps.store, client_id)
+        response = intake_pb2.GetClientResponse(client=to_proto.client(record))
+        disclosures = await queries.client_disclosures(access, principal, reader, record, response)
+        await access.release(context, principal, reader.purpose, disclosures)
+        return response
 
     @override
     @refusals_as_status
@@ -149,5 +213,24 @@ class IntakeServicer(intake_pb2_grpc.IntakeServicer):
             request.context,
             lambda: queries.required_id("case_id", request.case_id),
         )
-        view = await queries.get_case(self._deps.store, self._deps.closures, reader, case_id)
-        return intake_pb2.GetCaseResponse(record=to_proto.case_record(view))
+        access = self._deps.access
+        principal = principal_of(context)
+        view = await queries.get_case(self._deps.store, self._deps.closures, access, case_id)
+        decision = await access.authorize(principal, Action.READ_CASE, reader.purpose, view.facts)
+        response = intake_pb2.GetCaseResponse(record=to_proto.case_record(view))
+        await access.release(
+            context,
+            principal,
+            reader.purpose,
+            [
+                Disclosure(
+                    case_id,
+                    decision,
+                    response,
+                    CASE_SENSITIVE_PATHS,
+                    queries.CASE_SECTIONS,
+                    section_paths=CASE_SECTION_PATHS,
+                )
+            ],
+        )
+        return response

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
+from events.catalog.access import RecordSection
 from events.catalog.base import CaseEvent
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
 from events.catalog.planning import GoalAdded, PlanAgreed, PlanDrafted
@@ -15,6 +16,8 @@ from events.commands import CommandContext
 from events.grpc_platform.context import read_command, read_query
 from events.grpc_platform.server import Context, refusals_as_status
 from events.identity.grpc_auth import principal_of
+from events.policy.guard import AccessControl, Disclosure
+from events.policy.vocabulary import Action as PolicyAction
 from services.planning.app import queries
 from services.planning.app.handlers import Dependencies, Outcome, handle
 from services.planning.domain.commands import Command
@@ -25,11 +28,50 @@ SERVICE_NAME = planning_pb2.DESCRIPTOR.services_by_name["Planning"].full_name
 E = TypeVar("E", bound=CaseEvent)
 
 
+CASE_VIEW_SENSITIVE_PATHS = (
+    "needs.category",
+    "plan.goals.goal.statement",
+    "plan.goals.goal.need_category",
+    "plan.goals.goal.objectives",
+    "plan.goals.goal.tasks",
+    "services.kind",
+    "referrals.need_category",
+    "referrals.service",
+)
+"""Where the catalog's sensitive fields (events/schemas/catalog.json) show in a CaseView."""
+CASE_VIEW_SECTIONS = (
+    RecordSection.IDENTITY,
+    RecordSection.ASSESSMENT,
+    RecordSection.ASSIGNMENT,
+    RecordSection.PLAN,
+    RecordSection.REFERRALS,
+    RecordSection.SERVICES,
+    RecordSection.CONTACTS,
+    RecordSection.PROGRESS,
+    RecordSection.DISCHARGE,
+)
+CASE_VIEW_SECTION_PATHS = {
+    RecordSection.ASSESSMENT: ("needs",),
+    RecordSection.ASSIGNMENT: ("worker",),
+    RecordSection.PLAN: ("plan",),
+    RecordSection.CONTACTS: ("next_follow_up_due", "last_contact_on", "contacts_logged"),
+    RecordSection.DISCHARGE: ("discharge", "closure_reason"),
+    RecordSection.REFERRALS: ("referrals",),
+    RecordSection.SERVICES: ("services",),
+}
+SUMMARY_SENSITIVE_PATHS = ("needs",)
+SUMMARY_SECTIONS = (RecordSection.IDENTITY, RecordSection.ASSESSMENT, RecordSection.ASSIGNMENT)
+
+
 class PlanningServicer(planning_pb2_grpc.PlanningServicer):
     def __init__(
-        self, deps: Dependencies, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        deps: Dependencies,
+        access: AccessControl,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._deps = deps
+        self._access = access
         self._clock = clock
 
     @refusals_as_status
@@ -180,8 +222,22 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
         reader, case_id = read_query(
             principal_of(context), request.context, lambda: translate.case_id_of(request)
         )
-        document = await queries.case_view(self._deps.views, reader.actor, case_id)
-        return present.case_view(document)
+        access = self._access
+        principal = principal_of(context)
+        document = await queries.case_view(self._deps.views, case_id)
+        facts = await access.case_facts(case_id)
+        decision = await access.authorize(principal, PolicyAction.READ_CASE, reader.purpose, facts)
+        view = present.case_view(document)
+        disclosed = Disclosure(
+            case_id,
+            decision,
+            view,
+            CASE_VIEW_SENSITIVE_PATHS,
+            CASE_VIEW_SECTIONS,
+            section_paths=CASE_VIEW_SECTION_PATHS,
+        )
+        await access.release(context, principal, reader.purpose, [disclosed])
+        return view
 
     @refusals_as_status
     async def ListCases(
@@ -192,12 +248,26 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
             request.context,
             lambda: translate.case_filter(request, self._clock().date()),
         )
+        access = self._access
+        principal = principal_of(context)
         documents, truncated = await queries.list_cases(
             self._deps.views, reader.actor, where, limit
         )
-        return planning_pb2.ListCasesResponse(
-            cases=[present.case_summary(document) for document in documents], truncated=truncated
-        )
+        answer = planning_pb2.ListCasesResponse(truncated=truncated)
+        disclosures = []
+        for document in documents:
+            case_id = str(document["case_id"])
+            facts = await access.case_facts(case_id)
+            decision = access.decide(principal, PolicyAction.LIST_CASES, reader.purpose, facts)
+            if not decision.allowed:
+                continue  # not the caller's to see: left out of the list, not refused
+            summary = answer.cases.add()
+            summary.CopyFrom(present.case_summary(document))
+            disclosures.append(
+                Disclosure(case_id, decision, summary, SUMMARY_SENSITIVE_PATHS, SUMMARY_SECTIONS)
+            )
+        await access.release(context, principal, reader.purpose, disclosures)
+        return answer
 
     async def _run(self, context: CommandContext, command: Command) -> Outcome:
         return await handle(self._deps, context, command)

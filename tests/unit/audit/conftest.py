@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from events.catalog_registry import default_registry
+from events.policy.guard import AccessControl
 from events.projections.sqlite import SqliteReadModelStore
 from events.registry import EventRegistry
 from events.store.sqlite import SqliteEventStore
@@ -19,4 +20,8 @@ def registry() -> EventRegistry:
 def deps(
     store: SqliteEventStore, read_models: SqliteReadModelStore, registry: EventRegistry
 ) -> AuditDeps:
-    return AuditDeps(timelines=ReadModelTimelines(read_models, registry), store=store)
+    return AuditDeps(
+        timelines=ReadModelTimelines(read_models, registry),
+        store=store,
+        access=AccessControl(store, None, "casetrail/audit"),
+    )

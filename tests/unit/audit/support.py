@@ -20,6 +20,8 @@ from events.catalog.cases import (
 )
 from events.catalog.values import NeedCategory, Urgency
 from events.envelope import Actor, EventMetadata, RecordedEvent
+from events.identity.principal import Principal
+from events.policy.guard import DEFAULT_HOME_AGENCY
 from events.queries import QueryContext
 
 CASE = "case-0042"
@@ -30,6 +32,9 @@ INTAKE_WORKER = Actor("intake-ivy", Role.INTAKE_WORKER)
 COORDINATOR = Actor("coord-carla", Role.COORDINATOR)
 AUDITOR = QueryContext(Actor("auditor-kim", Role.AUDITOR), AccessPurpose.CONFIDENTIALITY_REVIEW)
 SUPERVISOR = QueryContext(Actor("super-sam", Role.SUPERVISOR), AccessPurpose.SUPERVISION)
+TEAM = "team-east"
+"""The assigned worker's team, which super-sam supervises."""
+SUPERVISING = Principal("super-sam", Role.SUPERVISOR, DEFAULT_HOME_AGENCY, "test", team=TEAM)
 CASE_MANAGER = QueryContext(Actor("worker-luca", Role.CASE_MANAGER), AccessPurpose.DIRECT_CARE)
 
 
@@ -102,6 +107,7 @@ def assigned(case_id: str = CASE, worker_id: str = "worker-ana") -> CaseAssigned
         worker_id=worker_id,
         worker_role=Role.SOCIAL_WORKER,
         reason="Licensed to counsel",
+        worker_team=TEAM,
     )
 
 

@@ -26,7 +26,7 @@ from services.audit.entrypoints import responses
 from services.audit.entrypoints.grpc_server import SERVICE_NAME, AuditServicer
 from tests.support.grpc import details, refusal, serving, violated_fields
 from tests.support.identity import TestIssuer, acting
-from tests.unit.audit.support import CASE, DAY, T0, late_recorded_case
+from tests.unit.audit.support import CASE, DAY, T0, TEAM, late_recorded_case
 
 OCCURRED = audit_pb2.TIME_BASIS_OCCURRED
 RECORDED = audit_pb2.TIME_BASIS_RECORDED
@@ -55,8 +55,12 @@ async def audit(
         yield cast("audit_pb2_grpc.AuditAsyncStub", audit_pb2_grpc.AuditStub(channel))
 
 
-def viewer(role: str = "auditor", purpose: str = "confidentiality_review") -> Any:
-    return acting(Person(f"user-{role}", role), common_pb2.QueryContext(purpose=purpose))
+def viewer(
+    role: str = "auditor", purpose: str = "confidentiality_review", team: str | None = None
+) -> Any:
+    return acting(
+        Person(f"user-{role}", role, team=team), common_pb2.QueryContext(purpose=purpose)
+    )
 
 
 def stamp(moment: datetime) -> Timestamp:
@@ -136,7 +140,9 @@ async def test_every_read_is_in_the_access_log(
 ) -> None:
     await export(audit)
     await audit.WhoDidWhat(
-        audit_pb2.WhoDidWhatRequest(context=viewer("supervisor", "supervision"), case_id=CASE)
+        audit_pb2.WhoDidWhatRequest(
+            context=viewer("supervisor", "supervision", team=TEAM), case_id=CASE
+        )
     )
     log = await audit.GetAccessLog(audit_pb2.GetAccessLogRequest(context=viewer(), case_id=CASE))
 

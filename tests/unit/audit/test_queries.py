@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from events.catalog.access import AccessPurpose, RecordAccessed, RecordSection
-from events.catalog.base import Role
+from events.catalog.access import (
+    AccessPurpose,
+    RecordAccessDenied,
+    RecordAccessed,
+    RecordSection,
+)
+from events.catalog.base import CaseEvent, Role
 from events.cloudevents import from_json_lines, iter_json_lines
 from events.commands import InvalidCommand, NotAllowed
 from events.envelope import Actor, RecordedEvent
@@ -26,6 +31,7 @@ from tests.unit.audit.support import (
     CASE,
     CASE_MANAGER,
     DAY,
+    SUPERVISING,
     SUPERVISOR,
     T0,
     coordination,
@@ -43,10 +49,12 @@ async def received(read_models: SqliteReadModelStore) -> list[RecordedEvent]:
 
 
 async def accesses(store: SqliteEventStore) -> list[RecordAccessed]:
-    recorded = await store.read_stream(f"access-{CASE}")
-    events = [r.event for r in recorded]
-    assert all(isinstance(e, RecordAccessed) for e in events)
-    return [e for e in events if isinstance(e, RecordAccessed)]
+    return [e for e in await access_events(store) if isinstance(e, RecordAccessed)]
+
+
+async def access_events(store: SqliteEventStore) -> list[CaseEvent]:
+    """Every access (and refusal) audit recorded, oldest first."""
+    return [r.event for r in await store.read_all(0)]
 
 
 @pytest.mark.usefixtures("received")
@@ -63,7 +71,9 @@ async def test_each_disclosure_is_recorded_with_who_why_and_what(
     deps: AuditDeps, store: SqliteEventStore
 ) -> None:
     page = await queries.get_timeline(deps, AUDITOR, CASE, TimeBasis.OCCURRED, page_size=1)
-    await queries.get_state_as_of(deps, SUPERVISOR, CASE, T0, TimeBasis.OCCURRED)
+    await queries.get_state_as_of(
+        deps, SUPERVISOR, CASE, T0, TimeBasis.OCCURRED, principal=SUPERVISING
+    )
 
     first, second = await accesses(store)
     assert [e.event_type for e in page.entries] == ["casetrail.case.opened"]
@@ -75,7 +85,7 @@ async def test_each_disclosure_is_recorded_with_who_why_and_what(
     assert first.sections == (RecordSection.IDENTITY, RecordSection.ASSESSMENT)
     assert second.accessor_id == "super-sam"
     assert RecordSection.ASSIGNMENT in second.sections
-    recorded = await store.read_stream(f"access-{CASE}")
+    recorded = await store.read_all(0)
     assert {r.metadata.source for r in recorded} == {SERVICE_SOURCE}
     assert recorded[0].metadata.actor == AUDITOR.actor
 
@@ -87,7 +97,9 @@ async def test_access_events_join_the_case_history(
     await queries.get_timeline(deps, AUDITOR, CASE, TimeBasis.RECORDED)
     await catch_up(store, read_models, TimelineProjection())  # what the service host runs
 
-    activities = await queries.who_did_what(deps, SUPERVISOR, CASE, TimeBasis.RECORDED)
+    activities = await queries.who_did_what(
+        deps, SUPERVISOR, CASE, TimeBasis.RECORDED, principal=SUPERVISING
+    )
     viewed = [a for a in activities if a.recorded.event_type == RecordAccessed.event_type]
     assert [a.recorded.metadata.actor.user_id for a in viewed] == ["auditor-kim"]
     assert viewed[0].summary.startswith("viewed identity, assessment, assignment, discharge")
@@ -106,7 +118,7 @@ async def test_access_events_join_the_case_history(
         QueryContext(Actor("c1", Role.CLIENT), AccessPurpose.CLIENT_REQUEST),
     ],
 )
-async def test_only_oversight_roles_may_read_and_refusals_record_nothing(
+async def test_only_oversight_roles_may_read_and_each_refusal_is_recorded(
     deps: AuditDeps, store: SqliteEventStore, viewer: QueryContext
 ) -> None:
     with pytest.raises(NotAllowed):
@@ -116,7 +128,11 @@ async def test_only_oversight_roles_may_read_and_refusals_record_nothing(
     with pytest.raises(NotAllowed):
         await queries.get_access_log(deps, viewer, CASE)
 
-    assert await store.last_position() == 0
+    recorded = await access_events(store)
+    assert [type(e) for e in recorded] == [RecordAccessDenied] * 3
+    assert {e.accessor_id for e in recorded if isinstance(e, RecordAccessDenied)} == {
+        viewer.actor.user_id
+    }
 
 
 async def test_an_unknown_case_is_not_found_and_nothing_is_recorded(
@@ -197,4 +213,6 @@ def coordination_note() -> RecordAccessed:
         accessor_role=Role.COORDINATOR,
         purpose=AccessPurpose.COORDINATION,
         sections=(RecordSection.PLAN,),
+        rule="agency-coordinator",
+        policy_version="test",
     )

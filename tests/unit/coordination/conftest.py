@@ -7,6 +7,9 @@ import grpc
 import pytest
 
 from casetrail.coordination.v1 import coordination_pb2_grpc
+from events.policy.guard import AccessControl
+from events.policy.projection import CaseFactsProjection as PolicyFactsProjection
+from events.policy.projection import CaseFactsReader
 from events.projections.runner import BusProjectionHandler
 from events.projections.sqlite import SqliteReadModelStore
 from events.store.sqlite import SqliteEventStore
@@ -24,17 +27,21 @@ if TYPE_CHECKING:
 @pytest.fixture
 def intake(read_models: SqliteReadModelStore) -> IntakeFeed:
     """Intake's case facts, fed to the projection the way the host's bus subscription does."""
-    return IntakeFeed(BusProjectionHandler(read_models, CaseFactsProjection()))
+    return IntakeFeed(
+        BusProjectionHandler(read_models, CaseFactsProjection()),
+        BusProjectionHandler(read_models, PolicyFactsProjection()),
+    )
 
 
 @pytest.fixture
 def deps(store: SqliteEventStore, read_models: SqliteReadModelStore) -> Dependencies:
-    return Dependencies(store, read_models, sample_agency())
+    return Dependencies(store, read_models, sample_agency(), CaseFactsReader(read_models))
 
 
 @pytest.fixture
 async def stub(deps: Dependencies, issuer: TestIssuer) -> AsyncIterator[Stub]:
-    servicer = CoordinationServicer(deps)
+    access = AccessControl(deps.store, CaseFactsReader(deps.read_models), "casetrail/coordination")
+    servicer = CoordinationServicer(deps, access)
 
     def register(server: grpc.aio.Server) -> None:
         coordination_pb2_grpc.add_CoordinationServicer_to_server(servicer, server)

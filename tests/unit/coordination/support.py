@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from itertools import count
 from typing import Any, TypeVar
 from uuid import uuid4
@@ -17,6 +17,14 @@ from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from cli.rpc import Person
+from events.catalog.access import (
+    AccessPurpose,
+    ConsentGranted,
+    ConsentRecipient,
+    RecipientKind,
+    RecordSection,
+    SensitiveCategory,
+)
 from events.catalog.assessment import AssessedNeed, AssessmentFactors, InitialAssessmentRecorded
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import (
@@ -111,7 +119,34 @@ class IntakeFeed:
     """Intake's (and planning's) events about cases, delivered as the bus subscription does."""
 
     handler: BusProjectionHandler
+    policy: BusProjectionHandler
+    """The access policy's facts (consents), fed from the same events."""
     _sequences: dict[str, int] = field(default_factory=dict)
+
+    async def consent(
+        self,
+        case_id: str,
+        client_id: str,
+        recipient: str = "harbor-counseling",
+        categories: Iterable[SensitiveCategory] = (),
+    ) -> None:
+        """The client's consent to refer them to ``recipient`` (Intake.GrantConsent)."""
+        await self.deliver(
+            ConsentGranted(
+                case_id=case_id,
+                client_id=client_id,
+                consent_id=f"consent-{case_id}-{recipient}",
+                scope=(RecordSection.REFERRALS,),
+                categories=tuple(categories),
+                recipient=ConsentRecipient(
+                    kind=RecipientKind.AGENCY, recipient_id=recipient, name=recipient
+                ),
+                purpose=AccessPurpose.COORDINATION,
+                expires_at=datetime.now(UTC) + timedelta(days=90),
+                document_reference="scan://consents/test.pdf",
+            ),
+            f"case-{case_id}",
+        )
 
     async def register_client(self, client_id: str, born: date) -> None:
         await self.deliver(
@@ -183,6 +218,7 @@ class IntakeFeed:
             ),
         )
         await self.handler(recorded)
+        await self.policy(recorded)
         return recorded
 
 
@@ -197,8 +233,10 @@ def command_context(
     )
 
 
-def query_context(role: str = "coordinator") -> common_pb2.QueryContext:
-    return acting(Person(f"user-{role}", role), common_pb2.QueryContext(purpose="coordination"))
+def query_context(
+    role: str = "coordinator", purpose: str = "coordination"
+) -> common_pb2.QueryContext:
+    return acting(Person(f"user-{role}", role), common_pb2.QueryContext(purpose=purpose))
 
 
 def timestamp(value: datetime) -> Timestamp:

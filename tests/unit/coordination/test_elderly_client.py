@@ -63,6 +63,7 @@ async def test_the_elderly_client_leaving_hospital(stub: Stub, intake: IntakeFee
     assert waiver.eligible
     assert waiver.reasons[0] == "age 78 is at least the minimum of 65"
 
+    await intake.consent("walter-1", "walter")
     counseling_referral = await refer(stub, "walter-1", "counseling", COUNSELING_CENTRE)
     await stub.AcceptReferral(
         pb.AcceptReferralRequest(
@@ -141,7 +142,7 @@ async def test_the_elderly_client_leaving_hospital(stub: Stub, intake: IntakeFee
     )
 
     day = await stub.GetClientSchedule(
-        pb.GetClientScheduleRequest(context=query_context("social_worker"), client_id="walter")
+        pb.GetClientScheduleRequest(context=query_context("coordinator"), client_id="walter")
     )
     assert [s.kind for s in day.services] == [
         "home_care",
@@ -151,7 +152,9 @@ async def test_the_elderly_client_leaving_hospital(stub: Stub, intake: IntakeFee
     ]
     assert counseling.service_id == day.services[-1].service_id
     view = await stub.GetCaseCoordination(
-        pb.GetCaseCoordinationRequest(context=query_context("supervisor"), case_id="walter-1")
+        pb.GetCaseCoordinationRequest(
+            context=query_context("auditor", "confidentiality_review"), case_id="walter-1"
+        )
     )
     assert (view.worker_id, len(view.services), len(view.claims)) == ("sw-lcsw", 4, 1)
     assert [r.status for r in view.referrals] == ["accepted"]

@@ -62,6 +62,7 @@ async def test_after_the_referral_the_case_manager_takes_the_other_needs(
     stub: Stub, intake: IntakeFeed
 ) -> None:
     await intake.open_case("case-1", "client-1", [HOME_CARE, COUNSELING])
+    await intake.consent("case-1", "client-1")
     await refer(stub, "case-1", "counseling")
     assigned = await assign(stub, "case-1", "cm-dana")
     assert list(assigned.matched_needs) == ["home_care"]

@@ -49,6 +49,7 @@ def answer(
 
 async def test_a_referral_is_answered_by_its_provider_only(stub: Stub, intake: IntakeFeed) -> None:
     await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    await intake.consent("case-1", "client-1")
     referral_id = (await refer(stub, "case-1", "counseling")).referral_id
 
     refusal = await refused(stub.AcceptReferral(answer("accept", referral_id, role="coordinator")))
@@ -193,6 +194,7 @@ async def test_a_service_from_a_declined_referral_is_refused(
     stub: Stub, intake: IntakeFeed
 ) -> None:
     await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    await intake.consent("case-1", "client-1")
     referral_id = (await refer(stub, "case-1", "counseling")).referral_id
     await stub.DeclineReferral(answer("decline", referral_id, reason="waiting list full"))
     refusal = await refused(

@@ -1,12 +1,23 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
 import pytest
 
+from casetrail.intake.v1 import intake_pb2_grpc
+from events.hosting import Infrastructure, RunningService
+from events.policy.guard import AccessControl
+from events.policy.projection import CaseFactsReader
 from events.projections.runner import BusProjectionHandler
 from events.projections.sqlite import SqliteReadModelStore
 from events.store.sqlite import SqliteEventStore
 from services.intake.adapters.case_closures import CaseClosuresProjection, ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
+from services.intake.bootstrap import start
+from tests.support.identity import TestIssuer, caller_channel
+from tests.unit.intake.support import Intake
 
 
 @pytest.fixture
@@ -23,3 +34,21 @@ def closures(read_models: SqliteReadModelStore) -> ClosureLog:
 def from_bus(read_models: SqliteReadModelStore) -> BusProjectionHandler:
     """Feeds the closures projection as the host's bus subscription does."""
     return BusProjectionHandler(read_models, CaseClosuresProjection())
+
+
+@pytest.fixture
+def access(store: SqliteEventStore, read_models: SqliteReadModelStore) -> AccessControl:
+    return AccessControl(store, CaseFactsReader(read_models), "casetrail/intake")
+
+
+@pytest.fixture
+async def intake(tmp_path: Path, issuer: TestIssuer) -> AsyncIterator[Intake]:
+    infra = Infrastructure.embedded(tmp_path, verifier=issuer.verifier())
+    service: RunningService = await start(infra, "127.0.0.1:0")
+    try:
+        async with caller_channel(
+            grpc.aio.insecure_channel(f"127.0.0.1:{service.port}"), issuer
+        ) as channel:
+            yield Intake(intake_pb2_grpc.IntakeStub(channel), infra)
+    finally:
+        await service.stop()

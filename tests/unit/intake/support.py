@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import count
 from uuid import uuid4
 
+from casetrail.intake.v1 import intake_pb2_grpc
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseClosed, DischargeReason
 from events.commands import CommandContext
 from events.envelope import Actor, EventMetadata, RecordedEvent
+from events.hosting import Infrastructure
 
 _positions = count(1)
 
@@ -54,3 +57,11 @@ def closed_by_planning(case_id: str, sequence: int) -> RecordedEvent:
         source="casetrail/planning",
         role=Role.COORDINATOR,
     )
+
+
+@dataclass
+class Intake:
+    """A running intake service (embedded) and a stub to call it."""
+
+    stub: intake_pb2_grpc.IntakeStub
+    infra: Infrastructure

@@ -3,41 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
-from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+from casetrail.intake.v1 import intake_pb2
 from cli.rpc import Person
-from events.hosting import Infrastructure, RunningService
-from services.intake.bootstrap import start
 from tests.support.grpc import details, refusal, violated_fields
-from tests.support.identity import TestIssuer, acting, caller_channel
-from tests.unit.intake.support import closed_by_planning
-
-
-@dataclass
-class Intake:
-    stub: intake_pb2_grpc.IntakeStub
-    infra: Infrastructure
-
-
-@pytest.fixture
-async def intake(tmp_path: Path, issuer: TestIssuer) -> AsyncIterator[Intake]:
-    infra = Infrastructure.embedded(tmp_path, verifier=issuer.verifier())
-    service: RunningService = await start(infra, "127.0.0.1:0")
-    try:
-        async with caller_channel(
-            grpc.aio.insecure_channel(f"127.0.0.1:{service.port}"), issuer
-        ) as channel:
-            yield Intake(intake_pb2_grpc.IntakeStub(channel), infra)
-    finally:
-        await service.stop()
+from tests.support.identity import acting
+from tests.unit.intake.support import Intake, closed_by_planning
 
 
 def command(role: str = "intake_worker", key: str = "") -> common_pb2.CommandContext:
@@ -47,8 +23,15 @@ def command(role: str = "intake_worker", key: str = "") -> common_pb2.CommandCon
     )
 
 
-def query(role: str = "coordinator") -> common_pb2.QueryContext:
-    return acting(Person(f"user-{role}", role), common_pb2.QueryContext(purpose="direct_care"))
+PURPOSE_OF = {"auditor": "confidentiality_review", "coordinator": "coordination"}
+"""The purpose each role reads with in these tests (events/policy/matrix.py)."""
+
+
+def query(role: str = "auditor", user: str = "") -> common_pb2.QueryContext:
+    return acting(
+        Person(user or f"user-{role}", role, agency=user or "eastbay-dss"),
+        common_pb2.QueryContext(purpose=PURPOSE_OF.get(role, "direct_care")),
+    )
 
 
 def query_without_purpose() -> common_pb2.QueryContext:

@@ -18,6 +18,7 @@ from events.commands import (
     RuleBroken,
     VersionConflict,
 )
+from events.policy.guard import AccessControl
 from events.projections.runner import BusProjectionHandler
 from events.queries import QueryContext
 from events.store.sqlite import SqliteEventStore
@@ -99,8 +100,7 @@ async def test_registering_a_client(store: SqliteEventStore, directory: ClientDi
     registration = await register(store, directory, marco(identifiers=(NATIONAL,)))
     assert registration.recorded.version == 1
     assert registration.acknowledged_duplicates == ()
-    reader = QueryContext(context().actor, AccessPurpose.DIRECT_CARE)
-    client = await queries.get_client(store, reader, registration.recorded.subject_id)
+    client = await queries.get_client(store, registration.recorded.subject_id)
     assert client.registration.name.family_name == "Bellini"
     assert client.registration.date_of_birth == date(1941, 6, 2)
 
@@ -300,6 +300,7 @@ async def test_reopening_follows_a_closure_learnt_from_the_bus(
     store: SqliteEventStore,
     directory: ClientDirectory,
     closures: ClosureLog,
+    access: AccessControl,
     from_bus: BusProjectionHandler,
 ) -> None:
     case_id = await open_a_case(store, directory)
@@ -323,9 +324,7 @@ async def test_reopening_follows_a_closure_learnt_from_the_bus(
         await handlers.reopen_case(store, closures, context(Role.SUPERVISOR), reopen)
     await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
 
-    view = await queries.get_case(
-        store, closures, QueryContext(coordinator.actor, AccessPurpose.COORDINATION), case_id
-    )
+    view = await queries.get_case(store, closures, access, case_id)
     assert view.status == "open"
     assert len(view.case.assessments) == 2
     assert [c.reason for c in view.closures] == ["goals_achieved"]
@@ -364,10 +363,9 @@ async def test_finding_possible_duplicates(
 
 
 async def test_unknown_client_and_case_are_not_found(
-    store: SqliteEventStore, closures: ClosureLog
+    store: SqliteEventStore, closures: ClosureLog, access: AccessControl
 ) -> None:
-    reader = QueryContext(context().actor, AccessPurpose.DIRECT_CARE)
     with pytest.raises(NotFound):
-        await queries.get_client(store, reader, "nobody")
+        await queries.get_client(store, "nobody")
     with pytest.raises(NotFound):
-        await queries.get_case(store, closures, reader, "nothing")
+        await queries.get_case(store, closures, access, "nothing")

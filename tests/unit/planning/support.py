@@ -36,6 +36,7 @@ from events.catalog.values import NeedCategory, Provider, Urgency
 from events.catalog_registry import default_registry
 from events.commands import CommandContext
 from events.envelope import Actor, RecordedEvent
+from events.policy.projection import CaseFactsProjection
 from events.projections.port import Document, ReadModelStore
 from events.projections.runner import BusProjectionHandler
 from events.store.port import EventStore
@@ -177,6 +178,10 @@ class Bus:
     def handler(self) -> BusProjectionHandler:
         return BusProjectionHandler(self.read_models, CaseViewProjection())
 
+    def facts_handler(self) -> BusProjectionHandler:
+        """The access policy's facts, as every service keeps them (events/policy)."""
+        return BusProjectionHandler(self.read_models, CaseFactsProjection())
+
     async def record(
         self, source: str, case_id: str, *events: CaseEvent, actor: Actor = COORDINATOR
     ) -> list[RecordedEvent]:
@@ -193,11 +198,12 @@ class Bus:
 
     async def sync(self) -> None:
         """Deliver every event not yet delivered, from every store (planning's included)."""
-        handler = self.handler()
+        handler, facts = self.handler(), self.facts_handler()
         for name, store in [("casetrail/planning", self.planning_store), *self.stores.items()]:
             position = self.delivered_up_to.get(name, 0)
             for recorded in await store.read_all(position):
                 await handler(recorded)
+                await facts(recorded)
                 position = recorded.position
             self.delivered_up_to[name] = position
 

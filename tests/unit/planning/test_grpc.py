@@ -16,6 +16,8 @@ from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
 from cli.rpc import Person
 from events.envelope import Actor
+from events.policy.guard import AccessControl
+from events.policy.projection import CaseFactsReader
 from events.store.sqlite import SqliteEventStore
 from services.planning.app.handlers import Dependencies
 from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServicer
@@ -49,7 +51,8 @@ class Planning:
 async def planning(
     deps: Dependencies, bus: Bus, store: SqliteEventStore, issuer: TestIssuer
 ) -> AsyncIterator[Planning]:
-    servicer = PlanningServicer(deps, clock=lambda: NOW)
+    access = AccessControl(store, CaseFactsReader(bus.read_models), "casetrail/planning")
+    servicer = PlanningServicer(deps, access, clock=lambda: NOW)
 
     def register(server: grpc.aio.Server) -> None:
         planning_pb2_grpc.add_PlanningServicer_to_server(servicer, server)

@@ -1,0 +1,164 @@
+"""``decide``: the access policy as one pure function."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from events.catalog.access import AccessPurpose, RecordSection, SensitiveCategory
+from events.catalog.base import Role
+from events.identity.principal import Principal
+from events.policy.facts import CaseFacts
+from events.policy.matrix import REFUSALS, RULES, Rule
+from events.policy.vocabulary import (
+    REFERRED_SECTIONS,
+    Action,
+    Decision,
+    Obligation,
+    Relationship,
+    Scope,
+    Sensitivity,
+)
+
+_ALL_SECTIONS = frozenset(RecordSection)
+
+
+def relationships(
+    principal: Principal, facts: CaseFacts | None, home_agency: str, now: datetime
+) -> frozenset[Relationship]:
+    """How ``principal`` stands to the case (to the agency, when there is no case)."""
+    held = {Relationship.ANYONE}
+    staff = principal.agency == home_agency
+    if staff:
+        held.add(Relationship.AGENCY_STAFF)
+    if facts is None:
+        return frozenset(held)
+    if staff and facts.worker_id is not None and facts.worker_id == principal.subject:
+        held.add(Relationship.ASSIGNED_WORKER)
+    if staff and principal.team is not None and principal.team == facts.worker_team:
+        held.add(Relationship.TEAM_SUPERVISOR)
+    if principal.agency in facts.referred_to:
+        held.add(Relationship.REFERRAL_RECIPIENT)
+    if facts.client_id is not None and principal.subject == facts.client_id:
+        held.add(Relationship.CLIENT_SELF)
+    if facts.emergency_access_of(principal.subject, now) is not None:
+        held.add(Relationship.EMERGENCY_ACCESS)
+    return frozenset(held)
+
+
+def any_rule_for(role: Role, action: Action) -> bool:
+    return any(role in rule.roles and action in rule.actions for rule in RULES)
+
+
+def decide(
+    principal: Principal,
+    action: Action,
+    purpose: AccessPurpose,
+    facts: CaseFacts | None,
+    *,
+    home_agency: str,
+    now: datetime,
+) -> Decision:
+    """Whether ``principal`` may do ``action`` for ``purpose`` on the case of ``facts``
+    (``None``: an action about no single case, such as following every event)."""
+    candidates = [rule for rule in RULES if principal.role in rule.roles and action in rule.actions]
+    if not candidates:
+        return _refused("role-not-allowed")
+    held = relationships(principal, facts, home_agency, now)
+    related = [rule for rule in candidates if rule.relationship in held]
+    if not related:
+        return _refused("no-relationship")
+    fitting = [rule for rule in related if purpose in rule.purposes]
+    if not fitting:
+        allowed = sorted({p.value for rule in related for p in rule.purposes})
+        return _refused("purpose-not-permitted", f"allowed here: {', '.join(allowed)}")
+    for rule in fitting:
+        decision = _apply(rule, principal, purpose, facts, now)
+        if decision.allowed:
+            return decision
+    return _apply(fitting[0], principal, purpose, facts, now)
+
+
+def _apply(
+    rule: Rule,
+    principal: Principal,
+    purpose: AccessPurpose,
+    facts: CaseFacts | None,
+    now: datetime,
+) -> Decision:
+    sections = REFERRED_SECTIONS if rule.scope is Scope.REFERRED else None
+    emergency = None
+    if rule.relationship is Relationship.EMERGENCY_ACCESS and facts is not None:
+        grant = facts.emergency_access_of(principal.subject, now)
+        emergency = None if grant is None else grant.access_id
+    if not rule.consent_required:
+        return Decision(
+            True,
+            rule.name,
+            sections=sections,
+            sensitive=rule.sensitive is Sensitivity.ALL,
+            emergency_access_id=emergency,
+        )
+    assert facts is not None, "consent rules are about a case"
+    recipients = (principal.agency, principal.subject)
+    consent = facts.consent_covering(recipients, purpose, sections or _ALL_SECTIONS, now)
+    if consent is None:
+        return _refused(
+            "consent-required",
+            f"no consent in force for recipient {principal.agency}, purpose {purpose.value},"
+            f" sections {', '.join(sorted(s.value for s in sections or _ALL_SECTIONS))}",
+        )
+    sensitive = facts.categories <= consent.categories
+    notice = (
+        (Obligation.REDISCLOSURE_NOTICE,)
+        if sensitive and SensitiveCategory.SUBSTANCE_USE in facts.categories
+        else ()
+    )
+    return Decision(
+        True,
+        rule.name,
+        sections=sections,
+        sensitive=sensitive,
+        consent_id=consent.consent_id,
+        obligations=notice,
+    )
+
+
+def decide_disclosure(
+    principal: Principal,
+    purpose: AccessPurpose,
+    facts: CaseFacts,
+    recipient: str,
+    sections: frozenset[RecordSection],
+    categories: frozenset[SensitiveCategory],
+    *,
+    now: datetime,
+) -> Decision:
+    """Whether the case may be disclosed to ``recipient`` (another agency, say by a
+    referral): a consent in force must cover recipient, purpose, sections and the sensitive
+    categories sent, unless a documented exception applies (``legal_obligation``, or
+    ``emergency`` under the caller's open break-the-glass access)."""
+    if purpose is AccessPurpose.LEGAL_OBLIGATION:
+        return Decision(True, "exception-legal-obligation")
+    if purpose is AccessPurpose.EMERGENCY:
+        grant = facts.emergency_access_of(principal.subject, now)
+        if grant is not None:
+            return Decision(True, "exception-emergency", emergency_access_id=grant.access_id)
+    consent = facts.consent_covering((recipient,), purpose, sections, now)
+    if consent is None or not categories <= consent.categories:
+        wanted = ", ".join(sorted(s.value for s in sections | categories))
+        return _refused(
+            "consent-required",
+            f"no consent in force for recipient {recipient}, purpose {purpose.value},"
+            f" scope {wanted}",
+        )
+    notice = (
+        (Obligation.REDISCLOSURE_NOTICE,) if SensitiveCategory.SUBSTANCE_USE in categories else ()
+    )
+    return Decision(
+        True, "disclosure-under-consent", consent_id=consent.consent_id, obligations=notice
+    )
+
+
+def _refused(rule: str, detail: str = "") -> Decision:
+    reason = REFUSALS[rule] + (f" ({detail})" if detail else "")
+    return Decision(False, rule, reason=reason)

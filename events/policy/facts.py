@@ -1,0 +1,237 @@
+"""The facts the policy decides on, learnt from case events: relationships, consents,
+emergency accesses.
+
+A case's facts are kept as the list of the fact-bearing events' essentials (``entry_of``), each
+with its recorded-at time, and folded on use (``fold``). Folding only the entries recorded up
+to T gives the facts as they stood at T, which "as user U saw it at time T" needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from events.catalog import access, assessment, assignment, cases, referrals
+from events.catalog.access import AccessPurpose, RecordSection, SensitiveCategory
+from events.envelope import RecordedEvent
+
+Entry = dict[str, Any]
+
+FACT_EVENT_TYPES = frozenset(
+    {
+        cases.CaseOpened.event_type,
+        assessment.InitialAssessmentRecorded.event_type,
+        assignment.CaseAssigned.event_type,
+        assignment.CaseReassigned.event_type,
+        referrals.ReferralMade.event_type,
+        referrals.ReferralAccepted.event_type,
+        referrals.ReferralDeclined.event_type,
+        referrals.ReferralCompleted.event_type,
+        access.ConsentGranted.event_type,
+        access.ConsentRevoked.event_type,
+    }
+)
+
+_CATEGORIES = frozenset(category.value for category in SensitiveCategory)
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    consent_id: str
+    recipient_id: str
+    purpose: AccessPurpose
+    sections: frozenset[RecordSection]
+    categories: frozenset[SensitiveCategory]
+    expires_at: datetime | None
+    revoked: bool = False
+
+    def in_force(self, now: datetime) -> bool:
+        return not self.revoked and (self.expires_at is None or now < self.expires_at)
+
+    def covers(
+        self,
+        recipients: Iterable[str],
+        purpose: AccessPurpose,
+        sections: Iterable[RecordSection],
+        now: datetime,
+    ) -> bool:
+        return (
+            self.in_force(now)
+            and self.recipient_id in set(recipients)
+            and self.purpose is purpose
+            and set(sections) <= self.sections
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EmergencyAccess:
+    """A break-the-glass access: ``subject`` may read the case until ``expires_at``."""
+
+    access_id: str
+    subject: str
+    opened_at: datetime
+    expires_at: datetime
+
+    def open_at(self, now: datetime) -> bool:
+        return self.opened_at <= now < self.expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class CaseFacts:
+    case_id: str
+    client_id: str | None = None
+    worker_id: str | None = None
+    worker_team: str | None = None
+    referred_to: frozenset[str] = frozenset()
+    """Providers (agencies) that accepted a referral still running."""
+    categories: frozenset[SensitiveCategory] = frozenset()
+    """The sensitive categories of need the record holds (from intake and the assessment)."""
+    consents: tuple[Consent, ...] = ()
+    emergencies: tuple[EmergencyAccess, ...] = ()
+    known: bool = True
+    """False when no fact-bearing event of the case has arrived (yet)."""
+
+    def emergency_access_of(self, subject: str, now: datetime) -> EmergencyAccess | None:
+        for grant in self.emergencies:
+            if grant.subject == subject and grant.open_at(now):
+                return grant
+        return None
+
+    def consent_covering(
+        self,
+        recipients: Iterable[str],
+        purpose: AccessPurpose,
+        sections: Iterable[RecordSection],
+        now: datetime,
+    ) -> Consent | None:
+        wanted = tuple(recipients)
+        needed = tuple(sections)
+        for consent in reversed(self.consents):
+            if consent.covers(wanted, purpose, needed, now):
+                return consent
+        return None
+
+
+def unknown_case(case_id: str) -> CaseFacts:
+    return CaseFacts(case_id, known=False)
+
+
+def entry_of(recorded: RecordedEvent) -> Entry | None:
+    """The essentials of a fact-bearing event (``None`` for others), JSON-ready."""
+    event = recorded.event
+    entry: Entry
+    match event:
+        case cases.CaseOpened():
+            entry = {
+                "client_id": event.client_id,
+                "categories": _sensitive(n.category.value for n in event.presenting_needs),
+            }
+        case assessment.InitialAssessmentRecorded():
+            entry = {"categories": _sensitive(n.category.value for n in event.needs)}
+        case assignment.CaseAssigned() | assignment.CaseReassigned():
+            entry = {"worker_id": event.worker_id, "worker_team": event.worker_team}
+        case referrals.ReferralMade():
+            entry = {
+                "referral_id": event.referral_id,
+                "provider_id": event.provider.provider_id,
+                "categories": _sensitive([event.need_category.value]),
+            }
+        case (
+            referrals.ReferralAccepted()
+            | referrals.ReferralDeclined()
+            | referrals.ReferralCompleted()
+        ):
+            entry = {"referral_id": event.referral_id, "provider_id": event.provider_id}
+        case access.ConsentGranted():
+            entry = {
+                "consent_id": event.consent_id,
+                "client_id": event.client_id,
+                "recipient_id": event.recipient.recipient_id,
+                "purpose": event.purpose.value,
+                "sections": [section.value for section in event.scope],
+                "categories": [category.value for category in event.categories],
+                "expires_at": None if event.expires_at is None else event.expires_at.isoformat(),
+            }
+        case access.ConsentRevoked():
+            entry = {"consent_id": event.consent_id}
+        case _:
+            return None
+    entry["type"] = event.event_type
+    entry["event_id"] = str(recorded.event_id)
+    entry["recorded_at"] = recorded.recorded_at.isoformat()
+    return entry
+
+
+def fold(
+    case_id: str, entries: Iterable[Mapping[str, Any]], *, as_of: datetime | None = None
+) -> CaseFacts:
+    """The case's facts from its entries (in recorded order), up to ``as_of`` when given."""
+    client_id: str | None = None
+    worker_id: str | None = None
+    worker_team: str | None = None
+    accepted: dict[str, str] = {}
+    categories: set[str] = set()
+    consents: dict[str, Consent] = {}
+    known = False
+    ordered = sorted(entries, key=lambda entry: str(entry["recorded_at"]))
+    for entry in ordered:
+        if as_of is not None and datetime.fromisoformat(entry["recorded_at"]) > as_of:
+            break
+        known = True
+        kind = entry["type"]
+        categories.update(
+            entry.get("categories", ()) if kind != access.ConsentGranted.event_type else ()
+        )
+        if kind == cases.CaseOpened.event_type:
+            client_id = entry["client_id"]
+        elif kind in (assignment.CaseAssigned.event_type, assignment.CaseReassigned.event_type):
+            worker_id, worker_team = entry["worker_id"], entry.get("worker_team")
+        elif kind == referrals.ReferralAccepted.event_type:
+            accepted[entry["referral_id"]] = entry["provider_id"]
+        elif kind in (
+            referrals.ReferralDeclined.event_type,
+            referrals.ReferralCompleted.event_type,
+        ):
+            accepted.pop(entry["referral_id"], None)
+        elif kind == access.ConsentGranted.event_type:
+            client_id = client_id or entry["client_id"]
+            consents[entry["consent_id"]] = _consent(entry)
+        elif kind == access.ConsentRevoked.event_type and entry["consent_id"] in consents:
+            old = consents[entry["consent_id"]]
+            consents[old.consent_id] = Consent(
+                old.consent_id,
+                old.recipient_id,
+                old.purpose,
+                old.sections,
+                old.categories,
+                old.expires_at,
+                revoked=True,
+            )
+    return CaseFacts(
+        case_id,
+        client_id=client_id,
+        worker_id=worker_id,
+        worker_team=worker_team,
+        referred_to=frozenset(accepted.values()),
+        categories=frozenset(SensitiveCategory(value) for value in categories),
+        consents=tuple(consents.values()),
+        known=known,
+    )
+
+
+def _consent(entry: Mapping[str, Any]) -> Consent:
+    expires = entry.get("expires_at")
+    return Consent(
+        consent_id=entry["consent_id"],
+        recipient_id=entry["recipient_id"],
+        purpose=AccessPurpose(entry["purpose"]),
+        sections=frozenset(RecordSection(value) for value in entry["sections"]),
+        categories=frozenset(SensitiveCategory(value) for value in entry["categories"]),
+        expires_at=None if expires is None else datetime.fromisoformat(expires),
+    )
+
+
+def _sensitive(values: Iterable[str]) -> list[str]:
+    return sorted({value for value in values if value in _CATEGORIES})

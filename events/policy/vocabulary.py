@@ -1,0 +1,93 @@
+"""The words of the access policy: actions, relationships, obligations, decisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from events.catalog.access import RecordSection
+
+POLICY_VERSION = "2026.12-1"
+"""Changes whenever ``matrix.RULES`` or the way they are read changes; recorded on every
+access so a review can tell which policy allowed it."""
+
+
+class Action(StrEnum):
+    """What the caller asks to do; the value names it in refusals."""
+
+    READ_CLIENT = "read a client's record"
+    READ_CASE = "read a case"
+    LIST_CASES = "list cases"
+    READ_TRAIL = "read a case's audit trail"
+    EXPORT = "export a case"
+    TAIL = "follow every event"
+    DISCLOSE = "disclose a case to another agency"
+
+
+class Relationship(StrEnum):
+    """How the caller stands to the case, learnt from events (``facts.CaseFacts``)."""
+
+    ASSIGNED_WORKER = "assigned_worker"
+    TEAM_SUPERVISOR = "team_supervisor"
+    AGENCY_STAFF = "agency_staff"
+    REFERRAL_RECIPIENT = "referral_recipient"
+    CLIENT_SELF = "client_self"
+    EMERGENCY_ACCESS = "emergency_access"
+    ANYONE = "anyone"
+    """Holds for everyone: used by rules that need no relationship (following the whole
+    stream of events, which is about no single case)."""
+
+
+class Sensitivity(StrEnum):
+    """What a rule discloses of the fields marked ``x-casetrail-sensitive``."""
+
+    ALL = "all"
+    NONE = "none"
+    CONSENTED = "consented"
+    """Only the sensitive categories the client's consent names."""
+
+
+class Scope(StrEnum):
+    WHOLE = "whole"
+    REFERRED = "referred"
+    """Only ``REFERRED_SECTIONS``: what a partner agency needs for the referral it accepted."""
+
+
+REFERRED_SECTIONS = frozenset(
+    {RecordSection.IDENTITY, RecordSection.REFERRALS, RecordSection.SERVICES}
+)
+
+
+class Obligation(StrEnum):
+    REDISCLOSURE_NOTICE = "redisclosure_notice"
+    """42 CFR 2.32: substance-use data disclosed under consent carries this notice."""
+
+
+REDISCLOSURE_NOTICE_TEXT = (
+    "This record, which has been disclosed to you, is protected by federal confidentiality"
+    " rules (42 CFR part 2). These rules prohibit you from using or disclosing it in civil,"
+    " criminal, administrative or legislative proceedings against the patient, and from"
+    " further disclosing it unless the patient's written consent or the rules allow."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The policy's answer. ``rule`` names the row of ``matrix.RULES`` that allowed, or the
+    refusal rule (``matrix.REFUSALS``) that denied; ``reason`` explains a refusal without
+    naming any case content."""
+
+    allowed: bool
+    rule: str
+    policy_version: str = POLICY_VERSION
+    sections: frozenset[RecordSection] | None = None
+    """The sections that may be disclosed (``None``: all of them)."""
+    sensitive: bool = False
+    """Whether fields marked sensitive may be disclosed (else they are redacted)."""
+    consent_id: str | None = None
+    emergency_access_id: str | None = None
+    obligations: tuple[Obligation, ...] = ()
+    reason: str = ""
+
+    def discloses(self, section: RecordSection) -> bool:
+        return self.allowed and (self.sections is None or section in self.sections)

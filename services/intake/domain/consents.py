@@ -1,0 +1,70 @@
+"""The client's consents to disclosure, kept in the case's stream (42 CFR Part 2 / GDPR).
+
+A consent must name a recipient, a purpose, what may be disclosed and an expiry in the future;
+a revocation must name a consent of the case that is still in force.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from events.catalog.access import ConsentGranted, ConsentRevoked
+from events.catalog.base import CaseEvent
+from events.commands import InvalidCommand, NotFound, RuleBroken
+from events.envelope import RecordedEvent
+from events.errors import FieldProblem
+from services.intake.domain.cases import CaseRecord, case_from
+
+CONSENT_ALREADY_REVOKED = "CONSENT_ALREADY_REVOKED"
+
+
+def check_consent(consent: ConsentGranted, now: datetime) -> None:
+    """Part 2 asks for an expiry: a consent without one, or already expired, is refused."""
+    problems = []
+    if consent.expires_at is None:
+        problems.append(FieldProblem("expires_at", "required: when the consent ends"))
+    elif consent.expires_at <= now:
+        problems.append(FieldProblem("expires_at", "must be in the future"))
+    if consent.document_reference is None:
+        problems.append(
+            FieldProblem("document_reference", "required: where the signed consent is kept")
+        )
+    if problems:
+        raise InvalidCommand(problems)
+
+
+def decide_consent(history: Sequence[RecordedEvent], consent: ConsentGranted) -> list[CaseEvent]:
+    _require_case(history, consent.case_id)
+    return [consent]
+
+
+def decide_revocation(
+    history: Sequence[RecordedEvent], case_id: str, consent_id: str, reason: str | None
+) -> list[CaseEvent]:
+    case = _require_case(history, case_id)
+    granted = {r.event.consent_id for r in history if isinstance(r.event, ConsentGranted)}
+    revoked = {r.event.consent_id for r in history if isinstance(r.event, ConsentRevoked)}
+    if consent_id not in granted:
+        raise NotFound("consent", consent_id)
+    if consent_id in revoked:
+        raise RuleBroken(
+            CONSENT_ALREADY_REVOKED,
+            f"consent {consent_id} was already revoked",
+            subject=f"consent/{consent_id}",
+        )
+    return [
+        ConsentRevoked(
+            case_id=case_id,
+            client_id=case.opened.client_id,
+            consent_id=consent_id,
+            reason=reason,
+        )
+    ]
+
+
+def _require_case(history: Sequence[RecordedEvent], case_id: str) -> CaseRecord:
+    case = case_from(history)
+    if case is None:
+        raise NotFound("case", case_id)
+    return case

@@ -1,0 +1,242 @@
+"""The access policy as a table: each row a caller, a purpose and a case's facts, and the
+decision expected (rule, sensitive fields disclosed or not, consent relied on)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from events.catalog.access import AccessPurpose as P
+from events.catalog.access import RecordSection, SensitiveCategory
+from events.catalog.base import Role
+from events.identity.principal import Principal
+from events.policy.decide import decide, decide_disclosure
+from events.policy.facts import CaseFacts, Consent
+from events.policy.matrix import REFUSALS, RULES
+from events.policy.vocabulary import REFERRED_SECTIONS, Action, Obligation
+
+HOME = "eastbay-dss"
+NOW = datetime(2026, 12, 2, 12, tzinfo=UTC)
+CONSENT = Consent(
+    "consent-1",
+    "harbour",
+    P.COORDINATION,
+    frozenset(REFERRED_SECTIONS),
+    frozenset({SensitiveCategory.SUBSTANCE_USE}),
+    NOW + timedelta(days=30),
+)
+FACTS = CaseFacts(
+    "case-1",
+    client_id="client-1",
+    worker_id="sw-ana",
+    worker_team="team-east",
+    referred_to=frozenset({"harbour"}),
+    categories=frozenset({SensitiveCategory.SUBSTANCE_USE}),
+    consents=(CONSENT,),
+)
+
+
+def who(subject: str, role: Role, agency: str = HOME, team: str | None = None) -> Principal:
+    return Principal(subject, role, agency, "test", team=team)
+
+
+# (principal, action, purpose, facts, expected rule, sensitive disclosed)
+ROWS = [
+    (
+        who("sw-ana", Role.SOCIAL_WORKER),
+        Action.READ_CASE,
+        P.DIRECT_CARE,
+        FACTS,
+        "assigned-worker",
+        True,
+    ),
+    (
+        who("sw-bo", Role.SOCIAL_WORKER),
+        Action.READ_CASE,
+        P.DIRECT_CARE,
+        FACTS,
+        "no-relationship",
+        False,
+    ),
+    (
+        who("sw-ana", Role.SOCIAL_WORKER),
+        Action.READ_CASE,
+        P.SUPERVISION,
+        FACTS,
+        "purpose-not-permitted",
+        False,
+    ),
+    (
+        who("sup", Role.SUPERVISOR, team="team-east"),
+        Action.READ_CASE,
+        P.SUPERVISION,
+        FACTS,
+        "team-supervisor",
+        True,
+    ),
+    (
+        who("sup", Role.SUPERVISOR, team="team-west"),
+        Action.READ_CASE,
+        P.SUPERVISION,
+        FACTS,
+        "no-relationship",
+        False,
+    ),
+    (
+        who("sup", Role.SUPERVISOR, team="team-east"),
+        Action.READ_CASE,
+        P.DIRECT_CARE,
+        FACTS,
+        "purpose-not-permitted",
+        False,
+    ),
+    (
+        who("coord", Role.COORDINATOR),
+        Action.READ_CASE,
+        P.COORDINATION,
+        FACTS,
+        "agency-coordinator",
+        False,
+    ),
+    (
+        who("coord", Role.COORDINATOR),
+        Action.READ_CASE,
+        P.CONFIDENTIALITY_REVIEW,
+        FACTS,
+        "purpose-not-permitted",
+        False,
+    ),
+    (who("desk", Role.RECEPTIONIST), Action.READ_CLIENT, P.DIRECT_CARE, FACTS, "front-desk", False),
+    (
+        who("desk", Role.RECEPTIONIST),
+        Action.READ_CASE,
+        P.DIRECT_CARE,
+        FACTS,
+        "no-relationship",  # the front desk reads a case only under break-the-glass
+        False,
+    ),
+    (
+        who("kim", Role.AUDITOR),
+        Action.READ_CASE,
+        P.CONFIDENTIALITY_REVIEW,
+        FACTS,
+        "auditor-review",
+        True,
+    ),
+    (
+        who("kim", Role.AUDITOR),
+        Action.READ_CASE,
+        P.SUPERVISION,
+        FACTS,
+        "purpose-not-permitted",
+        False,
+    ),
+    (who("kim", Role.AUDITOR), Action.TAIL, P.CONFIDENTIALITY_REVIEW, None, "auditor-review", True),
+    (
+        who("sw-ana", Role.SOCIAL_WORKER),
+        Action.TAIL,
+        P.DIRECT_CARE,
+        None,
+        "role-not-allowed",
+        False,
+    ),
+    (
+        who("h", Role.PARTNER_AGENCY, "harbour"),
+        Action.READ_CASE,
+        P.COORDINATION,
+        FACTS,
+        "referral-recipient",
+        True,
+    ),
+    (
+        who("h", Role.PARTNER_AGENCY, "harbour"),
+        Action.READ_CASE,
+        P.DIRECT_CARE,
+        FACTS,
+        "consent-required",
+        False,
+    ),
+    (
+        who("o", Role.PARTNER_AGENCY, "other"),
+        Action.READ_CASE,
+        P.COORDINATION,
+        FACTS,
+        "no-relationship",
+        False,
+    ),
+    (who("client-1", Role.CLIENT), Action.READ_CASE, P.CLIENT_REQUEST, FACTS, "client-self", True),
+    (
+        who("client-2", Role.CLIENT),
+        Action.READ_CASE,
+        P.CLIENT_REQUEST,
+        FACTS,
+        "no-relationship",
+        False,
+    ),
+]
+
+
+@pytest.mark.parametrize(("principal", "action", "purpose", "facts", "rule", "sensitive"), ROWS)
+def test_the_matrix(
+    principal: Principal,
+    action: Action,
+    purpose: P,
+    facts: CaseFacts | None,
+    rule: str,
+    sensitive: bool,
+) -> None:
+    decision = decide(principal, action, purpose, facts, home_agency=HOME, now=NOW)
+    assert decision.rule == rule
+    assert decision.allowed is (rule not in REFUSALS)
+    assert decision.sensitive is sensitive
+    assert decision.policy_version
+
+
+def test_every_rule_of_the_matrix_is_exercised() -> None:
+    exercised = {row[4] for row in ROWS}
+    assert {rule.name for rule in RULES} - exercised == {
+        "intake-worker",
+        "auditor-legal-obligation",
+        "break-glass",
+    }
+
+
+def test_a_partner_sees_the_referred_scope_under_consent_with_the_notice() -> None:
+    partner = who("h", Role.PARTNER_AGENCY, "harbour")
+    decision = decide(partner, Action.READ_CASE, P.COORDINATION, FACTS, home_agency=HOME, now=NOW)
+    assert decision.consent_id == "consent-1"
+    assert decision.sections == REFERRED_SECTIONS
+    assert decision.obligations == (Obligation.REDISCLOSURE_NOTICE,)
+    assert not decision.discloses(RecordSection.ASSESSMENT)
+
+
+def test_revoked_or_expired_consent_refuses_the_next_read() -> None:
+    partner = who("h", Role.PARTNER_AGENCY, "harbour")
+    for consent in (replace(CONSENT, revoked=True), replace(CONSENT, expires_at=NOW)):
+        facts = replace(FACTS, consents=(consent,))
+        decision = decide(
+            partner, Action.READ_CASE, P.COORDINATION, facts, home_agency=HOME, now=NOW
+        )
+        assert (decision.allowed, decision.rule) == (False, "consent-required")
+
+
+def test_a_referral_needs_consent_naming_recipient_purpose_scope_and_category() -> None:
+    coordinator = who("coord", Role.COORDINATOR)
+    sections = frozenset({RecordSection.REFERRALS})
+    substance = frozenset({SensitiveCategory.SUBSTANCE_USE})
+    allowed = decide_disclosure(
+        coordinator, P.COORDINATION, FACTS, "harbour", sections, substance, now=NOW
+    )
+    assert (allowed.allowed, allowed.consent_id) == (True, "consent-1")
+    assert allowed.obligations == (Obligation.REDISCLOSURE_NOTICE,)
+    other = decide_disclosure(
+        coordinator, P.COORDINATION, FACTS, "elsewhere", sections, substance, now=NOW
+    )
+    assert (other.allowed, other.rule) == (False, "consent-required")
+    assert "elsewhere" in other.reason
+    legal = decide_disclosure(
+        coordinator, P.LEGAL_OBLIGATION, FACTS, "court", sections, substance, now=NOW
+    )
+    assert legal.rule == "exception-legal-obligation"

@@ -1,0 +1,46 @@
+"""Withholding sensitive fields of an answer by path."""
+
+from __future__ import annotations
+
+from casetrail.intake.v1 import intake_pb2
+from events.policy import redaction
+
+
+def record() -> intake_pb2.GetCaseResponse:
+    return intake_pb2.GetCaseResponse(
+        record=intake_pb2.CaseRecord(
+            case_id="case-1",
+            presenting_needs=[
+                intake_pb2.PresentingNeed(category="housing", description="evicted"),
+                intake_pb2.PresentingNeed(category="substance_use", description="alcohol"),
+            ],
+            assessments=[
+                intake_pb2.InitialAssessment(
+                    factors=intake_pb2.AssessmentFactors(psychological="low mood", social="alone")
+                )
+            ],
+        )
+    )
+
+
+PATHS = (
+    "record.presenting_needs.category",
+    "record.presenting_needs.description",
+    "record.assessments.factors.psychological",
+    "record.assessments.risks",
+)
+
+
+def test_present_lists_only_paths_holding_a_value() -> None:
+    assert redaction.present(record(), PATHS) == list(PATHS[:3])
+
+
+def test_redact_clears_sensitive_values_and_keeps_the_rest() -> None:
+    answer = record()
+    assert redaction.redact(answer, PATHS) == list(PATHS[:3])
+    needs = answer.record.presenting_needs
+    assert [n.category for n in needs] == ["housing", ""]
+    assert [n.description for n in needs] == ["", ""]
+    assert answer.record.assessments[0].factors.social == "alone"
+    assert answer.record.assessments[0].factors.psychological == ""
+    assert redaction.present(answer, PATHS) == []
