@@ -139,9 +139,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
         viewer = read.viewer(principal_of(context), request.context)
         case_id = read.case_id(request.case_id)
         read.done()
-        accesses = await queries.get_access_log(
-            self._deps, viewer, case_id, principal_of(context)
-        )
+        accesses = await queries.get_access_log(self._deps, viewer, case_id, principal_of(context))
         return audit_pb2.GetAccessLogResponse(
             records=[responses.access_record(recorded) for recorded in accesses]
         )

@@ -58,9 +58,7 @@ async def audit(
 def viewer(
     role: str = "auditor", purpose: str = "confidentiality_review", team: str | None = None
 ) -> Any:
-    return acting(
-        Person(f"user-{role}", role, team=team), common_pb2.QueryContext(purpose=purpose)
-    )
+    return acting(Person(f"user-{role}", role, team=team), common_pb2.QueryContext(purpose=purpose))
 
 
 def stamp(moment: datetime) -> Timestamp:

@@ -20,7 +20,7 @@ from events.store.sqlite import SqliteEventStore
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import acting
 from tests.unit.intake.support import Intake
-from tests.unit.intake.test_grpc import assessing, command, marco, opening, query
+from tests.unit.intake.test_grpc import assessing, command, marco, opening
 
 PARTNER = "bay-recovery"
 
