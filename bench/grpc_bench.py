@@ -48,7 +48,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -410,6 +410,23 @@ class Commands:
         )
         return str(response.result.case_id)
 
+    async def _consent(self, case_id: str) -> None:
+        stub = self._intake[hash(case_id) % len(self._intake)]
+        await stub.GrantConsent(
+            intake_pb2.GrantConsentRequest(
+                context=command_context(self.run_id, f"consent-{case_id}"),
+                case_id=case_id,
+                recipient=intake_pb2.ConsentRecipient(
+                    kind="agency", recipient_id="pa-bench", name="Bench Care"
+                ),
+                purpose="coordination",
+                scope=["identity", "referrals", "services"],
+                expires_at=_in_days(30),
+                document_reference="scan://consents/bench.pdf",
+            ),
+            metadata=self._as["sw-bench"],
+        )
+
     async def make_referral(self) -> None:
         number = next(self._numbers)
         stub = self._coordination[number % len(self._coordination)]
@@ -434,6 +451,8 @@ class Commands:
             return
         numbers = [next(self._numbers) for _ in range(cases)]
         self.cases = await _bounded(32, [partial(self._open, n) for n in numbers])
+        # A referral discloses the case: the MakeReferral row needs each client's consent.
+        await _bounded(32, [partial(self._consent, c) for c in self.cases])
         deadline = time.perf_counter() + patience
         await _bounded(16, [partial(self._await_case, c, deadline) for c in self.cases])
         if self._planning:
@@ -465,6 +484,14 @@ class Commands:
                 if error.code() != grpc.StatusCode.NOT_FOUND or time.perf_counter() > deadline:
                     raise
             await asyncio.sleep(0.2)
+
+
+def _in_days(days: int) -> Any:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    moment = Timestamp()
+    moment.FromDatetime(datetime.now(UTC) + timedelta(days=days))
+    return moment
 
 
 async def _bounded(limit: int, calls: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
@@ -807,6 +834,8 @@ async def serve(options: argparse.Namespace, profiler: cProfile.Profile | None) 
 
     data_dir = Path(options.data_dir)
     _set_telemetry(options.telemetry_mode)
+    if options.policy_mode == "off":
+        _switch_policy_off()
     if options.backend == "distributed":
         kafka = KafkaSettings.from_env()
         await ensure_topics(kafka, TopicSettings(case_events_topic=options.topic))
@@ -834,6 +863,35 @@ async def serve(options: argparse.Namespace, profiler: cProfile.Profile | None) 
         loop.add_signal_handler(signal.SIGUSR2, finish_profile)
     await stop.wait()
     await stop_services(running)
+
+
+def _switch_policy_off() -> None:
+    """The benchmark's own switch (the product has none): every read allowed with everything
+    disclosed, no facts looked up, nothing recorded. What remains is the read itself."""
+    from events.policy.guard import AccessControl
+    from events.policy.vocabulary import Decision
+
+    allowed = Decision(True, "checks-off", sensitive=True)
+
+    async def no_facts(self: Any, case_id: str, own_entries: Any = ()) -> Any:
+        from events.policy.facts import unknown_case
+
+        return unknown_case(case_id)
+
+    async def authorize(self: Any, *args: Any) -> Decision:
+        return allowed
+
+    async def require_role(self: Any, *args: Any) -> None:
+        return None
+
+    async def release(self: Any, *args: Any) -> list[Any]:
+        return []
+
+    AccessControl.case_facts = no_facts  # type: ignore[method-assign]
+    AccessControl.decide = lambda self, *args: allowed  # type: ignore[method-assign]
+    AccessControl.authorize = authorize  # type: ignore[method-assign,assignment]
+    AccessControl.require_role = require_role  # type: ignore[method-assign,assignment]
+    AccessControl.release = release  # type: ignore[method-assign,assignment]
 
 
 # --- the reference: an empty OpenCase handler ------------------------------------------------
@@ -1858,10 +1916,12 @@ async def auth_main(quick: bool, write: bool, keep: bool) -> str:
     return body
 
 
-async def auth_run(plan: Plan, work: Path, run_id: str, mode: str) -> list[RowResult]:
+async def auth_run(
+    plan: Plan, work: Path, run_id: str, mode: str, switch: str = "--auth-mode"
+) -> list[RowResult]:
     data = work / f"auth-{mode}-{run_id}"
     data.mkdir()
-    argv = ["-m", "bench.grpc_bench", "--serve", "--auth-mode", mode, "--data-dir", str(data)]
+    argv = ["-m", "bench.grpc_bench", "--serve", switch, mode, "--data-dir", str(data)]
     out = work / f"auth-{mode}-{run_id}.out"
     server = await start_server("embedded", argv, os.environ, out, SERVICES)
     try:
@@ -1951,6 +2011,104 @@ def auth_report(
         "Server CPU per call is the server process's CPU time in the window divided by the "
         "calls answered: steadier than calls/s on this shared 2-core machine. The access "
         "policy and access recording (issue 9, items 2-4) add their own costs later.",
+    ]
+    return "\n".join(lines)
+
+
+# --- access policy cost (issue 9) ---------------------------------------------------------------
+
+POLICY_HEADING = "## gRPC access policy and access recording cost (issue 9)"
+POLICY_MODES = ("off", "on")
+
+
+async def policy_main(quick: bool, write: bool, keep: bool) -> str:
+    """OpenCase and GetCaseView against the embedded services with the access policy off and
+    on, in two rounds (the second in reverse order)."""
+    plan = QUICK if quick else FULL
+    run_id = f"{int(time.time())}"
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="casetrail-policy-bench-"))
+    issuer = start_issuer()
+    results: dict[str, list[RowResult]] = {mode: [] for mode in POLICY_MODES}
+    try:
+        for round_number in range(AUTH_ROUNDS):
+            order = POLICY_MODES if round_number % 2 == 0 else tuple(reversed(POLICY_MODES))
+            for mode in order:
+                progress(started, f"access policy {mode}, round {round_number + 1}")
+                results[mode] += await auth_run(
+                    plan, work, f"{run_id}-{round_number}", mode, "--policy-mode"
+                )
+        elapsed = time.perf_counter() - started
+    finally:
+        issuer.stop()
+        if keep:
+            print(f"logs and data kept in {work}", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    body = policy_report(plan, quick, results, elapsed)
+    if write:
+        replace_section(POLICY_HEADING, body)
+    return body
+
+
+def policy_report(
+    plan: Plan, quick: bool, results: Mapping[str, Sequence[RowResult]], elapsed: float
+) -> str:
+    headers = [
+        "command",
+        "access policy",
+        "calls/s by round",
+        "calls/s (mean)",
+        "vs off",
+        "server CPU µs per call (mean)",
+        "vs off",
+        "p50 ms",
+        "p99 ms",
+        "failed",
+    ]
+    table = []
+    for command in ("open_case", "get_case_view"):
+        base_rate, base_cpu = _auth_means(results["off"], command)
+        for mode in POLICY_MODES:
+            rows = [r for r in results[mode] if r.spec.command == command]
+            rate, cpu = _auth_means(results[mode], command)
+            table.append(
+                [
+                    COMMAND_NAMES[command],
+                    mode,
+                    " / ".join(fmt_rate(r.rate) for r in rows),
+                    fmt_rate(rate),
+                    fmt_ratio(rate / base_rate) if base_rate else "-",
+                    f"{cpu:.0f}",
+                    fmt_ratio(cpu / base_cpu) if base_cpu else "-",
+                    " / ".join(ms(r.p50_ms) for r in rows),
+                    " / ".join(ms(r.p99_ms) for r in rows),
+                    str(sum(sum(r.errors.values()) for r in rows)),
+                ]
+            )
+    lines = [
+        f"Run: {now_utc()}, {'quick' if quick else 'full'} plan, {elapsed:.0f} s. Command: "
+        f"`python -m bench.grpc_bench --policy{' --quick' if quick else ''}`.",
+        "",
+        *machine_info(grpcio=grpc.__version__).lines(),
+        "",
+        "The embedded services (`--serve`), one server process per mode and round, the load "
+        f"generator of the rows above: closed loop, {plan.concurrency} calls in flight on "
+        f"{plan.channels} channels per service, {plan.warmup:.0f} s warm-up then "
+        f"{plan.seconds:.0f} s measured; GetCaseView reads {plan.cases} cases opened before, "
+        "as a coordinator (rule agency-coordinator: sensitive fields withheld). Token checks "
+        "as the product does them in both modes.",
+        "",
+        "- **off**: the access policy switched off by this benchmark only (the product has no "
+        "such switch): no facts looked up, no decision, nothing withheld, nothing recorded.",
+        "- **on**: as the services run: the case's policy facts read, the decision, sensitive "
+        "fields withheld, `casetrail.record.accessed` appended before the answer.",
+        "",
+        "Targets (issue 9): OpenCase within 15% of off (commands do not go through the read "
+        "policy: any difference is noise and the policy projection's work in the background), "
+        "GetCaseView within 25%.",
+        "",
+        markdown_table(headers, table),
     ]
     return "\n".join(lines)
 
@@ -2192,6 +2350,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default="metrics",
         help="(internal, --serve)",
     )
+    parser.add_argument(
+        "--policy",
+        action="store_true",
+        help="only the access-policy rows: OpenCase and GetCaseView with the access policy and "
+        "access recording off and on (issue 9)",
+    )
+    parser.add_argument(
+        "--policy-mode", choices=POLICY_MODES, default="on", help="(internal, --serve)"
+    )
     return parser.parse_args(argv)
 
 
@@ -2211,6 +2378,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if options.telemetry:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         print(asyncio.run(telemetry_main(options.quick, not options.no_write, options.keep)))
+        return
+    if options.policy:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        print(asyncio.run(policy_main(options.quick, not options.no_write, options.keep)))
         return
     if options.serve_empty:
         serve_empty_entry()

@@ -92,8 +92,6 @@ class AccessControl:
     source: str
     home_agency: str = DEFAULT_HOME_AGENCY
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    enforce: bool = True
-    """Only ``bench/grpc_bench.py`` turns this off, to measure what the checks cost."""
 
     async def case_facts(self, case_id: str, own_entries: Iterable[Entry] = ()) -> CaseFacts:
         if self.facts is None:
@@ -106,8 +104,6 @@ class AccessControl:
     def decide(
         self, principal: Principal, action: Action, purpose: AccessPurpose, facts: CaseFacts | None
     ) -> Decision:
-        if not self.enforce:
-            return Decision(True, "checks-off", sensitive=True)
         return decide(
             principal, action, purpose, facts, home_agency=self.home_agency, now=self.clock()
         )
@@ -117,7 +113,7 @@ class AccessControl:
     ) -> None:
         """Refuse (and record) a role no rule lets do ``action``, before anything is looked up:
         such a caller learns nothing, not even whether the case exists."""
-        if not self.enforce or any_rule_for(principal.role, action):
+        if any_rule_for(principal.role, action):
             return
         decision = decide(
             principal, action, purpose, None, home_agency=self.home_agency, now=self.clock()
