@@ -34,9 +34,10 @@ from events.envelope import Actor, EventMetadata, NewEvent
 from events.identity.development import DevelopmentSigner
 from events.identity.tls import channel
 from events.identity.verifier import TokenVerifier
+from events.policy.guard import access_stream
+from events.policy.vocabulary import POLICY_VERSION
 from events.store.port import ANY_VERSION
 from events.store.sqlite import SqliteEventStore
-from services.audit.domain.access import access_stream
 from services.console.app import create_app
 from services.console.audit_client import AuditClient, Caller
 from services.console.settings import ConsoleSettings
@@ -75,6 +76,8 @@ async def fill_case(data_dir: Path, events: int) -> None:
                             accessor_role=Role.SUPERVISOR,
                             purpose=AccessPurpose.SUPERVISION,
                             sections=(RecordSection.ASSESSMENT,),
+                            rule="team-supervisor",
+                            policy_version=POLICY_VERSION,
                         ),
                         metadata=EventMetadata(
                             source="casetrail/audit",
