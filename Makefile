@@ -100,6 +100,7 @@ test: $(PROTO_STAMP)
 	$(MAKE) --no-print-directory ledger-verifier
 	$(MAKE) --no-print-directory api-check
 	$(MAKE) --no-print-directory browser-install
+	$(MAKE) --no-print-directory k8s-check
 	$(MAKE) --no-print-directory servers-start
 	status=0; CASETRAIL_REQUIRE_SERVERS=1 $(PY) -m pytest -q --ignore=tests/k8s $(PYTEST_ARGS) || status=$$?; \
 	  $(MAKE) --no-print-directory servers-stop; exit $$status
