@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from events.bus.names import dead_letter_topic
+from events.bus.names import LEDGER_CHECKPOINTS_TOPIC, dead_letter_topic
 from events.hosting import BACKGROUND_STOP_SECONDS, SERVER_STOP_GRACE_SECONDS
 from tests.k8s.render import RELEASE, Rendered
 from tests.k8s.tools import CHART
@@ -112,7 +112,12 @@ def test_kafka_is_kraft_with_three_brokers_and_two_insync_replicas(rendered: Ren
 def test_topics_are_the_case_events_and_each_groups_dead_letters(rendered: Rendered) -> None:
     topics = {topic["spec"]["topicName"]: topic["spec"] for topic in rendered.of_kind("KafkaTopic")}
     groups = [group for service in SERVICES for group in TOPOLOGY["services"][service]["groups"]]
-    assert set(topics) == {"casetrail.case-events", *(dead_letter_topic(g) for g in groups)}
+    assert set(topics) == {
+        "casetrail.case-events",
+        LEDGER_CHECKPOINTS_TOPIC,
+        *(dead_letter_topic(g) for g in groups),
+    }
+    assert topics[LEDGER_CHECKPOINTS_TOPIC]["partitions"] == 1
     for spec in topics.values():
         assert spec["replicas"] == 3
         assert spec["config"]["min.insync.replicas"] == 2
@@ -133,13 +138,17 @@ def test_each_service_may_touch_only_its_own_groups_and_dead_letters(rendered: R
     for service in SERVICES:
         granted = acls(rendered, service)
         groups = TOPOLOGY["services"][service]["groups"]
-        expected = {("topic", "casetrail.case-events", "literal")}
+        expected = {
+            ("topic", "casetrail.case-events", "literal"),
+            ("topic", LEDGER_CHECKPOINTS_TOPIC, "literal"),
+        }
         expected |= {("group", group, "literal") for group in groups}
         expected |= {("topic", dead_letter_topic(group), "literal") for group in groups}
         assert set(granted) == expected
         for group in groups:
             assert "Write" not in granted[("group", group, "literal")]
             assert "Read" not in granted[("topic", dead_letter_topic(group), "literal")]
+        assert "Read" not in granted[("topic", LEDGER_CHECKPOINTS_TOPIC, "literal")]
 
 
 def test_the_caseload_processor_and_subscribers_cannot_write_case_events(
@@ -147,6 +156,7 @@ def test_the_caseload_processor_and_subscribers_cannot_write_case_events(
 ) -> None:
     caseload = acls(rendered, "caseload")
     assert "Write" not in caseload[("topic", "casetrail.case-events", "literal")]
+    assert "Write" not in caseload[("topic", LEDGER_CHECKPOINTS_TOPIC, "literal")]
     subscribers = [
         user for user in rendered.of_kind("KafkaUser") if "-subscriber-" in user["metadata"]["name"]
     ]
@@ -209,3 +219,19 @@ def test_large_agencies_scale_consumers_on_lag(rendered: Rendered) -> None:
         assert item["spec"]["maxReplicaCount"] <= 6  # never more consumers than partitions
         deployment = rendered.named("Deployment", f"{RELEASE}-{service}")
         assert "replicas" not in deployment["spec"]  # KEDA's HPA owns it
+
+
+def test_each_service_signs_with_its_own_key_from_the_secret(rendered: Rendered) -> None:
+    for service in SERVICES:
+        deployment = rendered.named("Deployment", f"{RELEASE}-{service}")
+        mount = next(
+            m for m in container(deployment)["volumeMounts"] if m["name"] == "signing-keys"
+        )
+        assert mount["mountPath"] == f"/var/lib/casetrail/{service}/ledger.key"
+        assert mount["subPath"] == f"{service}.key"
+        volume = next(
+            v
+            for v in deployment["spec"]["template"]["spec"]["volumes"]
+            if v["name"] == "signing-keys"
+        )
+        assert volume["secret"]["secretName"] == "casetrail-signing-keys"

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from events.bus.names import LEDGER_CHECKPOINTS_TOPIC
 from events.hosting import Infrastructure, ServiceHost
 from services.caseload.settings import DEFAULT_APP_ID, DEFAULT_WEB_PORT
 from services.runner import DEFAULT_PORTS, SERVICES
@@ -56,5 +57,6 @@ def test_ports_and_the_caseload_processor_match_the_code() -> None:
     assert set(TOPOLOGY["services"]) == set(SERVICES)
     for service in SERVICES:
         assert TOPOLOGY["services"][service]["grpcPort"] == DEFAULT_PORTS[service]
+    assert TOPOLOGY["ledgerCheckpointsTopic"] == LEDGER_CHECKPOINTS_TOPIC
     assert TOPOLOGY["caseload"]["appId"] == DEFAULT_APP_ID
     assert TOPOLOGY["caseload"]["webPort"] == DEFAULT_WEB_PORT
