@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,13 @@ from events.bus.errors import PublishError
 from events.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
 from events.bus.kafka_settings import KafkaSettings
 from events.bus.message import BusMessage
-from events.bus.topics import create_topics
+from events.bus.retry import Backoff
+from events.bus.topics import TopicSettings, create_topics
+from events.envelope import RecordedEvent
 from events.outbox import OutboxRelay
+from events.projections.port import Document, DocumentTransaction, Projection
+from events.projections.runner import BusProjectionHandler, rebuild
+from events.projections.sqlite import SqliteReadModelStore
 from events.store.sqlite import SqliteCheckpointStore, SqliteEventStore, SqliteParkingLot
 from tests.contract.bus_conftest import (
     delete_topics,
@@ -28,11 +34,18 @@ from tests.contract.bus_conftest import (
     recorded,
     running,
 )
-from tests.integration.test_kafka_relay import CaseProjection, append_round
+from tests.integration.test_kafka_relay import (
+    CaseProjection,
+    PrivateBroker,
+    append_round,
+    private_broker,
+)
 from tests.support.sample_events import note, sample_registry
 from tests.support.servers import server_missing
+from tests.support.waiting import eventually as wait_for
 
 pytestmark = pytest.mark.kafka
+__all__ = ["private_broker"]  # the fixture, shared with test_kafka_relay
 
 
 def sequences(on_topic: list[BusMessage]) -> list[int]:
@@ -145,3 +158,90 @@ async def test_a_record_the_broker_refuses_is_parked_and_the_rest_flows_in_case_
     finally:
         await store.close()
         await delete_topics(settings, [topic, f"{group}.dlq"])
+
+
+class NotesInOrder(Projection):
+    """Keeps each case's notes as a list, in the order applied: a case's events applied out
+    of order give a different document than the rebuild from the store."""
+
+    name = "notes-in-order"
+    collections = ("notes",)
+
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        document = await transaction.get("notes", recorded.subject) or {"sequences": []}
+        document["sequences"].append(recorded.sequence)
+        await transaction.put("notes", recorded.subject, document)
+
+
+async def documents(read_models: SqliteReadModelStore) -> dict[str, Document]:
+    return {key: document async for key, document in read_models.scan("notes")}
+
+
+async def test_a_broker_restart_with_batches_in_flight_leaves_projections_as_rebuilt(
+    private_broker: PrivateBroker, tmp_path: Path
+) -> None:
+    settings = replace(
+        kafka_test_settings(),
+        bootstrap_servers=private_broker.bootstrap,
+        request_timeout_ms=3_000,
+    )
+    topics = TopicSettings(case_events_topic="test.restart-order", partitions=3)
+    await create_topics(settings, topics.new_topics())
+    registry = sample_registry()
+    store = await SqliteEventStore.open(tmp_path / "events.db", registry)
+    fed = SqliteReadModelStore(tmp_path / "fed.db")
+    rebuilt = SqliteReadModelStore(tmp_path / "rebuilt.db")
+    cases = [f"case-{n}" for n in range(12)]
+    publisher = KafkaEventPublisher(settings, topics.case_events_topic)
+    relay = OutboxRelay(
+        store,
+        publisher,
+        SqliteCheckpointStore(store),
+        "relay",
+        batch_size=10,  # many small batches in flight when the broker goes
+        backoff=Backoff(initial=0.1, maximum=1.0),
+        idle_timeout=0.1,
+    )
+    subscriber = KafkaEventSubscriber(
+        settings, registry, topic=topics.case_events_topic, topics=topics
+    )
+    order = CaseProjection()
+    notes = NotesInOrder()
+    stop_relay = asyncio.Event()
+    relaying = asyncio.create_task(relay.run(stop_relay))
+
+    async def load(rounds: int) -> None:
+        for _ in range(rounds):
+            await append_round(store, cases)
+            await asyncio.sleep(0.01)
+
+    try:
+        async with (
+            running(subscriber, "test.restart-order.sequence", order),
+            running(subscriber, "test.restart-order.notes", BusProjectionHandler(fed, notes)),
+        ):
+            await load(3)
+            loading = asyncio.create_task(load(12))
+            await asyncio.sleep(0.05)  # appends and publishes under way
+            await private_broker.stop()
+            await loading
+            await private_broker.start()
+            await load(3)
+            stored = await store.read_all()
+            await eventually(lambda: order.has(stored), "every event after the restart")
+            await rebuild(store, rebuilt, notes)
+            expected = await documents(rebuilt)
+
+            async def fed_as_rebuilt() -> bool | None:
+                return await documents(fed) == expected or None
+
+            await wait_for(fed_as_rebuilt, "the bus-fed projection equal to the rebuilt one")
+    finally:
+        stop_relay.set()
+        await relaying
+        await publisher.stop()
+        await fed.close()
+        await rebuilt.close()
+        await store.close()
+    assert order.out_of_order == []
+    assert order.versions == dict.fromkeys((f"case-{c}" for c in cases), 18)
