@@ -22,6 +22,7 @@ from events.bus.inprocess import InProcessBus
 from events.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
 from events.bus.kafka_settings import KafkaSettings
 from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC
+from events.bus.ordering import SequenceGuard
 from events.bus.port import BatchHandler, EventPublisher, EventSubscriber, Handler
 from events.catalog_registry import default_registry
 from events.checkpoints import CheckpointStore
@@ -186,8 +187,8 @@ SERVER_STOP_GRACE_SECONDS = 5.0
 BACKGROUND_STOP_SECONDS = 10.0
 """Then the relay and consumers get this long to finish their batch before being cancelled."""
 
-_Subscription = tuple[str, Handler | BatchHandler, frozenset[str] | None]
-"""Consumer group, handler, event types wanted (``None``: all)."""
+_Subscription = tuple[str, Handler | BatchHandler, frozenset[str] | None, SequenceGuard | None]
+"""Consumer group, handler, event types wanted (``None``: all), ordering guard."""
 
 
 @dataclass
@@ -252,7 +253,9 @@ class ServiceHost:
         """Feed ``projection`` from the bus (every service's events), exactly once in effect,
         a poll's worth of each partition per read-model transaction."""
         handler: BatchHandler = BusProjectionHandler(self.read_models, projection)
-        self.subscribe_handler(projection.name, handler, event_types=projection.event_types)
+        self.subscribe_handler(
+            projection.name, handler, event_types=projection.event_types, ordered=True
+        )
 
     def subscribe_handler(
         self,
@@ -260,11 +263,15 @@ class ServiceHost:
         handler: Handler | BatchHandler,
         *,
         event_types: frozenset[str] | None = None,
+        ordered: bool = False,
     ) -> None:
         """``event_types``: the only types ``handler`` is given (``None``: all); the bus skips
-        the others without decoding them."""
+        the others without decoding them. ``ordered``: a case's events that arrive before an
+        earlier one of their stream are held back until it comes (``SequenceGuard``); open
+        gaps are reported as health ``casetrail.<service>.ordering``."""
         group = f"casetrail.{self.service}.{name}"
-        self._subscriptions.append((group, handler, event_types))
+        guard = SequenceGuard(group) if ordered else None
+        self._subscriptions.append((group, handler, event_types, guard))
 
     async def start(
         self, address: str, registrations: Iterable[Registration], service_names: Iterable[str]
@@ -311,9 +318,9 @@ class ServiceHost:
         self._spawn(
             self.locks.lead(f"casetrail.{self.service}.outbox-relay", relay.run, self._stop)
         )
-        for group, handler, event_types in self._subscriptions:
+        for group, handler, event_types, guard in self._subscriptions:
             subscription = self._subscriber().run(
-                group, handler, self._stop, event_types=event_types
+                group, handler, self._stop, event_types=event_types, ordering=guard
             )
             self._spawn(subscription)
         if self.infra.verifier is None:
@@ -343,6 +350,13 @@ class ServiceHost:
             await self._start_ledger(self.ledger, health_servicer)
         for work in self._alongside:
             self._spawn(work(self._stop, health_servicer))
+        guards = [guard for *_, guard in self._subscriptions if guard is not None]
+        if guards:
+            self._spawn(
+                watch_ordering(
+                    guards, health_servicer, f"casetrail.{self.service}.ordering", self._stop
+                )
+            )
         await server.start()
         log.info("%s serving on port %d", self.service, port)
 
@@ -470,6 +484,32 @@ async def watch_outbox(
         if healthy != reported:
             if not healthy:
                 log.warning("%s: %s events not yet on the bus (%s)", health_name, lag, why)
+            await health_servicer.set(health_name, serving if healthy else stalled)
+            reported = healthy
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
+async def watch_ordering(
+    guards: list[SequenceGuard],
+    health_servicer: health.aio.HealthServicer,
+    health_name: str,
+    stop: asyncio.Event,
+    *,
+    every: float = 2.0,
+) -> None:
+    """Report the service's bus consumers as ``casetrail.<service>.ordering``: NOT_SERVING
+    while one of them has held a case's events back for longer than the guard's
+    ``report_after`` because an earlier event of their stream is missing."""
+    serving = health_pb2.HealthCheckResponse.SERVING
+    stalled = health_pb2.HealthCheckResponse.NOT_SERVING
+    reported = None
+    while not stop.is_set():
+        overdue = sum(guard.status().overdue_gaps for guard in guards)
+        healthy = overdue == 0
+        if healthy != reported:
+            if not healthy:
+                log.warning("%s: %d case streams miss an event", health_name, overdue)
             await health_servicer.set(health_name, serving if healthy else stalled)
             reported = healthy
         with contextlib.suppress(TimeoutError):

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from events.bus.deadletter import DeadLetter, DeadLetterReason
 from events.bus.errors import is_outage, is_retriable
 from events.bus.message import BusMessage
+from events.bus.ordering import SequenceGuard
 from events.bus.port import BatchHandler, Handler
 from events.bus.retry import RetryPolicy, sleep_unless_stopped
 from events.cloudevents import KAFKA_HEADER_PREFIX, UndecodableMessageError, from_kafka_binary
@@ -70,10 +71,15 @@ class Deliverer:
         *,
         event_types: frozenset[str] | None = None,
         decode: Decoder | None = None,
+        ordering: SequenceGuard | None = None,
     ) -> None:
         """``event_types``: the ``ce_type`` values the handler wants (``None``: all); other
-        records are committed past undecoded. ``decode``: shared decoding (see ``Decoder``)."""
+        records are committed past undecoded. ``decode``: shared decoding (see ``Decoder``).
+        ``ordering``: withholds a case's records that arrive before an earlier one of their
+        stream (see ``events.bus.ordering``); callers pass what they polled through
+        ``prepare`` and commit with ``commit_offsets``."""
         self.group = group
+        self.ordering = ordering
         self.registry = registry
         self.policy = policy
         self._dead_letters = dead_letters
@@ -91,6 +97,30 @@ class Deliverer:
         size = self.max_batch or len(messages) or 1
         for start in range(0, len(messages), size):
             yield messages[start : start + size]
+
+    def prepare(self, messages: Sequence[BusMessage]) -> Sequence[BusMessage]:
+        """What to hand to ``deliver`` for ``messages`` just polled: the same, or, with an
+        ordering guard, without the early records and with those an arrival released."""
+        return messages if self.ordering is None else self.ordering.sort(messages)
+
+    def commit_offsets(self, handed: Sequence[BusMessage], done: int) -> dict[int, int]:
+        """Per partition, the offset to commit once the first ``done`` of ``handed`` (what
+        ``prepare`` returned) are done with: one past the last of them, but never past a
+        record still withheld or handed over and not done."""
+        if self.ordering is None:
+            return commit_offsets(handed[:done])
+        offsets: dict[int, int] = {}
+        for message in handed[:done]:
+            offsets[message.partition] = max(offsets.get(message.partition, 0), message.offset + 1)
+        for message in handed[done:]:
+            offsets[message.partition] = min(
+                offsets.get(message.partition, message.offset), message.offset
+            )
+        for partition, offset in list(offsets.items()):
+            limit = self.ordering.commit_limit(partition)
+            if limit is not None and limit < offset:
+                offsets[partition] = limit
+        return offsets
 
     async def deliver(self, messages: Sequence[BusMessage], stop: asyncio.Event) -> int:
         """Handle or dead-letter ``messages`` (each partition's consecutive, in offset order),

@@ -19,6 +19,7 @@ from events.bus.deadletter import DeadLetter
 from events.bus.delivery import Decoder, Deliverer, commit_offsets, decoder_for
 from events.bus.message import BusMessage, as_headers
 from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
+from events.bus.ordering import SequenceGuard
 from events.bus.port import (
     AssignmentListener,
     BatchHandler,
@@ -189,6 +190,7 @@ class InProcessSubscriber(EventSubscriber):
         *,
         on_assignment: AssignmentListener | None = None,
         event_types: frozenset[str] | None = None,
+        ordering: SequenceGuard | None = None,
     ) -> None:
         stop = stop or never_set()
         bus = self._bus
@@ -209,14 +211,20 @@ class InProcessSubscriber(EventSubscriber):
             store,
             event_types=event_types,
             decode=bus._decoder(self._registry),
+            ordering=ordering,
         )
+        if ordering is not None:
+            ordering.forget()  # a new member reads from the committed offsets again
         state.join(member)
         bus._notify()
         try:
             while not stop.is_set():
                 changed = bus._changed
+                held_before = set(member.positions)
                 if state.settle(member):
                     bus._notify()
+                    if ordering is not None:
+                        ordering.forget(held_before - set(member.positions))
                 limit = deliverer.max_batch or self._max_batch
                 messages = member.next_messages(log, limit)
                 if not messages:
@@ -225,11 +233,16 @@ class InProcessSubscriber(EventSubscriber):
                 if len(messages) < limit and self._linger:
                     await asyncio.sleep(self._linger)
                     messages = member.next_messages(log, limit)
-                done = await deliverer.deliver(messages, stop)
-                for partition, offset in commit_offsets(messages[:done]).items():
-                    state.commit(member, partition, offset)
-                if done < len(messages):
+                handed = deliverer.prepare(messages)
+                done = await deliverer.deliver(handed, stop)
+                if done < len(handed):
+                    for partition, offset in deliverer.commit_offsets(handed, done).items():
+                        state.commit(member, partition, offset, offset)
                     break
+                # Withheld records are read past but stay uncommitted (ordering guard).
+                committed = deliverer.commit_offsets(handed, done)
+                for partition, offset in commit_offsets(messages).items():
+                    state.commit(member, partition, offset, committed.get(partition, offset))
         finally:
             state.leave(member)
             bus._notify()
@@ -331,10 +344,12 @@ class _Group:
         member.report()
         return released
 
-    def commit(self, member: _Member, partition: int, offset: int) -> None:
+    def commit(self, member: _Member, partition: int, read_to: int, commit_to: int) -> None:
+        """``member`` read ``partition`` up to ``read_to`` and is done with it up to
+        ``commit_to`` (lower while an ordering guard withholds a record)."""
         if self.holder.get(partition) is member:
-            member.positions[partition] = offset
-            self.committed[partition] = max(self.committed[partition], offset)
+            member.positions[partition] = read_to
+            self.committed[partition] = max(self.committed[partition], commit_to)
 
     def _rebalance(self) -> None:
         count_ = len(self.members)

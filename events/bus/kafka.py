@@ -27,6 +27,7 @@ from events.bus.kafka_clients import close_quietly, describe, new_producer, tran
 from events.bus.kafka_consumer import KafkaGroupMember
 from events.bus.kafka_settings import KafkaSettings
 from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name, dead_letter_topic
+from events.bus.ordering import SequenceGuard
 from events.bus.port import (
     Acknowledgement,
     AssignmentListener,
@@ -334,6 +335,7 @@ class KafkaEventSubscriber(EventSubscriber):
         *,
         on_assignment: AssignmentListener | None = None,
         event_types: frozenset[str] | None = None,
+        ordering: SequenceGuard | None = None,
     ) -> None:
         stop = stop or never_set()
         dead_letter_topic(group)  # a bad group name fails here, not after connecting
@@ -349,6 +351,7 @@ class KafkaEventSubscriber(EventSubscriber):
                 stop=stop,
                 on_assignment=on_assignment,
                 event_types=event_types,
+                ordering=ordering,
             )
             try:
                 if self._create_dead_letter_topic:

@@ -17,11 +17,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from events.bus.deadletter import DeadLetter
-from events.bus.delivery import Deliverer, commit_offsets
+from events.bus.delivery import Deliverer
 from events.bus.kafka_clients import close_quietly, describe, new_producer
 from events.bus.kafka_settings import KafkaSettings
 from events.bus.message import BusMessage, as_headers
 from events.bus.names import dead_letter_topic
+from events.bus.ordering import SequenceGuard
 from events.bus.port import AssignmentListener, BatchHandler, Handler
 from events.bus.retry import RetryPolicy, Stopped, sleep_unless_stopped, until_stopped
 from events.registry import EventRegistry
@@ -43,19 +44,22 @@ class KafkaGroupMember:
         stop: asyncio.Event,
         on_assignment: AssignmentListener | None,
         event_types: frozenset[str] | None = None,
+        ordering: SequenceGuard | None = None,
     ) -> None:
         self._settings = settings
         self._topic = topic
         self._group = group
         self._dead_letter_topic = dead_letter_topic(group)
         self._deliverer = Deliverer(
-            group, handler, registry, retry, self._send, event_types=event_types
+            group, handler, registry, retry, self._send, event_types=event_types, ordering=ordering
         )
+        if ordering is not None:
+            ordering.forget()  # a new member reads from the committed offsets again
         self._stop = stop
         self._batch_lock = asyncio.Lock()
         self._consumer: Any = None
         self._dead_letters: Any = None
-        self._listener = _Rebalance(self._batch_lock, on_assignment)
+        self._listener = _Rebalance(self._batch_lock, on_assignment, ordering)
 
     async def start(self) -> None:
         settings = self._settings
@@ -113,7 +117,9 @@ class KafkaGroupMember:
             for records in polled.values()
             for record in records
         ]
-        partitions = {tp.partition: tp for tp in polled}
+        partitions = {tp.partition: tp for tp in self._consumer.assignment()} | {
+            tp.partition: tp for tp in polled
+        }
         offsets: dict[int, int] = {}
         carry_on = True
         for polled_batch in self._deliverer.batches(messages):
@@ -122,11 +128,13 @@ class KafkaGroupMember:
                 break
             # A partition handed to another member meanwhile is theirs to handle.
             assigned = self._consumer.assignment()
-            batch = [m for m in polled_batch if partitions[m.partition] in assigned]
+            batch = self._deliverer.prepare(
+                [m for m in polled_batch if partitions[m.partition] in assigned]
+            )
             if not batch:
                 continue
             done = await self._deliverer.deliver(batch, self._stop)
-            offsets.update(commit_offsets(batch[:done]))
+            offsets.update(self._deliverer.commit_offsets(batch, done))
             if done < len(batch):
                 carry_on = False
                 break
@@ -185,14 +193,21 @@ class KafkaGroupMember:
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, batch_lock: asyncio.Lock, on_assignment: AssignmentListener | None):
+    def __init__(
+        self,
+        batch_lock: asyncio.Lock,
+        on_assignment: AssignmentListener | None,
+        ordering: SequenceGuard | None,
+    ):
         self._batch_lock = batch_lock
         self._on_assignment = on_assignment
+        self._ordering = ordering
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Wait for the batch in hand: it commits before the partitions move on.
         async with self._batch_lock:
-            pass
+            if self._ordering is not None:
+                self._ordering.forget(tp.partition for tp in revoked)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if self._on_assignment is not None:

@@ -33,9 +33,12 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from events.envelope import RecordedEvent
+
+if TYPE_CHECKING:
+    from events.bus.ordering import SequenceGuard
 
 Handler = Callable[[RecordedEvent], Awaitable[None]]
 """Called once per delivered record. Raise ``RetriableHandlerError`` to have it retried."""
@@ -105,6 +108,7 @@ class EventSubscriber(ABC):
         *,
         on_assignment: AssignmentListener | None = None,
         event_types: frozenset[str] | None = None,
+        ordering: SequenceGuard | None = None,
     ) -> None:
         """Consume as a member of consumer ``group`` until ``stop`` is set.
 
@@ -115,4 +119,8 @@ class EventSubscriber(ABC):
         ``event_types``: the only event types the handler is given (``None``: every type).
         Records of other types (by their ``ce_type`` header) are not even decoded: they are
         committed past as handled, and are never dead letters of this group.
+
+        ``ordering``: a guard that withholds a case's records arriving before an earlier one
+        of their stream until it comes (``events.bus.ordering``); withheld records stay
+        uncommitted. Its ``status()`` reports gaps.
         """

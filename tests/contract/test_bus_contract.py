@@ -12,6 +12,7 @@ import pytest
 
 from events.bus.deadletter import DeadLetterReason
 from events.bus.errors import RetriableHandlerError
+from events.bus.ordering import SequenceGuard
 from events.bus.retry import Backoff, RetryPolicy
 from events.cloudevents import to_kafka_binary
 from events.envelope import RecordedEvent
@@ -626,3 +627,44 @@ async def test_a_record_without_a_type_header_is_still_decoded_and_dead_lettered
     await run_filtered(bus, group, Recorder(), frozenset({NoteWritten.event_type}), [after])
     [letter] = await bus.dead_letters(group)
     assert letter.reason is DeadLetterReason.UNDECODABLE
+
+
+async def test_a_case_event_that_arrives_early_is_held_back_until_the_missing_one_comes(
+    bus: BusHarness,
+) -> None:
+    """Issue 13's safety net, on every bus: a gap in a case's stream (event 3 before event 2)
+    holds the later events back; none of them is dead-lettered for being early, an event
+    type the group skips still counts, and nothing is committed past what is held."""
+    first, missing, early, later = (recorded("c-1", n, n) for n in range(1, 5))
+    skipped = touched("c-1", 5, 5)
+    after = recorded("c-1", 6, 6)
+    other_case = recorded("c-2", 1, 7)
+    group = bus.group()
+    guard = SequenceGuard(group)
+    recorder = BatchRecorder()
+    stop = asyncio.Event()
+    member = asyncio.create_task(
+        bus.subscriber().run(
+            group,
+            recorder,
+            stop,
+            event_types=frozenset({NoteWritten.event_type}),
+            ordering=guard,
+        )
+    )
+    try:
+        await bus.publisher.publish([first, early, later, skipped, after, other_case])
+        await eventually(lambda: recorder.has_all([first, other_case]), "what is in order")
+        await eventually(lambda: guard.status().held == 4, "the early ones held back")
+        assert not recorder.has_all([early])
+        assert guard.status().open_gaps == 1
+
+        await bus.publisher.publish([missing])
+        await eventually(lambda: recorder.has_all([missing, early, later, after]), "the rest")
+        assert guard.status() == replace(guard.status(), held=0, open_gaps=0)
+    finally:
+        stop.set()
+        await member
+    case_1 = [record.sequence for record in recorder.order if record.subject == "c-1"]
+    assert case_1 == [1, 2, 3, 4, 6]
+    assert await bus.dead_letters(group) == []

@@ -1,0 +1,134 @@
+"""SequenceGuard: a case's events in sequence order, early ones withheld (bounded, reported),
+streams spanning cases untouched, and nothing committed past a withheld record."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from events.bus.delivery import Deliverer
+from events.bus.message import BusMessage
+from events.bus.ordering import SequenceGuard, travels_under_one_key
+from events.bus.retry import RetryPolicy
+from tests.support.sample_events import sample_registry
+
+
+def message(
+    stream: str, sequence: int, offset: int, subject: str = "", partition: int = 0
+) -> BusMessage:
+    subject = subject or stream.partition("-")[2]
+    return BusMessage(
+        topic="t",
+        partition=partition,
+        offset=offset,
+        key=subject.encode(),
+        value=b"{}",
+        headers=(
+            ("ce_source", b"casetrail/planning"),
+            ("ce_stream", stream.encode()),
+            ("ce_sequence", str(sequence).zfill(19).encode()),
+            ("ce_subject", subject.encode()),
+        ),
+    )
+
+
+def sequences(messages: list[BusMessage]) -> list[int]:
+    return [int(m.header("ce_sequence") or b"0") for m in messages]
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_one_key_streams_are_a_cases_own() -> None:
+    assert travels_under_one_key("case-42", "42")
+    assert travels_under_one_key("client-7", "7")
+    assert travels_under_one_key("access-42", "42")
+    assert not travels_under_one_key("schedule-7", "42")
+    assert not travels_under_one_key("budget-home-care", "42")
+    assert not travels_under_one_key("schedule-42", "42")  # spans cases whatever its name
+    assert not travels_under_one_key("case-42", "43")
+
+
+def test_early_events_wait_for_the_missing_one_and_repeats_pass() -> None:
+    guard = SequenceGuard()
+    assert sequences(guard.sort([message("case-1", 1, 0), message("case-1", 2, 1)])) == [1, 2]
+    assert guard.sort([message("case-1", 5, 2), message("case-1", 6, 3)]) == []
+    assert guard.commit_limit(0) == 2
+    assert sequences(guard.sort([message("case-1", 3, 4), message("case-1", 4, 5)])) == [
+        3,
+        4,
+        5,
+        6,
+    ]
+    assert guard.commit_limit(0) is None
+    assert sequences(guard.sort([message("case-1", 5, 6)])) == [5]  # a repeat: as it comes
+    assert guard.status().held == 0
+
+
+def test_streams_spanning_cases_are_not_held() -> None:
+    guard = SequenceGuard()
+    spanning = [message("schedule-7", n, n, subject=f"case-{n}") for n in (1, 3, 2)]
+    assert guard.sort(spanning) == spanning
+
+
+def test_a_gap_that_does_not_fill_is_reported_once(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    guard = SequenceGuard("g", report_after=30, clock=clock)
+    guard.sort([message("case-1", 1, 0), message("case-1", 3, 1)])
+    assert guard.status().overdue_gaps == 0
+    clock.now = 31
+    with caplog.at_level(logging.ERROR):
+        status = guard.status()
+        guard.check()
+    assert (status.open_gaps, status.overdue_gaps, status.gaps_reported) == (1, 1, 1)
+    assert not status.healthy
+    assert len([r for r in caplog.records if "misses event 2" in r.message]) == 1
+    guard.sort([message("case-1", 2, 2)])
+    assert guard.status().healthy
+
+
+def test_past_the_bound_the_oldest_gap_is_given_up_in_sequence_order() -> None:
+    guard = SequenceGuard(max_held=2)
+    guard.sort([message("case-1", 1, 0), message("case-2", 1, 1, partition=1)])
+    assert guard.sort([message("case-1", 4, 2), message("case-1", 3, 3)]) == []
+    released = guard.sort([message("case-2", 3, 4, partition=1)])
+    assert sequences(released) == [3, 4]  # case-1's, given up
+    assert guard.status().gaps_given_up == 1
+    assert guard.status().held == 1
+
+
+def test_forgetting_a_partition_drops_what_it_held() -> None:
+    guard = SequenceGuard()
+    guard.sort([message("case-1", 1, 0), message("case-1", 3, 1)])
+    guard.forget([0])
+    assert guard.status().held == 0
+    assert guard.commit_limit(0) is None
+    # Its streams start afresh: the next record read is taken as it comes.
+    assert sequences(guard.sort([message("case-1", 3, 1)])) == [3]
+
+
+def test_nothing_is_committed_past_a_withheld_or_unfinished_record() -> None:
+    async def store(letter: object) -> bool:
+        return True
+
+    guard = SequenceGuard()
+    deliverer = Deliverer("g", _Handler(), sample_registry(), RetryPolicy(), store, ordering=guard)
+    handed = deliverer.prepare(
+        [message("case-1", 1, 10), message("case-1", 3, 11), message("case-2", 1, 12)]
+    )
+    assert sequences(list(handed)) == [1, 1]
+    assert deliverer.commit_offsets(handed, len(handed)) == {0: 11}
+    released = deliverer.prepare([message("case-1", 2, 13)])
+    assert sequences(list(released)) == [2, 3]
+    assert deliverer.commit_offsets(released, 1) == {0: 11}  # 3 handed, not done
+    assert deliverer.commit_offsets(released, 2) == {0: 14}
+
+
+class _Handler:
+    async def handle_batch(self, records: object) -> None:
+        return None
