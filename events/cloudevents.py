@@ -372,9 +372,15 @@ def envelope_json_schema() -> dict[str, Any]:
         "sequence": {
             **counter,
             "description": "Stream version after this event, zero-padded: string order is "
-            "event order within the stream.",
+            "event order within the stream. In a one-key stream (catalog.json, ordering) it "
+            "rises by 1 from one delivered event to the next: a jump is a gap.",
         },
-        "stream": {"type": "string", "minLength": 1, "description": "Event-store stream."},
+        "stream": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Event-store stream of the producing service (source); "
+            "<kind>-<subject> for a one-key stream (catalog.json, ordering).",
+        },
         "schemaversion": {
             "type": "integer",
             "minimum": 1,

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from events.bus.ordering import ONE_KEY_STREAM_KINDS
 from events.catalog.base import SENSITIVE_MARK, CaseEvent
 from events.catalog.examples import example_events, legacy_example_events
 from events.catalog_registry import current_models, legacy_models
@@ -85,10 +86,43 @@ def render() -> dict[str, str]:
             "base_uri": SCHEMA_BASE_URI,
             "envelope": ENVELOPE_FILE,
             "sensitive_mark": SENSITIVE_MARK,
+            "ordering": ORDERING_CONTRACT,
             "events": index,
         }
     )
     return files
+
+
+ORDERING_CONTRACT: dict[str, Any] = {
+    "per_key": (
+        "Events of one producing service (source) with the same key (subject: the case id, "
+        "the client id for client events; the Kafka record key) are delivered in the order "
+        "that service stored them: read a partition in offset order. The same event (same id) "
+        "may be delivered again later; skip ids already seen."
+    ),
+    "one_key_stream_kinds": list(ONE_KEY_STREAM_KINDS),
+    "one_key_streams": (
+        "A stream named <kind>-<subject>, kind in one_key_stream_kinds, holds events of that "
+        "subject only, so all of them travel under one key. Per (source, stream) its "
+        "sequence starts at 1 and rises by exactly 1 from one event to the next in delivery "
+        "order, repeats aside."
+    ),
+    "gap_detection": (
+        "Keep the last sequence seen per (source, stream) of a one-key stream. An event with a "
+        "sequence at or below it is a repeat; one more than one above it is early: a gap. "
+        "Hold it (and the later ones of its stream) until the missing ones arrive, do not "
+        "apply it. A gap is not expected: a producer whose broker refuses a record for good "
+        "parks it with every later event of its case (nothing of that case is published "
+        "after it until an operator retries), so a gap that does not fill within minutes "
+        "means something to report."
+    ),
+    "streams_spanning_cases": (
+        "Other streams (schedule-<client id>, budget-<budget line>) hold events of several "
+        "cases, so several keys and partitions: their sequence orders events within the "
+        "stream, but delivery may interleave them across cases. Deduplicate by id."
+    ),
+}
+"""What a subscriber can rely on about order, and how it tells a gap (catalog.json)."""
 
 
 def write(directory: Path) -> list[str]:
