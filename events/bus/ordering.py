@@ -22,6 +22,8 @@ The relay never lets a later batch of a partition reach the log after an earlier
   stream starts it afresh (order against a gap still open at that moment is not known).
 * Bounded: at most ``max_held`` records are withheld; past that the oldest gap is given up
   (its withheld records are handed over in sequence order, logged as an error and counted).
+  At most ``max_streams`` streams are remembered; the one quiet the longest is forgotten
+  first (its next record starts it afresh).
   A gap open longer than ``report_after`` seconds is reported (log, ``status()``, health).
 """
 
@@ -83,6 +85,7 @@ class SequenceGuard:
         name: str = "consumer",
         *,
         max_held: int = 10_000,
+        max_streams: int = 200_000,
         report_after: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -90,6 +93,7 @@ class SequenceGuard:
             raise ValueError("max_held must be at least 1")
         self._name = name
         self._max_held = max_held
+        self._max_streams = max_streams
         self._report_after = report_after
         self._clock = clock
         self._last: dict[tuple[bytes, bytes], int] = {}
@@ -115,15 +119,27 @@ class SequenceGuard:
                 # A stream's first record seen, or a repeat: as it comes.
                 if last is None:
                     self._last[stream] = sequence
+                    self._remember_at_most(self._max_streams)
                 ordered.append(message)
             elif sequence == last + 1:
                 ordered.append(message)
+                del self._last[stream]  # re-inserted last: the dict runs oldest to newest
                 self._last[stream] = sequence
                 self._release_contiguous(stream, ordered)
             else:
                 self._hold(stream, sequence, message, ordered)
         self.check()
         return ordered
+
+    def _remember_at_most(self, streams: int) -> None:
+        """Forget the streams quiet the longest beyond ``streams`` (their next record starts
+        them afresh), never one with a gap open."""
+        while len(self._last) > streams:
+            quiet = next((s for s in self._last if s not in self._gaps), None)
+            if quiet is None:
+                return
+            del self._last[quiet]
+            self._partition_of.pop(quiet, None)
 
     def commit_limit(self, partition: int) -> int | None:
         """The lowest offset withheld on ``partition``: nothing from it on may be committed."""

@@ -132,3 +132,11 @@ def test_nothing_is_committed_past_a_withheld_or_unfinished_record() -> None:
 class _Handler:
     async def handle_batch(self, records: object) -> None:
         return None
+
+
+def test_it_remembers_a_bounded_number_of_streams_the_quiet_ones_go_first() -> None:
+    guard = SequenceGuard(max_streams=2)
+    guard.sort([message("case-1", 1, 0), message("case-2", 1, 1), message("case-1", 2, 2)])
+    guard.sort([message("case-3", 1, 3)])  # case-2 is the quietest: forgotten
+    assert sequences(guard.sort([message("case-2", 5, 4)])) == [5]  # starts afresh
+    assert guard.sort([message("case-3", 3, 5)]) == []  # still known: a gap
