@@ -144,6 +144,7 @@ class OutboxRelay:
         published. Raises (with the checkpoint where it was) if the bus or store fails."""
         async with self._lock:
             position = await self._start_position()
+            await self._publisher.resume()  # from the checkpoint: what was in flight is given up
             await self._load_parked()
             published = await self._serve_retries()
             if self._isolate_through is not None:
@@ -164,11 +165,17 @@ class OutboxRelay:
                         since = time.monotonic()
                         self._publishing_since = in_flight[0].since if in_flight else since
                         sending = await self._hold_parked_cases(batch)
-                        acknowledged = (
-                            await self._publisher.enqueue(sending)
-                            if sending
-                            else already_acknowledged()
-                        )
+                        try:
+                            acknowledged = (
+                                await self._publisher.enqueue(sending)
+                                if sending
+                                else already_acknowledged()
+                            )
+                        except PublishError:
+                            # Refused because an earlier batch failed: that failure, the
+                            # oldest, is the one to act on (e.g. a record to park).
+                            published += await self._settle(in_flight, everything=True)
+                            raise
                         in_flight.append(
                             _InFlight(batch[-1].position, len(sending), acknowledged, since)
                         )
@@ -271,6 +278,7 @@ class OutboxRelay:
                         if not error.refused:
                             raise
                         await self._park(sending, f"refused by the bus: {error}")
+                        await self._publisher.resume()  # the next record follows the parked one
                     else:
                         published += 1
                 await self._advance(record.position, len(sending))
@@ -334,6 +342,7 @@ class OutboxRelay:
         for key in requested:
             positions = [r.position for r in parked if r.key == key]
             done: list[int] = []
+            await self._publisher.resume()  # a failed retry of another case holds nothing here
             try:
                 for position in positions:
                     await self._publisher.publish(await self._store.read_all(position - 1, 1))

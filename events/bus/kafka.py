@@ -84,6 +84,8 @@ class KafkaEventPublisher(EventPublisher):
         self._lock = asyncio.Lock()
         self._partitions = _Partitions()
         self._lanes = _Lanes()
+        self._halted = False
+        """An acknowledgement failed: nothing more is taken until ``resume``."""
 
     async def start(self) -> None:
         async with self._lock:
@@ -118,6 +120,12 @@ class KafkaEventPublisher(EventPublisher):
         async with self._lock:
             if self._stopped:
                 raise PublishError("the Kafka publisher is stopped")
+            if self._halted:
+                # The caller has not noticed the failure yet: records handed over now would
+                # go to a fresh producer, ahead of the failed ones it will publish again.
+                raise PublishError(
+                    f"an earlier publish on {self._topic!r} failed; publish again from it"
+                )
             if self._producer is not None and self._producer is self._failed:
                 # Records queued behind the failure may still be in it: closing it settles
                 # them before anything is published again, so nothing overtakes them.
@@ -178,6 +186,7 @@ class KafkaEventPublisher(EventPublisher):
             )
             if failure is not None:
                 self._failed = producer
+                self._halted = True
                 acknowledgement.set_exception(self._failure(count, failure))
             elif not waiting:
                 acknowledgement.set_result(None)
@@ -187,6 +196,9 @@ class KafkaEventPublisher(EventPublisher):
         if not sent:
             acknowledgement.set_result(None)
         return acknowledgement
+
+    async def resume(self) -> None:
+        self._halted = False
 
     def _failure(self, count: int, error: BaseException) -> PublishError:
         return PublishError(

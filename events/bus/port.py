@@ -90,12 +90,21 @@ class EventPublisher(ABC):
         without waiting for the bus to acknowledge them: await the result for that.
 
         Once one acknowledgement fails, those of later calls may complete or fail too, but
-        nothing may be taken as published after the failed one. Raises ``PublishError`` at
+        nothing may be taken as published after the failed one, and later calls may be
+        refused until ``resume``. Raises ``PublishError`` at
         once if the records cannot even be handed over. This default publishes before
         returning, for buses that acknowledge at once.
         """
         await self.publish(records)
         return already_acknowledged()
+
+    async def resume(self) -> None:
+        """The caller starts publishing again from its last acknowledged record, giving up
+        on every acknowledgement still pending. After a failed acknowledgement a publisher
+        may refuse (``PublishError``) every ``enqueue`` until this is called, so that
+        records handed over behind a failure, before the caller noticed it, can never
+        overtake the failed ones. This default has nothing to reset."""
+        return None
 
 
 class EventSubscriber(ABC):

@@ -317,6 +317,9 @@ async def test_a_batch_the_broker_refuses_fails_its_publish_and_the_next_starts_
             refused = await publisher.enqueue([too_big])
             with pytest.raises(PublishError, match="did not acknowledge"):
                 await refused
+            with pytest.raises(PublishError, match="publish again from it"):
+                await publisher.publish([after])  # nothing overtakes the failed one...
+            await publisher.resume()  # ...until the caller starts again, as the relay does
             await publisher.publish([after])
         on_topic = await read_topic(settings, topic, 1)
     finally:
