@@ -34,7 +34,7 @@ async def subscribed_groups(
     async def record(
         host: ServiceHost, address: str, registrations: Iterable[Any], names: Iterable[str]
     ) -> Any:
-        groups = [group for group, _handler, _types in host._subscriptions]
+        groups = [group for group, *_ in host._subscriptions]
         await host._close_all()
         raise Composed(groups)
 
