@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 Connection = psycopg.AsyncConnection[Any]
 
+_WHAT = "lock session"
+"""How errors name this storage: "the lock session is unavailable"."""
+
 
 def key_of(name: str) -> int:
     """The advisory-lock key of ``name``."""
@@ -75,7 +78,7 @@ class PostgresLocks(Locks):
                 await self._discard(connection)
                 if reused:
                     continue
-                raise StorageUnavailableError("locks") from error
+                raise StorageUnavailableError(_WHAT) from error
             except BaseException:
                 await self._discard(connection)
                 raise
@@ -144,7 +147,7 @@ class PostgresLocks(Locks):
     async def _connect(self) -> Connection:
         """A new session; ``StorageUnavailableError`` while the database is away, so a command
         waiting for a lock then is answered UNAVAILABLE, like one waiting for the store."""
-        connection = await open_connection(self._dsn, "locks")
+        connection = await open_connection(self._dsn, _WHAT)
         self._open.add(connection)
         return connection
 
@@ -157,6 +160,11 @@ class PostgresLocks(Locks):
         ):
             try:
                 await connection.execute("SELECT pg_advisory_unlock_all()")
+            except psycopg.Error:
+                # The session is gone (a database restart), and its locks with it: what the
+                # section did stands, and the caller hears about that, not about the unlock.
+                await self._discard(connection)
+                return
             except BaseException:
                 await self._discard(connection)
                 raise
