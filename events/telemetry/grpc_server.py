@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from events.telemetry.logs import correlation
+from events.telemetry.logs import correlation, correlation_logged
 from events.telemetry.metrics import Metrics, process_metrics
 from events.telemetry.tracing import TRACEPARENT, server_span, tracing_enabled
 
@@ -93,6 +93,12 @@ def _observed(
 
         async def unary(request: Any, context: Any) -> Any:
             started = time.perf_counter()
+            if not (tracing_enabled() or correlation_logged()):
+                # The common case: counted and timed, nothing else to set up.
+                try:
+                    return await behavior(request, context)
+                finally:
+                    count(context, started)
             try:
                 with (
                     server_span(method, traceparent, **{"rpc.method": name}),

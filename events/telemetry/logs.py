@@ -46,6 +46,14 @@ def current_correlation_id() -> str | None:
     return _correlation.get()
 
 
+_json_logs = False
+
+
+def correlation_logged() -> bool:
+    """Whether log lines carry the correlation id (JSON logs): if not, nobody needs it set."""
+    return _json_logs
+
+
 @functools.cache
 def sensitive_field_names() -> frozenset[str]:
     """Names of the fields any catalog event marks ``x-casetrail-sensitive``."""
@@ -92,6 +100,8 @@ def configure_logging(environ: Mapping[str, str] = os.environ) -> None:
     log_format = environ.get("CASETRAIL_LOG_FORMAT", "text").strip().lower()
     if log_format not in ("text", "json"):
         raise ValueError(f"CASETRAIL_LOG_FORMAT={log_format!r}: use text or json")
+    global _json_logs
+    _json_logs = log_format == "json"
     handler = logging.StreamHandler()
     handler.setFormatter(
         JsonFormatter()
