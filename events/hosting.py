@@ -26,7 +26,7 @@ from events.bus.ordering import SequenceGuard
 from events.bus.port import BatchHandler, EventPublisher, EventSubscriber, Handler
 from events.catalog_registry import default_registry
 from events.checkpoints import CheckpointStore
-from events.grpc_platform.server import Registration, create_server
+from events.grpc_platform.server import Registration, create_health_server, create_server
 from events.health import watch_storage
 from events.identity.tls import ServerTls
 from events.identity.verifier import TokenVerifier
@@ -74,6 +74,9 @@ class Infrastructure:
     """Seconds between signed checkpoints of a service's ledger (when it has grown)."""
     ledger_signer: Callable[[str], CheckpointSigner] | None = None
     """The key port for a log's origin; ``None``: a key file generated in the data dir."""
+    health_address: str | None = None
+    """Where a service also answers grpc.health.v1 alone, in plaintext (``None``: nowhere):
+    with ``tls`` on the gRPC port, Kubernetes' gRPC probes need it (one service per process)."""
 
     @classmethod
     def embedded(
@@ -357,12 +360,21 @@ class ServiceHost:
                     guards, health_servicer, f"casetrail.{self.service}.ordering", self._stop
                 )
             )
+        health_server = None
+        if self.infra.health_address is not None:
+            health_server, health_port = await create_health_server(
+                self.infra.health_address, health_servicer
+            )
+            await health_server.start()
+            log.info("%s answers health probes in plaintext on port %d", self.service, health_port)
         await server.start()
         log.info("%s serving on port %d", self.service, port)
 
         async def stop() -> None:
             await health_servicer.enter_graceful_shutdown()
             await server.stop(SERVER_STOP_GRACE_SECONDS)
+            if health_server is not None:
+                await health_server.stop(None)
             self._stop.set()
             await self._join_tasks()
             await self._close_all()

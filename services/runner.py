@@ -18,6 +18,7 @@ import json
 import os
 import signal
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +135,10 @@ async def _serve(
     development_issuer: DevelopmentIssuer | None,
 ) -> None:
     infra = ledger_settings(infra, os.environ)
+    if options.health_port:
+        if len(names) != 1:
+            raise SystemExit("--health-port needs exactly one --service (one health port each)")
+        infra = replace(infra, health_address=f"{options.host}:{options.health_port}")
     running = await start_services(infra, names, options.host, ports)
     tune_gc()
     addresses = {service.name: f"{options.host}:{service.port}" for service in running}
@@ -248,6 +253,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--metrics-address",
         default=os.environ.get("CASETRAIL_METRICS_ADDRESS", ""),
         help="host:port for Prometheus metrics, or off (default: first gRPC port + 100)",
+    )
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=int(os.environ.get("CASETRAIL_HEALTH_PORT") or 0),
+        help="also answer grpc.health.v1 alone, in plaintext, on this port (Kubernetes' gRPC"
+        " probes, when the gRPC port speaks TLS; one --service only)",
     )
     parser.add_argument("--tls-cert", help="server certificate chain, PEM (default: env)")
     parser.add_argument("--tls-key", help="server private key, PEM")

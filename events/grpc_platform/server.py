@@ -84,6 +84,20 @@ async def create_server(
     return server, port, health_servicer
 
 
+async def create_health_server(
+    address: str, health_servicer: health.aio.HealthServicer
+) -> tuple[grpc.aio.Server, int]:
+    """A plaintext server answering only grpc.health.v1 from ``health_servicer``, bound to
+    ``address``: kubelet's gRPC probes cannot speak TLS, so a TLS service also answers them
+    here. It discloses nothing but the health statuses, and needs no token."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind the health server to {address}")
+    return server, port
+
+
 async def serve_until_signalled(
     server: grpc.aio.Server,
     health_servicer: health.aio.HealthServicer,

@@ -57,7 +57,7 @@ def test_services_are_probed_with_the_grpc_health_service(rendered: Rendered) ->
         production = "production" in rendered.profile
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             # With TLS on the API port, kubelet (plaintext gRPC probes) asks the health port.
-            assert main[probe]["grpc"]["port"] == (port + 100 if production else port), probe
+            assert main[probe]["grpc"]["port"] == (port + 200 if production else port), probe
             assert "service" not in main[probe]["grpc"]  # the server's overall health
 
 

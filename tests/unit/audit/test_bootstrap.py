@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
@@ -90,3 +92,31 @@ def _at(days: int) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(T0 + days * DAY)
     return stamp
+
+
+async def test_a_health_port_answers_probes_in_plaintext_and_nothing_else(
+    tmp_path: Path, issuer: TestIssuer
+) -> None:
+    """With ``health_address`` (CASETRAIL_HEALTH_PORT) the service also answers grpc.health.v1
+    alone on a plaintext port, as Kubernetes' gRPC probes need when the main port speaks TLS."""
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        health_port = probe_socket.getsockname()[1]
+    infra = replace(
+        Infrastructure.embedded(tmp_path, verifier=issuer.verifier()),
+        health_address=f"127.0.0.1:{health_port}",
+    )
+    service = await start(infra)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{health_port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            answer = await health.Check(
+                health_pb2.HealthCheckRequest(service="casetrail.audit.v1.Audit")
+            )
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+            stub = audit_pb2_grpc.AuditStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.GetTimeline(audit_pb2.GetTimelineRequest(case_id=CASE))
+            assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await service.stop()
