@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from events.ledger.keys import CheckpointSigner, FileSigner
-from events.ledger.log import LedgerLog
+from events.ledger.log import LedgerLog, LedgerTampered
 from events.ledger.note import origin_of
 from events.ledger.port import LedgerStore, StoredCheckpoint
 
@@ -78,17 +78,34 @@ async def run_ledger(
     stop: asyncio.Event,
     *,
     sign_every: float,
+    retry_after: float = 5.0,
 ) -> None:
-    """Follow ``store`` and sign until ``stop``; NOT_SERVING while the ledger is stopped by a
-    store that no longer matches it (the service itself keeps serving)."""
+    """Follow ``store`` and sign until ``stop``; NOT_SERVING while the ledger is stopped (the
+    service itself keeps serving): SERVING again once it follows the store again after an
+    outage (a database restart), but never after it found the store no longer matching it
+    (``LedgerTampered``: an operator must look)."""
     from grpc_health.v1 import health_pb2
 
     await health_servicer.set(health_name, health_pb2.HealthCheckResponse.SERVING)
+    tampered = False
 
     async def stopped(error: Exception) -> None:
+        nonlocal tampered
+        tampered = tampered or isinstance(error, LedgerTampered)
         await health_servicer.set(health_name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    await ledger.run(store.wait_for_append, stop, sign_every=sign_every, on_error=stopped)
+    async def resumed() -> None:
+        if not tampered:
+            await health_servicer.set(health_name, health_pb2.HealthCheckResponse.SERVING)
+
+    await ledger.run(
+        store.wait_for_append,
+        stop,
+        sign_every=sign_every,
+        on_error=stopped,
+        on_resumed=resumed,
+        retry_after=retry_after,
+    )
     with contextlib.suppress(Exception):
         await ledger.sign()  # a last checkpoint of everything stored before stopping
 

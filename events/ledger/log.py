@@ -187,11 +187,16 @@ class LedgerLog:
         sign_every: float = 60.0,
         linger: float = 0.05,
         on_error: Callable[[Exception], Awaitable[None]] | None = None,
+        on_resumed: Callable[[], Awaitable[None]] | None = None,
+        retry_after: float = 5.0,
     ) -> None:
         """Follow the event store until ``stop``: hash new events as they arrive and sign a
-        checkpoint every ``sign_every`` seconds when the tree has grown."""
+        checkpoint every ``sign_every`` seconds when the tree has grown. After a failure
+        (``on_error``) it tries again every ``retry_after`` seconds, and calls ``on_resumed``
+        when a later round succeeds."""
         loop = asyncio.get_running_loop()
         next_signature = loop.time()
+        failing = False
         while not stop.is_set():
             try:
                 size = await self.catch_up()
@@ -200,11 +205,17 @@ class LedgerLog:
                     next_signature = loop.time() + sign_every
             except Exception as error:
                 log.error("%s: ledger stopped: %s", self.origin, error)
+                failing = True
                 if on_error is not None:
                     await on_error(error)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 5.0)
+                    await asyncio.wait_for(stop.wait(), retry_after)
                 continue
+            if failing:
+                failing = False
+                log.info("%s: ledger follows the store again", self.origin)
+                if on_resumed is not None:
+                    await on_resumed()
             wait = max(0.0, min(1.0, next_signature - loop.time()))
             waiting = asyncio.ensure_future(wait_for_append(size, wait))
             stopping = asyncio.ensure_future(stop.wait())

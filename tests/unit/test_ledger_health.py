@@ -1,0 +1,108 @@
+"""The ledger's own health entry: NOT_SERVING while the ledger cannot follow its store, SERVING
+again once it does (a database restart), but never again after a tamper finding."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from grpc_health.v1 import health, health_pb2
+
+from events.ledger.hosting import run_ledger
+from events.ledger.keys import FileSigner
+from events.ledger.log import LedgerLog, LedgerTampered
+from events.ledger.note import origin_of
+from events.ledger.sqlite import SqliteLedgerStore
+from events.store.sqlite import SqliteEventStore
+from tests.support.sample_events import sample_registry
+from tests.support.waiting import eventually
+
+NAME = "casetrail.test.ledger"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class ScriptedLedger(LedgerLog):
+    """A ledger whose next catch-up fails with ``failure`` (``None``: succeeds)."""
+
+    failure: Exception | None = None
+
+    async def catch_up(self) -> int:
+        if self.failure is not None:
+            raise self.failure
+        return 0
+
+
+def reports(
+    servicer: health.aio.HealthServicer, wanted: int
+) -> Callable[[], Awaitable[int | None]]:
+    async def probe() -> int | None:
+        response = await servicer.Check(health_pb2.HealthCheckRequest(service=NAME), None)
+        status: int = response.status
+        return status if status == wanted else None
+
+    return probe
+
+
+async def follow_with_health(tmp_path: Path, failures: list[Exception | None]) -> list[int]:
+    """Run the ledger through ``failures`` in turn; the health status seen after each."""
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    ledger_store = await SqliteLedgerStore.open(tmp_path / "ledger.db", tmp_path / "events.db")
+    signer = FileSigner(origin_of("test-agency", "test"), tmp_path / "keys" / "test.key")
+    ledger = ScriptedLedger(ledger_store, signer)
+    servicer = health.aio.HealthServicer()
+    await servicer.set(NAME, health_pb2.HealthCheckResponse.UNKNOWN)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_ledger(ledger, store, servicer, NAME, stop, sign_every=60.0, retry_after=0.01)
+    )
+    seen = []
+    try:
+        for failure in failures:
+            ledger.failure = failure
+            wanted = SERVING if failure is None else NOT_SERVING
+            await eventually(reports(servicer, wanted), f"ledger health {wanted}")
+            # a few more rounds: the status stays what it became
+            await asyncio.sleep(0.1)
+            response = await servicer.Check(health_pb2.HealthCheckRequest(service=NAME), None)
+            seen.append(response.status)
+    finally:
+        stop.set()
+        await task
+        await ledger_store.close()
+        await store.close()
+    return seen
+
+
+async def test_the_ledger_is_serving_again_once_it_follows_the_store_again(
+    tmp_path: Path,
+) -> None:
+    outage = ConnectionError("the database is restarting")
+    seen = await follow_with_health(tmp_path, [None, outage, None, outage, None])
+    assert seen == [SERVING, NOT_SERVING, SERVING, NOT_SERVING, SERVING]
+
+
+async def test_a_tamper_finding_keeps_the_ledger_not_serving(tmp_path: Path) -> None:
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    ledger_store = await SqliteLedgerStore.open(tmp_path / "ledger.db", tmp_path / "events.db")
+    signer = FileSigner(origin_of("test-agency", "test"), tmp_path / "keys" / "test.key")
+    ledger = ScriptedLedger(ledger_store, signer)
+    servicer = health.aio.HealthServicer()
+    await servicer.set(NAME, health_pb2.HealthCheckResponse.UNKNOWN)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_ledger(ledger, store, servicer, NAME, stop, sign_every=60.0, retry_after=0.01)
+    )
+    try:
+        await eventually(reports(servicer, SERVING), "ledger serving")
+        ledger.failure = LedgerTampered("event 3 changed", position=3)
+        await eventually(reports(servicer, NOT_SERVING), "ledger not serving")
+        ledger.failure = None  # rounds succeed again, yet the finding stands
+        await asyncio.sleep(0.2)
+        assert await reports(servicer, NOT_SERVING)() == NOT_SERVING
+    finally:
+        stop.set()
+        await task
+        await ledger_store.close()
+        await store.close()
