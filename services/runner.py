@@ -35,6 +35,7 @@ from events.ledger.hosting import ledger_settings
 from events.telemetry.logs import configure_logging
 from events.telemetry.metrics import serve_metrics
 from events.telemetry.tracing import configure_tracing
+from services.startup import postgres_name, start_when_reachable, unreachable
 
 if TYPE_CHECKING:
     from services.console.server import RunningConsole
@@ -96,7 +97,6 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
                 " (it never starts a development issuer)"
             )
         kafka = KafkaSettings.from_env()
-        await ensure_topics(kafka, TopicSettings(case_events_topic=options.topic))
         infra = Infrastructure.distributed(
             data_dir,
             os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN),
@@ -139,7 +139,18 @@ async def _serve(
         if len(names) != 1:
             raise SystemExit("--health-port needs exactly one --service (one health port each)")
         infra = replace(infra, health_address=f"{options.host}:{options.health_port}")
-    running = await start_services(infra, names, options.host, ports)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if infra.kafka is not None:
+        started = await start_distributed(options, infra, names, ports, stop)
+        if started is None:
+            print("stopped before serving", flush=True)
+            return
+        running = started
+    else:
+        running = await start_services(infra, names, options.host, ports)
     tune_gc()
     addresses = {service.name: f"{options.host}:{service.port}" for service in running}
     if options.backend == "embedded":
@@ -163,10 +174,6 @@ async def _serve(
             "  get a token: casetrail login --user USER --role ROLE",
             flush=True,
         )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     print("stopping...", flush=True)
     if console is not None:
@@ -174,6 +181,34 @@ async def _serve(
     await stop_services(running)
     if metrics_server is not None:
         metrics_server.shutdown()
+
+
+async def start_distributed(
+    options: argparse.Namespace,
+    infra: Infrastructure,
+    names: Sequence[str],
+    ports: dict[str, int],
+    stop: asyncio.Event,
+) -> list[RunningService] | None:
+    """Create the topics and start the services, retrying while PostgreSQL or Kafka is out of
+    reach (services/startup.py); ``None`` when stopped before that."""
+    assert infra.kafka is not None
+    assert infra.postgres_dsn is not None
+    kafka = infra.kafka
+    postgres = postgres_name(infra.postgres_dsn)
+    kafka_name = f"Kafka at {kafka.bootstrap_servers}"
+
+    async def attempt() -> list[RunningService]:
+        await ensure_topics(kafka, TopicSettings(case_events_topic=options.topic))
+        return await start_services(infra, names, options.host, ports)
+
+    return await start_when_reachable(
+        attempt,
+        lambda error: unreachable(error, postgres, kafka_name),
+        stop,
+        what=", ".join(names),
+        health_address=infra.health_address,
+    )
 
 
 def start_metrics(options: argparse.Namespace, names: Sequence[str], ports: dict[str, int]) -> Any:
