@@ -19,6 +19,7 @@ from pathlib import Path
 
 import psycopg
 
+from events.errors import StorageUnavailableError
 from events.hosting import Infrastructure, open_event_store, open_read_models
 from services.runner import DEFAULT_PG_DSN, SERVICES
 
@@ -50,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(
             migrate(os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN), options.service or SERVICES)
         )
-    except psycopg.OperationalError as error:
+    except (psycopg.OperationalError, StorageUnavailableError) as error:
         # The database may not be up yet; the Job retries. One line, no stack trace.
         log.error("cannot reach PostgreSQL: %s", str(error).strip().splitlines()[0])
         return 1

@@ -58,7 +58,9 @@ listen_addresses = '$PG_HOST'
 port = $PG_PORT
 # TCP only: no socket file to collide with another cluster or a system one.
 unix_socket_directories = ''
-max_connections = 200
+# The replica test runs twelve service processes, each with sessions for its store, read
+# models, ledger, locks and follower: 200 ran out ("too many clients") under load.
+max_connections = 500
 
 # Durable commits, as in production: the benchmarks measure them.
 fsync = on
