@@ -333,10 +333,11 @@ class Commands:
             for _ in range(channels)
         ]
         self._intake = [
-            intake_pb2_grpc.IntakeStub(channel) for channel in self._channels[:channels]
+            intake_pb2_grpc.IntakeServiceStub(channel) for channel in self._channels[:channels]
         ]
         self._coordination = [
-            coordination_pb2_grpc.CoordinationStub(channel) for channel in self._channels[channels:]
+            coordination_pb2_grpc.CoordinationServiceStub(channel)
+            for channel in self._channels[channels:]
         ]
         # Planning only when it is served (the reference serves intake alone).
         planning = [
@@ -344,7 +345,7 @@ class Commands:
             for _ in range(channels if "planning" in addresses else 0)
         ]
         self._channels += planning
-        self._planning = [planning_pb2_grpc.PlanningStub(channel) for channel in planning]
+        self._planning = [planning_pb2_grpc.PlanningServiceStub(channel) for channel in planning]
         self._numbers = itertools.count()
         self.clients: list[str] = []
         self.cases: list[str] = []
@@ -967,10 +968,10 @@ async def serve_empty() -> None:
     from services.runner import tune_gc
 
     servicer = empty_intake()
-    names = [intake_pb2.DESCRIPTOR.services_by_name["Intake"].full_name]
+    names = [intake_pb2.DESCRIPTOR.services_by_name["IntakeService"].full_name]
     server, port, health_servicer = await create_server(
         "127.0.0.1:0",
-        [partial(intake_pb2_grpc.add_IntakeServicer_to_server, servicer)],
+        [partial(intake_pb2_grpc.add_IntakeServiceServicer_to_server, servicer)],
         names,
         verifier=_verifier(),
     )
@@ -981,7 +982,7 @@ async def serve_empty() -> None:
     await serve_until_signalled(server, health_servicer)
 
 
-def empty_intake() -> intake_pb2_grpc.IntakeServicer:
+def empty_intake() -> intake_pb2_grpc.IntakeServiceServicer:
     """An Intake servicer whose OpenCase and RegisterClient return a constant answer.
 
     Built in a function so that the orchestrator and the load generator, which never serve,
@@ -997,7 +998,7 @@ def empty_intake() -> intake_pb2_grpc.IntakeServicer:
         client_id=EMPTY_CLIENT_ID, version=1, event_ids=[EMPTY_EVENT_ID]
     )
 
-    class EmptyIntake(intake_pb2_grpc.IntakeServicer):
+    class EmptyIntake(intake_pb2_grpc.IntakeServiceServicer):
         @override
         @refusals_as_status
         async def RegisterClient(

@@ -105,7 +105,7 @@ async def load(seconds: float, run: str) -> tuple[int, int, list[float]]:
     channels = [
         grpc.aio.insecure_channel(f"127.0.0.1:{PORT}", options=options) for _ in range(CHANNELS)
     ]
-    stubs = [intake_pb2_grpc.IntakeStub(channel) for channel in channels]
+    stubs = [intake_pb2_grpc.IntakeServiceStub(channel) for channel in channels]
     metadata = (("authorization", f"Bearer {BENCH_TOKENS['rcp-bench']}"),)
     counter = iter(range(10**9))
     ok = failed = 0

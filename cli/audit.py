@@ -56,12 +56,12 @@ def moment(text: str) -> datetime:
 
 
 @asynccontextmanager
-async def _audit(options: argparse.Namespace) -> AsyncIterator[audit_pb2_grpc.AuditStub]:
+async def _audit(options: argparse.Namespace) -> AsyncIterator[audit_pb2_grpc.AuditServiceStub]:
     address = options.audit or load_addresses(Path(options.data_dir)).get("audit")
     if not address:
         raise SystemExit("no address for audit: pass --audit HOST:PORT")
     async with channel(address, ClientTls.from_env()) as opened:
-        yield audit_pb2_grpc.AuditStub(opened)
+        yield audit_pb2_grpc.AuditServiceStub(opened)
 
 
 def _credentials(options: argparse.Namespace) -> tuple[tuple[str, str], ...]:

@@ -38,7 +38,7 @@ def compact(text: str, clock: Clock = iso_minute) -> str:
     return _HEX_ID.sub(lambda found: found.group()[:8], text)
 
 
-def case_view_lines(view: planning_pb2.CaseView, clock: Clock = iso_minute) -> list[str]:
+def case_view_lines(view: planning_pb2.GetCaseViewResponse, clock: Clock = iso_minute) -> list[str]:
     closed = f" ({view.closure_reason})" if view.closure_reason else ""
     lines = [f"case {short(view.case_id)}  client {short(view.client_id)}"]
     lines.append(f"  status {view.status}{closed}, stage {view.stage}")

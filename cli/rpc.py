@@ -51,10 +51,10 @@ def load_addresses(data_dir: Path) -> dict[str, str]:
 class Stubs:
     """The four services' stubs, every call carrying one caller's bearer token."""
 
-    intake: intake_pb2_grpc.IntakeStub
-    coordination: coordination_pb2_grpc.CoordinationStub
-    planning: planning_pb2_grpc.PlanningStub
-    audit: audit_pb2_grpc.AuditStub
+    intake: intake_pb2_grpc.IntakeServiceStub
+    coordination: coordination_pb2_grpc.CoordinationServiceStub
+    planning: planning_pb2_grpc.PlanningServiceStub
+    audit: audit_pb2_grpc.AuditServiceStub
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,10 @@ class Connection:
                 name: _WithMetadata(channel, metadata) for name, channel in self._channels.items()
             }
             stubs = Stubs(
-                intake_pb2_grpc.IntakeStub(channels["intake"]),
-                coordination_pb2_grpc.CoordinationStub(channels["coordination"]),
-                planning_pb2_grpc.PlanningStub(channels["planning"]),
-                audit_pb2_grpc.AuditStub(channels["audit"]),
+                intake_pb2_grpc.IntakeServiceStub(channels["intake"]),
+                coordination_pb2_grpc.CoordinationServiceStub(channels["coordination"]),
+                planning_pb2_grpc.PlanningServiceStub(channels["planning"]),
+                audit_pb2_grpc.AuditServiceStub(channels["audit"]),
             )
             self._stubs[person] = stubs
         return stubs

@@ -38,7 +38,7 @@ class WalkResult:
     schedule_conflict: Refusal | None = None
     reservation: co.ReserveBudgetResponse | None = None
     closure_refusal: Refusal | None = None
-    case_view: pl.CaseView | None = None
+    case_view: pl.GetCaseViewResponse | None = None
     activities: list[audit_pb2.Activity] = field(default_factory=list)
     timeline: list[audit_pb2.TimelineEntry] = field(default_factory=list)
 
@@ -97,7 +97,9 @@ class Walk:
     def show(self, moment: datetime) -> str:
         return self.story.show(moment)
 
-    async def view(self, ready: Callable[[pl.CaseView], bool], what: str) -> pl.CaseView:
+    async def view(
+        self, ready: Callable[[pl.GetCaseViewResponse], bool], what: str
+    ) -> pl.GetCaseViewResponse:
         """Planning's case view once it shows what was just done elsewhere."""
         request = pl.GetCaseViewRequest(context=query("coordination"), case_id=self.case_id)
         return await eventually(

@@ -33,7 +33,8 @@ from events.telemetry.grpc_server import TelemetryInterceptor
 log = logging.getLogger(__name__)
 
 Registration = Callable[[grpc.aio.Server], None]
-"""Adds one servicer to a server, e.g. ``lambda s: add_IntakeServicer_to_server(servicer, s)``."""
+"""Adds one servicer to a server,
+e.g. ``lambda s: add_IntakeServiceServicer_to_server(servicer, s)``."""
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 """The ``context`` parameter of every servicer method."""

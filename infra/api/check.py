@@ -1,12 +1,11 @@
 """The API contract checks of ``make api-check``.
 
 * ``asyncapi validate`` on events/asyncapi.yaml (generated from the event catalog);
-* ``buf lint`` (STANDARD rules) on protos/: findings are listed; they fail the check only
-  with ``--strict-lint`` (see the README: the renames that clear them are pending);
+* ``buf lint`` (STANDARD rules) on protos/: any finding fails the check;
 * ``buf breaking`` of protos/ against the same directory at ``--against`` (default: the
   previous commit), minus the intended breaks listed in protos/accepted-breaks.yaml.
 
-Usage: ``python infra/api/check.py --tools DIR [--against REF] [--strict-lint]`` where DIR
+Usage: ``python infra/api/check.py --tools DIR [--against REF]`` where DIR
 holds node_modules/.bin/{buf,asyncapi} (infra/api/install.sh).
 """
 
@@ -125,16 +124,15 @@ def check_asyncapi(tools: Path) -> bool:
     return True
 
 
-def check_lint(buf: Path, strict: bool) -> bool:
+def check_lint(buf: Path) -> bool:
     findings = buf_findings(buf, "lint", PROTOS)
     if not findings:
         print("buf lint (STANDARD): clean")
         return True
-    verdict = "FAILED" if strict else "reported, not failing (pending renames; see README)"
-    print(f"buf lint (STANDARD): {len(findings)} findings, {verdict}")
+    print(f"buf lint (STANDARD): {len(findings)} findings, FAILED")
     for finding in findings:
         print(f"  {finding}")
-    return not strict
+    return False
 
 
 def check_breaking(buf: Path, against: str) -> bool:
@@ -160,12 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="infra/api/check.py", description=__doc__)
     parser.add_argument("--tools", type=Path, required=True, help="node_modules/.bin")
     parser.add_argument("--against", default="HEAD~1")
-    parser.add_argument("--strict-lint", action="store_true")
     arguments = parser.parse_args(argv)
     buf = arguments.tools / "buf"
     results = [
         check_asyncapi(arguments.tools),
-        check_lint(buf, arguments.strict_lint),
+        check_lint(buf),
         check_breaking(buf, arguments.against),
     ]
     return 0 if all(results) else 1

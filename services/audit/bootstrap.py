@@ -56,6 +56,6 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     host.run_alongside(witness)
 
     def register(server: grpc.aio.Server) -> None:
-        audit_pb2_grpc.add_AuditServicer_to_server(servicer, server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server)
 
     return await host.start(address, [register], [SERVICE_NAME])

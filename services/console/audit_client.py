@@ -37,7 +37,7 @@ class Caller:
 
 class AuditClient:
     def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._stub = audit_pb2_grpc.AuditStub(channel)
+        self._stub = audit_pb2_grpc.AuditServiceStub(channel)
 
     async def timeline(
         self,

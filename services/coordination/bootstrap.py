@@ -32,6 +32,6 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     servicer = CoordinationServicer(deps, access)
 
     def register(server: grpc.aio.Server) -> None:
-        coordination_pb2_grpc.add_CoordinationServicer_to_server(servicer, server)
+        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server(servicer, server)
 
     return await host.start(address, [register], [SERVICE_NAME])

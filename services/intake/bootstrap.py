@@ -27,6 +27,6 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     )
 
     def register(server: grpc.aio.Server) -> None:
-        intake_pb2_grpc.add_IntakeServicer_to_server(servicer, server)
+        intake_pb2_grpc.add_IntakeServiceServicer_to_server(servicer, server)
 
     return await host.start(address, [register], [SERVICE_NAME])

@@ -21,6 +21,6 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     servicer = PlanningServicer(Dependencies(host.store, CaseViews(host.read_models)), access)
 
     def register(server: grpc.aio.Server) -> None:
-        planning_pb2_grpc.add_PlanningServicer_to_server(servicer, server)
+        planning_pb2_grpc.add_PlanningServiceServicer_to_server(servicer, server)
 
     return await host.start(address, [register], [SERVICE_NAME])

@@ -172,16 +172,16 @@ async def test_implausible_moments_are_refused(casetrail: Casetrail) -> None:
 
 async def test_invalid_utf8_is_invalid_argument_naming_the_field(casetrail: Casetrail) -> None:
     requests = {
-        "/casetrail.intake.v1.Intake/GetCase": intake_pb2.GetCaseRequest(
+        "/casetrail.intake.v1.IntakeService/GetCase": intake_pb2.GetCaseRequest(
             context=query("direct_care"), case_id="MARK"
         ),
-        "/casetrail.coordination.v1.Coordination/GetCaseCoordination": (
+        "/casetrail.coordination.v1.CoordinationService/GetCaseCoordination": (
             co.GetCaseCoordinationRequest(context=query("coordination"), case_id="MARK")
         ),
-        "/casetrail.planning.v1.Planning/LogContact": pl.LogContactRequest(
+        "/casetrail.planning.v1.PlanningService/LogContact": pl.LogContactRequest(
             context=command(key()), case_id="c", summary="MARK"
         ),
-        "/casetrail.audit.v1.Audit/GetTimeline": audit_pb2.GetTimelineRequest(
+        "/casetrail.audit.v1.AuditService/GetTimeline": audit_pb2.GetTimelineRequest(
             context=query("confidentiality_review"), case_id="MARK"
         ),
     }

@@ -52,10 +52,10 @@ COORDINATOR = Person("coord-faults", "coordinator")
 """Acts on and views any case (a social worker only those assigned to them)."""
 AUDITOR = Person("aud-faults", "auditor")
 _STUBS = {
-    "intake": intake_pb2_grpc.IntakeStub,
-    "coordination": coordination_pb2_grpc.CoordinationStub,
-    "planning": planning_pb2_grpc.PlanningStub,
-    "audit": audit_pb2_grpc.AuditStub,
+    "intake": intake_pb2_grpc.IntakeServiceStub,
+    "coordination": coordination_pb2_grpc.CoordinationServiceStub,
+    "planning": planning_pb2_grpc.PlanningServiceStub,
+    "audit": audit_pb2_grpc.AuditServiceStub,
 }
 
 

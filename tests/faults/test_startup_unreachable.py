@@ -111,7 +111,7 @@ async def test_a_service_started_without_postgres_waits_and_serves_once_it_is_ba
 
             await wait_for(serving, "SERVING on the health port")
             async with grpc.aio.insecure_channel(address) as channel:
-                response = await intake_pb2_grpc.IntakeStub(channel).RegisterClient(
+                response = await intake_pb2_grpc.IntakeServiceStub(channel).RegisterClient(
                     intake_pb2.RegisterClientRequest(
                         context=common_pb2.CommandContext(idempotency_key="startup-retry-1"),
                         name=intake_pb2.PersonName(given_names="Late", family_name="Start"),

@@ -81,7 +81,7 @@ async def test_one_trace_spans_the_command_and_the_projection_it_caused(tmp_path
         issuer.stop()
 
     ours = [s for s in finished if format(s.context.trace_id, "032x") == trace_id]
-    command_spans = [s for s in ours if s.name == "/casetrail.intake.v1.Intake/OpenCase"]
+    command_spans = [s for s in ours if s.name == "/casetrail.intake.v1.IntakeService/OpenCase"]
     assert len(command_spans) == 1, [s.name for s in ours]
     opened_span = command_spans[0]
     assert opened_span.parent is not None

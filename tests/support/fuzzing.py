@@ -76,7 +76,7 @@ class Rpc:
     service: str
     """intake, coordination, planning or audit (its address key and data directory)."""
     path: str
-    """``/casetrail.intake.v1.Intake/GetCase``."""
+    """``/casetrail.intake.v1.IntakeService/GetCase``."""
     request_type: type[Message]
     streaming: bool
 

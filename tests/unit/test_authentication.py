@@ -208,7 +208,7 @@ async def test_a_good_token_names_the_actor_of_every_event(
     running: dict[str, str], issuer: TestIssuer, tmp_path: Path
 ) -> None:
     async with grpc.aio.insecure_channel(running["intake"]) as channel:
-        intake = intake_pb2_grpc.IntakeStub(channel)
+        intake = intake_pb2_grpc.IntakeServiceStub(channel)
         token = issuer.mint("rita.receptionist", "receptionist")
         registered = await intake.RegisterClient(
             intake_pb2.RegisterClientRequest(

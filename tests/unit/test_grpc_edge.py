@@ -192,7 +192,7 @@ def test_a_rule_with_huge_details_stays_bounded() -> None:
 # --- through a real server ------------------------------------------------------------------
 
 
-class _Intake(intake_pb2_grpc.IntakeServicer):
+class _Intake(intake_pb2_grpc.IntakeServiceServicer):
     @refusals_as_status
     async def GetCase(  # noqa: N802 (the RPC's name)
         self, request: intake_pb2.GetCaseRequest, context: Context
@@ -206,8 +206,8 @@ def _with_intake(issuer: TestIssuer) -> AbstractAsyncContextManager[Any]:
     """A server whose only method is ``_Intake.GetCase`` (the others are gRPC's UNIMPLEMENTED)."""
     servicer = _Intake()  # type: ignore[abstract]
     return serving(
-        lambda server: intake_pb2_grpc.add_IntakeServicer_to_server(servicer, server),
-        "casetrail.intake.v1.Intake",
+        lambda server: intake_pb2_grpc.add_IntakeServiceServicer_to_server(servicer, server),
+        "casetrail.intake.v1.IntakeService",
         issuer,
     )
 
@@ -226,7 +226,7 @@ async def test_an_unexpected_exception_is_internal_with_a_reference_and_no_text(
     caplog: pytest.LogCaptureFixture, issuer: TestIssuer
 ) -> None:
     async with _with_intake(issuer) as channel:
-        stub = intake_pb2_grpc.IntakeStub(channel)
+        stub = intake_pb2_grpc.IntakeServiceStub(channel)
         with caplog.at_level(logging.ERROR):
             code, status = await refusal(stub.GetCase(_get_case("crash"), metadata=token(issuer)))
 
@@ -244,7 +244,7 @@ async def test_invalid_utf8_is_invalid_argument_naming_the_field(issuer: TestIss
     data = _get_case("ABC").SerializeToString().replace(b"ABC", b"A\xffC")
     async with _with_intake(issuer) as channel:
         raw = channel.unary_unary(
-            "/casetrail.intake.v1.Intake/GetCase",
+            "/casetrail.intake.v1.IntakeService/GetCase",
             request_serializer=lambda b: b,
             response_deserializer=lambda b: b,
         )
@@ -260,7 +260,7 @@ async def test_invalid_utf8_is_invalid_argument_naming_the_field(issuer: TestIss
 
 async def test_a_refusal_of_a_long_id_is_delivered(issuer: TestIssuer) -> None:
     async with _with_intake(issuer) as channel:
-        stub = intake_pb2_grpc.IntakeStub(channel)
+        stub = intake_pb2_grpc.IntakeServiceStub(channel)
         longest, huge = _get_case("x" * MAX_ID_CHARS), _get_case("x" * 10_000)
         not_found, _ = await refusal(stub.GetCase(longest, metadata=token(issuer)))
         too_long, status = await refusal(stub.GetCase(huge, metadata=token(issuer)))

@@ -23,7 +23,7 @@ from events.identity.tls import ClientTls, ServerTls, channel
 from events.identity.tokens import SigningKey
 from tests.support.identity import TestIssuer
 
-INTAKE = "casetrail.intake.v1.Intake"
+INTAKE = "casetrail.intake.v1.IntakeService"
 
 # --- the verifier ------------------------------------------------------------------------------
 
@@ -209,7 +209,7 @@ async def test_tls_carries_the_token_and_mutual_tls_requires_a_client_certificat
     )
     try:
         async with channel(address, with_certificate) as secure:
-            intake = intake_pb2_grpc.IntakeStub(secure)
+            intake = intake_pb2_grpc.IntakeServiceStub(secure)
             answer = await intake.GetCase(
                 intake_pb2.GetCaseRequest(), metadata=bearer_metadata(issuer.mint("kim"))
             )

@@ -51,7 +51,7 @@ def test_tracing_off_costs_no_span_and_no_header() -> None:
 
 def test_a_child_span_continues_the_callers_trace(spans: InMemorySpanExporter) -> None:
     caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    with tracing.server_span("/casetrail.intake.v1.Intake/OpenCase", caller):
+    with tracing.server_span("/casetrail.intake.v1.IntakeService/OpenCase", caller):
         inside = tracing.current_traceparent()
         with correlation("corr-2"):
             line = _line()

@@ -18,7 +18,7 @@ from events.telemetry.metrics import serve_metrics
 from services.demo import embedded_services
 from tests.e2e.support import registration
 
-_SERVICE = "casetrail.intake.v1.Intake"
+_SERVICE = "casetrail.intake.v1.IntakeService"
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -54,7 +54,7 @@ async def test_the_counters_match_the_commands_sent(tmp_path: Path) -> None:
                     await intake.RegisterClient(bad)
                 assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             async with grpc.aio.insecure_channel(local.addresses["intake"]) as channel:
-                anonymous = intake_pb2_grpc.IntakeStub(channel)
+                anonymous = intake_pb2_grpc.IntakeServiceStub(channel)
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await anonymous.RegisterClient(registration())
                 assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -1,4 +1,4 @@
-"""The casetrail.audit.v1.Audit servicer: protobuf in, audit queries, protobuf out."""
+"""The casetrail.audit.v1.AuditService servicer: protobuf in, audit queries, protobuf out."""
 
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from services.audit.app import ledger, queries
 from services.audit.entrypoints import responses
 from services.audit.entrypoints.requests import RequestReader, moment, page_token
 
-SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["Audit"].full_name
+SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
 
-class AuditServicer(audit_pb2_grpc.AuditServicer):
+class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def __init__(
         self, deps: queries.AuditDeps, ledger_deps: ledger.LedgerDeps | None = None
     ) -> None:
@@ -113,7 +113,7 @@ class AuditServicer(audit_pb2_grpc.AuditServicer):
     @streamed_refusals_as_status
     async def ExportCase(
         self, request: audit_pb2.ExportCaseRequest, context: Context
-    ) -> AsyncIterator[audit_pb2.ExportCaseChunk]:
+    ) -> AsyncIterator[audit_pb2.ExportCaseResponse]:
         read = RequestReader()
         viewer = read.viewer(principal_of(context), request.context)
         case_id = read.case_id(request.case_id)

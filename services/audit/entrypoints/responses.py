@@ -104,7 +104,7 @@ def access_record(recorded: RecordedEvent) -> audit_pb2.AccessRecord:
 
 def export_chunks(
     ordered: Iterable[RecordedEvent], proofs: Mapping[UUID, Mapping[str, str]] | None = None
-) -> Iterator[audit_pb2.ExportCaseChunk]:
+) -> Iterator[audit_pb2.ExportCaseResponse]:
     """Whole JSON lines, cut into chunks small enough for any gRPC message limit. ``proofs``:
     the ledger's extension attributes of each event (``events.ledger.export``)."""
     lines: list[bytes] = []
@@ -114,10 +114,10 @@ def export_chunks(
         lines.append(encoded)
         size += len(encoded)
         if size >= EXPORT_CHUNK_BYTES or len(lines) >= EXPORT_CHUNK_EVENTS:
-            yield audit_pb2.ExportCaseChunk(json_lines=b"".join(lines), event_count=len(lines))
+            yield audit_pb2.ExportCaseResponse(json_lines=b"".join(lines), event_count=len(lines))
             lines, size = [], 0
     if lines:
-        yield audit_pb2.ExportCaseChunk(json_lines=b"".join(lines), event_count=len(lines))
+        yield audit_pb2.ExportCaseResponse(json_lines=b"".join(lines), event_count=len(lines))
 
 
 def _lines(

@@ -1,4 +1,4 @@
-"""The casetrail.coordination.v1.Coordination servicer: requests to handlers, results to
+"""The casetrail.coordination.v1.CoordinationService servicer: requests to handlers, results to
 responses. Refusals become statuses in ``refusals_as_status``."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from services.coordination.app.handlers import Dependencies
 from services.coordination.domain import commands
 from services.coordination.entrypoints import convert
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Coordination"].full_name
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinationService"].full_name
 
 C = TypeVar("C", bound=commands.Command)
 E = TypeVar("E", bound=CaseEvent)
@@ -70,7 +70,7 @@ SCHEDULE_SECTIONS = (RecordSection.IDENTITY, RecordSection.SERVICES)
 NEEDS_SECTIONS = (RecordSection.ASSESSMENT,)
 
 
-class CoordinationServicer(coordination_pb2_grpc.CoordinationServicer):
+class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     def __init__(self, deps: Dependencies, access: AccessControl) -> None:
         self._deps = deps
         self._access = access

@@ -1,4 +1,4 @@
-"""The casetrail.intake.v1.Intake servicer: requests to handlers, results to responses."""
+"""The casetrail.intake.v1.IntakeService servicer: requests to handlers, results to responses."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from services.intake.app import handlers, queries
 from services.intake.domain.errors import PossibleDuplicateClient
 from services.intake.entrypoints import from_proto, to_proto
 
-SERVICE_NAME = intake_pb2.DESCRIPTOR.services_by_name["Intake"].full_name
+SERVICE_NAME = intake_pb2.DESCRIPTOR.services_by_name["IntakeService"].full_name
 
 CASE_SENSITIVE_PATHS = (
     "record.presenting_needs.category",
@@ -58,7 +58,7 @@ class IntakeDeps:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
 
-class IntakeServicer(intake_pb2_grpc.IntakeServicer):
+class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     """Each request is read whole first (its context and the catalog event it asks for), so every
     bad field is refused at once; the handler then checks the role, builds the event again (it
     trusts no caller) and checks the rules and duplicates."""

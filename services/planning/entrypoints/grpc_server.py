@@ -1,4 +1,5 @@
-"""The ``casetrail.planning.v1.Planning`` servicer: requests to commands, outcomes to responses."""
+"""The ``casetrail.planning.v1.PlanningService`` servicer: requests to commands, outcomes to
+responses."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from services.planning.app.handlers import Dependencies, Outcome, handle
 from services.planning.domain.commands import Command
 from services.planning.entrypoints import present, translate
 
-SERVICE_NAME = planning_pb2.DESCRIPTOR.services_by_name["Planning"].full_name
+SERVICE_NAME = planning_pb2.DESCRIPTOR.services_by_name["PlanningService"].full_name
 
 E = TypeVar("E", bound=CaseEvent)
 
@@ -38,7 +39,8 @@ CASE_VIEW_SENSITIVE_PATHS = (
     "referrals.need_category",
     "referrals.service",
 )
-"""Where the catalog's sensitive fields (events/schemas/catalog.json) show in a CaseView."""
+"""Where the catalog's sensitive fields (events/schemas/catalog.json) show in a case view
+(GetCaseViewResponse)."""
 CASE_VIEW_SECTIONS = (
     RecordSection.IDENTITY,
     RecordSection.ASSESSMENT,
@@ -63,7 +65,7 @@ SUMMARY_SENSITIVE_PATHS = ("needs",)
 SUMMARY_SECTIONS = (RecordSection.IDENTITY, RecordSection.ASSESSMENT, RecordSection.ASSIGNMENT)
 
 
-class PlanningServicer(planning_pb2_grpc.PlanningServicer):
+class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
     def __init__(
         self,
         deps: Dependencies,
@@ -218,7 +220,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServicer):
     @refusals_as_status
     async def GetCaseView(
         self, request: planning_pb2.GetCaseViewRequest, context: Context
-    ) -> planning_pb2.CaseView:
+    ) -> planning_pb2.GetCaseViewResponse:
         reader, case_id = read_query(
             principal_of(context), request.context, lambda: translate.case_id_of(request)
         )

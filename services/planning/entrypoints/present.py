@@ -18,8 +18,8 @@ def command_result(case_id: str, recorded: list[RecordedEvent]) -> common_pb2.Co
     )
 
 
-def case_view(document: Document) -> planning_pb2.CaseView:
-    view = planning_pb2.CaseView(
+def case_view(document: Document) -> planning_pb2.GetCaseViewResponse:
+    view = planning_pb2.GetCaseViewResponse(
         case_id=document["case_id"],
         client_id=document["client_id"] or "",
         status=document["status"],

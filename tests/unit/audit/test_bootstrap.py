@@ -41,24 +41,28 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
 @pytest.fixture
 async def running(
     tmp_path: Path, issuer: TestIssuer
-) -> AsyncIterator[tuple[Infrastructure, audit_pb2_grpc.AuditAsyncStub, grpc.aio.Channel]]:
+) -> AsyncIterator[tuple[Infrastructure, audit_pb2_grpc.AuditServiceAsyncStub, grpc.aio.Channel]]:
     infra = Infrastructure.embedded(tmp_path, verifier=issuer.verifier())
     service = await start(infra)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as opened:
             channel = caller_channel(opened, issuer)
-            stub = cast("audit_pb2_grpc.AuditAsyncStub", audit_pb2_grpc.AuditStub(channel))
+            stub = cast(
+                "audit_pb2_grpc.AuditServiceAsyncStub", audit_pb2_grpc.AuditServiceStub(channel)
+            )
             yield infra, stub, channel
     finally:
         await service.stop()
 
 
 async def test_events_from_the_bus_and_audits_own_accesses_form_the_history(
-    running: tuple[Infrastructure, audit_pb2_grpc.AuditAsyncStub, grpc.aio.Channel],
+    running: tuple[Infrastructure, audit_pb2_grpc.AuditServiceAsyncStub, grpc.aio.Channel],
 ) -> None:
     infra, audit, channel = running
     health = health_pb2_grpc.HealthStub(channel)
-    answer = await health.Check(health_pb2.HealthCheckRequest(service="casetrail.audit.v1.Audit"))
+    answer = await health.Check(
+        health_pb2.HealthCheckRequest(service="casetrail.audit.v1.AuditService")
+    )
     assert answer.status == health_pb2.HealthCheckResponse.SERVING
 
     assert infra.inprocess_bus is not None
@@ -111,10 +115,10 @@ async def test_a_health_port_answers_probes_in_plaintext_and_nothing_else(
         async with grpc.aio.insecure_channel(f"127.0.0.1:{health_port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             answer = await health.Check(
-                health_pb2.HealthCheckRequest(service="casetrail.audit.v1.Audit")
+                health_pb2.HealthCheckRequest(service="casetrail.audit.v1.AuditService")
             )
             assert answer.status == health_pb2.HealthCheckResponse.SERVING
-            stub = audit_pb2_grpc.AuditStub(channel)
+            stub = audit_pb2_grpc.AuditServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.GetTimeline(audit_pb2.GetTimelineRequest(case_id=CASE))
             assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED

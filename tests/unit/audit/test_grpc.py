@@ -44,15 +44,15 @@ async def received(read_models: SqliteReadModelStore) -> list[RecordedEvent]:
 @pytest.fixture
 async def audit(
     deps: AuditDeps, issuer: TestIssuer
-) -> AsyncIterator[audit_pb2_grpc.AuditAsyncStub]:
+) -> AsyncIterator[audit_pb2_grpc.AuditServiceAsyncStub]:
     servicer = AuditServicer(deps)
 
     def register(server: grpc.aio.Server) -> None:
-        audit_pb2_grpc.add_AuditServicer_to_server(servicer, server)
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server)
 
     async with serving(register, SERVICE_NAME, issuer) as channel:
         # The stub is the async flavour on an aio channel; grpc itself is untyped here.
-        yield cast("audit_pb2_grpc.AuditAsyncStub", audit_pb2_grpc.AuditStub(channel))
+        yield cast("audit_pb2_grpc.AuditServiceAsyncStub", audit_pb2_grpc.AuditServiceStub(channel))
 
 
 def viewer(
@@ -67,14 +67,14 @@ def stamp(moment: datetime) -> Timestamp:
     return message
 
 
-async def export(stub: audit_pb2_grpc.AuditAsyncStub, **fields: Any) -> list[bytes]:
+async def export(stub: audit_pb2_grpc.AuditServiceAsyncStub, **fields: Any) -> list[bytes]:
     request = audit_pb2.ExportCaseRequest(context=viewer(), case_id=CASE, **fields)
     return [chunk.json_lines async for chunk in stub.ExportCase(request)]
 
 
 @pytest.mark.usefixtures("received")
 async def test_state_as_of_differs_by_clock_for_a_late_recorded_event(
-    audit: audit_pb2_grpc.AuditAsyncStub,
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
 ) -> None:
     def asking(basis: Any) -> audit_pb2.GetCaseStateAsOfRequest:
         return audit_pb2.GetCaseStateAsOfRequest(
@@ -96,7 +96,9 @@ async def test_state_as_of_differs_by_clock_for_a_late_recorded_event(
 
 
 async def test_the_timeline_pages_through_the_whole_history(
-    audit: audit_pb2_grpc.AuditAsyncStub, received: list[RecordedEvent], registry: EventRegistry
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+    received: list[RecordedEvent],
+    registry: EventRegistry,
 ) -> None:
     entries: list[audit_pb2.TimelineEntry] = []
     token = ""
@@ -120,7 +122,7 @@ async def test_the_timeline_pages_through_the_whole_history(
 
 
 async def test_export_streams_json_lines_that_round_trip(
-    audit: audit_pb2_grpc.AuditAsyncStub,
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
     received: list[RecordedEvent],
     registry: EventRegistry,
     monkeypatch: pytest.MonkeyPatch,
@@ -134,7 +136,7 @@ async def test_export_streams_json_lines_that_round_trip(
 
 
 async def test_every_read_is_in_the_access_log(
-    audit: audit_pb2_grpc.AuditAsyncStub, received: list[RecordedEvent]
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, received: list[RecordedEvent]
 ) -> None:
     await export(audit)
     await audit.WhoDidWhat(
@@ -155,7 +157,7 @@ async def test_every_read_is_in_the_access_log(
 
 
 @pytest.mark.usefixtures("received")
-async def test_who_did_what_for_one_actor(audit: audit_pb2_grpc.AuditAsyncStub) -> None:
+async def test_who_did_what_for_one_actor(audit: audit_pb2_grpc.AuditServiceAsyncStub) -> None:
     answer = await audit.WhoDidWhat(
         audit_pb2.WhoDidWhatRequest(context=viewer(), case_id=CASE, actor_id="coord-carla")
     )
@@ -168,7 +170,7 @@ async def test_who_did_what_for_one_actor(audit: audit_pb2_grpc.AuditAsyncStub) 
 @pytest.mark.usefixtures("received")
 @pytest.mark.parametrize("role", ["coordinator", "case_manager", "social_worker", "client"])
 async def test_roles_without_oversight_are_denied(
-    audit: audit_pb2_grpc.AuditAsyncStub, role: str
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, role: str
 ) -> None:
     code, status = await refusal(
         audit.GetTimeline(
@@ -188,7 +190,7 @@ async def test_roles_without_oversight_are_denied(
 
 
 @pytest.mark.usefixtures("received")
-async def test_bad_requests_name_every_field(audit: audit_pb2_grpc.AuditAsyncStub) -> None:
+async def test_bad_requests_name_every_field(audit: audit_pb2_grpc.AuditServiceAsyncStub) -> None:
     code, status = await refusal(
         audit.GetTimeline(
             audit_pb2.GetTimelineRequest(
@@ -218,7 +220,9 @@ async def test_bad_requests_name_every_field(audit: audit_pb2_grpc.AuditAsyncStu
 
 
 @pytest.mark.usefixtures("received")
-async def test_a_page_token_only_fits_its_own_view(audit: audit_pb2_grpc.AuditAsyncStub) -> None:
+async def test_a_page_token_only_fits_its_own_view(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+) -> None:
     page = await audit.GetTimeline(
         audit_pb2.GetTimelineRequest(context=viewer(), case_id=CASE, page_size=1)
     )
@@ -233,7 +237,7 @@ async def test_a_page_token_only_fits_its_own_view(audit: audit_pb2_grpc.AuditAs
     assert violated_fields(status) == ["page_token"]
 
 
-async def test_an_unknown_case_is_not_found(audit: audit_pb2_grpc.AuditAsyncStub) -> None:
+async def test_an_unknown_case_is_not_found(audit: audit_pb2_grpc.AuditServiceAsyncStub) -> None:
     code, status = await refusal(
         audit.GetAccessLog(audit_pb2.GetAccessLogRequest(context=viewer(), case_id="case-nope"))
     )

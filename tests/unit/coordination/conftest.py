@@ -44,7 +44,7 @@ async def stub(deps: Dependencies, issuer: TestIssuer) -> AsyncIterator[Stub]:
     servicer = CoordinationServicer(deps, access)
 
     def register(server: grpc.aio.Server) -> None:
-        coordination_pb2_grpc.add_CoordinationServicer_to_server(servicer, server)
+        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server(servicer, server)
 
     async with serving(register, SERVICE_NAME, issuer) as channel:
-        yield coordination_pb2_grpc.CoordinationStub(channel)  # type: ignore[misc]
+        yield coordination_pb2_grpc.CoordinationServiceStub(channel)  # type: ignore[misc]

@@ -13,9 +13,9 @@ if TYPE_CHECKING:
     # Only the type stubs define the asyncio stub's type.
     from typing import TypeAlias
 
-    from casetrail.coordination.v1.coordination_pb2_grpc import CoordinationAsyncStub
+    from casetrail.coordination.v1.coordination_pb2_grpc import CoordinationServiceAsyncStub
 
-    Stub: TypeAlias = CoordinationAsyncStub
+    Stub: TypeAlias = CoordinationServiceAsyncStub
 
 PT_CLINIC = pb.Provider(provider_id="bayside-pt", name="Bayside Physical Therapy")
 COUNSELING_CENTRE = pb.Provider(provider_id="harbor-counseling", name="Harbor Counseling Centre")

@@ -44,7 +44,7 @@ async def test_coordination_learns_cases_from_the_bus_and_publishes_its_own(
         served = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
         assert served.status == health_pb2.HealthCheckResponse.SERVING
 
-        stub = coordination_pb2_grpc.CoordinationStub(channel)
+        stub = coordination_pb2_grpc.CoordinationServiceStub(channel)
         request = pb.AssignCaseRequest(
             context=command_context("coordinator", "assign-walter"),
             case_id="walter-1",
@@ -104,7 +104,7 @@ async def test_coordination_learns_cases_from_the_bus_and_publishes_its_own(
         async with caller_channel(
             grpc.aio.insecure_channel(f"127.0.0.1:{service.port}"), issuer
         ) as channel:
-            stub = coordination_pb2_grpc.CoordinationStub(channel)
+            stub = coordination_pb2_grpc.CoordinationServiceStub(channel)
             workers = await stub.ListWorkers(pb.ListWorkersRequest(context=query_context()))
             loads = {worker.worker_id: worker.caseload for worker in workers.workers}
             assert loads["sw-amara-okafor"] == 1
@@ -126,7 +126,7 @@ async def test_the_agency_comes_from_agency_json(tmp_path: Path, issuer: TestIss
         async with caller_channel(
             grpc.aio.insecure_channel(f"127.0.0.1:{service.port}"), issuer
         ) as channel:
-            stub = coordination_pb2_grpc.CoordinationStub(channel)
+            stub = coordination_pb2_grpc.CoordinationServiceStub(channel)
             workers = await stub.ListWorkers(pb.ListWorkersRequest(context=query_context()))
             assert [w.worker_id for w in workers.workers] == ["sw-amara-okafor"]
     finally:

@@ -49,6 +49,6 @@ async def intake(tmp_path: Path, issuer: TestIssuer) -> AsyncIterator[Intake]:
         async with caller_channel(
             grpc.aio.insecure_channel(f"127.0.0.1:{service.port}"), issuer
         ) as channel:
-            yield Intake(intake_pb2_grpc.IntakeStub(channel), infra)
+            yield Intake(intake_pb2_grpc.IntakeServiceStub(channel), infra)
     finally:
         await service.stop()

@@ -63,5 +63,5 @@ def closed_by_planning(case_id: str, sequence: int) -> RecordedEvent:
 class Intake:
     """A running intake service (embedded) and a stub to call it."""
 
-    stub: intake_pb2_grpc.IntakeStub
+    stub: intake_pb2_grpc.IntakeServiceStub
     infra: Infrastructure

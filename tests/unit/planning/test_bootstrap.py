@@ -53,12 +53,12 @@ async def test_planning_learns_cases_from_the_bus_and_serves_its_api(
         )
         await infra.inprocess_bus.publisher(infra.topic).publish([*opened, *assignment])
 
-        stub = planning_pb2_grpc.PlanningStub(channel)
+        stub = planning_pb2_grpc.PlanningServiceStub(channel)
         viewer = acting(
             Person("coord-1", "coordinator"), common_pb2.QueryContext(purpose="coordination")
         )
 
-        async def assigned_view() -> planning_pb2.CaseView | None:
+        async def assigned_view() -> planning_pb2.GetCaseViewResponse | None:
             try:
                 view = await stub.GetCaseView(
                     planning_pb2.GetCaseViewRequest(context=viewer, case_id="case-1")
@@ -86,7 +86,7 @@ async def test_planning_learns_cases_from_the_bus_and_serves_its_api(
             )
         )
 
-        async def planned_view() -> planning_pb2.CaseView | None:
+        async def planned_view() -> planning_pb2.GetCaseViewResponse | None:
             view = await assigned_view()
             return view if view is not None and view.HasField("plan") else None
 

@@ -42,7 +42,7 @@ D = TypeVar("D", bound=Message)
 
 @dataclass
 class Planning:
-    stub: planning_pb2_grpc.PlanningAsyncStub
+    stub: planning_pb2_grpc.PlanningServiceAsyncStub
     bus: Bus
     store: SqliteEventStore
 
@@ -55,10 +55,10 @@ async def planning(
     servicer = PlanningServicer(deps, access, clock=lambda: NOW)
 
     def register(server: grpc.aio.Server) -> None:
-        planning_pb2_grpc.add_PlanningServicer_to_server(servicer, server)
+        planning_pb2_grpc.add_PlanningServiceServicer_to_server(servicer, server)
 
     async with serving(register, SERVICE_NAME, issuer) as channel:
-        yield Planning(planning_pb2_grpc.PlanningStub(channel), bus, store)  # type: ignore[arg-type]
+        yield Planning(planning_pb2_grpc.PlanningServiceStub(channel), bus, store)  # type: ignore[arg-type]
 
 
 def ctx(actor: Actor = WORKER, key: str = "key-1") -> common_pb2.CommandContext:
