@@ -18,7 +18,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.select import Select
+from selenium.webdriver.support.wait import WebDriverWait
 
 from services.console.server import RunningConsole, start_console
 from tests.console.conftest import DemoCasetrail
@@ -129,8 +132,15 @@ class Pages:
             self.violations[name] = found
 
 
+def follow(driver: WebDriver, element: WebElement) -> None:
+    """Click ``element`` and wait for the page it leads to: the click returns before the
+    navigation ends, and the old page's header or tables would be read instead."""
+    element.click()
+    WebDriverWait(driver, 30).until(staleness_of(element))
+
+
 def submit(driver: WebDriver, label: str) -> None:
-    driver.find_element(By.XPATH, f"//button[normalize-space()='{label}']").click()
+    follow(driver, driver.find_element(By.XPATH, f"//button[normalize-space()='{label}']"))
 
 
 def test_an_auditor_reviews_the_demo_case(
@@ -174,7 +184,7 @@ def test_an_auditor_reviews_the_demo_case(
     assert all(".service." in text for text in filtered)
     reviewed.check("03-timeline-filtered")
 
-    browser.find_element(By.LINK_TEXT, "As of a moment").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "As of a moment"))
     set_moment(browser, "at", "2199-01-01T00:00:00")
     Select(browser.find_element(By.ID, "clock")).select_by_value("recorded")
     submit(browser, "Show the case then")
@@ -182,7 +192,7 @@ def test_an_auditor_reviews_the_demo_case(
     assert "Status closed" in state
     reviewed.check("04-as-of")
 
-    browser.find_element(By.LINK_TEXT, "Compare two moments").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "Compare two moments"))
     set_moment(browser, "first", "1990-01-01T00:00:00")
     set_moment(browser, "second", "2199-01-01T00:00:00")
     Select(browser.find_element(By.ID, "clock")).select_by_value("recorded")
@@ -191,7 +201,7 @@ def test_an_auditor_reviews_the_demo_case(
     assert "difference" in browser.find_element(By.ID, "compare-heading").text
     reviewed.check("05-compare")
 
-    browser.find_element(By.LINK_TEXT, "Who saw what").click()
+    follow(browser, browser.find_element(By.LINK_TEXT, "Who saw what"))
     who = [
         cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#access-log td:nth-child(2)")
     ]
