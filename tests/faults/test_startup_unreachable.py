@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from events.identity.grpc_auth import bearer_metadata
 from tests.e2e.distributed import ENV, _address, _spawn, _stop, fresh_database, fresh_topic
 from tests.faults.servers import server_down
 from tests.support.identity import TestIssuer
-from tests.support.servers import kafka_bootstrap
+from tests.support.servers import free_port, kafka_bootstrap
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.kafka]
 
@@ -31,13 +30,6 @@ PASSWORD = "never-in-logs-4711"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 RECEPTIONIST = Person("rcp-startup", "receptionist")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def health_status(port: int) -> int | None:

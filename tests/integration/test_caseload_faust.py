@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -42,7 +41,7 @@ from services.caseload.domain import OverdueFollowUp
 from services.caseload.processor import CaseloadApp, build_app
 from services.caseload.settings import CaseloadSettings
 from tests.contract.bus_conftest import delete_topics, kafka_test_settings
-from tests.support.servers import server_missing
+from tests.support.servers import free_port, server_missing
 
 pytestmark = pytest.mark.kafka
 
@@ -341,13 +340,6 @@ async def test_caseloads_overdue_follow_ups_and_contacts_converge_and_survive_a_
             ) == [OverdueFollowUp(day(-1), "b", "w-ben", 1)]
 
         await eventually(settled, "the new events to count", lambda: snapshot(restarted))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def get(port: int, path: str) -> tuple[int, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,7 +31,7 @@ from tests.contract.bus_conftest import (
     running,
 )
 from tests.support.sample_events import note, sample_registry
-from tests.support.servers import server_missing
+from tests.support.servers import free_port, server_missing
 
 pytestmark = pytest.mark.kafka
 
@@ -138,13 +137,6 @@ async def test_a_relay_killed_before_its_checkpoint_sends_again_and_consumers_sh
         assert projection.out_of_order == []
     finally:
         await delete_topics(settings, [topics.case_events_topic, f"{group}.dlq"])
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

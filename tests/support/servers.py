@@ -4,6 +4,7 @@ missing in CI (CASETRAIL_REQUIRE_SERVERS=1) and skip only on a developer's machi
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
@@ -29,3 +30,11 @@ def server_missing(what: str, error: BaseException) -> None:
     if servers_required():
         pytest.fail(message)
     pytest.skip(message)
+
+
+def free_port() -> int:
+    """A loopback port free right now (another process may take it before it is bound)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

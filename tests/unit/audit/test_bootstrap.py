@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from cli.rpc import Person
 from events.hosting import Infrastructure
 from services.audit.bootstrap import start
 from tests.support.identity import TestIssuer, acting, caller_channel
+from tests.support.servers import free_port
 from tests.unit.audit.support import CASE, DAY, T0, late_recorded_case
 
 
@@ -103,9 +103,7 @@ async def test_a_health_port_answers_probes_in_plaintext_and_nothing_else(
 ) -> None:
     """With ``health_address`` (CASETRAIL_HEALTH_PORT) the service also answers grpc.health.v1
     alone on a plaintext port, as Kubernetes' gRPC probes need when the main port speaks TLS."""
-    with socket.socket() as probe_socket:
-        probe_socket.bind(("127.0.0.1", 0))
-        health_port = probe_socket.getsockname()[1]
+    health_port = free_port()
     infra = replace(
         Infrastructure.embedded(tmp_path, verifier=issuer.verifier()),
         health_address=f"127.0.0.1:{health_port}",
