@@ -15,6 +15,7 @@ from events.catalog import (
     cases,
     clients,
     eligibility,
+    emergency,
     funding,
     ledger,
     legacy,
@@ -63,6 +64,8 @@ def current_models() -> tuple[type[CaseEvent], ...]:
         access.RecordAccessDenied,
         access.ConsentGranted,
         access.ConsentRevoked,
+        emergency.EmergencyAccessOpened,
+        emergency.EmergencyAccessReviewed,
         ledger.LedgerInconsistencyDetected,
     )
 

@@ -51,6 +51,11 @@ from events.catalog.clients import (
     PersonName,
 )
 from events.catalog.eligibility import EligibilityDetermined, EligibilityFacts
+from events.catalog.emergency import (
+    EmergencyAccessOpened,
+    EmergencyAccessOutcome,
+    EmergencyAccessReviewed,
+)
 from events.catalog.funding import (
     BudgetReleased,
     BudgetReserved,
@@ -428,6 +433,26 @@ def example_events() -> tuple[CaseEvent, ...]:
             client_id=CLIENT,
             consent_id="consent-5",
             reason="Therapy finished",
+        ),
+        EmergencyAccessOpened(
+            case_id=CASE,
+            emergency_access_id="emergency-2",
+            grantee_id="worker-noor",
+            grantee_role=Role.SOCIAL_WORKER,
+            grantee_agency_id="eastbay-dss",
+            grantee_team="team-west",
+            entitlement="break_glass",
+            reason="On call: client found confused at home, needs the medication list now",
+            opened_at=datetime(2024, 11, 2, 22, 40, tzinfo=CET),
+            expires_at=datetime(2024, 11, 2, 23, 40, tzinfo=CET),
+        ),
+        EmergencyAccessReviewed(
+            case_id=CASE,
+            emergency_access_id="emergency-2",
+            reviewer_id="supervisor-ines",
+            reviewer_role=Role.SUPERVISOR,
+            outcome=EmergencyAccessOutcome.JUSTIFIED,
+            note="Out-of-hours call confirmed with the on-call log",
         ),
         LedgerInconsistencyDetected(
             origin="casetrail/example-agency/planning",

@@ -19,6 +19,7 @@ from events.catalog import (
     cases,
     clients,
     eligibility,
+    emergency,
     funding,
     ledger,
     monitoring,
@@ -131,7 +132,15 @@ def sections_by_type() -> dict[str, tuple[RecordSection, ...]]:
             (cases.DischargePlanned, cases.CaseClosed, cases.CaseReopened),
         ),
         ((RecordSection.CONSENTS,), (access.ConsentGranted, access.ConsentRevoked)),
-        ((RecordSection.ACCESS_LOG,), (access.RecordAccessed, access.RecordAccessDenied)),
+        (
+            (RecordSection.ACCESS_LOG,),
+            (
+                access.RecordAccessed,
+                access.RecordAccessDenied,
+                emergency.EmergencyAccessOpened,
+                emergency.EmergencyAccessReviewed,
+            ),
+        ),
         # About a service's log, not a case: part of no case record.
         ((), (ledger.LedgerInconsistencyDetected,)),
     ]

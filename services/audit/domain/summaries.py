@@ -16,6 +16,7 @@ from events.catalog import (
     assignment,
     cases,
     eligibility,
+    emergency,
     funding,
     monitoring,
     planning,
@@ -167,6 +168,13 @@ def _access(event: CaseEvent) -> str | None:
             return f"was refused {event.action} for {event.purpose.value} ({event.rule})"
         case access.ConsentRevoked():
             return f"recorded that the client revoked consent {event.consent_id}"
+        case emergency.EmergencyAccessOpened():
+            return (
+                f"broke the glass: emergency access {event.emergency_access_id} until"
+                f" {event.expires_at.isoformat()}"
+            )
+        case emergency.EmergencyAccessReviewed():
+            return f"reviewed emergency access {event.emergency_access_id}: {event.outcome.value}"
     return None
 
 
