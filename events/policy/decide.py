@@ -7,7 +7,7 @@ from datetime import datetime
 from events.catalog.access import AccessPurpose, RecordSection, SensitiveCategory
 from events.catalog.base import Role
 from events.identity.principal import Principal
-from events.policy.facts import CaseFacts
+from events.policy.facts import AcceptedReferral, CaseFacts, Consent
 from events.policy.matrix import REFUSALS, RULES, Rule
 from events.policy.vocabulary import (
     REFERRED_SECTIONS,
@@ -99,6 +99,8 @@ def _apply(
             emergency_access_id=emergency,
         )
     assert facts is not None, "consent rules are about a case"
+    if rule.scope is Scope.REFERRED:
+        return _referred(rule, principal, purpose, facts, now)
     recipients = (principal.agency, principal.subject)
     consent = facts.consent_covering(recipients, purpose, sections or _ALL_SECTIONS, now)
     if consent is None:
@@ -121,6 +123,64 @@ def _apply(
         consent_id=consent.consent_id,
         obligations=notice,
     )
+
+
+def _referred(
+    rule: Rule, principal: Principal, purpose: AccessPurpose, facts: CaseFacts, now: datetime
+) -> Decision:
+    """A partner agency's answer, bounded per referral its agency accepted: each referral counts
+    under its own consent (the one it was made under, else one in force covering the referral),
+    which must name the agency and the purpose; the sections are ``REFERRED_SECTIONS`` as far as
+    those consents cover them, the referrals and services only those referrals' own, and the
+    sensitive fields only when each consent names its referral's sensitive category."""
+    recipients = (principal.agency, principal.subject)
+    granted: list[tuple[AcceptedReferral, Consent]] = []
+    for referral in facts.referrals_to(principal.agency):
+        consent = _consent_of(referral, facts, recipients, purpose, now)
+        if consent is not None:
+            granted.append((referral, consent))
+    if not granted:
+        return _refused(
+            "consent-required",
+            f"no consent in force for recipient {principal.agency}, purpose {purpose.value},"
+            f" sections {RecordSection.REFERRALS.value} of a referral it accepted",
+        )
+    covered = frozenset().union(*(consent.sections for _, consent in granted))
+    sensitive = all(referral.categories <= consent.categories for referral, consent in granted)
+    shown = frozenset().union(*(referral.categories for referral, _ in granted))
+    notice = (
+        (Obligation.REDISCLOSURE_NOTICE,)
+        if sensitive and SensitiveCategory.SUBSTANCE_USE in shown
+        else ()
+    )
+    return Decision(
+        True,
+        rule.name,
+        sections=REFERRED_SECTIONS & covered,
+        sensitive=sensitive,
+        consent_id=granted[0][1].consent_id,
+        obligations=notice,
+        referral_ids=frozenset(referral.referral_id for referral, _ in granted),
+    )
+
+
+def _consent_of(
+    referral: AcceptedReferral,
+    facts: CaseFacts,
+    recipients: tuple[str, ...],
+    purpose: AccessPurpose,
+    now: datetime,
+) -> Consent | None:
+    if referral.consent_id is None:
+        return facts.consent_covering(recipients, purpose, _REFERRAL, now)
+    named = facts.consent(referral.consent_id)
+    if named is None or not named.covers(recipients, purpose, _REFERRAL, now):
+        return None
+    return named
+
+
+_REFERRAL = frozenset({RecordSection.REFERRALS})
+"""What every consent a referral was made under covers (``MakeReferral`` checks it)."""
 
 
 def decide_disclosure(

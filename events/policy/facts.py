@@ -79,19 +79,43 @@ class EmergencyAccess:
 
 
 @dataclass(frozen=True, slots=True)
+class AcceptedReferral:
+    """A referral the provider accepted and that still runs (neither completed nor declined):
+    what a partner agency may see of the case is bounded by it."""
+
+    referral_id: str
+    provider_id: str
+    consent_id: str | None
+    """The consent the referral was made under (``None``: an exception, or v1 data)."""
+    categories: frozenset[SensitiveCategory] = frozenset()
+    """The sensitive category of the need referred, if any."""
+
+
+@dataclass(frozen=True, slots=True)
 class CaseFacts:
     case_id: str
     client_id: str | None = None
     worker_id: str | None = None
     worker_team: str | None = None
-    referred_to: frozenset[str] = frozenset()
-    """Providers (agencies) that accepted a referral still running."""
+    referrals: tuple[AcceptedReferral, ...] = ()
+    """Referrals accepted and still running, in the order they were accepted."""
     categories: frozenset[SensitiveCategory] = frozenset()
     """The sensitive categories of need the record holds (from intake and the assessment)."""
     consents: tuple[Consent, ...] = ()
     emergencies: tuple[EmergencyAccess, ...] = ()
     known: bool = True
     """False when no fact-bearing event of the case has arrived (yet)."""
+
+    @property
+    def referred_to(self) -> frozenset[str]:
+        """Providers (agencies) that accepted a referral still running."""
+        return frozenset(referral.provider_id for referral in self.referrals)
+
+    def referrals_to(self, provider_id: str) -> tuple[AcceptedReferral, ...]:
+        return tuple(r for r in self.referrals if r.provider_id == provider_id)
+
+    def consent(self, consent_id: str) -> Consent | None:
+        return next((c for c in self.consents if c.consent_id == consent_id), None)
 
     def emergency_access_of(self, subject: str, now: datetime) -> EmergencyAccess | None:
         for grant in self.emergencies:
@@ -137,6 +161,7 @@ def entry_of(recorded: RecordedEvent) -> Entry | None:
                 "referral_id": event.referral_id,
                 "provider_id": event.provider.provider_id,
                 "categories": _sensitive([event.need_category.value]),
+                "consent_id": event.consent_id,
             }
         case (
             referrals.ReferralAccepted()
@@ -171,6 +196,7 @@ def fold(
     client_id: str | None = None
     worker_id: str | None = None
     worker_team: str | None = None
+    made: dict[str, Mapping[str, Any]] = {}
     accepted: dict[str, str] = {}
     categories: set[str] = set()
     consents: dict[str, Consent] = {}
@@ -188,6 +214,8 @@ def fold(
             client_id = entry["client_id"]
         elif kind in (assignment.CaseAssigned.event_type, assignment.CaseReassigned.event_type):
             worker_id, worker_team = entry["worker_id"], entry.get("worker_team")
+        elif kind == referrals.ReferralMade.event_type:
+            made[entry["referral_id"]] = entry
         elif kind == referrals.ReferralAccepted.event_type:
             accepted[entry["referral_id"]] = entry["provider_id"]
         elif kind in (
@@ -214,10 +242,24 @@ def fold(
         client_id=client_id,
         worker_id=worker_id,
         worker_team=worker_team,
-        referred_to=frozenset(accepted.values()),
+        referrals=tuple(
+            _accepted(referral_id, provider_id, made.get(referral_id, {}))
+            for referral_id, provider_id in accepted.items()
+        ),
         categories=frozenset(SensitiveCategory(value) for value in categories),
         consents=tuple(consents.values()),
         known=known,
+    )
+
+
+def _accepted(referral_id: str, provider_id: str, made: Mapping[str, Any]) -> AcceptedReferral:
+    # Facts stored before referrals carried their consent have no "consent_id": such a
+    # referral is bounded by whichever consent in force covers it.
+    return AcceptedReferral(
+        referral_id,
+        provider_id,
+        made.get("consent_id"),
+        frozenset(SensitiveCategory(value) for value in made.get("categories", ())),
     )
 
 

@@ -81,6 +81,9 @@ class Disclosure:
     section_paths: Mapping[RecordSection, Sequence[str]] = field(default_factory=dict)
     """Where each section sits in ``message``: a decision narrower than the whole record
     (a partner agency's referred scope) clears the sections it does not cover."""
+    referral_paths: Mapping[str, str] = field(default_factory=dict)
+    """Lists in ``message`` whose entries belong to a referral, each with the field naming it
+    (``{"referrals": "referral_id"}``): a decision bounded by referrals keeps only theirs."""
 
 
 @dataclass
@@ -173,6 +176,8 @@ class AccessControl:
             decision = item.decision
             shown, hidden = list(item.shown_fields), []
             kept = [s for s in item.sections if decision.discloses(s)]
+            if item.message is not None and decision.referral_ids is not None:
+                redaction.keep_referred(item.message, item.referral_paths, decision.referral_ids)
             if item.message is not None:
                 for section, paths in item.section_paths.items():
                     if not decision.discloses(section):

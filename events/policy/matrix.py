@@ -106,6 +106,24 @@ RULES: tuple[Rule, ...] = (
         CASE_READS | frozenset({Action.EXPORT}),
         Sensitivity.ALL,
     ),
+    # The ledger proves whole logs: hashes and signatures, no case content (so the reads are
+    # not recorded as accesses; a refusal is). An oversight tool, each role for its purpose.
+    Rule(
+        "ledger-review",
+        frozenset({Role.AUDITOR}),
+        Relationship.AGENCY_STAFF,
+        frozenset({AccessPurpose.CONFIDENTIALITY_REVIEW, AccessPurpose.LEGAL_OBLIGATION}),
+        frozenset({Action.READ_LEDGER}),
+        Sensitivity.NONE,
+    ),
+    Rule(
+        "ledger-supervision",
+        frozenset({Role.SUPERVISOR}),
+        Relationship.AGENCY_STAFF,
+        frozenset({AccessPurpose.SUPERVISION}),
+        frozenset({Action.READ_LEDGER}),
+        Sensitivity.NONE,
+    ),
     # A partner agency sees the referred scope of a referral it accepted, under consent.
     Rule(
         "referral-recipient",

@@ -8,7 +8,7 @@ trailing metadata (``events.policy.guard``): "withheld" is told apart from "neve
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Set
 
 from google.protobuf.message import Message
 
@@ -36,6 +36,20 @@ def withhold(message: Message, paths: Iterable[str]) -> None:
     """Clear ``paths`` whatever they hold (a section the reader may not see at all)."""
     for path in paths:
         _walk(message, path.split("."), clear=True, whole=True)
+
+
+def keep_referred(message: Message, lists: Mapping[str, str], referral_ids: Set[str]) -> None:
+    """Keep only the entries of each list (``{path: field naming the referral}``) that belong
+    to one of ``referral_ids``; an entry of no referral goes too."""
+    for path, id_field in lists.items():
+        *parents, name = path.split(".")
+        holder = message
+        for part in parents:
+            holder = getattr(holder, part)
+        entries = getattr(holder, name)
+        for index in reversed(range(len(entries))):
+            if getattr(entries[index], id_field) not in referral_ids:
+                del entries[index]
 
 
 def _walk(message: Message, parts: list[str], *, clear: bool, whole: bool = False) -> bool:

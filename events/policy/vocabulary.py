@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from events.catalog.access import RecordSection
 
-POLICY_VERSION = "2026.12-1"
+POLICY_VERSION = "2026.12-2"
 """Changes whenever ``matrix.RULES`` or the way they are read changes; recorded on every
 access so a review can tell which policy allowed it."""
 
@@ -22,6 +22,8 @@ class Action(StrEnum):
     EXPORT = "export a case"
     TAIL = "follow every event"
     DISCLOSE = "disclose a case to another agency"
+    READ_LEDGER = "read the ledger's checkpoints and proofs"
+    """Hashes, sizes and signatures of a service's whole log: no case content."""
 
 
 class Relationship(StrEnum):
@@ -50,7 +52,8 @@ class Sensitivity(StrEnum):
 class Scope(StrEnum):
     WHOLE = "whole"
     REFERRED = "referred"
-    """Only ``REFERRED_SECTIONS``: what a partner agency needs for the referral it accepted."""
+    """Per referral the caller's agency accepted: ``REFERRED_SECTIONS`` as far as that
+    referral's consent covers them, and of the referrals and services only that referral's."""
 
 
 REFERRED_SECTIONS = frozenset(
@@ -88,6 +91,8 @@ class Decision:
     emergency_access_id: str | None = None
     obligations: tuple[Obligation, ...] = ()
     reason: str = ""
+    referral_ids: frozenset[str] | None = None
+    """The referrals the answer is bounded by (a partner agency's); ``None``: not bounded."""
 
     def discloses(self, section: RecordSection) -> bool:
         return self.allowed and (self.sections is None or section in self.sections)

@@ -3,8 +3,10 @@
 Audit checks each new checkpoint of every service against the last one it holds
 (``events.ledger.witness``); a failure is an alarm: ``casetrail.ledger.inconsistency_detected``
 in audit's own store and the health entry ``casetrail.audit.ledger-witness`` NOT_SERVING.
-Proofs are answered from the service's ledger, for the checkpoint audit has verified, and are
-checked against the event audit itself received before they are handed out.
+Who may ask is the access policy's decision (``queries.authorize_ledger``, made by the servicer
+before any of these runs). Proofs are answered from the service's ledger, for the checkpoint
+audit has verified, and are checked against the event audit itself received before they are
+handed out.
 """
 
 from __future__ import annotations
@@ -29,10 +31,8 @@ from events.ledger.log import InclusionProof, prove_consistency, prove_inclusion
 from events.ledger.note import Checkpoint, Verifier, open_checkpoint
 from events.ledger.port import LedgerStore
 from events.ledger.witness import HeldCheckpoint, Witness, WitnessAlarm
-from events.queries import QueryContext
 from events.store.port import ANY_VERSION, EventStore
 from services.audit.app.handlers import SERVICE_SOURCE
-from services.audit.domain.access import AuditQuery, check_allowed
 from services.audit.domain.errors import invalid
 
 log = logging.getLogger(__name__)
@@ -150,8 +150,7 @@ async def _log(deps: LedgerDeps, service: str) -> LedgerStore:
     return store
 
 
-async def log_status(deps: LedgerDeps, viewer: QueryContext, service: str) -> LogStatus:
-    check_allowed(viewer.actor, AuditQuery.LEDGER)
+async def log_status(deps: LedgerDeps, service: str) -> LogStatus:
     service = _service(deps, service)
     store = await _log(deps, service)
     verifier = await deps.directory.verifier(service)
@@ -176,12 +175,9 @@ async def log_status(deps: LedgerDeps, viewer: QueryContext, service: str) -> Lo
     )
 
 
-async def prove_event(
-    deps: LedgerDeps, viewer: QueryContext, event_id: UUID, tree_size: int = 0
-) -> EventProof:
+async def prove_event(deps: LedgerDeps, event_id: UUID, tree_size: int = 0) -> EventProof:
     """The inclusion proof of an event audit received, in the checkpoint audit verified (or
     in the tree of ``tree_size`` events, when one of that size was signed)."""
-    check_allowed(viewer.actor, AuditQuery.LEDGER)
     recorded = await deps.find_event(event_id)
     if recorded is None:
         raise NotFound("event", str(event_id))
@@ -253,11 +249,10 @@ async def _note_of_size(store: LedgerStore, size: int) -> str | None:
 
 
 async def prove_log_consistency(
-    deps: LedgerDeps, viewer: QueryContext, service: str, first_size: int, second_size: int
+    deps: LedgerDeps, service: str, first_size: int, second_size: int
 ) -> tuple[list[bytes], bytes, bytes]:
     """Proof that the log's tree of ``second_size`` events extends the one of ``first_size``,
     with both roots."""
-    check_allowed(viewer.actor, AuditQuery.LEDGER)
     service = _service(deps, service)
     if first_size < 0:
         raise invalid("first_size", "must not be negative")
@@ -299,9 +294,8 @@ async def export_proofs(
     return attributes
 
 
-async def published_keys(deps: LedgerDeps, viewer: QueryContext) -> list[tuple[str, str, str]]:
+async def published_keys(deps: LedgerDeps) -> list[tuple[str, str, str]]:
     """(service, origin, verifier key) of every log whose key is published."""
-    check_allowed(viewer.actor, AuditQuery.LEDGER)
     keys = []
     for service in deps.directory.services:
         verifier = await deps.directory.verifier(service)

@@ -147,6 +147,23 @@ async def get_access_log(
     return history.view(merged.values(), TimeBasis.OCCURRED)
 
 
+LEDGER_SUBJECT = "ledger"
+"""Where a refused ledger query is recorded: the ledger is about whole logs, not one case."""
+
+
+async def authorize_ledger(
+    deps: AuditDeps, viewer: QueryContext, principal: Principal | None = None
+) -> None:
+    """The policy's decision on a ledger query (``Action.READ_LEDGER``). The answers are
+    hashes, sizes and signatures of whole logs, never case content, so an allowed query is
+    not recorded as an access; a refusal is (``record.access_denied`` under
+    ``LEDGER_SUBJECT``), then raised."""
+    who = _who(deps, viewer, principal)
+    decision = deps.access.decide(who, Action.READ_LEDGER, viewer.purpose, None)
+    if not decision.allowed:
+        await deps.access.refuse(who, Action.READ_LEDGER, viewer.purpose, LEDGER_SUBJECT, decision)
+
+
 async def _history(deps: AuditDeps, case_id: str) -> list[RecordedEvent]:
     events = await deps.timelines.events_of(case_id)
     if not events:
@@ -162,13 +179,17 @@ async def _caller(
     case_id: str,
 ) -> Principal:
     """Who asks; a role that may never do ``action`` is refused before the case is looked up."""
-    # Without a principal (an in-process caller, e.g. a test), the viewer is staff of the home
-    # agency with no team and no entitlements: the narrowest reading of who they are.
-    who = principal or Principal(
-        viewer.actor.user_id, viewer.actor.role, deps.access.home_agency, "in-process"
-    )
+    who = _who(deps, viewer, principal)
     await deps.access.require_role(who, action, viewer.purpose, case_id)
     return who
+
+
+def _who(deps: AuditDeps, viewer: QueryContext, principal: Principal | None) -> Principal:
+    # Without a principal (an in-process caller, e.g. a test), the viewer is staff of the home
+    # agency with no team and no entitlements: the narrowest reading of who they are.
+    return principal or Principal(
+        viewer.actor.user_id, viewer.actor.role, deps.access.home_agency, "in-process"
+    )
 
 
 async def _authorize(

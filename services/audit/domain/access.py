@@ -9,7 +9,6 @@ reviewers.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import StrEnum
 from functools import cache
 
 from events.catalog import (
@@ -28,28 +27,7 @@ from events.catalog import (
     scheduling,
 )
 from events.catalog.access import RecordSection
-from events.catalog.base import CaseEvent, Role
-from events.commands import NotAllowed
-from events.envelope import Actor
-
-
-class AuditQuery(StrEnum):
-    """Audit queries about no single case; the value is the action named in a refusal. Reads
-    of a case go through the access policy (``events.policy``)."""
-
-    LEDGER = "read the ledger's checkpoints and proofs"
-
-
-_OVERSIGHT = frozenset({Role.AUDITOR, Role.SUPERVISOR})
-
-ALLOWED_ROLES: dict[AuditQuery, frozenset[Role]] = {query: _OVERSIGHT for query in AuditQuery}
-"""The ledger is an oversight tool over whole logs (hashes, no case content)."""
-
-
-def check_allowed(actor: Actor, query: AuditQuery) -> None:
-    if actor.role not in ALLOWED_ROLES[query]:
-        raise NotAllowed(actor.role.value, query.value)
-
+from events.catalog.base import CaseEvent
 
 STATE_SECTIONS = (
     RecordSection.IDENTITY,

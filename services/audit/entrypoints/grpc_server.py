@@ -154,7 +154,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         if not request.service:
             read.missing("service")
         read.done()
-        status = await ledger.log_status(self._ledger, viewer, request.service)
+        await queries.authorize_ledger(self._deps, viewer, principal_of(context))
+        status = await ledger.log_status(self._ledger, request.service)
         return responses.ledger_status(status)
 
     @override
@@ -169,7 +170,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             read.problems.append(FieldProblem("tree_size", "must not be negative"))
         read.done()
         assert event_id is not None
-        proof = await ledger.prove_event(self._ledger, viewer, event_id, request.tree_size)
+        await queries.authorize_ledger(self._deps, viewer, principal_of(context))
+        proof = await ledger.prove_event(self._ledger, event_id, request.tree_size)
         return responses.event_proof(proof)
 
     @override
@@ -182,8 +184,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         if not request.service:
             read.missing("service")
         read.done()
+        await queries.authorize_ledger(self._deps, viewer, principal_of(context))
         proof, first_root, second_root = await ledger.prove_log_consistency(
-            self._ledger, viewer, request.service, request.first_size, request.second_size
+            self._ledger, request.service, request.first_size, request.second_size
         )
         return audit_pb2.ProveLogConsistencyResponse(
             proof=proof, first_root=first_root, second_root=second_root
@@ -197,7 +200,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         read = RequestReader()
         viewer = read.viewer(principal_of(context), request.context)
         read.done()
-        keys = await ledger.published_keys(self._ledger, viewer)
+        await queries.authorize_ledger(self._deps, viewer, principal_of(context))
+        keys = await ledger.published_keys(self._ledger)
         return audit_pb2.ListLedgerKeysResponse(
             keys=[
                 audit_pb2.LedgerKey(service=service, origin=origin, verifier_key=key)

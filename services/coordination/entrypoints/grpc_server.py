@@ -65,6 +65,8 @@ CASE_SECTION_PATHS = {
     RecordSection.ELIGIBILITY: ("eligibility",),
     RecordSection.FUNDING: ("claims",),
 }
+REFERRAL_PATHS = {"referrals": "referral_id", "services": "referral_id"}
+"""Lists whose entries belong to a referral: a partner sees its referral's entries only."""
 SCHEDULE_SENSITIVE_PATHS = ("services.kind",)
 SCHEDULE_SECTIONS = (RecordSection.IDENTITY, RecordSection.SERVICES)
 NEEDS_SECTIONS = (RecordSection.ASSESSMENT,)
@@ -270,7 +272,14 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
                 refusal = refusal or (case_id, decision)
                 continue
             disclosures.append(
-                Disclosure(case_id, decision, part, SCHEDULE_SENSITIVE_PATHS, SCHEDULE_SECTIONS)
+                Disclosure(
+                    case_id,
+                    decision,
+                    part,
+                    SCHEDULE_SENSITIVE_PATHS,
+                    SCHEDULE_SECTIONS,
+                    referral_paths={"services": "referral_id"},
+                )
             )
         if refusal is not None and not disclosures:
             await self._access.refuse(
@@ -394,6 +403,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
             CASE_SENSITIVE_PATHS,
             CASE_SECTIONS,
             section_paths=CASE_SECTION_PATHS,
+            referral_paths=REFERRAL_PATHS,
         )
         await self._access.release(context, principal, reader.purpose, [disclosed])
         return answer

@@ -6,6 +6,7 @@ them too, to refuse a request's bad fields together with its context's.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -19,7 +20,7 @@ from events.commands import InvalidCommand, NotFound
 from events.errors import FieldProblem
 from events.identity.principal import Principal
 from events.policy.facts import CaseFacts, entry_of
-from events.policy.guard import AccessControl, Disclosure
+from events.policy.guard import AccessControl, AccessDenied, Disclosure
 from events.policy.vocabulary import Action, Decision
 from events.queries import QueryContext
 from events.store.port import EventStore
@@ -30,11 +31,12 @@ from services.intake.app.validation import build, fields_of
 from services.intake.domain.cases import CaseRecord, case_from, case_stream
 from services.intake.domain.clients import ClientRecord, client_from, client_stream
 from services.intake.domain.matching import DuplicateCandidate, Probe
-from services.intake.domain.permissions import Action as IntakeAction
-from services.intake.domain.permissions import require_role
 
 CASE_SECTIONS = (RecordSection.IDENTITY, RecordSection.ASSESSMENT, RecordSection.DISCHARGE)
 CLIENT_SECTIONS = (RecordSection.IDENTITY,)
+CLIENT_SEARCH = "client-search"
+"""Where a duplicate search refused outright is recorded: it names no client or case (audit's
+access log of this id lists such refusals)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +84,38 @@ def probe_from(query: FindDuplicates) -> Probe:
 
 
 async def find_possible_duplicates(
-    directory: ClientDirectory, reader: QueryContext, query: FindDuplicates
-) -> list[DuplicateCandidate]:
-    require_role(reader.actor.role, IntakeAction.READ_CLIENT)
+    directory: ClientDirectory,
+    access: AccessControl,
+    principal: Principal,
+    reader: QueryContext,
+    query: FindDuplicates,
+) -> tuple[list[DuplicateCandidate], list[Disclosure]]:
+    """The candidates the policy lets ``principal`` see, and their disclosures for
+    ``AccessControl.release`` (the caller records them before answering).
+
+    A role no rule lets read a client is refused (and recorded under ``CLIENT_SEARCH``) before
+    anything is looked up. A candidate the policy refuses is left out of the answer and its
+    refusal recorded, so the caller cannot tell a withheld person from no match."""
     probe = probe_from(query)
+    await access.require_role(principal, Action.READ_CLIENT, reader.purpose, CLIENT_SEARCH)
     # Catching up is safe beside registrations and other replicas (it only moves forward).
     await directory.refresh()
-    return await directory.candidates(probe)
+    shown: list[DuplicateCandidate] = []
+    disclosures: list[Disclosure] = []
+    for candidate in await directory.candidates(probe):
+        decided = await _client_decisions(access, principal, reader, candidate.client_id)
+        allowing = next((d for _, d in decided if d.allowed), None)
+        if allowing is None:
+            with contextlib.suppress(AccessDenied):
+                await access.refuse(
+                    principal, Action.READ_CLIENT, reader.purpose, decided[0][0], decided[0][1]
+                )
+            continue
+        shown.append(candidate)
+        disclosures.extend(
+            Disclosure(case_id, allowing, None, (), CLIENT_SECTIONS) for case_id, _ in decided
+        )
+    return shown, disclosures
 
 
 async def get_case(
@@ -116,21 +143,28 @@ async def client_disclosures(
     """A client's record is disclosed under the policy's decision on one of their cases (the
     first that allows it); each of their cases records the access. A client without a case
     is decided on the agency relationship alone and recorded under the client's id."""
-    case_ids = await access.cases_of_client(client.registration.client_id) or [
-        client.registration.client_id
-    ]
+    decided = await _client_decisions(access, principal, reader, client.registration.client_id)
+    allowing = next((d for _, d in decided if d.allowed), None)
+    if allowing is None:
+        await access.refuse(
+            principal, Action.READ_CLIENT, reader.purpose, decided[0][0], decided[0][1]
+        )
+    return [Disclosure(case_id, allowing, answer, (), CLIENT_SECTIONS) for case_id, _ in decided]
+
+
+async def _client_decisions(
+    access: AccessControl, principal: Principal, reader: QueryContext, client_id: str
+) -> list[tuple[str, Decision]]:
+    """The policy's decision on each of the client's cases (on the client's id alone when
+    they have none): showing who a client is shows part of each of their cases."""
+    case_ids = await access.cases_of_client(client_id) or [client_id]
     decisions: list[tuple[str, Decision]] = []
     for case_id in case_ids:
         facts = await access.case_facts(case_id)
         decisions.append(
             (case_id, access.decide(principal, Action.READ_CLIENT, reader.purpose, facts))
         )
-    allowing = next((d for _, d in decisions if d.allowed), None)
-    if allowing is None:
-        await access.refuse(
-            principal, Action.READ_CLIENT, reader.purpose, case_ids[0], decisions[0][1]
-        )
-    return [Disclosure(case_id, allowing, answer, (), CLIENT_SECTIONS) for case_id, _ in decisions]
+    return decisions
 
 
 def required_id(field: str, value: str) -> str:

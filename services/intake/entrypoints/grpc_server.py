@@ -198,10 +198,16 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         reader, _ = read_query(
             principal_of(context), request.context, lambda: queries.probe_from(query)
         )
-        found = await queries.find_possible_duplicates(self._deps.directory, reader, query)
-        return intake_pb2.FindPossibleDuplicatesResponse(
+        access = self._deps.access
+        principal = principal_of(context)
+        found, disclosures = await queries.find_possible_duplicates(
+            self._deps.directory, access, principal, reader, query
+        )
+        response = intake_pb2.FindPossibleDuplicatesResponse(
             candidates=[to_proto.candidate(c) for c in found]
         )
+        await access.release(context, principal, reader.purpose, disclosures)
+        return response
 
     @override
     @refusals_as_status

@@ -237,6 +237,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
             CASE_VIEW_SENSITIVE_PATHS,
             CASE_VIEW_SECTIONS,
             section_paths=CASE_VIEW_SECTION_PATHS,
+            referral_paths={"referrals": "referral_id", "services": "referral_id"},
         )
         await access.release(context, principal, reader.purpose, [disclosed])
         return view

@@ -7,7 +7,7 @@ from datetime import date
 
 import pytest
 
-from events.catalog.access import AccessPurpose
+from events.catalog.access import AccessPurpose, RecordAccessDenied
 from events.catalog.base import Role
 from events.catalog.clients import ClientRegistered
 from events.commands import (
@@ -18,7 +18,8 @@ from events.commands import (
     RuleBroken,
     VersionConflict,
 )
-from events.policy.guard import AccessControl
+from events.identity.principal import Principal
+from events.policy.guard import AccessControl, AccessDenied, access_stream
 from events.projections.runner import BusProjectionHandler
 from events.queries import QueryContext
 from events.store.sqlite import SqliteEventStore
@@ -346,20 +347,49 @@ async def test_the_supervisor_reopens_but_the_case_manager_does_not(
 
 
 async def test_finding_possible_duplicates(
-    store: SqliteEventStore, directory: ClientDirectory
+    store: SqliteEventStore, directory: ClientDirectory, access: AccessControl
 ) -> None:
     first = await register(store, directory, marco(identifiers=(NATIONAL,)))
     reader = QueryContext(context(Role.RECEPTIONIST).actor, AccessPurpose.DIRECT_CARE)
+    principal = Principal(reader.actor.user_id, Role.RECEPTIONIST, access.home_agency, "test")
     by_name = FindDuplicates(name=NameInput("marco", "BELLINI"), date_of_birth="1941-06-02")
     by_identifier = FindDuplicates(identifiers=(NATIONAL,))
     for query in (by_name, by_identifier):
-        found = await queries.find_possible_duplicates(directory, reader, query)
+        found, disclosures = await queries.find_possible_duplicates(
+            directory, access, principal, reader, query
+        )
         assert [c.client_id for c in found] == [first.recorded.subject_id]
+        assert [d.case_id for d in disclosures] == [first.recorded.subject_id]
+        assert all(d.decision.rule == "front-desk" for d in disclosures)
     with pytest.raises(InvalidCommand) as refused:
         await queries.find_possible_duplicates(
-            directory, reader, FindDuplicates(name=NameInput("Marco"))
+            directory, access, principal, reader, FindDuplicates(name=NameInput("Marco"))
         )
     assert refused.value.violations[0].field == "identifiers"
+
+
+async def test_duplicates_the_policy_refuses_are_withheld_and_the_refusal_recorded(
+    store: SqliteEventStore, directory: ClientDirectory, access: AccessControl
+) -> None:
+    first = await register(store, directory, marco(identifiers=(NATIONAL,)))
+    client_id = first.recorded.subject_id
+    reader = QueryContext(context(Role.RECEPTIONIST).actor, AccessPurpose.DIRECT_CARE)
+    outsider = Principal(reader.actor.user_id, Role.RECEPTIONIST, "another-agency", "test")
+    query = FindDuplicates(identifiers=(NATIONAL,))
+    found, disclosures = await queries.find_possible_duplicates(
+        directory, access, outsider, reader, query
+    )
+    assert (found, disclosures) == ([], [])
+    (denied,) = await store.read_stream(access_stream(client_id))
+    assert isinstance(denied.event, RecordAccessDenied)
+    assert denied.event.rule == "no-relationship"
+
+    machine = Principal("relay-1", Role.SYSTEM, access.home_agency, "test")
+    with pytest.raises(AccessDenied):
+        await queries.find_possible_duplicates(directory, access, machine, reader, query)
+    (refusal,) = await store.read_stream(access_stream(queries.CLIENT_SEARCH))
+    assert isinstance(refusal.event, RecordAccessDenied)
+    assert refusal.event.rule == "role-not-allowed"
 
 
 async def test_unknown_client_and_case_are_not_found(

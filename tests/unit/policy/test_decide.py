@@ -13,7 +13,7 @@ from events.catalog.access import RecordSection, SensitiveCategory
 from events.catalog.base import Role
 from events.identity.principal import Principal
 from events.policy.decide import decide, decide_disclosure
-from events.policy.facts import CaseFacts, Consent
+from events.policy.facts import AcceptedReferral, CaseFacts, Consent, fold
 from events.policy.matrix import REFUSALS, RULES
 from events.policy.vocabulary import REFERRED_SECTIONS, Action, Obligation
 
@@ -32,7 +32,11 @@ FACTS = CaseFacts(
     client_id="client-1",
     worker_id="sw-ana",
     worker_team="team-east",
-    referred_to=frozenset({"harbour"}),
+    referrals=(
+        AcceptedReferral(
+            "referral-1", "harbour", "consent-1", frozenset({SensitiveCategory.SUBSTANCE_USE})
+        ),
+    ),
     categories=frozenset({SensitiveCategory.SUBSTANCE_USE}),
     consents=(CONSENT,),
 )
@@ -168,6 +172,38 @@ ROWS = [
     ),
     (who("client-1", Role.CLIENT), Action.READ_CASE, P.CLIENT_REQUEST, FACTS, "client-self", True),
     (
+        who("kim", Role.AUDITOR),
+        Action.READ_LEDGER,
+        P.CONFIDENTIALITY_REVIEW,
+        None,
+        "ledger-review",
+        False,
+    ),
+    (
+        who("sup", Role.SUPERVISOR, team="team-east"),
+        Action.READ_LEDGER,
+        P.SUPERVISION,
+        None,
+        "ledger-supervision",
+        False,
+    ),
+    (
+        who("sup", Role.SUPERVISOR, team="team-east"),
+        Action.READ_LEDGER,
+        P.DIRECT_CARE,
+        None,
+        "purpose-not-permitted",
+        False,
+    ),
+    (
+        who("sw-ana", Role.SOCIAL_WORKER),
+        Action.READ_LEDGER,
+        P.DIRECT_CARE,
+        None,
+        "role-not-allowed",
+        False,
+    ),
+    (
         who("client-2", Role.CLIENT),
         Action.READ_CASE,
         P.CLIENT_REQUEST,
@@ -210,6 +246,66 @@ def test_a_partner_sees_the_referred_scope_under_consent_with_the_notice() -> No
     assert decision.sections == REFERRED_SECTIONS
     assert decision.obligations == (Obligation.REDISCLOSURE_NOTICE,)
     assert not decision.discloses(RecordSection.ASSESSMENT)
+
+
+def test_a_partner_is_bounded_by_each_referral_it_accepted() -> None:
+    harbour = who("h", Role.PARTNER_AGENCY, "harbour")
+    narrow = Consent(
+        "consent-2",
+        "harbour",
+        P.COORDINATION,
+        frozenset({RecordSection.REFERRALS}),
+        frozenset(),
+        NOW + timedelta(days=30),
+    )
+    facts = replace(
+        FACTS,
+        referrals=(
+            AcceptedReferral("referral-2", "harbour", "consent-2", frozenset()),
+            AcceptedReferral("referral-3", "sunrise", "consent-3", frozenset()),
+        ),
+        consents=(CONSENT, narrow),
+    )
+    decision = decide(harbour, Action.READ_CASE, P.COORDINATION, facts, home_agency=HOME, now=NOW)
+    # Its own referral only, under that referral's consent: identity and services are not in
+    # it, although another consent to the same agency would cover them.
+    assert decision.referral_ids == frozenset({"referral-2"})
+    assert decision.sections == frozenset({RecordSection.REFERRALS})
+    assert decision.consent_id == "consent-2"
+    # The referral's need is not sensitive, so nothing sensitive of it is withheld.
+    assert decision.sensitive
+    assert decision.obligations == ()
+
+
+def test_the_consent_a_referral_was_made_under_bounds_it_even_when_another_covers() -> None:
+    harbour = who("h", Role.PARTNER_AGENCY, "harbour")
+    other = replace(CONSENT, consent_id="consent-9")
+    facts = replace(FACTS, consents=(replace(CONSENT, revoked=True), other))
+    decision = decide(harbour, Action.READ_CASE, P.COORDINATION, facts, home_agency=HOME, now=NOW)
+    assert (decision.allowed, decision.rule) == (False, "consent-required")
+
+
+def test_a_completed_or_declined_referral_ends_the_partners_relationship() -> None:
+    def entry(kind: str, at: int, **fields: object) -> dict[str, object]:
+        moment = (NOW + timedelta(seconds=at)).isoformat()
+        return {"type": f"casetrail.referral.{kind}", "recorded_at": moment, **fields}
+
+    made = entry("made", 1, referral_id="r-1", provider_id="harbour", categories=[])
+    accepted = entry("accepted", 2, referral_id="r-1", provider_id="harbour")
+    facts = fold("case-1", [made, accepted])
+    assert facts.referrals == (AcceptedReferral("r-1", "harbour", None, frozenset()),)
+    for ending in ("completed", "declined"):
+        ended = fold("case-1", [made, accepted, entry(ending, 3, referral_id="r-1")])
+        assert ended.referrals == ()
+        decision = decide(
+            who("h", Role.PARTNER_AGENCY, "harbour"),
+            Action.READ_CASE,
+            P.COORDINATION,
+            ended,
+            home_agency=HOME,
+            now=NOW,
+        )
+        assert decision.rule == "no-relationship"
 
 
 def test_revoked_or_expired_consent_refuses_the_next_read() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from casetrail.coordination.v1 import coordination_pb2
 from casetrail.intake.v1 import intake_pb2
 from events.policy import redaction
 
@@ -44,3 +45,21 @@ def test_redact_clears_sensitive_values_and_keeps_the_rest() -> None:
     assert answer.record.assessments[0].factors.social == "alone"
     assert answer.record.assessments[0].factors.psychological == ""
     assert redaction.present(answer, PATHS) == []
+
+
+def test_keep_referred_keeps_only_the_entries_of_the_referrals_given() -> None:
+    answer = coordination_pb2.GetCaseCoordinationResponse(
+        referrals=[
+            coordination_pb2.Referral(referral_id="r-1", service="home care"),
+            coordination_pb2.Referral(referral_id="r-2", service="counseling"),
+        ],
+        services=[
+            coordination_pb2.ScheduledService(service_id="s-1", referral_id="r-2"),
+            coordination_pb2.ScheduledService(service_id="s-2", referral_id="r-1"),
+            coordination_pb2.ScheduledService(service_id="s-3"),
+        ],
+    )
+    lists = {"referrals": "referral_id", "services": "referral_id"}
+    redaction.keep_referred(answer, lists, {"r-1"})
+    assert [r.service for r in answer.referrals] == ["home care"]
+    assert [s.service_id for s in answer.services] == ["s-2"]
