@@ -15,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from events.identity.development import DEFAULT_AGENCY, DevelopmentSigner, identity_dir
+from events.identity.settings import IssuerSettings
+from events.identity.verifier import TokenVerifier
 
 TOKEN_FILE = "login-token"
 
@@ -59,3 +61,14 @@ def bearer_token(options: argparse.Namespace) -> str:
             "no token: run `casetrail login --user U --role auditor` (development issuer) "
             "or pass --token / CASETRAIL_TOKEN"
         ) from None
+
+
+def trusted_verifier(data_dir: Path) -> TokenVerifier:
+    """The verifier of the issuer the services trust: the configured one
+    (``CASETRAIL_OIDC_ISSUER``), else the development issuer `make run` started in
+    ``data_dir``."""
+    issuer = IssuerSettings.from_env()
+    if issuer is not None:
+        return issuer.verifier()
+    signer = DevelopmentSigner.load(data_dir)
+    return TokenVerifier.for_issuer(signer.issuer, signer.audience)

@@ -82,11 +82,14 @@ def parser() -> argparse.ArgumentParser:
     _storage(rebuild)
 
     tail = commands.add_parser(
-        "tail", help="print events as they are appended, as CloudEvents JSON lines"
+        "tail",
+        help="print events as they are appended, as CloudEvents JSON lines (auditors only;"
+        " every case shown is recorded as accessed)",
     )
     tail.add_argument("--service", action="append", choices=SERVICES, help="repeatable; all")
     tail.add_argument("--from-start", action="store_true", help="print the stored events first")
     _storage(tail)
+    _caller(tail)
 
     parked = commands.add_parser(
         "parked",
@@ -167,6 +170,11 @@ def _storage(command: argparse.ArgumentParser) -> None:
 def _audit(command: argparse.ArgumentParser) -> None:
     command.add_argument("--audit", metavar="HOST:PORT", help="default: from addresses.json")
     command.add_argument("--data-dir", default=_data_dir(), help="where addresses.json is")
+    _caller(command)
+
+
+def _caller(command: argparse.ArgumentParser) -> None:
+    """Who calls, and why: every read of case data is decided and recorded under them."""
     command.add_argument(
         "--token",
         default=os.environ.get("CASETRAIL_TOKEN", ""),

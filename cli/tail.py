@@ -1,5 +1,14 @@
 """`casetrail tail`: events of services' own stores as they are appended, as compact CloudEvents
-JSON lines (one object per line, as in an export)."""
+JSON lines (one object per line, as in an export).
+
+Following every event discloses every case, so it is for an authenticated auditor only: the
+bearer token (``--token``, ``CASETRAIL_TOKEN`` or the saved ``casetrail login``) is verified
+against the issuer the services trust, the access policy decides (``Action.TAIL``), and each
+batch of events is recorded as ``casetrail.record.accessed`` in the tailed service's own store,
+one access per case in one append, before it is printed. A refusal is recorded too
+(``record.access_denied`` under the id ``TAIL_SUBJECT``). The tail's own access records are
+neither printed nor recorded again (two tails would otherwise feed each other forever).
+"""
 
 from __future__ import annotations
 
@@ -8,12 +17,30 @@ import asyncio
 import contextlib
 import json
 import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 from cli.main import SERVICES
+from events.catalog.access import AccessPurpose
+from events.envelope import RecordedEvent
 from events.hosting import Infrastructure
+from events.identity.errors import InvalidCredential, IssuerUnavailable
+from events.identity.principal import Principal
+from events.policy.decide import decide
+from events.policy.guard import DEFAULT_HOME_AGENCY, AccessControl, AccessDenied, Disclosure
+from events.policy.vocabulary import Action, Decision
+from events.store.port import EventStore
+
+TAIL_SOURCE = "casetrail/cli-tail"
+TAIL_SUBJECT = "all-cases"
+"""Where a refused tail is recorded: it asks for no single case."""
+BATCH = 500
 
 
 def run(options: argparse.Namespace) -> int:
+    from cli.login import bearer_token, trusted_verifier
     from cli.stores import has_local_store, infrastructure
 
     infra = infrastructure(options)
@@ -25,26 +52,127 @@ def run(options: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        purpose = AccessPurpose(options.purpose)
+    except ValueError:
+        print(f"--purpose: unknown purpose {options.purpose!r}", file=sys.stderr)
+        return 2
+    token = bearer_token(options)
+    verifier = trusted_verifier(Path(options.data_dir))
+    try:
+        principal = asyncio.run(verifier.verify(token))
+    except (InvalidCredential, IssuerUnavailable) as error:
+        print(f"refused: {error}", file=sys.stderr)
+        return 1
+    decision = decide(
+        principal,
+        Action.TAIL,
+        purpose,
+        None,
+        home_agency=DEFAULT_HOME_AGENCY,
+        now=datetime.now(UTC),
+    )
+    if not decision.allowed:
+        asyncio.run(_record_refusal(infra, names[0], principal, purpose, decision))
+        print(f"refused: {decision.rule}: {decision.reason}", file=sys.stderr)
+        return 1
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_tail_all(infra, names, options.from_start))
+        asyncio.run(_tail_all(infra, names, principal, purpose, decision, options.from_start))
     return 0
 
 
-async def _tail_all(infra: Infrastructure, names: list[str], from_start: bool) -> None:
-    async with asyncio.TaskGroup() as group:
-        for name in names:
-            group.create_task(_tail(infra, name, from_start))
-
-
-async def _tail(infra: Infrastructure, service: str, from_start: bool) -> None:
-    from events.cloudevents import to_structured
+async def _record_refusal(
+    infra: Infrastructure,
+    service: str,
+    principal: Principal,
+    purpose: AccessPurpose,
+    decision: Decision,
+) -> None:
     from events.hosting import open_event_store
 
     store, _checkpoints, close_store = await open_event_store(infra, service)
     try:
-        after = 0 if from_start else await store.last_position()
-        async for recorded in store.follow(after):
-            line = json.dumps(to_structured(recorded), separators=(",", ":"), ensure_ascii=False)
-            print(line, flush=True)
+        access = AccessControl(store, None, TAIL_SOURCE)
+        with contextlib.suppress(AccessDenied):
+            await access.refuse(principal, Action.TAIL, purpose, TAIL_SUBJECT, decision)
     finally:
         await close_store()
+
+
+async def _tail_all(
+    infra: Infrastructure,
+    names: list[str],
+    principal: Principal,
+    purpose: AccessPurpose,
+    decision: Decision,
+    from_start: bool,
+) -> None:
+    async with asyncio.TaskGroup() as group:
+        for name in names:
+            group.create_task(_tail(infra, name, principal, purpose, decision, from_start))
+
+
+async def _tail(
+    infra: Infrastructure,
+    service: str,
+    principal: Principal,
+    purpose: AccessPurpose,
+    decision: Decision,
+    from_start: bool,
+) -> None:
+    from events.hosting import open_event_store
+
+    store, _checkpoints, close_store = await open_event_store(infra, service)
+    try:
+        access = AccessControl(store, None, TAIL_SOURCE)
+        await follow(store, access, principal, purpose, decision, from_start)
+    finally:
+        await close_store()
+
+
+async def follow(
+    store: EventStore,
+    access: AccessControl,
+    principal: Principal,
+    purpose: AccessPurpose,
+    decision: Decision,
+    from_start: bool,
+    *,
+    idle_timeout: float = 1.0,
+) -> None:
+    """Record, then print, each batch of events appended after now (or from the start)."""
+    from events.cloudevents import to_structured
+
+    position = 0 if from_start else await store.last_position()
+    while True:
+        batch = await store.read_all(position, BATCH)
+        shown = [e for e in batch if e.metadata.source != TAIL_SOURCE]
+        if shown:
+            await access.release(None, principal, purpose, disclosures(decision, shown))
+        for recorded in shown:
+            line = json.dumps(to_structured(recorded), separators=(",", ":"), ensure_ascii=False)
+            print(line, flush=True)
+        if batch:
+            position = batch[-1].position
+        if len(batch) < BATCH:
+            await store.wait_for_append(position, idle_timeout)
+
+
+def disclosures(decision: Decision, shown: Sequence[RecordedEvent]) -> list[Disclosure]:
+    """One access per case (the events' subject) shown, with its sections and sensitive fields."""
+    from services.audit.domain.access import sections_disclosed, sensitive_fields_shown
+
+    by_case: dict[str, list[RecordedEvent]] = defaultdict(list)
+    for recorded in shown:
+        by_case[recorded.event.subject].append(recorded)
+    return [
+        Disclosure(
+            case_id,
+            decision,
+            None,
+            (),
+            sections_disclosed(e.event for e in events),
+            sensitive_fields_shown(e.event for e in events),
+        )
+        for case_id, events in by_case.items()
+    ]

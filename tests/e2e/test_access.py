@@ -15,7 +15,7 @@ from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
 from cli.rpc import Refusal, command, consent_not_known_yet, eventually, query, refused
-from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, SOCIAL_WORKER
+from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, RECEPTIONIST, SOCIAL_WORKER
 from events.policy import redaction
 from events.policy.guard import REDACTED_KEY
 from services.coordination.entrypoints.grpc_server import CASE_SENSITIVE_PATHS as COORD_PATHS
@@ -164,11 +164,12 @@ async def test_every_read_answered_is_recorded_with_the_sensitive_fields_it_show
     answered: list[tuple[str, list[str], list[str]]] = []
     """(reader, sensitive fields shown, fields withheld) for every read answered."""
 
-    async def read(reader: str, call: Any, paths: tuple[str, ...]) -> None:
+    async def read(reader: str, call: Any, paths: tuple[str, ...]) -> Any:
         response = await call
         trailer = dict(await call.trailing_metadata())
         withheld = [p for p in trailer.get(REDACTED_KEY, "").split(",") if p]
         answered.append((reader, redaction.present(response, paths), withheld))
+        return response
 
     await read(
         AUDITOR.user_id,
@@ -192,6 +193,28 @@ async def test_every_read_answered_is_recorded_with_the_sensitive_fields_it_show
         ),
         COORD_PATHS,
     )
+    # Who a client is, and the duplicate search that finds them, are reads of the case too.
+    client = (
+        await read(
+            AUDITOR.user_id,
+            auditor.intake.GetClient(
+                intake_pb2.GetClientRequest(
+                    context=query("confidentiality_review"), client_id=case.client_id
+                )
+            ),
+            (),
+        )
+    ).client
+    found = await read(
+        RECEPTIONIST.user_id,
+        stubs.as_(RECEPTIONIST).intake.FindPossibleDuplicates(
+            intake_pb2.FindPossibleDuplicatesRequest(
+                context=query("direct_care"), identifiers=client.identifiers
+            )
+        ),
+        (),
+    )
+    assert [c.client_id for c in found.candidates] == [case.client_id]
     # A read refused is no read answered (it is recorded as refused).
     await refused(
         stubs.as_(SOCIAL_WORKER).planning.GetCaseView(

@@ -15,9 +15,11 @@ import pytest
 from casetrail.audit.v1 import audit_pb2
 from casetrail.intake.v1 import intake_pb2
 from cli.rpc import connect, eventually, query
+from cli.tail import TAIL_SOURCE, TAIL_SUBJECT
 from cli.walk.story import AUDITOR, RECEPTIONIST
 from events.catalog_registry import default_registry
 from events.cloudevents import from_json_lines
+from events.policy.guard import access_stream
 from services.demo import LocalCasetrail, embedded_services
 from tests.e2e.conftest import Casetrail
 from tests.e2e.distributed import ENV, REPO
@@ -74,7 +76,7 @@ async def test_an_auditor_reads_timeline_state_and_export(casetrail: Casetrail) 
     assert "context.purpose" in err
 
 
-async def test_an_operator_rebuilds_a_projection_and_tails_a_store(tmp_path: Path) -> None:
+async def test_an_operator_rebuilds_a_projection(tmp_path: Path) -> None:
     async with embedded_services(tmp_path) as local:
         await _one_case(local)
     storage = ["--data-dir", str(tmp_path)]
@@ -86,27 +88,71 @@ async def test_an_operator_rebuilds_a_projection_and_tails_a_store(tmp_path: Pat
     assert status == 2
     assert "fed from the bus" in out
 
-    tail = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli.main", "tail", "--service", "intake", "--from-start", *storage,
-        cwd=REPO, env=ENV, stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert tail.stdout is not None
+
+async def test_only_an_auditor_tails_a_store_and_every_case_shown_is_recorded(
+    tmp_path: Path,
+) -> None:
+    storage = ["--data-dir", str(tmp_path)]
+    async with embedded_services(tmp_path) as local:
+        case_id = await _one_case(local)
+        # Anyone else is refused, and the refusal recorded.
+        status, out, err = await casetrail_cli(
+            "tail", "--service", "intake", *storage, "--token", local.tokens(RECEPTIONIST)
+        )
+        assert (status, out) == (1, "")
+        assert "refused: role-not-allowed" in err
+        status, _, err = await casetrail_cli(
+            "tail", "--service", "intake", *storage, "--token", "not-a-token"
+        )
+        assert status == 1
+        assert "refused" in err
+
+        tail = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cli.main", "tail", "--service", "intake", "--from-start",
+            *storage, "--token", local.tokens(AUDITOR),
+            cwd=REPO, env=ENV, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert tail.stdout is not None
+        try:
+            lines = [json.loads(await tail.stdout.readline()) for _ in range(2)]
+        finally:
+            tail.terminate()
+            await tail.wait()
+        assert [line["type"] for line in lines] == [
+            "casetrail.client.registered",
+            "casetrail.case.opened",
+        ]
+        # The tail recorded what it showed in intake's store, which publishes it to audit.
+        async with connect(local.addresses, local.tokens) as connection:
+            log = await eventually(
+                lambda: connection.as_(AUDITOR).audit.GetAccessLog(
+                    audit_pb2.GetAccessLogRequest(
+                        context=query("confidentiality_review"), case_id=case_id
+                    )
+                ),
+                lambda answer: any(r.source == TAIL_SOURCE for r in answer.records),
+                what="audit to learn of the tail's access",
+                patience=30.0,
+            )
+        (access,) = [r for r in log.records if r.source == TAIL_SOURCE]
+        assert (access.accessor.user_id, access.rule) == (AUDITOR.user_id, "auditor-review")
+        assert "assessment" in access.sections
+
+    from events.store.sqlite import SqliteEventStore
+
+    store = await SqliteEventStore.open(tmp_path / "intake" / "events.db", default_registry())
     try:
-        lines = [json.loads(await tail.stdout.readline()) for _ in range(2)]
+        refusals = await store.read_stream(access_stream(TAIL_SUBJECT))
     finally:
-        tail.terminate()
-        await tail.wait()
-    assert [line["type"] for line in lines] == [
-        "casetrail.client.registered",
-        "casetrail.case.opened",
-    ]
+        await store.close()
+    assert [r.metadata.actor.user_id for r in refusals] == [RECEPTIONIST.user_id]
 
 
-async def _one_case(local: LocalCasetrail) -> None:
+async def _one_case(local: LocalCasetrail) -> str:
     async with connect(local.addresses, local.tokens) as connection:
         stubs = connection.as_(RECEPTIONIST)
         client = await stubs.intake.RegisterClient(registration())
-        await stubs.intake.OpenCase(
+        opened = await stubs.intake.OpenCase(
             intake_pb2.OpenCaseRequest(
                 context=registration().context,
                 client_id=client.client_id,
@@ -114,6 +160,8 @@ async def _one_case(local: LocalCasetrail) -> None:
                 presenting_needs=[intake_pb2.PresentingNeed(category="food")],
             )
         )
+        case_id: str = opened.result.case_id
+        return case_id
 
 
 async def test_an_operator_lists_parked_records_and_asks_for_a_retry(tmp_path: Path) -> None:

@@ -6,11 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Protocol
 
 from events.catalog.access import RecordAccessed, RecordSection
-from events.catalog.base import CaseEvent
 from events.envelope import RecordedEvent
 from events.identity.principal import Principal
 from events.policy.facts import entry_of
@@ -22,6 +20,7 @@ from services.audit.domain import history
 from services.audit.domain.access import (
     STATE_SECTIONS,
     sections_disclosed,
+    sensitive_fields_shown,
 )
 from services.audit.domain.case_state import CaseState, fold
 from services.audit.domain.errors import CaseNotFound
@@ -219,18 +218,6 @@ async def _release(
     """Record what is about to be shown: its sections and the sensitive fields it holds."""
     principal, disclosure = allowed
     chosen = sections_disclosed(e.event for e in shown) if sections is None else sections
-    fields = sorted(
-        {
-            f"{recorded.event.event_type}.{name}"
-            for recorded in shown
-            for name in _sensitive_names(type(recorded.event))
-            if getattr(recorded.event, name)
-        }
-    )
+    fields = sensitive_fields_shown(recorded.event for recorded in shown)
     item = Disclosure(case_id, disclosure.decision, None, (), chosen, fields)
     return await deps.access.release(None, principal, viewer.purpose, [item])
-
-
-@cache
-def _sensitive_names(model: type[CaseEvent]) -> frozenset[str]:
-    return model.sensitive_fields()

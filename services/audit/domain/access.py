@@ -123,3 +123,20 @@ def sections_by_type() -> dict[str, tuple[RecordSection, ...]]:
         ((), (ledger.LedgerInconsistencyDetected,)),
     ]
     return {model.event_type: sections for sections, models in groups for model in models}
+
+
+def sensitive_fields_shown(events: Iterable[CaseEvent]) -> list[str]:
+    """``<event type>.<field>`` of each sensitive field holding a value in ``events``."""
+    return sorted(
+        {
+            f"{event.event_type}.{name}"
+            for event in events
+            for name in _sensitive_names(type(event))
+            if getattr(event, name)
+        }
+    )
+
+
+@cache
+def _sensitive_names(model: type[CaseEvent]) -> frozenset[str]:
+    return model.sensitive_fields()
