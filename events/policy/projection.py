@@ -7,6 +7,7 @@ from datetime import datetime
 
 from events.envelope import RecordedEvent
 from events.policy.facts import FACT_EVENT_TYPES, CaseFacts, Entry, entry_of, fold
+from events.policy.facts_cache import CachedFacts, CaseFactsCache
 from events.projections.port import DocumentTransaction, Projection, ReadModelStore
 
 FACTS = "policy_case_facts"
@@ -38,10 +39,15 @@ class CaseFactsReader:
 
     ``own_entries`` lets a service add what its own store already holds (intake's consents):
     those take effect on the very next read, before the bus brings them back.
+
+    The current facts of recently read cases come from memory (``facts_cache``) when the read
+    model store tells about every change to them; otherwise every read folds them afresh.
     """
 
-    def __init__(self, read_models: ReadModelStore) -> None:
+    def __init__(self, read_models: ReadModelStore, cache: CaseFactsCache | None = None) -> None:
         self._read_models = read_models
+        cache = cache or CaseFactsCache()
+        self._cache = cache if read_models.watch(FACTS, cache.forget) else None
 
     async def facts(
         self,
@@ -50,10 +56,24 @@ class CaseFactsReader:
         as_of: datetime | None = None,
         own_entries: Iterable[Entry] = (),
     ) -> CaseFacts:
-        document = await self._read_models.get(FACTS, case_id)
-        entries = {} if document is None else {e["event_id"]: e for e in document["entries"]}
-        entries.update((entry["event_id"], entry) for entry in own_entries)
+        own = {entry["event_id"]: entry for entry in own_entries}
+        if as_of is None and self._cache is not None:
+            cached = self._cache.get(case_id)
+            if cached is None:
+                changes = self._cache.changes
+                entries = await self._entries(case_id)
+                cached = CachedFacts(fold(case_id, entries.values()), entries)
+                self._cache.keep(case_id, cached, changes)
+            if own.keys() <= cached.entries.keys():
+                return cached.facts
+            return fold(case_id, {**cached.entries, **own}.values())
+        entries = await self._entries(case_id)
+        entries.update(own)
         return fold(case_id, entries.values(), as_of=as_of)
+
+    async def _entries(self, case_id: str) -> dict[str, Entry]:
+        document = await self._read_models.get(FACTS, case_id)
+        return {} if document is None else {e["event_id"]: e for e in document["entries"]}
 
     async def cases_of_client(self, client_id: str) -> list[str]:
         documents = await self._read_models.find(FACTS, equals={"client_id": client_id})

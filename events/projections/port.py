@@ -9,7 +9,7 @@ both the documents and the tracking updated or neither.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 from uuid import UUID
@@ -17,6 +17,10 @@ from uuid import UUID
 from events.envelope import RecordedEvent
 
 Document = dict[str, Any]
+
+ChangeCallback = Callable[[str | None], None]
+"""Told the key of a document after the commit that changed it, or ``None`` when any document
+of the collection may have changed (a reset)."""
 
 
 class DocumentTransaction(ABC):
@@ -28,6 +32,17 @@ class DocumentTransaction(ABC):
 
     @abstractmethod
     async def delete(self, collection: str, key: str) -> None: ...
+
+    async def append_to_list(self, collection: str, key: str, field: str, item: Any) -> bool:
+        """Append ``item`` to the list in ``field`` of a stored document; ``False`` when there
+        is no such document. Adapters splice it in inside the database, so a growing document
+        is neither read back nor written out again in Python."""
+        document = await self.get(collection, key)
+        if document is None:
+            return False
+        document[field].append(item)
+        await self.put(collection, key, document)
+        return True
 
     @abstractmethod
     async def find(
@@ -76,6 +91,12 @@ class ReadModelStore(ABC):
     @abstractmethod
     async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
         """Forget a projection's documents and tracking, to rebuild it from zero."""
+
+    def watch(self, collection: str, changed: ChangeCallback) -> bool:
+        """Tell ``changed`` about every committed change to ``collection``'s documents, after
+        the commit, for as long as the store is open. ``False`` when this store cannot see
+        every writer (other processes, replicas): then nothing may be cached on its word."""
+        return False
 
     @abstractmethod
     async def close(self) -> None: ...

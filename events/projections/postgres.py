@@ -136,6 +136,15 @@ class _PostgresTransaction(DocumentTransaction):
             "DELETE FROM documents WHERE collection = %s AND key = %s", (collection, key)
         )
 
+    async def append_to_list(self, collection: str, key: str, field: str, item: Any) -> bool:
+        cursor = await self._connection.execute(
+            "UPDATE documents SET document = jsonb_set(document, ARRAY[%s],"
+            " (document -> %s) || jsonb_build_array(%s::jsonb))"
+            " WHERE collection = %s AND key = %s",
+            (field, field, json.dumps(item, default=str), collection, key),
+        )
+        return cursor.rowcount == 1
+
     async def find(
         self, collection: str, equals: Mapping[str, str | int | bool] | None = None
     ) -> list[Document]:

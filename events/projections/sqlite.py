@@ -12,13 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from events.projections.port import Document, DocumentTransaction, ReadModelStore
+from events.projections.port import (
+    ChangeCallback,
+    Document,
+    DocumentTransaction,
+    ReadModelStore,
+)
 from events.store.sqlite_writer import connect
 
 SCHEMA = """
@@ -67,18 +72,32 @@ class SqliteReadModelStore(ReadModelStore):
         self._commits_since_checkpoint = 0
         self._checkpointing: asyncio.Future[None] | None = None
         self._lock = asyncio.Lock()
+        self._watchers: dict[str, list[ChangeCallback]] = {}
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[DocumentTransaction]:
         async with self._lock:
             self._writer.execute("BEGIN IMMEDIATE")
+            transaction = _SqliteTransaction(self._writer, self._watchers)
             try:
-                yield _SqliteTransaction(self._writer)
+                yield transaction
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
             self._writer.execute("COMMIT")
         self._after_commit()
+        self._tell(transaction.changed)
+
+    def watch(self, collection: str, changed: ChangeCallback) -> bool:
+        # The embedded read models have one writing process, this one: every change passes
+        # through ``transaction`` or ``reset`` below.
+        self._watchers.setdefault(collection, []).append(changed)
+        return True
+
+    def _tell(self, changes: Iterable[tuple[str, str | None]]) -> None:
+        for collection, key in changes:
+            for changed in self._watchers.get(collection, ()):
+                changed(key)
 
     def _after_commit(self) -> None:
         self._commits_since_checkpoint += 1
@@ -128,6 +147,7 @@ class SqliteReadModelStore(ReadModelStore):
                 self._writer.execute("ROLLBACK")
                 raise
             self._writer.execute("COMMIT")
+        self._tell((collection, None) for collection in collections)
 
     async def close(self) -> None:
         if self._checkpointing is not None:
@@ -138,8 +158,13 @@ class SqliteReadModelStore(ReadModelStore):
 
 
 class _SqliteTransaction(DocumentTransaction):
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, watched: Mapping[str, object] | None = None
+    ) -> None:
         self._connection = connection
+        self._watched = watched or {}
+        self.changed: list[tuple[str, str | None]] = []
+        """Changes to watched collections, told to their watchers once committed."""
 
     async def get(self, collection: str, key: str) -> Document | None:
         return _get(self._connection, collection, key)
@@ -150,11 +175,27 @@ class _SqliteTransaction(DocumentTransaction):
             " ON CONFLICT (collection, key) DO UPDATE SET document = excluded.document",
             (collection, key, dump_document(document)),
         )
+        if collection in self._watched:
+            self.changed.append((collection, key))
 
     async def delete(self, collection: str, key: str) -> None:
         self._connection.execute(
             "DELETE FROM documents WHERE collection = ? AND key = ?", (collection, key)
         )
+        if collection in self._watched:
+            self.changed.append((collection, key))
+
+    async def append_to_list(self, collection: str, key: str, field: str, item: Any) -> bool:
+        cursor = self._connection.execute(
+            "UPDATE documents SET document = json_insert(document, ?, json(?))"
+            " WHERE collection = ? AND key = ?",
+            (f"{_path(field)}[#]", dump_document(item), collection, key),
+        )
+        if cursor.rowcount != 1:
+            return False
+        if collection in self._watched:
+            self.changed.append((collection, key))
+        return True
 
     async def find(
         self, collection: str, equals: Mapping[str, str | int | bool] | None = None

@@ -119,6 +119,48 @@ async def test_a_failed_transaction_leaves_nothing_behind(read_models: ReadModel
         assert await transaction.position("p") == 0
 
 
+async def test_append_to_list_adds_one_item_to_a_stored_document(
+    read_models: ReadModelStore,
+) -> None:
+    async with read_models.transaction() as transaction:
+        await transaction.put("chunks", "k", {"case_id": "c1", "events": [{"n": 1}]})
+        assert await transaction.append_to_list("chunks", "k", "events", {"n": 2, "l": [3]})
+        assert not await transaction.append_to_list("chunks", "missing", "events", {"n": 9})
+
+    assert await read_models.get("chunks", "k") == {
+        "case_id": "c1",
+        "events": [{"n": 1}, {"n": 2, "l": [3]}],
+    }
+    assert await read_models.get("chunks", "missing") is None
+
+
+async def test_a_watcher_is_told_each_committed_change(read_models: ReadModelStore) -> None:
+    told: list[str | None] = []
+    # PostgreSQL read models are shared by a service's replicas, whose commits this process
+    # does not see: such a store says so, and nothing is cached on its word.
+    watchable = isinstance(read_models, SqliteReadModelStore)
+    assert read_models.watch("watched", told.append) is watchable
+    if not watchable:
+        return
+
+    async def change_then_fail() -> None:
+        async with read_models.transaction() as transaction:
+            await transaction.put("watched", "lost", {"n": 1})
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        await change_then_fail()
+    async with read_models.transaction() as transaction:
+        await transaction.put("watched", "a", {"items": []})
+        await transaction.append_to_list("watched", "a", "items", 1)
+        await transaction.put("other", "b", {"n": 1})
+        await transaction.delete("watched", "c")
+        assert told == []  # nothing is told before the commit
+    await read_models.reset("p", ("watched",))
+
+    assert told == ["a", "a", "c", None]
+
+
 async def test_catch_up_applies_each_event_once(
     event_store: EventStore, read_models: ReadModelStore
 ) -> None:

@@ -52,26 +52,25 @@ class TimelineProjection(Projection):
             return
         case_id = recorded.subject
         header = await transaction.get(CASES, case_id) or _new_header(case_id)
-        chunk = await self._open_chunk(transaction, header)
-        chunk["events"].append(to_structured(recorded))
+        structured = to_structured(recorded)
+        if header["chunks"] and header["last_chunk_events"] < self._chunk_size:
+            # The last chunk has room: the store splices the event in (no chunk decoded and
+            # encoded again per event: most events are reads' access records, one per read).
+            number = header["chunks"] - 1
+            if not await transaction.append_to_list(
+                CHUNKS, chunk_key(case_id, number), "events", structured
+            ):
+                raise RuntimeError(f"timeline chunk {number} of case {case_id!r} is missing")
+            header["last_chunk_events"] += 1
+        else:
+            header["chunks"] += 1
+            number = header["chunks"] - 1
+            chunk = {"case_id": case_id, "chunk": number, "events": [structured]}
+            await transaction.put(CHUNKS, chunk_key(case_id, number), chunk)
+            header["last_chunk_events"] = 1
         header["events"] += 1
-        header["last_chunk_events"] = len(chunk["events"])
-        await transaction.put(CHUNKS, chunk_key(case_id, chunk["chunk"]), chunk)
         await transaction.put(CASES, case_id, header)
         await transaction.put(SEEN, event_id, {"case_id": case_id})
-
-    async def _open_chunk(
-        self, transaction: DocumentTransaction, header: dict[str, Any]
-    ) -> dict[str, Any]:
-        case_id = header["case_id"]
-        if header["chunks"] and header["last_chunk_events"] < self._chunk_size:
-            number = header["chunks"] - 1
-            chunk = await transaction.get(CHUNKS, chunk_key(case_id, number))
-            if chunk is None:
-                raise RuntimeError(f"timeline chunk {number} of case {case_id!r} is missing")
-            return chunk
-        header["chunks"] += 1
-        return {"case_id": case_id, "chunk": header["chunks"] - 1, "events": []}
 
 
 class ReadModelTimelines:
