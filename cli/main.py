@@ -33,6 +33,8 @@ COMMANDS = {
     "timeline": "cli.audit",
     "state": "cli.audit",
     "export": "cli.audit",
+    "disclosures": "cli.reviews",
+    "as-seen": "cli.reviews",
     "parked": "cli.parked",
     "login": "cli.login",
     "token": "cli.login",
@@ -122,6 +124,38 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--basis", choices=["occurred", "recorded"], default="occurred")
     export.add_argument("-o", "--output", help="file to write (standard output by default)")
     _audit(export)
+
+    disclosures = commands.add_parser(
+        "disclosures",
+        help="the accounting of disclosures of a client's record, from audit",
+        description="Every disclosure of the client's record outside the agency's care team "
+        "(partner agencies, emergency access, legal obligation, referrals) in a period of at "
+        "most six years: date, recipient, what was disclosed, purpose, consent or basis.",
+    )
+    disclosures.add_argument("--client", required=True, help="the client id")
+    disclosures.add_argument(
+        "--from", dest="period_from", required=True, help="ISO 8601 moment (UTC when no offset)"
+    )
+    disclosures.add_argument("--to", dest="period_to", help="ISO 8601 moment; default now")
+    disclosures.add_argument("--json", action="store_true", help="one Disclosure JSON per line")
+    _audit(disclosures)
+
+    as_seen = commands.add_parser(
+        "as-seen",
+        help="a case as a user saw it at a moment, beside what they read, from audit",
+        description="The case as recorded up to --at, filtered through the user's entitlements "
+        "as they stood then, and the user's recorded reads. The user's role, agency, team and "
+        "purpose default to those of their latest recorded access to the case.",
+    )
+    as_seen.add_argument("case_id")
+    as_seen.add_argument("--user", required=True, help="the user id (U)")
+    as_seen.add_argument("--at", required=True, help="ISO 8601 moment T (UTC when no offset)")
+    as_seen.add_argument("--user-role", choices=ROLES)
+    as_seen.add_argument("--user-agency")
+    as_seen.add_argument("--user-team")
+    as_seen.add_argument("--user-purpose")
+    as_seen.add_argument("--json", action="store_true", help="the whole answer as JSON")
+    _audit(as_seen)
 
     console = commands.add_parser(
         "console",

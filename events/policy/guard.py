@@ -158,6 +158,34 @@ class AccessControl:
         await self._append(principal, [denied])
         raise AccessDenied(principal, action, decision)
 
+    async def refuse_cases(
+        self,
+        principal: Principal,
+        action: Action,
+        purpose: AccessPurpose,
+        case_ids: Sequence[str],
+        decision: Decision,
+    ) -> NoReturn:
+        """Record the refusal for each of ``case_ids`` in one append (a query about many cases,
+        such as a client's accounting of disclosures), then raise it."""
+        denied = [
+            _checked(
+                RecordAccessDenied,
+                case_id=case_id,
+                accessor_id=principal.subject,
+                accessor_role=principal.role,
+                accessor_agency_id=principal.agency,
+                purpose=purpose,
+                action=action.value,
+                rule=decision.rule,
+                policy_version=decision.policy_version,
+            )
+            for case_id in case_ids
+        ]
+        if denied:
+            await self._append(principal, denied)
+        raise AccessDenied(principal, action, decision)
+
     async def release(
         self,
         context: grpc.aio.ServicerContext[Any, Any] | None,

@@ -30,6 +30,8 @@ class Rule:
 
 CASE_READS = frozenset({Action.READ_CLIENT, Action.READ_CASE, Action.LIST_CASES})
 OVERSIGHT = frozenset({Action.READ_TRAIL, Action.EXPORT})
+REVIEWS = frozenset({Action.ACCOUNT_DISCLOSURES, Action.REVIEW_AS_SEEN})
+"""Need-to-know reviews: the accounting of disclosures, a case as a user saw it."""
 CARRYING = frozenset({Role.CASE_MANAGER, Role.SOCIAL_WORKER})
 STAFF = frozenset(
     {
@@ -95,7 +97,7 @@ RULES: tuple[Rule, ...] = (
         frozenset({Role.AUDITOR}),
         Relationship.AGENCY_STAFF,
         frozenset({AccessPurpose.CONFIDENTIALITY_REVIEW}),
-        CASE_READS | OVERSIGHT | frozenset({Action.TAIL}),
+        CASE_READS | OVERSIGHT | frozenset({Action.TAIL}) | REVIEWS,
         Sensitivity.ALL,
     ),
     Rule(
@@ -135,13 +137,14 @@ RULES: tuple[Rule, ...] = (
         Scope.REFERRED,
         consent_required=True,
     ),
-    # The client sees their own record (GDPR Art. 15).
+    # The client sees their own record (GDPR Art. 15) and its accounting of disclosures
+    # (HIPAA 45 CFR 164.528).
     Rule(
         "client-self",
         frozenset({Role.CLIENT}),
         Relationship.CLIENT_SELF,
         frozenset({AccessPurpose.CLIENT_REQUEST}),
-        frozenset({Action.READ_CASE, Action.READ_CLIENT}),
+        frozenset({Action.READ_CASE, Action.READ_CLIENT, Action.ACCOUNT_DISCLOSURES}),
         Sensitivity.ALL,
     ),
     # Break the glass: an open, unexpired emergency access of this caller to this case.

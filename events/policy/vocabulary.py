@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from events.catalog.access import RecordSection
 
-POLICY_VERSION = "2026.12-2"
+POLICY_VERSION = "2026.12-3"
 """Changes whenever ``matrix.RULES`` or the way they are read changes; recorded on every
 access so a review can tell which policy allowed it."""
 
@@ -24,6 +24,8 @@ class Action(StrEnum):
     DISCLOSE = "disclose a case to another agency"
     READ_LEDGER = "read the ledger's checkpoints and proofs"
     """Hashes, sizes and signatures of a service's whole log: no case content."""
+    ACCOUNT_DISCLOSURES = "account for the disclosures of a client's record"
+    REVIEW_AS_SEEN = "review a case as a user saw it"
 
 
 class Relationship(StrEnum):

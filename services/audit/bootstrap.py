@@ -12,6 +12,7 @@ from events.hosting import Infrastructure, RunningService, host_for
 from events.ledger.directory import LedgerDirectory
 from events.ledger.witness import Witness
 from events.policy.guard import AccessControl
+from services.audit.adapters.client_cases import ClientCasesProjection, ReadModelClientCases
 from services.audit.adapters.timeline import ReadModelTimelines, TimelineProjection
 from services.audit.app.handlers import SERVICE
 from services.audit.app.ledger import LedgerDeps, run_witness
@@ -30,6 +31,8 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     # bus. The projection ignores whichever copy comes second.
     host.subscribe(timeline)
     host.project_own_events(timeline)
+    # Which cases each client has, for the accounting of disclosures (asked per client).
+    host.subscribe(ClientCasesProjection())
     timelines = ReadModelTimelines(host.read_models, infra.registry)
     directory = LedgerDirectory(infra)
     host.close_with(directory.close)
@@ -41,7 +44,9 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     )
     access = AccessControl(host.store, None, host.source)
     servicer = AuditServicer(
-        AuditDeps(timelines=timelines, store=host.store, access=access), ledger_deps
+        AuditDeps(timelines=timelines, store=host.store, access=access),
+        ledger_deps,
+        ReadModelClientCases(host.read_models),
     )
 
     async def witness(stop: asyncio.Event, health_servicer: health.aio.HealthServicer) -> None:

@@ -13,5 +13,12 @@ class CaseNotFound(NotFound):
         super().__init__("case", case_id)
 
 
+class ClientNotFound(NotFound):
+    """Audit knows no case of this client."""
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__("client", client_id)
+
+
 def invalid(field: str, problem: str) -> InvalidCommand:
     return InvalidCommand([FieldProblem(field, problem)])

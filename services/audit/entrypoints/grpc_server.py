@@ -15,8 +15,8 @@ from events.grpc_platform.server import (
     streamed_refusals_as_status,
 )
 from events.identity.grpc_auth import principal_of
-from services.audit.app import ledger, queries
-from services.audit.entrypoints import responses
+from services.audit.app import as_seen, disclosures, ledger, queries
+from services.audit.entrypoints import responses, reviews
 from services.audit.entrypoints.requests import RequestReader, moment, page_token
 
 SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
@@ -24,10 +24,14 @@ SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def __init__(
-        self, deps: queries.AuditDeps, ledger_deps: ledger.LedgerDeps | None = None
+        self,
+        deps: queries.AuditDeps,
+        ledger_deps: ledger.LedgerDeps | None = None,
+        client_cases: disclosures.ClientCases | None = None,
     ) -> None:
         self._deps = deps
         self._ledger_deps = ledger_deps
+        self._client_cases = client_cases
 
     @property
     def _ledger(self) -> ledger.LedgerDeps:
@@ -208,3 +212,53 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 for service, origin, key in keys
             ]
         )
+
+    @override
+    @refusals_as_status
+    async def ListDisclosures(
+        self, request: audit_pb2.ListDisclosuresRequest, context: Context
+    ) -> audit_pb2.ListDisclosuresResponse:
+        if self._client_cases is None:
+            raise NotFound("client index", "this audit server has none")
+        read = RequestReader()
+        viewer = read.viewer(principal_of(context), request.context)
+        client_id = read.identifier(request.client_id, "client_id") or ""
+        start, end, cursor = reviews.disclosure_request(
+            read, request, client_id, self._deps.access.clock()
+        )
+        page_size = read.page_size(request.page_size)
+        read.done()
+        asked = disclosures.period(start, end)
+        page = await disclosures.list_disclosures(
+            self._deps,
+            self._client_cases,
+            viewer,
+            client_id,
+            asked,
+            page_size=page_size,
+            cursor=cursor,
+            principal=principal_of(context),
+        )
+        return reviews.disclosures_response(client_id, asked, page)
+
+    @override
+    @refusals_as_status
+    async def GetCaseAsSeen(
+        self, request: audit_pb2.GetCaseAsSeenRequest, context: Context
+    ) -> audit_pb2.GetCaseAsSeenResponse:
+        read = RequestReader()
+        viewer = read.viewer(principal_of(context), request.context)
+        case_id = read.case_id(request.case_id)
+        claims = reviews.user_claims(read, request)
+        as_of = reviews.as_of_moment(read, request, self._deps.access.clock())
+        read.done()
+        seen = await as_seen.case_as_seen(
+            self._deps,
+            viewer,
+            case_id,
+            claims,
+            as_of,
+            reviews.state_rendering(as_of),
+            principal_of(context),
+        )
+        return reviews.as_seen_response(seen, as_of)

@@ -211,6 +211,40 @@ ROWS = [
         "no-relationship",
         False,
     ),
+    # The need-to-know reviews: the accounting of disclosures for auditors and the client,
+    # a case as a user saw it for auditors only.
+    (
+        who("kim", Role.AUDITOR),
+        Action.ACCOUNT_DISCLOSURES,
+        P.CONFIDENTIALITY_REVIEW,
+        FACTS,
+        "auditor-review",
+        True,
+    ),
+    (
+        who("client-1", Role.CLIENT),
+        Action.ACCOUNT_DISCLOSURES,
+        P.CLIENT_REQUEST,
+        FACTS,
+        "client-self",
+        True,
+    ),
+    (
+        who("kim", Role.AUDITOR),
+        Action.REVIEW_AS_SEEN,
+        P.LEGAL_OBLIGATION,
+        FACTS,
+        "purpose-not-permitted",
+        False,
+    ),
+    (
+        who("sup", Role.SUPERVISOR, team="team-east"),
+        Action.REVIEW_AS_SEEN,
+        P.SUPERVISION,
+        FACTS,
+        "role-not-allowed",
+        False,
+    ),
 ]
 
 

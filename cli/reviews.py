@@ -1,0 +1,135 @@
+"""`casetrail disclosures | as-seen`: the need-to-know reviews, through audit's API.
+
+``disclosures`` is the accounting of disclosures of a client's record (HIPAA 45 CFR 164.528
+shape): every disclosure outside the agency's care team in a period of at most six years.
+``as-seen`` shows a case as a user saw it at a moment: the state recorded up to then, cleared
+of what the user was not entitled to, beside what the user actually read. Both calls are
+themselves recorded by audit as accesses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from casetrail.audit.v1 import audit_pb2
+from cli.audit import _audit, _credentials
+from cli.present import case_state_lines, iso_minute, moment_of
+from cli.rpc import query, refusal_of, timestamp
+
+PAGE_SIZE = 1000
+
+
+def run(options: argparse.Namespace) -> int:
+    try:
+        asyncio.run(
+            _disclosures(options) if options.command == "disclosures" else _as_seen(options)
+        )
+    except grpc.aio.AioRpcError as error:
+        refusal = refusal_of(error)
+        violations = refusal.field_violations
+        print(f"refused: {refusal.code.name if violations else refusal}", file=sys.stderr)
+        for field, problem in violations.items():
+            print(f"  {field}: {problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def moment(text: str, option: str) -> datetime:
+    """An ISO 8601 moment (a date is its midnight); without an offset it is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise SystemExit(f"{option}: {text!r} is not an ISO 8601 moment") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+async def _disclosures(options: argparse.Namespace) -> None:
+    request = audit_pb2.ListDisclosuresRequest(
+        context=query(options.purpose),
+        client_id=options.client,
+        period_start=timestamp(moment(options.period_from, "--from")),
+        page_size=PAGE_SIZE,
+    )
+    if options.period_to:
+        request.period_end.CopyFrom(timestamp(moment(options.period_to, "--to")))
+    async with _audit(options) as audit:
+        while True:
+            page = await audit.ListDisclosures(request, metadata=_credentials(options))
+            if request.page_token == "" and not options.json:
+                print(
+                    f"disclosures of client {options.client}"
+                    f" from {iso_minute(moment_of(page.period_start))}"
+                    f" to {iso_minute(moment_of(page.period_end))}"
+                    f" (cases {', '.join(page.case_ids)})"
+                )
+            for item in page.disclosures:
+                print(_json(item) if options.json else disclosure_line(item))
+            if not page.next_page_token:
+                break
+            request.page_token = page.next_page_token
+    if not options.json:
+        print(f"{page.total_disclosures} disclosures")
+
+
+def disclosure_line(item: audit_pb2.Disclosure) -> str:
+    basis = item.basis or "NO BASIS RECORDED"
+    reference = item.consent_id or item.emergency_access_id
+    what = ", ".join(item.sections) + (f" (+{len(item.fields)} fields)" if item.fields else "")
+    return (
+        f"{iso_minute(moment_of(item.disclosed_at))}  {item.recipient.kind} "
+        f"{item.recipient.recipient_id}  {what}  purpose {item.purpose or '-'}  "
+        f"{basis}{' ' + reference if reference else ''}\n    {item.description}"
+    )
+
+
+async def _as_seen(options: argparse.Namespace) -> None:
+    request = audit_pb2.GetCaseAsSeenRequest(
+        context=query(options.purpose),
+        case_id=options.case_id,
+        user_id=options.user,
+        as_of=timestamp(moment(options.at, "--at")),
+        user_role=options.user_role or "",
+        user_agency_id=options.user_agency or "",
+        user_team=options.user_team or "",
+        user_purpose=options.user_purpose or "",
+    )
+    async with _audit(options) as audit:
+        answer = await audit.GetCaseAsSeen(request, metadata=_credentials(options))
+    if options.json:
+        print(json.dumps(MessageToDict(answer, preserving_proto_field_name=True), indent=2))
+        return
+    user, entitled = answer.user, answer.entitlement
+    print(
+        f"case {options.case_id} as {user.user_id} ({user.role}, {user.agency_id}"
+        + (f", team {user.team}" if user.team else "")
+        + f", purpose {user.purpose}) saw it at {options.at}  [{user.derived_from}]"
+    )
+    if entitled.allowed:
+        print(
+            f"entitled by rule {entitled.rule} ({entitled.policy_version}) to "
+            + ", ".join(entitled.sections)
+            + ("" if entitled.sensitive_disclosed else "; sensitive fields withheld")
+            + (f"; consent {entitled.consent_id}" if entitled.consent_id else "")
+        )
+        print("\n".join(case_state_lines(answer.state)))
+    else:
+        print(f"entitled to nothing: {entitled.rule} ({entitled.reason})")
+    print(f"what {user.user_id} read up to then: {len(answer.reads)} reads")
+    for read in answer.reads:
+        print(
+            f"  {iso_minute(moment_of(read.recorded_at))}  {read.source}  "
+            f"{', '.join(read.sections)}  purpose {read.purpose}  rule {read.rule}"
+            + (f"  fields {', '.join(read.fields)}" if read.fields else "")
+        )
+
+
+def _json(message: Message) -> str:
+    return json.dumps(MessageToDict(message, preserving_proto_field_name=True))

@@ -1,0 +1,204 @@
+"""A case "as user U saw it at time T" (``AuditService.GetCaseAsSeen``).
+
+Recorded-at decides throughout: the state is folded from the events recorded up to T, the
+policy's facts (assignment, referrals, consents, emergency accesses) are folded from the same
+events, and U's reads are U's ``record.accessed`` events recorded up to T. U's entitlement is
+``decide()`` for reading the case, with U's role, agency, team and purpose as they stood at T:
+taken from the request, else from U's latest recorded access to the case up to T (role,
+agency, purpose), U's assignment at T (team), the home agency, and for the purpose the first
+one the policy allows U (catalog order). The matrix applied is today's; the policy version on
+U's recorded reads tells whether it was another.
+
+Only auditors may ask (rule ``auditor-review``, purpose confidentiality_review); the answer is
+itself recorded as an access to the sections shown and the access log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from google.protobuf.message import Message
+
+from events.catalog.access import (
+    AccessPurpose,
+    RecordAccessDenied,
+    RecordAccessed,
+    RecordSection,
+)
+from events.catalog.base import Role
+from events.envelope import RecordedEvent
+from events.identity.principal import Principal
+from events.policy import facts as policy_facts
+from events.policy import redaction
+from events.policy.decide import decide
+from events.policy.guard import Disclosure as Released
+from events.policy.vocabulary import Action, Decision
+from events.queries import QueryContext
+from services.audit.app.queries import AuditDeps, _authorize, _caller, _history
+from services.audit.domain import history
+from services.audit.domain.access import STATE_SECTIONS
+from services.audit.domain.case_state import CaseState, fold
+from services.audit.domain.errors import invalid
+from services.audit.domain.history import TimeBasis
+
+ACTION = Action.REVIEW_AS_SEEN
+USER_ACTION = Action.READ_CASE
+"""What U's entitlement is decided for: reading the case."""
+
+
+@dataclass(frozen=True)
+class UserClaims:
+    """What the request says of U at T; ``None``: learn it from the record."""
+
+    user_id: str
+    role: Role | None = None
+    agency: str | None = None
+    team: str | None = None
+    purpose: AccessPurpose | None = None
+
+
+@dataclass(frozen=True)
+class UserAtTime:
+    principal: Principal
+    purpose: AccessPurpose
+    derived_from: Mapping[str, str]
+    """role, agency, team, purpose -> request | access_event | assignment | home_agency |
+    policy | none."""
+
+
+@dataclass(frozen=True)
+class StateRendering:
+    """How the entrypoint shows a case state, and where its sections and sensitive fields sit
+    in that message (so U's entitlement can clear what U could not see)."""
+
+    render: Callable[[CaseState], Message]
+    section_paths: Mapping[RecordSection, Sequence[str]]
+    sensitive_paths: Sequence[str]
+    field_prefix: str
+    """How the answer names the state's field paths in the access record, e.g. ``state``."""
+
+
+@dataclass(frozen=True)
+class AsSeen:
+    state: Message
+    user: UserAtTime
+    entitlement: Decision
+    withheld_sections: list[str]
+    withheld_fields: list[str]
+    reads: list[RecordedEvent]
+
+
+async def case_as_seen(
+    deps: AuditDeps,
+    viewer: QueryContext,
+    case_id: str,
+    claims: UserClaims,
+    as_of: datetime,
+    rendering: StateRendering,
+    principal: Principal | None = None,
+) -> AsSeen:
+    who = await _caller(deps, viewer, principal, ACTION, case_id)
+    everything = await _history(deps, case_id)
+    reviewer, allowed = await _authorize(deps, viewer, who, ACTION, case_id, everything)
+    known = history.view(everything, TimeBasis.RECORDED, as_of)
+    if not known:
+        raise invalid("as_of", "is before the case's first recorded event")
+    entries = [entry for entry in map(policy_facts.entry_of, known) if entry is not None]
+    facts = policy_facts.fold(case_id, entries, as_of=as_of)
+    home = deps.access.home_agency
+    user, entitlement = _entitlement(claims, known, facts, home, as_of)
+
+    state = fold(case_id, known, TimeBasis.RECORDED) if entitlement.allowed else None
+    message = rendering.render(state or fold(case_id, [], TimeBasis.RECORDED))
+    withheld_sections: list[str] = []
+    withheld_fields: list[str] = []
+    if state is not None:
+        for section, paths in rendering.section_paths.items():
+            if not entitlement.discloses(section):
+                redaction.withhold(message, paths)
+                withheld_sections.append(section.value)
+        if not entitlement.sensitive:
+            withheld_fields = redaction.redact(message, rendering.sensitive_paths)
+    shown = [
+        f"{rendering.field_prefix}.{path}"
+        for path in redaction.present(message, rendering.sensitive_paths)
+    ]
+    sections = [s for s in STATE_SECTIONS if state is not None and entitlement.discloses(s)]
+    reads = [
+        recorded
+        for recorded in known
+        if isinstance(recorded.event, RecordAccessed)
+        and recorded.event.accessor_id == claims.user_id
+    ]
+    await deps.access.release(
+        None,
+        reviewer,
+        viewer.purpose,
+        [
+            Released(
+                case_id,
+                allowed.decision,
+                None,
+                (),
+                (*sections, RecordSection.ACCESS_LOG),
+                shown,
+            )
+        ],
+    )
+    return AsSeen(message, user, entitlement, withheld_sections, withheld_fields, reads)
+
+
+def _entitlement(
+    claims: UserClaims,
+    known: Sequence[RecordedEvent],
+    facts: policy_facts.CaseFacts,
+    home_agency: str,
+    as_of: datetime,
+) -> tuple[UserAtTime, Decision]:
+    latest = next(
+        (
+            recorded.event
+            for recorded in reversed(known)
+            if isinstance(recorded.event, RecordAccessed | RecordAccessDenied)
+            and recorded.event.accessor_id == claims.user_id
+        ),
+        None,
+    )
+    source: dict[str, str] = {}
+    role = claims.role
+    source["role"] = "request"
+    if role is None and latest is not None:
+        role, source["role"] = latest.accessor_role, "access_event"
+    if role is None:
+        raise invalid(
+            "user_role",
+            "required: the user has no access to the case recorded up to as_of to read it from",
+        )
+    agency = claims.agency
+    source["agency"] = "request"
+    if agency is None and latest is not None and latest.accessor_agency_id is not None:
+        agency, source["agency"] = latest.accessor_agency_id, "access_event"
+    if agency is None:
+        agency, source["agency"] = home_agency, "home_agency"
+    team = claims.team
+    source["team"] = "request"
+    if team is None:
+        assigned = facts.worker_id == claims.user_id and facts.worker_team is not None
+        team = facts.worker_team if assigned else None
+        source["team"] = "assignment" if assigned else "none"
+    principal = Principal(claims.user_id, role, agency, "as-recorded", team=team)
+
+    def decided(purpose: AccessPurpose) -> Decision:
+        return decide(principal, USER_ACTION, purpose, facts, home_agency=home_agency, now=as_of)
+
+    purpose = claims.purpose
+    source["purpose"] = "request"
+    if purpose is None and latest is not None:
+        purpose, source["purpose"] = latest.purpose, "access_event"
+    if purpose is None:
+        # The purposes U could have stated, in catalog order: the first the policy allows.
+        source["purpose"] = "policy"
+        purpose = next((p for p in AccessPurpose if decided(p).allowed), AccessPurpose.DIRECT_CARE)
+    return UserAtTime(principal, purpose, source), decided(purpose)

@@ -1,0 +1,410 @@
+"""The need-to-know reviews through a real grpc.aio server: the accounting of disclosures and a
+case as a user saw it at a moment, with what each records."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
+
+from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
+from casetrail.common.v1 import common_pb2
+from cli.rpc import Person
+from events.catalog.access import (
+    AccessPurpose,
+    ConsentGranted,
+    ConsentRecipient,
+    ConsentRevoked,
+    DisclosureBasis,
+    RecipientKind,
+    RecordAccessDenied,
+    RecordAccessed,
+    RecordSection,
+)
+from events.catalog.base import Role
+from events.catalog.referrals import ReferralAccepted, ReferralMade
+from events.catalog.values import NeedCategory, Provider, Urgency
+from events.envelope import Actor, RecordedEvent
+from events.projections.runner import BusProjectionHandler
+from events.projections.sqlite import SqliteReadModelStore
+from events.store.sqlite import SqliteEventStore
+from services.audit.adapters.client_cases import ClientCasesProjection, ReadModelClientCases
+from services.audit.adapters.timeline import TimelineProjection
+from services.audit.app.disclosures import period, six_years_before
+from services.audit.app.queries import AuditDeps
+from services.audit.entrypoints.grpc_server import SERVICE_NAME, AuditServicer
+from tests.support.grpc import details, refusal, serving, violated_fields
+from tests.support.identity import TestIssuer, acting
+from tests.unit.audit.support import (
+    CASE,
+    COORDINATOR,
+    DAY,
+    T0,
+    TEAM,
+    assigned,
+    coordination,
+    intake,
+    opened,
+)
+
+CLIENT = "client-7f3a"
+PARTNER = "harbour-services"
+WORKER = "worker-ana"
+CONSENT = "consent-1"
+HOUR = timedelta(hours=1)
+HOME = "eastbay-dss"
+
+
+def read_by(
+    accessor: str, role: Role, agency: str, purpose: AccessPurpose, rule: str, **more: Any
+) -> RecordAccessed:
+    return RecordAccessed(
+        case_id=CASE,
+        accessor_id=accessor,
+        accessor_role=role,
+        accessor_agency_id=agency,
+        purpose=purpose,
+        sections=more.pop("sections", (RecordSection.IDENTITY, RecordSection.REFERRALS)),
+        rule=rule,
+        policy_version="2026.12-2",
+        **more,
+    )
+
+
+def history() -> list[RecordedEvent]:
+    """Opened on day 0; assigned to worker-ana (team-east) on day 1; consent to the partner and
+    a referral on day 2; worker-ana reads on day 3, the partner on day 4; the consent is
+    revoked on day 5 and the partner's next read refused."""
+    desk, office = intake(), coordination()
+    access = coordination()
+    access.stream = f"access-{CASE}"
+    partner = Actor(PARTNER, Role.PARTNER_AGENCY)
+    return [
+        desk.record(opened(), occurred_at=T0),
+        office.record(assigned(), occurred_at=T0 + DAY, actor=COORDINATOR),
+        desk.record(
+            ConsentGranted(
+                case_id=CASE,
+                client_id=CLIENT,
+                consent_id=CONSENT,
+                scope=(RecordSection.IDENTITY, RecordSection.REFERRALS, RecordSection.SERVICES),
+                recipient=ConsentRecipient(
+                    kind=RecipientKind.AGENCY, recipient_id=PARTNER, name="Harbour"
+                ),
+                purpose=AccessPurpose.COORDINATION,
+                expires_at=T0 + 90 * DAY,
+            ),
+            occurred_at=T0 + 2 * DAY,
+        ),
+        office.record(
+            ReferralMade(
+                case_id=CASE,
+                referral_id="ref-1",
+                provider=Provider(provider_id=PARTNER, name="Harbour Services"),
+                need_category=NeedCategory.HOME_CARE,
+                service="Morning care",
+                urgency=Urgency.SOON,
+                reason="Cannot dress alone",
+                disclosure_basis=DisclosureBasis.CONSENT,
+                consent_id=CONSENT,
+            ),
+            occurred_at=T0 + 2 * DAY + HOUR,
+            actor=COORDINATOR,
+        ),
+        office.record(
+            ReferralAccepted(case_id=CASE, referral_id="ref-1", provider_id=PARTNER),
+            occurred_at=T0 + 2 * DAY + 2 * HOUR,
+            actor=partner,
+        ),
+        access.record(
+            read_by(WORKER, Role.SOCIAL_WORKER, HOME, AccessPurpose.DIRECT_CARE, "assigned-worker"),
+            occurred_at=T0 + 3 * DAY,
+            actor=Actor(WORKER, Role.SOCIAL_WORKER),
+        ),
+        access.record(
+            read_by(
+                PARTNER,
+                Role.PARTNER_AGENCY,
+                PARTNER,
+                AccessPurpose.COORDINATION,
+                "referral-recipient",
+                consent_id=CONSENT,
+            ),
+            occurred_at=T0 + 4 * DAY,
+            actor=partner,
+        ),
+        desk.record(
+            ConsentRevoked(case_id=CASE, client_id=CLIENT, consent_id=CONSENT),
+            occurred_at=T0 + 5 * DAY,
+        ),
+        access.record(
+            RecordAccessDenied(
+                case_id=CASE,
+                accessor_id=PARTNER,
+                accessor_role=Role.PARTNER_AGENCY,
+                accessor_agency_id=PARTNER,
+                purpose=AccessPurpose.COORDINATION,
+                action="read a case",
+                rule="consent-required",
+                policy_version="2026.12-2",
+            ),
+            occurred_at=T0 + 5 * DAY + HOUR,
+            actor=partner,
+        ),
+    ]
+
+
+@pytest.fixture
+async def audit(
+    deps: AuditDeps, read_models: SqliteReadModelStore, issuer: TestIssuer
+) -> AsyncIterator[audit_pb2_grpc.AuditServiceAsyncStub]:
+    for projection in (TimelineProjection(), ClientCasesProjection()):
+        handler = BusProjectionHandler(read_models, projection)
+        for recorded in history():
+            await handler(recorded)
+    servicer = AuditServicer(deps, None, ReadModelClientCases(read_models))
+
+    def register(server: grpc.aio.Server) -> None:
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server)
+
+    async with serving(register, SERVICE_NAME, issuer) as channel:
+        yield cast("audit_pb2_grpc.AuditServiceAsyncStub", audit_pb2_grpc.AuditServiceStub(channel))
+
+
+def as_(
+    person: str = "auditor-kim", role: str = "auditor", purpose: str = "confidentiality_review"
+) -> Any:
+    return acting(Person(person, role), common_pb2.QueryContext(purpose=purpose))
+
+
+def stamp(moment: datetime) -> Timestamp:
+    message = Timestamp()
+    message.FromDatetime(moment)
+    return message
+
+
+def accounting(**fields: Any) -> audit_pb2.ListDisclosuresRequest:
+    fields.setdefault("context", as_())
+    fields.setdefault("client_id", CLIENT)
+    fields.setdefault("period_start", stamp(T0))
+    return audit_pb2.ListDisclosuresRequest(**fields)
+
+
+def seen_as(user: str, at: datetime, **fields: Any) -> audit_pb2.GetCaseAsSeenRequest:
+    fields.setdefault("context", as_())
+    return audit_pb2.GetCaseAsSeenRequest(case_id=CASE, user_id=user, as_of=stamp(at), **fields)
+
+
+async def test_the_accounting_lists_the_referral_and_the_partner_read_not_the_team_read(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, store: SqliteEventStore
+) -> None:
+    answer = await audit.ListDisclosures(accounting())
+
+    assert list(answer.case_ids) == [CASE]
+    assert answer.total_disclosures == 2
+    referral, read = answer.disclosures
+    assert (referral.event_type, referral.recipient.recipient_id, referral.basis) == (
+        "casetrail.referral.made",
+        PARTNER,
+        "consent",
+    )
+    assert (referral.consent_id, referral.purpose, referral.disclosed_by.user_id) == (
+        CONSENT,
+        "coordination",
+        COORDINATOR.user_id,
+    )
+    assert list(referral.sections) == ["identity", "referrals", "services"]
+    assert "casetrail.referral.made.reason" in referral.fields
+    assert (read.recipient.kind, read.recipient.agency_id, read.disclosed_by.user_id) == (
+        "agency",
+        PARTNER,
+        PARTNER,
+    )
+    assert (read.consent_id, read.rule, read.purpose) == (
+        CONSENT,
+        "referral-recipient",
+        "coordination",
+    )
+    assert read.disclosed_at.ToDatetime() == (T0 + 4 * DAY).replace(tzinfo=None)
+    assert WORKER not in {d.disclosed_by.user_id for d in answer.disclosures}
+    # The accounting is itself an audited read of the case's access log.
+    recorded = [r.event for r in await store.read_all(0)]
+    assert [(e.accessor_id, e.sections) for e in recorded if isinstance(e, RecordAccessed)] == [
+        ("auditor-kim", (RecordSection.ACCESS_LOG,))
+    ]
+
+
+async def test_the_period_bounds_the_accounting_and_pages_are_stable(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+) -> None:
+    later = await audit.ListDisclosures(accounting(period_start=stamp(T0 + 3 * DAY)))
+    assert [d.event_type for d in later.disclosures] == ["casetrail.record.accessed"]
+    earlier = await audit.ListDisclosures(accounting(period_end=stamp(T0 + 3 * DAY)))
+    assert [d.event_type for d in earlier.disclosures] == ["casetrail.referral.made"]
+
+    first = await audit.ListDisclosures(accounting(page_size=1))
+    assert first.next_page_token
+    assert first.total_disclosures == 2
+    second = await audit.ListDisclosures(accounting(page_size=1, page_token=first.next_page_token))
+    assert not second.next_page_token
+    assert [d.event_type for d in [*first.disclosures, *second.disclosures]] == [
+        "casetrail.referral.made",
+        "casetrail.record.accessed",
+    ]
+    code, status = await refusal(
+        audit.ListDisclosures(
+            accounting(period_start=stamp(T0 + DAY), page_size=1, page_token=first.next_page_token)
+        )
+    )
+    assert (code, violated_fields(status)) == (grpc.StatusCode.INVALID_ARGUMENT, ["page_token"])
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"period_start": stamp(T0), "period_end": stamp(T0 - DAY)}, "period_end"),
+        ({"period_start": stamp(T0 - 6 * 366 * DAY), "period_end": stamp(T0)}, "period_start"),
+        ({"period_start": None}, "period_start"),
+        ({"client_id": ""}, "client_id"),
+        ({"page_size": 1001}, "page_size"),
+    ],
+)
+async def test_a_bad_accounting_request_names_the_field(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, fields: dict[str, Any], field: str
+) -> None:
+    request = accounting(**{k: v for k, v in fields.items() if v is not None})
+    if fields.get("period_start", 0) is None:
+        request.ClearField("period_start")
+    code, status = await refusal(audit.ListDisclosures(request))
+    assert (code, violated_fields(status)) == (grpc.StatusCode.INVALID_ARGUMENT, [field])
+
+
+def test_six_years_is_counted_in_calendar_years() -> None:
+    end = datetime.fromisoformat("2032-02-29T12:00:00+00:00")
+    assert six_years_before(end) == datetime.fromisoformat("2026-03-01T12:00:00+00:00")
+    assert period(six_years_before(end), end).start == six_years_before(end)
+
+
+async def test_who_may_ask_for_an_accounting(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, store: SqliteEventStore
+) -> None:
+    own = await audit.ListDisclosures(accounting(context=as_(CLIENT, "client", "client_request")))
+    assert own.total_disclosures == 2
+
+    code, status = await refusal(
+        audit.ListDisclosures(accounting(context=as_("client-other", "client", "client_request")))
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert details(status, error_details_pb2.ErrorInfo)[0].reason == "NO_RELATIONSHIP"
+    code, status = await refusal(
+        audit.ListDisclosures(accounting(context=as_(WORKER, "social_worker", "direct_care")))
+    )
+    assert details(status, error_details_pb2.ErrorInfo)[0].reason == "ROLE_NOT_ALLOWED"
+    code, _ = await refusal(audit.ListDisclosures(accounting(client_id="client-nobody")))
+    assert code == grpc.StatusCode.NOT_FOUND
+    denied = [r.event for r in await store.read_all(0) if isinstance(r.event, RecordAccessDenied)]
+    assert [(e.accessor_id, e.rule) for e in denied] == [
+        ("client-other", "no-relationship"),
+        (WORKER, "role-not-allowed"),
+    ]
+
+
+async def test_the_assigned_worker_sees_nothing_before_the_assignment_and_all_after(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+) -> None:
+    before = await audit.GetCaseAsSeen(
+        seen_as(WORKER, T0 + 12 * HOUR, user_role="social_worker", user_purpose="direct_care")
+    )
+    after = await audit.GetCaseAsSeen(seen_as(WORKER, T0 + 3 * DAY + HOUR))
+
+    assert (before.entitlement.allowed, before.entitlement.rule) == (False, "no-relationship")
+    assert before.state.case_id == CASE
+    assert not before.state.client_id
+    assert not before.reads
+    assert (after.entitlement.allowed, after.entitlement.rule) == (True, "assigned-worker")
+    assert after.state.client_id == CLIENT
+    assert after.state.assignment.worker_id == WORKER
+    assert (after.user.role, after.user.team, after.user.purpose) == (
+        "social_worker",
+        TEAM,
+        "direct_care",
+    )
+    assert "team=assignment" in after.user.derived_from
+    assert [r.accessor.user_id for r in after.reads] == [WORKER]
+
+
+async def test_the_partner_sees_the_referred_scope_until_the_consent_is_revoked(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, store: SqliteEventStore
+) -> None:
+    consented = await audit.GetCaseAsSeen(seen_as(PARTNER, T0 + 4 * DAY + HOUR))
+    revoked = await audit.GetCaseAsSeen(seen_as(PARTNER, T0 + 5 * DAY + 2 * HOUR))
+
+    assert (consented.entitlement.rule, consented.entitlement.consent_id) == (
+        "referral-recipient",
+        CONSENT,
+    )
+    assert set(consented.entitlement.sections) == {"identity", "referrals", "services"}
+    assert {"assessment", "assignment"} <= set(consented.entitlement.withheld_sections)
+    assert consented.state.client_id == CLIENT
+    assert not consented.state.HasField("assignment")
+    assert [r.provider_id for r in consented.state.referrals] == [PARTNER]
+    assert [r.consent_id for r in consented.reads] == [CONSENT]
+    assert (consented.user.agency_id, consented.user.role) == (PARTNER, "partner_agency")
+    assert (revoked.entitlement.allowed, revoked.entitlement.rule) == (False, "consent-required")
+    assert not revoked.state.referrals
+    # Each review is recorded as the auditor's access to what it showed.
+    recorded = [r.event for r in await store.read_all(0) if isinstance(r.event, RecordAccessed)]
+    assert [e.sections for e in recorded] == [
+        (
+            RecordSection.IDENTITY,
+            RecordSection.REFERRALS,
+            RecordSection.SERVICES,
+            RecordSection.ACCESS_LOG,
+        ),
+        (RecordSection.ACCESS_LOG,),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"as_of": T0 - DAY}, "as_of"),
+        ({"as_of": T0 + 1000 * 365 * DAY}, "as_of"),
+        ({"user_role": "wizard"}, "user_role"),
+        ({"user_purpose": "curiosity"}, "user_purpose"),
+        ({"user_id": ""}, "user_id"),
+        # Nobody recorded an access of hers: her role must be given.
+        ({"user_id": "someone-else", "as_of": T0 + 6 * DAY}, "user_role"),
+    ],
+)
+async def test_a_bad_as_seen_request_names_the_field(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, fields: dict[str, Any], field: str
+) -> None:
+    user = fields.pop("user_id", WORKER)
+    at = fields.pop("as_of", T0 + 6 * DAY)
+    code, status = await refusal(audit.GetCaseAsSeen(seen_as(user, at, **fields)))
+    assert (code, violated_fields(status)) == (grpc.StatusCode.INVALID_ARGUMENT, [field])
+
+
+async def test_only_auditors_review_a_case_as_seen(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+) -> None:
+    code, _ = await refusal(
+        audit.GetCaseAsSeen(
+            seen_as(WORKER, T0 + 6 * DAY, context=as_("super-sam", "supervisor", "supervision"))
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    code, _ = await refusal(
+        audit.GetCaseAsSeen(seen_as(WORKER, T0 + 6 * DAY, context=as_(purpose="legal_obligation")))
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    missing = seen_as(WORKER, T0 + 6 * DAY)
+    missing.case_id = "case-nobody"
+    code, _ = await refusal(audit.GetCaseAsSeen(missing))
+    assert code == grpc.StatusCode.NOT_FOUND
