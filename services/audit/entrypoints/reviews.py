@@ -49,7 +49,14 @@ def state_rendering(as_of: datetime) -> StateRendering:
     def render(state: CaseState) -> audit_pb2.CaseState:
         return responses.state(state, as_of)
 
-    return StateRendering(render, STATE_SECTION_PATHS, STATE_SENSITIVE_PATHS, "state")
+    return StateRendering(
+        render,
+        STATE_SECTION_PATHS,
+        STATE_SENSITIVE_PATHS,
+        "state",
+        referral_paths={"referrals": "referral_id"},
+        provider_paths={"services": "provider_id"},
+    )
 
 
 # --- ListDisclosures
