@@ -65,6 +65,8 @@ class Person:
     role: str
     agency: str = DEFAULT_AGENCY
     team: str | None = None
+    entitlements: tuple[str, ...] = ()
+    """Extra grants the issuer names in the token (e.g. ``break_glass``)."""
 
 
 TokenSource = Callable[[Person], str]
@@ -78,7 +80,11 @@ def minted_by(signer: DevelopmentSigner) -> TokenSource:
     def token_for(person: Person) -> str:
         if person not in tokens:
             tokens[person] = signer.mint(
-                person.user_id, person.role, agency=person.agency, team=person.team
+                person.user_id,
+                person.role,
+                agency=person.agency,
+                team=person.team,
+                entitlements=person.entitlements,
             )
         return tokens[person]
 

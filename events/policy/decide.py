@@ -10,6 +10,7 @@ from events.identity.principal import Principal
 from events.policy.facts import AcceptedReferral, CaseFacts, Consent
 from events.policy.matrix import REFUSALS, RULES, Rule
 from events.policy.vocabulary import (
+    BREAK_GLASS_ENTITLEMENT,
     REFERRED_SECTIONS,
     Action,
     Decision,
@@ -45,8 +46,24 @@ def relationships(
     return frozenset(held)
 
 
-def any_rule_for(role: Role, action: Action) -> bool:
-    return any(role in rule.roles and action in rule.actions for rule in RULES)
+def any_rule_for(role: Role, action: Action, purpose: AccessPurpose | None = None) -> bool:
+    """Whether some rule could let ``role`` do ``action`` (for ``purpose``, when given)."""
+    return any(_names(rule, role, action, purpose) for rule in RULES)
+
+
+def _names(rule: Rule, role: Role, action: Action, purpose: AccessPurpose | None) -> bool:
+    """Whether ``rule`` is about ``role`` doing ``action``. A break-the-glass rule is only for
+    purpose ``emergency``: a role that may read a case only under an emergency access is refused
+    any other read by its role, before the case is looked up (it learns nothing of it)."""
+    return (
+        role in rule.roles
+        and action in rule.actions
+        and (
+            purpose is None
+            or purpose is AccessPurpose.EMERGENCY
+            or rule.relationship is not Relationship.EMERGENCY_ACCESS
+        )
+    )
 
 
 def decide(
@@ -60,10 +77,12 @@ def decide(
 ) -> Decision:
     """Whether ``principal`` may do ``action`` for ``purpose`` on the case of ``facts``
     (``None``: an action about no single case, such as following every event)."""
-    candidates = [rule for rule in RULES if principal.role in rule.roles and action in rule.actions]
+    candidates = [rule for rule in RULES if _names(rule, principal.role, action, purpose)]
     if not candidates:
         return _refused("role-not-allowed")
     held = relationships(principal, facts, home_agency, now)
+    if _emergency_ended(principal, purpose, candidates, held, facts, now):
+        return _refused("emergency-access-expired")
     related = [rule for rule in candidates if rule.relationship in held]
     if not related:
         return _refused("no-relationship")
@@ -76,6 +95,46 @@ def decide(
         if decision.allowed:
             return decision
     return _apply(fitting[0], principal, purpose, facts, now)
+
+
+def _emergency_ended(
+    principal: Principal,
+    purpose: AccessPurpose,
+    candidates: list[Rule],
+    held: frozenset[Relationship],
+    facts: CaseFacts | None,
+    now: datetime,
+) -> bool:
+    """An emergency read by someone whose break-the-glass access to the case is over: refused
+    by its own rule, so that the refusal says why."""
+    return (
+        purpose is AccessPurpose.EMERGENCY
+        and facts is not None
+        and Relationship.EMERGENCY_ACCESS not in held
+        and any(rule.relationship is Relationship.EMERGENCY_ACCESS for rule in candidates)
+        and facts.emergency_access_ended(principal.subject, now)
+    )
+
+
+def decide_emergency_opening(principal: Principal, *, home_agency: str) -> Decision:
+    """Whether ``principal`` may break the glass: open an emergency access to a case of the
+    agency. A role a break-glass rule names, staff of the agency, and the token's
+    ``entitlements`` claim naming ``break_glass`` (the issuer grants it, casetrail never does)."""
+    roles = {
+        role
+        for rule in RULES
+        if rule.relationship is Relationship.EMERGENCY_ACCESS
+        for role in rule.roles
+    }
+    if principal.role not in roles:
+        return _refused("role-not-allowed")
+    if principal.agency != home_agency:
+        return _refused("no-relationship")
+    if BREAK_GLASS_ENTITLEMENT not in principal.entitlements:
+        return _refused(
+            "entitlement-required", f"the token's entitlements must name {BREAK_GLASS_ENTITLEMENT}"
+        )
+    return Decision(True, "break-glass-opening")
 
 
 def _apply(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from events.catalog import access, assessment, assignment, cases, referrals
+from events.catalog import access, assessment, assignment, cases, emergency, referrals
 from events.catalog.access import AccessPurpose, RecordSection, SensitiveCategory
 from events.envelope import RecordedEvent
 
@@ -31,6 +31,7 @@ FACT_EVENT_TYPES = frozenset(
         referrals.ReferralCompleted.event_type,
         access.ConsentGranted.event_type,
         access.ConsentRevoked.event_type,
+        emergency.EmergencyAccessOpened.event_type,
     }
 )
 
@@ -123,6 +124,12 @@ class CaseFacts:
                 return grant
         return None
 
+    def emergency_access_ended(self, subject: str, now: datetime) -> bool:
+        """Whether ``subject`` had an emergency access to the case whose time box is over."""
+        return any(
+            grant.subject == subject and now >= grant.expires_at for grant in self.emergencies
+        )
+
     def consent_covering(
         self,
         recipients: Iterable[str],
@@ -181,6 +188,13 @@ def entry_of(recorded: RecordedEvent) -> Entry | None:
             }
         case access.ConsentRevoked():
             entry = {"consent_id": event.consent_id}
+        case emergency.EmergencyAccessOpened():
+            entry = {
+                "emergency_access_id": event.emergency_access_id,
+                "grantee_id": event.grantee_id,
+                "opened_at": event.opened_at.isoformat(),
+                "expires_at": event.expires_at.isoformat(),
+            }
         case _:
             return None
     entry["type"] = event.event_type
@@ -200,6 +214,7 @@ def fold(
     accepted: dict[str, str] = {}
     categories: set[str] = set()
     consents: dict[str, Consent] = {}
+    emergencies: dict[str, EmergencyAccess] = {}
     known = False
     ordered = sorted(entries, key=lambda entry: str(entry["recorded_at"]))
     for entry in ordered:
@@ -226,6 +241,13 @@ def fold(
         elif kind == access.ConsentGranted.event_type:
             client_id = client_id or entry["client_id"]
             consents[entry["consent_id"]] = _consent(entry)
+        elif kind == emergency.EmergencyAccessOpened.event_type:
+            emergencies[entry["emergency_access_id"]] = EmergencyAccess(
+                access_id=entry["emergency_access_id"],
+                subject=entry["grantee_id"],
+                opened_at=datetime.fromisoformat(entry["opened_at"]),
+                expires_at=datetime.fromisoformat(entry["expires_at"]),
+            )
         elif kind == access.ConsentRevoked.event_type and entry["consent_id"] in consents:
             old = consents[entry["consent_id"]]
             consents[old.consent_id] = Consent(
@@ -248,6 +270,7 @@ def fold(
         ),
         categories=frozenset(SensitiveCategory(value) for value in categories),
         consents=tuple(consents.values()),
+        emergencies=tuple(emergencies.values()),
         known=known,
     )
 

@@ -114,9 +114,9 @@ class AccessControl:
     async def require_role(
         self, principal: Principal, action: Action, purpose: AccessPurpose, case_id: str
     ) -> None:
-        """Refuse (and record) a role no rule lets do ``action``, before anything is looked up:
-        such a caller learns nothing, not even whether the case exists."""
-        if any_rule_for(principal.role, action):
+        """Refuse (and record) a role no rule lets do ``action`` for ``purpose``, before anything
+        is looked up: such a caller learns nothing, not even whether the case exists."""
+        if any_rule_for(principal.role, action, purpose):
             return
         decision = decide(
             principal, action, purpose, None, home_agency=self.home_agency, now=self.clock()

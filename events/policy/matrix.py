@@ -147,13 +147,15 @@ RULES: tuple[Rule, ...] = (
         frozenset({Action.READ_CASE, Action.READ_CLIENT, Action.ACCOUNT_DISCLOSURES}),
         Sensitivity.ALL,
     ),
-    # Break the glass: an open, unexpired emergency access of this caller to this case.
+    # Break the glass: an open, unexpired emergency access of this caller to this case
+    # (intake's OpenEmergencyAccess, recorded before any read under it), the case's history
+    # at audit included.
     Rule(
         "break-glass",
         STAFF,
         Relationship.EMERGENCY_ACCESS,
         frozenset({AccessPurpose.EMERGENCY}),
-        frozenset({Action.READ_CASE, Action.READ_CLIENT}),
+        frozenset({Action.READ_CASE, Action.READ_CLIENT, Action.READ_TRAIL}),
         Sensitivity.ALL,
     ),
 )
@@ -163,5 +165,7 @@ REFUSALS = {
     "no-relationship": "the caller has no relationship to the case that allows it",
     "purpose-not-permitted": "the stated purpose is not one this relationship allows",
     "consent-required": "no consent in force covers this recipient, purpose and scope",
+    "entitlement-required": "the caller's token lacks the entitlement this needs",
+    "emergency-access-expired": "the caller's emergency access to this case has ended",
 }
 """The rules that refuse, with what they mean (also the ErrorInfo reason, upper-cased)."""

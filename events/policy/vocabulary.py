@@ -26,6 +26,8 @@ class Action(StrEnum):
     """Hashes, sizes and signatures of a service's whole log: no case content."""
     ACCOUNT_DISCLOSURES = "account for the disclosures of a client's record"
     REVIEW_AS_SEEN = "review a case as a user saw it"
+    BREAK_GLASS = "open an emergency access to a case"
+    REVIEW_EMERGENCY_ACCESS = "review an emergency access"
 
 
 class Relationship(StrEnum):
@@ -40,6 +42,10 @@ class Relationship(StrEnum):
     ANYONE = "anyone"
     """Holds for everyone: used by rules that need no relationship (following the whole
     stream of events, which is about no single case)."""
+
+
+BREAK_GLASS_ENTITLEMENT = "break_glass"
+"""The token entitlement (claim ``entitlements``) that lets staff open an emergency access."""
 
 
 class Sensitivity(StrEnum):

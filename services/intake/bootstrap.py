@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
+
 import grpc
 
 from casetrail.intake.v1 import intake_pb2_grpc
@@ -10,20 +13,49 @@ from events.policy.guard import AccessControl
 from events.policy.projection import CaseFactsProjection, CaseFactsReader
 from services.intake.adapters.case_closures import CaseClosuresProjection, ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
+from services.intake.adapters.emergency_accesses import (
+    EmergencyAccessesProjection,
+    EmergencyAccessQueue,
+)
+from services.intake.domain.emergency import DEFAULT_REVIEW_WITHIN
 from services.intake.entrypoints.grpc_server import SERVICE_NAME, IntakeDeps, IntakeServicer
 
 SERVICE = "intake"
+REVIEW_HOURS_SETTING = "CASETRAIL_EMERGENCY_REVIEW_HOURS"
+
+
+def emergency_review_within() -> timedelta:
+    """How long an emergency access may wait for its review before it is overdue: the
+    agency's setting (hours, more than 0 and at most 720), else 72 hours."""
+    text = os.environ.get(REVIEW_HOURS_SETTING, "")
+    if not text:
+        return DEFAULT_REVIEW_WITHIN
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = -1.0
+    if not 0 < hours <= 720:
+        raise ValueError(f"{REVIEW_HOURS_SETTING} must be a number of hours in (0, 720]")
+    return timedelta(hours=hours)
 
 
 async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningService:
     host = await host_for(infra, SERVICE)
     directory = ClientDirectory(host.store, host.read_models, host.locks)
     host.project_own_events(directory.projection)
+    host.project_own_events(EmergencyAccessesProjection())
     host.subscribe(CaseClosuresProjection())
     host.subscribe(CaseFactsProjection())
     access = AccessControl(host.store, CaseFactsReader(host.read_models), host.source)
     servicer = IntakeServicer(
-        IntakeDeps(host.store, directory, ClosureLog(host.read_models), access)
+        IntakeDeps(
+            host.store,
+            directory,
+            ClosureLog(host.read_models),
+            access,
+            EmergencyAccessQueue(host.read_models),
+            review_within=emergency_review_within(),
+        )
     )
 
     def register(server: grpc.aio.Server) -> None:

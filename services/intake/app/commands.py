@@ -7,7 +7,7 @@ building the event names the request field the caller has to fix.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,3 +130,25 @@ class RevokeConsent:
     case_id: str
     consent_id: str
     reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenEmergencyAccess:
+    case_id: str
+    reason: str | None
+    duration: timedelta | None
+    """``None``: the default time box."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewEmergencyAccess:
+    case_id: str
+    emergency_access_id: str
+    outcome: str | None
+    note: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListEmergencyAccesses:
+    include_reviewed: bool = False
+    case_id: str | None = None

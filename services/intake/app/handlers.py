@@ -117,7 +117,7 @@ async def register_client(
         )
         # No catching up again here: the next registration that could match this one holds
         # the same lock and catches the directory up itself before it searches.
-    return Registration(_recorded(registration.client_id, recorded), tuple(found))
+    return Registration(recorded_of(registration.client_id, recorded), tuple(found))
 
 
 async def _first_registration(
@@ -129,7 +129,7 @@ async def _first_registration(
     found = await directory.candidates(
         probe_of(first.event), excluding=first.event.client_id, registered_before=first.position
     )
-    return Registration(_recorded(first.event.client_id, earlier), tuple(found))
+    return Registration(recorded_of(first.event.client_id, earlier), tuple(found))
 
 
 def opening_of(context: CommandContext, command: OpenCase) -> CaseOpened:
@@ -154,7 +154,7 @@ async def open_case(
         case_stream(opened.case_id),
         lambda history: decide_opening(history, opened),
     )
-    return _recorded(opened.case_id, recorded)
+    return recorded_of(opened.case_id, recorded)
 
 
 def assessment_of(
@@ -189,7 +189,7 @@ async def record_initial_assessment(
     )
     first = recorded[0].event if recorded else assessment
     assert isinstance(first, InitialAssessmentRecorded)
-    return _recorded(assessment.case_id, recorded), first.assessment_id
+    return recorded_of(assessment.case_id, recorded), first.assessment_id
 
 
 def reopening_of(command: ReopenCase) -> CaseReopened:
@@ -209,7 +209,7 @@ async def reopen_case(
         case_stream(reopened.case_id),
         lambda history: decide_reopening(history, reopened, closed),
     )
-    return _recorded(reopened.case_id, recorded)
+    return recorded_of(reopened.case_id, recorded)
 
 
 def consent_of(
@@ -245,7 +245,7 @@ async def grant_consent(
     )
     first = recorded[0].event if recorded else consent
     assert isinstance(first, ConsentGranted)
-    return _recorded(command.case_id, recorded), first.consent_id
+    return recorded_of(command.case_id, recorded), first.consent_id
 
 
 async def revoke_consent(
@@ -261,10 +261,10 @@ async def revoke_consent(
             history, command.case_id, command.consent_id, command.reason
         ),
     )
-    return _recorded(command.case_id, recorded)
+    return recorded_of(command.case_id, recorded)
 
 
-def _recorded(subject_id: str, recorded: Sequence[RecordedEvent]) -> Recorded:
+def recorded_of(subject_id: str, recorded: Sequence[RecordedEvent]) -> Recorded:
     """A retry's answer comes from the events of the first attempt, whatever it sent again."""
     return Recorded(
         subject_id=recorded[0].subject if recorded else subject_id,

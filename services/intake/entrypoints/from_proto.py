@@ -13,14 +13,17 @@ from services.intake.app.commands import (
     FindDuplicates,
     GrantConsent,
     IdentifierInput,
+    ListEmergencyAccesses,
     NameInput,
     OpenCase,
+    OpenEmergencyAccess,
     PresentingNeedInput,
     RecipientInput,
     RecordInitialAssessment,
     ReferralSourceInput,
     RegisterClient,
     ReopenCase,
+    ReviewEmergencyAccess,
     RevokeConsent,
     RiskInput,
 )
@@ -144,4 +147,31 @@ def grant_consent(request: intake_pb2.GrantConsentRequest) -> GrantConsent:
 def revoke_consent(request: intake_pb2.RevokeConsentRequest) -> RevokeConsent:
     return RevokeConsent(
         case_id=request.case_id, consent_id=request.consent_id, reason=optional(request.reason)
+    )
+
+
+def open_emergency_access(request: intake_pb2.OpenEmergencyAccessRequest) -> OpenEmergencyAccess:
+    return OpenEmergencyAccess(
+        case_id=request.case_id,
+        reason=optional(request.reason),
+        duration=request.duration.ToTimedelta() if request.HasField("duration") else None,
+    )
+
+
+def review_emergency_access(
+    request: intake_pb2.ReviewEmergencyAccessRequest,
+) -> ReviewEmergencyAccess:
+    return ReviewEmergencyAccess(
+        case_id=request.case_id,
+        emergency_access_id=request.emergency_access_id,
+        outcome=optional(request.outcome),
+        note=optional(request.note),
+    )
+
+
+def list_emergency_accesses(
+    request: intake_pb2.ListEmergencyAccessesRequest,
+) -> ListEmergencyAccesses:
+    return ListEmergencyAccesses(
+        include_reviewed=request.include_reviewed, case_id=optional(request.case_id)
     )

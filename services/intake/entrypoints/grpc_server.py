@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from typing_extensions import override
 
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from events.catalog.access import RecordSection
+from events.catalog.emergency import EmergencyAccessOpened
 from events.grpc_platform.context import read_command, read_query
 from events.grpc_platform.server import Context, refusals_as_status
 from events.identity.grpc_auth import principal_of
@@ -18,7 +19,9 @@ from events.policy.vocabulary import Action
 from events.store.port import EventStore
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
-from services.intake.app import handlers, queries
+from services.intake.adapters.emergency_accesses import EmergencyAccessQueue
+from services.intake.app import emergency, handlers, queries
+from services.intake.domain.emergency import DEFAULT_REVIEW_WITHIN
 from services.intake.domain.errors import PossibleDuplicateClient
 from services.intake.entrypoints import from_proto, to_proto
 
@@ -42,6 +45,8 @@ CASE_SECTION_PATHS = {
     RecordSection.DISCHARGE: ("record.closures", "record.reopenings"),
 }
 """Where the record's sections other than identity show in GetCase."""
+EMERGENCY_ACCESS_SENSITIVE_PATHS = ("reason", "review.note")
+"""Where the catalog's sensitive fields show in an ``EmergencyAccess`` of the review queue."""
 
 
 def utc_today() -> date:
@@ -54,8 +59,11 @@ class IntakeDeps:
     directory: ClientDirectory
     closures: ClosureLog
     access: AccessControl
+    emergencies: EmergencyAccessQueue
     today: Callable[[], date] = utc_today
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    review_within: timedelta = DEFAULT_REVIEW_WITHIN
+    """An emergency access not reviewed this long after it opened is overdue."""
 
 
 class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
@@ -240,3 +248,82 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             ],
         )
         return response
+
+    @override
+    @refusals_as_status
+    async def OpenEmergencyAccess(
+        self, request: intake_pb2.OpenEmergencyAccessRequest, context: Context
+    ) -> intake_pb2.OpenEmergencyAccessResponse:
+        deps = self._deps
+        command = from_proto.open_emergency_access(request)
+        principal = principal_of(context)
+        now = deps.clock()
+        ctx, _ = read_command(
+            principal,
+            request.context,
+            lambda ctx: emergency.opening_of(ctx, principal, command, now),
+        )
+        opened = await emergency.open_emergency_access(
+            deps.store, deps.access, ctx, principal, command, now
+        )
+        granted: EmergencyAccessOpened = opened.access
+        return intake_pb2.OpenEmergencyAccessResponse(
+            result=to_proto.command_result(opened.recorded),
+            emergency_access_id=granted.emergency_access_id,
+            opened_at=to_proto.timestamp(granted.opened_at),
+            expires_at=to_proto.timestamp(granted.expires_at),
+        )
+
+    @override
+    @refusals_as_status
+    async def ReviewEmergencyAccess(
+        self, request: intake_pb2.ReviewEmergencyAccessRequest, context: Context
+    ) -> intake_pb2.ReviewEmergencyAccessResponse:
+        command = from_proto.review_emergency_access(request)
+        principal = principal_of(context)
+        ctx, _ = read_command(
+            principal, request.context, lambda ctx: emergency.review_of(ctx, command)
+        )
+        recorded = await emergency.review_emergency_access(
+            self._deps.store, self._deps.access, ctx, principal, command
+        )
+        return intake_pb2.ReviewEmergencyAccessResponse(result=to_proto.command_result(recorded))
+
+    @override
+    @refusals_as_status
+    async def ListEmergencyAccesses(
+        self, request: intake_pb2.ListEmergencyAccessesRequest, context: Context
+    ) -> intake_pb2.ListEmergencyAccessesResponse:
+        deps = self._deps
+        query = from_proto.list_emergency_accesses(request)
+        principal = principal_of(context)
+        reader, _ = read_query(
+            principal,
+            request.context,
+            lambda: query.case_id is None or queries.required_id("case_id", query.case_id),
+        )
+        items, truncated = await emergency.review_queue(
+            deps.emergencies,
+            deps.access,
+            principal,
+            reader.purpose,
+            query,
+            deps.clock(),
+            deps.review_within,
+        )
+        answer = intake_pb2.ListEmergencyAccessesResponse(truncated=truncated)
+        disclosures = []
+        for item in items:
+            shown = answer.accesses.add()
+            shown.CopyFrom(to_proto.emergency_access(item))
+            disclosures.append(
+                Disclosure(
+                    item.entry.case_id,
+                    item.decision,
+                    shown,
+                    EMERGENCY_ACCESS_SENSITIVE_PATHS,
+                    (RecordSection.ACCESS_LOG,),
+                )
+            )
+        await deps.access.release(context, principal, reader.purpose, disclosures)
+        return answer

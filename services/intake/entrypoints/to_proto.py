@@ -16,6 +16,7 @@ from events.catalog.clients import PersonalIdentifier, PersonName
 from events.envelope import Actor
 from events.grpc_platform.errors import ERROR_DOMAIN
 from services.intake.adapters.case_closures import Closure
+from services.intake.app.emergency import QueueItem
 from services.intake.app.handlers import Recorded
 from services.intake.app.queries import CaseView
 from services.intake.domain.cases import Assessment, Reopening
@@ -187,3 +188,30 @@ def _why(found: DuplicateCandidate) -> str:
         reasons.append("same name and date of birth")
     reasons += [f"same {i.scheme} identifier" for i in found.shared_identifiers]
     return "; ".join(reasons)
+
+
+def emergency_access(item: QueueItem) -> intake_pb2.EmergencyAccess:
+    entry = item.entry
+    message = intake_pb2.EmergencyAccess(
+        emergency_access_id=entry.emergency_access_id,
+        case_id=entry.case_id,
+        grantee=common_pb2.Actor(user_id=entry.grantee_id, role=entry.grantee_role),
+        grantee_agency_id=entry.grantee_agency_id,
+        grantee_team=entry.grantee_team or "",
+        reason=entry.reason,
+        opened_at=timestamp(entry.opened_at),
+        expires_at=timestamp(entry.expires_at),
+        review_due_at=timestamp(item.review_due_at),
+        overdue=item.overdue,
+    )
+    if entry.review is not None:
+        review = entry.review
+        message.review.CopyFrom(
+            intake_pb2.EmergencyAccessReview(
+                reviewer=common_pb2.Actor(user_id=review.reviewer_id, role=review.reviewer_role),
+                outcome=review.outcome,
+                note=review.note or "",
+                reviewed_at=timestamp(review.reviewed_at),
+            )
+        )
+    return message

@@ -12,8 +12,8 @@ from events.catalog.access import AccessPurpose as P
 from events.catalog.access import RecordSection, SensitiveCategory
 from events.catalog.base import Role
 from events.identity.principal import Principal
-from events.policy.decide import decide, decide_disclosure
-from events.policy.facts import AcceptedReferral, CaseFacts, Consent, fold
+from events.policy.decide import decide, decide_disclosure, decide_emergency_opening
+from events.policy.facts import AcceptedReferral, CaseFacts, Consent, EmergencyAccess, fold
 from events.policy.matrix import REFUSALS, RULES
 from events.policy.vocabulary import REFERRED_SECTIONS, Action, Obligation
 
@@ -40,6 +40,12 @@ FACTS = CaseFacts(
     categories=frozenset({SensitiveCategory.SUBSTANCE_USE}),
     consents=(CONSENT,),
 )
+
+
+EMERGENCY = EmergencyAccess("emergency-1", "sw-noor", NOW - timedelta(minutes=5), NOW)
+"""An emergency access of sw-noor that ends at NOW (open just before it)."""
+OPEN_EMERGENCY = replace(FACTS, emergencies=(replace(EMERGENCY, expires_at=NOW + timedelta(1)),))
+ENDED_EMERGENCY = replace(FACTS, emergencies=(EMERGENCY,))
 
 
 def who(subject: str, role: Role, agency: str = HOME, team: str | None = None) -> Principal:
@@ -118,7 +124,7 @@ ROWS = [
         Action.READ_CASE,
         P.DIRECT_CARE,
         FACTS,
-        "no-relationship",  # the front desk reads a case only under break-the-glass
+        "role-not-allowed",  # the front desk reads a case only under break-the-glass
         False,
     ),
     (
@@ -245,6 +251,63 @@ ROWS = [
         "role-not-allowed",
         False,
     ),
+    # Break the glass: the grantee, for purpose emergency, inside the time box only.
+    (
+        who("sw-noor", Role.SOCIAL_WORKER),
+        Action.READ_CASE,
+        P.EMERGENCY,
+        OPEN_EMERGENCY,
+        "break-glass",
+        True,
+    ),
+    (
+        who("sw-noor", Role.SOCIAL_WORKER),
+        Action.READ_TRAIL,
+        P.EMERGENCY,
+        OPEN_EMERGENCY,
+        "break-glass",
+        True,
+    ),
+    (
+        who("sw-noor", Role.SOCIAL_WORKER),
+        Action.READ_CASE,
+        P.EMERGENCY,
+        ENDED_EMERGENCY,
+        "emergency-access-expired",
+        False,
+    ),
+    (
+        who("sw-noor", Role.SOCIAL_WORKER),
+        Action.READ_CASE,
+        P.DIRECT_CARE,
+        OPEN_EMERGENCY,
+        "no-relationship",  # an emergency access is for purpose emergency only
+        False,
+    ),
+    (
+        who("sw-noor", Role.SOCIAL_WORKER),
+        Action.READ_TRAIL,
+        P.DIRECT_CARE,
+        OPEN_EMERGENCY,
+        "role-not-allowed",
+        False,
+    ),
+    (
+        who("sw-bo", Role.SOCIAL_WORKER),
+        Action.READ_CASE,
+        P.EMERGENCY,
+        OPEN_EMERGENCY,
+        "no-relationship",  # someone else's emergency access
+        False,
+    ),
+    (
+        who("sw-noor", Role.SOCIAL_WORKER),
+        Action.EXPORT,
+        P.EMERGENCY,
+        OPEN_EMERGENCY,
+        "role-not-allowed",
+        False,
+    ),
 ]
 
 
@@ -269,8 +332,56 @@ def test_every_rule_of_the_matrix_is_exercised() -> None:
     assert {rule.name for rule in RULES} - exercised == {
         "intake-worker",
         "auditor-legal-obligation",
-        "break-glass",
     }
+
+
+def test_an_emergency_read_names_the_emergency_access() -> None:
+    noor = who("sw-noor", Role.SOCIAL_WORKER)
+    decision = decide(
+        noor, Action.READ_CASE, P.EMERGENCY, OPEN_EMERGENCY, home_agency=HOME, now=NOW
+    )
+    assert decision.emergency_access_id == "emergency-1"
+    before = decide(
+        noor,
+        Action.READ_CASE,
+        P.EMERGENCY,
+        OPEN_EMERGENCY,
+        home_agency=HOME,
+        now=EMERGENCY.opened_at - timedelta(seconds=1),
+    )
+    assert (before.allowed, before.rule) == (False, "no-relationship")
+
+
+@pytest.mark.parametrize(
+    ("principal", "rule"),
+    [
+        (
+            Principal("sw", Role.SOCIAL_WORKER, HOME, "t", entitlements=frozenset({"break_glass"})),
+            "break-glass-opening",
+        ),
+        (who("sw", Role.SOCIAL_WORKER), "entitlement-required"),
+        (
+            Principal(
+                "sw", Role.SOCIAL_WORKER, "other", "t", entitlements=frozenset({"break_glass"})
+            ),
+            "no-relationship",
+        ),
+        (
+            Principal("kim", Role.AUDITOR, HOME, "t", entitlements=frozenset({"break_glass"})),
+            "role-not-allowed",
+        ),
+        (
+            Principal("c", Role.CLIENT, HOME, "t", entitlements=frozenset({"break_glass"})),
+            "role-not-allowed",
+        ),
+    ],
+)
+def test_breaking_the_glass_needs_a_staff_role_of_the_agency_and_the_entitlement(
+    principal: Principal, rule: str
+) -> None:
+    decision = decide_emergency_opening(principal, home_agency=HOME)
+    assert decision.rule == rule
+    assert decision.allowed is (rule not in REFUSALS)
 
 
 def test_a_partner_sees_the_referred_scope_under_consent_with_the_notice() -> None:

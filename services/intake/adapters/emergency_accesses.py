@@ -1,0 +1,112 @@
+"""The review queue: every emergency access intake recorded, and its review once there is one.
+
+A projection of intake's own store (the host's follower keeps it fresh), one document per
+access, keyed by its id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from events.catalog.emergency import EmergencyAccessOpened, EmergencyAccessReviewed
+from events.envelope import RecordedEvent
+from events.projections.port import DocumentTransaction, Projection, ReadModelStore
+
+EMERGENCY_ACCESSES = "intake_emergency_accesses"
+QUEUE_SCAN_LIMIT = 10_000
+"""Documents read to build one queue; an agency with more unreviewed accesses than this has a
+bigger problem than its queue's order."""
+
+
+@dataclass(frozen=True, slots=True)
+class Review:
+    reviewer_id: str
+    reviewer_role: str
+    outcome: str
+    note: str | None
+    reviewed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EmergencyAccessEntry:
+    emergency_access_id: str
+    case_id: str
+    grantee_id: str
+    grantee_role: str
+    grantee_agency_id: str
+    grantee_team: str | None
+    reason: str
+    opened_at: datetime
+    expires_at: datetime
+    review: Review | None
+
+
+class EmergencyAccessesProjection(Projection):
+    name = "intake.emergency-accesses"
+    collections = (EMERGENCY_ACCESSES,)
+    event_types = frozenset({EmergencyAccessOpened.event_type, EmergencyAccessReviewed.event_type})
+
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        event = recorded.event
+        if isinstance(event, EmergencyAccessOpened):
+            document = {**event.model_dump(mode="json"), "reviewed": False, "review": None}
+            await transaction.put(EMERGENCY_ACCESSES, event.emergency_access_id, document)
+        elif isinstance(event, EmergencyAccessReviewed):
+            found = await transaction.get(EMERGENCY_ACCESSES, event.emergency_access_id)
+            if found is None:
+                return
+            found["reviewed"] = True
+            found["review"] = {
+                "reviewer_id": event.reviewer_id,
+                "reviewer_role": event.reviewer_role.value,
+                "outcome": event.outcome.value,
+                "note": event.note,
+                "reviewed_at": recorded.recorded_at.isoformat(),
+            }
+            await transaction.put(EMERGENCY_ACCESSES, event.emergency_access_id, found)
+
+
+class EmergencyAccessQueue:
+    """What the review queue reads."""
+
+    def __init__(self, read_models: ReadModelStore) -> None:
+        self._read_models = read_models
+
+    async def entries(
+        self, *, include_reviewed: bool, case_id: str | None
+    ) -> list[EmergencyAccessEntry]:
+        equals: dict[str, str | int | bool] = {}
+        if not include_reviewed:
+            equals["reviewed"] = False
+        if case_id is not None:
+            equals["case_id"] = case_id
+        documents = await self._read_models.find(
+            EMERGENCY_ACCESSES, equals=equals, limit=QUEUE_SCAN_LIMIT
+        )
+        return [_entry(document) for document in documents]
+
+
+def _entry(document: dict[str, Any]) -> EmergencyAccessEntry:
+    review = document.get("review")
+    return EmergencyAccessEntry(
+        emergency_access_id=document["emergency_access_id"],
+        case_id=document["case_id"],
+        grantee_id=document["grantee_id"],
+        grantee_role=document["grantee_role"],
+        grantee_agency_id=document["grantee_agency_id"],
+        grantee_team=document.get("grantee_team"),
+        reason=document["reason"],
+        opened_at=datetime.fromisoformat(document["opened_at"]),
+        expires_at=datetime.fromisoformat(document["expires_at"]),
+        review=None
+        if review is None
+        else Review(
+            reviewer_id=review["reviewer_id"],
+            reviewer_role=review["reviewer_role"],
+            outcome=review["outcome"],
+            note=review.get("note"),
+            reviewed_at=datetime.fromisoformat(review["reviewed_at"]),
+        ),
+    )

@@ -1,0 +1,186 @@
+"""Break the glass at intake: open an emergency access, list the review queue, record a review.
+
+An emergency access goes to the case's stream like a consent; intake's own next read honours
+it at once, the other services as soon as the event reaches their policy facts over the bus.
+Opening is refused, and the refusal recorded (``record.access_denied``), unless the access
+policy lets the caller break the glass (``decide_emergency_opening``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from events.catalog.access import AccessPurpose
+from events.catalog.emergency import EmergencyAccessOpened, EmergencyAccessReviewed
+from events.commands import CommandContext, InvalidCommand, derived_id
+from events.decide import execute
+from events.errors import FieldProblem
+from events.identity.principal import Principal
+from events.policy.decide import decide_emergency_opening
+from events.policy.facts import CaseFacts
+from events.policy.guard import AccessControl, AccessDenied
+from events.policy.vocabulary import BREAK_GLASS_ENTITLEMENT, Action, Decision
+from events.store.port import EventStore
+from services.intake.adapters.emergency_accesses import EmergencyAccessEntry, EmergencyAccessQueue
+from services.intake.app.commands import (
+    ListEmergencyAccesses,
+    OpenEmergencyAccess,
+    ReviewEmergencyAccess,
+)
+from services.intake.app.handlers import SOURCE, Recorded, recorded_of
+from services.intake.app.validation import build
+from services.intake.domain.cases import case_stream
+from services.intake.domain.emergency import (
+    DEFAULT_EMERGENCY_ACCESS,
+    decide_opening,
+    decide_review,
+    require_reviewer,
+    time_box,
+)
+
+QUEUE_PAGE = 100
+"""Accesses listed at most by one ``ListEmergencyAccesses``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    recorded: Recorded
+    access: EmergencyAccessOpened
+    """The access recorded (the first attempt's, on a retry)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    entry: EmergencyAccessEntry
+    review_due_at: datetime
+    overdue: bool
+    decision: Decision
+    """The policy's decision that lets the caller see this case's accesses."""
+
+
+def opening_of(
+    context: CommandContext, principal: Principal, command: OpenEmergencyAccess, now: datetime
+) -> EmergencyAccessOpened:
+    """The access ``command`` asks for, checked (reason, duration, case id), without I/O."""
+    problems: list[FieldProblem] = []
+    try:
+        length = time_box(command.duration)
+    except InvalidCommand as error:
+        problems.extend(error.violations)
+        length = DEFAULT_EMERGENCY_ACCESS
+    try:
+        opened = build(
+            EmergencyAccessOpened,
+            {
+                "case_id": command.case_id,
+                "emergency_access_id": derived_id(context, SOURCE, "emergency-access"),
+                "grantee_id": principal.subject,
+                "grantee_role": principal.role,
+                "grantee_agency_id": principal.agency,
+                "grantee_team": principal.team,
+                "entitlement": BREAK_GLASS_ENTITLEMENT,
+                "reason": command.reason,
+                "opened_at": now,
+                "expires_at": now + length,
+            },
+        )
+    except InvalidCommand as error:
+        problems.extend(error.violations)
+    if problems:
+        raise InvalidCommand(problems)
+    return opened
+
+
+async def open_emergency_access(
+    store: EventStore,
+    access: AccessControl,
+    context: CommandContext,
+    principal: Principal,
+    command: OpenEmergencyAccess,
+    now: datetime,
+) -> Opened:
+    opened = opening_of(context, principal, command, now)
+    decision = decide_emergency_opening(principal, home_agency=access.home_agency)
+    if not decision.allowed:
+        await access.refuse(
+            principal, Action.BREAK_GLASS, AccessPurpose.EMERGENCY, opened.case_id, decision
+        )
+    recorded = await execute(
+        store,
+        SOURCE,
+        context,
+        case_stream(opened.case_id),
+        lambda history: decide_opening(history, opened),
+    )
+    first = recorded[0].event if recorded else opened
+    assert isinstance(first, EmergencyAccessOpened)
+    return Opened(recorded_of(opened.case_id, recorded), first)
+
+
+def review_of(context: CommandContext, command: ReviewEmergencyAccess) -> EmergencyAccessReviewed:
+    return build(
+        EmergencyAccessReviewed,
+        {
+            "case_id": command.case_id,
+            "emergency_access_id": command.emergency_access_id,
+            "reviewer_id": context.actor.user_id,
+            "reviewer_role": context.actor.role,
+            "outcome": command.outcome,
+            "note": command.note,
+        },
+    )
+
+
+async def review_emergency_access(
+    store: EventStore,
+    access: AccessControl,
+    context: CommandContext,
+    principal: Principal,
+    command: ReviewEmergencyAccess,
+) -> Recorded:
+    """A supervisor of the case's team or an auditor reviews (their oversight of the case's
+    trail, as the access policy decides it); never the grantee."""
+    purpose = require_reviewer(principal.role)
+    review = review_of(context, command)
+    decision = access.decide(
+        principal, Action.READ_TRAIL, purpose, await access.case_facts(review.case_id)
+    )
+    if not decision.allowed:
+        raise AccessDenied(principal, Action.REVIEW_EMERGENCY_ACCESS, decision)
+    recorded = await execute(
+        store,
+        SOURCE,
+        context,
+        case_stream(review.case_id),
+        lambda history: decide_review(history, review),
+    )
+    return recorded_of(review.case_id, recorded)
+
+
+async def review_queue(
+    queue: EmergencyAccessQueue,
+    access: AccessControl,
+    principal: Principal,
+    purpose: AccessPurpose,
+    query: ListEmergencyAccesses,
+    now: datetime,
+    review_within: timedelta,
+) -> tuple[list[QueueItem], bool]:
+    """The accesses the caller oversees, overdue first then oldest first, and whether more
+    than ``QUEUE_PAGE`` matched. Cases the caller does not oversee are left out."""
+    require_reviewer(principal.role, purpose)
+    facts: dict[str, CaseFacts] = {}
+    items: list[QueueItem] = []
+    for entry in await queue.entries(
+        include_reviewed=query.include_reviewed, case_id=query.case_id
+    ):
+        if entry.case_id not in facts:
+            facts[entry.case_id] = await access.case_facts(entry.case_id)
+        decision = access.decide(principal, Action.READ_TRAIL, purpose, facts[entry.case_id])
+        if not decision.allowed:
+            continue
+        due = entry.opened_at + review_within
+        items.append(QueueItem(entry, due, entry.review is None and now >= due, decision))
+    items.sort(key=lambda item: (not item.overdue, item.entry.opened_at))
+    return items[:QUEUE_PAGE], len(items) > QUEUE_PAGE

@@ -1,0 +1,109 @@
+"""Break the glass: emergency accesses to a case, kept in the case's stream, and their review.
+
+Who may open one is the access policy's decision (``events.policy.decide_emergency_opening``);
+who may review one is decided here on the policy's oversight rule: reading the case's trail
+(``team-supervisor`` for purpose supervision, ``auditor-review`` for confidentiality_review),
+and never the grantee themself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from events.catalog.access import AccessPurpose
+from events.catalog.base import CaseEvent, Role
+from events.catalog.emergency import (
+    MAX_EMERGENCY_ACCESS,
+    EmergencyAccessOpened,
+    EmergencyAccessReviewed,
+)
+from events.commands import InvalidCommand, NotAllowed, NotFound, RuleBroken
+from events.envelope import RecordedEvent
+from events.errors import FieldProblem
+from services.intake.domain.cases import case_from
+
+DEFAULT_EMERGENCY_ACCESS = timedelta(minutes=60)
+SHORTEST_EMERGENCY_ACCESS = timedelta(seconds=1)
+DEFAULT_REVIEW_WITHIN = timedelta(hours=72)
+"""An emergency access not reviewed this long after it was opened is overdue."""
+
+OVERSIGHT_PURPOSE = {
+    Role.SUPERVISOR: AccessPurpose.SUPERVISION,
+    Role.AUDITOR: AccessPurpose.CONFIDENTIALITY_REVIEW,
+}
+"""The reviewers' roles, and the purpose each states to see the queue (and reviews under)."""
+
+ALREADY_REVIEWED = "EMERGENCY_ACCESS_ALREADY_REVIEWED"
+SELF_REVIEW = "SELF_REVIEW_NOT_ALLOWED"
+
+
+def time_box(duration: timedelta | None) -> timedelta:
+    """The access's length: the default when not given, else 1 second to 24 hours."""
+    if duration is None:
+        return DEFAULT_EMERGENCY_ACCESS
+    if not SHORTEST_EMERGENCY_ACCESS <= duration <= MAX_EMERGENCY_ACCESS:
+        raise InvalidCommand([FieldProblem("duration", "must be from 1 second to 24 hours")])
+    return duration
+
+
+def require_reviewer(role: Role, purpose: AccessPurpose | None = None) -> AccessPurpose:
+    """The purpose a reviewer in ``role`` works under; refused for other roles, or when a
+    stated ``purpose`` is not that one."""
+    oversight = OVERSIGHT_PURPOSE.get(role)
+    if oversight is None:
+        raise NotAllowed(role.value, "review emergency accesses")
+    if purpose is not None and purpose is not oversight:
+        refusal = NotAllowed(
+            role.value,
+            "review emergency accesses",
+            f"the review queue is read for purpose {oversight.value} by a {role.value}",
+        )
+        refusal.reason = "PURPOSE_NOT_PERMITTED"
+        raise refusal
+    return oversight
+
+
+def decide_opening(
+    history: Sequence[RecordedEvent], opened: EmergencyAccessOpened
+) -> list[CaseEvent]:
+    if case_from(history) is None:
+        raise NotFound("case", opened.case_id)
+    return [opened]
+
+
+def decide_review(
+    history: Sequence[RecordedEvent], review: EmergencyAccessReviewed
+) -> list[CaseEvent]:
+    if case_from(history) is None:
+        raise NotFound("case", review.case_id)
+    access_id = review.emergency_access_id
+    opened = next(
+        (
+            r.event
+            for r in history
+            if isinstance(r.event, EmergencyAccessOpened)
+            and r.event.emergency_access_id == access_id
+        ),
+        None,
+    )
+    if opened is None:
+        raise NotFound("emergency access", access_id)
+    if opened.grantee_id == review.reviewer_id:
+        refusal = NotAllowed(
+            review.reviewer_role.value,
+            "review an emergency access",
+            "nobody reviews their own emergency access",
+        )
+        refusal.reason = SELF_REVIEW
+        raise refusal
+    if any(
+        isinstance(r.event, EmergencyAccessReviewed) and r.event.emergency_access_id == access_id
+        for r in history
+    ):
+        raise RuleBroken(
+            ALREADY_REVIEWED,
+            f"emergency access {access_id} was already reviewed",
+            subject=f"emergency-access/{access_id}",
+        )
+    return [review]

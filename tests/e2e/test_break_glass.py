@@ -1,0 +1,294 @@
+"""Break the glass through the gRPC APIs: an entitled caller opens a time-boxed emergency access
+(recorded before anything is disclosed), reads the case in every service for purpose
+emergency inside the window, is refused and recorded after it, and supervisors review it."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+from google.protobuf.duration_pb2 import Duration
+
+from casetrail.audit.v1 import audit_pb2
+from casetrail.coordination.v1 import coordination_pb2 as co
+from casetrail.intake.v1 import intake_pb2
+from casetrail.planning.v1 import planning_pb2 as pl
+from cli.rpc import Person, Refusal, command, eventually, query, refused
+from cli.walk.story import AUDITOR, COORDINATOR
+from tests.e2e.conftest import Casetrail
+from tests.e2e.support import Case, key, new_case
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
+
+BREAK_GLASS = ("break_glass",)
+ON_CALL = Person("sw-luis-ortega", "social_worker", team="team-east", entitlements=BREAK_GLASS)
+ON_CALL_UNENTITLED = Person("sw-luis-ortega", "social_worker", team="team-east")
+NIGHT_NURSE = Person("sw-tom-becker", "social_worker", team="team-west", entitlements=BREAK_GLASS)
+WEST_SUPERVISOR = Person("helen.morris", "supervisor", team="team-west")
+EAST_SUPERVISOR = Person("omar.haddad", "supervisor", team="team-east")
+REASON = "Client found confused at home out of hours; need the medication and risk notes"
+
+
+def opening(
+    case: Case, reason: str = REASON, seconds: int = 0
+) -> intake_pb2.OpenEmergencyAccessRequest:
+    request = intake_pb2.OpenEmergencyAccessRequest(
+        context=command(key()), case_id=case.case_id, reason=reason
+    )
+    if seconds:
+        request.duration.CopyFrom(Duration(seconds=seconds))
+    return request
+
+
+def still_learning(refusal: Refusal) -> bool:
+    """The emergency access travels over the bus: until it arrives there is no relationship."""
+    return refusal.code is grpc.StatusCode.PERMISSION_DENIED and refusal.reason == "NO_RELATIONSHIP"
+
+
+async def timeline_types(casetrail: Casetrail, case: Case) -> list[str]:
+    answer = await casetrail.stubs.as_(AUDITOR).audit.GetTimeline(
+        audit_pb2.GetTimelineRequest(context=query("confidentiality_review"), case_id=case.case_id)
+    )
+    return [entry.event_type for entry in answer.entries]
+
+
+async def test_breaking_the_glass_needs_the_entitlement_a_reason_and_a_bounded_window(
+    casetrail: Casetrail,
+) -> None:
+    case = await new_case(casetrail, "housing")
+    intake = casetrail.stubs.as_(ON_CALL).intake
+    unentitled = await refused(
+        casetrail.stubs.as_(ON_CALL_UNENTITLED).intake.OpenEmergencyAccess(opening(case))
+    )
+    assert unentitled.code is grpc.StatusCode.PERMISSION_DENIED
+    assert unentitled.reason == "ENTITLEMENT_REQUIRED"
+    auditor_tries = await refused(
+        casetrail.stubs.as_(
+            Person("kim", "auditor", entitlements=BREAK_GLASS)
+        ).intake.OpenEmergencyAccess(opening(case))
+    )
+    assert auditor_tries.reason == "ROLE_NOT_ALLOWED"
+    for bad, field in (
+        (opening(case, reason=""), "reason"),
+        (opening(case, reason="   "), "reason"),
+        (opening(case, reason="x" * 1001), "reason"),
+        (opening(case, seconds=25 * 3600), "duration"),
+    ):
+        refusal = await refused(intake.OpenEmergencyAccess(bad))
+        assert refusal.code is grpc.StatusCode.INVALID_ARGUMENT
+        assert list(refusal.field_violations) == [field]
+        assert REASON not in refusal.message
+    missing = await refused(
+        intake.OpenEmergencyAccess(opening(Case(case.client_id, "no-such-case")))
+    )
+    assert missing.code is grpc.StatusCode.NOT_FOUND
+
+    opened = await intake.OpenEmergencyAccess(opening(case))
+    assert opened.emergency_access_id
+    window = opened.expires_at.ToDatetime(tzinfo=UTC) - opened.opened_at.ToDatetime(tzinfo=UTC)
+    assert window == timedelta(minutes=60)
+    types = await eventually(
+        lambda: timeline_types(casetrail, case),
+        lambda found: (
+            "casetrail.emergency_access.opened" in found
+            and "casetrail.record.access_denied" in found
+        ),
+        what="audit to learn of the emergency access and the refusal",
+        patience=casetrail.patience,
+    )
+    # The refused and the invalid attempts wrote no emergency access; only the valid one did.
+    assert types.count("casetrail.emergency_access.opened") == 1
+
+
+async def test_the_grantee_reads_in_every_service_inside_the_window_only(
+    casetrail: Casetrail,
+) -> None:
+    case = await new_case(casetrail, "housing")
+    stubs = casetrail.stubs.as_(ON_CALL)
+    emergency = query("emergency")
+    # Before breaking the glass: refused.
+    before = await refused(
+        stubs.planning.GetCaseView(pl.GetCaseViewRequest(context=emergency, case_id=case.case_id))
+    )
+    assert (before.code, before.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
+    opened = await stubs.intake.OpenEmergencyAccess(opening(case))
+    access_id = opened.emergency_access_id
+
+    # Intake holds the access itself: at once. The others once it arrives over the bus.
+    await stubs.intake.GetCase(intake_pb2.GetCaseRequest(context=emergency, case_id=case.case_id))
+    for call in (
+        lambda: stubs.planning.GetCaseView(
+            pl.GetCaseViewRequest(context=emergency, case_id=case.case_id)
+        ),
+        lambda: stubs.coordination.GetCaseCoordination(
+            co.GetCaseCoordinationRequest(context=emergency, case_id=case.case_id)
+        ),
+        lambda: stubs.audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(context=emergency, case_id=case.case_id)
+        ),
+    ):
+        await eventually(
+            call,
+            what="the emergency access to arrive",
+            patience=casetrail.patience,
+            retry=still_learning,
+        )
+    # Another purpose is still refused: the access is for emergencies only.
+    other = await refused(
+        stubs.planning.GetCaseView(
+            pl.GetCaseViewRequest(context=query("direct_care"), case_id=case.case_id)
+        )
+    )
+    assert other.reason == "NO_RELATIONSHIP"
+
+    log_request = audit_pb2.GetAccessLogRequest(
+        context=query("confidentiality_review"), case_id=case.case_id
+    )
+    log = await eventually(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.GetAccessLog(log_request),
+        lambda answer: (
+            {"casetrail/intake", "casetrail/planning", "casetrail/coordination", "casetrail/audit"}
+            <= {r.source for r in answer.records if r.accessor.user_id == ON_CALL.user_id}
+        ),
+        what="audit to learn of every emergency read",
+        patience=casetrail.patience,
+    )
+    emergency_reads = [r for r in log.records if r.accessor.user_id == ON_CALL.user_id]
+    assert {r.emergency_access_id for r in emergency_reads} == {access_id}
+    assert {(r.rule, r.purpose) for r in emergency_reads} == {("break-glass", "emergency")}
+
+
+async def test_after_the_window_a_read_is_refused_and_recorded(casetrail: Casetrail) -> None:
+    case = await new_case(casetrail, "housing")
+    stubs = casetrail.stubs.as_(NIGHT_NURSE)
+    opened = await stubs.intake.OpenEmergencyAccess(opening(case, seconds=2))
+    ends = opened.expires_at.ToDatetime(tzinfo=UTC)
+    await asyncio.sleep(max(0.0, (ends - datetime.now(UTC)).total_seconds()) + 0.1)
+    request = pl.GetCaseViewRequest(context=query("emergency"), case_id=case.case_id)
+    refusal = await eventually(
+        lambda: refused(stubs.planning.GetCaseView(request)),
+        lambda found: found.reason == "EMERGENCY_ACCESS_EXPIRED",
+        what="planning to learn of the (ended) emergency access",
+        patience=casetrail.patience,
+    )
+    assert refusal.code is grpc.StatusCode.PERMISSION_DENIED
+    at_intake = await refused(
+        stubs.intake.GetCase(
+            intake_pb2.GetCaseRequest(context=query("emergency"), case_id=case.case_id)
+        )
+    )
+    assert at_intake.reason == "EMERGENCY_ACCESS_EXPIRED"
+    who = audit_pb2.WhoDidWhatRequest(
+        context=query("confidentiality_review"), case_id=case.case_id, actor_id=NIGHT_NURSE.user_id
+    )
+    activity = await eventually(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.WhoDidWhat(who),
+        lambda answer: any(
+            a.event_type == "casetrail.record.access_denied"
+            and "emergency-access-expired" in a.summary
+            for a in answer.activities
+        ),
+        what="audit to learn of the refusal",
+        patience=casetrail.patience,
+    )
+    assert not any(a.event_type == "casetrail.record.accessed" for a in activity.activities)
+
+
+async def test_supervisors_of_the_team_review_each_emergency_access(casetrail: Casetrail) -> None:
+    case = await new_case(casetrail, "housing")
+    await casetrail.stubs.as_(COORDINATOR).coordination.AssignCase(
+        co.AssignCaseRequest(context=command(key()), case_id=case.case_id, worker_id="sw-grace-kim")
+    )
+    opened = await casetrail.stubs.as_(ON_CALL).intake.OpenEmergencyAccess(opening(case))
+    access_id = opened.emergency_access_id
+    supervisor = casetrail.stubs.as_(WEST_SUPERVISOR).intake
+    queue = intake_pb2.ListEmergencyAccessesRequest(
+        context=query("supervision"), case_id=case.case_id
+    )
+    listed = await eventually(
+        lambda: supervisor.ListEmergencyAccesses(queue),
+        lambda answer: [a.emergency_access_id for a in answer.accesses] == [access_id],
+        what="the team's supervisor to see the access (the assignment travels over the bus)",
+        patience=casetrail.patience,
+    )
+    shown = listed.accesses[0]
+    assert (shown.grantee.user_id, shown.reason, shown.overdue) == (ON_CALL.user_id, REASON, False)
+    due = shown.review_due_at.ToDatetime(tzinfo=UTC) - shown.opened_at.ToDatetime(tzinfo=UTC)
+    assert due == timedelta(hours=72)
+    # Another team's supervisor does not see it; other roles and purposes are refused.
+    other_team = await casetrail.stubs.as_(EAST_SUPERVISOR).intake.ListEmergencyAccesses(queue)
+    assert list(other_team.accesses) == []
+    for who, purpose, reason in (
+        (ON_CALL, "emergency", "ROLE_NOT_ALLOWED"),
+        (WEST_SUPERVISOR, "confidentiality_review", "PURPOSE_NOT_PERMITTED"),
+    ):
+        refusal = await refused(
+            casetrail.stubs.as_(who).intake.ListEmergencyAccesses(
+                intake_pb2.ListEmergencyAccessesRequest(context=query(purpose))
+            )
+        )
+        assert (refusal.code, refusal.reason) == (grpc.StatusCode.PERMISSION_DENIED, reason)
+
+    review = intake_pb2.ReviewEmergencyAccessRequest(
+        context=command(key()),
+        case_id=case.case_id,
+        emergency_access_id=access_id,
+        outcome="justified",
+        note="Confirmed with the on-call log",
+    )
+    east = await refused(casetrail.stubs.as_(EAST_SUPERVISOR).intake.ReviewEmergencyAccess(review))
+    assert east.code is grpc.StatusCode.PERMISSION_DENIED
+    bad = intake_pb2.ReviewEmergencyAccessRequest()
+    bad.CopyFrom(review)
+    bad.outcome = "fine"
+    invalid = await refused(supervisor.ReviewEmergencyAccess(bad))
+    assert list(invalid.field_violations) == ["outcome"]
+    await supervisor.ReviewEmergencyAccess(review)
+    again = await refused(
+        supervisor.ReviewEmergencyAccess(
+            intake_pb2.ReviewEmergencyAccessRequest(
+                context=command(key()),
+                case_id=case.case_id,
+                emergency_access_id=access_id,
+                outcome="not_justified",
+            )
+        )
+    )
+    assert (again.code, again.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "EMERGENCY_ACCESS_ALREADY_REVIEWED",
+    )
+    await eventually(
+        lambda: supervisor.ListEmergencyAccesses(queue),
+        lambda answer: not answer.accesses,
+        what="the reviewed access to leave the queue",
+        patience=casetrail.patience,
+    )
+    everything = await casetrail.stubs.as_(AUDITOR).intake.ListEmergencyAccesses(
+        intake_pb2.ListEmergencyAccessesRequest(
+            context=query("confidentiality_review"), case_id=case.case_id, include_reviewed=True
+        )
+    )
+    [reviewed] = everything.accesses
+    assert (reviewed.review.reviewer.user_id, reviewed.review.outcome) == (
+        WEST_SUPERVISOR.user_id,
+        "justified",
+    )
+    # Listing the queue is a read, on the record like any other.
+    log_request = audit_pb2.GetAccessLogRequest(
+        context=query("confidentiality_review"), case_id=case.case_id
+    )
+    await eventually(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.GetAccessLog(log_request),
+        lambda answer: any(
+            r.accessor.user_id == WEST_SUPERVISOR.user_id
+            and r.source == "casetrail/intake"
+            and list(r.sections) == ["access_log"]
+            and "reason" in r.fields
+            for r in answer.records
+        ),
+        what="audit to learn of the supervisor's listing",
+        patience=casetrail.patience,
+    )
