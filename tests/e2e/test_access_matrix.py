@@ -119,13 +119,17 @@ ROWS = [
     Row("purpose-not-permitted", COORDINATOR, case_view, "direct_care"),
 ]
 """One row per rule; consent-required is walked in test_access (grant, read, revoke, refused)
-and break-glass in the emergency-access tests."""
+and break-glass, entitlement-required and emergency-access-expired in test_break_glass."""
 
 
 def test_every_rule_and_refusal_has_a_row() -> None:
     walked = {row.rule for row in ROWS}
     assert {rule.name for rule in RULES} - walked == {"break-glass"}
-    assert set(REFUSALS) - walked == {"consent-required"}
+    assert set(REFUSALS) - walked == {
+        "consent-required",
+        "entitlement-required",
+        "emergency-access-expired",
+    }
 
 
 @pytest.mark.asyncio(loop_scope="package")
