@@ -20,7 +20,7 @@ from events.policy.facts import entry_of
 from events.policy.guard import Disclosure as Released
 from events.policy.vocabulary import Action, Decision
 from events.queries import QueryContext
-from services.audit.app.queries import AuditDeps, _history
+from services.audit.app.queries import AuditDeps
 from services.audit.domain.disclosures import Disclosure, DisclosureKey, disclosures_of
 from services.audit.domain.errors import ClientNotFound, invalid
 
@@ -92,9 +92,16 @@ async def list_disclosures(
         # Refused before the client is looked at: the same answer whether it exists or not.
         decision = access.decide(who, ACTION, viewer.purpose, None)
         await access.refuse_cases(who, ACTION, viewer.purpose, case_ids, decision)
-    if not case_ids:
+    # The index and the timelines are fed by separate consumers: a case whose events have not
+    # reached its timeline yet has nothing to account for yet.
+    histories = {
+        case_id: events
+        for case_id in case_ids
+        if (events := await deps.timelines.events_of(case_id))
+    }
+    if not histories:
         raise ClientNotFound(client_id)
-    histories = {case_id: await _history(deps, case_id) for case_id in case_ids}
+    case_ids = list(histories)
     decisions: dict[str, Decision] = {}
     for case_id, events in histories.items():
         entries = [entry for entry in map(entry_of, events) if entry is not None]

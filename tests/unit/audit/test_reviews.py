@@ -37,6 +37,7 @@ from services.audit.adapters.client_cases import ClientCasesProjection, ReadMode
 from services.audit.adapters.timeline import TimelineProjection
 from services.audit.app.disclosures import period, six_years_before
 from services.audit.app.queries import AuditDeps
+from services.audit.domain.disclosures import disclosure_of
 from services.audit.entrypoints.grpc_server import SERVICE_NAME, AuditServicer
 from tests.support.grpc import details, refusal, serving, violated_fields
 from tests.support.identity import TestIssuer, acting
@@ -408,3 +409,64 @@ async def test_only_auditors_review_a_case_as_seen(
     missing.case_id = "case-nobody"
     code, _ = await refusal(audit.GetCaseAsSeen(missing))
     assert code == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("reader", "role", "agency", "purpose", "rule", "more", "basis"),
+    [
+        # Break the glass: a disclosure whoever reads, even staff of the agency.
+        (
+            "sw-luis",
+            Role.SOCIAL_WORKER,
+            HOME,
+            AccessPurpose.EMERGENCY,
+            "break-glass",
+            {"emergency_access_id": "emergency-1"},
+            DisclosureBasis.EMERGENCY,
+        ),
+        # Required by law: the reader stands for the external recipient.
+        (
+            "auditor-kim",
+            Role.AUDITOR,
+            HOME,
+            AccessPurpose.LEGAL_OBLIGATION,
+            "auditor-legal-obligation",
+            {},
+            DisclosureBasis.LEGAL_OBLIGATION,
+        ),
+        # Another agency reading without any recorded basis: listed, with the basis empty.
+        ("harbour", Role.PARTNER_AGENCY, PARTNER, AccessPurpose.COORDINATION, "x", {}, None),
+    ],
+)
+def test_what_counts_as_a_disclosure(
+    reader: str,
+    role: Role,
+    agency: str,
+    purpose: AccessPurpose,
+    rule: str,
+    more: dict[str, Any],
+    basis: DisclosureBasis | None,
+) -> None:
+    recorded = coordination().record(
+        read_by(reader, role, agency, purpose, rule, **more), occurred_at=T0
+    )
+    found = disclosure_of(recorded, HOME)
+    assert found is not None
+    assert (found.basis, found.disclosed_by.user_id) == (basis, reader)
+    assert found.emergency_access_id == more.get("emergency_access_id")
+
+
+@pytest.mark.parametrize(
+    ("reader", "role", "purpose", "rule"),
+    [
+        (CLIENT, Role.CLIENT, AccessPurpose.CLIENT_REQUEST, "client-self"),
+        ("super-sam", Role.SUPERVISOR, AccessPurpose.SUPERVISION, "team-supervisor"),
+        ("auditor-kim", Role.AUDITOR, AccessPurpose.CONFIDENTIALITY_REVIEW, "auditor-review"),
+        ("coord-carla", Role.COORDINATOR, AccessPurpose.COORDINATION, "agency-coordinator"),
+    ],
+)
+def test_internal_uses_and_the_clients_own_reads_are_not_disclosures(
+    reader: str, role: Role, purpose: AccessPurpose, rule: str
+) -> None:
+    recorded = coordination().record(read_by(reader, role, HOME, purpose, rule), occurred_at=T0)
+    assert disclosure_of(recorded, HOME) is None
