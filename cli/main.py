@@ -43,6 +43,7 @@ COMMANDS = {
     "verify": "cli.ledger",
     "verify-store": "cli.ledger",
     "ledger": "cli.ledger",
+    "break-glass": "cli.break_glass",
 }
 
 
@@ -188,6 +189,9 @@ def parser() -> argparse.ArgumentParser:
     from cli.ledger import add_commands
 
     add_commands(commands)
+    from cli.break_glass import add_commands as add_break_glass
+
+    add_break_glass(commands)
     return root
 
 

@@ -5,6 +5,7 @@ emergency inside the window, is refused and recorded after it, and supervisors r
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -19,6 +20,7 @@ from cli.rpc import Person, Refusal, command, eventually, query, refused
 from cli.walk.story import AUDITOR, COORDINATOR
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import Case, key, new_case
+from tests.e2e.test_cli import casetrail_cli
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
@@ -291,4 +293,40 @@ async def test_supervisors_of_the_team_review_each_emergency_access(casetrail: C
         ),
         what="audit to learn of the supervisor's listing",
         patience=casetrail.patience,
+    )
+
+
+async def test_the_cli_opens_lists_and_reviews(casetrail: Casetrail) -> None:
+    case = await new_case(casetrail, "housing")
+    intake = ["--intake", casetrail.addresses["intake"]]
+    status, out, err = await casetrail_cli(
+        "break-glass", "open", case.case_id, "--reason", REASON, "--minutes", "30",
+        *intake, "--token", casetrail.tokens(ON_CALL),
+    )  # fmt: skip
+    assert status == 0, err
+    access_id = out.split()[2]
+    status, _, err = await casetrail_cli(
+        "break-glass", "open", case.case_id, "--reason", "",
+        *intake, "--token", casetrail.tokens(ON_CALL),
+    )  # fmt: skip
+    assert (status, "reason" in err) == (1, True)
+
+    auditor = [*intake, "--token", casetrail.tokens(AUDITOR)]
+
+    async def listed() -> list[dict[str, object]]:
+        status, out, err = await casetrail_cli(
+            "break-glass", "reviews", "--case", case.case_id, "--json", *auditor
+        )
+        assert status == 0, err
+        return [json.loads(line) for line in out.splitlines()]
+
+    queue = await eventually(listed, bool, what="the queue to show it", patience=casetrail.patience)
+    assert [entry["emergency_access_id"] for entry in queue] == [access_id]
+    status, out, err = await casetrail_cli(
+        "break-glass", "review", case.case_id, access_id, "--outcome", "escalated",
+        "--note", "Asked the on-call manager", *auditor,
+    )  # fmt: skip
+    assert status == 0, err
+    await eventually(
+        listed, lambda found: not found, what="the queue to empty", patience=casetrail.patience
     )

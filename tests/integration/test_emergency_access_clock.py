@@ -1,0 +1,224 @@
+"""Break the glass against a clock the test moves, on SQLite and PostgreSQL: the window opens
+and closes exactly, a read after it is refused and recorded, and the review queue shows an
+access overdue once the agency's review limit has passed, until it is reviewed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from events.catalog.access import AccessPurpose, RecordAccessDenied, RecordAccessed
+from events.catalog.assignment import CaseAssigned
+from events.catalog.base import CaseEvent, Role
+from events.catalog.cases import CaseOpened
+from events.catalog.examples import example_events
+from events.catalog_registry import default_registry
+from events.commands import CommandContext
+from events.envelope import Actor, EventMetadata, NewEvent
+from events.identity.principal import Principal
+from events.policy.guard import AccessControl, AccessDenied
+from events.policy.projection import CaseFactsProjection, CaseFactsReader
+from events.policy.vocabulary import Action
+from events.projections.port import ReadModelStore
+from events.projections.runner import catch_up
+from events.projections.sqlite import SqliteReadModelStore
+from events.store.port import EventStore
+from events.store.sqlite import SqliteEventStore
+from services.intake.adapters.emergency_accesses import (
+    EmergencyAccessesProjection,
+    EmergencyAccessQueue,
+)
+from services.intake.app.commands import (
+    ListEmergencyAccesses,
+    OpenEmergencyAccess,
+    ReviewEmergencyAccess,
+)
+from services.intake.app.emergency import (
+    open_emergency_access,
+    review_emergency_access,
+    review_queue,
+)
+from services.intake.domain.cases import case_stream
+from tests.support.servers import postgres_dsn, server_missing
+
+T0 = datetime(2026, 12, 2, 22, 0, tzinfo=UTC)
+REVIEW_WITHIN = timedelta(hours=72)
+GRANTEE = Principal(
+    "sw-luis", Role.SOCIAL_WORKER, "eastbay-dss", "test", "team-east", frozenset({"break_glass"})
+)
+SUPERVISOR = Principal("helen", Role.SUPERVISOR, "eastbay-dss", "test", "team-west")
+
+
+@dataclass
+class Clock:
+    now: datetime = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def storage(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[EventStore, ReadModelStore]]:
+    registry = default_registry()
+    if request.param == "sqlite":
+        store: EventStore = await SqliteEventStore.open(tmp_path / "events.db", registry)
+        read_models: ReadModelStore = SqliteReadModelStore(tmp_path / "read-models.db")
+        yield store, read_models
+        await read_models.close()
+        await store.close()
+        return
+    import psycopg
+
+    from events.projections.postgres import PostgresReadModelStore
+    from events.store.postgres import PostgresEventStore
+
+    schema = f"glass_{uuid.uuid4().hex[:12]}"
+    try:
+        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
+            await admin.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.OperationalError as error:
+        server_missing("PostgreSQL", error)
+    store = await PostgresEventStore.connect(postgres_dsn(), registry, schema=schema)
+    read_models = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+    yield store, read_models
+    await read_models.close()
+    await store.close()
+    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
+        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def example(kind: type[CaseEvent], **changes: object) -> CaseEvent:
+    found = next(event for event in example_events() if type(event) is kind)
+    return found.model_copy(update=changes)
+
+
+async def appended(store: EventStore, stream: str, event: CaseEvent, role: Role) -> None:
+    metadata = EventMetadata(
+        source="casetrail/test",
+        actor=Actor("someone", role),
+        occurred_at=T0,
+        correlation_id=uuid.uuid4(),
+    )
+    await store.append(stream, [NewEvent(event=event, metadata=metadata)], 0)
+
+
+def context(principal: Principal) -> CommandContext:
+    return CommandContext(actor=principal.actor, idempotency_key=uuid.uuid4().hex)
+
+
+async def test_the_window_the_refusal_after_it_and_the_overdue_review(
+    storage: tuple[EventStore, ReadModelStore],
+) -> None:
+    store, read_models = storage
+    case_id = f"case-{uuid.uuid4().hex[:8]}"
+    await appended(
+        store, case_stream(case_id), example(CaseOpened, case_id=case_id), Role.INTAKE_WORKER
+    )
+    assigned = example(CaseAssigned, case_id=case_id, worker_team="team-west")
+    await appended(store, f"assignment-{case_id}", assigned, Role.COORDINATOR)
+    clock = Clock()
+    access = AccessControl(store, CaseFactsReader(read_models), "casetrail/intake", clock=clock)
+    queue = EmergencyAccessQueue(read_models)
+
+    async def project() -> None:
+        await catch_up(store, read_models, CaseFactsProjection())
+        await catch_up(store, read_models, EmergencyAccessesProjection())
+
+    opened = await open_emergency_access(
+        store,
+        access,
+        context(GRANTEE),
+        GRANTEE,
+        OpenEmergencyAccess(
+            case_id, "Client unreachable, fall alarm raised", timedelta(minutes=30)
+        ),
+        clock.now,
+    )
+    assert opened.access.expires_at == T0 + timedelta(minutes=30)
+    await project()
+
+    async def read() -> None:
+        facts = await access.case_facts(case_id)
+        await access.authorize(GRANTEE, Action.READ_CASE, AccessPurpose.EMERGENCY, facts)
+
+    clock.now = T0 + timedelta(minutes=29, seconds=59)
+    await read()
+    clock.now = T0 + timedelta(minutes=30)
+    with pytest.raises(AccessDenied) as refused:
+        await read()
+    assert refused.value.reason == "EMERGENCY_ACCESS_EXPIRED"
+    denied = [r.event for r in await store.read_all(0) if isinstance(r.event, RecordAccessDenied)]
+    assert [(d.accessor_id, d.rule) for d in denied] == [
+        (GRANTEE.subject, "emergency-access-expired")
+    ]
+    assert not [r for r in await store.read_all(0) if isinstance(r.event, RecordAccessed)]
+
+    everything = ListEmergencyAccesses()
+    items, truncated = await review_queue(
+        queue,
+        access,
+        SUPERVISOR,
+        AccessPurpose.SUPERVISION,
+        everything,
+        T0 + REVIEW_WITHIN - timedelta(seconds=1),
+        REVIEW_WITHIN,
+    )
+    assert [(i.entry.emergency_access_id, i.overdue) for i in items] == [
+        (opened.access.emergency_access_id, False)
+    ]
+    assert items[0].review_due_at == T0 + REVIEW_WITHIN
+    assert not truncated
+    items, _ = await review_queue(
+        queue,
+        access,
+        SUPERVISOR,
+        AccessPurpose.SUPERVISION,
+        everything,
+        T0 + REVIEW_WITHIN,
+        REVIEW_WITHIN,
+    )
+    assert [i.overdue for i in items] == [True]
+
+    await review_emergency_access(
+        store,
+        access,
+        context(SUPERVISOR),
+        SUPERVISOR,
+        ReviewEmergencyAccess(
+            case_id, opened.access.emergency_access_id, "not_justified", "No alarm on record"
+        ),
+    )
+    await project()
+    items, _ = await review_queue(
+        queue,
+        access,
+        SUPERVISOR,
+        AccessPurpose.SUPERVISION,
+        everything,
+        T0 + 2 * REVIEW_WITHIN,
+        REVIEW_WITHIN,
+    )
+    assert items == []
+    items, _ = await review_queue(
+        queue,
+        access,
+        SUPERVISOR,
+        AccessPurpose.SUPERVISION,
+        ListEmergencyAccesses(include_reviewed=True),
+        T0 + 2 * REVIEW_WITHIN,
+        REVIEW_WITHIN,
+    )
+    [reviewed] = items
+    assert reviewed.overdue is False
+    assert reviewed.entry.review is not None
+    assert (reviewed.entry.review.reviewer_id, reviewed.entry.review.outcome) == (
+        "helen",
+        "not_justified",
+    )
