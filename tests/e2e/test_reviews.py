@@ -17,6 +17,7 @@ from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import Case, consent, key, new_case
 from tests.e2e.test_access import PARTNER, assessed, learning, referred_and_accepted
+from tests.e2e.test_break_glass import ON_CALL, opening
 from tests.e2e.test_cli import casetrail_cli
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
@@ -220,3 +221,45 @@ async def test_bad_review_requests_name_the_field(casetrail: Casetrail) -> None:
     )
     assert status == 1
     assert "period_start" in err
+
+
+async def test_a_break_the_glass_read_is_accounted_for_and_seen_as_of_its_window(
+    casetrail: Casetrail,
+) -> None:
+    case = await new_case(casetrail, "housing")
+    before_opening = datetime.now(UTC)
+    on_call = casetrail.stubs.as_(ON_CALL)
+    opened = await on_call.intake.OpenEmergencyAccess(opening(case))
+    # Intake holds the emergency access itself: the read is answered at once.
+    await on_call.intake.GetCase(
+        intake_pb2.GetCaseRequest(context=query("emergency"), case_id=case.case_id)
+    )
+    after_read = datetime.now(UTC)
+
+    asked = audit_pb2.ListDisclosuresRequest(
+        context=query(REVIEW), client_id=case.client_id, period_start=timestamp(before_opening)
+    )
+    accounting = await eventually(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.ListDisclosures(asked),
+        lambda answer: any(d.basis == "emergency" for d in answer.disclosures),
+        what="audit to learn of the emergency read",
+        patience=casetrail.patience,
+    )
+    (read,) = accounting.disclosures
+    assert (read.recipient.kind, read.recipient.recipient_id) == ("person", ON_CALL.user_id)
+    assert (read.emergency_access_id, read.purpose) == (opened.emergency_access_id, "emergency")
+
+    inside = await as_seen(casetrail, case, ON_CALL.user_id, after_read, "break-glass")
+    assert inside.entitlement.emergency_access_id == opened.emergency_access_id
+    assert inside.state.client_id == case.client_id
+    assert [r.emergency_access_id for r in inside.reads] == [opened.emergency_access_id]
+    before = await as_seen(
+        casetrail,
+        case,
+        ON_CALL.user_id,
+        before_opening,
+        "no-relationship",
+        user_role="social_worker",
+        user_purpose="emergency",
+    )
+    assert not before.entitlement.allowed
