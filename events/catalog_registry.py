@@ -16,6 +16,7 @@ from events.catalog import (
     clients,
     eligibility,
     emergency,
+    erasure,
     funding,
     ledger,
     legacy,
@@ -66,6 +67,9 @@ def current_models() -> tuple[type[CaseEvent], ...]:
         access.ConsentRevoked,
         emergency.EmergencyAccessOpened,
         emergency.EmergencyAccessReviewed,
+        erasure.RetentionHoldPlaced,
+        erasure.RetentionHoldReleased,
+        erasure.ClientErased,
         ledger.LedgerInconsistencyDetected,
     )
 

@@ -51,6 +51,7 @@ from uuid import UUID
 from events.catalog.base import CaseEvent, Role
 from events.envelope import Actor, EventMetadata, RecordedEvent
 from events.errors import FieldProblem, InvalidEventError
+from events.keys.fields import canonical_json
 from events.registry import EventRegistry
 
 SPEC_VERSION = "1.0"
@@ -148,7 +149,11 @@ def context_attributes(recorded: RecordedEvent) -> dict[str, str | int]:
 def to_structured(recorded: RecordedEvent) -> dict[str, Any]:
     """The event in the CloudEvents JSON format, with ``data`` inline as a JSON object."""
     document: dict[str, Any] = dict(context_attributes(recorded))
-    document["data"] = recorded.event.model_dump(mode="json")
+    data = recorded.data
+    # Sealed sensitive values travel as they are stored (events.keys.fields); the model's
+    # dump would be the opened plaintext.
+    sealed = recorded.sealed
+    document["data"] = json.loads(data) if sealed else recorded.event.model_dump(mode="json")
     return document
 
 
@@ -490,7 +495,7 @@ def from_kafka_binary(
         missing="missing header",
         already_reported=unreadable,
     )
-    return _decode(reader, data, problems, registry)
+    return _decode(reader, data, problems, registry, value)
 
 
 def from_json_lines(text: str, registry: EventRegistry) -> list[RecordedEvent]:
@@ -607,6 +612,7 @@ def _decode(
     data: dict[str, Any],
     problems: list[FieldProblem],
     registry: EventRegistry,
+    raw: bytes | None = None,
 ) -> RecordedEvent:
     specversion = reader.text("specversion")
     if specversion and specversion != SPEC_VERSION:
@@ -646,11 +652,16 @@ def _decode(
     if problems:
         raise UndecodableMessageError(problems, event_type or None)
 
+    sealed: bytes | None = None
+    if registry.is_sealed(raw if raw is not None else json.dumps(data, ensure_ascii=False)):
+        # Kept as stored (what the ledger hashed); the event gets the opened values.
+        sealed = canonical_json(data)
+        data = registry.open_document(event_type, schema_version, event_id, json.loads(sealed))
     event: CaseEvent = registry.validate(event_type, schema_version, data)
     if event.subject != subject:
         mismatch = f"{subject!r} does not match data.{event.subject_field} {event.subject!r}"
         raise UndecodableMessageError([FieldProblem(reader.label("subject"), mismatch)], event_type)
-    return RecordedEvent(
+    record = RecordedEvent(
         event_id=event_id,
         stream=stream,
         sequence=sequence,
@@ -665,6 +676,7 @@ def _decode(
             causation_id=causation_id,
         ),
     ).traced(trace_parent)
+    return record if sealed is None else record.with_data(sealed)
 
 
 def _kafka_header_name(attribute: str) -> str:

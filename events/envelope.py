@@ -19,6 +19,9 @@ from events.registry import encode
 if TYPE_CHECKING:
     from events.registry import EventRegistry
 
+_SEALED_DATA_MARK = b'"ct1~'
+"""``events.keys.fields.SEALED_DATA_MARK``."""
+
 
 @dataclass(frozen=True, slots=True)
 class Actor:
@@ -242,7 +245,9 @@ class RecordedEvent(_Slots):
         if event is None:
             assert self._registry is not None
             assert self._data is not None
-            event = self._registry.decode(self.event_type, self._stored_version, self._data)
+            event = self._registry.decode(
+                self.event_type, self._stored_version, self._data, self._event_id_as_stored()
+            )
             object.__setattr__(self, "_event", event)
         return event
 
@@ -256,11 +261,33 @@ class RecordedEvent(_Slots):
 
     @property
     def data(self) -> bytes:
-        """The event's data as JSON at ``schema_version``."""
+        """The event's data as JSON at ``schema_version``, sensitive values sealed as stored
+        (``events.keys.fields``; ``event`` holds them opened)."""
         stored = self._data
         if stored is not None and self._stored_version == self.schema_version:
             return stored if type(stored) is bytes else bytes(stored)
+        if stored is not None and self._registry is not None and self._registry.is_sealed(stored):
+            # Upcast: sealed again, never handed out opened.
+            return self._registry.seal(self.event, self.event_id, encode(self.event))
         return encode(self.event)
+
+    @property
+    def sealed(self) -> bool:
+        """Whether ``data`` holds sealed values (it then differs from ``event``'s own JSON)."""
+        stored = self._data
+        return stored is not None and _SEALED_DATA_MARK in stored
+
+    def _event_id_as_stored(self) -> str | UUID:
+        if self._event_id is not None:
+            return self._event_id
+        return self._envelope().event_id
+
+    def with_data(self, data: bytes) -> RecordedEvent:
+        """This record, handing out ``data`` (the event as stored, its sensitive values sealed)
+        instead of re-encoding ``event``: for a decoder or a store building a record it just
+        made; a record handed out is never changed."""
+        object.__setattr__(self, "_data", data)
+        return self
 
     def _envelope(self) -> StoredEnvelope:
         stored = self._stored

@@ -24,12 +24,16 @@ from events.bus.kafka_settings import KafkaSettings
 from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC
 from events.bus.ordering import SequenceGuard
 from events.bus.port import BatchHandler, EventPublisher, EventSubscriber, Handler
+from events.catalog.erasure import ClientErased
 from events.catalog_registry import default_registry
 from events.checkpoints import CheckpointStore
 from events.grpc_platform.server import Registration, create_health_server, create_server
 from events.health import watch_storage
 from events.identity.tls import ServerTls
 from events.identity.verifier import TokenVerifier
+from events.keys.hosting import protected_registry
+from events.keys.keyring import CASE_OWNER_PREFIX, ClientKeyring
+from events.keys.port import KeyEncryptionKey
 from events.ledger.hosting import kafka_publication, open_ledger, run_ledger
 from events.ledger.keys import CheckpointSigner
 from events.ledger.log import LedgerLog
@@ -77,6 +81,25 @@ class Infrastructure:
     health_address: str | None = None
     """Where a service also answers grpc.health.v1 alone, in plaintext (``None``: nowhere):
     with ``tls`` on the gRPC port, Kubernetes' gRPC probes need it (one service per process)."""
+    seal_sensitive: bool = True
+    """Whether sensitive fields are sealed with per-client keys before they are stored
+    (``events.keys``; README "Erasure and keys"). Off only for comparisons (bench/)."""
+    key_encryption_key: KeyEncryptionKey | None = None
+    """The agency KEK (a KMS adapter in production); ``None``: the file named by
+    ``CASETRAIL_KEY_ENCRYPTION_KEY_FILE``, else one generated under ``data_dir/keys/``."""
+
+    def __post_init__(self) -> None:
+        if self.seal_sensitive and self.registry.protection is None:
+            registry = protected_registry(
+                self.registry, self.data_dir, self.postgres_dsn, self.key_encryption_key
+            )
+            object.__setattr__(self, "registry", registry)
+
+    @property
+    def keyring(self) -> ClientKeyring | None:
+        """The clients' data keys (``None`` when sensitive fields are not sealed)."""
+        protection = self.registry.protection
+        return None if protection is None else protection.keyring
 
     @classmethod
     def embedded(
@@ -255,10 +278,19 @@ class ServiceHost:
     def subscribe(self, projection: Projection) -> None:
         """Feed ``projection`` from the bus (every service's events), exactly once in effect,
         a poll's worth of each partition per read-model transaction."""
-        handler: BatchHandler = BusProjectionHandler(self.read_models, projection)
-        self.subscribe_handler(
-            projection.name, handler, event_types=projection.event_types, ordered=True
+        handler: BatchHandler = BusProjectionHandler(
+            self.read_models, projection, on_erased=self._forget_erased
         )
+        self.subscribe_handler(
+            projection.name, handler, event_types=projection.wanted_types, ordered=True
+        )
+
+    def _forget_erased(self, erased: ClientErased) -> None:
+        keyring = self.infra.keyring
+        if keyring is not None:
+            keyring.forget(erased.client_id)
+            for case_id in erased.case_ids:
+                keyring.forget(CASE_OWNER_PREFIX + case_id)
 
     def subscribe_handler(
         self,

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from pydantic import ValidationError
 
@@ -20,15 +21,58 @@ from events.errors import (
     UnknownEventTypeError,
 )
 
+if TYPE_CHECKING:
+    from events.keys.fields import FieldProtection
+
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+_SEALED_DATA_MARK = b'"ct1~'
+"""``events.keys.fields.SEALED_DATA_MARK``: data holding it may have sealed values."""
 
 
 class EventRegistry:
     def __init__(self, models: Iterable[type[CaseEvent]] = ()) -> None:
         self._models: dict[str, type[CaseEvent]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self.protection: FieldProtection | None = None
+        """Seals sensitive fields before they are stored and opens them when data is decoded
+        (``None``: data is stored and read as it is)."""
         for model in models:
             self.register(model)
+
+    def protected(self, protection: FieldProtection) -> EventRegistry:
+        """This catalog, sealing and opening sensitive fields with ``protection``."""
+        copy = EventRegistry()
+        copy._models = self._models
+        copy._upcasters = self._upcasters
+        copy.protection = protection
+        return copy
+
+    def seal(self, event: CaseEvent, event_id: UUID, data: bytes) -> bytes:
+        """The data to store for ``event``: ``data`` with its sensitive values sealed."""
+        if self.protection is None:
+            return data
+        return self.protection.seal(event, event_id, data)
+
+    @staticmethod
+    def is_sealed(data: bytes | str) -> bool:
+        """Whether ``data`` may hold sealed values (then ``decode`` needs the event id)."""
+        if isinstance(data, str):
+            return _SEALED_DATA_MARK.decode() in data
+        return _SEALED_DATA_MARK in data
+
+    def open_document(
+        self, event_type: str, schema_version: int, event_id: str | UUID, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``data`` (parsed JSON of ``schema_version``) with its sealed values opened; without
+        ``protection``, as the erasure marker (a reader without keys)."""
+        protection = self.protection
+        if protection is None:
+            from events.keys.fields import WITHHELD  # only now: it imports the store's guard
+
+            protection = WITHHELD
+        model = self.model_for(event_type)
+        return protection.open(model, schema_version, str(event_id), data)
 
     def register(self, model: type[CaseEvent]) -> None:
         existing = self._models.get(model.event_type)
@@ -55,8 +99,18 @@ class EventRegistry:
         if self._models.get(event.event_type) is not type(event):
             raise UnknownEventTypeError(event.event_type)
 
-    def decode(self, event_type: str, schema_version: int, data: bytes | str) -> CaseEvent:
-        """Load stored JSON data into the current model, upcasting older versions first."""
+    def decode(
+        self,
+        event_type: str,
+        schema_version: int,
+        data: bytes | str,
+        event_id: str | UUID | None = None,
+    ) -> CaseEvent:
+        """Load stored JSON data into the current model, upcasting older versions first
+        (sealed values opened: they are bound to ``event_id``)."""
+        if event_id is not None and self.is_sealed(data):
+            document = self.open_document(event_type, schema_version, event_id, json.loads(data))
+            return self.validate(event_type, schema_version, document)
         model = self.model_for(event_type)
         if schema_version == model.schema_version:
             try:

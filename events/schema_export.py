@@ -86,12 +86,37 @@ def render() -> dict[str, str]:
             "base_uri": SCHEMA_BASE_URI,
             "envelope": ENVELOPE_FILE,
             "sensitive_mark": SENSITIVE_MARK,
+            "sealing": SEALING_CONTRACT,
             "ordering": ORDERING_CONTRACT,
             "events": index,
         }
     )
     return files
 
+
+SEALING_CONTRACT: dict[str, Any] = {
+    "applies_to": (
+        f"Every value the schemas mark {SENSITIVE_MARK}, at any depth, in the data as stored, "
+        "published on Kafka (including dead-letter topics) and exported."
+    ),
+    "encoding": (
+        "The value is replaced by one JSON string ct1~<owner>~<key version>~<base64url without "
+        "padding of: 12-byte nonce, then the AES-256-GCM ciphertext and 16-byte tag>. The "
+        "plaintext is the value's own JSON encoding; owner is the client id (case:<case id> "
+        "when the client is unknown to the key table)."
+    ),
+    "pattern": r"^ct1~[^~]+~[0-9]+~[A-Za-z0-9_-]+$",
+    "associated_data": (
+        "casetrail-field/1 NUL <event id> NUL <field path, e.g. presenting_needs[0].category> "
+        "NUL <owner> NUL <key version>"
+    ),
+    "data_form": "Data holding sealed values is compact JSON with sorted keys.",
+    "erased": (
+        "After the client's erasure (casetrail.client.erased) the key is destroyed: services "
+        'read such a value as "[erased]" (text) or "erased" (a code).'
+    ),
+}
+"""How sensitive values travel (``events.keys.fields``): part of the public contract."""
 
 ORDERING_CONTRACT: dict[str, Any] = {
     "per_key": (

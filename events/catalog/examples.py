@@ -56,6 +56,7 @@ from events.catalog.emergency import (
     EmergencyAccessOutcome,
     EmergencyAccessReviewed,
 )
+from events.catalog.erasure import ClientErased, RetentionHoldPlaced, RetentionHoldReleased
 from events.catalog.funding import (
     BudgetReleased,
     BudgetReserved,
@@ -453,6 +454,20 @@ def example_events() -> tuple[CaseEvent, ...]:
             reviewer_role=Role.SUPERVISOR,
             outcome=EmergencyAccessOutcome.JUSTIFIED,
             note="Out-of-hours call confirmed with the on-call log",
+        ),
+        RetentionHoldPlaced(
+            client_id=CLIENT,
+            hold_id="hold-1",
+            legal_basis="litigation 2026-CV-113 (court order of 2026-11-02)",
+            until=date(2027, 12, 31),
+        ),
+        RetentionHoldReleased(
+            client_id=CLIENT, hold_id="hold-1", reason="Proceedings closed on 2027-03-01"
+        ),
+        ClientErased(
+            client_id=CLIENT,
+            case_ids=(CASE,),
+            request_reference="dms://privacy/requests/2027-0311",
         ),
         LedgerInconsistencyDetected(
             origin="casetrail/example-agency/planning",

@@ -31,6 +31,9 @@ class ServiceKind(StrEnum):
     EMPLOYMENT_SUPPORT = "employment_support"
     HOME_VISIT = "home_visit"
     OTHER = "other"
+    ERASED = "erased"
+    """Only read back, never recorded: the kind of a service to a client whose data was
+    erased (``EraseClient``; ``events.keys.fields``)."""
 
 
 class LocationKind(StrEnum):

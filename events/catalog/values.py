@@ -54,6 +54,9 @@ class NeedCategory(StrEnum):
     EDUCATION = "education"
     EMPLOYMENT = "employment"
     OTHER = "other"
+    ERASED = "erased"
+    """Only read back, never recorded: the category of a client whose data was erased
+    (``EraseClient``; ``events.keys.fields``)."""
 
 
 SensitiveNeedCategory = Annotated[NeedCategory, Sensitive]
@@ -83,10 +86,15 @@ class Money(CatalogValue):
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
 
+ERASURE_MARKERS = frozenset({"erased", "[erased]"})
+"""What an erased client's sensitive values read as (``events.keys.fields``): a list of them
+may hold the marker several times."""
+
+
 def require_unique(values: Iterable[_H], what: str) -> None:
     """Raise a ``ValueError`` naming the first repeated value (pydantic reports it per field)."""
     seen: set[_H] = set()
     for value in values:
-        if value in seen:
+        if value in seen and value not in ERASURE_MARKERS:
             raise ValueError(f"{what} must be unique; {value!r} appears more than once")
         seen.add(value)

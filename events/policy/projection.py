@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from events.catalog.access import ConsentGranted
+from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 from events.policy.facts import FACT_EVENT_TYPES, CaseFacts, Entry, entry_of, fold
 from events.policy.facts_cache import CachedFacts, CaseFactsCache
@@ -32,6 +34,18 @@ class CaseFactsProjection(Projection):
         if "client_id" in entry:
             document["client_id"] = entry["client_id"]
         await transaction.put(FACTS, case_id, document)
+
+    async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
+        # The categories of need the case held are the client's health data; the client's
+        # own consents (what they named for disclosure) stay: they still bind disclosures.
+        for case_id in erased.case_ids:
+            document = await transaction.get(FACTS, case_id)
+            if document is None:
+                continue
+            for entry in document["entries"]:
+                if entry["type"] != ConsentGranted.event_type and "categories" in entry:
+                    entry["categories"] = []
+            await transaction.put(FACTS, case_id, document)
 
 
 class CaseFactsReader:

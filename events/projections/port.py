@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 from uuid import UUID
 
+from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 
 Document = dict[str, Any]
@@ -113,6 +114,29 @@ class Projection(ABC):
 
     @abstractmethod
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None: ...
+
+    async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
+        """Forget the sensitive values this projection copied in the clear about the erased
+        client's cases (``events.projections.erasure.scrub_cases``). It is given every
+        ``casetrail.client.erased`` instead of ``apply``; by default it holds none."""
+        del transaction, erased
+
+    @property
+    def wanted_types(self) -> frozenset[str] | None:
+        """``event_types`` and, when the projection holds sensitive values, the erasure."""
+        types = self.event_types
+        if types is None or type(self).erase is Projection.erase:
+            return types
+        return types | {ClientErased.event_type}
+
+    async def handle(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        """``apply``, or ``erase`` for a ``casetrail.client.erased``."""
+        if recorded.event_type == ClientErased.event_type:
+            event = recorded.event
+            assert isinstance(event, ClientErased)
+            await self.erase(transaction, event)
+        else:
+            await self.apply(transaction, recorded)
 
 
 def stream_key(recorded: RecordedEvent) -> str:

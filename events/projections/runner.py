@@ -9,6 +9,7 @@ from uuid import UUID
 
 from events.bus.errors import is_outage
 from events.bus.retry import OUTAGE_BACKOFF, sleep_unless_stopped
+from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 from events.projections.port import Projection, ReadModelStore
 from events.store.port import EventStore
@@ -44,12 +45,12 @@ async def catch_up(
         async with read_models.transaction() as transaction:
             # Another caller (a handler wanting read-your-writes) may have moved on meanwhile.
             applied = await transaction.position(projection.name)
-            wanted = projection.event_types
+            wanted = projection.wanted_types
             for recorded in batch:
                 if recorded.position > applied and (
                     wanted is None or recorded.event_type in wanted
                 ):
-                    await projection.apply(transaction, recorded)
+                    await projection.handle(transaction, recorded)
             position = max(applied, batch[-1].position)
             await transaction.set_position(projection.name, position)
         if progress is not None:
@@ -136,9 +137,16 @@ class BusProjectionHandler:
     one by one and only the one at fault is set aside.
     """
 
-    def __init__(self, read_models: ReadModelStore, projection: Projection) -> None:
+    def __init__(
+        self,
+        read_models: ReadModelStore,
+        projection: Projection,
+        on_erased: Callable[[ClientErased], None] | None = None,
+    ) -> None:
         self._read_models = read_models
         self._projection = projection
+        self._on_erased = on_erased
+        """Told of every erasure applied (the service's keyring drops the client's keys)."""
 
     async def __call__(self, recorded: RecordedEvent) -> None:
         await self.handle_batch((recorded,))
@@ -152,8 +160,14 @@ class BusProjectionHandler:
                 if recorded.event_id in seen:
                     continue
                 with projection_span(name, recorded):
-                    await self._projection.apply(transaction, recorded)
+                    await self._projection.handle(transaction, recorded)
                 seen.add(recorded.event_id)
                 applied.append(recorded.event_id)
             await transaction.mark_applied(name, applied)
+        if self._on_erased is not None:
+            for recorded in records:
+                if recorded.event_type == ClientErased.event_type:
+                    event = recorded.event
+                    assert isinstance(event, ClientErased)
+                    self._on_erased(event)
         observe_projection(name, records)

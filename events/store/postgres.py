@@ -40,6 +40,7 @@ from events.store.rows import (
     TRACED_COLUMNS,
     recorded_from_new,
     same_content,
+    sealed_data,
     to_recorded,
 )
 from events.telemetry.tracing import current_traceparent
@@ -133,7 +134,7 @@ class PostgresEventStore(EventStore):
             return []
         for new in events:
             self._registry.require_registered(new.event)
-        data = storable_data(stream, events)
+        data = sealed_data(self._registry, events, storable_data(stream, events))
         _check_text("stream", stream)
         if not _INT_MIN <= expected_version <= _INT_MAX:
             raise ValueError(f"expected_version {expected_version} is out of range")
@@ -181,9 +182,9 @@ class PostgresEventStore(EventStore):
             )
         return [
             recorded_from_new(
-                new, stream, first_sequence + offset, first_position + offset, recorded_at
+                new, stream, first_sequence + offset, first_position + offset, recorded_at, stored
             )
-            for offset, new in enumerate(events)
+            for offset, (new, stored) in enumerate(zip(events, data, strict=True))
         ]
 
     async def _commit_pending(self) -> None:
@@ -368,7 +369,8 @@ class PostgresEventStore(EventStore):
             return None
         ordered = [by_id[new.event_id] for new in events]
         if not all(
-            same_content(new, row, stream) for new, row in zip(events, ordered, strict=True)
+            same_content(new, row, stream, self._registry)
+            for new, row in zip(events, ordered, strict=True)
         ):
             return None
         return self._decode(ordered)

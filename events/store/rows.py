@@ -7,6 +7,8 @@ timestamptz columns back as ``UUID`` and aware ``datetime``. ``to_recorded`` rea
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -110,12 +112,31 @@ def to_recorded(row: StoredRow | tuple[Any, ...], registry: EventRegistry) -> Re
     )
 
 
+def sealed_data(
+    registry: EventRegistry, events: Sequence[NewEvent], data: Sequence[bytes]
+) -> list[bytes]:
+    """What is stored of each event: its data with the sensitive values sealed (when the
+    registry protects them; ``events.keys.fields``)."""
+    if registry.protection is None:
+        return list(data)
+    return [
+        registry.seal(new.event, new.event_id, encoded)
+        for new, encoded in zip(events, data, strict=True)
+    ]
+
+
 def recorded_from_new(
-    new: NewEvent, stream: str, sequence: int, position: int, recorded_at: datetime
+    new: NewEvent,
+    stream: str,
+    sequence: int,
+    position: int,
+    recorded_at: datetime,
+    data: bytes | None = None,
 ) -> RecordedEvent:
     """The record of an event just appended, without reading it back: the caller holds the
-    validated event already, so decoding the stored bytes again would only cost time."""
-    return RecordedEvent(
+    validated event already, so decoding the stored bytes again would only cost time.
+    ``data``: what was stored (sealed), handed out as the record's ``data``."""
+    record = RecordedEvent(
         event_id=new.event_id,
         stream=stream,
         sequence=sequence,
@@ -124,13 +145,21 @@ def recorded_from_new(
         event=new.event,
         metadata=new.metadata,
     )
+    return record if data is None else record.with_data(data)
 
 
-def same_content(new: NewEvent, row: StoredRow | tuple[Any, ...], stream: str) -> bool:
-    """Whether a stored row is the same event as ``new`` (a retried append)."""
-    return (
-        row[2] == stream
-        and row[4] == new.event.event_type
-        and row[5] == new.event.schema_version
-        and bytes(row[6]) == encode(new.event)
-    )
+def same_content(
+    new: NewEvent, row: StoredRow | tuple[Any, ...], stream: str, registry: EventRegistry
+) -> bool:
+    """Whether a stored row is the same event as ``new`` (a retried append). Sealed values
+    are compared opened: sealing draws a fresh nonce each time, so a retry's bytes differ."""
+    if row[2] != stream or row[4] != new.event.event_type:
+        return False
+    if row[5] != new.event.schema_version:
+        return False
+    stored = bytes(row[6])
+    encoded = encode(new.event)
+    if not registry.is_sealed(stored):
+        return stored == encoded
+    opened = registry.open_document(row[4], row[5], row[1], json.loads(stored))
+    return bool(opened == json.loads(encoded))

@@ -28,6 +28,7 @@ from events.store.rows import (
     insert_values,
     recorded_from_new,
     same_content,
+    sealed_data,
     to_recorded,
 )
 from events.store.sqlite_writer import SqliteWriter, connect
@@ -144,11 +145,12 @@ class SqliteEventStore(EventStore):
             return []
         for new in events:
             self._registry.require_registered(new.event)
-        data = storable_data(stream, events)
+        data = sealed_data(self._registry, events, storable_data(stream, events))
         trace_parent = current_traceparent()
+        registry = self._registry
         rows = await self._writer.write(
             lambda connection: self._append_in(
-                connection, stream, list(events), data, expected_version, trace_parent
+                connection, stream, list(events), data, expected_version, trace_parent, registry
             )
         )
         if isinstance(rows, _Appended):
@@ -160,8 +162,9 @@ class SqliteEventStore(EventStore):
                     rows.after_sequence + offset,
                     rows.first_position + offset - 1,
                     recorded_at,
+                    stored,
                 )
-                for offset, new in enumerate(events, start=1)
+                for offset, (new, stored) in enumerate(zip(events, data, strict=True), start=1)
             ]
         return [to_recorded(row, self._registry) for row in rows]
 
@@ -173,6 +176,7 @@ class SqliteEventStore(EventStore):
         data: list[bytes],
         expected_version: int,
         trace_parent: str | None,
+        registry: EventRegistry,
     ) -> list[StoredRow] | _Appended:
         """The new events' place, or the stored rows when this is a retry of a stored batch."""
         current = _version_of(connection, stream)
@@ -180,7 +184,7 @@ class SqliteEventStore(EventStore):
             # The writer thread is the file's only writer: the stream cannot move under us.
             expected_version = current
         elif current != expected_version:
-            retried = _already_stored(connection, stream, events)
+            retried = _already_stored(connection, stream, events, registry)
             if retried is not None:
                 return retried
             raise ConcurrencyError(stream, expected_version, current)
@@ -197,7 +201,7 @@ class SqliteEventStore(EventStore):
                 ],
             )
         except sqlite3.IntegrityError:
-            retried = _already_stored(connection, stream, events)
+            retried = _already_stored(connection, stream, events, registry)
             if retried is not None:
                 return retried
             raise DuplicateEventIdError(_first_stored_id(connection, events)) from None
@@ -457,7 +461,7 @@ def _max_recorded_at(connection: sqlite3.Connection) -> int:
 
 
 def _already_stored(
-    connection: sqlite3.Connection, stream: str, events: list[NewEvent]
+    connection: sqlite3.Connection, stream: str, events: list[NewEvent], registry: EventRegistry
 ) -> list[StoredRow] | None:
     """The stored rows if this exact batch was appended before (a retry), else None."""
     ids = [str(new.event_id) for new in events]
@@ -469,7 +473,9 @@ def _already_stored(
     if len(by_id) != len(events):
         return None
     ordered = [by_id[event_id] for event_id in ids]
-    if all(same_content(new, row, stream) for new, row in zip(events, ordered, strict=True)):
+    if all(
+        same_content(new, row, stream, registry) for new, row in zip(events, ordered, strict=True)
+    ):
         return ordered
     return None
 

@@ -54,6 +54,7 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
             ClosureLog(host.read_models),
             access,
             EmergencyAccessQueue(host.read_models),
+            infra.keyring,
             review_within=emergency_review_within(),
         )
     )

@@ -19,6 +19,7 @@ from events.catalog import (
     clients,
     eligibility,
     emergency,
+    erasure,
     funding,
     ledger,
     monitoring,
@@ -118,6 +119,11 @@ def sections_by_type() -> dict[str, tuple[RecordSection, ...]]:
                 emergency.EmergencyAccessOpened,
                 emergency.EmergencyAccessReviewed,
             ),
+        ),
+        # The client's identity record: who may erase it and what forbids it.
+        (
+            (RecordSection.IDENTITY,),
+            (erasure.RetentionHoldPlaced, erasure.RetentionHoldReleased, erasure.ClientErased),
         ),
         # About a service's log, not a case: part of no case record.
         ((), (ledger.LedgerInconsistencyDetected,)),

@@ -13,8 +13,10 @@ from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.cases import CaseClosed, CaseOpened, CaseReopened
 from events.catalog.clients import ClientRegistered
+from events.catalog.erasure import ClientErased
 from events.catalog.values import NeedCategory
 from events.envelope import RecordedEvent
+from events.projections.erasure import scrub_cases
 from events.projections.port import Document, DocumentTransaction, Projection
 
 CASE_FACTS = "case_facts"
@@ -62,6 +64,9 @@ class CaseFactsProjection(Projection):
                 document = await _case(transaction, event.case_id)
                 document["closed"] = isinstance(event, CaseClosed)
                 await transaction.put(CASE_FACTS, event.case_id, document)
+
+    async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
+        await scrub_cases(transaction, CASE_FACTS, erased, codes={"needs"})
 
 
 class AssignmentsProjection(Projection):

@@ -152,3 +152,23 @@ class ReviewEmergencyAccess:
 class ListEmergencyAccesses:
     include_reviewed: bool = False
     case_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EraseClient:
+    client_id: str
+    request_reference: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceRetentionHold:
+    client_id: str
+    legal_basis: str | None
+    until: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRetentionHold:
+    client_id: str
+    hold_id: str
+    reason: str | None

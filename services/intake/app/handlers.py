@@ -13,6 +13,7 @@ sees the first and is refused ALREADY_EXISTS, whichever replicas took them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -21,17 +22,22 @@ from events.catalog.access import ConsentGranted
 from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.cases import CaseOpened, CaseReopened
 from events.catalog.clients import ClientRegistered
+from events.catalog.erasure import ClientErased, RetentionHoldPlaced
 from events.commands import CommandContext, NotFound, derived_id
 from events.decide import execute
 from events.envelope import RecordedEvent
+from events.keys.keyring import ClientKeyring
 from events.store.port import EventStore
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.app.commands import (
+    EraseClient,
     GrantConsent,
     OpenCase,
+    PlaceRetentionHold,
     RecordInitialAssessment,
     RegisterClient,
+    ReleaseRetentionHold,
     ReopenCase,
     RevokeConsent,
 )
@@ -52,6 +58,12 @@ from services.intake.domain.clients import (
     probe_of,
 )
 from services.intake.domain.consents import check_consent, decide_consent, decide_revocation
+from services.intake.domain.erasure import (
+    client_record,
+    decide_erasure,
+    decide_hold,
+    decide_release,
+)
 from services.intake.domain.matching import DuplicateCandidate
 from services.intake.domain.permissions import Action, require_role
 
@@ -262,6 +274,84 @@ async def revoke_consent(
         ),
     )
     return recorded_of(command.case_id, recorded)
+
+
+def hold_of(context: CommandContext, command: PlaceRetentionHold) -> RetentionHoldPlaced:
+    return build(
+        RetentionHoldPlaced,
+        {"hold_id": derived_id(context, SOURCE, "retention-hold"), **fields_of(command)},
+    )
+
+
+async def place_retention_hold(
+    store: EventStore, context: CommandContext, command: PlaceRetentionHold
+) -> tuple[Recorded, str]:
+    """Returns what was recorded and the hold's id (the first attempt's, on a retry)."""
+    require_role(context.actor.role, Action.HOLD_RECORDS)
+    hold = hold_of(context, command)
+    recorded = await execute(
+        store,
+        SOURCE,
+        context,
+        client_stream(command.client_id),
+        lambda history: decide_hold(history, hold),
+    )
+    first = recorded[0].event if recorded else hold
+    assert isinstance(first, RetentionHoldPlaced)
+    return recorded_of(command.client_id, recorded), first.hold_id
+
+
+async def release_retention_hold(
+    store: EventStore, context: CommandContext, command: ReleaseRetentionHold
+) -> Recorded:
+    require_role(context.actor.role, Action.HOLD_RECORDS)
+    recorded = await execute(
+        store,
+        SOURCE,
+        context,
+        client_stream(command.client_id),
+        lambda history: decide_release(history, command.client_id, command.hold_id, command.reason),
+    )
+    return recorded_of(command.client_id, recorded)
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    recorded: Recorded
+    case_ids: tuple[str, ...]
+    keys_destroyed: int
+
+
+def erasure_of(command: EraseClient, case_ids: Sequence[str] = ()) -> ClientErased:
+    return build(ClientErased, {**fields_of(command), "case_ids": tuple(case_ids)})
+
+
+async def erase_client(
+    store: EventStore, keyring: ClientKeyring, context: CommandContext, command: EraseClient
+) -> Erasure:
+    """Record the erasure, then destroy the client's keys. Never partial: when the keys could
+    not be destroyed, the command fails after recording, and any later erasure of the client
+    (a retry, or a new request) records nothing more and destroys them."""
+    require_role(context.actor.role, Action.ERASE_CLIENT)
+    case_ids = await asyncio.to_thread(keyring.table.cases_of, command.client_id)
+    erasure = erasure_of(command, case_ids)
+    recorded = await execute(
+        store,
+        SOURCE,
+        context,
+        client_stream(command.client_id),
+        lambda history: decide_erasure(history, erasure),
+    )
+    erased = next((r.event for r in recorded if isinstance(r.event, ClientErased)), None)
+    if erased is None:
+        history = await store.read_stream(client_stream(command.client_id))
+        erased = client_record(history).erased
+        recorded = [r for r in history if isinstance(r.event, ClientErased)]
+    assert erased is not None
+    destroyed = 0
+    for owner in keyring.owners_of_client(command.client_id, erased.case_ids):
+        destroyed += await asyncio.to_thread(keyring.destroy, owner)
+    return Erasure(recorded_of(command.client_id, recorded), erased.case_ids, destroyed)
 
 
 def recorded_of(subject_id: str, recorded: Sequence[RecordedEvent]) -> Recorded:

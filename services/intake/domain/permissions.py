@@ -16,6 +16,8 @@ class Action(StrEnum):
     READ_CLIENT = "read a client's record"
     READ_CASE = "read a case at intake"
     RECORD_CONSENT = "record a client's consent or its revocation"
+    ERASE_CLIENT = "erase a client's sensitive data"
+    HOLD_RECORDS = "place or release a legal retention hold"
 
 
 _FRONT_DESK = frozenset({Role.RECEPTIONIST, Role.INTAKE_WORKER, Role.COORDINATOR})
@@ -41,6 +43,9 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.RECORD_CONSENT: frozenset(
         {Role.INTAKE_WORKER, Role.COORDINATOR, Role.SOCIAL_WORKER, Role.CASE_MANAGER}
     ),
+    # Erasure and holds are the data protection officer's, acting as supervisor.
+    Action.ERASE_CLIENT: frozenset({Role.SUPERVISOR}),
+    Action.HOLD_RECORDS: frozenset({Role.SUPERVISOR}),
     Action.READ_CLIENT: _CLIENT_READERS,
     # The receptionist registers people but has no need to read their assessment.
     Action.READ_CASE: _CLIENT_READERS - {Role.RECEPTIONIST},

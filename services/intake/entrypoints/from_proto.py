@@ -9,6 +9,7 @@ from casetrail.intake.v1 import intake_pb2
 from services.intake.app.commands import (
     AssessedNeedInput,
     ContactInput,
+    EraseClient,
     FactorsInput,
     FindDuplicates,
     GrantConsent,
@@ -17,11 +18,13 @@ from services.intake.app.commands import (
     NameInput,
     OpenCase,
     OpenEmergencyAccess,
+    PlaceRetentionHold,
     PresentingNeedInput,
     RecipientInput,
     RecordInitialAssessment,
     ReferralSourceInput,
     RegisterClient,
+    ReleaseRetentionHold,
     ReopenCase,
     ReviewEmergencyAccess,
     RevokeConsent,
@@ -174,4 +177,26 @@ def list_emergency_accesses(
 ) -> ListEmergencyAccesses:
     return ListEmergencyAccesses(
         include_reviewed=request.include_reviewed, case_id=optional(request.case_id)
+    )
+
+
+def erase_client(request: intake_pb2.EraseClientRequest) -> EraseClient:
+    return EraseClient(
+        client_id=request.client_id, request_reference=optional(request.request_reference)
+    )
+
+
+def place_retention_hold(request: intake_pb2.PlaceRetentionHoldRequest) -> PlaceRetentionHold:
+    return PlaceRetentionHold(
+        client_id=request.client_id,
+        legal_basis=optional(request.legal_basis),
+        until=optional(request.until),
+    )
+
+
+def release_retention_hold(
+    request: intake_pb2.ReleaseRetentionHoldRequest,
+) -> ReleaseRetentionHold:
+    return ReleaseRetentionHold(
+        client_id=request.client_id, hold_id=request.hold_id, reason=optional(request.reason)
     )

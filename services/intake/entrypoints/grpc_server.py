@@ -11,9 +11,11 @@ from typing_extensions import override
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from events.catalog.access import RecordSection
 from events.catalog.emergency import EmergencyAccessOpened
+from events.commands import RuleBroken
 from events.grpc_platform.context import read_command, read_query
 from events.grpc_platform.server import Context, refusals_as_status
 from events.identity.grpc_auth import principal_of
+from events.keys.keyring import ClientKeyring
 from events.policy.guard import AccessControl, Disclosure
 from events.policy.vocabulary import Action
 from events.store.port import EventStore
@@ -24,6 +26,8 @@ from services.intake.app import emergency, handlers, queries
 from services.intake.domain.emergency import DEFAULT_REVIEW_WITHIN
 from services.intake.domain.errors import PossibleDuplicateClient
 from services.intake.entrypoints import from_proto, to_proto
+
+ERASURE_UNAVAILABLE = "ERASURE_UNAVAILABLE"
 
 SERVICE_NAME = intake_pb2.DESCRIPTOR.services_by_name["IntakeService"].full_name
 
@@ -60,6 +64,8 @@ class IntakeDeps:
     closures: ClosureLog
     access: AccessControl
     emergencies: EmergencyAccessQueue
+    keyring: ClientKeyring | None = None
+    """The clients' data keys (``None`` when sensitive fields are not sealed)."""
     today: Callable[[], date] = utc_today
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     review_within: timedelta = DEFAULT_REVIEW_WITHIN
@@ -178,6 +184,68 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         )
         recorded = await handlers.revoke_consent(self._deps.store, ctx, command)
         return intake_pb2.RevokeConsentResponse(result=to_proto.command_result(recorded))
+
+    @override
+    @refusals_as_status
+    async def EraseClient(
+        self, request: intake_pb2.EraseClientRequest, context: Context
+    ) -> intake_pb2.EraseClientResponse:
+        command = from_proto.erase_client(request)
+        ctx, _ = read_command(
+            principal_of(context),
+            request.context,
+            lambda _: (
+                queries.required_id("client_id", command.client_id),
+                handlers.erasure_of(command),
+            ),
+        )
+        erasure = await handlers.erase_client(self._deps.store, self._keyring(), ctx, command)
+        return intake_pb2.EraseClientResponse(
+            result=to_proto.command_result(erasure.recorded),
+            erased_case_ids=erasure.case_ids,
+            keys_destroyed=erasure.keys_destroyed,
+        )
+
+    @override
+    @refusals_as_status
+    async def PlaceRetentionHold(
+        self, request: intake_pb2.PlaceRetentionHoldRequest, context: Context
+    ) -> intake_pb2.PlaceRetentionHoldResponse:
+        command = from_proto.place_retention_hold(request)
+        ctx, _ = read_command(
+            principal_of(context), request.context, lambda ctx: handlers.hold_of(ctx, command)
+        )
+        recorded, hold_id = await handlers.place_retention_hold(self._deps.store, ctx, command)
+        return intake_pb2.PlaceRetentionHoldResponse(
+            result=to_proto.command_result(recorded), hold_id=hold_id
+        )
+
+    @override
+    @refusals_as_status
+    async def ReleaseRetentionHold(
+        self, request: intake_pb2.ReleaseRetentionHoldRequest, context: Context
+    ) -> intake_pb2.ReleaseRetentionHoldResponse:
+        command = from_proto.release_retention_hold(request)
+        ctx, _ = read_command(
+            principal_of(context),
+            request.context,
+            lambda _: (
+                queries.required_id("client_id", command.client_id),
+                queries.required_id("hold_id", command.hold_id),
+            ),
+        )
+        recorded = await handlers.release_retention_hold(self._deps.store, ctx, command)
+        return intake_pb2.ReleaseRetentionHoldResponse(result=to_proto.command_result(recorded))
+
+    def _keyring(self) -> ClientKeyring:
+        keyring = self._deps.keyring
+        if keyring is None:
+            raise RuleBroken(
+                ERASURE_UNAVAILABLE,
+                "sensitive fields are not sealed with per-client keys here, so nothing can be"
+                " erased by destroying keys",
+            )
+        return keyring
 
     @override
     @refusals_as_status

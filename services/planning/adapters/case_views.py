@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
+from events.projections.erasure import scrub_cases
 from events.projections.port import Document, DocumentTransaction, Projection, ReadModelStore
 from services.planning.adapters.case_document import EVENT_TYPES, apply_event, new_document
 from services.planning.domain.model import UNKNOWN_CASE, CaseFacts
@@ -45,6 +47,17 @@ class CaseViewProjection(Projection):
                     _follow_up_key(due_after, case_id),
                     {"case_id": case_id, "due": due_after},
                 )
+
+    async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
+        await scrub_cases(
+            transaction, CASE_VIEWS, erased, codes=SENSITIVE_CODES, texts=SENSITIVE_TEXTS
+        )
+
+
+SENSITIVE_CODES = frozenset({"presented_needs", "category", "needs", "need_category", "kind"})
+SENSITIVE_TEXTS = frozenset({"statement", "objectives", "service"})
+"""The keys of a case document (``case_document``) under which the catalog's sensitive values
+are copied: codes (need categories, service kinds) and free text."""
 
 
 def _follow_up_key(due: str, case_id: str) -> str:

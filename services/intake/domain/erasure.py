@@ -1,0 +1,97 @@
+"""Erasing a client (GDPR Art. 17) and the retention holds that forbid it, decided on the
+client's stream.
+
+An erasure is decided once: a client already erased is not erased again (the command then
+records nothing and only completes the key destruction, which is idempotent). While a
+retention hold applies, erasure is refused naming the hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from events.catalog.base import CaseEvent
+from events.catalog.clients import ClientRegistered
+from events.catalog.erasure import ClientErased, RetentionHoldPlaced, RetentionHoldReleased
+from events.commands import NotFound, RuleBroken
+from events.envelope import RecordedEvent
+
+RETENTION_HOLD = "RETENTION_HOLD"
+CLIENT_ERASED = "CLIENT_ERASED"
+HOLD_ALREADY_RELEASED = "RETENTION_HOLD_ALREADY_RELEASED"
+
+
+@dataclass(slots=True)
+class ClientRecord:
+    registered: bool = False
+    holds: dict[str, RetentionHoldPlaced] = field(default_factory=dict)
+    """Holds in force, by id, in the order they were placed."""
+    released: set[str] = field(default_factory=set)
+    erased: ClientErased | None = None
+
+
+def client_record(history: Sequence[RecordedEvent]) -> ClientRecord:
+    record = ClientRecord()
+    for recorded in history:
+        event = recorded.event
+        if isinstance(event, ClientRegistered):
+            record.registered = True
+        elif isinstance(event, RetentionHoldPlaced):
+            record.holds[event.hold_id] = event
+        elif isinstance(event, RetentionHoldReleased):
+            record.holds.pop(event.hold_id, None)
+            record.released.add(event.hold_id)
+        elif isinstance(event, ClientErased):
+            record.erased = event
+    return record
+
+
+def decide_hold(history: Sequence[RecordedEvent], hold: RetentionHoldPlaced) -> list[CaseEvent]:
+    record = _registered(history, hold.client_id)
+    if record.erased is not None:
+        raise RuleBroken(
+            CLIENT_ERASED,
+            f"client {hold.client_id} was erased; there is nothing left to hold",
+            subject=f"client/{hold.client_id}",
+        )
+    if hold.hold_id in record.holds:
+        return []
+    return [hold]
+
+
+def decide_release(
+    history: Sequence[RecordedEvent], client_id: str, hold_id: str, reason: str | None
+) -> list[CaseEvent]:
+    record = _registered(history, client_id)
+    if hold_id in record.released:
+        raise RuleBroken(
+            HOLD_ALREADY_RELEASED,
+            f"retention hold {hold_id} was already released",
+            subject=f"retention-hold/{hold_id}",
+        )
+    if hold_id not in record.holds:
+        raise NotFound("retention hold", hold_id)
+    return [RetentionHoldReleased(client_id=client_id, hold_id=hold_id, reason=reason)]
+
+
+def decide_erasure(history: Sequence[RecordedEvent], erasure: ClientErased) -> list[CaseEvent]:
+    record = _registered(history, erasure.client_id)
+    if record.erased is not None:
+        return []
+    for hold in record.holds.values():
+        raise RuleBroken(
+            RETENTION_HOLD,
+            f"retention hold {hold.hold_id} ({hold.legal_basis}) forbids erasing client"
+            f" {erasure.client_id} until it is released",
+            subject=f"retention-hold/{hold.hold_id}",
+            hold_id=hold.hold_id,
+        )
+    return [erasure]
+
+
+def _registered(history: Sequence[RecordedEvent], client_id: str) -> ClientRecord:
+    record = client_record(history)
+    if not record.registered:
+        raise NotFound("client", client_id)
+    return record

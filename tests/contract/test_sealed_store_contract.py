@@ -1,0 +1,112 @@
+"""Sealed sensitive fields on both event stores: ciphertext at rest, plaintext to the service,
+safe retries despite random nonces, and the erasure marker once the client's key is gone."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from events.envelope import RecordedEvent
+from events.errors import ConcurrencyError, DuplicateEventIdError
+from events.keys.fields import ERASED_TEXT, FieldProtection
+from events.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
+from events.keys.keyring import CASE_OWNER_PREFIX, ClientKeyring
+from events.keys.port import DataKeyTable
+from events.keys.postgres import PostgresDataKeyTable
+from events.keys.sqlite import SqliteDataKeyTable
+from events.ledger.export import canonical_of_record
+from events.registry import EventRegistry
+from events.store.port import NO_STREAM, EventStore, drain
+from events.store.sqlite import SqliteEventStore
+from tests.contract.conftest import StoreOpener
+from tests.support.sample_events import note, sample_registry
+from tests.support.servers import postgres_dsn
+
+CANARY = "CANARY-7d41-sealed-note"
+
+
+@pytest.fixture
+async def sealed(
+    open_store: StoreOpener, tmp_path: Path
+) -> AsyncIterator[tuple[EventStore, EventRegistry, DataKeyTable]]:
+    probe = await open_store()
+    table: DataKeyTable
+    schema = f"keys_{uuid.uuid4().hex[:12]}"
+    if isinstance(probe, SqliteEventStore):
+        table = SqliteDataKeyTable(tmp_path / "keys" / "keys.db")
+    else:
+        table = PostgresDataKeyTable(postgres_dsn(), schema=schema)
+    keyring = ClientKeyring(FileKeyEncryptionKey(tmp_path / "keys" / KEK_FILE_NAME), table)
+    registry = sample_registry().protected(FieldProtection(keyring))
+    yield await open_store(registry), registry, table
+    table.close()
+    if not isinstance(probe, SqliteEventStore):
+        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _files_under(directory: Path, pattern: str) -> bytes:
+    return b"".join(path.read_bytes() for path in directory.glob(pattern))
+
+
+async def _raw_data(store: EventStore, tmp_path: Path) -> bytes:
+    if isinstance(store, SqliteEventStore):
+        return _files_under(tmp_path, "events.db*")
+    rows: list[RecordedEvent] = [recorded async for recorded in drain(store)]
+    return b"".join(recorded.data for recorded in rows)
+
+
+async def test_sensitive_values_are_stored_sealed_and_read_back_opened(
+    sealed: tuple[EventStore, EventRegistry, DataKeyTable], open_store: StoreOpener, tmp_path: Path
+) -> None:
+    store, registry, _ = sealed
+    appended = await store.append("case-1", [note("1", CANARY)], NO_STREAM)
+
+    assert CANARY.encode() not in await _raw_data(store, tmp_path)
+    assert b"ct1~" + CASE_OWNER_PREFIX.encode() + b"1~1~" in appended[0].data
+    other = await open_store(registry)
+    [read] = await other.read_stream("case-1")
+    assert read.event.text == CANARY  # type: ignore[attr-defined]
+    assert read.data == appended[0].data
+    assert canonical_of_record(read) == canonical_of_record(appended[0])
+
+
+async def test_a_retried_append_is_recognised_although_each_seal_differs(
+    sealed: tuple[EventStore, EventRegistry, DataKeyTable],
+) -> None:
+    store, _, _ = sealed
+    batch = [note("1", CANARY), note("1", "second")]
+    first = await store.append("case-1", batch, NO_STREAM)
+
+    again = await store.append("case-1", batch, NO_STREAM)
+
+    assert [r.event_id for r in again] == [r.event_id for r in first]
+    assert [r.event for r in again] == [r.event for r in first]
+    impostor = note("2", "something else", event_id=batch[0].event_id)
+    with pytest.raises((DuplicateEventIdError, ConcurrencyError)):
+        await store.append("case-2", [impostor], NO_STREAM)
+    assert len([e async for e in drain(store)]) == 2
+
+
+async def test_after_the_key_is_destroyed_the_value_reads_as_erased_and_the_bytes_stay(
+    sealed: tuple[EventStore, EventRegistry, DataKeyTable], open_store: StoreOpener
+) -> None:
+    store, registry, table = sealed
+    [appended] = await store.append("case-1", [note("1", CANARY)], NO_STREAM)
+    assert registry.protection is not None
+
+    assert registry.protection.keyring.destroy(CASE_OWNER_PREFIX + "1") == 1
+    assert registry.protection.keyring.destroy(CASE_OWNER_PREFIX + "1") == 0
+
+    [read] = await (await open_store(registry)).read_stream("case-1")
+    assert read.event.text == ERASED_TEXT  # type: ignore[attr-defined]
+    assert read.event.words == appended.event.words  # type: ignore[attr-defined]
+    assert read.data == appended.data
+    stored = table.version(CASE_OWNER_PREFIX + "1", 1)
+    assert stored is not None
+    assert stored.wrapped is None
+    assert stored.destroyed_at is not None

@@ -1,0 +1,157 @@
+"""EraseClient and retention holds through intake's API (embedded service, real gRPC)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from casetrail.intake.v1 import intake_pb2
+from events.keys.fields import ERASED_CODE, ERASED_TEXT
+from events.keys.port import KeyUnavailableError
+from tests.support.grpc import details, refusal
+from tests.unit.intake.support import Intake
+from tests.unit.intake.test_grpc import assessing, command, marco, opening, query
+
+CANARY = "CANARY-0b1c-fears-falling"
+
+
+def erasing(client_id: str, key: str = "") -> intake_pb2.EraseClientRequest:
+    return intake_pb2.EraseClientRequest(
+        context=command("supervisor", key),
+        client_id=client_id,
+        request_reference="dms://privacy/requests/7",
+    )
+
+
+async def assessed_client(intake: Intake) -> tuple[str, str]:
+    client = await intake.stub.RegisterClient(marco())
+    opened = await intake.stub.OpenCase(opening(client.client_id))
+    request = assessing(opened.result.case_id)
+    request.factors.psychological = CANARY
+    await intake.stub.RecordInitialAssessment(request)
+    return client.client_id, opened.result.case_id
+
+
+async def case_record(intake: Intake, case_id: str) -> intake_pb2.CaseRecord:
+    answer: intake_pb2.GetCaseResponse = await intake.stub.GetCase(
+        intake_pb2.GetCaseRequest(context=query(), case_id=case_id)
+    )
+    return answer.record
+
+
+async def test_erasure_leaves_the_case_with_its_sensitive_fields_erased(intake: Intake) -> None:
+    client_id, case_id = await assessed_client(intake)
+    assert (await case_record(intake, case_id)).assessments[0].factors.psychological == CANARY
+
+    request = erasing(client_id)
+    erased = await intake.stub.EraseClient(request)
+
+    assert list(erased.erased_case_ids) == [case_id]
+    assert erased.keys_destroyed >= 1
+    record = await case_record(intake, case_id)
+    assessment = record.assessments[0]
+    assert assessment.factors.psychological == ERASED_TEXT
+    assert [need.category for need in record.presenting_needs] == [ERASED_CODE]
+    assert assessment.risks[0].description == ERASED_TEXT
+    # What is not sensitive stays.
+    assert record.referral_source.kind == "hospital"
+    assert assessment.risks[0].severity == "high"
+    assert list(assessment.strengths) == ["Good relationship with his daughter"]
+    # A retry answers as the first call did; a new request records nothing more.
+    again = await intake.stub.EraseClient(request)
+    assert again.result == erased.result
+    assert again.keys_destroyed == 0
+    later = await intake.stub.EraseClient(erasing(client_id))
+    assert list(later.result.event_ids) == list(erased.result.event_ids)
+
+
+async def test_a_retention_hold_refuses_erasure_naming_the_hold(intake: Intake) -> None:
+    client_id, case_id = await assessed_client(intake)
+    held = await intake.stub.PlaceRetentionHold(
+        intake_pb2.PlaceRetentionHoldRequest(
+            context=command("supervisor"),
+            client_id=client_id,
+            legal_basis="litigation 2026-CV-113",
+            until="2030-01-31",
+        )
+    )
+
+    code, status = await refusal(intake.stub.EraseClient(erasing(client_id)))
+
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    [info] = details(status, error_details_pb2.ErrorInfo)
+    assert info.reason == "RETENTION_HOLD"
+    assert info.metadata["hold_id"] == held.hold_id
+    assert held.hold_id in status.message
+    assert "litigation 2026-CV-113" in status.message
+    assert (await case_record(intake, case_id)).assessments[0].factors.psychological == CANARY
+
+    await intake.stub.ReleaseRetentionHold(
+        intake_pb2.ReleaseRetentionHoldRequest(
+            context=command("supervisor"), client_id=client_id, hold_id=held.hold_id
+        )
+    )
+    await intake.stub.EraseClient(erasing(client_id))
+    assert (await case_record(intake, case_id)).assessments[0].factors.psychological == (
+        ERASED_TEXT
+    )
+
+
+async def test_bad_erasure_requests_are_refused_clearly(intake: Intake) -> None:
+    code, _ = await refusal(intake.stub.EraseClient(erasing("no-such-client")))
+    assert code == grpc.StatusCode.NOT_FOUND
+    client_id, _ = await assessed_client(intake)
+    code, _ = await refusal(
+        intake.stub.EraseClient(
+            intake_pb2.EraseClientRequest(
+                context=command("intake_worker"),
+                client_id=client_id,
+                request_reference="dms://privacy/requests/7",
+            )
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    code, status = await refusal(
+        intake.stub.EraseClient(
+            intake_pb2.EraseClientRequest(context=command("supervisor"), client_id=client_id)
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in details(status, error_details_pb2.BadRequest)[0].field_violations] == [
+        "request_reference"
+    ]
+    code, _ = await refusal(
+        intake.stub.ReleaseRetentionHold(
+            intake_pb2.ReleaseRetentionHoldRequest(
+                context=command("supervisor"), client_id=client_id, hold_id="hold-unknown"
+            )
+        )
+    )
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_erasure_that_fails_midway_completes_when_sent_again(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client_id, case_id = await assessed_client(intake)
+    keyring = intake.infra.keyring
+    assert keyring is not None
+    destroy = keyring.table.destroy
+    failures = iter([True])
+
+    def destroy_once_unavailable(owner: str) -> int:
+        if next(failures, False):
+            raise KeyUnavailableError("data-key table")
+        return destroy(owner)
+
+    monkeypatch.setattr(keyring.table, "destroy", destroy_once_unavailable)
+
+    code, _ = await refusal(intake.stub.EraseClient(erasing(client_id, "erase-1")))
+    assert code == grpc.StatusCode.UNAVAILABLE
+
+    erased = await intake.stub.EraseClient(erasing(client_id, "erase-1"))
+    assert erased.keys_destroyed >= 1
+    assert (await case_record(intake, case_id)).assessments[0].factors.psychological == (
+        ERASED_TEXT
+    )

@@ -1,0 +1,83 @@
+"""A keyring on fakes: a KEK that subclasses the port and an in-memory data-key table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from events.catalog_registry import build_registry
+from events.keys.fields import FieldProtection
+from events.keys.keyring import ClientKeyring
+from events.keys.port import DataKeyTable, KeyEncryptionKey, StoredDataKey
+from events.registry import EventRegistry
+
+
+class FakeKms(KeyEncryptionKey):
+    """A KMS that keeps its key in memory and counts its calls."""
+
+    def __init__(self) -> None:
+        self._aead = AESGCM(AESGCM.generate_key(bit_length=256))
+        self.unwraps = 0
+
+    @property
+    def key_id(self) -> str:
+        return "fake-kms/agency"
+
+    def wrap(self, data_key: bytes, context: bytes) -> bytes:
+        return b"\x00" * 12 + self._aead.encrypt(b"\x00" * 12, data_key, context)
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        self.unwraps += 1
+        return self._aead.decrypt(wrapped[:12], wrapped[12:], context)
+
+
+class MemoryDataKeyTable(DataKeyTable):
+    def __init__(self) -> None:
+        self.keys: dict[tuple[str, int], StoredDataKey] = {}
+        self.cases: dict[str, str] = {}
+
+    def current(self, owner: str) -> StoredDataKey | None:
+        versions = [key for (name, _), key in self.keys.items() if name == owner]
+        return max(versions, key=lambda key: key.version) if versions else None
+
+    def version(self, owner: str, version: int) -> StoredDataKey | None:
+        return self.keys.get((owner, version))
+
+    def create(self, owner: str, version: int, wrapped: bytes, kek_id: str) -> StoredDataKey:
+        return self.keys.setdefault(
+            (owner, version),
+            StoredDataKey(owner, version, wrapped, kek_id, datetime.now(UTC), None),
+        )
+
+    def destroy(self, owner: str) -> int:
+        live = [k for k in self.keys.values() if k.owner == owner and k.wrapped is not None]
+        for key in live:
+            self.keys[(owner, key.version)] = StoredDataKey(
+                owner, key.version, None, key.kek_id, key.created_at, datetime.now(UTC)
+            )
+        return len(live)
+
+    def bind_case(self, case_id: str, client_id: str) -> None:
+        self.cases.setdefault(case_id, client_id)
+
+    def client_of_case(self, case_id: str) -> str | None:
+        return self.cases.get(case_id)
+
+    def cases_of(self, client_id: str) -> list[str]:
+        return sorted(case for case, client in self.cases.items() if client == client_id)
+
+    def close(self) -> None:
+        pass
+
+
+def protected(
+    kek: KeyEncryptionKey | None = None, table: DataKeyTable | None = None
+) -> EventRegistry:
+    keyring = ClientKeyring(kek or FakeKms(), table or MemoryDataKeyTable())
+    return build_registry().protected(FieldProtection(keyring))
+
+
+def keyring_of(registry: EventRegistry) -> ClientKeyring:
+    assert registry.protection is not None
+    return registry.protection.keyring

@@ -1,0 +1,174 @@
+"""Sealing the catalog's sensitive fields: every example event round-trips, nothing sensitive
+is left in the stored bytes, sealed values are bound to their event, field and client, and an
+erased client's values read as the erasure marker while the rest of the event stays."""
+
+from __future__ import annotations
+
+import json
+from uuid import uuid4
+
+import pytest
+
+from events.catalog.base import CaseEvent
+from events.catalog.examples import example_events
+from events.cloudevents import from_kafka_binary, from_structured, to_kafka_binary, to_structured
+from events.keys.fields import (
+    ERASED_CODE,
+    ERASED_TEXT,
+    UnreadableFieldError,
+    sensitive_plan,
+    sensitive_values,
+)
+from events.keys.keyring import ClientErasedError
+from events.ledger.export import canonical_of_record
+from events.registry import encode
+from events.store.rows import recorded_from_new, sealed_data
+from tests.support.sample_events import WORKER
+from tests.unit.keys.support import FakeKms, MemoryDataKeyTable, keyring_of, protected
+
+SENSITIVE_EXAMPLES = [event for event in example_events() if sensitive_plan(type(event))]
+
+
+def _leaves(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [leaf for item in value.values() for leaf in _leaves(item)]
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def _sensitive_texts(event: CaseEvent) -> set[str]:
+    """The sensitive strings of ``event`` (opened), for looking for them in sealed bytes."""
+    return {
+        value
+        for value in sensitive_values(event).values()
+        if isinstance(value, str) and len(value) > 3
+    }
+
+
+def test_every_event_type_with_sensitive_fields_has_an_example() -> None:
+    assert len(SENSITIVE_EXAMPLES) >= 15
+
+
+@pytest.mark.parametrize("event", SENSITIVE_EXAMPLES, ids=lambda e: e.event_type)
+def test_sealed_data_holds_no_sensitive_text_and_opens_to_the_event(event: CaseEvent) -> None:
+    registry = protected()
+    event_id = uuid4()
+    sealed = registry.seal(event, event_id, encode(event))
+    for text in _sensitive_texts(event):
+        assert json.dumps(text, ensure_ascii=False)[1:-1].encode() not in sealed, text
+    assert registry.decode(event.event_type, event.schema_version, sealed, event_id) == event
+
+
+def test_a_sealed_value_moved_to_another_event_does_not_open() -> None:
+    registry = protected()
+    event = SENSITIVE_EXAMPLES[0]
+    sealed = registry.seal(event, uuid4(), encode(event))
+    with pytest.raises(UnreadableFieldError) as raised:
+        registry.decode(event.event_type, event.schema_version, sealed, uuid4())
+    assert raised.value.problems[0].field in type(event).sensitive_fields() or "." in (
+        raised.value.problems[0].field
+    )
+
+
+def test_a_sealed_value_moved_to_another_field_does_not_open() -> None:
+    registry = protected()
+    progress = next(e for e in SENSITIVE_EXAMPLES if e.event_type == "casetrail.progress.evaluated")
+    event_id = uuid4()
+    document = json.loads(registry.seal(progress, event_id, encode(progress)))
+    document["helping_factors"], document["hindering_factors"] = (
+        document["hindering_factors"],
+        document["helping_factors"],
+    )
+    assert document["helping_factors"], "the example has factors of both kinds"
+    with pytest.raises(UnreadableFieldError):
+        registry.decode(
+            progress.event_type, progress.schema_version, json.dumps(document), event_id
+        )
+
+
+def test_each_seal_draws_a_fresh_nonce() -> None:
+    registry = protected()
+    event = SENSITIVE_EXAMPLES[0]
+    event_id = uuid4()
+    assert registry.seal(event, event_id, encode(event)) != registry.seal(
+        event, event_id, encode(event)
+    )
+
+
+def test_a_case_is_sealed_with_its_clients_key_once_the_case_opened() -> None:
+    registry = protected()
+    opened = next(e for e in SENSITIVE_EXAMPLES if e.event_type == "casetrail.case.opened")
+    later = next(e for e in SENSITIVE_EXAMPLES if e.event_type == "casetrail.contact.logged")
+    registry.seal(opened, uuid4(), encode(opened))
+    sealed = registry.seal(later, uuid4(), encode(later)).decode()
+    assert f"ct1~{opened.client_id}~1~" in sealed  # type: ignore[attr-defined]
+
+
+def test_after_erasure_sensitive_values_read_as_erased_and_the_rest_remains() -> None:
+    registry = protected()
+    keyring = keyring_of(registry)
+    opened = next(e for e in SENSITIVE_EXAMPLES if e.event_type == "casetrail.case.opened")
+    client = opened.client_id  # type: ignore[attr-defined]
+    stored = [(event, uuid4()) for event in SENSITIVE_EXAMPLES]
+    sealed = [
+        (event, event_id, registry.seal(event, event_id, encode(event)))
+        for event, event_id in stored
+    ]
+    for owner in keyring.owners_of_client(client):
+        keyring.destroy(owner)
+    for event, event_id, data in sealed:
+        erased = registry.decode(event.event_type, event.schema_version, data, event_id)
+        document = json.loads(encode(erased))
+        original = json.loads(encode(event))
+        erased_values = sensitive_values(erased)
+        assert set(erased_values) == set(sensitive_values(event))
+        assert set(erased_values.values()) <= {ERASED_TEXT, ERASED_CODE}
+        for name in original:
+            if name not in type(event).sensitive_fields():
+                assert document[name] == original[name], name
+    with pytest.raises(ClientErasedError):
+        registry.seal(opened, uuid4(), encode(opened))
+
+
+def test_keys_are_unwrapped_once_and_cached() -> None:
+    kms = FakeKms()
+    registry = protected(kms, MemoryDataKeyTable())
+    event = SENSITIVE_EXAMPLES[0]
+    for _ in range(5):
+        event_id = uuid4()
+        registry.decode(
+            event.event_type,
+            event.schema_version,
+            registry.seal(event, event_id, encode(event)),
+            event_id,
+        )
+    assert kms.unwraps == 1
+
+
+def test_kafka_and_structured_forms_carry_ciphertext_and_keep_the_ledger_bytes() -> None:
+    from datetime import UTC, datetime
+    from uuid import uuid4 as new_id
+
+    from events.envelope import EventMetadata, NewEvent
+
+    registry = protected()
+    for event in SENSITIVE_EXAMPLES:
+        new = NewEvent(
+            event,
+            EventMetadata("casetrail/test", WORKER, datetime.now(UTC), new_id(), new_id()),
+        )
+        [data] = sealed_data(registry, [new], [encode(event)])
+        recorded = recorded_from_new(new, "case-x", 1, 7, datetime.now(UTC), data)
+        record = to_kafka_binary(recorded)
+        assert record.value == data
+        for text in _sensitive_texts(event):
+            assert text.encode() not in record.value
+        received = from_kafka_binary(record.key, record.headers, record.value, registry)
+        assert received.event == event
+        assert canonical_of_record(received) == canonical_of_record(recorded)
+        document = to_structured(received)
+        assert json.dumps(document["data"], ensure_ascii=False).find("ct1~") > 0
+        again = from_structured(json.loads(json.dumps(document, sort_keys=True)), registry)
+        assert again.event == event
+        assert canonical_of_record(again) == canonical_of_record(recorded)
