@@ -1,0 +1,235 @@
+"""Need-to-know reviews (issue 9 items 5 and 7): what an accounting of disclosures and an
+"as U saw it at T" view cost beside the audit reads they resemble.
+
+``python -m bench.reviews_bench [--cases C] [--reads N] [--runs R]`` writes the section
+"Need-to-know reviews (issue 9)" of ``bench/RESULTS.md``. Audit's application layer is called
+in-process on SQLite (no gRPC), on one client with C cases of N recorded reads each (one in ten
+by a partner agency under consent, the rest by the assigned worker). Side by side in alternating
+rounds: GetAccessLog of one case and GetCaseStateAsOf of one case (the references), then
+ListDisclosures of the client (every case's history is read and classified; a page of 100) and
+GetCaseAsSeen of one case (state and policy facts folded up to T, U's reads). Every call records
+its own access, as in the product, so the histories grow by one event per call measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import uuid4
+
+from bench.common import (
+    machine_info,
+    markdown_table,
+    median,
+    now_utc,
+    percentile,
+    replace_section,
+    rotations,
+)
+from events.catalog.access import (
+    AccessPurpose,
+    ConsentGranted,
+    ConsentRecipient,
+    RecipientKind,
+    RecordAccessed,
+    RecordSection,
+)
+from events.catalog.assignment import CaseAssigned
+from events.catalog.base import CaseEvent, Role
+from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, ReferralSourceKind
+from events.catalog.values import NeedCategory
+from events.catalog_registry import default_registry
+from events.envelope import Actor, EventMetadata, RecordedEvent
+from events.policy.guard import AccessControl
+from events.policy.vocabulary import POLICY_VERSION
+from events.projections.runner import BusProjectionHandler
+from events.projections.sqlite import SqliteReadModelStore
+from events.queries import QueryContext
+from events.store.sqlite import SqliteEventStore
+from services.audit.adapters.client_cases import ClientCasesProjection, ReadModelClientCases
+from services.audit.adapters.timeline import ReadModelTimelines, TimelineProjection
+from services.audit.app import as_seen, disclosures, queries
+from services.audit.domain.history import TimeBasis
+from services.audit.entrypoints.reviews import state_rendering
+
+HEADING = "## Need-to-know reviews (issue 9)"
+CLIENT = "bench-client"
+PARTNER = "bench-partner"
+WORKER = "sw-bench"
+AUDITOR = QueryContext(Actor("bench-auditor", Role.AUDITOR), AccessPurpose.CONFIDENTIALITY_REVIEW)
+
+
+def case_history(case_id: str, reads: int, start: datetime) -> list[RecordedEvent]:
+    sequence = 0
+
+    def recorded(event: CaseEvent, at: datetime, stream: str) -> RecordedEvent:
+        nonlocal sequence
+        sequence += 1
+        return RecordedEvent(
+            event_id=uuid4(),
+            stream=stream,
+            sequence=sequence,
+            position=sequence,
+            recorded_at=at,
+            event=event,
+            metadata=EventMetadata(
+                source="casetrail/intake",
+                actor=Actor(WORKER, Role.SOCIAL_WORKER),
+                occurred_at=at,
+                correlation_id=uuid4(),
+            ),
+        )
+
+    case = f"case-{case_id}"
+    events = [
+        recorded(
+            CaseOpened(
+                case_id=case_id,
+                client_id=CLIENT,
+                referral_source=ReferralSource(kind=ReferralSourceKind.SELF),
+                presenting_needs=(PresentingNeed(category=NeedCategory.HOME_CARE),),
+            ),
+            start,
+            case,
+        ),
+        recorded(
+            CaseAssigned(
+                case_id=case_id,
+                worker_id=WORKER,
+                worker_role=Role.SOCIAL_WORKER,
+                reason="bench",
+                worker_team="team-east",
+            ),
+            start + timedelta(seconds=1),
+            case,
+        ),
+        recorded(
+            ConsentGranted(
+                case_id=case_id,
+                client_id=CLIENT,
+                consent_id=f"consent-{case_id}",
+                scope=(RecordSection.IDENTITY, RecordSection.REFERRALS, RecordSection.SERVICES),
+                recipient=ConsentRecipient(
+                    kind=RecipientKind.AGENCY, recipient_id=PARTNER, name="Partner"
+                ),
+                purpose=AccessPurpose.COORDINATION,
+                expires_at=start + timedelta(days=365),
+            ),
+            start + timedelta(seconds=2),
+            case,
+        ),
+    ]
+    for number in range(reads):
+        partner = number % 10 == 0
+        events.append(
+            recorded(
+                RecordAccessed(
+                    case_id=case_id,
+                    accessor_id=PARTNER if partner else WORKER,
+                    accessor_role=Role.PARTNER_AGENCY if partner else Role.SOCIAL_WORKER,
+                    accessor_agency_id=PARTNER if partner else "eastbay-dss",
+                    purpose=AccessPurpose.COORDINATION if partner else AccessPurpose.DIRECT_CARE,
+                    sections=(RecordSection.IDENTITY, RecordSection.REFERRALS),
+                    consent_id=f"consent-{case_id}" if partner else None,
+                    rule="referral-recipient" if partner else "assigned-worker",
+                    policy_version=POLICY_VERSION,
+                ),
+                start + timedelta(seconds=10 + number),
+                f"access-{case_id}",
+            )
+        )
+    return events
+
+
+async def run(options: argparse.Namespace, directory: Path) -> list[list[str]]:
+    store = await SqliteEventStore.open(directory / "events.db", default_registry())
+    read_models = SqliteReadModelStore(directory / "read-models.db")
+    try:
+        start = datetime.now(UTC) - timedelta(days=60)
+        cases = [f"bench-case-{number}" for number in range(options.cases)]
+        handlers = [
+            BusProjectionHandler(read_models, TimelineProjection()),
+            BusProjectionHandler(read_models, ClientCasesProjection()),
+        ]
+        for case_id in cases:
+            history = case_history(case_id, options.reads, start)
+            for handler in handlers:
+                for first in range(0, len(history), 500):
+                    await handler.handle_batch(history[first : first + 500])
+        deps = queries.AuditDeps(
+            timelines=ReadModelTimelines(read_models, default_registry()),
+            store=store,
+            access=AccessControl(store, None, "casetrail/audit"),
+        )
+        client_cases = ReadModelClientCases(read_models)
+        at = start + timedelta(seconds=10 + options.reads // 2)
+        period = disclosures.period(start - timedelta(days=1), datetime.now(UTC))
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "GetAccessLog, one case": lambda: queries.get_access_log(deps, AUDITOR, cases[0]),
+            "GetCaseStateAsOf, one case (recorded)": lambda: queries.get_state_as_of(
+                deps, AUDITOR, cases[0], at, TimeBasis.RECORDED
+            ),
+            f"ListDisclosures, client of {options.cases} cases (page 100)": lambda: (
+                disclosures.list_disclosures(deps, client_cases, AUDITOR, CLIENT, period)
+            ),
+            "GetCaseAsSeen, one case": lambda: as_seen.case_as_seen(
+                deps, AUDITOR, cases[0], as_seen.UserClaims(PARTNER), at, state_rendering(at)
+            ),
+        }
+        spent: dict[str, list[float]] = {name: [] for name in calls}
+        for round_number in range(options.runs):
+            for name in rotations(list(calls), round_number):
+                began = time.perf_counter()
+                await calls[name]()
+                spent[name].append((time.perf_counter() - began) * 1000)
+        reference = median(spent["GetAccessLog, one case"])
+        return [
+            [
+                name,
+                f"{median(values):.1f}",
+                f"{percentile(values, 95):.1f}",
+                f"{median(values) / reference:.2f}x",
+            ]
+            for name, values in spent.items()
+        ]
+    finally:
+        await read_models.close()
+        await store.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.reviews_bench")
+    parser.add_argument("--cases", type=int, default=5)
+    parser.add_argument("--reads", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=20)
+    options = parser.parse_args(argv)
+    with open("/proc/loadavg") as loadavg:
+        load_before = loadavg.read().split()[0]
+    with tempfile.TemporaryDirectory(prefix="casetrail-reviews-bench-") as directory:
+        rows = asyncio.run(run(options, Path(directory)))
+    with open("/proc/loadavg") as loadavg:
+        load_after = loadavg.read().split()[0]
+    body = "\n".join(
+        [
+            f"Run: {now_utc()}. Command: `python -m bench.reviews_bench --cases {options.cases}"
+            f" --reads {options.reads} --runs {options.runs}`. Load average (1 min) before /"
+            f" after: {load_before} / {load_after}.",
+            "",
+            *machine_info().lines(),
+            "",
+            (__doc__ or "").split("\n\n", 1)[1].strip(),
+            "",
+            markdown_table(["call", "median ms", "p95 ms", "vs GetAccessLog"], rows),
+        ]
+    )
+    replace_section(HEADING, body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
