@@ -97,7 +97,7 @@ RULES: tuple[Rule, ...] = (
         frozenset({Role.AUDITOR}),
         Relationship.AGENCY_STAFF,
         frozenset({AccessPurpose.CONFIDENTIALITY_REVIEW}),
-        CASE_READS | OVERSIGHT | frozenset({Action.TAIL}) | REVIEWS,
+        CASE_READS | OVERSIGHT | frozenset({Action.TAIL, Action.READ_CASELOADS}) | REVIEWS,
         Sensitivity.ALL,
     ),
     Rule(

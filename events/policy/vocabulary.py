@@ -22,6 +22,8 @@ class Action(StrEnum):
     EXPORT = "export a case"
     TAIL = "follow every event"
     DISCLOSE = "disclose a case to another agency"
+    READ_CASELOADS = "read every worker's caseload"
+    """The caseload processor's views: which cases each worker holds, overdue follow-ups."""
     READ_LEDGER = "read the ledger's checkpoints and proofs"
     """Hashes, sizes and signatures of a service's whole log: no case content."""
     ACCOUNT_DISCLOSURES = "account for the disclosures of a client's record"

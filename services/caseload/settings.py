@@ -10,6 +10,7 @@ from pathlib import Path
 from events.bus.kafka_settings import KafkaSettings
 from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
 from events.bus.topics import TopicSettings
+from events.identity.settings import IssuerSettings
 
 DEFAULT_APP_ID = "casetrail-caseload"
 DEFAULT_WEB_PORT = 6066
@@ -37,6 +38,9 @@ class CaseloadSettings:
     web_enabled: bool = True
     web_host: str = "127.0.0.1"
     web_port: int = DEFAULT_WEB_PORT
+    issuer: IssuerSettings | None = None
+    """Who signs the bearer tokens the web views require (``CASETRAIL_OIDC_ISSUER``); without
+    one every view but the status refuses (they name cases)."""
 
     def __post_init__(self) -> None:
         check_topic_name(self.topic)
@@ -61,7 +65,7 @@ class CaseloadSettings:
         ``CASETRAIL_CASE_EVENTS_TOPIC``, ``CASETRAIL_CASE_EVENTS_PARTITIONS``,
         ``CASETRAIL_CASELOAD_APP_ID``, ``CASETRAIL_CASELOAD_DATA_DIR``,
         ``CASETRAIL_CASELOAD_GUARANTEE``, ``CASETRAIL_CASELOAD_WEB_PORT`` (0 turns the web
-        views off)."""
+        views off), ``CASETRAIL_OIDC_ISSUER``/``_AUDIENCE`` (see ``IssuerSettings``)."""
         env = os.environ if environ is None else environ
         defaults = cls()
         web_port = _integer(env, "CASETRAIL_CASELOAD_WEB_PORT", defaults.web_port)
@@ -76,6 +80,7 @@ class CaseloadSettings:
             ),
             web_enabled=web_port != 0,
             web_port=web_port,
+            issuer=IssuerSettings.from_env(env),
         )
 
 

@@ -12,14 +12,21 @@
 
 Per-worker views are routed by Faust to the process that owns the worker's table partition.
 ``today`` defaults to the server's local date.
+
+Every view but the status names cases, so it needs ``Authorization: Bearer <token>`` of a
+caller the access policy lets read the caseloads (``access.CaseloadGate``: auditors, purpose
+``confidentiality_review``, stated as ``?purpose=``); otherwise 401 (no or bad token), 403
+(the policy refused; ``reason`` names the rule), 400 (unknown purpose) or 503 (no issuer).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from typing import Any
 
 from services.caseload import queries
+from services.caseload.access import CaseloadGate, Refused
 from services.caseload.processor import CaseloadApp
 
 MAX_DAYS = 35
@@ -29,9 +36,29 @@ class BadQuery(ValueError):
     pass
 
 
+View = Callable[..., Awaitable[Any]]
+
+
 def add_views(app: CaseloadApp) -> None:
     """Register the views (only called when the web server is enabled)."""
     table_route = app.table_route(table=app.caseloads, match_info="worker")
+    issuer = app.settings.issuer
+    gate = CaseloadGate(None if issuer is None else issuer.verifier())
+
+    def guarded(handler: View) -> View:
+        async def admitted(view: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                await gate.admit(request.headers, request.query)
+            except Refused as refused:
+                headers = {"WWW-Authenticate": "Bearer"} if refused.status == 401 else None
+                return view.json(
+                    {"error": str(refused), "reason": refused.code},
+                    status=refused.status,
+                    headers=headers,
+                )
+            return await handler(view, request, *args, **kwargs)
+
+        return admitted
 
     async def all_caseloads(view: Any, request: Any) -> Any:
         return view.json(
@@ -81,11 +108,12 @@ def add_views(app: CaseloadApp) -> None:
             }
         )
 
-    app.page("/caseload/")(all_caseloads)
-    app.page("/caseload/{worker}/")(table_route(worker_caseload))
-    app.page("/overdue/")(all_overdue)
-    app.page("/overdue/{worker}/")(table_route(worker_overdue))
-    app.page("/contacts/{worker}/")(table_route(worker_contacts))
+    app.page("/caseload/")(guarded(all_caseloads))
+    app.page("/caseload/{worker}/")(guarded(table_route(worker_caseload)))
+    app.page("/overdue/")(guarded(all_overdue))
+    app.page("/overdue/{worker}/")(guarded(table_route(worker_overdue)))
+    app.page("/contacts/{worker}/")(guarded(table_route(worker_contacts)))
+    # Operational counters only, no case: open like the services' health checks.
     app.page("/caseload-status/")(status)
 
 

@@ -41,6 +41,7 @@ from services.caseload.domain import OverdueFollowUp
 from services.caseload.processor import CaseloadApp, build_app
 from services.caseload.settings import CaseloadSettings
 from tests.contract.bus_conftest import delete_topics, kafka_test_settings
+from tests.support.identity import TestIssuer
 from tests.support.servers import free_port, server_missing
 
 pytestmark = pytest.mark.kafka
@@ -342,10 +343,11 @@ async def test_caseloads_overdue_follow_ups_and_contacts_converge_and_survive_a_
         await eventually(settled, "the new events to count", lambda: snapshot(restarted))
 
 
-async def get(port: int, path: str) -> tuple[int, Any]:
+async def get(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    authorization = "" if token is None else f"Authorization: Bearer {token}\r\n"
     try:
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{authorization}\r\n".encode())
         await writer.drain()
         response = await reader.read()
     finally:
@@ -355,14 +357,16 @@ async def get(port: int, path: str) -> tuple[int, Any]:
     return status, json.loads(body)
 
 
-async def get_json(port: int, path: str) -> Any:
-    status, body = await get(port, path)
+async def get_json(port: int, path: str, token: str | None = None) -> Any:
+    status, body = await get(port, path, token)
     if status != 200:
         raise RuntimeError(f"GET {path}: {status} {body}")
     return body
 
 
-async def test_the_worker_process_serves_the_tables_over_http(setup: Setup, tmp_path: Path) -> None:
+async def test_the_worker_process_serves_the_tables_over_http(
+    setup: Setup, tmp_path: Path, issuer: TestIssuer
+) -> None:
     history = History()
     await publish(setup.kafka, setup.topic, scenario(history))
     port = free_port()
@@ -375,7 +379,9 @@ async def test_the_worker_process_serves_the_tables_over_http(setup: Setup, tmp_
         "CASETRAIL_CASELOAD_APP_ID": settings.app_id,
         "CASETRAIL_CASELOAD_DATA_DIR": str(settings.data_dir),
         "CASETRAIL_CASELOAD_WEB_PORT": str(port),
+        **issuer.env(),
     }
+    auditor = issuer.mint("james.liu", "auditor")
     log_path = tmp_path / "caseload-worker.log"
     log_file = log_path.open("wb")
     process = await asyncio.create_subprocess_exec(
@@ -396,13 +402,17 @@ async def test_the_worker_process_serves_the_tables_over_http(setup: Setup, tmp_
 
     async def poll() -> bool:
         try:
-            seen["caseload"] = await get_json(port, "/caseload/")
-            seen["overdue"] = await get_json(port, f"/overdue/?today={TODAY.isoformat()}")
-            seen["ana"] = await get_json(port, "/caseload/w-ana/")
+            seen["caseload"] = await get_json(port, "/caseload/", auditor)
+            seen["overdue"] = await get_json(port, f"/overdue/?today={TODAY.isoformat()}", auditor)
+            seen["ana"] = await get_json(port, "/caseload/w-ana/", auditor)
             seen["contacts"] = await get_json(
-                port, f"/contacts/w-ana/?days=4&today={TODAY.isoformat()}"
+                port, f"/contacts/w-ana/?days=4&today={TODAY.isoformat()}", auditor
             )
-            seen["bad"] = await get(port, "/overdue/?today=someday")
+            seen["bad"] = await get(port, "/overdue/?today=someday", auditor)
+            seen["anonymous"] = await get(port, "/caseload/w-ana/")
+            seen["forged"] = await get(port, "/caseload/", auditor[:-4] + "AAAA")
+            seen["coordinator"] = await get(port, "/overdue/", issuer.mint("maria", "coordinator"))
+            seen["gossip"] = await get(port, "/caseload/?purpose=gossip", auditor)
         except (OSError, RuntimeError, ValueError) as error:
             seen["error"] = repr(error)
             return False
@@ -433,3 +443,12 @@ async def test_the_worker_process_serves_the_tables_over_http(setup: Setup, tmp_
     per_day = {date.fromisoformat(d): n for d, n in seen["contacts"]["per_day"].items() if n}
     assert per_day == expected_contacts("w-ana"), log_tail
     assert seen["bad"] == (400, {"error": "today must be a date (YYYY-MM-DD), got 'someday'"})
+    # Only an authenticated caller the policy allows (auditors) sees which cases exist.
+    assert seen["anonymous"][0] == 401
+    assert seen["anonymous"][1]["reason"] == "TOKEN_MISSING"
+    assert seen["forged"][0] == 401
+    assert seen["coordinator"] == (
+        403,
+        {"error": seen["coordinator"][1]["error"], "reason": "ROLE_NOT_ALLOWED"},
+    )
+    assert seen["gossip"][0] == 400

@@ -202,6 +202,22 @@ ROWS = [
         False,
     ),
     (
+        who("kim", Role.AUDITOR),
+        Action.READ_CASELOADS,
+        P.CONFIDENTIALITY_REVIEW,
+        None,
+        "auditor-review",
+        True,
+    ),
+    (
+        who("maria", Role.COORDINATOR),
+        Action.READ_CASELOADS,
+        P.COORDINATION,
+        None,
+        "role-not-allowed",
+        False,
+    ),
+    (
         who("sw-ana", Role.SOCIAL_WORKER),
         Action.READ_LEDGER,
         P.DIRECT_CARE,
