@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import os
 import random
 import tempfile
 import time
@@ -66,7 +67,7 @@ class Sizes:
     proofs: int
 
 
-FULL = Sizes(rounds=3, commits_of_1=150, commits_of_100=15, verify_events=200_000,
+FULL = Sizes(rounds=5, commits_of_1=150, commits_of_100=40, verify_events=200_000,
              proof_leaves=1_000_000, proofs=2000)  # fmt: skip
 QUICK = Sizes(rounds=2, commits_of_1=40, commits_of_100=4, verify_events=20_000,
               proof_leaves=100_000, proofs=300)  # fmt: skip
@@ -77,6 +78,44 @@ class Backend:
     name: str
     open_store: Callable[[], Awaitable[tuple[EventStore, Callable[[], Awaitable[LedgerStore]]]]]
     cleanup: Callable[[], Awaitable[None]]
+    server_cpu: Callable[[], Awaitable[float]] | None = None
+    """CPU seconds used so far by the database server's processes (PostgreSQL)."""
+
+
+@dataclass(frozen=True)
+class AppendRun:
+    rate: float
+    """Events per second until the last writer's commit."""
+    client_cpu: float
+    """CPU seconds of this process (writers, and the follower when on) per event."""
+    server_cpu: float
+    """CPU seconds of the database server per event (0 for SQLite: in process)."""
+    lag: int
+    """Events not yet hashed when the last writer finished."""
+
+
+def _process_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(own, reaped children's) CPU seconds of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
+def postgres_cpu_seconds(data_directory: Path) -> float:
+    """CPU seconds of a local PostgreSQL: the postmaster, its live children and those gone."""
+    postmaster = int((data_directory / "postmaster.pid").read_text().split()[0])
+    own, gone = _process_cpu_seconds(postmaster)
+    total = own + gone
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            if int(stat.rpartition(")")[2].split()[1]) == postmaster:
+                total += sum(_process_cpu_seconds(int(entry.name)))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return total
 
 
 def sqlite_backend(scratch: Path) -> Backend:
@@ -120,13 +159,23 @@ def postgres_backend(dsn: str) -> Backend:
             for schema in schemas:
                 await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
-    return Backend("PostgreSQL", open_store, cleanup)
+    async def server_cpu() -> float:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+            cursor = await admin.execute("SHOW data_directory")
+            row = await cursor.fetchone()
+        assert row is not None
+        try:
+            return await asyncio.to_thread(postgres_cpu_seconds, Path(row[0]))
+        except OSError:
+            return 0.0  # a server not on this machine (or not ours to read)
+
+    return Backend("PostgreSQL", open_store, cleanup, server_cpu)
 
 
 async def append_rate(
     backend: Backend, scratch: Path, per_commit: int, commits: int, ledger_on: bool
-) -> float:
-    """Events per second appended by WRITERS concurrent writers (each its own stream)."""
+) -> AppendRun:
+    """WRITERS concurrent writers (each its own stream) append ``commits`` commits each."""
     store, open_ledger = await backend.open_store()
     stop = asyncio.Event()
     follower: asyncio.Task[None] | None = None
@@ -147,17 +196,44 @@ async def append_rate(
             await store.append(f"case-{number:06d}", events, version)
             version += len(events)
 
+    total = WRITERS * commits * per_commit
+    server_before = await backend.server_cpu() if backend.server_cpu else 0.0
+    cpu_before = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(writer(number) for number in range(WRITERS)))
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu_before
+    server = (await backend.server_cpu() - server_before) if backend.server_cpu else 0.0
+    lag = total - await ledger_store.size() if ledger_store is not None else 0
     stop.set()
     if follower is not None:
         await follower
     if ledger_store is not None:
-        assert await ledger_store.size() == WRITERS * commits * per_commit
+        assert await ledger_store.size() == total
         await ledger_store.close()
     await store.close()
-    return WRITERS * commits * per_commit / elapsed
+    return AppendRun(total / elapsed, cpu / total, server / total, lag)
+
+
+def _append_row(name: str, per_commit: int, runs: dict[bool, list[AppendRun]]) -> list[str]:
+    off, on = runs[False], runs[True]
+    ratios = [b.rate / a.rate for a, b in zip(off, on, strict=True)]
+
+    def cpu(items: list[AppendRun]) -> float:
+        return median([run.client_cpu + run.server_cpu for run in items])
+
+    return [
+        name,
+        str(per_commit),
+        fmt_rate(median([run.rate for run in off])),
+        fmt_rate(median([run.rate for run in on])),
+        fmt_ratio(median(ratios)),
+        ", ".join(fmt_ratio(ratio) for ratio in ratios),
+        f"{cpu(off) * 1e6:.0f} / {cpu(on) * 1e6:.0f}",
+        f"{median([run.server_cpu for run in off]) * 1e6:.0f}"
+        f" / {median([run.server_cpu for run in on]) * 1e6:.0f}",
+        str(max(run.lag for run in on)),
+    ]
 
 
 async def fill(store: EventStore, events: int) -> None:
@@ -211,10 +287,11 @@ async def proof_times(backend: Backend, leaves: int, proofs: int) -> tuple[float
     started = time.perf_counter()
     chunk = 20_000
     for first in range(0, leaves, chunk):
-        nodes: list[tuple[merkle.SubtreeKey, bytes]] = []
-        for index in range(first, min(first + chunk, leaves)):
-            nodes.extend(accumulator.append_completing(hashlib.sha256(b"%d" % index).digest()))
-        await ledger_store.append(first, nodes)
+        batch = [
+            hashlib.sha256(b"%d" % index).digest()
+            for index in range(first, min(first + chunk, leaves))
+        ]
+        await ledger_store.append(first, accumulator.extend_levels(batch))
     built = time.perf_counter() - started
     root = accumulator.root()
     picker = random.Random(10)
@@ -243,19 +320,14 @@ async def run(sizes: Sizes, backends: Sequence[str], dsn: str, write: bool) -> s
         try:
             for backend in chosen:
                 for per_commit, commits in ((1, sizes.commits_of_1), (100, sizes.commits_of_100)):
-                    rates: dict[bool, list[float]] = {False: [], True: []}
+                    runs: dict[bool, list[AppendRun]] = {False: [], True: []}
                     for round_number in range(sizes.rounds):
                         order = (False, True) if round_number % 2 == 0 else (True, False)
                         for ledger_on in order:
-                            rates[ledger_on].append(
+                            runs[ledger_on].append(
                                 await append_rate(backend, scratch, per_commit, commits, ledger_on)
                             )
-                    off, on = median(rates[False]), median(rates[True])
-                    ratios = [b / a for a, b in zip(rates[False], rates[True], strict=True)]
-                    append_rows.append(
-                        [backend.name, str(per_commit), fmt_rate(off), fmt_rate(on),
-                         fmt_ratio(on / off), ", ".join(fmt_ratio(r) for r in ratios)]
-                    )  # fmt: skip
+                    append_rows.append(_append_row(backend.name, per_commit, runs))
                     print(append_rows[-1], flush=True)
                 verify, bare = await verify_rate(backend, scratch, sizes.verify_events)
                 verify_rows.append(
@@ -291,11 +363,18 @@ async def run(sizes: Sizes, backends: Sequence[str], dsn: str, write: bool) -> s
                     "events/commit",
                     "off (events/s)",
                     "on (events/s)",
-                    "on/off",
+                    "on/off (median of rounds)",
                     "per round",
+                    "CPU µs/event off / on",
+                    "of which server",
+                    "max lag (events)",
                 ],
                 append_rows,
             ),
+            "",
+            "CPU µs/event: this process (writers, and the follower when on) plus, on"
+            " PostgreSQL, the server's processes, per event appended, median of rounds; lag: events"
+            " not yet hashed when the last writer finished (the follower lingers 50 ms to batch).",
             "",
             "verify-store (recompute every leaf from the stored events, compare with the"
             " ledger, recompute the root at each signed checkpoint; target >= 500k leaves/s),"
@@ -326,8 +405,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--no-write", action="store_true")
     options = parser.parse_args(argv)
-    import os
-
     dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
     text = asyncio.run(
         run(

@@ -8,13 +8,15 @@ UUIDs in lower-case hyphenated form; times in microseconds since the Unix epoch 
 the event's JSON exactly as stored (ciphertext, once fields are encrypted). Text is UTF-8. Length
 prefixes make the encoding unambiguous whatever a field holds, and every value is the one the
 store keeps, so the leaf of an event stored under an older schema version hashes those bytes,
-not the upcast ones. Both SQL adapters compute the same bytes in SQL (``events/ledger/sqlite.py``,
-``events/ledger/postgres.py``); the contract suite checks that they agree with this module.
+not the upcast ones. Both SQL adapters read the stored columns as text and hash them here
+(``leaf_hashes``; SQLite writes the netstrings in SQL, ``leaf_hashes_of_text``); the contract
+suite checks that they agree with ``canonical_row``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -23,6 +25,11 @@ from events.envelope import to_micros
 
 TAG = b"casetrail.ledger.v1"
 _TAG_FIELD = b"%d:%s," % (len(TAG), TAG)
+_LEAF_PREFIX = b"\x00" + _TAG_FIELD
+TextRow = tuple[int, bytes, str, str, str, str, str, str, str, str, str, str, str, str, str, str]
+"""A stored event as ``leaf_hashes`` takes it: position, data, then the 14 fields before data
+in canonical order as their canonical text (numbers in decimal, times in microseconds, no
+causation as ``''``)."""
 
 
 def _text(value: str | UUID | None) -> bytes:
@@ -97,3 +104,32 @@ def parse_canonical(leaf: bytes) -> list[bytes]:
     if len(fields) != 16 or fields[0] != TAG:
         raise ValueError("canonical event bytes: not 16 fields starting with the v1 tag")
     return fields
+
+
+def leaf_hashes(rows: Iterable[TextRow]) -> list[tuple[int, bytes]]:
+    """(position, RFC 9162 leaf hash of the canonical bytes) per row: the hot loop of following
+    and verifying a store, so one join and one encode per event; a text field outside ASCII
+    (its UTF-8 length differs from its length in characters) takes the exact path."""
+    sha256 = hashlib.sha256
+    prefix = _LEAF_PREFIX
+    hashed: list[tuple[int, bytes]] = []
+    for position, data, *fields in rows:
+        text = "".join([f"{len(field)}:{field}," for field in fields])
+        encoded = text.encode()
+        if len(encoded) != len(text):
+            encoded = b"".join(_text(field) for field in fields)
+        hashed.append(
+            (position, sha256(b"%s%s%d:%s," % (prefix, encoded, len(data), data)).digest())
+        )
+    return hashed
+
+
+def leaf_hashes_of_text(rows: Iterable[tuple[int, str, bytes]]) -> list[tuple[int, bytes]]:
+    """``leaf_hashes`` for rows (position, the 14 netstrings before the data as one text,
+    data), when the database writes the netstrings itself (SQLite)."""
+    sha256 = hashlib.sha256
+    prefix = _LEAF_PREFIX
+    return [
+        (position, sha256(b"%s%s%d:%s," % (prefix, text.encode(), len(data), data)).digest())
+        for position, text, data in rows
+    ]

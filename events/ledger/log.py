@@ -81,18 +81,19 @@ class LedgerLog:
                 if not leaves:
                     return size
                 await self._check_last_leaf(size)
-                nodes: list[tuple[merkle.SubtreeKey, Hash]] = []
-                expected = size + 1
-                for position, leaf in leaves:
-                    if position != expected:
-                        raise LedgerTampered(
-                            f"{self.origin}: the event store has no position {expected}",
-                            expected,
-                        )
-                    nodes.extend(frontier.append_completing(leaf))
-                    expected += 1
+                if leaves[-1][0] != size + len(leaves):
+                    # Positions come sorted and unique: a hole shows as a jump.
+                    expected = next(
+                        size + 1 + offset
+                        for offset, (position, _) in enumerate(leaves)
+                        if position != size + 1 + offset
+                    )
+                    raise LedgerTampered(
+                        f"{self.origin}: the event store has no position {expected}", expected
+                    )
+                runs = frontier.extend_levels([leaf for _, leaf in leaves])
                 try:
-                    await self.store.append(size, nodes)
+                    await self.store.append(size, runs)
                 except LedgerConflict:
                     self._frontier = None  # another writer went first: start from its size
                     continue

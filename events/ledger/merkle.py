@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 Hash = bytes
 SubtreeKey = tuple[int, int]
 """(level, index): the complete subtree over leaves [index * 2**level, (index + 1) * 2**level)."""
+HashRun = tuple[int, int, Sequence[Hash]]
+"""(level, index of the first, hashes): consecutive complete subtrees of one level."""
 SubtreeSource = Callable[[Iterable[SubtreeKey]], Mapping[SubtreeKey, Hash]]
 """Looks up stored complete-subtree hashes, many at once (one query for a whole proof)."""
 
@@ -39,6 +41,25 @@ def node_hash(left: Hash, right: Hash) -> Hash:
 
 EMPTY_ROOT = _sha256(b"").digest()
 """The root of the empty tree (RFC 9162: the hash of the empty string)."""
+
+
+def parents(row: Sequence[Hash]) -> list[Hash]:
+    """The node hashes of consecutive pairs of ``row`` (a last unpaired hash is left out)."""
+    sha256 = _sha256
+    return [sha256(b"\x01" + row[i] + row[i + 1]).digest() for i in range(0, len(row) - 1, 2)]
+
+
+def fold(row: Sequence[Hash]) -> Hash:
+    """The root of the complete subtree whose 2**k hashes at some level are ``row``."""
+    nodes = list(row)
+    while len(nodes) > 1:
+        nodes = parents(nodes)
+    return nodes[0]
+
+
+def split_hashes(packed: bytes) -> list[Hash]:
+    """Concatenated 32-byte hashes, one by one."""
+    return [packed[at : at + HASH_SIZE] for at in range(0, len(packed), HASH_SIZE)]
 
 
 def root_of(leaf_hashes: Sequence[Hash]) -> Hash:
@@ -74,6 +95,36 @@ class RootAccumulator:
     def extend(self, leaves: Iterable[Hash]) -> None:
         for leaf in leaves:
             self.append(leaf)
+
+    def extend_levels(self, leaves: Sequence[Hash]) -> list[HashRun]:
+        """``extend`` by a batch, level by level (one pass of node hashes per level instead of
+        a loop per leaf), returning the complete subtrees the batch adds at every level as
+        runs (level, index of the first, hashes): what a ledger stores."""
+        runs: list[HashRun] = []
+        size = self.size
+        # The right edge's complete subtrees by level (one per set bit of the size).
+        edge: dict[int, Hash] = {}
+        level_of_top = size.bit_length() - 1
+        for level in range(level_of_top, -1, -1):
+            if size >> level & 1:
+                edge[level] = self._stack[len(edge)]
+        nodes = list(leaves)
+        level = 0
+        start = size
+        while nodes:
+            runs.append((level, start, nodes))
+            # ``start`` is size >> level: odd means the edge's subtree at this level is the
+            # left sibling of the first new node.
+            row = [edge.pop(level), *nodes] if start & 1 else nodes
+            count = len(row)
+            if count & 1:
+                edge[level] = row[-1]
+            nodes = parents(row)
+            start >>= 1
+            level += 1
+        self.size = size + len(leaves)
+        self._stack = [edge[level] for level in sorted(edge, reverse=True)]
+        return runs
 
     def append_completing(self, leaf: Hash) -> list[tuple[SubtreeKey, Hash]]:
         """``append``, returning every subtree it completes (the leaf itself first): what a

@@ -7,8 +7,11 @@ Guarantees every adapter gives (``tests/contract/test_ledger_contract.py``):
 * leaves are dense: leaf i (0-based) is the event at global position i + 1, and ``append``
   adds leaves only right after the last one, with every subtree they complete, in one
   transaction (the ledger's size is its own tracking position, like a projection's);
+* hashes are kept in tiles (``events.ledger.tiles``): ``subtrees`` answers for any complete
+  subtree, folding the stored level below it;
 * ``store_leaves`` hashes events *as the event store holds them now*, by the canonical
-  encoding of ``events.ledger.canonical`` (both adapters give the same hashes);
+  encoding of ``events.ledger.canonical`` (both adapters read the stored columns and hash them
+  with ``canonical.leaf_hashes``);
 * checkpoints are kept by tree size; the first kept for a size stays (replicas may race).
 """
 
@@ -18,7 +21,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from events.ledger.merkle import Hash, SubtreeKey
+from events.ledger.merkle import Hash, HashRun, SubtreeKey, split_hashes
+from events.ledger.tiles import (
+    TileKey,
+    leaf_range,
+    slice_leaves,
+    subtrees_from,
+    tiles_for,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,17 +44,36 @@ class LedgerStore(ABC):
         """How many leaves the ledger holds."""
 
     @abstractmethod
-    async def append(self, first_index: int, nodes: Sequence[tuple[SubtreeKey, Hash]]) -> None:
-        """Store new leaves (level 0, from ``first_index`` on) and the subtrees they complete,
+    async def append(self, first_index: int, runs: Sequence[HashRun]) -> None:
+        """Store new leaves (level 0, from ``first_index`` on) and the subtrees they complete
+        (``RootAccumulator.extend_levels``' runs; levels a tile does not keep are skipped),
         atomically. Raises ``LedgerConflict`` if the ledger is not at ``first_index`` leaves."""
 
     @abstractmethod
-    async def subtrees(self, keys: Iterable[SubtreeKey]) -> Mapping[SubtreeKey, Hash]:
-        """The stored hashes of these complete subtrees (missing ones are left out)."""
+    async def read_tiles(self, keys: Iterable[TileKey]) -> Mapping[TileKey, bytes]:
+        """The stored hashes of these tiles (missing ones are left out)."""
 
     @abstractmethod
+    async def leaf_tiles(self, first: int, last: int) -> list[tuple[int, bytes]]:
+        """(index, hashes) of the level-0 tiles ``first``..``last``, in order."""
+
+    async def subtrees(self, keys: Iterable[SubtreeKey]) -> Mapping[SubtreeKey, Hash]:
+        """The hashes of these complete subtrees (missing ones are left out)."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        return subtrees_from(wanted, await self.read_tiles(tiles_for(wanted)))
+
+    async def leaf_hash_bytes(self, first_index: int, limit: int) -> bytes:
+        """Stored leaf hashes from ``first_index``, at most ``limit``, concatenated."""
+        if limit <= 0:
+            return b""
+        first, last = leaf_range(first_index, limit)
+        return slice_leaves(first_index, limit, await self.leaf_tiles(first, last))
+
     async def leaf_hashes(self, first_index: int, limit: int) -> list[Hash]:
         """Stored leaf hashes from ``first_index``, at most ``limit`` of them."""
+        return split_hashes(await self.leaf_hash_bytes(first_index, limit))
 
     @abstractmethod
     async def store_leaves(self, after_position: int, limit: int) -> list[tuple[int, Hash]]:

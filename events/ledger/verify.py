@@ -1,7 +1,8 @@
 """Recompute a store's tree from its events and name the first position that is wrong.
 
-``verify_store`` reads every stored event once, hashes it by the canonical encoding (in the
-database: SQL builds the canonical bytes), and checks, keeping about 64 bytes per event, that:
+``verify_store`` reads every stored event once, in batches of ``BATCH`` rows, hashes it by the
+canonical encoding (``canonical.leaf_hashes``), and checks, keeping about 64 bytes per event,
+that:
 
 * positions are dense from 1 (a deleted event leaves a hole, reordered ones break the order);
 * each event hashes to the leaf the ledger stored for its position (an edited, deleted,
@@ -14,11 +15,10 @@ database: SQL builds the canonical bytes), and checks, keeping about 64 bytes pe
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from events.ledger.merkle import Hash, SubtreeKey, root_at
+from events.ledger.merkle import HASH_SIZE, Hash, SubtreeKey, parents, root_at
 from events.ledger.note import Checkpoint, NoteError, Verifier, open_checkpoint
 from events.ledger.port import LedgerStore
 
@@ -77,9 +77,13 @@ async def verify_store(
             result.fail(missing, f"position {missing} is missing from the store")
             return result
         hashed = [leaf for _, leaf in batch]
-        stored = await ledger.leaf_hashes(expected - 1, count)
-        if stored != hashed[: len(stored)]:
-            offset = next(i for i, leaf in enumerate(stored) if leaf != hashed[i])
+        stored = await ledger.leaf_hash_bytes(expected - 1, count)
+        if stored != b"".join(hashed)[: len(stored)]:
+            offset = next(
+                i
+                for i, leaf in enumerate(hashed)
+                if leaf != stored[i * HASH_SIZE : (i + 1) * HASH_SIZE]
+            )
             result.leaves = len(leaves) + offset
             result.fail(
                 expected + offset,
@@ -117,15 +121,8 @@ def _check_roots(
 ) -> None:
     """The root of the recomputed leaves at each checkpoint's size must be the signed one."""
     levels = [leaves]
-    sha256 = hashlib.sha256
     while len(levels[-1]) > 1:
-        level = levels[-1]
-        levels.append(
-            [
-                sha256(b"\x01" + level[i] + level[i + 1]).digest()
-                for i in range(0, len(level) - 1, 2)
-            ]
-        )
+        levels.append(parents(levels[-1]))
 
     def source(keys: Iterable[SubtreeKey]) -> dict[SubtreeKey, Hash]:
         return {(lvl, index): levels[lvl][index] for lvl, index in keys}

@@ -114,8 +114,93 @@ async def test_append_refuses_a_ledger_not_at_the_given_size(
 ) -> None:
     _, log = ledger
     with pytest.raises(LedgerConflict):
-        await log.store.append(3, [((0, 3), b"\x00" * 32)])
+        await log.store.append(3, [(0, 3, [b"\x00" * 32])])
     assert await log.store.size() == 0
+
+
+async def test_tiles_across_tile_boundaries_give_every_root_and_proof(
+    ledger: tuple[EventStore, LedgerLog],
+) -> None:
+    """Batches that end inside a tile and cross into the next, on level 0 and level 8."""
+    store, log = ledger
+    sizes = []
+    for count in (1, 254, 3, 300, 1, 10, 520):  # 1,089 events: three and a bit leaf tiles
+        await append_notes(store, count, per_commit=50)
+        sizes.append(await log.catch_up())
+    leaves = [leaf for _, leaf in await log.store.store_leaves(0, 2000)]
+    assert len(leaves) == sizes[-1] == 1089
+    assert await log.store.leaf_hashes(0, 2000) == leaves
+    assert await log.store.leaf_hashes(250, 300) == leaves[250:550]
+    for size in (1, 255, 256, 257, 511, 512, 513, 558, 1024, 1025, 1089):
+        assert await log.root(size) == merkle.root_of(leaves[:size]), size
+    root = merkle.root_of(leaves)
+    for position in (1, 256, 257, 700, 1024, 1089):
+        proof = await log.inclusion_proof(position, 1089)
+        assert proof.leaf_hash == leaves[position - 1]
+        merkle.verify_inclusion(position - 1, 1089, proof.leaf_hash, proof.hashes, root)
+    for old_size in (1, 255, 256, 600, 1088):
+        consistency = await log.consistency_proof(old_size, 1089)
+        merkle.verify_consistency(
+            old_size, 1089, merkle.root_of(leaves[:old_size]), root, consistency
+        )
+
+
+async def test_a_ledger_of_one_row_per_subtree_moves_into_tiles_on_open(
+    ledger: tuple[EventStore, LedgerLog], tmp_path: Path
+) -> None:
+    """Ledgers written before tiles (``ledger_nodes``) keep their hashes and proofs."""
+    store, log = ledger
+    await append_notes(store, 300, per_commit=100)
+    leaves = [leaf for _, leaf in await log.store.store_leaves(0, 1000)]
+    accumulator = merkle.RootAccumulator()
+    nodes = [node for leaf in leaves for node in accumulator.append_completing(leaf)]
+    await _write_old_ledger(store, tmp_path, nodes)
+    reopened = await open_ledger(store, tmp_path)
+    try:
+        assert await reopened.size() == 300
+        assert await reopened.leaf_hashes(0, 1000) == leaves
+        again = LedgerLog(reopened, log.signer)
+        assert await again.root(300) == merkle.root_of(leaves)
+        await append_notes(store, 5)
+        assert await again.catch_up() == 305
+        assert await again.root(305) == merkle.root_of(
+            leaves + [leaf for _, leaf in await reopened.store_leaves(300, 10)]
+        )
+    finally:
+        await reopened.close()
+
+
+async def _write_old_ledger(
+    store: EventStore, tmp_path: Path, nodes: list[tuple[merkle.SubtreeKey, bytes]]
+) -> None:
+    from events.store.sqlite import SqliteEventStore
+
+    create = (
+        "CREATE TABLE ledger_nodes (level integer, idx bigint, hash {blob},"
+        " PRIMARY KEY (level, idx))"
+    )
+    rows = [(level, index, digest) for (level, index), digest in nodes]
+    if isinstance(store, SqliteEventStore):
+        import sqlite3
+
+        connection = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+        connection.execute("DROP TABLE ledger_tiles")
+        connection.execute(create.format(blob="BLOB"))
+        connection.executemany("INSERT INTO ledger_nodes VALUES (?, ?, ?)", rows)
+        connection.close()
+        return
+    import psycopg
+
+    from tests.support.servers import postgres_dsn
+
+    schema = store._schema  # type: ignore[attr-defined]
+    async with await psycopg.AsyncConnection.connect(
+        postgres_dsn(), autocommit=True, options=f"-c search_path={schema}"
+    ) as db:
+        await db.execute("DROP TABLE ledger_tiles")
+        await db.execute(create.format(blob="bytea"))
+        async with db.cursor() as cursor:
+            await cursor.executemany("INSERT INTO ledger_nodes VALUES (%s, %s, %s)", rows)
 
 
 async def test_checkpoints_are_signed_stored_and_never_repeated(

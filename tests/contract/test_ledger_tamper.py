@@ -169,7 +169,7 @@ async def test_tampering_is_detected_and_the_first_bad_position_named(
 async def _wipe_ledger(store: EventStore, tmp_path: Path) -> None:
     if isinstance(store, SqliteEventStore):
         connection = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
-        connection.execute("DELETE FROM ledger_nodes")
+        connection.execute("DELETE FROM ledger_tiles")
         connection.execute("DELETE FROM ledger_checkpoints")
         connection.close()
         return
@@ -177,5 +177,5 @@ async def _wipe_ledger(store: EventStore, tmp_path: Path) -> None:
 
     schema = store._schema  # type: ignore[attr-defined]
     async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as db:
-        await db.execute(f'DELETE FROM "{schema}".ledger_nodes')
+        await db.execute(f'DELETE FROM "{schema}".ledger_tiles')
         await db.execute(f'DELETE FROM "{schema}".ledger_checkpoints')
