@@ -253,6 +253,8 @@ async def test_a_break_the_glass_read_is_accounted_for_and_seen_as_of_its_window
     assert inside.entitlement.emergency_access_id == opened.emergency_access_id
     assert inside.state.client_id == case.client_id
     assert [r.emergency_access_id for r in inside.reads] == [opened.emergency_access_id]
+    assert (inside.user.team, inside.user.purpose) == (ON_CALL.team, "emergency")
+    assert "team=emergency_access" in inside.user.derived_from
     before = await as_seen(
         casetrail,
         case,

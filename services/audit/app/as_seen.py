@@ -5,8 +5,9 @@ policy's facts (assignment, referrals, consents, emergency accesses) are folded 
 events, and U's reads are U's ``record.accessed`` events recorded up to T. U's entitlement is
 ``decide()`` for reading the case, with U's role, agency, team and purpose as they stood at T:
 taken from the request, else from U's latest recorded access to the case up to T (role,
-agency, purpose), U's assignment at T (team), the home agency, and for the purpose the first
-one the policy allows U (catalog order). The matrix applied is today's; the policy version on
+agency, purpose), the emergency access U opened (team, as the token named it) or U's assignment
+at T (team), the home agency, and for the purpose the first one the policy allows U (catalog
+order). The matrix applied is today's; the policy version on
 U's recorded reads tells whether it was another.
 
 Only auditors may ask (rule ``auditor-review``, purpose confidentiality_review); the answer is
@@ -28,6 +29,7 @@ from events.catalog.access import (
     RecordSection,
 )
 from events.catalog.base import Role
+from events.catalog.emergency import EmergencyAccessOpened
 from events.envelope import RecordedEvent
 from events.identity.principal import Principal
 from events.policy import facts as policy_facts
@@ -193,6 +195,18 @@ def _entitlement(
         agency, source["agency"] = home_agency, "home_agency"
     team = claims.team
     source["team"] = "request"
+    # The token's team was recorded when U broke the glass; else U's team is the assignment's.
+    opened = next(
+        (
+            recorded.event
+            for recorded in reversed(known)
+            if isinstance(recorded.event, EmergencyAccessOpened)
+            and recorded.event.grantee_id == claims.user_id
+        ),
+        None,
+    )
+    if team is None and opened is not None and opened.grantee_team is not None:
+        team, source["team"] = opened.grantee_team, "emergency_access"
     if team is None:
         assigned = facts.worker_id == claims.user_id and facts.worker_team is not None
         team = facts.worker_team if assigned else None
