@@ -463,28 +463,35 @@ class Commands:
         request = planning_pb2.GetCaseViewRequest(
             context=common_pb2.QueryContext(purpose="coordination"), case_id=case_id
         )
-        while True:
-            try:
-                await self._planning[0].GetCaseView(request, metadata=self._as["coord-bench"])
-                return
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.NOT_FOUND or time.perf_counter() > deadline:
-                    raise
-            await asyncio.sleep(0.2)
+        stub = self._planning[0]
+        await _until_known(
+            lambda: stub.GetCaseView(request, metadata=self._as["coord-bench"]), deadline
+        )
 
     async def _await_case(self, case_id: str, deadline: float) -> None:
-        stub = self._coordination[0]
         request = coordination_pb2.GetCaseCoordinationRequest(
             context=common_pb2.QueryContext(purpose="coordination"), case_id=case_id
         )
-        while True:
-            try:
-                await stub.GetCaseCoordination(request, metadata=self._as["coord-bench"])
-                return
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.NOT_FOUND or time.perf_counter() > deadline:
-                    raise
-            await asyncio.sleep(0.2)
+        stub = self._coordination[0]
+        await _until_known(
+            lambda: stub.GetCaseCoordination(request, metadata=self._as["coord-bench"]), deadline
+        )
+
+
+NOT_YET = (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE)
+"""Answers of a service that has not learnt the case yet, or not yet fetched the issuer's keys
+(a loaded machine: the first fetch may time out)."""
+
+
+async def _until_known(call: Callable[[], Awaitable[object]], deadline: float) -> None:
+    while True:
+        try:
+            await call()
+            return
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in NOT_YET or time.perf_counter() > deadline:
+                raise
+        await asyncio.sleep(0.2)
 
 
 def _in_days(days: int) -> Any:
@@ -1214,21 +1221,10 @@ async def distributed_run(
     env = {**os.environ, "CASETRAIL_PG_DSN": dsn}
     out = work / "intake.pstats"
     servers: list[Server] = []
-
-    async def start(name: str) -> None:
-        data = work / f"distributed-{name}"
-        data.mkdir()
-        argv = ["-m", "bench.grpc_bench", "--serve", "--backend", "distributed"]
-        argv += ["--service", name, "--topic", topic, "--data-dir", str(data)]
-        if profile and name == "intake":
-            argv += ["--profile", str(out)]
-        servers.append(await start_server(name, argv, env, work / f"{name}.out", [name]))
-
     try:
-        started = await asyncio.gather(*(start(name) for name in SERVICES), return_exceptions=True)
-        for failure in started:
-            if isinstance(failure, BaseException):
-                raise failure
+        await start_services(
+            servers, "distributed", [], env, work, "distributed", topic, out if profile else None
+        )
         specs = rows(plan, "distributed", "intake", "coordination", register=False)
         if profile:
             specs.append(profile_row(plan, "distributed", "intake"))
@@ -1250,6 +1246,41 @@ async def distributed_run(
         for server in reversed(servers):
             await server.stop()
     return results, read_profile(results, out, "distributed intake process")
+
+
+async def start_services(
+    servers: list[Server],
+    backend: str,
+    switches: Sequence[str],
+    env: Mapping[str, str],
+    work: Path,
+    tag: str,
+    topic: str = "",
+    profile_intake: Path | None = None,
+) -> None:
+    """The four services as ``--serve`` runs them, with the benchmark-only ``switches``: one
+    process (embedded) or one per service (distributed, on ``topic``), added to ``servers``
+    as they start (so the caller stops whatever started, even after a failure)."""
+    base = ["-m", "bench.grpc_bench", "--serve", *switches, "--backend", backend]
+    if backend == "embedded":
+        data = work / tag
+        data.mkdir()
+        argv = [*base, "--data-dir", str(data)]
+        servers.append(await start_server("embedded", argv, env, work / f"{tag}.out", SERVICES))
+        return
+
+    async def start(name: str) -> None:
+        data = work / f"{tag}-{name}"
+        data.mkdir()
+        argv = [*base, "--service", name, "--topic", topic, "--data-dir", str(data)]
+        if profile_intake is not None and name == "intake":
+            argv += ["--profile", str(profile_intake)]
+        servers.append(await start_server(name, argv, env, work / f"{tag}-{name}.out", [name]))
+
+    started = await asyncio.gather(*(start(name) for name in SERVICES), return_exceptions=True)
+    for failure in started:
+        if isinstance(failure, BaseException):
+            raise failure
 
 
 @dataclass
@@ -1886,24 +1917,47 @@ def profile_section(profile: Profile) -> list[str]:
 # --- authentication cost (issue 9) --------------------------------------------------------------
 
 AUTH_HEADING = "## gRPC authentication cost (issue 9)"
-AUTH_ROUNDS = 2
 
 
 async def auth_main(quick: bool, write: bool, keep: bool) -> str:
-    """OpenCase and GetCaseView against the embedded services, once per token-checking mode,
-    in two rounds (the second in reverse order, so that a drifting machine favours none)."""
+    """OpenCase and GetCaseView against the embedded services, once per token-checking mode."""
     plan = QUICK if quick else FULL
+    results, elapsed = await compare_modes(
+        "authentication",
+        AUTH_MODES,
+        lambda work, mode, run_id: switched_run(plan, work, run_id, "--auth-mode", mode),
+        keep,
+    )
+    body = auth_report(plan, quick, results, elapsed)
+    if write:
+        replace_section(AUTH_HEADING, body)
+    return body
+
+
+# --- one switch of the servers, mode by mode (issues 9 and 11) ----------------------------------
+
+MODE_ROUNDS = 2
+
+RunMode = Callable[[Path, str, str], Awaitable[list[RowResult]]]
+"""Runs the rows of one mode: (work directory, mode, run id) -> results."""
+
+
+async def compare_modes(
+    what: str, modes: Sequence[str], run_mode: RunMode, keep: bool
+) -> tuple[dict[str, list[RowResult]], float]:
+    """Every mode once per round, against an issuer started for the run, in ``MODE_ROUNDS``
+    rounds, every other one in reverse order (so that a drifting machine favours none)."""
     run_id = f"{int(time.time())}"
     started = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="casetrail-auth-bench-"))
+    work = Path(tempfile.mkdtemp(prefix=f"casetrail-{what}-bench-"))
     issuer = start_issuer()
-    results: dict[str, list[RowResult]] = {mode: [] for mode in AUTH_MODES}
+    results: dict[str, list[RowResult]] = {mode: [] for mode in modes}
     try:
-        for round_number in range(AUTH_ROUNDS):
-            order = AUTH_MODES if round_number % 2 == 0 else tuple(reversed(AUTH_MODES))
+        for round_number in range(MODE_ROUNDS):
+            order = modes if round_number % 2 == 0 else tuple(reversed(modes))
             for mode in order:
-                progress(started, f"authentication {mode}, round {round_number + 1}")
-                results[mode] += await auth_run(plan, work, f"{run_id}-{round_number}", mode)
+                progress(started, f"{what} {mode}, round {round_number + 1}")
+                results[mode] += await run_mode(work, mode, f"{run_id}-{round_number}")
         elapsed = time.perf_counter() - started
     finally:
         issuer.stop()
@@ -1911,45 +1965,118 @@ async def auth_main(quick: bool, write: bool, keep: bool) -> str:
             print(f"logs and data kept in {work}", flush=True)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    body = auth_report(plan, quick, results, elapsed)
-    if write:
-        replace_section(AUTH_HEADING, body)
-    return body
+    return results, elapsed
 
 
-async def auth_run(
-    plan: Plan, work: Path, run_id: str, mode: str, switch: str = "--auth-mode"
+SWITCHED_SERVER = {
+    "embedded": {"open_case": "embedded", "get_case_view": "embedded"},
+    "distributed": {"open_case": "intake", "get_case_view": "planning"},
+}
+"""The process whose CPU each command of the mode rows is charged to."""
+
+
+async def switched_run(
+    plan: Plan, work: Path, run_id: str, switch: str, mode: str, backend: str = "embedded"
 ) -> list[RowResult]:
-    data = work / f"auth-{mode}-{run_id}"
-    data.mkdir()
-    argv = ["-m", "bench.grpc_bench", "--serve", switch, mode, "--data-dir", str(data)]
-    out = work / f"auth-{mode}-{run_id}.out"
-    server = await start_server("embedded", argv, os.environ, out, SERVICES)
+    """OpenCase then GetCaseView, closed loop, against the four services started with the
+    benchmark-only ``switch`` set to ``mode``; distributed: on a database and a topic of
+    their own, dropped afterwards."""
+    tag = f"{switch.removeprefix('--')}-{mode.replace('+', '-')}-{backend}-{run_id}"
+    if backend == "embedded":
+        return await _switched_load(plan, work, tag, backend, [switch, mode], dict(os.environ))
+    from events.bus.kafka_settings import KafkaSettings
+
+    bootstrap = KafkaSettings.from_env().bootstrap_servers
+    topic = f"casetrail.bench-{tag}"
+    base_dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    with fresh_database(base_dsn, "bench_" + tag.replace("-", "_")) as dsn:
+        env = {**os.environ, "CASETRAIL_PG_DSN": dsn}
+        try:
+            return await _switched_load(plan, work, tag, backend, [switch, mode], env, dsn, topic)
+        finally:
+            await delete_topic(bootstrap, topic)
+
+
+async def _switched_load(
+    plan: Plan,
+    work: Path,
+    tag: str,
+    backend: str,
+    switches: Sequence[str],
+    env: Mapping[str, str],
+    dsn: str = "",
+    topic: str = "",
+) -> list[RowResult]:
+    servers: list[Server] = []
     try:
+        await start_services(servers, backend, switches, env, work, tag, topic)
+        charged = SWITCHED_SERVER[backend]
         closed = RowSpec(
-            f"checks {mode}",
+            f"{backend} {switches[-1]}",
             "open_case",
             "closed",
             plan.warmup,
             plan.seconds,
             plan.concurrency,
-            server="embedded",
+            server=charged["open_case"],
         )
         spec = LoadSpec(
-            run_id=f"{run_id}-{mode}",
-            addresses=server.addresses,
-            pids={"embedded": server.pid},
-            rows=[closed, replace(closed, command="get_case_view")],
+            run_id=tag,
+            addresses={name: a for s in servers for name, a in s.addresses.items()},
+            pids={s.label: s.pid for s in servers},
+            rows=[
+                closed,
+                replace(closed, command="get_case_view", server=charged["get_case_view"]),
+            ],
             channels=plan.channels,
             clients=plan.clients,
             cases=plan.cases,
             scratch=str(work),
             settle_limit=plan.settle_limit,
+            dsn=dsn,
             tokens=BENCH_TOKENS,
         )
         return await run_load(spec, work)
     finally:
-        await server.stop()
+        for server in reversed(servers):
+            await server.stop()
+
+
+def mode_table(
+    results: Mapping[str, Sequence[RowResult]],
+    modes: Sequence[str],
+    base: str,
+    setup: str = "",
+    lead: Sequence[str] = (),
+) -> list[list[str]]:
+    """Table rows, per command then mode, compared with mode ``base``: calls/s by round and
+    their mean, server CPU µs per call, latencies, failures; of the rows whose setup starts
+    with ``setup``. ``lead``: first cells of each."""
+    table = []
+    for command in ("open_case", "get_case_view"):
+        base_rate, base_cpu = _auth_means(
+            [r for r in results[base] if r.spec.setup.startswith(setup)], command
+        )
+        for mode in modes:
+            chosen = [r for r in results[mode] if r.spec.setup.startswith(setup)]
+            rows = [r for r in chosen if r.spec.command == command]
+            rate, cpu = _auth_means(chosen, command)
+            table.append(
+                [
+                    *lead,
+                    COMMAND_NAMES[command],
+                    mode,
+                    " / ".join(fmt_rate(r.rate) for r in rows),
+                    fmt_rate(rate),
+                    fmt_ratio(rate / base_rate) if base_rate else "-",
+                    f"{cpu:.0f}",
+                    fmt_ratio(cpu / base_cpu) if base_cpu else "-",
+                    " / ".join(ms(r.p50_ms) for r in rows),
+                    " / ".join(ms(r.p99_ms) for r in rows),
+                    str(sum(sum(r.errors.values()) for r in rows)),
+                ]
+            )
+    return table
 
 
 def auth_report(
@@ -1967,26 +2094,7 @@ def auth_report(
         "p99 ms",
         "failed",
     ]
-    table = []
-    for command in ("open_case", "get_case_view"):
-        base_rate, base_cpu = _auth_means(results["off"], command)
-        for mode in AUTH_MODES:
-            rows = [r for r in results[mode] if r.spec.command == command]
-            rate, cpu = _auth_means(results[mode], command)
-            table.append(
-                [
-                    COMMAND_NAMES[command],
-                    mode,
-                    " / ".join(fmt_rate(r.rate) for r in rows),
-                    fmt_rate(rate),
-                    fmt_ratio(rate / base_rate) if base_rate else "-",
-                    f"{cpu:.0f}",
-                    fmt_ratio(cpu / base_cpu) if base_cpu else "-",
-                    " / ".join(ms(r.p50_ms) for r in rows),
-                    " / ".join(ms(r.p99_ms) for r in rows),
-                    str(sum(sum(r.errors.values()) for r in rows)),
-                ]
-            )
+    table = mode_table(results, AUTH_MODES, "off")
     lines = [
         f"Run: {now_utc()}, {'quick' if quick else 'full'} plan, {elapsed:.0f} s. Command: "
         f"`python -m bench.grpc_bench --auth{' --quick' if quick else ''}`.",
@@ -2022,40 +2130,37 @@ POLICY_HEADING = "## gRPC access policy and access recording cost (issue 9)"
 POLICY_MODES = ("off", "on")
 
 
+POLICY_BACKENDS = ("embedded", "distributed")
+
+
 async def policy_main(quick: bool, write: bool, keep: bool) -> str:
-    """OpenCase and GetCaseView against the embedded services with the access policy off and
-    on, in two rounds (the second in reverse order)."""
+    """OpenCase and GetCaseView with the access policy off and on, on both backends."""
     plan = QUICK if quick else FULL
-    run_id = f"{int(time.time())}"
-    started = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="casetrail-policy-bench-"))
-    issuer = start_issuer()
-    results: dict[str, list[RowResult]] = {mode: [] for mode in POLICY_MODES}
-    try:
-        for round_number in range(AUTH_ROUNDS):
-            order = POLICY_MODES if round_number % 2 == 0 else tuple(reversed(POLICY_MODES))
-            for mode in order:
-                progress(started, f"access policy {mode}, round {round_number + 1}")
-                results[mode] += await auth_run(
-                    plan, work, f"{run_id}-{round_number}", mode, "--policy-mode"
-                )
-        elapsed = time.perf_counter() - started
-    finally:
-        issuer.stop()
-        if keep:
-            print(f"logs and data kept in {work}", flush=True)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    body = policy_report(plan, quick, results, elapsed)
+
+    async def run_mode(work: Path, mode: str, run_id: str) -> list[RowResult]:
+        results = []
+        for backend in POLICY_BACKENDS:
+            results += await switched_run(plan, work, run_id, "--policy-mode", mode, backend)
+        return results
+
+    load_before = os.getloadavg()
+    results, elapsed = await compare_modes("access-policy", POLICY_MODES, run_mode, keep)
+    loads = (load_before, os.getloadavg())
+    body = policy_report(plan, quick, results, elapsed, loads)
     if write:
         replace_section(POLICY_HEADING, body)
     return body
 
 
 def policy_report(
-    plan: Plan, quick: bool, results: Mapping[str, Sequence[RowResult]], elapsed: float
+    plan: Plan,
+    quick: bool,
+    results: Mapping[str, Sequence[RowResult]],
+    elapsed: float,
+    loads: tuple[tuple[float, ...], tuple[float, ...]],
 ) -> str:
     headers = [
+        "backend",
         "command",
         "access policy",
         "calls/s by round",
@@ -2068,32 +2173,24 @@ def policy_report(
         "failed",
     ]
     table = []
-    for command in ("open_case", "get_case_view"):
-        base_rate, base_cpu = _auth_means(results["off"], command)
-        for mode in POLICY_MODES:
-            rows = [r for r in results[mode] if r.spec.command == command]
-            rate, cpu = _auth_means(results[mode], command)
-            table.append(
-                [
-                    COMMAND_NAMES[command],
-                    mode,
-                    " / ".join(fmt_rate(r.rate) for r in rows),
-                    fmt_rate(rate),
-                    fmt_ratio(rate / base_rate) if base_rate else "-",
-                    f"{cpu:.0f}",
-                    fmt_ratio(cpu / base_cpu) if base_cpu else "-",
-                    " / ".join(ms(r.p50_ms) for r in rows),
-                    " / ".join(ms(r.p99_ms) for r in rows),
-                    str(sum(sum(r.errors.values()) for r in rows)),
-                ]
-            )
+    for backend in POLICY_BACKENDS:
+        table += mode_table(results, POLICY_MODES, "off", backend, [backend])
+    busy = [r.cores("machine") for rows in results.values() for r in rows]
     lines = [
         f"Run: {now_utc()}, {'quick' if quick else 'full'} plan, {elapsed:.0f} s. Command: "
         f"`python -m bench.grpc_bench --policy{' --quick' if quick else ''}`.",
         "",
         *machine_info(grpcio=grpc.__version__).lines(),
         "",
-        "The embedded services (`--serve`), one server process per mode and round, the load "
+        f"Load average (1/5/15 min) {_loads(loads[0])} at the start, {_loads(loads[1])} at the "
+        f"end; the whole machine was busy {min(busy, default=0):.2f}-{max(busy, default=0):.2f} "
+        "cores (of 2) in the measured windows: other engineers' work ran beside it.",
+        "",
+        "Both backends, one after the other for each mode, two rounds (the second in reverse "
+        "order): **embedded**, the four services in one `--serve` process (SQLite, in-process "
+        "bus; audit's timeline of every access event runs in that process too); "
+        "**distributed**, one process per service on a database and a Kafka topic of their "
+        "own (server CPU: intake's process for OpenCase, planning's for GetCaseView). The load "
         f"generator of the rows above: closed loop, {plan.concurrency} calls in flight on "
         f"{plan.channels} channels per service, {plan.warmup:.0f} s warm-up then "
         f"{plan.seconds:.0f} s measured; GetCaseView reads {plan.cases} cases opened before, "
@@ -2103,7 +2200,7 @@ def policy_report(
         "- **off**: the access policy switched off by this benchmark only (the product has no "
         "such switch): no facts looked up, no decision, nothing withheld, nothing recorded.",
         "- **on**: as the services run: the case's policy facts read, the decision, sensitive "
-        "fields withheld, `casetrail.record.accessed` appended before the answer.",
+        "fields withheld, `casetrail.record.accessed` appended durably before the answer.",
         "",
         "Targets (issue 9): OpenCase within 15% of off (commands do not go through the read "
         "policy: any difference is noise and the policy projection's work in the background), "
@@ -2112,6 +2209,10 @@ def policy_report(
         markdown_table(headers, table),
     ]
     return "\n".join(lines)
+
+
+def _loads(values: Sequence[float]) -> str:
+    return " / ".join(f"{value:.1f}" for value in values)
 
 
 def jwt_version() -> str:
@@ -2171,67 +2272,18 @@ def _set_telemetry(mode: str) -> None:
 
 
 async def telemetry_main(quick: bool, write: bool, keep: bool) -> str:
-    """OpenCase and GetCaseView against the embedded services, once per telemetry mode, in
-    two rounds (the second in reverse order, so that a drifting machine favours none)."""
+    """OpenCase and GetCaseView against the embedded services, once per telemetry mode."""
     plan = QUICK if quick else FULL
-    run_id = f"{int(time.time())}"
-    started = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="casetrail-telemetry-bench-"))
-    issuer = start_issuer()
-    results: dict[str, list[RowResult]] = {mode: [] for mode in TELEMETRY_MODES}
-    try:
-        for round_number in range(AUTH_ROUNDS):
-            order = TELEMETRY_MODES if round_number % 2 == 0 else TELEMETRY_MODES[::-1]
-            for mode in order:
-                progress(started, f"telemetry {mode}, round {round_number + 1}")
-                results[mode] += await telemetry_run(plan, work, f"{run_id}-{round_number}", mode)
-        elapsed = time.perf_counter() - started
-    finally:
-        issuer.stop()
-        if keep:
-            print(f"logs and data kept in {work}", flush=True)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    results, elapsed = await compare_modes(
+        "telemetry",
+        TELEMETRY_MODES,
+        lambda work, mode, run_id: switched_run(plan, work, run_id, "--telemetry-mode", mode),
+        keep,
+    )
     body = telemetry_report(plan, quick, results, elapsed)
     if write:
         replace_section(TELEMETRY_HEADING, body)
     return body
-
-
-async def telemetry_run(plan: Plan, work: Path, run_id: str, mode: str) -> list[RowResult]:
-    slug = mode.replace("+", "-")
-    data = work / f"telemetry-{slug}-{run_id}"
-    data.mkdir()
-    argv = [
-        "-m", "bench.grpc_bench", "--serve", "--telemetry-mode", mode, "--data-dir", str(data),
-    ]  # fmt: skip
-    out = work / f"telemetry-{slug}-{run_id}.out"
-    server = await start_server("embedded", argv, os.environ, out, SERVICES)
-    try:
-        closed = RowSpec(
-            f"telemetry {mode}",
-            "open_case",
-            "closed",
-            plan.warmup,
-            plan.seconds,
-            plan.concurrency,
-            server="embedded",
-        )
-        spec = LoadSpec(
-            run_id=f"{run_id}-{slug}",
-            addresses=server.addresses,
-            pids={"embedded": server.pid},
-            rows=[closed, replace(closed, command="get_case_view")],
-            channels=plan.channels,
-            clients=plan.clients,
-            cases=plan.cases,
-            scratch=str(work),
-            settle_limit=plan.settle_limit,
-            tokens=BENCH_TOKENS,
-        )
-        return await run_load(spec, work)
-    finally:
-        await server.stop()
 
 
 def telemetry_report(
@@ -2249,26 +2301,7 @@ def telemetry_report(
         "p99 ms",
         "failed",
     ]
-    table = []
-    for command in ("open_case", "get_case_view"):
-        base_rate, base_cpu = _auth_means(results["none"], command)
-        for mode in TELEMETRY_MODES:
-            rows = [r for r in results[mode] if r.spec.command == command]
-            rate, cpu = _auth_means(results[mode], command)
-            table.append(
-                [
-                    COMMAND_NAMES[command],
-                    mode,
-                    " / ".join(fmt_rate(r.rate) for r in rows),
-                    fmt_rate(rate),
-                    fmt_ratio(rate / base_rate) if base_rate else "-",
-                    f"{cpu:.0f}",
-                    fmt_ratio(cpu / base_cpu) if base_cpu else "-",
-                    " / ".join(ms(r.p50_ms) for r in rows),
-                    " / ".join(ms(r.p99_ms) for r in rows),
-                    str(sum(sum(r.errors.values()) for r in rows)),
-                ]
-            )
+    table = mode_table(results, TELEMETRY_MODES, "none")
     lines = [
         f"Run: {now_utc()}, {'quick' if quick else 'full'} plan, {elapsed:.0f} s. Command: "
         f"`python -m bench.grpc_bench --telemetry{' --quick' if quick else ''}`.",

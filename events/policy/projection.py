@@ -77,7 +77,8 @@ class CaseFactsReader:
                 changes = self._cache.changes
                 entries = await self._entries(case_id)
                 cached = CachedFacts(fold(case_id, entries.values()), entries)
-                self._cache.keep(case_id, cached, changes)
+                if self._read_models.watching():
+                    self._cache.keep(case_id, cached, changes)
             if own.keys() <= cached.entries.keys():
                 return cached.facts
             return fold(case_id, {**cached.entries, **own}.values())

@@ -99,6 +99,11 @@ class ReadModelStore(ABC):
         every writer (other processes, replicas): then nothing may be cached on its word."""
         return False
 
+    def watching(self) -> bool:
+        """Whether every committed change is being told right now (a store that watches over
+        a connection is deaf while it is lost: nothing may be cached meanwhile)."""
+        return True
+
     @abstractmethod
     async def close(self) -> None: ...
 

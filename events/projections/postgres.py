@@ -4,14 +4,20 @@ in the same schema so each projection transaction moves documents and tracking t
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID
 
 from psycopg import sql
 
-from events.projections.port import Document, DocumentTransaction, ReadModelStore
+from events.projections.pg_changes import ChangeListener, change_payload, channel_of
+from events.projections.port import (
+    ChangeCallback,
+    Document,
+    DocumentTransaction,
+    ReadModelStore,
+)
 from events.store.pg_connections import Connection, PgConnections
 
 SCHEMA = """
@@ -43,9 +49,12 @@ class PostgresReadModelStore(ReadModelStore):
     another; both are reopened after a server restart (``PgConnections``), and a database that
     is away makes every call raise ``StorageUnavailableError``."""
 
-    def __init__(self, writer: PgConnections, reader: PgConnections) -> None:
+    def __init__(
+        self, writer: PgConnections, reader: PgConnections, changes: ChangeListener | None = None
+    ) -> None:
         self._writer = writer
         self._reader = reader
+        self._changes = changes
 
     @classmethod
     async def connect(cls, dsn: str, *, schema: str = "public") -> PostgresReadModelStore:
@@ -67,12 +76,23 @@ class PostgresReadModelStore(ReadModelStore):
         except BaseException:
             await writer.close()
             raise
-        return cls(writer, reader)
+        return cls(writer, reader, ChangeListener(dsn, channel_of(schema), what))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[DocumentTransaction]:
         async with self._writer.connection() as connection, connection.transaction():
-            yield _PostgresTransaction(connection)
+            yield _PostgresTransaction(connection, self._changes)
+
+    def watch(self, collection: str, changed: ChangeCallback) -> bool:
+        """Every replica of a service watches the same collections from its bootstrap on,
+        before it applies anything: so every writer of a watched collection notifies."""
+        if self._changes is None:
+            return False
+        self._changes.watch(collection, changed)
+        return True
+
+    def watching(self) -> bool:
+        return self._changes is not None and self._changes.live
 
     async def get(self, collection: str, key: str) -> Document | None:
         return await self._reader.run(lambda connection: _get(connection, collection, key))
@@ -111,15 +131,29 @@ class PostgresReadModelStore(ReadModelStore):
             await connection.execute(
                 "DELETE FROM projection_applied WHERE projection = %s", (projection,)
             )
+            await _PostgresTransaction(connection, self._changes).told(collections, None)
 
     async def close(self) -> None:
+        if self._changes is not None:
+            await self._changes.close()
         await self._writer.close()
         await self._reader.close()
 
 
 class _PostgresTransaction(DocumentTransaction):
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, changes: ChangeListener | None = None) -> None:
         self._connection = connection
+        self._changes = changes
+
+    async def told(self, collections: Iterable[str], key: str | None) -> None:
+        """Notify the watchers of ``collections`` (delivered when this transaction commits)."""
+        if self._changes is None:
+            return
+        for collection in set(collections) & set(self._changes.collections):
+            await self._connection.execute(
+                "SELECT pg_notify(%s, %s)",
+                (self._changes.channel, change_payload(collection, key)),
+            )
 
     async def get(self, collection: str, key: str) -> Document | None:
         return await _get(self._connection, collection, key)
@@ -130,11 +164,13 @@ class _PostgresTransaction(DocumentTransaction):
             " ON CONFLICT (collection, key) DO UPDATE SET document = excluded.document",
             (collection, key, json.dumps(document, default=str)),
         )
+        await self.told([collection], key)
 
     async def delete(self, collection: str, key: str) -> None:
         await self._connection.execute(
             "DELETE FROM documents WHERE collection = %s AND key = %s", (collection, key)
         )
+        await self.told([collection], key)
 
     async def append_to_list(self, collection: str, key: str, field: str, item: Any) -> bool:
         cursor = await self._connection.execute(
@@ -143,7 +179,10 @@ class _PostgresTransaction(DocumentTransaction):
             " WHERE collection = %s AND key = %s",
             (field, field, json.dumps(item, default=str), collection, key),
         )
-        return cursor.rowcount == 1
+        if cursor.rowcount != 1:
+            return False
+        await self.told([collection], key)
+        return True
 
     async def find(
         self, collection: str, equals: Mapping[str, str | int | bool] | None = None

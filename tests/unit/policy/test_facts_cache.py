@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +25,7 @@ from events.policy.projection import FACTS, CaseFactsProjection, CaseFactsReader
 from events.projections.port import ChangeCallback, Document
 from events.projections.runner import BusProjectionHandler
 from events.projections.sqlite import SqliteReadModelStore
+from tests.support.servers import postgres_dsn, server_missing
 from tests.unit.audit.support import CASE, T0, intake, opened
 
 PARTNER = "harbor-counseling"
@@ -216,3 +219,44 @@ def test_a_change_told_meanwhile_stops_a_fold_being_kept() -> None:
     cache.keep("a", CachedFacts(unknown_case("a"), {}), before)
 
     assert cache.get("a") is None
+
+
+async def test_replicas_sharing_postgresql_see_each_others_revocations() -> None:
+    """Two replicas of a service, one read-model schema: the one that did not apply the
+    revocation forgets the case once PostgreSQL delivers the committed change."""
+    import psycopg
+
+    from events.projections.postgres import PostgresReadModelStore
+
+    schema = f"facts_{uuid.uuid4().hex[:12]}"
+    try:
+        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
+            await admin.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.OperationalError as error:
+        server_missing("PostgreSQL", error)
+    applying = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+    reading = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+    try:
+        opening, granting, revoking = history()
+        feed = BusProjectionHandler(applying, CaseFactsProjection())
+        CaseFactsReader(applying)  # every replica watches from its bootstrap on
+        reader = CaseFactsReader(reading)
+        await feed.handle_batch([opening, granting])
+        deadline = asyncio.get_running_loop().time() + 10
+        while not reading.watching():
+            assert asyncio.get_running_loop().time() < deadline, "not listening"
+            await asyncio.sleep(0.01)
+        assert consent_in_force(await reader.facts(CASE))
+        assert await reader.facts(CASE) is await reader.facts(CASE)  # kept
+
+        await feed.handle_batch([revoking])
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while consent_in_force(await reader.facts(CASE)):
+            assert asyncio.get_running_loop().time() < deadline, "the revocation was not seen"
+            await asyncio.sleep(0.01)
+    finally:
+        await applying.close()
+        await reading.close()
+        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
+            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
