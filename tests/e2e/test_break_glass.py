@@ -278,6 +278,22 @@ async def test_supervisors_of_the_team_review_each_emergency_access(casetrail: C
         WEST_SUPERVISOR.user_id,
         "justified",
     )
+    # A refused review is on the record too.
+    refusals = audit_pb2.WhoDidWhatRequest(
+        context=query("confidentiality_review"),
+        case_id=case.case_id,
+        actor_id=EAST_SUPERVISOR.user_id,
+    )
+    await eventually(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.WhoDidWhat(refusals),
+        lambda answer: any(
+            a.event_type == "casetrail.record.access_denied"
+            and "review an emergency access" in a.summary
+            for a in answer.activities
+        ),
+        what="audit to learn of the refused review",
+        patience=casetrail.patience,
+    )
     # Listing the queue is a read, on the record like any other.
     log_request = audit_pb2.GetAccessLogRequest(
         context=query("confidentiality_review"), case_id=case.case_id

@@ -19,7 +19,8 @@ from events.errors import FieldProblem
 from events.identity.principal import Principal
 from events.policy.decide import decide_emergency_opening
 from events.policy.facts import CaseFacts
-from events.policy.guard import AccessControl, AccessDenied
+from events.policy.guard import AccessControl
+from events.policy.matrix import REFUSALS
 from events.policy.vocabulary import BREAK_GLASS_ENTITLEMENT, Action, Decision
 from events.store.port import EventStore
 from services.intake.adapters.emergency_accesses import EmergencyAccessEntry, EmergencyAccessQueue
@@ -33,14 +34,17 @@ from services.intake.app.validation import build
 from services.intake.domain.cases import case_stream
 from services.intake.domain.emergency import (
     DEFAULT_EMERGENCY_ACCESS,
+    OVERSIGHT_PURPOSE,
     decide_opening,
     decide_review,
-    require_reviewer,
+    reviewer_refusal,
     time_box,
 )
 
 QUEUE_PAGE = 100
 """Accesses listed at most by one ``ListEmergencyAccesses``."""
+REVIEW_QUEUE = "emergency-access-queue"
+"""Where a refused listing of the whole queue is recorded: it names no case."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,14 +144,18 @@ async def review_emergency_access(
     command: ReviewEmergencyAccess,
 ) -> Recorded:
     """A supervisor of the case's team or an auditor reviews (their oversight of the case's
-    trail, as the access policy decides it); never the grantee."""
-    purpose = require_reviewer(principal.role)
+    trail, as the access policy decides it); never the grantee. A refusal is recorded."""
     review = review_of(context, command)
-    decision = access.decide(
-        principal, Action.READ_TRAIL, purpose, await access.case_facts(review.case_id)
-    )
+    purpose = _oversight(principal)
+    refusal = reviewer_refusal(principal.role)
+    if refusal is None:
+        facts = await access.case_facts(review.case_id)
+        decision = access.decide(principal, Action.READ_TRAIL, purpose, facts)
+    else:
+        decision = _refused(refusal)
     if not decision.allowed:
-        raise AccessDenied(principal, Action.REVIEW_EMERGENCY_ACCESS, decision)
+        action = Action.REVIEW_EMERGENCY_ACCESS
+        await access.refuse(principal, action, purpose, review.case_id, decision)
     recorded = await execute(
         store,
         SOURCE,
@@ -168,8 +176,18 @@ async def review_queue(
     review_within: timedelta,
 ) -> tuple[list[QueueItem], bool]:
     """The accesses the caller oversees, overdue first then oldest first, and whether more
-    than ``QUEUE_PAGE`` matched. Cases the caller does not oversee are left out."""
-    require_reviewer(principal.role, purpose)
+    than ``QUEUE_PAGE`` matched. Cases the caller does not oversee are left out; a caller who
+    may not see the queue at all is refused, recorded under the case asked for or else under
+    ``REVIEW_QUEUE``."""
+    refusal = reviewer_refusal(principal.role, purpose)
+    if refusal is not None:
+        await access.refuse(
+            principal,
+            Action.REVIEW_EMERGENCY_ACCESS,
+            purpose,
+            query.case_id or REVIEW_QUEUE,
+            _refused(refusal, purpose),
+        )
     facts: dict[str, CaseFacts] = {}
     items: list[QueueItem] = []
     for entry in await queue.entries(
@@ -184,3 +202,17 @@ async def review_queue(
         items.append(QueueItem(entry, due, entry.review is None and now >= due, decision))
     items.sort(key=lambda item: (not item.overdue, item.entry.opened_at))
     return items[:QUEUE_PAGE], len(items) > QUEUE_PAGE
+
+
+def _oversight(principal: Principal) -> AccessPurpose:
+    """The purpose a review is made under (a command states none): the reviewer's oversight
+    (a refused non-reviewer is recorded under supervision, what a review would need)."""
+    return OVERSIGHT_PURPOSE.get(principal.role, AccessPurpose.SUPERVISION)
+
+
+def _refused(rule: str, purpose: AccessPurpose | None = None) -> Decision:
+    detail = ""
+    if rule == "purpose-not-permitted" and purpose is not None:
+        detail = " (the review queue is read for supervision by supervisors, for"
+        detail += " confidentiality_review by auditors)"
+    return Decision(False, rule, reason=REFUSALS[rule] + detail)

@@ -47,21 +47,17 @@ def time_box(duration: timedelta | None) -> timedelta:
     return duration
 
 
-def require_reviewer(role: Role, purpose: AccessPurpose | None = None) -> AccessPurpose:
-    """The purpose a reviewer in ``role`` works under; refused for other roles, or when a
-    stated ``purpose`` is not that one."""
+def reviewer_refusal(role: Role, purpose: AccessPurpose | None = None) -> str | None:
+    """The policy refusal (``events.policy.matrix.REFUSALS``) for a caller in ``role`` who would
+    see or review emergency accesses, stating ``purpose`` (``None``: a review, which states none);
+    ``None`` when the role and purpose are a reviewer's. Which cases they oversee is the
+    policy's decision per case."""
     oversight = OVERSIGHT_PURPOSE.get(role)
     if oversight is None:
-        raise NotAllowed(role.value, "review emergency accesses")
+        return "role-not-allowed"
     if purpose is not None and purpose is not oversight:
-        refusal = NotAllowed(
-            role.value,
-            "review emergency accesses",
-            f"the review queue is read for purpose {oversight.value} by a {role.value}",
-        )
-        refusal.reason = "PURPOSE_NOT_PERMITTED"
-        raise refusal
-    return oversight
+        return "purpose-not-permitted"
+    return None
 
 
 def decide_opening(
