@@ -38,11 +38,11 @@ from events.policy.decide import decide
 from events.policy.guard import Disclosure as Released
 from events.policy.vocabulary import Action, Decision
 from events.queries import QueryContext
-from services.audit.app.queries import AuditDeps, _authorize, _caller, _history
+from services.audit.app.queries import AuditDeps
 from services.audit.domain import history
 from services.audit.domain.access import STATE_SECTIONS
 from services.audit.domain.case_state import CaseState, fold
-from services.audit.domain.errors import invalid
+from services.audit.domain.errors import CaseNotFound, invalid
 from services.audit.domain.history import TimeBasis
 
 ACTION = Action.REVIEW_AS_SEEN
@@ -107,9 +107,7 @@ async def case_as_seen(
     rendering: StateRendering,
     principal: Principal | None = None,
 ) -> AsSeen:
-    who = await _caller(deps, viewer, principal, ACTION, case_id)
-    everything = await _history(deps, case_id)
-    reviewer, allowed = await _authorize(deps, viewer, who, ACTION, case_id, everything)
+    reviewer, allowed, everything = await _reviewed(deps, viewer, case_id, principal)
     known = history.view(everything, TimeBasis.RECORDED, as_of)
     if not known:
         raise invalid("as_of", "is before the case's first recorded event")
@@ -150,7 +148,7 @@ async def case_as_seen(
         [
             Released(
                 case_id,
-                allowed.decision,
+                allowed,
                 None,
                 (),
                 (*sections, RecordSection.ACCESS_LOG),
@@ -159,6 +157,25 @@ async def case_as_seen(
         ],
     )
     return AsSeen(message, user, entitlement, withheld_sections, withheld_fields, reads)
+
+
+async def _reviewed(
+    deps: AuditDeps, viewer: QueryContext, case_id: str, principal: Principal | None
+) -> tuple[Principal, Decision, list[RecordedEvent]]:
+    """The reviewer, the policy's decision to let them review the case (a refusal is recorded
+    and raised; a role that may never review learns nothing, not even whether the case
+    exists) and the case's whole history."""
+    access = deps.access
+    reviewer = principal or Principal(
+        viewer.actor.user_id, viewer.actor.role, access.home_agency, "in-process"
+    )
+    await access.require_role(reviewer, ACTION, viewer.purpose, case_id)
+    everything = await deps.timelines.events_of(case_id)
+    if not everything:
+        raise CaseNotFound(case_id)
+    entries = [entry for entry in map(policy_facts.entry_of, everything) if entry is not None]
+    facts = await access.case_facts(case_id, entries)
+    return reviewer, await access.authorize(reviewer, ACTION, viewer.purpose, facts), everything
 
 
 def _entitlement(
