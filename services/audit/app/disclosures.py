@@ -27,6 +27,8 @@ from services.audit.domain.errors import ClientNotFound, invalid
 ACTION = Action.ACCOUNT_DISCLOSURES
 MAX_PERIOD_YEARS = 6
 """45 CFR 164.528(a): an accounting covers at most the six years before the request."""
+ACCOUNTING_SUBJECT = "disclosure-accounting"
+"""Where a refused accounting is recorded when the client has no case to record it under."""
 
 
 class ClientCases(Protocol):
@@ -91,7 +93,8 @@ async def list_disclosures(
     if not any_rule_for(who.role, ACTION):
         # Refused before the client is looked at: the same answer whether it exists or not.
         decision = access.decide(who, ACTION, viewer.purpose, None)
-        await access.refuse_cases(who, ACTION, viewer.purpose, case_ids, decision)
+        refused_for = case_ids or [ACCOUNTING_SUBJECT]
+        await access.refuse_cases(who, ACTION, viewer.purpose, refused_for, decision)
     # The index and the timelines are fed by separate consumers: a case whose events have not
     # reached its timeline yet has nothing to account for yet.
     histories = {

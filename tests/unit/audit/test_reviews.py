@@ -308,10 +308,20 @@ async def test_who_may_ask_for_an_accounting(
     assert details(status, error_details_pb2.ErrorInfo)[0].reason == "ROLE_NOT_ALLOWED"
     code, _ = await refusal(audit.ListDisclosures(accounting(client_id="client-nobody")))
     assert code == grpc.StatusCode.NOT_FOUND
+    # A role that may never ask is refused alike whether the client has cases or not.
+    code, _ = await refusal(
+        audit.ListDisclosures(
+            accounting(
+                client_id="client-nobody", context=as_(WORKER, "social_worker", "coordination")
+            )
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
     denied = [r.event for r in await store.read_all(0) if isinstance(r.event, RecordAccessDenied)]
-    assert [(e.accessor_id, e.rule) for e in denied] == [
-        ("client-other", "no-relationship"),
-        (WORKER, "role-not-allowed"),
+    assert [(e.accessor_id, e.rule, e.case_id) for e in denied] == [
+        ("client-other", "no-relationship", CASE),
+        (WORKER, "role-not-allowed", CASE),
+        (WORKER, "role-not-allowed", "disclosure-accounting"),
     ]
 
 
