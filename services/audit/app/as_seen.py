@@ -83,9 +83,6 @@ class StateRendering:
     referral_paths: Mapping[str, str]
     """Lists whose entries belong to a referral, with the field naming it: a partner's
     entitlement is bounded by the referrals its agency accepted."""
-    provider_paths: Mapping[str, str]
-    """Lists whose entries name their provider (a case state's services carry no referral):
-    a partner bounded by referrals keeps only those its own agency provides."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +119,6 @@ async def case_as_seen(
     withheld_fields: list[str] = []
     if state is not None and entitlement.referral_ids is not None:
         redaction.keep_referred(message, rendering.referral_paths, entitlement.referral_ids)
-        redaction.keep_referred(message, rendering.provider_paths, {user.principal.agency})
     if state is not None:
         for section, paths in rendering.section_paths.items():
             if not entitlement.discloses(section):

@@ -71,6 +71,7 @@ class ScheduledService:
     provider_id: str = ""
     starts_at: datetime | None = None
     ends_at: datetime | None = None
+    referral_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ class _Folding:
                     event.provider.provider_id,
                     event.starts_at,
                     event.ends_at,
+                    event.referral_id or "",
                 )
             case scheduling.ServiceRescheduled() | scheduling.ServiceDelivered():
                 status = (

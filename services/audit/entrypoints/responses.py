@@ -237,6 +237,7 @@ def _service(service: case_state.ScheduledService) -> audit_pb2.ScheduledService
         starts_at=timestamp(service.starts_at),
         ends_at=timestamp(service.ends_at),
         status=service.status,
+        referral_id=service.referral_id,
     )
 
 

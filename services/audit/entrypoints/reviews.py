@@ -54,8 +54,7 @@ def state_rendering(as_of: datetime) -> StateRendering:
         STATE_SECTION_PATHS,
         STATE_SENSITIVE_PATHS,
         "state",
-        referral_paths={"referrals": "referral_id"},
-        provider_paths={"services": "provider_id"},
+        referral_paths={"referrals": "referral_id", "services": "referral_id"},
     )
 
 

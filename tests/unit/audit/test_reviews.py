@@ -28,6 +28,7 @@ from events.catalog.access import (
 )
 from events.catalog.base import Role
 from events.catalog.referrals import ReferralAccepted, ReferralMade
+from events.catalog.scheduling import LocationKind, ServiceKind, ServiceLocation, ServiceScheduled
 from events.catalog.values import NeedCategory, Provider, Urgency
 from events.envelope import Actor, RecordedEvent
 from events.projections.runner import BusProjectionHandler
@@ -121,6 +122,28 @@ def history() -> list[RecordedEvent]:
             ReferralAccepted(case_id=CASE, referral_id="ref-1", provider_id=PARTNER),
             occurred_at=T0 + 2 * DAY + 2 * HOUR,
             actor=partner,
+        ),
+        # One service for the partner's referral, one of the agency's own: the partner may see
+        # only the first.
+        *(
+            office.record(
+                ServiceScheduled(
+                    case_id=CASE,
+                    service_id=service_id,
+                    kind=ServiceKind.HOME_CARE,
+                    provider=Provider(provider_id=provider, name=provider),
+                    starts_at=T0 + 10 * DAY,
+                    ends_at=T0 + 10 * DAY + HOUR,
+                    location=ServiceLocation(kind=LocationKind.CLIENT_HOME),
+                    referral_id=referral_id,
+                ),
+                occurred_at=T0 + 2 * DAY + 3 * HOUR,
+                actor=COORDINATOR,
+            )
+            for service_id, provider, referral_id in (
+                ("svc-partner", PARTNER, "ref-1"),
+                ("svc-own", HOME, None),
+            )
         ),
         access.record(
             read_by(WORKER, Role.SOCIAL_WORKER, HOME, AccessPurpose.DIRECT_CARE, "assigned-worker"),
@@ -340,6 +363,7 @@ async def test_the_assigned_worker_sees_nothing_before_the_assignment_and_all_af
     assert (after.entitlement.allowed, after.entitlement.rule) == (True, "assigned-worker")
     assert after.state.client_id == CLIENT
     assert after.state.assignment.worker_id == WORKER
+    assert {s.service_id for s in after.state.services} == {"svc-partner", "svc-own"}
     assert (after.user.role, after.user.team, after.user.purpose) == (
         "social_worker",
         TEAM,
@@ -364,6 +388,7 @@ async def test_the_partner_sees_the_referred_scope_until_the_consent_is_revoked(
     assert consented.state.client_id == CLIENT
     assert not consented.state.HasField("assignment")
     assert [r.provider_id for r in consented.state.referrals] == [PARTNER]
+    assert [s.service_id for s in consented.state.services] == ["svc-partner"]
     assert [r.consent_id for r in consented.reads] == [CONSENT]
     assert (consented.user.agency_id, consented.user.role) == (PARTNER, "partner_agency")
     assert (revoked.entitlement.allowed, revoked.entitlement.rule) == (False, "consent-required")
