@@ -13,7 +13,8 @@ from datetime import date
 
 from google.protobuf.message import Message
 
-from events.catalog.access import RecordSection
+from events.catalog.access import AccessPurpose, RecordSection
+from events.catalog.base import Role
 from events.catalog.clients import PersonalIdentifier, PersonName
 from events.catalog.values import CatalogValue
 from events.commands import InvalidCommand, NotFound
@@ -21,7 +22,8 @@ from events.errors import FieldProblem
 from events.identity.principal import Principal
 from events.policy.facts import CaseFacts, entry_of
 from events.policy.guard import AccessControl, AccessDenied, Disclosure
-from events.policy.vocabulary import Action, Decision
+from events.policy.matrix import RULES
+from events.policy.vocabulary import Action, Decision, Relationship
 from events.queries import QueryContext
 from events.store.port import EventStore
 from services.intake.adapters.case_closures import Closure, ClosureLog
@@ -100,15 +102,27 @@ async def find_possible_duplicates(
     await access.require_role(principal, Action.READ_CLIENT, reader.purpose, CLIENT_SEARCH)
     # Catching up is safe beside registrations and other replicas (it only moves forward).
     await directory.refresh()
+    candidates = await directory.candidates(probe)
+    return await disclosed_candidates(access, principal, reader.purpose, candidates)
+
+
+async def disclosed_candidates(
+    access: AccessControl,
+    principal: Principal,
+    purpose: AccessPurpose,
+    candidates: Sequence[DuplicateCandidate],
+) -> tuple[list[DuplicateCandidate], list[Disclosure]]:
+    """Of ``candidates``, those the policy lets ``principal`` see (each decided like
+    ``GetClient``), with their disclosures; a refused one's refusal is recorded."""
     shown: list[DuplicateCandidate] = []
     disclosures: list[Disclosure] = []
-    for candidate in await directory.candidates(probe):
-        decided = await _client_decisions(access, principal, reader, candidate.client_id)
+    for candidate in candidates:
+        decided = await _client_decisions(access, principal, purpose, candidate.client_id)
         allowing = next((d for _, d in decided if d.allowed), None)
         if allowing is None:
             with contextlib.suppress(AccessDenied):
                 await access.refuse(
-                    principal, Action.READ_CLIENT, reader.purpose, decided[0][0], decided[0][1]
+                    principal, Action.READ_CLIENT, purpose, decided[0][0], decided[0][1]
                 )
             continue
         shown.append(candidate)
@@ -116,6 +130,20 @@ async def find_possible_duplicates(
             Disclosure(case_id, allowing, None, (), CLIENT_SECTIONS) for case_id, _ in decided
         )
     return shown, disclosures
+
+
+def registration_purpose(role: Role) -> AccessPurpose:
+    """A registration states no purpose: the possible duplicates it turns up are read under
+    the purpose the matrix gives the caller's role for the agency's clients (the front desk
+    and intake workers: direct care; coordinators: coordination)."""
+    for rule in RULES:
+        if (
+            role in rule.roles
+            and Action.READ_CLIENT in rule.actions
+            and rule.relationship is Relationship.AGENCY_STAFF
+        ):
+            return min(rule.purposes)
+    return AccessPurpose.DIRECT_CARE
 
 
 async def get_case(
@@ -143,7 +171,9 @@ async def client_disclosures(
     """A client's record is disclosed under the policy's decision on one of their cases (the
     first that allows it); each of their cases records the access. A client without a case
     is decided on the agency relationship alone and recorded under the client's id."""
-    decided = await _client_decisions(access, principal, reader, client.registration.client_id)
+    decided = await _client_decisions(
+        access, principal, reader.purpose, client.registration.client_id
+    )
     allowing = next((d for _, d in decided if d.allowed), None)
     if allowing is None:
         await access.refuse(
@@ -153,7 +183,7 @@ async def client_disclosures(
 
 
 async def _client_decisions(
-    access: AccessControl, principal: Principal, reader: QueryContext, client_id: str
+    access: AccessControl, principal: Principal, purpose: AccessPurpose, client_id: str
 ) -> list[tuple[str, Decision]]:
     """The policy's decision on each of the client's cases (on the client's id alone when
     they have none): showing who a client is shows part of each of their cases."""
@@ -161,9 +191,7 @@ async def _client_decisions(
     decisions: list[tuple[str, Decision]] = []
     for case_id in case_ids:
         facts = await access.case_facts(case_id)
-        decisions.append(
-            (case_id, access.decide(principal, Action.READ_CLIENT, reader.purpose, facts))
-        )
+        decisions.append((case_id, access.decide(principal, Action.READ_CLIENT, purpose, facts)))
     return decisions
 
 

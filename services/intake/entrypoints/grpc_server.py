@@ -15,6 +15,7 @@ from events.commands import RuleBroken
 from events.grpc_platform.context import read_command, read_query
 from events.grpc_platform.server import Context, refusals_as_status
 from events.identity.grpc_auth import principal_of
+from events.identity.principal import Principal
 from events.keys.keyring import ClientKeyring
 from events.policy.guard import AccessControl, Disclosure
 from events.policy.vocabulary import Action
@@ -98,8 +99,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
                 deps.store, deps.directory, ctx, command, today, checked
             )
         except PossibleDuplicateClient as error:
-            error.extra_details = to_proto.duplicate_details(error)
-            raise
+            raise await self._disclosed(principal_of(context), error) from None
         recorded = registration.recorded
         return intake_pb2.RegisterClientResponse(
             client_id=recorded.subject_id,
@@ -109,6 +109,25 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
                 to_proto.candidate(c) for c in registration.acknowledged_duplicates
             ],
         )
+
+    async def _disclosed(self, principal: Principal, error: PossibleDuplicateClient) -> Exception:
+        """The refusal to send: the candidates the policy lets the caller see, recorded before
+        they are sent (a registration's refusal discloses who they are)."""
+        access = self._deps.access
+        purpose = queries.registration_purpose(principal.role)
+        shown, disclosures = await queries.disclosed_candidates(
+            access, principal, purpose, error.candidates
+        )
+        if not shown:
+            return RuleBroken(
+                "POSSIBLE_DUPLICATE_CLIENT_WITHHELD",
+                "the person may already be registered as a client you may not see: ask the"
+                " agency that serves them",
+            )
+        await access.release(None, principal, purpose, disclosures)
+        refusal = PossibleDuplicateClient(shown)
+        refusal.extra_details = to_proto.duplicate_details(refusal)
+        return refusal
 
     @override
     @refusals_as_status

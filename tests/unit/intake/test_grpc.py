@@ -11,6 +11,9 @@ from google.rpc import error_details_pb2
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2
 from cli.rpc import Person
+from events.envelope import RecordedEvent
+from events.hosting import open_event_store
+from events.policy.guard import access_stream
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import acting
 from tests.unit.intake.support import Intake, closed_by_planning
@@ -138,6 +141,9 @@ async def test_a_possible_duplicate_is_already_exists_with_the_candidates(
     assert [r.resource_name for r in resources] == [first.client_id]
     (info,) = details(status, error_details_pb2.ErrorInfo)
     assert info.reason == "POSSIBLE_DUPLICATE_CLIENT"
+    # Who the candidate is was disclosed: recorded before the refusal was sent.
+    accessed = await recorded_in_intake(intake, access_stream(first.client_id))
+    assert [e.event_type for e in accessed] == ["casetrail.record.accessed"]
 
     found = await intake.stub.FindPossibleDuplicates(
         intake_pb2.FindPossibleDuplicatesRequest(
@@ -292,3 +298,11 @@ async def test_queries_need_a_purpose(intake: Intake) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     (bad,) = details(status, error_details_pb2.BadRequest)
     assert [v.field for v in bad.field_violations] == ["context.purpose"]
+
+
+async def recorded_in_intake(intake: Intake, stream: str) -> list[RecordedEvent]:
+    store, _checkpoints, close = await open_event_store(intake.infra, "intake")
+    try:
+        return await store.read_stream(stream)
+    finally:
+        await close()
