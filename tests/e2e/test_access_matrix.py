@@ -38,6 +38,8 @@ from tests.e2e.test_access import learning, referred_and_accepted
 
 SUPERVISOR = Person("sup-grace-lee", "supervisor", team="team-east")
 OTHER_WORKER = Person("sw-someone-else", "social_worker")
+ON_CALL = Person("sw-on-call", "social_worker", team="team-west", entitlements=("break_glass",))
+"""Not related to the case: reads it only under the emergency access opened for the test."""
 
 Call = Callable[[Stubs, str, Case], Any]
 """One read RPC for a purpose on the case (a call, awaitable, with trailing metadata)."""
@@ -114,17 +116,18 @@ ROWS = [
     # Its referral (home care) holds nothing sensitive; the needs are withheld as a section.
     Row("referral-recipient", HOME_CARE, coordination, "coordination", sensitive=True),
     Row("client-self", None, case_view, "client_request", sensitive=True),
+    Row("break-glass", ON_CALL, case_view, "emergency", sensitive=True),
     Row("role-not-allowed", SOCIAL_WORKER, ledger_keys, "direct_care"),
     Row("no-relationship", OTHER_WORKER, case_view, "direct_care"),
     Row("purpose-not-permitted", COORDINATOR, case_view, "direct_care"),
 ]
 """One row per rule; consent-required is walked in test_access (grant, read, revoke, refused)
-and break-glass, entitlement-required and emergency-access-expired in test_break_glass."""
+and entitlement-required and emergency-access-expired in test_break_glass."""
 
 
 def test_every_rule_and_refusal_has_a_row() -> None:
     walked = {row.rule for row in ROWS}
-    assert {rule.name for rule in RULES} - walked == {"break-glass"}
+    assert {rule.name for rule in RULES} <= walked
     assert set(REFUSALS) - walked == {
         "consent-required",
         "entitlement-required",
@@ -144,6 +147,13 @@ async def test_every_row_through_the_grpc_apis(casetrail: Casetrail) -> None:
     await consent(casetrail, case, HOME_CARE.user_id)
     await referred_and_accepted(casetrail, case)
     the_client = Person(case.client_id, "client")
+    await stubs.as_(ON_CALL).intake.OpenEmergencyAccess(
+        intake_pb2.OpenEmergencyAccessRequest(
+            context=command(key()),
+            case_id=case.case_id,
+            reason="Client found confused at home out of hours; need the medication notes",
+        )
+    )
 
     answered: dict[tuple[str, str, str], list[str] | None] = {}
     """(reader, rule, service) of each read answered and recorded: the sensitive paths shown."""
