@@ -1,8 +1,9 @@
 """Every service's log as another party sees it: its ledger (read only) and its public key.
 
 Audit reads the other services' ledgers the way a transparency-log client reads a log's tiles:
-hashes and signed checkpoints only, never the events. A log appears once its service has
-stored something (embedded: its ``ledger.db`` exists).
+hashes and signed checkpoints only, never the events (on PostgreSQL as the role
+``casetrail_ledger_reader``, which may read nothing else and write nothing). A log appears once
+its service has stored something (embedded: its ``ledger.db`` exists).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class LedgerDirectory:
             if infra.postgres_dsn is None and not (infra.data_dir / service / "ledger.db").exists():
                 return None
             try:
-                store = await open_ledger_store(infra, service)
+                store = await open_ledger_store(infra, service, reader=True)
             except Exception:
                 return None  # not created yet by its service (distributed: schema missing)
             self._logs[service] = store

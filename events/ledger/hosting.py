@@ -48,11 +48,18 @@ def signer_for(infra: Infrastructure, service: str) -> CheckpointSigner:
     return FileSigner(origin, key_path(infra.data_dir, service))
 
 
-async def open_ledger_store(infra: Infrastructure, service: str) -> LedgerStore:
-    """The ledger of the service's event store (which must have been opened once)."""
+async def open_ledger_store(
+    infra: Infrastructure, service: str, *, reader: bool = False
+) -> LedgerStore:
+    """The ledger of the service's event store (which must have been opened once);
+    ``reader``: as another party reads it (PostgreSQL: ``READER_ROLE``, read only)."""
     if infra.postgres_dsn is not None:
         from events.ledger.postgres import PostgresLedgerStore
 
+        if reader:
+            return await PostgresLedgerStore.connect_reader(
+                infra.postgres_dsn, schema=f"{service}_events"
+            )
         return await PostgresLedgerStore.connect(infra.postgres_dsn, schema=f"{service}_events")
     from events.ledger.sqlite import SqliteLedgerStore
 

@@ -8,6 +8,7 @@ same code the SQLite adapter uses: building the canonical bytes in SQL cost the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,8 @@ from events.ledger.merkle import HASH_SIZE, Hash, HashRun
 from events.ledger.port import LedgerConflict, LedgerStore, StoredCheckpoint
 from events.ledger.tiles import TileKey
 from events.store.pg_connections import Connection, PgConnections
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {schema}.ledger_tiles (
@@ -39,6 +42,10 @@ CREATE TABLE IF NOT EXISTS {schema}.ledger_checkpoints (
 """Hashes do not compress: ``EXTERNAL`` spares the server trying on every 8 KiB tile."""
 
 Row = tuple[Any, ...]
+
+READER_ROLE = "casetrail_ledger_reader"
+"""The role other services read a ledger as (``connect_reader``): USAGE on the store's schema
+and SELECT on ``ledger_tiles`` and ``ledger_checkpoints``, nothing else."""
 
 _UNIX_EPOCH_IN_POSTGRES_MICROS = 946_684_800_000_000
 """PostgreSQL counts timestamps in microseconds from 2000-01-01 UTC."""
@@ -109,7 +116,7 @@ class PostgresLedgerStore(LedgerStore):
     @classmethod
     async def connect(cls, dsn: str, *, schema: str) -> PostgresLedgerStore:
         """Connect to the event store in ``schema`` (which must exist), creating the ledger's
-        tables where missing."""
+        tables where missing and granting ``READER_ROLE`` read access to them."""
         # Derived data, recomputable from the events: commits need not wait for the WAL
         # flush (a crash loses at most the last hashes, which the follower redoes).
         connections = PgConnections(
@@ -125,9 +132,36 @@ class PostgresLedgerStore(LedgerStore):
                 )
                 await connection.execute(script)
                 await _tile_old_nodes(connection, schema)
+                await _grant_reader(connection, schema)
 
         try:
             await connections.run(create)
+        except BaseException:
+            await connections.close()
+            raise
+        return cls(connections, schema)
+
+    @classmethod
+    async def connect_reader(cls, dsn: str, *, schema: str) -> PostgresLedgerStore:
+        """Read another service's ledger as ``READER_ROLE`` in read-only transactions: its
+        hashes and checkpoints, never its events, and no write of any kind (audit, the
+        witness). The DSN's user must be a member of ``READER_ROLE``; raises if the role or
+        the ledger does not exist yet."""
+        connections = PgConnections(
+            dsn,
+            1,
+            f"{schema} ledger (read only)",
+            settings=f"-c role={READER_ROLE} -c default_transaction_read_only=on",
+        )
+        probe = sql.SQL("SELECT 1 FROM {} LIMIT 0").format(
+            sql.Identifier(schema, "ledger_checkpoints")
+        )
+
+        async def check(connection: Connection) -> None:
+            await connection.execute(probe)
+
+        try:
+            await connections.run(check)
         except BaseException:
             await connections.close()
             raise
@@ -246,3 +280,39 @@ async def _tile_old_nodes(connection: Connection, schema: str) -> None:
         for write in tiles.writes(runs):
             await connection.execute(insert, (write.level, write.index, write.hashes))
     await connection.execute(sql.SQL("DROP TABLE {}").format(nodes))
+
+
+async def _grant_reader(connection: Connection, schema: str) -> None:
+    """Create ``READER_ROLE`` where missing and let it read this ledger (only). Without the
+    privilege to (the service's user lacks CREATEROLE or ownership), the service still runs:
+    an administrator then runs the grants (README, "Verifiable history")."""
+    try:
+        async with connection.transaction():  # a savepoint: a refusal spoils nothing else
+            await connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", ("ledger-reader-role",)
+            )
+            cursor = await connection.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (READER_ROLE,)
+            )
+            if await cursor.fetchone() is None:
+                await connection.execute(
+                    sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(READER_ROLE))
+                )
+            role = sql.Identifier(READER_ROLE)
+            await connection.execute(
+                sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), role)
+            )
+            await connection.execute(
+                sql.SQL("GRANT SELECT ON {}, {} TO {}").format(
+                    sql.Identifier(schema, "ledger_tiles"),
+                    sql.Identifier(schema, "ledger_checkpoints"),
+                    role,
+                )
+            )
+    except psycopg.errors.InsufficientPrivilege:
+        log.warning(
+            "%s ledger: may not create or grant the role %s; audit reads this ledger only"
+            " once an administrator has run the grants",
+            schema,
+            READER_ROLE,
+        )

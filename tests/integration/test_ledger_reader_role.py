@@ -1,0 +1,112 @@
+"""Audit reads other services' ledgers on PostgreSQL as a role that can read their hashes and
+checkpoints and nothing else, and can write nothing (issue 10: audit with a read-only role)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from events.ledger.keys import FileSigner
+from events.ledger.log import LedgerLog
+from events.ledger.note import origin_of
+from events.ledger.postgres import READER_ROLE, PostgresLedgerStore
+from events.store.postgres import PostgresEventStore
+from tests.contract.test_ledger_contract import append_notes
+from tests.support.sample_events import sample_registry
+from tests.support.servers import postgres_dsn, server_missing
+
+AUDIT_LOGIN = "casetrail_test_audit_login"
+
+
+@pytest.fixture
+async def schema(tmp_path: Path) -> AsyncIterator[str]:
+    """A service's store with a signed ledger of 5 events."""
+    name = f"reader_{uuid.uuid4().hex[:10]}"
+    try:
+        store = await PostgresEventStore.connect(postgres_dsn(), sample_registry(), schema=name)
+    except Exception as error:
+        server_missing("PostgreSQL", error)
+    ledger = await PostgresLedgerStore.connect(postgres_dsn(), schema=name)
+    try:
+        await append_notes(store, 5)
+        signer = FileSigner(origin_of("test-agency", "intake"), tmp_path / "intake.key")
+        await LedgerLog(ledger, signer).sign()
+        yield name
+    finally:
+        await ledger.close()
+        await store.close()
+        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as db:
+            await db.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+WRITES = [
+    "INSERT INTO {schema}.ledger_checkpoints (size, note) VALUES (99, 'forged')",
+    "UPDATE {schema}.ledger_tiles SET hashes = ''",
+    "DELETE FROM {schema}.ledger_checkpoints",
+    "DELETE FROM {schema}.stored_events",
+    "CREATE TABLE {schema}.planted (x int)",
+]
+
+
+async def _refused(connection: psycopg.AsyncConnection[Any], statement: str, schema: str) -> bool:
+    try:
+        async with connection.transaction():
+            await connection.execute(sql.SQL(statement).format(schema=sql.Identifier(schema)))
+    except (psycopg.errors.InsufficientPrivilege, psycopg.errors.ReadOnlySqlTransaction):
+        return True
+    return False
+
+
+async def test_the_reader_reads_hashes_and_checkpoints_and_writes_nothing(schema: str) -> None:
+    reader = await PostgresLedgerStore.connect_reader(postgres_dsn(), schema=schema)
+    try:
+        assert await reader.size() == 5
+        assert len(await reader.leaf_hashes(0, 10)) == 5
+        assert [checkpoint.size for checkpoint in await reader.checkpoints()] == [5]
+
+        async def attempts(connection: psycopg.AsyncConnection[Any]) -> list[bool]:
+            refused = [await _refused(connection, write, schema) for write in WRITES]
+            # Not even a read of the events themselves.
+            refused.append(
+                await _refused(connection, "SELECT count(*) FROM {schema}.stored_events", schema)
+            )
+            return refused
+
+        assert await reader._connections.run(attempts) == [True] * (len(WRITES) + 1)
+    finally:
+        await reader.close()
+
+
+async def test_a_login_role_in_the_reader_role_cannot_write_even_after_reset_role(
+    schema: str,
+) -> None:
+    """Production: audit logs in as its own role, a member of the reader role only; leaving
+    the reader role (RESET ROLE) gives it no more than it had."""
+    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
+        await admin.execute(
+            sql.SQL(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {login})"
+                " THEN CREATE ROLE {role} LOGIN IN ROLE {reader}; END IF; END $$"
+            ).format(
+                login=sql.Literal(AUDIT_LOGIN),
+                role=sql.Identifier(AUDIT_LOGIN),
+                reader=sql.Identifier(READER_ROLE),
+            )
+        )
+    conninfo = psycopg.conninfo.make_conninfo(postgres_dsn(), user=AUDIT_LOGIN)
+    reader = await PostgresLedgerStore.connect_reader(conninfo, schema=schema)
+    try:
+        assert await reader.size() == 5
+    finally:
+        await reader.close()
+    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as audit:
+        await audit.execute("RESET ROLE")
+        await audit.execute("SET default_transaction_read_only = off")
+        for write in WRITES:
+            assert await _refused(audit, write, schema), write
