@@ -232,13 +232,17 @@ class LedgerLog:
 
 async def prove_inclusion(store: LedgerStore, position: int, tree_size: int) -> InclusionProof:
     """The proof that the event at ``position`` is in the tree of ``tree_size`` events."""
-    size = await store.size()
-    if tree_size > size:
-        raise merkle.ProofError(f"tree size {tree_size} is beyond the ledger's current size {size}")
     if not 1 <= position <= tree_size:
         raise merkle.ProofError(f"position {position} is not in a tree of size {tree_size}")
-    keys = merkle.inclusion_subtrees(position - 1, tree_size)
-    known = dict(await store.subtrees([*keys, (0, position - 1)]))
+    keys = [*merkle.inclusion_subtrees(position - 1, tree_size), (0, position - 1)]
+    # One read: the ledger's size is asked only when a hash is missing, to say why.
+    known = dict(await store.subtrees(keys))
+    if len(known) < len(set(keys)):
+        size = await store.size()
+        if tree_size > size:
+            raise merkle.ProofError(
+                f"tree size {tree_size} is beyond the ledger's current size {size}"
+            )
     hashes = merkle.inclusion_proof(position - 1, tree_size, lambda _: known)
     return InclusionProof(position, known[(0, position - 1)], tree_size, hashes)
 

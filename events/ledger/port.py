@@ -22,13 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from events.ledger.merkle import Hash, HashRun, SubtreeKey, split_hashes
-from events.ledger.tiles import (
-    TileKey,
-    leaf_range,
-    slice_leaves,
-    subtrees_from,
-    tiles_for,
-)
+from events.ledger.tiles import TileSlice, fold_slice, leaf_range, locate, slice_leaves
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +44,9 @@ class LedgerStore(ABC):
         atomically. Raises ``LedgerConflict`` if the ledger is not at ``first_index`` leaves."""
 
     @abstractmethod
-    async def read_tiles(self, keys: Iterable[TileKey]) -> Mapping[TileKey, bytes]:
-        """The stored hashes of these tiles (missing ones are left out)."""
+    async def read_slices(self, slices: Sequence[TileSlice]) -> list[bytes | None]:
+        """The stored hashes of each slice, in order (what a tile holds of it; ``None`` for a
+        tile not stored). Only the slices travel: a proof reads a few hundred bytes."""
 
     @abstractmethod
     async def leaf_tiles(self, first: int, last: int) -> list[tuple[int, bytes]]:
@@ -62,7 +57,13 @@ class LedgerStore(ABC):
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
-        return subtrees_from(wanted, await self.read_tiles(tiles_for(wanted)))
+        slices = [locate(key) for key in wanted]
+        found: dict[SubtreeKey, Hash] = {}
+        for key, where, packed in zip(wanted, slices, await self.read_slices(slices), strict=True):
+            digest = fold_slice(packed, where[3])
+            if digest is not None:
+                found[key] = digest
+        return found
 
     async def leaf_hash_bytes(self, first_index: int, limit: int) -> bytes:
         """Stored leaf hashes from ``first_index``, at most ``limit``, concatenated."""

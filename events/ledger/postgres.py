@@ -9,7 +9,7 @@ same code the SQLite adapter uses: building the canonical bytes in SQL cost the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -21,7 +21,6 @@ from events.ledger import tiles
 from events.ledger.canonical import leaf_hashes
 from events.ledger.merkle import HASH_SIZE, Hash, HashRun
 from events.ledger.port import LedgerConflict, LedgerStore, StoredCheckpoint
-from events.ledger.tiles import TileKey
 from events.store.pg_connections import Connection, PgConnections
 
 log = logging.getLogger(__name__)
@@ -89,11 +88,14 @@ class PostgresLedgerStore(LedgerStore):
             "UPDATE {} SET hashes = hashes || %s WHERE level = %s AND idx = %s"
             " AND octet_length(hashes) = %s"
         ).format(table)
-        # A correlated look-up per key: always the primary key's index, whatever the planner
-        # believes of a young table's size.
-        self._tiles_sql = sql.SQL(
-            "SELECT k.level, k.idx, (SELECT t.hashes FROM {} t WHERE t.level = k.level"
-            " AND t.idx = k.idx) FROM unnest(%s::smallint[], %s::bigint[]) AS k(level, idx)"
+        # A correlated look-up per slice: always the primary key's index, whatever the
+        # planner believes of a young table's size; ``substring`` of an uncompressed
+        # (EXTERNAL) value reads only the TOAST chunks it needs.
+        self._slices_sql = sql.SQL(
+            "SELECT (SELECT substring(t.hashes FROM k.start FOR k.length) FROM {} t"
+            " WHERE t.level = k.level AND t.idx = k.idx)"
+            " FROM unnest(%s::smallint[], %s::bigint[], %s::int[], %s::int[])"
+            " WITH ORDINALITY AS k(level, idx, start, length, n) ORDER BY k.n"
         ).format(table)
         self._leaf_tiles_sql = sql.SQL(
             "SELECT idx, hashes FROM {} WHERE level = 0 AND idx BETWEEN %s AND %s ORDER BY idx"
@@ -195,18 +197,20 @@ class PostgresLedgerStore(LedgerStore):
         except psycopg.errors.UniqueViolation:
             raise LedgerConflict("another writer appended to the ledger first") from None
 
-    async def read_tiles(self, keys: Iterable[TileKey]) -> Mapping[TileKey, bytes]:
-        wanted = list(keys)
+    async def read_slices(self, slices: Sequence[tiles.TileSlice]) -> list[bytes | None]:
+        wanted = list(slices)
         if not wanted:
-            return {}
+            return []
         rows = await self._fetch(
-            self._tiles_sql, ([level for level, _ in wanted], [index for _, index in wanted])
+            self._slices_sql,
+            (
+                [level for level, _, _, _ in wanted],
+                [index for _, index, _, _ in wanted],
+                [offset * HASH_SIZE + 1 for _, _, offset, _ in wanted],
+                [count * HASH_SIZE for _, _, _, count in wanted],
+            ),
         )
-        return {
-            (int(level), int(index)): bytes(hashes)
-            for level, index, hashes in rows
-            if hashes is not None
-        }
+        return [None if packed is None else bytes(packed) for (packed,) in rows]
 
     async def leaf_tiles(self, first: int, last: int) -> list[tuple[int, bytes]]:
         rows = await self._fetch(self._leaf_tiles_sql, (first, last))

@@ -50,31 +50,38 @@ def writes(runs: Iterable[HashRun]) -> list[TileWrite]:
     return planned
 
 
-def _locate(key: SubtreeKey) -> tuple[TileKey, int, int]:
-    """(tile, offset of the first hash, number of hashes) that subtree ``key`` folds."""
+TileSlice = tuple[int, int, int, int]
+"""(level, tile index, offset, count): ``count`` consecutive hashes of one tile."""
+
+
+def locate(key: SubtreeKey) -> TileSlice:
+    """The stored hashes that subtree ``key`` folds (one tile's, at most ``2**TILE_HEIGHT``)."""
     level, index = key
     stored = level - level % TILE_HEIGHT
     span = 1 << (level - stored)
     first = index * span
-    return (stored, first // TILE_WIDTH), first % TILE_WIDTH, span
+    return stored, first // TILE_WIDTH, first % TILE_WIDTH, span
 
 
-def tiles_for(keys: Iterable[SubtreeKey]) -> list[TileKey]:
-    """The tiles that hold what ``subtrees_from`` needs for ``keys``."""
-    return list(dict.fromkeys(_locate(key)[0] for key in keys))
+def fold_slice(packed: bytes | None, count: int) -> Hash | None:
+    """The subtree hash from its stored hashes (``None`` unless all ``count`` are there)."""
+    if packed is None or len(packed) != count * HASH_SIZE:
+        return None
+    return packed if count == 1 else fold(split_hashes(packed))
 
 
 def subtrees_from(
     keys: Iterable[SubtreeKey], tiles: Mapping[TileKey, bytes]
 ) -> dict[SubtreeKey, Hash]:
-    """The hashes of complete subtrees ``keys`` from their tiles (those not complete in the
+    """The hashes of complete subtrees ``keys`` from whole tiles (those not complete in the
     tiles are left out)."""
     found: dict[SubtreeKey, Hash] = {}
     for key in keys:
-        tile, offset, span = _locate(key)
-        packed = tiles.get(tile, b"")[offset * HASH_SIZE : (offset + span) * HASH_SIZE]
-        if len(packed) == span * HASH_SIZE:
-            found[key] = packed if span == 1 else fold(split_hashes(packed))
+        level, index, offset, count = locate(key)
+        packed = tiles.get((level, index), b"")[offset * HASH_SIZE : (offset + count) * HASH_SIZE]
+        digest = fold_slice(packed, count)
+        if digest is not None:
+            found[key] = digest
     return found
 
 
