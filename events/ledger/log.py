@@ -53,6 +53,7 @@ class LedgerLog:
         self.signer = signer
         self.origin = signer.name
         self._frontier: RootAccumulator | None = None
+        self._last_leaf: Hash | None = None
         self._lock = asyncio.Lock()
         self.listeners: list[CheckpointListener] = []
         """Told of every checkpoint signed (e.g. to publish it on the bus)."""
@@ -63,24 +64,36 @@ class LedgerLog:
     async def size(self) -> int:
         return await self.store.size()
 
-    async def _load_frontier(self) -> RootAccumulator:
+    async def _load_frontier(self) -> tuple[RootAccumulator, Hash | None]:
+        """The tree's right edge and its last leaf, as the ledger stores them."""
         size = await self.store.size()
         keys = RootAccumulator.resume(size, [b""] * bin(size).count("1")).completed()
-        known = await self.store.subtrees(keys)
-        return RootAccumulator.resume(size, [known[key] for key in keys])
+        known = await self.store.subtrees([*keys, (0, size - 1)] if size else keys)
+        frontier = RootAccumulator.resume(size, [known[key] for key in keys])
+        return frontier, known[(0, size - 1)] if size else None
 
     async def catch_up(self) -> int:
         """Hash every event the store holds beyond the ledger; returns the new size."""
         async with self._lock:
             while True:
                 if self._frontier is None:
-                    self._frontier = await self._load_frontier()
+                    self._frontier, self._last_leaf = await self._load_frontier()
                 frontier = self._frontier
                 size = frontier.size
-                leaves = await self.store.store_leaves(size, BATCH)
+                # One query a round: the new events and, first, the one hashed last, which
+                # must still hash to the ledger's last leaf (a store truncated and appended to
+                # again differs there, or earlier).
+                leaves = await self.store.store_leaves(max(size - 1, 0), BATCH + 1)
+                if size:
+                    if not leaves or leaves[0] != (size, self._last_leaf):
+                        raise LedgerTampered(
+                            f"{self.origin}: the event at position {size} is not the one the"
+                            " ledger hashed",
+                            size,
+                        )
+                    leaves = leaves[1:]
                 if not leaves:
                     return size
-                await self._check_last_leaf(size)
                 if leaves[-1][0] != size + len(leaves):
                     # Positions come sorted and unique: a hole shows as a jump.
                     expected = next(
@@ -100,6 +113,7 @@ class LedgerLog:
                 except BaseException:
                     self._frontier = None
                     raise
+                self._last_leaf = leaves[-1][1]
 
     async def root(self, size: int) -> Hash:
         return await root_of_log(self.store, size)

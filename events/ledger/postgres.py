@@ -79,9 +79,12 @@ class PostgresLedgerStore(LedgerStore):
         self._size_sql = sql.SQL(
             "SELECT idx, octet_length(hashes) FROM {} WHERE level = 0 ORDER BY idx DESC LIMIT 1"
         ).format(table)
+        # A new tile only after a full one (or as the first): never a gap.
         self._insert_sql = sql.SQL(
-            "INSERT INTO {} (level, idx, hashes) VALUES (%s, %s, %s)"
-        ).format(table)
+            "INSERT INTO {table} (level, idx, hashes) SELECT %(level)s, %(idx)s, %(hashes)s"
+            " WHERE %(idx)s = 0 OR EXISTS (SELECT 1 FROM {table} WHERE level = %(level)s"
+            " AND idx = %(idx)s - 1 AND octet_length(hashes) = %(full)s)"
+        ).format(table=table)
         # Extends the last tile of a level only if it holds what the writer saw: a replica
         # that appended in between makes this update no row (a conflict).
         self._extend_sql = sql.SQL(
@@ -186,12 +189,10 @@ class PostgresLedgerStore(LedgerStore):
     async def append(self, first_index: int, runs: Sequence[HashRun]) -> None:
         planned = tiles.writes(runs)
         try:
+            # No size query first: the level-0 write is the check. It extends the last leaf
+            # tile only if that holds exactly the leaves before ``first_index``, or adds a
+            # tile that must not exist yet (a unique violation otherwise).
             async with self._connections.connection() as connection, connection.transaction():
-                cursor = await connection.execute(self._size_sql)
-                row = await cursor.fetchone()
-                size = tiles.size_of(None if row is None else (int(row[0]), int(row[1])))
-                if size != first_index:
-                    raise LedgerConflict(f"the ledger is not at {first_index} leaves")
                 for write in planned:
                     await _write_tile(connection, write, self._insert_sql, self._extend_sql)
         except psycopg.errors.UniqueViolation:
@@ -252,7 +253,17 @@ async def _write_tile(
 ) -> None:
     key = (write.level, write.index)
     if write.offset == 0:
-        await connection.execute(insert, (*key, write.hashes))
+        cursor = await connection.execute(
+            insert,
+            {
+                "level": write.level,
+                "idx": write.index,
+                "hashes": write.hashes,
+                "full": tiles.TILE_WIDTH * HASH_SIZE,
+            },
+        )
+        if cursor.rowcount != 1:
+            raise LedgerConflict(f"tile {key} would leave a gap")
         return
     cursor = await connection.execute(extend, (write.hashes, *key, write.offset * HASH_SIZE))
     if cursor.rowcount != 1:

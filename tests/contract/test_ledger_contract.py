@@ -115,7 +115,13 @@ async def test_append_refuses_a_ledger_not_at_the_given_size(
     _, log = ledger
     with pytest.raises(LedgerConflict):
         await log.store.append(3, [(0, 3, [b"\x00" * 32])])
+    with pytest.raises(LedgerConflict):
+        await log.store.append(256, [(0, 256, [b"\x00" * 32])])  # a gap at a tile's start
     assert await log.store.size() == 0
+    await log.store.append(0, [(0, 0, [b"\x01" * 32])])
+    with pytest.raises(LedgerConflict):
+        await log.store.append(0, [(0, 0, [b"\x02" * 32])])  # a replica went first
+    assert await log.store.leaf_hashes(0, 5) == [b"\x01" * 32]
 
 
 async def test_tiles_across_tile_boundaries_give_every_root_and_proof(
