@@ -1,13 +1,14 @@
 """Audit console: server time of the timeline page of a 10,000-event case (issue 12).
 
-``python -m bench.console_bench [--events N] [--runs R]`` writes the section "Audit console
-(issue 12)" of ``bench/RESULTS.md``. The case's events are access records written straight into
-audit's own store before the embedded services start (audit folds them into the case's timeline
-from its store, as it does every access); the console then runs in-process (Starlette's
-TestClient, so "server time" is the console's whole answer, audit's gRPC call included, without
-a browser or a network stack of its own). Side by side in the same rounds: the same page's audit
-call made directly (GetTimeline, 50 entries), so the ratio shows what the console adds.
-Every page read is itself recorded, so the case grows by one event per request measured.
+``python -m bench.console_bench [--events N] [--accesses A] [--runs R]`` writes the section
+"Audit console (issue 12)" of ``bench/RESULTS.md``. The case's events (the catalog's example
+case events, cycled, by ten actors) and A access records are written straight into audit's own
+store before the embedded services start (audit folds them into the case's timeline from its
+store, as it does every access); the console then runs in-process (Starlette's TestClient, so
+"server time" is the console's whole answer, audit's gRPC call included, without a browser or a
+network stack of its own). Side by side in the same rounds: the same page's audit call made
+directly (GetTimeline, 50 entries), so the ratio shows what the console adds. Every page read
+is itself recorded, so the case's access records grow by one per request measured.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ from uuid import uuid4
 from starlette.testclient import TestClient
 
 from bench.common import machine_info, markdown_table, median, now_utc, percentile, replace_section
-from events.catalog.access import AccessPurpose, RecordAccessed, RecordSection
-from events.catalog.base import Role
+from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
+from cli.rpc import query
+from events.catalog.access import AccessPurpose, RecordAccessDenied, RecordAccessed, RecordSection
+from events.catalog.base import CaseEvent, Role
+from events.catalog.examples import example_events
 from events.catalog_registry import default_registry
 from events.envelope import Actor, EventMetadata, NewEvent
 from events.identity.development import DevelopmentSigner
@@ -40,6 +44,7 @@ from events.store.port import ANY_VERSION
 from events.store.sqlite import SqliteEventStore
 from services.console.app import create_app
 from services.console.audit_client import AuditClient, Caller
+from services.console.pages import TimelineFilter
 from services.console.settings import ConsoleSettings
 from services.demo import embedded_services
 
@@ -58,36 +63,59 @@ class Loop:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
 
-async def fill_case(data_dir: Path, events: int) -> None:
+def history_events() -> list[CaseEvent]:
+    """The catalog's example events of a case, moved to the bench's case (no access event)."""
+    return [
+        event.model_copy(update={"case_id": CASE})
+        for event in example_events()
+        if event.subject_field == "case_id"
+        and event.event_type not in (RecordAccessed.event_type, RecordAccessDenied.event_type)
+    ]
+
+
+def access_event(actor: str) -> RecordAccessed:
+    return RecordAccessed(
+        case_id=CASE,
+        accessor_id=actor,
+        accessor_role=Role.SUPERVISOR,
+        purpose=AccessPurpose.SUPERVISION,
+        sections=(RecordSection.ASSESSMENT,),
+        rule="team-supervisor",
+        policy_version=POLICY_VERSION,
+    )
+
+
+async def fill_case(data_dir: Path, events: int, accesses: int) -> None:
     folder = data_dir / "audit"
     folder.mkdir(parents=True, exist_ok=True)
     store = await SqliteEventStore.open(folder / "events.db", default_registry())
     start = datetime.now(UTC) - timedelta(days=30)
+    examples = history_events()
+    made: list[tuple[str, CaseEvent]] = [
+        (f"case-{CASE}", examples[number % len(examples)]) for number in range(events)
+    ] + [(access_stream(CASE), access_event(ACTORS[n % len(ACTORS)])) for n in range(accesses)]
     try:
-        for first in range(0, events, 500):
-            batch = []
-            for number in range(first, min(first + 500, events)):
-                actor = ACTORS[number % len(ACTORS)]
-                batch.append(
-                    NewEvent(
-                        event=RecordAccessed(
-                            case_id=CASE,
-                            accessor_id=actor,
-                            accessor_role=Role.SUPERVISOR,
-                            purpose=AccessPurpose.SUPERVISION,
-                            sections=(RecordSection.ASSESSMENT,),
-                            rule="team-supervisor",
-                            policy_version=POLICY_VERSION,
-                        ),
-                        metadata=EventMetadata(
-                            source="casetrail/audit",
-                            actor=Actor(actor, Role.SUPERVISOR),
-                            occurred_at=start + timedelta(seconds=number),
-                            correlation_id=uuid4(),
-                        ),
-                    )
+        for first in range(0, len(made), 500):
+            batch = [
+                NewEvent(
+                    event=event,
+                    metadata=EventMetadata(
+                        source="casetrail/audit",
+                        actor=Actor(ACTORS[number % len(ACTORS)], Role.SUPERVISOR),
+                        occurred_at=start + timedelta(seconds=number),
+                        correlation_id=uuid4(),
+                    ),
                 )
-            await store.append(access_stream(CASE), batch, ANY_VERSION)
+                for number, (_, event) in enumerate(made[first : first + 500], start=first)
+            ]
+            streams = {stream for stream, _ in made[first : first + 500]}
+            for stream in sorted(streams):
+                chosen = [
+                    new
+                    for new, (named, _) in zip(batch, made[first : first + 500], strict=True)
+                    if named == stream
+                ]
+                await store.append(stream, chosen, ANY_VERSION)
     finally:
         await store.close()
 
@@ -104,12 +132,13 @@ def timed(call: Any, runs: int) -> list[float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.console_bench")
     parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--accesses", type=int, default=2_000)
     parser.add_argument("--runs", type=int, default=30)
     options = parser.parse_args(argv)
     loop = Loop()
     with tempfile.TemporaryDirectory(prefix="casetrail-console-bench-") as directory:
         data_dir = Path(directory)
-        loop.run(fill_case(data_dir, options.events))
+        loop.run(fill_case(data_dir, options.events, options.accesses))
         services = embedded_services(data_dir)
         local = loop.run(services.__aenter__())
         try:
@@ -119,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     body = "\n".join(
         [
             f"Run: {now_utc()}. Command: `python -m bench.console_bench --events "
-            f"{options.events} --runs {options.runs}`.",
+            f"{options.events} --accesses {options.accesses} --runs {options.runs}`.",
             "",
             *machine_info().lines(),
             "",
@@ -163,18 +192,30 @@ def measure(
             time.sleep(0.5)
         next_link = re.search(r'<a href="([^"]+)" rel="next">', first.text).group(1)  # type: ignore[union-attr]
         next_link = next_link.replace("&amp;", "&")
+        second = client.get(next_link)
+        previous_link = re.search(r'<a href="([^"]+)" rel="prev">', second.text).group(1)  # type: ignore[union-attr]
+        previous_link = previous_link.replace("&amp;", "&")
+        rare_type = history_events()[-1].event_type
         cases = {
             "timeline, first page (50)": lambda: client.get(f"/cases/{CASE}"),
             "timeline, next page": lambda: client.get(next_link),
+            "timeline, previous page": lambda: client.get(previous_link),
             "timeline, actor filter (1 in 10 match)": lambda: client.get(
                 f"/cases/{CASE}", params={"actor": ACTORS[3]}
             ),
-            "timeline, filter matching nothing (reads the whole case)": lambda: client.get(
-                f"/cases/{CASE}", params={"type": "no-such-type"}
+            f"timeline, type filter ({rare_type})": lambda: client.get(
+                f"/cases/{CASE}", params={"type": rare_type}
+            ),
+            "timeline, period filter (last day)": lambda: client.get(
+                f"/cases/{CASE}",
+                params={"from": (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")},
+            ),
+            "timeline, filter matching nothing": lambda: client.get(
+                f"/cases/{CASE}", params={"actor": "nobody"}
             ),
         }
         direct_call = lambda: loop.run(  # noqa: E731
-            direct.timeline(caller, CASE, "occurred", as_of=None, page_size=50, page_token="")
+            direct.timeline(caller, CASE, "occurred", TimelineFilter(), page_size=50, page_token="")
         )
         runs = options.runs
         reference = timed(direct_call, runs)
@@ -186,8 +227,15 @@ def measure(
                 "1.00x",
             ]
         ]
+        whole_case = audit_pb2_grpc.AuditServiceStub(audit_channel).WhoDidWhat
+        whole_request = audit_pb2.WhoDidWhatRequest(
+            context=query(caller.purpose), case_id=CASE, actor_id="nobody"
+        )
+        cases["audit WhoDidWhat (reads the whole case, as GetTimeline did)"] = lambda: loop.run(
+            whole_case(whole_request, metadata=caller.metadata())
+        )
         for name, call in cases.items():
-            spent = timed(call, runs if "nothing" not in name else 1)
+            spent = timed(call, runs)
             rows.append(
                 [
                     name,

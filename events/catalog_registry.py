@@ -82,6 +82,7 @@ def legacy_models() -> tuple[type[CaseEvent], ...]:
         legacy.CaseAssignedV1,
         legacy.CaseReassignedV1,
         legacy.RecordAccessedV1,
+        legacy.RecordAccessedV2,
         legacy.ConsentGrantedV1,
         legacy.ReferralMadeV1,
     )
@@ -95,6 +96,7 @@ def upcasters() -> tuple[tuple[str, int, Upcaster], ...]:
         (assignment.CaseAssigned.event_type, 1, legacy.upcast_case_assigned_v1_to_v2),
         (assignment.CaseReassigned.event_type, 1, legacy.upcast_case_reassigned_v1_to_v2),
         (access.RecordAccessed.event_type, 1, legacy.upcast_record_accessed_v1_to_v2),
+        (access.RecordAccessed.event_type, 2, legacy.upcast_record_accessed_v2_to_v3),
         (access.ConsentGranted.event_type, 1, legacy.upcast_consent_granted_v1_to_v2),
         (referrals.ReferralMade.event_type, 1, legacy.upcast_referral_made_v1_to_v2),
     )

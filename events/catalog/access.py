@@ -81,13 +81,17 @@ RuleName = Annotated[
     ),
 ]
 PolicyVersion = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[0-9A-Za-z.:-]+$")]
+ClientApplication = Annotated[
+    str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")
+]
+"""A client application's name, e.g. casetrail-console."""
 
 
 class RecordAccessed(CaseEvent):
     """Someone viewed parts of a case record: who, why, and exactly what they saw."""
 
     event_type: ClassVar[str] = "casetrail.record.accessed"
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
 
     case_id: Identifier
     accessor_id: Identifier
@@ -108,6 +112,11 @@ class RecordAccessed(CaseEvent):
     )
     emergency_access_id: Identifier | None = Field(
         default=None, description="The break-the-glass access the read was made under."
+    )
+    client_application: ClientApplication | None = Field(
+        default=None,
+        description="The client application the read came through (e.g. casetrail-console),"
+        " as the caller named it (x-casetrail-client); declared, not verified.",
     )
 
     @field_validator("sections")

@@ -72,6 +72,7 @@ from events.catalog.legacy import (
     ClientRegisteredV1,
     ConsentGrantedV1,
     RecordAccessedV1,
+    RecordAccessedV2,
     ReferralMadeV1,
 )
 from events.catalog.monitoring import (
@@ -405,6 +406,7 @@ def example_events() -> tuple[CaseEvent, ...]:
             fields=("assessment.factors.psychological",),
             rule="auditor-review",
             policy_version="2026.12-1",
+            client_application="casetrail-console",
         ),
         RecordAccessDenied(
             case_id=CASE,
@@ -530,6 +532,16 @@ def legacy_example_events() -> tuple[CaseEvent, ...]:
             purpose=AccessPurpose.CONFIDENTIALITY_REVIEW,
             sections=(RecordSection.ASSESSMENT, RecordSection.ACCESS_LOG),
             fields=("assessment.factors.psychological",),
+        ),
+        RecordAccessedV2(
+            case_id=CASE,
+            accessor_id="auditor-kim",
+            accessor_role=Role.AUDITOR,
+            purpose=AccessPurpose.CONFIDENTIALITY_REVIEW,
+            sections=(RecordSection.ASSESSMENT, RecordSection.ACCESS_LOG),
+            fields=("assessment.factors.psychological",),
+            rule="auditor-review",
+            policy_version="2026.12-1",
         ),
         ConsentGrantedV1(
             case_id=CASE,

@@ -16,8 +16,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from events.catalog.access import (
     AccessPurpose,
     FieldPath,
+    PolicyVersion,
     RecipientKind,
     RecordSection,
+    RuleName,
 )
 from events.catalog.assignment import WorkerCredential
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Role, Sensitive
@@ -162,6 +164,43 @@ def upcast_record_accessed_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     old = _validated(RecordAccessedV1, data).model_dump(mode="json")
     old.update(rule=LEGACY_ACCESS_RULE, policy_version="0", redacted_fields=[])
     old["emergency_access_id"] = None
+    return old
+
+
+class RecordAccessedV2(CaseEvent):
+    """Someone viewed parts of a case record: who, why, and exactly what they saw."""
+
+    model_config = ConfigDict(title="RecordAccessed")
+
+    event_type: ClassVar[str] = "casetrail.record.accessed"
+    schema_version: ClassVar[int] = 2
+
+    case_id: Identifier
+    accessor_id: Identifier
+    accessor_role: Role
+    accessor_agency_id: Identifier | None = None
+    purpose: AccessPurpose
+    sections: Annotated[tuple[RecordSection, ...], Field(min_length=1)]
+    fields: tuple[FieldPath, ...] = Field(
+        default=(), description="Individual fields viewed, when narrower than whole sections."
+    )
+    consent_id: Identifier | None = Field(
+        default=None, description="The consent that allowed a disclosure to another agency."
+    )
+    rule: RuleName = Field(description="The access-policy rule that allowed the read.")
+    policy_version: PolicyVersion
+    redacted_fields: tuple[FieldPath, ...] = Field(
+        default=(), description="Sensitive fields of the answer withheld from the reader."
+    )
+    emergency_access_id: Identifier | None = Field(
+        default=None, description="The break-the-glass access the read was made under."
+    )
+
+
+def upcast_record_accessed_v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 did not name the client application the read came through: unknown."""
+    old = _validated(RecordAccessedV2, data).model_dump(mode="json")
+    old["client_application"] = None
     return old
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -22,6 +24,9 @@ from events.identity.principal import Principal
 from events.identity.verifier import TokenVerifier
 
 AUTHORIZATION = "authorization"
+CLIENT_HEADER = "x-casetrail-client"
+CLIENT_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+"""A client application's name: what ``RecordAccessed.client_application`` accepts."""
 OPEN_SERVICES = (
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1alpha.ServerReflection/",
@@ -64,6 +69,32 @@ def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
     return token.strip()
 
 
+def client_of(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
+    """The client application a call names (``x-casetrail-client``), or None; ``ValueError``
+    for a value that is not one name of 1 to 64 lower-case letters, digits, '.', '_', '-'."""
+    values = [value for key, value in metadata or () if key == CLIENT_HEADER]
+    if not values:
+        return None
+    text = values[0] if isinstance(values[0], str) else ""
+    if len(values) > 1 or not CLIENT_NAME.fullmatch(text):
+        raise ValueError(
+            f"{CLIENT_HEADER} must be one name of 1 to 64 lower-case letters, digits, '.', '_'"
+            " or '-'"
+        )
+    return text
+
+
+def _bad_client(problem: str) -> status_pb2.Status:
+    request = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=CLIENT_HEADER, description=problem)
+        ]
+    )
+    packed = any_pb2.Any()
+    packed.Pack(request)
+    return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=problem, details=[packed])
+
+
 def bearer_metadata(token: str) -> tuple[tuple[str, str]]:
     """What a client sends with each call."""
     return ((AUTHORIZATION, f"Bearer {token}"),)
@@ -89,7 +120,11 @@ class BearerAuthentication(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return _refusing(handler, _status(code_pb2.UNAUTHENTICATED, refusal))
         except IssuerUnavailable as error:
             return _refusing(handler, _status(code_pb2.UNAVAILABLE, error))
-        return _bound(handler, principal)
+        try:
+            client = client_of(details.invocation_metadata)
+        except ValueError as error:
+            return _refusing(handler, _bad_client(str(error)))
+        return _bound(handler, replace(principal, client=client))
 
 
 def _status(code: int, error: Exception) -> status_pb2.Status:

@@ -24,6 +24,10 @@ class Principal:
     issuer: str
     team: str | None = None
     entitlements: frozenset[str] = field(default_factory=frozenset)
+    client: str | None = None
+    """The client application the call came through, as its ``x-casetrail-client`` metadata
+    names it (e.g. ``casetrail-console``): declared by the caller, not verified, and recorded
+    as such in access events."""
 
     @property
     def actor(self) -> Actor:

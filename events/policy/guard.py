@@ -236,6 +236,7 @@ class AccessControl:
                     policy_version=decision.policy_version,
                     redacted_fields=tuple(hidden),
                     emergency_access_id=decision.emergency_access_id,
+                    client_application=principal.client,
                 )
             )
         recorded = await self._append(principal, accessed) if accessed else []

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -67,6 +68,23 @@ class DocumentTransaction(ABC):
         """Record that ``projection`` applied these events (in this transaction)."""
 
 
+@dataclass(frozen=True)
+class KeyRange:
+    """Keys strictly between ``low`` and ``high`` (byte order) whose documents' top-level
+    fields each equal one of the values given for them in ``where``."""
+
+    low: str
+    high: str
+    where: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    descending: bool = False
+    limit: int = 1000
+
+    def holds(self, key: str, document: Document) -> bool:
+        return self.low.encode() < key.encode() < self.high.encode() and all(
+            document.get(name) in values for name, values in self.where.items()
+        )
+
+
 class ReadModelStore(ABC):
     @abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[DocumentTransaction]:
@@ -88,6 +106,18 @@ class ReadModelStore(ABC):
     @abstractmethod
     def scan(self, collection: str) -> AsyncIterator[tuple[str, Document]]:
         """Every document of a collection in key order (for comparisons and exports)."""
+
+    async def key_range(self, collection: str, keys: KeyRange) -> list[tuple[str, Document]]:
+        """The documents of ``keys`` in key order (byte order of the keys), at most
+        ``keys.limit``: an index read, for keyset paging. Adapters answer it with one query on
+        their primary key; this default scans the collection."""
+        chosen = [item async for item in self.scan(collection) if keys.holds(*item)]
+        chosen.sort(key=lambda item: item[0].encode(), reverse=keys.descending)
+        return chosen[: keys.limit]
+
+    async def count_range(self, collection: str, keys: KeyRange) -> int:
+        """How many documents ``keys`` holds, whatever its limit."""
+        return len([item async for item in self.scan(collection) if keys.holds(*item)])
 
     @abstractmethod
     async def reset(self, projection: str, collections: tuple[str, ...]) -> None:

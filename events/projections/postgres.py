@@ -16,6 +16,7 @@ from events.projections.port import (
     ChangeCallback,
     Document,
     DocumentTransaction,
+    KeyRange,
     ReadModelStore,
 )
 from events.store.pg_connections import Connection, PgConnections
@@ -119,6 +120,32 @@ class PostgresReadModelStore(ReadModelStore):
 
         for key, document in await self._reader.run(fetch):
             yield key, dict(document)
+
+    async def key_range(self, collection: str, keys: KeyRange) -> list[tuple[str, Document]]:
+        clauses, parameters = _range_clauses(collection, keys)
+        order = "DESC" if keys.descending else "ASC"
+        query = (
+            f"SELECT key, document FROM documents WHERE {clauses}"
+            f' ORDER BY key COLLATE "C" {order} LIMIT %s'
+        )
+
+        async def fetch(connection: Connection) -> list[tuple[str, Any]]:
+            cursor = await connection.execute(query, [*parameters, keys.limit])
+            return await cursor.fetchall()
+
+        return [(key, dict(document)) for key, document in await self._reader.run(fetch)]
+
+    async def count_range(self, collection: str, keys: KeyRange) -> int:
+        clauses, parameters = _range_clauses(collection, keys)
+
+        async def count(connection: Connection) -> int:
+            cursor = await connection.execute(
+                f"SELECT count(*) FROM documents WHERE {clauses}", parameters
+            )
+            row = await cursor.fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._reader.run(count)
 
     async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
         async with self._writer.connection() as connection, connection.transaction():
@@ -267,3 +294,13 @@ async def _find(
         parameters.append(limit)
     cursor = await connection.execute(query, parameters)
     return [dict(row[0]) for row in await cursor.fetchall()]
+
+
+def _range_clauses(collection: str, keys: KeyRange) -> tuple[str, list[Any]]:
+    # Byte order (COLLATE "C") whatever the database's collation, as scan() orders.
+    clauses = ["collection = %s", 'key COLLATE "C" > %s', 'key COLLATE "C" < %s']
+    parameters: list[Any] = [collection, keys.low, keys.high]
+    for field, values in keys.where.items():
+        clauses.append("document ->> %s = ANY(%s)")
+        parameters.extend([field, list(values)])
+    return " AND ".join(clauses), parameters

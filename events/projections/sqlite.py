@@ -22,6 +22,7 @@ from events.projections.port import (
     ChangeCallback,
     Document,
     DocumentTransaction,
+    KeyRange,
     ReadModelStore,
 )
 from events.store.sqlite_writer import connect
@@ -129,6 +130,22 @@ class SqliteReadModelStore(ReadModelStore):
         ).fetchall()
         for key, document in rows:
             yield key, json.loads(document)
+
+    async def key_range(self, collection: str, keys: KeyRange) -> list[tuple[str, Document]]:
+        clauses, parameters = _range_clauses(collection, keys)
+        order = "DESC" if keys.descending else "ASC"
+        rows = self._reader.execute(
+            f"SELECT key, document FROM documents WHERE {clauses} ORDER BY key {order} LIMIT ?",
+            [*parameters, keys.limit],
+        ).fetchall()
+        return [(key, dict(json.loads(document))) for key, document in rows]
+
+    async def count_range(self, collection: str, keys: KeyRange) -> int:
+        clauses, parameters = _range_clauses(collection, keys)
+        row = self._reader.execute(
+            f"SELECT count(*) FROM documents WHERE {clauses}", parameters
+        ).fetchone()
+        return int(row[0])
 
     async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
         async with self._lock:
@@ -265,6 +282,16 @@ def _find(
         parameters,
     ).fetchall()
     return [dict(json.loads(row[0])) for row in rows]
+
+
+def _range_clauses(collection: str, keys: KeyRange) -> tuple[str, list[Any]]:
+    # The primary key (collection, key) is the index: SQLite compares TEXT bytewise.
+    clauses = ["collection = ?", "key > ?", "key < ?"]
+    parameters: list[Any] = [collection, keys.low, keys.high]
+    for field, values in keys.where.items():
+        clauses.append(f"json_extract(document, ?) IN ({','.join('?' * len(values))})")
+        parameters.extend([_path(field), *values])
+    return " AND ".join(clauses), parameters
 
 
 def _path(field: str) -> str:

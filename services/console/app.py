@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import traceback
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import grpc
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -64,7 +65,13 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def create_app(settings: ConsoleSettings, sessions: SessionStore | None = None) -> Starlette:
+def create_app(
+    settings: ConsoleSettings,
+    sessions: SessionStore | None = None,
+    audit_client: Callable[[grpc.aio.Channel], AuditClient] = AuditClient,
+) -> Starlette:
+    """``audit_client`` makes the console's audit client from the channel (tests pass a
+    subclass of ``AuditClient`` that alters audit's answers)."""
     console = views.Console(
         settings,
         sessions or SessionStore(lifetime=settings.session_seconds),
@@ -74,7 +81,7 @@ def create_app(settings: ConsoleSettings, sessions: SessionStore | None = None) 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         opened = channel(settings.audit_address, settings.tls)
-        console.audit = AuditClient(opened)
+        console.audit = audit_client(opened)
         try:
             yield
         finally:
@@ -94,6 +101,7 @@ def create_app(settings: ConsoleSettings, sessions: SessionStore | None = None) 
             Route("/cases/{case_id}/compare", views.compare),
             Route("/cases/{case_id}/access", views.access),
             Route("/cases/{case_id}/export", views.export),
+            Route("/ledger/proofs", views.ledger_proofs),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         middleware=[Middleware(SecurityHeaders)],

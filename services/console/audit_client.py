@@ -11,9 +11,9 @@ import grpc
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from cli.rpc import Refusal, query, refusal_of, timestamp
-from events.identity.grpc_auth import bearer_metadata
+from events.identity.grpc_auth import CLIENT_HEADER, bearer_metadata
+from services.console.pages import TimelineFilter
 
-CLIENT_HEADER = "x-casetrail-client"
 CLIENT_NAME = "casetrail-console"
 BASES = {"occurred": audit_pb2.TIME_BASIS_OCCURRED, "recorded": audit_pb2.TIME_BASIS_RECORDED}
 
@@ -44,22 +44,56 @@ class AuditClient:
         caller: Caller,
         case_id: str,
         basis: str,
+        chosen: TimelineFilter,
         *,
-        as_of: datetime | None,
         page_size: int,
         page_token: str,
     ) -> audit_pb2.GetTimelineResponse:
+        """One page, filtered and paged by audit's timeline index. Access events are left out
+        unless their type is asked for: the access log page lists them."""
         request = audit_pb2.GetTimelineRequest(
             context=query(caller.purpose),
             case_id=case_id,
             basis=BASES[basis],
             page_size=page_size,
             page_token=page_token,
+            event_types=[chosen.event_type] if chosen.event_type else [],
+            actor_id=chosen.actor,
+            exclude_access_events=True,
+            include_ledger_leaves=True,
         )
-        if as_of is not None:
-            request.as_of.CopyFrom(timestamp(as_of))
+        if chosen.since is not None:
+            request.since.CopyFrom(timestamp(chosen.since))
+        if chosen.until is not None:
+            request.until.CopyFrom(timestamp(chosen.until))
         try:
             response: audit_pb2.GetTimelineResponse = await self._stub.GetTimeline(
+                request, metadata=caller.metadata()
+            )
+        except grpc.aio.AioRpcError as error:
+            raise AuditRefused(refusal_of(error)) from None
+        return response
+
+    async def ledger_keys(self, caller: Caller) -> dict[str, str]:
+        """Every service log's published key (note verifier form), by log origin."""
+        request = audit_pb2.ListLedgerKeysRequest(context=query(caller.purpose))
+        try:
+            response: audit_pb2.ListLedgerKeysResponse = await self._stub.ListLedgerKeys(
+                request, metadata=caller.metadata()
+            )
+        except grpc.aio.AioRpcError as error:
+            raise AuditRefused(refusal_of(error)) from None
+        return {key.origin: key.verifier_key for key in response.keys}
+
+    async def prove_event(
+        self, caller: Caller, event_id: str
+    ) -> audit_pb2.ProveEventInclusionResponse:
+        """The event's inclusion proof in the newest checkpoint audit verified."""
+        request = audit_pb2.ProveEventInclusionRequest(
+            context=query(caller.purpose), event_id=event_id
+        )
+        try:
+            response: audit_pb2.ProveEventInclusionResponse = await self._stub.ProveEventInclusion(
                 request, metadata=caller.metadata()
             )
         except grpc.aio.AioRpcError as error:
@@ -83,7 +117,8 @@ class AuditClient:
             raise AuditRefused(refusal_of(error)) from None
         return response.state
 
-    async def access_log(self, caller: Caller, case_id: str) -> list[audit_pb2.AccessRecord]:
+    async def access_log(self, caller: Caller, case_id: str) -> audit_pb2.GetAccessLogResponse:
+        """The case's recorded accesses and refusals."""
         request = audit_pb2.GetAccessLogRequest(context=query(caller.purpose), case_id=case_id)
         try:
             response: audit_pb2.GetAccessLogResponse = await self._stub.GetAccessLog(
@@ -91,7 +126,7 @@ class AuditClient:
             )
         except grpc.aio.AioRpcError as error:
             raise AuditRefused(refusal_of(error)) from None
-        return list(response.records)
+        return response
 
     async def export(self, caller: Caller, case_id: str) -> AsyncIterator[bytes]:
         """The export's chunks; a refusal comes before the first one (or as AuditRefused)."""

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import grpc
 import uvicorn
 
 from services.console.app import create_app
+from services.console.audit_client import AuditClient
 from services.console.settings import ConsoleSettings
 
 
@@ -34,14 +36,19 @@ class RunningConsole:
         await self._task
 
 
-async def start_console(settings: ConsoleSettings, host: str, port: int) -> RunningConsole:
+async def start_console(
+    settings: ConsoleSettings,
+    host: str,
+    port: int,
+    audit_client: Callable[[grpc.aio.Channel], AuditClient] = AuditClient,
+) -> RunningConsole:
     """Serve the console on ``host:port`` (0: a free port) once it is ready to answer."""
     listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listening.bind((host, port))
     bound = listening.getsockname()[1]
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, audit_client=audit_client),
         lifespan="on",
         log_config=None,
         access_log=False,

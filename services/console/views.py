@@ -17,11 +17,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.templating import Jinja2Templates
 
-from casetrail.audit.v1 import audit_pb2
 from events.catalog.access import AccessPurpose
 from events.catalog.base import Role
 from events.identity.errors import InvalidCredential, IssuerUnavailable
-from services.console import pages
+from services.console import integrity, pages
 from services.console.audit_client import AuditClient, AuditRefused, Caller
 from services.console.sessions import COOKIE, Session, SessionStore, csrf_matches
 from services.console.settings import ConsoleSettings
@@ -35,8 +34,6 @@ PURPOSES = (
     AccessPurpose.LEGAL_OBLIGATION,
     AccessPurpose.CLIENT_REQUEST,
 )
-TIMELINE_FETCH = 200
-"""Entries asked of audit per call while the console fills a filtered page."""
 VIEW_FIELDS = {
     "timeline": ("type", "actor", "from", "to", "clock"),
     "state": ("at", "clock"),
@@ -241,75 +238,44 @@ async def timeline(request: Request) -> Response:
     params = request.query_params
     basis = pages.basis(params.get("clock"))
     chosen = pages.TimelineFilter.read(params)
-    start = pages.page_token(params.get("after"))
-    skip = pages.skip(params.get("skip"))
-    rows, total, next_cursor = await _filtered_page(
-        console_of(request).client(), session, case_id, basis, chosen, start, skip
+    token = pages.page_token(params.get("page"))
+    page = (
+        await console_of(request)
+        .client()
+        .timeline(
+            caller(session), case_id, basis, chosen, page_size=pages.PAGE_SIZE, page_token=token
+        )
     )
     kept = {name: params.get(name, "") for name in VIEW_FIELDS["timeline"]}
     kept = {name: value for name, value in kept.items() if value}
-    first_link = "" if not start and not skip else f"/cases/{case_id}?" + urlencode(kept)
-    next_link = ""
-    if next_cursor is not None:
-        token, skipped = next_cursor
-        next_link = f"/cases/{case_id}?" + urlencode(
-            {**kept, "after": token, **({"skip": str(skipped)} if skipped else {})}
-        )
+
+    def link(to: str) -> str:
+        return f"/cases/{case_id}?" + urlencode({**kept, **({"page": to} if to else {})})
+
     return render(
         request,
         "timeline.html",
         session,
         case_id=case_id,
         view="timeline",
-        rows=[pages.TimelineRow.of(entry) for entry in rows],
-        total=total,
+        rows=[pages.TimelineRow.of(entry) for entry in page.entries],
+        total=page.total_events,
         basis=basis,
         chosen=chosen,
+        event_types=pages.event_types(),
         params=params,
-        first_link=first_link,
-        next_link=next_link,
+        first_link=link("") if token else "",
+        previous_link=link(page.previous_page_token) if page.previous_page_token else "",
+        next_link=link(page.next_page_token) if page.next_page_token else "",
         duration=pages.duration,
         field_value=pages.field_value,
     )
 
 
-async def _filtered_page(
-    client: AuditClient,
-    session: Session,
-    case_id: str,
-    basis: str,
-    chosen: pages.TimelineFilter,
-    start: str,
-    skip: int,
-) -> tuple[list[audit_pb2.TimelineEntry], int, tuple[str, int] | None]:
-    """One page of matching entries, reading audit's pages from ``start`` (skipping ``skip``
-    entries of it) only until the page is full; the cursor says where the next page starts."""
-    token, skipping, total = start, skip, 0
-    matched: list[audit_pb2.TimelineEntry] = []
-    while True:
-        page = await client.timeline(
-            caller(session),
-            case_id,
-            basis,
-            as_of=chosen.until,
-            page_size=TIMELINE_FETCH if chosen.active else pages.PAGE_SIZE,
-            page_token=token,
-        )
-        total = total or int(page.total_events)
-        entries = page.entries
-        for index in range(skipping, len(entries)):
-            if not chosen.matches(entries[index], basis):
-                continue
-            matched.append(entries[index])
-            if len(matched) == pages.PAGE_SIZE:
-                if index + 1 < len(entries):
-                    return matched, total, (token, index + 1)
-                more = page.next_page_token
-                return matched, total, ((more, 0) if more else None)
-        skipping = 0
-        if not page.next_page_token:
-            return matched, total, None
-        token = page.next_page_token
+async def ledger_proofs(request: Request) -> Response:
+    """The proofs the timeline page's script checks (hashes and signed checkpoints only)."""
+    session = signed_in(request)
+    return await integrity.endpoint(request, console_of(request).client(), caller(session))
 
 
 async def state(request: Request) -> Response:
@@ -384,14 +350,15 @@ async def compare(request: Request) -> Response:
 async def access(request: Request) -> Response:
     session = signed_in(request)
     case_id = pages.case_id(request.path_params["case_id"])
-    records = await console_of(request).client().access_log(caller(session), case_id)
+    log = await console_of(request).client().access_log(caller(session), case_id)
     return render(
         request,
         "access.html",
         session,
         case_id=case_id,
         view="access",
-        records=records,
+        records=log.records,
+        refusals=log.refusals,
         moment_of=lambda value: pages.shown(value.ToDatetime(tzinfo=UTC)),
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -23,6 +24,8 @@ from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
+from casetrail.audit.v1 import audit_pb2
+from services.console.audit_client import AuditClient, Caller
 from services.console.server import RunningConsole, start_console
 from tests.console.conftest import DemoCasetrail
 
@@ -143,6 +146,52 @@ def submit(driver: WebDriver, label: str) -> None:
     follow(driver, driver.find_element(By.XPATH, f"//button[normalize-space()='{label}']"))
 
 
+class TamperedProofs(AuditClient):
+    """Audit's client with every inclusion proof altered on its way to the browser: one bit of
+    its first sibling hash (of the checkpoint's root when the proof is empty)."""
+
+    async def prove_event(
+        self, caller: Caller, event_id: str
+    ) -> audit_pb2.ProveEventInclusionResponse:
+        answer = audit_pb2.ProveEventInclusionResponse()
+        answer.CopyFrom(await super().prove_event(caller, event_id))
+        if answer.proof:
+            answer.proof[0] = bytes([answer.proof[0][0] ^ 1]) + answer.proof[0][1:]
+        else:
+            root = answer.checkpoint.root_hash
+            answer.checkpoint.root_hash = bytes([root[0] ^ 1]) + root[1:]
+        return answer
+
+
+def integrity_checked(driver: WebDriver) -> str:
+    """The timeline's integrity state once the browser checked every row, reloading while
+    some event is not yet in a checkpoint (services sign every few seconds)."""
+    deadline = time.monotonic() + 90
+    while True:
+        state = WebDriverWait(driver, 30).until(
+            lambda found: found.find_element(By.ID, "integrity-summary").get_attribute("data-state")
+        )
+        if state != "pending" or time.monotonic() > deadline:
+            return state or ""
+        time.sleep(2)
+        driver.refresh()
+
+
+def badges(driver: WebDriver) -> list[str]:
+    return [
+        cell.text for cell in driver.find_elements(By.CSS_SELECTOR, "#timeline .integrity-cell")
+    ]
+
+
+def sign_in_and_open(driver: WebDriver, url: str, case_id: str, user: str) -> None:
+    driver.get(url + "/signin")
+    driver.find_element(By.ID, "dev-user").send_keys(user)
+    Select(driver.find_element(By.ID, "dev-role")).select_by_value("auditor")
+    submit(driver, "Sign in (development)")
+    driver.find_element(By.ID, "case-id").send_keys(case_id)
+    submit(driver, "Open the case")
+
+
 def test_an_auditor_reviews_the_demo_case(
     browser: WebDriver,
     console: RunningConsole,
@@ -173,15 +222,22 @@ def test_an_auditor_reviews_the_demo_case(
     assert "casetrail.case.opened" in types
     assert len(set(types)) > 3
     assert browser.find_elements(By.CSS_SELECTOR, "#timeline .late-badge")
+    assert integrity_checked(browser) == "verified"
+    shown = badges(browser)
+    assert shown
+    assert all(text.startswith("✓ verified: in casetrail/") for text in shown), shown
+    checkpoints = browser.find_element(By.ID, "integrity-checkpoints").text
+    assert "signature verified" in checkpoints
+    assert "root " in checkpoints
     reviewed.check("02-timeline")
 
-    browser.find_element(By.ID, "f-type").send_keys("service.")
+    Select(browser.find_element(By.ID, "f-type")).select_by_value("casetrail.service.scheduled")
     submit(browser, "Apply")
     filtered = [
         cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#timeline td:nth-child(3)")
     ]
     assert filtered
-    assert all(".service." in text for text in filtered)
+    assert set(filtered) == {"casetrail.service.scheduled"}
     reviewed.check("03-timeline-filtered")
 
     follow(browser, browser.find_element(By.LINK_TEXT, "As of a moment"))
@@ -215,3 +271,26 @@ def test_an_auditor_reviews_the_demo_case(
         assert shot.stat().st_size > 1000
     assert len(list(tmp_path.glob("*.png"))) == 7
     assert reviewed.violations == {}
+
+
+def test_a_corrupted_proof_shows_as_failed(
+    browser: WebDriver, demo_casetrail: DemoCasetrail, axe_source: str, tmp_path: Path
+) -> None:
+    background = demo_casetrail.background
+    tampering = background.run(
+        start_console(demo_casetrail.settings(), "127.0.0.1", 0, audit_client=TamperedProofs)
+    )
+    try:
+        browser.delete_all_cookies()
+        sign_in_and_open(browser, tampering.url, demo_casetrail.case_id, "ada-tamper")
+        assert integrity_checked(browser) == "failed"
+        shown = badges(browser)
+        assert shown
+        assert all(text.startswith("✗ FAILED: ") for text in shown), shown
+        summary = browser.find_element(By.ID, "integrity-summary").text
+        assert f"{len(shown)} FAILED" in summary
+        reviewed = Pages(browser, axe_source, tmp_path)
+        reviewed.check("08-integrity-failed")
+        assert reviewed.violations == {}
+    finally:
+        background.run(tampering.stop())

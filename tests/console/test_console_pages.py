@@ -186,9 +186,10 @@ def test_timeline_filters_by_type_actor_and_period(
     csrf = sign_in(client)
     case = demo_casetrail.case_id
     by_type = client.post(
-        f"/cases/{case}/go", data={"csrf": csrf, "view": "timeline", "type": "case.opened"}
+        f"/cases/{case}/go",
+        data={"csrf": csrf, "view": "timeline", "type": "casetrail.case.opened"},
     )
-    assert by_type.url.query == b"type=case.opened" or "type=case.opened" in str(by_type.url)
+    assert "type=casetrail.case.opened" in str(by_type.url)
     types = set(re.findall(r"<td>(casetrail\.[a-z_.]+)</td>", by_type.text))
     assert types == {"casetrail.case.opened"}
     everything = client.get(f"/cases/{case}").text
@@ -200,6 +201,9 @@ def test_timeline_filters_by_type_actor_and_period(
     assert set(shown) == {actors[0]}
     far_future = client.get(f"/cases/{case}", params={"from": "2199-01-01T00:00"}).text
     assert "No event matches." in far_future
+    unknown = client.get(f"/cases/{case}", params={"type": "casetrail.no.such"})
+    assert unknown.status_code == 400
+    assert "catalog" in unknown.text
 
 
 def test_timeline_pages(
@@ -220,6 +224,12 @@ def test_timeline_pages(
         url = found.group(1).replace("&amp;", "&")
     total = int(re.search(r"(\d+) in the case's view", html).group(1))  # type: ignore[union-attr]
     assert len(seen) == total > 4
+    # Back from the last page, one page at a time, to the first.
+    back: list[str] = rows
+    while found := re.search(r'<a href="([^"]+)" rel="prev">', html):
+        html = client.get(found.group(1).replace("&amp;", "&")).text
+        back = re.findall(r"<td>(casetrail\.[a-z_.]+)</td>", html) + back
+    assert back == seen
 
 
 def test_state_as_of_a_moment_and_before_the_case(
@@ -275,12 +285,20 @@ def test_compare_two_moments_highlights_differences(
 def test_access_log_names_the_console_user(
     client: TestClient, demo_casetrail: DemoCasetrail
 ) -> None:
+    # A supervisor of no team on the case is refused, and the refusal is recorded.
+    sign_in(client, user="sam-elsewhere", role="supervisor")
+    refused = client.get(f"/cases/{demo_casetrail.case_id}")
+    assert refused.status_code == 403
     sign_in(client, user="ada-access")
     client.get(f"/cases/{demo_casetrail.case_id}")
     answer = client.get(f"/cases/{demo_casetrail.case_id}/access")
     assert answer.status_code == 200
-    # The timeline page and this page itself were both recorded.
-    assert answer.text.count("<td>ada-access</td>") >= 2
+    # The timeline page and this page itself were both recorded, naming the console.
+    accesses = answer.text.split('id="refusals"')[0]
+    assert accesses.count("<td>ada-access</td>") >= 2
+    assert "<td>casetrail-console</td>" in accesses
+    refusals = answer.text.split('id="refusals"')[1]
+    assert "<td>sam-elsewhere</td>" in refusals
 
 
 def test_export_is_cloudevents_json_lines(

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+<<<<<<< HEAD
 from collections.abc import AsyncIterator, Callable
+=======
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+>>>>>>> 1d27436 (Audit timeline paged from an index (keyset cursor on both clocks, filters by type/actor/period, access events in their own lane, previous page); console badge verifies each event's ledger inclusion in the browser (SHA-256, Ed25519); access events name the client application (record.accessed v3); access log lists refusals (issue 12))
 from pathlib import Path
 
 import pytest
 
 from events.envelope import RecordedEvent
-from events.projections.port import Document, DocumentTransaction, Projection, ReadModelStore
+from events.projections.port import (
+    Document,
+    DocumentTransaction,
+    KeyRange,
+    Projection,
+    ReadModelStore,
+)
 from events.projections.runner import BusProjectionHandler, catch_up, rebuild
 from events.projections.sqlite import SqliteReadModelStore
 from events.store.port import NO_STREAM, EventStore
@@ -103,6 +114,63 @@ async def test_documents_put_get_find_delete(read_models: ReadModelStore) -> Non
         await transaction.delete("cases", "c1")
     assert await read_models.get("cases", "c1") is None
     assert [key for key, _ in await dump(read_models, "cases")] == ["c2"]
+
+
+class ScanningReadModels(ReadModelStore):
+    """The port's own key-range reads (a scan), over a real store's documents."""
+
+    def __init__(self, inner: ReadModelStore) -> None:
+        self.inner = inner
+
+    def transaction(self) -> AbstractAsyncContextManager[DocumentTransaction]:
+        return self.inner.transaction()
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        return await self.inner.get(collection, key)
+
+    async def find(
+        self,
+        collection: str,
+        equals: Mapping[str, str | int | bool] | None = None,
+        contains: Mapping[str, str] | None = None,
+        limit: int = 1000,
+    ) -> list[Document]:
+        return await self.inner.find(collection, equals, contains, limit)
+
+    def scan(self, collection: str) -> AsyncIterator[tuple[str, Document]]:
+        return self.inner.scan(collection)
+
+    async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
+        await self.inner.reset(projection, collections)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_key_ranges_read_in_byte_order_with_bounds_filters_and_limits(
+    read_models: ReadModelStore,
+) -> None:
+    keys = ["c1|a", "c1|b|1", "c1|b|2", "c1|B", "c1|b~", "c10|a", "c1-x", "c1|z"]
+    async with read_models.transaction() as transaction:
+        for number, key in enumerate(keys):
+            kind = "even" if number % 2 == 0 else "odd"
+            await transaction.put("index", key, {"n": number, "kind": kind})
+
+    for store in (read_models, ScanningReadModels(read_models)):
+        every = KeyRange("c1|", "c1|~")
+        found = await store.key_range("index", every)
+        assert [key for key, _ in found] == ["c1|B", "c1|a", "c1|b|1", "c1|b|2", "c1|b~", "c1|z"]
+        assert await store.count_range("index", every) == 6
+        backward = KeyRange("c1|a", "c1|b~", descending=True, limit=2)
+        assert [key for key, _ in await store.key_range("index", backward)] == [
+            "c1|b|2",
+            "c1|b|1",
+        ]
+        odd = KeyRange("c1|", "c1|~", where={"kind": ["odd"]})
+        assert [d["n"] for _, d in await store.key_range("index", odd)] == [3, 1, 7]
+        assert await store.count_range("index", odd) == 3
+        none = KeyRange("c1|", "c1|~", where={"kind": []})
+        assert await store.key_range("index", none) == []
 
 
 async def test_a_failed_transaction_leaves_nothing_behind(read_models: ReadModelStore) -> None:

@@ -1,47 +1,86 @@
-"""The per-case timeline read model: every case event audit received, as CloudEvents.
+"""The per-case timeline read model: every case event audit received, as CloudEvents, indexed
+on both clocks so that a page is one index read whatever the length of the case.
 
-Layout (all reads and writes by primary key, so neither grows slower with the number of cases):
+Layout (``events.projections.port.KeyRange`` reads the index in key order):
 
-* ``audit_cases/<case_id>``: how many events and chunks the case has;
-* ``audit_timeline_chunks/<case_id>:<chunk>``: up to ``chunk_size`` events in arrival order,
-  each a CloudEvents structured document (``events.cloudevents.to_structured``);
-* ``audit_seen_events/<event_id>``: marks an event as applied.
+* ``audit_timeline_index/<case>|<clock>|<lane>|<sort key>``: one document per event and clock
+  (``o`` occurred, ``r`` recorded), ``{"type", "actor", "event"}`` where ``event`` is the
+  CloudEvents structured document. The sort key (``history.sort_key``, zero-padded) makes the
+  key order the clock's order, so a period, an as-of moment and a page cursor are key bounds.
+  The lane keeps access events (``a``: accessed, denied) apart from the case's own history
+  (``h``): every read appends one, and a timeline without them never reads them.
+* ``audit_timeline_index/<case>|f|<recorded sort key>``: the policy's fact entries
+  (``entry_of``) of the fact-bearing events, so a query decides on the case without reading its
+  history;
+* ``audit_case_timelines/<case>``: how many events and access events the case has;
+* ``audit_timeline_seen/<event_id>``: marks an event as applied and points at its entry.
 
-Chunks bound both sides: appending rewrites one chunk (not the whole history), reading a case
-of n events takes n / chunk_size lookups. The seen-marker makes ``apply`` idempotent whatever
-feeds it: the bus (where a redelivery is normal) and audit's own store both carry audit's own
-access events.
+Every event is written twice (once per clock): storage for a one-query page on either clock.
+The seen-marker makes ``apply`` idempotent whatever feeds it: the bus (where a redelivery is
+normal) and audit's own store both carry audit's own access events.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
+from events.catalog.access import RecordAccessDenied, RecordAccessed
 from events.cloudevents import from_structured, to_structured
-from events.envelope import RecordedEvent
+from events.envelope import RecordedEvent, to_micros
 from events.errors import InvalidEventError
-from events.projections.port import DocumentTransaction, Projection, ReadModelStore
+from events.policy.facts import Entry, entry_of
+from events.projections.port import (
+    DocumentTransaction,
+    KeyRange,
+    Projection,
+    ReadModelStore,
+)
 from events.registry import EventRegistry
+from services.audit.domain.history import IndexPage, PageCursor, TimeBasis, TimelineQuery
 
-CASES = "audit_cases"
-CHUNKS = "audit_timeline_chunks"
-SEEN = "audit_seen_events"
-DEFAULT_CHUNK_SIZE = 20
+CASES = "audit_case_timelines"
+INDEX = "audit_timeline_index"
+SEEN = "audit_timeline_seen"
+
+ACCESS_TYPES = frozenset({RecordAccessed.event_type, RecordAccessDenied.event_type})
+HISTORY, ACCESSES = "h", "a"
+FACTS = "f"
+"""Beside the clocks' lanes: the policy's fact entries of the case, in recorded order."""
+_CLOCKS = {TimeBasis.OCCURRED: "o", TimeBasis.RECORDED: "r"}
+_EPOCH_SHIFT = 62_135_596_800_000_000
+"""Microseconds from 0001-01-01 to the Unix epoch: shifted times are never negative, so their
+zero-padded digits sort as the times do."""
+_END = "~"
+"""Above every character of a key (identifiers, digits, '|', '/')."""
+_READ_ALL = 1000
 
 
-def chunk_key(case_id: str, chunk: int) -> str:
-    return f"{case_id}:{chunk:08d}"
+def _micros(value: int) -> str:
+    return f"{value + _EPOCH_SHIFT:020d}"
+
+
+def sort_suffix(recorded: RecordedEvent, basis: TimeBasis) -> str:
+    """The event's place on ``basis``'s clock, as the ordered tail of its index key."""
+    occurred = to_micros(recorded.metadata.occurred_at)
+    stored = to_micros(recorded.recorded_at)
+    first, second = (occurred, stored) if basis is TimeBasis.OCCURRED else (stored, occurred)
+    source, stream = recorded.metadata.source, recorded.stream
+    return f"{_micros(first)}|{_micros(second)}|{source}|{stream}|{recorded.sequence:020d}"
+
+
+def lane_of(event_type: str) -> str:
+    return ACCESSES if event_type in ACCESS_TYPES else HISTORY
+
+
+def _prefix(case_id: str, basis: TimeBasis, lane: str) -> str:
+    return f"{case_id}|{_CLOCKS[basis]}|{lane}|"
 
 
 class TimelineProjection(Projection):
-    name = "timeline"
-    collections = (CASES, CHUNKS, SEEN)
-
-    def __init__(self, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
-        self._chunk_size = chunk_size
+    name = "timeline-index"
+    collections = (CASES, INDEX, SEEN)
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
         # Client-level events (casetrail.client.registered) belong to no case.
@@ -51,26 +90,27 @@ class TimelineProjection(Projection):
         if await transaction.get(SEEN, event_id) is not None:
             return
         case_id = recorded.subject
+        lane = lane_of(recorded.event_type)
+        document = {
+            "type": recorded.event_type,
+            "actor": recorded.metadata.actor.user_id,
+            "event": to_structured(recorded),
+        }
+        keys = {
+            basis.value: _prefix(case_id, basis, lane) + sort_suffix(recorded, basis)
+            for basis in TimeBasis
+        }
+        for key in keys.values():
+            await transaction.put(INDEX, key, document)
+        entry = entry_of(recorded)
+        if entry is not None:
+            # Keyed on the recorded clock: facts fold in recorded order (events.policy.facts).
+            recorded_key = sort_suffix(recorded, TimeBasis.RECORDED)
+            await transaction.put(INDEX, f"{case_id}|{FACTS}|{recorded_key}", entry)
         header = await transaction.get(CASES, case_id) or _new_header(case_id)
-        structured = to_structured(recorded)
-        if header["chunks"] and header["last_chunk_events"] < self._chunk_size:
-            # The last chunk has room: the store splices the event in (no chunk decoded and
-            # encoded again per event: most events are reads' access records, one per read).
-            number = header["chunks"] - 1
-            if not await transaction.append_to_list(
-                CHUNKS, chunk_key(case_id, number), "events", structured
-            ):
-                raise RuntimeError(f"timeline chunk {number} of case {case_id!r} is missing")
-            header["last_chunk_events"] += 1
-        else:
-            header["chunks"] += 1
-            number = header["chunks"] - 1
-            chunk = {"case_id": case_id, "chunk": number, "events": [structured]}
-            await transaction.put(CHUNKS, chunk_key(case_id, number), chunk)
-            header["last_chunk_events"] = 1
-        header["events"] += 1
+        header["accesses" if lane == ACCESSES else "events"] += 1
         await transaction.put(CASES, case_id, header)
-        await transaction.put(SEEN, event_id, {"case_id": case_id})
+        await transaction.put(SEEN, event_id, {"case_id": case_id, "key": keys["occurred"]})
 
 
 class ReadModelTimelines:
@@ -80,26 +120,77 @@ class ReadModelTimelines:
         self._read_models = read_models
         self._registry = registry
 
+    async def facts_of(self, case_id: str) -> list[Entry] | None:
+        """The case's fact entries (``None`` when audit has no event of the case)."""
+        if await self._read_models.get(CASES, case_id) is None:
+            return None
+        prefix = f"{case_id}|{FACTS}|"
+        entries: list[Entry] = []
+        low = prefix
+        while True:
+            keys = KeyRange(low, prefix + _END, limit=_READ_ALL)
+            rows = await self._read_models.key_range(INDEX, keys)
+            entries.extend(document for _, document in rows)
+            if len(rows) < _READ_ALL:
+                return entries
+            low = rows[-1][0]
+
+    async def page(
+        self, case_id: str, query: TimelineQuery, cursor: PageCursor | None, size: int
+    ) -> IndexPage:
+        """``size`` entries of the view in its clock's order, read from the index only: each
+        lane is read up to ``size + 1`` keys and the lanes are merged on their sort keys."""
+        backward = cursor is not None and cursor.backward
+        found: list[tuple[str, dict[str, Any]]] = []
+        for lane in _lanes(query):
+            keys = _key_range(case_id, query, lane, cursor, size + 1)
+            prefix = _prefix(case_id, query.basis, lane)
+            rows = await self._read_models.key_range(INDEX, keys)
+            found.extend((key.removeprefix(prefix), document) for key, document in rows)
+        found.sort(key=lambda item: item[0].encode(), reverse=backward)
+        chosen = found[:size]
+        if backward:
+            chosen.reverse()
+        return IndexPage(
+            [self._decode(case_id, document["event"]) for _, document in chosen],
+            [suffix for suffix, _ in chosen],
+            more=len(found) > size,
+        )
+
+    async def count(self, case_id: str, query: TimelineQuery) -> int:
+        """Events in the whole view (all pages)."""
+        total = 0
+        for lane in _lanes(query):
+            keys = _key_range(case_id, query, lane, None, 0)
+            total += await self._read_models.count_range(INDEX, keys)
+        return total
+
     async def events_of(self, case_id: str) -> list[RecordedEvent]:
-        header = await self._read_models.get(CASES, case_id)
-        if header is None:
-            return []
-        documents: list[dict[str, Any]] = []
-        for number in range(int(header["chunks"])):
-            chunk = await self._read_models.get(CHUNKS, chunk_key(case_id, number))
-            if chunk is not None:
-                documents.extend(chunk["events"])
-        return [self._decode(case_id, document) for document in documents]
+        """Every event of the case (access events included), on the occurred clock."""
+        return await self._everything(case_id, TimelineQuery(TimeBasis.OCCURRED))
+
+    async def accesses_of(self, case_id: str) -> list[RecordedEvent]:
+        """The case's access events (accessed and denied), on the occurred clock."""
+        query = TimelineQuery(TimeBasis.OCCURRED, event_types=ACCESS_TYPES)
+        return await self._everything(case_id, query)
 
     async def event(self, event_id: UUID) -> RecordedEvent | None:
         """The case event audit received with this id (None for one of no case)."""
         seen = await self._read_models.get(SEEN, str(event_id))
         if seen is None:
             return None
-        for recorded in await self.events_of(seen["case_id"]):
-            if recorded.event_id == event_id:
-                return recorded
-        return None
+        document = await self._read_models.get(INDEX, seen["key"])
+        return None if document is None else self._decode(seen["case_id"], document["event"])
+
+    async def _everything(self, case_id: str, query: TimelineQuery) -> list[RecordedEvent]:
+        events: list[RecordedEvent] = []
+        cursor: PageCursor | None = None
+        while True:
+            page = await self.page(case_id, query, cursor, _READ_ALL)
+            events.extend(page.entries)
+            if not page.more:
+                return events
+            cursor = PageCursor(page.suffixes[-1])
 
     def _decode(self, case_id: str, document: dict[str, Any]) -> RecordedEvent:
         try:
@@ -111,5 +202,39 @@ class ReadModelTimelines:
             ) from error
 
 
+def _lanes(query: TimelineQuery) -> Iterator[str]:
+    types = query.event_types
+    if not types or types - ACCESS_TYPES:
+        yield HISTORY
+    if (not types and not query.without_accesses) or types & ACCESS_TYPES:
+        yield ACCESSES
+
+
+def _key_range(
+    case_id: str, query: TimelineQuery, lane: str, cursor: PageCursor | None, limit: int
+) -> KeyRange:
+    prefix = _prefix(case_id, query.basis, lane)
+    low, high = prefix, prefix + _END
+    if query.since is not None:
+        # Keys of events at `since` extend these digits, so they sort after them.
+        low = max(low, prefix + _micros(to_micros(query.since)), key=str.encode)
+    last = min(
+        (moment for moment in (query.as_of, query.until) if moment is not None), default=None
+    )
+    if last is not None:
+        high = min(high, prefix + _micros(to_micros(last)) + _END, key=str.encode)
+    if cursor is not None and cursor.backward:
+        high = min(high, prefix + cursor.suffix, key=str.encode)
+    elif cursor is not None:
+        low = max(low, prefix + cursor.suffix, key=str.encode)
+    where: dict[str, list[str]] = {}
+    if query.event_types:
+        where["type"] = sorted(query.event_types)
+    if query.actor_id is not None:
+        where["actor"] = [query.actor_id]
+    backward = cursor is not None and cursor.backward
+    return KeyRange(low, high, where, descending=backward, limit=limit)
+
+
 def _new_header(case_id: str) -> dict[str, Any]:
-    return {"case_id": case_id, "events": 0, "chunks": 0, "last_chunk_events": 0}
+    return {"case_id": case_id, "events": 0, "accesses": 0}

@@ -3,15 +3,15 @@ it is about to disclose, and only then returns it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from events.catalog.access import RecordAccessed, RecordSection
+from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSection
 from events.envelope import RecordedEvent
 from events.identity.principal import Principal
-from events.policy.facts import entry_of
+from events.policy.facts import Entry
 from events.policy.guard import AccessControl, Disclosure, access_stream
 from events.policy.vocabulary import Action
 from events.queries import QueryContext
@@ -24,13 +24,29 @@ from services.audit.domain.access import (
 )
 from services.audit.domain.case_state import CaseState, fold
 from services.audit.domain.errors import CaseNotFound
-from services.audit.domain.history import SortKey, TimeBasis
+from services.audit.domain.history import IndexPage, PageCursor, TimeBasis, TimelineQuery
 from services.audit.domain.summaries import summary
 
 
 class CaseTimelines(Protocol):
+    async def facts_of(self, case_id: str) -> list[Entry] | None:
+        """The policy's fact entries of the case; ``None`` when audit has no event of it."""
+        ...
+
+    async def page(
+        self, case_id: str, query: TimelineQuery, cursor: PageCursor | None, size: int
+    ) -> IndexPage:
+        """One page of the case's view, read from an index (never the whole case)."""
+        ...
+
+    async def count(self, case_id: str, query: TimelineQuery) -> int: ...
+
     async def events_of(self, case_id: str) -> list[RecordedEvent]:
         """Every event audit has received for the case, in no particular order."""
+        ...
+
+    async def accesses_of(self, case_id: str) -> list[RecordedEvent]:
+        """The case's access events (accessed and denied)."""
         ...
 
 
@@ -45,7 +61,8 @@ class AuditDeps:
 @dataclass(frozen=True)
 class TimelinePage:
     entries: list[RecordedEvent]
-    next_cursor: SortKey | None
+    next_cursor: PageCursor | None
+    previous_cursor: PageCursor | None
     total: int
 
 
@@ -59,23 +76,29 @@ async def get_timeline(
     deps: AuditDeps,
     viewer: QueryContext,
     case_id: str,
-    basis: TimeBasis,
+    query: TimelineQuery,
     *,
-    as_of: datetime | None = None,
     page_size: int = 100,
-    cursor: SortKey | None = None,
+    cursor: PageCursor | None = None,
     principal: Principal | None = None,
 ) -> TimelinePage:
+    """One page of the view, from the timeline's index: its cost does not grow with the case."""
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
-    everything = await _history(deps, case_id)
-    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id, everything)
-    ordered = history.view(everything, basis, as_of)
-    start = 0 if cursor is None else history.after(ordered, basis, cursor)
-    entries = ordered[start : start + page_size]
-    more = start + page_size < len(ordered)
-    await _release(deps, viewer, allowed, case_id, entries)
-    next_cursor = history.sort_key(entries[-1], basis) if more and entries else None
-    return TimelinePage(entries, next_cursor, len(ordered))
+    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
+    page = await deps.timelines.page(case_id, query, cursor, page_size)
+    total = await deps.timelines.count(case_id, query)
+    await _release(deps, viewer, allowed, case_id, page.entries)
+    backward = cursor is not None and cursor.backward
+    first, last = (page.suffixes[0], page.suffixes[-1]) if page.suffixes else (None, None)
+    # Read backward, the page came from a later one; read forward, from an earlier one.
+    more_after = page.more if not backward else last is not None
+    more_before = page.more if backward else cursor is not None and first is not None
+    return TimelinePage(
+        page.entries,
+        PageCursor(last) if more_after and last is not None else None,
+        PageCursor(first, backward=True) if more_before and first is not None else None,
+        total,
+    )
 
 
 async def get_state_as_of(
@@ -87,8 +110,8 @@ async def get_state_as_of(
     principal: Principal | None = None,
 ) -> CaseState:
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
-    everything = await _history(deps, case_id)
-    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id, everything)
+    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
+    everything = await deps.timelines.events_of(case_id)
     ordered = history.view(everything, basis, as_of)
     state = fold(case_id, ordered, basis)
     await _release(deps, viewer, allowed, case_id, ordered, STATE_SECTIONS)
@@ -105,8 +128,8 @@ async def who_did_what(
     principal: Principal | None = None,
 ) -> list[Activity]:
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
-    everything = await _history(deps, case_id)
-    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id, everything)
+    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
+    everything = await deps.timelines.events_of(case_id)
     ordered = history.view(everything, basis)
     chosen = [e for e in ordered if actor_id is None or e.metadata.actor.user_id == actor_id]
     await _release(deps, viewer, allowed, case_id, chosen)
@@ -122,8 +145,8 @@ async def export_case(
 ) -> list[RecordedEvent]:
     """The whole history, for ``events.cloudevents.iter_json_lines``."""
     who = await _caller(deps, viewer, principal, Action.EXPORT, case_id)
-    everything = await _history(deps, case_id)
-    allowed = await _authorize(deps, viewer, who, Action.EXPORT, case_id, everything)
+    allowed = await _authorize(deps, viewer, who, Action.EXPORT, case_id)
+    everything = await deps.timelines.events_of(case_id)
     ordered = history.view(everything, basis)
     await _release(deps, viewer, allowed, case_id, ordered)
     return ordered
@@ -132,17 +155,18 @@ async def export_case(
 async def get_access_log(
     deps: AuditDeps, viewer: QueryContext, case_id: str, principal: Principal | None = None
 ) -> list[RecordedEvent]:
-    """Every recorded access to the case, oldest first, this one included.
+    """Every recorded access to the case and every refusal, oldest first, this one included.
 
     Audit's own store answers at once (the timeline learns of new accesses a moment later);
     the timeline adds accesses recorded by any other service.
     """
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
-    timeline = await _history(deps, case_id)
-    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id, timeline)
+    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
     await _release(deps, viewer, allowed, case_id, (), (RecordSection.ACCESS_LOG,))
+    timeline = await deps.timelines.accesses_of(case_id)
     own = await deps.store.read_stream(access_stream(case_id))
-    merged = {e.event_id: e for e in [*timeline, *own] if isinstance(e.event, RecordAccessed)}
+    kinds = (RecordAccessed, RecordAccessDenied)
+    merged = {e.event_id: e for e in [*timeline, *own] if isinstance(e.event, kinds)}
     return history.view(merged.values(), TimeBasis.OCCURRED)
 
 
@@ -161,13 +185,6 @@ async def authorize_ledger(
     decision = deps.access.decide(who, Action.READ_LEDGER, viewer.purpose, None)
     if not decision.allowed:
         await deps.access.refuse(who, Action.READ_LEDGER, viewer.purpose, LEDGER_SUBJECT, decision)
-
-
-async def _history(deps: AuditDeps, case_id: str) -> list[RecordedEvent]:
-    events = await deps.timelines.events_of(case_id)
-    if not events:
-        raise CaseNotFound(case_id)
-    return events
 
 
 async def _caller(
@@ -192,16 +209,14 @@ def _who(deps: AuditDeps, viewer: QueryContext, principal: Principal | None) -> 
 
 
 async def _authorize(
-    deps: AuditDeps,
-    viewer: QueryContext,
-    who: Principal,
-    action: Action,
-    case_id: str,
-    everything: Iterable[RecordedEvent],
+    deps: AuditDeps, viewer: QueryContext, who: Principal, action: Action, case_id: str
 ) -> tuple[Principal, Disclosure]:
-    """The policy's decision on the case, its facts folded from the case's whole history
-    (audit holds every event); a refusal is recorded and raised."""
-    entries = [entry for entry in map(entry_of, everything) if entry is not None]
+    """The policy's decision on the case, its facts folded from the fact entries the timeline
+    keeps of the case's whole history (audit holds every event); a refusal is recorded and
+    raised. ``CaseNotFound`` when audit has no event of the case."""
+    entries = await deps.timelines.facts_of(case_id)
+    if entries is None:
+        raise CaseNotFound(case_id)
     facts = await deps.access.case_facts(case_id, entries)
     decision = await deps.access.authorize(who, action, viewer.purpose, facts)
     return who, Disclosure(case_id, decision, None, (), ())

@@ -8,7 +8,8 @@ case at T as the agency knew it" (recorded-at <= T) can differ.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -27,6 +28,37 @@ class TimeBasis(StrEnum):
     """As it was: filter on occurred-at, order by occurred-at then recorded-at."""
     RECORDED = "recorded"
     """As it was known: filter and order on recorded-at."""
+
+
+@dataclass(frozen=True)
+class TimelineQuery:
+    """Which of a case's events a timeline shows, on which clock. Every bound is inclusive and
+    on ``basis``'s clock; ``event_types`` empty means all types."""
+
+    basis: TimeBasis
+    as_of: datetime | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    event_types: frozenset[str] = frozenset()
+    actor_id: str | None = None
+    without_accesses: bool = False
+    """Leave out access events (the access log lists them)."""
+
+
+@dataclass(frozen=True)
+class PageCursor:
+    """Where a page starts: after ``suffix`` (forward) or before it (``backward``)."""
+
+    suffix: str
+    backward: bool = False
+
+
+@dataclass(frozen=True)
+class IndexPage:
+    entries: list[RecordedEvent]
+    suffixes: list[str]
+    more: bool
+    """Another page lies beyond this one, in the direction it was read."""
 
 
 def moment_of(recorded: RecordedEvent, basis: TimeBasis) -> datetime:
@@ -48,19 +80,3 @@ def view(
     """The events known on ``basis``'s clock up to ``as_of`` (inclusive), in that clock's order."""
     selected = events if as_of is None else (e for e in events if moment_of(e, basis) <= as_of)
     return sorted(selected, key=lambda recorded: sort_key(recorded, basis))
-
-
-def after(ordered: Sequence[RecordedEvent], basis: TimeBasis, cursor: SortKey) -> int:
-    """Index of the first event of ``ordered`` (sorted on ``basis``) that comes after ``cursor``.
-
-    A cursor is a sort key rather than an index so that an event arriving between two page
-    requests never makes a page repeat an entry.
-    """
-    low, high = 0, len(ordered)
-    while low < high:
-        middle = (low + high) // 2
-        if sort_key(ordered[middle], basis) <= cursor:
-            low = middle + 1
-        else:
-            high = middle
-    return low

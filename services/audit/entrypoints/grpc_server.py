@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from typing_extensions import override
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
+from events.catalog.access import RecordAccessDenied, RecordAccessed
+from events.catalog_registry import all_event_types
 from events.commands import NotFound
 from events.errors import FieldProblem
 from events.grpc_platform.server import (
@@ -50,23 +52,31 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         basis = read.basis(request.basis)
         page_size = read.page_size(request.page_size)
         cursor = read.page_token(request.page_token, case_id, basis)
+        query = read.timeline_query(request, basis, frozenset(all_event_types()))
         read.done()
         page = await queries.get_timeline(
             self._deps,
             viewer,
             case_id,
-            basis,
-            as_of=moment(request.as_of) if request.HasField("as_of") else None,
+            query,
             page_size=page_size,
             cursor=cursor,
             principal=principal_of(context),
         )
         return audit_pb2.GetTimelineResponse(
-            entries=[responses.timeline_entry(recorded) for recorded in page.entries],
+            entries=[
+                responses.timeline_entry(recorded, with_leaf=request.include_ledger_leaves)
+                for recorded in page.entries
+            ],
             next_page_token=(
                 "" if page.next_cursor is None else page_token(case_id, basis, page.next_cursor)
             ),
             total_events=page.total,
+            previous_page_token=(
+                ""
+                if page.previous_cursor is None
+                else page_token(case_id, basis, page.previous_cursor)
+            ),
         )
 
     @override
@@ -145,7 +155,16 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         read.done()
         accesses = await queries.get_access_log(self._deps, viewer, case_id, principal_of(context))
         return audit_pb2.GetAccessLogResponse(
-            records=[responses.access_record(recorded) for recorded in accesses]
+            records=[
+                responses.access_record(recorded)
+                for recorded in accesses
+                if isinstance(recorded.event, RecordAccessed)
+            ],
+            refusals=[
+                responses.access_refusal(recorded)
+                for recorded in accesses
+                if isinstance(recorded.event, RecordAccessDenied)
+            ],
         )
 
     @override

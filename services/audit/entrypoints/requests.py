@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from datetime import UTC, datetime
 from functools import cache
 from uuid import UUID
@@ -22,10 +23,13 @@ from events.errors import FieldProblem
 from events.grpc_platform.context import query_context_problems
 from events.identity.principal import Principal
 from events.queries import QueryContext
-from services.audit.domain.history import SortKey, TimeBasis
+from services.audit.domain.history import PageCursor, TimeBasis, TimelineQuery
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+MAX_EVENT_TYPES = 64
+_SUFFIX = re.compile(r"\d{20}\|\d{20}\|[A-Za-z0-9_./:-]{1,200}\|[A-Za-z0-9_.:-]{1,200}\|\d{20}")
+"""A timeline index sort key (``adapters.timeline.sort_suffix``): what a page token carries."""
 
 _STAND_IN = QueryContext(Actor("stand-in", Role.SYSTEM), AccessPurpose.CONFIDENTIALITY_REVIEW)
 
@@ -98,24 +102,53 @@ class RequestReader:
 
     def page_token(
         self, token: str, case_id: str, basis: TimeBasis, field: str = "page_token"
-    ) -> SortKey | None:
+    ) -> PageCursor | None:
         if not token:
             return None
         try:
             decoded = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
-            token_case, token_basis, first, second, source, stream, sequence = decoded
-            key: SortKey = (int(first), int(second), str(source), str(stream), int(sequence))
+            token_case, token_basis, direction, suffix = decoded
+            valid = direction in ("after", "before") and _SUFFIX.fullmatch(suffix) is not None
         except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
+            valid = False
+        if not valid:
             self.problems.append(FieldProblem(field, "is not a token this service issued"))
             return None
         if token_case != case_id or token_basis != basis.value:
             self.problems.append(FieldProblem(field, "was issued for another case_id or basis"))
             return None
-        return key
+        return PageCursor(suffix, backward=direction == "before")
+
+    def timeline_query(
+        self, request: audit_pb2.GetTimelineRequest, basis: TimeBasis, types: frozenset[str]
+    ) -> TimelineQuery:
+        """The view's filters; event types must be catalog types (``types``)."""
+        chosen = frozenset(request.event_types)
+        if len(request.event_types) > MAX_EVENT_TYPES:
+            self.problems.append(FieldProblem("event_types", f"at most {MAX_EVENT_TYPES}"))
+        elif unknown := sorted(chosen - types):
+            self.problems.append(
+                FieldProblem("event_types", f"not a catalog event type: {unknown[0][:80]!r}")
+            )
+        actor_id = self.identifier(request.actor_id, "actor_id") if request.actor_id else None
+        since = moment(request.since) if request.HasField("since") else None
+        until = moment(request.until) if request.HasField("until") else None
+        if since is not None and until is not None and since > until:
+            self.problems.append(FieldProblem("until", "must not be before since"))
+        return TimelineQuery(
+            basis,
+            as_of=moment(request.as_of) if request.HasField("as_of") else None,
+            since=since,
+            until=until,
+            event_types=chosen,
+            actor_id=actor_id,
+            without_accesses=request.exclude_access_events,
+        )
 
 
-def page_token(case_id: str, basis: TimeBasis, cursor: SortKey) -> str:
-    payload = json.dumps([case_id, basis.value, *cursor], separators=(",", ":"))
+def page_token(case_id: str, basis: TimeBasis, cursor: PageCursor) -> str:
+    direction = "before" if cursor.backward else "after"
+    payload = json.dumps([case_id, basis.value, direction, cursor.suffix], separators=(",", ":"))
     return base64.urlsafe_b64encode(payload.encode()).decode("ascii")
 
 

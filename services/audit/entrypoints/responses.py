@@ -11,9 +11,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.common.v1 import common_pb2
-from events.catalog.access import RecordAccessed
+from events.catalog.access import RecordAccessDenied, RecordAccessed
 from events.cloudevents import iter_json_lines, to_structured
 from events.envelope import Actor, RecordedEvent
+from events.ledger.export import canonical_of_record
 from services.audit.app.ledger import EventProof, LogStatus
 from services.audit.app.queries import Activity
 from services.audit.domain import case_state
@@ -49,7 +50,7 @@ def actor(value: Actor) -> common_pb2.Actor:
     return common_pb2.Actor(user_id=value.user_id, role=value.role.value)
 
 
-def timeline_entry(recorded: RecordedEvent) -> audit_pb2.TimelineEntry:
+def timeline_entry(recorded: RecordedEvent, *, with_leaf: bool = False) -> audit_pb2.TimelineEntry:
     metadata = recorded.metadata
     return audit_pb2.TimelineEntry(
         event_id=str(recorded.event_id),
@@ -65,6 +66,7 @@ def timeline_entry(recorded: RecordedEvent) -> audit_pb2.TimelineEntry:
         causation_id=str(metadata.causation_id or ""),
         summary=summary(recorded.event),
         cloudevent_json=json.dumps(to_structured(recorded), ensure_ascii=False, sort_keys=True),
+        ledger_leaf=canonical_of_record(recorded) if with_leaf else b"",
     )
 
 
@@ -99,6 +101,24 @@ def access_record(recorded: RecordedEvent) -> audit_pb2.AccessRecord:
         policy_version=event.policy_version,
         redacted_fields=list(event.redacted_fields),
         emergency_access_id=event.emergency_access_id or "",
+        client_application=event.client_application or "",
+    )
+
+
+def access_refusal(recorded: RecordedEvent) -> audit_pb2.AccessRefusal:
+    event = recorded.event
+    assert isinstance(event, RecordAccessDenied)
+    return audit_pb2.AccessRefusal(
+        event_id=str(recorded.event_id),
+        accessor=common_pb2.Actor(user_id=event.accessor_id, role=event.accessor_role.value),
+        accessor_agency_id=event.accessor_agency_id or "",
+        purpose=event.purpose.value,
+        action=event.action,
+        rule=event.rule,
+        policy_version=event.policy_version,
+        occurred_at=timestamp(recorded.metadata.occurred_at),
+        recorded_at=timestamp(recorded.recorded_at),
+        source=recorded.metadata.source,
     )
 
 

@@ -17,6 +17,7 @@ from casetrail.common.v1 import common_pb2
 from cli.rpc import Person
 from events.cloudevents import from_json_lines, from_structured
 from events.envelope import RecordedEvent
+from events.identity.grpc_auth import CLIENT_HEADER, bearer_metadata
 from events.projections.runner import BusProjectionHandler
 from events.projections.sqlite import SqliteReadModelStore
 from events.registry import EventRegistry
@@ -25,7 +26,7 @@ from services.audit.app.queries import AuditDeps
 from services.audit.entrypoints import responses
 from services.audit.entrypoints.grpc_server import SERVICE_NAME, AuditServicer
 from tests.support.grpc import details, refusal, serving, violated_fields
-from tests.support.identity import TestIssuer, acting
+from tests.support.identity import TestIssuer, acting, caller_of
 from tests.unit.audit.support import CASE, DAY, T0, TEAM, late_recorded_case
 
 OCCURRED = audit_pb2.TIME_BASIS_OCCURRED
@@ -115,6 +116,18 @@ async def test_the_timeline_pages_through_the_whole_history(
             break
 
     assert [e.event_id for e in entries] == [str(e.event_id) for e in received]
+    back = await audit.GetTimeline(
+        audit_pb2.GetTimelineRequest(
+            context=viewer(),
+            case_id=CASE,
+            basis=RECORDED,
+            page_size=3,
+            page_token=page.previous_page_token,
+        )
+    )
+    assert [e.event_id for e in back.entries] == [
+        e.event_id for e in entries[-len(page.entries) - 3 : -len(page.entries)]
+    ]
     assert entries[2].actor.role == "coordinator"
     assert entries[2].summary == "assigned the case to worker-ana (social_worker)"
     decoded = [from_structured(json.loads(e.cloudevent_json), registry) for e in entries]
@@ -213,6 +226,21 @@ async def test_bad_requests_name_every_field(audit: audit_pb2_grpc.AuditServiceA
     assert violated_fields(status) == ["context.purpose"]
 
     code, status = await refusal(
+        audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(
+                context=viewer(),
+                case_id=CASE,
+                event_types=["casetrail.no.such"],
+                actor_id="not an id",
+                since=Timestamp(seconds=2_000_000_000),
+                until=Timestamp(seconds=1_000_000_000),
+            )
+        )
+    )
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["event_types", "actor_id", "until"]
+
+    code, status = await refusal(
         audit.GetCaseStateAsOf(audit_pb2.GetCaseStateAsOfRequest(context=viewer(), case_id=CASE))
     )
     assert code is grpc.StatusCode.INVALID_ARGUMENT
@@ -245,3 +273,22 @@ async def test_an_unknown_case_is_not_found(audit: audit_pb2_grpc.AuditServiceAs
     assert [r.resource_name for r in details(status, error_details_pb2.ResourceInfo)] == [
         "case-nope"
     ]
+
+
+@pytest.mark.usefixtures("received")
+async def test_accesses_name_the_client_application_the_caller_declares(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, issuer: TestIssuer
+) -> None:
+    request = audit_pb2.GetAccessLogRequest(context=viewer(), case_id=CASE)
+    token = bearer_metadata(issuer.token_for(caller_of(request)))
+    log = await audit.GetAccessLog(request, metadata=(*token, (CLIENT_HEADER, "casetrail-console")))
+    assert [record.client_application for record in log.records] == ["casetrail-console"]
+    unnamed = await audit.GetAccessLog(request, metadata=token)
+    assert unnamed.records[-1].client_application == ""
+
+    for bad in ("Console With Spaces", "x" * 65, ""):
+        code, status = await refusal(
+            audit.GetAccessLog(request, metadata=(*token, (CLIENT_HEADER, bad)))
+        )
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+        assert violated_fields(status) == [CLIENT_HEADER]

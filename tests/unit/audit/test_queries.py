@@ -25,7 +25,7 @@ from services.audit.app.handlers import SERVICE_SOURCE
 from services.audit.app.queries import AuditDeps
 from services.audit.domain.case_state import CaseStatus
 from services.audit.domain.errors import CaseNotFound
-from services.audit.domain.history import TimeBasis
+from services.audit.domain.history import TimeBasis, TimelineQuery
 from tests.unit.audit.support import (
     AUDITOR,
     CASE,
@@ -70,7 +70,9 @@ async def test_state_as_it_was_differs_from_state_as_it_was_known(deps: AuditDep
 async def test_each_disclosure_is_recorded_with_who_why_and_what(
     deps: AuditDeps, store: SqliteEventStore
 ) -> None:
-    page = await queries.get_timeline(deps, AUDITOR, CASE, TimeBasis.OCCURRED, page_size=1)
+    page = await queries.get_timeline(
+        deps, AUDITOR, CASE, TimelineQuery(TimeBasis.OCCURRED), page_size=1
+    )
     await queries.get_state_as_of(
         deps, SUPERVISOR, CASE, T0, TimeBasis.OCCURRED, principal=SUPERVISING
     )
@@ -94,7 +96,7 @@ async def test_each_disclosure_is_recorded_with_who_why_and_what(
 async def test_access_events_join_the_case_history(
     deps: AuditDeps, store: SqliteEventStore, read_models: SqliteReadModelStore
 ) -> None:
-    await queries.get_timeline(deps, AUDITOR, CASE, TimeBasis.RECORDED)
+    await queries.get_timeline(deps, AUDITOR, CASE, TimelineQuery(TimeBasis.RECORDED))
     await catch_up(store, read_models, TimelineProjection())  # what the service host runs
 
     activities = await queries.who_did_what(
@@ -122,7 +124,7 @@ async def test_only_oversight_roles_may_read_and_each_refusal_is_recorded(
     deps: AuditDeps, store: SqliteEventStore, viewer: QueryContext
 ) -> None:
     with pytest.raises(NotAllowed):
-        await queries.get_timeline(deps, viewer, CASE, TimeBasis.OCCURRED)
+        await queries.get_timeline(deps, viewer, CASE, TimelineQuery(TimeBasis.OCCURRED))
     with pytest.raises(NotAllowed):
         await queries.export_case(deps, viewer, CASE, TimeBasis.OCCURRED)
     with pytest.raises(NotAllowed):
@@ -139,7 +141,7 @@ async def test_an_unknown_case_is_not_found_and_nothing_is_recorded(
     deps: AuditDeps, store: SqliteEventStore
 ) -> None:
     with pytest.raises(CaseNotFound):
-        await queries.get_timeline(deps, AUDITOR, "case-unknown", TimeBasis.OCCURRED)
+        await queries.get_timeline(deps, AUDITOR, "case-unknown", TimelineQuery(TimeBasis.OCCURRED))
     assert await store.last_position() == 0
 
 
@@ -149,7 +151,7 @@ async def test_an_accessor_id_the_catalog_refuses_names_the_request_field(
 ) -> None:
     viewer = QueryContext(Actor("kim@agency", Role.AUDITOR), AccessPurpose.CONFIDENTIALITY_REVIEW)
     with pytest.raises(InvalidCommand) as refused:
-        await queries.get_timeline(deps, viewer, CASE, TimeBasis.OCCURRED)
+        await queries.get_timeline(deps, viewer, CASE, TimelineQuery(TimeBasis.OCCURRED))
 
     # The accessor is the token's subject: the field to name is the credential.
     assert [v.field for v in refused.value.violations] == ["authorization"]
@@ -160,7 +162,9 @@ async def test_an_accessor_id_the_catalog_refuses_names_the_request_field(
 async def test_pages_never_repeat_an_entry_when_an_earlier_event_arrives(
     deps: AuditDeps, read_models: SqliteReadModelStore
 ) -> None:
-    first = await queries.get_timeline(deps, AUDITOR, CASE, TimeBasis.OCCURRED, page_size=2)
+    first = await queries.get_timeline(
+        deps, AUDITOR, CASE, TimelineQuery(TimeBasis.OCCURRED), page_size=2
+    )
     assert first.next_cursor is not None
     assert first.total == 4
 
@@ -176,7 +180,12 @@ async def test_pages_never_repeat_an_entry_when_an_earlier_event_arrives(
     )
 
     second = await queries.get_timeline(
-        deps, AUDITOR, CASE, TimeBasis.OCCURRED, page_size=2, cursor=first.next_cursor
+        deps,
+        AUDITOR,
+        CASE,
+        TimelineQuery(TimeBasis.OCCURRED),
+        page_size=2,
+        cursor=first.next_cursor,
     )
     seen = [e.event_id for e in first.entries]
     assert not {e.event_id for e in second.entries} & set(seen)
@@ -190,8 +199,12 @@ async def test_pages_never_repeat_an_entry_when_an_earlier_event_arrives(
 
 @pytest.mark.usefixtures("received")
 async def test_timeline_as_of_a_moment_on_either_clock(deps: AuditDeps) -> None:
-    was = await queries.get_timeline(deps, AUDITOR, CASE, TimeBasis.OCCURRED, as_of=T0 + 2 * DAY)
-    known = await queries.get_timeline(deps, AUDITOR, CASE, TimeBasis.RECORDED, as_of=T0 + 2 * DAY)
+    was = await queries.get_timeline(
+        deps, AUDITOR, CASE, TimelineQuery(TimeBasis.OCCURRED, as_of=T0 + 2 * DAY)
+    )
+    known = await queries.get_timeline(
+        deps, AUDITOR, CASE, TimelineQuery(TimeBasis.RECORDED, as_of=T0 + 2 * DAY)
+    )
     assert was.total == 3
     assert known.total == 2
 
@@ -216,3 +229,69 @@ def coordination_note() -> RecordAccessed:
         rule="agency-coordinator",
         policy_version="test",
     )
+
+
+@pytest.mark.usefixtures("received")
+async def test_timeline_filters_by_type_actor_and_period(deps: AuditDeps) -> None:
+    async def types(query: TimelineQuery) -> list[str]:
+        page = await queries.get_timeline(deps, AUDITOR, CASE, query)
+        assert page.total == len(page.entries)
+        return [e.event_type for e in page.entries]
+
+    occurred = TimeBasis.OCCURRED
+    assert await types(
+        TimelineQuery(occurred, event_types=frozenset({"casetrail.case.closed"}))
+    ) == ["casetrail.case.closed"]
+    assert await types(TimelineQuery(occurred, actor_id="coord-carla")) == [
+        "casetrail.case.assigned",
+        "casetrail.case.closed",
+    ]
+    # The assignment occurred on day 1 but was recorded on day 3: periods follow the clock.
+    assert await types(TimelineQuery(occurred, since=T0 + DAY, until=T0 + DAY)) == [
+        "casetrail.case.assigned"
+    ]
+    assert await types(TimelineQuery(TimeBasis.RECORDED, since=T0 + DAY, until=T0 + 4 * DAY)) == [
+        "casetrail.case.assigned"
+    ]
+    assert await types(TimelineQuery(occurred, actor_id="nobody")) == []
+
+
+@pytest.mark.usefixtures("received")
+async def test_access_events_can_be_left_out_of_the_timeline(
+    deps: AuditDeps, store: SqliteEventStore, read_models: SqliteReadModelStore
+) -> None:
+    for _ in range(3):
+        await queries.get_timeline(deps, AUDITOR, CASE, TimelineQuery(TimeBasis.OCCURRED))
+    await catch_up(store, read_models, TimelineProjection())
+
+    everything = await queries.get_timeline(deps, AUDITOR, CASE, TimelineQuery(TimeBasis.OCCURRED))
+    history = await queries.get_timeline(
+        deps, AUDITOR, CASE, TimelineQuery(TimeBasis.OCCURRED, without_accesses=True)
+    )
+    only_reads = await queries.get_timeline(
+        deps,
+        AUDITOR,
+        CASE,
+        TimelineQuery(TimeBasis.OCCURRED, event_types=frozenset({RecordAccessed.event_type})),
+    )
+    assert (everything.total, history.total, only_reads.total) == (7, 4, 3)
+    assert RecordAccessed.event_type not in {e.event_type for e in history.entries}
+
+
+@pytest.mark.usefixtures("received")
+async def test_pages_go_forward_and_back(deps: AuditDeps) -> None:
+    query = TimelineQuery(TimeBasis.RECORDED)
+    first = await queries.get_timeline(deps, AUDITOR, CASE, query, page_size=3)
+    assert first.previous_cursor is None
+    assert first.next_cursor is not None
+    second = await queries.get_timeline(
+        deps, AUDITOR, CASE, query, page_size=3, cursor=first.next_cursor
+    )
+    assert second.next_cursor is None
+    assert second.previous_cursor is not None
+    back = await queries.get_timeline(
+        deps, AUDITOR, CASE, query, page_size=3, cursor=second.previous_cursor
+    )
+    assert [e.event_id for e in back.entries] == [e.event_id for e in first.entries]
+    assert back.previous_cursor is None
+    assert back.next_cursor == first.next_cursor

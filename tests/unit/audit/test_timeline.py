@@ -11,25 +11,30 @@ from events.projections.sqlite import SqliteReadModelStore
 from events.registry import EventRegistry
 from services.audit.adapters.timeline import (
     CASES,
-    CHUNKS,
+    INDEX,
     SEEN,
     ReadModelTimelines,
     TimelineProjection,
+    sort_suffix,
 )
+from services.audit.domain import history
+from services.audit.domain.history import TimeBasis
 from tests.unit.audit.support import CASE, T0, Producer, late_recorded_case, opened
 
 
 async def snapshot(read_models: SqliteReadModelStore) -> dict[str, list[object]]:
     return {
         collection: [item async for item in read_models.scan(collection)]
-        for collection in (CASES, CHUNKS, SEEN)
+        for collection in (CASES, INDEX, SEEN)
     }
 
 
-async def deliver(
-    read_models: SqliteReadModelStore, events: list[RecordedEvent], chunk_size: int = 50
-) -> None:
-    handler = BusProjectionHandler(read_models, TimelineProjection(chunk_size))
+def in_order(events: list[RecordedEvent]) -> list[RecordedEvent]:
+    return history.view(events, TimeBasis.OCCURRED)
+
+
+async def deliver(read_models: SqliteReadModelStore, events: list[RecordedEvent]) -> None:
+    handler = BusProjectionHandler(read_models, TimelineProjection())
     for recorded in events:
         await handler(recorded)
 
@@ -40,7 +45,7 @@ async def test_received_events_read_back_exactly(
     events = late_recorded_case()
     await deliver(read_models, events)
 
-    assert await ReadModelTimelines(read_models, registry).events_of(CASE) == events
+    assert await ReadModelTimelines(read_models, registry).events_of(CASE) == in_order(events)
 
 
 async def test_redelivery_changes_nothing(
@@ -59,18 +64,21 @@ async def test_redelivery_changes_nothing(
     assert len(await ReadModelTimelines(read_models, registry).events_of(CASE)) == len(events)
 
 
-async def test_long_histories_are_split_into_chunks(
+async def test_each_event_is_indexed_once_per_clock_in_that_clocks_order(
     read_models: SqliteReadModelStore, registry: EventRegistry
 ) -> None:
     producer = Producer("casetrail/intake", f"case-{CASE}")
     events = [
-        producer.record(opened(), occurred_at=T0 + index * timedelta(hours=1)) for index in range(5)
+        producer.record(opened(), occurred_at=T0 - index * timedelta(hours=1)) for index in range(5)
     ]
-    await deliver(read_models, events, chunk_size=2)
+    await deliver(read_models, events)
 
-    chunks = [key async for key, _ in read_models.scan(CHUNKS)]
-    assert chunks == [f"{CASE}:00000000", f"{CASE}:00000001", f"{CASE}:00000002"]
-    assert await ReadModelTimelines(read_models, registry).events_of(CASE) == events
+    keys = [key async for key, _ in read_models.scan(INDEX)]
+    assert len(keys) == 15  # twice per event (one per clock), once more for its policy facts
+    timelines = ReadModelTimelines(read_models, registry)
+    assert await timelines.events_of(CASE) == list(reversed(events))
+    assert (await timelines.facts_of(CASE) or [])[0]["type"] == "casetrail.case.opened"
+    assert await timelines.event(events[3].event_id) == events[3]
 
 
 async def test_client_events_belong_to_no_case_timeline(
@@ -91,3 +99,10 @@ async def test_an_unknown_case_has_no_events(
     read_models: SqliteReadModelStore, registry: EventRegistry
 ) -> None:
     assert await ReadModelTimelines(read_models, registry).events_of("nobody") == []
+
+
+def test_index_keys_sort_as_the_clocks_do() -> None:
+    events = late_recorded_case()
+    for basis in TimeBasis:
+        suffixes = [sort_suffix(e, basis) for e in history.view(events, basis)]
+        assert suffixes == sorted(suffixes, key=str.encode)
