@@ -92,6 +92,7 @@ def create_app(
         routes=[
             Route("/", views.home),
             Route("/find", views.find, methods=["POST"]),
+            Route("/find-client", views.find_client, methods=["POST"]),
             Route("/signin", views.signin_page, methods=["GET"]),
             Route("/signin", views.signin, methods=["POST"]),
             Route("/signout", views.signout, methods=["POST"]),

@@ -128,6 +128,19 @@ class AuditClient:
             raise AuditRefused(refusal_of(error)) from None
         return response
 
+    async def cases_of_client(self, caller: Caller, client_id: str) -> list[str]:
+        """The client's cases the caller may read (each recorded by audit as an access)."""
+        request = audit_pb2.FindCasesOfClientRequest(
+            context=query(caller.purpose), client_id=client_id
+        )
+        try:
+            response: audit_pb2.FindCasesOfClientResponse = await self._stub.FindCasesOfClient(
+                request, metadata=caller.metadata()
+            )
+        except grpc.aio.AioRpcError as error:
+            raise AuditRefused(refusal_of(error)) from None
+        return list(response.case_ids)
+
     async def export(self, caller: Caller, case_id: str) -> AsyncIterator[bytes]:
         """The export's chunks; a refusal comes before the first one (or as AuditRefused)."""
         request = audit_pb2.ExportCaseRequest(context=query(caller.purpose), case_id=case_id)

@@ -35,6 +35,12 @@ def case_id(text: str) -> str:
     return text
 
 
+def client_id(text: str) -> str:
+    if not CASE_ID.fullmatch(text):
+        raise BadInput({"client id": "1 to 64 characters of letters, digits and . _ : -"})
+    return text
+
+
 def basis(text: str | None) -> str:
     if text in (None, "", "occurred"):
         return "occurred"

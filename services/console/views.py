@@ -150,6 +150,17 @@ async def find(request: Request) -> Response:
     return RedirectResponse(f"/cases/{case_id}", status_code=303)
 
 
+async def find_client(request: Request) -> Response:
+    """The cases of a client, answered on the page itself: the client id never goes into an
+    address."""
+    session, form = await checked_form(request)
+    if session is None or not session.signed_in:
+        raise SignInNeeded(ended=True)
+    client_id = pages.client_id(str(form.get("client_id", "")).strip())
+    found = await console_of(request).client().cases_of_client(caller(session), client_id)
+    return render(request, "find.html", session, client_id=client_id, client_cases=found)
+
+
 async def signin_page(request: Request, notice: str = "", status: int = 200) -> Response:
     console = console_of(request)
     session = current(request)

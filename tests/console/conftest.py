@@ -18,7 +18,7 @@ from cli.rpc import connect
 from events.identity.development import DevelopmentSigner
 from events.identity.verifier import TokenVerifier
 from services.console.settings import ConsoleSettings
-from services.demo import embedded_services, walk_case
+from services.demo import WalkResult, embedded_services, walk_case
 
 T = TypeVar("T")
 
@@ -45,6 +45,7 @@ class DemoCasetrail:
     data_dir: Path
     addresses: dict[str, str]
     case_id: str
+    client_id: str
     signer: DevelopmentSigner
     background: BackgroundLoop
 
@@ -63,16 +64,21 @@ def demo_casetrail(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoCas
     background = BackgroundLoop()
     stack = AsyncExitStack()
 
-    async def start() -> tuple[dict[str, str], str]:
+    async def start() -> tuple[dict[str, str], WalkResult]:
         local = await stack.enter_async_context(embedded_services(data_dir))
         async with connect(local.addresses, local.tokens) as connection:
             result = await walk_case(connection, say=lambda _: None)
-        return local.addresses, result.case_id
+        return local.addresses, result
 
     try:
-        addresses, case_id = background.run(start())
+        addresses, walked = background.run(start())
         yield DemoCasetrail(
-            data_dir, addresses, case_id, DevelopmentSigner.load(data_dir), background
+            data_dir,
+            addresses,
+            walked.case_id,
+            walked.client_id,
+            DevelopmentSigner.load(data_dir),
+            background,
         )
     finally:
         background.run(stack.aclose())

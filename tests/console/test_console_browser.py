@@ -213,8 +213,10 @@ def test_an_auditor_reviews_the_demo_case(
     submit(browser, "Sign in (development)")
     assert "Signed in as" in browser.find_element(By.TAG_NAME, "header").text
 
-    browser.find_element(By.ID, "case-id").send_keys(case_id)
-    submit(browser, "Open the case")
+    browser.find_element(By.ID, "client-id").send_keys(demo_casetrail.client_id)
+    submit(browser, "Find the cases of this client")
+    assert demo_casetrail.client_id not in browser.current_url
+    follow(browser, browser.find_element(By.LINK_TEXT, f"Case {case_id}"))
     assert browser.current_url.endswith(f"/cases/{case_id}")
     types = [
         cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#timeline td:nth-child(3)")

@@ -301,6 +301,27 @@ def test_access_log_names_the_console_user(
     assert "<td>sam-elsewhere</td>" in refusals
 
 
+def test_a_case_is_found_by_its_client_without_the_client_in_any_address(
+    client: TestClient, demo_casetrail: DemoCasetrail
+) -> None:
+    csrf = sign_in(client, user="ada-client")
+    answer = client.post("/find-client", data={"csrf": csrf, "client_id": demo_casetrail.client_id})
+    assert answer.status_code == 200
+    assert demo_casetrail.client_id not in str(answer.url)
+    assert f'href="/cases/{demo_casetrail.case_id}"' in answer.text
+    nobody = client.post("/find-client", data={"csrf": csrf, "client_id": "client-nobody"})
+    assert "No case of this client" in nobody.text
+    bad = client.post("/find-client", data={"csrf": csrf, "client_id": "no spaces"})
+    assert bad.status_code == 400
+    forged = client.post(
+        "/find-client", data={"csrf": "forged", "client_id": demo_casetrail.client_id}
+    )
+    assert forged.status_code == 403
+    # The lookup itself was recorded in the case's access log, as an identity read.
+    log = client.get(f"/cases/{demo_casetrail.case_id}/access").text
+    assert re.search(r"<td>ada-client</td>(?:\s*<td>[^<]*</td>){3}\s*<td>identity</td>", log)
+
+
 def test_export_is_cloudevents_json_lines(
     client: TestClient, demo_casetrail: DemoCasetrail
 ) -> None:

@@ -4,6 +4,7 @@ it is about to disclose, and only then returns it."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -11,8 +12,9 @@ from typing import Protocol
 from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSection
 from events.envelope import RecordedEvent
 from events.identity.principal import Principal
+from events.policy.decide import any_rule_for
 from events.policy.facts import Entry
-from events.policy.guard import AccessControl, Disclosure, access_stream
+from events.policy.guard import AccessControl, AccessDenied, Disclosure, access_stream
 from events.policy.vocabulary import Action
 from events.queries import QueryContext
 from events.store.port import EventStore
@@ -185,6 +187,35 @@ async def authorize_ledger(
     decision = deps.access.decide(who, Action.READ_LEDGER, viewer.purpose, None)
     if not decision.allowed:
         await deps.access.refuse(who, Action.READ_LEDGER, viewer.purpose, LEDGER_SUBJECT, decision)
+
+
+async def find_cases_of_client(
+    deps: AuditDeps,
+    viewer: QueryContext,
+    client_cases: Sequence[str],
+    principal: Principal | None = None,
+) -> list[str]:
+    """Which of a client's cases (``client_cases``, from audit's client index) the viewer may
+    read, each recorded as an access (section identity: the answer tells that the client has
+    the case) before it is answered. A case the policy refuses is left out, its refusal
+    recorded; a role that may read no trail is refused."""
+    who = _who(deps, viewer, principal)
+    if not any_rule_for(who.role, Action.READ_TRAIL):
+        for case_id in client_cases:
+            with suppress(AccessDenied):
+                await deps.access.require_role(who, Action.READ_TRAIL, viewer.purpose, case_id)
+        decision = deps.access.decide(who, Action.READ_TRAIL, viewer.purpose, None)
+        raise AccessDenied(who, Action.READ_TRAIL, decision)
+    shown: list[Disclosure] = []
+    for case_id in client_cases:
+        try:
+            _, allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
+        except AccessDenied:
+            continue
+        shown.append(Disclosure(case_id, allowed.decision, None, (), (RecordSection.IDENTITY,)))
+    if shown:
+        await deps.access.release(None, who, viewer.purpose, shown)
+    return [item.case_id for item in shown]
 
 
 async def _caller(

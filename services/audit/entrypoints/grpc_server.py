@@ -169,6 +169,23 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
 
     @override
     @refusals_as_status
+    async def FindCasesOfClient(
+        self, request: audit_pb2.FindCasesOfClientRequest, context: Context
+    ) -> audit_pb2.FindCasesOfClientResponse:
+        read = RequestReader()
+        viewer = read.viewer(principal_of(context), request.context)
+        client_id = read.identifier(request.client_id, "client_id")
+        read.done()
+        if self._client_cases is None:
+            raise NotFound("client index", "this audit server has none")
+        assert client_id is not None
+        found = await queries.find_cases_of_client(
+            self._deps, viewer, await self._client_cases.cases_of(client_id), principal_of(context)
+        )
+        return audit_pb2.FindCasesOfClientResponse(case_ids=found)
+
+    @override
+    @refusals_as_status
     async def GetLedgerCheckpoint(
         self, request: audit_pb2.GetLedgerCheckpointRequest, context: Context
     ) -> audit_pb2.GetLedgerCheckpointResponse:

@@ -295,3 +295,19 @@ async def test_pages_go_forward_and_back(deps: AuditDeps) -> None:
     assert [e.event_id for e in back.entries] == [e.event_id for e in first.entries]
     assert back.previous_cursor is None
     assert back.next_cursor == first.next_cursor
+
+
+@pytest.mark.usefixtures("received")
+async def test_a_case_is_found_by_its_client_as_the_policy_allows(
+    deps: AuditDeps, store: SqliteEventStore
+) -> None:
+    assert await queries.find_cases_of_client(deps, AUDITOR, [CASE]) == [CASE]
+    assert await queries.find_cases_of_client(deps, AUDITOR, []) == []
+    lookup = (await accesses(store))[-1]
+    assert (lookup.case_id, lookup.sections) == (CASE, (RecordSection.IDENTITY,))
+
+    with pytest.raises(NotAllowed):
+        await queries.find_cases_of_client(deps, CASE_MANAGER, [CASE])
+    refused = (await access_events(store))[-1]
+    assert isinstance(refused, RecordAccessDenied)
+    assert refused.case_id == CASE
