@@ -110,7 +110,11 @@ class FieldProtection:
         header = f"casetrail-field/1\x00{event_id}\x00"
         trailer = f"\x00{owner}\x00{version}".encode()
 
+        sealed_any = False
+
         def seal_leaf(path: str, value: Any, erased: str) -> Any:
+            nonlocal sealed_any
+            sealed_any = True
             if value == ERASED_CODE and erased == ERASED_CODE:
                 raise _recorded_marker(event.event_type, path)
             nonce = os.urandom(_NONCE_BYTES)
@@ -120,7 +124,9 @@ class FieldProtection:
 
         document = json.loads(data)
         _walk(document, plan, "", seal_leaf)
-        return canonical_json(document)
+        # Nothing to seal (every sensitive field empty): the event's own JSON, as a reader who
+        # re-encodes the event (``RecordedEvent.data`` of unsealed data) will hash it.
+        return canonical_json(document) if sealed_any else data
 
     def open(
         self,

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-<<<<<<< HEAD
-from collections.abc import AsyncIterator, Callable
-=======
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
->>>>>>> 1d27436 (Audit timeline paged from an index (keyset cursor on both clocks, filters by type/actor/period, access events in their own lane, previous page); console badge verifies each event's ledger inclusion in the browser (SHA-256, Ed25519); access events name the client application (record.accessed v3); access log lists refusals (issue 12))
 from pathlib import Path
 
 import pytest

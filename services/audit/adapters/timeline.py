@@ -9,9 +9,8 @@ Layout (``events.projections.port.KeyRange`` reads the index in key order):
   key order the clock's order, so a period, an as-of moment and a page cursor are key bounds.
   The lane keeps access events (``a``: accessed, denied) apart from the case's own history
   (``h``): every read appends one, and a timeline without them never reads them.
-* ``audit_timeline_index/<case>|f|<recorded sort key>``: the policy's fact entries
-  (``entry_of``) of the fact-bearing events, so a query decides on the case without reading its
-  history;
+* ``audit_case_facts/<case>``: the policy's fact entries (``entry_of``) of the case's
+  fact-bearing events, so a query decides on the case without reading its history;
 * ``audit_case_timelines/<case>``: how many events and access events the case has;
 * ``audit_timeline_seen/<event_id>``: marks an event as applied and points at its entry.
 
@@ -26,7 +25,8 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
-from events.catalog.access import RecordAccessDenied, RecordAccessed
+from events.catalog.access import ConsentGranted, RecordAccessDenied, RecordAccessed
+from events.catalog.erasure import ClientErased
 from events.cloudevents import from_structured, to_structured
 from events.envelope import RecordedEvent, to_micros
 from events.errors import InvalidEventError
@@ -43,11 +43,10 @@ from services.audit.domain.history import IndexPage, PageCursor, TimeBasis, Time
 CASES = "audit_case_timelines"
 INDEX = "audit_timeline_index"
 SEEN = "audit_timeline_seen"
+FACTS = "audit_case_facts"
 
 ACCESS_TYPES = frozenset({RecordAccessed.event_type, RecordAccessDenied.event_type})
 HISTORY, ACCESSES = "h", "a"
-FACTS = "f"
-"""Beside the clocks' lanes: the policy's fact entries of the case, in recorded order."""
 _CLOCKS = {TimeBasis.OCCURRED: "o", TimeBasis.RECORDED: "r"}
 _EPOCH_SHIFT = 62_135_596_800_000_000
 """Microseconds from 0001-01-01 to the Unix epoch: shifted times are never negative, so their
@@ -80,7 +79,7 @@ def _prefix(case_id: str, basis: TimeBasis, lane: str) -> str:
 
 class TimelineProjection(Projection):
     name = "timeline-index"
-    collections = (CASES, INDEX, SEEN)
+    collections = (CASES, INDEX, SEEN, FACTS)
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
         # Client-level events (casetrail.client.registered) belong to no case.
@@ -103,14 +102,29 @@ class TimelineProjection(Projection):
         for key in keys.values():
             await transaction.put(INDEX, key, document)
         entry = entry_of(recorded)
-        if entry is not None:
-            # Keyed on the recorded clock: facts fold in recorded order (events.policy.facts).
-            recorded_key = sort_suffix(recorded, TimeBasis.RECORDED)
-            await transaction.put(INDEX, f"{case_id}|{FACTS}|{recorded_key}", entry)
+        # Spliced into the case's facts document in the database: a long case's facts are not
+        # decoded and encoded again per event.
+        if entry is not None and not await transaction.append_to_list(
+            FACTS, case_id, "entries", entry
+        ):
+            await transaction.put(FACTS, case_id, {"case_id": case_id, "entries": [entry]})
         header = await transaction.get(CASES, case_id) or _new_header(case_id)
         header["accesses" if lane == ACCESSES else "events"] += 1
         await transaction.put(CASES, case_id, header)
         await transaction.put(SEEN, event_id, {"case_id": case_id, "key": keys["occurred"]})
+
+    async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
+        # The events keep their sealed values; the fact entries hold the categories of need
+        # in the clear (the client's health data): forgotten, as the policy's own facts do
+        # (events.policy.projection). The client's consents stay: they still bind.
+        for case_id in erased.case_ids:
+            document = await transaction.get(FACTS, case_id)
+            if document is None:
+                continue
+            for entry in document["entries"]:
+                if entry["type"] != ConsentGranted.event_type and "categories" in entry:
+                    entry["categories"] = []
+            await transaction.put(FACTS, case_id, document)
 
 
 class ReadModelTimelines:
@@ -124,16 +138,8 @@ class ReadModelTimelines:
         """The case's fact entries (``None`` when audit has no event of the case)."""
         if await self._read_models.get(CASES, case_id) is None:
             return None
-        prefix = f"{case_id}|{FACTS}|"
-        entries: list[Entry] = []
-        low = prefix
-        while True:
-            keys = KeyRange(low, prefix + _END, limit=_READ_ALL)
-            rows = await self._read_models.key_range(INDEX, keys)
-            entries.extend(document for _, document in rows)
-            if len(rows) < _READ_ALL:
-                return entries
-            low = rows[-1][0]
+        document = await self._read_models.get(FACTS, case_id)
+        return [] if document is None else list(document["entries"])
 
     async def page(
         self, case_id: str, query: TimelineQuery, cursor: PageCursor | None, size: int

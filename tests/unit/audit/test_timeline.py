@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from events.catalog.cases import PresentingNeed
 from events.catalog.clients import ClientRegistered, PersonName
+from events.catalog.erasure import ClientErased
+from events.catalog.values import NeedCategory
 from events.envelope import RecordedEvent
 from events.projections.runner import BusProjectionHandler
 from events.projections.sqlite import SqliteReadModelStore
@@ -74,7 +77,7 @@ async def test_each_event_is_indexed_once_per_clock_in_that_clocks_order(
     await deliver(read_models, events)
 
     keys = [key async for key, _ in read_models.scan(INDEX)]
-    assert len(keys) == 15  # twice per event (one per clock), once more for its policy facts
+    assert len(keys) == 10  # once per event and clock
     timelines = ReadModelTimelines(read_models, registry)
     assert await timelines.events_of(CASE) == list(reversed(events))
     assert (await timelines.facts_of(CASE) or [])[0]["type"] == "casetrail.case.opened"
@@ -106,3 +109,26 @@ def test_index_keys_sort_as_the_clocks_do() -> None:
     for basis in TimeBasis:
         suffixes = [sort_suffix(e, basis) for e in history.view(events, basis)]
         assert suffixes == sorted(suffixes, key=str.encode)
+
+
+async def test_an_erased_clients_categories_of_need_leave_the_facts(
+    read_models: SqliteReadModelStore, registry: EventRegistry
+) -> None:
+    needs = (PresentingNeed(category=NeedCategory.MENTAL_HEALTH, description="Low mood"),)
+    first = opened().model_copy(update={"presenting_needs": needs})
+    events = [Producer("casetrail/intake", f"case-{CASE}").record(first, occurred_at=T0)]
+    await deliver(read_models, events)
+    timelines = ReadModelTimelines(read_models, registry)
+    before = await timelines.facts_of(CASE) or []
+    assert any(entry.get("categories") for entry in before)
+
+    erased = ClientErased(client_id="client-7f3a", case_ids=(CASE,), request_reference="dms://r/1")
+    await deliver(
+        read_models,
+        [Producer("casetrail/intake", "client-client-7f3a").record(erased, occurred_at=T0)],
+    )
+
+    after = await timelines.facts_of(CASE) or []
+    assert len(after) == len(before)
+    assert not any(entry.get("categories") for entry in after)
+    assert await timelines.events_of(CASE) == in_order(events)  # the sealed events stay

@@ -172,3 +172,24 @@ def test_kafka_and_structured_forms_carry_ciphertext_and_keep_the_ledger_bytes()
         again = from_structured(json.loads(json.dumps(document, sort_keys=True)), registry)
         assert again.event == event
         assert canonical_of_record(again) == canonical_of_record(recorded)
+
+
+def test_an_event_whose_sensitive_fields_are_empty_is_stored_as_its_own_json() -> None:
+    """Nothing sealed, nothing re-encoded: a reader rebuilding the record (audit's timeline,
+    from CloudEvents) hashes the same ledger bytes as the store (a sorted re-encoding did not)."""
+    from datetime import UTC, date, datetime
+    from uuid import uuid4 as new_id
+
+    from events.catalog.cases import DischargePlanned
+    from events.envelope import EventMetadata, NewEvent
+
+    registry = protected()
+    event = DischargePlanned(
+        case_id="case-x", target_date=date(2026, 12, 1), criteria=("Goes out with a cane",)
+    )
+    new = NewEvent(event, EventMetadata("casetrail/test", WORKER, datetime.now(UTC), new_id()))
+    [data] = sealed_data(registry, [new], [encode(event)])
+    assert data == encode(event)
+    recorded = recorded_from_new(new, "case-x", 1, 7, datetime.now(UTC), data)
+    again = from_structured(json.loads(json.dumps(to_structured(recorded))), registry)
+    assert canonical_of_record(again) == canonical_of_record(recorded)
