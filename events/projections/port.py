@@ -123,6 +123,12 @@ class ReadModelStore(ABC):
     async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
         """Forget a projection's documents and tracking, to rebuild it from zero."""
 
+    async def forget_overwritten(self) -> None:
+        """Make sure no file of the store keeps bytes that were just overwritten (after an
+        erasure scrubbed sensitive values). By default nothing: PostgreSQL never dumps or
+        serves a dead row version, and VACUUM reclaims it."""
+        return
+
     def watch(self, collection: str, changed: ChangeCallback) -> bool:
         """Tell ``changed`` about every committed change to ``collection``'s documents, after
         the commit, for as long as the store is open. ``False`` when this store cannot see

@@ -164,10 +164,11 @@ class BusProjectionHandler:
                 seen.add(recorded.event_id)
                 applied.append(recorded.event_id)
             await transaction.mark_applied(name, applied)
-        if self._on_erased is not None:
-            for recorded in records:
-                if recorded.event_type == ClientErased.event_type:
-                    event = recorded.event
-                    assert isinstance(event, ClientErased)
-                    self._on_erased(event)
+        erasures = [r.event for r in records if r.event_type == ClientErased.event_type]
+        if erasures:
+            await self._read_models.forget_overwritten()
+        for erased in erasures:
+            assert isinstance(erased, ClientErased)
+            if self._on_erased is not None:
+                self._on_erased(erased)
         observe_projection(name, records)

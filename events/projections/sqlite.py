@@ -64,6 +64,8 @@ class SqliteReadModelStore(ReadModelStore):
         if not fsync_each_commit:
             # WAL stays consistent after a crash; only the last commits may need replaying.
             self._writer.execute("PRAGMA synchronous=NORMAL")
+        # Freed space is zeroed: a value an erasure overwrote leaves no copy in the file.
+        self._writer.execute("PRAGMA secure_delete=ON")
         self._writer.executescript(SCHEMA)
         # Checkpoints copy the WAL back into the file and fsync it: done on the loop's thread
         # they would stall every service of the process, so a background thread does them.
@@ -111,6 +113,11 @@ class SqliteReadModelStore(ReadModelStore):
 
     def _checkpoint(self) -> None:
         self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def forget_overwritten(self) -> None:
+        # Old page versions live on in the write-ahead log until it is copied back and cut.
+        async with self._lock:
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     async def get(self, collection: str, key: str) -> Document | None:
         return _get(self._reader, collection, key)

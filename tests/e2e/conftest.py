@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -28,6 +29,12 @@ class Casetrail:
     tokens: TokenSource
     patience: float
     """Seconds to wait for a fact to travel over the bus before giving up."""
+    data_dir: Path | None = None
+    """Where the services keep their files (and, distributed, their logs)."""
+    postgres_dsn: str = ""
+    topic: str = ""
+    """The case-events topic (distributed); the dead-letter topics start with its consumers'
+    group names."""
 
 
 @pytest_asyncio.fixture(
@@ -48,12 +55,23 @@ async def casetrail(
             embedded_services(data_dir) as local,
             connect(local.addresses, local.tokens) as connection,
         ):
-            yield Casetrail(request.param, local.addresses, connection, local.tokens, 30.0)
+            yield Casetrail(
+                request.param, local.addresses, connection, local.tokens, 30.0, data_dir
+            )
         return
     # Separate processes trusting the tests' issuer, as they would an organisation's.
     async with (
-        distributed_services(data_dir, issuer.env()) as addresses,
-        connect(addresses, issuer.tokens) as connection,
+        distributed_services(data_dir, issuer.env()) as running,
+        connect(running.first_addresses, issuer.tokens) as connection,
     ):
         # The first Kafka consumer-group joins take a few seconds.
-        yield Casetrail(request.param, addresses, connection, issuer.tokens, 90.0)
+        yield Casetrail(
+            request.param,
+            running.first_addresses,
+            connection,
+            issuer.tokens,
+            90.0,
+            data_dir,
+            running.dsn,
+            running.topic,
+        )

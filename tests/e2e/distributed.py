@@ -73,11 +73,11 @@ async def fresh_topic() -> AsyncIterator[str]:
 @asynccontextmanager
 async def distributed_services(
     data_dir: Path, issuer_env: dict[str, str]
-) -> AsyncIterator[dict[str, str]]:
+) -> AsyncIterator[Replicas]:
     """Start one process per service, trusting the token issuer ``issuer_env`` names; yield
-    their addresses; stop them with SIGTERM."""
+    them (``first_addresses``, database, topic); stop them with SIGTERM."""
     async with replicated_services(data_dir, 1, issuer_env) as running:
-        yield {name: addresses[0] for name, addresses in running.addresses.items()}
+        yield running
 
 
 @dataclass
@@ -88,6 +88,11 @@ class Replicas:
     processes: dict[str, list[asyncio.subprocess.Process]]
     dsn: str
     topic: str
+
+    @property
+    def first_addresses(self) -> dict[str, str]:
+        """Each service's first replica."""
+        return {name: addresses[0] for name, addresses in self.addresses.items()}
 
 
 @asynccontextmanager
