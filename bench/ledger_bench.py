@@ -49,6 +49,7 @@ from events.ledger.merkle import RootAccumulator
 from events.ledger.note import origin_of
 from events.ledger.port import LedgerStore
 from events.ledger.verify import verify_store
+from events.registry import EventRegistry
 from events.store.port import EventStore
 
 HEADING = "## Ledger (issue 10)"
@@ -118,14 +119,15 @@ def postgres_cpu_seconds(data_directory: Path) -> float:
     return total
 
 
-def sqlite_backend(scratch: Path) -> Backend:
+def sqlite_backend(scratch: Path, registry: EventRegistry | None = None) -> Backend:
+    """``registry``: the events' catalog (one that seals sensitive fields, say)."""
     from events.ledger.sqlite import SqliteLedgerStore
     from events.store.sqlite import SqliteEventStore
 
     async def open_store() -> tuple[EventStore, Callable[[], Awaitable[LedgerStore]]]:
         directory = scratch / uuid.uuid4().hex[:8]
         directory.mkdir()
-        store = await SqliteEventStore.open(directory / "events.db", default_registry())
+        store = await SqliteEventStore.open(directory / "events.db", registry or default_registry())
 
         async def ledger() -> LedgerStore:
             return await SqliteLedgerStore.open(directory / "ledger.db", directory / "events.db")
@@ -138,7 +140,7 @@ def sqlite_backend(scratch: Path) -> Backend:
     return Backend("SQLite", open_store, cleanup)
 
 
-def postgres_backend(dsn: str) -> Backend:
+def postgres_backend(dsn: str, registry: EventRegistry | None = None) -> Backend:
     from events.ledger.postgres import PostgresLedgerStore
     from events.store.postgres import PostgresEventStore
 
@@ -147,7 +149,7 @@ def postgres_backend(dsn: str) -> Backend:
     async def open_store() -> tuple[EventStore, Callable[[], Awaitable[LedgerStore]]]:
         schema = f"bench_ledger_{uuid.uuid4().hex[:10]}"
         schemas.append(schema)
-        store = await PostgresEventStore.connect(dsn, default_registry(), schema=schema)
+        store = await PostgresEventStore.connect(dsn, registry or default_registry(), schema=schema)
 
         async def ledger() -> LedgerStore:
             return await PostgresLedgerStore.connect(dsn, schema=schema)

@@ -244,19 +244,26 @@ async def _topics_holding(needle: bytes) -> tuple[set[str], dict[str, int]]:
     """Every topic on the test broker (dead-letter topics included) read from the start to
     its end: the topics read, and how many records of each hold ``needle``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
 
     from tests.support.servers import kafka_bootstrap
 
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap())
+    await admin.start()
+    try:
+        topics = {t for t in await admin.list_topics() if not t.startswith("__")}
+        described = await admin.describe_topics(sorted(topics))
+    finally:
+        await admin.close()
+    partitions = [
+        TopicPartition(topic["topic"], partition["partition"])
+        for topic in described
+        for partition in topic["partitions"]
+    ]
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap(), enable_auto_commit=False)
     await consumer.start()
     found: dict[str, int] = {}
     try:
-        topics = {t for t in await consumer.topics() if not t.startswith("__")}
-        partitions = [
-            TopicPartition(topic, partition)
-            for topic in sorted(topics)
-            for partition in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
         consumer.assign(partitions)
         ends = await consumer.end_offsets(partitions)
         await consumer.seek_to_beginning(*partitions)

@@ -113,3 +113,26 @@ async def test_list_redacts_and_replay_puts_each_letter_back_once(
     assert on_topic[0].value == to_kafka_binary(event).value
     [listed] = await list_dead_letters(settings, group)
     assert listed.replayed
+
+
+async def test_a_dead_letter_of_a_sealed_event_carries_its_ciphertext(
+    topics: tuple[KafkaSettings, str, str],
+) -> None:
+    from events.envelope import NewEvent
+    from events.registry import encode
+    from events.store.rows import recorded_from_new, sealed_data
+    from tests.unit.keys.support import protected
+
+    settings, topic, group = topics
+    plain = contact_logged()
+    registry = protected()
+    new = NewEvent(plain.event, plain.metadata, plain.event_id)
+    [data] = sealed_data(registry, [new], [encode(plain.event)])
+    sealed = recorded_from_new(new, plain.stream, 1, 1, plain.recorded_at, data)
+    await dead_letter(settings, topic, group, sealed)
+
+    [letter] = await read_topic(settings, f"{group}.dlq", 1)
+
+    assert letter.value == data
+    assert SECRET.encode() not in letter.value
+    assert b"ct1~" in letter.value
