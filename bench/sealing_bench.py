@@ -103,9 +103,10 @@ async def run(sizes: Sizes, backends: Sequence[str], dsn: str, write: bool) -> s
                             order = (False, True) if round_number % 2 == 0 else (True, False)
                             for sealing in order:
                                 backend = sealed_backend if sealing else plain
-                                rates[sealing].append(
-                                    await append_rate(backend, scratch, per_commit, commits, ledger)
+                                run = await append_rate(
+                                    backend, scratch, per_commit, commits, ledger
                                 )
+                                rates[sealing].append(run.rate)
                         off, on = median(rates[False]), median(rates[True])
                         ratios = [b / a for a, b in zip(rates[False], rates[True], strict=True)]
                         what = "ledger + sealing" if ledger else "sealing"
