@@ -101,6 +101,7 @@ def create_app(
             Route("/cases/{case_id}/state", views.state),
             Route("/cases/{case_id}/compare", views.compare),
             Route("/cases/{case_id}/access", views.access),
+            Route("/cases/{case_id}/disclosures", views.disclosures, methods=["POST"]),
             Route("/cases/{case_id}/export", views.export),
             Route("/ledger/proofs", views.ledger_proofs),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),

@@ -141,6 +141,26 @@ class AuditClient:
             raise AuditRefused(refusal_of(error)) from None
         return list(response.case_ids)
 
+    async def disclosures(
+        self, caller: Caller, client_id: str, since: datetime, until: datetime | None
+    ) -> audit_pb2.ListDisclosuresResponse:
+        """The first page (up to 1000) of the client's accounting of disclosures."""
+        request = audit_pb2.ListDisclosuresRequest(
+            context=query(caller.purpose),
+            client_id=client_id,
+            period_start=timestamp(since),
+            page_size=1000,
+        )
+        if until is not None:
+            request.period_end.CopyFrom(timestamp(until))
+        try:
+            response: audit_pb2.ListDisclosuresResponse = await self._stub.ListDisclosures(
+                request, metadata=caller.metadata()
+            )
+        except grpc.aio.AioRpcError as error:
+            raise AuditRefused(refusal_of(error)) from None
+        return response
+
     async def export(self, caller: Caller, case_id: str) -> AsyncIterator[bytes]:
         """The export's chunks; a refusal comes before the first one (or as AuditRefused)."""
         request = audit_pb2.ExportCaseRequest(context=query(caller.purpose), case_id=case_id)

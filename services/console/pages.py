@@ -41,6 +41,28 @@ def client_id(text: str) -> str:
     return text
 
 
+DISCLOSURE_YEARS = 6
+"""How far back an accounting of disclosures reaches (HIPAA 164.528: six years)."""
+
+
+def disclosure_period(form: Mapping[str, object]) -> tuple[datetime, datetime | None]:
+    """The period asked (from, to; UTC), by default the last six years up to now."""
+    problems: dict[str, str] = {}
+    found: dict[str, datetime | None] = {}
+    for name in ("from", "to"):
+        try:
+            found[name] = moment(str(form.get(name, "") or ""), name)
+        except BadInput as bad:
+            problems.update(bad.problems)
+    if problems:
+        raise BadInput(problems)
+    until = found["to"]
+    since = found["from"] or (until or datetime.now(UTC)) - timedelta(days=365 * DISCLOSURE_YEARS)
+    if until is not None and since > until:
+        raise BadInput({"from": "must not be after to"})
+    return since, until
+
+
 def basis(text: str | None) -> str:
     if text in (None, "", "occurred"):
         return "occurred"

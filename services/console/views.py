@@ -374,6 +374,28 @@ async def access(request: Request) -> Response:
     )
 
 
+async def disclosures(request: Request) -> Response:
+    """The client's accounting of disclosures, answered on the page itself (posted: the client
+    id never goes into an address)."""
+    session, form = await checked_form(request)
+    if session is None or not session.signed_in:
+        raise SignInNeeded(ended=True)
+    case_id = pages.case_id(request.path_params["case_id"])
+    client_id = pages.client_id(str(form.get("client_id", "")).strip())
+    since, until = pages.disclosure_period(form)
+    found = await console_of(request).client().disclosures(caller(session), client_id, since, until)
+    return render(
+        request,
+        "disclosures.html",
+        session,
+        case_id=case_id,
+        view="access",
+        client_id=client_id,
+        found=found,
+        moment_of=lambda value: pages.shown(value.ToDatetime(tzinfo=UTC)),
+    )
+
+
 async def export(request: Request) -> Response:
     session = signed_in(request)
     case_id = pages.case_id(request.path_params["case_id"])

@@ -265,13 +265,18 @@ def test_an_auditor_reviews_the_demo_case(
     ]
     assert who.count("ada-browser") >= 5  # every page above was recorded, this one too
     reviewed.check("06-access-log")
+    browser.find_element(By.ID, "d-client").send_keys(demo_casetrail.client_id)
+    submit(browser, "Show the accounting")
+    assert "Accounting of disclosures" in browser.find_element(By.TAG_NAME, "h1").text
+    assert browser.find_element(By.ID, "disclosures")
+    reviewed.check("06b-disclosures")
 
     browser.get(console.url + "/cases/no-such-case")
     assert "Case not found" in browser.find_element(By.TAG_NAME, "h1").text
     reviewed.check("07-unknown-case")
     for shot in sorted(tmp_path.glob("*.png")):
         assert shot.stat().st_size > 1000
-    assert len(list(tmp_path.glob("*.png"))) == 7
+    assert len(list(tmp_path.glob("*.png"))) == 8
     assert reviewed.violations == {}
 
 

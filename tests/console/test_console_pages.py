@@ -322,6 +322,31 @@ def test_a_case_is_found_by_its_client_without_the_client_in_any_address(
     assert re.search(r"<td>ada-client</td>(?:\s*<td>[^<]*</td>){3}\s*<td>identity</td>", log)
 
 
+def test_the_accounting_of_disclosures_for_the_client(
+    client: TestClient, demo_casetrail: DemoCasetrail
+) -> None:
+    csrf = sign_in(client, user="ada-disclosures")
+    case = demo_casetrail.case_id
+    answer = client.post(
+        f"/cases/{case}/disclosures", data={"csrf": csrf, "client_id": demo_casetrail.client_id}
+    )
+    assert answer.status_code == 200, answer.text
+    assert "Accounting of disclosures" in answer.text
+    assert 'id="disclosures"' in answer.text
+    assert case in answer.text  # the cases the accounting covers
+    assert demo_casetrail.client_id not in str(answer.url)
+    bad = client.post(
+        f"/cases/{case}/disclosures",
+        data={"csrf": csrf, "client_id": demo_casetrail.client_id, "from": "31/02/2026"},
+    )
+    assert bad.status_code == 400
+    assert_no_leak(bad.text)
+    forged = client.post(
+        f"/cases/{case}/disclosures", data={"csrf": "x", "client_id": demo_casetrail.client_id}
+    )
+    assert forged.status_code == 403
+
+
 def test_export_is_cloudevents_json_lines(
     client: TestClient, demo_casetrail: DemoCasetrail
 ) -> None:
