@@ -231,7 +231,7 @@ def measure(
             f"timeline, type filter ({rare_type})": lambda: client.get(
                 f"/cases/{CASE}", params={"type": rare_type}
             ),
-            "timeline, period filter (last day)": lambda: client.get(
+            "timeline, period filter (the last day: no event in it)": lambda: client.get(
                 f"/cases/{CASE}",
                 params={"from": (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")},
             ),
