@@ -89,8 +89,11 @@ class FieldProtection:
 
     def owner_of(self, event: CaseEvent) -> str:
         """Whose key seals ``event`` (binding a case to its client when the event names both)."""
-        client = getattr(event, "client_id", None)
-        case = getattr(event, "case_id", None)
+        # Looked up in the model's fields: getattr of a field a model lacks raises inside
+        # pydantic, which costs more than sealing the event.
+        fields = type(event).model_fields
+        client = event.client_id if "client_id" in fields else None  # type: ignore[attr-defined]
+        case = event.case_id if "case_id" in fields else None  # type: ignore[attr-defined]
         if isinstance(client, str):
             if isinstance(case, str):
                 self.keyring.bind_case(case, client)

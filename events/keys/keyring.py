@@ -47,6 +47,8 @@ class ClientKeyring:
         self._keys: dict[tuple[str, int], tuple[float, AESGCM | None]] = {}
         self._current: dict[str, tuple[float, int]] = {}
         self._case_clients: dict[str, str] = {}
+        self._unbound: dict[str, float] = {}
+        """Cases the key table bound to no client, and when that was last asked."""
 
     def encryption_key(self, owner: str) -> tuple[int, AESGCM]:
         """The version and key new data of ``owner`` is sealed with (created when missing)."""
@@ -93,12 +95,19 @@ class ClientKeyring:
     def owner_of_case(self, case_id: str) -> str:
         """Whose key seals the sensitive fields of ``case_id``'s events."""
         client = self._case_clients.get(case_id)
-        if client is None:
-            client = self.table.client_of_case(case_id)
+        if client is not None:
+            return client
+        unbound = self._unbound.get(case_id)
+        if unbound is not None and time.monotonic() - unbound < self._cache_seconds:
+            # Not known a moment ago: asked again only once the entry expires, not per event.
+            return CASE_OWNER_PREFIX + case_id
+        client = self.table.client_of_case(case_id)
+        with self._lock:
             if client is None:
+                self._unbound[case_id] = time.monotonic()
                 return CASE_OWNER_PREFIX + case_id
-            with self._lock:
-                self._case_clients[case_id] = client
+            self._case_clients[case_id] = client
+            self._unbound.pop(case_id, None)
         return client
 
     def bind_case(self, case_id: str, client_id: str) -> None:
@@ -107,6 +116,7 @@ class ClientKeyring:
         self.table.bind_case(case_id, client_id)
         with self._lock:
             self._case_clients[case_id] = client_id
+            self._unbound.pop(case_id, None)
 
     def owners_of_client(self, client_id: str, case_ids: Iterable[str] = ()) -> list[str]:
         """Every key owner whose data is the client's: the client and the own keys of their
