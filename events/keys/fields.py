@@ -33,6 +33,7 @@ from typing import Any
 from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from events.catalog.base import SENSITIVE_MARK, CaseEvent
 from events.errors import FieldProblem, InvalidEventError
@@ -103,23 +104,24 @@ class FieldProtection:
         return event.subject
 
     def seal(self, event: CaseEvent, event_id: UUID, data: bytes) -> bytes:
-        """``data`` (the event's JSON) with every sensitive value sealed."""
+        """``data`` (the event's JSON) with every sensitive value sealed. The key is taken
+        only for a value to seal: an event whose sensitive fields are all empty needs none
+        (and may still be recorded about an erased client)."""
         plan = sensitive_plan(type(event))
         owner = self.owner_of(event)
         if plan is None:
             return data
-        version, key = self.keyring.encryption_key(owner)
-        prefix = f"{CIPHERTEXT_PREFIX}{owner}~{version}~"
         header = f"casetrail-field/1\x00{event_id}\x00"
-        trailer = f"\x00{owner}\x00{version}".encode()
-
-        sealed_any = False
+        sealing: list[tuple[str, bytes, AESGCM]] = []
 
         def seal_leaf(path: str, value: Any, erased: str) -> Any:
-            nonlocal sealed_any
-            sealed_any = True
             if value == ERASED_CODE and erased == ERASED_CODE:
                 raise _recorded_marker(event.event_type, path)
+            if not sealing:
+                version, key = self.keyring.encryption_key(owner)
+                prefix = f"{CIPHERTEXT_PREFIX}{owner}~{version}~"
+                sealing.append((prefix, f"\x00{owner}\x00{version}".encode(), key))
+            prefix, trailer, key = sealing[0]
             nonce = os.urandom(_NONCE_BYTES)
             plaintext = json.dumps(value, ensure_ascii=False).encode()
             sealed = key.encrypt(nonce, plaintext, (header + path).encode() + trailer)
@@ -129,7 +131,7 @@ class FieldProtection:
         _walk(document, plan, "", seal_leaf)
         # Nothing to seal (every sensitive field empty): the event's own JSON, as a reader who
         # re-encodes the event (``RecordedEvent.data`` of unsealed data) will hash it.
-        return canonical_json(document) if sealed_any else data
+        return canonical_json(document) if sealing else data
 
     def open(
         self,

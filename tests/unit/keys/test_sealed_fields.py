@@ -193,3 +193,16 @@ def test_an_event_whose_sensitive_fields_are_empty_is_stored_as_its_own_json() -
     recorded = recorded_from_new(new, "case-x", 1, 7, datetime.now(UTC), data)
     again = from_structured(json.loads(json.dumps(to_structured(recorded))), registry)
     assert canonical_of_record(again) == canonical_of_record(recorded)
+
+
+def test_an_event_without_sensitive_values_is_recorded_even_after_erasure() -> None:
+    registry = protected()
+    keyring = keyring_of(registry)
+    opened = next(e for e in SENSITIVE_EXAMPLES if e.event_type == "casetrail.case.opened")
+    registry.seal(opened, uuid4(), encode(opened))
+    for owner in keyring.owners_of_client(opened.client_id):  # type: ignore[attr-defined]
+        keyring.destroy(owner)
+    closed = next(e for e in example_events() if e.event_type == "casetrail.case.closed")
+    quiet = closed.model_copy(update={"note": None})
+
+    assert registry.seal(quiet, uuid4(), encode(quiet)) == encode(quiet)
