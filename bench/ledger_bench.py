@@ -41,6 +41,10 @@ from bench.common import (
 )
 from bench.store_bench import command_events
 from events.catalog_registry import default_registry
+from events.keys.fields import FieldProtection
+from events.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
+from events.keys.keyring import ClientKeyring
+from events.keys.port import DataKeyTable
 from events.ledger import merkle
 from events.ledger.canonical import canonical_row
 from events.ledger.keys import FileSigner
@@ -53,6 +57,7 @@ from events.registry import EventRegistry
 from events.store.port import EventStore
 
 HEADING = "## Ledger (issue 10)"
+ENCRYPTION_HEADING = "## Ledger with encryption (issue 10)"
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:15432/casetrail"
 WRITERS = 8
 
@@ -77,8 +82,12 @@ QUICK = Sizes(rounds=2, commits_of_1=40, commits_of_100=4, verify_events=20_000,
 @dataclass
 class Backend:
     name: str
-    open_store: Callable[[], Awaitable[tuple[EventStore, Callable[[], Awaitable[LedgerStore]]]]]
+    open_store: Callable[
+        [EventRegistry | None], Awaitable[tuple[EventStore, Callable[[], Awaitable[LedgerStore]]]]
+    ]
     cleanup: Callable[[], Awaitable[None]]
+    key_table: Callable[[], DataKeyTable]
+    """A new table of clients' data keys (for sealing sensitive fields)."""
     server_cpu: Callable[[], Awaitable[float]] | None = None
     """CPU seconds used so far by the database server's processes (PostgreSQL)."""
 
@@ -124,7 +133,9 @@ def sqlite_backend(scratch: Path, registry: EventRegistry | None = None) -> Back
     from events.ledger.sqlite import SqliteLedgerStore
     from events.store.sqlite import SqliteEventStore
 
-    async def open_store() -> tuple[EventStore, Callable[[], Awaitable[LedgerStore]]]:
+    async def open_store(
+        registry: EventRegistry | None = None,
+    ) -> tuple[EventStore, Callable[[], Awaitable[LedgerStore]]]:
         directory = scratch / uuid.uuid4().hex[:8]
         directory.mkdir()
         store = await SqliteEventStore.open(directory / "events.db", registry or default_registry())
@@ -137,7 +148,12 @@ def sqlite_backend(scratch: Path, registry: EventRegistry | None = None) -> Back
     async def cleanup() -> None:
         return None
 
-    return Backend("SQLite", open_store, cleanup)
+    def key_table() -> DataKeyTable:
+        from events.keys.sqlite import SqliteDataKeyTable
+
+        return SqliteDataKeyTable(scratch / f"keys-{uuid.uuid4().hex[:8]}.db")
+
+    return Backend("SQLite", open_store, cleanup, key_table)
 
 
 def postgres_backend(dsn: str, registry: EventRegistry | None = None) -> Backend:
@@ -146,7 +162,9 @@ def postgres_backend(dsn: str, registry: EventRegistry | None = None) -> Backend
 
     schemas: list[str] = []
 
-    async def open_store() -> tuple[EventStore, Callable[[], Awaitable[LedgerStore]]]:
+    async def open_store(
+        registry: EventRegistry | None = None,
+    ) -> tuple[EventStore, Callable[[], Awaitable[LedgerStore]]]:
         schema = f"bench_ledger_{uuid.uuid4().hex[:10]}"
         schemas.append(schema)
         store = await PostgresEventStore.connect(dsn, registry or default_registry(), schema=schema)
@@ -171,14 +189,33 @@ def postgres_backend(dsn: str, registry: EventRegistry | None = None) -> Backend
         except OSError:
             return 0.0  # a server not on this machine (or not ours to read)
 
-    return Backend("PostgreSQL", open_store, cleanup, server_cpu)
+    def key_table() -> DataKeyTable:
+        from events.keys.postgres import PostgresDataKeyTable
+
+        schema = f"bench_keys_{uuid.uuid4().hex[:10]}"
+        schemas.append(schema)
+        return PostgresDataKeyTable(dsn, schema=schema)
+
+    return Backend("PostgreSQL", open_store, cleanup, key_table, server_cpu)
 
 
 async def append_rate(
-    backend: Backend, scratch: Path, per_commit: int, commits: int, ledger_on: bool
+    backend: Backend,
+    scratch: Path,
+    per_commit: int,
+    commits: int,
+    ledger_on: bool,
+    encryption: bool = False,
 ) -> AppendRun:
-    """WRITERS concurrent writers (each its own stream) append ``commits`` commits each."""
-    store, open_ledger = await backend.open_store()
+    """WRITERS concurrent writers (each its own stream) append ``commits`` commits each;
+    ``encryption`` (with the ledger on): sensitive fields sealed as the services store them."""
+    registry = None
+    table: DataKeyTable | None = None
+    if ledger_on and encryption:
+        table = backend.key_table()
+        kek = FileKeyEncryptionKey(scratch / f"kek-{uuid.uuid4().hex[:8]}" / KEK_FILE_NAME)
+        registry = default_registry().protected(FieldProtection(ClientKeyring(kek, table)))
+    store, open_ledger = await backend.open_store(registry)
     stop = asyncio.Event()
     follower: asyncio.Task[None] | None = None
     ledger_store: LedgerStore | None = None
@@ -214,6 +251,8 @@ async def append_rate(
         assert await ledger_store.size() == total
         await ledger_store.close()
     await store.close()
+    if table is not None:
+        table.close()
     return AppendRun(total / elapsed, cpu / total, server / total, lag)
 
 
@@ -251,7 +290,7 @@ async def fill(store: EventStore, events: int) -> None:
 async def verify_rate(backend: Backend, scratch: Path, events: int) -> tuple[float, float, float]:
     """(verify_store leaves/s, rows read and hashed /s, bare SHA-256 of the canonical bytes
     /s) over ``events``."""
-    store, open_ledger = await backend.open_store()
+    store, open_ledger = await backend.open_store(None)
     await fill(store, events)
     ledger_store = await open_ledger()
     signer = FileSigner(origin_of("bench", "bench"), scratch / f"{uuid.uuid4().hex}.key")
@@ -290,7 +329,7 @@ async def verify_rate(backend: Backend, scratch: Path, events: int) -> tuple[flo
 
 async def proof_times(backend: Backend, leaves: int, proofs: int) -> tuple[float, list[float]]:
     """(seconds to build a ledger of ``leaves`` synthetic leaves, proof latencies)."""
-    _store, open_ledger = await backend.open_store()
+    _store, open_ledger = await backend.open_store(None)
     ledger_store = await open_ledger()
     accumulator = RootAccumulator()
     started = time.perf_counter()
@@ -316,8 +355,13 @@ async def proof_times(backend: Backend, leaves: int, proofs: int) -> tuple[float
     return built, latencies
 
 
-async def run(sizes: Sizes, backends: Sequence[str], dsn: str, write: bool) -> str:
+async def run(
+    sizes: Sizes, backends: Sequence[str], dsn: str, write: bool, encryption: bool = False
+) -> str:
+    """``encryption``: appends only, "on" = ledger and sealed sensitive fields (issue 10's
+    target), in a section of its own."""
     begun = time.perf_counter()
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="ledger-bench-") as directory:
         scratch = Path(directory)
         chosen = []
@@ -334,10 +378,14 @@ async def run(sizes: Sizes, backends: Sequence[str], dsn: str, write: bool) -> s
                         order = (False, True) if round_number % 2 == 0 else (True, False)
                         for ledger_on in order:
                             runs[ledger_on].append(
-                                await append_rate(backend, scratch, per_commit, commits, ledger_on)
+                                await append_rate(
+                                    backend, scratch, per_commit, commits, ledger_on, encryption
+                                )
                             )
                     append_rows.append(_append_row(backend.name, per_commit, runs))
                     print(append_rows[-1], flush=True)
+                if encryption:
+                    continue
                 verify, rows_only, bare = await verify_rate(backend, scratch, sizes.verify_events)
                 verify_rows.append(
                     [backend.name, f"{sizes.verify_events:,}", fmt_rate(verify),
@@ -354,17 +402,52 @@ async def run(sizes: Sizes, backends: Sequence[str], dsn: str, write: bool) -> s
         finally:
             for backend in chosen:
                 await backend.cleanup()
+    later = [
+        "",
+        "verify-store (recompute every leaf from the stored events, compare with the"
+        " ledger, recompute the root at each signed checkpoint; target >= 500k leaves/s),"
+        " beside bare SHA-256 of the canonical bytes in Python:",
+        "",
+        markdown_table(
+            [
+                "backend",
+                "events",
+                "verify-store (leaves/s)",
+                "rows read + leaf-hashed (/s)",
+                "bare SHA-256 (/s)",
+                "verify-store / bare SHA-256",
+            ],
+            verify_rows,
+        ),
+        "",
+        "Inclusion proof of a random event (query for its subtree hashes + hashing;"
+        " target < 5 ms):",
+        "",
+        markdown_table(
+            ["backend", "ledger leaves", "ledger built in", "median ms", "p99 ms", "max ms"],
+            proof_rows,
+        ),
+    ]
     machine = machine_info()
+    flags = (" --quick" if sizes is QUICK else "") + (" --encryption" if encryption else "")
+    on = (
+        "ledger and encryption off vs on (on: the follower hashing every event as it is stored"
+        " and signing every second, and the sensitive field of every event sealed with its"
+        " case's data key, AES-256-GCM)"
+        if encryption
+        else "ledger off vs on (follower hashing every event as it is stored and signing"
+        " every second)"
+    )
     text = "\n".join(
         [
             f"Run {now_utc()}, {'quick' if sizes is QUICK else 'full'} run in"
-            f" {time.perf_counter() - begun:.0f} s: `python -m bench.ledger_bench"
-            f"{' --quick' if sizes is QUICK else ''}`.",
+            f" {time.perf_counter() - begun:.0f} s: `python -m bench.ledger_bench{flags}`;"
+            f" load average (1 min) at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f}"
+            " on 2 cores shared with other work.",
             "",
             *[f"- {line}" for line in machine.lines()],
             "",
-            f"Appends, {WRITERS} concurrent writers, ledger off vs on (follower hashing every"
-            " event as it is stored and signing every second), median of"
+            f"Appends, {WRITERS} concurrent writers, {on}, median of"
             f" {sizes.rounds} alternating rounds (target: on/off >= 0.9x):",
             "",
             markdown_table(
@@ -385,34 +468,11 @@ async def run(sizes: Sizes, backends: Sequence[str], dsn: str, write: bool) -> s
             "CPU µs/event: this process (writers, and the follower when on) plus, on"
             " PostgreSQL, the server's processes, per event appended, median of rounds; lag: events"
             " not yet hashed when the last writer finished (the follower lingers 50 ms to batch).",
-            "",
-            "verify-store (recompute every leaf from the stored events, compare with the"
-            " ledger, recompute the root at each signed checkpoint; target >= 500k leaves/s),"
-            " beside bare SHA-256 of the canonical bytes in Python:",
-            "",
-            markdown_table(
-                [
-                    "backend",
-                    "events",
-                    "verify-store (leaves/s)",
-                    "rows read + leaf-hashed (/s)",
-                    "bare SHA-256 (/s)",
-                    "verify-store / bare SHA-256",
-                ],
-                verify_rows,
-            ),
-            "",
-            "Inclusion proof of a random event (query for its subtree hashes + hashing;"
-            " target < 5 ms):",
-            "",
-            markdown_table(
-                ["backend", "ledger leaves", "ledger built in", "median ms", "p99 ms", "max ms"],
-                proof_rows,
-            ),
+            *([] if encryption else later),
         ]
     )
     if write:
-        replace_section(HEADING, text)
+        replace_section(ENCRYPTION_HEADING if encryption else HEADING, text)
     return text
 
 
@@ -421,12 +481,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--encryption",
+        action="store_true",
+        help="appends only, with sensitive fields sealed as well when the ledger is on",
+    )
     options = parser.parse_args(argv)
     dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    sizes = QUICK if options.quick else FULL
     text = asyncio.run(
-        run(
-            QUICK if options.quick else FULL, options.backends.split(","), dsn, not options.no_write
-        )
+        run(sizes, options.backends.split(","), dsn, not options.no_write, options.encryption)
     )
     print(text)
 
