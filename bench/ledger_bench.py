@@ -467,7 +467,7 @@ async def run(
             "",
             "CPU µs/event: this process (writers, and the follower when on) plus, on"
             " PostgreSQL, the server's processes, per event appended, median of rounds; lag: events"
-            " not yet hashed when the last writer finished (the follower lingers 50 ms to batch).",
+            " not yet hashed when the last writer finished (the follower lingers 250 ms to batch).",
             *([] if encryption else later),
         ]
     )
