@@ -3,18 +3,21 @@ on both clocks so that a page is one index read whatever the length of the case.
 
 Layout (``events.projections.port.KeyRange`` reads the index in key order):
 
-* ``audit_timeline_index/<case>|<clock>|<lane>|<sort key>``: one document per event and clock
-  (``o`` occurred, ``r`` recorded), ``{"type", "actor", "event"}`` where ``event`` is the
-  CloudEvents structured document. The sort key (``history.sort_key``, zero-padded) makes the
-  key order the clock's order, so a period, an as-of moment and a page cursor are key bounds.
-  The lane keeps access events (``a``: accessed, denied) apart from the case's own history
-  (``h``): every read appends one, and a timeline without them never reads them.
+* ``audit_timeline_index/<case>|<clock>|<lane>|<sort key>``: one small document per event and
+  clock (``o`` occurred, ``r`` recorded), ``{"type", "actor", "event"}`` where ``event`` is the
+  key of the event's document. The sort key (``sort_suffix``, zero-padded) makes the key order
+  the clock's order, so a period, an as-of moment and a page cursor are key bounds, and type and
+  actor filters are conditions on these small documents. The lane keeps access events (``a``:
+  accessed, denied) apart from the case's own history (``h``): every read appends one, and a
+  timeline without them never reads them.
+* ``audit_timeline_events/<case>|<lane>|<event id>``: the event, a CloudEvents structured
+  document, once (a page fetches its entries' documents by key; a whole-case read takes the
+  case's range);
 * ``audit_case_facts/<case>``: the policy's fact entries (``entry_of``) of the case's
   fact-bearing events, so a query decides on the case without reading its history;
 * ``audit_case_timelines/<case>``: how many events and access events the case has;
 * ``audit_timeline_seen/<event_id>``: marks an event as applied and points at its entry.
 
-Every event is written twice (once per clock): storage for a one-query page on either clock.
 The seen-marker makes ``apply`` idempotent whatever feeds it: the bus (where a redelivery is
 normal) and audit's own store both carry audit's own access events.
 """
@@ -42,6 +45,7 @@ from services.audit.domain.history import IndexPage, PageCursor, TimeBasis, Time
 
 CASES = "audit_case_timelines"
 INDEX = "audit_timeline_index"
+EVENTS = "audit_timeline_events"
 SEEN = "audit_timeline_seen"
 FACTS = "audit_case_facts"
 
@@ -79,7 +83,7 @@ def _prefix(case_id: str, basis: TimeBasis, lane: str) -> str:
 
 class TimelineProjection(Projection):
     name = "timeline-index"
-    collections = (CASES, INDEX, SEEN, FACTS)
+    collections = (CASES, INDEX, EVENTS, SEEN, FACTS)
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
         # Client-level events (casetrail.client.registered) belong to no case.
@@ -90,17 +94,16 @@ class TimelineProjection(Projection):
             return
         case_id = recorded.subject
         lane = lane_of(recorded.event_type)
-        document = {
+        event_key = f"{case_id}|{lane}|{event_id}"
+        await transaction.put(EVENTS, event_key, {"event": to_structured(recorded)})
+        indexed = {
             "type": recorded.event_type,
             "actor": recorded.metadata.actor.user_id,
-            "event": to_structured(recorded),
+            "event": event_key,
         }
-        keys = {
-            basis.value: _prefix(case_id, basis, lane) + sort_suffix(recorded, basis)
-            for basis in TimeBasis
-        }
-        for key in keys.values():
-            await transaction.put(INDEX, key, document)
+        for basis in TimeBasis:
+            key = _prefix(case_id, basis, lane) + sort_suffix(recorded, basis)
+            await transaction.put(INDEX, key, indexed)
         entry = entry_of(recorded)
         # Spliced into the case's facts document in the database: a long case's facts are not
         # decoded and encoded again per event.
@@ -111,7 +114,7 @@ class TimelineProjection(Projection):
         header = await transaction.get(CASES, case_id) or _new_header(case_id)
         header["accesses" if lane == ACCESSES else "events"] += 1
         await transaction.put(CASES, case_id, header)
-        await transaction.put(SEEN, event_id, {"case_id": case_id, "key": keys["occurred"]})
+        await transaction.put(SEEN, event_id, {"case_id": case_id, "key": event_key})
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
         # The events keep their sealed values; the fact entries hold the categories of need
@@ -157,11 +160,13 @@ class ReadModelTimelines:
         chosen = found[:size]
         if backward:
             chosen.reverse()
-        return IndexPage(
-            [self._decode(case_id, document["event"]) for _, document in chosen],
-            [suffix for suffix, _ in chosen],
-            more=len(found) > size,
-        )
+        entries = []
+        for _, document in chosen:
+            stored = await self._read_models.get(EVENTS, document["event"])
+            if stored is None:
+                raise RuntimeError(f"timeline event {document['event']!r} is missing")
+            entries.append(self._decode(case_id, stored["event"]))
+        return IndexPage(entries, [suffix for suffix, _ in chosen], more=len(found) > size)
 
     async def count(self, case_id: str, query: TimelineQuery) -> int:
         """Events in the whole view (all pages)."""
@@ -173,30 +178,33 @@ class ReadModelTimelines:
 
     async def events_of(self, case_id: str) -> list[RecordedEvent]:
         """Every event of the case (access events included), on the occurred clock."""
-        return await self._everything(case_id, TimelineQuery(TimeBasis.OCCURRED))
+        return await self._everything(f"{case_id}|")
 
     async def accesses_of(self, case_id: str) -> list[RecordedEvent]:
         """The case's access events (accessed and denied), on the occurred clock."""
-        query = TimelineQuery(TimeBasis.OCCURRED, event_types=ACCESS_TYPES)
-        return await self._everything(case_id, query)
+        return await self._everything(f"{case_id}|{ACCESSES}|")
 
     async def event(self, event_id: UUID) -> RecordedEvent | None:
         """The case event audit received with this id (None for one of no case)."""
         seen = await self._read_models.get(SEEN, str(event_id))
         if seen is None:
             return None
-        document = await self._read_models.get(INDEX, seen["key"])
+        document = await self._read_models.get(EVENTS, seen["key"])
         return None if document is None else self._decode(seen["case_id"], document["event"])
 
-    async def _everything(self, case_id: str, query: TimelineQuery) -> list[RecordedEvent]:
+    async def _everything(self, prefix: str) -> list[RecordedEvent]:
+        """The events under ``prefix`` of the events collection, read by key range."""
+        case_id = prefix.split("|", 1)[0]
         events: list[RecordedEvent] = []
-        cursor: PageCursor | None = None
+        low = prefix
         while True:
-            page = await self.page(case_id, query, cursor, _READ_ALL)
-            events.extend(page.entries)
-            if not page.more:
-                return events
-            cursor = PageCursor(page.suffixes[-1])
+            rows = await self._read_models.key_range(
+                EVENTS, KeyRange(low, prefix + _END, limit=_READ_ALL)
+            )
+            events.extend(self._decode(case_id, document["event"]) for _, document in rows)
+            if len(rows) < _READ_ALL:
+                return sorted(events, key=lambda e: sort_suffix(e, TimeBasis.OCCURRED).encode())
+            low = rows[-1][0]
 
     def _decode(self, case_id: str, document: dict[str, Any]) -> RecordedEvent:
         try:

@@ -14,6 +14,7 @@ from events.projections.sqlite import SqliteReadModelStore
 from events.registry import EventRegistry
 from services.audit.adapters.timeline import (
     CASES,
+    EVENTS,
     INDEX,
     SEEN,
     ReadModelTimelines,
@@ -28,7 +29,7 @@ from tests.unit.audit.support import CASE, T0, Producer, late_recorded_case, ope
 async def snapshot(read_models: SqliteReadModelStore) -> dict[str, list[object]]:
     return {
         collection: [item async for item in read_models.scan(collection)]
-        for collection in (CASES, INDEX, SEEN)
+        for collection in (CASES, INDEX, EVENTS, SEEN)
     }
 
 
