@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from pydantic import ValidationError
+from pydantic_core import from_json
 
 from events.catalog.base import CaseEvent
 from events.errors import (
@@ -109,7 +110,7 @@ class EventRegistry:
         """Load stored JSON data into the current model, upcasting older versions first
         (sealed values opened: they are bound to ``event_id``)."""
         if event_id is not None and self.is_sealed(data):
-            document = self.open_document(event_type, schema_version, event_id, json.loads(data))
+            document = self.open_document(event_type, schema_version, event_id, from_json(data))
             return self.validate(event_type, schema_version, document)
         model = self.model_for(event_type)
         if schema_version == model.schema_version:
