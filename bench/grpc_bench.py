@@ -444,7 +444,7 @@ class Commands:
             metadata=self._as["sw-bench"],
         )
 
-    async def prepare(self, clients: int, cases: int, patience: float = 120.0) -> None:
+    async def prepare(self, clients: int, cases: int, patience: float = 300.0) -> None:
         """Register the clients; open the cases and wait until coordination (and planning,
         when served) knows them all."""
         self.clients = [await self._register(next(self._numbers)) for _ in range(clients)]
@@ -1269,13 +1269,19 @@ async def start_services(
         servers.append(await start_server("embedded", argv, env, work / f"{tag}.out", SERVICES))
         return
 
+    from events.keys.hosting import KEK_FILE_VARIABLE
+
+    # One agency, one key-encryption key: every process seals and opens with the same one
+    # (in production, a mounted secret named by the same variable).
+    shared = {KEK_FILE_VARIABLE: str(work / f"{tag}-kek.bin"), **env}
+
     async def start(name: str) -> None:
         data = work / f"{tag}-{name}"
         data.mkdir()
         argv = [*base, "--service", name, "--topic", topic, "--data-dir", str(data)]
         if profile_intake is not None and name == "intake":
             argv += ["--profile", str(profile_intake)]
-        servers.append(await start_server(name, argv, env, work / f"{tag}-{name}.out", [name]))
+        servers.append(await start_server(name, argv, shared, work / f"{tag}-{name}.out", [name]))
 
     started = await asyncio.gather(*(start(name) for name in SERVICES), return_exceptions=True)
     for failure in started:
