@@ -83,6 +83,7 @@ def legacy_models() -> tuple[type[CaseEvent], ...]:
         legacy.CaseReassignedV1,
         legacy.RecordAccessedV1,
         legacy.RecordAccessedV2,
+        legacy.RecordAccessDeniedV1,
         legacy.ConsentGrantedV1,
         legacy.ReferralMadeV1,
     )
@@ -97,6 +98,7 @@ def upcasters() -> tuple[tuple[str, int, Upcaster], ...]:
         (assignment.CaseReassigned.event_type, 1, legacy.upcast_case_reassigned_v1_to_v2),
         (access.RecordAccessed.event_type, 1, legacy.upcast_record_accessed_v1_to_v2),
         (access.RecordAccessed.event_type, 2, legacy.upcast_record_accessed_v2_to_v3),
+        (access.RecordAccessDenied.event_type, 1, legacy.upcast_record_access_denied_v1_to_v2),
         (access.ConsentGranted.event_type, 1, legacy.upcast_consent_granted_v1_to_v2),
         (referrals.ReferralMade.event_type, 1, legacy.upcast_referral_made_v1_to_v2),
     )

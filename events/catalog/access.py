@@ -130,6 +130,7 @@ class RecordAccessDenied(CaseEvent):
     """Someone asked to read a case record and was refused. Carries no case content."""
 
     event_type: ClassVar[str] = "casetrail.record.access_denied"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     accessor_id: Identifier
@@ -139,6 +140,11 @@ class RecordAccessDenied(CaseEvent):
     action: NonEmptyStr = Field(description="What was asked, e.g. read a case view.")
     rule: RuleName = Field(description="The access-policy rule that refused it.")
     policy_version: PolicyVersion
+    client_application: ClientApplication | None = Field(
+        default=None,
+        description="The client application the request came through (e.g. casetrail-console),"
+        " as the caller named it (x-casetrail-client); declared, not verified.",
+    )
 
 
 class RecipientKind(StrEnum):

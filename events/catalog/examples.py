@@ -71,6 +71,7 @@ from events.catalog.legacy import (
     CaseReassignedV1,
     ClientRegisteredV1,
     ConsentGrantedV1,
+    RecordAccessDeniedV1,
     RecordAccessedV1,
     RecordAccessedV2,
     ReferralMadeV1,
@@ -417,6 +418,7 @@ def example_events() -> tuple[CaseEvent, ...]:
             action="read a case view",
             rule="purpose-not-permitted",
             policy_version="2026.12-1",
+            client_application="casetrail-console",
         ),
         ConsentGranted(
             case_id=CASE,
@@ -541,6 +543,16 @@ def legacy_example_events() -> tuple[CaseEvent, ...]:
             sections=(RecordSection.ASSESSMENT, RecordSection.ACCESS_LOG),
             fields=("assessment.factors.psychological",),
             rule="auditor-review",
+            policy_version="2026.12-1",
+        ),
+        RecordAccessDeniedV1(
+            case_id=CASE,
+            accessor_id="worker-luca",
+            accessor_role=Role.CASE_MANAGER,
+            accessor_agency_id="eastbay-dss",
+            purpose=AccessPurpose.SUPERVISION,
+            action="read a case view",
+            rule="purpose-not-permitted",
             policy_version="2026.12-1",
         ),
         ConsentGrantedV1(

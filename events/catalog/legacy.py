@@ -204,6 +204,31 @@ def upcast_record_accessed_v2_to_v3(data: dict[str, Any]) -> dict[str, Any]:
     return old
 
 
+class RecordAccessDeniedV1(CaseEvent):
+    """Someone asked to read a case record and was refused. Carries no case content."""
+
+    model_config = ConfigDict(title="RecordAccessDenied")
+
+    event_type: ClassVar[str] = "casetrail.record.access_denied"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    accessor_id: Identifier
+    accessor_role: Role
+    accessor_agency_id: Identifier | None = None
+    purpose: AccessPurpose
+    action: NonEmptyStr = Field(description="What was asked, e.g. read a case view.")
+    rule: RuleName = Field(description="The access-policy rule that refused it.")
+    policy_version: PolicyVersion
+
+
+def upcast_record_access_denied_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 did not name the client application the request came through: unknown."""
+    old = _validated(RecordAccessDeniedV1, data).model_dump(mode="json")
+    old["client_application"] = None
+    return old
+
+
 class ConsentGrantedV1(CaseEvent):
     """The client consented to parts of their record being disclosed to an agency."""
 

@@ -154,6 +154,7 @@ class AccessControl:
             action=action.value,
             rule=decision.rule,
             policy_version=decision.policy_version,
+            client_application=principal.client,
         )
         await self._append(principal, [denied])
         raise AccessDenied(principal, action, decision)

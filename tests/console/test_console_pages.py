@@ -299,6 +299,7 @@ def test_access_log_names_the_console_user(
     assert "<td>casetrail-console</td>" in accesses
     refusals = answer.text.split('id="refusals"')[1]
     assert "<td>sam-elsewhere</td>" in refusals
+    assert "<td>casetrail-console</td>" in refusals  # the refusal names the console too
 
 
 def test_a_case_is_found_by_its_client_without_the_client_in_any_address(

@@ -119,6 +119,7 @@ def access_refusal(recorded: RecordedEvent) -> audit_pb2.AccessRefusal:
         occurred_at=timestamp(recorded.metadata.occurred_at),
         recorded_at=timestamp(recorded.recorded_at),
         source=recorded.metadata.source,
+        client_application=event.client_application or "",
     )
 
 
