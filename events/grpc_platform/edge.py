@@ -2,9 +2,10 @@
 
 One walk over the request message, whatever the service: each string is bounded and free of
 control characters (free text may hold tab, line feed and carriage return; ids and keys
-nothing), each repeated field is bounded, and each timestamp or date lies in the plausible
-range. Problems name the request field as the services do (``goals[0].tasks[1].description``)
-and never echo the value. Services then check their own, narrower rules.
+nothing), each repeated field is bounded, each timestamp or date lies in the plausible range
+and each duration within protobuf's own bound. Problems name the request field as the
+services do (``goals[0].tasks[1].description``) and never echo the value. Services then
+check their own, narrower rules.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ from events.limits import (
 )
 
 _TIMESTAMP = "google.protobuf.Timestamp"
+_DURATION = "google.protobuf.Duration"
+_DURATION_SECONDS = 315_576_000_000
+"""The protobuf spec's bound (about 10,000 years): Python's parser does not enforce it, and
+past it a duration overflows ``timedelta`` in the handler (INTERNAL instead of a refusal)."""
 _EARLIEST_SECONDS = int(EARLIEST_MOMENT.timestamp())
 _LATEST_SECONDS = int(LATEST_MOMENT.timestamp())
 _RANGE = f"between {EARLIEST_MOMENT:%Y-%m-%d} and {LATEST_MOMENT.year - 1}-12-31"
@@ -48,7 +53,7 @@ def request_problems(message: Message) -> list[FieldProblem]:
     return problems
 
 
-_ID, _TEXT, _MOMENT, _MESSAGE, _BYTES = range(5)
+_ID, _TEXT, _MOMENT, _MESSAGE, _BYTES, _SPAN = range(6)
 
 
 class _Plan(NamedTuple):
@@ -83,7 +88,7 @@ def _plan(field: FieldDescriptor) -> _Plan | None:
         kind = _ID if longest else _TEXT
         longest = longest or MAX_TEXT_CHARS
     elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
-        kind = _MOMENT if field.message_type.full_name == _TIMESTAMP else _MESSAGE
+        kind = {_TIMESTAMP: _MOMENT, _DURATION: _SPAN}.get(field.message_type.full_name, _MESSAGE)
     elif field.type == FieldDescriptor.TYPE_BYTES:
         kind, longest = _BYTES, MAX_TEXT_CHARS
     elif field.is_repeated:
@@ -109,7 +114,7 @@ def _check_message(message: Message, prefix: str, problems: list[FieldProblem]) 
             elif plan.kind != _BYTES or plan.longest:
                 for index, item in enumerate(values):
                     _check_value(plan, item, prefix, f"{name}[{index}]", problems)
-        elif plan.kind in (_MESSAGE, _MOMENT):
+        elif plan.kind in (_MESSAGE, _MOMENT, _SPAN):
             if message.HasField(name):
                 _check_value(plan, getattr(message, name), prefix, name, problems)
         else:
@@ -136,6 +141,16 @@ def _check_value(
         seconds, nanos = value.seconds, value.nanos
         if not (_EARLIEST_SECONDS <= seconds < _LATEST_SECONDS and 0 <= nanos < 1_000_000_000):
             problems.append(FieldProblem(_path(prefix, name), f"must be a moment {_RANGE} (UTC)"))
+    elif kind == _SPAN:
+        seconds, nanos = value.seconds, value.nanos
+        if not (
+            -_DURATION_SECONDS <= seconds <= _DURATION_SECONDS
+            and -1_000_000_000 < nanos < 1_000_000_000
+            and (seconds == 0 or nanos == 0 or (seconds > 0) == (nanos > 0))
+        ):
+            problems.append(
+                FieldProblem(_path(prefix, name), "must be a duration within ±10,000 years")
+            )
     elif len(value) > plan.longest:
         problems.append(FieldProblem(_path(prefix, name), f"at most {plan.longest} bytes"))
 

@@ -17,6 +17,8 @@ from typing import Any
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
+from events.identity.errors import IssuerUnavailable
+
 log = logging.getLogger(__name__)
 
 SIGNING_ALGORITHMS = frozenset({"ES256", "EdDSA", "RS256"})
@@ -91,16 +93,25 @@ class IssuerKeys:
         return bool(self._keys)
 
     async def key(self, key_id: str) -> PyJWK | None:
-        """The key named ``key_id``, or ``None`` when the issuer does not publish it."""
+        """The key named ``key_id``, or ``None`` when the issuer does not publish it;
+        ``IssuerUnavailable`` while no key has been fetched at all."""
         now = self._clock()
         found = self._keys.get(key_id)
         if found is not None:
             if self._fetched_at is not None and now - self._fetched_at > self._max_age:
                 self._refresh_in_background()
             return found
-        if self._may_refresh(now):
+        # A refresh in flight (another call's, or a rotation's) may bring this key: wait for
+        # it rather than refuse a good token because its call came a moment too early.
+        if self._may_refresh(now) or self._lock.locked():
             await asyncio.to_thread(self._refresh, False)
-        return self._keys.get(key_id)
+        # One read of the keys: a worker thread replaces them whole, and deciding "unknown
+        # key" vs "no keys yet" from two reads once refused a good token (UNAUTHENTICATED)
+        # while the first fetch landed in between.
+        keys = self._keys
+        if not keys:
+            raise IssuerUnavailable("the issuer's signing keys could not be fetched yet")
+        return keys.get(key_id)
 
     async def refresh(self) -> bool:
         """Fetch the keys now (off the event loop); whether that succeeded."""

@@ -16,7 +16,7 @@ import jwt
 from jwt import exceptions as jwt_errors
 
 from events.identity.claims import principal_from_claims
-from events.identity.errors import InvalidCredential, IssuerUnavailable
+from events.identity.errors import InvalidCredential
 from events.identity.keys import SIGNING_ALGORITHMS, IssuerKeys
 from events.identity.principal import Principal
 
@@ -126,8 +126,6 @@ class TokenVerifier:
             raise InvalidCredential("TOKEN_KEY_UNKNOWN", "the bearer token names no key id")
         key = await self._keys.key(key_id)
         if key is None:
-            if not self._keys.has_keys:
-                raise IssuerUnavailable("the issuer's signing keys could not be fetched yet")
             raise InvalidCredential(
                 "TOKEN_KEY_UNKNOWN", "the bearer token names a key the issuer does not publish"
             )

@@ -71,6 +71,28 @@ def test_ids_and_keys_hold_no_control_characters_at_all(control: str) -> None:
     assert sorted(_problems(request)) == ["case_id", "context.idempotency_key"]
 
 
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [(10**15, 0), (-(10**15), 0), (315_576_000_001, 0), (60, -1), (-60, 5), (0, 10**9)],
+)
+def test_a_duration_outside_protobufs_bound_is_refused_naming_the_field(
+    seconds: int, nanos: int
+) -> None:
+    """Python's protobuf parses any seconds; past the spec's bound ``ToTimedelta`` overflows
+    in the handler, which answered INTERNAL (found by the fuzz test on OpenEmergencyAccess)."""
+    request = intake_pb2.OpenEmergencyAccessRequest(context=_context(), case_id="case-1")
+    request.duration.seconds, request.duration.nanos = seconds, nanos
+
+    assert _problems(request) == {"duration": "must be a duration within ±10,000 years"}
+
+
+def test_a_duration_within_the_bound_passes_the_edge() -> None:
+    request = intake_pb2.OpenEmergencyAccessRequest(context=_context(), case_id="case-1")
+    request.duration.seconds = 3600
+
+    assert _problems(request) == {}
+
+
 def test_lengths_and_list_sizes_are_bounded() -> None:
     request = planning_pb2.DraftPlanRequest(
         context=_context(key="k" * (MAX_KEY_CHARS + 1)),

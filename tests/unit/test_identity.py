@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pytest
@@ -21,6 +22,7 @@ from events.identity.errors import InvalidCredential
 from events.identity.grpc_auth import bearer_metadata, principal_of
 from events.identity.tls import ClientTls, ServerTls, channel
 from events.identity.tokens import SigningKey
+from events.identity.verifier import TokenVerifier
 from tests.support.identity import TestIssuer
 
 INTAKE = "casetrail.intake.v1.IntakeService"
@@ -98,6 +100,45 @@ async def test_an_unreachable_issuer_is_unavailable_not_a_bad_token() -> None:
 
     with pytest.raises(IssuerUnavailable):
         await verifier.verify(token)
+
+
+async def test_calls_arriving_while_the_first_key_fetch_is_in_flight_wait_for_it() -> None:
+    """Many calls at a process's start: the first fetches the issuer's keys, the others must
+    neither be refused as bad tokens nor pile fetches on the issuer (CI once saw one call of
+    thirty-six answered UNAUTHENTICATED as the first fetch landed)."""
+    import asyncio
+    import threading
+
+    from events.identity.keys import IssuerKeys, http_json
+
+    issuer = TestIssuer()
+    token = issuer.mint()
+    fetching = threading.Event()
+    release = threading.Event()
+    fetches = 0
+    real = http_json()
+
+    def slow_fetch(url: str) -> Any:
+        nonlocal fetches
+        if url.endswith("openid-configuration"):
+            fetches += 1
+            fetching.set()
+            release.wait(10)
+        return real(url)
+
+    keys = IssuerKeys(issuer.url, fetch=slow_fetch, min_refresh_interval=60.0)
+    verifier = TokenVerifier(keys, issuer.audience)
+    try:
+        first = asyncio.create_task(verifier.verify(token))
+        await asyncio.to_thread(fetching.wait, 10)
+        others = [asyncio.create_task(verifier.verify(token + "")) for _ in range(5)]
+        await asyncio.sleep(0.05)
+        release.set()
+        principals = await asyncio.gather(first, *others)
+    finally:
+        issuer.stop()
+    assert {principal.subject for principal in principals} == {"tester"}
+    assert fetches == 1
 
 
 # --- TLS ---------------------------------------------------------------------------------------
