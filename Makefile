@@ -81,7 +81,7 @@ check: $(PROTO_STAMP)
 	$(PY) -m events.asyncapi --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy events services cli tests bench
+	$(VENV)/bin/mypy events casetrail_platform services cli tests bench
 
 # The ledger's independent verifier (Go, golang.org/x/mod/sumdb): built from the Go module proxy
 # into ~/.cache/casetrail, outside the repository (tests/integration/test_ledger_independent.py).

@@ -30,20 +30,20 @@ from starlette.testclient import TestClient
 
 from bench.common import machine_info, markdown_table, median, now_utc, percentile, replace_section
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
+from casetrail_platform.identity.development import DevelopmentSigner
+from casetrail_platform.identity.tls import channel
+from casetrail_platform.identity.verifier import TokenVerifier
+from casetrail_platform.policy.facts import FACT_EVENT_TYPES
+from casetrail_platform.policy.guard import access_stream
+from casetrail_platform.policy.vocabulary import POLICY_VERSION
+from casetrail_platform.store.port import ANY_VERSION
+from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.rpc import query
 from events.catalog.access import AccessPurpose, RecordAccessDenied, RecordAccessed, RecordSection
 from events.catalog.base import CaseEvent, Role
 from events.catalog.examples import example_events
 from events.catalog_registry import default_registry
 from events.envelope import Actor, EventMetadata, NewEvent
-from events.identity.development import DevelopmentSigner
-from events.identity.tls import channel
-from events.identity.verifier import TokenVerifier
-from events.policy.facts import FACT_EVENT_TYPES
-from events.policy.guard import access_stream
-from events.policy.vocabulary import POLICY_VERSION
-from events.store.port import ANY_VERSION
-from events.store.sqlite import SqliteEventStore
 from services.console.app import create_app
 from services.console.audit_client import AuditClient, Caller
 from services.console.pages import TimelineFilter

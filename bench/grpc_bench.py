@@ -835,9 +835,9 @@ def serve_entry(options: argparse.Namespace) -> None:
 
 
 async def serve(options: argparse.Namespace, profiler: cProfile.Profile | None) -> None:
-    from events.bus.kafka_settings import KafkaSettings
-    from events.bus.topics import TopicSettings, ensure_topics
-    from events.hosting import Infrastructure
+    from casetrail_platform.bus.kafka_settings import KafkaSettings
+    from casetrail_platform.bus.topics import TopicSettings, ensure_topics
+    from casetrail_platform.hosting import Infrastructure
     from services.runner import start_services, stop_services
 
     data_dir = Path(options.data_dir)
@@ -876,13 +876,13 @@ async def serve(options: argparse.Namespace, profiler: cProfile.Profile | None) 
 def _switch_policy_off() -> None:
     """The benchmark's own switch (the product has none): every read allowed with everything
     disclosed, no facts looked up, nothing recorded. What remains is the read itself."""
-    from events.policy.guard import AccessControl
-    from events.policy.vocabulary import Decision
+    from casetrail_platform.policy.guard import AccessControl
+    from casetrail_platform.policy.vocabulary import Decision
 
     allowed = Decision(True, "checks-off", sensitive=True)
 
     async def no_facts(self: Any, case_id: str, own_entries: Any = ()) -> Any:
-        from events.policy.facts import unknown_case
+        from casetrail_platform.policy.facts import unknown_case
 
         return unknown_case(case_id)
 
@@ -920,9 +920,9 @@ remembered until it expires)."""
 
 def _verifier(mode: str = "product") -> Any:
     """The token verifier of the run's issuer (named by the environment, as in production)."""
-    from events.identity.keys import IssuerKeys
-    from events.identity.settings import IssuerSettings
-    from events.identity.verifier import TokenVerifier
+    from casetrail_platform.identity.keys import IssuerKeys
+    from casetrail_platform.identity.settings import IssuerSettings
+    from casetrail_platform.identity.verifier import TokenVerifier
 
     settings = IssuerSettings.from_env()
     if settings is None:
@@ -939,10 +939,10 @@ def _unchecked(issuer: str) -> Any:
     are (each token decoded once). Benchmark only: it measures what the checks cost."""
     import jwt
 
-    from events.identity.claims import principal_from_claims
-    from events.identity.keys import IssuerKeys
-    from events.identity.principal import Principal
-    from events.identity.verifier import TokenVerifier
+    from casetrail_platform.identity.claims import principal_from_claims
+    from casetrail_platform.identity.keys import IssuerKeys
+    from casetrail_platform.identity.principal import Principal
+    from casetrail_platform.identity.verifier import TokenVerifier
 
     class Unchecked(TokenVerifier):
         def __init__(self) -> None:
@@ -971,7 +971,7 @@ async def serve_empty() -> None:
     wrapper), with handlers that answer constants: what gRPC, asyncio and the load generator
     cost on this machine without any of casetrail's work. Coordination's address points here
     too, since the load generator opens channels to both (and calls only intake here)."""
-    from events.grpc_platform.server import create_server, serve_until_signalled
+    from casetrail_platform.grpc_platform.server import create_server, serve_until_signalled
     from services.runner import tune_gc
 
     servicer = empty_intake()
@@ -994,7 +994,7 @@ def empty_intake() -> intake_pb2_grpc.IntakeServiceServicer:
 
     Built in a function so that the orchestrator and the load generator, which never serve,
     do not import the events package (the catalog's pydantic models take a while to load)."""
-    from events.grpc_platform.server import Context, refusals_as_status
+    from casetrail_platform.grpc_platform.server import Context, refusals_as_status
 
     opened = intake_pb2.OpenCaseResponse(
         result=common_pb2.CommandResult(
@@ -1116,8 +1116,8 @@ BENCH_TOKENS: dict[str, str] = {}
 def start_issuer() -> Any:
     """An issuer over HTTP on 127.0.0.1 for this run: every server trusts it (through the
     environment it hands down), and the load generator calls with tokens it signed."""
-    from events.identity.issuer_http import IssuerHttpServer
-    from events.identity.tokens import SigningKey, mint
+    from casetrail_platform.identity.issuer_http import IssuerHttpServer
+    from casetrail_platform.identity.tokens import SigningKey, mint
 
     key = SigningKey.generate("ES256")
     public = [key.public_jwk()]
@@ -1269,7 +1269,7 @@ async def start_services(
         servers.append(await start_server("embedded", argv, env, work / f"{tag}.out", SERVICES))
         return
 
-    from events.keys.hosting import KEK_FILE_VARIABLE
+    from casetrail_platform.keys.hosting import KEK_FILE_VARIABLE
 
     # One agency, one key-encryption key: every process seals and opens with the same one
     # (in production, a mounted secret named by the same variable).
@@ -1305,7 +1305,7 @@ class BenchRun:
 
 
 async def run(quick: bool, write: bool, profile: bool | None, keep: bool) -> str:
-    from events.bus.kafka_settings import KafkaSettings
+    from casetrail_platform.bus.kafka_settings import KafkaSettings
 
     plan = QUICK if quick else FULL
     profile = (not quick) if profile is None else profile
@@ -1361,7 +1361,7 @@ def code_fingerprint() -> dict[str, float]:
     """Modification times of the code under test, to notice edits made while it runs."""
     return {
         str(path.relative_to(REPO)): path.stat().st_mtime
-        for folder in ("events", "services")
+        for folder in ("events", "casetrail_platform", "services")
         for path in (REPO / folder).rglob("*.py")
     }
 
@@ -1753,10 +1753,12 @@ def embedded_evidence(profile: Profile, closed: RowResult | None) -> list[str]:
         profile, "~", "<method 'execute' of 'sqlite3.Connection' objects>"
     )
     # One read-model transaction object per transaction: a plain call, counted exactly.
-    transactions, _, _ = per_command(profile, "events/projections/sqlite.py", "__init__")
+    transactions, _, _ = per_command(
+        profile, "casetrail_platform/projections/sqlite.py", "__init__"
+    )
     decoded, _, _ = per_command(profile, "events/cloudevents.py", "from_kafka_binary")
-    _, _, delivering = per_command(profile, "events/bus/delivery.py", "deliver")
-    _, _, command = per_command(profile, "events/grpc_platform/server.py", "wrapper")
+    _, _, delivering = per_command(profile, "casetrail_platform/bus/delivery.py", "deliver")
+    _, _, command = per_command(profile, "casetrail_platform/grpc_platform/server.py", "wrapper")
     built, _, builds = per_command(profile, "services/intake/app/handlers.py", "opening_of")
     loop = loop_time(profile) / max(profile.row.ok, 1) * 1e6
     fsync = _pair(closed.samples, "fsync") if closed else "-"
@@ -1781,7 +1783,7 @@ def embedded_evidence(profile: Profile, closed: RowResult | None) -> list[str]:
             else "."
         ),
         f"- {statements:.1f} SQLite statements in {transactions:.2f} read-model transactions "
-        "per command run ON the event loop's thread (events/projections/sqlite.py): "
+        "per command run ON the event loop's thread (casetrail_platform/projections/sqlite.py): "
         f"{blocked:.0f} us per command, {share(profile, blocked)} of the loop; while they run "
         "nothing else in the process moves. These commits do not fsync (the embedded read "
         "models are replayed from the stores after a crash); the event store's durable commits "
@@ -1828,8 +1830,10 @@ def distributed_evidence(results: Sequence[RowResult], profile: Profile | None) 
         )
     if profile is not None:
         sends, send_us, _ = per_command(profile, "psycopg/_cursor_base.py", "_send_query_prepared")
-        decoded, _, decode_us = per_command(profile, "events/store/rows.py", "to_recorded")
-        _, _, appending = per_command(profile, "events/store/postgres.py", "_append_on")
+        decoded, _, decode_us = per_command(
+            profile, "casetrail_platform/store/rows.py", "to_recorded"
+        )
+        _, _, appending = per_command(profile, "casetrail_platform/store/postgres.py", "_append_on")
         lines.append(
             f"- Intake's profile: {sends:.1f} statements sent per OpenCase ({send_us:.0f} us "
             f"of loop per command inside libpq's send, {share(profile, send_us)} of the loop, "
@@ -1990,7 +1994,7 @@ async def switched_run(
     tag = f"{switch.removeprefix('--')}-{mode.replace('+', '-')}-{backend}-{run_id}"
     if backend == "embedded":
         return await _switched_load(plan, work, tag, backend, [switch, mode], dict(os.environ))
-    from events.bus.kafka_settings import KafkaSettings
+    from casetrail_platform.bus.kafka_settings import KafkaSettings
 
     bootstrap = KafkaSettings.from_env().bootstrap_servers
     topic = f"casetrail.bench-{tag}"
@@ -2251,7 +2255,7 @@ call sampled, spans batched to an exporter that drops them, so no network is mea
 def _set_telemetry(mode: str) -> None:
     """(--serve) Install the telemetry of ``mode`` before the services start."""
     if mode == "none":
-        from events.grpc_platform import server
+        from casetrail_platform.grpc_platform import server
 
         class PassThrough(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async def intercept_service(self, continuation: Any, details: Any) -> Any:
@@ -2266,7 +2270,7 @@ def _set_telemetry(mode: str) -> None:
             SpanExportResult,
         )
 
-        from events.telemetry.tracing import enable_tracing
+        from casetrail_platform.telemetry.tracing import enable_tracing
 
         class Dropping(SpanExporter):
             def export(self, spans: Any) -> SpanExportResult:

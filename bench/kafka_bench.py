@@ -53,10 +53,17 @@ from bench.common import (
     replace_section,
     rotations,
 )
-from events.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
-from events.bus.kafka_settings import KafkaSettings
-from events.bus.port import EventPublisher
-from events.bus.topics import TopicSettings, create_topics
+from casetrail_platform.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.port import EventPublisher
+from casetrail_platform.bus.topics import TopicSettings, create_topics
+from casetrail_platform.checkpoints import InMemoryCheckpointStore
+from casetrail_platform.outbox import OutboxRelay
+from casetrail_platform.projections.port import DocumentTransaction, Projection
+from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.port import NO_STREAM
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import (
@@ -70,15 +77,8 @@ from events.catalog.cases import (
 from events.catalog.monitoring import ContactKind, ContactLogged
 from events.catalog.values import NeedCategory
 from events.catalog_registry import default_registry
-from events.checkpoints import InMemoryCheckpointStore
 from events.cloudevents import KafkaRecord, to_kafka_binary
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
-from events.outbox import OutboxRelay
-from events.projections.port import DocumentTransaction, Projection
-from events.projections.runner import BusProjectionHandler
-from events.projections.sqlite import SqliteReadModelStore
-from events.store.port import NO_STREAM
-from events.store.sqlite import SqliteEventStore
 from services.caseload.decoding import tracked_event
 from services.caseload.domain import CaseState, apply
 from services.caseload.processor import build_app
@@ -828,7 +828,7 @@ def relay_section(plan: Plan, relay: RelayResult) -> list[str]:
         " and up to four batches wait for their acknowledgements together; the checkpoint"
         " is saved for the newest batch acknowledged together with every batch before it."
         f" Reading and encoding, {relay.read_us + relay.encode_us:.0f} us of the relay's"
-        " CPU per event, live outside the relay (`events/store/rows.py`,"
+        " CPU per event, live outside the relay (`casetrail_platform/store/rows.py`,"
         " `events/cloudevents.py`).",
         "",
     ]

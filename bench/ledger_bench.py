@@ -40,21 +40,21 @@ from bench.common import (
     replace_section,
 )
 from bench.store_bench import command_events
+from casetrail_platform.keys.fields import FieldProtection
+from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
+from casetrail_platform.keys.keyring import ClientKeyring
+from casetrail_platform.keys.port import DataKeyTable
+from casetrail_platform.ledger import merkle
+from casetrail_platform.ledger.canonical import canonical_row
+from casetrail_platform.ledger.keys import FileSigner
+from casetrail_platform.ledger.log import LedgerLog, prove_inclusion
+from casetrail_platform.ledger.merkle import RootAccumulator
+from casetrail_platform.ledger.note import origin_of
+from casetrail_platform.ledger.port import LedgerStore
+from casetrail_platform.ledger.verify import verify_store
+from casetrail_platform.store.port import EventStore
 from events.catalog_registry import default_registry
-from events.keys.fields import FieldProtection
-from events.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
-from events.keys.keyring import ClientKeyring
-from events.keys.port import DataKeyTable
-from events.ledger import merkle
-from events.ledger.canonical import canonical_row
-from events.ledger.keys import FileSigner
-from events.ledger.log import LedgerLog, prove_inclusion
-from events.ledger.merkle import RootAccumulator
-from events.ledger.note import origin_of
-from events.ledger.port import LedgerStore
-from events.ledger.verify import verify_store
 from events.registry import EventRegistry
-from events.store.port import EventStore
 
 HEADING = "## Ledger (issue 10)"
 ENCRYPTION_HEADING = "## Ledger with encryption (issue 10)"
@@ -130,8 +130,8 @@ def postgres_cpu_seconds(data_directory: Path) -> float:
 
 def sqlite_backend(scratch: Path, registry: EventRegistry | None = None) -> Backend:
     """``registry``: the events' catalog (one that seals sensitive fields, say)."""
-    from events.ledger.sqlite import SqliteLedgerStore
-    from events.store.sqlite import SqliteEventStore
+    from casetrail_platform.ledger.sqlite import SqliteLedgerStore
+    from casetrail_platform.store.sqlite import SqliteEventStore
 
     async def open_store(
         registry: EventRegistry | None = None,
@@ -149,7 +149,7 @@ def sqlite_backend(scratch: Path, registry: EventRegistry | None = None) -> Back
         return None
 
     def key_table() -> DataKeyTable:
-        from events.keys.sqlite import SqliteDataKeyTable
+        from casetrail_platform.keys.sqlite import SqliteDataKeyTable
 
         return SqliteDataKeyTable(scratch / f"keys-{uuid.uuid4().hex[:8]}.db")
 
@@ -157,8 +157,8 @@ def sqlite_backend(scratch: Path, registry: EventRegistry | None = None) -> Back
 
 
 def postgres_backend(dsn: str, registry: EventRegistry | None = None) -> Backend:
-    from events.ledger.postgres import PostgresLedgerStore
-    from events.store.postgres import PostgresEventStore
+    from casetrail_platform.ledger.postgres import PostgresLedgerStore
+    from casetrail_platform.store.postgres import PostgresEventStore
 
     schemas: list[str] = []
 
@@ -190,7 +190,7 @@ def postgres_backend(dsn: str, registry: EventRegistry | None = None) -> Backend
             return 0.0  # a server not on this machine (or not ours to read)
 
     def key_table() -> DataKeyTable:
-        from events.keys.postgres import PostgresDataKeyTable
+        from casetrail_platform.keys.postgres import PostgresDataKeyTable
 
         schema = f"bench_keys_{uuid.uuid4().hex[:10]}"
         schemas.append(schema)

@@ -34,8 +34,8 @@ from bench.common import (
     now_utc,
     replace_section,
 )
-from events.bus.kafka import KafkaEventPublisher
-from events.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.kafka import KafkaEventPublisher
+from casetrail_platform.bus.kafka_settings import KafkaSettings
 from services.runner import tune_gc
 
 HEADING = "## Relay order (issue 13)"
@@ -44,9 +44,10 @@ DEFAULT_BEFORE = "8b980e7~1"
 
 
 def publisher_at(revision: str) -> ModuleType:
-    """``events/bus/kafka.py`` as it was at ``revision``, loaded beside the current one."""
+    """``casetrail_platform/bus/kafka.py`` as it was at ``revision``, loaded beside the current
+    one."""
     source = subprocess.run(
-        ["git", "show", f"{revision}:events/bus/kafka.py"],
+        ["git", "show", f"{revision}:casetrail_platform/bus/kafka.py"],
         check=True,
         capture_output=True,
         text=True,
@@ -55,7 +56,7 @@ def publisher_at(revision: str) -> ModuleType:
     directory = Path(tempfile.mkdtemp(prefix="casetrail-relay-before-"))
     path = directory / "kafka_before.py"
     path.write_text(source)
-    spec = importlib.util.spec_from_file_location("events.bus.kafka_before", path)
+    spec = importlib.util.spec_from_file_location("casetrail_platform.bus.kafka_before", path)
     if spec is None or spec.loader is None:
         raise RuntimeError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)

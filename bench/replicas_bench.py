@@ -56,9 +56,9 @@ async def serve_intake(topic: str, data_dir: Path) -> None:
     """(internal) One intake replica on ``PORT``, until SIGTERM."""
     import signal
 
-    from events.bus.kafka_settings import KafkaSettings
-    from events.bus.topics import TopicSettings, ensure_topics
-    from events.hosting import Infrastructure
+    from casetrail_platform.bus.kafka_settings import KafkaSettings
+    from casetrail_platform.bus.topics import TopicSettings, ensure_topics
+    from casetrail_platform.hosting import Infrastructure
     from services.runner import start_services, stop_services
 
     kafka = KafkaSettings.from_env()
@@ -241,7 +241,8 @@ async def main(seconds: float, write: bool) -> None:
             f" to one address (127.0.0.1:{PORT}, SO_REUSEPORT), {seconds:g} s per row after a"
             " 3 s warm-up;"
             " a fresh database and topic per row. Every registration takes the advisory locks of"
-            " its match keys (events/locking/), so this is the replicated duplicate check's cost.",
+            " its match keys (casetrail_platform/locking/), so this is the replicated duplicate"
+            " check's cost.",
             "",
             table(rows),
             "",

@@ -31,6 +31,12 @@ from bench.common import (
     replace_section,
     rotations,
 )
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.vocabulary import POLICY_VERSION
+from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.queries import QueryContext
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.access import (
     AccessPurpose,
     ConsentGranted,
@@ -45,12 +51,6 @@ from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, Ref
 from events.catalog.values import NeedCategory
 from events.catalog_registry import default_registry
 from events.envelope import Actor, EventMetadata, RecordedEvent
-from events.policy.guard import AccessControl
-from events.policy.vocabulary import POLICY_VERSION
-from events.projections.runner import BusProjectionHandler
-from events.projections.sqlite import SqliteReadModelStore
-from events.queries import QueryContext
-from events.store.sqlite import SqliteEventStore
 from services.audit.adapters.client_cases import ClientCasesProjection, ReadModelClientCases
 from services.audit.adapters.timeline import ReadModelTimelines, TimelineProjection
 from services.audit.app import as_seen, disclosures, queries

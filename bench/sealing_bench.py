@@ -39,13 +39,13 @@ from bench.ledger_bench import (
     sqlite_backend,
 )
 from bench.store_bench import command_events
+from casetrail_platform.keys.fields import FieldProtection
+from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
+from casetrail_platform.keys.keyring import ClientKeyring
+from casetrail_platform.keys.port import DataKeyTable
+from casetrail_platform.keys.postgres import PostgresDataKeyTable
+from casetrail_platform.keys.sqlite import SqliteDataKeyTable
 from events.catalog_registry import build_registry
-from events.keys.fields import FieldProtection
-from events.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
-from events.keys.keyring import ClientKeyring
-from events.keys.port import DataKeyTable
-from events.keys.postgres import PostgresDataKeyTable
-from events.keys.sqlite import SqliteDataKeyTable
 from events.registry import EventRegistry, encode
 
 HEADING = "## Sealing sensitive fields (issue 10)"

@@ -35,7 +35,7 @@ from pathlib import Path
 import psycopg
 
 from bench.common import machine_info, markdown_table, now_utc, replace_section
-from events.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.kafka_settings import KafkaSettings
 from tests.e2e.distributed import ServiceProcesses, service_processes
 from tests.faults.load import Load, Reconciliation, reconcile
 from tests.faults.servers import run_script

@@ -68,18 +68,18 @@ from bench.common import (
     replace_section,
     rotations,
 )
+from casetrail_platform.commands import CommandContext
+from casetrail_platform.projections.port import DocumentTransaction, Projection
+from casetrail_platform.projections.runner import catch_up
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.guard import storable_data
+from casetrail_platform.store.port import EventStore
+from casetrail_platform.store.rows import COLUMNS, insert_values, to_recorded
 from events.catalog.base import Role
 from events.catalog.monitoring import ContactKind, ContactLogged
 from events.catalog_registry import default_registry
-from events.commands import CommandContext
 from events.envelope import Actor, NewEvent, RecordedEvent
-from events.projections.port import DocumentTransaction, Projection
-from events.projections.runner import catch_up
-from events.projections.sqlite import SqliteReadModelStore
 from events.registry import EventRegistry, encode
-from events.store.guard import storable_data
-from events.store.port import EventStore
-from events.store.rows import COLUMNS, insert_values, to_recorded
 
 HEADING = "## Event store (issue 2)"
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:15432/casetrail"
@@ -472,7 +472,7 @@ class Backend:
 
 
 async def sqlite_backend(directory: Path, registry: EventRegistry) -> Backend:
-    from events.store.sqlite import SqliteEventStore
+    from casetrail_platform.store.sqlite import SqliteEventStore
 
     ours = await SqliteEventStore.open(directory / "casetrail.db", registry)
     app = BenchApplication(
@@ -514,7 +514,7 @@ _SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 
 
 def _sqlite_synchronous(path: Path) -> str:
-    from events.store.sqlite_writer import connect
+    from casetrail_platform.store.sqlite_writer import connect
 
     connection = connect(str(path))
     try:
@@ -531,7 +531,7 @@ def _es_pragma(recorder: SQLiteApplicationRecorder, pragma: str) -> str:
 
 
 async def postgres_backend(dsn: str, registry: EventRegistry, scratch: Path) -> Backend:
-    from events.store.postgres import PostgresEventStore
+    from casetrail_platform.store.postgres import PostgresEventStore
 
     prefix = f"bench_{os.getpid()}_{int(time.time())}"
     schemas = [f"{prefix}_casetrail", f"{prefix}_es_app", f"{prefix}_es_recorder"]

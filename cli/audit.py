@@ -21,11 +21,11 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
+from casetrail_platform.identity.grpc_auth import bearer_metadata
+from casetrail_platform.identity.tls import ClientTls, channel
 from cli.login import bearer_token
 from cli.present import case_state_lines, timeline_lines
 from cli.rpc import load_addresses, query, refusal_of, timestamp
-from events.identity.grpc_auth import bearer_metadata
-from events.identity.tls import ClientTls, channel
 
 BASES = {"occurred": audit_pb2.TIME_BASIS_OCCURRED, "recorded": audit_pb2.TIME_BASIS_RECORDED}
 

@@ -25,10 +25,10 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.json_format import MessageToDict
 
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+from casetrail_platform.identity.tls import ClientTls, channel
 from cli.audit import _credentials
 from cli.present import iso_minute, moment_of, short
 from cli.rpc import command, load_addresses, query, refusal_of
-from events.identity.tls import ClientTls, channel
 
 OUTCOMES = ("justified", "not_justified", "escalated")
 

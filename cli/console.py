@@ -13,11 +13,11 @@ import signal
 import sys
 from pathlib import Path
 
+from casetrail_platform.identity.development import DevelopmentSigner
+from casetrail_platform.identity.settings import IssuerSettings
+from casetrail_platform.identity.tls import ClientTls
+from casetrail_platform.identity.verifier import TokenVerifier
 from cli.rpc import load_addresses
-from events.identity.development import DevelopmentSigner
-from events.identity.settings import IssuerSettings
-from events.identity.tls import ClientTls
-from events.identity.verifier import TokenVerifier
 from services.console.server import start_console
 from services.console.settings import ConsoleSettings
 

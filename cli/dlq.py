@@ -4,8 +4,8 @@
 the fields the catalog marks ``x-casetrail-sensitive`` (``events/schemas/catalog.json``) are
 not printed, and their values are cut out of the reason; the reason of a record that cannot
 be read (so whose sensitive fields are unknown) is withheld. ``replay`` publishes the letters
-not yet replayed back to their topic (see ``events.bus.kafka_dead_letters``); consumers apply
-each event once, so a replay repeated or cut short changes nothing. Without GROUP, ``list``
+not yet replayed back to their topic (see ``casetrail_platform.bus.kafka_dead_letters``); consumers
+apply each event once, so a replay repeated or cut short changes nothing. Without GROUP, ``list``
 names every dead-letter topic with its count.
 
 Only the Kafka bus keeps dead letters outside a process. The embedded in-process bus keeps
@@ -25,8 +25,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from events.bus.kafka_dead_letters import StoredDeadLetter
-from events.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.kafka_dead_letters import StoredDeadLetter
+from casetrail_platform.bus.kafka_settings import KafkaSettings
 from events.cloudevents import KAFKA_HEADER_PREFIX
 
 REDACTED = "[redacted]"
@@ -56,7 +56,7 @@ def run(options: argparse.Namespace) -> int:
 
 
 async def _list_topics(settings: KafkaSettings) -> int:
-    from events.bus.kafka_dead_letters import dead_letter_topics, list_dead_letters
+    from casetrail_platform.bus.kafka_dead_letters import dead_letter_topics, list_dead_letters
 
     for topic in await dead_letter_topics(settings):
         group = topic.removesuffix(".dlq")
@@ -67,7 +67,7 @@ async def _list_topics(settings: KafkaSettings) -> int:
 
 
 async def _list(settings: KafkaSettings, group: str, everything: bool) -> int:
-    from events.bus.kafka_dead_letters import list_dead_letters
+    from casetrail_platform.bus.kafka_dead_letters import list_dead_letters
 
     letters = await list_dead_letters(settings, group)
     shown = [stored for stored in letters if everything or not stored.replayed]
@@ -82,7 +82,7 @@ async def _list(settings: KafkaSettings, group: str, everything: bool) -> int:
 
 
 async def _replay(settings: KafkaSettings, group: str) -> int:
-    from events.bus.kafka_dead_letters import replay_dead_letters
+    from casetrail_platform.bus.kafka_dead_letters import replay_dead_letters
 
     replayed = await replay_dead_letters(settings, group)
     for letter in replayed:

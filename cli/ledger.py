@@ -24,7 +24,7 @@ from casetrail.audit.v1 import audit_pb2
 from cli.rpc import refusal_of
 
 if TYPE_CHECKING:
-    from events.ledger.note import Verifier
+    from casetrail_platform.ledger.note import Verifier
 
 
 def run(options: argparse.Namespace) -> int:
@@ -43,7 +43,7 @@ def run(options: argparse.Namespace) -> int:
 
 
 def _verifiers(options: argparse.Namespace) -> dict[str, Verifier]:
-    from events.ledger.note import NoteError, Verifier
+    from casetrail_platform.ledger.note import NoteError, Verifier
 
     texts: list[str] = []
     if options.keys:
@@ -65,8 +65,8 @@ def _verifiers(options: argparse.Namespace) -> dict[str, Verifier]:
 
 
 def _verify_export(options: argparse.Namespace) -> int:
+    from casetrail_platform.ledger.export import verify_export
     from events.catalog_registry import default_registry
-    from events.ledger.export import verify_export
 
     try:
         text = Path(options.file).read_text(encoding="utf-8")
@@ -83,11 +83,11 @@ def _verify_export(options: argparse.Namespace) -> int:
 
 
 async def _verify_store(options: argparse.Namespace) -> int:
+    from casetrail_platform.ledger.directory import LedgerDirectory
+    from casetrail_platform.ledger.hosting import open_ledger_store
+    from casetrail_platform.ledger.note import NoteError, open_checkpoint
+    from casetrail_platform.ledger.verify import verify_store
     from cli.stores import has_local_store, infrastructure
-    from events.ledger.directory import LedgerDirectory
-    from events.ledger.hosting import open_ledger_store
-    from events.ledger.note import NoteError, open_checkpoint
-    from events.ledger.verify import verify_store
 
     infra = infrastructure(options)
     if not has_local_store(infra, options.service):

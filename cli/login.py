@@ -14,9 +14,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from events.identity.development import DEFAULT_AGENCY, DevelopmentSigner, identity_dir
-from events.identity.settings import IssuerSettings
-from events.identity.verifier import TokenVerifier
+from casetrail_platform.identity.development import DEFAULT_AGENCY, DevelopmentSigner, identity_dir
+from casetrail_platform.identity.settings import IssuerSettings
+from casetrail_platform.identity.verifier import TokenVerifier
 
 TOKEN_FILE = "login-token"
 

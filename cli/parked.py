@@ -13,8 +13,8 @@ def run(options: argparse.Namespace) -> int:
 
 
 async def _parked(options: argparse.Namespace) -> int:
+    from casetrail_platform.hosting import open_event_store, open_parking_lot, relay_name
     from cli.stores import has_local_store, infrastructure
-    from events.hosting import open_event_store, open_parking_lot, relay_name
 
     infra = infrastructure(options)
     if not has_local_store(infra, options.service):

@@ -11,7 +11,7 @@ import argparse
 import asyncio
 import importlib
 
-from events.projections.port import Projection
+from casetrail_platform.projections.port import Projection
 
 OWN_STORE = {
     "intake": {
@@ -65,9 +65,9 @@ def _projection(reference: str) -> Projection:
 async def _rebuild(options: argparse.Namespace, projection: Projection) -> int:
     from tqdm import tqdm
 
+    from casetrail_platform.hosting import open_event_store, open_read_models
+    from casetrail_platform.projections.runner import rebuild
     from cli.stores import has_local_store, infrastructure
-    from events.hosting import open_event_store, open_read_models
-    from events.projections.runner import rebuild
 
     infra = infrastructure(options)
     if not has_local_store(infra, options.service):

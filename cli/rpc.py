@@ -24,10 +24,10 @@ from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2_grpc
 from casetrail.intake.v1 import intake_pb2_grpc
 from casetrail.planning.v1 import planning_pb2_grpc
+from casetrail_platform.identity.development import DEFAULT_AGENCY, DevelopmentSigner
+from casetrail_platform.identity.grpc_auth import bearer_metadata
+from casetrail_platform.identity.tls import ClientTls, channel
 from cli.main import SERVICES
-from events.identity.development import DEFAULT_AGENCY, DevelopmentSigner
-from events.identity.grpc_auth import bearer_metadata
-from events.identity.tls import ClientTls, channel
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)

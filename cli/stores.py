@@ -6,14 +6,14 @@ import argparse
 import os
 from pathlib import Path
 
-from events.hosting import Infrastructure
+from casetrail_platform.hosting import Infrastructure
 
 
 def infrastructure(options: argparse.Namespace) -> Infrastructure:
     data_dir = Path(options.data_dir).resolve()
     if options.backend == "embedded":
         return Infrastructure(data_dir=data_dir)
-    from events.bus.kafka_settings import KafkaSettings
+    from casetrail_platform.bus.kafka_settings import KafkaSettings
     from services.runner import DEFAULT_PG_DSN
 
     dsn = options.pg_dsn or os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)

@@ -22,16 +22,21 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.identity.errors import InvalidCredential, IssuerUnavailable
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.decide import decide
+from casetrail_platform.policy.guard import (
+    DEFAULT_HOME_AGENCY,
+    AccessControl,
+    AccessDenied,
+    Disclosure,
+)
+from casetrail_platform.policy.vocabulary import Action, Decision
+from casetrail_platform.store.port import EventStore
 from cli.main import SERVICES
 from events.catalog.access import AccessPurpose
 from events.envelope import RecordedEvent
-from events.hosting import Infrastructure
-from events.identity.errors import InvalidCredential, IssuerUnavailable
-from events.identity.principal import Principal
-from events.policy.decide import decide
-from events.policy.guard import DEFAULT_HOME_AGENCY, AccessControl, AccessDenied, Disclosure
-from events.policy.vocabulary import Action, Decision
-from events.store.port import EventStore
 
 TAIL_SOURCE = "casetrail/cli-tail"
 TAIL_SUBJECT = "all-cases"
@@ -88,7 +93,7 @@ async def _record_refusal(
     purpose: AccessPurpose,
     decision: Decision,
 ) -> None:
-    from events.hosting import open_event_store
+    from casetrail_platform.hosting import open_event_store
 
     store, _checkpoints, close_store = await open_event_store(infra, service)
     try:
@@ -120,7 +125,7 @@ async def _tail(
     decision: Decision,
     from_start: bool,
 ) -> None:
-    from events.hosting import open_event_store
+    from casetrail_platform.hosting import open_event_store
 
     store, _checkpoints, close_store = await open_event_store(infra, service)
     try:

@@ -23,9 +23,7 @@ from typing import Any
 
 import yaml
 
-from events.bus import deadletter
-from events.bus.names import DEAD_LETTER_SUFFIX, DEFAULT_CASE_EVENTS_TOPIC
-from events.bus.topics import TopicSettings
+from events import dead_letters
 from events.cloudevents import (
     JSON_CONTENT_TYPE,
     KAFKA_CONTENT_TYPE_HEADER,
@@ -33,6 +31,14 @@ from events.cloudevents import (
     envelope_json_schema,
 )
 from events.schema_export import CATALOG_FILE, render
+from events.topics import (
+    DEAD_LETTER_PARTITIONS,
+    DEAD_LETTER_SUFFIX,
+    DEFAULT_CASE_EVENTS_TOPIC,
+    PRODUCTION_PARTITIONS,
+    PRODUCTION_REPLICATION_FACTOR,
+    TOPIC_RETENTION,
+)
 
 ASYNCAPI_VERSION = "3.0.0"
 KAFKA_BINDING_VERSION = "0.5.0"
@@ -45,15 +51,15 @@ DEAD_LETTER_HEADERS_SCHEMA = "DeadLetterHeaders"
 DEAD_LETTER_MESSAGE = "casetrail.dead-letter"
 _NOT_HEADERS = {"data", "datacontenttype"}
 _DEAD_LETTER_HEADERS = {
-    deadletter.REASON: "Why the group gave up: `<reason>: <detail>`; reasons: "
-    + ", ".join(f"`{reason.value}`" for reason in deadletter.DeadLetterReason)
+    dead_letters.REASON: "Why the group gave up: `<reason>: <detail>`; reasons: "
+    + ", ".join(f"`{reason.value}`" for reason in dead_letters.DeadLetterReason)
     + ".",
-    deadletter.GROUP: "The consumer group that gave up on the record.",
-    deadletter.TOPIC: "The topic it was read from.",
-    deadletter.PARTITION: "Its partition there (decimal).",
-    deadletter.OFFSET: "Its offset there (decimal).",
-    deadletter.EXCEPTION: "The type of the error that stopped the group.",
-    deadletter.ATTEMPTS: "How many times the group tried (decimal).",
+    dead_letters.GROUP: "The consumer group that gave up on the record.",
+    dead_letters.TOPIC: "The topic it was read from.",
+    dead_letters.PARTITION: "Its partition there (decimal).",
+    dead_letters.OFFSET: "Its offset there (decimal).",
+    dead_letters.EXCEPTION: "The type of the error that stopped the group.",
+    dead_letters.ATTEMPTS: "How many times the group tried (decimal).",
 }
 
 
@@ -71,7 +77,6 @@ def document(groups: Iterable[str]) -> dict[str, Any]:
         message_id = f"{entry['type']}.v{entry['version']}"
         messages[message_id] = _event_message(entry, _inline(schema, shared_schemas))
     messages[DEAD_LETTER_MESSAGE] = _dead_letter_message()
-    topics = TopicSettings.production()
     group_names = sorted(groups)
     return {
         "asyncapi": ASYNCAPI_VERSION,
@@ -123,7 +128,7 @@ def document(groups: Iterable[str]) -> dict[str, Any]:
                     for message_id in messages
                     if message_id != DEAD_LETTER_MESSAGE
                 },
-                "bindings": {"kafka": _topic_binding(topics.partitions, topics)},
+                "bindings": {"kafka": _topic_binding(PRODUCTION_PARTITIONS)},
             },
             "deadLetters": {
                 "address": "{group}" + DEAD_LETTER_SUFFIX,
@@ -131,7 +136,7 @@ def document(groups: Iterable[str]) -> dict[str, Any]:
                 "description": (
                     "Records a consumer group could not process, kept whole (key, value and "
                     "headers unchanged, so they can be replayed) with the reason in "
-                    f"`{deadletter.HEADER_PREFIX}*` headers."
+                    f"`{dead_letters.HEADER_PREFIX}*` headers."
                 ),
                 "parameters": {
                     "group": {
@@ -142,7 +147,7 @@ def document(groups: Iterable[str]) -> dict[str, Any]:
                 "messages": {
                     DEAD_LETTER_MESSAGE: {"$ref": f"#/components/messages/{DEAD_LETTER_MESSAGE}"}
                 },
-                "bindings": {"kafka": _topic_binding(topics.dead_letter_partitions, topics)},
+                "bindings": {"kafka": _topic_binding(DEAD_LETTER_PARTITIONS)},
             },
         },
         "operations": {
@@ -177,11 +182,11 @@ def document(groups: Iterable[str]) -> dict[str, Any]:
     }
 
 
-def _topic_binding(partitions: int, topics: TopicSettings) -> dict[str, Any]:
-    config = topics.topic_config()
+def _topic_binding(partitions: int) -> dict[str, Any]:
+    config = TOPIC_RETENTION
     return {
         "partitions": partitions,
-        "replicas": topics.replication_factor,
+        "replicas": PRODUCTION_REPLICATION_FACTOR,
         "topicConfiguration": {
             "cleanup.policy": config["cleanup.policy"].split(","),
             "retention.ms": int(config["retention.ms"]),

@@ -51,8 +51,8 @@ from uuid import UUID
 from events.catalog.base import CaseEvent, Role
 from events.envelope import Actor, EventMetadata, RecordedEvent
 from events.errors import FieldProblem, InvalidEventError
-from events.keys.fields import canonical_json
 from events.registry import EventRegistry
+from events.sealed_values import canonical_json
 
 SPEC_VERSION = "1.0"
 JSON_CONTENT_TYPE = "application/json"
@@ -150,8 +150,8 @@ def to_structured(recorded: RecordedEvent) -> dict[str, Any]:
     """The event in the CloudEvents JSON format, with ``data`` inline as a JSON object."""
     document: dict[str, Any] = dict(context_attributes(recorded))
     data = recorded.data
-    # Sealed sensitive values travel as they are stored (events.keys.fields); the model's
-    # dump would be the opened plaintext.
+    # Sealed sensitive values travel as they are stored (casetrail_platform.keys.fields); the
+    # model's dump would be the opened plaintext.
     sealed = recorded.sealed
     document["data"] = json.loads(data) if sealed else recorded.event.model_dump(mode="json")
     return document

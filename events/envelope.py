@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from events.registry import EventRegistry
 
 _SEALED_DATA_MARK = b'"ct1~'
-"""``events.keys.fields.SEALED_DATA_MARK``."""
+"""``events.sealed_values.SEALED_DATA_MARK``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +223,7 @@ class RecordedEvent(_Slots):
         """The W3C ``traceparent`` of the command that recorded it, when that was traced.
 
         Kept beside the event, not in it: it is no part of the event's identity, equality or
-        hashed history (``events.ledger.canonical``), only a pointer into the operators'
+        hashed history (``casetrail_platform.ledger.canonical``), only a pointer into the operators'
         tracing system, published as the CloudEvents ``traceparent`` extension."""
         return self._trace_parent
 
@@ -262,7 +262,7 @@ class RecordedEvent(_Slots):
     @property
     def data(self) -> bytes:
         """The event's data as JSON at ``schema_version``, sensitive values sealed as stored
-        (``events.keys.fields``; ``event`` holds them opened)."""
+        (``casetrail_platform.keys.fields``; ``event`` holds them opened)."""
         stored = self._data
         if stored is not None and self._stored_version == self.schema_version:
             return stored if type(stored) is bytes else bytes(stored)

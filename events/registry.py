@@ -23,12 +23,12 @@ from events.errors import (
 )
 
 if TYPE_CHECKING:
-    from events.keys.fields import FieldProtection
+    from casetrail_platform.keys.fields import FieldProtection
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
 _SEALED_DATA_MARK = b'"ct1~'
-"""``events.keys.fields.SEALED_DATA_MARK``: data holding it may have sealed values."""
+"""``events.sealed_values.SEALED_DATA_MARK``: data holding it may have sealed values."""
 
 
 class EventRegistry:
@@ -69,7 +69,9 @@ class EventRegistry:
         ``protection``, as the erasure marker (a reader without keys)."""
         protection = self.protection
         if protection is None:
-            from events.keys.fields import WITHHELD  # only now: it imports the store's guard
+            from casetrail_platform.keys.fields import (
+                WITHHELD,  # only now: it imports the store's guard
+            )
 
             protection = WITHHELD
         model = self.model_for(event_type)

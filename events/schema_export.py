@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from events.bus.ordering import ONE_KEY_STREAM_KINDS
 from events.catalog.base import SENSITIVE_MARK, CaseEvent
 from events.catalog.examples import example_events, legacy_example_events
 from events.catalog_registry import current_models, legacy_models
 from events.cloudevents import SCHEMA_BASE_URI, dataschema_uri, envelope_json_schema
+from events.ordering_contract import ONE_KEY_STREAM_KINDS
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 DEFAULT_DIRECTORY = Path(__file__).resolve().parent / "schemas"
@@ -116,7 +116,7 @@ SEALING_CONTRACT: dict[str, Any] = {
         'read such a value as "[erased]" (text) or "erased" (a code).'
     ),
 }
-"""How sensitive values travel (``events.keys.fields``): part of the public contract."""
+"""How sensitive values travel (``casetrail_platform.keys.fields``): part of the public contract."""
 
 ORDERING_CONTRACT: dict[str, Any] = {
     "per_key": (

@@ -85,9 +85,9 @@ class LocalCasetrail:
 async def embedded_services(data_dir: Path) -> AsyncIterator[LocalCasetrail]:
     """All four services in this process on free ports, their SQLite files under ``data_dir``,
     trusting a development issuer started on a free port of 127.0.0.1."""
-    from events.hosting import Infrastructure
-    from events.identity.development import DevelopmentIssuer
-    from events.identity.verifier import TokenVerifier
+    from casetrail_platform.hosting import Infrastructure
+    from casetrail_platform.identity.development import DevelopmentIssuer
+    from casetrail_platform.identity.verifier import TokenVerifier
     from services.runner import start_services, stop_services
 
     issuer = DevelopmentIssuer(data_dir, port=0)
@@ -114,7 +114,7 @@ async def demo(options: argparse.Namespace) -> None:
     given = {name: getattr(options, name) for name in SERVICES if getattr(options, name)}
     if len(given) < len(SERVICES):
         given = _known_addresses(data_dir) | given
-    from events.identity.development import DevelopmentSigner
+    from casetrail_platform.identity.development import DevelopmentSigner
 
     try:
         signer = DevelopmentSigner.load(data_dir)
@@ -136,7 +136,7 @@ def _known_addresses(data_dir: Path) -> dict[str, str]:
 async def _walk(addresses: Mapping[str, str], tokens: TokenSource, patience: float) -> None:
     # The cast's tokens come from the development issuer `make run` started (its signing key
     # is in the data directory): each person of the story calls with their own token.
-    from events.identity.tls import ClientTls
+    from casetrail_platform.identity.tls import ClientTls
 
     async with connect(addresses, tokens, ClientTls.from_env()) as connection:
         await walk_case(connection, patience=patience)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import psycopg
 
-from events.errors import StorageUnavailableError
-from events.hosting import Infrastructure, open_event_store, open_read_models
+from casetrail_platform.errors import StorageUnavailableError
+from casetrail_platform.hosting import Infrastructure, open_event_store, open_read_models
 from services.runner import DEFAULT_PG_DSN, SERVICES
 
 log = logging.getLogger("casetrail.migrate")

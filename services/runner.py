@@ -22,19 +22,19 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from events.bus.kafka_settings import KafkaSettings
-from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC
-from events.bus.topics import TopicSettings, ensure_topics
-from events.hosting import Infrastructure, RunningService
-from events.identity.development import DEFAULT_PORT as DEV_ISSUER_PORT
-from events.identity.development import DevelopmentIssuer
-from events.identity.settings import IssuerSettings
-from events.identity.tls import ServerTls
-from events.identity.verifier import TokenVerifier
-from events.ledger.hosting import ledger_settings
-from events.telemetry.logs import configure_logging
-from events.telemetry.metrics import serve_metrics
-from events.telemetry.tracing import configure_tracing
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.topics import TopicSettings, ensure_topics
+from casetrail_platform.hosting import Infrastructure, RunningService
+from casetrail_platform.identity.development import DEFAULT_PORT as DEV_ISSUER_PORT
+from casetrail_platform.identity.development import DevelopmentIssuer
+from casetrail_platform.identity.settings import IssuerSettings
+from casetrail_platform.identity.tls import ServerTls
+from casetrail_platform.identity.verifier import TokenVerifier
+from casetrail_platform.ledger.hosting import ledger_settings
+from casetrail_platform.telemetry.logs import configure_logging
+from casetrail_platform.telemetry.metrics import serve_metrics
+from casetrail_platform.telemetry.tracing import configure_tracing
+from events.topics import DEFAULT_CASE_EVENTS_TOPIC
 from services.startup import postgres_name, start_when_reachable, unreachable
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ async def _start_console(
     development_issuer: DevelopmentIssuer | None,
 ) -> RunningConsole:
     """The audit console beside the services, signing in with the same identity."""
-    from events.identity.tls import ClientTls
+    from casetrail_platform.identity.tls import ClientTls
     from services.console.server import start_console
     from services.console.settings import DEFAULT_PORT, ConsoleSettings
 

@@ -17,9 +17,9 @@ from typing import TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from events.bus.errors import is_retriable
-from events.errors import StorageUnavailableError
-from events.grpc_platform.server import create_health_server
+from casetrail_platform.bus.errors import is_retriable
+from casetrail_platform.errors import StorageUnavailableError
+from casetrail_platform.grpc_platform.server import create_health_server
 
 log = logging.getLogger("casetrail.startup")
 

@@ -77,7 +77,7 @@ RuleName = Annotated[
         min_length=1,
         max_length=100,
         pattern=r"^[a-z][a-z0-9_.:-]*$",
-        description="The access-policy rule that decided (events/policy/matrix.py).",
+        description="The access-policy rule that decided (casetrail_platform/policy/matrix.py).",
     ),
 ]
 PolicyVersion = Annotated[str, Field(min_length=1, max_length=40, pattern=r"^[0-9A-Za-z.:-]+$")]

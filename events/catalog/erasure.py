@@ -1,8 +1,8 @@
 """Erasure of a client's special-category data (GDPR Art. 17) and the legal holds that forbid it.
 
 Erasure is crypto-shredding: the client's data keys are destroyed, so every sensitive value
-sealed with them (``events.keys.fields``) reads as the erasure marker for good, in the stores,
-on Kafka, in dead-letter topics and in exports alike, while the events themselves, their
+sealed with them (``casetrail_platform.keys.fields``) reads as the erasure marker for good, in the
+stores, on Kafka, in dead-letter topics and in exports alike, while the events themselves, their
 non-sensitive fields and the ledger over them stay as they were. These events carry nothing
 sensitive themselves.
 """

@@ -33,7 +33,7 @@ class ServiceKind(StrEnum):
     OTHER = "other"
     ERASED = "erased"
     """Only read back, never recorded: the kind of a service to a client whose data was
-    erased (``EraseClient``; ``events.keys.fields``)."""
+    erased (``EraseClient``; ``casetrail_platform.keys.fields``)."""
 
 
 class LocationKind(StrEnum):

@@ -56,7 +56,7 @@ class NeedCategory(StrEnum):
     OTHER = "other"
     ERASED = "erased"
     """Only read back, never recorded: the category of a client whose data was erased
-    (``EraseClient``; ``events.keys.fields``)."""
+    (``EraseClient``; ``casetrail_platform.keys.fields``)."""
 
 
 SensitiveNeedCategory = Annotated[NeedCategory, Sensitive]
@@ -87,8 +87,8 @@ class Money(CatalogValue):
 
 
 ERASURE_MARKERS = frozenset({"erased", "[erased]"})
-"""What an erased client's sensitive values read as (``events.keys.fields``): a list of them
-may hold the marker several times."""
+"""What an erased client's sensitive values read as (``casetrail_platform.keys.fields``): a list of
+them may hold the marker several times."""
 
 
 def require_unique(values: Iterable[_H], what: str) -> None:

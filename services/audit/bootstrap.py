@@ -8,10 +8,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from casetrail.audit.v1 import audit_pb2_grpc
-from events.hosting import Infrastructure, RunningService, host_for
-from events.ledger.directory import LedgerDirectory
-from events.ledger.witness import Witness
-from events.policy.guard import AccessControl
+from casetrail_platform.hosting import Infrastructure, RunningService, host_for
+from casetrail_platform.ledger.directory import LedgerDirectory
+from casetrail_platform.ledger.witness import Witness
+from casetrail_platform.policy.guard import AccessControl
 from services.audit.adapters.client_cases import ClientCasesProjection, ReadModelClientCases
 from services.audit.adapters.timeline import ReadModelTimelines, TimelineProjection
 from services.audit.app.handlers import SERVICE

@@ -3,7 +3,7 @@
 The views name cases (which worker holds which, whose follow-ups are overdue), so they answer
 an authenticated caller the policy allows ``Action.READ_CASELOADS`` (auditors, for a
 confidentiality review), as the gRPC services do: the token comes from the ``Authorization``
-header, never from the query, and is checked by ``events.identity``'s verifier.
+header, never from the query, and is checked by ``casetrail_platform.identity``'s verifier.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from casetrail_platform.identity.errors import InvalidCredential, IssuerUnavailable
+from casetrail_platform.identity.grpc_auth import AUTHORIZATION, bearer_token
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.identity.verifier import TokenVerifier
+from casetrail_platform.policy.decide import decide
+from casetrail_platform.policy.guard import DEFAULT_HOME_AGENCY
+from casetrail_platform.policy.vocabulary import Action
 from events.catalog.access import AccessPurpose
-from events.identity.errors import InvalidCredential, IssuerUnavailable
-from events.identity.grpc_auth import AUTHORIZATION, bearer_token
-from events.identity.principal import Principal
-from events.identity.verifier import TokenVerifier
-from events.policy.decide import decide
-from events.policy.guard import DEFAULT_HOME_AGENCY
-from events.policy.vocabulary import Action
 
 DEFAULT_PURPOSE = AccessPurpose.CONFIDENTIALITY_REVIEW
 

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
+from casetrail_platform.projections.port import stream_key
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.cases import CaseClosed, CaseOpened, CaseReopened
 from events.catalog.monitoring import ContactLogged
 from events.envelope import RecordedEvent
-from events.projections.port import stream_key
 
 UNASSIGNED = "(unassigned)"
 """Holder of an open case without a worker. Not a valid worker id (identifiers have no

@@ -33,8 +33,8 @@ from typing import Any
 import faust
 from faust import StreamT
 
-from events.bus.kafka_security import KafkaSecurity
-from events.bus.topics import create_topics, ensure_topics
+from casetrail_platform.bus.kafka_security import KafkaSecurity
+from casetrail_platform.bus.topics import create_topics, ensure_topics
 from events.catalog_registry import default_registry
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry

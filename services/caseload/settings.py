@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from events.bus.kafka_settings import KafkaSettings
-from events.bus.names import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
-from events.bus.topics import TopicSettings
-from events.identity.settings import IssuerSettings
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.topics import TopicSettings
+from casetrail_platform.identity.settings import IssuerSettings
+from events.topics import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
 
 DEFAULT_APP_ID = "casetrail-caseload"
 DEFAULT_WEB_PORT = 6066

@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from events.identity.tls import channel
+from casetrail_platform.identity.tls import channel
 from services.console import pages, views
 from services.console.audit_client import AuditClient, AuditRefused
 from services.console.sessions import SessionStore

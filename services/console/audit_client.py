@@ -10,8 +10,8 @@ from datetime import datetime
 import grpc
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
+from casetrail_platform.identity.grpc_auth import CLIENT_HEADER, bearer_metadata
 from cli.rpc import Refusal, query, refusal_of, timestamp
-from events.identity.grpc_auth import CLIENT_HEADER, bearer_metadata
 from services.console.pages import TimelineFilter
 
 CLIENT_NAME = "casetrail-console"

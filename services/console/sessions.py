@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from itsdangerous import BadSignature, TimestampSigner
 
-from events.identity.principal import Principal
+from casetrail_platform.identity.principal import Principal
 
 COOKIE = "casetrail_console"
 ANONYMOUS_SECONDS = 15 * 60.0

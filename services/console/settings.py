@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from events.identity.development import DevelopmentSigner
-from events.identity.tls import ClientTls
-from events.identity.verifier import TokenVerifier
+from casetrail_platform.identity.development import DevelopmentSigner
+from casetrail_platform.identity.tls import ClientTls
+from casetrail_platform.identity.verifier import TokenVerifier
 
 DEFAULT_PORT = 7305
 """Next to the services' 7301-7304 (make run), below Linux's ephemeral range."""

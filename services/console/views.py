@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.templating import Jinja2Templates
 
+from casetrail_platform.identity.errors import InvalidCredential, IssuerUnavailable
 from events.catalog.access import AccessPurpose
 from events.catalog.base import Role
-from events.identity.errors import InvalidCredential, IssuerUnavailable
 from services.console import integrity, pages
 from services.console.audit_client import AuditClient, AuditRefused, Caller
 from services.console.sessions import COOKIE, Session, SessionStore, csrf_matches

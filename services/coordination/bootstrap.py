@@ -6,10 +6,10 @@ from __future__ import annotations
 import grpc
 
 from casetrail.coordination.v1 import coordination_pb2_grpc
-from events.hosting import Infrastructure, RunningService, host_for
-from events.policy.guard import AccessControl
-from events.policy.projection import CaseFactsProjection as PolicyFactsProjection
-from events.policy.projection import CaseFactsReader
+from casetrail_platform.hosting import Infrastructure, RunningService, host_for
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.projection import CaseFactsProjection as PolicyFactsProjection
+from casetrail_platform.policy.projection import CaseFactsReader
 from services.coordination.adapters.agency_file import FILE_NAME, load_agency
 from services.coordination.adapters.projections import (
     AssignmentsProjection,

@@ -8,9 +8,9 @@ from datetime import timedelta
 import grpc
 
 from casetrail.intake.v1 import intake_pb2_grpc
-from events.hosting import Infrastructure, RunningService, host_for
-from events.policy.guard import AccessControl
-from events.policy.projection import CaseFactsProjection, CaseFactsReader
+from casetrail_platform.hosting import Infrastructure, RunningService, host_for
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.projection import CaseFactsProjection, CaseFactsReader
 from services.intake.adapters.case_closures import CaseClosuresProjection, ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.adapters.emergency_accesses import (

@@ -5,9 +5,9 @@ from __future__ import annotations
 import grpc
 
 from casetrail.planning.v1 import planning_pb2_grpc
-from events.hosting import Infrastructure, RunningService, host_for
-from events.policy.guard import AccessControl
-from events.policy.projection import CaseFactsProjection, CaseFactsReader
+from casetrail_platform.hosting import Infrastructure, RunningService, host_for
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.projection import CaseFactsProjection, CaseFactsReader
 from services.planning.adapters.case_views import CaseViewProjection, CaseViews
 from services.planning.app.handlers import SERVICE, Dependencies
 from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServicer

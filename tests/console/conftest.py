@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from casetrail_platform.identity.development import DevelopmentSigner
+from casetrail_platform.identity.verifier import TokenVerifier
 from cli.rpc import connect
-from events.identity.development import DevelopmentSigner
-from events.identity.verifier import TokenVerifier
 from services.console.settings import ConsoleSettings
 from services.demo import WalkResult, embedded_services, walk_case
 

@@ -18,14 +18,14 @@ from uuid import UUID
 
 import pytest
 
-from events.bus.deadletter import DeadLetter, parse_dead_letter
-from events.bus.inprocess import InProcessBus
-from events.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
-from events.bus.kafka_settings import KafkaSettings
-from events.bus.message import BusMessage, as_headers
-from events.bus.port import BatchHandler, EventPublisher, EventSubscriber, Handler
-from events.bus.retry import Backoff, RetryPolicy
-from events.bus.topics import TopicSettings, create_topics, dead_letter_topic
+from casetrail_platform.bus.deadletter import DeadLetter, parse_dead_letter
+from casetrail_platform.bus.inprocess import InProcessBus
+from casetrail_platform.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.message import BusMessage, as_headers
+from casetrail_platform.bus.port import BatchHandler, EventPublisher, EventSubscriber, Handler
+from casetrail_platform.bus.retry import Backoff, RetryPolicy
+from casetrail_platform.bus.topics import TopicSettings, create_topics, dead_letter_topic
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
 from tests.support.sample_events import note

@@ -7,9 +7,9 @@ from typing import Protocol
 
 import pytest
 
+from casetrail_platform.store.port import EventStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.registry import EventRegistry
-from events.store.port import EventStore
-from events.store.sqlite import SqliteEventStore
 from tests.support.sample_events import sample_registry
 from tests.support.servers import postgres_dsn, server_missing
 
@@ -41,7 +41,7 @@ async def open_store(
     else:
         import psycopg
 
-        from events.store.postgres import PostgresEventStore
+        from casetrail_platform.store.postgres import PostgresEventStore
 
         schema = f"contract_{uuid.uuid4().hex[:12]}"
         dsn = postgres_dsn()

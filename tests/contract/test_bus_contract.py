@@ -10,15 +10,15 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from events.bus.deadletter import DeadLetterReason
-from events.bus.errors import RetriableHandlerError
-from events.bus.ordering import SequenceGuard
-from events.bus.retry import Backoff, RetryPolicy
+from casetrail_platform.bus.errors import RetriableHandlerError
+from casetrail_platform.bus.ordering import SequenceGuard
+from casetrail_platform.bus.retry import Backoff, RetryPolicy
+from casetrail_platform.projections.port import DocumentTransaction, Projection
+from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from events.cloudevents import to_kafka_binary
+from events.dead_letters import DeadLetterReason
 from events.envelope import RecordedEvent
-from events.projections.port import DocumentTransaction, Projection
-from events.projections.runner import BusProjectionHandler
-from events.projections.sqlite import SqliteReadModelStore
 from events.registry import EventRegistry
 from tests.contract.bus_conftest import (
     FAST_RETRY,

@@ -9,17 +9,13 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from casetrail_platform.errors import ConcurrencyError, DuplicateEventIdError
+from casetrail_platform.limits import MAX_EVENT_BYTES
+from casetrail_platform.store.port import ANY_VERSION, NO_STREAM, EventStore, drain
 from events.catalog.base import CaseEvent
 from events.envelope import NewEvent
-from events.errors import (
-    ConcurrencyError,
-    DuplicateEventIdError,
-    InvalidEventError,
-    UnknownEventTypeError,
-)
-from events.limits import MAX_EVENT_BYTES
+from events.errors import InvalidEventError, UnknownEventTypeError
 from events.registry import EventRegistry
-from events.store.port import ANY_VERSION, NO_STREAM, EventStore, drain
 from tests.contract.conftest import StoreOpener
 from tests.support.sample_events import WORKER, NoteWritten, note
 

@@ -1,4 +1,4 @@
-"""The ledger storage contract (events/ledger/port.py), run on SQLite and PostgreSQL."""
+"""The ledger storage contract (casetrail_platform/ledger/port.py), run on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,26 +9,26 @@ from typing import Any
 
 import pytest
 
-from events.ledger import merkle
-from events.ledger.canonical import canonical_row, parse_canonical
-from events.ledger.keys import FileSigner
-from events.ledger.log import LedgerLog, LedgerTampered
-from events.ledger.note import Checkpoint, open_checkpoint, origin_of
-from events.ledger.port import LedgerConflict, LedgerStore, StoredCheckpoint
-from events.store.port import EventStore
-from events.store.rows import COLUMNS
+from casetrail_platform.ledger import merkle
+from casetrail_platform.ledger.canonical import canonical_row, parse_canonical
+from casetrail_platform.ledger.keys import FileSigner
+from casetrail_platform.ledger.log import LedgerLog, LedgerTampered
+from casetrail_platform.ledger.note import Checkpoint, open_checkpoint, origin_of
+from casetrail_platform.ledger.port import LedgerConflict, LedgerStore, StoredCheckpoint
+from casetrail_platform.store.port import EventStore
+from casetrail_platform.store.rows import COLUMNS
 from tests.contract.conftest import StoreOpener
 from tests.support.sample_events import note
 
 
 async def open_ledger(event_store: EventStore, tmp_path: Path) -> LedgerStore:
-    from events.store.sqlite import SqliteEventStore
+    from casetrail_platform.store.sqlite import SqliteEventStore
 
     if isinstance(event_store, SqliteEventStore):
-        from events.ledger.sqlite import SqliteLedgerStore
+        from casetrail_platform.ledger.sqlite import SqliteLedgerStore
 
         return await SqliteLedgerStore.open(tmp_path / "ledger.db", tmp_path / "events.db")
-    from events.ledger.postgres import PostgresLedgerStore
+    from casetrail_platform.ledger.postgres import PostgresLedgerStore
     from tests.support.servers import postgres_dsn
 
     return await PostgresLedgerStore.connect(postgres_dsn(), schema=event_store._schema)  # type: ignore[attr-defined]
@@ -55,7 +55,7 @@ async def append_notes(store: EventStore, count: int, per_commit: int = 1) -> No
 
 
 async def stored_rows(store: EventStore) -> list[tuple[Any, ...]]:
-    from events.store.sqlite import SqliteEventStore
+    from casetrail_platform.store.sqlite import SqliteEventStore
 
     if isinstance(store, SqliteEventStore):
         return await store._read(
@@ -179,7 +179,7 @@ async def test_a_ledger_of_one_row_per_subtree_moves_into_tiles_on_open(
 async def _write_old_ledger(
     store: EventStore, tmp_path: Path, nodes: list[tuple[merkle.SubtreeKey, bytes]]
 ) -> None:
-    from events.store.sqlite import SqliteEventStore
+    from casetrail_platform.store.sqlite import SqliteEventStore
 
     create = (
         "CREATE TABLE ledger_nodes (level integer, idx bigint, hash {blob},"

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from events.ledger.keys import FileSigner
-from events.ledger.log import LedgerLog, LedgerTampered
-from events.ledger.note import open_checkpoint, origin_of
-from events.ledger.verify import verify_store
-from events.ledger.witness import Witness, WitnessAlarm
-from events.projections.sqlite import SqliteReadModelStore
-from events.store.port import EventStore
-from events.store.sqlite import SqliteEventStore
+from casetrail_platform.ledger.keys import FileSigner
+from casetrail_platform.ledger.log import LedgerLog, LedgerTampered
+from casetrail_platform.ledger.note import open_checkpoint, origin_of
+from casetrail_platform.ledger.verify import verify_store
+from casetrail_platform.ledger.witness import Witness, WitnessAlarm
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.port import EventStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from tests.contract.conftest import StoreOpener
 from tests.contract.test_ledger_contract import append_notes, open_ledger
 from tests.support.servers import postgres_dsn

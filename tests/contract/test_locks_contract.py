@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from events.locking.inprocess import InProcessLocks
-from events.locking.port import Locks
+from casetrail_platform.locking.inprocess import InProcessLocks
+from casetrail_platform.locking.port import Locks
 from tests.support.servers import postgres_dsn, server_missing
 
 LocksOpener = Callable[[], Locks]
@@ -31,7 +31,7 @@ async def open_locks(request: pytest.FixtureRequest) -> AsyncIterator[LocksOpene
     else:
         import psycopg
 
-        from events.locking.postgres import PostgresLocks
+        from casetrail_platform.locking.postgres import PostgresLocks
 
         dsn = postgres_dsn()
         try:

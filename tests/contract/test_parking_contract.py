@@ -10,8 +10,8 @@ from uuid import uuid4
 
 import pytest
 
-from events.parking import InMemoryParkingLot, ParkedRecord, ParkingLot
-from events.store.sqlite import SqliteEventStore, SqliteParkingLot
+from casetrail_platform.parking import InMemoryParkingLot, ParkedRecord, ParkingLot
+from casetrail_platform.store.sqlite import SqliteEventStore, SqliteParkingLot
 from tests.support.sample_events import sample_registry
 from tests.support.servers import postgres_dsn, server_missing
 
@@ -39,7 +39,7 @@ async def lot(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[P
         yield SqliteParkingLot(store)
         await store.close()
     else:
-        from events.store.postgres_parking import PostgresParkingLot
+        from casetrail_platform.store.postgres_parking import PostgresParkingLot
 
         schema = f"test_parking_{os.urandom(4).hex()}"
         try:

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from events.envelope import RecordedEvent
-from events.projections.port import (
+from casetrail_platform.projections.port import (
     Document,
     DocumentTransaction,
     KeyRange,
     Projection,
     ReadModelStore,
 )
-from events.projections.runner import BusProjectionHandler, catch_up, rebuild
-from events.projections.sqlite import SqliteReadModelStore
-from events.store.port import NO_STREAM, EventStore
-from events.store.sqlite import SqliteEventStore
+from casetrail_platform.projections.runner import BusProjectionHandler, catch_up, rebuild
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.port import NO_STREAM, EventStore
+from casetrail_platform.store.sqlite import SqliteEventStore
+from events.envelope import RecordedEvent
 from tests.support.sample_events import NoteWritten, note, sample_registry
 from tests.support.servers import postgres_dsn, server_missing
 
@@ -66,7 +66,7 @@ async def read_models(
         return
     import psycopg
 
-    from events.projections.postgres import PostgresReadModelStore
+    from casetrail_platform.projections.postgres import PostgresReadModelStore
 
     schema = f"readmodels_{uuid.uuid4().hex[:12]}"
     try:

@@ -10,18 +10,19 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from casetrail_platform.errors import ConcurrencyError, DuplicateEventIdError
+from casetrail_platform.keys.fields import FieldProtection
+from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
+from casetrail_platform.keys.keyring import CASE_OWNER_PREFIX, ClientKeyring
+from casetrail_platform.keys.port import DataKeyTable
+from casetrail_platform.keys.postgres import PostgresDataKeyTable
+from casetrail_platform.keys.sqlite import SqliteDataKeyTable
+from casetrail_platform.ledger.export import canonical_of_record
+from casetrail_platform.store.port import NO_STREAM, EventStore, drain
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.envelope import RecordedEvent
-from events.errors import ConcurrencyError, DuplicateEventIdError
-from events.keys.fields import ERASED_TEXT, FieldProtection
-from events.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
-from events.keys.keyring import CASE_OWNER_PREFIX, ClientKeyring
-from events.keys.port import DataKeyTable
-from events.keys.postgres import PostgresDataKeyTable
-from events.keys.sqlite import SqliteDataKeyTable
-from events.ledger.export import canonical_of_record
 from events.registry import EventRegistry
-from events.store.port import NO_STREAM, EventStore, drain
-from events.store.sqlite import SqliteEventStore
+from events.sealed_values import ERASED_TEXT
 from tests.contract.conftest import StoreOpener
 from tests.support.sample_events import note, sample_registry
 from tests.support.servers import postgres_dsn

@@ -3,9 +3,9 @@ event, hands it to the outbox relay (``read_all``), and keeps it out of the even
 
 from __future__ import annotations
 
+from casetrail_platform.store.port import NO_STREAM
+from casetrail_platform.telemetry import tracing
 from events.cloudevents import to_kafka_binary
-from events.store.port import NO_STREAM
-from events.telemetry import tracing
 from tests.contract.conftest import StoreOpener
 from tests.support.sample_events import note
 from tests.support.tracing import traced

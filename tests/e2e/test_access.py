@@ -14,10 +14,10 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
+from casetrail_platform.policy import redaction
+from casetrail_platform.policy.guard import REDACTED_KEY
 from cli.rpc import Refusal, command, consent_not_known_yet, eventually, query, refused
 from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, RECEPTIONIST, SOCIAL_WORKER
-from events.policy import redaction
-from events.policy.guard import REDACTED_KEY
 from services.coordination.entrypoints.grpc_server import CASE_SENSITIVE_PATHS as COORD_PATHS
 from services.intake.entrypoints.grpc_server import CASE_SENSITIVE_PATHS as INTAKE_PATHS
 from services.planning.entrypoints.grpc_server import CASE_VIEW_SENSITIVE_PATHS as VIEW_PATHS

@@ -1,7 +1,7 @@
-"""The authorization matrix (events/policy/matrix.py) row by row through the gRPC APIs, on both
-backends: for each rule a caller who stands in its relationship reads with one of its purposes
-and is answered (with or without the sensitive fields, as the row says) and recorded under that
-rule; each refusal rule refuses a caller and names itself. Break-the-glass has its own tests
+"""The authorization matrix (casetrail_platform/policy/matrix.py) row by row through the gRPC APIs,
+on both backends: for each rule a caller who stands in its relationship reads with one of its
+purposes and is answered (with or without the sensitive fields, as the row says) and recorded under
+that rule; each refusal rule refuses a caller and names itself. Break-the-glass has its own tests
 (it needs an emergency access opened first)."""
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
+from casetrail_platform.policy import redaction
+from casetrail_platform.policy.guard import REDACTED_KEY, RULE_KEY
+from casetrail_platform.policy.matrix import REFUSALS, RULES
 from cli.rpc import Person, Stubs, command, consent_not_known_yet, eventually, query, refused
 from cli.walk.story import (
     AUDITOR,
@@ -27,9 +30,6 @@ from cli.walk.story import (
     RECEPTIONIST,
     SOCIAL_WORKER,
 )
-from events.policy import redaction
-from events.policy.guard import REDACTED_KEY, RULE_KEY
-from events.policy.matrix import REFUSALS, RULES
 from services.coordination.entrypoints.grpc_server import CASE_SENSITIVE_PATHS as COORD_PATHS
 from services.planning.entrypoints.grpc_server import CASE_VIEW_SENSITIVE_PATHS as VIEW_PATHS
 from tests.e2e.conftest import Casetrail

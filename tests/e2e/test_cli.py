@@ -14,12 +14,12 @@ import pytest
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.intake.v1 import intake_pb2
+from casetrail_platform.policy.guard import access_stream
 from cli.rpc import connect, eventually, query
 from cli.tail import TAIL_SOURCE, TAIL_SUBJECT
 from cli.walk.story import AUDITOR, RECEPTIONIST
 from events.catalog_registry import default_registry
 from events.cloudevents import from_json_lines
-from events.policy.guard import access_stream
 from services.demo import LocalCasetrail, embedded_services
 from tests.e2e.conftest import Casetrail
 from tests.e2e.distributed import ENV, REPO
@@ -138,7 +138,7 @@ async def test_only_an_auditor_tails_a_store_and_every_case_shown_is_recorded(
         assert (access.accessor.user_id, access.rule) == (AUDITOR.user_id, "auditor-review")
         assert "assessment" in access.sections
 
-    from events.store.sqlite import SqliteEventStore
+    from casetrail_platform.store.sqlite import SqliteEventStore
 
     store = await SqliteEventStore.open(tmp_path / "intake" / "events.db", default_registry())
     try:
@@ -165,8 +165,8 @@ async def _one_case(local: LocalCasetrail) -> str:
 
 
 async def test_an_operator_lists_parked_records_and_asks_for_a_retry(tmp_path: Path) -> None:
-    from events.parking import ParkedRecord
-    from events.store.sqlite import SqliteEventStore, SqliteParkingLot
+    from casetrail_platform.parking import ParkedRecord
+    from casetrail_platform.store.sqlite import SqliteEventStore, SqliteParkingLot
 
     store = await SqliteEventStore.open(tmp_path / "intake" / "events.db", default_registry())
     try:

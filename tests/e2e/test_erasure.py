@@ -21,7 +21,7 @@ from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
 from cli.rpc import Person, command, eventually, query
 from cli.walk.story import AUDITOR, COORDINATOR, INTAKE_WORKER, RECEPTIONIST, SOCIAL_WORKER
-from events.keys.fields import ERASED_CODE, ERASED_TEXT
+from events.sealed_values import ERASED_CODE, ERASED_TEXT
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import key, registration
 from tests.e2e.test_cli import casetrail_cli

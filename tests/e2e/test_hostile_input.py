@@ -14,10 +14,10 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
+from casetrail_platform.identity.grpc_auth import bearer_metadata
+from casetrail_platform.limits import MAX_ID_CHARS
 from cli.rpc import Refusal, command, eventually, query, refusal_of, refused, timestamp
 from cli.walk.story import AUDITOR, COORDINATOR, INTAKE_WORKER, RECEPTIONIST
-from events.identity.grpc_auth import bearer_metadata
-from events.limits import MAX_ID_CHARS
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import Case, key, new_case, registration
 

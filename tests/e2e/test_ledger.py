@@ -13,11 +13,11 @@ import grpc
 import pytest
 
 from casetrail.audit.v1 import audit_pb2
+from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.ledger import merkle
+from casetrail_platform.ledger.export import CHECKPOINT_ATTRIBUTE, PROOF_ATTRIBUTE
+from casetrail_platform.ledger.note import Verifier, open_checkpoint
 from cli.rpc import Person, eventually, query
-from events.hosting import Infrastructure
-from events.ledger import merkle
-from events.ledger.export import CHECKPOINT_ATTRIBUTE, PROOF_ATTRIBUTE
-from events.ledger.note import Verifier, open_checkpoint
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import new_case
 from tests.e2e.test_cli import casetrail_cli

@@ -34,10 +34,10 @@ from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2, coordination_pb2_grpc
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
+from casetrail_platform.bus.kafka_dead_letters import dead_letter_topics, list_dead_letters
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.identity.grpc_auth import bearer_metadata
 from cli.rpc import Person, TokenSource, timestamp
-from events.bus.kafka_dead_letters import dead_letter_topics, list_dead_letters
-from events.bus.kafka_settings import KafkaSettings
-from events.identity.grpc_auth import bearer_metadata
 from tests.contract.bus_conftest import read_topic
 from tests.e2e.distributed import ServiceProcesses
 

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from events.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.kafka_settings import KafkaSettings
 from tests.e2e.distributed import ServiceProcesses, service_processes
 from tests.faults.load import Load, reconcile
 from tests.faults.servers import restart, server_down

@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from events.errors import StorageUnavailableError
-from events.ledger.postgres import PostgresLedgerStore
-from events.locking.postgres import PostgresLocks
-from events.projections.postgres import PostgresReadModelStore
+from casetrail_platform.errors import StorageUnavailableError
+from casetrail_platform.ledger.postgres import PostgresLedgerStore
+from casetrail_platform.locking.postgres import PostgresLocks
+from casetrail_platform.projections.postgres import PostgresReadModelStore
+from casetrail_platform.store.postgres import PostgresEventStore
+from casetrail_platform.store.postgres_checkpoints import PostgresCheckpointStore
 from events.registry import EventRegistry
-from events.store.postgres import PostgresEventStore
-from events.store.postgres_checkpoints import PostgresCheckpointStore
 from tests.e2e.distributed import fresh_database
 from tests.faults.servers import server_down
 from tests.support.sample_events import note, sample_registry

@@ -17,8 +17,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+from casetrail_platform.identity.grpc_auth import bearer_metadata
 from cli.rpc import Person
-from events.identity.grpc_auth import bearer_metadata
 from tests.e2e.distributed import ENV, _address, _spawn, _stop, fresh_database, fresh_topic
 from tests.faults.servers import server_down
 from tests.support.identity import TestIssuer

@@ -19,9 +19,9 @@ from uuid import uuid4
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from events.bus.kafka import KafkaEventPublisher
-from events.bus.kafka_settings import KafkaSettings
-from events.bus.topics import create_topics
+from casetrail_platform.bus.kafka import KafkaEventPublisher
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.topics import create_topics
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import (

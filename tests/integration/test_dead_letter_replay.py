@@ -10,17 +10,18 @@ from uuid import uuid4
 
 import pytest
 
+from casetrail_platform.bus.deadletter import DeadLetter
+from casetrail_platform.bus.kafka_clients import new_producer
+from casetrail_platform.bus.kafka_dead_letters import list_dead_letters, replay_dead_letters
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.message import BusMessage, as_headers
+from casetrail_platform.bus.topics import TopicSettings, create_topics
 from cli.dlq import describe
-from events.bus.deadletter import DeadLetter, DeadLetterReason
-from events.bus.kafka_clients import new_producer
-from events.bus.kafka_dead_letters import list_dead_letters, replay_dead_letters
-from events.bus.kafka_settings import KafkaSettings
-from events.bus.message import BusMessage, as_headers
-from events.bus.topics import TopicSettings, create_topics
 from events.catalog.base import Role
 from events.catalog.examples import example_events
 from events.catalog.monitoring import ContactLogged
 from events.cloudevents import to_kafka_binary
+from events.dead_letters import DeadLetterReason
 from events.envelope import Actor, EventMetadata, RecordedEvent
 from tests.contract.bus_conftest import delete_topics, kafka_test_settings, read_topic
 from tests.support.servers import server_missing
@@ -118,9 +119,9 @@ async def test_list_redacts_and_replay_puts_each_letter_back_once(
 async def test_a_dead_letter_of_a_sealed_event_carries_its_ciphertext(
     topics: tuple[KafkaSettings, str, str],
 ) -> None:
+    from casetrail_platform.store.rows import recorded_from_new, sealed_data
     from events.envelope import NewEvent
     from events.registry import encode
-    from events.store.rows import recorded_from_new, sealed_data
     from tests.unit.keys.support import protected
 
     settings, topic, group = topics

@@ -12,23 +12,23 @@ from pathlib import Path
 
 import pytest
 
+from casetrail_platform.commands import CommandContext
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.guard import AccessControl, AccessDenied
+from casetrail_platform.policy.projection import CaseFactsProjection, CaseFactsReader
+from casetrail_platform.policy.vocabulary import Action
+from casetrail_platform.projections.port import ReadModelStore
+from casetrail_platform.projections.runner import catch_up
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.port import EventStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.access import AccessPurpose, RecordAccessDenied, RecordAccessed
 from events.catalog.assignment import CaseAssigned
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseOpened
 from events.catalog.examples import example_events
 from events.catalog_registry import default_registry
-from events.commands import CommandContext
 from events.envelope import Actor, EventMetadata, NewEvent
-from events.identity.principal import Principal
-from events.policy.guard import AccessControl, AccessDenied
-from events.policy.projection import CaseFactsProjection, CaseFactsReader
-from events.policy.vocabulary import Action
-from events.projections.port import ReadModelStore
-from events.projections.runner import catch_up
-from events.projections.sqlite import SqliteReadModelStore
-from events.store.port import EventStore
-from events.store.sqlite import SqliteEventStore
 from services.intake.adapters.emergency_accesses import (
     EmergencyAccessesProjection,
     EmergencyAccessQueue,
@@ -76,8 +76,8 @@ async def storage(
         return
     import psycopg
 
-    from events.projections.postgres import PostgresReadModelStore
-    from events.store.postgres import PostgresEventStore
+    from casetrail_platform.projections.postgres import PostgresReadModelStore
+    from casetrail_platform.store.postgres import PostgresEventStore
 
     schema = f"glass_{uuid.uuid4().hex[:12]}"
     try:

@@ -14,18 +14,22 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from events.bus.errors import PublishError
-from events.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
-from events.bus.kafka_settings import KafkaSettings
-from events.bus.message import BusMessage
-from events.bus.retry import Backoff
-from events.bus.topics import TopicSettings, create_topics
+from casetrail_platform.bus.errors import PublishError
+from casetrail_platform.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.message import BusMessage
+from casetrail_platform.bus.retry import Backoff
+from casetrail_platform.bus.topics import TopicSettings, create_topics
+from casetrail_platform.outbox import OutboxRelay
+from casetrail_platform.projections.port import Document, DocumentTransaction, Projection
+from casetrail_platform.projections.runner import BusProjectionHandler, rebuild
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.sqlite import (
+    SqliteCheckpointStore,
+    SqliteEventStore,
+    SqliteParkingLot,
+)
 from events.envelope import RecordedEvent
-from events.outbox import OutboxRelay
-from events.projections.port import Document, DocumentTransaction, Projection
-from events.projections.runner import BusProjectionHandler, rebuild
-from events.projections.sqlite import SqliteReadModelStore
-from events.store.sqlite import SqliteCheckpointStore, SqliteEventStore, SqliteParkingLot
 from tests.contract.bus_conftest import (
     delete_topics,
     eventually,

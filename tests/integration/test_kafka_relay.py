@@ -12,15 +12,15 @@ from uuid import UUID
 
 import pytest
 
-from events.bus.errors import PublishError
-from events.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
-from events.bus.retry import Backoff
-from events.bus.topics import TopicSettings, create_topics
-from events.checkpoints import CheckpointStore
+from casetrail_platform.bus.errors import PublishError
+from casetrail_platform.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
+from casetrail_platform.bus.retry import Backoff
+from casetrail_platform.bus.topics import TopicSettings, create_topics
+from casetrail_platform.checkpoints import CheckpointStore
+from casetrail_platform.outbox import OutboxRelay
+from casetrail_platform.store.sqlite import SqliteCheckpointStore, SqliteEventStore
 from events.envelope import RecordedEvent
-from events.outbox import OutboxRelay
 from events.registry import EventRegistry
-from events.store.sqlite import SqliteCheckpointStore, SqliteEventStore
 from tests.contract.bus_conftest import (
     case_history,
     delete_topics,

@@ -9,9 +9,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import InvalidReplicationFactorError
 
-from events.bus.errors import TopicConfigurationError
-from events.bus.kafka_settings import KafkaSettings
-from events.bus.topics import TopicSettings, ensure_topics
+from casetrail_platform.bus.errors import TopicConfigurationError
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.topics import TopicSettings, ensure_topics
 from tests.contract.bus_conftest import delete_topics, kafka_test_settings
 from tests.support.servers import server_missing
 

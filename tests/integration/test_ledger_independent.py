@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from events.ledger import merkle
-from events.ledger.keys import FileSigner
-from events.ledger.merkle import Hash, RootAccumulator
-from events.ledger.note import Checkpoint, origin_of
+from casetrail_platform.ledger import merkle
+from casetrail_platform.ledger.keys import FileSigner
+from casetrail_platform.ledger.merkle import Hash, RootAccumulator
+from casetrail_platform.ledger.note import Checkpoint, origin_of
 from tests.support.servers import servers_required
 
 SOURCE = Path(__file__).parent / "goverifier"

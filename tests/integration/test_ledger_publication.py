@@ -10,12 +10,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import NewTopic
 
-from events.bus.topics import create_topics
-from events.ledger import merkle
-from events.ledger.keys import FileSigner
-from events.ledger.note import Checkpoint, open_checkpoint, origin_of
-from events.ledger.port import StoredCheckpoint
-from events.ledger.publication import KafkaCheckpointPublisher
+from casetrail_platform.bus.topics import create_topics
+from casetrail_platform.ledger import merkle
+from casetrail_platform.ledger.keys import FileSigner
+from casetrail_platform.ledger.note import Checkpoint, open_checkpoint, origin_of
+from casetrail_platform.ledger.port import StoredCheckpoint
+from casetrail_platform.ledger.publication import KafkaCheckpointPublisher
 from tests.contract.bus_conftest import delete_topics, kafka_test_settings
 from tests.support.servers import server_missing
 

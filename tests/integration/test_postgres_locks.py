@@ -9,7 +9,7 @@ import uuid
 import psycopg
 import pytest
 
-from events.locking.postgres import PostgresLocks, key_of
+from casetrail_platform.locking.postgres import PostgresLocks, key_of
 from tests.support.servers import postgres_dsn, server_missing
 
 pytestmark = pytest.mark.postgres

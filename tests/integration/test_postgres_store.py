@@ -14,12 +14,13 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+from casetrail_platform.errors import ConcurrencyError, DuplicateEventIdError
+from casetrail_platform.store.port import NO_STREAM
+from casetrail_platform.store.postgres import PostgresEventStore
 from events.catalog.base import CaseEvent, Role
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
-from events.errors import ConcurrencyError, DuplicateEventIdError, UnknownEventTypeError
+from events.errors import UnknownEventTypeError
 from events.registry import EventRegistry, encode
-from events.store.port import NO_STREAM
-from events.store.postgres import PostgresEventStore
 from tests.support.servers import postgres_dsn, server_missing
 
 pytestmark = pytest.mark.postgres
@@ -534,9 +535,9 @@ async def test_a_group_that_fails_as_a_whole_is_sent_again_one_by_one(
     bad = touched("2")
     # a NUL in a text column makes the whole statement fail before anything runs
     bad = replace(bad, metadata=replace(bad.metadata, source="casetrail/pg\x00test"))
-    monkeypatch.setattr("events.store.postgres._check_text", lambda field, value: None)
+    monkeypatch.setattr("casetrail_platform.store.postgres._check_text", lambda field, value: None)
     monkeypatch.setattr(
-        "events.store.postgres.storable_data",
+        "casetrail_platform.store.postgres.storable_data",
         lambda stream, events: [encode(new.event) for new in events],
     )
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
-from events.bus.names import LEDGER_CHECKPOINTS_TOPIC, dead_letter_topic
-from events.hosting import BACKGROUND_STOP_SECONDS, SERVER_STOP_GRACE_SECONDS
+from casetrail_platform.hosting import BACKGROUND_STOP_SECONDS, SERVER_STOP_GRACE_SECONDS
+from events.topics import LEDGER_CHECKPOINTS_TOPIC, dead_letter_topic
 from tests.k8s.render import RELEASE, Rendered
 from tests.k8s.tools import CHART
 

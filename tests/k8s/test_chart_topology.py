@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from events.bus.names import LEDGER_CHECKPOINTS_TOPIC
-from events.hosting import Infrastructure, ServiceHost
+from casetrail_platform.hosting import Infrastructure, ServiceHost
+from events.topics import LEDGER_CHECKPOINTS_TOPIC
 from services.caseload.settings import DEFAULT_APP_ID, DEFAULT_WEB_PORT
 from services.runner import DEFAULT_PORTS, SERVICES
 from tests.k8s.tools import CHART

@@ -39,11 +39,11 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2
+from casetrail_platform.grpc_platform.errors import MAX_STATUS_BYTES
+from casetrail_platform.identity.grpc_auth import bearer_metadata
 from cli.rpc import Person, TokenSource, command, query
 from events.catalog.access import AccessPurpose
 from events.catalog.base import Role
-from events.grpc_platform.errors import MAX_STATUS_BYTES
-from events.identity.grpc_auth import bearer_metadata
 
 T = TypeVar("T")
 

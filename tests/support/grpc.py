@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from events.grpc_platform.server import Registration, create_server
+from casetrail_platform.grpc_platform.server import Registration, create_server
 from tests.support.identity import TestIssuer, caller_channel
 
 M = TypeVar("M", bound=Message)

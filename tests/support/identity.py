@@ -17,13 +17,13 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from casetrail_platform.identity.development import DevelopmentSigner
+from casetrail_platform.identity.grpc_auth import bearer_metadata
+from casetrail_platform.identity.issuer_http import IssuerHttpServer
+from casetrail_platform.identity.keys import IssuerKeys
+from casetrail_platform.identity.tokens import SigningKey, mint
+from casetrail_platform.identity.verifier import TokenVerifier
 from cli.rpc import Person, TokenSource, minted_by
-from events.identity.development import DevelopmentSigner
-from events.identity.grpc_auth import bearer_metadata
-from events.identity.issuer_http import IssuerHttpServer
-from events.identity.keys import IssuerKeys
-from events.identity.tokens import SigningKey, mint
-from events.identity.verifier import TokenVerifier
 
 AUDIENCE = "casetrail-tests"
 M = TypeVar("M", bound=Message)

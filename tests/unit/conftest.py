@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog_registry import default_registry
-from events.projections.sqlite import SqliteReadModelStore
-from events.store.sqlite import SqliteEventStore
 
 
 @pytest.fixture

@@ -27,11 +27,11 @@ from grpc_status import rpc_status
 
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.identity.grpc_auth import bearer_metadata
+from casetrail_platform.identity.tokens import SigningKey
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog_registry import default_registry
-from events.hosting import Infrastructure
-from events.identity.grpc_auth import bearer_metadata
-from events.identity.tokens import SigningKey
-from events.store.sqlite import SqliteEventStore
 from services.runner import SERVICES, start_services, stop_services
 from tests.support.identity import TestIssuer
 

@@ -410,5 +410,5 @@ def test_need_categories_are_the_agreed_list() -> None:
         "education",
         "employment",
         "other",
-        "erased",  # only read back from an erased client's history (events.keys.fields)
+        "erased",  # only read back from an erased client's history (casetrail_platform.keys.fields)
     ]

@@ -1,5 +1,6 @@
 """What every request meets at the gRPC platform before and after its handler: the bounds of
-``events.limits``, invalid UTF-8 named, bounded refusals, and no exception text in any answer."""
+``casetrail_platform.limits``, invalid UTF-8 named, bounded refusals, and no exception text in any
+answer."""
 
 from __future__ import annotations
 
@@ -16,17 +17,17 @@ from google.rpc import code_pb2, error_details_pb2
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from casetrail.planning.v1 import planning_pb2
+from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken
+from casetrail_platform.grpc_platform.context import command_context_problems
+from casetrail_platform.grpc_platform.edge import request_problems
+from casetrail_platform.grpc_platform.errors import MAX_STATUS_BYTES, MAX_VIOLATIONS, status_for
+from casetrail_platform.grpc_platform.server import Context, refusals_as_status
+from casetrail_platform.grpc_platform.wire import invalid_utf8_field
+from casetrail_platform.identity.grpc_auth import bearer_metadata
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.limits import MAX_ID_CHARS, MAX_KEY_CHARS, MAX_LIST_ITEMS, MAX_TEXT_CHARS
 from events.catalog.base import Role
-from events.commands import InvalidCommand, NotFound, RuleBroken
 from events.errors import FieldProblem
-from events.grpc_platform.context import command_context_problems
-from events.grpc_platform.edge import request_problems
-from events.grpc_platform.errors import MAX_STATUS_BYTES, MAX_VIOLATIONS, status_for
-from events.grpc_platform.server import Context, refusals_as_status
-from events.grpc_platform.wire import invalid_utf8_field
-from events.identity.grpc_auth import bearer_metadata
-from events.identity.principal import Principal
-from events.limits import MAX_ID_CHARS, MAX_KEY_CHARS, MAX_LIST_ITEMS, MAX_TEXT_CHARS
 from tests.support.grpc import details, refusal, serving, violated_fields
 from tests.support.identity import TestIssuer
 

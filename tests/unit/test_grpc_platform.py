@@ -9,12 +9,8 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2
 
 from casetrail.common.v1 import common_pb2
-from events.catalog.access import AccessPurpose
-from events.catalog.base import Role
-from events.commands import AlreadyExists, CommandContext, InvalidCommand, RuleBroken
-from events.envelope import Actor
-from events.errors import FieldProblem
-from events.grpc_platform.context import (
+from casetrail_platform.commands import AlreadyExists, CommandContext, InvalidCommand, RuleBroken
+from casetrail_platform.grpc_platform.context import (
     command_context_from,
     command_context_problems,
     query_context_from,
@@ -22,11 +18,15 @@ from events.grpc_platform.context import (
     read_command,
     read_query,
 )
-from events.grpc_platform.errors import status_for
-from events.grpc_platform.server import Context, streamed_refusals_as_status
-from events.identity.grpc_auth import bearer_metadata
-from events.identity.principal import Principal
-from events.queries import QueryContext
+from casetrail_platform.grpc_platform.errors import status_for
+from casetrail_platform.grpc_platform.server import Context, streamed_refusals_as_status
+from casetrail_platform.identity.grpc_auth import bearer_metadata
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.queries import QueryContext
+from events.catalog.access import AccessPurpose
+from events.catalog.base import Role
+from events.envelope import Actor
+from events.errors import FieldProblem
 from tests.support.grpc import details, serving, violated_fields
 from tests.support.identity import TestIssuer
 

@@ -11,12 +11,12 @@ import pytest
 
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
+from casetrail_platform.commands import CommandContext, IdempotencyKeyReused
+from casetrail_platform.decide import execute
+from casetrail_platform.grpc_platform.fingerprint import fingerprint_of
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
-from events.commands import CommandContext, IdempotencyKeyReused
-from events.decide import execute
 from events.envelope import Actor
-from events.grpc_platform.fingerprint import fingerprint_of
-from events.store.sqlite import SqliteEventStore
 from tests.support.sample_events import NoteWritten, sample_registry
 
 WORKER = Actor("maria.lopez", Role.SOCIAL_WORKER)

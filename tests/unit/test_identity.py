@@ -17,12 +17,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
-from events.grpc_platform.server import create_server
-from events.identity.errors import InvalidCredential
-from events.identity.grpc_auth import bearer_metadata, principal_of
-from events.identity.tls import ClientTls, ServerTls, channel
-from events.identity.tokens import SigningKey
-from events.identity.verifier import TokenVerifier
+from casetrail_platform.grpc_platform.server import create_server
+from casetrail_platform.identity.errors import InvalidCredential
+from casetrail_platform.identity.grpc_auth import bearer_metadata, principal_of
+from casetrail_platform.identity.tls import ClientTls, ServerTls, channel
+from casetrail_platform.identity.tokens import SigningKey
+from casetrail_platform.identity.verifier import TokenVerifier
 from tests.support.identity import TestIssuer
 
 INTAKE = "casetrail.intake.v1.IntakeService"
@@ -96,7 +96,7 @@ async def test_an_unreachable_issuer_is_unavailable_not_a_bad_token() -> None:
     token = issuer.mint()
     verifier = issuer.verifier()
     issuer.stop()
-    from events.identity.errors import IssuerUnavailable
+    from casetrail_platform.identity.errors import IssuerUnavailable
 
     with pytest.raises(IssuerUnavailable):
         await verifier.verify(token)
@@ -109,7 +109,7 @@ async def test_calls_arriving_while_the_first_key_fetch_is_in_flight_wait_for_it
     import asyncio
     import threading
 
-    from events.identity.keys import IssuerKeys, http_json
+    from casetrail_platform.identity.keys import IssuerKeys, http_json
 
     issuer = TestIssuer()
     token = issuer.mint()

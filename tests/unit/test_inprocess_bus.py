@@ -9,8 +9,9 @@ from datetime import datetime
 
 import pytest
 
-from events.bus.deadletter import DeadLetterReason, parse_dead_letter
-from events.bus.inprocess import InProcessBus
+from casetrail_platform.bus.deadletter import parse_dead_letter
+from casetrail_platform.bus.inprocess import InProcessBus
+from events.dead_letters import DeadLetterReason
 from events.envelope import RecordedEvent
 from tests.contract.bus_conftest import (
     BatchRecorder,

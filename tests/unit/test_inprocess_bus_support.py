@@ -7,13 +7,19 @@ import asyncio
 import pytest
 from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
 
-from events.bus.deadletter import parse_dead_letter
-from events.bus.errors import RetriableHandlerError, is_retriable
-from events.bus.kafka_clients import transient
-from events.bus.kafka_settings import KafkaSettings
-from events.bus.names import dead_letter_topic
-from events.bus.retry import Backoff, RetryPolicy, Stopped, sleep_unless_stopped, until_stopped
-from events.bus.topics import TopicSettings
+from casetrail_platform.bus.deadletter import parse_dead_letter
+from casetrail_platform.bus.errors import RetriableHandlerError, is_retriable
+from casetrail_platform.bus.kafka_clients import transient
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.retry import (
+    Backoff,
+    RetryPolicy,
+    Stopped,
+    sleep_unless_stopped,
+    until_stopped,
+)
+from casetrail_platform.bus.topics import TopicSettings
+from events.topics import dead_letter_topic
 
 
 def test_backoff_grows_to_its_ceiling() -> None:

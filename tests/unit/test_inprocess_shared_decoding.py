@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from events.bus.deadletter import DeadLetterReason
-from events.bus.inprocess import InProcessBus
+from casetrail_platform.bus.inprocess import InProcessBus
+from events.dead_letters import DeadLetterReason
 from tests.contract.bus_conftest import Recorder, eventually, recorded
 from tests.support.sample_events import sample_registry
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import faust
 import pytest
 
-from events.bus.kafka_security import KafkaSecurity
-from events.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.kafka_security import KafkaSecurity
+from casetrail_platform.bus.kafka_settings import KafkaSettings
 from services.caseload.processor import broker_credentials
 
 

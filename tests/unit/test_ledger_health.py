@@ -9,12 +9,12 @@ from pathlib import Path
 
 from grpc_health.v1 import health, health_pb2
 
-from events.ledger.hosting import run_ledger
-from events.ledger.keys import FileSigner
-from events.ledger.log import LedgerLog, LedgerTampered
-from events.ledger.note import origin_of
-from events.ledger.sqlite import SqliteLedgerStore
-from events.store.sqlite import SqliteEventStore
+from casetrail_platform.ledger.hosting import run_ledger
+from casetrail_platform.ledger.keys import FileSigner
+from casetrail_platform.ledger.log import LedgerLog, LedgerTampered
+from casetrail_platform.ledger.note import origin_of
+from casetrail_platform.ledger.sqlite import SqliteLedgerStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from tests.support.sample_events import sample_registry
 from tests.support.waiting import eventually
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import random
 
-from events.ledger import merkle, tiles
-from events.ledger.canonical import canonical_row, leaf_hashes
+from casetrail_platform.ledger import merkle, tiles
+from casetrail_platform.ledger.canonical import canonical_row, leaf_hashes
 
 
 def test_extend_levels_adds_the_same_subtrees_as_one_leaf_at_a_time() -> None:

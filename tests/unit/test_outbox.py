@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from events.bus.errors import PublishError
-from events.bus.inprocess import InProcessBus
-from events.bus.port import Acknowledgement, EventPublisher
-from events.bus.retry import Backoff
-from events.checkpoints import CheckpointStore, InMemoryCheckpointStore
+from casetrail_platform.bus.errors import PublishError
+from casetrail_platform.bus.inprocess import InProcessBus
+from casetrail_platform.bus.port import Acknowledgement, EventPublisher
+from casetrail_platform.bus.retry import Backoff
+from casetrail_platform.checkpoints import CheckpointStore, InMemoryCheckpointStore
+from casetrail_platform.outbox import OutboxRelay
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.envelope import RecordedEvent
-from events.outbox import OutboxRelay
-from events.store.sqlite import SqliteEventStore
 from tests.contract.bus_conftest import Recorder, eventually, running
 from tests.support.sample_events import note, sample_registry
 

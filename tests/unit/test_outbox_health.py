@@ -8,15 +8,15 @@ from pathlib import Path
 
 from grpc_health.v1 import health, health_pb2
 
-from events.bus.errors import PublishError
-from events.bus.port import EventPublisher
-from events.bus.retry import Backoff
-from events.checkpoints import InMemoryCheckpointStore
+from casetrail_platform.bus.errors import PublishError
+from casetrail_platform.bus.port import EventPublisher
+from casetrail_platform.bus.retry import Backoff
+from casetrail_platform.checkpoints import InMemoryCheckpointStore
+from casetrail_platform.hosting import watch_outbox
+from casetrail_platform.outbox import OutboxRelay
+from casetrail_platform.store.port import NO_STREAM
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.envelope import RecordedEvent
-from events.hosting import watch_outbox
-from events.outbox import OutboxRelay
-from events.store.port import NO_STREAM
-from events.store.sqlite import SqliteEventStore
 from tests.support.sample_events import note, sample_registry
 from tests.support.waiting import eventually
 

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health, health_pb2
 
-from events.bus.errors import PublishError
-from events.bus.port import Acknowledgement, EventPublisher
-from events.checkpoints import InMemoryCheckpointStore
+from casetrail_platform.bus.errors import PublishError
+from casetrail_platform.bus.port import Acknowledgement, EventPublisher
+from casetrail_platform.checkpoints import InMemoryCheckpointStore
+from casetrail_platform.hosting import watch_outbox
+from casetrail_platform.outbox import OutboxRelay
+from casetrail_platform.parking import ParkingLot
+from casetrail_platform.store.sqlite import SqliteEventStore, SqliteParkingLot
 from events.envelope import RecordedEvent
-from events.hosting import watch_outbox
-from events.outbox import OutboxRelay
-from events.parking import ParkingLot
-from events.store.sqlite import SqliteEventStore, SqliteParkingLot
 from tests.support.sample_events import note, sample_registry
 from tests.support.waiting import eventually
 from tests.unit.test_outbox_health import NAME, reports

@@ -10,11 +10,11 @@ from uuid import UUID
 
 import pytest
 
+from casetrail_platform.projections.port import Document, Projection
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from events.catalog.base import CaseEvent, Role
 from events.catalog.examples import example_events
 from events.envelope import Actor, EventMetadata, RecordedEvent
-from events.projections.port import Document, Projection
-from events.projections.sqlite import SqliteReadModelStore
 from services.coordination.adapters.projections import CaseFactsProjection
 from services.intake.adapters.case_closures import CaseClosuresProjection
 from services.planning.adapters.case_views import CaseViewProjection

@@ -7,10 +7,10 @@ import logging
 
 import pytest
 
-from events.bus.delivery import Deliverer
-from events.bus.message import BusMessage
-from events.bus.ordering import SequenceGuard, travels_under_one_key
-from events.bus.retry import RetryPolicy
+from casetrail_platform.bus.delivery import Deliverer
+from casetrail_platform.bus.message import BusMessage
+from casetrail_platform.bus.ordering import SequenceGuard, travels_under_one_key
+from casetrail_platform.bus.retry import RetryPolicy
 from tests.support.sample_events import sample_registry
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from events.store.port import NO_STREAM
-from events.store.sqlite import SqliteCheckpointStore, SqliteEventStore
+from casetrail_platform.store.port import NO_STREAM
+from casetrail_platform.store.sqlite import SqliteCheckpointStore, SqliteEventStore
 from tests.support.sample_events import note, sample_registry
 
 

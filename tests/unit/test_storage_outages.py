@@ -10,14 +10,14 @@ import psycopg
 import pytest
 from google.rpc import code_pb2
 
+from casetrail_platform.bus.errors import is_outage, is_retriable
+from casetrail_platform.bus.inprocess import InProcessBus
+from casetrail_platform.bus.retry import Backoff, RetryPolicy
+from casetrail_platform.errors import StorageUnavailableError
+from casetrail_platform.grpc_platform.errors import status_for
 from cli.dlq import redact
 from cli.main import main
-from events.bus.errors import is_outage, is_retriable
-from events.bus.inprocess import InProcessBus
-from events.bus.retry import Backoff, RetryPolicy
 from events.envelope import RecordedEvent
-from events.errors import StorageUnavailableError
-from events.grpc_platform.errors import status_for
 from tests.contract.bus_conftest import Recorder, eventually, recorded, running
 from tests.support.sample_events import sample_registry
 

@@ -10,6 +10,8 @@ from uuid import UUID
 
 import pytest
 
+from casetrail_platform.store.port import NO_STREAM
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import CaseEvent, Role
 from events.catalog.examples import example_events, legacy_example_events
 from events.catalog_registry import build_registry
@@ -30,8 +32,6 @@ from events.envelope import (
     to_micros,
 )
 from events.registry import EventRegistry, encode
-from events.store.port import NO_STREAM
-from events.store.sqlite import SqliteEventStore
 
 REGISTRY = build_registry()
 EVENT_ID = UUID("5b0c6d2e-8f1a-4c3b-9d4e-0a1b2c3d4e5f")

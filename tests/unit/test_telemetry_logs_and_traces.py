@@ -10,8 +10,13 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from events.telemetry import tracing
-from events.telemetry.logs import REDACTED, JsonFormatter, correlation, sensitive_field_names
+from casetrail_platform.telemetry import tracing
+from casetrail_platform.telemetry.logs import (
+    REDACTED,
+    JsonFormatter,
+    correlation,
+    sensitive_field_names,
+)
 from tests.support.tracing import traced
 
 

@@ -12,9 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from casetrail.intake.v1 import intake_pb2_grpc
+from casetrail_platform.telemetry.metrics import serve_metrics
 from cli.rpc import connect
 from cli.walk.story import RECEPTIONIST
-from events.telemetry.metrics import serve_metrics
 from services.demo import embedded_services
 from tests.e2e.support import registration
 

@@ -6,9 +6,9 @@ primary key, so the look-up does not grow with the number of clients.
 
 from __future__ import annotations
 
+from casetrail_platform.projections.port import DocumentTransaction, Projection, ReadModelStore
 from events.catalog.cases import CaseOpened
 from events.envelope import RecordedEvent
-from events.projections.port import DocumentTransaction, Projection, ReadModelStore
 
 CLIENT_CASES = "audit_client_cases"
 

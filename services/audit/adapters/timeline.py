@@ -1,7 +1,7 @@
 """The per-case timeline read model: every case event audit received, as CloudEvents, indexed
 on both clocks so that a page is one index read whatever the length of the case.
 
-Layout (``events.projections.port.KeyRange`` reads the index in key order):
+Layout (``casetrail_platform.projections.port.KeyRange`` reads the index in key order):
 
 * ``audit_timeline_index/<case>|<clock>|<lane>|<sort key>``: one small document per event and
   clock (``o`` occurred, ``r`` recorded), ``{"type", "actor", "event"}`` where ``event`` is the
@@ -28,18 +28,18 @@ from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
 
-from events.catalog.access import ConsentGranted, RecordAccessDenied, RecordAccessed
-from events.catalog.erasure import ClientErased
-from events.cloudevents import from_structured, to_structured
-from events.envelope import RecordedEvent, to_micros
-from events.errors import InvalidEventError
-from events.policy.facts import Entry, entry_of
-from events.projections.port import (
+from casetrail_platform.policy.facts import Entry, entry_of
+from casetrail_platform.projections.port import (
     DocumentTransaction,
     KeyRange,
     Projection,
     ReadModelStore,
 )
+from events.catalog.access import ConsentGranted, RecordAccessDenied, RecordAccessed
+from events.catalog.erasure import ClientErased
+from events.cloudevents import from_structured, to_structured
+from events.envelope import RecordedEvent, to_micros
+from events.errors import InvalidEventError
 from events.registry import EventRegistry
 from services.audit.domain.history import IndexPage, PageCursor, TimeBasis, TimelineQuery
 
@@ -119,7 +119,7 @@ class TimelineProjection(Projection):
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
         # The events keep their sealed values; the fact entries hold the categories of need
         # in the clear (the client's health data): forgotten, as the policy's own facts do
-        # (events.policy.projection). The client's consents stay: they still bind.
+        # (casetrail_platform.policy.projection). The client's consents stay: they still bind.
         for case_id in erased.case_ids:
             document = await transaction.get(FACTS, case_id)
             if document is None:

@@ -22,6 +22,13 @@ from datetime import datetime
 
 from google.protobuf.message import Message
 
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy import facts as policy_facts
+from casetrail_platform.policy import redaction
+from casetrail_platform.policy.decide import decide
+from casetrail_platform.policy.guard import Disclosure as Released
+from casetrail_platform.policy.vocabulary import Action, Decision
+from casetrail_platform.queries import QueryContext
 from events.catalog.access import (
     AccessPurpose,
     RecordAccessDenied,
@@ -31,13 +38,6 @@ from events.catalog.access import (
 from events.catalog.base import Role
 from events.catalog.emergency import EmergencyAccessOpened
 from events.envelope import RecordedEvent
-from events.identity.principal import Principal
-from events.policy import facts as policy_facts
-from events.policy import redaction
-from events.policy.decide import decide
-from events.policy.guard import Disclosure as Released
-from events.policy.vocabulary import Action, Decision
-from events.queries import QueryContext
 from services.audit.app.queries import AuditDeps
 from services.audit.domain import history
 from services.audit.domain.access import STATE_SECTIONS

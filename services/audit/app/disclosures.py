@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.decide import any_rule_for
+from casetrail_platform.policy.facts import entry_of
+from casetrail_platform.policy.guard import Disclosure as Released
+from casetrail_platform.policy.vocabulary import Action, Decision
+from casetrail_platform.queries import QueryContext
 from events.catalog.access import RecordSection
-from events.identity.principal import Principal
-from events.policy.decide import any_rule_for
-from events.policy.facts import entry_of
-from events.policy.guard import Disclosure as Released
-from events.policy.vocabulary import Action, Decision
-from events.queries import QueryContext
 from services.audit.app.queries import AuditDeps
 from services.audit.domain.disclosures import Disclosure, DisclosureKey, disclosures_of
 from services.audit.domain.errors import ClientNotFound, invalid

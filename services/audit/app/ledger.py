@@ -1,12 +1,12 @@
 """Audit as the witness of every service's log, and the proofs it hands out.
 
 Audit checks each new checkpoint of every service against the last one it holds
-(``events.ledger.witness``); a failure is an alarm: ``casetrail.ledger.inconsistency_detected``
-in audit's own store and the health entry ``casetrail.audit.ledger-witness`` NOT_SERVING.
-Who may ask is the access policy's decision (``queries.authorize_ledger``, made by the servicer
-before any of these runs). Proofs are answered from the service's ledger, for the checkpoint
-audit has verified, and are checked against the event audit itself received before they are
-handed out.
+(``casetrail_platform.ledger.witness``); a failure is an alarm:
+``casetrail.ledger.inconsistency_detected`` in audit's own store and the health entry
+``casetrail.audit.ledger-witness`` NOT_SERVING. Who may ask is the access policy's decision
+(``queries.authorize_ledger``, made by the servicer before any of these runs). Proofs are answered
+from the service's ledger, for the checkpoint audit has verified, and are checked against the event
+audit itself received before they are handed out.
 """
 
 from __future__ import annotations
@@ -20,18 +20,23 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+from casetrail_platform.commands import NotFound, RuleBroken
+from casetrail_platform.ledger import merkle
+from casetrail_platform.ledger.directory import LedgerDirectory
+from casetrail_platform.ledger.export import canonical_of_record, proof_attributes
+from casetrail_platform.ledger.log import (
+    InclusionProof,
+    prove_consistency,
+    prove_inclusion,
+    root_of_log,
+)
+from casetrail_platform.ledger.note import Checkpoint, Verifier, open_checkpoint
+from casetrail_platform.ledger.port import LedgerStore
+from casetrail_platform.ledger.witness import HeldCheckpoint, Witness, WitnessAlarm
+from casetrail_platform.store.port import ANY_VERSION, EventStore
 from events.catalog.base import Role
 from events.catalog.ledger import LedgerInconsistencyDetected
-from events.commands import NotFound, RuleBroken
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
-from events.ledger import merkle
-from events.ledger.directory import LedgerDirectory
-from events.ledger.export import canonical_of_record, proof_attributes
-from events.ledger.log import InclusionProof, prove_consistency, prove_inclusion, root_of_log
-from events.ledger.note import Checkpoint, Verifier, open_checkpoint
-from events.ledger.port import LedgerStore
-from events.ledger.witness import HeldCheckpoint, Witness, WitnessAlarm
-from events.store.port import ANY_VERSION, EventStore
 from services.audit.app.handlers import SERVICE_SOURCE
 from services.audit.domain.errors import invalid
 

@@ -9,15 +9,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.decide import any_rule_for
+from casetrail_platform.policy.facts import Entry
+from casetrail_platform.policy.guard import AccessControl, AccessDenied, Disclosure, access_stream
+from casetrail_platform.policy.vocabulary import Action
+from casetrail_platform.queries import QueryContext
+from casetrail_platform.store.port import EventStore
 from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSection
 from events.envelope import RecordedEvent
-from events.identity.principal import Principal
-from events.policy.decide import any_rule_for
-from events.policy.facts import Entry
-from events.policy.guard import AccessControl, AccessDenied, Disclosure, access_stream
-from events.policy.vocabulary import Action
-from events.queries import QueryContext
-from events.store.port import EventStore
 from services.audit.domain import history
 from services.audit.domain.access import (
     STATE_SECTIONS,

@@ -1,7 +1,7 @@
 """Which parts of the record an audit query discloses.
 
-Who may query the trail is the access policy's decision (``events.policy``: auditors for a
-confidentiality review, supervisors of the case's team for supervision); every disclosure is
+Who may query the trail is the access policy's decision (``casetrail_platform.policy``: auditors for
+a confidentiality review, supervisors of the case's team for supervision); every disclosure is
 itself recorded (``casetrail.record.accessed``), so a review sees who saw what, including other
 reviewers.
 """

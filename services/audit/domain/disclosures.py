@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from casetrail_platform.policy.vocabulary import REFERRED_SECTIONS
 from events.catalog.access import (
     AccessPurpose,
     ConsentGranted,
@@ -34,7 +35,6 @@ from events.catalog.access import (
 from events.catalog.base import Role
 from events.catalog.referrals import ReferralMade
 from events.envelope import Actor, RecordedEvent, to_micros
-from events.policy.vocabulary import REFERRED_SECTIONS
 
 BREAK_GLASS_RULE = "break-glass"
 

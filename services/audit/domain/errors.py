@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from events.commands import InvalidCommand, NotFound
+from casetrail_platform.commands import InvalidCommand, NotFound
 from events.errors import FieldProblem
 
 

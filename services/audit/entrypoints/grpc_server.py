@@ -7,16 +7,16 @@ from collections.abc import AsyncIterator
 from typing_extensions import override
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
-from events.catalog.access import RecordAccessDenied, RecordAccessed
-from events.catalog_registry import all_event_types
-from events.commands import NotFound
-from events.errors import FieldProblem
-from events.grpc_platform.server import (
+from casetrail_platform.commands import NotFound
+from casetrail_platform.grpc_platform.server import (
     Context,
     refusals_as_status,
     streamed_refusals_as_status,
 )
-from events.identity.grpc_auth import principal_of
+from casetrail_platform.identity.grpc_auth import principal_of
+from events.catalog.access import RecordAccessDenied, RecordAccessed
+from events.catalog_registry import all_event_types
+from events.errors import FieldProblem
 from services.audit.app import as_seen, disclosures, ledger, queries
 from services.audit.entrypoints import responses, reviews
 from services.audit.entrypoints.requests import RequestReader, moment, page_token

@@ -15,14 +15,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.common.v1 import common_pb2
+from casetrail_platform.commands import InvalidCommand
+from casetrail_platform.grpc_platform.context import query_context_problems
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.queries import QueryContext
 from events.catalog.access import AccessPurpose
 from events.catalog.base import Identifier, Role
-from events.commands import InvalidCommand
 from events.envelope import Actor
 from events.errors import FieldProblem
-from events.grpc_platform.context import query_context_problems
-from events.identity.principal import Principal
-from events.queries import QueryContext
 from services.audit.domain.history import PageCursor, TimeBasis, TimelineQuery
 
 DEFAULT_PAGE_SIZE = 100

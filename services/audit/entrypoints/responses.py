@@ -11,10 +11,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.common.v1 import common_pb2
+from casetrail_platform.ledger.export import canonical_of_record
 from events.catalog.access import RecordAccessDenied, RecordAccessed
 from events.cloudevents import iter_json_lines, to_structured
 from events.envelope import Actor, RecordedEvent
-from events.ledger.export import canonical_of_record
 from services.audit.app.ledger import EventProof, LogStatus
 from services.audit.app.queries import Activity
 from services.audit.domain import case_state
@@ -127,7 +127,7 @@ def export_chunks(
     ordered: Iterable[RecordedEvent], proofs: Mapping[UUID, Mapping[str, str]] | None = None
 ) -> Iterator[audit_pb2.ExportCaseResponse]:
     """Whole JSON lines, cut into chunks small enough for any gRPC message limit. ``proofs``:
-    the ledger's extension attributes of each event (``events.ledger.export``)."""
+    the ledger's extension attributes of each event (``casetrail_platform.ledger.export``)."""
     lines: list[bytes] = []
     size = 0
     for line in _lines(ordered, proofs or {}):

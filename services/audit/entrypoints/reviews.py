@@ -9,11 +9,11 @@ from datetime import datetime
 from typing import TypeVar
 
 from casetrail.audit.v1 import audit_pb2
+from casetrail_platform.limits import OCCURRED_AT_CLOCK_SKEW
 from events.catalog.access import AccessPurpose, RecordSection
 from events.catalog.base import Role
 from events.envelope import from_micros, to_micros
 from events.errors import FieldProblem
-from events.limits import OCCURRED_AT_CLOCK_SKEW
 from services.audit.app.as_seen import AsSeen, StateRendering, UserClaims
 from services.audit.app.disclosures import DisclosurePage, Period
 from services.audit.domain.case_state import CaseState

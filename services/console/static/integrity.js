@@ -39,7 +39,7 @@
   const leafHash = (leaf) => sha256(concat(Uint8Array.of(0), leaf));
   const nodeHash = (left, right) => sha256(concat(Uint8Array.of(1), left, right));
 
-  // The canonical bytes are netstrings: <length>:<bytes>, (events/ledger/canonical.py).
+  // The canonical bytes are netstrings: <length>:<bytes>, (casetrail_platform/ledger/canonical.py).
   const netstrings = (bytes) => {
     const fields = [];
     let at = 0;
@@ -57,7 +57,7 @@
     return fields;
   };
 
-  // RFC 9162 2.1.3.2, as events/ledger/merkle.py verify_inclusion.
+  // RFC 9162 2.1.3.2, as casetrail_platform/ledger/merkle.py verify_inclusion.
   const rootFromProof = async (index, size, leaf, proof) => {
     if (!(index >= 0 && index < size)) throw new Failure("the leaf is not in the checkpoint's tree");
     let fn = BigInt(index);

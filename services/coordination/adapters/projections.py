@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from casetrail_platform.projections.erasure import scrub_cases
+from casetrail_platform.projections.port import Document, DocumentTransaction, Projection
 from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.cases import CaseClosed, CaseOpened, CaseReopened
@@ -16,8 +18,6 @@ from events.catalog.clients import ClientRegistered
 from events.catalog.erasure import ClientErased
 from events.catalog.values import NeedCategory
 from events.envelope import RecordedEvent
-from events.projections.erasure import scrub_cases
-from events.projections.port import Document, DocumentTransaction, Projection
 
 CASE_FACTS = "case_facts"
 CLIENTS = "clients"

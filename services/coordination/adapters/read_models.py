@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import date
 
+from casetrail_platform.projections.port import ReadModelStore
+from casetrail_platform.store.port import EventStore
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.values import NeedCategory
-from events.projections.port import ReadModelStore
-from events.store.port import EventStore
 from services.coordination.adapters.projections import (
     ASSIGNMENTS,
     CASE_FACTS,

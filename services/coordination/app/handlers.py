@@ -1,7 +1,7 @@
 """Running coordination's commands: facts from the bus, history from coordination's own store.
 
-Each command is decided on exactly one stream of the store (``events.decide.execute``): the
-case (assignment, referrals, eligibility, claims), the client's schedule (services of all of
+Each command is decided on exactly one stream of the store (``casetrail_platform.decide.execute``):
+the case (assignment, referrals, eligibility, claims), the client's schedule (services of all of
 the client's cases) or a budget line. Facts from other streams and from the bus are read
 before and passed to the pure decision; a retried command returns its first result.
 """
@@ -15,6 +15,16 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from casetrail_platform.commands import CommandContext, InvalidCommand, NotFound, derived_id
+from casetrail_platform.decide import execute
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.locking.inprocess import InProcessLocks
+from casetrail_platform.locking.port import Locks
+from casetrail_platform.policy.decide import decide_disclosure
+from casetrail_platform.policy.projection import CaseFactsReader
+from casetrail_platform.policy.vocabulary import Decision
+from casetrail_platform.projections.port import ReadModelStore
+from casetrail_platform.store.port import EventStore
 from events.catalog.access import (
     AccessPurpose,
     DisclosureBasis,
@@ -22,17 +32,7 @@ from events.catalog.access import (
     SensitiveCategory,
 )
 from events.catalog.base import CaseEvent
-from events.commands import CommandContext, InvalidCommand, NotFound, derived_id
-from events.decide import execute
 from events.envelope import RecordedEvent
-from events.identity.principal import Principal
-from events.locking.inprocess import InProcessLocks
-from events.locking.port import Locks
-from events.policy.decide import decide_disclosure
-from events.policy.projection import CaseFactsReader
-from events.policy.vocabulary import Decision
-from events.projections.port import ReadModelStore
-from events.store.port import EventStore
 from services.coordination.adapters import read_models as views
 from services.coordination.domain import errors
 from services.coordination.domain.agency import Agency, Worker

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from casetrail_platform.commands import NotFound, RuleBroken
 from events.catalog.values import NeedCategory
-from events.commands import NotFound, RuleBroken
 from events.envelope import Actor
 from services.coordination.adapters import read_models as views
 from services.coordination.app.handlers import Dependencies, client_schedule

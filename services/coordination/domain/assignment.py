@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 
+from casetrail_platform.commands import NotFound, RuleBroken
 from events.catalog.assignment import (
     CASE_CARRYING_ROLES,
     CaseAssigned,
@@ -17,7 +18,6 @@ from events.catalog.assignment import (
 )
 from events.catalog.base import CaseEvent, Role
 from events.catalog.values import NeedCategory
-from events.commands import NotFound, RuleBroken
 from services.coordination.domain import errors
 from services.coordination.domain.agency import Worker
 from services.coordination.domain.case import CaseState

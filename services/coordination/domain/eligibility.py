@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from casetrail_platform.commands import InvalidCommand
 from events.catalog.base import CaseEvent
 from events.catalog.eligibility import EligibilityDetermined, EligibilityFacts
 from events.catalog.values import Money
-from events.commands import InvalidCommand
 from events.errors import FieldProblem
 from services.coordination.domain import errors
 from services.coordination.domain.agency import Program

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from casetrail_platform.commands import RuleBroken
 from events.catalog.values import Money, NeedCategory
-from events.commands import RuleBroken
 
 CASE_CLOSED = "CASE_CLOSED"
 CASE_ALREADY_ASSIGNED = "CASE_ALREADY_ASSIGNED"

@@ -3,6 +3,7 @@ claims for the case's services."""
 
 from __future__ import annotations
 
+from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken
 from events.catalog.base import CaseEvent
 from events.catalog.funding import (
     BudgetReleased,
@@ -11,7 +12,6 @@ from events.catalog.funding import (
     InsuranceClaimFiled,
 )
 from events.catalog.values import Money
-from events.commands import InvalidCommand, NotFound, RuleBroken
 from events.errors import FieldProblem
 from services.coordination.domain import errors
 from services.coordination.domain.agency import BudgetLine

@@ -3,6 +3,8 @@ provider they were made to."""
 
 from __future__ import annotations
 
+from casetrail_platform.commands import NotFound, RuleBroken
+from casetrail_platform.policy.vocabulary import Decision
 from events.catalog.base import CaseEvent
 from events.catalog.referrals import (
     ReferralAccepted,
@@ -10,8 +12,6 @@ from events.catalog.referrals import (
     ReferralDeclined,
     ReferralMade,
 )
-from events.commands import NotFound, RuleBroken
-from events.policy.vocabulary import Decision
 from services.coordination.domain import errors
 from services.coordination.domain.case import CaseState, Referral, ReferralStatus
 from services.coordination.domain.commands import (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken
+from casetrail_platform.limits import MAX_SERVICE_DURATION, SERVICE_WINDOW_REACH
 from events.catalog.base import CaseEvent
 from events.catalog.scheduling import (
     ServiceCancelled,
@@ -11,9 +13,7 @@ from events.catalog.scheduling import (
     ServiceRescheduled,
     ServiceScheduled,
 )
-from events.commands import InvalidCommand, NotFound, RuleBroken
 from events.errors import FieldProblem
-from events.limits import MAX_SERVICE_DURATION, SERVICE_WINDOW_REACH
 from services.coordination.domain import errors
 from services.coordination.domain.case import CaseState, ReferralStatus
 from services.coordination.domain.commands import (

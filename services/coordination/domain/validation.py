@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from events.commands import InvalidCommand
+from casetrail_platform.commands import InvalidCommand
 from events.errors import FieldProblem
 
 M = TypeVar("M", bound=BaseModel)

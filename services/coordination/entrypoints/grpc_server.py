@@ -11,6 +11,15 @@ from typing_extensions import override
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail.coordination.v1 import coordination_pb2_grpc
+from casetrail_platform.commands import CommandContext, InvalidCommand
+from casetrail_platform.grpc_platform.context import query_context_from, read_command, read_query
+from casetrail_platform.grpc_platform.server import Context, refusals_as_status
+from casetrail_platform.identity.grpc_auth import principal_of
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.guard import AccessControl, Disclosure
+from casetrail_platform.policy.vocabulary import Action as PolicyAction
+from casetrail_platform.policy.vocabulary import Decision
+from casetrail_platform.queries import QueryContext
 from events.catalog.access import RecordSection
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import CaseEvent
@@ -18,17 +27,8 @@ from events.catalog.eligibility import EligibilityDetermined
 from events.catalog.funding import BudgetReleased, BudgetReserved, InsuranceClaimFiled
 from events.catalog.referrals import ReferralMade
 from events.catalog.scheduling import ServiceScheduled
-from events.commands import CommandContext, InvalidCommand
 from events.envelope import RecordedEvent
 from events.errors import FieldProblem
-from events.grpc_platform.context import query_context_from, read_command, read_query
-from events.grpc_platform.server import Context, refusals_as_status
-from events.identity.grpc_auth import principal_of
-from events.identity.principal import Principal
-from events.policy.guard import AccessControl, Disclosure
-from events.policy.vocabulary import Action as PolicyAction
-from events.policy.vocabulary import Decision
-from events.queries import QueryContext
 from services.coordination.app import handlers, queries
 from services.coordination.app.handlers import Dependencies
 from services.coordination.domain import commands

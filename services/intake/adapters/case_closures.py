@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from casetrail_platform.projections.port import DocumentTransaction, Projection, ReadModelStore
 from events.catalog.cases import CaseClosed
 from events.envelope import RecordedEvent
-from events.projections.port import DocumentTransaction, Projection, ReadModelStore
 
 CLOSURES = "intake_case_closures"
 

@@ -5,9 +5,9 @@ the registration handler also catches it up itself, inside ``ClientDirectory.reg
 locks of every key the new registration could match on (its name with date of birth, each of its
 identifiers) are held from "bring the directory up to date" through the search and the append.
 The locks are shared by every intake replica (PostgreSQL advisory locks on the distributed
-backend, ``events.locking``), so no registration is checked against a directory that misses an
-earlier registration of a possible duplicate, whichever replica took it (catching up only ever
-moves the directory forward, whoever does it). Registrations that share no key do not wait for
+backend, ``casetrail_platform.locking``), so no registration is checked against a directory that
+misses an earlier registration of a possible duplicate, whichever replica took it (catching up only
+ever moves the directory forward, whoever does it). Registrations that share no key do not wait for
 each other.
 """
 
@@ -17,13 +17,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date
 
+from casetrail_platform.locking.inprocess import InProcessLocks
+from casetrail_platform.locking.port import Locks
+from casetrail_platform.projections.port import (
+    Document,
+    DocumentTransaction,
+    Projection,
+    ReadModelStore,
+)
+from casetrail_platform.projections.runner import catch_up
+from casetrail_platform.store.port import EventStore
 from events.catalog.clients import ClientRegistered, PersonalIdentifier, PersonName
 from events.envelope import RecordedEvent
-from events.locking.inprocess import InProcessLocks
-from events.locking.port import Locks
-from events.projections.port import Document, DocumentTransaction, Projection, ReadModelStore
-from events.projections.runner import catch_up
-from events.store.port import EventStore
 from services.intake.domain.matching import (
     DuplicateCandidate,
     KnownClient,

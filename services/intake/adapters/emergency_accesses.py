@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from casetrail_platform.projections.port import DocumentTransaction, Projection, ReadModelStore
 from events.catalog.emergency import EmergencyAccessOpened, EmergencyAccessReviewed
 from events.envelope import RecordedEvent
-from events.projections.port import DocumentTransaction, Projection, ReadModelStore
 
 EMERGENCY_ACCESSES = "intake_emergency_accesses"
 QUEUE_SCAN_LIMIT = 10_000

@@ -11,18 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from casetrail_platform.commands import CommandContext, InvalidCommand, derived_id
+from casetrail_platform.decide import execute
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.decide import decide_emergency_opening
+from casetrail_platform.policy.facts import CaseFacts
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.matrix import REFUSALS
+from casetrail_platform.policy.vocabulary import BREAK_GLASS_ENTITLEMENT, Action, Decision
+from casetrail_platform.store.port import EventStore
 from events.catalog.access import AccessPurpose
 from events.catalog.emergency import EmergencyAccessOpened, EmergencyAccessReviewed
-from events.commands import CommandContext, InvalidCommand, derived_id
-from events.decide import execute
 from events.errors import FieldProblem
-from events.identity.principal import Principal
-from events.policy.decide import decide_emergency_opening
-from events.policy.facts import CaseFacts
-from events.policy.guard import AccessControl
-from events.policy.matrix import REFUSALS
-from events.policy.vocabulary import BREAK_GLASS_ENTITLEMENT, Action, Decision
-from events.store.port import EventStore
 from services.intake.adapters.emergency_accesses import EmergencyAccessEntry, EmergencyAccessQueue
 from services.intake.app.commands import (
     ListEmergencyAccesses,

@@ -18,16 +18,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from casetrail_platform.commands import CommandContext, NotFound, derived_id
+from casetrail_platform.decide import execute
+from casetrail_platform.keys.keyring import ClientKeyring
+from casetrail_platform.store.port import EventStore
 from events.catalog.access import ConsentGranted
 from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.cases import CaseOpened, CaseReopened
 from events.catalog.clients import ClientRegistered
 from events.catalog.erasure import ClientErased, RetentionHoldPlaced
-from events.commands import CommandContext, NotFound, derived_id
-from events.decide import execute
 from events.envelope import RecordedEvent
-from events.keys.keyring import ClientKeyring
-from events.store.port import EventStore
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.app.commands import (

@@ -13,19 +13,19 @@ from datetime import date
 
 from google.protobuf.message import Message
 
+from casetrail_platform.commands import InvalidCommand, NotFound
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.facts import CaseFacts, entry_of
+from casetrail_platform.policy.guard import AccessControl, AccessDenied, Disclosure
+from casetrail_platform.policy.matrix import RULES
+from casetrail_platform.policy.vocabulary import Action, Decision, Relationship
+from casetrail_platform.queries import QueryContext
+from casetrail_platform.store.port import EventStore
 from events.catalog.access import AccessPurpose, RecordSection
 from events.catalog.base import Role
 from events.catalog.clients import PersonalIdentifier, PersonName
 from events.catalog.values import CatalogValue
-from events.commands import InvalidCommand, NotFound
 from events.errors import FieldProblem
-from events.identity.principal import Principal
-from events.policy.facts import CaseFacts, entry_of
-from events.policy.guard import AccessControl, AccessDenied, Disclosure
-from events.policy.matrix import RULES
-from events.policy.vocabulary import Action, Decision, Relationship
-from events.queries import QueryContext
-from events.store.port import EventStore
 from services.intake.adapters.case_closures import Closure, ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.app.commands import FindDuplicates

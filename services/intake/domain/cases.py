@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from casetrail_platform.commands import AlreadyExists, InvalidCommand, NotFound
 from events.catalog.assessment import AssessmentFactors, InitialAssessmentRecorded
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseOpened, CaseReopened
-from events.commands import AlreadyExists, InvalidCommand, NotFound
 from events.envelope import EventMetadata, RecordedEvent
 from events.errors import FieldProblem
 from services.intake.domain.errors import (

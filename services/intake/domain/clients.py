@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from casetrail_platform.commands import AlreadyExists, InvalidCommand
 from events.catalog.base import CaseEvent
 from events.catalog.clients import ClientRegistered
-from events.commands import AlreadyExists, InvalidCommand
 from events.envelope import EventMetadata, RecordedEvent
 from events.errors import FieldProblem
 from services.intake.domain.errors import PossibleDuplicateClient

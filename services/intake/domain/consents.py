@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken
 from events.catalog.access import ConsentGranted, ConsentRevoked
 from events.catalog.base import CaseEvent
-from events.commands import InvalidCommand, NotFound, RuleBroken
 from events.envelope import RecordedEvent
 from events.errors import FieldProblem
 from services.intake.domain.cases import CaseRecord, case_from

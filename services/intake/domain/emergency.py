@@ -1,9 +1,9 @@
 """Break the glass: emergency accesses to a case, kept in the case's stream, and their review.
 
-Who may open one is the access policy's decision (``events.policy.decide_emergency_opening``);
-who may review one is decided here on the policy's oversight rule: reading the case's trail
-(``team-supervisor`` for purpose supervision, ``auditor-review`` for confidentiality_review),
-and never the grantee themself.
+Who may open one is the access policy's decision
+(``casetrail_platform.policy.decide_emergency_opening``); who may review one is decided here on the
+policy's oversight rule: reading the case's trail (``team-supervisor`` for purpose supervision,
+``auditor-review`` for confidentiality_review), and never the grantee themself.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
+from casetrail_platform.commands import InvalidCommand, NotAllowed, NotFound, RuleBroken
 from events.catalog.access import AccessPurpose
 from events.catalog.base import CaseEvent, Role
 from events.catalog.emergency import (
@@ -18,7 +19,6 @@ from events.catalog.emergency import (
     EmergencyAccessOpened,
     EmergencyAccessReviewed,
 )
-from events.commands import InvalidCommand, NotAllowed, NotFound, RuleBroken
 from events.envelope import RecordedEvent
 from events.errors import FieldProblem
 from services.intake.domain.cases import case_from
@@ -48,10 +48,10 @@ def time_box(duration: timedelta | None) -> timedelta:
 
 
 def reviewer_refusal(role: Role, purpose: AccessPurpose | None = None) -> str | None:
-    """The policy refusal (``events.policy.matrix.REFUSALS``) for a caller in ``role`` who would
-    see or review emergency accesses, stating ``purpose`` (``None``: a review, which states none);
-    ``None`` when the role and purpose are a reviewer's. Which cases they oversee is the
-    policy's decision per case."""
+    """The policy refusal (``casetrail_platform.policy.matrix.REFUSALS``) for a caller in ``role``
+    who would see or review emergency accesses, stating ``purpose`` (``None``: a review, which
+    states none); ``None`` when the role and purpose are a reviewer's. Which cases they oversee is
+    the policy's decision per case."""
     oversight = OVERSIGHT_PURPOSE.get(role)
     if oversight is None:
         return "role-not-allowed"

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from casetrail_platform.commands import NotFound, RuleBroken
 from events.catalog.base import CaseEvent
 from events.catalog.clients import ClientRegistered
 from events.catalog.erasure import ClientErased, RetentionHoldPlaced, RetentionHoldReleased
-from events.commands import NotFound, RuleBroken
 from events.envelope import RecordedEvent
 
 RETENTION_HOLD = "RETENTION_HOLD"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from events.commands import AlreadyExists, RuleBroken
+from casetrail_platform.commands import AlreadyExists, RuleBroken
 from services.intake.domain.matching import DuplicateCandidate
 
 CASE_NOT_CLOSED = "CASE_NOT_CLOSED"

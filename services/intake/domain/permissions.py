@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from casetrail_platform.commands import NotAllowed
 from events.catalog.base import Role
-from events.commands import NotAllowed
 
 
 class Action(StrEnum):

@@ -9,17 +9,17 @@ from datetime import UTC, date, datetime, timedelta
 from typing_extensions import override
 
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+from casetrail_platform.commands import RuleBroken
+from casetrail_platform.grpc_platform.context import read_command, read_query
+from casetrail_platform.grpc_platform.server import Context, refusals_as_status
+from casetrail_platform.identity.grpc_auth import principal_of
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.keys.keyring import ClientKeyring
+from casetrail_platform.policy.guard import AccessControl, Disclosure
+from casetrail_platform.policy.vocabulary import Action
+from casetrail_platform.store.port import EventStore
 from events.catalog.access import RecordSection
 from events.catalog.emergency import EmergencyAccessOpened
-from events.commands import RuleBroken
-from events.grpc_platform.context import read_command, read_query
-from events.grpc_platform.server import Context, refusals_as_status
-from events.identity.grpc_auth import principal_of
-from events.identity.principal import Principal
-from events.keys.keyring import ClientKeyring
-from events.policy.guard import AccessControl, Disclosure
-from events.policy.vocabulary import Action
-from events.store.port import EventStore
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.adapters.emergency_accesses import EmergencyAccessQueue

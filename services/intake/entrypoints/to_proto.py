@@ -11,10 +11,10 @@ from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2
+from casetrail_platform.grpc_platform.errors import ERROR_DOMAIN
 from events.catalog.cases import ReferralSource
 from events.catalog.clients import PersonalIdentifier, PersonName
 from events.envelope import Actor
-from events.grpc_platform.errors import ERROR_DOMAIN
 from services.intake.adapters.case_closures import Closure
 from services.intake.app.emergency import QueueItem
 from services.intake.app.handlers import Recorded

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from casetrail_platform.projections.port import Document
 from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import CaseEvent
@@ -40,7 +41,6 @@ from events.catalog.scheduling import (
     ServiceScheduled,
 )
 from events.envelope import RecordedEvent
-from events.projections.port import Document
 from services.planning.domain.model import GoalStatus, plan_version
 
 OPEN = "open"

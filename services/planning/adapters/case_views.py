@@ -10,10 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
+from casetrail_platform.projections.erasure import scrub_cases
+from casetrail_platform.projections.port import (
+    Document,
+    DocumentTransaction,
+    Projection,
+    ReadModelStore,
+)
 from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
-from events.projections.erasure import scrub_cases
-from events.projections.port import Document, DocumentTransaction, Projection, ReadModelStore
 from services.planning.adapters.case_document import EVENT_TYPES, apply_event, new_document
 from services.planning.domain.model import UNKNOWN_CASE, CaseFacts
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from casetrail_platform.commands import CommandContext
+from casetrail_platform.decide import execute
+from casetrail_platform.store.port import EventStore
 from events.catalog.base import CaseEvent
-from events.commands import CommandContext
-from events.decide import execute
 from events.envelope import RecordedEvent
-from events.store.port import EventStore
 from services.planning.adapters.case_views import CaseViews
 from services.planning.app.validation import invalid_command
 from services.planning.domain.commands import Command

@@ -1,13 +1,13 @@
 """Reading the current case view and lists of cases; who may see them is the access policy's
-decision (``events.policy``), taken by the entrypoint on the case's facts."""
+decision (``casetrail_platform.policy``), taken by the entrypoint on the case's facts."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from events.commands import NotAllowed, NotFound
+from casetrail_platform.commands import NotAllowed, NotFound
+from casetrail_platform.projections.port import Document
 from events.envelope import Actor
-from events.projections.port import Document
 from services.planning.adapters.case_views import CaseFilter, CaseViews
 from services.planning.domain.rules import Action, acts_on_any_case, require_role
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from events.commands import InvalidCommand
+from casetrail_platform.commands import InvalidCommand
 from events.errors import FieldProblem
 
 M = TypeVar("M", bound=BaseModel)

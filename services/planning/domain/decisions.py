@@ -7,6 +7,7 @@ the command itself.
 
 from __future__ import annotations
 
+from casetrail_platform.commands import AlreadyExists, NotFound, RuleBroken
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseClosed, DischargePlanned
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
@@ -18,7 +19,6 @@ from events.catalog.planning import (
     PlanAgreed,
     PlanDrafted,
 )
-from events.commands import AlreadyExists, NotFound, RuleBroken
 from events.envelope import Actor
 from services.planning.domain import errors
 from services.planning.domain.commands import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from events.commands import RuleBroken
+from casetrail_platform.commands import RuleBroken
 
 CASE_CLOSED = "CASE_CLOSED"
 PLAN_NOT_DRAFTED = "PLAN_NOT_DRAFTED"

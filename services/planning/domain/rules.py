@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from casetrail_platform.commands import NotAllowed
 from events.catalog.assignment import CASE_CARRYING_ROLES
 from events.catalog.base import Role
-from events.commands import NotAllowed
 from events.envelope import Actor
 
 

@@ -9,16 +9,16 @@ from typing import TypeVar
 
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
+from casetrail_platform.commands import CommandContext
+from casetrail_platform.grpc_platform.context import read_command, read_query
+from casetrail_platform.grpc_platform.server import Context, refusals_as_status
+from casetrail_platform.identity.grpc_auth import principal_of
+from casetrail_platform.policy.guard import AccessControl, Disclosure
+from casetrail_platform.policy.vocabulary import Action as PolicyAction
 from events.catalog.access import RecordSection
 from events.catalog.base import CaseEvent
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
 from events.catalog.planning import GoalAdded, PlanAgreed, PlanDrafted
-from events.commands import CommandContext
-from events.grpc_platform.context import read_command, read_query
-from events.grpc_platform.server import Context, refusals_as_status
-from events.identity.grpc_auth import principal_of
-from events.policy.guard import AccessControl, Disclosure
-from events.policy.vocabulary import Action as PolicyAction
 from services.planning.app import queries
 from services.planning.app.handlers import Dependencies, Outcome, handle
 from services.planning.domain.commands import Command

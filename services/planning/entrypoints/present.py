@@ -6,8 +6,8 @@ from typing import Any
 
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
+from casetrail_platform.projections.port import Document
 from events.envelope import RecordedEvent
-from events.projections.port import Document
 
 
 def command_result(case_id: str, recorded: list[RecordedEvent]) -> common_pb2.CommandResult:

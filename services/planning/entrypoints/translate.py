@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from datetime import date
 
 from casetrail.planning.v1 import planning_pb2
+from casetrail_platform.commands import CommandContext, derived_id
 from events.catalog.cases import CaseClosed, DischargePlanned
 from events.catalog.monitoring import ContactLogged, GoalProgress, ProgressEvaluated
 from events.catalog.planning import (
@@ -21,7 +22,6 @@ from events.catalog.planning import (
     PlanDrafted,
 )
 from events.catalog.values import NeedCategory
-from events.commands import CommandContext, derived_id
 from services.planning.adapters.case_document import CLOSED, OPEN, STAGES
 from services.planning.adapters.case_views import CaseFilter
 from services.planning.app.handlers import SOURCE

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pytest
 
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog_registry import default_registry
-from events.policy.guard import AccessControl
-from events.projections.sqlite import SqliteReadModelStore
 from events.registry import EventRegistry
-from events.store.sqlite import SqliteEventStore
 from services.audit.adapters.timeline import ReadModelTimelines
 from services.audit.app.queries import AuditDeps
 

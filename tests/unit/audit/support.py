@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.guard import DEFAULT_HOME_AGENCY
+from casetrail_platform.queries import QueryContext
 from events.catalog.access import AccessPurpose
 from events.catalog.assessment import AssessedNeed, AssessmentFactors, InitialAssessmentRecorded
 from events.catalog.assignment import CaseAssigned
@@ -20,9 +23,6 @@ from events.catalog.cases import (
 )
 from events.catalog.values import NeedCategory, Urgency
 from events.envelope import Actor, EventMetadata, RecordedEvent
-from events.identity.principal import Principal
-from events.policy.guard import DEFAULT_HOME_AGENCY
-from events.queries import QueryContext
 
 CASE = "case-0042"
 DAY = timedelta(days=1)

@@ -15,8 +15,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail.common.v1 import common_pb2
+from casetrail_platform.hosting import Infrastructure
 from cli.rpc import Person
-from events.hosting import Infrastructure
 from services.audit.bootstrap import start
 from tests.support.identity import TestIssuer, acting, caller_channel
 from tests.support.servers import free_port

@@ -14,12 +14,12 @@ from google.rpc import error_details_pb2
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail.common.v1 import common_pb2
+from casetrail_platform.identity.grpc_auth import CLIENT_HEADER, bearer_metadata
+from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from cli.rpc import Person
 from events.cloudevents import from_json_lines, from_structured
 from events.envelope import RecordedEvent
-from events.identity.grpc_auth import CLIENT_HEADER, bearer_metadata
-from events.projections.runner import BusProjectionHandler
-from events.projections.sqlite import SqliteReadModelStore
 from events.registry import EventRegistry
 from services.audit.adapters.timeline import TimelineProjection
 from services.audit.app.queries import AuditDeps

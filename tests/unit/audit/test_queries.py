@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from casetrail_platform.commands import InvalidCommand, NotAllowed
+from casetrail_platform.projections.runner import BusProjectionHandler, catch_up
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.queries import QueryContext
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.access import (
     AccessPurpose,
     RecordAccessDenied,
@@ -12,13 +17,8 @@ from events.catalog.access import (
 )
 from events.catalog.base import CaseEvent, Role
 from events.cloudevents import from_json_lines, iter_json_lines
-from events.commands import InvalidCommand, NotAllowed
 from events.envelope import Actor, RecordedEvent
-from events.projections.runner import BusProjectionHandler, catch_up
-from events.projections.sqlite import SqliteReadModelStore
-from events.queries import QueryContext
 from events.registry import EventRegistry
-from events.store.sqlite import SqliteEventStore
 from services.audit.adapters.timeline import TimelineProjection
 from services.audit.app import queries
 from services.audit.app.handlers import SERVICE_SOURCE

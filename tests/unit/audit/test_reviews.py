@@ -14,6 +14,9 @@ from google.rpc import error_details_pb2
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail.common.v1 import common_pb2
+from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.rpc import Person
 from events.catalog.access import (
     AccessPurpose,
@@ -31,9 +34,6 @@ from events.catalog.referrals import ReferralAccepted, ReferralMade
 from events.catalog.scheduling import LocationKind, ServiceKind, ServiceLocation, ServiceScheduled
 from events.catalog.values import NeedCategory, Provider, Urgency
 from events.envelope import Actor, RecordedEvent
-from events.projections.runner import BusProjectionHandler
-from events.projections.sqlite import SqliteReadModelStore
-from events.store.sqlite import SqliteEventStore
 from services.audit.adapters.client_cases import ClientCasesProjection, ReadModelClientCases
 from services.audit.adapters.timeline import TimelineProjection
 from services.audit.app.disclosures import period, six_years_before

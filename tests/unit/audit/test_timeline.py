@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from events.catalog.cases import PresentingNeed
 from events.catalog.clients import ClientRegistered, PersonName
 from events.catalog.erasure import ClientErased
 from events.catalog.values import NeedCategory
 from events.envelope import RecordedEvent
-from events.projections.runner import BusProjectionHandler
-from events.projections.sqlite import SqliteReadModelStore
 from events.registry import EventRegistry
 from services.audit.adapters.timeline import (
     CASES,

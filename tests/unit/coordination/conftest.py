@@ -7,12 +7,12 @@ import grpc
 import pytest
 
 from casetrail.coordination.v1 import coordination_pb2_grpc
-from events.policy.guard import AccessControl
-from events.policy.projection import CaseFactsProjection as PolicyFactsProjection
-from events.policy.projection import CaseFactsReader
-from events.projections.runner import BusProjectionHandler
-from events.projections.sqlite import SqliteReadModelStore
-from events.store.sqlite import SqliteEventStore
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.projection import CaseFactsProjection as PolicyFactsProjection
+from casetrail_platform.policy.projection import CaseFactsReader
+from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from services.coordination.adapters.projections import CaseFactsProjection
 from services.coordination.app.handlers import Dependencies
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer

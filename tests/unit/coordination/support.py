@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
+from casetrail_platform.projections.runner import BusProjectionHandler
 from cli.rpc import Person
 from events.catalog.access import (
     AccessPurpose,
@@ -39,7 +40,6 @@ from events.catalog.cases import (
 from events.catalog.clients import ClientRegistered, PersonName
 from events.catalog.values import NeedCategory, Urgency
 from events.envelope import Actor, EventMetadata, RecordedEvent
-from events.projections.runner import BusProjectionHandler
 from services.coordination.domain.agency import Agency
 from tests.support.identity import acting
 

@@ -12,14 +12,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail.coordination.v1 import coordination_pb2_grpc
+from casetrail_platform.commands import CommandContext
+from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
 from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, ReferralSourceKind
 from events.catalog.values import NeedCategory
 from events.catalog_registry import default_registry
-from events.commands import CommandContext
 from events.envelope import Actor
-from events.hosting import Infrastructure
-from events.store.sqlite import SqliteEventStore
 from services.coordination.adapters.agency_file import AgencyConfigError
 from services.coordination.adapters.example_agency import example_agency
 from services.coordination.bootstrap import start

@@ -6,12 +6,12 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from casetrail_platform.commands import InvalidCommand, RuleBroken
 from events.catalog.assignment import CaseAssigned
 from events.catalog.base import Role
 from events.catalog.eligibility import EligibilityFacts
 from events.catalog.scheduling import LocationKind, ServiceKind, ServiceLocation
 from events.catalog.values import Money, NeedCategory, Provider
-from events.commands import InvalidCommand, RuleBroken
 from services.coordination.domain import errors
 from services.coordination.domain.agency import Worker
 from services.coordination.domain.assignment import decide_assignment, fit_refusals, open_needs

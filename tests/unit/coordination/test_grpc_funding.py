@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 import grpc
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.identity.grpc_auth import bearer_metadata
 from cli.rpc import Person
 from events.catalog.values import NeedCategory
-from events.identity.grpc_auth import bearer_metadata
 from tests.support.identity import TestIssuer
 from tests.unit.coordination.rpc import HOME_CARE_CO, refused, schedule_request, usd
 from tests.unit.coordination.support import IntakeFeed, command_context, query_context

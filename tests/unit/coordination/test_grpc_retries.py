@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import grpc
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.values import NeedCategory
-from events.store.sqlite import SqliteEventStore
 from tests.unit.coordination.rpc import HOME_CARE_CO, assign, refused, schedule_request, usd
 from tests.unit.coordination.support import IntakeFeed, command_context
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from casetrail_platform.commands import CommandContext
+from casetrail_platform.projections.runner import catch_up
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
 from events.catalog.cases import CaseClosed, DischargeReason
 from events.catalog.values import NeedCategory
-from events.commands import CommandContext
 from events.envelope import Actor
-from events.projections.runner import catch_up
-from events.projections.sqlite import SqliteReadModelStore
-from events.store.sqlite import SqliteEventStore
 from services.coordination.adapters import read_models as views
 from services.coordination.adapters.projections import AssignmentsProjection
 from services.coordination.app import handlers

@@ -7,12 +7,12 @@ import grpc
 import pytest
 
 from casetrail.intake.v1 import intake_pb2_grpc
-from events.hosting import Infrastructure, RunningService
-from events.policy.guard import AccessControl
-from events.policy.projection import CaseFactsReader
-from events.projections.runner import BusProjectionHandler
-from events.projections.sqlite import SqliteReadModelStore
-from events.store.sqlite import SqliteEventStore
+from casetrail_platform.hosting import Infrastructure, RunningService
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.projection import CaseFactsReader
+from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from services.intake.adapters.case_closures import CaseClosuresProjection, ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.bootstrap import start

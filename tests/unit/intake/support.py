@@ -8,11 +8,11 @@ from itertools import count
 from uuid import uuid4
 
 from casetrail.intake.v1 import intake_pb2_grpc
+from casetrail_platform.commands import CommandContext
+from casetrail_platform.hosting import Infrastructure
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseClosed, DischargeReason
-from events.commands import CommandContext
 from events.envelope import Actor, EventMetadata, RecordedEvent
-from events.hosting import Infrastructure
 
 _positions = count(1)
 

@@ -14,9 +14,9 @@ from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2
+from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.rpc import Person
 from events.catalog.access import ConsentGranted, ConsentRevoked, RecordAccessDenied
-from events.store.sqlite import SqliteEventStore
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import acting
 from tests.unit.intake.support import Intake

@@ -4,6 +4,13 @@ from datetime import date
 
 import pytest
 
+from casetrail_platform.commands import (
+    AlreadyExists,
+    InvalidCommand,
+    NotAllowed,
+    NotFound,
+    RuleBroken,
+)
 from events.catalog.assessment import (
     AssessedNeed,
     AssessmentFactors,
@@ -19,7 +26,6 @@ from events.catalog.cases import (
 )
 from events.catalog.clients import ClientRegistered, PersonName
 from events.catalog.values import NeedCategory, Urgency
-from events.commands import AlreadyExists, InvalidCommand, NotAllowed, NotFound, RuleBroken
 from events.envelope import RecordedEvent
 from services.intake.domain.cases import (
     case_from,

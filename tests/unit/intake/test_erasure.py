@@ -7,8 +7,8 @@ import pytest
 from google.rpc import error_details_pb2
 
 from casetrail.intake.v1 import intake_pb2
-from events.keys.fields import ERASED_CODE, ERASED_TEXT
-from events.keys.port import KeyUnavailableError
+from casetrail_platform.keys.port import KeyUnavailableError
+from events.sealed_values import ERASED_CODE, ERASED_TEXT
 from tests.support.grpc import details, refusal
 from tests.unit.intake.support import Intake
 from tests.unit.intake.test_grpc import assessing, command, marco, opening, query

@@ -10,10 +10,10 @@ from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2
+from casetrail_platform.hosting import open_event_store
+from casetrail_platform.policy.guard import access_stream
 from cli.rpc import Person
 from events.envelope import RecordedEvent
-from events.hosting import open_event_store
-from events.policy.guard import access_stream
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import acting
 from tests.unit.intake.support import Intake, closed_by_planning
@@ -27,7 +27,7 @@ def command(role: str = "intake_worker", key: str = "") -> common_pb2.CommandCon
 
 
 PURPOSE_OF = {"auditor": "confidentiality_review", "coordinator": "coordination"}
-"""The purpose each role reads with in these tests (events/policy/matrix.py)."""
+"""The purpose each role reads with in these tests (casetrail_platform/policy/matrix.py)."""
 
 
 def query(role: str = "auditor", user: str = "") -> common_pb2.QueryContext:

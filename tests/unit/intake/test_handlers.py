@@ -7,10 +7,7 @@ from datetime import date
 
 import pytest
 
-from events.catalog.access import AccessPurpose, RecordAccessDenied
-from events.catalog.base import Role
-from events.catalog.clients import ClientRegistered
-from events.commands import (
+from casetrail_platform.commands import (
     CommandContext,
     InvalidCommand,
     NotAllowed,
@@ -18,11 +15,14 @@ from events.commands import (
     RuleBroken,
     VersionConflict,
 )
-from events.identity.principal import Principal
-from events.policy.guard import AccessControl, AccessDenied, access_stream
-from events.projections.runner import BusProjectionHandler
-from events.queries import QueryContext
-from events.store.sqlite import SqliteEventStore
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.guard import AccessControl, AccessDenied, access_stream
+from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.queries import QueryContext
+from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.access import AccessPurpose, RecordAccessDenied
+from events.catalog.base import Role
+from events.catalog.clients import ClientRegistered
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.app import handlers, queries

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from casetrail_platform.keys.fields import FieldProtection
+from casetrail_platform.keys.keyring import ClientKeyring
+from casetrail_platform.keys.port import DataKeyTable, KeyEncryptionKey, StoredDataKey
 from events.catalog_registry import build_registry
-from events.keys.fields import FieldProtection
-from events.keys.keyring import ClientKeyring
-from events.keys.port import DataKeyTable, KeyEncryptionKey, StoredDataKey
 from events.registry import EventRegistry
 
 

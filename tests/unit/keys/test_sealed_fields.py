@@ -9,20 +9,15 @@ from uuid import uuid4
 
 import pytest
 
+from casetrail_platform.keys.fields import UnreadableFieldError, sensitive_plan, sensitive_values
+from casetrail_platform.keys.keyring import ClientErasedError
+from casetrail_platform.ledger.export import canonical_of_record
+from casetrail_platform.store.rows import recorded_from_new, sealed_data
 from events.catalog.base import CaseEvent
 from events.catalog.examples import example_events
 from events.cloudevents import from_kafka_binary, from_structured, to_kafka_binary, to_structured
-from events.keys.fields import (
-    ERASED_CODE,
-    ERASED_TEXT,
-    UnreadableFieldError,
-    sensitive_plan,
-    sensitive_values,
-)
-from events.keys.keyring import ClientErasedError
-from events.ledger.export import canonical_of_record
 from events.registry import encode
-from events.store.rows import recorded_from_new, sealed_data
+from events.sealed_values import ERASED_CODE, ERASED_TEXT
 from tests.support.sample_events import WORKER
 from tests.unit.keys.support import FakeKms, MemoryDataKeyTable, keyring_of, protected
 

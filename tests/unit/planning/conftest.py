@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from events.projections.sqlite import SqliteReadModelStore
-from events.store.sqlite import SqliteEventStore
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from services.planning.adapters.case_views import CaseViews
 from services.planning.app.handlers import Dependencies
 from tests.unit.planning.support import Bus

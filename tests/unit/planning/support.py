@@ -11,6 +11,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from casetrail_platform.commands import CommandContext
+from casetrail_platform.policy.projection import CaseFactsProjection
+from casetrail_platform.projections.port import Document, ReadModelStore
+from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.store.port import EventStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.assessment import AssessedNeed, AssessmentFactors, InitialAssessmentRecorded
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import CaseEvent, Role
@@ -34,13 +40,7 @@ from events.catalog.scheduling import (
 )
 from events.catalog.values import NeedCategory, Provider, Urgency
 from events.catalog_registry import default_registry
-from events.commands import CommandContext
 from events.envelope import Actor, RecordedEvent
-from events.policy.projection import CaseFactsProjection
-from events.projections.port import Document, ReadModelStore
-from events.projections.runner import BusProjectionHandler
-from events.store.port import EventStore
-from events.store.sqlite import SqliteEventStore
 from services.planning.adapters.case_views import CaseViewProjection
 
 INTAKE = "casetrail/intake"
@@ -179,7 +179,7 @@ class Bus:
         return BusProjectionHandler(self.read_models, CaseViewProjection())
 
     def facts_handler(self) -> BusProjectionHandler:
-        """The access policy's facts, as every service keeps them (events/policy)."""
+        """The access policy's facts, as every service keeps them (casetrail_platform/policy)."""
         return BusProjectionHandler(self.read_models, CaseFactsProjection())
 
     async def record(

@@ -9,11 +9,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
+from casetrail_platform.commands import CommandContext
+from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.rpc import Person
 from events.catalog_registry import default_registry
-from events.commands import CommandContext
-from events.hosting import Infrastructure
-from events.store.sqlite import SqliteEventStore
 from services.planning.bootstrap import start
 from services.planning.entrypoints.grpc_server import SERVICE_NAME
 from tests.support.identity import TestIssuer, acting, caller_channel

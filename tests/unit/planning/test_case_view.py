@@ -6,11 +6,11 @@ from datetime import date
 
 import pytest
 
+from casetrail_platform.commands import CommandContext
+from casetrail_platform.projections.port import ReadModelStore
 from events.catalog.cases import DischargeReason
 from events.catalog.monitoring import ContactKind, GoalProgress, ProgressRating
-from events.commands import CommandContext
 from events.envelope import Actor
-from events.projections.port import ReadModelStore
 from services.planning.adapters.case_views import CaseFilter, CaseViewProjection, CaseViews
 from services.planning.app.handlers import Dependencies, handle
 from services.planning.domain import commands as c

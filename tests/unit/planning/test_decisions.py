@@ -6,11 +6,11 @@ from datetime import date
 
 import pytest
 
+from casetrail_platform.commands import AlreadyExists, NotAllowed, NotFound, RuleBroken
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseClosed, DischargeReason
 from events.catalog.monitoring import ContactKind, GoalProgress, ProgressRating
 from events.catalog.planning import GoalAdded, GoalRevised, PlanAgreed, PlanDrafted
-from events.commands import AlreadyExists, NotAllowed, NotFound, RuleBroken
 from events.envelope import Actor
 from services.planning.domain import commands as c
 from services.planning.domain.decisions import decide

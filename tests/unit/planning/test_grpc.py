@@ -14,11 +14,11 @@ from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.projection import CaseFactsReader
+from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.rpc import Person
 from events.envelope import Actor
-from events.policy.guard import AccessControl
-from events.policy.projection import CaseFactsReader
-from events.store.sqlite import SqliteEventStore
 from services.planning.app.handlers import Dependencies
 from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServicer
 from tests.support.grpc import refusal, serving, unpacked

@@ -10,14 +10,19 @@ import threading
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.guard import (
+    DEFAULT_HOME_AGENCY,
+    AccessControl,
+    Disclosure,
+    access_stream,
+)
+from casetrail_platform.policy.vocabulary import Decision
+from casetrail_platform.store.sqlite import SqliteEventStore
+from casetrail_platform.store.sqlite_writer import MAX_REQUESTS_PER_COMMIT
 from events.catalog.access import AccessPurpose, RecordSection
 from events.catalog.base import Role
 from events.envelope import RecordedEvent
-from events.identity.principal import Principal
-from events.policy.guard import DEFAULT_HOME_AGENCY, AccessControl, Disclosure, access_stream
-from events.policy.vocabulary import Decision
-from events.store.sqlite import SqliteEventStore
-from events.store.sqlite_writer import MAX_REQUESTS_PER_COMMIT
 
 T = TypeVar("T")
 

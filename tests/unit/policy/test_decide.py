@@ -8,14 +8,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.decide import decide, decide_disclosure, decide_emergency_opening
+from casetrail_platform.policy.facts import (
+    AcceptedReferral,
+    CaseFacts,
+    Consent,
+    EmergencyAccess,
+    fold,
+)
+from casetrail_platform.policy.matrix import REFUSALS, RULES
+from casetrail_platform.policy.vocabulary import REFERRED_SECTIONS, Action, Obligation
 from events.catalog.access import AccessPurpose as P
 from events.catalog.access import RecordSection, SensitiveCategory
 from events.catalog.base import Role
-from events.identity.principal import Principal
-from events.policy.decide import decide, decide_disclosure, decide_emergency_opening
-from events.policy.facts import AcceptedReferral, CaseFacts, Consent, EmergencyAccess, fold
-from events.policy.matrix import REFUSALS, RULES
-from events.policy.vocabulary import REFERRED_SECTIONS, Action, Obligation
 
 HOME = "eastbay-dss"
 NOW = datetime(2026, 12, 2, 12, tzinfo=UTC)

@@ -10,6 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from casetrail_platform.policy.facts import CaseFacts, entry_of, unknown_case
+from casetrail_platform.policy.facts_cache import CachedFacts, CaseFactsCache
+from casetrail_platform.policy.projection import FACTS, CaseFactsProjection, CaseFactsReader
+from casetrail_platform.projections.port import ChangeCallback, Document
+from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from events.catalog.access import (
     AccessPurpose,
     ConsentGranted,
@@ -19,12 +25,6 @@ from events.catalog.access import (
     RecordSection,
 )
 from events.envelope import RecordedEvent
-from events.policy.facts import CaseFacts, entry_of, unknown_case
-from events.policy.facts_cache import CachedFacts, CaseFactsCache
-from events.policy.projection import FACTS, CaseFactsProjection, CaseFactsReader
-from events.projections.port import ChangeCallback, Document
-from events.projections.runner import BusProjectionHandler
-from events.projections.sqlite import SqliteReadModelStore
 from tests.support.servers import postgres_dsn, server_missing
 from tests.unit.audit.support import CASE, T0, intake, opened
 
@@ -226,7 +226,7 @@ async def test_replicas_sharing_postgresql_see_each_others_revocations() -> None
     revocation forgets the case once PostgreSQL delivers the committed change."""
     import psycopg
 
-    from events.projections.postgres import PostgresReadModelStore
+    from casetrail_platform.projections.postgres import PostgresReadModelStore
 
     schema = f"facts_{uuid.uuid4().hex[:12]}"
     try:

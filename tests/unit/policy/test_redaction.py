@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from casetrail.coordination.v1 import coordination_pb2
 from casetrail.intake.v1 import intake_pb2
-from events.policy import redaction
+from casetrail_platform.policy import redaction
 
 
 def record() -> intake_pb2.GetCaseResponse:

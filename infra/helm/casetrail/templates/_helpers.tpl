@@ -74,7 +74,7 @@ matchLabels:
 
 {{/*
 Seconds Kubernetes waits after SIGTERM before SIGKILL: the preStop sleep, the server's grace for
-in-flight calls, the wait for the relay and consumers (topology.yaml, from events/hosting.py),
+in-flight calls, the wait for the relay and consumers (topology.yaml, from casetrail_platform/hosting.py),
 and a margin for closing the stores.
 */}}
 {{- define "casetrail.terminationGracePeriod" -}}
@@ -100,7 +100,8 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
 - name: CASETRAIL_CASE_EVENTS_PARTITIONS
   value: {{ $values.kafka.caseEventsPartitions | quote }}
 {{- if eq $values.kafka.authentication "tls" }}
-# Kafka client TLS (mutual) with the KafkaUser's certificate (events/bus/kafka_security.py)
+# Kafka client TLS (mutual) with the KafkaUser's certificate
+# (casetrail_platform/bus/kafka_security.py)
 - name: CASETRAIL_KAFKA_SECURITY_PROTOCOL
   value: SSL
 - name: CASETRAIL_KAFKA_SSL_CAFILE
@@ -110,7 +111,7 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
 - name: CASETRAIL_KAFKA_SSL_KEYFILE
   value: /etc/casetrail/kafka-user/user.key
 {{- else }}
-# Kafka client SASL/SCRAM with the KafkaUser's password (events/bus/kafka_security.py)
+# Kafka client SASL/SCRAM with the KafkaUser's password (casetrail_platform/bus/kafka_security.py)
 - name: CASETRAIL_KAFKA_SECURITY_PROTOCOL
   value: SASL_PLAINTEXT
 - name: CASETRAIL_KAFKA_SASL_MECHANISM

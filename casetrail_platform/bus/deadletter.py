@@ -1,0 +1,86 @@
+"""Dead letters: messages a consumer group gave up on, kept whole with the reason why.
+
+A dead letter is the original message (key, value and headers unchanged, so it can be
+replayed as is) plus ``casetrail_dlq_*`` headers saying which group failed it, where it was
+read from and why. In Kafka it goes to the group's ``<group>.dlq`` topic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from casetrail_platform.bus.message import BusMessage, Headers, as_headers
+from events.dead_letters import (
+    ATTEMPTS,
+    EXCEPTION,
+    GROUP,
+    HEADER_PREFIX,
+    OFFSET,
+    PARTITION,
+    REASON,
+    TOPIC,
+    DeadLetterReason,
+)
+
+_MAX_DETAIL = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    message: BusMessage
+    group: str
+    reason: DeadLetterReason
+    detail: str
+    exception_type: str
+    attempts: int
+
+    @property
+    def reason_text(self) -> str:
+        return f"{self.reason.value}: {self.detail}"
+
+    def headers(self) -> Headers:
+        """The original headers (minus stale dead-letter ones) plus why it failed."""
+        original = tuple(
+            (name, value)
+            for name, value in self.message.headers
+            if not name.startswith(HEADER_PREFIX)
+        )
+        return (
+            *original,
+            (REASON, self.reason_text[:_MAX_DETAIL].encode()),
+            (GROUP, self.group.encode()),
+            (TOPIC, self.message.topic.encode()),
+            (PARTITION, str(self.message.partition).encode()),
+            (OFFSET, str(self.message.offset).encode()),
+            (EXCEPTION, self.exception_type.encode()),
+            (ATTEMPTS, str(self.attempts).encode()),
+        )
+
+
+def parse_dead_letter(key: bytes | None, value: bytes | None, headers: Headers) -> DeadLetter:
+    """Read back a message taken from a dead-letter topic (for inspection and replay)."""
+    found = {
+        name: raw.decode(errors="replace")
+        for name, raw in headers
+        if name.startswith(HEADER_PREFIX)
+    }
+    missing = [name for name in (REASON, GROUP, TOPIC, PARTITION, OFFSET) if name not in found]
+    if missing:
+        raise ValueError(f"not a dead letter: missing headers {', '.join(missing)}")
+    code, _, detail = found[REASON].partition(": ")
+    original = BusMessage(
+        topic=found[TOPIC],
+        partition=int(found[PARTITION]),
+        offset=int(found[OFFSET]),
+        key=key,
+        value=value,
+        headers=as_headers((n, v) for n, v in headers if not n.startswith(HEADER_PREFIX)),
+    )
+    return DeadLetter(
+        message=original,
+        group=found[GROUP],
+        reason=DeadLetterReason(code),
+        detail=detail,
+        exception_type=found.get(EXCEPTION, ""),
+        attempts=int(found.get(ATTEMPTS, "0")),
+    )

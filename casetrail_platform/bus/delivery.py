@@ -1,0 +1,311 @@
+"""What a consumer does with the messages it polled, the same for every bus adapter: skip the
+event types its handler does not want (before decoding), decode the rest, hand them to the
+handler in batches (retrying transient failures with backoff), and turn what cannot be handled
+into dead letters.
+
+A per-record ``Handler`` is the batch path with batches of one. A batch that fails for good is
+handed over again one record at a time, so that only the record at fault is dead-lettered.
+
+A batch may hold several partitions' records (as a Kafka poll does): one handler call, so one
+read-model transaction, covers all of them. Each partition's records stay in offset order, and
+``commit_offsets`` turns a delivered prefix into the offset to commit per partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+
+from casetrail_platform.bus.deadletter import DeadLetter
+from casetrail_platform.bus.errors import is_outage, is_retriable
+from casetrail_platform.bus.message import BusMessage
+from casetrail_platform.bus.ordering import SequenceGuard
+from casetrail_platform.bus.port import BatchHandler, Handler
+from casetrail_platform.bus.retry import RetryPolicy, sleep_unless_stopped
+from casetrail_platform.telemetry.metrics import process_metrics
+from events.cloudevents import KAFKA_HEADER_PREFIX, UndecodableMessageError, from_kafka_binary
+from events.dead_letters import DeadLetterReason
+from events.envelope import RecordedEvent
+from events.errors import InvalidEventError
+from events.registry import EventRegistry
+
+log = logging.getLogger(__name__)
+
+DeadLetterSink = Callable[[DeadLetter], Awaitable[bool]]
+"""Stores a dead letter; returns ``False`` if stop was requested before it was stored."""
+
+Decoder = Callable[[BusMessage], RecordedEvent | Exception]
+"""Decodes a message, returning (not raising) what went wrong, so a result can be shared."""
+
+_Decoded = tuple[BusMessage, RecordedEvent]
+_TYPE_HEADER = f"{KAFKA_HEADER_PREFIX}type"
+
+
+def decoder_for(registry: EventRegistry) -> Decoder:
+    def decode(message: BusMessage) -> RecordedEvent | Exception:
+        try:
+            return from_kafka_binary(message.key, message.headers, message.value, registry)
+        except Exception as error:  # whatever breaks decoding is the message's fault
+            return error
+
+    return decode
+
+
+class _OneAtATime:
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+
+    async def handle_batch(self, records: Sequence[RecordedEvent]) -> None:
+        for record in records:
+            await self._handler(record)
+
+
+class Deliverer:
+    def __init__(
+        self,
+        group: str,
+        handler: Handler | BatchHandler,
+        registry: EventRegistry,
+        policy: RetryPolicy,
+        dead_letters: DeadLetterSink,
+        *,
+        event_types: frozenset[str] | None = None,
+        decode: Decoder | None = None,
+        ordering: SequenceGuard | None = None,
+    ) -> None:
+        """``event_types``: the ``ce_type`` values the handler wants (``None``: all); other
+        records are committed past undecoded. ``decode``: shared decoding (see ``Decoder``).
+        ``ordering``: withholds a case's records that arrive before an earlier one of their
+        stream (see ``casetrail_platform.bus.ordering``); callers pass what they polled through
+        ``prepare`` and commit with ``commit_offsets``."""
+        self.group = group
+        self.ordering = ordering
+        self.registry = registry
+        self.policy = policy
+        self._dead_letters = dead_letters
+        self._decoder = decode or decoder_for(registry)
+        self._wanted = None if event_types is None else frozenset(t.encode() for t in event_types)
+        self._handler: BatchHandler
+        self.max_batch: int | None
+        if isinstance(handler, BatchHandler):
+            self._handler, self.max_batch = handler, None
+        else:
+            self._handler, self.max_batch = _OneAtATime(handler), 1
+
+    def batches(self, messages: Sequence[BusMessage]) -> Iterator[Sequence[BusMessage]]:
+        """``messages`` cut into the batches the handler takes; check for stop between them."""
+        size = self.max_batch or len(messages) or 1
+        for start in range(0, len(messages), size):
+            yield messages[start : start + size]
+
+    def prepare(self, messages: Sequence[BusMessage]) -> Sequence[BusMessage]:
+        """What to hand to ``deliver`` for ``messages`` just polled: the same, or, with an
+        ordering guard, without the early records and with those an arrival released."""
+        return messages if self.ordering is None else self.ordering.sort(messages)
+
+    def commit_offsets(self, handed: Sequence[BusMessage], done: int) -> dict[int, int]:
+        """Per partition, the offset to commit once the first ``done`` of ``handed`` (what
+        ``prepare`` returned) are done with: one past the last of them, but never past a
+        record still withheld or handed over and not done."""
+        if self.ordering is None:
+            return commit_offsets(handed[:done])
+        offsets: dict[int, int] = {}
+        for message in handed[:done]:
+            offsets[message.partition] = max(offsets.get(message.partition, 0), message.offset + 1)
+        for message in handed[done:]:
+            offsets[message.partition] = min(
+                offsets.get(message.partition, message.offset), message.offset
+            )
+        for partition, offset in list(offsets.items()):
+            limit = self.ordering.commit_limit(partition)
+            if limit is not None and limit < offset:
+                offsets[partition] = limit
+        return offsets
+
+    async def deliver(self, messages: Sequence[BusMessage], stop: asyncio.Event) -> int:
+        """Handle or dead-letter ``messages`` (each partition's consecutive, in offset order),
+        in order.
+
+        Returns how many of them, from the first, are done with and may be committed: all
+        of them unless stop was requested while retrying or storing a dead letter.
+        """
+        run: list[_Decoded] = []
+        starts: list[int] = []  # index in ``messages`` of each record of ``run``
+        for index, message in enumerate(messages):
+            if self._unwanted(message):
+                continue  # no effect to order: committed past with its neighbours
+            decoded = self._decode(message)
+            if isinstance(decoded, RecordedEvent):
+                run.append((message, decoded))
+                starts.append(index)
+                continue
+            # Undecodable messages split the batch, so effects keep the order of the log.
+            if run:
+                handled = await self._handle_run(run, stop)
+                if handled < len(run):
+                    return starts[handled]
+                run, starts = [], []
+            if not await self._dead_letters(decoded):
+                return index
+        if run:
+            handled = await self._handle_run(run, stop)
+            if handled < len(run):
+                return starts[handled]
+        return len(messages)
+
+    def _unwanted(self, message: BusMessage) -> bool:
+        """Whether the record's type header names a type the handler does not want (a record
+        without one is decoded, and dead-lettered if it is poison)."""
+        if self._wanted is None:
+            return False
+        event_type = message.header(_TYPE_HEADER)
+        return event_type is not None and event_type not in self._wanted
+
+    def _decode(self, message: BusMessage) -> RecordedEvent | DeadLetter:
+        decoded = self._decoder(message)
+        if isinstance(decoded, RecordedEvent):
+            return decoded
+        if isinstance(decoded, InvalidEventError) and not isinstance(
+            decoded, UndecodableMessageError
+        ):
+            return self._dead(message, DeadLetterReason.INVALID_EVENT, decoded, attempts=0)
+        return self._dead(message, DeadLetterReason.UNDECODABLE, decoded, attempts=0)
+
+    async def _handle_run(self, run: list[_Decoded], stop: asyncio.Event) -> int:
+        """Handle decoded records as one batch; return how many are done with."""
+        if len(run) == 1:
+            return 1 if await self._handle_one(run[0], stop) else 0
+        records = [recorded for _, recorded in run]
+        attempts = outages = 0
+        while True:
+            attempts += 1
+            try:
+                await self._handler.handle_batch(records)
+            except Exception as error:
+                first, last = run[0][0], run[-1][0]
+                where = f"{first.topic}/{first.partition}@{first.offset}-{last.offset}"
+                if is_outage(error):
+                    attempts, outages = attempts - 1, outages + 1
+                    if await self._pause(where, outages, error, stop):
+                        return 0
+                    continue
+                if not is_retriable(error) or self.policy.gives_up_after(attempts):
+                    log.warning(
+                        "group %s: batch %s failed after %d attempt(s), handling its %d"
+                        " records one by one: %s",
+                        self.group,
+                        where,
+                        attempts,
+                        len(run),
+                        _describe(error),
+                    )
+                    return await self._one_by_one(run, stop)
+                delay = self.policy.backoff.delay(attempts)
+                log.warning(
+                    "group %s: batch %s failed, attempt %d, retrying in %.2fs: %s",
+                    self.group,
+                    where,
+                    attempts,
+                    delay,
+                    _describe(error),
+                )
+                if await sleep_unless_stopped(delay, stop):
+                    return 0
+            else:
+                return len(run)
+
+    async def _one_by_one(self, run: list[_Decoded], stop: asyncio.Event) -> int:
+        for done, item in enumerate(run):
+            if not await self._handle_one(item, stop):
+                return done
+        return len(run)
+
+    async def _handle_one(self, item: _Decoded, stop: asyncio.Event) -> bool:
+        """Handle one record (retrying) or dead-letter it; ``False`` if stop came first."""
+        message, recorded = item
+        attempts = outages = 0
+        while True:
+            attempts += 1
+            try:
+                await self._handler.handle_batch((recorded,))
+            except Exception as error:
+                if is_outage(error):
+                    attempts, outages = attempts - 1, outages + 1
+                    where = f"{message.topic}/{message.partition}@{message.offset}"
+                    if await self._pause(where, outages, error, stop):
+                        return False
+                    continue
+                if not is_retriable(error):
+                    reason = DeadLetterReason.HANDLER_FAILED
+                    return await self._dead_letters(self._dead(message, reason, error, attempts))
+                if self.policy.gives_up_after(attempts):
+                    reason = DeadLetterReason.RETRIES_EXHAUSTED
+                    return await self._dead_letters(self._dead(message, reason, error, attempts))
+                delay = self.policy.backoff.delay(attempts)
+                log.warning(
+                    "group %s: handler failed on event %s (%s/%d@%d), attempt %d, retrying in"
+                    " %.2fs: %s",
+                    self.group,
+                    recorded.event_id,
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    attempts,
+                    delay,
+                    _describe(error),
+                )
+                if await sleep_unless_stopped(delay, stop):
+                    return False
+            else:
+                return True
+
+    async def _pause(self, where: str, outages: int, error: Exception, stop: asyncio.Event) -> bool:
+        """Wait before trying again while the handler's storage is away; ``True`` if stop
+        was requested meanwhile."""
+        delay = self.policy.outage_backoff.delay(outages)
+        if outages == 1 or outages % 30 == 0:
+            log.warning(
+                "group %s: storage unavailable at %s (%s); pausing, retrying every %.1fs"
+                " until it is back",
+                self.group,
+                where,
+                _describe(error),
+                delay,
+            )
+        return await sleep_unless_stopped(delay, stop)
+
+    def _dead(
+        self, message: BusMessage, reason: DeadLetterReason, error: Exception, attempts: int
+    ) -> DeadLetter:
+        log.error(
+            "group %s: dead-lettering %s/%d@%d (%s): %s",
+            self.group,
+            message.topic,
+            message.partition,
+            message.offset,
+            reason.value,
+            _describe(error),
+        )
+        process_metrics().dead_letters.labels(self.group, reason.value).inc()
+        return DeadLetter(
+            message=message,
+            group=self.group,
+            reason=reason,
+            detail=str(error) or type(error).__name__,
+            exception_type=f"{type(error).__module__}.{type(error).__qualname__}",
+            attempts=attempts,
+        )
+
+
+def commit_offsets(delivered: Iterable[BusMessage]) -> dict[int, int]:
+    """Per partition, the offset to commit once ``delivered`` (a prefix of what was handed to
+    ``deliver``) is done with: one past the last of its records."""
+    offsets: dict[int, int] = {}
+    for message in delivered:
+        offsets[message.partition] = message.offset + 1
+    return offsets
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,65 @@
+"""Errors of the event bus, and which failures are worth retrying."""
+
+from __future__ import annotations
+
+import sys
+
+from casetrail_platform.errors import EventPlatformError, StorageUnavailableError
+
+
+class BusError(EventPlatformError):
+    """Base of every error raised by the event bus."""
+
+
+class PublishError(BusError):
+    """The bus did not acknowledge every record of a publish call.
+
+    Some records may have been written anyway; the caller publishes the whole batch again
+    (consumers are idempotent), it never assumes a partial success.
+
+    ``refused``: the bus refused a record of it for good (e.g. too large for the topic), so
+    sending the same records again cannot succeed; the outbox relay then finds the record at
+    fault and parks it (``casetrail_platform.parking``) instead of retrying for ever.
+    """
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+class TopicConfigurationError(BusError):
+    """A topic exists with settings that break the bus's guarantees (e.g. partition count)."""
+
+
+class RetriableHandlerError(BusError):
+    """Raised by a subscriber's handler when a later attempt may succeed (a database that is
+    briefly unreachable, a lock timeout). The subscriber retries with backoff instead of
+    dead-lettering the message."""
+
+
+def is_retriable(error: BaseException) -> bool:
+    """Whether a handler or client failure may succeed if simply tried again.
+
+    Besides ``RetriableHandlerError``, client errors that carry a ``retriable`` flag (every
+    aiokafka error does) are trusted, and connection or timeout failures count as transient:
+    dead-lettering an event because its consumer's database restarted would break the
+    per-case order for nothing.
+    """
+    if isinstance(error, RetriableHandlerError) or is_outage(error):
+        return True
+    flag = getattr(error, "retriable", None)
+    if isinstance(flag, bool):
+        return flag
+    return isinstance(error, ConnectionError | TimeoutError)
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether a handler failed because its own storage is away (a database restarting or
+    failing over), not because of the event. Such failures are retried for as long as the
+    outage lasts (the consumer pauses), never counted against the retry policy nor
+    dead-lettered: the event is fine and will apply once the database is back."""
+    if isinstance(error, StorageUnavailableError):
+        return True
+    # Without importing the driver: if psycopg was never imported, this is not its error.
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(error, psycopg.OperationalError)

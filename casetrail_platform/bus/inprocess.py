@@ -1,0 +1,358 @@
+"""The embedded bus: Kafka's semantics in one process, for ``make run`` without a broker.
+
+It keeps a partitioned log per topic, committed offsets per consumer group, cooperative
+partition assignment among a group's members, and a dead-letter list per group, and it
+carries the same CloudEvents bytes as Kafka, so decoding and dead-lettering behave alike.
+An event published through its publisher also travels as the immutable ``RecordedEvent``
+itself, which subscribers get without decoding the bytes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import count
+
+from casetrail_platform.bus.deadletter import DeadLetter
+from casetrail_platform.bus.delivery import Decoder, Deliverer, commit_offsets, decoder_for
+from casetrail_platform.bus.message import BusMessage, as_headers
+from casetrail_platform.bus.ordering import SequenceGuard
+from casetrail_platform.bus.port import (
+    AssignmentListener,
+    BatchHandler,
+    EventPublisher,
+    EventSubscriber,
+    Handler,
+)
+from casetrail_platform.bus.retry import RetryPolicy, never_set, wait_any
+from events.cloudevents import to_kafka_binary
+from events.envelope import RecordedEvent
+from events.registry import EventRegistry
+from events.topics import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
+
+
+class InProcessBus:
+    """An in-memory, single-event-loop message bus.
+
+    It is **not durable**: everything on it is gone when the process exits, and
+    ``durable`` says so. Its publishers report ``durable = False``, which makes an
+    ``OutboxRelay`` start from position 0 of the event store on every start and never
+    save a checkpoint (one saved for a forgetful bus would make a later Kafka relay skip
+    events). The durable store is the source of truth and the bus is rebuilt from it, so
+    a restart loses nothing that was acknowledged. Consumers see every event again after
+    a restart and must be idempotent (they must be on Kafka too); committed offsets and
+    dead letters are forgotten as well, so keep projections' own tracking durable.
+
+    Partitions are chosen by a stable hash of the key (the case id), so one case's events
+    stay in order. Within a group each partition is held by one member at a time and is
+    only handed over between two messages.
+    """
+
+    durable = False
+
+    def __init__(self, partitions: int = 6) -> None:
+        if partitions < 1:
+            raise ValueError("partitions must be at least 1")
+        self._partitions = partitions
+        self._logs: dict[str, list[list[BusMessage]]] = {}
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._dead_letters: dict[str, list[DeadLetter]] = {}
+        self._unkeyed = count()
+        self._changed = asyncio.Event()
+        self._decoders: list[tuple[EventRegistry, Decoder]] = []
+
+    def publisher(self, topic: str = DEFAULT_CASE_EVENTS_TOPIC) -> InProcessPublisher:
+        return InProcessPublisher(self, topic)
+
+    def subscriber(
+        self,
+        registry: EventRegistry,
+        topic: str = DEFAULT_CASE_EVENTS_TOPIC,
+        retry: RetryPolicy | None = None,
+        max_batch: int = 100,
+        linger: float = 0.0,
+    ) -> InProcessSubscriber:
+        """``max_batch``: most records a ``BatchHandler`` gets at once (like a Kafka poll).
+        ``linger``: seconds a subscriber that found fewer waits for more before handing them
+        over (like a Kafka fetch's ``fetch.max.wait.ms``), so that under load one handler
+        call, e.g. one read-model transaction, covers many events."""
+        return InProcessSubscriber(self, registry, topic, retry or RetryPolicy(), max_batch, linger)
+
+    def append(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Iterable[tuple[str, bytes]] = (),
+        recorded: RecordedEvent | None = None,
+    ) -> BusMessage:
+        """Put raw bytes on ``topic`` as a producer would; returns the stored message.
+        ``recorded``: the event the bytes encode, handed to subscribers as it is."""
+        partitions = self._log(topic)
+        if key is None:
+            partition = next(self._unkeyed) % self._partitions
+        else:
+            partition = zlib.crc32(key) % self._partitions
+        log = partitions[partition]
+        message = BusMessage(topic, partition, len(log), key, value, as_headers(headers), recorded)
+        log.append(message)
+        self._notify()
+        return message
+
+    def messages(self, topic: str) -> list[BusMessage]:
+        """Every message on ``topic``, partition by partition."""
+        return [message for log in self._logs.get(topic, []) for message in log]
+
+    def dead_letters(self, group: str) -> list[DeadLetter]:
+        """What ``group`` gave up on, oldest first (the in-process ``<group>.dlq``)."""
+        return list(self._dead_letters.get(group, []))
+
+    def committed(self, topic: str, group: str) -> dict[int, int]:
+        """Next offset to read per partition for ``group`` (like Kafka's committed offsets)."""
+        state = self._groups.get((topic, group))
+        return {} if state is None else dict(enumerate(state.committed))
+
+    def _decoder(self, registry: EventRegistry) -> Decoder:
+        """One decoder per registry, shared by every group: each message is decoded once."""
+        for known, decoder in self._decoders:
+            if known is registry:
+                return decoder
+        decoder = _SharedDecoder(decoder_for(registry))
+        self._decoders.append((registry, decoder))
+        return decoder
+
+    def _log(self, topic: str) -> list[list[BusMessage]]:
+        log = self._logs.get(topic)
+        if log is None:
+            check_topic_name(topic)
+            log = self._logs[topic] = [[] for _ in range(self._partitions)]
+        return log
+
+    def _group(self, topic: str, group: str) -> _Group:
+        state = self._groups.get((topic, group))
+        if state is None:
+            state = self._groups[(topic, group)] = _Group(self._partitions)
+        return state
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
+class InProcessPublisher(EventPublisher):
+    def __init__(self, bus: InProcessBus, topic: str) -> None:
+        check_topic_name(topic)
+        self._bus = bus
+        self._topic = topic
+
+    @property
+    def durable(self) -> bool:
+        return self._bus.durable
+
+    async def publish(self, records: Sequence[RecordedEvent]) -> None:
+        # Encode everything first so that a bad record leaves the log untouched.
+        encoded = [to_kafka_binary(record) for record in records]
+        for kafka_record, record in zip(encoded, records, strict=True):
+            self._bus.append(
+                self._topic, kafka_record.key, kafka_record.value, kafka_record.headers, record
+            )
+
+
+class InProcessSubscriber(EventSubscriber):
+    def __init__(
+        self,
+        bus: InProcessBus,
+        registry: EventRegistry,
+        topic: str,
+        retry: RetryPolicy,
+        max_batch: int,
+        linger: float = 0.0,
+    ) -> None:
+        check_topic_name(topic)
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        if linger < 0:
+            raise ValueError("linger must not be negative")
+        self._bus = bus
+        self._registry = registry
+        self._topic = topic
+        self._retry = retry
+        self._max_batch = max_batch
+        self._linger = linger
+
+    async def run(
+        self,
+        group: str,
+        handler: Handler | BatchHandler,
+        stop: asyncio.Event | None = None,
+        *,
+        on_assignment: AssignmentListener | None = None,
+        event_types: frozenset[str] | None = None,
+        ordering: SequenceGuard | None = None,
+    ) -> None:
+        stop = stop or never_set()
+        bus = self._bus
+        log = bus._log(self._topic)
+        state = bus._group(self._topic, group)
+        member = _Member(on_assignment)
+        dead_letters = bus._dead_letters.setdefault(group, [])
+
+        async def store(letter: DeadLetter) -> bool:
+            dead_letters.append(letter)
+            return True
+
+        deliverer = Deliverer(
+            group,
+            handler,
+            self._registry,
+            self._retry,
+            store,
+            event_types=event_types,
+            decode=bus._decoder(self._registry),
+            ordering=ordering,
+        )
+        if ordering is not None:
+            ordering.forget()  # a new member reads from the committed offsets again
+        state.join(member)
+        bus._notify()
+        try:
+            while not stop.is_set():
+                changed = bus._changed
+                held_before = set(member.positions)
+                if state.settle(member):
+                    bus._notify()
+                    if ordering is not None:
+                        ordering.forget(held_before - set(member.positions))
+                limit = deliverer.max_batch or self._max_batch
+                messages = member.next_messages(log, limit)
+                if not messages:
+                    await wait_any((changed, stop))
+                    continue
+                if len(messages) < limit and self._linger:
+                    await asyncio.sleep(self._linger)
+                    messages = member.next_messages(log, limit)
+                handed = deliverer.prepare(messages)
+                done = await deliverer.deliver(handed, stop)
+                if done < len(handed):
+                    for partition, offset in deliverer.commit_offsets(handed, done).items():
+                        state.commit(member, partition, offset, offset)
+                    break
+                # Withheld records are read past but stay uncommitted (ordering guard).
+                committed = deliverer.commit_offsets(handed, done)
+                for partition, offset in commit_offsets(messages).items():
+                    state.commit(member, partition, offset, committed.get(partition, offset))
+        finally:
+            state.leave(member)
+            bus._notify()
+
+
+class _SharedDecoder:
+    """Decodes each message once for all groups, keeping the latest results.
+
+    Recorded events are immutable, so groups can share one; a decoding error is shared too and
+    each group dead-letters the message with it. The groups of one process move close together,
+    so a bounded window of recent messages serves nearly every repeat without keeping the
+    whole log decoded.
+    """
+
+    def __init__(self, decode: Decoder, capacity: int = 8192) -> None:
+        self._decode = decode
+        self._capacity = capacity
+        self._results: dict[tuple[str, int, int], RecordedEvent | Exception] = {}
+
+    def __call__(self, message: BusMessage) -> RecordedEvent | Exception:
+        if message.recorded is not None:
+            return message.recorded
+        where = (message.topic, message.partition, message.offset)
+        result = self._results.get(where)
+        if result is None:
+            result = self._results[where] = self._decode(message)
+            if len(self._results) > self._capacity:
+                del self._results[next(iter(self._results))]
+        return result
+
+
+@dataclass(eq=False)
+class _Member:
+    on_assignment: AssignmentListener | None
+    positions: dict[int, int] = field(default_factory=dict)
+    """Partitions this member holds -> next offset to deliver."""
+    reported: frozenset[int] | None = None
+    cursor: int = 0
+
+    def next_messages(self, log: list[list[BusMessage]], limit: int) -> list[BusMessage]:
+        """Up to ``limit`` undelivered messages, partition after partition (each in offset
+        order), as a Kafka poll returns them; the first partition taken moves round so that
+        none starves."""
+        held = sorted(self.positions)
+        if not held:
+            return []
+        start = next((i for i, p in enumerate(held) if p >= self.cursor), 0)
+        taken: list[BusMessage] = []
+        for partition in held[start:] + held[:start]:
+            offset = self.positions[partition]
+            pending = log[partition][offset : offset + limit - len(taken)]
+            if pending:
+                if not taken:
+                    self.cursor = partition + 1
+                taken.extend(pending)
+                if len(taken) >= limit:
+                    break
+        return taken
+
+    def report(self) -> None:
+        current = frozenset(self.positions)
+        if current != self.reported:
+            self.reported = current
+            if self.on_assignment is not None:
+                self.on_assignment(current)
+
+
+class _Group:
+    def __init__(self, partitions: int) -> None:
+        self.committed = [0] * partitions
+        self.members: list[_Member] = []
+        self.target: dict[int, _Member] = {}
+        self.holder: dict[int, _Member] = {}
+
+    def join(self, member: _Member) -> None:
+        self.members.append(member)
+        self._rebalance()
+
+    def leave(self, member: _Member) -> None:
+        self.members.remove(member)
+        for partition in member.positions:
+            self.holder.pop(partition, None)
+        member.positions.clear()
+        self._rebalance()
+
+    def settle(self, member: _Member) -> bool:
+        """Hand back partitions no longer assigned to ``member`` and take up newly assigned
+        ones that are free; returns whether some were handed back (others may be waiting)."""
+        released = False
+        for partition in list(member.positions):
+            if self.target.get(partition) is not member:
+                del member.positions[partition]
+                del self.holder[partition]
+                released = True
+        for partition, assignee in self.target.items():
+            if assignee is member and partition not in self.holder:
+                self.holder[partition] = member
+                member.positions[partition] = self.committed[partition]
+        member.report()
+        return released
+
+    def commit(self, member: _Member, partition: int, read_to: int, commit_to: int) -> None:
+        """``member`` read ``partition`` up to ``read_to`` and is done with it up to
+        ``commit_to`` (lower while an ordering guard withholds a record)."""
+        if self.holder.get(partition) is member:
+            member.positions[partition] = read_to
+            self.committed[partition] = max(self.committed[partition], commit_to)
+
+    def _rebalance(self) -> None:
+        count_ = len(self.members)
+        self.target = (
+            {p: self.members[p % count_] for p in range(len(self.committed))} if count_ else {}
+        )

@@ -1,0 +1,47 @@
+"""aiokafka client construction shared by the Kafka publisher and subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaTimeoutError
+
+from casetrail_platform.bus.errors import is_retriable
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+
+
+def new_producer(settings: KafkaSettings, client_id: str) -> Any:
+    """An idempotent producer that waits for every in-sync replica."""
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=settings.linger_ms,
+        max_batch_size=settings.max_batch_bytes,
+        compression_type=settings.compression_type,
+        request_timeout_ms=settings.request_timeout_ms,
+        **settings.security.client_options(),
+    )
+
+
+async def close_quietly(client: Any, grace: float) -> None:
+    """Stop an aiokafka client without letting a dead broker hang or fail the caller."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.stop(), grace)
+
+
+def transient(error: BaseException) -> bool:
+    """Whether a client failure may pass once the broker is reachable again."""
+    # aiokafka marks its own timeouts non-retriable, yet for us they mean "broker away".
+    return is_retriable(error) or isinstance(error, KafkaTimeoutError)
+
+
+def describe(error: BaseException) -> str:
+    """``Type: message`` once (aiokafka errors already start with their type name)."""
+    text = str(error)
+    name = type(error).__name__
+    return text if text.startswith(name) else f"{name}: {text}" if text else name

@@ -1,0 +1,214 @@
+"""One member of a Kafka consumer group: poll, handle, dead-letter, commit.
+
+A poll is one batch for a ``BatchHandler``, every partition's records in offset order (a
+per-record handler gets it one record at a time). Offsets are committed once per poll, for
+every partition, and only up to records whose handler returned (or that were dead-lettered).
+A rebalance waits for the poll in hand to be finished and committed (the revocation callback
+takes the same lock), so a partition is never handled by two members at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from casetrail_platform.bus.deadletter import DeadLetter
+from casetrail_platform.bus.delivery import Deliverer
+from casetrail_platform.bus.kafka_clients import close_quietly, describe, new_producer
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.message import BusMessage, as_headers
+from casetrail_platform.bus.ordering import SequenceGuard
+from casetrail_platform.bus.port import AssignmentListener, BatchHandler, Handler
+from casetrail_platform.bus.retry import RetryPolicy, Stopped, sleep_unless_stopped, until_stopped
+from casetrail_platform.telemetry.metrics import observe_consumer_lag
+from events.registry import EventRegistry
+from events.topics import dead_letter_topic
+
+log = logging.getLogger(__name__)
+
+
+class KafkaGroupMember:
+    def __init__(
+        self,
+        *,
+        settings: KafkaSettings,
+        topic: str,
+        group: str,
+        handler: Handler | BatchHandler,
+        registry: EventRegistry,
+        retry: RetryPolicy,
+        stop: asyncio.Event,
+        on_assignment: AssignmentListener | None,
+        event_types: frozenset[str] | None = None,
+        ordering: SequenceGuard | None = None,
+    ) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._group = group
+        self._dead_letter_topic = dead_letter_topic(group)
+        self._deliverer = Deliverer(
+            group, handler, registry, retry, self._send, event_types=event_types, ordering=ordering
+        )
+        if ordering is not None:
+            ordering.forget()  # a new member reads from the committed offsets again
+        self._stop = stop
+        self._batch_lock = asyncio.Lock()
+        self._consumer: Any = None
+        self._dead_letters: Any = None
+        self._listener = _Rebalance(self._batch_lock, on_assignment, ordering)
+
+    async def start(self) -> None:
+        settings = self._settings
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=f"{settings.client_id}-{self._group}",
+            group_id=self._group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            fetch_min_bytes=settings.fetch_min_bytes,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            request_timeout_ms=settings.request_timeout_ms,
+            **settings.security.client_options(),
+        )
+        self._consumer.subscribe([self._topic], listener=self._listener)
+        self._dead_letters = new_producer(settings, f"{settings.client_id}-{self._group}-dlq")
+        await self._consumer.start()
+        await self._dead_letters.start()
+
+    async def close(self) -> None:
+        timeout = self._settings.request_timeout_ms / 1000
+        for client in (self._consumer, self._dead_letters):
+            if client is not None:
+                await close_quietly(client, timeout)
+        self._consumer = self._dead_letters = None
+
+    async def consume(self) -> None:
+        consumer = self._consumer
+        while not self._stop.is_set():
+            polled = await consumer.getmany(
+                timeout_ms=self._settings.poll_timeout_ms, max_records=self._settings.max_batch
+            )
+            if not polled:
+                continue
+            async with self._batch_lock:
+                carry_on = await self._handle(polled)
+                if not carry_on:
+                    return
+
+    async def _handle(self, polled: dict[TopicPartition, list[Any]]) -> bool:
+        """Handle a poll, commit what was done with; return whether to carry on (``False``
+        once stopping)."""
+        messages = [
+            BusMessage(
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
+                value=record.value,
+                headers=as_headers(record.headers),
+            )
+            for records in polled.values()
+            for record in records
+        ]
+        partitions = {tp.partition: tp for tp in self._consumer.assignment()} | {
+            tp.partition: tp for tp in polled
+        }
+        offsets: dict[int, int] = {}
+        carry_on = True
+        for polled_batch in self._deliverer.batches(messages):
+            if self._stop.is_set():
+                carry_on = False
+                break
+            # A partition handed to another member meanwhile is theirs to handle.
+            assigned = self._consumer.assignment()
+            batch = self._deliverer.prepare(
+                [m for m in polled_batch if partitions[m.partition] in assigned]
+            )
+            if not batch:
+                continue
+            done = await self._deliverer.deliver(batch, self._stop)
+            offsets.update(self._deliverer.commit_offsets(batch, done))
+            if done < len(batch):
+                carry_on = False
+                break
+        if offsets:
+            await self._commit({partitions[p]: offset for p, offset in offsets.items()})
+            observe_consumer_lag(self._consumer, self._group, partitions, offsets)
+        return carry_on
+
+    async def _send(self, letter: DeadLetter) -> bool:
+        """Put ``letter`` on the dead-letter topic, retrying until it is acknowledged;
+        ``False`` if stop was requested first (the message then stays uncommitted)."""
+        failures = 0
+        while True:
+            try:
+                # An idempotent send waits out a broker outage; stop must not wait with it.
+                await until_stopped(
+                    self._dead_letters.send_and_wait(
+                        self._dead_letter_topic,
+                        value=letter.message.value,
+                        key=letter.message.key,
+                        headers=list(letter.headers()),
+                    ),
+                    self._stop,
+                )
+                return True
+            except Stopped:
+                return False
+            except Exception as error:
+                # Skipping would lose the message, so even odd errors are retried.
+                failures += 1
+                delay = self._settings.reconnect_backoff.delay(failures)
+                log.error(
+                    "group %s: cannot write to %s (%s), retrying in %.1fs",
+                    self._group,
+                    self._dead_letter_topic,
+                    describe(error),
+                    delay,
+                )
+                if await sleep_unless_stopped(delay, self._stop):
+                    return False
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        # A failed commit only means those records may be delivered again (to this member
+        # or, after a rebalance, another); the next successful commit covers them.
+        try:
+            await asyncio.wait_for(
+                self._consumer.commit(offsets), self._settings.request_timeout_ms / 1000
+            )
+        except (KafkaError, TimeoutError) as error:
+            log.warning(
+                "group %s: commit of %s failed (%s); the records will be delivered again",
+                self._group,
+                ", ".join(f"{p.topic}:{p.partition} up to {o}" for p, o in offsets.items()),
+                describe(error),
+            )
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(
+        self,
+        batch_lock: asyncio.Lock,
+        on_assignment: AssignmentListener | None,
+        ordering: SequenceGuard | None,
+    ):
+        self._batch_lock = batch_lock
+        self._on_assignment = on_assignment
+        self._ordering = ordering
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Wait for the batch in hand: it commits before the partitions move on.
+        async with self._batch_lock:
+            if self._ordering is not None:
+                self._ordering.forget(tp.partition for tp in revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._on_assignment is not None:
+            self._on_assignment(frozenset(tp.partition for tp in assigned))

@@ -1,0 +1,63 @@
+"""How to reach Kafka and how the clients behave; read from the environment by bootstraps."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from casetrail_platform.bus.kafka_security import KafkaSecurity
+from casetrail_platform.bus.retry import Backoff
+
+DEFAULT_KAFKA_PORT = 19092
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    bootstrap_servers: str = f"127.0.0.1:{DEFAULT_KAFKA_PORT}"
+    client_id: str = "casetrail"
+    request_timeout_ms: int = 30_000
+    """How long a send or admin request may wait for the broker before failing."""
+    linger_ms: int = 5
+    """Small: the relay publishes whole batches anyway, so waiting longer buys little."""
+    max_batch_bytes: int = 256 * 1024
+    """Largest record batch per partition. The relay hands over 500 events at a time and the
+    producer keeps one unsent batch per partition, so batches much smaller than a
+    partition's share would make it wait on the broker batch after batch. Must stay under
+    the broker's ``message.max.bytes`` (1 MiB by default)."""
+    compression_type: str | None = None
+    """``"gzip"``, ``"lz4"``, ``"zstd"`` or ``"snappy"`` when the codec library is installed."""
+    poll_timeout_ms: int = 500
+    """Longest a consumer waits for records before checking whether it should stop."""
+    max_batch: int = 100
+    """Records fetched per poll, across partitions: one batch for a ``BatchHandler`` (one
+    read-model transaction); offsets are committed once per poll."""
+    fetch_min_bytes: int = 64 * 1024
+    fetch_max_wait_ms: int = 20
+    """The broker answers a fetch once ``fetch_min_bytes`` are there or after this long: under
+    load one poll (one read-model transaction) covers many events instead of one each, and
+    an event waits at most this long when the topic is quiet."""
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    """A handler (retries included) may hold a batch at most this long before the group
+    gives its partitions to another member."""
+    reconnect_backoff: Backoff = field(default_factory=lambda: Backoff(0.2, 5.0))
+    """Backoff between attempts while the broker is unreachable."""
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    """Authentication and TLS (``casetrail_platform/bus/kafka_security.py``); plaintext by
+    default."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> KafkaSettings:
+        """``CASETRAIL_KAFKA_BOOTSTRAP`` (host:port[,host:port]) wins over
+        ``CASETRAIL_KAFKA_PORT`` (a port on 127.0.0.1); security from the
+        ``CASETRAIL_KAFKA_SECURITY_PROTOCOL``/``_SASL_*``/``_SSL_*`` variables."""
+        env = os.environ if environ is None else environ
+        bootstrap = env.get("CASETRAIL_KAFKA_BOOTSTRAP", "").strip()
+        if not bootstrap:
+            port = env.get("CASETRAIL_KAFKA_PORT", str(DEFAULT_KAFKA_PORT)).strip()
+            if not port.isdigit():
+                raise ValueError(f"CASETRAIL_KAFKA_PORT must be a port number, got {port!r}")
+            bootstrap = f"127.0.0.1:{port}"
+        return cls(bootstrap_servers=bootstrap, security=KafkaSecurity.from_env(env))

@@ -1,0 +1,136 @@
+"""The event bus ports: publishing recorded events and consuming them in a consumer group.
+
+Guarantees every adapter gives (checked by ``tests/contract/test_bus_contract.py``):
+
+* ``publish`` returns only once the bus has durably accepted every record; if it raises,
+  the caller must assume none was and publish them all again (duplicates are allowed,
+  loss is not). ``enqueue`` is the same split in two, so that a caller can hand over the
+  next records while earlier ones are still on their way.
+* Records are keyed by their subject (the case id): records of one case keep their
+  order for every consumer, across ``publish`` and ``enqueue`` calls alike.
+* A consumer group sees every record at least once. Its handler gets the records of each
+  partition in order: a ``Handler`` one record at a time, a ``BatchHandler`` in batches of
+  consecutive records of one partition (at most what one poll returned). A record's offset
+  is committed only after the handler returned for it (for its batch), so a consumer that
+  stops or dies mid-way gets the uncommitted records again. Handlers must therefore be
+  idempotent (dedupe by ``event_id``, or by stream sequence).
+* A group may ask for some event types only: records of other types are skipped undecoded
+  (committed, not dead-lettered).
+* A record that cannot be decoded, whose type is unknown, or whose handler fails for good
+  goes to the group's dead-letter queue with the reason, and consumption goes on: one bad
+  record never stops a consumer nor blocks its partition.
+* A batch whose handler meets an outage of its own storage
+  (``casetrail_platform.bus.errors.is_outage``: a database restarting or failing over) is retried
+  whole for as long as the outage lasts, outside the retry policy: the consumer pauses, and the
+  event is never dead-lettered for it.
+* A batch whose handler raises a retriable error is retried whole, with backoff. One that
+  fails otherwise (or runs out of retries) is handed over again one record at a time, so
+  that only the record at fault is dead-lettered; a ``BatchHandler`` must therefore apply
+  a batch all or nothing (one transaction), or tolerate seeing its records again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from events.envelope import RecordedEvent
+
+if TYPE_CHECKING:
+    from casetrail_platform.bus.ordering import SequenceGuard
+
+Handler = Callable[[RecordedEvent], Awaitable[None]]
+"""Called once per delivered record. Raise ``RetriableHandlerError`` to have it retried."""
+
+
+@runtime_checkable
+class BatchHandler(Protocol):
+    """A handler that takes consecutive records of one partition at once (e.g. to apply them
+    in one transaction). An object with ``handle_batch`` is fed through it even if it is
+    also callable; a batch of one is how a single record is retried or isolated."""
+
+    async def handle_batch(self, records: Sequence[RecordedEvent]) -> None: ...
+
+
+AssignmentListener = Callable[[frozenset[int]], None]
+"""Told the partitions a group member owns after each rebalance (for health and tests)."""
+
+Acknowledgement = asyncio.Future[None]
+"""Completes once the bus acknowledged every record of an ``enqueue`` call; fails with
+``PublishError`` if some record may not have been accepted."""
+
+
+def already_acknowledged() -> Acknowledgement:
+    """An acknowledgement that has completed (for records the bus has already accepted)."""
+    acknowledged: Acknowledgement = asyncio.get_running_loop().create_future()
+    acknowledged.set_result(None)
+    return acknowledged
+
+
+class EventPublisher(ABC):
+    @property
+    def durable(self) -> bool:
+        """Whether published records survive a restart of this process.
+
+        An outbox relay in front of a non-durable bus re-publishes from the start of the
+        store on every start instead of from its saved checkpoint.
+        """
+        return True
+
+    @abstractmethod
+    async def publish(self, records: Sequence[RecordedEvent]) -> None:
+        """Publish ``records`` in order; return once all are durably acknowledged.
+
+        Raises ``PublishError`` if any record may not have been accepted.
+        """
+
+    async def enqueue(self, records: Sequence[RecordedEvent]) -> Acknowledgement:
+        """Hand ``records`` to the bus in order, behind those of earlier calls, and return
+        without waiting for the bus to acknowledge them: await the result for that.
+
+        Once one acknowledgement fails, those of later calls may complete or fail too, but
+        nothing may be taken as published after the failed one, and later calls may be
+        refused until ``resume``. Raises ``PublishError`` at
+        once if the records cannot even be handed over. This default publishes before
+        returning, for buses that acknowledge at once.
+        """
+        await self.publish(records)
+        return already_acknowledged()
+
+    async def resume(self) -> None:
+        """The caller starts publishing again from its last acknowledged record, giving up
+        on every acknowledgement still pending. After a failed acknowledgement a publisher
+        may refuse (``PublishError``) every ``enqueue`` until this is called, so that
+        records handed over behind a failure, before the caller noticed it, can never
+        overtake the failed ones. This default has nothing to reset."""
+        return None
+
+
+class EventSubscriber(ABC):
+    @abstractmethod
+    async def run(
+        self,
+        group: str,
+        handler: Handler | BatchHandler,
+        stop: asyncio.Event | None = None,
+        *,
+        on_assignment: AssignmentListener | None = None,
+        event_types: frozenset[str] | None = None,
+        ordering: SequenceGuard | None = None,
+    ) -> None:
+        """Consume as a member of consumer ``group`` until ``stop`` is set.
+
+        Setting ``stop`` is a graceful stop: the batch in hand is finished and committed.
+        Cancelling the task abandons the batch in hand uncommitted (it is redelivered).
+        Several ``run`` calls with the same group share its partitions.
+
+        ``event_types``: the only event types the handler is given (``None``: every type).
+        Records of other types (by their ``ce_type`` header) are not even decoded: they are
+        committed past as handled, and are never dead letters of this group.
+
+        ``ordering``: a guard that withholds a case's records arriving before an earlier one
+        of their stream until it comes (``casetrail_platform.bus.ordering``); withheld records stay
+        uncommitted. Its ``status()`` reports gaps.
+        """

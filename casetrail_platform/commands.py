@@ -1,0 +1,183 @@
+"""Commands: who asks, under which idempotency key, and how refusals are described.
+
+Services subclass the refusals below in their own ``domain/errors.py``; the gRPC entrypoint
+turns each kind into one status code (see ``casetrail_platform.grpc_platform.errors``), so domain
+code never deals with transport concerns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING
+from uuid import UUID, uuid4, uuid5
+
+from events.catalog.base import CaseEvent
+from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from events.errors import FieldProblem
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+_COMMAND_NAMESPACE = UUID("5b0f3a4e-6c1d-4f53-9d57-0c8f1e2a9b61")
+
+
+@lru_cache(maxsize=1024)
+def _command_id(service: str, user_id: str, idempotency_key: str) -> UUID:
+    # Cached: a command asks for its id several times (retry look-up, event ids, metadata).
+    return uuid5(_COMMAND_NAMESPACE, f"{service}\x1f{user_id}\x1f{idempotency_key}")
+
+
+@lru_cache(maxsize=1024)
+def _event_id_base(command_id: UUID, request_fingerprint: str) -> int:
+    # One base per command with the index in the low 16 bits: a command's events sit next
+    # to each other in the event-id index, so a 100-event append dirties a few index pages
+    # instead of one per event (bench/RESULTS.md). 106 random bits keep ids unique. The
+    # request's fingerprint is part of it, so the stored ids tell which request was recorded.
+    name = f"events\x1f{request_fingerprint}" if request_fingerprint else "events"
+    return uuid5(command_id, name).int & ~0xFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class CommandContext:
+    actor: Actor
+    idempotency_key: str
+    correlation_id: UUID = field(default_factory=uuid4)
+    occurred_at: datetime | None = None
+    expected_version: int | None = None
+    request_fingerprint: str = ""
+    """A digest of what the request asks for (``casetrail_platform.grpc_platform.fingerprint``);
+    empty when the command does not come from a request (tests, in-process callers)."""
+
+    def command_id(self, service: str) -> UUID:
+        """Stable id of this command: the same key from the same actor is the same command."""
+        return _command_id(service, self.actor.user_id, self.idempotency_key)
+
+    def new_events(self, service: str, events: Sequence[CaseEvent]) -> list[NewEvent]:
+        """Wrap a decision's events with this command's metadata.
+
+        Event ids derive from the command id, so a retried command produces the same ids and the
+        store recognises the repeat instead of writing twice.
+        """
+        command_id = self.command_id(service)
+        metadata = EventMetadata(
+            source=service,
+            actor=self.actor,
+            occurred_at=self.occurred_at or datetime.now(UTC),
+            correlation_id=self.correlation_id,
+            causation_id=command_id,
+        )
+        base = _event_id_base(command_id, self.request_fingerprint)
+        if len(events) > 0xFFFF:
+            raise ValueError("a command records at most 65,535 events")
+        return [
+            NewEvent(event=event, metadata=metadata, event_id=UUID(int=base | index))
+            for index, event in enumerate(events)
+        ]
+
+    def check_retry(self, service: str, earlier: Sequence[RecordedEvent]) -> list[RecordedEvent]:
+        """``earlier`` (what this command's key recorded before) when this is a true retry of
+        the same request; ``IdempotencyKeyReused`` when the key was first used for another.
+
+        The first request's fingerprint is in the ids of the events it recorded (see
+        ``new_events``), so both backends compare without storing anything else. Events
+        recorded without a fingerprint (before fingerprints existed, or by a caller that has
+        no request) cannot be compared and are taken as the retry's answer.
+        """
+        if not self.request_fingerprint or not earlier:
+            return list(earlier)
+        command_id = self.command_id(service)
+        stored_base = earlier[0].event_id.int & ~0xFFFF
+        if stored_base not in (
+            _event_id_base(command_id, self.request_fingerprint),
+            _event_id_base(command_id, ""),
+        ):
+            raise IdempotencyKeyReused(self.idempotency_key)
+        return list(earlier)
+
+
+def derived_id(context: CommandContext, service: str, purpose: str) -> str:
+    """An id the command creates (a new case id, say) that a retry creates identically."""
+    return uuid5(context.command_id(service), purpose).hex
+
+
+class CommandRejected(Exception):
+    """Base of every refusal. Nothing was written."""
+
+    extra_details: tuple[Message, ...] = ()
+    """Status details an entrypoint adds after the ones its kind carries (a service's own
+    message listing what the caller needs to decide, say); set on the instance before it is
+    re-raised, since domain code knows no wire types."""
+
+
+class InvalidCommand(CommandRejected):
+    """The command's fields are wrong (maps to INVALID_ARGUMENT with field violations)."""
+
+    def __init__(self, violations: Sequence[FieldProblem]) -> None:
+        self.violations = list(violations)
+        super().__init__("; ".join(f"{v.field}: {v.problem}" for v in self.violations))
+
+
+class RuleBroken(CommandRejected):
+    """A business rule refuses it now (FAILED_PRECONDITION naming the rule)."""
+
+    def __init__(self, rule: str, description: str, **details: str) -> None:
+        self.rule = rule
+        self.description = description
+        self.details = details
+        super().__init__(f"{rule}: {description}")
+
+
+class NotFound(CommandRejected):
+    def __init__(self, what: str, identifier: str) -> None:
+        self.what = what
+        self.identifier = identifier
+        super().__init__(f"{what} {identifier!r} not found")
+
+
+class AlreadyExists(CommandRejected):
+    def __init__(self, what: str, identifier: str, description: str = "") -> None:
+        self.what = what
+        self.identifier = identifier
+        super().__init__(description or f"{what} {identifier!r} already exists")
+
+
+class NotAllowed(CommandRejected):
+    """The actor's role may not do this (PERMISSION_DENIED)."""
+
+    reason = "ROLE_NOT_ALLOWED"
+    """The ErrorInfo reason: which rule refused (the access policy names its own)."""
+
+    def __init__(self, role: str, action: str, description: str = "", **details: str) -> None:
+        self.role = role
+        self.action = action
+        self.details = details
+        super().__init__(description or f"role {role!r} may not {action}")
+
+
+class IdempotencyKeyReused(RuleBroken):
+    """The key was first sent with another request: answering with the first request's result
+    would tell the caller that this one succeeded (FAILED_PRECONDITION, as payment APIs do)."""
+
+    RULE = "IDEMPOTENCY_KEY_REUSED"
+
+    def __init__(self, idempotency_key: str) -> None:
+        super().__init__(
+            self.RULE,
+            "this idempotency key was already used for a different request; a retry must"
+            " send the same request again, a new command needs a new key",
+            subject="context.idempotency_key",
+        )
+        self.idempotency_key = idempotency_key
+
+
+class VersionConflict(CommandRejected):
+    """The case changed since the caller read it (ABORTED: read again, then retry)."""
+
+    def __init__(self, stream: str, expected: int, actual: int) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+        super().__init__(f"{stream} is at version {actual}, the command expected {expected}")

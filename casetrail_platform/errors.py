@@ -1,0 +1,48 @@
+"""Errors of the event platform (store, bus, hosting). Each names what was wrong so callers
+can report it precisely. Their root is the catalog's ``EventError``, like the catalog's
+own errors (``events.errors``).
+"""
+
+from __future__ import annotations
+
+from events.errors import EventError
+
+
+class EventPlatformError(EventError):
+    """Base of every error raised by the event platform."""
+
+
+class ConcurrencyError(EventPlatformError):
+    """The stream's current version is not the one the writer expected."""
+
+    def __init__(self, stream: str, expected_version: int, actual_version: int) -> None:
+        self.stream = stream
+        self.expected_version = expected_version
+        self.actual_version = actual_version
+        super().__init__(
+            f"stream {stream!r} is at version {actual_version}, expected {expected_version}"
+        )
+
+
+class DuplicateEventIdError(EventPlatformError):
+    """An event id was reused for a different event (a true duplicate is not an error)."""
+
+    def __init__(self, event_id: str) -> None:
+        self.event_id = event_id
+        super().__init__(f"event id {event_id} already stored with different content")
+
+
+class StorageUnavailableError(EventPlatformError):
+    """The service's database cannot be reached right now (restarting, failing over, network).
+
+    Nothing is known to be wrong with the request: it may succeed if sent again later, so
+    gRPC answers ``UNAVAILABLE`` and bus consumers pause and retry instead of dead-lettering.
+    The message names only what is away, never the driver's text (the cause is chained for
+    the logs).
+    """
+
+    retriable = True
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(f"the {what} is unavailable; retry later")

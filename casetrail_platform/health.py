@@ -1,0 +1,75 @@
+"""Health of a service's storage: ``casetrail.<service>.database`` and the service itself.
+
+While the database cannot be reached (a restart, a fail-over), every command and query of the
+service is answered ``UNAVAILABLE``, so the service reports NOT_SERVING as a whole (its gRPC
+service names and the server's ``""`` entry) besides the ``database`` entry: load balancers
+and readiness probes send traffic elsewhere. Both go back to SERVING at the first probe that
+reaches the database again; nothing needs restarting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from grpc_health.v1 import health, health_pb2
+
+from casetrail_platform.bus.errors import is_outage
+from casetrail_platform.store.pg_connections import CONNECT_TIMEOUT_SECONDS
+
+log = logging.getLogger(__name__)
+
+Probe = Callable[[], Awaitable[object]]
+"""A cheap read that raises when the storage is away."""
+
+STORAGE_PROBE_SECONDS = 1.0
+
+
+async def storage_reachable(probes: Iterable[Probe]) -> str | None:
+    """``None`` if every probe answers, else what went wrong (for the log)."""
+    for probe in probes:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS + 1):
+                await probe()
+        except TimeoutError:
+            return "no answer within the connect timeout"
+        except Exception as error:
+            if not is_outage(error):
+                log.exception("storage probe failed")
+            return f"{type(error).__name__}: {error}"
+    return None
+
+
+async def watch_storage(
+    probes: list[Probe],
+    health_servicer: health.aio.HealthServicer,
+    database_entry: str,
+    service_names: Iterable[str],
+    stop: asyncio.Event,
+    *,
+    every: float = STORAGE_PROBE_SECONDS,
+) -> None:
+    """Probe the storage every ``every`` seconds and report it (see the module's text)."""
+    names = [database_entry, *service_names, ""]
+    reported: bool | None = None
+    while not stop.is_set():
+        problem = await storage_reachable(probes)
+        healthy = problem is None
+        if healthy != reported:
+            if healthy:
+                if reported is not None:
+                    log.warning("%s: database reachable again; serving", database_entry)
+            else:
+                log.warning("%s: database unavailable (%s); not serving", database_entry, problem)
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if healthy
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for name in names:
+                await health_servicer.set(name, status)
+            reported = healthy
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)

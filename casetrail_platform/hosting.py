@@ -1,0 +1,588 @@
+"""Composition shared by every service process: storage, bus, relay, projections, gRPC server.
+
+A service's ``bootstrap.start(infra, address)`` opens its own store and read models here, adds
+its projections and subscriptions to a ``ServiceHost``, and gets back a ``RunningService``.
+Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2
+
+from casetrail_platform.bus.inprocess import InProcessBus
+from casetrail_platform.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.ordering import SequenceGuard
+from casetrail_platform.bus.port import BatchHandler, EventPublisher, EventSubscriber, Handler
+from casetrail_platform.checkpoints import CheckpointStore
+from casetrail_platform.grpc_platform.server import (
+    Registration,
+    create_health_server,
+    create_server,
+)
+from casetrail_platform.health import watch_storage
+from casetrail_platform.identity.tls import ServerTls
+from casetrail_platform.identity.verifier import TokenVerifier
+from casetrail_platform.keys.hosting import protected_registry
+from casetrail_platform.keys.keyring import CASE_OWNER_PREFIX, ClientKeyring
+from casetrail_platform.keys.port import KeyEncryptionKey
+from casetrail_platform.ledger.hosting import kafka_publication, open_ledger, run_ledger
+from casetrail_platform.ledger.keys import CheckpointSigner
+from casetrail_platform.ledger.log import LedgerLog
+from casetrail_platform.locking.inprocess import InProcessLocks
+from casetrail_platform.locking.port import Locks
+from casetrail_platform.outbox import OutboxRelay
+from casetrail_platform.parking import ParkingLot
+from casetrail_platform.projections.port import Projection, ReadModelStore
+from casetrail_platform.projections.runner import BusProjectionHandler, catch_up, follow
+from casetrail_platform.store.port import EventStore
+from casetrail_platform.telemetry.metrics import process_metrics
+from events.catalog.erasure import ClientErased
+from events.catalog_registry import default_registry
+from events.registry import EventRegistry
+from events.topics import DEFAULT_CASE_EVENTS_TOPIC
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Infrastructure:
+    """Where a service keeps its data and which bus carries events between services.
+
+    Embedded (the default): SQLite files under ``data_dir/<service>/`` and one in-process bus
+    shared by the services of this process. Production: one PostgreSQL schema per service
+    and Kafka. ``verifier`` checks every call's bearer token (a service does not start without
+    one); ``tls`` secures the gRPC ports.
+    """
+
+    data_dir: Path
+    inprocess_bus: InProcessBus | None = None
+    postgres_dsn: str | None = None
+    kafka: KafkaSettings | None = None
+    topic: str = DEFAULT_CASE_EVENTS_TOPIC
+    registry: EventRegistry = field(default_factory=default_registry)
+    verifier: TokenVerifier | None = None
+    tls: ServerTls | None = None
+    projection_linger: float = 0.02
+    """Seconds a projection waits after new events for more before applying them: read
+    models trail commands by that much at most, and under load one read-model transaction
+    covers many events instead of one each (bench/RESULTS.md, issue 4)."""
+    agency: str = "example-agency"
+    """Names each service's ledger: origin ``casetrail/<agency>/<service>``."""
+    ledger_sign_every: float = 5.0
+    """Seconds between signed checkpoints of a service's ledger (when it has grown)."""
+    ledger_signer: Callable[[str], CheckpointSigner] | None = None
+    """The key port for a log's origin; ``None``: a key file generated in the data dir."""
+    health_address: str | None = None
+    """Where a service also answers grpc.health.v1 alone, in plaintext (``None``: nowhere):
+    with ``tls`` on the gRPC port, Kubernetes' gRPC probes need it (one service per process)."""
+    seal_sensitive: bool = True
+    """Whether sensitive fields are sealed with per-client keys before they are stored
+    (``casetrail_platform.keys``; README "Erasure and keys"). Off only for comparisons (bench/)."""
+    key_encryption_key: KeyEncryptionKey | None = None
+    """The agency KEK (a KMS adapter in production); ``None``: the file named by
+    ``CASETRAIL_KEY_ENCRYPTION_KEY_FILE``, else one generated under ``data_dir/keys/``."""
+
+    def __post_init__(self) -> None:
+        if self.seal_sensitive and self.registry.protection is None:
+            registry = protected_registry(
+                self.registry, self.data_dir, self.postgres_dsn, self.key_encryption_key
+            )
+            object.__setattr__(self, "registry", registry)
+
+    @property
+    def keyring(self) -> ClientKeyring | None:
+        """The clients' data keys (``None`` when sensitive fields are not sealed)."""
+        protection = self.registry.protection
+        return None if protection is None else protection.keyring
+
+    @classmethod
+    def embedded(
+        cls,
+        data_dir: Path,
+        bus: InProcessBus | None = None,
+        *,
+        verifier: TokenVerifier | None = None,
+        tls: ServerTls | None = None,
+    ) -> Infrastructure:
+        return cls(
+            data_dir=data_dir, inprocess_bus=bus or InProcessBus(), verifier=verifier, tls=tls
+        )
+
+    @classmethod
+    def distributed(
+        cls,
+        data_dir: Path,
+        postgres_dsn: str,
+        kafka: KafkaSettings,
+        topic: str = "",
+        *,
+        verifier: TokenVerifier | None = None,
+        tls: ServerTls | None = None,
+    ) -> Infrastructure:
+        return cls(
+            data_dir=data_dir,
+            postgres_dsn=postgres_dsn,
+            kafka=kafka,
+            topic=topic or DEFAULT_CASE_EVENTS_TOPIC,
+            verifier=verifier,
+            tls=tls,
+        )
+
+    def service_dir(self, service: str) -> Path:
+        path = self.data_dir / service
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+async def open_event_store(
+    infra: Infrastructure, service: str
+) -> tuple[EventStore, CheckpointStore, Callable[[], Awaitable[None]]]:
+    """The service's own event store, its checkpoint store, and how to close both."""
+    if infra.postgres_dsn is not None:
+        from casetrail_platform.store.postgres import PostgresEventStore
+        from casetrail_platform.store.postgres_checkpoints import PostgresCheckpointStore
+
+        schema = f"{service}_events"
+        pg_store = await PostgresEventStore.connect(
+            infra.postgres_dsn, infra.registry, schema=schema
+        )
+        checkpoints = await PostgresCheckpointStore.connect(infra.postgres_dsn, schema=schema)
+
+        async def close_pg() -> None:
+            await checkpoints.close()
+            await pg_store.close()
+
+        return pg_store, checkpoints, close_pg
+    from casetrail_platform.store.sqlite import SqliteCheckpointStore, SqliteEventStore
+
+    sqlite_store = await SqliteEventStore.open(
+        infra.service_dir(service) / "events.db", infra.registry
+    )
+    return sqlite_store, SqliteCheckpointStore(sqlite_store), sqlite_store.close
+
+
+async def open_parking_lot(infra: Infrastructure, service: str, store: EventStore) -> ParkingLot:
+    """Where the service's relay parks records the bus refuses for good: beside its checkpoint
+    (the same PostgreSQL schema, or the SQLite file of ``store``)."""
+    if infra.postgres_dsn is not None:
+        from casetrail_platform.store.postgres_parking import PostgresParkingLot
+
+        return await PostgresParkingLot.connect(infra.postgres_dsn, schema=f"{service}_events")
+    from casetrail_platform.store.sqlite import SqliteEventStore, SqliteParkingLot
+
+    if not isinstance(store, SqliteEventStore):
+        raise TypeError(f"no parking lot for a {type(store).__name__}")
+    return SqliteParkingLot(store)
+
+
+async def open_read_models(infra: Infrastructure, service: str) -> ReadModelStore:
+    if infra.postgres_dsn is not None:
+        from casetrail_platform.projections.postgres import PostgresReadModelStore
+
+        return await PostgresReadModelStore.connect(
+            infra.postgres_dsn, schema=f"{service}_read_models"
+        )
+    from casetrail_platform.projections.sqlite import SqliteReadModelStore
+
+    # Fed only from the service's own store and the in-process bus (which re-delivers everything
+    # on start), an embedded read model can be rebuilt from its own tracking after a power cut.
+    return SqliteReadModelStore(
+        infra.service_dir(service) / "read-models.db",
+        fsync_each_commit=infra.inprocess_bus is None,
+    )
+
+
+def open_locks(infra: Infrastructure) -> Locks:
+    """Locks shared by every process of a service: PostgreSQL advisory locks on the
+    distributed backend (any number of replicas), asyncio locks on the embedded one."""
+    if infra.postgres_dsn is not None:
+        from casetrail_platform.locking.postgres import PostgresLocks
+
+        return PostgresLocks(infra.postgres_dsn)
+    return InProcessLocks()
+
+
+SERVER_STOP_GRACE_SECONDS = 5.0
+"""On stop, in-flight gRPC calls get this long to finish (the Helm chart's shutdown timing)."""
+BACKGROUND_STOP_SECONDS = 10.0
+"""Then the relay and consumers get this long to finish their batch before being cancelled."""
+
+_Subscription = tuple[str, Handler | BatchHandler, frozenset[str] | None, SequenceGuard | None]
+"""Consumer group, handler, event types wanted (``None``: all), ordering guard."""
+
+
+@dataclass
+class RunningService:
+    name: str
+    port: int
+    stop: Callable[[], Awaitable[None]]
+    server: grpc.aio.Server
+
+
+class ServiceHost:
+    """Runs one service: its outbox relay, projections, bus subscriptions and gRPC server."""
+
+    def __init__(
+        self,
+        service: str,
+        infra: Infrastructure,
+        store: EventStore,
+        checkpoints: CheckpointStore,
+        read_models: ReadModelStore,
+        close_store: Callable[[], Awaitable[None]],
+        parking: ParkingLot | None = None,
+        locks: Locks | None = None,
+        ledger: LedgerLog | None = None,
+    ) -> None:
+        self.service = service
+        self._parking = parking
+        self.source = f"casetrail/{service}"
+        self.infra = infra
+        self.store = store
+        self.read_models = read_models
+        self.locks = locks or InProcessLocks()
+        """Shared with the service's other replicas (see ``open_locks``)."""
+        self._checkpoints = checkpoints
+        self._close_store = close_store
+        self.ledger = ledger
+        self._own_projections: list[Projection] = []
+        self._subscriptions: list[_Subscription] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+        if ledger is not None:
+            self._closers.append(ledger.store.close)
+        self._alongside: list[
+            Callable[[asyncio.Event, health.aio.HealthServicer], Awaitable[None]]
+        ] = []
+
+    def run_alongside(
+        self, work: Callable[[asyncio.Event, health.aio.HealthServicer], Awaitable[None]]
+    ) -> None:
+        """Run ``work(stop, health)`` while the service runs (e.g. audit's ledger witness)."""
+        self._alongside.append(work)
+
+    def close_with(self, close: Callable[[], Awaitable[None]]) -> None:
+        self._closers.append(close)
+
+    def project_own_events(self, projection: Projection) -> None:
+        """Keep ``projection`` up to date with this service's own store."""
+        self._own_projections.append(projection)
+
+    def subscribe(self, projection: Projection) -> None:
+        """Feed ``projection`` from the bus (every service's events), exactly once in effect,
+        a poll's worth of each partition per read-model transaction."""
+        handler: BatchHandler = BusProjectionHandler(
+            self.read_models, projection, on_erased=self._forget_erased
+        )
+        self.subscribe_handler(
+            projection.name, handler, event_types=projection.wanted_types, ordered=True
+        )
+
+    def _forget_erased(self, erased: ClientErased) -> None:
+        keyring = self.infra.keyring
+        if keyring is not None:
+            keyring.forget(erased.client_id)
+            for case_id in erased.case_ids:
+                keyring.forget(CASE_OWNER_PREFIX + case_id)
+
+    def subscribe_handler(
+        self,
+        name: str,
+        handler: Handler | BatchHandler,
+        *,
+        event_types: frozenset[str] | None = None,
+        ordered: bool = False,
+    ) -> None:
+        """``event_types``: the only types ``handler`` is given (``None``: all); the bus skips
+        the others without decoding them. ``ordered``: a case's events that arrive before an
+        earlier one of their stream are held back until it comes (``SequenceGuard``); open
+        gaps are reported as health ``casetrail.<service>.ordering``."""
+        group = f"casetrail.{self.service}.{name}"
+        guard = SequenceGuard(group) if ordered else None
+        self._subscriptions.append((group, handler, event_types, guard))
+
+    async def start(
+        self, address: str, registrations: Iterable[Registration], service_names: Iterable[str]
+    ) -> RunningService:
+        try:
+            return await self._start(address, registrations, service_names)
+        except BaseException:
+            self._stop.set()
+            await self._join_tasks()
+            await self._close_all()
+            raise
+
+    async def _start(
+        self, address: str, registrations: Iterable[Registration], service_names: Iterable[str]
+    ) -> RunningService:
+        for projection in self._own_projections:
+            await catch_up(self.store, self.read_models, projection)
+            # Replicas share the read models: one of them follows the store (the others would
+            # only find the work done); handlers that must read their own writes catch up
+            # themselves, and another replica takes over when the follower stops or dies.
+            self._spawn(
+                self.locks.lead(
+                    f"casetrail.{self.service}.projection.{projection.name}",
+                    partial(
+                        follow,
+                        self.store,
+                        self.read_models,
+                        projection,
+                        linger=self.infra.projection_linger,
+                    ),
+                    self._stop,
+                )
+            )
+        publisher = await self._publisher()
+        relay = OutboxRelay(
+            self.store,
+            publisher,
+            self._checkpoints,
+            relay_name(self.service),
+            parking=self._parking,
+        )
+        # One relay per store at a time, whichever replica leads; another takes over when the
+        # leader stops or dies. Each replica still runs its projections and subscriptions.
+        self._spawn(
+            self.locks.lead(f"casetrail.{self.service}.outbox-relay", relay.run, self._stop)
+        )
+        for group, handler, event_types, guard in self._subscriptions:
+            subscription = self._subscriber().run(
+                group, handler, self._stop, event_types=event_types, ordering=guard
+            )
+            self._spawn(subscription)
+        if self.infra.verifier is None:
+            raise ValueError(f"{self.service}: no token verifier configured (Infrastructure)")
+        names = list(service_names)
+        server, port, health_servicer = await create_server(
+            address,
+            registrations,
+            names,
+            verifier=self.infra.verifier,
+            tls=self.infra.tls,
+        )
+        self._spawn(
+            watch_outbox(relay, health_servicer, f"casetrail.{self.service}.outbox", self._stop)
+        )
+        read_models = self.read_models
+        self._spawn(
+            watch_storage(
+                [self.store.last_position, lambda: read_models.get("casetrail.health", "probe")],
+                health_servicer,
+                f"casetrail.{self.service}.database",
+                names,
+                self._stop,
+            )
+        )
+        if self.ledger is not None:
+            await self._start_ledger(self.ledger, health_servicer)
+        for work in self._alongside:
+            self._spawn(work(self._stop, health_servicer))
+        guards = [guard for *_, guard in self._subscriptions if guard is not None]
+        if guards:
+            self._spawn(
+                watch_ordering(
+                    guards, health_servicer, f"casetrail.{self.service}.ordering", self._stop
+                )
+            )
+        health_server = None
+        if self.infra.health_address is not None:
+            health_server, health_port = await create_health_server(
+                self.infra.health_address, health_servicer
+            )
+            await health_server.start()
+            log.info("%s answers health probes in plaintext on port %d", self.service, health_port)
+        await server.start()
+        log.info("%s serving on port %d", self.service, port)
+
+        async def stop() -> None:
+            await health_servicer.enter_graceful_shutdown()
+            await server.stop(SERVER_STOP_GRACE_SECONDS)
+            if health_server is not None:
+                await health_server.stop(None)
+            self._stop.set()
+            await self._join_tasks()
+            await self._close_all()
+
+        return RunningService(self.service, port, stop, server)
+
+    async def _start_ledger(
+        self, ledger: LedgerLog, health_servicer: health.aio.HealthServicer
+    ) -> None:
+        publication = kafka_publication(self.infra)
+        if publication is not None:
+            publish, stop_publishing = publication
+            ledger.listeners.append(publish)
+            self._closers.append(stop_publishing)
+        self._spawn(
+            run_ledger(
+                ledger,
+                self.store,
+                health_servicer,
+                f"casetrail.{self.service}.ledger",
+                self._stop,
+                sign_every=self.infra.ledger_sign_every,
+            )
+        )
+
+    async def _close_all(self) -> None:
+        for close in reversed(self._closers):
+            await close()
+        self._closers.clear()
+        await self.locks.close()
+        await self.read_models.close()
+        await self._close_store()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def guarded() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: background task failed", self.service)
+
+        self._tasks.append(asyncio.create_task(guarded()))
+
+    async def _join_tasks(self) -> None:
+        done, pending = (
+            await asyncio.wait(self._tasks, timeout=BACKGROUND_STOP_SECONDS)
+            if self._tasks
+            else (set(), set())
+        )
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        del done
+
+    async def _publisher(self) -> EventPublisher:
+        if self.infra.inprocess_bus is not None:
+            return self.infra.inprocess_bus.publisher(self.infra.topic)
+        assert self.infra.kafka is not None, "Infrastructure needs a bus"
+        publisher = KafkaEventPublisher(self.infra.kafka, topic=self.infra.topic)
+        await publisher.start()
+        self._closers.append(publisher.stop)
+        return publisher
+
+    def _subscriber(self) -> EventSubscriber:
+        if self.infra.inprocess_bus is not None:
+            return self.infra.inprocess_bus.subscriber(
+                self.infra.registry, self.infra.topic, linger=self.infra.projection_linger
+            )
+        assert self.infra.kafka is not None, "Infrastructure needs a bus"
+        return KafkaEventSubscriber(self.infra.kafka, self.infra.registry, topic=self.infra.topic)
+
+
+OUTBOX_STALL_SECONDS = 30.0
+"""A publish waiting this long for the bus, or failing repeatedly, marks the outbox unhealthy."""
+
+
+async def watch_outbox(
+    relay: OutboxRelay,
+    health_servicer: health.aio.HealthServicer,
+    health_name: str,
+    stop: asyncio.Event,
+    *,
+    every: float = 2.0,
+) -> None:
+    """Report the relay as its own health entry (``casetrail.<service>.outbox``).
+
+    The service itself stays SERVING while the bus is down, because commands are still
+    accepted into the store and will be published later; the outbox entry tells operators
+    (and alerting) that events are piling up, or that records are parked (refused by the bus
+    for good, or held behind one of their case) until an operator retries them.
+    """
+    serving = health_pb2.HealthCheckResponse.SERVING
+    stalled = health_pb2.HealthCheckResponse.NOT_SERVING
+    reported = None
+    while not stop.is_set():
+        try:
+            status = await relay.status()
+        except Exception as error:  # the store is away: nothing is being published either
+            healthy, lag = False, "an unknown number of"
+            why = f"{type(error).__name__}: {error}"
+        else:
+            process_metrics().observe_relay(status)
+            waiting = status.publish_waiting_seconds or 0.0
+            healthy = (
+                status.consecutive_failures == 0
+                and waiting < OUTBOX_STALL_SECONDS
+                and status.parked == 0
+            )
+            lag = str(status.lag + status.parked)
+            why = status.last_error or (
+                f"{status.parked} records parked, {status.parked_reason};"
+                " `casetrail parked list` shows them"
+                if status.parked
+                else f"a publish has waited {waiting:.0f} s"
+            )
+        if healthy != reported:
+            if not healthy:
+                log.warning("%s: %s events not yet on the bus (%s)", health_name, lag, why)
+            await health_servicer.set(health_name, serving if healthy else stalled)
+            reported = healthy
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
+async def watch_ordering(
+    guards: list[SequenceGuard],
+    health_servicer: health.aio.HealthServicer,
+    health_name: str,
+    stop: asyncio.Event,
+    *,
+    every: float = 2.0,
+) -> None:
+    """Report the service's bus consumers as ``casetrail.<service>.ordering``: NOT_SERVING
+    while one of them has held a case's events back for longer than the guard's
+    ``report_after`` because an earlier event of their stream is missing."""
+    serving = health_pb2.HealthCheckResponse.SERVING
+    stalled = health_pb2.HealthCheckResponse.NOT_SERVING
+    reported = None
+    while not stop.is_set():
+        overdue = sum(guard.status().overdue_gaps for guard in guards)
+        healthy = overdue == 0
+        if healthy != reported:
+            if not healthy:
+                log.warning("%s: %d case streams miss an event", health_name, overdue)
+            await health_servicer.set(health_name, serving if healthy else stalled)
+            reported = healthy
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
+async def host_for(infra: Infrastructure, service: str) -> ServiceHost:
+    """Open the service's storage and return a host ready for projections and subscriptions."""
+    store, checkpoints, close_store = await open_event_store(infra, service)
+    parking = await open_parking_lot(infra, service, store)
+    read_models = await open_read_models(infra, service)
+    ledger = await open_ledger(infra, service)
+    return ServiceHost(
+        service,
+        infra,
+        store,
+        checkpoints,
+        read_models,
+        close_store,
+        parking,
+        open_locks(infra),
+        ledger,
+    )
+
+
+def relay_name(service: str) -> str:
+    """The name of a service's outbox relay (its checkpoint and parked records)."""
+    return f"{service}-outbox"

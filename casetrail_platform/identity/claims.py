@@ -1,0 +1,78 @@
+"""The claims casetrail reads from a verified token, bounded and checked before use.
+
+- ``sub``: the user id recorded as the actor of every event; 1-64 of ``A-Z a-z 0-9 . _ : -``,
+  starting with a letter or digit (the catalog's ``Identifier``, so that every event it
+  causes can be stored and published).
+- ``role``: the one role the caller acts in; one of ``events.catalog.base.Role``.
+- ``agency``: the agency the caller works for; 1-64 of ``A-Z a-z 0-9 . _ : -``, starting
+  with a letter or digit.
+- ``team`` (optional): the caller's team inside the agency; as ``agency``.
+- ``entitlements`` (optional): extra grants, e.g. ``break_glass``; a list of at most 32
+  names of 1-64 ``a-z 0-9 . _ : -``.
+
+``iss``, ``aud``, ``exp`` (and ``nbf``, ``iat`` when present) are checked by the verifier.
+A claim that breaks its rule refuses the whole token: nothing of it is used.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from casetrail_platform.identity.errors import InvalidCredential
+from casetrail_platform.identity.principal import Principal
+from events.catalog.base import Role
+
+SUBJECT = "sub"
+ROLE = "role"
+AGENCY = "agency"
+TEAM = "team"
+ENTITLEMENTS = "entitlements"
+
+MAX_ENTITLEMENTS = 32
+_UNIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+"""The catalog's ``Identifier`` rule (events.catalog.base)."""
+_ENTITLEMENT = re.compile(r"[a-z0-9][a-z0-9._:-]{0,63}")
+_ROLES = frozenset(role.value for role in Role)
+
+
+def principal_from_claims(claims: Mapping[str, object], issuer: str) -> Principal:
+    """The principal the verified ``claims`` describe; ``InvalidCredential`` naming the first
+    claim that is missing or breaks its rule."""
+    subject = _matching(claims, SUBJECT, _UNIT)
+    role = claims.get(ROLE)
+    if not isinstance(role, str) or role not in _ROLES:
+        raise _bad(ROLE, "must be one of: " + ", ".join(sorted(_ROLES)))
+    agency = _matching(claims, AGENCY, _UNIT)
+    team = _matching(claims, TEAM, _UNIT) if claims.get(TEAM) is not None else None
+    return Principal(
+        subject=subject,
+        role=Role(role),
+        agency=agency,
+        issuer=issuer,
+        team=team,
+        entitlements=_entitlements(claims.get(ENTITLEMENTS)),
+    )
+
+
+def _matching(claims: Mapping[str, object], name: str, pattern: re.Pattern[str]) -> str:
+    value = claims.get(name)
+    if not isinstance(value, str) or pattern.fullmatch(value) is None:
+        raise _bad(name, "required: 1-64 letters, digits or . _ : - (see the README)")
+    return value
+
+
+def _entitlements(value: object) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or len(value) > MAX_ENTITLEMENTS:
+        raise _bad(ENTITLEMENTS, f"must be a list of at most {MAX_ENTITLEMENTS} names")
+    for item in value:
+        if not isinstance(item, str) or _ENTITLEMENT.fullmatch(item) is None:
+            raise _bad(ENTITLEMENTS, "each must be 1-64 of a-z 0-9 . _ : -")
+    return frozenset(value)
+
+
+def _bad(claim: str, rule: str) -> InvalidCredential:
+    # The value itself is never echoed: it came from an unverified-looking source of text.
+    return InvalidCredential("TOKEN_CLAIM_INVALID", f"token claim {claim!r}: {rule}")

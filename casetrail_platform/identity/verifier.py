@@ -1,0 +1,160 @@
+"""Checking a bearer token: signature with the issuer's published key, then issuer, audience,
+expiry and not-before (small clock skew), then the claims casetrail reads."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from jwt import exceptions as jwt_errors
+
+from casetrail_platform.identity.claims import principal_from_claims
+from casetrail_platform.identity.errors import InvalidCredential
+from casetrail_platform.identity.keys import SIGNING_ALGORITHMS, IssuerKeys
+from casetrail_platform.identity.principal import Principal
+
+MAX_TOKEN_BYTES = 8192
+MAX_HEADER_CHARACTERS = 1024
+DEFAULT_LEEWAY_SECONDS = 30.0
+
+_REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
+    (jwt_errors.ExpiredSignatureError, "TOKEN_EXPIRED", "the token has expired"),
+    (jwt_errors.ImmatureSignatureError, "TOKEN_NOT_YET_VALID", "the token is not valid yet"),
+    (jwt_errors.InvalidIssuerError, "TOKEN_WRONG_ISSUER", "the token is from another issuer"),
+    (jwt_errors.InvalidAudienceError, "TOKEN_WRONG_AUDIENCE", "the token is not for casetrail"),
+    (jwt_errors.MissingRequiredClaimError, "TOKEN_CLAIM_MISSING", "the token lacks a claim"),
+    (jwt_errors.InvalidSignatureError, "TOKEN_BAD_SIGNATURE", "the token's signature is wrong"),
+    (jwt_errors.InvalidAlgorithmError, "TOKEN_ALGORITHM_REFUSED", "the algorithm is refused"),
+    (jwt_errors.DecodeError, "TOKEN_MALFORMED", "the token is not a well-formed JWT"),
+    (jwt_errors.PyJWTError, "TOKEN_INVALID", "the bearer token is not valid"),
+)
+"""PyJWT's errors, most specific first, as our reasons and messages."""
+
+
+def _header_of(token: str) -> dict[str, Any]:
+    """The token's header, read only to choose the key (PyJWT checks it again, with the
+    signature). Our own few lines: PyJWT's reader validates the whole token's base64 a
+    character at a time, and would do so twice per token (bench/RESULTS.md, issue 9)."""
+    segments = token.split(".")
+    if len(segments) != 3 or not segments[0] or len(segments[0]) > MAX_HEADER_CHARACTERS:
+        raise InvalidCredential("TOKEN_MALFORMED", "the bearer token is not a well-formed JWT")
+    try:
+        encoded = segments[0].encode("ascii")
+        header = json.loads(base64.urlsafe_b64decode(encoded + b"=" * (-len(encoded) % 4)))
+    except (UnicodeEncodeError, binascii.Error, ValueError):
+        raise InvalidCredential(
+            "TOKEN_MALFORMED", "the bearer token's header is not base64url JSON"
+        ) from None
+    if not isinstance(header, dict):
+        raise InvalidCredential("TOKEN_MALFORMED", "the bearer token's header is not an object")
+    return header
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    principal: Principal
+    expires_at: float
+    keys_version: int
+
+
+class TokenVerifier:
+    """Turns a bearer token into the ``Principal`` it proves, or refuses it.
+
+    A verified token is remembered (by its exact text) until it expires or the issuer's keys
+    change, so a caller's later calls cost a dictionary look-up instead of a signature check;
+    any other text, a tampered one included, is checked in full.
+    """
+
+    def __init__(
+        self,
+        keys: IssuerKeys,
+        audience: str,
+        *,
+        leeway: float = DEFAULT_LEEWAY_SECONDS,
+        remembered: int = 10_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.issuer = keys.issuer
+        self.audience = audience
+        self._keys = keys
+        self._leeway = leeway
+        self._remembered_max = remembered
+        self._remembered: OrderedDict[str, _Verified] = OrderedDict()
+        self._clock = clock
+
+    @classmethod
+    def for_issuer(cls, issuer: str, audience: str, jwks_url: str = "") -> TokenVerifier:
+        return cls(IssuerKeys(issuer, jwks_url), audience)
+
+    async def verify(self, token: str) -> Principal:
+        remembered = self._remembered.get(token)
+        if remembered is not None:
+            if (
+                remembered.keys_version == self._keys.version
+                and self._clock() < remembered.expires_at + self._leeway
+            ):
+                return remembered.principal
+            del self._remembered[token]
+        principal, expires_at = await self._check(token)
+        self._remember(token, _Verified(principal, expires_at, self._keys.version))
+        return principal
+
+    async def _check(self, token: str) -> tuple[Principal, float]:
+        if not token:
+            raise InvalidCredential("TOKEN_MISSING", "a bearer token is required")
+        if len(token) > MAX_TOKEN_BYTES:
+            raise InvalidCredential(
+                "TOKEN_MALFORMED", f"the bearer token is longer than {MAX_TOKEN_BYTES} bytes"
+            )
+        header = _header_of(token)
+        algorithm = header.get("alg")
+        if algorithm not in SIGNING_ALGORITHMS:
+            raise InvalidCredential(
+                "TOKEN_ALGORITHM_REFUSED",
+                "the bearer token must be signed with one of: "
+                + ", ".join(sorted(SIGNING_ALGORITHMS)),
+            )
+        key_id = header.get("kid")
+        if not isinstance(key_id, str) or not key_id:
+            raise InvalidCredential("TOKEN_KEY_UNKNOWN", "the bearer token names no key id")
+        key = await self._keys.key(key_id)
+        if key is None:
+            raise InvalidCredential(
+                "TOKEN_KEY_UNKNOWN", "the bearer token names a key the issuer does not publish"
+            )
+        if key.algorithm_name != algorithm:
+            raise InvalidCredential(
+                "TOKEN_ALGORITHM_REFUSED", "the token's algorithm does not match its key"
+            )
+        claims = self._decode(token, key, algorithm)
+        return principal_from_claims(claims, self.issuer), float(claims["exp"])
+
+    def _decode(self, token: str, key: jwt.PyJWK, algorithm: str) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt_errors.PyJWTError as error:
+            for kind, reason, message in _REFUSALS:
+                if isinstance(error, kind):
+                    raise InvalidCredential(reason, message) from None
+            raise  # unreachable: PyJWTError is the last entry
+        return claims
+
+    def _remember(self, token: str, verified: _Verified) -> None:
+        self._remembered[token] = verified
+        if len(self._remembered) > self._remembered_max:
+            self._remembered.popitem(last=False)

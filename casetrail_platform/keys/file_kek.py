@@ -1,0 +1,75 @@
+"""The embedded default KEK: 32 random bytes in a file in the data directory (mode 0600).
+
+Whoever reads this file and a copy of the key table can read every client's sensitive fields
+that were not erased: production keeps the KEK in a KMS instead (``casetrail_platform.keys.kms``).
+The file is created atomically (several services of one agency may start at once and must share
+one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from casetrail_platform.keys.port import KeyEncryptionKey, KeyUnavailableError
+
+KEK_FILE_NAME = "agency-key-encryption-key.bin"
+"""Under ``<data dir>/keys/``: the agency's key-encryption key (keep it out of backups that
+hold the key table, or the backup outlives every erasure)."""
+
+_NONCE_BYTES = 12
+
+
+class FileKeyEncryptionKey(KeyEncryptionKey):
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._aead: AESGCM | None = None
+        self._key_id = ""
+
+    @property
+    def key_id(self) -> str:
+        self._load()
+        return self._key_id
+
+    def wrap(self, data_key: bytes, context: bytes) -> bytes:
+        nonce = os.urandom(_NONCE_BYTES)
+        return nonce + self._load().encrypt(nonce, data_key, context)
+
+    def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
+        try:
+            return self._load().decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], context)
+        except InvalidTag:
+            raise KeyUnavailableError(
+                f"a data key wrapped by another KEK than {self._path}"
+            ) from None
+
+    def _load(self) -> AESGCM:
+        if self._aead is None:
+            key = _read_or_create(self._path)
+            self._key_id = "file:" + hashlib.sha256(key).hexdigest()[:16]
+            self._aead = AESGCM(key)
+        return self._aead
+
+
+def _read_or_create(path: Path) -> bytes:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(AESGCM.generate_key(bit_length=256))
+            file.flush()
+            os.fsync(file.fileno())
+        # link() fails when another process created the file first: theirs is the one used.
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+        temporary.unlink()
+    key = path.read_bytes()
+    if len(key) != 32:
+        raise KeyUnavailableError("key-encryption key file (it does not hold 32 bytes)")
+    return key

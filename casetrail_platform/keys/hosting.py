@@ -1,0 +1,48 @@
+"""Where a service finds the agency's keys: the KEK and the data-key table of its backend."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from casetrail_platform.keys.fields import FieldProtection
+from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
+from casetrail_platform.keys.keyring import ClientKeyring
+from casetrail_platform.keys.port import DataKeyTable, KeyEncryptionKey
+from events.registry import EventRegistry
+
+KEK_FILE_VARIABLE = "CASETRAIL_KEY_ENCRYPTION_KEY_FILE"
+"""Path of the agency KEK file when it is not ``<data dir>/keys/`` (a mounted secret: every
+process of the agency must use the same one)."""
+
+
+def keys_dir(data_dir: Path) -> Path:
+    return data_dir / "keys"
+
+
+def default_kek(data_dir: Path) -> KeyEncryptionKey:
+    configured = os.environ.get(KEK_FILE_VARIABLE)
+    path = Path(configured) if configured else keys_dir(data_dir) / KEK_FILE_NAME
+    return FileKeyEncryptionKey(path)
+
+
+def data_key_table(data_dir: Path, postgres_dsn: str | None) -> DataKeyTable:
+    if postgres_dsn is not None:
+        from casetrail_platform.keys.postgres import PostgresDataKeyTable
+
+        return PostgresDataKeyTable(postgres_dsn)
+    from casetrail_platform.keys.sqlite import KEYS_FILE_NAME, SqliteDataKeyTable
+
+    return SqliteDataKeyTable(keys_dir(data_dir) / KEYS_FILE_NAME)
+
+
+def protected_registry(
+    registry: EventRegistry,
+    data_dir: Path,
+    postgres_dsn: str | None,
+    kek: KeyEncryptionKey | None = None,
+) -> EventRegistry:
+    """``registry`` sealing and opening sensitive fields with the agency's keys (nothing is
+    opened or read until the first event is sealed or opened)."""
+    keyring = ClientKeyring(kek or default_kek(data_dir), data_key_table(data_dir, postgres_dsn))
+    return registry.protected(FieldProtection(keyring))

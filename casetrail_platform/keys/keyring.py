@@ -1,0 +1,145 @@
+"""A client's data keys as the services use them: created on first use, unwrapped once and
+cached, forgotten for good on erasure.
+
+The cache holds unwrapped keys for ``cache_seconds`` at most: a key destroyed by another process
+stops being usable here when its ``casetrail.client.erased`` event arrives (every service
+consumes it and calls ``forget``) or, at the latest, when the entry expires.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from casetrail_platform.keys.port import (
+    DataKeyError,
+    DataKeyTable,
+    KeyEncryptionKey,
+    StoredDataKey,
+    UnknownDataKeyError,
+)
+
+CASE_OWNER_PREFIX = "case:"
+"""Owner of the key of a case whose client the key table does not know (a case opened before
+keys existed, or by another agency): its events are erased with the client once the case is
+bound (``bind_case``)."""
+
+
+class ClientErasedError(DataKeyError):
+    """The client was erased: nothing sensitive may be recorded about them again."""
+
+    def __init__(self, owner: str) -> None:
+        super().__init__(f"the data key of {owner!r} was destroyed (the client was erased)")
+        self.owner = owner
+
+
+class ClientKeyring:
+    def __init__(
+        self, kek: KeyEncryptionKey, table: DataKeyTable, cache_seconds: float = 60.0
+    ) -> None:
+        self.kek = kek
+        self.table = table
+        self._cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._keys: dict[tuple[str, int], tuple[float, AESGCM | None]] = {}
+        self._current: dict[str, tuple[float, int]] = {}
+        self._case_clients: dict[str, str] = {}
+        self._unbound: dict[str, float] = {}
+        """Cases the key table bound to no client, and when that was last asked."""
+
+    def encryption_key(self, owner: str) -> tuple[int, AESGCM]:
+        """The version and key new data of ``owner`` is sealed with (created when missing)."""
+        now = time.monotonic()
+        cached = self._current.get(owner)
+        if cached is not None and now - cached[0] < self._cache_seconds:
+            key = self.decryption_key(owner, cached[1])
+            if key is not None:
+                return cached[1], key
+        stored = self.table.current(owner)
+        if stored is None:
+            stored = self._create(owner, 1)
+        if stored.wrapped is None:
+            raise ClientErasedError(owner)
+        key = self._remember(stored)
+        assert key is not None
+        with self._lock:
+            self._current[owner] = (now, stored.version)
+        return stored.version, key
+
+    def decryption_key(self, owner: str, version: int) -> AESGCM | None:
+        """The key of ``owner`` at ``version``; ``None`` when it was destroyed (erased)."""
+        cached = self._keys.get((owner, version))
+        if cached is not None and time.monotonic() - cached[0] < self._cache_seconds:
+            return cached[1]
+        stored = self.table.version(owner, version)
+        if stored is None:
+            raise UnknownDataKeyError(owner, version)
+        return self._remember(stored)
+
+    def destroy(self, owner: str) -> int:
+        """Destroy every version of ``owner``'s key (idempotent); how many were live."""
+        destroyed = self.table.destroy(owner)
+        self.forget(owner)
+        return destroyed
+
+    def forget(self, owner: str) -> None:
+        """Drop what this process cached of ``owner``'s keys."""
+        with self._lock:
+            for cached in [key for key in self._keys if key[0] == owner]:
+                del self._keys[cached]
+            self._current.pop(owner, None)
+
+    def owner_of_case(self, case_id: str) -> str:
+        """Whose key seals the sensitive fields of ``case_id``'s events."""
+        client = self._case_clients.get(case_id)
+        if client is not None:
+            return client
+        unbound = self._unbound.get(case_id)
+        if unbound is not None and time.monotonic() - unbound < self._cache_seconds:
+            # Not known a moment ago: asked again only once the entry expires, not per event.
+            return CASE_OWNER_PREFIX + case_id
+        client = self.table.client_of_case(case_id)
+        with self._lock:
+            if client is None:
+                self._unbound[case_id] = time.monotonic()
+                return CASE_OWNER_PREFIX + case_id
+            self._case_clients[case_id] = client
+            self._unbound.pop(case_id, None)
+        return client
+
+    def bind_case(self, case_id: str, client_id: str) -> None:
+        if self._case_clients.get(case_id) == client_id:
+            return
+        self.table.bind_case(case_id, client_id)
+        with self._lock:
+            self._case_clients[case_id] = client_id
+            self._unbound.pop(case_id, None)
+
+    def owners_of_client(self, client_id: str, case_ids: Iterable[str] = ()) -> list[str]:
+        """Every key owner whose data is the client's: the client and the own keys of their
+        cases (``case_ids`` and those the key table binds to the client)."""
+        cases = sorted({*case_ids, *self.table.cases_of(client_id)})
+        return [client_id] + [CASE_OWNER_PREFIX + case_id for case_id in cases]
+
+    def _create(self, owner: str, version: int) -> StoredDataKey:
+        data_key = AESGCM.generate_key(bit_length=256)
+        wrapped = self.kek.wrap(data_key, wrap_context(owner, version))
+        return self.table.create(owner, version, wrapped, self.kek.key_id)
+
+    def _remember(self, stored: StoredDataKey) -> AESGCM | None:
+        key: AESGCM | None = None
+        if stored.wrapped is not None:
+            key = AESGCM(
+                self.kek.unwrap(stored.wrapped, wrap_context(stored.owner, stored.version))
+            )
+        with self._lock:
+            self._keys[(stored.owner, stored.version)] = (time.monotonic(), key)
+        return key
+
+
+def wrap_context(owner: str, version: int) -> bytes:
+    """Bound to a wrapped key: it unwraps only as the key of this owner and version."""
+    return f"casetrail-data-key/1\x00{owner}\x00{version}".encode()

@@ -1,0 +1,156 @@
+"""The data-key table of the distributed backend: schema ``casetrail_keys``, one per agency
+database, shared by every service.
+
+Synchronous (psycopg's blocking connection) like the port: it is asked on a keyring's cache
+miss only. Destroying a key clears its wrapped bytes and vacuums the table, so the old row
+version is neither readable nor dumped (``pg_dump`` reads live rows; base backups and WAL
+archives keep it until they expire: the KEK in a KMS is what makes those useless).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import psycopg
+
+from casetrail_platform.keys.port import DataKeyTable, KeyUnavailableError, StoredDataKey
+from casetrail_platform.store.pg_connections import CONNECT_TIMEOUT_SECONDS
+
+KEYS_SCHEMA = "casetrail_keys"
+
+_SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS {schema};
+CREATE TABLE IF NOT EXISTS {schema}.data_keys (
+    owner text NOT NULL,
+    version integer NOT NULL CHECK (version > 0),
+    wrapped bytea,
+    kek_id text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    destroyed_at timestamptz,
+    PRIMARY KEY (owner, version)
+);
+CREATE TABLE IF NOT EXISTS {schema}.case_clients (
+    case_id text PRIMARY KEY,
+    client_id text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS case_clients_by_client ON {schema}.case_clients (client_id);
+"""
+
+_COLUMNS = "owner, version, wrapped, kek_id, created_at, destroyed_at"
+
+
+class PostgresDataKeyTable(DataKeyTable):
+    def __init__(self, dsn: str, schema: str = KEYS_SCHEMA) -> None:
+        self._dsn = dsn
+        self._schema = schema
+        self._lock = threading.Lock()
+        self._connection: psycopg.Connection[Any] | None = None
+
+    def current(self, owner: str) -> StoredDataKey | None:
+        rows = self._run(
+            f"SELECT {_COLUMNS} FROM data_keys WHERE owner = %s ORDER BY version DESC LIMIT 1",
+            (owner,),
+        )
+        return _key(rows[0]) if rows else None
+
+    def version(self, owner: str, version: int) -> StoredDataKey | None:
+        rows = self._run(
+            f"SELECT {_COLUMNS} FROM data_keys WHERE owner = %s AND version = %s",
+            (owner, version),
+        )
+        return _key(rows[0]) if rows else None
+
+    def create(self, owner: str, version: int, wrapped: bytes, kek_id: str) -> StoredDataKey:
+        self._run(
+            "INSERT INTO data_keys (owner, version, wrapped, kek_id) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (owner, version) DO NOTHING",
+            (owner, version, wrapped, kek_id),
+            fetch=False,
+        )
+        stored = self.version(owner, version)
+        assert stored is not None
+        return stored
+
+    def destroy(self, owner: str) -> int:
+        rows = self._run(
+            "UPDATE data_keys SET wrapped = NULL, destroyed_at = now()"
+            " WHERE owner = %s AND wrapped IS NOT NULL RETURNING version",
+            (owner,),
+        )
+        if rows:
+            self._run("VACUUM data_keys", (), fetch=False)
+        return len(rows)
+
+    def bind_case(self, case_id: str, client_id: str) -> None:
+        self._run(
+            "INSERT INTO case_clients (case_id, client_id) VALUES (%s, %s)"
+            " ON CONFLICT (case_id) DO NOTHING",
+            (case_id, client_id),
+            fetch=False,
+        )
+
+    def client_of_case(self, case_id: str) -> str | None:
+        rows = self._run("SELECT client_id FROM case_clients WHERE case_id = %s", (case_id,))
+        return str(rows[0][0]) if rows else None
+
+    def cases_of(self, client_id: str) -> list[str]:
+        rows = self._run(
+            "SELECT case_id FROM case_clients WHERE client_id = %s ORDER BY case_id",
+            (client_id,),
+        )
+        return [str(row[0]) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def _run(
+        self, query: str, parameters: tuple[object, ...], *, fetch: bool = True
+    ) -> list[tuple[Any, ...]]:
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    cursor = self._open().execute(query, parameters)
+                    return cursor.fetchall() if fetch else []
+                except psycopg.OperationalError as error:
+                    # A dropped session (server restart): one more try on a fresh one.
+                    self._drop()
+                    if attempt == 2:
+                        raise KeyUnavailableError("data-key table") from error
+        raise AssertionError("unreachable")
+
+    def _open(self) -> psycopg.Connection[Any]:
+        if self._connection is None or self._connection.closed or self._connection.broken:
+            connection: psycopg.Connection[Any] = psycopg.connect(
+                self._dsn,
+                autocommit=True,
+                options=f"-c TimeZone=UTC -c search_path={self._schema}",
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            )
+            try:
+                connection.execute("SELECT pg_advisory_lock(hashtext('casetrail.keys.schema'))")
+                connection.execute(_SCHEMA.format(schema=self._schema))
+            finally:
+                connection.execute("SELECT pg_advisory_unlock(hashtext('casetrail.keys.schema'))")
+            self._connection = connection
+        return self._connection
+
+    def _drop(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _key(row: tuple[Any, ...]) -> StoredDataKey:
+    owner, version, wrapped, kek_id, created_at, destroyed_at = row
+    return StoredDataKey(
+        owner,
+        version,
+        None if wrapped is None else bytes(wrapped),
+        kek_id,
+        created_at,
+        destroyed_at,
+    )

@@ -1,0 +1,154 @@
+"""The data-key table of the embedded default: ``<data dir>/keys/keys.db``, shared by the
+agency's services (every service decrypts every other's events).
+
+Destroying a key deletes its row with ``secure_delete`` on (SQLite zeroes the freed space) and
+leaves a tombstone, then truncates the write-ahead log, so the wrapped key survives in neither
+file.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from casetrail_platform.keys.port import DataKeyTable, StoredDataKey
+
+KEYS_FILE_NAME = "keys.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS data_keys (
+    owner TEXT NOT NULL,
+    version INTEGER NOT NULL CHECK (version > 0),
+    wrapped BLOB,
+    kek_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    destroyed_at TEXT,
+    PRIMARY KEY (owner, version)
+);
+CREATE TABLE IF NOT EXISTS case_clients (
+    case_id TEXT PRIMARY KEY,
+    client_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS case_clients_by_client ON case_clients (client_id);
+"""
+
+_COLUMNS = "owner, version, wrapped, kek_id, created_at, destroyed_at"
+
+
+class SqliteDataKeyTable(DataKeyTable):
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.RLock()
+        self._opened: sqlite3.Connection | None = None
+
+    @property
+    def _connection(self) -> sqlite3.Connection:
+        """Opened on first use (nothing is opened when the table object is made)."""
+        with self._lock:
+            if self._opened is None:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                connection = sqlite3.connect(
+                    self._path, isolation_level=None, check_same_thread=False, timeout=30
+                )
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("PRAGMA synchronous=FULL")
+                connection.execute("PRAGMA secure_delete=ON")
+                connection.executescript(_SCHEMA)
+                self._opened = connection
+            return self._opened
+
+    def current(self, owner: str) -> StoredDataKey | None:
+        return self._one(
+            f"SELECT {_COLUMNS} FROM data_keys WHERE owner = ? ORDER BY version DESC LIMIT 1",
+            (owner,),
+        )
+
+    def version(self, owner: str, version: int) -> StoredDataKey | None:
+        return self._one(
+            f"SELECT {_COLUMNS} FROM data_keys WHERE owner = ? AND version = ?", (owner, version)
+        )
+
+    def create(self, owner: str, version: int, wrapped: bytes, kek_id: str) -> StoredDataKey:
+        with self._lock:
+            self._connection.execute(
+                "INSERT OR IGNORE INTO data_keys (owner, version, wrapped, kek_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (owner, version, wrapped, kek_id, _now()),
+            )
+        stored = self.version(owner, version)
+        assert stored is not None
+        return stored
+
+    def destroy(self, owner: str) -> int:
+        with self._lock:
+            connection = self._connection
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                live = connection.execute(
+                    "SELECT version, kek_id, created_at FROM data_keys"
+                    " WHERE owner = ? AND wrapped IS NOT NULL",
+                    (owner,),
+                ).fetchall()
+                connection.execute(
+                    "DELETE FROM data_keys WHERE owner = ? AND wrapped IS NOT NULL", (owner,)
+                )
+                connection.executemany(
+                    "INSERT INTO data_keys (owner, version, wrapped, kek_id, created_at,"
+                    " destroyed_at) VALUES (?, ?, NULL, ?, ?, ?)",
+                    [(owner, version, kek, created, _now()) for version, kek, created in live],
+                )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return len(live)
+
+    def bind_case(self, case_id: str, client_id: str) -> None:
+        with self._lock:
+            self._connection.execute(
+                "INSERT OR IGNORE INTO case_clients (case_id, client_id) VALUES (?, ?)",
+                (case_id, client_id),
+            )
+
+    def client_of_case(self, case_id: str) -> str | None:
+        with self._lock:
+            row = self._connection.execute(
+                "SELECT client_id FROM case_clients WHERE case_id = ?", (case_id,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def cases_of(self, client_id: str) -> list[str]:
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT case_id FROM case_clients WHERE client_id = ? ORDER BY case_id",
+                (client_id,),
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._opened is not None:
+                self._opened.close()
+                self._opened = None
+
+    def _one(self, query: str, parameters: tuple[object, ...]) -> StoredDataKey | None:
+        with self._lock:
+            row = self._connection.execute(query, parameters).fetchone()
+        if row is None:
+            return None
+        owner, version, wrapped, kek_id, created_at, destroyed_at = row
+        return StoredDataKey(
+            owner,
+            version,
+            None if wrapped is None else bytes(wrapped),
+            kek_id,
+            datetime.fromisoformat(created_at),
+            None if destroyed_at is None else datetime.fromisoformat(destroyed_at),
+        )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()

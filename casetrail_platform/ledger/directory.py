@@ -1,0 +1,78 @@
+"""Every service's log as another party sees it: its ledger (read only) and its public key.
+
+Audit reads the other services' ledgers the way a transparency-log client reads a log's tiles:
+hashes and signed checkpoints only, never the events (on PostgreSQL as the role
+``casetrail_ledger_reader``, which may read nothing else and write nothing). A log appears once
+its service has stored something (embedded: its ``ledger.db`` exists).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from casetrail_platform.ledger.hosting import key_path, open_ledger_store
+from casetrail_platform.ledger.note import NoteError, Verifier, origin_of
+from casetrail_platform.ledger.port import LedgerStore
+
+if TYPE_CHECKING:
+    from casetrail_platform.hosting import Infrastructure
+
+SERVICES = ("intake", "coordination", "planning", "audit")
+
+
+class LedgerDirectory:
+    def __init__(self, infra: Infrastructure, services: tuple[str, ...] = SERVICES) -> None:
+        self._infra = infra
+        self.services = services
+        self._logs: dict[str, LedgerStore] = {}
+        self._lock = asyncio.Lock()
+
+    def origin(self, service: str) -> str:
+        return origin_of(self._infra.agency, service)
+
+    def service_of(self, origin: str) -> str | None:
+        for service in self.services:
+            if self.origin(service) == origin:
+                return service
+        return None
+
+    async def log(self, service: str) -> LedgerStore | None:
+        async with self._lock:
+            if service in self._logs:
+                return self._logs[service]
+            infra = self._infra
+            if infra.postgres_dsn is None and not (infra.data_dir / service / "ledger.db").exists():
+                return None
+            try:
+                store = await open_ledger_store(infra, service, reader=True)
+            except Exception:
+                return None  # not created yet by its service (distributed: schema missing)
+            self._logs[service] = store
+            return store
+
+    async def verifier(self, service: str) -> Verifier | None:
+        """The service's published key (the key port's, or the ``.pub`` file it wrote)."""
+        infra = self._infra
+        if infra.ledger_signer is not None:
+            return await infra.ledger_signer(self.origin(service)).verifier()
+        published = key_path(infra.data_dir, service).with_suffix(".pub")
+        try:
+            text = await asyncio.to_thread(Path.read_text, published)
+            return Verifier.parse(text)
+        except (OSError, NoteError):
+            return None
+
+    async def verifiers(self) -> dict[str, Verifier]:
+        found: dict[str, Verifier] = {}
+        for service in self.services:
+            verifier = await self.verifier(service)
+            if verifier is not None:
+                found[verifier.name] = verifier
+        return found
+
+    async def close(self) -> None:
+        for store in self._logs.values():
+            await store.close()
+        self._logs.clear()

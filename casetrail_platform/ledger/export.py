@@ -1,0 +1,165 @@
+"""Proofs inside a case export, and checking an export offline.
+
+Each line of an export is a CloudEvents JSON document; the ledger adds two extension attributes:
+
+* ``ledgerproof``: JSON text ``{"log": origin, "position": n, "treesize": N, "proof": [base64
+  hashes]}``, the RFC 9162 inclusion proof of the event (leaf ``position - 1``) in the tree of
+  its service's log of ``treesize`` events;
+* ``ledgercheckpoint``: the signed note of that tree (C2SP tlog-checkpoint), which the proof
+  leads to.
+
+The leaf is recomputed from the line itself (``canonical_of_record``: the canonical bytes of
+``casetrail_platform.ledger.canonical`` from the event's attributes and data), so any change to a
+line, to its proof or to the checkpoint fails verification, and a checkpoint is trusted only under a
+public key the verifier got elsewhere (``casetrail ledger-keys``, the README, the data dir).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from casetrail_platform.ledger.canonical import canonical_row
+from casetrail_platform.ledger.merkle import ProofError, leaf_hash, verify_inclusion
+from casetrail_platform.ledger.note import NoteError, Verifier, open_checkpoint
+from events.envelope import RecordedEvent, to_micros
+from events.errors import InvalidEventError
+from events.registry import EventRegistry
+
+PROOF_ATTRIBUTE = "ledgerproof"
+CHECKPOINT_ATTRIBUTE = "ledgercheckpoint"
+
+
+def canonical_of_record(recorded: RecordedEvent) -> bytes:
+    """The canonical bytes of an event as its store holds it, from the record (read back from
+    a store, the bus or an export). For an event stored under an older schema version the
+    record carries the upcast data, which is not what was hashed: its proof does not verify."""
+    metadata = recorded.metadata
+    return canonical_row(
+        (
+            recorded.position,
+            str(recorded.event_id),
+            recorded.stream,
+            recorded.sequence,
+            recorded.event_type,
+            recorded.schema_version,
+            recorded.data,
+            metadata.source,
+            metadata.actor.user_id,
+            metadata.actor.role.value,
+            str(metadata.correlation_id),
+            None if metadata.causation_id is None else str(metadata.causation_id),
+            to_micros(metadata.occurred_at),
+            to_micros(recorded.recorded_at),
+            recorded.subject,
+        )
+    )
+
+
+def proof_attributes(
+    origin: str, position: int, tree_size: int, proof: list[bytes], note: str
+) -> dict[str, str]:
+    document = {
+        "log": origin,
+        "position": position,
+        "treesize": tree_size,
+        "proof": [base64.b64encode(item).decode() for item in proof],
+    }
+    return {
+        PROOF_ATTRIBUTE: json.dumps(document, separators=(",", ":")),
+        CHECKPOINT_ATTRIBUTE: note,
+    }
+
+
+@dataclass
+class ExportVerification:
+    lines: int = 0
+    verified: int = 0
+    problems: list[str] = field(default_factory=list)
+    checkpoints: dict[str, int] = field(default_factory=dict)
+    """The largest tree size seen per log."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.lines > 0 and self.verified == self.lines
+
+
+def verify_export(
+    text: str, registry: EventRegistry, verifiers: Mapping[str, Verifier]
+) -> ExportVerification:
+    """Checks every line of an export: it decodes, carries a proof, its checkpoint is signed by
+    the key of its log, and the proof leads from the event's own leaf to that root."""
+    from events.cloudevents import from_structured
+
+    result = ExportVerification()
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        result.lines += 1
+        problem = _verify_line(line, registry, verifiers, result, from_structured)
+        if problem is None:
+            result.verified += 1
+        else:
+            result.problems.append(f"line {number}: {problem}")
+    if result.lines == 0:
+        result.problems.append("the export holds no events")
+    return result
+
+
+def _verify_line(
+    line: str,
+    registry: EventRegistry,
+    verifiers: Mapping[str, Verifier],
+    result: ExportVerification,
+    decode: Any,
+) -> str | None:
+    try:
+        document = json.loads(line)
+    except json.JSONDecodeError as error:
+        return f"not valid JSON ({error.msg})"
+    if not isinstance(document, dict):
+        return "not a JSON object"
+    try:
+        recorded: RecordedEvent = decode(document, registry)
+    except InvalidEventError as error:
+        return f"not a casetrail CloudEvent ({error})"
+    label = f"event {document.get('id')}"
+    proof_text, note = document.get(PROOF_ATTRIBUTE), document.get(CHECKPOINT_ATTRIBUTE)
+    if not isinstance(proof_text, str) or not isinstance(note, str):
+        return f"{label} carries no {PROOF_ATTRIBUTE} and {CHECKPOINT_ATTRIBUTE}"
+    try:
+        proof = json.loads(proof_text)
+        origin, position = str(proof["log"]), int(proof["position"])
+        tree_size = int(proof["treesize"])
+        hashes = [base64.b64decode(item, validate=True) for item in proof["proof"]]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        return f"{label}: {PROOF_ATTRIBUTE} is malformed"
+    verifier = verifiers.get(origin)
+    if verifier is None:
+        return f"{label}: no public key for log {origin!r}"
+    try:
+        checkpoint = open_checkpoint(note, verifier)
+    except NoteError as error:
+        return f"{label}: checkpoint of {origin}: {error}"
+    if checkpoint.size != tree_size:
+        return (
+            f"{label}: the proof is for {tree_size} events, the checkpoint signs {checkpoint.size}"
+        )
+    if position != recorded.position:
+        return f"{label}: the proof is for position {position}, the event is at {recorded.position}"
+    try:
+        verify_inclusion(
+            position - 1,
+            tree_size,
+            leaf_hash(canonical_of_record(recorded)),
+            hashes,
+            checkpoint.root,
+        )
+    except ProofError as error:
+        return f"{label} (position {position} of {origin}): {error}"
+    result.checkpoints[origin] = max(result.checkpoints.get(origin, 0), tree_size)
+    return None

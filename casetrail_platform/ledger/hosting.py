@@ -1,0 +1,129 @@
+"""How a service process runs its ledger: open it beside the event store, follow the store,
+sign on a schedule, publish checkpoints, report health (``casetrail.<service>.ledger``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from casetrail_platform.ledger.keys import CheckpointSigner, FileSigner
+from casetrail_platform.ledger.log import LedgerLog, LedgerTampered
+from casetrail_platform.ledger.note import origin_of
+from casetrail_platform.ledger.port import LedgerStore, StoredCheckpoint
+
+if TYPE_CHECKING:
+    from grpc_health.v1 import health
+
+    from casetrail_platform.hosting import Infrastructure
+    from casetrail_platform.store.port import EventStore
+
+log = logging.getLogger(__name__)
+
+
+def ledger_settings(infra: Infrastructure, environ: Mapping[str, str]) -> Infrastructure:
+    """``CASETRAIL_AGENCY`` (the origins' middle part) and ``CASETRAIL_LEDGER_SIGN_EVERY``
+    (seconds between checkpoints) from the environment, when set."""
+    agency = environ.get("CASETRAIL_AGENCY") or infra.agency
+    every = float(environ.get("CASETRAIL_LEDGER_SIGN_EVERY") or infra.ledger_sign_every)
+    if every <= 0:
+        raise ValueError("CASETRAIL_LEDGER_SIGN_EVERY must be a positive number of seconds")
+    origin_of(agency, "intake")  # refuses an agency name that makes no valid origin
+    return dataclasses.replace(infra, agency=agency, ledger_sign_every=every)
+
+
+def key_path(data_dir: Path, service: str) -> Path:
+    """Where the embedded default keeps a service's signing key (its ``.pub`` beside it)."""
+    return data_dir / service / "ledger.key"
+
+
+def signer_for(infra: Infrastructure, service: str) -> CheckpointSigner:
+    origin = origin_of(infra.agency, service)
+    if infra.ledger_signer is not None:
+        return infra.ledger_signer(origin)
+    return FileSigner(origin, key_path(infra.data_dir, service))
+
+
+async def open_ledger_store(
+    infra: Infrastructure, service: str, *, reader: bool = False
+) -> LedgerStore:
+    """The ledger of the service's event store (which must have been opened once);
+    ``reader``: as another party reads it (PostgreSQL: ``READER_ROLE``, read only)."""
+    if infra.postgres_dsn is not None:
+        from casetrail_platform.ledger.postgres import PostgresLedgerStore
+
+        if reader:
+            return await PostgresLedgerStore.connect_reader(
+                infra.postgres_dsn, schema=f"{service}_events"
+            )
+        return await PostgresLedgerStore.connect(infra.postgres_dsn, schema=f"{service}_events")
+    from casetrail_platform.ledger.sqlite import SqliteLedgerStore
+
+    directory = infra.service_dir(service)
+    return await SqliteLedgerStore.open(directory / "ledger.db", directory / "events.db")
+
+
+async def open_ledger(infra: Infrastructure, service: str) -> LedgerLog:
+    store = await open_ledger_store(infra, service)
+    try:
+        signer = await asyncio.to_thread(signer_for, infra, service)
+    except BaseException:
+        await store.close()
+        raise
+    return LedgerLog(store, signer)
+
+
+async def run_ledger(
+    ledger: LedgerLog,
+    store: EventStore,
+    health_servicer: health.aio.HealthServicer,
+    health_name: str,
+    stop: asyncio.Event,
+    *,
+    sign_every: float,
+    retry_after: float = 5.0,
+) -> None:
+    """Follow ``store`` and sign until ``stop``; NOT_SERVING while the ledger is stopped (the
+    service itself keeps serving): SERVING again once it follows the store again after an
+    outage (a database restart), but never after it found the store no longer matching it
+    (``LedgerTampered``: an operator must look)."""
+    from grpc_health.v1 import health_pb2
+
+    await health_servicer.set(health_name, health_pb2.HealthCheckResponse.SERVING)
+    tampered = False
+
+    async def stopped(error: Exception) -> None:
+        nonlocal tampered
+        tampered = tampered or isinstance(error, LedgerTampered)
+        await health_servicer.set(health_name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def resumed() -> None:
+        if not tampered:
+            await health_servicer.set(health_name, health_pb2.HealthCheckResponse.SERVING)
+
+    await ledger.run(
+        store.wait_for_append,
+        stop,
+        sign_every=sign_every,
+        on_error=stopped,
+        on_resumed=resumed,
+        retry_after=retry_after,
+    )
+    with contextlib.suppress(Exception):
+        await ledger.sign()  # a last checkpoint of everything stored before stopping
+
+
+def kafka_publication(
+    infra: Infrastructure,
+) -> tuple[Callable[[StoredCheckpoint], Awaitable[None]], Callable[[], Awaitable[None]]] | None:
+    """Publishes signed checkpoints on the ledger topic (distributed backend only)."""
+    if infra.kafka is None:
+        return None
+    from casetrail_platform.ledger.publication import KafkaCheckpointPublisher
+
+    publisher = KafkaCheckpointPublisher(infra.kafka)
+    return publisher.publish, publisher.stop

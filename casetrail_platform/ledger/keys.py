@@ -1,0 +1,113 @@
+"""The signing-key port: who signs a log's checkpoints, without handing out the private key.
+
+``CheckpointSigner`` is shaped like a KMS: it signs bytes and tells its public key, nothing
+more, so a production adapter can keep the key in a KMS or HSM (``RemoteSigner`` wraps any
+such sign call). The embedded default, ``FileSigner``, generates an Ed25519 key into the data
+directory on first use (mode 0600) and publishes its verifier key beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from casetrail_platform.ledger.note import Checkpoint, Verifier, signature_line
+
+
+class CheckpointSigner(ABC):
+    """Signs checkpoints of one log (its key name is the log's origin)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @abstractmethod
+    async def public_key(self) -> bytes:
+        """The raw 32-byte Ed25519 public key."""
+
+    @abstractmethod
+    async def sign(self, message: bytes) -> bytes:
+        """The Ed25519 signature of ``message``."""
+
+    async def verifier(self) -> Verifier:
+        return Verifier(self.name, await self.public_key())
+
+    async def sign_checkpoint(self, checkpoint: Checkpoint) -> str:
+        """The checkpoint as a signed note."""
+        if checkpoint.origin != self.name:
+            raise ValueError(f"this key signs {self.name!r}, not {checkpoint.origin!r}")
+        body = checkpoint.body()
+        signature = await self.sign(body.encode())
+        return body + "\n" + signature_line(self.name, await self.public_key(), signature)
+
+
+class FileSigner(CheckpointSigner):
+    """An Ed25519 key in a PEM file, generated when missing (the embedded default)."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        super().__init__(name)
+        self._key = _load_or_create(path)
+        self._public = self._key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        published = path.with_suffix(".pub")
+        text = f"{Verifier(name, self._public)}\n"
+        if not published.exists() or published.read_text() != text:
+            published.write_text(text)
+
+    async def public_key(self) -> bytes:
+        return self._public
+
+    async def sign(self, message: bytes) -> bytes:
+        return self._key.sign(message)
+
+
+class RemoteSigner(CheckpointSigner):
+    """A key held elsewhere (a KMS, an HSM): ``sign`` is the remote call; the public key is
+    configured (published by the key's owner), never fetched from the signer itself."""
+
+    def __init__(
+        self, name: str, public_key: bytes, sign: Callable[[bytes], Awaitable[bytes]]
+    ) -> None:
+        super().__init__(name)
+        self._public = public_key
+        self._sign = sign
+
+    async def public_key(self) -> bytes:
+        return self._public
+
+    async def sign(self, message: bytes) -> bytes:
+        return await self._sign(message)
+
+
+def _load_or_create(path: Path) -> Ed25519PrivateKey:
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path} does not hold an Ed25519 private key")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    # Written under a temporary name with 0600, then renamed: never a readable or half key.
+    temporary = path.with_suffix(".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(pem)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+    return key
+
+
+async def file_signer(name: str, path: Path) -> FileSigner:
+    return await asyncio.to_thread(FileSigner, name, path)

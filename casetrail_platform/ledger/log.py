@@ -1,0 +1,279 @@
+"""A service's transparency log: follows its event store, signs checkpoints, answers proofs.
+
+``LedgerLog.catch_up`` hashes events appended since the ledger's size (leaf i = position i + 1)
+and stores the leaves and the subtrees they complete; it runs behind the command path, like a
+projection, so appends never wait for hashing. ``sign`` signs a checkpoint of the current tree,
+but only after checking that the tree still extends the last checkpoint signed (and that the
+event store still holds what the ledger hashed last): a log never signs two inconsistent
+checkpoints, and a store changed under the ledger stops it with ``LedgerTampered``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from casetrail_platform.ledger import merkle
+from casetrail_platform.ledger.keys import CheckpointSigner
+from casetrail_platform.ledger.merkle import Hash, RootAccumulator
+from casetrail_platform.ledger.note import Checkpoint, Verifier, open_checkpoint
+from casetrail_platform.ledger.port import LedgerConflict, LedgerStore, StoredCheckpoint
+
+log = logging.getLogger(__name__)
+
+BATCH = 5000
+
+
+class LedgerTampered(RuntimeError):
+    """The event store no longer holds what the ledger hashed, or the ledger no longer extends
+    a checkpoint it signed. ``position`` is the first position known to be bad (0: unknown)."""
+
+    def __init__(self, message: str, position: int = 0) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+@dataclass(frozen=True, slots=True)
+class InclusionProof:
+    position: int
+    leaf_hash: Hash
+    tree_size: int
+    hashes: list[Hash]
+
+
+CheckpointListener = Callable[[StoredCheckpoint], Awaitable[None]]
+
+
+class LedgerLog:
+    def __init__(self, store: LedgerStore, signer: CheckpointSigner) -> None:
+        self.store = store
+        self.signer = signer
+        self.origin = signer.name
+        self._frontier: RootAccumulator | None = None
+        self._last_leaf: Hash | None = None
+        self._lock = asyncio.Lock()
+        self.listeners: list[CheckpointListener] = []
+        """Told of every checkpoint signed (e.g. to publish it on the bus)."""
+
+    async def verifier(self) -> Verifier:
+        return await self.signer.verifier()
+
+    async def size(self) -> int:
+        return await self.store.size()
+
+    async def _load_frontier(self) -> tuple[RootAccumulator, Hash | None]:
+        """The tree's right edge and its last leaf, as the ledger stores them."""
+        size = await self.store.size()
+        keys = RootAccumulator.resume(size, [b""] * bin(size).count("1")).completed()
+        known = await self.store.subtrees([*keys, (0, size - 1)] if size else keys)
+        frontier = RootAccumulator.resume(size, [known[key] for key in keys])
+        return frontier, known[(0, size - 1)] if size else None
+
+    async def catch_up(self) -> int:
+        """Hash every event the store holds beyond the ledger; returns the new size."""
+        async with self._lock:
+            while True:
+                if self._frontier is None:
+                    self._frontier, self._last_leaf = await self._load_frontier()
+                frontier = self._frontier
+                size = frontier.size
+                # One query a round: the new events and, first, the one hashed last, which
+                # must still hash to the ledger's last leaf (a store truncated and appended to
+                # again differs there, or earlier).
+                leaves = await self.store.store_leaves(max(size - 1, 0), BATCH + 1)
+                if size:
+                    if not leaves or leaves[0] != (size, self._last_leaf):
+                        raise LedgerTampered(
+                            f"{self.origin}: the event at position {size} is not the one the"
+                            " ledger hashed",
+                            size,
+                        )
+                    leaves = leaves[1:]
+                if not leaves:
+                    return size
+                if leaves[-1][0] != size + len(leaves):
+                    # Positions come sorted and unique: a hole shows as a jump.
+                    expected = next(
+                        size + 1 + offset
+                        for offset, (position, _) in enumerate(leaves)
+                        if position != size + 1 + offset
+                    )
+                    raise LedgerTampered(
+                        f"{self.origin}: the event store has no position {expected}", expected
+                    )
+                runs = frontier.extend_levels([leaf for _, leaf in leaves])
+                try:
+                    await self.store.append(size, runs)
+                except LedgerConflict:
+                    self._frontier = None  # another writer went first: start from its size
+                    continue
+                except BaseException:
+                    self._frontier = None
+                    raise
+                self._last_leaf = leaves[-1][1]
+
+    async def root(self, size: int) -> Hash:
+        return await root_of_log(self.store, size)
+
+    async def _check_last_leaf(self, size: int) -> None:
+        """Before extending the tree: the event at position ``size`` is still the one hashed
+        (a store truncated and appended to again differs there, or earlier)."""
+        if size == 0:
+            return
+        [(position, leaf)] = await self.store.store_leaves(size - 1, 1)
+        [stored] = await self.store.leaf_hashes(size - 1, 1)
+        if position != size or leaf != stored:
+            raise LedgerTampered(
+                f"{self.origin}: the event at position {size} is not the one the ledger hashed",
+                size,
+            )
+
+    async def check_store_tail(self, size: int) -> None:
+        """The event at position ``size`` must still hash to the ledger's last leaf, and the
+        store must not be shorter than the ledger: a cheap guard run before every signature
+        against a store truncated or rewritten behind the ledger's back."""
+        if size == 0:
+            return
+        last = await self.store.store_last_position()
+        if last < size:
+            raise LedgerTampered(
+                f"{self.origin}: the event store ends at position {last} but the ledger holds"
+                f" {size} events",
+                last + 1,
+            )
+        await self._check_last_leaf(size)
+
+    async def sign(self) -> StoredCheckpoint:
+        """Catch up, then sign a checkpoint of the whole tree (or return the latest if the
+        tree has not grown)."""
+        size = await self.catch_up()
+        async with self._lock:
+            latest = await self.store.latest_checkpoint()
+            verifier = await self.signer.verifier()
+            if latest is not None:
+                held = open_checkpoint(latest.note, verifier)
+                if size < held.size:
+                    raise LedgerTampered(
+                        f"{self.origin}: the ledger holds {size} events but signed {held.size}",
+                        size + 1,
+                    )
+                if await self.root(held.size) != held.root:
+                    raise LedgerTampered(
+                        f"{self.origin}: the ledger no longer extends its checkpoint of size"
+                        f" {held.size}; refusing to sign"
+                    )
+                if size == held.size:
+                    await self.check_store_tail(size)
+                    return latest
+            await self.check_store_tail(size)
+            note = await self.signer.sign_checkpoint(
+                Checkpoint(self.origin, size, await self.root(size))
+            )
+            await self.store.save_checkpoint(StoredCheckpoint(size, note))
+            # Another replica may have signed this size first: its note is the one kept.
+            kept = await self.store.checkpoints(after_size=size - 1, limit=1)
+            signed = kept[0] if kept else StoredCheckpoint(size, note)
+            if signed.note != note:
+                return signed
+        for listener in self.listeners:
+            try:
+                await listener(signed)
+            except Exception:
+                log.exception("%s: a checkpoint listener failed", self.origin)
+        return signed
+
+    async def latest(self) -> StoredCheckpoint | None:
+        return await self.store.latest_checkpoint()
+
+    async def inclusion_proof(self, position: int, tree_size: int) -> InclusionProof:
+        return await prove_inclusion(self.store, position, tree_size)
+
+    async def consistency_proof(self, old_size: int, size: int) -> list[Hash]:
+        return await prove_consistency(self.store, old_size, size)
+
+    async def run(
+        self,
+        wait_for_append: Callable[[int, float], Awaitable[None]],
+        stop: asyncio.Event,
+        *,
+        sign_every: float = 60.0,
+        linger: float = 0.25,
+        on_error: Callable[[Exception], Awaitable[None]] | None = None,
+        on_resumed: Callable[[], Awaitable[None]] | None = None,
+        retry_after: float = 5.0,
+    ) -> None:
+        """Follow the event store until ``stop``: hash new events as they arrive and sign a
+        checkpoint every ``sign_every`` seconds when the tree has grown. After a failure
+        (``on_error``) it tries again every ``retry_after`` seconds, and calls ``on_resumed``
+        when a later round succeeds."""
+        loop = asyncio.get_running_loop()
+        next_signature = loop.time()
+        failing = False
+        while not stop.is_set():
+            try:
+                size = await self.catch_up()
+                if size and loop.time() >= next_signature:
+                    await self.sign()
+                    next_signature = loop.time() + sign_every
+            except Exception as error:
+                log.error("%s: ledger stopped: %s", self.origin, error)
+                failing = True
+                if on_error is not None:
+                    await on_error(error)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), retry_after)
+                continue
+            if failing:
+                failing = False
+                log.info("%s: ledger follows the store again", self.origin)
+                if on_resumed is not None:
+                    await on_resumed()
+            wait = max(0.0, min(1.0, next_signature - loop.time()))
+            waiting = asyncio.ensure_future(wait_for_append(size, wait))
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
+            for task in (waiting, stopping):
+                task.cancel()
+            # Let more appends arrive: one ledger round then covers many events. A round has
+            # a fixed cost (a query, a transaction, waking threads) that at one event per
+            # commit outweighed the hashing; a quarter second behind costs nothing, since
+            # nothing is provable before the next checkpoint anyway.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), linger)
+        with contextlib.suppress(Exception):
+            await self.catch_up()  # what was stored before the stop
+
+
+async def prove_inclusion(store: LedgerStore, position: int, tree_size: int) -> InclusionProof:
+    """The proof that the event at ``position`` is in the tree of ``tree_size`` events."""
+    if not 1 <= position <= tree_size:
+        raise merkle.ProofError(f"position {position} is not in a tree of size {tree_size}")
+    keys = [*merkle.inclusion_subtrees(position - 1, tree_size), (0, position - 1)]
+    # One read: the ledger's size is asked only when a hash is missing, to say why.
+    known = dict(await store.subtrees(keys))
+    if len(known) < len(set(keys)):
+        size = await store.size()
+        if tree_size > size:
+            raise merkle.ProofError(
+                f"tree size {tree_size} is beyond the ledger's current size {size}"
+            )
+    hashes = merkle.inclusion_proof(position - 1, tree_size, lambda _: known)
+    return InclusionProof(position, known[(0, position - 1)], tree_size, hashes)
+
+
+async def prove_consistency(store: LedgerStore, old_size: int, size: int) -> list[Hash]:
+    """The proof that the tree of ``size`` events extends the one of ``old_size``."""
+    merkle.check_sizes(old_size, size)
+    current = await store.size()
+    if size > current:
+        raise merkle.ProofError(f"tree size {size} is beyond the ledger's current size {current}")
+    known = dict(await store.subtrees(merkle.consistency_subtrees(old_size, size)))
+    return merkle.consistency_proof(old_size, size, lambda _: known)
+
+
+async def root_of_log(store: LedgerStore, size: int) -> Hash:
+    known = dict(await store.subtrees(merkle.subtree_keys(0, size)))
+    return merkle.root_at(size, lambda _: known)

@@ -1,0 +1,153 @@
+"""Checkpoints as C2SP ``tlog-checkpoint`` bodies in C2SP ``signed-note`` envelopes.
+
+A checkpoint body is three lines: the log's origin (``casetrail/<agency>/<service>``), the tree
+size in decimal, and the root hash in standard base64. A signed note is the body, a blank line,
+then one line per signature: an em dash, a space, the key name, a space, and the base64 of the
+key id (4 bytes) followed by the signature. For Ed25519 (algorithm byte 0x01) the key id is the
+first 4 bytes of SHA-256(name || "\\n" || 0x01 || public key) and the signature covers the body.
+
+A verifier key is written ``<name>+<key id, 8 hex digits>+<base64(0x01 || public key)>``, the
+form Go's ``golang.org/x/mod/sumdb/note.NewVerifier`` reads; that is what casetrail publishes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from casetrail_platform.ledger.merkle import HASH_SIZE, Hash
+
+ED25519 = 0x01
+_NAME = re.compile(r"^[^\s+]+$")
+_SIGNATURE_LINE = re.compile(r"^\u2014 (\S+) (\S+)$")
+_ORIGIN = re.compile(r"^casetrail/[a-z0-9][a-z0-9._-]{0,62}/[a-z][a-z0-9_-]{0,62}$")
+
+
+class NoteError(ValueError):
+    """A note or checkpoint that is malformed or whose signature does not verify."""
+
+
+def origin_of(agency: str, service: str) -> str:
+    origin = f"casetrail/{agency}/{service}"
+    if not _ORIGIN.match(origin):
+        raise ValueError(f"origin {origin!r}: agency and service must be lower-case names")
+    return origin
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    origin: str
+    size: int
+    root: Hash
+
+    def body(self) -> str:
+        return f"{self.origin}\n{self.size}\n{base64.b64encode(self.root).decode()}\n"
+
+    @classmethod
+    def parse(cls, body: str) -> Checkpoint:
+        lines = body.split("\n")
+        if len(lines) < 4 or lines[-1] != "":
+            raise NoteError("a checkpoint is origin, size and root hash, each on its own line")
+        origin, size_text, root_text = lines[0], lines[1], lines[2]
+        if not origin:
+            raise NoteError("checkpoint origin is empty")
+        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+            raise NoteError(f"checkpoint tree size {size_text!r} is not a decimal number")
+        try:
+            root = base64.b64decode(root_text, validate=True)
+        except binascii.Error:
+            raise NoteError("checkpoint root hash is not base64") from None
+        if len(root) != HASH_SIZE:
+            raise NoteError(f"checkpoint root hash has {len(root)} bytes, not {HASH_SIZE}")
+        return cls(origin, int(size_text), root)
+
+
+def key_id(name: str, public_key: bytes) -> bytes:
+    return hashlib.sha256(name.encode() + b"\n" + bytes([ED25519]) + public_key).digest()[:4]
+
+
+def verifier_key(name: str, public_key: bytes) -> str:
+    """The published form of a public key (Go: ``note.NewVerifier`` accepts it)."""
+    if not _NAME.match(name):
+        raise ValueError(f"key name {name!r} must not be empty nor hold spaces or '+'")
+    encoded = base64.b64encode(bytes([ED25519]) + public_key).decode()
+    return f"{name}+{key_id(name, public_key).hex()}+{encoded}"
+
+
+@dataclass(frozen=True, slots=True)
+class Verifier:
+    name: str
+    public_key: bytes
+
+    @property
+    def key_id(self) -> bytes:
+        return key_id(self.name, self.public_key)
+
+    @classmethod
+    def parse(cls, text: str) -> Verifier:
+        parts = text.strip().split("+", 2)  # base64 may hold "+" too
+        if len(parts) != 3:
+            raise NoteError("a verifier key is name+keyid+base64 key")
+        name, id_hex, encoded = parts
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            raise NoteError("verifier key is not base64") from None
+        if len(raw) != 33 or raw[0] != ED25519:
+            raise NoteError("verifier key is not an Ed25519 key")
+        verifier = cls(name, raw[1:])
+        if verifier.key_id.hex() != id_hex.lower():
+            raise NoteError("verifier key id does not match its name and key")
+        return verifier
+
+    def __str__(self) -> str:
+        return verifier_key(self.name, self.public_key)
+
+
+def signature_line(name: str, public_key: bytes, signature: bytes) -> str:
+    encoded = base64.b64encode(key_id(name, public_key) + signature).decode()
+    return f"\u2014 {name} {encoded}\n"
+
+
+def open_note(text: str, verifier: Verifier) -> str:
+    """The body of signed note ``text`` once ``verifier``'s signature on it checks out."""
+    body, separator, signatures = text.rpartition("\n\n")
+    if not separator or not body:
+        raise NoteError("a signed note is a text, a blank line and signature lines")
+    body += "\n"
+    if not signatures.endswith("\n"):
+        raise NoteError("a signed note ends with a newline")
+    for line in signatures[:-1].split("\n"):
+        match = _SIGNATURE_LINE.match(line)
+        if match is None:
+            raise NoteError(f"malformed signature line {line!r}")
+        name, encoded = match.groups()
+        if name != verifier.name:
+            continue
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            raise NoteError(f"signature of {name} is not base64") from None
+        if len(raw) != 4 + 64 or raw[:4] != verifier.key_id:
+            continue
+        try:
+            Ed25519PublicKey.from_public_bytes(verifier.public_key).verify(raw[4:], body.encode())
+        except InvalidSignature:
+            raise NoteError(f"the signature of {name} does not verify") from None
+        return body
+    raise NoteError(f"the note carries no signature by {verifier.name}")
+
+
+def open_checkpoint(text: str, verifier: Verifier) -> Checkpoint:
+    checkpoint = Checkpoint.parse(open_note(text, verifier))
+    if checkpoint.origin != verifier.name:
+        raise NoteError(
+            f"checkpoint origin {checkpoint.origin!r} is not the key's name {verifier.name!r}"
+        )
+    return checkpoint

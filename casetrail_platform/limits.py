@@ -1,0 +1,54 @@
+"""The documented bounds of every input (README, "Limits"), in one place.
+
+The edge (``casetrail_platform.grpc_platform.edge``) refuses a request outside them before any
+handler runs, and the event store (``casetrail_platform.store.guard``) refuses an event outside them
+before anything is written, so whatever the store accepts can be published (Kafka refuses records
+over 1 MiB by default), projected (PostgreSQL jsonb cannot hold NUL) and exported on both backends.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+MAX_ID_CHARS = 128
+"""Any id-like field (``*_id``, ``*_ids``, ``user_id``, ``page_token``, ...). Ids the catalog
+keeps are narrower still: 1-64 characters of ``[A-Za-z0-9_.:-]``."""
+
+MAX_KEY_CHARS = 200
+"""An idempotency key."""
+
+MAX_TOKEN_CHARS = 512
+"""A page token (issued by the service itself)."""
+
+MAX_TEXT_CHARS = 20_000
+"""Any other string field: names, codes and free text (the catalog bounds names and short texts
+to 500 characters, notes and narratives to 20,000)."""
+
+MAX_LIST_ITEMS = 100
+"""Any repeated field."""
+
+MAX_EVENT_BYTES = 256 * 1024
+"""One stored event: its JSON data plus its envelope's texts, in UTF-8. A quarter of Kafka's
+default 1 MiB record limit, so the CloudEvents headers always fit beside it."""
+
+EARLIEST_MOMENT = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST_MOMENT = datetime(2200, 1, 1, tzinfo=UTC)
+"""Any timestamp or date in a request lies in [EARLIEST_MOMENT, LATEST_MOMENT)."""
+
+EARLIEST_OCCURRED_AT = datetime(1970, 1, 1, tzinfo=UTC)
+OCCURRED_AT_CLOCK_SKEW = timedelta(minutes=5)
+"""A command's occurred-at lies in [1970-01-01, now + 5 minutes]: it says when something
+happened, which cannot be in the future beyond a clock's drift."""
+
+MAX_SERVICE_DURATION = timedelta(hours=24)
+SERVICE_WINDOW_REACH = timedelta(days=5 * 366)
+"""A scheduled or delivered service lasts at most 24 hours and starts within 5 years of the
+command's moment (either way); longer care is several services."""
+
+
+def id_like(field_name: str) -> bool:
+    """Whether a request field holds an id or key (no whitespace or control characters)."""
+    return field_name.endswith(("_id", "_ids", "_key", "_token")) or field_name in {
+        "budget_line",
+        "program_id",
+    }

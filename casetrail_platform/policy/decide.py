@@ -1,0 +1,283 @@
+"""``decide``: the access policy as one pure function."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.facts import AcceptedReferral, CaseFacts, Consent
+from casetrail_platform.policy.matrix import REFUSALS, RULES, Rule
+from casetrail_platform.policy.vocabulary import (
+    BREAK_GLASS_ENTITLEMENT,
+    REFERRED_SECTIONS,
+    Action,
+    Decision,
+    Obligation,
+    Relationship,
+    Scope,
+    Sensitivity,
+)
+from events.catalog.access import AccessPurpose, RecordSection, SensitiveCategory
+from events.catalog.base import Role
+
+_ALL_SECTIONS = frozenset(RecordSection)
+
+
+def relationships(
+    principal: Principal, facts: CaseFacts | None, home_agency: str, now: datetime
+) -> frozenset[Relationship]:
+    """How ``principal`` stands to the case (to the agency, when there is no case)."""
+    held = {Relationship.ANYONE}
+    staff = principal.agency == home_agency
+    if staff:
+        held.add(Relationship.AGENCY_STAFF)
+    if facts is None:
+        return frozenset(held)
+    if staff and facts.worker_id is not None and facts.worker_id == principal.subject:
+        held.add(Relationship.ASSIGNED_WORKER)
+    if staff and principal.team is not None and principal.team == facts.worker_team:
+        held.add(Relationship.TEAM_SUPERVISOR)
+    if principal.agency in facts.referred_to:
+        held.add(Relationship.REFERRAL_RECIPIENT)
+    if facts.client_id is not None and principal.subject == facts.client_id:
+        held.add(Relationship.CLIENT_SELF)
+    if facts.emergency_access_of(principal.subject, now) is not None:
+        held.add(Relationship.EMERGENCY_ACCESS)
+    return frozenset(held)
+
+
+def any_rule_for(role: Role, action: Action, purpose: AccessPurpose | None = None) -> bool:
+    """Whether some rule could let ``role`` do ``action`` (for ``purpose``, when given)."""
+    return any(_names(rule, role, action, purpose) for rule in RULES)
+
+
+def _names(rule: Rule, role: Role, action: Action, purpose: AccessPurpose | None) -> bool:
+    """Whether ``rule`` is about ``role`` doing ``action``. A break-the-glass rule is only for
+    purpose ``emergency``: a role that may read a case only under an emergency access is refused
+    any other read by its role, before the case is looked up (it learns nothing of it)."""
+    return (
+        role in rule.roles
+        and action in rule.actions
+        and (
+            purpose is None
+            or purpose is AccessPurpose.EMERGENCY
+            or rule.relationship is not Relationship.EMERGENCY_ACCESS
+        )
+    )
+
+
+def decide(
+    principal: Principal,
+    action: Action,
+    purpose: AccessPurpose,
+    facts: CaseFacts | None,
+    *,
+    home_agency: str,
+    now: datetime,
+) -> Decision:
+    """Whether ``principal`` may do ``action`` for ``purpose`` on the case of ``facts``
+    (``None``: an action about no single case, such as following every event)."""
+    candidates = [rule for rule in RULES if _names(rule, principal.role, action, purpose)]
+    if not candidates:
+        return _refused("role-not-allowed")
+    held = relationships(principal, facts, home_agency, now)
+    if _emergency_ended(principal, purpose, candidates, held, facts, now):
+        return _refused("emergency-access-expired")
+    related = [rule for rule in candidates if rule.relationship in held]
+    if not related:
+        return _refused("no-relationship")
+    fitting = [rule for rule in related if purpose in rule.purposes]
+    if not fitting:
+        allowed = sorted({p.value for rule in related for p in rule.purposes})
+        return _refused("purpose-not-permitted", f"allowed here: {', '.join(allowed)}")
+    for rule in fitting:
+        decision = _apply(rule, principal, purpose, facts, now)
+        if decision.allowed:
+            return decision
+    return _apply(fitting[0], principal, purpose, facts, now)
+
+
+def _emergency_ended(
+    principal: Principal,
+    purpose: AccessPurpose,
+    candidates: list[Rule],
+    held: frozenset[Relationship],
+    facts: CaseFacts | None,
+    now: datetime,
+) -> bool:
+    """An emergency read by someone whose break-the-glass access to the case is over: refused
+    by its own rule, so that the refusal says why."""
+    return (
+        purpose is AccessPurpose.EMERGENCY
+        and facts is not None
+        and Relationship.EMERGENCY_ACCESS not in held
+        and any(rule.relationship is Relationship.EMERGENCY_ACCESS for rule in candidates)
+        and facts.emergency_access_ended(principal.subject, now)
+    )
+
+
+def decide_emergency_opening(principal: Principal, *, home_agency: str) -> Decision:
+    """Whether ``principal`` may break the glass: open an emergency access to a case of the
+    agency. A role a break-glass rule names, staff of the agency, and the token's
+    ``entitlements`` claim naming ``break_glass`` (the issuer grants it, casetrail never does)."""
+    roles = {
+        role
+        for rule in RULES
+        if rule.relationship is Relationship.EMERGENCY_ACCESS
+        for role in rule.roles
+    }
+    if principal.role not in roles:
+        return _refused("role-not-allowed")
+    if principal.agency != home_agency:
+        return _refused("no-relationship")
+    if BREAK_GLASS_ENTITLEMENT not in principal.entitlements:
+        return _refused(
+            "entitlement-required", f"the token's entitlements must name {BREAK_GLASS_ENTITLEMENT}"
+        )
+    return Decision(True, "break-glass-opening")
+
+
+def _apply(
+    rule: Rule,
+    principal: Principal,
+    purpose: AccessPurpose,
+    facts: CaseFacts | None,
+    now: datetime,
+) -> Decision:
+    sections = REFERRED_SECTIONS if rule.scope is Scope.REFERRED else None
+    emergency = None
+    if rule.relationship is Relationship.EMERGENCY_ACCESS and facts is not None:
+        grant = facts.emergency_access_of(principal.subject, now)
+        emergency = None if grant is None else grant.access_id
+    if not rule.consent_required:
+        return Decision(
+            True,
+            rule.name,
+            sections=sections,
+            sensitive=rule.sensitive is Sensitivity.ALL,
+            emergency_access_id=emergency,
+        )
+    assert facts is not None, "consent rules are about a case"
+    if rule.scope is Scope.REFERRED:
+        return _referred(rule, principal, purpose, facts, now)
+    recipients = (principal.agency, principal.subject)
+    consent = facts.consent_covering(recipients, purpose, sections or _ALL_SECTIONS, now)
+    if consent is None:
+        return _refused(
+            "consent-required",
+            f"no consent in force for recipient {principal.agency}, purpose {purpose.value},"
+            f" sections {', '.join(sorted(s.value for s in sections or _ALL_SECTIONS))}",
+        )
+    sensitive = facts.categories <= consent.categories
+    notice = (
+        (Obligation.REDISCLOSURE_NOTICE,)
+        if sensitive and SensitiveCategory.SUBSTANCE_USE in facts.categories
+        else ()
+    )
+    return Decision(
+        True,
+        rule.name,
+        sections=sections,
+        sensitive=sensitive,
+        consent_id=consent.consent_id,
+        obligations=notice,
+    )
+
+
+def _referred(
+    rule: Rule, principal: Principal, purpose: AccessPurpose, facts: CaseFacts, now: datetime
+) -> Decision:
+    """A partner agency's answer, bounded per referral its agency accepted: each referral counts
+    under its own consent (the one it was made under, else one in force covering the referral),
+    which must name the agency and the purpose; the sections are ``REFERRED_SECTIONS`` as far as
+    those consents cover them, the referrals and services only those referrals' own, and the
+    sensitive fields only when each consent names its referral's sensitive category."""
+    recipients = (principal.agency, principal.subject)
+    granted: list[tuple[AcceptedReferral, Consent]] = []
+    for referral in facts.referrals_to(principal.agency):
+        consent = _consent_of(referral, facts, recipients, purpose, now)
+        if consent is not None:
+            granted.append((referral, consent))
+    if not granted:
+        return _refused(
+            "consent-required",
+            f"no consent in force for recipient {principal.agency}, purpose {purpose.value},"
+            f" sections {RecordSection.REFERRALS.value} of a referral it accepted",
+        )
+    covered = frozenset().union(*(consent.sections for _, consent in granted))
+    sensitive = all(referral.categories <= consent.categories for referral, consent in granted)
+    shown = frozenset().union(*(referral.categories for referral, _ in granted))
+    notice = (
+        (Obligation.REDISCLOSURE_NOTICE,)
+        if sensitive and SensitiveCategory.SUBSTANCE_USE in shown
+        else ()
+    )
+    return Decision(
+        True,
+        rule.name,
+        sections=REFERRED_SECTIONS & covered,
+        sensitive=sensitive,
+        consent_id=granted[0][1].consent_id,
+        obligations=notice,
+        referral_ids=frozenset(referral.referral_id for referral, _ in granted),
+    )
+
+
+def _consent_of(
+    referral: AcceptedReferral,
+    facts: CaseFacts,
+    recipients: tuple[str, ...],
+    purpose: AccessPurpose,
+    now: datetime,
+) -> Consent | None:
+    if referral.consent_id is None:
+        return facts.consent_covering(recipients, purpose, _REFERRAL, now)
+    named = facts.consent(referral.consent_id)
+    if named is None or not named.covers(recipients, purpose, _REFERRAL, now):
+        return None
+    return named
+
+
+_REFERRAL = frozenset({RecordSection.REFERRALS})
+"""What every consent a referral was made under covers (``MakeReferral`` checks it)."""
+
+
+def decide_disclosure(
+    principal: Principal,
+    purpose: AccessPurpose,
+    facts: CaseFacts,
+    recipient: str,
+    sections: frozenset[RecordSection],
+    categories: frozenset[SensitiveCategory],
+    *,
+    now: datetime,
+) -> Decision:
+    """Whether the case may be disclosed to ``recipient`` (another agency, say by a
+    referral): a consent in force must cover recipient, purpose, sections and the sensitive
+    categories sent, unless a documented exception applies (``legal_obligation``, or
+    ``emergency`` under the caller's open break-the-glass access)."""
+    if purpose is AccessPurpose.LEGAL_OBLIGATION:
+        return Decision(True, "exception-legal-obligation")
+    if purpose is AccessPurpose.EMERGENCY:
+        grant = facts.emergency_access_of(principal.subject, now)
+        if grant is not None:
+            return Decision(True, "exception-emergency", emergency_access_id=grant.access_id)
+    consent = facts.consent_covering((recipient,), purpose, sections, now)
+    if consent is None or not categories <= consent.categories:
+        wanted = ", ".join(sorted(s.value for s in sections | categories))
+        return _refused(
+            "consent-required",
+            f"no consent in force for recipient {recipient}, purpose {purpose.value},"
+            f" scope {wanted}",
+        )
+    notice = (
+        (Obligation.REDISCLOSURE_NOTICE,) if SensitiveCategory.SUBSTANCE_USE in categories else ()
+    )
+    return Decision(
+        True, "disclosure-under-consent", consent_id=consent.consent_id, obligations=notice
+    )
+
+
+def _refused(rule: str, detail: str = "") -> Decision:
+    reason = REFUSALS[rule] + (f" ({detail})" if detail else "")
+    return Decision(False, rule, reason=reason)

@@ -1,0 +1,308 @@
+"""The policy at a service's edge: decide, record, redact, and only then answer.
+
+``AccessControl.authorize`` decides for one case and records a refusal
+(``casetrail.record.access_denied``, no case content) before raising ``AccessDenied``.
+``AccessControl.release`` withholds what the decision does not disclose and records one
+``casetrail.record.accessed`` per case in one append, before the caller sends the answer: if
+it cannot be recorded, the exception stops the answer.
+
+Accesses to one case go to its ``access-<case id>`` stream with ``ANY_VERSION`` (never a
+conflict, so a read is never ABORTED); a list's accesses to many cases go in one append to a
+stream of their own (``access-batch-<uuid>``), which nothing races.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, NoReturn, TypeVar
+from uuid import uuid4
+
+import grpc
+from google.protobuf.message import Message
+from pydantic import ValidationError
+
+from casetrail_platform.commands import InvalidCommand, NotAllowed
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy import redaction
+from casetrail_platform.policy.decide import any_rule_for, decide
+from casetrail_platform.policy.facts import CaseFacts, Entry, fold
+from casetrail_platform.policy.projection import CaseFactsReader
+from casetrail_platform.policy.vocabulary import (
+    REDISCLOSURE_NOTICE_TEXT,
+    Action,
+    Decision,
+    Obligation,
+)
+from casetrail_platform.store.port import ANY_VERSION, EventStore
+from events.catalog.access import (
+    AccessPurpose,
+    RecordAccessDenied,
+    RecordAccessed,
+    RecordSection,
+)
+from events.catalog.base import CaseEvent
+from events.envelope import EventMetadata, NewEvent, RecordedEvent
+from events.errors import FieldProblem
+
+REDACTED_KEY = "x-casetrail-redacted"
+WITHHELD_SECTIONS_KEY = "x-casetrail-withheld-sections"
+RULE_KEY = "x-casetrail-access-rule"
+NOTICE_KEY = "x-casetrail-redisclosure-notice"
+
+E = TypeVar("E", bound=CaseEvent)
+
+DEFAULT_HOME_AGENCY = "eastbay-dss"
+"""The agency whose staff the services serve (the example agency's id)."""
+
+
+class AccessDenied(NotAllowed):
+    """The access policy refused (PERMISSION_DENIED, ErrorInfo reason = the rule)."""
+
+    def __init__(self, principal: Principal, action: Action, decision: Decision) -> None:
+        super().__init__(
+            principal.role.value,
+            action.value,
+            f"{action.value}: {decision.reason}",
+            rule=decision.rule,
+            policy_version=decision.policy_version,
+        )
+        self.reason = decision.rule.upper().replace("-", "_")
+
+
+@dataclass(frozen=True, slots=True)
+class Disclosure:
+    """One case's part of an answer: the decision, the part of the message that shows the case,
+    the sensitive paths within it and the record sections it shows."""
+
+    case_id: str
+    decision: Decision
+    message: Message | None
+    sensitive_paths: Sequence[str]
+    sections: Sequence[RecordSection]
+    shown_fields: Sequence[str] = ()
+    """Sensitive fields shown, when the answer is not a message with paths (audit's events)."""
+    section_paths: Mapping[RecordSection, Sequence[str]] = field(default_factory=dict)
+    """Where each section sits in ``message``: a decision narrower than the whole record
+    (a partner agency's referred scope) clears the sections it does not cover."""
+    referral_paths: Mapping[str, str] = field(default_factory=dict)
+    """Lists in ``message`` whose entries belong to a referral, each with the field naming it
+    (``{"referrals": "referral_id"}``): a decision bounded by referrals keeps only theirs."""
+
+
+@dataclass
+class AccessControl:
+    store: EventStore
+    """The service's own store: its accesses are its own events."""
+    facts: CaseFactsReader | None
+    """``None`` for a service that folds the facts from histories it holds (audit)."""
+    source: str
+    home_agency: str = DEFAULT_HOME_AGENCY
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    async def case_facts(self, case_id: str, own_entries: Iterable[Entry] = ()) -> CaseFacts:
+        if self.facts is None:
+            return fold(case_id, own_entries)
+        return await self.facts.facts(case_id, own_entries=own_entries)
+
+    async def cases_of_client(self, client_id: str) -> list[str]:
+        return [] if self.facts is None else await self.facts.cases_of_client(client_id)
+
+    def decide(
+        self, principal: Principal, action: Action, purpose: AccessPurpose, facts: CaseFacts | None
+    ) -> Decision:
+        return decide(
+            principal, action, purpose, facts, home_agency=self.home_agency, now=self.clock()
+        )
+
+    async def require_role(
+        self, principal: Principal, action: Action, purpose: AccessPurpose, case_id: str
+    ) -> None:
+        """Refuse (and record) a role no rule lets do ``action`` for ``purpose``, before anything
+        is looked up: such a caller learns nothing, not even whether the case exists."""
+        if any_rule_for(principal.role, action, purpose):
+            return
+        decision = decide(
+            principal, action, purpose, None, home_agency=self.home_agency, now=self.clock()
+        )
+        await self.refuse(principal, action, purpose, case_id, decision)
+
+    async def authorize(
+        self,
+        principal: Principal,
+        action: Action,
+        purpose: AccessPurpose,
+        facts: CaseFacts,
+    ) -> Decision:
+        decision = self.decide(principal, action, purpose, facts)
+        if not decision.allowed:
+            await self.refuse(principal, action, purpose, facts.case_id, decision)
+        return decision
+
+    async def refuse(
+        self,
+        principal: Principal,
+        action: Action,
+        purpose: AccessPurpose,
+        case_id: str,
+        decision: Decision,
+    ) -> NoReturn:
+        """Record the refusal, then raise it."""
+        denied = _checked(
+            RecordAccessDenied,
+            case_id=case_id,
+            accessor_id=principal.subject,
+            accessor_role=principal.role,
+            accessor_agency_id=principal.agency,
+            purpose=purpose,
+            action=action.value,
+            rule=decision.rule,
+            policy_version=decision.policy_version,
+            client_application=principal.client,
+        )
+        await self._append(principal, [denied])
+        raise AccessDenied(principal, action, decision)
+
+    async def refuse_cases(
+        self,
+        principal: Principal,
+        action: Action,
+        purpose: AccessPurpose,
+        case_ids: Sequence[str],
+        decision: Decision,
+    ) -> NoReturn:
+        """Record the refusal for each of ``case_ids`` in one append (a query about many cases,
+        such as a client's accounting of disclosures), then raise it."""
+        denied = [
+            _checked(
+                RecordAccessDenied,
+                case_id=case_id,
+                accessor_id=principal.subject,
+                accessor_role=principal.role,
+                accessor_agency_id=principal.agency,
+                purpose=purpose,
+                action=action.value,
+                rule=decision.rule,
+                policy_version=decision.policy_version,
+            )
+            for case_id in case_ids
+        ]
+        if denied:
+            await self._append(principal, denied)
+        raise AccessDenied(principal, action, decision)
+
+    async def release(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any] | None,
+        principal: Principal,
+        purpose: AccessPurpose,
+        disclosures: Sequence[Disclosure],
+    ) -> list[RecordedEvent]:
+        """Withhold, record, and tell the caller what was withheld (trailing metadata); the
+        accesses recorded."""
+        accessed: list[CaseEvent] = []
+        withheld: set[str] = set()
+        withheld_sections: set[str] = set()
+        obligations: set[Obligation] = set()
+        rules: set[str] = set()
+        for item in disclosures:
+            decision = item.decision
+            shown, hidden = list(item.shown_fields), []
+            kept = [s for s in item.sections if decision.discloses(s)]
+            if item.message is not None and decision.referral_ids is not None:
+                redaction.keep_referred(item.message, item.referral_paths, decision.referral_ids)
+            if item.message is not None:
+                for section, paths in item.section_paths.items():
+                    if not decision.discloses(section):
+                        redaction.withhold(item.message, paths)
+                        withheld_sections.add(section.value)
+            if item.message is not None and decision.sensitive:
+                shown = redaction.present(item.message, item.sensitive_paths)
+            elif item.message is not None:
+                hidden = redaction.redact(item.message, item.sensitive_paths)
+            withheld.update(hidden)
+            obligations.update(decision.obligations)
+            rules.add(decision.rule)
+            sections = tuple(s for s in RecordSection if s in set(kept))
+            if not sections:
+                continue
+            accessed.append(
+                _checked(
+                    RecordAccessed,
+                    case_id=item.case_id,
+                    accessor_id=principal.subject,
+                    accessor_role=principal.role,
+                    accessor_agency_id=principal.agency,
+                    purpose=purpose,
+                    sections=sections,
+                    fields=tuple(shown),
+                    consent_id=decision.consent_id,
+                    rule=decision.rule,
+                    policy_version=decision.policy_version,
+                    redacted_fields=tuple(hidden),
+                    emergency_access_id=decision.emergency_access_id,
+                    client_application=principal.client,
+                )
+            )
+        recorded = await self._append(principal, accessed) if accessed else []
+        if context is not None:
+            trailing = [(RULE_KEY, ",".join(sorted(rules)))]
+            if withheld:
+                trailing.append((REDACTED_KEY, ",".join(sorted(withheld))))
+            if withheld_sections:
+                trailing.append((WITHHELD_SECTIONS_KEY, ",".join(sorted(withheld_sections))))
+            if Obligation.REDISCLOSURE_NOTICE in obligations:
+                trailing.append((NOTICE_KEY, REDISCLOSURE_NOTICE_TEXT))
+            context.set_trailing_metadata(tuple(trailing))
+        return recorded
+
+    async def _append(
+        self, principal: Principal, events: Sequence[CaseEvent]
+    ) -> list[RecordedEvent]:
+        metadata = EventMetadata(
+            source=self.source,
+            actor=principal.actor,
+            occurred_at=self.clock(),
+            correlation_id=uuid4(),
+        )
+        new = [NewEvent(event=e, metadata=metadata) for e in events]
+        cases = {event.subject for event in events}
+        if len(cases) > 1:
+            # A list's accesses: one append to a stream of their own, which nothing races.
+            return await self.store.append(f"access-batch-{uuid4().hex}", new, 0)
+        # Each access is its own fact that no decision reads back: the store places it after
+        # whatever the stream holds, so concurrent readers of one case never conflict.
+        return await self.store.append(access_stream(cases.pop()), new, ANY_VERSION)
+
+
+def access_stream(case_id: str) -> str:
+    """Where a service records the accesses to one case (a list's go to a batch stream)."""
+    return f"access-{case_id}"
+
+
+_REQUEST_FIELDS = {
+    "case_id": "case_id",
+    # Who read comes from the verified token (claims sub and role), never from the request.
+    "accessor_id": "authorization",
+    "accessor_role": "authorization",
+    "accessor_agency_id": "principal.agency",
+    "purpose": "context.purpose",
+}
+
+
+def _checked(model: type[E], **fields: Any) -> E:
+    """The access event, or ``InvalidCommand`` naming the request field the catalog refuses
+    (an id the store could not keep is the caller's error, and nothing is disclosed)."""
+    try:
+        return model(**fields)
+    except ValidationError as error:
+        raise InvalidCommand(
+            [
+                FieldProblem(
+                    _REQUEST_FIELDS.get(str(detail["loc"][0]) if detail["loc"] else "", "request"),
+                    detail["msg"],
+                )
+                for detail in error.errors()
+            ]
+        ) from None

@@ -1,0 +1,95 @@
+"""Each service's copy of the policy facts, fed from the bus (every service's events)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from casetrail_platform.policy.facts import FACT_EVENT_TYPES, CaseFacts, Entry, entry_of, fold
+from casetrail_platform.policy.facts_cache import CachedFacts, CaseFactsCache
+from casetrail_platform.projections.port import DocumentTransaction, Projection, ReadModelStore
+from events.catalog.access import ConsentGranted
+from events.catalog.erasure import ClientErased
+from events.envelope import RecordedEvent
+
+FACTS = "policy_case_facts"
+
+
+class CaseFactsProjection(Projection):
+    """One document per case: the entries of its fact-bearing events (``facts.entry_of``)."""
+
+    name = "policy.case-facts"
+    collections = (FACTS,)
+    event_types = FACT_EVENT_TYPES
+
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        entry = entry_of(recorded)
+        if entry is None:
+            return
+        case_id = recorded.event.subject
+        document = await transaction.get(FACTS, case_id) or {"case_id": case_id, "entries": []}
+        if any(old["event_id"] == entry["event_id"] for old in document["entries"]):
+            return
+        document["entries"].append(entry)
+        if "client_id" in entry:
+            document["client_id"] = entry["client_id"]
+        await transaction.put(FACTS, case_id, document)
+
+    async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
+        # The categories of need the case held are the client's health data; the client's
+        # own consents (what they named for disclosure) stay: they still bind disclosures.
+        for case_id in erased.case_ids:
+            document = await transaction.get(FACTS, case_id)
+            if document is None:
+                continue
+            for entry in document["entries"]:
+                if entry["type"] != ConsentGranted.event_type and "categories" in entry:
+                    entry["categories"] = []
+            await transaction.put(FACTS, case_id, document)
+
+
+class CaseFactsReader:
+    """The policy facts this service has learnt.
+
+    ``own_entries`` lets a service add what its own store already holds (intake's consents):
+    those take effect on the very next read, before the bus brings them back.
+
+    The current facts of recently read cases come from memory (``facts_cache``) when the read
+    model store tells about every change to them; otherwise every read folds them afresh.
+    """
+
+    def __init__(self, read_models: ReadModelStore, cache: CaseFactsCache | None = None) -> None:
+        self._read_models = read_models
+        cache = cache or CaseFactsCache()
+        self._cache = cache if read_models.watch(FACTS, cache.forget) else None
+
+    async def facts(
+        self,
+        case_id: str,
+        *,
+        as_of: datetime | None = None,
+        own_entries: Iterable[Entry] = (),
+    ) -> CaseFacts:
+        own = {entry["event_id"]: entry for entry in own_entries}
+        if as_of is None and self._cache is not None:
+            cached = self._cache.get(case_id)
+            if cached is None:
+                changes = self._cache.changes
+                entries = await self._entries(case_id)
+                cached = CachedFacts(fold(case_id, entries.values()), entries)
+                if self._read_models.watching():
+                    self._cache.keep(case_id, cached, changes)
+            if own.keys() <= cached.entries.keys():
+                return cached.facts
+            return fold(case_id, {**cached.entries, **own}.values())
+        entries = await self._entries(case_id)
+        entries.update(own)
+        return fold(case_id, entries.values(), as_of=as_of)
+
+    async def _entries(self, case_id: str) -> dict[str, Entry]:
+        document = await self._read_models.get(FACTS, case_id)
+        return {} if document is None else {e["event_id"]: e for e in document["entries"]}
+
+    async def cases_of_client(self, client_id: str) -> list[str]:
+        documents = await self._read_models.find(FACTS, equals={"client_id": client_id})
+        return sorted(str(document["case_id"]) for document in documents)

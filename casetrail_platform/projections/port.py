@@ -1,0 +1,185 @@
+"""Read models: JSON documents in named collections, plus the tracking that makes them exact.
+
+A projection turns events into documents. Whatever feeds it (the service's own store, or the bus
+for other services' events), each event is applied in a transaction that also records how far the
+projection got, so an event delivered twice is applied once, and a crash mid-way leaves either
+both the documents and the tracking updated or neither.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from events.catalog.erasure import ClientErased
+from events.envelope import RecordedEvent
+
+Document = dict[str, Any]
+
+ChangeCallback = Callable[[str | None], None]
+"""Told the key of a document after the commit that changed it, or ``None`` when any document
+of the collection may have changed (a reset)."""
+
+
+class DocumentTransaction(ABC):
+    @abstractmethod
+    async def get(self, collection: str, key: str) -> Document | None: ...
+
+    @abstractmethod
+    async def put(self, collection: str, key: str, document: Document) -> None: ...
+
+    @abstractmethod
+    async def delete(self, collection: str, key: str) -> None: ...
+
+    async def append_to_list(self, collection: str, key: str, field: str, item: Any) -> bool:
+        """Append ``item`` to the list in ``field`` of a stored document; ``False`` when there
+        is no such document. Adapters splice it in inside the database, so a growing document
+        is neither read back nor written out again in Python."""
+        document = await self.get(collection, key)
+        if document is None:
+            return False
+        document[field].append(item)
+        await self.put(collection, key, document)
+        return True
+
+    @abstractmethod
+    async def find(
+        self, collection: str, equals: Mapping[str, str | int | bool] | None = None
+    ) -> list[Document]:
+        """Documents whose top-level fields equal the given values."""
+
+    @abstractmethod
+    async def position(self, projection: str) -> int:
+        """Global position of the last event of the feeding store applied by ``projection``."""
+
+    @abstractmethod
+    async def set_position(self, projection: str, position: int) -> None: ...
+
+    @abstractmethod
+    async def already_applied(self, projection: str, event_ids: Sequence[UUID]) -> set[UUID]:
+        """Which of ``event_ids`` ``projection`` has applied before."""
+
+    @abstractmethod
+    async def mark_applied(self, projection: str, event_ids: Sequence[UUID]) -> None:
+        """Record that ``projection`` applied these events (in this transaction)."""
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """Keys strictly between ``low`` and ``high`` (byte order) whose documents' top-level
+    fields each equal one of the values given for them in ``where``."""
+
+    low: str
+    high: str
+    where: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    descending: bool = False
+    limit: int = 1000
+
+    def holds(self, key: str, document: Document) -> bool:
+        return self.low.encode() < key.encode() < self.high.encode() and all(
+            document.get(name) in values for name, values in self.where.items()
+        )
+
+
+class ReadModelStore(ABC):
+    @abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[DocumentTransaction]:
+        """One atomic, durable unit of work: commits on normal exit, rolls back on error."""
+
+    @abstractmethod
+    async def get(self, collection: str, key: str) -> Document | None: ...
+
+    @abstractmethod
+    async def find(
+        self,
+        collection: str,
+        equals: Mapping[str, str | int | bool] | None = None,
+        contains: Mapping[str, str] | None = None,
+        limit: int = 1000,
+    ) -> list[Document]:
+        """Documents whose fields equal ``equals`` and whose list fields contain ``contains``."""
+
+    @abstractmethod
+    def scan(self, collection: str) -> AsyncIterator[tuple[str, Document]]:
+        """Every document of a collection in key order (for comparisons and exports)."""
+
+    async def key_range(self, collection: str, keys: KeyRange) -> list[tuple[str, Document]]:
+        """The documents of ``keys`` in key order (byte order of the keys), at most
+        ``keys.limit``: an index read, for keyset paging. Adapters answer it with one query on
+        their primary key; this default scans the collection."""
+        chosen = [item async for item in self.scan(collection) if keys.holds(*item)]
+        chosen.sort(key=lambda item: item[0].encode(), reverse=keys.descending)
+        return chosen[: keys.limit]
+
+    async def count_range(self, collection: str, keys: KeyRange) -> int:
+        """How many documents ``keys`` holds, whatever its limit."""
+        return len([item async for item in self.scan(collection) if keys.holds(*item)])
+
+    @abstractmethod
+    async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
+        """Forget a projection's documents and tracking, to rebuild it from zero."""
+
+    async def forget_overwritten(self) -> None:
+        """Make sure no file of the store keeps bytes that were just overwritten (after an
+        erasure scrubbed sensitive values). By default nothing: PostgreSQL never dumps or
+        serves a dead row version, and VACUUM reclaims it."""
+        return
+
+    def watch(self, collection: str, changed: ChangeCallback) -> bool:
+        """Tell ``changed`` about every committed change to ``collection``'s documents, after
+        the commit, for as long as the store is open. ``False`` when this store cannot see
+        every writer (other processes, replicas): then nothing may be cached on its word."""
+        return False
+
+    def watching(self) -> bool:
+        """Whether every committed change is being told right now (a store that watches over
+        a connection is deaf while it is lost: nothing may be cached meanwhile)."""
+        return True
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+class Projection(ABC):
+    """Pure logic from events to documents. ``apply`` ignores event types it does not need."""
+
+    name: str
+    collections: tuple[str, ...]
+    event_types: frozenset[str] | None = None
+    """The event types ``apply`` reacts to (``None``: maybe any). Fed from the bus, a
+    projection is not even given the others: they are skipped before decoding."""
+
+    @abstractmethod
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None: ...
+
+    async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
+        """Forget the sensitive values this projection copied in the clear about the erased
+        client's cases (``casetrail_platform.projections.erasure.scrub_cases``). It is given every
+        ``casetrail.client.erased`` instead of ``apply``; by default it holds none."""
+        del transaction, erased
+
+    @property
+    def wanted_types(self) -> frozenset[str] | None:
+        """``event_types`` and, when the projection holds sensitive values, the erasure."""
+        types = self.event_types
+        if types is None or type(self).erase is Projection.erase:
+            return types
+        return types | {ClientErased.event_type}
+
+    async def handle(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        """``apply``, or ``erase`` for a ``casetrail.client.erased``."""
+        if recorded.event_type == ClientErased.event_type:
+            event = recorded.event
+            assert isinstance(event, ClientErased)
+            await self.erase(transaction, event)
+        else:
+            await self.apply(transaction, recorded)
+
+
+def stream_key(recorded: RecordedEvent) -> str:
+    """Streams are unique per owning service, so the source is part of the key."""
+    return f"{recorded.metadata.source}|{recorded.stream}"

@@ -1,0 +1,306 @@
+"""Read models in PostgreSQL (psycopg 3, async). Documents are jsonb; tracking sits beside them
+in the same schema so each projection transaction moves documents and tracking together."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+from uuid import UUID
+
+from psycopg import sql
+
+from casetrail_platform.projections.pg_changes import ChangeListener, change_payload, channel_of
+from casetrail_platform.projections.port import (
+    ChangeCallback,
+    Document,
+    DocumentTransaction,
+    KeyRange,
+    ReadModelStore,
+)
+from casetrail_platform.store.pg_connections import Connection, PgConnections
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    collection text NOT NULL,
+    key text NOT NULL,
+    document jsonb NOT NULL,
+    PRIMARY KEY (collection, key)
+);
+CREATE TABLE IF NOT EXISTS projection_positions (
+    projection text PRIMARY KEY,
+    position bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS projection_applied (
+    projection text NOT NULL,
+    event_id uuid NOT NULL,
+    PRIMARY KEY (projection, event_id)
+);
+"""
+
+
+_PROJECTION_LOCK = 0x63747278
+"""First key of the transaction-level advisory lock that serialises one projection's bus
+batches across the service's replicas (second key: hash of the projection's name)."""
+
+
+class PostgresReadModelStore(ReadModelStore):
+    """Writes go through one connection (one projection transaction at a time), reads through
+    another; both are reopened after a server restart (``PgConnections``), and a database that
+    is away makes every call raise ``StorageUnavailableError``."""
+
+    def __init__(
+        self, writer: PgConnections, reader: PgConnections, changes: ChangeListener | None = None
+    ) -> None:
+        self._writer = writer
+        self._reader = reader
+        self._changes = changes
+
+    @classmethod
+    async def connect(cls, dsn: str, *, schema: str = "public") -> PostgresReadModelStore:
+        what = f"{schema} read models"
+        writer = PgConnections(dsn, 1, what, search_path=schema)
+        reader = PgConnections(dsn, 1, what, search_path=schema)
+
+        async def create(connection: Connection) -> None:
+            await connection.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+            )
+            # Several processes may start at once; the advisory lock keeps DDL from racing.
+            async with connection.transaction():
+                await connection.execute("SELECT pg_advisory_xact_lock(727011)")
+                await connection.execute(SCHEMA)
+
+        try:
+            await writer.run(create)
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(writer, reader, ChangeListener(dsn, channel_of(schema), what))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[DocumentTransaction]:
+        async with self._writer.connection() as connection, connection.transaction():
+            yield _PostgresTransaction(connection, self._changes)
+
+    def watch(self, collection: str, changed: ChangeCallback) -> bool:
+        """Every replica of a service watches the same collections from its bootstrap on,
+        before it applies anything: so every writer of a watched collection notifies."""
+        if self._changes is None:
+            return False
+        self._changes.watch(collection, changed)
+        return True
+
+    def watching(self) -> bool:
+        return self._changes is not None and self._changes.live
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        return await self._reader.run(lambda connection: _get(connection, collection, key))
+
+    async def find(
+        self,
+        collection: str,
+        equals: Mapping[str, str | int | bool] | None = None,
+        contains: Mapping[str, str] | None = None,
+        limit: int = 1000,
+    ) -> list[Document]:
+        return await self._reader.run(
+            lambda connection: _find(connection, collection, equals or {}, contains or {}, limit)
+        )
+
+    async def scan(self, collection: str) -> AsyncIterator[tuple[str, Document]]:
+        async def fetch(connection: Connection) -> list[tuple[str, Any]]:
+            cursor = await connection.execute(
+                "SELECT key, document FROM documents WHERE collection = %s"
+                ' ORDER BY key COLLATE "C"',
+                (collection,),
+            )
+            return await cursor.fetchall()
+
+        for key, document in await self._reader.run(fetch):
+            yield key, dict(document)
+
+    async def key_range(self, collection: str, keys: KeyRange) -> list[tuple[str, Document]]:
+        clauses, parameters = _range_clauses(collection, keys)
+        order = "DESC" if keys.descending else "ASC"
+        query = (
+            f"SELECT key, document FROM documents WHERE {clauses}"
+            f' ORDER BY key COLLATE "C" {order} LIMIT %s'
+        )
+
+        async def fetch(connection: Connection) -> list[tuple[str, Any]]:
+            cursor = await connection.execute(query, [*parameters, keys.limit])
+            return await cursor.fetchall()
+
+        return [(key, dict(document)) for key, document in await self._reader.run(fetch)]
+
+    async def count_range(self, collection: str, keys: KeyRange) -> int:
+        clauses, parameters = _range_clauses(collection, keys)
+
+        async def count(connection: Connection) -> int:
+            cursor = await connection.execute(
+                f"SELECT count(*) FROM documents WHERE {clauses}", parameters
+            )
+            row = await cursor.fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._reader.run(count)
+
+    async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
+        async with self._writer.connection() as connection, connection.transaction():
+            await connection.execute(
+                "DELETE FROM documents WHERE collection = ANY(%s)", (list(collections),)
+            )
+            await connection.execute(
+                "DELETE FROM projection_positions WHERE projection = %s", (projection,)
+            )
+            await connection.execute(
+                "DELETE FROM projection_applied WHERE projection = %s", (projection,)
+            )
+            await _PostgresTransaction(connection, self._changes).told(collections, None)
+
+    async def close(self) -> None:
+        if self._changes is not None:
+            await self._changes.close()
+        await self._writer.close()
+        await self._reader.close()
+
+
+class _PostgresTransaction(DocumentTransaction):
+    def __init__(self, connection: Connection, changes: ChangeListener | None = None) -> None:
+        self._connection = connection
+        self._changes = changes
+
+    async def told(self, collections: Iterable[str], key: str | None) -> None:
+        """Notify the watchers of ``collections`` (delivered when this transaction commits)."""
+        if self._changes is None:
+            return
+        for collection in set(collections) & set(self._changes.collections):
+            await self._connection.execute(
+                "SELECT pg_notify(%s, %s)",
+                (self._changes.channel, change_payload(collection, key)),
+            )
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        return await _get(self._connection, collection, key)
+
+    async def put(self, collection: str, key: str, document: Document) -> None:
+        await self._connection.execute(
+            "INSERT INTO documents (collection, key, document) VALUES (%s, %s, %s::jsonb)"
+            " ON CONFLICT (collection, key) DO UPDATE SET document = excluded.document",
+            (collection, key, json.dumps(document, default=str)),
+        )
+        await self.told([collection], key)
+
+    async def delete(self, collection: str, key: str) -> None:
+        await self._connection.execute(
+            "DELETE FROM documents WHERE collection = %s AND key = %s", (collection, key)
+        )
+        await self.told([collection], key)
+
+    async def append_to_list(self, collection: str, key: str, field: str, item: Any) -> bool:
+        cursor = await self._connection.execute(
+            "UPDATE documents SET document = jsonb_set(document, ARRAY[%s],"
+            " (document -> %s) || jsonb_build_array(%s::jsonb))"
+            " WHERE collection = %s AND key = %s",
+            (field, field, json.dumps(item, default=str), collection, key),
+        )
+        if cursor.rowcount != 1:
+            return False
+        await self.told([collection], key)
+        return True
+
+    async def find(
+        self, collection: str, equals: Mapping[str, str | int | bool] | None = None
+    ) -> list[Document]:
+        return await _find(self._connection, collection, equals or {}, {}, limit=None)
+
+    async def position(self, projection: str) -> int:
+        # Replicas of a service catch the same projection up at once: the row lock orders
+        # them, and the later one sees the position the earlier one committed. The row must
+        # exist for that, even before the first event (a missing row locks nothing).
+        select = "SELECT position FROM projection_positions WHERE projection = %s FOR UPDATE"
+        cursor = await self._connection.execute(select, (projection,))
+        row = await cursor.fetchone()
+        if row is None:
+            await self._connection.execute(
+                "INSERT INTO projection_positions (projection, position) VALUES (%s, 0)"
+                " ON CONFLICT (projection) DO NOTHING",
+                (projection,),
+            )
+            cursor = await self._connection.execute(select, (projection,))
+            row = await cursor.fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def set_position(self, projection: str, position: int) -> None:
+        await self._connection.execute(
+            "INSERT INTO projection_positions (projection, position) VALUES (%s, %s)"
+            " ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
+            (projection, position),
+        )
+
+    async def already_applied(self, projection: str, event_ids: Sequence[UUID]) -> set[UUID]:
+        if not event_ids:
+            return set()
+        # Two replicas may hold the same events for a moment (a consumer-group rebalance hands
+        # a partition over before the old owner committed): one after the other, the second
+        # sees what the first applied.
+        await self._connection.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_PROJECTION_LOCK, projection)
+        )
+        cursor = await self._connection.execute(
+            "SELECT event_id FROM projection_applied WHERE projection = %s AND event_id = ANY(%s)",
+            (projection, list(event_ids)),
+        )
+        return {row[0] for row in await cursor.fetchall()}
+
+    async def mark_applied(self, projection: str, event_ids: Sequence[UUID]) -> None:
+        if not event_ids:
+            return
+        await self._connection.execute(
+            "INSERT INTO projection_applied (projection, event_id)"
+            " SELECT %s, unnest(%s::uuid[]) ON CONFLICT DO NOTHING",
+            (projection, list(event_ids)),
+        )
+
+
+async def _get(connection: Connection, collection: str, key: str) -> Document | None:
+    cursor = await connection.execute(
+        "SELECT document FROM documents WHERE collection = %s AND key = %s", (collection, key)
+    )
+    row = await cursor.fetchone()
+    return None if row is None else dict(row[0])
+
+
+async def _find(
+    connection: Connection,
+    collection: str,
+    equals: Mapping[str, str | int | bool],
+    contains: Mapping[str, str],
+    limit: int | None,
+) -> list[Document]:
+    clauses = ["collection = %s"]
+    parameters: list[Any] = [collection]
+    for field, value in equals.items():
+        clauses.append("document -> %s = %s::jsonb")
+        parameters.extend([field, json.dumps(value)])
+    for field, value in contains.items():
+        clauses.append("document -> %s @> %s::jsonb")
+        parameters.extend([field, json.dumps([value])])
+    query = f'SELECT document FROM documents WHERE {" AND ".join(clauses)} ORDER BY key COLLATE "C"'
+    if limit is not None:
+        query += " LIMIT %s"
+        parameters.append(limit)
+    cursor = await connection.execute(query, parameters)
+    return [dict(row[0]) for row in await cursor.fetchall()]
+
+
+def _range_clauses(collection: str, keys: KeyRange) -> tuple[str, list[Any]]:
+    # Byte order (COLLATE "C") whatever the database's collation, as scan() orders.
+    clauses = ["collection = %s", 'key COLLATE "C" > %s', 'key COLLATE "C" < %s']
+    parameters: list[Any] = [collection, keys.low, keys.high]
+    for field, values in keys.where.items():
+        clauses.append("document ->> %s = ANY(%s)")
+        parameters.extend([field, list(values)])
+    return " AND ".join(clauses), parameters

@@ -1,0 +1,174 @@
+"""Feeding projections: from the service's own store, or from the bus, exactly once in effect."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from uuid import UUID
+
+from casetrail_platform.bus.errors import is_outage
+from casetrail_platform.bus.retry import OUTAGE_BACKOFF, sleep_unless_stopped
+from casetrail_platform.projections.port import Projection, ReadModelStore
+from casetrail_platform.store.port import EventStore
+from casetrail_platform.telemetry.metrics import observe_projection
+from casetrail_platform.telemetry.tracing import projection_span
+from events.catalog.erasure import ClientErased
+from events.envelope import RecordedEvent
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (position reached, last position of the store) while catching up."""
+
+
+async def catch_up(
+    store: EventStore,
+    read_models: ReadModelStore,
+    projection: Projection,
+    *,
+    batch_size: int = 500,
+    progress: ProgressCallback | None = None,
+) -> int:
+    """Apply every event the projection has not seen yet; return the position reached.
+
+    Each batch is one transaction that also moves the projection's position, so a crash
+    repeats no event and loses none.
+    """
+    async with read_models.transaction() as transaction:
+        position = await transaction.position(projection.name)
+    target = await store.last_position() if progress is not None else 0
+    while True:
+        batch = await store.read_all(position, batch_size)
+        if not batch:
+            return position
+        async with read_models.transaction() as transaction:
+            # Another caller (a handler wanting read-your-writes) may have moved on meanwhile.
+            applied = await transaction.position(projection.name)
+            wanted = projection.wanted_types
+            for recorded in batch:
+                if recorded.position > applied and (
+                    wanted is None or recorded.event_type in wanted
+                ):
+                    await projection.handle(transaction, recorded)
+            position = max(applied, batch[-1].position)
+            await transaction.set_position(projection.name, position)
+        if progress is not None:
+            progress(position, max(target, position))
+
+
+async def follow(
+    store: EventStore,
+    read_models: ReadModelStore,
+    projection: Projection,
+    stop: asyncio.Event,
+    *,
+    idle_wait: float = 0.5,
+    linger: float = 0.0,
+) -> None:
+    """Keep a projection up to date with its store until ``stop`` is set. ``linger``: seconds
+    to wait after an append for more before catching up, so that under load one read-model
+    transaction covers many events.
+
+    A failure never ends it: while the database is away (a restart, a fail-over) it retries
+    every couple of seconds and catches up once it is back; any other failure is logged and
+    retried the same way, since skipping an event of its own store is never an option."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            position = await catch_up(store, read_models, projection)
+            await _wait_for_append(store, position, idle_wait, stop)
+        except Exception as error:
+            failures += 1
+            delay = OUTAGE_BACKOFF.delay(failures)
+            if not is_outage(error):
+                log.exception("projection %s failed; retrying in %.1fs", projection.name, delay)
+            elif failures == 1:
+                log.warning(
+                    "projection %s paused, storage unavailable (%s); retrying every %.1fs",
+                    projection.name,
+                    error,
+                    delay,
+                )
+            await sleep_unless_stopped(delay, stop)
+            continue
+        if failures:
+            log.info("projection %s going again after %d failures", projection.name, failures)
+            failures = 0
+        if linger and not stop.is_set():
+            await asyncio.sleep(linger)
+
+
+async def _wait_for_append(
+    store: EventStore, position: int, idle_wait: float, stop: asyncio.Event
+) -> None:
+    appended = asyncio.ensure_future(store.wait_for_append(position, idle_wait))
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({appended, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in (appended, stopped):
+        waiter.cancel()
+    if appended.done() and not appended.cancelled():
+        appended.result()  # a database that went away shows here
+
+
+async def rebuild(
+    store: EventStore,
+    read_models: ReadModelStore,
+    projection: Projection,
+    *,
+    progress: ProgressCallback | None = None,
+) -> int:
+    """Throw the projection's documents away and replay every event from zero."""
+    await read_models.reset(projection.name, projection.collections)
+    return await catch_up(store, read_models, projection, progress=progress)
+
+
+class BusProjectionHandler:
+    """A bus handler that applies other services' events to a projection exactly once.
+
+    The bus may deliver an event again (a relay re-publishing after a crash, a consumer that
+    stopped before committing), and events of one stream need not arrive in sequence order
+    when the stream spans several cases (keys, so partitions): a client's schedule, a budget
+    line. The ids of applied events are kept in the projection's own transaction, so a repeat
+    is recognised and changes nothing, and a late event is still applied.
+
+    It is a ``BatchHandler``: a batch is applied in one transaction (one durable commit), all
+    or nothing, so when one event of it fails the subscriber can hand the events over again
+    one by one and only the one at fault is set aside.
+    """
+
+    def __init__(
+        self,
+        read_models: ReadModelStore,
+        projection: Projection,
+        on_erased: Callable[[ClientErased], None] | None = None,
+    ) -> None:
+        self._read_models = read_models
+        self._projection = projection
+        self._on_erased = on_erased
+        """Told of every erasure applied (the service's keyring drops the client's keys)."""
+
+    async def __call__(self, recorded: RecordedEvent) -> None:
+        await self.handle_batch((recorded,))
+
+    async def handle_batch(self, records: Sequence[RecordedEvent]) -> None:
+        name = self._projection.name
+        async with self._read_models.transaction() as transaction:
+            seen = await transaction.already_applied(name, [r.event_id for r in records])
+            applied: list[UUID] = []
+            for recorded in records:
+                if recorded.event_id in seen:
+                    continue
+                with projection_span(name, recorded):
+                    await self._projection.handle(transaction, recorded)
+                seen.add(recorded.event_id)
+                applied.append(recorded.event_id)
+            await transaction.mark_applied(name, applied)
+        erasures = [r.event for r in records if r.event_type == ClientErased.event_type]
+        if erasures:
+            await self._read_models.forget_overwritten()
+        for erased in erasures:
+            assert isinstance(erased, ClientErased)
+            if self._on_erased is not None:
+                self._on_erased(erased)
+        observe_projection(name, records)

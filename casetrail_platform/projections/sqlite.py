@@ -1,0 +1,307 @@
+"""Read models in SQLite for the embedded default.
+
+Statements run on the event loop's thread: they are local and take microseconds, and the
+durable COMMIT at the end of a transaction is one fsync. WAL checkpoints, which copy pages back
+into the file and fsync it, run in a background thread every ``CHECKPOINT_EVERY`` commits
+instead of inside a commit on the loop. Queries use a second connection, so they read the last
+committed state and never wait for a writer (WAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from casetrail_platform.projections.port import (
+    ChangeCallback,
+    Document,
+    DocumentTransaction,
+    KeyRange,
+    ReadModelStore,
+)
+from casetrail_platform.store.sqlite_writer import connect
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    document TEXT NOT NULL,
+    PRIMARY KEY (collection, key)
+);
+CREATE TABLE IF NOT EXISTS projection_positions (
+    projection TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS projection_applied (
+    projection TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    PRIMARY KEY (projection, event_id)
+) WITHOUT ROWID;
+"""
+
+
+CHECKPOINT_EVERY = 200
+"""Read-model commits between two background WAL checkpoints."""
+
+
+class SqliteReadModelStore(ReadModelStore):
+    """``fsync_each_commit=False`` is for read models whose every feed can be replayed from a
+    durable source by this store's own tracking: the service's own event store (position
+    tracked here) or a bus that re-delivers everything on start (the in-process bus). A commit
+    lost to a power cut is then applied again; nothing else acknowledged depends on it. A
+    read model fed from Kafka must keep the default, because Kafka offsets are committed once
+    the handler returned."""
+
+    def __init__(self, path: Path, *, fsync_each_commit: bool = True) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = connect(str(path))
+        if not fsync_each_commit:
+            # WAL stays consistent after a crash; only the last commits may need replaying.
+            self._writer.execute("PRAGMA synchronous=NORMAL")
+        # Freed space is zeroed: a value an erasure overwrote leaves no copy in the file.
+        self._writer.execute("PRAGMA secure_delete=ON")
+        self._writer.executescript(SCHEMA)
+        # Checkpoints copy the WAL back into the file and fsync it: done on the loop's thread
+        # they would stall every service of the process, so a background thread does them.
+        self._writer.execute("PRAGMA wal_autocheckpoint=0")
+        self._reader = connect(str(path))
+        self._checkpointer = connect(str(path))
+        self._commits_since_checkpoint = 0
+        self._checkpointing: asyncio.Future[None] | None = None
+        self._lock = asyncio.Lock()
+        self._watchers: dict[str, list[ChangeCallback]] = {}
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[DocumentTransaction]:
+        async with self._lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            transaction = _SqliteTransaction(self._writer, self._watchers)
+            try:
+                yield transaction
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            self._writer.execute("COMMIT")
+        self._after_commit()
+        self._tell(transaction.changed)
+
+    def watch(self, collection: str, changed: ChangeCallback) -> bool:
+        # The embedded read models have one writing process, this one: every change passes
+        # through ``transaction`` or ``reset`` below.
+        self._watchers.setdefault(collection, []).append(changed)
+        return True
+
+    def _tell(self, changes: Iterable[tuple[str, str | None]]) -> None:
+        for collection, key in changes:
+            for changed in self._watchers.get(collection, ()):
+                changed(key)
+
+    def _after_commit(self) -> None:
+        self._commits_since_checkpoint += 1
+        if self._commits_since_checkpoint < CHECKPOINT_EVERY or (
+            self._checkpointing is not None and not self._checkpointing.done()
+        ):
+            return
+        self._commits_since_checkpoint = 0
+        self._checkpointing = asyncio.ensure_future(asyncio.to_thread(self._checkpoint))
+
+    def _checkpoint(self) -> None:
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    async def forget_overwritten(self) -> None:
+        # Old page versions live on in the write-ahead log until it is copied back and cut.
+        async with self._lock:
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        return _get(self._reader, collection, key)
+
+    async def find(
+        self,
+        collection: str,
+        equals: Mapping[str, str | int | bool] | None = None,
+        contains: Mapping[str, str] | None = None,
+        limit: int = 1000,
+    ) -> list[Document]:
+        return _find(self._reader, collection, equals or {}, contains or {}, limit)
+
+    async def scan(self, collection: str) -> AsyncIterator[tuple[str, Document]]:
+        rows = self._reader.execute(
+            "SELECT key, document FROM documents WHERE collection = ? ORDER BY key", (collection,)
+        ).fetchall()
+        for key, document in rows:
+            yield key, json.loads(document)
+
+    async def key_range(self, collection: str, keys: KeyRange) -> list[tuple[str, Document]]:
+        clauses, parameters = _range_clauses(collection, keys)
+        order = "DESC" if keys.descending else "ASC"
+        rows = self._reader.execute(
+            f"SELECT key, document FROM documents WHERE {clauses} ORDER BY key {order} LIMIT ?",
+            [*parameters, keys.limit],
+        ).fetchall()
+        return [(key, dict(json.loads(document))) for key, document in rows]
+
+    async def count_range(self, collection: str, keys: KeyRange) -> int:
+        clauses, parameters = _range_clauses(collection, keys)
+        row = self._reader.execute(
+            f"SELECT count(*) FROM documents WHERE {clauses}", parameters
+        ).fetchone()
+        return int(row[0])
+
+    async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
+        async with self._lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                self._writer.executemany(
+                    "DELETE FROM documents WHERE collection = ?", [(c,) for c in collections]
+                )
+                self._writer.execute(
+                    "DELETE FROM projection_positions WHERE projection = ?", (projection,)
+                )
+                self._writer.execute(
+                    "DELETE FROM projection_applied WHERE projection = ?", (projection,)
+                )
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            self._writer.execute("COMMIT")
+        self._tell((collection, None) for collection in collections)
+
+    async def close(self) -> None:
+        if self._checkpointing is not None:
+            await asyncio.gather(self._checkpointing, return_exceptions=True)
+        self._writer.close()
+        self._reader.close()
+        self._checkpointer.close()
+
+
+class _SqliteTransaction(DocumentTransaction):
+    def __init__(
+        self, connection: sqlite3.Connection, watched: Mapping[str, object] | None = None
+    ) -> None:
+        self._connection = connection
+        self._watched = watched or {}
+        self.changed: list[tuple[str, str | None]] = []
+        """Changes to watched collections, told to their watchers once committed."""
+
+    async def get(self, collection: str, key: str) -> Document | None:
+        return _get(self._connection, collection, key)
+
+    async def put(self, collection: str, key: str, document: Document) -> None:
+        self._connection.execute(
+            "INSERT INTO documents (collection, key, document) VALUES (?, ?, ?)"
+            " ON CONFLICT (collection, key) DO UPDATE SET document = excluded.document",
+            (collection, key, dump_document(document)),
+        )
+        if collection in self._watched:
+            self.changed.append((collection, key))
+
+    async def delete(self, collection: str, key: str) -> None:
+        self._connection.execute(
+            "DELETE FROM documents WHERE collection = ? AND key = ?", (collection, key)
+        )
+        if collection in self._watched:
+            self.changed.append((collection, key))
+
+    async def append_to_list(self, collection: str, key: str, field: str, item: Any) -> bool:
+        cursor = self._connection.execute(
+            "UPDATE documents SET document = json_insert(document, ?, json(?))"
+            " WHERE collection = ? AND key = ?",
+            (f"{_path(field)}[#]", dump_document(item), collection, key),
+        )
+        if cursor.rowcount != 1:
+            return False
+        if collection in self._watched:
+            self.changed.append((collection, key))
+        return True
+
+    async def find(
+        self, collection: str, equals: Mapping[str, str | int | bool] | None = None
+    ) -> list[Document]:
+        return _find(self._connection, collection, equals or {}, {}, limit=-1)
+
+    async def position(self, projection: str) -> int:
+        row = self._connection.execute(
+            "SELECT position FROM projection_positions WHERE projection = ?", (projection,)
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def set_position(self, projection: str, position: int) -> None:
+        self._connection.execute(
+            "INSERT INTO projection_positions (projection, position) VALUES (?, ?)"
+            " ON CONFLICT (projection) DO UPDATE SET position = excluded.position",
+            (projection, position),
+        )
+
+    async def already_applied(self, projection: str, event_ids: Sequence[UUID]) -> set[UUID]:
+        if not event_ids:
+            return set()
+        marks = ",".join("?" * len(event_ids))
+        rows = self._connection.execute(
+            "SELECT event_id FROM projection_applied"
+            f" WHERE projection = ? AND event_id IN ({marks})",
+            [projection, *(str(event_id) for event_id in event_ids)],
+        ).fetchall()
+        return {UUID(row[0]) for row in rows}
+
+    async def mark_applied(self, projection: str, event_ids: Sequence[UUID]) -> None:
+        self._connection.executemany(
+            "INSERT OR IGNORE INTO projection_applied (projection, event_id) VALUES (?, ?)",
+            [(projection, str(event_id)) for event_id in event_ids],
+        )
+
+
+def dump_document(document: Document) -> str:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _get(connection: sqlite3.Connection, collection: str, key: str) -> Document | None:
+    row = connection.execute(
+        "SELECT document FROM documents WHERE collection = ? AND key = ?", (collection, key)
+    ).fetchone()
+    return None if row is None else dict(json.loads(row[0]))
+
+
+def _find(
+    connection: sqlite3.Connection,
+    collection: str,
+    equals: Mapping[str, str | int | bool],
+    contains: Mapping[str, str],
+    limit: int,
+) -> list[Document]:
+    clauses = ["collection = ?"]
+    parameters: list[Any] = [collection]
+    for field, value in equals.items():
+        clauses.append("json_extract(document, ?) = ?")
+        parameters.extend([_path(field), value])
+    for field, value in contains.items():
+        clauses.append("EXISTS (SELECT 1 FROM json_each(document, ?) WHERE value = ?)")
+        parameters.extend([_path(field), value])
+    parameters.append(limit)
+    rows = connection.execute(
+        f"SELECT document FROM documents WHERE {' AND '.join(clauses)} ORDER BY key LIMIT ?",
+        parameters,
+    ).fetchall()
+    return [dict(json.loads(row[0])) for row in rows]
+
+
+def _range_clauses(collection: str, keys: KeyRange) -> tuple[str, list[Any]]:
+    # The primary key (collection, key) is the index: SQLite compares TEXT bytewise.
+    clauses = ["collection = ?", "key > ?", "key < ?"]
+    parameters: list[Any] = [collection, keys.low, keys.high]
+    for field, values in keys.where.items():
+        clauses.append(f"json_extract(document, ?) IN ({','.join('?' * len(values))})")
+        parameters.extend([_path(field), *values])
+    return " AND ".join(clauses), parameters
+
+
+def _path(field: str) -> str:
+    if not field.replace("_", "").isalnum():
+        raise ValueError(f"read-model field names are plain identifiers, not {field!r}")
+    return f"$.{field}"

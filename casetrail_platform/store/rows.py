@@ -1,0 +1,165 @@
+"""Conversions between ``RecordedEvent`` and the flat row both SQL adapters store.
+
+SQLite stores ids as text and times as integer microseconds since the Unix epoch (UTC), so that
+"as of" queries compare plain integers and no precision is lost; PostgreSQL hands its uuid and
+timestamptz columns back as ``UUID`` and aware ``datetime``. ``to_recorded`` reads both.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from events.envelope import NewEvent, RecordedEvent, StoredEnvelope, to_micros
+from events.registry import EventRegistry, encode
+
+# position, event_id, stream, sequence, event_type, schema_version, data, source, actor_id,
+# actor_role, correlation_id, causation_id, occurred_at, recorded_at, subject
+StoredRow = tuple[
+    int, str, str, int, str, int, bytes, str, str, str, str, str | None, int, int, str
+]
+"""A row as SQLite gives it back."""
+
+COLUMNS = (
+    "position, event_id, stream, sequence, event_type, schema_version, data, source, actor_id, "
+    "actor_role, correlation_id, causation_id, occurred_at, recorded_at, subject"
+)
+
+TRACED_COLUMNS = f"{COLUMNS}, trace_parent"
+"""``COLUMNS`` and the trace context of the command that stored the event (a W3C
+``traceparent``, or NULL), for the outbox relay's reads. The trace context is kept in a column
+of its own, outside ``COLUMNS``: it is no part of the event, so no part of the ledger's
+canonical bytes (``casetrail_platform.ledger.canonical`` hashes ``COLUMNS``), and history verified
+by the ledger never depends on whether tracing was on."""
+
+
+def insert_values(
+    new: NewEvent,
+    data: bytes,
+    stream: str,
+    sequence: int,
+    recorded_at: int,
+    trace_parent: str | None = None,
+) -> tuple[
+    str, str, int, str, int, bytes, str, str, str, str, str | None, int, int, str, str | None
+]:
+    metadata = new.metadata
+    causation = metadata.causation_id
+    return (
+        str(new.event_id),
+        stream,
+        sequence,
+        new.event.event_type,
+        new.event.schema_version,
+        data,
+        metadata.source,
+        metadata.actor.user_id,
+        metadata.actor.role.value,
+        str(metadata.correlation_id),
+        None if causation is None else str(causation),
+        to_micros(metadata.occurred_at),
+        recorded_at,
+        new.event.subject,
+        trace_parent,
+    )
+
+
+def to_recorded(row: StoredRow | tuple[Any, ...], registry: EventRegistry) -> RecordedEvent:
+    """A row in ``COLUMNS`` (or ``TRACED_COLUMNS``) order, from SQLite (``StoredRow``) or
+    PostgreSQL, as stored: the record parses the envelope and decodes the data only when asked
+    for them."""
+    whole: tuple[Any, ...] = row
+    trace_parent: str | None = whole[15] if len(whole) > 15 else None
+    (
+        position,
+        event_id,
+        stream,
+        sequence,
+        event_type,
+        schema_version,
+        data,
+        source,
+        actor_id,
+        actor_role,
+        correlation_id,
+        causation_id,
+        occurred_at,
+        recorded_at,
+        subject,
+    ) = row[:15]
+    return RecordedEvent.stored(
+        stream=stream,
+        sequence=sequence,
+        position=position,
+        event_type=event_type,
+        subject=subject,
+        schema_version=schema_version,
+        data=data,
+        registry=registry,
+        envelope=StoredEnvelope(
+            event_id,
+            source,
+            actor_id,
+            actor_role,
+            correlation_id,
+            causation_id,
+            occurred_at,
+            recorded_at,
+        ),
+        trace_parent=trace_parent,
+    )
+
+
+def sealed_data(
+    registry: EventRegistry, events: Sequence[NewEvent], data: Sequence[bytes]
+) -> list[bytes]:
+    """What is stored of each event: its data with the sensitive values sealed (when the
+    registry protects them; ``casetrail_platform.keys.fields``)."""
+    if registry.protection is None:
+        return list(data)
+    return [
+        registry.seal(new.event, new.event_id, encoded)
+        for new, encoded in zip(events, data, strict=True)
+    ]
+
+
+def recorded_from_new(
+    new: NewEvent,
+    stream: str,
+    sequence: int,
+    position: int,
+    recorded_at: datetime,
+    data: bytes | None = None,
+) -> RecordedEvent:
+    """The record of an event just appended, without reading it back: the caller holds the
+    validated event already, so decoding the stored bytes again would only cost time.
+    ``data``: what was stored (sealed), handed out as the record's ``data``."""
+    record = RecordedEvent(
+        event_id=new.event_id,
+        stream=stream,
+        sequence=sequence,
+        position=position,
+        recorded_at=recorded_at,
+        event=new.event,
+        metadata=new.metadata,
+    )
+    return record if data is None else record.with_data(data)
+
+
+def same_content(
+    new: NewEvent, row: StoredRow | tuple[Any, ...], stream: str, registry: EventRegistry
+) -> bool:
+    """Whether a stored row is the same event as ``new`` (a retried append). Sealed values
+    are compared opened: sealing draws a fresh nonce each time, so a retry's bytes differ."""
+    if row[2] != stream or row[4] != new.event.event_type:
+        return False
+    if row[5] != new.event.schema_version:
+        return False
+    stored = bytes(row[6])
+    encoded = encode(new.event)
+    if not registry.is_sealed(stored):
+        return stored == encoded
+    opened = registry.open_document(row[4], row[5], row[1], json.loads(stored))
+    return bool(opened == json.loads(encoded))

@@ -1,0 +1,490 @@
+"""SQLite event store: the embedded default. One file in a data directory, WAL, fsync on commit."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+from casetrail_platform.checkpoints import CheckpointStore
+from casetrail_platform.errors import ConcurrencyError, DuplicateEventIdError
+from casetrail_platform.parking import ParkedRecord, ParkingLot
+from casetrail_platform.store.guard import storable_data
+from casetrail_platform.store.port import ANY_VERSION, EventStore
+from casetrail_platform.store.rows import (
+    COLUMNS,
+    TRACED_COLUMNS,
+    StoredRow,
+    insert_values,
+    recorded_from_new,
+    same_content,
+    sealed_data,
+    to_recorded,
+)
+from casetrail_platform.store.sqlite_writer import SqliteWriter, connect
+from casetrail_platform.telemetry.tracing import current_traceparent
+from events.envelope import NewEvent, RecordedEvent, from_micros, to_micros
+from events.registry import EventRegistry
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS stored_events (
+    position INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    stream TEXT NOT NULL,
+    sequence INTEGER NOT NULL CHECK (sequence > 0),
+    event_type TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    source TEXT NOT NULL,
+    actor_id TEXT NOT NULL,
+    actor_role TEXT NOT NULL,
+    correlation_id TEXT NOT NULL,
+    causation_id TEXT,
+    occurred_at INTEGER NOT NULL,
+    recorded_at INTEGER NOT NULL,
+    subject TEXT NOT NULL,
+    trace_parent TEXT,
+    UNIQUE (stream, sequence)
+);
+CREATE INDEX IF NOT EXISTS stored_events_by_causation ON stored_events (causation_id);
+CREATE TRIGGER IF NOT EXISTS stored_events_are_immutable
+BEFORE UPDATE ON stored_events
+BEGIN SELECT RAISE(ABORT, 'stored events are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS stored_events_are_never_deleted
+BEFORE DELETE ON stored_events
+BEGIN SELECT RAISE(ABORT, 'stored events cannot be deleted'); END;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS parked_records (
+    relay TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    event_type TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    parked_at TEXT NOT NULL,
+    retry_requested INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (relay, position)
+);
+"""
+
+_INSERT = (
+    "INSERT INTO stored_events (event_id, stream, sequence, event_type, schema_version, data,"
+    " source, actor_id, actor_role, correlation_id, causation_id, occurred_at, recorded_at,"
+    " subject, trace_parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+)
+_SELECT = f"SELECT {COLUMNS} FROM stored_events"
+_READ_ALL = (
+    f"SELECT {TRACED_COLUMNS} FROM stored_events WHERE position > ? ORDER BY position LIMIT ?"
+)
+_BY_CAUSATION = f"{_SELECT} WHERE causation_id = ? ORDER BY position"
+
+T = TypeVar("T")
+
+INLINE_ROWS = 64
+"""Reads of at most this many rows run on the event loop's thread (see ``_fetch``)."""
+
+
+class SqliteEventStore(EventStore):
+    """Open with ``await SqliteEventStore.open(path, registry)``; close with ``close()``."""
+
+    def __init__(self, path: Path, registry: EventRegistry) -> None:
+        self._path = path
+        self._registry = registry
+        self._writer = SqliteWriter(str(path))
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sqlite-reader")
+        self._local = threading.local()
+        self._inline: sqlite3.Connection | None = None
+        self._last_recorded_at = 0
+        self._appended: asyncio.Event | None = None
+        self._committed_position = 0
+        """Newest position committed by this process's writer (or found at open)."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    async def open(cls, path: Path, registry: EventRegistry) -> SqliteEventStore:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = cls(path, registry)
+        store._loop = asyncio.get_running_loop()
+        store._appended = asyncio.Event()
+        store._writer.after_commit = store._notify_from_writer
+        await asyncio.to_thread(store._writer.start, SCHEMA)
+        await store._writer.write(_add_trace_column)
+        store._last_recorded_at = await store._read(_max_recorded_at)
+        store._committed_position = await store._read(_last_position)
+        return store
+
+    @property
+    def writer(self) -> SqliteWriter:
+        """The file's single writer, shared with checkpoints stored beside the events."""
+        return self._writer
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._writer.stop)
+        self._readers.shutdown(wait=True)
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
+
+    async def append(
+        self, stream: str, events: Sequence[NewEvent], expected_version: int
+    ) -> list[RecordedEvent]:
+        if not events:
+            return []
+        for new in events:
+            self._registry.require_registered(new.event)
+        data = sealed_data(self._registry, events, storable_data(stream, events))
+        trace_parent = current_traceparent()
+        registry = self._registry
+        rows = await self._writer.write(
+            lambda connection: self._append_in(
+                connection, stream, list(events), data, expected_version, trace_parent, registry
+            )
+        )
+        if isinstance(rows, _Appended):
+            recorded_at = from_micros(rows.recorded_at)
+            return [
+                recorded_from_new(
+                    new,
+                    stream,
+                    rows.after_sequence + offset,
+                    rows.first_position + offset - 1,
+                    recorded_at,
+                    stored,
+                )
+                for offset, (new, stored) in enumerate(zip(events, data, strict=True), start=1)
+            ]
+        return [to_recorded(row, self._registry) for row in rows]
+
+    def _append_in(
+        self,
+        connection: sqlite3.Connection,
+        stream: str,
+        events: list[NewEvent],
+        data: list[bytes],
+        expected_version: int,
+        trace_parent: str | None,
+        registry: EventRegistry,
+    ) -> list[StoredRow] | _Appended:
+        """The new events' place, or the stored rows when this is a retry of a stored batch."""
+        current = _version_of(connection, stream)
+        if expected_version == ANY_VERSION:
+            # The writer thread is the file's only writer: the stream cannot move under us.
+            expected_version = current
+        elif current != expected_version:
+            retried = _already_stored(connection, stream, events, registry)
+            if retried is not None:
+                return retried
+            raise ConcurrencyError(stream, expected_version, current)
+        # recorded-at never goes backwards along the global order, even if the clock does.
+        recorded_at = max(to_micros_now(), self._last_recorded_at)
+        try:
+            connection.executemany(
+                _INSERT,
+                [
+                    insert_values(
+                        new, encoded, stream, expected_version + offset, recorded_at, trace_parent
+                    )
+                    for offset, (new, encoded) in enumerate(zip(events, data, strict=True), start=1)
+                ],
+            )
+        except sqlite3.IntegrityError:
+            retried = _already_stored(connection, stream, events, registry)
+            if retried is not None:
+                return retried
+            raise DuplicateEventIdError(_first_stored_id(connection, events)) from None
+        self._last_recorded_at = recorded_at
+        # One writer and INTEGER PRIMARY KEY: the batch got consecutive positions.
+        last_position = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
+        return _Appended(last_position - len(events) + 1, recorded_at, expected_version)
+
+    async def read_stream(
+        self,
+        stream: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        recorded_until: datetime | None = None,
+        occurred_until: datetime | None = None,
+    ) -> list[RecordedEvent]:
+        clauses = ["stream = ?", "sequence >= ?"]
+        parameters: list[Any] = [stream, from_version]
+        if to_version is not None:
+            clauses.append("sequence <= ?")
+            parameters.append(to_version)
+        if recorded_until is not None:
+            clauses.append("recorded_at <= ?")
+            parameters.append(to_micros(recorded_until))
+        if occurred_until is not None:
+            clauses.append("occurred_at <= ?")
+            parameters.append(to_micros(occurred_until))
+        query = f"{_SELECT} WHERE {' AND '.join(clauses)} ORDER BY sequence"
+        return self._decode(await self._fetch(query, parameters))
+
+    async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        query = _READ_ALL
+        if self._committed_position - after_position <= INLINE_ROWS:
+            # A follower keeping up: the few new rows are cheaper to read than a thread hop.
+            rows = self._inline_connection().execute(query, (after_position, limit)).fetchall()
+        else:
+            rows = await self._read(lambda c: c.execute(query, (after_position, limit)).fetchall())
+        return self._decode(rows)
+
+    async def read_by_causation(self, causation_id: UUID) -> list[RecordedEvent]:
+        return self._decode(await self._fetch(_BY_CAUSATION, (str(causation_id),)))
+
+    async def stream_version(self, stream: str) -> int:
+        return await self._read(lambda c: _version_of(c, stream))
+
+    async def last_position(self) -> int:
+        return await self._read(_last_position)
+
+    async def wait_for_append(self, after_position: int, max_wait: float) -> None:
+        assert self._appended is not None, "open the store with SqliteEventStore.open()"
+        appended = self._appended
+        # Known without a read: this process's writer is the file's only one.
+        if self._committed_position > after_position:
+            return
+        try:
+            await asyncio.wait_for(appended.wait(), max_wait)
+        except TimeoutError:
+            return
+
+    def _notify_from_writer(self, connection: sqlite3.Connection) -> None:
+        self._committed_position = _last_position(connection)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake_followers)
+
+    def _wake_followers(self) -> None:
+        assert self._appended is not None
+        # Wake everyone waiting now; later waiters wait for the next append.
+        self._appended.set()
+        self._appended = asyncio.Event()
+
+    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self._run_read, query)
+
+    async def _fetch(self, query: str, parameters: Sequence[Any]) -> list[StoredRow]:
+        """The rows of ``query`` (which has no LIMIT): read on the event loop's thread when
+        there are at most ``INLINE_ROWS`` of them, else again in a reader thread. A command's
+        reads (a case's stream, a look-up by causation) are nearly always that small, and the
+        hop to a reader thread and back costs the loop more than the read itself."""
+        bounded = f"{query} LIMIT {INLINE_ROWS + 1}"
+        rows: list[StoredRow] = self._inline_connection().execute(bounded, parameters).fetchall()
+        if len(rows) <= INLINE_ROWS:
+            return rows
+        return await self._read(lambda c: c.execute(query, parameters).fetchall())
+
+    def _inline_connection(self) -> sqlite3.Connection:
+        """The loop thread's own reader (WAL: never waits for the writer)."""
+        if self._inline is None:
+            self._inline = connect(str(self._path))
+        return self._inline
+
+    def _decode(self, rows: list[StoredRow]) -> list[RecordedEvent]:
+        registry = self._registry
+        return [to_recorded(row, registry) for row in rows]
+
+    def _run_read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = connect(str(self._path))
+            self._local.connection = connection
+        return query(connection)
+
+
+@dataclass(frozen=True, slots=True)
+class _Appended:
+    first_position: int
+    recorded_at: int
+    after_sequence: int
+    """The stream's version before the batch (its first event is this + 1)."""
+
+
+class SqliteCheckpointStore(CheckpointStore):
+    """Checkpoints kept in the event store's own file, written by its single writer."""
+
+    def __init__(self, store: SqliteEventStore) -> None:
+        self._store = store
+
+    async def load(self, name: str) -> int:
+        row = await self._store._read(
+            lambda c: c.execute(
+                "SELECT position FROM checkpoints WHERE name = ?", (name,)
+            ).fetchone()
+        )
+        return 0 if row is None else int(row[0])
+
+    async def save(self, name: str, position: int) -> None:
+        await self._store.writer.write(
+            lambda c: c.execute(
+                "INSERT INTO checkpoints (name, position) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE"
+                " SET position = max(position, excluded.position)",
+                (name, position),
+            )
+        )
+
+
+class SqliteParkingLot(ParkingLot):
+    """Parked records kept in the event store's own file, beside the relay's checkpoint."""
+
+    _COLUMNS = (
+        "relay, position, event_id, key, stream, sequence, event_type, reason, parked_at,"
+        " retry_requested"
+    )
+
+    def __init__(self, store: SqliteEventStore) -> None:
+        self._store = store
+
+    async def park(self, records: Sequence[ParkedRecord]) -> None:
+        rows = [
+            (
+                r.relay,
+                r.position,
+                str(r.event_id),
+                r.key,
+                r.stream,
+                r.sequence,
+                r.event_type,
+                r.reason,
+                r.parked_at.isoformat(),
+                int(r.retry_requested),
+            )
+            for r in records
+        ]
+        await self._store.writer.write(
+            lambda c: c.executemany(
+                f"INSERT OR IGNORE INTO parked_records ({self._COLUMNS})"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                rows,
+            )
+        )
+
+    async def parked(self, relay: str) -> list[ParkedRecord]:
+        rows = await self._store._read(
+            lambda c: c.execute(
+                f"SELECT {self._COLUMNS} FROM parked_records WHERE relay = ? ORDER BY position",
+                (relay,),
+            ).fetchall()
+        )
+        return [
+            ParkedRecord(
+                relay=row[0],
+                position=int(row[1]),
+                event_id=UUID(row[2]),
+                key=row[3],
+                stream=row[4],
+                sequence=int(row[5]),
+                event_type=row[6],
+                reason=row[7],
+                parked_at=datetime.fromisoformat(row[8]),
+                retry_requested=bool(row[9]),
+            )
+            for row in rows
+        ]
+
+    async def request_retry(self, relay: str, key: str | None = None) -> int:
+        where, parameters = (
+            ("relay = ?", (relay,))
+            if key is None
+            else (
+                "relay = ? AND key = ?",
+                (relay, key),
+            )
+        )
+        return await self._store.writer.write(
+            lambda c: int(
+                c.execute(
+                    f"UPDATE parked_records SET retry_requested = 1 WHERE {where}", parameters
+                ).rowcount
+            )
+        )
+
+    async def retry_done(self, relay: str, key: str) -> None:
+        await self._store.writer.write(
+            lambda c: c.execute(
+                "UPDATE parked_records SET retry_requested = 0 WHERE relay = ? AND key = ?",
+                (relay, key),
+            )
+        )
+
+    async def release(self, relay: str, positions: Sequence[int]) -> None:
+        rows = [(relay, position) for position in positions]
+        await self._store.writer.write(
+            lambda c: c.executemany(
+                "DELETE FROM parked_records WHERE relay = ? AND position = ?", rows
+            )
+        )
+
+
+def to_micros_now() -> int:
+    return time.time_ns() // 1000
+
+
+def _version_of(connection: sqlite3.Connection, stream: str) -> int:
+    row = connection.execute(
+        "SELECT max(sequence) FROM stored_events WHERE stream = ?", (stream,)
+    ).fetchone()
+    return 0 if row[0] is None else int(row[0])
+
+
+def _last_position(connection: sqlite3.Connection) -> int:
+    return int(
+        connection.execute("SELECT coalesce(max(position), 0) FROM stored_events").fetchone()[0]
+    )
+
+
+def _add_trace_column(connection: sqlite3.Connection) -> None:
+    """Give a file made before trace contexts were kept its ``trace_parent`` column."""
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(stored_events)")}
+    if "trace_parent" not in columns:
+        connection.execute("ALTER TABLE stored_events ADD COLUMN trace_parent TEXT")
+
+
+def _max_recorded_at(connection: sqlite3.Connection) -> int:
+    row = connection.execute("SELECT coalesce(max(recorded_at), 0) FROM stored_events").fetchone()
+    return int(row[0])
+
+
+def _already_stored(
+    connection: sqlite3.Connection, stream: str, events: list[NewEvent], registry: EventRegistry
+) -> list[StoredRow] | None:
+    """The stored rows if this exact batch was appended before (a retry), else None."""
+    ids = [str(new.event_id) for new in events]
+    marks = ",".join("?" * len(ids))
+    rows: list[StoredRow] = connection.execute(
+        f"{_SELECT} WHERE event_id IN ({marks}) ORDER BY position", ids
+    ).fetchall()
+    by_id = {row[1]: row for row in rows}
+    if len(by_id) != len(events):
+        return None
+    ordered = [by_id[event_id] for event_id in ids]
+    if all(
+        same_content(new, row, stream, registry) for new, row in zip(events, ordered, strict=True)
+    ):
+        return ordered
+    return None
+
+
+def _first_stored_id(connection: sqlite3.Connection, events: list[NewEvent]) -> str:
+    for new in events:
+        found = connection.execute(
+            "SELECT 1 FROM stored_events WHERE event_id = ?", (str(new.event_id),)
+        ).fetchone()
+        if found is not None:
+            return str(new.event_id)
+    return str(events[0].event_id)

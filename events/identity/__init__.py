@@ -1,5 +1,0 @@
-"""Who is acting: the verified principal behind every call (issue 9).
-
-Identity comes only from a verified credential (a bearer token checked by
-``events.identity`` adapters), never from a request field.
-"""
