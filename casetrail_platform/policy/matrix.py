@@ -33,9 +33,8 @@ OVERSIGHT = frozenset({Action.READ_TRAIL, Action.EXPORT})
 REVIEWS = frozenset({Action.ACCOUNT_DISCLOSURES, Action.REVIEW_AS_SEEN})
 """Need-to-know reviews: the accounting of disclosures, a case as a user saw it."""
 CARRYING = frozenset({Role.CASE_MANAGER, Role.SOCIAL_WORKER})
-STAFF = frozenset(
+CASEWORK = frozenset(
     {
-        Role.RECEPTIONIST,
         Role.INTAKE_WORKER,
         Role.COORDINATOR,
         Role.CASE_MANAGER,
@@ -43,6 +42,8 @@ STAFF = frozenset(
         Role.SUPERVISOR,
     }
 )
+"""Staff whose work is the case's content. Not the front desk: receptionists register people
+and open cases, they never read one, not even by breaking the glass."""
 
 RULES: tuple[Rule, ...] = (
     # Workers see the cases they carry, all of them.
@@ -152,7 +153,7 @@ RULES: tuple[Rule, ...] = (
     # at audit included.
     Rule(
         "break-glass",
-        STAFF,
+        CASEWORK,
         Relationship.EMERGENCY_ACCESS,
         frozenset({AccessPurpose.EMERGENCY}),
         frozenset({Action.READ_CASE, Action.READ_CLIENT, Action.READ_TRAIL}),

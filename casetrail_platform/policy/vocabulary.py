@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from events.catalog.access import RecordSection
 
-POLICY_VERSION = "2026.12-3"
+POLICY_VERSION = "2026.12-4"
 """Changes whenever ``matrix.RULES`` or the way they are read changes; recorded on every
 access so a review can tell which policy allowed it."""
 

@@ -72,6 +72,13 @@ async def test_breaking_the_glass_needs_the_entitlement_a_reason_and_a_bounded_w
         ).intake.OpenEmergencyAccess(opening(case))
     )
     assert auditor_tries.reason == "ROLE_NOT_ALLOWED"
+    # The front desk registers people and reads no case, not even by breaking the glass.
+    front_desk_tries = await refused(
+        casetrail.stubs.as_(
+            Person("rcp-dana", "receptionist", entitlements=BREAK_GLASS)
+        ).intake.OpenEmergencyAccess(opening(case))
+    )
+    assert front_desk_tries.reason == "ROLE_NOT_ALLOWED"
     for bad, field in (
         (opening(case, reason=""), "reason"),
         (opening(case, reason="   "), "reason"),

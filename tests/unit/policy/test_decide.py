@@ -130,7 +130,17 @@ ROWS = [
         Action.READ_CASE,
         P.DIRECT_CARE,
         FACTS,
-        "role-not-allowed",  # the front desk reads a case only under break-the-glass
+        "role-not-allowed",  # the front desk registers people, it reads no case
+        False,
+    ),
+    (
+        who("desk", Role.RECEPTIONIST),
+        Action.READ_CASE,
+        P.EMERGENCY,
+        replace(
+            FACTS, emergencies=(replace(EMERGENCY, subject="desk", expires_at=NOW + timedelta(1)),)
+        ),
+        "role-not-allowed",  # not even under an emergency access (none can be opened for it)
         False,
     ),
     (
@@ -394,6 +404,12 @@ def test_an_emergency_read_names_the_emergency_access() -> None:
         ),
         (
             Principal("c", Role.CLIENT, HOME, "t", entitlements=frozenset({"break_glass"})),
+            "role-not-allowed",
+        ),
+        (
+            Principal(
+                "desk", Role.RECEPTIONIST, HOME, "t", entitlements=frozenset({"break_glass"})
+            ),
             "role-not-allowed",
         ),
     ],
