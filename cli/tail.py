@@ -5,8 +5,9 @@ Following every event discloses every case, so it is for an authenticated audito
 bearer token (``--token``, ``CASETRAIL_TOKEN`` or the saved ``casetrail login``) is verified
 against the issuer the services trust, the access policy decides (``Action.TAIL``), and each
 batch of events is recorded as ``casetrail.record.accessed`` in the tailed service's own store,
-one access per case in one append, before it is printed. A refusal is recorded too
-(``record.access_denied`` under the id ``TAIL_SUBJECT``). The tail's own access records are
+one access per case in one append, before it is printed. A refusal is recorded where the
+tail would have been: in each store asked for (``record.access_denied`` under the id
+``TAIL_SUBJECT``). The tail's own access records are
 neither printed nor recorded again (two tails would otherwise feed each other forever).
 """
 
@@ -78,7 +79,7 @@ def run(options: argparse.Namespace) -> int:
         now=datetime.now(UTC),
     )
     if not decision.allowed:
-        asyncio.run(_record_refusal(infra, names[0], principal, purpose, decision))
+        asyncio.run(_record_refusal(infra, names, principal, purpose, decision))
         print(f"refused: {decision.rule}: {decision.reason}", file=sys.stderr)
         return 1
     with contextlib.suppress(KeyboardInterrupt):
@@ -88,20 +89,23 @@ def run(options: argparse.Namespace) -> int:
 
 async def _record_refusal(
     infra: Infrastructure,
-    service: str,
+    services: Sequence[str],
     principal: Principal,
     purpose: AccessPurpose,
     decision: Decision,
 ) -> None:
+    """The refusal, in the store of each service the tail asked for (where its accesses would
+    have been recorded had it been allowed)."""
     from casetrail_platform.hosting import open_event_store
 
-    store, _checkpoints, close_store = await open_event_store(infra, service)
-    try:
-        access = AccessControl(store, None, TAIL_SOURCE)
-        with contextlib.suppress(AccessDenied):
-            await access.refuse(principal, Action.TAIL, purpose, TAIL_SUBJECT, decision)
-    finally:
-        await close_store()
+    for service in services:
+        store, _checkpoints, close_store = await open_event_store(infra, service)
+        try:
+            access = AccessControl(store, None, TAIL_SOURCE)
+            with contextlib.suppress(AccessDenied):
+                await access.refuse(principal, Action.TAIL, purpose, TAIL_SUBJECT, decision)
+        finally:
+            await close_store()
 
 
 async def _tail_all(

@@ -95,10 +95,11 @@ async def test_only_an_auditor_tails_a_store_and_every_case_shown_is_recorded(
     storage = ["--data-dir", str(tmp_path)]
     async with embedded_services(tmp_path) as local:
         case_id = await _one_case(local)
-        # Anyone else is refused, and the refusal recorded.
+        # Anyone else is refused, and the refusal recorded in each store asked for.
         status, out, err = await casetrail_cli(
-            "tail", "--service", "intake", *storage, "--token", local.tokens(RECEPTIONIST)
-        )
+            "tail", "--service", "intake", "--service", "planning", *storage,
+            "--token", local.tokens(RECEPTIONIST),
+        )  # fmt: skip
         assert (status, out) == (1, "")
         assert "refused: role-not-allowed" in err
         status, _, err = await casetrail_cli(
@@ -140,12 +141,13 @@ async def test_only_an_auditor_tails_a_store_and_every_case_shown_is_recorded(
 
     from casetrail_platform.store.sqlite import SqliteEventStore
 
-    store = await SqliteEventStore.open(tmp_path / "intake" / "events.db", default_registry())
-    try:
-        refusals = await store.read_stream(access_stream(TAIL_SUBJECT))
-    finally:
-        await store.close()
-    assert [r.metadata.actor.user_id for r in refusals] == [RECEPTIONIST.user_id]
+    for service in ("intake", "planning"):
+        store = await SqliteEventStore.open(tmp_path / service / "events.db", default_registry())
+        try:
+            refusals = await store.read_stream(access_stream(TAIL_SUBJECT))
+        finally:
+            await store.close()
+        assert [r.metadata.actor.user_id for r in refusals] == [RECEPTIONIST.user_id], service
 
 
 async def _one_case(local: LocalCasetrail) -> str:
