@@ -16,10 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 from uuid import uuid4
 
-import grpc
 from google.protobuf.message import Message
 from pydantic import ValidationError
 
@@ -55,6 +54,13 @@ E = TypeVar("E", bound=CaseEvent)
 
 DEFAULT_HOME_AGENCY = "eastbay-dss"
 """The agency whose staff the services serve (the example agency's id)."""
+
+
+class Answer(Protocol):
+    """Where the answer's trailing metadata goes (a gRPC servicer context): the app layers name
+    this, not gRPC."""
+
+    def set_trailing_metadata(self, trailing_metadata: Sequence[tuple[str, str]]) -> None: ...
 
 
 class AccessDenied(NotAllowed):
@@ -194,7 +200,7 @@ class AccessControl:
 
     async def release(
         self,
-        context: grpc.aio.ServicerContext[Any, Any] | None,
+        context: Answer | None,
         principal: Principal,
         purpose: AccessPurpose,
         disclosures: Sequence[Disclosure],

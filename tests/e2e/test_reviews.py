@@ -12,6 +12,7 @@ import pytest
 from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
+from casetrail_platform.policy.guard import RULE_KEY
 from cli.rpc import Person, command, eventually, query, refused, timestamp
 from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
@@ -100,14 +101,22 @@ async def test_the_accounting_and_the_as_seen_view_follow_consent_and_assignment
     referral = by_type["casetrail.referral.made"]
     assert (referral.recipient.recipient_id, referral.consent_id) == (PARTNER, consent_id)
     assert SOCIAL_WORKER.user_id not in {d.disclosed_by.user_id for d in accounting.disclosures}
-    later = await stubs.as_(AUDITOR).audit.ListDisclosures(
+    later_call = stubs.as_(AUDITOR).audit.ListDisclosures(
         audit_pb2.ListDisclosuresRequest(
             context=query(REVIEW),
             client_id=case.client_id,
             period_start=timestamp(after_partner_read),
         )
     )
+    later = await later_call
     assert list(later.disclosures) == []
+    # Audit's answers name the rule that decided, as every service's do.
+    assert dict(await later_call.trailing_metadata())[RULE_KEY] == "auditor-review"
+    cases_call = stubs.as_(AUDITOR).audit.FindCasesOfClient(
+        audit_pb2.FindCasesOfClientRequest(context=query(REVIEW), client_id=case.client_id)
+    )
+    assert list((await cases_call).case_ids) == [case.case_id]
+    assert dict(await cases_call.trailing_metadata())[RULE_KEY] == "auditor-review"
 
     # The worker: nothing before she was assigned, the whole case after.
     before = await as_seen(
@@ -127,6 +136,16 @@ async def test_the_accounting_and_the_as_seen_view_follow_consent_and_assignment
     assert after.state.assignment.worker_id == SOCIAL_WORKER.user_id
     assert [n.category for n in after.state.assessed_needs] == ["home_care"]
     assert [r.rule for r in after.reads] == ["assigned-worker"]
+    seen_call = stubs.as_(AUDITOR).audit.GetCaseAsSeen(
+        audit_pb2.GetCaseAsSeenRequest(
+            context=query(REVIEW),
+            case_id=case.case_id,
+            user_id=SOCIAL_WORKER.user_id,
+            as_of=timestamp(after_partner_read),
+        )
+    )
+    await seen_call
+    assert dict(await seen_call.trailing_metadata())[RULE_KEY] == "auditor-review"
     assert "role=access_event" in after.user.derived_from
 
     # The partner: the referred scope under consent, nothing once it is revoked.

@@ -26,6 +26,7 @@ from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy import facts as policy_facts
 from casetrail_platform.policy import redaction
 from casetrail_platform.policy.decide import decide
+from casetrail_platform.policy.guard import Answer
 from casetrail_platform.policy.guard import Disclosure as Released
 from casetrail_platform.policy.vocabulary import Action, Decision
 from casetrail_platform.queries import QueryContext
@@ -103,6 +104,7 @@ async def case_as_seen(
     as_of: datetime,
     rendering: StateRendering,
     principal: Principal | None = None,
+    answer: Answer | None = None,
 ) -> AsSeen:
     reviewer, allowed, everything = await _reviewed(deps, viewer, case_id, principal)
     known = history.view(everything, TimeBasis.RECORDED, as_of)
@@ -138,7 +140,7 @@ async def case_as_seen(
         and recorded.event.accessor_id == claims.user_id
     ]
     await deps.access.release(
-        None,
+        answer,
         reviewer,
         viewer.purpose,
         [

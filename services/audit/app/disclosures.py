@@ -16,6 +16,7 @@ from typing import Protocol
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.decide import any_rule_for
 from casetrail_platform.policy.facts import entry_of
+from casetrail_platform.policy.guard import Answer
 from casetrail_platform.policy.guard import Disclosure as Released
 from casetrail_platform.policy.vocabulary import Action, Decision
 from casetrail_platform.queries import QueryContext
@@ -84,6 +85,7 @@ async def list_disclosures(
     page_size: int = 100,
     cursor: DisclosureKey | None = None,
     principal: Principal | None = None,
+    answer: Answer | None = None,
 ) -> DisclosurePage:
     access = deps.access
     who = principal or Principal(
@@ -130,7 +132,7 @@ async def list_disclosures(
     page = found[start : start + page_size]
     more = start + page_size < len(found)
     await access.release(
-        None,
+        answer,
         who,
         viewer.purpose,
         [

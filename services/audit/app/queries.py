@@ -1,5 +1,6 @@
 """The audit queries. Each checks the viewer's role, reads the case's history, records what
-it is about to disclose, and only then returns it."""
+it is about to disclose, and only then returns it. Given the ``answer`` (the gRPC call), each
+names in its trailing metadata the rule that decided, as every service's reads do."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from typing import Protocol
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.decide import any_rule_for
 from casetrail_platform.policy.facts import Entry
-from casetrail_platform.policy.guard import AccessControl, AccessDenied, Disclosure, access_stream
+from casetrail_platform.policy.guard import (
+    AccessControl,
+    AccessDenied,
+    Answer,
+    Disclosure,
+    access_stream,
+)
 from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.queries import QueryContext
 from casetrail_platform.store.port import EventStore
@@ -83,13 +90,14 @@ async def get_timeline(
     page_size: int = 100,
     cursor: PageCursor | None = None,
     principal: Principal | None = None,
+    answer: Answer | None = None,
 ) -> TimelinePage:
     """One page of the view, from the timeline's index: its cost does not grow with the case."""
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
     allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
     page = await deps.timelines.page(case_id, query, cursor, page_size)
     total = await deps.timelines.count(case_id, query)
-    await _release(deps, viewer, allowed, case_id, page.entries)
+    await _release(deps, viewer, allowed, case_id, page.entries, answer=answer)
     backward = cursor is not None and cursor.backward
     first, last = (page.suffixes[0], page.suffixes[-1]) if page.suffixes else (None, None)
     # Read backward, the page came from a later one; read forward, from an earlier one.
@@ -110,13 +118,14 @@ async def get_state_as_of(
     as_of: datetime,
     basis: TimeBasis,
     principal: Principal | None = None,
+    answer: Answer | None = None,
 ) -> CaseState:
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
     allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
     everything = await deps.timelines.events_of(case_id)
     ordered = history.view(everything, basis, as_of)
     state = fold(case_id, ordered, basis)
-    await _release(deps, viewer, allowed, case_id, ordered, STATE_SECTIONS)
+    await _release(deps, viewer, allowed, case_id, ordered, STATE_SECTIONS, answer=answer)
     return state
 
 
@@ -128,13 +137,14 @@ async def who_did_what(
     *,
     actor_id: str | None = None,
     principal: Principal | None = None,
+    answer: Answer | None = None,
 ) -> list[Activity]:
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
     allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
     everything = await deps.timelines.events_of(case_id)
     ordered = history.view(everything, basis)
     chosen = [e for e in ordered if actor_id is None or e.metadata.actor.user_id == actor_id]
-    await _release(deps, viewer, allowed, case_id, chosen)
+    await _release(deps, viewer, allowed, case_id, chosen, answer=answer)
     return [Activity(recorded, summary(recorded.event)) for recorded in chosen]
 
 
@@ -144,18 +154,23 @@ async def export_case(
     case_id: str,
     basis: TimeBasis,
     principal: Principal | None = None,
+    answer: Answer | None = None,
 ) -> list[RecordedEvent]:
     """The whole history, for ``events.cloudevents.iter_json_lines``."""
     who = await _caller(deps, viewer, principal, Action.EXPORT, case_id)
     allowed = await _authorize(deps, viewer, who, Action.EXPORT, case_id)
     everything = await deps.timelines.events_of(case_id)
     ordered = history.view(everything, basis)
-    await _release(deps, viewer, allowed, case_id, ordered)
+    await _release(deps, viewer, allowed, case_id, ordered, answer=answer)
     return ordered
 
 
 async def get_access_log(
-    deps: AuditDeps, viewer: QueryContext, case_id: str, principal: Principal | None = None
+    deps: AuditDeps,
+    viewer: QueryContext,
+    case_id: str,
+    principal: Principal | None = None,
+    answer: Answer | None = None,
 ) -> list[RecordedEvent]:
     """Every recorded access to the case and every refusal, oldest first, this one included.
 
@@ -164,7 +179,7 @@ async def get_access_log(
     """
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
     allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
-    await _release(deps, viewer, allowed, case_id, (), (RecordSection.ACCESS_LOG,))
+    await _release(deps, viewer, allowed, case_id, (), (RecordSection.ACCESS_LOG,), answer=answer)
     timeline = await deps.timelines.accesses_of(case_id)
     own = await deps.store.read_stream(access_stream(case_id))
     kinds = (RecordAccessed, RecordAccessDenied)
@@ -177,16 +192,23 @@ LEDGER_SUBJECT = "ledger"
 
 
 async def authorize_ledger(
-    deps: AuditDeps, viewer: QueryContext, principal: Principal | None = None
+    deps: AuditDeps,
+    viewer: QueryContext,
+    principal: Principal | None = None,
+    answer: Answer | None = None,
 ) -> None:
     """The policy's decision on a ledger query (``Action.READ_LEDGER``). The answers are
     hashes, sizes and signatures of whole logs, never case content, so an allowed query is
-    not recorded as an access; a refusal is (``record.access_denied`` under
-    ``LEDGER_SUBJECT``), then raised."""
+    not recorded as an access (only its rule named to the caller); a refusal is
+    (``record.access_denied`` under ``LEDGER_SUBJECT``), then raised."""
     who = _who(deps, viewer, principal)
     decision = deps.access.decide(who, Action.READ_LEDGER, viewer.purpose, None)
     if not decision.allowed:
         await deps.access.refuse(who, Action.READ_LEDGER, viewer.purpose, LEDGER_SUBJECT, decision)
+    # No section disclosed: nothing is recorded, the rule is named.
+    await deps.access.release(
+        answer, who, viewer.purpose, [Disclosure(LEDGER_SUBJECT, decision, None, (), ())]
+    )
 
 
 async def find_cases_of_client(
@@ -194,6 +216,7 @@ async def find_cases_of_client(
     viewer: QueryContext,
     client_cases: Sequence[str],
     principal: Principal | None = None,
+    answer: Answer | None = None,
 ) -> list[str]:
     """Which of a client's cases (``client_cases``, from audit's client index) the viewer may
     read, each recorded as an access (section identity: the answer tells that the client has
@@ -214,7 +237,7 @@ async def find_cases_of_client(
             continue
         shown.append(Disclosure(case_id, allowed.decision, None, (), (RecordSection.IDENTITY,)))
     if shown:
-        await deps.access.release(None, who, viewer.purpose, shown)
+        await deps.access.release(answer, who, viewer.purpose, shown)
     return [item.case_id for item in shown]
 
 
@@ -260,10 +283,12 @@ async def _release(
     case_id: str,
     shown: Sequence[RecordedEvent],
     sections: Sequence[RecordSection] | None = None,
+    *,
+    answer: Answer | None,
 ) -> list[RecordedEvent]:
     """Record what is about to be shown: its sections and the sensitive fields it holds."""
     principal, disclosure = allowed
     chosen = sections_disclosed(e.event for e in shown) if sections is None else sections
     fields = sensitive_fields_shown(recorded.event for recorded in shown)
     item = Disclosure(case_id, disclosure.decision, None, (), chosen, fields)
-    return await deps.access.release(None, principal, viewer.purpose, [item])
+    return await deps.access.release(answer, principal, viewer.purpose, [item])

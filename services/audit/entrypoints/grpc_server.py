@@ -62,6 +62,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             page_size=page_size,
             cursor=cursor,
             principal=principal_of(context),
+            answer=context,
         )
         return audit_pb2.GetTimelineResponse(
             entries=[
@@ -93,7 +94,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         read.done()
         as_of = moment(request.as_of)
         state = await queries.get_state_as_of(
-            self._deps, viewer, case_id, as_of, basis, principal_of(context)
+            self._deps, viewer, case_id, as_of, basis, principal_of(context), answer=context
         )
         return audit_pb2.GetCaseStateAsOfResponse(
             state=responses.state(state, as_of),
@@ -118,6 +119,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             basis,
             actor_id=request.actor_id or None,
             principal=principal_of(context),
+            answer=context,
         )
         return audit_pb2.WhoDidWhatResponse(
             activities=[responses.activity(item) for item in activities]
@@ -134,7 +136,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         basis = read.basis(request.basis)
         read.done()
         ordered = await queries.export_case(
-            self._deps, viewer, case_id, basis, principal_of(context)
+            self._deps, viewer, case_id, basis, principal_of(context), answer=context
         )
         proofs = (
             {}
@@ -153,7 +155,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         viewer = read.viewer(principal_of(context), request.context)
         case_id = read.case_id(request.case_id)
         read.done()
-        accesses = await queries.get_access_log(self._deps, viewer, case_id, principal_of(context))
+        accesses = await queries.get_access_log(
+            self._deps, viewer, case_id, principal_of(context), answer=context
+        )
         return audit_pb2.GetAccessLogResponse(
             records=[
                 responses.access_record(recorded)
@@ -180,7 +184,11 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             raise NotFound("client index", "this audit server has none")
         assert client_id is not None
         found = await queries.find_cases_of_client(
-            self._deps, viewer, await self._client_cases.cases_of(client_id), principal_of(context)
+            self._deps,
+            viewer,
+            await self._client_cases.cases_of(client_id),
+            principal_of(context),
+            answer=context,
         )
         return audit_pb2.FindCasesOfClientResponse(case_ids=found)
 
@@ -194,7 +202,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         if not request.service:
             read.missing("service")
         read.done()
-        await queries.authorize_ledger(self._deps, viewer, principal_of(context))
+        await queries.authorize_ledger(self._deps, viewer, principal_of(context), answer=context)
         status = await ledger.log_status(self._ledger, request.service)
         return responses.ledger_status(status)
 
@@ -210,7 +218,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             read.problems.append(FieldProblem("tree_size", "must not be negative"))
         read.done()
         assert event_id is not None
-        await queries.authorize_ledger(self._deps, viewer, principal_of(context))
+        await queries.authorize_ledger(self._deps, viewer, principal_of(context), answer=context)
         proof = await ledger.prove_event(self._ledger, event_id, request.tree_size)
         return responses.event_proof(proof)
 
@@ -224,7 +232,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         if not request.service:
             read.missing("service")
         read.done()
-        await queries.authorize_ledger(self._deps, viewer, principal_of(context))
+        await queries.authorize_ledger(self._deps, viewer, principal_of(context), answer=context)
         proof, first_root, second_root = await ledger.prove_log_consistency(
             self._ledger, request.service, request.first_size, request.second_size
         )
@@ -240,7 +248,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         read = RequestReader()
         viewer = read.viewer(principal_of(context), request.context)
         read.done()
-        await queries.authorize_ledger(self._deps, viewer, principal_of(context))
+        await queries.authorize_ledger(self._deps, viewer, principal_of(context), answer=context)
         keys = await ledger.published_keys(self._ledger)
         return audit_pb2.ListLedgerKeysResponse(
             keys=[
@@ -274,6 +282,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             page_size=page_size,
             cursor=cursor,
             principal=principal_of(context),
+            answer=context,
         )
         return reviews.disclosures_response(client_id, asked, page)
 
@@ -296,5 +305,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             as_of,
             reviews.state_rendering(as_of),
             principal_of(context),
+            answer=context,
         )
         return reviews.as_seen_response(seen, as_of)

@@ -15,6 +15,7 @@ from google.rpc import error_details_pb2
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail.common.v1 import common_pb2
 from casetrail_platform.identity.grpc_auth import CLIENT_HEADER, bearer_metadata
+from casetrail_platform.policy.guard import RULE_KEY
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from cli.rpc import Person
@@ -167,6 +168,37 @@ async def test_every_read_is_in_the_access_log(
     assert list(log.records[0].sections) == ["identity", "assessment", "assignment", "discharge"]
     assert list(log.records[2].sections) == ["access_log"]
     assert {r.source for r in log.records} == {"casetrail/audit"}
+
+
+@pytest.mark.usefixtures("received")
+async def test_every_answer_names_the_rule_that_decided(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+) -> None:
+    as_of = stamp(T0 + 3 * DAY)
+    supervising = viewer("supervisor", "supervision", team=TEAM)
+    calls = {
+        "auditor-review": [
+            audit.GetTimeline(audit_pb2.GetTimelineRequest(context=viewer(), case_id=CASE)),
+            audit.GetCaseStateAsOf(
+                audit_pb2.GetCaseStateAsOfRequest(
+                    context=viewer(), case_id=CASE, as_of=as_of, basis=RECORDED
+                )
+            ),
+            audit.WhoDidWhat(audit_pb2.WhoDidWhatRequest(context=viewer(), case_id=CASE)),
+            audit.GetAccessLog(audit_pb2.GetAccessLogRequest(context=viewer(), case_id=CASE)),
+        ],
+        "team-supervisor": [
+            audit.GetTimeline(audit_pb2.GetTimelineRequest(context=supervising, case_id=CASE)),
+        ],
+    }
+    for rule, answered in calls.items():
+        for call in answered:
+            await call
+            assert dict(await call.trailing_metadata())[RULE_KEY] == rule
+
+    streamed = audit.ExportCase(audit_pb2.ExportCaseRequest(context=viewer(), case_id=CASE))
+    assert [chunk async for chunk in streamed]
+    assert dict(await streamed.trailing_metadata())[RULE_KEY] == "auditor-review"
 
 
 @pytest.mark.usefixtures("received")
