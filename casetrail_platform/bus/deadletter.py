@@ -7,9 +7,12 @@ read from and why. In Kafka it goes to the group's ``<group>.dlq`` topic.
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
+from pathlib import PurePath
 
 from casetrail_platform.bus.message import BusMessage, Headers, as_headers
+from casetrail_platform.commands import CommandRejected
 from events.dead_letters import (
     ATTEMPTS,
     EXCEPTION,
@@ -21,8 +24,27 @@ from events.dead_letters import (
     TOPIC,
     DeadLetterReason,
 )
+from events.errors import EventError
 
 _MAX_DETAIL = 2000
+
+_QUOTABLE: tuple[type[BaseException], ...] = (EventError, CommandRejected, OSError, TimeoutError)
+"""Errors whose messages name fields, rules and places, never the values of an event: ours
+(the catalog's and the commands' rules say so) and the operating system's."""
+
+
+def failure_text(error: BaseException) -> str:
+    """What a dead letter (on a topic kept forever) and the log may say about ``error``.
+
+    Any other error's message may quote the event it failed on (``ValueError(f"bad
+    {summary!r}")``, a database's "Key (x)=(...) already exists"), opened sensitive values
+    included, so only its type and where it was raised are told; the event itself stays on the
+    dead letter for whoever may read it."""
+    if isinstance(error, _QUOTABLE):
+        return str(error) or type(error).__name__
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {PurePath(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}{where} (message withheld: it may quote event data)"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
-from casetrail_platform.bus.deadletter import DeadLetter
+from casetrail_platform.bus.deadletter import DeadLetter, failure_text
 from casetrail_platform.bus.errors import is_outage, is_retriable
 from casetrail_platform.bus.message import BusMessage
 from casetrail_platform.bus.ordering import SequenceGuard
@@ -292,7 +292,7 @@ class Deliverer:
             message=message,
             group=self.group,
             reason=reason,
-            detail=str(error) or type(error).__name__,
+            detail=failure_text(error),
             exception_type=f"{type(error).__module__}.{type(error).__qualname__}",
             attempts=attempts,
         )
@@ -308,4 +308,4 @@ def commit_offsets(delivered: Iterable[BusMessage]) -> dict[int, int]:
 
 
 def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
+    return f"{type(error).__name__}: {failure_text(error)}"

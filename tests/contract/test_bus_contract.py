@@ -256,7 +256,11 @@ async def test_a_handler_error_that_retrying_cannot_fix_is_dead_lettered(
     [letter] = await bus.dead_letters(group)
     assert letter.reason is DeadLetterReason.HANDLER_FAILED
     assert letter.exception_type == "builtins.ValueError"
-    assert letter.detail == "plan has no goals"
+    # A handler's own message may quote the event (opened sensitive values included) and a
+    # dead-letter topic is kept forever: the letter names the error's type and place only.
+    assert "plan has no goals" not in letter.detail
+    assert letter.detail.startswith("ValueError at test_bus_contract.py:")
+    assert letter.detail.endswith("(message withheld: it may quote event data)")
     assert letter.attempts == 1
     assert letter.message.header("ce_id") == str(broken.event_id).encode()
 
@@ -436,7 +440,8 @@ async def test_a_poison_record_in_a_batch_is_dead_lettered_and_the_others_applie
     [letter] = await bus.dead_letters(group)
     assert letter.reason is DeadLetterReason.HANDLER_FAILED
     assert letter.attempts == 1
-    assert letter.detail == "note refers to a plan that does not exist"
+    assert "plan that does not exist" not in letter.detail
+    assert letter.detail.startswith("ValueError at test_bus_contract.py:")
     assert letter.message.header("ce_id") == str(poison.event_id).encode()
 
 
