@@ -109,6 +109,8 @@ def build_registry() -> EventRegistry:
     registry = EventRegistry(current_models())
     for event_type, from_version, upcaster in upcasters():
         registry.register_upcaster(event_type, from_version, upcaster)
+    for model in legacy_models():
+        registry.register_superseded(model)
     return registry
 
 

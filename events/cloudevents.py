@@ -24,7 +24,18 @@ Context attributes (every value is a string unless noted):
 ``occurredat``     same instant as ``time``, kept so it is never confused with ``recordedat``
 ``recordedat``     when the store made it durable, RFC 3339
 ``sourceposition`` global position in the producing service's store, 19 digits zero-padded
+``storedversion``  Integer: the schema version the event is stored under, present only when it
+                   is older than ``schemaversion`` (``data`` is then upcast; see below)
+``storeddata``     Binary (base64 in both formats): the data exactly as stored, with
+                   ``storedversion``; sensitive values in it are sealed as the store sealed them
 =================  ==========================================================================
+
+The ``storedversion``/``storeddata`` pair is what the producer's ledger hashed
+(``casetrail_platform.ledger.canonical``), so that an event stored under an older schema
+version can still be proven: the upcast ``data`` is not what was stored, and sealed values
+are sealed again with fresh nonces when data is upcast. Subscribers that do not check proofs
+may ignore both. A decoder keeps the pair only after checking that the stored data decodes and
+upcasts to ``data`` (values the reader cannot open, sealed in ``data``, are not compared).
 
 There is no ``caseid`` attribute: ``subject`` already carries it.
 
@@ -41,6 +52,8 @@ are upcast to the current model on decode.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -49,10 +62,10 @@ from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 from events.catalog.base import CaseEvent, Role
-from events.envelope import Actor, EventMetadata, RecordedEvent
+from events.envelope import Actor, EventMetadata, RecordedEvent, StoredForm
 from events.errors import FieldProblem, InvalidEventError
 from events.registry import EventRegistry
-from events.sealed_values import canonical_json
+from events.sealed_values import CIPHERTEXT_PREFIX, ERASED_CODE, ERASED_TEXT, canonical_json
 
 SPEC_VERSION = "1.0"
 JSON_CONTENT_TYPE = "application/json"
@@ -63,6 +76,8 @@ SOURCE_PREFIX = "/casetrail/"
 KAFKA_HEADER_PREFIX = "ce_"
 KAFKA_CONTENT_TYPE_HEADER = "content-type"
 ORDER_DIGITS = 19
+STORED_VERSION_ATTRIBUTE = "storedversion"
+STORED_DATA_ATTRIBUTE = "storeddata"
 """Width of zero-padded counters: enough for any signed 64-bit value."""
 
 _BARE_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -143,6 +158,10 @@ def context_attributes(recorded: RecordedEvent) -> dict[str, str | int]:
         attributes["causationid"] = str(metadata.causation_id)
     if recorded.trace_parent is not None:
         attributes["traceparent"] = recorded.trace_parent
+    stored = recorded.stored_form
+    if stored is not None:
+        attributes[STORED_VERSION_ATTRIBUTE] = stored.schema_version
+        attributes[STORED_DATA_ATTRIBUTE] = base64.b64encode(stored.data).decode()
     return attributes
 
 
@@ -216,12 +235,19 @@ def to_kafka_binary(recorded: RecordedEvent) -> KafkaRecord:
     if trace_parent is not None:
         # The CloudEvents distributed-tracing extension: the command's W3C trace context.
         headers.append(("ce_traceparent", trace_parent.encode()))
+    stored_form = recorded.stored_form
+    if stored_form is not None:
+        # Stored under an older version: data below is upcast, the ledger hashed these.
+        headers.append((_STORED_VERSION_HEADER, str(stored_form.schema_version).encode()))
+        headers.append((_STORED_DATA_HEADER, base64.b64encode(stored_form.data)))
     # The stored bytes go out as they are: forwarding an event never decodes it.
     return KafkaRecord(subject, headers, recorded.data)
 
 
 _CONTENT_TYPE_HEADER = (KAFKA_CONTENT_TYPE_HEADER, JSON_CONTENT_TYPE.encode())
 _SPEC_VERSION_HEADER = (f"{KAFKA_HEADER_PREFIX}specversion", SPEC_VERSION.encode())
+_STORED_VERSION_HEADER = f"{KAFKA_HEADER_PREFIX}{STORED_VERSION_ATTRIBUTE}"
+_STORED_DATA_HEADER = f"{KAFKA_HEADER_PREFIX}{STORED_DATA_ATTRIBUTE}"
 
 _Header = tuple[str, bytes]
 
@@ -412,12 +438,32 @@ def envelope_json_schema() -> dict[str, Any]:
                 "command that recorded the event, when it was traced (not part of the event)."
             ),
         },
+        STORED_VERSION_ATTRIBUTE: {
+            "type": "integer",
+            "minimum": 1,
+            "description": (
+                "Extension, present only for an event stored under an older schema version "
+                "(then below schemaversion; data is upcast): the version it is stored under. "
+                "With storeddata it is what the producer's ledger hashed; subscribers that do "
+                "not check proofs may ignore both."
+            ),
+        },
+        STORED_DATA_ATTRIBUTE: {
+            "type": "string",
+            "contentEncoding": "base64",
+            "minLength": 1,
+            "description": (
+                "Extension, with storedversion: the event's data exactly as stored (JSON of "
+                "storedversion, base64), sensitive values sealed as the store sealed them. It "
+                "decodes and upcasts to data."
+            ),
+        },
         "data": {
             "type": "object",
             "description": "The event data; it validates against the schema at dataschema.",
         },
     }
-    optional = {"causationid", "traceparent"}
+    optional = {"causationid", "traceparent", STORED_VERSION_ATTRIBUTE, STORED_DATA_ATTRIBUTE}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": ENVELOPE_SCHEMA_URI,
@@ -557,16 +603,32 @@ class _AttributeReader:
         return self.optional_text(name) or ""
 
     def counter(self, name: str, minimum: int) -> int:
-        value = self._values.get(name)
-        if value is None:
+        if self._values.get(name) is None:
             self.problem(name, self._missing)
             return minimum
+        found = self.optional_counter(name, minimum)
+        return minimum if found is None else found
+
+    def optional_counter(self, name: str, minimum: int) -> int | None:
+        value = self._values.get(name)
+        if value is None:
+            return None
         if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
             return value
         if isinstance(value, str) and _DIGITS.match(value) and int(value) >= minimum:
             return int(value)
         self.problem(name, f"must be a whole number >= {minimum} (up to {ORDER_DIGITS} digits)")
-        return minimum
+        return None
+
+    def optional_binary(self, name: str) -> bytes | None:
+        value = self.optional_text(name)
+        if value is None:
+            return None
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            self.problem(name, "must be base64")
+            return None
 
     def optional_uuid(self, name: str) -> UUID | None:
         value = self.optional_text(name)
@@ -637,8 +699,11 @@ def _decode(
     recorded_at = reader.timestamp("recordedat")
     position = reader.counter("sourceposition", minimum=0)
     trace_parent = reader.optional_text("traceparent")
+    stored_version = reader.optional_counter(STORED_VERSION_ATTRIBUTE, minimum=1)
+    stored_data = reader.optional_binary(STORED_DATA_ATTRIBUTE)
 
     if not problems and not reader.problems:
+        _check_stored_pair(reader, stored_version, stored_data, schema_version)
         if occurred_at_extension is not None and occurred_at_extension != occurred_at:
             reader.problem("occurredat", "must be the same instant as time")
         expected_schema = dataschema_uri(event_type, schema_version)
@@ -652,6 +717,7 @@ def _decode(
     if problems:
         raise UndecodableMessageError(problems, event_type or None)
 
+    received = data
     sealed: bytes | None = None
     if registry.is_sealed(raw if raw is not None else json.dumps(data, ensure_ascii=False)):
         # Kept as stored (what the ledger hashed); the event gets the opened values.
@@ -676,7 +742,85 @@ def _decode(
             causation_id=causation_id,
         ),
     ).traced(trace_parent)
+    if stored_version is not None and stored_data is not None:
+        form = StoredForm(stored_version, stored_data)
+        label = reader.label(STORED_DATA_ATTRIBUTE)
+        stored_event = _upcast_stored(form, event_type, event_id, registry, label)
+        difference = _difference(
+            stored_event.model_dump(mode="json"), event.model_dump(mode="json"), received, "data"
+        )
+        if difference is not None:
+            problem = f"does not upcast to the event's data (first difference at {difference})"
+            raise UndecodableMessageError([FieldProblem(label, problem)], event_type)
+        record.keeping_stored_form(form)
     return record if sealed is None else record.with_data(sealed)
+
+
+def _check_stored_pair(
+    reader: _AttributeReader, version: int | None, data: bytes | None, schema_version: int
+) -> None:
+    if version is None and data is not None:
+        reader.problem(STORED_VERSION_ATTRIBUTE, f"missing: {STORED_DATA_ATTRIBUTE} needs it")
+    elif data is None and version is not None:
+        reader.problem(STORED_DATA_ATTRIBUTE, f"missing: {STORED_VERSION_ATTRIBUTE} needs it")
+    elif version is not None and version >= schema_version:
+        reader.problem(
+            STORED_VERSION_ATTRIBUTE,
+            f"must be below schemaversion {schema_version} (it marks an upcast event)",
+        )
+
+
+def _upcast_stored(
+    form: StoredForm, event_type: str, event_id: UUID, registry: EventRegistry, label: str
+) -> CaseEvent:
+    """The event the stored form decodes to, at the current version (sealed values opened as
+    the reader can, as for ``data``)."""
+    try:
+        document = json.loads(form.data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UndecodableMessageError(
+            [FieldProblem(label, f"not valid JSON: {error}")], event_type
+        ) from None
+    if not isinstance(document, dict):
+        raise UndecodableMessageError([FieldProblem(label, "must be a JSON object")], event_type)
+    try:
+        if registry.is_sealed(form.data):
+            document = registry.open_document(event_type, form.schema_version, event_id, document)
+        return registry.validate(event_type, form.schema_version, document)
+    except InvalidEventError as error:
+        located = [FieldProblem(f"{label}: {p.field}", p.problem) for p in error.problems]
+        raise UndecodableMessageError(located, event_type) from None
+
+
+_UNOPENED = (ERASED_TEXT, ERASED_CODE)
+
+
+def _difference(upcast: Any, event: Any, received: Any, path: str) -> str | None:
+    """Where the upcast stored data first differs from the event decoded from ``received``
+    (the data as it came, before opening), or ``None``. A value sealed in ``received`` that this
+    reader could not open (it reads as the erasure marker: key destroyed, or none held) is not
+    compared: the stored form may hold it sealed differently or, once upcast, in a shape whose
+    sealed parts open as markers in other places."""
+    if upcast == event:
+        return None
+    if isinstance(received, str) and received.startswith(CIPHERTEXT_PREFIX) and event in _UNOPENED:
+        return None
+    if isinstance(upcast, dict) and isinstance(event, dict):
+        for name in sorted(upcast.keys() | event.keys()):
+            inner = received.get(name) if isinstance(received, dict) else None
+            found = _difference(upcast.get(name), event.get(name), inner, f"{path}.{name}")
+            if found is not None:
+                return found
+        return None
+    if isinstance(upcast, list) and isinstance(event, list) and len(upcast) == len(event):
+        items = received if isinstance(received, list) else []
+        for index, (left, right) in enumerate(zip(upcast, event, strict=True)):
+            inner = items[index] if index < len(items) else None
+            found = _difference(left, right, inner, f"{path}[{index}]")
+            if found is not None:
+                return found
+        return None
+    return path
 
 
 def _kafka_header_name(attribute: str) -> str:

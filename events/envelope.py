@@ -69,6 +69,17 @@ class StoredEnvelope(NamedTuple):
     recorded_at: int | datetime
 
 
+class StoredForm(NamedTuple):
+    """An event's data as its store holds it, when that is not what ``RecordedEvent.data``
+    hands out: the event was stored under an older schema version and is upcast. What its
+    ledger leaf hashes (``casetrail_platform.ledger.canonical``); it travels with the event
+    as the CloudEvents extensions ``storedversion`` and ``storeddata``."""
+
+    schema_version: int
+    data: bytes
+    """The stored bytes exactly: sensitive values sealed as the store sealed them."""
+
+
 class _Slots:
     """Every field of a ``RecordedEvent``, assignable: records are built as one of these and
     then become a ``RecordedEvent`` (plain stores cost a fifth of ``object.__setattr__``, and
@@ -82,6 +93,7 @@ class _Slots:
         "_recorded_at",
         "_registry",
         "_stored",
+        "_stored_form",
         "_stored_version",
         "_trace_parent",
         "event_type",
@@ -106,6 +118,7 @@ class _Slots:
     _event: CaseEvent | None
     _data: bytes | None
     _stored_version: int
+    _stored_form: StoredForm | None
     _registry: EventRegistry | None
     _trace_parent: str | None
 
@@ -146,6 +159,7 @@ class RecordedEvent(_Slots):
         record._event = event
         record._data = None
         record._stored_version = event.schema_version
+        record._stored_form = None
         record._registry = None
         record._trace_parent = None
         record.__class__ = cls
@@ -181,6 +195,7 @@ class RecordedEvent(_Slots):
         record._event = None
         record._data = data
         record._stored_version = schema_version
+        record._stored_form = None
         record._registry = registry
         record._trace_parent = trace_parent
         record.__class__ = cls
@@ -270,6 +285,27 @@ class RecordedEvent(_Slots):
             # Upcast: sealed again, never handed out opened.
             return self._registry.seal(self.event, self.event_id, encode(self.event))
         return encode(self.event)
+
+    @property
+    def stored_form(self) -> StoredForm | None:
+        """The data as the producing store holds it, when that differs from ``data`` (stored
+        under an older schema version); ``None`` when ``data`` is what was stored."""
+        carried = self._stored_form
+        if carried is not None:
+            return carried
+        stored = self._data
+        if stored is None or self._registry is None:
+            return None  # built from objects or decoded: nothing older is known
+        version = self._stored_version
+        if version == self.schema_version:
+            return None
+        return StoredForm(version, stored if type(stored) is bytes else bytes(stored))
+
+    def keeping_stored_form(self, form: StoredForm | None) -> RecordedEvent:
+        """This record, carrying ``form`` (for a decoder building a record it just made from a
+        message that carried it; a record handed out is never changed)."""
+        object.__setattr__(self, "_stored_form", form)
+        return self
 
     @property
     def sealed(self) -> bool:

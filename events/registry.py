@@ -35,6 +35,7 @@ class EventRegistry:
     def __init__(self, models: Iterable[type[CaseEvent]] = ()) -> None:
         self._models: dict[str, type[CaseEvent]] = {}
         self._upcasters: dict[tuple[str, int], Upcaster] = {}
+        self._superseded: dict[tuple[str, int], type[CaseEvent]] = {}
         self.protection: FieldProtection | None = None
         """Seals sensitive fields before they are stored and opens them when data is decoded
         (``None``: data is stored and read as it is)."""
@@ -46,6 +47,7 @@ class EventRegistry:
         copy = EventRegistry()
         copy._models = self._models
         copy._upcasters = self._upcasters
+        copy._superseded = self._superseded
         copy.protection = protection
         return copy
 
@@ -74,7 +76,9 @@ class EventRegistry:
             )
 
             protection = WITHHELD
-        model = self.model_for(event_type)
+        # Data of a superseded version opens by that version's model: a value it does not
+        # open reads as its own field's erasure marker (a code's, a text's).
+        model = self._superseded.get((event_type, schema_version)) or self.model_for(event_type)
         return protection.open(model, schema_version, str(event_id), data)
 
     def register(self, model: type[CaseEvent]) -> None:
@@ -82,6 +86,11 @@ class EventRegistry:
         if existing is not None and existing is not model:
             raise ValueError(f"event type {model.event_type!r} registered twice")
         self._models[model.event_type] = model
+
+    def register_superseded(self, model: type[CaseEvent]) -> None:
+        """``model`` is how data of its (type, version) looked: sealed values in such data
+        open by its fields (``upcast`` still brings the data forward)."""
+        self._superseded[(model.event_type, model.schema_version)] = model
 
     def register_upcaster(self, event_type: str, from_version: int, upcaster: Upcaster) -> None:
         """``upcaster`` turns data of ``from_version`` into data of ``from_version + 1``."""

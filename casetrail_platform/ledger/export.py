@@ -9,7 +9,9 @@ Each line of an export is a CloudEvents JSON document; the ledger adds two exten
   leads to.
 
 The leaf is recomputed from the line itself (``canonical_of_record``: the canonical bytes of
-``casetrail_platform.ledger.canonical`` from the event's attributes and data), so any change to a
+``casetrail_platform.ledger.canonical`` from the event's attributes and data, or, for an event
+stored under an older schema version, from ``storedversion``/``storeddata``, which the decoder
+has checked upcast to ``data``), so any change to a
 line, to its proof or to the checkpoint fails verification, and a checkpoint is trusted only under a
 public key the verifier got elsewhere (``casetrail ledger-keys``, the README, the data dir).
 """
@@ -36,9 +38,11 @@ CHECKPOINT_ATTRIBUTE = "ledgercheckpoint"
 
 def canonical_of_record(recorded: RecordedEvent) -> bytes:
     """The canonical bytes of an event as its store holds it, from the record (read back from
-    a store, the bus or an export). For an event stored under an older schema version the
-    record carries the upcast data, which is not what was hashed: its proof does not verify."""
+    a store, the bus or an export). For an event stored under an older schema version, that is
+    its stored form (the ``storedversion``/``storeddata`` extensions), not the upcast data."""
     metadata = recorded.metadata
+    stored = recorded.stored_form
+    version, data = (recorded.schema_version, recorded.data) if stored is None else stored
     return canonical_row(
         (
             recorded.position,
@@ -46,8 +50,8 @@ def canonical_of_record(recorded: RecordedEvent) -> bytes:
             recorded.stream,
             recorded.sequence,
             recorded.event_type,
-            recorded.schema_version,
-            recorded.data,
+            version,
+            data,
             metadata.source,
             metadata.actor.user_id,
             metadata.actor.role.value,

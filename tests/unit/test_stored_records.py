@@ -109,7 +109,7 @@ def _parsed_twin(stored: RecordedEvent) -> RecordedEvent:
         recorded_at=stored.recorded_at,
         event=stored.event,
         metadata=stored.metadata,
-    )
+    ).keeping_stored_form(stored.stored_form)
 
 
 def _from_attributes(recorded: RecordedEvent) -> list[tuple[str, bytes]]:
