@@ -67,6 +67,7 @@ def current_models() -> tuple[type[CaseEvent], ...]:
         access.ConsentRevoked,
         emergency.EmergencyAccessOpened,
         emergency.EmergencyAccessReviewed,
+        emergency.EmergencyAccessClosed,
         erasure.RetentionHoldPlaced,
         erasure.RetentionHoldReleased,
         erasure.ClientErased,

@@ -1,8 +1,9 @@
 """Break the glass: a time-boxed emergency access to a case, and its review by a supervisor.
 
 An emergency access is recorded before anything is disclosed under it; the access policy lets
-its grantee read the case for purpose ``emergency`` from ``opened_at`` until ``expires_at``,
-and every read under it names its ``emergency_access_id``. Each one waits for a review.
+its grantee read the case for purpose ``emergency`` from ``opened_at`` until ``expires_at``
+(or until it is closed, if earlier), and every read under it names its
+``emergency_access_id``. Each one waits for a review.
 """
 
 from __future__ import annotations
@@ -82,3 +83,16 @@ class EmergencyAccessReviewed(CaseEvent):
     reviewer_role: Role
     outcome: EmergencyAccessOutcome
     note: ReviewNote | None = None
+
+
+class EmergencyAccessClosed(CaseEvent):
+    """An emergency access was closed before its time box ended: from ``closed_at`` nothing
+    more is read under it. It still waits for its review."""
+
+    event_type: ClassVar[str] = "casetrail.emergency_access.closed"
+
+    case_id: Identifier
+    emergency_access_id: Identifier
+    closed_by_id: Identifier = Field(description="The grantee, or a supervisor or auditor.")
+    closed_by_role: Role
+    closed_at: AwareDatetime

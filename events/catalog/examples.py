@@ -52,6 +52,7 @@ from events.catalog.clients import (
 )
 from events.catalog.eligibility import EligibilityDetermined, EligibilityFacts
 from events.catalog.emergency import (
+    EmergencyAccessClosed,
     EmergencyAccessOpened,
     EmergencyAccessOutcome,
     EmergencyAccessReviewed,
@@ -450,6 +451,13 @@ def example_events() -> tuple[CaseEvent, ...]:
             reason="On call: client found confused at home, needs the medication list now",
             opened_at=datetime(2024, 11, 2, 22, 40, tzinfo=CET),
             expires_at=datetime(2024, 11, 2, 23, 40, tzinfo=CET),
+        ),
+        EmergencyAccessClosed(
+            case_id=CASE,
+            emergency_access_id="emergency-2",
+            closed_by_id="worker-noor",
+            closed_by_role=Role.SOCIAL_WORKER,
+            closed_at=datetime(2024, 11, 2, 23, 5, tzinfo=CET),
         ),
         EmergencyAccessReviewed(
             case_id=CASE,

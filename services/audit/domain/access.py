@@ -118,6 +118,7 @@ def sections_by_type() -> dict[str, tuple[RecordSection, ...]]:
                 access.RecordAccessDenied,
                 emergency.EmergencyAccessOpened,
                 emergency.EmergencyAccessReviewed,
+                emergency.EmergencyAccessClosed,
             ),
         ),
         # The client's identity record: who may erase it and what forbids it.

@@ -175,6 +175,11 @@ def _access(event: CaseEvent) -> str | None:
             )
         case emergency.EmergencyAccessReviewed():
             return f"reviewed emergency access {event.emergency_access_id}: {event.outcome.value}"
+        case emergency.EmergencyAccessClosed():
+            return (
+                f"closed emergency access {event.emergency_access_id} at"
+                f" {event.closed_at.isoformat()}"
+            )
     return None
 
 
