@@ -1,8 +1,11 @@
-"""`casetrail break-glass open | reviews | review`: emergency accesses, through intake's API.
+"""`casetrail break-glass open | close | reviews | review`: emergency accesses, through intake's
+API.
 
 * ``open CASE --reason TEXT [--minutes N]``: break the glass (the token must carry the
   ``break_glass`` entitlement: ``casetrail login ... --entitlement break_glass`` on the
   development issuer); then read the case with ``--purpose emergency`` until it expires.
+* ``close CASE ACCESS_ID``: end it early (the grantee, or a supervisor of the case's team or
+  an auditor); nothing more is read under it, and it still waits for its review.
 * ``reviews [--case C] [--all]``: the review queue, overdue first (supervisors with
   ``--purpose supervision``, auditors with ``confidentiality_review``); itself a recorded read.
 * ``review CASE ACCESS_ID --outcome justified|not_justified|escalated [--note TEXT]``.
@@ -39,7 +42,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     glass = commands.add_parser(
         "break-glass",
-        help="emergency access to a case: open one, list the review queue, review one",
+        help="emergency access to a case: open or close one, list the review queue, review one",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -50,6 +53,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     opening.add_argument(
         "--minutes", type=float, default=60.0, help="how long, up to 1,440 (default 60)"
     )
+    closing = actions.add_parser("close", help="end an emergency access before its time box")
+    closing.add_argument("case_id")
+    closing.add_argument("emergency_access_id")
     reviews = actions.add_parser("reviews", help="the emergency accesses awaiting review")
     reviews.add_argument("--case", help="only this case")
     reviews.add_argument("--all", action="store_true", help="the reviewed ones too")
@@ -59,7 +65,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     review.add_argument("emergency_access_id")
     review.add_argument("--outcome", required=True, choices=OUTCOMES)
     review.add_argument("--note", help="at most 2,000 characters")
-    for action in (opening, reviews, review):
+    for action in (opening, closing, reviews, review):
         action.add_argument("--intake", metavar="HOST:PORT", help="default: from addresses.json")
         action.add_argument("--data-dir", default=_data_dir(), help="where addresses.json is")
         _caller(action)
@@ -103,6 +109,20 @@ async def _open(options: argparse.Namespace) -> None:
     )
 
 
+async def _close(options: argparse.Namespace) -> None:
+    request = intake_pb2.CloseEmergencyAccessRequest(
+        context=command(uuid.uuid4().hex),
+        case_id=options.case_id,
+        emergency_access_id=options.emergency_access_id,
+    )
+    async with _intake(options) as intake:
+        closed = await intake.CloseEmergencyAccess(request, metadata=_credentials(options))
+    print(
+        f"emergency access {options.emergency_access_id} closed at"
+        f" {iso_minute(moment_of(closed.closed_at))} UTC (it still waits for its review)"
+    )
+
+
 async def _reviews(options: argparse.Namespace) -> None:
     request = intake_pb2.ListEmergencyAccessesRequest(
         context=query(options.purpose), include_reviewed=options.all, case_id=options.case or ""
@@ -120,6 +140,11 @@ async def _reviews(options: argparse.Namespace) -> None:
 
 
 def access_line(access: intake_pb2.EmergencyAccess) -> str:
+    closed = (
+        f"  closed {iso_minute(moment_of(access.closed_at))}"
+        if access.HasField("closed_at")
+        else ""
+    )
     if access.HasField("review"):
         state = f"reviewed {access.review.outcome} by {access.review.reviewer.user_id}"
     else:
@@ -129,7 +154,7 @@ def access_line(access: intake_pb2.EmergencyAccess) -> str:
         f"{access.emergency_access_id}  case {short(access.case_id)}"
         f"  {access.grantee.user_id} ({access.grantee.role})"
         f"  {iso_minute(moment_of(access.opened_at))}-{iso_minute(moment_of(access.expires_at))}"
-        f"  {state}\n    reason: {access.reason}"
+        f"{closed}  {state}\n    reason: {access.reason}"
     )
 
 
@@ -146,4 +171,4 @@ async def _review(options: argparse.Namespace) -> None:
     print(f"emergency access {options.emergency_access_id} reviewed: {options.outcome}")
 
 
-_ACTIONS = {"open": _open, "reviews": _reviews, "review": _review}
+_ACTIONS = {"open": _open, "close": _close, "reviews": _reviews, "review": _review}

@@ -9,7 +9,7 @@ to T gives the facts as they stood at T, which "as user U saw it at time T" need
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ FACT_EVENT_TYPES = frozenset(
         access.ConsentGranted.event_type,
         access.ConsentRevoked.event_type,
         emergency.EmergencyAccessOpened.event_type,
+        emergency.EmergencyAccessClosed.event_type,
     }
 )
 
@@ -68,7 +69,8 @@ class Consent:
 
 @dataclass(frozen=True, slots=True)
 class EmergencyAccess:
-    """A break-the-glass access: ``subject`` may read the case until ``expires_at``."""
+    """A break-the-glass access: ``subject`` may read the case until ``expires_at`` (its time
+    box's end, or when it was closed if earlier)."""
 
     access_id: str
     subject: str
@@ -195,6 +197,11 @@ def entry_of(recorded: RecordedEvent) -> Entry | None:
                 "opened_at": event.opened_at.isoformat(),
                 "expires_at": event.expires_at.isoformat(),
             }
+        case emergency.EmergencyAccessClosed():
+            entry = {
+                "emergency_access_id": event.emergency_access_id,
+                "closed_at": event.closed_at.isoformat(),
+            }
         case _:
             return None
     entry["type"] = event.event_type
@@ -248,6 +255,13 @@ def fold(
                 opened_at=datetime.fromisoformat(entry["opened_at"]),
                 expires_at=datetime.fromisoformat(entry["expires_at"]),
             )
+        elif (
+            kind == emergency.EmergencyAccessClosed.event_type
+            and entry["emergency_access_id"] in emergencies
+        ):
+            grant = emergencies[entry["emergency_access_id"]]
+            closed = datetime.fromisoformat(entry["closed_at"])
+            emergencies[grant.access_id] = replace(grant, expires_at=min(grant.expires_at, closed))
         elif kind == access.ConsentRevoked.event_type and entry["consent_id"] in consents:
             old = consents[entry["consent_id"]]
             consents[old.consent_id] = Consent(

@@ -30,6 +30,7 @@ class Action(StrEnum):
     REVIEW_AS_SEEN = "review a case as a user saw it"
     BREAK_GLASS = "open an emergency access to a case"
     REVIEW_EMERGENCY_ACCESS = "review an emergency access"
+    CLOSE_EMERGENCY_ACCESS = "close an emergency access"
 
 
 class Relationship(StrEnum):

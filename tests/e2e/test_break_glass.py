@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -16,7 +17,7 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
-from cli.rpc import Person, Refusal, command, eventually, query, refused
+from cli.rpc import Person, Refusal, command, eventually, query, refusal_of, refused
 from cli.walk.story import AUDITOR, COORDINATOR
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import Case, key, new_case
@@ -29,6 +30,10 @@ ON_CALL = Person("sw-luis-ortega", "social_worker", team="team-east", entitlemen
 ON_CALL_UNENTITLED = Person("sw-luis-ortega", "social_worker", team="team-east")
 NIGHT_NURSE = Person("sw-tom-becker", "social_worker", team="team-west", entitlements=BREAK_GLASS)
 WEST_SUPERVISOR = Person("helen.morris", "supervisor", team="team-west")
+WEST_NIGHT_SUPERVISOR = Person(
+    "sup-ravi-patel", "supervisor", team="team-west", entitlements=BREAK_GLASS
+)
+"""Oversees team-west's cases, and breaks the glass on one of them himself."""
 EAST_SUPERVISOR = Person("omar.haddad", "supervisor", team="team-east")
 REASON = "Client found confused at home out of hours; need the medication and risk notes"
 
@@ -319,6 +324,173 @@ async def test_supervisors_of_the_team_review_each_emergency_access(casetrail: C
     )
 
 
+async def refusals_of(casetrail: Casetrail, case: Case, who: Person, count: int) -> list[str]:
+    """The rules of ``who``'s refusals in the case's access log, once audit has ``count``."""
+    log_request = audit_pb2.GetAccessLogRequest(
+        context=query("confidentiality_review"), case_id=case.case_id
+    )
+    log = await eventually(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.GetAccessLog(log_request),
+        lambda answer: (
+            len([r for r in answer.refusals if r.accessor.user_id == who.user_id]) >= count
+        ),
+        what=f"audit to learn of {who.user_id}'s refusals",
+        patience=casetrail.patience,
+    )
+    return [r.rule for r in log.refusals if r.accessor.user_id == who.user_id]
+
+
+async def test_closed_early_an_emergency_access_grants_no_more_reads_and_awaits_review(
+    casetrail: Casetrail,
+) -> None:
+    case = await new_case(casetrail, "housing")
+    await casetrail.stubs.as_(COORDINATOR).coordination.AssignCase(
+        co.AssignCaseRequest(context=command(key()), case_id=case.case_id, worker_id="sw-grace-kim")
+    )
+    grantee = casetrail.stubs.as_(ON_CALL)
+    opened = await grantee.intake.OpenEmergencyAccess(opening(case))
+    access_id = opened.emergency_access_id
+    view = pl.GetCaseViewRequest(context=query("emergency"), case_id=case.case_id)
+    await eventually(
+        lambda: grantee.planning.GetCaseView(view),
+        what="planning to learn of the emergency access",
+        patience=casetrail.patience,
+        retry=still_learning,
+    )
+
+    def closing() -> intake_pb2.CloseEmergencyAccessRequest:
+        return intake_pb2.CloseEmergencyAccessRequest(
+            context=command(key()), case_id=case.case_id, emergency_access_id=access_id
+        )
+
+    # Neither someone else's worker nor another team's supervisor may close it: each refusal is
+    # recorded, and neither learns whether the access exists.
+    stranger = Person("sw-someone-else", "social_worker")
+    for who, reason in ((stranger, "ROLE_NOT_ALLOWED"), (EAST_SUPERVISOR, "NO_RELATIONSHIP")):
+        refusal = await refused(casetrail.stubs.as_(who).intake.CloseEmergencyAccess(closing()))
+        assert (refusal.code, refusal.reason) == (grpc.StatusCode.PERMISSION_DENIED, reason)
+        unknown = intake_pb2.CloseEmergencyAccessRequest(
+            context=command(key()), case_id=case.case_id, emergency_access_id="emergency-none"
+        )
+        assert (
+            await refused(casetrail.stubs.as_(who).intake.CloseEmergencyAccess(unknown))
+        ).reason == reason
+    assert await refusals_of(casetrail, case, stranger, 2) == ["role-not-allowed"] * 2
+
+    closed = await grantee.intake.CloseEmergencyAccess(closing())
+    closed_at = closed.closed_at.ToDatetime(tzinfo=UTC)
+    assert closed_at < opened.expires_at.ToDatetime(tzinfo=UTC)
+    # Intake holds the closing itself: refused at once; planning once it arrives over the bus.
+    at_intake = await refused(
+        grantee.intake.GetCase(
+            intake_pb2.GetCaseRequest(context=query("emergency"), case_id=case.case_id)
+        )
+    )
+    assert at_intake.reason == "EMERGENCY_ACCESS_EXPIRED"
+
+    async def planning_refusal() -> str | None:
+        try:
+            await grantee.planning.GetCaseView(view)
+        except grpc.aio.AioRpcError as error:
+            return refusal_of(error).reason
+        return None
+
+    await eventually(
+        planning_refusal,
+        lambda reason: reason == "EMERGENCY_ACCESS_EXPIRED",
+        what="planning to learn of the closing",
+        patience=casetrail.patience,
+    )
+    again = await refused(grantee.intake.CloseEmergencyAccess(closing()))
+    assert (again.code, again.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "EMERGENCY_ACCESS_ENDED",
+    )
+
+    # Still awaiting review, shown closed.
+    queue = intake_pb2.ListEmergencyAccessesRequest(
+        context=query("supervision"), case_id=case.case_id
+    )
+    supervisor = casetrail.stubs.as_(WEST_SUPERVISOR).intake
+    listed = await eventually(
+        lambda: supervisor.ListEmergencyAccesses(queue),
+        lambda answer: [a.closed_at.ToDatetime(tzinfo=UTC) for a in answer.accesses] == [closed_at],
+        what="the queue to show the access closed",
+        patience=casetrail.patience,
+    )
+    assert not listed.accesses[0].HasField("review")
+    await supervisor.ReviewEmergencyAccess(
+        intake_pb2.ReviewEmergencyAccessRequest(
+            context=command(key()),
+            case_id=case.case_id,
+            emergency_access_id=access_id,
+            outcome="justified",
+        )
+    )
+    types = await eventually(
+        lambda: timeline_types(casetrail, case),
+        lambda found: "casetrail.emergency_access.reviewed" in found,
+        what="audit to learn of the closing and the review",
+        patience=casetrail.patience,
+    )
+    assert types.count("casetrail.emergency_access.closed") == 1
+
+
+async def test_a_self_review_is_refused_and_recorded_and_an_overseer_may_close(
+    casetrail: Casetrail,
+) -> None:
+    case = await new_case(casetrail, "housing")
+    await casetrail.stubs.as_(COORDINATOR).coordination.AssignCase(
+        co.AssignCaseRequest(context=command(key()), case_id=case.case_id, worker_id="sw-grace-kim")
+    )
+    night = casetrail.stubs.as_(WEST_NIGHT_SUPERVISOR).intake
+    opened = await night.OpenEmergencyAccess(opening(case))
+    access_id = opened.emergency_access_id
+
+    def own_review() -> Awaitable[Refusal]:
+        return refused(
+            night.ReviewEmergencyAccess(
+                intake_pb2.ReviewEmergencyAccessRequest(
+                    context=command(key()),
+                    case_id=case.case_id,
+                    emergency_access_id=access_id,
+                    outcome="justified",
+                )
+            )
+        )
+
+    # He oversees the case's team (once intake learns the assignment) but not his own access.
+    refusal = await eventually(
+        own_review,
+        lambda found: found.reason != "NO_RELATIONSHIP",
+        what="intake to learn of the assignment",
+        patience=casetrail.patience,
+    )
+    assert (refusal.code, refusal.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "SELF_REVIEW_NOT_ALLOWED",
+    )
+    rules = await eventually(
+        lambda: refusals_of(casetrail, case, WEST_NIGHT_SUPERVISOR, 1),
+        lambda found: "self-review-not-allowed" in found,
+        what="audit to learn of the refused self-review",
+        patience=casetrail.patience,
+    )
+    assert set(rules) <= {"no-relationship", "self-review-not-allowed"}
+
+    # Another supervisor of the team closes it for him.
+    closed = await casetrail.stubs.as_(WEST_SUPERVISOR).intake.CloseEmergencyAccess(
+        intake_pb2.CloseEmergencyAccessRequest(
+            context=command(key()), case_id=case.case_id, emergency_access_id=access_id
+        )
+    )
+    assert closed.closed_at.ToDatetime(tzinfo=UTC) < opened.expires_at.ToDatetime(tzinfo=UTC)
+    after = await refused(
+        night.GetCase(intake_pb2.GetCaseRequest(context=query("emergency"), case_id=case.case_id))
+    )
+    assert after.reason == "EMERGENCY_ACCESS_EXPIRED"
+
+
 async def test_the_cli_opens_lists_and_reviews(casetrail: Casetrail) -> None:
     case = await new_case(casetrail, "housing")
     intake = ["--intake", casetrail.addresses["intake"]]
@@ -345,6 +517,18 @@ async def test_the_cli_opens_lists_and_reviews(casetrail: Casetrail) -> None:
 
     queue = await eventually(listed, bool, what="the queue to show it", patience=casetrail.patience)
     assert [entry["emergency_access_id"] for entry in queue] == [access_id]
+    status, out, err = await casetrail_cli(
+        "break-glass", "close", case.case_id, access_id,
+        *intake, "--token", casetrail.tokens(ON_CALL),
+    )  # fmt: skip
+    assert status == 0, err
+    assert f"emergency access {access_id} closed at" in out
+    queue = await eventually(
+        listed,
+        lambda found: all("closed_at" in entry for entry in found),
+        what="the queue to show it closed",
+        patience=casetrail.patience,
+    )
     status, out, err = await casetrail_cli(
         "break-glass", "review", case.case_id, access_id, "--outcome", "escalated",
         "--note", "Asked the on-call manager", *auditor,

@@ -1,4 +1,5 @@
-"""The review queue: every emergency access intake recorded, and its review once there is one.
+"""The review queue: every emergency access intake recorded, when it was closed early if it was,
+and its review once there is one.
 
 A projection of intake's own store (the host's follower keeps it fresh), one document per
 access, keyed by its id.
@@ -11,7 +12,11 @@ from datetime import datetime
 from typing import Any
 
 from casetrail_platform.projections.port import DocumentTransaction, Projection, ReadModelStore
-from events.catalog.emergency import EmergencyAccessOpened, EmergencyAccessReviewed
+from events.catalog.emergency import (
+    EmergencyAccessClosed,
+    EmergencyAccessOpened,
+    EmergencyAccessReviewed,
+)
 from events.envelope import RecordedEvent
 
 EMERGENCY_ACCESSES = "intake_emergency_accesses"
@@ -41,12 +46,19 @@ class EmergencyAccessEntry:
     opened_at: datetime
     expires_at: datetime
     review: Review | None
+    closed_at: datetime | None = None
 
 
 class EmergencyAccessesProjection(Projection):
     name = "intake.emergency-accesses"
     collections = (EMERGENCY_ACCESSES,)
-    event_types = frozenset({EmergencyAccessOpened.event_type, EmergencyAccessReviewed.event_type})
+    event_types = frozenset(
+        {
+            EmergencyAccessOpened.event_type,
+            EmergencyAccessReviewed.event_type,
+            EmergencyAccessClosed.event_type,
+        }
+    )
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
         event = recorded.event
@@ -65,6 +77,12 @@ class EmergencyAccessesProjection(Projection):
                 "note": event.note,
                 "reviewed_at": recorded.recorded_at.isoformat(),
             }
+            await transaction.put(EMERGENCY_ACCESSES, event.emergency_access_id, found)
+        elif isinstance(event, EmergencyAccessClosed):
+            found = await transaction.get(EMERGENCY_ACCESSES, event.emergency_access_id)
+            if found is None:
+                return
+            found["closed_at"] = event.closed_at.isoformat()
             await transaction.put(EMERGENCY_ACCESSES, event.emergency_access_id, found)
 
 
@@ -90,6 +108,7 @@ class EmergencyAccessQueue:
 
 def _entry(document: dict[str, Any]) -> EmergencyAccessEntry:
     review = document.get("review")
+    closed = document.get("closed_at")
     return EmergencyAccessEntry(
         emergency_access_id=document["emergency_access_id"],
         case_id=document["case_id"],
@@ -109,4 +128,5 @@ def _entry(document: dict[str, Any]) -> EmergencyAccessEntry:
             note=review.get("note"),
             reviewed_at=datetime.fromisoformat(review["reviewed_at"]),
         ),
+        closed_at=None if closed is None else datetime.fromisoformat(closed),
     )

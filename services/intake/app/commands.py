@@ -149,6 +149,12 @@ class ReviewEmergencyAccess:
 
 
 @dataclass(frozen=True, slots=True)
+class CloseEmergencyAccess:
+    case_id: str
+    emergency_access_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class ListEmergencyAccesses:
     include_reviewed: bool = False
     case_id: str | None = None

@@ -1,9 +1,11 @@
-"""Break the glass at intake: open an emergency access, list the review queue, record a review.
+"""Break the glass at intake: open an emergency access, list the review queue, record a review,
+close one early.
 
 An emergency access goes to the case's stream like a consent; intake's own next read honours
-it at once, the other services as soon as the event reaches their policy facts over the bus.
-Opening is refused, and the refusal recorded (``record.access_denied``), unless the access
-policy lets the caller break the glass (``decide_emergency_opening``).
+it (and its closing) at once, the other services as soon as the event reaches their policy
+facts over the bus. Opening is refused unless the access policy lets the caller break the glass
+(``decide_emergency_opening``). Every refusal of these commands and of the queue is recorded
+(``record.access_denied``) before it is answered.
 """
 
 from __future__ import annotations
@@ -21,10 +23,15 @@ from casetrail_platform.policy.matrix import REFUSALS
 from casetrail_platform.policy.vocabulary import BREAK_GLASS_ENTITLEMENT, Action, Decision
 from casetrail_platform.store.port import EventStore
 from events.catalog.access import AccessPurpose
-from events.catalog.emergency import EmergencyAccessOpened, EmergencyAccessReviewed
+from events.catalog.emergency import (
+    EmergencyAccessClosed,
+    EmergencyAccessOpened,
+    EmergencyAccessReviewed,
+)
 from events.errors import FieldProblem
 from services.intake.adapters.emergency_accesses import EmergencyAccessEntry, EmergencyAccessQueue
 from services.intake.app.commands import (
+    CloseEmergencyAccess,
     ListEmergencyAccesses,
     OpenEmergencyAccess,
     ReviewEmergencyAccess,
@@ -35,6 +42,11 @@ from services.intake.domain.cases import case_stream
 from services.intake.domain.emergency import (
     DEFAULT_EMERGENCY_ACCESS,
     OVERSIGHT_PURPOSE,
+    SELF_REVIEW_REASON,
+    SELF_REVIEW_RULE,
+    NotTheGrantee,
+    SelfReview,
+    decide_close,
     decide_opening,
     decide_review,
     reviewer_refusal,
@@ -52,6 +64,13 @@ class Opened:
     recorded: Recorded
     access: EmergencyAccessOpened
     """The access recorded (the first attempt's, on a retry)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    recorded: Recorded
+    closing: EmergencyAccessClosed
+    """The closing recorded (the first attempt's, on a retry)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,23 +166,68 @@ async def review_emergency_access(
     trail, as the access policy decides it); never the grantee. A refusal is recorded."""
     review = review_of(context, command)
     purpose = _oversight(principal)
-    refusal = reviewer_refusal(principal.role)
-    if refusal is None:
-        facts = await access.case_facts(review.case_id)
-        decision = access.decide(principal, Action.READ_TRAIL, purpose, facts)
-    else:
-        decision = _refused(refusal)
+    action = Action.REVIEW_EMERGENCY_ACCESS
+    decision = await _oversight_decision(access, principal, purpose, review.case_id)
     if not decision.allowed:
-        action = Action.REVIEW_EMERGENCY_ACCESS
         await access.refuse(principal, action, purpose, review.case_id, decision)
-    recorded = await execute(
-        store,
-        SOURCE,
-        context,
-        case_stream(review.case_id),
-        lambda history: decide_review(history, review),
-    )
+    try:
+        recorded = await execute(
+            store,
+            SOURCE,
+            context,
+            case_stream(review.case_id),
+            lambda history: decide_review(history, review),
+        )
+    except SelfReview:
+        # Found on the case's history: recorded like the policy's refusals.
+        own = Decision(False, SELF_REVIEW_RULE, reason=SELF_REVIEW_REASON)
+        await access.refuse(principal, action, purpose, review.case_id, own)
     return recorded_of(review.case_id, recorded)
+
+
+def closing_of(
+    context: CommandContext, principal: Principal, command: CloseEmergencyAccess, now: datetime
+) -> EmergencyAccessClosed:
+    return build(
+        EmergencyAccessClosed,
+        {
+            "case_id": command.case_id,
+            "emergency_access_id": command.emergency_access_id,
+            "closed_by_id": principal.subject,
+            "closed_by_role": principal.role,
+            "closed_at": now,
+        },
+    )
+
+
+async def close_emergency_access(
+    store: EventStore,
+    access: AccessControl,
+    context: CommandContext,
+    principal: Principal,
+    command: CloseEmergencyAccess,
+    now: datetime,
+) -> Closed:
+    """The grantee, or whoever may review the access, ends it before its time box; from then
+    nothing more is read under it. Anyone else is refused, and recorded, under the oversight
+    decision that did not let them (they learn nothing of the access)."""
+    closing = closing_of(context, principal, command, now)
+    purpose = _oversight(principal)
+    oversight = await _oversight_decision(access, principal, purpose, closing.case_id)
+    try:
+        recorded = await execute(
+            store,
+            SOURCE,
+            context,
+            case_stream(closing.case_id),
+            lambda history: decide_close(history, closing, may_oversee=oversight.allowed),
+        )
+    except NotTheGrantee:
+        action = Action.CLOSE_EMERGENCY_ACCESS
+        await access.refuse(principal, action, purpose, closing.case_id, oversight)
+    first = recorded[0].event if recorded else closing
+    assert isinstance(first, EmergencyAccessClosed)
+    return Closed(recorded_of(closing.case_id, recorded), first)
 
 
 async def review_queue(
@@ -202,6 +266,18 @@ async def review_queue(
         items.append(QueueItem(entry, due, entry.review is None and now >= due, decision))
     items.sort(key=lambda item: (not item.overdue, item.entry.opened_at))
     return items[:QUEUE_PAGE], len(items) > QUEUE_PAGE
+
+
+async def _oversight_decision(
+    access: AccessControl, principal: Principal, purpose: AccessPurpose, case_id: str
+) -> Decision:
+    """Whether ``principal`` oversees the case's emergency accesses: a reviewer's role, then
+    the policy's decision on reading the case's trail."""
+    refusal = reviewer_refusal(principal.role)
+    if refusal is not None:
+        return _refused(refusal)
+    facts = await access.case_facts(case_id)
+    return access.decide(principal, Action.READ_TRAIL, purpose, facts)
 
 
 def _oversight(principal: Principal) -> AccessPurpose:

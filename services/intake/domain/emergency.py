@@ -3,7 +3,8 @@
 Who may open one is the access policy's decision
 (``casetrail_platform.policy.decide_emergency_opening``); who may review one is decided here on the
 policy's oversight rule: reading the case's trail (``team-supervisor`` for purpose supervision,
-``auditor-review`` for confidentiality_review), and never the grantee themself.
+``auditor-review`` for confidentiality_review), and never the grantee themself. Who may close
+one early: its grantee, or whoever may review it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from events.catalog.access import AccessPurpose
 from events.catalog.base import CaseEvent, Role
 from events.catalog.emergency import (
     MAX_EMERGENCY_ACCESS,
+    EmergencyAccessClosed,
     EmergencyAccessOpened,
     EmergencyAccessReviewed,
 )
@@ -35,7 +37,21 @@ OVERSIGHT_PURPOSE = {
 """The reviewers' roles, and the purpose each states to see the queue (and reviews under)."""
 
 ALREADY_REVIEWED = "EMERGENCY_ACCESS_ALREADY_REVIEWED"
-SELF_REVIEW = "SELF_REVIEW_NOT_ALLOWED"
+ALREADY_ENDED = "EMERGENCY_ACCESS_ENDED"
+SELF_REVIEW_RULE = "self-review-not-allowed"
+"""The rule a refused self-review is recorded under (its ErrorInfo reason, upper-cased)."""
+SELF_REVIEW_REASON = "nobody reviews their own emergency access"
+
+
+class SelfReview(NotAllowed):
+    """The grantee asked to review their own emergency access."""
+
+    reason = SELF_REVIEW_RULE.upper().replace("-", "_")
+
+
+class NotTheGrantee(NotAllowed):
+    """Someone who may not oversee the case asked to close an emergency access that is not
+    theirs (or that does not exist: they learn nothing of it)."""
 
 
 def time_box(duration: timedelta | None) -> timedelta:
@@ -74,7 +90,46 @@ def decide_review(
     if case_from(history) is None:
         raise NotFound("case", review.case_id)
     access_id = review.emergency_access_id
-    opened = next(
+    opened = _opened(history, access_id)
+    if opened is None:
+        raise NotFound("emergency access", access_id)
+    if opened.grantee_id == review.reviewer_id:
+        raise SelfReview(
+            review.reviewer_role.value, "review an emergency access", SELF_REVIEW_REASON
+        )
+    if _any(history, EmergencyAccessReviewed, access_id):
+        raise RuleBroken(
+            ALREADY_REVIEWED,
+            f"emergency access {access_id} was already reviewed",
+            subject=f"emergency-access/{access_id}",
+        )
+    return [review]
+
+
+def decide_close(
+    history: Sequence[RecordedEvent], closing: EmergencyAccessClosed, *, may_oversee: bool
+) -> list[CaseEvent]:
+    """Close the access early: by its grantee, or by someone who ``may_oversee`` the case (the
+    policy's oversight decision); only while it is still open."""
+    access_id = closing.emergency_access_id
+    opened = _opened(history, access_id)
+    if not may_oversee and (opened is None or opened.grantee_id != closing.closed_by_id):
+        raise NotTheGrantee(closing.closed_by_role.value, "close an emergency access")
+    if case_from(history) is None:
+        raise NotFound("case", closing.case_id)
+    if opened is None:
+        raise NotFound("emergency access", access_id)
+    if opened.expires_at <= closing.closed_at or _any(history, EmergencyAccessClosed, access_id):
+        raise RuleBroken(
+            ALREADY_ENDED,
+            f"emergency access {access_id} has already ended",
+            subject=f"emergency-access/{access_id}",
+        )
+    return [closing]
+
+
+def _opened(history: Sequence[RecordedEvent], access_id: str) -> EmergencyAccessOpened | None:
+    return next(
         (
             r.event
             for r in history
@@ -83,23 +138,13 @@ def decide_review(
         ),
         None,
     )
-    if opened is None:
-        raise NotFound("emergency access", access_id)
-    if opened.grantee_id == review.reviewer_id:
-        refusal = NotAllowed(
-            review.reviewer_role.value,
-            "review an emergency access",
-            "nobody reviews their own emergency access",
-        )
-        refusal.reason = SELF_REVIEW
-        raise refusal
-    if any(
-        isinstance(r.event, EmergencyAccessReviewed) and r.event.emergency_access_id == access_id
-        for r in history
-    ):
-        raise RuleBroken(
-            ALREADY_REVIEWED,
-            f"emergency access {access_id} was already reviewed",
-            subject=f"emergency-access/{access_id}",
-        )
-    return [review]
+
+
+def _any(
+    history: Sequence[RecordedEvent],
+    kind: type[EmergencyAccessReviewed | EmergencyAccessClosed],
+    access_id: str,
+) -> bool:
+    return any(
+        isinstance(r.event, kind) and r.event.emergency_access_id == access_id for r in history
+    )

@@ -8,6 +8,7 @@ from datetime import UTC
 from casetrail.intake.v1 import intake_pb2
 from services.intake.app.commands import (
     AssessedNeedInput,
+    CloseEmergencyAccess,
     ContactInput,
     EraseClient,
     FactorsInput,
@@ -169,6 +170,14 @@ def review_emergency_access(
         emergency_access_id=request.emergency_access_id,
         outcome=optional(request.outcome),
         note=optional(request.note),
+    )
+
+
+def close_emergency_access(
+    request: intake_pb2.CloseEmergencyAccessRequest,
+) -> CloseEmergencyAccess:
+    return CloseEmergencyAccess(
+        case_id=request.case_id, emergency_access_id=request.emergency_access_id
     )
 
 

@@ -378,6 +378,28 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
 
     @override
     @refusals_as_status
+    async def CloseEmergencyAccess(
+        self, request: intake_pb2.CloseEmergencyAccessRequest, context: Context
+    ) -> intake_pb2.CloseEmergencyAccessResponse:
+        deps = self._deps
+        command = from_proto.close_emergency_access(request)
+        principal = principal_of(context)
+        now = deps.clock()
+        ctx, _ = read_command(
+            principal,
+            request.context,
+            lambda ctx: emergency.closing_of(ctx, principal, command, now),
+        )
+        closed = await emergency.close_emergency_access(
+            deps.store, deps.access, ctx, principal, command, now
+        )
+        return intake_pb2.CloseEmergencyAccessResponse(
+            result=to_proto.command_result(closed.recorded),
+            closed_at=to_proto.timestamp(closed.closing.closed_at),
+        )
+
+    @override
+    @refusals_as_status
     async def ListEmergencyAccesses(
         self, request: intake_pb2.ListEmergencyAccessesRequest, context: Context
     ) -> intake_pb2.ListEmergencyAccessesResponse:

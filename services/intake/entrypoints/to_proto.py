@@ -203,6 +203,7 @@ def emergency_access(item: QueueItem) -> intake_pb2.EmergencyAccess:
         expires_at=timestamp(entry.expires_at),
         review_due_at=timestamp(item.review_due_at),
         overdue=item.overdue,
+        closed_at=None if entry.closed_at is None else timestamp(entry.closed_at),
     )
     if entry.review is not None:
         review = entry.review

@@ -519,3 +519,32 @@ def test_a_referral_needs_consent_naming_recipient_purpose_scope_and_category() 
         coordinator, P.LEGAL_OBLIGATION, FACTS, "court", sections, substance, now=NOW
     )
     assert legal.rule == "exception-legal-obligation"
+
+
+def test_a_closed_emergency_access_grants_nothing_from_its_closing() -> None:
+    opened = {
+        "type": "casetrail.emergency_access.opened",
+        "recorded_at": NOW.isoformat(),
+        "emergency_access_id": "emergency-1",
+        "grantee_id": "sw-noor",
+        "opened_at": NOW.isoformat(),
+        "expires_at": (NOW + timedelta(hours=1)).isoformat(),
+    }
+    closed_at = NOW + timedelta(minutes=10)
+    closed = {
+        "type": "casetrail.emergency_access.closed",
+        "recorded_at": closed_at.isoformat(),
+        "emergency_access_id": "emergency-1",
+        "closed_at": closed_at.isoformat(),
+    }
+    noor = who("sw-noor", Role.SOCIAL_WORKER)
+
+    def rule(facts: CaseFacts, at: datetime) -> str:
+        return decide(noor, Action.READ_CASE, P.EMERGENCY, facts, home_agency=HOME, now=at).rule
+
+    facts = fold("case-1", [opened, closed])
+    assert rule(facts, closed_at - timedelta(seconds=1)) == "break-glass"
+    assert rule(facts, closed_at) == "emergency-access-expired"
+    # As it stood before the closing was recorded, the access still ran.
+    before = fold("case-1", [opened, closed], as_of=closed_at - timedelta(seconds=1))
+    assert rule(before, closed_at + timedelta(minutes=1)) == "break-glass"
