@@ -2,8 +2,9 @@
 client and a case recorded by an earlier release (``client.registered`` v1 and
 ``case.opened`` v1, its need sealed with the client's key) are in intake's store when the
 services start; the relay publishes them upcast with their stored form, audit keeps it, and
-`casetrail verify` accepts the export offline, before and after the client's erasure, while
-the stored form never shows the sealed need in clear (export and Kafka)."""
+`casetrail verify` accepts the export offline (audit's ExportCase before the client's erasure,
+`casetrail export` after it, with the same proof), while the stored form never shows the sealed
+need in clear (export and Kafka); without it, or with a forged one, the line is refused."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import pytest_asyncio
 from casetrail.audit.v1 import audit_pb2
 from casetrail.intake.v1 import intake_pb2
 from casetrail_platform.hosting import Infrastructure, open_event_store
+from casetrail_platform.ledger.export import PROOF_ATTRIBUTE
 from casetrail_platform.store.port import NO_STREAM
 from cli.rpc import Person, command, connect, eventually, query
 from events.catalog.base import Role
@@ -37,7 +39,7 @@ from tests.e2e.conftest import Casetrail
 from tests.e2e.distributed import ServiceProcesses, fresh_database, fresh_topic
 from tests.e2e.support import key
 from tests.e2e.test_cli import casetrail_cli
-from tests.e2e.test_ledger import proven_export
+from tests.e2e.test_ledger import SIGN_EVERY, proven_export
 from tests.support.identity import TestIssuer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -192,10 +194,15 @@ async def test_an_upcast_event_is_exported_with_a_proof_that_verifies_offline_af
         )
     )
     assert (after.leaf_hash, list(after.proof)) == (before.leaf_hash, list(before.proof))
-    lines_after = await proven_export(upgraded, case_id)
+    # `casetrail export` to a file, then `casetrail verify` of that file.
+    await proven_export(upgraded, case_id)
+    exported = await _cli_export(upgraded, case_id, tmp_path / "erased.jsonl")
+    lines_after = [json.loads(line) for line in exported.read_text().splitlines()]
     assert _opening(lines_after, opened_id)["storeddata"] == opened["storeddata"]
-    assert CANARY not in json.dumps(lines_after)
-    await _verifies(lines_after, tmp_path / "erased.jsonl", keys_file)
+    assert CANARY not in exported.read_text()
+    status, out, err = await casetrail_cli("verify", str(exported), "--keys", str(keys_file))
+    assert status == 0, err
+    assert f"{len(lines_after)} of {len(lines_after)} events verified" in out
     storage = (
         ["--backend", "distributed", "--pg-dsn", upgraded.postgres_dsn]
         if upgraded.backend == "distributed"
@@ -203,6 +210,24 @@ async def test_an_upcast_event_is_exported_with_a_proof_that_verifies_offline_af
     )
     status, out, err = await casetrail_cli("verify-store", "intake", *storage)
     assert status == 0, err + out
+
+
+async def _cli_export(casetrail: Casetrail, case_id: str, path: Path) -> Path:
+    """``casetrail export CASE -o FILE`` once every line of it carries its proof (each export
+    records an access, proven at the next checkpoint)."""
+    audit = ["--audit", casetrail.addresses["audit"], "--token", casetrail.tokens(AUDITOR)]
+    deadline = asyncio.get_running_loop().time() + casetrail.patience
+    while True:
+        status, _, err = await casetrail_cli("export", case_id, "-o", str(path), *audit)
+        assert status == 0, err
+        if all(PROOF_ATTRIBUTE in json.loads(line) for line in _lines_of(path)):
+            return path
+        assert asyncio.get_running_loop().time() < deadline, "the export was never all proven"
+        await asyncio.sleep(SIGN_EVERY * 2.5)
+
+
+def _lines_of(path: Path) -> list[str]:
+    return path.read_text().splitlines()
 
 
 def _opening(lines: list[dict[str, Any]], event_id: str) -> dict[str, Any]:
