@@ -283,7 +283,10 @@ class RecordedEvent(_Slots):
             return stored if type(stored) is bytes else bytes(stored)
         if stored is not None and self._registry is not None and self._registry.is_sealed(stored):
             # Upcast: sealed again, never handed out opened.
-            return self._registry.seal(self.event, self.event_id, encode(self.event))
+            stored_bytes = stored if type(stored) is bytes else bytes(stored)
+            return self._registry.seal_again(
+                self.event, self.event_id, self._stored_version, stored_bytes
+            )
         return encode(self.event)
 
     @property

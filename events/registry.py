@@ -44,6 +44,9 @@ class EventRegistry:
 
     def protected(self, protection: FieldProtection) -> EventRegistry:
         """This catalog, sealing and opening sensitive fields with ``protection``."""
+        return self._sharing_catalog(protection)
+
+    def _sharing_catalog(self, protection: FieldProtection | None) -> EventRegistry:
         copy = EventRegistry()
         copy._models = self._models
         copy._upcasters = self._upcasters
@@ -56,6 +59,20 @@ class EventRegistry:
         if self.protection is None:
             return data
         return self.protection.seal(event, event_id, data)
+
+    def seal_again(
+        self, event: CaseEvent, event_id: UUID, stored_version: int, stored: bytes
+    ) -> bytes:
+        """The data to publish of ``event``, decoded from ``stored`` (sealed data of
+        ``stored_version``) and upcast: sealed again (``FieldProtection.seal_again``)."""
+        if self.protection is None:
+            return encode(event)
+
+        def keyless() -> bytes:
+            withheld = self._sharing_catalog(None)
+            return encode(withheld.decode(event.event_type, stored_version, stored, event_id))
+
+        return self.protection.seal_again(event, event_id, encode(event), keyless)
 
     @staticmethod
     def is_sealed(data: bytes | str) -> bool:

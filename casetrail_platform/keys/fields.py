@@ -36,7 +36,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic_core import from_json
 
-from casetrail_platform.keys.keyring import ClientKeyring
+from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring
 from casetrail_platform.store.guard import UnstorableEventError
 from events.catalog.base import SENSITIVE_MARK, CaseEvent
 from events.errors import FieldProblem, InvalidEventError
@@ -127,6 +127,20 @@ class FieldProtection:
         # Nothing to seal (every sensitive field empty): the event's own JSON, as a reader who
         # re-encodes the event (``RecordedEvent.data`` of unsealed data) will hash it.
         return canonical_json(document) if sealing else data
+
+    def seal_again(
+        self, event: CaseEvent, event_id: UUID, data: bytes, keyless: Callable[[], bytes]
+    ) -> bytes:
+        """``seal`` for an event opened from sealed data of an older schema version and
+        upcast (to be published at the current one). Once the key that sealed it is destroyed
+        it cannot be sealed again: then ``keyless()``, the data as a reader holding no key
+        decodes the stored data, goes out instead. That holds erasure markers where values
+        were sealed and only what the stored form (published beside it) holds in clear."""
+        try:
+            return self.seal(event, event_id, data)
+        except (ClientErasedError, UnstorableEventError):
+            # Erased, or it already holds a marker (a value under a destroyed key).
+            return keyless()
 
     def open(
         self,

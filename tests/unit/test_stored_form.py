@@ -184,6 +184,38 @@ def test_after_the_key_is_destroyed_the_upcast_event_still_decodes_and_proves(
 
 
 @pytest.mark.parametrize("event", legacy_example_events(), ids=lambda e: f"{e.event_type}-v1")
+def test_after_the_key_is_destroyed_the_upcast_event_is_still_published_and_proven(
+    event: CaseEvent,
+) -> None:
+    writer = protected()
+    record, leaf = _stored(event, writer)
+    assert writer.protection is not None
+    sealed = b"ct1~" in (record.stored_form.data if record.stored_form else b"")
+    keyring_of(writer).destroy(writer.protection.owner_of(event))
+    # Read from the store again (a relay replaying from the start): it cannot seal again.
+    again = RecordedEvent.stored(
+        stream=record.stream,
+        sequence=record.sequence,
+        position=record.position,
+        event_type=record.event_type,
+        subject=record.subject,
+        schema_version=event.schema_version,
+        data=record.stored_form.data if record.stored_form else b"",
+        registry=writer,
+        envelope=_envelope(record.event_id),
+    )
+
+    kafka = to_kafka_binary(again)
+    assert b"ct1~" not in kafka.value
+    if sealed:
+        assert {ERASED_TEXT, ERASED_CODE} & set(sensitive_values(again.event).values())
+    assert to_structured(again)["storeddata"] == to_structured(record)["storeddata"]
+    for reader in (writer, build_registry()):
+        decoded = _decode(kafka, reader)
+        assert canonical_of_record(decoded) == leaf
+
+
+@pytest.mark.parametrize("event", legacy_example_events(), ids=lambda e: f"{e.event_type}-v1")
 def test_the_stored_form_holds_no_sensitive_value_that_data_holds_sealed(
     event: CaseEvent,
 ) -> None:
