@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from events.catalog.base import SENSITIVE_MARK, CaseEvent
+from events.catalog.base import PERSONAL_MARK, SENSITIVE_MARK, CaseEvent
 from events.catalog.examples import example_events, legacy_example_events
 from events.catalog_registry import current_models, legacy_models
 from events.cloudevents import SCHEMA_BASE_URI, dataschema_uri, envelope_json_schema
@@ -86,6 +86,7 @@ def render() -> dict[str, str]:
             "base_uri": SCHEMA_BASE_URI,
             "envelope": ENVELOPE_FILE,
             "sensitive_mark": SENSITIVE_MARK,
+            "personal_mark": PERSONAL_MARK,
             "sealing": SEALING_CONTRACT,
             "ordering": ORDERING_CONTRACT,
             "events": index,
@@ -96,8 +97,10 @@ def render() -> dict[str, str]:
 
 SEALING_CONTRACT: dict[str, Any] = {
     "applies_to": (
-        f"Every value the schemas mark {SENSITIVE_MARK}, at any depth, in the data as stored, "
-        "published on Kafka (including dead-letter topics) and exported."
+        f"Every value the schemas mark {SENSITIVE_MARK} (special-category data, withheld from "
+        f"readers not entitled to it) or {PERSONAL_MARK} (who the client is: name, date of "
+        "birth, identifiers, contact; disclosed by the ordinary rules), at any depth, in the "
+        "data as stored, published on Kafka (including dead-letter topics) and exported."
     ),
     "encoding": (
         "The value is replaced by one JSON string ct1~<owner>~<key version>~<base64url without "
@@ -113,7 +116,8 @@ SEALING_CONTRACT: dict[str, Any] = {
     "data_form": "Data holding sealed values is compact JSON with sorted keys.",
     "erased": (
         "After the client's erasure (casetrail.client.erased) the key is destroyed: services "
-        'read such a value as "[erased]" (text) or "erased" (a code).'
+        'read such a value as "[erased]" (text), "erased" (a code), [] (a list sealed whole) '
+        "or null (anything else sealed whole: a date, an object)."
     ),
 }
 """How sensitive values travel (``casetrail_platform.keys.fields``): part of the public contract."""

@@ -1,5 +1,6 @@
-"""Sealing the fields marked ``x-casetrail-sensitive``: what subscribers see on the bus and in
-exports, and how services entitled to the data read it.
+"""Sealing the fields marked ``x-casetrail-sensitive`` (special-category data) or
+``x-casetrail-personal`` (who the client is): what subscribers see on the bus and in exports,
+and how services entitled to the data read it.
 
 Each sensitive value (a leaf the catalog's JSON schema marks, at any depth: ``factors.
 psychological``, ``presenting_needs[0].category``) is replaced by one JSON string::
@@ -18,7 +19,8 @@ published as compact JSON with sorted keys (it is then byte-for-byte what any JS
 sorts keys writes back, which keeps ledger proofs of exported events checkable).
 
 Once the owner's key is destroyed (``EraseClient``), a sealed value opens as the erasure
-marker: ``"[erased]"`` for text, ``"erased"`` for a code (need category, service kind).
+marker: ``"[erased]"`` for text, ``"erased"`` for a code (need category, service kind),
+``[]`` for a list and ``null`` for anything else sealed whole (a date of birth, contact details).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from pydantic_core import from_json
 
 from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring
 from casetrail_platform.store.guard import UnstorableEventError
-from events.catalog.base import SENSITIVE_MARK, CaseEvent
+from events.catalog.base import SEALED_MARKS, CaseEvent
 from events.errors import FieldProblem, InvalidEventError
 from events.sealed_values import CIPHERTEXT_PREFIX, ERASED_CODE, ERASED_TEXT, canonical_json
 
@@ -47,7 +49,8 @@ _NONCE_BYTES = 12
 
 @dataclass(frozen=True, slots=True)
 class _Leaf:
-    erased: str
+    erased: Any
+    """What the value reads as once its key is gone: a value of the field's own type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +112,7 @@ class FieldProtection:
         header = f"casetrail-field/1\x00{event_id}\x00"
         sealing: list[tuple[str, bytes, AESGCM]] = []
 
-        def seal_leaf(path: str, value: Any, erased: str) -> Any:
+        def seal_leaf(path: str, value: Any, erased: Any) -> Any:
             if value == ERASED_CODE and erased == ERASED_CODE:
                 raise _recorded_marker(event.event_type, path)
             if not sealing:
@@ -158,10 +161,10 @@ class FieldProtection:
             _walk(document, plan, "", opener)
         return document
 
-    def _opener(self, event_type: str, event_id: str) -> Callable[[str, Any, str], Any]:
+    def _opener(self, event_type: str, event_id: str) -> Callable[[str, Any, Any], Any]:
         header = f"casetrail-field/1\x00{event_id}\x00"
 
-        def open_leaf(path: str, value: Any, erased: str) -> Any:
+        def open_leaf(path: str, value: Any, erased: Any) -> Any:
             if not isinstance(value, str) or not value.startswith(CIPHERTEXT_PREFIX):
                 return value  # stored before sealing existed
             try:
@@ -192,7 +195,7 @@ def sensitive_values(event: CaseEvent) -> dict[str, Any]:
     plan = sensitive_plan(type(event))
     found: dict[str, Any] = {}
 
-    def note(path: str, value: Any, erased: str) -> Any:
+    def note(path: str, value: Any, erased: Any) -> Any:
         del erased
         found[path] = value
         return value
@@ -213,8 +216,8 @@ def sensitive_plan(model: type[CaseEvent]) -> _Fields | None:
 def _node(schema: Any, definitions: dict[str, Any], seen: frozenset[str]) -> _Node | None:
     if not isinstance(schema, dict):
         return None
-    if schema.get(SENSITIVE_MARK):
-        return _Leaf(ERASED_CODE if _is_code(schema, definitions) else ERASED_TEXT)
+    if any(schema.get(mark) for mark in SEALED_MARKS):
+        return _Leaf(_erased_form(schema, definitions))
     reference = schema.get("$ref")
     if isinstance(reference, str):
         name = reference.rsplit("/", 1)[-1]
@@ -240,6 +243,27 @@ def _node(schema: Any, definitions: dict[str, Any], seen: frozenset[str]) -> _No
     return None
 
 
+def _erased_form(schema: dict[str, Any], definitions: dict[str, Any]) -> Any:
+    """The erasure marker of a value of ``schema``: text and codes are marked; a list reads
+    empty and anything else (a date, an object: sealed whole) reads absent."""
+    if _is_code(schema, definitions):
+        return ERASED_CODE
+    kinds = {schema.get("type")} | {
+        branch.get("type") for branch in schema.get("anyOf", ()) if isinstance(branch, dict)
+    }
+    if "array" in kinds:
+        return []
+    if (
+        "string" in kinds
+        and "format" not in schema
+        and not any(
+            isinstance(branch, dict) and "format" in branch for branch in schema.get("anyOf", ())
+        )
+    ):
+        return ERASED_TEXT
+    return None
+
+
 def _is_code(schema: dict[str, Any], definitions: dict[str, Any]) -> bool:
     if "enum" in schema:
         return True
@@ -254,7 +278,7 @@ def _is_code(schema: dict[str, Any], definitions: dict[str, Any]) -> bool:
     )
 
 
-def _walk(value: Any, node: _Node, path: str, leaf: Callable[[str, Any, str], Any]) -> Any:
+def _walk(value: Any, node: _Node, path: str, leaf: Callable[[str, Any, Any], Any]) -> Any:
     if isinstance(node, _Leaf):
         return leaf(path, value, node.erased)
     if isinstance(node, _Items):
@@ -270,7 +294,7 @@ def _walk(value: Any, node: _Node, path: str, leaf: Callable[[str, Any, str], An
     return value
 
 
-def _open_everywhere(value: Any, path: str, leaf: Callable[[str, Any, str], Any]) -> Any:
+def _open_everywhere(value: Any, path: str, leaf: Callable[[str, Any, Any], Any]) -> Any:
     """Open every sealed value, wherever it is (data of an older schema version)."""
     if isinstance(value, str):
         return leaf(path, value, ERASED_TEXT) if value.startswith(CIPHERTEXT_PREFIX) else value

@@ -20,6 +20,22 @@ Sensitive = Field(json_schema_extra={SENSITIVE_MARK: True})
 """Use as ``Annotated[str, Sensitive]`` to mark a field as sensitive."""
 
 SensitiveText = Annotated[str, Sensitive]
+
+PERSONAL_MARK = "x-casetrail-personal"
+"""JSON Schema keyword set on fields that identify the client as a person (name, date of birth,
+identifiers, contact details). Sealed under the client's key like sensitive data, so that an
+erasure leaves no trace of who the client was; disclosed by the ordinary rules (a coordinator
+may read a name), since they are not special-category data.
+
+A marked field's erased form fits its type: text reads ``"[erased]"``, a code ``"erased"``,
+a list ``[]`` and anything else (a date, an object) ``null``."""
+
+Personal = Field(json_schema_extra={PERSONAL_MARK: True})
+"""Use as ``Annotated[str, Personal]`` to mark a field as personal data."""
+
+SEALED_MARKS = (SENSITIVE_MARK, PERSONAL_MARK)
+"""The marks whose values are stored, published and exported sealed (see the platform's keys)."""
+
 NonEmptyStr = Annotated[str, Field(min_length=1, max_length=500)]
 Identifier = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator
 
-from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Personal
 from events.catalog.values import CatalogValue, require_unique
 
 PhoneNumber = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^\+?[0-9 ().-]+$")]
@@ -21,12 +21,15 @@ LanguageTag = Annotated[
 ]
 
 
+PersonalText = Annotated[NonEmptyStr, Personal]
+
+
 class PersonName(CatalogValue):
     """How the client is named; the family name is optional because not every culture has one."""
 
-    given_names: NonEmptyStr
-    family_name: NonEmptyStr | None = None
-    preferred_name: NonEmptyStr | None = None
+    given_names: PersonalText
+    family_name: PersonalText | None = None
+    preferred_name: PersonalText | None = None
 
 
 class PersonalIdentifier(CatalogValue):
@@ -62,9 +65,11 @@ class ClientRegistered(CaseEvent):
 
     client_id: Identifier
     name: PersonName
-    date_of_birth: date | None = None
-    identifiers: tuple[PersonalIdentifier, ...] = ()
-    contact: ContactDetails | None = None
+    # Personal data, sealed under the client's key (an erasure forgets them): a date, a list
+    # and an object are sealed whole, so that their erased forms (null, [], null) still fit.
+    date_of_birth: Annotated[date | None, Personal] = None
+    identifiers: Annotated[tuple[PersonalIdentifier, ...], Personal] = ()
+    contact: Annotated[ContactDetails | None, Personal] = None
     preferred_language: LanguageTag | None = None
     confirmed_not_duplicate_of: tuple[Identifier, ...] = Field(
         default=(),

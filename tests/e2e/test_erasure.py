@@ -39,7 +39,11 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
     caplog.set_level(logging.DEBUG)
     canary = f"CANARY-{uuid.uuid4().hex}"
     stubs = casetrail.stubs
-    client = await stubs.as_(RECEPTIONIST).intake.RegisterClient(registration())
+    # Who the client is (personal data) carries the canary too: an erasure forgets it as well.
+    person = registration(family_name=canary)
+    person.identifiers[0].value = f"ID-{canary}"
+    person.contact.postal_address = f"Via {canary} 12, Milano"
+    client = await stubs.as_(RECEPTIONIST).intake.RegisterClient(person)
     opened = await stubs.as_(RECEPTIONIST).intake.OpenCase(
         intake_pb2.OpenCaseRequest(
             context=command(key()),
@@ -71,6 +75,7 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
         ),
     )
     assert canary in (await _intake_case(casetrail, case_id)).presenting_needs[0].description
+    assert (await _intake_client(casetrail, client.client_id)).name.family_name == canary
 
     # A retention hold refuses the erasure, naming itself; released, the erasure goes ahead.
     held = await stubs.as_(SUPERVISOR).intake.PlaceRetentionHold(
@@ -97,6 +102,10 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
     # Sensitive values read as erased everywhere; the rest of the history stays.
     record = await _intake_case(casetrail, case_id)
     assert record.presenting_needs[0].description == ERASED_TEXT
+    who = await _intake_client(casetrail, client.client_id)
+    assert (who.name.given_names, who.name.family_name) == (ERASED_TEXT, ERASED_TEXT)
+    assert (who.date_of_birth, list(who.identifiers), who.HasField("contact")) == ("", [], False)
+    assert who.client_id == client.client_id
     assert record.presenting_needs[0].category == ERASED_CODE
     assert record.assessments[0].factors.psychological == ERASED_TEXT
     assert list(record.assessments[0].strengths) == ["Plays chess every week"]
@@ -205,6 +214,13 @@ async def _intake_case(casetrail: Casetrail, case_id: str) -> intake_pb2.CaseRec
         intake_pb2.GetCaseRequest(context=query(REVIEW), case_id=case_id)
     )
     return answer.record
+
+
+async def _intake_client(casetrail: Casetrail, client_id: str) -> intake_pb2.Client:
+    answer: intake_pb2.GetClientResponse = await casetrail.stubs.as_(AUDITOR).intake.GetClient(
+        intake_pb2.GetClientRequest(context=query(REVIEW), client_id=client_id)
+    )
+    return answer.client
 
 
 async def _export(casetrail: Casetrail, case_id: str, tmp_path: Path) -> Path:

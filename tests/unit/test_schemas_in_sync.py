@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from events.catalog.base import SENSITIVE_MARK
+from events.catalog.base import PERSONAL_MARK, SENSITIVE_MARK
 from events.catalog_registry import all_event_types, current_models, legacy_models
 from events.cloudevents import ENVELOPE_SCHEMA_URI, dataschema_uri
 from events.schema_export import DEFAULT_DIRECTORY, check, main, render, write
@@ -104,3 +104,11 @@ def test_sensitive_marks_are_published() -> None:
     schema_text = (DEFAULT_DIRECTORY / "casetrail.contact.logged" / "v1.json").read_text()
     summary = json.loads(schema_text)["properties"]["summary"]
     assert summary[SENSITIVE_MARK] is True
+
+
+def test_personal_marks_are_published() -> None:
+    schema_text = (DEFAULT_DIRECTORY / "casetrail.client.registered" / "v2.json").read_text()
+    schema = json.loads(schema_text)
+    for field in ("date_of_birth", "identifiers", "contact"):
+        assert schema["properties"][field][PERSONAL_MARK] is True, field
+    assert schema["$defs"]["PersonName"]["properties"]["given_names"][PERSONAL_MARK] is True

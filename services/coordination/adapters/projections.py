@@ -67,6 +67,8 @@ class CaseFactsProjection(Projection):
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
         await scrub_cases(transaction, CASE_FACTS, erased, codes={"needs"})
+        # The birth date (personal data, for age rules) goes with the client's key.
+        await transaction.delete(CLIENTS, erased.client_id)
 
 
 class AssignmentsProjection(Projection):

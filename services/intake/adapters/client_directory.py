@@ -28,6 +28,7 @@ from casetrail_platform.projections.port import (
 from casetrail_platform.projections.runner import catch_up
 from casetrail_platform.store.port import EventStore
 from events.catalog.clients import ClientRegistered, PersonalIdentifier, PersonName
+from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 from services.intake.domain.matching import (
     DuplicateCandidate,
@@ -49,6 +50,11 @@ class ClientDirectoryProjection(Projection):
         event = recorded.event
         if isinstance(event, ClientRegistered):
             await transaction.put(CLIENTS, event.client_id, document_of(event, recorded.position))
+
+    async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
+        # The directory holds who the client was in the clear (name, birth date, identifiers):
+        # an erased client is no one anybody can be a duplicate of.
+        await transaction.delete(CLIENTS, erased.client_id)
 
 
 def document_of(event: ClientRegistered, position: int) -> Document:
