@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from casetrail_platform.bus.deadletter import DeadLetter, failure_text
 from casetrail_platform.bus.errors import is_outage, is_retriable
 from casetrail_platform.bus.message import BusMessage
-from casetrail_platform.bus.ordering import SequenceGuard
+from casetrail_platform.bus.ordering import SequenceGuard, untracked_stream_prefixes
 from casetrail_platform.bus.port import BatchHandler, Handler
 from casetrail_platform.bus.retry import RetryPolicy, sleep_unless_stopped
 from casetrail_platform.telemetry.metrics import process_metrics
@@ -86,6 +86,7 @@ class Deliverer:
         self._dead_letters = dead_letters
         self._decoder = decode or decoder_for(registry)
         self._wanted = None if event_types is None else frozenset(t.encode() for t in event_types)
+        self._untracked = untracked_stream_prefixes(event_types)
         self._handler: BatchHandler
         self.max_batch: int | None
         if isinstance(handler, BatchHandler):
@@ -102,7 +103,7 @@ class Deliverer:
     def prepare(self, messages: Sequence[BusMessage]) -> Sequence[BusMessage]:
         """What to hand to ``deliver`` for ``messages`` just polled: the same, or, with an
         ordering guard, without the early records and with those an arrival released."""
-        return messages if self.ordering is None else self.ordering.sort(messages)
+        return messages if self.ordering is None else self.ordering.sort(messages, self._untracked)
 
     def commit_offsets(self, handed: Sequence[BusMessage], done: int) -> dict[int, int]:
         """Per partition, the offset to commit once the first ``done`` of ``handed`` (what

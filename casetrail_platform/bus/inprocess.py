@@ -26,7 +26,7 @@ from casetrail_platform.bus.port import (
     EventSubscriber,
     Handler,
 )
-from casetrail_platform.bus.retry import RetryPolicy, never_set, wait_any
+from casetrail_platform.bus.retry import RetryPolicy, never_set
 from events.cloudevents import to_kafka_binary
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
@@ -60,7 +60,7 @@ class InProcessBus:
         self._groups: dict[tuple[str, str], _Group] = {}
         self._dead_letters: dict[str, list[DeadLetter]] = {}
         self._unkeyed = count()
-        self._changed = asyncio.Event()
+        self._changed: asyncio.Future[None] | None = None
         self._decoders: list[tuple[EventRegistry, Decoder]] = []
 
     def publisher(self, topic: str = DEFAULT_CASE_EVENTS_TOPIC) -> InProcessPublisher:
@@ -136,9 +136,18 @@ class InProcessBus:
             state = self._groups[(topic, group)] = _Group(self._partitions)
         return state
 
+    def _change(self) -> asyncio.Future[None]:
+        """Done at the next change (a message appended, a member joining or leaving): one
+        future every idle member of every group waits on, so that a publish wakes them without
+        a task per member and wake-up (each answered read publishes one access record)."""
+        if self._changed is None:
+            self._changed = asyncio.get_running_loop().create_future()
+        return self._changed
+
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        changed, self._changed = self._changed, None
+        if changed is not None and not changed.done():
+            changed.set_result(None)
 
 
 class InProcessPublisher(EventPublisher):
@@ -217,9 +226,11 @@ class InProcessSubscriber(EventSubscriber):
             ordering.forget()  # a new member reads from the committed offsets again
         state.join(member)
         bus._notify()
+        stopping = asyncio.ensure_future(stop.wait())
+        stopping.add_done_callback(lambda _: bus._notify())
         try:
             while not stop.is_set():
-                changed = bus._changed
+                changed = bus._change()
                 held_before = set(member.positions)
                 if state.settle(member):
                     bus._notify()
@@ -228,7 +239,9 @@ class InProcessSubscriber(EventSubscriber):
                 limit = deliverer.max_batch or self._max_batch
                 messages = member.next_messages(log, limit)
                 if not messages:
-                    await wait_any((changed, stop))
+                    # Shielded: a member cancelled while waiting must not cancel the future
+                    # the others wait on.
+                    await asyncio.shield(changed)
                     continue
                 if len(messages) < limit and self._linger:
                     await asyncio.sleep(self._linger)
@@ -244,6 +257,7 @@ class InProcessSubscriber(EventSubscriber):
                 for partition, offset in commit_offsets(messages).items():
                     state.commit(member, partition, offset, committed.get(partition, offset))
         finally:
+            stopping.cancel()
             state.leave(member)
             bus._notify()
 

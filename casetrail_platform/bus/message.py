@@ -27,9 +27,15 @@ class BusMessage:
     recorded: RecordedEvent | None = field(default=None, compare=False, repr=False)
     """The event these bytes encode, when the bus was handed it in this process (the embedded
     bus): decoding the bytes again would only give an equal, immutable copy."""
+    _by_name: dict[str, bytes] | None = field(default=None, init=False, compare=False, repr=False)
+    """The headers by name (the first of a repeated name), made on the first look-up: every
+    consumer group of the embedded bus looks at the same message's type and ordering headers."""
 
     def header(self, name: str) -> bytes | None:
-        for header_name, value in self.headers:
-            if header_name == name:
-                return value
-        return None
+        by_name = self._by_name
+        if by_name is None:
+            by_name = {}
+            for header_name, value in self.headers:
+                by_name.setdefault(header_name, value)
+            object.__setattr__(self, "_by_name", by_name)
+        return by_name.get(name)

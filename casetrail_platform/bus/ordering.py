@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from casetrail_platform.bus.message import BusMessage
-from events.ordering_contract import ONE_KEY_STREAM_KINDS
+from events.ordering_contract import ONE_KEY_STREAM_KINDS, STREAM_KIND_EVENT_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,20 @@ def travels_under_one_key(stream: str, subject: str) -> bool:
     ``access-<case id>``."""
     kind, dash, rest = stream.partition("-")
     return bool(dash) and kind in ONE_KEY_STREAM_KINDS and rest == subject
+
+
+def untracked_stream_prefixes(wanted: frozenset[str] | None) -> tuple[bytes, ...]:
+    """The stream name prefixes a consumer wanting ``wanted`` (``None``: all) need not keep in
+    order: kinds whose streams hold only types it skips undecoded. Passing them by before the
+    guard spares every such consumer the per-record ordering work (each answered read appends
+    one access record, which every consumer group of the process polls)."""
+    if wanted is None:
+        return ()
+    return tuple(
+        f"{kind}-".encode()
+        for kind, types in sorted(STREAM_KIND_EVENT_TYPES.items())
+        if not types & wanted
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +116,18 @@ class SequenceGuard:
         self._reported = 0
         self._given_up = 0
 
-    def sort(self, messages: Sequence[BusMessage]) -> list[BusMessage]:
+    def sort(
+        self, messages: Sequence[BusMessage], untracked: tuple[bytes, ...] = ()
+    ) -> list[BusMessage]:
         """``messages`` in the order to hand them over: early ones withheld, and withheld ones
-        released right after the record that filled their gap."""
+        released right after the record that filled their gap. ``untracked``: stream name
+        prefixes (``b"access-"``) whose records pass as they come, untracked: streams holding
+        only types the consumer skips (``untracked_stream_prefixes``), so none of theirs waits."""
         ordered: list[BusMessage] = []
         for message in messages:
+            if untracked and (message.header(_STREAM) or b"").startswith(untracked):
+                ordered.append(message)
+                continue
             where = _one_key_stream(message)
             if where is None:
                 ordered.append(message)

@@ -75,19 +75,6 @@ async def sleep_unless_stopped(delay: float, stop: asyncio.Event) -> bool:
     return stop.is_set()
 
 
-async def wait_any(events: tuple[asyncio.Event, ...]) -> None:
-    """Return once one of ``events`` is set."""
-    if any(event.is_set() for event in events):
-        return
-    waiters = [asyncio.ensure_future(event.wait()) for event in events]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
-        await asyncio.gather(*waiters, return_exceptions=True)
-
-
 class Stopped(Exception):
     """``until_stopped`` gave up on its awaitable because stop was requested."""
 

@@ -9,8 +9,15 @@ import pytest
 
 from casetrail_platform.bus.delivery import Deliverer
 from casetrail_platform.bus.message import BusMessage
-from casetrail_platform.bus.ordering import SequenceGuard, travels_under_one_key
+from casetrail_platform.bus.ordering import (
+    SequenceGuard,
+    travels_under_one_key,
+    untracked_stream_prefixes,
+)
 from casetrail_platform.bus.retry import RetryPolicy
+from casetrail_platform.policy.guard import access_stream
+from events.catalog.access import ConsentGranted, RecordAccessDenied, RecordAccessed
+from events.ordering_contract import STREAM_KIND_EVENT_TYPES
 from tests.support.sample_events import sample_registry
 
 
@@ -68,6 +75,39 @@ def test_early_events_wait_for_the_missing_one_and_repeats_pass() -> None:
     assert guard.commit_limit(0) is None
     assert sequences(guard.sort([message("case-1", 5, 6)])) == [5]  # a repeat: as it comes
     assert guard.status().held == 0
+
+
+def test_streams_of_types_a_consumer_skips_pass_untracked() -> None:
+    guard = SequenceGuard()
+    untracked = untracked_stream_prefixes(frozenset({ConsentGranted.event_type}))
+    assert untracked == (b"access-",)
+    accesses = [message("access-1", 1, 0), message("access-1", 5, 1), message("access-1", 3, 2)]
+    assert guard.sort(accesses, untracked) == accesses
+    assert guard.status().held == 0
+    assert guard.commit_limit(0) is None
+    # The case's own stream is still kept in order.
+    assert guard.sort([message("case-1", 1, 3), message("case-1", 3, 4)], untracked) == [
+        message("case-1", 1, 3)
+    ]
+
+
+def test_a_consumer_wanting_access_records_keeps_their_streams_in_order() -> None:
+    assert untracked_stream_prefixes(None) == ()
+    assert untracked_stream_prefixes(frozenset({RecordAccessDenied.event_type})) == ()
+    guard = SequenceGuard()
+    untracked = untracked_stream_prefixes(frozenset({RecordAccessed.event_type}))
+    assert guard.sort([message("access-1", 1, 0), message("access-1", 3, 1)], untracked) == [
+        message("access-1", 1, 0)
+    ]
+
+
+def test_access_streams_hold_only_access_records() -> None:
+    # What the policy guard appends to a case's access stream (``AccessControl._append``).
+    assert access_stream("42").startswith("access-")
+    assert STREAM_KIND_EVENT_TYPES["access"] == {
+        RecordAccessed.event_type,
+        RecordAccessDenied.event_type,
+    }
 
 
 def test_streams_spanning_cases_are_not_held() -> None:

@@ -15,7 +15,8 @@ Layout (``casetrail_platform.projections.port.KeyRange`` reads the index in key 
   case's range);
 * ``audit_case_facts/<case>``: the policy's fact entries (``entry_of``) of the case's
   fact-bearing events, so a query decides on the case without reading its history;
-* ``audit_case_timelines/<case>``: how many events and access events the case has;
+* ``audit_case_timelines/<case>``: the case is known to audit, and how many of its own
+  events (not access records) audit has;
 * ``audit_timeline_seen/<event_id>``: marks an event as applied and points at its entry.
 
 The seen-marker makes ``apply`` idempotent whatever feeds it: the bus (where a redelivery is
@@ -111,9 +112,15 @@ class TimelineProjection(Projection):
             FACTS, case_id, "entries", entry
         ):
             await transaction.put(FACTS, case_id, {"case_id": case_id, "entries": [entry]})
-        header = await transaction.get(CASES, case_id) or _new_header(case_id)
-        header["accesses" if lane == ACCESSES else "events"] += 1
-        await transaction.put(CASES, case_id, header)
+        header = await transaction.get(CASES, case_id)
+        if lane == HISTORY:
+            header = header or _new_header(case_id)
+            header["events"] += 1
+            await transaction.put(CASES, case_id, header)
+        elif header is None:
+            # An access record only needs the case known (every answered read appends one,
+            # so it writes nothing more here).
+            await transaction.put(CASES, case_id, _new_header(case_id))
         await transaction.put(SEEN, event_id, {"case_id": case_id, "key": event_key})
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
@@ -251,4 +258,4 @@ def _key_range(
 
 
 def _new_header(case_id: str) -> dict[str, Any]:
-    return {"case_id": case_id, "events": 0, "accesses": 0}
+    return {"case_id": case_id, "events": 0}
