@@ -53,6 +53,9 @@ async def catch_up(
                     await projection.handle(transaction, recorded)
             position = max(applied, batch[-1].position)
             await transaction.set_position(projection.name, position)
+        if any(r.event_type == ClientErased.event_type for r in batch):
+            # As the bus-fed handler does: the values an erasure overwrote leave the files too.
+            await read_models.forget_overwritten()
         if progress is not None:
             progress(position, max(target, position))
 

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
 import pytest
@@ -28,6 +27,7 @@ from casetrail_platform.bus.retry import Backoff, RetryPolicy
 from casetrail_platform.bus.topics import TopicSettings, create_topics, dead_letter_topic
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
+from tests.support.kafka_reading import records_to_end
 from tests.support.sample_events import note
 from tests.support.servers import kafka_bootstrap, server_missing
 
@@ -300,39 +300,16 @@ class KafkaHarness(BusHarness):
 
 async def read_topic(settings: KafkaSettings, topic: str, partition_count: int) -> list[BusMessage]:
     """Every message on ``topic`` up to its current end, without joining any group."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import TopicPartition
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
+    partitions = [TopicPartition(topic, p) for p in range(partition_count)]
+    records = await records_to_end(
+        partitions, bootstrap=settings.bootstrap_servers, patience=WAIT_LIMIT
     )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in range(partition_count)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends: dict[Any, int] = await consumer.end_offsets(partitions)
-        found: list[BusMessage] = []
-        async with asyncio.timeout(WAIT_LIMIT):
-            while await _behind(consumer, ends):
-                batches = await consumer.getmany(timeout_ms=200)
-                for records in batches.values():
-                    found.extend(
-                        BusMessage(
-                            r.topic, r.partition, r.offset, r.key, r.value, as_headers(r.headers)
-                        )
-                        for r in records
-                        if r.offset < ends[TopicPartition(r.topic, r.partition)]
-                    )
-        return sorted(found, key=lambda m: (m.partition, m.offset))
-    finally:
-        await consumer.stop()
-
-
-async def _behind(consumer: Any, ends: dict[Any, int]) -> bool:
-    for partition, end in ends.items():
-        if await consumer.position(partition) < end:
-            return True
-    return False
+    return [
+        BusMessage(r.topic, r.partition, r.offset, r.key, r.value, as_headers(r.headers))
+        for r in records
+    ]
 
 
 async def delete_topics(settings: KafkaSettings, topics: Sequence[str]) -> None:

@@ -41,6 +41,7 @@ from tests.e2e.support import key
 from tests.e2e.test_cli import casetrail_cli
 from tests.e2e.test_ledger import SIGN_EVERY, proven_export
 from tests.support.identity import TestIssuer
+from tests.support.kafka_reading import partitions_of, records_to_end
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -275,45 +276,11 @@ def _written(lines: list[dict[str, Any]], path: Path) -> str:
 
 async def _stored_forms_on_topic(topic: str) -> dict[str, bytes]:
     """The stored forms the case-events topic carries (``ce_storeddata``), by event id."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    from tests.support.servers import kafka_bootstrap
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap())
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    partitions = await partitions_of([topic])
     assert partitions, f"no partitions of {topic}"
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka_bootstrap(),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
     found: dict[str, bytes] = {}
-    try:
-        consumer.assign(partitions)
-        ends = await consumer.end_offsets(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        remaining = {tp for tp, end in ends.items() if end > 0}
-        deadline = asyncio.get_running_loop().time() + 180.0
-        while remaining:
-            assert asyncio.get_running_loop().time() < deadline, f"{topic} not read to its end"
-            batch = await consumer.getmany(*remaining, timeout_ms=2000, max_records=5000)
-            for records in batch.values():
-                for record in records:
-                    headers = dict(record.headers)
-                    if "ce_storeddata" in headers:
-                        found[headers["ce_id"].decode()] = base64.b64decode(
-                            headers["ce_storeddata"]
-                        )
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-    finally:
-        await consumer.stop()
+    for record in await records_to_end(partitions):
+        headers = dict(record.headers)
+        if "ce_storeddata" in headers:
+            found[headers["ce_id"].decode()] = base64.b64decode(headers["ce_storeddata"])
     return found
