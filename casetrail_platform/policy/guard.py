@@ -191,6 +191,7 @@ class AccessControl:
                 action=action.value,
                 rule=decision.rule,
                 policy_version=decision.policy_version,
+                client_application=principal.client,
             )
             for case_id in case_ids
         ]

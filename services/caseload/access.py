@@ -1,24 +1,21 @@
-"""Who may read the caseload views: a verified bearer token and the one access policy.
+"""Who may read the caseload views: a verified bearer token, and audit's decision.
 
 The views name cases (which worker holds which, whose follow-ups are overdue), so they answer
-an authenticated caller the policy allows ``Action.READ_CASELOADS`` (auditors, for a
-confidentiality review), as the gRPC services do: the token comes from the ``Authorization``
-header, never from the query, and is checked by ``casetrail_platform.identity``'s verifier.
+only an authenticated caller, as the gRPC services do: the token comes from the ``Authorization``
+header, never from the query, and is checked by ``casetrail_platform.identity``'s verifier. The
+access policy's decision (``Action.READ_CASELOADS``: auditors, for a confidentiality review) is
+audit's, made when it records the read (``recording``), so that refusals are on record too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from casetrail_platform.identity.errors import InvalidCredential, IssuerUnavailable
 from casetrail_platform.identity.grpc_auth import AUTHORIZATION, bearer_token
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.identity.verifier import TokenVerifier
-from casetrail_platform.policy.decide import decide
-from casetrail_platform.policy.guard import DEFAULT_HOME_AGENCY
-from casetrail_platform.policy.vocabulary import Action
 from events.catalog.access import AccessPurpose
 
 DEFAULT_PURPOSE = AccessPurpose.CONFIDENTIALITY_REVIEW
@@ -33,15 +30,22 @@ class Refused(Exception):
         self.code = code
 
 
+@dataclass(frozen=True)
+class Caller:
+    """A verified reader: who, the token that says so (sent on to audit) and the purpose."""
+
+    principal: Principal
+    token: str
+    purpose: AccessPurpose
+
+
 @dataclass
 class CaseloadGate:
     verifier: TokenVerifier | None
     """``None``: no issuer configured, so nobody can be authenticated and every view refuses."""
-    home_agency: str = DEFAULT_HOME_AGENCY
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
-    async def admit(self, headers: Mapping[str, str], query: Mapping[str, str]) -> Principal:
-        """The caller, if the policy lets them read the caseloads; else ``Refused``."""
+    async def admit(self, headers: Mapping[str, str], query: Mapping[str, str]) -> Caller:
+        """The verified caller and the purpose they state; else ``Refused``."""
         if self.verifier is None:
             raise Refused(
                 503,
@@ -63,14 +67,4 @@ class CaseloadGate:
         except ValueError:
             known = ", ".join(p.value for p in AccessPurpose)
             raise Refused(400, f"purpose must be one of {known}", "PURPOSE_UNKNOWN") from None
-        decision = decide(
-            principal,
-            Action.READ_CASELOADS,
-            purpose,
-            None,
-            home_agency=self.home_agency,
-            now=self.clock(),
-        )
-        if not decision.allowed:
-            raise Refused(403, decision.reason, decision.rule.upper().replace("-", "_"))
-        return principal
+        return Caller(principal, token, purpose)

@@ -49,6 +49,7 @@ from services.caseload.domain import (
     hold,
     release,
 )
+from services.caseload.recording import AccessRecorder
 from services.caseload.settings import CaseloadSettings
 from services.caseload.topics import internal_topics
 
@@ -110,6 +111,8 @@ class CaseloadApp(faust.App):
     """faust windowed table (WindowWrapper): worker id -> contacts logged per UTC day."""
     extra_internal_topics: list[Any]
     """Internal topics besides the changelogs (the worker-fact repartition topic)."""
+    access_recorder: AccessRecorder | None = None
+    """Where the web views record their reads (set with the views)."""
 
     async def on_first_start(self) -> None:
         # The case-event topic is the platform's; make sure it exists with the partition
@@ -118,6 +121,11 @@ class CaseloadApp(faust.App):
         await ensure_topics(self.settings.kafka, self.settings.topics)
         await create_topics(self.settings.kafka, internal_topics(self))
         await super().on_first_start()
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        if self.access_recorder is not None:
+            await self.access_recorder.close()
 
     def ready(self) -> bool:
         """Whether the tables are recovered from their changelogs and being kept current."""

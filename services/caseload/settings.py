@@ -10,6 +10,7 @@ from pathlib import Path
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings
 from casetrail_platform.identity.settings import IssuerSettings
+from casetrail_platform.identity.tls import ClientTls
 from events.topics import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
 
 DEFAULT_APP_ID = "casetrail-caseload"
@@ -41,6 +42,12 @@ class CaseloadSettings:
     issuer: IssuerSettings | None = None
     """Who signs the bearer tokens the web views require (``CASETRAIL_OIDC_ISSUER``); without
     one every view but the status refuses (they name cases)."""
+    audit_address: str | None = None
+    """Audit's gRPC address (``host:port``): every read of a view is recorded there before it
+    is answered (``recording``); without it every view but the status refuses."""
+    audit_tls: ClientTls | None = None
+    """TLS to audit, as every casetrail client (``CASETRAIL_TLS_CA``, mutual with
+    ``CASETRAIL_TLS_CLIENT_CERT``/``_KEY``)."""
 
     def __post_init__(self) -> None:
         check_topic_name(self.topic)
@@ -65,7 +72,8 @@ class CaseloadSettings:
         ``CASETRAIL_CASE_EVENTS_TOPIC``, ``CASETRAIL_CASE_EVENTS_PARTITIONS``,
         ``CASETRAIL_CASELOAD_APP_ID``, ``CASETRAIL_CASELOAD_DATA_DIR``,
         ``CASETRAIL_CASELOAD_GUARANTEE``, ``CASETRAIL_CASELOAD_WEB_PORT`` (0 turns the web
-        views off), ``CASETRAIL_OIDC_ISSUER``/``_AUDIENCE`` (see ``IssuerSettings``)."""
+        views off), ``CASETRAIL_OIDC_ISSUER``/``_AUDIENCE`` (see ``IssuerSettings``),
+        ``CASETRAIL_AUDIT_ADDRESS`` and ``CASETRAIL_TLS_CA`` (see ``ClientTls``)."""
         env = os.environ if environ is None else environ
         defaults = cls()
         web_port = _integer(env, "CASETRAIL_CASELOAD_WEB_PORT", defaults.web_port)
@@ -81,6 +89,8 @@ class CaseloadSettings:
             web_enabled=web_port != 0,
             web_port=web_port,
             issuer=IssuerSettings.from_env(env),
+            audit_address=env.get("CASETRAIL_AUDIT_ADDRESS", "").strip() or None,
+            audit_tls=ClientTls.from_env(env),
         )
 
 

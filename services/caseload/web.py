@@ -13,21 +13,27 @@
 Per-worker views are routed by Faust to the process that owns the worker's table partition.
 ``today`` defaults to the server's local date.
 
-Every view but the status names cases, so it needs ``Authorization: Bearer <token>`` of a
-caller the access policy lets read the caseloads (``access.CaseloadGate``: auditors, purpose
-``confidentiality_review``, stated as ``?purpose=``); otherwise 401 (no or bad token), 403
-(the policy refused; ``reason`` names the rule), 400 (unknown purpose) or 503 (no issuer).
+Every view but the status needs ``Authorization: Bearer <token>`` (``access.CaseloadGate``)
+and is answered only once audit has decided and recorded the read (``recording``): one access
+per case the answer names, with the caller's own token, for the purpose stated as
+``?purpose=`` (default ``confidentiality_review``; auditors). Otherwise 401 (no or bad token),
+403 (the policy refused; ``reason`` names the rule; the refusal is on record), 400 (unknown
+purpose, bad query) or 503 (no issuer; audit not configured or unreachable: nothing is
+disclosed that is not recorded). The contacts-per-day view names no case: decided, not recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from casetrail.audit.v1 import audit_pb2
 from services.caseload import queries
 from services.caseload.access import CaseloadGate, Refused
 from services.caseload.processor import CaseloadApp
+from services.caseload.recording import AccessRecorder, View
 
 MAX_DAYS = 35
 
@@ -36,7 +42,17 @@ class BadQuery(ValueError):
     pass
 
 
-View = Callable[..., Awaitable[Any]]
+@dataclass(frozen=True)
+class Answer:
+    """A view's answer, and what audit records of it before it is sent."""
+
+    body: dict[str, Any]
+    view: View
+    case_ids: tuple[str, ...] = ()
+
+
+Handler = Callable[..., Answer]
+"""``handler(request, **match_info)``; raises ``BadQuery`` for a bad query."""
 
 
 def add_views(app: CaseloadApp) -> None:
@@ -44,11 +60,20 @@ def add_views(app: CaseloadApp) -> None:
     table_route = app.table_route(table=app.caseloads, match_info="worker")
     issuer = app.settings.issuer
     gate = CaseloadGate(None if issuer is None else issuer.verifier())
+    recorder = app.access_recorder = AccessRecorder(
+        app.settings.audit_address, app.settings.audit_tls
+    )
 
-    def guarded(handler: View) -> View:
+    def guarded(handler: Handler) -> Any:
+        # Per-worker views are routed to the owning process first (table_route, outside):
+        # the process that answers is the one that admits, reads the tables and records.
         async def admitted(view: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
             try:
-                await gate.admit(request.headers, request.query)
+                caller = await gate.admit(request.headers, request.query)
+                answer = handler(request, *args, **kwargs)
+                await recorder.record(caller, answer.view, answer.case_ids)
+            except BadQuery as error:
+                return view.error(400, str(error))
             except Refused as refused:
                 headers = {"WWW-Authenticate": "Bearer"} if refused.status == 401 else None
                 return view.json(
@@ -56,45 +81,32 @@ def add_views(app: CaseloadApp) -> None:
                     status=refused.status,
                     headers=headers,
                 )
-            return await handler(view, request, *args, **kwargs)
+            return view.json(answer.body)
 
         return admitted
 
-    async def all_caseloads(view: Any, request: Any) -> Any:
-        return view.json(
-            {"workers": queries.caseloads(app), "unassigned": list(queries.unassigned(app))}
-        )
+    def all_caseloads(request: Any) -> Answer:
+        unassigned = queries.unassigned(app)
+        body = {"workers": queries.caseloads(app), "unassigned": list(unassigned)}
+        return Answer(body, audit_pb2.CASELOAD_VIEW_CASELOADS, unassigned)
 
-    async def worker_caseload(view: Any, request: Any, worker: str) -> Any:
-        return view.json(queries.caseload(app, worker).to_json())
+    def worker_caseload(request: Any, worker: str) -> Answer:
+        held = queries.caseload(app, worker)
+        return Answer(held.to_json(), audit_pb2.CASELOAD_VIEW_CASELOADS, held.case_ids)
 
-    async def all_overdue(view: Any, request: Any) -> Any:
-        try:
-            today = _today(request.query)
-        except BadQuery as error:
-            return view.error(400, str(error))
-        found = queries.overdue(app, today)
-        return view.json({"today": today.isoformat(), "overdue": [o.to_json() for o in found]})
+    def all_overdue(request: Any) -> Answer:
+        return _overdue(app, request, None)
 
-    async def worker_overdue(view: Any, request: Any, worker: str) -> Any:
-        try:
-            today = _today(request.query)
-        except BadQuery as error:
-            return view.error(400, str(error))
-        found = queries.overdue(app, today, worker)
-        return view.json({"today": today.isoformat(), "overdue": [o.to_json() for o in found]})
+    def worker_overdue(request: Any, worker: str) -> Answer:
+        return _overdue(app, request, worker)
 
-    async def worker_contacts(view: Any, request: Any, worker: str) -> Any:
-        try:
-            today = _today(request.query)
-            days = _days(request.query)
-        except BadQuery as error:
-            return view.error(400, str(error))
+    def worker_contacts(request: Any, worker: str) -> Answer:
+        today = _today(request.query)
+        days = _days(request.query)
         span = [today - timedelta(days=back) for back in range(days - 1, -1, -1)]
         counts = queries.contacts_per_day(app, worker, span)
-        return view.json(
-            {"worker_id": worker, "per_day": {day.isoformat(): n for day, n in counts.items()}}
-        )
+        body = {"worker_id": worker, "per_day": {day.isoformat(): n for day, n in counts.items()}}
+        return Answer(body, audit_pb2.CASELOAD_VIEW_CONTACTS_PER_DAY)
 
     async def status(view: Any, request: Any) -> Any:
         counters = app.counters
@@ -109,12 +121,19 @@ def add_views(app: CaseloadApp) -> None:
         )
 
     app.page("/caseload/")(guarded(all_caseloads))
-    app.page("/caseload/{worker}/")(guarded(table_route(worker_caseload)))
+    app.page("/caseload/{worker}/")(table_route(guarded(worker_caseload)))
     app.page("/overdue/")(guarded(all_overdue))
-    app.page("/overdue/{worker}/")(guarded(table_route(worker_overdue)))
-    app.page("/contacts/{worker}/")(guarded(table_route(worker_contacts)))
+    app.page("/overdue/{worker}/")(table_route(guarded(worker_overdue)))
+    app.page("/contacts/{worker}/")(table_route(guarded(worker_contacts)))
     # Operational counters only, no case: open like the services' health checks.
     app.page("/caseload-status/")(status)
+
+
+def _overdue(app: CaseloadApp, request: Any, worker: str | None) -> Answer:
+    today = _today(request.query)
+    found = queries.overdue(app, today, worker)
+    body = {"today": today.isoformat(), "overdue": [o.to_json() for o in found]}
+    return Answer(body, audit_pb2.CASELOAD_VIEW_OVERDUE, tuple(o.case_id for o in found))
 
 
 def _today(query: Any) -> date:

@@ -1,6 +1,7 @@
 """The caseload stream processor (Faust) on the real broker: caseloads per worker, overdue
 follow-ups and contacts per day converge from case events published by other services, survive
-a restart (tables rebuilt from their changelog topics), and the worker process serves them."""
+a restart (tables rebuilt from their changelog topics), and the worker process serves them,
+each read recorded by audit (its real servicer in this process) before it is answered."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from casetrail_platform.bus.kafka import KafkaEventPublisher
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import create_topics
+from events.catalog.access import RecordAccessDenied, RecordAccessed
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import (
@@ -41,6 +43,7 @@ from services.caseload.domain import OverdueFollowUp
 from services.caseload.processor import CaseloadApp, build_app
 from services.caseload.settings import CaseloadSettings
 from tests.contract.bus_conftest import delete_topics, kafka_test_settings
+from tests.support.audit_server import RunningAudit, audit_server
 from tests.support.identity import TestIssuer
 from tests.support.servers import free_port, server_missing
 
@@ -364,23 +367,61 @@ async def get_json(port: int, path: str, token: str | None = None) -> Any:
     return body
 
 
-async def test_the_worker_process_serves_the_tables_over_http(
+async def test_the_worker_process_serves_the_tables_over_http_recording_each_read_in_audit(
     setup: Setup, tmp_path: Path, issuer: TestIssuer
 ) -> None:
     history = History()
     await publish(setup.kafka, setup.topic, scenario(history))
     port = free_port()
     settings = replace(setup.settings, web_enabled=True, web_port=port)
-    env = {
-        **os.environ,
-        "CASETRAIL_KAFKA_BOOTSTRAP": setup.kafka.bootstrap_servers,
-        "CASETRAIL_CASE_EVENTS_TOPIC": settings.topic,
-        "CASETRAIL_CASE_EVENTS_PARTITIONS": str(settings.partitions),
-        "CASETRAIL_CASELOAD_APP_ID": settings.app_id,
-        "CASETRAIL_CASELOAD_DATA_DIR": str(settings.data_dir),
-        "CASETRAIL_CASELOAD_WEB_PORT": str(port),
-        **issuer.env(),
-    }
+    async with audit_server(tmp_path, issuer) as audit:
+        env = {
+            **os.environ,
+            "CASETRAIL_KAFKA_BOOTSTRAP": setup.kafka.bootstrap_servers,
+            "CASETRAIL_CASE_EVENTS_TOPIC": settings.topic,
+            "CASETRAIL_CASE_EVENTS_PARTITIONS": str(settings.partitions),
+            "CASETRAIL_CASELOAD_APP_ID": settings.app_id,
+            "CASETRAIL_CASELOAD_DATA_DIR": str(settings.data_dir),
+            "CASETRAIL_CASELOAD_WEB_PORT": str(port),
+            "CASETRAIL_AUDIT_ADDRESS": audit.address,
+            **issuer.env(),
+        }
+        seen = await served(env, port, tmp_path, issuer, audit)
+    auditor = ("james.liu", "auditor")
+    log_tail = seen.pop("log_tail")
+    assert "caseload" in seen, f"never answered: {seen}\n{log_tail}"
+    assert seen["caseload"] == {"workers": EXPECTED_CASELOADS, "unassigned": ["e"]}, log_tail
+    assert seen["overdue"]["overdue"] == [o.to_json() for o in expected_overdue()], log_tail
+    assert seen["ana"]["case_ids"] == ["a", "d", "f"], log_tail
+    per_day = {date.fromisoformat(d): n for d, n in seen["contacts"]["per_day"].items() if n}
+    assert per_day == expected_contacts("w-ana"), log_tail
+    assert seen["bad"] == (400, {"error": "today must be a date (YYYY-MM-DD), got 'someday'"})
+    # Only an authenticated caller the policy allows (auditors) sees which cases exist.
+    assert seen["anonymous"][0] == 401
+    assert seen["anonymous"][1]["reason"] == "TOKEN_MISSING"
+    assert seen["forged"][0] == 401
+    assert seen["coordinator"] == (
+        403,
+        {"error": seen["coordinator"][1]["error"], "reason": "ROLE_NOT_ALLOWED"},
+    )
+    assert seen["gossip"][0] == 400
+    # Each case an answer named is on audit's record, read by the auditor; the coordinator's
+    # refused look at the overdue follow-ups too.
+    accessed = seen["accessed"]
+    assert {("a", "assignment"), ("d", "assignment"), ("f", "assignment")} <= accessed
+    assert {("e", "assignment"), ("a", "assignment,contacts")} <= accessed
+    assert seen["readers"] == {auditor}
+    assert ("a", "maria", "role-not-allowed") in seen["denied"]
+    # Audit gone: the views refuse rather than answer unrecorded.
+    assert seen["audit_down"][0] == 503
+    assert seen["audit_down"][1]["reason"] == "AUDIT_UNAVAILABLE"
+
+
+async def served(
+    env: dict[str, str], port: int, tmp_path: Path, issuer: TestIssuer, audit: RunningAudit
+) -> dict[str, Any]:
+    """Start the worker process, read its views until they converge, look at what audit
+    recorded, stop audit and read once more; what was seen, with the worker's log tail."""
     auditor = issuer.mint("james.liu", "auditor")
     log_path = tmp_path / "caseload-worker.log"
     log_file = log_path.open("wb")
@@ -428,6 +469,24 @@ async def test_the_worker_process_serves_the_tables_over_http(
                 if process.returncode is not None:
                     break
                 await asyncio.sleep(0.3)
+        events = await audit.store.read_all(limit=10_000)
+        seen["accessed"] = {
+            (e.event.case_id, ",".join(s.value for s in e.event.sections))
+            for e in events
+            if isinstance(e.event, RecordAccessed)
+        }
+        seen["readers"] = {
+            (e.event.accessor_id, e.event.accessor_role.value)
+            for e in events
+            if isinstance(e.event, RecordAccessed)
+        }
+        seen["denied"] = {
+            (e.event.case_id, e.event.accessor_id, e.event.rule)
+            for e in events
+            if isinstance(e.event, RecordAccessDenied)
+        }
+        await audit.server.stop(None)
+        seen["audit_down"] = await get(port, "/caseload/w-ana/", auditor)
     except TimeoutError:
         pass
     finally:
@@ -435,20 +494,5 @@ async def test_the_worker_process_serves_the_tables_over_http(
             process.terminate()
         await process.wait()
         log_file.close()
-    log_tail = log_path.read_text(errors="replace")[-5000:]
-    assert "caseload" in seen, f"never answered: {seen}\n{log_tail}"
-    assert seen["caseload"] == {"workers": EXPECTED_CASELOADS, "unassigned": ["e"]}, log_tail
-    assert seen["overdue"]["overdue"] == [o.to_json() for o in expected_overdue()], log_tail
-    assert seen["ana"]["case_ids"] == ["a", "d", "f"], log_tail
-    per_day = {date.fromisoformat(d): n for d, n in seen["contacts"]["per_day"].items() if n}
-    assert per_day == expected_contacts("w-ana"), log_tail
-    assert seen["bad"] == (400, {"error": "today must be a date (YYYY-MM-DD), got 'someday'"})
-    # Only an authenticated caller the policy allows (auditors) sees which cases exist.
-    assert seen["anonymous"][0] == 401
-    assert seen["anonymous"][1]["reason"] == "TOKEN_MISSING"
-    assert seen["forged"][0] == 401
-    assert seen["coordinator"] == (
-        403,
-        {"error": seen["coordinator"][1]["error"], "reason": "ROLE_NOT_ALLOWED"},
-    )
-    assert seen["gossip"][0] == 400
+    seen["log_tail"] = log_path.read_text(errors="replace")[-5000:]
+    return seen

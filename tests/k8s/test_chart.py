@@ -235,3 +235,34 @@ def test_each_service_signs_with_its_own_key_from_the_secret(rendered: Rendered)
             if v["name"] == "signing-keys"
         )
         assert volume["secret"]["secretName"] == "casetrail-signing-keys"
+
+
+def test_the_caseload_views_reach_audit_and_only_audit(rendered: Rendered) -> None:
+    audit_port = TOPOLOGY["services"]["audit"]["grpcPort"]
+    caseload = rendered.named("Deployment", f"{RELEASE}-caseload")
+    env = env_of(caseload)
+    assert env["CASETRAIL_AUDIT_ADDRESS"] == f"{RELEASE}-audit:{audit_port}"
+    if "production" in rendered.profile:
+        assert env["CASETRAIL_TLS_CA"] == "/etc/casetrail/grpc-tls/ca.crt"
+        assert env["CASETRAIL_TLS_CLIENT_CERT"] == "/etc/casetrail/grpc-tls/tls.crt"
+        mounts = {m["name"]: m["mountPath"] for m in container(caseload)["volumeMounts"]}
+        assert mounts["grpc-tls"] == "/etc/casetrail/grpc-tls"
+    else:
+        assert "CASETRAIL_TLS_CA" not in env
+
+    def selected(peer: dict[str, Any]) -> str | None:
+        labels: dict[str, str] = peer.get("podSelector", {}).get("matchLabels", {})
+        return labels.get("app.kubernetes.io/component")
+
+    policy = rendered.named("NetworkPolicy", f"{RELEASE}-caseload")["spec"]
+    to_audit = [
+        rule for rule in policy["egress"] if any(selected(p) == "audit" for p in rule["to"])
+    ]
+    assert [port["port"] for rule in to_audit for port in rule["ports"]] == [audit_port]
+    audit = rendered.named("NetworkPolicy", f"{RELEASE}-audit")["spec"]
+    assert "caseload" in [selected(peer) for rule in audit["ingress"] for peer in rule["from"]]
+    for service in ("intake", "coordination", "planning"):
+        other = rendered.named("NetworkPolicy", f"{RELEASE}-{service}")["spec"]
+        assert "caseload" not in [
+            selected(peer) for rule in other["ingress"] for peer in rule["from"]
+        ]

@@ -1,11 +1,23 @@
-"""The caseload views' gate: a verified bearer token and the access policy (no Kafka needed)."""
+"""The caseload views' gate (a verified bearer token, a known purpose) and their recorder (audit
+decides and records each read before the view answers), against a real audit servicer on a
+real grpc.aio server; no Kafka needed."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import pytest
 
-from services.caseload.access import CaseloadGate, Refused
+from casetrail.audit.v1 import audit_pb2
+from events.catalog.access import AccessPurpose, RecordAccessDenied, RecordAccessed
+from services.caseload.access import Caller, CaseloadGate, Refused
+from services.caseload.recording import CASES_PER_CALL, CLIENT_NAME, AccessRecorder
+from tests.support.audit_server import RunningAudit, audit_server
 from tests.support.identity import TestIssuer
+from tests.support.servers import free_port
+
+CASELOADS = audit_pb2.CASELOAD_VIEW_CASELOADS
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -18,21 +30,25 @@ async def refusal(gate: CaseloadGate, headers: dict[str, str], query: dict[str, 
     return refused.value
 
 
-async def test_an_auditor_is_admitted_for_a_confidentiality_review(issuer: TestIssuer) -> None:
+async def test_a_verified_caller_is_admitted_with_the_purpose_stated(issuer: TestIssuer) -> None:
     gate = CaseloadGate(issuer.verifier())
-    principal = await gate.admit(bearer(issuer.mint("james.liu", "auditor")), {})
-    assert (principal.subject, principal.role.value) == ("james.liu", "auditor")
+    token = issuer.mint("james.liu", "auditor")
+    caller = await gate.admit(bearer(token), {})
+    assert (caller.principal.subject, caller.principal.role.value) == ("james.liu", "auditor")
+    assert (caller.token, caller.purpose) == (token, AccessPurpose.CONFIDENTIALITY_REVIEW)
+    # Whether the caller may read the caseloads is audit's decision (the recorder, below).
+    coordinator = await gate.admit(bearer(issuer.mint("maria", "coordinator")), {})
+    assert coordinator.purpose is AccessPurpose.CONFIDENTIALITY_REVIEW
+    stated = await gate.admit(bearer(token), {"purpose": "supervision"})
+    assert stated.purpose is AccessPurpose.SUPERVISION
 
 
-async def test_everyone_else_is_refused_with_the_reason(issuer: TestIssuer) -> None:
+async def test_no_or_bad_token_and_unknown_purposes_are_refused(issuer: TestIssuer) -> None:
     gate = CaseloadGate(issuer.verifier())
     auditor = bearer(issuer.mint("james.liu", "auditor"))
     cases = [
         ({}, {}, 401, "TOKEN_MISSING"),
         ({"Authorization": "Basic abc"}, {}, 401, "TOKEN_MALFORMED"),
-        (bearer(issuer.mint("maria", "coordinator")), {}, 403, "ROLE_NOT_ALLOWED"),
-        (bearer(issuer.mint("kim", "auditor", agency="elsewhere")), {}, 403, "NO_RELATIONSHIP"),
-        (auditor, {"purpose": "supervision"}, 403, "PURPOSE_NOT_PERMITTED"),
         (auditor, {"purpose": "gossip"}, 400, "PURPOSE_UNKNOWN"),
     ]
     for headers, query, status, code in cases:
@@ -43,3 +59,60 @@ async def test_everyone_else_is_refused_with_the_reason(issuer: TestIssuer) -> N
 async def test_without_an_issuer_nobody_is_admitted(issuer: TestIssuer) -> None:
     refused = await refusal(CaseloadGate(None), bearer(issuer.mint("j", "auditor")), {})
     assert (refused.status, refused.code) == (503, "ISSUER_NOT_CONFIGURED")
+
+
+@pytest.fixture
+async def audit(tmp_path: Path, issuer: TestIssuer) -> AsyncIterator[RunningAudit]:
+    async with audit_server(tmp_path, issuer) as running:
+        yield running
+
+
+async def caller(issuer: TestIssuer, user: str, role: str) -> Caller:
+    return await CaseloadGate(issuer.verifier()).admit(bearer(issuer.mint(user, role)), {})
+
+
+async def test_a_long_view_is_recorded_in_chunks_under_the_callers_own_name(
+    audit: RunningAudit, issuer: TestIssuer
+) -> None:
+    recorder = AccessRecorder(audit.address)
+    cases = [f"case-{n:04d}" for n in range(2 * CASES_PER_CALL + 50)]
+    try:
+        await recorder.record(await caller(issuer, "james.liu", "auditor"), CASELOADS, cases)
+    finally:
+        await recorder.close()
+    events = await audit.store.read_all(limit=10_000)
+    accesses = [e.event for e in events if isinstance(e.event, RecordAccessed)]
+    assert [a.case_id for a in accesses] == cases
+    assert {(a.accessor_id, a.client_application) for a in accesses} == {("james.liu", CLIENT_NAME)}
+
+
+async def test_a_refused_reader_is_refused_and_every_case_named_has_the_refusal(
+    audit: RunningAudit, issuer: TestIssuer
+) -> None:
+    recorder = AccessRecorder(audit.address)
+    cases = [f"case-{n:04d}" for n in range(CASES_PER_CALL + 1)]
+    try:
+        with pytest.raises(Refused) as refused:
+            await recorder.record(await caller(issuer, "maria", "coordinator"), CASELOADS, cases)
+    finally:
+        await recorder.close()
+    assert (refused.value.status, refused.value.code) == (403, "ROLE_NOT_ALLOWED")
+    events = await audit.store.read_all(limit=10_000)
+    assert not [e for e in events if isinstance(e.event, RecordAccessed)]
+    denied = [e.event.case_id for e in events if isinstance(e.event, RecordAccessDenied)]
+    assert denied == cases
+
+
+async def test_without_audit_nothing_is_answered(issuer: TestIssuer) -> None:
+    auditor = await caller(issuer, "james.liu", "auditor")
+    for recorder, code in (
+        (AccessRecorder(None), "AUDIT_NOT_CONFIGURED"),
+        # Nothing listens there: the call fails, so the view must not answer.
+        (AccessRecorder(f"127.0.0.1:{free_port()}"), "AUDIT_UNAVAILABLE"),
+    ):
+        try:
+            with pytest.raises(Refused) as refused:
+                await recorder.record(auditor, CASELOADS, ["case-a"])
+        finally:
+            await recorder.close()
+        assert (refused.value.status, refused.value.code) == (503, code)

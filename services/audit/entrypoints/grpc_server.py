@@ -17,7 +17,7 @@ from casetrail_platform.identity.grpc_auth import principal_of
 from events.catalog.access import RecordAccessDenied, RecordAccessed
 from events.catalog_registry import all_event_types
 from events.errors import FieldProblem
-from services.audit.app import as_seen, disclosures, ledger, queries
+from services.audit.app import as_seen, caseloads, disclosures, ledger, queries
 from services.audit.entrypoints import responses, reviews
 from services.audit.entrypoints.requests import RequestReader, moment, page_token
 
@@ -308,3 +308,25 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             answer=context,
         )
         return reviews.as_seen_response(seen, as_of)
+
+    @override
+    @refusals_as_status
+    async def RecordCaseloadAccess(
+        self, request: audit_pb2.RecordCaseloadAccessRequest, context: Context
+    ) -> audit_pb2.RecordCaseloadAccessResponse:
+        read = RequestReader()
+        viewer = read.viewer(principal_of(context), request.context)
+        view = read.caseload_view(request.view)
+        case_ids = [
+            read.case_id(case_id, f"case_ids[{index}]")
+            for index, case_id in enumerate(request.case_ids)
+        ]
+        if case_ids and not view.sections:
+            read.problems.append(FieldProblem("case_ids", f"must be empty for view {view.value}"))
+        read.done()
+        access = await caseloads.record_caseload_access(
+            self._deps, viewer, principal_of(context), view, case_ids
+        )
+        return audit_pb2.RecordCaseloadAccessResponse(
+            rule=access.rule, policy_version=access.policy_version, recorded=access.recorded
+        )

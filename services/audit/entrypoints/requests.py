@@ -23,6 +23,7 @@ from events.catalog.access import AccessPurpose
 from events.catalog.base import Identifier, Role
 from events.envelope import Actor
 from events.errors import FieldProblem
+from services.audit.app.caseloads import CaseloadView
 from services.audit.domain.history import PageCursor, TimeBasis, TimelineQuery
 
 DEFAULT_PAGE_SIZE = 100
@@ -36,6 +37,12 @@ _STAND_IN = QueryContext(Actor("stand-in", Role.SYSTEM), AccessPurpose.CONFIDENT
 _BASES = {
     audit_pb2.TIME_BASIS_OCCURRED: TimeBasis.OCCURRED,
     audit_pb2.TIME_BASIS_RECORDED: TimeBasis.RECORDED,
+}
+
+_CASELOAD_VIEWS = {
+    audit_pb2.CASELOAD_VIEW_CASELOADS: CaseloadView.CASELOADS,
+    audit_pb2.CASELOAD_VIEW_OVERDUE: CaseloadView.OVERDUE,
+    audit_pb2.CASELOAD_VIEW_CONTACTS_PER_DAY: CaseloadView.CONTACTS_PER_DAY,
 }
 
 
@@ -92,6 +99,12 @@ class RequestReader:
             FieldProblem(field, "must be TIME_BASIS_OCCURRED or TIME_BASIS_RECORDED")
         )
         return TimeBasis.OCCURRED
+
+    def caseload_view(self, value: audit_pb2.CaseloadView.ValueType) -> CaseloadView:
+        if value in _CASELOAD_VIEWS:
+            return _CASELOAD_VIEWS[value]
+        self.problems.append(FieldProblem("view", "required: a CASELOAD_VIEW_* value"))
+        return CaseloadView.CASELOADS
 
     def page_size(self, value: int, field: str = "page_size") -> int:
         if value == 0:

@@ -1,0 +1,164 @@
+"""RecordCaseloadAccess through a real grpc.aio server: audit decides the caseload views' reads
+for the verified caller and records them (or their refusal) in its own store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
+from casetrail.common.v1 import common_pb2
+from casetrail_platform.identity.grpc_auth import CLIENT_HEADER, bearer_metadata
+from casetrail_platform.policy.vocabulary import Action
+from casetrail_platform.store.sqlite import SqliteEventStore
+from cli.rpc import Person
+from events.catalog.access import RecordAccessDenied, RecordAccessed
+from events.envelope import RecordedEvent
+from services.audit.app.queries import AuditDeps
+from services.audit.entrypoints.grpc_server import SERVICE_NAME, AuditServicer
+from tests.support.grpc import details, refusal, serving, violated_fields
+from tests.support.identity import TestIssuer, acting, caller_of
+
+AUDITOR = Person("james.liu", "auditor")
+CASELOADS = audit_pb2.CASELOAD_VIEW_CASELOADS
+OVERDUE = audit_pb2.CASELOAD_VIEW_OVERDUE
+CONTACTS = audit_pb2.CASELOAD_VIEW_CONTACTS_PER_DAY
+
+
+@pytest.fixture
+async def audit(
+    deps: AuditDeps, issuer: TestIssuer
+) -> AsyncIterator[audit_pb2_grpc.AuditServiceAsyncStub]:
+    servicer = AuditServicer(deps)
+
+    def register(server: grpc.aio.Server) -> None:
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server)
+
+    async with serving(register, SERVICE_NAME, issuer) as channel:
+        yield cast("audit_pb2_grpc.AuditServiceAsyncStub", audit_pb2_grpc.AuditServiceStub(channel))
+
+
+def asked(
+    view: Any,
+    case_ids: list[str],
+    who: Person = AUDITOR,
+    purpose: str = "confidentiality_review",
+) -> audit_pb2.RecordCaseloadAccessRequest:
+    context = acting(who, common_pb2.QueryContext(purpose=purpose))
+    return audit_pb2.RecordCaseloadAccessRequest(context=context, view=view, case_ids=case_ids)
+
+
+async def written(store: SqliteEventStore) -> list[RecordedEvent]:
+    return await store.read_all()
+
+
+async def test_an_allowed_read_is_recorded_once_per_case_before_the_answer(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, store: SqliteEventStore, issuer: TestIssuer
+) -> None:
+    request = asked(CASELOADS, ["case-a", "case-b", "case-a"])
+    token = bearer_metadata(issuer.token_for(caller_of(request)))
+    answer = await audit.RecordCaseloadAccess(
+        request, metadata=(*token, (CLIENT_HEADER, "casetrail-caseload"))
+    )
+    assert (answer.rule, answer.recorded) == ("auditor-review", 2)
+    assert answer.policy_version
+
+    overdue = await audit.RecordCaseloadAccess(asked(OVERDUE, ["case-c"]))
+    assert overdue.recorded == 1
+
+    accesses = [e for e in await written(store) if isinstance(e.event, RecordAccessed)]
+    seen = [
+        (
+            a.event.case_id,
+            a.event.accessor_id,
+            a.event.accessor_role.value,
+            a.event.purpose.value,
+            [s.value for s in a.event.sections],
+            a.event.rule,
+            a.event.client_application,
+        )
+        for a in accesses
+        if isinstance(a.event, RecordAccessed)
+    ]
+    assert seen == [
+        ("case-a", "james.liu", "auditor", "confidentiality_review", ["assignment"],
+         "auditor-review", "casetrail-caseload"),
+        ("case-b", "james.liu", "auditor", "confidentiality_review", ["assignment"],
+         "auditor-review", "casetrail-caseload"),
+        ("case-c", "james.liu", "auditor", "confidentiality_review", ["assignment", "contacts"],
+         "auditor-review", None),
+    ]  # fmt: skip
+    assert {a.metadata.source for a in accesses} == {"casetrail/audit"}
+
+
+async def test_a_view_that_names_no_case_is_decided_and_records_nothing(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, store: SqliteEventStore
+) -> None:
+    for view in (CASELOADS, CONTACTS):
+        answer = await audit.RecordCaseloadAccess(asked(view, []))
+        assert (answer.rule, answer.recorded) == ("auditor-review", 0)
+    assert await written(store) == []
+
+
+@pytest.mark.parametrize(
+    ("who", "purpose", "reason"),
+    [
+        (Person("maria", "coordinator"), "coordination", "ROLE_NOT_ALLOWED"),
+        (Person("sw-ana", "social_worker"), "direct_care", "ROLE_NOT_ALLOWED"),
+        (AUDITOR, "supervision", "PURPOSE_NOT_PERMITTED"),
+        (Person("kim", "auditor", agency="elsewhere"), "confidentiality_review", "NO_RELATIONSHIP"),
+    ],
+)
+async def test_a_refusal_is_recorded_per_case_named_and_nothing_is_allowed(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+    store: SqliteEventStore,
+    issuer: TestIssuer,
+    who: Person,
+    purpose: str,
+    reason: str,
+) -> None:
+    request = asked(OVERDUE, ["case-a", "case-b"], who, purpose)
+    token = bearer_metadata(issuer.token_for(caller_of(request)))
+    code, status = await refusal(
+        audit.RecordCaseloadAccess(
+            request, metadata=(*token, (CLIENT_HEADER, "casetrail-caseload"))
+        )
+    )
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    assert [i.reason for i in details(status, error_details_pb2.ErrorInfo)] == [reason]
+
+    code, _ = await refusal(audit.RecordCaseloadAccess(asked(CONTACTS, [], who, purpose)))
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+
+    events = await written(store)
+    assert not [e for e in events if isinstance(e.event, RecordAccessed)]
+    refusals = [e.event for e in events if isinstance(e.event, RecordAccessDenied)]
+    rule = reason.lower().replace("_", "-")
+    assert [
+        (r.case_id, r.accessor_id, r.action, r.rule, r.client_application) for r in refusals
+    ] == [
+        ("case-a", who.user_id, Action.READ_CASELOADS.value, rule, "casetrail-caseload"),
+        ("case-b", who.user_id, Action.READ_CASELOADS.value, rule, "casetrail-caseload"),
+        ("caseloads", who.user_id, Action.READ_CASELOADS.value, rule, None),
+    ]
+
+
+async def test_bad_requests_name_the_field_and_write_nothing(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, store: SqliteEventStore
+) -> None:
+    cases = [
+        (asked(audit_pb2.CASELOAD_VIEW_UNSPECIFIED, ["case-a"]), ["view"]),
+        (asked(CASELOADS, ["case-a", "not an id"]), ["case_ids[1]"]),
+        (asked(CASELOADS, [f"case-{n}" for n in range(101)]), ["case_ids"]),
+        (asked(CONTACTS, ["case-a"]), ["case_ids"]),
+        (asked(CASELOADS, ["case-a"], purpose="gossip"), ["context.purpose"]),
+    ]
+    for request, fields in cases:
+        code, status = await refusal(audit.RecordCaseloadAccess(request))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT, fields
+        assert violated_fields(status) == fields
+    assert await written(store) == []
