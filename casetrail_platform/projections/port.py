@@ -46,6 +46,15 @@ class DocumentTransaction(ABC):
         await self.put(collection, key, document)
         return True
 
+    async def put_new(self, collection: str, key: str, document: Document) -> bool:
+        """Store ``document`` unless the key holds one already; whether it was stored. One
+        statement in the adapters (an insert that ignores a conflict): a marker that makes a
+        projection idempotent is checked and set at once, with nothing read back."""
+        if await self.get(collection, key) is not None:
+            return False
+        await self.put(collection, key, document)
+        return True
+
     @abstractmethod
     async def find(
         self, collection: str, equals: Mapping[str, str | int | bool] | None = None

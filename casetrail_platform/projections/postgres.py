@@ -193,6 +193,17 @@ class _PostgresTransaction(DocumentTransaction):
         )
         await self.told([collection], key)
 
+    async def put_new(self, collection: str, key: str, document: Document) -> bool:
+        cursor = await self._connection.execute(
+            "INSERT INTO documents (collection, key, document) VALUES (%s, %s, %s::jsonb)"
+            " ON CONFLICT (collection, key) DO NOTHING",
+            (collection, key, json.dumps(document, default=str)),
+        )
+        if cursor.rowcount != 1:
+            return False
+        await self.told([collection], key)
+        return True
+
     async def delete(self, collection: str, key: str) -> None:
         await self._connection.execute(
             "DELETE FROM documents WHERE collection = %s AND key = %s", (collection, key)

@@ -202,6 +202,18 @@ class _SqliteTransaction(DocumentTransaction):
         if collection in self._watched:
             self.changed.append((collection, key))
 
+    async def put_new(self, collection: str, key: str, document: Document) -> bool:
+        cursor = self._connection.execute(
+            "INSERT INTO documents (collection, key, document) VALUES (?, ?, ?)"
+            " ON CONFLICT (collection, key) DO NOTHING",
+            (collection, key, dump_document(document)),
+        )
+        if cursor.rowcount != 1:
+            return False
+        if collection in self._watched:
+            self.changed.append((collection, key))
+        return True
+
     async def delete(self, collection: str, key: str) -> None:
         self._connection.execute(
             "DELETE FROM documents WHERE collection = ? AND key = ?", (collection, key)

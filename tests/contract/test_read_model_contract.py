@@ -199,6 +199,27 @@ async def test_append_to_list_adds_one_item_to_a_stored_document(
     assert await read_models.get("chunks", "missing") is None
 
 
+async def test_put_new_stores_only_where_nothing_is_stored(read_models: ReadModelStore) -> None:
+    async with read_models.transaction() as transaction:
+        await transaction.put("marks", "old", {"n": 1})
+        assert await transaction.put_new("marks", "new", {"n": 2})
+        assert not await transaction.put_new("marks", "new", {"n": 3})
+        assert not await transaction.put_new("marks", "old", {"n": 4})
+        assert await transaction.get("marks", "new") == {"n": 2}
+
+    assert await read_models.get("marks", "old") == {"n": 1}
+    assert await read_models.get("marks", "new") == {"n": 2}
+
+    async def mark_then_fail() -> None:
+        async with read_models.transaction() as transaction:
+            assert await transaction.put_new("marks", "lost", {"n": 5})
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        await mark_then_fail()
+    assert await read_models.get("marks", "lost") is None
+
+
 async def test_a_watcher_is_told_each_committed_change(read_models: ReadModelStore) -> None:
     told: list[str | None] = []
     assert read_models.watch("watched", told.append)

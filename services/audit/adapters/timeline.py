@@ -91,11 +91,12 @@ class TimelineProjection(Projection):
         if recorded.event.subject_field != "case_id":
             return
         event_id = str(recorded.event_id)
-        if await transaction.get(SEEN, event_id) is not None:
-            return
         case_id = recorded.subject
         lane = lane_of(recorded.event_type)
         event_key = f"{case_id}|{lane}|{event_id}"
+        # Marked first, in the same transaction: checked and set in one statement.
+        if not await transaction.put_new(SEEN, event_id, {"case_id": case_id, "key": event_key}):
+            return
         await transaction.put(EVENTS, event_key, {"event": to_structured(recorded)})
         indexed = {
             "type": recorded.event_type,
@@ -112,16 +113,14 @@ class TimelineProjection(Projection):
             FACTS, case_id, "entries", entry
         ):
             await transaction.put(FACTS, case_id, {"case_id": case_id, "entries": [entry]})
-        header = await transaction.get(CASES, case_id)
         if lane == HISTORY:
-            header = header or _new_header(case_id)
+            header = await transaction.get(CASES, case_id) or _new_header(case_id)
             header["events"] += 1
             await transaction.put(CASES, case_id, header)
-        elif header is None:
-            # An access record only needs the case known (every answered read appends one,
-            # so it writes nothing more here).
-            await transaction.put(CASES, case_id, _new_header(case_id))
-        await transaction.put(SEEN, event_id, {"case_id": case_id, "key": event_key})
+        else:
+            # An access record only needs the case known: every answered read appends one,
+            # so it reads nothing back here.
+            await transaction.put_new(CASES, case_id, _new_header(case_id))
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
         # The events keep their sealed values; the fact entries hold the categories of need
