@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
 
+from casetrail.audit.v1 import audit_pb2_grpc
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -9,6 +12,9 @@ from events.catalog_registry import default_registry
 from events.registry import EventRegistry
 from services.audit.adapters.timeline import ReadModelTimelines
 from services.audit.app.queries import AuditDeps
+from services.audit.entrypoints.grpc_server import AuditServicer
+from tests.support.identity import TestIssuer
+from tests.unit.audit.serving import audit_server
 
 
 @pytest.fixture
@@ -25,3 +31,11 @@ def deps(
         store=store,
         access=AccessControl(store, None, "casetrail/audit"),
     )
+
+
+@pytest.fixture
+async def audit(
+    deps: AuditDeps, issuer: TestIssuer
+) -> AsyncIterator[audit_pb2_grpc.AuditServiceAsyncStub]:
+    async with audit_server(AuditServicer(deps), issuer) as stub:
+        yield stub

@@ -3,8 +3,7 @@ for the verified caller and records them (or their refusal) in its own store."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import pytest
@@ -18,28 +17,13 @@ from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.rpc import Person
 from events.catalog.access import RecordAccessDenied, RecordAccessed
 from events.envelope import RecordedEvent
-from services.audit.app.queries import AuditDeps
-from services.audit.entrypoints.grpc_server import SERVICE_NAME, AuditServicer
-from tests.support.grpc import details, refusal, serving, violated_fields
+from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import TestIssuer, acting, caller_of
 
 AUDITOR = Person("james.liu", "auditor")
 CASELOADS = audit_pb2.CASELOAD_VIEW_CASELOADS
 OVERDUE = audit_pb2.CASELOAD_VIEW_OVERDUE
 CONTACTS = audit_pb2.CASELOAD_VIEW_CONTACTS_PER_DAY
-
-
-@pytest.fixture
-async def audit(
-    deps: AuditDeps, issuer: TestIssuer
-) -> AsyncIterator[audit_pb2_grpc.AuditServiceAsyncStub]:
-    servicer = AuditServicer(deps)
-
-    def register(server: grpc.aio.Server) -> None:
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server)
-
-    async with serving(register, SERVICE_NAME, issuer) as channel:
-        yield cast("audit_pb2_grpc.AuditServiceAsyncStub", audit_pb2_grpc.AuditServiceStub(channel))
 
 
 def asked(

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import pytest
@@ -23,10 +22,8 @@ from events.cloudevents import from_json_lines, from_structured
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
 from services.audit.adapters.timeline import TimelineProjection
-from services.audit.app.queries import AuditDeps
 from services.audit.entrypoints import responses
-from services.audit.entrypoints.grpc_server import SERVICE_NAME, AuditServicer
-from tests.support.grpc import details, refusal, serving, violated_fields
+from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import TestIssuer, acting, caller_of
 from tests.unit.audit.support import CASE, DAY, T0, TEAM, late_recorded_case
 
@@ -41,20 +38,6 @@ async def received(read_models: SqliteReadModelStore) -> list[RecordedEvent]:
     for recorded in events:
         await handler(recorded)
     return events
-
-
-@pytest.fixture
-async def audit(
-    deps: AuditDeps, issuer: TestIssuer
-) -> AsyncIterator[audit_pb2_grpc.AuditServiceAsyncStub]:
-    servicer = AuditServicer(deps)
-
-    def register(server: grpc.aio.Server) -> None:
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server)
-
-    async with serving(register, SERVICE_NAME, issuer) as channel:
-        # The stub is the async flavour on an aio channel; grpc itself is untyped here.
-        yield cast("audit_pb2_grpc.AuditServiceAsyncStub", audit_pb2_grpc.AuditServiceStub(channel))
 
 
 def viewer(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import grpc
 import pytest
@@ -39,9 +39,10 @@ from services.audit.adapters.timeline import TimelineProjection
 from services.audit.app.disclosures import period, six_years_before
 from services.audit.app.queries import AuditDeps
 from services.audit.domain.disclosures import disclosure_of
-from services.audit.entrypoints.grpc_server import SERVICE_NAME, AuditServicer
-from tests.support.grpc import details, refusal, serving, violated_fields
+from services.audit.entrypoints.grpc_server import AuditServicer
+from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import TestIssuer, acting
+from tests.unit.audit.serving import audit_server
 from tests.unit.audit.support import (
     CASE,
     COORDINATOR,
@@ -192,12 +193,8 @@ async def audit(
         for recorded in history():
             await handler(recorded)
     servicer = AuditServicer(deps, None, ReadModelClientCases(read_models))
-
-    def register(server: grpc.aio.Server) -> None:
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server)
-
-    async with serving(register, SERVICE_NAME, issuer) as channel:
-        yield cast("audit_pb2_grpc.AuditServiceAsyncStub", audit_pb2_grpc.AuditServiceStub(channel))
+    async with audit_server(servicer, issuer) as stub:
+        yield stub
 
 
 def as_(
