@@ -792,7 +792,9 @@ def _upcast_stored(
         raise UndecodableMessageError(located, event_type) from None
 
 
-_UNOPENED = (ERASED_TEXT, ERASED_CODE)
+_UNOPENED: tuple[Any, ...] = (ERASED_TEXT, ERASED_CODE, None, [])
+"""What a sealed value reads as when it cannot be opened: the text and code markers, and the
+erased forms of personal data sealed whole (a list reads empty, a date or an object absent)."""
 
 
 def _difference(upcast: Any, event: Any, received: Any, path: str) -> str | None:

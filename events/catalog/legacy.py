@@ -22,7 +22,7 @@ from events.catalog.access import (
     RuleName,
 )
 from events.catalog.assignment import WorkerCredential
-from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Role, Sensitive
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Personal, Role, Sensitive
 from events.catalog.cases import ReferralSource
 from events.catalog.clients import ContactDetails, LanguageTag, PersonalIdentifier, PersonName
 from events.catalog.values import (
@@ -71,9 +71,11 @@ class ClientRegisteredV1(CaseEvent):
 
     client_id: Identifier
     name: PersonName
-    date_of_birth: date | None = None
-    identifiers: tuple[PersonalIdentifier, ...] = ()
-    contact: ContactDetails | None = None
+    # Marked as v2 is, so that the stored form of a v1 registration is sealed like its
+    # publication (the marks are annotations only: the shape subscribers saw is unchanged).
+    date_of_birth: Annotated[date | None, Personal] = None
+    identifiers: Annotated[tuple[PersonalIdentifier, ...], Personal] = ()
+    contact: Annotated[ContactDetails | None, Personal] = None
     preferred_language: LanguageTag | None = None
 
 

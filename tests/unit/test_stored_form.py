@@ -180,7 +180,9 @@ def test_after_the_key_is_destroyed_the_upcast_event_still_decodes_and_proves(
         again = from_structured(json.loads(line), reader)
         assert canonical_of_record(again) == leaf
         if sealed:  # what the key sealed now reads as erased
-            assert {ERASED_TEXT, ERASED_CODE} & set(sensitive_values(again.event).values())
+            assert any(
+                v in (ERASED_TEXT, ERASED_CODE) for v in sensitive_values(again.event).values()
+            )
 
 
 @pytest.mark.parametrize("event", legacy_example_events(), ids=lambda e: f"{e.event_type}-v1")
@@ -208,7 +210,7 @@ def test_after_the_key_is_destroyed_the_upcast_event_is_still_published_and_prov
     kafka = to_kafka_binary(again)
     assert b"ct1~" not in kafka.value
     if sealed:
-        assert {ERASED_TEXT, ERASED_CODE} & set(sensitive_values(again.event).values())
+        assert any(v in (ERASED_TEXT, ERASED_CODE) for v in sensitive_values(again.event).values())
     assert to_structured(again)["storeddata"] == to_structured(record)["storeddata"]
     for reader in (writer, build_registry()):
         decoded = _decode(kafka, reader)
