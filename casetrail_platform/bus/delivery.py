@@ -46,7 +46,7 @@ def decoder_for(registry: EventRegistry) -> Decoder:
     def decode(message: BusMessage) -> RecordedEvent | Exception:
         try:
             return from_kafka_binary(message.key, message.headers, message.value, registry)
-        except Exception as error:  # whatever breaks decoding is the message's fault
+        except Exception as error:  # the message's fault, or an outage of the keys' storage
             return error
 
     return decode
@@ -137,6 +137,18 @@ class Deliverer:
             if self._unwanted(message):
                 continue  # no effect to order: committed past with its neighbours
             decoded = self._decode(message)
+            if isinstance(decoded, Exception):
+                # The decoder's own storage is away (the data-key table opening sealed
+                # values): the event is fine; what came before goes first, then we wait.
+                if run:
+                    handled = await self._handle_run(run, stop)
+                    if handled < len(run):
+                        return starts[handled]
+                    run, starts = [], []
+                recovered = await self._decode_after_outage(message, decoded, stop)
+                if recovered is None:
+                    return index
+                decoded = recovered
             if isinstance(decoded, RecordedEvent):
                 run.append((message, decoded))
                 starts.append(index)
@@ -163,15 +175,33 @@ class Deliverer:
         event_type = message.header(_TYPE_HEADER)
         return event_type is not None and event_type not in self._wanted
 
-    def _decode(self, message: BusMessage) -> RecordedEvent | DeadLetter:
+    def _decode(self, message: BusMessage) -> RecordedEvent | DeadLetter | Exception:
+        """The event, its dead letter, or (returned) the outage that kept it from decoding."""
         decoded = self._decoder(message)
         if isinstance(decoded, RecordedEvent):
+            return decoded
+        if is_outage(decoded):
             return decoded
         if isinstance(decoded, InvalidEventError) and not isinstance(
             decoded, UndecodableMessageError
         ):
             return self._dead(message, DeadLetterReason.INVALID_EVENT, decoded, attempts=0)
         return self._dead(message, DeadLetterReason.UNDECODABLE, decoded, attempts=0)
+
+    async def _decode_after_outage(
+        self, message: BusMessage, error: Exception, stop: asyncio.Event
+    ) -> RecordedEvent | DeadLetter | None:
+        """Decode ``message`` again, pausing while the outage lasts; ``None`` if stop was
+        requested meanwhile. Never dead-lettered for it, as a handler's outage is not."""
+        where = f"{message.topic}/{message.partition}@{message.offset}"
+        outages = 0
+        decoded: RecordedEvent | DeadLetter | Exception = error
+        while isinstance(decoded, Exception):
+            outages += 1
+            if await self._pause(where, outages, decoded, stop):
+                return None
+            decoded = self._decode(message)
+        return decoded
 
     async def _handle_run(self, run: list[_Decoded], stop: asyncio.Event) -> int:
         """Handle decoded records as one batch; return how many are done with."""

@@ -17,6 +17,7 @@ from itertools import count
 
 from casetrail_platform.bus.deadletter import DeadLetter
 from casetrail_platform.bus.delivery import Decoder, Deliverer, commit_offsets, decoder_for
+from casetrail_platform.bus.errors import is_outage
 from casetrail_platform.bus.message import BusMessage, as_headers
 from casetrail_platform.bus.ordering import SequenceGuard
 from casetrail_platform.bus.port import (
@@ -282,7 +283,10 @@ class _SharedDecoder:
         where = (message.topic, message.partition, message.offset)
         result = self._results.get(where)
         if result is None:
-            result = self._results[where] = self._decode(message)
+            result = self._decode(message)
+            if isinstance(result, Exception) and is_outage(result):
+                return result  # the keys' storage was away: the next try decodes afresh
+            self._results[where] = result
             if len(self._results) > self._capacity:
                 del self._results[next(iter(self._results))]
         return result

@@ -4,19 +4,24 @@ that meet the outage are answered UNAVAILABLE, never UNKNOWN."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import psycopg
 import pytest
 from google.rpc import code_pb2
 
+from casetrail_platform.bus.deadletter import DeadLetter
+from casetrail_platform.bus.delivery import Deliverer, decoder_for
 from casetrail_platform.bus.errors import is_outage, is_retriable
 from casetrail_platform.bus.inprocess import InProcessBus
+from casetrail_platform.bus.message import BusMessage, Headers, as_headers
 from casetrail_platform.bus.retry import Backoff, RetryPolicy
 from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.grpc_platform.errors import status_for
 from cli.dlq import redact
 from cli.main import main
+from events.cloudevents import to_kafka_binary
 from events.envelope import RecordedEvent
 from tests.contract.bus_conftest import Recorder, eventually, recorded, running
 from tests.support.sample_events import sample_registry
@@ -54,6 +59,49 @@ async def test_a_handler_meeting_an_outage_is_retried_past_its_policy_never_dead
         await eventually(lambda: recorder.has_all(events), "both events applied")
     assert bus.dead_letters("g") == []
     assert [e.event_id for e in recorder.deliveries] == [e.event_id for e in events]
+
+
+@pytest.mark.parametrize("outage", OUTAGES, ids=["storage-unavailable", "psycopg-operational"])
+async def test_a_decoder_meeting_an_outage_waits_for_it_and_keeps_the_order(
+    outage: Exception,
+) -> None:
+    """Opening sealed values reads the data-key table: while its database restarts, decoding
+    fails for want of it, not for the message (CI once dead-lettered three events so)."""
+    registry = sample_registry()
+    events = [recorded("c-1", 1, 1), recorded("c-1", 2, 2), recorded("c-1", 3, 3)]
+    messages = [BusMessage("t", 0, offset, *_binary(event)) for offset, event in enumerate(events)]
+    real = decoder_for(registry)
+    away = {messages[1].offset: 5}
+
+    def decode(message: BusMessage) -> RecordedEvent | Exception:
+        if away.get(message.offset):
+            away[message.offset] -= 1
+            return outage
+        return real(message)
+
+    recorder = Recorder()
+    letters: list[DeadLetter] = []
+
+    async def keep(letter: DeadLetter) -> bool:
+        letters.append(letter)
+        return True
+
+    deliverer = Deliverer(
+        "g",
+        recorder,
+        registry,
+        RetryPolicy(backoff=FAST, max_attempts=2, outage_backoff=FAST),
+        keep,
+        decode=decode,
+    )
+    assert await deliverer.deliver(messages, asyncio.Event()) == len(messages)
+    assert letters == []
+    assert [e.event_id for e in recorder.deliveries] == [e.event_id for e in events]
+
+
+def _binary(event: RecordedEvent) -> tuple[bytes | None, bytes | None, Headers]:
+    key, headers, value = to_kafka_binary(event)
+    return key, value, as_headers(headers)
 
 
 async def test_a_batch_handler_meeting_an_outage_keeps_the_batch_whole() -> None:
