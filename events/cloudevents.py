@@ -65,7 +65,7 @@ from events.catalog.base import CaseEvent, Role
 from events.envelope import Actor, EventMetadata, RecordedEvent, StoredForm
 from events.errors import FieldProblem, InvalidEventError
 from events.registry import EventRegistry
-from events.sealed_values import CIPHERTEXT_PREFIX, ERASED_CODE, ERASED_TEXT, canonical_json
+from events.sealed_values import CIPHERTEXT_PREFIX, ERASED_FORMS, canonical_json
 
 SPEC_VERSION = "1.0"
 JSON_CONTENT_TYPE = "application/json"
@@ -792,11 +792,6 @@ def _upcast_stored(
         raise UndecodableMessageError(located, event_type) from None
 
 
-_UNOPENED: tuple[Any, ...] = (ERASED_TEXT, ERASED_CODE, None, [])
-"""What a sealed value reads as when it cannot be opened: the text and code markers, and the
-erased forms of personal data sealed whole (a list reads empty, a date or an object absent)."""
-
-
 def _difference(upcast: Any, event: Any, received: Any, path: str) -> str | None:
     """Where the upcast stored data first differs from the event decoded from ``received``
     (the data as it came, before opening), or ``None``. A value sealed in ``received`` that this
@@ -805,7 +800,8 @@ def _difference(upcast: Any, event: Any, received: Any, path: str) -> str | None
     sealed parts open as markers in other places."""
     if upcast == event:
         return None
-    if isinstance(received, str) and received.startswith(CIPHERTEXT_PREFIX) and event in _UNOPENED:
+    unopened = isinstance(received, str) and received.startswith(CIPHERTEXT_PREFIX)
+    if unopened and event in ERASED_FORMS:
         return None
     if isinstance(upcast, dict) and isinstance(event, dict):
         for name in sorted(upcast.keys() | event.keys()):

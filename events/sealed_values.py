@@ -14,6 +14,9 @@ SEALED_DATA_MARK = b'"' + CIPHERTEXT_PREFIX.encode()
 
 ERASED_TEXT = "[erased]"
 ERASED_CODE = "erased"
+ERASED_FORMS: tuple[Any, ...] = (ERASED_TEXT, ERASED_CODE, None, [])
+"""Every form a sealed value reads as without its key: text and codes marked, and personal
+data sealed whole read empty (a list) or absent (a date, an object)."""
 
 
 def canonical_json(document: Any) -> bytes:

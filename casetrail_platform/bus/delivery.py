@@ -133,6 +133,17 @@ class Deliverer:
         """
         run: list[_Decoded] = []
         starts: list[int] = []  # index in ``messages`` of each record of ``run``
+
+        async def handle_run() -> int | None:
+            """Handle the pending run; where to stop if not all of it is done."""
+            nonlocal run, starts
+            if run:
+                handled = await self._handle_run(run, stop)
+                if handled < len(run):
+                    return starts[handled]
+                run, starts = [], []
+            return None
+
         for index, message in enumerate(messages):
             if self._unwanted(message):
                 continue  # no effect to order: committed past with its neighbours
@@ -140,11 +151,8 @@ class Deliverer:
             if isinstance(decoded, Exception):
                 # The decoder's own storage is away (the data-key table opening sealed
                 # values): the event is fine; what came before goes first, then we wait.
-                if run:
-                    handled = await self._handle_run(run, stop)
-                    if handled < len(run):
-                        return starts[handled]
-                    run, starts = [], []
+                if (stopped := await handle_run()) is not None:
+                    return stopped
                 recovered = await self._decode_after_outage(message, decoded, stop)
                 if recovered is None:
                     return index
@@ -154,18 +162,12 @@ class Deliverer:
                 starts.append(index)
                 continue
             # Undecodable messages split the batch, so effects keep the order of the log.
-            if run:
-                handled = await self._handle_run(run, stop)
-                if handled < len(run):
-                    return starts[handled]
-                run, starts = [], []
+            if (stopped := await handle_run()) is not None:
+                return stopped
             if not await self._dead_letters(decoded):
                 return index
-        if run:
-            handled = await self._handle_run(run, stop)
-            if handled < len(run):
-                return starts[handled]
-        return len(messages)
+        stopped = await handle_run()
+        return len(messages) if stopped is None else stopped
 
     def _unwanted(self, message: BusMessage) -> bool:
         """Whether the record's type header names a type the handler does not want (a record

@@ -248,18 +248,12 @@ def _erased_form(schema: dict[str, Any], definitions: dict[str, Any]) -> Any:
     empty and anything else (a date, an object: sealed whole) reads absent."""
     if _is_code(schema, definitions):
         return ERASED_CODE
-    kinds = {schema.get("type")} | {
-        branch.get("type") for branch in schema.get("anyOf", ()) if isinstance(branch, dict)
-    }
+    # The schema itself and, for an optional value, its branches (``anyOf``: the type, null).
+    forms = [schema, *(b for b in schema.get("anyOf", ()) if isinstance(b, dict))]
+    kinds = {form.get("type") for form in forms}
     if "array" in kinds:
         return []
-    if (
-        "string" in kinds
-        and "format" not in schema
-        and not any(
-            isinstance(branch, dict) and "format" in branch for branch in schema.get("anyOf", ())
-        )
-    ):
+    if "string" in kinds and not any("format" in form for form in forms):  # a date is not text
         return ERASED_TEXT
     return None
 
