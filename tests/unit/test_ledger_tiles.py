@@ -6,7 +6,7 @@ import hashlib
 import random
 
 from casetrail_platform.ledger import merkle, tiles
-from casetrail_platform.ledger.canonical import canonical_row, leaf_hashes
+from casetrail_platform.ledger.canonical import StoredRow, canonical_row, leaf_hashes
 
 
 def test_extend_levels_adds_the_same_subtrees_as_one_leaf_at_a_time() -> None:
@@ -40,16 +40,18 @@ def test_extend_levels_adds_the_same_subtrees_as_one_leaf_at_a_time() -> None:
         assert tiles.subtrees_from(expected, stored) == expected
 
 
-def test_leaf_hashes_of_text_rows_match_canonical_row_also_outside_ascii() -> None:
+def test_leaf_hashes_of_stored_bytes_match_canonical_row_also_outside_ascii() -> None:
     row = (7, "0e7c5a0e-0000-4000-8000-000000000007", "case-ünïcode", 3, "casetrail.note.added",
            2, b'{"text":"caf\xc3\xa9"}', "casetrail/intake", "worker-åsa", "social_worker",
            "0e7c5a0e-0000-4000-8000-000000000001", None, 1_700_000_000_000_001,
            1_700_000_000_000_002, "client-ø")  # fmt: skip
-    text_row = (7, row[6], "7", row[1], row[2], "3", row[4], "2", row[7], row[8], row[9],
-                row[10], "", "1700000000000001", "1700000000000002", row[14])  # fmt: skip
-    ascii_row = (*row[:2], "case-1", *row[3:8], "worker-1", *row[9:14], "client-1")
-    ascii_text = (*text_row[:4], "case-1", *text_row[5:9], "worker-1", *text_row[10:15], "client-1")
-    assert leaf_hashes([text_row, ascii_text]) == [
-        (7, merkle.leaf_hash(canonical_row(row))),
-        (7, merkle.leaf_hash(canonical_row(ascii_row))),
-    ]
+    since_2000 = 946_684_800_000_000
+    # As PostgreSQL's C loaders give it: text as its bytes, times in µs since 2000.
+    stored: StoredRow = (
+        7, b'{"text":"caf\xc3\xa9"}', b"0e7c5a0e-0000-4000-8000-000000000007",
+        "case-ünïcode".encode(), 3, b"casetrail.note.added", 2, b"casetrail/intake",
+        "worker-åsa".encode(), b"social_worker", b"0e7c5a0e-0000-4000-8000-000000000001", b"",
+        1_700_000_000_000_001 - since_2000, 1_700_000_000_000_002 - since_2000,
+        "client-ø".encode(),
+    )  # fmt: skip
+    assert leaf_hashes([stored], since_2000) == [(7, merkle.leaf_hash(canonical_row(row)))]
