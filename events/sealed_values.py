@@ -19,6 +19,10 @@ ERASED_FORMS: tuple[Any, ...] = (ERASED_TEXT, ERASED_CODE, None, [])
 data sealed whole read empty (a list) or absent (a date, an object)."""
 
 
+_CANONICAL_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
 def canonical_json(document: Any) -> bytes:
     """Compact JSON with sorted keys: the stored form of data with sealed values."""
-    return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+    # One encoder for all calls: ``json.dumps`` with options builds a new one per call.
+    return _CANONICAL_ENCODER.encode(document).encode()

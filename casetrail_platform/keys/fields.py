@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -39,12 +38,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic_core import from_json
 
 from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring
+from casetrail_platform.keys.nonces import NONCE_BYTES, random_nonce
 from casetrail_platform.store.guard import UnstorableEventError
 from events.catalog.base import SEALED_MARKS, CaseEvent
 from events.errors import FieldProblem, InvalidEventError
 from events.sealed_values import CIPHERTEXT_PREFIX, ERASED_CODE, ERASED_TEXT, canonical_json
 
-_NONCE_BYTES = 12
+_encode_value = json.JSONEncoder(ensure_ascii=False).encode
+"""``json.dumps(value, ensure_ascii=False)`` without building an encoder per value."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +121,8 @@ class FieldProtection:
                 prefix = f"{CIPHERTEXT_PREFIX}{owner}~{version}~"
                 sealing.append((prefix, f"\x00{owner}\x00{version}".encode(), key))
             prefix, trailer, key = sealing[0]
-            nonce = os.urandom(_NONCE_BYTES)
-            plaintext = json.dumps(value, ensure_ascii=False).encode()
+            nonce = random_nonce()
+            plaintext = _encode_value(value).encode()
             sealed = key.encrypt(nonce, plaintext, (header + path).encode() + trailer)
             return prefix + base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode()
 
@@ -178,7 +179,7 @@ class FieldProtection:
                 return erased
             aad = f"{header}{path}\x00{owner}\x00{version}".encode()
             try:
-                plaintext = key.decrypt(sealed[:_NONCE_BYTES], sealed[_NONCE_BYTES:], aad)
+                plaintext = key.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], aad)
             except InvalidTag:
                 raise _unreadable(event_type, path) from None
             return from_json(plaintext)
