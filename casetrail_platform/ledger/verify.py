@@ -15,10 +15,11 @@ that:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from casetrail_platform.ledger.merkle import HASH_SIZE, Hash, SubtreeKey, parents, root_at
+from casetrail_platform.ledger.merkle import HASH_SIZE, Hash, RootAccumulator, SubtreeKey, root_at
 from casetrail_platform.ledger.note import Checkpoint, NoteError, Verifier, open_checkpoint
 from casetrail_platform.ledger.port import LedgerStore
 
@@ -59,95 +60,124 @@ async def verify_store(
     # At equal sizes the outside checkpoints go first: they are the ones to trust.
     tagged = [(c.size, 0, c) for c in trusted] + [(c.size, 1, c) for c in signed]
     tagged.sort(key=lambda item: (item[0], item[1]))
-    leaves: list[Hash] = []
+    subtrees = _Subtrees()
     expected = 1
-    while True:
-        batch = await ledger.store_leaves(expected - 1, BATCH)
-        if not batch:
-            break
-        count = len(batch)
-        if batch[0][0] != expected or batch[-1][0] != expected + count - 1:
-            # Positions come sorted and unique: a hole shows as a jump.
-            missing = next(
-                expected + offset
-                for offset, (position, _) in enumerate(batch)
-                if position != expected + offset
-            )
-            result.leaves = len(leaves)
-            result.fail(missing, f"position {missing} is missing from the store")
-            return result
-        hashed = [leaf for _, leaf in batch]
-        stored = await ledger.leaf_hash_bytes(expected - 1, count)
-        if stored != b"".join(hashed)[: len(stored)]:
-            offset = next(
-                i
-                for i, leaf in enumerate(hashed)
-                if leaf != stored[i * HASH_SIZE : (i + 1) * HASH_SIZE]
-            )
-            result.leaves = len(leaves) + offset
-            result.fail(
-                expected + offset,
-                f"the event at position {expected + offset} does not hash to the ledger's"
-                " leaf (edited, replaced or moved)",
-            )
-            return result
-        leaves.extend(hashed)
-        expected += count
-        if progress is not None:
-            outcome = progress(len(leaves))
-            if outcome is not None:
-                await outcome
-    result.leaves = len(leaves)
-    _check_roots(leaves, tagged, trusted_given=bool(trusted), result=result)
-    if result.ok and len(leaves) < result.ledger_size:
+    # While this batch is compared and folded into the tree here, the next one is read and
+    # hashed (SQLite's thread, or PostgreSQL's server, works meanwhile). The stored leaves are
+    # read before the next batch is asked for: both take the adapter's one connection.
+    reading = asyncio.ensure_future(ledger.store_leaves(0, BATCH))
+    try:
+        while True:
+            batch = await reading
+            if not batch:
+                break
+            count = len(batch)
+            if batch[0][0] != expected or batch[-1][0] != expected + count - 1:
+                # Positions come sorted and unique: a hole shows as a jump.
+                missing = next(
+                    expected + offset
+                    for offset, (position, _) in enumerate(batch)
+                    if position != expected + offset
+                )
+                result.leaves = subtrees.size
+                result.fail(missing, f"position {missing} is missing from the store")
+                return result
+            stored = await ledger.leaf_hash_bytes(expected - 1, count)
+            reading = asyncio.ensure_future(ledger.store_leaves(expected - 1 + count, BATCH))
+            hashed = [leaf for _, leaf in batch]
+            if stored != b"".join(hashed)[: len(stored)]:
+                offset = next(
+                    i
+                    for i, leaf in enumerate(hashed)
+                    if leaf != stored[i * HASH_SIZE : (i + 1) * HASH_SIZE]
+                )
+                result.leaves = subtrees.size + offset
+                result.fail(
+                    expected + offset,
+                    f"the event at position {expected + offset} does not hash to the ledger's"
+                    " leaf (edited, replaced or moved)",
+                )
+                return result
+            subtrees.extend(hashed)
+            expected += count
+            if progress is not None:
+                outcome = progress(subtrees.size)
+                if outcome is not None:
+                    await outcome
+    finally:
+        # A read under way is let finish (cancelling it could spoil the adapter's connection
+        # mid-query); whatever it raised is of no interest once verification has stopped.
+        if not reading.done():
+            await asyncio.wait([reading])
+        if not reading.cancelled():
+            reading.exception()
+    result.leaves = subtrees.size
+    _check_roots(subtrees, tagged, trusted_given=bool(trusted), result=result)
+    if result.ok and subtrees.size < result.ledger_size:
         result.fail(
-            len(leaves) + 1,
-            f"the store ends at position {len(leaves)} but the ledger holds"
+            subtrees.size + 1,
+            f"the store ends at position {subtrees.size} but the ledger holds"
             f" {result.ledger_size} events",
         )
-    elif result.ok and len(leaves) > result.ledger_size:
+    elif result.ok and subtrees.size > result.ledger_size:
         result.notes.append(
-            f"{len(leaves) - result.ledger_size} events are not hashed into the ledger yet"
+            f"{subtrees.size - result.ledger_size} events are not hashed into the ledger yet"
         )
     return result
 
 
+class _Subtrees:
+    """Every complete subtree of the recomputed tree, built batch by batch (one node hash per
+    leaf, in passes of a level each: ``RootAccumulator.extend_levels``)."""
+
+    def __init__(self) -> None:
+        self._frontier = RootAccumulator()
+        self._levels: list[list[Hash]] = []
+
+    @property
+    def size(self) -> int:
+        return self._frontier.size
+
+    def extend(self, leaves: list[Hash]) -> None:
+        for level, start, hashes in self._frontier.extend_levels(leaves):
+            if level == len(self._levels):
+                self._levels.append([])
+            assert start == len(self._levels[level])
+            self._levels[level].extend(hashes)
+
+    def source(self, keys: Iterable[SubtreeKey]) -> dict[SubtreeKey, Hash]:
+        return {(level, index): self._levels[level][index] for level, index in keys}
+
+
 def _check_roots(
-    leaves: list[Hash],
+    subtrees: _Subtrees,
     tagged: list[tuple[int, int, Checkpoint]],
     *,
     trusted_given: bool,
     result: StoreVerification,
 ) -> None:
     """The root of the recomputed leaves at each checkpoint's size must be the signed one."""
-    levels = [leaves]
-    while len(levels[-1]) > 1:
-        levels.append(parents(levels[-1]))
-
-    def source(keys: Iterable[SubtreeKey]) -> dict[SubtreeKey, Hash]:
-        return {(lvl, index): levels[lvl][index] for lvl, index in keys}
-
+    size = subtrees.size
     # With outside checkpoints, only they vouch for a prefix: the log's own may be forged.
     last_matching = 0
-    for size, kind, checkpoint in tagged:
-        if size > len(leaves):
-            first = last_matching + 1 if kind == 0 else len(leaves) + 1
+    for signed_size, kind, checkpoint in tagged:
+        if signed_size > size:
+            first = last_matching + 1 if kind == 0 else size + 1
             result.fail(
                 first,
-                f"the store ends at position {len(leaves)} but a checkpoint of {size} events"
-                f" was signed; the first bad position is between {first} and"
-                f" {len(leaves) + 1}",
+                f"the store ends at position {size} but a checkpoint of {signed_size} events"
+                f" was signed; the first bad position is between {first} and {size + 1}",
             )
             return
-        if root_at(size, source) != checkpoint.root:
+        if root_at(signed_size, subtrees.source) != checkpoint.root:
             result.fail(
                 last_matching + 1,
-                f"the tree of the first {size} events is not the one signed; the first bad"
-                f" position is between {last_matching + 1} and {size}",
+                f"the tree of the first {signed_size} events is not the one signed; the first"
+                f" bad position is between {last_matching + 1} and {signed_size}",
             )
             return
         if kind == 0 or not trusted_given:
-            last_matching = size
+            last_matching = signed_size
         result.checkpoints_checked += 1
 
 

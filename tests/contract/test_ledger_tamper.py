@@ -21,6 +21,7 @@ import pytest
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.log import LedgerLog, LedgerTampered
 from casetrail_platform.ledger.note import open_checkpoint, origin_of
+from casetrail_platform.ledger import verify
 from casetrail_platform.ledger.verify import verify_store
 from casetrail_platform.ledger.witness import Witness, WitnessAlarm
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
@@ -97,13 +98,18 @@ async def witness_documents(tmp_path: Path) -> AsyncIterator[SqliteReadModelStor
     await documents.close()
 
 
+@pytest.mark.parametrize("batch", [verify.BATCH, 7], ids=["one batch", "batches of 7"])
 @pytest.mark.parametrize("kind", list(KINDS))
 async def test_tampering_is_detected_and_the_first_bad_position_named(
     kind: str,
+    batch: int,
     open_store: StoreOpener,
     tmp_path: Path,
     witness_documents: SqliteReadModelStore,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Batches of 7: the bad position lies in a later batch, read while one before is checked.
+    monkeypatch.setattr(verify, "BATCH", batch)
     statements, first_bad = KINDS[kind]
     store = await open_store()
     if not isinstance(store, SqliteEventStore):
