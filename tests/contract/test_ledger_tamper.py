@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from casetrail_platform.ledger import verify
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.log import LedgerLog, LedgerTampered
 from casetrail_platform.ledger.note import open_checkpoint, origin_of
-from casetrail_platform.ledger import verify
 from casetrail_platform.ledger.verify import verify_store
 from casetrail_platform.ledger.witness import Witness, WitnessAlarm
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
