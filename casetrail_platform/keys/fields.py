@@ -89,11 +89,11 @@ class FieldProtection:
 
     def owner_of(self, event: CaseEvent) -> str:
         """Whose key seals ``event`` (binding a case to its client when the event names both)."""
-        # Looked up in the model's fields: getattr of a field a model lacks raises inside
-        # pydantic, which costs more than sealing the event.
-        fields = type(event).model_fields
-        client = event.client_id if "client_id" in fields else None  # type: ignore[attr-defined]
-        case = event.case_id if "case_id" in fields else None  # type: ignore[attr-defined]
+        # Looked up in the model's fields (once per model): getattr of a field a model lacks
+        # raises inside pydantic, which costs more than sealing the event.
+        has_client, has_case = _owner_fields(type(event))
+        client = event.client_id if has_client else None  # type: ignore[attr-defined]
+        case = event.case_id if has_case else None  # type: ignore[attr-defined]
         if isinstance(client, str):
             if isinstance(case, str):
                 self.keyring.bind_case(case, client)
@@ -204,6 +204,12 @@ def sensitive_values(event: CaseEvent) -> dict[str, Any]:
     if plan is not None:
         _walk(json.loads(event.model_dump_json()), plan, "", note)
     return found
+
+
+@cache
+def _owner_fields(model: type[CaseEvent]) -> tuple[bool, bool]:
+    """Whether ``model`` has a ``client_id`` and a ``case_id`` field."""
+    return "client_id" in model.model_fields, "case_id" in model.model_fields
 
 
 @cache
