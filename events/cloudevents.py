@@ -135,13 +135,14 @@ def service_of(source: str) -> str:
 def context_attributes(recorded: RecordedEvent) -> dict[str, str | int]:
     """Every context attribute of ``recorded``, in a fixed order (CloudEvents type per value)."""
     metadata = recorded.metadata
+    occurred = _format_time(metadata.occurred_at, "metadata.occurred_at")
     attributes: dict[str, str | int] = {
         "specversion": SPEC_VERSION,
         "id": str(recorded.event_id),
         "source": source_uri(metadata.source),
         "type": recorded.event_type,
         "subject": recorded.subject,
-        "time": _format_time(metadata.occurred_at, "metadata.occurred_at"),
+        "time": occurred,
         "datacontenttype": JSON_CONTENT_TYPE,
         "dataschema": dataschema_uri(recorded.event_type, recorded.schema_version),
         "sequence": _format_counter(recorded.sequence, "sequence"),
@@ -150,7 +151,7 @@ def context_attributes(recorded: RecordedEvent) -> dict[str, str | int]:
         "actorid": metadata.actor.user_id,
         "actorrole": metadata.actor.role.value,
         "correlationid": str(metadata.correlation_id),
-        "occurredat": _format_time(metadata.occurred_at, "metadata.occurred_at"),
+        "occurredat": occurred,
         "recordedat": _format_time(recorded.recorded_at, "recorded_at"),
         "sourceposition": _format_counter(recorded.position, "position"),
     }
@@ -168,11 +169,14 @@ def context_attributes(recorded: RecordedEvent) -> dict[str, str | int]:
 def to_structured(recorded: RecordedEvent) -> dict[str, Any]:
     """The event in the CloudEvents JSON format, with ``data`` inline as a JSON object."""
     document: dict[str, Any] = dict(context_attributes(recorded))
-    data = recorded.data
     # Sealed sensitive values travel as they are stored (casetrail_platform.keys.fields); the
-    # model's dump would be the opened plaintext.
-    sealed = recorded.sealed
-    document["data"] = json.loads(data) if sealed else recorded.event.model_dump(mode="json")
+    # model's dump would be the opened plaintext. A record read from a store holds its data as
+    # JSON already: parsed as it is, the event is not decoded only to be dumped again (audit
+    # copies every access record this way).
+    if recorded.sealed or recorded.stored_envelope is not None:
+        document["data"] = json.loads(recorded.data)
+    else:
+        document["data"] = recorded.event.model_dump(mode="json")
     return document
 
 

@@ -153,6 +153,8 @@ def unknown_case(case_id: str) -> CaseFacts:
 
 def entry_of(recorded: RecordedEvent) -> Entry | None:
     """The essentials of a fact-bearing event (``None`` for others), JSON-ready."""
+    if recorded.event_type not in FACT_EVENT_TYPES:
+        return None  # known from the type: the data is not decoded (every read records one)
     event = recorded.event
     entry: Entry
     match event:

@@ -35,6 +35,7 @@ from events.cloudevents import (
 from events.envelope import Actor, EventMetadata, RecordedEvent
 from events.errors import InvalidEventError, MissingUpcasterError, UnknownEventTypeError
 from events.registry import EventRegistry, encode
+from tests.support.stored import as_stored
 
 CET = timezone(timedelta(hours=1))
 CORRELATION = UUID("0f0e0d0c-0b0a-4908-8706-050403020100")
@@ -112,6 +113,23 @@ def test_kafka_binary_round_trip(recorded: RecordedEvent, registry: EventRegistr
     decoded = from_kafka_binary(record.key, record.headers, record.value, registry)
     assert decoded == recorded
     assert to_kafka_binary(decoded) == record
+
+
+@pytest.mark.parametrize("recorded", RECORDED, ids=lambda recorded: recorded.event_type)
+def test_a_stored_record_is_structured_from_its_data_without_decoding_it(
+    recorded: RecordedEvent, registry: EventRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Audit copies every access record this way: the stored JSON is the data."""
+
+    def refuse(*args: object) -> CaseEvent:
+        raise AssertionError("the event was decoded")
+
+    stored = as_stored(recorded, registry)
+    monkeypatch.setattr(registry, "decode", refuse)
+    document = to_structured(stored)
+    monkeypatch.undo()
+    assert document["data"] == to_structured(recorded)["data"]
+    assert from_structured(document, registry) == recorded
 
 
 def test_round_trip_without_causation(registry: EventRegistry) -> None:

@@ -87,12 +87,13 @@ class TimelineProjection(Projection):
     collections = (CASES, INDEX, EVENTS, SEEN, FACTS)
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
-        # Client-level events (casetrail.client.registered) belong to no case.
-        if recorded.event.subject_field != "case_id":
+        lane = lane_of(recorded.event_type)
+        # Client-level events (casetrail.client.registered) belong to no case; access records
+        # always do (their type says so: their data is not decoded here).
+        if lane == HISTORY and recorded.event.subject_field != "case_id":
             return
         event_id = str(recorded.event_id)
         case_id = recorded.subject
-        lane = lane_of(recorded.event_type)
         event_key = f"{case_id}|{lane}|{event_id}"
         # Marked first, in the same transaction: checked and set in one statement.
         if not await transaction.put_new(SEEN, event_id, {"case_id": case_id, "key": event_key}):

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pytest
+
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from events.catalog.access import AccessPurpose, RecordAccessed, RecordSection
+from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import PresentingNeed
 from events.catalog.clients import ClientRegistered, PersonName
 from events.catalog.erasure import ClientErased
@@ -23,6 +27,7 @@ from services.audit.adapters.timeline import (
 )
 from services.audit.domain import history
 from services.audit.domain.history import TimeBasis
+from tests.support.stored import as_stored
 from tests.unit.audit.support import CASE, T0, Producer, late_recorded_case, opened
 
 
@@ -83,6 +88,34 @@ async def test_each_event_is_indexed_once_per_clock_in_that_clocks_order(
     assert await timelines.events_of(CASE) == list(reversed(events))
     assert (await timelines.facts_of(CASE) or [])[0]["type"] == "casetrail.case.opened"
     assert await timelines.event(events[3].event_id) == events[3]
+
+
+async def test_an_access_record_is_copied_without_decoding_it(
+    read_models: SqliteReadModelStore, registry: EventRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every answered read appends one: audit copies it as stored, its type tells the rest."""
+    accessed = RecordAccessed(
+        case_id=CASE,
+        accessor_id="coord-carla",
+        accessor_role=Role.COORDINATOR,
+        purpose=AccessPurpose.COORDINATION,
+        sections=(RecordSection.ASSESSMENT,),
+        rule="agency-coordinator",
+        policy_version="2026.12-4",
+    )
+    recorded = Producer("casetrail/planning", f"access-{CASE}").record(accessed, occurred_at=T0)
+    stored = as_stored(recorded, registry)
+
+    def refuse(*args: object) -> CaseEvent:
+        raise AssertionError("the access record was decoded")
+
+    monkeypatch.setattr(registry, "decode", refuse)
+    await deliver(read_models, [stored])
+    monkeypatch.undo()
+
+    timelines = ReadModelTimelines(read_models, registry)
+    assert await timelines.accesses_of(CASE) == [recorded]
+    assert await timelines.facts_of(CASE) == []
 
 
 async def test_client_events_belong_to_no_case_timeline(
