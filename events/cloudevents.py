@@ -134,12 +134,34 @@ def service_of(source: str) -> str:
 
 def context_attributes(recorded: RecordedEvent) -> dict[str, str | int]:
     """Every context attribute of ``recorded``, in a fixed order (CloudEvents type per value)."""
-    metadata = recorded.metadata
-    occurred = _format_time(metadata.occurred_at, "metadata.occurred_at")
+    # As in to_kafka_binary: a record read from a store is formatted straight from its
+    # envelope as stored (audit copies every access record this way), never parsed to print.
+    envelope = recorded.stored_envelope
+    if envelope is None:
+        metadata = recorded.metadata
+        event_id = str(recorded.event_id)
+        source = metadata.source
+        actor_id = metadata.actor.user_id
+        actor_role = metadata.actor.role.value
+        correlation_id = str(metadata.correlation_id)
+        causation = metadata.causation_id
+        causation_id = None if causation is None else str(causation)
+        occurred = _format_time(metadata.occurred_at, "metadata.occurred_at")
+        recorded_at = _format_time(recorded.recorded_at, "recorded_at")
+    else:
+        event_id = _id_header(envelope.event_id).decode()
+        source = envelope.source
+        actor_id = envelope.actor_id
+        actor_role = _role_header(envelope.actor_role)[1].decode()
+        correlation_id = _id_header(envelope.correlation_id).decode()
+        stored_causation = envelope.causation_id
+        causation_id = None if stored_causation is None else _id_header(stored_causation).decode()
+        occurred = _time_header(envelope.occurred_at, "metadata.occurred_at").decode()
+        recorded_at = _time_header(envelope.recorded_at, "recorded_at").decode()
     attributes: dict[str, str | int] = {
         "specversion": SPEC_VERSION,
-        "id": str(recorded.event_id),
-        "source": source_uri(metadata.source),
+        "id": event_id,
+        "source": source_uri(source),
         "type": recorded.event_type,
         "subject": recorded.subject,
         "time": occurred,
@@ -148,15 +170,15 @@ def context_attributes(recorded: RecordedEvent) -> dict[str, str | int]:
         "sequence": _format_counter(recorded.sequence, "sequence"),
         "stream": recorded.stream,
         "schemaversion": recorded.schema_version,
-        "actorid": metadata.actor.user_id,
-        "actorrole": metadata.actor.role.value,
-        "correlationid": str(metadata.correlation_id),
+        "actorid": actor_id,
+        "actorrole": actor_role,
+        "correlationid": correlation_id,
         "occurredat": occurred,
-        "recordedat": _format_time(recorded.recorded_at, "recorded_at"),
+        "recordedat": recorded_at,
         "sourceposition": _format_counter(recorded.position, "position"),
     }
-    if metadata.causation_id is not None:
-        attributes["causationid"] = str(metadata.causation_id)
+    if causation_id is not None:
+        attributes["causationid"] = causation_id
     if recorded.trace_parent is not None:
         attributes["traceparent"] = recorded.trace_parent
     stored = recorded.stored_form

@@ -115,21 +115,42 @@ def test_kafka_binary_round_trip(recorded: RecordedEvent, registry: EventRegistr
     assert to_kafka_binary(decoded) == record
 
 
+@pytest.mark.parametrize("postgres", [False, True], ids=["sqlite", "postgres"])
 @pytest.mark.parametrize("recorded", RECORDED, ids=lambda recorded: recorded.event_type)
 def test_a_stored_record_is_structured_from_its_data_without_decoding_it(
-    recorded: RecordedEvent, registry: EventRegistry, monkeypatch: pytest.MonkeyPatch
+    recorded: RecordedEvent,
+    postgres: bool,
+    registry: EventRegistry,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Audit copies every access record this way: the stored JSON is the data."""
+    """Audit copies every access record this way: the stored JSON is the data, the envelope
+    as stored gives the attributes; both as the parsed record would give them."""
 
     def refuse(*args: object) -> CaseEvent:
         raise AssertionError("the event was decoded")
 
-    stored = as_stored(recorded, registry)
+    stored = as_stored(recorded, registry, postgres=postgres)
     monkeypatch.setattr(registry, "decode", refuse)
     document = to_structured(stored)
     monkeypatch.undo()
-    assert document["data"] == to_structured(recorded)["data"]
+    parsed = RecordedEvent(
+        event_id=stored.event_id,
+        stream=stored.stream,
+        sequence=stored.sequence,
+        position=stored.position,
+        recorded_at=stored.recorded_at,
+        event=stored.event,
+        metadata=stored.metadata,
+    )
+    assert document == to_structured(parsed)
     assert from_structured(document, registry) == recorded
+
+
+def test_a_stored_record_without_causation_has_no_causation_attribute(
+    registry: EventRegistry,
+) -> None:
+    stored = as_stored(_recorded(example_events()[1], causation_id=None), registry)
+    assert "causationid" not in to_structured(stored)
 
 
 def test_round_trip_without_causation(registry: EventRegistry) -> None:
