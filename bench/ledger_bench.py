@@ -287,9 +287,11 @@ async def fill(store: EventStore, events: int) -> None:
         stream += 1
 
 
-async def verify_rate(backend: Backend, scratch: Path, events: int) -> tuple[float, float, float]:
+async def verify_rate(
+    backend: Backend, scratch: Path, events: int
+) -> tuple[float, float, float, float, float]:
     """(verify_store leaves/s, rows read and hashed /s, bare SHA-256 of the canonical bytes
-    /s) over ``events``."""
+    /s, CPU seconds per leaf of this process and of the database server) over ``events``."""
     store, open_ledger = await backend.open_store(None)
     await fill(store, events)
     ledger_store = await open_ledger()
@@ -297,9 +299,13 @@ async def verify_rate(backend: Backend, scratch: Path, events: int) -> tuple[flo
     log = LedgerLog(ledger_store, signer)
     await log.sign()
     verifier = await signer.verifier()
+    server_before = await backend.server_cpu() if backend.server_cpu else 0.0
+    cpu_before = time.process_time()
     started = time.perf_counter()
     result = await verify_store(ledger_store, verifier)
     elapsed = time.perf_counter() - started
+    cpu = (time.process_time() - cpu_before) / events
+    server = ((await backend.server_cpu() - server_before) / events) if backend.server_cpu else 0.0
     assert result.ok, result
     assert result.leaves == events, result
     # What bounds it: reading and hashing the rows alone (no comparison, no tree).
@@ -324,7 +330,7 @@ async def verify_rate(backend: Backend, scratch: Path, events: int) -> tuple[flo
     bare = len(canonical) / (time.perf_counter() - started)
     await ledger_store.close()
     await store.close()
-    return events / elapsed, rows_only, bare
+    return events / elapsed, rows_only, bare, cpu, server
 
 
 async def proof_times(backend: Backend, leaves: int, proofs: int) -> tuple[float, list[float]]:
@@ -386,10 +392,13 @@ async def run(
                     print(append_rows[-1], flush=True)
                 if encryption:
                     continue
-                verify, rows_only, bare = await verify_rate(backend, scratch, sizes.verify_events)
+                verify, rows_only, bare, cpu, server = await verify_rate(
+                    backend, scratch, sizes.verify_events
+                )
                 verify_rows.append(
                     [backend.name, f"{sizes.verify_events:,}", fmt_rate(verify),
-                     fmt_rate(rows_only), fmt_rate(bare), fmt_ratio(verify / bare)]
+                     fmt_rate(rows_only), fmt_rate(bare), fmt_ratio(verify / bare),
+                     f"{cpu * 1e6:.1f} / {server * 1e6:.1f}"]
                 )  # fmt: skip
                 print(verify_rows[-1], flush=True)
                 built, latencies = await proof_times(backend, sizes.proof_leaves, sizes.proofs)
@@ -416,6 +425,7 @@ async def run(
                 "rows read + leaf-hashed (/s)",
                 "bare SHA-256 (/s)",
                 "verify-store / bare SHA-256",
+                "CPU µs/leaf: this process / server",
             ],
             verify_rows,
         ),
@@ -481,6 +491,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--no-write", action="store_true")
+
     parser.add_argument(
         "--encryption",
         action="store_true",
