@@ -18,7 +18,8 @@ broker refuses automatic topic creation, so nothing else could). Tables are kept
 state survives restarts as long as the topics do.
 
 With ``exactly_once`` (the default) each partition's table changes, the facts it sent and its
-consumed offsets commit in one Kafka transaction. Repeats that the bus itself delivers (a relay
+consumed offsets commit in one Kafka transaction (``transactions``: Faust alone would put a
+fact in the transaction of its destination partition). Repeats that the bus itself delivers (a relay
 re-publishing) are recognised in the per-case table by their stream sequence.
 """
 
@@ -32,6 +33,7 @@ from typing import Any
 
 import faust
 from faust import StreamT
+from faust.types import TransportT
 
 from casetrail_platform.bus.kafka_security import KafkaSecurity
 from casetrail_platform.bus.topics import create_topics, ensure_topics
@@ -52,6 +54,7 @@ from services.caseload.domain import (
 from services.caseload.recording import AccessRecorder
 from services.caseload.settings import CaseloadSettings
 from services.caseload.topics import internal_topics
+from services.caseload.transactions import SourcePartitionTransport
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +116,10 @@ class CaseloadApp(faust.App):
     """Internal topics besides the changelogs (the worker-fact repartition topic)."""
     access_recorder: AccessRecorder | None = None
     """Where the web views record their reads (set with the views)."""
+
+    def _new_transport(self) -> TransportT:
+        # Faust has no setting for its transaction manager; the transport names it.
+        return SourcePartitionTransport(self.conf.broker_consumer, self)
 
     async def on_first_start(self) -> None:
         # The case-event topic is the platform's; make sure it exists with the partition

@@ -34,9 +34,10 @@ pytestmark = [
     pytest.mark.kafka,
 ]
 
-PATIENCE = 300.0
-"""Guards against a hung test only: Faust's start-up (group join, recovery) takes a while,
-over two minutes once on the loaded CI machine."""
+PATIENCE = 120.0
+"""Guards against a hung test only: Faust's start-up (group join, recovery) takes seconds. (A
+wait that once looked like a slow start-up was facts lost in aborted transactions; see
+``services.caseload.transactions``.)"""
 
 
 @asynccontextmanager

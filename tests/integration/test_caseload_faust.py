@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from uuid import uuid4
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from casetrail_platform.bus.kafka import KafkaEventPublisher
 from casetrail_platform.bus.kafka_settings import KafkaSettings
@@ -37,6 +38,7 @@ from events.catalog.cases import (
 )
 from events.catalog.monitoring import ContactKind, ContactLogged
 from events.catalog.values import NeedCategory
+from events.cloudevents import to_kafka_binary
 from events.envelope import Actor, EventMetadata, RecordedEvent
 from services.caseload import queries
 from services.caseload.domain import OverdueFollowUp
@@ -375,18 +377,7 @@ async def test_the_worker_process_serves_the_tables_over_http_recording_each_rea
     port = free_port()
     settings = replace(setup.settings, web_enabled=True, web_port=port)
     async with audit_server(tmp_path, issuer) as audit:
-        env = {
-            **os.environ,
-            "CASETRAIL_KAFKA_BOOTSTRAP": setup.kafka.bootstrap_servers,
-            "CASETRAIL_CASE_EVENTS_TOPIC": settings.topic,
-            "CASETRAIL_CASE_EVENTS_PARTITIONS": str(settings.partitions),
-            "CASETRAIL_CASELOAD_APP_ID": settings.app_id,
-            "CASETRAIL_CASELOAD_DATA_DIR": str(settings.data_dir),
-            "CASETRAIL_CASELOAD_WEB_PORT": str(port),
-            "CASETRAIL_AUDIT_ADDRESS": audit.address,
-            **issuer.env(),
-        }
-        seen = await served(env, port, tmp_path, issuer, audit)
+        seen = await served(worker_env(settings, audit, issuer), port, tmp_path, issuer, audit)
     auditor = ("james.liu", "auditor")
     log_tail = seen.pop("log_tail")
     assert "caseload" in seen, f"never answered: {seen}\n{log_tail}"
@@ -417,15 +408,27 @@ async def test_the_worker_process_serves_the_tables_over_http_recording_each_rea
     assert seen["audit_down"][1]["reason"] == "AUDIT_UNAVAILABLE"
 
 
-async def served(
-    env: dict[str, str], port: int, tmp_path: Path, issuer: TestIssuer, audit: RunningAudit
-) -> dict[str, Any]:
-    """Start the worker process, read its views until they converge, look at what audit
-    recorded, stop audit and read once more; what was seen, with the worker's log tail."""
-    auditor = issuer.mint("james.liu", "auditor")
-    log_path = tmp_path / "caseload-worker.log"
-    log_file = log_path.open("wb")
-    process = await asyncio.create_subprocess_exec(
+def worker_env(
+    settings: CaseloadSettings, audit: RunningAudit, issuer: TestIssuer
+) -> dict[str, str]:
+    """The environment of a worker process for ``settings``, recording reads in ``audit``."""
+    return {
+        **os.environ,
+        "CASETRAIL_KAFKA_BOOTSTRAP": settings.kafka.bootstrap_servers,
+        "CASETRAIL_CASE_EVENTS_TOPIC": settings.topic,
+        "CASETRAIL_CASE_EVENTS_PARTITIONS": str(settings.partitions),
+        "CASETRAIL_CASELOAD_APP_ID": settings.app_id,
+        "CASETRAIL_CASELOAD_DATA_DIR": str(settings.data_dir),
+        "CASETRAIL_CASELOAD_WEB_PORT": str(settings.web_port),
+        "CASETRAIL_AUDIT_ADDRESS": audit.address,
+        **issuer.env(),
+    }
+
+
+async def worker_process(env: dict[str, str], log_file: BinaryIO) -> asyncio.subprocess.Process:
+    """``python -m services.caseload worker``: unlike an app started in this process, the
+    worker runs Faust's exactly_once transactions (Faust turns them on in its Worker only)."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "services.caseload",
@@ -439,6 +442,17 @@ async def served(
         # would block its logging.
         stderr=log_file,
     )
+
+
+async def served(
+    env: dict[str, str], port: int, tmp_path: Path, issuer: TestIssuer, audit: RunningAudit
+) -> dict[str, Any]:
+    """Start the worker process, read its views until they converge, look at what audit
+    recorded, stop audit and read once more; what was seen, with the worker's log tail."""
+    auditor = issuer.mint("james.liu", "auditor")
+    log_path = tmp_path / "caseload-worker.log"
+    log_file = log_path.open("wb")
+    process = await worker_process(env, log_file)
     seen: dict[str, Any] = {}
 
     async def poll() -> bool:
@@ -496,3 +510,48 @@ async def served(
         log_file.close()
     seen["log_tail"] = log_path.read_text(errors="replace")[-5000:]
     return seen
+
+
+def partition_of(key: bytes) -> int:
+    """The partition Kafka's default partitioner (ours and Faust's) gives ``key``."""
+    partitions = list(range(PARTITIONS))
+    return int(DefaultPartitioner()(key, partitions, partitions))
+
+
+async def test_a_fact_for_a_worker_on_another_partition_commits_with_its_case_event(
+    setup: Setup, tmp_path: Path, issuer: TestIssuer
+) -> None:
+    """Faust alone put a worker fact into the transaction of the fact's own partition, which
+    nothing committed when nothing else was consumed there: the broker aborted it and the
+    caseload never held the case. Only one case is published, so no other traffic hides it."""
+    history = History()
+    opened = history.opened("solo", ago(3))
+    case_partition = partition_of(to_kafka_binary(opened)[0])
+    worker = next(
+        name
+        for name in (f"w-{n}" for n in range(100))
+        if partition_of(name.encode()) not in (case_partition, partition_of(b"(unassigned)"))
+    )
+    await publish(setup.kafka, setup.topic, [opened, history.assigned("solo", worker, ago(2))])
+    port = free_port()
+    settings = replace(setup.settings, web_enabled=True, web_port=port)
+    auditor = issuer.mint("james.liu", "auditor")
+    seen: Any = "nothing yet"
+    with (tmp_path / "caseload-worker.log").open("wb") as log_file:
+        async with audit_server(tmp_path, issuer) as audit:
+            process = await worker_process(worker_env(settings, audit, issuer), log_file)
+            try:
+                async with asyncio.timeout(CONVERGENCE_LIMIT):
+                    while process.returncode is None:
+                        with contextlib.suppress(OSError, ValueError):
+                            seen = await get(port, f"/caseload/{worker}/", auditor)
+                            if seen[0] == 200 and seen[1]["case_ids"] == ["solo"]:
+                                return
+                        await asyncio.sleep(0.3)
+            except TimeoutError:
+                pass
+            finally:
+                if process.returncode is None:
+                    process.terminate()
+                await process.wait()
+    pytest.fail(f"{worker}'s caseload never held the case; last seen: {seen!r}")

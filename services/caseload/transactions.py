@@ -1,0 +1,66 @@
+"""Exactly-once across the repartition step: a record sent while an event is processed joins
+the transaction of the partition that event came from.
+
+Faust (0.15) keeps one transactional producer per assigned partition and commits a producer's
+transaction only when offsets consumed from *its* partition are committed. Its own ``send``
+picks the producer by the *destination* partition, though. A worker fact sent while a case
+event from partition 0 is processed, to the worker-facts partition 2, therefore went into
+partition 2's transaction; when nothing else was consumed from partition 2 that transaction was
+never committed, the broker aborted it after ``transaction.timeout.ms`` and the fact was lost,
+while the case event's offset (partition 0's transaction) was committed without it. (That is
+how a worker's caseload stayed empty in the end-to-end test whenever the case and the worker
+hashed to different partitions.) Sending in the source partition's transaction makes the table
+changes, the facts and the consumed offset commit or abort together, which is what
+``exactly_once`` promises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import ClassVar
+
+from faust import current_event
+from faust.transport.consumer import TransactionManager
+from faust.transport.drivers.aiokafka import Transport as KafkaTransport
+from faust.types import HeadersArg, RecordMetadata, TransactionManagerT
+
+
+class SourcePartitionTransactions(TransactionManager):
+    """Faust's transaction manager, routing a send to the transaction of the partition of the
+    event being processed (Faust's own routing when no event is being processed)."""
+
+    async def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None,
+        timestamp: float | None,
+        headers: HeadersArg | None,
+        *,
+        transactional_id: str | None = None,
+    ) -> Awaitable[RecordMetadata]:
+        event = current_event()
+        if event is None:
+            return await super().send(topic, key, value, partition, timestamp, headers)
+        return await self.producer.send(
+            topic,
+            key,
+            value,
+            self.consumer.key_partition(topic, key, partition),
+            timestamp,
+            headers,
+            transactional_id=self.transactional_id_of(event.message.topic, event.message.partition),
+        )
+
+    def transactional_id_of(self, topic: str, partition: int) -> str:
+        """The transactional id Faust gives the producer of ``topic``'s ``partition`` (the
+        format its ``commit`` uses)."""
+        group = self.app.assignor.group_for_topic(topic)
+        return f"{self.app.conf.id}-{group}-{partition}"
+
+
+class SourcePartitionTransport(KafkaTransport):
+    """Faust's Kafka transport with ``SourcePartitionTransactions``."""
+
+    TransactionManager: ClassVar[type[TransactionManagerT]] = SourcePartitionTransactions
