@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -425,23 +425,34 @@ def worker_env(
     }
 
 
-async def worker_process(env: dict[str, str], log_file: BinaryIO) -> asyncio.subprocess.Process:
-    """``python -m services.caseload worker``: unlike an app started in this process, the
-    worker runs Faust's exactly_once transactions (Faust turns them on in its Worker only)."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.caseload",
-        "worker",
-        "--loglevel",
-        "info",
-        cwd=REPO,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        # A file, not a pipe: nobody reads a pipe while the worker runs, and a full one
-        # would block its logging.
-        stderr=log_file,
-    )
+@contextlib.asynccontextmanager
+async def worker_process(
+    env: dict[str, str], log_path: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``python -m services.caseload worker``, logging to ``log_path``, stopped on exit:
+    unlike an app started in this process, the worker runs Faust's exactly_once transactions
+    (Faust turns them on in its Worker only)."""
+    with log_path.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.caseload",
+            "worker",
+            "--loglevel",
+            "info",
+            cwd=REPO,
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            # A file, not a pipe: nobody reads a pipe while the worker runs, and a full one
+            # would block its logging.
+            stderr=log_file,
+        )
+        try:
+            yield process
+        finally:
+            if process.returncode is None:
+                process.terminate()
+            await process.wait()
 
 
 async def served(
@@ -451,8 +462,6 @@ async def served(
     recorded, stop audit and read once more; what was seen, with the worker's log tail."""
     auditor = issuer.mint("james.liu", "auditor")
     log_path = tmp_path / "caseload-worker.log"
-    log_file = log_path.open("wb")
-    process = await worker_process(env, log_file)
     seen: dict[str, Any] = {}
 
     async def poll() -> bool:
@@ -477,37 +486,33 @@ async def served(
             and seen["ana"]["case_ids"] == ["a", "d", "f"]
         )
 
-    try:
-        async with asyncio.timeout(CONVERGENCE_LIMIT):
-            while not await poll():
-                if process.returncode is not None:
-                    break
-                await asyncio.sleep(0.3)
-        events = await audit.store.read_all(limit=10_000)
-        seen["accessed"] = {
-            (e.event.case_id, ",".join(s.value for s in e.event.sections))
-            for e in events
-            if isinstance(e.event, RecordAccessed)
-        }
-        seen["readers"] = {
-            (e.event.accessor_id, e.event.accessor_role.value)
-            for e in events
-            if isinstance(e.event, RecordAccessed)
-        }
-        seen["denied"] = {
-            (e.event.case_id, e.event.accessor_id, e.event.rule)
-            for e in events
-            if isinstance(e.event, RecordAccessDenied)
-        }
-        await audit.server.stop(None)
-        seen["audit_down"] = await get(port, "/caseload/w-ana/", auditor)
-    except TimeoutError:
-        pass
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        await process.wait()
-        log_file.close()
+    async with worker_process(env, log_path) as process:
+        try:
+            async with asyncio.timeout(CONVERGENCE_LIMIT):
+                while not await poll():
+                    if process.returncode is not None:
+                        break
+                    await asyncio.sleep(0.3)
+            events = await audit.store.read_all(limit=10_000)
+            seen["accessed"] = {
+                (e.event.case_id, ",".join(s.value for s in e.event.sections))
+                for e in events
+                if isinstance(e.event, RecordAccessed)
+            }
+            seen["readers"] = {
+                (e.event.accessor_id, e.event.accessor_role.value)
+                for e in events
+                if isinstance(e.event, RecordAccessed)
+            }
+            seen["denied"] = {
+                (e.event.case_id, e.event.accessor_id, e.event.rule)
+                for e in events
+                if isinstance(e.event, RecordAccessDenied)
+            }
+            await audit.server.stop(None)
+            seen["audit_down"] = await get(port, "/caseload/w-ana/", auditor)
+        except TimeoutError:
+            pass
     seen["log_tail"] = log_path.read_text(errors="replace")[-5000:]
     return seen
 
@@ -537,21 +542,16 @@ async def test_a_fact_for_a_worker_on_another_partition_commits_with_its_case_ev
     settings = replace(setup.settings, web_enabled=True, web_port=port)
     auditor = issuer.mint("james.liu", "auditor")
     seen: Any = "nothing yet"
-    with (tmp_path / "caseload-worker.log").open("wb") as log_file:
-        async with audit_server(tmp_path, issuer) as audit:
-            process = await worker_process(worker_env(settings, audit, issuer), log_file)
-            try:
-                async with asyncio.timeout(CONVERGENCE_LIMIT):
-                    while process.returncode is None:
-                        with contextlib.suppress(OSError, ValueError):
-                            seen = await get(port, f"/caseload/{worker}/", auditor)
-                            if seen[0] == 200 and seen[1]["case_ids"] == ["solo"]:
-                                return
-                        await asyncio.sleep(0.3)
-            except TimeoutError:
-                pass
-            finally:
-                if process.returncode is None:
-                    process.terminate()
-                await process.wait()
+    async with (
+        audit_server(tmp_path, issuer) as audit,
+        worker_process(worker_env(settings, audit, issuer), tmp_path / "worker.log") as process,
+    ):
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CONVERGENCE_LIMIT):
+                while process.returncode is None:
+                    with contextlib.suppress(OSError, ValueError):
+                        seen = await get(port, f"/caseload/{worker}/", auditor)
+                        if seen[0] == 200 and seen[1]["case_ids"] == ["solo"]:
+                            return
+                    await asyncio.sleep(0.3)
     pytest.fail(f"{worker}'s caseload never held the case; last seen: {seen!r}")
