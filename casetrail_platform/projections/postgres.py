@@ -167,6 +167,12 @@ class PostgresReadModelStore(ReadModelStore):
         await self._reader.close()
 
 
+_PUT = (
+    "INSERT INTO documents (collection, key, document) VALUES (%s, %s, %s::jsonb)"
+    " ON CONFLICT (collection, key) DO UPDATE SET document = excluded.document"
+)
+
+
 class _PostgresTransaction(DocumentTransaction):
     def __init__(self, connection: Connection, changes: ChangeListener | None = None) -> None:
         self._connection = connection
@@ -186,12 +192,17 @@ class _PostgresTransaction(DocumentTransaction):
         return await _get(self._connection, collection, key)
 
     async def put(self, collection: str, key: str, document: Document) -> None:
-        await self._connection.execute(
-            "INSERT INTO documents (collection, key, document) VALUES (%s, %s, %s::jsonb)"
-            " ON CONFLICT (collection, key) DO UPDATE SET document = excluded.document",
-            (collection, key, json.dumps(document, default=str)),
-        )
+        await self._connection.execute(_PUT, (collection, key, json.dumps(document, default=str)))
         await self.told([collection], key)
+
+    async def put_many(self, documents: Sequence[tuple[str, str, Document]]) -> None:
+        async with self._connection.cursor() as cursor:
+            await cursor.executemany(
+                _PUT,
+                [(c, k, json.dumps(document, default=str)) for c, k, document in documents],
+            )
+        for collection, key, _ in documents:
+            await self.told([collection], key)
 
     async def put_new(self, collection: str, key: str, document: Document) -> bool:
         cursor = await self._connection.execute(

@@ -194,13 +194,16 @@ class _SqliteTransaction(DocumentTransaction):
         return _get(self._connection, collection, key)
 
     async def put(self, collection: str, key: str, document: Document) -> None:
-        self._connection.execute(
-            "INSERT INTO documents (collection, key, document) VALUES (?, ?, ?)"
-            " ON CONFLICT (collection, key) DO UPDATE SET document = excluded.document",
-            (collection, key, dump_document(document)),
-        )
+        self._connection.execute(_PUT, (collection, key, dump_document(document)))
         if collection in self._watched:
             self.changed.append((collection, key))
+
+    async def put_many(self, documents: Sequence[tuple[str, str, Document]]) -> None:
+        self._connection.executemany(
+            _PUT,
+            [(collection, key, dump_document(document)) for collection, key, document in documents],
+        )
+        self.changed.extend((c, k) for c, k, _ in documents if c in self._watched)
 
     async def put_new(self, collection: str, key: str, document: Document) -> bool:
         cursor = self._connection.execute(
@@ -267,6 +270,12 @@ class _SqliteTransaction(DocumentTransaction):
             "INSERT OR IGNORE INTO projection_applied (projection, event_id) VALUES (?, ?)",
             [(projection, str(event_id)) for event_id in event_ids],
         )
+
+
+_PUT = (
+    "INSERT INTO documents (collection, key, document) VALUES (?, ?, ?)"
+    " ON CONFLICT (collection, key) DO UPDATE SET document = excluded.document"
+)
 
 
 def dump_document(document: Document) -> str:

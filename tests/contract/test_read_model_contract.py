@@ -220,6 +220,31 @@ async def test_put_new_stores_only_where_nothing_is_stored(read_models: ReadMode
     assert await read_models.get("marks", "lost") is None
 
 
+async def test_put_many_puts_each_in_order_and_rolls_back_with_its_transaction(
+    read_models: ReadModelStore,
+) -> None:
+    async with read_models.transaction() as transaction:
+        await transaction.put("a", "old", {"n": 0})
+        await transaction.put_many(
+            [("a", "old", {"n": 1}), ("b", "x", {"n": 2}), ("a", "new", {"n": 3, "l": [1]})]
+        )
+        assert await transaction.get("a", "old") == {"n": 1}
+
+    assert await read_models.get("a", "old") == {"n": 1}
+    assert await read_models.get("b", "x") == {"n": 2}
+    assert await read_models.get("a", "new") == {"n": 3, "l": [1]}
+
+    async def put_then_fail() -> None:
+        async with read_models.transaction() as transaction:
+            await transaction.put_many([("a", "lost", {"n": 4}), ("a", "old", {"n": 5})])
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        await put_then_fail()
+    assert await read_models.get("a", "lost") is None
+    assert await read_models.get("a", "old") == {"n": 1}
+
+
 async def test_a_watcher_is_told_each_committed_change(read_models: ReadModelStore) -> None:
     told: list[str | None] = []
     assert read_models.watch("watched", told.append)
@@ -238,12 +263,13 @@ async def test_a_watcher_is_told_each_committed_change(read_models: ReadModelSto
         await transaction.append_to_list("watched", "a", "items", 1)
         await transaction.put("other", "b", {"n": 1})
         await transaction.delete("watched", "c")
+        await transaction.put_many([("other", "o", {"n": 1}), ("watched", "m", {"n": 1})])
         assert told == []  # nothing is told before the commit
     await read_models.reset("p", ("watched",))
     await _eventually(lambda: None in told)
 
     # (PostgreSQL folds a transaction's identical notifications into one.)
-    assert list(dict.fromkeys(told)) == ["a", "c", None]
+    assert list(dict.fromkeys(told)) == ["a", "c", "m", None]
 
 
 async def _eventually(condition: Callable[[], bool], seconds: float = 10.0) -> None:
