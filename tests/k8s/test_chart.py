@@ -9,8 +9,8 @@ import yaml
 
 from casetrail_platform.hosting import BACKGROUND_STOP_SECONDS, SERVER_STOP_GRACE_SECONDS
 from events.topics import LEDGER_CHECKPOINTS_TOPIC, dead_letter_topic
-from tests.k8s.render import RELEASE, Rendered
-from tests.k8s.tools import CHART
+from tests.k8s.render import PROFILES, RELEASE, Rendered, helm_template
+from tests.k8s.tools import CHART, Tools
 
 SERVICES = ("intake", "coordination", "planning", "audit")
 TOPOLOGY = yaml.safe_load((CHART / "topology.yaml").read_text())
@@ -266,3 +266,20 @@ def test_the_caseload_views_reach_audit_and_only_audit(rendered: Rendered) -> No
         assert "caseload" not in [
             selected(peer) for rule in other["ingress"] for peer in rule["from"]
         ]
+
+
+def test_every_token_verifier_trusts_the_issuers_ca_when_one_is_given(helm: Tools) -> None:
+    """The four services and the caseload views verify bearer tokens: each gets the issuer's
+    CA (``authentication.caSecret``), mounted where ``CASETRAIL_OIDC_CA_FILE`` points."""
+    result = helm_template(
+        helm, PROFILES["small-production"], "--set", "authentication.caSecret=issuer-ca"
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = Rendered("small-production", result.stdout, list(yaml.safe_load_all(result.stdout)))
+    for workload in (*SERVICES, "caseload"):
+        deployment = rendered.named("Deployment", f"{RELEASE}-{workload}")
+        assert env_of(deployment)["CASETRAIL_OIDC_CA_FILE"] == "/etc/casetrail/oidc-ca/ca.crt"
+        mounts = {m["name"]: m["mountPath"] for m in container(deployment)["volumeMounts"]}
+        assert mounts["oidc-ca"] == "/etc/casetrail/oidc-ca", workload
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["oidc-ca"]["secret"]["secretName"] == "issuer-ca", workload
