@@ -26,8 +26,11 @@ _NONCE_BYTES = 12
 
 
 class FileKeyEncryptionKey(KeyEncryptionKey):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
+        """``create``: generate the file when it is missing (never for a previous KEK, which
+        must unwrap what it wrapped: a missing one is an error)."""
         self._path = path
+        self._create = create
         self._aead: AESGCM | None = None
         self._key_id = ""
 
@@ -50,6 +53,8 @@ class FileKeyEncryptionKey(KeyEncryptionKey):
 
     def _load(self) -> AESGCM:
         if self._aead is None:
+            if not self._create and not self._path.exists():
+                raise KeyUnavailableError(f"key-encryption key file {self._path} (missing)")
             key = _read_or_create(self._path)
             self._key_id = "file:" + hashlib.sha256(key).hexdigest()[:16]
             self._aead = AESGCM(key)

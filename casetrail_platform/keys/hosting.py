@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from casetrail_platform.keys.fields import FieldProtection
@@ -14,6 +15,9 @@ from events.registry import EventRegistry
 KEK_FILE_VARIABLE = "CASETRAIL_KEY_ENCRYPTION_KEY_FILE"
 """Path of the agency KEK file when it is not ``<data dir>/keys/`` (a mounted secret: every
 process of the agency must use the same one)."""
+PREVIOUS_KEK_FILES_VARIABLE = "CASETRAIL_PREVIOUS_KEY_ENCRYPTION_KEY_FILES"
+"""Paths (``os.pathsep``-separated) of the KEK files of before a rotation, kept to unwrap the
+keys they wrapped until ``casetrail keys rotate-kek`` reports done (README "Erasure and keys")."""
 
 
 def keys_dir(data_dir: Path) -> Path:
@@ -22,8 +26,21 @@ def keys_dir(data_dir: Path) -> Path:
 
 def default_kek(data_dir: Path) -> KeyEncryptionKey:
     configured = os.environ.get(KEK_FILE_VARIABLE)
-    path = Path(configured) if configured else keys_dir(data_dir) / KEK_FILE_NAME
-    return FileKeyEncryptionKey(path)
+    current = Path(configured) if configured else keys_dir(data_dir) / KEK_FILE_NAME
+    previous = os.environ.get(PREVIOUS_KEK_FILES_VARIABLE, "")
+    return file_kek(current, [Path(path) for path in previous.split(os.pathsep) if path])
+
+
+def file_kek(current: Path, previous: Sequence[Path] = ()) -> KeyEncryptionKey:
+    """The KEK in ``current`` (created when missing), and the ``previous`` ones for unwrapping."""
+    kek = FileKeyEncryptionKey(current)
+    if not previous:
+        return kek
+    from casetrail_platform.keys.rotation import KeyEncryptionKeyRing
+
+    return KeyEncryptionKeyRing(
+        kek, [FileKeyEncryptionKey(path, create=False) for path in previous]
+    )
 
 
 def data_key_table(data_dir: Path, postgres_dsn: str | None) -> DataKeyTable:

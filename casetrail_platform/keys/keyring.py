@@ -132,9 +132,8 @@ class ClientKeyring:
     def _remember(self, stored: StoredDataKey) -> AESGCM | None:
         key: AESGCM | None = None
         if stored.wrapped is not None:
-            key = AESGCM(
-                self.kek.unwrap(stored.wrapped, wrap_context(stored.owner, stored.version))
-            )
+            kek = self.kek.unwrapper(stored.kek_id)
+            key = AESGCM(kek.unwrap(stored.wrapped, wrap_context(stored.owner, stored.version)))
         with self._lock:
             self._keys[(stored.owner, stored.version)] = (time.monotonic(), key)
         return key

@@ -8,6 +8,7 @@ port is asked only on a cache miss.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -50,6 +51,11 @@ class KeyEncryptionKey(ABC):
     @abstractmethod
     def unwrap(self, wrapped: bytes, context: bytes) -> bytes: ...
 
+    def unwrapper(self, kek_id: str) -> KeyEncryptionKey:
+        """The KEK that unwraps keys stored with ``kek_id``: this one, unless it is a ring
+        that still holds the KEKs of before a rotation (``keys.rotation.KeyEncryptionKeyRing``)."""
+        return self
+
 
 @dataclass(frozen=True, slots=True)
 class StoredDataKey:
@@ -83,6 +89,23 @@ class DataKeyTable(ABC):
     def destroy(self, owner: str) -> int:
         """Forget every version of ``owner``'s key for good (idempotent); how many versions
         were still live. The old wrapped bytes must not survive in the table's files."""
+
+    @abstractmethod
+    def live_keys_by_kek(self) -> dict[str, int]:
+        """How many keys (not destroyed) each KEK wraps, by ``kek_id``."""
+
+    @abstractmethod
+    def wrapped_by_other_keks(
+        self, kek_id: str, after: tuple[str, int] | None, limit: int
+    ) -> list[StoredDataKey]:
+        """Up to ``limit`` keys, not destroyed, that another KEK than ``kek_id`` wraps, in
+        (owner, version) order after ``after``."""
+
+    @abstractmethod
+    def rewrap(self, rewrapped: Sequence[tuple[StoredDataKey, bytes]], kek_id: str) -> int:
+        """In one transaction, replace each key's wrapped bytes by the new ones, wrapped by
+        ``kek_id``, where they are still those read (a key destroyed or re-wrapped since is
+        left as it is: erased stays erased); how many were replaced."""
 
     @abstractmethod
     def bind_case(self, case_id: str, client_id: str) -> None:

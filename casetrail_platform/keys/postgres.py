@@ -10,6 +10,7 @@ archives keep it until they expire: the KEK in a KMS is what makes those useless
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -81,6 +82,42 @@ class PostgresDataKeyTable(DataKeyTable):
         if rows:
             self._run("VACUUM data_keys", (), fetch=False)
         return len(rows)
+
+    def live_keys_by_kek(self) -> dict[str, int]:
+        rows = self._run(
+            "SELECT kek_id, count(*) FROM data_keys WHERE wrapped IS NOT NULL GROUP BY kek_id", ()
+        )
+        return {str(kek_id): int(count) for kek_id, count in rows}
+
+    def wrapped_by_other_keks(
+        self, kek_id: str, after: tuple[str, int] | None, limit: int
+    ) -> list[StoredDataKey]:
+        owner, version = after or ("", 0)
+        rows = self._run(
+            f"SELECT {_COLUMNS} FROM data_keys WHERE wrapped IS NOT NULL AND kek_id <> %s"
+            " AND (owner, version) > (%s, %s) ORDER BY owner, version LIMIT %s",
+            (kek_id, owner, version, limit),
+        )
+        return [_key(row) for row in rows]
+
+    def rewrap(self, rewrapped: Sequence[tuple[StoredDataKey, bytes]], kek_id: str) -> int:
+        with self._lock:
+            try:
+                connection = self._open()
+                with connection.transaction(), connection.cursor() as cursor:
+                    replaced = 0
+                    for old, wrapped in rewrapped:
+                        cursor.execute(
+                            "UPDATE data_keys SET wrapped = %s, kek_id = %s"
+                            " WHERE owner = %s AND version = %s AND wrapped = %s",
+                            (wrapped, kek_id, old.owner, old.version, old.wrapped),
+                        )
+                        replaced += cursor.rowcount
+                return replaced
+            except psycopg.OperationalError as error:
+                # Not retried here: the batch rolled back, and a rotation is run again.
+                self._drop()
+                raise KeyUnavailableError("data-key table") from error
 
     def bind_case(self, case_id: str, client_id: str) -> None:
         self._run(

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from casetrail_platform.keys.port import DataKeyTable, StoredDataKey
 
@@ -106,6 +108,43 @@ class SqliteDataKeyTable(DataKeyTable):
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return len(live)
 
+    def live_keys_by_kek(self) -> dict[str, int]:
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT kek_id, count(*) FROM data_keys WHERE wrapped IS NOT NULL GROUP BY kek_id"
+            ).fetchall()
+        return {str(kek_id): int(count) for kek_id, count in rows}
+
+    def wrapped_by_other_keks(
+        self, kek_id: str, after: tuple[str, int] | None, limit: int
+    ) -> list[StoredDataKey]:
+        owner, version = after or ("", 0)
+        with self._lock:
+            rows = self._connection.execute(
+                f"SELECT {_COLUMNS} FROM data_keys WHERE wrapped IS NOT NULL AND kek_id <> ?"
+                " AND (owner, version) > (?, ?) ORDER BY owner, version LIMIT ?",
+                (kek_id, owner, version, limit),
+            ).fetchall()
+        return [_key(row) for row in rows]
+
+    def rewrap(self, rewrapped: Sequence[tuple[StoredDataKey, bytes]], kek_id: str) -> int:
+        with self._lock:
+            connection = self._connection
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                replaced = 0
+                for old, wrapped in rewrapped:
+                    replaced += connection.execute(
+                        "UPDATE data_keys SET wrapped = ?, kek_id = ?"
+                        " WHERE owner = ? AND version = ? AND wrapped = ?",
+                        (wrapped, kek_id, old.owner, old.version, old.wrapped),
+                    ).rowcount
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+        return replaced
+
     def bind_case(self, case_id: str, client_id: str) -> None:
         with self._lock:
             self._connection.execute(
@@ -137,17 +176,19 @@ class SqliteDataKeyTable(DataKeyTable):
     def _one(self, query: str, parameters: tuple[object, ...]) -> StoredDataKey | None:
         with self._lock:
             row = self._connection.execute(query, parameters).fetchone()
-        if row is None:
-            return None
-        owner, version, wrapped, kek_id, created_at, destroyed_at = row
-        return StoredDataKey(
-            owner,
-            version,
-            None if wrapped is None else bytes(wrapped),
-            kek_id,
-            datetime.fromisoformat(created_at),
-            None if destroyed_at is None else datetime.fromisoformat(destroyed_at),
-        )
+        return None if row is None else _key(row)
+
+
+def _key(row: tuple[Any, ...]) -> StoredDataKey:
+    owner, version, wrapped, kek_id, created_at, destroyed_at = row
+    return StoredDataKey(
+        owner,
+        version,
+        None if wrapped is None else bytes(wrapped),
+        kek_id,
+        datetime.fromisoformat(created_at),
+        None if destroyed_at is None else datetime.fromisoformat(destroyed_at),
+    )
 
 
 def _now() -> str:

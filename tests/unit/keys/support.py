@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -57,6 +60,28 @@ class MemoryDataKeyTable(DataKeyTable):
                 owner, key.version, None, key.kek_id, key.created_at, datetime.now(UTC)
             )
         return len(live)
+
+    def live_keys_by_kek(self) -> dict[str, int]:
+        return dict(Counter(k.kek_id for k in self.keys.values() if k.wrapped is not None))
+
+    def wrapped_by_other_keks(
+        self, kek_id: str, after: tuple[str, int] | None, limit: int
+    ) -> list[StoredDataKey]:
+        return [
+            self.keys[name]
+            for name in sorted(self.keys)
+            if (after is None or name > after)
+            and self.keys[name].wrapped is not None
+            and self.keys[name].kek_id != kek_id
+        ][:limit]
+
+    def rewrap(self, rewrapped: Sequence[tuple[StoredDataKey, bytes]], kek_id: str) -> int:
+        current = [
+            (old, new) for old, new in rewrapped if self.keys[(old.owner, old.version)] == old
+        ]
+        for old, new in current:
+            self.keys[(old.owner, old.version)] = replace(old, wrapped=new, kek_id=kek_id)
+        return len(current)
 
     def bind_case(self, case_id: str, client_id: str) -> None:
         self.cases.setdefault(case_id, client_id)
