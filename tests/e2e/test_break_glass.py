@@ -377,16 +377,20 @@ async def test_closed_early_an_emergency_access_grants_no_more_reads_and_awaits_
         ).reason == reason
     assert await refusals_of(casetrail, case, stranger, 2) == ["role-not-allowed"] * 2
 
+    client = intake_pb2.GetClientRequest(context=query("emergency"), client_id=case.client_id)
+    assert (await grantee.intake.GetClient(client)).client.client_id == case.client_id
     closed = await grantee.intake.CloseEmergencyAccess(closing())
     closed_at = closed.closed_at.ToDatetime(tzinfo=UTC)
     assert closed_at < opened.expires_at.ToDatetime(tzinfo=UTC)
-    # Intake holds the closing itself: refused at once; planning once it arrives over the bus.
+    # Intake holds the closing itself: refused at once (the case and its client alike);
+    # planning once it arrives over the bus.
     at_intake = await refused(
         grantee.intake.GetCase(
             intake_pb2.GetCaseRequest(context=query("emergency"), case_id=case.case_id)
         )
     )
     assert at_intake.reason == "EMERGENCY_ACCESS_EXPIRED"
+    assert (await refused(grantee.intake.GetClient(client))).reason == "EMERGENCY_ACCESS_EXPIRED"
 
     async def planning_refusal() -> str | None:
         try:

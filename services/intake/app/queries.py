@@ -15,7 +15,7 @@ from google.protobuf.message import Message
 
 from casetrail_platform.commands import InvalidCommand, NotFound
 from casetrail_platform.identity.principal import Principal
-from casetrail_platform.policy.facts import CaseFacts, entry_of
+from casetrail_platform.policy.facts import CaseFacts, Entry, entry_of
 from casetrail_platform.policy.guard import AccessControl, AccessDenied, Disclosure
 from casetrail_platform.policy.matrix import RULES
 from casetrail_platform.policy.vocabulary import Action, Decision, Relationship
@@ -25,6 +25,7 @@ from events.catalog.access import AccessPurpose, RecordSection
 from events.catalog.base import Role
 from events.catalog.clients import PersonalIdentifier, PersonName
 from events.catalog.values import CatalogValue
+from events.envelope import RecordedEvent
 from events.errors import FieldProblem
 from services.intake.adapters.case_closures import Closure, ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
@@ -86,6 +87,7 @@ def probe_from(query: FindDuplicates) -> Probe:
 
 
 async def find_possible_duplicates(
+    store: EventStore,
     directory: ClientDirectory,
     access: AccessControl,
     principal: Principal,
@@ -103,10 +105,11 @@ async def find_possible_duplicates(
     # Catching up is safe beside registrations and other replicas (it only moves forward).
     await directory.refresh()
     candidates = await directory.candidates(probe)
-    return await disclosed_candidates(access, principal, reader.purpose, candidates)
+    return await disclosed_candidates(store, access, principal, reader.purpose, candidates)
 
 
 async def disclosed_candidates(
+    store: EventStore,
     access: AccessControl,
     principal: Principal,
     purpose: AccessPurpose,
@@ -117,7 +120,7 @@ async def disclosed_candidates(
     shown: list[DuplicateCandidate] = []
     disclosures: list[Disclosure] = []
     for candidate in candidates:
-        decided = await _client_decisions(access, principal, purpose, candidate.client_id)
+        decided = await _client_decisions(store, access, principal, purpose, candidate.client_id)
         allowing = next((d for _, d in decided if d.allowed), None)
         if allowing is None:
             with contextlib.suppress(AccessDenied):
@@ -156,12 +159,18 @@ async def get_case(
     if case is None:
         raise NotFound("case", case_id)
     client = client_from(await store.read_stream(client_stream(case.opened.client_id)))
-    own = [entry for entry in map(entry_of, history) if entry is not None]
-    facts = await access.case_facts(case_id, own)
+    facts = await access.case_facts(case_id, _own_entries(history))
     return CaseView(case, client, await closures.closures(case_id), facts)
 
 
+def _own_entries(history: Sequence[RecordedEvent]) -> list[Entry]:
+    """The policy facts in a case's stream here (consents, emergency accesses): they count on
+    the very next read, before the bus brings them back to the facts projection."""
+    return [entry for entry in map(entry_of, history) if entry is not None]
+
+
 async def client_disclosures(
+    store: EventStore,
     access: AccessControl,
     principal: Principal,
     reader: QueryContext,
@@ -172,7 +181,7 @@ async def client_disclosures(
     first that allows it); each of their cases records the access. A client without a case
     is decided on the agency relationship alone and recorded under the client's id."""
     decided = await _client_decisions(
-        access, principal, reader.purpose, client.registration.client_id
+        store, access, principal, reader.purpose, client.registration.client_id
     )
     allowing = next((d for _, d in decided if d.allowed), None)
     if allowing is None:
@@ -183,14 +192,21 @@ async def client_disclosures(
 
 
 async def _client_decisions(
-    access: AccessControl, principal: Principal, purpose: AccessPurpose, client_id: str
+    store: EventStore,
+    access: AccessControl,
+    principal: Principal,
+    purpose: AccessPurpose,
+    client_id: str,
 ) -> list[tuple[str, Decision]]:
     """The policy's decision on each of the client's cases (on the client's id alone when
-    they have none): showing who a client is shows part of each of their cases."""
+    they have none): showing who a client is shows part of each of their cases. Each case's
+    facts include what this store holds, as ``get_case``'s do: a consent revoked or an
+    emergency access closed here refuses the next read of the client too."""
     case_ids = await access.cases_of_client(client_id) or [client_id]
     decisions: list[tuple[str, Decision]] = []
     for case_id in case_ids:
-        facts = await access.case_facts(case_id)
+        own = _own_entries(await store.read_stream(case_stream(case_id)))
+        facts = await access.case_facts(case_id, own)
         decisions.append((case_id, access.decide(principal, Action.READ_CLIENT, purpose, facts)))
     return decisions
 

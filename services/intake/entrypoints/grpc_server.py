@@ -116,7 +116,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         access = self._deps.access
         purpose = queries.registration_purpose(principal.role)
         shown, disclosures = await queries.disclosed_candidates(
-            access, principal, purpose, error.candidates
+            self._deps.store, access, principal, purpose, error.candidates
         )
         if not shown:
             return RuleBroken(
@@ -280,7 +280,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         principal = principal_of(context)
         record = await queries.get_client(self._deps.store, client_id)
         response = intake_pb2.GetClientResponse(client=to_proto.client(record))
-        disclosures = await queries.client_disclosures(access, principal, reader, record, response)
+        disclosures = await queries.client_disclosures(
+            self._deps.store, access, principal, reader, record, response
+        )
         await access.release(context, principal, reader.purpose, disclosures)
         return response
 
@@ -296,7 +298,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         access = self._deps.access
         principal = principal_of(context)
         found, disclosures = await queries.find_possible_duplicates(
-            self._deps.directory, access, principal, reader, query
+            self._deps.store, self._deps.directory, access, principal, reader, query
         )
         response = intake_pb2.FindPossibleDuplicatesResponse(
             candidates=[to_proto.candidate(c) for c in found]

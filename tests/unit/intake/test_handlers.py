@@ -356,14 +356,14 @@ async def test_finding_possible_duplicates(
     by_identifier = FindDuplicates(identifiers=(NATIONAL,))
     for query in (by_name, by_identifier):
         found, disclosures = await queries.find_possible_duplicates(
-            directory, access, principal, reader, query
+            store, directory, access, principal, reader, query
         )
         assert [c.client_id for c in found] == [first.recorded.subject_id]
         assert [d.case_id for d in disclosures] == [first.recorded.subject_id]
         assert all(d.decision.rule == "front-desk" for d in disclosures)
     with pytest.raises(InvalidCommand) as refused:
         await queries.find_possible_duplicates(
-            directory, access, principal, reader, FindDuplicates(name=NameInput("Marco"))
+            store, directory, access, principal, reader, FindDuplicates(name=NameInput("Marco"))
         )
     assert refused.value.violations[0].field == "identifiers"
 
@@ -377,7 +377,7 @@ async def test_duplicates_the_policy_refuses_are_withheld_and_the_refusal_record
     outsider = Principal(reader.actor.user_id, Role.RECEPTIONIST, "another-agency", "test")
     query = FindDuplicates(identifiers=(NATIONAL,))
     found, disclosures = await queries.find_possible_duplicates(
-        directory, access, outsider, reader, query
+        store, directory, access, outsider, reader, query
     )
     assert (found, disclosures) == ([], [])
     (denied,) = await store.read_stream(access_stream(client_id))
@@ -386,7 +386,7 @@ async def test_duplicates_the_policy_refuses_are_withheld_and_the_refusal_record
 
     machine = Principal("relay-1", Role.SYSTEM, access.home_agency, "test")
     with pytest.raises(AccessDenied):
-        await queries.find_possible_duplicates(directory, access, machine, reader, query)
+        await queries.find_possible_duplicates(store, directory, access, machine, reader, query)
     (refusal,) = await store.read_stream(access_stream(queries.CLIENT_SEARCH))
     assert isinstance(refusal.event, RecordAccessDenied)
     assert refusal.event.rule == "role-not-allowed"
