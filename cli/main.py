@@ -44,6 +44,7 @@ COMMANDS = {
     "verify-store": "cli.ledger",
     "ledger": "cli.ledger",
     "break-glass": "cli.break_glass",
+    "keys": "cli.keys",
 }
 
 
@@ -192,6 +193,9 @@ def parser() -> argparse.ArgumentParser:
     from cli.break_glass import add_commands as add_break_glass
 
     add_break_glass(commands)
+    from cli.keys import add_commands as add_keys
+
+    add_keys(commands)
     return root
 
 

@@ -11,14 +11,23 @@ from casetrail_platform.hosting import Infrastructure
 
 def infrastructure(options: argparse.Namespace) -> Infrastructure:
     data_dir = Path(options.data_dir).resolve()
-    if options.backend == "embedded":
+    dsn = postgres_dsn(options)
+    if dsn is None:
         return Infrastructure(data_dir=data_dir)
     from casetrail_platform.bus.kafka_settings import KafkaSettings
-    from services.runner import DEFAULT_PG_DSN
 
-    dsn = options.pg_dsn or os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
     # Kafka is not contacted: only the service's PostgreSQL schemas are opened.
     return Infrastructure.distributed(data_dir, dsn, KafkaSettings.from_env())
+
+
+def postgres_dsn(options: argparse.Namespace) -> str | None:
+    """The distributed backend's database (``None``: the embedded backend)."""
+    if options.backend == "embedded":
+        return None
+    from services.runner import DEFAULT_PG_DSN
+
+    dsn: str = options.pg_dsn or os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    return dsn
 
 
 def has_local_store(infra: Infrastructure, service: str) -> bool:

@@ -7,6 +7,7 @@
 * ``sqlite`` / ``postgres``: the data-key tables of both backends (one per agency, shared by
   every service, since every service decrypts every other's events).
 * ``keyring``: a client's current data key, with a small cache.
+* ``rotation``: re-wrapping every data key by a new KEK (``casetrail keys rotate-kek``).
 * ``fields``: sealing and opening the fields marked ``x-casetrail-sensitive`` (README,
   "Erasure and keys", documents the ciphertext encoding subscribers see).
 """

@@ -25,15 +25,23 @@ def keys_dir(data_dir: Path) -> Path:
 
 
 def default_kek(data_dir: Path) -> KeyEncryptionKey:
+    return file_kek(*configured_kek_files(data_dir))
+
+
+def configured_kek_files(data_dir: Path) -> tuple[Path, list[Path]]:
+    """The current KEK file and the previous ones, as the environment configures them."""
     configured = os.environ.get(KEK_FILE_VARIABLE)
     current = Path(configured) if configured else keys_dir(data_dir) / KEK_FILE_NAME
     previous = os.environ.get(PREVIOUS_KEK_FILES_VARIABLE, "")
-    return file_kek(current, [Path(path) for path in previous.split(os.pathsep) if path])
+    return current, [Path(path) for path in previous.split(os.pathsep) if path]
 
 
-def file_kek(current: Path, previous: Sequence[Path] = ()) -> KeyEncryptionKey:
-    """The KEK in ``current`` (created when missing), and the ``previous`` ones for unwrapping."""
-    kek = FileKeyEncryptionKey(current)
+def file_kek(
+    current: Path, previous: Sequence[Path] = (), *, create: bool = True
+) -> KeyEncryptionKey:
+    """The KEK in ``current`` (created when missing, if ``create``), and the ``previous`` ones
+    for unwrapping."""
+    kek = FileKeyEncryptionKey(current, create=create)
     if not previous:
         return kek
     from casetrail_platform.keys.rotation import KeyEncryptionKeyRing

@@ -1,0 +1,138 @@
+"""`casetrail keys status | new-kek | rotate-kek`: the agency's key-encryption key (KEK).
+
+* ``status``: how many live data keys each KEK wraps (the current one marked).
+* ``new-kek PATH``: a new 32-byte KEK file (mode 0600), to rotate to.
+* ``rotate-kek``: re-wrap every live data key by the current KEK, in batches; resumable (run
+  it again after any stop). Done when no live key is wrapped by another KEK: then the
+  previous KEKs can be retired.
+
+The KEKs are those the services use (``CASETRAIL_KEY_ENCRYPTION_KEY_FILE``,
+``CASETRAIL_PREVIOUS_KEY_ENCRYPTION_KEY_FILES``) unless ``--kek-file`` / ``--previous-kek-file``
+name others. Nothing printed holds key material: KEKs are named by their ``kek_id``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from casetrail_platform.keys.hosting import (
+    configured_kek_files,
+    data_key_table,
+    file_kek,
+    keys_dir,
+)
+from casetrail_platform.keys.port import DataKeyTable, KeyEncryptionKey, KeyUnavailableError
+from casetrail_platform.keys.rotation import (
+    DEFAULT_BATCH_SIZE,
+    RotationProgress,
+    rotate_kek,
+)
+from casetrail_platform.keys.sqlite import KEYS_FILE_NAME
+from cli.stores import postgres_dsn
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The key subcommands, added to ``casetrail``'s parser (``cli.main``)."""
+    from cli.main import _storage
+
+    keys = commands.add_parser("keys", help="the agency's key-encryption key: status, rotation")
+    actions = keys.add_subparsers(dest="keys_command", required=True)
+    status = actions.add_parser("status", help="live data keys per KEK")
+    new_kek = actions.add_parser("new-kek", help="create a new KEK file (0600) to rotate to")
+    new_kek.add_argument("path")
+    rotate = actions.add_parser(
+        "rotate-kek",
+        help="re-wrap every live data key by the current KEK (resumable)",
+        description="Re-wrap every live data key by the current KEK, in batches of one "
+        "transaction each. Configure every process with the new KEK as current and the old "
+        "ones as previous first; run again after any stop; retire the old KEKs once it "
+        "reports done.",
+    )
+    rotate.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    for action in (status, rotate):
+        _storage(action)
+        action.add_argument("--kek-file", help="the current KEK (default: as the services)")
+        action.add_argument(
+            "--previous-kek-file", action="append", help="a previous KEK (repeatable)"
+        )
+
+
+def run(options: argparse.Namespace) -> int:
+    if options.keys_command == "new-kek":
+        return _new_kek(Path(options.path))
+    if options.keys_command == "rotate-kek" and options.batch_size < 1:
+        print("--batch-size: must be at least 1", file=sys.stderr)
+        return 2
+    table = _table(options)
+    if table is None:
+        return 2
+    try:
+        kek = _kek(options)
+        if options.keys_command == "status":
+            return _status(table, kek)
+        return _rotate(table, kek, options.batch_size)
+    except KeyUnavailableError as error:
+        print(f"stopped: {error}; run again once it is reachable", file=sys.stderr)
+        return 1
+    finally:
+        table.close()
+
+
+def _new_kek(path: Path) -> int:
+    if path.exists():
+        print(f"{path}: exists already (a KEK is never overwritten)", file=sys.stderr)
+        return 2
+    print(file_kek(path).key_id)
+    return 0
+
+
+def _table(options: argparse.Namespace) -> DataKeyTable | None:
+    data_dir = Path(options.data_dir).resolve()
+    dsn = postgres_dsn(options)
+    if dsn is None and not (keys_dir(data_dir) / KEYS_FILE_NAME).exists():
+        print(f"no data-key table under {keys_dir(data_dir)}", file=sys.stderr)
+        return None
+    return data_key_table(data_dir, dsn)
+
+
+def _kek(options: argparse.Namespace) -> KeyEncryptionKey:
+    current, previous = configured_kek_files(Path(options.data_dir).resolve())
+    if options.kek_file:
+        current = Path(options.kek_file)
+    if options.previous_kek_file:
+        previous = [Path(path) for path in options.previous_kek_file]
+    # Never created here: rotating to a KEK that no service uses would lock them out.
+    return file_kek(current, previous, create=False)
+
+
+def _status(table: DataKeyTable, kek: KeyEncryptionKey) -> int:
+    current = kek.key_id
+    usage = table.live_keys_by_kek()
+    for kek_id, count in sorted(usage.items()):
+        print(f"{kek_id}  {count} live data keys{'  (current)' if kek_id == current else ''}")
+    if not usage:
+        print("no live data keys")
+    return 0
+
+
+def _rotate(table: DataKeyTable, kek: KeyEncryptionKey, batch_size: int) -> int:
+    def report(progress: RotationProgress) -> None:
+        print(f"re-wrapped {progress.rewrapped} data keys", file=sys.stderr)
+
+    result = rotate_kek(table, kek, batch_size, report)
+    changed = f" ({result.changed} destroyed or changed meanwhile, left as they are)"
+    print(
+        f"re-wrapped {result.rewrapped} data keys by {result.kek_id}"
+        + changed * bool(result.changed)
+    )
+    if result.done:
+        print(f"done: every live data key is wrapped by {result.kek_id}; retire the previous KEKs")
+        return 0
+    for kek_id, count in sorted(result.remaining.items()):
+        print(
+            f"not done: {count} live data keys still wrapped by {kek_id}: is a process still "
+            "wrapping with it? Configure it as previous everywhere, then run again"
+        )
+    return 1

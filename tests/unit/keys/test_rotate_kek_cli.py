@@ -1,0 +1,99 @@
+"""`casetrail keys new-kek | rotate-kek | status` on the embedded backend's key table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
+from casetrail_platform.keys.hosting import KEK_FILE_VARIABLE, PREVIOUS_KEK_FILES_VARIABLE
+from casetrail_platform.keys.keyring import ClientKeyring
+from casetrail_platform.keys.sqlite import KEYS_FILE_NAME, SqliteDataKeyTable
+from cli.main import main
+
+CLIENTS = [f"client-{number}" for number in range(7)]
+
+
+def _casetrail(*arguments: str) -> int:
+    with pytest.raises(SystemExit) as exited:
+        main(list(arguments))
+    return int(exited.value.code or 0)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An embedded data dir whose clients' keys the default KEK wraps, one client erased."""
+    monkeypatch.delenv(KEK_FILE_VARIABLE, raising=False)
+    monkeypatch.delenv(PREVIOUS_KEK_FILES_VARIABLE, raising=False)
+    table = SqliteDataKeyTable(tmp_path / "keys" / KEYS_FILE_NAME)
+    keyring = ClientKeyring(FileKeyEncryptionKey(tmp_path / "keys" / KEK_FILE_NAME), table)
+    for client in CLIENTS:
+        keyring.encryption_key(client)
+    keyring.destroy("client-3")
+    table.close()
+    return tmp_path
+
+
+def test_an_operator_rotates_to_a_new_kek_and_the_old_one_can_then_be_retired(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = data_dir / "keys" / KEK_FILE_NAME
+    new = data_dir / "secrets" / "kek-2.bin"
+    assert _casetrail("keys", "new-kek", str(new)) == 0
+    new_id = capsys.readouterr().out.strip()
+    assert new_id == FileKeyEncryptionKey(new).key_id
+    assert new.stat().st_mode & 0o777 == 0o600
+    assert _casetrail("keys", "new-kek", str(new)) == 2  # never overwritten
+
+    monkeypatch.setenv(KEK_FILE_VARIABLE, str(new))
+    monkeypatch.setenv(PREVIOUS_KEK_FILES_VARIABLE, str(old))
+    data = str(data_dir)
+    assert _casetrail("keys", "rotate-kek", "--data-dir", data, "--batch-size", "2") == 0
+    captured = capsys.readouterr()
+    assert f"done: every live data key is wrapped by {new_id}" in captured.out
+    assert captured.err.count("re-wrapped") == 3  # batches of 2, 2 and 2
+    for secret in (old.read_bytes(), new.read_bytes()):
+        for form in (secret.hex(), secret.hex().upper(), repr(secret)):
+            assert form not in captured.out + captured.err
+
+    assert _casetrail("keys", "status", "--data-dir", data) == 0
+    assert capsys.readouterr().out == f"{new_id}  6 live data keys  (current)\n"
+    # Retired: without the old KEK every live key still opens, the erased one stays erased.
+    old.unlink()
+    monkeypatch.delenv(PREVIOUS_KEK_FILES_VARIABLE)
+    table = SqliteDataKeyTable(data_dir / "keys" / KEYS_FILE_NAME)
+    keyring = ClientKeyring(FileKeyEncryptionKey(new, create=False), table)
+    for client in CLIENTS:
+        assert (keyring.decryption_key(client, 1) is None) == (client == "client-3")
+    table.close()
+    assert _casetrail("keys", "rotate-kek", "--data-dir", data) == 0
+
+
+def test_a_rotation_without_the_old_kek_stops_and_names_it(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old_id = FileKeyEncryptionKey(data_dir / "keys" / KEK_FILE_NAME).key_id
+    new = data_dir / "kek-2.bin"
+    assert _casetrail("keys", "new-kek", str(new)) == 0
+    capsys.readouterr()
+
+    status = _casetrail("keys", "rotate-kek", "--data-dir", str(data_dir), "--kek-file", str(new))
+
+    assert status == 1
+    assert old_id in capsys.readouterr().err
+    assert _casetrail("keys", "status", "--data-dir", str(data_dir), "--kek-file", str(new)) == 0
+    assert capsys.readouterr().out == f"{old_id}  6 live data keys\n"
+
+
+def test_a_missing_kek_file_or_key_table_is_an_error_not_a_new_key(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = data_dir / "nowhere.bin"
+    options = ("--data-dir", str(data_dir), "--kek-file", str(missing))
+    assert _casetrail("keys", "rotate-kek", *options) == 1
+    assert str(missing) in capsys.readouterr().err
+    assert not missing.exists()
+    assert _casetrail("keys", "rotate-kek", "--data-dir", str(data_dir / "empty")) == 2
+    assert "no data-key table" in capsys.readouterr().err
+    assert _casetrail("keys", "rotate-kek", "--data-dir", str(data_dir), "--batch-size", "0") == 2
