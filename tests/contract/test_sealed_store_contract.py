@@ -13,9 +13,11 @@ import pytest
 from casetrail_platform.errors import ConcurrencyError, DuplicateEventIdError
 from casetrail_platform.keys.fields import FieldProtection
 from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
+from casetrail_platform.keys.hosting import file_kek
 from casetrail_platform.keys.keyring import CASE_OWNER_PREFIX, ClientKeyring
 from casetrail_platform.keys.port import DataKeyTable
 from casetrail_platform.keys.postgres import PostgresDataKeyTable
+from casetrail_platform.keys.rotation import rotate_kek
 from casetrail_platform.keys.sqlite import SqliteDataKeyTable
 from casetrail_platform.ledger.export import canonical_of_record
 from casetrail_platform.store.port import NO_STREAM, EventStore, drain
@@ -111,3 +113,25 @@ async def test_after_the_key_is_destroyed_the_value_reads_as_erased_and_the_byte
     assert stored is not None
     assert stored.wrapped is None
     assert stored.destroyed_at is not None
+
+
+async def test_values_sealed_before_a_kek_rotation_open_during_and_after_it(
+    sealed: tuple[EventStore, EventRegistry, DataKeyTable], open_store: StoreOpener, tmp_path: Path
+) -> None:
+    store, _, table = sealed
+    appended = await store.append("case-1", [note("1", CANARY), note("1", "second")], NO_STREAM)
+    await store.append("case-2", [note("2", "erased one")], NO_STREAM)
+    old = tmp_path / "keys" / KEK_FILE_NAME
+    new = tmp_path / "kek-2.bin"
+    ClientKeyring(file_kek(old), table).destroy(CASE_OWNER_PREFIX + "2")
+
+    assert rotate_kek(table, file_kek(new, [old]), batch_size=1).done
+
+    for kek in (file_kek(new, [old]), file_kek(new)):  # the old KEK kept, then retired
+        keyring = ClientKeyring(kek, table, cache_seconds=0)
+        reader = await open_store(sample_registry().protected(FieldProtection(keyring)))
+        read = await reader.read_stream("case-1")
+        assert [r.event.text for r in read] == [CANARY, "second"]  # type: ignore[attr-defined]
+        assert [r.data for r in read] == [r.data for r in appended]
+        [erased] = await reader.read_stream("case-2")
+        assert erased.event.text == ERASED_TEXT  # type: ignore[attr-defined]
