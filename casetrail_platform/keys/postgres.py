@@ -101,23 +101,23 @@ class PostgresDataKeyTable(DataKeyTable):
         return [_key(row) for row in rows]
 
     def rewrap(self, rewrapped: Sequence[tuple[StoredDataKey, bytes]], kek_id: str) -> int:
-        with self._lock:
-            try:
-                connection = self._open()
-                with connection.transaction(), connection.cursor() as cursor:
-                    replaced = 0
-                    for old, wrapped in rewrapped:
-                        cursor.execute(
-                            "UPDATE data_keys SET wrapped = %s, kek_id = %s"
-                            " WHERE owner = %s AND version = %s AND wrapped = %s",
-                            (wrapped, kek_id, old.owner, old.version, old.wrapped),
-                        )
-                        replaced += cursor.rowcount
-                return replaced
-            except psycopg.OperationalError as error:
-                # Not retried here: the batch rolled back, and a rotation is run again.
-                self._drop()
-                raise KeyUnavailableError("data-key table") from error
+        # One statement (one round trip, one transaction); run again after a dropped session,
+        # it replaces nothing that the first run did (those bytes are no longer as read).
+        rows = self._run(
+            "UPDATE data_keys SET wrapped = batch.wrapped, kek_id = %s"
+            " FROM unnest(%s::text[], %s::integer[], %s::bytea[], %s::bytea[])"
+            " AS batch (owner, version, was, wrapped)"
+            " WHERE data_keys.owner = batch.owner AND data_keys.version = batch.version"
+            " AND data_keys.wrapped = batch.was RETURNING data_keys.version",
+            (
+                kek_id,
+                [old.owner for old, _ in rewrapped],
+                [old.version for old, _ in rewrapped],
+                [old.wrapped for old, _ in rewrapped],
+                [wrapped for _, wrapped in rewrapped],
+            ),
+        )
+        return len(rows)
 
     def bind_case(self, case_id: str, client_id: str) -> None:
         self._run(
