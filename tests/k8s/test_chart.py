@@ -283,3 +283,28 @@ def test_every_token_verifier_trusts_the_issuers_ca_when_one_is_given(helm: Tool
         assert mounts["oidc-ca"] == "/etc/casetrail/oidc-ca", workload
         volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
         assert volumes["oidc-ca"]["secret"]["secretName"] == "issuer-ca", workload
+
+
+def test_during_a_kek_rotation_every_service_also_reads_the_previous_kek(helm: Tools) -> None:
+    """``secrets.previousKeyEncryptionKey`` (optional): mounted beside the current KEK and named
+    by ``CASETRAIL_PREVIOUS_KEY_ENCRYPTION_KEY_FILES``; absent, neither is rendered."""
+    previous = "/etc/casetrail/kek-previous/agency-key-encryption-key.bin"
+    result = helm_template(
+        helm,
+        PROFILES["small-production"],
+        "--set",
+        "secrets.previousKeyEncryptionKey=casetrail-kek-2026",
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = Rendered("small-production", result.stdout, list(yaml.safe_load_all(result.stdout)))
+    for service in SERVICES:
+        deployment = rendered.named("Deployment", f"{RELEASE}-{service}")
+        assert env_of(deployment)["CASETRAIL_PREVIOUS_KEY_ENCRYPTION_KEY_FILES"] == previous
+        mounts = {m["name"]: m["mountPath"] for m in container(deployment)["volumeMounts"]}
+        assert mounts["previous-key-encryption-key"] == "/etc/casetrail/kek-previous"
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        secret = volumes["previous-key-encryption-key"]["secret"]
+        assert secret["secretName"] == "casetrail-kek-2026"
+    default = helm_template(helm, PROFILES["small-production"])
+    assert "PREVIOUS_KEY_ENCRYPTION_KEY" not in default.stdout
+    assert "kek-previous" not in default.stdout
