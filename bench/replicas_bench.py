@@ -30,19 +30,11 @@ from pathlib import Path
 import grpc
 
 from bench.common import machine_info, now_utc, replace_section
-from bench.grpc_bench import (
-    BENCH_TOKENS,
-    DEFAULT_PG_DSN,
-    REPO,
-    _verifier,
-    delete_topic,
-    fresh_database,
-    kafka_pids,
-    machine_busy,
-    postgres_pids,
-    process_cpu,
-    start_issuer,
-)
+from bench.grpc_bench.cpu import kafka_pids, machine_busy, postgres_pids, process_cpu
+from bench.grpc_bench.plan import DEFAULT_PG_DSN, REPO
+from bench.grpc_bench.servers import BENCH_TOKENS, start_issuer
+from bench.grpc_bench.storage import delete_topic, fresh_database
+from bench.grpc_bench.switches import verifier
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 
 PORT = 7450
@@ -64,7 +56,7 @@ async def serve_intake(topic: str, data_dir: Path) -> None:
     kafka = KafkaSettings.from_env()
     await ensure_topics(kafka, TopicSettings(case_events_topic=topic))
     dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
-    infra = Infrastructure.distributed(data_dir, dsn, kafka, topic=topic, verifier=_verifier())
+    infra = Infrastructure.distributed(data_dir, dsn, kafka, topic=topic, verifier=verifier())
     running = await start_services(infra, ["intake"], "127.0.0.1", {"intake": PORT})
     print("SERVING", flush=True)
     stop = asyncio.Event()
