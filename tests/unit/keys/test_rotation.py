@@ -62,3 +62,20 @@ def test_keys_wrapped_by_the_old_kek_meanwhile_leave_the_rotation_not_done_until
 def test_a_batch_size_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         rotate_kek(MemoryDataKeyTable(), FakeKms(), batch_size=0)
+
+
+def test_with_the_new_kek_first_added_as_previous_old_and_new_processes_read_each_others_keys() -> (
+    None
+):
+    old, new = NamedKms("kms/old"), NamedKms("kms/new")
+    table = MemoryDataKeyTable()
+    rolling_out = ClientKeyring(KeyEncryptionKeyRing(old, [new]), table, cache_seconds=0)
+    swapped = ClientKeyring(KeyEncryptionKeyRing(new, [old]), table, cache_seconds=0)
+
+    rolling_out.encryption_key("a")
+    swapped.encryption_key("b")
+
+    assert table.live_keys_by_kek() == {"kms/old": 1, "kms/new": 1}
+    for keyring in (rolling_out, swapped):
+        assert keyring.decryption_key("a", 1) is not None
+        assert keyring.decryption_key("b", 1) is not None
