@@ -16,13 +16,12 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from casetrail_platform.keys.nonces import NONCE_BYTES, random_nonce
 from casetrail_platform.keys.port import KeyEncryptionKey, KeyUnavailableError
 
 KEK_FILE_NAME = "agency-key-encryption-key.bin"
 """Under ``<data dir>/keys/``: the agency's key-encryption key (keep it out of backups that
 hold the key table, or the backup outlives every erasure)."""
-
-_NONCE_BYTES = 12
 
 
 class FileKeyEncryptionKey(KeyEncryptionKey):
@@ -40,12 +39,12 @@ class FileKeyEncryptionKey(KeyEncryptionKey):
         return self._key_id
 
     def wrap(self, data_key: bytes, context: bytes) -> bytes:
-        nonce = os.urandom(_NONCE_BYTES)
+        nonce = random_nonce()
         return nonce + self._load().encrypt(nonce, data_key, context)
 
     def unwrap(self, wrapped: bytes, context: bytes) -> bytes:
         try:
-            return self._load().decrypt(wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:], context)
+            return self._load().decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], context)
         except InvalidTag:
             raise KeyUnavailableError(
                 f"a data key wrapped by another KEK than {self._path}"
