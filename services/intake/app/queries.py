@@ -202,10 +202,11 @@ async def _client_decisions(
     they have none): showing who a client is shows part of each of their cases. Each case's
     facts include what this store holds, as ``get_case``'s do: a consent revoked or an
     emergency access closed here refuses the next read of the client too."""
-    case_ids = await access.cases_of_client(client_id) or [client_id]
+    case_ids = await access.cases_of_client(client_id)
     decisions: list[tuple[str, Decision]] = []
-    for case_id in case_ids:
-        own = _own_entries(await store.read_stream(case_stream(case_id)))
+    for case_id in case_ids or [client_id]:
+        # A client without a case has no case stream to read.
+        own = _own_entries(await store.read_stream(case_stream(case_id))) if case_ids else []
         facts = await access.case_facts(case_id, own)
         decisions.append((case_id, access.decide(principal, Action.READ_CLIENT, purpose, facts)))
     return decisions
