@@ -6,9 +6,12 @@
 in-process on SQLite (no gRPC), on one client with C cases of N recorded reads each (one in ten
 by a partner agency under consent, the rest by the assigned worker). Side by side in alternating
 rounds: GetAccessLog of one case and GetCaseStateAsOf of one case (the references), then
-ListDisclosures of the client (every case's history is read and classified; a page of 100) and
-GetCaseAsSeen of one case (state and policy facts folded up to T, U's reads). Every call records
-its own access, as in the product, so the histories grow by one event per call measured.
+ListDisclosures of the client (its cases' facts, then one page of 100 from audit's disclosure
+index: ``services.audit.adapters.disclosure_index``) beside what the accounting did before that
+index (every event of the client's cases read and classified: the same answer, computed from
+the timelines), and GetCaseAsSeen of one case (state and policy facts folded up to T, U's
+reads). Every call records its own access, as in the product, so the histories grow by one event
+per call measured.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from bench.common import (
     replace_section,
     rotations,
 )
+from casetrail_platform.policy.guard import DEFAULT_HOME_AGENCY as HOME_AGENCY
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.vocabulary import POLICY_VERSION
 from casetrail_platform.projections.runner import BusProjectionHandler
@@ -52,8 +56,13 @@ from events.catalog.values import NeedCategory
 from events.catalog_registry import default_registry
 from events.envelope import Actor, EventMetadata, RecordedEvent
 from services.audit.adapters.client_cases import ClientCasesProjection, ReadModelClientCases
+from services.audit.adapters.disclosure_index import (
+    DisclosureIndexProjection,
+    ReadModelDisclosureIndex,
+)
 from services.audit.adapters.timeline import ReadModelTimelines, TimelineProjection
 from services.audit.app import as_seen, disclosures, queries
+from services.audit.domain.disclosures import disclosure_of
 from services.audit.domain.history import TimeBasis
 from services.audit.entrypoints.reviews import state_rendering
 
@@ -155,6 +164,7 @@ async def run(options: argparse.Namespace, directory: Path) -> list[list[str]]:
         handlers = [
             BusProjectionHandler(read_models, TimelineProjection()),
             BusProjectionHandler(read_models, ClientCasesProjection()),
+            BusProjectionHandler(read_models, DisclosureIndexProjection(HOME_AGENCY)),
         ]
         for case_id in cases:
             history = case_history(case_id, options.reads, start)
@@ -167,6 +177,15 @@ async def run(options: argparse.Namespace, directory: Path) -> list[list[str]]:
             access=AccessControl(store, None, "casetrail/audit"),
         )
         client_cases = ReadModelClientCases(read_models)
+        index = ReadModelDisclosureIndex(read_models, default_registry())
+
+        async def classify_every_event() -> int:
+            found = 0
+            for case_id in await client_cases.cases_of(CLIENT):
+                events = await deps.timelines.events_of(case_id)
+                found += sum(disclosure_of(e, HOME_AGENCY) is not None for e in events)
+            return found
+
         at = start + timedelta(seconds=10 + options.reads // 2)
         period = disclosures.period(start - timedelta(days=1), datetime.now(UTC))
         calls: dict[str, Callable[[], Awaitable[object]]] = {
@@ -175,7 +194,10 @@ async def run(options: argparse.Namespace, directory: Path) -> list[list[str]]:
                 deps, AUDITOR, cases[0], at, TimeBasis.RECORDED
             ),
             f"ListDisclosures, client of {options.cases} cases (page 100)": lambda: (
-                disclosures.list_disclosures(deps, client_cases, AUDITOR, CLIENT, period)
+                disclosures.list_disclosures(deps, client_cases, index, AUDITOR, CLIENT, period)
+            ),
+            f"  before the index: every event of the {options.cases} cases classified": (
+                classify_every_event
             ),
             "GetCaseAsSeen, one case": lambda: as_seen.case_as_seen(
                 deps, AUDITOR, cases[0], as_seen.UserClaims(PARTNER), at, state_rendering(at)

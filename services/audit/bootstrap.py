@@ -13,6 +13,10 @@ from casetrail_platform.ledger.directory import LedgerDirectory
 from casetrail_platform.ledger.witness import Witness
 from casetrail_platform.policy.guard import AccessControl
 from services.audit.adapters.client_cases import ClientCasesProjection, ReadModelClientCases
+from services.audit.adapters.disclosure_index import (
+    DisclosureIndexProjection,
+    ReadModelDisclosureIndex,
+)
 from services.audit.adapters.timeline import ReadModelTimelines, TimelineProjection
 from services.audit.app.handlers import SERVICE
 from services.audit.app.ledger import LedgerDeps, run_witness
@@ -31,8 +35,13 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     # bus. The projection ignores whichever copy comes second.
     host.subscribe(timeline)
     host.project_own_events(timeline)
-    # Which cases each client has, for the accounting of disclosures (asked per client).
+    # Which cases each client has, and each case's disclosures, for the accounting of
+    # disclosures (asked per client); audit's own reads (an export for a court) count too.
     host.subscribe(ClientCasesProjection())
+    access = AccessControl(host.store, None, host.source)
+    disclosure_index = DisclosureIndexProjection(access.home_agency)
+    host.subscribe(disclosure_index)
+    host.project_own_events(disclosure_index)
     timelines = ReadModelTimelines(host.read_models, infra.registry)
     directory = LedgerDirectory(infra)
     host.close_with(directory.close)
@@ -42,11 +51,11 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
         store=host.store,
         find_event=timelines.event,
     )
-    access = AccessControl(host.store, None, host.source)
     servicer = AuditServicer(
         AuditDeps(timelines=timelines, store=host.store, access=access),
         ledger_deps,
         ReadModelClientCases(host.read_models),
+        ReadModelDisclosureIndex(host.read_models, infra.registry),
     )
 
     async def witness(stop: asyncio.Event, health_servicer: health.aio.HealthServicer) -> None:

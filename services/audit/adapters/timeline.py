@@ -56,12 +56,13 @@ _CLOCKS = {TimeBasis.OCCURRED: "o", TimeBasis.RECORDED: "r"}
 _EPOCH_SHIFT = 62_135_596_800_000_000
 """Microseconds from 0001-01-01 to the Unix epoch: shifted times are never negative, so their
 zero-padded digits sort as the times do."""
-_END = "~"
+KEY_END = "~"
 """Above every character of a key (identifiers, digits, '|', '/')."""
 _READ_ALL = 1000
 
 
-def _micros(value: int) -> str:
+def sortable_micros(value: int) -> str:
+    """Microseconds since the Unix epoch as digits whose order is the times' order."""
     return f"{value + _EPOCH_SHIFT:020d}"
 
 
@@ -71,7 +72,10 @@ def sort_suffix(recorded: RecordedEvent, basis: TimeBasis) -> str:
     stored = to_micros(recorded.recorded_at)
     first, second = (occurred, stored) if basis is TimeBasis.OCCURRED else (stored, occurred)
     source, stream = recorded.metadata.source, recorded.stream
-    return f"{_micros(first)}|{_micros(second)}|{source}|{stream}|{recorded.sequence:020d}"
+    return (
+        f"{sortable_micros(first)}|{sortable_micros(second)}|{source}|{stream}"
+        f"|{recorded.sequence:020d}"
+    )
 
 
 def lane_of(event_type: str) -> str:
@@ -212,7 +216,7 @@ class ReadModelTimelines:
         low = prefix
         while True:
             rows = await self._read_models.key_range(
-                EVENTS, KeyRange(low, prefix + _END, limit=_READ_ALL)
+                EVENTS, KeyRange(low, prefix + KEY_END, limit=_READ_ALL)
             )
             events.extend(self._decode(case_id, document["event"]) for _, document in rows)
             if len(rows) < _READ_ALL:
@@ -241,15 +245,15 @@ def _key_range(
     case_id: str, query: TimelineQuery, lane: str, cursor: PageCursor | None, limit: int
 ) -> KeyRange:
     prefix = _prefix(case_id, query.basis, lane)
-    low, high = prefix, prefix + _END
+    low, high = prefix, prefix + KEY_END
     if query.since is not None:
         # Keys of events at `since` extend these digits, so they sort after them.
-        low = max(low, prefix + _micros(to_micros(query.since)), key=str.encode)
+        low = max(low, prefix + sortable_micros(to_micros(query.since)), key=str.encode)
     last = min(
         (moment for moment in (query.as_of, query.until) if moment is not None), default=None
     )
     if last is not None:
-        high = min(high, prefix + _micros(to_micros(last)) + _END, key=str.encode)
+        high = min(high, prefix + sortable_micros(to_micros(last)) + KEY_END, key=str.encode)
     if cursor is not None and cursor.backward:
         high = min(high, prefix + cursor.suffix, key=str.encode)
     elif cursor is not None:

@@ -15,14 +15,14 @@ from typing import Protocol
 
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.decide import any_rule_for
-from casetrail_platform.policy.facts import entry_of
 from casetrail_platform.policy.guard import Answer
 from casetrail_platform.policy.guard import Disclosure as Released
 from casetrail_platform.policy.vocabulary import Action, Decision
 from casetrail_platform.queries import QueryContext
-from events.catalog.access import RecordSection
+from events.catalog.access import AccessPurpose, ConsentGranted, RecordSection
+from events.envelope import RecordedEvent, to_micros
 from services.audit.app.queries import AuditDeps
-from services.audit.domain.disclosures import Disclosure, DisclosureKey, disclosures_of
+from services.audit.domain.disclosures import Disclosure, DisclosureKey, disclosure_of
 from services.audit.domain.errors import ClientNotFound, invalid
 
 ACTION = Action.ACCOUNT_DISCLOSURES
@@ -30,6 +30,25 @@ MAX_PERIOD_YEARS = 6
 """45 CFR 164.528(a): an accounting covers at most the six years before the request."""
 ACCOUNTING_SUBJECT = "disclosure-accounting"
 """Where a refused accounting is recorded when the client has no case to record it under."""
+
+
+class DisclosureIndex(Protocol):
+    """Each case's disclosures by disclosed-at (``adapters.disclosure_index``); periods are
+    inclusive bounds in microseconds since the Unix epoch."""
+
+    async def count(self, case_id: str, start: int, end: int) -> int: ...
+
+    async def page(
+        self,
+        case_ids: list[str],
+        start: int,
+        end: int,
+        after: DisclosureKey | None,
+        size: int,
+    ) -> tuple[list[RecordedEvent], bool]:
+        """Up to ``size`` disclosure events of the cases after ``after``, in the accounting's
+        order, and whether more follow."""
+        ...
 
 
 class ClientCases(Protocol):
@@ -78,6 +97,7 @@ def six_years_before(moment: datetime) -> datetime:
 async def list_disclosures(
     deps: AuditDeps,
     client_cases: ClientCases,
+    index: DisclosureIndex,
     viewer: QueryContext,
     client_id: str,
     asked: Period,
@@ -97,40 +117,37 @@ async def list_disclosures(
         decision = access.decide(who, ACTION, viewer.purpose, None)
         refused_for = case_ids or [ACCOUNTING_SUBJECT]
         await access.refuse_cases(who, ACTION, viewer.purpose, refused_for, decision)
-    # The index and the timelines are fed by separate consumers: a case whose events have not
-    # reached its timeline yet has nothing to account for yet.
-    histories = {
-        case_id: events
+    # The client-cases index and the timelines are fed by separate consumers: a case whose
+    # events have not reached its timeline yet has nothing to account for yet.
+    facts_of = {
+        case_id: entries
         for case_id in case_ids
-        if (events := await deps.timelines.events_of(case_id))
+        if (entries := await deps.timelines.facts_of(case_id)) is not None
     }
-    if not histories:
+    if not facts_of:
         raise ClientNotFound(client_id)
-    case_ids = list(histories)
+    case_ids = list(facts_of)
     decisions: dict[str, Decision] = {}
-    for case_id, events in histories.items():
-        entries = [entry for entry in map(entry_of, events) if entry is not None]
+    for case_id, entries in facts_of.items():
         facts = await access.case_facts(case_id, entries)
         decisions[case_id] = access.decide(who, ACTION, viewer.purpose, facts)
     refused = [case_id for case_id, decision in decisions.items() if not decision.allowed]
     if refused:
         await access.refuse_cases(who, ACTION, viewer.purpose, refused, decisions[refused[0]])
-    found = sorted(
-        (
-            disclosure
-            for case_id, events in histories.items()
-            for disclosure in disclosures_of(events, access.home_agency)
-            if asked.holds(disclosure.disclosed_at)
-        ),
-        key=lambda disclosure: disclosure.key,
-    )
-    start = (
-        0
-        if cursor is None
-        else next((i for i, disclosure in enumerate(found) if disclosure.key > cursor), len(found))
-    )
-    page = found[start : start + page_size]
-    more = start + page_size < len(found)
+    start, end = to_micros(asked.start), to_micros(asked.end)
+    total = sum([await index.count(case_id, start, end) for case_id in case_ids])
+    events, more = await index.page(case_ids, start, end, cursor, page_size)
+    purposes = {
+        entry["consent_id"]: AccessPurpose(entry["purpose"])
+        for entries in facts_of.values()
+        for entry in entries
+        if entry["type"] == ConsentGranted.event_type
+    }
+    page = [
+        disclosure
+        for recorded in events
+        if (disclosure := disclosure_of(recorded, access.home_agency, purposes)) is not None
+    ]
     await access.release(
         answer,
         who,
@@ -140,4 +157,5 @@ async def list_disclosures(
             for case_id in case_ids
         ],
     )
-    return DisclosurePage(page, page[-1].key if more and page else None, len(found), case_ids)
+    next_cursor = page[-1].key if more and page else None
+    return DisclosurePage(page, next_cursor, total, case_ids)

@@ -19,14 +19,14 @@ and the client's own reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from casetrail_platform.policy.vocabulary import REFERRED_SECTIONS
 from events.catalog.access import (
     AccessPurpose,
-    ConsentGranted,
     DisclosureBasis,
     RecipientKind,
     RecordAccessed,
@@ -75,20 +75,6 @@ class Disclosure:
         return (to_micros(self.disclosed_at), str(self.recorded.event_id))
 
 
-def disclosures_of(events: Iterable[RecordedEvent], home_agency: str) -> list[Disclosure]:
-    """The disclosures among one case's events, oldest first."""
-    history = list(events)
-    purposes = {
-        e.event.consent_id: e.event.purpose for e in history if isinstance(e.event, ConsentGranted)
-    }
-    found = [
-        disclosure
-        for recorded in history
-        if (disclosure := disclosure_of(recorded, home_agency, purposes)) is not None
-    ]
-    return sorted(found, key=lambda disclosure: disclosure.key)
-
-
 def disclosure_of(
     recorded: RecordedEvent,
     home_agency: str,
@@ -103,15 +89,36 @@ def disclosure_of(
     return None
 
 
+def read_is_disclosure(data: Mapping[str, Any], home_agency: str) -> bool:
+    """Whether a ``record.accessed`` is a disclosure, from its data as JSON at the current
+    schema version (``RecordedEvent.data``): audit indexes every read it receives, and
+    decoding each only to find it internal would cost more than the read's own record."""
+    emergency = data.get("emergency_access_id") is not None or data.get("rule") == BREAK_GLASS_RULE
+    return _outside_care(
+        data.get("accessor_agency_id") or home_agency,
+        data.get("accessor_role"),
+        emergency,
+        data.get("purpose"),
+        home_agency,
+    )
+
+
+def _outside_care(
+    agency: str, role: object, emergency: bool, purpose: object, home_agency: str
+) -> bool:
+    """The rule of the module's docstring, for a read by ``role`` of ``agency``."""
+    if role == Role.CLIENT and agency == home_agency and not emergency:
+        return False
+    return agency != home_agency or emergency or purpose == AccessPurpose.LEGAL_OBLIGATION
+
+
 def _read(recorded: RecordedEvent, event: RecordAccessed, home_agency: str) -> Disclosure | None:
     agency = event.accessor_agency_id or home_agency
     emergency = event.emergency_access_id is not None or event.rule == BREAK_GLASS_RULE
-    if event.accessor_role is Role.CLIENT and agency == home_agency and not emergency:
+    if not _outside_care(agency, event.accessor_role, emergency, event.purpose, home_agency):
         return None
     outside = agency != home_agency
     legal = event.purpose is AccessPurpose.LEGAL_OBLIGATION
-    if not (outside or emergency or legal):
-        return None
     if event.consent_id is not None:
         basis: DisclosureBasis | None = DisclosureBasis.CONSENT
     elif emergency:

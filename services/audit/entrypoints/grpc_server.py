@@ -30,10 +30,12 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         deps: queries.AuditDeps,
         ledger_deps: ledger.LedgerDeps | None = None,
         client_cases: disclosures.ClientCases | None = None,
+        disclosure_index: disclosures.DisclosureIndex | None = None,
     ) -> None:
         self._deps = deps
         self._ledger_deps = ledger_deps
         self._client_cases = client_cases
+        self._disclosure_index = disclosure_index
 
     @property
     def _ledger(self) -> ledger.LedgerDeps:
@@ -262,8 +264,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def ListDisclosures(
         self, request: audit_pb2.ListDisclosuresRequest, context: Context
     ) -> audit_pb2.ListDisclosuresResponse:
-        if self._client_cases is None:
-            raise NotFound("client index", "this audit server has none")
+        if self._client_cases is None or self._disclosure_index is None:
+            raise NotFound("disclosure index", "this audit server has none")
         read = RequestReader()
         viewer = read.viewer(principal_of(context), request.context)
         client_id = read.identifier(request.client_id, "client_id") or ""
@@ -276,6 +278,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         page = await disclosures.list_disclosures(
             self._deps,
             self._client_cases,
+            self._disclosure_index,
             viewer,
             client_id,
             asked,

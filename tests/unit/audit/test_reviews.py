@@ -34,7 +34,12 @@ from events.catalog.referrals import ReferralAccepted, ReferralMade
 from events.catalog.scheduling import LocationKind, ServiceKind, ServiceLocation, ServiceScheduled
 from events.catalog.values import NeedCategory, Provider, Urgency
 from events.envelope import Actor, RecordedEvent
+from events.registry import EventRegistry
 from services.audit.adapters.client_cases import ClientCasesProjection, ReadModelClientCases
+from services.audit.adapters.disclosure_index import (
+    DisclosureIndexProjection,
+    ReadModelDisclosureIndex,
+)
 from services.audit.adapters.timeline import TimelineProjection
 from services.audit.app.disclosures import period, six_years_before
 from services.audit.app.queries import AuditDeps
@@ -186,13 +191,25 @@ def history() -> list[RecordedEvent]:
 
 @pytest.fixture
 async def audit(
-    deps: AuditDeps, read_models: SqliteReadModelStore, issuer: TestIssuer
+    deps: AuditDeps,
+    read_models: SqliteReadModelStore,
+    registry: EventRegistry,
+    issuer: TestIssuer,
 ) -> AsyncIterator[audit_pb2_grpc.AuditServiceAsyncStub]:
-    for projection in (TimelineProjection(), ClientCasesProjection()):
+    for projection in (
+        TimelineProjection(),
+        ClientCasesProjection(),
+        DisclosureIndexProjection(HOME),
+    ):
         handler = BusProjectionHandler(read_models, projection)
         for recorded in history():
             await handler(recorded)
-    servicer = AuditServicer(deps, None, ReadModelClientCases(read_models))
+    servicer = AuditServicer(
+        deps,
+        None,
+        ReadModelClientCases(read_models),
+        ReadModelDisclosureIndex(read_models, registry),
+    )
     async with audit_server(servicer, issuer) as stub:
         yield stub
 
