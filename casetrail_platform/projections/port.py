@@ -135,6 +135,13 @@ class ReadModelStore(ABC):
         """How many documents ``keys`` holds, whatever its limit."""
         return len([item async for item in self.scan(collection) if keys.holds(*item)])
 
+    async def applied_position(self, projection: str) -> int:
+        """``projection``'s position at the last commit, read without taking part in any
+        transaction (nothing locked, nothing written); 0 before its first event. Adapters
+        read it on their reader; this default goes through a transaction."""
+        async with self.transaction() as transaction:
+            return await transaction.position(projection)
+
     @abstractmethod
     async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
         """Forget a projection's documents and tracking, to rebuild it from zero."""

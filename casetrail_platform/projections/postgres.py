@@ -98,6 +98,16 @@ class PostgresReadModelStore(ReadModelStore):
     async def get(self, collection: str, key: str) -> Document | None:
         return await self._reader.run(lambda connection: _get(connection, collection, key))
 
+    async def applied_position(self, projection: str) -> int:
+        async def read(connection: Connection) -> int:
+            cursor = await connection.execute(
+                "SELECT position FROM projection_positions WHERE projection = %s", (projection,)
+            )
+            row = await cursor.fetchone()
+            return 0 if row is None else int(row[0])
+
+        return await self._reader.run(read)
+
     async def find(
         self,
         collection: str,

@@ -131,6 +131,9 @@ class SqliteReadModelStore(ReadModelStore):
     ) -> list[Document]:
         return _find(self._reader, collection, equals or {}, contains or {}, limit)
 
+    async def applied_position(self, projection: str) -> int:
+        return _position(self._reader, projection)
+
     async def scan(self, collection: str) -> AsyncIterator[tuple[str, Document]]:
         rows = self._reader.execute(
             "SELECT key, document FROM documents WHERE collection = ? ORDER BY key", (collection,)
@@ -242,10 +245,7 @@ class _SqliteTransaction(DocumentTransaction):
         return _find(self._connection, collection, equals or {}, {}, limit=-1)
 
     async def position(self, projection: str) -> int:
-        row = self._connection.execute(
-            "SELECT position FROM projection_positions WHERE projection = ?", (projection,)
-        ).fetchone()
-        return 0 if row is None else int(row[0])
+        return _position(self._connection, projection)
 
     async def set_position(self, projection: str, position: int) -> None:
         self._connection.execute(
@@ -326,3 +326,10 @@ def _path(field: str) -> str:
     if not field.replace("_", "").isalnum():
         raise ValueError(f"read-model field names are plain identifiers, not {field!r}")
     return f"$.{field}"
+
+
+def _position(connection: sqlite3.Connection, projection: str) -> int:
+    row = connection.execute(
+        "SELECT position FROM projection_positions WHERE projection = ?", (projection,)
+    ).fetchone()
+    return 0 if row is None else int(row[0])

@@ -117,9 +117,16 @@ class AuditClient:
             raise AuditRefused(refusal_of(error)) from None
         return response.state
 
-    async def access_log(self, caller: Caller, case_id: str) -> audit_pb2.GetAccessLogResponse:
-        """The case's recorded accesses and refusals."""
-        request = audit_pb2.GetAccessLogRequest(context=query(caller.purpose), case_id=case_id)
+    async def access_log(
+        self, caller: Caller, case_id: str, *, page_size: int, page_token: str
+    ) -> audit_pb2.GetAccessLogResponse:
+        """A page of the case's recorded accesses and refusals, oldest first."""
+        request = audit_pb2.GetAccessLogRequest(
+            context=query(caller.purpose),
+            case_id=case_id,
+            page_size=page_size,
+            page_token=page_token,
+        )
         try:
             response: audit_pb2.GetAccessLogResponse = await self._stub.GetAccessLog(
                 request, metadata=caller.metadata()

@@ -361,7 +361,16 @@ async def compare(request: Request) -> Response:
 async def access(request: Request) -> Response:
     session = signed_in(request)
     case_id = pages.case_id(request.path_params["case_id"])
-    log = await console_of(request).client().access_log(caller(session), case_id)
+    token = pages.page_token(request.query_params.get("page"))
+    log = (
+        await console_of(request)
+        .client()
+        .access_log(caller(session), case_id, page_size=pages.PAGE_SIZE, page_token=token)
+    )
+
+    def link(to: str) -> str:
+        return f"/cases/{case_id}/access" + (f"?{urlencode({'page': to})}" if to else "")
+
     return render(
         request,
         "access.html",
@@ -370,6 +379,8 @@ async def access(request: Request) -> Response:
         view="access",
         records=log.records,
         refusals=log.refusals,
+        first_link=link("") if token else "",
+        next_link=link(log.next_page_token) if log.next_page_token else "",
         moment_of=lambda value: pages.shown(value.ToDatetime(tzinfo=UTC)),
     )
 

@@ -184,6 +184,24 @@ async def test_a_failed_transaction_leaves_nothing_behind(read_models: ReadModel
         assert await transaction.position("p") == 0
 
 
+async def test_the_applied_position_is_the_last_committed_one(
+    read_models: ReadModelStore,
+) -> None:
+    assert await read_models.applied_position("p") == 0
+    async with read_models.transaction() as transaction:
+        await transaction.set_position("p", 9)
+
+    async def move_then_fail() -> None:
+        async with read_models.transaction() as transaction:
+            await transaction.set_position("p", 12)
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        await move_then_fail()
+    assert await read_models.applied_position("p") == 9
+    assert await read_models.applied_position("other") == 0
+
+
 async def test_append_to_list_adds_one_item_to_a_stored_document(
     read_models: ReadModelStore,
 ) -> None:

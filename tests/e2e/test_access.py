@@ -137,7 +137,9 @@ async def test_consent_gates_the_partner_and_revocation_refuses_its_next_read(
     kinds = [a.event_type for a in activity.activities]
     assert kinds.count("casetrail.record.accessed") >= 2
     log = await auditor.audit.GetAccessLog(
-        audit_pb2.GetAccessLogRequest(context=query("confidentiality_review"), case_id=case.case_id)
+        audit_pb2.GetAccessLogRequest(
+            context=query("confidentiality_review"), case_id=case.case_id, page_size=1000
+        )
     )
     partner_reads = [r for r in log.records if r.accessor.user_id == PARTNER]
     assert partner_reads
@@ -239,8 +241,9 @@ async def recorded_accesses(
 ) -> list[audit_pb2.AccessRecord]:
     """The case's accesses since ``since`` as audit has them (once ``expect`` have arrived),
     not counting the log reads themselves."""
+    # Every poll below adds a read of the log: one page holds them all (at most 1000).
     request = audit_pb2.GetAccessLogRequest(
-        context=query("confidentiality_review"), case_id=case.case_id
+        context=query("confidentiality_review"), case_id=case.case_id, page_size=1000
     )
 
     def new(log: audit_pb2.GetAccessLogResponse) -> list[audit_pb2.AccessRecord]:

@@ -122,9 +122,17 @@ async def test_the_grantee_reads_in_every_service_inside_the_window_only(
     case = await new_case(casetrail, "housing")
     stubs = casetrail.stubs.as_(ON_CALL)
     emergency = query("emergency")
-    # Before breaking the glass: refused.
-    before = await refused(
-        stubs.planning.GetCaseView(pl.GetCaseViewRequest(context=emergency, case_id=case.case_id))
+    # Before breaking the glass: refused (once planning knows the case: NOT_FOUND until the
+    # case arrives over the bus).
+    before = await eventually(
+        lambda: refused(
+            stubs.planning.GetCaseView(
+                pl.GetCaseViewRequest(context=emergency, case_id=case.case_id)
+            )
+        ),
+        lambda refusal: refusal.code is not grpc.StatusCode.NOT_FOUND,
+        what="planning to learn the case",
+        patience=casetrail.patience,
     )
     assert (before.code, before.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
     opened = await stubs.intake.OpenEmergencyAccess(opening(case))

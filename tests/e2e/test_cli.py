@@ -128,7 +128,9 @@ async def test_only_an_auditor_tails_a_store_and_every_case_shown_is_recorded(
             log = await eventually(
                 lambda: connection.as_(AUDITOR).audit.GetAccessLog(
                     audit_pb2.GetAccessLogRequest(
-                        context=query("confidentiality_review"), case_id=case_id
+                        context=query("confidentiality_review"),
+                        case_id=case_id,
+                        page_size=1000,
                     )
                 ),
                 lambda answer: any(r.source == TAIL_SOURCE for r in answer.records),

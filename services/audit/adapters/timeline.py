@@ -25,7 +25,7 @@ normal) and audit's own store both carry audit's own access events.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -102,11 +102,7 @@ class TimelineProjection(Projection):
         # Marked first, in the same transaction: checked and set in one statement.
         if not await transaction.put_new(SEEN, event_id, {"case_id": case_id, "key": event_key}):
             return
-        indexed = {
-            "type": recorded.event_type,
-            "actor": recorded.metadata.actor.user_id,
-            "event": event_key,
-        }
+        indexed = _indexed(recorded, event_key)
         # The event and its place on both clocks in one statement (one round trip).
         await transaction.put_many(
             [
@@ -162,28 +158,48 @@ class ReadModelTimelines:
         return [] if document is None else list(document["entries"])
 
     async def page(
-        self, case_id: str, query: TimelineQuery, cursor: PageCursor | None, size: int
+        self,
+        case_id: str,
+        query: TimelineQuery,
+        cursor: PageCursor | None,
+        size: int,
+        unindexed: Sequence[RecordedEvent] = (),
     ) -> IndexPage:
         """``size`` entries of the view in its clock's order, read from the index only: each
-        lane is read up to ``size + 1`` keys and the lanes are merged on their sort keys."""
+        lane is read up to ``size + 1`` keys and the lanes are merged on their sort keys.
+        ``unindexed``: events of the case the index may not hold yet, merged in where they
+        belong when the view takes them (one that is indexed already is listed once)."""
         backward = cursor is not None and cursor.backward
-        found: list[tuple[str, dict[str, Any]]] = []
+        found: dict[str, tuple[dict[str, Any], RecordedEvent | None]] = {}
         for lane in _lanes(query):
             keys = _key_range(case_id, query, lane, cursor, size + 1)
             prefix = _prefix(case_id, query.basis, lane)
+            for event in unindexed:
+                suffix = sort_suffix(event, query.basis)
+                if lane_of(event.event_type) == lane and keys.holds(
+                    prefix + suffix, _indexed(event, "")
+                ):
+                    found[suffix] = ({}, event)
             rows = await self._read_models.key_range(INDEX, keys)
-            found.extend((key.removeprefix(prefix), document) for key, document in rows)
-        found.sort(key=lambda item: item[0].encode(), reverse=backward)
-        chosen = found[:size]
+            found.update((key.removeprefix(prefix), (document, None)) for key, document in rows)
+        ordered = sorted(found.items(), key=lambda item: item[0].encode(), reverse=backward)
+        chosen = ordered[:size]
         if backward:
             chosen.reverse()
         entries = []
-        for _, document in chosen:
+        for _, (document, given) in chosen:
+            if given is not None:
+                entries.append(given)
+                continue
             stored = await self._read_models.get(EVENTS, document["event"])
             if stored is None:
                 raise RuntimeError(f"timeline event {document['event']!r} is missing")
             entries.append(self._decode(case_id, stored["event"]))
         return IndexPage(entries, [suffix for suffix, _ in chosen], more=len(found) > size)
+
+    async def own_position(self) -> int:
+        """The position in audit's own store up to which its events are in the timeline."""
+        return await self._read_models.applied_position(TimelineProjection.name)
 
     async def count(self, case_id: str, query: TimelineQuery) -> int:
         """Events in the whole view (all pages)."""
@@ -265,6 +281,15 @@ def _key_range(
         where["actor"] = [query.actor_id]
     backward = cursor is not None and cursor.backward
     return KeyRange(low, high, where, descending=backward, limit=limit)
+
+
+def _indexed(recorded: RecordedEvent, event_key: str) -> dict[str, Any]:
+    """An index entry: what a page's filters look at, and where the event is."""
+    return {
+        "type": recorded.event_type,
+        "actor": recorded.metadata.actor.user_id,
+        "event": event_key,
+    }
 
 
 def _new_header(case_id: str) -> dict[str, Any]:

@@ -43,9 +43,19 @@ class CaseTimelines(Protocol):
         ...
 
     async def page(
-        self, case_id: str, query: TimelineQuery, cursor: PageCursor | None, size: int
+        self,
+        case_id: str,
+        query: TimelineQuery,
+        cursor: PageCursor | None,
+        size: int,
+        unindexed: Sequence[RecordedEvent] = (),
     ) -> IndexPage:
-        """One page of the case's view, read from an index (never the whole case)."""
+        """One page of the case's view, read from an index (never the whole case), with
+        ``unindexed`` events (not in the index yet) merged in where they belong."""
+        ...
+
+    async def own_position(self) -> int:
+        """The position in audit's own store up to which its events are in the timelines."""
         ...
 
     async def count(self, case_id: str, query: TimelineQuery) -> int: ...
@@ -165,26 +175,56 @@ async def export_case(
     return ordered
 
 
+ACCESS_LOG = TimelineQuery(
+    TimeBasis.OCCURRED,
+    event_types=frozenset({RecordAccessed.event_type, RecordAccessDenied.event_type}),
+)
+"""The access log: a case's accessed and denied records on the occurred clock."""
+
+
+@dataclass(frozen=True)
+class AccessLogPage:
+    entries: list[RecordedEvent]
+    """Accesses and refusals, oldest first."""
+    next_cursor: PageCursor | None
+
+
 async def get_access_log(
     deps: AuditDeps,
     viewer: QueryContext,
     case_id: str,
     principal: Principal | None = None,
     answer: Answer | None = None,
-) -> list[RecordedEvent]:
-    """Every recorded access to the case and every refusal, oldest first, this one included.
+    *,
+    page_size: int = 100,
+    cursor: PageCursor | None = None,
+) -> AccessLogPage:
+    """A page of the recorded accesses to the case and its refusals, oldest first, read from
+    the timeline's index (a case read for years holds tens of thousands); the last page
+    includes this one. ``cursor`` goes forward (a token of the next page).
 
-    Audit's own store answers at once (the timeline learns of new accesses a moment later);
-    the timeline adds accesses recorded by any other service.
+    Audit's own store answers at once: its accesses the timeline has not taken in yet (this
+    one, at least) are merged into the page where they belong.
     """
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
     allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
     await _release(deps, viewer, allowed, case_id, (), (RecordSection.ACCESS_LOG,), answer=answer)
-    timeline = await deps.timelines.accesses_of(case_id)
-    own = await deps.store.read_stream(access_stream(case_id))
-    kinds = (RecordAccessed, RecordAccessDenied)
-    merged = {e.event_id: e for e in [*timeline, *own] if isinstance(e.event, kinds)}
-    return history.view(merged.values(), TimeBasis.OCCURRED)
+    own = await _own_accesses_not_in_timeline(deps, case_id)
+    page = await deps.timelines.page(case_id, ACCESS_LOG, cursor, page_size, own)
+    last = page.suffixes[-1] if page.suffixes else None
+    return AccessLogPage(page.entries, PageCursor(last) if page.more and last else None)
+
+
+async def _own_accesses_not_in_timeline(deps: AuditDeps, case_id: str) -> list[RecordedEvent]:
+    """The case's access records in audit's own store after the position the timeline has
+    taken in: a moment's worth while it keeps up (as many as it lags behind otherwise)."""
+    stream = access_stream(case_id)
+    after = await deps.timelines.own_position()
+    found: list[RecordedEvent] = []
+    while batch := await deps.store.read_all(after, limit=1000):
+        found.extend(recorded for recorded in batch if recorded.stream == stream)
+        after = batch[-1].position
+    return found
 
 
 LEDGER_SUBJECT = "ledger"

@@ -156,21 +156,34 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         read = RequestReader()
         viewer = read.viewer(principal_of(context), request.context)
         case_id = read.case_id(request.case_id)
+        page_size = read.page_size(request.page_size)
+        cursor = read.forward_page_token(request.page_token, case_id, queries.ACCESS_LOG.basis)
         read.done()
-        accesses = await queries.get_access_log(
-            self._deps, viewer, case_id, principal_of(context), answer=context
+        page = await queries.get_access_log(
+            self._deps,
+            viewer,
+            case_id,
+            principal_of(context),
+            answer=context,
+            page_size=page_size,
+            cursor=cursor,
         )
         return audit_pb2.GetAccessLogResponse(
             records=[
                 responses.access_record(recorded)
-                for recorded in accesses
+                for recorded in page.entries
                 if isinstance(recorded.event, RecordAccessed)
             ],
             refusals=[
                 responses.access_refusal(recorded)
-                for recorded in accesses
+                for recorded in page.entries
                 if isinstance(recorded.event, RecordAccessDenied)
             ],
+            next_page_token=(
+                ""
+                if page.next_cursor is None
+                else page_token(case_id, queries.ACCESS_LOG.basis, page.next_cursor)
+            ),
         )
 
     @override

@@ -132,6 +132,16 @@ class RequestReader:
             return None
         return PageCursor(suffix, backward=direction == "before")
 
+    def forward_page_token(
+        self, token: str, case_id: str, basis: TimeBasis, field: str = "page_token"
+    ) -> PageCursor | None:
+        """``page_token`` of a view read forward only (a next page, never a previous one)."""
+        cursor = self.page_token(token, case_id, basis, field)
+        if cursor is not None and cursor.backward:
+            self.problems.append(FieldProblem(field, "goes backward; this view pages forward"))
+            return None
+        return cursor
+
     def timeline_query(
         self, request: audit_pb2.GetTimelineRequest, basis: TimeBasis, types: frozenset[str]
     ) -> TimelineQuery:

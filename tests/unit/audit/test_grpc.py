@@ -154,6 +154,52 @@ async def test_every_read_is_in_the_access_log(
 
 
 @pytest.mark.usefixtures("received")
+async def test_the_access_log_pages_with_tokens_of_its_own_case_going_forward(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+) -> None:
+    for _ in range(4):
+        await audit.WhoDidWhat(audit_pb2.WhoDidWhatRequest(context=viewer(), case_id=CASE))
+    request = audit_pb2.GetAccessLogRequest(context=viewer(), case_id=CASE, page_size=2)
+    first = await audit.GetAccessLog(request)
+    assert len(first.records) == 2
+    assert first.next_page_token
+    request.page_token = first.next_page_token
+    second = await audit.GetAccessLog(request)
+    assert not {r.event_id for r in first.records} & {r.event_id for r in second.records}
+    assert second.records[0].occurred_at.ToDatetime() >= first.records[1].occurred_at.ToDatetime()
+
+    timeline = await audit.GetTimeline(
+        audit_pb2.GetTimelineRequest(context=viewer(), case_id=CASE, page_size=1)
+    )
+    later = await audit.GetTimeline(
+        audit_pb2.GetTimelineRequest(
+            context=viewer(), case_id=CASE, page_size=1, page_token=timeline.next_page_token
+        )
+    )
+    elsewhere = audit_pb2.GetAccessLogRequest(
+        context=viewer(), case_id="case-other", page_token=first.next_page_token
+    )
+    for bad, problem in [
+        (elsewhere, "was issued for another case_id or basis"),
+        (
+            audit_pb2.GetAccessLogRequest(
+                context=viewer(), case_id=CASE, page_token=later.previous_page_token
+            ),
+            "goes backward; this view pages forward",
+        ),
+        (
+            audit_pb2.GetAccessLogRequest(context=viewer(), case_id=CASE, page_size=1001),
+            "must be between 1 and 1000",
+        ),
+    ]:
+        code, status = await refusal(audit.GetAccessLog(bad))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT
+        (bad_request,) = details(status, error_details_pb2.BadRequest)
+        violations = bad_request.field_violations
+        assert [v.description for v in violations] == [problem]
+
+
+@pytest.mark.usefixtures("received")
 async def test_every_answer_names_the_rule_that_decided(
     audit: audit_pb2_grpc.AuditServiceAsyncStub,
 ) -> None:

@@ -108,7 +108,35 @@ async def test_access_events_join_the_case_history(
 
     log = await queries.get_access_log(deps, AUDITOR, CASE)
     # The timeline's copy and the store's copy of the first access are one access.
-    assert [e.metadata.actor.user_id for e in log] == ["auditor-kim", "super-sam", "auditor-kim"]
+    who = [e.metadata.actor.user_id for e in log.entries]
+    assert who == ["auditor-kim", "super-sam", "auditor-kim"]
+    assert log.next_cursor is None
+
+
+@pytest.mark.usefixtures("received")
+async def test_the_access_log_pages_forward_and_its_last_page_has_this_very_read(
+    deps: AuditDeps, store: SqliteEventStore, read_models: SqliteReadModelStore
+) -> None:
+    """Seven reads taken into the timeline, then pages of three; the access each page call
+    records is in audit's own store only (the timeline has not caught up), yet the last page
+    lists them, in their place."""
+    for _ in range(7):
+        await queries.get_timeline(deps, AUDITOR, CASE, TimelineQuery(TimeBasis.RECORDED))
+    await catch_up(store, read_models, TimelineProjection())
+    pages: list[list[RecordedEvent]] = []
+    cursor = None
+    while True:
+        page = await queries.get_access_log(deps, AUDITOR, CASE, page_size=3, cursor=cursor)
+        pages.append(page.entries)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    # 7 taken in and one more per page call: 11 in all, the last two on the fourth page.
+    assert [len(entries) for entries in pages] == [3, 3, 3, 2]
+    listed = [e.event_id for entries in pages for e in entries]
+    everything = [e.event_id for e in await store.read_all(0) if e.stream == f"access-{CASE}"]
+    assert listed == everything
+    assert await read_models.applied_position(TimelineProjection.name) == 7
 
 
 @pytest.mark.usefixtures("received")
