@@ -213,9 +213,9 @@ class ReadModelTimelines:
         """Every event of the case (access events included), on the occurred clock."""
         return await self._everything(f"{case_id}|")
 
-    async def accesses_of(self, case_id: str) -> list[RecordedEvent]:
-        """The case's access events (accessed and denied), on the occurred clock."""
-        return await self._everything(f"{case_id}|{ACCESSES}|")
+    async def history_of(self, case_id: str) -> list[RecordedEvent]:
+        """The case's own events (its access records left out), on the occurred clock."""
+        return await self._everything(f"{case_id}|{HISTORY}|")
 
     async def event(self, event_id: UUID) -> RecordedEvent | None:
         """The case event audit received with this id (None for one of no case)."""

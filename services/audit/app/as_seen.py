@@ -44,9 +44,11 @@ from services.audit.domain import history
 from services.audit.domain.access import STATE_SECTIONS
 from services.audit.domain.case_state import CaseState, fold
 from services.audit.domain.errors import CaseNotFound, invalid
-from services.audit.domain.history import TimeBasis
+from services.audit.domain.history import PageCursor, TimeBasis, TimelineQuery
 
 ACTION = Action.REVIEW_AS_SEEN
+READS_PAGE = 1000
+"""Index entries read per round trip when listing what U read."""
 USER_ACTION = Action.READ_CASE
 """What U's entitlement is decided for: reading the case."""
 
@@ -113,7 +115,8 @@ async def case_as_seen(
     entries = [entry for entry in map(policy_facts.entry_of, known) if entry is not None]
     facts = policy_facts.fold(case_id, entries, as_of=as_of)
     home = deps.access.home_agency
-    user, entitlement = _entitlement(claims, known, facts, home, as_of)
+    attempts = await _attempts_of(deps, case_id, claims.user_id, as_of)
+    user, entitlement = _entitlement(claims, known, attempts, facts, home, as_of)
 
     state = fold(case_id, known, TimeBasis.RECORDED) if entitlement.allowed else None
     message = rendering.render(state or fold(case_id, [], TimeBasis.RECORDED))
@@ -133,12 +136,7 @@ async def case_as_seen(
         for path in redaction.present(message, rendering.sensitive_paths)
     ]
     sections = [s for s in STATE_SECTIONS if state is not None and entitlement.discloses(s)]
-    reads = [
-        recorded
-        for recorded in known
-        if isinstance(recorded.event, RecordAccessed)
-        and recorded.event.accessor_id == claims.user_id
-    ]
+    reads = [recorded for recorded in attempts if isinstance(recorded.event, RecordAccessed)]
     await deps.access.release(
         answer,
         reviewer,
@@ -162,36 +160,60 @@ async def _reviewed(
 ) -> tuple[Principal, Decision, list[RecordedEvent]]:
     """The reviewer, the policy's decision to let them review the case (a refusal is recorded
     and raised; a role that may never review learns nothing, not even whether the case
-    exists) and the case's whole history."""
+    exists) and the case's own history (its access records left out: a case read for years
+    holds tens of thousands, and U's are read apart, ``_attempts_of``)."""
     access = deps.access
     reviewer = principal or Principal(
         viewer.actor.user_id, viewer.actor.role, access.home_agency, "in-process"
     )
     await access.require_role(reviewer, ACTION, viewer.purpose, case_id)
-    everything = await deps.timelines.events_of(case_id)
-    if not everything:
+    entries = await deps.timelines.facts_of(case_id)
+    own = await deps.timelines.history_of(case_id)
+    if entries is None or not own:
         raise CaseNotFound(case_id)
-    entries = [entry for entry in map(policy_facts.entry_of, everything) if entry is not None]
     facts = await access.case_facts(case_id, entries)
-    return reviewer, await access.authorize(reviewer, ACTION, viewer.purpose, facts), everything
+    return reviewer, await access.authorize(reviewer, ACTION, viewer.purpose, facts), own
+
+
+async def _attempts_of(
+    deps: AuditDeps, case_id: str, user_id: str, as_of: datetime
+) -> list[RecordedEvent]:
+    """``user_id``'s reads of the case and refused attempts as recorded up to ``as_of``, oldest
+    first, from the timeline's index (filtered there on the recorder, who is the reader:
+    ``AccessControl`` records with its principal as the actor)."""
+    query = TimelineQuery(
+        TimeBasis.RECORDED,
+        as_of=as_of,
+        event_types=frozenset({RecordAccessed.event_type, RecordAccessDenied.event_type}),
+        actor_id=user_id,
+    )
+    attempts: list[RecordedEvent] = []
+    cursor: PageCursor | None = None
+    while True:
+        page = await deps.timelines.page(case_id, query, cursor, READS_PAGE)
+        attempts.extend(
+            recorded
+            for recorded in page.entries
+            if isinstance(recorded.event, RecordAccessed | RecordAccessDenied)
+            and recorded.event.accessor_id == user_id
+        )
+        if not page.more:
+            return attempts
+        cursor = PageCursor(page.suffixes[-1])
 
 
 def _entitlement(
     claims: UserClaims,
     known: Sequence[RecordedEvent],
+    attempts: Sequence[RecordedEvent],
     facts: policy_facts.CaseFacts,
     home_agency: str,
     as_of: datetime,
 ) -> tuple[UserAtTime, Decision]:
-    latest = next(
-        (
-            recorded.event
-            for recorded in reversed(known)
-            if isinstance(recorded.event, RecordAccessed | RecordAccessDenied)
-            and recorded.event.accessor_id == claims.user_id
-        ),
-        None,
-    )
+    """``known``: the case's own events recorded up to ``as_of``; ``attempts``: U's reads and
+    refused attempts recorded up to then, oldest first."""
+    latest = attempts[-1].event if attempts else None
+    assert latest is None or isinstance(latest, RecordAccessed | RecordAccessDenied)
     source: dict[str, str] = {}
     role = claims.role
     source["role"] = "request"

@@ -64,8 +64,8 @@ class CaseTimelines(Protocol):
         """Every event audit has received for the case, in no particular order."""
         ...
 
-    async def accesses_of(self, case_id: str) -> list[RecordedEvent]:
-        """The case's access events (accessed and denied)."""
+    async def history_of(self, case_id: str) -> list[RecordedEvent]:
+        """The case's own events, its access records left out, in no particular order."""
         ...
 
 
@@ -132,8 +132,9 @@ async def get_state_as_of(
 ) -> CaseState:
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
     allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
-    everything = await deps.timelines.events_of(case_id)
-    ordered = history.view(everything, basis, as_of)
+    # The state is folded from the case's own events: its access records change nothing in it.
+    own = await deps.timelines.history_of(case_id)
+    ordered = history.view(own, basis, as_of)
     state = fold(case_id, ordered, basis)
     await _release(deps, viewer, allowed, case_id, ordered, STATE_SECTIONS, answer=answer)
     return state

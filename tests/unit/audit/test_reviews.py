@@ -40,7 +40,7 @@ from services.audit.adapters.disclosure_index import (
     DisclosureIndexProjection,
     ReadModelDisclosureIndex,
 )
-from services.audit.adapters.timeline import TimelineProjection
+from services.audit.adapters.timeline import ReadModelTimelines, TimelineProjection
 from services.audit.app.disclosures import period, six_years_before
 from services.audit.app.queries import AuditDeps
 from services.audit.domain.disclosures import disclosure_of
@@ -385,6 +385,32 @@ async def test_the_assigned_worker_sees_nothing_before_the_assignment_and_all_af
     )
     assert "team=assignment" in after.user.derived_from
     assert [r.accessor.user_id for r in after.reads] == [WORKER]
+
+
+async def test_the_reviews_never_read_the_whole_case(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case read daily for years holds tens of thousands of access records: the as-seen
+    view, the state as of a moment and the accounting read the case's own events and indexes,
+    never every access record of the case."""
+
+    async def whole_case(*args: object) -> list[RecordedEvent]:
+        raise AssertionError("the whole case was read")
+
+    monkeypatch.setattr(ReadModelTimelines, "events_of", whole_case)
+    seen = await audit.GetCaseAsSeen(seen_as(PARTNER, T0 + 4 * DAY + HOUR))
+    assert [r.consent_id for r in seen.reads] == [CONSENT]
+    state = await audit.GetCaseStateAsOf(
+        audit_pb2.GetCaseStateAsOfRequest(
+            context=as_(),
+            case_id=CASE,
+            as_of=stamp(T0 + 3 * DAY),
+            basis=audit_pb2.TIME_BASIS_RECORDED,
+        )
+    )
+    assert state.state.client_id == CLIENT
+    accounting_answer = await audit.ListDisclosures(accounting())
+    assert accounting_answer.total_disclosures == 2
 
 
 async def test_the_partner_sees_the_referred_scope_until_the_consent_is_revoked(

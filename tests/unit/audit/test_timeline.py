@@ -114,7 +114,8 @@ async def test_an_access_record_is_copied_without_decoding_it(
     monkeypatch.undo()
 
     timelines = ReadModelTimelines(read_models, registry)
-    assert await timelines.accesses_of(CASE) == [recorded]
+    assert await timelines.events_of(CASE) == [recorded]
+    assert await timelines.history_of(CASE) == []
     assert await timelines.facts_of(CASE) == []
 
 
