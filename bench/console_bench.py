@@ -252,15 +252,13 @@ def measure(
                 "1.00x",
             ]
         ]
-        whole_case = audit_pb2_grpc.AuditServiceStub(audit_channel).WhoDidWhat
-        whole_request = audit_pb2.WhoDidWhatRequest(
-            context=query(caller.purpose), case_id=CASE, actor_id="nobody"
-        )
+        whole_case = audit_pb2_grpc.AuditServiceStub(audit_channel).ExportCase
+        whole_request = audit_pb2.ExportCaseRequest(context=query(caller.purpose), case_id=CASE)
 
         async def read_whole_case() -> object:
-            return await whole_case(whole_request, metadata=caller.metadata())
+            return [chunk async for chunk in whole_case(whole_request, metadata=caller.metadata())]
 
-        cases["audit WhoDidWhat (reads the whole case, as GetTimeline did)"] = lambda: loop.run(
+        cases["audit ExportCase (reads the whole case, as GetTimeline did)"] = lambda: loop.run(
             read_whole_case()
         )
         for name, call in cases.items():

@@ -140,6 +140,12 @@ async def get_state_as_of(
     return state
 
 
+@dataclass(frozen=True)
+class ActivityPage:
+    activities: list[Activity]
+    next_cursor: PageCursor | None
+
+
 async def who_did_what(
     deps: AuditDeps,
     viewer: QueryContext,
@@ -147,16 +153,23 @@ async def who_did_what(
     basis: TimeBasis,
     *,
     actor_id: str | None = None,
+    page_size: int = 1000,
+    cursor: PageCursor | None = None,
     principal: Principal | None = None,
     answer: Answer | None = None,
-) -> list[Activity]:
+) -> ActivityPage:
+    """A page of the case's events, access records included, each with its one-line summary,
+    read from the timeline's index on ``basis``'s clock. ``cursor`` goes forward."""
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
     allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
-    everything = await deps.timelines.events_of(case_id)
-    ordered = history.view(everything, basis)
-    chosen = [e for e in ordered if actor_id is None or e.metadata.actor.user_id == actor_id]
-    await _release(deps, viewer, allowed, case_id, chosen, answer=answer)
-    return [Activity(recorded, summary(recorded.event)) for recorded in chosen]
+    query = TimelineQuery(basis, actor_id=actor_id)
+    page = await deps.timelines.page(case_id, query, cursor, page_size)
+    await _release(deps, viewer, allowed, case_id, page.entries, answer=answer)
+    last = page.suffixes[-1] if page.suffixes else None
+    return ActivityPage(
+        [Activity(recorded, summary(recorded.event)) for recorded in page.entries],
+        PageCursor(last) if page.more and last else None,
+    )
 
 
 async def export_case(

@@ -19,7 +19,12 @@ from events.catalog_registry import all_event_types
 from events.errors import FieldProblem
 from services.audit.app import as_seen, caseloads, disclosures, ledger, queries
 from services.audit.entrypoints import responses, reviews
-from services.audit.entrypoints.requests import RequestReader, moment, page_token
+from services.audit.entrypoints.requests import (
+    MAX_PAGE_SIZE,
+    RequestReader,
+    moment,
+    page_token,
+)
 
 SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
@@ -113,18 +118,26 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         viewer = read.viewer(principal_of(context), request.context)
         case_id = read.case_id(request.case_id)
         basis = read.basis(request.basis)
+        actor_id = read.identifier(request.actor_id, "actor_id") if request.actor_id else None
+        page_size = read.page_size(request.page_size, default=MAX_PAGE_SIZE)
+        cursor = read.forward_page_token(request.page_token, case_id, basis)
         read.done()
-        activities = await queries.who_did_what(
+        page = await queries.who_did_what(
             self._deps,
             viewer,
             case_id,
             basis,
-            actor_id=request.actor_id or None,
+            actor_id=actor_id,
+            page_size=page_size,
+            cursor=cursor,
             principal=principal_of(context),
             answer=context,
         )
         return audit_pb2.WhoDidWhatResponse(
-            activities=[responses.activity(item) for item in activities]
+            activities=[responses.activity(item) for item in page.activities],
+            next_page_token=(
+                "" if page.next_cursor is None else page_token(case_id, basis, page.next_cursor)
+            ),
         )
 
     @override

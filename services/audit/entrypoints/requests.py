@@ -106,9 +106,11 @@ class RequestReader:
         self.problems.append(FieldProblem("view", "required: a CASELOAD_VIEW_* value"))
         return CaseloadView.CASELOADS
 
-    def page_size(self, value: int, field: str = "page_size") -> int:
+    def page_size(
+        self, value: int, field: str = "page_size", *, default: int = DEFAULT_PAGE_SIZE
+    ) -> int:
         if value == 0:
-            return DEFAULT_PAGE_SIZE
+            return default
         if not 1 <= value <= MAX_PAGE_SIZE:
             self.problems.append(FieldProblem(field, f"must be between 1 and {MAX_PAGE_SIZE}"))
         return max(1, min(value, MAX_PAGE_SIZE))

@@ -199,6 +199,37 @@ async def test_the_access_log_pages_with_tokens_of_its_own_case_going_forward(
         assert [v.description for v in violations] == [problem]
 
 
+async def test_who_did_what_pages_forward_without_repeating_an_activity(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, received: list[RecordedEvent]
+) -> None:
+    whole = await audit.WhoDidWhat(audit_pb2.WhoDidWhatRequest(context=viewer(), case_id=CASE))
+    assert not whole.next_page_token
+    request = audit_pb2.WhoDidWhatRequest(context=viewer(), case_id=CASE, page_size=2)
+    paged: list[str] = []
+    while True:
+        page = await audit.WhoDidWhat(request)
+        assert len(page.activities) <= 2
+        paged.extend(a.event_id for a in page.activities)
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    own = [a.event_id for a in whole.activities]
+    # The pages hold the case's events in the same order; each call added its own read.
+    assert paged[: len(own)] == own
+    assert len(paged) == len(set(paged))
+    assert {str(r.event_id) for r in received} <= set(paged)
+
+    code, status = await refusal(
+        audit.WhoDidWhat(
+            audit_pb2.WhoDidWhatRequest(
+                context=viewer(), case_id=CASE, actor_id="not an id", page_size=1001
+            )
+        )
+    )
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["actor_id", "page_size"]
+
+
 @pytest.mark.usefixtures("received")
 async def test_every_answer_names_the_rule_that_decided(
     audit: audit_pb2_grpc.AuditServiceAsyncStub,

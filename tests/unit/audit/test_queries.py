@@ -99,10 +99,11 @@ async def test_access_events_join_the_case_history(
     await queries.get_timeline(deps, AUDITOR, CASE, TimelineQuery(TimeBasis.RECORDED))
     await catch_up(store, read_models, TimelineProjection())  # what the service host runs
 
-    activities = await queries.who_did_what(
+    page = await queries.who_did_what(
         deps, SUPERVISOR, CASE, TimeBasis.RECORDED, principal=SUPERVISING
     )
-    viewed = [a for a in activities if a.recorded.event_type == RecordAccessed.event_type]
+    assert page.next_cursor is None
+    viewed = [a for a in page.activities if a.recorded.event_type == RecordAccessed.event_type]
     assert [a.recorded.metadata.actor.user_id for a in viewed] == ["auditor-kim"]
     assert viewed[0].summary.startswith("viewed identity, assessment, assignment, discharge")
 
