@@ -204,10 +204,11 @@ async def test_an_upcast_event_is_exported_with_a_proof_that_verifies_offline_af
     status, out, err = await casetrail_cli("verify", str(exported), "--keys", str(keys_file))
     assert status == 0, err
     assert f"{len(lines_after)} of {len(lines_after)} events verified" in out
-    storage = (
+    # The data dir holds the ledger keys on both backends (else the CLI's default one is read).
+    storage = ["--data-dir", str(upgraded.data_dir)] + (
         ["--backend", "distributed", "--pg-dsn", upgraded.postgres_dsn]
         if upgraded.backend == "distributed"
-        else ["--data-dir", str(upgraded.data_dir)]
+        else []
     )
     status, out, err = await casetrail_cli("verify-store", "intake", *storage)
     assert status == 0, err + out
