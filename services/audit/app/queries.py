@@ -18,7 +18,6 @@ from casetrail_platform.policy.guard import (
     AccessDenied,
     Answer,
     Disclosure,
-    access_stream,
 )
 from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.queries import QueryContext
@@ -231,12 +230,13 @@ async def get_access_log(
 
 async def _own_accesses_not_in_timeline(deps: AuditDeps, case_id: str) -> list[RecordedEvent]:
     """The case's access records in audit's own store after the position the timeline has
-    taken in: a moment's worth while it keeps up (as many as it lags behind otherwise)."""
-    stream = access_stream(case_id)
+    taken in: a moment's worth while it keeps up (as many as it lags behind otherwise). Those
+    of a list's one append (``access-batch-…`` streams) count too: the subject is the case."""
+    types = ACCESS_LOG.event_types
     after = await deps.timelines.own_position()
     found: list[RecordedEvent] = []
     while batch := await deps.store.read_all(after, limit=1000):
-        found.extend(recorded for recorded in batch if recorded.stream == stream)
+        found.extend(r for r in batch if r.subject == case_id and r.event_type in types)
         after = batch[-1].position
     return found
 

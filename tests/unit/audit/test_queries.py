@@ -140,6 +140,25 @@ async def test_the_access_log_pages_forward_and_its_last_page_has_this_very_read
     assert await read_models.applied_position(TimelineProjection.name) == 7
 
 
+async def test_the_access_log_lists_an_access_of_a_list_answered_a_moment_ago(
+    deps: AuditDeps, store: SqliteEventStore, read_models: SqliteReadModelStore
+) -> None:
+    """A list's accesses go to one append of their own (an ``access-batch-…`` stream) in
+    audit's store: the case's log has them at once, before the timeline takes them in."""
+    handler = BusProjectionHandler(read_models, TimelineProjection())
+    for recorded in [*late_recorded_case(), *late_recorded_case("case-0043")]:
+        await handler(recorded)
+    found = await queries.find_cases_of_client(deps, AUDITOR, [CASE, "case-0043"])
+    assert found == [CASE, "case-0043"]
+    (batch,) = {r.stream for r in await store.read_all(0)}
+    assert batch.startswith("access-batch-")
+
+    log = await queries.get_access_log(deps, AUDITOR, "case-0043")
+    (listed,) = [e.event for e in log.entries if e.stream == batch]
+    assert isinstance(listed, RecordAccessed)
+    assert (listed.case_id, listed.sections) == ("case-0043", (RecordSection.IDENTITY,))
+
+
 @pytest.mark.usefixtures("received")
 @pytest.mark.parametrize(
     "viewer",
