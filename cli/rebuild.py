@@ -22,11 +22,13 @@ OWN_STORE = {
     },
 }
 FROM_BUS = {
-    "intake": ("case-closures",),
+    "intake": ("case-closures", "case-facts"),
     "coordination": ("case-facts",),
-    "planning": ("case-view",),
-    "audit": ("timeline",),
+    "planning": ("case-view", "case-facts"),
+    "audit": ("timeline-index", "client-cases", "disclosure-index"),
 }
+"""Each service's bus-fed projections, by ``_canonical`` name (the chart's topology.yaml lists
+their consumer groups, ``casetrail.<service>.<projection>``)."""
 
 
 def run(options: argparse.Namespace) -> int:
