@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from casetrail_platform.ledger import merkle
 from casetrail_platform.ledger.keys import CheckpointSigner
-from casetrail_platform.ledger.merkle import Hash, RootAccumulator
+from casetrail_platform.ledger.merkle import Hash, RootAccumulator, SubtreeKey
 from casetrail_platform.ledger.note import Checkpoint, Verifier, open_checkpoint
 from casetrail_platform.ledger.port import LedgerConflict, LedgerStore, StoredCheckpoint
 
@@ -247,21 +247,43 @@ class LedgerLog:
             await self.catch_up()  # what was stored before the stop
 
 
-async def prove_inclusion(store: LedgerStore, position: int, tree_size: int) -> InclusionProof:
-    """The proof that the event at ``position`` is in the tree of ``tree_size`` events."""
+async def prove_inclusion(
+    store: LedgerStore,
+    position: int,
+    tree_size: int,
+    known: Mapping[SubtreeKey, Hash] | None = None,
+) -> InclusionProof:
+    """The proof that the event at ``position`` is in the tree of ``tree_size`` events.
+    ``known``: the subtrees ``inclusion_subtrees_of`` read for several events at once."""
     if not 1 <= position <= tree_size:
         raise merkle.ProofError(f"position {position} is not in a tree of size {tree_size}")
     keys = [*merkle.inclusion_subtrees(position - 1, tree_size), (0, position - 1)]
-    # One read: the ledger's size is asked only when a hash is missing, to say why.
-    known = dict(await store.subtrees(keys))
-    if len(known) < len(set(keys)):
+    if known is None:
+        # One read: the ledger's size is asked only when a hash is missing, to say why.
+        known = await inclusion_subtrees_of(store, [position], tree_size)
+    if any(key not in known for key in keys):
         size = await store.size()
         if tree_size > size:
             raise merkle.ProofError(
                 f"tree size {tree_size} is beyond the ledger's current size {size}"
             )
-    hashes = merkle.inclusion_proof(position - 1, tree_size, lambda _: known)
+    source = known
+    hashes = merkle.inclusion_proof(position - 1, tree_size, lambda _: source)
     return InclusionProof(position, known[(0, position - 1)], tree_size, hashes)
+
+
+async def inclusion_subtrees_of(
+    store: LedgerStore, positions: Sequence[int], tree_size: int
+) -> dict[SubtreeKey, Hash]:
+    """Every stored subtree the inclusion proofs of ``positions`` in the tree of ``tree_size``
+    events read, in one read: proofs of many events share most of theirs (an export)."""
+    keys = (
+        key
+        for position in positions
+        if 1 <= position <= tree_size
+        for key in (*merkle.inclusion_subtrees(position - 1, tree_size), (0, position - 1))
+    )
+    return dict(await store.subtrees(keys))
 
 
 async def prove_consistency(store: LedgerStore, old_size: int, size: int) -> list[Hash]:

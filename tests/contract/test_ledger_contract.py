@@ -12,7 +12,12 @@ import pytest
 from casetrail_platform.ledger import merkle
 from casetrail_platform.ledger.canonical import canonical_row, parse_canonical
 from casetrail_platform.ledger.keys import FileSigner
-from casetrail_platform.ledger.log import LedgerLog, LedgerTampered
+from casetrail_platform.ledger.log import (
+    LedgerLog,
+    LedgerTampered,
+    inclusion_subtrees_of,
+    prove_inclusion,
+)
 from casetrail_platform.ledger.note import Checkpoint, open_checkpoint, origin_of
 from casetrail_platform.ledger.port import LedgerConflict, LedgerStore, StoredCheckpoint
 from casetrail_platform.store.port import EventStore
@@ -144,6 +149,11 @@ async def test_tiles_across_tile_boundaries_give_every_root_and_proof(
         proof = await log.inclusion_proof(position, 1089)
         assert proof.leaf_hash == leaves[position - 1]
         merkle.verify_inclusion(position - 1, 1089, proof.leaf_hash, proof.hashes, root)
+    # An export's proofs: the subtrees of many read at once give each the same proof.
+    shared = await inclusion_subtrees_of(log.store, range(1, 1090), 1000)
+    for position in (1, 256, 257, 700, 1000):
+        alone = await log.inclusion_proof(position, 1000)
+        assert await prove_inclusion(log.store, position, 1000, shared) == alone
     for old_size in (1, 255, 256, 600, 1088):
         consistency = await log.consistency_proof(old_size, 1089)
         merkle.verify_consistency(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,10 +26,12 @@ from casetrail_platform.ledger.directory import LedgerDirectory
 from casetrail_platform.ledger.export import canonical_of_record, proof_attributes
 from casetrail_platform.ledger.log import (
     InclusionProof,
+    inclusion_subtrees_of,
     prove_consistency,
     prove_inclusion,
     root_of_log,
 )
+from casetrail_platform.ledger.merkle import Hash, SubtreeKey
 from casetrail_platform.ledger.note import Checkpoint, Verifier, open_checkpoint
 from casetrail_platform.ledger.port import LedgerStore
 from casetrail_platform.ledger.witness import HeldCheckpoint, Witness, WitnessAlarm
@@ -206,6 +208,32 @@ async def event_proof(
     """The proof for ``recorded`` (None when no verified checkpoint covers it yet). Raises
     ``RuleBroken`` LEDGER_MISMATCH if the log does not hold the event audit received."""
     service = _service_of_record(recorded)
+    signed = await _signed_log(deps, service, tree_size)
+    if signed is None:
+        return None
+    if recorded.position > signed.checkpoint.size:
+        if tree_size:
+            raise invalid(
+                "tree_size", f"the event's position {recorded.position} is beyond {tree_size}"
+            )
+        return None
+    return await _proved(signed, recorded)
+
+
+@dataclass(frozen=True)
+class _SignedLog:
+    """A service's log and the checkpoint its proofs are given against."""
+
+    service: str
+    origin: str
+    store: LedgerStore
+    checkpoint: Checkpoint
+    note: str
+
+
+async def _signed_log(deps: LedgerDeps, service: str, tree_size: int = 0) -> _SignedLog | None:
+    """The log with its checkpoint of ``tree_size`` events (verified), or with the latest one
+    audit holds; None for no such log, or no checkpoint held yet."""
     if service not in deps.directory.services:
         return None
     store = await deps.directory.log(service)
@@ -217,20 +245,22 @@ async def event_proof(
         verifier = await deps.directory.verifier(service)
         if note is None or verifier is None:
             raise invalid("tree_size", f"no checkpoint of {tree_size} events was signed")
-        checkpoint = open_checkpoint(note, verifier)
-    else:
-        held = await deps.witness.held(origin)
-        if held is None:
-            return None
-        checkpoint, note = Checkpoint(origin, held.size, held.root), held.note
-    if recorded.position > checkpoint.size:
-        if tree_size:
-            raise invalid(
-                "tree_size", f"the event's position {recorded.position} is beyond {tree_size}"
-            )
+        return _SignedLog(service, origin, store, open_checkpoint(note, verifier), note)
+    held = await deps.witness.held(origin)
+    if held is None:
         return None
+    return _SignedLog(service, origin, store, Checkpoint(origin, held.size, held.root), held.note)
+
+
+async def _proved(
+    signed: _SignedLog,
+    recorded: RecordedEvent,
+    known: Mapping[SubtreeKey, Hash] | None = None,
+) -> EventProof:
+    """The event's inclusion proof in the signed tree, checked against the event audit holds."""
+    checkpoint = signed.checkpoint
     try:
-        proof = await prove_inclusion(store, recorded.position, checkpoint.size)
+        proof = await prove_inclusion(signed.store, recorded.position, checkpoint.size, known)
         merkle.verify_inclusion(
             recorded.position - 1,
             checkpoint.size,
@@ -241,11 +271,11 @@ async def event_proof(
     except (merkle.ProofError, LookupError) as error:
         raise RuleBroken(
             "LEDGER_MISMATCH",
-            f"the ledger of {service} does not prove the event audit received at position"
-            f" {recorded.position}: {error}",
+            f"the ledger of {signed.service} does not prove the event audit received at"
+            f" position {recorded.position}: {error}",
             position=str(recorded.position),
         ) from None
-    return EventProof(service, origin, proof, checkpoint, note)
+    return EventProof(signed.service, signed.origin, proof, checkpoint, signed.note)
 
 
 async def _note_of_size(store: LedgerStore, size: int) -> str | None:
@@ -276,26 +306,44 @@ async def prove_log_consistency(
     return proof, await root_of_log(store, first_size), await root_of_log(store, second_size)
 
 
+EXPORT_PROOF_BATCH = 1000
+"""Events of one log whose proofs share one read of the ledger's subtrees."""
+
+
 async def export_proofs(
     deps: LedgerDeps, records: list[RecordedEvent]
 ) -> dict[UUID, dict[str, str]]:
-    """The ledger attributes of each exported event that a verified checkpoint covers."""
-    attributes: dict[UUID, dict[str, str]] = {}
+    """The ledger attributes of each exported event that a verified checkpoint covers: every
+    event of one log is proved against the same checkpoint (the one audit held when the export
+    began), and the subtrees the proofs of a batch share are read once."""
+    by_service: dict[str, list[RecordedEvent]] = {}
     for recorded in records:
-        try:
-            proof = await event_proof(deps, recorded)
-        except RuleBroken as error:
-            # Exported without a proof: the offline check then names the event.
-            log.error("export: %s", error)
+        by_service.setdefault(_service_of_record(recorded), []).append(recorded)
+    attributes: dict[UUID, dict[str, str]] = {}
+    for service, events in by_service.items():
+        signed = await _signed_log(deps, service)
+        if signed is None:
             continue
-        if proof is not None:
-            attributes[recorded.event_id] = proof_attributes(
-                proof.origin,
-                proof.proof.position,
-                proof.proof.tree_size,
-                proof.proof.hashes,
-                proof.note,
+        covered = [e for e in events if e.position <= signed.checkpoint.size]
+        for first in range(0, len(covered), EXPORT_PROOF_BATCH):
+            batch = covered[first : first + EXPORT_PROOF_BATCH]
+            known = await inclusion_subtrees_of(
+                signed.store, [e.position for e in batch], signed.checkpoint.size
             )
+            for recorded in batch:
+                try:
+                    proof = await _proved(signed, recorded, known)
+                except RuleBroken as error:
+                    # Exported without a proof: the offline check then names the event.
+                    log.error("export: %s", error)
+                    continue
+                attributes[recorded.event_id] = proof_attributes(
+                    proof.origin,
+                    proof.proof.position,
+                    proof.proof.tree_size,
+                    proof.proof.hashes,
+                    proof.note,
+                )
     return attributes
 
 
