@@ -175,6 +175,11 @@ class Projection(ABC):
     event_types: frozenset[str] | None = None
     """The event types ``apply`` reacts to (``None``: maybe any). Fed from the bus, a
     projection is not even given the others: they are skipped before decoding."""
+    idempotent: bool = False
+    """``handle`` given an event it already applied changes nothing (a seen-marker written
+    with the event, or documents keyed by the event alone): fed from the bus, such a
+    projection keeps no tracking row per event (``already_applied``/``mark_applied``), which
+    for audit would be one more row for every read of every case, kept forever."""
 
     @abstractmethod
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None: ...

@@ -156,8 +156,13 @@ class BusProjectionHandler:
 
     async def handle_batch(self, records: Sequence[RecordedEvent]) -> None:
         name = self._projection.name
+        tracked = not self._projection.idempotent
         async with self._read_models.transaction() as transaction:
-            seen = await transaction.already_applied(name, [r.event_id for r in records])
+            seen = (
+                await transaction.already_applied(name, [r.event_id for r in records])
+                if tracked
+                else set()
+            )
             applied: list[UUID] = []
             for recorded in records:
                 if recorded.event_id in seen:
@@ -166,7 +171,8 @@ class BusProjectionHandler:
                     await self._projection.handle(transaction, recorded)
                 seen.add(recorded.event_id)
                 applied.append(recorded.event_id)
-            await transaction.mark_applied(name, applied)
+            if tracked:
+                await transaction.mark_applied(name, applied)
         erasures = [r.event for r in records if r.event_type == ClientErased.event_type]
         if erasures:
             await self._read_models.forget_overwritten()

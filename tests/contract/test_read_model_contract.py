@@ -362,6 +362,40 @@ async def test_bus_handler_applies_a_redelivered_event_once(
     assert document["texts"] == ["a", "b"]
 
 
+class NotesByEvent(Projection):
+    """Idempotent by itself: one document per event, keyed by it."""
+
+    name = "notes-by-event"
+    collections = ("notes",)
+    idempotent = True
+    applied = 0
+
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        type(self).applied += 1
+        assert isinstance(recorded.event, NoteWritten)
+        await transaction.put("notes", str(recorded.event_id), {"text": recorded.event.text})
+
+
+async def test_bus_handler_keeps_no_tracking_rows_for_an_idempotent_projection(
+    event_store: EventStore, read_models: ReadModelStore
+) -> None:
+    recorded = await event_store.append("case-1", [note("1", "a"), note("1", "b")], NO_STREAM)
+    handler = BusProjectionHandler(read_models, NotesByEvent())
+    NotesByEvent.applied = 0
+
+    await handler.handle_batch([*recorded, recorded[0]])  # a duplicate within a batch: once
+    await handler(recorded[1])  # redelivered later: applied again, changing nothing
+
+    assert NotesByEvent.applied == 3
+    assert [document async for _, document in read_models.scan("notes")] in (
+        [{"text": "a"}, {"text": "b"}],
+        [{"text": "b"}, {"text": "a"}],
+    )
+    async with read_models.transaction() as transaction:
+        ids = [r.event_id for r in recorded]
+        assert await transaction.already_applied(NotesByEvent.name, ids) == set()
+
+
 async def test_bus_handler_applies_a_stream_delivered_out_of_sequence_order(
     event_store: EventStore, read_models: ReadModelStore
 ) -> None:

@@ -45,6 +45,7 @@ class DisclosureIndexProjection(Projection):
     name = "disclosure-index"
     collections = (DISCLOSURES,)
     event_types = frozenset({RecordAccessed.event_type, ReferralMade.event_type})
+    idempotent = True  # a document keyed by its event, never changed
 
     def __init__(self, home_agency: str) -> None:
         self._home_agency = home_agency

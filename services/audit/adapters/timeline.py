@@ -89,6 +89,7 @@ def _prefix(case_id: str, basis: TimeBasis, lane: str) -> str:
 class TimelineProjection(Projection):
     name = "timeline-index"
     collections = (CASES, INDEX, EVENTS, SEEN, FACTS)
+    idempotent = True  # the seen-marker, written first with each event
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
         lane = lane_of(recorded.event_type)

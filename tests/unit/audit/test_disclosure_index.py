@@ -120,6 +120,9 @@ async def test_only_disclosures_are_indexed_and_a_redelivery_changes_nothing(
 
     index = ReadModelDisclosureIndex(read_models, registry)
     assert await index.count("case-1", to_micros(T0), to_micros(T0 + 3 * DAY)) == 2
+    async with read_models.transaction() as transaction:  # keyed by event: no tracking rows
+        ids = [e.event_id for e in events]
+        assert await transaction.already_applied("disclosure-index", ids) == set()
     rows = await read_models.find(DISCLOSURES)
     assert sorted(document["event"]["id"] for document in rows) == sorted(
         [str(partner_read.event_id), str(outside_referral.event_id)]

@@ -19,6 +19,7 @@ from events.registry import EventRegistry
 from services.audit.adapters.timeline import (
     CASES,
     EVENTS,
+    FACTS,
     INDEX,
     SEEN,
     ReadModelTimelines,
@@ -34,7 +35,7 @@ from tests.unit.audit.support import CASE, T0, Producer, late_recorded_case, ope
 async def snapshot(read_models: SqliteReadModelStore) -> dict[str, list[object]]:
     return {
         collection: [item async for item in read_models.scan(collection)]
-        for collection in (CASES, INDEX, EVENTS, SEEN)
+        for collection in (CASES, INDEX, EVENTS, SEEN, FACTS)
     }
 
 
@@ -71,6 +72,10 @@ async def test_redelivery_changes_nothing(
 
     assert await snapshot(read_models) == before
     assert len(await ReadModelTimelines(read_models, registry).events_of(CASE)) == len(events)
+    # The seen-markers are the only tracking: no row per event beside them.
+    async with read_models.transaction() as transaction:
+        ids = [e.event_id for e in events]
+        assert await transaction.already_applied(projection.name, ids) == set()
 
 
 async def test_each_event_is_indexed_once_per_clock_in_that_clocks_order(
