@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -310,41 +310,49 @@ EXPORT_PROOF_BATCH = 1000
 """Events of one log whose proofs share one read of the ledger's subtrees."""
 
 
-async def export_proofs(
-    deps: LedgerDeps, records: list[RecordedEvent]
-) -> dict[UUID, dict[str, str]]:
-    """The ledger attributes of each exported event that a verified checkpoint covers: every
-    event of one log is proved against the same checkpoint (the one audit held when the export
-    began), and the subtrees the proofs of a batch share are read once."""
-    by_service: dict[str, list[RecordedEvent]] = {}
-    for recorded in records:
-        by_service.setdefault(_service_of_record(recorded), []).append(recorded)
-    attributes: dict[UUID, dict[str, str]] = {}
-    for service, events in by_service.items():
-        signed = await _signed_log(deps, service)
-        if signed is None:
-            continue
-        covered = [e for e in events if e.position <= signed.checkpoint.size]
-        for first in range(0, len(covered), EXPORT_PROOF_BATCH):
-            batch = covered[first : first + EXPORT_PROOF_BATCH]
-            known = await inclusion_subtrees_of(
-                signed.store, [e.position for e in batch], signed.checkpoint.size
-            )
-            for recorded in batch:
-                try:
-                    proof = await _proved(signed, recorded, known)
-                except RuleBroken as error:
-                    # Exported without a proof: the offline check then names the event.
-                    log.error("export: %s", error)
-                    continue
-                attributes[recorded.event_id] = proof_attributes(
-                    proof.origin,
-                    proof.proof.position,
-                    proof.proof.tree_size,
-                    proof.proof.hashes,
-                    proof.note,
+class ExportProofs:
+    """The ledger attributes of an export's events, given page by page: every event of one log
+    is proved against the checkpoint audit held when its first event was proved (so one export
+    never mixes tree sizes), and the subtrees the proofs of up to ``EXPORT_PROOF_BATCH`` events
+    share are read once."""
+
+    def __init__(self, deps: LedgerDeps) -> None:
+        self._deps = deps
+        self._signed: dict[str, _SignedLog | None] = {}
+
+    async def of(self, records: Sequence[RecordedEvent]) -> dict[UUID, dict[str, str]]:
+        """The attributes of each of ``records`` that a verified checkpoint covers."""
+        by_service: dict[str, list[RecordedEvent]] = {}
+        for recorded in records:
+            by_service.setdefault(_service_of_record(recorded), []).append(recorded)
+        attributes: dict[UUID, dict[str, str]] = {}
+        for service, events in by_service.items():
+            if service not in self._signed:
+                self._signed[service] = await _signed_log(self._deps, service)
+            signed = self._signed[service]
+            if signed is None:
+                continue
+            covered = [e for e in events if e.position <= signed.checkpoint.size]
+            for first in range(0, len(covered), EXPORT_PROOF_BATCH):
+                batch = covered[first : first + EXPORT_PROOF_BATCH]
+                known = await inclusion_subtrees_of(
+                    signed.store, [e.position for e in batch], signed.checkpoint.size
                 )
-    return attributes
+                for recorded in batch:
+                    try:
+                        proof = await _proved(signed, recorded, known)
+                    except RuleBroken as error:
+                        # Exported without a proof: the offline check then names the event.
+                        log.error("export: %s", error)
+                        continue
+                    attributes[recorded.event_id] = proof_attributes(
+                        proof.origin,
+                        proof.proof.position,
+                        proof.proof.tree_size,
+                        proof.proof.hashes,
+                        proof.note,
+                    )
+        return attributes
 
 
 async def published_keys(deps: LedgerDeps) -> list[tuple[str, str, str]]:

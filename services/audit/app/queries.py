@@ -4,11 +4,12 @@ names in its trailing metadata the rule that decided, as every service's reads d
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+from uuid import UUID
 
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.decide import any_rule_for
@@ -171,6 +172,10 @@ async def who_did_what(
     )
 
 
+EXPORT_PAGE = 1000
+"""Events an export holds in memory at once (a case read for years holds tens of thousands)."""
+
+
 async def export_case(
     deps: AuditDeps,
     viewer: QueryContext,
@@ -178,14 +183,48 @@ async def export_case(
     basis: TimeBasis,
     principal: Principal | None = None,
     answer: Answer | None = None,
-) -> list[RecordedEvent]:
-    """The whole history, for ``events.cloudevents.iter_json_lines``."""
+) -> AsyncIterator[list[RecordedEvent]]:
+    """The whole history in ``basis``'s order, page by page, for
+    ``events.cloudevents.iter_json_lines``. What the export discloses (its sections and the
+    sensitive fields present) is recorded before anything is handed out, from a first pass
+    over the case that keeps only the events' ids; the pages then hand out exactly those
+    events (one recorded meanwhile is left out: it is not in the recorded access)."""
     who = await _caller(deps, viewer, principal, Action.EXPORT, case_id)
     allowed = await _authorize(deps, viewer, who, Action.EXPORT, case_id)
-    everything = await deps.timelines.events_of(case_id)
-    ordered = history.view(everything, basis)
-    await _release(deps, viewer, allowed, case_id, ordered, answer=answer)
-    return ordered
+    query = TimelineQuery(basis)
+    ids: set[UUID] = set()
+    sections: set[RecordSection] = set()
+    fields: set[str] = set()
+    async for page in _case_pages(deps, case_id, query):
+        ids.update(recorded.event_id for recorded in page)
+        events = [recorded.event for recorded in page]
+        sections.update(sections_disclosed(events))
+        fields.update(sensitive_fields_shown(events))
+    ordered_sections = tuple(section for section in RecordSection if section in sections)
+    await _record(deps, viewer, allowed, case_id, ordered_sections, sorted(fields), answer)
+    return _pages_of(deps, case_id, query, ids)
+
+
+async def _case_pages(
+    deps: AuditDeps, case_id: str, query: TimelineQuery
+) -> AsyncIterator[list[RecordedEvent]]:
+    cursor: PageCursor | None = None
+    while True:
+        page = await deps.timelines.page(case_id, query, cursor, EXPORT_PAGE)
+        if page.entries:
+            yield page.entries
+        if not page.more:
+            return
+        cursor = PageCursor(page.suffixes[-1])
+
+
+async def _pages_of(
+    deps: AuditDeps, case_id: str, query: TimelineQuery, ids: set[UUID]
+) -> AsyncIterator[list[RecordedEvent]]:
+    async for page in _case_pages(deps, case_id, query):
+        chosen = [recorded for recorded in page if recorded.event_id in ids]
+        if chosen:
+            yield chosen
 
 
 ACCESS_LOG = TimelineQuery(
@@ -341,8 +380,20 @@ async def _release(
     answer: Answer | None,
 ) -> list[RecordedEvent]:
     """Record what is about to be shown: its sections and the sensitive fields it holds."""
-    principal, disclosure = allowed
     chosen = sections_disclosed(e.event for e in shown) if sections is None else sections
     fields = sensitive_fields_shown(recorded.event for recorded in shown)
-    item = Disclosure(case_id, disclosure.decision, None, (), chosen, fields)
+    return await _record(deps, viewer, allowed, case_id, chosen, fields, answer)
+
+
+async def _record(
+    deps: AuditDeps,
+    viewer: QueryContext,
+    allowed: tuple[Principal, Disclosure],
+    case_id: str,
+    sections: Sequence[RecordSection],
+    fields: Sequence[str],
+    answer: Answer | None,
+) -> list[RecordedEvent]:
+    principal, disclosure = allowed
+    item = Disclosure(case_id, disclosure.decision, None, (), sections, fields)
     return await deps.access.release(answer, principal, viewer.purpose, [item])

@@ -150,16 +150,14 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         case_id = read.case_id(request.case_id)
         basis = read.basis(request.basis)
         read.done()
-        ordered = await queries.export_case(
+        pages = await queries.export_case(
             self._deps, viewer, case_id, basis, principal_of(context), answer=context
         )
-        proofs = (
-            {}
-            if self._ledger_deps is None
-            else await ledger.export_proofs(self._ledger_deps, ordered)
-        )
-        for chunk in responses.export_chunks(ordered, proofs):
-            yield chunk
+        proofs = None if self._ledger_deps is None else ledger.ExportProofs(self._ledger_deps)
+        async for page in pages:
+            attributes = {} if proofs is None else await proofs.of(page)
+            for chunk in responses.export_chunks(page, attributes):
+                yield chunk
 
     @override
     @refusals_as_status

@@ -23,6 +23,8 @@ from services.audit.adapters.timeline import TimelineProjection
 from services.audit.app import queries
 from services.audit.app.handlers import SERVICE_SOURCE
 from services.audit.app.queries import AuditDeps
+from services.audit.domain import history
+from services.audit.domain.access import sections_disclosed, sensitive_fields_shown
 from services.audit.domain.case_state import CaseStatus
 from services.audit.domain.errors import CaseNotFound
 from services.audit.domain.history import TimeBasis, TimelineQuery
@@ -260,10 +262,35 @@ async def test_timeline_as_of_a_moment_on_either_clock(deps: AuditDeps) -> None:
 async def test_export_round_trips_through_cloudevents(
     deps: AuditDeps, registry: EventRegistry, received: list[RecordedEvent]
 ) -> None:
-    exported = await queries.export_case(deps, AUDITOR, CASE, TimeBasis.OCCURRED)
+    pages = await queries.export_case(deps, AUDITOR, CASE, TimeBasis.OCCURRED)
+    exported = [recorded async for page in pages for recorded in page]
     text = "".join(iter_json_lines(exported))
 
     assert from_json_lines(text, registry) == exported == received
+
+
+async def test_an_export_hands_out_by_pages_exactly_the_events_its_access_names(
+    deps: AuditDeps,
+    store: SqliteEventStore,
+    read_models: SqliteReadModelStore,
+    received: list[RecordedEvent],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(queries, "EXPORT_PAGE", 2)
+    pages = await queries.export_case(deps, AUDITOR, CASE, TimeBasis.OCCURRED)
+    # Audit receives an event of the case (placed early on its clock) after the export's
+    # access was recorded: the export leaves it out.
+    late = coordination().record(coordination_note(), occurred_at=T0)
+    await BusProjectionHandler(read_models, TimelineProjection())(late)
+
+    handed = [page async for page in pages]
+    assert all(1 <= len(page) <= 2 for page in handed)
+    exported = [recorded for page in handed for recorded in page]
+    assert exported == history.view(received, TimeBasis.OCCURRED)
+    (access,) = await accesses(store)
+    events = [recorded.event for recorded in received]
+    assert access.sections == sections_disclosed(events)
+    assert list(access.fields) == sensitive_fields_shown(events)
 
 
 def coordination_note() -> RecordAccessed:
