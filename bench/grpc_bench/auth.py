@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import grpc
 
 from bench.common import machine_info, markdown_table, now_utc, replace_section
-from bench.grpc_bench.modes import compare_modes, mode_table, switched_run
+from bench.grpc_bench.modes import compare_modes, mode_headers, mode_table, switched_run
 from bench.grpc_bench.plan import FULL, QUICK, Plan
 from bench.grpc_bench.results import RowResult
 from bench.grpc_bench.switches import AUTH_MODES
@@ -34,18 +34,7 @@ async def auth_main(quick: bool, write: bool, keep: bool) -> str:
 def auth_report(
     plan: Plan, quick: bool, results: Mapping[str, Sequence[RowResult]], elapsed: float
 ) -> str:
-    headers = [
-        "command",
-        "token checks",
-        "calls/s by round",
-        "calls/s (mean)",
-        "vs off",
-        "server CPU µs per call (mean)",
-        "vs off",
-        "p50 ms",
-        "p99 ms",
-        "failed",
-    ]
+    headers = mode_headers((), "token checks", "off")
     table = mode_table(results, AUTH_MODES, "off")
     lines = [
         f"Run: {now_utc()}, {'quick' if quick else 'full'} plan, {elapsed:.0f} s. Command: "

@@ -126,6 +126,24 @@ async def _switched_load(
             await server.stop()
 
 
+def mode_headers(lead: Sequence[str], mode: str, base: str) -> list[str]:
+    """The header of ``mode_table``'s rows: ``lead``'s columns, the command, the mode column
+    named ``mode``, and the comparisons with mode ``base``."""
+    return [
+        *lead,
+        "command",
+        mode,
+        "calls/s by round",
+        "calls/s (mean)",
+        f"vs {base}",
+        "server CPU µs per call (mean)",
+        f"vs {base}",
+        "p50 ms",
+        "p99 ms",
+        "failed",
+    ]
+
+
 def mode_table(
     results: Mapping[str, Sequence[RowResult]],
     modes: Sequence[str],

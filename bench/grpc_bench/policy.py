@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 
 from bench.common import machine_info, markdown_table, now_utc, replace_section
-from bench.grpc_bench.modes import compare_modes, mode_table, switched_run
+from bench.grpc_bench.modes import compare_modes, mode_headers, mode_table, switched_run
 from bench.grpc_bench.plan import FULL, QUICK, Plan
 from bench.grpc_bench.results import RowResult
 from bench.grpc_bench.switches import POLICY_MODES
@@ -47,19 +47,7 @@ def policy_report(
     elapsed: float,
     loads: tuple[tuple[float, ...], tuple[float, ...]],
 ) -> str:
-    headers = [
-        "backend",
-        "command",
-        "access policy",
-        "calls/s by round",
-        "calls/s (mean)",
-        "vs off",
-        "server CPU µs per call (mean)",
-        "vs off",
-        "p50 ms",
-        "p99 ms",
-        "failed",
-    ]
+    headers = mode_headers(["backend"], "access policy", "off")
     table = []
     for backend in POLICY_BACKENDS:
         table += mode_table(results, POLICY_MODES, "off", backend, [backend])

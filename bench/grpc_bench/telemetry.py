@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import grpc
 
 from bench.common import machine_info, markdown_table, now_utc, replace_section
-from bench.grpc_bench.modes import compare_modes, mode_table, switched_run
+from bench.grpc_bench.modes import compare_modes, mode_headers, mode_table, switched_run
 from bench.grpc_bench.plan import FULL, QUICK, Plan
 from bench.grpc_bench.results import RowResult
 from bench.grpc_bench.switches import TELEMETRY_MODES
@@ -34,18 +34,7 @@ async def telemetry_main(quick: bool, write: bool, keep: bool) -> str:
 def telemetry_report(
     plan: Plan, quick: bool, results: Mapping[str, Sequence[RowResult]], elapsed: float
 ) -> str:
-    headers = [
-        "command",
-        "telemetry",
-        "calls/s by round",
-        "calls/s (mean)",
-        "vs none",
-        "server CPU µs per call (mean)",
-        "vs none",
-        "p50 ms",
-        "p99 ms",
-        "failed",
-    ]
+    headers = mode_headers((), "telemetry", "none")
     table = mode_table(results, TELEMETRY_MODES, "none")
     lines = [
         f"Run: {now_utc()}, {'quick' if quick else 'full'} plan, {elapsed:.0f} s. Command: "
