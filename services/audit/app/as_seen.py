@@ -39,12 +39,12 @@ from events.catalog.access import (
 from events.catalog.base import Role
 from events.catalog.emergency import EmergencyAccessOpened
 from events.envelope import RecordedEvent
-from services.audit.app.queries import AuditDeps
+from services.audit.app.queries import AuditDeps, case_pages
 from services.audit.domain import history
 from services.audit.domain.access import STATE_SECTIONS
 from services.audit.domain.case_state import CaseState, fold
 from services.audit.domain.errors import CaseNotFound, invalid
-from services.audit.domain.history import PageCursor, TimeBasis, TimelineQuery
+from services.audit.domain.history import TimeBasis, TimelineQuery
 
 ACTION = Action.REVIEW_AS_SEEN
 READS_PAGE = 1000
@@ -188,18 +188,14 @@ async def _attempts_of(
         actor_id=user_id,
     )
     attempts: list[RecordedEvent] = []
-    cursor: PageCursor | None = None
-    while True:
-        page = await deps.timelines.page(case_id, query, cursor, READS_PAGE)
+    async for page in case_pages(deps, case_id, query, READS_PAGE):
         attempts.extend(
             recorded
-            for recorded in page.entries
+            for recorded in page
             if isinstance(recorded.event, RecordAccessed | RecordAccessDenied)
             and recorded.event.accessor_id == user_id
         )
-        if not page.more:
-            return attempts
-        cursor = PageCursor(page.suffixes[-1])
+    return attempts
 
 
 def _entitlement(

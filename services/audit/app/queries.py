@@ -165,10 +165,9 @@ async def who_did_what(
     query = TimelineQuery(basis, actor_id=actor_id)
     page = await deps.timelines.page(case_id, query, cursor, page_size)
     await _release(deps, viewer, allowed, case_id, page.entries, answer=answer)
-    last = page.suffixes[-1] if page.suffixes else None
     return ActivityPage(
         [Activity(recorded, summary(recorded.event)) for recorded in page.entries],
-        PageCursor(last) if page.more and last else None,
+        cursor_after(page),
     )
 
 
@@ -195,7 +194,7 @@ async def export_case(
     ids: set[UUID] = set()
     sections: set[RecordSection] = set()
     fields: set[str] = set()
-    async for page in _case_pages(deps, case_id, query):
+    async for page in case_pages(deps, case_id, query, EXPORT_PAGE):
         ids.update(recorded.event_id for recorded in page)
         events = [recorded.event for recorded in page]
         sections.update(sections_disclosed(events))
@@ -205,23 +204,29 @@ async def export_case(
     return _pages_of(deps, case_id, query, ids)
 
 
-async def _case_pages(
-    deps: AuditDeps, case_id: str, query: TimelineQuery
+def cursor_after(page: IndexPage) -> PageCursor | None:
+    """Where the page after ``page`` (read forward) starts; None after the last page."""
+    return PageCursor(page.suffixes[-1]) if page.more and page.suffixes else None
+
+
+async def case_pages(
+    deps: AuditDeps, case_id: str, query: TimelineQuery, size: int
 ) -> AsyncIterator[list[RecordedEvent]]:
+    """The case's view ``query`` from its first page to its last, ``size`` events a page."""
     cursor: PageCursor | None = None
     while True:
-        page = await deps.timelines.page(case_id, query, cursor, EXPORT_PAGE)
+        page = await deps.timelines.page(case_id, query, cursor, size)
         if page.entries:
             yield page.entries
-        if not page.more:
+        cursor = cursor_after(page)
+        if cursor is None:
             return
-        cursor = PageCursor(page.suffixes[-1])
 
 
 async def _pages_of(
     deps: AuditDeps, case_id: str, query: TimelineQuery, ids: set[UUID]
 ) -> AsyncIterator[list[RecordedEvent]]:
-    async for page in _case_pages(deps, case_id, query):
+    async for page in case_pages(deps, case_id, query, EXPORT_PAGE):
         chosen = [recorded for recorded in page if recorded.event_id in ids]
         if chosen:
             yield chosen
@@ -263,8 +268,7 @@ async def get_access_log(
     await _release(deps, viewer, allowed, case_id, (), (RecordSection.ACCESS_LOG,), answer=answer)
     own = await _own_accesses_not_in_timeline(deps, case_id)
     page = await deps.timelines.page(case_id, ACCESS_LOG, cursor, page_size, own)
-    last = page.suffixes[-1] if page.suffixes else None
-    return AccessLogPage(page.entries, PageCursor(last) if page.more and last else None)
+    return AccessLogPage(page.entries, cursor_after(page))
 
 
 async def _own_accesses_not_in_timeline(deps: AuditDeps, case_id: str) -> list[RecordedEvent]:
