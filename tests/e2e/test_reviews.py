@@ -267,6 +267,17 @@ async def test_a_break_the_glass_read_is_accounted_for_and_seen_as_of_its_window
     (read,) = accounting.disclosures
     assert (read.recipient.kind, read.recipient.recipient_id) == ("person", ON_CALL.user_id)
     assert (read.emergency_access_id, read.purpose) == (opened.emergency_access_id, "emergency")
+    # The accounting reads audit's disclosure index, the as-seen view its timeline: two
+    # consumers, each at its own pace. The view needs the read in the timeline.
+    log_request = audit_pb2.GetAccessLogRequest(
+        context=query(REVIEW), case_id=case.case_id, page_size=1000
+    )
+    await eventually(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.GetAccessLog(log_request),
+        lambda log: any(r.accessor.user_id == ON_CALL.user_id for r in log.records),
+        what="audit's timeline to hold the emergency read",
+        patience=casetrail.patience,
+    )
 
     inside = await as_seen(casetrail, case, ON_CALL.user_id, after_read, "break-glass")
     assert inside.entitlement.emergency_access_id == opened.emergency_access_id
