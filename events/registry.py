@@ -54,11 +54,14 @@ class EventRegistry:
         copy.protection = protection
         return copy
 
-    def seal(self, event: CaseEvent, event_id: UUID, data: bytes) -> bytes:
-        """The data to store for ``event``: ``data`` with its sensitive values sealed."""
+    def seal(
+        self, event: CaseEvent, event_id: UUID, data: bytes, *, cached_only: bool = False
+    ) -> bytes:
+        """The data to store for ``event``: ``data`` with its sensitive values sealed
+        (``cached_only``: see ``FieldProtection.seal``)."""
         if self.protection is None:
             return data
-        return self.protection.seal(event, event_id, data)
+        return self.protection.seal(event, event_id, data, cached_only=cached_only)
 
     def seal_again(
         self, event: CaseEvent, event_id: UUID, stored_version: int, stored: bytes

@@ -23,6 +23,7 @@ from casetrail_platform.bus.message import BusMessage
 from casetrail_platform.bus.ordering import SequenceGuard, untracked_stream_prefixes
 from casetrail_platform.bus.port import BatchHandler, Handler
 from casetrail_platform.bus.retry import RetryPolicy, sleep_unless_stopped
+from casetrail_platform.keys.off_loop import fetch_keys
 from casetrail_platform.telemetry.metrics import process_metrics
 from events.cloudevents import KAFKA_HEADER_PREFIX, UndecodableMessageError, from_kafka_binary
 from events.dead_letters import DeadLetterReason
@@ -133,6 +134,12 @@ class Deliverer:
         """
         run: list[_Decoded] = []
         starts: list[int] = []  # index in ``messages`` of each record of ``run``
+        # Decoding opens sealed values: their keys are fetched first, off the event loop. A
+        # message of the embedded bus carries its event, opened by the writer's keyring.
+        await fetch_keys(
+            self.registry,
+            (m.value for m in messages if m.recorded is None and not self._unwanted(m)),
+        )
 
         async def handle_run() -> int | None:
             """Handle the pending run; where to stop if not all of it is done."""

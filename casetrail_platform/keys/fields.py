@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -39,10 +40,17 @@ from pydantic_core import from_json
 
 from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring
 from casetrail_platform.keys.nonces import NONCE_BYTES, random_nonce
+from casetrail_platform.keys.port import DataKeyError
 from casetrail_platform.store.guard import UnstorableEventError
 from events.catalog.base import SEALED_MARKS, CaseEvent
 from events.errors import FieldProblem, InvalidEventError
 from events.sealed_values import CIPHERTEXT_PREFIX, ERASED_CODE, ERASED_TEXT, canonical_json
+
+_SEALED_MARK = f'"{CIPHERTEXT_PREFIX}'.encode()
+_SEALED_KEY = re.compile(
+    rb'"' + re.escape(CIPHERTEXT_PREFIX.encode()) + rb'([^~"\\]+)~([0-9]{1,9})~'
+)
+"""The key owner and version at the head of a sealed value in JSON bytes."""
 
 _encode_value = json.JSONEncoder(ensure_ascii=False).encode
 """``json.dumps(value, ensure_ascii=False)`` without building an encoder per value."""
@@ -87,27 +95,47 @@ class FieldProtection:
             raise RuntimeError("this reader holds no keys: it cannot seal sensitive values")
         return self._keyring
 
-    def owner_of(self, event: CaseEvent) -> str:
+    def owner_of(self, event: CaseEvent, *, cached_only: bool = False) -> str:
         """Whose key seals ``event`` (binding a case to its client when the event names both)."""
-        # Looked up in the model's fields (once per model): getattr of a field a model lacks
-        # raises inside pydantic, which costs more than sealing the event.
-        has_client, has_case = _owner_fields(type(event))
-        client = event.client_id if has_client else None  # type: ignore[attr-defined]
-        case = event.case_id if has_case else None  # type: ignore[attr-defined]
-        if isinstance(client, str):
-            if isinstance(case, str):
-                self.keyring.bind_case(case, client)
+        client, case = _named_owner(event)
+        if client is not None:
+            if case is not None:
+                self.keyring.bind_case(case, client, cached_only=cached_only)
             return client
         if event.subject_field == "case_id":
-            return self.keyring.owner_of_case(event.subject)
+            return self.keyring.owner_of_case(event.subject, cached_only=cached_only)
         return event.subject
 
-    def seal(self, event: CaseEvent, event_id: UUID, data: bytes) -> bytes:
+    def keys_to_fetch(self, stored: Iterable[bytes | None]) -> set[tuple[str, int]]:
+        """The keys (owner, version) that opening the sealed values of ``stored`` (event data
+        as stored or published) needs and the keyring does not hold."""
+        keyring = self._keyring
+        if keyring is None:
+            return set()
+        sealed = b"\n".join(data for data in stored if data is not None and _SEALED_MARK in data)
+        named = set(_SEALED_KEY.findall(sealed))  # a case's events name the same key
+        keys = {(owner.decode(), int(version)) for owner, version in named}
+        return {key for key in keys if not keyring.holds_key(*key)}
+
+    def fetch_keys(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Bring ``keys`` into the keyring's cache (a worker thread's call: it reads the key
+        table and unwraps with the KEK). A key it cannot fetch is left for the read that needs
+        it, which reports why (unknown key, KMS unavailable) where the event is decoded."""
+        for owner, version in keys:
+            try:
+                self.keyring.decryption_key(owner, version)
+            except DataKeyError:
+                continue
+
+    def seal(
+        self, event: CaseEvent, event_id: UUID, data: bytes, *, cached_only: bool = False
+    ) -> bytes:
         """``data`` (the event's JSON) with every sensitive value sealed. The key is taken
         only for a value to seal: an event whose sensitive fields are all empty needs none
-        (and may still be recorded about an erased client)."""
+        (and may still be recorded about an erased client). ``cached_only``: raise
+        ``KeysNotCachedError`` rather than ask the key table or the KEK."""
         plan = sensitive_plan(type(event))
-        owner = self.owner_of(event)
+        owner = self.owner_of(event, cached_only=cached_only)
         if plan is None:
             return data
         header = f"casetrail-field/1\x00{event_id}\x00"
@@ -117,7 +145,7 @@ class FieldProtection:
             if value == ERASED_CODE and erased == ERASED_CODE:
                 raise _recorded_marker(event.event_type, path)
             if not sealing:
-                version, key = self.keyring.encryption_key(owner)
+                version, key = self.keyring.encryption_key(owner, cached_only=cached_only)
                 prefix = f"{CIPHERTEXT_PREFIX}{owner}~{version}~"
                 sealing.append((prefix, f"\x00{owner}\x00{version}".encode(), key))
             prefix, trailer, key = sealing[0]
@@ -204,6 +232,19 @@ def sensitive_values(event: CaseEvent) -> dict[str, Any]:
     if plan is not None:
         _walk(json.loads(event.model_dump_json()), plan, "", note)
     return found
+
+
+def _named_owner(event: CaseEvent) -> tuple[str | None, str | None]:
+    """The client and the case ``event`` names in fields of those names (``None``: absent)."""
+    # Looked up in the model's fields (once per model): getattr of a field a model lacks
+    # raises inside pydantic, which costs more than sealing the event.
+    has_client, has_case = _owner_fields(type(event))
+    client = event.client_id if has_client else None  # type: ignore[attr-defined]
+    case = event.case_id if has_case else None  # type: ignore[attr-defined]
+    return (
+        client if isinstance(client, str) else None,
+        case if isinstance(case, str) else None,
+    )
 
 
 @cache

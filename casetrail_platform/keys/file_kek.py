@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import secrets
+import threading
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -32,6 +34,7 @@ class FileKeyEncryptionKey(KeyEncryptionKey):
         self._create = create
         self._aead: AESGCM | None = None
         self._key_id = ""
+        self._loading = threading.Lock()
 
     @property
     def key_id(self) -> str:
@@ -51,19 +54,24 @@ class FileKeyEncryptionKey(KeyEncryptionKey):
             ) from None
 
     def _load(self) -> AESGCM:
-        if self._aead is None:
-            if not self._create and not self._path.exists():
-                raise KeyUnavailableError(f"key-encryption key file {self._path} (missing)")
-            key = _read_or_create(self._path)
-            self._key_id = "file:" + hashlib.sha256(key).hexdigest()[:16]
-            self._aead = AESGCM(key)
-        return self._aead
+        if self._aead is not None:
+            return self._aead
+        # Keyrings seal and unwrap in worker threads (keys.off_loop): one reads or creates it.
+        with self._loading:
+            if self._aead is None:
+                if not self._create and not self._path.exists():
+                    raise KeyUnavailableError(f"key-encryption key file {self._path} (missing)")
+                key = _read_or_create(self._path)
+                self._key_id = "file:" + hashlib.sha256(key).hexdigest()[:16]
+                self._aead = AESGCM(key)
+            return self._aead
 
 
 def _read_or_create(path: Path) -> bytes:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        # Unique per attempt: another process, or another KEK object of this one, may race us.
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "wb") as file:
             file.write(AESGCM.generate_key(bit_length=256))

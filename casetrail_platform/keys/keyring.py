@@ -3,7 +3,15 @@ cached, forgotten for good on erasure.
 
 The cache holds unwrapped keys for ``cache_seconds`` at most: a key destroyed by another process
 stops being usable here when its ``casetrail.client.erased`` event arrives (every service
-consumes it and calls ``forget``) or, at the latest, when the entry expires.
+consumes it and calls ``forget``) or, at the latest, when the entry expires. An expired entry
+is checked against the key table again; the KEK (a KMS call in production) is asked again only
+when the wrapped bytes changed (a rotation), not every ``cache_seconds``.
+
+Every method may read or write the key table or call the KEK, unless told ``cached_only``: the
+services first seal from the cache alone and, when that raises ``KeysNotCachedError``, seal
+again in a worker thread; a reader fetches the keys it lacks (``holds_key``) in one before
+decoding (``casetrail_platform.keys.off_loop``). An event loop never waits on a database or a
+KMS.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -36,6 +45,14 @@ class ClientErasedError(DataKeyError):
         self.owner = owner
 
 
+class KeysNotCachedError(Exception):
+    """Raised instead of asking the key table or the KEK, by a call told ``cached_only``: the
+    caller does the work again where waiting is harmless (a worker thread)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the keys of {name!r} are not all cached")
+
+
 class ClientKeyring:
     def __init__(
         self, kek: KeyEncryptionKey, table: DataKeyTable, cache_seconds: float = 60.0
@@ -44,20 +61,23 @@ class ClientKeyring:
         self.table = table
         self._cache_seconds = cache_seconds
         self._lock = threading.Lock()
-        self._keys: dict[tuple[str, int], tuple[float, AESGCM | None]] = {}
+        self._keys: dict[tuple[str, int], _CachedKey] = {}
         self._current: dict[str, tuple[float, int]] = {}
         self._case_clients: dict[str, str] = {}
         self._unbound: dict[str, float] = {}
         """Cases the key table bound to no client, and when that was last asked."""
 
-    def encryption_key(self, owner: str) -> tuple[int, AESGCM]:
-        """The version and key new data of ``owner`` is sealed with (created when missing)."""
+    def encryption_key(self, owner: str, *, cached_only: bool = False) -> tuple[int, AESGCM]:
+        """The version and key new data of ``owner`` is sealed with (created when missing).
+        ``cached_only``: raise ``KeysNotCachedError`` rather than ask the table or the KEK."""
         now = time.monotonic()
         cached = self._current.get(owner)
         if cached is not None and now - cached[0] < self._cache_seconds:
-            key = self.decryption_key(owner, cached[1])
+            key = self.decryption_key(owner, cached[1], cached_only=cached_only)
             if key is not None:
                 return cached[1], key
+        if cached_only:
+            raise KeysNotCachedError(owner)
         stored = self.table.current(owner)
         if stored is None:
             stored = self._create(owner, 1)
@@ -69,11 +89,15 @@ class ClientKeyring:
             self._current[owner] = (now, stored.version)
         return stored.version, key
 
-    def decryption_key(self, owner: str, version: int) -> AESGCM | None:
+    def decryption_key(
+        self, owner: str, version: int, *, cached_only: bool = False
+    ) -> AESGCM | None:
         """The key of ``owner`` at ``version``; ``None`` when it was destroyed (erased)."""
         cached = self._keys.get((owner, version))
-        if cached is not None and time.monotonic() - cached[0] < self._cache_seconds:
-            return cached[1]
+        if cached is not None and time.monotonic() - cached.checked < self._cache_seconds:
+            return cached.key
+        if cached_only:
+            raise KeysNotCachedError(owner)
         stored = self.table.version(owner, version)
         if stored is None:
             raise UnknownDataKeyError(owner, version)
@@ -92,7 +116,12 @@ class ClientKeyring:
                 del self._keys[cached]
             self._current.pop(owner, None)
 
-    def owner_of_case(self, case_id: str) -> str:
+    def holds_key(self, owner: str, version: int) -> bool:
+        """Whether ``decryption_key(owner, version)`` answers from the cache."""
+        cached = self._keys.get((owner, version))
+        return cached is not None and time.monotonic() - cached.checked < self._cache_seconds
+
+    def owner_of_case(self, case_id: str, *, cached_only: bool = False) -> str:
         """Whose key seals the sensitive fields of ``case_id``'s events."""
         client = self._case_clients.get(case_id)
         if client is not None:
@@ -101,6 +130,8 @@ class ClientKeyring:
         if unbound is not None and time.monotonic() - unbound < self._cache_seconds:
             # Not known a moment ago: asked again only once the entry expires, not per event.
             return CASE_OWNER_PREFIX + case_id
+        if cached_only:
+            raise KeysNotCachedError(case_id)
         client = self.table.client_of_case(case_id)
         with self._lock:
             if client is None:
@@ -110,9 +141,11 @@ class ClientKeyring:
             self._unbound.pop(case_id, None)
         return client
 
-    def bind_case(self, case_id: str, client_id: str) -> None:
+    def bind_case(self, case_id: str, client_id: str, *, cached_only: bool = False) -> None:
         if self._case_clients.get(case_id) == client_id:
             return
+        if cached_only:
+            raise KeysNotCachedError(case_id)
         self.table.bind_case(case_id, client_id)
         with self._lock:
             self._case_clients[case_id] = client_id
@@ -131,12 +164,29 @@ class ClientKeyring:
 
     def _remember(self, stored: StoredDataKey) -> AESGCM | None:
         key: AESGCM | None = None
-        if stored.wrapped is not None:
+        earlier = self._keys.get((stored.owner, stored.version))
+        if stored.wrapped is None:
+            pass  # destroyed: erased
+        elif earlier is not None and earlier.key is not None and earlier.wrapped == stored.wrapped:
+            key = earlier.key  # checked again, unchanged: the KEK need not unwrap it again
+        else:
             kek = self.kek.unwrapper(stored.kek_id)
             key = AESGCM(kek.unwrap(stored.wrapped, wrap_context(stored.owner, stored.version)))
         with self._lock:
-            self._keys[(stored.owner, stored.version)] = (time.monotonic(), key)
+            self._keys[(stored.owner, stored.version)] = _CachedKey(
+                time.monotonic(), key, stored.wrapped
+            )
         return key
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedKey:
+    checked: float
+    """When the key table last said the key is live (``time.monotonic``)."""
+    key: AESGCM | None
+    """``None``: destroyed (the client was erased)."""
+    wrapped: bytes | None
+    """As the table held it then: unchanged bytes unwrap to the same key."""
 
 
 def wrap_context(owner: str, version: int) -> bytes:

@@ -35,16 +35,17 @@ from casetrail_platform.errors import (
     DuplicateEventIdError,
     StorageUnavailableError,
 )
+from casetrail_platform.keys.off_loop import fetch_keys
 from casetrail_platform.store.guard import storable_data
 from casetrail_platform.store.pg_connections import Connection, PgConnections, open_connection
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.rows import (
     COLUMNS,
     TRACED_COLUMNS,
+    opened_records,
     recorded_from_new,
     same_content,
     sealed_data,
-    to_recorded,
 )
 from casetrail_platform.telemetry.tracing import current_traceparent
 from events.envelope import NewEvent, RecordedEvent
@@ -139,7 +140,7 @@ class PostgresEventStore(EventStore):
             return []
         for new in events:
             self._registry.require_registered(new.event)
-        data = sealed_data(self._registry, events, storable_data(stream, events))
+        data = await sealed_data(self._registry, events, storable_data(stream, events))
         _check_text("stream", stream)
         if not _INT_MIN <= expected_version <= _INT_MAX:
             raise ValueError(f"expected_version {expected_version} is out of range")
@@ -311,13 +312,15 @@ class PostgresEventStore(EventStore):
             + sql.SQL(" AND ").join(clauses)
             + sql.SQL(" ORDER BY sequence")
         )
-        return self._decode(await self._fetch(query, parameters))
+        return await opened_records(await self._fetch(query, parameters), self._registry)
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
-        return self._decode(await self._fetch(self._read_all_sql, (after_position, limit)))
+        rows = await self._fetch(self._read_all_sql, (after_position, limit))
+        return await opened_records(rows, self._registry)
 
     async def read_by_causation(self, causation_id: UUID) -> list[RecordedEvent]:
-        return self._decode(await self._fetch(self._by_causation_sql, (causation_id,)))
+        rows = await self._fetch(self._by_causation_sql, (causation_id,))
+        return await opened_records(rows, self._registry)
 
     async def read_for_command(
         self, causation_id: UUID, stream: str
@@ -325,8 +328,8 @@ class PostgresEventStore(EventStore):
         rows = await self._fetch(self._for_command_sql, (causation_id, stream))
         earlier = [row[1:] for row in rows if row[0] == 1]
         if earlier:
-            return self._decode(earlier), []
-        return [], self._decode([row[1:] for row in rows])
+            return await opened_records(earlier, self._registry), []
+        return [], await opened_records([row[1:] for row in rows], self._registry)
 
     async def stream_version(self, stream: str) -> int:
         [(version,)] = await self._fetch(self._version_sql, (stream,))
@@ -360,10 +363,6 @@ class PostgresEventStore(EventStore):
 
         return await self._readers.run(fetch)
 
-    def _decode(self, rows: list[Row]) -> list[RecordedEvent]:
-        registry = self._registry
-        return [to_recorded(row, registry) for row in rows]
-
     async def _already_stored(
         self, stream: str, events: Sequence[NewEvent]
     ) -> list[RecordedEvent] | None:
@@ -373,12 +372,13 @@ class PostgresEventStore(EventStore):
         if len(by_id) != len(events):
             return None
         ordered = [by_id[new.event_id] for new in events]
+        await fetch_keys(self._registry, (row[6] for row in ordered))
         if not all(
             same_content(new, row, stream, self._registry)
             for new, row in zip(events, ordered, strict=True)
         ):
             return None
-        return self._decode(ordered)
+        return await opened_records(ordered, self._registry)
 
     async def _unique_violation(
         self,

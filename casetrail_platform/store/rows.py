@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from casetrail_platform.keys import off_loop
 from events.envelope import NewEvent, RecordedEvent, StoredEnvelope, to_micros
 from events.registry import EventRegistry, encode
 
@@ -112,17 +113,31 @@ def to_recorded(row: StoredRow | tuple[Any, ...], registry: EventRegistry) -> Re
     )
 
 
-def sealed_data(
+async def sealed_data(
     registry: EventRegistry, events: Sequence[NewEvent], data: Sequence[bytes]
 ) -> list[bytes]:
     """What is stored of each event: its data with the sensitive values sealed (when the
-    registry protects them; ``casetrail_platform.keys.fields``)."""
+    registry protects them; ``casetrail_platform.keys.fields``), in a worker thread when the
+    keyring has to ask its table or KEK (``casetrail_platform.keys.off_loop``)."""
     if registry.protection is None:
         return list(data)
-    return [
-        registry.seal(new.event, new.event_id, encoded)
-        for new, encoded in zip(events, data, strict=True)
-    ]
+
+    def seal(cached_only: bool) -> list[bytes]:
+        return [
+            registry.seal(new.event, new.event_id, encoded, cached_only=cached_only)
+            for new, encoded in zip(events, data, strict=True)
+        ]
+
+    return await off_loop.sealing(seal)
+
+
+async def opened_records(
+    rows: Sequence[StoredRow | tuple[Any, ...]], registry: EventRegistry
+) -> list[RecordedEvent]:
+    """``to_recorded`` of each row, the keys their sealed values name fetched first (off the
+    event loop when the keyring does not hold them): for reads whose events are decoded."""
+    await off_loop.fetch_keys(registry, (row[6] for row in rows))
+    return [to_recorded(row, registry) for row in rows]
 
 
 def recorded_from_new(

@@ -24,6 +24,7 @@ from casetrail_platform.store.rows import (
     TRACED_COLUMNS,
     StoredRow,
     insert_values,
+    opened_records,
     recorded_from_new,
     same_content,
     sealed_data,
@@ -145,7 +146,7 @@ class SqliteEventStore(EventStore):
             return []
         for new in events:
             self._registry.require_registered(new.event)
-        data = sealed_data(self._registry, events, storable_data(stream, events))
+        data = await sealed_data(self._registry, events, storable_data(stream, events))
         trace_parent = current_traceparent()
         registry = self._registry
         rows = await self._writer.write(
@@ -231,7 +232,7 @@ class SqliteEventStore(EventStore):
             clauses.append("occurred_at <= ?")
             parameters.append(to_micros(occurred_until))
         query = f"{_SELECT} WHERE {' AND '.join(clauses)} ORDER BY sequence"
-        return self._decode(await self._fetch(query, parameters))
+        return await opened_records(await self._fetch(query, parameters), self._registry)
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
         query = _READ_ALL
@@ -240,10 +241,12 @@ class SqliteEventStore(EventStore):
             rows = self._inline_connection().execute(query, (after_position, limit)).fetchall()
         else:
             rows = await self._read(lambda c: c.execute(query, (after_position, limit)).fetchall())
-        return self._decode(rows)
+        return await opened_records(rows, self._registry)
 
     async def read_by_causation(self, causation_id: UUID) -> list[RecordedEvent]:
-        return self._decode(await self._fetch(_BY_CAUSATION, (str(causation_id),)))
+        return await opened_records(
+            await self._fetch(_BY_CAUSATION, (str(causation_id),)), self._registry
+        )
 
     async def stream_version(self, stream: str) -> int:
         return await self._read(lambda c: _version_of(c, stream))
@@ -293,10 +296,6 @@ class SqliteEventStore(EventStore):
         if self._inline is None:
             self._inline = connect(str(self._path))
         return self._inline
-
-    def _decode(self, rows: list[StoredRow]) -> list[RecordedEvent]:
-        registry = self._registry
-        return [to_recorded(row, registry) for row in rows]
 
     def _run_read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         connection = getattr(self._local, "connection", None)

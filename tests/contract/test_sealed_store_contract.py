@@ -3,9 +3,11 @@ safe retries despite random nonces, and the erasure marker once the client's key
 
 from __future__ import annotations
 
+import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -135,3 +137,50 @@ async def test_values_sealed_before_a_kek_rotation_open_during_and_after_it(
         assert [r.data for r in read] == [r.data for r in appended]
         [erased] = await reader.read_stream("case-2")
         assert erased.event.text == ERASED_TEXT  # type: ignore[attr-defined]
+
+
+async def test_the_key_table_and_the_kek_are_asked_from_worker_threads_never_the_event_loop(
+    sealed: tuple[EventStore, EventRegistry, DataKeyTable],
+    open_store: StoreOpener,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new client's key is created and wrapped, a reader with an empty cache looks the key
+    up and unwraps it: with PostgreSQL and a KMS each is a network round trip, which on the
+    event loop would stall every call the process serves."""
+    store, registry, table = sealed
+    assert registry.protection is not None
+    kek = registry.protection.keyring.kek
+    asked: list[tuple[str, int]] = []
+    for target, names in ((table, TABLE_CALLS), (kek, ("wrap", "unwrap"))):
+        for name in names:
+            monkeypatch.setattr(target, name, _noting_thread(name, getattr(target, name), asked))
+
+    appended = await store.append("case-1", [note("1", CANARY), note("1", "second")], NO_STREAM)
+    fresh = ClientKeyring(kek, table)  # another process's keyring: nothing cached
+    reader = await open_store(sample_registry().protected(FieldProtection(fresh)))
+    read = await reader.read_stream("case-1")
+    assert [r.event.text for r in read] == [CANARY, "second"]  # type: ignore[attr-defined]
+    following = await open_store(
+        sample_registry().protected(FieldProtection(ClientKeyring(kek, table)))
+    )
+    assert [r.data for r in await following.read_all()] == [r.data for r in appended]
+    assert (await following.read_all())[0].event.text == CANARY  # type: ignore[attr-defined]
+
+    assert {"client_of_case", "current", "create", "wrap", "version", "unwrap"} <= {
+        name for name, _ in asked
+    }
+    loop_thread = threading.get_ident()
+    assert [name for name, thread in asked if thread == loop_thread] == []
+
+
+TABLE_CALLS = ("current", "version", "create", "bind_case", "client_of_case")
+
+
+def _noting_thread(
+    name: str, method: Callable[..., Any], asked: list[tuple[str, int]]
+) -> Callable[..., Any]:
+    def noted(*args: Any) -> Any:
+        asked.append((name, threading.get_ident()))
+        return method(*args)
+
+    return noted

@@ -128,7 +128,7 @@ async def test_a_dead_letter_of_a_sealed_event_carries_its_ciphertext(
     plain = contact_logged()
     registry = protected()
     new = NewEvent(plain.event, plain.metadata, plain.event_id)
-    [data] = sealed_data(registry, [new], [encode(plain.event)])
+    [data] = await sealed_data(registry, [new], [encode(plain.event)])
     sealed = recorded_from_new(new, plain.stream, 1, 1, plain.recorded_at, data)
     await dead_letter(settings, topic, group, sealed)
 

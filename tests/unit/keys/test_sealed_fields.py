@@ -12,7 +12,7 @@ import pytest
 from casetrail_platform.keys.fields import UnreadableFieldError, sensitive_plan, sensitive_values
 from casetrail_platform.keys.keyring import ClientErasedError
 from casetrail_platform.ledger.export import canonical_of_record
-from casetrail_platform.store.rows import recorded_from_new, sealed_data
+from casetrail_platform.store.rows import recorded_from_new
 from events.catalog.base import CaseEvent
 from events.catalog.examples import example_events
 from events.cloudevents import from_kafka_binary, from_structured, to_kafka_binary, to_structured
@@ -158,7 +158,7 @@ def test_kafka_and_structured_forms_carry_ciphertext_and_keep_the_ledger_bytes()
             event,
             EventMetadata("casetrail/test", WORKER, datetime.now(UTC), new_id(), new_id()),
         )
-        [data] = sealed_data(registry, [new], [encode(event)])
+        data = registry.seal(event, new.event_id, encode(event))
         recorded = recorded_from_new(new, "case-x", 1, 7, datetime.now(UTC), data)
         record = to_kafka_binary(recorded)
         assert record.value == data
@@ -188,7 +188,7 @@ def test_an_event_whose_sensitive_fields_are_empty_is_stored_as_its_own_json() -
         case_id="case-x", target_date=date(2026, 12, 1), criteria=("Goes out with a cane",)
     )
     new = NewEvent(event, EventMetadata("casetrail/test", WORKER, datetime.now(UTC), new_id()))
-    [data] = sealed_data(registry, [new], [encode(event)])
+    data = registry.seal(event, new.event_id, encode(event))
     assert data == encode(event)
     recorded = recorded_from_new(new, "case-x", 1, 7, datetime.now(UTC), data)
     again = from_structured(json.loads(json.dumps(to_structured(recorded))), registry)
