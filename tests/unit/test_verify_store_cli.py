@@ -1,0 +1,76 @@
+"""`casetrail verify-store` says whether it checked the checkpoints' signatures, and takes the
+public keys as audit publishes them (`--keys`) when the service's key is not at hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.ledger.hosting import key_path, open_ledger
+from casetrail_platform.ledger.keys import FileSigner
+from casetrail_platform.store.sqlite import SqliteEventStore
+from cli.main import main
+from tests.contract.test_ledger_contract import append_notes
+from tests.support.sample_events import sample_registry
+
+
+def _casetrail(*arguments: str) -> int:
+    with pytest.raises(SystemExit) as exited:
+        main(list(arguments))
+    return int(exited.value.code or 0)
+
+
+@pytest.fixture
+async def data_dir(tmp_path: Path) -> Path:
+    """Intake's store of 12 events with a signed checkpoint, as the embedded default keeps it."""
+    infra = Infrastructure(data_dir=tmp_path)
+    store = await SqliteEventStore.open(tmp_path / "intake" / "events.db", sample_registry())
+    await append_notes(store, 12, per_commit=3)
+    ledger = await open_ledger(infra, "intake")
+    await ledger.sign()
+    await ledger.store.close()
+    await store.close()
+    return tmp_path
+
+
+def test_with_the_published_key_the_signatures_are_checked(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _casetrail("verify-store", "intake", "--data-dir", str(data_dir)) == 0
+
+    out = capsys.readouterr().out
+    assert "12 events hashed" in out
+    assert "OK: the store is the tree its checkpoints signed" in out
+
+
+def test_without_a_key_it_says_the_signatures_were_not_checked(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    published = key_path(data_dir, "intake").with_suffix(".pub")
+    keys_file = data_dir / "keys.txt"
+    keys_file.write_text(published.read_text())
+    published.unlink()
+
+    assert _casetrail("verify-store", "intake", "--data-dir", str(data_dir)) == 0
+    out = capsys.readouterr().out
+    assert "WITHOUT checking their signatures" in out
+    assert "their signatures were not checked" in out
+    assert "checkpoints signed" not in out
+
+    keys = ["--keys", str(keys_file)]
+    assert _casetrail("verify-store", "intake", "--data-dir", str(data_dir), *keys) == 0
+    assert "OK: the store is the tree its checkpoints signed" in capsys.readouterr().out
+
+
+def test_keys_that_name_another_log_are_refused(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    FileSigner("casetrail/another-agency/intake", tmp_path / "other" / "ledger.key")
+    keys_file = tmp_path / "other-keys.txt"
+    keys_file.write_text((tmp_path / "other" / "ledger.pub").read_text())
+
+    arguments = ["verify-store", "intake", "--data-dir", str(data_dir), "--keys", str(keys_file)]
+    assert _casetrail(*arguments) == 2
+    assert "holds no public key named casetrail/" in capsys.readouterr().err
