@@ -136,7 +136,7 @@ class Deliverer:
         starts: list[int] = []  # index in ``messages`` of each record of ``run``
         # Decoding opens sealed values: their keys are fetched first, off the event loop. A
         # message of the embedded bus carries its event, opened by the writer's keyring.
-        await fetch_keys(
+        away = await fetch_keys(
             self.registry,
             (m.value for m in messages if m.recorded is None and not self._unwanted(m)),
         )
@@ -154,7 +154,8 @@ class Deliverer:
         for index, message in enumerate(messages):
             if self._unwanted(message):
                 continue  # no effect to order: committed past with its neighbours
-            decoded = self._decode(message)
+            # A key the outage kept away would be asked for again here, on the loop: wait.
+            decoded = away if away and self._lacks_keys(message) else self._decode(message)
             if isinstance(decoded, Exception):
                 # The decoder's own storage is away (the data-key table opening sealed
                 # values): the event is fine; what came before goes first, then we wait.
@@ -163,7 +164,7 @@ class Deliverer:
                 recovered = await self._decode_after_outage(message, decoded, stop)
                 if recovered is None:
                     return index
-                decoded = recovered
+                decoded, away = recovered, None
             if isinstance(decoded, RecordedEvent):
                 run.append((message, decoded))
                 starts.append(index)
@@ -183,6 +184,15 @@ class Deliverer:
             return False
         event_type = message.header(_TYPE_HEADER)
         return event_type is not None and event_type not in self._wanted
+
+    def _lacks_keys(self, message: BusMessage) -> bool:
+        """Whether decoding ``message`` would ask the key table or KMS (a key not cached)."""
+        protection = self.registry.protection
+        return (
+            message.recorded is None
+            and protection is not None
+            and bool(protection.keys_to_fetch([message.value]))
+        )
 
     def _decode(self, message: BusMessage) -> RecordedEvent | DeadLetter | Exception:
         """The event, its dead letter, or (returned) the outage that kept it from decoding."""
@@ -209,6 +219,13 @@ class Deliverer:
             outages += 1
             if await self._pause(where, outages, decoded, stop):
                 return None
+            if message.recorded is None:
+                # The keys first, from a worker thread: while their table or KMS is still
+                # away, its connection timeouts are waited there, not on the event loop.
+                away = await fetch_keys(self.registry, [message.value])
+                if away is not None:
+                    decoded = away
+                    continue
             decoded = self._decode(message)
         return decoded
 

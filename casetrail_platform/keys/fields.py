@@ -40,7 +40,7 @@ from pydantic_core import from_json
 
 from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring
 from casetrail_platform.keys.nonces import NONCE_BYTES, random_nonce
-from casetrail_platform.keys.port import DataKeyError
+from casetrail_platform.keys.port import DataKeyError, KeyUnavailableError
 from casetrail_platform.store.guard import UnstorableEventError
 from events.catalog.base import SEALED_MARKS, CaseEvent
 from events.errors import FieldProblem, InvalidEventError
@@ -117,15 +117,20 @@ class FieldProtection:
         keys = {(owner.decode(), int(version)) for owner, version in named}
         return {key for key in keys if not keyring.holds_key(*key)}
 
-    def fetch_keys(self, keys: Iterable[tuple[str, int]]) -> None:
+    def fetch_keys(self, keys: Iterable[tuple[str, int]]) -> KeyUnavailableError | None:
         """Bring ``keys`` into the keyring's cache (a worker thread's call: it reads the key
-        table and unwraps with the KEK). A key it cannot fetch is left for the read that needs
-        it, which reports why (unknown key, KMS unavailable) where the event is decoded."""
+        table and unwraps with the KEK); the outage that kept one away, if any. A key it cannot
+        fetch is left for the read that needs it, which reports why (unknown key, KMS
+        unavailable) where the event is decoded."""
+        outage: KeyUnavailableError | None = None
         for owner, version in keys:
             try:
                 self.keyring.decryption_key(owner, version)
+            except KeyUnavailableError as error:
+                outage = error
             except DataKeyError:
                 continue
+        return outage
 
     def seal(
         self, event: CaseEvent, event_id: UUID, data: bytes, *, cached_only: bool = False

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from casetrail_platform.keys.keyring import KeysNotCachedError
+from casetrail_platform.keys.port import KeyUnavailableError
 from events.registry import EventRegistry
 
 T = TypeVar("T")
@@ -31,13 +32,17 @@ async def sealing(seal: Callable[[bool], T]) -> T:
         return await asyncio.to_thread(seal, False)
 
 
-async def fetch_keys(registry: EventRegistry, stored: Iterable[bytes | None]) -> None:
+async def fetch_keys(
+    registry: EventRegistry, stored: Iterable[bytes | None]
+) -> KeyUnavailableError | None:
     """Bring the keys that the sealed values of ``stored`` (event data as stored or published)
     name into the keyring's cache, in a worker thread if any is missing, so that decoding the
-    records then opens them from the cache."""
+    records then opens them from the cache. Returns the outage (key table or KMS away) that
+    kept a key from being fetched, if one did."""
     protection = registry.protection
     if protection is None:
-        return
+        return None
     missing = protection.keys_to_fetch(stored)
-    if missing:
-        await asyncio.to_thread(protection.fetch_keys, sorted(missing))
+    if not missing:
+        return None
+    return await asyncio.to_thread(protection.fetch_keys, sorted(missing))

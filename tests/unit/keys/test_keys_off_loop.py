@@ -20,7 +20,7 @@ from casetrail_platform.bus.retry import Backoff, RetryPolicy
 from casetrail_platform.keys.fields import FieldProtection
 from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
 from casetrail_platform.keys.keyring import ClientKeyring, KeysNotCachedError
-from casetrail_platform.keys.port import DataKeyTable, StoredDataKey
+from casetrail_platform.keys.port import DataKeyTable, KeyUnavailableError, StoredDataKey
 from casetrail_platform.store.rows import recorded_from_new
 from events.catalog.cases import CaseOpened
 from events.cloudevents import to_kafka_binary
@@ -35,9 +35,11 @@ from tests.unit.keys.test_sealed_fields import SENSITIVE_EXAMPLES
 class ThreadNotingTable(MemoryDataKeyTable):
     """Notes the thread of every look-up and write."""
 
-    def __init__(self) -> None:
+    def __init__(self, away_for: int = 0) -> None:
         super().__init__()
         self.threads: list[int] = []
+        self.away_for = away_for
+        """How many look-ups of a key version fail as if the database were away."""
 
     def current(self, owner: str) -> StoredDataKey | None:
         self.threads.append(threading.get_ident())
@@ -45,6 +47,9 @@ class ThreadNotingTable(MemoryDataKeyTable):
 
     def version(self, owner: str, version: int) -> StoredDataKey | None:
         self.threads.append(threading.get_ident())
+        if self.away_for:
+            self.away_for -= 1
+            raise KeyUnavailableError("data-key table")
         return super().version(owner, version)
 
     def bind_case(self, case_id: str, client_id: str) -> None:
@@ -112,7 +117,10 @@ def test_the_keys_to_fetch_are_those_the_sealed_values_name_and_the_cache_lacks(
     assert reader.keys_to_fetch(sealed) == set()
 
 
-async def test_a_consumer_fetches_the_keys_of_what_it_polled_off_the_event_loop() -> None:
+@pytest.mark.parametrize("away_for", [0, 3], ids=["keys at hand", "key table away a while"])
+async def test_a_consumer_fetches_the_keys_of_what_it_polled_off_the_event_loop(
+    away_for: int,
+) -> None:
     kms, table = FakeKms(), ThreadNotingTable()
     writer = protected(kms, table)
     opened = next(e for e in SENSITIVE_EXAMPLES if isinstance(e, CaseOpened))
@@ -129,15 +137,17 @@ async def test_a_consumer_fetches_the_keys_of_what_it_polled_off_the_event_loop(
         return True
 
     fast = Backoff(initial=0.001, maximum=0.001)
-    deliverer = Deliverer("g", recorder, reader, RetryPolicy(backoff=fast), keep)
+    policy = RetryPolicy(backoff=fast, max_attempts=2, outage_backoff=fast)
+    deliverer = Deliverer("g", recorder, reader, policy, keep)
     table.threads.clear()
+    table.away_for = away_for
 
     message = BusMessage("t", 0, 0, key, value, as_headers(headers))
     assert await deliverer.deliver([message], asyncio.Event()) == 1
 
     assert letters == []
     assert [r.event for r in recorder.deliveries] == [opened]
-    assert table.threads
+    assert len(table.threads) > away_for
     assert threading.get_ident() not in table.threads
 
 
