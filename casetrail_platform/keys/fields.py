@@ -28,7 +28,9 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -207,7 +209,11 @@ class FieldProtection:
                 sealed = base64.urlsafe_b64decode(sealed_text + "=" * (-len(sealed_text) % 4))
             except ValueError:
                 raise _unreadable(event_type, path) from None
-            key = None if self._keyring is None else self._keyring.decryption_key(owner, version)
+            key = (
+                None
+                if self._keyring is None
+                else self._keyring.decryption_key(owner, version, cached_only=_FROM_CACHE.get())
+            )
             if key is None:
                 return erased
             aad = f"{header}{path}\x00{owner}\x00{version}".encode()
@@ -218,6 +224,21 @@ class FieldProtection:
             return from_json(plaintext)
 
         return open_leaf
+
+
+_FROM_CACHE: ContextVar[bool] = ContextVar("casetrail_open_from_cache", default=False)
+"""Set by ``opening_from_cache``: a key the keyring lacks raises ``KeysNotCachedError``."""
+
+
+@contextmanager
+def opening_from_cache() -> Iterator[None]:
+    """Sealed values opened inside (synchronous code) take keys from the keyring's cache only:
+    a missing one raises ``KeysNotCachedError`` instead of asking the table or the KEK."""
+    token = _FROM_CACHE.set(True)
+    try:
+        yield
+    finally:
+        _FROM_CACHE.reset(token)
 
 
 WITHHELD = FieldProtection(None)

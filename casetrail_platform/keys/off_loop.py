@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from casetrail_platform.keys.fields import opening_from_cache
 from casetrail_platform.keys.keyring import KeysNotCachedError
 from casetrail_platform.keys.port import KeyUnavailableError
 from events.registry import EventRegistry
@@ -30,6 +31,18 @@ async def sealing(seal: Callable[[bool], T]) -> T:
         return seal(True)
     except KeysNotCachedError:
         return await asyncio.to_thread(seal, False)
+
+
+async def decoding(decode: Callable[[], T]) -> T:
+    """``decode()`` (which opens sealed values): first here with the keyring's cache alone,
+    then, if a key was missing, again in a worker thread. For readers that decode what they
+    read at once (audit's copies of events), where ``fetch_keys`` would have to find the keys
+    in parsed documents."""
+    try:
+        with opening_from_cache():
+            return decode()
+    except KeysNotCachedError:
+        return await asyncio.to_thread(decode)
 
 
 async def fetch_keys(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from casetrail_platform.keys.off_loop import decoding
 from casetrail_platform.projections.port import (
     DocumentTransaction,
     KeyRange,
@@ -96,7 +97,8 @@ class ReadModelDisclosureIndex:
             rows = await self._read_models.key_range(DISCLOSURES, keys)
             found.extend((key.removeprefix(f"{case_id}|"), document) for key, document in rows)
         found.sort(key=lambda item: item[0].encode())
-        events = [self._decode(document["event"]) for _, document in found[:size]]
+        documents = [document["event"] for _, document in found[:size]]
+        events = await decoding(lambda: [self._decode(document) for document in documents])
         return events, len(found) > size
 
     def _decode(self, document: dict[str, Any]) -> RecordedEvent:

@@ -26,9 +26,11 @@ normal) and audit's own store both carry audit's own access events.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any
 from uuid import UUID
 
+from casetrail_platform.keys.off_loop import decoding
 from casetrail_platform.policy.facts import Entry, entry_of
 from casetrail_platform.projections.port import (
     DocumentTransaction,
@@ -195,7 +197,7 @@ class ReadModelTimelines:
             stored = await self._read_models.get(EVENTS, document["event"])
             if stored is None:
                 raise RuntimeError(f"timeline event {document['event']!r} is missing")
-            entries.append(self._decode(case_id, stored["event"]))
+            entries.append(await self._decode(case_id, stored["event"]))
         return IndexPage(entries, [suffix for suffix, _ in chosen], more=len(found) > size)
 
     async def own_position(self) -> int:
@@ -224,7 +226,7 @@ class ReadModelTimelines:
         if seen is None:
             return None
         document = await self._read_models.get(EVENTS, seen["key"])
-        return None if document is None else self._decode(seen["case_id"], document["event"])
+        return None if document is None else await self._decode(seen["case_id"], document["event"])
 
     async def _everything(self, prefix: str) -> list[RecordedEvent]:
         """The events under ``prefix`` of the events collection, read by key range."""
@@ -235,12 +237,20 @@ class ReadModelTimelines:
             rows = await self._read_models.key_range(
                 EVENTS, KeyRange(low, prefix + KEY_END, limit=_READ_ALL)
             )
-            events.extend(self._decode(case_id, document["event"]) for _, document in rows)
+            documents = [document["event"] for _, document in rows]
+            events.extend(await decoding(partial(self._decoded_all, case_id, documents)))
             if len(rows) < _READ_ALL:
                 return sorted(events, key=lambda e: sort_suffix(e, TimeBasis.OCCURRED).encode())
             low = rows[-1][0]
 
-    def _decode(self, case_id: str, document: dict[str, Any]) -> RecordedEvent:
+    async def _decode(self, case_id: str, document: dict[str, Any]) -> RecordedEvent:
+        return await decoding(lambda: self._decoded(case_id, document))
+
+    def _decoded_all(self, case_id: str, documents: list[dict[str, Any]]) -> list[RecordedEvent]:
+        return [self._decoded(case_id, document) for document in documents]
+
+    def _decoded(self, case_id: str, document: dict[str, Any]) -> RecordedEvent:
+        """Decoded here (keys the cache lacks are asked for from this thread)."""
         try:
             return from_structured(document, self._registry)
         except InvalidEventError as error:

@@ -20,6 +20,7 @@ from casetrail_platform.bus.retry import Backoff, RetryPolicy
 from casetrail_platform.keys.fields import FieldProtection
 from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
 from casetrail_platform.keys.keyring import ClientKeyring, KeysNotCachedError
+from casetrail_platform.keys.off_loop import decoding
 from casetrail_platform.keys.port import DataKeyTable, KeyUnavailableError, StoredDataKey
 from casetrail_platform.store.rows import recorded_from_new
 from events.catalog.cases import CaseOpened
@@ -168,3 +169,24 @@ def test_a_new_kek_file_is_created_once_by_threads_racing_to_use_it(tmp_path: Pa
     assert {kek.key_id for kek in keks} == {keks[0].key_id}
     assert all(keks[0].unwrap(each, b"context") == b"k" * 32 for each in wrapped)
     assert [p.name for p in path.parent.iterdir()] == [KEK_FILE_NAME]
+
+
+async def test_decoding_opens_from_the_cache_here_and_asks_the_table_from_a_worker() -> None:
+    kms, table = FakeKms(), ThreadNotingTable()
+    writer = protected(kms, table)
+    opened = next(e for e in SENSITIVE_EXAMPLES if isinstance(e, CaseOpened))
+    event_id = uuid4()
+    sealed = writer.seal(opened, event_id, encode(opened))
+    reader = protected(kms, table)  # nothing cached
+    table.threads.clear()
+
+    def decode() -> object:
+        return reader.decode(opened.event_type, opened.schema_version, sealed, event_id)
+
+    assert await decoding(decode) == opened
+    assert table.threads
+    assert threading.get_ident() not in table.threads
+
+    table.threads.clear()
+    assert await decoding(decode) == opened  # cached now: decoded here, nothing asked
+    assert table.threads == []
