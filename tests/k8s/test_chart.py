@@ -87,6 +87,7 @@ def test_services_are_configured_with_the_variables_the_code_reads(rendered: Ren
         }
         assert env["CASETRAIL_KAFKA_BOOTSTRAP"].startswith(f"{RELEASE}-kafka-kafka-bootstrap:")
         assert env["CASETRAIL_CASE_EVENTS_TOPIC"] == "casetrail.case-events"
+        assert env["CASETRAIL_KAFKA_FETCH_MAX_WAIT_MS"] == "20"
         assert env["CASETRAIL_OIDC_ISSUER"].startswith("https://")
         assert env["CASETRAIL_OIDC_AUDIENCE"]
 

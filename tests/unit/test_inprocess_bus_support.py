@@ -96,6 +96,15 @@ def test_settings_come_from_the_environment() -> None:
         KafkaSettings.from_env({"CASETRAIL_KAFKA_PORT": "nine"})
 
 
+def test_how_long_the_broker_holds_a_fetch_is_configurable_within_bounds() -> None:
+    assert KafkaSettings.from_env({}).fetch_max_wait_ms == 20
+    waiting = {"CASETRAIL_KAFKA_FETCH_MAX_WAIT_MS": "200"}
+    assert KafkaSettings.from_env(waiting).fetch_max_wait_ms == 200
+    for bad in ("0", "-5", "10001", "fast", "1.5"):
+        with pytest.raises(ValueError, match=r"CASETRAIL_KAFKA_FETCH_MAX_WAIT_MS .* 1 to 10000"):
+            KafkaSettings.from_env({"CASETRAIL_KAFKA_FETCH_MAX_WAIT_MS": bad})
+
+
 def test_topic_settings_for_production_keep_acknowledged_events_safe() -> None:
     production = TopicSettings.production()
     assert production.replication_factor == 3

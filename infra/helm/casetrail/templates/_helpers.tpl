@@ -99,6 +99,8 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
   value: {{ $values.kafka.caseEventsTopic | quote }}
 - name: CASETRAIL_CASE_EVENTS_PARTITIONS
   value: {{ $values.kafka.caseEventsPartitions | quote }}
+- name: CASETRAIL_KAFKA_FETCH_MAX_WAIT_MS
+  value: {{ $values.kafka.fetchMaxWaitMs | quote }}
 {{- if eq $values.kafka.authentication "tls" }}
 # Kafka client TLS (mutual) with the KafkaUser's certificate
 # (casetrail_platform/bus/kafka_security.py)
