@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 
 from casetrail_platform.bus.deadletter import DeadLetter
 from casetrail_platform.bus.delivery import Deliverer
+from casetrail_platform.bus.fetch_pacing import FetchPacing
 from casetrail_platform.bus.kafka_clients import close_quietly, describe, new_producer
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.message import BusMessage, as_headers
@@ -91,10 +92,12 @@ class KafkaGroupMember:
 
     async def consume(self) -> None:
         consumer = self._consumer
+        pacing = FetchPacing(consumer, self._settings)
         while not self._stop.is_set():
             polled = await consumer.getmany(
                 timeout_ms=self._settings.poll_timeout_ms, max_records=self._settings.max_batch
             )
+            pacing.polled(sum(len(records) for records in polled.values()))
             if not polled:
                 continue
             async with self._batch_lock:

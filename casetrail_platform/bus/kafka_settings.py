@@ -41,9 +41,11 @@ class KafkaSettings:
     fetch_max_wait_ms: int = DEFAULT_FETCH_MAX_WAIT_MS
     """The broker answers a fetch once ``fetch_min_bytes`` are there or after this long: under
     load one poll (one read-model transaction) covers many events instead of one each, and
-    an event waits at most this long when the topic is quiet. It is also how often an idle
-    consumer group asks: each process's 2-3 groups cost about 100-140 ms of CPU per second
-    idle at 20 ms and 30-46 at 200 (``bench.idle_bench``; ``CASETRAIL_KAFKA_FETCH_MAX_WAIT_MS``)."""
+    an event waits at most this long while records flow (``CASETRAIL_KAFKA_FETCH_MAX_WAIT_MS``).
+    A quiet consumer fetches with ``quiet_fetch_wait_ms`` instead (``bus.fetch_pacing``)."""
+    quiet_fetch_wait_ms: int = 500
+    """Once a poll came back empty: the broker answers at the first byte or after this long
+    (``casetrail_platform.bus.fetch_pacing``)."""
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
