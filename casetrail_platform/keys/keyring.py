@@ -93,8 +93,8 @@ class ClientKeyring:
         self, owner: str, version: int, *, cached_only: bool = False
     ) -> AESGCM | None:
         """The key of ``owner`` at ``version``; ``None`` when it was destroyed (erased)."""
-        cached = self._keys.get((owner, version))
-        if cached is not None and time.monotonic() - cached.checked < self._cache_seconds:
+        cached = self._fresh_key(owner, version)
+        if cached is not None:
             return cached.key
         if cached_only:
             raise KeysNotCachedError(owner)
@@ -118,8 +118,13 @@ class ClientKeyring:
 
     def holds_key(self, owner: str, version: int) -> bool:
         """Whether ``decryption_key(owner, version)`` answers from the cache."""
+        return self._fresh_key(owner, version) is not None
+
+    def _fresh_key(self, owner: str, version: int) -> _CachedKey | None:
         cached = self._keys.get((owner, version))
-        return cached is not None and time.monotonic() - cached.checked < self._cache_seconds
+        if cached is not None and time.monotonic() - cached.checked < self._cache_seconds:
+            return cached
+        return None
 
     def owner_of_case(self, case_id: str, *, cached_only: bool = False) -> str:
         """Whose key seals the sensitive fields of ``case_id``'s events."""

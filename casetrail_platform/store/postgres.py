@@ -35,7 +35,6 @@ from casetrail_platform.errors import (
     DuplicateEventIdError,
     StorageUnavailableError,
 )
-from casetrail_platform.keys.off_loop import fetch_keys
 from casetrail_platform.store.guard import storable_data
 from casetrail_platform.store.pg_connections import Connection, PgConnections, open_connection
 from casetrail_platform.store.port import EventStore
@@ -372,13 +371,14 @@ class PostgresEventStore(EventStore):
         if len(by_id) != len(events):
             return None
         ordered = [by_id[new.event_id] for new in events]
-        await fetch_keys(self._registry, (row[6] for row in ordered))
+        # Built first: that fetches the keys ``same_content`` opens sealed values with.
+        records = await opened_records(ordered, self._registry)
         if not all(
             same_content(new, row, stream, self._registry)
             for new, row in zip(events, ordered, strict=True)
         ):
             return None
-        return await opened_records(ordered, self._registry)
+        return records
 
     async def _unique_violation(
         self,

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from casetrail_platform.bus.fetch_pacing import FetchPacing
+from casetrail_platform.bus.topics import create_topics
 from tests.contract.bus_conftest import delete_topics, kafka_test_settings
 from tests.support.servers import server_missing
 
@@ -20,15 +21,10 @@ pytestmark = pytest.mark.kafka
 async def test_a_quiet_consumer_waits_longer_and_a_flowing_one_batches_again() -> None:
     settings = kafka_test_settings()
     topic = f"casetrail.test-pacing-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     try:
-        await admin.start()
+        await create_topics(settings, [NewTopic(topic, 1, 1)])
     except Exception as error:
         server_missing("Kafka", error)
-    try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-    finally:
-        await admin.close()
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.bootstrap_servers,

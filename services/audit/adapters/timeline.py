@@ -189,15 +189,17 @@ class ReadModelTimelines:
         chosen = ordered[:size]
         if backward:
             chosen.reverse()
-        entries = []
+        documents = []
         for _, (document, given) in chosen:
             if given is not None:
-                entries.append(given)
                 continue
             stored = await self._read_models.get(EVENTS, document["event"])
             if stored is None:
                 raise RuntimeError(f"timeline event {document['event']!r} is missing")
-            entries.append(await self._decode(case_id, stored["event"]))
+            documents.append(stored["event"])
+        # The page decoded at once: a key the cache lacks sends it to a worker thread once.
+        decoded = iter(await decoding(partial(self._decoded_all, case_id, documents)))
+        entries = [given if given is not None else next(decoded) for _, (_, given) in chosen]
         return IndexPage(entries, [suffix for suffix, _ in chosen], more=len(found) > size)
 
     async def own_position(self) -> int:
