@@ -18,6 +18,9 @@ KUBERNETES_VALIDATE_VERSION=1.37.0
 CNPG_VERSION=1.30.1
 KEDA_VERSION=2.21.0
 STRIMZI_VERSION=1.2.0
+PROMETHEUS_OPERATOR_VERSION=0.85.0   # its PodMonitor CRD only (metrics.podMonitor)
+# The operators' CRDs cache directory (tests/k8s/tools.py builds the same name).
+CRDS_NAME="strimzi-$STRIMZI_VERSION-cnpg-$CNPG_VERSION-keda-$KEDA_VERSION-prometheus-operator-$PROMETHEUS_OPERATOR_VERSION"
 
 GO="${CASETRAIL_GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 

@@ -106,23 +106,26 @@ strimzi_crds() {
     }
 }
 
-go_module_crds() {  # go_module_crds MODULE VERSION TARGET: the module's config/crd/bases/*.yaml
-    local dir
+go_module_crds() {  # go_module_crds MODULE VERSION TARGET [GLOB]: the module's CRDs at GLOB
+    local dir glob="${4:-config/crd/bases/*.yaml}"
     dir="$("$GO" mod download -json "$1@v$2" | sed -n 's/^\s*"Dir": "\(.*\)",\?$/\1/p')"
-    [[ -d "$dir/config/crd/bases" ]] || k8s_die "$1@v$2 has no config/crd/bases"
-    cp "$dir"/config/crd/bases/*.yaml "$3/"
+    compgen -G "$dir/$glob" >/dev/null || k8s_die "$1@v$2 has no $glob"
+    cp "$dir"/$glob "$3/"
     chmod u+w "$3"/*.yaml
 }
 
 # The operators' CustomResourceDefinitions, and kubeconform schemas generated from them.
 step_crds() {
-    local target="$K8S_CACHE/crds/strimzi-$STRIMZI_VERSION-cnpg-$CNPG_VERSION-keda-$KEDA_VERSION"
+    local target="$K8S_CACHE/crds/$CRDS_NAME"
     [[ -f "$target/.done" ]] && return 0
     rm -rf "$target"
-    mkdir -p "$target/strimzi" "$target/cloudnative-pg" "$target/keda"
-    k8s_log "fetching CloudNativePG $CNPG_VERSION and KEDA $KEDA_VERSION CRDs (Go module proxy)"
+    mkdir -p "$target/strimzi" "$target/cloudnative-pg" "$target/keda" "$target/prometheus-operator"
+    k8s_log "fetching CloudNativePG $CNPG_VERSION, KEDA $KEDA_VERSION and Prometheus Operator $PROMETHEUS_OPERATOR_VERSION CRDs (Go module proxy)"
     go_module_crds github.com/cloudnative-pg/cloudnative-pg "$CNPG_VERSION" "$target/cloudnative-pg"
     go_module_crds github.com/kedacore/keda/v2 "$KEDA_VERSION" "$target/keda"
+    # Only the PodMonitor: the chart renders no other monitoring.coreos.com kind.
+    go_module_crds github.com/prometheus-operator/prometheus-operator "$PROMETHEUS_OPERATOR_VERSION" \
+        "$target/prometheus-operator" "example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml"
     strimzi_crds "$target/strimzi"
     "$PY" "$K8S_INFRA/schemas.py" crds "$target/schemas" "$target"/*/*.yaml
     touch "$target/.done"

@@ -16,11 +16,16 @@ RELEASE = "casetrail"
 NAMESPACE = "casetrail-check"
 
 # Each profile: the values files given to helm, in order (later ones override).
-PROFILES: dict[str, tuple[str, ...]] = {
+PROFILES: dict[str, tuple[str | Path, ...]] = {
     "small": ("values-small.yaml",),
     "large": ("values-large.yaml",),
     "small-production": ("values-small.yaml", "values-production.yaml"),
     "large-production": ("values-large.yaml", "values-production.yaml"),
+    "large-production-monitored": (
+        "values-large.yaml",
+        "values-production.yaml",
+        Path(__file__).with_name("values-monitoring.yaml"),
+    ),
 }
 
 

@@ -3,6 +3,7 @@ the network and on Kafka, durable Kafka and PostgreSQL, secrets only referenced.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -14,6 +15,12 @@ from tests.k8s.tools import CHART, Tools
 
 SERVICES = ("intake", "coordination", "planning", "audit")
 TOPOLOGY = yaml.safe_load((CHART / "topology.yaml").read_text())
+MONITORING = yaml.safe_load(Path(PROFILES["large-production-monitored"][-1]).read_text())
+
+
+def monitored(rendered: Rendered) -> bool:
+    """The profile with metrics.podMonitor and networkPolicy.metricsScrapers set."""
+    return rendered.profile.endswith("-monitored")
 
 
 def container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -180,10 +187,61 @@ def test_network_policies_deny_by_default(rendered: Rendered) -> None:
     assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
     assert "ingress" not in deny
     assert "egress" not in deny
+    scrapers = MONITORING["networkPolicy"]["metricsScrapers"] if monitored(rendered) else []
     for service in SERVICES:
         policy = rendered.named("NetworkPolicy", f"{RELEASE}-{service}")["spec"]
-        ports = [port["port"] for rule in policy["ingress"] for port in rule["ports"]]
-        assert ports == [TOPOLOGY["services"][service]["grpcPort"]]
+        grpc_port = TOPOLOGY["services"][service]["grpcPort"]
+        clients, *metrics = policy["ingress"]
+        assert [port["port"] for port in clients["ports"]] == [grpc_port]
+        if not scrapers:
+            assert metrics == []  # the metrics port admits nobody
+            continue
+        # The scrapers reach the metrics port only, and only they do.
+        assert metrics == [
+            {"from": scrapers, "ports": [{"port": grpc_port + 100, "protocol": "TCP"}]}
+        ]
+        assert not any(peer in clients["from"] for peer in scrapers)
+
+
+def test_the_pod_monitor_scrapes_the_four_services_metrics_port(rendered: Rendered) -> None:
+    monitors = rendered.of_kind("PodMonitor")
+    if not monitored(rendered):
+        assert monitors == []
+        return
+    (monitor,) = monitors
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+    selector = monitor["spec"]["selector"]
+    (expression,) = selector["matchExpressions"]
+
+    def selected(labels: dict[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in selector["matchLabels"].items()) and (
+            labels.get(expression["key"]) in expression["values"]
+        )
+
+    for workload in (*SERVICES, "caseload"):
+        deployment = rendered.named("Deployment", f"{RELEASE}-{workload}")
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert selected(labels) is (workload != "caseload"), workload
+        if workload == "caseload":
+            continue
+        ports = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
+        env = env_of(deployment)
+        assert env["CASETRAIL_METRICS_ADDRESS"] == f"0.0.0.0:{ports['metrics']}"
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == (
+        "metrics",
+        "/metrics",
+        "15s",
+    )
+
+
+def test_a_pod_monitor_without_admitted_scrapers_is_refused(helm: Tools) -> None:
+    """Scrapes that the chart's own NetworkPolicies refuse would only show targets down."""
+    result = helm_template(
+        helm, PROFILES["small-production"], "--set", "metrics.podMonitor.enabled=true"
+    )
+    assert result.returncode != 0
+    assert "networkPolicy.metricsScrapers" in result.stderr
 
 
 def test_production_uses_tls_everywhere(rendered: Rendered) -> None:

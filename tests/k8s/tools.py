@@ -62,6 +62,7 @@ def tool_paths() -> Tools:
     bin_dir = root / "bin"
     crds = (
         f"strimzi-{pins['STRIMZI_VERSION']}-cnpg-{pins['CNPG_VERSION']}-keda-{pins['KEDA_VERSION']}"
+        f"-prometheus-operator-{pins['PROMETHEUS_OPERATOR_VERSION']}"
     )
     return Tools(
         helm=bin_dir / f"helm-v{pins['HELM_VERSION']}",
