@@ -60,6 +60,21 @@ def is_outage(error: BaseException) -> bool:
     dead-lettered: the event is fine and will apply once the database is back."""
     if isinstance(error, StorageUnavailableError):
         return True
-    # Without importing the driver: if psycopg was never imported, this is not its error.
+    # Without importing the drivers: if one was never imported, this is not its error.
     psycopg = sys.modules.get("psycopg")
-    return psycopg is not None and isinstance(error, psycopg.OperationalError)
+    if psycopg is not None and isinstance(error, psycopg.OperationalError):
+        return True
+    sqlite3 = sys.modules.get("sqlite3")
+    return (
+        sqlite3 is not None
+        and isinstance(error, sqlite3.OperationalError)
+        and getattr(error, "sqlite_errorcode", 0) & 0xFF in _SQLITE_AWAY
+    )
+
+
+_SQLITE_AWAY = frozenset({5, 6, 7, 10, 13, 14})
+"""SQLite's primary result codes of a database that is away for now, not of a bad statement:
+BUSY and LOCKED (another process holds the file past the busy timeout, e.g. ``casetrail
+rebuild`` beside a running service), NOMEM, IOERR, FULL (a full disk) and CANTOPEN. Extended
+codes carry the primary one in their low byte. Any other OperationalError (a missing table, a
+syntax error) is the code's fault and stays one."""

@@ -253,10 +253,14 @@ class InProcessSubscriber(EventSubscriber):
                     for partition, offset in deliverer.commit_offsets(handed, done).items():
                         state.commit(member, partition, offset, offset)
                     break
-                # Withheld records are read past but stay uncommitted (ordering guard).
+                # Withheld records are read past but stay uncommitted (ordering guard), also
+                # on a partition of which this poll handed nothing over (all of it withheld).
                 committed = deliverer.commit_offsets(handed, done)
                 for partition, offset in commit_offsets(messages).items():
-                    state.commit(member, partition, offset, committed.get(partition, offset))
+                    commit_to = committed.get(partition, offset)
+                    held = None if ordering is None else ordering.commit_limit(partition)
+                    commit_to = commit_to if held is None else min(commit_to, held)
+                    state.commit(member, partition, offset, commit_to)
         finally:
             stopping.cancel()
             state.leave(member)

@@ -3,11 +3,14 @@ streams spanning cases untouched, and nothing committed past a withheld record."
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 
 import pytest
 
 from casetrail_platform.bus.delivery import Deliverer
+from casetrail_platform.bus.inprocess import InProcessBus
 from casetrail_platform.bus.message import BusMessage
 from casetrail_platform.bus.ordering import (
     SequenceGuard,
@@ -17,7 +20,10 @@ from casetrail_platform.bus.ordering import (
 from casetrail_platform.bus.retry import RetryPolicy
 from casetrail_platform.policy.guard import access_stream
 from events.catalog.access import ConsentGranted, RecordAccessDenied, RecordAccessed
+from events.envelope import RecordedEvent
 from events.ordering_contract import STREAM_KIND_EVENT_TYPES
+from events.topics import DEFAULT_CASE_EVENTS_TOPIC
+from tests.contract.bus_conftest import recorded
 from tests.support.sample_events import sample_registry
 
 
@@ -180,3 +186,32 @@ def test_it_remembers_a_bounded_number_of_streams_the_quiet_ones_go_first() -> N
     guard.sort([message("case-3", 1, 3)])  # case-2 is the quietest: forgotten
     assert sequences(guard.sort([message("case-2", 5, 4)])) == [5]  # starts afresh
     assert guard.sort([message("case-3", 3, 5)]) == []  # still known: a gap
+
+
+async def test_the_embedded_bus_commits_nothing_past_a_poll_that_was_all_withheld() -> None:
+    """A poll whose only record of a partition is withheld hands nothing over for it: the
+    group's committed offset stays before that record, so the next member (after a restart or
+    a rebalance, whose guard knows nothing) reads it again instead of never seeing it."""
+    registry = sample_registry()
+    first, third = recorded("c1", 1, 1), recorded("c1", 3, 3)
+    bus = InProcessBus()
+    publisher = bus.publisher()
+    seen: list[int] = []
+
+    class Handler:
+        async def handle_batch(self, records: Sequence[RecordedEvent]) -> None:
+            seen.extend(record.sequence for record in records)
+
+    stop = asyncio.Event()
+    member = asyncio.create_task(
+        bus.subscriber(registry).run("g", Handler(), stop, ordering=SequenceGuard("g"))
+    )
+    await publisher.publish([first])
+    await asyncio.sleep(0.1)  # handled and committed: the next poll holds the third alone
+    await publisher.publish([third])  # before the second: withheld
+    await asyncio.sleep(0.1)
+    stop.set()
+    await member
+    assert seen == [1]
+    (partition,) = {m.partition for m in bus.messages(DEFAULT_CASE_EVENTS_TOPIC)}
+    assert bus.committed(DEFAULT_CASE_EVENTS_TOPIC, "g")[partition] == 1  # the third's offset

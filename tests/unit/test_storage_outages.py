@@ -5,7 +5,10 @@ that meet the outage are answered UNAVAILABLE, never UNKNOWN."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Sequence
+from pathlib import Path
+from tempfile import TemporaryDirectory
 
 import psycopg
 import pytest
@@ -27,13 +30,36 @@ from tests.contract.bus_conftest import Recorder, eventually, recorded, running
 from tests.support.sample_events import sample_registry
 
 FAST = Backoff(initial=0.001, maximum=0.001)
+
+
+def sqlite_error(*, locked: bool) -> sqlite3.OperationalError:
+    """A real error of SQLite: the file held by another connection (BUSY), or a bad statement."""
+    with TemporaryDirectory() as directory:
+        path = Path(directory) / "read-models.db"
+        holder = sqlite3.connect(path, isolation_level=None)
+        other = sqlite3.connect(path, isolation_level=None, timeout=0)
+        try:
+            holder.execute("BEGIN IMMEDIATE")
+            other.execute("BEGIN IMMEDIATE" if locked else "SELECT * FROM no_such_table")
+        except sqlite3.OperationalError as error:
+            return error
+        finally:
+            holder.close()
+            other.close()
+    raise AssertionError("SQLite raised nothing")
+
+
 OUTAGES: list[Exception] = [
     StorageUnavailableError("planning read models"),
     psycopg.OperationalError("terminating connection due to administrator command"),
+    sqlite_error(locked=True),
 ]
 
 
-@pytest.mark.parametrize("outage", OUTAGES, ids=["storage-unavailable", "psycopg-operational"])
+OUTAGE_IDS = ["storage-unavailable", "psycopg-operational", "sqlite-busy"]
+
+
+@pytest.mark.parametrize("outage", OUTAGES, ids=OUTAGE_IDS)
 async def test_a_handler_meeting_an_outage_is_retried_past_its_policy_never_dead_lettered(
     outage: Exception,
 ) -> None:
@@ -61,7 +87,7 @@ async def test_a_handler_meeting_an_outage_is_retried_past_its_policy_never_dead
     assert [e.event_id for e in recorder.deliveries] == [e.event_id for e in events]
 
 
-@pytest.mark.parametrize("outage", OUTAGES, ids=["storage-unavailable", "psycopg-operational"])
+@pytest.mark.parametrize("outage", OUTAGES, ids=OUTAGE_IDS)
 async def test_a_decoder_meeting_an_outage_waits_for_it_and_keeps_the_order(
     outage: Exception,
 ) -> None:
@@ -132,6 +158,12 @@ def test_outages_are_retriable_and_other_database_errors_are_not_outages() -> No
         assert is_retriable(outage)
     assert not is_outage(psycopg.errors.UntranslatableCharacter("\\u0000 in jsonb"))
     assert not is_outage(ValueError("bad event"))
+    # A file another process holds past the busy timeout is waited out (a read model must not
+    # dead-letter an event for it); a statement SQLite cannot run is the code's fault.
+    busy = OUTAGES[-1]
+    assert isinstance(busy, sqlite3.OperationalError)
+    assert busy.sqlite_errorname == "SQLITE_BUSY"
+    assert not is_outage(sqlite_error(locked=False))
 
 
 def test_storage_unavailable_is_answered_unavailable_without_driver_text() -> None:
