@@ -14,6 +14,10 @@ from datetime import datetime
 
 from casetrail_platform.errors import StorageUnavailableError
 
+TOMBSTONE_KEK = "erased"
+"""The ``kek_id`` of the tombstone written for an owner erased before any key of it existed
+(version 1, nothing wrapped): no key can be created for it afterwards."""
+
 
 class DataKeyError(Exception):
     """Base of the data-key errors."""
@@ -88,7 +92,9 @@ class DataKeyTable(ABC):
     @abstractmethod
     def destroy(self, owner: str) -> int:
         """Forget every version of ``owner``'s key for good (idempotent); how many versions
-        were still live. The old wrapped bytes must not survive in the table's files."""
+        were still live. The old wrapped bytes must not survive in the table's files. An owner
+        with no key yet gets a tombstone (``TOMBSTONE_KEK``), so ``create`` can never give it
+        one afterwards."""
 
     @abstractmethod
     def live_keys_by_kek(self) -> dict[str, int]:

@@ -15,7 +15,12 @@ from typing import Any
 
 import psycopg
 
-from casetrail_platform.keys.port import DataKeyTable, KeyUnavailableError, StoredDataKey
+from casetrail_platform.keys.port import (
+    TOMBSTONE_KEK,
+    DataKeyTable,
+    KeyUnavailableError,
+    StoredDataKey,
+)
 from casetrail_platform.store.pg_connections import CONNECT_TIMEOUT_SECONDS
 
 KEYS_SCHEMA = "casetrail_keys"
@@ -78,6 +83,14 @@ class PostgresDataKeyTable(DataKeyTable):
             "UPDATE data_keys SET wrapped = NULL, destroyed_at = now()"
             " WHERE owner = %s AND wrapped IS NOT NULL RETURNING version",
             (owner,),
+        )
+        # An owner with no key yet gets a tombstone too: a key created for it later (a
+        # process that looked before the erasure) would seal its data under a live key.
+        self._run(
+            "INSERT INTO data_keys (owner, version, wrapped, kek_id, destroyed_at)"
+            " VALUES (%s, 1, NULL, %s, now()) ON CONFLICT (owner, version) DO NOTHING",
+            (owner, TOMBSTONE_KEK),
+            fetch=False,
         )
         if rows:
             self._run("VACUUM data_keys", (), fetch=False)

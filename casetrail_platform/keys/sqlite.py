@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from casetrail_platform.keys.port import DataKeyTable, StoredDataKey
+from casetrail_platform.keys.port import TOMBSTONE_KEK, DataKeyTable, StoredDataKey
 
 KEYS_FILE_NAME = "keys.db"
 
@@ -100,6 +100,13 @@ class SqliteDataKeyTable(DataKeyTable):
                     "INSERT INTO data_keys (owner, version, wrapped, kek_id, created_at,"
                     " destroyed_at) VALUES (?, ?, NULL, ?, ?, ?)",
                     [(owner, version, kek, created, _now()) for version, kek, created in live],
+                )
+                # An owner with no key yet gets a tombstone too: a key created for it later
+                # (a process that looked before the erasure) would seal under a live key.
+                connection.execute(
+                    "INSERT OR IGNORE INTO data_keys (owner, version, wrapped, kek_id,"
+                    " created_at, destroyed_at) VALUES (?, 1, NULL, ?, ?, ?)",
+                    (owner, TOMBSTONE_KEK, _now(), _now()),
                 )
                 connection.execute("COMMIT")
             except BaseException:

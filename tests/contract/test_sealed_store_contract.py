@@ -16,7 +16,7 @@ from casetrail_platform.errors import ConcurrencyError, DuplicateEventIdError
 from casetrail_platform.keys.fields import FieldProtection
 from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
 from casetrail_platform.keys.hosting import file_kek
-from casetrail_platform.keys.keyring import CASE_OWNER_PREFIX, ClientKeyring
+from casetrail_platform.keys.keyring import CASE_OWNER_PREFIX, ClientErasedError, ClientKeyring
 from casetrail_platform.keys.port import DataKeyTable
 from casetrail_platform.keys.postgres import PostgresDataKeyTable
 from casetrail_platform.keys.rotation import rotate_kek
@@ -115,6 +115,30 @@ async def test_after_the_key_is_destroyed_the_value_reads_as_erased_and_the_byte
     assert stored is not None
     assert stored.wrapped is None
     assert stored.destroyed_at is not None
+
+
+async def test_an_owner_erased_before_it_had_a_key_never_gets_one(
+    sealed: tuple[EventStore, EventRegistry, DataKeyTable],
+) -> None:
+    """A client erased while it had no key yet (nothing sealed for it so far): what a process
+    seals for it afterwards, even one that looked before the erasure, is refused, never
+    sealed under a fresh live key."""
+    store, registry, table = sealed
+    assert registry.protection is not None
+    keyring = registry.protection.keyring
+    owner = CASE_OWNER_PREFIX + "3"
+
+    assert keyring.destroy(owner) == 0
+    assert keyring.destroy(owner) == 0  # idempotent
+    with pytest.raises(ClientErasedError):
+        keyring.encryption_key(owner)
+    # A process that found no key before the erasure and creates one now gets the tombstone.
+    stored = table.create(owner, 1, b"late wrapped key", "kek-late")
+    assert stored.wrapped is None
+    with pytest.raises(ClientErasedError):
+        await store.append("case-3", [note("3", CANARY)], NO_STREAM)
+    assert [e async for e in drain(store)] == []
+    assert table.live_keys_by_kek() == {}
 
 
 async def test_values_sealed_before_a_kek_rotation_open_during_and_after_it(

@@ -11,7 +11,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from casetrail_platform.keys.fields import FieldProtection
 from casetrail_platform.keys.keyring import ClientKeyring
-from casetrail_platform.keys.port import DataKeyTable, KeyEncryptionKey, StoredDataKey
+from casetrail_platform.keys.port import (
+    TOMBSTONE_KEK,
+    DataKeyTable,
+    KeyEncryptionKey,
+    StoredDataKey,
+)
 from events.catalog_registry import build_registry
 from events.registry import EventRegistry
 
@@ -59,6 +64,8 @@ class MemoryDataKeyTable(DataKeyTable):
             self.keys[(owner, key.version)] = StoredDataKey(
                 owner, key.version, None, key.kek_id, key.created_at, datetime.now(UTC)
             )
+        now = datetime.now(UTC)
+        self.keys.setdefault((owner, 1), StoredDataKey(owner, 1, None, TOMBSTONE_KEK, now, now))
         return len(live)
 
     def live_keys_by_kek(self) -> dict[str, int]:
