@@ -55,6 +55,11 @@ class LedgerLog:
         self._frontier: RootAccumulator | None = None
         self._last_leaf: Hash | None = None
         self._lock = asyncio.Lock()
+        self._signed: Checkpoint | None = None
+        """The newest checkpoint this process signed or found signed: a ledger table rolled
+        back behind it (rows deleted with the database's rights, no key needed) is caught
+        here for as long as the process runs; across a restart only a witness holding an
+        older checkpoint (audit, a subscriber of the checkpoints topic) can tell."""
         self.listeners: list[CheckpointListener] = []
         """Told of every checkpoint signed (e.g. to publish it on the bus)."""
 
@@ -109,6 +114,11 @@ class LedgerLog:
                     await self.store.append(size, runs)
                 except LedgerConflict:
                     self._frontier = None  # another writer went first: start from its size
+                    if await self.store.size() < size:
+                        raise LedgerTampered(
+                            f"{self.origin}: the ledger shrank below the {size} leaves it held",
+                            await self.store.size() + 1,
+                        ) from None
                     continue
                 except BaseException:
                     self._frontier = None
@@ -124,7 +134,13 @@ class LedgerLog:
         if size == 0:
             return
         [(position, leaf)] = await self.store.store_leaves(size - 1, 1)
-        [stored] = await self.store.leaf_hashes(size - 1, 1)
+        stored_leaves = await self.store.leaf_hashes(size - 1, 1)
+        if not stored_leaves:
+            raise LedgerTampered(
+                f"{self.origin}: the ledger no longer holds the {size} leaves it held",
+                await self.store.size() + 1,
+            )
+        [stored] = stored_leaves
         if position != size or leaf != stored:
             raise LedgerTampered(
                 f"{self.origin}: the event at position {size} is not the one the ledger hashed",
@@ -153,8 +169,14 @@ class LedgerLog:
         async with self._lock:
             latest = await self.store.latest_checkpoint()
             verifier = await self.signer.verifier()
-            if latest is not None:
-                held = open_checkpoint(latest.note, verifier)
+            if latest is not None and size < latest.size <= await self.store.size():
+                # Another replica hashed and signed past this one's catch-up: its checkpoint
+                # is the newest (it checked the tree before signing), not a sign of tampering.
+                self._signed = open_checkpoint(latest.note, verifier)
+                return latest
+            held = None if latest is None else open_checkpoint(latest.note, verifier)
+            await self._check_not_rolled_back(held, size)
+            if latest is not None and held is not None:
                 if size < held.size:
                     raise LedgerTampered(
                         f"{self.origin}: the ledger holds {size} events but signed {held.size}",
@@ -167,15 +189,16 @@ class LedgerLog:
                     )
                 if size == held.size:
                     await self.check_store_tail(size)
+                    self._signed = held
                     return latest
             await self.check_store_tail(size)
-            note = await self.signer.sign_checkpoint(
-                Checkpoint(self.origin, size, await self.root(size))
-            )
+            checkpoint = Checkpoint(self.origin, size, await self.root(size))
+            note = await self.signer.sign_checkpoint(checkpoint)
             await self.store.save_checkpoint(StoredCheckpoint(size, note))
             # Another replica may have signed this size first: its note is the one kept.
             kept = await self.store.checkpoints(after_size=size - 1, limit=1)
             signed = kept[0] if kept else StoredCheckpoint(size, note)
+            self._signed = checkpoint
             if signed.note != note:
                 return signed
         for listener in self.listeners:
@@ -184,6 +207,25 @@ class LedgerLog:
             except Exception:
                 log.exception("%s: a checkpoint listener failed", self.origin)
         return signed
+
+    async def _check_not_rolled_back(self, held: Checkpoint | None, size: int) -> None:
+        """The table's newest checkpoint and the tree must still extend the newest one this
+        process signed or found: else the ledger was rolled back (rows deleted) behind it."""
+        mark = self._signed
+        if mark is None:
+            return
+        if held is None or held.size < mark.size:
+            raise LedgerTampered(
+                f"{self.origin}: the ledger's checkpoints were rolled back: this process saw one"
+                f" of size {mark.size}, the table's newest is of size"
+                f" {0 if held is None else held.size}; refusing to sign",
+                0 if held is None else held.size + 1,
+            )
+        if size < mark.size or await self.root(mark.size) != mark.root:
+            raise LedgerTampered(
+                f"{self.origin}: the ledger no longer extends the checkpoint of size"
+                f" {mark.size} this process saw; refusing to sign"
+            )
 
     async def latest(self) -> StoredCheckpoint | None:
         return await self.store.latest_checkpoint()

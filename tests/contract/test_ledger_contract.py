@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from casetrail_platform.ledger import merkle
@@ -265,3 +267,65 @@ async def test_the_log_refuses_to_sign_over_a_store_changed_behind_it(
     )
     with pytest.raises(LedgerTampered, match="holds 3 events but signed 9"):
         await log.sign()
+
+
+async def _wipe_ledger_tables(store: EventStore, tmp_path: Path) -> None:
+    """What someone with the database's rights but not the signing key can do."""
+    from casetrail_platform.store.sqlite import SqliteEventStore
+
+    if isinstance(store, SqliteEventStore):
+        with sqlite3.connect(tmp_path / "ledger.db", isolation_level=None) as connection:
+            connection.execute("DELETE FROM ledger_tiles")
+            connection.execute("DELETE FROM ledger_checkpoints")
+        return
+    from tests.support.servers import postgres_dsn
+
+    schema = store._schema  # type: ignore[attr-defined]
+    with psycopg.connect(postgres_dsn(), autocommit=True) as connection:
+        connection.execute(f'DELETE FROM "{schema}".ledger_tiles')
+        connection.execute(f'DELETE FROM "{schema}".ledger_checkpoints')
+
+
+async def test_a_running_log_refuses_to_sign_over_ledger_tables_rolled_back_behind_it(
+    ledger: tuple[EventStore, LedgerLog], tmp_path: Path
+) -> None:
+    """Its tiles and checkpoints deleted (no key needed), a log would otherwise hash the store
+    again from the start and sign a second checkpoint of the same size: a fork under its key."""
+    store, log = ledger
+    await append_notes(store, 5)
+    await log.sign()
+    await _wipe_ledger_tables(store, tmp_path)
+
+    with pytest.raises(LedgerTampered, match=r"rolled back|no longer holds|shrank"):
+        await log.sign()
+    await append_notes(store, 1)
+    with pytest.raises(LedgerTampered):
+        await log.sign()
+    assert await log.store.checkpoints() == []
+
+
+async def test_a_replica_that_another_signed_past_is_not_told_tampered(
+    ledger: tuple[EventStore, LedgerLog], tmp_path: Path
+) -> None:
+    """Two replicas on one ledger: one signs between the other's catch-up and its look at the
+    checkpoints. The slower one hands back the newer checkpoint instead of raising."""
+    store, first = ledger
+    second = LedgerLog(await open_ledger(store, tmp_path), first.signer)
+    try:
+        await append_notes(store, 3)
+        await first.sign()
+        await append_notes(store, 2)
+        caught_up = second.catch_up
+
+        async def overtaken() -> int:
+            size = await caught_up()
+            await append_notes(store, 2)
+            await first.sign()  # signs 7 while the second still holds 5
+            return size
+
+        second.catch_up = overtaken  # type: ignore[method-assign]
+        signed = await second.sign()
+        assert signed.size == 7
+        assert signed == await first.latest()
+    finally:
+        await second.store.close()
