@@ -195,6 +195,13 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
         # The leader topic only serves @app.task(on_leader=True) and timers; we have none.
         topic_disable_leader=True,
         web_enabled=settings.web_enabled,
+        # Only casetrail's own views (services/caseload/web.py): Faust's built-in ones would
+        # serve the tables (/table/cases/<id>/: who holds a case, its follow-up dates) with
+        # no token and nothing recorded in audit.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
         web_host=settings.web_host,
         web_bind=settings.web_host,
         web_port=settings.web_port,

@@ -36,6 +36,8 @@ from services.caseload.processor import CaseloadApp
 from services.caseload.recording import AccessRecorder, View
 
 MAX_DAYS = 35
+ANSWER_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+"""On every answer, refusals included: the views name cases, which no cache may keep."""
 
 
 class BadQuery(ValueError):
@@ -73,15 +75,17 @@ def add_views(app: CaseloadApp) -> None:
                 answer = handler(request, *args, **kwargs)
                 await recorder.record(caller, answer.view, answer.case_ids)
             except BadQuery as error:
-                return view.error(400, str(error))
+                return view.json({"error": str(error)}, status=400, headers=ANSWER_HEADERS)
             except Refused as refused:
-                headers = {"WWW-Authenticate": "Bearer"} if refused.status == 401 else None
+                headers = dict(ANSWER_HEADERS)
+                if refused.status == 401:
+                    headers["WWW-Authenticate"] = "Bearer"
                 return view.json(
                     {"error": str(refused), "reason": refused.code},
                     status=refused.status,
                     headers=headers,
                 )
-            return view.json(answer.body)
+            return view.json(answer.body, headers=ANSWER_HEADERS)
 
         return admitted
 

@@ -362,6 +362,20 @@ async def get(port: int, path: str, token: str | None = None) -> tuple[int, Any]
     return status, json.loads(body)
 
 
+async def status_of(port: int, path: str) -> tuple[int, dict[str, str]]:
+    """The status and headers of an answer to a GET with no token."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await writer.drain()
+        response = await reader.read()
+    finally:
+        writer.close()
+    head = response.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
+    return int(head[0].split(" ", 2)[1]), headers
+
+
 async def get_json(port: int, path: str, token: str | None = None) -> Any:
     status, body = await get(port, path, token)
     if status != 200:
@@ -396,6 +410,17 @@ async def test_the_worker_process_serves_the_tables_over_http_recording_each_rea
         {"error": seen["coordinator"][1]["error"], "reason": "ROLE_NOT_ALLOWED"},
     )
     assert seen["gossip"][0] == 400
+    # Faust's own views (tables, router, graph, statistics) are not served: only casetrail's,
+    # each behind the token and recorded in audit.
+    assert {path: status for path, (status, _) in seen["faust"].items()} == {
+        "/table/": 404,
+        "/table/cases/a/": 404,
+        "/router/cases/a/": 404,
+        "/graph/": 404,
+    }
+    # No cache keeps an answer naming cases (nor a refusal).
+    assert seen["refusal_headers"]["Cache-Control"] == "no-store"
+    assert seen["refusal_headers"]["X-Content-Type-Options"] == "nosniff"
     # Each case an answer named is on audit's record, read by the auditor; the coordinator's
     # refused look at the overdue follow-ups too.
     accessed = seen["accessed"]
@@ -477,6 +502,11 @@ async def served(
             seen["forged"] = await get(port, "/caseload/", auditor[:-4] + "AAAA")
             seen["coordinator"] = await get(port, "/overdue/", issuer.mint("maria", "coordinator"))
             seen["gossip"] = await get(port, "/caseload/?purpose=gossip", auditor)
+            seen["faust"] = {
+                path: await status_of(port, path)
+                for path in ("/table/", "/table/cases/a/", "/router/cases/a/", "/graph/")
+            }
+            seen["refusal_headers"] = (await status_of(port, "/caseload/w-ana/"))[1]
         except (OSError, RuntimeError, ValueError) as error:
             seen["error"] = repr(error)
             return False
