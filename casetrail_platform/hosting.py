@@ -82,6 +82,10 @@ class Infrastructure:
     """Seconds between signed checkpoints of a service's ledger (when it has grown)."""
     ledger_signer: Callable[[str], CheckpointSigner] | None = None
     """The key port for a log's origin; ``None``: a key file generated in the data dir."""
+    ledger_public_keys: Path | None = None
+    """The services' published ledger keys, one verifier key per line (``casetrail ledger
+    keys``): the keys audit witnesses the logs with. ``None``: each service's key port, or
+    the ``ledger.pub`` it wrote in the data dir (embedded: one data dir for all)."""
     health_address: str | None = None
     """Where a service also answers grpc.health.v1 alone, in plaintext (``None``: nowhere):
     with ``tls`` on the gRPC port, Kubernetes' gRPC probes need it (one service per process)."""

@@ -10,6 +10,9 @@
   not checked).
 * ``ledger checkpoint|prove|consistency|keys``: audit's answers (GetLedgerCheckpoint,
   ProveEventInclusion, ProveLogConsistency, ListLedgerKeys).
+* ``ledger public-keys DIR``: the services' public keys computed from their private key files
+  ``DIR/<service>.key`` (the chart's ``secrets.signingKeys`` layout), offline: what audit is
+  given to witness the logs (chart ``ledger.publicKeys``, ``CASETRAIL_LEDGER_PUBLIC_KEYS``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +39,8 @@ def run(options: argparse.Namespace) -> int:
         return _verify_export(options)
     if options.command == "verify-store":
         return asyncio.run(_verify_store(options))
+    if options.ledger_command == "public-keys":
+        return _public_keys(options)
     try:
         return asyncio.run(_ask_audit(options))
     except grpc.aio.AioRpcError as error:
@@ -46,22 +52,16 @@ def run(options: argparse.Namespace) -> int:
 
 
 def _verifiers(options: argparse.Namespace) -> dict[str, Verifier]:
-    from casetrail_platform.ledger.note import NoteError, Verifier
+    from casetrail_platform.ledger.note import NoteError, parse_verifiers
 
-    texts: list[str] = []
     if options.keys:
-        texts = Path(options.keys).read_text().splitlines()
+        text = Path(options.keys).read_text()
     else:
-        texts = [path.read_text() for path in sorted(Path(options.data_dir).glob("*/ledger.pub"))]
-    verifiers: dict[str, Verifier] = {}
-    for text in texts:
-        if not text.strip():
-            continue
-        try:
-            verifier = Verifier.parse(text)
-        except NoteError as error:
-            raise SystemExit(f"bad public key {text.strip()!r}: {error}") from None
-        verifiers[verifier.name] = verifier
+        text = "\n".join(p.read_text() for p in sorted(Path(options.data_dir).glob("*/ledger.pub")))
+    try:
+        verifiers = parse_verifiers(text)
+    except NoteError as error:
+        raise SystemExit(f"bad public key: {error}") from None
     if not verifiers:
         raise SystemExit("no public keys: pass --keys FILE (see `casetrail ledger keys`)")
     return verifiers
@@ -140,6 +140,26 @@ async def _verify_store(options: argparse.Namespace) -> int:
     where = result.first_bad_position
     print(f"TAMPERED at position {where}: {result.problem}" if where else result.problem)
     return 1
+
+
+def _public_keys(options: argparse.Namespace) -> int:
+    from casetrail_platform.ledger.keys import published_key
+    from casetrail_platform.ledger.note import origin_of
+    from cli.main import SERVICES
+
+    directory = Path(options.directory)
+    found = 0
+    for service in SERVICES:
+        path = directory / f"{service}.key"
+        if not path.exists():
+            print(f"{path}: missing, {service} left out", file=sys.stderr)
+            continue
+        try:
+            print(published_key(origin_of(options.agency, service), path))
+        except ValueError as error:
+            raise SystemExit(f"{path}: {error}") from None
+        found += 1
+    return 0 if found else 2
 
 
 async def _ask_audit(options: argparse.Namespace) -> int:
@@ -229,5 +249,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     consistency.add_argument("first_size", type=int)
     consistency.add_argument("second_size", type=int)
     actions.add_parser("keys", help="every service's public key")
+    public_keys = actions.add_parser(
+        "public-keys", help="the services' public keys from their private key files, offline"
+    )
+    public_keys.add_argument("directory", help="holding <service>.key (Ed25519 PEM) files")
+    public_keys.add_argument(
+        "--agency",
+        default=os.environ.get("CASETRAIL_AGENCY", "example-agency"),
+        help="the origins' agency (chart ledger.agency)",
+    )
     for action in (checkpoint, prove, consistency, actions.choices["keys"]):
         _audit(action)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from casetrail_platform.ledger.hosting import key_path, open_ledger_store
-from casetrail_platform.ledger.note import NoteError, Verifier, origin_of
+from casetrail_platform.ledger.note import NoteError, Verifier, origin_of, parse_verifiers
 from casetrail_platform.ledger.port import LedgerStore
 
 if TYPE_CHECKING:
@@ -53,8 +53,13 @@ class LedgerDirectory:
             return store
 
     async def verifier(self, service: str) -> Verifier | None:
-        """The service's published key (the key port's, or the ``.pub`` file it wrote)."""
+        """The service's published key: from the configured keys file when there is one
+        (``Infrastructure.ledger_public_keys``; a key it lacks is no key), else the key
+        port's, else the ``.pub`` file the service wrote."""
         infra = self._infra
+        if infra.ledger_public_keys is not None:
+            text = await asyncio.to_thread(infra.ledger_public_keys.read_text)
+            return parse_verifiers(text).get(self.origin(service))
         if infra.ledger_signer is not None:
             return await infra.ledger_signer(self.origin(service)).verifier()
         published = key_path(infra.data_dir, service).with_suffix(".pub")

@@ -26,14 +26,19 @@ log = logging.getLogger(__name__)
 
 
 def ledger_settings(infra: Infrastructure, environ: Mapping[str, str]) -> Infrastructure:
-    """``CASETRAIL_AGENCY`` (the origins' middle part) and ``CASETRAIL_LEDGER_SIGN_EVERY``
-    (seconds between checkpoints) from the environment, when set."""
+    """``CASETRAIL_AGENCY`` (the origins' middle part), ``CASETRAIL_LEDGER_SIGN_EVERY``
+    (seconds between checkpoints) and ``CASETRAIL_LEDGER_PUBLIC_KEYS`` (a file of the
+    services' published keys, for audit's witness) from the environment, when set."""
     agency = environ.get("CASETRAIL_AGENCY") or infra.agency
     every = float(environ.get("CASETRAIL_LEDGER_SIGN_EVERY") or infra.ledger_sign_every)
     if every <= 0:
         raise ValueError("CASETRAIL_LEDGER_SIGN_EVERY must be a positive number of seconds")
     origin_of(agency, "intake")  # refuses an agency name that makes no valid origin
-    return dataclasses.replace(infra, agency=agency, ledger_sign_every=every)
+    keys = environ.get("CASETRAIL_LEDGER_PUBLIC_KEYS")
+    public_keys = Path(keys) if keys else infra.ledger_public_keys
+    return dataclasses.replace(
+        infra, agency=agency, ledger_sign_every=every, ledger_public_keys=public_keys
+    )
 
 
 def key_path(data_dir: Path, service: str) -> Path:

@@ -109,5 +109,17 @@ def _load_or_create(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+def published_key(name: str, path: Path) -> Verifier:
+    """The verifier key of the Ed25519 private key in ``path`` (never created here), for
+    ``name``: what an operator gives audit as ``CASETRAIL_LEDGER_PUBLIC_KEYS``."""
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} does not hold an Ed25519 private key")
+    public = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return Verifier(name, public)
+
+
 async def file_signer(name: str, path: Path) -> FileSigner:
     return await asyncio.to_thread(FileSigner, name, path)

@@ -110,6 +110,21 @@ class Verifier:
         return verifier_key(self.name, self.public_key)
 
 
+def parse_verifiers(text: str) -> dict[str, Verifier]:
+    """Verifier keys one per line (``casetrail ledger keys``' output), by name; blank lines
+    are skipped, a bad line is refused naming it."""
+    verifiers: dict[str, Verifier] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            verifier = Verifier.parse(line)
+        except NoteError as error:
+            raise NoteError(f"line {number}: {error}") from None
+        verifiers[verifier.name] = verifier
+    return verifiers
+
+
 def signature_line(name: str, public_key: bytes, signature: bytes) -> str:
     encoded = base64.b64encode(key_id(name, public_key) + signature).decode()
     return f"\u2014 {name} {encoded}\n"

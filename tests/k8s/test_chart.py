@@ -367,3 +367,32 @@ def test_during_a_kek_rotation_every_service_also_reads_the_previous_kek(helm: T
     default = helm_template(helm, PROFILES["small-production"])
     assert "PREVIOUS_KEY_ENCRYPTION_KEY" not in default.stdout
     assert "kek-previous" not in default.stdout
+
+
+def test_audit_witnesses_the_logs_with_the_published_keys(helm: Tools, tmp_path: Path) -> None:
+    """``ledger.publicKeys`` (``casetrail ledger public-keys``): a ConfigMap mounted into audit
+    only, named by ``CASETRAIL_LEDGER_PUBLIC_KEYS``; a malformed key is refused by the schema."""
+    keys = "\n".join(
+        f"casetrail/agency/{service}+0a1b2c3d+AT3bm0tCgRu{i}1yqMz1Y9sSUSCNm/1jw2UVvQEgQ+UbZb"
+        for i, service in enumerate(SERVICES)
+    )
+    values = tmp_path / "keys.yaml"
+    values.write_text(yaml.safe_dump({"ledger": {"publicKeys": keys + "\n"}}))
+    result = helm_template(helm, (*PROFILES["small-production"], values))
+    assert result.returncode == 0, result.stderr
+    rendered = Rendered("small-production", result.stdout, list(yaml.safe_load_all(result.stdout)))
+    config = rendered.named("ConfigMap", f"{RELEASE}-ledger-keys")
+    assert config["data"]["keys"].splitlines() == keys.splitlines()
+    for service in SERVICES:
+        deployment = rendered.named("Deployment", f"{RELEASE}-{service}")
+        mounts = {m["name"]: m["mountPath"] for m in container(deployment)["volumeMounts"]}
+        env = env_of(deployment)
+        if service == "audit":
+            assert mounts["ledger-keys"] == "/etc/casetrail/ledger-keys"
+            assert env["CASETRAIL_LEDGER_PUBLIC_KEYS"] == "/etc/casetrail/ledger-keys/keys"
+        else:
+            assert "ledger-keys" not in mounts
+            assert "CASETRAIL_LEDGER_PUBLIC_KEYS" not in env
+    bad = helm_template(helm, PROFILES["small-production"], "--set", "ledger.publicKeys=not a key")
+    assert bad.returncode != 0
+    assert "publicKeys" in bad.stderr

@@ -3,6 +3,7 @@ public keys as audit publishes them (`--keys`) when the service's key is not at 
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.ledger.hosting import key_path, open_ledger
 from casetrail_platform.ledger.keys import FileSigner
+from casetrail_platform.ledger.note import origin_of
 from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.main import main
 from tests.contract.test_ledger_contract import append_notes
@@ -74,3 +76,27 @@ def test_keys_that_name_another_log_are_refused(
     arguments = ["verify-store", "intake", "--data-dir", str(data_dir), "--keys", str(keys_file)]
     assert _casetrail(*arguments) == 2
     assert "holds no public key named casetrail/" in capsys.readouterr().err
+
+
+def test_public_keys_are_computed_offline_from_the_private_key_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``casetrail ledger public-keys DIR``: the keys audit is given on Kubernetes, from the
+    files of the chart's ``secrets.signingKeys`` (``<service>.key``), none created."""
+    signers = {
+        service: FileSigner(origin_of("county", service), tmp_path / "made" / f"{service}.key")
+        for service in ("intake", "planning")
+    }
+    keys = tmp_path / "secret"
+    keys.mkdir()
+    for service in signers:
+        (keys / f"{service}.key").write_bytes((tmp_path / "made" / f"{service}.key").read_bytes())
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["ledger", "public-keys", str(keys), "--agency", "county"])
+    assert exit_.value.code == 0
+    printed = capsys.readouterr()
+    expected = [str(asyncio.run(signer.verifier())) for signer in signers.values()]
+    assert sorted(printed.out.splitlines()) == sorted(expected)
+    assert "coordination" in printed.err  # its file is missing: said, not guessed
+    assert sorted(p.name for p in keys.iterdir()) == ["intake.key", "planning.key"]

@@ -3,8 +3,10 @@
 Audit checks each new checkpoint of every service against the last one it holds
 (``casetrail_platform.ledger.witness``); a failure is an alarm:
 ``casetrail.ledger.inconsistency_detected`` in audit's own store and the health entry
-``casetrail.audit.ledger-witness`` NOT_SERVING. Who may ask is the access policy's decision
-(``queries.authorize_ledger``, made by the servicer before any of these runs). Proofs are answered
+``casetrail.audit.ledger-witness`` NOT_SERVING. A log audit has no public key for is not
+witnessed, and says so: the same health entry NOT_SERVING and an error logged. Who may ask
+is the access policy's decision (``queries.authorize_ledger``, made by the servicer before any
+of these runs). Proofs are answered
 from the service's ledger, for the checkpoint audit has verified, and are checked against the event
 audit itself received before they are handed out.
 """
@@ -78,13 +80,29 @@ class EventProof:
     note: str
 
 
-async def witness_all(deps: LedgerDeps) -> list[WitnessAlarm]:
-    """One round: every log checked once. Returns the alarms standing."""
+@dataclass(frozen=True, slots=True)
+class WitnessRound:
+    alarms: list[WitnessAlarm]
+    unkeyed: list[str]
+    """Services whose log exists but whose public key audit lacks: not witnessed at all."""
+
+    @property
+    def consistent(self) -> bool:
+        return not self.alarms and not self.unkeyed
+
+
+async def witness_all(deps: LedgerDeps) -> WitnessRound:
+    """One round: every log checked once. Returns the alarms standing and the logs it could
+    not check for want of their key (a log nobody checks must not look checked)."""
     alarms: list[WitnessAlarm] = []
+    unkeyed: list[str] = []
     for service in deps.directory.services:
         store = await deps.directory.log(service)
+        if store is None:
+            continue
         verifier = await deps.directory.verifier(service)
-        if store is None or verifier is None:
+        if verifier is None:
+            unkeyed.append(service)
             continue
 
         async def raised(alarm: WitnessAlarm, service: str = service) -> None:
@@ -93,7 +111,7 @@ async def witness_all(deps: LedgerDeps) -> list[WitnessAlarm]:
         alarm = await deps.witness.witness(store, verifier, raised)
         if alarm is not None:
             alarms.append(alarm)
-    return alarms
+    return WitnessRound(alarms, unkeyed)
 
 
 async def record_alarm(store: EventStore, service: str, alarm: WitnessAlarm) -> None:
@@ -130,15 +148,26 @@ async def run_witness(
 ) -> None:
     """Witness every log every ``every`` seconds until ``stop``."""
     healthy: bool | None = None
+    unkeyed: list[str] = []
     while not stop.is_set():
         try:
-            alarms = await witness_all(deps)
+            round_ = await witness_all(deps)
         except Exception:
             log.exception("ledger witness round failed")
+            consistent = False
         else:
-            if (not alarms) != healthy:
-                healthy = not alarms
-                await set_health(healthy)
+            consistent = round_.consistent
+            if round_.unkeyed != unkeyed:
+                unkeyed = round_.unkeyed
+                if unkeyed:
+                    log.error(
+                        "ledger witness has no public key for %s: their logs are not checked"
+                        " (CASETRAIL_LEDGER_PUBLIC_KEYS, chart ledger.publicKeys)",
+                        ", ".join(unkeyed),
+                    )
+        if consistent != healthy:
+            healthy = consistent
+            await set_health(healthy)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
 

@@ -1,0 +1,62 @@
+"""Audit witnesses each service's log with the public keys it is given
+(``CASETRAIL_LEDGER_PUBLIC_KEYS``, chart ``ledger.publicKeys``). On Kubernetes the services'
+``ledger.pub`` files are in their own pods: a log whose key audit lacks must be reported as
+not witnessed, never skipped as if it had been checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.ledger.directory import LedgerDirectory
+from casetrail_platform.ledger.hosting import ledger_settings, open_ledger
+from casetrail_platform.ledger.keys import FileSigner
+from casetrail_platform.ledger.note import origin_of
+from casetrail_platform.ledger.witness import Witness
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.sqlite import SqliteEventStore
+from services.audit.app.ledger import LedgerDeps, witness_all
+from tests.contract.test_ledger_contract import append_notes
+from tests.support.sample_events import sample_registry
+
+
+async def _round(infra: Infrastructure, tmp_path: Path, keys: str) -> tuple[list[str], int]:
+    keys_file = tmp_path / "published.keys"
+    keys_file.write_text(keys)
+    # The keys file wins over the ledger.pub the service wrote beside its key (which, on
+    # Kubernetes, is in the service's pod, not audit's).
+    configured = ledger_settings(infra, {"CASETRAIL_LEDGER_PUBLIC_KEYS": str(keys_file)})
+    directory = LedgerDirectory(configured)
+    documents = SqliteReadModelStore(tmp_path / "witness.db")
+    store = await SqliteEventStore.open(tmp_path / "audit-events.db", sample_registry())
+    try:
+        deps = LedgerDeps(directory, Witness(documents), store, _nothing)
+        round_ = await witness_all(deps)
+        return round_.unkeyed, len(round_.alarms)
+    finally:
+        await directory.close()
+        await documents.close()
+        await store.close()
+
+
+async def _nothing(_: object) -> None:
+    return None
+
+
+async def test_a_log_whose_key_audit_lacks_is_reported_not_skipped(tmp_path: Path) -> None:
+    infra = Infrastructure(data_dir=tmp_path / "data", seal_sensitive=False)
+    events_file = infra.data_dir / "intake" / "events.db"
+    events = await SqliteEventStore.open(events_file, sample_registry())
+    await append_notes(events, 3)
+    ledger = await open_ledger(infra, "intake")
+    await ledger.sign()
+    published = str(await ledger.verifier())
+    foreign = str(
+        await FileSigner(origin_of("other-agency", "intake"), tmp_path / "other.key").verifier()
+    )
+    try:
+        assert await _round(infra, tmp_path, foreign + "\n") == (["intake"], 0)
+        assert await _round(infra, tmp_path, f"{foreign}\n\n{published}\n") == ([], 0)
+    finally:
+        await ledger.store.close()
+        await events.close()
