@@ -2,7 +2,9 @@
 and its review once there is one.
 
 A projection of intake's own store (the host's follower keeps it fresh), one document per
-access, keyed by its id.
+access, keyed by its id. It copies the reason and the review's note (both sensitive) in the
+clear, so it forgets them when the client is erased; the access itself stays, and so does the
+duty to review it.
 """
 
 from __future__ import annotations
@@ -11,15 +13,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from casetrail_platform.projections.erasure import scrub
 from casetrail_platform.projections.port import DocumentTransaction, Projection, ReadModelStore
 from events.catalog.emergency import (
     EmergencyAccessClosed,
     EmergencyAccessOpened,
     EmergencyAccessReviewed,
 )
+from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 
 EMERGENCY_ACCESSES = "intake_emergency_accesses"
+SENSITIVE_TEXTS = ("reason", "note")
+"""The free text of an access document that the catalog marks sensitive: the access's reason
+and its review's note."""
 QUEUE_SCAN_LIMIT = 10_000
 """Documents read to build one queue; an agency with more unreviewed accesses than this has a
 bigger problem than its queue's order."""
@@ -77,6 +84,10 @@ class EmergencyAccessesProjection(Projection):
                 "note": event.note,
                 "reviewed_at": recorded.recorded_at.isoformat(),
             }
+            if found.get("erased"):
+                # Reviewed after the client's erasure (the duty to review stays): the note is
+                # about the erased client too, and is not kept either.
+                scrub(found, texts=SENSITIVE_TEXTS)
             await transaction.put(EMERGENCY_ACCESSES, event.emergency_access_id, found)
         elif isinstance(event, EmergencyAccessClosed):
             found = await transaction.get(EMERGENCY_ACCESSES, event.emergency_access_id)
@@ -84,6 +95,12 @@ class EmergencyAccessesProjection(Projection):
                 return
             found["closed_at"] = event.closed_at.isoformat()
             await transaction.put(EMERGENCY_ACCESSES, event.emergency_access_id, found)
+
+    async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
+        for case_id in erased.case_ids:
+            for found in await transaction.find(EMERGENCY_ACCESSES, {"case_id": case_id}):
+                scrubbed = {**scrub(found, texts=SENSITIVE_TEXTS), "erased": True}
+                await transaction.put(EMERGENCY_ACCESSES, found["emergency_access_id"], scrubbed)
 
 
 class EmergencyAccessQueue:
