@@ -4,7 +4,9 @@
 (``casetrail.record.access_denied``, no case content) before raising ``AccessDenied``.
 ``AccessControl.release`` withholds what the decision does not disclose and records one
 ``casetrail.record.accessed`` per case in one append, before the caller sends the answer: if
-it cannot be recorded, the exception stops the answer.
+it cannot be recorded, the exception stops the answer. It fails closed: a part of the answer
+whose decision discloses none of its sections, or leaves one undisclosed that it has no way to
+withhold, is never answered (``answerable``): the refusal is recorded and raised instead.
 
 Accesses to one case go to its ``access-<case id>`` stream with ``ANY_VERSION`` (never a
 conflict, so a read is never ABORTED); a list's accesses to many cases go in one append to a
@@ -27,6 +29,7 @@ from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy import redaction
 from casetrail_platform.policy.decide import any_rule_for, decide
 from casetrail_platform.policy.facts import CaseFacts, Entry, fold
+from casetrail_platform.policy.matrix import REFUSALS
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.policy.vocabulary import (
     REDISCLOSURE_NOTICE_TEXT,
@@ -51,6 +54,9 @@ RULE_KEY = "x-casetrail-access-rule"
 NOTICE_KEY = "x-casetrail-redisclosure-notice"
 
 E = TypeVar("E", bound=CaseEvent)
+
+SECTIONS_NOT_COVERED = "sections-not-covered"
+"""The refusal of an answer that would show sections its decision does not disclose."""
 
 DEFAULT_HOME_AGENCY = "eastbay-dss"
 """The agency whose staff the services serve (the example agency's id)."""
@@ -155,19 +161,7 @@ class AccessControl:
         decision: Decision,
     ) -> NoReturn:
         """Record the refusal, then raise it."""
-        denied = _checked(
-            RecordAccessDenied,
-            case_id=case_id,
-            accessor_id=principal.subject,
-            accessor_role=principal.role,
-            accessor_agency_id=principal.agency,
-            purpose=purpose,
-            action=action.value,
-            rule=decision.rule,
-            policy_version=decision.policy_version,
-            client_application=principal.client,
-        )
-        await self._append(principal, [denied])
+        await self._append(principal, [_denied(principal, action, purpose, case_id, decision)])
         raise AccessDenied(principal, action, decision)
 
     async def refuse_cases(
@@ -180,21 +174,7 @@ class AccessControl:
     ) -> NoReturn:
         """Record the refusal for each of ``case_ids`` in one append (a query about many cases,
         such as a client's accounting of disclosures), then raise it."""
-        denied = [
-            _checked(
-                RecordAccessDenied,
-                case_id=case_id,
-                accessor_id=principal.subject,
-                accessor_role=principal.role,
-                accessor_agency_id=principal.agency,
-                purpose=purpose,
-                action=action.value,
-                rule=decision.rule,
-                policy_version=decision.policy_version,
-                client_application=principal.client,
-            )
-            for case_id in case_ids
-        ]
+        denied = [_denied(principal, action, purpose, case_id, decision) for case_id in case_ids]
         if denied:
             await self._append(principal, denied)
         raise AccessDenied(principal, action, decision)
@@ -205,9 +185,24 @@ class AccessControl:
         principal: Principal,
         purpose: AccessPurpose,
         disclosures: Sequence[Disclosure],
+        *,
+        action: Action = Action.READ_CASE,
     ) -> list[RecordedEvent]:
         """Withhold, record, and tell the caller what was withheld (trailing metadata); the
-        accesses recorded."""
+        accesses recorded.
+
+        Nothing is withheld or recorded unless every item may be answered (``answerable``):
+        otherwise the refusals of the items that may not (``action``, under their cases) are
+        recorded in one append and the first raised, and none of the answer may be sent."""
+        refused = [
+            (item.case_id, refusal)
+            for item in disclosures
+            if not (refusal := answerable(item)).allowed
+        ]
+        if refused:
+            denied = [_denied(principal, action, purpose, c, d) for c, d in refused]
+            await self._append(principal, denied)
+            raise AccessDenied(principal, action, refused[0][1])
         accessed: list[CaseEvent] = []
         withheld: set[str] = set()
         withheld_sections: set[str] = set()
@@ -233,7 +228,7 @@ class AccessControl:
             rules.add(decision.rule)
             sections = tuple(s for s in RecordSection if s in set(kept))
             if not sections:
-                continue
+                continue  # an item that shows no section of a case (a ledger query's)
             accessed.append(
                 _checked(
                     RecordAccessed,
@@ -283,6 +278,32 @@ class AccessControl:
         return await self.store.append(access_stream(cases.pop()), new, ANY_VERSION)
 
 
+def answerable(item: Disclosure) -> Decision:
+    """The decision ``item`` may be answered under, or the refusal that stops it: its own
+    decision's when that refused, else ``sections-not-covered`` when it discloses none of the
+    item's sections, or leaves one undisclosed that has no paths in the message to withhold
+    (an item without a message withholds nothing: its data sit elsewhere in the answer). An
+    item naming no section shows no case content (a ledger query) and is answered as decided."""
+    decision = item.decision
+    if not decision.allowed or not item.sections:
+        return decision
+    undisclosed = [s for s in item.sections if not decision.discloses(s)]
+    withholdable = item.section_paths if item.message is not None else {}
+    if len(undisclosed) == len(item.sections):
+        uncovered = undisclosed
+    else:
+        uncovered = [s for s in undisclosed if s not in withholdable]
+    if not uncovered:
+        return decision
+    named = ", ".join(dict.fromkeys(s.value for s in uncovered))
+    return Decision(
+        False,
+        SECTIONS_NOT_COVERED,
+        decision.policy_version,
+        reason=f"{REFUSALS[SECTIONS_NOT_COVERED]} ({named})",
+    )
+
+
 def access_stream(case_id: str) -> str:
     """Where a service records the accesses to one case (a list's go to a batch stream)."""
     return f"access-{case_id}"
@@ -296,6 +317,27 @@ _REQUEST_FIELDS = {
     "accessor_agency_id": "principal.agency",
     "purpose": "context.purpose",
 }
+
+
+def _denied(
+    principal: Principal,
+    action: Action,
+    purpose: AccessPurpose,
+    case_id: str,
+    decision: Decision,
+) -> RecordAccessDenied:
+    return _checked(
+        RecordAccessDenied,
+        case_id=case_id,
+        accessor_id=principal.subject,
+        accessor_role=principal.role,
+        accessor_agency_id=principal.agency,
+        purpose=purpose,
+        action=action.value,
+        rule=decision.rule,
+        policy_version=decision.policy_version,
+        client_application=principal.client,
+    )
 
 
 def _checked(model: type[E], **fields: Any) -> E:

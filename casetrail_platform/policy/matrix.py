@@ -168,5 +168,9 @@ REFUSALS = {
     "consent-required": "no consent in force covers this recipient, purpose and scope",
     "entitlement-required": "the caller's token lacks the entitlement this needs",
     "emergency-access-expired": "the caller's emergency access to this case has ended",
+    "sections-not-covered": (
+        "the answer would show sections of the record the decision does not disclose and that"
+        " cannot be withheld from it"
+    ),
 }
 """The rules that refuse, with what they mean (also the ErrorInfo reason, upper-cased)."""

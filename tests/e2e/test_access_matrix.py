@@ -121,8 +121,9 @@ ROWS = [
     Row("no-relationship", OTHER_WORKER, case_view, "direct_care"),
     Row("purpose-not-permitted", COORDINATOR, case_view, "direct_care"),
 ]
-"""One row per rule; consent-required is walked in test_access (grant, read, revoke, refused)
-and entitlement-required and emergency-access-expired in test_break_glass."""
+"""One row per rule; consent-required is walked in test_access (grant, read, revoke, refused),
+entitlement-required and emergency-access-expired in test_break_glass, and sections-not-covered
+in test_access_intake_gaps (a partner whose consent leaves out the client's identity)."""
 
 
 def test_every_rule_and_refusal_has_a_row() -> None:
@@ -132,6 +133,7 @@ def test_every_rule_and_refusal_has_a_row() -> None:
         "consent-required",
         "entitlement-required",
         "emergency-access-expired",
+        "sections-not-covered",
     }
 
 

@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from casetrail_platform.commands import InvalidCommand, NotFound
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.facts import CaseFacts, Entry, entry_of
-from casetrail_platform.policy.guard import AccessControl, AccessDenied, Disclosure
+from casetrail_platform.policy.guard import AccessControl, AccessDenied, Disclosure, answerable
 from casetrail_platform.policy.matrix import RULES
 from casetrail_platform.policy.vocabulary import Action, Decision, Relationship
 from casetrail_platform.queries import QueryContext
@@ -201,14 +201,19 @@ async def _client_decisions(
     """The policy's decision on each of the client's cases (on the client's id alone when
     they have none): showing who a client is shows part of each of their cases. Each case's
     facts include what this store holds, as ``get_case``'s do: a consent revoked or an
-    emergency access closed here refuses the next read of the client too."""
+    emergency access closed here refuses the next read of the client too. A decision that
+    does not disclose who the client is (a partner whose consent covers its referral but not
+    the identity) refuses: ``sections-not-covered``."""
     case_ids = await access.cases_of_client(client_id)
     decisions: list[tuple[str, Decision]] = []
     for case_id in case_ids or [client_id]:
         # A client without a case has no case stream to read.
         own = _own_entries(await store.read_stream(case_stream(case_id))) if case_ids else []
         facts = await access.case_facts(case_id, own)
-        decisions.append((case_id, access.decide(principal, Action.READ_CLIENT, purpose, facts)))
+        decision = access.decide(principal, Action.READ_CLIENT, purpose, facts)
+        decisions.append(
+            (case_id, answerable(Disclosure(case_id, decision, None, (), CLIENT_SECTIONS)))
+        )
     return decisions
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -26,6 +26,7 @@ from services.intake.adapters.emergency_accesses import EmergencyAccessQueue
 from services.intake.app import emergency, handlers, queries
 from services.intake.domain.emergency import DEFAULT_REVIEW_WITHIN
 from services.intake.domain.errors import PossibleDuplicateClient
+from services.intake.domain.matching import DuplicateCandidate
 from services.intake.entrypoints import from_proto, to_proto
 
 ERASURE_UNAVAILABLE = "ERASURE_UNAVAILABLE"
@@ -46,10 +47,18 @@ CASE_SENSITIVE_PATHS = (
 )
 """Where the catalog's sensitive fields (events/schemas/catalog.json) show in GetCase."""
 CASE_SECTION_PATHS = {
-    RecordSection.ASSESSMENT: ("record.presenting_needs", "record.assessments"),
+    RecordSection.IDENTITY: ("record.client",),
+    # How the client came to the agency is part of the intake assessment, as the needs they
+    # presented are (audit counts the case's opening as identity and assessment too).
+    RecordSection.ASSESSMENT: (
+        "record.referral_source",
+        "record.presenting_needs",
+        "record.assessments",
+    ),
     RecordSection.DISCHARGE: ("record.closures", "record.reopenings"),
 }
-"""Where the record's sections other than identity show in GetCase."""
+"""Where the record's sections show in GetCase: a decision that leaves one undisclosed (a
+partner agency's referred scope) clears it."""
 EMERGENCY_ACCESS_SENSITIVE_PATHS = ("reason", "review.note")
 """Where the catalog's sensitive fields show in an ``EmergencyAccess`` of the review queue."""
 
@@ -89,42 +98,57 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         deps = self._deps
         command = from_proto.register_client(request)
         today = deps.today()
+        principal = principal_of(context)
         ctx, checked = read_command(
-            principal_of(context),
-            request.context,
-            lambda ctx: handlers.registration_of(ctx, command, today),
+            principal, request.context, lambda ctx: handlers.registration_of(ctx, command, today)
         )
         try:
             registration = await handlers.register_client(
                 deps.store, deps.directory, ctx, command, today, checked
             )
         except PossibleDuplicateClient as error:
-            raise await self._disclosed(principal_of(context), error) from None
+            raise await self._disclosed(principal, error) from None
         recorded = registration.recorded
+        # The duplicates the caller said this person is not are people too: only those the
+        # policy lets the caller see are named, each recorded (a refused one's refusal too).
+        acknowledged = await self._shown(principal, registration.acknowledged_duplicates, context)
         return intake_pb2.RegisterClientResponse(
             client_id=recorded.subject_id,
             version=recorded.version,
             event_ids=recorded.event_ids,
-            acknowledged_duplicates=[
-                to_proto.candidate(c) for c in registration.acknowledged_duplicates
-            ],
+            acknowledged_duplicates=[to_proto.candidate(c) for c in acknowledged],
         )
+
+    async def _shown(
+        self,
+        principal: Principal,
+        candidates: Sequence[DuplicateCandidate],
+        context: Context | None = None,
+    ) -> list[DuplicateCandidate]:
+        """Of a registration's possible duplicates, those the policy lets the caller see,
+        recorded before they are sent (decided and recorded as ``FindPossibleDuplicates``
+        does, under the purpose the matrix gives the caller's role: a registration states
+        none); a refused one is left out and its refusal recorded."""
+        if not candidates:
+            return []
+        access = self._deps.access
+        purpose = queries.registration_purpose(principal.role)
+        shown, disclosures = await queries.disclosed_candidates(
+            self._deps.store, access, principal, purpose, candidates
+        )
+        await access.release(context, principal, purpose, disclosures, action=Action.READ_CLIENT)
+        return shown
 
     async def _disclosed(self, principal: Principal, error: PossibleDuplicateClient) -> Exception:
         """The refusal to send: the candidates the policy lets the caller see, recorded before
         they are sent (a registration's refusal discloses who they are)."""
-        access = self._deps.access
-        purpose = queries.registration_purpose(principal.role)
-        shown, disclosures = await queries.disclosed_candidates(
-            self._deps.store, access, principal, purpose, error.candidates
-        )
+        shown = await self._shown(principal, error.candidates)
         if not shown:
             return RuleBroken(
                 "POSSIBLE_DUPLICATE_CLIENT_WITHHELD",
                 "the person may already be registered as a client you may not see: ask the"
                 " agency that serves them",
             )
-        await access.release(None, principal, purpose, disclosures)
         refusal = PossibleDuplicateClient(shown)
         refusal.extra_details = to_proto.duplicate_details(refusal)
         return refusal
@@ -278,12 +302,16 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         )
         access = self._deps.access
         principal = principal_of(context)
+        # A role that may never read a client learns nothing, not even whether one exists.
+        await access.require_role(principal, Action.READ_CLIENT, reader.purpose, client_id)
         record = await queries.get_client(self._deps.store, client_id)
         response = intake_pb2.GetClientResponse(client=to_proto.client(record))
         disclosures = await queries.client_disclosures(
             self._deps.store, access, principal, reader, record, response
         )
-        await access.release(context, principal, reader.purpose, disclosures)
+        await access.release(
+            context, principal, reader.purpose, disclosures, action=Action.READ_CLIENT
+        )
         return response
 
     @override
@@ -303,7 +331,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         response = intake_pb2.FindPossibleDuplicatesResponse(
             candidates=[to_proto.candidate(c) for c in found]
         )
-        await access.release(context, principal, reader.purpose, disclosures)
+        await access.release(
+            context, principal, reader.purpose, disclosures, action=Action.READ_CLIENT
+        )
         return response
 
     @override
@@ -318,6 +348,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         )
         access = self._deps.access
         principal = principal_of(context)
+        # A role that may never read a case learns nothing, not even whether it exists.
+        await access.require_role(principal, Action.READ_CASE, reader.purpose, case_id)
         view = await queries.get_case(self._deps.store, self._deps.closures, access, case_id)
         decision = await access.authorize(principal, Action.READ_CASE, reader.purpose, view.facts)
         response = intake_pb2.GetCaseResponse(record=to_proto.case_record(view))

@@ -57,6 +57,7 @@ CASE_VIEW_SECTION_PATHS = {
     RecordSection.ASSIGNMENT: ("worker",),
     RecordSection.PLAN: ("plan",),
     RecordSection.CONTACTS: ("next_follow_up_due", "last_contact_on", "contacts_logged"),
+    RecordSection.PROGRESS: ("plan.goals.latest_rating",),
     RecordSection.DISCHARGE: ("discharge", "closure_reason"),
     RecordSection.REFERRALS: ("referrals",),
     RecordSection.SERVICES: ("services",),

@@ -1,0 +1,302 @@
+"""Intake's reads through the gRPC APIs where the policy's decision and the answer could part:
+a partner's referred scope without the client's identity, the possible duplicates a confirmed
+registration names, a refused role probing for cases and clients, and an erased client's
+emergency accesses."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from casetrail.audit.v1 import audit_pb2
+from casetrail.intake.v1 import intake_pb2
+from casetrail.planning.v1 import planning_pb2 as pl
+from casetrail_platform.policy.guard import WITHHELD_SECTIONS_KEY
+from cli.rpc import Person, Refusal, command, eventually, query, refused
+from cli.walk.story import AUDITOR, HOME_CARE, RECEPTIONIST
+from events.sealed_values import ERASED_TEXT
+from tests.e2e.conftest import Casetrail
+from tests.e2e.support import Case, consent, key, new_case, registration
+from tests.e2e.test_access import PARTNER, assessed, referred_and_accepted
+from tests.e2e.test_break_glass import ON_CALL, opening
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
+
+REVIEW = "confidentiality_review"
+OUTSIDER = Person("desk-westside", "receptionist", agency="westside-dss")
+"""The front desk of another agency: none of this agency's clients are its to see."""
+SYSTEM = Person("batch-runner", "system")
+"""A role no rule lets read a case or a client."""
+DPO = Person("dpo-erin-walsh", "supervisor")
+
+
+async def _access_log(
+    casetrail: Casetrail, subject: str, done: Callable[[audit_pb2.GetAccessLogResponse], bool]
+) -> audit_pb2.GetAccessLogResponse:
+    """Audit's access log of ``subject`` (a case, or a client without one) once ``done`` holds
+    of it: accesses travel to audit over the bus."""
+    request = audit_pb2.GetAccessLogRequest(context=query(REVIEW), case_id=subject, page_size=1000)
+    answer: audit_pb2.GetAccessLogResponse = await eventually(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.GetAccessLog(request),
+        done,
+        what=f"audit to learn the accesses to {subject}",
+        patience=casetrail.patience,
+    )
+    return answer
+
+
+def _not_known_yet(refusal: Refusal) -> bool:
+    """Until intake learns the accepted referral over the bus, the partner has no relationship."""
+    return refusal.reason in ("NO_RELATIONSHIP", "CONSENT_REQUIRED")
+
+
+async def _partner_case(casetrail: Casetrail, scope: tuple[str, ...]) -> Case:
+    case = await new_case(casetrail, "home_care")
+    await assessed(casetrail, case)
+    await consent(casetrail, case, PARTNER, scope=scope)
+    await referred_and_accepted(casetrail, case)
+    return case
+
+
+async def test_a_partner_whose_consent_leaves_out_the_identity_is_refused_it_and_recorded(
+    casetrail: Casetrail,
+) -> None:
+    case = await _partner_case(casetrail, ("referrals",))
+    partner = casetrail.stubs.as_(HOME_CARE).intake
+    read_case = intake_pb2.GetCaseRequest(context=query("coordination"), case_id=case.case_id)
+    at_case = await eventually(
+        lambda: refused(partner.GetCase(read_case)),
+        lambda refusal: not _not_known_yet(refusal),
+        what="intake to learn the accepted referral",
+        patience=casetrail.patience,
+    )
+    assert (at_case.code, at_case.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "SECTIONS_NOT_COVERED",
+    )
+    at_client = await refused(
+        partner.GetClient(
+            intake_pb2.GetClientRequest(context=query("coordination"), client_id=case.client_id)
+        )
+    )
+    assert (at_client.code, at_client.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "SECTIONS_NOT_COVERED",
+    )
+    assert case.client_id not in at_client.message
+
+    def both_refusals(log: audit_pb2.GetAccessLogResponse) -> bool:
+        return sum(r.rule == "sections-not-covered" for r in log.refusals) >= 2
+
+    log = await _access_log(casetrail, case.case_id, both_refusals)
+    assert not [r for r in log.records if r.accessor.user_id == PARTNER]
+    refusals = {(r.source, r.rule) for r in log.refusals if r.accessor.user_id == PARTNER} - {
+        ("casetrail/intake", "no-relationship"),
+        ("casetrail/intake", "consent-required"),
+    }
+    assert refusals == {("casetrail/intake", "sections-not-covered")}
+
+
+async def test_a_partner_whose_consent_covers_the_identity_gets_only_that_recorded(
+    casetrail: Casetrail,
+) -> None:
+    case = await _partner_case(casetrail, ("identity", "referrals", "services"))
+    partner = casetrail.stubs.as_(HOME_CARE).intake
+    read_case = intake_pb2.GetCaseRequest(context=query("coordination"), case_id=case.case_id)
+
+    async def read() -> tuple[intake_pb2.GetCaseResponse, dict[str, str]]:
+        call = partner.GetCase(read_case)
+        return await call, dict(await call.trailing_metadata())
+
+    answer, trailer = await eventually(
+        read,
+        what="intake to learn the accepted referral",
+        patience=casetrail.patience,
+        retry=_not_known_yet,
+    )
+    record = answer.record
+    assert (record.client.client_id, record.client.name.given_names) == (case.client_id, "Giulia")
+    # Of the case, nothing but who the client is: not how they came, their needs or assessment.
+    assert not record.HasField("referral_source")
+    assert (list(record.presenting_needs), list(record.assessments)) == ([], [])
+    assert "assessment" in trailer[WITHHELD_SECTIONS_KEY].split(",")
+    client = await partner.GetClient(
+        intake_pb2.GetClientRequest(context=query("coordination"), client_id=case.client_id)
+    )
+    assert client.client.name.given_names == "Giulia"
+
+    def partner_reads(log: audit_pb2.GetAccessLogResponse) -> list[audit_pb2.AccessRecord]:
+        return [r for r in log.records if r.accessor.user_id == PARTNER]
+
+    log = await _access_log(casetrail, case.case_id, lambda log: len(partner_reads(log)) >= 2)
+    assert [(list(r.sections), r.rule, r.source) for r in partner_reads(log)] == [
+        (["identity"], "referral-recipient", "casetrail/intake")
+    ] * 2
+
+
+async def test_a_confirmed_registration_names_only_the_duplicates_the_caller_may_see(
+    casetrail: Casetrail,
+) -> None:
+    stubs = casetrail.stubs
+    first = registration()
+    known = await stubs.as_(RECEPTIONIST).intake.RegisterClient(first)
+
+    def again(*, confirmed: bool) -> intake_pb2.RegisterClientRequest:
+        request = intake_pb2.RegisterClientRequest()
+        request.CopyFrom(first)
+        request.context.CopyFrom(command(key()))
+        request.confirmed_not_duplicate = confirmed
+        return request
+
+    withheld = await refused(stubs.as_(OUTSIDER).intake.RegisterClient(again(confirmed=False)))
+    assert withheld.reason == "POSSIBLE_DUPLICATE_CLIENT_WITHHELD"
+    # Saying "not a duplicate" of people it was not shown names none of them either.
+    confirmed = again(confirmed=True)
+    outsiders = await stubs.as_(OUTSIDER).intake.RegisterClient(confirmed)
+    assert list(outsiders.acknowledged_duplicates) == []
+    retried = await stubs.as_(OUTSIDER).intake.RegisterClient(confirmed)
+    assert (retried.client_id, list(retried.acknowledged_duplicates)) == (outsiders.client_id, [])
+
+    # The agency's own front desk sees them, and each is recorded as read.
+    home = await stubs.as_(RECEPTIONIST).intake.RegisterClient(again(confirmed=True))
+    assert {c.client_id for c in home.acknowledged_duplicates} == {
+        known.client_id,
+        outsiders.client_id,
+    }
+
+    def settled(log: audit_pb2.GetAccessLogResponse) -> bool:
+        return len(log.refusals) >= 3 and any(
+            r.accessor.user_id == RECEPTIONIST.user_id for r in log.records
+        )
+
+    log = await _access_log(casetrail, known.client_id, settled)
+    assert {(r.accessor.user_id, r.rule) for r in log.refusals} == {
+        (OUTSIDER.user_id, "no-relationship")
+    }
+    assert len(log.refusals) == 3  # refused, then confirmed, then the retry
+    assert {(r.accessor.user_id, r.rule, tuple(r.sections)) for r in log.records} >= {
+        (RECEPTIONIST.user_id, "front-desk", ("identity",))
+    }
+    assert not [r for r in log.records if r.accessor.user_id == OUTSIDER.user_id]
+
+
+async def test_a_role_no_rule_lets_read_learns_not_whether_a_case_or_client_exists(
+    casetrail: Casetrail,
+) -> None:
+    case = await new_case(casetrail, "housing")
+    desk, system = casetrail.stubs.as_(RECEPTIONIST).intake, casetrail.stubs.as_(SYSTEM).intake
+    for case_id in (case.case_id, f"no-such-case-{key()}"):
+        refusal = await refused(
+            desk.GetCase(intake_pb2.GetCaseRequest(context=query("direct_care"), case_id=case_id))
+        )
+        assert (refusal.code, refusal.reason) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "ROLE_NOT_ALLOWED",
+        ), case_id
+    for client_id in (case.client_id, f"no-such-client-{key()}"):
+        refusal = await refused(
+            system.GetClient(
+                intake_pb2.GetClientRequest(context=query("direct_care"), client_id=client_id)
+            )
+        )
+        assert (refusal.code, refusal.reason) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "ROLE_NOT_ALLOWED",
+        ), client_id
+
+
+async def test_an_erased_clients_emergency_accesses_keep_no_reason_or_note(
+    casetrail: Casetrail,
+) -> None:
+    stubs = casetrail.stubs
+    canary = f"EA-CANARY-{uuid.uuid4().hex}"
+    case = await new_case(casetrail, "housing")
+    on_call = stubs.as_(ON_CALL).intake
+    reviewed = await on_call.OpenEmergencyAccess(opening(case, reason=f"Reason {canary}"))
+    pending = await on_call.OpenEmergencyAccess(opening(case, reason=f"Still {canary}"))
+    auditor = stubs.as_(AUDITOR).intake
+    await auditor.ReviewEmergencyAccess(
+        intake_pb2.ReviewEmergencyAccessRequest(
+            context=command(key()),
+            case_id=case.case_id,
+            emergency_access_id=reviewed.emergency_access_id,
+            outcome="justified",
+            note=f"Note {canary}",
+        )
+    )
+    everything = intake_pb2.ListEmergencyAccessesRequest(
+        context=query(REVIEW), case_id=case.case_id, include_reviewed=True
+    )
+
+    def texts(answer: intake_pb2.ListEmergencyAccessesResponse) -> dict[str, tuple[str, str]]:
+        return {a.emergency_access_id: (a.reason, a.review.note) for a in answer.accesses}
+
+    await eventually(
+        lambda: auditor.ListEmergencyAccesses(everything),
+        lambda answer: (
+            texts(answer).get(reviewed.emergency_access_id)
+            == (f"Reason {canary}", f"Note {canary}")
+        ),
+        what="the review to reach the queue",
+        patience=casetrail.patience,
+    )
+    data_dir = casetrail.data_dir
+    assert data_dir is not None
+    if casetrail.backend == "embedded":  # the read models are files here
+        assert _files_holding(data_dir, canary.encode())
+
+    await stubs.as_(DPO).intake.EraseClient(
+        intake_pb2.EraseClientRequest(
+            context=command(key()), client_id=case.client_id, request_reference="dms://dsr/77"
+        )
+    )
+    listed = await eventually(
+        lambda: auditor.ListEmergencyAccesses(everything),
+        lambda answer: canary not in str(answer),
+        what="the review queue to forget the reasons and the note",
+        patience=casetrail.patience,
+    )
+    assert texts(listed) == {
+        reviewed.emergency_access_id: (ERASED_TEXT, ERASED_TEXT),
+        pending.emergency_access_id: (ERASED_TEXT, ""),
+    }
+    # The duty to review stays: the access not yet reviewed is still in the queue.
+    queue = await auditor.ListEmergencyAccesses(
+        intake_pb2.ListEmergencyAccessesRequest(context=query(REVIEW), case_id=case.case_id)
+    )
+    assert [a.emergency_access_id for a in queue.accesses] == [pending.emergency_access_id]
+    await eventually(
+        lambda: asyncio.sleep(0, _files_holding(data_dir, canary.encode())),
+        lambda holding: not holding,
+        what="the read models' files to forget the canary",
+        patience=casetrail.patience,
+    )
+
+
+def _files_holding(directory: Path, needle: bytes) -> list[str]:
+    return [
+        str(path) for path in directory.rglob("*") if path.is_file() and needle in path.read_bytes()
+    ]
+
+
+async def test_a_partner_still_reads_its_referral_in_the_case_view(casetrail: Casetrail) -> None:
+    """The release refuses an answer showing a section it cannot withhold: every section of
+    planning's case view must have its place there, progress included (within the plan)."""
+    case = await _partner_case(casetrail, ("identity", "referrals", "services"))
+    partner = casetrail.stubs.as_(HOME_CARE).planning
+    view = await eventually(
+        lambda: partner.GetCaseView(
+            pl.GetCaseViewRequest(context=query("coordination"), case_id=case.case_id)
+        ),
+        lambda view: len(view.referrals) == 1,
+        what="planning to learn the accepted referral",
+        patience=casetrail.patience,
+        retry=_not_known_yet,
+    )
+    assert [r.provider_id for r in view.referrals] == [PARTNER]
+    assert (list(view.needs), view.HasField("plan"), view.HasField("worker")) == ([], False, False)
