@@ -52,8 +52,10 @@ async def handle(deps: Dependencies, context: CommandContext, command: Command) 
         recorded = await execute(deps.store, SOURCE, context, stream, decide_on)
     except ValidationError as error:
         # The command's values were checked field by field; what is left are rules spanning
-        # several fields that only the whole event checks.
-        raise invalid_command(error) from error
+        # several fields that only the whole event checks. Not chained: pydantic's error
+        # repeats the input (sensitive notes too), and a chained cause travels on into
+        # tracebacks and spans; the field problems name what is wrong without the values.
+        raise invalid_command(error) from None
     until = recorded[-1].sequence if recorded else None
     history = await deps.store.read_stream(stream, to_version=until)
     return Outcome(recorded, fold(command.case_id, history))

@@ -1,32 +1,108 @@
-"""Reading the current case view and lists of cases; who may see them is the access policy's
-decision (``casetrail_platform.policy``), taken by the entrypoint on the case's facts."""
+"""Reading the current case view and lists of cases. Who may see them is the access policy's
+decision (``casetrail_platform.policy``): a role no rule lets read is refused before anything
+is looked up, each case is decided on its facts, and every refusal is recorded."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from casetrail_platform.commands import NotAllowed, NotFound
+from casetrail_platform.commands import NotFound
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.facts import CaseFacts
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.matrix import RULES
+from casetrail_platform.policy.vocabulary import Action, Decision, Relationship, Sensitivity
 from casetrail_platform.projections.port import Document
-from events.envelope import Actor
+from events.catalog.access import AccessPurpose, SensitiveCategory
 from services.planning.adapters.case_views import CaseFilter, CaseViews
-from services.planning.domain.rules import Action, acts_on_any_case, require_role
+
+CASE_LIST = "case-list"
+"""Where a list refused outright is recorded: it names no case (audit's access log of this id
+lists such refusals)."""
+
+SENSITIVE_FILTER_RULE = "sensitive-filter-not-permitted"
+"""The rule a list filtered on a sensitive need is refused under, when the caller's rules
+withhold sensitive values (its ErrorInfo reason, upper-cased)."""
+SENSITIVE_FILTER_REASON = (
+    "a list is filtered on a sensitive need only by a reader the policy shows sensitive"
+    " values to: the cases it matched would disclose the need it withholds"
+)
+
+_SENSITIVE_NEEDS = frozenset(category.value for category in SensitiveCategory)
 
 
-async def case_view(views: CaseViews, case_id: str) -> Document:
+async def case_view(
+    views: CaseViews,
+    access: AccessControl,
+    principal: Principal,
+    purpose: AccessPurpose,
+    case_id: str,
+) -> tuple[Document, Decision]:
+    """The case view and the decision allowing it. Decided before the view is looked up, so
+    a refused caller gets the same refusal whether or not the case exists."""
+    await access.require_role(principal, Action.READ_CASE, purpose, case_id)
+    decision = await access.authorize(
+        principal, Action.READ_CASE, purpose, await access.case_facts(case_id)
+    )
     document = await views.get(case_id)
     if document is None:
         raise NotFound("case", case_id)
-    return document
+    return document, decision
 
 
 async def list_cases(
-    views: CaseViews, actor: Actor, where: CaseFilter, limit: int
-) -> tuple[list[Document], bool]:
-    """Matching cases (up to ``limit``) and whether more matched; workers see their own (the
-    policy then decides on each case listed)."""
-    require_role(actor, Action.LIST_CASES)
-    if not acts_on_any_case(actor, Action.LIST_CASES):
-        if where.worker_id not in (None, actor.user_id):
-            raise NotAllowed(actor.role.value, "list the cases of another worker")
-        where = replace(where, worker_id=actor.user_id)
-    return await views.find(where, limit)
+    views: CaseViews,
+    access: AccessControl,
+    principal: Principal,
+    purpose: AccessPurpose,
+    where: CaseFilter,
+    limit: int,
+) -> tuple[list[tuple[Document, Decision]], bool]:
+    """The matching cases the policy lets ``principal`` see (up to ``limit``), each with its
+    decision, and whether more matched. A case the caller may not see is left out, not refused;
+    a list the caller may not ask for at all is refused and recorded under ``CASE_LIST``."""
+    await access.require_role(principal, Action.LIST_CASES, purpose, CASE_LIST)
+    sensitive_filter = where.need in _SENSITIVE_NEEDS
+    if sensitive_filter and not _may_see_sensitive_values(principal, purpose):
+        refusal = Decision(False, SENSITIVE_FILTER_RULE, reason=SENSITIVE_FILTER_REASON)
+        await access.refuse(principal, Action.LIST_CASES, purpose, CASE_LIST, refusal)
+    if _lists_own_cases_only(principal):
+        if where.worker_id not in (None, principal.subject):
+            # The policy's answer for a case that worker carries: theirs, so not the caller's.
+            carried = CaseFacts(CASE_LIST, worker_id=where.worker_id)
+            refusal = access.decide(principal, Action.LIST_CASES, purpose, carried)
+            await access.refuse(principal, Action.LIST_CASES, purpose, CASE_LIST, refusal)
+        where = replace(where, worker_id=principal.subject)
+    documents, truncated = await views.find(where, limit)
+    listed: list[tuple[Document, Decision]] = []
+    for document in documents:
+        facts = await access.case_facts(str(document["case_id"]))
+        decision = access.decide(principal, Action.LIST_CASES, purpose, facts)
+        # A case found by a sensitive need its decision withholds would disclose that need.
+        if decision.allowed and (decision.sensitive or not sensitive_filter):
+            listed.append((document, decision))
+    return listed, truncated
+
+
+def _may_see_sensitive_values(principal: Principal, purpose: AccessPurpose) -> bool:
+    """Whether some rule letting ``principal``'s role list cases for ``purpose`` may disclose
+    sensitive values (decided on the matrix alone, before anything is read: a refusal that
+    depended on the cases found would itself tell whether such cases exist)."""
+    return any(
+        rule.sensitive is not Sensitivity.NONE
+        for rule in RULES
+        if principal.role in rule.roles
+        and Action.LIST_CASES in rule.actions
+        and purpose in rule.purposes
+    )
+
+
+def _lists_own_cases_only(principal: Principal) -> bool:
+    """Whether every rule letting ``principal``'s role list cases is about the cases it carries
+    (case managers, social workers): their lists are theirs, and another worker's refused."""
+    relationships = {
+        rule.relationship
+        for rule in RULES
+        if principal.role in rule.roles and Action.LIST_CASES in rule.actions
+    }
+    return relationships == {Relationship.ASSIGNED_WORKER}

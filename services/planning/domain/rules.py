@@ -1,4 +1,5 @@
-"""Who may do what in planning: a role table plus "is the actor the case's assigned worker".
+"""Who may do what in planning's commands: a role table plus "is the actor the case's assigned
+worker". Reads (case views, lists) are the access policy's (``casetrail_platform.policy``).
 
 Case-carrying workers (case managers, social workers) act only on the cases assigned to them;
 the roles listed per action act on any case.
@@ -22,8 +23,6 @@ class Action(StrEnum):
     EVALUATE_PROGRESS = "evaluate progress"
     PLAN_DISCHARGE = "plan a discharge"
     CLOSE_CASE = "close a case"
-    VIEW_CASE = "view a case"
-    LIST_CASES = "list cases"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +43,6 @@ PERMISSIONS: dict[Action, Permission] = {
     Action.PLAN_DISCHARGE: Permission(_COORDINATOR, assigned_worker=True),
     Action.CLOSE_CASE: Permission(
         frozenset({Role.COORDINATOR, Role.SUPERVISOR}), assigned_worker=True
-    ),
-    Action.VIEW_CASE: Permission(
-        frozenset({Role.COORDINATOR, Role.SUPERVISOR, Role.AUDITOR}), assigned_worker=True
-    ),
-    Action.LIST_CASES: Permission(
-        frozenset({Role.COORDINATOR, Role.SUPERVISOR, Role.AUDITOR}), assigned_worker=True
     ),
 }
 

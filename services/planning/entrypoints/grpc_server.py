@@ -14,7 +14,6 @@ from casetrail_platform.grpc_platform.context import read_command, read_query
 from casetrail_platform.grpc_platform.server import Context, refusals_as_status
 from casetrail_platform.identity.grpc_auth import principal_of
 from casetrail_platform.policy.guard import AccessControl, Disclosure
-from casetrail_platform.policy.vocabulary import Action as PolicyAction
 from events.catalog.access import RecordSection
 from events.catalog.base import CaseEvent
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
@@ -63,7 +62,20 @@ CASE_VIEW_SECTION_PATHS = {
     RecordSection.SERVICES: ("services",),
 }
 SUMMARY_SENSITIVE_PATHS = ("needs",)
-SUMMARY_SECTIONS = (RecordSection.IDENTITY, RecordSection.ASSESSMENT, RecordSection.ASSIGNMENT)
+SUMMARY_SECTION_PATHS = {
+    RecordSection.ASSESSMENT: ("needs",),
+    RecordSection.ASSIGNMENT: ("worker_id",),
+    RecordSection.CONTACTS: ("next_follow_up_due",),
+    RecordSection.REFERRALS: ("open_referrals",),
+    RecordSection.SERVICES: ("scheduled_services",),
+    # Open or closed, and the stage "closed": whether the case was discharged.
+    RecordSection.DISCHARGE: ("status", "stage"),
+}
+"""Where each section shows in a case summary (CaseSummary); the case and client ids are its
+identity."""
+SUMMARY_SECTIONS = (RecordSection.IDENTITY, *SUMMARY_SECTION_PATHS)
+"""What a listed case's access records: every section its summary shows (a decision that does
+not disclose one clears its fields)."""
 
 
 class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
@@ -227,9 +239,9 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         )
         access = self._access
         principal = principal_of(context)
-        document = await queries.case_view(self._deps.views, case_id)
-        facts = await access.case_facts(case_id)
-        decision = await access.authorize(principal, PolicyAction.READ_CASE, reader.purpose, facts)
+        document, decision = await queries.case_view(
+            self._deps.views, access, principal, reader.purpose, case_id
+        )
         view = present.case_view(document)
         disclosed = Disclosure(
             case_id,
@@ -254,21 +266,23 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         )
         access = self._access
         principal = principal_of(context)
-        documents, truncated = await queries.list_cases(
-            self._deps.views, reader.actor, where, limit
+        listed, truncated = await queries.list_cases(
+            self._deps.views, access, principal, reader.purpose, where, limit
         )
         answer = planning_pb2.ListCasesResponse(truncated=truncated)
         disclosures = []
-        for document in documents:
-            case_id = str(document["case_id"])
-            facts = await access.case_facts(case_id)
-            decision = access.decide(principal, PolicyAction.LIST_CASES, reader.purpose, facts)
-            if not decision.allowed:
-                continue  # not the caller's to see: left out of the list, not refused
+        for document, decision in listed:
             summary = answer.cases.add()
             summary.CopyFrom(present.case_summary(document))
             disclosures.append(
-                Disclosure(case_id, decision, summary, SUMMARY_SENSITIVE_PATHS, SUMMARY_SECTIONS)
+                Disclosure(
+                    summary.case_id,
+                    decision,
+                    summary,
+                    SUMMARY_SENSITIVE_PATHS,
+                    SUMMARY_SECTIONS,
+                    section_paths=SUMMARY_SECTION_PATHS,
+                )
             )
         await access.release(context, principal, reader.purpose, disclosures)
         return answer

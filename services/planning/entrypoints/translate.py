@@ -54,7 +54,7 @@ def draft_plan(request: planning_pb2.DraftPlanRequest, context: CommandContext) 
         for index, message in enumerate(request.goals)
     ]
     # Derived ids never repeat; only ids the caller chose can.
-    _unique(v, [message.goal_id or None for message in request.goals], "goals", "goal_id")
+    _unique(v, [message.goal_id for message in request.goals], "goals", "goal_id")
     v.raise_if_any()
     return DraftPlan(case_id, plan_id, tuple(goal for goal in goals if goal is not None))
 
@@ -149,9 +149,7 @@ def evaluate_progress(
         )
         for index, entry in enumerate(request.goal_progress)
     ]
-    _unique(
-        v, [entry.goal_id or None for entry in request.goal_progress], "goal_progress", "goal_id"
-    )
+    _unique(v, [entry.goal_id for entry in request.goal_progress], "goal_progress", "goal_id")
     helping = v.field(ProgressEvaluated, "helping_factors", tuple(request.helping_factors))
     hindering = v.field(ProgressEvaluated, "hindering_factors", tuple(request.hindering_factors))
     v.raise_if_any()
@@ -260,10 +258,13 @@ def _goal(
     return goal
 
 
-def _unique(v: Violations, ids: Sequence[str | None], path: str, field: str) -> None:
+def _unique(v: Violations, ids: Sequence[str], path: str, field: str) -> None:
+    """Each id the caller chose once, compared as the event will hold it: the catalog strips
+    whitespace, so ``"g1"`` and ``"g1 "`` repeat. An empty id is derived or refused, and one
+    breaking the id rule is refused, each on its own."""
     first_at: dict[str, int] = {}
-    for index, identifier in enumerate(ids):
-        if identifier is None:
+    for index, identifier in enumerate(raw.strip() for raw in ids):
+        if not identifier:
             continue
         if identifier in first_at:
             v.add(

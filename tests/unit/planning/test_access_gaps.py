@@ -1,0 +1,330 @@
+"""Planning's reads and the access record: what a list shows is what it records, a filter does
+not disclose what the answer withholds, every refusal is recorded, a refused role learns nothing
+of which cases exist, and a translated validation error carries no sensitive input."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
+from casetrail_platform.commands import CommandContext, InvalidCommand
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.projection import CaseFactsReader
+from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSection
+from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, ReferralSourceKind
+from events.catalog.monitoring import GoalProgress, ProgressRating
+from events.catalog.values import NeedCategory
+from events.envelope import Actor
+from services.planning.app.handlers import Dependencies, handle
+from services.planning.app.queries import CASE_LIST
+from services.planning.domain import commands as c
+from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServicer
+from tests.support.grpc import serving
+from tests.support.identity import TestIssuer
+from tests.unit.planning.support import (
+    INTAKE,
+    INTAKE_WORKER,
+    OTHER_WORKER,
+    RECEPTIONIST,
+    START,
+    WORKER,
+    Bus,
+    assigned,
+    goal,
+)
+from tests.unit.planning.test_grpc import NOW, Planning, ctx, one, query, refused
+
+HEROIN = "heroin relapse at the weekend"
+
+
+@pytest.fixture
+async def api(
+    deps: Dependencies, bus: Bus, store: SqliteEventStore, issuer: TestIssuer
+) -> AsyncIterator[Planning]:
+    access = AccessControl(store, CaseFactsReader(bus.read_models), "casetrail/planning")
+    servicer = PlanningServicer(deps, access, clock=lambda: NOW)
+
+    def register(server: grpc.aio.Server) -> None:
+        planning_pb2_grpc.add_PlanningServiceServicer_to_server(servicer, server)
+
+    async with serving(register, SERVICE_NAME, issuer) as channel:
+        yield Planning(planning_pb2_grpc.PlanningServiceStub(channel), bus, store)  # type: ignore[arg-type]
+
+
+async def open_case(bus: Bus, case_id: str, *needs: NeedCategory, worker: Actor = WORKER) -> None:
+    opened = CaseOpened(
+        case_id=case_id,
+        client_id=f"client-{case_id}",
+        referral_source=ReferralSource(kind=ReferralSourceKind.SELF),
+        presenting_needs=tuple(PresentingNeed(category=need) for need in needs),
+    )
+    await bus.record(INTAKE, case_id, opened, actor=INTAKE_WORKER)
+    await bus.record("casetrail/coordination", case_id, assigned(case_id, worker))
+
+
+async def recorded(
+    store: SqliteEventStore, after: int = 0
+) -> list[RecordAccessed | RecordAccessDenied]:
+    """The accesses and refusals planning recorded after position ``after``."""
+    return [
+        event.event
+        for event in await store.read_all(after)
+        if isinstance(event.event, RecordAccessed | RecordAccessDenied)
+    ]
+
+
+async def position(store: SqliteEventStore) -> int:
+    events = await store.read_all(0)
+    return events[-1].position if events else 0
+
+
+# 1. ListCases shows no more than it records.
+
+
+async def test_a_sensitive_need_filter_is_refused_to_a_reader_it_would_disclose_it_to(
+    api: Planning,
+) -> None:
+    await open_case(api.bus, "case-su", NeedCategory.SUBSTANCE_USE, NeedCategory.HOUSING)
+    await open_case(api.bus, "case-h", NeedCategory.HOUSING)
+    before = await position(api.store)
+
+    code, details = await refused(
+        api.stub.ListCases(planning_pb2.ListCasesRequest(context=query(), need="substance_use"))
+    )
+
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    assert one(details, error_details_pb2.ErrorInfo).reason == "SENSITIVE_FILTER_NOT_PERMITTED"
+    [denied] = await recorded(api.store, before)
+    assert isinstance(denied, RecordAccessDenied)
+    assert (denied.case_id, denied.rule) == (CASE_LIST, "sensitive-filter-not-permitted")
+    # A need that is not health data filters as before, and so does the worker who may see it.
+    housing = await api.stub.ListCases(
+        planning_pb2.ListCasesRequest(context=query(), need="housing")
+    )
+    assert sorted(case.case_id for case in housing.cases) == ["case-h", "case-su"]
+    own = await api.stub.ListCases(
+        planning_pb2.ListCasesRequest(context=query(WORKER), need="substance_use")
+    )
+    assert [(case.case_id, sorted(case.needs)) for case in own.cases] == [
+        ("case-su", ["housing", "substance_use"])
+    ]
+
+
+async def test_a_listed_case_records_every_section_its_summary_shows(api: Planning) -> None:
+    await open_case(api.bus, "case-1", NeedCategory.HOUSING)
+    await api.stub.LogContact(
+        planning_pb2.LogContactRequest(
+            context=ctx(key="contact"),
+            case_id="case-1",
+            kind="phone_call",
+            summary="Called about the flat",
+            next_follow_up_due="2099-01-01",
+        )
+    )
+    await api.bus.sync()
+    before = await position(api.store)
+
+    answer = await api.stub.ListCases(
+        planning_pb2.ListCasesRequest(context=query(), overdue_before="2100-01-01")
+    )
+
+    [summary] = answer.cases
+    assert (summary.next_follow_up_due, summary.status) == ("2099-01-01", "open")
+    [access] = await recorded(api.store, before)
+    assert isinstance(access, RecordAccessed)
+    assert set(access.sections) == {
+        RecordSection.IDENTITY,
+        RecordSection.ASSESSMENT,
+        RecordSection.ASSIGNMENT,
+        RecordSection.CONTACTS,
+        RecordSection.REFERRALS,
+        RecordSection.SERVICES,
+        RecordSection.DISCHARGE,
+    }
+
+
+# 2. Every refusal of a list is recorded.
+
+
+async def test_a_role_no_rule_lets_list_cases_is_refused_and_recorded(api: Planning) -> None:
+    await open_case(api.bus, "case-1", NeedCategory.HOUSING)
+    before = await position(api.store)
+
+    code, details = await refused(
+        api.stub.ListCases(
+            planning_pb2.ListCasesRequest(context=query(RECEPTIONIST, "direct_care"))
+        )
+    )
+
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    assert one(details, error_details_pb2.ErrorInfo).reason == "ROLE_NOT_ALLOWED"
+    [denied] = await recorded(api.store, before)
+    assert isinstance(denied, RecordAccessDenied)
+    assert (denied.case_id, denied.rule, denied.action) == (
+        CASE_LIST,
+        "role-not-allowed",
+        "list cases",
+    )
+
+
+async def test_an_intake_worker_lists_as_the_policy_lets_them_without_sensitive_needs(
+    api: Planning,
+) -> None:
+    await open_case(api.bus, "case-su", NeedCategory.SUBSTANCE_USE, NeedCategory.HOUSING)
+    before = await position(api.store)
+
+    answer = await api.stub.ListCases(
+        planning_pb2.ListCasesRequest(context=query(INTAKE_WORKER, "direct_care"))
+    )
+
+    assert [(case.case_id, list(case.needs)) for case in answer.cases] == [("case-su", ["housing"])]
+    [access] = await recorded(api.store, before)
+    assert isinstance(access, RecordAccessed)
+    assert (access.rule, access.redacted_fields) == ("intake-worker", ("needs",))
+
+
+async def test_listing_another_workers_cases_is_refused_and_recorded(api: Planning) -> None:
+    await open_case(api.bus, "case-1", NeedCategory.HOUSING)
+    before = await position(api.store)
+
+    code, details = await refused(
+        api.stub.ListCases(
+            planning_pb2.ListCasesRequest(context=query(OTHER_WORKER), worker_id=WORKER.user_id)
+        )
+    )
+
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    assert one(details, error_details_pb2.ErrorInfo).reason == "NO_RELATIONSHIP"
+    [denied] = await recorded(api.store, before)
+    assert isinstance(denied, RecordAccessDenied)
+    assert (denied.case_id, denied.accessor_id, denied.rule) == (
+        CASE_LIST,
+        OTHER_WORKER.user_id,
+        "no-relationship",
+    )
+
+
+# 3. A refused caller cannot tell which cases exist.
+
+
+@pytest.mark.parametrize(
+    ("reader", "purpose", "reason"),
+    [
+        (RECEPTIONIST, "direct_care", "ROLE_NOT_ALLOWED"),
+        (OTHER_WORKER, "direct_care", "NO_RELATIONSHIP"),
+    ],
+)
+async def test_a_refused_reader_gets_the_same_answer_for_a_real_and_an_unknown_case(
+    api: Planning, reader: Actor, purpose: str, reason: str
+) -> None:
+    await open_case(api.bus, "case-1", NeedCategory.HOUSING)
+    before = await position(api.store)
+
+    answers = [
+        await refused(
+            api.stub.GetCaseView(
+                planning_pb2.GetCaseViewRequest(context=query(reader, purpose), case_id=case_id)
+            )
+        )
+        for case_id in ("case-1", "case-unknown")
+    ]
+
+    assert [
+        (code, one(details, error_details_pb2.ErrorInfo).reason) for code, details in answers
+    ] == [(grpc.StatusCode.PERMISSION_DENIED, reason)] * 2
+    denials = await recorded(api.store, before)
+    assert [(d.case_id, type(d)) for d in denials] == [
+        ("case-1", RecordAccessDenied),
+        ("case-unknown", RecordAccessDenied),
+    ]
+
+
+# 4. Validation errors: no sensitive input chained, and the edge compares what is recorded.
+
+
+async def test_repeated_goal_ids_are_compared_as_recorded_and_named_at_the_edge(
+    api: Planning,
+) -> None:
+    await open_case(api.bus, "case-1", NeedCategory.HOUSING)
+    drafted_code, drafted = await refused(
+        api.stub.DraftPlan(
+            planning_pb2.DraftPlanRequest(
+                context=ctx(key="draft-twice"),
+                case_id="case-1",
+                goals=[
+                    planning_pb2.Goal(
+                        goal_id=goal_id, statement=HEROIN, term="short", need_category="housing"
+                    )
+                    for goal_id in ("g1", " g1")
+                ],
+            )
+        )
+    )
+    await api.stub.DraftPlan(
+        planning_pb2.DraftPlanRequest(
+            context=ctx(key="draft"),
+            case_id="case-1",
+            goals=[
+                planning_pb2.Goal(
+                    goal_id="g1", statement="Keep the flat", term="short", need_category="housing"
+                )
+            ],
+        )
+    )
+    await api.stub.RecordAgreement(
+        planning_pb2.RecordAgreementRequest(
+            context=ctx(key="agree"), case_id="case-1", signed_by_client=True
+        )
+    )
+
+    code, details = await refused(
+        api.stub.EvaluateProgress(
+            planning_pb2.EvaluateProgressRequest(
+                context=ctx(key="evaluate"),
+                case_id="case-1",
+                goal_progress=[
+                    planning_pb2.GoalProgress(goal_id="g1", rating="on_track", note=HEROIN),
+                    planning_pb2.GoalProgress(goal_id="g1 ", rating="on_track", note=HEROIN),
+                ],
+            )
+        )
+    )
+
+    assert code is drafted_code is grpc.StatusCode.INVALID_ARGUMENT
+    [violation] = one(details, error_details_pb2.BadRequest).field_violations
+    assert violation.field == "goal_progress[1].goal_id"
+    assert "repeats goal_progress[0].goal_id" in violation.description
+    [violation] = one(drafted, error_details_pb2.BadRequest).field_violations
+    assert violation.field == "goals[1].goal_id"
+
+
+async def test_an_event_refused_by_its_validator_is_answered_without_the_input_chained(
+    deps: Dependencies, bus: Bus
+) -> None:
+    await open_case(bus, "case-1", NeedCategory.HOUSING)
+
+    async def run(command: c.Command, key: str) -> None:
+        await handle(deps, CommandContext(WORKER, key, occurred_at=START), command)
+        await bus.sync()
+
+    await run(c.DraftPlan("case-1", "plan-1", (goal("g1"),)), "draft")
+    await run(c.RecordAgreement("case-1", None, None, True), "agree")
+    # Built past the edge's checks: only the event's own validator sees the repeat.
+    progress = tuple(
+        GoalProgress(goal_id="g1", rating=ProgressRating.ON_TRACK, note=HEROIN) for _ in "ab"
+    )
+    evaluate = c.EvaluateProgress("case-1", "eval-1", progress, (), (), False)
+
+    with pytest.raises(InvalidCommand) as raised:
+        await run(evaluate, "evaluate")
+
+    assert raised.value.__cause__ is None
+    assert raised.value.__suppress_context__
+    assert "heroin" not in "".join(traceback.format_exception(raised.value))
+    assert [problem.field for problem in raised.value.violations] == ["goal_progress"]
