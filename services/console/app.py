@@ -44,6 +44,47 @@ SECURITY_HEADERS = (
 )
 
 
+MAX_BODY_BYTES = 64 * 1024
+"""The console's forms are a few short fields: a larger body is refused before it is read
+(parsing megabytes of ``&`` before the session check cost seconds of CPU per request)."""
+
+
+class BodyLimit:
+    """Refuses a request body over ``MAX_BODY_BYTES`` with 413: at once when its
+    Content-Length says so, else as soon as the bytes received pass it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+            await _too_large(send)
+            return
+        received = 0
+
+        async def bounded() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise HTTPException(413, "Request body too large")
+            return message
+
+        await self.app(scope, bounded, send)
+
+
+async def _too_large(send: Send) -> None:
+    body = b"Request body too large"
+    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 class SecurityHeaders:
     """Adds the console's headers to every response (pages, files and errors alike)."""
 
@@ -106,7 +147,7 @@ def create_app(
             Route("/ledger/proofs", views.ledger_proofs),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(SecurityHeaders), Middleware(BodyLimit)],
         exception_handlers={
             views.SignInNeeded: _sign_in_needed,
             views.Problem: _problem,

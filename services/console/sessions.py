@@ -23,7 +23,8 @@ COOKIE = "casetrail_console"
 ANONYMOUS_SECONDS = 15 * 60.0
 """How long a visitor may take to fill in the sign-in form."""
 MAX_SESSIONS = 10_000
-"""Oldest sessions are dropped beyond this many (visitors who never sign in cost memory)."""
+"""Per kind (anonymous, signed in), the oldest are dropped beyond this many: visitors who never
+sign in cost memory, and however many of them come they never push a signed-in auditor out."""
 
 
 @dataclass
@@ -49,7 +50,8 @@ class SessionStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._signer = TimestampSigner(secret or secrets.token_bytes(32), salt="console-session")
-        self._sessions: OrderedDict[str, Session] = OrderedDict()
+        self._anonymous: OrderedDict[str, Session] = OrderedDict()
+        self._signed_in: OrderedDict[str, Session] = OrderedDict()
         self.lifetime = lifetime
         self._clock = clock
 
@@ -64,11 +66,11 @@ class SessionStore:
             session_id = self._signer.unsign(cookie, max_age=int(self.lifetime) + 1).decode()
         except (BadSignature, UnicodeDecodeError):
             return None
-        session = self._sessions.get(session_id)
+        session = self._signed_in.get(session_id) or self._anonymous.get(session_id)
         if session is None:
             return None
         if self._clock() >= session.expires_at:
-            del self._sessions[session_id]
+            self.end(session)
             return None
         return session
 
@@ -84,15 +86,17 @@ class SessionStore:
         return self._add(Session(_new_id(), _new_id(), expires_at, principal, token, purpose))
 
     def end(self, session: Session) -> None:
-        self._sessions.pop(session.id, None)
+        self._signed_in.pop(session.id, None)
+        self._anonymous.pop(session.id, None)
 
     def cookie_value(self, session: Session) -> str:
         return self._signer.sign(session.id).decode()
 
     def _add(self, session: Session) -> Session:
-        self._sessions[session.id] = session
-        while len(self._sessions) > MAX_SESSIONS:
-            self._sessions.popitem(last=False)
+        kept = self._signed_in if session.signed_in else self._anonymous
+        kept[session.id] = session
+        while len(kept) > MAX_SESSIONS:
+            kept.popitem(last=False)
         return session
 
 

@@ -10,9 +10,11 @@ from collections.abc import Iterator
 import pytest
 from starlette.testclient import TestClient
 
+from casetrail_platform.identity.principal import Principal
+from events.catalog.base import Role
 from services.console import pages
 from services.console.app import create_app
-from services.console.sessions import SessionStore
+from services.console.sessions import MAX_SESSIONS, SessionStore
 from tests.console.conftest import DemoCasetrail
 
 AUDITOR = "ada-auditor"
@@ -81,6 +83,35 @@ def test_sign_in_page_is_locked_down(client: TestClient) -> None:
     assert "samesite=strict" in cookie
     assert "DEVELOPMENT ONLY" in page.text
     assert page.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_body_larger_than_a_form_is_refused_before_it_is_read(client: TestClient) -> None:
+    """Megabytes posted before sign-in cost the console nothing but a 413 (with its headers)."""
+    declared = client.post("/signin", content=b"&" * (1024 * 1024))
+    assert declared.status_code == 413
+    assert declared.headers["cache-control"] == "no-store"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(64):
+            yield b"&" * 4096
+
+    streamed = client.post(
+        "/signin",
+        content=chunks(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert streamed.status_code == 413
+    sign_in(client)  # a form of normal size still works
+
+
+def test_visitors_who_never_sign_in_never_push_a_signed_in_auditor_out(clock: Clock) -> None:
+    sessions = SessionStore(lifetime=3600, clock=clock)
+    auditor = Principal(AUDITOR, Role.AUDITOR, "example-agency", "https://issuer.example")
+    signed_in = sessions.sign_in(None, auditor, "token", "confidentiality_review", clock() + 600)
+    cookie = sessions.cookie_value(signed_in)
+    for _ in range(MAX_SESSIONS + 1):
+        sessions.start_anonymous()
+    assert sessions.find(cookie) is signed_in
 
 
 def test_case_pages_need_a_session(client: TestClient, demo_casetrail: DemoCasetrail) -> None:
