@@ -60,6 +60,7 @@ from services.coordination.domain.eligibility import (
     age_on,
     decide_eligibility,
     missing_facts,
+    with_age,
 )
 from services.coordination.domain.facts import (
     CaseFacts,
@@ -270,8 +271,7 @@ async def determine_eligibility(
     if command.facts.age is None:
         born = await views.date_of_birth(deps.read_models, facts.client_id)
         if born is not None:
-            given = command.facts.model_copy(update={"age": age_on(born, on)})
-            command = command.model_copy(update={"facts": given})
+            command = with_age(command, age_on(born, on))
         elif [p.field for p in missing_facts(program, command.facts)] == ["facts.age"]:
             # Only the age is missing, and it would come from intake's date of birth.
             raise errors.client_age_not_known(facts.client_id, program.program_id)

@@ -70,16 +70,15 @@ async def schedule_of_client(
 
 async def workers(deps: Dependencies, actor: Actor) -> list[WorkerLoad]:
     require_role(actor.role, Action.READ)
-    loads = await views.caseloads(deps.store, deps.read_models)
-    return [WorkerLoad(worker, loads.get(worker.worker_id, 0)) for worker in deps.agency.workers]
+    return await _loads(deps)
 
 
 async def suggest_workers(
-    deps: Dependencies, actor: Actor, case_id: str, on: date
+    deps: Dependencies, case_id: str, on: date
 ) -> tuple[tuple[NeedCategory, ...], list[WorkerFit]]:
     """The case's open needs and every worker with the reasons they do not fit on ``on`` (if
-    any): fitting workers first, the least loaded (relative to capacity) first."""
-    require_role(actor.role, Action.READ)
+    any): fitting workers first, the least loaded (relative to capacity) first. Who may ask is
+    decided (and a refusal recorded) by the entrypoint before this looks anything up."""
     coordination = await case_coordination(deps, case_id)
     needs = open_needs(coordination.facts, coordination.state)
     fits = [
@@ -88,7 +87,7 @@ async def suggest_workers(
             load.caseload,
             fit_refusals(case_id, load.worker, needs, load.caseload, on),
         )
-        for load in await workers(deps, actor)
+        for load in await _loads(deps)
     ]
     fits.sort(
         key=lambda fit: (
@@ -98,6 +97,11 @@ async def suggest_workers(
         )
     )
     return needs, fits
+
+
+async def _loads(deps: Dependencies) -> list[WorkerLoad]:
+    loads = await views.caseloads(deps.store, deps.read_models)
+    return [WorkerLoad(worker, loads.get(worker.worker_id, 0)) for worker in deps.agency.workers]
 
 
 async def budget_line(

@@ -62,7 +62,7 @@ def fit_refusals(
     if counseling and counseling_licence(worker, on) is None:
         refusals.append(
             errors.counseling_requires_licence(
-                case_id, worker.worker_id, worker.role.value, counseling
+                case_id, worker.worker_id, worker.role.value, len(counseling)
             )
         )
     if caseload >= worker.caseload_capacity:
@@ -143,10 +143,13 @@ def decide_transfer(
 
 
 def explain(worker: Worker, needs: Sequence[NeedCategory], caseload: int, on: date) -> str:
-    """Why the worker fits, in words for the case record."""
+    """Why the worker fits, in words for the case record. ``reason`` is not a sealed field, and
+    history is never rewritten: it counts the needs and never names them (``matched_needs``,
+    sealed and redacted, holds which), so an erasure leaves no need category behind in it."""
     licence = counseling_licence(worker, on)
     qualification = f"{licence.name} licence" if licence is not None else worker.role.value
-    covered = ", ".join(need.value for need in needs) or "no open needs"
+    plural = "s" if len(needs) != 1 else ""
+    covered = f"the case's {len(needs)} open need{plural}" if needs else "a case with no open needs"
     return (
         f"{qualification} fits {covered}; caseload {caseload} of {worker.caseload_capacity} "
         "before this case"

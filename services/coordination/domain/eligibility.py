@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from pydantic import ValidationError
+
 from casetrail_platform.commands import InvalidCommand
 from events.catalog.base import CaseEvent
 from events.catalog.eligibility import EligibilityDetermined, EligibilityFacts
@@ -83,6 +85,27 @@ def decide_eligibility(
 
 def age_on(birth: date, on: date) -> int:
     return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+
+def with_age(command: DetermineEligibility, age: int) -> DetermineEligibility:
+    """``command`` with the client's ``age`` from intake's date of birth, checked as the event
+    will hold it (``model_copy`` would skip the check and store an age no reader accepts)."""
+    try:
+        facts = EligibilityFacts.model_validate({**command.facts.model_dump(), "age": age})
+    except ValidationError as error:
+        # The age itself is not repeated: it is derived from personal data.
+        problems = "; ".join(str(detail["msg"]) for detail in error.errors())
+        raise InvalidCommand(
+            [
+                FieldProblem(
+                    "facts.age",
+                    "the age from the client's recorded date of birth is not one an eligibility"
+                    f" decision may hold ({problems}): correct the date of birth at intake, or"
+                    " give facts.age",
+                )
+            ]
+        ) from None
+    return DetermineEligibility.model_validate({**command.model_dump(), "facts": facts})
 
 
 def _require_facts(program: Program, facts: EligibilityFacts) -> None:

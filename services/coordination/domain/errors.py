@@ -6,7 +6,6 @@ appointment, what is left on a budget line, the referral to make instead...).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 
 from casetrail_platform.commands import RuleBroken
@@ -38,12 +37,12 @@ APPROVED_AMOUNT_EXCEEDS_CLAIM = "APPROVED_AMOUNT_EXCEEDS_CLAIM"
 
 COUNSELING_LICENCES = ("LBSW", "LMSW", "LCSW")
 
-# Who a case manager refers the client to instead of counseling them (they may not counsel).
-REFERRAL_FOR_NEED = {
-    NeedCategory.SUBSTANCE_USE: "addiction counselor",
-    NeedCategory.MENTAL_HEALTH: "licensed counselor or clinical social worker (LCSW)",
-    NeedCategory.COUNSELING: "licensed counselor or clinical social worker (LCSW)",
-}
+COUNSELING_PROVIDERS = (
+    "a counseling provider: a licensed counselor or clinical social worker (LCSW),"
+    " or an addiction counselor"
+)
+"""Who a case manager refers the client to instead of counseling them (they may not counsel).
+One text for every counseling need, so that the refusal does not tell which need it is."""
 
 
 def client_age_not_known(client_id: str, program_id: str) -> RuleBroken:
@@ -69,22 +68,24 @@ def case_closed(case_id: str) -> RuleBroken:
 
 
 def counseling_requires_licence(
-    case_id: str, worker_id: str, worker_role: str, needs: Iterable[NeedCategory]
+    case_id: str, worker_id: str, worker_role: str, counseling_needs: int
 ) -> RuleBroken:
-    needs = tuple(needs)
-    referrals = "; ".join(f"{need.value}: {REFERRAL_FOR_NEED[need]}" for need in needs)
+    # Names the rule and the worker, never the needs: the refusal goes to whoever asked
+    # (a coordinator may not see substance use or mental health), and texts like this one end
+    # up in SuggestWorkers' reasons. Those entitled read the needs from GetCaseCoordination.
+    plural = "s" if counseling_needs != 1 else ""
     return RuleBroken(
         COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER,
-        f"case {case_id} needs {', '.join(n.value for n in needs)}, which only a licensed social "
-        f"worker ({', '.join(COUNSELING_LICENCES)}) may take on; worker {worker_id} "
-        f"({worker_role}) may not counsel. Assign a licensed social worker, or refer the client "
-        f"({referrals}) with MakeReferral and assign {worker_id} for the other needs",
+        f"case {case_id} has {counseling_needs} open need{plural} calling for counseling,"
+        f" which only a licensed social worker ({', '.join(COUNSELING_LICENCES)}) may take on;"
+        f" worker {worker_id} ({worker_role}) may not counsel. Assign a licensed social worker,"
+        f" or refer the client ({COUNSELING_PROVIDERS}) with MakeReferral and assign {worker_id}"
+        " for the other needs",
         subject=f"worker/{worker_id}",
         worker_id=worker_id,
         worker_role=worker_role,
-        needs=",".join(need.value for need in needs),
         required_licences=",".join(COUNSELING_LICENCES),
-        suggested_referrals=referrals,
+        suggested_referrals=COUNSELING_PROVIDERS,
         suggested_action="MakeReferral",
     )
 

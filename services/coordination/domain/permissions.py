@@ -43,6 +43,10 @@ ALLOWED: dict[Action, frozenset[Role]] = {
 }
 
 
+def allows(role: Role, action: Action) -> bool:
+    return role in ALLOWED[action]
+
+
 def require_role(role: Role, action: Action) -> None:
-    if role not in ALLOWED[action]:
+    if not allows(role, action):
         raise NotAllowed(role.value, action.value)

@@ -3,6 +3,7 @@ responses. Refusals become statuses in ``refusals_as_status``."""
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
@@ -16,11 +17,14 @@ from casetrail_platform.grpc_platform.context import query_context_from, read_co
 from casetrail_platform.grpc_platform.server import Context, refusals_as_status
 from casetrail_platform.identity.grpc_auth import principal_of
 from casetrail_platform.identity.principal import Principal
-from casetrail_platform.policy.guard import AccessControl, Disclosure
+from casetrail_platform.policy import redaction
+from casetrail_platform.policy.decide import any_rule_for
+from casetrail_platform.policy.guard import REDACTED_KEY, AccessControl, AccessDenied, Disclosure
+from casetrail_platform.policy.matrix import REFUSALS
 from casetrail_platform.policy.vocabulary import Action as PolicyAction
 from casetrail_platform.policy.vocabulary import Decision
 from casetrail_platform.queries import QueryContext
-from events.catalog.access import RecordSection
+from events.catalog.access import AccessPurpose, RecordSection
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import CaseEvent
 from events.catalog.eligibility import EligibilityDetermined
@@ -31,7 +35,7 @@ from events.envelope import RecordedEvent
 from events.errors import FieldProblem
 from services.coordination.app import handlers, queries
 from services.coordination.app.handlers import Dependencies
-from services.coordination.domain import commands
+from services.coordination.domain import commands, permissions
 from services.coordination.entrypoints import convert
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinationService"].full_name
@@ -70,6 +74,10 @@ REFERRAL_PATHS = {"referrals": "referral_id", "services": "referral_id"}
 SCHEDULE_SENSITIVE_PATHS = ("services.kind",)
 SCHEDULE_SECTIONS = (RecordSection.IDENTITY, RecordSection.SERVICES)
 NEEDS_SECTIONS = (RecordSection.ASSESSMENT,)
+ASSIGNED_SENSITIVE_PATHS = ("matched_needs",)
+ROLE_NOT_ALLOWED = Decision(False, "role-not-allowed", reason=REFUSALS["role-not-allowed"])
+"""Coordination's own refusal of a role the policy would let read the case but that may not see
+the agency's staff (SuggestWorkers), in the policy's words so that it is recorded alike."""
 
 
 class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
@@ -78,12 +86,24 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         self._access = access
 
     async def _authorized(
-        self, context: Context, reader: QueryContext, action: PolicyAction, case_id: str
-    ) -> tuple[Principal, Decision]:
-        principal = principal_of(context)
+        self,
+        principal: Principal,
+        reader: QueryContext,
+        action: PolicyAction,
+        case_id: str,
+        *,
+        staff_only: bool = False,
+    ) -> Decision:
+        """The policy's decision on ``action`` for the case, taken before the case is looked
+        up: a role no rule lets do it is refused first, then a caller without the relationship,
+        each refusal recorded; the answer never tells an unknown case from a refused one.
+        ``staff_only``: the answer also shows the agency's staff and their caseloads, which
+        coordination shows its own readers only (``permissions.Action.READ``)."""
+        await self._access.require_role(principal, action, reader.purpose, case_id)
+        if staff_only and not permissions.allows(principal.role, permissions.Action.READ):
+            await self._access.refuse(principal, action, reader.purpose, case_id, ROLE_NOT_ALLOWED)
         facts = await self._access.case_facts(case_id)
-        decision = await self._access.authorize(principal, action, reader.purpose, facts)
-        return principal, decision
+        return await self._access.authorize(principal, action, reader.purpose, facts)
 
     # -- assignment -------------------------------------------------------------------------
 
@@ -95,10 +115,17 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         ctx, command = _parse(principal_of(context), request, commands.AssignCase)
         recorded = await handlers.assign_case(self._deps, ctx, command)
         assigned = _event(recorded, CaseAssigned)
-        return pb.AssignCaseResponse(
+        answer = pb.AssignCaseResponse(
             result=convert.result(command.case_id, recorded),
             matched_needs=[need.value for need in assigned.matched_needs],
         )
+        # A command's answer is no read the policy decides: whoever may assign (a coordinator,
+        # who may not see them) never gets the sensitive needs here. Those entitled read them
+        # from GetCaseCoordination, decided and recorded; the trailer says they were withheld.
+        withheld = redaction.redact(answer, ASSIGNED_SENSITIVE_PATHS)
+        if withheld:
+            context.set_trailing_metadata(((REDACTED_KEY, ",".join(withheld)),))
+        return answer
 
     @override
     @refusals_as_status
@@ -117,15 +144,14 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def SuggestWorkers(
         self, request: pb.SuggestWorkersRequest, context: Context
     ) -> pb.SuggestWorkersResponse:
+        principal = principal_of(context)
         reader, case_id = read_query(
-            principal_of(context), request.context, lambda: _required_id(request.case_id, "case_id")
+            principal, request.context, lambda: _required_id(request.case_id, "case_id")
         )
-        needs, fits = await queries.suggest_workers(
-            self._deps, reader.actor, case_id, datetime.now(UTC).date()
+        decision = await self._authorized(
+            principal, reader, PolicyAction.READ_CASE, case_id, staff_only=True
         )
-        principal, decision = await self._authorized(
-            context, reader, PolicyAction.READ_CASE, case_id
-        )
+        needs, fits = await queries.suggest_workers(self._deps, case_id, datetime.now(UTC).date())
         answer = pb.SuggestWorkersResponse(
             needs=[need.value for need in needs],
             workers=[
@@ -249,27 +275,57 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def GetClientSchedule(
         self, request: pb.GetClientScheduleRequest, context: Context
     ) -> pb.GetClientScheduleResponse:
-        reader, client_id = read_query(
-            principal_of(context),
-            request.context,
-            lambda: _required_id(request.client_id, "client_id"),
-        )
         principal = principal_of(context)
+        reader, client_id = read_query(
+            principal, request.context, lambda: _required_id(request.client_id, "client_id")
+        )
+        cases = await self._schedule_readable(principal, reader.purpose, client_id)
         services = await queries.schedule_of_client(self._deps, client_id, request.include_past)
-        by_case: dict[str, pb.GetClientScheduleResponse] = {}
+        by_case = {case_id: pb.GetClientScheduleResponse() for case_id in cases}
         for service in services:
             by_case.setdefault(service.case_id, pb.GetClientScheduleResponse()).services.append(
                 convert.service(service)
             )
+        disclosures = await self._schedule_disclosures(principal, reader.purpose, by_case)
+        await self._access.release(context, principal, reader.purpose, disclosures)
+        answer = pb.GetClientScheduleResponse()
+        for item in disclosures:
+            answer.services.extend(item.message.services)  # type: ignore[union-attr]
+        answer.services.sort(key=lambda s: (s.starts_at.seconds, s.starts_at.nanos))
+        return answer
+
+    async def _schedule_readable(
+        self, principal: Principal, purpose: AccessPurpose, client_id: str
+    ) -> list[str]:
+        """The client's cases as the policy knows them, once the caller's role may read a case
+        at all. The schedule shows what each case receives: case content, read case by case;
+        a role no rule lets read a case (the front desk, which reads who a client is, never a
+        case) is refused before the schedule is read, recorded under each of the client's cases
+        (under the client's id when none is known)."""
+        cases = await self._access.cases_of_client(client_id)
+        if not any_rule_for(principal.role, PolicyAction.READ_CASE, purpose):
+            refusal = self._access.decide(principal, PolicyAction.READ_CASE, purpose, None)
+            await self._access.refuse_cases(
+                principal, PolicyAction.READ_CASE, purpose, cases or [client_id], refusal
+            )
+        return cases
+
+    async def _schedule_disclosures(
+        self,
+        principal: Principal,
+        purpose: AccessPurpose,
+        by_case: dict[str, pb.GetClientScheduleResponse],
+    ) -> list[Disclosure]:
+        """Each case's part of the schedule the policy lets the caller read. The cases refused
+        are left out and each refusal recorded (``refuse_cases``: one append per decision, nearly
+        always one); when every case is refused, so is the answer."""
         disclosures = []
-        refusal: tuple[str, Decision] | None = None
+        refused: dict[Decision, list[str]] = {}
         for case_id, part in by_case.items():
             facts = await self._access.case_facts(case_id)
-            decision = self._access.decide(
-                principal, PolicyAction.READ_CLIENT, reader.purpose, facts
-            )
+            decision = self._access.decide(principal, PolicyAction.READ_CASE, purpose, facts)
             if not decision.allowed:
-                refusal = refusal or (case_id, decision)
+                refused.setdefault(decision, []).append(case_id)
                 continue
             disclosures.append(
                 Disclosure(
@@ -281,16 +337,14 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
                     referral_paths={"services": "referral_id"},
                 )
             )
-        if refusal is not None and not disclosures:
-            await self._access.refuse(
-                principal, PolicyAction.READ_CLIENT, reader.purpose, refusal[0], refusal[1]
-            )
-        await self._access.release(context, principal, reader.purpose, disclosures)
-        answer = pb.GetClientScheduleResponse()
-        for item in disclosures:
-            answer.services.extend(item.message.services)  # type: ignore[union-attr]
-        answer.services.sort(key=lambda s: (s.starts_at.seconds, s.starts_at.nanos))
-        return answer
+        for decision, case_ids in refused.items():
+            with suppress(AccessDenied):
+                await self._access.refuse_cases(
+                    principal, PolicyAction.READ_CASE, purpose, case_ids, decision
+                )
+        if refused and not disclosures:
+            raise AccessDenied(principal, PolicyAction.READ_CASE, next(iter(refused)))
+        return disclosures
 
     # -- eligibility ------------------------------------------------------------------------
 
@@ -388,13 +442,12 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def GetCaseCoordination(
         self, request: pb.GetCaseCoordinationRequest, context: Context
     ) -> pb.GetCaseCoordinationResponse:
+        principal = principal_of(context)
         reader, case_id = read_query(
-            principal_of(context), request.context, lambda: _required_id(request.case_id, "case_id")
+            principal, request.context, lambda: _required_id(request.case_id, "case_id")
         )
+        decision = await self._authorized(principal, reader, PolicyAction.READ_CASE, case_id)
         view = await queries.case_coordination(self._deps, case_id)
-        principal, decision = await self._authorized(
-            context, reader, PolicyAction.READ_CASE, case_id
-        )
         answer = convert.case_coordination(view)
         disclosed = Disclosure(
             case_id,

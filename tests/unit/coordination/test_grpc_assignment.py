@@ -50,7 +50,7 @@ async def test_a_case_manager_is_never_given_counseling(stub: Stub, intake: Inta
     refusal = await refused(assign(stub, "case-1", "cm-dana"))
     assert refusal.code is grpc.StatusCode.FAILED_PRECONDITION
     assert refusal.rule == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
-    assert refusal.metadata["suggested_referrals"] == "substance_use: addiction counselor"
+    assert "addiction counselor" in refusal.metadata["suggested_referrals"]
     assert refusal.metadata["required_licences"] == "LBSW,LMSW,LCSW"
     assert refusal.metadata["suggested_action"] == "MakeReferral"
     violation = refusal.detail(error_details_pb2.PreconditionFailure).violations[0]

@@ -1,0 +1,150 @@
+"""Coordination's gaps found in review, through the gRPC APIs: a coordinator (not entitled to
+sensitive fields) never gets a sensitive need from a refusal, a suggestion or an assignment's
+answer; the reason recorded for an assignment names no need (it is not sealed, so an erasure
+could not forget it); refusals of coordination's reads are on the record; a refused role cannot
+tell a real case from an unknown one; the front desk reads no schedule."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+from casetrail.audit.v1 import audit_pb2
+from casetrail.coordination.v1 import coordination_pb2 as co
+from casetrail_platform.policy.guard import REDACTED_KEY
+from cli.rpc import command, eventually, query, refused
+from cli.walk.story import (
+    AUDITOR,
+    CASE_MANAGER_ID,
+    COORDINATOR,
+    INTAKE_WORKER,
+    RECEPTIONIST,
+    SOCIAL_WORKER,
+)
+from tests.e2e.conftest import Casetrail
+from tests.e2e.support import Case, key, new_case
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
+
+SENSITIVE = ("substance_use", "mental_health")
+
+
+def _names_a_sensitive_need(text: str) -> bool:
+    return any(need in text for need in SENSITIVE)
+
+
+async def test_a_coordinator_gets_no_sensitive_need_and_the_record_keeps_none_in_words(
+    casetrail: Casetrail,
+) -> None:
+    case = await new_case(casetrail, "substance_use", "home_care")
+    coordination = casetrail.stubs.as_(COORDINATOR).coordination
+
+    refusal = await refused(
+        coordination.AssignCase(
+            co.AssignCaseRequest(
+                context=command(key()), case_id=case.case_id, worker_id=CASE_MANAGER_ID
+            )
+        )
+    )
+    assert refusal.reason == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert CASE_MANAGER_ID in refusal.message
+    assert not _names_a_sensitive_need(refusal.message)
+    assert not _names_a_sensitive_need(str(refusal.status))
+
+    suggesting = coordination.SuggestWorkers(
+        co.SuggestWorkersRequest(context=query("coordination"), case_id=case.case_id)
+    )
+    suggested = await suggesting
+    assert list(suggested.needs) == ["home_care"]
+    assert dict(await suggesting.trailing_metadata())[REDACTED_KEY] == "needs"
+    assert not any(_names_a_sensitive_need(r) for w in suggested.workers for r in w.reasons)
+
+    assigning = coordination.AssignCase(
+        co.AssignCaseRequest(
+            context=command(key()), case_id=case.case_id, worker_id=SOCIAL_WORKER.user_id
+        )
+    )
+    assigned = await assigning
+    assert list(assigned.matched_needs) == ["home_care"]
+    assert dict(await assigning.trailing_metadata())[REDACTED_KEY] == "matched_needs"
+
+    # The needs matched are sealed (an erasure forgets them); the reason is kept in the clear
+    # by audit, Kafka and exports for good, so it must not say them in words.
+    recorded = await _assigned_event(casetrail, case)
+    sealed = recorded["matched_needs"]
+    assert isinstance(sealed, list)
+    assert len(sealed) == 2
+    assert all(str(value).startswith("ct1~") for value in sealed)
+    reason = str(recorded["reason"])
+    assert reason.startswith("LCSW licence fits the case's 2 open needs; caseload ")
+    assert not _names_a_sensitive_need(reason)
+
+
+async def test_refused_reads_of_coordination_are_recorded_and_tell_nothing_of_the_case(
+    casetrail: Casetrail,
+) -> None:
+    case = await new_case(casetrail, "home_care")
+    stubs = casetrail.stubs
+
+    suggest = await refused(
+        stubs.as_(INTAKE_WORKER).coordination.SuggestWorkers(
+            co.SuggestWorkersRequest(context=query("direct_care"), case_id=case.case_id)
+        )
+    )
+    assert (suggest.code, suggest.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
+
+    for case_id in (case.case_id, f"no-such-case-{key()[:8]}"):
+        read = await refused(
+            stubs.as_(RECEPTIONIST).coordination.GetCaseCoordination(
+                co.GetCaseCoordinationRequest(context=query("direct_care"), case_id=case_id)
+            )
+        )
+        assert (read.code, read.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
+
+    # The front desk reads who a client is, never what their cases receive.
+    schedule = await refused(
+        stubs.as_(RECEPTIONIST).coordination.GetClientSchedule(
+            co.GetClientScheduleRequest(context=query("direct_care"), client_id=case.client_id)
+        )
+    )
+    assert (schedule.code, schedule.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "ROLE_NOT_ALLOWED",
+    )
+
+    refusals = await _refusals(casetrail, case, expect=3)
+    assert sorted((r.accessor.user_id, r.action) for r in refusals) == [
+        (RECEPTIONIST.user_id, "read a case"),
+        (RECEPTIONIST.user_id, "read a case"),
+        (INTAKE_WORKER.user_id, "read a case"),
+    ]
+
+
+async def _assigned_event(casetrail: Casetrail, case: Case) -> dict[str, object]:
+    request = audit_pb2.GetTimelineRequest(
+        context=query("confidentiality_review"), case_id=case.case_id
+    )
+    timeline = await eventually(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.GetTimeline(request),
+        lambda answer: any(e.event_type == "casetrail.case.assigned" for e in answer.entries),
+        what="audit to learn of the assignment",
+        patience=casetrail.patience,
+    )
+    entry = next(e for e in timeline.entries if e.event_type == "casetrail.case.assigned")
+    data: dict[str, object] = json.loads(entry.cloudevent_json)["data"]
+    return data
+
+
+async def _refusals(casetrail: Casetrail, case: Case, expect: int) -> list[audit_pb2.AccessRefusal]:
+    request = audit_pb2.GetAccessLogRequest(
+        context=query("confidentiality_review"), case_id=case.case_id, page_size=1000
+    )
+    log = await eventually(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.GetAccessLog(request),
+        lambda answer: len(answer.refusals) >= expect,
+        what="audit to learn of every refusal",
+        patience=casetrail.patience,
+    )
+    return list(log.refusals)

@@ -1,0 +1,234 @@
+"""Gaps found in review of coordination's reads and answers: need categories reaching callers
+and records that may not hold them, refusals not on the record, answers telling an unknown case
+from a refused one, and an age no event may hold."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import grpc
+
+from casetrail.common.v1 import common_pb2
+from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.policy.guard import REDACTED_KEY
+from cli.rpc import Person
+from events.catalog.access import RecordAccessDenied, RecordAccessed
+from events.catalog.assignment import CaseAssigned
+from events.catalog.base import Role
+from events.catalog.values import NeedCategory
+from services.coordination.app.handlers import Dependencies
+from services.coordination.domain.assignment import decide_assignment
+from services.coordination.domain.case import CaseState
+from services.coordination.domain.commands import AssignCase
+from services.coordination.domain.facts import CaseFacts, case_stream
+from tests.support.identity import acting
+from tests.unit.coordination.rpc import assign, refused, schedule_request
+from tests.unit.coordination.support import (
+    IntakeFeed,
+    command_context,
+    query_context,
+    sample_agency,
+)
+
+if TYPE_CHECKING:
+    from tests.unit.coordination.rpc import Stub
+
+SENSITIVE_NEEDS = (NeedCategory.SUBSTANCE_USE, NeedCategory.MENTAL_HEALTH)
+SENSITIVE_VALUES = tuple(need.value for need in SENSITIVE_NEEDS)
+ON = date(2026, 3, 2)
+
+
+def _names_a_sensitive_need(text: str) -> bool:
+    return any(value in text for value in SENSITIVE_VALUES)
+
+
+async def _accesses(deps: Dependencies, case_id: str) -> list[object]:
+    return [recorded.event for recorded in await deps.store.read_stream(f"access-{case_id}")]
+
+
+# -- 1. the assignment's reason -------------------------------------------------------------
+
+
+def test_the_reason_written_for_an_assignment_counts_the_needs_and_names_none() -> None:
+    facts = CaseFacts(
+        case_id="case-1", client_id="client-1", needs=(*SENSITIVE_NEEDS, NeedCategory.HOME_CARE)
+    )
+    worker = sample_agency().worker("sw-lcsw")
+    command = AssignCase(case_id="case-1", worker_id="sw-lcsw")
+    [assigned] = decide_assignment(CaseState(), facts, worker, 0, command, ON)
+    assert isinstance(assigned, CaseAssigned)
+    assert assigned.reason == (
+        "LCSW licence fits the case's 3 open needs; caseload 0 of 2 before this case"
+    )
+
+
+# -- 2. need categories in refusals and answers to a coordinator -----------------------------
+
+
+async def test_a_counseling_refusal_names_the_rule_and_the_worker_never_the_needs(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE, *SENSITIVE_NEEDS])
+    refusal = await refused(assign(stub, "case-1", "cm-dana"))
+    assert refusal.rule == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert "cm-dana" in refusal.message
+    assert not _names_a_sensitive_need(refusal.message)
+    assert not any(_names_a_sensitive_need(value) for value in refusal.metadata.values())
+    assert not any(_names_a_sensitive_need(str(detail)) for detail in refusal.details)
+
+
+async def test_suggestions_to_a_coordinator_give_no_sensitive_need_in_the_reasons(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE, *SENSITIVE_NEEDS])
+    call = stub.SuggestWorkers(pb.SuggestWorkersRequest(context=query_context(), case_id="case-1"))
+    suggested = await call
+    assert list(suggested.needs) == ["home_care"]
+    assert dict(await call.trailing_metadata())[REDACTED_KEY] == "needs"
+    reasons = [reason for fit in suggested.workers for reason in fit.reasons]
+    assert any(r.startswith("COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER") for r in reasons)
+    assert not any(_names_a_sensitive_need(reason) for reason in reasons)
+
+
+async def test_the_assignment_answer_withholds_the_sensitive_needs_it_matched(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE, *SENSITIVE_NEEDS])
+    call = stub.AssignCase(
+        pb.AssignCaseRequest(
+            context=command_context("coordinator"), case_id="case-1", worker_id="sw-lcsw"
+        )
+    )
+    assigned = await call
+    assert list(assigned.matched_needs) == ["home_care"]
+    assert dict(await call.trailing_metadata())[REDACTED_KEY] == "matched_needs"
+
+
+# -- 3. SuggestWorkers' refusals ---------------------------------------------------------------
+
+
+async def test_suggest_workers_refused_by_role_is_on_the_record(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    for role, purpose in (("intake_worker", "direct_care"), ("receptionist", "direct_care")):
+        refusal = await refused(
+            stub.SuggestWorkers(
+                pb.SuggestWorkersRequest(context=query_context(role, purpose), case_id="case-1")
+            )
+        )
+        assert (refusal.code, refusal.rule) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "ROLE_NOT_ALLOWED",
+        )
+    denied = [e for e in await _accesses(deps, "case-1") if isinstance(e, RecordAccessDenied)]
+    assert [(e.accessor_role, e.rule) for e in denied] == [
+        (Role.INTAKE_WORKER, "role-not-allowed"),
+        (Role.RECEPTIONIST, "role-not-allowed"),
+    ]
+
+
+# -- 4. a refused caller learns nothing of whether the case exists -----------------------------
+
+
+async def test_a_refused_caller_cannot_tell_an_unknown_case_from_a_real_one(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    # Contexts alike are told apart by who built them last: each is built just before its call.
+    for role, rule in (("receptionist", "ROLE_NOT_ALLOWED"), ("case_manager", "NO_RELATIONSHIP")):
+        for case_id in ("case-1", "case-unknown"):
+            for call in (
+                stub.GetCaseCoordination(
+                    pb.GetCaseCoordinationRequest(
+                        context=query_context(role, "direct_care"), case_id=case_id
+                    )
+                ),
+                stub.SuggestWorkers(
+                    pb.SuggestWorkersRequest(
+                        context=query_context(role, "direct_care"), case_id=case_id
+                    )
+                ),
+            ):
+                refusal = await refused(call)
+                assert (refusal.code, refusal.rule) == (grpc.StatusCode.PERMISSION_DENIED, rule)
+    for case_id in ("case-1", "case-unknown"):
+        denied = [e for e in await _accesses(deps, case_id) if isinstance(e, RecordAccessDenied)]
+        assert len(denied) == 4
+
+
+# -- 5. GetClientSchedule: each case left out is on the record; the front desk reads no case ---
+
+
+async def test_a_schedule_leaves_out_the_cases_refused_and_records_each_refusal(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies
+) -> None:
+    for case_id in ("case-a", "case-b"):
+        await intake.open_case(case_id, "client-1", [NeedCategory.HOME_CARE])
+    await intake.deliver(
+        CaseAssigned(
+            case_id="case-a",
+            worker_id="cm-dana",
+            worker_role=Role.CASE_MANAGER,
+            reason="fits",
+        ),
+        case_stream("case-a"),
+        source="casetrail/coordination",
+    )
+    tuesday = datetime(2026, 3, 3, 9, tzinfo=UTC)
+    for case_id, starts_at in (("case-a", tuesday), ("case-b", tuesday + timedelta(hours=3))):
+        await stub.ScheduleService(schedule_request(case_id, "home_care", starts_at))
+    dana = acting(Person("cm-dana", "case_manager"), common_pb2.QueryContext(purpose="direct_care"))
+    schedule = await stub.GetClientSchedule(
+        pb.GetClientScheduleRequest(context=dana, client_id="client-1")
+    )
+    assert {service.case_id for service in schedule.services} == {"case-a"}
+    [read] = await _accesses(deps, "case-a")
+    assert isinstance(read, RecordAccessed)
+    assert read.accessor_id == "cm-dana"
+    [denied] = await _accesses(deps, "case-b")
+    assert isinstance(denied, RecordAccessDenied)
+    assert (denied.accessor_id, denied.rule) == ("cm-dana", "no-relationship")
+
+
+async def test_the_front_desk_reads_no_schedule_and_the_refusal_is_recorded(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await stub.ScheduleService(
+        schedule_request("case-1", "home_care", datetime(2026, 3, 3, 9, tzinfo=UTC))
+    )
+    refusal = await refused(
+        stub.GetClientSchedule(
+            pb.GetClientScheduleRequest(
+                context=query_context("receptionist", "direct_care"), client_id="client-1"
+            )
+        )
+    )
+    assert (refusal.code, refusal.rule) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
+    [denied] = await _accesses(deps, "case-1")
+    assert isinstance(denied, RecordAccessDenied)
+    assert (denied.accessor_role, denied.rule) == (Role.RECEPTIONIST, "role-not-allowed")
+
+
+# -- 6. an age no event may hold ---------------------------------------------------------------
+
+
+async def test_an_age_from_an_impossible_date_of_birth_is_refused_naming_the_field(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies
+) -> None:
+    await intake.register_client("client-1", date(1800, 1, 1))
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    refusal = await refused(
+        stub.DetermineEligibility(
+            pb.DetermineEligibilityRequest(
+                context=command_context("social_worker"),
+                case_id="case-1",
+                program_id="open-door",
+            )
+        )
+    )
+    assert refusal.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert refusal.fields == ["facts.age"]
+    assert await deps.store.read_stream(case_stream("case-1")) == []
