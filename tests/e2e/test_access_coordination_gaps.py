@@ -103,7 +103,15 @@ async def test_refused_reads_of_coordination_are_recorded_and_tell_nothing_of_th
         )
         assert (read.code, read.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
 
-    # The front desk reads who a client is, never what their cases receive.
+    first = await _refusals(casetrail, case, expect=2)
+    assert sorted((r.accessor.user_id, r.action) for r in first) == [
+        (RECEPTIONIST.user_id, "read a case"),
+        (INTAKE_WORKER.user_id, "read a case"),
+    ]
+
+    # The front desk reads who a client is, never what their cases receive. (Asked once audit
+    # has the refusals above: coordination's policy facts have long learnt the client's case,
+    # under which the refusal is recorded.)
     schedule = await refused(
         stubs.as_(RECEPTIONIST).coordination.GetClientSchedule(
             co.GetClientScheduleRequest(context=query("direct_care"), client_id=case.client_id)
@@ -115,10 +123,10 @@ async def test_refused_reads_of_coordination_are_recorded_and_tell_nothing_of_th
     )
 
     refusals = await _refusals(casetrail, case, expect=3)
-    assert sorted((r.accessor.user_id, r.action) for r in refusals) == [
-        (RECEPTIONIST.user_id, "read a case"),
-        (RECEPTIONIST.user_id, "read a case"),
-        (INTAKE_WORKER.user_id, "read a case"),
+    assert sorted((r.accessor.user_id, r.action, r.rule) for r in refusals) == [
+        (RECEPTIONIST.user_id, "read a case", "role-not-allowed"),
+        (RECEPTIONIST.user_id, "read a case", "role-not-allowed"),
+        (INTAKE_WORKER.user_id, "read a case", "role-not-allowed"),
     ]
 
 
