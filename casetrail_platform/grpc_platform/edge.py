@@ -44,7 +44,24 @@ _LATEST_DAY = LATEST_MOMENT.date()
 
 _CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CONTROL_IN_ID = re.compile(r"[\x00-\x1f\x7f]")
-_ISO_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+"""Exactly YYYY-MM-DD in ASCII digits: ``date.fromisoformat`` and pydantic also take other
+spellings (``20200101``, ``2020-01-01T00:00:00``, ``0``), which would slip past the range."""
+
+DATED_FIELDS = frozenset(
+    {
+        "date_of_birth",
+        "expected_start_date",
+        "next_follow_up_due",
+        "overdue_before",
+        "target_date",
+        "until",
+        "valid_until",
+    }
+)
+"""The string fields of requests that hold a day, by name (a name means the same in every
+request). Named, not guessed from a suffix: ``until`` has none. A test walks the generated
+descriptors so that a new field named like a date cannot be left out."""
 
 
 def request_problems(message: Message) -> list[FieldProblem]:
@@ -96,8 +113,7 @@ def _plan(field: FieldDescriptor) -> _Plan | None:
         kind = _BYTES  # only its number of items is checked
     else:
         return None
-    dated = name.endswith(("_date", "date_of_birth", "_due", "_before", "_until"))
-    return _Plan(kind, name, field.is_repeated, longest, dated)
+    return _Plan(kind, name, field.is_repeated, longest, name in DATED_FIELDS)
 
 
 def _check_message(message: Message, prefix: str, problems: list[FieldProblem]) -> None:
@@ -165,14 +181,19 @@ def _text_problem(plan: _Plan, value: str) -> str | None:
         return None
     if _CONTROL_IN_TEXT.search(value):
         return "must not contain control characters other than tab, line feed, carriage return"
-    if plan.dated and _ISO_DAY.match(value):
-        try:
-            day = date.fromisoformat(value)
-        except ValueError:
-            return None  # not a date: the service says what it expects
-        if not _EARLIEST_DAY <= day < _LATEST_DAY:
-            return f"must be a date {_RANGE}"
+    if plan.dated and not _plausible_day(value):
+        return f"must be a date written YYYY-MM-DD {_RANGE}"
     return None
+
+
+def _plausible_day(value: str) -> bool:
+    if not _ISO_DAY.fullmatch(value):
+        return False
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:  # 2026-02-30
+        return False
+    return _EARLIEST_DAY <= day < _LATEST_DAY
 
 
 @cache

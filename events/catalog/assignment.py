@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from enum import StrEnum
 from typing import ClassVar
 
@@ -11,6 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Role
 from events.catalog.values import (
     CatalogValue,
+    Day,
     NeedCategory,
     SensitiveNeedCategory,
     require_unique,
@@ -34,7 +34,7 @@ class WorkerCredential(CatalogValue):
     kind: CredentialKind
     name: NonEmptyStr
     issued_by: NonEmptyStr | None = None
-    valid_until: date | None = None
+    valid_until: Day | None = None
 
 
 def _check_case_carrying(role: Role) -> Role:

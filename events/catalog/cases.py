@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
@@ -11,6 +10,7 @@ from pydantic import Field, field_validator
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
 from events.catalog.values import (
     CatalogValue,
+    Day,
     SensitiveNeedCategory,
     SensitiveNote,
     require_unique,
@@ -64,7 +64,7 @@ class DischargePlanned(CaseEvent):
     event_type: ClassVar[str] = "casetrail.discharge.planned"
 
     case_id: Identifier
-    target_date: date
+    target_date: Day
     criteria: Annotated[tuple[NonEmptyStr, ...], Field(min_length=1)] = Field(
         description="What must be true for the client to be discharged, e.g. stable housing."
     )

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator
 
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Personal
-from events.catalog.values import CatalogValue, require_unique
+from events.catalog.values import CatalogValue, Day, require_unique
 
 PhoneNumber = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^\+?[0-9 ().-]+$")]
 EmailAddress = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
@@ -67,7 +66,7 @@ class ClientRegistered(CaseEvent):
     name: PersonName
     # Personal data, sealed under the client's key (an erasure forgets them): a date, a list
     # and an object are sealed whole, so that their erased forms (null, [], null) still fit.
-    date_of_birth: Annotated[date | None, Personal] = None
+    date_of_birth: Annotated[Day | None, Personal] = None
     identifiers: Annotated[tuple[PersonalIdentifier, ...], Personal] = ()
     contact: Annotated[ContactDetails | None, Personal] = None
     preferred_language: LanguageTag | None = None

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, ClassVar
 
 from pydantic import Field
 
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
-from events.catalog.values import CatalogValue, Money
+from events.catalog.values import CatalogValue, Day, Money
 
 
 class EligibilityFacts(CatalogValue):
@@ -33,4 +32,4 @@ class EligibilityDetermined(CaseEvent):
     eligible: bool
     reasons: Annotated[tuple[NonEmptyStr, ...], Field(min_length=1)]
     facts: EligibilityFacts
-    valid_until: date | None = None
+    valid_until: Day | None = None

@@ -9,13 +9,12 @@ sensitive themselves.
 
 from __future__ import annotations
 
-from datetime import date
 from typing import ClassVar
 
 from pydantic import Field, field_validator
 
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
-from events.catalog.values import Note, require_unique
+from events.catalog.values import Day, Note, require_unique
 
 
 class ClientErased(CaseEvent):
@@ -55,7 +54,7 @@ class RetentionHoldPlaced(CaseEvent):
     legal_basis: NonEmptyStr = Field(
         description="Why the records must be kept, e.g. 'litigation 2026-CV-113'."
     )
-    until: date | None = Field(
+    until: Day | None = Field(
         default=None, description="When the obligation ends, when known (it is released then)."
     )
 

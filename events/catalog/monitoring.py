@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator
 
 from events.catalog.base import CaseEvent, Identifier
-from events.catalog.values import CatalogValue, SensitiveNote, require_unique
+from events.catalog.values import CatalogValue, Day, SensitiveNote, require_unique
 
 
 class ContactKind(StrEnum):
@@ -33,7 +32,7 @@ class ContactLogged(CaseEvent):
     contact_id: Identifier
     kind: ContactKind
     summary: SensitiveNote
-    next_follow_up_due: date | None = None
+    next_follow_up_due: Day | None = None
 
 
 class ProgressRating(StrEnum):

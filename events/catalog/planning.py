@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
@@ -11,6 +10,7 @@ from pydantic import Field, field_validator
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
 from events.catalog.values import (
     CatalogValue,
+    Day,
     Note,
     PositiveVersion,
     SensitiveNeedCategory,
@@ -49,7 +49,7 @@ class PlanTask(CatalogValue):
     task_id: Identifier
     description: NonEmptyStr
     owner: TaskOwner
-    target_date: date
+    target_date: Day
 
 
 class Goal(CatalogValue):

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, ClassVar
 
 from pydantic import Field
 
 from events.catalog.access import DisclosureBasis
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Sensitive
-from events.catalog.values import Note, Provider, SensitiveNeedCategory, SensitiveNote, Urgency
+from events.catalog.values import Day, Note, Provider, SensitiveNeedCategory, SensitiveNote, Urgency
 
 
 class ReferralMade(CaseEvent):
@@ -44,7 +43,7 @@ class ReferralAccepted(CaseEvent):
     case_id: Identifier
     referral_id: Identifier
     provider_id: Identifier
-    expected_start_date: date | None = None
+    expected_start_date: Day | None = None
     contact_person: NonEmptyStr | None = None
 
 

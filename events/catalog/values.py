@@ -9,11 +9,13 @@ Ids, dates, amounts and other codes are not.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Hashable, Iterable
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from events.catalog.base import Identifier, NonEmptyStr, Sensitive, SensitiveText
 
@@ -24,6 +26,22 @@ SensitiveNote = Annotated[SensitiveText, Field(min_length=1, max_length=20_000)]
 """Free text about the client's health, psyche, substance use, risks or private life."""
 
 PositiveVersion = Annotated[int, Field(ge=1)]
+
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _day_as_published(value: object) -> object:
+    # pydantic's lax ``date`` also takes 0, "0" and "2020-01-01T00:00:00", which the published
+    # schema (``format: date``, RFC 3339's full-date) does not: a catalog day is written one way.
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _ISO_DAY.fullmatch(value):
+        return value
+    raise ValueError("must be a date written YYYY-MM-DD")
+
+
+Day = Annotated[date, BeforeValidator(_day_as_published)]
+"""A calendar day: a ``date`` or its YYYY-MM-DD text, nothing else (no time, no number)."""
 
 _H = TypeVar("_H", bound=Hashable)
 
