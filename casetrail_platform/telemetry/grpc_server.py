@@ -14,10 +14,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from opentelemetry.trace import Span
 
 from casetrail_platform.telemetry.logs import correlation, correlation_logged
 from casetrail_platform.telemetry.metrics import Metrics, process_metrics
-from casetrail_platform.telemetry.tracing import TRACEPARENT, server_span, tracing_enabled
+from casetrail_platform.telemetry.tracing import (
+    TRACEPARENT,
+    mark_failed,
+    server_span,
+    tracing_enabled,
+)
 
 _OWN_METHODS = "/casetrail."
 
@@ -101,10 +107,17 @@ def _observed(
                     count(context, started)
             try:
                 with (
-                    server_span(method, traceparent, **{"rpc.method": name}),
+                    server_span(method, traceparent, **{"rpc.method": name}) as span,
                     correlation(_correlation_id(request)),
                 ):
-                    return await behavior(request, context)
+                    failure = None
+                    try:
+                        return await behavior(request, context)
+                    except BaseException as error:
+                        failure = error
+                        raise
+                    finally:
+                        _end_span(span, context, failure)
             finally:
                 count(context, started)
 
@@ -120,11 +133,18 @@ def _observed(
             started = time.perf_counter()
             try:
                 with (
-                    server_span(method, traceparent, **{"rpc.method": name}),
+                    server_span(method, traceparent, **{"rpc.method": name}) as span,
                     correlation(_correlation_id(request)),
                 ):
-                    async for message in streaming(request, context):
-                        yield message
+                    failure = None
+                    try:
+                        async for message in streaming(request, context):
+                            yield message
+                    except BaseException as error:
+                        failure = error
+                        raise
+                    finally:
+                        _end_span(span, context, failure)
             finally:
                 count(context, started)
 
@@ -134,6 +154,33 @@ def _observed(
             response_serializer=handler.response_serializer,
         )
     return handler
+
+
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+"""The codes that make a SERVER span an error (OpenTelemetry's gRPC conventions): a refusal
+of the caller's request is the server working."""
+
+
+def _end_span(span: Span | None, context: Any, failure: BaseException | None) -> None:
+    # The status and code are ours to set: the span records no exception (see tracing).
+    if span is None:
+        return
+    code = context.code()
+    if not isinstance(code, grpc.StatusCode):
+        # Nothing answered yet: an exception escaping the handler is answered UNKNOWN.
+        code = grpc.StatusCode.OK if failure is None else grpc.StatusCode.UNKNOWN
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code in _SERVER_FAULTS:
+        mark_failed(span, code.name)
 
 
 def _correlation_id(request: Any) -> str | None:

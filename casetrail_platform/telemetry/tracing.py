@@ -11,6 +11,11 @@ into a command, with the stored event (outside its hashed history, see ``events.
 through the outbox, and on the bus as the CloudEvents distributed-tracing extension
 (``ce_traceparent`` in Kafka binary mode), so that a projection applying the event starts its
 span as a child of the command that recorded it.
+
+Spans never record an exception: OpenTelemetry's default writes the message and the whole
+chained traceback into span events, and a refusal raised while handling a pydantic error
+carries the request's values in its context. A span's status is set from what went wrong, by
+name only: the gRPC status code of a call, the exception's type of an event applied.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 if TYPE_CHECKING:
@@ -127,6 +132,8 @@ def server_span(name: str, traceparent: str | None, **attributes: str) -> Iterat
         context=context_from_traceparent(traceparent),
         kind=SpanKind.SERVER,
         attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
     ) as span:
         yield span
 
@@ -155,5 +162,17 @@ def consumer_span(name: str, traceparent: str | bytes | None, **attributes: str)
         context=context_from_traceparent(traceparent),
         kind=SpanKind.CONSUMER,
         attributes=attributes,
-    ):
-        yield
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            yield
+        except BaseException as failure:
+            mark_failed(span, type(failure).__name__)
+            raise
+
+
+def mark_failed(span: Span, what: str) -> None:
+    """Set ``span``'s status to ERROR described by ``what``: a status code's or an exception
+    type's name, never a message (see the module's docstring)."""
+    span.set_status(Status(StatusCode.ERROR, what))
