@@ -7,6 +7,7 @@ read from and why. In Kafka it goes to the group's ``<group>.dlq`` topic.
 
 from __future__ import annotations
 
+import re
 import traceback
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -24,7 +25,7 @@ from events.dead_letters import (
     TOPIC,
     DeadLetterReason,
 )
-from events.errors import EventError
+from events.errors import EventError, InvalidEventError
 
 _MAX_DETAIL = 2000
 
@@ -40,11 +41,35 @@ def failure_text(error: BaseException) -> str:
     {summary!r}")``, a database's "Key (x)=(...) already exists"), opened sensitive values
     included, so only its type and where it was raised are told; the event itself stays on the
     dead letter for whoever may read it."""
+    if isinstance(error, InvalidEventError):
+        return _validation_text(error)
     if isinstance(error, _QUOTABLE):
         return str(error) or type(error).__name__
     frames = traceback.extract_tb(error.__traceback__)
     where = f" at {PurePath(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
     return f"{type(error).__name__}{where} (message withheld: it may quote event data)"
+
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|<[^>]*>")
+"""A quoted or repr'd fragment of a problem, which may be a value (``f"{value!r} ..."``)."""
+_PATH_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}|[0-9]{1,6}")
+"""A field name or a list index; any other part of a path is a key taken from the input."""
+
+
+def _validation_text(error: InvalidEventError) -> str:
+    # Defence in depth: the catalog's problems carry no values, yet a validator added later
+    # might quote one (pydantic quotes a discriminator's tag), and a dead-letter topic is never
+    # erased. So only the field's path and the problem's words are told: quoted fragments and
+    # keys taken from the input are elided.
+    problems = "; ".join(
+        f"{_field_path(problem.field)}: {_QUOTED.sub('…', problem.problem)}"
+        for problem in error.problems
+    )
+    return f"invalid event {error.event_type!r}: {problems}"
+
+
+def _field_path(field: str) -> str:
+    return ".".join(part if _PATH_PART.fullmatch(part) else "…" for part in field.split("."))
 
 
 @dataclass(frozen=True, slots=True)

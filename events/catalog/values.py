@@ -110,9 +110,13 @@ them may hold the marker several times."""
 
 
 def require_unique(values: Iterable[_H], what: str) -> None:
-    """Raise a ``ValueError`` naming the first repeated value (pydantic reports it per field)."""
-    seen: set[_H] = set()
-    for value in values:
-        if value in seen and value not in ERASURE_MARKERS:
-            raise ValueError(f"{what} must be unique; {value!r} appears more than once")
-        seen.add(value)
+    """Raise a ``ValueError`` naming the positions of the first repeat (pydantic reports it per
+    field). Never the value: the message reaches dead letters and logs, and the value may be
+    sensitive (a need category of ``substance_use``)."""
+    first_at: dict[_H, int] = {}
+    for index, value in enumerate(values):
+        if value in ERASURE_MARKERS:
+            continue
+        earlier = first_at.setdefault(value, index)
+        if earlier != index:
+            raise ValueError(f"{what} must be unique; entries {earlier} and {index} repeat")
