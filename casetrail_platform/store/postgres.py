@@ -35,7 +35,7 @@ from casetrail_platform.errors import (
     DuplicateEventIdError,
     StorageUnavailableError,
 )
-from casetrail_platform.store.guard import storable_data
+from casetrail_platform.store.guard import require_publishable, storable_data
 from casetrail_platform.store.pg_connections import Connection, PgConnections, open_connection
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.rows import (
@@ -140,6 +140,7 @@ class PostgresEventStore(EventStore):
         for new in events:
             self._registry.require_registered(new.event)
         data = await sealed_data(self._registry, events, storable_data(stream, events))
+        require_publishable(stream, events, data)
         _check_text("stream", stream)
         if not _INT_MIN <= expected_version <= _INT_MAX:
             raise ValueError(f"expected_version {expected_version} is out of range")

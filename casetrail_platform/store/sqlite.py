@@ -17,7 +17,7 @@ from uuid import UUID
 from casetrail_platform.checkpoints import CheckpointStore
 from casetrail_platform.errors import ConcurrencyError, DuplicateEventIdError
 from casetrail_platform.parking import ParkedRecord, ParkingLot
-from casetrail_platform.store.guard import storable_data
+from casetrail_platform.store.guard import require_publishable, storable_data
 from casetrail_platform.store.port import ANY_VERSION, EventStore
 from casetrail_platform.store.rows import (
     COLUMNS,
@@ -147,6 +147,7 @@ class SqliteEventStore(EventStore):
         for new in events:
             self._registry.require_registered(new.event)
         data = await sealed_data(self._registry, events, storable_data(stream, events))
+        require_publishable(stream, events, data)
         trace_parent = current_traceparent()
         registry = self._registry
         rows = await self._writer.write(
