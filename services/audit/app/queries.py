@@ -4,7 +4,7 @@ names in its trailing metadata the rule that decided, as every service's reads d
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,7 +33,13 @@ from services.audit.domain.access import (
 )
 from services.audit.domain.case_state import CaseState, fold
 from services.audit.domain.errors import CaseNotFound
-from services.audit.domain.history import IndexPage, PageCursor, TimeBasis, TimelineQuery
+from services.audit.domain.history import (
+    IndexPage,
+    PageCursor,
+    TimeBasis,
+    TimelineQuery,
+    within_bytes,
+)
 from services.audit.domain.summaries import summary
 
 
@@ -101,14 +107,21 @@ async def get_timeline(
     cursor: PageCursor | None = None,
     principal: Principal | None = None,
     answer: Answer | None = None,
+    entry_bytes: Callable[[RecordedEvent], int] | None = None,
+    page_bytes: int = 0,
 ) -> TimelinePage:
-    """One page of the view, from the timeline's index: its cost does not grow with the case."""
+    """One page of the view, from the timeline's index: its cost does not grow with the case.
+    With ``entry_bytes`` (what an entry takes in the answer), the page holds no more entries
+    than fit in ``page_bytes`` (one at least): large events end a page early, not the answer
+    past gRPC's message limit. What is recorded as released is what the page holds."""
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
     allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
+    backward = cursor is not None and cursor.backward
     page = await deps.timelines.page(case_id, query, cursor, page_size)
+    if entry_bytes is not None:
+        page = within_bytes(page, entry_bytes, page_bytes, backward=backward)
     total = await deps.timelines.count(case_id, query)
     await _release(deps, viewer, allowed, case_id, page.entries, answer=answer)
-    backward = cursor is not None and cursor.backward
     first, last = (page.suffixes[0], page.suffixes[-1]) if page.suffixes else (None, None)
     # Read backward, the page came from a later one; read forward, from an earlier one.
     more_after = page.more if not backward else last is not None

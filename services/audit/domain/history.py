@@ -8,7 +8,7 @@ case at T as the agency knew it" (recorded-at <= T) can differ.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -59,6 +59,26 @@ class IndexPage:
     suffixes: list[str]
     more: bool
     """Another page lies beyond this one, in the direction it was read."""
+
+
+def within_bytes(
+    page: IndexPage, size_of: Callable[[RecordedEvent], int], budget: int, *, backward: bool
+) -> IndexPage:
+    """``page`` cut to the entries whose sizes add up to at most ``budget`` (one at least),
+    counted from the side it was read from: the first ones forward, the last ones backward.
+    Cut short, it says that more lie beyond, so the next page starts where it stopped."""
+    order = range(len(page.entries) - 1, -1, -1) if backward else range(len(page.entries))
+    kept = 0
+    used = 0
+    for index in order:
+        used += size_of(page.entries[index])
+        if kept and used > budget:
+            break
+        kept += 1
+    if kept == len(page.entries):
+        return page
+    chosen = slice(len(page.entries) - kept, None) if backward else slice(0, kept)
+    return IndexPage(page.entries[chosen], page.suffixes[chosen], more=True)
 
 
 def moment_of(recorded: RecordedEvent, basis: TimeBasis) -> datetime:

@@ -61,6 +61,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         cursor = read.page_token(request.page_token, case_id, basis)
         query = read.timeline_query(request, basis, frozenset(all_event_types()))
         read.done()
+        entries = responses.TimelineEntries(with_leaves=request.include_ledger_leaves)
         page = await queries.get_timeline(
             self._deps,
             viewer,
@@ -70,12 +71,11 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             cursor=cursor,
             principal=principal_of(context),
             answer=context,
+            entry_bytes=entries.answered_bytes,
+            page_bytes=responses.TIMELINE_PAGE_BYTES,
         )
         return audit_pb2.GetTimelineResponse(
-            entries=[
-                responses.timeline_entry(recorded, with_leaf=request.include_ledger_leaves)
-                for recorded in page.entries
-            ],
+            entries=[entries.entry(recorded) for recorded in page.entries],
             next_page_token=(
                 "" if page.next_cursor is None else page_token(case_id, basis, page.next_cursor)
             ),

@@ -70,6 +70,36 @@ def timeline_entry(recorded: RecordedEvent, *, with_leaf: bool = False) -> audit
     )
 
 
+TIMELINE_PAGE_BYTES = 3 * 1024 * 1024
+"""What a timeline page's entries may take: a quarter under gRPC's 4 MiB message limit, for
+the answer's other fields and room to spare. Entries carry their whole CloudEvent, and one
+event may take up to 256 KiB stored (more once opened), so a count alone bounds nothing."""
+
+_ENTRY_FRAMING_BYTES = 8
+"""An entry's tag and length in the answer (at most 1 + 5 bytes), rounded up."""
+
+
+class TimelineEntries:
+    """The timeline entries of one answer, each built once: measured to fill the page, then
+    handed out for the answer."""
+
+    def __init__(self, *, with_leaves: bool) -> None:
+        self._with_leaves = with_leaves
+        self._built: dict[UUID, audit_pb2.TimelineEntry] = {}
+
+    def entry(self, recorded: RecordedEvent) -> audit_pb2.TimelineEntry:
+        built = self._built.get(recorded.event_id)
+        if built is None:
+            built = self._built[recorded.event_id] = timeline_entry(
+                recorded, with_leaf=self._with_leaves
+            )
+        return built
+
+    def answered_bytes(self, recorded: RecordedEvent) -> int:
+        """What ``recorded``'s entry takes in the answer."""
+        return self.entry(recorded).ByteSize() + _ENTRY_FRAMING_BYTES
+
+
 def activity(item: Activity) -> audit_pb2.Activity:
     recorded = item.recorded
     return audit_pb2.Activity(
