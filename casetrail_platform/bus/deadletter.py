@@ -50,10 +50,12 @@ def failure_text(error: BaseException) -> str:
     return f"{type(error).__name__}{where} (message withheld: it may quote event data)"
 
 
-_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"|<[^>]*>")
+_QUOTED = re.compile(r"(?<![A-Za-z])'[^']*'|\"[^\"]*\"|<[^>]*>")
 """A quoted or repr'd fragment of a problem, which may be a value (``f"{value!r} ..."``)."""
-_PATH_PART = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}|[0-9]{1,6}")
-"""A field name or a list index; any other part of a path is a key taken from the input."""
+_PATH_PART = re.compile(r"(?:[A-Za-z_][A-Za-z0-9_]*|[0-9]+)(?:\[[0-9]+\])*|line [0-9]+")
+"""A field name, a list index (``goals[0]``) or a line number (``line 3: ...``); any other part
+of a path is a key taken from the input."""
+_PATH_SEPARATOR = re.compile(r"(\.|: )")
 
 
 def _validation_text(error: InvalidEventError) -> str:
@@ -69,7 +71,11 @@ def _validation_text(error: InvalidEventError) -> str:
 
 
 def _field_path(field: str) -> str:
-    return ".".join(part if _PATH_PART.fullmatch(part) else "…" for part in field.split("."))
+    # Split keeping the separators: a located problem reads "ce_storeddata: goals[0].statement".
+    return "".join(
+        part if index % 2 or _PATH_PART.fullmatch(part) else "…"
+        for index, part in enumerate(_PATH_SEPARATOR.split(field))
+    )
 
 
 @dataclass(frozen=True, slots=True)

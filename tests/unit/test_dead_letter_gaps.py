@@ -103,6 +103,7 @@ def test_quoted_fragments_and_input_keys_are_elided_from_a_validation_error() ->
             FieldProblem("summary", "Value error, 'heroin relapse' is not allowed"),
             FieldProblem("kind", 'Input tag "relapse" is <Need.SUBSTANCE_USE: 1>'),
             FieldProblem("extra.heroin relapse.0", "Extra inputs are not permitted"),
+            FieldProblem("ce_storeddata: goals[0].statement", "the client's 'heroin' differs"),
         ],
     )
 
@@ -113,5 +114,6 @@ def test_quoted_fragments_and_input_keys_are_elided_from_a_validation_error() ->
     assert "SUBSTANCE" not in text
     assert text == (
         "invalid event 'casetrail.contact.logged': summary: Value error, … is not allowed; "
-        "kind: Input tag … is …; extra.….0: Extra inputs are not permitted"
+        "kind: Input tag … is …; extra.….0: Extra inputs are not permitted; "
+        "ce_storeddata: goals[0].statement: the client's … differs"
     )
