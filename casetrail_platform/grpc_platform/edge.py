@@ -3,8 +3,9 @@
 
 One walk over the request message, whatever the service: each string is bounded and free of
 control characters (free text may hold tab, line feed and carriage return; ids and keys
-nothing), each repeated field is bounded, each timestamp or date lies in the plausible range
-and each duration within protobuf's own bound. Problems name the request field as the
+nothing), each repeated field is bounded, each timestamp lies in the plausible range, each
+day (the fields of ``DATED_FIELDS``) is written YYYY-MM-DD and lies in that range too, and each
+duration lies within protobuf's own bound. Problems name the request field as the
 services do (``goals[0].tasks[1].description``) and never echo the value. Services then
 check their own, narrower rules.
 """

@@ -110,14 +110,13 @@ def _observed(
                     server_span(method, traceparent, **{"rpc.method": name}) as span,
                     correlation(_correlation_id(request)),
                 ):
-                    failure = None
+                    failed = True
                     try:
-                        return await behavior(request, context)
-                    except BaseException as error:
-                        failure = error
-                        raise
+                        answer = await behavior(request, context)
+                        failed = False
+                        return answer
                     finally:
-                        _end_span(span, context, failure)
+                        _end_span(span, context, failed)
             finally:
                 count(context, started)
 
@@ -136,15 +135,13 @@ def _observed(
                     server_span(method, traceparent, **{"rpc.method": name}) as span,
                     correlation(_correlation_id(request)),
                 ):
-                    failure = None
+                    failed = True
                     try:
                         async for message in streaming(request, context):
                             yield message
-                    except BaseException as error:
-                        failure = error
-                        raise
+                        failed = False
                     finally:
-                        _end_span(span, context, failure)
+                        _end_span(span, context, failed)
             finally:
                 count(context, started)
 
@@ -170,14 +167,14 @@ _SERVER_FAULTS = frozenset(
 of the caller's request is the server working."""
 
 
-def _end_span(span: Span | None, context: Any, failure: BaseException | None) -> None:
+def _end_span(span: Span | None, context: Any, failed: bool) -> None:
     # The status and code are ours to set: the span records no exception (see tracing).
     if span is None:
         return
     code = context.code()
     if not isinstance(code, grpc.StatusCode):
         # Nothing answered yet: an exception escaping the handler is answered UNKNOWN.
-        code = grpc.StatusCode.OK if failure is None else grpc.StatusCode.UNKNOWN
+        code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
     span.set_attribute("rpc.grpc.status_code", code.value[0])
     if code in _SERVER_FAULTS:
         mark_failed(span, code.name)
