@@ -28,8 +28,10 @@ MAX_LIST_ITEMS = 100
 """Any repeated field."""
 
 MAX_EVENT_BYTES = 256 * 1024
-"""One stored event: its JSON data plus its envelope's texts, in UTF-8. A quarter of Kafka's
-default 1 MiB record limit, so the CloudEvents headers always fit beside it."""
+"""One event as it is stored and published: its data with sensitive values sealed, plus its
+CloudEvents headers and key (``store.guard.require_publishable``, measured after sealing). A
+quarter of Kafka's default 1 MiB record limit, so an older-version event republished beside
+its stored form still fits."""
 
 EARLIEST_MOMENT = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST_MOMENT = datetime(2200, 1, 1, tzinfo=UTC)
