@@ -14,8 +14,14 @@ from collections.abc import Iterable, Mapping, Set
 from google.protobuf.message import Message
 
 from events.catalog.access import SensitiveCategory
+from events.catalog.scheduling import ServiceKind
 
-_SENSITIVE_VALUES = frozenset(category.value for category in SensitiveCategory)
+_SENSITIVE_VALUES = frozenset(
+    {*(category.value for category in SensitiveCategory), ServiceKind.ADDICTION_COUNSELING.value}
+)
+"""The need categories that are special data, and the service kinds that reveal one (the
+catalog's rule: an ``addiction_counseling`` service tells of substance use as plainly as the
+need does)."""
 
 
 CATEGORY_FIELDS = frozenset({"category", "need_category", "needs", "matched_needs", "kind"})

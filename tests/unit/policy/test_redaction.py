@@ -63,3 +63,14 @@ def test_keep_referred_keeps_only_the_entries_of_the_referrals_given() -> None:
     redaction.keep_referred(answer, lists, {"r-1"})
     assert [r.service for r in answer.referrals] == ["home care"]
     assert [s.service_id for s in answer.services] == ["s-2"]
+
+
+def test_a_service_kind_that_reveals_substance_use_is_withheld_like_the_need() -> None:
+    answer = coordination_pb2.GetClientScheduleResponse(
+        services=[
+            coordination_pb2.ScheduledService(service_id="s-1", kind="addiction_counseling"),
+            coordination_pb2.ScheduledService(service_id="s-2", kind="home_care"),
+        ]
+    )
+    assert redaction.redact(answer, ("services.kind",)) == ["services.kind"]
+    assert [service.kind for service in answer.services] == ["", "home_care"]
