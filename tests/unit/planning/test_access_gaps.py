@@ -5,16 +5,13 @@ of which cases exist, and a translated validation error carries no sensitive inp
 from __future__ import annotations
 
 import traceback
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
+from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.commands import CommandContext, InvalidCommand
-from casetrail_platform.policy.guard import AccessControl
-from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSection
 from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, ReferralSourceKind
@@ -24,9 +21,7 @@ from events.envelope import Actor
 from services.planning.app.handlers import Dependencies, handle
 from services.planning.app.queries import CASE_LIST
 from services.planning.domain import commands as c
-from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServicer
-from tests.support.grpc import serving
-from tests.support.identity import TestIssuer
+from tests.unit.planning.conftest import Planning
 from tests.unit.planning.support import (
     INTAKE,
     INTAKE_WORKER,
@@ -38,23 +33,9 @@ from tests.unit.planning.support import (
     assigned,
     goal,
 )
-from tests.unit.planning.test_grpc import NOW, Planning, ctx, one, query, refused
+from tests.unit.planning.test_grpc import ctx, one, query, refused
 
 HEROIN = "heroin relapse at the weekend"
-
-
-@pytest.fixture
-async def api(
-    deps: Dependencies, bus: Bus, store: SqliteEventStore, issuer: TestIssuer
-) -> AsyncIterator[Planning]:
-    access = AccessControl(store, CaseFactsReader(bus.read_models), "casetrail/planning")
-    servicer = PlanningServicer(deps, access, clock=lambda: NOW)
-
-    def register(server: grpc.aio.Server) -> None:
-        planning_pb2_grpc.add_PlanningServiceServicer_to_server(servicer, server)
-
-    async with serving(register, SERVICE_NAME, issuer) as channel:
-        yield Planning(planning_pb2_grpc.PlanningServiceStub(channel), bus, store)  # type: ignore[arg-type]
 
 
 async def open_case(bus: Bus, case_id: str, *needs: NeedCategory, worker: Actor = WORKER) -> None:
@@ -88,27 +69,29 @@ async def position(store: SqliteEventStore) -> int:
 
 
 async def test_a_sensitive_need_filter_is_refused_to_a_reader_it_would_disclose_it_to(
-    api: Planning,
+    planning: Planning,
 ) -> None:
-    await open_case(api.bus, "case-su", NeedCategory.SUBSTANCE_USE, NeedCategory.HOUSING)
-    await open_case(api.bus, "case-h", NeedCategory.HOUSING)
-    before = await position(api.store)
+    await open_case(planning.bus, "case-su", NeedCategory.SUBSTANCE_USE, NeedCategory.HOUSING)
+    await open_case(planning.bus, "case-h", NeedCategory.HOUSING)
+    before = await position(planning.store)
 
     code, details = await refused(
-        api.stub.ListCases(planning_pb2.ListCasesRequest(context=query(), need="substance_use"))
+        planning.stub.ListCases(
+            planning_pb2.ListCasesRequest(context=query(), need="substance_use")
+        )
     )
 
     assert code is grpc.StatusCode.PERMISSION_DENIED
     assert one(details, error_details_pb2.ErrorInfo).reason == "SENSITIVE_FILTER_NOT_PERMITTED"
-    [denied] = await recorded(api.store, before)
+    [denied] = await recorded(planning.store, before)
     assert isinstance(denied, RecordAccessDenied)
     assert (denied.case_id, denied.rule) == (CASE_LIST, "sensitive-filter-not-permitted")
     # A need that is not health data filters as before, and so does the worker who may see it.
-    housing = await api.stub.ListCases(
+    housing = await planning.stub.ListCases(
         planning_pb2.ListCasesRequest(context=query(), need="housing")
     )
     assert sorted(case.case_id for case in housing.cases) == ["case-h", "case-su"]
-    own = await api.stub.ListCases(
+    own = await planning.stub.ListCases(
         planning_pb2.ListCasesRequest(context=query(WORKER), need="substance_use")
     )
     assert [(case.case_id, sorted(case.needs)) for case in own.cases] == [
@@ -116,9 +99,9 @@ async def test_a_sensitive_need_filter_is_refused_to_a_reader_it_would_disclose_
     ]
 
 
-async def test_a_listed_case_records_every_section_its_summary_shows(api: Planning) -> None:
-    await open_case(api.bus, "case-1", NeedCategory.HOUSING)
-    await api.stub.LogContact(
+async def test_a_listed_case_records_every_section_its_summary_shows(planning: Planning) -> None:
+    await open_case(planning.bus, "case-1", NeedCategory.HOUSING)
+    await planning.stub.LogContact(
         planning_pb2.LogContactRequest(
             context=ctx(key="contact"),
             case_id="case-1",
@@ -127,16 +110,16 @@ async def test_a_listed_case_records_every_section_its_summary_shows(api: Planni
             next_follow_up_due="2099-01-01",
         )
     )
-    await api.bus.sync()
-    before = await position(api.store)
+    await planning.bus.sync()
+    before = await position(planning.store)
 
-    answer = await api.stub.ListCases(
+    answer = await planning.stub.ListCases(
         planning_pb2.ListCasesRequest(context=query(), overdue_before="2100-01-01")
     )
 
     [summary] = answer.cases
     assert (summary.next_follow_up_due, summary.status) == ("2099-01-01", "open")
-    [access] = await recorded(api.store, before)
+    [access] = await recorded(planning.store, before)
     assert isinstance(access, RecordAccessed)
     assert set(access.sections) == {
         RecordSection.IDENTITY,
@@ -152,19 +135,19 @@ async def test_a_listed_case_records_every_section_its_summary_shows(api: Planni
 # 2. Every refusal of a list is recorded.
 
 
-async def test_a_role_no_rule_lets_list_cases_is_refused_and_recorded(api: Planning) -> None:
-    await open_case(api.bus, "case-1", NeedCategory.HOUSING)
-    before = await position(api.store)
+async def test_a_role_no_rule_lets_list_cases_is_refused_and_recorded(planning: Planning) -> None:
+    await open_case(planning.bus, "case-1", NeedCategory.HOUSING)
+    before = await position(planning.store)
 
     code, details = await refused(
-        api.stub.ListCases(
+        planning.stub.ListCases(
             planning_pb2.ListCasesRequest(context=query(RECEPTIONIST, "direct_care"))
         )
     )
 
     assert code is grpc.StatusCode.PERMISSION_DENIED
     assert one(details, error_details_pb2.ErrorInfo).reason == "ROLE_NOT_ALLOWED"
-    [denied] = await recorded(api.store, before)
+    [denied] = await recorded(planning.store, before)
     assert isinstance(denied, RecordAccessDenied)
     assert (denied.case_id, denied.rule, denied.action) == (
         CASE_LIST,
@@ -174,34 +157,34 @@ async def test_a_role_no_rule_lets_list_cases_is_refused_and_recorded(api: Plann
 
 
 async def test_an_intake_worker_lists_as_the_policy_lets_them_without_sensitive_needs(
-    api: Planning,
+    planning: Planning,
 ) -> None:
-    await open_case(api.bus, "case-su", NeedCategory.SUBSTANCE_USE, NeedCategory.HOUSING)
-    before = await position(api.store)
+    await open_case(planning.bus, "case-su", NeedCategory.SUBSTANCE_USE, NeedCategory.HOUSING)
+    before = await position(planning.store)
 
-    answer = await api.stub.ListCases(
+    answer = await planning.stub.ListCases(
         planning_pb2.ListCasesRequest(context=query(INTAKE_WORKER, "direct_care"))
     )
 
     assert [(case.case_id, list(case.needs)) for case in answer.cases] == [("case-su", ["housing"])]
-    [access] = await recorded(api.store, before)
+    [access] = await recorded(planning.store, before)
     assert isinstance(access, RecordAccessed)
     assert (access.rule, access.redacted_fields) == ("intake-worker", ("needs",))
 
 
-async def test_listing_another_workers_cases_is_refused_and_recorded(api: Planning) -> None:
-    await open_case(api.bus, "case-1", NeedCategory.HOUSING)
-    before = await position(api.store)
+async def test_listing_another_workers_cases_is_refused_and_recorded(planning: Planning) -> None:
+    await open_case(planning.bus, "case-1", NeedCategory.HOUSING)
+    before = await position(planning.store)
 
     code, details = await refused(
-        api.stub.ListCases(
+        planning.stub.ListCases(
             planning_pb2.ListCasesRequest(context=query(OTHER_WORKER), worker_id=WORKER.user_id)
         )
     )
 
     assert code is grpc.StatusCode.PERMISSION_DENIED
     assert one(details, error_details_pb2.ErrorInfo).reason == "NO_RELATIONSHIP"
-    [denied] = await recorded(api.store, before)
+    [denied] = await recorded(planning.store, before)
     assert isinstance(denied, RecordAccessDenied)
     assert (denied.case_id, denied.accessor_id, denied.rule) == (
         CASE_LIST,
@@ -221,14 +204,14 @@ async def test_listing_another_workers_cases_is_refused_and_recorded(api: Planni
     ],
 )
 async def test_a_refused_reader_gets_the_same_answer_for_a_real_and_an_unknown_case(
-    api: Planning, reader: Actor, purpose: str, reason: str
+    planning: Planning, reader: Actor, purpose: str, reason: str
 ) -> None:
-    await open_case(api.bus, "case-1", NeedCategory.HOUSING)
-    before = await position(api.store)
+    await open_case(planning.bus, "case-1", NeedCategory.HOUSING)
+    before = await position(planning.store)
 
     answers = [
         await refused(
-            api.stub.GetCaseView(
+            planning.stub.GetCaseView(
                 planning_pb2.GetCaseViewRequest(context=query(reader, purpose), case_id=case_id)
             )
         )
@@ -238,7 +221,7 @@ async def test_a_refused_reader_gets_the_same_answer_for_a_real_and_an_unknown_c
     assert [
         (code, one(details, error_details_pb2.ErrorInfo).reason) for code, details in answers
     ] == [(grpc.StatusCode.PERMISSION_DENIED, reason)] * 2
-    denials = await recorded(api.store, before)
+    denials = await recorded(planning.store, before)
     assert [(d.case_id, type(d)) for d in denials] == [
         ("case-1", RecordAccessDenied),
         ("case-unknown", RecordAccessDenied),
@@ -249,11 +232,11 @@ async def test_a_refused_reader_gets_the_same_answer_for_a_real_and_an_unknown_c
 
 
 async def test_repeated_goal_ids_are_compared_as_recorded_and_named_at_the_edge(
-    api: Planning,
+    planning: Planning,
 ) -> None:
-    await open_case(api.bus, "case-1", NeedCategory.HOUSING)
+    await open_case(planning.bus, "case-1", NeedCategory.HOUSING)
     drafted_code, drafted = await refused(
-        api.stub.DraftPlan(
+        planning.stub.DraftPlan(
             planning_pb2.DraftPlanRequest(
                 context=ctx(key="draft-twice"),
                 case_id="case-1",
@@ -266,7 +249,7 @@ async def test_repeated_goal_ids_are_compared_as_recorded_and_named_at_the_edge(
             )
         )
     )
-    await api.stub.DraftPlan(
+    await planning.stub.DraftPlan(
         planning_pb2.DraftPlanRequest(
             context=ctx(key="draft"),
             case_id="case-1",
@@ -277,14 +260,14 @@ async def test_repeated_goal_ids_are_compared_as_recorded_and_named_at_the_edge(
             ],
         )
     )
-    await api.stub.RecordAgreement(
+    await planning.stub.RecordAgreement(
         planning_pb2.RecordAgreementRequest(
             context=ctx(key="agree"), case_id="case-1", signed_by_client=True
         )
     )
 
     code, details = await refused(
-        api.stub.EvaluateProgress(
+        planning.stub.EvaluateProgress(
             planning_pb2.EvaluateProgressRequest(
                 context=ctx(key="evaluate"),
                 case_id="case-1",

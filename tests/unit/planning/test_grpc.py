@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import grpc
@@ -13,16 +11,12 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
-from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
-from casetrail_platform.policy.guard import AccessControl
-from casetrail_platform.policy.projection import CaseFactsReader
-from casetrail_platform.store.sqlite import SqliteEventStore
+from casetrail.planning.v1 import planning_pb2
 from cli.rpc import Person
 from events.envelope import Actor
-from services.planning.app.handlers import Dependencies
-from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServicer
-from tests.support.grpc import refusal, serving, unpacked
-from tests.support.identity import TestIssuer, acting
+from tests.support.grpc import refusal, unpacked
+from tests.support.identity import acting
+from tests.unit.planning.conftest import Planning
 from tests.unit.planning.support import (
     COORDINATION,
     COORDINATOR,
@@ -30,35 +24,12 @@ from tests.unit.planning.support import (
     RECEPTIONIST,
     SUPERVISOR,
     WORKER,
-    Bus,
     cancelled,
     delivered,
     scheduled,
 )
 
-NOW = datetime(2030, 3, 1, 12, 0, tzinfo=UTC)
 D = TypeVar("D", bound=Message)
-
-
-@dataclass
-class Planning:
-    stub: planning_pb2_grpc.PlanningServiceAsyncStub
-    bus: Bus
-    store: SqliteEventStore
-
-
-@pytest.fixture
-async def planning(
-    deps: Dependencies, bus: Bus, store: SqliteEventStore, issuer: TestIssuer
-) -> AsyncIterator[Planning]:
-    access = AccessControl(store, CaseFactsReader(bus.read_models), "casetrail/planning")
-    servicer = PlanningServicer(deps, access, clock=lambda: NOW)
-
-    def register(server: grpc.aio.Server) -> None:
-        planning_pb2_grpc.add_PlanningServiceServicer_to_server(servicer, server)
-
-    async with serving(register, SERVICE_NAME, issuer) as channel:
-        yield Planning(planning_pb2_grpc.PlanningServiceStub(channel), bus, store)  # type: ignore[arg-type]
 
 
 def ctx(actor: Actor = WORKER, key: str = "key-1") -> common_pb2.CommandContext:
