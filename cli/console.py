@@ -21,8 +21,20 @@ from cli.rpc import load_addresses
 from services.console.server import start_console
 from services.console.settings import ConsoleSettings
 
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+
 
 def run(options: argparse.Namespace) -> int:
+    if IssuerSettings.from_env() is None and options.host not in LOOPBACK:
+        # The development sign-in mints a token for any name typed in: anyone who can reach
+        # the page could then read every case as an auditor.
+        print(
+            f"console: refusing to serve the development sign-in on {options.host}: it is"
+            " served on loopback only (127.0.0.1, ::1, localhost); set CASETRAIL_OIDC_ISSUER"
+            " (and _AUDIENCE) to sign in with a real issuer elsewhere",
+            file=sys.stderr,
+        )
+        return 2
     try:
         settings = _settings(options)
     except (LookupError, ValueError) as error:

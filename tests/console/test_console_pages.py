@@ -6,11 +6,13 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 from casetrail_platform.identity.principal import Principal
+from cli.main import main
 from events.catalog.base import Role
 from services.console import pages
 from services.console.app import create_app
@@ -420,3 +422,15 @@ def test_an_expired_session_asks_to_sign_in_again(
     assert answer.url.path == "/signin"
     assert "Your session has ended" in answer.text
     assert demo_casetrail.case_id not in answer.text
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.5", "::"])
+def test_the_development_sign_in_is_never_served_beyond_loopback(
+    host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a real issuer the sign-in page mints a token for any name typed in."""
+    monkeypatch.delenv("CASETRAIL_OIDC_ISSUER", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["console", "--host", host, "--port", "0", "--data-dir", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "loopback only" in capsys.readouterr().err
