@@ -79,17 +79,17 @@ def decide(
     (``None``: an action about no single case, such as following every event)."""
     candidates = [rule for rule in RULES if _names(rule, principal.role, action, purpose)]
     if not candidates:
-        return _refused("role-not-allowed")
+        return refusal("role-not-allowed")
     held = relationships(principal, facts, home_agency, now)
     if _emergency_ended(principal, purpose, candidates, held, facts, now):
-        return _refused("emergency-access-expired")
+        return refusal("emergency-access-expired")
     related = [rule for rule in candidates if rule.relationship in held]
     if not related:
-        return _refused("no-relationship")
+        return refusal("no-relationship")
     fitting = [rule for rule in related if purpose in rule.purposes]
     if not fitting:
         allowed = sorted({p.value for rule in related for p in rule.purposes})
-        return _refused("purpose-not-permitted", f"allowed here: {', '.join(allowed)}")
+        return refusal("purpose-not-permitted", f"allowed here: {', '.join(allowed)}")
     for rule in fitting:
         decision = _apply(rule, principal, purpose, facts, now)
         if decision.allowed:
@@ -127,11 +127,11 @@ def decide_emergency_opening(principal: Principal, *, home_agency: str) -> Decis
         for role in rule.roles
     }
     if principal.role not in roles:
-        return _refused("role-not-allowed")
+        return refusal("role-not-allowed")
     if principal.agency != home_agency:
-        return _refused("no-relationship")
+        return refusal("no-relationship")
     if BREAK_GLASS_ENTITLEMENT not in principal.entitlements:
-        return _refused(
+        return refusal(
             "entitlement-required", f"the token's entitlements must name {BREAK_GLASS_ENTITLEMENT}"
         )
     return Decision(True, "break-glass-opening")
@@ -163,7 +163,7 @@ def _apply(
     recipients = (principal.agency, principal.subject)
     consent = facts.consent_covering(recipients, purpose, sections or _ALL_SECTIONS, now)
     if consent is None:
-        return _refused(
+        return refusal(
             "consent-required",
             f"no consent in force for recipient {principal.agency}, purpose {purpose.value},"
             f" sections {', '.join(sorted(s.value for s in sections or _ALL_SECTIONS))}",
@@ -199,7 +199,7 @@ def _referred(
         if consent is not None:
             granted.append((referral, consent))
     if not granted:
-        return _refused(
+        return refusal(
             "consent-required",
             f"no consent in force for recipient {principal.agency}, purpose {purpose.value},"
             f" sections {RecordSection.REFERRALS.value} of a referral it accepted",
@@ -265,7 +265,7 @@ def decide_disclosure(
     consent = facts.consent_covering((recipient,), purpose, sections, now)
     if consent is None or not categories <= consent.categories:
         wanted = ", ".join(sorted(s.value for s in sections | categories))
-        return _refused(
+        return refusal(
             "consent-required",
             f"no consent in force for recipient {recipient}, purpose {purpose.value},"
             f" scope {wanted}",
@@ -278,6 +278,9 @@ def decide_disclosure(
     )
 
 
-def _refused(rule: str, detail: str = "") -> Decision:
+def refusal(rule: str, detail: str = "") -> Decision:
+    """The refusal named ``rule`` (one of ``matrix.REFUSALS``), its meaning as the reason and
+    ``detail`` after it: the one way a service states a refusal of its own (e.g. a check
+    made before the policy's, recorded through ``AccessControl.refuse``)."""
     reason = REFUSALS[rule] + (f" ({detail})" if detail else "")
     return Decision(False, rule, reason=reason)

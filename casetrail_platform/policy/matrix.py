@@ -168,6 +168,10 @@ REFUSALS = {
     "consent-required": "no consent in force covers this recipient, purpose and scope",
     "entitlement-required": "the caller's token lacks the entitlement this needs",
     "emergency-access-expired": "the caller's emergency access to this case has ended",
+    "sensitive-filter-not-permitted": (
+        "a list is filtered on a sensitive need only by a reader the policy shows sensitive"
+        " values to: the cases it matched would disclose the need it withholds"
+    ),
     "sections-not-covered": (
         "the answer would show sections of the record the decision does not disclose and that"
         " cannot be withheld from it"

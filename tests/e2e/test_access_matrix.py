@@ -122,8 +122,10 @@ ROWS = [
     Row("purpose-not-permitted", COORDINATOR, case_view, "direct_care"),
 ]
 """One row per rule; consent-required is walked in test_access (grant, read, revoke, refused),
-entitlement-required and emergency-access-expired in test_break_glass, and sections-not-covered
-in test_access_intake_gaps (a partner whose consent leaves out the client's identity)."""
+entitlement-required and emergency-access-expired in test_break_glass, sections-not-covered
+in test_access_intake_gaps (a partner whose consent leaves out the client's identity), and
+sensitive-filter-not-permitted in test_access_planning_gaps (a coordinator's list filtered on a
+sensitive need)."""
 
 
 def test_every_rule_and_refusal_has_a_row() -> None:
@@ -134,6 +136,7 @@ def test_every_rule_and_refusal_has_a_row() -> None:
         "entitlement-required",
         "emergency-access-expired",
         "sections-not-covered",
+        "sensitive-filter-not-permitted",
     }
 
 

@@ -18,9 +18,8 @@ from casetrail_platform.grpc_platform.server import Context, refusals_as_status
 from casetrail_platform.identity.grpc_auth import principal_of
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy import redaction
-from casetrail_platform.policy.decide import any_rule_for
+from casetrail_platform.policy.decide import any_rule_for, refusal
 from casetrail_platform.policy.guard import REDACTED_KEY, AccessControl, AccessDenied, Disclosure
-from casetrail_platform.policy.matrix import REFUSALS
 from casetrail_platform.policy.vocabulary import Action as PolicyAction
 from casetrail_platform.policy.vocabulary import Decision
 from casetrail_platform.queries import QueryContext
@@ -75,7 +74,7 @@ SCHEDULE_SENSITIVE_PATHS = ("services.kind",)
 SCHEDULE_SECTIONS = (RecordSection.IDENTITY, RecordSection.SERVICES)
 NEEDS_SECTIONS = (RecordSection.ASSESSMENT,)
 ASSIGNED_SENSITIVE_PATHS = ("matched_needs",)
-ROLE_NOT_ALLOWED = Decision(False, "role-not-allowed", reason=REFUSALS["role-not-allowed"])
+ROLE_NOT_ALLOWED = refusal("role-not-allowed")
 """Coordination's own refusal of a role the policy would let read the case but that may not see
 the agency's staff (SuggestWorkers), in the policy's words so that it is recorded alike."""
 

@@ -16,10 +16,9 @@ from datetime import datetime, timedelta
 from casetrail_platform.commands import CommandContext, InvalidCommand, derived_id
 from casetrail_platform.decide import execute
 from casetrail_platform.identity.principal import Principal
-from casetrail_platform.policy.decide import decide_emergency_opening
+from casetrail_platform.policy.decide import decide_emergency_opening, refusal
 from casetrail_platform.policy.facts import CaseFacts
 from casetrail_platform.policy.guard import AccessControl
-from casetrail_platform.policy.matrix import REFUSALS
 from casetrail_platform.policy.vocabulary import BREAK_GLASS_ENTITLEMENT, Action, Decision
 from casetrail_platform.store.port import EventStore
 from events.catalog.access import AccessPurpose
@@ -289,6 +288,6 @@ def _oversight(principal: Principal) -> AccessPurpose:
 def _refused(rule: str, purpose: AccessPurpose | None = None) -> Decision:
     detail = ""
     if rule == "purpose-not-permitted" and purpose is not None:
-        detail = " (the review queue is read for supervision by supervisors, for"
-        detail += " confidentiality_review by auditors)"
-    return Decision(False, rule, reason=REFUSALS[rule] + detail)
+        detail = "the review queue is read for supervision by supervisors, for"
+        detail += " confidentiality_review by auditors"
+    return refusal(rule, detail)

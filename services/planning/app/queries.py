@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from casetrail_platform.commands import NotFound
 from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.decide import refusal
 from casetrail_platform.policy.facts import CaseFacts
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.matrix import RULES
@@ -23,10 +24,6 @@ lists such refusals)."""
 SENSITIVE_FILTER_RULE = "sensitive-filter-not-permitted"
 """The rule a list filtered on a sensitive need is refused under, when the caller's rules
 withhold sensitive values (its ErrorInfo reason, upper-cased)."""
-SENSITIVE_FILTER_REASON = (
-    "a list is filtered on a sensitive need only by a reader the policy shows sensitive"
-    " values to: the cases it matched would disclose the need it withholds"
-)
 
 _SENSITIVE_NEEDS = frozenset(category.value for category in SensitiveCategory)
 
@@ -64,14 +61,14 @@ async def list_cases(
     await access.require_role(principal, Action.LIST_CASES, purpose, CASE_LIST)
     sensitive_filter = where.need in _SENSITIVE_NEEDS
     if sensitive_filter and not _may_see_sensitive_values(principal, purpose):
-        refusal = Decision(False, SENSITIVE_FILTER_RULE, reason=SENSITIVE_FILTER_REASON)
-        await access.refuse(principal, Action.LIST_CASES, purpose, CASE_LIST, refusal)
+        refused = refusal(SENSITIVE_FILTER_RULE)
+        await access.refuse(principal, Action.LIST_CASES, purpose, CASE_LIST, refused)
     if _lists_own_cases_only(principal):
         if where.worker_id not in (None, principal.subject):
             # The policy's answer for a case that worker carries: theirs, so not the caller's.
             carried = CaseFacts(CASE_LIST, worker_id=where.worker_id)
-            refusal = access.decide(principal, Action.LIST_CASES, purpose, carried)
-            await access.refuse(principal, Action.LIST_CASES, purpose, CASE_LIST, refusal)
+            decided = access.decide(principal, Action.LIST_CASES, purpose, carried)
+            await access.refuse(principal, Action.LIST_CASES, purpose, CASE_LIST, decided)
         where = replace(where, worker_id=principal.subject)
     documents, truncated = await views.find(where, limit)
     listed: list[tuple[Document, Decision]] = []
