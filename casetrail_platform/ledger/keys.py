@@ -52,9 +52,7 @@ class FileSigner(CheckpointSigner):
     def __init__(self, name: str, path: Path) -> None:
         super().__init__(name)
         self._key = _load_or_create(path)
-        self._public = self._key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        self._public = _raw_public(self._key)
         published = path.with_suffix(".pub")
         text = f"{Verifier(name, self._public)}\n"
         if not published.exists() or published.read_text() != text:
@@ -85,12 +83,20 @@ class RemoteSigner(CheckpointSigner):
         return await self._sign(message)
 
 
+def _load(path: Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} does not hold an Ed25519 private key")
+    return key
+
+
+def _raw_public(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
 def _load_or_create(path: Path) -> Ed25519PrivateKey:
     if path.exists():
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path} does not hold an Ed25519 private key")
-        return key
+        return _load(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
@@ -112,13 +118,7 @@ def _load_or_create(path: Path) -> Ed25519PrivateKey:
 def published_key(name: str, path: Path) -> Verifier:
     """The verifier key of the Ed25519 private key in ``path`` (never created here), for
     ``name``: what an operator gives audit as ``CASETRAIL_LEDGER_PUBLIC_KEYS``."""
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError(f"{path} does not hold an Ed25519 private key")
-    public = key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
-    return Verifier(name, public)
+    return Verifier(name, _raw_public(_load(path)))
 
 
 async def file_signer(name: str, path: Path) -> FileSigner:

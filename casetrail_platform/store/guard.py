@@ -34,12 +34,7 @@ def storable_data(stream: str, events: Sequence[NewEvent]) -> list[bytes]:
     encoded = []
     for new in events:
         data = encode(new.event)
-        texts = {
-            "stream": stream,
-            "subject": new.event.subject,
-            "metadata.source": new.metadata.source,
-            "metadata.actor.user_id": new.metadata.actor.user_id,
-        }
+        texts = _envelope_texts(stream, new)
         problems = [
             FieldProblem(field, "must not contain NUL characters")
             for field, text in texts.items()
@@ -74,11 +69,12 @@ def require_publishable(stream: str, events: Sequence[NewEvent], stored: Sequenc
     The bound is a quarter of Kafka's default 1 MiB so that an event of an older schema version,
     published upcast and sealed again beside its stored form in base64, still fits."""
     for new, data in zip(events, stored, strict=True):
-        subject = new.event.subject
-        texts = (stream, subject, subject, new.metadata.source, new.metadata.actor.user_id)
+        texts = _envelope_texts(stream, new)
+        # The subject travels twice: as the ce_subject header and as the record's key.
         size = (
             len(data)
-            + sum(len(text.encode(errors="replace")) for text in texts)
+            + sum(len(text.encode(errors="replace")) for text in texts.values())
+            + len(texts["subject"].encode(errors="replace"))
             + _HEADER_ALLOWANCE
         )
         if size > MAX_EVENT_BYTES:
@@ -92,6 +88,16 @@ def require_publishable(stream: str, events: Sequence[NewEvent], stored: Sequenc
                     )
                 ],
             )
+
+
+def _envelope_texts(stream: str, new: NewEvent) -> dict[str, str]:
+    """The free texts an event's envelope stores and publishes beside its data, by field."""
+    return {
+        "stream": stream,
+        "subject": new.event.subject,
+        "metadata.source": new.metadata.source,
+        "metadata.actor.user_id": new.metadata.actor.user_id,
+    }
 
 
 def _paths_with_nul(value: object, path: str) -> list[str]:
