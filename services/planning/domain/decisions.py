@@ -1,8 +1,10 @@
 """Planning's decisions: from a case's state and a command to new events, or a refusal.
 
 Pure functions: no I/O, no clock. Checks run in the order a caller can act on: the role, the
-case being known, the actor being the assigned worker, the case being open, then the rules of
-the command itself.
+actor being the assigned worker, the case being known, the case being open, then the rules of
+the command itself. Assignment comes before existence so that a case-carrying worker is told the
+same for a case that does not exist as for one assigned to someone else: the answer must not
+reveal which case ids are real.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from services.planning.domain.commands import (
     ReviseGoal,
 )
 from services.planning.domain.model import CaseFacts, CasePlanning, GoalState, GoalStatus, Plan
-from services.planning.domain.rules import Action, require_assignment, require_role
+from services.planning.domain.rules import Action, require_assignment
 
 ACTIONS: dict[type[Command], Action] = {
     DraftPlan: Action.DRAFT_PLAN,
@@ -55,10 +57,9 @@ def decide(
     record: CasePlanning, facts: CaseFacts, actor: Actor, command: Command
 ) -> list[CaseEvent]:
     action = ACTIONS[type(command)]
-    require_role(actor, action)
+    require_assignment(actor, action, facts.worker_id)
     if not facts.known:
         raise NotFound("case", command.case_id)
-    require_assignment(actor, action, facts.worker_id)
     if facts.is_closed(record):
         raise errors.case_closed(command.case_id)
     match command:

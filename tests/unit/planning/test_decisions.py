@@ -237,9 +237,28 @@ def test_a_closed_case_refuses_everything_until_reopened() -> None:
 
 def test_a_case_must_be_known_from_intake() -> None:
     with pytest.raises(NotFound) as error:
-        run(record_of(), c.DraftPlan(CASE, "plan-1", ()), facts=CaseFacts(known=False))
+        run(
+            record_of(),
+            c.DraftPlan(CASE, "plan-1", ()),
+            actor=COORDINATOR,
+            facts=CaseFacts(known=False),
+        )
 
     assert (error.value.what, error.value.identifier) == ("case", CASE)
+
+
+def test_a_worker_learns_nothing_of_cases_not_assigned_to_them() -> None:
+    # An unknown case and another worker's case are refused alike: NOT_FOUND for one and
+    # PERMISSION_DENIED for the other would tell a worker which case ids are real.
+    unknown = CaseFacts(known=False)
+    someone_elses = CaseFacts(known=True, worker_id=WORKER.user_id)
+    refusals = []
+    for facts in (unknown, someone_elses):
+        with pytest.raises(NotAllowed) as error:
+            run(record_of(), c.DraftPlan(CASE, "plan-1", ()), actor=OTHER_WORKER, facts=facts)
+        refusals.append(str(error.value))
+
+    assert refusals[0] == refusals[1]
 
 
 @pytest.mark.parametrize(

@@ -213,11 +213,28 @@ async def test_a_follow_up_cannot_be_due_before_the_contact(planning: Planning) 
 
 
 async def test_unknown_cases_are_not_found(planning: Planning) -> None:
-    code, details = await refused(draft(planning, "case-nobody-opened"))
+    request = planning_pb2.DraftPlanRequest(
+        context=ctx(COORDINATOR, key="draft-unknown"), case_id="case-nobody-opened"
+    )
+    code, details = await refused(planning.stub.DraftPlan(request))
 
     assert code is grpc.StatusCode.NOT_FOUND
     resource = one(details, error_details_pb2.ResourceInfo)
     assert (resource.resource_type, resource.resource_name) == ("case", "case-nobody-opened")
+
+
+async def test_a_worker_is_refused_alike_for_unknown_cases_and_other_workers_cases(
+    planning: Planning,
+) -> None:
+    await planning.bus.open_case("case-1", OTHER_WORKER)
+
+    answers = []
+    for case_id in ("case-1", "case-nobody-opened"):
+        code, details = await refused(draft(planning, case_id))
+        answers.append((code, one(details, error_details_pb2.ErrorInfo).reason))
+
+    assert answers[0] == answers[1]
+    assert answers[0][0] is grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_a_second_plan_already_exists(planning: Planning) -> None:
