@@ -69,6 +69,11 @@ async def test_a_coordinator_gets_no_sensitive_need_and_the_record_keeps_none_in
     assigned = await assigning
     assert list(assigned.matched_needs) == ["home_care"]
     assert dict(await assigning.trailing_metadata())[REDACTED_KEY] == "matched_needs"
+    # The needs matched are the case's assessment, shown as a read would show them: recorded.
+    shown = await _accesses(casetrail, case, COORDINATOR.user_id, "coordination")
+    assert [(list(r.sections), list(r.redacted_fields)) for r in shown] == [
+        (["assessment"], ["matched_needs"])
+    ]
 
     # The needs matched are sealed (an erasure forgets them); the reason is kept in the clear
     # by audit, Kafka and exports for good, so it must not say them in words.
@@ -143,6 +148,25 @@ async def _assigned_event(casetrail: Casetrail, case: Case) -> dict[str, object]
     entry = next(e for e in timeline.entries if e.event_type == "casetrail.case.assigned")
     data: dict[str, object] = json.loads(entry.cloudevent_json)["data"]
     return data
+
+
+async def _accesses(
+    casetrail: Casetrail, case: Case, accessor: str, purpose: str
+) -> list[audit_pb2.AccessRecord]:
+    request = audit_pb2.GetAccessLogRequest(
+        context=query("confidentiality_review"), case_id=case.case_id, page_size=1000
+    )
+
+    def theirs(log: audit_pb2.GetAccessLogResponse) -> list[audit_pb2.AccessRecord]:
+        return [r for r in log.records if (r.accessor.user_id, r.purpose) == (accessor, purpose)]
+
+    log = await eventually(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.GetAccessLog(request),
+        lambda answer: len(theirs(answer)) >= 2,
+        what="audit to learn of the coordinator's accesses",
+        patience=casetrail.patience,
+    )
+    return theirs(log)[1:]
 
 
 async def _refusals(casetrail: Casetrail, case: Case, expect: int) -> list[audit_pb2.AccessRefusal]:

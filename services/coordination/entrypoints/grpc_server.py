@@ -19,7 +19,12 @@ from casetrail_platform.identity.grpc_auth import principal_of
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy import redaction
 from casetrail_platform.policy.decide import any_rule_for, refusal
-from casetrail_platform.policy.guard import REDACTED_KEY, AccessControl, AccessDenied, Disclosure
+from casetrail_platform.policy.guard import (
+    WITHHELD_SECTIONS_KEY,
+    AccessControl,
+    AccessDenied,
+    Disclosure,
+)
 from casetrail_platform.policy.vocabulary import Action as PolicyAction
 from casetrail_platform.policy.vocabulary import Decision
 from casetrail_platform.queries import QueryContext
@@ -73,7 +78,10 @@ REFERRAL_PATHS = {"referrals": "referral_id", "services": "referral_id"}
 SCHEDULE_SENSITIVE_PATHS = ("services.kind",)
 SCHEDULE_SECTIONS = (RecordSection.IDENTITY, RecordSection.SERVICES)
 NEEDS_SECTIONS = (RecordSection.ASSESSMENT,)
-ASSIGNED_SENSITIVE_PATHS = ("matched_needs",)
+ASSIGNED_PATHS = ("matched_needs",)
+"""Where an assignment's answer shows the case's needs: a sensitive path (the sensitive
+categories are withheld from those not entitled to them)."""
+ASSESSMENT_SECTION = RecordSection.ASSESSMENT.value
 ROLE_NOT_ALLOWED = refusal("role-not-allowed")
 """Coordination's own refusal of a role the policy would let read the case but that may not see
 the agency's staff (SuggestWorkers), in the policy's words so that it is recorded alike."""
@@ -111,19 +119,35 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def AssignCase(
         self, request: pb.AssignCaseRequest, context: Context
     ) -> pb.AssignCaseResponse:
-        ctx, command = _parse(principal_of(context), request, commands.AssignCase)
+        principal = principal_of(context)
+        ctx, command = _parse(principal, request, commands.AssignCase)
         recorded = await handlers.assign_case(self._deps, ctx, command)
         assigned = _event(recorded, CaseAssigned)
         answer = pb.AssignCaseResponse(
             result=convert.result(command.case_id, recorded),
             matched_needs=[need.value for need in assigned.matched_needs],
         )
-        # A command's answer is no read the policy decides: whoever may assign (a coordinator,
-        # who may not see them) never gets the sensitive needs here. Those entitled read them
-        # from GetCaseCoordination, decided and recorded; the trailer says they were withheld.
-        withheld = redaction.redact(answer, ASSIGNED_SENSITIVE_PATHS)
-        if withheld:
-            context.set_trailing_metadata(((REDACTED_KEY, ",".join(withheld)),))
+        # The matched needs are the case's assessment: the answer shows them as a read for
+        # coordination would, decided and recorded (sensitive ones only to those entitled). A
+        # caller the policy would not let read them still assigned the case; the answer then
+        # withholds them and says so, and records nothing, since it discloses nothing.
+        facts = await self._access.case_facts(command.case_id)
+        decision = self._access.decide(
+            principal, PolicyAction.READ_CASE, AccessPurpose.COORDINATION, facts
+        )
+        if not decision.allowed:
+            redaction.withhold(answer, ASSIGNED_PATHS)
+            context.set_trailing_metadata(((WITHHELD_SECTIONS_KEY, ASSESSMENT_SECTION),))
+            return answer
+        disclosed = Disclosure(
+            command.case_id,
+            decision,
+            answer,
+            ASSIGNED_PATHS,
+            NEEDS_SECTIONS,
+            section_paths={RecordSection.ASSESSMENT: ASSIGNED_PATHS},
+        )
+        await self._access.release(context, principal, AccessPurpose.COORDINATION, [disclosed])
         return answer
 
     @override
