@@ -3,9 +3,9 @@ disclosures (``AuditService.ListDisclosures``).
 
 Every read of a case appends a ``record.accessed``, so over the six years an accounting may
 cover a case gathers many thousands of them, nearly all internal uses. The accounting reads
-only this index: ``audit_disclosures/<case>|<disclosed-at>|<event id>`` holds, for each event
-that was a disclosure (``domain.disclosures``), the event as a CloudEvents structured document.
-The disclosed-at digits (``timeline.sortable_micros``) make the key order the accounting's
+only this index: ``audit_disclosures_recorded/<case>|<disclosed-at>|<event id>`` holds, for each
+event that was a disclosure (``domain.disclosures``), the event as a CloudEvents structured
+document. Disclosed-at is the event's recorded-at (``Disclosure.disclosed_at``). The digits (``timeline.sortable_micros``) make the key order the accounting's
 order, so a period and a page cursor are key bounds, and a page reads ``page_size + 1`` keys
 per case whatever the length of the case's history.
 
@@ -35,7 +35,10 @@ from events.registry import EventRegistry
 from services.audit.adapters.timeline import KEY_END, sortable_micros
 from services.audit.domain.disclosures import DisclosureKey, disclosure_of, read_is_disclosure
 
-DISCLOSURES = "audit_disclosures"
+DISCLOSURES = "audit_disclosures_recorded"
+"""Keyed by recorded-at. The index keyed by occurred-at (``audit_disclosures``, projection
+``disclosure-index``) is left behind unread: this one has a new name, so it is built from the
+first event on the bus up, as any new projection is."""
 
 
 def _key(case_id: str, disclosed_at_micros: int, event_id: str) -> str:
@@ -43,7 +46,7 @@ def _key(case_id: str, disclosed_at_micros: int, event_id: str) -> str:
 
 
 class DisclosureIndexProjection(Projection):
-    name = "disclosure-index"
+    name = "disclosure-index-recorded"
     collections = (DISCLOSURES,)
     event_types = frozenset({RecordAccessed.event_type, ReferralMade.event_type})
     idempotent = True  # a document keyed by its event, never changed
@@ -61,16 +64,14 @@ class DisclosureIndexProjection(Projection):
             or disclosure_of(recorded, self._home_agency) is None
         ):
             return
-        key = _key(
-            recorded.subject, to_micros(recorded.metadata.occurred_at), str(recorded.event_id)
-        )
+        key = _key(recorded.subject, to_micros(recorded.recorded_at), str(recorded.event_id))
         # A key is the event's own: a redelivered event puts the same document again.
         await transaction.put(DISCLOSURES, key, {"event": to_structured(recorded)})
 
 
 class ReadModelDisclosureIndex:
     """Reads what the projection wrote (``app.disclosures.DisclosureIndex``). Periods are
-    inclusive microsecond bounds on the disclosed-at clock (the event's occurred-at)."""
+    inclusive microsecond bounds on the disclosed-at clock (the event's recorded-at)."""
 
     def __init__(self, read_models: ReadModelStore, registry: EventRegistry) -> None:
         self._read_models = read_models

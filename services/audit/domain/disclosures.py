@@ -68,7 +68,10 @@ class Disclosure:
 
     @property
     def disclosed_at(self) -> datetime:
-        return self.recorded.metadata.occurred_at
+        # When casetrail made the disclosure durable, not the occurred-at its actor stated: an
+        # entry made after the fact (a referral dated days back) was disclosed when recorded,
+        # and a period must not lose it to a date the actor chose.
+        return self.recorded.recorded_at
 
     @property
     def key(self) -> DisclosureKey:

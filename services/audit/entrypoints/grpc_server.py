@@ -22,7 +22,6 @@ from services.audit.entrypoints import responses, reviews
 from services.audit.entrypoints.requests import (
     MAX_PAGE_SIZE,
     RequestReader,
-    moment,
     page_token,
 )
 
@@ -59,7 +58,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         basis = read.basis(request.basis)
         page_size = read.page_size(request.page_size)
         cursor = read.page_token(request.page_token, case_id, basis)
-        query = read.timeline_query(request, basis, frozenset(all_event_types()))
+        query = read.timeline_query(
+            request, basis, frozenset(all_event_types()), self._deps.access.clock()
+        )
         read.done()
         entries = responses.TimelineEntries(with_leaves=request.include_ledger_leaves)
         page = await queries.get_timeline(
@@ -96,10 +97,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         viewer = read.viewer(principal_of(context), request.context)
         case_id = read.case_id(request.case_id)
         basis = read.basis(request.basis, required=True)
-        if not request.HasField("as_of"):
-            read.missing("as_of")
+        as_of = read.as_of(request, self._deps.access.clock(), required=True)
         read.done()
-        as_of = moment(request.as_of)
+        assert as_of is not None  # required: done() raised otherwise
         state = await queries.get_state_as_of(
             self._deps, viewer, case_id, as_of, basis, principal_of(context), answer=context
         )
@@ -322,8 +322,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         viewer = read.viewer(principal_of(context), request.context)
         case_id = read.case_id(request.case_id)
         claims = reviews.user_claims(read, request)
-        as_of = reviews.as_of_moment(read, request, self._deps.access.clock())
+        as_of = read.as_of(request, self._deps.access.clock(), required=True)
         read.done()
+        assert as_of is not None  # required: done() raised otherwise
         seen = await as_seen.case_as_seen(
             self._deps,
             viewer,

@@ -18,6 +18,7 @@ from casetrail.common.v1 import common_pb2
 from casetrail_platform.commands import InvalidCommand
 from casetrail_platform.grpc_platform.context import query_context_problems
 from casetrail_platform.identity.principal import Principal
+from casetrail_platform.limits import OCCURRED_AT_CLOCK_SKEW
 from casetrail_platform.queries import QueryContext
 from events.catalog.access import AccessPurpose
 from events.catalog.base import Identifier, Role
@@ -51,6 +52,13 @@ def _identifier() -> TypeAdapter[str]:
     return TypeAdapter(Identifier)
 
 
+_WithAsOf = (
+    audit_pb2.GetTimelineRequest
+    | audit_pb2.GetCaseStateAsOfRequest
+    | audit_pb2.GetCaseAsSeenRequest
+)
+
+
 class RequestReader:
     """Collects problems while fields are read; ``done()`` raises them together."""
 
@@ -63,6 +71,19 @@ class RequestReader:
 
     def missing(self, field: str) -> None:
         self.problems.append(FieldProblem(field, "required"))
+
+    def as_of(self, request: _WithAsOf, now: datetime, *, required: bool) -> datetime | None:
+        """The request's ``as_of``; a moment beyond now (and the clock skew allowed) is refused:
+        a replay as of a future moment would be today's answer labelled as another, and would
+        change each time it is asked."""
+        if not request.HasField("as_of"):
+            if required:
+                self.missing("as_of")
+            return None
+        as_of = moment(request.as_of)
+        if as_of > now + OCCURRED_AT_CLOCK_SKEW:
+            self.problems.append(FieldProblem("as_of", "is in the future"))
+        return as_of
 
     def viewer(self, principal: Principal, message: common_pb2.QueryContext) -> QueryContext:
         context, problems = query_context_problems(principal, message)
@@ -145,7 +166,11 @@ class RequestReader:
         return cursor
 
     def timeline_query(
-        self, request: audit_pb2.GetTimelineRequest, basis: TimeBasis, types: frozenset[str]
+        self,
+        request: audit_pb2.GetTimelineRequest,
+        basis: TimeBasis,
+        types: frozenset[str],
+        now: datetime,
     ) -> TimelineQuery:
         """The view's filters; event types must be catalog types (``types``)."""
         chosen = frozenset(request.event_types)
@@ -162,7 +187,7 @@ class RequestReader:
             self.problems.append(FieldProblem("until", "must not be before since"))
         return TimelineQuery(
             basis,
-            as_of=moment(request.as_of) if request.HasField("as_of") else None,
+            as_of=self.as_of(request, now, required=False),
             since=since,
             until=until,
             event_types=chosen,

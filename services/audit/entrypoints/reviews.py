@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import TypeVar
 
 from casetrail.audit.v1 import audit_pb2
-from casetrail_platform.limits import OCCURRED_AT_CLOCK_SKEW
 from events.catalog.access import AccessPurpose, RecordSection
 from events.catalog.base import Role
 from events.envelope import from_micros, to_micros
@@ -133,6 +132,7 @@ def disclosure(item: Disclosure) -> audit_pb2.Disclosure:
         emergency_access_id=item.emergency_access_id or "",
         rule=item.rule,
         source=recorded.metadata.source,
+        occurred_at=responses.timestamp(recorded.metadata.occurred_at),
     )
 
 
@@ -150,18 +150,6 @@ def user_claims(read: RequestReader, request: audit_pb2.GetCaseAsSeenRequest) ->
     )
     team = read.identifier(request.user_team, "user_team") if request.user_team else None
     return UserClaims(user_id, role, agency, team, purpose)
-
-
-def as_of_moment(
-    read: RequestReader, request: audit_pb2.GetCaseAsSeenRequest, now: datetime
-) -> datetime:
-    if not request.HasField("as_of"):
-        read.missing("as_of")
-        return now
-    as_of = moment(request.as_of)
-    if as_of > now + OCCURRED_AT_CLOCK_SKEW:
-        read.problems.append(FieldProblem("as_of", "is in the future"))
-    return as_of
 
 
 def as_seen_response(seen: AsSeen, as_of: datetime) -> audit_pb2.GetCaseAsSeenResponse:

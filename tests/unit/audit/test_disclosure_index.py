@@ -122,7 +122,7 @@ async def test_only_disclosures_are_indexed_and_a_redelivery_changes_nothing(
     assert await index.count("case-1", to_micros(T0), to_micros(T0 + 3 * DAY)) == 2
     async with read_models.transaction() as transaction:  # keyed by event: no tracking rows
         ids = [e.event_id for e in events]
-        assert await transaction.already_applied("disclosure-index", ids) == set()
+        assert await transaction.already_applied(DisclosureIndexProjection.name, ids) == set()
     rows = await read_models.find(DISCLOSURES)
     assert sorted(document["event"]["id"] for document in rows) == sorted(
         [str(partner_read.event_id), str(outside_referral.event_id)]
@@ -162,3 +162,22 @@ async def test_a_page_merges_the_cases_in_time_order_within_inclusive_bounds(
     first = pages[0][0]
     assert isinstance(first.event, RecordAccessed)
     assert first.event == recorded[1].event
+
+
+async def test_a_disclosure_dated_back_by_its_actor_counts_when_it_was_recorded(
+    read_models: SqliteReadModelStore, registry: EventRegistry
+) -> None:
+    # A referral entered now but dated three days back was disclosed now: the accounting of
+    # today's period must list it, and a period the actor's date falls in must not.
+    office = coordination("case-1")
+    recorded_at = T0 + 3 * DAY
+    backdated = office.record(referral("case-1", PARTNER), occurred_at=T0, recorded_at=recorded_at)
+    await project(read_models, [backdated])
+
+    index = ReadModelDisclosureIndex(read_models, registry)
+    assert await index.count("case-1", to_micros(recorded_at), to_micros(recorded_at)) == 1
+    assert await index.count("case-1", to_micros(T0), to_micros(T0 + DAY)) == 0
+    [listed], more = await index.page(["case-1"], to_micros(T0), to_micros(recorded_at), None, 9)
+    disclosure = disclosure_of(listed, HOME)
+    assert disclosure is not None
+    assert (disclosure.disclosed_at, more) == (recorded_at, False)

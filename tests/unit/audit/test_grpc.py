@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -384,3 +384,34 @@ async def test_accesses_name_the_client_application_the_caller_declares(
         )
         assert code is grpc.StatusCode.INVALID_ARGUMENT
         assert violated_fields(status) == [CLIENT_HEADER]
+
+
+@pytest.mark.usefixtures("received")
+async def test_a_replay_is_refused_as_of_a_moment_to_come_or_before_the_case(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+) -> None:
+    # A replay as of a moment to come would be today's answer under another date, different
+    # each time it is asked; one before the case would be an empty state.
+    to_come = stamp(datetime.now(UTC) + timedelta(days=365))
+    for call in (
+        audit.GetCaseStateAsOf(
+            audit_pb2.GetCaseStateAsOfRequest(
+                context=viewer(), case_id=CASE, as_of=to_come, basis=RECORDED
+            )
+        ),
+        audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(context=viewer(), case_id=CASE, as_of=to_come)
+        ),
+    ):
+        code, status = await refusal(call)
+        assert (code, violated_fields(status)) == (grpc.StatusCode.INVALID_ARGUMENT, ["as_of"])
+
+    for basis in (OCCURRED, RECORDED):
+        code, status = await refusal(
+            audit.GetCaseStateAsOf(
+                audit_pb2.GetCaseStateAsOfRequest(
+                    context=viewer(), case_id=CASE, as_of=stamp(T0 - DAY), basis=basis
+                )
+            )
+        )
+        assert (code, violated_fields(status)) == (grpc.StatusCode.INVALID_ARGUMENT, ["as_of"])
