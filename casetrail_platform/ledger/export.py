@@ -30,6 +30,7 @@ from casetrail_platform.ledger.merkle import ProofError, leaf_hash, verify_inclu
 from casetrail_platform.ledger.note import NoteError, Verifier, open_checkpoint
 from events.envelope import RecordedEvent, to_micros
 from events.errors import InvalidEventError
+from events.ordering_contract import ONE_KEY_STREAM_KINDS
 from events.registry import EventRegistry
 
 PROOF_ATTRIBUTE = "ledgerproof"
@@ -100,18 +101,54 @@ def verify_export(
     from events.cloudevents import from_structured
 
     result = ExportVerification()
+    whole = _WholeExport()
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         result.lines += 1
-        problem = _verify_line(line, registry, verifiers, result, from_structured)
+        problem = _verify_line(line, registry, verifiers, result, from_structured, whole, number)
         if problem is None:
             result.verified += 1
         else:
             result.problems.append(f"line {number}: {problem}")
     if result.lines == 0:
         result.problems.append("the export holds no events")
+    result.problems.extend(whole.gaps())
     return result
+
+
+@dataclass
+class _WholeExport:
+    """What only the export as a whole shows: each line proves its own event, so a line
+    removed or repeated would leave every other line verified. A case's export holds each of
+    its one-key streams (``events.ordering_contract``: the case's, its access records', its
+    client's) whole, from sequence 1 up, so a missing line leaves a hole in one. (A cut at the
+    very end of a stream leaves none: the export carries no signed count.)"""
+
+    lines_by_id: dict[str, int] = field(default_factory=dict)
+    sequences: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
+
+    def repeated(self, recorded: RecordedEvent, number: int) -> str | None:
+        event_id = str(recorded.event_id)
+        first = self.lines_by_id.setdefault(event_id, number)
+        if first != number:
+            return f"event {event_id} repeats line {first}"
+        kind = recorded.stream.partition("-")[0]
+        if kind in ONE_KEY_STREAM_KINDS:
+            key = (recorded.metadata.source, recorded.stream)
+            self.sequences.setdefault(key, {})[recorded.sequence] = number
+        return None
+
+    def gaps(self) -> list[str]:
+        problems = []
+        for (source, stream), lines in sorted(self.sequences.items()):
+            missing = next((n for n in range(1, max(lines) + 1) if n not in lines), None)
+            if missing is not None:
+                problems.append(
+                    f"stream {stream} of {source}: sequence {missing} is missing (the export"
+                    f" holds {len(lines)} of its {max(lines)} events)"
+                )
+        return problems
 
 
 def _verify_line(
@@ -120,6 +157,8 @@ def _verify_line(
     verifiers: Mapping[str, Verifier],
     result: ExportVerification,
     decode: Any,
+    whole: _WholeExport,
+    number: int,
 ) -> str | None:
     try:
         document = json.loads(line)
@@ -131,6 +170,8 @@ def _verify_line(
         recorded: RecordedEvent = decode(document, registry)
     except InvalidEventError as error:
         return f"not a casetrail CloudEvent ({error})"
+    if (repeated := whole.repeated(recorded, number)) is not None:
+        return repeated
     label = f"event {document.get('id')}"
     proof_text, note = document.get(PROOF_ATTRIBUTE), document.get(CHECKPOINT_ATTRIBUTE)
     if not isinstance(proof_text, str) or not isinstance(note, str):

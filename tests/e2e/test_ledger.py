@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,24 @@ async def test_exported_events_carry_proofs_that_verify_offline(
     assert f"line {opened + 1}:" in err
     assert f"line {len(lines)}:" in err
     assert f"{len(lines) - 2} of {len(lines)} events verified" in out
+
+    # Every other line still proves its event: the export as a whole shows what is missing.
+    streams = Counter((line["source"], line["stream"]) for line in lines)
+    first_of_case = next(
+        i
+        for i, line in enumerate(lines)
+        if line["sequence"] == "1".zfill(19) and streams[line["source"], line["stream"]] > 1
+    )
+    dropped = [line for i, line in enumerate(lines) if i != first_of_case]
+    repeated = [*lines, lines[0]]
+    for name, changed, expected in (
+        ("dropped", dropped, f"stream {lines[first_of_case]['stream']} of "),
+        ("repeated", repeated, f"line {len(repeated)}: event {lines[0]['id']} repeats line 1"),
+    ):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps(line) + "\n" for line in changed))
+        status, _, err = await casetrail_cli("verify", str(path), "--keys", str(keys_file))
+        assert (status, expected in err) == (1, True), err
 
     corrupt = tmp_path / "corrupt.jsonl"
     corrupt.write_text(export.read_text()[:-40] + "\n")
