@@ -30,7 +30,7 @@ from events.cloudevents import (
     KAFKA_HEADER_PREFIX,
     envelope_json_schema,
 )
-from events.schema_export import CATALOG_FILE, render
+from events.schema_export import CATALOG_FILE, SEALED_VALUE_DEF, render
 from events.topics import (
     DEAD_LETTER_PARTITIONS,
     DEAD_LETTER_SUFFIX,
@@ -89,8 +89,12 @@ def document(groups: Iterable[str]) -> dict[str, Any]:
                 "the key is the subject (the case id; the client id for client events), and "
                 f"every other CloudEvents attribute is a `{KAFKA_HEADER_PREFIX}<name>` header. "
                 "Records of one key keep their order. Fields marked "
-                "`x-casetrail-sensitive: true` hold special-category data. Generated from "
-                "the event catalog by `python -m events.asyncapi`; do not edit."
+                "`x-casetrail-sensitive: true` (special-category data) or "
+                "`x-casetrail-personal: true` (who the client is) travel sealed with the "
+                f"client's key: a `{SEALED_VALUE_DEF}` string (`ct1~...`, see the sealing "
+                "contract in the schemas' catalog.json) in place of the value, which every "
+                "payload schema allows there. Generated from the event catalog by "
+                "`python -m events.asyncapi`; do not edit."
             ),
         },
         "defaultContentType": JSON_CONTENT_TYPE,

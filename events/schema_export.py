@@ -3,7 +3,9 @@
 ``python -m events.schema_export`` writes, under ``events/schemas/``:
 
 * ``<event_type>/v<N>.json``: the data schema of every current and superseded version; its
-  ``$id`` is the ``dataschema`` attribute of the CloudEvents that carry it;
+  ``$id`` is the ``dataschema`` attribute of the CloudEvents that carry it. It describes the
+  data as stored and published: every node marked sensitive or personal also accepts a sealed
+  value (``$defs/SealedValue``, see ``SEALING_CONTRACT``);
 * ``envelope.cloudevents.json``: the CloudEvents context attributes casetrail sends;
 * ``catalog.json``: the index (type, version, schema path, sensitive fields, description).
 
@@ -21,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from events.catalog.base import PERSONAL_MARK, SENSITIVE_MARK, CaseEvent
+from events.catalog.base import PERSONAL_MARK, SEALED_MARKS, SENSITIVE_MARK, CaseEvent
 from events.catalog.examples import example_events, legacy_example_events
 from events.catalog_registry import current_models, legacy_models
 from events.cloudevents import SCHEMA_BASE_URI, dataschema_uri, envelope_json_schema
@@ -31,6 +33,10 @@ JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 DEFAULT_DIRECTORY = Path(__file__).resolve().parent / "schemas"
 CATALOG_FILE = "catalog.json"
 ENVELOPE_FILE = "envelope.cloudevents.json"
+SEALED_VALUE_DEF = "SealedValue"
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "deprecated"})
+"""Keywords that describe a marked node rather than constrain its plaintext: they stay on the
+node beside the marks, where tools and readers look for them."""
 
 
 def schema_path(model: type[CaseEvent]) -> str:
@@ -39,7 +45,7 @@ def schema_path(model: type[CaseEvent]) -> str:
 
 
 def event_schema(model: type[CaseEvent], example: CaseEvent | None) -> dict[str, Any]:
-    schema = model.model_json_schema()
+    schema = accepting_sealed_values(model.model_json_schema())
     schema["$schema"] = JSON_SCHEMA_DIALECT
     schema["$id"] = dataschema_uri(model.event_type, model.schema_version)
     schema["x-casetrail-event-type"] = model.event_type
@@ -49,6 +55,50 @@ def event_schema(model: type[CaseEvent], example: CaseEvent | None) -> dict[str,
     if example is not None:
         schema["examples"] = [example.model_dump(mode="json")]
     return schema
+
+
+def accepting_sealed_values(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (a model's plaintext JSON Schema) as the data travels: every node marked
+    sensitive or personal accepts its plaintext or a sealed value.
+
+    The platform seals exactly the marked nodes (a marked list whole, a marked item each), so
+    a schema of the plaintext alone rejects every stored or published event holding one. The
+    marks and annotations stay on the node itself, so whoever finds sealed fields by the marks
+    (``casetrail_platform.keys.fields``' walk, a subscriber's tooling) finds the same ones."""
+    marked = False
+
+    def widen(node: Any) -> Any:
+        nonlocal marked
+        if isinstance(node, list):
+            return [widen(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if not any(node.get(mark) for mark in SEALED_MARKS):
+            return {key: widen(value) for key, value in node.items()}
+        marked = True
+        outer = {key: value for key, value in node.items() if key in _ANNOTATIONS}
+        outer.update({mark: node[mark] for mark in SEALED_MARKS if mark in node})
+        # Not widened further: a mark inside a marked node is sealed with it, never alone.
+        plaintext = {key: value for key, value in node.items() if key not in outer}
+        sealed = {"$ref": f"#/$defs/{SEALED_VALUE_DEF}"}
+        # An optional value is already a choice (the value or null): one more branch there.
+        branches = plaintext["anyOf"] if plaintext.keys() == {"anyOf"} else [plaintext]
+        return {**outer, "anyOf": [*branches, sealed]}
+
+    widened: dict[str, Any] = widen(schema)
+    if marked:
+        definitions = widened.setdefault("$defs", {})
+        if SEALED_VALUE_DEF in definitions:
+            raise ValueError(f"{SEALED_VALUE_DEF} is reserved for sealed values in $defs")
+        definitions[SEALED_VALUE_DEF] = {
+            "type": "string",
+            "pattern": SEALING_CONTRACT["pattern"],
+            "description": (
+                "A sensitive or personal value sealed with the client's key, in place of the "
+                "value (catalog.json, sealing)."
+            ),
+        }
+    return widened
 
 
 def render() -> dict[str, str]:
