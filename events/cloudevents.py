@@ -5,7 +5,9 @@ Context attributes (every value is a string unless noted):
 =================  ==========================================================================
 ``id``             the event id (UUID)
 ``source``         ``/casetrail/<service>`` from ``metadata.source`` (a source that is already
-                   a URI reference, i.e. contains ``/`` or ``:``, is passed through unchanged)
+                   a URI reference, i.e. contains ``/`` or ``:``, is passed through unchanged:
+                   casetrail's services record ``casetrail/<service>``, which is what
+                   subscribers receive; ``PUBLISHED_SOURCE``)
 ``specversion``    ``1.0``
 ``type``           the stable event type, e.g. ``casetrail.case.opened``
 ``subject``        the event's subject: the case id (the client id for client events)
@@ -79,6 +81,15 @@ ORDER_DIGITS = 19
 STORED_VERSION_ATTRIBUTE = "storedversion"
 STORED_DATA_ATTRIBUTE = "storeddata"
 """Width of zero-padded counters: enough for any signed 64-bit value."""
+
+PUBLISHED_SOURCE = (
+    "Producing service: casetrail/<service> (casetrail/intake, casetrail/coordination, "
+    "casetrail/planning, casetrail/audit), a relative URI reference, exactly as the service "
+    "recorded it (metadata.source)."
+)
+"""What subscribers receive as ``source``: the services' ``metadata.source`` contains ``/``, so
+``source_uri`` passes it through rather than prefixing ``SOURCE_PREFIX`` (the stored values
+and the mapping stay as they are; only the contract states them)."""
 
 _BARE_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DIGITS = re.compile(r"^[0-9]{1,19}$")
@@ -407,7 +418,7 @@ def envelope_json_schema() -> dict[str, Any]:
             "type": "string",
             "format": "uri-reference",
             "minLength": 1,
-            "description": f"Producing service, {SOURCE_PREFIX}<service>.",
+            "description": PUBLISHED_SOURCE,
         },
         "type": {
             "type": "string",

@@ -35,6 +35,10 @@ from events.cloudevents import (
 from events.envelope import Actor, EventMetadata, RecordedEvent
 from events.errors import InvalidEventError, MissingUpcasterError, UnknownEventTypeError
 from events.registry import EventRegistry, encode
+from services.audit.app.handlers import SERVICE_SOURCE as AUDIT_SOURCE
+from services.coordination.app.handlers import SOURCE as COORDINATION_SOURCE
+from services.intake.app.handlers import SOURCE as INTAKE_SOURCE
+from services.planning.app.handlers import SOURCE as PLANNING_SOURCE
 from tests.support.stored import as_stored
 
 CET = timezone(timedelta(hours=1))
@@ -252,6 +256,19 @@ def test_client_events_are_keyed_by_client() -> None:
 def test_source_mapping(service: str, source: str) -> None:
     assert source_uri(service) == source
     assert service_of(source) == service
+
+
+@pytest.mark.parametrize(
+    "recorded", [INTAKE_SOURCE, COORDINATION_SOURCE, PLANNING_SOURCE, AUDIT_SOURCE]
+)
+def test_the_services_sources_travel_as_the_envelope_schema_says(recorded: str) -> None:
+    # The published contract states what subscribers receive: the services' casetrail/<name>,
+    # passed through unchanged (it once promised /casetrail/<name>, which nothing sent).
+    description = envelope_json_schema()["properties"]["source"]["description"]
+    assert re.fullmatch(r"casetrail/[a-z]+", recorded)
+    assert source_uri(recorded) == recorded
+    assert recorded in description
+    assert "/casetrail/" not in description
 
 
 def test_dataschema_points_at_the_published_file() -> None:
