@@ -22,7 +22,7 @@ help:
 	@echo "make check      ruff, mypy --strict, event schemas in sync"
 	@echo "make bench      run the benchmarks in bench/ (needs the servers)"
 	@echo "make k8s-check  render the Helm chart, kubeconform it, dry-run it on a real kube-apiserver"
-	@echo "make api-check  AsyncAPI document valid, buf lint (strict), buf breaking vs the previous commit"
+	@echo "make api-check  AsyncAPI document valid, buf lint (strict), buf breaking and event schemas only widened vs the previous commit"
 
 $(STAMP): requirements.lock pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -116,7 +116,8 @@ k8s-install: $(STAMP)
 k8s-check: $(PROTO_STAMP) k8s-install
 	CASETRAIL_REQUIRE_SERVERS=1 $(PY) -m pytest -q tests/k8s
 
-# API contracts: the AsyncAPI document, buf lint (STANDARD, strict) and buf breaking.
+# API contracts: the AsyncAPI document, buf lint (STANDARD, strict), buf breaking and the
+# published event schemas' compatibility (a published version only widens).
 .PHONY: api-check
 api-check: $(STAMP)
 	$(PY) infra/api/check.py --tools "$$(infra/api/install.sh)" $(API_CHECK_ARGS)

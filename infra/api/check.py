@@ -3,7 +3,10 @@
 * ``asyncapi validate`` on events/asyncapi.yaml (generated from the event catalog);
 * ``buf lint`` (STANDARD rules) on protos/: any finding fails the check;
 * ``buf breaking`` of protos/ against the same directory at ``--against`` (default: the
-  previous commit), minus the intended breaks listed in protos/accepted-breaks.yaml.
+  previous commit), minus the intended breaks listed in protos/accepted-breaks.yaml;
+* the published event schemas (events/schemas/) against the same directory at ``--against``:
+  a published version may only widen (``events.schema_compat``), minus the intended breaks
+  listed in events/accepted-breaks.yaml.
 
 Usage: ``python infra/api/check.py --tools DIR [--against REF]`` where DIR
 holds node_modules/.bin/{buf,asyncapi} (infra/api/install.sh).
@@ -24,10 +27,14 @@ from typing import Any
 
 import yaml
 
+from events.schema_compat import Narrowing, narrowings_between
+
 REPO = Path(__file__).resolve().parents[2]
 PROTOS = "protos"
 ASYNCAPI_DOCUMENT = REPO / "events" / "asyncapi.yaml"
 ACCEPTED_BREAKS = REPO / PROTOS / "accepted-breaks.yaml"
+SCHEMAS = "events/schemas"
+ACCEPTED_SCHEMA_BREAKS = REPO / "events" / "accepted-breaks.yaml"
 
 
 @dataclass(frozen=True)
@@ -62,9 +69,9 @@ def buf_findings(buf: Path, *arguments: str) -> list[Finding]:
     return findings
 
 
-def previous_protos(reference: str, into: Path) -> Path:
-    """protos/ as of ``reference``, extracted with ``git archive`` (works in worktrees and
-    without buf's own git access)."""
+def previous_tree(reference: str, directory: str, into: Path) -> Path:
+    """``directory`` as of ``reference``, extracted with ``git archive`` (works in worktrees
+    and without buf's own git access)."""
     resolved = subprocess.run(
         ["git", "rev-parse", "--verify", "--quiet", f"{reference}^{{commit}}"],
         cwd=REPO,
@@ -74,26 +81,32 @@ def previous_protos(reference: str, into: Path) -> Path:
     )
     if resolved.returncode != 0:
         raise SystemExit(
-            f"buf breaking: no commit {reference!r} to compare with (a shallow clone?);"
+            f"{directory}: no commit {reference!r} to compare with (a shallow clone?);"
             " fetch the history or pass --against REF"
         )
-    archive = into / "protos.tar"
+    archive = into / "tree.tar"
     with archive.open("wb") as out:
         subprocess.run(
-            ["git", "archive", resolved.stdout.strip(), PROTOS], cwd=REPO, stdout=out, check=True
+            ["git", "archive", resolved.stdout.strip(), directory],
+            cwd=REPO,
+            stdout=out,
+            check=True,
         )
     with tarfile.open(archive) as tar:
         tar.extractall(into, filter="data")
-    return into / PROTOS
+    return into / directory
 
 
-def accepted_breaks() -> list[dict[str, str]]:
-    document = yaml.safe_load(ACCEPTED_BREAKS.read_text(encoding="utf-8")) or {}
+def accepted_breaks(
+    listing: Path = ACCEPTED_BREAKS, keys: frozenset[str] = frozenset({"path", "message"})
+) -> list[dict[str, str]]:
+    """The entries of ``listing``, each with ``rule``, ``reason`` and ``keys``."""
+    document = yaml.safe_load(listing.read_text(encoding="utf-8")) or {}
     entries: list[dict[str, str]] = document.get("accepted") or []
     for entry in entries:
-        missing = {"rule", "path", "message", "reason"} - entry.keys()
+        missing = {"rule", "reason", *keys} - entry.keys()
         if missing:
-            raise SystemExit(f"{ACCEPTED_BREAKS}: entry {entry} lacks {', '.join(sorted(missing))}")
+            raise SystemExit(f"{listing}: entry {entry} lacks {', '.join(sorted(missing))}")
     return entries
 
 
@@ -137,7 +150,7 @@ def check_lint(buf: Path) -> bool:
 
 def check_breaking(buf: Path, against: str) -> bool:
     with tempfile.TemporaryDirectory(prefix="casetrail-buf-") as scratch:
-        previous = previous_protos(against, Path(scratch))
+        previous = previous_tree(against, PROTOS, Path(scratch))
         findings = buf_findings(buf, "breaking", PROTOS, "--against", str(previous))
     entries = accepted_breaks()
     unaccepted = [finding for finding in findings if not is_accepted(finding, entries)]
@@ -154,6 +167,35 @@ def check_breaking(buf: Path, against: str) -> bool:
     return True
 
 
+def is_accepted_narrowing(narrowing: Narrowing, entries: list[dict[str, str]]) -> bool:
+    return any(
+        entry["rule"] == narrowing.rule
+        and entry["file"] == narrowing.file
+        and entry["path"] == narrowing.path
+        for entry in entries
+    )
+
+
+def check_schemas(against: str) -> bool:
+    with tempfile.TemporaryDirectory(prefix="casetrail-schemas-") as scratch:
+        previous = previous_tree(against, SCHEMAS, Path(scratch))
+        found = narrowings_between(previous, REPO / SCHEMAS)
+    entries = accepted_breaks(ACCEPTED_SCHEMA_BREAKS, frozenset({"file", "path"}))
+    unaccepted = [item for item in found if not is_accepted_narrowing(item, entries)]
+    for item in found:
+        mark = "accepted" if item not in unaccepted else "BREAKING"
+        print(f"  {mark}: {SCHEMAS}/{item}")
+    if unaccepted:
+        print(
+            f"event schemas against {against}: {len(unaccepted)} published schemas narrowed;"
+            " publish a new schema_version instead, or list them in"
+            f" {ACCEPTED_SCHEMA_BREAKS.relative_to(REPO)}"
+        )
+        return False
+    print(f"event schemas against {against}: every published version only widened")
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="infra/api/check.py", description=__doc__)
     parser.add_argument("--tools", type=Path, required=True, help="node_modules/.bin")
@@ -164,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         check_asyncapi(arguments.tools),
         check_lint(buf),
         check_breaking(buf, arguments.against),
+        check_schemas(arguments.against),
     ]
     return 0 if all(results) else 1
 
