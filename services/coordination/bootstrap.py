@@ -15,6 +15,7 @@ from services.coordination.adapters.projections import (
     AssignmentsProjection,
     CaseFactsProjection,
 )
+from services.coordination.app.follow_ups import FollowUps
 from services.coordination.app.handlers import SERVICE, Dependencies
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
 
@@ -29,6 +30,11 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     policy_facts = CaseFactsReader(host.read_models)
     access = AccessControl(host.store, policy_facts, host.source)
     deps = Dependencies(host.store, host.read_models, agency, policy_facts, host.locks)
+    # Closures and cancellations, once the case facts hold them: cancels what a closed case
+    # still has scheduled and releases its reservations (app.follow_ups).
+    host.subscribe_handler(
+        FollowUps.name, FollowUps(deps), event_types=FollowUps.event_types, ordered=True
+    )
     servicer = CoordinationServicer(deps, access)
 
     def register(server: grpc.aio.Server) -> None:

@@ -54,6 +54,7 @@ class CaseFactsProjection(Projection):
             case CaseOpened():
                 document = await _case(transaction, event.case_id)
                 document["client_id"] = event.client_id
+                document["opened_at"] = recorded.metadata.occurred_at.isoformat()
                 _add_needs(document, (need.category for need in event.presenting_needs))
                 await transaction.put(CASE_FACTS, event.case_id, document)
             case InitialAssessmentRecorded():
@@ -62,7 +63,11 @@ class CaseFactsProjection(Projection):
                 await transaction.put(CASE_FACTS, event.case_id, document)
             case CaseClosed() | CaseReopened():
                 document = await _case(transaction, event.case_id)
-                document["closed"] = isinstance(event, CaseClosed)
+                closed = isinstance(event, CaseClosed)
+                document["closed"] = closed
+                document["closed_at"] = (
+                    recorded.metadata.occurred_at.isoformat() if closed else None
+                )
                 await transaction.put(CASE_FACTS, event.case_id, document)
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.store.port import EventStore
@@ -29,7 +29,13 @@ async def case_facts(read_models: ReadModelStore, case_id: str) -> CaseFacts | N
         client_id=document["client_id"],
         needs=tuple(NeedCategory(need) for need in document["needs"]),
         closed=bool(document["closed"]),
+        opened_at=_moment(document.get("opened_at")),
+        closed_at=_moment(document.get("closed_at")),
     )
+
+
+def _moment(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
 
 
 async def date_of_birth(read_models: ReadModelStore, client_id: str) -> date | None:

@@ -66,6 +66,7 @@ from services.coordination.domain.facts import (
     CaseFacts,
     budget_stream,
     case_stream,
+    check_occurred_at,
     schedule_stream,
 )
 from services.coordination.domain.funding import (
@@ -109,11 +110,19 @@ def caseload_lock(worker_id: str) -> str:
     return f"coordination.caseload:{worker_id}"
 
 
+def case_lock(case_id: str) -> str:
+    """Held by what adds services or reservations to a case, from reading its facts to
+    recording, and by the closure's follow-up (``app.follow_ups``): either the addition is
+    recorded before the follow-up reads the schedule and budget (and is undone by it), or it
+    reads a closed case and is refused."""
+    return f"coordination.case:{case_id}"
+
+
 async def assign_case(deps: Dependencies, context: CommandContext, command: AssignCase) -> Recorded:
     require_role(context.actor.role, Action.ASSIGN_CASE)
-    facts = await case_facts(deps, command.case_id)
+    facts = await command_facts(deps, context, command.case_id)
     worker = deps.agency.worker(command.worker_id)
-    on = today(context)
+    on = server_today()
     async with deps.locks.holding([caseload_lock(command.worker_id)]):
         load = await _caseload(deps, worker)
         return await _run(
@@ -130,9 +139,9 @@ async def transfer_case(
     deps: Dependencies, context: CommandContext, command: TransferCase
 ) -> Recorded:
     require_role(context.actor.role, Action.TRANSFER_CASE)
-    facts = await case_facts(deps, command.case_id)
+    facts = await command_facts(deps, context, command.case_id)
     worker = deps.agency.worker(command.worker_id)
-    on = today(context)
+    on = server_today()
     async with deps.locks.holding([caseload_lock(command.worker_id)]):
         load = await _caseload(deps, worker)
         return await _run(
@@ -148,7 +157,7 @@ async def make_referral(
 ) -> Recorded:
     """``principal``: the verified caller (its entitlements decide the emergency exception)."""
     require_role(context.actor.role, Action.MAKE_REFERRAL)
-    facts = await case_facts(deps, command.case_id)
+    facts = await command_facts(deps, context, command.case_id)
     disclosure = await referral_disclosure(deps, principal, command)
     referral_id = derived_id(context, SOURCE, "referral")
     return await _run(
@@ -196,11 +205,12 @@ async def answer_referral(
     command: AcceptReferral | DeclineReferral | CompleteReferral,
 ) -> Recorded:
     require_role(context.actor.role, Action.ANSWER_REFERRAL)
+    facts = await command_facts(deps, context, command.case_id)
     return await _run(
         deps,
         context,
         case_stream(command.case_id),
-        lambda history: decide_answer(case_state(history), command),
+        lambda history: decide_answer(case_state(history), facts, command),
     )
 
 
@@ -209,15 +219,18 @@ async def schedule_service(
 ) -> Recorded:
     check_service_window(command.starts_at, command.ends_at, _moment(context))
     require_role(context.actor.role, Action.SCHEDULE_SERVICE)
-    facts = await case_facts(deps, command.case_id)
-    case = case_state(await deps.store.read_stream(case_stream(command.case_id)))
     service_id = derived_id(context, SOURCE, "service")
-    return await _run(
-        deps,
-        context,
-        schedule_stream(facts.client_id),
-        lambda history: decide_schedule(schedule_state(history), facts, case, command, service_id),
-    )
+    async with deps.locks.holding([case_lock(command.case_id)]):
+        facts = await command_facts(deps, context, command.case_id)
+        case = case_state(await deps.store.read_stream(case_stream(command.case_id)))
+        return await _run(
+            deps,
+            context,
+            schedule_stream(facts.client_id),
+            lambda history: decide_schedule(
+                schedule_state(history), facts, case, command, service_id
+            ),
+        )
 
 
 async def reschedule_service(
@@ -225,7 +238,7 @@ async def reschedule_service(
 ) -> Recorded:
     check_service_window(command.starts_at, command.ends_at, _moment(context))
     require_role(context.actor.role, Action.SCHEDULE_SERVICE)
-    facts = await case_facts(deps, command.case_id)
+    facts = await command_facts(deps, context, command.case_id)
     return await _run(
         deps,
         context,
@@ -238,7 +251,7 @@ async def cancel_service(
     deps: Dependencies, context: CommandContext, command: CancelService
 ) -> Recorded:
     require_role(context.actor.role, Action.CANCEL_SERVICE)
-    facts = await case_facts(deps, command.case_id)
+    facts = await command_facts(deps, context, command.case_id)
     return await _run(
         deps,
         context,
@@ -252,12 +265,14 @@ async def record_service_delivered(
 ) -> Recorded:
     check_service_window(command.starts_at, command.ends_at, _moment(context))
     require_role(context.actor.role, Action.RECORD_DELIVERY)
-    facts = await case_facts(deps, command.case_id)
+    facts = await command_facts(deps, context, command.case_id)
     return await _run(
         deps,
         context,
         schedule_stream(facts.client_id),
-        lambda history: decide_delivered(schedule_state(history), command),
+        lambda history: decide_delivered(
+            schedule_state(history), facts, command, datetime.now(UTC)
+        ),
     )
 
 
@@ -265,9 +280,9 @@ async def determine_eligibility(
     deps: Dependencies, context: CommandContext, command: DetermineEligibility
 ) -> Recorded:
     require_role(context.actor.role, Action.DETERMINE_ELIGIBILITY)
-    facts = await case_facts(deps, command.case_id)
+    facts = await command_facts(deps, context, command.case_id)
     program = _required(deps.agency.program(command.program_id), "program", command.program_id)
-    on = today(context)
+    on = server_today()
     if command.facts.age is None:
         born = await views.date_of_birth(deps.read_models, facts.client_id)
         if born is not None:
@@ -287,20 +302,21 @@ async def reserve_budget(
     deps: Dependencies, context: CommandContext, command: ReserveBudget
 ) -> Recorded:
     require_role(context.actor.role, Action.RESERVE_BUDGET)
-    facts = await case_facts(deps, command.case_id)
     line = _required(
         deps.agency.budget_line(command.budget_line), "budget line", command.budget_line
     )
-    schedule = await client_schedule(deps, facts.client_id)
     reservation_id = derived_id(context, SOURCE, "reservation")
-    return await _run(
-        deps,
-        context,
-        budget_stream(line.budget_line),
-        lambda history: decide_reservation(
-            line, budget_state(history), facts, schedule, command, reservation_id
-        ),
-    )
+    async with deps.locks.holding([case_lock(command.case_id)]):
+        facts = await command_facts(deps, context, command.case_id)
+        schedule = await client_schedule(deps, facts.client_id)
+        return await _run(
+            deps,
+            context,
+            budget_stream(line.budget_line),
+            lambda history: decide_reservation(
+                line, budget_state(history), facts, schedule, command, reservation_id
+            ),
+        )
 
 
 async def release_budget(
@@ -322,7 +338,7 @@ async def file_insurance_claim(
     deps: Dependencies, context: CommandContext, command: FileInsuranceClaim
 ) -> Recorded:
     require_role(context.actor.role, Action.HANDLE_CLAIM)
-    facts = await case_facts(deps, command.case_id)
+    facts = await command_facts(deps, context, command.case_id)
     schedule = await client_schedule(deps, facts.client_id)
     claim_id = derived_id(context, SOURCE, "claim")
     return await _run(
@@ -345,6 +361,13 @@ async def record_claim_decision(
     )
 
 
+async def command_facts(deps: Dependencies, context: CommandContext, case_id: str) -> CaseFacts:
+    """``case_facts``, for a command whose stated moment must not precede the case's opening."""
+    facts = await case_facts(deps, case_id)
+    check_occurred_at(facts, context.occurred_at)
+    return facts
+
+
 async def case_facts(deps: Dependencies, case_id: str) -> CaseFacts:
     """Intake's facts about the case. They come over the bus shortly after intake records them,
     so a case opened a moment ago may not be known yet: NOT_FOUND, worth retrying."""
@@ -364,8 +387,10 @@ async def _caseload(deps: Dependencies, worker: Worker | None) -> int:
     return await views.caseload(deps.store, deps.read_models, worker.worker_id)
 
 
-def today(context: CommandContext) -> date:
-    return _moment(context).date()
+def server_today() -> date:
+    """The date rules about what is valid now (licences, ages) are checked on: the server's,
+    never the caller's ``occurred_at``, which may be backdated (README, "Limits")."""
+    return datetime.now(UTC).date()
 
 
 def _moment(context: CommandContext) -> datetime:

@@ -16,6 +16,13 @@ from events.catalog.scheduling import ServiceKind
 from events.catalog.values import Money, require_unique
 
 
+def residence_code(text: str) -> str:
+    """A jurisdiction code as eligibility compares it: letter case carries no meaning
+    ("US-CA-ALAMEDA" is "us-ca-alameda"), so codes are held in lower case, in the agency's
+    programmes as in the facts given."""
+    return text.lower()
+
+
 class _Config(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
 
@@ -50,6 +57,11 @@ class Program(_Config):
     valid_for_days: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="How long a positive decision holds before a new review."
     )
+
+    @field_validator("residence_in")
+    @classmethod
+    def _residence_codes(cls, codes: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(residence_code(code) for code in codes)
 
 
 class BudgetLine(_Config):

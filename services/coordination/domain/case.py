@@ -67,11 +67,13 @@ class CaseState:
     claims: dict[str, Claim] = field(default_factory=dict)
 
     def referred_needs(self) -> frozenset[NeedCategory]:
-        """Needs handed to an outside provider that has not turned them down."""
+        """Needs an outside provider has taken on (accepted, or done). A referral still
+        pending may yet be declined, and the need would then be left with a worker who may not
+        meet it (a case manager with a counseling need)."""
         return frozenset(
             referral.need_category
             for referral in self.referrals.values()
-            if referral.status is not ReferralStatus.DECLINED
+            if referral.status in (ReferralStatus.ACCEPTED, ReferralStatus.COMPLETED)
         )
 
 

@@ -27,6 +27,7 @@ from events.catalog.values import (
     Urgency,
     require_unique,
 )
+from services.coordination.domain.agency import residence_code
 
 
 class Command(BaseModel):
@@ -121,6 +122,14 @@ class RecordServiceDelivered(Command):
 class DetermineEligibility(Command):
     program_id: Identifier
     facts: EligibilityFacts = EligibilityFacts()
+
+    @field_validator("facts")
+    @classmethod
+    def _residence_code(cls, facts: EligibilityFacts) -> EligibilityFacts:
+        # Recorded as compared: the decision's facts show the code the rule was checked on.
+        if facts.residence is None:
+            return facts
+        return facts.model_copy(update={"residence": residence_code(facts.residence)})
 
 
 class ReserveBudget(Command):

@@ -34,6 +34,8 @@ CLAIM_ALREADY_DECIDED = "CLAIM_ALREADY_DECIDED"
 CLIENT_AGE_NOT_KNOWN = "CLIENT_AGE_NOT_KNOWN"
 INSURER_MISMATCH = "INSURER_MISMATCH"
 APPROVED_AMOUNT_EXCEEDS_CLAIM = "APPROVED_AMOUNT_EXCEEDS_CLAIM"
+SERVICE_NOT_YET_DELIVERABLE = "SERVICE_NOT_YET_DELIVERABLE"
+SERVICE_NOT_DELIVERED = "SERVICE_NOT_DELIVERED"
 
 COUNSELING_LICENCES = ("LBSW", "LMSW", "LCSW")
 
@@ -59,11 +61,21 @@ def client_age_not_known(client_id: str, program_id: str) -> RuleBroken:
     )
 
 
-def case_closed(case_id: str) -> RuleBroken:
+def case_closed(case_id: str, after: datetime | None = None) -> RuleBroken:
+    """``after``: the closure's moment, when what is refused is something that would have
+    happened after it (a delivery, say); wrap-up of what happened before stays allowed."""
+    if after is None:
+        return RuleBroken(
+            CASE_CLOSED,
+            f"case {case_id} is closed; it must be reopened at intake first",
+            subject=f"case/{case_id}",
+        )
     return RuleBroken(
         CASE_CLOSED,
-        f"case {case_id} is closed; it must be reopened at intake first",
+        f"case {case_id} was closed at {after.isoformat()}; only what happened before the"
+        " closure can still be recorded, anything later needs the case reopened at intake",
         subject=f"case/{case_id}",
+        closed_at=after.isoformat(),
     )
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from casetrail_platform.commands import InvalidCommand
 from events.catalog.values import NeedCategory
+from events.errors import FieldProblem
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,6 +17,27 @@ class CaseFacts:
     needs: tuple[NeedCategory, ...]
     """Presenting and assessed needs, each once, in the order they were first recorded."""
     closed: bool = False
+    opened_at: datetime | None = None
+    """When intake says the case was opened; no command on it can have happened before.
+    ``None`` for facts projected before this was kept."""
+    closed_at: datetime | None = None
+    """When the case was last closed, while it is closed: the line between wrap-up of what
+    happened before the closure and new work, which is refused (README, "Closure")."""
+
+
+def check_occurred_at(facts: CaseFacts, occurred_at: datetime | None) -> None:
+    """A command on the case cannot have happened before the case was opened: a backdated
+    moment would otherwise let rules checked on it (a licence then still valid) pass."""
+    if occurred_at is not None and facts.opened_at is not None and occurred_at < facts.opened_at:
+        raise InvalidCommand(
+            [
+                FieldProblem(
+                    "context.occurred_at",
+                    f"must not be before case {facts.case_id} was opened"
+                    f" ({facts.opened_at.isoformat()})",
+                )
+            ]
+        )
 
 
 def case_stream(case_id: str) -> str:

@@ -108,6 +108,28 @@ def decide_release(
     ]
 
 
+def decide_releases(
+    line: BudgetLine, state: BudgetLineState, case_id: str, service_id: str | None, reason: str
+) -> list[CaseEvent]:
+    """Give back what is still reserved on ``line`` for the case (``service_id`` ``None``) or
+    for one of its services: money is not kept for a service that was called off, nor for a
+    case that closed."""
+    return [
+        BudgetReleased(
+            case_id=case_id,
+            reservation_id=reservation.reservation_id,
+            budget_line=line.budget_line,
+            amount=Money(amount_minor_units=reservation.remaining, currency=line.amount.currency),
+            service_id=reservation.service_id,
+            reason=reason,
+        )
+        for reservation in state.reservations.values()
+        if reservation.case_id == case_id
+        and reservation.remaining > 0
+        and (service_id is None or reservation.service_id == service_id)
+    ]
+
+
 def decide_claim(
     case: CaseState,
     facts: CaseFacts,
@@ -127,6 +149,15 @@ def decide_claim(
             raise NotFound("service", service_id)
         if service.status is ServiceStatus.CANCELLED:
             raise _service_cancelled(service_id)
+        if service.status is not ServiceStatus.DELIVERED:
+            # Insurers pay for care given: a claim waits for the delivery to be recorded.
+            raise RuleBroken(
+                errors.SERVICE_NOT_DELIVERED,
+                f"service {service_id} is {service.status.value}; only a delivered service can"
+                " be claimed (RecordServiceDelivered first)",
+                subject=f"service/{service_id}",
+                status=service.status.value,
+            )
         if service_id in claimed:
             raise RuleBroken(
                 errors.SERVICE_ALREADY_CLAIMED,

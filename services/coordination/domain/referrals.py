@@ -49,11 +49,18 @@ def decide_referral(
 
 
 def decide_answer(
-    state: CaseState, command: AcceptReferral | DeclineReferral | CompleteReferral
+    state: CaseState,
+    facts: CaseFacts,
+    command: AcceptReferral | DeclineReferral | CompleteReferral,
 ) -> list[CaseEvent]:
+    """On a closed case a provider may still decline (it takes nothing on) or report the
+    outcome of work it had accepted before the closure; accepting is refused, since it is what
+    lets the provider read the case (README, "Closure")."""
     referral = _answerable(state, command.case_id, command.referral_id, command.provider_id)
     match command:
         case AcceptReferral():
+            if facts.closed:
+                raise errors.case_closed(facts.case_id)
             _require_status(referral, ReferralStatus.PENDING, errors.REFERRAL_NOT_PENDING)
             return [
                 ReferralAccepted(

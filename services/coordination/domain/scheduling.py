@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken
 from casetrail_platform.limits import MAX_SERVICE_DURATION, SERVICE_WINDOW_REACH
 from events.catalog.base import CaseEvent
 from events.catalog.scheduling import (
+    CancelledBy,
     ServiceCancelled,
     ServiceDelivered,
     ServiceRescheduled,
@@ -24,6 +25,12 @@ from services.coordination.domain.commands import (
 )
 from services.coordination.domain.facts import CaseFacts
 from services.coordination.domain.schedule import Schedule, Service, ServiceStatus
+
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far ahead of the server's clock a delivery may say it started: the caller's clock may
+run a little fast, but a service an hour away has not taken place."""
+
+CLOSURE_REASON = "the case was closed"
 
 
 def check_service_window(starts_at: datetime, ends_at: datetime, moment: datetime) -> None:
@@ -114,8 +121,23 @@ def decide_cancel(schedule: Schedule, command: CancelService) -> list[CaseEvent]
     ]
 
 
-def decide_delivered(schedule: Schedule, command: RecordServiceDelivered) -> list[CaseEvent]:
+def decide_delivered(
+    schedule: Schedule, facts: CaseFacts, command: RecordServiceDelivered, now: datetime
+) -> list[CaseEvent]:
+    """A delivery is a fact about the past: it cannot start after the server's ``now`` (give
+    or take ``CLOCK_SKEW``), nor after the case's closure (a visit made before the closure may
+    still be written up)."""
     service = _scheduled(schedule, command.case_id, command.service_id)
+    if command.starts_at > now + CLOCK_SKEW:
+        raise RuleBroken(
+            errors.SERVICE_NOT_YET_DELIVERABLE,
+            f"service {service.service_id} cannot be recorded as delivered from"
+            f" {command.starts_at.isoformat()}: that is still to come (now {now.isoformat()})",
+            subject=f"service/{service.service_id}",
+            starts_at=command.starts_at.isoformat(),
+        )
+    if facts.closed_at is not None and command.starts_at >= facts.closed_at:
+        raise errors.case_closed(facts.case_id, after=facts.closed_at)
     return [
         ServiceDelivered(
             case_id=command.case_id,
@@ -124,6 +146,27 @@ def decide_delivered(schedule: Schedule, command: RecordServiceDelivered) -> lis
             ends_at=command.ends_at,
             note=command.note,
         )
+    ]
+
+
+def decide_closure_cancellations(
+    schedule: Schedule, case_id: str, closed_at: datetime
+) -> list[CaseEvent]:
+    """What the case's closure calls off: its services still scheduled to start at or after
+    the closure (those before it may still be recorded as delivered). Free slots for the
+    client's other cases; planning's own check of scheduled services sees the schedule only
+    through the bus, so a service booked as the case closed would otherwise outlive it."""
+    return [
+        ServiceCancelled(
+            case_id=case_id,
+            service_id=service.service_id,
+            cancelled_by=CancelledBy.AGENCY,
+            reason=CLOSURE_REASON,
+        )
+        for service in schedule.services.values()
+        if service.case_id == case_id
+        and service.status is ServiceStatus.SCHEDULED
+        and service.starts_at >= closed_at
     ]
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from tests.support.grpc import refusal, unpacked
-from tests.unit.coordination.support import Refusal, command_context, timestamp
+from tests.unit.coordination.support import TODAY, Refusal, command_context, timestamp
 
 if TYPE_CHECKING:
     # Only the type stubs define the asyncio stub's type.
@@ -36,11 +36,16 @@ async def refused(call: Any) -> Refusal:
 
 
 async def assign(
-    stub: Stub, case_id: str, worker_id: str, role: str = "coordinator", key: str | None = None
+    stub: Stub,
+    case_id: str,
+    worker_id: str,
+    role: str = "coordinator",
+    key: str | None = None,
+    at: datetime = TODAY,
 ) -> pb.AssignCaseResponse:
     response: pb.AssignCaseResponse = await stub.AssignCase(
         pb.AssignCaseRequest(
-            context=command_context(role, key), case_id=case_id, worker_id=worker_id
+            context=command_context(role, key, at=at), case_id=case_id, worker_id=worker_id
         )
     )
     return response
@@ -84,3 +89,17 @@ async def refer(
         )
     )
     return response
+
+
+async def accept(
+    stub: Stub, case_id: str, referral_id: str, provider: pb.Provider = COUNSELING_CENTRE
+) -> None:
+    """The provider takes the referral on (the partner agency answering)."""
+    await stub.AcceptReferral(
+        pb.AcceptReferralRequest(
+            context=command_context("partner_agency"),
+            case_id=case_id,
+            referral_id=referral_id,
+            provider_id=provider.provider_id,
+        )
+    )

@@ -44,7 +44,11 @@ from services.coordination.domain.agency import Agency
 from tests.support.identity import acting
 
 TODAY = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-"""The day the tests' commands say they happen (licences are checked against it)."""
+"""The moment the tests' commands say they happen."""
+
+OPENED = TODAY - timedelta(days=1)
+"""When intake's facts say they happened: commands may not state a moment before the case's
+opening."""
 
 _positions = count(1)
 M = TypeVar("M", bound=Message)
@@ -164,6 +168,7 @@ class IntakeFeed:
         client_id: str,
         needs: Iterable[NeedCategory],
         assessed: Iterable[NeedCategory] = (),
+        at: datetime = OPENED,
     ) -> None:
         await self.deliver(
             CaseOpened(
@@ -173,6 +178,7 @@ class IntakeFeed:
                 presenting_needs=tuple(PresentingNeed(category=need) for need in needs),
             ),
             f"case-{case_id}",
+            occurred_at=at,
         )
         assessed = tuple(assessed)
         if assessed:
@@ -188,18 +194,23 @@ class IntakeFeed:
                 f"case-{case_id}",
             )
 
-    async def close_case(self, case_id: str) -> None:
-        await self.deliver(
+    async def close_case(self, case_id: str, at: datetime = TODAY) -> RecordedEvent:
+        return await self.deliver(
             CaseClosed(case_id=case_id, reason=DischargeReason.GOALS_ACHIEVED),
             f"case-{case_id}",
             source="casetrail/planning",
+            occurred_at=at,
         )
 
     async def reopen_case(self, case_id: str) -> None:
         await self.deliver(CaseReopened(case_id=case_id, reason="fell again"), f"case-{case_id}")
 
     async def deliver(
-        self, event: CaseEvent, stream: str, source: str = "casetrail/intake"
+        self,
+        event: CaseEvent,
+        stream: str,
+        source: str = "casetrail/intake",
+        occurred_at: datetime = OPENED,
     ) -> RecordedEvent:
         key = f"{source}|{stream}"
         self._sequences[key] = self._sequences.get(key, 0) + 1
@@ -213,7 +224,7 @@ class IntakeFeed:
             metadata=EventMetadata(
                 source=source,
                 actor=Actor("intake-1", Role.INTAKE_WORKER),
-                occurred_at=datetime.now(UTC),
+                occurred_at=occurred_at,
                 correlation_id=uuid4(),
             ),
         )
@@ -223,10 +234,10 @@ class IntakeFeed:
 
 
 def command_context(
-    role: str, key: str | None = None, user: str | None = None
+    role: str, key: str | None = None, user: str | None = None, at: datetime = TODAY
 ) -> common_pb2.CommandContext:
     occurred_at = Timestamp()
-    occurred_at.FromDatetime(TODAY)
+    occurred_at.FromDatetime(at)
     return acting(
         Person(user or f"user-{role}", role),
         common_pb2.CommandContext(idempotency_key=key or str(uuid4()), occurred_at=occurred_at),

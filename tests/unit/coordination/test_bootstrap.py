@@ -26,7 +26,7 @@ from services.coordination.bootstrap import start
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME
 from tests.support.identity import TestIssuer, caller_channel
 from tests.support.waiting import eventually
-from tests.unit.coordination.support import command_context, query_context
+from tests.unit.coordination.support import OPENED, command_context, query_context
 
 
 async def test_coordination_learns_cases_from_the_bus_and_publishes_its_own(
@@ -64,7 +64,8 @@ async def test_coordination_learns_cases_from_the_bus_and_publishes_its_own(
                 PresentingNeed(category=NeedCategory.COUNSELING),
             ),
         )
-        context = CommandContext(Actor("intake-1", Role.INTAKE_WORKER), "open")
+        # Opened a day before the moment the assignment states (support.command_context).
+        context = CommandContext(Actor("intake-1", Role.INTAKE_WORKER), "open", occurred_at=OPENED)
         recorded = await intake.append(
             "case-walter-1", context.new_events("casetrail/intake", [opened]), 0
         )

@@ -15,8 +15,8 @@ from events.catalog.values import Money, NeedCategory, Provider
 from services.coordination.domain import errors
 from services.coordination.domain.agency import Worker
 from services.coordination.domain.assignment import decide_assignment, fit_refusals, open_needs
-from services.coordination.domain.case import CaseState, Referral
-from services.coordination.domain.commands import AssignCase
+from services.coordination.domain.case import CaseState, Referral, ReferralStatus
+from services.coordination.domain.commands import AssignCase, DetermineEligibility
 from services.coordination.domain.eligibility import age_on, evaluate
 from services.coordination.domain.facts import CaseFacts
 from services.coordination.domain.schedule import Schedule, Service, ServiceStatus
@@ -57,7 +57,12 @@ def test_substance_use_proposes_an_addiction_counselor_without_naming_the_need()
 def test_a_need_referred_out_no_longer_calls_for_a_licence() -> None:
     state = CaseState()
     state.referrals["r-1"] = Referral(
-        "r-1", Provider(provider_id="p", name="P"), NeedCategory.COUNSELING, "therapy", "soon"
+        "r-1",
+        Provider(provider_id="p", name="P"),
+        NeedCategory.COUNSELING,
+        "therapy",
+        "soon",
+        ReferralStatus.ACCEPTED,
     )
     needs = open_needs(COUNSELING_CASE, state)
     assert needs == (NeedCategory.HOME_CARE,)
@@ -189,3 +194,22 @@ def test_roles_table_lets_only_the_partner_answer_referrals() -> None:
 
     assert ALLOWED[Action.ANSWER_REFERRAL] == {Role.PARTNER_AGENCY}
     assert Role.CASE_MANAGER not in ALLOWED[Action.ASSIGN_CASE]
+
+
+def test_residence_codes_compare_without_letter_case() -> None:
+    # The agency's codes and the facts given are held in lower case, so the rule cannot give
+    # a wrong "not eligible" on how the code was typed.
+    command = DetermineEligibility(
+        case_id="case-1",
+        program_id="home-care-medicaid-waiver",
+        facts=EligibilityFacts(
+            age=70,
+            monthly_income=Money(amount_minor_units=100, currency="USD"),
+            residence="US-CA-ALAMEDA",
+        ),
+    )
+    assert command.facts.residence == "us-ca-alameda"
+    program = sample_agency().program("home-care-medicaid-waiver")
+    assert program is not None
+    eligible, _ = evaluate(program, command.facts)
+    assert eligible

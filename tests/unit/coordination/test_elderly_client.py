@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from events.catalog.values import NeedCategory
+from services.coordination.domain.eligibility import age_on
 from tests.unit.coordination.rpc import (
     COUNSELING_CENTRE,
     HOME,
@@ -23,7 +24,12 @@ from tests.unit.coordination.rpc import (
     schedule_request,
     usd,
 )
-from tests.unit.coordination.support import IntakeFeed, command_context, query_context
+from tests.unit.coordination.support import (
+    IntakeFeed,
+    command_context,
+    query_context,
+    timestamp,
+)
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub
@@ -61,7 +67,8 @@ async def test_the_elderly_client_leaving_hospital(stub: Stub, intake: IntakeFee
         )
     )
     assert waiver.eligible
-    assert waiver.reasons[0] == "age 78 is at least the minimum of 65"
+    age = age_on(date(1947, 11, 2), datetime.now(UTC).date())  # on the server's date
+    assert waiver.reasons[0] == f"age {age} is at least the minimum of 65"
 
     await intake.consent("walter-1", "walter")
     counseling_referral = await refer(stub, "walter-1", "counseling", COUNSELING_CENTRE)
@@ -131,6 +138,16 @@ async def test_the_elderly_client_leaving_hospital(stub: Stub, intake: IntakeFee
     over = await refused(stub.ReserveBudget(reserve("home-care-fy2026", care.service_id, 95_000)))
     assert (over.rule, over.metadata["available"]) == ("BUDGET_EXCEEDED", "91000")
 
+    # Claimed once it took place (only delivered services can be).
+    await stub.RecordServiceDelivered(
+        pb.RecordServiceDeliveredRequest(
+            context=command_context("partner_agency"),
+            case_id="walter-1",
+            service_id=therapy.service_id,
+            starts_at=timestamp(at(10)),
+            ends_at=timestamp(at(11)),
+        )
+    )
     await stub.FileInsuranceClaim(
         pb.FileInsuranceClaimRequest(
             context=command_context("coordinator"),
@@ -144,12 +161,8 @@ async def test_the_elderly_client_leaving_hospital(stub: Stub, intake: IntakeFee
     day = await stub.GetClientSchedule(
         pb.GetClientScheduleRequest(context=query_context("coordinator"), client_id="walter")
     )
-    assert [s.kind for s in day.services] == [
-        "home_care",
-        "transportation",
-        "physical_therapy",
-        "counseling",
-    ]
+    # Physical therapy took place (delivered, then claimed): no longer upcoming.
+    assert [s.kind for s in day.services] == ["home_care", "transportation", "counseling"]
     assert counseling.service_id == day.services[-1].service_id
     view = await stub.GetCaseCoordination(
         pb.GetCaseCoordinationRequest(

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import grpc
 from google.rpc import error_details_pb2
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.values import NeedCategory
-from tests.unit.coordination.rpc import assign, refer, refused
-from tests.unit.coordination.support import IntakeFeed, command_context, query_context
+from tests.unit.coordination.rpc import accept, assign, refer, refused
+from tests.unit.coordination.support import (
+    OPENED,
+    IntakeFeed,
+    command_context,
+    query_context,
+)
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub
@@ -63,9 +70,47 @@ async def test_after_the_referral_the_case_manager_takes_the_other_needs(
 ) -> None:
     await intake.open_case("case-1", "client-1", [HOME_CARE, COUNSELING])
     await intake.consent("case-1", "client-1")
-    await refer(stub, "case-1", "counseling")
+    referral = await refer(stub, "case-1", "counseling")
+    await accept(stub, "case-1", referral.referral_id)
     assigned = await assign(stub, "case-1", "cm-dana")
     assert list(assigned.matched_needs) == ["home_care"]
+
+
+async def test_a_referral_still_pending_leaves_the_need_with_the_worker(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    # The provider may yet decline: the case manager would be left with a counseling need.
+    await intake.open_case("case-1", "client-1", [HOME_CARE, COUNSELING])
+    await intake.consent("case-1", "client-1")
+    await refer(stub, "case-1", "counseling")
+    refusal = await refused(assign(stub, "case-1", "cm-dana"))
+    assert (refusal.code, refusal.rule) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER",
+    )
+
+
+async def test_a_backdated_command_does_not_revive_an_expired_licence(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    # sw-expired's licence ran out on 2025-12-31; the case was opened on 2026-03-01.
+    await intake.open_case("case-1", "client-1", [COUNSELING], at=datetime(2025, 6, 1, tzinfo=UTC))
+    refusal = await refused(
+        assign(stub, "case-1", "sw-expired", at=datetime(2025, 6, 2, tzinfo=UTC))
+    )
+    assert refusal.rule == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+
+
+async def test_a_command_cannot_state_a_moment_before_the_case_was_opened(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [HOME_CARE])
+    refusal = await refused(assign(stub, "case-1", "sw-lcsw", at=OPENED - timedelta(days=365)))
+    assert (refusal.code, refusal.fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["context.occurred_at"],
+    )
+    assert await store.read_stream("case-case-1") == []
 
 
 async def test_an_expired_licence_does_not_allow_counseling(stub: Stub, intake: IntakeFeed) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import grpc
@@ -11,9 +11,15 @@ from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from cli.rpc import Person
 from events.catalog.values import NeedCategory
+from services.coordination.domain.eligibility import age_on
 from tests.support.identity import TestIssuer
 from tests.unit.coordination.rpc import HOME_CARE_CO, refused, schedule_request, usd
-from tests.unit.coordination.support import IntakeFeed, command_context, query_context
+from tests.unit.coordination.support import (
+    IntakeFeed,
+    command_context,
+    query_context,
+    timestamp,
+)
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub
@@ -40,8 +46,11 @@ async def test_eligibility_is_recorded_with_its_reasons(stub: Stub, intake: Inta
         )
     )
     assert decided.eligible
-    assert decided.reasons[0] == "age 77 is at least the minimum of 65"  # from the birth date
-    assert decided.valid_until == "2027-03-02"
+    # From the birth date, on the server's date (never the command's stated moment).
+    age = age_on(date(1948, 5, 17), datetime.now(UTC).date())
+    assert decided.reasons[0] == f"age {age} is at least the minimum of 65"
+    # A year from the day it was decided, on the server's clock.
+    assert decided.valid_until == (datetime.now(UTC).date() + timedelta(days=365)).isoformat()
 
     refused_decision = await stub.DetermineEligibility(
         eligibility(
@@ -94,6 +103,18 @@ async def _home_care(stub: Stub, intake: IntakeFeed) -> str:
     )
     service_id: str = scheduled.service_id
     return service_id
+
+
+async def deliver(stub: Stub, service_id: str) -> None:
+    await stub.RecordServiceDelivered(
+        pb.RecordServiceDeliveredRequest(
+            context=command_context("partner_agency"),
+            case_id="case-1",
+            service_id=service_id,
+            starts_at=timestamp(MONDAY_9),
+            ends_at=timestamp(MONDAY_9 + timedelta(hours=1)),
+        )
+    )
 
 
 def reserve(
@@ -210,6 +231,12 @@ async def test_insurance_claims_are_filed_and_decided(stub: Stub, intake: Intake
     assert refusal.fields == ["service_ids"]
     refusal = await refused(stub.FileInsuranceClaim(claim(["no-such-service"])))
     assert refusal.code is grpc.StatusCode.NOT_FOUND
+    refusal = await refused(stub.FileInsuranceClaim(claim([service_id])))
+    assert (refusal.code, refusal.rule) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "SERVICE_NOT_DELIVERED",
+    )
+    await deliver(stub, service_id)
     filed = await stub.FileInsuranceClaim(claim([service_id]))
     refusal = await refused(stub.FileInsuranceClaim(claim([service_id])))
     assert (refusal.rule, refusal.metadata["claim_id"]) == (

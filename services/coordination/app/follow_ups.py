@@ -1,0 +1,150 @@
+"""What coordination records of itself when a case closes or a service is called off.
+
+Planning closes cases, and checks for scheduled services against its bus-fed copy of the
+schedule; coordination refuses new services on closed cases against its bus-fed copy of the
+closure. Neither copy is current at the moment both commands meet, so a service booked as the
+case closed can pass both checks. Coordination settles it when the closure reaches it: the
+case's services still scheduled from the closure on are cancelled and its open budget
+reservations released; a cancelled service's reservations are released as well.
+
+Fed from the bus (``FollowUps``, subscribed as ``follow-ups``), so a closure is acted on however
+late it arrives. What it records names the event it follows as its causation id, and is
+decided on the streams as they are: a closure or cancellation delivered again finds its
+follow-up recorded (or nothing left to cancel or release) and records nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from uuid import UUID, uuid5
+
+from casetrail_platform.bus.errors import RetriableHandlerError
+from casetrail_platform.errors import ConcurrencyError
+from events.catalog.base import CaseEvent, Role
+from events.catalog.cases import CaseClosed
+from events.catalog.scheduling import ServiceCancelled
+from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from services.coordination.adapters import read_models as views
+from services.coordination.adapters.projections import CaseFactsProjection
+from services.coordination.app.handlers import SOURCE, Dependencies, case_lock
+from services.coordination.domain.agency import BudgetLine
+from services.coordination.domain.budget import budget_state
+from services.coordination.domain.facts import budget_stream, schedule_stream
+from services.coordination.domain.funding import decide_releases
+from services.coordination.domain.schedule import schedule_state
+from services.coordination.domain.scheduling import decide_closure_cancellations
+
+FOLLOW_UP = Actor("coordination", Role.SYSTEM)
+"""Who records the follow-ups: coordination itself, on no person's command."""
+
+CLOSED_RELEASE = "the case was closed"
+CANCELLED_RELEASE = "the service was cancelled"
+
+FACTS_WAIT = 0.05
+FACTS_TRIES = 40
+"""How long (tries of ``FACTS_WAIT`` seconds) a closure waits for coordination's case facts to
+hold it before the bus is asked to hand it over again later."""
+
+
+class FollowUps:
+    """A bus handler for ``event_types``; idempotent, as the bus requires."""
+
+    name = "follow-ups"
+    event_types = frozenset({CaseClosed.event_type, ServiceCancelled.event_type})
+
+    def __init__(self, deps: Dependencies) -> None:
+        self._deps = deps
+
+    async def __call__(self, recorded: RecordedEvent) -> None:
+        event = recorded.event
+        match event:
+            case CaseClosed():
+                await self._closed(recorded, event.case_id)
+            case ServiceCancelled() if recorded.metadata.source == SOURCE:
+                async with self._deps.locks.holding([case_lock(event.case_id)]):
+                    await self._release(recorded, event.case_id, event.service_id)
+
+    async def _closed(self, recorded: RecordedEvent, case_id: str) -> None:
+        # Commands on the case are refused once the case facts hold the closure; acting only
+        # after that (under the case's lock) leaves no moment in which a new service or
+        # reservation is both allowed and missed by the clean-up.
+        await self._facts_hold(recorded)
+        async with self._deps.locks.holding([case_lock(case_id)]):
+            facts = await views.case_facts(self._deps.read_models, case_id)
+            closed_at = None if facts is None else facts.closed_at
+            if facts is None or closed_at is None:
+                # Reopened since (or never opened here): its services are the open case's.
+                return
+            await record_follow_up(
+                self._deps,
+                recorded,
+                schedule_stream(facts.client_id),
+                lambda history: decide_closure_cancellations(
+                    schedule_state(history), case_id, closed_at
+                ),
+            )
+            await self._release(recorded, case_id, None)
+
+    async def _release(self, cause: RecordedEvent, case_id: str, service_id: str | None) -> None:
+        reason = CLOSED_RELEASE if service_id is None else CANCELLED_RELEASE
+        for line in self._deps.agency.budget_lines:
+            await record_follow_up(
+                self._deps,
+                cause,
+                budget_stream(line.budget_line),
+                _releases(line, case_id, service_id, reason),
+            )
+
+    async def _facts_hold(self, recorded: RecordedEvent) -> None:
+        for _ in range(FACTS_TRIES):
+            async with self._deps.read_models.transaction() as transaction:
+                if await transaction.already_applied(CaseFactsProjection.name, [recorded.event_id]):
+                    return
+            await asyncio.sleep(FACTS_WAIT)
+        raise RetriableHandlerError(
+            f"closure {recorded.event_id} is not in coordination's case facts yet"
+        )
+
+
+def _releases(
+    line: BudgetLine, case_id: str, service_id: str | None, reason: str
+) -> Callable[[list[RecordedEvent]], Sequence[CaseEvent]]:
+    return lambda history: decide_releases(line, budget_state(history), case_id, service_id, reason)
+
+
+async def record_follow_up(
+    deps: Dependencies,
+    cause: RecordedEvent,
+    stream: str,
+    decide: Callable[[list[RecordedEvent]], Sequence[CaseEvent]],
+) -> list[RecordedEvent]:
+    """Append what ``decide`` makes of ``stream``'s history, caused by ``cause``, unless
+    ``cause`` already has a follow-up on ``stream``. A writer that loses a race decides again."""
+    while True:
+        history = await deps.store.read_stream(stream)
+        if any(earlier.metadata.causation_id == cause.event_id for earlier in history):
+            return []
+        events = decide(history)
+        if not events:
+            return []
+        metadata = EventMetadata(
+            source=SOURCE,
+            actor=FOLLOW_UP,
+            occurred_at=datetime.now(UTC),
+            correlation_id=cause.metadata.correlation_id,
+            causation_id=cause.event_id,
+        )
+        # Ids derived from the cause and the stream: the same follow-up written twice (two
+        # replicas given the same event) is one event, and the store refuses the second.
+        base = uuid5(cause.event_id, stream).int & ~0xFFFF
+        new = [
+            NewEvent(event=event, metadata=metadata, event_id=UUID(int=base | index))
+            for index, event in enumerate(events)
+        ]
+        version = history[-1].sequence if history else 0
+        try:
+            return await deps.store.append(stream, new, version)
+        except ConcurrencyError:
+            continue

@@ -1,0 +1,171 @@
+"""A closed case: what stays refused, what wrap-up stays allowed, and what coordination
+cancels and releases of itself when the closure reaches it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import grpc
+
+from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.funding import BudgetReleased
+from events.catalog.scheduling import ServiceCancelled
+from events.catalog.values import NeedCategory
+from services.coordination.app.follow_ups import FollowUps
+from services.coordination.app.handlers import Dependencies
+from tests.unit.coordination.rpc import (
+    HOME_CARE_CO,
+    refer,
+    refused,
+    schedule_request,
+    usd,
+)
+from tests.unit.coordination.support import (
+    IntakeFeed,
+    command_context,
+    query_context,
+    timestamp,
+)
+
+if TYPE_CHECKING:
+    from tests.unit.coordination.rpc import Stub
+
+NEXT_WEEK = datetime.now(UTC).replace(microsecond=0) + timedelta(days=7)
+
+
+async def _settle(deps: Dependencies, follow_ups: FollowUps, after: int = 0) -> int:
+    """Hand coordination's own events to the follow-ups, as the bus would; returns the
+    position reached."""
+    for recorded in await deps.store.read_all(after):
+        if recorded.event_type in FollowUps.event_types:
+            await follow_ups(recorded)
+        after = recorded.position
+    return after
+
+
+async def _open_with_service(stub: Stub, intake: IntakeFeed) -> tuple[str, str]:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    scheduled = await stub.ScheduleService(
+        schedule_request("case-1", "home_care", NEXT_WEEK, provider=HOME_CARE_CO)
+    )
+    reserved = await stub.ReserveBudget(
+        pb.ReserveBudgetRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            budget_line="home-care-fy2026",
+            amount=usd(40_000),
+            service_id=scheduled.service_id,
+        )
+    )
+    return scheduled.service_id, reserved.reservation_id
+
+
+async def test_a_service_booked_before_the_closure_was_known_is_cancelled_and_released(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
+) -> None:
+    service_id, _ = await _open_with_service(stub, intake)
+    closure = await intake.close_case("case-1")
+    follow_ups = FollowUps(deps)
+    await follow_ups(closure)
+    await follow_ups(closure)  # delivered again: nothing more
+    await _settle(deps, follow_ups)
+
+    schedule = await store.read_stream("schedule-client-1")
+    cancelled = [r for r in schedule if isinstance(r.event, ServiceCancelled)]
+    assert len(cancelled) == 1
+    event = cancelled[0].event
+    assert isinstance(event, ServiceCancelled)
+    assert (event.service_id, event.reason) == (service_id, "the case was closed")
+    assert cancelled[0].metadata.causation_id == closure.event_id
+    budget = await store.read_stream("budget-home-care-fy2026")
+    released = [r.event for r in budget if isinstance(r.event, BudgetReleased)]
+    assert [r.amount.amount_minor_units for r in released] == [40_000]
+    line = await stub.GetBudgetLine(
+        pb.GetBudgetLineRequest(context=query_context(), budget_line="home-care-fy2026")
+    )
+    assert line.available == usd(100_000)
+
+
+async def test_after_the_closure_is_known_new_work_is_refused(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await intake.close_case("case-1")
+    refusal = await refused(
+        stub.ScheduleService(
+            schedule_request("case-1", "home_care", NEXT_WEEK, provider=HOME_CARE_CO)
+        )
+    )
+    assert (refusal.code, refusal.rule) == (grpc.StatusCode.FAILED_PRECONDITION, "CASE_CLOSED")
+    assert await store.read_stream("schedule-client-1") == []
+
+
+async def test_a_referral_cannot_be_accepted_on_a_closed_case(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    await intake.consent("case-1", "client-1")
+    referral = await refer(stub, "case-1", "counseling")
+    await intake.close_case("case-1")
+    before = await store.read_stream("case-case-1")
+
+    def answer(kind: type, **fields: str) -> object:
+        return kind(
+            context=command_context("partner_agency"),
+            case_id="case-1",
+            referral_id=referral.referral_id,
+            provider_id="harbor-counseling",
+            **fields,
+        )
+
+    refusal = await refused(stub.AcceptReferral(answer(pb.AcceptReferralRequest)))
+    assert (refusal.code, refusal.rule) == (grpc.StatusCode.FAILED_PRECONDITION, "CASE_CLOSED")
+    assert await store.read_stream("case-case-1") == before
+    # Declining takes nothing on: wrap-up stays allowed.
+    await stub.DeclineReferral(answer(pb.DeclineReferralRequest, reason="case closed"))
+
+
+async def test_a_delivery_cannot_be_recorded_before_it_takes_place(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    service_id, _ = await _open_with_service(stub, intake)
+    refusal = await refused(
+        stub.RecordServiceDelivered(
+            pb.RecordServiceDeliveredRequest(
+                context=command_context("partner_agency"),
+                case_id="case-1",
+                service_id=service_id,
+                starts_at=timestamp(NEXT_WEEK),
+                ends_at=timestamp(NEXT_WEEK + timedelta(hours=1)),
+            )
+        )
+    )
+    assert (refusal.code, refusal.rule) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "SERVICE_NOT_YET_DELIVERABLE",
+    )
+
+
+async def test_cancelling_a_service_releases_its_reservation(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
+) -> None:
+    service_id, reservation_id = await _open_with_service(stub, intake)
+    await stub.CancelService(
+        pb.CancelServiceRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            service_id=service_id,
+            cancelled_by="client",
+            reason="moved to her daughter's",
+        )
+    )
+    follow_ups = FollowUps(deps)
+    await _settle(deps, follow_ups)
+    await _settle(deps, follow_ups)  # the bus handing everything over again changes nothing
+    budget = await store.read_stream("budget-home-care-fy2026")
+    released = [r.event for r in budget if isinstance(r.event, BudgetReleased)]
+    assert [(r.reservation_id, r.amount.amount_minor_units) for r in released] == [
+        (reservation_id, 40_000)
+    ]
