@@ -43,7 +43,8 @@ part of that ("full jitter"), so losers of one race do not all come back togethe
 
 
 _turns: WeakKeyDictionary[EventStore, InProcessLocks] = WeakKeyDictionary()
-"""Per store: one lock per stream that commands of this process are deciding on."""
+"""Per store: one lock per stream, and one per command, that commands of this process are
+deciding on (a NUL-prefixed command name never meets a stream's)."""
 
 
 def pause_before(attempt: int) -> float:
@@ -62,7 +63,12 @@ async def execute(
     turns = _turns.get(store)
     if turns is None:
         turns = _turns[store] = InProcessLocks()
-    async with turns.holding([stream]):
+    # A turn on the command as well as on its stream: two requests under one key for two
+    # streams (another case, another client's schedule) would otherwise both find no earlier
+    # attempt and both be recorded, the second refused ever after as a reuse of the key.
+    # (Between replicas the race stays possible; README, "Retries".)
+    command = f"\x00command:{context.command_id(service)}"
+    async with turns.holding([command, stream]):
         return await _execute(store, service, context, stream, decide)
 
 

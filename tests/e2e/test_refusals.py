@@ -28,6 +28,8 @@ from tests.e2e.support import Case, consent, key, new_case, registration
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
+BAY_RECOVERY = Person("bay-recovery", "partner_agency", agency="bay-recovery")
+
 SUPERVISOR = Person("helen.morris", "supervisor")
 CASE_MANAGER = Person(CASE_MANAGER_ID, "case_manager")
 
@@ -272,11 +274,23 @@ async def test_counseling_needs_a_licensed_social_worker_unless_referred_out(
     assert no_consent.metadata["recipient"] == "bay-recovery"
     assert no_consent.metadata["category"] == "substance_use"
     await consent(casetrail, case, "bay-recovery", categories=("substance_use",))
-    await eventually(
+    made = await eventually(
         lambda: coordinator.MakeReferral(referral),
         what="coordination to learn of the consent",
         patience=casetrail.patience,
         retry=consent_not_known_yet,
+    )
+    # A referral still pending leaves the need with the worker: the counselor may decline.
+    assign.context.idempotency_key = key()
+    pending = await refused(stubs.as_(COORDINATOR).coordination.AssignCase(assign))
+    assert pending.reason == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    await stubs.as_(BAY_RECOVERY).coordination.AcceptReferral(
+        co.AcceptReferralRequest(
+            context=command(key()),
+            case_id=case.case_id,
+            referral_id=made.referral_id,
+            provider_id="bay-recovery",
+        )
     )
     assign.context.idempotency_key = key()
     assigned = await stubs.as_(COORDINATOR).coordination.AssignCase(assign)

@@ -85,3 +85,21 @@ async def test_sixty_decisions_on_one_stream_at_once_all_succeed(
     )
 
     assert sorted(r[0].sequence for r in results) == list(range(1, 61))
+
+
+async def test_one_key_for_two_requests_on_two_streams_at_once_records_one(
+    store: SqliteEventStore,
+) -> None:
+    # Both would find no earlier attempt (each reads before the other appends) unless they
+    # take turns on the command, not only on their streams.
+    async def run(stream: str, fingerprint: str) -> object:
+        context = CommandContext(WORKER, "k-1", request_fingerprint=fingerprint)
+        try:
+            return await execute(store, "svc", context, stream, lambda _: note(stream))
+        except IdempotencyKeyReused as refused:
+            return refused
+
+    results = await asyncio.gather(run("case-1", "a" * 64), run("case-2", "b" * 64))
+
+    assert sum(isinstance(r, IdempotencyKeyReused) for r in results) == 1
+    assert await store.stream_version("case-1") + await store.stream_version("case-2") == 1

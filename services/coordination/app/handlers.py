@@ -111,10 +111,11 @@ def caseload_lock(worker_id: str) -> str:
 
 
 def case_lock(case_id: str) -> str:
-    """Held by what adds services or reservations to a case, from reading its facts to
-    recording, and by the closure's follow-up (``app.follow_ups``): either the addition is
-    recorded before the follow-up reads the schedule and budget (and is undone by it), or it
-    reads a closed case and is refused."""
+    """Held by what adds services or reservations to a case or cancels a service, from reading
+    its facts to recording, and by the closure's follow-up (``app.follow_ups``): either the
+    addition is recorded before the follow-up reads the schedule and budget (and is undone by
+    it), or it reads a closed case and is refused; a reservation never reads a schedule a
+    cancellation is changing."""
     return f"coordination.case:{case_id}"
 
 
@@ -251,13 +252,18 @@ async def cancel_service(
     deps: Dependencies, context: CommandContext, command: CancelService
 ) -> Recorded:
     require_role(context.actor.role, Action.CANCEL_SERVICE)
-    facts = await command_facts(deps, context, command.case_id)
-    return await _run(
-        deps,
-        context,
-        schedule_stream(facts.client_id),
-        lambda history: decide_cancel(schedule_state(history), command),
-    )
+    # Under the case's lock, as a reservation is decided: a reservation reads the schedule on
+    # one stream and records on another, so a cancellation between the two would leave money
+    # reserved for a service no longer there (the cancellation's follow-up releases only what
+    # was reserved before it).
+    async with deps.locks.holding([case_lock(command.case_id)]):
+        facts = await command_facts(deps, context, command.case_id)
+        return await _run(
+            deps,
+            context,
+            schedule_stream(facts.client_id),
+            lambda history: decide_cancel(schedule_state(history), command),
+        )
 
 
 async def record_service_delivered(

@@ -3,6 +3,7 @@ cancels and releases of itself when the closure reaches it."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -169,3 +170,44 @@ async def test_cancelling_a_service_releases_its_reservation(
     assert [(r.reservation_id, r.amount.amount_minor_units) for r in released] == [
         (reservation_id, 40_000)
     ]
+
+
+async def test_a_reservation_racing_the_cancellation_of_its_service_is_refused_or_released(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies
+) -> None:
+    # A reservation reads the schedule on one stream and records on the budget line's: a
+    # cancellation in between would leave money reserved for a service no longer there.
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    for day in range(6):
+        scheduled = await stub.ScheduleService(
+            schedule_request(
+                "case-1", "home_care", NEXT_WEEK + timedelta(days=day), provider=HOME_CARE_CO
+            )
+        )
+        cancel = stub.CancelService(
+            pb.CancelServiceRequest(
+                context=command_context("coordinator"),
+                case_id="case-1",
+                service_id=scheduled.service_id,
+                cancelled_by="client",
+                reason="unwell",
+            )
+        )
+        reserve = stub.ReserveBudget(
+            pb.ReserveBudgetRequest(
+                context=command_context("coordinator"),
+                case_id="case-1",
+                budget_line="home-care-fy2026",
+                amount=usd(1_000),
+                service_id=scheduled.service_id,
+            )
+        )
+        _, reserved = await asyncio.gather(cancel, reserve, return_exceptions=True)
+        if isinstance(reserved, grpc.aio.AioRpcError):
+            assert reserved.code() is grpc.StatusCode.FAILED_PRECONDITION
+    await _settle(deps, FollowUps(deps))
+
+    line = await stub.GetBudgetLine(
+        pb.GetBudgetLineRequest(context=query_context(), budget_line="home-care-fy2026")
+    )
+    assert line.available == usd(100_000)
