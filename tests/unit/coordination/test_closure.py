@@ -202,7 +202,8 @@ async def test_a_reservation_racing_the_cancellation_of_its_service_is_refused_o
                 service_id=scheduled.service_id,
             )
         )
-        _, reserved = await asyncio.gather(cancel, reserve, return_exceptions=True)
+        outcomes: list[object] = await asyncio.gather(cancel, reserve, return_exceptions=True)
+        reserved = outcomes[1]
         if isinstance(reserved, grpc.aio.AioRpcError):
             assert reserved.code() is grpc.StatusCode.FAILED_PRECONDITION
     await _settle(deps, FollowUps(deps))
