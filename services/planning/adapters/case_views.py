@@ -19,7 +19,12 @@ from casetrail_platform.projections.port import (
 )
 from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
-from services.planning.adapters.case_document import EVENT_TYPES, apply_event, new_document
+from services.planning.adapters.case_document import (
+    EVENT_TYPES,
+    OPEN_REFERRAL_STATUSES,
+    apply_event,
+    new_document,
+)
 from services.planning.domain.model import UNKNOWN_CASE, CaseFacts
 
 CASE_VIEWS = "case_views"
@@ -111,8 +116,15 @@ class CaseViews:
         return CaseFacts(
             known=True,
             worker_id=document["worker_id"],
+            # An assessment always names at least one need (the catalog requires it).
+            assessed=bool(document["assessed_needs"]),
             reopens=document["reopens"],
             scheduled_service_ids=tuple(document["scheduled_service_ids"]),
+            running_referral_ids=tuple(
+                r["referral_id"]
+                for r in document["referrals"]
+                if r["status"] in OPEN_REFERRAL_STATUSES
+            ),
         )
 
     async def find(self, where: CaseFilter, limit: int) -> tuple[list[Document], bool]:

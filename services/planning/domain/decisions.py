@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from casetrail_platform.commands import AlreadyExists, NotFound, RuleBroken
 from events.catalog.base import CaseEvent
-from events.catalog.cases import CaseClosed, DischargePlanned
+from events.catalog.cases import CaseClosed, DischargePlanned, DischargeReason
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
 from events.catalog.planning import (
     GoalAchieved,
@@ -64,7 +64,7 @@ def decide(
         raise errors.case_closed(command.case_id)
     match command:
         case DraftPlan():
-            return [_draft(record, command)]
+            return [_draft(record, facts, command)]
         case AddGoal():
             return [_add_goal(record, command)]
         case ReviseGoal():
@@ -82,15 +82,29 @@ def decide(
         case PlanDischarge():
             return [_plan_discharge(command)]
         case CloseCase():
-            return [_close(facts, command)]
+            return [_close(record, facts, command)]
 
 
-def _draft(record: CasePlanning, command: DraftPlan) -> PlanDrafted:
+def _draft(record: CasePlanning, facts: CaseFacts, command: DraftPlan) -> PlanDrafted:
     if record.plan is not None:
         raise AlreadyExists(
             "plan",
             record.plan.plan_id,
             f"case {command.case_id} already has plan {record.plan.plan_id}; revise its goals",
+        )
+    # The case cycle: the plan is made with the client by the worker who carries the case,
+    # from the initial assessment; a coordinator may draft it, but not before both exist.
+    if facts.worker_id is None:
+        raise RuleBroken(
+            errors.CASE_NOT_ASSIGNED,
+            f"case {command.case_id} has no assigned worker yet; assign one before planning",
+            subject=command.case_id,
+        )
+    if not facts.assessed:
+        raise RuleBroken(
+            errors.CASE_NOT_ASSESSED,
+            f"case {command.case_id} has no initial assessment yet; the plan builds on it",
+            subject=command.case_id,
         )
     return PlanDrafted(case_id=command.case_id, plan_id=command.plan_id, goals=command.goals)
 
@@ -118,9 +132,11 @@ def _revise_goal(record: CasePlanning, command: ReviseGoal) -> GoalRevised:
 
 def _achieve_goal(record: CasePlanning, command: AchieveGoal) -> GoalAchieved:
     plan = _plan(record)
-    _active_goal(plan, command.goal_id)
+    goal = _active_goal(plan, command.goal_id)
     if not plan.ever_agreed:
         raise errors.plan_not_agreed(plan.plan_id)
+    if not goal.agreed:
+        raise errors.goal_not_agreed(command.goal_id)
     return GoalAchieved(
         case_id=command.case_id,
         plan_id=plan.plan_id,
@@ -165,6 +181,15 @@ def _agree(record: CasePlanning, command: RecordAgreement) -> PlanAgreed:
             "a plan can only be agreed when it has at least one active goal",
             subject=plan.plan_id,
         )
+    # An agreement must hold a trace of the client: their signature or their own words.
+    if not command.signed_by_client and command.client_statement is None:
+        raise RuleBroken(
+            errors.AGREEMENT_WITHOUT_CLIENT,
+            "an agreement needs the client's signature (signed_by_client) or their statement"
+            " (client_statement)",
+            subject=plan.plan_id,
+            fields="signed_by_client,client_statement",
+        )
     return PlanAgreed(
         case_id=command.case_id,
         plan_id=plan.plan_id,
@@ -201,6 +226,9 @@ def _evaluate(record: CasePlanning, command: EvaluateProgress) -> ProgressEvalua
             )
     if not plan.ever_agreed:
         raise errors.plan_not_agreed(plan.plan_id)
+    for entry in command.goal_progress:
+        if not plan.goals[entry.goal_id].agreed:
+            raise errors.goal_not_agreed(entry.goal_id)
     return ProgressEvaluated(
         case_id=command.case_id,
         evaluation_id=command.evaluation_id,
@@ -223,10 +251,38 @@ def _plan_discharge(command: PlanDischarge) -> DischargePlanned:
     )
 
 
-def _close(facts: CaseFacts, command: CloseCase) -> CaseClosed:
+def _close(record: CasePlanning, facts: CaseFacts, command: CloseCase) -> CaseClosed:
     if facts.scheduled_service_ids:
         raise errors.services_still_scheduled(command.case_id, facts.scheduled_service_ids)
+    # A referral still running keeps a partner agency working on, and reading, the case: it
+    # ends (completed or declined) before the case does.
+    if facts.running_referral_ids:
+        raise errors.referrals_still_running(command.case_id, facts.running_referral_ids)
+    if command.reason is DischargeReason.GOALS_ACHIEVED:
+        _require_goals_achieved(record, command.case_id)
     return CaseClosed(case_id=command.case_id, reason=command.reason, note=command.note)
+
+
+def _require_goals_achieved(record: CasePlanning, case_id: str) -> None:
+    """Closing for goals achieved claims the plan the client agreed to is done: there is one,
+    and none of its goals is still being worked on (each was achieved, which needs the client's
+    agreement to it, or dropped). Other reasons (the client moved, withdrew, died...) end a
+    case whatever its plan."""
+    plan = record.plan
+    if plan is None:
+        raise errors.plan_not_drafted(case_id)
+    if not plan.ever_agreed:
+        raise errors.plan_not_agreed(plan.plan_id)
+    active = plan.active_goal_ids()
+    if active:
+        listed = ",".join(active)
+        raise RuleBroken(
+            errors.GOALS_STILL_ACTIVE,
+            f"goals {listed} are still active; achieve or drop them before closing with"
+            f" reason {DischargeReason.GOALS_ACHIEVED.value}",
+            subject=case_id,
+            goal_ids=listed,
+        )
 
 
 def _plan(record: CasePlanning) -> Plan:

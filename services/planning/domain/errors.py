@@ -16,6 +16,12 @@ GOAL_NOT_ACTIVE = "GOAL_NOT_ACTIVE"
 GOAL_DROPPED = "GOAL_DROPPED"
 GOAL_UNCHANGED = "GOAL_UNCHANGED"
 SERVICES_STILL_SCHEDULED = "SERVICES_STILL_SCHEDULED"
+REFERRALS_STILL_RUNNING = "REFERRALS_STILL_RUNNING"
+CASE_NOT_ASSIGNED = "CASE_NOT_ASSIGNED"
+CASE_NOT_ASSESSED = "CASE_NOT_ASSESSED"
+GOAL_NOT_AGREED = "GOAL_NOT_AGREED"
+GOALS_STILL_ACTIVE = "GOALS_STILL_ACTIVE"
+AGREEMENT_WITHOUT_CLIENT = "AGREEMENT_WITHOUT_CLIENT"
 
 
 def case_closed(case_id: str) -> RuleBroken:
@@ -48,4 +54,24 @@ def services_still_scheduled(case_id: str, service_ids: Iterable[str]) -> RuleBr
         f"services are still scheduled ({listed}); deliver or cancel them before closing",
         subject=case_id,
         service_ids=listed,
+    )
+
+
+def referrals_still_running(case_id: str, referral_ids: Iterable[str]) -> RuleBroken:
+    listed = ",".join(sorted(referral_ids))
+    return RuleBroken(
+        REFERRALS_STILL_RUNNING,
+        f"referrals are still pending or accepted ({listed}); the partner agency completes or"
+        " declines them before the case is closed",
+        subject=case_id,
+        referral_ids=listed,
+    )
+
+
+def goal_not_agreed(goal_id: str) -> RuleBroken:
+    return RuleBroken(
+        GOAL_NOT_AGREED,
+        f"the client has not agreed to goal {goal_id} as it stands (added or revised since the"
+        " last agreement); record their agreement to the current plan first",
+        subject=goal_id,
     )

@@ -4,6 +4,10 @@ planning learned about the case from other services on the bus.
 Plan versions: version 1 is the first draft. Agreeing records the current version; any change
 to the goals afterwards (add, revise, drop) starts the next version, which needs the client's
 agreement again. Achieving a goal is progress, not a change of the plan.
+
+Each goal also knows whether the client agreed to it as it stands: a goal added or revised
+after the last agreement is not agreed until the next one, so it cannot be achieved or
+evaluated before (the plan is built with the client, not for them).
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ def plan_version(agreed_version: int, changed_since_agreement: bool) -> int:
 class GoalState:
     goal: Goal
     status: GoalStatus = GoalStatus.ACTIVE
+    agreed: bool = False
+    """The client agreed to the goal as it now stands (the last agreement named it, and it
+    was not revised since)."""
 
 
 @dataclass
@@ -84,7 +91,9 @@ class CasePlanning:
                 self.plan.goals[event.goal.goal_id] = GoalState(event.goal)
                 self.plan.changed_since_agreement = True
             case GoalRevised() if self.plan is not None:
-                self.plan.goals[event.goal.goal_id].goal = event.goal
+                revised = self.plan.goals[event.goal.goal_id]
+                revised.goal = event.goal
+                revised.agreed = False
                 self.plan.changed_since_agreement = True
             case GoalAchieved() if self.plan is not None:
                 self.plan.goals[event.goal_id].status = GoalStatus.ACHIEVED
@@ -94,6 +103,8 @@ class CasePlanning:
             case PlanAgreed() if self.plan is not None:
                 self.plan.agreed_version = event.plan_version
                 self.plan.changed_since_agreement = False
+                for goal_id in event.goal_ids:
+                    self.plan.goals[goal_id].agreed = True
             case ContactLogged():
                 self.contact_ids.add(event.contact_id)
             case ProgressEvaluated():
@@ -118,8 +129,12 @@ class CaseFacts:
     known: bool
     """Intake opened the case."""
     worker_id: str | None = None
+    assessed: bool = False
+    """Intake recorded the initial assessment."""
     reopens: int = 0
     scheduled_service_ids: tuple[str, ...] = ()
+    running_referral_ids: tuple[str, ...] = ()
+    """Referrals made and not yet declined or completed (pending or accepted)."""
 
     def is_closed(self, record: CasePlanning) -> bool:
         # Planning closes cases in its own stream; a reopening comes from elsewhere on the bus.

@@ -207,8 +207,13 @@ class Bus:
                 position = recorded.position
             self.delivered_up_to[name] = position
 
-    async def open_case(self, case_id: str, worker: Actor | None = WORKER) -> None:
+    async def open_case(
+        self, case_id: str, worker: Actor | None = WORKER, *, assess: bool = True
+    ) -> None:
+        """Opened, assessed (a plan builds on the assessment), then assigned to ``worker``."""
         await self.record(INTAKE, case_id, case_opened(case_id), actor=INTAKE_WORKER)
+        if assess:
+            await self.record(INTAKE, case_id, assessed(case_id), actor=INTAKE_WORKER)
         if worker is not None:
             await self.record(COORDINATION, case_id, assigned(case_id, worker))
 

@@ -14,9 +14,10 @@ from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.commands import CommandContext, InvalidCommand
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSection
+from events.catalog.assessment import AssessedNeed, AssessmentFactors, InitialAssessmentRecorded
 from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, ReferralSourceKind
 from events.catalog.monitoring import GoalProgress, ProgressRating
-from events.catalog.values import NeedCategory
+from events.catalog.values import NeedCategory, Urgency
 from events.envelope import Actor
 from services.planning.app.handlers import Dependencies, handle
 from services.planning.app.queries import CASE_LIST
@@ -46,6 +47,14 @@ async def open_case(bus: Bus, case_id: str, *needs: NeedCategory, worker: Actor 
         presenting_needs=tuple(PresentingNeed(category=need) for need in needs),
     )
     await bus.record(INTAKE, case_id, opened, actor=INTAKE_WORKER)
+    # The plan builds on the initial assessment: recorded with the very needs presented.
+    assessment = InitialAssessmentRecorded(
+        case_id=case_id,
+        assessment_id=f"assess-{case_id}",
+        factors=AssessmentFactors(social="Lives alone"),
+        needs=tuple(AssessedNeed(category=need, urgency=Urgency.SOON) for need in needs),
+    )
+    await bus.record(INTAKE, case_id, assessment, actor=INTAKE_WORKER)
     await bus.record("casetrail/coordination", case_id, assigned(case_id, worker))
 
 

@@ -23,6 +23,7 @@ from tests.unit.planning.support import (
     COORDINATOR,
     INTAKE,
     INTAKE_WORKER,
+    assessed,
     assigned,
     case_opened,
 )
@@ -45,7 +46,7 @@ async def test_planning_learns_cases_from_the_bus_and_serves_its_api(
         # What intake and coordination would publish through their outbox relays.
         context = CommandContext(INTAKE_WORKER, "open")
         opened = await intake.append(
-            "case-1", context.new_events(INTAKE, [case_opened("case-1")]), 0
+            "case-1", context.new_events(INTAKE, [case_opened("case-1"), assessed("case-1")]), 0
         )
         context = CommandContext(COORDINATOR, "assign")
         assignment = await coordination.append(

@@ -21,7 +21,6 @@ from tests.unit.planning.support import (
     START,
     WORKER,
     Bus,
-    assessed,
     cancelled,
     delivered,
     dump,
@@ -54,7 +53,6 @@ async def build_realistic_history(deps: Dependencies, bus: Bus) -> None:
     plan = Planner(deps, bus)
     # Case A: the elderly client leaving hospital, carried by Ana, through most of the cycle.
     await bus.open_case("case-a")
-    await bus.record(INTAKE, "case-a", assessed("case-a"))
     await plan(c.DraftPlan("case-a", "plan-a", (goal("goal-walk"),)))
     await plan(c.AddGoal("case-a", goal("goal-club", "Join the Thursday club")))
     await plan(c.RecordAgreement("case-a", None, "I want to stay at home", True))
@@ -70,15 +68,15 @@ async def build_realistic_history(deps: Dependencies, bus: Bus) -> None:
     await plan(c.ReviseGoal("case-a", goal("goal-club", "Join the club twice a week"), "keen"))
     await plan(c.PlanDischarge("case-a", date(2030, 9, 1), ("walks alone",), (), False, None))
     # Case B: carried by Bo, follow-up due later.
-    await bus.open_case("case-b", OTHER_WORKER)
+    await bus.open_case("case-b", OTHER_WORKER, assess=False)
     await plan(
         c.LogContact("case-b", "contact-b", ContactKind.PHONE_CALL, "ok", date(2030, 4, 1)),
         actor=OTHER_WORKER,
     )
     # Case C: just opened, nobody assigned yet.
-    await bus.open_case("case-c", worker=None)
+    await bus.open_case("case-c", worker=None, assess=False)
     # Case D: overdue follow-up, then closed once its service was cancelled, reopened, closed.
-    await bus.open_case("case-d")
+    await bus.open_case("case-d", assess=False)
     await plan(c.LogContact("case-d", "contact-d", ContactKind.MESSAGE, "hi", date(2030, 3, 2)))
     await bus.record(COORDINATION, "case-d", scheduled("case-d", "svc-d"))
     await bus.record(COORDINATION, "case-d", cancelled("case-d", "svc-d"))

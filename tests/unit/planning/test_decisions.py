@@ -25,7 +25,7 @@ from tests.unit.planning.support import (
 )
 
 CASE = "case-1"
-FACTS = CaseFacts(known=True, worker_id=WORKER.user_id)
+FACTS = CaseFacts(known=True, worker_id=WORKER.user_id, assessed=True)
 
 
 def record_of(*events: CaseEvent) -> CasePlanning:
@@ -304,3 +304,123 @@ def test_the_clients_agreement_is_recorded_by_the_assigned_worker_only() -> None
 def test_a_worker_without_a_role_for_the_action_is_refused_before_the_case_is_looked_up() -> None:
     with pytest.raises(NotAllowed):
         run(record_of(), c.DraftPlan(CASE, "p", ()), actor=RECEPTIONIST, facts=CaseFacts(False))
+
+
+# The case cycle's stages (rev21 #6): a plan follows assignment and assessment; "goals achieved"
+# is a claim about the agreed plan.
+
+
+@pytest.mark.parametrize(
+    ("facts", "rule"),
+    [
+        (CaseFacts(known=True, worker_id=None, assessed=True), "CASE_NOT_ASSIGNED"),
+        (CaseFacts(known=True, worker_id=WORKER.user_id), "CASE_NOT_ASSESSED"),
+    ],
+)
+def test_a_plan_is_drafted_only_once_the_case_is_assigned_and_assessed(
+    facts: CaseFacts, rule: str
+) -> None:
+    with pytest.raises(RuleBroken) as error:
+        run(record_of(), c.DraftPlan(CASE, "plan-1", (goal(),)), actor=COORDINATOR, facts=facts)
+
+    assert rule_of(error) == rule
+    assert error.value.details == {"subject": CASE}
+
+
+def test_closure_is_refused_while_referrals_run_and_names_them() -> None:
+    facts = CaseFacts(known=True, worker_id=WORKER.user_id, running_referral_ids=("ref-b", "ref-a"))
+    record = record_of()
+
+    with pytest.raises(RuleBroken) as error:
+        run(record, c.CloseCase(CASE, DischargeReason.CLIENT_MOVED, None), facts=facts)
+
+    assert rule_of(error) == "REFERRALS_STILL_RUNNING"
+    assert error.value.details == {"subject": CASE, "referral_ids": "ref-a,ref-b"}
+    assert record.closures == 0
+
+
+def test_goals_achieved_needs_a_plan_the_client_agreed_to() -> None:
+    close = c.CloseCase(CASE, DischargeReason.GOALS_ACHIEVED, None)
+
+    with pytest.raises(RuleBroken) as no_plan:
+        run(record_of(), close)
+    with pytest.raises(RuleBroken) as not_agreed:
+        run(record_of(drafted("goal-walk")), close)
+
+    assert rule_of(no_plan) == "PLAN_NOT_DRAFTED"
+    assert rule_of(not_agreed) == "PLAN_NOT_AGREED"
+
+
+def test_goals_achieved_needs_every_goal_achieved_or_dropped() -> None:
+    record = record_of(drafted("goal-walk", "goal-club", "goal-bus"))
+    run(record, agree())
+    run(record, c.AchieveGoal(CASE, "goal-walk", "walks to the shop"))
+    close = c.CloseCase(CASE, DischargeReason.GOALS_ACHIEVED, None)
+
+    with pytest.raises(RuleBroken) as error:
+        run(record, close)
+    assert rule_of(error) == "GOALS_STILL_ACTIVE"
+    assert error.value.details["goal_ids"] == "goal-club,goal-bus"
+
+    run(record, c.AchieveGoal(CASE, "goal-club", "goes every Thursday"))
+    run(record, c.DropGoal(CASE, "goal-bus", "his daughter drives him"))
+    [closed] = run(record, close)
+    assert closed == CaseClosed(case_id=CASE, reason=DischargeReason.GOALS_ACHIEVED)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        DischargeReason.CLIENT_MOVED,
+        DischargeReason.CLIENT_WITHDREW,
+        DischargeReason.CLIENT_DECEASED,
+    ],
+)
+def test_other_closure_reasons_do_not_depend_on_the_plan(reason: DischargeReason) -> None:
+    [closed] = run(record_of(drafted("goal-walk")), c.CloseCase(CASE, reason, None))
+
+    assert isinstance(closed, CaseClosed)
+
+
+# The client's participation (rev21 #9): only goals the client agreed to, as they stand, are
+# achieved or evaluated; an agreement holds the client's signature or words.
+
+
+@pytest.mark.parametrize("change", ["add", "revise"])
+def test_a_goal_changed_after_the_agreement_is_not_achieved_or_evaluated_before_the_next(
+    change: str,
+) -> None:
+    record = record_of(drafted("goal-walk"))
+    run(record, agree())
+    if change == "add":
+        run(record, c.AddGoal(CASE, goal("goal-club", "Join the club")))
+        goal_id = "goal-club"
+    else:
+        run(record, c.ReviseGoal(CASE, goal("goal-walk", "Walk to the park"), "doing well"))
+        goal_id = "goal-walk"
+    progress = (GoalProgress(goal_id=goal_id, rating=ProgressRating.ACHIEVED),)
+    commands: list[c.Command] = [
+        c.AchieveGoal(CASE, goal_id, "done"),
+        c.EvaluateProgress(CASE, "eval-1", progress, (), (), plan_adjustment_needed=False),
+    ]
+
+    for command in commands:
+        with pytest.raises(RuleBroken) as error:
+            run(record, command)
+        assert rule_of(error) == "GOAL_NOT_AGREED"
+        assert error.value.details == {"subject": goal_id}
+
+    run(record, agree())
+    for command in commands:
+        assert run(record, command)
+
+
+def test_an_agreement_needs_the_clients_signature_or_statement() -> None:
+    record = record_of(drafted("goal-walk"))
+
+    with pytest.raises(RuleBroken) as error:
+        run(record, c.RecordAgreement(CASE, None, None, signed_by_client=False))
+
+    assert rule_of(error) == "AGREEMENT_WITHOUT_CLIENT"
+    assert error.value.details["fields"] == "signed_by_client,client_statement"
+    assert run(record, c.RecordAgreement(CASE, None, "Yes, I want that", signed_by_client=False))

@@ -13,6 +13,7 @@ from google.rpc import error_details_pb2
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
 from cli.rpc import Person
+from events.catalog.referrals import ReferralCompleted, ReferralDeclined
 from events.envelope import Actor
 from tests.support.grpc import refusal, unpacked
 from tests.support.identity import acting
@@ -26,6 +27,8 @@ from tests.unit.planning.support import (
     WORKER,
     cancelled,
     delivered,
+    referral,
+    referral_accepted,
     scheduled,
 )
 
@@ -108,7 +111,7 @@ async def test_closure_is_refused_while_services_are_scheduled_until_they_end(
     await bus.record(COORDINATION, "case-1", scheduled("case-1", "svc-2"))
     await bus.record(COORDINATION, "case-1", scheduled("case-1", "svc-1", day=1))
     close = planning_pb2.CloseCaseRequest(
-        context=ctx(key="close"), case_id="case-1", reason="goals_achieved"
+        context=ctx(key="close"), case_id="case-1", reason="client_moved"
     )
 
     code, details = await refused(planning.stub.CloseCase(close))
@@ -128,7 +131,7 @@ async def test_closure_is_refused_while_services_are_scheduled_until_they_end(
     view = await planning.stub.GetCaseView(
         planning_pb2.GetCaseViewRequest(context=query(), case_id="case-1")
     )
-    assert (view.status, view.stage, view.closure_reason) == ("closed", "closed", "goals_achieved")
+    assert (view.status, view.stage, view.closure_reason) == ("closed", "closed", "client_moved")
 
 
 async def test_a_retried_command_returns_the_first_result_and_writes_nothing(
@@ -278,6 +281,54 @@ async def test_a_stale_expected_version_is_aborted(planning: Planning) -> None:
     )
 
     assert code is grpc.StatusCode.ABORTED
+
+
+async def test_closure_is_refused_while_referrals_run_until_the_partner_ends_them(
+    planning: Planning,
+) -> None:
+    bus = planning.bus
+    await bus.open_case("case-1")
+    await bus.record(COORDINATION, "case-1", referral("case-1", "ref-1"))
+    await bus.record(COORDINATION, "case-1", referral_accepted("case-1", "ref-1"))
+    await bus.record(COORDINATION, "case-1", referral("case-1", "ref-2"))
+    close = planning_pb2.CloseCaseRequest(
+        context=ctx(key="close"), case_id="case-1", reason="client_moved"
+    )
+
+    code, details = await refused(planning.stub.CloseCase(close))
+
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    info = one(details, error_details_pb2.ErrorInfo)
+    assert info.reason == "REFERRALS_STILL_RUNNING"
+    assert info.metadata["referral_ids"] == "ref-1,ref-2"
+    assert await planning.store.read_all(0) == [], "a refusal writes nothing"
+
+    provider = referral("case-1").provider.provider_id
+    await bus.record(
+        COORDINATION,
+        "case-1",
+        ReferralCompleted(
+            case_id="case-1", referral_id="ref-1", provider_id=provider, outcome="ok"
+        ),
+        ReferralDeclined(
+            case_id="case-1", referral_id="ref-2", provider_id=provider, reason="full"
+        ),
+    )
+    closed = await planning.stub.CloseCase(close)
+    assert closed.result.version == 1
+
+
+async def test_a_plan_waits_for_the_initial_assessment(planning: Planning) -> None:
+    await planning.bus.open_case("case-1", assess=False)
+    draft = planning_pb2.DraftPlanRequest(
+        context=ctx(key="draft"), case_id="case-1", goals=[goal()]
+    )
+
+    code, details = await refused(planning.stub.DraftPlan(draft))
+
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    assert one(details, error_details_pb2.ErrorInfo).reason == "CASE_NOT_ASSESSED"
+    assert await planning.store.read_all(0) == [], "a refusal writes nothing"
 
 
 async def test_plan_versions_through_the_api(planning: Planning) -> None:
