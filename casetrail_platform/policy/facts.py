@@ -22,6 +22,8 @@ Entry = dict[str, Any]
 FACT_EVENT_TYPES = frozenset(
     {
         cases.CaseOpened.event_type,
+        cases.CaseClosed.event_type,
+        cases.CaseReopened.event_type,
         assessment.InitialAssessmentRecorded.event_type,
         assignment.CaseAssigned.event_type,
         assignment.CaseReassigned.event_type,
@@ -83,8 +85,8 @@ class EmergencyAccess:
 
 @dataclass(frozen=True, slots=True)
 class AcceptedReferral:
-    """A referral the provider accepted and that still runs (neither completed nor declined):
-    what a partner agency may see of the case is bounded by it."""
+    """A referral the provider accepted and that still runs (neither completed nor declined, on
+    a case that is open): what a partner agency may see of the case is bounded by it."""
 
     referral_id: str
     provider_id: str
@@ -101,7 +103,9 @@ class CaseFacts:
     worker_id: str | None = None
     worker_team: str | None = None
     referrals: tuple[AcceptedReferral, ...] = ()
-    """Referrals accepted and still running, in the order they were accepted."""
+    """Referrals accepted and still running, in the order they were accepted. None while the
+    case is closed: closure is the discharge, so a partner agency's part in the case ends with
+    it (and its accepted referrals run again if the case is reopened)."""
     categories: frozenset[SensitiveCategory] = frozenset()
     """The sensitive categories of need the record holds (from intake and the assessment)."""
     consents: tuple[Consent, ...] = ()
@@ -163,6 +167,8 @@ def entry_of(recorded: RecordedEvent) -> Entry | None:
                 "client_id": event.client_id,
                 "categories": _sensitive(n.category.value for n in event.presenting_needs),
             }
+        case cases.CaseClosed() | cases.CaseReopened():
+            entry = {}
         case assessment.InitialAssessmentRecorded():
             entry = {"categories": _sensitive(n.category.value for n in event.needs)}
         case assignment.CaseAssigned() | assignment.CaseReassigned():
@@ -224,6 +230,7 @@ def fold(
     categories: set[str] = set()
     consents: dict[str, Consent] = {}
     emergencies: dict[str, EmergencyAccess] = {}
+    closures = reopens = 0
     known = False
     ordered = sorted(entries, key=lambda entry: str(entry["recorded_at"]))
     for entry in ordered:
@@ -236,6 +243,10 @@ def fold(
         )
         if kind == cases.CaseOpened.event_type:
             client_id = entry["client_id"]
+        elif kind == cases.CaseClosed.event_type:
+            closures += 1
+        elif kind == cases.CaseReopened.event_type:
+            reopens += 1
         elif kind in (assignment.CaseAssigned.event_type, assignment.CaseReassigned.event_type):
             worker_id, worker_team = entry["worker_id"], entry.get("worker_team")
         elif kind == referrals.ReferralMade.event_type:
@@ -280,7 +291,11 @@ def fold(
         client_id=client_id,
         worker_id=worker_id,
         worker_team=worker_team,
-        referrals=tuple(
+        # Closures (planning's) and reopenings (intake's) are recorded by different services;
+        # every reopening follows a closure, so the counts tell which came last.
+        referrals=()
+        if closures > reopens
+        else tuple(
             _accepted(referral_id, provider_id, made.get(referral_id, {}))
             for referral_id, provider_id in accepted.items()
         ),

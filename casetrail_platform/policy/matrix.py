@@ -127,7 +127,8 @@ RULES: tuple[Rule, ...] = (
         frozenset({Action.READ_LEDGER}),
         Sensitivity.NONE,
     ),
-    # A partner agency sees the referred scope of a referral it accepted, under consent.
+    # A partner agency sees the referred scope of a referral it accepted, under consent, while
+    # the referral runs: not once it is completed or declined, nor while the case is closed.
     Rule(
         "referral-recipient",
         frozenset({Role.PARTNER_AGENCY}),

@@ -491,6 +491,38 @@ def test_a_completed_or_declined_referral_ends_the_partners_relationship() -> No
         assert decision.rule == "no-relationship"
 
 
+def test_closing_the_case_ends_the_partners_relationship_until_it_is_reopened() -> None:
+    def entry(kind: str, at: int, **fields: object) -> dict[str, object]:
+        moment = (NOW + timedelta(seconds=at)).isoformat()
+        return {"type": f"casetrail.{kind}", "recorded_at": moment, **fields}
+
+    made = entry("referral.made", 1, referral_id="r-1", provider_id="harbour", categories=[])
+    accepted = entry("referral.accepted", 2, referral_id="r-1", provider_id="harbour")
+    closed, reopened = entry("case.closed", 3), entry("case.reopened", 4)
+    closed_again = entry("case.closed", 5)
+    partner = who("h", Role.PARTNER_AGENCY, "harbour")
+    consent = replace(CONSENT, categories=frozenset())
+
+    def rule(*entries: dict[str, object], as_of: datetime | None = None) -> str:
+        facts = replace(fold("case-1", entries, as_of=as_of), consents=(consent,))
+        decision = decide(
+            partner, Action.READ_CASE, P.COORDINATION, facts, home_agency=HOME, now=NOW
+        )
+        return decision.rule
+
+    assert rule(made, accepted) == "referral-recipient"
+    assert rule(made, accepted, closed) == "no-relationship"
+    assert rule(made, accepted, closed, reopened) == "referral-recipient"
+    assert rule(made, accepted, closed, reopened, closed_again) == "no-relationship"
+    # Recorded by two services' clocks, a reopening may bear an earlier time than the closure.
+    early_reopening = entry("case.reopened", 3)
+    late_closure = entry("case.closed", 4)
+    assert rule(made, accepted, early_reopening, late_closure) == "referral-recipient"
+    # As the partner stood before the closure (a review "as seen at T").
+    before = NOW + timedelta(seconds=2, milliseconds=500)
+    assert rule(made, accepted, closed, as_of=before) == "referral-recipient"
+
+
 def test_revoked_or_expired_consent_refuses_the_next_read() -> None:
     partner = who("h", Role.PARTNER_AGENCY, "harbour")
     for consent in (replace(CONSENT, revoked=True), replace(CONSENT, expires_at=NOW)):
