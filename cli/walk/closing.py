@@ -1,5 +1,5 @@
-"""Days 9 to 14: discharge, closure (refused while a session is still booked), then the case
-view and the audit trail."""
+"""Days 9 to 14: the referrals completed, discharge, closure (refused while a session is still
+booked; with every goal achieved), then the case view and the audit trail."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.planning.v1 import planning_pb2 as pl
 from cli.present import activity_lines, case_view_lines, short
 from cli.rpc import Stubs, eventually, query, refused
-from cli.walk.story import AUDITOR, DELIVERIES, PHYSIO, SOCIAL_WORKER
+from cli.walk.story import (
+    ACHIEVEMENTS,
+    AUDITOR,
+    DELIVERIES,
+    PHYSIO,
+    SENIOR_CENTRE,
+    SOCIAL_WORKER,
+)
 from cli.walk.walk import Walk
 
 
@@ -25,6 +32,17 @@ async def closure(walk: Walk) -> None:
         )
     )
     walk.line(PHYSIO, "completed the physical-therapy referral")
+    walk.when(9, "16:05")
+    await walk.as_(SENIOR_CENTRE).coordination.CompleteReferral(
+        co.CompleteReferralRequest(
+            context=walk.command("complete-socialisation"),
+            case_id=walk.case_id,
+            referral_id=walk.result.referral_ids["socialisation"],
+            provider_id=SENIOR_CENTRE.user_id,
+            outcome="A member now: comes to the weekly lunch on his own",
+        )
+    )
+    walk.line(SENIOR_CENTRE, "completed the socialisation referral")
     walk.when(9, "17:00")
     await walk.as_(SOCIAL_WORKER).planning.PlanDischarge(
         pl.PlanDischargeRequest(
@@ -72,6 +90,18 @@ async def closure(walk: Walk) -> None:
         lambda view: all(s.status != "scheduled" for s in view.services),
         "planning to learn of the cancellation",
     )
+    walk.when(14, "09:25")
+    # Closing with reason goals_achieved needs every goal of the agreed plan achieved.
+    for need, evidence in ACHIEVEMENTS:
+        await walk.as_(SOCIAL_WORKER).planning.AchieveGoal(
+            pl.AchieveGoalRequest(
+                context=walk.command(f"achieved-{need}"),
+                case_id=walk.case_id,
+                goal_id=walk.result.goal_ids[need],
+                evidence=evidence,
+            )
+        )
+    walk.line(SOCIAL_WORKER, f"recorded the {len(ACHIEVEMENTS)} goals achieved, with Marco")
     walk.when(14, "09:30")
     await walk.as_(SOCIAL_WORKER).planning.CloseCase(
         pl.CloseCaseRequest(

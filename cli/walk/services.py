@@ -19,6 +19,7 @@ from cli.walk.story import (
     PROVIDERS,
     REFERRALS,
     SCHEDULE,
+    SENIOR_CENTRE,
     SOCIAL_WORKER,
     Slot,
     provider,
@@ -80,6 +81,17 @@ async def referrals(walk: Walk) -> None:
         )
     )
     walk.line(PHYSIO, "accepted the physical-therapy referral")
+    walk.when(1, "15:10")
+    await walk.as_(SENIOR_CENTRE).coordination.AcceptReferral(
+        co.AcceptReferralRequest(
+            context=walk.command("accept-socialisation"),
+            case_id=walk.case_id,
+            referral_id=walk.result.referral_ids["socialisation"],
+            provider_id=SENIOR_CENTRE.user_id,
+            expected_start_date=walk.story.date(6),
+        )
+    )
+    walk.line(SENIOR_CENTRE, "accepted the socialisation referral")
 
 
 async def scheduling(walk: Walk) -> None:

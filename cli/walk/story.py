@@ -154,6 +154,16 @@ PROGRESS = (
     ("socialisation", "on_track"),
 )
 
+ACHIEVEMENTS = (
+    ("home_care", "Washes and dresses every morning, the aide only helping"),
+    ("physical_therapy", "Walked to the café with a cane on day 9"),
+    ("transportation", "Got to every therapy session by paratransit"),
+    ("counseling", "Says the cane no longer shames him"),
+    ("socialisation", "Lunches with friends at the senior centre every week"),
+)
+"""What shows each goal of the plan Marco agreed to achieved, before the case is closed with
+reason goals_achieved (which needs every goal achieved or dropped)."""
+
 
 def slot(name: str) -> Slot:
     return next(s for s in SCHEDULE if s.name == name)

@@ -89,7 +89,9 @@ def _closure_and_view(result: WalkResult) -> None:
     assert set(statuses.values()) == {"delivered"}
     assert len(statuses) == 5
     referrals = {referral.need_category: referral.status for referral in view.referrals}
-    assert referrals == {"physical_therapy": "completed", "socialisation": "pending"}
+    assert referrals == {"physical_therapy": "completed", "socialisation": "completed"}
+    # Closed as goals_achieved: every goal of the plan Marco agreed to is achieved.
+    assert {goal.status for goal in view.plan.goals} == {"achieved"}
     assert view.contacts_logged == 1
 
 

@@ -13,7 +13,7 @@ from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
 from cli.rpc import Person, Refusal, command, eventually, query, refused
-from cli.walk.story import AUDITOR, COORDINATOR, RECEPTIONIST, SOCIAL_WORKER
+from cli.walk.story import AUDITOR, COORDINATOR, INTAKE_WORKER, RECEPTIONIST, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import Case, key, new_case, registration
 
@@ -30,9 +30,18 @@ def _invalid(refusal: Refusal, field: str) -> str:
 
 
 async def _carried_case(casetrail: Casetrail) -> Case:
-    """A new case assigned to the social worker, known as such to planning."""
+    """A new case, assessed and assigned to the social worker, known as such to planning (a
+    plan needs both)."""
     stubs = casetrail.stubs
     case = await new_case(casetrail, "counseling")
+    await stubs.as_(INTAKE_WORKER).intake.RecordInitialAssessment(
+        intake_pb2.RecordInitialAssessmentRequest(
+            context=command(key()),
+            case_id=case.case_id,
+            factors=intake_pb2.AssessmentFactors(social="Lives alone"),
+            needs=[intake_pb2.AssessedNeed(category="counseling", urgency="soon")],
+        )
+    )
     await stubs.as_(COORDINATOR).coordination.AssignCase(
         co.AssignCaseRequest(
             context=command(key()), case_id=case.case_id, worker_id=SOCIAL_WORKER.user_id
@@ -42,8 +51,11 @@ async def _carried_case(casetrail: Casetrail) -> Case:
         lambda: stubs.as_(AUDITOR).planning.GetCaseView(
             pl.GetCaseViewRequest(context=query(REVIEW), case_id=case.case_id)
         ),
-        lambda view: view.worker.worker_id == SOCIAL_WORKER.user_id,
-        what="planning to learn who carries the case",
+        lambda view: (
+            view.worker.worker_id == SOCIAL_WORKER.user_id
+            and any(need.assessed for need in view.needs)
+        ),
+        what="planning to learn the assessment and who carries the case",
         patience=casetrail.patience,
     )
     return case
