@@ -87,6 +87,19 @@ def legacy_models() -> tuple[type[CaseEvent], ...]:
         legacy.RecordAccessDeniedV1,
         legacy.ConsentGrantedV1,
         legacy.ReferralMadeV1,
+        legacy.ServiceScheduledV1,
+        legacy.ServiceRescheduledV1,
+        legacy.ServiceCancelledV1,
+        legacy.PlanDraftedV1,
+        legacy.GoalAddedV1,
+        legacy.GoalRevisedV1,
+        legacy.GoalDroppedV1,
+        legacy.DischargePlannedV1,
+        legacy.ReferralAcceptedV1,
+        legacy.ReferralDeclinedV1,
+        legacy.InsuranceClaimFiledV1,
+        legacy.InsuranceClaimDecidedV1,
+        legacy.ConsentGrantedV2,
     )
 
 
@@ -102,6 +115,23 @@ def upcasters() -> tuple[tuple[str, int, Upcaster], ...]:
         (access.RecordAccessDenied.event_type, 1, legacy.upcast_record_access_denied_v1_to_v2),
         (access.ConsentGranted.event_type, 1, legacy.upcast_consent_granted_v1_to_v2),
         (referrals.ReferralMade.event_type, 1, legacy.upcast_referral_made_v1_to_v2),
+        (scheduling.ServiceScheduled.event_type, 1, legacy.upcast_service_scheduled_v1_to_v2),
+        (scheduling.ServiceRescheduled.event_type, 1, legacy.upcast_service_rescheduled_v1_to_v2),
+        (scheduling.ServiceCancelled.event_type, 1, legacy.upcast_service_cancelled_v1_to_v2),
+        (planning.PlanDrafted.event_type, 1, legacy.upcast_plan_drafted_v1_to_v2),
+        (planning.GoalAdded.event_type, 1, legacy.upcast_goal_added_v1_to_v2),
+        (planning.GoalRevised.event_type, 1, legacy.upcast_goal_revised_v1_to_v2),
+        (planning.GoalDropped.event_type, 1, legacy.upcast_goal_dropped_v1_to_v2),
+        (cases.DischargePlanned.event_type, 1, legacy.upcast_discharge_planned_v1_to_v2),
+        (referrals.ReferralAccepted.event_type, 1, legacy.upcast_referral_accepted_v1_to_v2),
+        (referrals.ReferralDeclined.event_type, 1, legacy.upcast_referral_declined_v1_to_v2),
+        (funding.InsuranceClaimFiled.event_type, 1, legacy.upcast_insurance_claim_filed_v1_to_v2),
+        (
+            funding.InsuranceClaimDecided.event_type,
+            1,
+            legacy.upcast_insurance_claim_decided_v1_to_v2,
+        ),
+        (access.ConsentGranted.event_type, 2, legacy.upcast_consent_granted_v2_to_v3),
     )
 
 

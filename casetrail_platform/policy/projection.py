@@ -8,7 +8,6 @@ from datetime import datetime
 from casetrail_platform.policy.facts import FACT_EVENT_TYPES, CaseFacts, Entry, entry_of, fold
 from casetrail_platform.policy.facts_cache import CachedFacts, CaseFactsCache
 from casetrail_platform.projections.port import DocumentTransaction, Projection, ReadModelStore
-from events.catalog.access import ConsentGranted
 from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 
@@ -36,14 +35,17 @@ class CaseFactsProjection(Projection):
         await transaction.put(FACTS, case_id, document)
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
-        # The categories of need the case held are the client's health data; the client's
-        # own consents (what they named for disclosure) stay: they still bind disclosures.
+        # The categories of need the case held are the client's health data, and so are the
+        # categories a consent names (sealed in the event since consent.granted v3): both are
+        # forgotten. The consents themselves stay, bounding disclosures by recipient, purpose
+        # and sections; with no category left a consent covers none (it fails closed, as the
+        # event's sealed categories read once the key is destroyed: empty).
         for case_id in erased.case_ids:
             document = await transaction.get(FACTS, case_id)
             if document is None:
                 continue
             for entry in document["entries"]:
-                if entry["type"] != ConsentGranted.event_type and "categories" in entry:
+                if "categories" in entry:
                     entry["categories"] = []
             await transaction.put(FACTS, case_id, document)
 

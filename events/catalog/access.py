@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import AwareDatetime, Field, field_validator
 
-from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Role
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Role, Sensitive
 from events.catalog.values import CatalogValue, require_unique
 
 
@@ -69,6 +69,11 @@ class SensitiveCategory(StrEnum):
     MENTAL_HEALTH = "mental_health"
     HEALTH = "health"
     DOMESTIC_VIOLENCE = "domestic_violence"
+
+
+SensitiveCategories = Annotated[tuple[SensitiveCategory, ...], Sensitive]
+"""Categories a consent names: they tell which special data the client has, so the list is
+sensitive and sealed whole (its erased form is empty: a consent that names no category)."""
 
 
 RuleName = Annotated[
@@ -164,16 +169,17 @@ class ConsentGranted(CaseEvent):
     """The client consented to parts of their record being disclosed to a recipient."""
 
     event_type: ClassVar[str] = "casetrail.consent.granted"
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
 
     case_id: Identifier
     client_id: Identifier
     consent_id: Identifier
     scope: Annotated[tuple[RecordSection, ...], Field(min_length=1)]
-    categories: tuple[SensitiveCategory, ...] = Field(
+    categories: SensitiveCategories = Field(
         default=(),
         description="Sensitive categories the client names for disclosure (e.g. substance_use);"
-        " without them those data stay withheld even inside the consented sections.",
+        " without them those data stay withheld even inside the consented sections. Sealed"
+        " whole (since v3): once the client is erased it reads empty, and covers nothing.",
     )
     recipient: ConsentRecipient
     purpose: AccessPurpose

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator
 
-from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Sensitive
 from events.catalog.values import (
     CatalogValue,
     Day,
@@ -58,18 +58,27 @@ class CaseOpened(CaseEvent):
     presenting_needs: Annotated[tuple[PresentingNeed, ...], Field(min_length=1)]
 
 
+SensitiveLine = Annotated[NonEmptyStr, Sensitive]
+"""A short line about the client's health or functioning (a discharge criterion, an aftercare
+support): sealed each on its own, so a list keeps its length once erased."""
+
+
 class DischargePlanned(CaseEvent):
     """The discharge of the client was planned: target date, criteria and aftercare."""
 
     event_type: ClassVar[str] = "casetrail.discharge.planned"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     target_date: Day
-    criteria: Annotated[tuple[NonEmptyStr, ...], Field(min_length=1)] = Field(
-        description="What must be true for the client to be discharged, e.g. stable housing."
+    criteria: Annotated[tuple[SensitiveLine, ...], Field(min_length=1)] = Field(
+        description="What must be true for the client to be discharged, e.g. stable housing"
+        " (each sensitive since v2: it tells of the client's functioning)."
     )
-    aftercare: tuple[NonEmptyStr, ...] = Field(
-        default=(), description="Supports that continue after discharge, e.g. a peer group."
+    aftercare: tuple[SensitiveLine, ...] = Field(
+        default=(),
+        description="Supports that continue after discharge, e.g. a peer group (each sensitive"
+        " since v2).",
     )
     long_term_maintenance: bool = Field(
         default=False,

@@ -72,10 +72,23 @@ from events.catalog.legacy import (
     CaseReassignedV1,
     ClientRegisteredV1,
     ConsentGrantedV1,
+    ConsentGrantedV2,
+    DischargePlannedV1,
+    GoalAddedV1,
+    GoalDroppedV1,
+    GoalRevisedV1,
+    InsuranceClaimDecidedV1,
+    InsuranceClaimFiledV1,
+    PlanDraftedV1,
     RecordAccessDeniedV1,
     RecordAccessedV1,
     RecordAccessedV2,
+    ReferralAcceptedV1,
+    ReferralDeclinedV1,
     ReferralMadeV1,
+    ServiceCancelledV1,
+    ServiceRescheduledV1,
+    ServiceScheduledV1,
 )
 from events.catalog.monitoring import (
     ContactKind,
@@ -227,6 +240,14 @@ def example_events() -> tuple[CaseEvent, ...]:
                 statement="Go back to the Thursday parish group",
                 term=GoalTerm.LONG,
                 need_category=NeedCategory.SOCIALISATION,
+                tasks=(
+                    PlanTask(
+                        task_id="task-group-lift",
+                        description="Ask the parish for a lift while he cannot take the bus",
+                        owner=TaskOwner(kind=TaskOwnerKind.FAMILY),
+                        target_date=date(2024, 3, 14),
+                    ),
+                ),
             ),
         ),
         GoalRevised(
@@ -583,4 +604,31 @@ def legacy_example_events() -> tuple[CaseEvent, ...]:
             urgency=Urgency.SOON,
             reason="Low mood since bereavement and the fall",
         ),
+        *(
+            superseded.model_validate(_current_example(superseded.event_type).model_dump())
+            for superseded in _MARKED_SINCE
+        ),
     )
+
+
+_MARKED_SINCE: tuple[type[CaseEvent], ...] = (
+    ServiceScheduledV1,
+    ServiceRescheduledV1,
+    ServiceCancelledV1,
+    PlanDraftedV1,
+    GoalAddedV1,
+    GoalRevisedV1,
+    GoalDroppedV1,
+    DischargePlannedV1,
+    ReferralAcceptedV1,
+    ReferralDeclinedV1,
+    InsuranceClaimFiledV1,
+    InsuranceClaimDecidedV1,
+    ConsentGrantedV2,
+)
+"""Superseded versions whose successor only marked more fields sensitive or personal: the
+same shape, so their examples are the current examples' data."""
+
+
+def _current_example(event_type: str) -> CaseEvent:
+    return next(event for event in example_events() if event.event_type == event_type)

@@ -7,8 +7,8 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
-from events.catalog.values import Money, Note, Provider
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Personal
+from events.catalog.values import Money, Provider, SensitiveNote
 
 
 class BudgetReserved(CaseEvent):
@@ -40,11 +40,12 @@ class InsuranceClaimFiled(CaseEvent):
     """A claim was filed with the client's insurer for services of the case."""
 
     event_type: ClassVar[str] = "casetrail.insurance_claim.filed"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     claim_id: Identifier
     insurer: Provider
-    policy_number: NonEmptyStr | None = None
+    policy_number: Annotated[NonEmptyStr | None, Personal] = None
     amount_claimed: Money
     service_ids: Annotated[tuple[Identifier, ...], Field(min_length=1)]
 
@@ -61,13 +62,14 @@ class InsuranceClaimDecided(CaseEvent):
     """The insurer decided a claim: approved, denied or partly approved."""
 
     event_type: ClassVar[str] = "casetrail.insurance_claim.decided"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     claim_id: Identifier
     insurer_id: Identifier
     decision: ClaimDecision
     amount_approved: Money
-    reason: Note | None = Field(default=None, validate_default=True)
+    reason: SensitiveNote | None = Field(default=None, validate_default=True)
 
     @field_validator("amount_approved")
     @classmethod

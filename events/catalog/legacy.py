@@ -8,24 +8,37 @@ name instead of a confusing error about the new shape).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from events.catalog.access import (
     AccessPurpose,
+    ConsentRecipient,
     FieldPath,
     PolicyVersion,
     RecipientKind,
     RecordSection,
     RuleName,
+    SensitiveCategories,
 )
 from events.catalog.assignment import WorkerCredential
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Personal, Role, Sensitive
-from events.catalog.cases import ReferralSource
+from events.catalog.cases import ReferralSource, SensitiveLine
 from events.catalog.clients import ContactDetails, LanguageTag, PersonalIdentifier, PersonName
+from events.catalog.funding import ClaimDecision
+from events.catalog.planning import Goal
+from events.catalog.scheduling import (
+    CancelledBy,
+    ServiceKind,
+    ServiceLocation,
+    ends_after_start,
+)
 from events.catalog.values import (
+    Day,
+    Money,
     NeedCategory,
     Provider,
     SensitiveNeedCategory,
@@ -305,3 +318,260 @@ def _validated(model: type[CaseEvent], data: dict[str, Any]) -> BaseModel:
             for detail in error.errors()
         ]
         raise InvalidEventError(model.event_type, problems) from None
+
+
+# Free text and codes marked sensitive or personal after they were first published (the
+# rev21 reviews): the shape of the data is unchanged, only where a value may now be sealed.
+# Each superseded model carries the same marks as its successor, as client.registered v1 does,
+# so that a stored form of it is sealed like its publication. Data stored before the marks holds
+# these values in clear: the opener leaves a value that is not sealed as it is, and the upcaster
+# brings it forward unchanged (the store then seals it again when it is published).
+
+
+class ServiceScheduledV1(CaseEvent):
+    """A service for the client was scheduled with a provider."""
+
+    model_config = ConfigDict(title="ServiceScheduled")
+
+    event_type: ClassVar[str] = "casetrail.service.scheduled"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    service_id: Identifier
+    kind: Annotated[ServiceKind, Sensitive]
+    provider: Provider
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    location: ServiceLocation
+    referral_id: Identifier | None = None
+    goal_id: Identifier | None = None
+
+    _ends_after_start = field_validator("ends_at")(ends_after_start)
+
+
+class ServiceRescheduledV1(CaseEvent):
+    """A scheduled service was moved to another slot (and possibly another place)."""
+
+    model_config = ConfigDict(title="ServiceRescheduled")
+
+    event_type: ClassVar[str] = "casetrail.service.rescheduled"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    service_id: Identifier
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+    location: ServiceLocation
+    reason: SensitiveNote
+
+    _ends_after_start = field_validator("ends_at")(ends_after_start)
+
+
+class ServiceCancelledV1(CaseEvent):
+    """A scheduled service was called off."""
+
+    model_config = ConfigDict(title="ServiceCancelled")
+
+    event_type: ClassVar[str] = "casetrail.service.cancelled"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    service_id: Identifier
+    cancelled_by: CancelledBy
+    reason: SensitiveNote
+
+
+class PlanDraftedV1(CaseEvent):
+    """A draft intervention plan was written for the case, possibly with its first goals."""
+
+    model_config = ConfigDict(title="PlanDrafted")
+
+    event_type: ClassVar[str] = "casetrail.plan.drafted"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    plan_id: Identifier
+    goals: tuple[Goal, ...] = ()
+
+
+class GoalAddedV1(CaseEvent):
+    """A goal was added to the plan."""
+
+    model_config = ConfigDict(title="GoalAdded")
+
+    event_type: ClassVar[str] = "casetrail.goal.added"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    plan_id: Identifier
+    goal: Goal
+
+
+class GoalRevisedV1(CaseEvent):
+    """A goal of the plan was revised; the event carries the goal's complete new form."""
+
+    model_config = ConfigDict(title="GoalRevised")
+
+    event_type: ClassVar[str] = "casetrail.goal.revised"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    plan_id: Identifier
+    goal: Goal
+    reason: Annotated[NonEmptyStr, Sensitive]
+
+
+class GoalDroppedV1(CaseEvent):
+    """A goal was taken out of the plan without being reached."""
+
+    model_config = ConfigDict(title="GoalDropped")
+
+    event_type: ClassVar[str] = "casetrail.goal.dropped"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    plan_id: Identifier
+    goal_id: Identifier
+    reason: SensitiveNote
+
+
+class DischargePlannedV1(CaseEvent):
+    """The discharge of the client was planned: target date, criteria and aftercare."""
+
+    model_config = ConfigDict(title="DischargePlanned")
+
+    event_type: ClassVar[str] = "casetrail.discharge.planned"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    target_date: Day
+    criteria: Annotated[tuple[SensitiveLine, ...], Field(min_length=1)] = Field(
+        description="What must be true for the client to be discharged, e.g. stable housing."
+    )
+    aftercare: tuple[SensitiveLine, ...] = Field(
+        default=(), description="Supports that continue after discharge, e.g. a peer group."
+    )
+    long_term_maintenance: bool = Field(
+        default=False,
+        description="The client will be maintained long term at low cost rather than closed.",
+    )
+    note: SensitiveNote | None = None
+
+
+class ReferralAcceptedV1(CaseEvent):
+    """The agency or professional accepted the referral."""
+
+    model_config = ConfigDict(title="ReferralAccepted")
+
+    event_type: ClassVar[str] = "casetrail.referral.accepted"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    referral_id: Identifier
+    provider_id: Identifier
+    expected_start_date: Day | None = None
+    contact_person: Annotated[NonEmptyStr | None, Personal] = None
+
+
+class ReferralDeclinedV1(CaseEvent):
+    """The agency or professional declined the referral."""
+
+    model_config = ConfigDict(title="ReferralDeclined")
+
+    event_type: ClassVar[str] = "casetrail.referral.declined"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    referral_id: Identifier
+    provider_id: Identifier
+    reason: SensitiveNote
+
+
+class InsuranceClaimFiledV1(CaseEvent):
+    """A claim was filed with the client's insurer for services of the case."""
+
+    model_config = ConfigDict(title="InsuranceClaimFiled")
+
+    event_type: ClassVar[str] = "casetrail.insurance_claim.filed"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    claim_id: Identifier
+    insurer: Provider
+    policy_number: Annotated[NonEmptyStr | None, Personal] = None
+    amount_claimed: Money
+    service_ids: Annotated[tuple[Identifier, ...], Field(min_length=1)]
+
+
+class InsuranceClaimDecidedV1(CaseEvent):
+    """The insurer decided a claim: approved, denied or partly approved."""
+
+    model_config = ConfigDict(title="InsuranceClaimDecided")
+
+    event_type: ClassVar[str] = "casetrail.insurance_claim.decided"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    claim_id: Identifier
+    insurer_id: Identifier
+    decision: ClaimDecision
+    amount_approved: Money
+    reason: SensitiveNote | None = None
+
+
+class ConsentGrantedV2(CaseEvent):
+    """The client consented to parts of their record being disclosed to a recipient."""
+
+    model_config = ConfigDict(title="ConsentGranted")
+
+    event_type: ClassVar[str] = "casetrail.consent.granted"
+    schema_version: ClassVar[int] = 2
+
+    case_id: Identifier
+    client_id: Identifier
+    consent_id: Identifier
+    scope: Annotated[tuple[RecordSection, ...], Field(min_length=1)]
+    categories: SensitiveCategories = Field(
+        default=(),
+        description="Sensitive categories the client names for disclosure (e.g. substance_use);"
+        " without them those data stay withheld even inside the consented sections.",
+    )
+    recipient: ConsentRecipient
+    purpose: AccessPurpose
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="Always set by the consent API; absent only in v1 data."
+    )
+    document_reference: NonEmptyStr | None = Field(
+        default=None, description="Where the signed consent document is kept."
+    )
+
+
+def _same_shape(model: type[CaseEvent]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The upcaster from ``model``'s version to the next when only marks changed: the data,
+    validated as ``model`` (a value stored in clear stays as it was: the next version seals it
+    where the store or the bus writes it)."""
+
+    def upcast(data: dict[str, Any]) -> dict[str, Any]:
+        return _validated(model, data).model_dump(mode="json")
+
+    upcast.__name__ = upcast.__qualname__ = f"upcast_{model.__name__}_unchanged"
+    upcast.__doc__ = (
+        f"{model.event_type} v{model.schema_version} -> v{model.schema_version + 1}: same"
+        " shape; the next version marks free text sensitive (or personal), sealed once stored."
+    )
+    return upcast
+
+
+upcast_service_scheduled_v1_to_v2 = _same_shape(ServiceScheduledV1)
+upcast_service_rescheduled_v1_to_v2 = _same_shape(ServiceRescheduledV1)
+upcast_service_cancelled_v1_to_v2 = _same_shape(ServiceCancelledV1)
+upcast_plan_drafted_v1_to_v2 = _same_shape(PlanDraftedV1)
+upcast_goal_added_v1_to_v2 = _same_shape(GoalAddedV1)
+upcast_goal_revised_v1_to_v2 = _same_shape(GoalRevisedV1)
+upcast_goal_dropped_v1_to_v2 = _same_shape(GoalDroppedV1)
+upcast_discharge_planned_v1_to_v2 = _same_shape(DischargePlannedV1)
+upcast_referral_accepted_v1_to_v2 = _same_shape(ReferralAcceptedV1)
+upcast_referral_declined_v1_to_v2 = _same_shape(ReferralDeclinedV1)
+upcast_insurance_claim_filed_v1_to_v2 = _same_shape(InsuranceClaimFiledV1)
+upcast_insurance_claim_decided_v1_to_v2 = _same_shape(InsuranceClaimDecidedV1)
+upcast_consent_granted_v2_to_v3 = _same_shape(ConsentGrantedV2)

@@ -7,11 +7,10 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator
 
-from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Sensitive
 from events.catalog.values import (
     CatalogValue,
     Day,
-    Note,
     PositiveVersion,
     SensitiveNeedCategory,
     SensitiveNote,
@@ -47,7 +46,10 @@ class PlanTask(CatalogValue):
     """A concrete step toward a goal, e.g. "book transport to the Tuesday appointments"."""
 
     task_id: Identifier
-    description: NonEmptyStr
+    description: Annotated[NonEmptyStr, Sensitive] = Field(
+        description="Sensitive: a step toward a goal tells of the client's need, as the goal's"
+        " statement does."
+    )
     owner: TaskOwner
     target_date: Day
 
@@ -75,6 +77,7 @@ class PlanDrafted(CaseEvent):
     """A draft intervention plan was written for the case, possibly with its first goals."""
 
     event_type: ClassVar[str] = "casetrail.plan.drafted"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     plan_id: Identifier
@@ -91,6 +94,7 @@ class GoalAdded(CaseEvent):
     """A goal was added to the plan."""
 
     event_type: ClassVar[str] = "casetrail.goal.added"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     plan_id: Identifier
@@ -101,11 +105,12 @@ class GoalRevised(CaseEvent):
     """A goal of the plan was revised; the event carries the goal's complete new form."""
 
     event_type: ClassVar[str] = "casetrail.goal.revised"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     plan_id: Identifier
     goal: Goal
-    reason: NonEmptyStr
+    reason: Annotated[NonEmptyStr, Sensitive]
 
 
 class GoalAchieved(CaseEvent):
@@ -123,11 +128,12 @@ class GoalDropped(CaseEvent):
     """A goal was taken out of the plan without being reached."""
 
     event_type: ClassVar[str] = "casetrail.goal.dropped"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     plan_id: Identifier
     goal_id: Identifier
-    reason: Note
+    reason: SensitiveNote
 
 
 class PlanAgreed(CaseEvent):

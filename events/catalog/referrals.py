@@ -7,8 +7,8 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from events.catalog.access import DisclosureBasis
-from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Sensitive
-from events.catalog.values import Day, Note, Provider, SensitiveNeedCategory, SensitiveNote, Urgency
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Personal, Sensitive
+from events.catalog.values import Day, Provider, SensitiveNeedCategory, SensitiveNote, Urgency
 
 
 class ReferralMade(CaseEvent):
@@ -39,23 +39,25 @@ class ReferralAccepted(CaseEvent):
     """The agency or professional accepted the referral."""
 
     event_type: ClassVar[str] = "casetrail.referral.accepted"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     referral_id: Identifier
     provider_id: Identifier
     expected_start_date: Day | None = None
-    contact_person: NonEmptyStr | None = None
+    contact_person: Annotated[NonEmptyStr | None, Personal] = None
 
 
 class ReferralDeclined(CaseEvent):
     """The agency or professional declined the referral."""
 
     event_type: ClassVar[str] = "casetrail.referral.declined"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     referral_id: Identifier
     provider_id: Identifier
-    reason: Note
+    reason: SensitiveNote
 
 
 class ReferralCompleted(CaseEvent):

@@ -10,10 +10,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, ClassVar
 
-from pydantic import AwareDatetime, ValidationInfo, field_validator
+from pydantic import AwareDatetime, Field, ValidationInfo, field_validator
 
-from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Sensitive
-from events.catalog.values import CatalogValue, Note, Provider, SensitiveNote
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Personal, Sensitive
+from events.catalog.values import CatalogValue, Provider, SensitiveNote
 
 
 class ServiceKind(StrEnum):
@@ -50,7 +50,10 @@ class ServiceLocation(CatalogValue):
     """Where the service takes place; with an address when the kind does not make it obvious."""
 
     kind: LocationKind
-    address: NonEmptyStr | None = None
+    address: Annotated[NonEmptyStr | None, Personal] = Field(
+        default=None,
+        description="Personal: often the client's own or a relative's address.",
+    )
 
 
 class CancelledBy(StrEnum):
@@ -73,6 +76,7 @@ class ServiceScheduled(CaseEvent):
     """A service for the client was scheduled with a provider."""
 
     event_type: ClassVar[str] = "casetrail.service.scheduled"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     service_id: Identifier
@@ -91,13 +95,14 @@ class ServiceRescheduled(CaseEvent):
     """A scheduled service was moved to another slot (and possibly another place)."""
 
     event_type: ClassVar[str] = "casetrail.service.rescheduled"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     service_id: Identifier
     starts_at: AwareDatetime
     ends_at: AwareDatetime
     location: ServiceLocation
-    reason: Note
+    reason: SensitiveNote
 
     _ends_after_start = field_validator("ends_at")(ends_after_start)
 
@@ -106,11 +111,12 @@ class ServiceCancelled(CaseEvent):
     """A scheduled service was called off."""
 
     event_type: ClassVar[str] = "casetrail.service.cancelled"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     service_id: Identifier
     cancelled_by: CancelledBy
-    reason: Note
+    reason: SensitiveNote
 
 
 class ServiceDelivered(CaseEvent):

@@ -38,7 +38,7 @@ from casetrail_platform.projections.port import (
     Projection,
     ReadModelStore,
 )
-from events.catalog.access import ConsentGranted, RecordAccessDenied, RecordAccessed
+from events.catalog.access import RecordAccessDenied, RecordAccessed
 from events.catalog.erasure import ClientErased
 from events.cloudevents import from_structured, to_structured
 from events.envelope import RecordedEvent, to_micros
@@ -134,14 +134,15 @@ class TimelineProjection(Projection):
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
         # The events keep their sealed values; the fact entries hold the categories of need
-        # in the clear (the client's health data): forgotten, as the policy's own facts do
-        # (casetrail_platform.policy.projection). The client's consents stay: they still bind.
+        # and those a consent names in the clear (the client's health data): forgotten, as the
+        # policy's own facts do (casetrail_platform.policy.projection). The client's consents
+        # stay, naming no category: they still bind, and cover no sensitive category.
         for case_id in erased.case_ids:
             document = await transaction.get(FACTS, case_id)
             if document is None:
                 continue
             for entry in document["entries"]:
-                if entry["type"] != ConsentGranted.event_type and "categories" in entry:
+                if "categories" in entry:
                     entry["categories"] = []
             await transaction.put(FACTS, case_id, document)
 

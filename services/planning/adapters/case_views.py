@@ -65,7 +65,9 @@ class CaseViewProjection(Projection):
 
 
 SENSITIVE_CODES = frozenset({"presented_needs", "category", "needs", "need_category", "kind"})
-SENSITIVE_TEXTS = frozenset({"statement", "objectives", "service"})
+SENSITIVE_TEXTS = frozenset(
+    {"statement", "objectives", "description", "service", "criteria", "aftercare"}
+)
 """The keys of a case document (``case_document``) under which the catalog's sensitive values
 are copied: codes (need categories, service kinds) and free text."""
 

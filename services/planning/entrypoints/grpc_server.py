@@ -37,6 +37,8 @@ CASE_VIEW_SENSITIVE_PATHS = (
     "services.kind",
     "referrals.need_category",
     "referrals.service",
+    "discharge.criteria",
+    "discharge.aftercare",
 )
 """Where the catalog's sensitive fields (events/schemas/catalog.json) show in a case view
 (GetCaseViewResponse)."""

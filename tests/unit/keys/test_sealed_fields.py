@@ -177,16 +177,15 @@ def test_kafka_and_structured_forms_carry_ciphertext_and_keep_the_ledger_bytes()
 def test_an_event_whose_sensitive_fields_are_empty_is_stored_as_its_own_json() -> None:
     """Nothing sealed, nothing re-encoded: a reader rebuilding the record (audit's timeline,
     from CloudEvents) hashes the same ledger bytes as the store (a sorted re-encoding did not)."""
-    from datetime import UTC, date, datetime
+    from datetime import UTC, datetime
     from uuid import uuid4 as new_id
 
-    from events.catalog.cases import DischargePlanned
+    from events.catalog.cases import CaseClosed, DischargeReason
     from events.envelope import EventMetadata, NewEvent
 
     registry = protected()
-    event = DischargePlanned(
-        case_id="case-x", target_date=date(2026, 12, 1), criteria=("Goes out with a cane",)
-    )
+    # Its only sensitive field, the note, is absent (a discharge's criteria are sealed).
+    event = CaseClosed(case_id="case-x", reason=DischargeReason.GOALS_ACHIEVED)
     new = NewEvent(event, EventMetadata("casetrail/test", WORKER, datetime.now(UTC), new_id()))
     data = registry.seal(event, new.event_id, encode(event))
     assert data == encode(event)
