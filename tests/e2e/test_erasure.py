@@ -10,6 +10,7 @@ import glob
 import json
 import logging
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -19,11 +20,11 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
-from cli.rpc import Person, command, eventually, query
+from cli.rpc import Person, command, eventually, query, timestamp
 from cli.walk.story import AUDITOR, COORDINATOR, INTAKE_WORKER, RECEPTIONIST, SOCIAL_WORKER
 from events.sealed_values import ERASED_CODE, ERASED_TEXT
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import key, registration
+from tests.e2e.support import Case, consent, key, registration
 from tests.e2e.test_cli import casetrail_cli
 from tests.e2e.test_ledger import proven_export
 from tests.support.kafka_reading import partitions_of, records_to_end
@@ -64,6 +65,46 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
         )
     )
     await _assigned_with_a_plan(casetrail, case_id, canary)
+    # Named sensitive categories of a consent, a service's place and why it moved or was called
+    # off, a discharge's criteria and aftercare: sealed too (rev21), so erased with the rest.
+    await consent(
+        casetrail, Case(client.client_id, case_id), "agency-harbour", categories=("substance_use",)
+    )
+    await _services_moved_and_called_off(casetrail, case_id, canary)
+    await stubs.as_(SOCIAL_WORKER).planning.PlanDischarge(
+        pl.PlanDischargeRequest(
+            context=command(key()),
+            case_id=case_id,
+            target_date=(datetime.now(UTC).date() + timedelta(days=60)).isoformat(),
+            criteria=[f"Criterion {canary}"],
+            aftercare=[f"Aftercare {canary}"],
+        )
+    )
+    await eventually(
+        lambda: _timeline_text(casetrail, case_id),
+        lambda text: all(
+            kind in text
+            for kind in (
+                "casetrail.consent.granted",
+                "casetrail.service.rescheduled",
+                "casetrail.service.cancelled",
+                "casetrail.discharge.planned",
+            )
+        ),
+        what="audit to hold the consent, the services and the discharge",
+        patience=casetrail.patience,
+    )
+    # An entitled reader (the auditor's review) still reads them as written.
+    entitled = await eventually(
+        lambda: stubs.as_(AUDITOR).planning.GetCaseView(
+            pl.GetCaseViewRequest(context=query(REVIEW), case_id=case_id)
+        ),
+        lambda view: list(view.discharge.criteria) == [f"Criterion {canary}"],
+        what="planning's case view to show the discharge",
+        patience=casetrail.patience,
+    )
+    assert list(entitled.discharge.aftercare) == [f"Aftercare {canary}"]
+    assert entitled.plan.goals[0].goal.tasks[0].description == f"Task {canary}"
     opened_event = opened.result.event_ids[0]
     before = await eventually(
         lambda: stubs.as_(AUDITOR).audit.ProveEventInclusion(
@@ -119,6 +160,9 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
         what="planning's case view to forget the goal",
         patience=casetrail.patience,
     )
+    assert view.plan.goals[0].goal.tasks[0].description == ERASED_TEXT
+    assert list(view.discharge.criteria) == [ERASED_TEXT]
+    assert list(view.discharge.aftercare) == [ERASED_TEXT]
     assert view.worker.worker_id == SOCIAL_WORKER.user_id
     await eventually(
         lambda: stubs.as_(AUDITOR).coordination.GetCaseCoordination(
@@ -139,6 +183,12 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
     assert after.checkpoint.root_hash == before.checkpoint.root_hash
     export = await _export(casetrail, case_id, tmp_path)
     assert canary not in export.read_text()
+    # Nor a category the client's consent named: the consent stays, naming none.
+    assert "substance_use" not in export.read_text()
+    timeline = await _timeline_text(casetrail, case_id)
+    assert "casetrail.consent.granted" in timeline
+    assert canary not in timeline
+    assert "substance_use" not in timeline
     keys = await stubs.as_(AUDITOR).audit.ListLedgerKeys(
         audit_pb2.ListLedgerKeysRequest(context=query(REVIEW))
     )
@@ -204,6 +254,13 @@ async def _assigned_with_a_plan(casetrail: Casetrail, case_id: str, canary: str)
                     term="short",
                     need_category="counseling",
                     objectives=[canary],
+                    tasks=[
+                        pl.Task(
+                            description=f"Task {canary}",
+                            owner=pl.TaskOwner(kind="worker", owner_id=SOCIAL_WORKER.user_id),
+                            target_date=(datetime.now(UTC).date() + timedelta(days=7)).isoformat(),
+                        )
+                    ],
                 )
             ],
         )
@@ -216,6 +273,54 @@ async def _assigned_with_a_plan(casetrail: Casetrail, case_id: str, canary: str)
         what="planning's case view to show the plan",
         patience=casetrail.patience,
     )
+
+
+async def _services_moved_and_called_off(casetrail: Casetrail, case_id: str, canary: str) -> None:
+    """A service at an address (personal), moved with a reason, and one called off with one."""
+    coordinator = casetrail.stubs.as_(COORDINATOR).coordination
+    day = datetime.now(UTC).date() + timedelta(days=7)
+    start = datetime(day.year, day.month, day.day, 9, tzinfo=UTC)
+    service_ids = []
+    for hour in (0, 3):
+        scheduled = await coordinator.ScheduleService(
+            co.ScheduleServiceRequest(
+                context=command(key()),
+                case_id=case_id,
+                kind="counseling",
+                provider=co.Provider(provider_id="agency-harbour", name="Harbour Counseling"),
+                starts_at=timestamp(start + timedelta(hours=hour)),
+                ends_at=timestamp(start + timedelta(hours=hour + 1)),
+                location=co.ServiceLocation(kind="other", address=f"Via {canary} 3"),
+            )
+        )
+        service_ids.append(scheduled.service_id)
+    await coordinator.RescheduleService(
+        co.RescheduleServiceRequest(
+            context=command(key()),
+            case_id=case_id,
+            service_id=service_ids[0],
+            starts_at=timestamp(start + timedelta(hours=1)),
+            ends_at=timestamp(start + timedelta(hours=2)),
+            reason=f"Moved: {canary}",
+        )
+    )
+    await coordinator.CancelService(
+        co.CancelServiceRequest(
+            context=command(key()),
+            case_id=case_id,
+            service_id=service_ids[1],
+            cancelled_by="client",
+            reason=f"Cancelled: {canary}",
+        )
+    )
+
+
+async def _timeline_text(casetrail: Casetrail, case_id: str) -> str:
+    """Audit's timeline of the case, as the auditor's review reads it (every event's JSON)."""
+    answer = await casetrail.stubs.as_(AUDITOR).audit.GetTimeline(
+        audit_pb2.GetTimelineRequest(context=query(REVIEW), case_id=case_id, page_size=1000)
+    )
+    return "\n".join(entry.cloudevent_json for entry in answer.entries)
 
 
 async def _intake_case(casetrail: Casetrail, case_id: str) -> intake_pb2.CaseRecord:
