@@ -23,7 +23,7 @@ OWN_STORE = {
 }
 FROM_BUS = {
     "intake": ("case-closures", "case-facts"),
-    "coordination": ("case-facts",),
+    "coordination": ("case-facts", "follow-ups"),
     "planning": ("case-view", "case-facts"),
     "audit": ("timeline-index", "client-cases", "disclosure-index-recorded"),
 }

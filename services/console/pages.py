@@ -88,6 +88,14 @@ def moment(text: str | None, field_name: str, *, required: bool = False) -> date
     return parsed.astimezone(UTC)
 
 
+def not_after_now(moment: datetime | None) -> datetime | None:
+    """A replay's moment, no later than now: audit refuses one still to come (it would be
+    today's state under a later date), and the page then shows the moment actually used."""
+    if moment is None:
+        return None
+    return min(moment, datetime.now(UTC))
+
+
 def page_token(text: str | None) -> str:
     if text and (len(text) > 1024 or not text.isprintable()):
         raise BadInput({"page": "not a page of this view"})

@@ -294,7 +294,7 @@ async def state(request: Request) -> Response:
     case_id = pages.case_id(request.path_params["case_id"])
     params = request.query_params
     basis = pages.basis(params.get("clock"))
-    at = pages.moment(params.get("at"), "moment")
+    at = pages.not_after_now(pages.moment(params.get("at"), "moment"))
     rows: list[pages.StateRow] = []
     if at is not None:
         found = await console_of(request).client().state_as_of(caller(session), case_id, at, basis)
@@ -330,7 +330,7 @@ async def compare(request: Request) -> Response:
             problems.update(bad.problems)
     if problems:
         raise pages.BadInput(problems)
-    first, second = moments["first"], moments["second"]
+    first, second = pages.not_after_now(moments["first"]), pages.not_after_now(moments["second"])
     comparison = None
     empty: list[str] = []
     if first is not None and second is not None:

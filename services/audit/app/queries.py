@@ -32,7 +32,7 @@ from services.audit.domain.access import (
     sensitive_fields_shown,
 )
 from services.audit.domain.case_state import CaseState, fold
-from services.audit.domain.errors import CaseNotFound, invalid
+from services.audit.domain.errors import CaseNotFound
 from services.audit.domain.history import (
     IndexPage,
     PageCursor,
@@ -148,10 +148,8 @@ async def get_state_as_of(
     # The state is folded from the case's own events: its access records change nothing in it.
     own = await deps.timelines.history_of(case_id)
     ordered = history.view(own, basis, as_of)
-    if not ordered:
-        # As GetCaseAsSeen: an empty state would read as "the case held nothing", and its access
-        # record would name sections nothing was shown of.
-        raise invalid("as_of", f"is before the case's first event on the {basis.value} clock")
+    # A moment before the case's first event folds nothing: an empty state whose
+    # events_applied of 0 says the case did not exist yet (the console shows it so).
     state = fold(case_id, ordered, basis)
     await _release(deps, viewer, allowed, case_id, ordered, STATE_SECTIONS, answer=answer)
     return state
