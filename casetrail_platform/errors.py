@@ -46,3 +46,12 @@ class StorageUnavailableError(EventPlatformError):
     def __init__(self, what: str) -> None:
         self.what = what
         super().__init__(f"the {what} is unavailable; retry later")
+
+
+class StorageConfigurationError(EventPlatformError):
+    """The database refuses what this process is configured to do (a role missing, a
+    membership or grant not given): an operator must fix the database or the deployment.
+    Unlike ``StorageUnavailableError`` it is never retried as an outage; the message says what
+    to configure (the driver's error is chained as its cause)."""
+
+    retriable = False

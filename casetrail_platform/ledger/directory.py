@@ -12,6 +12,7 @@ import asyncio
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from casetrail_platform.errors import StorageConfigurationError
 from casetrail_platform.ledger.hosting import key_path, open_ledger_store
 from casetrail_platform.ledger.note import NoteError, Verifier, origin_of, parse_verifiers
 from casetrail_platform.ledger.port import LedgerStore
@@ -47,6 +48,8 @@ class LedgerDirectory:
                 return None
             try:
                 store = await open_ledger_store(infra, service, reader=True)
+            except StorageConfigurationError:
+                raise  # never "not created yet": an operator must act (the witness says so)
             except Exception:
                 return None  # not created yet by its service (distributed: schema missing)
             self._logs[service] = store
@@ -65,7 +68,9 @@ class LedgerDirectory:
         published = key_path(infra.data_dir, service).with_suffix(".pub")
         try:
             text = await asyncio.to_thread(Path.read_text, published)
-            return Verifier.parse(text)
+            # The key as written when it was generated, under the origin of today's agency
+            # name (FileSigner writes the file only once, so it may name an earlier one).
+            return Verifier(self.origin(service), Verifier.parse(text).public_key)
         except (OSError, NoteError):
             return None
 

@@ -3,7 +3,8 @@
 ``CheckpointSigner`` is shaped like a KMS: it signs bytes and tells its public key, nothing
 more, so a production adapter can keep the key in a KMS or HSM (``RemoteSigner`` wraps any
 such sign call). The embedded default, ``FileSigner``, generates an Ed25519 key into the data
-directory on first use (mode 0600) and publishes its verifier key beside it.
+directory on first use (mode 0600) and publishes its verifier key beside it; a key it is given
+(a mounted Secret) it only reads.
 """
 
 from __future__ import annotations
@@ -47,16 +48,21 @@ class CheckpointSigner(ABC):
 
 
 class FileSigner(CheckpointSigner):
-    """An Ed25519 key in a PEM file, generated when missing (the embedded default)."""
+    """An Ed25519 key in a PEM file, generated when missing (the embedded default).
+
+    Only a key it generates is published beside it (``ledger.pub``, which audit reads when it
+    shares the data directory). A key it is given is only read: on Kubernetes it is a
+    read-only Secret mount in a directory the container's user may not write, and audit gets
+    the public keys from ``CASETRAIL_LEDGER_PUBLIC_KEYS`` instead.
+    """
 
     def __init__(self, name: str, path: Path) -> None:
         super().__init__(name)
+        generated = not path.exists()
         self._key = _load_or_create(path)
         self._public = _raw_public(self._key)
-        published = path.with_suffix(".pub")
-        text = f"{Verifier(name, self._public)}\n"
-        if not published.exists() or published.read_text() != text:
-            published.write_text(text)
+        if generated:
+            path.with_suffix(".pub").write_text(f"{Verifier(name, self._public)}\n")
 
     async def public_key(self) -> bytes:
         return self._public

@@ -19,6 +19,7 @@ from psycopg import sql
 from psycopg.types.numeric import Int8BinaryLoader
 from psycopg.types.string import ByteaBinaryLoader
 
+from casetrail_platform.errors import StorageConfigurationError, StorageUnavailableError
 from casetrail_platform.ledger import tiles
 from casetrail_platform.ledger.canonical import leaf_hashes
 from casetrail_platform.ledger.merkle import HASH_SIZE, Hash, HashRun
@@ -147,8 +148,9 @@ class PostgresLedgerStore(LedgerStore):
     async def connect_reader(cls, dsn: str, *, schema: str) -> PostgresLedgerStore:
         """Read another service's ledger as ``READER_ROLE`` in read-only transactions: its
         hashes and checkpoints, never its events, and no write of any kind (audit, the
-        witness). The DSN's user must be a member of ``READER_ROLE``; raises if the role or
-        the ledger does not exist yet."""
+        witness). The DSN's user must be a member of ``READER_ROLE``; raises
+        ``StorageConfigurationError`` if it is not (or the role does not exist, or may not read
+        this ledger), and another error if the ledger does not exist yet."""
         connections = PgConnections(
             dsn,
             1,
@@ -164,8 +166,11 @@ class PostgresLedgerStore(LedgerStore):
 
         try:
             await connections.run(check)
-        except BaseException:
+        except BaseException as error:
             await connections.close()
+            problem = _reader_role_problem(error, schema)
+            if problem is not None:
+                raise StorageConfigurationError(problem) from error
             raise
         return cls(connections, schema)
 
@@ -292,6 +297,30 @@ async def _tile_old_nodes(connection: Connection, schema: str) -> None:
         for write in tiles.writes(runs):
             await connection.execute(insert, (write.level, write.index, write.hashes))
     await connection.execute(sql.SQL("DROP TABLE {}").format(nodes))
+
+
+def _reader_role_problem(error: BaseException, schema: str) -> str | None:
+    """What to configure when ``connect_reader`` failed for want of ``READER_ROLE`` (``None``:
+    another failure, e.g. the server away or the ledger not created yet).
+
+    The server refuses ``-c role=`` while logging in ("role ... does not exist", "permission
+    denied to set role ..."): libpq reports that as a failed connection, with no SQLSTATE, so
+    it would pass for an outage and be retried for ever. The server's text names the role
+    (quoted, in every language it speaks), which tells the two apart."""
+    if isinstance(error, psycopg.errors.InsufficientPrivilege):
+        return (
+            f"{READER_ROLE} may not read the ledger in {schema}: its service grants that at"
+            " start-up when the role exists; restart the service, or run the grants of README"
+            ' "Audit\'s read-only access (PostgreSQL)"'
+        )
+    cause = error.__cause__ if isinstance(error, StorageUnavailableError) else error
+    if isinstance(cause, psycopg.OperationalError) and f'"{READER_ROLE}"' in str(cause):
+        return (
+            f"this login cannot act as {READER_ROLE} (the role is missing, or the login is not"
+            f" a member: GRANT {READER_ROLE} TO <audit's login>); see README \"Audit's"
+            ' read-only access (PostgreSQL)"'
+        )
+    return None
 
 
 async def _grant_reader(connection: Connection, schema: str) -> None:

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from casetrail_platform.errors import StorageConfigurationError, StorageUnavailableError
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.log import LedgerLog
 from casetrail_platform.ledger.note import origin_of
@@ -110,3 +111,21 @@ async def test_a_login_role_in_the_reader_role_cannot_write_even_after_reset_rol
         await audit.execute("SET default_transaction_read_only = off")
         for write in WRITES:
             assert await _refused(audit, write, schema), write
+
+
+async def test_a_login_outside_the_reader_role_is_a_configuration_error(schema: str) -> None:
+    """What the chart's owner login got before the chart made it a member: not an outage to
+    retry for ever, but an error saying which GRANT is missing."""
+    outsider = "casetrail_test_not_a_reader"
+    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
+        await admin.execute(
+            sql.SQL(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {login})"
+                " THEN CREATE ROLE {role} LOGIN; END IF; END $$"
+            ).format(login=sql.Literal(outsider), role=sql.Identifier(outsider))
+        )
+    conninfo = psycopg.conninfo.make_conninfo(postgres_dsn(), user=outsider)
+    with pytest.raises(StorageConfigurationError) as refused:
+        await PostgresLedgerStore.connect_reader(conninfo, schema=schema)
+    assert not isinstance(refused.value, StorageUnavailableError)
+    assert f"GRANT {READER_ROLE} TO" in str(refused.value)

@@ -23,6 +23,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from casetrail_platform.commands import NotFound, RuleBroken
+from casetrail_platform.errors import StorageConfigurationError
 from casetrail_platform.ledger import merkle
 from casetrail_platform.ledger.directory import LedgerDirectory
 from casetrail_platform.ledger.export import canonical_of_record, proof_attributes
@@ -149,13 +150,21 @@ async def run_witness(
     """Witness every log every ``every`` seconds until ``stop``."""
     healthy: bool | None = None
     unkeyed: list[str] = []
+    misconfigured = ""
     while not stop.is_set():
         try:
             round_ = await witness_all(deps)
+        except StorageConfigurationError as error:
+            # Said once (not a traceback every round): it lasts until an operator acts.
+            if str(error) != misconfigured:
+                misconfigured = str(error)
+                log.error("ledger witness cannot read the logs: %s", error)
+            consistent = False
         except Exception:
             log.exception("ledger witness round failed")
             consistent = False
         else:
+            misconfigured = ""
             consistent = round_.consistent
             if round_.unkeyed != unkeyed:
                 unkeyed = round_.unkeyed
