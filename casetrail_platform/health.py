@@ -5,6 +5,12 @@ service is answered ``UNAVAILABLE``, so the service reports NOT_SERVING as a who
 service names and the server's ``""`` entry) besides the ``database`` entry: load balancers
 and readiness probes send traffic elsewhere. Both go back to SERVING at the first probe that
 reaches the database again; nothing needs restarting.
+
+``LIVENESS_SERVICE`` is the one entry no dependency touches: SERVING from the moment the server
+exists until it shuts down. grpc.aio answers health checks on the process's event loop, so an
+answer means the process is alive and its loop responsive; that is all a liveness probe may
+ask. Were it to follow the database too, a fail-over would make kubelet restart every replica
+at once, for an outage a restart cannot cure.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from casetrail_platform.bus.errors import is_outage
 from casetrail_platform.store.pg_connections import CONNECT_TIMEOUT_SECONDS
 
 log = logging.getLogger(__name__)
+
+LIVENESS_SERVICE = "casetrail.liveness"
+"""The health entry of liveness probes (the chart's livenessProbe ``grpc.service``)."""
 
 Probe = Callable[[], Awaitable[object]]
 """A cheap read that raises when the storage is away."""

@@ -23,6 +23,7 @@ from casetrail_platform.bus.kafka import KafkaEventPublisher, KafkaEventSubscrib
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.ordering import SequenceGuard
 from casetrail_platform.bus.port import BatchHandler, EventPublisher, EventSubscriber, Handler
+from casetrail_platform.bus.topics import TopicSettings
 from casetrail_platform.checkpoints import CheckpointStore
 from casetrail_platform.grpc_platform.server import (
     Registration,
@@ -69,6 +70,9 @@ class Infrastructure:
     postgres_dsn: str | None = None
     kafka: KafkaSettings | None = None
     topic: str = DEFAULT_CASE_EVENTS_TOPIC
+    topics: TopicSettings | None = None
+    """How the distributed backend creates missing topics (partitions, replication); ``None``:
+    the development defaults for ``topic``."""
     registry: EventRegistry = field(default_factory=default_registry)
     verifier: TokenVerifier | None = None
     tls: ServerTls | None = None
@@ -128,16 +132,24 @@ class Infrastructure:
         data_dir: Path,
         postgres_dsn: str,
         kafka: KafkaSettings,
-        topic: str = "",
+        topic: str | TopicSettings = "",
         *,
         verifier: TokenVerifier | None = None,
         tls: ServerTls | None = None,
     ) -> Infrastructure:
+        """``topic``: the case-event topic's name (development settings for the topics it
+        creates), or the topics' settings (``TopicSettings.from_env``)."""
+        settings = (
+            topic
+            if isinstance(topic, TopicSettings)
+            else TopicSettings(case_events_topic=topic or DEFAULT_CASE_EVENTS_TOPIC)
+        )
         return cls(
             data_dir=data_dir,
             postgres_dsn=postgres_dsn,
             kafka=kafka,
-            topic=topic or DEFAULT_CASE_EVENTS_TOPIC,
+            topic=settings.case_events_topic,
+            topics=settings,
             verifier=verifier,
             tls=tls,
         )
@@ -487,7 +499,9 @@ class ServiceHost:
                 self.infra.registry, self.infra.topic, linger=self.infra.projection_linger
             )
         assert self.infra.kafka is not None, "Infrastructure needs a bus"
-        return KafkaEventSubscriber(self.infra.kafka, self.infra.registry, topic=self.infra.topic)
+        return KafkaEventSubscriber(
+            self.infra.kafka, self.infra.registry, topic=self.infra.topic, topics=self.infra.topics
+        )
 
 
 OUTBOX_STALL_SECONDS = 30.0

@@ -97,11 +97,15 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
                 " (it never starts a development issuer)"
             )
         kafka = KafkaSettings.from_env()
+        try:
+            topics = TopicSettings.from_env(os.environ, options.topic)
+        except ValueError as error:
+            raise SystemExit(f"Kafka topics: {error}") from None
         infra = Infrastructure.distributed(
             data_dir,
             os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN),
             kafka,
-            options.topic,
+            topics,
             verifier=issuer.verifier(),
             tls=tls,
         )
@@ -194,12 +198,16 @@ async def start_distributed(
     reach (services/startup.py); ``None`` when stopped before that."""
     assert infra.kafka is not None
     assert infra.postgres_dsn is not None
+    assert infra.topics is not None
     kafka = infra.kafka
+    topics = infra.topics
     postgres = postgres_name(infra.postgres_dsn)
     kafka_name = f"Kafka at {kafka.bootstrap_servers}"
 
     async def attempt() -> list[RunningService]:
-        await ensure_topics(kafka, TopicSettings(case_events_topic=options.topic))
+        # The partitions and replication the deployment configured (TopicSettings.from_env):
+        # whoever gets there first, this process or the Topic Operator, creates the same topics.
+        await ensure_topics(kafka, topics)
         return await start_services(infra, names, options.host, ports)
 
     return await start_when_reachable(

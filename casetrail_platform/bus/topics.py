@@ -8,7 +8,7 @@ safe to call from every service at start-up (the broker refuses automatic topic 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,13 +38,15 @@ __all__ = [
     "dead_letter_topic",
     "ensure_dead_letter_topics",
     "ensure_topics",
+    "whole_number",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class TopicSettings:
-    """Development defaults (one broker). Production uses ``TopicSettings.production()``:
-    replication factor 3 and ``min.insync.replicas=2``, so that with ``acks=all`` a write
+    """Development defaults (one broker). Production uses ``TopicSettings.production()``, or
+    ``from_env`` with the Helm chart's variables: replication factor 3 and
+    ``min.insync.replicas=2``, so that with ``acks=all`` a write
     acknowledged by the bus survives the loss of any one broker, and a partition refuses
     writes rather than accept them on a single copy. Unclean leader election is always
     disabled: an out-of-sync replica must never become leader and silently drop
@@ -85,6 +87,35 @@ class TopicSettings:
             min_insync_replicas=PRODUCTION_MIN_INSYNC_REPLICAS,
         )
 
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str], case_events_topic: str | None = None
+    ) -> TopicSettings:
+        """The topics a distributed process creates when missing, from the variables the Helm
+        chart sets: ``CASETRAIL_CASE_EVENTS_TOPIC`` (unless ``case_events_topic`` is given),
+        ``CASETRAIL_CASE_EVENTS_PARTITIONS``, ``CASETRAIL_DEAD_LETTER_PARTITIONS``,
+        ``CASETRAIL_KAFKA_REPLICATION_FACTOR`` and ``CASETRAIL_KAFKA_MIN_INSYNC_REPLICAS``.
+        Unset, the development defaults: the local test broker is a single one, where only
+        replication 1 can be created. Raises ``ValueError`` naming a malformed variable."""
+        defaults = cls()
+        return cls(
+            case_events_topic=case_events_topic
+            or environ.get("CASETRAIL_CASE_EVENTS_TOPIC", "").strip()
+            or defaults.case_events_topic,
+            partitions=whole_number(
+                environ, "CASETRAIL_CASE_EVENTS_PARTITIONS", defaults.partitions
+            ),
+            dead_letter_partitions=whole_number(
+                environ, "CASETRAIL_DEAD_LETTER_PARTITIONS", defaults.dead_letter_partitions
+            ),
+            replication_factor=whole_number(
+                environ, "CASETRAIL_KAFKA_REPLICATION_FACTOR", defaults.replication_factor
+            ),
+            min_insync_replicas=whole_number(
+                environ, "CASETRAIL_KAFKA_MIN_INSYNC_REPLICAS", defaults.min_insync_replicas
+            ),
+        )
+
     def topic_config(self) -> dict[str, str]:
         return {
             **TOPIC_RETENTION,
@@ -119,6 +150,16 @@ class TopicSettings:
                 )
             )
         return topics
+
+
+def whole_number(environ: Mapping[str, str], name: str, default: int) -> int:
+    """The whole number in variable ``name``; ``default`` when unset or empty."""
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit():
+        raise ValueError(f"{name} must be a whole number, got {text!r}")
+    return int(text)
 
 
 async def ensure_topics(

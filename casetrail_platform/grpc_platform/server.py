@@ -24,6 +24,7 @@ from casetrail_platform.grpc_platform.edge import request_problems
 from casetrail_platform.grpc_platform.errors import REFUSALS, abort_internal, abort_with
 from casetrail_platform.grpc_platform.fingerprint import serving
 from casetrail_platform.grpc_platform.wire import invalid_utf8_field
+from casetrail_platform.health import LIVENESS_SERVICE
 from casetrail_platform.identity.grpc_auth import BearerAuthentication
 from casetrail_platform.identity.tls import ServerTls
 from casetrail_platform.identity.verifier import TokenVerifier
@@ -52,9 +53,10 @@ async def create_server(
 
     Every call but health and reflection needs a bearer token ``verifier`` accepts (see
     ``casetrail_platform.identity.grpc_auth``); with ``tls`` the port speaks TLS (mutual TLS when it
-    names a client CA). Every server answers grpc.health.v1 (SERVING for each service) and server
-    reflection. Every casetrail method sits behind ``EdgeInterceptor``, inside authentication
-    (an unauthenticated caller learns nothing about its request). Outermost, every call is
+    names a client CA). Every server answers grpc.health.v1 (SERVING for each service, ``""``
+    and ``LIVENESS_SERVICE``) and server reflection. Every casetrail method sits behind
+    ``EdgeInterceptor``, inside authentication (an unauthenticated caller learns nothing about
+    its request). Outermost, every call is
     counted, timed and traced (``casetrail_platform.telemetry.grpc_server``).
     """
     server = grpc.aio.server(
@@ -65,7 +67,7 @@ async def create_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service_names)
-    for name in [*names, ""]:
+    for name in [*names, "", LIVENESS_SERVICE]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
         [

@@ -191,6 +191,9 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
         producer_linger=settings.kafka.linger_ms / 1000,
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.partitions,
+        # Its changelogs and repartition topic are created by this processor (never by the
+        # Topic Operator): as replicated as every other topic of the deployment.
+        topic_replication_factor=settings.replication_factor,
         table_standby_replicas=0,
         # The leader topic only serves @app.task(on_leader=True) and timers; we have none.
         topic_disable_leader=True,

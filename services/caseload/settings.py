@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from casetrail_platform.bus.kafka_settings import KafkaSettings
-from casetrail_platform.bus.topics import TopicSettings
+from casetrail_platform.bus.topics import TopicSettings, whole_number
 from casetrail_platform.identity.settings import IssuerSettings
 from casetrail_platform.identity.tls import ClientTls
 from events.topics import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
@@ -25,6 +25,10 @@ class CaseloadSettings:
     partitions: int = TopicSettings().partitions
     """Must equal the case-event topic's partition count: the per-case table is
     co-partitioned with it. Start-up refuses a topic with another count."""
+    replication_factor: int = TopicSettings().replication_factor
+    min_insync_replicas: int = TopicSettings().min_insync_replicas
+    """Of every topic this processor creates when missing: the case events (as the services
+    would) and its internal ones (changelogs, repartition)."""
     app_id: str = DEFAULT_APP_ID
     """Faust application id: the consumer group and the prefix of its internal topics."""
     data_dir: Path = Path("var/caseload")
@@ -64,23 +68,31 @@ class CaseloadSettings:
 
     @property
     def topics(self) -> TopicSettings:
-        return TopicSettings(case_events_topic=self.topic, partitions=self.partitions)
+        return TopicSettings(
+            case_events_topic=self.topic,
+            partitions=self.partitions,
+            replication_factor=self.replication_factor,
+            min_insync_replicas=self.min_insync_replicas,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CaseloadSettings:
         """``CASETRAIL_KAFKA_BOOTSTRAP``/``CASETRAIL_KAFKA_PORT`` (see ``KafkaSettings``),
-        ``CASETRAIL_CASE_EVENTS_TOPIC``, ``CASETRAIL_CASE_EVENTS_PARTITIONS``,
+        the case-event topic and replication (see ``TopicSettings.from_env``),
         ``CASETRAIL_CASELOAD_APP_ID``, ``CASETRAIL_CASELOAD_DATA_DIR``,
         ``CASETRAIL_CASELOAD_GUARANTEE``, ``CASETRAIL_CASELOAD_WEB_PORT`` (0 turns the web
         views off), ``CASETRAIL_OIDC_ISSUER``/``_AUDIENCE`` (see ``IssuerSettings``),
         ``CASETRAIL_AUDIT_ADDRESS`` and ``CASETRAIL_TLS_CA`` (see ``ClientTls``)."""
         env = os.environ if environ is None else environ
         defaults = cls()
-        web_port = _integer(env, "CASETRAIL_CASELOAD_WEB_PORT", defaults.web_port)
+        topics = TopicSettings.from_env(env)
+        web_port = whole_number(env, "CASETRAIL_CASELOAD_WEB_PORT", defaults.web_port)
         return cls(
             kafka=KafkaSettings.from_env(env),
-            topic=env.get("CASETRAIL_CASE_EVENTS_TOPIC", defaults.topic),
-            partitions=_integer(env, "CASETRAIL_CASE_EVENTS_PARTITIONS", defaults.partitions),
+            topic=topics.case_events_topic,
+            partitions=topics.partitions,
+            replication_factor=topics.replication_factor,
+            min_insync_replicas=topics.min_insync_replicas,
             app_id=env.get("CASETRAIL_CASELOAD_APP_ID", defaults.app_id),
             data_dir=Path(env.get("CASETRAIL_CASELOAD_DATA_DIR", str(defaults.data_dir))),
             processing_guarantee=env.get(
@@ -92,12 +104,3 @@ class CaseloadSettings:
             audit_address=env.get("CASETRAIL_AUDIT_ADDRESS", "").strip() or None,
             audit_tls=ClientTls.from_env(env),
         )
-
-
-def _integer(env: Mapping[str, str], name: str, default: int) -> int:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    if not text.isdigit():
-        raise ValueError(f"{name} must be a whole number, got {text!r}")
-    return int(text)

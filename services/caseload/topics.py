@@ -24,15 +24,17 @@ def internal_topics(app: Any) -> list[NewTopic]:
         partitions = topic.partitions or app.conf.topic_partitions
         replicas = topic.replicas or app.conf.topic_replication_factor
         topics.extend(
-            NewTopic(name, partitions, replicas, topic_configs=topic_config(topic))
+            NewTopic(name, partitions, replicas, topic_configs=topic_config(topic, app))
             for name in topic.topics
         )
     return topics
 
 
-def topic_config(topic: Any) -> dict[str, str]:
-    """The broker configuration Faust's own declaration would give ``topic``."""
-    config: dict[str, str] = {}
+def topic_config(topic: Any, app: Any) -> dict[str, str]:
+    """The broker configuration Faust's own declaration would give ``topic``, with the
+    deployment's ``min.insync.replicas`` (Faust sets none: an external cluster's default
+    might accept a write on one copy)."""
+    config: dict[str, str] = {"min.insync.replicas": str(app.settings.min_insync_replicas)}
     policies = [
         policy
         for policy, wanted in (("compact", topic.compacting), ("delete", topic.deleting))

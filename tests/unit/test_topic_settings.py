@@ -1,0 +1,99 @@
+"""The distributed backend creates missing topics with the deployment's partitions and
+replication (the variables the Helm chart sets), never the single-broker development defaults;
+unset, those defaults still serve the local test broker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.topics import TopicSettings
+from casetrail_platform.hosting import Infrastructure
+from services import runner
+from services.caseload.settings import CaseloadSettings
+
+CHART_ENV = {
+    "CASETRAIL_CASE_EVENTS_TOPIC": "agency.case-events",
+    "CASETRAIL_CASE_EVENTS_PARTITIONS": "12",
+    "CASETRAIL_DEAD_LETTER_PARTITIONS": "3",
+    "CASETRAIL_KAFKA_REPLICATION_FACTOR": "3",
+    "CASETRAIL_KAFKA_MIN_INSYNC_REPLICAS": "2",
+}
+
+
+def test_the_charts_variables_set_partitions_and_replication() -> None:
+    settings = TopicSettings.from_env(CHART_ENV)
+    case_events, dead_letters = settings.new_topics(["casetrail.intake.projection"])
+    assert (case_events.name, case_events.num_partitions) == ("agency.case-events", 12)
+    assert dead_letters.num_partitions == 3
+    for topic in (case_events, dead_letters, settings.ledger_topic()):
+        assert topic.replication_factor == 3
+        assert topic.topic_configs["min.insync.replicas"] == "2"
+
+
+def test_unset_the_development_defaults_serve_one_local_broker() -> None:
+    assert TopicSettings.from_env({}) == TopicSettings()
+    assert TopicSettings().replication_factor == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("CASETRAIL_KAFKA_REPLICATION_FACTOR", "three"), ("CASETRAIL_DEAD_LETTER_PARTITIONS", "-1")],
+)
+def test_a_malformed_variable_is_named(name: str, value: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        TopicSettings.from_env({**CHART_ENV, name: value})
+
+
+def test_min_insync_above_the_replication_factor_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_insync_replicas"):
+        TopicSettings.from_env({**CHART_ENV, "CASETRAIL_KAFKA_MIN_INSYNC_REPLICAS": "4"})
+
+
+def test_the_caseload_processor_creates_its_topics_as_replicated() -> None:
+    """It creates the case events (no dead letters) and its own changelogs."""
+    settings = CaseloadSettings.from_env(CHART_ENV)
+    (case_events,) = settings.topics.new_topics()
+    assert (case_events.name, case_events.num_partitions) == ("agency.case-events", 12)
+    assert case_events.replication_factor == settings.replication_factor == 3
+    assert settings.topics.topic_config()["min.insync.replicas"] == "2"
+
+
+async def test_a_distributed_service_creates_the_topics_the_environment_describes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """services/runner.py: what it hands ensure_topics, and the subscribers' dead letters."""
+    for name, value in CHART_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CASETRAIL_OIDC_ISSUER", "https://issuer.example")
+    monkeypatch.setenv("CASETRAIL_OIDC_AUDIENCE", "casetrail")
+    built: list[Infrastructure] = []
+
+    async def composed(_options: Any, _data_dir: Path, infra: Infrastructure, *_: Any) -> None:
+        built.append(infra)
+
+    monkeypatch.setattr(runner, "_serve", composed)
+    options = runner.parse(["--backend", "distributed", "--service", "intake"])
+    await runner.serve(options, tmp_path)
+    (infra,) = built
+
+    created: list[TopicSettings] = []
+
+    async def ensure_topics(_kafka: KafkaSettings, topics: TopicSettings) -> None:
+        created.append(topics)
+
+    async def start_services(*_: Any) -> list[Any]:
+        return []
+
+    monkeypatch.setattr(runner, "ensure_topics", ensure_topics)
+    monkeypatch.setattr(runner, "start_services", start_services)
+    await runner.start_distributed(
+        argparse.Namespace(**vars(options)), infra, ["intake"], {}, asyncio.Event()
+    )
+    assert created == [TopicSettings.from_env(CHART_ENV)]
+    assert infra.topics == TopicSettings.from_env(CHART_ENV)
