@@ -8,7 +8,10 @@ from typing import Any
 
 import yaml
 
+from casetrail_platform.bus.topics import TopicSettings
+from casetrail_platform.health import LIVENESS_SERVICE
 from casetrail_platform.hosting import BACKGROUND_STOP_SECONDS, SERVER_STOP_GRACE_SECONDS
+from casetrail_platform.ledger.postgres import READER_ROLE
 from events.topics import LEDGER_CHECKPOINTS_TOPIC, dead_letter_topic
 from tests.k8s.render import PROFILES, RELEASE, Rendered, helm_template
 from tests.k8s.tools import CHART, Tools
@@ -65,7 +68,11 @@ def test_services_are_probed_with_the_grpc_health_service(rendered: Rendered) ->
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             # With TLS on the API port, kubelet (plaintext gRPC probes) asks the health port.
             assert main[probe]["grpc"]["port"] == (port + 200 if production else port), probe
+        for probe in ("startupProbe", "readinessProbe"):
             assert "service" not in main[probe]["grpc"]  # the server's overall health
+        # Liveness asks only whether the process answers: "" goes NOT_SERVING during a
+        # database fail-over, which must not restart every replica.
+        assert main["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
 
 
 def test_kubernetes_waits_longer_than_the_service_drains(rendered: Rendered) -> None:
@@ -97,6 +104,33 @@ def test_services_are_configured_with_the_variables_the_code_reads(rendered: Ren
         assert env["CASETRAIL_KAFKA_FETCH_MAX_WAIT_MS"] == "20"
         assert env["CASETRAIL_OIDC_ISSUER"].startswith("https://")
         assert env["CASETRAIL_OIDC_AUDIENCE"]
+
+
+def test_processes_create_missing_topics_as_the_kafka_topics_say(rendered: Rendered) -> None:
+    """A process that reaches the brokers before the Topic Operator creates the topics itself:
+    with the KafkaTopics' partitions and replication, never the development defaults."""
+    topics = {topic["spec"]["topicName"]: topic["spec"] for topic in rendered.of_kind("KafkaTopic")}
+    case_events = topics["casetrail.case-events"]
+    dead_letters = topics[dead_letter_topic(TOPOLOGY["services"]["intake"]["groups"][0])]
+    for workload in (*SERVICES, "caseload"):
+        env = env_of(rendered.named("Deployment", f"{RELEASE}-{workload}"))
+        settings = TopicSettings.from_env(env)
+        assert settings.partitions == case_events["partitions"], workload
+        assert settings.dead_letter_partitions == dead_letters["partitions"], workload
+        assert settings.replication_factor == case_events["replicas"] == 3, workload
+        assert settings.min_insync_replicas == case_events["config"]["min.insync.replicas"] == 2
+
+
+def test_private_keys_are_mounted_owner_read_only(rendered: Rendered) -> None:
+    """The gRPC TLS key, the Kafka client key, the signing key and the KEK: 0400."""
+    private = {"grpc-tls", "kafka-user", "signing-keys", "key-encryption-key"}
+    for workload in (*SERVICES, "caseload"):
+        deployment = rendered.named("Deployment", f"{RELEASE}-{workload}")
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        for name in private & set(volumes):
+            assert volumes[name]["secret"]["defaultMode"] == 0o400, (workload, name)
+        if "production" in rendered.profile:
+            assert {"grpc-tls", "kafka-user"} <= set(volumes), workload
 
 
 def test_no_secret_is_rendered(rendered: Rendered) -> None:
@@ -180,6 +214,21 @@ def test_postgres_has_three_instances_and_synchronous_replication(rendered: Rend
     assert cluster["postgresql"]["synchronous"]["number"] >= 1
     assert cluster["bootstrap"]["initdb"]["secret"]["name"] == "casetrail-db-owner"
     assert cluster["enableSuperuserAccess"] is False
+
+
+def test_audit_can_assume_the_ledger_reader_role(rendered: Rendered) -> None:
+    """The witness connects with ``-c role=casetrail_ledger_reader``: the operator creates the
+    role and makes the login every service uses (the owner) a member of it."""
+    roles = {
+        role["name"]: role
+        for role in rendered.named("Cluster", f"{RELEASE}-db")["spec"]["managed"]["roles"]
+    }
+    reader = roles[READER_ROLE]
+    assert reader["login"] is False
+    assert reader.get("superuser", False) is False
+    owner = roles["casetrail"]
+    assert owner["inRoles"] == [READER_ROLE]
+    assert owner["passwordSecret"] == {"name": "casetrail-db-owner"}
 
 
 def test_network_policies_deny_by_default(rendered: Rendered) -> None:
@@ -396,3 +445,27 @@ def test_audit_witnesses_the_logs_with_the_published_keys(helm: Tools, tmp_path:
     bad = helm_template(helm, PROFILES["small-production"], "--set", "ledger.publicKeys=not a key")
     assert bad.returncode != 0
     assert "publicKeys" in bad.stderr
+
+
+def test_outside_kafka_and_postgres_are_reached_through_their_egress_rules(
+    helm: Tools, tmp_path: Path
+) -> None:
+    kafka_rule = {"to": [{"ipBlock": {"cidr": "10.30.0.0/24"}}], "ports": [{"port": 9093}]}
+    database_rule = {"to": [{"ipBlock": {"cidr": "10.40.0.0/24"}}], "ports": [{"port": 5432}]}
+    values = tmp_path / "outside.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "kafka": {"bootstrapServers": "kafka.example:9093", "cluster": {"create": False}},
+                "database": {"host": "db.example", "cluster": {"create": False}},
+                "networkPolicy": {"kafkaEgress": [kafka_rule], "databaseEgress": [database_rule]},
+            }
+        )
+    )
+    result = helm_template(helm, (*PROFILES["small"], values))
+    assert result.returncode == 0, result.stderr
+    rendered = Rendered("small", result.stdout, [d for d in yaml.safe_load_all(result.stdout) if d])
+    for workload in (*SERVICES, "caseload", "migrate"):
+        egress = rendered.named("NetworkPolicy", f"{RELEASE}-{workload}")["spec"]["egress"]
+        assert (kafka_rule in egress) is (workload != "migrate"), workload
+        assert (database_rule in egress) is (workload != "caseload"), workload

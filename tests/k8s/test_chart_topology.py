@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from casetrail_platform.health import LIVENESS_SERVICE
 from casetrail_platform.hosting import Infrastructure, ServiceHost
 from events.topics import LEDGER_CHECKPOINTS_TOPIC
 from services.caseload.settings import DEFAULT_APP_ID, DEFAULT_WEB_PORT
@@ -58,5 +59,6 @@ def test_ports_and_the_caseload_processor_match_the_code() -> None:
     for service in SERVICES:
         assert TOPOLOGY["services"][service]["grpcPort"] == DEFAULT_PORTS[service]
     assert TOPOLOGY["ledgerCheckpointsTopic"] == LEDGER_CHECKPOINTS_TOPIC
+    assert TOPOLOGY["livenessService"] == LIVENESS_SERVICE
     assert TOPOLOGY["caseload"]["appId"] == DEFAULT_APP_ID
     assert TOPOLOGY["caseload"]["webPort"] == DEFAULT_WEB_PORT

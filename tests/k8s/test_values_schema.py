@@ -86,3 +86,40 @@ def test_a_plaintext_token_issuer_is_refused(helm: Tools, tmp_path: Path) -> Non
         helm, tmp_path, "authentication:\n  issuerUrl: http://issuer\n  audience: x\n"
     )
     assert "/authentication/issuerUrl" in message
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        # Every acks=all write refused / one lost broker stops every write.
+        ("kafka.minInsyncReplicas=4", "kafka.minInsyncReplicas"),
+        ("kafka.minInsyncReplicas=3", "kafka.minInsyncReplicas"),
+        # Topics that could never be created.
+        ("kafka.cluster.brokers=1", "kafka.cluster.brokers"),
+    ],
+)
+def test_kafka_settings_that_cannot_work_are_refused(
+    helm: Tools, tmp_path: Path, setting: str, named: str
+) -> None:
+    message = refused(helm, tmp_path, "", "--set", setting)
+    assert named in message
+
+
+def test_an_agency_configuration_that_is_not_json_is_refused(helm: Tools, tmp_path: Path) -> None:
+    message = refused(helm, tmp_path, "agencyConfig: 'workers: [ann]'\n")
+    assert "agencyConfig is not a JSON object" in message
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ("kafka:\n  bootstrapServers: k:9092\n  cluster:\n    create: false\n", "kafkaEgress"),
+        ("database:\n  host: db\n  cluster:\n    create: false\n", "databaseEgress"),
+    ],
+)
+def test_outside_servers_need_their_egress_rules(
+    helm: Tools, tmp_path: Path, values: str, named: str
+) -> None:
+    """Otherwise the NetworkPolicies would let the pods reach nothing but DNS."""
+    message = refused(helm, tmp_path, values)
+    assert f"networkPolicy.{named}" in message

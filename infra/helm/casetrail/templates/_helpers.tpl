@@ -97,8 +97,17 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
   value: {{ include "casetrail.kafkaBootstrap" $root | quote }}
 - name: CASETRAIL_CASE_EVENTS_TOPIC
   value: {{ $values.kafka.caseEventsTopic | quote }}
+# What a process creates when it reaches the brokers before the Topic Operator (or, with an
+# outside cluster, before the topics' owners): the same partitions and replication as the
+# KafkaTopics (casetrail_platform/bus/topics.py TopicSettings.from_env).
 - name: CASETRAIL_CASE_EVENTS_PARTITIONS
   value: {{ $values.kafka.caseEventsPartitions | quote }}
+- name: CASETRAIL_DEAD_LETTER_PARTITIONS
+  value: {{ $values.kafka.deadLetterPartitions | quote }}
+- name: CASETRAIL_KAFKA_REPLICATION_FACTOR
+  value: {{ $values.kafka.replicationFactor | quote }}
+- name: CASETRAIL_KAFKA_MIN_INSYNC_REPLICAS
+  value: {{ $values.kafka.minInsyncReplicas | quote }}
 - name: CASETRAIL_KAFKA_FETCH_MAX_WAIT_MS
   value: {{ $values.kafka.fetchMaxWaitMs | quote }}
 {{- if eq $values.kafka.authentication "tls" }}
@@ -156,8 +165,10 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
 - name: tmp
   emptyDir: {}
 {{- if eq $values.kafka.authentication "tls" }}
+# user.key is the KafkaUser's private key: owner-read only, like the signing key and the KEK
+# (with the pod's fsGroup, kubelet makes it group-readable for the container's user).
 - name: kafka-user
-  secret: {secretName: {{ .kafkaUser | quote }}}
+  secret: {secretName: {{ .kafkaUser | quote }}, defaultMode: 0400}
 - name: kafka-ca
   secret: {secretName: {{ printf "%s-cluster-ca-cert" (include "casetrail.kafkaCluster" .root) | quote }}}
 {{- end }}
@@ -165,6 +176,12 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
 - name: postgres-ca
   secret: {secretName: {{ include "casetrail.dbCaSecret" .root | quote }}}
 {{- end }}
+{{- end -}}
+
+{{/* The gRPC TLS Secret (tls.key: the server's or client's private key, hence 0400). */}}
+{{- define "casetrail.grpcTlsVolume" -}}
+- name: grpc-tls
+  secret: {secretName: {{ .Values.grpcTls.secret | quote }}, defaultMode: 0400}
 {{- end -}}
 
 {{- define "casetrail.volumeMounts" -}}
