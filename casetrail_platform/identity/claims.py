@@ -10,7 +10,9 @@
 - ``entitlements`` (optional): extra grants, e.g. ``break_glass``; a list of at most 32
   names of 1-64 ``a-z 0-9 . _ : -``.
 
-``iss``, ``aud``, ``exp`` (and ``nbf``, ``iat`` when present) are checked by the verifier.
+``iss``, ``aud``, ``exp`` (and ``nbf``, ``iat`` when present) are checked by the verifier:
+each a finite number of seconds up to the year 9999, and ``exp`` at most the verifier's maximum
+token lifetime (default 24 hours) after ``iat`` (or after now, without ``iat``).
 A claim that breaks its rule refuses the whole token: nothing of it is used.
 """
 
@@ -42,7 +44,7 @@ def principal_from_claims(claims: Mapping[str, object], issuer: str) -> Principa
     subject = _matching(claims, SUBJECT, _UNIT)
     role = claims.get(ROLE)
     if not isinstance(role, str) or role not in _ROLES:
-        raise _bad(ROLE, "must be one of: " + ", ".join(sorted(_ROLES)))
+        raise invalid_claim(ROLE, "must be one of: " + ", ".join(sorted(_ROLES)))
     agency = _matching(claims, AGENCY, _UNIT)
     team = _matching(claims, TEAM, _UNIT) if claims.get(TEAM) is not None else None
     return Principal(
@@ -58,7 +60,7 @@ def principal_from_claims(claims: Mapping[str, object], issuer: str) -> Principa
 def _matching(claims: Mapping[str, object], name: str, pattern: re.Pattern[str]) -> str:
     value = claims.get(name)
     if not isinstance(value, str) or pattern.fullmatch(value) is None:
-        raise _bad(name, "required: 1-64 letters, digits or . _ : - (see the README)")
+        raise invalid_claim(name, "required: 1-64 letters, digits or . _ : - (see the README)")
     return value
 
 
@@ -66,13 +68,14 @@ def _entitlements(value: object) -> frozenset[str]:
     if value is None:
         return frozenset()
     if not isinstance(value, list) or len(value) > MAX_ENTITLEMENTS:
-        raise _bad(ENTITLEMENTS, f"must be a list of at most {MAX_ENTITLEMENTS} names")
+        raise invalid_claim(ENTITLEMENTS, f"must be a list of at most {MAX_ENTITLEMENTS} names")
     for item in value:
         if not isinstance(item, str) or _ENTITLEMENT.fullmatch(item) is None:
-            raise _bad(ENTITLEMENTS, "each must be 1-64 of a-z 0-9 . _ : -")
+            raise invalid_claim(ENTITLEMENTS, "each must be 1-64 of a-z 0-9 . _ : -")
     return frozenset(value)
 
 
-def _bad(claim: str, rule: str) -> InvalidCredential:
+def invalid_claim(claim: str, rule: str) -> InvalidCredential:
+    """The refusal of a token whose ``claim`` breaks ``rule`` (``TOKEN_CLAIM_INVALID``)."""
     # The value itself is never echoed: it came from an unverified-looking source of text.
-    return InvalidCredential("TOKEN_CLAIM_INVALID", f"token claim {claim!r}: {rule}")
+    return InvalidCredential("TOKEN_CLAIM_INVALID", f"token claim {claim!r}: {rule}", claim)

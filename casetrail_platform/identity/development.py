@@ -42,11 +42,12 @@ class DevelopmentSigner:
 
     @classmethod
     def load(cls, data_dir: Path) -> DevelopmentSigner:
-        """The signer of the issuer that `make run` started with ``data_dir``."""
+        """The signer of the issuer that `make run` started with ``data_dir``;
+        ``LookupError`` when there is none, ``ValueError`` when its key is not private."""
         folder = identity_dir(data_dir)
         try:
             info = json.loads((folder / INFO_FILE).read_text())
-            key = SigningKey.from_pem((folder / KEY_FILE).read_bytes())
+            key = _read_key(folder / KEY_FILE)
         except FileNotFoundError:
             raise LookupError(
                 f"no development issuer in {folder}: start casetrail with `make run` "
@@ -82,7 +83,8 @@ class DevelopmentIssuer:
 
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
         folder = identity_dir(data_dir)
-        folder.mkdir(parents=True, exist_ok=True)
+        # Owner-only: it holds the signing key and the saved login token.
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = _load_or_create_key(folder / KEY_FILE)
         public = [key.public_jwk()]
         self._server = IssuerHttpServer(lambda: public, host, port)
@@ -95,9 +97,22 @@ class DevelopmentIssuer:
         self._server.stop()
 
 
+def _read_key(path: Path) -> SigningKey:
+    """The key in ``path``, refused (``ValueError``) when others may read it: whoever reads it
+    can mint a token for anyone (as ssh refuses a private key others can read)."""
+    with path.open("rb") as file:
+        mode = os.fstat(file.fileno()).st_mode & 0o777
+        if mode & 0o077:
+            raise ValueError(
+                f"{path}: the development signing key is readable by others (mode {mode:04o});"
+                f" make it owner-only: chmod 600 {path}"
+            )
+        return SigningKey.from_pem(file.read())
+
+
 def _load_or_create_key(path: Path) -> SigningKey:
     if path.exists():
-        return SigningKey.from_pem(path.read_bytes())
+        return _read_key(path)
     key = SigningKey.generate("ES256")
     # Readable by its owner only, written whole before anyone can open it.
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -10,9 +10,11 @@ class InvalidCredential(Exception):
     message says what is wrong in words, and never repeats the token or a claim's value.
     """
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, claim: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.claim = claim
+        """The claim that broke its rule (``TOKEN_CLAIM_INVALID``), when one did."""
 
 
 class IssuerUnavailable(Exception):

@@ -1,6 +1,6 @@
-"""The issuer's signing keys: its JWKS, found through OIDC discovery, fetched over HTTP in a
-worker thread (never on the event loop), cached, and refreshed when stale or when a token names
-a key id not seen yet (key rotation)."""
+"""The issuer's signing keys: its JWKS, found through OIDC discovery, fetched over HTTP on a
+worker thread of its own (never on the event loop), cached, and refreshed when stale or when a
+token names a key id not seen yet (key rotation)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import asyncio
 import json
 import logging
 import ssl
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
@@ -31,6 +32,10 @@ _KEY_ALGORITHM: dict[tuple[object, object], str] = {
     ("RSA", None): "RS256",
 }
 MAX_DOCUMENT_BYTES = 1 << 20
+DEFAULT_FETCH_TIMEOUT = 10.0
+"""Seconds a refresh waits for the issuer in all (discovery and JWKS) before giving up."""
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+"""Host names that never leave this machine."""
 
 Fetch = Callable[[str], Mapping[str, Any]]
 """GET a URL and return its JSON object (blocking; run in a worker thread)."""
@@ -60,7 +65,9 @@ class IssuerKeys:
     document (``<issuer>/.well-known/openid-configuration``, whose ``issuer`` must match).
     Keys are kept ``max_age`` seconds, then refreshed in the background while the old ones keep
     answering; an unknown key id refreshes at once, at most every ``min_refresh_interval``
-    seconds, so a stream of made-up key ids cannot make us hammer the issuer.
+    seconds (counted from the end of the previous fetch), so a stream of made-up key ids cannot
+    make us hammer the issuer. Concurrent callers share the one fetch in flight, which runs on
+    this issuer's own worker thread and is given up after ``fetch_timeout`` seconds.
     """
 
     def __init__(
@@ -71,6 +78,7 @@ class IssuerKeys:
         fetch: Fetch | None = None,
         max_age: float = 300.0,
         min_refresh_interval: float = 5.0,
+        fetch_timeout: float = DEFAULT_FETCH_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.issuer = issuer
@@ -78,12 +86,13 @@ class IssuerKeys:
         self._fetch = fetch or http_json()
         self._max_age = max_age
         self._min_refresh_interval = min_refresh_interval
+        self._fetch_timeout = fetch_timeout
         self._clock = clock
         self._keys: dict[str, PyJWK] = {}
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
-        self._lock = threading.Lock()
-        self._background: set[asyncio.Future[bool]] = set()
+        self._in_flight: asyncio.Task[bool] | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self.version = 0
         """Goes up whenever the set of keys changes (verified-token caches drop their
         entries then: a key the issuer withdrew must stop working)."""
@@ -95,55 +104,84 @@ class IssuerKeys:
     async def key(self, key_id: str) -> PyJWK | None:
         """The key named ``key_id``, or ``None`` when the issuer does not publish it;
         ``IssuerUnavailable`` while no key has been fetched at all."""
-        now = self._clock()
         found = self._keys.get(key_id)
         if found is not None:
-            if self._fetched_at is not None and now - self._fetched_at > self._max_age:
-                self._refresh_in_background()
+            self.refresh_if_stale()
             return found
         # A refresh in flight (another call's, or a rotation's) may bring this key: wait for
         # it rather than refuse a good token because its call came a moment too early.
-        if self._may_refresh(now) or self._lock.locked():
-            await asyncio.to_thread(self._refresh, False)
-        # One read of the keys: a worker thread replaces them whole, and deciding "unknown
-        # key" vs "no keys yet" from two reads once refused a good token (UNAUTHENTICATED)
-        # while the first fetch landed in between.
+        if self._running_refresh() is not None or self._may_refresh(self._clock()):
+            await self._shared_refresh(forced=False)
+        # One read of the keys: deciding "unknown key" vs "no keys yet" from two reads once
+        # refused a good token (UNAUTHENTICATED) while the first fetch landed in between.
         keys = self._keys
         if not keys:
             raise IssuerUnavailable("the issuer's signing keys could not be fetched yet")
         return keys.get(key_id)
 
     async def refresh(self) -> bool:
-        """Fetch the keys now (off the event loop); whether that succeeded."""
-        return await asyncio.to_thread(self._refresh, True)
+        """Fetch the keys now (or join the fetch in flight); whether that succeeded."""
+        return await self._shared_refresh(forced=True)
+
+    def refresh_if_stale(self) -> None:
+        """Start a background refresh when the keys are older than ``max_age`` (needs a
+        running event loop). Verified-token caches call it on every hit: without it a quiet
+        service never refetched, and tokens of a withdrawn key kept working."""
+        fetched = self._fetched_at
+        if fetched is None or self._clock() - fetched <= self._max_age:
+            return
+        if self._running_refresh() is None and self._may_refresh(self._clock()):
+            self._start_refresh()
 
     def _may_refresh(self, now: float) -> bool:
         attempted = self._attempted_at
         return attempted is None or now - attempted >= self._min_refresh_interval
 
-    def _refresh_in_background(self) -> None:
-        if self._background or not self._may_refresh(self._clock()):
-            return
-        future = asyncio.ensure_future(asyncio.to_thread(self._refresh, False))
-        self._background.add(future)
-        future.add_done_callback(self._background.discard)
+    def _running_refresh(self) -> asyncio.Task[bool] | None:
+        task = self._in_flight
+        # A task of another (perhaps closed) event loop can never be awaited from this one.
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            return None
+        return task
 
-    def _refresh(self, forced: bool) -> bool:
-        with self._lock:  # one fetch at a time; the others then find fresh keys
-            now = self._clock()
-            if not forced and not self._may_refresh(now):
+    def _start_refresh(self) -> asyncio.Task[bool]:
+        self._attempted_at = self._clock()
+        task = asyncio.get_running_loop().create_task(self._refresh())
+        self._in_flight = task
+        return task
+
+    async def _shared_refresh(self, *, forced: bool) -> bool:
+        task = self._running_refresh()
+        if task is None:
+            if not forced and not self._may_refresh(self._clock()):
                 return self._fetched_at is not None
-            self._attempted_at = now
-            try:
-                keys = self._download()
-            except Exception as error:  # the old keys keep working; the next try will tell
-                log.warning("signing keys of %s not refreshed: %s", self.issuer, error)
-                return False
-            if set(keys) != set(self._keys):
-                self.version += 1
-            self._keys = keys
-            self._fetched_at = now
-            return True
+            task = self._start_refresh()
+        # Shielded: a caller that gives up (its call cancelled) must not cancel the fetch
+        # the other callers wait for.
+        return await asyncio.shield(task)
+
+    async def _refresh(self) -> bool:
+        if self._executor is None:
+            # Its own thread, not the default executor's: a slow or hung issuer then holds
+            # this one thread, never the workers that field sealing and the stores use.
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="casetrail-jwks")
+        fetching = asyncio.get_running_loop().run_in_executor(self._executor, self._download)
+        try:
+            keys = await asyncio.wait_for(fetching, self._fetch_timeout)
+        except Exception as error:  # the old keys keep working; the next try will tell
+            if isinstance(error, TimeoutError):
+                error = TimeoutError(f"no answer within {self._fetch_timeout:g} s")
+            log.warning("signing keys of %s not refreshed: %s", self.issuer, error)
+            return False
+        finally:
+            # The pause before the next fetch counts from this one's end: a fetch that took
+            # longer than the pause must not let every waiter start another at once.
+            self._attempted_at = self._clock()
+        if set(keys) != set(self._keys):
+            self.version += 1
+        self._keys = keys
+        self._fetched_at = self._clock()
+        return True
 
     def _download(self) -> dict[str, PyJWK]:
         jwks_url = self._jwks_url
@@ -154,7 +192,17 @@ class IssuerKeys:
             jwks_url = str(discovery.get("jwks_uri", ""))
             if not jwks_url:
                 raise ValueError("the discovery document has no jwks_uri")
+            # The same rule as for a configured JWKS URL: keys in clear text could be swapped.
+            require_https(jwks_url, "discovery document's jwks_uri")
         return usable_keys(self._fetch(jwks_url))
+
+
+def require_https(url: str, what: str) -> None:
+    """``ValueError`` unless ``url`` is https, or http on a loopback host."""
+    parts = urlsplit(url)
+    # Keys fetched in clear text could be swapped on the way: HTTPS, except on loopback.
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in LOOPBACK):
+        raise ValueError(f"the {what} must be an https URL (http only on 127.0.0.1)")
 
 
 def usable_keys(jwks: Mapping[str, Any]) -> dict[str, PyJWK]:

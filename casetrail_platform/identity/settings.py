@@ -14,12 +14,9 @@ import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-from casetrail_platform.identity.keys import IssuerKeys, http_json
+from casetrail_platform.identity.keys import IssuerKeys, http_json, require_https
 from casetrail_platform.identity.verifier import TokenVerifier
-
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 @dataclass(frozen=True)
@@ -48,14 +45,8 @@ class IssuerSettings:
         if not self.audience:
             raise ValueError("CASETRAIL_OIDC_AUDIENCE is required with CASETRAIL_OIDC_ISSUER")
         for name, url in (("issuer", self.issuer), ("JWKS URL", self.jwks_url)):
-            if not url:
-                continue
-            parts = urlsplit(url)
-            # Keys fetched in clear text could be swapped on the way: HTTPS, except on loopback.
-            if parts.scheme != "https" and not (
-                parts.scheme == "http" and parts.hostname in _LOOPBACK
-            ):
-                raise ValueError(f"the {name} must be an https URL (http only on 127.0.0.1)")
+            if url:
+                require_https(url, name)
 
     def verifier(self) -> TokenVerifier:
         context = ssl.create_default_context(cafile=self.ca_file or None)

@@ -15,6 +15,7 @@ Configured by the environment (or the same names as flags of ``casetrail serve``
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,40 @@ from pathlib import Path
 import grpc
 
 
-def _read(path: str) -> bytes:
-    return Path(path).read_bytes()
+def _read(name: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise ValueError(f"{name}={path}: cannot read it ({error.strerror})") from None
+
+
+def _checked_pair(
+    env: Mapping[str, str], certificate_name: str, key_name: str
+) -> tuple[bytes, bytes]:
+    """The certificate chain and key the two variables name, once OpenSSL has parsed both and
+    found that the key is the certificate's. gRPC reads them only when it binds or connects,
+    and then reports a bad PEM as "Failed to bind to address", or aborts the process."""
+    certificate, key = env[certificate_name], env[key_name]
+    chain, private_key = _read(certificate_name, certificate), _read(key_name, key)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(certificate, key)
+    except (ssl.SSLError, OSError) as error:
+        raise ValueError(
+            f"{certificate_name}={certificate} and {key_name}={key}: not a PEM certificate"
+            f" chain and its matching private key ({error})"
+        ) from None
+    return chain, private_key
+
+
+def _checked_ca(env: Mapping[str, str], name: str) -> bytes:
+    """The CA bundle ``name`` names, once OpenSSL has parsed it."""
+    path = env[name]
+    bundle = _read(name, path)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError) as error:
+        raise ValueError(f"{name}={path}: not a PEM CA bundle ({error})") from None
+    return bundle
 
 
 @dataclass(frozen=True)
@@ -35,6 +68,8 @@ class ServerTls:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> ServerTls | None:
+        """``ValueError`` naming the variable and file when a PEM is missing, unreadable, not
+        parsable, or a key not its certificate's."""
         certificate, key = env.get("CASETRAIL_TLS_CERT"), env.get("CASETRAIL_TLS_KEY")
         client_ca = env.get("CASETRAIL_TLS_CLIENT_CA")
         if not certificate and not key:
@@ -43,7 +78,12 @@ class ServerTls:
             return None
         if not certificate or not key:
             raise ValueError("TLS needs both CASETRAIL_TLS_CERT and CASETRAIL_TLS_KEY")
-        return cls(_read(certificate), _read(key), _read(client_ca) if client_ca else None)
+        chain, private_key = _checked_pair(env, "CASETRAIL_TLS_CERT", "CASETRAIL_TLS_KEY")
+        return cls(
+            chain,
+            private_key,
+            _checked_ca(env, "CASETRAIL_TLS_CLIENT_CA") if client_ca else None,
+        )
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.ssl_server_credentials(
@@ -65,11 +105,18 @@ class ClientTls:
         if not server_ca:
             return None
         certificate, key = env.get("CASETRAIL_TLS_CLIENT_CERT"), env.get("CASETRAIL_TLS_CLIENT_KEY")
-        return cls(
-            _read(server_ca),
-            _read(certificate) if certificate else None,
-            _read(key) if key else None,
+        if bool(certificate) != bool(key):
+            # gRPC's C core aborts the whole process on a certificate without its key.
+            raise ValueError(
+                "mutual TLS needs both CASETRAIL_TLS_CLIENT_CERT and CASETRAIL_TLS_CLIENT_KEY"
+            )
+        ca = _checked_ca(env, "CASETRAIL_TLS_CA")
+        if not certificate:
+            return cls(ca)
+        chain, private_key = _checked_pair(
+            env, "CASETRAIL_TLS_CLIENT_CERT", "CASETRAIL_TLS_CLIENT_KEY"
         )
+        return cls(ca, chain, private_key)
 
     def credentials(self) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(

@@ -15,7 +15,7 @@ from typing import Any
 import jwt
 from jwt import exceptions as jwt_errors
 
-from casetrail_platform.identity.claims import principal_from_claims
+from casetrail_platform.identity.claims import invalid_claim, principal_from_claims
 from casetrail_platform.identity.errors import InvalidCredential
 from casetrail_platform.identity.keys import SIGNING_ALGORITHMS, IssuerKeys
 from casetrail_platform.identity.principal import Principal
@@ -23,6 +23,12 @@ from casetrail_platform.identity.principal import Principal
 MAX_TOKEN_BYTES = 8192
 MAX_HEADER_CHARACTERS = 1024
 DEFAULT_LEEWAY_SECONDS = 30.0
+DEFAULT_MAX_LIFETIME_SECONDS = 24 * 3600.0
+"""The longest a token may be valid (``exp`` after ``iat``, or after now without ``iat``):
+a token minted for a century would otherwise outlive any key rotation or revocation."""
+MAX_TIMESTAMP = 253_402_300_799
+"""9999-12-31T23:59:59Z: a time claim beyond it is no moment the services can store."""
+TIME_CLAIMS = ("exp", "iat", "nbf")
 
 _REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
     (jwt_errors.ExpiredSignatureError, "TOKEN_EXPIRED", "the token has expired"),
@@ -69,7 +75,9 @@ class TokenVerifier:
 
     A verified token is remembered (by its exact text) until it expires or the issuer's keys
     change, so a caller's later calls cost a dictionary look-up instead of a signature check;
-    any other text, a tampered one included, is checked in full.
+    any other text, a tampered one included, is checked in full. A remembered token still
+    keeps the keys on their refresh schedule, so once its key is withdrawn it is refused.
+    Tokens valid for longer than ``max_lifetime`` seconds are refused.
     """
 
     def __init__(
@@ -78,6 +86,7 @@ class TokenVerifier:
         audience: str,
         *,
         leeway: float = DEFAULT_LEEWAY_SECONDS,
+        max_lifetime: float = DEFAULT_MAX_LIFETIME_SECONDS,
         remembered: int = 10_000,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -85,6 +94,7 @@ class TokenVerifier:
         self.audience = audience
         self._keys = keys
         self._leeway = leeway
+        self._max_lifetime = max_lifetime
         self._remembered_max = remembered
         self._remembered: OrderedDict[str, _Verified] = OrderedDict()
         self._clock = clock
@@ -100,6 +110,9 @@ class TokenVerifier:
                 remembered.keys_version == self._keys.version
                 and self._clock() < remembered.expires_at + self._leeway
             ):
+                # Stale keys are refreshed in the background; if the refresh drops this
+                # token's key, the version changes and the next call checks it in full.
+                self._keys.refresh_if_stale()
                 return remembered.principal
             del self._remembered[token]
         principal, expires_at = await self._check(token)
@@ -134,7 +147,34 @@ class TokenVerifier:
                 "TOKEN_ALGORITHM_REFUSED", "the token's algorithm does not match its key"
             )
         claims = self._decode(token, key, algorithm)
-        return principal_from_claims(claims, self.issuer), float(claims["exp"])
+        expires_at = self._check_times(claims)
+        return principal_from_claims(claims, self.issuer), expires_at
+
+    def _check_times(self, claims: dict[str, Any]) -> float:
+        """``exp`` as a float, once every time claim is a finite moment before the year 10000
+        and the token's lifetime is within the maximum. PyJWT accepts any integer (10**400,
+        which no float holds), and any lifetime."""
+        for name in TIME_CLAIMS:
+            value = claims.get(name)
+            if value is None and name != "exp":
+                continue
+            # Compared, never converted: 10**400 has no float, and nan or inf fail the range.
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 <= value <= MAX_TIMESTAMP
+            ):
+                raise invalid_claim(name, "must be a number of seconds up to the year 9999")
+        expires_at = float(claims["exp"])
+        issued = claims.get("iat")
+        start = self._clock() if issued is None else float(issued)
+        if expires_at - start > self._max_lifetime:
+            raise invalid_claim(
+                "exp",
+                f"the token is valid for longer than {self._max_lifetime / 3600:g} hours"
+                + ("" if issued is None else " after 'iat'"),
+            )
+        return expires_at
 
     def _decode(self, token: str, key: jwt.PyJWK, algorithm: str) -> dict[str, Any]:
         try:
