@@ -19,24 +19,17 @@ from casetrail_platform.identity.tls import ClientTls
 from casetrail_platform.identity.verifier import TokenVerifier
 from cli.rpc import load_addresses
 from services.console.server import start_console
-from services.console.settings import ConsoleSettings
-
-LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
+from services.console.settings import ConsoleSettings, development_sign_in_refusal
 
 
 def run(options: argparse.Namespace) -> int:
-    if IssuerSettings.from_env() is None and options.host not in LOOPBACK:
-        # The development sign-in mints a token for any name typed in: anyone who can reach
-        # the page could then read every case as an auditor.
-        print(
-            f"console: refusing to serve the development sign-in on {options.host}: it is"
-            " served on loopback only (127.0.0.1, ::1, localhost); set CASETRAIL_OIDC_ISSUER"
-            " (and _AUDIENCE) to sign in with a real issuer elsewhere",
-            file=sys.stderr,
-        )
-        return 2
     try:
-        settings = _settings(options)
+        issuer = IssuerSettings.from_env()
+        # Before anything is loaded: the refusal holds whether or not `make run` has run.
+        refusal = development_sign_in_refusal(options.host) if issuer is None else None
+        if refusal is not None:
+            raise ValueError(refusal)
+        settings = _settings(options, issuer)
     except (LookupError, ValueError) as error:
         print(f"console: {error}", file=sys.stderr)
         return 2
@@ -44,12 +37,11 @@ def run(options: argparse.Namespace) -> int:
     return 0
 
 
-def _settings(options: argparse.Namespace) -> ConsoleSettings:
+def _settings(options: argparse.Namespace, issuer: IssuerSettings | None) -> ConsoleSettings:
     data_dir = Path(options.data_dir)
     address = options.audit or load_addresses(data_dir).get("audit")
     if not address:
         raise LookupError("no address for audit: pass --audit HOST:PORT")
-    issuer = IssuerSettings.from_env()
     signer: DevelopmentSigner | None = None
     if issuer is None:
         signer = DevelopmentSigner.load(data_dir)
@@ -60,7 +52,7 @@ def _settings(options: argparse.Namespace) -> ConsoleSettings:
         audit_address=address,
         verifier=verifier,
         development_signer=signer,
-        tls=ClientTls.from_env(),
+        tls=ClientTls.from_env(),  # ValueError naming the bad setting, reported by run
         secure_cookies=options.secure_cookies,
     )
 

@@ -114,9 +114,12 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
     else:
         verifier: TokenVerifier
         if issuer is None:
-            development_issuer = DevelopmentIssuer(
-                data_dir, port=0 if options.any_port else DEV_ISSUER_PORT
-            )
+            try:
+                development_issuer = DevelopmentIssuer(
+                    data_dir, port=0 if options.any_port else DEV_ISSUER_PORT
+                )
+            except ValueError as error:  # its key readable by others
+                raise SystemExit(f"development issuer: {error}") from None
             verifier = TokenVerifier.for_issuer(
                 development_issuer.url, development_issuer.signer.audience
             )
@@ -243,19 +246,37 @@ async def _start_console(
     audit_address: str,
     development_issuer: DevelopmentIssuer | None,
 ) -> RunningConsole:
-    """The audit console beside the services, signing in with the same identity."""
+    """The audit console beside the services, signing in with the same identity.
+
+    With the development issuer it stays on 127.0.0.1 whatever ``--host`` says: its sign-in
+    mints a token for any name typed in (``development_sign_in_refusal``), while the gRPC
+    services may still be served on the network (every call there needs a signed token).
+    """
     from casetrail_platform.identity.tls import ClientTls
     from services.console.server import start_console
-    from services.console.settings import DEFAULT_PORT, ConsoleSettings
+    from services.console.settings import (
+        DEFAULT_PORT,
+        ConsoleSettings,
+        development_sign_in_refusal,
+    )
 
+    try:
+        tls = ClientTls.from_env()
+    except ValueError as error:
+        raise SystemExit(f"TLS: {error}") from None
     settings = ConsoleSettings(
         audit_address=audit_address,
         verifier=verifier,
         development_signer=None if development_issuer is None else development_issuer.signer,
-        tls=ClientTls.from_env(),
+        tls=tls,
     )
+    host = options.host
+    refusal = development_sign_in_refusal(host) if development_issuer is not None else None
+    if refusal is not None:
+        host = "127.0.0.1"
+        print(f"  console kept on {host}: {refusal}", flush=True)
     port = 0 if options.any_port else DEFAULT_PORT
-    return await start_console(settings, options.host, port)
+    return await start_console(settings, host, port)
 
 
 def server_tls(options: argparse.Namespace) -> ServerTls | None:

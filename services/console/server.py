@@ -14,7 +14,7 @@ import uvicorn
 
 from services.console.app import create_app
 from services.console.audit_client import AuditClient
-from services.console.settings import ConsoleSettings
+from services.console.settings import ConsoleSettings, development_sign_in_refusal
 
 
 class _Server(uvicorn.Server):
@@ -42,7 +42,11 @@ async def start_console(
     port: int,
     audit_client: Callable[[grpc.aio.Channel], AuditClient] = AuditClient,
 ) -> RunningConsole:
-    """Serve the console on ``host:port`` (0: a free port) once it is ready to answer."""
+    """Serve the console on ``host:port`` (0: a free port) once it is ready to answer;
+    ``ValueError`` for the development sign-in on a host other than loopback."""
+    refusal = development_sign_in_refusal(host) if settings.development_signer else None
+    if refusal is not None:
+        raise ValueError(refusal)
     listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listening.bind((host, port))

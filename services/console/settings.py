@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from casetrail_platform.identity.development import DevelopmentSigner
+from casetrail_platform.identity.keys import LOOPBACK
 from casetrail_platform.identity.tls import ClientTls
 from casetrail_platform.identity.verifier import TokenVerifier
 
@@ -12,6 +13,22 @@ DEFAULT_PORT = 7305
 """Next to the services' 7301-7304 (make run), below Linux's ephemeral range."""
 SESSION_SECONDS = 30 * 60.0
 """A session ends 30 minutes after sign-in (or when its token expires, if sooner)."""
+
+
+def development_sign_in_refusal(host: str) -> str | None:
+    """Why the development sign-in must not be served on ``host`` (``None``: it may be).
+
+    The development sign-in mints a token for any name typed in: anyone who can reach the
+    page could then read every case as an auditor. So it is served on loopback only, by
+    ``casetrail console``, by ``casetrail serve`` and by ``start_console`` itself.
+    """
+    if host in LOOPBACK:
+        return None
+    return (
+        f"refusing to serve the development sign-in on {host}: it is served on loopback only"
+        f" ({', '.join(sorted(LOOPBACK))}); set CASETRAIL_OIDC_ISSUER (and _AUDIENCE) to sign"
+        " in with a real issuer elsewhere"
+    )
 
 
 @dataclass(frozen=True)

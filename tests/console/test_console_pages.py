@@ -447,3 +447,36 @@ def test_the_development_sign_in_is_never_served_beyond_loopback(
         main(["console", "--host", host, "--port", "0", "--data-dir", str(tmp_path)])
     assert exit_.value.code == 2
     assert "loopback only" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+async def test_casetrail_serve_keeps_the_development_sign_in_on_loopback(
+    host: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`casetrail serve --host 0.0.0.0` once served the console there, development sign-in and
+    all: anyone on the network could sign in as any auditor. The services may be served on
+    the network (their calls need signed tokens); the console stays on 127.0.0.1."""
+    import argparse
+
+    from casetrail_platform.identity.development import DevelopmentIssuer
+    from casetrail_platform.identity.verifier import TokenVerifier
+    from services.console.server import start_console
+    from services.console.settings import ConsoleSettings
+    from services.runner import _start_console
+
+    issuer = DevelopmentIssuer(tmp_path, port=0)
+    verifier = TokenVerifier.for_issuer(issuer.url, issuer.signer.audience)
+    try:
+        options = argparse.Namespace(host=host, any_port=True)
+        console = await _start_console(options, verifier, "127.0.0.1:1", issuer)
+        try:
+            assert console.url.startswith("http://127.0.0.1:")
+            assert "loopback only" in capsys.readouterr().out
+        finally:
+            await console.stop()
+        # Nor can any other caller of start_console serve it beyond loopback.
+        settings = ConsoleSettings("127.0.0.1:1", verifier, development_signer=issuer.signer)
+        with pytest.raises(ValueError, match="loopback only"):
+            await start_console(settings, host, 0)
+    finally:
+        issuer.stop()
