@@ -22,10 +22,11 @@ from google.protobuf.json_format import MessageToDict
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail_platform.identity.grpc_auth import bearer_metadata
-from casetrail_platform.identity.tls import ClientTls, channel
+from casetrail_platform.identity.tls import channel
+from cli.files import private_replacement
 from cli.login import bearer_token
 from cli.present import case_state_lines, timeline_lines
-from cli.rpc import load_addresses, query, refusal_of, timestamp
+from cli.rpc import client_tls, load_addresses, query, refusal_of, timestamp
 
 BASES = {"occurred": audit_pb2.TIME_BASIS_OCCURRED, "recorded": audit_pb2.TIME_BASIS_RECORDED}
 
@@ -60,7 +61,7 @@ async def _audit(options: argparse.Namespace) -> AsyncIterator[audit_pb2_grpc.Au
     address = options.audit or load_addresses(Path(options.data_dir)).get("audit")
     if not address:
         raise SystemExit("no address for audit: pass --audit HOST:PORT")
-    async with channel(address, ClientTls.from_env()) as opened:
+    async with channel(address, client_tls()) as opened:
         yield audit_pb2_grpc.AuditServiceStub(opened)
 
 
@@ -112,8 +113,13 @@ def _export_to_file(options: argparse.Namespace) -> None:
     if not options.output:
         asyncio.run(_export(options, sys.stdout.buffer))
         return
-    with open(options.output, "wb") as output:
-        count = asyncio.run(_export(options, output))
+    # Case data: owner-only, and FILE is replaced only by a complete export (a refusal or a
+    # stream cut short leaves it as it was).
+    try:
+        with private_replacement(Path(options.output)) as output:
+            count = asyncio.run(_export(options, output))
+    except OSError as error:
+        raise SystemExit(f"{options.output}: cannot write the export: {error}") from None
     print(f"{count} events written to {options.output}", file=sys.stderr)
 
 

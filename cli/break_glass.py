@@ -28,17 +28,17 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.json_format import MessageToDict
 
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
-from casetrail_platform.identity.tls import ClientTls, channel
+from casetrail_platform.identity.tls import channel
 from cli.audit import _credentials
 from cli.present import iso_minute, moment_of, short
-from cli.rpc import command, load_addresses, query, refusal_of
+from cli.rpc import client_tls, command, load_addresses, query, refusal_of
 
 OUTCOMES = ("justified", "not_justified", "escalated")
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The break-glass subcommands, added to ``casetrail``'s parser (``cli.main``)."""
-    from cli.main import _caller, _data_dir
+    from cli.main import _caller, _data_dir, finite
 
     glass = commands.add_parser(
         "break-glass",
@@ -51,7 +51,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     opening.add_argument("case_id")
     opening.add_argument("--reason", required=True, help="why (1-1,000 characters)")
     opening.add_argument(
-        "--minutes", type=float, default=60.0, help="how long, up to 1,440 (default 60)"
+        "--minutes",
+        type=finite(0.0, 1440.0, above=True),
+        default=60.0,
+        help="how long, up to 1,440 (default 60)",
     )
     closing = actions.add_parser("close", help="end an emergency access before its time box")
     closing.add_argument("case_id")
@@ -88,7 +91,7 @@ async def _intake(options: argparse.Namespace) -> AsyncIterator[intake_pb2_grpc.
     address = options.intake or load_addresses(Path(options.data_dir)).get("intake")
     if not address:
         raise SystemExit("no address for intake: pass --intake HOST:PORT")
-    async with channel(address, ClientTls.from_env()) as opened:
+    async with channel(address, client_tls()) as opened:
         yield intake_pb2_grpc.IntakeServiceStub(opened)
 
 

@@ -33,6 +33,9 @@ from cli.rpc import refusal_of
 if TYPE_CHECKING:
     from casetrail_platform.ledger.note import Verifier
 
+MAX_TREE_SIZE = 2**63 - 1
+"""The protos' int64 tree sizes."""
+
 
 def run(options: argparse.Namespace) -> int:
     if options.command == "verify":
@@ -55,7 +58,12 @@ def _verifiers(options: argparse.Namespace) -> dict[str, Verifier]:
     from casetrail_platform.ledger.note import NoteError, parse_verifiers
 
     if options.keys:
-        text = Path(options.keys).read_text()
+        try:
+            text = Path(options.keys).read_text()
+        except (OSError, UnicodeDecodeError) as error:
+            raise SystemExit(
+                f"--keys {options.keys}: cannot read the public keys: {error}"
+            ) from None
     else:
         text = "\n".join(p.read_text() for p in sorted(Path(options.data_dir).glob("*/ledger.pub")))
     try:
@@ -220,7 +228,9 @@ async def _ask_audit(options: argparse.Namespace) -> int:
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ledger's subcommands, added to ``casetrail``'s parser (``cli.main``)."""
-    from cli.main import SERVICES, _audit, _data_dir, _storage
+    from cli.main import SERVICES, _audit, _data_dir, _storage, bounded
+
+    size = bounded(0, MAX_TREE_SIZE)
 
     verify = commands.add_parser("verify", help="verify an export's proofs offline")
     verify.add_argument("file")
@@ -243,11 +253,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     checkpoint.add_argument("service", choices=SERVICES)
     prove = actions.add_parser("prove", help="the inclusion proof of an event")
     prove.add_argument("event_id")
-    prove.add_argument("--tree-size", type=int, default=0)
+    prove.add_argument("--tree-size", type=size, default=0)
     consistency = actions.add_parser("consistency", help="a consistency proof of a service's log")
     consistency.add_argument("service", choices=SERVICES)
-    consistency.add_argument("first_size", type=int)
-    consistency.add_argument("second_size", type=int)
+    consistency.add_argument("first_size", type=size)
+    consistency.add_argument("second_size", type=size)
     actions.add_parser("keys", help="every service's public key")
     public_keys = actions.add_parser(
         "public-keys", help="the services' public keys from their private key files, offline"

@@ -9,50 +9,83 @@ commands; ``token`` prints it (for grpcurl: ``-H "authorization: Bearer $(casetr
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from casetrail_platform.identity.claims import principal_from_claims
 from casetrail_platform.identity.development import DEFAULT_AGENCY, DevelopmentSigner, identity_dir
+from casetrail_platform.identity.errors import InvalidCredential
 from casetrail_platform.identity.settings import IssuerSettings
 from casetrail_platform.identity.verifier import TokenVerifier
+from cli.files import private_replacement
 
 TOKEN_FILE = "login-token"
+_OPTIONS = {
+    "sub": "--user",
+    "agency": "--agency",
+    "team": "--team",
+    "entitlements": "--entitlement",
+}
+"""The claim each option becomes, to name the option when the claim's rule refuses it."""
 
 
 def run(options: argparse.Namespace) -> int:
     data_dir = Path(options.data_dir)
+    agency = options.agency or DEFAULT_AGENCY
+    entitlements = options.entitlement or ()
+    try:
+        # The services' own claim rules, before anything is minted or saved: a token they
+        # would all refuse is no login.
+        principal_from_claims(
+            {
+                "sub": options.user,
+                "role": options.role,
+                "agency": agency,
+                "team": options.team,
+                "entitlements": list(entitlements),
+            },
+            issuer="",
+        )
+    except InvalidCredential as error:
+        option = _OPTIONS.get(error.claim or "", "--user")
+        print(f"{options.command}: {option}: {error}", file=sys.stderr)
+        return 2
     try:
         signer = DevelopmentSigner.load(data_dir)
-    except LookupError as error:
+    except (LookupError, ValueError) as error:
         print(error, file=sys.stderr)
         return 2
+    until = datetime.now(UTC) + timedelta(hours=options.hours)
     token = signer.mint(
         options.user,
         options.role,
-        agency=options.agency or DEFAULT_AGENCY,
+        agency=agency,
         team=options.team,
-        entitlements=options.entitlement or (),
+        entitlements=entitlements,
         lifetime_seconds=options.hours * 3600,
     )
     if options.command == "token":
         print(token)
         return 0
     path = identity_dir(data_dir) / TOKEN_FILE
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(token + "\n")
-    until = datetime.now(UTC) + timedelta(hours=options.hours)
+    try:
+        with private_replacement(path) as file:
+            file.write(token.encode() + b"\n")
+    except OSError as error:
+        print(f"{path}: cannot save the token: {error}", file=sys.stderr)
+        return 2
     print(f"logged in as {options.user} ({options.role}) until {until:%Y-%m-%d %H:%M} UTC")
     print(f"token saved in {path} (development issuer {signer.issuer})")
     return 0
 
 
 def bearer_token(options: argparse.Namespace) -> str:
-    """The token a command calls with: --token / CASETRAIL_TOKEN, else the saved login."""
-    if options.token:
-        return str(options.token)
+    """The token a command calls with: --token / CASETRAIL_TOKEN, else the saved login.
+    Surrounding whitespace is dropped: a token read from a file or a secret often ends in a
+    newline, which gRPC refuses in metadata with a traceback."""
+    if options.token and options.token.strip():
+        return str(options.token).strip()
     path = identity_dir(Path(options.data_dir)) / TOKEN_FILE
     try:
         return path.read_text().strip()
@@ -61,14 +94,19 @@ def bearer_token(options: argparse.Namespace) -> str:
             "no token: run `casetrail login --user U --role auditor` (development issuer) "
             "or pass --token / CASETRAIL_TOKEN"
         ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SystemExit(f"{path}: cannot read the saved token: {error}") from None
 
 
 def trusted_verifier(data_dir: Path) -> TokenVerifier:
     """The verifier of the issuer the services trust: the configured one
     (``CASETRAIL_OIDC_ISSUER``), else the development issuer `make run` started in
-    ``data_dir``."""
-    issuer = IssuerSettings.from_env()
-    if issuer is not None:
-        return issuer.verifier()
-    signer = DevelopmentSigner.load(data_dir)
+    ``data_dir``. Exits naming the setting or file when either is unusable."""
+    try:
+        issuer = IssuerSettings.from_env()
+        if issuer is not None:
+            return issuer.verifier()
+        signer = DevelopmentSigner.load(data_dir)
+    except (LookupError, ValueError) as error:
+        raise SystemExit(f"token issuer: {error}") from None
     return TokenVerifier.for_issuer(signer.issuer, signer.audience)

@@ -9,7 +9,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 SERVICES = ("intake", "coordination", "planning", "audit")
@@ -26,6 +26,8 @@ ROLES = (
     "system",
 )
 """events.catalog.base.Role's values (not imported: this module stays light)."""
+MAX_LOGIN_HOURS = 24.0
+"""The verifier's default maximum token lifetime (identity.verifier, not imported: light)."""
 COMMANDS = {
     "serve": "cli.serve",
     "rebuild": "cli.rebuild",
@@ -199,6 +201,39 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def finite(low: float, high: float, *, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a number from ``low`` (``above``: more than ``low``) to ``high``, never
+    nan or infinite (``float`` alone lets both through, to fail later with a traceback)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        # Comparisons with nan are false, so nan fails here too.
+        if not (low < value if above else low <= value) or not value <= high:
+            lowest = f"more than {low:g}" if above else f"from {low:g}"
+            raise argparse.ArgumentTypeError(f"must be {lowest} to {high:g}")
+        return value
+
+    return parse
+
+
+def bounded(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}")
+        return value
+
+    return parse
+
+
 def _data_dir() -> str:
     return os.environ.get("CASETRAIL_DATA_DIR", "var/data")
 
@@ -236,7 +271,12 @@ def _login(commands: Any) -> None:
         command.add_argument("--agency", help="default: the example agency, eastbay-dss")
         command.add_argument("--team")
         command.add_argument("--entitlement", action="append", help="repeatable")
-        command.add_argument("--hours", type=float, default=8.0, help="lifetime (default 8)")
+        command.add_argument(
+            "--hours",
+            type=finite(0.0, MAX_LOGIN_HOURS, above=True),
+            default=8.0,
+            help=f"lifetime, more than 0 and at most {MAX_LOGIN_HOURS:g} (default 8)",
+        )
         command.add_argument("--data-dir", default=_data_dir())
 
 

@@ -47,6 +47,14 @@ def load_addresses(data_dir: Path) -> dict[str, str]:
     return {str(name): str(address) for name, address in addresses.items()}
 
 
+def client_tls() -> ClientTls | None:
+    """The ``CASETRAIL_TLS_*`` client settings, or exit naming the one that is wrong."""
+    try:
+        return ClientTls.from_env()
+    except ValueError as error:
+        raise SystemExit(f"TLS: {error}") from None
+
+
 @dataclass(frozen=True)
 class Stubs:
     """The four services' stubs, every call carrying one caller's bearer token."""
