@@ -165,13 +165,16 @@ class IssuerKeys:
             # Its own thread, not the default executor's: a slow or hung issuer then holds
             # this one thread, never the workers that field sealing and the stores use.
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="casetrail-jwks")
-        fetching = asyncio.get_running_loop().run_in_executor(self._executor, self._download)
+        limit = asyncio.timeout(self._fetch_timeout)
         try:
-            keys = await asyncio.wait_for(fetching, self._fetch_timeout)
+            async with limit:
+                keys = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._download
+                )
         except Exception as error:  # the old keys keep working; the next try will tell
-            if isinstance(error, TimeoutError):
-                error = TimeoutError(f"no answer within {self._fetch_timeout:g} s")
-            log.warning("signing keys of %s not refreshed: %s", self.issuer, error)
+            # A socket's own timeout is a TimeoutError too: only ours is reported as ours.
+            reason = f"no answer within {self._fetch_timeout:g} s" if limit.expired() else error
+            log.warning("signing keys of %s not refreshed: %s", self.issuer, reason)
             return False
         finally:
             # The pause before the next fetch counts from this one's end: a fetch that took
