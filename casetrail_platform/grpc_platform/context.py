@@ -22,6 +22,9 @@ from casetrail_platform.commands import CommandContext, InvalidCommand
 from casetrail_platform.grpc_platform.fingerprint import current_fingerprint
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.limits import EARLIEST_OCCURRED_AT, MAX_KEY_CHARS, OCCURRED_AT_CLOCK_SKEW
+from casetrail_platform.policy.decide import decide_command
+from casetrail_platform.policy.guard import AccessDenied
+from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.queries import QueryContext
 from events.catalog.access import AccessPurpose
 from events.catalog.base import Role
@@ -109,13 +112,31 @@ def read_command(
     message: common_pb2.CommandContext,
     read: Callable[[CommandContext], T],
     field: str = "context",
+    *,
+    home_agency: str | None,
 ) -> tuple[CommandContext, T]:
     """The command's context and ``read(context)``, which reads the rest of the request.
+
+    First, a caller the services' agency (``home_agency``) does not employ is refused
+    (``decide_command``: PERMISSION_DENIED ``NO_RELATIONSHIP``) before anything of the request
+    is read, so it learns nothing about it. Every command goes through here, which is why the
+    check is here and not in each service's role check. ``None`` only for the commands the
+    access policy decides itself against the case (break the glass, its review and closing):
+    their refusals are recorded in the case's access log, the agency's among them.
+
+    This refusal, like a command's refusal by role, is not recorded as ``record.access_denied``:
+    that event is the access log of reads of a case (it names a purpose and a case), while a
+    command states no purpose and often names no case (a registration, an erasure); nothing was
+    read or written.
 
     Every bad field of both is refused in one ``InvalidCommand``. ``read`` must only check and
     convert (no I/O): it also runs when the context is bad, with a stand-in context, so that
     the caller hears about all of the request at once.
     """
+    if home_agency is not None:
+        decision = decide_command(principal, home_agency=home_agency)
+        if not decision.allowed:
+            raise AccessDenied(principal, Action.RECORD, decision)
     context, problems = command_context_problems(principal, message, field)
     try:
         body = read(context or _stand_in())

@@ -137,6 +137,21 @@ def decide_emergency_opening(principal: Principal, *, home_agency: str) -> Decis
     return Decision(True, "break-glass-opening")
 
 
+def decide_command(principal: Principal, *, home_agency: str) -> Decision:
+    """Whether ``principal`` may send a command to the services of ``home_agency`` at all,
+    before its role and the case's rules are looked at: the agency's records are written by
+    its own staff only, as they are read (``relationships``: another agency's staff hold no
+    relationship to its cases). A token's role names a job, not an employer, so a role check
+    alone lets another agency's supervisor erase a client. The one exception is the partner
+    agency, which by definition acts from its own agency: its commands (answering a referral,
+    a service it delivers) are fenced to what is addressed to it by the services' own rules."""
+    if principal.agency == home_agency or principal.role is Role.PARTNER_AGENCY:
+        return Decision(True, "agency-staff")
+    return refusal(
+        "no-relationship", f"only staff of {home_agency} record on its clients and cases"
+    )
+
+
 def _apply(
     rule: Rule,
     principal: Principal,

@@ -31,6 +31,8 @@ class Action(StrEnum):
     BREAK_GLASS = "open an emergency access to a case"
     REVIEW_EMERGENCY_ACCESS = "review an emergency access"
     CLOSE_EMERGENCY_ACCESS = "close an emergency access"
+    RECORD = "record on the agency's clients and cases"
+    """Any command: ``decide.decide_command`` (the services' own rules decide the rest)."""
 
 
 class Relationship(StrEnum):

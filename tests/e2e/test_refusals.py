@@ -85,6 +85,112 @@ async def test_a_role_that_may_not_act_is_permission_denied(casetrail: Casetrail
         assert refusal.reason == "ROLE_NOT_ALLOWED"
 
 
+SUNRISE = "sunrise-home-care"
+"""A partner agency's id: its staff hold roles that name a job, not this agency's."""
+
+
+def _foreign(role: str) -> Person:
+    return Person(f"{role}.sunrise", role, agency=SUNRISE)
+
+
+async def test_another_agencys_staff_may_not_act_on_this_agencys_records(
+    casetrail: Casetrail,
+) -> None:
+    """A command is for the staff of the agency the services serve: another agency's supervisor
+    may not erase a client or release a legal hold, its social worker may not record a consent
+    naming itself, its coordinator may not assign a case; each refused NO_RELATIONSHIP before
+    any field is looked at, and nothing is written."""
+    case = await new_case(casetrail, "home_care")
+    stubs = casetrail.stubs
+    hold = await stubs.as_(SUPERVISOR).intake.PlaceRetentionHold(
+        intake_pb2.PlaceRetentionHoldRequest(
+            context=command(key()), client_id=case.client_id, legal_basis="litigation 2026-CV-113"
+        )
+    )
+    forged = intake_pb2.GrantConsentRequest(
+        context=command(key()),
+        case_id=case.case_id,
+        recipient=intake_pb2.ConsentRecipient(kind="agency", recipient_id=SUNRISE, name="Sunrise"),
+        purpose="coordination",
+        scope=["identity", "assessment", "referrals", "services"],
+        categories=["substance_use", "mental_health"],
+        expires_at=timestamp(datetime.now(UTC) + timedelta(days=365)),
+        document_reference="forged",
+    )
+    read_case = intake_pb2.GetCaseRequest(
+        context=query("confidentiality_review"), case_id=case.case_id
+    )
+    before = (await stubs.as_(AUDITOR).intake.GetCase(read_case)).record.version
+    supervisor = stubs.as_(_foreign("supervisor"))
+    refusals = {
+        "erase": await refused(
+            supervisor.intake.EraseClient(
+                intake_pb2.EraseClientRequest(
+                    context=command(key()), client_id=case.client_id, request_reference="x"
+                )
+            )
+        ),
+        "release hold": await refused(
+            supervisor.intake.ReleaseRetentionHold(
+                intake_pb2.ReleaseRetentionHoldRequest(
+                    context=command(key()), client_id=case.client_id, hold_id=hold.hold_id
+                )
+            )
+        ),
+        "consent (supervisor)": await refused(supervisor.intake.GrantConsent(forged)),
+        "consent (social worker)": await refused(
+            stubs.as_(_foreign("social_worker")).intake.GrantConsent(forged)
+        ),
+        "register": await refused(
+            stubs.as_(_foreign("receptionist")).intake.RegisterClient(registration())
+        ),
+        "open case": await refused(
+            stubs.as_(_foreign("receptionist")).intake.OpenCase(
+                intake_pb2.OpenCaseRequest(
+                    context=command(key()),
+                    client_id=case.client_id,
+                    referral_source=intake_pb2.ReferralSource(kind="self"),
+                    presenting_needs=[intake_pb2.PresentingNeed(category="home_care")],
+                )
+            )
+        ),
+        "assign": await refused(
+            stubs.as_(_foreign("coordinator")).coordination.AssignCase(
+                co.AssignCaseRequest(
+                    context=command(key()), case_id=case.case_id, worker_id=CASE_MANAGER_ID
+                )
+            )
+        ),
+        "close": await refused(
+            supervisor.planning.CloseCase(
+                pl.CloseCaseRequest(
+                    context=command(key()), case_id=case.case_id, reason="client_withdrew"
+                )
+            )
+        ),
+        # Even a request with bad fields: the caller learns nothing of it.
+        "bad fields": await refused(
+            supervisor.intake.EraseClient(intake_pb2.EraseClientRequest(context=command("")))
+        ),
+    }
+    for what, refusal in refusals.items():
+        assert (refusal.code, refusal.reason) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "NO_RELATIONSHIP",
+        ), what
+    # Nothing was written: the hold still stands, so the client is not erased either.
+    still = await refused(
+        stubs.as_(SUPERVISOR).intake.EraseClient(
+            intake_pb2.EraseClientRequest(
+                context=command(key()), client_id=case.client_id, request_reference="dpo-1"
+            )
+        )
+    )
+    assert (still.code, still.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "RETENTION_HOLD")
+    # Nor was a consent, an assessment or another opening recorded on the case.
+    assert (await stubs.as_(AUDITOR).intake.GetCase(read_case)).record.version == before
+
+
 async def test_bad_fields_are_invalid_argument_naming_each_field(casetrail: Casetrail) -> None:
     case = await new_case(casetrail, "physical_therapy")
     stubs = casetrail.stubs

@@ -22,6 +22,7 @@ from casetrail_platform.grpc_platform.errors import status_for
 from casetrail_platform.grpc_platform.server import Context, streamed_refusals_as_status
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.guard import AccessDenied
 from casetrail_platform.queries import QueryContext
 from events.catalog.access import AccessPurpose
 from events.catalog.base import Role
@@ -33,6 +34,7 @@ from tests.support.identity import TestIssuer
 ALLOWED = ", ".join(purpose.value for purpose in AccessPurpose)
 
 
+HOME = "eastbay-dss"
 KIM = Principal("kim", Role.COORDINATOR, agency="eastbay-dss", issuer="https://issuer.test")
 
 
@@ -125,18 +127,44 @@ def test_a_command_reports_its_context_and_its_body_together() -> None:
 
     bad = common_pb2.CommandContext()
     with pytest.raises(InvalidCommand) as refused:
-        read_command(KIM, bad, read)
+        read_command(KIM, bad, read, home_agency=HOME)
     assert _fields(refused.value) == ["context.idempotency_key", "case_id"]
     # The body was read with a stand-in context, since the real one is unusable.
     assert seen[0].actor.role is Role.SYSTEM
 
     with pytest.raises(InvalidCommand) as refused:
-        read_command(KIM, bad, lambda context: "fine")
+        read_command(KIM, bad, lambda context: "fine", home_agency=HOME)
     assert _fields(refused.value) == ["context.idempotency_key"]
 
     good = common_pb2.CommandContext(idempotency_key="k1")
-    context, body = read_command(KIM, good, lambda context: context.idempotency_key)
+    context, body = read_command(
+        KIM, good, lambda context: context.idempotency_key, home_agency=HOME
+    )
     assert (context.actor.user_id, body) == ("kim", "k1")
+
+
+@pytest.mark.parametrize("role", [Role.SUPERVISOR, Role.RECEPTIONIST, Role.SOCIAL_WORKER])
+def test_a_command_from_another_agencys_staff_is_refused_before_its_fields(role: Role) -> None:
+    # A role names a job, not an employer: another agency's supervisor is no supervisor here.
+    foreign = Principal("dana", role, agency="sunrise-home-care", issuer="https://issuer.test")
+    read: list[CommandContext] = []
+    with pytest.raises(AccessDenied) as refused:
+        read_command(foreign, common_pb2.CommandContext(), read.append, home_agency=HOME)
+    status = status_for(refused.value)
+    assert status.code == code_pb2.PERMISSION_DENIED
+    assert details(status, error_details_pb2.ErrorInfo)[0].reason == "NO_RELATIONSHIP"
+    assert read == []  # it learns nothing of its request, not even that a field is bad
+
+
+def test_a_partner_agency_acts_from_its_own_agency() -> None:
+    # Its commands are fenced to the referrals and services addressed to it by the services.
+    partner = Principal(
+        "bay-recovery", Role.PARTNER_AGENCY, agency="bay-recovery", issuer="https://issuer.test"
+    )
+    context, _ = read_command(
+        partner, common_pb2.CommandContext(idempotency_key="k1"), lambda c: c, home_agency=HOME
+    )
+    assert context.actor.user_id == "bay-recovery"
 
 
 # --- refusals as statuses -----------------------------------------------------------------------

@@ -92,6 +92,18 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         self._deps = deps
         self._access = access
 
+    def _parse(
+        self, principal: Principal, request: _CommandRequest, model: type[C]
+    ) -> tuple[CommandContext, C]:
+        """The command context and the command, refusing every bad field of both at once (and
+        first a caller from another agency than a partner: ``read_command``)."""
+        return read_command(
+            principal,
+            request.context,
+            lambda _: convert.command(model, request),  # type: ignore[arg-type]
+            home_agency=self._access.home_agency,
+        )
+
     async def _authorized(
         self,
         principal: Principal,
@@ -120,7 +132,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         self, request: pb.AssignCaseRequest, context: Context
     ) -> pb.AssignCaseResponse:
         principal = principal_of(context)
-        ctx, command = _parse(principal, request, commands.AssignCase)
+        ctx, command = self._parse(principal, request, commands.AssignCase)
         recorded = await handlers.assign_case(self._deps, ctx, command)
         assigned = _event(recorded, CaseAssigned)
         answer = pb.AssignCaseResponse(
@@ -155,7 +167,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def TransferCase(
         self, request: pb.TransferCaseRequest, context: Context
     ) -> pb.TransferCaseResponse:
-        ctx, command = _parse(principal_of(context), request, commands.TransferCase)
+        ctx, command = self._parse(principal_of(context), request, commands.TransferCase)
         recorded = await handlers.transfer_case(self._deps, ctx, command)
         return pb.TransferCaseResponse(
             result=convert.result(command.case_id, recorded),
@@ -217,7 +229,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         self, request: pb.MakeReferralRequest, context: Context
     ) -> pb.MakeReferralResponse:
         principal = principal_of(context)
-        ctx, command = _parse(principal, request, commands.MakeReferral)
+        ctx, command = self._parse(principal, request, commands.MakeReferral)
         recorded = await handlers.make_referral(self._deps, ctx, command, principal)
         return pb.MakeReferralResponse(
             result=convert.result(command.case_id, recorded),
@@ -229,7 +241,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def AcceptReferral(
         self, request: pb.AcceptReferralRequest, context: Context
     ) -> pb.AcceptReferralResponse:
-        ctx, command = _parse(principal_of(context), request, commands.AcceptReferral)
+        ctx, command = self._parse(principal_of(context), request, commands.AcceptReferral)
         recorded = await handlers.answer_referral(self._deps, ctx, command)
         return pb.AcceptReferralResponse(result=convert.result(command.case_id, recorded))
 
@@ -238,7 +250,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def DeclineReferral(
         self, request: pb.DeclineReferralRequest, context: Context
     ) -> pb.DeclineReferralResponse:
-        ctx, command = _parse(principal_of(context), request, commands.DeclineReferral)
+        ctx, command = self._parse(principal_of(context), request, commands.DeclineReferral)
         recorded = await handlers.answer_referral(self._deps, ctx, command)
         return pb.DeclineReferralResponse(result=convert.result(command.case_id, recorded))
 
@@ -247,7 +259,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def CompleteReferral(
         self, request: pb.CompleteReferralRequest, context: Context
     ) -> pb.CompleteReferralResponse:
-        ctx, command = _parse(principal_of(context), request, commands.CompleteReferral)
+        ctx, command = self._parse(principal_of(context), request, commands.CompleteReferral)
         recorded = await handlers.answer_referral(self._deps, ctx, command)
         return pb.CompleteReferralResponse(result=convert.result(command.case_id, recorded))
 
@@ -258,7 +270,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def ScheduleService(
         self, request: pb.ScheduleServiceRequest, context: Context
     ) -> pb.ScheduleServiceResponse:
-        ctx, command = _parse(principal_of(context), request, commands.ScheduleService)
+        ctx, command = self._parse(principal_of(context), request, commands.ScheduleService)
         recorded = await handlers.schedule_service(self._deps, ctx, command)
         return pb.ScheduleServiceResponse(
             result=convert.result(command.case_id, recorded),
@@ -271,7 +283,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def RescheduleService(
         self, request: pb.RescheduleServiceRequest, context: Context
     ) -> pb.RescheduleServiceResponse:
-        ctx, command = _parse(principal_of(context), request, commands.RescheduleService)
+        ctx, command = self._parse(principal_of(context), request, commands.RescheduleService)
         recorded = await handlers.reschedule_service(self._deps, ctx, command)
         return pb.RescheduleServiceResponse(result=convert.result(command.case_id, recorded))
 
@@ -280,7 +292,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def CancelService(
         self, request: pb.CancelServiceRequest, context: Context
     ) -> pb.CancelServiceResponse:
-        ctx, command = _parse(principal_of(context), request, commands.CancelService)
+        ctx, command = self._parse(principal_of(context), request, commands.CancelService)
         recorded = await handlers.cancel_service(self._deps, ctx, command)
         return pb.CancelServiceResponse(result=convert.result(command.case_id, recorded))
 
@@ -289,7 +301,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def RecordServiceDelivered(
         self, request: pb.RecordServiceDeliveredRequest, context: Context
     ) -> pb.RecordServiceDeliveredResponse:
-        ctx, command = _parse(principal_of(context), request, commands.RecordServiceDelivered)
+        ctx, command = self._parse(principal_of(context), request, commands.RecordServiceDelivered)
         recorded = await handlers.record_service_delivered(self._deps, ctx, command)
         return pb.RecordServiceDeliveredResponse(result=convert.result(command.case_id, recorded))
 
@@ -376,7 +388,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def DetermineEligibility(
         self, request: pb.DetermineEligibilityRequest, context: Context
     ) -> pb.DetermineEligibilityResponse:
-        ctx, command = _parse(principal_of(context), request, commands.DetermineEligibility)
+        ctx, command = self._parse(principal_of(context), request, commands.DetermineEligibility)
         recorded = await handlers.determine_eligibility(self._deps, ctx, command)
         decision = _event(recorded, EligibilityDetermined)
         return pb.DetermineEligibilityResponse(
@@ -403,7 +415,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def ReserveBudget(
         self, request: pb.ReserveBudgetRequest, context: Context
     ) -> pb.ReserveBudgetResponse:
-        ctx, command = _parse(principal_of(context), request, commands.ReserveBudget)
+        ctx, command = self._parse(principal_of(context), request, commands.ReserveBudget)
         recorded = await handlers.reserve_budget(self._deps, ctx, command)
         return pb.ReserveBudgetResponse(
             result=convert.result(command.case_id, recorded),
@@ -416,7 +428,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def ReleaseBudget(
         self, request: pb.ReleaseBudgetRequest, context: Context
     ) -> pb.ReleaseBudgetResponse:
-        ctx, command = _parse(principal_of(context), request, commands.ReleaseBudget)
+        ctx, command = self._parse(principal_of(context), request, commands.ReleaseBudget)
         recorded = await handlers.release_budget(self._deps, ctx, command)
         _event(recorded, BudgetReleased)
         return pb.ReleaseBudgetResponse(
@@ -442,7 +454,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def FileInsuranceClaim(
         self, request: pb.FileInsuranceClaimRequest, context: Context
     ) -> pb.FileInsuranceClaimResponse:
-        ctx, command = _parse(principal_of(context), request, commands.FileInsuranceClaim)
+        ctx, command = self._parse(principal_of(context), request, commands.FileInsuranceClaim)
         recorded = await handlers.file_insurance_claim(self._deps, ctx, command)
         return pb.FileInsuranceClaimResponse(
             result=convert.result(command.case_id, recorded),
@@ -454,7 +466,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def RecordClaimDecision(
         self, request: pb.RecordClaimDecisionRequest, context: Context
     ) -> pb.RecordClaimDecisionResponse:
-        ctx, command = _parse(principal_of(context), request, commands.RecordClaimDecision)
+        ctx, command = self._parse(principal_of(context), request, commands.RecordClaimDecision)
         recorded = await handlers.record_claim_decision(self._deps, ctx, command)
         return pb.RecordClaimDecisionResponse(result=convert.result(command.case_id, recorded))
 
@@ -489,17 +501,6 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         return convert.minor_units(
             line.amount.amount_minor_units - state.committed, line.amount.currency
         )
-
-
-def _parse(
-    principal: Principal, request: _CommandRequest, model: type[C]
-) -> tuple[CommandContext, C]:
-    """The command context and the command, refusing every bad field of both at once."""
-    return read_command(
-        principal,
-        request.context,
-        lambda _: convert.command(model, request),  # type: ignore[arg-type]
-    )
 
 
 def _event(recorded: list[RecordedEvent], model: type[E]) -> E:

@@ -100,7 +100,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         today = deps.today()
         principal = principal_of(context)
         ctx, checked = read_command(
-            principal, request.context, lambda ctx: handlers.registration_of(ctx, command, today)
+            principal,
+            request.context,
+            lambda ctx: handlers.registration_of(ctx, command, today),
+            home_agency=self._deps.access.home_agency,
         )
         try:
             registration = await handlers.register_client(
@@ -160,7 +163,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     ) -> intake_pb2.OpenCaseResponse:
         command = from_proto.open_case(request)
         ctx, checked = read_command(
-            principal_of(context), request.context, lambda ctx: handlers.opening_of(ctx, command)
+            principal_of(context),
+            request.context,
+            lambda ctx: handlers.opening_of(ctx, command),
+            home_agency=self._deps.access.home_agency,
         )
         recorded = await handlers.open_case(self._deps.store, ctx, command, checked)
         return intake_pb2.OpenCaseResponse(result=to_proto.command_result(recorded))
@@ -172,7 +178,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     ) -> intake_pb2.RecordInitialAssessmentResponse:
         command = from_proto.record_initial_assessment(request)
         ctx, checked = read_command(
-            principal_of(context), request.context, lambda ctx: handlers.assessment_of(ctx, command)
+            principal_of(context),
+            request.context,
+            lambda ctx: handlers.assessment_of(ctx, command),
+            home_agency=self._deps.access.home_agency,
         )
         recorded, assessment_id = await handlers.record_initial_assessment(
             self._deps.store, self._deps.closures, ctx, command, checked
@@ -188,7 +197,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     ) -> intake_pb2.ReopenCaseResponse:
         command = from_proto.reopen_case(request)
         ctx, _ = read_command(
-            principal_of(context), request.context, lambda _: handlers.reopening_of(command)
+            principal_of(context),
+            request.context,
+            lambda _: handlers.reopening_of(command),
+            home_agency=self._deps.access.home_agency,
         )
         recorded = await handlers.reopen_case(self._deps.store, self._deps.closures, ctx, command)
         return intake_pb2.ReopenCaseResponse(result=to_proto.command_result(recorded))
@@ -205,6 +217,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             principal_of(context),
             request.context,
             lambda ctx: handlers.consent_of(ctx, command, "unchecked", now),
+            home_agency=self._deps.access.home_agency,
         )
         recorded, consent_id = await handlers.grant_consent(self._deps.store, ctx, command, now)
         return intake_pb2.GrantConsentResponse(
@@ -224,6 +237,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
                 queries.required_id("case_id", command.case_id),
                 queries.required_id("consent_id", command.consent_id),
             ),
+            home_agency=self._deps.access.home_agency,
         )
         recorded = await handlers.revoke_consent(self._deps.store, ctx, command)
         return intake_pb2.RevokeConsentResponse(result=to_proto.command_result(recorded))
@@ -241,6 +255,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
                 queries.required_id("client_id", command.client_id),
                 handlers.erasure_of(command),
             ),
+            home_agency=self._deps.access.home_agency,
         )
         erasure = await handlers.erase_client(self._deps.store, self._keyring(), ctx, command)
         return intake_pb2.EraseClientResponse(
@@ -256,7 +271,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     ) -> intake_pb2.PlaceRetentionHoldResponse:
         command = from_proto.place_retention_hold(request)
         ctx, _ = read_command(
-            principal_of(context), request.context, lambda ctx: handlers.hold_of(ctx, command)
+            principal_of(context),
+            request.context,
+            lambda ctx: handlers.hold_of(ctx, command),
+            home_agency=self._deps.access.home_agency,
         )
         recorded, hold_id = await handlers.place_retention_hold(self._deps.store, ctx, command)
         return intake_pb2.PlaceRetentionHoldResponse(
@@ -276,6 +294,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
                 queries.required_id("client_id", command.client_id),
                 queries.required_id("hold_id", command.hold_id),
             ),
+            home_agency=self._deps.access.home_agency,
         )
         recorded = await handlers.release_retention_hold(self._deps.store, ctx, command)
         return intake_pb2.ReleaseRetentionHoldResponse(result=to_proto.command_result(recorded))
@@ -383,6 +402,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             principal,
             request.context,
             lambda ctx: emergency.opening_of(ctx, principal, command, now),
+            home_agency=None,
         )
         opened = await emergency.open_emergency_access(
             deps.store, deps.access, ctx, principal, command, now
@@ -403,7 +423,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         command = from_proto.review_emergency_access(request)
         principal = principal_of(context)
         ctx, _ = read_command(
-            principal, request.context, lambda ctx: emergency.review_of(ctx, command)
+            principal,
+            request.context,
+            lambda ctx: emergency.review_of(ctx, command),
+            home_agency=None,
         )
         recorded = await emergency.review_emergency_access(
             self._deps.store, self._deps.access, ctx, principal, command
@@ -423,6 +446,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             principal,
             request.context,
             lambda ctx: emergency.closing_of(ctx, principal, command, now),
+            home_agency=None,
         )
         closed = await emergency.close_emergency_access(
             deps.store, deps.access, ctx, principal, command, now

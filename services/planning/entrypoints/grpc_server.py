@@ -96,7 +96,10 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         self, request: planning_pb2.DraftPlanRequest, context: Context
     ) -> planning_pb2.DraftPlanResponse:
         command_context, command = read_command(
-            principal_of(context), request.context, lambda ctx: translate.draft_plan(request, ctx)
+            principal_of(context),
+            request.context,
+            lambda ctx: translate.draft_plan(request, ctx),
+            home_agency=self._access.home_agency,
         )
         outcome = await self._run(command_context, command)
         # A retry answers with what was recorded the first time, not with this request's ids.
@@ -113,7 +116,10 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         self, request: planning_pb2.AddGoalRequest, context: Context
     ) -> planning_pb2.AddGoalResponse:
         command_context, command = read_command(
-            principal_of(context), request.context, lambda ctx: translate.add_goal(request, ctx)
+            principal_of(context),
+            request.context,
+            lambda ctx: translate.add_goal(request, ctx),
+            home_agency=self._access.home_agency,
         )
         outcome = await self._run(command_context, command)
         added = _first(outcome, GoalAdded)
@@ -128,7 +134,10 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         self, request: planning_pb2.ReviseGoalRequest, context: Context
     ) -> planning_pb2.ReviseGoalResponse:
         command_context, command = read_command(
-            principal_of(context), request.context, lambda ctx: translate.revise_goal(request, ctx)
+            principal_of(context),
+            request.context,
+            lambda ctx: translate.revise_goal(request, ctx),
+            home_agency=self._access.home_agency,
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.ReviseGoalResponse(
@@ -140,7 +149,10 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         self, request: planning_pb2.AchieveGoalRequest, context: Context
     ) -> planning_pb2.AchieveGoalResponse:
         command_context, command = read_command(
-            principal_of(context), request.context, lambda _: translate.achieve_goal(request)
+            principal_of(context),
+            request.context,
+            lambda _: translate.achieve_goal(request),
+            home_agency=self._access.home_agency,
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.AchieveGoalResponse(result=self._result(command, outcome))
@@ -150,7 +162,10 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         self, request: planning_pb2.DropGoalRequest, context: Context
     ) -> planning_pb2.DropGoalResponse:
         command_context, command = read_command(
-            principal_of(context), request.context, lambda _: translate.drop_goal(request)
+            principal_of(context),
+            request.context,
+            lambda _: translate.drop_goal(request),
+            home_agency=self._access.home_agency,
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.DropGoalResponse(
@@ -164,7 +179,10 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         context: Context,
     ) -> planning_pb2.RecordAgreementResponse:
         command_context, command = read_command(
-            principal_of(context), request.context, lambda _: translate.record_agreement(request)
+            principal_of(context),
+            request.context,
+            lambda _: translate.record_agreement(request),
+            home_agency=self._access.home_agency,
         )
         outcome = await self._run(command_context, command)
         agreed = _first(outcome, PlanAgreed)
@@ -182,6 +200,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
             principal_of(context),
             request.context,
             lambda ctx: translate.log_contact(request, ctx, self._day(ctx)),
+            home_agency=self._access.home_agency,
         )
         outcome = await self._run(command_context, command)
         logged = _first(outcome, ContactLogged)
@@ -200,6 +219,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
             principal_of(context),
             request.context,
             lambda ctx: translate.evaluate_progress(request, ctx),
+            home_agency=self._access.home_agency,
         )
         outcome = await self._run(command_context, command)
         evaluated = _first(outcome, ProgressEvaluated)
@@ -218,6 +238,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
             principal_of(context),
             request.context,
             lambda ctx: translate.plan_discharge(request, self._day(ctx)),
+            home_agency=self._access.home_agency,
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.PlanDischargeResponse(result=self._result(command, outcome))
@@ -227,7 +248,10 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         self, request: planning_pb2.CloseCaseRequest, context: Context
     ) -> planning_pb2.CloseCaseResponse:
         command_context, command = read_command(
-            principal_of(context), request.context, lambda _: translate.close_case(request)
+            principal_of(context),
+            request.context,
+            lambda _: translate.close_case(request),
+            home_agency=self._access.home_agency,
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.CloseCaseResponse(result=self._result(command, outcome))
