@@ -27,6 +27,7 @@ from casetrail_platform.commands import (
     VersionConflict,
 )
 from casetrail_platform.errors import ConcurrencyError, StorageUnavailableError
+from casetrail_platform.keys.keyring import ClientErasedError
 from events.errors import FieldProblem, InvalidEventError
 
 ERROR_DOMAIN = "casetrail.v1"
@@ -77,6 +78,16 @@ def internal_status(reference: str) -> status_pb2.Status:
 
 
 def _status_for(error: Exception) -> status_pb2.Status:
+    if isinstance(error, ClientErasedError):
+        # A caller's refusal, not a server fault: the client was erased while the command was
+        # being decided. Named as the services' own refusal is, not the key's owner (a case
+        # or client id the caller may not know).
+        return _status_for(
+            RuleBroken(
+                ClientErasedError.RULE,
+                "the client was erased; nothing more is recorded about them",
+            )
+        )
     if isinstance(error, InvalidCommand):
         return _invalid(error.violations)
     if isinstance(error, InvalidEventError):
@@ -154,6 +165,7 @@ async def abort_internal(context: grpc.aio.ServicerContext[Any, Any], reference:
 
 REFUSALS: tuple[type[Exception], ...] = (
     CommandRejected,
+    ClientErasedError,
     InvalidEventError,
     ConcurrencyError,
     StorageUnavailableError,

@@ -40,6 +40,11 @@ bound (``bind_case``)."""
 class ClientErasedError(DataKeyError):
     """The client was erased: nothing sensitive may be recorded about them again."""
 
+    RULE = "CLIENT_ERASED"
+    """The refusal it is answered with (``grpc_platform.errors``): the services refuse such a
+    command under this rule before sealing; this is for a command decided just before the
+    erasure was recorded."""
+
     def __init__(self, owner: str) -> None:
         super().__init__(f"the data key of {owner!r} was destroyed (the client was erased)")
         self.owner = owner

@@ -35,7 +35,7 @@ from services.intake.app.commands import (
     OpenEmergencyAccess,
     ReviewEmergencyAccess,
 )
-from services.intake.app.handlers import SOURCE, Recorded, recorded_of
+from services.intake.app.handlers import SOURCE, Recorded, case_client_erasure, recorded_of
 from services.intake.app.validation import build
 from services.intake.domain.cases import case_stream
 from services.intake.domain.emergency import (
@@ -128,12 +128,13 @@ async def open_emergency_access(
         await access.refuse(
             principal, Action.BREAK_GLASS, AccessPurpose.EMERGENCY, opened.case_id, decision
         )
+    erased = await case_client_erasure(store, opened.case_id)
     recorded = await execute(
         store,
         SOURCE,
         context,
         case_stream(opened.case_id),
-        lambda history: decide_opening(history, opened),
+        lambda history: decide_opening(history, opened, erased),
     )
     first = recorded[0].event if recorded else opened
     assert isinstance(first, EmergencyAccessOpened)

@@ -157,14 +157,16 @@ async def open_case(
     """``checked``: the event already built by ``opening_of``, if the caller has it."""
     require_role(context.actor.role, Action.OPEN_CASE)
     opened = checked or opening_of(context, command)
-    if client_from(await store.read_stream(client_stream(opened.client_id))) is None:
+    client_history = await store.read_stream(client_stream(opened.client_id))
+    if client_from(client_history) is None:
         raise NotFound("client", opened.client_id)
+    erased = client_record(client_history).erased
     recorded = await execute(
         store,
         SOURCE,
         context,
         case_stream(opened.case_id),
-        lambda history: decide_opening(history, opened),
+        lambda history: decide_opening(history, opened, erased),
     )
     return recorded_of(opened.case_id, recorded)
 
@@ -192,12 +194,13 @@ async def record_initial_assessment(
     require_role(context.actor.role, Action.RECORD_ASSESSMENT)
     assessment = checked or assessment_of(context, command)
     closed = await closures.count(assessment.case_id)
+    erased = await case_client_erasure(store, assessment.case_id)
     recorded = await execute(
         store,
         SOURCE,
         context,
         case_stream(assessment.case_id),
-        lambda history: decide_assessment(history, assessment, closed),
+        lambda history: decide_assessment(history, assessment, closed, erased),
     )
     first = recorded[0].event if recorded else assessment
     assert isinstance(first, InitialAssessmentRecorded)
@@ -214,12 +217,13 @@ async def reopen_case(
     require_role(context.actor.role, Action.REOPEN_CASE)
     reopened = reopening_of(command)
     closed = await closures.count(reopened.case_id)
+    erased = await case_client_erasure(store, reopened.case_id)
     recorded = await execute(
         store,
         SOURCE,
         context,
         case_stream(reopened.case_id),
-        lambda history: decide_reopening(history, reopened, closed),
+        lambda history: decide_reopening(history, reopened, closed, erased),
     )
     return recorded_of(reopened.case_id, recorded)
 
@@ -248,12 +252,13 @@ async def grant_consent(
     case = case_from(await store.read_stream(case_stream(command.case_id)))
     client_id = case.opened.client_id if case is not None else "unknown-client"
     consent = consent_of(context, command, client_id, now)
+    erased = None if case is None else await client_erasure(store, client_id)
     recorded = await execute(
         store,
         SOURCE,
         context,
         case_stream(command.case_id),
-        lambda history: decide_consent(history, consent),
+        lambda history: decide_consent(history, consent, erased),
     )
     first = recorded[0].event if recorded else consent
     assert isinstance(first, ConsentGranted)
@@ -352,6 +357,19 @@ async def erase_client(
     for owner in keyring.owners_of_client(command.client_id, erased.case_ids):
         destroyed += await asyncio.to_thread(keyring.destroy, owner)
     return Erasure(recorded_of(command.client_id, recorded), erased.case_ids, destroyed)
+
+
+async def client_erasure(store: EventStore, client_id: str) -> ClientErased | None:
+    """The client's erasure, if they were erased (the client's stream holds it)."""
+    return client_record(await store.read_stream(client_stream(client_id))).erased
+
+
+async def case_client_erasure(store: EventStore, case_id: str) -> ClientErased | None:
+    """The erasure of the case's client, if they were erased; ``None`` for an unknown case
+    (its decision refuses it NOT_FOUND). An erasure recorded after this read is caught when
+    the command's fields are sealed (``ClientErasedError``, answered CLIENT_ERASED too)."""
+    case = case_from(await store.read_stream(case_stream(case_id)))
+    return None if case is None else await client_erasure(store, case.opened.client_id)
 
 
 def recorded_of(subject_id: str, recorded: Sequence[RecordedEvent]) -> Recorded:

@@ -15,8 +15,10 @@ from casetrail_platform.commands import AlreadyExists, InvalidCommand, NotFound
 from events.catalog.assessment import AssessmentFactors, InitialAssessmentRecorded
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseOpened, CaseReopened
+from events.catalog.erasure import ClientErased
 from events.envelope import EventMetadata, RecordedEvent
 from events.errors import FieldProblem
+from services.intake.domain.erasure import require_not_erased
 from services.intake.domain.errors import (
     assessment_already_recorded,
     case_closed,
@@ -86,16 +88,24 @@ def case_from(history: Sequence[RecordedEvent]) -> CaseRecord | None:
     return record
 
 
-def decide_opening(history: Sequence[RecordedEvent], opened: CaseOpened) -> list[CaseEvent]:
+def decide_opening(
+    history: Sequence[RecordedEvent], opened: CaseOpened, erased: ClientErased | None
+) -> list[CaseEvent]:
+    """``erased``: the client's erasure, if they were erased (from the client's stream)."""
     if history:
         raise AlreadyExists("case", opened.case_id)
+    require_not_erased(erased)
     return [opened]
 
 
 def decide_assessment(
-    history: Sequence[RecordedEvent], assessment: InitialAssessmentRecorded, closures: int
+    history: Sequence[RecordedEvent],
+    assessment: InitialAssessmentRecorded,
+    closures: int,
+    erased: ClientErased | None,
 ) -> list[CaseEvent]:
     case = _existing(history, assessment.case_id)
+    require_not_erased(erased)
     if case.is_closed(closures):
         raise case_closed(case.case_id)
     if case.current_assessment_id is not None:
@@ -104,9 +114,13 @@ def decide_assessment(
 
 
 def decide_reopening(
-    history: Sequence[RecordedEvent], reopened: CaseReopened, closures: int
+    history: Sequence[RecordedEvent],
+    reopened: CaseReopened,
+    closures: int,
+    erased: ClientErased | None,
 ) -> list[CaseEvent]:
     case = _existing(history, reopened.case_id)
+    require_not_erased(erased)
     if not case.is_closed(closures):
         raise case_not_closed(case.case_id)
     return [reopened]

@@ -12,9 +12,11 @@ from datetime import datetime
 from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken
 from events.catalog.access import ConsentGranted, ConsentRevoked
 from events.catalog.base import CaseEvent
+from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 from events.errors import FieldProblem
 from services.intake.domain.cases import CaseRecord, case_from
+from services.intake.domain.erasure import require_not_erased
 
 CONSENT_ALREADY_REVOKED = "CONSENT_ALREADY_REVOKED"
 
@@ -34,8 +36,12 @@ def check_consent(consent: ConsentGranted, now: datetime) -> None:
         raise InvalidCommand(problems)
 
 
-def decide_consent(history: Sequence[RecordedEvent], consent: ConsentGranted) -> list[CaseEvent]:
+def decide_consent(
+    history: Sequence[RecordedEvent], consent: ConsentGranted, erased: ClientErased | None
+) -> list[CaseEvent]:
+    """``erased``: the client's erasure, if they were erased: nothing is disclosed of them."""
     _require_case(history, consent.case_id)
+    require_not_erased(erased)
     return [consent]
 
 

@@ -21,9 +21,11 @@ from events.catalog.emergency import (
     EmergencyAccessOpened,
     EmergencyAccessReviewed,
 )
+from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 from events.errors import FieldProblem
 from services.intake.domain.cases import case_from
+from services.intake.domain.erasure import require_not_erased
 
 DEFAULT_EMERGENCY_ACCESS = timedelta(minutes=60)
 SHORTEST_EMERGENCY_ACCESS = timedelta(seconds=1)
@@ -77,10 +79,12 @@ def reviewer_refusal(role: Role, purpose: AccessPurpose | None = None) -> str | 
 
 
 def decide_opening(
-    history: Sequence[RecordedEvent], opened: EmergencyAccessOpened
+    history: Sequence[RecordedEvent], opened: EmergencyAccessOpened, erased: ClientErased | None
 ) -> list[CaseEvent]:
+    """``erased``: the case's client's erasure, if they were erased: nothing is left to read."""
     if case_from(history) is None:
         raise NotFound("case", opened.case_id)
+    require_not_erased(erased)
     return [opened]
 
 

@@ -19,6 +19,8 @@ from events.envelope import RecordedEvent
 
 RETENTION_HOLD = "RETENTION_HOLD"
 CLIENT_ERASED = "CLIENT_ERASED"
+"""Also the rule the key ring's ``ClientErasedError.RULE`` is answered with (the platform's
+backstop, when a command reaches sealing for a client erased after it was decided)."""
 HOLD_ALREADY_RELEASED = "RETENTION_HOLD_ALREADY_RELEASED"
 
 
@@ -47,14 +49,21 @@ def client_record(history: Sequence[RecordedEvent]) -> ClientRecord:
     return record
 
 
-def decide_hold(history: Sequence[RecordedEvent], hold: RetentionHoldPlaced) -> list[CaseEvent]:
-    record = _registered(history, hold.client_id)
-    if record.erased is not None:
+def require_not_erased(erased: ClientErased | None) -> None:
+    """Nothing new is recorded about an erased client: their keys are destroyed, so nothing
+    could be sealed for them, and recording (a case, an assessment, a consent to disclose,
+    an emergency access) would act on a person the agency has forgotten."""
+    if erased is not None:
         raise RuleBroken(
             CLIENT_ERASED,
-            f"client {hold.client_id} was erased; there is nothing left to hold",
-            subject=f"client/{hold.client_id}",
+            f"client {erased.client_id} was erased; nothing more is recorded about them",
+            subject=f"client/{erased.client_id}",
         )
+
+
+def decide_hold(history: Sequence[RecordedEvent], hold: RetentionHoldPlaced) -> list[CaseEvent]:
+    record = _registered(history, hold.client_id)
+    require_not_erased(record.erased)
     if hold.hold_id in record.holds:
         return []
     return [hold]

@@ -99,45 +99,47 @@ def test_a_birth_date_in_the_future_is_refused() -> None:
 
 
 def test_a_case_is_opened_once() -> None:
-    assert decide_opening([], OPENED) == [OPENED]
+    assert decide_opening([], OPENED, None) == [OPENED]
     with pytest.raises(AlreadyExists):
-        decide_opening(history(OPENED), OPENED)
+        decide_opening(history(OPENED), OPENED, None)
 
 
 def test_an_unknown_case_cannot_be_assessed_or_reopened() -> None:
     with pytest.raises(NotFound):
-        decide_assessment([], assessment(), closures=0)
+        decide_assessment([], assessment(), closures=0, erased=None)
     with pytest.raises(NotFound):
-        decide_reopening([], REOPENED, closures=1)
+        decide_reopening([], REOPENED, closures=1, erased=None)
 
 
 def test_one_initial_assessment_per_opening() -> None:
-    assert decide_assessment(history(OPENED), assessment(), closures=0) == [assessment()]
+    assert decide_assessment(history(OPENED), assessment(), closures=0, erased=None) == [
+        assessment()
+    ]
     with pytest.raises(RuleBroken) as refused:
-        decide_assessment(history(OPENED, assessment()), assessment("a2"), closures=0)
+        decide_assessment(history(OPENED, assessment()), assessment("a2"), closures=0, erased=None)
     assert refused.value.rule == "INITIAL_ASSESSMENT_ALREADY_RECORDED"
     assert refused.value.details["assessment_id"] == "a1"
 
 
 def test_a_closed_case_is_not_assessed() -> None:
     with pytest.raises(RuleBroken) as refused:
-        decide_assessment(history(OPENED), assessment(), closures=1)
+        decide_assessment(history(OPENED), assessment(), closures=1, erased=None)
     assert refused.value.rule == "CASE_CLOSED"
 
 
 def test_only_a_closed_case_is_reopened() -> None:
     with pytest.raises(RuleBroken) as refused:
-        decide_reopening(history(OPENED), REOPENED, closures=0)
+        decide_reopening(history(OPENED), REOPENED, closures=0, erased=None)
     assert refused.value.rule == "CASE_NOT_CLOSED"
     assert refused.value.details["subject"] == f"case/{CASE}"
-    assert decide_reopening(history(OPENED), REOPENED, closures=1) == [REOPENED]
+    assert decide_reopening(history(OPENED), REOPENED, closures=1, erased=None) == [REOPENED]
 
 
 def test_a_reopened_case_is_open_until_closed_again() -> None:
     reopened_once = history(OPENED, assessment(), REOPENED)
     with pytest.raises(RuleBroken):
-        decide_reopening(reopened_once, REOPENED, closures=1)
-    assert decide_reopening(reopened_once, REOPENED, closures=2) == [REOPENED]
+        decide_reopening(reopened_once, REOPENED, closures=1, erased=None)
+    assert decide_reopening(reopened_once, REOPENED, closures=2, erased=None) == [REOPENED]
 
 
 def test_a_reopened_case_gets_a_new_initial_assessment() -> None:
@@ -145,7 +147,7 @@ def test_a_reopened_case_gets_a_new_initial_assessment() -> None:
     assert case is not None
     assert case.current_assessment_id is None
     assert case.version == 3
-    assert decide_assessment(history(OPENED, assessment(), REOPENED), assessment("a2"), 1)
+    assert decide_assessment(history(OPENED, assessment(), REOPENED), assessment("a2"), 1, None)
 
 
 def test_an_assessment_describes_at_least_one_factor() -> None:

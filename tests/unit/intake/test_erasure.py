@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
+from google.rpc import code_pb2, error_details_pb2
 
+from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2
+from casetrail_platform.grpc_platform.errors import status_for
+from casetrail_platform.keys.keyring import ClientErasedError
 from casetrail_platform.keys.port import KeyUnavailableError
+from cli.rpc import Person
 from events.sealed_values import ERASED_CODE, ERASED_TEXT
+from services.intake.domain.erasure import CLIENT_ERASED
 from tests.support.grpc import details, refusal
+from tests.support.identity import acting
 from tests.unit.intake.support import Intake
+from tests.unit.intake.test_consent import granting
 from tests.unit.intake.test_grpc import assessing, command, marco, opening, query
 
 CANARY = "CANARY-0b1c-fears-falling"
@@ -155,3 +162,38 @@ async def test_an_erasure_that_fails_midway_completes_when_sent_again(
     assert (await case_record(intake, case_id)).assessments[0].factors.psychological == (
         ERASED_TEXT
     )
+
+
+async def test_nothing_more_is_recorded_about_an_erased_client(intake: Intake) -> None:
+    """Opening a case, assessing, reopening, a consent to disclose and breaking the glass are
+    refused FAILED_PRECONDITION CLIENT_ERASED, as placing a hold is (no INTERNAL: the keys
+    are gone, so nothing could be sealed for them anyway)."""
+    client_id, _ = await assessed_client(intake)
+    unassessed = (await intake.stub.OpenCase(opening(client_id))).result.case_id
+    await intake.stub.EraseClient(erasing(client_id))
+    on_call = acting(
+        Person("sw-on-call", "social_worker", entitlements=("break_glass",)),
+        common_pb2.CommandContext(idempotency_key="glass-1"),
+    )
+    calls = {
+        "open case": intake.stub.OpenCase(opening(client_id)),
+        "assess": intake.stub.RecordInitialAssessment(assessing(unassessed)),
+        "consent": intake.stub.GrantConsent(granting(unassessed)),
+        "break the glass": intake.stub.OpenEmergencyAccess(
+            intake_pb2.OpenEmergencyAccessRequest(
+                context=on_call, case_id=unassessed, reason="Found unresponsive at home"
+            )
+        ),
+    }
+    for what, call in calls.items():
+        code, status = await refusal(call)
+        assert code == grpc.StatusCode.FAILED_PRECONDITION, (what, status.message)
+        assert details(status, error_details_pb2.ErrorInfo)[0].reason == "CLIENT_ERASED", what
+
+
+def test_a_client_erased_while_a_command_was_decided_is_refused_not_internal() -> None:
+    # The backstop: the erasure lands between the decision and the sealing of the new event.
+    status = status_for(ClientErasedError("client-1"))
+    assert status.code == code_pb2.FAILED_PRECONDITION
+    assert details(status, error_details_pb2.ErrorInfo)[0].reason == CLIENT_ERASED
+    assert "client-1" not in status.message
