@@ -59,6 +59,7 @@ from services.intake.domain.clients import (
 )
 from services.intake.domain.consents import check_consent, decide_consent, decide_revocation
 from services.intake.domain.erasure import (
+    check_hold_until,
     client_record,
     decide_erasure,
     decide_hold,
@@ -281,19 +282,23 @@ async def revoke_consent(
     return recorded_of(command.case_id, recorded)
 
 
-def hold_of(context: CommandContext, command: PlaceRetentionHold) -> RetentionHoldPlaced:
-    return build(
+def hold_of(
+    context: CommandContext, command: PlaceRetentionHold, today: date
+) -> RetentionHoldPlaced:
+    hold = build(
         RetentionHoldPlaced,
         {"hold_id": derived_id(context, SOURCE, "retention-hold"), **fields_of(command)},
     )
+    check_hold_until(hold.until, today)
+    return hold
 
 
 async def place_retention_hold(
-    store: EventStore, context: CommandContext, command: PlaceRetentionHold
+    store: EventStore, context: CommandContext, command: PlaceRetentionHold, today: date
 ) -> tuple[Recorded, str]:
     """Returns what was recorded and the hold's id (the first attempt's, on a retry)."""
     require_role(context.actor.role, Action.HOLD_RECORDS)
-    hold = hold_of(context, command)
+    hold = hold_of(context, command, today)
     recorded = await execute(
         store,
         SOURCE,
@@ -332,7 +337,11 @@ def erasure_of(command: EraseClient, case_ids: Sequence[str] = ()) -> ClientEras
 
 
 async def erase_client(
-    store: EventStore, keyring: ClientKeyring, context: CommandContext, command: EraseClient
+    store: EventStore,
+    keyring: ClientKeyring,
+    context: CommandContext,
+    command: EraseClient,
+    today: date,
 ) -> Erasure:
     """Record the erasure, then destroy the client's keys. Never partial: when the keys could
     not be destroyed, the command fails after recording, and any later erasure of the client
@@ -345,7 +354,7 @@ async def erase_client(
         SOURCE,
         context,
         client_stream(command.client_id),
-        lambda history: decide_erasure(history, erasure),
+        lambda history: decide_erasure(history, erasure, today),
     )
     erased = next((r.event for r in recorded if isinstance(r.event, ClientErased)), None)
     if erased is None:

@@ -3,19 +3,22 @@ client's stream.
 
 An erasure is decided once: a client already erased is not erased again (the command then
 records nothing and only completes the key destruction, which is idempotent). While a
-retention hold applies, erasure is refused naming the hold.
+retention hold applies (not released, and its ``until`` not past), erasure is refused naming
+the hold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import date
 
-from casetrail_platform.commands import NotFound, RuleBroken
+from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken
 from events.catalog.base import CaseEvent
 from events.catalog.clients import ClientRegistered
 from events.catalog.erasure import ClientErased, RetentionHoldPlaced, RetentionHoldReleased
 from events.envelope import RecordedEvent
+from events.errors import FieldProblem
 
 RETENTION_HOLD = "RETENTION_HOLD"
 CLIENT_ERASED = "CLIENT_ERASED"
@@ -84,11 +87,34 @@ def decide_release(
     return [RetentionHoldReleased(client_id=client_id, hold_id=hold_id, reason=reason)]
 
 
-def decide_erasure(history: Sequence[RecordedEvent], erasure: ClientErased) -> list[CaseEvent]:
+def check_hold_until(until: date | None, today: date) -> None:
+    """A hold whose obligation already ended would hold nothing (erasure ignores it)."""
+    if until is not None and until < today:
+        raise InvalidCommand(
+            [
+                FieldProblem(
+                    "until",
+                    f"must be today ({today.isoformat()}) or later: the day the obligation ends",
+                )
+            ]
+        )
+
+
+def holds_in_force(record: ClientRecord, today: date) -> list[RetentionHoldPlaced]:
+    """The holds not released whose ``until``, when given, is not past: the obligation ends on
+    that day (catalog: "it is released then"), so erasure may go ahead the day after, whether
+    or not someone remembered to release the hold."""
+    return [hold for hold in record.holds.values() if hold.until is None or hold.until >= today]
+
+
+def decide_erasure(
+    history: Sequence[RecordedEvent], erasure: ClientErased, today: date
+) -> list[CaseEvent]:
+    """``today``: the server's day (never the caller's stated moment, which may be backdated)."""
     record = _registered(history, erasure.client_id)
     if record.erased is not None:
         return []
-    for hold in record.holds.values():
+    for hold in holds_in_force(record, today):
         raise RuleBroken(
             RETENTION_HOLD,
             f"retention hold {hold.hold_id} ({hold.legal_basis}) forbids erasing client"

@@ -257,7 +257,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             ),
             home_agency=self._deps.access.home_agency,
         )
-        erasure = await handlers.erase_client(self._deps.store, self._keyring(), ctx, command)
+        erasure = await handlers.erase_client(
+            self._deps.store, self._keyring(), ctx, command, self._deps.today()
+        )
         return intake_pb2.EraseClientResponse(
             result=to_proto.command_result(erasure.recorded),
             erased_case_ids=erasure.case_ids,
@@ -270,13 +272,16 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         self, request: intake_pb2.PlaceRetentionHoldRequest, context: Context
     ) -> intake_pb2.PlaceRetentionHoldResponse:
         command = from_proto.place_retention_hold(request)
+        today = self._deps.today()
         ctx, _ = read_command(
             principal_of(context),
             request.context,
-            lambda ctx: handlers.hold_of(ctx, command),
+            lambda ctx: handlers.hold_of(ctx, command, today),
             home_agency=self._deps.access.home_agency,
         )
-        recorded, hold_id = await handlers.place_retention_hold(self._deps.store, ctx, command)
+        recorded, hold_id = await handlers.place_retention_hold(
+            self._deps.store, ctx, command, today
+        )
         return intake_pb2.PlaceRetentionHoldResponse(
             result=to_proto.command_result(recorded), hold_id=hold_id
         )

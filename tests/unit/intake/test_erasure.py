@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+
 import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2
+from casetrail_platform.commands import RuleBroken
 from casetrail_platform.grpc_platform.errors import status_for
 from casetrail_platform.keys.keyring import ClientErasedError
 from casetrail_platform.keys.port import KeyUnavailableError
 from cli.rpc import Person
+from events.catalog.clients import ClientRegistered, PersonName
+from events.catalog.erasure import ClientErased, RetentionHoldPlaced, RetentionHoldReleased
 from events.sealed_values import ERASED_CODE, ERASED_TEXT
-from services.intake.domain.erasure import CLIENT_ERASED
-from tests.support.grpc import details, refusal
+from services.intake.domain.erasure import CLIENT_ERASED, decide_erasure
+from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import acting
-from tests.unit.intake.support import Intake
+from tests.unit.intake.support import Intake, recorded
 from tests.unit.intake.test_consent import granting
 from tests.unit.intake.test_grpc import assessing, command, marco, opening, query
 
@@ -197,3 +202,41 @@ def test_a_client_erased_while_a_command_was_decided_is_refused_not_internal() -
     assert status.code == code_pb2.FAILED_PRECONDITION
     assert details(status, error_details_pb2.ErrorInfo)[0].reason == CLIENT_ERASED
     assert "client-1" not in status.message
+
+
+def test_a_hold_whose_until_has_passed_no_longer_forbids_erasure() -> None:
+    # The catalog: "When the obligation ends ... (it is released then)", released or not.
+    until = date(2026, 3, 31)
+    events = [
+        ClientRegistered(
+            client_id="c1", name=PersonName(given_names="Marco", family_name="Bellini")
+        ),
+        RetentionHoldPlaced(client_id="c1", hold_id="h1", legal_basis="statutory", until=until),
+        RetentionHoldPlaced(client_id="c1", hold_id="h2", legal_basis="audit", until=None),
+        RetentionHoldReleased(client_id="c1", hold_id="h2"),
+    ]
+    history = [recorded(event, "client-c1", n) for n, event in enumerate(events, start=1)]
+    erasure = ClientErased(client_id="c1", case_ids=(), request_reference="dms://dsr/1")
+    with pytest.raises(RuleBroken) as refused:
+        decide_erasure(history, erasure, today=until)  # the obligation's last day
+    assert refused.value.details["hold_id"] == "h1"
+    assert decide_erasure(history, erasure, today=until + timedelta(days=1)) == [erasure]
+
+
+async def test_a_hold_cannot_be_placed_already_ended(intake: Intake) -> None:
+    client_id, _ = await assessed_client(intake)
+    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    code, status = await refusal(
+        intake.stub.PlaceRetentionHold(
+            intake_pb2.PlaceRetentionHoldRequest(
+                context=command("supervisor"),
+                client_id=client_id,
+                legal_basis="statutory retention ended",
+                until=yesterday.isoformat(),
+            )
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["until"]
+    # Nothing was held: the client may be erased.
+    await intake.stub.EraseClient(erasing(client_id))
