@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 
 from google.protobuf.message import Message
@@ -210,6 +210,10 @@ async def _client_decisions(
         # A client without a case has no case stream to read.
         own = _own_entries(await store.read_stream(case_stream(case_id))) if case_ids else []
         facts = await access.case_facts(case_id, own)
+        if not case_ids:
+            # The registration is the client's own record from the start (right of access,
+            # GDPR Art. 15): the client-self relationship needs only who the client is.
+            facts = replace(facts, client_id=client_id)
         decision = access.decide(principal, Action.READ_CLIENT, purpose, facts)
         decisions.append(
             (case_id, answerable(Disclosure(case_id, decision, None, (), CLIENT_SECTIONS)))

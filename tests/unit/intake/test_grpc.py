@@ -307,3 +307,22 @@ async def recorded_in_intake(intake: Intake, stream: str) -> list[RecordedEvent]
         return await store.read_stream(stream)
     finally:
         await close()
+
+
+async def test_a_registered_client_without_a_case_reads_their_own_record(intake: Intake) -> None:
+    # The right of access (GDPR Art. 15) holds from registration, before any case is opened.
+    client = await intake.stub.RegisterClient(marco())
+
+    def as_client(subject: str) -> intake_pb2.GetClientRequest:
+        return intake_pb2.GetClientRequest(
+            context=acting(
+                Person(subject, "client"), common_pb2.QueryContext(purpose="client_request")
+            ),
+            client_id=client.client_id,
+        )
+
+    own = await intake.stub.GetClient(as_client(client.client_id))
+    assert own.client.name.family_name == "Bellini"
+    code, status = await refusal(intake.stub.GetClient(as_client("someone-else")))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert details(status, error_details_pb2.ErrorInfo)[0].reason == "NO_RELATIONSHIP"
