@@ -43,7 +43,9 @@ CLIENTS = "intake_clients"
 
 
 class ClientDirectoryProjection(Projection):
-    name = "intake.client-directory"
+    name = "intake.client-directory-v2"
+    """v2: names fold letters such as ł and ø and drop format characters (``matching.fold``);
+    a new name, so a deployment rebuilds the name keys from intake's store."""
     collections = (CLIENTS,)
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:

@@ -18,11 +18,35 @@ _SEPARATOR = "\x1f"
 """Cannot occur in a name or identifier typed by a person, so joined keys never collide."""
 
 
+_LATIN_LETTERS = str.maketrans(
+    {
+        "ł": "l",
+        "ø": "o",
+        "đ": "d",
+        "ð": "d",
+        "æ": "ae",
+        "œ": "oe",
+        "þ": "th",
+        "\u0131": "i",  # dotless i, written escaped: it reads as a plain i
+        "ħ": "h",
+        "ŧ": "t",
+    }
+)
+"""Letters NFKD does not decompose into a base letter and an accent (after casefold): a
+keyboard without them types "Lukasz Walesa" for "Łukasz Wałęsa", "Soren" for "Søren"."""
+
+
 def fold(text: str) -> str:
-    """Case, accents and whitespace folded: " Zoë  DUPONT" and "zoe dupont" are equal."""
+    """Case, accents and whitespace folded: " Zoë  DUPONT" and "zoe dupont" are equal; so are
+    "Łukasz" and "Lukasz". Invisible format characters (a zero-width space pasted from a
+    document, category Cf) are dropped, so they cannot hide a duplicate."""
     decomposed = unicodedata.normalize("NFKD", text)
-    bare = "".join(char for char in decomposed if not unicodedata.combining(char))
-    return " ".join(bare.casefold().split())
+    bare = "".join(
+        char
+        for char in decomposed
+        if not unicodedata.combining(char) and unicodedata.category(char) != "Cf"
+    )
+    return " ".join(bare.casefold().translate(_LATIN_LETTERS).split())
 
 
 def name_key(name: PersonName | None, date_of_birth: date | None) -> str | None:

@@ -48,6 +48,12 @@ def probe(
         ("José\tMaría", "jose maria"),
         ("STRASSE", "strasse"),
         ("Straße", "strasse"),
+        # Letters without a decomposition, and invisible format characters (rev21).
+        ("Łukasz Wałęsa", "lukasz walesa"),
+        ("Søren Ærø", "soren aero"),
+        ("Đorđe Œuvray", "dorde oeuvray"),
+        ("Zoe\u00a0Du\u200bpont", "zoe dupont"),
+        ("\u2060Anna\ufeff", "anna"),
     ],
 )
 def test_fold_ignores_case_accents_and_whitespace(typed: str, folded: str) -> None:
