@@ -149,8 +149,11 @@ class FieldProtection:
         sealing: list[tuple[str, bytes, AESGCM]] = []
 
         def seal_leaf(path: str, value: Any, erased: Any) -> Any:
-            if value == ERASED_CODE and erased == ERASED_CODE:
-                raise _recorded_marker(event.event_type, path)
+            # A value spelled as this field's erasure marker ('erased' for a code, '[erased]'
+            # for text) would read as erased data while the client is not: refused like any
+            # bad field. Only the string markers: an empty list is a real value.
+            if isinstance(value, str) and value == erased:
+                raise _recorded_marker(event.event_type, path, value)
             if not sealing:
                 version, key = self.keyring.encryption_key(owner, cached_only=cached_only)
                 prefix = f"{CIPHERTEXT_PREFIX}{owner}~{version}~"
@@ -375,10 +378,10 @@ def _open_everywhere(value: Any, path: str, leaf: Callable[[str, Any, Any], Any]
     return value
 
 
-def _recorded_marker(event_type: str, path: str) -> InvalidEventError:
+def _recorded_marker(event_type: str, path: str, marker: str) -> InvalidEventError:
     return UnstorableEventError(
         event_type,
-        [FieldProblem(path, f"{ERASED_CODE!r} only marks erased data; it cannot be recorded")],
+        [FieldProblem(path, f"{marker!r} only marks erased data; it cannot be recorded")],
     )
 
 

@@ -240,3 +240,19 @@ async def test_a_hold_cannot_be_placed_already_ended(intake: Intake) -> None:
     assert violated_fields(status) == ["until"]
     # Nothing was held: the client may be erased.
     await intake.stub.EraseClient(erasing(client_id))
+
+
+async def test_the_erasure_marker_is_not_accepted_as_live_text(intake: Intake) -> None:
+    # A live client named "[erased]" would read as erased; so would a need described so.
+    named = marco(family=ERASED_TEXT)
+    code, status = await refusal(intake.stub.RegisterClient(named))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["name.family_name"]
+    assert "only marks erased data" in status.message
+
+    client = await intake.stub.RegisterClient(marco())
+    described = opening(client.client_id)
+    described.presenting_needs[0].description = ERASED_TEXT
+    code, status = await refusal(intake.stub.OpenCase(described))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["presenting_needs[0].description"]
