@@ -9,6 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from casetrail_platform.commands import InvalidCommand
 from events.errors import FieldProblem
+from events.validation import reported
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -27,7 +28,7 @@ def validated(model: type[M], data: Mapping[str, Any], prefix: str = "") -> M:
 
 def problems_of(error: ValidationError, prefix: str = "") -> list[FieldProblem]:
     problems = []
-    for detail in error.errors():
+    for detail in reported(error):
         path = ".".join(str(part) for part in detail["loc"])
         field = ".".join(part for part in (prefix, path) if part) or prefix or "request"
         problems.append(FieldProblem(field, detail["msg"]))

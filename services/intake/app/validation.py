@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from casetrail_platform.commands import InvalidCommand
 from events.errors import FieldProblem
+from events.validation import reported
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -20,10 +21,7 @@ def build(model: type[Model], data: Mapping[str, Any]) -> Model:
         return model.model_validate(dict(data))
     except ValidationError as error:
         raise InvalidCommand(
-            [
-                FieldProblem(field_path(detail["loc"]), detail["msg"])
-                for detail in error.errors(include_url=False)
-            ]
+            [FieldProblem(field_path(detail["loc"]), detail["msg"]) for detail in reported(error)]
         ) from None
 
 

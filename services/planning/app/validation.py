@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from casetrail_platform.commands import InvalidCommand
 from events.errors import FieldProblem
+from events.validation import reported
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
@@ -34,7 +35,7 @@ def field_path(prefix: str, location: Sequence[int | str]) -> str:
 def problems_of(error: ValidationError, prefix: str = "") -> list[FieldProblem]:
     return [
         FieldProblem(field_path(prefix, detail["loc"]) or prefix, detail["msg"])
-        for detail in error.errors()
+        for detail in reported(error)
     ]
 
 

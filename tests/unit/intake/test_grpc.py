@@ -326,3 +326,18 @@ async def test_a_registered_client_without_a_case_reads_their_own_record(intake:
     code, status = await refusal(intake.stub.GetClient(as_client("someone-else")))
     assert code == grpc.StatusCode.PERMISSION_DENIED
     assert details(status, error_details_pb2.ErrorInfo)[0].reason == "NO_RELATIONSHIP"
+
+
+async def test_a_refused_list_item_is_the_only_violation_and_erased_is_not_offered(
+    intake: Intake,
+) -> None:
+    client = await intake.stub.RegisterClient(marco())
+    request = opening(client.client_id)
+    request.presenting_needs[0].category = "astrology"
+    code, status = await refusal(intake.stub.OpenCase(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    # One item was sent: no "at least 1 item ... not 0" beside the item's own violation.
+    assert violated_fields(status) == ["presenting_needs[0].category"]
+    [violation] = details(status, error_details_pb2.BadRequest)[0].field_violations
+    assert violation.description.endswith("'employment' or 'other'")
+    assert "erased" not in violation.description
