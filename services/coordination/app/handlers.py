@@ -204,14 +204,16 @@ async def answer_referral(
     deps: Dependencies,
     context: CommandContext,
     command: AcceptReferral | DeclineReferral | CompleteReferral,
+    acting_for: str | None,
 ) -> Recorded:
+    """``acting_for``: the agency of a partner agency's verified token (``None`` for staff)."""
     require_role(context.actor.role, Action.ANSWER_REFERRAL)
     facts = await command_facts(deps, context, command.case_id)
     return await _run(
         deps,
         context,
         case_stream(command.case_id),
-        lambda history: decide_answer(case_state(history), facts, command),
+        lambda history: decide_answer(case_state(history), facts, command, acting_for),
     )
 
 
@@ -249,7 +251,7 @@ async def reschedule_service(
 
 
 async def cancel_service(
-    deps: Dependencies, context: CommandContext, command: CancelService
+    deps: Dependencies, context: CommandContext, command: CancelService, acting_for: str | None
 ) -> Recorded:
     require_role(context.actor.role, Action.CANCEL_SERVICE)
     # Under the case's lock, as a reservation is decided: a reservation reads the schedule on
@@ -262,12 +264,15 @@ async def cancel_service(
             deps,
             context,
             schedule_stream(facts.client_id),
-            lambda history: decide_cancel(schedule_state(history), command),
+            lambda history: decide_cancel(schedule_state(history), command, acting_for),
         )
 
 
 async def record_service_delivered(
-    deps: Dependencies, context: CommandContext, command: RecordServiceDelivered
+    deps: Dependencies,
+    context: CommandContext,
+    command: RecordServiceDelivered,
+    acting_for: str | None,
 ) -> Recorded:
     check_service_window(command.starts_at, command.ends_at, _moment(context))
     require_role(context.actor.role, Action.RECORD_DELIVERY)
@@ -277,7 +282,7 @@ async def record_service_delivered(
         context,
         schedule_stream(facts.client_id),
         lambda history: decide_delivered(
-            schedule_state(history), facts, command, datetime.now(UTC)
+            schedule_state(history), facts, command, datetime.now(UTC), acting_for
         ),
     )
 

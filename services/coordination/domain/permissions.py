@@ -50,3 +50,21 @@ def allows(role: Role, action: Action) -> bool:
 def require_role(role: Role, action: Action) -> None:
     if not allows(role, action):
         raise NotAllowed(role.value, action.value)
+
+
+class NotTheProvider(NotAllowed):
+    """A partner agency acting on another provider's referral or service (PERMISSION_DENIED)."""
+
+    reason = "NOT_THE_PROVIDER"
+
+
+def require_own_provider(acting_for: str | None, provider_id: str, what: str) -> None:
+    """A partner agency (``acting_for``: the agency of its verified token; ``None`` for the
+    agency's own staff) acts only on referrals and services addressed to it: the provider
+    named in a request is no credential."""
+    if acting_for is not None and acting_for != provider_id:
+        raise NotTheProvider(
+            Role.PARTNER_AGENCY.value,
+            f"act on {what}",
+            f"{what} is addressed to another provider, not to agency {acting_for}",
+        )

@@ -21,6 +21,7 @@ from services.coordination.domain.commands import (
     MakeReferral,
 )
 from services.coordination.domain.facts import CaseFacts
+from services.coordination.domain.permissions import require_own_provider
 
 
 def decide_referral(
@@ -52,11 +53,16 @@ def decide_answer(
     state: CaseState,
     facts: CaseFacts,
     command: AcceptReferral | DeclineReferral | CompleteReferral,
+    acting_for: str | None,
 ) -> list[CaseEvent]:
     """On a closed case a provider may still decline (it takes nothing on) or report the
     outcome of work it had accepted before the closure; accepting is refused, since it is what
-    lets the provider read the case (README, "Closure")."""
+    lets the provider read the case (README, "Closure"). ``acting_for``: the partner agency of
+    the verified caller, which must be the referral's provider."""
     referral = _answerable(state, command.case_id, command.referral_id, command.provider_id)
+    require_own_provider(
+        acting_for, referral.provider.provider_id, f"referral {referral.referral_id}"
+    )
     match command:
         case AcceptReferral():
             if facts.closed:

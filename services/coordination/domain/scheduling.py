@@ -24,6 +24,7 @@ from services.coordination.domain.commands import (
     ScheduleService,
 )
 from services.coordination.domain.facts import CaseFacts
+from services.coordination.domain.permissions import require_own_provider
 from services.coordination.domain.schedule import Schedule, Service, ServiceStatus
 
 CLOCK_SKEW = timedelta(minutes=5)
@@ -109,8 +110,12 @@ def decide_reschedule(
     ]
 
 
-def decide_cancel(schedule: Schedule, command: CancelService) -> list[CaseEvent]:
+def decide_cancel(
+    schedule: Schedule, command: CancelService, acting_for: str | None
+) -> list[CaseEvent]:
+    """``acting_for``: the partner agency of the verified caller, which must provide it."""
     service = _scheduled(schedule, command.case_id, command.service_id)
+    require_own_provider(acting_for, service.provider.provider_id, f"service {service.service_id}")
     return [
         ServiceCancelled(
             case_id=command.case_id,
@@ -122,12 +127,18 @@ def decide_cancel(schedule: Schedule, command: CancelService) -> list[CaseEvent]
 
 
 def decide_delivered(
-    schedule: Schedule, facts: CaseFacts, command: RecordServiceDelivered, now: datetime
+    schedule: Schedule,
+    facts: CaseFacts,
+    command: RecordServiceDelivered,
+    now: datetime,
+    acting_for: str | None,
 ) -> list[CaseEvent]:
     """A delivery is a fact about the past: it cannot start after the server's ``now`` (give
     or take ``CLOCK_SKEW``), nor after the case's closure (a visit made before the closure may
-    still be written up)."""
+    still be written up). ``acting_for``: the partner agency of the verified caller, which
+    must provide it."""
     service = _scheduled(schedule, command.case_id, command.service_id)
+    require_own_provider(acting_for, service.provider.provider_id, f"service {service.service_id}")
     if command.starts_at > now + CLOCK_SKEW:
         raise RuleBroken(
             errors.SERVICE_NOT_YET_DELIVERABLE,

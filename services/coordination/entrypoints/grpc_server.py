@@ -30,7 +30,7 @@ from casetrail_platform.policy.vocabulary import Decision
 from casetrail_platform.queries import QueryContext
 from events.catalog.access import AccessPurpose, RecordSection
 from events.catalog.assignment import CaseAssigned, CaseReassigned
-from events.catalog.base import CaseEvent
+from events.catalog.base import CaseEvent, Role
 from events.catalog.eligibility import EligibilityDetermined
 from events.catalog.funding import BudgetReleased, BudgetReserved, InsuranceClaimFiled
 from events.catalog.referrals import ReferralMade
@@ -241,8 +241,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def AcceptReferral(
         self, request: pb.AcceptReferralRequest, context: Context
     ) -> pb.AcceptReferralResponse:
-        ctx, command = self._parse(principal_of(context), request, commands.AcceptReferral)
-        recorded = await handlers.answer_referral(self._deps, ctx, command)
+        principal = principal_of(context)
+        ctx, command = self._parse(principal, request, commands.AcceptReferral)
+        recorded = await handlers.answer_referral(self._deps, ctx, command, acting_for(principal))
         return pb.AcceptReferralResponse(result=convert.result(command.case_id, recorded))
 
     @override
@@ -250,8 +251,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def DeclineReferral(
         self, request: pb.DeclineReferralRequest, context: Context
     ) -> pb.DeclineReferralResponse:
-        ctx, command = self._parse(principal_of(context), request, commands.DeclineReferral)
-        recorded = await handlers.answer_referral(self._deps, ctx, command)
+        principal = principal_of(context)
+        ctx, command = self._parse(principal, request, commands.DeclineReferral)
+        recorded = await handlers.answer_referral(self._deps, ctx, command, acting_for(principal))
         return pb.DeclineReferralResponse(result=convert.result(command.case_id, recorded))
 
     @override
@@ -259,8 +261,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def CompleteReferral(
         self, request: pb.CompleteReferralRequest, context: Context
     ) -> pb.CompleteReferralResponse:
-        ctx, command = self._parse(principal_of(context), request, commands.CompleteReferral)
-        recorded = await handlers.answer_referral(self._deps, ctx, command)
+        principal = principal_of(context)
+        ctx, command = self._parse(principal, request, commands.CompleteReferral)
+        recorded = await handlers.answer_referral(self._deps, ctx, command, acting_for(principal))
         return pb.CompleteReferralResponse(result=convert.result(command.case_id, recorded))
 
     # -- scheduling -------------------------------------------------------------------------
@@ -292,8 +295,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def CancelService(
         self, request: pb.CancelServiceRequest, context: Context
     ) -> pb.CancelServiceResponse:
-        ctx, command = self._parse(principal_of(context), request, commands.CancelService)
-        recorded = await handlers.cancel_service(self._deps, ctx, command)
+        principal = principal_of(context)
+        ctx, command = self._parse(principal, request, commands.CancelService)
+        recorded = await handlers.cancel_service(self._deps, ctx, command, acting_for(principal))
         return pb.CancelServiceResponse(result=convert.result(command.case_id, recorded))
 
     @override
@@ -301,8 +305,11 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def RecordServiceDelivered(
         self, request: pb.RecordServiceDeliveredRequest, context: Context
     ) -> pb.RecordServiceDeliveredResponse:
-        ctx, command = self._parse(principal_of(context), request, commands.RecordServiceDelivered)
-        recorded = await handlers.record_service_delivered(self._deps, ctx, command)
+        principal = principal_of(context)
+        ctx, command = self._parse(principal, request, commands.RecordServiceDelivered)
+        recorded = await handlers.record_service_delivered(
+            self._deps, ctx, command, acting_for(principal)
+        )
         return pb.RecordServiceDeliveredResponse(result=convert.result(command.case_id, recorded))
 
     @override
@@ -501,6 +508,12 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         return convert.minor_units(
             line.amount.amount_minor_units - state.committed, line.amount.currency
         )
+
+
+def acting_for(principal: Principal) -> str | None:
+    """The provider a partner agency's caller acts as: its verified agency, never the provider
+    a request names (``None`` for the agency's own staff)."""
+    return principal.agency if principal.role is Role.PARTNER_AGENCY else None
 
 
 def _event(recorded: list[RecordedEvent], model: type[E]) -> E:

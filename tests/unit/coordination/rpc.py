@@ -97,7 +97,7 @@ async def accept(
     """The provider takes the referral on (the partner agency answering)."""
     await stub.AcceptReferral(
         pb.AcceptReferralRequest(
-            context=command_context("partner_agency"),
+            context=command_context("partner_agency", agency=provider.provider_id),
             case_id=case_id,
             referral_id=referral_id,
             provider_id=provider.provider_id,

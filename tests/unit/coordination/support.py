@@ -17,7 +17,7 @@ from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail_platform.projections.runner import BusProjectionHandler
-from cli.rpc import Person
+from cli.rpc import DEFAULT_AGENCY, Person
 from events.catalog.access import (
     AccessPurpose,
     ConsentGranted,
@@ -234,12 +234,17 @@ class IntakeFeed:
 
 
 def command_context(
-    role: str, key: str | None = None, user: str | None = None, at: datetime = TODAY
+    role: str,
+    key: str | None = None,
+    user: str | None = None,
+    at: datetime = TODAY,
+    agency: str = DEFAULT_AGENCY,
 ) -> common_pb2.CommandContext:
+    """``agency``: the token's (a partner agency's is its own)."""
     occurred_at = Timestamp()
     occurred_at.FromDatetime(at)
     return acting(
-        Person(user or f"user-{role}", role),
+        Person(user or f"user-{role}", role, agency=agency),
         common_pb2.CommandContext(idempotency_key=key or str(uuid4()), occurred_at=occurred_at),
     )
 

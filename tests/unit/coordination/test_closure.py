@@ -114,7 +114,7 @@ async def test_a_referral_cannot_be_accepted_on_a_closed_case(
 
     def answer(kind: type, **fields: str) -> object:
         return kind(
-            context=command_context("partner_agency"),
+            context=command_context("partner_agency", agency="harbor-counseling"),
             case_id="case-1",
             referral_id=referral.referral_id,
             provider_id="harbor-counseling",
@@ -135,7 +135,7 @@ async def test_a_delivery_cannot_be_recorded_before_it_takes_place(
     refusal = await refused(
         stub.RecordServiceDelivered(
             pb.RecordServiceDeliveredRequest(
-                context=command_context("partner_agency"),
+                context=command_context("partner_agency", agency=HOME_CARE_CO.provider_id),
                 case_id="case-1",
                 service_id=service_id,
                 starts_at=timestamp(NEXT_WEEK),

@@ -74,7 +74,7 @@ async def test_the_elderly_client_leaving_hospital(stub: Stub, intake: IntakeFee
     counseling_referral = await refer(stub, "walter-1", "counseling", COUNSELING_CENTRE)
     await stub.AcceptReferral(
         pb.AcceptReferralRequest(
-            context=command_context("partner_agency"),
+            context=command_context("partner_agency", agency=COUNSELING_CENTRE.provider_id),
             case_id="walter-1",
             referral_id=counseling_referral.referral_id,
             provider_id=COUNSELING_CENTRE.provider_id,
@@ -141,7 +141,7 @@ async def test_the_elderly_client_leaving_hospital(stub: Stub, intake: IntakeFee
     # Claimed once it took place (only delivered services can be).
     await stub.RecordServiceDelivered(
         pb.RecordServiceDeliveredRequest(
-            context=command_context("partner_agency"),
+            context=command_context("partner_agency", agency=PT_CLINIC.provider_id),
             case_id="walter-1",
             service_id=therapy.service_id,
             starts_at=timestamp(at(10)),

@@ -108,7 +108,7 @@ async def _home_care(stub: Stub, intake: IntakeFeed) -> str:
 async def deliver(stub: Stub, service_id: str) -> None:
     await stub.RecordServiceDelivered(
         pb.RecordServiceDeliveredRequest(
-            context=command_context("partner_agency"),
+            context=command_context("partner_agency", agency=HOME_CARE_CO.provider_id),
             case_id="case-1",
             service_id=service_id,
             starts_at=timestamp(MONDAY_9),

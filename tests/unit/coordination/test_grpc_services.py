@@ -12,6 +12,7 @@ from events.catalog.values import NeedCategory
 from tests.unit.coordination.rpc import (
     COUNSELING_CENTRE,
     HOME_CARE_CO,
+    PT_CLINIC,
     refer,
     refused,
     schedule_request,
@@ -31,15 +32,20 @@ NEEDS = [NeedCategory.HOME_CARE, NeedCategory.PHYSICAL_THERAPY]
 
 
 def answer(
-    kind: str, referral_id: str, provider_id: str = "harbor-counseling", **fields: str
+    kind: str,
+    referral_id: str,
+    provider_id: str = "harbor-counseling",
+    agency: str = "harbor-counseling",
+    **fields: str,
 ) -> Any:
+    """``agency``: the partner's token's; ``provider_id``: the one the request names."""
     request_type = {
         "accept": pb.AcceptReferralRequest,
         "decline": pb.DeclineReferralRequest,
         "complete": pb.CompleteReferralRequest,
     }[kind]
     return request_type(
-        context=command_context(fields.pop("role", "partner_agency")),
+        context=command_context(fields.pop("role", "partner_agency"), agency=agency),
         case_id="case-1",
         referral_id=referral_id,
         provider_id=provider_id,
@@ -57,6 +63,11 @@ async def test_a_referral_is_answered_by_its_provider_only(stub: Stub, intake: I
     refusal = await refused(stub.AcceptReferral(answer("accept", referral_id, "someone-else")))
     assert refusal.rule == "REFERRAL_PROVIDER_MISMATCH"
     assert refusal.metadata["referral_provider_id"] == "harbor-counseling"
+    # Another partner naming the right provider in its request is still not that provider:
+    # who acts comes from the token, never from a request field.
+    impostor = answer("accept", referral_id, agency="someone-else")
+    refusal = await refused(stub.AcceptReferral(impostor))
+    assert (refusal.code, refusal.rule) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_THE_PROVIDER")
     refusal = await refused(stub.CompleteReferral(answer("complete", referral_id, outcome="ok")))
     assert refusal.rule == "REFERRAL_NOT_ACCEPTED"
 
@@ -138,7 +149,7 @@ async def test_moving_cancelling_and_delivering_services(stub: Stub, intake: Int
     await stub.RescheduleService(move(therapy.service_id, TUESDAY_10 + timedelta(minutes=15)))
     await stub.CancelService(
         pb.CancelServiceRequest(
-            context=command_context("partner_agency"),
+            context=command_context("partner_agency", agency=PT_CLINIC.provider_id),
             case_id="case-1",
             service_id=therapy.service_id,
             cancelled_by="provider",
@@ -150,7 +161,7 @@ async def test_moving_cancelling_and_delivering_services(stub: Stub, intake: Int
     assert (refusal.rule, refusal.metadata["status"]) == ("SERVICE_NOT_SCHEDULED", "cancelled")
     await stub.RecordServiceDelivered(
         pb.RecordServiceDeliveredRequest(
-            context=command_context("partner_agency"),
+            context=command_context("partner_agency", agency=HOME_CARE_CO.provider_id),
             case_id="case-1",
             service_id=care.service_id,
             starts_at=timestamp(TUESDAY_10),
