@@ -16,8 +16,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
+from casetrail_platform.identity.development import DEFAULT_AGENCY
 from casetrail_platform.projections.runner import BusProjectionHandler
-from cli.rpc import DEFAULT_AGENCY, Person
+from cli.rpc import Person
 from events.catalog.access import (
     AccessPurpose,
     ConsentGranted,
