@@ -123,14 +123,20 @@ def _audit_trail(result: WalkResult) -> None:
 
 def _every_actor_is_a_token_subject(result: WalkResult) -> None:
     """Each person of the walk called with their own token: every recorded actor is the
-    subject (and role) of one of those tokens, never anything a request said."""
+    subject (and role) of one of those tokens, never anything a request said. A service's own
+    follow-up (role system: coordination settling what a closure left) names the event it
+    follows, itself in the trail."""
     cast = {
         (person.user_id, person.role)
         for person in vars(story).values()
         if isinstance(person, Person)
     }
     recorded = [json.loads(entry.cloudevent_json) for entry in result.timeline]
+    ids = {event["id"] for event in recorded}
+    follow_ups = [event for event in recorded if event["actorrole"] == "system"]
+    assert all(event.get("causationid") in ids for event in follow_ups), follow_ups
     actors = {(event["actorid"], event["actorrole"]) for event in recorded}
+    actors -= {(event["actorid"], "system") for event in follow_ups}
     assert actors <= cast, actors - cast
     by_type = {event["type"]: (event["actorid"], event["actorrole"]) for event in recorded}
     assert by_type["casetrail.case.opened"] == (story.RECEPTIONIST.user_id, "receptionist")

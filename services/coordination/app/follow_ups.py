@@ -4,8 +4,9 @@ Planning closes cases, and checks for scheduled services against its bus-fed cop
 schedule; coordination refuses new services on closed cases against its bus-fed copy of the
 closure. Neither copy is current at the moment both commands meet, so a service booked as the
 case closed can pass both checks. Coordination settles it when the closure reaches it: the
-case's services still scheduled from the closure on are cancelled and its open budget
-reservations released; a cancelled service's reservations are released as well.
+case's services still scheduled from the closure on are cancelled, and each cancelled
+service's reservations released (a follow-up of the cancellation, as for any service called
+off). Reservations of services that took place stay: that money was spent.
 
 Fed from the bus (``FollowUps``, subscribed as ``follow-ups``), so a closure is acted on however
 late it arrives. What it records names the event it follows as its causation id, and is
@@ -39,7 +40,6 @@ from services.coordination.domain.scheduling import decide_closure_cancellations
 FOLLOW_UP = Actor("coordination", Role.SYSTEM)
 """Who records the follow-ups: coordination itself, on no person's command."""
 
-CLOSED_RELEASE = "the case was closed"
 CANCELLED_RELEASE = "the service was cancelled"
 
 FACTS_WAIT = 0.05
@@ -85,16 +85,15 @@ class FollowUps:
                     schedule_state(history), case_id, closed_at
                 ),
             )
-            await self._release(recorded, case_id, None)
+            # The cancellations' own follow-ups release their reservations.
 
-    async def _release(self, cause: RecordedEvent, case_id: str, service_id: str | None) -> None:
-        reason = CLOSED_RELEASE if service_id is None else CANCELLED_RELEASE
+    async def _release(self, cause: RecordedEvent, case_id: str, service_id: str) -> None:
         for line in self._deps.agency.budget_lines:
             await record_follow_up(
                 self._deps,
                 cause,
                 budget_stream(line.budget_line),
-                _releases(line, case_id, service_id, reason),
+                _releases(line, case_id, service_id),
             )
 
     async def _facts_hold(self, recorded: RecordedEvent) -> None:
@@ -109,9 +108,11 @@ class FollowUps:
 
 
 def _releases(
-    line: BudgetLine, case_id: str, service_id: str | None, reason: str
+    line: BudgetLine, case_id: str, service_id: str
 ) -> Callable[[list[RecordedEvent]], Sequence[CaseEvent]]:
-    return lambda history: decide_releases(line, budget_state(history), case_id, service_id, reason)
+    return lambda history: decide_releases(
+        line, budget_state(history), case_id, service_id, CANCELLED_RELEASE
+    )
 
 
 async def record_follow_up(

@@ -109,11 +109,10 @@ def decide_release(
 
 
 def decide_releases(
-    line: BudgetLine, state: BudgetLineState, case_id: str, service_id: str | None, reason: str
+    line: BudgetLine, state: BudgetLineState, case_id: str, service_id: str, reason: str
 ) -> list[CaseEvent]:
-    """Give back what is still reserved on ``line`` for the case (``service_id`` ``None``) or
-    for one of its services: money is not kept for a service that was called off, nor for a
-    case that closed."""
+    """Give back what is still reserved on ``line`` for one of the case's services: money is
+    not kept for a service that was called off."""
     return [
         BudgetReleased(
             case_id=case_id,
@@ -126,7 +125,7 @@ def decide_releases(
         for reservation in state.reservations.values()
         if reservation.case_id == case_id
         and reservation.remaining > 0
-        and (service_id is None or reservation.service_id == service_id)
+        and reservation.service_id == service_id
     ]
 
 
