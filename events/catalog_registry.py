@@ -100,6 +100,8 @@ def legacy_models() -> tuple[type[CaseEvent], ...]:
         legacy.InsuranceClaimFiledV1,
         legacy.InsuranceClaimDecidedV1,
         legacy.ConsentGrantedV2,
+        legacy.ConsentRevokedV1,
+        legacy.EligibilityDeterminedV1,
     )
 
 
@@ -132,6 +134,12 @@ def upcasters() -> tuple[tuple[str, int, Upcaster], ...]:
             legacy.upcast_insurance_claim_decided_v1_to_v2,
         ),
         (access.ConsentGranted.event_type, 2, legacy.upcast_consent_granted_v2_to_v3),
+        (access.ConsentRevoked.event_type, 1, legacy.upcast_consent_revoked_v1_to_v2),
+        (
+            eligibility.EligibilityDetermined.event_type,
+            1,
+            legacy.upcast_eligibility_determined_v1_to_v2,
+        ),
     )
 
 

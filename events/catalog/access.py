@@ -209,8 +209,13 @@ class ConsentRevoked(CaseEvent):
     """The client withdrew a consent to disclosure."""
 
     event_type: ClassVar[str] = "casetrail.consent.revoked"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     client_id: Identifier
     consent_id: Identifier
-    reason: NonEmptyStr | None = None
+    reason: Annotated[NonEmptyStr | None, Sensitive] = Field(
+        default=None,
+        description="Why the client withdrew it, often in their own words (sensitive since v2:"
+        " it tells of their private life).",
+    )

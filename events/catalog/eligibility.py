@@ -7,6 +7,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
+from events.catalog.clients import PersonalText
 from events.catalog.values import CatalogValue, Day, Money
 
 
@@ -25,11 +26,15 @@ class EligibilityDetermined(CaseEvent):
     """It was determined whether the client qualifies for a programme, and why."""
 
     event_type: ClassVar[str] = "casetrail.eligibility.determined"
+    schema_version: ClassVar[int] = 2
 
     case_id: Identifier
     program_id: Identifier
     program_name: NonEmptyStr
     eligible: bool
-    reasons: Annotated[tuple[NonEmptyStr, ...], Field(min_length=1)]
+    reasons: Annotated[tuple[PersonalText, ...], Field(min_length=1)] = Field(
+        description="Why, e.g. 'age 82 is at least the minimum of 65': each personal since v2"
+        " (they state the client's age and income), sealed on its own."
+    )
     facts: EligibilityFacts
     valid_until: Day | None = None

@@ -73,7 +73,9 @@ from events.catalog.legacy import (
     ClientRegisteredV1,
     ConsentGrantedV1,
     ConsentGrantedV2,
+    ConsentRevokedV1,
     DischargePlannedV1,
+    EligibilityDeterminedV1,
     GoalAddedV1,
     GoalDroppedV1,
     GoalRevisedV1,
@@ -625,6 +627,8 @@ _MARKED_SINCE: tuple[type[CaseEvent], ...] = (
     InsuranceClaimFiledV1,
     InsuranceClaimDecidedV1,
     ConsentGrantedV2,
+    ConsentRevokedV1,
+    EligibilityDeterminedV1,
 )
 """Superseded versions whose successor only marked more fields sensitive or personal: the
 same shape, so their examples are the current examples' data."""

@@ -27,7 +27,14 @@ from events.catalog.access import (
 from events.catalog.assignment import WorkerCredential
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Personal, Role, Sensitive
 from events.catalog.cases import ReferralSource, SensitiveLine
-from events.catalog.clients import ContactDetails, LanguageTag, PersonalIdentifier, PersonName
+from events.catalog.clients import (
+    ContactDetails,
+    LanguageTag,
+    PersonalIdentifier,
+    PersonalText,
+    PersonName,
+)
+from events.catalog.eligibility import EligibilityFacts
 from events.catalog.funding import ClaimDecision
 from events.catalog.planning import Goal
 from events.catalog.scheduling import (
@@ -546,6 +553,37 @@ class ConsentGrantedV2(CaseEvent):
     )
 
 
+class ConsentRevokedV1(CaseEvent):
+    """The client withdrew a consent to disclosure."""
+
+    model_config = ConfigDict(title="ConsentRevoked")
+
+    event_type: ClassVar[str] = "casetrail.consent.revoked"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    client_id: Identifier
+    consent_id: Identifier
+    reason: Annotated[NonEmptyStr | None, Sensitive] = None
+
+
+class EligibilityDeterminedV1(CaseEvent):
+    """It was determined whether the client qualifies for a programme, and why."""
+
+    model_config = ConfigDict(title="EligibilityDetermined")
+
+    event_type: ClassVar[str] = "casetrail.eligibility.determined"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    program_id: Identifier
+    program_name: NonEmptyStr
+    eligible: bool
+    reasons: Annotated[tuple[PersonalText, ...], Field(min_length=1)]
+    facts: EligibilityFacts
+    valid_until: Day | None = None
+
+
 def _same_shape(model: type[CaseEvent]) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """The upcaster from ``model``'s version to the next when only marks changed: the data,
     validated as ``model`` (a value stored in clear stays as it was: the next version seals it
@@ -575,3 +613,5 @@ upcast_referral_declined_v1_to_v2 = _same_shape(ReferralDeclinedV1)
 upcast_insurance_claim_filed_v1_to_v2 = _same_shape(InsuranceClaimFiledV1)
 upcast_insurance_claim_decided_v1_to_v2 = _same_shape(InsuranceClaimDecidedV1)
 upcast_consent_granted_v2_to_v3 = _same_shape(ConsentGrantedV2)
+upcast_consent_revoked_v1_to_v2 = _same_shape(ConsentRevokedV1)
+upcast_eligibility_determined_v1_to_v2 = _same_shape(EligibilityDeterminedV1)

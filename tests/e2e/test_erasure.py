@@ -21,7 +21,14 @@ from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
 from cli.rpc import Person, command, eventually, query, timestamp
-from cli.walk.story import AUDITOR, COORDINATOR, INTAKE_WORKER, RECEPTIONIST, SOCIAL_WORKER
+from cli.walk.story import (
+    AUDITOR,
+    COORDINATOR,
+    HOME_CARE_PROGRAM,
+    INTAKE_WORKER,
+    RECEPTIONIST,
+    SOCIAL_WORKER,
+)
 from events.sealed_values import ERASED_CODE, ERASED_TEXT
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import Case, consent, key, registration
@@ -67,9 +74,38 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
     await _assigned_with_a_plan(casetrail, case_id, canary)
     # Named sensitive categories of a consent, a service's place and why it moved or was called
     # off, a discharge's criteria and aftercare: sealed too (rev21), so erased with the rest.
-    await consent(
+    consent_id = await consent(
         casetrail, Case(client.client_id, case_id), "agency-harbour", categories=("substance_use",)
     )
+    # Why the client withdrew it (sensitive), and an eligibility decision's reasons stating
+    # their age and income (personal): sealed since rev21's second batch.
+    await stubs.as_(SOCIAL_WORKER).intake.RevokeConsent(
+        intake_pb2.RevokeConsentRequest(
+            context=command(key()),
+            case_id=case_id,
+            consent_id=consent_id,
+            reason=f"Revoked: {canary}",
+        )
+    )
+    decided = await eventually(
+        lambda: stubs.as_(SOCIAL_WORKER).coordination.DetermineEligibility(
+            co.DetermineEligibilityRequest(
+                context=command(key()),
+                case_id=case_id,
+                program_id=HOME_CARE_PROGRAM,
+                facts=co.EligibilityFacts(
+                    monthly_income=co.Money(amount_minor_units=185_000, currency="USD"),
+                    household_size=1,
+                    residence="us-ca-alameda",
+                ),
+            )
+        ),
+        what="coordination to learn the client's date of birth",
+        patience=casetrail.patience,
+        retry=lambda refusal: refusal.reason == "CLIENT_AGE_NOT_KNOWN",
+    )
+    assert decided.reasons
+    assert ERASED_TEXT not in decided.reasons
     await _services_moved_and_called_off(casetrail, case_id, canary)
     await stubs.as_(SOCIAL_WORKER).planning.PlanDischarge(
         pl.PlanDischargeRequest(
@@ -86,6 +122,8 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
             kind in text
             for kind in (
                 "casetrail.consent.granted",
+                "casetrail.consent.revoked",
+                "casetrail.eligibility.determined",
                 "casetrail.service.rescheduled",
                 "casetrail.service.cancelled",
                 "casetrail.discharge.planned",
@@ -172,6 +210,11 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
         what="coordination's case facts to forget the needs",
         patience=casetrail.patience,
     )
+    coordinated = await stubs.as_(AUDITOR).coordination.GetCaseCoordination(
+        co.GetCaseCoordinationRequest(context=query(REVIEW), case_id=case_id)
+    )
+    [eligibility] = coordinated.eligibility
+    assert list(eligibility.reasons) == [ERASED_TEXT] * len(decided.reasons)
 
     # The ledger: the same proof at the same size, and an export that verifies offline.
     after = await stubs.as_(AUDITOR).audit.ProveEventInclusion(

@@ -15,9 +15,10 @@ import pytest
 
 from casetrail_platform.keys.fields import sensitive_values
 from casetrail_platform.policy.facts import entry_of, fold
-from events.catalog.access import ConsentGranted, SensitiveCategory
+from events.catalog.access import ConsentGranted, ConsentRevoked, SensitiveCategory
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import DischargePlanned
+from events.catalog.eligibility import EligibilityDetermined
 from events.catalog.examples import example_events
 from events.catalog.funding import InsuranceClaimDecided, InsuranceClaimFiled
 from events.catalog.planning import GoalAdded, GoalDropped, GoalRevised, PlanDrafted
@@ -47,6 +48,9 @@ NEWLY_SEALED: list[tuple[type[CaseEvent], str]] = [
     (ReferralAccepted, "contact_person"),
     (InsuranceClaimDecided, "reason"),
     (InsuranceClaimFiled, "policy_number"),
+    (ConsentRevoked, "reason"),
+    (EligibilityDetermined, "reasons[0]"),
+    (EligibilityDetermined, "reasons[2]"),
 ]
 """(model, path of a leaf) newly sealed; the path as ``sensitive_values`` names it."""
 
@@ -215,3 +219,24 @@ def test_every_field_typed_with_a_sensitive_category_is_marked() -> None:
         for name, field in schema.get("properties", {}).items():
             if "SensitiveCategory" in json.dumps(field):
                 assert name in model.sensitive_fields(), (model.event_type, name)
+
+
+def test_coordination_reads_the_eligibility_reasons_opened_and_erased_with_the_key() -> None:
+    """Coordination's case state (GetCaseCoordination, the eligibility decisions) decodes the
+    stream with the keys: the reasons as written for the service, the marker once erased."""
+    from services.coordination.domain.case import case_state
+
+    event = _with_canary(EligibilityDetermined, "reasons[0]")
+    assert isinstance(event, EligibilityDetermined)
+    registry = protected()
+    event_id = uuid4()
+    sealed = registry.seal(event, event_id, encode(event))
+    assert CANARY.encode() not in sealed
+    record = _read(registry, event.event_type, event.schema_version, sealed, event_id)
+    [decision] = case_state([record]).eligibility
+    assert decision.reasons[0] == CANARY
+    assert registry.protection is not None
+    keyring_of(registry).destroy(registry.protection.owner_of(event))
+    record = _read(registry, event.event_type, event.schema_version, sealed, event_id)
+    [decision] = case_state([record]).eligibility
+    assert decision.reasons == (ERASED_TEXT,) * len(event.reasons)
