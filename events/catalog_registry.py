@@ -102,6 +102,7 @@ def legacy_models() -> tuple[type[CaseEvent], ...]:
         legacy.ConsentGrantedV2,
         legacy.ConsentRevokedV1,
         legacy.EligibilityDeterminedV1,
+        legacy.InitialAssessmentRecordedV1,
     )
 
 
@@ -139,6 +140,11 @@ def upcasters() -> tuple[tuple[str, int, Upcaster], ...]:
             eligibility.EligibilityDetermined.event_type,
             1,
             legacy.upcast_eligibility_determined_v1_to_v2,
+        ),
+        (
+            assessment.InitialAssessmentRecorded.event_type,
+            1,
+            legacy.upcast_initial_assessment_recorded_v1_to_v2,
         ),
     )
 

@@ -79,6 +79,7 @@ from events.catalog.legacy import (
     GoalAddedV1,
     GoalDroppedV1,
     GoalRevisedV1,
+    InitialAssessmentRecordedV1,
     InsuranceClaimDecidedV1,
     InsuranceClaimFiledV1,
     PlanDraftedV1,
@@ -629,6 +630,7 @@ _MARKED_SINCE: tuple[type[CaseEvent], ...] = (
     ConsentGrantedV2,
     ConsentRevokedV1,
     EligibilityDeterminedV1,
+    InitialAssessmentRecordedV1,
 )
 """Superseded versions whose successor only marked more fields sensitive or personal: the
 same shape, so their examples are the current examples' data."""

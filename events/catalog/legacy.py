@@ -24,6 +24,7 @@ from events.catalog.access import (
     RuleName,
     SensitiveCategories,
 )
+from events.catalog.assessment import AssessedNeed, AssessmentFactors, PersonalLine, Risk
 from events.catalog.assignment import WorkerCredential
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Personal, Role, Sensitive
 from events.catalog.cases import ReferralSource, SensitiveLine
@@ -584,6 +585,28 @@ class EligibilityDeterminedV1(CaseEvent):
     valid_until: Day | None = None
 
 
+class InitialAssessmentRecordedV1(CaseEvent):
+    """The initial assessment of the client's situation, strengths, resources, risks and needs
+    was recorded."""
+
+    model_config = ConfigDict(title="InitialAssessmentRecorded")
+
+    event_type: ClassVar[str] = "casetrail.initial_assessment.recorded"
+    schema_version: ClassVar[int] = 1
+
+    case_id: Identifier
+    assessment_id: Identifier
+    factors: AssessmentFactors
+    strengths: tuple[PersonalLine, ...] = Field(
+        default=(), description="What the client can build on, e.g. a supportive sister."
+    )
+    resources: tuple[PersonalLine, ...] = Field(
+        default=(), description="What the client already has, e.g. a pension, a car."
+    )
+    risks: tuple[Risk, ...] = ()
+    needs: Annotated[tuple[AssessedNeed, ...], Field(min_length=1)]
+
+
 def _same_shape(model: type[CaseEvent]) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """The upcaster from ``model``'s version to the next when only marks changed: the data,
     validated as ``model`` (a value stored in clear stays as it was: the next version seals it
@@ -615,3 +638,4 @@ upcast_insurance_claim_decided_v1_to_v2 = _same_shape(InsuranceClaimDecidedV1)
 upcast_consent_granted_v2_to_v3 = _same_shape(ConsentGrantedV2)
 upcast_consent_revoked_v1_to_v2 = _same_shape(ConsentRevokedV1)
 upcast_eligibility_determined_v1_to_v2 = _same_shape(EligibilityDeterminedV1)
+upcast_initial_assessment_recorded_v1_to_v2 = _same_shape(InitialAssessmentRecordedV1)

@@ -66,8 +66,11 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
         intake_pb2.RecordInitialAssessmentRequest(
             context=command(key()),
             case_id=case_id,
-            factors=intake_pb2.AssessmentFactors(psychological=canary),
-            strengths=["Plays chess every week"],
+            factors=intake_pb2.AssessmentFactors(
+                psychological=canary, social=f"Lives alone, {canary}"
+            ),
+            strengths=[f"Plays chess every week, {canary}"],
+            resources=[f"State pension, {canary}"],
             needs=[intake_pb2.AssessedNeed(category="counseling", urgency="soon")],
         )
     )
@@ -188,7 +191,10 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
     assert who.client_id == client.client_id
     assert record.presenting_needs[0].category == ERASED_CODE
     assert record.assessments[0].factors.psychological == ERASED_TEXT
-    assert list(record.assessments[0].strengths) == ["Plays chess every week"]
+    # The assessment's strengths are personal (the client's private life): erased too.
+    assert list(record.assessments[0].strengths) == [ERASED_TEXT]
+    assert list(record.assessments[0].resources) == [ERASED_TEXT]
+    assert record.assessments[0].factors.social == ERASED_TEXT
     assert record.referral_source.kind == "self"
     view = await eventually(
         lambda: stubs.as_(AUDITOR).planning.GetCaseView(

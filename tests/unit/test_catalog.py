@@ -296,8 +296,11 @@ def test_every_assessment_factor_about_health_or_psyche_is_sensitive() -> None:
     ]
     for name in ("psychosocial", "biological", "psychological", "cultural"):
         assert properties[name]["anyOf"][0]["x-casetrail-sensitive"] is True
+    # Social and economic findings are the client's private life, not special-category data:
+    # personal (v2), disclosed by the ordinary rules, erased with the client's key.
     for name in ("social", "economic"):
         assert "x-casetrail-sensitive" not in json.dumps(properties[name])
+        assert properties[name]["anyOf"][0]["x-casetrail-personal"] is True
 
 
 # --- domain rules -------------------------------------------------------------------------------

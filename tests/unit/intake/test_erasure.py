@@ -41,6 +41,10 @@ async def assessed_client(intake: Intake) -> tuple[str, str]:
     opened = await intake.stub.OpenCase(opening(client.client_id))
     request = assessing(opened.result.case_id)
     request.factors.psychological = CANARY
+    # Personal (initial_assessment.recorded v2): the client's private life, erased too.
+    request.factors.social = f"Lives alone, {CANARY}"
+    request.factors.economic = f"Pension, {CANARY}"
+    request.resources.append(f"Flat, {CANARY}")
     await intake.stub.RecordInitialAssessment(request)
     return client.client_id, opened.result.case_id
 
@@ -54,7 +58,12 @@ async def case_record(intake: Intake, case_id: str) -> intake_pb2.CaseRecord:
 
 async def test_erasure_leaves_the_case_with_its_sensitive_fields_erased(intake: Intake) -> None:
     client_id, case_id = await assessed_client(intake)
-    assert (await case_record(intake, case_id)).assessments[0].factors.psychological == CANARY
+    entitled = (await case_record(intake, case_id)).assessments[0]
+    assert entitled.factors.psychological == CANARY
+    assert entitled.factors.social == f"Lives alone, {CANARY}"
+    assert entitled.factors.economic == f"Pension, {CANARY}"
+    assert list(entitled.strengths) == ["Good relationship with his daughter"]
+    assert list(entitled.resources)[-1] == f"Flat, {CANARY}"
 
     request = erasing(client_id)
     erased = await intake.stub.EraseClient(request)
@@ -66,10 +75,16 @@ async def test_erasure_leaves_the_case_with_its_sensitive_fields_erased(intake: 
     assert assessment.factors.psychological == ERASED_TEXT
     assert [need.category for need in record.presenting_needs] == [ERASED_CODE]
     assert assessment.risks[0].description == ERASED_TEXT
-    # What is not sensitive stays.
+    # The social and economic factors, strengths and resources are personal: erased, each
+    # item of a list on its own (the list keeps its length).
+    assert assessment.factors.social == ERASED_TEXT
+    assert assessment.factors.economic == ERASED_TEXT
+    assert list(assessment.strengths) == [ERASED_TEXT]
+    assert set(assessment.resources) == {ERASED_TEXT}
+    assert len(assessment.resources) == len(entitled.resources)
+    # What is neither sensitive nor personal stays.
     assert record.referral_source.kind == "hospital"
     assert assessment.risks[0].severity == "high"
-    assert list(assessment.strengths) == ["Good relationship with his daughter"]
     # A retry answers as the first call did; a new request records nothing more.
     again = await intake.stub.EraseClient(request)
     assert again.result == erased.result

@@ -16,6 +16,7 @@ import pytest
 from casetrail_platform.keys.fields import sensitive_values
 from casetrail_platform.policy.facts import entry_of, fold
 from events.catalog.access import ConsentGranted, ConsentRevoked, SensitiveCategory
+from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import DischargePlanned
 from events.catalog.eligibility import EligibilityDetermined
@@ -51,6 +52,10 @@ NEWLY_SEALED: list[tuple[type[CaseEvent], str]] = [
     (ConsentRevoked, "reason"),
     (EligibilityDetermined, "reasons[0]"),
     (EligibilityDetermined, "reasons[2]"),
+    (InitialAssessmentRecorded, "factors.social"),
+    (InitialAssessmentRecorded, "factors.economic"),
+    (InitialAssessmentRecorded, "strengths[0]"),
+    (InitialAssessmentRecorded, "resources[1]"),
 ]
 """(model, path of a leaf) newly sealed; the path as ``sensitive_values`` names it."""
 
