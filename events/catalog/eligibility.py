@@ -6,18 +6,20 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field
 
-from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Personal
 from events.catalog.clients import PersonalText
 from events.catalog.values import CatalogValue, Day, Money
 
 
 class EligibilityFacts(CatalogValue):
-    """The facts the decision was based on, as known when it was made."""
+    """The facts the decision was based on, as known when it was made. Each is personal since
+    ``eligibility.determined`` v2 (the client's age, income, household and residence), sealed
+    on its own: after the client's erasure each reads absent."""
 
-    age: Annotated[int, Field(ge=0, le=150)] | None = None
-    monthly_income: Money | None = None
-    household_size: Annotated[int, Field(ge=1, le=100)] | None = None
-    residence: NonEmptyStr | None = Field(
+    age: Annotated[Annotated[int, Field(ge=0, le=150)] | None, Personal] = None
+    monthly_income: Annotated[Money | None, Personal] = None
+    household_size: Annotated[Annotated[int, Field(ge=1, le=100)] | None, Personal] = None
+    residence: Annotated[NonEmptyStr | None, Personal] = Field(
         default=None, description="Jurisdiction of residence, e.g. a municipality code."
     )
 

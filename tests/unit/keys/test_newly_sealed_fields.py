@@ -52,6 +52,7 @@ NEWLY_SEALED: list[tuple[type[CaseEvent], str]] = [
     (ConsentRevoked, "reason"),
     (EligibilityDetermined, "reasons[0]"),
     (EligibilityDetermined, "reasons[2]"),
+    (EligibilityDetermined, "facts.residence"),
     (InitialAssessmentRecorded, "factors.social"),
     (InitialAssessmentRecorded, "factors.economic"),
     (InitialAssessmentRecorded, "strengths[0]"),
@@ -245,3 +246,27 @@ def test_coordination_reads_the_eligibility_reasons_opened_and_erased_with_the_k
     record = _read(registry, event.event_type, event.schema_version, sealed, event_id)
     [decision] = case_state([record]).eligibility
     assert decision.reasons == (ERASED_TEXT,) * len(event.reasons)
+
+
+def test_the_eligibility_facts_are_sealed_one_by_one_and_read_absent_once_erased() -> None:
+    # The client's age, income and household travel sealed; erased, each reads absent.
+    event = _example(EligibilityDetermined)
+    assert isinstance(event, EligibilityDetermined)
+    facts = event.facts
+    assert facts.age is not None and facts.monthly_income is not None
+    registry = protected()
+    event_id = uuid4()
+    sealed = registry.seal(event, event_id, encode(event))
+    stored = json.loads(sealed)["facts"]
+    assert all(str(value).startswith("ct1~") for value in stored.values() if value is not None)
+    opened = registry.decode(event.event_type, event.schema_version, sealed, event_id)
+    assert opened == event
+    assert registry.protection is not None
+    keyring_of(registry).destroy(registry.protection.owner_of(event))
+    erased = registry.decode(event.event_type, event.schema_version, sealed, event_id)
+    assert isinstance(erased, EligibilityDetermined)
+    assert (erased.facts.age, erased.facts.monthly_income, erased.facts.household_size) == (
+        None,
+        None,
+        None,
+    )
