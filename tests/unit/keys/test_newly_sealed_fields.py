@@ -253,7 +253,8 @@ def test_the_eligibility_facts_are_sealed_one_by_one_and_read_absent_once_erased
     event = _example(EligibilityDetermined)
     assert isinstance(event, EligibilityDetermined)
     facts = event.facts
-    assert facts.age is not None and facts.monthly_income is not None
+    assert facts.age is not None
+    assert facts.monthly_income is not None
     registry = protected()
     event_id = uuid4()
     sealed = registry.seal(event, event_id, encode(event))
