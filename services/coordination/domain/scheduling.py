@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken
-from casetrail_platform.limits import MAX_SERVICE_DURATION, SERVICE_WINDOW_REACH
+from casetrail_platform.limits import (
+    MAX_SERVICE_DURATION,
+    OCCURRED_AT_CLOCK_SKEW,
+    SERVICE_WINDOW_REACH,
+)
 from events.catalog.base import CaseEvent
 from events.catalog.scheduling import (
     CancelledBy,
@@ -26,10 +30,6 @@ from services.coordination.domain.commands import (
 from services.coordination.domain.facts import CaseFacts
 from services.coordination.domain.permissions import require_own_provider
 from services.coordination.domain.schedule import Schedule, Service, ServiceStatus
-
-CLOCK_SKEW = timedelta(minutes=5)
-"""How far ahead of the server's clock a delivery may say it started: the caller's clock may
-run a little fast, but a service an hour away has not taken place."""
 
 CLOSURE_REASON = "the case was closed"
 
@@ -134,12 +134,12 @@ def decide_delivered(
     acting_for: str | None,
 ) -> list[CaseEvent]:
     """A delivery is a fact about the past: it cannot start after the server's ``now`` (give
-    or take ``CLOCK_SKEW``), nor after the case's closure (a visit made before the closure may
-    still be written up). ``acting_for``: the partner agency of the verified caller, which
-    must provide it."""
+    or take ``OCCURRED_AT_CLOCK_SKEW``, the drift a command's own moment is allowed), nor after
+    the case's closure (a visit made before the closure may still be written up).
+    ``acting_for``: the partner agency of the verified caller, which must provide it."""
     service = _scheduled(schedule, command.case_id, command.service_id)
     require_own_provider(acting_for, service.provider.provider_id, f"service {service.service_id}")
-    if command.starts_at > now + CLOCK_SKEW:
+    if command.starts_at > now + OCCURRED_AT_CLOCK_SKEW:
         raise RuleBroken(
             errors.SERVICE_NOT_YET_DELIVERABLE,
             f"service {service.service_id} cannot be recorded as delivered from"

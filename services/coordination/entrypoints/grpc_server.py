@@ -81,7 +81,6 @@ NEEDS_SECTIONS = (RecordSection.ASSESSMENT,)
 ASSIGNED_PATHS = ("matched_needs",)
 """Where an assignment's answer shows the case's needs: a sensitive path (the sensitive
 categories are withheld from those not entitled to them)."""
-ASSESSMENT_SECTION = RecordSection.ASSESSMENT.value
 ROLE_NOT_ALLOWED = refusal("role-not-allowed")
 """Coordination's own refusal of a role the policy would let read the case but that may not see
 the agency's staff (SuggestWorkers), in the policy's words so that it is recorded alike."""
@@ -149,7 +148,8 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         )
         if not decision.allowed:
             redaction.withhold(answer, ASSIGNED_PATHS)
-            context.set_trailing_metadata(((WITHHELD_SECTIONS_KEY, ASSESSMENT_SECTION),))
+            withheld = ((WITHHELD_SECTIONS_KEY, RecordSection.ASSESSMENT.value),)
+            context.set_trailing_metadata(withheld)
             return answer
         disclosed = Disclosure(
             command.case_id,
