@@ -23,7 +23,7 @@ from google.protobuf.json_format import MessageToDict
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from casetrail_platform.identity.tls import channel
-from cli.files import private_replacement
+from casetrail_platform.private_files import private_replacement
 from cli.login import bearer_token
 from cli.present import case_state_lines, timeline_lines
 from cli.rpc import client_tls, load_addresses, query, refusal_of, timestamp

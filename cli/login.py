@@ -18,7 +18,7 @@ from casetrail_platform.identity.development import DEFAULT_AGENCY, DevelopmentS
 from casetrail_platform.identity.errors import InvalidCredential
 from casetrail_platform.identity.settings import IssuerSettings
 from casetrail_platform.identity.verifier import TokenVerifier
-from cli.files import private_replacement
+from casetrail_platform.private_files import private_replacement
 
 TOKEN_FILE = "login-token"
 _OPTIONS = {

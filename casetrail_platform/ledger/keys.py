@@ -10,7 +10,6 @@ directory on first use (mode 0600) and publishes its verifier key beside it; a k
 from __future__ import annotations
 
 import asyncio
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from casetrail_platform.ledger.note import Checkpoint, Verifier, signature_line
+from casetrail_platform.private_files import private_replacement
 
 
 class CheckpointSigner(ABC):
@@ -111,13 +111,8 @@ def _load_or_create(path: Path) -> Ed25519PrivateKey:
         serialization.NoEncryption(),
     )
     # Written under a temporary name with 0600, then renamed: never a readable or half key.
-    temporary = path.with_suffix(".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
+    with private_replacement(path) as file:
         file.write(pem)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
     return key
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from casetrail_platform.identity.development import DevelopmentIssuer, identity_dir
 from casetrail_platform.identity.verifier import DEFAULT_MAX_LIFETIME_SECONDS
-from cli.files import private_replacement
+from casetrail_platform.private_files import private_replacement
 from cli.login import TOKEN_FILE, bearer_token, trusted_verifier
 from cli.main import MAX_LOGIN_HOURS, main
 

@@ -1,4 +1,5 @@
-"""Files the CLI writes that hold secrets or case data: owner-only, and whole or not at all."""
+"""Files that hold secrets or case data (tokens, exports, signing keys): owner-only, and whole
+or not at all."""
 
 from __future__ import annotations
 
