@@ -117,5 +117,8 @@ def mint(
         payload[claims.ENTITLEMENTS] = granted
     payload.update(extra or {})
     return jwt.encode(
-        payload, key.private_key, algorithm=key.algorithm, headers={"kid": key.key_id}
+        payload,
+        key.private_key,
+        algorithm=key.algorithm,
+        headers={"kid": key.key_id, "typ": "at+jwt"},
     )

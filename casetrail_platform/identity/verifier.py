@@ -29,6 +29,11 @@ a token minted for a century would otherwise outlive any key rotation or revocat
 MAX_TIMESTAMP = 253_402_300_799
 """9999-12-31T23:59:59Z: a time claim beyond it is no moment the services can store."""
 TIME_CLAIMS = ("exp", "iat", "nbf")
+ACCESS_TOKEN_TYPES = frozenset({"jwt", "at+jwt", "application/at+jwt"})
+"""``typ`` header values of an access token (RFC 9068 §2.1, or the generic JWT), compared
+without case. Any other declared type (``logout+jwt``, ``secevent+jwt``, ``dpop+jwt``...) is a
+token the issuer minted for another use, signed by the same key: replayed here it must not
+authenticate. A token with no ``typ`` is taken as a plain JWT, as most issuers mint them."""
 
 _REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
     (jwt_errors.ExpiredSignatureError, "TOKEN_EXPIRED", "the token has expired"),
@@ -133,6 +138,11 @@ class TokenVerifier:
                 "TOKEN_ALGORITHM_REFUSED",
                 "the bearer token must be signed with one of: "
                 + ", ".join(sorted(SIGNING_ALGORITHMS)),
+            )
+        token_type = header.get("typ", "JWT")
+        if not isinstance(token_type, str) or token_type.lower() not in ACCESS_TOKEN_TYPES:
+            raise InvalidCredential(
+                "TOKEN_TYPE_REFUSED", "the bearer token is not an access token (header 'typ')"
             )
         key_id = header.get("kid")
         if not isinstance(key_id, str) or not key_id:

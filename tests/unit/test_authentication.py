@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from google.protobuf import descriptor_pb2
@@ -85,6 +86,16 @@ def _unsigned(header: dict[str, object], claims: dict[str, object]) -> str:
     return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
 
 
+def _signed_as(issuer: TestIssuer, token_type: str) -> str:
+    """A token the issuer really signed, for another use than access (its ``typ``)."""
+    return jwt.encode(
+        _claims(issuer),
+        issuer.key.private_key,
+        algorithm=issuer.key.algorithm,
+        headers={"kid": issuer.key.key_id, "typ": token_type},
+    )
+
+
 def _claims(issuer: TestIssuer) -> dict[str, object]:
     now = int(time.time())
     return {
@@ -131,6 +142,7 @@ def bad_tokens(issuer: TestIssuer) -> dict[str, Callable[[], str | None]]:
         "unknown key id": lambda: issuer.mint(key=SigningKey.generate("ES256")),
         "tampered payload": tampered,
         "malformed": lambda: "not-a-jwt",
+        "not an access token": lambda: _signed_as(issuer, "logout+jwt"),
         "role outside the catalog": lambda: issuer.mint(role="wizard"),
         "subject with spaces": lambda: issuer.mint(subject="kim the auditor"),
     }
@@ -162,6 +174,7 @@ async def test_every_rpc_refuses_every_bad_token_and_writes_nothing(
     assert refused["wrong audience"] == {"TOKEN_WRONG_AUDIENCE"}
     assert refused["alg none"] == refused["HS256 signed with the public key"]
     assert refused["alg none"] == {"TOKEN_ALGORITHM_REFUSED"}
+    assert refused["not an access token"] == {"TOKEN_TYPE_REFUSED"}
     assert refused["unknown key id"] == {"TOKEN_KEY_UNKNOWN"}
     assert refused["tampered payload"] == {"TOKEN_BAD_SIGNATURE"}
     assert refused["malformed"] == {"TOKEN_MALFORMED"}
