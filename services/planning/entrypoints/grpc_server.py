@@ -26,6 +26,7 @@ from services.planning.entrypoints import present, translate
 SERVICE_NAME = planning_pb2.DESCRIPTOR.services_by_name["PlanningService"].full_name
 
 E = TypeVar("E", bound=CaseEvent)
+C = TypeVar("C", bound=Command)
 
 
 CASE_VIEW_SENSITIVE_PATHS = (
@@ -91,15 +92,24 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         self._access = access
         self._clock = clock
 
+    def _parse(
+        self,
+        context: Context,
+        request_context: common_pb2.CommandContext,
+        read: Callable[[CommandContext], C],
+    ) -> tuple[CommandContext, C]:
+        """The command context and ``read(context)``, every bad field of both refused at once,
+        and first a caller the agency does not employ (``read_command``)."""
+        return read_command(
+            principal_of(context), request_context, read, home_agency=self._access.home_agency
+        )
+
     @refusals_as_status
     async def DraftPlan(
         self, request: planning_pb2.DraftPlanRequest, context: Context
     ) -> planning_pb2.DraftPlanResponse:
-        command_context, command = read_command(
-            principal_of(context),
-            request.context,
-            lambda ctx: translate.draft_plan(request, ctx),
-            home_agency=self._access.home_agency,
+        command_context, command = self._parse(
+            context, request.context, lambda ctx: translate.draft_plan(request, ctx)
         )
         outcome = await self._run(command_context, command)
         # A retry answers with what was recorded the first time, not with this request's ids.
@@ -115,11 +125,8 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
     async def AddGoal(
         self, request: planning_pb2.AddGoalRequest, context: Context
     ) -> planning_pb2.AddGoalResponse:
-        command_context, command = read_command(
-            principal_of(context),
-            request.context,
-            lambda ctx: translate.add_goal(request, ctx),
-            home_agency=self._access.home_agency,
+        command_context, command = self._parse(
+            context, request.context, lambda ctx: translate.add_goal(request, ctx)
         )
         outcome = await self._run(command_context, command)
         added = _first(outcome, GoalAdded)
@@ -133,11 +140,8 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
     async def ReviseGoal(
         self, request: planning_pb2.ReviseGoalRequest, context: Context
     ) -> planning_pb2.ReviseGoalResponse:
-        command_context, command = read_command(
-            principal_of(context),
-            request.context,
-            lambda ctx: translate.revise_goal(request, ctx),
-            home_agency=self._access.home_agency,
+        command_context, command = self._parse(
+            context, request.context, lambda ctx: translate.revise_goal(request, ctx)
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.ReviseGoalResponse(
@@ -148,11 +152,8 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
     async def AchieveGoal(
         self, request: planning_pb2.AchieveGoalRequest, context: Context
     ) -> planning_pb2.AchieveGoalResponse:
-        command_context, command = read_command(
-            principal_of(context),
-            request.context,
-            lambda _: translate.achieve_goal(request),
-            home_agency=self._access.home_agency,
+        command_context, command = self._parse(
+            context, request.context, lambda _: translate.achieve_goal(request)
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.AchieveGoalResponse(result=self._result(command, outcome))
@@ -161,11 +162,8 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
     async def DropGoal(
         self, request: planning_pb2.DropGoalRequest, context: Context
     ) -> planning_pb2.DropGoalResponse:
-        command_context, command = read_command(
-            principal_of(context),
-            request.context,
-            lambda _: translate.drop_goal(request),
-            home_agency=self._access.home_agency,
+        command_context, command = self._parse(
+            context, request.context, lambda _: translate.drop_goal(request)
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.DropGoalResponse(
@@ -178,11 +176,8 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         request: planning_pb2.RecordAgreementRequest,
         context: Context,
     ) -> planning_pb2.RecordAgreementResponse:
-        command_context, command = read_command(
-            principal_of(context),
-            request.context,
-            lambda _: translate.record_agreement(request),
-            home_agency=self._access.home_agency,
+        command_context, command = self._parse(
+            context, request.context, lambda _: translate.record_agreement(request)
         )
         outcome = await self._run(command_context, command)
         agreed = _first(outcome, PlanAgreed)
@@ -196,11 +191,10 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
     async def LogContact(
         self, request: planning_pb2.LogContactRequest, context: Context
     ) -> planning_pb2.LogContactResponse:
-        command_context, command = read_command(
-            principal_of(context),
+        command_context, command = self._parse(
+            context,
             request.context,
             lambda ctx: translate.log_contact(request, ctx, self._day(ctx)),
-            home_agency=self._access.home_agency,
         )
         outcome = await self._run(command_context, command)
         logged = _first(outcome, ContactLogged)
@@ -215,11 +209,8 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         request: planning_pb2.EvaluateProgressRequest,
         context: Context,
     ) -> planning_pb2.EvaluateProgressResponse:
-        command_context, command = read_command(
-            principal_of(context),
-            request.context,
-            lambda ctx: translate.evaluate_progress(request, ctx),
-            home_agency=self._access.home_agency,
+        command_context, command = self._parse(
+            context, request.context, lambda ctx: translate.evaluate_progress(request, ctx)
         )
         outcome = await self._run(command_context, command)
         evaluated = _first(outcome, ProgressEvaluated)
@@ -234,11 +225,8 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         request: planning_pb2.PlanDischargeRequest,
         context: Context,
     ) -> planning_pb2.PlanDischargeResponse:
-        command_context, command = read_command(
-            principal_of(context),
-            request.context,
-            lambda ctx: translate.plan_discharge(request, self._day(ctx)),
-            home_agency=self._access.home_agency,
+        command_context, command = self._parse(
+            context, request.context, lambda ctx: translate.plan_discharge(request, self._day(ctx))
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.PlanDischargeResponse(result=self._result(command, outcome))
@@ -247,11 +235,8 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
     async def CloseCase(
         self, request: planning_pb2.CloseCaseRequest, context: Context
     ) -> planning_pb2.CloseCaseResponse:
-        command_context, command = read_command(
-            principal_of(context),
-            request.context,
-            lambda _: translate.close_case(request),
-            home_agency=self._access.home_agency,
+        command_context, command = self._parse(
+            context, request.context, lambda _: translate.close_case(request)
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.CloseCaseResponse(result=self._result(command, outcome))
