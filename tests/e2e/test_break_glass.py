@@ -332,6 +332,60 @@ async def test_supervisors_of_the_team_review_each_emergency_access(casetrail: C
     )
 
 
+async def test_on_a_case_no_team_carries_the_grantees_supervisor_reviews(
+    casetrail: Casetrail,
+) -> None:
+    """Broken into before anyone was assigned, the case has no team supervisor: the grantee's
+    own supervisor sees and reviews the access (and nothing else of the case); another team's
+    supervisor does not."""
+    case = await new_case(casetrail, "housing")
+    opened = await casetrail.stubs.as_(NIGHT_NURSE).intake.OpenEmergencyAccess(opening(case))
+    access_id = opened.emergency_access_id
+    queue = intake_pb2.ListEmergencyAccessesRequest(
+        context=query("supervision"), case_id=case.case_id
+    )
+    supervisor = casetrail.stubs.as_(WEST_SUPERVISOR).intake
+    listed = await eventually(
+        lambda: supervisor.ListEmergencyAccesses(queue),
+        lambda answer: [a.emergency_access_id for a in answer.accesses] == [access_id],
+        what="the grantee's supervisor to see the access",
+        patience=casetrail.patience,
+    )
+    assert listed.accesses[0].reason == REASON
+    other_team = await casetrail.stubs.as_(EAST_SUPERVISOR).intake.ListEmergencyAccesses(queue)
+    assert list(other_team.accesses) == []
+    review = intake_pb2.ReviewEmergencyAccessRequest(
+        context=command(key()),
+        case_id=case.case_id,
+        emergency_access_id=access_id,
+        outcome="justified",
+    )
+    east = await refused(casetrail.stubs.as_(EAST_SUPERVISOR).intake.ReviewEmergencyAccess(review))
+    assert east.code is grpc.StatusCode.PERMISSION_DENIED
+    await supervisor.ReviewEmergencyAccess(review)
+    # The supervision of the grantee opens nothing else of the case.
+    view = await refused(
+        casetrail.stubs.as_(WEST_SUPERVISOR).planning.GetCaseView(
+            pl.GetCaseViewRequest(context=query("supervision"), case_id=case.case_id)
+        )
+    )
+    assert view.code is grpc.StatusCode.PERMISSION_DENIED
+    log_request = audit_pb2.GetAccessLogRequest(
+        context=query("confidentiality_review"), case_id=case.case_id
+    )
+    await eventually(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.GetAccessLog(log_request),
+        lambda answer: any(
+            r.accessor.user_id == WEST_SUPERVISOR.user_id
+            and r.rule == "grantee-supervisor"
+            and list(r.sections) == ["access_log"]
+            for r in answer.records
+        ),
+        what="audit to learn of the supervisor's listing under grantee-supervisor",
+        patience=casetrail.patience,
+    )
+
+
 async def refusals_of(casetrail: Casetrail, case: Case, who: Person, count: int) -> list[str]:
     """The rules of ``who``'s refusals in the case's access log, once audit has ``count``."""
     log_request = audit_pb2.GetAccessLogRequest(

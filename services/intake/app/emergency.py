@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from casetrail_platform.commands import CommandContext, InvalidCommand, derived_id
 from casetrail_platform.decide import execute
@@ -21,7 +22,7 @@ from casetrail_platform.policy.facts import CaseFacts
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.vocabulary import BREAK_GLASS_ENTITLEMENT, Action, Decision
 from casetrail_platform.store.port import EventStore
-from events.catalog.access import AccessPurpose
+from events.catalog.access import AccessPurpose, RecordSection
 from events.catalog.emergency import (
     EmergencyAccessClosed,
     EmergencyAccessOpened,
@@ -40,6 +41,7 @@ from services.intake.app.validation import build
 from services.intake.domain.cases import case_stream
 from services.intake.domain.emergency import (
     DEFAULT_EMERGENCY_ACCESS,
+    GRANTEE_SUPERVISOR_RULE,
     OVERSIGHT_PURPOSE,
     SELF_REVIEW_REASON,
     SELF_REVIEW_RULE,
@@ -48,7 +50,9 @@ from services.intake.domain.emergency import (
     decide_close,
     decide_opening,
     decide_review,
+    opened_access,
     reviewer_refusal,
+    supervises_grantee,
     time_box,
 )
 
@@ -56,6 +60,11 @@ QUEUE_PAGE = 100
 """Accesses listed at most by one ``ListEmergencyAccesses``."""
 REVIEW_QUEUE = "emergency-access-queue"
 """Where a refused listing of the whole queue is recorded: it names no case."""
+GRANTEE_SUPERVISION = Decision(
+    True, GRANTEE_SUPERVISOR_RULE, sections=frozenset({RecordSection.ACCESS_LOG}), sensitive=True
+)
+"""What the grantee's supervisor sees of a case no team carries: its emergency accesses (their
+reasons and reviews), nothing else of the case."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +176,9 @@ async def review_emergency_access(
     review = review_of(context, command)
     purpose = _oversight(principal)
     action = Action.REVIEW_EMERGENCY_ACCESS
-    decision = await _oversight_decision(access, principal, purpose, review.case_id)
+    decision = await _oversight_decision(
+        access, principal, purpose, review.case_id, await _grantee(store, review)
+    )
     if not decision.allowed:
         await access.refuse(principal, action, purpose, review.case_id, decision)
     try:
@@ -213,7 +224,9 @@ async def close_emergency_access(
     decision that did not let them (they learn nothing of the access)."""
     closing = closing_of(context, principal, command, now)
     purpose = _oversight(principal)
-    oversight = await _oversight_decision(access, principal, purpose, closing.case_id)
+    oversight = await _oversight_decision(
+        access, principal, purpose, closing.case_id, await _grantee(store, closing)
+    )
     try:
         recorded = await execute(
             store,
@@ -259,7 +272,14 @@ async def review_queue(
     ):
         if entry.case_id not in facts:
             facts[entry.case_id] = await access.case_facts(entry.case_id)
-        decision = access.decide(principal, Action.READ_TRAIL, purpose, facts[entry.case_id])
+        decision = _or_grantee_supervision(
+            access.decide(principal, Action.READ_TRAIL, purpose, facts[entry.case_id]),
+            access,
+            principal,
+            purpose,
+            facts[entry.case_id],
+            entry,
+        )
         if not decision.allowed:
             continue
         due = entry.opened_at + review_within
@@ -268,16 +288,69 @@ async def review_queue(
     return items[:QUEUE_PAGE], len(items) > QUEUE_PAGE
 
 
+class _Grantee(Protocol):
+    """Who was granted an emergency access (its opening, or its entry in the queue)."""
+
+    @property
+    def grantee_id(self) -> str: ...
+    @property
+    def grantee_agency_id(self) -> str: ...
+    @property
+    def grantee_team(self) -> str | None: ...
+
+
+async def _grantee(
+    store: EventStore, about: EmergencyAccessReviewed | EmergencyAccessClosed
+) -> EmergencyAccessOpened | None:
+    """The opening of the access a review or a closing is about, read from the case's stream
+    (never from a projection that may not have caught up)."""
+    history = await store.read_stream(case_stream(about.case_id))
+    return opened_access(history, about.emergency_access_id)
+
+
 async def _oversight_decision(
-    access: AccessControl, principal: Principal, purpose: AccessPurpose, case_id: str
+    access: AccessControl,
+    principal: Principal,
+    purpose: AccessPurpose,
+    case_id: str,
+    grantee: _Grantee | None,
 ) -> Decision:
-    """Whether ``principal`` oversees the case's emergency accesses: a reviewer's role, then
-    the policy's decision on reading the case's trail."""
+    """Whether ``principal`` oversees the emergency access of ``grantee`` on the case: a
+    reviewer's role, then the policy's decision on reading the case's trail, else, on a case no
+    team carries, supervising the grantee's team."""
     refusal = reviewer_refusal(principal.role)
     if refusal is not None:
         return _refused(refusal)
     facts = await access.case_facts(case_id)
-    return access.decide(principal, Action.READ_TRAIL, purpose, facts)
+    decision = access.decide(principal, Action.READ_TRAIL, purpose, facts)
+    return _or_grantee_supervision(decision, access, principal, purpose, facts, grantee)
+
+
+def _or_grantee_supervision(
+    decision: Decision,
+    access: AccessControl,
+    principal: Principal,
+    purpose: AccessPurpose,
+    facts: CaseFacts,
+    grantee: _Grantee | None,
+) -> Decision:
+    """``decision``, unless it refused a supervisor of the grantee's team on a case no team
+    carries: then ``GRANTEE_SUPERVISION``."""
+    if (
+        decision.allowed
+        or grantee is None
+        or purpose is not AccessPurpose.SUPERVISION
+        or not supervises_grantee(
+            principal,
+            home_agency=access.home_agency,
+            case_team=facts.worker_team,
+            grantee_id=grantee.grantee_id,
+            grantee_agency_id=grantee.grantee_agency_id,
+            grantee_team=grantee.grantee_team,
+        )
+    ):
+        return decision
+    return GRANTEE_SUPERVISION
 
 
 def _oversight(principal: Principal) -> AccessPurpose:

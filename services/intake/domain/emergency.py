@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from casetrail_platform.commands import InvalidCommand, NotAllowed, NotFound, RuleBroken
+from casetrail_platform.identity.principal import Principal
 from events.catalog.access import AccessPurpose
 from events.catalog.base import CaseEvent, Role
 from events.catalog.emergency import (
@@ -38,6 +39,10 @@ OVERSIGHT_PURPOSE = {
 }
 """The reviewers' roles, and the purpose each states to see the queue (and reviews under)."""
 
+GRANTEE_SUPERVISOR_RULE = "grantee-supervisor"
+"""The rule that lets a supervisor oversee (list, review, close) an emergency access to a case no
+team carries, when the grantee is a member of the supervisor's team: a case broken into before
+anyone was assigned has no team supervisor, and its break-glass must still reach a supervisor."""
 ALREADY_REVIEWED = "EMERGENCY_ACCESS_ALREADY_REVIEWED"
 ALREADY_ENDED = "EMERGENCY_ACCESS_ENDED"
 SELF_REVIEW_RULE = "self-review-not-allowed"
@@ -76,6 +81,33 @@ def reviewer_refusal(role: Role, purpose: AccessPurpose | None = None) -> str | 
     if purpose is not None and purpose is not oversight:
         return "purpose-not-permitted"
     return None
+
+
+def supervises_grantee(
+    supervisor: Principal,
+    *,
+    home_agency: str,
+    case_team: str | None,
+    grantee_id: str,
+    grantee_agency_id: str,
+    grantee_team: str | None,
+) -> bool:
+    """Whether ``supervisor`` oversees an emergency access by the grantee's team
+    (``GRANTEE_SUPERVISOR_RULE``): only while no team carries the case (``case_team``), since
+    a team that does has its own supervisors; never the grantee themself."""
+    return (
+        case_team is None
+        and supervisor.role is Role.SUPERVISOR
+        and supervisor.team is not None
+        and supervisor.team == grantee_team
+        and supervisor.agency == home_agency == grantee_agency_id
+        and supervisor.subject != grantee_id
+    )
+
+
+def opened_access(history: Sequence[RecordedEvent], access_id: str) -> EmergencyAccessOpened | None:
+    """The opening of emergency access ``access_id`` in the case's history, if any."""
+    return _opened(history, access_id)
 
 
 def decide_opening(
