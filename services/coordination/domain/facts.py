@@ -28,11 +28,18 @@ class CaseFacts:
 def check_occurred_at(facts: CaseFacts, occurred_at: datetime | None) -> None:
     """A command on the case cannot have happened before the case was opened: a backdated
     moment would otherwise let rules checked on it (a licence then still valid) pass."""
-    if occurred_at is not None and facts.opened_at is not None and occurred_at < facts.opened_at:
+    if occurred_at is not None:
+        check_not_before_opening(facts, occurred_at, "context.occurred_at")
+
+
+def check_not_before_opening(facts: CaseFacts, moment: datetime, field: str) -> None:
+    """``moment`` (given as ``field``) is not before the case's opening. A service's start too:
+    backdated, it would be care the case never gave, yet delivered and claimed from an insurer."""
+    if facts.opened_at is not None and moment < facts.opened_at:
         raise InvalidCommand(
             [
                 FieldProblem(
-                    "context.occurred_at",
+                    field,
                     f"must not be before case {facts.case_id} was opened"
                     f" ({facts.opened_at.isoformat()})",
                 )

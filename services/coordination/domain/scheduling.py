@@ -27,7 +27,7 @@ from services.coordination.domain.commands import (
     RescheduleService,
     ScheduleService,
 )
-from services.coordination.domain.facts import CaseFacts
+from services.coordination.domain.facts import CaseFacts, check_not_before_opening
 from services.coordination.domain.permissions import require_own_provider
 from services.coordination.domain.schedule import Schedule, Service, ServiceStatus
 
@@ -61,6 +61,7 @@ def decide_schedule(
 ) -> list[CaseEvent]:
     if facts.closed:
         raise errors.case_closed(facts.case_id)
+    check_not_before_opening(facts, command.starts_at, "starts_at")
     if command.referral_id is not None:
         referral = case.referrals.get(command.referral_id)
         if referral is None:
@@ -94,6 +95,7 @@ def decide_reschedule(
 ) -> list[CaseEvent]:
     if facts.closed:
         raise errors.case_closed(facts.case_id)
+    check_not_before_opening(facts, command.starts_at, "starts_at")
     service = _scheduled(schedule, command.case_id, command.service_id)
     _require_free(
         schedule, service.kind.value, command.starts_at, command.ends_at, service.service_id
@@ -139,6 +141,7 @@ def decide_delivered(
     ``acting_for``: the partner agency of the verified caller, which must provide it."""
     service = _scheduled(schedule, command.case_id, command.service_id)
     require_own_provider(acting_for, service.provider.provider_id, f"service {service.service_id}")
+    check_not_before_opening(facts, command.starts_at, "starts_at")
     if command.starts_at > now + OCCURRED_AT_CLOCK_SKEW:
         raise RuleBroken(
             errors.SERVICE_NOT_YET_DELIVERABLE,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.values import NeedCategory
 from tests.unit.coordination.rpc import (
     COUNSELING_CENTRE,
@@ -18,6 +19,7 @@ from tests.unit.coordination.rpc import (
     schedule_request,
 )
 from tests.unit.coordination.support import (
+    OPENED,
     IntakeFeed,
     command_context,
     query_context,
@@ -234,3 +236,35 @@ async def test_scheduling_needs_a_worker_role(stub: Stub, intake: IntakeFeed) ->
         )
     )
     assert refusal.code is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_no_service_starts_before_the_case_was_opened(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    # Backdated, a service would be care the case never gave, yet delivered and claimed.
+    await intake.open_case("case-1", "client-1", NEEDS)
+    before = OPENED - timedelta(days=400)
+    refusal = await refused(stub.ScheduleService(schedule_request("case-1", "home_care", before)))
+    assert (refusal.code, refusal.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["starts_at"])
+    care = await stub.ScheduleService(
+        schedule_request("case-1", "home_care", TUESDAY_10, provider=HOME_CARE_CO)
+    )
+    written = await store.read_stream("schedule-client-1")
+
+    def slot(kind: type[Any], **fields: Any) -> Any:
+        return kind(
+            context=command_context("partner_agency", agency=HOME_CARE_CO.provider_id),
+            case_id="case-1",
+            service_id=care.service_id,
+            starts_at=timestamp(before),
+            ends_at=timestamp(before + timedelta(hours=1)),
+            **fields,
+        )
+
+    refusal = await refused(stub.RecordServiceDelivered(slot(pb.RecordServiceDeliveredRequest)))
+    assert (refusal.code, refusal.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["starts_at"])
+    moved = slot(pb.RescheduleServiceRequest, reason="earlier")
+    moved.context.CopyFrom(command_context("coordinator"))
+    refusal = await refused(stub.RescheduleService(moved))
+    assert (refusal.code, refusal.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["starts_at"])
+    assert await store.read_stream("schedule-client-1") == written
