@@ -135,20 +135,22 @@ def decide_delivered(
     now: datetime,
     acting_for: str | None,
 ) -> list[CaseEvent]:
-    """A delivery is a fact about the past: it cannot start after the server's ``now`` (give
-    or take ``OCCURRED_AT_CLOCK_SKEW``, the drift a command's own moment is allowed), nor after
-    the case's closure (a visit made before the closure may still be written up).
+    """A delivery is a fact about the past: it cannot end after the server's ``now`` (give or
+    take ``OCCURRED_AT_CLOCK_SKEW``, the drift a command's own moment is allowed), nor start
+    after the case's closure (a visit made before the closure may still be written up).
     ``acting_for``: the partner agency of the verified caller, which must provide it."""
     service = _scheduled(schedule, command.case_id, command.service_id)
     require_own_provider(acting_for, service.provider.provider_id, f"service {service.service_id}")
     check_not_before_opening(facts, command.starts_at, "starts_at")
-    if command.starts_at > now + OCCURRED_AT_CLOCK_SKEW:
+    if command.ends_at > now + OCCURRED_AT_CLOCK_SKEW:
+        # Its end too: a service still under way is not yet care given, nor claimable.
         raise RuleBroken(
             errors.SERVICE_NOT_YET_DELIVERABLE,
-            f"service {service.service_id} cannot be recorded as delivered from"
-            f" {command.starts_at.isoformat()}: that is still to come (now {now.isoformat()})",
+            f"service {service.service_id} cannot be recorded as delivered until"
+            f" {command.ends_at.isoformat()}: that is still to come (now {now.isoformat()})",
             subject=f"service/{service.service_id}",
             starts_at=command.starts_at.isoformat(),
+            ends_at=command.ends_at.isoformat(),
         )
     if facts.closed_at is not None and command.starts_at >= facts.closed_at:
         raise errors.case_closed(facts.case_id, after=facts.closed_at)

@@ -129,24 +129,33 @@ async def test_a_referral_cannot_be_accepted_on_a_closed_case(
 
 
 async def test_a_delivery_cannot_be_recorded_before_it_takes_place(
-    stub: Stub, intake: IntakeFeed
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
     service_id, _ = await _open_with_service(stub, intake)
-    refusal = await refused(
-        stub.RecordServiceDelivered(
-            pb.RecordServiceDeliveredRequest(
-                context=command_context("partner_agency", agency=HOME_CARE_CO.provider_id),
-                case_id="case-1",
-                service_id=service_id,
-                starts_at=timestamp(NEXT_WEEK),
-                ends_at=timestamp(NEXT_WEEK + timedelta(hours=1)),
+    written = await store.read_stream("schedule-client-1")
+    now = datetime.now(UTC).replace(microsecond=0)
+    # To come, or begun but still under way (ending in 20 hours): not yet care given.
+    for starts_at, ends_at in (
+        (NEXT_WEEK, NEXT_WEEK + timedelta(hours=1)),
+        (now - timedelta(hours=1), now + timedelta(hours=20)),
+    ):
+        refusal = await refused(
+            stub.RecordServiceDelivered(
+                pb.RecordServiceDeliveredRequest(
+                    context=command_context("partner_agency", agency=HOME_CARE_CO.provider_id),
+                    case_id="case-1",
+                    service_id=service_id,
+                    starts_at=timestamp(starts_at),
+                    ends_at=timestamp(ends_at),
+                )
             )
         )
-    )
-    assert (refusal.code, refusal.rule) == (
-        grpc.StatusCode.FAILED_PRECONDITION,
-        "SERVICE_NOT_YET_DELIVERABLE",
-    )
+        assert (refusal.code, refusal.rule) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "SERVICE_NOT_YET_DELIVERABLE",
+        )
+        assert refusal.metadata["ends_at"] == ends_at.isoformat()
+    assert await store.read_stream("schedule-client-1") == written
 
 
 async def test_cancelling_a_service_releases_its_reservation(
