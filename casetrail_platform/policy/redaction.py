@@ -24,6 +24,12 @@ catalog's rule: an ``addiction_counseling`` service tells of substance use as pl
 need does)."""
 
 
+def is_sensitive_code(value: str) -> bool:
+    """Whether a need category or service kind is special data (withheld, never named in a
+    refusal to someone not entitled to it)."""
+    return value in _SENSITIVE_VALUES
+
+
 CATEGORY_FIELDS = frozenset({"category", "need_category", "needs", "matched_needs", "kind"})
 """Text fields by these names hold need categories or service kinds: only some values are
 health data (``substance_use`` is, ``housing`` is not), so only those values are withheld."""

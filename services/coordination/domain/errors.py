@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from casetrail_platform.commands import RuleBroken
+from casetrail_platform.policy.redaction import is_sensitive_code
 from events.catalog.values import Money, NeedCategory
 
 CASE_CLOSED = "CASE_CLOSED"
@@ -133,17 +134,21 @@ def schedule_conflict(
     other_starts_at: datetime,
     other_ends_at: datetime,
 ) -> RuleBroken:
+    """``other_kind`` is named unless it is special data (``addiction_counseling``): the other
+    service may be of a case the caller is not entitled to, and no read is recorded here."""
+    named = {} if is_sensitive_code(other_kind) else {"conflicting_kind": other_kind}
+    what = f"{other_kind} service" if named else "service"
     return RuleBroken(
         SCHEDULE_CONFLICT,
-        f"{kind} from {starts_at.isoformat()} to {ends_at.isoformat()} overlaps {other_kind} "
-        f"service {other_id} (case {other_case_id}) from {other_starts_at.isoformat()} to "
+        f"{kind} from {starts_at.isoformat()} to {ends_at.isoformat()} overlaps {what} "
+        f"{other_id} (case {other_case_id}) from {other_starts_at.isoformat()} to "
         f"{other_ends_at.isoformat()}; the client cannot attend both, choose another time",
         subject=f"service/{other_id}",
         conflicting_service_id=other_id,
         conflicting_case_id=other_case_id,
-        conflicting_kind=other_kind,
         conflicting_starts_at=other_starts_at.isoformat(),
         conflicting_ends_at=other_ends_at.isoformat(),
+        **named,
     )
 
 

@@ -268,3 +268,22 @@ async def test_no_service_starts_before_the_case_was_opened(
     refusal = await refused(stub.RescheduleService(moved))
     assert (refusal.code, refusal.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["starts_at"])
     assert await store.read_stream("schedule-client-1") == written
+
+
+async def test_a_clash_never_names_a_sensitive_kind(stub: Stub, intake: IntakeFeed) -> None:
+    # The other service may be of a case the caller does not carry: addiction counseling tells
+    # of substance use, and a refusal is no read the access policy decided and recorded.
+    await intake.open_case("case-1", "client-1", [NeedCategory.SUBSTANCE_USE])
+    await intake.open_case("case-2", "client-1", NEEDS)
+    counseling = await stub.ScheduleService(
+        schedule_request("case-1", "addiction_counseling", TUESDAY_10, provider=COUNSELING_CENTRE)
+    )
+    refusal = await refused(
+        stub.ScheduleService(
+            schedule_request("case-2", "home_care", TUESDAY_10, provider=HOME_CARE_CO)
+        )
+    )
+    assert refusal.rule == "SCHEDULE_CONFLICT"
+    assert refusal.metadata["conflicting_service_id"] == counseling.service_id
+    assert "conflicting_kind" not in refusal.metadata
+    assert "addiction" not in refusal.message
