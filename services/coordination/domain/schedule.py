@@ -52,11 +52,12 @@ class Schedule:
     def conflict(
         self, starts_at: datetime, ends_at: datetime, ignore: str | None = None
     ) -> Service | None:
-        """The earliest still-scheduled service overlapping the slot, if any."""
+        """The earliest service overlapping the slot that is scheduled or took place there (a
+        delivered one keeps its slot: two services claimed for one hour of the client), if any."""
         clashing = [
             service
             for service in self.services.values()
-            if service.status is ServiceStatus.SCHEDULED
+            if service.status is not ServiceStatus.CANCELLED
             and service.service_id != ignore
             and service.overlaps(starts_at, ends_at)
         ]

@@ -154,6 +154,10 @@ def decide_delivered(
         )
     if facts.closed_at is not None and command.starts_at >= facts.closed_at:
         raise errors.case_closed(facts.case_id, after=facts.closed_at)
+    # Where it actually took place must be free too: the client was not in two places.
+    _require_free(
+        schedule, service.kind.value, command.starts_at, command.ends_at, service.service_id
+    )
     return [
         ServiceDelivered(
             case_id=command.case_id,

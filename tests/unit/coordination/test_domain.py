@@ -117,10 +117,18 @@ def test_slots_overlap_when_each_starts_before_the_other_ends(
     assert (schedule.conflict(start, end) is not None) is clashes
 
 
-@pytest.mark.parametrize("status", [ServiceStatus.CANCELLED, ServiceStatus.DELIVERED])
-def test_only_scheduled_services_block_a_slot(status: ServiceStatus) -> None:
+@pytest.mark.parametrize(
+    ("status", "blocks"),
+    [
+        (ServiceStatus.SCHEDULED, True),
+        # The client was there: another service in that hour would be a second one claimed.
+        (ServiceStatus.DELIVERED, True),
+        (ServiceStatus.CANCELLED, False),
+    ],
+)
+def test_only_a_cancelled_service_frees_its_slot(status: ServiceStatus, blocks: bool) -> None:
     schedule = Schedule(1, {"pt": _service("pt", AT, 1, status)})
-    assert schedule.conflict(AT, AT + timedelta(hours=1)) is None
+    assert (schedule.conflict(AT, AT + timedelta(hours=1)) is not None) is blocks
 
 
 def test_a_service_does_not_conflict_with_itself_when_moved() -> None:

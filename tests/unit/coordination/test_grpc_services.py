@@ -287,3 +287,51 @@ async def test_a_clash_never_names_a_sensitive_kind(stub: Stub, intake: IntakeFe
     assert refusal.metadata["conflicting_service_id"] == counseling.service_id
     assert "conflicting_kind" not in refusal.metadata
     assert "addiction" not in refusal.message
+
+
+async def test_a_delivered_service_keeps_its_slot(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    # Otherwise two services could be delivered, and claimed, for one hour of the client.
+    await intake.open_case("case-1", "client-1", NEEDS)
+    care = await stub.ScheduleService(
+        schedule_request("case-1", "home_care", TUESDAY_10, provider=HOME_CARE_CO)
+    )
+    later = TUESDAY_10 + timedelta(hours=3)
+    therapy = await stub.ScheduleService(schedule_request("case-1", "physical_therapy", later))
+
+    def delivered(
+        service_id: str, agency: str, start: datetime
+    ) -> pb.RecordServiceDeliveredRequest:
+        return pb.RecordServiceDeliveredRequest(
+            context=command_context("partner_agency", agency=agency),
+            case_id="case-1",
+            service_id=service_id,
+            starts_at=timestamp(start),
+            ends_at=timestamp(start + timedelta(hours=1)),
+        )
+
+    await stub.RecordServiceDelivered(
+        delivered(care.service_id, HOME_CARE_CO.provider_id, TUESDAY_10)
+    )
+    written = await store.read_stream("schedule-client-1")
+    refusal = await refused(
+        stub.RecordServiceDelivered(
+            delivered(therapy.service_id, PT_CLINIC.provider_id, TUESDAY_10)
+        )
+    )
+    assert (refusal.rule, refusal.metadata["conflicting_service_id"]) == (
+        "SCHEDULE_CONFLICT",
+        care.service_id,
+    )
+    half_past = TUESDAY_10 + timedelta(minutes=30)
+    refusal = await refused(
+        stub.ScheduleService(schedule_request("case-1", "counseling", half_past))
+    )
+    assert (refusal.rule, refusal.metadata["conflicting_service_id"]) == (
+        "SCHEDULE_CONFLICT",
+        care.service_id,
+    )
+    assert await store.read_stream("schedule-client-1") == written
+    # Where it was booked, or anywhere free, it is recorded.
+    await stub.RecordServiceDelivered(delivered(therapy.service_id, PT_CLINIC.provider_id, later))
