@@ -111,7 +111,7 @@ def caseload_lock(worker_id: str) -> str:
 
 
 def case_lock(case_id: str) -> str:
-    """Held by what adds services or reservations to a case or cancels a service, from reading
+    """Held by what adds, moves or cancels a service of a case or reserves for it, from reading
     its facts to recording, and by the closure's follow-up (``app.follow_ups``): either the
     addition is recorded before the follow-up reads the schedule and budget (and is undone by
     it), or it reads a closed case and is refused; a reservation never reads a schedule a
@@ -241,13 +241,16 @@ async def reschedule_service(
 ) -> Recorded:
     check_service_window(command.starts_at, command.ends_at, _moment(context))
     require_role(context.actor.role, Action.SCHEDULE_SERVICE)
-    facts = await command_facts(deps, context, command.case_id)
-    return await _run(
-        deps,
-        context,
-        schedule_stream(facts.client_id),
-        lambda history: decide_reschedule(schedule_state(history), facts, command),
-    )
+    # Under the case's lock, as a new service is: a service moved past the closure after the
+    # closure's follow-up read the schedule would outlive the case.
+    async with deps.locks.holding([case_lock(command.case_id)]):
+        facts = await command_facts(deps, context, command.case_id)
+        return await _run(
+            deps,
+            context,
+            schedule_stream(facts.client_id),
+            lambda history: decide_reschedule(schedule_state(history), facts, command),
+        )
 
 
 async def cancel_service(

@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
+import pytest
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.funding import BudgetReleased
 from events.catalog.scheduling import ServiceCancelled
 from events.catalog.values import NeedCategory
+from services.coordination.app import handlers
 from services.coordination.app.follow_ups import FollowUps
 from services.coordination.app.handlers import Dependencies
+from services.coordination.domain.facts import CaseFacts
 from tests.unit.coordination.rpc import (
     HOME_CARE_CO,
     refer,
@@ -221,3 +224,44 @@ async def test_a_reservation_racing_the_cancellation_of_its_service_is_refused_o
         pb.GetBudgetLineRequest(context=query_context(), budget_line="home-care-fy2026")
     )
     assert line.available == usd(100_000)
+
+
+async def test_a_service_moved_as_the_case_closes_does_not_outlive_it(
+    stub: Stub,
+    intake: IntakeFeed,
+    deps: Dependencies,
+    store: SqliteEventStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A service from before the closure is left alone by its follow-up; moved past the closure
+    # by a reschedule that read the case still open, it must be cancelled all the same.
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    earlier = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    scheduled = await stub.ScheduleService(
+        schedule_request("case-1", "home_care", earlier, provider=HOME_CARE_CO)
+    )
+    read_facts = handlers.command_facts
+    closing: list[asyncio.Task[None]] = []
+
+    async def facts_then_closure(*args: Any) -> CaseFacts:
+        facts = await read_facts(*args)
+        closure = await intake.close_case("case-1", at=datetime.now(UTC))
+        closing.append(asyncio.create_task(FollowUps(deps)(closure)))
+        await asyncio.sleep(0.2)  # the closure's follow-up runs now, unless the case is locked
+        return facts
+
+    monkeypatch.setattr(handlers, "command_facts", facts_then_closure)
+    await stub.RescheduleService(
+        pb.RescheduleServiceRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            service_id=scheduled.service_id,
+            starts_at=timestamp(NEXT_WEEK),
+            ends_at=timestamp(NEXT_WEEK + timedelta(hours=1)),
+            reason="the carer is away",
+        )
+    )
+    await asyncio.gather(*closing)
+    last = (await store.read_stream("schedule-client-1"))[-1].event
+    assert isinstance(last, ServiceCancelled)
+    assert (last.service_id, last.reason) == (scheduled.service_id, "the case was closed")
