@@ -74,6 +74,17 @@ def decide_schedule(
                 subject=f"referral/{referral.referral_id}",
                 status=referral.status.value,
             )
+        if referral.provider.provider_id != command.provider.provider_id:
+            # The referral's provider reads the services of its referral, and the service's
+            # provider records and cancels it: one agency, the one the client's consent named.
+            raise RuleBroken(
+                errors.REFERRAL_PROVIDER_MISMATCH,
+                f"referral {referral.referral_id} was made to {referral.provider.provider_id};"
+                f" a service from it is provided by that agency, not"
+                f" {command.provider.provider_id}",
+                subject=f"referral/{referral.referral_id}",
+                referral_provider_id=referral.provider.provider_id,
+            )
     _require_free(schedule, command.kind.value, command.starts_at, command.ends_at, None)
     return [
         ServiceScheduled(

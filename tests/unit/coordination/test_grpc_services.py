@@ -335,3 +335,31 @@ async def test_a_delivered_service_keeps_its_slot(
     assert await store.read_stream("schedule-client-1") == written
     # Where it was booked, or anywhere free, it is recorded.
     await stub.RecordServiceDelivered(delivered(therapy.service_id, PT_CLINIC.provider_id, later))
+
+
+async def test_a_service_from_a_referral_is_provided_by_the_referral_s_agency(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    # Harbor reads the services of its referral (and the client consented to Harbor); the
+    # physiotherapists would record and cancel a service they were never referred.
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    await intake.consent("case-1", "client-1")
+    referral_id = (await refer(stub, "case-1", "counseling")).referral_id
+    refusal = await refused(
+        stub.ScheduleService(
+            schedule_request(
+                "case-1", "counseling", TUESDAY_10, provider=PT_CLINIC, referral_id=referral_id
+            )
+        )
+    )
+    assert (refusal.code, refusal.rule) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "REFERRAL_PROVIDER_MISMATCH",
+    )
+    assert refusal.metadata["referral_provider_id"] == COUNSELING_CENTRE.provider_id
+    assert await store.read_stream("schedule-client-1") == []
+    await stub.ScheduleService(
+        schedule_request(
+            "case-1", "counseling", TUESDAY_10, provider=COUNSELING_CENTRE, referral_id=referral_id
+        )
+    )
