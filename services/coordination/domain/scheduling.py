@@ -126,9 +126,20 @@ def decide_reschedule(
 def decide_cancel(
     schedule: Schedule, command: CancelService, acting_for: str | None
 ) -> list[CaseEvent]:
-    """``acting_for``: the partner agency of the verified caller, which must provide it."""
+    """``acting_for``: the partner agency of the verified caller, which must provide it, and
+    which calls it off as the provider or on the client's word, never as the agency."""
     service = _scheduled(schedule, command.case_id, command.service_id)
     require_own_provider(acting_for, service.provider.provider_id, f"service {service.service_id}")
+    if acting_for is not None and command.cancelled_by is CancelledBy.AGENCY:
+        raise InvalidCommand(
+            [
+                FieldProblem(
+                    "cancelled_by",
+                    "a partner agency cancels as the provider, or for the client; the agency's"
+                    " own cancellations are its staff's",
+                )
+            ]
+        )
     return [
         ServiceCancelled(
             case_id=command.case_id,

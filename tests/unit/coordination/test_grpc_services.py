@@ -363,3 +363,25 @@ async def test_a_service_from_a_referral_is_provided_by_the_referral_s_agency(
             "case-1", "counseling", TUESDAY_10, provider=COUNSELING_CENTRE, referral_id=referral_id
         )
     )
+
+
+async def test_a_partner_never_cancels_in_the_agency_s_name(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", NEEDS)
+    therapy = await stub.ScheduleService(schedule_request("case-1", "physical_therapy", TUESDAY_10))
+    written = await store.read_stream("schedule-client-1")
+
+    def cancel(cancelled_by: str) -> pb.CancelServiceRequest:
+        return pb.CancelServiceRequest(
+            context=command_context("partner_agency", agency=PT_CLINIC.provider_id),
+            case_id="case-1",
+            service_id=therapy.service_id,
+            cancelled_by=cancelled_by,
+            reason="no therapist that day",
+        )
+
+    refusal = await refused(stub.CancelService(cancel("agency")))
+    assert (refusal.code, refusal.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["cancelled_by"])
+    assert await store.read_stream("schedule-client-1") == written
+    await stub.CancelService(cancel("client"))  # the client called the clinic
