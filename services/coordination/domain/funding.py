@@ -8,6 +8,7 @@ from events.catalog.base import CaseEvent
 from events.catalog.funding import (
     BudgetReleased,
     BudgetReserved,
+    ClaimDecision,
     InsuranceClaimDecided,
     InsuranceClaimFiled,
 )
@@ -205,6 +206,20 @@ def decide_claim_decision(case: CaseState, command: RecordClaimDecision) -> list
             subject=f"claim/{claim.claim_id}",
             amount_claimed=str(claimed.amount_minor_units),
             currency=claimed.currency,
+        )
+    approved = command.amount_approved.amount_minor_units
+    if (command.decision is ClaimDecision.APPROVED and approved != claimed.amount_minor_units) or (
+        command.decision is ClaimDecision.PARTIAL and approved == claimed.amount_minor_units
+    ):
+        # Paid in full is "approved"; anything less is "partial", which must give its reason.
+        raise InvalidCommand(
+            [
+                FieldProblem(
+                    "amount_approved",
+                    f"must be the {claimed.amount_minor_units} {claimed.currency} claimed when"
+                    " the decision is approved, and less when it is partial",
+                )
+            ]
         )
     # The catalog ties amount and reason to the decision (denied: zero and a reason).
     decided = validated(

@@ -265,6 +265,13 @@ async def test_insurance_claims_are_filed_and_decided(stub: Stub, intake: Intake
     assert refusal.rule == "INSURER_MISMATCH"
     refusal = await refused(stub.RecordClaimDecision(decision(amount_approved=usd(12_001))))
     assert refusal.rule == "APPROVED_AMOUNT_EXCEEDS_CLAIM"
+    # Approved is paid in full; anything less is partial, with its reason.
+    for wrong in (decision(decision="approved"), decision(amount_approved=usd(12_000))):
+        refusal = await refused(stub.RecordClaimDecision(wrong))
+        assert (refusal.code, refusal.fields) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ["amount_approved"],
+        )
     await stub.RecordClaimDecision(decision())
     refusal = await refused(stub.RecordClaimDecision(decision()))
     assert (refusal.rule, refusal.metadata["decision"]) == ("CLAIM_ALREADY_DECIDED", "partial")
