@@ -152,6 +152,17 @@ def schedule_conflict(
     )
 
 
+def schedule_conflict_withheld(kind: str, starts_at: datetime, ends_at: datetime) -> RuleBroken:
+    """``schedule_conflict`` for a caller who may not learn of the client's other services (a
+    partner agency recording a delivery): the rule and the caller's own slot only."""
+    return RuleBroken(
+        SCHEDULE_CONFLICT,
+        f"{kind} from {starts_at.isoformat()} to {ends_at.isoformat()} overlaps another of the"
+        " client's services; the client cannot have attended both: check the times, or ask the"
+        " agency",
+    )
+
+
 def budget_exceeded(budget_line: str, requested: Money, available: int) -> RuleBroken:
     return RuleBroken(
         BUDGET_EXCEEDED,

@@ -177,9 +177,15 @@ def decide_delivered(
     if facts.closed_at is not None and command.starts_at >= facts.closed_at:
         raise errors.case_closed(facts.case_id, after=facts.closed_at)
     # Where it actually took place must be free too: the client was not in two places.
-    _require_free(
-        schedule, service.kind.value, command.starts_at, command.ends_at, service.service_id
-    )
+    if acting_for is None:
+        _require_free(
+            schedule, service.kind.value, command.starts_at, command.ends_at, service.service_id
+        )
+    elif schedule.conflict(command.starts_at, command.ends_at, service.service_id) is not None:
+        # A partner sees only its referrals' services: the other one is not named to it.
+        raise errors.schedule_conflict_withheld(
+            service.kind.value, command.starts_at, command.ends_at
+        )
     return [
         ServiceDelivered(
             case_id=command.case_id,

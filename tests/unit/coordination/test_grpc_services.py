@@ -315,11 +315,14 @@ async def test_a_delivered_service_keeps_its_slot(
         delivered(care.service_id, HOME_CARE_CO.provider_id, TUESDAY_10)
     )
     written = await store.read_stream("schedule-client-1")
-    refusal = await refused(
-        stub.RecordServiceDelivered(
-            delivered(therapy.service_id, PT_CLINIC.provider_id, TUESDAY_10)
-        )
-    )
+    clash = delivered(therapy.service_id, PT_CLINIC.provider_id, TUESDAY_10)
+    refusal = await refused(stub.RecordServiceDelivered(clash))
+    # The clinic sees only its own referrals' services: the other one is not named to it.
+    assert (refusal.rule, refusal.metadata) == ("SCHEDULE_CONFLICT", {})
+    assert care.service_id not in refusal.message
+    assert "home_care" not in refusal.message
+    clash.context.CopyFrom(command_context("case_manager"))
+    refusal = await refused(stub.RecordServiceDelivered(clash))
     assert (refusal.rule, refusal.metadata["conflicting_service_id"]) == (
         "SCHEDULE_CONFLICT",
         care.service_id,
