@@ -13,7 +13,10 @@ once are sixty appends one after the other instead of up to sixty rounds of lost
 only an economy; replicas of a service still race, and the expected version decides. Only a
 command that states the version it expects
 (``CommandContext.expected_version``) is refused at once when the stream moved: its caller
-decided on what it saw and must look again. Commands on different streams never conflict.
+decided on what it saw and must look again. Commands on different streams never conflict,
+except two under one command id (one key sent with two requests at once): the store records a
+command id once, in the transaction of its events, so the loser writes nothing and answers as a
+later retry would (the first result, or ``IdempotencyKeyReused``), on any replica.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Callable, Sequence
 from weakref import WeakKeyDictionary
 
 from casetrail_platform.commands import CommandContext, VersionConflict
-from casetrail_platform.errors import ConcurrencyError
+from casetrail_platform.errors import CommandAlreadyRecorded, ConcurrencyError
 from casetrail_platform.locking.inprocess import InProcessLocks
 from casetrail_platform.store.port import EventStore
 from events.catalog.base import CaseEvent
@@ -64,9 +67,8 @@ async def execute(
     if turns is None:
         turns = _turns[store] = InProcessLocks()
     # A turn on the command as well as on its stream: two requests under one key for two
-    # streams (another case, another client's schedule) would otherwise both find no earlier
-    # attempt and both be recorded, the second refused ever after as a reuse of the key.
-    # (Between replicas the race stays possible; README, "Retries".)
+    # streams (another case, another client's schedule) take turns here instead of racing in
+    # the store. Between replicas the store's table of commands settles it (see _execute).
     command = f"\x00command:{context.command_id(service)}"
     async with turns.holding([command, stream]):
         return await _execute(store, service, context, stream, decide)
@@ -94,7 +96,13 @@ async def _execute(
         if not events:
             return []
         try:
-            return await store.append(stream, context.new_events(service, events), version)
+            return await store.append(
+                stream, context.new_events(service, events), version, command_id=command_id
+            )
+        except CommandAlreadyRecorded:
+            # The key's command won the race on another connection or replica, maybe on
+            # another stream: answer as a retry would (its result, or IDEMPOTENCY_KEY_REUSED).
+            return context.check_retry(service, await store.read_by_causation(command_id))
         except ConcurrencyError:
             earlier = await store.read_by_causation(command_id)
             if earlier:

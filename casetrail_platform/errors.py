@@ -55,3 +55,14 @@ class StorageConfigurationError(EventPlatformError):
     to configure (the driver's error is chained as its cause)."""
 
     retriable = False
+
+
+class CommandAlreadyRecorded(EventPlatformError):
+    """Another append already recorded this command (its id is in the store's table of
+    commands), with other events: a request sent under the same idempotency key that won a
+    race, maybe on another stream or replica. Nothing of this append was written; the caller
+    reads what the command recorded (``read_by_causation``) and answers as a retry would."""
+
+    def __init__(self, command_id: str) -> None:
+        self.command_id = command_id
+        super().__init__(f"command {command_id} is already recorded with other events")

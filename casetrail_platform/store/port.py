@@ -10,6 +10,10 @@ Guarantees every adapter must give (checked by ``tests/contract/test_event_store
   streams of independent facts never make a writer retry (see ``ANY_VERSION``).
 * appending an event id that is already stored with the same content is a no-op that returns
   the stored records (safe retries); the same id with other content is an error.
+* a command is recorded once: an append that names its ``command_id`` writes that id into the
+  store's table of commands in the same transaction as its events; a later append naming the
+  same command with other events gets ``CommandAlreadyRecorded`` and writes nothing, whichever
+  stream it is for and whichever connection (replica) sends it.
 * ``read_all`` returns events in global-position order and never skips one, even when
   concurrent writers commit out of order.
 * stored events cannot be changed or deleted, not even through the database.
@@ -43,10 +47,17 @@ whose event ids are already stored with the same content returns the stored even
 class EventStore(ABC):
     @abstractmethod
     async def append(
-        self, stream: str, events: Sequence[NewEvent], expected_version: int
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: int,
+        *,
+        command_id: UUID | None = None,
     ) -> list[RecordedEvent]:
         """Append ``events`` to ``stream`` if it is at ``expected_version`` (or wherever the
-        stream ends, for ``ANY_VERSION``)."""
+        stream ends, for ``ANY_VERSION``). ``command_id``: the command these events record
+        (``casetrail_platform.decide``), unique in the store; None for appends that are not a
+        command's (access records, follow-ups), which cost nothing more."""
 
     @abstractmethod
     async def read_stream(

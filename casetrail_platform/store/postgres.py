@@ -31,6 +31,7 @@ import psycopg
 from psycopg import sql
 
 from casetrail_platform.errors import (
+    CommandAlreadyRecorded,
     ConcurrencyError,
     DuplicateEventIdError,
     StorageUnavailableError,
@@ -57,6 +58,7 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _APPEND_LOCK = 0x63747276
 _SCHEMA_LOCK = _APPEND_LOCK + 1
 _CONCURRENCY_SQLSTATE = "CT001"
+_COMMAND_RECORDED_SQLSTATE = "CT004"
 _UNIQUE_VIOLATION = "23505"
 # Bounds on one group commit: the transaction, its parameters and the array slicing in the
 # database stay small, and a waiting request is never held back by a huge group for long.
@@ -88,7 +90,7 @@ class PostgresEventStore(EventStore):
             "SELECT first_position, recorded_at, first_sequence, error_state, error_detail,"
             " error_constraint, error_message FROM {}.append_events_in_group(%b::text[],"
             " %b::integer[], %b::integer[], %b, %b, %b::integer[], %b, %b, %b, %b, %b, %b, %b,"
-            " %b, %b::text[])"
+            " %b, %b::text[], %b::uuid[])"
         ).format(sql.Identifier(schema))
         self._select = sql.SQL(f"SELECT {COLUMNS} FROM {{}}").format(table)
         self._read_all_sql = sql.SQL(
@@ -133,7 +135,12 @@ class PostgresEventStore(EventStore):
         await self._readers.close()
 
     async def append(
-        self, stream: str, events: Sequence[NewEvent], expected_version: int
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: int,
+        *,
+        command_id: UUID | None = None,
     ) -> list[RecordedEvent]:
         if not events:
             return []
@@ -168,7 +175,7 @@ class PostgresEventStore(EventStore):
             [trace_parent] * len(events),
         )
         future: asyncio.Future[Row] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(stream, expected_version, columns, future))
+        self._pending.append(_Request(stream, expected_version, command_id, columns, future))
         if self._committing is None:
             self._committing = asyncio.create_task(
                 self._commit_pending(), name=f"append:{self._schema}"
@@ -184,7 +191,7 @@ class PostgresEventStore(EventStore):
         ) = await future
         if state is not None:
             return await self._refused(
-                stream, events, expected_version, state, detail, constraint, message
+                stream, events, expected_version, command_id, state, detail, constraint, message
             )
         return [
             recorded_from_new(
@@ -221,6 +228,7 @@ class PostgresEventStore(EventStore):
         ]
         for column in range(len(group[0].columns)):
             parameters.append([item for request in group for item in request.columns[column]])
+        parameters.append([request.command_id for request in group])
 
         async def execute(connection: Connection) -> list[Row]:
             cursor = connection.cursor(binary=True)
@@ -263,6 +271,7 @@ class PostgresEventStore(EventStore):
         stream: str,
         events: Sequence[NewEvent],
         expected_version: int,
+        command_id: UUID | None,
         state: str,
         detail: str | None,
         constraint: str | None,
@@ -270,13 +279,15 @@ class PostgresEventStore(EventStore):
     ) -> list[RecordedEvent]:
         """The answer to a request its group refused: the stored events if it was a retry of an
         append already stored, else the error. Reads committed state, after the group."""
-        if state in (_CONCURRENCY_SQLSTATE, _UNIQUE_VIOLATION):
+        if state in (_CONCURRENCY_SQLSTATE, _UNIQUE_VIOLATION, _COMMAND_RECORDED_SQLSTATE):
             # Also what a retry after a lost acknowledgement sees: the batch is stored.
             retried = await self._already_stored(stream, events)
             if retried is not None:
                 return retried
         if state == _CONCURRENCY_SQLSTATE:
             raise ConcurrencyError(stream, expected_version, int(detail or "-1"))
+        if state == _COMMAND_RECORDED_SQLSTATE:
+            raise CommandAlreadyRecorded(str(command_id))
         if state == _UNIQUE_VIOLATION:
             # Only a writer that bypasses append_events (and its lock) gets here.
             raise await self._unique_violation(constraint, stream, events, expected_version)
@@ -404,6 +415,7 @@ class PostgresEventStore(EventStore):
         script = sql.SQL(template).format(
             schema=sql.Identifier(self._schema),
             table_name=sql.Literal(f'"{self._schema}".stored_events'),
+            commands_name=sql.Literal(f'"{self._schema}".recorded_commands'),
             channel=sql.Literal(self._channel),
             lock_class=sql.Literal(_APPEND_LOCK),
         )
@@ -428,6 +440,7 @@ class _Request:
 
     stream: str
     expected_version: int
+    command_id: UUID | None
     columns: tuple[list[Any], ...]
     future: asyncio.Future[Row]
 

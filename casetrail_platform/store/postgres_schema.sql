@@ -107,9 +107,44 @@ BEGIN
 END
 $$;
 
+-- One row per command (casetrail_platform/decide.py): its id (service, actor and idempotency key),
+-- the stream, first event and first position it recorded. The first event's id carries the
+-- request's fingerprint (casetrail_platform/commands.py). Written by append_events in the
+-- transaction of the command's events, so two replicas given two requests under one key record
+-- one of them, whichever streams they write. Made once; a table made before it existed gets a
+-- row for every causation id already stored (follow-ups' causation ids, which are event ids, come
+-- along and never equal a command id), under the append lock so no append slips between.
+DO $$
+BEGIN
+    IF to_regclass({commands_name}) IS NULL THEN
+        PERFORM pg_advisory_xact_lock({lock_class}, {table_name}::regclass::oid::integer);
+        CREATE TABLE {schema}.recorded_commands (
+            first_position  bigint  NOT NULL,
+            command_id      uuid    NOT NULL,
+            first_event_id  uuid    NOT NULL,
+            stream          text    NOT NULL,
+            CONSTRAINT recorded_commands_pkey PRIMARY KEY (command_id)
+        );
+        INSERT INTO {schema}.recorded_commands (first_position, command_id, first_event_id, stream)
+        SELECT DISTINCT ON (e.causation_id) e.position, e.causation_id, e.event_id, e.stream
+        FROM {schema}.stored_events e
+        WHERE e.causation_id IS NOT NULL
+        ORDER BY e.causation_id, e.position;
+        CREATE TRIGGER recorded_commands_are_immutable
+            BEFORE UPDATE OR DELETE OR TRUNCATE ON {schema}.recorded_commands
+            FOR EACH STATEMENT EXECUTE FUNCTION {schema}.refuse_event_change();
+    END IF;
+END
+$$;
+
+-- The functions below took no command until the table above existed. Their older signatures
+-- are left in place (other overloads, not replaced): a replica not yet upgraded keeps calling
+-- them during a rolling upgrade, and records its commands without the table until it is.
+--
 -- Appends a batch to one stream atomically and returns the first position and the recorded-at
 -- time shared by the whole batch, and the sequence of its first event. Raises CT001 (DETAIL: the
--- stream's actual version) when the stream is not at p_expected. p_expected = -1 (ANY_VERSION
+-- stream's actual version) when the stream is not at p_expected, CT004 when p_command (the
+-- command the batch records, NULL for appends that are not a command's) is already recorded. p_expected = -1 (ANY_VERSION
 -- in casetrail_platform/store/port.py) appends after the stream's newest event, whatever it is:
 -- under the lock below nobody else can append meanwhile, so it never conflicts.
 --
@@ -140,6 +175,7 @@ CREATE OR REPLACE FUNCTION {schema}.append_events(
     p_occurred_at     timestamptz[],
     p_subjects        text[],
     p_trace_parents   text[],
+    p_command         uuid,
     OUT first_position bigint,
     OUT recorded_at    timestamptz,
     OUT first_sequence integer
@@ -167,6 +203,16 @@ BEGIN
     first_sequence := p_expected + 1;
     -- never earlier than the event before it, even if the clock steps back
     recorded_at := greatest(clock_timestamp(), v_last_time);
+
+    IF p_command IS NOT NULL THEN
+        INSERT INTO {schema}.recorded_commands (first_position, command_id, first_event_id, stream)
+        VALUES (first_position, p_command, p_event_ids[1], p_stream)
+        ON CONFLICT (command_id) DO NOTHING;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'command % is already recorded', p_command
+                USING ERRCODE = 'CT004';
+        END IF;
+    END IF;
 
     INSERT INTO {schema}.stored_events (
         position, occurred_at, recorded_at, sequence, schema_version, event_id,
@@ -214,7 +260,8 @@ CREATE OR REPLACE FUNCTION {schema}.append_events_in_group(
     p_causation_ids   uuid[],
     p_occurred_at     timestamptz[],
     p_subjects        text[],
-    p_trace_parents   text[]
+    p_trace_parents   text[],
+    p_commands        uuid[]
 )
 RETURNS TABLE (
     first_position   bigint,
@@ -250,7 +297,7 @@ BEGIN
                 p_data[v_from:v_to], p_sources[v_from:v_to], p_actor_ids[v_from:v_to],
                 p_actor_roles[v_from:v_to], p_correlation_ids[v_from:v_to],
                 p_causation_ids[v_from:v_to], p_occurred_at[v_from:v_to],
-                p_subjects[v_from:v_to], p_trace_parents[v_from:v_to]) AS a;
+                p_subjects[v_from:v_to], p_trace_parents[v_from:v_to], p_commands[i]) AS a;
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS
                 error_state = RETURNED_SQLSTATE,

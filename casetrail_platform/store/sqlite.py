@@ -15,7 +15,11 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from casetrail_platform.checkpoints import CheckpointStore
-from casetrail_platform.errors import ConcurrencyError, DuplicateEventIdError
+from casetrail_platform.errors import (
+    CommandAlreadyRecorded,
+    ConcurrencyError,
+    DuplicateEventIdError,
+)
 from casetrail_platform.parking import ParkedRecord, ParkingLot
 from casetrail_platform.store.guard import require_publishable, storable_data
 from casetrail_platform.store.port import ANY_VERSION, EventStore
@@ -87,6 +91,10 @@ _INSERT = (
     " subject, trace_parent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 _SELECT = f"SELECT {COLUMNS} FROM stored_events"
+_INSERT_COMMAND = (
+    "INSERT INTO recorded_commands (command_id, stream, first_event_id, first_position)"
+    " VALUES (?,?,?,?)"
+)
 _READ_ALL = (
     f"SELECT {TRACED_COLUMNS} FROM stored_events WHERE position > ? ORDER BY position LIMIT ?"
 )
@@ -123,6 +131,7 @@ class SqliteEventStore(EventStore):
         store._writer.after_commit = store._notify_from_writer
         await asyncio.to_thread(store._writer.start, SCHEMA)
         await store._writer.write(_add_trace_column)
+        await store._writer.write(_add_command_table)
         store._last_recorded_at = await store._read(_max_recorded_at)
         store._committed_position = await store._read(_last_position)
         return store
@@ -140,7 +149,12 @@ class SqliteEventStore(EventStore):
             self._inline = None
 
     async def append(
-        self, stream: str, events: Sequence[NewEvent], expected_version: int
+        self,
+        stream: str,
+        events: Sequence[NewEvent],
+        expected_version: int,
+        *,
+        command_id: UUID | None = None,
     ) -> list[RecordedEvent]:
         if not events:
             return []
@@ -150,9 +164,17 @@ class SqliteEventStore(EventStore):
         require_publishable(stream, events, data)
         trace_parent = current_traceparent()
         registry = self._registry
+        command = None if command_id is None else str(command_id)
         rows = await self._writer.write(
             lambda connection: self._append_in(
-                connection, stream, list(events), data, expected_version, trace_parent, registry
+                connection,
+                stream,
+                list(events),
+                data,
+                expected_version,
+                trace_parent,
+                registry,
+                command,
             )
         )
         if isinstance(rows, _Appended):
@@ -179,6 +201,7 @@ class SqliteEventStore(EventStore):
         expected_version: int,
         trace_parent: str | None,
         registry: EventRegistry,
+        command: str | None,
     ) -> list[StoredRow] | _Appended:
         """The new events' place, or the stored rows when this is a retry of a stored batch."""
         current = _version_of(connection, stream)
@@ -190,6 +213,12 @@ class SqliteEventStore(EventStore):
             if retried is not None:
                 return retried
             raise ConcurrencyError(stream, expected_version, current)
+        if command is not None and _command_recorded(connection, command):
+            # Looked up before the insert: the writer thread is the file's only writer.
+            retried = _already_stored(connection, stream, events, registry)
+            if retried is not None:
+                return retried
+            raise CommandAlreadyRecorded(command)
         # recorded-at never goes backwards along the global order, even if the clock does.
         recorded_at = max(to_micros_now(), self._last_recorded_at)
         try:
@@ -210,7 +239,12 @@ class SqliteEventStore(EventStore):
         self._last_recorded_at = recorded_at
         # One writer and INTEGER PRIMARY KEY: the batch got consecutive positions.
         last_position = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
-        return _Appended(last_position - len(events) + 1, recorded_at, expected_version)
+        first_position = last_position - len(events) + 1
+        if command is not None:
+            connection.execute(
+                _INSERT_COMMAND, (command, stream, str(events[0].event_id), first_position)
+            )
+        return _Appended(first_position, recorded_at, expected_version)
 
     async def read_stream(
         self,
@@ -453,6 +487,43 @@ def _add_trace_column(connection: sqlite3.Connection) -> None:
     columns = {row[1] for row in connection.execute("PRAGMA table_info(stored_events)")}
     if "trace_parent" not in columns:
         connection.execute("ALTER TABLE stored_events ADD COLUMN trace_parent TEXT")
+
+
+_COMMAND_TABLE = (
+    "CREATE TABLE recorded_commands (command_id TEXT PRIMARY KEY, stream TEXT NOT NULL,"
+    " first_event_id TEXT NOT NULL, first_position INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TRIGGER recorded_commands_are_immutable BEFORE UPDATE ON recorded_commands"
+    " BEGIN SELECT RAISE(ABORT, 'recorded commands are immutable'); END",
+    "CREATE TRIGGER recorded_commands_are_never_deleted BEFORE DELETE ON recorded_commands"
+    " BEGIN SELECT RAISE(ABORT, 'recorded commands cannot be deleted'); END",
+    # A file made before the table: every causation id already stored, with its first event.
+    "INSERT INTO recorded_commands (command_id, stream, first_event_id, first_position)"
+    " SELECT causation_id, stream, event_id, min(position) FROM stored_events"
+    " WHERE causation_id IS NOT NULL GROUP BY causation_id",
+)
+"""Statements run one by one (``executescript`` would commit the writer's transaction)."""
+
+
+def _add_command_table(connection: sqlite3.Connection) -> None:
+    """Give a file its table of recorded commands (one row per command id: the stream, first
+    event and position it recorded; the first event's id carries the request's fingerprint).
+    A file made before the table existed gets a row for every causation id already stored,
+    so a command recorded before the upgrade is not recorded again under another request.
+    Causation ids of follow-ups (an event's id) come along: they never equal a command id."""
+    found = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'recorded_commands'"
+    ).fetchone()
+    if found is not None:
+        return
+    for statement in _COMMAND_TABLE:
+        connection.execute(statement)
+
+
+def _command_recorded(connection: sqlite3.Connection, command: str) -> bool:
+    found = connection.execute(
+        "SELECT 1 FROM recorded_commands WHERE command_id = ?", (command,)
+    ).fetchone()
+    return found is not None
 
 
 def _max_recorded_at(connection: sqlite3.Connection) -> int:

@@ -9,11 +9,17 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from casetrail_platform.errors import ConcurrencyError, DuplicateEventIdError
+from casetrail_platform.commands import CommandContext, IdempotencyKeyReused
+from casetrail_platform.decide import execute
+from casetrail_platform.errors import (
+    CommandAlreadyRecorded,
+    ConcurrencyError,
+    DuplicateEventIdError,
+)
 from casetrail_platform.limits import MAX_EVENT_BYTES
 from casetrail_platform.store.port import ANY_VERSION, NO_STREAM, EventStore, drain
-from events.catalog.base import CaseEvent
-from events.envelope import NewEvent
+from events.catalog.base import CaseEvent, Role
+from events.envelope import Actor, NewEvent
 from events.errors import InvalidEventError, UnknownEventTypeError
 from events.registry import EventRegistry
 from tests.contract.conftest import StoreOpener
@@ -365,3 +371,102 @@ async def test_read_for_command_gives_the_stream_to_a_new_command_and_a_retry_it
 
     earlier, _ = await event_store.read_for_command(command, "case-1")
     assert earlier == recorded
+
+
+async def test_a_command_is_recorded_once_by_racing_replicas_on_two_streams(
+    open_store: StoreOpener,
+) -> None:
+    """Two replicas (two store objects, two connections) given two different requests under
+    one key at the same moment, each for another stream: one is recorded, the other gets
+    CommandAlreadyRecorded and writes nothing. Raced a few times so the order varies."""
+    replicas = [await open_store(), await open_store()]
+    for round_ in range(10):
+        command = uuid4()
+        batches = [
+            (f"case-{round_}-a", [caused_by(note("a", "first request"), command)]),
+            (f"case-{round_}-b", [caused_by(note("b", "other request"), command)]),
+        ]
+        outcomes = await asyncio.gather(
+            *(
+                replica.append(stream, batch, NO_STREAM, command_id=command)
+                for replica, (stream, batch) in zip(replicas, batches, strict=True)
+            ),
+            return_exceptions=True,
+        )
+
+        winners = [o for o in outcomes if isinstance(o, list)]
+        assert len(winners) == 1, outcomes
+        assert [type(o) for o in outcomes if not isinstance(o, list)] == [CommandAlreadyRecorded]
+        assert await replicas[0].read_by_causation(command) == winners[0]
+        versions = [await replicas[1].stream_version(stream) for stream, _ in batches]
+        assert sorted(versions) == [0, 1]
+
+
+async def test_a_command_resent_with_its_events_returns_them_on_any_replica(
+    open_store: StoreOpener,
+) -> None:
+    first, second = await open_store(), await open_store()
+    command = uuid4()
+    batch = [caused_by(note("1", "a"), command), caused_by(note("1", "b"), command)]
+    recorded = await first.append("case-1", batch, NO_STREAM, command_id=command)
+
+    assert await second.append("case-1", batch, NO_STREAM, command_id=command) == recorded
+    assert await first.append("case-1", batch, 2, command_id=command) == recorded
+    with pytest.raises(CommandAlreadyRecorded):
+        await second.append(
+            "case-2", [caused_by(note("2"), command)], NO_STREAM, command_id=command
+        )
+    assert await first.stream_version("case-2") == 0
+    assert await first.last_position() == recorded[-1].position
+
+
+async def test_appends_that_are_not_commands_share_a_causation_id_freely(
+    event_store: EventStore,
+) -> None:
+    """Follow-ups of one event on several streams carry its id as their causation id."""
+    cause = uuid4()
+    await event_store.append("budget-1", [caused_by(note("1"), cause)], NO_STREAM)
+    await event_store.append("budget-2", [caused_by(note("2"), cause)], NO_STREAM)
+
+    assert len(await event_store.read_by_causation(cause)) == 2
+
+
+async def test_two_requests_under_one_key_on_two_replicas_record_one(
+    open_store: StoreOpener,
+) -> None:
+    """Through decide.execute, as services run commands: the loser is answered as a later
+    retry would be, IDEMPOTENCY_KEY_REUSED for another request and the first result for the
+    same one, and nothing of its own is written."""
+    replicas = [await open_store(), await open_store()]
+    actor = Actor("maria.lopez", Role.SOCIAL_WORKER)
+
+    async def run(replica: EventStore, key: str, stream: str, fingerprint: str) -> object:
+        context = CommandContext(actor, key, request_fingerprint=fingerprint)
+        try:
+            return await execute(
+                replica,
+                "svc",
+                context,
+                stream,
+                lambda _: [NoteWritten(case_id=stream, text=fingerprint[:3], words=1)],
+            )
+        except IdempotencyKeyReused as refused:
+            return refused
+
+    for round_ in range(5):
+        key = f"k-{round_}"
+        different = await asyncio.gather(
+            run(replicas[0], key, f"case-{round_}-a", "a" * 64),
+            run(replicas[1], key, f"case-{round_}-b", "b" * 64),
+        )
+        assert sum(isinstance(r, IdempotencyKeyReused) for r in different) == 1
+        streams = [f"case-{round_}-a", f"case-{round_}-b"]
+        assert sum([await replicas[0].stream_version(s) for s in streams]) == 1
+
+        same_key = f"same-{round_}"
+        same = await asyncio.gather(
+            run(replicas[0], same_key, f"case-{round_}-c", "c" * 64),
+            run(replicas[1], same_key, f"case-{round_}-c", "c" * 64),
+        )
+        assert same[0] == same[1]
+        assert await replicas[1].stream_version(f"case-{round_}-c") == 1

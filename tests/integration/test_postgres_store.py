@@ -14,7 +14,11 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from casetrail_platform.errors import ConcurrencyError, DuplicateEventIdError
+from casetrail_platform.errors import (
+    CommandAlreadyRecorded,
+    ConcurrencyError,
+    DuplicateEventIdError,
+)
 from casetrail_platform.store.port import NO_STREAM
 from casetrail_platform.store.postgres import PostgresEventStore
 from events.catalog.base import CaseEvent, Role
@@ -163,6 +167,26 @@ async def test_stored_events_cannot_be_changed_through_sql(
 
     assert raised.value.sqlstate == "CT003"
     assert await store.read_all() == [recorded]
+
+
+async def test_a_store_made_before_the_command_table_gets_its_commands_on_start(
+    open_store: Opener, schema: str, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    store = await open_store()
+    command = uuid.uuid4()
+    first = touched("1")
+    first = replace(first, metadata=replace(first.metadata, causation_id=command))
+    # As an older version stored a command: its events only.
+    await store.append("case-1", [first], NO_STREAM)
+    await admin.execute(f'DROP TABLE "{schema}".recorded_commands')
+
+    upgraded = await open_store()
+    other = replace(touched("2"), metadata=first.metadata)
+    with pytest.raises(CommandAlreadyRecorded):
+        await upgraded.append("case-2", [other], NO_STREAM, command_id=command)
+    assert await upgraded.stream_version("case-2") == 0
+    with pytest.raises(psycopg.Error, match="immutable"):
+        await admin.execute(f'DELETE FROM "{schema}".recorded_commands')
 
 
 async def test_positions_stay_dense_after_failed_appends(store: PostgresEventStore) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
+from casetrail_platform.errors import CommandAlreadyRecorded
 from casetrail_platform.store.port import NO_STREAM
 from casetrail_platform.store.sqlite import SqliteCheckpointStore, SqliteEventStore
 from tests.support.sample_events import note, sample_registry
@@ -25,6 +28,32 @@ async def test_stored_events_cannot_be_changed_or_deleted_through_the_database(
         connection.execute("UPDATE stored_events SET stream = 'x'")
     with pytest.raises(sqlite3.IntegrityError, match="cannot be deleted"):
         connection.execute("DELETE FROM stored_events")
+
+
+async def test_a_file_made_before_the_command_table_gets_its_commands_on_open(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    command = uuid4()
+    first = note("1")
+    first = replace(first, metadata=replace(first.metadata, causation_id=command))
+    # As an older version stored a command: its events only.
+    await store.append("case-1", [first], NO_STREAM)
+    await store.close()
+    with sqlite3.connect(tmp_path / "events.db") as connection:
+        connection.execute("DROP TABLE recorded_commands")
+
+    reopened = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    other = replace(note("2"), metadata=first.metadata)
+    with pytest.raises(CommandAlreadyRecorded):
+        await reopened.append("case-2", [other], NO_STREAM, command_id=command)
+    assert await reopened.stream_version("case-2") == 0
+    await reopened.close()
+    connection = sqlite3.connect(tmp_path / "events.db")
+    with pytest.raises(sqlite3.IntegrityError, match="immutable"):
+        connection.execute("UPDATE recorded_commands SET stream = 'x'")
+    with pytest.raises(sqlite3.IntegrityError, match="cannot be deleted"):
+        connection.execute("DELETE FROM recorded_commands")
 
 
 async def test_events_survive_reopening_the_file(tmp_path: Path) -> None:
