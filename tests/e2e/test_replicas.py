@@ -26,7 +26,15 @@ import pytest_asyncio
 from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
-from cli.rpc import Connection, TokenSource, command, connect, eventually, query
+from cli.rpc import (
+    Connection,
+    TokenSource,
+    command,
+    connect,
+    eventually,
+    query,
+    refusal_of,
+)
 from cli.walk.story import AUDITOR, COORDINATOR, RECEPTIONIST
 from services.coordination.adapters.example_agency import EXAMPLE
 from tests.e2e.conftest import Casetrail
@@ -249,6 +257,52 @@ async def test_one_command_sent_to_every_replica_at_once_is_recorded_once(
         )
     )
     assert [service.service_id for service in listed.services] == [answers[0].service_id]
+
+
+async def test_one_key_sent_with_different_requests_to_every_replica_records_one(
+    cluster: Cluster,
+) -> None:
+    """Three requests under one key, each for another client's schedule (three streams), each
+    sent to every replica at once: one request is recorded and answered alike everywhere; the
+    others are refused IDEMPOTENCY_KEY_REUSED, as a later retry of them would be. A few
+    rounds (a key and an hour each), so the replicas race more than once."""
+    cases = [await new_case(cluster.casetrail(), "physical_therapy") for _ in range(REPLICAS)]
+    await asyncio.gather(*(known_everywhere(cluster, case) for case in cases))
+    recorded: list[str] = []
+    for hour in range(1, 7):
+        requests = [schedule(case, "physical_therapy", next_week(hour)) for case in cases]
+        for request in requests[1:]:
+            request.context.CopyFrom(requests[0].context)
+
+        answers = await asyncio.gather(
+            *(
+                retrying(cluster.at(n).as_(COORDINATOR).coordination.ScheduleService, request)
+                for request in requests
+                for n in range(REPLICAS)
+            ),
+            return_exceptions=True,
+        )
+
+        accepted = [a for a in answers if isinstance(a, co.ScheduleServiceResponse)]
+        refusals = [refusal_of(a) for a in answers if isinstance(a, grpc.aio.AioRpcError)]
+        assert len(accepted) + len(refusals) == len(answers)
+        assert len({a.SerializeToString(deterministic=True) for a in accepted}) == 1
+        assert len(accepted) == REPLICAS
+        assert {(r.code, r.reason) for r in refusals} == {
+            (grpc.StatusCode.FAILED_PRECONDITION, "IDEMPOTENCY_KEY_REUSED")
+        }
+        recorded.append(accepted[0].service_id)
+    scheduled = []
+    for case in cases:
+        listed = (
+            await cluster.at(2)
+            .as_(COORDINATOR)
+            .coordination.GetClientSchedule(
+                co.GetClientScheduleRequest(context=query("coordination"), client_id=case.client_id)
+            )
+        )
+        scheduled += [service.service_id for service in listed.services]
+    assert sorted(scheduled) == sorted(recorded)
 
 
 async def test_every_event_is_published_even_when_a_relay_leader_dies(cluster: Cluster) -> None:
