@@ -47,6 +47,7 @@ def current_models() -> tuple[type[CaseEvent], ...]:
         referrals.ReferralAccepted,
         referrals.ReferralDeclined,
         referrals.ReferralCompleted,
+        referrals.ReferralWithdrawn,
         scheduling.ServiceScheduled,
         scheduling.ServiceRescheduled,
         scheduling.ServiceCancelled,

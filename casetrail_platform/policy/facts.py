@@ -31,6 +31,7 @@ FACT_EVENT_TYPES = frozenset(
         referrals.ReferralAccepted.event_type,
         referrals.ReferralDeclined.event_type,
         referrals.ReferralCompleted.event_type,
+        referrals.ReferralWithdrawn.event_type,
         access.ConsentGranted.event_type,
         access.ConsentRevoked.event_type,
         emergency.EmergencyAccessOpened.event_type,
@@ -85,8 +86,9 @@ class EmergencyAccess:
 
 @dataclass(frozen=True, slots=True)
 class AcceptedReferral:
-    """A referral the provider accepted and that still runs (neither completed nor declined, on
-    a case that is open): what a partner agency may see of the case is bounded by it."""
+    """A referral the provider accepted and that still runs (neither completed, declined nor
+    withdrawn, on a case that is open): what a partner agency may see of the case is bounded
+    by it."""
 
     referral_id: str
     provider_id: str
@@ -184,6 +186,7 @@ def entry_of(recorded: RecordedEvent) -> Entry | None:
             referrals.ReferralAccepted()
             | referrals.ReferralDeclined()
             | referrals.ReferralCompleted()
+            | referrals.ReferralWithdrawn()
         ):
             entry = {"referral_id": event.referral_id, "provider_id": event.provider_id}
         case access.ConsentGranted():
@@ -256,6 +259,9 @@ def fold(
         elif kind in (
             referrals.ReferralDeclined.event_type,
             referrals.ReferralCompleted.event_type,
+            # Withdrawn by the agency: the relationship ends for good, even if the case is
+            # later reopened (unlike a closure, which only suspends it).
+            referrals.ReferralWithdrawn.event_type,
         ):
             accepted.pop(entry["referral_id"], None)
         elif kind == access.ConsentGranted.event_type:

@@ -118,6 +118,7 @@ from events.catalog.referrals import (
     ReferralCompleted,
     ReferralDeclined,
     ReferralMade,
+    ReferralWithdrawn,
 )
 from events.catalog.scheduling import (
     CancelledBy,
@@ -308,6 +309,12 @@ def example_events() -> tuple[CaseEvent, ...]:
             referral_id="ref-counsel",
             provider_id="agency-harbour",
             outcome="Ten sessions; mood improved, client attends a bereavement group",
+        ),
+        ReferralWithdrawn(
+            case_id=CASE,
+            referral_id="ref-transport",
+            provider_id="agency-dial-a-ride",
+            reason="Client's daughter now drives him to his appointments",
         ),
         ServiceScheduled(
             case_id=CASE,

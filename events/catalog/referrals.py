@@ -69,3 +69,18 @@ class ReferralCompleted(CaseEvent):
     referral_id: Identifier
     provider_id: Identifier
     outcome: SensitiveNote
+
+
+class ReferralWithdrawn(CaseEvent):
+    """The referring agency called the referral off before it ended: the client changed their
+    mind, the need went away, the provider was the wrong one, or the case was closed. The
+    provider's part in the case ends with it, as with a completion."""
+
+    event_type: ClassVar[str] = "casetrail.referral.withdrawn"
+
+    case_id: Identifier
+    referral_id: Identifier
+    provider_id: Identifier
+    reason: SensitiveNote = Field(
+        description="Why it was withdrawn; it often speaks of the client (sealed)."
+    )

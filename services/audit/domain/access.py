@@ -83,6 +83,7 @@ def sections_by_type() -> dict[str, tuple[RecordSection, ...]]:
                 referrals.ReferralAccepted,
                 referrals.ReferralDeclined,
                 referrals.ReferralCompleted,
+                referrals.ReferralWithdrawn,
             ),
         ),
         (

@@ -274,6 +274,8 @@ class _Folding:
                 self._referral(event.referral_id, event.provider_id, "declined")
             case referrals.ReferralCompleted():
                 self._referral(event.referral_id, event.provider_id, "completed")
+            case referrals.ReferralWithdrawn():
+                self._referral(event.referral_id, event.provider_id, "withdrawn")
             case access.ConsentGranted():
                 self.consents[event.consent_id] = Consent(
                     event.consent_id,

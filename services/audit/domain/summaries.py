@@ -100,6 +100,8 @@ def _referral_or_service(event: CaseEvent) -> str | None:
             return f"recorded that {event.provider_id} declined referral {event.referral_id}"
         case referrals.ReferralCompleted():
             return f"recorded that {event.provider_id} completed referral {event.referral_id}"
+        case referrals.ReferralWithdrawn():
+            return f"withdrew referral {event.referral_id} to {event.provider_id}"
         case scheduling.ServiceScheduled():
             return (
                 f"scheduled service {event.service_id} with {event.provider.name}, "

@@ -16,6 +16,7 @@ from events.catalog.referrals import (
     ReferralCompleted,
     ReferralDeclined,
     ReferralMade,
+    ReferralWithdrawn,
 )
 from events.catalog.values import Money, NeedCategory, Provider
 from events.envelope import RecordedEvent
@@ -26,6 +27,12 @@ class ReferralStatus(StrEnum):
     ACCEPTED = "accepted"
     DECLINED = "declined"
     COMPLETED = "completed"
+    WITHDRAWN = "withdrawn"
+
+
+RUNNING_REFERRAL_STATUSES = frozenset({ReferralStatus.PENDING, ReferralStatus.ACCEPTED})
+"""A referral still running: the provider may yet take it on, or is working on it. Only such a
+referral can be withdrawn, or have services come from it."""
 
 
 @dataclass(slots=True)
@@ -66,6 +73,9 @@ class CaseState:
     eligibility: list[EligibilityDetermined] = field(default_factory=list)
     claims: dict[str, Claim] = field(default_factory=dict)
 
+    def running_referrals(self) -> list[Referral]:
+        return [r for r in self.referrals.values() if r.status in RUNNING_REFERRAL_STATUSES]
+
     def referred_needs(self) -> frozenset[NeedCategory]:
         """Needs an outside provider has taken on (accepted, or done). A referral still
         pending may yet be declined, and the need would then be left with a worker who may not
@@ -105,6 +115,8 @@ def _apply(state: CaseState, recorded: RecordedEvent) -> None:
             state.referrals[event.referral_id].status = ReferralStatus.DECLINED
         case ReferralCompleted():
             state.referrals[event.referral_id].status = ReferralStatus.COMPLETED
+        case ReferralWithdrawn():
+            state.referrals[event.referral_id].status = ReferralStatus.WITHDRAWN
         case EligibilityDetermined():
             state.eligibility.append(event)
         case InsuranceClaimFiled():

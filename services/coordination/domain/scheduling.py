@@ -20,7 +20,7 @@ from events.catalog.scheduling import (
 )
 from events.errors import FieldProblem
 from services.coordination.domain import errors
-from services.coordination.domain.case import CaseState, ReferralStatus
+from services.coordination.domain.case import RUNNING_REFERRAL_STATUSES, CaseState
 from services.coordination.domain.commands import (
     CancelService,
     RecordServiceDelivered,
@@ -66,7 +66,7 @@ def decide_schedule(
         referral = case.referrals.get(command.referral_id)
         if referral is None:
             raise NotFound("referral", command.referral_id)
-        if referral.status in (ReferralStatus.DECLINED, ReferralStatus.COMPLETED):
+        if referral.status not in RUNNING_REFERRAL_STATUSES:
             raise RuleBroken(
                 errors.REFERRAL_NOT_USABLE,
                 f"referral {referral.referral_id} is {referral.status.value}; services can only "

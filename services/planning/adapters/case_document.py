@@ -33,6 +33,7 @@ from events.catalog.referrals import (
     ReferralCompleted,
     ReferralDeclined,
     ReferralMade,
+    ReferralWithdrawn,
 )
 from events.catalog.scheduling import (
     ServiceCancelled,
@@ -272,13 +273,14 @@ def _referral_made(document: Document, event: ReferralMade, recorded: RecordedEv
 
 def _referral_answered(
     document: Document,
-    event: ReferralAccepted | ReferralDeclined | ReferralCompleted,
+    event: ReferralAccepted | ReferralDeclined | ReferralCompleted | ReferralWithdrawn,
     recorded: RecordedEvent,
 ) -> None:
     status = {
         ReferralAccepted: "accepted",
         ReferralDeclined: "declined",
         ReferralCompleted: "completed",
+        ReferralWithdrawn: "withdrawn",
     }[type(event)]
     for referral in _entries(document["referrals"], "referral_id", event.referral_id):
         referral["status"] = status
@@ -342,6 +344,7 @@ _CHANGES: dict[type[CaseEvent], Change] = {
     ReferralAccepted: _referral_answered,
     ReferralDeclined: _referral_answered,
     ReferralCompleted: _referral_answered,
+    ReferralWithdrawn: _referral_answered,
 }
 
 EVENT_TYPES = frozenset(kind.event_type for kind in _CHANGES)

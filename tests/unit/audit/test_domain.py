@@ -80,7 +80,11 @@ def test_the_catalog_examples_fold_into_a_full_state() -> None:
     services = {s.service_id: s.status for s in state.services}
     assert services == {"svc-physio-1": "delivered", "svc-transport-9": "cancelled"}
     referrals = {r.referral_id: r.status for r in state.referrals}
-    assert referrals == {"ref-counsel": "completed", "ref-meals": "declined"}
+    assert referrals == {
+        "ref-counsel": "completed",
+        "ref-meals": "declined",
+        "ref-transport": "withdrawn",
+    }
     assert [(c.consent_id, c.status) for c in state.consents] == [("consent-5", "revoked")]
     assert state.events_applied == len(recorded)
 

@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
 from cli.rpc import Person
-from events.catalog.referrals import ReferralCompleted, ReferralDeclined
+from events.catalog.referrals import ReferralCompleted, ReferralDeclined, ReferralWithdrawn
 from events.envelope import Actor
 from tests.support.grpc import refusal, unpacked
 from tests.support.identity import acting
@@ -314,6 +314,33 @@ async def test_closure_is_refused_while_referrals_run_until_the_partner_ends_the
             case_id="case-1", referral_id="ref-2", provider_id=provider, reason="full"
         ),
     )
+    closed = await planning.stub.CloseCase(close)
+    assert closed.result.version == 1
+
+
+async def test_a_withdrawn_referral_no_longer_holds_the_closure(planning: Planning) -> None:
+    bus = planning.bus
+    await bus.open_case("case-1")
+    await bus.record(COORDINATION, "case-1", referral("case-1", "ref-1"))
+    await bus.record(COORDINATION, "case-1", referral_accepted("case-1", "ref-1"))
+    close = planning_pb2.CloseCaseRequest(
+        context=ctx(key="close"), case_id="case-1", reason="client_moved"
+    )
+    code, _ = await refused(planning.stub.CloseCase(close))
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+
+    provider = referral("case-1").provider.provider_id
+    await bus.record(
+        COORDINATION,
+        "case-1",
+        ReferralWithdrawn(
+            case_id="case-1", referral_id="ref-1", provider_id=provider, reason="moved away"
+        ),
+    )
+    view = await planning.stub.GetCaseView(
+        planning_pb2.GetCaseViewRequest(context=query(), case_id="case-1")
+    )
+    assert [(r.referral_id, r.status) for r in view.referrals] == [("ref-1", "withdrawn")]
     closed = await planning.stub.CloseCase(close)
     assert closed.result.version == 1
 

@@ -523,6 +523,35 @@ def test_closing_the_case_ends_the_partners_relationship_until_it_is_reopened() 
     assert rule(made, accepted, closed, as_of=before) == "referral-recipient"
 
 
+def test_a_withdrawn_referral_ends_the_partners_relationship_even_after_a_reopening() -> None:
+    def entry(kind: str, at: int, **fields: object) -> dict[str, object]:
+        moment = (NOW + timedelta(seconds=at)).isoformat()
+        return {"type": f"casetrail.{kind}", "recorded_at": moment, **fields}
+
+    made = entry("referral.made", 1, referral_id="r-1", provider_id="harbour", categories=[])
+    accepted = entry("referral.accepted", 2, referral_id="r-1", provider_id="harbour")
+    withdrawn = entry("referral.withdrawn", 3, referral_id="r-1", provider_id="harbour")
+    partner = who("h", Role.PARTNER_AGENCY, "harbour")
+    consent = replace(CONSENT, categories=frozenset())
+
+    def rule(*entries: dict[str, object], as_of: datetime | None = None) -> str:
+        facts = replace(fold("case-1", entries, as_of=as_of), consents=(consent,))
+        decision = decide(
+            partner, Action.READ_CASE, P.COORDINATION, facts, home_agency=HOME, now=NOW
+        )
+        return decision.rule
+
+    assert rule(made, accepted, withdrawn) == "no-relationship"
+    # Withdrawn by the closure, then the case reopened: unlike a closure alone, the withdrawal
+    # is not undone by the reopening.
+    closed, reopened = entry("case.closed", 3), entry("case.reopened", 5)
+    by_closure = entry("referral.withdrawn", 4, referral_id="r-1", provider_id="harbour")
+    assert rule(made, accepted, closed, by_closure, reopened) == "no-relationship"
+    # As the partner stood before the withdrawal (a review "as seen at T").
+    before = NOW + timedelta(seconds=2, milliseconds=500)
+    assert rule(made, accepted, withdrawn, as_of=before) == "referral-recipient"
+
+
 def test_revoked_or_expired_consent_refuses_the_next_read() -> None:
     partner = who("h", Role.PARTNER_AGENCY, "harbour")
     for consent in (replace(CONSENT, revoked=True), replace(CONSENT, expires_at=NOW)):
