@@ -1,12 +1,14 @@
 """What coordination records of itself when a case closes or a service is called off.
 
-Planning closes cases, and checks for scheduled services against its bus-fed copy of the
-schedule; coordination refuses new services on closed cases against its bus-fed copy of the
-closure. Neither copy is current at the moment both commands meet, so a service booked as the
-case closed can pass both checks. Coordination settles it when the closure reaches it: the
-case's services still scheduled from the closure on are cancelled, and each cancelled
-service's reservations released (a follow-up of the cancellation, as for any service called
-off). Reservations of services that took place stay: that money was spent.
+Planning closes cases, and checks for scheduled services and running referrals against its
+bus-fed copy of coordination's records; coordination refuses new services and referrals on
+closed cases against its bus-fed copy of the closure. Neither copy is current at the moment
+both commands meet, so a service booked or a referral made as the case closed can pass both
+checks. Coordination settles it when the closure reaches it: the case's referrals still pending
+or accepted are withdrawn (the partner's part in the case ends), its services still scheduled
+from the closure on are cancelled, and each cancelled service's reservations released (a
+follow-up of the cancellation, as for any service called off). Reservations of services that
+took place stay: that money was spent.
 
 Fed from the bus (``FollowUps``, subscribed as ``follow-ups``), so a closure is acted on however
 late it arrives. What it records names the event it follows as its causation id, and is
@@ -32,8 +34,10 @@ from services.coordination.adapters.projections import CaseFactsProjection
 from services.coordination.app.handlers import SOURCE, Dependencies, case_lock
 from services.coordination.domain.agency import BudgetLine
 from services.coordination.domain.budget import budget_state
-from services.coordination.domain.facts import budget_stream, schedule_stream
+from services.coordination.domain.case import case_state
+from services.coordination.domain.facts import budget_stream, case_stream, schedule_stream
 from services.coordination.domain.funding import decide_releases
+from services.coordination.domain.referrals import decide_closure_withdrawals
 from services.coordination.domain.schedule import schedule_state
 from services.coordination.domain.scheduling import decide_closure_cancellations
 
@@ -77,6 +81,12 @@ class FollowUps:
             if facts is None or closed_at is None:
                 # Reopened since (or never opened here): its services are the open case's.
                 return
+            await record_follow_up(
+                self._deps,
+                recorded,
+                case_stream(case_id),
+                lambda history: decide_closure_withdrawals(case_state(history), case_id),
+            )
             await record_follow_up(
                 self._deps,
                 recorded,

@@ -55,6 +55,7 @@ from services.coordination.domain.commands import (
     ReserveBudget,
     ScheduleService,
     TransferCase,
+    WithdrawReferral,
 )
 from services.coordination.domain.eligibility import (
     age_on,
@@ -76,7 +77,11 @@ from services.coordination.domain.funding import (
     decide_reservation,
 )
 from services.coordination.domain.permissions import Action, require_role
-from services.coordination.domain.referrals import decide_answer, decide_referral
+from services.coordination.domain.referrals import (
+    decide_answer,
+    decide_referral,
+    decide_withdrawal,
+)
 from services.coordination.domain.schedule import Schedule, schedule_state
 from services.coordination.domain.scheduling import (
     check_service_window,
@@ -111,11 +116,11 @@ def caseload_lock(worker_id: str) -> str:
 
 
 def case_lock(case_id: str) -> str:
-    """Held by what adds, moves or cancels a service of a case or reserves for it, from reading
-    its facts to recording, and by the closure's follow-up (``app.follow_ups``): either the
-    addition is recorded before the follow-up reads the schedule and budget (and is undone by
-    it), or it reads a closed case and is refused; a reservation never reads a schedule a
-    cancellation is changing."""
+    """Held by what adds referrals, services or reservations to a case or moves or cancels a
+    service, from reading its facts to recording, and by the closure's follow-up
+    (``app.follow_ups``): either the addition is recorded before the follow-up reads the case,
+    schedule and budget (and is undone by it), or it reads a closed case and is refused; a
+    reservation never reads a schedule a cancellation is changing."""
     return f"coordination.case:{case_id}"
 
 
@@ -158,14 +163,31 @@ async def make_referral(
 ) -> Recorded:
     """``principal``: the verified caller (its entitlements decide the emergency exception)."""
     require_role(context.actor.role, Action.MAKE_REFERRAL)
-    facts = await command_facts(deps, context, command.case_id)
     disclosure = await referral_disclosure(deps, principal, command)
     referral_id = derived_id(context, SOURCE, "referral")
+    # Under the case's lock, as the closure's follow-up withdraws the case's running
+    # referrals: either this referral is recorded before the follow-up reads the case, and is
+    # withdrawn by it, or it reads a closed case and is refused.
+    async with deps.locks.holding([case_lock(command.case_id)]):
+        facts = await command_facts(deps, context, command.case_id)
+        return await _run(
+            deps,
+            context,
+            case_stream(command.case_id),
+            lambda _history: decide_referral(facts, command, referral_id, disclosure),
+        )
+
+
+async def withdraw_referral(
+    deps: Dependencies, context: CommandContext, command: WithdrawReferral
+) -> Recorded:
+    require_role(context.actor.role, Action.WITHDRAW_REFERRAL)
+    await command_facts(deps, context, command.case_id)
     return await _run(
         deps,
         context,
         case_stream(command.case_id),
-        lambda _history: decide_referral(facts, command, referral_id, disclosure),
+        lambda history: decide_withdrawal(case_state(history), command, context.actor),
     )
 
 

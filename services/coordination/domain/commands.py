@@ -82,6 +82,11 @@ class CompleteReferral(Command):
     outcome: SensitiveNote
 
 
+class WithdrawReferral(Command):
+    referral_id: Identifier
+    reason: SensitiveNote
+
+
 class ScheduleService(Command):
     kind: ServiceKind
     provider: Provider

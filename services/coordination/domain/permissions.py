@@ -5,7 +5,9 @@ from __future__ import annotations
 from enum import StrEnum
 
 from casetrail_platform.commands import NotAllowed
+from events.catalog.assignment import CASE_CARRYING_ROLES
 from events.catalog.base import Role
+from events.envelope import Actor
 
 
 class Action(StrEnum):
@@ -13,6 +15,7 @@ class Action(StrEnum):
     TRANSFER_CASE = "transfer a case to another worker"
     MAKE_REFERRAL = "refer a client"
     ANSWER_REFERRAL = "accept, decline or complete a referral"
+    WITHDRAW_REFERRAL = "withdraw a referral"
     SCHEDULE_SERVICE = "schedule or reschedule a service"
     CANCEL_SERVICE = "cancel a service"
     RECORD_DELIVERY = "record that a service was delivered"
@@ -32,6 +35,9 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.MAKE_REFERRAL: _WORKERS,
     # Only the agency that received the referral answers it.
     Action.ANSWER_REFERRAL: frozenset({Role.PARTNER_AGENCY}),
+    # The agency calls off its own referral: the coordinator on any case, a case-carrying
+    # worker only on the case they carry (``require_case_worker``).
+    Action.WITHDRAW_REFERRAL: frozenset({Role.COORDINATOR}) | CASE_CARRYING_ROLES,
     Action.SCHEDULE_SERVICE: _WORKERS,
     Action.CANCEL_SERVICE: _WORKERS | {Role.PARTNER_AGENCY},
     Action.RECORD_DELIVERY: _WORKERS | {Role.PARTNER_AGENCY},
@@ -50,6 +56,15 @@ def allows(role: Role, action: Action) -> bool:
 def require_role(role: Role, action: Action) -> None:
     if not allows(role, action):
         raise NotAllowed(role.value, action.value)
+
+
+def require_case_worker(actor: Actor, action: Action, worker_id: str | None) -> None:
+    """A case-carrying worker does ``action`` only on the case assigned to them (``worker_id``:
+    the case's worker, as coordination's case stream tells it); the other roles ``ALLOWED`` it
+    do it on any case."""
+    require_role(actor.role, action)
+    if actor.role in CASE_CARRYING_ROLES and worker_id != actor.user_id:
+        raise NotAllowed(actor.role.value, f"{action.value} on a case not assigned to them")
 
 
 class NotTheProvider(NotAllowed):

@@ -1,5 +1,6 @@
 """Referrals (orientation) to outside agencies and professionals: made, then answered by the
-provider they were made to."""
+provider they were made to, or withdrawn by the agency (or by the case's closure) while they
+still run."""
 
 from __future__ import annotations
 
@@ -11,17 +12,30 @@ from events.catalog.referrals import (
     ReferralCompleted,
     ReferralDeclined,
     ReferralMade,
+    ReferralWithdrawn,
 )
+from events.envelope import Actor
 from services.coordination.domain import errors
-from services.coordination.domain.case import CaseState, Referral, ReferralStatus
+from services.coordination.domain.case import (
+    RUNNING_REFERRAL_STATUSES,
+    CaseState,
+    Referral,
+    ReferralStatus,
+)
 from services.coordination.domain.commands import (
     AcceptReferral,
     CompleteReferral,
     DeclineReferral,
     MakeReferral,
+    WithdrawReferral,
 )
 from services.coordination.domain.facts import CaseFacts
-from services.coordination.domain.permissions import require_own_provider
+from services.coordination.domain.permissions import (
+    Action,
+    require_case_worker,
+    require_own_provider,
+)
+from services.coordination.domain.scheduling import CLOSURE_REASON
 
 
 def decide_referral(
@@ -97,6 +111,41 @@ def decide_answer(
                     outcome=command.outcome,
                 )
             ]
+
+
+def decide_withdrawal(state: CaseState, command: WithdrawReferral, actor: Actor) -> list[CaseEvent]:
+    """The agency calls off a referral still running (pending or accepted); one that ended
+    (declined, completed, withdrawn) stays as it ended. Allowed on a closed case too: it takes
+    nothing on, it ends a partner's part in the case."""
+    require_case_worker(actor, Action.WITHDRAW_REFERRAL, state.worker_id)
+    referral = state.referrals.get(command.referral_id)
+    if referral is None:
+        raise NotFound("referral", command.referral_id)
+    if referral.status not in RUNNING_REFERRAL_STATUSES:
+        raise RuleBroken(
+            errors.REFERRAL_NOT_RUNNING,
+            f"referral {referral.referral_id} is {referral.status.value}; only a pending or"
+            " accepted referral can be withdrawn",
+            subject=f"referral/{referral.referral_id}",
+            status=referral.status.value,
+        )
+    return [_withdrawn(command.case_id, referral, command.reason)]
+
+
+def decide_closure_withdrawals(state: CaseState, case_id: str) -> list[CaseEvent]:
+    """What the case's closure withdraws: its referrals still pending or accepted. Planning
+    refuses a closure while it knows of such a referral, but knows of it only through the bus,
+    so a referral made as the case closed would otherwise run on a closed case for ever."""
+    return [_withdrawn(case_id, referral, CLOSURE_REASON) for referral in state.running_referrals()]
+
+
+def _withdrawn(case_id: str, referral: Referral, reason: str) -> ReferralWithdrawn:
+    return ReferralWithdrawn(
+        case_id=case_id,
+        referral_id=referral.referral_id,
+        provider_id=referral.provider.provider_id,
+        reason=reason,
+    )
 
 
 def _answerable(state: CaseState, case_id: str, referral_id: str, provider_id: str) -> Referral:

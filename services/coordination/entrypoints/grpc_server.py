@@ -266,6 +266,15 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         recorded = await handlers.answer_referral(self._deps, ctx, command, acting_for(principal))
         return pb.CompleteReferralResponse(result=convert.result(command.case_id, recorded))
 
+    @override
+    @refusals_as_status
+    async def WithdrawReferral(
+        self, request: pb.WithdrawReferralRequest, context: Context
+    ) -> pb.WithdrawReferralResponse:
+        ctx, command = self._parse(principal_of(context), request, commands.WithdrawReferral)
+        recorded = await handlers.withdraw_referral(self._deps, ctx, command)
+        return pb.WithdrawReferralResponse(result=convert.result(command.case_id, recorded))
+
     # -- scheduling -------------------------------------------------------------------------
 
     @override

@@ -1,0 +1,252 @@
+"""Withdrawing a referral: by the agency (who may, from which states), and by the case's
+closure when it reaches coordination (recorded, caused by the closure, once)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+
+from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.commands import NotAllowed, NotFound, RuleBroken
+from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.base import Role
+from events.catalog.referrals import ReferralWithdrawn
+from events.catalog.values import NeedCategory, Provider
+from events.envelope import Actor
+from services.coordination.app.follow_ups import FollowUps
+from services.coordination.app.handlers import Dependencies
+from services.coordination.domain import errors
+from services.coordination.domain.case import CaseState, Referral, ReferralStatus
+from services.coordination.domain.commands import WithdrawReferral
+from services.coordination.domain.referrals import decide_closure_withdrawals, decide_withdrawal
+from tests.unit.coordination.rpc import (
+    COUNSELING_CENTRE,
+    PARATRANSIT,
+    accept,
+    assign,
+    refer,
+    refused,
+    schedule_request,
+)
+from tests.unit.coordination.support import IntakeFeed, command_context, query_context
+
+if TYPE_CHECKING:
+    from tests.unit.coordination.rpc import Stub
+
+COORDINATOR = Actor("user-coordinator", Role.COORDINATOR)
+DANA = Actor("cm-dana", Role.CASE_MANAGER)
+PROVIDER = Provider(provider_id="harbor-counseling", name="Harbor Counseling Centre")
+NEXT_WEEK = datetime.now(UTC).replace(microsecond=0) + timedelta(days=7)
+
+
+def _state(*statuses: ReferralStatus, worker_id: str | None = "cm-dana") -> CaseState:
+    state = CaseState(worker_id=worker_id, worker_role=Role.CASE_MANAGER)
+    for index, status in enumerate(statuses):
+        referral_id = f"ref-{index}"
+        state.referrals[referral_id] = Referral(
+            referral_id, PROVIDER, NeedCategory.COUNSELING, "counseling", "soon", status
+        )
+    return state
+
+
+def _withdraw(referral_id: str = "ref-0") -> WithdrawReferral:
+    return WithdrawReferral(
+        case_id="case-1", referral_id=referral_id, reason="client changed their mind"
+    )
+
+
+@pytest.mark.parametrize("status", [ReferralStatus.PENDING, ReferralStatus.ACCEPTED])
+def test_a_running_referral_is_withdrawn(status: ReferralStatus) -> None:
+    events = decide_withdrawal(_state(status), _withdraw(), COORDINATOR)
+    assert events == [
+        ReferralWithdrawn(
+            case_id="case-1",
+            referral_id="ref-0",
+            provider_id="harbor-counseling",
+            reason="client changed their mind",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    "status", [ReferralStatus.DECLINED, ReferralStatus.COMPLETED, ReferralStatus.WITHDRAWN]
+)
+def test_a_referral_that_ended_is_not_withdrawn(status: ReferralStatus) -> None:
+    with pytest.raises(RuleBroken) as refusal:
+        decide_withdrawal(_state(status), _withdraw(), COORDINATOR)
+    assert refusal.value.rule == errors.REFERRAL_NOT_RUNNING
+    assert refusal.value.details["status"] == status.value
+
+
+def test_an_unknown_referral_is_not_found() -> None:
+    with pytest.raises(NotFound):
+        decide_withdrawal(_state(ReferralStatus.PENDING), _withdraw("ref-9"), COORDINATOR)
+
+
+@pytest.mark.parametrize(
+    ("actor", "allowed"),
+    [
+        (COORDINATOR, True),
+        (DANA, True),
+        (Actor("sw-lcsw", Role.SOCIAL_WORKER), False),  # carries cases, not this one
+        (Actor("cm-other", Role.CASE_MANAGER), False),
+        (Actor("sup-helen", Role.SUPERVISOR), False),
+        (Actor("harbor-counseling", Role.PARTNER_AGENCY), False),
+        (Actor("desk", Role.RECEPTIONIST), False),
+    ],
+)
+def test_the_coordinator_or_the_cases_worker_withdraws(actor: Actor, allowed: bool) -> None:
+    state = _state(ReferralStatus.PENDING)
+    if allowed:
+        assert decide_withdrawal(state, _withdraw(), actor)
+    else:
+        with pytest.raises(NotAllowed):
+            decide_withdrawal(state, _withdraw(), actor)
+
+
+def test_a_closure_withdraws_only_the_referrals_still_running() -> None:
+    state = _state(
+        ReferralStatus.PENDING,
+        ReferralStatus.ACCEPTED,
+        ReferralStatus.DECLINED,
+        ReferralStatus.COMPLETED,
+        ReferralStatus.WITHDRAWN,
+    )
+    withdrawn = decide_closure_withdrawals(state, "case-1")
+    assert [(e.referral_id, e.reason) for e in withdrawn if isinstance(e, ReferralWithdrawn)] == [
+        ("ref-0", "the case was closed"),
+        ("ref-1", "the case was closed"),
+    ]
+
+
+def _withdrawal(referral_id: str, role: str = "coordinator", **fields: str) -> object:
+    return pb.WithdrawReferralRequest(
+        context=command_context(role, user=fields.pop("user", None)),
+        case_id="case-1",
+        referral_id=referral_id,
+        reason=fields.pop("reason", "client moved in with her daughter"),
+    )
+
+
+async def test_withdrawing_through_grpc(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    await intake.consent("case-1", "client-1")
+    await assign(stub, "case-1", "sw-lcsw")
+    referral_id = (await refer(stub, "case-1", "counseling")).referral_id
+    await accept(stub, "case-1", referral_id)
+    before = await store.read_stream("case-case-1")
+
+    # Another case-carrying worker, a partner and an empty reason are refused, writing nothing.
+    other = await refused(stub.WithdrawReferral(_withdrawal(referral_id, "case_manager")))
+    assert other.code is grpc.StatusCode.PERMISSION_DENIED
+    partner = await refused(stub.WithdrawReferral(_withdrawal(referral_id, "partner_agency")))
+    assert partner.code is grpc.StatusCode.PERMISSION_DENIED
+    empty = await refused(stub.WithdrawReferral(_withdrawal(referral_id, reason="  ")))
+    assert (empty.code, empty.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["reason"])
+    missing = await refused(stub.WithdrawReferral(_withdrawal("no-such-referral")))
+    assert missing.code is grpc.StatusCode.NOT_FOUND
+    assert await store.read_stream("case-case-1") == before
+
+    # The case's own worker withdraws it.
+    done = await stub.WithdrawReferral(_withdrawal(referral_id, "social_worker", user="sw-lcsw"))
+    assert done.result.case_id == "case-1"
+    assert len(done.result.event_ids) == 1
+    view = await stub.GetCaseCoordination(
+        pb.GetCaseCoordinationRequest(context=query_context(), case_id="case-1")
+    )
+    assert [(r.referral_id, r.status) for r in view.referrals] == [(referral_id, "withdrawn")]
+
+    again = await refused(stub.WithdrawReferral(_withdrawal(referral_id)))
+    assert (again.code, again.rule) == (grpc.StatusCode.FAILED_PRECONDITION, "REFERRAL_NOT_RUNNING")
+    assert again.metadata["status"] == "withdrawn"
+    # The provider can no longer complete it, nor can services come from it.
+    completed = await refused(
+        stub.CompleteReferral(
+            pb.CompleteReferralRequest(
+                context=command_context("partner_agency", agency=COUNSELING_CENTRE.provider_id),
+                case_id="case-1",
+                referral_id=referral_id,
+                provider_id=COUNSELING_CENTRE.provider_id,
+                outcome="two sessions",
+            )
+        )
+    )
+    assert completed.rule == "REFERRAL_NOT_ACCEPTED"
+    unusable = await refused(
+        stub.ScheduleService(
+            schedule_request(
+                "case-1",
+                "counseling",
+                NEXT_WEEK,
+                provider=COUNSELING_CENTRE,
+                role="coordinator",
+                referral_id=referral_id,
+            )
+        )
+    )
+    assert unusable.rule == "REFERRAL_NOT_USABLE"
+
+
+async def test_a_closure_withdraws_the_referrals_still_running_once(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
+) -> None:
+    # Planning closed the case before it heard of these referrals (CloseCase beat the bus).
+    await intake.open_case(
+        "case-1", "client-1", [NeedCategory.COUNSELING, NeedCategory.TRANSPORTATION]
+    )
+    await intake.consent("case-1", "client-1")
+    await intake.consent("case-1", "client-1", recipient=PARATRANSIT.provider_id)
+    pending = (await refer(stub, "case-1", "counseling")).referral_id
+    accepted = (await refer(stub, "case-1", "transportation", PARATRANSIT)).referral_id
+    await accept(stub, "case-1", accepted, PARATRANSIT)
+    closure = await intake.close_case("case-1")
+
+    follow_ups = FollowUps(deps)
+    await follow_ups(closure)
+    await follow_ups(closure)  # delivered again: nothing more
+
+    history = await store.read_stream("case-case-1")
+    withdrawn = [r for r in history if isinstance(r.event, ReferralWithdrawn)]
+    assert len(withdrawn) == 2
+    for recorded in withdrawn:
+        assert recorded.metadata.causation_id == closure.event_id
+        assert recorded.metadata.actor == Actor("coordination", Role.SYSTEM)
+        assert isinstance(recorded.event, ReferralWithdrawn)
+        assert recorded.event.reason == "the case was closed"
+    ended = {r.event.referral_id for r in withdrawn if isinstance(r.event, ReferralWithdrawn)}
+    assert ended == {pending, accepted}
+
+    # A referral on the case coordination knows is closed is refused.
+    refusal = await refused(
+        stub.MakeReferral(
+            pb.MakeReferralRequest(
+                context=command_context("coordinator"),
+                case_id="case-1",
+                provider=COUNSELING_CENTRE,
+                need_category="counseling",
+                service="counseling sessions",
+                urgency="soon",
+                reason="low mood",
+            )
+        )
+    )
+    assert (refusal.code, refusal.rule) == (grpc.StatusCode.FAILED_PRECONDITION, "CASE_CLOSED")
+    assert len(await store.read_stream("case-case-1")) == len(history)
+
+
+async def test_a_closure_of_a_case_reopened_since_withdraws_nothing(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    await intake.consent("case-1", "client-1")
+    await refer(stub, "case-1", "counseling")
+    closure = await intake.close_case("case-1")
+    await intake.reopen_case("case-1")
+    await FollowUps(deps)(closure)
+    history = await store.read_stream("case-case-1")
+    assert not [r for r in history if isinstance(r.event, ReferralWithdrawn)]
