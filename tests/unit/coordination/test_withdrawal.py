@@ -3,25 +3,37 @@ closure when it reaches coordination (recorded, caused by the closure, once)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 import pytest
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail.coordination.v1 import coordination_pb2_grpc
 from casetrail_platform.commands import NotAllowed, NotFound, RuleBroken
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.projection import CaseFactsReader
+from casetrail_platform.projections.port import ReadModelStore
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
 from events.catalog.referrals import ReferralWithdrawn
 from events.catalog.values import NeedCategory, Provider
 from events.envelope import Actor
+from services.coordination.adapters.projections import CASE_FACTS
 from services.coordination.app.follow_ups import FollowUps
 from services.coordination.app.handlers import Dependencies
 from services.coordination.domain import errors
 from services.coordination.domain.case import CaseState, Referral, ReferralStatus
 from services.coordination.domain.commands import WithdrawReferral
 from services.coordination.domain.referrals import decide_closure_withdrawals, decide_withdrawal
+from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
+from tests.support.grpc import serving
+from tests.support.identity import TestIssuer
 from tests.unit.coordination.rpc import (
     COUNSELING_CENTRE,
     PARATRANSIT,
@@ -250,3 +262,62 @@ async def test_a_closure_of_a_case_reopened_since_withdraws_nothing(
     await FollowUps(deps)(closure)
     history = await store.read_stream("case-case-1")
     assert not [r for r in history if isinstance(r.event, ReferralWithdrawn)]
+
+
+class _ClosingWhileRead:
+    """Read models on which the first read of a case's facts (by MakeReferral) is answered
+    "open", and the case is then closed, and the closure's follow-up run, before the reader
+    goes on: the race of a referral with a closure, at its worst moment."""
+
+    def __init__(
+        self, inner: SqliteReadModelStore, close: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        self._inner = inner
+        self._close: Callable[[], Coroutine[Any, Any, None]] | None = close
+        self.closure: asyncio.Task[None] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def get(self, collection: str, key: str) -> Any:
+        document = await self._inner.get(collection, key)
+        if collection == CASE_FACTS and self._close is not None:
+            self.closure = asyncio.create_task(self._close())
+            self._close = None
+            # The follow-up runs to its end meanwhile, unless the referral holds the case.
+            await asyncio.sleep(0.2)
+        return document
+
+
+async def test_a_referral_racing_the_closures_follow_up_is_withdrawn_by_it(
+    intake: IntakeFeed,
+    deps: Dependencies,
+    read_models: SqliteReadModelStore,
+    store: SqliteEventStore,
+    issuer: TestIssuer,
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    await intake.consent("case-1", "client-1")
+
+    async def close() -> None:
+        await FollowUps(racing)(await intake.close_case("case-1"))
+
+    closing = _ClosingWhileRead(read_models, close)
+    racing = replace(deps, read_models=cast("ReadModelStore", closing))
+    access = AccessControl(store, CaseFactsReader(read_models), "casetrail/coordination")
+    servicer = CoordinationServicer(racing, access)
+
+    def register(server: grpc.aio.Server) -> None:
+        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server(servicer, server)
+
+    async with serving(register, SERVICE_NAME, issuer) as channel:
+        stub: Stub = coordination_pb2_grpc.CoordinationServiceStub(channel)  # type: ignore[assignment]
+        referral = await refer(stub, "case-1", "counseling")
+        assert closing.closure is not None
+        await closing.closure
+        view = await stub.GetCaseCoordination(
+            pb.GetCaseCoordinationRequest(context=query_context(), case_id="case-1")
+        )
+    assert [(r.referral_id, r.status) for r in view.referrals] == [
+        (referral.referral_id, "withdrawn")
+    ]
