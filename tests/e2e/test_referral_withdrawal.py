@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
@@ -119,6 +120,16 @@ async def test_a_withdrawn_referral_ends_the_partners_access_and_frees_the_closu
     )
     denied = await refused(stubs.as_(HOME_CARE).coordination.WithdrawReferral(withdraw))
     assert denied.code == grpc.StatusCode.PERMISSION_DENIED
+    # The reason is sealed: the erasure marker is no reason (it would read as erased).
+    marker = co.WithdrawReferralRequest()
+    marker.CopyFrom(withdraw)
+    marker.context.idempotency_key = key()
+    marker.reason = "[erased]"
+    erased = await refused(stubs.as_(COORDINATOR).coordination.WithdrawReferral(marker))
+    assert erased.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in erased.details(error_details_pb2.BadRequest)[0].field_violations] == [
+        "reason"
+    ]
     withdrawn = await stubs.as_(COORDINATOR).coordination.WithdrawReferral(withdraw)
     assert len(withdrawn.result.event_ids) == 1
     again = await stubs.as_(COORDINATOR).coordination.WithdrawReferral(withdraw)

@@ -160,6 +160,8 @@ async def test_withdrawing_through_grpc(
     assert partner.code is grpc.StatusCode.PERMISSION_DENIED
     empty = await refused(stub.WithdrawReferral(_withdrawal(referral_id, reason="  ")))
     assert (empty.code, empty.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["reason"])
+    too_long = await refused(stub.WithdrawReferral(_withdrawal(referral_id, reason="x" * 20_001)))
+    assert (too_long.code, too_long.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["reason"])
     missing = await refused(stub.WithdrawReferral(_withdrawal("no-such-referral")))
     assert missing.code is grpc.StatusCode.NOT_FOUND
     assert await store.read_stream("case-case-1") == before
