@@ -8,7 +8,8 @@ checks. Coordination settles it when the closure reaches it: the case's referral
 or accepted are withdrawn (the partner's part in the case ends), its services still scheduled
 from the closure on are cancelled, and each cancelled service's reservations released (a
 follow-up of the cancellation, as for any service called off). Reservations of services that
-took place stay: that money was spent.
+took place stay: that money was spent. Likewise a referral declined or withdrawn calls off the
+services booked from it still to come (the provider will not give them).
 
 Fed from the bus (``FollowUps``, subscribed as ``follow-ups``), so a closure is acted on however
 late it arrives. What it records names the event it follows as its causation id, and is
@@ -27,6 +28,7 @@ from casetrail_platform.bus.errors import RetriableHandlerError
 from casetrail_platform.errors import ConcurrencyError
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseClosed
+from events.catalog.referrals import ReferralDeclined, ReferralWithdrawn
 from events.catalog.scheduling import ServiceCancelled
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
 from services.coordination.adapters import read_models as views
@@ -39,7 +41,10 @@ from services.coordination.domain.facts import budget_stream, case_stream, sched
 from services.coordination.domain.funding import decide_releases
 from services.coordination.domain.referrals import decide_closure_withdrawals
 from services.coordination.domain.schedule import schedule_state
-from services.coordination.domain.scheduling import decide_closure_cancellations
+from services.coordination.domain.scheduling import (
+    decide_closure_cancellations,
+    decide_referral_end_cancellations,
+)
 
 FOLLOW_UP = Actor("coordination", Role.SYSTEM)
 """Who records the follow-ups: coordination itself, on no person's command."""
@@ -56,7 +61,14 @@ class FollowUps:
     """A bus handler for ``event_types``; idempotent, as the bus requires."""
 
     name = "follow-ups"
-    event_types = frozenset({CaseClosed.event_type, ServiceCancelled.event_type})
+    event_types = frozenset(
+        {
+            CaseClosed.event_type,
+            ServiceCancelled.event_type,
+            ReferralDeclined.event_type,
+            ReferralWithdrawn.event_type,
+        }
+    )
 
     def __init__(self, deps: Dependencies) -> None:
         self._deps = deps
@@ -69,6 +81,9 @@ class FollowUps:
             case ServiceCancelled() if recorded.metadata.source == SOURCE:
                 async with self._deps.locks.holding([case_lock(event.case_id)]):
                     await self._release(recorded, event.case_id, event.service_id)
+            case ReferralDeclined() | ReferralWithdrawn() if recorded.metadata.source == SOURCE:
+                async with self._deps.locks.holding([case_lock(event.case_id)]):
+                    await self._referral_ended(recorded, event.case_id, event.referral_id)
 
     async def _closed(self, recorded: RecordedEvent, case_id: str) -> None:
         # Commands on the case are refused once the case facts hold the closure; acting only
@@ -96,6 +111,23 @@ class FollowUps:
                 ),
             )
             # The cancellations' own follow-ups release their reservations.
+
+    async def _referral_ended(
+        self, recorded: RecordedEvent, case_id: str, referral_id: str
+    ) -> None:
+        facts = await views.case_facts(self._deps.read_models, case_id)
+        if facts is None:
+            return  # no case here, so no service either
+        ended_at = recorded.recorded_at
+        await record_follow_up(
+            self._deps,
+            recorded,
+            schedule_stream(facts.client_id),
+            lambda history: decide_referral_end_cancellations(
+                schedule_state(history), case_id, referral_id, ended_at
+            ),
+        )
+        # The cancellations' own follow-ups release their reservations.
 
     async def _release(self, cause: RecordedEvent, case_id: str, service_id: str) -> None:
         for line in self._deps.agency.budget_lines:

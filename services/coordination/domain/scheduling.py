@@ -32,6 +32,7 @@ from services.coordination.domain.permissions import require_own_provider
 from services.coordination.domain.schedule import Schedule, Service, ServiceStatus
 
 CLOSURE_REASON = "the case was closed"
+REFERRAL_ENDED_REASON = "the referral it came from was declined or withdrawn"
 
 
 def check_service_window(starts_at: datetime, ends_at: datetime, moment: datetime) -> None:
@@ -215,6 +216,28 @@ def decide_closure_cancellations(
         if service.case_id == case_id
         and service.status is ServiceStatus.SCHEDULED
         and service.starts_at >= closed_at
+    ]
+
+
+def decide_referral_end_cancellations(
+    schedule: Schedule, case_id: str, referral_id: str, ended_at: datetime
+) -> list[CaseEvent]:
+    """What a referral's decline or withdrawal calls off: the services booked from it still
+    scheduled to start at or after that moment. The provider will not give them (it declined,
+    or its part ended), and they would hold the client's slots and budget for ever; those
+    before it may still be recorded as delivered."""
+    return [
+        ServiceCancelled(
+            case_id=case_id,
+            service_id=service.service_id,
+            cancelled_by=CancelledBy.AGENCY,
+            reason=REFERRAL_ENDED_REASON,
+        )
+        for service in schedule.services.values()
+        if service.case_id == case_id
+        and service.referral_id == referral_id
+        and service.status is ServiceStatus.SCHEDULED
+        and service.starts_at >= ended_at
     ]
 
 

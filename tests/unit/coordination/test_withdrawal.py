@@ -22,6 +22,7 @@ from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
 from events.catalog.referrals import ReferralWithdrawn
+from events.catalog.scheduling import ServiceCancelled
 from events.catalog.values import NeedCategory, Provider
 from events.envelope import Actor
 from services.coordination.adapters.projections import CASE_FACTS
@@ -30,7 +31,9 @@ from services.coordination.app.handlers import Dependencies
 from services.coordination.domain import errors
 from services.coordination.domain.case import CaseState, Referral, ReferralStatus
 from services.coordination.domain.commands import WithdrawReferral
+from services.coordination.domain.facts import schedule_stream
 from services.coordination.domain.referrals import decide_closure_withdrawals, decide_withdrawal
+from services.coordination.domain.scheduling import REFERRAL_ENDED_REASON
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
 from tests.support.grpc import serving
 from tests.support.identity import TestIssuer
@@ -323,3 +326,38 @@ async def test_a_referral_racing_the_closures_follow_up_is_withdrawn_by_it(
     assert [(r.referral_id, r.status) for r in view.referrals] == [
         (referral.referral_id, "withdrawn")
     ]
+
+
+async def test_a_withdrawn_referral_calls_off_its_services_still_to_come_once(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    await intake.consent("case-1", "client-1")
+    referral_id = (await refer(stub, "case-1", "counseling")).referral_id
+    await accept(stub, "case-1", referral_id)
+    booked = await stub.ScheduleService(
+        schedule_request(
+            "case-1",
+            "counseling",
+            NEXT_WEEK,
+            provider=COUNSELING_CENTRE,
+            role="coordinator",
+            referral_id=referral_id,
+        )
+    )
+    await stub.WithdrawReferral(_withdrawal(referral_id))
+    [withdrawal] = [
+        r for r in await store.read_stream("case-case-1") if isinstance(r.event, ReferralWithdrawn)
+    ]
+
+    follow_ups = FollowUps(deps)
+    await follow_ups(withdrawal)
+    await follow_ups(withdrawal)  # delivered again: nothing more
+
+    schedule = await store.read_stream(schedule_stream("client-1"))
+    cancelled = [r for r in schedule if isinstance(r.event, ServiceCancelled)]
+    assert [
+        (r.event.service_id, r.event.reason, r.metadata.causation_id)
+        for r in cancelled
+        if isinstance(r.event, ServiceCancelled)
+    ] == [(booked.service_id, REFERRAL_ENDED_REASON, withdrawal.event_id)]
