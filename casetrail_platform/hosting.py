@@ -36,7 +36,7 @@ from casetrail_platform.identity.verifier import TokenVerifier
 from casetrail_platform.keys.hosting import protected_registry
 from casetrail_platform.keys.keyring import CASE_OWNER_PREFIX, ClientKeyring
 from casetrail_platform.keys.port import KeyEncryptionKey
-from casetrail_platform.ledger.hosting import kafka_publication, open_ledger, run_ledger
+from casetrail_platform.ledger.hosting import checkpoint_record, open_ledger, run_ledger
 from casetrail_platform.ledger.keys import CheckpointSigner
 from casetrail_platform.ledger.log import LedgerLog
 from casetrail_platform.locking.inprocess import InProcessLocks
@@ -436,11 +436,9 @@ class ServiceHost:
     async def _start_ledger(
         self, ledger: LedgerLog, health_servicer: health.aio.HealthServicer
     ) -> None:
-        publication = kafka_publication(self.infra)
-        if publication is not None:
-            publish, stop_publishing = publication
-            ledger.listeners.append(publish)
-            self._closers.append(stop_publishing)
+        record = checkpoint_record(self.infra, self.service)
+        ledger.publish_to(record)
+        self._closers.append(record.stop)
         self._spawn(
             run_ledger(
                 ledger,

@@ -7,14 +7,14 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from casetrail_platform.ledger.keys import CheckpointSigner, FileSigner
 from casetrail_platform.ledger.log import LedgerLog, LedgerTampered
 from casetrail_platform.ledger.note import origin_of
-from casetrail_platform.ledger.port import LedgerStore, StoredCheckpoint
+from casetrail_platform.ledger.port import CheckpointRecord, LedgerStore
 
 if TYPE_CHECKING:
     from grpc_health.v1 import health
@@ -39,6 +39,10 @@ def ledger_settings(infra: Infrastructure, environ: Mapping[str, str]) -> Infras
     return dataclasses.replace(
         infra, agency=agency, ledger_sign_every=every, ledger_public_keys=public_keys
     )
+
+
+CHECKPOINT_FILE = "ledger.checkpoint"
+"""The newest checkpoint signed, beside the key (embedded: ``checkpoint_record``)."""
 
 
 def key_path(data_dir: Path, service: str) -> Path:
@@ -122,13 +126,14 @@ async def run_ledger(
         await ledger.sign()  # a last checkpoint of everything stored before stopping
 
 
-def kafka_publication(
-    infra: Infrastructure,
-) -> tuple[Callable[[StoredCheckpoint], Awaitable[None]], Callable[[], Awaitable[None]]] | None:
-    """Publishes signed checkpoints on the ledger topic (distributed backend only)."""
-    if infra.kafka is None:
-        return None
-    from casetrail_platform.ledger.publication import KafkaCheckpointPublisher
+def checkpoint_record(infra: Infrastructure, service: str) -> CheckpointRecord:
+    """Where the service's signed checkpoints are published, and its ledger learns on start
+    the newest it signed: the Kafka topic on the distributed backend; embedded, a file beside
+    the signing key (the in-process bus keeps nothing across a restart)."""
+    if infra.kafka is not None:
+        from casetrail_platform.ledger.publication import KafkaCheckpointPublisher
 
-    publisher = KafkaCheckpointPublisher(infra.kafka)
-    return publisher.publish, publisher.stop
+        return KafkaCheckpointPublisher(infra.kafka)
+    from casetrail_platform.ledger.checkpoint_file import FileCheckpointRecord
+
+    return FileCheckpointRecord(key_path(infra.data_dir, service).with_name(CHECKPOINT_FILE))

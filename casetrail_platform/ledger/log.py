@@ -5,7 +5,9 @@ and stores the leaves and the subtrees they complete; it runs behind the command
 projection, so appends never wait for hashing. ``sign`` signs a checkpoint of the current tree,
 but only after checking that the tree still extends the last checkpoint signed (and that the
 event store still holds what the ledger hashed last): a log never signs two inconsistent
-checkpoints, and a store changed under the ledger stops it with ``LedgerTampered``.
+checkpoints, and a store changed under the ledger stops it with ``LedgerTampered``. Before its
+first signature a process checks the tree against the newest checkpoint published outside the
+database (``publish_to``), which a rollback of the database while it was down cannot erase.
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from casetrail_platform.ledger import merkle
 from casetrail_platform.ledger.keys import CheckpointSigner
 from casetrail_platform.ledger.merkle import Hash, RootAccumulator, SubtreeKey
 from casetrail_platform.ledger.note import Checkpoint, Verifier, open_checkpoint
-from casetrail_platform.ledger.port import LedgerConflict, LedgerStore, StoredCheckpoint
+from casetrail_platform.ledger.port import (
+    CheckpointRecord,
+    LedgerConflict,
+    LedgerStore,
+    StoredCheckpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +65,49 @@ class LedgerLog:
         self._signed: Checkpoint | None = None
         """The newest checkpoint this process signed or found signed: a ledger table rolled
         back behind it (rows deleted with the database's rights, no key needed) is caught
-        here for as long as the process runs; across a restart only a witness holding an
-        older checkpoint (audit, a subscriber of the checkpoints topic) can tell."""
+        here for as long as the process runs; across a restart, by ``check_published``."""
+        self._record: CheckpointRecord | None = None
+        self._published: Checkpoint | None = None
+        self._recalled = False
+        self._published_checked = False
         self.listeners: list[CheckpointListener] = []
         """Told of every checkpoint signed (e.g. to publish it on the bus)."""
+
+    def publish_to(self, record: CheckpointRecord) -> None:
+        """Publish every checkpoint signed to ``record`` and, before the first signature of
+        this process, check the tree against the newest one published there."""
+        self._record = record
+        self.listeners.append(record.publish)
+
+    async def check_published(self, size: int) -> None:
+        """Before this process signs anything, the tree of ``size`` leaves must extend the
+        newest checkpoint the log published: its tables rolled back while it was down (rows
+        deleted, an older backup restored: the database's rights suffice, no key needed)
+        would otherwise be hashed again and a second checkpoint of a size already signed
+        signed under the same key, a fork. Tables emptied over an intact store hash back to
+        the same tree and pass. The record read failing (unreachable, too slow) raises: the
+        caller tries again later, and nothing is signed blind meanwhile."""
+        if self._record is None or self._published_checked:
+            return
+        async with self._lock:
+            if not self._recalled:
+                self._published = await self._record.newest(await self.signer.verifier())
+                self._recalled = True
+            mark = self._published
+            if mark is not None:
+                if size < mark.size:
+                    raise LedgerTampered(
+                        f"{self.origin}: the ledger holds {size} events but published a"
+                        f" checkpoint of size {mark.size}; refusing to sign",
+                        size + 1,
+                    )
+                if await self.root(mark.size) != mark.root:
+                    raise LedgerTampered(
+                        f"{self.origin}: the ledger no longer extends the checkpoint of size"
+                        f" {mark.size} it published; refusing to sign"
+                    )
+                log.info("%s: the ledger extends its published checkpoint", self.origin)
+            self._published_checked = True
 
     async def verifier(self) -> Verifier:
         return await self.signer.verifier()
@@ -166,6 +212,7 @@ class LedgerLog:
         """Catch up, then sign a checkpoint of the whole tree (or return the latest if the
         tree has not grown)."""
         size = await self.catch_up()
+        await self.check_published(size)
         async with self._lock:
             latest = await self.store.latest_checkpoint()
             verifier = await self.signer.verifier()
@@ -257,6 +304,8 @@ class LedgerLog:
         while not stop.is_set():
             try:
                 size = await self.catch_up()
+                # At once, even with nothing to sign: a rolled-back store is reported on start.
+                await self.check_published(size)
                 if size and loop.time() >= next_signature:
                     await self.sign()
                     next_signature = loop.time() + sign_every

@@ -16,6 +16,7 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -166,3 +167,18 @@ def open_checkpoint(text: str, verifier: Verifier) -> Checkpoint:
             f"checkpoint origin {checkpoint.origin!r} is not the key's name {verifier.name!r}"
         )
     return checkpoint
+
+
+def newest_verified(notes: Iterable[str], verifier: Verifier) -> Checkpoint | None:
+    """The largest checkpoint among ``notes`` signed by ``verifier``'s key for its origin; any
+    other note (another log, another key, another run's key under the same name, malformed)
+    is ignored: it says nothing about this log."""
+    newest = None
+    for text in notes:
+        try:
+            checkpoint = open_checkpoint(text, verifier)
+        except NoteError:
+            continue
+        if newest is None or checkpoint.size > newest.size:
+            newest = checkpoint
+    return newest

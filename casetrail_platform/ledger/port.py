@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from casetrail_platform.ledger.merkle import Hash, HashRun, SubtreeKey, split_hashes
+from casetrail_platform.ledger.note import Checkpoint, Verifier
 from casetrail_platform.ledger.tiles import TileSlice, fold_slice, leaf_range, locate, slice_leaves
 
 
@@ -30,6 +31,27 @@ class StoredCheckpoint:
     size: int
     note: str
     """The signed note (C2SP tlog-checkpoint in a signed-note envelope)."""
+
+
+class CheckpointRecord(ABC):
+    """Where a log's signed checkpoints are kept outside its database: the checkpoints topic
+    (distributed), a file beside the signing key (embedded). Rows deleted or a backup restored
+    with the database's rights cannot take back what was published there, so the log checks
+    its tree against ``newest`` before it signs anything (``LedgerLog.check_published``)."""
+
+    @abstractmethod
+    async def publish(self, checkpoint: StoredCheckpoint) -> None:
+        """Keep ``checkpoint`` (a listener of ``LedgerLog``: told of every one signed)."""
+
+    @abstractmethod
+    async def newest(self, verifier: Verifier) -> Checkpoint | None:
+        """The largest checkpoint kept that verifies under ``verifier`` (``None``: none was
+        ever published under that key). Raises when the record cannot be read in bounded
+        time: an unknown mark is never taken for no mark."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Release what ``publish`` or ``newest`` opened."""
 
 
 class LedgerStore(ABC):

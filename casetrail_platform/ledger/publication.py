@@ -3,6 +3,11 @@
 Topic ``casetrail.ledger-checkpoints`` (``casetrail_platform.bus.topics``): one partition, so every
 checkpoint of every log is in one total order; key = the log's origin; value = the signed note
 as UTF-8 text (``content-type: text/plain; charset=utf-8``). Kept forever, like case events.
+
+The topic is also the log's own high-water mark (``newest``): a database rolled back while a
+service was down cannot take back what it published there. It is read with partitions
+assigned by hand (no consumer group: the services' Kafka users need Read on the topic only),
+from the end backwards a page at a time, up to the first page that holds a note of the log.
 """
 
 from __future__ import annotations
@@ -10,16 +15,33 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from casetrail_platform.bus.kafka_clients import close_quietly, new_producer
 from casetrail_platform.bus.kafka_settings import KafkaSettings
-from casetrail_platform.ledger.port import StoredCheckpoint
+from casetrail_platform.ledger.note import Checkpoint, Verifier, newest_verified
+from casetrail_platform.ledger.port import CheckpointRecord, StoredCheckpoint
 from events.topics import LEDGER_CHECKPOINTS_TOPIC
 
+READ_PAGE = 1000
+"""Records read per step backwards: a log signs every minute at most, and every log's notes
+share the partition, so a running log's newest note is in the last page or two."""
+READ_TIMEOUT = 30.0
+"""Seconds ``newest`` may take, connection included, before it gives up (and the ledger,
+which has not signed yet, tries again later)."""
 
-class KafkaCheckpointPublisher:
-    def __init__(self, settings: KafkaSettings, topic: str = LEDGER_CHECKPOINTS_TOPIC) -> None:
+
+class KafkaCheckpointPublisher(CheckpointRecord):
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topic: str = LEDGER_CHECKPOINTS_TOPIC,
+        *,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> None:
         self._settings = settings
         self._topic = topic
+        self._read_timeout = read_timeout
         self._producer: Any = None
         self._lock = asyncio.Lock()
 
@@ -36,6 +58,56 @@ class KafkaCheckpointPublisher:
                 value=checkpoint.note.encode(),
                 headers=[("content-type", b"text/plain; charset=utf-8")],
             )
+
+    async def newest(self, verifier: Verifier) -> Checkpoint | None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.bootstrap_servers,
+            client_id=f"{self._settings.client_id}-ledger-mark",
+            enable_auto_commit=False,
+            request_timeout_ms=self._settings.request_timeout_ms,
+            **self._settings.security.client_options(),
+        )
+        try:
+            return await asyncio.wait_for(self._newest(consumer, verifier), self._read_timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"{verifier.name}: {self._topic} not read within {self._read_timeout:g} s"
+            ) from None
+        finally:
+            await close_quietly(consumer, 5.0)
+
+    async def _newest(self, consumer: Any, verifier: Verifier) -> Checkpoint | None:
+        await consumer.start()
+        if self._topic not in await consumer.topics():
+            # Created with the others at start-up (ensure_topics): missing is an outage.
+            raise LookupError(f"{verifier.name}: topic {self._topic} does not exist")
+        # One partition by design (topics as code; ensure_topics refuses any other count).
+        return await self._newest_in(consumer, TopicPartition(self._topic, 0), verifier)
+
+    async def _newest_in(
+        self, consumer: Any, partition: TopicPartition, verifier: Verifier
+    ) -> Checkpoint | None:
+        consumer.assign([partition])
+        first = (await consumer.beginning_offsets([partition]))[partition]
+        end = (await consumer.end_offsets([partition]))[partition]
+        key = verifier.name.encode()
+        while end > first:
+            start = max(first, end - READ_PAGE)
+            consumer.seek(partition, start)
+            notes: list[str] = []
+            while await consumer.position(partition) < end:
+                batch = await consumer.getmany(partition, timeout_ms=1000)
+                notes.extend(
+                    record.value.decode("utf-8", "replace")
+                    for record in batch.get(partition, [])
+                    if record.offset < end and record.key == key and record.value is not None
+                )
+            # Replicas may publish out of order: the largest in the page, not the last.
+            newest = newest_verified(notes, verifier)
+            if newest is not None:
+                return newest
+            end = start
+        return None
 
     async def stop(self) -> None:
         if self._producer is not None:

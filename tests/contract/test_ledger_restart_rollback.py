@@ -1,0 +1,187 @@
+"""A ledger rolled back while its service was down does not sign a fork on restart, on SQLite
+(the mark: a file beside the key) and PostgreSQL (the mark: the checkpoints topic on Kafka).
+
+Each case signs a checkpoint and publishes it, "stops" (closes the ledger), changes the tables
+with the database's rights only (no key), and "restarts": a new ``LedgerLog`` with the same key
+and a new record object, as a new process would have. A store that no longer extends the
+published checkpoint is refused with ``LedgerTampered`` and nothing new is signed or published;
+ledger tables emptied over an intact store hash back to the same tree, and signing goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import NewTopic
+
+from casetrail_platform.ledger import merkle
+from casetrail_platform.ledger.checkpoint_file import FileCheckpointRecord
+from casetrail_platform.ledger.keys import FileSigner
+from casetrail_platform.ledger.log import LedgerLog, LedgerTampered
+from casetrail_platform.ledger.note import Checkpoint, open_checkpoint, origin_of
+from casetrail_platform.ledger.port import CheckpointRecord, StoredCheckpoint
+from casetrail_platform.store.port import EventStore
+from casetrail_platform.store.sqlite import SqliteEventStore
+from tests.contract.conftest import StoreOpener
+from tests.contract.test_ledger_contract import append_notes, open_ledger
+from tests.contract.test_ledger_tamper import TRUNCATE, _wipe_ledger, tamper
+
+SIZE = 40
+ORIGIN = origin_of("test-agency", "test")
+
+RecordOpener = Callable[[], CheckpointRecord]
+
+
+@pytest.fixture
+async def open_record(
+    open_store: StoreOpener, tmp_path: Path
+) -> AsyncIterator[tuple[EventStore, RecordOpener]]:
+    """The event store and, per "process", a new record object over the same kept notes."""
+    store = await open_store()
+    opened: list[CheckpointRecord] = []
+    if isinstance(store, SqliteEventStore):
+
+        def open_one() -> CheckpointRecord:
+            opened.append(FileCheckpointRecord(tmp_path / "keys" / "ledger.checkpoint"))
+            return opened[-1]
+
+        yield store, open_one
+        return
+    from casetrail_platform.bus.topics import create_topics
+    from casetrail_platform.ledger.publication import KafkaCheckpointPublisher
+    from tests.contract.bus_conftest import delete_topics, kafka_test_settings
+    from tests.support.servers import server_missing
+
+    settings = kafka_test_settings()
+    topic = f"test.ledger-checkpoints.{os.urandom(5).hex()}"
+    try:
+        await create_topics(settings, [NewTopic(topic, 1, 1)])
+    except Exception as error:
+        server_missing("Kafka", error)
+    # Agencies' names repeat across runs on one Kafka: notes of the same origin under other
+    # keys (a larger size, too) and of other origins are on the topic and must not count.
+    strangers = [
+        FileSigner(ORIGIN, tmp_path / "stranger.key"),
+        FileSigner(origin_of("test-agency", "other"), tmp_path / "other.key"),
+    ]
+    seeding = KafkaCheckpointPublisher(settings, topic)
+    for stranger in strangers:
+        note = await stranger.sign_checkpoint(Checkpoint(stranger.name, 1000, merkle.EMPTY_ROOT))
+        await seeding.publish(StoredCheckpoint(1000, note))
+    await seeding.stop()
+
+    def open_kafka() -> CheckpointRecord:
+        opened.append(KafkaCheckpointPublisher(settings, topic, read_timeout=20.0))
+        return opened[-1]
+
+    yield store, open_kafka
+    for record in opened:
+        await record.stop()
+    await delete_topics(settings, [topic])
+
+
+async def first_run(
+    store: EventStore, tmp_path: Path, open_one: RecordOpener
+) -> tuple[FileSigner, StoredCheckpoint]:
+    """A process that signs and publishes a checkpoint of ``SIZE`` events, then stops."""
+    signer = FileSigner(ORIGIN, tmp_path / "keys" / "ledger.key")
+    ledger_store = await open_ledger(store, tmp_path)
+    log = LedgerLog(ledger_store, signer)
+    log.publish_to(open_one())
+    await append_notes(store, SIZE)
+    signed = await log.sign()
+    assert signed.size == SIZE
+    await ledger_store.close()
+    return signer, signed
+
+
+async def restarted(store: EventStore, tmp_path: Path, signer: FileSigner) -> LedgerLog:
+    return LedgerLog(await open_ledger(store, tmp_path), signer)
+
+
+async def newest_published(open_one: RecordOpener, signer: FileSigner) -> Checkpoint | None:
+    return await open_one().newest(await signer.verifier())
+
+
+ROLLBACKS = {
+    # The events after position 30 deleted and the ledger emptied: 30 leaves, 40 signed.
+    "events truncated": False,
+    # The same, then new events appended past 40: a tree of 45 whose first 40 differ.
+    "truncated and appended": True,
+}
+
+
+@pytest.mark.parametrize("append_again", list(ROLLBACKS.values()), ids=list(ROLLBACKS))
+async def test_a_store_rolled_back_while_down_is_refused_on_restart(
+    append_again: bool,
+    open_record: tuple[EventStore, RecordOpener],
+    open_store: StoreOpener,
+    tmp_path: Path,
+) -> None:
+    store, open_one = open_record
+    signer, signed = await first_run(store, tmp_path, open_one)
+    held = open_checkpoint(signed.note, await signer.verifier())
+
+    await tamper(store, tmp_path, TRUNCATE)
+    await _wipe_ledger(store, tmp_path)
+    if append_again:
+        await append_notes(await open_store(), 15)
+
+    log = await restarted(store, tmp_path, signer)
+    log.publish_to(open_one())
+    try:
+        with pytest.raises(LedgerTampered, match="published"):
+            await log.sign()
+        # Refused again on every later try: the mark is not forgotten after one refusal.
+        with pytest.raises(LedgerTampered):
+            await log.sign()
+        assert await log.store.latest_checkpoint() is None
+    finally:
+        await log.store.close()
+    assert await newest_published(open_one, signer) == held
+
+
+async def test_ledger_tables_emptied_over_an_intact_store_sign_on(
+    open_record: tuple[EventStore, RecordOpener], tmp_path: Path
+) -> None:
+    store, open_one = open_record
+    signer, signed = await first_run(store, tmp_path, open_one)
+    held = open_checkpoint(signed.note, await signer.verifier())
+    await _wipe_ledger(store, tmp_path)
+
+    log = await restarted(store, tmp_path, signer)
+    log.publish_to(open_one())
+    try:
+        again = await log.sign()  # the same tree hashed again: the same checkpoint
+        assert open_checkpoint(again.note, await signer.verifier()) == held
+        await append_notes(store, 5)
+        grown = open_checkpoint((await log.sign()).note, await signer.verifier())
+        assert grown.size == SIZE + 5
+        proof = await log.consistency_proof(SIZE, grown.size)
+        merkle.verify_consistency(SIZE, grown.size, held.root, grown.root, proof)
+    finally:
+        await log.store.close()
+    assert await newest_published(open_one, signer) == grown
+
+
+async def test_a_consistent_restart_signs_on(
+    open_record: tuple[EventStore, RecordOpener], tmp_path: Path
+) -> None:
+    store, open_one = open_record
+    signer, _ = await first_run(store, tmp_path, open_one)
+    await append_notes(store, 3)  # appended while the ledger was down
+
+    log = await restarted(store, tmp_path, signer)
+    log.publish_to(open_one())
+    try:
+        signed = await log.sign()
+        assert signed.size == SIZE + 3
+    finally:
+        await log.store.close()
+    newest = await newest_published(open_one, signer)
+    assert newest is not None
+    assert newest.size == SIZE + 3
