@@ -91,6 +91,7 @@ class KafkaCheckpointPublisher(CheckpointRecord):
         first = (await consumer.beginning_offsets([partition]))[partition]
         end = (await consumer.end_offsets([partition]))[partition]
         key = verifier.name.encode()
+        newest: Checkpoint | None = None
         while end > first:
             start = max(first, end - READ_PAGE)
             consumer.seek(partition, start)
@@ -102,12 +103,14 @@ class KafkaCheckpointPublisher(CheckpointRecord):
                     for record in batch.get(partition, [])
                     if record.offset < end and record.key == key and record.value is not None
                 )
-            # Replicas may publish out of order: the largest in the page, not the last.
-            newest = newest_verified(notes, verifier)
+            found = newest_verified(notes, verifier)
             if newest is not None:
-                return newest
+                # Replicas may publish out of order, across a page's edge too: the largest in
+                # the page of the newest note and the one before it, not simply the last.
+                return newest if found is None or found.size <= newest.size else found
+            newest = found
             end = start
-        return None
+        return newest
 
     async def stop(self) -> None:
         if self._producer is not None:

@@ -11,7 +11,6 @@ ledger tables emptied over an intact store hash back to the same tree, and signi
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 """The ledger's own health entry: NOT_SERVING while the ledger cannot follow its store, SERVING
-again once it does (a database restart), but never again after a tamper finding."""
+again once it does (a database restart), but never again after a tamper finding; on start,
+the same for the record of published checkpoints (unreachable, or showing a rollback)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ from pathlib import Path
 
 from grpc_health.v1 import health, health_pb2
 
+from casetrail_platform.ledger import merkle
+from casetrail_platform.ledger.checkpoint_file import FileCheckpointRecord
 from casetrail_platform.ledger.hosting import run_ledger
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.log import LedgerLog, LedgerTampered
-from casetrail_platform.ledger.note import origin_of
+from casetrail_platform.ledger.note import Checkpoint, Verifier, origin_of
+from casetrail_platform.ledger.port import StoredCheckpoint
 from casetrail_platform.ledger.sqlite import SqliteLedgerStore
 from casetrail_platform.store.sqlite import SqliteEventStore
-from tests.support.sample_events import sample_registry
+from tests.support.sample_events import note, sample_registry
 from tests.support.waiting import eventually
 
 NAME = "casetrail.test.ledger"
@@ -106,3 +110,79 @@ async def test_a_tamper_finding_keeps_the_ledger_not_serving(tmp_path: Path) -> 
         await task
         await ledger_store.close()
         await store.close()
+
+
+class UnreachableRecord(FileCheckpointRecord):
+    """A record that cannot be read while ``down`` (a broker away)."""
+
+    down = True
+
+    async def newest(self, verifier: Verifier) -> Checkpoint | None:
+        if self.down:
+            raise ConnectionError("the broker is away")
+        return await super().newest(verifier)
+
+
+async def test_a_store_rolled_back_while_down_is_reported_on_start(tmp_path: Path) -> None:
+    """The record holds a checkpoint of 5 events; the store holds none (emptied while the
+    service was down): NOT_SERVING at once, though nothing is due for signing, and for good."""
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    ledger_store = await SqliteLedgerStore.open(tmp_path / "ledger.db", tmp_path / "events.db")
+    signer = FileSigner(origin_of("test-agency", "test"), tmp_path / "keys" / "test.key")
+    record = FileCheckpointRecord(tmp_path / "keys" / "ledger.checkpoint")
+    published = await signer.sign_checkpoint(Checkpoint(signer.name, 5, merkle.EMPTY_ROOT))
+    await record.publish(StoredCheckpoint(5, published))
+    ledger = LedgerLog(ledger_store, signer)
+    ledger.publish_to(record)
+    servicer = health.aio.HealthServicer()
+    await servicer.set(NAME, health_pb2.HealthCheckResponse.UNKNOWN)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_ledger(ledger, store, servicer, NAME, stop, sign_every=60.0, retry_after=0.01)
+    )
+    try:
+        await eventually(reports(servicer, NOT_SERVING), "ledger not serving")
+        # Events past the size published: the tree of 6 still does not extend it.
+        await store.append("case-1", [note("case-1") for _ in range(6)], 0)
+        await asyncio.sleep(0.2)
+        assert await reports(servicer, NOT_SERVING)() == NOT_SERVING
+        assert await ledger_store.latest_checkpoint() is None
+    finally:
+        stop.set()
+        await task
+        await ledger_store.close()
+        await store.close()
+    assert await record.newest(await signer.verifier()) == Checkpoint(
+        signer.name, 5, merkle.EMPTY_ROOT
+    )
+
+
+async def test_nothing_is_signed_until_the_record_is_read(tmp_path: Path) -> None:
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    ledger_store = await SqliteLedgerStore.open(tmp_path / "ledger.db", tmp_path / "events.db")
+    signer = FileSigner(origin_of("test-agency", "test"), tmp_path / "keys" / "test.key")
+    record = UnreachableRecord(tmp_path / "keys" / "ledger.checkpoint")
+    ledger = LedgerLog(ledger_store, signer)
+    ledger.publish_to(record)
+    await store.append("case-1", [note("case-1") for _ in range(3)], 0)
+    servicer = health.aio.HealthServicer()
+    await servicer.set(NAME, health_pb2.HealthCheckResponse.UNKNOWN)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_ledger(ledger, store, servicer, NAME, stop, sign_every=0.01, retry_after=0.01)
+    )
+    try:
+        await eventually(reports(servicer, NOT_SERVING), "ledger not serving")
+        await asyncio.sleep(0.2)
+        assert await ledger_store.latest_checkpoint() is None
+        record.down = False
+        await eventually(reports(servicer, SERVING), "ledger serving again")
+        await eventually(ledger_store.latest_checkpoint, "a checkpoint signed")
+    finally:
+        stop.set()
+        await task
+        await ledger_store.close()
+        await store.close()
+    published = await record.newest(await signer.verifier())
+    assert published is not None
+    assert published.size == 3
