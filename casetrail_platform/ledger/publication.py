@@ -7,13 +7,15 @@ as UTF-8 text (``content-type: text/plain; charset=utf-8``). Kept forever, like 
 The topic is also the log's own high-water mark (``newest``): a database rolled back while a
 service was down cannot take back what it published there. It is read with partitions
 assigned by hand (no consumer group: the services' Kafka users need Read on the topic only),
-from the end backwards a page at a time, up to the first page that holds a note of the log.
+from the end (as it was on start) backwards a page at a time, up to the page before the first
+that holds a note of the log.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -27,8 +29,10 @@ READ_PAGE = 1000
 """Records read per step backwards: a log signs every minute at most, and every log's notes
 share the partition, so a running log's newest note is in the last page or two."""
 READ_TIMEOUT = 30.0
-"""Seconds ``newest`` may take, connection included, before it gives up (and the ledger,
-which has not signed yet, tries again later)."""
+"""Seconds ``newest`` may wait for the broker (to connect, or to read one page) before it
+gives up (and the ledger, which has not signed yet, tries again later)."""
+
+T = TypeVar("T")
 
 
 class KafkaCheckpointPublisher(CheckpointRecord):
@@ -68,41 +72,48 @@ class KafkaCheckpointPublisher(CheckpointRecord):
             **self._settings.security.client_options(),
         )
         try:
-            return await asyncio.wait_for(self._newest(consumer, verifier), self._read_timeout)
+            # One partition by design (topics as code; ensure_topics refuses another count).
+            partition = TopicPartition(self._topic, 0)
+            first, end = await self._within(self._open(consumer, partition), verifier)
+            return await self._newest_in(consumer, partition, first, end, verifier)
+        finally:
+            await close_quietly(consumer, 5.0)
+
+    async def _within(self, step: Awaitable[T], verifier: Verifier) -> T:
+        """``step`` (connecting, or reading one page) or ``TimeoutError``: each step is
+        bounded, not the whole read, which a log with no note yet (a new key) makes a read of
+        the whole topic as it was on start."""
+        try:
+            return await asyncio.wait_for(step, self._read_timeout)
         except TimeoutError:
             raise TimeoutError(
                 f"{verifier.name}: {self._topic} not read within {self._read_timeout:g} s"
             ) from None
-        finally:
-            await close_quietly(consumer, 5.0)
 
-    async def _newest(self, consumer: Any, verifier: Verifier) -> Checkpoint | None:
+    async def _open(self, consumer: Any, partition: TopicPartition) -> tuple[int, int]:
+        """Connects; the partition's first and end offsets."""
         await consumer.start()
         if self._topic not in await consumer.topics():
             # Created with the others at start-up (ensure_topics): missing is an outage.
-            raise LookupError(f"{verifier.name}: topic {self._topic} does not exist")
-        # One partition by design (topics as code; ensure_topics refuses any other count).
-        return await self._newest_in(consumer, TopicPartition(self._topic, 0), verifier)
-
-    async def _newest_in(
-        self, consumer: Any, partition: TopicPartition, verifier: Verifier
-    ) -> Checkpoint | None:
+            raise LookupError(f"topic {self._topic} does not exist")
         consumer.assign([partition])
         first = (await consumer.beginning_offsets([partition]))[partition]
         end = (await consumer.end_offsets([partition]))[partition]
+        return first, end
+
+    async def _newest_in(
+        self,
+        consumer: Any,
+        partition: TopicPartition,
+        first: int,
+        end: int,
+        verifier: Verifier,
+    ) -> Checkpoint | None:
         key = verifier.name.encode()
         newest: Checkpoint | None = None
         while end > first:
             start = max(first, end - READ_PAGE)
-            consumer.seek(partition, start)
-            notes: list[str] = []
-            while await consumer.position(partition) < end:
-                batch = await consumer.getmany(partition, timeout_ms=1000)
-                notes.extend(
-                    record.value.decode("utf-8", "replace")
-                    for record in batch.get(partition, [])
-                    if record.offset < end and record.key == key and record.value is not None
-                )
+            notes = await self._within(self._page(consumer, partition, start, end, key), verifier)
             found = newest_verified(notes, verifier)
             if newest is not None:
                 # Replicas may publish out of order, across a page's edge too: the largest in
@@ -111,6 +122,22 @@ class KafkaCheckpointPublisher(CheckpointRecord):
             newest = found
             end = start
         return newest
+
+    @staticmethod
+    async def _page(
+        consumer: Any, partition: TopicPartition, start: int, end: int, key: bytes
+    ) -> list[str]:
+        """The notes keyed ``key`` at offsets ``start`` to ``end`` (excluded)."""
+        consumer.seek(partition, start)
+        notes: list[str] = []
+        while await consumer.position(partition) < end:
+            batch = await consumer.getmany(partition, timeout_ms=1000)
+            notes.extend(
+                record.value.decode("utf-8", "replace")
+                for record in batch.get(partition, [])
+                if record.offset < end and record.key == key and record.value is not None
+            )
+        return notes
 
     async def stop(self) -> None:
         if self._producer is not None:
