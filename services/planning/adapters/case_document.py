@@ -91,7 +91,7 @@ def apply_event(document: Document, recorded: RecordedEvent) -> bool:
 
 def _derive(document: Document) -> None:
     closed = document["closures"] > document["reopens"]
-    plan = document["plan"]
+    plan = current(document, "plan")
     document["status"] = CLOSED if closed else OPEN
     document["closure_reason"] = document["last_closure_reason"] if closed else None
     if closed:
@@ -113,6 +113,20 @@ def _derive(document: Document) -> None:
     document["open_referrals"] = sum(
         1 for r in document["referrals"] if r["status"] in OPEN_REFERRAL_STATUSES
     )
+
+
+def current(document: Document, key: str) -> Document | None:
+    """The plan or discharge plan under ``key`` if it belongs to the case's current cycle.
+
+    Each records the cycle it was made in (planning's closures before it, both planning's own
+    events, so in stream order); the current cycle is the number of reopenings (intake's). A
+    reopened case shows neither until a new one is made: they are of the cycle that closed.
+    Documents projected before cycles were kept hold those of the first cycle (a second plan
+    could not be drafted then)."""
+    made: Document | None = document[key]
+    if made is None or made.get("cycle", 0) < document["reopens"]:
+        return None
+    return made
 
 
 def _day(recorded: RecordedEvent) -> str:
@@ -148,6 +162,7 @@ def _plan_drafted(document: Document, event: PlanDrafted, recorded: RecordedEven
         "goals": [_goal_entry(goal) for goal in event.goals],
         "last_evaluated_on": None,
         "adjustment_needed": False,
+        "cycle": document["closures"],
     }
     _version(document["plan"])
 
@@ -207,6 +222,7 @@ def _discharge(document: Document, event: DischargePlanned, recorded: RecordedEv
         "criteria": list(event.criteria),
         "aftercare": list(event.aftercare),
         "long_term_maintenance": event.long_term_maintenance,
+        "cycle": document["closures"],
     }
 
 

@@ -92,6 +92,7 @@ def _draft(record: CasePlanning, facts: CaseFacts, command: DraftPlan) -> PlanDr
             record.plan.plan_id,
             f"case {command.case_id} already has plan {record.plan.plan_id}; revise its goals",
         )
+    _require_new_ids(record, command.plan_id, *(goal.goal_id for goal in command.goals))
     # The case cycle: the plan is made with the client by the worker who carries the case,
     # from the initial assessment; a coordinator may draft it, but not before both exist.
     if facts.worker_id is None:
@@ -113,6 +114,7 @@ def _add_goal(record: CasePlanning, command: AddGoal) -> GoalAdded:
     plan = _plan(record)
     if command.goal.goal_id in plan.goals:
         raise AlreadyExists("goal", command.goal.goal_id)
+    _require_new_ids(record, command.goal.goal_id)
     return GoalAdded(case_id=command.case_id, plan_id=plan.plan_id, goal=command.goal)
 
 
@@ -266,8 +268,9 @@ def _close(record: CasePlanning, facts: CaseFacts, command: CloseCase) -> CaseCl
 def _require_goals_achieved(record: CasePlanning, case_id: str) -> None:
     """Closing for goals achieved claims the plan the client agreed to is done: there is one,
     and none of its goals is still being worked on (each was achieved, which needs the client's
-    agreement to it, or dropped). Other reasons (the client moved, withdrew, died...) end a
-    case whatever its plan."""
+    agreement to it, or dropped). The plan is the current cycle's: a reopened case needs a new
+    plan agreed and done, the earlier one proves nothing of why the client came back. Other
+    reasons (the client moved, withdrew, died...) end a case whatever its plan."""
     plan = record.plan
     if plan is None:
         raise errors.plan_not_drafted(case_id)
@@ -283,6 +286,19 @@ def _require_goals_achieved(record: CasePlanning, case_id: str) -> None:
             subject=case_id,
             goal_ids=listed,
         )
+
+
+def _require_new_ids(record: CasePlanning, *identifiers: str) -> None:
+    """A new plan or goal does not take the id of a plan or goal of an earlier cycle: events
+    and other services (a service's goal_id) would then name two things with one id."""
+    for identifier in identifiers:
+        if identifier in record.past_ids:
+            raise AlreadyExists(
+                "id",
+                identifier,
+                f"{identifier!r} names a plan or goal of an earlier cycle of case"
+                f" {record.case_id}; a new plan and its goals take new ids",
+            )
 
 
 def _plan(record: CasePlanning) -> Plan:

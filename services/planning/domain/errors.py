@@ -30,7 +30,9 @@ def case_closed(case_id: str) -> RuleBroken:
 
 def plan_not_drafted(case_id: str) -> RuleBroken:
     return RuleBroken(
-        PLAN_NOT_DRAFTED, f"case {case_id} has no plan yet; draft one first", subject=case_id
+        PLAN_NOT_DRAFTED,
+        f"case {case_id} has no plan yet (a reopened case starts a new one); draft one first",
+        subject=case_id,
     )
 
 

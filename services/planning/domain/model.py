@@ -8,6 +8,10 @@ agreement again. Achieving a goal is progress, not a change of the plan.
 Each goal also knows whether the client agreed to it as it stands: a goal added or revised
 after the last agreement is not agreed until the next one, so it cannot be achieved or
 evaluated before (the plan is built with the client, not for them).
+
+A closure ends the plan's cycle: a reopened case (the client needs help again) starts with no
+plan, and a new one is drafted with the client; the earlier plans stay in the case's history,
+their ids (and their goals' ids) used up.
 """
 
 from __future__ import annotations
@@ -79,7 +83,11 @@ class CasePlanning:
 
     case_id: str
     plan: Plan | None = None
+    """The plan of the current cycle (since the case was opened or last reopened)."""
     closures: int = 0
+    past_ids: set[str] = field(default_factory=set)
+    """The ids of the plans of earlier cycles and of their goals: an id names one thing of
+    the case (a service names the goal it serves by its id alone)."""
     contact_ids: set[str] = field(default_factory=set)
     evaluation_ids: set[str] = field(default_factory=set)
 
@@ -111,6 +119,9 @@ class CasePlanning:
                 self.evaluation_ids.add(event.evaluation_id)
             case CaseClosed():
                 self.closures += 1
+                if self.plan is not None:
+                    self.past_ids.update((self.plan.plan_id, *self.plan.goals))
+                    self.plan = None
             case _:
                 pass
 

@@ -8,6 +8,7 @@ from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.projections.port import Document
 from events.envelope import RecordedEvent
+from services.planning.adapters.case_document import current
 
 
 def command_result(case_id: str, recorded: list[RecordedEvent]) -> common_pb2.CommandResult:
@@ -38,10 +39,17 @@ def case_view(document: Document) -> planning_pb2.GetCaseViewResponse:
                 worker_id=document["worker_id"], worker_role=document["worker_role"]
             )
         )
-    if document["plan"] is not None:
-        view.plan.CopyFrom(_plan(document["plan"]))
-    if document["discharge"] is not None:
-        view.discharge.CopyFrom(planning_pb2.DischargeView(**document["discharge"]))
+    if (plan := current(document, "plan")) is not None:
+        view.plan.CopyFrom(_plan(plan))
+    if (discharge := current(document, "discharge")) is not None:
+        view.discharge.CopyFrom(
+            planning_pb2.DischargeView(
+                target_date=discharge["target_date"],
+                criteria=discharge["criteria"],
+                aftercare=discharge["aftercare"],
+                long_term_maintenance=discharge["long_term_maintenance"],
+            )
+        )
     return view
 
 

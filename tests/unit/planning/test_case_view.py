@@ -14,6 +14,7 @@ from events.envelope import Actor
 from services.planning.adapters.case_views import CaseFilter, CaseViewProjection, CaseViews
 from services.planning.app.handlers import Dependencies, handle
 from services.planning.domain import commands as c
+from services.planning.entrypoints import present
 from tests.unit.planning.support import (
     COORDINATION,
     INTAKE,
@@ -210,3 +211,45 @@ async def test_facts_for_decisions_come_from_the_view(deps: Dependencies, bus: B
     )
     assert (await views.facts("case-d")).reopens == 1
     assert not (await views.facts("case-unknown")).known
+
+
+async def test_a_reopened_case_shows_the_plan_of_its_new_cycle_only(
+    deps: Dependencies, bus: Bus, read_models: ReadModelStore
+) -> None:
+    plan = Planner(deps, bus)
+    views = CaseViews(bus.read_models)
+    await bus.open_case("case-e")
+    await plan(c.DraftPlan("case-e", "plan-1", (goal("goal-walk"),)))
+    await plan(c.RecordAgreement("case-e", None, "yes", True))
+    await plan(c.AchieveGoal("case-e", "goal-walk", "walks to the shop"))
+    await plan(c.PlanDischarge("case-e", date(2030, 4, 1), ("walks alone",), (), False, None))
+    await plan(c.CloseCase("case-e", DischargeReason.GOALS_ACHIEVED, None))
+    closed = await views.get("case-e")
+    assert closed is not None
+    assert (closed["stage"], closed["plan"]["plan_id"]) == ("closed", "plan-1")
+    assert present.case_view(closed).plan.plan_id == "plan-1", "a closed case shows its plan"
+
+    await bus.record(INTAKE, "case-e", reopened("case-e"))
+    view = await views.get("case-e")
+    assert view is not None
+    assert (view["status"], view["stage"]) == ("open", "assigned")
+    shown = present.case_view(view)
+    assert not shown.HasField("plan")
+    assert not shown.HasField("discharge")
+
+    await plan(c.DraftPlan("case-e", "plan-2", (goal("goal-home"),)))
+    view = await views.get("case-e")
+    assert view is not None
+    shown = present.case_view(view)
+    assert (view["stage"], shown.plan.plan_id, shown.plan.version) == ("planning", "plan-2", 1)
+    assert [g.goal.goal_id for g in shown.plan.goals] == ["goal-home"]
+
+    # Rebuilt with intake's reopening replayed after planning's new plan: the same view.
+    before = await dump(read_models, PROJECTION.collections)
+    await read_models.reset(PROJECTION.name, PROJECTION.collections)
+    bus.delivered_up_to.clear()
+    handler = bus.handler()
+    for store in [bus.planning_store, *reversed(bus.stores.values())]:
+        for recorded in await store.read_all(0):
+            await handler(recorded)
+    assert await dump(read_models, PROJECTION.collections) == before

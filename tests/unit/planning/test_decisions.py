@@ -9,8 +9,8 @@ import pytest
 from casetrail_platform.commands import AlreadyExists, NotAllowed, NotFound, RuleBroken
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseClosed, DischargeReason
-from events.catalog.monitoring import ContactKind, GoalProgress, ProgressRating
-from events.catalog.planning import GoalAdded, GoalRevised, PlanAgreed, PlanDrafted
+from events.catalog.monitoring import ContactKind, ContactLogged, GoalProgress, ProgressRating
+from events.catalog.planning import GoalRevised, PlanAgreed, PlanDrafted
 from events.envelope import Actor
 from services.planning.domain import commands as c
 from services.planning.domain.decisions import decide
@@ -230,9 +230,9 @@ def test_a_closed_case_refuses_everything_until_reopened() -> None:
             run(record, command)
         assert rule_of(error) == "CASE_CLOSED"
 
-    reopened = CaseFacts(known=True, worker_id=WORKER.user_id, reopens=1)
-    [added] = run(record, c.AddGoal(CASE, goal("goal-club")), facts=reopened)
-    assert isinstance(added, GoalAdded)
+    reopened = CaseFacts(known=True, worker_id=WORKER.user_id, assessed=True, reopens=1)
+    [logged] = run(record, contact, facts=reopened)
+    assert isinstance(logged, ContactLogged)
 
 
 def test_a_case_must_be_known_from_intake() -> None:
@@ -424,3 +424,76 @@ def test_an_agreement_needs_the_clients_signature_or_statement() -> None:
     assert rule_of(error) == "AGREEMENT_WITHOUT_CLIENT"
     assert error.value.details["fields"] == "signed_by_client,client_statement"
     assert run(record, c.RecordAgreement(CASE, None, "Yes, I want that", signed_by_client=False))
+
+
+# A reopened case starts a new plan cycle: the client came back with a need the earlier plan
+# did not meet, so that plan is history, not the plan of the reopened case.
+
+REOPENED = CaseFacts(known=True, worker_id=WORKER.user_id, assessed=True, reopens=1)
+
+
+def closed_with_its_plan_done() -> CasePlanning:
+    record = record_of(drafted("goal-walk"))
+    run(record, agree())
+    run(record, c.AchieveGoal(CASE, "goal-walk", "walks to the shop"))
+    run(record, c.CloseCase(CASE, DischargeReason.GOALS_ACHIEVED, None))
+    return record
+
+
+def test_a_reopened_case_is_not_closed_as_goals_achieved_on_its_earlier_plan() -> None:
+    record = closed_with_its_plan_done()
+    close = c.CloseCase(CASE, DischargeReason.GOALS_ACHIEVED, None)
+
+    with pytest.raises(RuleBroken) as error:
+        run(record, close, facts=REOPENED)
+
+    assert rule_of(error) == "PLAN_NOT_DRAFTED"
+    assert record.closures == 1
+
+
+def test_a_reopened_case_gets_a_new_plan_with_new_ids_and_closes_on_it() -> None:
+    record = closed_with_its_plan_done()
+
+    for used, identifier in (
+        (c.DraftPlan(CASE, "plan-1", ()), "plan-1"),
+        (c.DraftPlan(CASE, "plan-2", (goal("goal-walk"),)), "goal-walk"),
+    ):
+        with pytest.raises(AlreadyExists) as error:
+            run(record, used, facts=REOPENED)
+        assert (error.value.what, error.value.identifier) == ("id", identifier)
+    [new_plan] = run(record, c.DraftPlan(CASE, "plan-2", (goal("goal-home"),)), facts=REOPENED)
+    assert isinstance(new_plan, PlanDrafted)
+    with pytest.raises(AlreadyExists):
+        run(record, c.AddGoal(CASE, goal("goal-walk")), facts=REOPENED)
+
+    # The new plan is agreed on its own, from version 1, and its goals decide the closure.
+    [agreed] = run(record, agree(version=1), facts=REOPENED)
+    assert isinstance(agreed, PlanAgreed)
+    assert (agreed.plan_id, agreed.plan_version, agreed.goal_ids) == ("plan-2", 1, ("goal-home",))
+    close = c.CloseCase(CASE, DischargeReason.GOALS_ACHIEVED, None)
+    with pytest.raises(RuleBroken) as active:
+        run(record, close, facts=REOPENED)
+    assert active.value.details["goal_ids"] == "goal-home"
+    run(record, c.AchieveGoal(CASE, "goal-home", "back home"), facts=REOPENED)
+    assert run(record, close, facts=REOPENED) == [
+        CaseClosed(case_id=CASE, reason=DischargeReason.GOALS_ACHIEVED)
+    ]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        c.AddGoal(CASE, goal("goal-home")),
+        c.AchieveGoal(CASE, "goal-walk", None),
+        c.RecordAgreement(CASE, None, "yes", signed_by_client=True),
+    ],
+)
+def test_the_earlier_plan_of_a_reopened_case_is_not_worked_on(command: c.Command) -> None:
+    record = record_of(drafted("goal-walk", "goal-club"))
+    run(record, agree())
+    run(record, c.CloseCase(CASE, DischargeReason.CLIENT_MOVED, None))
+
+    with pytest.raises(RuleBroken) as error:
+        run(record, command, facts=REOPENED)
+
+    assert rule_of(error) == "PLAN_NOT_DRAFTED"
