@@ -268,9 +268,10 @@ def _close(record: CasePlanning, facts: CaseFacts, command: CloseCase) -> CaseCl
 def _require_goals_achieved(record: CasePlanning, case_id: str) -> None:
     """Closing for goals achieved claims the plan the client agreed to is done: there is one,
     and none of its goals is still being worked on (each was achieved, which needs the client's
-    agreement to it, or dropped). The plan is the current cycle's: a reopened case needs a new
-    plan agreed and done, the earlier one proves nothing of why the client came back. Other
-    reasons (the client moved, withdrew, died...) end a case whatever its plan."""
+    agreement to it, or dropped), at least one achieved. The plan is the current cycle's: a
+    reopened case needs a new plan agreed and done, the earlier one proves nothing of why the
+    client came back. Other reasons (the client moved, withdrew, died...) end a case whatever
+    its plan."""
     plan = record.plan
     if plan is None:
         raise errors.plan_not_drafted(case_id)
@@ -285,6 +286,15 @@ def _require_goals_achieved(record: CasePlanning, case_id: str) -> None:
             f" reason {DischargeReason.GOALS_ACHIEVED.value}",
             subject=case_id,
             goal_ids=listed,
+        )
+    # A plan whose every goal was dropped was given up, not done: the closure says why instead
+    # (the client withdrew, moved, became independent...).
+    if not any(goal.status is GoalStatus.ACHIEVED for goal in plan.goals.values()):
+        raise RuleBroken(
+            errors.NO_GOAL_ACHIEVED,
+            f"no goal of plan {plan.plan_id} was achieved (each was dropped); close with the"
+            " reason the case ends for",
+            subject=case_id,
         )
 
 

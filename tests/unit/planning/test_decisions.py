@@ -497,3 +497,18 @@ def test_the_earlier_plan_of_a_reopened_case_is_not_worked_on(command: c.Command
         run(record, command, facts=REOPENED)
 
     assert rule_of(error) == "PLAN_NOT_DRAFTED"
+
+
+def test_goals_achieved_needs_a_goal_achieved_not_every_goal_dropped() -> None:
+    record = record_of(drafted("goal-walk", "goal-club"))
+    run(record, agree())
+    run(record, c.DropGoal(CASE, "goal-walk", "physio's own plan covers it"))
+    run(record, c.DropGoal(CASE, "goal-club", "not wanted any more"))
+
+    with pytest.raises(RuleBroken) as error:
+        run(record, c.CloseCase(CASE, DischargeReason.GOALS_ACHIEVED, None))
+
+    assert rule_of(error) == "NO_GOAL_ACHIEVED"
+    assert error.value.details == {"subject": CASE}
+    assert record.closures == 0
+    assert run(record, c.CloseCase(CASE, DischargeReason.CLIENT_WITHDREW, None))
