@@ -11,6 +11,7 @@ dictionaries would not keep it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from casetrail_platform.projections.port import Document
@@ -70,6 +71,7 @@ def new_document(case_id: str) -> Document:
         "open_referrals": 0,
         "next_follow_up_due": None,
         "last_contact_on": None,
+        "last_contact_at": None,
         "contacts_logged": 0,
         "discharge": None,
         "closure_reason": None,
@@ -211,6 +213,13 @@ def _evaluated(document: Document, event: ProgressEvaluated, recorded: RecordedE
 
 def _contact(document: Document, event: ContactLogged, recorded: RecordedEvent) -> None:
     document["contacts_logged"] += 1
+    # A contact logged late, dated before the latest one, is history: the latest contact set
+    # the next follow-up, and the overdue list must neither lose the case nor list it early.
+    moment = recorded.metadata.occurred_at
+    latest = document.get("last_contact_at")
+    if latest is not None and moment < datetime.fromisoformat(latest):
+        return
+    document["last_contact_at"] = moment.isoformat()
     document["last_contact_on"] = _day(recorded)
     due = event.next_follow_up_due
     document["next_follow_up_due"] = None if due is None else due.isoformat()

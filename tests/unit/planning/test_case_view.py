@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime, timedelta
 
 import pytest
 
@@ -43,9 +43,11 @@ class Planner:
         self.bus = bus
         self.keys = 0
 
-    async def __call__(self, command: c.Command, actor: Actor = WORKER) -> None:
+    async def __call__(
+        self, command: c.Command, actor: Actor = WORKER, occurred_at: datetime = START
+    ) -> None:
         self.keys += 1
-        context = CommandContext(actor, f"cmd-{self.keys}", occurred_at=START)
+        context = CommandContext(actor, f"cmd-{self.keys}", occurred_at=occurred_at)
         await handle(self.deps, context, command)
         await self.bus.sync()
 
@@ -253,3 +255,31 @@ async def test_a_reopened_case_shows_the_plan_of_its_new_cycle_only(
         for recorded in await store.read_all(0):
             await handler(recorded)
     assert await dump(read_models, PROJECTION.collections) == before
+
+
+async def test_a_contact_logged_late_does_not_replace_the_latest_follow_up(
+    deps: Dependencies, bus: Bus
+) -> None:
+    plan = Planner(deps, bus)
+    views = CaseViews(bus.read_models)
+    await bus.open_case("case-f")
+    await plan(
+        c.LogContact("case-f", "visit", ContactKind.HOME_VISIT, "Managing", date(2030, 3, 5)),
+        occurred_at=START + timedelta(days=1),
+    )
+    # Yesterday's call, written up today: it asked for a follow-up further out, but today's
+    # visit, later, decided the next one.
+    await plan(
+        c.LogContact("case-f", "call", ContactKind.PHONE_CALL, "Fine", date(2030, 4, 1)),
+        occurred_at=START,
+    )
+
+    view = await views.get("case-f")
+    assert view is not None
+    assert (view["contacts_logged"], view["last_contact_on"], view["next_follow_up_due"]) == (
+        2,
+        "2030-03-02",
+        "2030-03-05",
+    )
+    overdue, _ = await views.find(CaseFilter(overdue_before=date(2030, 3, 6)), limit=10)
+    assert [found["case_id"] for found in overdue] == ["case-f"]
