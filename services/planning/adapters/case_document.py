@@ -57,6 +57,7 @@ def new_document(case_id: str) -> Document:
         "case_id": case_id,
         "client_id": None,
         "opened": False,
+        "opened_at": None,
         "status": OPEN,
         "stage": "intake",
         "worker_id": None,
@@ -137,6 +138,7 @@ def _day(recorded: RecordedEvent) -> str:
 
 def _case_opened(document: Document, event: CaseOpened, recorded: RecordedEvent) -> None:
     document["opened"] = True
+    document["opened_at"] = recorded.metadata.occurred_at.isoformat()
     document["client_id"] = event.client_id
     document["presented_needs"] = sorted({need.category.value for need in event.presenting_needs})
 

@@ -8,7 +8,7 @@ that a scan in key order meets the most overdue cases first and stops at the giv
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from casetrail_platform.projections.erasure import scrub_cases
 from casetrail_platform.projections.port import (
@@ -115,8 +115,10 @@ class CaseViews:
         document = await self.get(case_id)
         if document is None:
             return UNKNOWN_CASE
+        opened_at = document.get("opened_at")
         return CaseFacts(
             known=True,
+            opened_at=None if opened_at is None else datetime.fromisoformat(opened_at),
             worker_id=document["worker_id"],
             # An assessment always names at least one need (the catalog requires it).
             assessed=bool(document["assessed_needs"]),

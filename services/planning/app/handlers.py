@@ -46,7 +46,8 @@ async def handle(deps: Dependencies, context: CommandContext, command: Command) 
     stream = stream_for(command.case_id)
 
     def decide_on(history: list[RecordedEvent]) -> list[CaseEvent]:
-        return decide(fold(command.case_id, history), facts, context.actor, command)
+        record = fold(command.case_id, history)
+        return decide(record, facts, context.actor, command, context.occurred_at)
 
     try:
         recorded = await execute(deps.store, SOURCE, context, stream, decide_on)

@@ -1,13 +1,16 @@
 """Planning's decisions: from a case's state and a command to new events, or a refusal.
 
 Pure functions: no I/O, no clock. Checks run in the order a caller can act on: the role, the
-actor being the assigned worker, the case being known, the case being open, then the rules of
-the command itself. Assignment comes before existence so that a case-carrying worker is told the
-same for a case that does not exist as for one assigned to someone else: the answer must not
-reveal which case ids are real.
+actor being the assigned worker, the case being known, the case being open, the command's moment
+not before the case's opening, then the rules of the command itself. Assignment comes before
+existence so that a case-carrying worker is told the same for a case that does not exist as for
+one assigned to someone else: the answer must not reveal which case ids are real (nor when a
+case was opened).
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from casetrail_platform.commands import AlreadyExists, NotFound, RuleBroken
 from events.catalog.base import CaseEvent
@@ -54,14 +57,20 @@ ACTIONS: dict[type[Command], Action] = {
 
 
 def decide(
-    record: CasePlanning, facts: CaseFacts, actor: Actor, command: Command
+    record: CasePlanning,
+    facts: CaseFacts,
+    actor: Actor,
+    command: Command,
+    occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
+    """``occurred_at``: when the command says it happened (``None``: now)."""
     action = ACTIONS[type(command)]
     require_assignment(actor, action, facts.worker_id)
     if not facts.known:
         raise NotFound("case", command.case_id)
     if facts.is_closed(record):
         raise errors.case_closed(command.case_id)
+    facts.require_after_opening(command.case_id, occurred_at)
     match command:
         case DraftPlan():
             return [_draft(record, facts, command)]

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
+from casetrail_platform.commands import InvalidCommand
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseClosed
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
@@ -33,6 +35,7 @@ from events.catalog.planning import (
     PlanDrafted,
 )
 from events.envelope import RecordedEvent
+from events.errors import FieldProblem
 
 
 class GoalStatus(StrEnum):
@@ -139,6 +142,9 @@ class CaseFacts:
 
     known: bool
     """Intake opened the case."""
+    opened_at: datetime | None = None
+    """When intake says the case was opened; no command on it can have happened before.
+    ``None`` for views projected before this was kept."""
     worker_id: str | None = None
     assessed: bool = False
     """Intake recorded the initial assessment."""
@@ -146,6 +152,20 @@ class CaseFacts:
     scheduled_service_ids: tuple[str, ...] = ()
     running_referral_ids: tuple[str, ...] = ()
     """Referrals made and not yet declined or completed (pending or accepted)."""
+
+    def require_after_opening(self, case_id: str, occurred_at: datetime | None) -> None:
+        """A command stated as happening before the case was opened (a contact, an agreement
+        dated before there was a case) would put the case's history out of order."""
+        if occurred_at is not None and self.opened_at is not None and occurred_at < self.opened_at:
+            raise InvalidCommand(
+                [
+                    FieldProblem(
+                        "context.occurred_at",
+                        f"must not be before case {case_id} was opened"
+                        f" ({self.opened_at.isoformat()})",
+                    )
+                ]
+            )
 
     def is_closed(self, record: CasePlanning) -> bool:
         # Planning closes cases in its own stream; a reopening comes from elsewhere on the bus.

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from casetrail_platform.commands import AlreadyExists, NotAllowed, NotFound, RuleBroken
+from casetrail_platform.commands import (
+    AlreadyExists,
+    InvalidCommand,
+    NotAllowed,
+    NotFound,
+    RuleBroken,
+)
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseClosed, DischargeReason
 from events.catalog.monitoring import ContactKind, ContactLogged, GoalProgress, ProgressRating
@@ -512,3 +519,17 @@ def test_goals_achieved_needs_a_goal_achieved_not_every_goal_dropped() -> None:
     assert error.value.details == {"subject": CASE}
     assert record.closures == 0
     assert run(record, c.CloseCase(CASE, DischargeReason.CLIENT_WITHDREW, None))
+
+
+def test_a_command_is_not_dated_before_the_case_was_opened() -> None:
+    opened_at = datetime(2030, 3, 1, 9, 0, tzinfo=UTC)
+    facts = replace(FACTS, opened_at=opened_at)
+    contact = c.LogContact(CASE, "contact-1", ContactKind.PHONE_CALL, "called", None)
+
+    with pytest.raises(InvalidCommand) as error:
+        decide(record_of(), facts, WORKER, contact, opened_at - timedelta(seconds=1))
+
+    [problem] = error.value.violations
+    assert problem.field == "context.occurred_at"
+    assert decide(record_of(), facts, WORKER, contact, opened_at)
+    assert decide(record_of(), facts, WORKER, contact, None), "no moment stated: now"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -213,6 +214,28 @@ async def test_a_follow_up_cannot_be_due_before_the_contact(planning: Planning) 
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     [violation] = one(details, error_details_pb2.BadRequest).field_violations
     assert violation.field == "next_follow_up_due"
+
+
+async def test_nothing_is_dated_before_the_case_was_opened(planning: Planning) -> None:
+    await planning.bus.open_case("case-1")  # opened at START, in 2030: today is before it
+    context = ctx(key="backdated")
+    context.occurred_at.FromDatetime(datetime(2001, 1, 1, tzinfo=UTC))
+    contact = planning_pb2.LogContactRequest(
+        context=context, case_id="case-1", kind="phone_call", summary="called"
+    )
+
+    code, details = await refused(planning.stub.LogContact(contact))
+
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    [violation] = one(details, error_details_pb2.BadRequest).field_violations
+    assert violation.field == "context.occurred_at"
+    assert "must not be before case case-1 was opened" in violation.description
+    assert await planning.store.read_stream("case-case-1") == []
+    # Another worker is not told when the case was opened.
+    context.CopyFrom(ctx(OTHER_WORKER, key="backdated"))
+    context.occurred_at.FromDatetime(datetime(2001, 1, 1, tzinfo=UTC))
+    code, _ = await refused(planning.stub.LogContact(contact))
+    assert code is grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_unknown_cases_are_not_found(planning: Planning) -> None:
