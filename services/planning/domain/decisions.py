@@ -89,7 +89,7 @@ def decide(
         case EvaluateProgress():
             return [_evaluate(record, command)]
         case PlanDischarge():
-            return [_plan_discharge(command)]
+            return [_plan_discharge(record, command)]
         case CloseCase():
             return [_close(record, facts, command)]
 
@@ -251,7 +251,10 @@ def _evaluate(record: CasePlanning, command: EvaluateProgress) -> ProgressEvalua
     )
 
 
-def _plan_discharge(command: PlanDischarge) -> DischargePlanned:
+def _plan_discharge(record: CasePlanning, command: PlanDischarge) -> DischargePlanned:
+    # The discharge is where the plan leads (its criteria are the goals' ends): it is planned
+    # once the case has a plan in its cycle, which needs the assignment and the assessment.
+    _plan(record)
     return DischargePlanned(
         case_id=command.case_id,
         target_date=command.target_date,

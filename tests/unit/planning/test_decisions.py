@@ -293,11 +293,12 @@ def test_a_worker_learns_nothing_of_cases_not_assigned_to_them() -> None:
     ],
 )
 def test_role_table(actor: Actor, command: c.Command, allowed: bool) -> None:
+    record = record_of() if isinstance(command, c.DraftPlan) else record_of(drafted("goal-walk"))
     if allowed:
-        assert run(record_of(), command, actor=actor)
+        assert run(record, command, actor=actor)
     else:
         with pytest.raises(NotAllowed):
-            run(record_of(), command, actor=actor)
+            run(record, command, actor=actor)
 
 
 def test_the_clients_agreement_is_recorded_by_the_assigned_worker_only() -> None:
@@ -533,3 +534,13 @@ def test_a_command_is_not_dated_before_the_case_was_opened() -> None:
     assert problem.field == "context.occurred_at"
     assert decide(record_of(), facts, WORKER, contact, opened_at)
     assert decide(record_of(), facts, WORKER, contact, None), "no moment stated: now"
+
+
+def test_a_discharge_is_planned_once_the_case_has_a_plan() -> None:
+    discharge = c.PlanDischarge(CASE, date(2030, 6, 1), ("walks alone",), (), False, None)
+
+    with pytest.raises(RuleBroken) as error:
+        run(record_of(), discharge)
+
+    assert rule_of(error) == "PLAN_NOT_DRAFTED"
+    assert run(record_of(drafted("goal-walk")), discharge)
