@@ -70,7 +70,8 @@ def decide(
         raise NotFound("case", command.case_id)
     if facts.is_closed(record):
         raise errors.case_closed(command.case_id)
-    facts.require_after_opening(command.case_id, occurred_at)
+    if occurred_at is not None:
+        _require_in_order(record, facts, command, occurred_at)
     match command:
         case DraftPlan():
             return [_draft(record, facts, command)]
@@ -92,6 +93,35 @@ def decide(
             return [_plan_discharge(record, command)]
         case CloseCase():
             return [_close(record, facts, command)]
+
+
+def _require_in_order(
+    record: CasePlanning, facts: CaseFacts, command: Command, occurred_at: datetime
+) -> None:
+    """A command happens in the case's current cycle: not before the case was opened, nor
+    before its last closure (a reopened case's work follows it); and work on the plan not
+    before the plan was drafted (an agreement dated before there was a plan)."""
+    case_id = command.case_id
+    if facts.opened_at is not None and occurred_at < facts.opened_at:
+        raise errors.dated_before(f"case {case_id} was opened", facts.opened_at)
+    if record.closed_at is not None and occurred_at < record.closed_at:
+        raise errors.dated_before(f"case {case_id} was last closed", record.closed_at)
+    plan = record.plan
+    drafted_at = None if plan is None or not isinstance(command, PLAN_WORK) else plan.drafted_at
+    if plan is not None and drafted_at is not None and occurred_at < drafted_at:
+        raise errors.dated_before(f"plan {plan.plan_id} was drafted", drafted_at)
+
+
+PLAN_WORK = (
+    AddGoal,
+    ReviseGoal,
+    AchieveGoal,
+    DropGoal,
+    RecordAgreement,
+    EvaluateProgress,
+    PlanDischarge,
+)
+"""The commands that work on the current plan."""
 
 
 def _draft(record: CasePlanning, facts: CaseFacts, command: DraftPlan) -> PlanDrafted:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from casetrail_platform.commands import InvalidCommand
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseClosed
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
@@ -35,7 +34,6 @@ from events.catalog.planning import (
     PlanDrafted,
 )
 from events.envelope import RecordedEvent
-from events.errors import FieldProblem
 
 
 class GoalStatus(StrEnum):
@@ -65,6 +63,8 @@ class Plan:
     agreed_version: int = 0
     changed_since_agreement: bool = True
     """True for a draft never agreed, and after any revision since the last agreement."""
+    drafted_at: datetime | None = None
+    """When the plan was drafted (``None`` when not known: events applied without it)."""
 
     @property
     def version(self) -> int:
@@ -91,13 +91,17 @@ class CasePlanning:
     past_ids: set[str] = field(default_factory=set)
     """The ids of the plans of earlier cycles and of their goals: an id names one thing of
     the case (a service names the goal it serves by its id alone)."""
+    closed_at: datetime | None = None
+    """When the case was last closed: a reopened case's new cycle starts after it."""
     contact_ids: set[str] = field(default_factory=set)
     evaluation_ids: set[str] = field(default_factory=set)
 
-    def apply(self, event: CaseEvent) -> None:
+    def apply(self, event: CaseEvent, occurred_at: datetime | None = None) -> None:
+        """Apply ``event``, stated as happening at ``occurred_at``."""
         match event:
             case PlanDrafted():
-                self.plan = Plan(event.plan_id, {g.goal_id: GoalState(g) for g in event.goals})
+                goals = {g.goal_id: GoalState(g) for g in event.goals}
+                self.plan = Plan(event.plan_id, goals, drafted_at=occurred_at)
             case GoalAdded() if self.plan is not None:
                 self.plan.goals[event.goal.goal_id] = GoalState(event.goal)
                 self.plan.changed_since_agreement = True
@@ -122,6 +126,7 @@ class CasePlanning:
                 self.evaluation_ids.add(event.evaluation_id)
             case CaseClosed():
                 self.closures += 1
+                self.closed_at = occurred_at
                 if self.plan is not None:
                     self.past_ids.update((self.plan.plan_id, *self.plan.goals))
                     self.plan = None
@@ -132,7 +137,7 @@ class CasePlanning:
 def fold(case_id: str, history: Iterable[RecordedEvent]) -> CasePlanning:
     record = CasePlanning(case_id)
     for recorded in history:
-        record.apply(recorded.event)
+        record.apply(recorded.event, recorded.metadata.occurred_at)
     return record
 
 
@@ -152,20 +157,6 @@ class CaseFacts:
     scheduled_service_ids: tuple[str, ...] = ()
     running_referral_ids: tuple[str, ...] = ()
     """Referrals made and not yet declined or completed (pending or accepted)."""
-
-    def require_after_opening(self, case_id: str, occurred_at: datetime | None) -> None:
-        """A command stated as happening before the case was opened (a contact, an agreement
-        dated before there was a case) would put the case's history out of order."""
-        if occurred_at is not None and self.opened_at is not None and occurred_at < self.opened_at:
-            raise InvalidCommand(
-                [
-                    FieldProblem(
-                        "context.occurred_at",
-                        f"must not be before case {case_id} was opened"
-                        f" ({self.opened_at.isoformat()})",
-                    )
-                ]
-            )
 
     def is_closed(self, record: CasePlanning) -> bool:
         # Planning closes cases in its own stream; a reopening comes from elsewhere on the bus.

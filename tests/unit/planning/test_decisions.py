@@ -544,3 +544,29 @@ def test_a_discharge_is_planned_once_the_case_has_a_plan() -> None:
 
     assert rule_of(error) == "PLAN_NOT_DRAFTED"
     assert run(record_of(drafted("goal-walk")), discharge)
+
+
+def test_work_is_not_dated_before_the_plan_it_works_on_nor_before_the_last_closure() -> None:
+    drafted_at = datetime(2030, 3, 10, 9, 0, tzinfo=UTC)
+    record = CasePlanning(CASE)
+    record.apply(drafted("goal-walk"), drafted_at)
+    earlier = drafted_at - timedelta(days=1)
+
+    with pytest.raises(InvalidCommand) as before_the_plan:
+        decide(record, FACTS, WORKER, agree(), earlier)
+    [problem] = before_the_plan.value.violations
+    assert problem.field == "context.occurred_at"
+    assert "must not be before plan plan-1 was drafted" in problem.problem
+    contact = c.LogContact(CASE, "contact-1", ContactKind.PHONE_CALL, "called", None)
+    assert decide(record, FACTS, WORKER, contact, earlier), "a contact is not work on the plan"
+
+    closed_at = drafted_at + timedelta(days=10)
+    record.apply(CaseClosed(case_id=CASE, reason=DischargeReason.CLIENT_MOVED), closed_at)
+    with pytest.raises(InvalidCommand) as before_the_closure:
+        decide(record, REOPENED, WORKER, contact, closed_at - timedelta(days=1))
+    [problem] = before_the_closure.value.violations
+    assert f"must not be before case {CASE} was last closed" in problem.problem
+    draft = c.DraftPlan(CASE, "plan-2", (goal("goal-home"),))
+    with pytest.raises(InvalidCommand):
+        decide(record, REOPENED, WORKER, draft, drafted_at)
+    assert decide(record, REOPENED, WORKER, draft, closed_at + timedelta(days=1))
