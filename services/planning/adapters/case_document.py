@@ -66,6 +66,7 @@ def new_document(case_id: str) -> Document:
         "assessed_needs": [],
         "needs": [],
         "plan": None,
+        "previous_plans": [],
         "services": [],
         "scheduled_service_ids": [],
         "referrals": [],
@@ -132,6 +133,15 @@ def current(document: Document, key: str) -> Document | None:
     return made
 
 
+def previous_plans(document: Document) -> list[Document]:
+    """The plans of the case's earlier cycles, oldest first: those a new plan replaced, and the
+    last one too while the case is reopened without a new plan yet."""
+    earlier: list[Document] = list(document.get("previous_plans", []))
+    if document["plan"] is not None and current(document, "plan") is None:
+        earlier.append(document["plan"])
+    return earlier
+
+
 def _day(recorded: RecordedEvent) -> str:
     return recorded.metadata.occurred_at.date().isoformat()
 
@@ -159,6 +169,9 @@ def _assigned(
 
 
 def _plan_drafted(document: Document, event: PlanDrafted, recorded: RecordedEvent) -> None:
+    if document["plan"] is not None:
+        # The plan of an earlier cycle: history (documents projected before this lack the list).
+        document.setdefault("previous_plans", []).append(document["plan"])
     document["plan"] = {
         "plan_id": event.plan_id,
         "agreed_version": 0,

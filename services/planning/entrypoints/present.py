@@ -8,7 +8,7 @@ from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.projections.port import Document
 from events.envelope import RecordedEvent
-from services.planning.adapters.case_document import current
+from services.planning.adapters.case_document import current, previous_plans
 
 
 def command_result(case_id: str, recorded: list[RecordedEvent]) -> common_pb2.CommandResult:
@@ -32,6 +32,7 @@ def case_view(document: Document) -> planning_pb2.GetCaseViewResponse:
         last_contact_on=document["last_contact_on"] or "",
         contacts_logged=document["contacts_logged"],
         closure_reason=document["closure_reason"] or "",
+        previous_plans=[_plan(plan) for plan in previous_plans(document)],
     )
     if document["worker_id"] is not None:
         view.worker.CopyFrom(

@@ -15,7 +15,13 @@ from casetrail_platform.commands import CommandContext, InvalidCommand
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSection
 from events.catalog.assessment import AssessedNeed, AssessmentFactors, InitialAssessmentRecorded
-from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, ReferralSourceKind
+from events.catalog.cases import (
+    CaseOpened,
+    DischargeReason,
+    PresentingNeed,
+    ReferralSource,
+    ReferralSourceKind,
+)
 from events.catalog.monitoring import GoalProgress, ProgressRating
 from events.catalog.values import NeedCategory, Urgency
 from events.envelope import Actor
@@ -33,6 +39,7 @@ from tests.unit.planning.support import (
     Bus,
     assigned,
     goal,
+    reopened,
 )
 from tests.unit.planning.test_grpc import ctx, one, query, refused
 
@@ -320,3 +327,39 @@ async def test_an_event_refused_by_its_validator_is_answered_without_the_input_c
     assert raised.value.__suppress_context__
     assert "heroin" not in "".join(traceback.format_exception(raised.value))
     assert [problem.field for problem in raised.value.violations] == ["goal_progress"]
+
+
+# A reopened case's earlier plans are shown as history, disclosed as the current plan is.
+
+
+async def test_earlier_plans_are_shown_and_withheld_as_the_current_plan_is(
+    planning: Planning, deps: Dependencies
+) -> None:
+    await open_case(planning.bus, "case-1", NeedCategory.SUBSTANCE_USE)
+    relapse = goal("goal-sober", HEROIN)
+    commands: list[c.Command] = [
+        c.DraftPlan("case-1", "plan-1", (relapse,)),
+        c.RecordAgreement("case-1", None, "yes", signed_by_client=True),
+        c.AchieveGoal("case-1", "goal-sober", None),
+        c.CloseCase("case-1", DischargeReason.GOALS_ACHIEVED, None),
+    ]
+    for key, command in enumerate(commands):
+        await handle(deps, CommandContext(WORKER, f"k{key}", occurred_at=START), command)
+    await planning.bus.record(INTAKE, "case-1", reopened("case-1"), actor=INTAKE_WORKER)
+    view = planning_pb2.GetCaseViewRequest(context=query(), case_id="case-1")
+
+    shown = await planning.stub.GetCaseView(view)  # a coordinator: no sensitive fields
+    own = await planning.stub.GetCaseView(
+        planning_pb2.GetCaseViewRequest(context=query(WORKER, "direct_care"), case_id="case-1")
+    )
+
+    assert not shown.HasField("plan")
+    [earlier] = shown.previous_plans
+    [entry] = earlier.goals
+    assert (earlier.plan_id, entry.goal.goal_id, entry.status) == (
+        "plan-1",
+        "goal-sober",
+        "achieved",
+    )
+    assert HEROIN not in str(shown)
+    assert own.previous_plans[0].goals[0].goal.statement == HEROIN

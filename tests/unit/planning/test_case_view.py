@@ -238,6 +238,8 @@ async def test_a_reopened_case_shows_the_plan_of_its_new_cycle_only(
     shown = present.case_view(view)
     assert not shown.HasField("plan")
     assert not shown.HasField("discharge")
+    assert [plan.plan_id for plan in shown.previous_plans] == ["plan-1"]
+    assert [g.status for g in shown.previous_plans[0].goals] == ["achieved"]
 
     await plan(c.DraftPlan("case-e", "plan-2", (goal("goal-home"),)))
     view = await views.get("case-e")
@@ -245,6 +247,7 @@ async def test_a_reopened_case_shows_the_plan_of_its_new_cycle_only(
     shown = present.case_view(view)
     assert (view["stage"], shown.plan.plan_id, shown.plan.version) == ("planning", "plan-2", 1)
     assert [g.goal.goal_id for g in shown.plan.goals] == ["goal-home"]
+    assert [plan.plan_id for plan in shown.previous_plans] == ["plan-1"]
 
     # Rebuilt with intake's reopening replayed after planning's new plan: the same view.
     before = await dump(read_models, PROJECTION.collections)
