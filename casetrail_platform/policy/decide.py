@@ -152,6 +152,17 @@ def decide_command(principal: Principal, *, home_agency: str) -> Decision:
     )
 
 
+def decide_supervision(
+    principal: Principal, facts: CaseFacts, *, home_agency: str, now: datetime
+) -> Decision:
+    """Whether a supervisor may act on the case as its supervisor (close or reopen it): only on
+    the cases of their team, as they read only those (``team-supervisor``). A role check alone
+    let any team's supervisor close any case of the agency."""
+    if Relationship.TEAM_SUPERVISOR in relationships(principal, facts, home_agency, now):
+        return Decision(True, "team-supervisor")
+    return refusal("no-relationship", "a supervisor acts only on the cases of their team")
+
+
 def _apply(
     rule: Rule,
     principal: Principal,

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from casetrail_platform.commands import InvalidCommand, NotAllowed
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy import redaction
-from casetrail_platform.policy.decide import any_rule_for, decide
+from casetrail_platform.policy.decide import any_rule_for, decide, decide_supervision
 from casetrail_platform.policy.facts import CaseFacts, Entry, fold
 from casetrail_platform.policy.matrix import REFUSALS
 from casetrail_platform.policy.projection import CaseFactsReader
@@ -44,7 +44,7 @@ from events.catalog.access import (
     RecordAccessed,
     RecordSection,
 )
-from events.catalog.base import CaseEvent
+from events.catalog.base import CaseEvent, Role
 from events.envelope import EventMetadata, NewEvent, RecordedEvent
 from events.errors import FieldProblem
 
@@ -127,6 +127,19 @@ class AccessControl:
         return decide(
             principal, action, purpose, facts, home_agency=self.home_agency, now=self.clock()
         )
+
+    async def require_supervision(self, principal: Principal, case_id: str) -> None:
+        """Refuse a supervisor's command on a case of another team (PERMISSION_DENIED
+        ``NO_RELATIONSHIP``, not recorded: like every command's refusal, nothing was read);
+        other roles are left to the service's own rules."""
+        if principal.role is not Role.SUPERVISOR:
+            return
+        facts = await self.case_facts(case_id)
+        decision = decide_supervision(
+            principal, facts, home_agency=self.home_agency, now=self.clock()
+        )
+        if not decision.allowed:
+            raise AccessDenied(principal, Action.RECORD, decision)
 
     async def require_role(
         self, principal: Principal, action: Action, purpose: AccessPurpose, case_id: str

@@ -257,9 +257,20 @@ async def test_reopening_needs_a_closure_from_planning(intake: Intake) -> None:
     )
     await until_status(intake, case_id, "closed")
 
+    # A supervisor reopens only a case of their team (this one was never assigned).
+    code, status = await refusal(
+        intake.stub.ReopenCase(
+            intake_pb2.ReopenCaseRequest(
+                context=command("supervisor"), case_id=case_id, reason="New fall in January"
+            )
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    (info,) = details(status, error_details_pb2.ErrorInfo)
+    assert info.reason == "NO_RELATIONSHIP"
     reopened = await intake.stub.ReopenCase(
         intake_pb2.ReopenCaseRequest(
-            context=command("supervisor"), case_id=case_id, reason="New fall in January"
+            context=command("coordinator"), case_id=case_id, reason="New fall in January"
         )
     )
     assert reopened.result.version == 2

@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
 from cli.rpc import Person
+from events.catalog.assignment import CaseAssigned
 from events.catalog.referrals import ReferralCompleted, ReferralDeclined, ReferralWithdrawn
 from events.envelope import Actor
 from tests.support.grpc import refusal, unpacked
@@ -22,11 +23,14 @@ from tests.unit.planning.conftest import Planning
 from tests.unit.planning.support import (
     COORDINATION,
     COORDINATOR,
+    INTAKE,
+    INTAKE_WORKER,
     OTHER_WORKER,
     RECEPTIONIST,
     SUPERVISOR,
     WORKER,
     cancelled,
+    case_opened,
     delivered,
     referral,
     referral_accepted,
@@ -474,3 +478,36 @@ async def test_case_views_are_need_to_know(planning: Planning) -> None:
     assert bad_purpose is grpc.StatusCode.INVALID_ARGUMENT
     [violation] = one(details, error_details_pb2.BadRequest).field_violations
     assert violation.field == "context.purpose"
+
+
+async def test_a_supervisor_closes_only_a_case_of_their_team(planning: Planning) -> None:
+    bus = planning.bus
+    await bus.record(INTAKE, "case-1", case_opened("case-1"), actor=INTAKE_WORKER)
+    await bus.record(
+        COORDINATION,
+        "case-1",
+        CaseAssigned(
+            case_id="case-1",
+            worker_id=WORKER.user_id,
+            worker_role=WORKER.role,
+            worker_team="team-east",
+            reason="fits",
+        ),
+    )
+
+    def close(team: str, key: str) -> Awaitable[Any]:
+        supervisor = Person("super-1", "supervisor", team=team)
+        request = planning_pb2.CloseCaseRequest(
+            context=acting(supervisor, common_pb2.CommandContext(idempotency_key=key)),
+            case_id="case-1",
+            reason="client_moved",
+        )
+        answer: Awaitable[Any] = planning.stub.CloseCase(request)
+        return answer
+
+    code, details = await refused(close("team-west", "west"))
+    assert code is grpc.StatusCode.PERMISSION_DENIED
+    assert one(details, error_details_pb2.ErrorInfo).reason == "NO_RELATIONSHIP"
+    assert await planning.store.read_all(0) == [], "a refusal writes nothing"
+    closed = await close("team-east", "east")
+    assert closed.result.version == 1
