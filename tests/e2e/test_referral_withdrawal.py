@@ -30,7 +30,6 @@ from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import Case, consent, key, new_case
 from tests.e2e.test_access import PARTNER, learning, referred_and_accepted
-from tests.e2e.test_refusals import SUPERVISOR
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
@@ -105,7 +104,7 @@ async def test_a_withdrawn_referral_ends_the_partners_access_and_frees_the_closu
         patience=casetrail.patience,
     )
     close = pl.CloseCaseRequest(context=command(key()), case_id=case.case_id, reason="other")
-    held = await refused(stubs.as_(SUPERVISOR).planning.CloseCase(close))
+    held = await refused(stubs.as_(COORDINATOR).planning.CloseCase(close))
     assert (held.code, held.reason) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "REFERRALS_STILL_RUNNING",
@@ -148,7 +147,7 @@ async def test_a_withdrawn_referral_ends_the_partners_access_and_frees_the_closu
         patience=casetrail.patience,
     )
     close.context.idempotency_key = key()
-    closed = await stubs.as_(SUPERVISOR).planning.CloseCase(close)
+    closed = await stubs.as_(COORDINATOR).planning.CloseCase(close)
     assert closed.result.case_id == case.case_id
 
     timeline = await _timeline(casetrail, case, _withdrawal("coordinator"))
@@ -205,7 +204,7 @@ async def _referral_after_closure(casetrail: Casetrail) -> None:
         patience=casetrail.patience,
     )
     close = pl.CloseCaseRequest(context=command(key()), case_id=case.case_id, reason="other")
-    await stubs.as_(SUPERVISOR).planning.CloseCase(close)
+    await stubs.as_(COORDINATOR).planning.CloseCase(close)
     try:
         late = await coordinator.MakeReferral(_referral(case))
     except grpc.aio.AioRpcError as error:

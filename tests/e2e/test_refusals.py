@@ -419,7 +419,7 @@ async def test_a_case_is_not_closed_while_services_are_scheduled(casetrail: Case
     close = pl.CloseCaseRequest(
         context=command(key()), case_id=case.case_id, reason="client_withdrew"
     )
-    refusal = await refused(stubs.as_(SUPERVISOR).planning.CloseCase(close))
+    refusal = await refused(stubs.as_(COORDINATOR).planning.CloseCase(close))
     assert refusal.code == grpc.StatusCode.FAILED_PRECONDITION
     assert refusal.reason == "SERVICES_STILL_SCHEDULED"
     assert refusal.metadata["service_ids"] == service.service_id
@@ -440,7 +440,7 @@ async def test_a_case_is_not_closed_while_services_are_scheduled(casetrail: Case
         patience=casetrail.patience,
     )
     close.context.idempotency_key = key()
-    closed = await stubs.as_(SUPERVISOR).planning.CloseCase(close)
+    closed = await stubs.as_(COORDINATOR).planning.CloseCase(close)
     assert closed.result.case_id == case.case_id
 
 
