@@ -8,6 +8,7 @@ store: who carries each case, the basis of caseloads.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from casetrail_platform.projections.erasure import scrub_cases
 from casetrail_platform.projections.port import Document, DocumentTransaction, Projection
@@ -63,11 +64,7 @@ class CaseFactsProjection(Projection):
                 await transaction.put(CASE_FACTS, event.case_id, document)
             case CaseClosed() | CaseReopened():
                 document = await _case(transaction, event.case_id)
-                closed = isinstance(event, CaseClosed)
-                document["closed"] = closed
-                document["closed_at"] = (
-                    recorded.metadata.occurred_at.isoformat() if closed else None
-                )
+                _count_closure(document, event, recorded)
                 await transaction.put(CASE_FACTS, event.case_id, document)
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
@@ -97,7 +94,36 @@ class AssignmentsProjection(Projection):
 async def _case(transaction: DocumentTransaction, case_id: str) -> Document:
     # Created by whichever of intake's events arrives first, so no fact depends on order.
     document = await transaction.get(CASE_FACTS, case_id)
-    return document or {"case_id": case_id, "client_id": None, "needs": [], "closed": False}
+    return document or {
+        "case_id": case_id,
+        "client_id": None,
+        "needs": [],
+        "closed": False,
+        "closures": 0,
+        "reopens": 0,
+        "last_closed_at": None,
+    }
+
+
+def _count_closure(
+    document: Document, event: CaseClosed | CaseReopened, recorded: RecordedEvent
+) -> None:
+    # Planning records closures and intake reopenings: on two topics they may arrive in either
+    # order, so the counts decide (every reopening follows a closure), as planning's case view
+    # and the policy facts do, and a replay in another order ends in the same document.
+    if "closures" not in document:  # kept before the counts: as good a start as any
+        document["closures"], document["reopens"] = int(document["closed"]), 0
+        document["last_closed_at"] = document.get("closed_at")
+    if isinstance(event, CaseClosed):
+        document["closures"] += 1
+        moment = recorded.metadata.occurred_at.isoformat()
+        last = document["last_closed_at"]
+        if last is None or datetime.fromisoformat(last) < recorded.metadata.occurred_at:
+            document["last_closed_at"] = moment
+    else:
+        document["reopens"] += 1
+    document["closed"] = document["closures"] > document["reopens"]
+    document["closed_at"] = document["last_closed_at"] if document["closed"] else None
 
 
 def _add_needs(document: Document, needs: Iterable[NeedCategory]) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from casetrail_platform.commands import CommandContext
 from casetrail_platform.projections.runner import catch_up
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
-from events.catalog.cases import CaseClosed, DischargeReason
+from events.catalog.cases import CaseClosed, CaseReopened, DischargeReason
 from events.catalog.values import NeedCategory
 from events.envelope import Actor
 from services.coordination.adapters import read_models as views
@@ -86,3 +88,39 @@ async def test_caseloads_are_exact_even_before_the_projection_catches_up(
         "case-1": "cm-dana",
         "case-2": "sw-lcsw",
     }
+
+
+async def test_a_closure_arriving_after_the_reopening_leaves_the_case_open(
+    intake: IntakeFeed, read_models: SqliteReadModelStore
+) -> None:
+    """Planning records the closure, intake the reopening: two topics, so coordination may
+    receive them in either order (a lagging relay, a replay of the topics). The case is open
+    once reopened, whichever arrived first, as a rebuild in the other order would say."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    closing = intake.record(
+        CaseClosed(case_id="case-1", reason=DischargeReason.CLIENT_INDEPENDENT),
+        "case-case-1",
+        source="casetrail/planning",
+        occurred_at=TODAY,
+    )
+    reopening = intake.record(
+        CaseReopened(case_id="case-1", reason="fell again"), "case-case-1", occurred_at=TODAY
+    )
+    await intake.handler(reopening)
+    await intake.handler(closing)
+    facts = await views.case_facts(read_models, "case-1")
+    assert facts is not None
+    assert not facts.closed
+    assert facts.closed_at is None
+    # Closed again later: closed, as of the newer closure, whatever order the two came in.
+    again = intake.record(
+        CaseClosed(case_id="case-1", reason=DischargeReason.CLIENT_INDEPENDENT),
+        "case-case-1",
+        source="casetrail/planning",
+        occurred_at=TODAY + timedelta(days=3),
+    )
+    await intake.handler(again)
+    closed = await views.case_facts(read_models, "case-1")
+    assert closed is not None
+    assert closed.closed
+    assert closed.closed_at == TODAY + timedelta(days=3)
