@@ -15,7 +15,10 @@ from casetrail_platform.projections.port import Projection
 
 OWN_STORE = {
     "intake": {
-        "client-directory": "services.intake.adapters.client_directory:ClientDirectoryProjection"
+        "client-directory": "services.intake.adapters.client_directory:ClientDirectoryProjection",
+        "emergency-accesses": (
+            "services.intake.adapters.emergency_accesses:EmergencyAccessesProjection"
+        ),
     },
     "coordination": {
         "assignments": "services.coordination.adapters.projections:AssignmentsProjection"
@@ -39,8 +42,9 @@ def run(options: argparse.Namespace) -> int:
         for name in FROM_BUS[options.service]:
             print(f"{name:<20} fed from the bus: not rebuildable from the store")
         return 0
-    wanted = _canonical(options.projection)
-    if wanted not in own:
+    wanted = _own_name(own, options.projection)
+    if wanted is None:
+        wanted = _canonical(options.projection)
         reason = (
             "is fed from the bus (other services' events are not in this store)"
             if wanted in FROM_BUS[options.service]
@@ -55,6 +59,18 @@ def run(options: argparse.Namespace) -> int:
 def _canonical(name: str) -> str:
     """Projections are named with a service prefix or underscores in places; accept either."""
     return name.rsplit(".", 1)[-1].replace("_", "-")
+
+
+def _own_name(own: dict[str, str], given: str) -> str | None:
+    """The listed name of the own-store projection ``given`` names: the listed name or the
+    projection's own (``Projection.name``, the one logs and tracking rows show), with or
+    without the service's prefix. A projection renamed so that it is rebuilt
+    (``intake.client-directory-v2``) answers to its new name as well."""
+    wanted = _canonical(given)
+    for listed, reference in own.items():
+        if wanted in (listed, _canonical(_projection(reference).name)):
+            return listed
+    return None
 
 
 def _projection(reference: str) -> Projection:
