@@ -45,6 +45,12 @@ async def catch_up(
         async with read_models.transaction() as transaction:
             # Another caller (a handler wanting read-your-writes) may have moved on meanwhile.
             applied = await transaction.position(projection.name)
+            if applied < position:
+                # Reset meanwhile (`casetrail rebuild` beside the running service): the batch
+                # starts past where the projection now stands, and moving the position over
+                # the events in between would leave them out of the rebuilt one for good.
+                position = applied
+                continue
             wanted = projection.wanted_types
             for recorded in batch:
                 if recorded.position > applied and (

@@ -348,6 +348,34 @@ async def test_rebuilding_from_zero_gives_exactly_the_same_state(
     assert progress[-1] == (35, 35)
 
 
+async def test_a_rebuild_beside_a_running_follower_loses_no_event(
+    event_store: EventStore, read_models: ReadModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``casetrail rebuild`` resets the projection while the service's follower is between
+    reading its position and applying the batch after it: the follower must not carry the
+    projection past the events the reset took away (the rebuild would then skip them)."""
+    await event_store.append("case-1", [note("1", f"early {i}") for i in range(7)], NO_STREAM)
+    projection = NotesPerCase()
+    await catch_up(event_store, read_models, projection)
+    await event_store.append("case-2", [note("2", f"late {i}") for i in range(3)], NO_STREAM)
+    read_all = event_store.read_all
+
+    async def reset_meanwhile(after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        monkeypatch.setattr(event_store, "read_all", read_all)
+        batch = await read_all(after_position, limit)
+        await read_models.reset(projection.name, projection.collections)  # the rebuild's
+        return batch
+
+    monkeypatch.setattr(event_store, "read_all", reset_meanwhile)
+    await catch_up(event_store, read_models, projection)  # the running service's follower
+    await catch_up(event_store, read_models, projection)  # the rebuild's
+
+    assert [(key, d["notes"]) for key, d in await dump(read_models, "case-notes")] == [
+        ("1", 7),
+        ("2", 3),
+    ]
+
+
 async def test_bus_handler_applies_a_redelivered_event_once(
     event_store: EventStore, read_models: ReadModelStore
 ) -> None:
