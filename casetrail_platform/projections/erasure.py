@@ -8,7 +8,7 @@ the clear must not keep them either. A projection that holds such values overrid
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 from casetrail_platform.projections.port import Document, DocumentTransaction
@@ -40,12 +40,20 @@ async def scrub_cases(
     *,
     codes: Collection[str] = (),
     texts: Collection[str] = (),
+    settle: Callable[[Document], None] | None = None,
 ) -> None:
-    """``scrub`` the documents of ``erased``'s cases in ``collection`` (keyed by case id)."""
+    """``scrub`` the documents of ``erased``'s cases in ``collection`` (keyed by case id).
+
+    ``settle``: what the projection's own rules make of a scrubbed document (values a set
+    held once each, derived fields), so that it equals the document a rebuild after the
+    erasure makes from events that read erased from the start."""
     for case_id in erased.case_ids:
         document: Document | None = await transaction.get(collection, case_id)
         if document is not None:
-            await transaction.put(collection, case_id, scrub(document, codes=codes, texts=texts))
+            scrub(document, codes=codes, texts=texts)
+            if settle is not None:
+                settle(document)
+            await transaction.put(collection, case_id, document)
 
 
 def _marked(value: Any, marker: str) -> Any:

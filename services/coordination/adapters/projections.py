@@ -68,7 +68,7 @@ class CaseFactsProjection(Projection):
                 await transaction.put(CASE_FACTS, event.case_id, document)
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
-        await scrub_cases(transaction, CASE_FACTS, erased, codes={"needs"})
+        await scrub_cases(transaction, CASE_FACTS, erased, codes={"needs"}, settle=_settle_erased)
         # The birth date (personal data, for age rules) goes with the client's key.
         await transaction.delete(CLIENTS, erased.client_id)
 
@@ -124,6 +124,11 @@ def _count_closure(
         document["reopens"] += 1
     document["closed"] = document["closures"] > document["reopens"]
     document["closed_at"] = document["last_closed_at"] if document["closed"] else None
+
+
+def _settle_erased(document: Document) -> None:
+    # Each need once, as ``_add_needs`` keeps them: the marker once, as a rebuild would.
+    document["needs"] = list(dict.fromkeys(document["needs"]))
 
 
 def _add_needs(document: Document, needs: Iterable[NeedCategory]) -> None:

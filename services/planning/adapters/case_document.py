@@ -93,6 +93,14 @@ def apply_event(document: Document, recorded: RecordedEvent) -> bool:
     return True
 
 
+def settle_erased(document: Document) -> None:
+    """A document whose sensitive values were just replaced by the erasure marker, as the
+    case's events, reading erased from the start, would have built it: the presenting needs
+    are a set (the marker once), and the derived fields follow."""
+    document["presented_needs"] = sorted(set(document["presented_needs"]))
+    _derive(document)
+
+
 def _derive(document: Document) -> None:
     closed = document["closures"] > document["reopens"]
     plan = current(document, "plan")

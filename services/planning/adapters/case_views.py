@@ -24,6 +24,7 @@ from services.planning.adapters.case_document import (
     OPEN_REFERRAL_STATUSES,
     apply_event,
     new_document,
+    settle_erased,
 )
 from services.planning.domain.model import UNKNOWN_CASE, CaseFacts
 
@@ -60,7 +61,12 @@ class CaseViewProjection(Projection):
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
         await scrub_cases(
-            transaction, CASE_VIEWS, erased, codes=SENSITIVE_CODES, texts=SENSITIVE_TEXTS
+            transaction,
+            CASE_VIEWS,
+            erased,
+            codes=SENSITIVE_CODES,
+            texts=SENSITIVE_TEXTS,
+            settle=settle_erased,
         )
 
 

@@ -10,10 +10,11 @@ from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
 from events.catalog.cases import CaseClosed, CaseReopened, DischargeReason
+from events.catalog.erasure import ClientErased
 from events.catalog.values import NeedCategory
 from events.envelope import Actor
 from services.coordination.adapters import read_models as views
-from services.coordination.adapters.projections import AssignmentsProjection
+from services.coordination.adapters.projections import CASE_FACTS, AssignmentsProjection
 from services.coordination.app import handlers
 from services.coordination.app.handlers import Dependencies
 from services.coordination.domain.commands import AssignCase, TransferCase
@@ -124,3 +125,26 @@ async def test_a_closure_arriving_after_the_reopening_leaves_the_case_open(
     assert closed is not None
     assert closed.closed
     assert closed.closed_at == TODAY + timedelta(days=3)
+
+
+async def test_an_erased_case_reads_as_its_rebuild_after_the_erasure(
+    intake: IntakeFeed, read_models: SqliteReadModelStore
+) -> None:
+    """Live, the erasure scrubs the needs; rebuilt after it, the same events read erased from
+    the start (their keys are gone). Both give the same document."""
+    needs = [NeedCategory.HOME_CARE, NeedCategory.HEALTH]
+    await intake.open_case("case-live", "client-1", needs, assessed=[NeedCategory.COUNSELING])
+    erased = [NeedCategory.ERASED] * 2
+    await intake.open_case("case-rebuilt", "client-1", erased, assessed=[NeedCategory.ERASED])
+    await intake.deliver(
+        ClientErased(
+            client_id="client-1", case_ids=("case-live", "case-rebuilt"), request_reference="r"
+        ),
+        "client-client-1",
+    )
+    live = await read_models.get(CASE_FACTS, "case-live")
+    rebuilt = await read_models.get(CASE_FACTS, "case-rebuilt")
+    assert live is not None
+    assert rebuilt is not None
+    assert live["needs"] == ["erased"]
+    assert {**live, "case_id": ""} == {**rebuilt, "case_id": ""}

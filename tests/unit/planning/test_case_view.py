@@ -9,20 +9,31 @@ import pytest
 from casetrail_platform.commands import CommandContext
 from casetrail_platform.projections.port import ReadModelStore
 from events.catalog.cases import DischargeReason
+from events.catalog.erasure import ClientErased
 from events.catalog.monitoring import ContactKind, GoalProgress, ProgressRating
+from events.catalog.values import NeedCategory
 from events.envelope import Actor
-from services.planning.adapters.case_views import CaseFilter, CaseViewProjection, CaseViews
+from services.planning.adapters.case_views import (
+    CASE_VIEWS,
+    CaseFilter,
+    CaseViewProjection,
+    CaseViews,
+)
 from services.planning.app.handlers import Dependencies, handle
 from services.planning.domain import commands as c
 from services.planning.entrypoints import present
 from tests.unit.planning.support import (
     COORDINATION,
     INTAKE,
+    INTAKE_WORKER,
     OTHER_WORKER,
     START,
     WORKER,
     Bus,
+    assessed,
+    assigned,
     cancelled,
+    case_opened,
     delivered,
     dump,
     goal,
@@ -286,3 +297,50 @@ async def test_a_contact_logged_late_does_not_replace_the_latest_follow_up(
     )
     overdue, _ = await views.find(CaseFilter(overdue_before=date(2030, 3, 6)), limit=10)
     assert [found["case_id"] for found in overdue] == ["case-f"]
+
+
+async def test_an_erased_case_reads_as_its_rebuild_after_the_erasure(
+    bus: Bus, read_models: ReadModelStore
+) -> None:
+    """Live, the erasure scrubs the view; rebuilt after it, the same events read erased from the
+    start (their keys are gone). Both give the same document."""
+
+    def erased(case_id: str) -> ClientErased:
+        return ClientErased(
+            client_id=f"client-{case_id}", case_ids=(case_id,), request_reference="art-17"
+        )
+
+    await bus.open_case("case-live")
+    await bus.record(INTAKE, "case-live", erased("case-live"), actor=INTAKE_WORKER)
+    # What the same two events read as once the client's keys are destroyed.
+    marker = NeedCategory.ERASED
+    opened = case_opened("case-rebuilt")
+    await bus.record(
+        INTAKE,
+        "case-rebuilt",
+        opened.model_copy(
+            update={
+                "presenting_needs": tuple(
+                    need.model_copy(update={"category": marker}) for need in opened.presenting_needs
+                )
+            }
+        ),
+        assessed("case-rebuilt").model_copy(
+            update={
+                "needs": tuple(
+                    need.model_copy(update={"category": marker})
+                    for need in assessed("case-rebuilt").needs
+                )
+            }
+        ),
+        actor=INTAKE_WORKER,
+    )
+    await bus.record(COORDINATION, "case-rebuilt", assigned("case-rebuilt"))
+    await bus.record(INTAKE, "case-rebuilt", erased("case-rebuilt"), actor=INTAKE_WORKER)
+
+    live = await read_models.get(CASE_VIEWS, "case-live")
+    rebuilt = await read_models.get(CASE_VIEWS, "case-rebuilt")
+    assert live is not None
+    assert rebuilt is not None
+    assert live["needs"] == ["erased"]
+    assert {**live, "case_id": "", "client_id": ""} == {**rebuilt, "case_id": "", "client_id": ""}
