@@ -41,6 +41,7 @@ from casetrail_platform.ledger.keys import CheckpointSigner
 from casetrail_platform.ledger.log import LedgerLog
 from casetrail_platform.locking.inprocess import InProcessLocks
 from casetrail_platform.locking.port import Locks
+from casetrail_platform.locking.serving import mark_serving, projection_leadership
 from casetrail_platform.outbox import OutboxRelay
 from casetrail_platform.parking import ParkingLot
 from casetrail_platform.projections.port import Projection, ReadModelStore
@@ -342,6 +343,14 @@ class ServiceHost:
     async def _start(
         self, address: str, registrations: Iterable[Registration], service_names: Iterable[str]
     ) -> RunningService:
+        # Marked running before anything is applied: `casetrail rebuild` then refuses to reset
+        # a projection under it, and a start during a rebuild waits for the rebuild to end.
+        unmark = await mark_serving(self.infra, self.service)
+
+        async def release() -> None:
+            unmark()
+
+        self._closers.append(release)
         for projection in self._own_projections:
             await catch_up(self.store, self.read_models, projection)
             # Replicas share the read models: one of them follows the store (the others would
@@ -349,7 +358,7 @@ class ServiceHost:
             # themselves, and another replica takes over when the follower stops or dies.
             self._spawn(
                 self.locks.lead(
-                    f"casetrail.{self.service}.projection.{projection.name}",
+                    projection_leadership(self.service, projection.name),
                     partial(
                         follow,
                         self.store,

@@ -81,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
         "rebuild",
         help="rebuild a projection of a service's own store from zero",
         description="Throw a projection's documents away and replay the service's own store "
-        "into it. Best done with the service stopped. Without PROJECTION, list them.",
+        "into it; refused while the service runs. Without PROJECTION, list them.",
     )
     rebuild.add_argument("service", choices=SERVICES)
     rebuild.add_argument("projection", nargs="?")

@@ -84,6 +84,7 @@ async def _rebuild(options: argparse.Namespace, projection: Projection) -> int:
     from tqdm import tqdm
 
     from casetrail_platform.hosting import open_event_store, open_read_models
+    from casetrail_platform.locking.serving import alone
     from casetrail_platform.projections.runner import rebuild
     from cli.stores import has_local_store, infrastructure
 
@@ -91,21 +92,28 @@ async def _rebuild(options: argparse.Namespace, projection: Projection) -> int:
     if not has_local_store(infra, options.service):
         print(f"{options.service} has no store under {infra.data_dir}")
         return 2
-    store, _checkpoints, close_store = await open_event_store(infra, options.service)
-    try:
-        read_models = await open_read_models(infra, options.service)
+    async with alone(infra, options.service, projection.name) as nobody_follows:
+        if not nobody_follows:
+            print(
+                f"{options.service} is running (it follows {projection.name}): stop it first,"
+                " or it would answer from the half-built projection meanwhile"
+            )
+            return 2
+        store, _checkpoints, close_store = await open_event_store(infra, options.service)
         try:
-            with tqdm(desc=projection.name, unit="event", total=None) as bar:
+            read_models = await open_read_models(infra, options.service)
+            try:
+                with tqdm(desc=projection.name, unit="event", total=None) as bar:
 
-                def progress(position: int, last: int) -> None:
-                    bar.total = last
-                    bar.n = position
-                    bar.refresh()
+                    def progress(position: int, last: int) -> None:
+                        bar.total = last
+                        bar.n = position
+                        bar.refresh()
 
-                position = await rebuild(store, read_models, projection, progress=progress)
+                    position = await rebuild(store, read_models, projection, progress=progress)
+            finally:
+                await read_models.close()
         finally:
-            await read_models.close()
-    finally:
-        await close_store()
+            await close_store()
     print(f"{options.service} {projection.name}: rebuilt up to position {position}")
     return 0

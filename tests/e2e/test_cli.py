@@ -77,9 +77,13 @@ async def test_an_auditor_reads_timeline_state_and_export(casetrail: Casetrail) 
 
 
 async def test_an_operator_rebuilds_a_projection(tmp_path: Path) -> None:
+    storage = ["--data-dir", str(tmp_path)]
     async with embedded_services(tmp_path) as local:
         await _one_case(local)
-    storage = ["--data-dir", str(tmp_path)]
+        # Beside the running service it would answer from a half-built directory: refused.
+        status, out, _ = await casetrail_cli("rebuild", "intake", "client-directory", *storage)
+        assert status == 2
+        assert "intake is running" in out
 
     status, out, err = await casetrail_cli("rebuild", "intake", "client-directory", *storage)
     assert status == 0, err

@@ -1,0 +1,68 @@
+"""Whether a service runs beside maintenance (``casetrail_platform.locking.serving``), on both
+backends: a running service is seen, a stopped or dead one is not, and a service started
+during the maintenance waits for it (embedded) or does not follow the projection (distributed)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.locking.postgres import PostgresLocks
+from casetrail_platform.locking.serving import alone, mark_serving, projection_leadership
+from tests.support.servers import postgres_dsn, server_missing
+
+
+async def test_an_embedded_service_running_is_seen_and_one_starting_waits(
+    tmp_path: Path,
+) -> None:
+    infra = Infrastructure.embedded(tmp_path)
+    unmark = await mark_serving(infra, "intake")
+    async with alone(infra, "intake", "intake.emergency-accesses") as nobody:
+        assert not nobody
+    async with alone(infra, "coordination", "assignments") as nobody:
+        assert nobody  # another service's mark says nothing of this one
+    unmark()
+    async with alone(infra, "intake", "intake.emergency-accesses") as nobody:
+        assert nobody
+        starting = asyncio.ensure_future(mark_serving(infra, "intake"))
+        await asyncio.sleep(0.2)
+        assert not starting.done()  # waits for the maintenance to end
+    (await asyncio.wait_for(starting, 5))()
+
+
+async def test_a_distributed_replica_following_the_projection_is_seen(tmp_path: Path) -> None:
+    import psycopg
+
+    dsn = postgres_dsn()
+    try:
+        await (await psycopg.AsyncConnection.connect(dsn)).close()
+    except psycopg.OperationalError as error:
+        server_missing("PostgreSQL", error)
+    infra = Infrastructure.distributed(tmp_path, dsn, KafkaSettings.from_env())
+    service = f"test{uuid.uuid4().hex[:8]}"
+    locks = PostgresLocks(dsn, poll=0.05)
+    stop = asyncio.Event()
+    following = asyncio.Event()
+
+    async def follow(lost: asyncio.Event) -> None:
+        following.set()
+        await lost.wait()
+
+    replica = asyncio.ensure_future(
+        locks.lead(projection_leadership(service, "assignments"), follow, stop)
+    )
+    try:
+        await asyncio.wait_for(following.wait(), 5)
+        async with alone(infra, service, "assignments") as nobody:
+            assert not nobody
+        async with alone(infra, service, "other-projection") as nobody:
+            assert nobody
+    finally:
+        stop.set()
+        await replica
+        await locks.close()
+    async with alone(infra, service, "assignments") as nobody:
+        assert nobody
