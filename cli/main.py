@@ -184,7 +184,7 @@ def parser() -> argparse.ArgumentParser:
         "Without GROUP, list every dead-letter topic.",
     )
     dlq.add_argument("action", choices=["list", "replay"])
-    dlq.add_argument("group", nargs="?", help="e.g. casetrail.audit.timeline-index")
+    dlq.add_argument("group", nargs="?", help="e.g. casetrail.audit.timeline-index-v2")
     dlq.add_argument("--all", action="store_true", help="list: include replayed ones")
     dlq.add_argument("--backend", choices=["embedded", "distributed"], default="distributed")
     dlq.add_argument("--bootstrap", help="Kafka host:port (default $CASETRAIL_KAFKA_BOOTSTRAP)")

@@ -17,7 +17,11 @@ from services.audit.adapters.disclosure_index import (
     DisclosureIndexProjection,
     ReadModelDisclosureIndex,
 )
-from services.audit.adapters.timeline import ReadModelTimelines, TimelineProjection
+from services.audit.adapters.timeline import (
+    ReadModelTimelines,
+    TimelineProjection,
+    retire_old_layout,
+)
 from services.audit.app.handlers import SERVICE
 from services.audit.app.ledger import LedgerDeps, run_witness
 from services.audit.app.queries import AuditDeps
@@ -29,6 +33,7 @@ WITNESS_HEALTH = "casetrail.audit.ledger-witness"
 
 async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningService:
     host = await host_for(infra, SERVICE)
+    await retire_old_layout(host.read_models)
     timeline = TimelineProjection()
     # Every service's case events arrive on the bus; audit's own accesses are also projected
     # straight from its store so they show in the timeline without a round trip through the

@@ -22,7 +22,7 @@ from events.dead_letters import REASON
 from events.errors import FieldProblem, InvalidEventError
 from tests.unit.test_cloudevents import RECORDED
 
-_GROUP = "casetrail.audit.timeline-index"
+_GROUP = "casetrail.audit.timeline-index-v2"
 
 
 class _Untouched:

@@ -3,21 +3,21 @@ on both clocks so that a page is one index read whatever the length of the case.
 
 Layout (``casetrail_platform.projections.port.KeyRange`` reads the index in key order):
 
-* ``audit_timeline_index/<case>|<clock>|<lane>|<sort key>``: one small document per event and
+* ``audit_timeline_v2_index/<case>|<clock>|<lane>|<sort key>``: one small document per event and
   clock (``o`` occurred, ``r`` recorded), ``{"type", "actor", "event"}`` where ``event`` is the
   key of the event's document. The sort key (``sort_suffix``, zero-padded) makes the key order
   the clock's order, so a period, an as-of moment and a page cursor are key bounds, and type and
   actor filters are conditions on these small documents. The lane keeps access events (``a``:
   accessed, denied) apart from the case's own history (``h``): every read appends one, and a
   timeline without them never reads them.
-* ``audit_timeline_events/<case>|<lane>|<event id>``: the event, a CloudEvents structured
+* ``audit_timeline_v2_events/<case>|<lane>|<event id>``: the event, a CloudEvents structured
   document, once (a page fetches its entries' documents by key; a whole-case read takes the
   case's range);
-* ``audit_case_facts/<case>``: the policy's fact entries (``entry_of``) of the case's
+* ``audit_timeline_v2_facts/<case>``: the policy's fact entries (``entry_of``) of the case's
   fact-bearing events, so a query decides on the case without reading its history;
-* ``audit_case_timelines/<case>``: the case is known to audit, and how many of its own
+* ``audit_timeline_v2_cases/<case>``: the case is known to audit, and how many of its own
   events (not access records) audit has;
-* ``audit_timeline_seen/<event_id>``: marks an event as applied and points at its entry.
+* ``audit_timeline_v2_seen/<event_id>``: marks an event as applied and points at its entry.
 
 The seen-marker makes ``apply`` idempotent whatever feeds it: the bus (where a redelivery is
 normal) and audit's own store both carry audit's own access events.
@@ -46,11 +46,26 @@ from events.errors import InvalidEventError
 from events.registry import EventRegistry
 from services.audit.domain.history import IndexPage, PageCursor, TimeBasis, TimelineQuery
 
-CASES = "audit_case_timelines"
-INDEX = "audit_timeline_index"
-EVENTS = "audit_timeline_events"
-SEEN = "audit_timeline_seen"
-FACTS = "audit_case_facts"
+CASES = "audit_timeline_v2_cases"
+INDEX = "audit_timeline_v2_index"
+EVENTS = "audit_timeline_v2_events"
+SEEN = "audit_timeline_v2_seen"
+FACTS = "audit_timeline_v2_facts"
+
+RETIRED = "timeline-index"
+RETIRED_COLLECTIONS = (
+    "audit_case_timelines",
+    "audit_timeline_index",
+    "audit_timeline_events",
+    "audit_timeline_seen",
+    "audit_case_facts",
+)
+"""The projection before ``v2`` and its collections. Its layout changed twice under the same
+name (the facts moved to their own collection, each event stored once apart from the index),
+so a timeline built before went on under the new code with its seen-markers skipping every
+old event: no facts for the old cases (their access decisions), pages that failed on index
+entries holding whole events, and the old facts entries, categories of need in the clear, out
+of the erasure's reach. ``retire_old_layout`` deletes it all at audit's start."""
 
 ACCESS_TYPES = frozenset({RecordAccessed.event_type, RecordAccessDenied.event_type})
 HISTORY, ACCESSES = "h", "a"
@@ -89,7 +104,9 @@ def _prefix(case_id: str, basis: TimeBasis, lane: str) -> str:
 
 
 class TimelineProjection(Projection):
-    name = "timeline-index"
+    name = "timeline-index-v2"
+    """v2: a new name and new collections, so a deployment builds it again from the bus
+    (``RETIRED``)."""
     collections = (CASES, INDEX, EVENTS, SEEN, FACTS)
     idempotent = True  # the seen-marker, written first with each event
 
@@ -145,6 +162,13 @@ class TimelineProjection(Projection):
                 if "categories" in entry:
                     entry["categories"] = []
             await transaction.put(FACTS, case_id, document)
+
+
+async def retire_old_layout(read_models: ReadModelStore) -> None:
+    """Delete what the projection before ``v2`` left (nothing once done: a no-op after)."""
+    await read_models.reset(RETIRED, RETIRED_COLLECTIONS)
+    # The old facts entries held categories of need in the clear: no copy stays in the files.
+    await read_models.forget_overwritten()
 
 
 class ReadModelTimelines:

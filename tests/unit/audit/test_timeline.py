@@ -21,9 +21,12 @@ from services.audit.adapters.timeline import (
     EVENTS,
     FACTS,
     INDEX,
+    RETIRED,
+    RETIRED_COLLECTIONS,
     SEEN,
     ReadModelTimelines,
     TimelineProjection,
+    retire_old_layout,
     sort_suffix,
 )
 from services.audit.domain import history
@@ -172,3 +175,34 @@ async def test_an_erased_clients_categories_of_need_leave_the_facts(
     assert len(after) == len(before)
     assert not any(entry.get("categories") for entry in after)
     assert await timelines.events_of(CASE) == in_order(events)  # the sealed events stay
+
+
+async def test_a_timeline_left_by_the_old_layout_is_built_again_and_its_copy_deleted(
+    read_models: SqliteReadModelStore, registry: EventRegistry
+) -> None:
+    """What ``timeline-index`` wrote before its layout changed (seen-markers, index entries
+    holding whole events, facts entries with categories in the clear) neither stops the
+    current projection from applying the events again nor stays behind (audit's start)."""
+    needs = (PresentingNeed(category=NeedCategory.MENTAL_HEALTH, description="Low mood"),)
+    first = opened().model_copy(update={"presenting_needs": needs})
+    events = [Producer("casetrail/intake", f"case-{CASE}").record(first, occurred_at=T0)]
+    event_id = str(events[0].event_id)
+    async with read_models.transaction() as transaction:
+        await transaction.put("audit_timeline_seen", event_id, {"case_id": CASE, "key": "k"})
+        await transaction.put("audit_case_timelines", CASE, {"case_id": CASE, "events": 1})
+        await transaction.put(
+            "audit_timeline_index",
+            f"{CASE}|f|{sort_suffix(events[0], TimeBasis.RECORDED)}",
+            {"categories": ["mental_health"], "event_id": event_id, "type": first.event_type},
+        )
+        await transaction.set_position(RETIRED, 1)
+
+    await retire_old_layout(read_models)
+    await deliver(read_models, events)  # the new consumer group reads the topic from its start
+
+    facts = await ReadModelTimelines(read_models, registry).facts_of(CASE) or []
+    assert [entry["categories"] for entry in facts] == [["mental_health"]]
+    assert await ReadModelTimelines(read_models, registry).events_of(CASE) == events
+    for collection in RETIRED_COLLECTIONS:
+        assert [item async for item in read_models.scan(collection)] == [], collection
+    assert await read_models.applied_position(RETIRED) == 0
