@@ -104,6 +104,8 @@ def legacy_models() -> tuple[type[CaseEvent], ...]:
         legacy.ConsentRevokedV1,
         legacy.EligibilityDeterminedV1,
         legacy.InitialAssessmentRecordedV1,
+        legacy.ConsentGrantedV3,
+        legacy.CaseOpenedV2,
     )
 
 
@@ -147,6 +149,8 @@ def upcasters() -> tuple[tuple[str, int, Upcaster], ...]:
             1,
             legacy.upcast_initial_assessment_recorded_v1_to_v2,
         ),
+        (access.ConsentGranted.event_type, 3, legacy.upcast_consent_granted_v3_to_v4),
+        (cases.CaseOpened.event_type, 2, legacy.upcast_case_opened_v2_to_v3),
     )
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import AwareDatetime, Field, field_validator
 
-from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Role, Sensitive
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Personal, Role, Sensitive
 from events.catalog.values import CatalogValue, require_unique
 
 
@@ -162,14 +162,20 @@ class ConsentRecipient(CatalogValue):
 
     kind: RecipientKind
     recipient_id: Identifier
-    name: NonEmptyStr
+    # A mark cannot depend on ``kind``: an agency's name is sealed too, and the consent still
+    # binds its recipient by id once the client is erased.
+    name: Annotated[NonEmptyStr, Personal] = Field(
+        description="The recipient's name: personal since consent.granted v4 (a person the"
+        " client chose, often a relative), sealed under the client's key; reads '[erased]'"
+        " once the client is erased."
+    )
 
 
 class ConsentGranted(CaseEvent):
     """The client consented to parts of their record being disclosed to a recipient."""
 
     event_type: ClassVar[str] = "casetrail.consent.granted"
-    schema_version: ClassVar[int] = 3
+    schema_version: ClassVar[int] = 4
 
     case_id: Identifier
     client_id: Identifier
@@ -186,8 +192,10 @@ class ConsentGranted(CaseEvent):
     expires_at: AwareDatetime | None = Field(
         default=None, description="Always set by the consent API; absent only in v1 data."
     )
-    document_reference: NonEmptyStr | None = Field(
-        default=None, description="Where the signed consent document is kept."
+    document_reference: Annotated[NonEmptyStr | None, Personal] = Field(
+        default=None,
+        description="Where the signed consent document is kept: personal since v4 (a path that"
+        " often names the client), sealed under the client's key.",
     )
 
     @field_validator("scope")

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator
 
-from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Sensitive
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Personal, Sensitive
 from events.catalog.values import (
     CatalogValue,
     Day,
@@ -36,7 +36,12 @@ class ReferralSource(CatalogValue):
     """Where the client came from, and the name of the referring person or body when known."""
 
     kind: ReferralSourceKind
-    name: NonEmptyStr | None = None
+    name: Annotated[NonEmptyStr | None, Personal] = Field(
+        default=None,
+        description="Who referred the client, e.g. their daughter or a named physician: personal"
+        " since case.opened v3 (it names a person close to the client, or tells where they were"
+        " treated), sealed under the client's key.",
+    )
 
 
 class PresentingNeed(CatalogValue):
@@ -50,7 +55,7 @@ class CaseOpened(CaseEvent):
     """A case was opened for a client, with the needs that brought them to the agency."""
 
     event_type: ClassVar[str] = "casetrail.case.opened"
-    schema_version: ClassVar[int] = 2
+    schema_version: ClassVar[int] = 3
 
     case_id: Identifier
     client_id: Identifier

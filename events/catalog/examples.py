@@ -69,10 +69,12 @@ from events.catalog.ledger import LedgerInconsistencyDetected
 from events.catalog.legacy import (
     CaseAssignedV1,
     CaseOpenedV1,
+    CaseOpenedV2,
     CaseReassignedV1,
     ClientRegisteredV1,
     ConsentGrantedV1,
     ConsentGrantedV2,
+    ConsentGrantedV3,
     ConsentRevokedV1,
     DischargePlannedV1,
     EligibilityDeterminedV1,
@@ -638,6 +640,8 @@ _MARKED_SINCE: tuple[type[CaseEvent], ...] = (
     ConsentRevokedV1,
     EligibilityDeterminedV1,
     InitialAssessmentRecordedV1,
+    ConsentGrantedV3,
+    CaseOpenedV2,
 )
 """Superseded versions whose successor only marked more fields sensitive or personal: the
 same shape, so their examples are the current examples' data."""

@@ -27,7 +27,7 @@ from events.catalog.access import (
 from events.catalog.assessment import AssessedNeed, AssessmentFactors, PersonalLine, Risk
 from events.catalog.assignment import WorkerCredential
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Personal, Role, Sensitive
-from events.catalog.cases import ReferralSource, SensitiveLine
+from events.catalog.cases import PresentingNeed, ReferralSource, SensitiveLine
 from events.catalog.clients import (
     ContactDetails,
     LanguageTag,
@@ -549,9 +549,51 @@ class ConsentGrantedV2(CaseEvent):
     expires_at: AwareDatetime | None = Field(
         default=None, description="Always set by the consent API; absent only in v1 data."
     )
-    document_reference: NonEmptyStr | None = Field(
+    document_reference: Annotated[NonEmptyStr | None, Personal] = Field(
         default=None, description="Where the signed consent document is kept."
     )
+
+
+class ConsentGrantedV3(CaseEvent):
+    """The client consented to parts of their record being disclosed to a recipient."""
+
+    model_config = ConfigDict(title="ConsentGranted")
+
+    event_type: ClassVar[str] = "casetrail.consent.granted"
+    schema_version: ClassVar[int] = 3
+
+    case_id: Identifier
+    client_id: Identifier
+    consent_id: Identifier
+    scope: Annotated[tuple[RecordSection, ...], Field(min_length=1)]
+    categories: SensitiveCategories = Field(
+        default=(),
+        description="Sensitive categories the client names for disclosure (e.g. substance_use);"
+        " without them those data stay withheld even inside the consented sections. Sealed"
+        " whole (since v3): once the client is erased it reads empty, and covers nothing.",
+    )
+    recipient: ConsentRecipient
+    purpose: AccessPurpose
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="Always set by the consent API; absent only in v1 data."
+    )
+    document_reference: Annotated[NonEmptyStr | None, Personal] = Field(
+        default=None, description="Where the signed consent document is kept."
+    )
+
+
+class CaseOpenedV2(CaseEvent):
+    """A case was opened for a client, with the needs that brought them to the agency."""
+
+    model_config = ConfigDict(title="CaseOpened")
+
+    event_type: ClassVar[str] = "casetrail.case.opened"
+    schema_version: ClassVar[int] = 2
+
+    case_id: Identifier
+    client_id: Identifier
+    referral_source: ReferralSource
+    presenting_needs: Annotated[tuple[PresentingNeed, ...], Field(min_length=1)]
 
 
 class ConsentRevokedV1(CaseEvent):
@@ -639,3 +681,5 @@ upcast_consent_granted_v2_to_v3 = _same_shape(ConsentGrantedV2)
 upcast_consent_revoked_v1_to_v2 = _same_shape(ConsentRevokedV1)
 upcast_eligibility_determined_v1_to_v2 = _same_shape(EligibilityDeterminedV1)
 upcast_initial_assessment_recorded_v1_to_v2 = _same_shape(InitialAssessmentRecordedV1)
+upcast_consent_granted_v3_to_v4 = _same_shape(ConsentGrantedV3)
+upcast_case_opened_v2_to_v3 = _same_shape(CaseOpenedV2)

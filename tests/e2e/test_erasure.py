@@ -57,7 +57,8 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
         intake_pb2.OpenCaseRequest(
             context=command(key()),
             client_id=client.client_id,
-            referral_source=intake_pb2.ReferralSource(kind="self"),
+            # Who referred the client names someone close to them (personal: case.opened v3).
+            referral_source=intake_pb2.ReferralSource(kind="family", name=f"Daughter {canary}"),
             presenting_needs=[intake_pb2.PresentingNeed(category="counseling", description=canary)],
         )
     )
@@ -79,6 +80,21 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
     # off, a discharge's criteria and aftercare: sealed too (rev21), so erased with the rest.
     consent_id = await consent(
         casetrail, Case(client.client_id, case_id), "agency-harbour", categories=("substance_use",)
+    )
+    # A consent to a person the client names, and where its signed form is kept: personal
+    # (consent.granted v4), so erased with the rest.
+    await stubs.as_(SOCIAL_WORKER).intake.GrantConsent(
+        intake_pb2.GrantConsentRequest(
+            context=command(key()),
+            case_id=case_id,
+            recipient=intake_pb2.ConsentRecipient(
+                kind="person", recipient_id="person-daughter", name=f"Anna {canary}"
+            ),
+            purpose="coordination",
+            scope=["services"],
+            expires_at=timestamp(datetime.now(UTC) + timedelta(days=90)),
+            document_reference=f"scan://consents/{canary}.pdf",
+        )
     )
     # Why the client withdrew it (sensitive), and an eligibility decision's reasons stating
     # their age and income (personal): sealed since rev21's second batch.
@@ -157,7 +173,9 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
             refusal.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION)
         ),
     )
-    assert canary in (await _intake_case(casetrail, case_id)).presenting_needs[0].description
+    opened_record = await _intake_case(casetrail, case_id)
+    assert canary in opened_record.presenting_needs[0].description
+    assert opened_record.referral_source.name == f"Daughter {canary}"
     assert (await _intake_client(casetrail, client.client_id)).name.family_name == canary
 
     # A retention hold refuses the erasure, naming itself; released, the erasure goes ahead.
@@ -195,7 +213,8 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
     assert list(record.assessments[0].strengths) == [ERASED_TEXT]
     assert list(record.assessments[0].resources) == [ERASED_TEXT]
     assert record.assessments[0].factors.social == ERASED_TEXT
-    assert record.referral_source.kind == "self"
+    assert record.referral_source.kind == "family"
+    assert record.referral_source.name == ERASED_TEXT
     view = await eventually(
         lambda: stubs.as_(AUDITOR).planning.GetCaseView(
             pl.GetCaseViewRequest(context=query(REVIEW), case_id=case_id)
@@ -365,11 +384,12 @@ async def _services_moved_and_called_off(casetrail: Casetrail, case_id: str, can
 
 
 async def _timeline_text(casetrail: Casetrail, case_id: str) -> str:
-    """Audit's timeline of the case, as the auditor's review reads it (every event's JSON)."""
+    """Audit's timeline of the case, as the auditor's review reads it (every event's JSON, and
+    its summary: a consent's names its recipient)."""
     answer = await casetrail.stubs.as_(AUDITOR).audit.GetTimeline(
         audit_pb2.GetTimelineRequest(context=query(REVIEW), case_id=case_id, page_size=1000)
     )
-    return "\n".join(entry.cloudevent_json for entry in answer.entries)
+    return "\n".join(f"{entry.summary}\n{entry.cloudevent_json}" for entry in answer.entries)
 
 
 async def _intake_case(casetrail: Casetrail, case_id: str) -> intake_pb2.CaseRecord:

@@ -201,10 +201,11 @@ def test_structured_attributes() -> None:
         "subject": "case-2024-0042",
         "time": "2024-03-04T17:30:00+01:00",
         "datacontenttype": "application/json",
-        "dataschema": "https://casetrail.example/schemas/casetrail.case.opened/v2.json",
+        "dataschema": "https://casetrail.example/schemas/casetrail.case.opened/"
+        f"v{CaseOpened.schema_version}.json",
         "sequence": f"{recorded.sequence:019d}",
         "stream": "case-case-2024-0042",
-        "schemaversion": 2,
+        "schemaversion": CaseOpened.schema_version,
         "actorid": "worker-ana",
         "actorrole": "social_worker",
         "correlationid": str(CORRELATION),
@@ -237,7 +238,7 @@ def test_kafka_headers() -> None:
     headers = _headers(record)
     assert headers["content-type"] == b"application/json"
     assert headers["ce_type"] == b"casetrail.case.opened"
-    assert headers["ce_schemaversion"] == b"2"
+    assert headers["ce_schemaversion"] == str(CaseOpened.schema_version).encode()
     assert headers["ce_time"] == b"2024-03-04T17:30:00+01:00"
     assert "ce_datacontenttype" not in headers
     assert all(isinstance(value, bytes) for value in headers.values())
@@ -334,7 +335,7 @@ def test_old_versions_are_upcast_on_decode(registry: EventRegistry) -> None:
     ):
         assert isinstance(decoded.event, CaseOpened)
         assert decoded.event.presenting_needs == expected_needs
-        assert decoded.schema_version == 2
+        assert decoded.schema_version == CaseOpened.schema_version
 
 
 def test_old_version_without_upcaster_is_refused() -> None:
@@ -473,7 +474,10 @@ def test_structured_problems_name_the_attribute(registry: EventRegistry) -> None
 
 def test_structured_counters_may_be_json_numbers(registry: EventRegistry) -> None:
     recorded = _opened()
-    document = to_structured(recorded) | {"sequence": recorded.sequence, "schemaversion": "2"}
+    document = to_structured(recorded) | {
+        "sequence": recorded.sequence,
+        "schemaversion": str(CaseOpened.schema_version),
+    }
     assert from_structured(document, registry) == recorded
 
 

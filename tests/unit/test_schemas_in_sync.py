@@ -72,6 +72,7 @@ def test_one_schema_per_type_and_version() -> None:
     assert expected | {"catalog.json", "envelope.cloudevents.json"} == set(render())
     assert "casetrail.case.opened/v1.json" in expected
     assert "casetrail.case.opened/v2.json" in expected
+    assert "casetrail.case.opened/v3.json" in expected
 
 
 def test_schema_ids_are_the_cloudevents_dataschema() -> None:
@@ -90,7 +91,8 @@ def test_catalog_index_lists_every_version_with_its_sensitive_fields() -> None:
     entries = {(entry["type"], entry["version"]): entry for entry in index["events"]}
     assert {event_type for event_type, _ in entries} == set(all_event_types())
     assert entries[("casetrail.case.opened", 1)]["current"] is False
-    assert entries[("casetrail.case.opened", 2)]["current"] is True
+    assert entries[("casetrail.case.opened", 2)]["current"] is False
+    assert entries[("casetrail.case.opened", 3)]["current"] is True
     for model in (*current_models(), *legacy_models()):
         entry = entries[(model.event_type, model.schema_version)]
         assert entry["sensitive_fields"] == sorted(model.sensitive_fields())

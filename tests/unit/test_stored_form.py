@@ -20,6 +20,7 @@ from casetrail_platform.keys.fields import sensitive_values
 from casetrail_platform.ledger.canonical import canonical_row, parse_canonical
 from casetrail_platform.ledger.export import canonical_of_record
 from events.catalog.base import CaseEvent, Role
+from events.catalog.cases import CaseOpened
 from events.catalog.examples import example_events, legacy_example_events
 from events.catalog.legacy import CaseOpenedV1
 from events.catalog_registry import build_registry
@@ -265,7 +266,7 @@ def test_a_stored_form_that_does_not_upcast_to_data_is_refused_naming_it() -> No
     [
         ({STORED: None}, STORED, "missing"),
         ({VERSION: None}, VERSION, "missing"),
-        ({VERSION: b"2"}, VERSION, "below schemaversion"),
+        ({VERSION: str(CaseOpened.schema_version).encode()}, VERSION, "below schemaversion"),
         ({VERSION: b"0"}, VERSION, "whole number"),
         ({STORED: b"not base64!"}, STORED, "base64"),
         ({STORED: base64.b64encode(b"[1, 2]")}, STORED, "JSON object"),

@@ -38,7 +38,10 @@ def erasing(client_id: str, key: str = "") -> intake_pb2.EraseClientRequest:
 
 async def assessed_client(intake: Intake) -> tuple[str, str]:
     client = await intake.stub.RegisterClient(marco())
-    opened = await intake.stub.OpenCase(opening(client.client_id))
+    case = opening(client.client_id)
+    # Personal (case.opened v3): who referred the client, erased too.
+    case.referral_source.name = f"Dr {CANARY}"
+    opened = await intake.stub.OpenCase(case)
     request = assessing(opened.result.case_id)
     request.factors.psychological = CANARY
     # Personal (initial_assessment.recorded v2): the client's private life, erased too.
@@ -58,7 +61,9 @@ async def case_record(intake: Intake, case_id: str) -> intake_pb2.CaseRecord:
 
 async def test_erasure_leaves_the_case_with_its_sensitive_fields_erased(intake: Intake) -> None:
     client_id, case_id = await assessed_client(intake)
-    entitled = (await case_record(intake, case_id)).assessments[0]
+    before = await case_record(intake, case_id)
+    assert before.referral_source.name == f"Dr {CANARY}"
+    entitled = before.assessments[0]
     assert entitled.factors.psychological == CANARY
     assert entitled.factors.social == f"Lives alone, {CANARY}"
     assert entitled.factors.economic == f"Pension, {CANARY}"
@@ -82,6 +87,7 @@ async def test_erasure_leaves_the_case_with_its_sensitive_fields_erased(intake: 
     assert list(assessment.strengths) == [ERASED_TEXT]
     assert set(assessment.resources) == {ERASED_TEXT}
     assert len(assessment.resources) == len(entitled.resources)
+    assert record.referral_source.name == ERASED_TEXT
     # What is neither sensitive nor personal stays.
     assert record.referral_source.kind == "hospital"
     assert assessment.risks[0].severity == "high"

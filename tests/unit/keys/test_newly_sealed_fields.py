@@ -18,7 +18,7 @@ from casetrail_platform.policy.facts import entry_of, fold
 from events.catalog.access import ConsentGranted, ConsentRevoked, SensitiveCategory
 from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.base import CaseEvent, Role
-from events.catalog.cases import DischargePlanned
+from events.catalog.cases import CaseOpened, DischargePlanned
 from events.catalog.eligibility import EligibilityDetermined
 from events.catalog.examples import example_events
 from events.catalog.funding import InsuranceClaimDecided, InsuranceClaimFiled
@@ -57,6 +57,9 @@ NEWLY_SEALED: list[tuple[type[CaseEvent], str]] = [
     (InitialAssessmentRecorded, "factors.economic"),
     (InitialAssessmentRecorded, "strengths[0]"),
     (InitialAssessmentRecorded, "resources[1]"),
+    (CaseOpened, "referral_source.name"),
+    (ConsentGranted, "recipient.name"),
+    (ConsentGranted, "document_reference"),
 ]
 """(model, path of a leaf) newly sealed; the path as ``sensitive_values`` names it."""
 
@@ -215,7 +218,8 @@ def test_a_v2_consent_stored_in_clear_keeps_its_categories_after_the_upcast() ->
     record = _read(registry, event.event_type, 2, encode(event), uuid4())
     assert isinstance(record.event, ConsentGranted)
     assert record.event.categories == (SensitiveCategory.HEALTH,)
-    assert record.event.schema_version == 3
+    assert record.event.recipient == event.recipient
+    assert record.event.schema_version == ConsentGranted.schema_version
 
 
 def test_every_field_typed_with_a_sensitive_category_is_marked() -> None:
