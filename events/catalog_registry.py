@@ -106,6 +106,8 @@ def legacy_models() -> tuple[type[CaseEvent], ...]:
         legacy.InitialAssessmentRecordedV1,
         legacy.ConsentGrantedV3,
         legacy.CaseOpenedV2,
+        legacy.RetentionHoldPlacedV1,
+        legacy.RetentionHoldReleasedV1,
     )
 
 
@@ -151,6 +153,16 @@ def upcasters() -> tuple[tuple[str, int, Upcaster], ...]:
         ),
         (access.ConsentGranted.event_type, 3, legacy.upcast_consent_granted_v3_to_v4),
         (cases.CaseOpened.event_type, 2, legacy.upcast_case_opened_v2_to_v3),
+        (
+            erasure.RetentionHoldPlaced.event_type,
+            1,
+            legacy.upcast_retention_hold_placed_v1_to_v2,
+        ),
+        (
+            erasure.RetentionHoldReleased.event_type,
+            1,
+            legacy.upcast_retention_hold_released_v1_to_v2,
+        ),
     )
 
 

@@ -4,16 +4,17 @@ Erasure is crypto-shredding: the client's data keys are destroyed, so every sens
 sealed with them (``casetrail_platform.keys.fields``) reads as the erasure marker for good, in the
 stores, on Kafka, in dead-letter topics and in exports alike, while the events themselves, their
 non-sensitive fields and the ledger over them stay as they were. These events carry nothing
-sensitive themselves.
+sensitive themselves; a hold's legal basis and release reason are personal (since v2): they
+tell of the client's circumstances (a lawsuit, an inquiry), and an erasure must reach them.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator
 
-from events.catalog.base import CaseEvent, Identifier, NonEmptyStr
+from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Personal
 from events.catalog.values import Day, Note, require_unique
 
 
@@ -47,12 +48,14 @@ class RetentionHoldPlaced(CaseEvent):
     period, an inquiry): while it holds, ``EraseClient`` is refused naming it."""
 
     event_type: ClassVar[str] = "casetrail.client.retention_hold_placed"
+    schema_version: ClassVar[int] = 2
     subject_field: ClassVar[str] = "client_id"
 
     client_id: Identifier
     hold_id: Identifier
-    legal_basis: NonEmptyStr = Field(
-        description="Why the records must be kept, e.g. 'litigation 2026-CV-113'."
+    legal_basis: Annotated[NonEmptyStr, Personal] = Field(
+        description="Why the records must be kept, e.g. 'litigation 2026-CV-113': personal since"
+        " v2 (it tells of the client's circumstances), sealed under the client's key."
     )
     until: Day | None = Field(
         default=None, description="When the obligation ends, when known (it is released then)."
@@ -63,8 +66,13 @@ class RetentionHoldReleased(CaseEvent):
     """A retention hold no longer applies."""
 
     event_type: ClassVar[str] = "casetrail.client.retention_hold_released"
+    schema_version: ClassVar[int] = 2
     subject_field: ClassVar[str] = "client_id"
 
     client_id: Identifier
     hold_id: Identifier
-    reason: Note | None = None
+    reason: Annotated[Note | None, Personal] = Field(
+        default=None,
+        description="Why it no longer applies, e.g. 'proceedings closed': personal since v2, as"
+        " the legal basis is.",
+    )

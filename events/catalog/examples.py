@@ -91,6 +91,8 @@ from events.catalog.legacy import (
     ReferralAcceptedV1,
     ReferralDeclinedV1,
     ReferralMadeV1,
+    RetentionHoldPlacedV1,
+    RetentionHoldReleasedV1,
     ServiceCancelledV1,
     ServiceRescheduledV1,
     ServiceScheduledV1,
@@ -642,6 +644,8 @@ _MARKED_SINCE: tuple[type[CaseEvent], ...] = (
     InitialAssessmentRecordedV1,
     ConsentGrantedV3,
     CaseOpenedV2,
+    RetentionHoldPlacedV1,
+    RetentionHoldReleasedV1,
 )
 """Superseded versions whose successor only marked more fields sensitive or personal: the
 same shape, so their examples are the current examples' data."""

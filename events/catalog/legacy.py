@@ -48,6 +48,7 @@ from events.catalog.values import (
     Day,
     Money,
     NeedCategory,
+    Note,
     Provider,
     SensitiveNeedCategory,
     SensitiveNote,
@@ -596,6 +597,40 @@ class CaseOpenedV2(CaseEvent):
     presenting_needs: Annotated[tuple[PresentingNeed, ...], Field(min_length=1)]
 
 
+class RetentionHoldPlacedV1(CaseEvent):
+    """A legal obligation to keep the client's records (litigation, a statutory retention
+    period, an inquiry): while it holds, ``EraseClient`` is refused naming it."""
+
+    model_config = ConfigDict(title="RetentionHoldPlaced")
+
+    event_type: ClassVar[str] = "casetrail.client.retention_hold_placed"
+    schema_version: ClassVar[int] = 1
+    subject_field: ClassVar[str] = "client_id"
+
+    client_id: Identifier
+    hold_id: Identifier
+    legal_basis: Annotated[NonEmptyStr, Personal] = Field(
+        description="Why the records must be kept, e.g. 'litigation 2026-CV-113'."
+    )
+    until: Day | None = Field(
+        default=None, description="When the obligation ends, when known (it is released then)."
+    )
+
+
+class RetentionHoldReleasedV1(CaseEvent):
+    """A retention hold no longer applies."""
+
+    model_config = ConfigDict(title="RetentionHoldReleased")
+
+    event_type: ClassVar[str] = "casetrail.client.retention_hold_released"
+    schema_version: ClassVar[int] = 1
+    subject_field: ClassVar[str] = "client_id"
+
+    client_id: Identifier
+    hold_id: Identifier
+    reason: Annotated[Note | None, Personal] = None
+
+
 class ConsentRevokedV1(CaseEvent):
     """The client withdrew a consent to disclosure."""
 
@@ -683,3 +718,5 @@ upcast_eligibility_determined_v1_to_v2 = _same_shape(EligibilityDeterminedV1)
 upcast_initial_assessment_recorded_v1_to_v2 = _same_shape(InitialAssessmentRecordedV1)
 upcast_consent_granted_v3_to_v4 = _same_shape(ConsentGrantedV3)
 upcast_case_opened_v2_to_v3 = _same_shape(CaseOpenedV2)
+upcast_retention_hold_placed_v1_to_v2 = _same_shape(RetentionHoldPlacedV1)
+upcast_retention_hold_released_v1_to_v2 = _same_shape(RetentionHoldReleasedV1)

@@ -179,9 +179,13 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
     assert (await _intake_client(casetrail, client.client_id)).name.family_name == canary
 
     # A retention hold refuses the erasure, naming itself; released, the erasure goes ahead.
+    # Its legal basis and why it was released tell of the client's circumstances: personal
+    # (retention_hold_placed/released v2), sealed and erased with the rest.
     held = await stubs.as_(SUPERVISOR).intake.PlaceRetentionHold(
         intake_pb2.PlaceRetentionHoldRequest(
-            context=command(key()), client_id=client.client_id, legal_basis="inquiry 2026-17"
+            context=command(key()),
+            client_id=client.client_id,
+            legal_basis=f"inquiry 2026-17 {canary}",
         )
     )
     erase = intake_pb2.EraseClientRequest(
@@ -193,7 +197,10 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
     assert held.hold_id in (refused.value.details() or "")
     await stubs.as_(SUPERVISOR).intake.ReleaseRetentionHold(
         intake_pb2.ReleaseRetentionHoldRequest(
-            context=command(key()), client_id=client.client_id, hold_id=held.hold_id
+            context=command(key()),
+            client_id=client.client_id,
+            hold_id=held.hold_id,
+            reason=f"Inquiry closed {canary}",
         )
     )
     erased = await stubs.as_(SUPERVISOR).intake.EraseClient(erase)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -26,6 +27,16 @@ from tests.unit.intake.test_consent import granting
 from tests.unit.intake.test_grpc import assessing, command, marco, opening, query
 
 CANARY = "CANARY-0b1c-fears-falling"
+HOLD_CANARY = "CANARY-hold-5e2d-inquiry"
+
+
+def _files_holding(intake: Intake, canary: str) -> list[Path]:
+    """The files of the service's data directory (SQLite and its journal) holding ``canary``."""
+    return [
+        path
+        for path in intake.infra.data_dir.rglob("*")
+        if path.is_file() and canary.encode() in path.read_bytes()
+    ]
 
 
 def erasing(client_id: str, key: str = "") -> intake_pb2.EraseClientRequest:
@@ -105,10 +116,13 @@ async def test_a_retention_hold_refuses_erasure_naming_the_hold(intake: Intake) 
         intake_pb2.PlaceRetentionHoldRequest(
             context=command("supervisor"),
             client_id=client_id,
-            legal_basis="litigation 2026-CV-113",
+            legal_basis=f"litigation 2026-CV-113, {HOLD_CANARY}",
             until="2030-01-31",
         )
     )
+    # Personal (retention_hold_placed v2): the basis tells of the client's circumstances, so
+    # it is sealed at rest like the rest of who they are.
+    assert not _files_holding(intake, HOLD_CANARY)
 
     code, status = await refusal(intake.stub.EraseClient(erasing(client_id)))
 
@@ -117,14 +131,18 @@ async def test_a_retention_hold_refuses_erasure_naming_the_hold(intake: Intake) 
     assert info.reason == "RETENTION_HOLD"
     assert info.metadata["hold_id"] == held.hold_id
     assert held.hold_id in status.message
-    assert "litigation 2026-CV-113" in status.message
+    assert "litigation 2026-CV-113" in status.message  # the supervisor reads it opened
     assert (await case_record(intake, case_id)).assessments[0].factors.psychological == CANARY
 
     await intake.stub.ReleaseRetentionHold(
         intake_pb2.ReleaseRetentionHoldRequest(
-            context=command("supervisor"), client_id=client_id, hold_id=held.hold_id
+            context=command("supervisor"),
+            client_id=client_id,
+            hold_id=held.hold_id,
+            reason=f"Proceedings closed, {HOLD_CANARY}",
         )
     )
+    assert not _files_holding(intake, HOLD_CANARY)
     await intake.stub.EraseClient(erasing(client_id))
     assert (await case_record(intake, case_id)).assessments[0].factors.psychological == (
         ERASED_TEXT

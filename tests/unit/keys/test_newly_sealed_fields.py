@@ -20,6 +20,7 @@ from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseOpened, DischargePlanned
 from events.catalog.eligibility import EligibilityDetermined
+from events.catalog.erasure import RetentionHoldPlaced, RetentionHoldReleased
 from events.catalog.examples import example_events
 from events.catalog.funding import InsuranceClaimDecided, InsuranceClaimFiled
 from events.catalog.planning import GoalAdded, GoalDropped, GoalRevised, PlanDrafted
@@ -60,6 +61,8 @@ NEWLY_SEALED: list[tuple[type[CaseEvent], str]] = [
     (CaseOpened, "referral_source.name"),
     (ConsentGranted, "recipient.name"),
     (ConsentGranted, "document_reference"),
+    (RetentionHoldPlaced, "legal_basis"),
+    (RetentionHoldReleased, "reason"),
 ]
 """(model, path of a leaf) newly sealed; the path as ``sensitive_values`` names it."""
 
