@@ -28,7 +28,7 @@ from casetrail_platform.ledger.export import PROOF_ATTRIBUTE
 from casetrail_platform.store.port import NO_STREAM
 from cli.rpc import Person, command, connect, eventually, query
 from events.catalog.base import Role
-from events.catalog.cases import ReferralSource, ReferralSourceKind
+from events.catalog.cases import CaseOpened, ReferralSource, ReferralSourceKind
 from events.catalog.clients import PersonName
 from events.catalog.legacy import CaseOpenedV1, ClientRegisteredV1
 from events.envelope import Actor, EventMetadata, NewEvent
@@ -149,7 +149,7 @@ async def test_an_upcast_event_is_exported_with_a_proof_that_verifies_offline_af
     )
     lines = await proven_export(upgraded, case_id)
     opened = _opening(lines, opened_id)
-    assert (opened["schemaversion"], opened["storedversion"]) == (2, 1)
+    assert (opened["schemaversion"], opened["storedversion"]) == (CaseOpened.schema_version, 1)
     stored = base64.b64decode(opened["storeddata"])
     assert b'"presenting_need":"ct1~' in stored
     assert CANARY.encode() not in stored
