@@ -295,3 +295,28 @@ async def test_the_erasure_marker_is_not_accepted_as_live_text(intake: Intake) -
     code, status = await refusal(intake.stub.OpenCase(described))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_fields(status) == ["presenting_needs[0].description"]
+    # Sealed since case.opened v3, consent.granted v4 and retention_hold_placed v2: the same.
+    referred = opening(client.client_id)
+    referred.referral_source.name = ERASED_TEXT
+    code, status = await refusal(intake.stub.OpenCase(referred))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["referral_source.name"]
+    case_id = (await intake.stub.OpenCase(opening(client.client_id))).result.case_id
+    to_nobody = granting(case_id)
+    to_nobody.recipient.name = ERASED_TEXT
+    for field, request in (
+        ("recipient.name", to_nobody),
+        ("document_reference", granting(case_id, document_reference=ERASED_TEXT)),
+    ):
+        code, status = await refusal(intake.stub.GrantConsent(request))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert violated_fields(status) == [field]
+    code, status = await refusal(
+        intake.stub.PlaceRetentionHold(
+            intake_pb2.PlaceRetentionHoldRequest(
+                context=command("supervisor"), client_id=client.client_id, legal_basis=ERASED_TEXT
+            )
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["legal_basis"]
