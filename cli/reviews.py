@@ -122,7 +122,8 @@ async def _as_seen(options: argparse.Namespace) -> None:
         print("\n".join(case_state_lines(answer.state)))
     else:
         print(f"entitled to nothing: {entitled.rule} ({entitled.reason})")
-    print(f"what {user.user_id} read up to then: {len(answer.reads)} reads")
+    listed = "" if not answer.reads_truncated else f", the latest {len(answer.reads)} listed"
+    print(f"what {user.user_id} read up to then: {answer.reads_total} reads{listed}")
     for read in answer.reads:
         print(
             f"  {iso_minute(moment_of(read.recorded_at))}  {read.source}  "

@@ -16,6 +16,7 @@ itself recorded as an access to the sections shown and the access log.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,6 +50,10 @@ from services.audit.domain.history import TimeBasis, TimelineQuery
 ACTION = Action.REVIEW_AS_SEEN
 READS_PAGE = 1000
 """Index entries read per round trip when listing what U read."""
+READS_SHOWN = 1000
+"""U's reads the answer lists at most, the latest: a case read daily for years holds thousands
+(about 250 bytes each, more with field paths), past gRPC's 4 MB answer; the access log pages
+through all of them."""
 USER_ACTION = Action.READ_CASE
 """What U's entitlement is decided for: reading the case."""
 
@@ -96,6 +101,17 @@ class AsSeen:
     withheld_sections: list[str]
     withheld_fields: list[str]
     reads: list[RecordedEvent]
+    """U's latest reads up to T (at most ``READS_SHOWN``), oldest first."""
+    reads_total: int
+
+
+@dataclass(frozen=True)
+class _Attempts:
+    """U's recorded attempts on the case up to T, kept within a bound however many there are."""
+
+    latest: RecordAccessed | RecordAccessDenied | None
+    reads: list[RecordedEvent]
+    reads_total: int
 
 
 async def case_as_seen(
@@ -116,7 +132,7 @@ async def case_as_seen(
     facts = policy_facts.fold(case_id, entries, as_of=as_of)
     home = deps.access.home_agency
     attempts = await _attempts_of(deps, case_id, claims.user_id, as_of)
-    user, entitlement = _entitlement(claims, known, attempts, facts, home, as_of)
+    user, entitlement = _entitlement(claims, known, attempts.latest, facts, home, as_of)
 
     state = fold(case_id, known, TimeBasis.RECORDED) if entitlement.allowed else None
     message = rendering.render(state or fold(case_id, [], TimeBasis.RECORDED))
@@ -136,7 +152,6 @@ async def case_as_seen(
         for path in redaction.present(message, rendering.sensitive_paths)
     ]
     sections = [s for s in STATE_SECTIONS if state is not None and entitlement.discloses(s)]
-    reads = [recorded for recorded in attempts if isinstance(recorded.event, RecordAccessed)]
     await deps.access.release(
         answer,
         reviewer,
@@ -152,7 +167,15 @@ async def case_as_seen(
             )
         ],
     )
-    return AsSeen(message, user, entitlement, withheld_sections, withheld_fields, reads)
+    return AsSeen(
+        message,
+        user,
+        entitlement,
+        withheld_sections,
+        withheld_fields,
+        attempts.reads,
+        attempts.reads_total,
+    )
 
 
 async def _reviewed(
@@ -175,41 +198,43 @@ async def _reviewed(
     return reviewer, await access.authorize(reviewer, ACTION, viewer.purpose, facts), own
 
 
-async def _attempts_of(
-    deps: AuditDeps, case_id: str, user_id: str, as_of: datetime
-) -> list[RecordedEvent]:
-    """``user_id``'s reads of the case and refused attempts as recorded up to ``as_of``, oldest
-    first, from the timeline's index (filtered there on the recorder, who is the reader:
-    ``AccessControl`` records with its principal as the actor)."""
+async def _attempts_of(deps: AuditDeps, case_id: str, user_id: str, as_of: datetime) -> _Attempts:
+    """``user_id``'s latest attempt on the case (read or refused) and latest reads as recorded
+    up to ``as_of``, from the timeline's index (filtered there on the recorder, who is the
+    reader: ``AccessControl`` records with its principal as the actor)."""
     query = TimelineQuery(
         TimeBasis.RECORDED,
         as_of=as_of,
         event_types=frozenset({RecordAccessed.event_type, RecordAccessDenied.event_type}),
         actor_id=user_id,
     )
-    attempts: list[RecordedEvent] = []
+    latest: RecordAccessed | RecordAccessDenied | None = None
+    reads: deque[RecordedEvent] = deque(maxlen=READS_SHOWN)
+    total = 0
     async for page in case_pages(deps, case_id, query, READS_PAGE):
-        attempts.extend(
-            recorded
-            for recorded in page
-            if isinstance(recorded.event, RecordAccessed | RecordAccessDenied)
-            and recorded.event.accessor_id == user_id
-        )
-    return attempts
+        for recorded in page:
+            event = recorded.event
+            if not isinstance(event, RecordAccessed | RecordAccessDenied):
+                continue
+            if event.accessor_id != user_id:
+                continue
+            latest = event
+            if isinstance(event, RecordAccessed):
+                reads.append(recorded)
+                total += 1
+    return _Attempts(latest, list(reads), total)
 
 
 def _entitlement(
     claims: UserClaims,
     known: Sequence[RecordedEvent],
-    attempts: Sequence[RecordedEvent],
+    latest: RecordAccessed | RecordAccessDenied | None,
     facts: policy_facts.CaseFacts,
     home_agency: str,
     as_of: datetime,
 ) -> tuple[UserAtTime, Decision]:
-    """``known``: the case's own events recorded up to ``as_of``; ``attempts``: U's reads and
-    refused attempts recorded up to then, oldest first."""
-    latest = attempts[-1].event if attempts else None
-    assert latest is None or isinstance(latest, RecordAccessed | RecordAccessDenied)
+    """``known``: the case's own events recorded up to ``as_of``; ``latest``: U's latest read
+    or refused attempt recorded up to then."""
     source: dict[str, str] = {}
     role = claims.role
     source["role"] = "request"

@@ -181,6 +181,8 @@ def as_seen_response(seen: AsSeen, as_of: datetime) -> audit_pb2.GetCaseAsSeenRe
         ),
         reads=[responses.access_record(recorded) for recorded in seen.reads],
         as_of=responses.timestamp(as_of),
+        reads_truncated=seen.reads_total > len(seen.reads),
+        reads_total=seen.reads_total,
     )
 
 

@@ -4,7 +4,7 @@ case as a user saw it at a moment, with what each records."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -41,6 +41,7 @@ from services.audit.adapters.disclosure_index import (
     ReadModelDisclosureIndex,
 )
 from services.audit.adapters.timeline import ReadModelTimelines, TimelineProjection
+from services.audit.app import as_seen
 from services.audit.app.disclosures import period, six_years_before
 from services.audit.app.queries import AuditDeps
 from services.audit.domain.disclosures import disclosure_of
@@ -385,6 +386,48 @@ async def test_the_assigned_worker_sees_nothing_before_the_assignment_and_all_af
     )
     assert "team=assignment" in after.user.derived_from
     assert [r.accessor.user_id for r in after.reads] == [WORKER]
+
+
+async def test_the_as_seen_answer_lists_the_latest_reads_and_says_how_many_there_were(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+    read_models: SqliteReadModelStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A case read daily for years: the answer lists U's latest reads up to T, never all of
+    them (it would outgrow gRPC's 4 MB answer), and says that it left some out."""
+    monkeypatch.setattr(as_seen, "READS_SHOWN", 2)
+    access = coordination()
+    access.stream = f"access-{CASE}"
+    access.sequence = 100
+    handler = BusProjectionHandler(read_models, TimelineProjection())
+    for hours in (1, 2):
+        await handler(
+            access.record(
+                read_by(
+                    WORKER,
+                    Role.SOCIAL_WORKER,
+                    HOME,
+                    AccessPurpose.DIRECT_CARE,
+                    "assigned-worker",
+                    sections=(RecordSection.PLAN,),
+                ),
+                occurred_at=T0 + 3 * DAY + hours * HOUR,
+                actor=Actor(WORKER, Role.SOCIAL_WORKER),
+            )
+        )
+
+    everything = await audit.GetCaseAsSeen(seen_as(WORKER, T0 + 4 * DAY))
+    before_the_last = await audit.GetCaseAsSeen(seen_as(WORKER, T0 + 3 * DAY + HOUR + HOUR / 2))
+
+    assert (everything.reads_total, everything.reads_truncated) == (3, True)
+    assert [r.recorded_at.ToDatetime(UTC) for r in everything.reads] == [
+        T0 + 3 * DAY + HOUR,
+        T0 + 3 * DAY + 2 * HOUR,
+    ]
+    assert (before_the_last.reads_total, before_the_last.reads_truncated) == (2, False)
+    assert len(before_the_last.reads) == 2
+    # U's role still comes from U's latest read, listed or not.
+    assert "role=access_event" in everything.user.derived_from
 
 
 async def test_the_reviews_never_read_the_whole_case(
