@@ -125,8 +125,15 @@ def program(value: Program) -> pb.Program:
     return pb.Program(program_id=value.program_id, name=value.name, rules=describe_rules(value))
 
 
+RESERVATIONS_LISTED = 1000
+"""Reservations a budget line's answer lists at most, the latest: about 115 bytes each, so a
+line funding an agency's year (tens of thousands) would outgrow gRPC's 4 MB answer."""
+
+
 def budget_line(line: BudgetLine, state: BudgetLineState) -> pb.GetBudgetLineResponse:
     currency = line.amount.currency
+    reservations = list(state.reservations.values())
+    listed = reservations[-RESERVATIONS_LISTED:]
     return pb.GetBudgetLineResponse(
         budget_line=line.budget_line,
         name=line.name,
@@ -141,8 +148,10 @@ def budget_line(line: BudgetLine, state: BudgetLineState) -> pb.GetBudgetLineRes
                 service_id=r.service_id or "",
                 amount=minor_units(r.remaining, currency),
             )
-            for r in state.reservations.values()
+            for r in listed
         ],
+        truncated=len(listed) < len(reservations),
+        reservations_total=len(reservations),
     )
 
 

@@ -6,12 +6,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import grpc
+import pytest
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from cli.rpc import Person
 from events.catalog.values import NeedCategory
 from services.coordination.domain.eligibility import age_on
+from services.coordination.entrypoints import convert
 from tests.support.identity import TestIssuer
 from tests.unit.coordination.rpc import HOME_CARE_CO, refused, schedule_request, usd
 from tests.unit.coordination.support import (
@@ -162,6 +164,29 @@ async def test_a_budget_line_is_never_overspent(stub: Stub, intake: IntakeFeed) 
     )
     assert (line.reserved, line.available) == (usd(100_000), usd(0))
     assert [r.amount for r in line.reservations] == [usd(50_000), usd(50_000)]
+
+
+async def test_a_budget_line_lists_its_latest_reservations_and_says_how_many_there_are(
+    stub: Stub, intake: IntakeFeed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line funds an agency's year: its answer lists the latest reservations, never all of
+    them (tens of thousands outgrew gRPC's 4 MB answer), and says that it left some out."""
+    monkeypatch.setattr(convert, "RESERVATIONS_LISTED", 2)
+    service_id = await _home_care(stub, intake)
+    made = [
+        (await stub.ReserveBudget(reserve(usd(100 + n), service_id))).reservation_id
+        for n in range(3)
+    ]
+    request = pb.GetBudgetLineRequest(context=query_context(), budget_line="home-care-fy2026")
+
+    line = await stub.GetBudgetLine(request)
+
+    assert [r.reservation_id for r in line.reservations] == made[1:]
+    assert (line.truncated, line.reservations_total) == (True, 3)
+    assert line.reserved == usd(303)
+    monkeypatch.setattr(convert, "RESERVATIONS_LISTED", 3)
+    line = await stub.GetBudgetLine(request)
+    assert (len(line.reservations), line.truncated, line.reservations_total) == (3, False, 3)
 
 
 async def test_reservations_must_fit_the_line(
