@@ -323,17 +323,30 @@ async def authorize_ledger(
     )
 
 
+CASES_OF_CLIENT = 1000
+"""Cases ``find_cases_of_client`` lists at most (the first in id order): the answer stays far
+below gRPC's 4 MB, and only what it lists is recorded as read."""
+
+
+@dataclass(frozen=True)
+class CasesOfClient:
+    case_ids: list[str]
+    truncated: bool
+    """The viewer may read more of the client's cases than ``case_ids`` lists."""
+
+
 async def find_cases_of_client(
     deps: AuditDeps,
     viewer: QueryContext,
     client_cases: Sequence[str],
     principal: Principal | None = None,
     answer: Answer | None = None,
-) -> list[str]:
-    """Which of a client's cases (``client_cases``, from audit's client index) the viewer may
-    read, each recorded as an access (section identity: the answer tells that the client has
-    the case) before it is answered. A case the policy refuses is left out, its refusal
-    recorded; a role that may read no trail is refused."""
+) -> CasesOfClient:
+    """Which of a client's cases (``client_cases``, from audit's client index, in id order) the
+    viewer may read, the first ``CASES_OF_CLIENT`` of them, each recorded as an access (section
+    identity: the answer tells that the client has the case) before it is answered. A case the
+    policy refuses is left out, its refusal recorded; a role that may read no trail is
+    refused."""
     who = _who(deps, viewer, principal)
     if not any_rule_for(who.role, Action.READ_TRAIL):
         for case_id in client_cases:
@@ -342,15 +355,19 @@ async def find_cases_of_client(
         decision = deps.access.decide(who, Action.READ_TRAIL, viewer.purpose, None)
         raise AccessDenied(who, Action.READ_TRAIL, decision)
     shown: list[Disclosure] = []
+    truncated = False
     for case_id in client_cases:
         try:
             _, allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
         except AccessDenied:
             continue
+        if len(shown) == CASES_OF_CLIENT:
+            truncated = True
+            break
         shown.append(Disclosure(case_id, allowed.decision, None, (), (RecordSection.IDENTITY,)))
     if shown:
         await deps.access.release(answer, who, viewer.purpose, shown)
-    return [item.case_id for item in shown]
+    return CasesOfClient([item.case_id for item in shown], truncated)
 
 
 async def _caller(

@@ -216,7 +216,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             principal_of(context),
             answer=context,
         )
-        return audit_pb2.FindCasesOfClientResponse(case_ids=found)
+        return audit_pb2.FindCasesOfClientResponse(
+            case_ids=found.case_ids, truncated=found.truncated
+        )
 
     @override
     @refusals_as_status

@@ -151,7 +151,7 @@ async def test_the_access_log_lists_an_access_of_a_list_answered_a_moment_ago(
     for recorded in [*late_recorded_case(), *late_recorded_case("case-0043")]:
         await handler(recorded)
     found = await queries.find_cases_of_client(deps, AUDITOR, [CASE, "case-0043"])
-    assert found == [CASE, "case-0043"]
+    assert found.case_ids == [CASE, "case-0043"]
     (batch,) = {r.stream for r in await store.read_all(0)}
     assert batch.startswith("access-batch-")
 
@@ -159,6 +159,27 @@ async def test_the_access_log_lists_an_access_of_a_list_answered_a_moment_ago(
     (listed,) = [e.event for e in log.entries if e.stream == batch]
     assert isinstance(listed, RecordAccessed)
     assert (listed.case_id, listed.sections) == ("case-0043", (RecordSection.IDENTITY,))
+
+
+async def test_a_client_with_more_cases_than_listed_is_answered_truncated(
+    deps: AuditDeps,
+    store: SqliteEventStore,
+    read_models: SqliteReadModelStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The proto promises at most 1,000 cases; only those listed are recorded as read."""
+    monkeypatch.setattr(queries, "CASES_OF_CLIENT", 1)
+    handler = BusProjectionHandler(read_models, TimelineProjection())
+    for recorded in [*late_recorded_case(), *late_recorded_case("case-0043")]:
+        await handler(recorded)
+
+    found = await queries.find_cases_of_client(deps, AUDITOR, [CASE, "case-0043"])
+
+    assert (found.case_ids, found.truncated) == ([CASE], True)
+    assert [event.case_id for event in await accesses(store)] == [CASE]
+    monkeypatch.setattr(queries, "CASES_OF_CLIENT", 2)
+    found = await queries.find_cases_of_client(deps, AUDITOR, [CASE, "case-0043"])
+    assert (found.case_ids, found.truncated) == ([CASE, "case-0043"], False)
 
 
 @pytest.mark.usefixtures("received")
@@ -376,13 +397,13 @@ async def test_pages_go_forward_and_back(deps: AuditDeps) -> None:
 async def test_a_case_is_found_by_its_client_as_the_policy_allows(
     deps: AuditDeps, store: SqliteEventStore
 ) -> None:
-    assert await queries.find_cases_of_client(deps, AUDITOR, [CASE]) == [CASE]
-    assert await queries.find_cases_of_client(deps, AUDITOR, []) == []
+    assert (await queries.find_cases_of_client(deps, AUDITOR, [CASE])).case_ids == [CASE]
+    assert (await queries.find_cases_of_client(deps, AUDITOR, [])).case_ids == []
     lookup = (await accesses(store))[-1]
     assert (lookup.case_id, lookup.sections) == (CASE, (RecordSection.IDENTITY,))
 
     # A case manager with no relation to the case: the case is left out, the refusal recorded.
-    assert await queries.find_cases_of_client(deps, CASE_MANAGER, [CASE]) == []
+    assert (await queries.find_cases_of_client(deps, CASE_MANAGER, [CASE])).case_ids == []
     refused = (await access_events(store))[-1]
     assert isinstance(refused, RecordAccessDenied)
     assert refused.case_id == CASE
