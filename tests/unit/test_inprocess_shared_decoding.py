@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from casetrail_platform.bus import inprocess
 from casetrail_platform.bus.inprocess import InProcessBus
+from events.cloudevents import to_kafka_binary
 from events.dead_letters import DeadLetterReason
+from events.topics import DEFAULT_CASE_EVENTS_TOPIC as TOPIC
 from tests.contract.bus_conftest import Recorder, eventually, recorded
 from tests.support.sample_events import sample_registry
 
@@ -37,3 +42,34 @@ async def test_groups_share_one_decoded_event_and_each_dead_letters_poison() -> 
         assert letter.reason is DeadLetterReason.UNDECODABLE
         assert letter.group == group
         assert "ce_specversion" in letter.detail
+
+
+async def test_messages_every_group_read_keep_their_bytes_not_their_decoded_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The log holds every message for the life of the process: once every group committed
+    one, beyond the latest few of its partition, only its bytes stay. A group joining later
+    decodes them, and gets equal events."""
+    monkeypatch.setattr(inprocess, "RECENT_DECODED", 2)
+    bus = InProcessBus(partitions=1)
+    registry = sample_registry()
+    events = [recorded("c-1", sequence, sequence) for sequence in range(1, 7)]
+    await bus.publisher().publish(events)
+
+    async def consumed_by(group: str) -> Recorder:
+        stop, recorder = asyncio.Event(), Recorder()
+        task = asyncio.create_task(bus.subscriber(registry).run(group, recorder, stop))
+        await eventually(lambda: recorder.has_all(events), f"{group} to read every event")
+        await eventually(lambda: bus.committed(TOPIC, group) == {0: 6}, f"{group} to commit")
+        stop.set()
+        await task
+        return recorder
+
+    first = await consumed_by("casetrail.first")
+    assert [m.recorded is None for m in bus.messages(TOPIC)] == [True] * 4 + [False] * 2
+    assert [m.value for m in bus.messages(TOPIC)] == [
+        to_kafka_binary(event).value for event in events
+    ]
+    later = await consumed_by("casetrail.later")
+    for event in events:
+        assert later.projection[event.event_id] == first.projection[event.event_id] == event
