@@ -205,18 +205,7 @@ def decide_closure_cancellations(
     the closure (those before it may still be recorded as delivered). Free slots for the
     client's other cases; planning's own check of scheduled services sees the schedule only
     through the bus, so a service booked as the case closed would otherwise outlive it."""
-    return [
-        ServiceCancelled(
-            case_id=case_id,
-            service_id=service.service_id,
-            cancelled_by=CancelledBy.AGENCY,
-            reason=CLOSURE_REASON,
-        )
-        for service in schedule.services.values()
-        if service.case_id == case_id
-        and service.status is ServiceStatus.SCHEDULED
-        and service.starts_at >= closed_at
-    ]
+    return _calling_off(schedule, case_id, closed_at, CLOSURE_REASON)
 
 
 def decide_referral_end_cancellations(
@@ -226,18 +215,30 @@ def decide_referral_end_cancellations(
     scheduled to start at or after that moment. The provider will not give them (it declined,
     or its part ended), and they would hold the client's slots and budget for ever; those
     before it may still be recorded as delivered."""
+    return _calling_off(schedule, case_id, ended_at, REFERRAL_ENDED_REASON, referral_id)
+
+
+def _calling_off(
+    schedule: Schedule,
+    case_id: str,
+    since: datetime,
+    reason: str,
+    referral_id: str | None = None,
+) -> list[CaseEvent]:
+    """The agency's cancellations of the case's services still scheduled to start at or after
+    ``since`` (only those booked from ``referral_id``, when given)."""
     return [
         ServiceCancelled(
             case_id=case_id,
             service_id=service.service_id,
             cancelled_by=CancelledBy.AGENCY,
-            reason=REFERRAL_ENDED_REASON,
+            reason=reason,
         )
         for service in schedule.services.values()
         if service.case_id == case_id
-        and service.referral_id == referral_id
+        and (referral_id is None or service.referral_id == referral_id)
         and service.status is ServiceStatus.SCHEDULED
-        and service.starts_at >= ended_at
+        and service.starts_at >= since
     ]
 
 
