@@ -3,6 +3,7 @@ responses. Refusals become statuses in ``refusals_as_status``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
@@ -46,6 +47,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinationService"].full_name
 
 C = TypeVar("C", bound=commands.Command)
 E = TypeVar("E", bound=CaseEvent)
+M = TypeVar("M", pb.GetClientScheduleResponse, pb.GetBudgetLineResponse)
 
 
 class _CommandRequest(Protocol):
@@ -77,6 +79,9 @@ REFERRAL_PATHS = {"referrals": "referral_id", "services": "referral_id"}
 """Lists whose entries belong to a referral: a partner sees its referral's entries only."""
 SCHEDULE_SENSITIVE_PATHS = ("services.kind",)
 SCHEDULE_SECTIONS = (RecordSection.IDENTITY, RecordSection.SERVICES)
+BUDGET_SECTIONS = (RecordSection.FUNDING,)
+BUDGET_SECTION_PATHS = {RecordSection.FUNDING: ("reservations",)}
+"""A budget line's reservations: what the agency's money is committed to for each case."""
 NEEDS_SECTIONS = (RecordSection.ASSESSMENT,)
 ASSIGNED_PATHS = ("matched_needs",)
 """Where an assignment's answer shows the case's needs: a sensitive path (the sensitive
@@ -337,7 +342,22 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
             by_case.setdefault(service.case_id, pb.GetClientScheduleResponse()).services.append(
                 convert.service(service)
             )
-        disclosures = await self._schedule_disclosures(principal, reader.purpose, by_case)
+        disclosures, refused = await self._readable_parts(
+            principal,
+            reader.purpose,
+            by_case,
+            lambda case_id, decision, part: Disclosure(
+                case_id,
+                decision,
+                part,
+                SCHEDULE_SENSITIVE_PATHS,
+                SCHEDULE_SECTIONS,
+                referral_paths={"services": "referral_id"},
+            ),
+        )
+        if refused is not None and not disclosures:
+            # The schedule is nothing but the cases' content: none readable, nothing to answer.
+            raise AccessDenied(principal, PolicyAction.READ_CASE, refused)
         await self._access.release(context, principal, reader.purpose, disclosures)
         answer = pb.GetClientScheduleResponse()
         for item in disclosures:
@@ -361,15 +381,17 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
             )
         return cases
 
-    async def _schedule_disclosures(
+    async def _readable_parts(
         self,
         principal: Principal,
         purpose: AccessPurpose,
-        by_case: dict[str, pb.GetClientScheduleResponse],
-    ) -> list[Disclosure]:
-        """Each case's part of the schedule the policy lets the caller read. The cases refused
-        are left out and each refusal recorded (``refuse_cases``: one append per decision, nearly
-        always one); when every case is refused, so is the answer."""
+        by_case: Mapping[str, M],
+        disclosure: Callable[[str, Decision, M], Disclosure],
+    ) -> tuple[list[Disclosure], Decision | None]:
+        """Each case's part of a list answer the policy lets the caller read, and the first
+        refusal (``None`` when none). The cases refused are left out and each refusal recorded
+        (``refuse_cases``: one append per decision, nearly always one); whether an answer whose
+        every case is refused is refused too is the caller's to say."""
         disclosures = []
         refused: dict[Decision, list[str]] = {}
         for case_id, part in by_case.items():
@@ -378,24 +400,13 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
             if not decision.allowed:
                 refused.setdefault(decision, []).append(case_id)
                 continue
-            disclosures.append(
-                Disclosure(
-                    case_id,
-                    decision,
-                    part,
-                    SCHEDULE_SENSITIVE_PATHS,
-                    SCHEDULE_SECTIONS,
-                    referral_paths={"services": "referral_id"},
-                )
-            )
+            disclosures.append(disclosure(case_id, decision, part))
         for decision, case_ids in refused.items():
             with suppress(AccessDenied):
                 await self._access.refuse_cases(
                     principal, PolicyAction.READ_CASE, purpose, case_ids, decision
                 )
-        if refused and not disclosures:
-            raise AccessDenied(principal, PolicyAction.READ_CASE, next(iter(refused)))
-        return disclosures
+        return disclosures, next(iter(refused), None)
 
     # -- eligibility ------------------------------------------------------------------------
 
@@ -457,13 +468,42 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def GetBudgetLine(
         self, request: pb.GetBudgetLineRequest, context: Context
     ) -> pb.GetBudgetLineResponse:
+        principal = principal_of(context)
         reader, line_id = read_query(
-            principal_of(context),
-            request.context,
-            lambda: _required_id(request.budget_line, "budget_line"),
+            principal, request.context, lambda: _required_id(request.budget_line, "budget_line")
         )
         line, state = await queries.budget_line(self._deps, reader.actor, line_id)
-        return convert.budget_line(line, state)
+        answer = convert.budget_line(line, state)
+        # Each reservation names its case, service and amount: case content, read case by case.
+        # The line's own figures are the agency's and are answered whatever is withheld.
+        by_case: dict[str, pb.GetBudgetLineResponse] = {}
+        for reservation in answer.reservations:
+            by_case.setdefault(reservation.case_id, pb.GetBudgetLineResponse()).reservations.append(
+                reservation
+            )
+        disclosures, _ = await self._readable_parts(
+            principal,
+            reader.purpose,
+            by_case,
+            lambda case_id, decision, part: Disclosure(
+                case_id,
+                decision,
+                part,
+                (),
+                BUDGET_SECTIONS,
+                section_paths=BUDGET_SECTION_PATHS,
+            ),
+        )
+        await self._access.release(context, principal, reader.purpose, disclosures)
+        shown = {
+            reservation.reservation_id
+            for item in disclosures
+            for reservation in item.message.reservations  # type: ignore[union-attr]
+        }
+        listed = [r for r in answer.reservations if r.reservation_id in shown]
+        del answer.reservations[:]
+        answer.reservations.extend(listed)
+        return answer
 
     @override
     @refusals_as_status

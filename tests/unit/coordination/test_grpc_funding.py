@@ -8,13 +8,19 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
+from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from cli.rpc import Person
+from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSection
+from events.catalog.assignment import CaseAssigned
+from events.catalog.base import Role
 from events.catalog.values import NeedCategory
+from services.coordination.app.handlers import Dependencies
 from services.coordination.domain.eligibility import age_on
+from services.coordination.domain.facts import case_stream
 from services.coordination.entrypoints import convert
-from tests.support.identity import TestIssuer
+from tests.support.identity import TestIssuer, acting
 from tests.unit.coordination.rpc import HOME_CARE_CO, refused, schedule_request, usd
 from tests.unit.coordination.support import (
     IntakeFeed,
@@ -187,6 +193,90 @@ async def test_a_budget_line_lists_its_latest_reservations_and_says_how_many_the
     monkeypatch.setattr(convert, "RESERVATIONS_LISTED", 3)
     line = await stub.GetBudgetLine(request)
     assert (len(line.reservations), line.truncated, line.reservations_total) == (3, False, 3)
+
+
+async def _reserve_on_two_cases(stub: Stub, intake: IntakeFeed) -> None:
+    """case-1 carried by cm-dana, case-2 by no one, each with a reservation on the line."""
+    for day, case_id in enumerate(("case-1", "case-2")):
+        await intake.open_case(case_id, "client-1", [NeedCategory.HOME_CARE])
+        starts_at = MONDAY_9 + timedelta(days=day)
+        scheduled = await stub.ScheduleService(
+            schedule_request(case_id, "home_care", starts_at, provider=HOME_CARE_CO)
+        )
+        await stub.ReserveBudget(
+            pb.ReserveBudgetRequest(
+                context=command_context("coordinator"),
+                case_id=case_id,
+                budget_line="home-care-fy2026",
+                amount=usd(100),
+                service_id=scheduled.service_id,
+            )
+        )
+    await intake.deliver(
+        CaseAssigned(
+            case_id="case-1", worker_id="cm-dana", worker_role=Role.CASE_MANAGER, reason="fits"
+        ),
+        case_stream("case-1"),
+        source="casetrail/coordination",
+    )
+
+
+async def _accesses(deps: Dependencies, after: int) -> list[object]:
+    return [
+        recorded.event
+        for recorded in await deps.store.read_all(after)
+        if isinstance(recorded.event, RecordAccessed | RecordAccessDenied)
+    ]
+
+
+async def test_a_budget_line_records_a_read_of_each_case_it_lists(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies
+) -> None:
+    """A reservation names its case, service and amount: the line's answer is a read of each
+    case it lists, recorded (in one append) before it is answered."""
+    await _reserve_on_two_cases(stub, intake)
+    after = (await deps.store.read_all())[-1].position
+
+    line = await stub.GetBudgetLine(
+        pb.GetBudgetLineRequest(context=query_context(), budget_line="home-care-fy2026")
+    )
+
+    assert [r.case_id for r in line.reservations] == ["case-1", "case-2"]
+    accesses = await _accesses(deps, after)
+    assert all(isinstance(a, RecordAccessed) for a in accesses)
+    read = {a.case_id: a for a in accesses if isinstance(a, RecordAccessed)}
+    assert set(read) == {"case-1", "case-2"}
+    assert all(a.sections == (RecordSection.FUNDING,) for a in read.values())
+    assert {a.accessor_id for a in read.values()} == {"user-coordinator"}
+
+
+async def test_a_budget_line_leaves_out_the_cases_its_reader_may_not_read(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies
+) -> None:
+    """A case manager reads the line's figures and the reservations of the cases they carry;
+    the others are left out and each refusal recorded."""
+    await _reserve_on_two_cases(stub, intake)
+    after = (await deps.store.read_all())[-1].position
+    dana = acting(Person("cm-dana", "case_manager"), common_pb2.QueryContext(purpose="direct_care"))
+
+    line = await stub.GetBudgetLine(
+        pb.GetBudgetLineRequest(context=dana, budget_line="home-care-fy2026")
+    )
+
+    assert [r.case_id for r in line.reservations] == ["case-1"]
+    assert (line.reserved, line.reservations_total) == (usd(200), 2)
+    accesses = await _accesses(deps, after)
+    [read] = [a for a in accesses if isinstance(a, RecordAccessed)]
+    assert (read.case_id, read.accessor_id) == ("case-1", "cm-dana")
+    [denied] = [a for a in accesses if isinstance(a, RecordAccessDenied)]
+    assert (denied.case_id, denied.rule) == ("case-2", "no-relationship")
+
+    # Every case refused: the line's own figures are still answered, no reservation listed.
+    other = acting(Person("cm-lee", "case_manager"), common_pb2.QueryContext(purpose="direct_care"))
+    line = await stub.GetBudgetLine(
+        pb.GetBudgetLineRequest(context=other, budget_line="home-care-fy2026")
+    )
+    assert (list(line.reservations), line.reserved) == ([], usd(200))
 
 
 async def test_reservations_must_fit_the_line(
