@@ -115,12 +115,15 @@ def decide_erasure(
     if record.erased is not None:
         return []
     for hold in holds_in_force(record, today):
+        # Named by its id and end, never its legal basis: the basis is sealed personal data
+        # (a lawsuit the client is part of), and error messages reach logs and callers.
+        until = "until it is released" if hold.until is None else f"until {hold.until.isoformat()}"
         raise RuleBroken(
             RETENTION_HOLD,
-            f"retention hold {hold.hold_id} ({hold.legal_basis}) forbids erasing client"
-            f" {erasure.client_id} until it is released",
+            f"retention hold {hold.hold_id} forbids erasing client {erasure.client_id} {until}",
             subject=f"retention-hold/{hold.hold_id}",
             hold_id=hold.hold_id,
+            until="" if hold.until is None else hold.until.isoformat(),
         )
     return [erasure]
 

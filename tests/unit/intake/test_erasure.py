@@ -131,7 +131,13 @@ async def test_a_retention_hold_refuses_erasure_naming_the_hold(intake: Intake) 
     assert info.reason == "RETENTION_HOLD"
     assert info.metadata["hold_id"] == held.hold_id
     assert held.hold_id in status.message
-    assert "litigation 2026-CV-113" in status.message  # the supervisor reads it opened
+    # The basis is sealed personal data: an error message, which logs and callers keep, never
+    # quotes it; the hold is named by its id and the day it ends.
+    assert "litigation" not in status.message
+    assert HOLD_CANARY not in status.message
+    assert all("litigation" not in value for value in info.metadata.values())
+    assert "2030-01-31" in status.message
+    assert info.metadata["until"] == "2030-01-31"
     assert (await case_record(intake, case_id)).assessments[0].factors.psychological == CANARY
 
     await intake.stub.ReleaseRetentionHold(
