@@ -188,8 +188,9 @@ class _Folding:
             case cases.CaseClosed():
                 self.status = CaseStatus.CLOSED
                 self.closure_reason = event.reason.value
-                # A closed case is carried by nobody; reopening needs a new assignment.
-                self.assignment = None
+                # A closure sets the status, not the assignment: the worker stays on record
+                # through a reopening until someone is assigned, as in coordination, planning
+                # and the policy's facts (a state that forgot them would differ from theirs).
             case cases.CaseReopened():
                 self.status = CaseStatus.REOPENED
                 self.closure_reason = None

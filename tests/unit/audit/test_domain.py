@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from events.catalog.base import SENSITIVE_MARK
+from events.catalog.cases import CaseReopened
 from events.catalog.examples import CASE, example_events
 from events.catalog_registry import current_models
 from services.audit.domain import history
@@ -14,10 +15,11 @@ from services.audit.domain.access import (
     sections_by_type,
     sections_disclosed,
 )
-from services.audit.domain.case_state import CaseStatus, fold
+from services.audit.domain.case_state import Assignment, CaseStatus, fold
 from services.audit.domain.history import TimeBasis
 from services.audit.domain.summaries import summary
-from tests.unit.audit.support import DAY, T0, Producer, late_recorded_case
+from tests.unit.audit.support import CASE as CASE_0042
+from tests.unit.audit.support import DAY, T0, Producer, assigned, late_recorded_case
 
 
 def state_at(moment_offset: timedelta, basis: TimeBasis) -> Any:
@@ -53,13 +55,31 @@ def test_before_the_case_opened_nothing_is_known() -> None:
     assert state.last_event_at is None
 
 
-def test_closing_ends_the_assignment() -> None:
+def test_closing_sets_the_status_and_keeps_the_worker() -> None:
     state = state_at(10 * DAY, TimeBasis.OCCURRED)
     assert state.status is CaseStatus.CLOSED
     assert state.closure_reason == "goals_achieved"
-    assert state.assignment is None
+    assert state.assignment == Assignment("worker-ana", "social_worker", T0 + DAY)
     assert [need.category for need in state.presenting_needs] == ["home_care"]
     assert [(n.category, n.urgency) for n in state.assessed_needs] == [("home_care", "immediate")]
+
+
+def test_a_reopened_case_keeps_its_worker_until_someone_is_assigned() -> None:
+    """Coordination, planning and the policy's facts keep the worker through a closure and a
+    reopening: audit's state as of a moment on a reopened case names the same worker."""
+    # Their streams carry on after the closure (the late recorded case's end at 2 each).
+    desk = Producer("casetrail/intake", f"case-{CASE_0042}", sequence=2)
+    office = Producer("casetrail/coordination", f"case-{CASE_0042}", sequence=2)
+    reopening = CaseReopened(case_id=CASE_0042, reason="Fell again, needs help at home")
+    events = [*late_recorded_case(), desk.record(reopening, occurred_at=T0 + 6 * DAY)]
+    state = fold(CASE_0042, history.view(events, TimeBasis.OCCURRED), TimeBasis.OCCURRED)
+    assert (state.status, state.closure_reason) == (CaseStatus.REOPENED, None)
+    assert state.assignment == Assignment("worker-ana", "social_worker", T0 + DAY)
+
+    events.append(office.record(assigned(worker_id="worker-ben"), occurred_at=T0 + 7 * DAY))
+    state = fold(CASE_0042, history.view(events, TimeBasis.OCCURRED), TimeBasis.OCCURRED)
+    assert state.status is CaseStatus.ASSIGNED
+    assert state.assignment == Assignment("worker-ben", "social_worker", T0 + 7 * DAY)
 
 
 def test_the_catalog_examples_fold_into_a_full_state() -> None:
