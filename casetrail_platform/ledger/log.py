@@ -8,6 +8,12 @@ event store still holds what the ledger hashed last): a log never signs two inco
 checkpoints, and a store changed under the ledger stops it with ``LedgerTampered``. Before its
 first signature a process checks the tree against the newest checkpoint published outside the
 database (``publish_to``), which a rollback of the database while it was down cannot erase.
+
+A checkpoint is published to that record before it is stored (and so before anyone can fetch
+it from the ledger): a checkpoint that counts as signed is always in the record, so the mark
+read back on restart is never behind one the log handed out. A publication that fails leaves
+the note pending: each later round (``sign``) publishes that same note again, before signing
+anything else, until the record takes it; only then is it stored.
 """
 
 from __future__ import annotations
@@ -43,15 +49,17 @@ class LedgerTampered(RuntimeError):
         self.position = position
 
 
+class CheckpointNotPublished(RuntimeError):
+    """A checkpoint was signed but its record (the checkpoints topic, the file beside the key)
+    did not take it: it is neither stored nor exposed, and is published again next round."""
+
+
 @dataclass(frozen=True, slots=True)
 class InclusionProof:
     position: int
     leaf_hash: Hash
     tree_size: int
     hashes: list[Hash]
-
-
-CheckpointListener = Callable[[StoredCheckpoint], Awaitable[None]]
 
 
 class LedgerLog:
@@ -70,14 +78,15 @@ class LedgerLog:
         self._published: Checkpoint | None = None
         self._recalled = False
         self._published_checked = False
-        self.listeners: list[CheckpointListener] = []
-        """Told of every checkpoint signed (e.g. to publish it on the bus)."""
+        self._unrecorded: tuple[Checkpoint, StoredCheckpoint] | None = None
+        """Signed, but its publication to the record failed (it may have reached it all the
+        same): published again, before anything else is signed, until the record takes it."""
 
     def publish_to(self, record: CheckpointRecord) -> None:
-        """Publish every checkpoint signed to ``record`` and, before the first signature of
-        this process, check the tree against the newest one published there."""
+        """Publish every checkpoint signed to ``record`` before storing it and, before the
+        first signature of this process, check the tree against the newest one published
+        there."""
         self._record = record
-        self.listeners.append(record.publish)
 
     async def check_published(self, size: int) -> None:
         """Before this process signs anything, the tree of ``size`` leaves must extend the
@@ -214,6 +223,7 @@ class LedgerLog:
         size = await self.catch_up()
         await self.check_published(size)
         async with self._lock:
+            await self._record_unrecorded(size)
             latest = await self.store.latest_checkpoint()
             verifier = await self.signer.verifier()
             if latest is not None and size < latest.size <= await self.store.size():
@@ -241,19 +251,43 @@ class LedgerLog:
             await self.check_store_tail(size)
             checkpoint = Checkpoint(self.origin, size, await self.root(size))
             note = await self.signer.sign_checkpoint(checkpoint)
-            await self.store.save_checkpoint(StoredCheckpoint(size, note))
-            # Another replica may have signed this size first: its note is the one kept.
-            kept = await self.store.checkpoints(after_size=size - 1, limit=1)
-            signed = kept[0] if kept else StoredCheckpoint(size, note)
-            self._signed = checkpoint
-            if signed.note != note:
-                return signed
-        for listener in self.listeners:
+            self._unrecorded = (checkpoint, StoredCheckpoint(size, note))
+            return await self._record_and_store(*self._unrecorded)
+
+    async def _record_unrecorded(self, size: int) -> None:
+        """Publish and store the checkpoint whose publication failed, if any (under the lock),
+        provided the tree of ``size`` leaves still extends it."""
+        if self._unrecorded is None:
+            return
+        checkpoint, unrecorded = self._unrecorded
+        if size < checkpoint.size or await self.root(checkpoint.size) != checkpoint.root:
+            raise LedgerTampered(
+                f"{self.origin}: the ledger no longer extends the checkpoint of size"
+                f" {checkpoint.size} it signed and is publishing; refusing to sign"
+            )
+        await self._record_and_store(checkpoint, unrecorded)
+
+    async def _record_and_store(
+        self, checkpoint: Checkpoint, unrecorded: StoredCheckpoint
+    ) -> StoredCheckpoint:
+        """The record first, then the store (under the lock): a failure to publish raises and
+        leaves ``_unrecorded`` set, so that nothing counts as signed outside the record and the
+        same note is published again on the next round, ahead of any newer one."""
+        if self._record is not None:
             try:
-                await listener(signed)
-            except Exception:
-                log.exception("%s: a checkpoint listener failed", self.origin)
-        return signed
+                await self._record.publish(unrecorded)
+            except Exception as error:
+                raise CheckpointNotPublished(
+                    f"{self.origin}: the checkpoint of size {checkpoint.size} could not be"
+                    f" published ({type(error).__name__}: {error}); it is published again"
+                    " before anything else is signed"
+                ) from error
+        self._unrecorded = None
+        await self.store.save_checkpoint(unrecorded)
+        # Another replica may have signed this size first: its note is the one kept.
+        kept = await self.store.checkpoints(after_size=checkpoint.size - 1, limit=1)
+        self._signed = checkpoint
+        return kept[0] if kept else unrecorded
 
     async def _check_not_rolled_back(self, held: Checkpoint | None, size: int) -> None:
         """The table's newest checkpoint and the tree must still extend the newest one this

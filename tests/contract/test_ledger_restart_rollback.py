@@ -20,8 +20,8 @@ from aiokafka.admin import NewTopic
 from casetrail_platform.ledger import merkle
 from casetrail_platform.ledger.checkpoint_file import FileCheckpointRecord
 from casetrail_platform.ledger.keys import FileSigner
-from casetrail_platform.ledger.log import LedgerLog, LedgerTampered
-from casetrail_platform.ledger.note import Checkpoint, open_checkpoint, origin_of
+from casetrail_platform.ledger.log import CheckpointNotPublished, LedgerLog, LedgerTampered
+from casetrail_platform.ledger.note import Checkpoint, Verifier, open_checkpoint, origin_of
 from casetrail_platform.ledger.port import CheckpointRecord, StoredCheckpoint
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -184,3 +184,87 @@ async def test_a_consistent_restart_signs_on(
     newest = await newest_published(open_one, signer)
     assert newest is not None
     assert newest.size == SIZE + 3
+
+
+class FailingFirst(CheckpointRecord):
+    """``record``, but its first ``failures`` publications fail (a broker away, a full disk):
+    the notes it was given, in order, whether or not they were taken."""
+
+    def __init__(self, record: CheckpointRecord, failures: int) -> None:
+        self.record = record
+        self.failures = failures
+        self.given: list[int] = []
+
+    async def publish(self, checkpoint: StoredCheckpoint) -> None:
+        self.given.append(checkpoint.size)
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("the record cannot be written")
+        await self.record.publish(checkpoint)
+
+    async def newest(self, verifier: Verifier) -> Checkpoint | None:
+        return await self.record.newest(verifier)
+
+    async def stop(self) -> None:
+        await self.record.stop()
+
+
+async def test_a_checkpoint_not_published_is_published_again_before_it_counts(
+    open_record: tuple[EventStore, RecordOpener], tmp_path: Path
+) -> None:
+    """Until the record takes a checkpoint, it is not stored (nothing to fetch, no newer one
+    signed); then it is published ahead of the next one and stored."""
+    store, open_one = open_record
+    signer = FileSigner(ORIGIN, tmp_path / "keys" / "ledger.key")
+    ledger_store = await open_ledger(store, tmp_path)
+    log = LedgerLog(ledger_store, signer)
+    record = FailingFirst(open_one(), failures=2)
+    log.publish_to(record)
+    await append_notes(store, SIZE)
+    try:
+        for _ in range(2):
+            with pytest.raises(CheckpointNotPublished, match=f"size {SIZE} could not be"):
+                await log.sign()
+            assert await ledger_store.latest_checkpoint() is None
+        await append_notes(store, 5)  # the tree grew meanwhile: the pending note goes first
+        signed = await log.sign()
+        assert signed.size == SIZE + 5
+        assert record.given == [SIZE, SIZE, SIZE, SIZE + 5]
+        assert [c.size for c in await ledger_store.checkpoints(after_size=0, limit=10)] == [
+            SIZE,
+            SIZE + 5,
+        ]
+    finally:
+        await ledger_store.close()
+    newest = await newest_published(open_one, signer)
+    assert newest is not None
+    assert newest.size == SIZE + 5
+
+
+async def test_a_rollback_below_a_checkpoint_first_not_published_is_refused_on_restart(
+    open_record: tuple[EventStore, RecordOpener], tmp_path: Path
+) -> None:
+    store, open_one = open_record
+    signer = FileSigner(ORIGIN, tmp_path / "keys" / "ledger.key")
+    ledger_store = await open_ledger(store, tmp_path)
+    log = LedgerLog(ledger_store, signer)
+    log.publish_to(FailingFirst(open_one(), failures=1))
+    await append_notes(store, SIZE)
+    try:
+        with pytest.raises(CheckpointNotPublished):
+            await log.sign()
+        signed = await log.sign()  # the next round: published, then stored
+        assert signed.size == SIZE
+    finally:
+        await ledger_store.close()
+
+    await tamper(store, tmp_path, TRUNCATE)
+    await _wipe_ledger(store, tmp_path)
+    restarted_log = await restarted(store, tmp_path, signer)
+    restarted_log.publish_to(open_one())
+    try:
+        with pytest.raises(LedgerTampered, match="published"):
+            await restarted_log.sign()
+        assert await restarted_log.store.latest_checkpoint() is None
+    finally:
+        await restarted_log.store.close()

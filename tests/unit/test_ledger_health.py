@@ -186,3 +186,47 @@ async def test_nothing_is_signed_until_the_record_is_read(tmp_path: Path) -> Non
     published = await record.newest(await signer.verifier())
     assert published is not None
     assert published.size == 3
+
+
+class UnwritableRecord(FileCheckpointRecord):
+    """A record that cannot be written while ``down`` (a broker away, a full disk)."""
+
+    down = True
+
+    async def publish(self, checkpoint: StoredCheckpoint) -> None:
+        if self.down:
+            raise ConnectionError("the broker is away")
+        await super().publish(checkpoint)
+
+
+async def test_nothing_counts_as_signed_until_the_record_takes_it(tmp_path: Path) -> None:
+    """A checkpoint the record cannot take is not stored and the ledger reports NOT_SERVING;
+    it is published again each round, and stored once the record takes it."""
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    ledger_store = await SqliteLedgerStore.open(tmp_path / "ledger.db", tmp_path / "events.db")
+    signer = FileSigner(origin_of("test-agency", "test"), tmp_path / "keys" / "test.key")
+    record = UnwritableRecord(tmp_path / "keys" / "ledger.checkpoint")
+    ledger = LedgerLog(ledger_store, signer)
+    ledger.publish_to(record)
+    await store.append("case-1", [note("case-1") for _ in range(3)], 0)
+    servicer = health.aio.HealthServicer()
+    await servicer.set(NAME, health_pb2.HealthCheckResponse.UNKNOWN)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_ledger(ledger, store, servicer, NAME, stop, sign_every=60.0, retry_after=0.01)
+    )
+    try:
+        await eventually(reports(servicer, NOT_SERVING), "ledger not serving")
+        await asyncio.sleep(0.2)
+        assert await ledger_store.latest_checkpoint() is None
+        record.down = False
+        await eventually(reports(servicer, SERVING), "ledger serving again")
+        await eventually(ledger_store.latest_checkpoint, "a checkpoint stored")
+    finally:
+        stop.set()
+        await task
+        await ledger_store.close()
+        await store.close()
+    published = await record.newest(await signer.verifier())
+    assert published is not None
+    assert published.size == 3
