@@ -53,6 +53,19 @@ async def proven_export(casetrail: Casetrail, case_id: str) -> list[dict[str, An
         await asyncio.sleep(SIGN_EVERY * 2.5)
 
 
+def first_of_longer_stream(lines: list[dict[str, Any]]) -> int | None:
+    """The line of the first event of a stream with more than one event in the export."""
+    streams = Counter((line["source"], line["stream"]) for line in lines)
+    return next(
+        (
+            i
+            for i, line in enumerate(lines)
+            if line["sequence"] == "1".zfill(19) and streams[line["source"], line["stream"]] > 1
+        ),
+        None,
+    )
+
+
 async def test_exported_events_carry_proofs_that_verify_offline(
     casetrail: Casetrail, tmp_path: Path
 ) -> None:
@@ -64,7 +77,14 @@ async def test_exported_events_carry_proofs_that_verify_offline(
         what="audit to learn the case",
         patience=casetrail.patience,
     )
-    lines = await proven_export(casetrail, case.case_id)
+    # Below, the first event of a stream of several is dropped: wait for such a stream, as
+    # the case's events reach audit over the bus, not all by the time the first are proven.
+    lines = await eventually(
+        lambda: proven_export(casetrail, case.case_id),
+        lambda lines: first_of_longer_stream(lines) is not None,
+        what="an exported stream of more than one event",
+        patience=casetrail.patience,
+    )
     keys = await casetrail.stubs.as_(AUDITOR).audit.ListLedgerKeys(
         audit_pb2.ListLedgerKeysRequest(context=context())
     )
@@ -85,7 +105,9 @@ async def test_exported_events_carry_proofs_that_verify_offline(
     assert status == 0, err
     assert f"{len(lines)} of {len(lines)} events verified" in out
 
-    opened = next(i for i, line in enumerate(lines) if line["type"] == "casetrail.case.opened")
+    opened_at = [i for i, line in enumerate(lines) if line["type"] == "casetrail.case.opened"]
+    assert opened_at, f"no casetrail.case.opened in the export: {[li['type'] for li in lines]}"
+    opened = opened_at[0]
     edited = [dict(line) for line in lines]
     edited[opened]["data"] = {**edited[opened]["data"], "referral_source": "forged"}
     proof = json.loads(lines[-1][PROOF_ATTRIBUTE])
@@ -103,12 +125,8 @@ async def test_exported_events_carry_proofs_that_verify_offline(
     assert f"{len(lines) - 2} of {len(lines)} events verified" in out
 
     # Every other line still proves its event: the export as a whole shows what is missing.
-    streams = Counter((line["source"], line["stream"]) for line in lines)
-    first_of_case = next(
-        i
-        for i, line in enumerate(lines)
-        if line["sequence"] == "1".zfill(19) and streams[line["source"], line["stream"]] > 1
-    )
+    first_of_case = first_of_longer_stream(lines)
+    assert first_of_case is not None, "no stream of more than one event in the export"
     dropped = [line for i, line in enumerate(lines) if i != first_of_case]
     repeated = [*lines, lines[0]]
     for name, changed, expected in (
