@@ -81,6 +81,7 @@ class LedgerLog:
         self._unrecorded: tuple[Checkpoint, StoredCheckpoint] | None = None
         """Signed, but its publication to the record failed (it may have reached it all the
         same): published again, before anything else is signed, until the record takes it."""
+        self._stored_recorded = False
 
     def publish_to(self, record: CheckpointRecord) -> None:
         """Publish every checkpoint signed to ``record`` before storing it and, before the
@@ -244,6 +245,7 @@ class LedgerLog:
                         f"{self.origin}: the ledger no longer extends its checkpoint of size"
                         f" {held.size}; refusing to sign"
                     )
+                await self._record_stored(held, latest)
                 if size == held.size:
                     await self.check_store_tail(size)
                     self._signed = held
@@ -273,21 +275,41 @@ class LedgerLog:
         """The record first, then the store (under the lock): a failure to publish raises and
         leaves ``_unrecorded`` set, so that nothing counts as signed outside the record and the
         same note is published again on the next round, ahead of any newer one."""
-        if self._record is not None:
-            try:
-                await self._record.publish(unrecorded)
-            except Exception as error:
-                raise CheckpointNotPublished(
-                    f"{self.origin}: the checkpoint of size {checkpoint.size} could not be"
-                    f" published ({type(error).__name__}: {error}); it is published again"
-                    " before anything else is signed"
-                ) from error
+        await self._publish(checkpoint, unrecorded)
         self._unrecorded = None
         await self.store.save_checkpoint(unrecorded)
         # Another replica may have signed this size first: its note is the one kept.
         kept = await self.store.checkpoints(after_size=checkpoint.size - 1, limit=1)
         self._signed = checkpoint
         return kept[0] if kept else unrecorded
+
+    async def _record_stored(self, checkpoint: Checkpoint, stored: StoredCheckpoint) -> None:
+        """Once a process, before it signs: the table's newest checkpoint, if larger than the
+        record's mark read on start, is published. Versions before this one stored first and
+        only logged a failed publication, leaving signed checkpoints outside the record; now
+        every stored one was recorded first, and a replica's own mark is only read once, so
+        later checkpoints of other replicas are not published twice."""
+        if self._stored_recorded:
+            return
+        mark = self._published
+        if self._record is not None and (mark is None or mark.size < checkpoint.size):
+            log.info("%s: publishing the stored checkpoint the record lacks", self.origin)
+            await self._publish(checkpoint, stored)
+        self._stored_recorded = True
+
+    async def _publish(self, checkpoint: Checkpoint, stored: StoredCheckpoint) -> None:
+        if self._record is None:
+            return
+        try:
+            await self._record.publish(stored)
+        except Exception as error:
+            raise CheckpointNotPublished(
+                f"{self.origin}: the checkpoint of size {checkpoint.size} could not be"
+                f" published ({type(error).__name__}: {error}); it is published again"
+                " before anything else is signed"
+            ) from error
+        if self._published is None or self._published.size < checkpoint.size:
+            self._published = checkpoint
 
     async def _check_not_rolled_back(self, held: Checkpoint | None, size: int) -> None:
         """The table's newest checkpoint and the tree must still extend the newest one this

@@ -268,3 +268,40 @@ async def test_a_rollback_below_a_checkpoint_first_not_published_is_refused_on_r
         assert await restarted_log.store.latest_checkpoint() is None
     finally:
         await restarted_log.store.close()
+
+
+async def test_a_stored_checkpoint_the_record_lacks_is_published_on_restart(
+    open_record: tuple[EventStore, RecordOpener], tmp_path: Path
+) -> None:
+    """A checkpoint stored but never published (versions that stored first and only logged a
+    failed publication) is published by the next process before it signs anything newer:
+    a rollback below it is refused on the restart after."""
+    store, open_one = open_record
+    signer = FileSigner(ORIGIN, tmp_path / "keys" / "ledger.key")
+    ledger_store = await open_ledger(store, tmp_path)
+    await append_notes(store, SIZE)
+    try:
+        await LedgerLog(ledger_store, signer).sign()  # stored, no record
+    finally:
+        await ledger_store.close()
+    assert await newest_published(open_one, signer) is None
+
+    log = await restarted(store, tmp_path, signer)
+    log.publish_to(open_one())
+    try:
+        assert (await log.sign()).size == SIZE  # the tree has not grown: nothing new signed
+    finally:
+        await log.store.close()
+    newest = await newest_published(open_one, signer)
+    assert newest is not None
+    assert newest.size == SIZE
+
+    await tamper(store, tmp_path, TRUNCATE)
+    await _wipe_ledger(store, tmp_path)
+    log = await restarted(store, tmp_path, signer)
+    log.publish_to(open_one())
+    try:
+        with pytest.raises(LedgerTampered, match="published"):
+            await log.sign()
+    finally:
+        await log.store.close()
