@@ -319,13 +319,19 @@ async def determine_eligibility(
     facts = await command_facts(deps, context, command.case_id)
     program = _required(deps.agency.program(command.program_id), "program", command.program_id)
     on = server_today()
-    if command.facts.age is None:
-        born = await views.date_of_birth(deps.read_models, facts.client_id)
-        if born is not None:
-            command = with_age(command, age_on(born, on))
-        elif [p.field for p in missing_facts(program, command.facts)] == ["facts.age"]:
-            # Only the age is missing, and it would come from intake's date of birth.
-            raise errors.client_age_not_known(facts.client_id, program.program_id)
+    born = await views.date_of_birth(deps.read_models, facts.client_id)
+    if born is not None:
+        # The record's age, on the day of the decision: a caller's stated age that differs
+        # is refused rather than used (a state resource would rest on an age the client's
+        # record contradicts) or silently replaced (the caller would believe the decision
+        # rests on it, and the discrepancy would go unnoticed).
+        age = age_on(born, on)
+        if command.facts.age is not None and command.facts.age != age:
+            raise errors.age_contradicts_date_of_birth(facts.client_id, program.program_id)
+        command = with_age(command, age)
+    elif [p.field for p in missing_facts(program, command.facts)] == ["facts.age"]:
+        # Only the age is missing, and it would come from intake's date of birth.
+        raise errors.client_age_not_known(facts.client_id, program.program_id)
     return await _run(
         deps,
         context,

@@ -34,6 +34,7 @@ RESERVATION_ALREADY_RELEASED = "RESERVATION_ALREADY_RELEASED"
 RELEASE_EXCEEDS_RESERVATION = "RELEASE_EXCEEDS_RESERVATION"
 CLAIM_ALREADY_DECIDED = "CLAIM_ALREADY_DECIDED"
 CLIENT_AGE_NOT_KNOWN = "CLIENT_AGE_NOT_KNOWN"
+AGE_CONTRADICTS_DATE_OF_BIRTH = "AGE_CONTRADICTS_DATE_OF_BIRTH"
 INSURER_MISMATCH = "INSURER_MISMATCH"
 APPROVED_AMOUNT_EXCEEDS_CLAIM = "APPROVED_AMOUNT_EXCEEDS_CLAIM"
 SERVICE_NOT_YET_DELIVERABLE = "SERVICE_NOT_YET_DELIVERABLE"
@@ -59,6 +60,21 @@ def client_age_not_known(client_id: str, program_id: str) -> RuleBroken:
         f" {client_id}: intake has not recorded a date of birth, or it has not arrived yet;"
         " give facts.age or retry shortly",
         subject=f"client/{client_id}",
+        program_id=program_id,
+    )
+
+
+def age_contradicts_date_of_birth(client_id: str, program_id: str) -> RuleBroken:
+    # Not INVALID_ARGUMENT: the age stated is a valid one, refused because of what intake
+    # recorded (the same request passes once the record says so). Neither age nor the date of
+    # birth is repeated: they are the client's personal data, and refusals reach logs.
+    return RuleBroken(
+        AGE_CONTRADICTS_DATE_OF_BIRTH,
+        f"facts.age is not the age of client {client_id} on the server's date by the date of"
+        f" birth intake recorded; {program_id}'s eligibility rests on the recorded age: leave"
+        " facts.age out to decide on it, or have the date of birth corrected at intake first",
+        subject=f"client/{client_id}",
+        field="facts.age",
         program_id=program_id,
     )
 

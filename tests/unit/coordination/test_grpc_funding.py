@@ -60,18 +60,19 @@ async def test_eligibility_is_recorded_with_its_reasons(stub: Stub, intake: Inta
     # A year from the day it was decided, on the server's clock.
     assert decided.valid_until == (datetime.now(UTC).date() + timedelta(days=365)).isoformat()
 
+    # The age stated as the record gives it is the record's.
     refused_decision = await stub.DetermineEligibility(
         eligibility(
             "home-care-medicaid-waiver",
-            age=64,
-            monthly_income=usd(180_000),
+            age=age,
+            monthly_income=usd(400_000),
             residence="us-ca-marin",
         )
     )
     assert not refused_decision.eligible
     assert list(refused_decision.reasons) == [
-        "age 64 is under the minimum of 65",
-        "monthly income 1800.00 USD is within the limit of 2901.00 USD",
+        f"age {age} is at least the minimum of 65",
+        "monthly income 4000.00 USD is over the limit of 2901.00 USD",
         "residence us-ca-marin is outside the programme's area (us-ca-alameda)",
     ]
     assert refused_decision.valid_until == ""
@@ -79,6 +80,54 @@ async def test_eligibility_is_recorded_with_its_reasons(stub: Stub, intake: Inta
         pb.GetCaseCoordinationRequest(context=query_context(), case_id="case-1")
     )
     assert [d.eligible for d in view.eligibility] == [True, False]
+
+
+async def test_a_stated_age_the_date_of_birth_contradicts_is_refused(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies
+) -> None:
+    # Intake recorded a client of 77 or so; a caller's 64 would make a state programme's
+    # decision rest on an age the record contradicts (here, one that keeps them out).
+    await intake.register_client("client-1", date(1948, 5, 17))
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    age = age_on(date(1948, 5, 17), datetime.now(UTC).date())
+    for stated in (64, age + 1):
+        refusal = await refused(
+            stub.DetermineEligibility(
+                eligibility(
+                    "home-care-medicaid-waiver",
+                    age=stated,
+                    monthly_income=usd(180_000),
+                    residence="us-ca-alameda",
+                )
+            )
+        )
+        assert (refusal.code, refusal.rule) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "AGE_CONTRADICTS_DATE_OF_BIRTH",
+        )
+        assert refusal.metadata["field"] == "facts.age"
+        assert "facts.age" in refusal.message
+        # Neither the record's age nor the date of birth is told (personal data).
+        for told in (str(age), "1948", str(stated)):
+            assert told not in refusal.message
+            assert told not in str(refusal.metadata)
+    assert await deps.store.read_stream(case_stream("case-1")) == []
+
+
+async def test_a_stated_age_is_used_while_no_date_of_birth_is_known(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    decided = await stub.DetermineEligibility(
+        eligibility(
+            "home-care-medicaid-waiver",
+            age=64,
+            monthly_income=usd(180_000),
+            residence="us-ca-alameda",
+        )
+    )
+    assert not decided.eligible
+    assert decided.reasons[0] == "age 64 is under the minimum of 65"
 
 
 async def test_facts_a_programme_needs_are_required(stub: Stub, intake: IntakeFeed) -> None:
