@@ -7,8 +7,10 @@ both commands meet, so a service booked or a referral made as the case closed ca
 checks. Coordination settles it when the closure reaches it: the case's referrals still pending
 or accepted are withdrawn (the partner's part in the case ends), its services still scheduled
 from the closure on are cancelled, and each cancelled service's reservations released (a
-follow-up of the cancellation, as for any service called off). Reservations of services that
-took place stay: that money was spent. Likewise a referral declined or withdrawn calls off the
+follow-up of the cancellation, as for any service called off). What is still reserved for the
+case naming no service is released too: nothing records it spent, and it would hold the
+budget line for a case no longer worked on. Reservations of services that took place stay: that
+money was spent. Likewise a referral declined or withdrawn calls off the
 services booked from it still to come (the provider will not give them).
 
 Fed from the bus (``FollowUps``, subscribed as ``follow-ups``), so a closure is acted on however
@@ -42,6 +44,7 @@ from services.coordination.domain.funding import decide_releases
 from services.coordination.domain.referrals import decide_closure_withdrawals
 from services.coordination.domain.schedule import schedule_state
 from services.coordination.domain.scheduling import (
+    CLOSURE_REASON,
     decide_closure_cancellations,
     decide_referral_end_cancellations,
 )
@@ -80,7 +83,9 @@ class FollowUps:
                 await self._closed(recorded, event.case_id)
             case ServiceCancelled() if recorded.metadata.source == SOURCE:
                 async with self._deps.locks.holding([case_lock(event.case_id)]):
-                    await self._release(recorded, event.case_id, event.service_id)
+                    await self._release(
+                        recorded, event.case_id, event.service_id, CANCELLED_RELEASE
+                    )
             case ReferralDeclined() | ReferralWithdrawn() if recorded.metadata.source == SOURCE:
                 async with self._deps.locks.holding([case_lock(event.case_id)]):
                     await self._referral_ended(recorded, event.case_id, event.referral_id)
@@ -110,7 +115,11 @@ class FollowUps:
                     schedule_state(history), case_id, closed_at
                 ),
             )
-            # The cancellations' own follow-ups release their reservations.
+            # The cancellations' own follow-ups release their reservations; those naming no
+            # service have no cancellation to follow, so the closure releases them. Under the
+            # case's lock, as ReserveBudget decides: a reservation is either read here or
+            # meets the closure (CASE_CLOSED).
+            await self._release(recorded, case_id, None, CLOSURE_REASON)
 
     async def _referral_ended(
         self, recorded: RecordedEvent, case_id: str, referral_id: str
@@ -129,13 +138,17 @@ class FollowUps:
         )
         # The cancellations' own follow-ups release their reservations.
 
-    async def _release(self, cause: RecordedEvent, case_id: str, service_id: str) -> None:
+    async def _release(
+        self, cause: RecordedEvent, case_id: str, service_id: str | None, reason: str
+    ) -> None:
+        """Release on every line what is still reserved for ``service_id`` of the case (for
+        the case itself, naming no service, when ``None``)."""
         for line in self._deps.agency.budget_lines:
             await record_follow_up(
                 self._deps,
                 cause,
                 budget_stream(line.budget_line),
-                _releases(line, case_id, service_id),
+                _releases(line, case_id, service_id, reason),
             )
 
     async def _facts_hold(self, recorded: RecordedEvent) -> None:
@@ -150,11 +163,9 @@ class FollowUps:
 
 
 def _releases(
-    line: BudgetLine, case_id: str, service_id: str
+    line: BudgetLine, case_id: str, service_id: str | None, reason: str
 ) -> Callable[[list[RecordedEvent]], Sequence[CaseEvent]]:
-    return lambda history: decide_releases(
-        line, budget_state(history), case_id, service_id, CANCELLED_RELEASE
-    )
+    return lambda history: decide_releases(line, budget_state(history), case_id, service_id, reason)
 
 
 async def record_follow_up(

@@ -110,10 +110,12 @@ def decide_release(
 
 
 def decide_releases(
-    line: BudgetLine, state: BudgetLineState, case_id: str, service_id: str, reason: str
+    line: BudgetLine, state: BudgetLineState, case_id: str, service_id: str | None, reason: str
 ) -> list[CaseEvent]:
-    """Give back what is still reserved on ``line`` for one of the case's services: money is
-    not kept for a service that was called off."""
+    """Give back what is still reserved on ``line`` for one of the case's services (money is
+    not kept for a service that was called off), or with ``service_id`` ``None`` for the case
+    itself, naming no service (money is not kept for a case that closed: nothing records it
+    spent, as a delivery does a service's)."""
     return [
         BudgetReleased(
             case_id=case_id,

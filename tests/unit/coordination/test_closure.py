@@ -12,9 +12,11 @@ import pytest
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.base import Role
 from events.catalog.funding import BudgetReleased
 from events.catalog.scheduling import ServiceCancelled
 from events.catalog.values import NeedCategory
+from events.envelope import Actor
 from services.coordination.app import handlers
 from services.coordination.app.follow_ups import FollowUps
 from services.coordination.app.handlers import Dependencies
@@ -265,3 +267,83 @@ async def test_a_service_moved_as_the_case_closes_does_not_outlive_it(
     last = (await store.read_stream("schedule-client-1"))[-1].event
     assert isinstance(last, ServiceCancelled)
     assert (last.service_id, last.reason) == (scheduled.service_id, "the case was closed")
+
+
+def _reserve(case_id: str, cents: int, line: str = "flex", service_id: str = "") -> object:
+    return pb.ReserveBudgetRequest(
+        context=command_context("coordinator"),
+        case_id=case_id,
+        budget_line=line,
+        amount=usd(cents),
+        service_id=service_id,
+    )
+
+
+async def _available(stub: Stub, line: str) -> pb.Money:
+    answer = await stub.GetBudgetLine(
+        pb.GetBudgetLineRequest(context=query_context(), budget_line=line)
+    )
+    available: pb.Money = answer.available
+    return available
+
+
+async def test_a_closure_releases_what_is_reserved_for_the_case_naming_no_service_once(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await intake.open_case("case-2", "client-2", [NeedCategory.HOME_CARE])
+    # A service that took place before the closure: its reservation was spent, and stays.
+    earlier = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    took_place = await stub.ScheduleService(
+        schedule_request("case-1", "home_care", earlier, provider=HOME_CARE_CO)
+    )
+    await stub.ReserveBudget(_reserve("case-1", 30_000, "home-care-fy2026", took_place.service_id))
+    whole = await stub.ReserveBudget(_reserve("case-1", 10_000))
+    part = await stub.ReserveBudget(_reserve("case-1", 5_000))
+    await stub.ReleaseBudget(
+        pb.ReleaseBudgetRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            budget_line="flex",
+            reservation_id=part.reservation_id,
+            amount=usd(2_000),
+            reason="the rent deposit was smaller",
+        )
+    )
+    await stub.ReserveBudget(_reserve("case-2", 7_000))  # another case's: untouched
+
+    closure = await intake.close_case("case-1", at=datetime.now(UTC))
+    follow_ups = FollowUps(deps)
+    await follow_ups(closure)
+    await follow_ups(closure)  # delivered again: nothing more
+    await _settle(deps, follow_ups)
+
+    released = [
+        r for r in await store.read_stream("budget-flex") if isinstance(r.event, BudgetReleased)
+    ]
+    by_closure = [r for r in released if r.metadata.causation_id == closure.event_id]
+    assert [
+        (r.event.reservation_id, r.event.amount.amount_minor_units, r.event.service_id)
+        for r in by_closure
+        if isinstance(r.event, BudgetReleased)
+    ] == [(whole.reservation_id, 10_000, None), (part.reservation_id, 3_000, None)]
+    for recorded in by_closure:
+        assert recorded.metadata.actor == Actor("coordination", Role.SYSTEM)
+        assert isinstance(recorded.event, BudgetReleased)
+        assert recorded.event.reason == "the case was closed"
+    assert len(released) == 3  # the caller's partial release and the closure's two
+    assert await _available(stub, "flex") == usd(43_000)  # case-2's 7,000 still reserved
+    assert await _available(stub, "home-care-fy2026") == usd(70_000)
+
+
+async def test_a_closure_of_a_case_reopened_since_releases_nothing(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await stub.ReserveBudget(_reserve("case-1", 10_000))
+    closure = await intake.close_case("case-1")
+    await intake.reopen_case("case-1")
+    await FollowUps(deps)(closure)
+    budget = await store.read_stream("budget-flex")
+    assert not [r for r in budget if isinstance(r.event, BudgetReleased)]
+    assert await _available(stub, "flex") == usd(40_000)
