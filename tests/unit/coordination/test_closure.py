@@ -347,3 +347,26 @@ async def test_a_closure_of_a_case_reopened_since_releases_nothing(
     budget = await store.read_stream("budget-flex")
     assert not [r for r in budget if isinstance(r.event, BudgetReleased)]
     assert await _available(stub, "flex") == usd(40_000)
+
+
+async def test_a_reservation_racing_the_closures_follow_up_is_released_by_it(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ReserveBudget read the case open; the closure arrives before it records. The follow-up
+    # waits for the case's lock, then finds the reservation and releases it.
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    read_facts = handlers.command_facts
+    closing: list[asyncio.Task[None]] = []
+
+    async def facts_then_closure(*args: Any) -> CaseFacts:
+        facts = await read_facts(*args)
+        if not closing:
+            closure = await intake.close_case("case-1", at=datetime.now(UTC))
+            closing.append(asyncio.create_task(FollowUps(deps)(closure)))
+            await asyncio.sleep(0.2)  # the follow-up runs now, unless the case is locked
+        return facts
+
+    monkeypatch.setattr(handlers, "command_facts", facts_then_closure)
+    await stub.ReserveBudget(_reserve("case-1", 10_000))
+    await asyncio.gather(*closing)
+    assert await _available(stub, "flex") == usd(50_000)
