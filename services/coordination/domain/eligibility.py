@@ -100,8 +100,8 @@ def with_age(command: DetermineEligibility, age: int) -> DetermineEligibility:
                 FieldProblem(
                     "facts.age",
                     "the age from the client's recorded date of birth is not one an eligibility"
-                    f" decision may hold ({problems}): correct the date of birth at intake, or"
-                    " give facts.age",
+                    f" decision may hold ({problems}); intake's record of it must be"
+                    " checked (casetrail has no correction of a date of birth yet)",
                 )
             ]
         ) from None

@@ -72,7 +72,7 @@ def age_contradicts_date_of_birth(client_id: str, program_id: str) -> RuleBroken
         AGE_CONTRADICTS_DATE_OF_BIRTH,
         f"facts.age is not the age of client {client_id} on the server's date by the date of"
         f" birth intake recorded; {program_id}'s eligibility rests on the recorded age: leave"
-        " facts.age out to decide on it, or have the date of birth corrected at intake first",
+        " facts.age out to decide on it (intake's record of the date of birth decides)",
         subject=f"client/{client_id}",
         field="facts.age",
         program_id=program_id,
