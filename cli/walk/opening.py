@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, timedelta
+
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
@@ -16,6 +18,8 @@ from cli.walk.story import (
     NEEDS,
     RECEPTIONIST,
     SOCIAL_WORKER,
+    STORY_DAYS,
+    Story,
     assessed_needs,
     marco,
     plan_goal,
@@ -70,6 +74,8 @@ async def _register(walk: Walk) -> None:
     )
     if found.candidates:
         walk.result.client_id = found.candidates[0].client_id
+        walk.story = await _story_before_earlier_runs(walk)
+        walk.when(0, "09:00")
         walk.line(RECEPTIONIST, f"found Marco's record: client {short(walk.result.client_id)}")
     else:
         probe.context.CopyFrom(walk.command("register"))
@@ -91,6 +97,26 @@ async def _register(walk: Walk) -> None:
     ]
     walk.line(RECEPTIONIST, f"registering him a second time: REFUSED {refusal.code.name}")
     walk.detail(f"possible duplicate of client {', '.join(candidates)}")
+
+
+async def _story_before_earlier_runs(walk: Walk) -> Story:
+    """The story told again for Marco ends the day before an earlier run's first service: the
+    services an earlier run delivered keep Marco's slots on its days (he cannot have been at
+    two of them at once), so this run's two weeks come before them."""
+    schedule = await walk.as_(COORDINATOR).coordination.GetClientSchedule(
+        co.GetClientScheduleRequest(
+            context=query("coordination"), client_id=walk.result.client_id, include_past=True
+        )
+    )
+    booked = [
+        service.starts_at.ToDatetime(tzinfo=UTC).date()
+        for service in schedule.services
+        if service.status != "cancelled"
+    ]
+    if not booked:
+        return walk.story
+    last_day = min(min(booked) - timedelta(days=1), walk.story.day0 + timedelta(days=STORY_DAYS))
+    return Story(last_day - timedelta(days=STORY_DAYS))
 
 
 async def _open_case(walk: Walk) -> None:

@@ -43,6 +43,10 @@ HOME_CARE_PROGRAM = "home-care-medicaid-waiver"
 HOME_CARE_BUDGET = "home-care-fy2025"
 
 
+STORY_DAYS = 14
+"""Day 0, Marco leaves hospital, to day 14, the case closes."""
+
+
 @dataclass(frozen=True)
 class Story:
     """The story's calendar: day 0 is the day Marco leaves hospital.
@@ -56,7 +60,7 @@ class Story:
 
     @classmethod
     def ending_yesterday(cls) -> Story:
-        return cls(datetime.now(UTC).date() - timedelta(days=15))
+        return cls(datetime.now(UTC).date() - timedelta(days=STORY_DAYS + 1))
 
     def at(self, day: int, clock: str) -> datetime:
         hours, minutes = (int(part) for part in clock.split(":"))

@@ -31,6 +31,20 @@ async def test_the_elderly_client_is_carried_from_intake_to_closure(casetrail: C
     assert sum("REFUSED" in line for line in printed) == 4
 
 
+async def test_the_walk_told_again_for_the_same_client_is_told_before_the_earlier_one(
+    casetrail: Casetrail,
+) -> None:
+    """`make demo` run twice on one deployment: Marco is found, and the second story ends
+    before the first one's services, which keep his slots (a delivered service holds it)."""
+    first = await walk_case(casetrail.stubs, lambda _: None, patience=casetrail.patience)
+    printed: list[str] = []
+    again = await walk_case(casetrail.stubs, printed.append, patience=casetrail.patience)
+    assert again.client_id == first.client_id
+    assert again.case_id != first.case_id
+    assert any("found Marco's record" in line for line in printed)
+    _closure_and_view(again)
+
+
 def _intake(result: WalkResult) -> None:
     duplicate = result.duplicate_refusal
     assert duplicate is not None
