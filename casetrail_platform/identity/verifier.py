@@ -29,11 +29,13 @@ a token minted for a century would otherwise outlive any key rotation or revocat
 MAX_TIMESTAMP = 253_402_300_799
 """9999-12-31T23:59:59Z: a time claim beyond it is no moment the services can store."""
 TIME_CLAIMS = ("exp", "iat", "nbf")
-ACCESS_TOKEN_TYPES = frozenset({"jwt", "at+jwt", "application/at+jwt"})
-"""``typ`` header values of an access token (RFC 9068 §2.1, or the generic JWT), compared
-without case. Any other declared type (``logout+jwt``, ``secevent+jwt``, ``dpop+jwt``...) is a
-token the issuer minted for another use, signed by the same key: replayed here it must not
-authenticate. A token with no ``typ`` is taken as a plain JWT, as most issuers mint them."""
+ACCESS_TOKEN_TYPE_SUFFIX = "at+jwt"
+"""A declared ``typ`` header must be ``JWT`` or end with ``at+jwt`` (RFC 9068 §2.1's
+``at+jwt`` / ``application/at+jwt``, and issuers' own access-token types such as
+``application/okta-internal-at+jwt``), compared without case. Any other declared type
+(``logout+jwt``, ``secevent+jwt``, ``dpop+jwt``...) is a token the issuer minted for another use,
+signed by the same key: replayed here it must not authenticate. A token with no ``typ`` is taken
+as a plain JWT, as most issuers mint them."""
 
 _REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
     (jwt_errors.ExpiredSignatureError, "TOKEN_EXPIRED", "the token has expired"),
@@ -66,6 +68,11 @@ def _header_of(token: str) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise InvalidCredential("TOKEN_MALFORMED", "the bearer token's header is not an object")
     return header
+
+
+def _access_token_type(declared: str) -> bool:
+    lowered = declared.lower()
+    return lowered == "jwt" or lowered.endswith(ACCESS_TOKEN_TYPE_SUFFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +147,7 @@ class TokenVerifier:
                 + ", ".join(sorted(SIGNING_ALGORITHMS)),
             )
         token_type = header.get("typ", "JWT")
-        if not isinstance(token_type, str) or token_type.lower() not in ACCESS_TOKEN_TYPES:
+        if not isinstance(token_type, str) or not _access_token_type(token_type):
             raise InvalidCredential(
                 "TOKEN_TYPE_REFUSED", "the bearer token is not an access token (header 'typ')"
             )

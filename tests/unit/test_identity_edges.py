@@ -174,6 +174,40 @@ async def test_a_token_of_a_day_is_accepted(issuer: TestIssuer) -> None:
     assert (await issuer.verifier().verify(token)).subject == "kim"
 
 
+@pytest.mark.parametrize(
+    ("declared", "accepted"),
+    [
+        (None, True),
+        ("JWT", True),
+        ("at+jwt", True),
+        ("application/at+JWT", True),
+        ("application/okta-internal-at+jwt", True),
+        ("logout+jwt", False),
+        ("secevent+jwt", False),
+        ("dpop+jwt", False),
+        (7, False),
+    ],
+)
+async def test_only_an_access_token_s_type_authenticates(
+    issuer: TestIssuer, declared: object, accepted: bool
+) -> None:
+    import jwt
+
+    claims = jwt.decode(issuer.mint("kim", "auditor"), options={"verify_signature": False})
+    header: dict[str, Any] = {"kid": issuer.key.key_id}
+    if declared is not None:
+        header["typ"] = declared
+    token = jwt.encode(
+        claims, issuer.key.private_key, algorithm=issuer.key.algorithm, headers=header
+    )
+    if accepted:
+        assert (await issuer.verifier().verify(token)).subject == "kim"
+        return
+    with pytest.raises(InvalidCredential) as refused:
+        await issuer.verifier().verify(token)
+    assert refused.value.reason == "TOKEN_TYPE_REFUSED"
+
+
 # --- the discovered JWKS URL ---------------------------------------------------------------------
 
 
