@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Sequence
 from uuid import UUID
 
+from casetrail_platform.bus.deadletter import failure_text
 from casetrail_platform.bus.errors import is_outage
 from casetrail_platform.bus.retry import OUTAGE_BACKOFF, sleep_unless_stopped
 from casetrail_platform.projections.port import Projection, ReadModelStore
@@ -91,7 +92,14 @@ async def follow(
             failures += 1
             delay = OUTAGE_BACKOFF.delay(failures)
             if not is_outage(error):
-                log.exception("projection %s failed; retrying in %.1fs", projection.name, delay)
+                # By type and place (failure_text), with no traceback: a message, and those
+                # chained under it, may quote the event it failed on, opened values included.
+                log.error(
+                    "projection %s failed; retrying in %.1fs: %s",
+                    projection.name,
+                    delay,
+                    failure_text(error),
+                )
             elif failures == 1:
                 log.warning(
                     "projection %s paused, storage unavailable (%s); retrying every %.1fs",
