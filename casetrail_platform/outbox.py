@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from casetrail_platform.bus.deadletter import failure_text
 from casetrail_platform.bus.errors import PublishError, is_outage
 from casetrail_platform.bus.port import Acknowledgement, EventPublisher, already_acknowledged
 from casetrail_platform.bus.retry import (
@@ -379,14 +380,23 @@ class OutboxRelay:
                 return
             except Exception as error:
                 self._failures += 1
-                self._last_error = f"{type(error).__name__}: {error}"
                 delay = self._backoff.delay(self._failures)
                 if is_outage(error):  # the store is away: try again soon after it is back
                     delay = min(delay, OUTAGE_BACKOFF.delay(self._failures))
                 if isinstance(error, PublishError) or is_outage(error):
+                    self._last_error = f"{type(error).__name__}: {error}"
                     log.warning("relay %s: %s; retrying in %.1fs", self._name, error, delay)
                 else:
-                    log.exception("relay %s failed; retrying in %.1fs", self._name, delay)
+                    # By type and place, no traceback: any other error's message (or one
+                    # chained under it) may quote the records it failed on, opened values
+                    # included, and the last error is logged again by the health watch.
+                    self._last_error = f"{type(error).__name__}: {failure_text(error)}"
+                    log.error(
+                        "relay %s failed; retrying in %.1fs: %s",
+                        self._name,
+                        delay,
+                        failure_text(error),
+                    )
                 await sleep_unless_stopped(delay, stop)
                 continue
             if self._failures:

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from casetrail_platform.bus.port import EventPublisher
+from casetrail_platform.bus.retry import Backoff
+from casetrail_platform.checkpoints import InMemoryCheckpointStore
+from casetrail_platform.outbox import OutboxRelay
 from casetrail_platform.projections.port import DocumentTransaction, Projection
 from casetrail_platform.projections.runner import follow
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
@@ -56,3 +61,55 @@ async def test_a_failing_projection_logs_no_event_value(
     assert "RuntimeError" in caplog.text
     assert CANARY not in caplog.text
     assert all(record.exc_info is None for record in caplog.records)
+
+
+class QuotingPublisher(EventPublisher):
+    """A publisher with a bug that quotes the records it fails on."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    @property
+    def durable(self) -> bool:
+        return True
+
+    async def publish(self, records: Sequence[RecordedEvent]) -> None:
+        self.attempts += 1
+        event = records[0].event
+        assert isinstance(event, NoteWritten)
+        raise ValueError(f"cannot encode {event.text!r}")
+
+
+async def test_a_failing_relay_logs_and_reports_no_event_value(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    await store.append("case-1", [note("1", CANARY)], NO_STREAM)
+    publisher = QuotingPublisher()
+    relay = OutboxRelay(
+        store,
+        publisher,
+        InMemoryCheckpointStore(),
+        "relay",
+        backoff=Backoff(initial=0.01, maximum=0.02),
+        idle_timeout=0.05,
+    )
+    stop = asyncio.Event()
+    with caplog.at_level(logging.WARNING):
+        relaying = asyncio.create_task(relay.run(stop))
+        for _ in range(200):
+            if publisher.attempts >= 2:
+                break
+            await asyncio.sleep(0.01)
+        status = await relay.status()
+        stop.set()
+        await relaying
+    await store.close()
+    assert "relay relay failed" in caplog.text
+    assert "ValueError" in caplog.text
+    assert CANARY not in caplog.text
+    assert all(record.exc_info is None for record in caplog.records)
+    # The status's last error is logged by the outbox's health watch.
+    assert status.last_error is not None
+    assert "ValueError" in status.last_error
+    assert CANARY not in status.last_error
