@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2
 
+from casetrail_platform.bus.deadletter import failure_text
 from casetrail_platform.bus.inprocess import InProcessBus
 from casetrail_platform.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
 from casetrail_platform.bus.kafka_settings import KafkaSettings
@@ -473,8 +474,9 @@ class ServiceHost:
                 await work
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("%s: background task failed", self.service)
+            except Exception as error:
+                # By type and place, no traceback: the message may quote what it failed on.
+                log.error("%s: background task failed: %s", self.service, failure_text(error))
 
         self._tasks.append(asyncio.create_task(guarded()))
 

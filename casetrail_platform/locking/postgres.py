@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
+from casetrail_platform.bus.deadletter import failure_text
 from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.locking.port import LEADERSHIP_POLL, Locks, Work
 from casetrail_platform.store.pg_connections import open_connection
@@ -139,8 +140,9 @@ class PostgresLocks(Locks):
             stopping.cancel()
             try:
                 await task
-            except Exception:
-                log.exception("%s failed while leading", name)
+            except Exception as error:
+                # By type and place, no traceback: the message may quote what it failed on.
+                log.error("%s failed while leading: %s", name, failure_text(error))
         if not stop.is_set() and not connection.broken:
             await connection.execute("SELECT pg_advisory_unlock_all()")
 

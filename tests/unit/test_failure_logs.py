@@ -14,6 +14,7 @@ import pytest
 from casetrail_platform.bus.port import EventPublisher
 from casetrail_platform.bus.retry import Backoff
 from casetrail_platform.checkpoints import InMemoryCheckpointStore
+from casetrail_platform.hosting import Infrastructure, ServiceHost
 from casetrail_platform.outbox import OutboxRelay
 from casetrail_platform.projections.port import DocumentTransaction, Projection
 from casetrail_platform.projections.runner import follow
@@ -113,3 +114,31 @@ async def test_a_failing_relay_logs_and_reports_no_event_value(
     assert status.last_error is not None
     assert "ValueError" in status.last_error
     assert CANARY not in status.last_error
+
+
+async def test_a_failed_background_task_logs_no_value_it_quoted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    read_models = SqliteReadModelStore(tmp_path / "read-models.db")
+    host = ServiceHost(
+        "test",
+        Infrastructure(data_dir=tmp_path / "data", seal_sensitive=False),
+        store,
+        InMemoryCheckpointStore(),
+        read_models,
+        store.close,
+    )
+
+    async def quotes_a_value() -> None:
+        raise LookupError(f"no worker for {CANARY!r}")
+
+    with caplog.at_level(logging.WARNING):
+        host._spawn(quotes_a_value())
+        await asyncio.gather(*host._tasks)
+    await read_models.close()
+    await store.close()
+    assert "test: background task failed" in caplog.text
+    assert "LookupError" in caplog.text
+    assert CANARY not in caplog.text
+    assert all(record.exc_info is None for record in caplog.records)
