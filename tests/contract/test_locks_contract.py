@@ -7,6 +7,8 @@ the in-process adapter is one process by definition, so it hands out the same ob
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 
@@ -148,3 +150,23 @@ async def test_one_leader_at_a_time_and_another_takes_over(open_locks: LocksOpen
 
     assert most == 1
     assert leading == []
+
+
+async def test_work_failing_while_leading_is_logged_without_its_message(
+    open_locks: LocksOpener, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The message may quote what the work failed on (an event's opened values): PostgreSQL's
+    # leader logs the failure by type and place, in-process leading hands it to its caller.
+    canary = "CANARY-hiv-status-5120"
+    stop = asyncio.Event()
+
+    async def work(must_stop: asyncio.Event) -> None:
+        stop.set()
+        raise LookupError(f"no worker for {canary!r}")
+
+    with caplog.at_level(logging.WARNING):
+        async with asyncio.timeout(20):
+            with contextlib.suppress(LookupError):  # in-process: the caller's to log
+                await open_locks().lead(unique("failing"), work, stop)
+    assert canary not in caplog.text
+    assert all(record.exc_info is None for record in caplog.records)
