@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from grpc_health.v1 import health, health_pb2
 
+from casetrail_platform.bus.deadletter import failure_text
 from casetrail_platform.bus.errors import is_outage
 from casetrail_platform.store.pg_connections import CONNECT_TIMEOUT_SECONDS
 
@@ -45,9 +46,11 @@ async def storage_reachable(probes: Iterable[Probe]) -> str | None:
         except TimeoutError:
             return "no answer within the connect timeout"
         except Exception as error:
-            if not is_outage(error):
-                log.exception("storage probe failed")
-            return f"{type(error).__name__}: {error}"
+            if is_outage(error):
+                # A connection's failure names hosts and states, never stored data.
+                return f"{type(error).__name__}: {error}"
+            log.error("storage probe failed: %s", failure_text(error))
+            return failure_text(error)
     return None
 
 

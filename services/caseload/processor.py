@@ -35,6 +35,7 @@ import faust
 from faust import StreamT
 from faust.types import TransportT
 
+from casetrail_platform.bus.deadletter import failure_text
 from casetrail_platform.bus.kafka_security import KafkaSecurity
 from casetrail_platform.bus.topics import create_topics, ensure_topics
 from events.catalog_registry import default_registry
@@ -149,12 +150,11 @@ class CaseloadApp(faust.App):
         except Exception as error:  # whatever breaks decoding is the message's fault
             self.counters.undecodable += 1
             log.warning(
-                "caseload: skipping undecodable message %s/%d@%d: %s: %s",
+                "caseload: skipping undecodable message %s/%d@%d: %s",
                 message.topic,
                 message.partition,
                 message.offset,
-                type(error).__name__,
-                error,
+                failure_text(error),
             )
             return None
 

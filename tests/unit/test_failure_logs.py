@@ -142,3 +142,25 @@ async def test_a_failed_background_task_logs_no_value_it_quoted(
     assert "LookupError" in caplog.text
     assert CANARY not in caplog.text
     assert all(record.exc_info is None for record in caplog.records)
+
+
+def test_the_caseload_processor_logs_an_undecodable_message_by_type_and_place(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from types import SimpleNamespace
+
+    from services.caseload import processor
+
+    def quoting(*_: object) -> RecordedEvent:
+        raise ValueError(f"cannot read {CANARY!r}")
+
+    monkeypatch.setattr(processor, "tracked_event", quoting)
+    app = SimpleNamespace(counters=processor.Counters(), registry=None)
+    message = SimpleNamespace(
+        topic="casetrail.case-events", partition=0, offset=7, key=b"k", value=b"{}", headers=[]
+    )
+    with caplog.at_level(logging.WARNING):
+        assert processor.CaseloadApp.decode(app, message) is None  # type: ignore[arg-type]
+    assert app.counters.undecodable == 1
+    assert "ValueError" in caplog.text
+    assert CANARY not in caplog.text
