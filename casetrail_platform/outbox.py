@@ -172,8 +172,12 @@ class OutboxRelay:
                                 if sending
                                 else already_acknowledged()
                             )
-                        except PublishError:
-                            # Refused because an earlier batch failed: that failure, the
+                        except PublishError as error:
+                            if error.refused:
+                                # Refused at hand-over (nothing in flight may fail): the next
+                                # attempt looks for the record one at a time, up to this batch.
+                                self._isolate_through = batch[-1].position
+                            # Else refused because an earlier batch failed: that failure, the
                             # oldest, is the one to act on (e.g. a record to park).
                             published += await self._settle(in_flight, everything=True)
                             raise

@@ -192,3 +192,31 @@ async def test_health_reports_the_outbox_not_serving_while_records_are_parked(
         stop.set()
         await asyncio.gather(*tasks)
     assert publisher.sequences("a") == [1]
+
+
+class RefusingAtHandOver(SizeLimitedPublisher):
+    """Refuses when the records are handed over (``enqueue`` raising at once, as the port
+    allows and as its default ``enqueue`` does), not in the acknowledgement."""
+
+    async def enqueue(self, records: Sequence[RecordedEvent]) -> Acknowledgement:
+        return await EventPublisher.enqueue(self, records)
+
+
+async def test_a_record_refused_at_hand_over_is_parked_too(store: SqliteEventStore) -> None:
+    # The relay looked for the refused record only when an acknowledgement failed: refused at
+    # hand-over, with nothing in flight, the same batch was sent again on every round for ever.
+    publisher = RefusingAtHandOver()
+    parking: ParkingLot = SqliteParkingLot(store)
+    relay = OutboxRelay(
+        store, publisher, InMemoryCheckpointStore(), "relay", batch_size=4, parking=parking
+    )
+    await add(store, "a", "one")
+    refused = (await add(store, "a", TOO_BIG))[0]
+    await add(store, "b", "one", "two")
+
+    await publish_until_settled(relay)
+
+    assert publisher.sequences("a") == [1]
+    assert publisher.sequences("b") == [1, 2]
+    assert [r.position for r in await parking.parked("relay")] == [refused.position]
+    assert (await relay.status()).lag == 0
