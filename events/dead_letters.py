@@ -15,6 +15,10 @@ PARTITION = "casetrail_dlq_partition"
 OFFSET = "casetrail_dlq_offset"
 EXCEPTION = "casetrail_dlq_exception"
 ATTEMPTS = "casetrail_dlq_attempts"
+REPLAYED = "casetrail_dlq_replayed"
+"""On a record a replay (``casetrail dlq replay``) put back on its topic: it comes after later
+events of its case, so consumers' ordering guards hand it over as a repeat, never taking it as
+where its stream starts."""
 
 
 class DeadLetterReason(StrEnum):

@@ -6,7 +6,8 @@ commits how far it got under the consumer group ``<group>.replay`` on the dead-l
 So a second replay sends only letters dead-lettered since; a replay cut short sends some
 again, which changes nothing: every consumer applies an event once (by event id or by its
 tracking). Every group of the topic sees a replayed record; the groups that had applied it
-already skip it.
+already skip it. A replayed record is marked (``events.dead_letters.REPLAYED``): it comes after
+later events of its case, and an ordering guard must not take it for where its stream starts.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from casetrail_platform.bus.deadletter import DeadLetter, parse_dead_letter
 from casetrail_platform.bus.kafka_clients import close_quietly, new_producer
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.message import BusMessage, as_headers
+from events.dead_letters import REPLAYED
 from events.topics import dead_letter_topic
 
 REPLAY_GROUP_SUFFIX = ".replay"
@@ -89,7 +91,7 @@ async def replay_dead_letters(settings: KafkaSettings, group: str) -> list[DeadL
                 original.topic,
                 value=original.value,
                 key=original.key,
-                headers=list(original.headers),
+                headers=[*original.headers, (REPLAYED, b"1")],
             )
             replayed.append(letter)
         done: dict[TopicPartition, int] = {}

@@ -13,7 +13,10 @@ The relay never lets a later batch of a partition reach the log after an earlier
 * An event more than one past the last one seen of its stream (per producing service) is
   early: it is withheld, with the later ones of its stream, until the missing one arrives,
   and then handed over right after it. Nothing early is dead-lettered. A repeat (a sequence
-  already seen) is handed over as it is; handlers dedupe by event id.
+  already seen) is handed over as it is; handlers dedupe by event id. So is a replayed dead
+  letter (``events.dead_letters.REPLAYED``), untracked: it comes after later events of its
+  stream, and a guard started afresh (after a restart) that took its sequence as the stream's
+  start would withhold every later event of the case, waiting for events applied long ago.
 * It works from the CloudEvents headers, so event types the handler does not want (skipped
   undecoded) still count, and it never decodes anything.
 * Withheld records stay uncommitted: the offset committed for their partition stops before
@@ -35,6 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from casetrail_platform.bus.message import BusMessage
+from events.dead_letters import REPLAYED
 from events.ordering_contract import ONE_KEY_STREAM_KINDS, STREAM_KIND_EVENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -125,7 +129,9 @@ class SequenceGuard:
         only types the consumer skips (``untracked_stream_prefixes``), so none of theirs waits."""
         ordered: list[BusMessage] = []
         for message in messages:
-            if untracked and (message.header(_STREAM) or b"").startswith(untracked):
+            if (
+                untracked and (message.header(_STREAM) or b"").startswith(untracked)
+            ) or message.header(REPLAYED) is not None:
                 ordered.append(message)
                 continue
             where = _one_key_stream(message)

@@ -3,6 +3,7 @@ back to their topic once, however often the replay is run."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -11,20 +12,24 @@ from uuid import uuid4
 import pytest
 
 from casetrail_platform.bus.deadletter import DeadLetter
+from casetrail_platform.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
 from casetrail_platform.bus.kafka_clients import new_producer
 from casetrail_platform.bus.kafka_dead_letters import list_dead_letters, replay_dead_letters
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.message import BusMessage, as_headers
+from casetrail_platform.bus.ordering import SequenceGuard
 from casetrail_platform.bus.topics import TopicSettings, create_topics
 from cli.dlq import describe
 from events.catalog.base import Role
 from events.catalog.examples import example_events
 from events.catalog.monitoring import ContactLogged
+from events.catalog_registry import default_registry
 from events.cloudevents import to_kafka_binary
 from events.dead_letters import DeadLetterReason
 from events.envelope import Actor, EventMetadata, RecordedEvent
 from tests.contract.bus_conftest import delete_topics, kafka_test_settings, read_topic
 from tests.support.servers import server_missing
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.kafka
 
@@ -137,3 +142,57 @@ async def test_a_dead_letter_of_a_sealed_event_carries_its_ciphertext(
     assert letter.value == data
     assert SECRET.encode() not in letter.value
     assert b"ct1~" in letter.value
+
+
+def contact_of_case(case_id: str, sequence: int) -> RecordedEvent:
+    example = contact_logged()
+    return RecordedEvent(
+        event_id=uuid4(),
+        stream=f"case-{case_id}",
+        sequence=sequence,
+        position=sequence,
+        recorded_at=example.recorded_at,
+        event=example.event.model_copy(update={"case_id": case_id}),
+        metadata=example.metadata,
+    )
+
+
+async def test_a_replayed_letter_does_not_hold_back_its_case_after_a_restart(
+    topics: tuple[KafkaSettings, str, str],
+) -> None:
+    # A replayed letter comes after later events of its case. A consumer restarted since (its
+    # ordering guard starting afresh) took the replayed sequence as the stream's start and
+    # withheld every later event of the case, waiting for events it had long applied.
+    settings, topic, group = topics
+    case_id = str(uuid4())
+    events = [contact_of_case(case_id, sequence) for sequence in (1, 2, 3, 4)]
+    seen: list[int] = []
+
+    async def handler(record: RecordedEvent) -> None:
+        seen.append(record.sequence)
+
+    async def consume_until(count: int) -> None:
+        stop = asyncio.Event()
+        subscriber = KafkaEventSubscriber(settings, default_registry(), topic=topic)
+        running = asyncio.create_task(
+            subscriber.run(group, handler, stop, ordering=SequenceGuard("test"))
+        )
+
+        async def probe() -> bool | None:
+            return True if len(seen) >= count else None
+
+        try:
+            await eventually(probe, f"{count} events handled")
+        finally:
+            stop.set()
+            await running
+
+    async with KafkaEventPublisher(settings, topic) as publisher:
+        await publisher.publish(events[:3])
+        await consume_until(3)  # 1, 2, 3 applied and committed
+        await dead_letter(settings, topic, group, events[1])
+        await replay_dead_letters(settings, group)  # 2 again, after 3
+        await publisher.publish(events[3:])
+        await consume_until(5)
+
+    assert seen == [1, 2, 3, 2, 4]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -20,6 +21,7 @@ from casetrail_platform.bus.ordering import (
 from casetrail_platform.bus.retry import RetryPolicy
 from casetrail_platform.policy.guard import access_stream
 from events.catalog.access import ConsentGranted, RecordAccessDenied, RecordAccessed
+from events.dead_letters import REPLAYED
 from events.envelope import RecordedEvent
 from events.ordering_contract import STREAM_KIND_EVENT_TYPES
 from events.topics import DEFAULT_CASE_EVENTS_TOPIC
@@ -215,3 +217,14 @@ async def test_the_embedded_bus_commits_nothing_past_a_poll_that_was_all_withhel
     assert seen == [1]
     (partition,) = {m.partition for m in bus.messages(DEFAULT_CASE_EVENTS_TOPIC)}
     assert bus.committed(DEFAULT_CASE_EVENTS_TOPIC, "g")[partition] == 1  # the third's offset
+
+
+def test_a_replayed_dead_letter_passes_as_a_repeat_and_does_not_start_its_stream() -> None:
+    # Read first by a guard started afresh, a replayed event 2 (after 3 on the log) was taken
+    # as where the stream starts, and event 4 was withheld waiting for 3, applied long ago.
+    guard = SequenceGuard()
+    replayed = message("case-c1", 2, 10)
+    replayed = replace(replayed, headers=(*replayed.headers, (REPLAYED, b"1")))
+    ordered = guard.sort([replayed, message("case-c1", 4, 11)])
+    assert sequences(ordered) == [2, 4]
+    assert guard.status().held == 0
