@@ -344,6 +344,7 @@ class OutboxRelay:
         parked = await self._parking.parked(self._name)
         requested = list(dict.fromkeys(r.key for r in parked if r.retry_requested))
         published = 0
+        transient: PublishError | None = None
         for key in requested:
             positions = [r.position for r in parked if r.key == key]
             done: list[int] = []
@@ -360,7 +361,12 @@ class OutboxRelay:
                     positions[len(done)],
                     error,
                 )
-                await self._parking.retry_done(self._name, key)
+                if error.refused:
+                    await self._parking.retry_done(self._name, key)
+                else:
+                    # The bus is away, the records may be fine: the request stays, and the
+                    # relay's backoff comes before the next try.
+                    transient = transient or error
             await self._parking.release(self._name, done)
             published += len(done)
             remaining = positions[len(done) :]
@@ -373,6 +379,9 @@ class OutboxRelay:
         if requested:
             self._parked_reason = _first_refusal(await self._parking.parked(self._name))
             self._published_total += published
+        if transient is not None:
+            self._retries_checked = 0.0  # tried again on the next round, not a period later
+            raise transient
         return published
 
     async def run(self, stop: asyncio.Event) -> None:

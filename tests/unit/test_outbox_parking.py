@@ -220,3 +220,37 @@ async def test_a_record_refused_at_hand_over_is_parked_too(store: SqliteEventSto
     assert publisher.sequences("b") == [1, 2]
     assert [r.position for r in await parking.parked("relay")] == [refused.position]
     assert (await relay.status()).lag == 0
+
+
+class DownOnce(SizeLimitedPublisher):
+    """Once ``down`` is set, fails the next publish as a broker away does (not refused)."""
+
+    down = False
+
+    async def publish(self, records: Sequence[RecordedEvent]) -> None:
+        if self.down:
+            self.down = False
+            raise PublishError("KafkaConnectionError: broker away")
+        await super().publish(records)
+
+
+async def test_a_retry_cut_short_by_a_broker_outage_is_tried_again(
+    store: SqliteEventStore,
+) -> None:
+    # The relay cleared the operator's request on any failure of the retry, a broker briefly
+    # away too: the case stayed parked for good although nothing was wrong with its records.
+    publisher = DownOnce()
+    parking = SqliteParkingLot(store)
+    relay = OutboxRelay(
+        store, publisher, InMemoryCheckpointStore(), "relay", parking=parking, retry_check_every=0.0
+    )
+    await add(store, "a", "one", TOO_BIG, "three")
+    await publish_until_settled(relay)
+    publisher.limit = 1000  # the operator raised the topic's limit
+    assert await parking.request_retry("relay", "a") == 2
+
+    publisher.down = True
+    await publish_until_settled(relay)  # the outage meets the retry; the next round retries
+
+    assert publisher.sequences("a") == [1, 2, 3]
+    assert await parking.parked("relay") == []
