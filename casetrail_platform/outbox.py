@@ -363,6 +363,9 @@ class OutboxRelay:
                 )
                 if error.refused:
                     await self._parking.retry_done(self._name, key)
+                    # Nothing of it is taken as published: later publishing starts afresh
+                    # (the bus refuses everything after a failure until resumed).
+                    await self._publisher.resume()
                 else:
                     # The bus is away, the records may be fine: the request stays, and the
                     # relay's backoff comes before the next try.

@@ -319,3 +319,56 @@ async def test_a_batch_the_broker_refuses_fails_its_publish_and_the_next_starts_
     assert [message.header("ce_id") for message in on_topic] == [
         str(event.event_id).encode() for event in (before, after)
     ]
+
+
+async def test_a_retry_refused_again_does_not_fail_the_next_publish(
+    store: SqliteEventStore,
+) -> None:
+    # A parked case's retry that the broker refused again left the publisher halted (a failed
+    # acknowledgement refuses every later call until resume), so the relay's round went on to
+    # publish the other cases' new events into that refusal and failed, for nothing.
+    from aiokafka.admin import NewTopic
+
+    from casetrail_platform.checkpoints import InMemoryCheckpointStore
+    from casetrail_platform.store.sqlite import SqliteParkingLot
+
+    settings = kafka_test_settings()
+    topic = f"test.retry-refused.{os.urandom(6).hex()}"
+    small_messages_only = NewTopic(
+        topic, num_partitions=1, replication_factor=1, topic_configs={"max.message.bytes": "4096"}
+    )
+    try:
+        await create_topics(settings, [small_messages_only])
+    except Exception as error:
+        server_missing("Kafka", error)
+    parking = SqliteParkingLot(store)
+
+    async def add(case_id: str, text: str) -> None:
+        stream = f"case-{case_id}"
+        version = await store.stream_version(stream)
+        await store.append(stream, [note(case_id, text)], version)
+
+    try:
+        async with KafkaEventPublisher(settings, topic) as publisher:
+            relay = OutboxRelay(
+                store,
+                publisher,
+                InMemoryCheckpointStore(),
+                "relay",
+                parking=parking,
+                retry_check_every=0.0,
+            )
+            await add("a", "word " * 2000)
+            with pytest.raises(PublishError):
+                await relay.publish_pending()  # refused: the next round isolates and parks it
+            await relay.publish_pending()
+            assert (await relay.status()).parked == 1
+
+            assert await parking.request_retry("relay", "a") == 1  # the topic still refuses
+            await add("b", "fine")
+            await relay.publish_pending()  # the retry fails; b goes out all the same
+        on_topic = await read_topic(settings, topic, 1)
+    finally:
+        await delete_topics(settings, [topic])
+    assert [message.header("ce_subject") for message in on_topic] == [b"b"]
+    assert (await relay.status()).parked == 1
