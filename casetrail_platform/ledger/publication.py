@@ -31,6 +31,13 @@ share the partition, so a running log's newest note is in the last page or two."
 READ_TIMEOUT = 30.0
 """Seconds ``newest`` may wait for the broker (to connect, or to read one page) before it
 gives up (and the ledger, which has not signed yet, tries again later)."""
+PUBLISH_TIMEOUT = 30.0
+"""Seconds ``publish`` may wait for the broker to take a note. Without a bound, a send during
+a broker outage waited for the whole outage (measured: over 150 s, whatever the producer's
+request timeout), holding the ledger's round: no ``CheckpointNotPublished``, so its health
+stayed SERVING while nothing could be signed. Given up, the note stays pending and is
+published again next round (a copy the producer still delivers later is harmless: the mark
+is the largest verified note)."""
 
 T = TypeVar("T")
 
@@ -42,26 +49,40 @@ class KafkaCheckpointPublisher(CheckpointRecord):
         topic: str = LEDGER_CHECKPOINTS_TOPIC,
         *,
         read_timeout: float = READ_TIMEOUT,
+        publish_timeout: float = PUBLISH_TIMEOUT,
     ) -> None:
         self._settings = settings
         self._topic = topic
         self._read_timeout = read_timeout
+        self._publish_timeout = publish_timeout
         self._producer: Any = None
         self._lock = asyncio.Lock()
 
     async def publish(self, checkpoint: StoredCheckpoint) -> None:
         async with self._lock:
-            if self._producer is None:
-                producer = new_producer(self._settings, f"{self._settings.client_id}-ledger")
+            try:
+                await asyncio.wait_for(self._send(checkpoint), self._publish_timeout)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"{self._topic} did not take the note within {self._publish_timeout:g} s"
+                ) from None
+
+    async def _send(self, checkpoint: StoredCheckpoint) -> None:
+        if self._producer is None:
+            producer = new_producer(self._settings, f"{self._settings.client_id}-ledger")
+            try:
                 await producer.start()
-                self._producer = producer
-            origin = checkpoint.note.split("\n", 1)[0]
-            await self._producer.send_and_wait(
-                self._topic,
-                key=origin.encode(),
-                value=checkpoint.note.encode(),
-                headers=[("content-type", b"text/plain; charset=utf-8")],
-            )
+            except BaseException:
+                await close_quietly(producer, 5.0)  # else its connections stay open
+                raise
+            self._producer = producer
+        origin = checkpoint.note.split("\n", 1)[0]
+        await self._producer.send_and_wait(
+            self._topic,
+            key=origin.encode(),
+            value=checkpoint.note.encode(),
+            headers=[("content-type", b"text/plain; charset=utf-8")],
+        )
 
     async def newest(self, verifier: Verifier) -> Checkpoint | None:
         consumer = AIOKafkaConsumer(
