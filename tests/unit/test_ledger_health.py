@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from grpc_health.v1 import health, health_pb2
 
 from casetrail_platform.ledger import merkle
@@ -157,37 +158,6 @@ async def test_a_store_rolled_back_while_down_is_reported_on_start(tmp_path: Pat
     )
 
 
-async def test_nothing_is_signed_until_the_record_is_read(tmp_path: Path) -> None:
-    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
-    ledger_store = await SqliteLedgerStore.open(tmp_path / "ledger.db", tmp_path / "events.db")
-    signer = FileSigner(origin_of("test-agency", "test"), tmp_path / "keys" / "test.key")
-    record = UnreachableRecord(tmp_path / "keys" / "ledger.checkpoint")
-    ledger = LedgerLog(ledger_store, signer)
-    ledger.publish_to(record)
-    await store.append("case-1", [note("case-1") for _ in range(3)], 0)
-    servicer = health.aio.HealthServicer()
-    await servicer.set(NAME, health_pb2.HealthCheckResponse.UNKNOWN)
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_ledger(ledger, store, servicer, NAME, stop, sign_every=0.01, retry_after=0.01)
-    )
-    try:
-        await eventually(reports(servicer, NOT_SERVING), "ledger not serving")
-        await asyncio.sleep(0.2)
-        assert await ledger_store.latest_checkpoint() is None
-        record.down = False
-        await eventually(reports(servicer, SERVING), "ledger serving again")
-        await eventually(ledger_store.latest_checkpoint, "a checkpoint signed")
-    finally:
-        stop.set()
-        await task
-        await ledger_store.close()
-        await store.close()
-    published = await record.newest(await signer.verifier())
-    assert published is not None
-    assert published.size == 3
-
-
 class UnwritableRecord(FileCheckpointRecord):
     """A record that cannot be written while ``down`` (a broker away, a full disk)."""
 
@@ -199,13 +169,26 @@ class UnwritableRecord(FileCheckpointRecord):
         await super().publish(checkpoint)
 
 
-async def test_nothing_counts_as_signed_until_the_record_takes_it(tmp_path: Path) -> None:
-    """A checkpoint the record cannot take is not stored and the ledger reports NOT_SERVING;
-    it is published again each round, and stored once the record takes it."""
+@pytest.mark.parametrize(
+    ("record_kind", "sign_every"),
+    [
+        # Not read: nothing is signed before the record is read back.
+        ("unreachable", 0.01),
+        # Not written: a checkpoint the record cannot take is not stored, and is published
+        # again each round until it is.
+        ("unwritable", 60.0),
+    ],
+)
+async def test_nothing_counts_as_signed_until_the_record_is_read_and_takes_it(
+    tmp_path: Path, record_kind: str, sign_every: float
+) -> None:
+    """While the record is down the ledger reports NOT_SERVING and stores no checkpoint; once it
+    is back, SERVING, and the checkpoint stored is the one published."""
     store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
     ledger_store = await SqliteLedgerStore.open(tmp_path / "ledger.db", tmp_path / "events.db")
     signer = FileSigner(origin_of("test-agency", "test"), tmp_path / "keys" / "test.key")
-    record = UnwritableRecord(tmp_path / "keys" / "ledger.checkpoint")
+    kind = UnreachableRecord if record_kind == "unreachable" else UnwritableRecord
+    record = kind(tmp_path / "keys" / "ledger.checkpoint")
     ledger = LedgerLog(ledger_store, signer)
     ledger.publish_to(record)
     await store.append("case-1", [note("case-1") for _ in range(3)], 0)
@@ -213,7 +196,7 @@ async def test_nothing_counts_as_signed_until_the_record_takes_it(tmp_path: Path
     await servicer.set(NAME, health_pb2.HealthCheckResponse.UNKNOWN)
     stop = asyncio.Event()
     task = asyncio.create_task(
-        run_ledger(ledger, store, servicer, NAME, stop, sign_every=60.0, retry_after=0.01)
+        run_ledger(ledger, store, servicer, NAME, stop, sign_every=sign_every, retry_after=0.01)
     )
     try:
         await eventually(reports(servicer, NOT_SERVING), "ledger not serving")
