@@ -105,17 +105,13 @@ class LedgerLog:
                 self._recalled = True
             mark = self._published
             if mark is not None:
-                if size < mark.size:
-                    raise LedgerTampered(
-                        f"{self.origin}: the ledger holds {size} events but published a"
-                        f" checkpoint of size {mark.size}; refusing to sign",
-                        size + 1,
-                    )
-                if await self.root(mark.size) != mark.root:
-                    raise LedgerTampered(
-                        f"{self.origin}: the ledger no longer extends the checkpoint of size"
-                        f" {mark.size} it published; refusing to sign"
-                    )
+                await self._require_extends(
+                    mark,
+                    size,
+                    f"the checkpoint of size {mark.size} it published",
+                    shorter=f"the ledger holds {size} events but published a checkpoint of"
+                    f" size {mark.size}; refusing to sign",
+                )
                 log.info("%s: the ledger extends its published checkpoint", self.origin)
             self._published_checked = True
 
@@ -235,16 +231,12 @@ class LedgerLog:
             held = None if latest is None else open_checkpoint(latest.note, verifier)
             await self._check_not_rolled_back(held, size)
             if latest is not None and held is not None:
-                if size < held.size:
-                    raise LedgerTampered(
-                        f"{self.origin}: the ledger holds {size} events but signed {held.size}",
-                        size + 1,
-                    )
-                if await self.root(held.size) != held.root:
-                    raise LedgerTampered(
-                        f"{self.origin}: the ledger no longer extends its checkpoint of size"
-                        f" {held.size}; refusing to sign"
-                    )
+                await self._require_extends(
+                    held,
+                    size,
+                    f"its checkpoint of size {held.size}",
+                    shorter=f"the ledger holds {size} events but signed {held.size}",
+                )
                 await self._record_stored(held, latest)
                 if size == held.size:
                     await self.check_store_tail(size)
@@ -262,11 +254,11 @@ class LedgerLog:
         if self._unrecorded is None:
             return
         checkpoint, unrecorded = self._unrecorded
-        if size < checkpoint.size or await self.root(checkpoint.size) != checkpoint.root:
-            raise LedgerTampered(
-                f"{self.origin}: the ledger no longer extends the checkpoint of size"
-                f" {checkpoint.size} it signed and is publishing; refusing to sign"
-            )
+        await self._require_extends(
+            checkpoint,
+            size,
+            f"the checkpoint of size {checkpoint.size} it signed and is publishing",
+        )
         await self._record_and_store(checkpoint, unrecorded)
 
     async def _record_and_store(
@@ -324,10 +316,21 @@ class LedgerLog:
                 f" {0 if held is None else held.size}; refusing to sign",
                 0 if held is None else held.size + 1,
             )
+        await self._require_extends(
+            mark, size, f"the checkpoint of size {mark.size} this process saw"
+        )
+
+    async def _require_extends(
+        self, mark: Checkpoint, size: int, which: str, *, shorter: str | None = None
+    ) -> None:
+        """The tree of ``size`` leaves must extend ``mark`` (``which`` checkpoint it is, in the
+        refusal), else ``LedgerTampered``; with ``shorter``, a tree shorter than the mark is
+        refused in those words at its first missing position."""
+        if shorter is not None and size < mark.size:
+            raise LedgerTampered(f"{self.origin}: {shorter}", size + 1)
         if size < mark.size or await self.root(mark.size) != mark.root:
             raise LedgerTampered(
-                f"{self.origin}: the ledger no longer extends the checkpoint of size"
-                f" {mark.size} this process saw; refusing to sign"
+                f"{self.origin}: the ledger no longer extends {which}; refusing to sign"
             )
 
     async def latest(self) -> StoredCheckpoint | None:
