@@ -131,25 +131,37 @@ def signature_line(name: str, public_key: bytes, signature: bytes) -> str:
     return f"\u2014 {name} {encoded}\n"
 
 
-def open_note(text: str, verifier: Verifier) -> str:
-    """The body of signed note ``text`` once ``verifier``'s signature on it checks out."""
+def _split(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """Signed note ``text``'s body and its signature lines' (key name, base64), unchecked."""
     body, separator, signatures = text.rpartition("\n\n")
     if not separator or not body:
         raise NoteError("a signed note is a text, a blank line and signature lines")
-    body += "\n"
     if not signatures.endswith("\n"):
         raise NoteError("a signed note ends with a newline")
+    signed: list[tuple[str, str]] = []
     for line in signatures[:-1].split("\n"):
         match = _SIGNATURE_LINE.match(line)
         if match is None:
             raise NoteError(f"malformed signature line {line!r}")
         name, encoded = match.groups()
+        signed.append((name, encoded))
+    return body + "\n", signed
+
+
+def _decoded(name: str, encoded: str) -> bytes:
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except binascii.Error:
+        raise NoteError(f"signature of {name} is not base64") from None
+
+
+def open_note(text: str, verifier: Verifier) -> str:
+    """The body of signed note ``text`` once ``verifier``'s signature on it checks out."""
+    body, signed = _split(text)
+    for name, encoded in signed:
         if name != verifier.name:
             continue
-        try:
-            raw = base64.b64decode(encoded, validate=True)
-        except binascii.Error:
-            raise NoteError(f"signature of {name} is not base64") from None
+        raw = _decoded(name, encoded)
         if len(raw) != 4 + 64 or raw[:4] != verifier.key_id:
             continue
         try:
@@ -167,6 +179,15 @@ def open_checkpoint(text: str, verifier: Verifier) -> Checkpoint:
             f"checkpoint origin {checkpoint.origin!r} is not the key's name {verifier.name!r}"
         )
     return checkpoint
+
+
+def claimed_checkpoint(text: str) -> tuple[Checkpoint, frozenset[tuple[str, bytes]]]:
+    """The checkpoint signed note ``text`` states and the keys (name, key id) it claims to be
+    signed by, **unverified**: for comparing a note with another of the same signer, never
+    for trusting it."""
+    body, signed = _split(text)
+    keys = frozenset((name, _decoded(name, encoded)[:4]) for name, encoded in signed)
+    return Checkpoint.parse(body), keys
 
 
 def newest_verified(notes: Iterable[str], verifier: Verifier) -> Checkpoint | None:

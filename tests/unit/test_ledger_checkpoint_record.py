@@ -11,8 +11,13 @@ import pytest
 
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.ledger import merkle
+from casetrail_platform.ledger.checkpoint_file import FileCheckpointRecord
 from casetrail_platform.ledger.hosting import checkpoint_record, key_path, open_ledger
+from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.log import LedgerTampered
+from casetrail_platform.ledger.note import Checkpoint, origin_of
+from casetrail_platform.ledger.port import StoredCheckpoint
 from casetrail_platform.ledger.publication import KafkaCheckpointPublisher
 from casetrail_platform.store.sqlite import SqliteEventStore
 from tests.contract.test_ledger_contract import append_notes
@@ -72,3 +77,34 @@ async def test_an_embedded_ledger_emptied_while_down_refuses_to_sign_again(
 def test_the_distributed_backend_keeps_its_mark_on_the_checkpoints_topic(tmp_path: Path) -> None:
     infra = Infrastructure(data_dir=tmp_path, kafka=KafkaSettings(), seal_sensitive=False)
     assert isinstance(checkpoint_record(infra, "intake"), KafkaCheckpointPublisher)
+
+
+async def test_the_file_never_takes_a_smaller_note_of_the_same_log_and_key(
+    tmp_path: Path,
+) -> None:
+    """The file is a high-water mark, as the topic is: a smaller note (a late retry's, a
+    replica's) published after a larger one leaves the larger one; a note under a new key (an
+    earlier deployment's note is no mark for it) replaces it."""
+    path = tmp_path / "ledger.checkpoint"
+    record = FileCheckpointRecord(path)
+    signer = FileSigner(origin_of("test-agency", "intake"), tmp_path / "ledger.key")
+    rotated = FileSigner(signer.name, tmp_path / "rotated.key")
+
+    async def note(by: FileSigner, size: int) -> StoredCheckpoint:
+        checkpoint = Checkpoint(by.name, size, merkle.EMPTY_ROOT)
+        return StoredCheckpoint(size, await by.sign_checkpoint(checkpoint))
+
+    await record.publish(await note(signer, 10))
+    held = path.read_bytes()
+    await record.publish(await note(signer, 4))
+    assert path.read_bytes() == held
+    await record.publish(await note(signer, 10))  # the same note again: taken, unchanged
+    assert path.read_bytes() == held
+    assert await record.newest(await signer.verifier()) == Checkpoint(
+        signer.name, 10, merkle.EMPTY_ROOT
+    )
+    await record.publish(await note(signer, 11))
+    await record.publish(await note(rotated, 3))
+    assert await record.newest(await rotated.verifier()) == Checkpoint(
+        signer.name, 3, merkle.EMPTY_ROOT
+    )
