@@ -4,11 +4,18 @@ or not at all."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import glob
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+STALE_AFTER = 60.0
+"""Seconds after which an unlocked temporary file is a dead writer's: younger ones may be a
+writer's between creating its file and locking it."""
 
 
 @contextlib.contextmanager
@@ -16,17 +23,40 @@ def private_replacement(path: Path) -> Iterator[BinaryIO]:
     """A file to write ``path``'s new content into: created 0600 beside ``path`` and renamed
     onto it only when the block completes, so an error (a refusal, a stream cut short) leaves
     ``path`` as it was and no partial file behind. The renamed file keeps mode 0600 whatever
-    mode an older ``path`` had (a token or an export must not stay world-readable)."""
+    mode an older ``path`` had (a token or an export must not stay world-readable).
+
+    A process killed mid-write runs no clean-up: its temporary file (a part of a key, a token,
+    an export) would stay beside ``path`` for good. So the writer holds a lock on its file
+    while it writes, and each write first removes the temporary files of ``path`` that no
+    one holds (their writer is gone: the lock went with it)."""
+    _remove_abandoned(path)
     descriptor, temporary = tempfile.mkstemp(
         dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
     )
     try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         with os.fdopen(descriptor, "wb") as file:
             yield file
             file.flush()
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+            # Renamed while still locked (closing unlocks): no one takes it for abandoned.
+            os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
+
+
+def _remove_abandoned(path: Path) -> None:
+    """Remove ``path``'s temporary files left by writers that died mid-write."""
+    now = time.time()
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):  # gone already, or not ours to remove: skipped
+            descriptor = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                if now - os.fstat(descriptor).st_mtime < STALE_AFTER:
+                    continue
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: raises
+                os.unlink(candidate)
+            finally:
+                os.close(descriptor)
