@@ -59,6 +59,15 @@ class KafkaCheckpointPublisher(CheckpointRecord):
         self._lock = asyncio.Lock()
 
     async def publish(self, checkpoint: StoredCheckpoint) -> None:
+        """A producer is kept across notes, but not past a failed send: the idempotent
+        producer numbers each batch when it first sends it, and a batch then failed for good
+        (refused by the broker: too large, not authorized; or given up without a leader)
+        leaves a gap the broker never saw, so every later note on that producer was refused
+        as out of order and the mark stuck for good. A fresh producer starts a new sequence.
+        A send given up after ``publish_timeout`` keeps the producer: its batch is still
+        queued and retried under its own number (nothing skipped), it goes out once the
+        broker is back, and closing a producer with a batch undelivered would wait for the
+        broker (the fault test publishes the next note on the same producer)."""
         async with self._lock:
             try:
                 await asyncio.wait_for(self._send(checkpoint), self._publish_timeout)
@@ -66,6 +75,9 @@ class KafkaCheckpointPublisher(CheckpointRecord):
                 raise TimeoutError(
                     f"{self._topic} did not take the note within {self._publish_timeout:g} s"
                 ) from None
+            except Exception:
+                await self._discard()
+                raise
 
     async def _send(self, checkpoint: StoredCheckpoint) -> None:
         if self._producer is None:
@@ -161,6 +173,9 @@ class KafkaCheckpointPublisher(CheckpointRecord):
         return notes
 
     async def stop(self) -> None:
-        if self._producer is not None:
-            await close_quietly(self._producer, 5.0)
-            self._producer = None
+        await self._discard()
+
+    async def _discard(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await close_quietly(producer, 5.0)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import NewTopic
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import create_topics
@@ -146,3 +146,33 @@ async def test_a_broker_that_never_answers_is_given_up_on_after_the_read_timeout
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_refused_note_does_not_stop_later_notes_from_being_published(
+    tmp_path: Path,
+) -> None:
+    """A send the broker refused for good (here a note over the topic's size limit) is a
+    failed send: the idempotent producer counted its sequence numbers, the broker did not, so
+    every later note on that producer was refused as out of order (the mark stuck, the ledger
+    NOT_SERVING for good). A fresh producer after any failure publishes the next note."""
+    settings = kafka_test_settings()
+    topic = f"test.ledger-checkpoints.{os.urandom(5).hex()}"
+    try:
+        await create_topics(
+            settings, [NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "4096"})]
+        )
+    except Exception as error:
+        server_missing("Kafka", error)
+    signer = FileSigner(origin_of("test-agency", "intake"), tmp_path / "intake.key")
+    publisher = KafkaCheckpointPublisher(settings, topic, read_timeout=20.0, publish_timeout=20.0)
+    try:
+        await publisher.publish(await signed(signer, 1))
+        oversized = await signed(signer, 2)
+        with pytest.raises(MessageSizeTooLargeError):
+            await publisher.publish(StoredCheckpoint(2, oversized.note + "\n" * 8192))
+        await publisher.publish(await signed(signer, 3))
+        newest = await publisher.newest(await signer.verifier())
+        assert newest == Checkpoint(signer.name, 3, merkle.EMPTY_ROOT)
+    finally:
+        await publisher.stop()
+        await delete_topics(settings, [topic])
