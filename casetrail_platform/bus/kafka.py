@@ -351,8 +351,11 @@ class KafkaEventSubscriber(EventSubscriber):
     ) -> None:
         stop = stop or never_set()
         dead_letter_topic(group)  # a bad group name fails here, not after connecting
+        backoff = self._settings.reconnect_backoff
+        clock = asyncio.get_running_loop().time
         failures = 0
         while not stop.is_set():
+            consuming_since: float | None = None
             member = KafkaGroupMember(
                 settings=self._settings,
                 topic=self._topic,
@@ -369,13 +372,18 @@ class KafkaEventSubscriber(EventSubscriber):
                 if self._create_dead_letter_topic:
                     await ensure_dead_letter_topics(self._settings, self._topics, [group])
                 await member.start()
-                failures = 0
+                consuming_since = clock()
                 await member.consume()
             except Exception as error:
                 if not transient(error):
                     raise
+                # Starting is no recovery: a member failing straight after it (a coordinator
+                # that takes the join, then fails every fetch) would be retried at the first
+                # delay for ever. One that consumed for as long as the longest delay was.
+                if consuming_since is not None and clock() - consuming_since >= backoff.maximum:
+                    failures = 0
                 failures += 1
-                delay = self._settings.reconnect_backoff.delay(failures)
+                delay = backoff.delay(failures)
                 log.warning(
                     "group %s: Kafka unavailable (%s), retrying in %.1fs",
                     group,
