@@ -33,6 +33,7 @@ def current_models() -> tuple[type[CaseEvent], ...]:
     """The current model of every event type, in case-cycle order."""
     return (
         clients.ClientRegistered,
+        clients.ClientDateOfBirthCorrected,
         cases.CaseOpened,
         assessment.InitialAssessmentRecorded,
         assignment.CaseAssigned,

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field, field_validator
 
 from events.catalog.base import CaseEvent, Identifier, NonEmptyStr, Personal
-from events.catalog.values import CatalogValue, Day, require_unique
+from events.catalog.values import CatalogValue, Day, Note, require_unique
 
 PhoneNumber = Annotated[str, Field(min_length=3, max_length=32, pattern=r"^\+?[0-9 ().-]+$")]
 EmailAddress = Annotated[str, Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
@@ -89,3 +89,25 @@ class ClientRegistered(CaseEvent):
     def _others_are_unique(cls, client_ids: tuple[str, ...]) -> tuple[str, ...]:
         require_unique(client_ids, "confirmed_not_duplicate_of")
         return client_ids
+
+
+class ClientDateOfBirthCorrected(CaseEvent):
+    """The client's recorded date of birth was wrong and is corrected (rectification, GDPR
+    Art. 16): from this event on, the client's date of birth is ``date_of_birth``, for every
+    rule that rests on it (duplicate detection, the age of eligibility decisions). The wrong
+    date stays in the registration (the record of what was believed, and when)."""
+
+    event_type: ClassVar[str] = "casetrail.client.date_of_birth_corrected"
+    subject_field: ClassVar[str] = "client_id"
+
+    client_id: Identifier
+    # Personal, sealed under the client's key as the registration's is: null once erased
+    # (the erased form of a date), so the type allows it though a correction always gives one.
+    date_of_birth: Annotated[Day | None, Personal] = Field(
+        description="The client's date of birth as corrected (null only once the client is erased)."
+    )
+    reason: Annotated[Note, Personal] = Field(
+        description="Why the recorded date was wrong and how the right one is known, e.g."
+        " 'birth certificate seen; intake typed 1914 for 1941': personal (it tells of the"
+        " client's documents and circumstances), sealed under the client's key."
+    )

@@ -45,6 +45,7 @@ from events.catalog.cases import (
     ReferralSourceKind,
 )
 from events.catalog.clients import (
+    ClientDateOfBirthCorrected,
     ClientRegistered,
     ContactDetails,
     PersonalIdentifier,
@@ -174,6 +175,11 @@ def example_events() -> tuple[CaseEvent, ...]:
             ),
             contact=ContactDetails(phone="+39 02 555 0199", postal_address="Via Roma 12, Milano"),
             preferred_language="it",
+        ),
+        ClientDateOfBirthCorrected(
+            client_id=CLIENT,
+            date_of_birth=date(1941, 6, 12),
+            reason="Identity card seen at the first home visit: intake typed the 2nd for the 12th",
         ),
         CaseOpened(
             case_id=CASE,

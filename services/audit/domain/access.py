@@ -58,7 +58,10 @@ def sections_disclosed(events: Iterable[CaseEvent]) -> tuple[RecordSection, ...]
 def sections_by_type() -> dict[str, tuple[RecordSection, ...]]:
     """The record section(s) each event type belongs to; every catalog type is listed."""
     groups: list[tuple[tuple[RecordSection, ...], tuple[type[CaseEvent], ...]]] = [
-        ((RecordSection.IDENTITY,), (clients.ClientRegistered,)),
+        (
+            (RecordSection.IDENTITY,),
+            (clients.ClientRegistered, clients.ClientDateOfBirthCorrected),
+        ),
         ((RecordSection.IDENTITY, RecordSection.ASSESSMENT), (cases.CaseOpened,)),
         ((RecordSection.ASSESSMENT,), (assessment.InitialAssessmentRecorded,)),
         (
