@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from casetrail_platform.identity.principal import Principal
@@ -161,6 +162,31 @@ def decide_supervision(
     if Relationship.TEAM_SUPERVISOR in relationships(principal, facts, home_agency, now):
         return Decision(True, "team-supervisor")
     return refusal("no-relationship", "a supervisor acts only on the cases of their team")
+
+
+def decide_client_correction(
+    principal: Principal, cases: Sequence[CaseFacts], *, home_agency: str, now: datetime
+) -> Decision:
+    """Whether ``principal`` may correct who the client is (their date of birth) on the record:
+    a coordinator of the agency, who assesses every client against the agency's resources;
+    the worker assigned to one of the client's ``cases``, who knows the client; the supervisor
+    of that worker's team. Other workers have no reason to rewrite a stranger's record."""
+    if principal.role is Role.COORDINATOR:
+        if principal.agency == home_agency:
+            return Decision(True, "agency-coordinator")
+        return refusal("no-relationship", f"only staff of {home_agency} correct its records")
+    wanted = (
+        Relationship.TEAM_SUPERVISOR
+        if principal.role is Role.SUPERVISOR
+        else Relationship.ASSIGNED_WORKER
+    )
+    if any(wanted in relationships(principal, facts, home_agency, now) for facts in cases):
+        return Decision(True, wanted.value.replace("_", "-"))
+    return refusal(
+        "no-relationship",
+        "a client's record is corrected by a coordinator, the worker assigned to one of the"
+        " client's cases or that worker's supervisor",
+    )
 
 
 def _apply(

@@ -27,7 +27,12 @@ from pydantic import ValidationError
 from casetrail_platform.commands import InvalidCommand, NotAllowed
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy import redaction
-from casetrail_platform.policy.decide import any_rule_for, decide, decide_supervision
+from casetrail_platform.policy.decide import (
+    any_rule_for,
+    decide,
+    decide_client_correction,
+    decide_supervision,
+)
 from casetrail_platform.policy.facts import CaseFacts, Entry, fold
 from casetrail_platform.policy.matrix import REFUSALS
 from casetrail_platform.policy.projection import CaseFactsReader
@@ -140,6 +145,19 @@ class AccessControl:
         )
         if not decision.allowed:
             raise AccessDenied(principal, Action.RECORD, decision)
+
+    async def require_client_correction(self, principal: Principal, client_id: str) -> list[str]:
+        """The client's cases, once ``principal`` may correct the client's record
+        (``decide_client_correction``); else PERMISSION_DENIED ``NO_RELATIONSHIP``, not
+        recorded, as ``require_supervision``'s."""
+        case_ids = await self.cases_of_client(client_id)
+        cases = [await self.case_facts(case_id) for case_id in case_ids]
+        decision = decide_client_correction(
+            principal, cases, home_agency=self.home_agency, now=self.clock()
+        )
+        if not decision.allowed:
+            raise AccessDenied(principal, Action.RECORD, decision)
+        return case_ids
 
     async def require_role(
         self, principal: Principal, action: Action, purpose: AccessPurpose, case_id: str

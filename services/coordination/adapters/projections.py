@@ -15,7 +15,7 @@ from casetrail_platform.projections.port import Document, DocumentTransaction, P
 from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.cases import CaseClosed, CaseOpened, CaseReopened
-from events.catalog.clients import ClientRegistered
+from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered
 from events.catalog.erasure import ClientErased
 from events.catalog.values import NeedCategory
 from events.envelope import RecordedEvent
@@ -32,6 +32,7 @@ class CaseFactsProjection(Projection):
         kind.event_type
         for kind in (
             ClientRegistered,
+            ClientDateOfBirthCorrected,
             CaseOpened,
             InitialAssessmentRecorded,
             CaseClosed,
@@ -42,7 +43,10 @@ class CaseFactsProjection(Projection):
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
         event = recorded.event
         match event:
-            case ClientRegistered():
+            # The date of birth the client's record says now: the registration's, then each
+            # correction's (one stream, so they arrive in order). Read after an erasure, they
+            # hold none, and the erasure deleted the document.
+            case ClientRegistered() | ClientDateOfBirthCorrected():
                 if event.date_of_birth is not None:
                     await transaction.put(
                         CLIENTS,

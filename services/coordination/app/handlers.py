@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from casetrail_platform.ages import age_on
 from casetrail_platform.commands import CommandContext, InvalidCommand, NotFound, derived_id
 from casetrail_platform.decide import execute
 from casetrail_platform.identity.principal import Principal
@@ -58,7 +59,6 @@ from services.coordination.domain.commands import (
     WithdrawReferral,
 )
 from services.coordination.domain.eligibility import (
-    age_on,
     decide_eligibility,
     missing_facts,
     with_age,

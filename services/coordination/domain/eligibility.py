@@ -83,10 +83,6 @@ def decide_eligibility(
     ]
 
 
-def age_on(birth: date, on: date) -> int:
-    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
-
-
 def with_age(command: DetermineEligibility, age: int) -> DetermineEligibility:
     """``command`` with the client's ``age`` from intake's date of birth, checked as the event
     will hold it (``model_copy`` would skip the check and store an age no reader accepts)."""
@@ -100,8 +96,8 @@ def with_age(command: DetermineEligibility, age: int) -> DetermineEligibility:
                 FieldProblem(
                     "facts.age",
                     "the age from the client's recorded date of birth is not one an eligibility"
-                    f" decision may hold ({problems}); intake's record of it must be"
-                    " checked (casetrail has no correction of a date of birth yet)",
+                    f" decision may hold ({problems}); if the recorded date of birth is wrong,"
+                    " correct it with intake's CorrectClientDateOfBirth",
                 )
             ]
         ) from None

@@ -72,10 +72,13 @@ def age_contradicts_date_of_birth(client_id: str, program_id: str) -> RuleBroken
         AGE_CONTRADICTS_DATE_OF_BIRTH,
         f"facts.age is not the age of client {client_id} on the server's date by the date of"
         f" birth intake recorded; {program_id}'s eligibility rests on the recorded age: leave"
-        " facts.age out to decide on it (intake's record of the date of birth decides)",
+        " facts.age out to decide on it (intake's record of the date of birth decides), or, if"
+        " the recorded date of birth is wrong, correct it with intake's CorrectClientDateOfBirth"
+        " and decide again once coordination has it",
         subject=f"client/{client_id}",
         field="facts.age",
         program_id=program_id,
+        suggested_action="CorrectClientDateOfBirth",
     )
 
 

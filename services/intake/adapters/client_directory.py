@@ -27,7 +27,12 @@ from casetrail_platform.projections.port import (
 )
 from casetrail_platform.projections.runner import catch_up
 from casetrail_platform.store.port import EventStore
-from events.catalog.clients import ClientRegistered, PersonalIdentifier, PersonName
+from events.catalog.clients import (
+    ClientDateOfBirthCorrected,
+    ClientRegistered,
+    PersonalIdentifier,
+    PersonName,
+)
 from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 from services.intake.domain.matching import (
@@ -52,6 +57,16 @@ class ClientDirectoryProjection(Projection):
         event = recorded.event
         if isinstance(event, ClientRegistered):
             await transaction.put(CLIENTS, event.client_id, document_of(event, recorded.position))
+        elif isinstance(event, ClientDateOfBirthCorrected):
+            # A client is matched on the date of birth the record says now; the position stays
+            # the registration's (a retried registration's candidates are those before it).
+            document = await transaction.get(CLIENTS, event.client_id)
+            if document is not None:
+                name = PersonName.model_validate(document["name"])
+                birth = event.date_of_birth
+                document["date_of_birth"] = birth.isoformat() if birth else None
+                document["name_key"] = name_key(name, birth)
+                await transaction.put(CLIENTS, event.client_id, document)
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
         # The directory holds who the client was in the clear (name, birth date, identifiers):

@@ -178,3 +178,10 @@ class ReleaseRetentionHold:
     client_id: str
     hold_id: str
     reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CorrectClientDateOfBirth:
+    client_id: str
+    date_of_birth: str | None
+    reason: str | None

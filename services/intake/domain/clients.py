@@ -8,7 +8,7 @@ from datetime import date
 
 from casetrail_platform.commands import AlreadyExists, InvalidCommand
 from events.catalog.base import CaseEvent
-from events.catalog.clients import ClientRegistered
+from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered
 from events.envelope import EventMetadata, RecordedEvent
 from events.errors import FieldProblem
 from services.intake.domain.errors import PossibleDuplicateClient
@@ -22,6 +22,8 @@ def client_stream(client_id: str) -> str:
 @dataclass(frozen=True, slots=True)
 class ClientRecord:
     registration: ClientRegistered
+    """As registered, with the corrections recorded since (its date of birth the corrected
+    one): what the record says of the client now."""
     registered: EventMetadata
     position: int
     version: int
@@ -34,6 +36,11 @@ def client_from(history: Sequence[RecordedEvent]) -> ClientRecord | None:
             record = ClientRecord(
                 recorded.event, recorded.metadata, recorded.position, recorded.sequence
             )
+        elif record is not None and isinstance(recorded.event, ClientDateOfBirthCorrected):
+            corrected = record.registration.model_copy(
+                update={"date_of_birth": recorded.event.date_of_birth}
+            )
+            record = ClientRecord(corrected, record.registered, record.position, recorded.sequence)
         elif record is not None:
             record = ClientRecord(
                 record.registration, record.registered, record.position, recorded.sequence

@@ -18,6 +18,7 @@ class Action(StrEnum):
     RECORD_CONSENT = "record a client's consent or its revocation"
     ERASE_CLIENT = "erase a client's sensitive data"
     HOLD_RECORDS = "place or release a legal retention hold"
+    CORRECT_CLIENT = "correct a client's date of birth"
 
 
 _FRONT_DESK = frozenset({Role.RECEPTIONIST, Role.INTAKE_WORKER, Role.COORDINATOR})
@@ -46,6 +47,12 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     # Erasure and holds are the data protection officer's, acting as supervisor.
     Action.ERASE_CLIENT: frozenset({Role.SUPERVISOR}),
     Action.HOLD_RECORDS: frozenset({Role.SUPERVISOR}),
+    # Who has a part in the client's record: the policy then requires the coordinator to be
+    # of the agency, the worker assigned to one of the client's cases, or that worker's
+    # supervisor (``decide_client_correction``).
+    Action.CORRECT_CLIENT: frozenset(
+        {Role.COORDINATOR, Role.CASE_MANAGER, Role.SOCIAL_WORKER, Role.SUPERVISOR}
+    ),
     Action.READ_CLIENT: _CLIENT_READERS,
     # The receptionist registers people but has no need to read their assessment.
     Action.READ_CASE: _CLIENT_READERS - {Role.RECEPTIONIST},

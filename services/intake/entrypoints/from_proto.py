@@ -10,6 +10,7 @@ from services.intake.app.commands import (
     AssessedNeedInput,
     CloseEmergencyAccess,
     ContactInput,
+    CorrectClientDateOfBirth,
     EraseClient,
     FactorsInput,
     FindDuplicates,
@@ -208,4 +209,14 @@ def release_retention_hold(
 ) -> ReleaseRetentionHold:
     return ReleaseRetentionHold(
         client_id=request.client_id, hold_id=request.hold_id, reason=optional(request.reason)
+    )
+
+
+def correct_client_date_of_birth(
+    request: intake_pb2.CorrectClientDateOfBirthRequest,
+) -> CorrectClientDateOfBirth:
+    return CorrectClientDateOfBirth(
+        client_id=request.client_id,
+        date_of_birth=optional(request.date_of_birth),
+        reason=optional(request.reason),
     )

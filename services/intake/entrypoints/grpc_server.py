@@ -23,7 +23,7 @@ from events.catalog.emergency import EmergencyAccessOpened
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.adapters.emergency_accesses import EmergencyAccessQueue
-from services.intake.app import emergency, handlers, queries
+from services.intake.app import corrections, emergency, handlers, queries
 from services.intake.domain.emergency import DEFAULT_REVIEW_WITHIN
 from services.intake.domain.errors import PossibleDuplicateClient
 from services.intake.domain.matching import DuplicateCandidate
@@ -304,6 +304,29 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         )
         recorded = await handlers.release_retention_hold(self._deps.store, ctx, command)
         return intake_pb2.ReleaseRetentionHoldResponse(result=to_proto.command_result(recorded))
+
+    @override
+    @refusals_as_status
+    async def CorrectClientDateOfBirth(
+        self, request: intake_pb2.CorrectClientDateOfBirthRequest, context: Context
+    ) -> intake_pb2.CorrectClientDateOfBirthResponse:
+        deps = self._deps
+        command = from_proto.correct_client_date_of_birth(request)
+        today = deps.today()
+        principal = principal_of(context)
+        ctx, _ = read_command(
+            principal,
+            request.context,
+            lambda _: (
+                queries.required_id("client_id", command.client_id),
+                corrections.correction_of(command, today),
+            ),
+            home_agency=deps.access.home_agency,
+        )
+        recorded = await corrections.correct_date_of_birth(
+            deps.store, deps.directory, deps.closures, deps.access, principal, ctx, command, today
+        )
+        return intake_pb2.CorrectClientDateOfBirthResponse(result=to_proto.command_result(recorded))
 
     def _keyring(self) -> ClientKeyring:
         keyring = self._deps.keyring

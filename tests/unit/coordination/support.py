@@ -38,7 +38,7 @@ from events.catalog.cases import (
     ReferralSource,
     ReferralSourceKind,
 )
-from events.catalog.clients import ClientRegistered, PersonName
+from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered, PersonName
 from events.catalog.values import NeedCategory, Urgency
 from events.envelope import Actor, EventMetadata, RecordedEvent
 from services.coordination.domain.agency import Agency
@@ -159,6 +159,15 @@ class IntakeFeed:
                 client_id=client_id,
                 name=PersonName(given_names="Walter", family_name="Brenner"),
                 date_of_birth=born,
+            ),
+            f"client-{client_id}",
+        )
+
+    async def correct_date_of_birth(self, client_id: str, born: date) -> None:
+        """Intake.CorrectClientDateOfBirth."""
+        await self.deliver(
+            ClientDateOfBirthCorrected(
+                client_id=client_id, date_of_birth=born, reason="Birth certificate seen"
             ),
             f"client-{client_id}",
         )

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from casetrail_platform.ages import age_on
 from casetrail_platform.commands import InvalidCommand, RuleBroken
 from events.catalog.assignment import CaseAssigned
 from events.catalog.base import Role
@@ -17,7 +18,7 @@ from services.coordination.domain.agency import Worker
 from services.coordination.domain.assignment import decide_assignment, fit_refusals, open_needs
 from services.coordination.domain.case import CaseState, Referral, ReferralStatus
 from services.coordination.domain.commands import AssignCase, DetermineEligibility
-from services.coordination.domain.eligibility import age_on, evaluate
+from services.coordination.domain.eligibility import evaluate
 from services.coordination.domain.facts import CaseFacts
 from services.coordination.domain.schedule import Schedule, Service, ServiceStatus
 from tests.unit.coordination.support import sample_agency

@@ -10,8 +10,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.ages import age_on
 from events.catalog.values import NeedCategory
-from services.coordination.domain.eligibility import age_on
 from tests.unit.coordination.rpc import (
     COUNSELING_CENTRE,
     HOME,

@@ -10,6 +10,7 @@ import pytest
 
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.ages import age_on
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from cli.rpc import Person
 from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSection
@@ -17,7 +18,6 @@ from events.catalog.assignment import CaseAssigned
 from events.catalog.base import Role
 from events.catalog.values import NeedCategory
 from services.coordination.app.handlers import Dependencies
-from services.coordination.domain.eligibility import age_on
 from services.coordination.domain.facts import case_stream
 from services.coordination.entrypoints import convert
 from tests.support.identity import TestIssuer, acting
@@ -107,11 +107,36 @@ async def test_a_stated_age_the_date_of_birth_contradicts_is_refused(
         )
         assert refusal.metadata["field"] == "facts.age"
         assert "facts.age" in refusal.message
+        # The way out when the record is what is wrong.
+        assert refusal.metadata["suggested_action"] == "CorrectClientDateOfBirth"
+        assert "CorrectClientDateOfBirth" in refusal.message
         # Neither the record's age nor the date of birth is told (personal data).
         for told in (str(age), "1948", str(stated)):
             assert told not in refusal.message
             assert told not in str(refusal.metadata)
     assert await deps.store.read_stream(case_stream("case-1")) == []
+
+
+async def test_a_corrected_date_of_birth_decides_the_age(stub: Stub, intake: IntakeFeed) -> None:
+    # Intake typed 1984 for 1948: a client of 77 or so was recorded as about 42.
+    await intake.register_client("client-1", date(1984, 5, 17))
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    request = eligibility(
+        "home-care-medicaid-waiver", monthly_income=usd(180_000), residence="us-ca-alameda"
+    )
+    assert not (await stub.DetermineEligibility(request)).eligible
+
+    await intake.correct_date_of_birth("client-1", date(1948, 5, 17))
+
+    request.context.idempotency_key += "-after-correction"
+    decided = await stub.DetermineEligibility(request)
+    age = age_on(date(1948, 5, 17), datetime.now(UTC).date())
+    assert decided.eligible
+    assert decided.reasons[0] == f"age {age} is at least the minimum of 65"
+    # The age the caller knows to be right is no longer refused.
+    request.context.idempotency_key += "-stated"
+    request.facts.age = age
+    assert (await stub.DetermineEligibility(request)).eligible
 
 
 async def test_a_stated_age_is_used_while_no_date_of_birth_is_known(

@@ -1,0 +1,75 @@
+"""Correcting a client's record: their date of birth (rectification, GDPR Art. 16).
+
+Who may correct is the policy's (``AccessControl.require_client_correction``: a coordinator,
+the worker assigned to one of the client's cases, that worker's supervisor); what may be
+corrected is the client stream's (``domain.corrections``).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from casetrail_platform.commands import CommandContext, NotFound
+from casetrail_platform.decide import execute
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.store.port import EventStore
+from events.catalog.clients import ClientDateOfBirthCorrected
+from services.intake.adapters.case_closures import ClosureLog
+from services.intake.adapters.client_directory import ClientDirectory
+from services.intake.app.commands import CorrectClientDateOfBirth
+from services.intake.app.handlers import SOURCE, Recorded, recorded_of
+from services.intake.app.validation import build, fields_of
+from services.intake.domain.cases import case_from, case_stream
+from services.intake.domain.clients import client_from, client_stream, probe_of
+from services.intake.domain.corrections import check_corrected_date_of_birth, decide_correction
+from services.intake.domain.permissions import Action, require_role
+
+
+def correction_of(command: CorrectClientDateOfBirth, today: date) -> ClientDateOfBirthCorrected:
+    """The correction ``command`` asks for, checked against ``today`` (the agency's date)."""
+    correction = build(
+        ClientDateOfBirthCorrected,
+        {name: value for name, value in fields_of(command).items() if value is not None},
+    )
+    check_corrected_date_of_birth(correction.date_of_birth, today)
+    return correction
+
+
+async def correct_date_of_birth(
+    store: EventStore,
+    directory: ClientDirectory,
+    closures: ClosureLog,
+    access: AccessControl,
+    principal: Principal,
+    context: CommandContext,
+    command: CorrectClientDateOfBirth,
+    today: date,
+) -> Recorded:
+    """Decided under the lock a registration of the corrected person takes: a registration
+    racing the correction sees it, or the correction sees the registration (the directory is
+    caught up by the next registration that could match, under the same lock)."""
+    require_role(context.actor.role, Action.CORRECT_CLIENT)
+    correction = correction_of(command, today)
+    case_ids = await access.require_client_correction(principal, correction.client_id)
+    client = client_from(await store.read_stream(client_stream(correction.client_id)))
+    if client is None:
+        raise NotFound("client", correction.client_id)
+    cases_closed = bool(case_ids) and all(
+        [await _is_closed(store, closures, case_id) for case_id in case_ids]
+    )
+    corrected = client.registration.model_copy(update={"date_of_birth": correction.date_of_birth})
+    async with directory.registering(probe_of(corrected)):
+        recorded = await execute(
+            store,
+            SOURCE,
+            context,
+            client_stream(correction.client_id),
+            lambda history: decide_correction(history, correction, cases_closed),
+        )
+    return recorded_of(correction.client_id, recorded)
+
+
+async def _is_closed(store: EventStore, closures: ClosureLog, case_id: str) -> bool:
+    case = case_from(await store.read_stream(case_stream(case_id)))
+    return case is not None and case.is_closed(await closures.count(case_id))

@@ -1,0 +1,254 @@
+"""CorrectClientDateOfBirth through intake's API (embedded service, real gRPC): who may
+correct, what is refused naming the field, and what the record reads afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from casetrail.common.v1 import common_pb2
+from casetrail.intake.v1 import intake_pb2
+from casetrail_platform.commands import InvalidCommand
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.decide import decide_client_correction
+from casetrail_platform.policy.facts import CaseFacts
+from cli.rpc import Person
+from events.catalog.assignment import CaseAssigned
+from events.catalog.base import Role
+from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered, PersonName
+from services.intake.domain.clients import client_from
+from services.intake.domain.corrections import check_corrected_date_of_birth
+from tests.support.grpc import details, refusal, violated_fields
+from tests.support.identity import acting
+from tests.unit.intake.support import Intake, closed_by_planning, recorded
+from tests.unit.intake.test_grpc import command, marco, opening, query, until_status
+
+CANARY = "CANARY-7c1e-birth-certificate"
+AGENCY = "eastbay-dss"
+
+
+def correcting(
+    client_id: str,
+    birth: str = "1941-06-12",
+    reason: str = f"Birth certificate seen, {CANARY}",
+    context: common_pb2.CommandContext | None = None,
+) -> intake_pb2.CorrectClientDateOfBirthRequest:
+    return intake_pb2.CorrectClientDateOfBirthRequest(
+        context=context or command("coordinator"),
+        client_id=client_id,
+        date_of_birth=birth,
+        reason=reason,
+    )
+
+
+def as_person(person: Person) -> common_pb2.CommandContext:
+    return acting(person, common_pb2.CommandContext(idempotency_key=f"key-{person.user_id}"))
+
+
+async def client_with_case(
+    intake: Intake, person: intake_pb2.RegisterClientRequest | None = None
+) -> tuple[str, str]:
+    client = await intake.stub.RegisterClient(person or marco())
+    opened = await intake.stub.OpenCase(opening(client.client_id))
+    return client.client_id, opened.result.case_id
+
+
+async def birth_date(intake: Intake, client_id: str) -> str:
+    answer = await intake.stub.GetClient(
+        intake_pb2.GetClientRequest(context=query("receptionist"), client_id=client_id)
+    )
+    return str(answer.client.date_of_birth)
+
+
+def _files_holding(intake: Intake, canary: str) -> list[Path]:
+    return [
+        path
+        for path in intake.infra.data_dir.rglob("*")
+        if path.is_file() and canary.encode() in path.read_bytes()
+    ]
+
+
+async def test_a_coordinator_corrects_the_date_of_birth(intake: Intake) -> None:
+    client_id, _ = await client_with_case(intake)
+    request = correcting(client_id)
+
+    corrected = await intake.stub.CorrectClientDateOfBirth(request)
+
+    assert corrected.result.version == 2
+    assert await birth_date(intake, client_id) == "1941-06-12"
+    # The reason tells of the client's documents: personal, sealed at rest.
+    assert not _files_holding(intake, CANARY)
+    # A retry answers as the first call did and records nothing more.
+    assert (await intake.stub.CorrectClientDateOfBirth(request)).result == corrected.result
+    # Duplicate detection matches on the corrected date, no longer on the registered one.
+    found = await intake.stub.FindPossibleDuplicates(
+        intake_pb2.FindPossibleDuplicatesRequest(
+            context=query("coordinator"),
+            name=intake_pb2.PersonName(given_names="Marco", family_name="Bellini"),
+            date_of_birth="1941-06-12",
+        )
+    )
+    assert [c.client_id for c in found.candidates] == [client_id]
+    stale = await intake.stub.FindPossibleDuplicates(
+        intake_pb2.FindPossibleDuplicatesRequest(
+            context=query("coordinator"),
+            name=intake_pb2.PersonName(given_names="Marco", family_name="Bellini"),
+            date_of_birth="1941-06-02",
+        )
+    )
+    assert list(stale.candidates) == []
+
+
+@pytest.mark.parametrize(
+    ("birth", "reason", "field"),
+    [
+        ("", "Birth certificate seen", "date_of_birth"),
+        ("1941-6-12", "Birth certificate seen", "date_of_birth"),
+        ("1899-12-31", "Birth certificate seen", "date_of_birth"),
+        ((datetime.now(UTC).date() + timedelta(days=2)).isoformat(), "seen", "date_of_birth"),
+        ("1941-06-02", "Birth certificate seen", "date_of_birth"),  # the recorded date
+        ("1941-06-12", "", "reason"),
+    ],
+    ids=["missing", "not-a-day", "before-1900", "future", "unchanged", "no-reason"],
+)
+async def test_bad_corrections_are_refused_naming_the_field(
+    intake: Intake, birth: str, reason: str, field: str
+) -> None:
+    client_id, _ = await client_with_case(intake)
+
+    code, status = await refusal(
+        intake.stub.CorrectClientDateOfBirth(correcting(client_id, birth, reason))
+    )
+
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == [field]
+    # Neither date is ever repeated: they are the client's personal data.
+    assert "1941" not in status.message
+    assert await birth_date(intake, client_id) == "1941-06-02"
+
+
+def test_an_age_over_150_is_implausible() -> None:
+
+    today = date(2060, 6, 1)
+    check_corrected_date_of_birth(date(1909, 6, 2), today)  # 150 until tomorrow
+    with pytest.raises(InvalidCommand) as refused:
+        check_corrected_date_of_birth(date(1909, 6, 1), today)
+    assert [p.field for p in refused.value.violations] == ["date_of_birth"]
+
+
+async def test_unknown_erased_and_closed_clients_are_refused(intake: Intake) -> None:
+    code, _ = await refusal(intake.stub.CorrectClientDateOfBirth(correcting("client-nobody")))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+    client_id, case_id = await client_with_case(intake)
+    assert intake.infra.inprocess_bus is not None
+    await intake.infra.inprocess_bus.publisher(intake.infra.topic).publish(
+        [closed_by_planning(case_id, sequence=1)]
+    )
+    await until_status(intake, case_id, "closed")
+    code, status = await refusal(intake.stub.CorrectClientDateOfBirth(correcting(client_id)))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    [info] = details(status, error_details_pb2.ErrorInfo)
+    assert info.reason == "CLIENT_CASES_CLOSED"
+    assert "ReopenCase" in status.message
+
+    erased_id, _ = await client_with_case(intake, marco("Lucia", national_id="RSSLCU50"))
+    await intake.stub.EraseClient(
+        intake_pb2.EraseClientRequest(
+            context=command("supervisor"), client_id=erased_id, request_reference="dms://dsr/1"
+        )
+    )
+    code, status = await refusal(intake.stub.CorrectClientDateOfBirth(correcting(erased_id)))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    [info] = details(status, error_details_pb2.ErrorInfo)
+    assert info.reason == "CLIENT_ERASED"
+
+
+async def test_who_may_correct(intake: Intake) -> None:
+    client_id, case_id = await client_with_case(intake)
+    # A role that never corrects a record: refused by its role.
+    code, status = await refusal(
+        intake.stub.CorrectClientDateOfBirth(correcting(client_id, context=command("receptionist")))
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    # A case manager not assigned to the client's case, another team's supervisor: no part in
+    # the record.
+    worker = Person("worker-ana", "case_manager", team="team-north")
+    for stranger in (
+        Person("worker-bo", "case_manager", team="team-north"),
+        Person("sup-south", "supervisor", team="team-south"),
+    ):
+        code, status = await refusal(
+            intake.stub.CorrectClientDateOfBirth(correcting(client_id, context=as_person(stranger)))
+        )
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        [info] = details(status, error_details_pb2.ErrorInfo)
+        assert info.reason == "NO_RELATIONSHIP"
+
+    assert intake.infra.inprocess_bus is not None
+    assigned = CaseAssigned(
+        case_id=case_id,
+        worker_id=worker.user_id,
+        worker_role=Role.CASE_MANAGER,
+        worker_team="team-north",
+        reason="Home care and transport",
+    )
+    await intake.infra.inprocess_bus.publisher(intake.infra.topic).publish(
+        [recorded(assigned, f"case-{case_id}", 2, source="casetrail/coordination")]
+    )
+    # The assigned worker corrects once the assignment has arrived; then their supervisor.
+    for _ in range(500):
+        try:
+            await intake.stub.CorrectClientDateOfBirth(
+                correcting(client_id, context=as_person(worker))
+            )
+            break
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.02)
+    else:
+        pytest.fail("the assigned worker never could correct")
+    supervisor = Person("sup-north", "supervisor", team="team-north")
+    await intake.stub.CorrectClientDateOfBirth(
+        correcting(client_id, "1941-07-12", context=as_person(supervisor))
+    )
+    assert await birth_date(intake, client_id) == "1941-07-12"
+
+
+def test_the_policy_of_corrections() -> None:
+    now = datetime.now(UTC)
+    assigned = CaseFacts(case_id="case-1", worker_id="worker-ana", worker_team="team-north")
+
+    def allowed(principal: Principal, cases: list[CaseFacts]) -> bool:
+        return decide_client_correction(principal, cases, home_agency=AGENCY, now=now).allowed
+
+    def who(user: str, role: Role, team: str | None = None, agency: str = AGENCY) -> Principal:
+        return Principal(subject=user, role=role, agency=agency, issuer="test", team=team)
+
+    assert allowed(who("coord", Role.COORDINATOR), [])
+    assert not allowed(who("coord", Role.COORDINATOR, agency="other-agency"), [])
+    assert allowed(who("worker-ana", Role.CASE_MANAGER), [assigned])
+    assert not allowed(who("worker-bo", Role.CASE_MANAGER), [assigned])
+    assert not allowed(who("worker-ana", Role.CASE_MANAGER), [])
+    assert allowed(who("sup", Role.SUPERVISOR, team="team-north"), [assigned])
+    assert not allowed(who("sup", Role.SUPERVISOR, team="team-south"), [assigned])
+
+
+def test_the_record_reads_the_corrected_date() -> None:
+
+    registered = ClientRegistered(
+        client_id="c-1", name=PersonName(given_names="Marco"), date_of_birth=date(1914, 6, 2)
+    )
+    corrected = ClientDateOfBirthCorrected(
+        client_id="c-1", date_of_birth=date(1941, 6, 2), reason="typo"
+    )
+    record = client_from(
+        [recorded(registered, "client-c-1", 1), recorded(corrected, "client-c-1", 2)]
+    )
+    assert record is not None
+    assert record.registration.date_of_birth == date(1941, 6, 2)
+    assert record.version == 2
