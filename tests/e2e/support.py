@@ -17,13 +17,15 @@ def key() -> str:
     return uuid.uuid4().hex
 
 
-def registration(family_name: str = "") -> intake_pb2.RegisterClientRequest:
+def registration(
+    family_name: str = "", born: str = "1950-03-14"
+) -> intake_pb2.RegisterClientRequest:
     return intake_pb2.RegisterClientRequest(
         context=command(key()),
         name=intake_pb2.PersonName(
             given_names="Giulia", family_name=family_name or f"Conti-{uuid.uuid4().hex[:8]}"
         ),
-        date_of_birth="1950-03-14",
+        date_of_birth=born,
         identifiers=[intake_pb2.PersonalIdentifier(scheme="national_id", value=key())],
     )
 
@@ -34,10 +36,11 @@ class Case:
     case_id: str
 
 
-async def new_case(casetrail: Casetrail, *needs: str) -> Case:
-    """A new client with a case that coordination already knows, with ``needs`` assessed."""
+async def new_case(casetrail: Casetrail, *needs: str, born: str = "1950-03-14") -> Case:
+    """A new client (born on ``born``) with a case that coordination already knows, with
+    ``needs`` assessed."""
     stubs = casetrail.stubs
-    client = await stubs.as_(RECEPTIONIST).intake.RegisterClient(registration())
+    client = await stubs.as_(RECEPTIONIST).intake.RegisterClient(registration(born=born))
     opened = await stubs.as_(RECEPTIONIST).intake.OpenCase(
         intake_pb2.OpenCaseRequest(
             context=command(key()),

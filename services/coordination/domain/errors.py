@@ -70,11 +70,9 @@ def age_contradicts_date_of_birth(client_id: str, program_id: str) -> RuleBroken
     # birth is repeated: they are the client's personal data, and refusals reach logs.
     return RuleBroken(
         AGE_CONTRADICTS_DATE_OF_BIRTH,
-        f"facts.age is not the age of client {client_id} on the server's date by the date of"
-        f" birth intake recorded; {program_id}'s eligibility rests on the recorded age: leave"
-        " facts.age out to decide on it (intake's record of the date of birth decides), or, if"
-        " the recorded date of birth is wrong, correct it with intake's CorrectClientDateOfBirth"
-        " and decide again once coordination has it",
+        f"facts.age is not client {client_id}'s age by the date of birth intake recorded;"
+        f" {program_id}'s eligibility rests on the record: leave facts.age out, or correct a"
+        " wrong date of birth with intake's CorrectClientDateOfBirth",
         subject=f"client/{client_id}",
         field="facts.age",
         program_id=program_id,

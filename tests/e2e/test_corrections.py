@@ -1,0 +1,118 @@
+"""A wrong date of birth corrected end to end, on both backends: coordination refuses the age
+the record contradicts, intake corrects the record, and eligibility then rests on the
+corrected date."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import grpc
+import pytest
+
+from casetrail.coordination.v1 import coordination_pb2 as co
+from casetrail.intake.v1 import intake_pb2
+from casetrail_platform.ages import age_on
+from cli.rpc import Person, command, eventually, query, refusal_of
+from cli.walk.story import COORDINATOR, HOME_CARE_PROGRAM, RECEPTIONIST, SOCIAL_WORKER
+from tests.e2e.conftest import Casetrail
+from tests.e2e.support import key, new_case
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
+
+RIGHT = "1950-03-14"
+WRONG = "1995-03-14"  # intake typed 95 for 50: a client of 76 or so recorded as about 31
+
+
+def deciding(case_id: str, age: int | None = None) -> co.DetermineEligibilityRequest:
+    request = co.DetermineEligibilityRequest(
+        context=command(key()),
+        case_id=case_id,
+        program_id=HOME_CARE_PROGRAM,
+        facts=co.EligibilityFacts(
+            monthly_income=co.Money(amount_minor_units=185_000, currency="USD"),
+            household_size=1,
+            residence="us-ca-alameda",
+        ),
+    )
+    if age is not None:
+        request.facts.age = age
+    return request
+
+
+async def test_a_wrong_date_of_birth_is_corrected_and_eligibility_rests_on_it(
+    casetrail: Casetrail,
+) -> None:
+    stubs = casetrail.stubs
+    case = await new_case(casetrail, "home_care", born=WRONG)
+    age = age_on(date.fromisoformat(RIGHT), datetime.now(UTC).date())
+
+    # Decided on the record: too young for the programme.
+    wrongly = await eventually(
+        lambda: stubs.as_(SOCIAL_WORKER).coordination.DetermineEligibility(deciding(case.case_id)),
+        what="coordination to learn the (wrong) date of birth",
+        patience=casetrail.patience,
+        retry=lambda refusal: refusal.reason == "CLIENT_AGE_NOT_KNOWN",
+    )
+    assert not wrongly.eligible
+    # The worker who knows the client's age is refused, and told the way out.
+    with pytest.raises(grpc.aio.AioRpcError) as contradicted:
+        await stubs.as_(SOCIAL_WORKER).coordination.DetermineEligibility(
+            deciding(case.case_id, age)
+        )
+    refused = refusal_of(contradicted.value)
+    assert refused.reason == "AGE_CONTRADICTS_DATE_OF_BIRTH"
+    assert refused.metadata["suggested_action"] == "CorrectClientDateOfBirth"
+
+    # The receptionist may not rewrite the record; the coordinator may.
+    correct = intake_pb2.CorrectClientDateOfBirthRequest(
+        context=command(key()),
+        client_id=case.client_id,
+        date_of_birth=RIGHT,
+        reason="Identity card seen at the first home visit",
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await stubs.as_(RECEPTIONIST).intake.CorrectClientDateOfBirth(correct)
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    corrected = await stubs.as_(COORDINATOR).intake.CorrectClientDateOfBirth(correct)
+    assert corrected.result.event_ids
+    client = await stubs.as_(COORDINATOR).intake.GetClient(
+        intake_pb2.GetClientRequest(context=query("coordination"), client_id=case.client_id)
+    )
+    assert client.client.date_of_birth == RIGHT
+
+    # The same request again under a new key: nothing left to correct, the field named.
+    again = intake_pb2.CorrectClientDateOfBirthRequest()
+    again.CopyFrom(correct)
+    again.context.idempotency_key = key()
+    with pytest.raises(grpc.aio.AioRpcError) as unchanged:
+        await stubs.as_(COORDINATOR).intake.CorrectClientDateOfBirth(again)
+    assert unchanged.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "date_of_birth" in refusal_of(unchanged.value).field_violations
+    assert RIGHT not in (unchanged.value.details() or "")
+
+    decided = await eventually(
+        lambda: stubs.as_(SOCIAL_WORKER).coordination.DetermineEligibility(
+            deciding(case.case_id, age)
+        ),
+        what="coordination to learn the corrected date of birth",
+        patience=casetrail.patience,
+        retry=lambda refusal: refusal.reason == "AGE_CONTRADICTS_DATE_OF_BIRTH",
+    )
+    assert decided.eligible
+    assert decided.reasons[0] == f"age {age} is at least the minimum of 65"
+
+
+async def test_a_worker_with_no_part_in_the_client_may_not_correct(casetrail: Casetrail) -> None:
+    case = await new_case(casetrail, "home_care", born=WRONG)
+    stranger = Person("cm-no-part", "case_manager")
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await casetrail.stubs.as_(stranger).intake.CorrectClientDateOfBirth(
+            intake_pb2.CorrectClientDateOfBirthRequest(
+                context=command(key()),
+                client_id=case.client_id,
+                date_of_birth=RIGHT,
+                reason="Told so on the phone",
+            )
+        )
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert refusal_of(denied.value).reason == "NO_RELATIONSHIP"
