@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from functools import partial
 from pathlib import Path
 
@@ -84,6 +85,9 @@ class Infrastructure:
     covers many events instead of one each (bench/RESULTS.md, issue 4)."""
     agency: str = "example-agency"
     """Names each service's ledger: origin ``casetrail/<agency>/<service>``."""
+    time_zone: tzinfo = UTC
+    """The agency's time zone: "today" (ages, licences, dates of birth) is its date
+    (``casetrail_platform.ages``; ``CASETRAIL_AGENCY_TIME_ZONE``)."""
     ledger_sign_every: float = 5.0
     """Seconds between signed checkpoints of a service's ledger (when it has grown)."""
     ledger_signer: Callable[[str], CheckpointSigner] | None = None

@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from casetrail_platform.ages import agency_time_zone
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings, ensure_topics
 from casetrail_platform.hosting import Infrastructure, RunningService
@@ -142,6 +143,7 @@ async def _serve(
     development_issuer: DevelopmentIssuer | None,
 ) -> None:
     infra = ledger_settings(infra, os.environ)
+    infra = replace(infra, time_zone=agency_time_zone(os.environ))
     if options.health_port:
         if len(names) != 1:
             raise SystemExit("--health-port needs exactly one --service (one health port each)")

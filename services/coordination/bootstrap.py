@@ -29,7 +29,9 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     host.subscribe(PolicyFactsProjection())
     policy_facts = CaseFactsReader(host.read_models)
     access = AccessControl(host.store, policy_facts, host.source)
-    deps = Dependencies(host.store, host.read_models, agency, policy_facts, host.locks)
+    deps = Dependencies(
+        host.store, host.read_models, agency, policy_facts, host.locks, infra.time_zone
+    )
     # Closures and cancellations, once the case facts hold them: cancels what a closed case
     # still has scheduled and releases its reservations (app.follow_ups).
     host.subscribe_handler(

@@ -8,6 +8,7 @@ from datetime import timedelta
 import grpc
 
 from casetrail.intake.v1 import intake_pb2_grpc
+from casetrail_platform.ages import agency_today
 from casetrail_platform.hosting import Infrastructure, RunningService, host_for
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.projection import CaseFactsProjection, CaseFactsReader
@@ -55,6 +56,7 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
             access,
             EmergencyAccessQueue(host.read_models),
             infra.keyring,
+            today=lambda: agency_today(infra.time_zone),
             review_within=emergency_review_within(),
         )
     )

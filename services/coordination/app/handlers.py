@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import TypeVar
 
 from pydantic import ValidationError
 
-from casetrail_platform.ages import age_on
+from casetrail_platform.ages import age_on, agency_today
 from casetrail_platform.commands import CommandContext, InvalidCommand, NotFound, derived_id
 from casetrail_platform.decide import execute
 from casetrail_platform.identity.principal import Principal
@@ -109,6 +109,13 @@ class Dependencies:
     locks: Locks = field(default_factory=InProcessLocks)
     """Shared with coordination's other replicas: assignments to one worker are decided one
     at a time (``caseload_lock``), so two of them never both take the worker's last place."""
+    time_zone: tzinfo = UTC
+    """The agency's: rules about what is valid now (licences, ages) are checked on its date."""
+
+    def today(self) -> date:
+        """The date rules about what is valid now are checked on: the agency's, on the server's
+        clock, never the caller's ``occurred_at``, which may be backdated (README, "Limits")."""
+        return agency_today(self.time_zone)
 
 
 def caseload_lock(worker_id: str) -> str:
@@ -128,7 +135,7 @@ async def assign_case(deps: Dependencies, context: CommandContext, command: Assi
     require_role(context.actor.role, Action.ASSIGN_CASE)
     facts = await command_facts(deps, context, command.case_id)
     worker = deps.agency.worker(command.worker_id)
-    on = server_today()
+    on = deps.today()
     async with deps.locks.holding([caseload_lock(command.worker_id)]):
         load = await _caseload(deps, worker)
         return await _run(
@@ -147,7 +154,7 @@ async def transfer_case(
     require_role(context.actor.role, Action.TRANSFER_CASE)
     facts = await command_facts(deps, context, command.case_id)
     worker = deps.agency.worker(command.worker_id)
-    on = server_today()
+    on = deps.today()
     async with deps.locks.holding([caseload_lock(command.worker_id)]):
         load = await _caseload(deps, worker)
         return await _run(
@@ -318,7 +325,7 @@ async def determine_eligibility(
     require_role(context.actor.role, Action.DETERMINE_ELIGIBILITY)
     facts = await command_facts(deps, context, command.case_id)
     program = _required(deps.agency.program(command.program_id), "program", command.program_id)
-    on = server_today()
+    on = deps.today()
     born = await views.date_of_birth(deps.read_models, facts.client_id)
     if born is not None:
         # The record's age, on the day of the decision: a caller's stated age that differs
@@ -427,12 +434,6 @@ async def _caseload(deps: Dependencies, worker: Worker | None) -> int:
     if worker is None:
         return 0
     return await views.caseload(deps.store, deps.read_models, worker.worker_id)
-
-
-def server_today() -> date:
-    """The date rules about what is valid now (licences, ages) are checked on: the server's,
-    never the caller's ``occurred_at``, which may be backdated (README, "Limits")."""
-    return datetime.now(UTC).date()
 
 
 def _moment(context: CommandContext) -> datetime:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from typing_extensions import override
@@ -191,7 +190,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         decision = await self._authorized(
             principal, reader, PolicyAction.READ_CASE, case_id, staff_only=True
         )
-        needs, fits = await queries.suggest_workers(self._deps, case_id, datetime.now(UTC).date())
+        needs, fits = await queries.suggest_workers(self._deps, case_id, self._deps.today())
         answer = pb.SuggestWorkersResponse(
             needs=[need.value for need in needs],
             workers=[

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing_extensions import override
 
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+from casetrail_platform.ages import agency_today
 from casetrail_platform.commands import RuleBroken
 from casetrail_platform.grpc_platform.context import read_command, read_query
 from casetrail_platform.grpc_platform.server import Context, refusals_as_status
@@ -63,10 +64,6 @@ EMERGENCY_ACCESS_SENSITIVE_PATHS = ("reason", "review.note")
 """Where the catalog's sensitive fields show in an ``EmergencyAccess`` of the review queue."""
 
 
-def utc_today() -> date:
-    return datetime.now(UTC).date()
-
-
 @dataclass(frozen=True, slots=True)
 class IntakeDeps:
     store: EventStore
@@ -76,7 +73,9 @@ class IntakeDeps:
     emergencies: EmergencyAccessQueue
     keyring: ClientKeyring | None = None
     """The clients' data keys (``None`` when sensitive fields are not sealed)."""
-    today: Callable[[], date] = utc_today
+    today: Callable[[], date] = lambda: agency_today(UTC)
+    """The agency's date (its time zone's, ``casetrail_platform.ages``): dates of birth and
+    retention holds are checked on it."""
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     review_within: timedelta = DEFAULT_REVIEW_WITHIN
     """An emergency access not reviewed this long after it opened is overdue."""

@@ -4,16 +4,20 @@ correct, what is refused naming the field, and what the record reads afterwards.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
-from casetrail.intake.v1 import intake_pb2
+from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+from casetrail_platform.ages import agency_today
 from casetrail_platform.commands import InvalidCommand
+from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.decide import decide_client_correction
 from casetrail_platform.policy.facts import CaseFacts
@@ -21,10 +25,11 @@ from cli.rpc import Person
 from events.catalog.assignment import CaseAssigned
 from events.catalog.base import Role
 from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered, PersonName
+from services.intake.bootstrap import start
 from services.intake.domain.clients import client_from
 from services.intake.domain.corrections import check_corrected_date_of_birth
 from tests.support.grpc import details, refusal, violated_fields
-from tests.support.identity import acting
+from tests.support.identity import TestIssuer, acting, caller_channel
 from tests.unit.intake.support import Intake, closed_by_planning, recorded
 from tests.unit.intake.test_grpc import command, marco, opening, query, until_status
 
@@ -252,3 +257,33 @@ def test_the_record_reads_the_corrected_date() -> None:
     assert record is not None
     assert record.registration.date_of_birth == date(1941, 6, 2)
     assert record.version == 2
+
+
+async def test_the_future_is_after_the_agencys_date(tmp_path: Path, issuer: TestIssuer) -> None:
+    """A date of birth is checked against the agency's date (its configured time zone): a day
+    ahead of UTC (UTC+14) today there is tomorrow in UTC, a day behind (UTC-12) today in UTC
+    is tomorrow there."""
+    ahead = datetime.now(UTC).hour >= 10
+    zone = ZoneInfo("Etc/GMT-14" if ahead else "Etc/GMT+12")
+    local, utc = agency_today(zone), datetime.now(UTC).date()
+    if abs((local - utc).days) != 1:
+        pytest.skip("the zone's date met UTC's while the test started")
+    infra = replace(Infrastructure.embedded(tmp_path, verifier=issuer.verifier()), time_zone=zone)
+    service = await start(infra, "127.0.0.1:0")
+    try:
+        async with caller_channel(
+            grpc.aio.insecure_channel(f"127.0.0.1:{service.port}"), issuer
+        ) as channel:
+            intake = Intake(intake_pb2_grpc.IntakeServiceStub(channel), infra)
+            client_id, _ = await client_with_case(intake)
+            # Born "today" by the later of the two calendars.
+            request = correcting(client_id, max(local, utc).isoformat())
+            if ahead:
+                await intake.stub.CorrectClientDateOfBirth(request)
+                assert await birth_date(intake, client_id) == local.isoformat()
+            else:
+                code, status = await refusal(intake.stub.CorrectClientDateOfBirth(request))
+                assert code == grpc.StatusCode.INVALID_ARGUMENT
+                assert violated_fields(status) == ["date_of_birth"]
+    finally:
+        await service.stop()
