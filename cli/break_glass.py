@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,10 +27,9 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.json_format import MessageToDict
 
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
-from casetrail_platform.identity.tls import channel
 from cli.audit import _credentials
 from cli.present import iso_minute, moment_of, short
-from cli.rpc import client_tls, command, load_addresses, query, refusal_of
+from cli.rpc import command, intake_stub, query, refusal_of
 
 OUTCOMES = ("justified", "not_justified", "escalated")
 
@@ -86,13 +84,10 @@ def run(options: argparse.Namespace) -> int:
     return 0
 
 
-@asynccontextmanager
-async def _intake(options: argparse.Namespace) -> AsyncIterator[intake_pb2_grpc.IntakeServiceStub]:
-    address = options.intake or load_addresses(Path(options.data_dir)).get("intake")
-    if not address:
-        raise SystemExit("no address for intake: pass --intake HOST:PORT")
-    async with channel(address, client_tls()) as opened:
-        yield intake_pb2_grpc.IntakeServiceStub(opened)
+def _intake(
+    options: argparse.Namespace,
+) -> contextlib.AbstractAsyncContextManager[intake_pb2_grpc.IntakeServiceStub]:
+    return intake_stub(options.intake, Path(options.data_dir))
 
 
 async def _open(options: argparse.Namespace) -> None:

@@ -46,6 +46,7 @@ COMMANDS = {
     "verify-store": "cli.ledger",
     "ledger": "cli.ledger",
     "break-glass": "cli.break_glass",
+    "client": "cli.clients",
     "keys": "cli.keys",
 }
 
@@ -195,6 +196,9 @@ def parser() -> argparse.ArgumentParser:
     from cli.break_glass import add_commands as add_break_glass
 
     add_break_glass(commands)
+    from cli.clients import add_commands as add_clients
+
+    add_clients(commands)
     from cli.keys import add_commands as add_keys
 
     add_keys(commands)

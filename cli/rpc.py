@@ -55,6 +55,19 @@ def client_tls() -> ClientTls | None:
         raise SystemExit(f"TLS: {error}") from None
 
 
+@asynccontextmanager
+async def intake_stub(
+    address: str | None, data_dir: Path
+) -> AsyncIterator[intake_pb2_grpc.IntakeServiceStub]:
+    """Intake's stub at ``address`` (``None``: the one ``addresses.json`` in ``data_dir``
+    names), for the CLI's commands on intake's API."""
+    address = address or load_addresses(data_dir).get("intake")
+    if not address:
+        raise SystemExit("no address for intake: pass --intake HOST:PORT")
+    async with channel(address, client_tls()) as opened:
+        yield intake_pb2_grpc.IntakeServiceStub(opened)
+
+
 @dataclass(frozen=True)
 class Stubs:
     """The four services' stubs, every call carrying one caller's bearer token."""

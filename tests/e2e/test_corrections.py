@@ -16,6 +16,7 @@ from cli.rpc import Person, command, eventually, query, refusal_of
 from cli.walk.story import COORDINATOR, HOME_CARE_PROGRAM, RECEPTIONIST, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import key, new_case
+from tests.e2e.test_cli import casetrail_cli
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
@@ -116,3 +117,25 @@ async def test_a_worker_with_no_part_in_the_client_may_not_correct(casetrail: Ca
         )
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert refusal_of(denied.value).reason == "NO_RELATIONSHIP"
+
+
+async def test_the_cli_corrects_a_date_of_birth(casetrail: Casetrail) -> None:
+    case = await new_case(casetrail, "home_care", born=WRONG)
+    caller = ["--intake", casetrail.addresses["intake"], "--token", casetrail.tokens(COORDINATOR)]
+
+    status, out, err = await casetrail_cli(
+        "client", "correct-birth-date", case.client_id, "--date", "2199-01-01",
+        "--reason", "Typed from the passport", *caller,
+    )  # fmt: skip
+    assert (status, "date_of_birth" in err) == (1, True), err
+    status, out, err = await casetrail_cli(
+        "client", "correct-birth-date", case.client_id, "--date", RIGHT,
+        "--reason", "Typed from the passport", *caller,
+    )  # fmt: skip
+    assert status == 0, err
+    assert f"client {case.client_id}: date of birth corrected" in out
+    assert RIGHT not in out  # personal data, never printed
+    client = await casetrail.stubs.as_(COORDINATOR).intake.GetClient(
+        intake_pb2.GetClientRequest(context=query("coordination"), client_id=case.client_id)
+    )
+    assert client.client.date_of_birth == RIGHT
