@@ -106,6 +106,7 @@ def _dated_requests(day: str) -> list[tuple[object, str]]:
         (intake_pb2.RegisterClientRequest(date_of_birth=day), "date_of_birth"),
         (intake_pb2.FindPossibleDuplicatesRequest(date_of_birth=day), "date_of_birth"),
         (intake_pb2.PlaceRetentionHoldRequest(until=day), "until"),
+        (intake_pb2.CorrectClientDateOfBirthRequest(date_of_birth=day), "date_of_birth"),
         (planning_pb2.LogContactRequest(next_follow_up_due=day), "next_follow_up_due"),
         (planning_pb2.ListCasesRequest(overdue_before=day), "overdue_before"),
         (planning_pb2.PlanDischargeRequest(target_date=day), "target_date"),

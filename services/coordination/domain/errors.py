@@ -57,8 +57,8 @@ def client_age_not_known(client_id: str, program_id: str) -> RuleBroken:
     return RuleBroken(
         CLIENT_AGE_NOT_KNOWN,
         f"{program_id} has an age condition and coordination does not know the age of client"
-        f" {client_id}: intake has not recorded a date of birth, or it has not arrived yet;"
-        " give facts.age or retry shortly",
+        f" {client_id}: it has not arrived from intake yet (retry shortly), or intake has none"
+        " (give facts.age, or record it with intake's CorrectClientDateOfBirth)",
         subject=f"client/{client_id}",
         program_id=program_id,
     )

@@ -176,6 +176,8 @@ async def test_an_age_coordination_has_not_learnt_yet_is_a_precondition(
 
     assert refusal.code is grpc.StatusCode.FAILED_PRECONDITION
     assert refusal.rule == "CLIENT_AGE_NOT_KNOWN"
+    # A client registered without one has it recorded at intake.
+    assert "CorrectClientDateOfBirth" in refusal.message
 
 
 async def _home_care(stub: Stub, intake: IntakeFeed) -> str:

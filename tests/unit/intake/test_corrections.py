@@ -287,3 +287,14 @@ async def test_the_future_is_after_the_agencys_date(tmp_path: Path, issuer: Test
                 assert violated_fields(status) == ["date_of_birth"]
     finally:
         await service.stop()
+
+
+async def test_a_date_of_birth_never_recorded_is_recorded_by_a_correction(intake: Intake) -> None:
+    registration = marco()
+    registration.date_of_birth = ""
+    client = await intake.stub.RegisterClient(registration)
+    assert await birth_date(intake, client.client_id) == ""
+
+    await intake.stub.CorrectClientDateOfBirth(correcting(client.client_id))
+
+    assert await birth_date(intake, client.client_id) == "1941-06-12"
