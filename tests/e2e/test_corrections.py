@@ -80,6 +80,13 @@ async def test_a_wrong_date_of_birth_is_corrected_and_eligibility_rests_on_it(
         intake_pb2.GetClientRequest(context=query("coordination"), client_id=case.client_id)
     )
     assert client.client.date_of_birth == RIGHT
+    # Duplicate detection matches the person on the corrected date (the directory moved).
+    found = await stubs.as_(COORDINATOR).intake.FindPossibleDuplicates(
+        intake_pb2.FindPossibleDuplicatesRequest(
+            context=query("coordination"), name=client.client.name, date_of_birth=RIGHT
+        )
+    )
+    assert case.client_id in [c.client_id for c in found.candidates]
 
     # The same request again under a new key: nothing left to correct, the field named.
     again = intake_pb2.CorrectClientDateOfBirthRequest()
