@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from casetrail_platform.identity.keys import LOOPBACK
 from casetrail_platform.identity.tls import channel
 from services.console import pages, views
 from services.console.audit_client import AuditClient, AuditRefused
@@ -85,6 +86,36 @@ async def _too_large(send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class LoopbackHosts:
+    """Answers only requests addressed to a loopback name (``Host``: 127.0.0.1, localhost or
+    [::1], any port). Served on loopback is not enough for the development sign-in, which mints
+    a token for any name: a web page whose own host name is made to resolve to 127.0.0.1 (DNS
+    rebinding) is then same-origin with the console for its visitor's browser, and could sign
+    in and read its answers; its requests carry its own host name, refused here."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _host_name(scope) in LOOPBACK:
+            await self.app(scope, receive, send)
+            return
+        body = b"Unknown host: the console answers only at 127.0.0.1, localhost or [::1]"
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 400, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _host_name(scope: Scope) -> str:
+    """The name the request's ``Host`` header gives, without port or IPv6 brackets."""
+    raw: bytes = dict(scope.get("headers", [])).get(b"host", b"")
+    host = raw.decode("latin-1").lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.partition(":")[0]
+
+
 class SecurityHeaders:
     """Adds the console's headers to every response (pages, files and errors alike)."""
 
@@ -147,7 +178,12 @@ def create_app(
             Route("/ledger/proofs", views.ledger_proofs),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
-        middleware=[Middleware(SecurityHeaders), Middleware(BodyLimit)],
+        middleware=[
+            Middleware(SecurityHeaders),
+            # The development sign-in is served on loopback only: it answers loopback names only.
+            *([Middleware(LoopbackHosts)] if settings.development_signer is not None else []),
+            Middleware(BodyLimit),
+        ],
         exception_handlers={
             views.SignInNeeded: _sign_in_needed,
             views.Problem: _problem,

@@ -40,7 +40,9 @@ def clock() -> Clock:
 def client(demo_casetrail: DemoCasetrail, clock: Clock) -> Iterator[TestClient]:
     settings = demo_casetrail.settings()
     sessions = SessionStore(lifetime=settings.session_seconds, clock=clock)
-    with TestClient(create_app(settings, sessions), follow_redirects=True) as test_client:
+    app = create_app(settings, sessions)
+    # The development sign-in answers only loopback host names (TestClient's own is testserver).
+    with TestClient(app, base_url="http://127.0.0.1", follow_redirects=True) as test_client:
         yield test_client
 
 
@@ -480,3 +482,45 @@ async def test_casetrail_serve_keeps_the_development_sign_in_on_loopback(
             await start_console(settings, host, 0)
     finally:
         issuer.stop()
+
+
+async def test_the_development_sign_in_answers_only_loopback_host_names(
+    demo_casetrail: DemoCasetrail,
+) -> None:
+    """DNS rebinding: a web page whose host name is made to resolve to 127.0.0.1 is
+    same-origin with the console for its visitor's browser. It could fetch the sign-in page,
+    mint itself an auditor's session and read case pages; its requests carry its own host name
+    (reproduced: the console answered them 200, sign-in form and session cookie included)."""
+    import aiohttp
+
+    from services.console.server import start_console
+
+    async def get(url: str, host: str) -> tuple[int, str, str | None]:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(url + "/signin", headers={"Host": host}) as answer,
+        ):
+            return answer.status, await answer.text(), answer.headers.get("set-cookie")
+
+    console = await start_console(demo_casetrail.settings(), "127.0.0.1", 0)
+    try:
+        for host in ("evil.example", f"evil.example:{console.port}", "127.0.0.1.evil.example"):
+            status, text, cookie = await get(console.url, host)
+            assert status == 400, host
+            assert "csrf" not in text
+            assert cookie is None
+        port = console.port
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "[::1]", "LOCALHOST"):
+            status, text, _ = await get(console.url, host)
+            assert status == 200, host
+            assert "DEVELOPMENT ONLY" in text
+    finally:
+        await console.stop()
+    # With a real issuer the console is reached by whatever name its proxy gives it.
+    verifier_only = demo_casetrail.settings(development_signer=None)
+    console = await start_console(verifier_only, "127.0.0.1", 0)
+    try:
+        status, _, _ = await get(console.url, "console.agency.example")
+        assert status == 200
+    finally:
+        await console.stop()
