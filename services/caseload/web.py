@@ -27,9 +27,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import cache
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from casetrail.audit.v1 import audit_pb2
+from events.catalog.base import Identifier
 from services.caseload import queries
 from services.caseload.access import CaseloadGate, Refused
 from services.caseload.processor import CaseloadApp
@@ -95,16 +99,17 @@ def add_views(app: CaseloadApp) -> None:
         return Answer(body, audit_pb2.CASELOAD_VIEW_CASELOADS, unassigned)
 
     def worker_caseload(request: Any, worker: str) -> Answer:
-        held = queries.caseload(app, worker)
+        held = queries.caseload(app, _worker(worker))
         return Answer(held.to_json(), audit_pb2.CASELOAD_VIEW_CASELOADS, held.case_ids)
 
     def all_overdue(request: Any) -> Answer:
         return _overdue(app, request, None)
 
     def worker_overdue(request: Any, worker: str) -> Answer:
-        return _overdue(app, request, worker)
+        return _overdue(app, request, _worker(worker))
 
     def worker_contacts(request: Any, worker: str) -> Answer:
+        worker = _worker(worker)
         today = _today(request.query)
         days = _days(request.query)
         span = [today - timedelta(days=back) for back in range(days - 1, -1, -1)]
@@ -150,8 +155,25 @@ def _today(query: Any) -> date:
         raise BadQuery(f"today must be a date (YYYY-MM-DD), got {text!r}") from None
 
 
+@cache
+def _identifier() -> TypeAdapter[str]:
+    return TypeAdapter(Identifier)
+
+
+def _worker(text: str) -> str:
+    """A worker's user id as the catalog keeps it (never repeated: it may be anything)."""
+    try:
+        return _identifier().validate_python(text)
+    except ValidationError:
+        raise BadQuery(
+            "worker must be a user id: 1 to 64 letters, digits or . _ : -, starting with a"
+            " letter or digit"
+        ) from None
+
+
 def _days(query: Any) -> int:
     text = query.get("days") or "7"
-    if not text.isdigit() or not 1 <= int(text) <= MAX_DAYS:
+    # ASCII digits only: str.isdigit also holds of "²", which int() refuses (a 500).
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_DAYS:
         raise BadQuery(f"days must be a whole number from 1 to {MAX_DAYS}, got {text!r}")
     return int(text)

@@ -362,11 +362,12 @@ async def get(port: int, path: str, token: str | None = None) -> tuple[int, Any]
     return status, json.loads(body)
 
 
-async def status_of(port: int, path: str) -> tuple[int, dict[str, str]]:
-    """The status and headers of an answer to a GET with no token."""
+async def status_of(port: int, path: str, token: str | None = None) -> tuple[int, dict[str, str]]:
+    """The status and headers of an answer to a GET (with no token unless given)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    authorization = "" if token is None else f"Authorization: Bearer {token}\r\n"
     try:
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{authorization}\r\n".encode())
         await writer.drain()
         response = await reader.read()
     finally:
@@ -401,6 +402,9 @@ async def test_the_worker_process_serves_the_tables_over_http_recording_each_rea
     per_day = {date.fromisoformat(d): n for d, n in seen["contacts"]["per_day"].items() if n}
     assert per_day == expected_contacts("w-ana"), log_tail
     assert seen["bad"] == (400, {"error": "today must be a date (YYYY-MM-DD), got 'someday'"})
+    # "²" passed str.isdigit and int() refused it: a 500 (fails before the fix).
+    assert seen["superscript"][0] == 400
+    assert seen["bad_worker"][0] == 400
     # Only an authenticated caller the policy allows (auditors) sees which cases exist.
     assert seen["anonymous"][0] == 401
     assert seen["anonymous"][1]["reason"] == "TOKEN_MISSING"
@@ -498,6 +502,8 @@ async def served(
                 port, f"/contacts/w-ana/?days=4&today={TODAY.isoformat()}", auditor
             )
             seen["bad"] = await get(port, "/overdue/?today=someday", auditor)
+            seen["superscript"] = await status_of(port, "/contacts/w-ana/?days=%C2%B2", auditor)
+            seen["bad_worker"] = await status_of(port, "/caseload/w%20ana/", auditor)
             seen["anonymous"] = await get(port, "/caseload/w-ana/")
             seen["forged"] = await get(port, "/caseload/", auditor[:-4] + "AAAA")
             seen["coordinator"] = await get(port, "/overdue/", issuer.mint("maria", "coordinator"))

@@ -116,3 +116,25 @@ async def test_without_audit_nothing_is_answered(issuer: TestIssuer) -> None:
         finally:
             await recorder.close()
         assert (refused.value.status, refused.value.code) == (503, code)
+
+
+@pytest.mark.parametrize("days", ["²", "٣", "0", "36", "-1", "7.0", "x" * 100])
+def test_a_bad_number_of_days_is_a_bad_query(days: str) -> None:
+    """A superscript "²" passed str.isdigit and int() refused it: a ValueError past the
+    view's handling, a 500 instead of a 400 naming the rule (and "٣" was read as 3)."""
+    from services.caseload.web import BadQuery, _days
+
+    with pytest.raises(BadQuery, match="days must be a whole number from 1 to 35"):
+        _days({"days": days})
+    assert _days({"days": "35"}) == 35
+
+
+@pytest.mark.parametrize("worker", ["", "w ana", "w-ana\n", "-w", "<b>", "w" * 65, "wörker"])
+def test_a_worker_that_is_no_user_id_is_a_bad_query_not_repeated(worker: str) -> None:
+    """The per-worker views once took any text as a worker (echoed in the contacts answer)."""
+    from services.caseload.web import BadQuery, _worker
+
+    with pytest.raises(BadQuery, match="worker must be a user id") as refused:
+        _worker(worker)
+    assert not worker or worker not in str(refused.value)
+    assert _worker("w-ana.2:x_y") == "w-ana.2:x_y"
