@@ -17,7 +17,7 @@ from casetrail_platform.identity.claims import principal_from_claims
 from casetrail_platform.identity.development import DEFAULT_AGENCY, DevelopmentSigner, identity_dir
 from casetrail_platform.identity.errors import InvalidCredential
 from casetrail_platform.identity.settings import IssuerSettings
-from casetrail_platform.identity.verifier import TokenVerifier
+from casetrail_platform.identity.verifier import MAX_TOKEN_BYTES, TokenVerifier
 from casetrail_platform.private_files import private_replacement
 
 TOKEN_FILE = "login-token"
@@ -85,10 +85,10 @@ def bearer_token(options: argparse.Namespace) -> str:
     Surrounding whitespace is dropped: a token read from a file or a secret often ends in a
     newline, which gRPC refuses in metadata with a traceback."""
     if options.token and options.token.strip():
-        return str(options.token).strip()
+        return _sendable(str(options.token).strip(), "--token / CASETRAIL_TOKEN")
     path = identity_dir(Path(options.data_dir)) / TOKEN_FILE
     try:
-        return path.read_text().strip()
+        return _sendable(path.read_text().strip(), str(path))
     except FileNotFoundError:
         raise SystemExit(
             "no token: run `casetrail login --user U --role auditor` (development issuer) "
@@ -96,6 +96,17 @@ def bearer_token(options: argparse.Namespace) -> str:
         ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise SystemExit(f"{path}: cannot read the saved token: {error}") from None
+
+
+def _sendable(token: str, source: str) -> str:
+    """``token`` if gRPC can send it as a header, else exit naming ``source`` and the rule,
+    never the value (a token is a credential): gRPC refused such a token in the call with a
+    traceback of its own, and the services would refuse one this long."""
+    if not (token.isascii() and token.isprintable()) or " " in token:
+        raise SystemExit(f"{source}: not a bearer token (printable ASCII, no spaces)")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise SystemExit(f"{source}: not a bearer token (longer than {MAX_TOKEN_BYTES} bytes)")
+    return token
 
 
 def trusted_verifier(data_dir: Path) -> TokenVerifier:

@@ -44,6 +44,25 @@ def test_a_saved_token_that_cannot_be_read_is_named(tmp_path: Path) -> None:
     assert "cannot read the saved token" in str(exit_.value.code)
 
 
+@pytest.mark.parametrize("token", ["t\u00f6ken.SECRET", "tok\x01en.SECRET", "tok en.SECRET"])
+def test_a_token_grpc_cannot_send_is_named_without_its_value(
+    token: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """gRPC refused such a token inside the call, with a traceback of its own (exit 1)."""
+    argv = ("timeline", "case-1", "--audit", "127.0.0.1:1", "--data-dir", str(tmp_path))
+    code, said = _run(capsys, *argv, "--token", token)
+    assert code == "--token / CASETRAIL_TOKEN: not a bearer token (printable ASCII, no spaces)"
+    assert "SECRET" not in said
+    assert "Traceback" not in said
+    (identity_dir(tmp_path) / TOKEN_FILE).parent.mkdir(parents=True)
+    (identity_dir(tmp_path) / TOKEN_FILE).write_text(token + "\n")
+    code, said = _run(capsys, *argv)
+    assert str(code).endswith(f"{TOKEN_FILE}: not a bearer token (printable ASCII, no spaces)")
+    assert "SECRET" not in said
+    code, said = _run(capsys, *argv, "--token", "x" * 9000)
+    assert code == "--token / CASETRAIL_TOKEN: not a bearer token (longer than 8192 bytes)"
+
+
 def test_an_issuer_without_an_audience_is_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
