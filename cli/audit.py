@@ -23,6 +23,7 @@ from google.protobuf.json_format import MessageToDict
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from casetrail_platform.identity.tls import channel
+from casetrail_platform.limits import EARLIEST_MOMENT, LATEST_MOMENT
 from casetrail_platform.private_files import private_replacement
 from cli.login import bearer_token
 from cli.present import case_state_lines, timeline_lines
@@ -47,13 +48,18 @@ def run(options: argparse.Namespace) -> int:
     return 0
 
 
-def moment(text: str) -> datetime:
-    """An ISO 8601 moment; without an offset it is taken as UTC."""
+def moment(text: str, option: str = "--as-of") -> datetime:
+    """An ISO 8601 moment (a date is its midnight), in UTC; without an offset it is taken as
+    UTC. Within the services' bounds: one at the ends of Python's dates (0001-01-01T00:00+01:00)
+    overflowed when converted, a traceback."""
     try:
         parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise SystemExit(f"--as-of: {text!r} is not an ISO 8601 moment") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        parsed = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise SystemExit(f"{option}: {text!r} is not an ISO 8601 moment") from None
+    if not EARLIEST_MOMENT <= parsed < LATEST_MOMENT:
+        raise SystemExit(f"{option}: must be from 1900-01-01 to before 2200-01-01 (UTC)")
+    return parsed
 
 
 @asynccontextmanager

@@ -13,14 +13,13 @@ import argparse
 import asyncio
 import json
 import sys
-from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from casetrail.audit.v1 import audit_pb2
-from cli.audit import _audit, _credentials
+from cli.audit import _audit, _credentials, moment
 from cli.present import case_state_lines, iso_minute, moment_of
 from cli.rpc import query, refusal_of, timestamp
 
@@ -40,15 +39,6 @@ def run(options: argparse.Namespace) -> int:
             print(f"  {field}: {problem}", file=sys.stderr)
         return 1
     return 0
-
-
-def moment(text: str, option: str) -> datetime:
-    """An ISO 8601 moment (a date is its midnight); without an offset it is taken as UTC."""
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise SystemExit(f"{option}: {text!r} is not an ISO 8601 moment") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 async def _disclosures(options: argparse.Namespace) -> None:

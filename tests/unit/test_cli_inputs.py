@@ -101,6 +101,27 @@ def test_numbers_out_of_range_are_refused_naming_the_option(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["state", "c1", "--as-of", "0001-01-01T00:00+01:00"], "--as-of"),
+        (["timeline", "c1", "--as-of", "9999-12-31T23:59-01:00"], "--as-of"),
+        (["state", "c1", "--as-of", "1899-12-31"], "--as-of"),
+        (["as-seen", "c1", "--user", "u1", "--at", "0001-01-01T00:00+00:30"], "--at"),
+        (["disclosures", "--client", "cl1", "--from", "9999-12-31T23:00-05:00"], "--from"),
+        (["disclosures", "--client", "cl1", "--from", "2026-01-01", "--to", "2200-01-01"], "--to"),
+    ],
+)
+def test_moments_beyond_the_services_bounds_are_refused_naming_the_option(
+    argv: list[str], option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One at the ends of Python's dates overflowed when converted: a traceback (exit 1)."""
+    where = ["--audit", "127.0.0.1:1", "--token", "a.b.c", "--data-dir", str(tmp_path)]
+    code, err = _run(capsys, *argv, *where)
+    assert str(code).startswith(f"{option}: ")
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("command", ["verify", "verify-store"])
 def test_a_missing_keys_file_is_named(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
