@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from casetrail.audit.v1 import audit_pb2
+from casetrail_platform.limits import EARLIEST_MOMENT, LATEST_MOMENT
 from events.catalog.base import Identifier
 from services.caseload import queries
 from services.caseload.access import CaseloadGate, Refused
@@ -150,9 +151,14 @@ def _today(query: Any) -> date:
     if not text:
         return date.today()
     try:
-        return date.fromisoformat(text)
+        today = date.fromisoformat(text)
     except ValueError:
         raise BadQuery(f"today must be a date (YYYY-MM-DD), got {text!r}") from None
+    # The services' bounds: the contacts view counts back from today, and 0001-01-01 minus a
+    # day overflowed (a 500).
+    if not EARLIEST_MOMENT.date() <= today < LATEST_MOMENT.date():
+        raise BadQuery("today must be from 1900-01-01 to before 2200-01-01")
+    return today
 
 
 @cache

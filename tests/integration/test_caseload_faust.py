@@ -405,6 +405,7 @@ async def test_the_worker_process_serves_the_tables_over_http_recording_each_rea
     # "²" passed str.isdigit and int() refused it: a 500 (fails before the fix).
     assert seen["superscript"][0] == 400
     assert seen["bad_worker"][0] == 400
+    assert seen["ancient"][0] == 400  # 0001-01-01 minus a day overflowed: a 500
     # Only an authenticated caller the policy allows (auditors) sees which cases exist.
     assert seen["anonymous"][0] == 401
     assert seen["anonymous"][1]["reason"] == "TOKEN_MISSING"
@@ -504,6 +505,7 @@ async def served(
             seen["bad"] = await get(port, "/overdue/?today=someday", auditor)
             seen["superscript"] = await status_of(port, "/contacts/w-ana/?days=%C2%B2", auditor)
             seen["bad_worker"] = await status_of(port, "/caseload/w%20ana/", auditor)
+            seen["ancient"] = await status_of(port, "/contacts/w-ana/?today=0001-01-01", auditor)
             seen["anonymous"] = await get(port, "/caseload/w-ana/")
             seen["forged"] = await get(port, "/caseload/", auditor[:-4] + "AAAA")
             seen["coordinator"] = await get(port, "/overdue/", issuer.mint("maria", "coordinator"))

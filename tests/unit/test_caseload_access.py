@@ -138,3 +138,13 @@ def test_a_worker_that_is_no_user_id_is_a_bad_query_not_repeated(worker: str) ->
         _worker(worker)
     assert not worker or worker not in str(refused.value)
     assert _worker("w-ana.2:x_y") == "w-ana.2:x_y"
+
+
+@pytest.mark.parametrize("today", ["0001-01-01", "1899-12-31", "2200-01-01", "9999-12-31"])
+def test_a_day_beyond_the_services_bounds_is_a_bad_query(today: str) -> None:
+    """The contacts view counts back from today: 0001-01-01 minus a day overflowed (a 500)."""
+    from services.caseload.web import BadQuery, _today
+
+    with pytest.raises(BadQuery, match="today must be from 1900-01-01 to before 2200-01-01"):
+        _today({"today": today})
+    assert _today({"today": "1900-01-01"}).isoformat() == "1900-01-01"
