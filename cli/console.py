@@ -33,8 +33,7 @@ def run(options: argparse.Namespace) -> int:
     except (LookupError, ValueError) as error:
         print(f"console: {error}", file=sys.stderr)
         return 2
-    asyncio.run(_serve(settings, options.host, options.port))
-    return 0
+    return asyncio.run(_serve(settings, options.host, options.port))
 
 
 def _settings(options: argparse.Namespace, issuer: IssuerSettings | None) -> ConsoleSettings:
@@ -57,8 +56,14 @@ def _settings(options: argparse.Namespace, issuer: IssuerSettings | None) -> Con
     )
 
 
-async def _serve(settings: ConsoleSettings, host: str, port: int) -> None:
-    console = await start_console(settings, host, port)
+async def _serve(settings: ConsoleSettings, host: str, port: int) -> int:
+    try:
+        console = await start_console(settings, host, port)
+    except OSError as error:  # the port taken, or the host not this machine's: one line
+        print(
+            f"console: cannot listen on {host}:{port}: {error.strerror or error}", file=sys.stderr
+        )
+        return 2
     print(f"casetrail console on {console.url} (audit at {settings.audit_address})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -66,3 +71,4 @@ async def _serve(settings: ConsoleSettings, host: str, port: int) -> None:
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     await console.stop()
+    return 0

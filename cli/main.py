@@ -171,7 +171,9 @@ def parser() -> argparse.ArgumentParser:
     console.add_argument("--audit", metavar="HOST:PORT", help="default: from addresses.json")
     console.add_argument("--data-dir", default=_data_dir(), help="where addresses.json is")
     console.add_argument("--host", default="127.0.0.1")
-    console.add_argument("--port", type=int, default=7305, help="0: a free port (default 7305)")
+    console.add_argument(
+        "--port", type=bounded(0, 65535), default=7305, help="0: a free port (default 7305)"
+    )
     console.add_argument(
         "--secure-cookies", action="store_true", help="mark the session cookie Secure (HTTPS)"
     )

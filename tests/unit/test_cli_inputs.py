@@ -122,6 +122,26 @@ def test_moments_beyond_the_services_bounds_are_refused_naming_the_option(
     assert "Traceback" not in err
 
 
+def test_a_console_port_it_cannot_listen_on_is_named(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A port taken or out of range ended in a traceback (OSError, OverflowError; exit 1)."""
+    import socket
+
+    monkeypatch.delenv("CASETRAIL_OIDC_ISSUER", raising=False)
+    argv = ("console", "--audit", "127.0.0.1:1", "--data-dir", str(data_dir), "--port")
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code, err = _run(capsys, *argv, str(port))
+    assert code == 2
+    assert f"console: cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    assert "Traceback" not in err
+    for beyond in ("65536", "-1"):
+        code, err = _run(capsys, *argv, beyond)
+        assert code == 2
+        assert "--port: must be from 0 to 65535" in err
+
+
 @pytest.mark.parametrize("command", ["verify", "verify-store"])
 def test_a_missing_keys_file_is_named(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
