@@ -188,7 +188,8 @@ def measure(
     caller = Caller(token, "confidentiality_review")
     audit_channel = loop.run(_open(audit_address))
     direct = AuditClient(audit_channel)
-    with TestClient(create_app(settings)) as client:
+    # The development sign-in answers only loopback host names (TestClient's own is testserver).
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         page = client.get("/signin")
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
         client.post(
