@@ -175,7 +175,9 @@ def parser() -> argparse.ArgumentParser:
         "--port", type=bounded(0, 65535), default=7305, help="0: a free port (default 7305)"
     )
     console.add_argument(
-        "--secure-cookies", action="store_true", help="mark the session cookie Secure (HTTPS)"
+        "--secure-cookies",
+        action="store_true",
+        help="mark the session cookie Secure (HTTPS; always on a host other than loopback)",
     )
     _login(commands)
 

@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import grpc
 import uvicorn
 
+from casetrail_platform.identity.keys import LOOPBACK
 from services.console.app import create_app
 from services.console.audit_client import AuditClient
 from services.console.settings import ConsoleSettings, development_sign_in_refusal
@@ -43,10 +44,15 @@ async def start_console(
     audit_client: Callable[[grpc.aio.Channel], AuditClient] = AuditClient,
 ) -> RunningConsole:
     """Serve the console on ``host:port`` (0: a free port) once it is ready to answer;
-    ``ValueError`` for the development sign-in on a host other than loopback."""
+    ``ValueError`` for the development sign-in on a host other than loopback. Beyond
+    loopback the session cookie is always ``Secure``."""
     refusal = development_sign_in_refusal(host) if settings.development_signer else None
     if refusal is not None:
         raise ValueError(refusal)
+    if host not in LOOPBACK:
+        # Reached over the network, the session cookie must never travel in clear: browsers
+        # then keep it only over HTTPS (a proxy or ingress in front serves it).
+        settings = replace(settings, secure_cookies=True)
     listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listening.bind((host, port))

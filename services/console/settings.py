@@ -45,4 +45,5 @@ class ConsoleSettings:
     tls: ClientTls | None = None
     session_seconds: float = SESSION_SECONDS
     secure_cookies: bool = False
-    """Mark the session cookie ``Secure`` (set it whenever the console is behind HTTPS)."""
+    """Mark the session cookie ``Secure`` (set it whenever the console is behind HTTPS;
+    ``start_console`` always does on a host other than loopback)."""

@@ -524,3 +524,28 @@ async def test_the_development_sign_in_answers_only_loopback_host_names(
         assert status == 200
     finally:
         await console.stop()
+
+
+async def test_the_session_cookie_is_secure_whenever_served_beyond_loopback(
+    demo_casetrail: DemoCasetrail,
+) -> None:
+    """`casetrail serve --host 0.0.0.0` with a real issuer served the console on the network
+    with a session cookie browsers would send over plain HTTP (serve has no --secure-cookies).
+    127.0.0.2 is not among the loopback names, so it stands for any other host here."""
+    import aiohttp
+
+    from services.console.server import start_console
+
+    verifier_only = demo_casetrail.settings(development_signer=None)
+    for host, secure in (("127.0.0.2", True), ("127.0.0.1", False)):
+        console = await start_console(verifier_only, host, 0)
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(console.url + "/signin") as answer,
+            ):
+                cookie = answer.headers["set-cookie"]
+        finally:
+            await console.stop()
+        assert ("; Secure" in cookie) is secure, host
+        assert "HttpOnly" in cookie
