@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 import grpc
 import jwt
+from google.rpc import error_details_pb2
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
@@ -394,7 +395,16 @@ async def disclosures(request: Request) -> Response:
     case_id = pages.case_id(request.path_params["case_id"])
     client_id = pages.client_id(str(form.get("client_id", "")).strip())
     since, until = pages.disclosure_period(form)
-    found = await console_of(request).client().disclosures(caller(session), client_id, since, until)
+    try:
+        found = (
+            await console_of(request).client().disclosures(caller(session), client_id, since, until)
+        )
+    except AuditRefused as refused:
+        # Not the case the page came from: audit knows no case of this client.
+        found_not = refused.refusal.details(error_details_pb2.ResourceInfo)
+        if any(resource.resource_type == "client" for resource in found_not):
+            raise Problem(404, "Client not found", "Audit holds no case of this client.") from None
+        raise
     return render(
         request,
         "disclosures.html",

@@ -394,6 +394,13 @@ def test_the_accounting_of_disclosures_for_the_client(
         f"/cases/{case}/disclosures", data={"csrf": "x", "client_id": demo_casetrail.client_id}
     )
     assert forged.status_code == 403
+    # An unknown client was answered "Case not found" (audit's NOT_FOUND taken for the case).
+    unknown = client.post(
+        f"/cases/{case}/disclosures", data={"csrf": csrf, "client_id": "no-such-client"}
+    )
+    assert unknown.status_code == 404
+    assert "Client not found" in unknown.text
+    assert "Case not found" not in unknown.text
 
 
 def test_export_is_cloudevents_json_lines(
