@@ -221,7 +221,15 @@ async def signout(request: Request) -> Response:
     if session is not None:
         console_of(request).sessions.end(session)
     response = RedirectResponse("/signin", status_code=303)
-    response.delete_cookie(COOKIE, path="/")
+    # With the flags it was set with: deleted without them, it was sent SameSite=lax, neither
+    # HttpOnly nor Secure.
+    response.delete_cookie(
+        COOKIE,
+        path="/",
+        secure=console_of(request).settings.secure_cookies,
+        httponly=True,
+        samesite="strict",
+    )
     return response
 
 

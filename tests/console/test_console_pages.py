@@ -556,3 +556,29 @@ async def test_the_session_cookie_is_secure_whenever_served_beyond_loopback(
             await console.stop()
         assert ("; Secure" in cookie) is secure, host
         assert "HttpOnly" in cookie
+
+
+def test_signing_out_deletes_the_cookie_with_its_flags(demo_casetrail: DemoCasetrail) -> None:
+    """The deletion was sent SameSite=lax, neither HttpOnly nor Secure."""
+    settings = demo_casetrail.settings(secure_cookies=True)
+    app = create_app(settings, SessionStore(lifetime=settings.session_seconds))
+    with TestClient(app, base_url="https://127.0.0.1", follow_redirects=False) as client:
+        page = client.get("/signin")
+        signed_in = client.post(
+            "/signin",
+            data={
+                "csrf": csrf_of(page.text),
+                "method": "development",
+                "user": AUDITOR,
+                "role": "auditor",
+                "purpose": "confidentiality_review",
+            },
+        )
+        assert signed_in.status_code == 303
+        csrf = csrf_of(client.get("/").text)
+        out = client.post("/signout", data={"csrf": csrf})
+    assert out.status_code == 303
+    deleted = out.headers["set-cookie"]
+    assert "Max-Age=0" in deleted
+    for flag in ("HttpOnly", "Secure", "SameSite=strict"):
+        assert flag in deleted
