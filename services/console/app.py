@@ -116,11 +116,18 @@ def _host_name(scope: Scope) -> str:
     return host.partition(":")[0]
 
 
-class SecurityHeaders:
-    """Adds the console's headers to every response (pages, files and errors alike)."""
+STRICT_TRANSPORT = (b"strict-transport-security", b"max-age=31536000")
+"""Behind HTTPS (secure cookies): a browser that has seen the console never asks for it over
+plain HTTP again (browsers ignore the header on an answer over HTTP)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+
+class SecurityHeaders:
+    """Adds the console's headers to every response (pages, files and errors alike);
+    ``https``: Strict-Transport-Security too."""
+
+    def __init__(self, app: ASGIApp, https: bool = False) -> None:
         self.app = app
+        self.headers = SECURITY_HEADERS + ((STRICT_TRANSPORT,) if https else ())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -129,9 +136,9 @@ class SecurityHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                names = {name for name, _ in SECURITY_HEADERS}
+                names = {name for name, _ in self.headers}
                 kept = [(n, v) for n, v in message.get("headers", []) if n not in names]
-                message["headers"] = kept + list(SECURITY_HEADERS)
+                message["headers"] = kept + list(self.headers)
             await send(message)
 
         await self.app(scope, receive, with_headers)
@@ -179,7 +186,7 @@ def create_app(
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         middleware=[
-            Middleware(SecurityHeaders),
+            Middleware(SecurityHeaders, https=settings.secure_cookies),
             # The development sign-in is served on loopback only: it answers loopback names only.
             *([Middleware(LoopbackHosts)] if settings.development_signer is not None else []),
             Middleware(BodyLimit),

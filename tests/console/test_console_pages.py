@@ -88,6 +88,7 @@ def test_sign_in_page_is_locked_down(client: TestClient) -> None:
     assert "samesite=strict" in cookie
     assert "DEVELOPMENT ONLY" in page.text
     assert page.headers["x-content-type-options"] == "nosniff"
+    assert "strict-transport-security" not in page.headers  # plain HTTP on loopback
 
 
 def test_a_body_larger_than_a_form_is_refused_before_it_is_read(client: TestClient) -> None:
@@ -559,7 +560,8 @@ async def test_the_session_cookie_is_secure_whenever_served_beyond_loopback(
 
 
 def test_signing_out_deletes_the_cookie_with_its_flags(demo_casetrail: DemoCasetrail) -> None:
-    """The deletion was sent SameSite=lax, neither HttpOnly nor Secure."""
+    """The deletion was sent SameSite=lax, neither HttpOnly nor Secure. Behind HTTPS (secure
+    cookies) every answer also carries Strict-Transport-Security."""
     settings = demo_casetrail.settings(secure_cookies=True)
     app = create_app(settings, SessionStore(lifetime=settings.session_seconds))
     with TestClient(app, base_url="https://127.0.0.1", follow_redirects=False) as client:
@@ -578,6 +580,7 @@ def test_signing_out_deletes_the_cookie_with_its_flags(demo_casetrail: DemoCaset
         csrf = csrf_of(client.get("/").text)
         out = client.post("/signout", data={"csrf": csrf})
     assert out.status_code == 303
+    assert out.headers["strict-transport-security"] == "max-age=31536000"
     deleted = out.headers["set-cookie"]
     assert "Max-Age=0" in deleted
     for flag in ("HttpOnly", "Secure", "SameSite=strict"):
