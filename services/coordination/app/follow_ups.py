@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from uuid import UUID, uuid5
 
 from casetrail_platform.bus.errors import RetriableHandlerError
+from casetrail_platform.decide import pause_before
 from casetrail_platform.errors import ConcurrencyError
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseClosed
@@ -175,7 +176,10 @@ async def record_follow_up(
     decide: Callable[[list[RecordedEvent]], Sequence[CaseEvent]],
 ) -> list[RecordedEvent]:
     """Append what ``decide`` makes of ``stream``'s history, caused by ``cause``, unless
-    ``cause`` already has a follow-up on ``stream``. A writer that loses a race decides again."""
+    ``cause`` already has a follow-up on ``stream``. A writer that loses a race decides again,
+    after the same growing random pause as a command's (``pause_before``): the replicas given the
+    same event, or a burst of commands on the stream, would otherwise meet again at once."""
+    attempt = 0
     while True:
         history = await deps.store.read_stream(stream)
         if any(earlier.metadata.causation_id == cause.event_id for earlier in history):
@@ -201,4 +205,5 @@ async def record_follow_up(
         try:
             return await deps.store.append(stream, new, version)
         except ConcurrencyError:
-            continue
+            attempt += 1
+            await asyncio.sleep(pause_before(attempt))

@@ -4,20 +4,24 @@ cancels and releases of itself when the closure reaches it."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from uuid import uuid4
 
 import grpc
 import pytest
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.errors import ConcurrencyError
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
 from events.catalog.funding import BudgetReleased
-from events.catalog.scheduling import ServiceCancelled
+from events.catalog.scheduling import CancelledBy, ServiceCancelled
 from events.catalog.values import NeedCategory
-from events.envelope import Actor
-from services.coordination.app import handlers
+from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from services.coordination.app import follow_ups, handlers
 from services.coordination.app.follow_ups import FollowUps
 from services.coordination.app.handlers import Dependencies
 from services.coordination.domain.facts import CaseFacts
@@ -370,3 +374,47 @@ async def test_a_reservation_racing_the_closures_follow_up_is_released_by_it(
     await stub.ReserveBudget(_reserve("case-1", 10_000))
     await asyncio.gather(*closing)
     assert await _available(stub, "flex") == usd(50_000)
+
+
+def _cancellation(case_id: str) -> ServiceCancelled:
+    return ServiceCancelled(
+        case_id=case_id, service_id="svc-1", cancelled_by=CancelledBy.CLIENT, reason="moved"
+    )
+
+
+async def test_a_follow_up_that_loses_a_race_pauses_before_deciding_again(
+    deps: Dependencies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Replicas given the same event, or commands on the stream, win the append twice: the
+    # follow-up waits the commands' growing pause before each new attempt, not none at all.
+    pauses: list[int] = []
+
+    def pause(attempt: int) -> float:
+        pauses.append(attempt)
+        return 0.05
+
+    monkeypatch.setattr(follow_ups, "pause_before", pause, raising=False)
+    metadata = EventMetadata(
+        source="casetrail/coordination",
+        actor=follow_ups.FOLLOW_UP,
+        occurred_at=datetime.now(UTC),
+        correlation_id=uuid4(),
+    )
+    [cause] = await deps.store.append("case-other", [NewEvent(_cancellation("x"), metadata)], 0)
+    append = deps.store.append
+    attempts: list[float] = []
+
+    async def losing_twice(*args: Any, **kwargs: Any) -> list[RecordedEvent]:
+        attempts.append(time.monotonic())
+        if len(attempts) <= 2:
+            raise ConcurrencyError("case-case-1", 0, 1)
+        return await append(*args, **kwargs)
+
+    monkeypatch.setattr(deps.store, "append", losing_twice)
+    recorded = await follow_ups.record_follow_up(
+        deps, cause, "case-case-1", lambda history: [_cancellation("case-1")]
+    )
+    assert [event.metadata.causation_id for event in recorded] == [cause.event_id]
+    assert len(attempts) == 3
+    assert all(later - earlier >= 0.04 for earlier, later in itertools.pairwise(attempts))
+    assert pauses == [1, 2]
