@@ -93,7 +93,7 @@ _INSERT = (
 _SELECT = f"SELECT {COLUMNS} FROM stored_events"
 _INSERT_COMMAND = (
     "INSERT INTO recorded_commands (command_id, stream, first_event_id, first_position)"
-    " VALUES (?,?,?,?)"
+    " VALUES (?,?,?,?) ON CONFLICT (command_id) DO NOTHING"
 )
 _READ_ALL = (
     f"SELECT {TRACED_COLUMNS} FROM stored_events WHERE position > ? ORDER BY position LIMIT ?"
@@ -213,12 +213,6 @@ class SqliteEventStore(EventStore):
             if retried is not None:
                 return retried
             raise ConcurrencyError(stream, expected_version, current)
-        if command is not None and _command_recorded(connection, command):
-            # Looked up before the insert: the writer thread is the file's only writer.
-            retried = _already_stored(connection, stream, events, registry)
-            if retried is not None:
-                return retried
-            raise CommandAlreadyRecorded(command)
         # recorded-at never goes backwards along the global order, even if the clock does.
         recorded_at = max(to_micros_now(), self._last_recorded_at)
         try:
@@ -235,15 +229,22 @@ class SqliteEventStore(EventStore):
             retried = _already_stored(connection, stream, events, registry)
             if retried is not None:
                 return retried
+            if command is not None and _command_recorded(connection, command):
+                # The command's ids with other content: the key's first request won.
+                raise CommandAlreadyRecorded(command) from None
             raise DuplicateEventIdError(_first_stored_id(connection, events)) from None
-        self._last_recorded_at = recorded_at
         # One writer and INTEGER PRIMARY KEY: the batch got consecutive positions.
         last_position = connection.execute("SELECT last_insert_rowid()").fetchone()[0]
         first_position = last_position - len(events) + 1
         if command is not None:
-            connection.execute(
+            recorded = connection.execute(
                 _INSERT_COMMAND, (command, stream, str(events[0].event_id), first_position)
             )
+            if recorded.rowcount == 0:
+                # Recorded before, with other events (the same ones would have collided
+                # above): raising rolls this request's savepoint back, events and all.
+                raise CommandAlreadyRecorded(command)
+        self._last_recorded_at = recorded_at
         return _Appended(first_position, recorded_at, expected_version)
 
     async def read_stream(

@@ -56,6 +56,27 @@ async def test_a_file_made_before_the_command_table_gets_its_commands_on_open(
         connection.execute("DELETE FROM recorded_commands")
 
 
+async def test_a_command_is_recorded_without_looking_it_up_first(tmp_path: Path) -> None:
+    """The writer records a command in one statement (the table's key settles a repeat); a
+    repeat under another request still writes nothing and one of the same events returns them."""
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    statements: list[str] = []
+    await store.writer.write(lambda connection: connection.set_trace_callback(statements.append))
+    command = uuid4()
+    first = note("1")
+    first = replace(first, metadata=replace(first.metadata, causation_id=command))
+    recorded = await store.append("case-1", [first], NO_STREAM, command_id=command)
+    other = replace(note("2"), metadata=first.metadata)
+    with pytest.raises(CommandAlreadyRecorded):
+        await store.append("case-2", [other], NO_STREAM, command_id=command)
+    assert await store.append("case-1", [first], NO_STREAM, command_id=command) == recorded
+
+    assert [s for s in statements if "recorded_commands" in s and "INSERT" not in s] == []
+    assert await store.stream_version("case-2") == 0
+    assert await store.last_position() == recorded[-1].position
+    await store.close()
+
+
 async def test_events_survive_reopening_the_file(tmp_path: Path) -> None:
     store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
     written = await store.append("case-1", [note("1"), note("1")], NO_STREAM)
