@@ -10,6 +10,7 @@ facts over the bus. Opening is refused unless the access policy lets the caller 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -23,11 +24,13 @@ from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.vocabulary import BREAK_GLASS_ENTITLEMENT, Action, Decision
 from casetrail_platform.store.port import EventStore
 from events.catalog.access import AccessPurpose, RecordSection
+from events.catalog.base import CaseEvent
 from events.catalog.emergency import (
     EmergencyAccessClosed,
     EmergencyAccessOpened,
     EmergencyAccessReviewed,
 )
+from events.envelope import RecordedEvent
 from events.errors import FieldProblem
 from services.intake.adapters.emergency_accesses import EmergencyAccessEntry, EmergencyAccessQueue
 from services.intake.app.commands import (
@@ -176,19 +179,18 @@ async def review_emergency_access(
     review = review_of(context, command)
     purpose = _oversight(principal)
     action = Action.REVIEW_EMERGENCY_ACCESS
-    decision = await _oversight_decision(
-        access, principal, purpose, review.case_id, await _grantee(store, review)
-    )
-    if not decision.allowed:
-        await access.refuse(principal, action, purpose, review.case_id, decision)
+    oversee = await _oversight_rule(access, principal, purpose, review.case_id)
+
+    def decide(history: list[RecordedEvent]) -> list[CaseEvent]:
+        decision = oversee(opened_access(history, review.emergency_access_id))
+        if not decision.allowed:
+            raise _NotOverseen(decision)
+        return decide_review(history, review)
+
     try:
-        recorded = await execute(
-            store,
-            SOURCE,
-            context,
-            case_stream(review.case_id),
-            lambda history: decide_review(history, review),
-        )
+        recorded = await execute(store, SOURCE, context, case_stream(review.case_id), decide)
+    except _NotOverseen as refused:
+        await access.refuse(principal, action, purpose, review.case_id, refused.decision)
     except SelfReview:
         # Found on the case's history: recorded like the policy's refusals.
         own = Decision(False, SELF_REVIEW_RULE, reason=SELF_REVIEW_REASON)
@@ -224,20 +226,20 @@ async def close_emergency_access(
     decision that did not let them (they learn nothing of the access)."""
     closing = closing_of(context, principal, command, now)
     purpose = _oversight(principal)
-    oversight = await _oversight_decision(
-        access, principal, purpose, closing.case_id, await _grantee(store, closing)
-    )
+    oversee = await _oversight_rule(access, principal, purpose, closing.case_id)
+
+    def decide(history: list[RecordedEvent]) -> list[CaseEvent]:
+        oversight = oversee(opened_access(history, closing.emergency_access_id))
+        try:
+            return decide_close(history, closing, may_oversee=oversight.allowed)
+        except NotTheGrantee:
+            raise _NotOverseen(oversight) from None
+
     try:
-        recorded = await execute(
-            store,
-            SOURCE,
-            context,
-            case_stream(closing.case_id),
-            lambda history: decide_close(history, closing, may_oversee=oversight.allowed),
-        )
-    except NotTheGrantee:
+        recorded = await execute(store, SOURCE, context, case_stream(closing.case_id), decide)
+    except _NotOverseen as refused:
         action = Action.CLOSE_EMERGENCY_ACCESS
-        await access.refuse(principal, action, purpose, closing.case_id, oversight)
+        await access.refuse(principal, action, purpose, closing.case_id, refused.decision)
     first = recorded[0].event if recorded else closing
     assert isinstance(first, EmergencyAccessClosed)
     return Closed(recorded_of(closing.case_id, recorded), first)
@@ -299,31 +301,32 @@ class _Grantee(Protocol):
     def grantee_team(self) -> str | None: ...
 
 
-async def _grantee(
-    store: EventStore, about: EmergencyAccessReviewed | EmergencyAccessClosed
-) -> EmergencyAccessOpened | None:
-    """The opening of the access a review or a closing is about, read from the case's stream
-    (never from a projection that may not have caught up)."""
-    history = await store.read_stream(case_stream(about.case_id))
-    return opened_access(history, about.emergency_access_id)
+class _NotOverseen(Exception):
+    """Raised by a review's or a closing's decision when the caller may not oversee the access
+    (its ``decision``, to be recorded), found on the history the command decides on."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.rule)
+        self.decision = decision
 
 
-async def _oversight_decision(
-    access: AccessControl,
-    principal: Principal,
-    purpose: AccessPurpose,
-    case_id: str,
-    grantee: _Grantee | None,
-) -> Decision:
-    """Whether ``principal`` oversees the emergency access of ``grantee`` on the case: a
+async def _oversight_rule(
+    access: AccessControl, principal: Principal, purpose: AccessPurpose, case_id: str
+) -> Callable[[_Grantee | None], Decision]:
+    """Whether ``principal`` oversees an emergency access on the case, given its grantee: a
     reviewer's role, then the policy's decision on reading the case's trail, else, on a case no
-    team carries, supervising the grantee's team."""
+    team carries, supervising the grantee's team. The grantee is found in the history the
+    command decides on (its opening, never a projection that may not have caught up), so the
+    case's stream is read once."""
     refusal = reviewer_refusal(principal.role)
     if refusal is not None:
-        return _refused(refusal)
+        refused = _refused(refusal)
+        return lambda grantee: refused
     facts = await access.case_facts(case_id)
     decision = access.decide(principal, Action.READ_TRAIL, purpose, facts)
-    return _or_grantee_supervision(decision, access, principal, purpose, facts, grantee)
+    return lambda grantee: _or_grantee_supervision(
+        decision, access, principal, purpose, facts, grantee
+    )
 
 
 def _or_grantee_supervision(

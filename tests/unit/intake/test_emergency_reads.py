@@ -1,0 +1,160 @@
+"""Reviewing and closing an emergency access read the case's stream once: the grantee the
+oversight decision needs is found in the history the command decides on."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from casetrail_platform.commands import CommandContext
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.guard import AccessControl, AccessDenied
+from casetrail_platform.policy.projection import CaseFactsProjection
+from casetrail_platform.projections.runner import catch_up
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.access import RecordAccessDenied
+from events.catalog.base import Role
+from events.catalog.cases import CaseOpened
+from events.catalog.emergency import EmergencyAccessClosed, EmergencyAccessReviewed
+from events.catalog.examples import example_events
+from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from services.intake.app.commands import (
+    CloseEmergencyAccess,
+    OpenEmergencyAccess,
+    ReviewEmergencyAccess,
+)
+from services.intake.app.emergency import (
+    close_emergency_access,
+    open_emergency_access,
+    review_emergency_access,
+)
+from services.intake.domain.cases import case_stream
+
+GRANTEE = Principal(
+    "sw-luis", Role.SOCIAL_WORKER, "eastbay-dss", "test", "team-east", frozenset({"break_glass"})
+)
+GRANTEES_SUPERVISOR = Principal("helen", Role.SUPERVISOR, "eastbay-dss", "test", "team-east")
+OTHER_SUPERVISOR = Principal("omar", Role.SUPERVISOR, "eastbay-dss", "test", "team-west")
+CASE = "case-glass-1"
+
+
+def context(principal: Principal) -> CommandContext:
+    return CommandContext(actor=principal.actor, idempotency_key=uuid.uuid4().hex)
+
+
+async def _opened_access(
+    store: SqliteEventStore, read_models: SqliteReadModelStore, access: AccessControl
+) -> str:
+    """A case no team carries yet, broken into by ``GRANTEE``: only the grantee's supervisor
+    oversees the access (grantee-supervisor), which needs the grantee from the stream."""
+    opened = next(e for e in example_events() if isinstance(e, CaseOpened))
+    metadata = EventMetadata(
+        source="casetrail/intake",
+        actor=Actor("intake-1", Role.INTAKE_WORKER),
+        occurred_at=datetime.now(UTC),
+        correlation_id=uuid.uuid4(),
+    )
+    await store.append(
+        case_stream(CASE), [NewEvent(opened.model_copy(update={"case_id": CASE}), metadata)], 0
+    )
+    await catch_up(store, read_models, CaseFactsProjection())
+    glass = await open_emergency_access(
+        store,
+        access,
+        context(GRANTEE),
+        GRANTEE,
+        OpenEmergencyAccess(CASE, "Client unreachable, fall alarm raised", timedelta(minutes=30)),
+        datetime.now(UTC),
+    )
+    return glass.access.emergency_access_id
+
+
+def _counting_reads(store: SqliteEventStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The streams read from now on (SQLite's ``read_for_command`` reads through
+    ``read_stream``)."""
+    reads: list[str] = []
+    read_stream = store.read_stream
+
+    async def counted(stream: str, **kwargs: Any) -> list[RecordedEvent]:
+        reads.append(stream)
+        return await read_stream(stream, **kwargs)
+
+    monkeypatch.setattr(store, "read_stream", counted)
+    return reads
+
+
+async def test_a_review_by_the_grantees_supervisor_reads_the_case_once(
+    store: SqliteEventStore,
+    read_models: SqliteReadModelStore,
+    access: AccessControl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    access_id = await _opened_access(store, read_models, access)
+    reads = _counting_reads(store, monkeypatch)
+
+    recorded = await review_emergency_access(
+        store,
+        access,
+        context(GRANTEES_SUPERVISOR),
+        GRANTEES_SUPERVISOR,
+        ReviewEmergencyAccess(CASE, access_id, "justified", "Fall alarm on record"),
+    )
+
+    assert reads == [case_stream(CASE)]
+    [review] = await store.read_stream(case_stream(CASE), from_version=recorded.version)
+    assert isinstance(review.event, EmergencyAccessReviewed)
+
+
+async def test_a_closing_by_the_grantee_reads_the_case_once(
+    store: SqliteEventStore,
+    read_models: SqliteReadModelStore,
+    access: AccessControl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    access_id = await _opened_access(store, read_models, access)
+    reads = _counting_reads(store, monkeypatch)
+
+    closed = await close_emergency_access(
+        store,
+        access,
+        context(GRANTEE),
+        GRANTEE,
+        CloseEmergencyAccess(CASE, access_id),
+        datetime.now(UTC),
+    )
+
+    assert isinstance(closed.closing, EmergencyAccessClosed)
+    assert reads == [case_stream(CASE)]
+
+
+async def test_whoever_does_not_oversee_the_access_is_refused_and_recorded_writing_nothing(
+    store: SqliteEventStore, read_models: SqliteReadModelStore, access: AccessControl
+) -> None:
+    access_id = await _opened_access(store, read_models, access)
+    version = await store.stream_version(case_stream(CASE))
+
+    with pytest.raises(AccessDenied):
+        await review_emergency_access(
+            store,
+            access,
+            context(OTHER_SUPERVISOR),
+            OTHER_SUPERVISOR,
+            ReviewEmergencyAccess(CASE, access_id, "justified", "Looks fine"),
+        )
+    with pytest.raises(AccessDenied):
+        await close_emergency_access(
+            store,
+            access,
+            context(OTHER_SUPERVISOR),
+            OTHER_SUPERVISOR,
+            CloseEmergencyAccess(CASE, access_id),
+            datetime.now(UTC),
+        )
+
+    assert await store.stream_version(case_stream(CASE)) == version
+    denied = [r.event for r in await store.read_all(0) if isinstance(r.event, RecordAccessDenied)]
+    assert [(d.accessor_id, d.case_id) for d in denied] == [("omar", CASE), ("omar", CASE)]
