@@ -143,6 +143,7 @@ def worker_does_not_carry_cases(worker_id: str, role: str) -> RuleBroken:
 
 
 def schedule_conflict(
+    case_id: str,
     kind: str,
     starts_at: datetime,
     ends_at: datetime,
@@ -152,20 +153,38 @@ def schedule_conflict(
     other_starts_at: datetime,
     other_ends_at: datetime,
 ) -> RuleBroken:
-    """``other_kind`` is named unless it is special data (``addiction_counseling``): the other
-    service may be of a case the caller is not entitled to, and no read is recorded here."""
+    """The slot of the command on ``case_id`` overlaps another service of the client's.
+
+    One of the same case is named (its id, kind and times): the caller was let act on the case.
+    One of the client's other cases is told as the slot it holds only, enough to choose another
+    time: the caller may not be entitled to that case, and a refusal is no read the access
+    policy decided and recorded, so neither its case, its service nor its kind is named (whoever
+    may read it finds it in GetClientSchedule). ``other_kind`` is named unless it is special
+    data (``addiction_counseling``), which not everyone on the case may see."""
+    slot = {
+        "conflicting_starts_at": other_starts_at.isoformat(),
+        "conflicting_ends_at": other_ends_at.isoformat(),
+    }
+    asked = f"{kind} from {starts_at.isoformat()} to {ends_at.isoformat()}"
+    held = f"from {other_starts_at.isoformat()} to {other_ends_at.isoformat()}"
+    if other_case_id != case_id:
+        return RuleBroken(
+            SCHEDULE_CONFLICT,
+            f"{asked} overlaps a service of another of the client's cases, {held}; the client"
+            " cannot attend both, choose another time",
+            subject=f"case/{case_id}",
+            **slot,
+        )
     named = {} if is_sensitive_code(other_kind) else {"conflicting_kind": other_kind}
     what = f"{other_kind} service" if named else "service"
     return RuleBroken(
         SCHEDULE_CONFLICT,
-        f"{kind} from {starts_at.isoformat()} to {ends_at.isoformat()} overlaps {what} "
-        f"{other_id} (case {other_case_id}) from {other_starts_at.isoformat()} to "
-        f"{other_ends_at.isoformat()}; the client cannot attend both, choose another time",
+        f"{asked} overlaps {what} {other_id} of the case {held}; the client cannot attend both,"
+        " choose another time",
         subject=f"service/{other_id}",
         conflicting_service_id=other_id,
         conflicting_case_id=other_case_id,
-        conflicting_starts_at=other_starts_at.isoformat(),
-        conflicting_ends_at=other_ends_at.isoformat(),
+        **slot,
         **named,
     )
 

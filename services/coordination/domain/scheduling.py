@@ -86,7 +86,9 @@ def decide_schedule(
                 subject=f"referral/{referral.referral_id}",
                 referral_provider_id=referral.provider.provider_id,
             )
-    _require_free(schedule, command.kind.value, command.starts_at, command.ends_at, None)
+    _require_free(
+        schedule, facts.case_id, command.kind.value, command.starts_at, command.ends_at, None
+    )
     return [
         ServiceScheduled(
             case_id=facts.case_id,
@@ -110,7 +112,12 @@ def decide_reschedule(
     check_not_before_opening(facts, command.starts_at, "starts_at")
     service = _scheduled(schedule, command.case_id, command.service_id)
     _require_free(
-        schedule, service.kind.value, command.starts_at, command.ends_at, service.service_id
+        schedule,
+        command.case_id,
+        service.kind.value,
+        command.starts_at,
+        command.ends_at,
+        service.service_id,
     )
     return [
         ServiceRescheduled(
@@ -180,7 +187,12 @@ def decide_delivered(
     # Where it actually took place must be free too: the client was not in two places.
     if acting_for is None:
         _require_free(
-            schedule, service.kind.value, command.starts_at, command.ends_at, service.service_id
+            schedule,
+            command.case_id,
+            service.kind.value,
+            command.starts_at,
+            command.ends_at,
+            service.service_id,
         )
     elif schedule.conflict(command.starts_at, command.ends_at, service.service_id) is not None:
         # A partner sees only its referrals' services: the other one is not named to it.
@@ -257,11 +269,19 @@ def _scheduled(schedule: Schedule, case_id: str, service_id: str) -> Service:
 
 
 def _require_free(
-    schedule: Schedule, kind: str, starts_at: datetime, ends_at: datetime, ignore: str | None
+    schedule: Schedule,
+    case_id: str,
+    kind: str,
+    starts_at: datetime,
+    ends_at: datetime,
+    ignore: str | None,
 ) -> None:
+    """``case_id``: the case the command is about (a conflict with another case's service
+    names none of it)."""
     other = schedule.conflict(starts_at, ends_at, ignore)
     if other is not None:
         raise errors.schedule_conflict(
+            case_id,
             kind,
             starts_at,
             ends_at,

@@ -98,6 +98,20 @@ async def test_services_clash_across_all_the_clients_cases(stub: Stub, intake: I
     refusal = await refused(stub.ScheduleService(counseling))
     assert refusal.code is grpc.StatusCode.FAILED_PRECONDITION
     assert refusal.rule == "SCHEDULE_CONFLICT"
+    # Of another case, which the caller may not be entitled to: the slot it holds, enough to
+    # choose another time, and nothing that names that case, its service or its kind.
+    assert refusal.metadata == {
+        "subject": "case/case-2",
+        "conflicting_starts_at": "2026-03-03T10:00:00+00:00",
+        "conflicting_ends_at": "2026-03-03T11:00:00+00:00",
+    }
+    for named in (therapy.service_id, "case-1", "physical_therapy"):
+        assert named not in refusal.message
+    assert "another of the client's cases, from 2026-03-03T10:00:00+00:00" in refusal.message
+    # Of the same case, the appointment is named.
+    refusal = await refused(
+        stub.ScheduleService(schedule_request("case-1", "home_care", half_past))
+    )
     assert refusal.metadata == {
         "subject": f"service/{therapy.service_id}",
         "conflicting_service_id": therapy.service_id,
@@ -106,7 +120,7 @@ async def test_services_clash_across_all_the_clients_cases(stub: Stub, intake: I
         "conflicting_starts_at": "2026-03-03T10:00:00+00:00",
         "conflicting_ends_at": "2026-03-03T11:00:00+00:00",
     }
-    assert "overlaps physical_therapy" in refusal.message
+    assert f"overlaps physical_therapy service {therapy.service_id}" in refusal.message
 
     # Another client's counseling at the same time is no concern of this client's.
     await stub.ScheduleService(
@@ -271,16 +285,15 @@ async def test_no_service_starts_before_the_case_was_opened(
 
 
 async def test_a_clash_never_names_a_sensitive_kind(stub: Stub, intake: IntakeFeed) -> None:
-    # The other service may be of a case the caller does not carry: addiction counseling tells
-    # of substance use, and a refusal is no read the access policy decided and recorded.
-    await intake.open_case("case-1", "client-1", [NeedCategory.SUBSTANCE_USE])
-    await intake.open_case("case-2", "client-1", NEEDS)
+    # Not everyone on the case may see special data: addiction counseling tells of substance
+    # use, and a refusal is no read the access policy decided and recorded.
+    await intake.open_case("case-1", "client-1", [NeedCategory.SUBSTANCE_USE, *NEEDS])
     counseling = await stub.ScheduleService(
         schedule_request("case-1", "addiction_counseling", TUESDAY_10, provider=COUNSELING_CENTRE)
     )
     refusal = await refused(
         stub.ScheduleService(
-            schedule_request("case-2", "home_care", TUESDAY_10, provider=HOME_CARE_CO)
+            schedule_request("case-1", "home_care", TUESDAY_10, provider=HOME_CARE_CO)
         )
     )
     assert refusal.rule == "SCHEDULE_CONFLICT"
