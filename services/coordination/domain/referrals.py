@@ -73,10 +73,7 @@ def decide_answer(
     outcome of work it had accepted before the closure; accepting is refused, since it is what
     lets the provider read the case (README, "Closure"). ``acting_for``: the partner agency of
     the verified caller, which must be the referral's provider."""
-    referral = _answerable(state, command.case_id, command.referral_id, command.provider_id)
-    require_own_provider(
-        acting_for, referral.provider.provider_id, f"referral {referral.referral_id}"
-    )
+    referral = _answerable(state, command, acting_for)
     match command:
         case AcceptReferral():
             if facts.closed:
@@ -148,17 +145,27 @@ def _withdrawn(case_id: str, referral: Referral, reason: str) -> ReferralWithdra
     )
 
 
-def _answerable(state: CaseState, case_id: str, referral_id: str, provider_id: str) -> Referral:
-    referral = state.referrals.get(referral_id)
+def _answerable(
+    state: CaseState,
+    command: AcceptReferral | DeclineReferral | CompleteReferral,
+    acting_for: str | None,
+) -> Referral:
+    """The referral, answered by the partner agency it was made to. Another partner learns
+    nothing of it (NOT_THE_PROVIDER, before the provider named in the request is compared): it
+    sees only its own referrals, and which agency the client was referred to tells of the
+    client's needs."""
+    referral = state.referrals.get(command.referral_id)
     if referral is None:
-        raise NotFound("referral", referral_id)
-    if referral.provider.provider_id != provider_id:
+        raise NotFound("referral", command.referral_id)
+    provider_id = referral.provider.provider_id
+    require_own_provider(acting_for, provider_id, f"referral {referral.referral_id}")
+    if provider_id != command.provider_id:
         raise RuleBroken(
             errors.REFERRAL_PROVIDER_MISMATCH,
-            f"referral {referral_id} of case {case_id} was made to "
-            f"{referral.provider.provider_id}, not {provider_id}",
-            subject=f"referral/{referral_id}",
-            referral_provider_id=referral.provider.provider_id,
+            f"referral {referral.referral_id} of case {command.case_id} was made to "
+            f"{provider_id}, not {command.provider_id}",
+            subject=f"referral/{referral.referral_id}",
+            referral_provider_id=provider_id,
         )
     return referral
 

@@ -136,8 +136,7 @@ def decide_cancel(
 ) -> list[CaseEvent]:
     """``acting_for``: the partner agency of the verified caller, which must provide it, and
     which calls it off as the provider or on the client's word, never as the agency."""
-    service = _scheduled(schedule, command.case_id, command.service_id)
-    require_own_provider(acting_for, service.provider.provider_id, f"service {service.service_id}")
+    service = _scheduled(schedule, command.case_id, command.service_id, acting_for)
     if acting_for is not None and command.cancelled_by is CancelledBy.AGENCY:
         raise InvalidCommand(
             [
@@ -169,8 +168,7 @@ def decide_delivered(
     take ``OCCURRED_AT_CLOCK_SKEW``, the drift a command's own moment is allowed), nor start
     after the case's closure (a visit made before the closure may still be written up).
     ``acting_for``: the partner agency of the verified caller, which must provide it."""
-    service = _scheduled(schedule, command.case_id, command.service_id)
-    require_own_provider(acting_for, service.provider.provider_id, f"service {service.service_id}")
+    service = _scheduled(schedule, command.case_id, command.service_id, acting_for)
     check_not_before_opening(facts, command.starts_at, "starts_at")
     if command.ends_at > now + OCCURRED_AT_CLOCK_SKEW:
         # Its end too: a service still under way is not yet care given, nor claimable.
@@ -254,10 +252,15 @@ def _calling_off(
     ]
 
 
-def _scheduled(schedule: Schedule, case_id: str, service_id: str) -> Service:
+def _scheduled(
+    schedule: Schedule, case_id: str, service_id: str, acting_for: str | None = None
+) -> Service:
+    """The case's service, still scheduled. ``acting_for``: a partner agency, which acts only
+    on services it provides and learns nothing of another's (not even its status)."""
     service = schedule.of_case(case_id, service_id)
     if service is None:
         raise NotFound("service", service_id)
+    require_own_provider(acting_for, service.provider.provider_id, f"service {service_id}")
     if service.status is not ServiceStatus.SCHEDULED:
         raise RuleBroken(
             errors.SERVICE_NOT_SCHEDULED,

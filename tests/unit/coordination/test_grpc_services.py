@@ -70,6 +70,13 @@ async def test_a_referral_is_answered_by_its_provider_only(stub: Stub, intake: I
     impostor = answer("accept", referral_id, agency="someone-else")
     refusal = await refused(stub.AcceptReferral(impostor))
     assert (refusal.code, refusal.rule) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_THE_PROVIDER")
+    # Nor does another partner naming itself learn whom the client was referred to: it sees
+    # only its own referrals.
+    other = PT_CLINIC.provider_id
+    refusal = await refused(stub.AcceptReferral(answer("accept", referral_id, other, other)))
+    assert (refusal.code, refusal.rule) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_THE_PROVIDER")
+    assert "referral_provider_id" not in refusal.metadata
+    assert "harbor" not in refusal.message
     refusal = await refused(stub.CompleteReferral(answer("complete", referral_id, outcome="ok")))
     assert refusal.rule == "REFERRAL_NOT_ACCEPTED"
 
@@ -184,6 +191,20 @@ async def test_moving_cancelling_and_delivering_services(stub: Stub, intake: Int
             ends_at=timestamp(TUESDAY_10 + timedelta(minutes=50)),
         )
     )
+    # The clinic provides no home care: it learns nothing of that service, not its status.
+    refusal = await refused(
+        stub.CancelService(
+            pb.CancelServiceRequest(
+                context=command_context("partner_agency", agency=PT_CLINIC.provider_id),
+                case_id="case-1",
+                service_id=care.service_id,
+                cancelled_by="provider",
+                reason="not ours",
+            )
+        )
+    )
+    assert (refusal.rule, "status" in refusal.metadata) == ("NOT_THE_PROVIDER", False)
+    assert "delivered" not in refusal.message
     upcoming = await stub.GetClientSchedule(
         pb.GetClientScheduleRequest(context=query_context(), client_id="client-1")
     )
