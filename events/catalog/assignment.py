@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import date
 from enum import StrEnum
 from typing import ClassVar
 
@@ -35,6 +37,37 @@ class WorkerCredential(CatalogValue):
     name: NonEmptyStr
     issued_by: NonEmptyStr | None = None
     valid_until: Day | None = None
+
+
+COUNSELING_NEEDS = frozenset(
+    {NeedCategory.COUNSELING, NeedCategory.MENTAL_HEALTH, NeedCategory.SUBSTANCE_USE}
+)
+"""Needs that call for counseling, which only a licensed social worker may give: a case manager
+may not counsel, and refers the client out instead (a need an outside provider took on no longer
+calls for a licence)."""
+
+COUNSELING_LICENCES = ("LBSW", "LMSW", "LCSW")
+"""The licences (``CredentialKind.LICENCE``, by name) that let a social worker counsel."""
+
+
+def counseling_licence(
+    role: Role, credentials: Iterable[WorkerCredential], on: date
+) -> WorkerCredential | None:
+    """The worker's licence that allows counseling, valid on ``on``, if any: the one rule of
+    who may counsel, for every service that learns a worker's role and credentials (from the
+    agency's staff file, or from ``CaseAssigned`` and ``CaseReassigned``)."""
+    if role is not Role.SOCIAL_WORKER:
+        return None
+    return next(
+        (
+            credential
+            for credential in credentials
+            if credential.kind is CredentialKind.LICENCE
+            and credential.name.upper() in COUNSELING_LICENCES
+            and (credential.valid_until is None or credential.valid_until >= on)
+        ),
+        None,
+    )
 
 
 def _check_case_carrying(role: Role) -> Role:

@@ -11,22 +11,19 @@ from datetime import date
 from casetrail_platform.commands import NotFound, RuleBroken
 from events.catalog.assignment import (
     CASE_CARRYING_ROLES,
+    COUNSELING_NEEDS,
     CaseAssigned,
     CaseReassigned,
-    CredentialKind,
     WorkerCredential,
 )
-from events.catalog.base import CaseEvent, Role
+from events.catalog.assignment import counseling_licence as counseling_licence_of
+from events.catalog.base import CaseEvent
 from events.catalog.values import NeedCategory
 from services.coordination.domain import errors
 from services.coordination.domain.agency import Worker
 from services.coordination.domain.case import CaseState
 from services.coordination.domain.commands import AssignCase, TransferCase
 from services.coordination.domain.facts import CaseFacts
-
-COUNSELING_NEEDS = frozenset(
-    {NeedCategory.COUNSELING, NeedCategory.MENTAL_HEALTH, NeedCategory.SUBSTANCE_USE}
-)
 
 
 def open_needs(facts: CaseFacts, state: CaseState) -> tuple[NeedCategory, ...]:
@@ -37,18 +34,7 @@ def open_needs(facts: CaseFacts, state: CaseState) -> tuple[NeedCategory, ...]:
 
 def counseling_licence(worker: Worker, on: date) -> WorkerCredential | None:
     """The worker's licence that allows counseling, valid on ``on``, if any."""
-    if worker.role is not Role.SOCIAL_WORKER:
-        return None
-    return next(
-        (
-            credential
-            for credential in worker.credentials
-            if credential.kind is CredentialKind.LICENCE
-            and credential.name.upper() in errors.COUNSELING_LICENCES
-            and (credential.valid_until is None or credential.valid_until >= on)
-        ),
-        None,
-    )
+    return counseling_licence_of(worker.role, worker.credentials, on)
 
 
 def fit_refusals(

@@ -10,6 +10,7 @@ from datetime import datetime
 
 from casetrail_platform.commands import RuleBroken
 from casetrail_platform.policy.redaction import is_sensitive_code
+from events.catalog.assignment import COUNSELING_LICENCES
 from events.catalog.values import Money, NeedCategory
 
 CASE_CLOSED = "CASE_CLOSED"
@@ -39,8 +40,6 @@ INSURER_MISMATCH = "INSURER_MISMATCH"
 APPROVED_AMOUNT_EXCEEDS_CLAIM = "APPROVED_AMOUNT_EXCEEDS_CLAIM"
 SERVICE_NOT_YET_DELIVERABLE = "SERVICE_NOT_YET_DELIVERABLE"
 SERVICE_NOT_DELIVERED = "SERVICE_NOT_DELIVERED"
-
-COUNSELING_LICENCES = ("LBSW", "LMSW", "LCSW")
 
 COUNSELING_PROVIDERS = (
     "a counseling provider: a licensed counselor or clinical social worker (LCSW),"

@@ -7,6 +7,7 @@ that a scan in key order meets the most overdue cases first and stops at the giv
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -17,7 +18,9 @@ from casetrail_platform.projections.port import (
     Projection,
     ReadModelStore,
 )
+from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.erasure import ClientErased
+from events.catalog.values import NeedCategory
 from events.envelope import RecordedEvent
 from services.planning.adapters.case_document import (
     EVENT_TYPES,
@@ -26,20 +29,28 @@ from services.planning.adapters.case_document import (
     new_document,
     settle_erased,
 )
-from services.planning.domain.model import UNKNOWN_CASE, CaseFacts
+from services.planning.adapters.staff import STAFF, record_worker, staff_members
+from services.planning.domain.model import UNKNOWN_CASE, CaseFacts, StaffMember
 
 CASE_VIEWS = "case_views"
 FOLLOW_UPS = "follow_ups"
+REFERRED_STATUSES = frozenset({"accepted", "completed"})
+"""A referral in either has an outside provider taking the need on."""
+NEED_CODES = frozenset(need.value for need in NeedCategory)
 
 
 class CaseViewProjection(Projection):
     """Every service's case events, including planning's own as they come back on the bus."""
 
     name = "case_view"
-    collections = (CASE_VIEWS, FOLLOW_UPS)
+    collections = (CASE_VIEWS, FOLLOW_UPS, STAFF)
     event_types = EVENT_TYPES
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        if isinstance(recorded.event, CaseAssigned | CaseReassigned):
+            # With the case's worker, in one transaction: a command that finds the worker
+            # assigned finds their credentials too.
+            await record_worker(transaction, recorded.event, recorded)
         case_id = getattr(recorded.event, "case_id", None)
         if not isinstance(case_id, str):
             return
@@ -135,7 +146,17 @@ class CaseViews:
                 for r in document["referrals"]
                 if r["status"] in OPEN_REFERRAL_STATUSES
             ),
+            referred_needs=frozenset(
+                NeedCategory(r["need_category"])
+                for r in document["referrals"]
+                # An erased client's need categories are markers: no need is known then.
+                if r["status"] in REFERRED_STATUSES and r["need_category"] in NEED_CODES
+            ),
         )
+
+    async def staff(self, worker_ids: Iterable[str]) -> dict[str, StaffMember]:
+        """The workers of ``worker_ids`` planning knows of (from case assignments)."""
+        return await staff_members(self._read_models, worker_ids)
 
     async def find(self, where: CaseFilter, limit: int) -> tuple[list[Document], bool]:
         """Up to ``limit`` matching documents, and whether more matched."""

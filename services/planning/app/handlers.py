@@ -14,8 +14,9 @@ from events.envelope import RecordedEvent
 from services.planning.adapters.case_views import CaseViews
 from services.planning.app.validation import invalid_command
 from services.planning.domain.commands import Command
-from services.planning.domain.decisions import decide
+from services.planning.domain.decisions import decide, planned_goals
 from services.planning.domain.model import CasePlanning, fold
+from services.planning.domain.qualifications import task_workers
 
 SERVICE = "planning"
 SOURCE = "casetrail/planning"
@@ -43,11 +44,12 @@ async def handle(deps: Dependencies, context: CommandContext, command: Command) 
     # Read once per command: other services' facts only change through the bus, and a
     # decision raced by a new fact is the same as one taken a moment earlier.
     facts = await deps.views.facts(command.case_id)
+    staff = await deps.views.staff(task_workers(planned_goals(command), facts))
     stream = stream_for(command.case_id)
 
     def decide_on(history: list[RecordedEvent]) -> list[CaseEvent]:
         record = fold(command.case_id, history)
-        return decide(record, facts, context.actor, command, context.occurred_at)
+        return decide(record, facts, context.actor, command, context.occurred_at, staff)
 
     try:
         recorded = await execute(deps.store, SOURCE, context, stream, decide_on)

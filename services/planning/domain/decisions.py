@@ -10,6 +10,7 @@ case was opened).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from casetrail_platform.commands import AlreadyExists, NotFound, RuleBroken
@@ -39,7 +40,15 @@ from services.planning.domain.commands import (
     RecordAgreement,
     ReviseGoal,
 )
-from services.planning.domain.model import CaseFacts, CasePlanning, GoalState, GoalStatus, Plan
+from services.planning.domain.model import (
+    CaseFacts,
+    CasePlanning,
+    GoalState,
+    GoalStatus,
+    Plan,
+    StaffMember,
+)
+from services.planning.domain.qualifications import PlacedGoal, require_qualified_owners
 from services.planning.domain.rules import Action, require_assignment
 
 ACTIONS: dict[type[Command], Action] = {
@@ -62,8 +71,12 @@ def decide(
     actor: Actor,
     command: Command,
     occurred_at: datetime | None = None,
+    staff: Mapping[str, StaffMember] | None = None,
 ) -> list[CaseEvent]:
-    """``occurred_at``: when the command says it happened (``None``: now)."""
+    """``occurred_at``: when the command says it happened (``None``: now). ``staff``: the
+    workers planning knows of among those the command's tasks name (``planned_goals``,
+    ``task_workers``)."""
+    known_staff = staff or {}
     action = ACTIONS[type(command)]
     require_assignment(actor, action, facts.worker_id)
     if not facts.known:
@@ -74,11 +87,11 @@ def decide(
         _require_in_order(record, facts, command, occurred_at)
     match command:
         case DraftPlan():
-            return [_draft(record, facts, command)]
+            return [_draft(record, facts, command, known_staff)]
         case AddGoal():
-            return [_add_goal(record, command)]
+            return [_add_goal(record, facts, command, known_staff)]
         case ReviseGoal():
-            return [_revise_goal(record, command)]
+            return [_revise_goal(record, facts, command, known_staff)]
         case AchieveGoal():
             return [_achieve_goal(record, command)]
         case DropGoal():
@@ -124,7 +137,20 @@ PLAN_WORK = (
 """The commands that work on the current plan."""
 
 
-def _draft(record: CasePlanning, facts: CaseFacts, command: DraftPlan) -> PlanDrafted:
+def planned_goals(command: Command) -> list[PlacedGoal]:
+    """The goals ``command`` writes into the plan, each with its request field's path."""
+    match command:
+        case DraftPlan():
+            return [(f"goals[{index}]", goal) for index, goal in enumerate(command.goals)]
+        case AddGoal() | ReviseGoal():
+            return [("goal", command.goal)]
+        case _:
+            return []
+
+
+def _draft(
+    record: CasePlanning, facts: CaseFacts, command: DraftPlan, staff: Mapping[str, StaffMember]
+) -> PlanDrafted:
     if record.plan is not None:
         raise AlreadyExists(
             "plan",
@@ -146,18 +172,24 @@ def _draft(record: CasePlanning, facts: CaseFacts, command: DraftPlan) -> PlanDr
             f"case {command.case_id} has no initial assessment yet; the plan builds on it",
             subject=command.case_id,
         )
+    require_qualified_owners(planned_goals(command), facts, staff)
     return PlanDrafted(case_id=command.case_id, plan_id=command.plan_id, goals=command.goals)
 
 
-def _add_goal(record: CasePlanning, command: AddGoal) -> GoalAdded:
+def _add_goal(
+    record: CasePlanning, facts: CaseFacts, command: AddGoal, staff: Mapping[str, StaffMember]
+) -> GoalAdded:
     plan = _plan(record)
     if command.goal.goal_id in plan.goals:
         raise AlreadyExists("goal", command.goal.goal_id)
     _require_new_ids(record, command.goal.goal_id)
+    require_qualified_owners(planned_goals(command), facts, staff)
     return GoalAdded(case_id=command.case_id, plan_id=plan.plan_id, goal=command.goal)
 
 
-def _revise_goal(record: CasePlanning, command: ReviseGoal) -> GoalRevised:
+def _revise_goal(
+    record: CasePlanning, facts: CaseFacts, command: ReviseGoal, staff: Mapping[str, StaffMember]
+) -> GoalRevised:
     plan = _plan(record)
     goal = _active_goal(plan, command.goal.goal_id)
     if goal.goal == command.goal:
@@ -166,6 +198,7 @@ def _revise_goal(record: CasePlanning, command: ReviseGoal) -> GoalRevised:
             "the revised goal is the same as the current one",
             subject=command.goal.goal_id,
         )
+    require_qualified_owners(planned_goals(command), facts, staff)
     return GoalRevised(
         case_id=command.case_id, plan_id=plan.plan_id, goal=command.goal, reason=command.reason
     )

@@ -6,7 +6,10 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from casetrail_platform.commands import InvalidCommand, RuleBroken
+from events.catalog.assignment import COUNSELING_LICENCES
+from events.catalog.planning import PlanTask
 from events.errors import FieldProblem
+from services.planning.domain.model import StaffMember
 
 CASE_CLOSED = "CASE_CLOSED"
 PLAN_NOT_DRAFTED = "PLAN_NOT_DRAFTED"
@@ -22,6 +25,8 @@ REFERRALS_STILL_RUNNING = "REFERRALS_STILL_RUNNING"
 CASE_NOT_ASSIGNED = "CASE_NOT_ASSIGNED"
 CASE_NOT_ASSESSED = "CASE_NOT_ASSESSED"
 GOAL_NOT_AGREED = "GOAL_NOT_AGREED"
+COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER = "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+"""Coordination's rule name for the same rule (assignment), so callers handle one."""
 GOALS_STILL_ACTIVE = "GOALS_STILL_ACTIVE"
 NO_GOAL_ACHIEVED = "NO_GOAL_ACHIEVED"
 AGREEMENT_WITHOUT_CLIENT = "AGREEMENT_WITHOUT_CLIENT"
@@ -87,4 +92,35 @@ def dated_before(what: str, moment: datetime) -> InvalidCommand:
     history out of order."""
     return InvalidCommand(
         [FieldProblem("context.occurred_at", f"must not be before {what} ({moment.isoformat()})")]
+    )
+
+
+def counseling_requires_licence(
+    path: str, task: PlanTask, worker_id: str | None, member: StaffMember | None
+) -> RuleBroken:
+    """Names the task, the worker and the rule, never the need (special data, and refusals
+    reach logs) nor the task's description."""
+    licences = ", ".join(COUNSELING_LICENCES)
+    worker = worker_id or "(none: the case has no worker)"
+    if member is None:
+        held = (
+            f"planning knows no credentials of worker {worker} (it learns them from the case"
+            " assignments coordination records)"
+        )
+    else:
+        held = (
+            f"worker {worker} ({member.role.value}) holds none valid on"
+            f" {task.target_date.isoformat()}"
+        )
+    return RuleBroken(
+        COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER,
+        f"task {task.task_id} ({path}) is counseling toward a need that calls for it, which only"
+        f" a licensed social worker ({licences}) may give; {held}. Make a licensed social"
+        " worker its owner, or refer the client to a counseling provider (MakeReferral) and"
+        " make the task the provider's",
+        subject=task.task_id,
+        field=f"{path}.owner.owner_id",
+        worker_id=worker_id or "",
+        required_licences=",".join(COUNSELING_LICENCES),
+        suggested_action="MakeReferral",
     )

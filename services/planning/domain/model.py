@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from events.catalog.base import CaseEvent
+from events.catalog.assignment import WorkerCredential
+from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseClosed
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
 from events.catalog.planning import (
@@ -33,6 +34,7 @@ from events.catalog.planning import (
     PlanAgreed,
     PlanDrafted,
 )
+from events.catalog.values import NeedCategory
 from events.envelope import RecordedEvent
 
 
@@ -157,6 +159,8 @@ class CaseFacts:
     scheduled_service_ids: tuple[str, ...] = ()
     running_referral_ids: tuple[str, ...] = ()
     """Referrals made and not yet declined or completed (pending or accepted)."""
+    referred_needs: frozenset[NeedCategory] = frozenset()
+    """Needs an outside provider took on (its referral accepted, or completed)."""
 
     def is_closed(self, record: CasePlanning) -> bool:
         # Planning closes cases in its own stream; a reopening comes from elsewhere on the bus.
@@ -165,3 +169,13 @@ class CaseFacts:
 
 
 UNKNOWN_CASE = CaseFacts(known=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StaffMember:
+    """A worker as planning learned them from the bus: the role and credentials of the latest
+    case assignment (``CaseAssigned``, ``CaseReassigned``) that named them."""
+
+    worker_id: str
+    role: Role
+    credentials: tuple[WorkerCredential, ...] = ()

@@ -8,6 +8,8 @@ import pytest
 
 from casetrail_platform.commands import CommandContext
 from casetrail_platform.projections.port import ReadModelStore
+from events.catalog.assignment import CredentialKind, WorkerCredential
+from events.catalog.base import Role
 from events.catalog.cases import DischargeReason
 from events.catalog.erasure import ClientErased
 from events.catalog.monitoring import ContactKind, GoalProgress, ProgressRating
@@ -21,6 +23,7 @@ from services.planning.adapters.case_views import (
 )
 from services.planning.app.handlers import Dependencies, handle
 from services.planning.domain import commands as c
+from services.planning.domain.model import StaffMember
 from services.planning.entrypoints import present
 from tests.unit.planning.support import (
     COORDINATION,
@@ -344,3 +347,31 @@ async def test_an_erased_case_reads_as_its_rebuild_after_the_erasure(
     assert rebuilt is not None
     assert live["needs"] == ["erased"]
     assert {**live, "case_id": "", "client_id": ""} == {**rebuilt, "case_id": "", "client_id": ""}
+
+
+async def test_a_worker_is_known_by_their_latest_assignment_whatever_the_delivery_order(
+    bus: Bus, read_models: ReadModelStore
+) -> None:
+    # Assignments of different cases cross partitions: the one recorded last tells of the
+    # worker (a licence renewed since), however the bus hands them over.
+    old = WorkerCredential(kind=CredentialKind.LICENCE, name="LMSW", valid_until=date(2030, 1, 1))
+    renewed = old.model_copy(update={"valid_until": date(2032, 1, 1)})
+    first = await bus.record(
+        COORDINATION,
+        "case-a",
+        assigned("case-a").model_copy(update={"credentials": (old,)}),
+    )
+    second = await bus.record(
+        COORDINATION,
+        "case-b",
+        assigned("case-b").model_copy(update={"credentials": (renewed,)}),
+    )
+    views = CaseViews(read_models)
+    expected = {"worker-ana": StaffMember("worker-ana", Role.SOCIAL_WORKER, (renewed,))}
+    assert await views.staff(["worker-ana", "worker-unknown"]) == expected
+
+    await read_models.reset(PROJECTION.name, PROJECTION.collections)
+    handler = bus.handler()
+    for recorded in [*second, *first]:
+        await handler(recorded)
+    assert await views.staff(["worker-ana"]) == expected

@@ -14,14 +14,24 @@ from casetrail_platform.commands import (
     NotFound,
     RuleBroken,
 )
+from events.catalog.assignment import CredentialKind, WorkerCredential
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseClosed, DischargeReason
 from events.catalog.monitoring import ContactKind, ContactLogged, GoalProgress, ProgressRating
-from events.catalog.planning import GoalRevised, PlanAgreed, PlanDrafted
+from events.catalog.planning import (
+    Goal,
+    GoalRevised,
+    PlanAgreed,
+    PlanDrafted,
+    PlanTask,
+    TaskOwner,
+    TaskOwnerKind,
+)
+from events.catalog.values import NeedCategory
 from events.envelope import Actor
 from services.planning.domain import commands as c
 from services.planning.domain.decisions import decide
-from services.planning.domain.model import CaseFacts, CasePlanning
+from services.planning.domain.model import CaseFacts, CasePlanning, StaffMember
 from tests.unit.planning.support import (
     COORDINATOR,
     OTHER_WORKER,
@@ -570,3 +580,114 @@ def test_work_is_not_dated_before_the_plan_it_works_on_nor_before_the_last_closu
     with pytest.raises(InvalidCommand):
         decide(record, REOPENED, WORKER, draft, drafted_at)
     assert decide(record, REOPENED, WORKER, draft, closed_at + timedelta(days=1))
+
+
+LCSW = WorkerCredential(kind=CredentialKind.LICENCE, name="LCSW", valid_until=date(2030, 6, 30))
+
+
+def counseling_goal(owner_id: str | None, goal_id: str = "goal-cope") -> Goal:
+    return goal(goal_id).model_copy(
+        update={
+            "need_category": NeedCategory.MENTAL_HEALTH,
+            "tasks": (
+                PlanTask(
+                    task_id="task-sessions",
+                    description="Weekly sessions on adjusting to his altered body",
+                    owner=TaskOwner(kind=TaskOwnerKind.WORKER, owner_id=owner_id),
+                    target_date=date(2030, 3, 8),
+                ),
+            ),
+        }
+    )
+
+
+def test_counseling_tasks_go_only_to_workers_licensed_to_counsel() -> None:
+    # A case manager may not counsel (DOMAIN.md): planning learns who may from the credentials
+    # the case assignments carry, and applies the rule coordination assigns cases by.
+    case_manager = StaffMember(OTHER_WORKER.user_id, OTHER_WORKER.role)
+    facts = replace(FACTS, worker_id=OTHER_WORKER.user_id)
+    draft = c.DraftPlan(CASE, "plan-1", (counseling_goal(OTHER_WORKER.user_id),))
+
+    with pytest.raises(RuleBroken) as error:
+        decide(
+            record_of(), facts, OTHER_WORKER, draft, staff={case_manager.worker_id: case_manager}
+        )
+
+    assert rule_of(error) == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert error.value.details["field"] == "goals[0].tasks[0].owner.owner_id"
+    assert error.value.details["worker_id"] == OTHER_WORKER.user_id
+    # Neither the need (special data) nor the task's description is named.
+    told = f"{error.value} {error.value.details}"
+    assert "mental" not in told
+    assert "altered body" not in told
+    # Unknown to planning (never assigned a case), a worker's licence cannot be taken on trust.
+    with pytest.raises(RuleBroken, match="knows no credentials of worker"):
+        decide(record_of(), facts, OTHER_WORKER, draft)
+
+    licensed = StaffMember(WORKER.user_id, WORKER.role, (LCSW,))
+    staff = {WORKER.user_id: licensed}
+    # The case's worker when the task names none; a licence that expired before the task's
+    # date does not count.
+    [event] = decide(
+        record_of(),
+        FACTS,
+        WORKER,
+        c.DraftPlan(CASE, "plan-1", (counseling_goal(None),)),
+        staff=staff,
+    )
+    assert isinstance(event, PlanDrafted)
+    expired = replace(
+        licensed, credentials=(LCSW.model_copy(update={"valid_until": date(2030, 3, 7)}),)
+    )
+    with pytest.raises(RuleBroken):
+        decide(
+            record_of(),
+            FACTS,
+            WORKER,
+            c.DraftPlan(CASE, "plan-1", (counseling_goal(None),)),
+            staff={WORKER.user_id: expired},
+        )
+    # Added or revised later, the same.
+    record = record_of(drafted("goal-walk"))
+    with pytest.raises(RuleBroken) as error:
+        decide(
+            record,
+            facts,
+            OTHER_WORKER,
+            c.AddGoal(CASE, counseling_goal(None)),
+            staff={case_manager.worker_id: case_manager},
+        )
+    assert error.value.details["field"] == "goal.tasks[0].owner.owner_id"
+    revised = counseling_goal(OTHER_WORKER.user_id, goal_id="goal-walk")
+    with pytest.raises(RuleBroken):
+        decide(
+            record,
+            facts,
+            OTHER_WORKER,
+            c.ReviseGoal(CASE, revised, "it is counseling"),
+            staff={case_manager.worker_id: case_manager},
+        )
+
+
+def test_a_need_a_provider_took_on_leaves_the_workers_tasks_to_anyone() -> None:
+    # The counseling is the provider's: the case manager's tasks toward it are coordination.
+    facts = replace(
+        FACTS,
+        worker_id=OTHER_WORKER.user_id,
+        referred_needs=frozenset({NeedCategory.MENTAL_HEALTH}),
+    )
+    draft = c.DraftPlan(CASE, "plan-1", (counseling_goal(OTHER_WORKER.user_id),))
+
+    [event] = decide(record_of(), facts, OTHER_WORKER, draft)
+
+    assert isinstance(event, PlanDrafted)
+    provider_task = (
+        counseling_goal(None)
+        .tasks[0]
+        .model_copy(
+            update={"owner": TaskOwner(kind=TaskOwnerKind.PROVIDER, owner_id="harbor-counseling")}
+        )
+    )
+    by_provider = counseling_goal(None).model_copy(update={"tasks": (provider_task,)})
+    facts = replace(FACTS, worker_id=OTHER_WORKER.user_id)
+    assert decide(record_of(), facts, OTHER_WORKER, c.DraftPlan(CASE, "plan-1", (by_provider,)))

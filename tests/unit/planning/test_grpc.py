@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
 from cli.rpc import Person
-from events.catalog.assignment import CaseAssigned
+from events.catalog.assignment import CaseAssigned, CredentialKind, WorkerCredential
 from events.catalog.referrals import ReferralCompleted, ReferralDeclined, ReferralWithdrawn
 from events.envelope import Actor
 from tests.support.grpc import refusal, unpacked
@@ -29,6 +29,7 @@ from tests.unit.planning.support import (
     RECEPTIONIST,
     SUPERVISOR,
     WORKER,
+    assigned,
     cancelled,
     case_opened,
     delivered,
@@ -511,3 +512,53 @@ async def test_a_supervisor_closes_only_a_case_of_their_team(planning: Planning)
     assert await planning.store.read_all(0) == [], "a refusal writes nothing"
     closed = await close("team-east", "east")
     assert closed.result.version == 1
+
+
+def counseling(owner_id: str) -> planning_pb2.Goal:
+    counsel = goal(goal_id="goal-cope", statement="Come to terms with the fall")
+    counsel.need_category = "mental_health"
+    counsel.tasks[0].description = "Weekly sessions"
+    counsel.tasks[0].owner.owner_id = owner_id
+    return counsel
+
+
+async def test_counseling_tasks_go_only_to_workers_whose_licence_planning_learned(
+    planning: Planning,
+) -> None:
+    # Planning learns roles and credentials from the case assignments on the bus.
+    bus = planning.bus
+    await bus.open_case("case-1", OTHER_WORKER)  # a case manager: may not counsel
+    await bus.open_case("case-2", None)
+    licensed = assigned("case-2", WORKER).model_copy(
+        update={
+            "credentials": (
+                WorkerCredential(
+                    kind=CredentialKind.LICENCE, name="LCSW", valid_until=date(2030, 6, 30)
+                ),
+            )
+        }
+    )
+    await bus.record(COORDINATION, "case-2", licensed)
+
+    def drafting(case_id: str, owner_id: str, actor: Actor) -> planning_pb2.DraftPlanRequest:
+        return planning_pb2.DraftPlanRequest(
+            context=ctx(actor, key=f"draft-{case_id}-{owner_id}"),
+            case_id=case_id,
+            goals=[counseling(owner_id)],
+        )
+
+    code, details = await refused(
+        planning.stub.DraftPlan(drafting("case-1", OTHER_WORKER.user_id, OTHER_WORKER))
+    )
+
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    info = one(details, error_details_pb2.ErrorInfo)
+    assert info.reason == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert (info.metadata["field"], info.metadata["worker_id"]) == (
+        "goals[0].tasks[0].owner.owner_id",
+        OTHER_WORKER.user_id,
+    )
+    assert await planning.store.read_all(0) == [], "a refusal writes nothing"
+    # The licensed social worker, known from another case's assignment, may take it on.
+    await planning.stub.DraftPlan(drafting("case-1", WORKER.user_id, OTHER_WORKER))
+    await planning.stub.DraftPlan(drafting("case-2", WORKER.user_id, WORKER))

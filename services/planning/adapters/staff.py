@@ -1,0 +1,54 @@
+"""The workers planning knows of: one document per worker in ``staff``, the role and credentials
+of the latest case assignment that named them (``CaseAssigned``, ``CaseReassigned``), written by
+the case view projection in the transaction of the case's own change.
+
+Assignments of different cases may arrive in any order (they cross partitions): the one
+recorded last wins, so a rebuild, replaying them in another order, builds the same documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from casetrail_platform.projections.port import DocumentTransaction, ReadModelStore
+from events.catalog.assignment import CaseAssigned, CaseReassigned, WorkerCredential
+from events.catalog.base import Role
+from events.envelope import RecordedEvent
+from services.planning.domain.model import StaffMember
+
+STAFF = "staff"
+
+
+async def record_worker(
+    transaction: DocumentTransaction, event: CaseAssigned | CaseReassigned, recorded: RecordedEvent
+) -> None:
+    known = await transaction.get(STAFF, event.worker_id)
+    if known is not None and datetime.fromisoformat(known["as_of"]) > recorded.recorded_at:
+        return  # a later assignment already told of them
+    await transaction.put(
+        STAFF,
+        event.worker_id,
+        {
+            "worker_id": event.worker_id,
+            "role": event.worker_role.value,
+            "credentials": [c.model_dump(mode="json") for c in event.credentials],
+            "as_of": recorded.recorded_at.isoformat(),
+        },
+    )
+
+
+async def staff_members(
+    read_models: ReadModelStore, worker_ids: Iterable[str]
+) -> dict[str, StaffMember]:
+    """The workers of ``worker_ids`` that planning knows of."""
+    found = {}
+    for worker_id in sorted(set(worker_ids)):
+        document = await read_models.get(STAFF, worker_id)
+        if document is not None:
+            found[worker_id] = StaffMember(
+                worker_id,
+                Role(document["role"]),
+                tuple(WorkerCredential.model_validate(c) for c in document["credentials"]),
+            )
+    return found

@@ -1,0 +1,56 @@
+"""Who may carry out a plan's tasks: a task toward a need that calls for counseling, owned by a
+worker, is counseling, and only a licensed social worker may counsel (a case manager refers the
+client out instead). Planning learns workers' roles and credentials from the case assignments on
+the bus (``StaffMember``); the rule itself is the catalog's (``counseling_licence``), the one
+coordination assigns cases by.
+
+A need an outside provider took on (its referral accepted or completed) no longer calls for a
+licence: the worker's tasks toward it are coordination, the counseling is the provider's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from events.catalog.assignment import COUNSELING_NEEDS, counseling_licence
+from events.catalog.planning import Goal, PlanTask, TaskOwnerKind
+from services.planning.domain import errors
+from services.planning.domain.model import CaseFacts, StaffMember
+
+PlacedGoal = tuple[str, Goal]
+"""A goal of a command with the path of its request field (``goals[0]``, ``goal``)."""
+
+
+def counseling_tasks(
+    goals: Iterable[PlacedGoal], facts: CaseFacts
+) -> list[tuple[str, PlanTask, str | None]]:
+    """The tasks of ``goals`` that are counseling by a worker: each with its field path and
+    the worker who is to carry it out (the case's worker when the task names none)."""
+    found = []
+    for path, goal in goals:
+        if goal.need_category not in COUNSELING_NEEDS or goal.need_category in facts.referred_needs:
+            continue
+        for index, task in enumerate(goal.tasks):
+            if task.owner.kind is TaskOwnerKind.WORKER:
+                worker_id = task.owner.owner_id or facts.worker_id
+                found.append((f"{path}.tasks[{index}]", task, worker_id))
+    return found
+
+
+def task_workers(goals: Iterable[PlacedGoal], facts: CaseFacts) -> set[str]:
+    """The workers whose credentials deciding on ``goals`` needs."""
+    return {worker for _, _, worker in counseling_tasks(goals, facts) if worker is not None}
+
+
+def require_qualified_owners(
+    goals: Iterable[PlacedGoal], facts: CaseFacts, staff: Mapping[str, StaffMember]
+) -> None:
+    """Refuse the first counseling task whose worker holds no counseling licence valid on the
+    task's target date (or whose credentials planning has not learned)."""
+    for path, task, worker_id in counseling_tasks(goals, facts):
+        member = None if worker_id is None else staff.get(worker_id)
+        if (
+            member is None
+            or counseling_licence(member.role, member.credentials, task.target_date) is None
+        ):
+            raise errors.counseling_requires_licence(path, task, worker_id, member)
