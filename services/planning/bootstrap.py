@@ -9,6 +9,7 @@ from casetrail_platform.hosting import Infrastructure, RunningService, host_for
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.projection import CaseFactsProjection, CaseFactsReader
 from services.planning.adapters.case_views import CaseViewProjection, CaseViews
+from services.planning.adapters.staff import StaffProjection
 from services.planning.app.handlers import SERVICE, Dependencies
 from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServicer
 
@@ -16,6 +17,7 @@ from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServ
 async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningService:
     host = await host_for(infra, SERVICE)
     host.subscribe(CaseViewProjection())
+    host.subscribe(StaffProjection())
     host.subscribe(CaseFactsProjection())
     access = AccessControl(host.store, CaseFactsReader(host.read_models), host.source)
     servicer = PlanningServicer(Dependencies(host.store, CaseViews(host.read_models)), access)

@@ -180,6 +180,6 @@ async def test_every_record_replayed_as_a_dead_letter_changes_nothing_on_kafka(
                 )
         finally:
             await close_quietly(producer, 10.0)
-        await consumed_to_end(processes.topic, groups=10)  # every group of the four services
+        await consumed_to_end(processes.topic, groups=11)  # every group of the four services
         after = await settled(take)
     assert_unchanged(before, after)

@@ -1,6 +1,13 @@
 """The workers planning knows of: one document per worker in ``staff``, the role and credentials
-of the latest case assignment that named them (``CaseAssigned``, ``CaseReassigned``), written by
-the case view projection in the transaction of the case's own change.
+of the latest case assignment that named them (``CaseAssigned``, ``CaseReassigned``).
+
+Two projections write them. The case view writes them in the transaction of the case's own
+change, so a command that finds the worker assigned finds their credentials too.
+``StaffProjection`` writes them from its own consumer group, which a deployment upgraded from
+before the collection existed starts at the beginning of the topic: it learns the assignments
+made before the upgrade without a replay of the case view (which keeps its position and would
+never see them again). Both write the same document for the same assignment, and a document is
+only replaced by a later assignment, so neither order nor a repeat changes the result.
 
 Assignments of different cases may arrive in any order (they cross partitions): the one
 recorded last wins, so a rebuild, replaying them in another order, builds the same documents.
@@ -11,13 +18,27 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from casetrail_platform.projections.port import DocumentTransaction, ReadModelStore
+from casetrail_platform.projections.port import DocumentTransaction, Projection, ReadModelStore
 from events.catalog.assignment import CaseAssigned, CaseReassigned, WorkerCredential
 from events.catalog.base import Role
 from events.envelope import RecordedEvent
 from services.planning.domain.model import StaffMember
 
 STAFF = "staff"
+
+
+class StaffProjection(Projection):
+    """The staff collection on its own (see the module's docstring for why there are two)."""
+
+    name = "staff"
+    collections = (STAFF,)
+    event_types = frozenset({CaseAssigned.event_type, CaseReassigned.event_type})
+    idempotent = True  # a document is only replaced by a later assignment
+
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        event = recorded.event
+        if isinstance(event, CaseAssigned | CaseReassigned):
+            await record_worker(transaction, event, recorded)
 
 
 async def record_worker(

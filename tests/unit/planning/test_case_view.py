@@ -8,6 +8,7 @@ import pytest
 
 from casetrail_platform.commands import CommandContext
 from casetrail_platform.projections.port import ReadModelStore
+from casetrail_platform.projections.runner import BusProjectionHandler
 from events.catalog.assignment import CredentialKind, WorkerCredential
 from events.catalog.base import Role
 from events.catalog.cases import DischargeReason
@@ -21,6 +22,7 @@ from services.planning.adapters.case_views import (
     CaseViewProjection,
     CaseViews,
 )
+from services.planning.adapters.staff import STAFF, StaffProjection
 from services.planning.app.handlers import Dependencies, handle
 from services.planning.domain import commands as c
 from services.planning.domain.model import StaffMember
@@ -374,4 +376,30 @@ async def test_a_worker_is_known_by_their_latest_assignment_whatever_the_deliver
     handler = bus.handler()
     for recorded in [*second, *first]:
         await handler(recorded)
+    assert await views.staff(["worker-ana"]) == expected
+
+
+async def test_the_staff_projection_learns_assignments_the_case_view_applied_before_it_kept_staff(
+    bus: Bus, read_models: ReadModelStore
+) -> None:
+    # An upgraded deployment: the case view applied the assignment before it kept a staff
+    # collection, and keeps its position; the staff projection's own group starts at the
+    # beginning of the topic and learns it, and a repeat or an older one changes nothing.
+    licence = WorkerCredential(
+        kind=CredentialKind.LICENCE, name="LMSW", valid_until=date(2030, 1, 1)
+    )
+    first = await bus.record(COORDINATION, "case-a", assigned("case-a"))
+    second = await bus.record(
+        COORDINATION,
+        "case-b",
+        assigned("case-b").model_copy(update={"credentials": (licence,)}),
+    )
+    await read_models.reset("staff-before-upgrade", (STAFF,))
+    views = CaseViews(read_models)
+    assert await views.staff(["worker-ana"]) == {}
+
+    staff = BusProjectionHandler(read_models, StaffProjection())
+    for recorded in [*second, *first, *second]:
+        await staff(recorded)
+    expected = {"worker-ana": StaffMember("worker-ana", Role.SOCIAL_WORKER, (licence,))}
     assert await views.staff(["worker-ana"]) == expected
