@@ -333,6 +333,8 @@ def _range_clauses(collection: str, keys: KeyRange) -> tuple[str, list[Any]]:
     clauses = ["collection = %s", 'key COLLATE "C" > %s', 'key COLLATE "C" < %s']
     parameters: list[Any] = [collection, keys.low, keys.high]
     for field, values in keys.where.items():
-        clauses.append("document ->> %s = ANY(%s)")
-        parameters.extend([field, list(values)])
+        # Strings only, as the port says and SQLite does: ->> alone would turn 1 and true
+        # into '1' and 'true'.
+        clauses.append("jsonb_typeof(document -> %s) = 'string' AND document ->> %s = ANY(%s)")
+        parameters.extend([field, field, list(values)])
     return " AND ".join(clauses), parameters

@@ -299,11 +299,16 @@ def _find(
     clauses = ["collection = ?"]
     parameters: list[Any] = [collection]
     for field, value in equals.items():
-        clauses.append("json_extract(document, ?) = ?")
-        parameters.extend([_path(field), value])
+        clause, values = _equal_json(_path(field), value)
+        clauses.append(clause)
+        parameters.extend(values)
     for field, value in contains.items():
-        clauses.append("EXISTS (SELECT 1 FROM json_each(document, ?) WHERE value = ?)")
-        parameters.extend([_path(field), value])
+        # A list holding the string, as PostgreSQL's `@>` (json_each also walks a scalar).
+        clauses.append(
+            "json_type(document, ?) = 'array' AND EXISTS (SELECT 1 FROM json_each(document, ?)"
+            " WHERE type = 'text' AND value = ?)"
+        )
+        parameters.extend([_path(field), _path(field), value])
     parameters.append(limit)
     rows = connection.execute(
         f"SELECT document FROM documents WHERE {' AND '.join(clauses)} ORDER BY key LIMIT ?",
@@ -317,9 +322,26 @@ def _range_clauses(collection: str, keys: KeyRange) -> tuple[str, list[Any]]:
     clauses = ["collection = ?", "key > ?", "key < ?"]
     parameters: list[Any] = [collection, keys.low, keys.high]
     for field, values in keys.where.items():
-        clauses.append(f"json_extract(document, ?) IN ({','.join('?' * len(values))})")
-        parameters.extend([_path(field), *values])
+        clauses.append(
+            "json_type(document, ?) = 'text'"
+            f" AND json_extract(document, ?) IN ({','.join('?' * len(values))})"
+        )
+        parameters.extend([_path(field), _path(field), *values])
     return " AND ".join(clauses), parameters
+
+
+def _equal_json(path: str, value: str | int | bool) -> tuple[str, list[Any]]:
+    """A clause true where the field at ``path`` is JSON equal to ``value``, as PostgreSQL's
+    jsonb `=` is: json_extract turns true into 1 and SQLite compares 1 with 1.0 but not with
+    '1', so without the type a boolean would match a number and a number a boolean."""
+    if isinstance(value, bool):  # before int: a bool is one
+        return "json_type(document, ?) = ?", [path, "true" if value else "false"]
+    if isinstance(value, int):
+        return (
+            "json_type(document, ?) IN ('integer', 'real') AND json_extract(document, ?) = ?",
+            [path, path, value],
+        )
+    return "json_type(document, ?) = 'text' AND json_extract(document, ?) = ?", [path, path, value]
 
 
 def _path(field: str) -> str:

@@ -438,3 +438,60 @@ async def test_bus_handler_applies_a_stream_delivered_out_of_sequence_order(
     document = await read_models.get("case-notes", "1")
     assert document is not None
     assert document["texts"] == ["b", "a"]
+
+
+async def test_finds_compare_json_numbers_booleans_and_strings_by_type(
+    read_models: ReadModelStore,
+) -> None:
+    """The same query gives the same documents on both backends: a boolean matches only a
+    JSON boolean, a number only a JSON number (1 equals 1.0), a string only a JSON string.
+    SQLite's json_extract turns true into 1 and compares across types unless told not to;
+    intake's review queue asks for ``reviewed: False``, planning's case views for
+    ``opened: True``."""
+    values: dict[str, object] = {
+        "true": True,
+        "false": False,
+        "one": 1,
+        "one-real": 1.0,
+        "zero": 0,
+        "text-one": "1",
+        "text-true": "true",
+        "null": None,
+        "list": [1],
+    }
+    async with read_models.transaction() as transaction:
+        for key, value in values.items():
+            await transaction.put("typed", key, {"k": key, "v": value})
+
+    async def found(value: str | int | bool) -> list[str]:
+        keys = sorted(key for key, v in values.items() if _same_json(v, value))
+        documents = await read_models.find("typed", {"v": value})
+        async with read_models.transaction() as transaction:
+            in_transaction = await transaction.find("typed", {"v": value})
+        matched = [d["k"] for d in documents]
+        assert matched == [d["k"] for d in in_transaction] == keys, f"{value!r}"
+        return matched
+
+    assert await found(True) == ["true"]
+    assert await found(False) == ["false"]
+    assert await found(1) == ["one", "one-real"]
+    assert await found(0) == ["zero"]
+    assert await found("1") == ["text-one"]
+    assert await found("true") == ["text-true"]
+    lists = [d["k"] for d in await read_models.find("typed", contains={"v": "1"})]
+    assert lists == []  # neither the string "1" nor the list [1] is a list holding "1"
+    for store in (read_models, ScanningReadModels(read_models)):
+        texts = KeyRange("a", "z", where={"v": ["1", "true"]})
+        assert [key for key, _ in await store.key_range("typed", texts)] == [
+            "text-one",
+            "text-true",
+        ]
+        assert await store.count_range("typed", texts) == 2
+
+
+def _same_json(stored: object, wanted: str | int | bool) -> bool:
+    if isinstance(wanted, bool) or isinstance(stored, bool):
+        return stored is wanted
+    if isinstance(wanted, int):
+        return isinstance(stored, int | float) and stored == wanted
+    return stored == wanted
