@@ -1,0 +1,249 @@
+"""Leadership of a service's own-store projection and relay on PostgreSQL + Kafka, with real
+processes (``handover_replica.py``): a leader killed with SIGKILL in the middle of a batch is
+replaced, and a replica started during ``casetrail rebuild`` leaves the rebuilt projection as a
+rebuild from zero would. Each event of the store is then applied exactly once (the projection
+keeps, per stream, the positions it applied) and published (no gap)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from casetrail_platform.bus.topics import TopicSettings, create_topics
+from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.locking.serving import alone
+from casetrail_platform.projections.port import ReadModelStore
+from casetrail_platform.projections.postgres import PostgresReadModelStore
+from casetrail_platform.projections.runner import catch_up, rebuild
+from casetrail_platform.store.port import NO_STREAM
+from casetrail_platform.store.postgres import PostgresEventStore
+from tests.contract.bus_conftest import delete_topics, kafka_test_settings, read_topic
+from tests.integration.handover_replica import COLLECTION, StreamPositions
+from tests.support.sample_events import note, sample_registry
+from tests.support.servers import postgres_dsn, server_missing
+
+pytestmark = [pytest.mark.postgres, pytest.mark.kafka]
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "protos")])}
+
+
+@dataclass
+class Replica:
+    process: asyncio.subprocess.Process
+    said: dict[str, float] = field(default_factory=dict)
+    """What it printed (``caught-up``, ``leads projection``, ``leads relay``), and when."""
+    reader: asyncio.Task[None] | None = None
+
+    async def read(self) -> None:
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            what, _, when = line.decode().strip().rpartition(" ")
+            self.said[what] = float(when)
+
+    async def until(self, what: str, seconds: float = 60.0) -> float:
+        async with asyncio.timeout(seconds):
+            while what not in self.said:
+                assert self.process.returncode is None, f"replica exited before {what}"
+                await asyncio.sleep(0.02)
+        return self.said[what]
+
+
+@dataclass
+class Service:
+    dsn: str
+    name: str
+    topic: str
+    store: PostgresEventStore
+    read_models: PostgresReadModelStore
+    replicas: list[Replica] = field(default_factory=list)
+
+    async def start_replica(self, pause: float) -> Replica:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.integration.handover_replica",
+            self.dsn, self.name, self.topic, str(pause),
+            cwd=REPO, env=ENV, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        replica = Replica(process)
+        replica.reader = asyncio.create_task(replica.read())
+        self.replicas.append(replica)
+        return replica
+
+    async def append(self, streams: range, per_stream: int) -> None:
+        for stream in streams:
+            events = [note(f"{stream}", f"note {i}") for i in range(per_stream)]
+            await self.store.append(f"case-{stream}", events, NO_STREAM)
+
+    async def applied_position(self) -> int:
+        return await self.read_models.applied_position(StreamPositions.name)
+
+    async def relayed_position(self) -> int:
+        async with await psycopg.AsyncConnection.connect(self.dsn) as connection:
+            cursor = await connection.execute(
+                f'SELECT position FROM "{self.name}_events".checkpoints WHERE name = %s',
+                (f"{self.name}-outbox",),
+            )
+            row = await cursor.fetchone()
+        return 0 if row is None else int(row[0])
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[Service]:
+    dsn = postgres_dsn()
+    try:
+        await (await psycopg.AsyncConnection.connect(dsn)).close()
+    except psycopg.OperationalError as error:
+        server_missing("PostgreSQL", error)
+    name = f"handover{uuid.uuid4().hex[:8]}"
+    settings = kafka_test_settings()
+    topic = f"casetrail.test-{name}"
+    try:
+        await create_topics(settings, TopicSettings(case_events_topic=topic).new_topics())
+    except Exception as error:
+        server_missing("Kafka", error)
+    store = await PostgresEventStore.connect(dsn, sample_registry(), schema=f"{name}_events")
+    read_models = await PostgresReadModelStore.connect(dsn, schema=f"{name}_read_models")
+    running = Service(dsn, name, topic, store, read_models)
+    try:
+        yield running
+    finally:
+        for replica in running.replicas:
+            if replica.process.returncode is None:
+                replica.process.kill()
+            await replica.process.wait()
+            if replica.reader is not None:
+                replica.reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await replica.reader
+        await read_models.close()
+        await store.close()
+        await delete_topics(settings, [topic])
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+            for schema in ("events", "read_models", "rebuilt"):
+                await admin.execute(f'DROP SCHEMA IF EXISTS "{name}_{schema}" CASCADE')
+
+
+async def settled(service: Service, seconds: float = 120.0) -> int:
+    """Wait until the projection and the relay have reached the store's last position."""
+    last = await service.store.last_position()
+
+    async def reached() -> bool:
+        return min(await service.applied_position(), await service.relayed_position()) >= last
+
+    await polled(reached, seconds)
+    return last
+
+
+async def polled(condition: Callable[[], Awaitable[bool]], seconds: float = 60.0) -> None:
+    """Wait until ``condition()`` holds: the servers' state has no event to wait on."""
+    async with asyncio.timeout(seconds):
+        while not await condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+
+
+async def documents(read_models: ReadModelStore) -> dict[str, list[int]]:
+    return {key: document["positions"] async for key, document in read_models.scan(COLLECTION)}
+
+
+async def from_zero(service: Service) -> dict[str, list[int]]:
+    """The projection rebuilt from zero, alone, in a schema of its own."""
+    rebuilt = await PostgresReadModelStore.connect(service.dsn, schema=f"{service.name}_rebuilt")
+    try:
+        await catch_up(service.store, rebuilt, StreamPositions())
+        return await documents(rebuilt)
+    finally:
+        await rebuilt.close()
+
+
+async def assert_applied_once_and_published(service: Service, last: int) -> None:
+    built = await documents(service.read_models)
+    assert built == await from_zero(service)
+    applied = Counter(position for positions in built.values() for position in positions)
+    assert sorted(applied) == list(range(1, last + 1))  # none skipped
+    assert [p for p, n in applied.items() if n > 1] == []  # none applied twice
+    messages = await read_topic(
+        kafka_test_settings(), service.topic, TopicSettings(service.topic).partitions
+    )
+    published = Counter(
+        (m.header("ce_stream") or b"", int(m.header("ce_sequence") or b"0")) for m in messages
+    )
+    stored = {(r.stream.encode(), r.sequence) for r in await service.store.read_all(0, last + 1)}
+    assert set(published) == stored  # no gap, nothing else
+    repeats = sum(published.values()) - len(published)
+    print(f"{last} events, {repeats} published again by the relay taking over")
+
+
+async def test_a_leader_killed_mid_batch_is_replaced_and_nothing_is_applied_twice_or_lost(
+    service: Service,
+) -> None:
+    await service.append(range(5), 4)
+    first = await service.start_replica(pause=0.005)
+    await first.until("leads projection")
+    await first.until("leads relay")
+    second = await service.start_replica(pause=0.005)
+    await second.until("caught-up")
+
+    appending = asyncio.create_task(service.append(range(5, 400), 5))  # 1,975 more events
+
+    async def first_batch_in() -> bool:
+        return await service.applied_position() > 20
+
+    await polled(first_batch_in)
+    await asyncio.sleep(0.5)  # well into the next batch of 500 (5 ms an event)
+    applied_before = await service.applied_position()
+    os.kill(first.process.pid, signal.SIGKILL)
+    killed = time.time()
+    await first.process.wait()
+
+    took_projection = await second.until("leads projection") - killed
+    took_relay = await second.until("leads relay") - killed
+    await appending
+    last = await settled(service)
+    await assert_applied_once_and_published(service, last)
+    assert applied_before < last  # killed while work was left
+    # Within a poll of the lock (LEADERSHIP_POLL, 1 s), plus starting the work (README).
+    assert took_projection < 3.0
+    assert took_relay < 3.0
+    print(f"takeover after SIGKILL: projection {took_projection:.2f} s, relay {took_relay:.2f} s")
+
+
+async def test_a_replica_started_during_a_rebuild_leaves_what_a_rebuild_from_zero_gives(
+    service: Service, tmp_path: Path
+) -> None:
+    await service.append(range(300), 5)  # 1,500 events
+    last = await service.store.last_position()
+    await catch_up(service.store, service.read_models, StreamPositions())
+    infra = Infrastructure.distributed(tmp_path, service.dsn, kafka_test_settings())
+
+    async def rebuilding() -> int:
+        async with alone(infra, service.name, StreamPositions.name) as nobody_follows:
+            assert nobody_follows
+            return await rebuild(service.store, service.read_models, StreamPositions(0.004))
+
+    rebuilt = asyncio.create_task(rebuilding())
+
+    async def partly_rebuilt() -> bool:  # reset, and some of it applied again
+        return 0 < await service.applied_position() < last
+
+    await polled(partly_rebuilt)
+    replica = await service.start_replica(pause=0.002)
+    await replica.until("catching-up")
+    assert not rebuilt.done()  # both catch the projection up at once
+    await replica.until("caught-up")
+    assert await rebuilt == last
+    rebuilt_at = time.time()
+    assert await replica.until("leads projection") >= rebuilt_at - 0.5  # once the rebuild let go
+    await settled(service)
+    await assert_applied_once_and_published(service, last)
