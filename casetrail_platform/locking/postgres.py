@@ -32,6 +32,14 @@ Connection = psycopg.AsyncConnection[Any]
 _WHAT = "lock session"
 """How errors name this storage: "the lock session is unavailable"."""
 
+LEADER_SESSION_IDLE_LIMIT = 10.0
+"""Seconds the server lets a leadership session sit idle before it ends it, and with it the
+leadership. A leader asks its session every poll (``LEADERSHIP_POLL``), so only one that stopped
+answering reaches this: a frozen process, or a host cut off without its connection closing,
+whose session the server would otherwise keep until TCP keepalive gives up (over 2 h with
+the defaults), nobody leading meanwhile. Another replica then takes over within this and a
+poll."""
+
 
 def key_of(name: str) -> int:
     """The advisory-lock key of ``name``."""
@@ -90,7 +98,9 @@ class PostgresLocks(Locks):
         delay = self._poll
         while not stop.is_set():
             try:
-                connection = await self._connect()
+                connection = await self._connect(
+                    idle_limit=max(LEADER_SESSION_IDLE_LIMIT, 3 * self._poll)
+                )
             except (psycopg.Error, StorageUnavailableError) as error:
                 log.warning("cannot reach the database to lead %s (%s)", name, error)
                 await _sleep_unless(stop, delay)
@@ -146,10 +156,13 @@ class PostgresLocks(Locks):
         if not stop.is_set() and not connection.broken:
             await connection.execute("SELECT pg_advisory_unlock_all()")
 
-    async def _connect(self) -> Connection:
+    async def _connect(self, *, idle_limit: float | None = None) -> Connection:
         """A new session; ``StorageUnavailableError`` while the database is away, so a command
-        waiting for a lock then is answered UNAVAILABLE, like one waiting for the store."""
-        connection = await open_connection(self._dsn, _WHAT)
+        waiting for a lock then is answered UNAVAILABLE, like one waiting for the store.
+        ``idle_limit``: seconds idle after which the server ends the session (leadership only:
+        a section of ``holding`` may sit idle as long as its work takes)."""
+        settings = "" if idle_limit is None else f"-c idle_session_timeout={int(idle_limit * 1000)}"
+        connection = await open_connection(self._dsn, _WHAT, settings=settings)
         self._open.add(connection)
         return connection
 

@@ -40,6 +40,12 @@ CREATE TABLE IF NOT EXISTS projection_applied (
 """
 
 
+TRANSACTION_IDLE_LIMIT = 30.0
+"""Seconds a read-model transaction may wait between statements before the server ends its
+session (rolling it back whole): a projection's batch never waits that long, so only a process
+that stopped answering (frozen, its host cut off) does, and its locks (the projection's
+position row) would otherwise stop whichever replica takes over until TCP keepalive gave up."""
+
 _PROJECTION_LOCK = 0x63747278
 """First key of the transaction-level advisory lock that serialises one projection's bus
 batches across the service's replicas (second key: hash of the projection's name)."""
@@ -60,7 +66,13 @@ class PostgresReadModelStore(ReadModelStore):
     @classmethod
     async def connect(cls, dsn: str, *, schema: str = "public") -> PostgresReadModelStore:
         what = f"{schema} read models"
-        writer = PgConnections(dsn, 1, what, search_path=schema)
+        writer = PgConnections(
+            dsn,
+            1,
+            what,
+            search_path=schema,
+            settings=f"-c idle_in_transaction_session_timeout={int(TRANSACTION_IDLE_LIMIT * 1000)}",
+        )
         reader = PgConnections(dsn, 1, what, search_path=schema)
 
         async def create(connection: Connection) -> None:

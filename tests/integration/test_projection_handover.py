@@ -23,6 +23,7 @@ import pytest
 
 from casetrail_platform.bus.topics import TopicSettings, create_topics
 from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.locking.postgres import LEADER_SESSION_IDLE_LIMIT
 from casetrail_platform.locking.serving import alone
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.projections.postgres import PostgresReadModelStore
@@ -247,3 +248,44 @@ async def test_a_replica_started_during_a_rebuild_leaves_what_a_rebuild_from_zer
     assert await replica.until("leads projection") >= rebuilt_at - 0.5  # once the rebuild let go
     await settled(service)
     await assert_applied_once_and_published(service, last)
+
+
+async def test_a_frozen_leader_is_replaced_and_nothing_is_applied_twice_or_lost(
+    service: Service,
+) -> None:
+    """A leader that stops answering without its connections closing (a frozen container, a
+    host cut off: SIGSTOP here, its kernel still answering TCP) loses its leadership once the
+    server finds its lock session idle too long, and its read-model transaction once that is
+    idle too long: the follower takes both over. Before, the server kept a frozen leader's
+    session (and a lost host's, until TCP keepalive gave up: 2 h and more by default), so
+    nothing was projected or published meanwhile."""
+    await service.append(range(5), 4)
+    first = await service.start_replica(pause=0.005)
+    await first.until("leads projection")
+    await first.until("leads relay")
+    second = await service.start_replica(pause=0.005)
+    await second.until("caught-up")
+
+    appending = asyncio.create_task(service.append(range(5, 200), 5))
+
+    async def first_batch_in() -> bool:
+        return await service.applied_position() > 20
+
+    await polled(first_batch_in)
+    await asyncio.sleep(0.5)  # inside the next batch's transaction
+    os.kill(first.process.pid, signal.SIGSTOP)
+    frozen = time.time()
+    try:
+        took_projection = await second.until("leads projection", 90) - frozen
+        took_relay = await second.until("leads relay", 90) - frozen
+        await appending
+        last = await settled(service)
+    finally:
+        os.kill(first.process.pid, signal.SIGKILL)
+    await assert_applied_once_and_published(service, last)
+    assert took_projection < LEADER_SESSION_IDLE_LIMIT + 5
+    assert took_relay < LEADER_SESSION_IDLE_LIMIT + 5
+    print(
+        f"takeover from a frozen leader: projection {took_projection:.1f} s,"
+        f" relay {took_relay:.1f} s"
+    )
