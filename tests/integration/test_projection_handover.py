@@ -279,6 +279,11 @@ async def test_a_frozen_leader_is_replaced_and_nothing_is_applied_twice_or_lost(
         took_projection = await second.until("leads projection", 90) - frozen
         took_relay = await second.until("leads relay", 90) - frozen
         await appending
+        await settled(service)
+        # Back again, it finds its sessions ended and stops leading, applying nothing twice.
+        os.kill(first.process.pid, signal.SIGCONT)
+        await service.append(range(200, 220), 5)
+        await asyncio.sleep(3)
         last = await settled(service)
     finally:
         os.kill(first.process.pid, signal.SIGKILL)
