@@ -348,14 +348,10 @@ class ServiceHost:
     async def _start(
         self, address: str, registrations: Iterable[Registration], service_names: Iterable[str]
     ) -> RunningService:
-        # Marked running before anything is applied: `casetrail rebuild` then refuses to reset
-        # a projection under it, and a start during a rebuild waits for the rebuild to end.
-        unmark = await mark_serving(self.infra, self.service)
-
-        async def release() -> None:
-            unmark()
-
-        self._closers.append(release)
+        # Marked running before anything is applied (the catch-up below runs before leadership
+        # is sought): `casetrail rebuild` then refuses to reset a projection under it, and a
+        # start during a rebuild waits for the rebuild to end.
+        self._closers.append(await mark_serving(self.infra, self.service))
         for projection in self._own_projections:
             await catch_up(self.store, self.read_models, projection)
             # Replicas share the read models: one of them follows the store (the others would

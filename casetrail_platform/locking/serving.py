@@ -2,17 +2,20 @@
 
 `casetrail rebuild` throws a projection away and replays it: a service running meanwhile
 answers from the half-built projection (a review queue missing entries, an empty directory).
-So the rebuild first makes sure the projection is followed by no running process, and keeps
-it that way until it is done:
+So the rebuild first makes sure no process of the service runs, and keeps it that way until it
+is done. Every running process holds a shared mark from before it applies anything
+(``mark_serving``); the rebuild takes the mark exclusively without waiting, or finds the service
+running, and a process started meanwhile waits for the rebuild to end:
 
-* distributed: the replica following the projection leads it, holding the session-level
-  advisory lock ``projection_leadership(...)`` (``PostgresLocks.lead``); the rebuild takes
-  that lock without waiting, or finds the service running. A replica started meanwhile
-  does not follow the projection until the rebuild has released it.
-* embedded: locks are the process's own, so a running service also holds a shared ``flock``
-  on ``<data dir>/<service>/serving.lock`` (``mark_serving``); the rebuild takes it
-  exclusively without waiting, or finds the service running. A service started meanwhile
-  waits for the rebuild to end. The operating system releases both when a process dies.
+* distributed: the mark is the session-level advisory lock ``serving(<service>)`` taken shared
+  (``pg_advisory_lock_shared``). The rebuild also takes the projection's leadership lock
+  ``projection_leadership(...)`` without waiting, held by the replica following it: a replica
+  whose mark went with a database restart still leads. The mark is taken before a replica
+  catches its projections up, not only at leadership: between the two nothing would show it.
+* embedded: locks are the process's own, so the mark is a shared ``flock`` on
+  ``<data dir>/<service>/serving.lock``.
+
+The database (its session ends) or the operating system releases both when a process dies.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -35,19 +38,42 @@ def projection_leadership(service: str, projection: str) -> str:
     return f"casetrail.{service}.projection.{projection}"
 
 
-async def mark_serving(infra: Infrastructure, service: str) -> Callable[[], None]:
-    """Mark an embedded service running until the returned release is called: hold the
-    shared lock (waiting while a rebuild holds it). A distributed one needs no mark (its
-    leadership says it): nothing is held."""
+_MARK_SESSION = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3"
+"""The mark's session sits idle for the process's life: a host lost without its connection
+closing would otherwise keep it (and refuse rebuilds) until the kernel's keepalive gave up,
+over 2 h by default; with these, about a minute."""
+
+
+def serving(service: str) -> str:
+    """The lock every running process of ``service`` holds shared (distributed)."""
+    return f"casetrail.{service}.serving"
+
+
+async def mark_serving(infra: Infrastructure, service: str) -> Callable[[], Awaitable[None]]:
+    """Mark the service running until the returned release is awaited: hold the shared mark,
+    waiting while a rebuild holds it."""
     if infra.postgres_dsn is not None:
-        return lambda: None
+        from casetrail_platform.locking.postgres import key_of
+        from casetrail_platform.store.pg_connections import open_connection
+
+        session = await open_connection(infra.postgres_dsn, "lock session", settings=_MARK_SESSION)
+        try:
+            await session.execute("SELECT pg_advisory_lock_shared(%s)", (key_of(serving(service)),))
+        except BaseException:
+            await session.close()
+            raise
+        return session.close  # the session's locks go with it
     held = _open(infra.service_dir(service) / SERVING_FILE)
     try:
         await asyncio.to_thread(fcntl.flock, held, fcntl.LOCK_SH)
     except BaseException:
         held.close()
         raise
-    return held.close
+
+    async def release() -> None:
+        held.close()
+
+    return release
 
 
 @contextlib.asynccontextmanager
@@ -61,8 +87,8 @@ async def alone(infra: Infrastructure, service: str, projection: str) -> AsyncIt
         connection = await open_connection(infra.postgres_dsn, "lock session")
         try:
             cursor = await connection.execute(
-                "SELECT pg_try_advisory_lock(%s)",
-                (key_of(projection_leadership(service, projection)),),
+                "SELECT pg_try_advisory_lock(%s) AND pg_try_advisory_lock(%s)",
+                (key_of(projection_leadership(service, projection)), key_of(serving(service))),
             )
             row = await cursor.fetchone()
             yield bool(row and row[0])

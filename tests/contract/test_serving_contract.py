@@ -1,6 +1,6 @@
 """Whether a service runs beside maintenance (``casetrail_platform.locking.serving``), on both
 backends: a running service is seen, a stopped or dead one is not, and a service started
-during the maintenance waits for it (embedded) or does not follow the projection (distributed)."""
+during the maintenance waits for it."""
 
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ async def test_an_embedded_service_running_is_seen_and_one_starting_waits(
         assert not nobody
     async with alone(infra, "coordination", "assignments") as nobody:
         assert nobody  # another service's mark says nothing of this one
-    unmark()
+    await unmark()
     async with alone(infra, "intake", "intake.emergency-accesses") as nobody:
         assert nobody
         starting = asyncio.ensure_future(mark_serving(infra, "intake"))
         await asyncio.sleep(0.2)
         assert not starting.done()  # waits for the maintenance to end
-    (await asyncio.wait_for(starting, 5))()
+    await (await asyncio.wait_for(starting, 5))()
 
 
 async def test_a_distributed_replica_following_the_projection_is_seen(tmp_path: Path) -> None:
@@ -66,3 +66,33 @@ async def test_a_distributed_replica_following_the_projection_is_seen(tmp_path: 
         await locks.close()
     async with alone(infra, service, "assignments") as nobody:
         assert nobody
+
+
+async def test_a_distributed_replica_starting_is_seen_before_it_leads_and_one_waits(
+    tmp_path: Path,
+) -> None:
+    """A replica catches its projections up before it tries for their leadership
+    (``ServiceHost._start``): a rebuild beginning meanwhile found nobody following and reset
+    the projection under a replica about to answer from it. The replica's mark, taken first,
+    shows it; and one starting during the rebuild waits for it to end."""
+    import psycopg
+
+    dsn = postgres_dsn()
+    try:
+        await (await psycopg.AsyncConnection.connect(dsn)).close()
+    except psycopg.OperationalError as error:
+        server_missing("PostgreSQL", error)
+    infra = Infrastructure.distributed(tmp_path, dsn, KafkaSettings.from_env())
+    service = f"test{uuid.uuid4().hex[:8]}"
+    unmark = await mark_serving(infra, service)  # started, not leading yet
+    async with alone(infra, service, "assignments") as nobody:
+        assert not nobody
+    other = await mark_serving(infra, f"{service}x")
+    await other()  # another service's mark says nothing of this one
+    await unmark()
+    async with alone(infra, service, "assignments") as nobody:
+        assert nobody
+        starting = asyncio.ensure_future(mark_serving(infra, service))
+        await asyncio.sleep(0.3)
+        assert not starting.done()  # waits for the maintenance to end
+    await (await asyncio.wait_for(starting, 5))()

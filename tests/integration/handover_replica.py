@@ -1,12 +1,12 @@
 """One replica of a test service, as a process of its own, for the handover tests
 (``test_projection_handover.py``): it does what ``ServiceHost._start`` does on the distributed
-backend (catch its own-store projection up, then follow it while leading
+backend (mark itself running, catch its own-store projection up, then follow it while leading
 ``projection_leadership``, and relay its store to Kafka while leading the relay's lock), with a
 projection slow enough to be killed in the middle of a batch.
 
-It tells the test where it is by lines on stdout, each with the time: ``catching-up``,
-``caught-up``, ``leads <what>``.
-Run: ``python -m tests.integration.handover_replica <dsn> <service> <topic> <pause>``.
+It tells the test where it is by lines on stdout, each with the time: ``starting``,
+``catching-up`` (marked running: ``mark_serving``), ``caught-up``, ``leads <what>``.
+Run: ``python -m tests.integration.handover_replica <dsn> <service> <topic> <pause> <dir>``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ import asyncio
 import signal
 import sys
 import time
+from pathlib import Path
 
 from casetrail_platform.bus.kafka import KafkaEventPublisher
 from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.locking.port import Work
 from casetrail_platform.locking.postgres import PostgresLocks
-from casetrail_platform.locking.serving import projection_leadership
+from casetrail_platform.locking.serving import mark_serving, projection_leadership
 from casetrail_platform.outbox import OutboxRelay
 from casetrail_platform.projections.port import DocumentTransaction, Projection
 from casetrail_platform.projections.postgres import PostgresReadModelStore
@@ -63,7 +65,7 @@ def leading(what: str, work: Work) -> Work:
     return led
 
 
-async def main(dsn: str, service: str, topic: str, pause: float) -> None:
+async def main(dsn: str, service: str, topic: str, pause: float, data_dir: str) -> None:
     store = await PostgresEventStore.connect(dsn, sample_registry(), schema=f"{service}_events")
     read_models = await PostgresReadModelStore.connect(dsn, schema=f"{service}_read_models")
     checkpoints = await PostgresCheckpointStore.connect(dsn, schema=f"{service}_events")
@@ -71,6 +73,9 @@ async def main(dsn: str, service: str, topic: str, pause: float) -> None:
     projection = StreamPositions(pause)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    say("starting")
+    infra = Infrastructure(data_dir=Path(data_dir), postgres_dsn=dsn, seal_sensitive=False)
+    unmark = await mark_serving(infra, service)
     say("catching-up")
     await catch_up(store, read_models, projection)
     say("caught-up")
@@ -96,9 +101,10 @@ async def main(dsn: str, service: str, topic: str, pause: float) -> None:
         await checkpoints.close()
         await read_models.close()
         await store.close()
+        await unmark()
         say("stopped")
 
 
 if __name__ == "__main__":
-    dsn, service, topic, pause = sys.argv[1:5]
-    asyncio.run(main(dsn, service, topic, float(pause)))
+    dsn, service, topic, pause, data_dir = sys.argv[1:6]
+    asyncio.run(main(dsn, service, topic, float(pause), data_dir))
