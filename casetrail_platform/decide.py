@@ -24,15 +24,21 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
 from weakref import WeakKeyDictionary
 
 from casetrail_platform.commands import CommandContext, VersionConflict
 from casetrail_platform.errors import CommandAlreadyRecorded, ConcurrencyError
+from casetrail_platform.folded import Fold, FoldCache, sealed_keys
 from casetrail_platform.locking.inprocess import InProcessLocks
 from casetrail_platform.store.port import EventStore
 from events.catalog.base import CaseEvent
 from events.envelope import RecordedEvent
+
+S = TypeVar("S")
+T = TypeVar("T")
 
 Decision = Callable[[list[RecordedEvent]], Sequence[CaseEvent]]
 
@@ -50,6 +56,24 @@ _turns: WeakKeyDictionary[EventStore, InProcessLocks] = WeakKeyDictionary()
 deciding on (a NUL-prefixed command name never meets a stream's)."""
 
 
+_folds: WeakKeyDictionary[EventStore, FoldCache] = WeakKeyDictionary()
+"""Per store: the decision states of streams whose kind opts in (``execute_folded``)."""
+
+
+def _turns_of(store: EventStore) -> InProcessLocks:
+    turns = _turns.get(store)
+    if turns is None:
+        turns = _turns[store] = InProcessLocks()
+    return turns
+
+
+def _folds_of(store: EventStore) -> FoldCache:
+    cache = _folds.get(store)
+    if cache is None:
+        cache = _folds[store] = FoldCache(store.registry)
+    return cache
+
+
 def pause_before(attempt: int) -> float:
     """Seconds to wait before retry ``attempt`` (1 for the first retry)."""
     ceiling = min(LONGEST_PAUSE, FIRST_PAUSE * 2 ** min(attempt, 16))
@@ -63,9 +87,7 @@ async def execute(
     stream: str,
     decide: Decision,
 ) -> list[RecordedEvent]:
-    turns = _turns.get(store)
-    if turns is None:
-        turns = _turns[store] = InProcessLocks()
+    turns = _turns_of(store)
     # A turn on the command as well as on its stream: two requests under one key for two
     # streams (another case, another client's schedule) take turns here instead of racing in
     # the store. Between replicas the store's table of commands settles it (see _execute).
@@ -85,19 +107,45 @@ async def _execute(
     earlier, history = await store.read_for_command(command_id, stream)
     if earlier:
         return context.check_retry(service, earlier)
+
+    def version() -> int:
+        return history[-1].sequence if history else 0
+
+    async def catch_up() -> None:
+        nonlocal history
+        # Only what the winners appended since: the history read so far stays valid.
+        history = history + await store.read_stream(stream, from_version=version() + 1)
+
+    return await _until_appended(
+        store, service, context, stream, version, lambda: decide(history), catch_up
+    )
+
+
+async def _until_appended(
+    store: EventStore,
+    service: str,
+    context: CommandContext,
+    stream: str,
+    version: Callable[[], int],
+    decide: Callable[[], Sequence[CaseEvent]],
+    catch_up: Callable[[], Awaitable[None]],
+) -> list[RecordedEvent]:
+    """Decide on the stream at ``version()`` and append, until the append is not raced (after
+    ``catch_up()`` with what the winners appended) or ``RETRY_BUDGET`` is spent."""
+    command_id = context.command_id(service)
     deadline = time.monotonic() + RETRY_BUDGET
     attempt = 0
     while True:
-        version = history[-1].sequence if history else 0
+        decided_on = version()
         expected = context.expected_version
-        if expected is not None and expected != version:
-            raise VersionConflict(stream, expected, version)
-        events = decide(history)
+        if expected is not None and expected != decided_on:
+            raise VersionConflict(stream, expected, decided_on)
+        events = decide()
         if not events:
             return []
         try:
             return await store.append(
-                stream, context.new_events(service, events), version, command_id=command_id
+                stream, context.new_events(service, events), decided_on, command_id=command_id
             )
         except CommandAlreadyRecorded:
             # The key's command won the race on another connection or replica, maybe on
@@ -115,7 +163,86 @@ async def _execute(
         attempt += 1
         pause = pause_before(attempt)
         if time.monotonic() + pause > deadline:
-            raise VersionConflict(stream, version, await store.stream_version(stream))
+            raise VersionConflict(stream, decided_on, await store.stream_version(stream))
         await asyncio.sleep(pause)
-        # Only what the winners appended since: the history read so far stays valid.
-        history = history + await store.read_stream(stream, from_version=version + 1)
+        await catch_up()
+
+
+async def execute_folded(
+    store: EventStore,
+    service: str,
+    context: CommandContext,
+    stream: str,
+    fold: Fold[S],
+    decide: Callable[[S], Sequence[CaseEvent]],
+) -> list[RecordedEvent]:
+    """``execute``, deciding on ``stream``'s state as ``fold`` makes it, kept folded between
+    commands (``casetrail_platform.folded``): a command reads only the events appended since
+    the state it finds was folded, so its cost does not grow with the stream. Its answers are
+    ``execute``'s, retries and races included; ``decide`` reads the state, never changes it."""
+    command = f"\x00command:{context.command_id(service)}"
+    async with _turns_of(store).holding([command, stream]):
+        command_id = context.command_id(service)
+        earlier: list[RecordedEvent] = []
+
+        async def first_read(after: int) -> list[RecordedEvent]:
+            nonlocal earlier
+            earlier, new = await store.read_for_command(command_id, stream, after + 1)
+            return new
+
+        folding = Folding(_folds_of(store), fold, stream)
+        await folding.catch_up(first_read)
+        if earlier:
+            return context.check_retry(service, earlier)
+        return await _until_appended(
+            store,
+            service,
+            context,
+            stream,
+            lambda: folding.version,
+            lambda: decide(folding.state),
+            lambda: folding.catch_up(
+                lambda after: store.read_stream(stream, from_version=after + 1)
+            ),
+        )
+
+
+@asynccontextmanager
+async def folded(store: EventStore, stream: str, fold: Fold[S]) -> AsyncIterator[Folding[S]]:
+    """``stream``'s state as ``fold`` makes it, up to date, during the block (which holds the
+    stream's turn: keep it short, and keep nothing of the state past it, since the next
+    command changes it in place). For readers, and writers with appends of their own
+    (``Folding.catch_up`` after losing a race)."""
+    async with _turns_of(store).holding([stream]):
+        folding = Folding(_folds_of(store), fold, stream)
+        await folding.catch_up(lambda after: store.read_stream(stream, from_version=after + 1))
+        yield folding
+
+
+class Folding(Generic[S]):
+    """A stream's folded state (``state``, folded up to ``version``), under the stream's turn."""
+
+    state: S
+    version: int
+
+    def __init__(self, cache: FoldCache, fold: Fold[S], stream: str) -> None:
+        self._cache = cache
+        self._fold = fold
+        self._stream = stream
+
+    async def catch_up(self, read: Callable[[int], Awaitable[list[RecordedEvent]]]) -> None:
+        """Fold in what ``read(version)`` returns: the stream's events after ``version``."""
+        cache, fold, stream = self._cache, self._fold, self._stream
+        # Taken out of the cache while it changes: a read or fold that fails leaves nothing
+        # half folded behind (the stream is folded again from its start next time).
+        state, version, keys = cache.take(fold, stream)
+        try:
+            new = await read(version)
+        except BaseException:
+            cache.keep(fold, stream, state, version, keys)
+            raise
+        if new:
+            state = fold.evolve(state, new)
+            version, keys = new[-1].sequence, sealed_keys(keys, new)
+        cache.keep(fold, stream, state, version, keys)
+        self.state, self.version = state, version

@@ -40,7 +40,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic_core import from_json
 
-from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring
+from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring, ForgetWatcher
 from casetrail_platform.keys.nonces import NONCE_BYTES, random_nonce
 from casetrail_platform.keys.port import DataKeyError, KeyUnavailableError
 from casetrail_platform.store.guard import UnstorableEventError
@@ -56,6 +56,14 @@ _SEALED_KEY = re.compile(
 
 _encode_value = json.JSONEncoder(ensure_ascii=False).encode
 """``json.dumps(value, ensure_ascii=False)`` without building an encoder per value."""
+
+
+def named_keys(stored: Iterable[bytes | None]) -> set[tuple[str, int]]:
+    """The keys (owner, version) the sealed values of ``stored`` (event data as stored or
+    published) are sealed with."""
+    sealed = b"\n".join(data for data in stored if data is not None and _SEALED_MARK in data)
+    named = set(_SEALED_KEY.findall(sealed))  # a case's events name the same key
+    return {(owner.decode(), int(version)) for owner, version in named}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +122,19 @@ class FieldProtection:
         keyring = self._keyring
         if keyring is None:
             return set()
-        sealed = b"\n".join(data for data in stored if data is not None and _SEALED_MARK in data)
-        named = set(_SEALED_KEY.findall(sealed))  # a case's events name the same key
-        keys = {(owner.decode(), int(version)) for owner, version in named}
-        return {key for key in keys if not keyring.holds_key(*key)}
+        return {key for key in named_keys(stored) if not keyring.holds_key(*key)}
+
+    def keys_live(self, keys: Iterable[tuple[str, int]]) -> bool:
+        """Whether each of ``keys`` is cached here and not destroyed: values opened with them
+        may still be held in memory (``casetrail_platform.folded``). Always true without a
+        keyring, which opens nothing."""
+        keyring = self._keyring
+        return keyring is None or all(keyring.holds_live_key(*key) for key in keys)
+
+    def watch_forgets(self, watcher: ForgetWatcher) -> None:
+        """Tell ``watcher`` each owner whose keys this process forgets (an erasure)."""
+        if self._keyring is not None:
+            self._keyring.watch_forgets(watcher)
 
     def fetch_keys(self, keys: Iterable[tuple[str, int]]) -> KeyUnavailableError | None:
         """Bring ``keys`` into the keyring's cache (a worker thread's call: it reads the key

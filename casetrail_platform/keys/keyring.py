@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -58,6 +60,12 @@ class KeysNotCachedError(Exception):
         super().__init__(f"the keys of {name!r} are not all cached")
 
 
+class ForgetWatcher(Protocol):
+    """Something holding values opened with a client's keys (``casetrail_platform.folded``)."""
+
+    def forget_owner(self, owner: str) -> None: ...
+
+
 class ClientKeyring:
     def __init__(
         self, kek: KeyEncryptionKey, table: DataKeyTable, cache_seconds: float = 60.0
@@ -71,6 +79,7 @@ class ClientKeyring:
         self._case_clients: dict[str, str] = {}
         self._unbound: dict[str, float] = {}
         """Cases the key table bound to no client, and when that was last asked."""
+        self._watchers: weakref.WeakSet[ForgetWatcher] = weakref.WeakSet()
 
     def encryption_key(self, owner: str, *, cached_only: bool = False) -> tuple[int, AESGCM]:
         """The version and key new data of ``owner`` is sealed with (created when missing).
@@ -120,6 +129,20 @@ class ClientKeyring:
             for cached in [key for key in self._keys if key[0] == owner]:
                 del self._keys[cached]
             self._current.pop(owner, None)
+            watchers = list(self._watchers)
+        # What was opened with the keys goes with them, not only the keys.
+        for watcher in watchers:
+            watcher.forget_owner(owner)
+
+    def watch_forgets(self, watcher: ForgetWatcher) -> None:
+        """Have ``forget`` tell ``watcher`` (held weakly) each owner it forgets."""
+        with self._lock:
+            self._watchers.add(watcher)
+
+    def holds_live_key(self, owner: str, version: int) -> bool:
+        """Whether the key is cached and, as of its last check, not destroyed."""
+        cached = self._fresh_key(owner, version)
+        return cached is not None and cached.key is not None
 
     def holds_key(self, owner: str, version: int) -> bool:
         """Whether ``decryption_key(owner, version)`` answers from the cache."""

@@ -28,6 +28,7 @@ from datetime import datetime
 from uuid import UUID
 
 from events.envelope import NewEvent, RecordedEvent
+from events.registry import EventRegistry
 
 NO_STREAM = 0
 """``expected_version`` for a stream that must not exist yet."""
@@ -45,6 +46,11 @@ whose event ids are already stored with the same content returns the stored even
 
 
 class EventStore(ABC):
+    @property
+    @abstractmethod
+    def registry(self) -> EventRegistry:
+        """The catalog events are decoded with, and the keys their sealed values open with."""
+
     @abstractmethod
     async def append(
         self,
@@ -82,17 +88,19 @@ class EventStore(ABC):
         Lets a retried command find what it recorded the first time."""
 
     async def read_for_command(
-        self, causation_id: UUID, stream: str
+        self, causation_id: UUID, stream: str, from_version: int = 1
     ) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
         """What a command reads before deciding: the events an earlier attempt of it recorded
-        (``read_by_causation``) and ``stream``'s history. When the first list is not empty the
-        second may be left empty: a retry answers with what it recorded and decides nothing.
-        A networked adapter answers in one round trip; this default takes two reads, which is
-        right where a read is local (SQLite reads small results on the caller's thread)."""
+        (``read_by_causation``) and ``stream``'s history from ``from_version`` on (a command
+        holding the history up to there folded reads only what came after). When the first
+        list is not empty the second may be left empty: a retry answers with what it recorded
+        and decides nothing. A networked adapter answers in one round trip; this default takes
+        two reads, which is right where a read is local (SQLite reads small results on the
+        caller's thread)."""
         earlier = await self.read_by_causation(causation_id)
         if earlier:
             return earlier, []
-        return [], await self.read_stream(stream)
+        return [], await self.read_stream(stream, from_version=from_version)
 
     @abstractmethod
     async def stream_version(self, stream: str) -> int:

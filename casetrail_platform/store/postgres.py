@@ -103,7 +103,8 @@ class PostgresEventStore(EventStore):
         # earlier attempt recorded, part 2 the stream's history.
         self._for_command_sql = sql.SQL(
             f"SELECT * FROM (SELECT 1 AS part, {COLUMNS} FROM {{table}} WHERE causation_id = %s"
-            f" UNION ALL SELECT 2, {COLUMNS} FROM {{table}} WHERE stream = %s) AS reads"
+            f" UNION ALL SELECT 2, {COLUMNS} FROM {{table}} WHERE stream = %s"
+            " AND sequence >= %s) AS reads"
             " ORDER BY part, CASE WHEN part = 1 THEN position ELSE sequence END"
         ).format(table=table)
         self._by_ids_sql = self._select + sql.SQL(" WHERE event_id = ANY(%s) ORDER BY position")
@@ -297,6 +298,10 @@ class PostgresEventStore(EventStore):
             error_class = psycopg.DatabaseError
         raise error_class(f"{message} (SQLSTATE {state})")
 
+    @property
+    def registry(self) -> EventRegistry:
+        return self._registry
+
     async def read_stream(
         self,
         stream: str,
@@ -334,9 +339,9 @@ class PostgresEventStore(EventStore):
         return await opened_records(rows, self._registry)
 
     async def read_for_command(
-        self, causation_id: UUID, stream: str
+        self, causation_id: UUID, stream: str, from_version: int = 1
     ) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
-        rows = await self._fetch(self._for_command_sql, (causation_id, stream))
+        rows = await self._fetch(self._for_command_sql, (causation_id, stream, from_version))
         earlier = [row[1:] for row in rows if row[0] == 1]
         if earlier:
             return await opened_records(earlier, self._registry), []

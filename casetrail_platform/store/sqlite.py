@@ -247,6 +247,10 @@ class SqliteEventStore(EventStore):
         self._last_recorded_at = recorded_at
         return _Appended(first_position, recorded_at, expected_version)
 
+    @property
+    def registry(self) -> EventRegistry:
+        return self._registry
+
     async def read_stream(
         self,
         stream: str,

@@ -24,11 +24,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 from uuid import UUID, uuid5
 
 from casetrail_platform.bus.errors import RetriableHandlerError
-from casetrail_platform.decide import pause_before
+from casetrail_platform.decide import folded, pause_before
 from casetrail_platform.errors import ConcurrencyError
+from casetrail_platform.folded import Fold
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseClosed
 from events.catalog.referrals import ReferralDeclined, ReferralWithdrawn
@@ -38,12 +40,12 @@ from services.coordination.adapters import read_models as views
 from services.coordination.adapters.projections import CaseFactsProjection
 from services.coordination.app.handlers import SOURCE, Dependencies, case_lock
 from services.coordination.domain.agency import BudgetLine
-from services.coordination.domain.budget import budget_state
-from services.coordination.domain.case import case_state
+from services.coordination.domain.budget import BUDGET_LINE, BudgetLineState
+from services.coordination.domain.case import CASE
 from services.coordination.domain.facts import budget_stream, case_stream, schedule_stream
 from services.coordination.domain.funding import decide_releases
 from services.coordination.domain.referrals import decide_closure_withdrawals
-from services.coordination.domain.schedule import schedule_state
+from services.coordination.domain.schedule import SCHEDULE
 from services.coordination.domain.scheduling import (
     CLOSURE_REASON,
     decide_closure_cancellations,
@@ -52,6 +54,8 @@ from services.coordination.domain.scheduling import (
 
 FOLLOW_UP = Actor("coordination", Role.SYSTEM)
 """Who records the follow-ups: coordination itself, on no person's command."""
+
+S = TypeVar("S")
 
 CANCELLED_RELEASE = "the service was cancelled"
 
@@ -106,15 +110,15 @@ class FollowUps:
                 self._deps,
                 recorded,
                 case_stream(case_id),
-                lambda history: decide_closure_withdrawals(case_state(history), case_id),
+                CASE,
+                lambda case: decide_closure_withdrawals(case, case_id),
             )
             await record_follow_up(
                 self._deps,
                 recorded,
                 schedule_stream(facts.client_id),
-                lambda history: decide_closure_cancellations(
-                    schedule_state(history), case_id, closed_at
-                ),
+                SCHEDULE,
+                lambda schedule: decide_closure_cancellations(schedule, case_id, closed_at),
             )
             # The cancellations' own follow-ups release their reservations; those naming no
             # service have no cancellation to follow, so the closure releases them. Under the
@@ -133,8 +137,9 @@ class FollowUps:
             self._deps,
             recorded,
             schedule_stream(facts.client_id),
-            lambda history: decide_referral_end_cancellations(
-                schedule_state(history), case_id, referral_id, ended_at
+            SCHEDULE,
+            lambda schedule: decide_referral_end_cancellations(
+                schedule, case_id, referral_id, ended_at
             ),
         )
         # The cancellations' own follow-ups release their reservations.
@@ -149,6 +154,7 @@ class FollowUps:
                 self._deps,
                 cause,
                 budget_stream(line.budget_line),
+                BUDGET_LINE,
                 _releases(line, case_id, service_id, reason),
             )
 
@@ -165,45 +171,54 @@ class FollowUps:
 
 def _releases(
     line: BudgetLine, case_id: str, service_id: str | None, reason: str
-) -> Callable[[list[RecordedEvent]], Sequence[CaseEvent]]:
-    return lambda history: decide_releases(line, budget_state(history), case_id, service_id, reason)
+) -> Callable[[BudgetLineState], Sequence[CaseEvent]]:
+    return lambda state: decide_releases(line, state, case_id, service_id, reason)
 
 
 async def record_follow_up(
     deps: Dependencies,
     cause: RecordedEvent,
     stream: str,
-    decide: Callable[[list[RecordedEvent]], Sequence[CaseEvent]],
+    fold: Fold[S],
+    decide: Callable[[S], Sequence[CaseEvent]],
 ) -> list[RecordedEvent]:
-    """Append what ``decide`` makes of ``stream``'s history, caused by ``cause``, unless
-    ``cause`` already has a follow-up on ``stream``. A writer that loses a race decides again,
-    after the same growing random pause as a command's (``pause_before``): the replicas given the
-    same event, or a burst of commands on the stream, would otherwise meet again at once."""
+    """Append what ``decide`` makes of ``stream``'s state (as ``fold`` keeps it: a closure
+    reads every budget line, which grow all year), caused by ``cause``, unless ``cause``
+    already has a follow-up on ``stream``. A writer that loses a race decides again, after the
+    same growing random pause as a command's (``pause_before``): the replicas given the same
+    event, or a burst of commands on the stream, would otherwise meet again at once."""
+    store = deps.store
     attempt = 0
-    while True:
-        history = await deps.store.read_stream(stream)
-        if any(earlier.metadata.causation_id == cause.event_id for earlier in history):
-            return []
-        events = decide(history)
-        if not events:
-            return []
-        metadata = EventMetadata(
-            source=SOURCE,
-            actor=FOLLOW_UP,
-            occurred_at=datetime.now(UTC),
-            correlation_id=cause.metadata.correlation_id,
-            causation_id=cause.event_id,
-        )
-        # Ids derived from the cause and the stream: the same follow-up written twice (two
-        # replicas given the same event) is one event, and the store refuses the second.
-        base = uuid5(cause.event_id, stream).int & ~0xFFFF
-        new = [
-            NewEvent(event=event, metadata=metadata, event_id=UUID(int=base | index))
-            for index, event in enumerate(events)
-        ]
-        version = history[-1].sequence if history else 0
-        try:
-            return await deps.store.append(stream, new, version)
-        except ConcurrencyError:
-            attempt += 1
-            await asyncio.sleep(pause_before(attempt))
+    async with folded(store, stream, fold) as state:
+        while True:
+            # Looked up by the cause (indexed), not found in the stream's history.
+            if any(
+                earlier.stream == stream
+                for earlier in await store.read_by_causation(cause.event_id)
+            ):
+                return []
+            events = decide(state.state)
+            if not events:
+                return []
+            metadata = EventMetadata(
+                source=SOURCE,
+                actor=FOLLOW_UP,
+                occurred_at=datetime.now(UTC),
+                correlation_id=cause.metadata.correlation_id,
+                causation_id=cause.event_id,
+            )
+            # Ids derived from the cause and the stream: the same follow-up written twice (two
+            # replicas given the same event) is one event, and the store refuses the second.
+            base = uuid5(cause.event_id, stream).int & ~0xFFFF
+            new = [
+                NewEvent(event=event, metadata=metadata, event_id=UUID(int=base | index))
+                for index, event in enumerate(events)
+            ]
+            try:
+                return await store.append(stream, new, state.version)
+            except ConcurrencyError:
+                attempt += 1
+                await asyncio.sleep(pause_before(attempt))
+                await state.catch_up(
+                    lambda after: store.read_stream(stream, from_version=after + 1)
+                )

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from casetrail_platform.ages import age_on, agency_today
 from casetrail_platform.commands import CommandContext, InvalidCommand, NotFound, derived_id
-from casetrail_platform.decide import execute
+from casetrail_platform.decide import execute, execute_folded, folded
+from casetrail_platform.folded import Fold
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.locking.inprocess import InProcessLocks
 from casetrail_platform.locking.port import Locks
@@ -38,7 +39,7 @@ from services.coordination.adapters import read_models as views
 from services.coordination.domain import errors
 from services.coordination.domain.agency import Agency, Worker
 from services.coordination.domain.assignment import decide_assignment, decide_transfer
-from services.coordination.domain.budget import budget_state
+from services.coordination.domain.budget import BUDGET_LINE
 from services.coordination.domain.case import case_state
 from services.coordination.domain.commands import (
     AcceptReferral,
@@ -82,7 +83,7 @@ from services.coordination.domain.referrals import (
     decide_referral,
     decide_withdrawal,
 )
-from services.coordination.domain.schedule import Schedule, schedule_state
+from services.coordination.domain.schedule import SCHEDULE, Schedule
 from services.coordination.domain.scheduling import (
     check_service_window,
     decide_cancel,
@@ -96,6 +97,7 @@ SERVICE = "coordination"
 SOURCE = "casetrail/coordination"
 
 T = TypeVar("T")
+S = TypeVar("S")
 Recorded = list[RecordedEvent]
 
 
@@ -255,13 +257,12 @@ async def schedule_service(
     async with deps.locks.holding([case_lock(command.case_id)]):
         facts = await command_facts(deps, context, command.case_id)
         case = case_state(await deps.store.read_stream(case_stream(command.case_id)))
-        return await _run(
+        return await _run_folded(
             deps,
             context,
             schedule_stream(facts.client_id),
-            lambda history: decide_schedule(
-                schedule_state(history), facts, case, command, service_id
-            ),
+            SCHEDULE,
+            lambda schedule: decide_schedule(schedule, facts, case, command, service_id),
         )
 
 
@@ -274,11 +275,12 @@ async def reschedule_service(
     # closure's follow-up read the schedule would outlive the case.
     async with deps.locks.holding([case_lock(command.case_id)]):
         facts = await command_facts(deps, context, command.case_id)
-        return await _run(
+        return await _run_folded(
             deps,
             context,
             schedule_stream(facts.client_id),
-            lambda history: decide_reschedule(schedule_state(history), facts, command),
+            SCHEDULE,
+            lambda schedule: decide_reschedule(schedule, facts, command),
         )
 
 
@@ -292,11 +294,12 @@ async def cancel_service(
     # was reserved before it).
     async with deps.locks.holding([case_lock(command.case_id)]):
         facts = await command_facts(deps, context, command.case_id)
-        return await _run(
+        return await _run_folded(
             deps,
             context,
             schedule_stream(facts.client_id),
-            lambda history: decide_cancel(schedule_state(history), command, acting_for),
+            SCHEDULE,
+            lambda schedule: decide_cancel(schedule, command, acting_for),
         )
 
 
@@ -309,13 +312,12 @@ async def record_service_delivered(
     check_service_window(command.starts_at, command.ends_at, _moment(context))
     require_role(context.actor.role, Action.RECORD_DELIVERY)
     facts = await command_facts(deps, context, command.case_id)
-    return await _run(
+    return await _run_folded(
         deps,
         context,
         schedule_stream(facts.client_id),
-        lambda history: decide_delivered(
-            schedule_state(history), facts, command, datetime.now(UTC), acting_for
-        ),
+        SCHEDULE,
+        lambda schedule: decide_delivered(schedule, facts, command, datetime.now(UTC), acting_for),
     )
 
 
@@ -358,13 +360,12 @@ async def reserve_budget(
     async with deps.locks.holding([case_lock(command.case_id)]):
         facts = await command_facts(deps, context, command.case_id)
         schedule = await client_schedule(deps, facts.client_id)
-        return await _run(
+        return await _run_folded(
             deps,
             context,
             budget_stream(line.budget_line),
-            lambda history: decide_reservation(
-                line, budget_state(history), facts, schedule, command, reservation_id
-            ),
+            BUDGET_LINE,
+            lambda state: decide_reservation(line, state, facts, schedule, command, reservation_id),
         )
 
 
@@ -375,11 +376,12 @@ async def release_budget(
     line = _required(
         deps.agency.budget_line(command.budget_line), "budget line", command.budget_line
     )
-    return await _run(
+    return await _run_folded(
         deps,
         context,
         budget_stream(line.budget_line),
-        lambda history: decide_release(line, budget_state(history), command),
+        BUDGET_LINE,
+        lambda state: decide_release(line, state, command),
     )
 
 
@@ -427,7 +429,8 @@ async def case_facts(deps: Dependencies, case_id: str) -> CaseFacts:
 
 
 async def client_schedule(deps: Dependencies, client_id: str) -> Schedule:
-    return schedule_state(await deps.store.read_stream(schedule_stream(client_id)))
+    async with folded(deps.store, schedule_stream(client_id), SCHEDULE) as schedule:
+        return schedule.state.copy()
 
 
 async def _caseload(deps: Dependencies, worker: Worker | None) -> int:
@@ -457,4 +460,18 @@ async def _run(
     except ValidationError as error:
         # Commands are checked field by field when built; what is left are the catalog's
         # rules spanning several fields of an event.
+        raise InvalidCommand(problems_of(error)) from None
+
+
+async def _run_folded(
+    deps: Dependencies,
+    context: CommandContext,
+    stream: str,
+    fold: Fold[S],
+    decide: Callable[[S], Sequence[CaseEvent]],
+) -> Recorded:
+    """``_run`` on a stream whose state is kept folded (budget lines, schedules)."""
+    try:
+        return await execute_folded(deps.store, SOURCE, context, stream, fold, decide)
+    except ValidationError as error:
         raise InvalidCommand(problems_of(error)) from None

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from datetime import date
 
 from casetrail_platform.commands import NotFound, RuleBroken
+from casetrail_platform.decide import folded
 from events.catalog.values import NeedCategory
 from events.envelope import Actor
 from services.coordination.adapters import read_models as views
 from services.coordination.app.handlers import Dependencies, client_schedule
 from services.coordination.domain.agency import BudgetLine, Program, Worker
 from services.coordination.domain.assignment import fit_refusals, open_needs
-from services.coordination.domain.budget import BudgetLineState, budget_state
+from services.coordination.domain.budget import BUDGET_LINE, BudgetLineState
 from services.coordination.domain.case import CaseState, case_state
 from services.coordination.domain.facts import CaseFacts, budget_stream, case_stream
 from services.coordination.domain.permissions import Action, require_role
@@ -105,17 +106,21 @@ async def _loads(deps: Dependencies) -> list[WorkerLoad]:
 
 
 async def budget_line(
-    deps: Dependencies, actor: Actor, line_id: str
+    deps: Dependencies, actor: Actor, line_id: str, listed: int
 ) -> tuple[BudgetLine, BudgetLineState]:
     require_role(actor.role, Action.READ)
-    return await budget_line_state(deps, line_id)
+    return await budget_line_state(deps, line_id, listed)
 
 
-async def budget_line_state(deps: Dependencies, line_id: str) -> tuple[BudgetLine, BudgetLineState]:
+async def budget_line_state(
+    deps: Dependencies, line_id: str, listed: int = 0
+) -> tuple[BudgetLine, BudgetLineState]:
+    """The line and its state with its ``listed`` newest reservations (its totals whole)."""
     line = deps.agency.budget_line(line_id)
     if line is None:
         raise NotFound("budget line", line_id)
-    return line, budget_state(await deps.store.read_stream(budget_stream(line_id)))
+    async with folded(deps.store, budget_stream(line_id), BUDGET_LINE) as state:
+        return line, state.state.newest(listed)
 
 
 def programs(deps: Dependencies, actor: Actor) -> tuple[Program, ...]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import islice
 
+from casetrail_platform.folded import Fold
 from events.catalog.funding import BudgetReleased, BudgetReserved
 from events.envelope import RecordedEvent
 
@@ -26,14 +28,31 @@ class Reservation:
 class BudgetLineState:
     version: int
     reservations: dict[str, Reservation]
+    committed: int = 0
+    """What the reservations still hold, kept as they are folded: a line's state is kept
+    between commands (``BUDGET_LINE``), and summing tens of thousands of reservations on
+    every command would make it grow with the line again."""
+    reservations_total: int = 0
+    """Reservations ever made on the line (a copy by ``newest`` holds only some of them)."""
 
-    @property
-    def committed(self) -> int:
-        return sum(reservation.remaining for reservation in self.reservations.values())
+    def newest(self, listed: int) -> BudgetLineState:
+        """A copy for a reader to keep (the kept state changes with the next command), with
+        the ``listed`` newest reservations only and the totals of all."""
+        newest = list(islice(reversed(self.reservations.items()), listed))
+        return BudgetLineState(
+            self.version,
+            {key: replace(value) for key, value in reversed(newest)},
+            self.committed,
+            self.reservations_total,
+        )
 
 
 def budget_state(history: Iterable[RecordedEvent]) -> BudgetLineState:
-    state = BudgetLineState(0, {})
+    return fold_budget(BudgetLineState(0, {}), history)
+
+
+def fold_budget(state: BudgetLineState, history: Iterable[RecordedEvent]) -> BudgetLineState:
+    """``state`` with ``history`` (the line's next events) folded in, in place."""
     for recorded in history:
         state.version = recorded.sequence
         event = recorded.event
@@ -45,6 +64,14 @@ def budget_state(history: Iterable[RecordedEvent]) -> BudgetLineState:
                     event.service_id,
                     event.amount.amount_minor_units,
                 )
+                state.committed += event.amount.amount_minor_units
+                state.reservations_total += 1
             case BudgetReleased():
                 state.reservations[event.reservation_id].released += event.amount.amount_minor_units
+                state.committed -= event.amount.amount_minor_units
     return state
+
+
+BUDGET_LINE = Fold("coordination.budget-line.v1", lambda: BudgetLineState(0, {}), fold_budget)
+"""A budget line's state, kept folded between commands (``casetrail_platform.folded``): lines
+grow all year with every reservation. Holds no sealed value (amounts, ids)."""

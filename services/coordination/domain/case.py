@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from casetrail_platform.folded import Fold
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import Role
 from events.catalog.eligibility import EligibilityDetermined
@@ -88,11 +89,19 @@ class CaseState:
 
 
 def case_state(history: Iterable[RecordedEvent]) -> CaseState:
-    state = CaseState()
+    return fold_case(CaseState(), history)
+
+
+def fold_case(state: CaseState, history: Iterable[RecordedEvent]) -> CaseState:
+    """``state`` with ``history`` (the stream's next events) folded in, in place."""
     for recorded in history:
         state.version = recorded.sequence
         _apply(state, recorded)
     return state
+
+
+CASE = Fold("coordination.case.v1", CaseState, fold_case)
+"""A case's state as the closure's follow-up decides on it (``app.follow_ups``)."""
 
 
 def _apply(state: CaseState, recorded: RecordedEvent) -> None:

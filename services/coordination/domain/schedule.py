@@ -4,10 +4,11 @@ overlap rule: the client cannot be in two places at once."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
+from casetrail_platform.folded import Fold
 from events.catalog.scheduling import (
     ServiceCancelled,
     ServiceDelivered,
@@ -63,13 +64,21 @@ class Schedule:
         ]
         return min(clashing, key=lambda service: service.starts_at, default=None)
 
+    def copy(self) -> Schedule:
+        """A copy for a reader to keep: the kept schedule changes with the next command."""
+        return Schedule(self.version, {key: replace(s) for key, s in self.services.items()})
+
     def of_case(self, case_id: str, service_id: str) -> Service | None:
         service = self.services.get(service_id)
         return service if service is not None and service.case_id == case_id else None
 
 
 def schedule_state(history: Iterable[RecordedEvent]) -> Schedule:
-    schedule = Schedule(0, {})
+    return fold_schedule(Schedule(0, {}), history)
+
+
+def fold_schedule(schedule: Schedule, history: Iterable[RecordedEvent]) -> Schedule:
+    """``schedule`` with ``history`` (the stream's next events) folded in, in place."""
     for recorded in history:
         schedule.version = recorded.sequence
         event = recorded.event
@@ -99,3 +108,9 @@ def schedule_state(history: Iterable[RecordedEvent]) -> Schedule:
                 service.starts_at = event.starts_at
                 service.ends_at = event.ends_at
     return schedule
+
+
+SCHEDULE = Fold("coordination.schedule.v1", lambda: Schedule(0, {}), fold_schedule)
+"""A client's schedule, kept folded between commands (``casetrail_platform.folded``): it grows
+with every service of every case of the client. Holds opened sealed values (a service's kind,
+its address), so a kept schedule goes when the client's keys do."""

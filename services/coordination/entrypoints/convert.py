@@ -150,8 +150,8 @@ def budget_line(line: BudgetLine, state: BudgetLineState) -> pb.GetBudgetLineRes
             )
             for r in listed
         ],
-        truncated=len(listed) < len(reservations),
-        reservations_total=len(reservations),
+        truncated=len(listed) < state.reservations_total,
+        reservations_total=state.reservations_total,
     )
 
 

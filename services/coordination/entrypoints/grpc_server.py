@@ -471,7 +471,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         reader, line_id = read_query(
             principal, request.context, lambda: _required_id(request.budget_line, "budget_line")
         )
-        line, state = await queries.budget_line(self._deps, reader.actor, line_id)
+        line, state = await queries.budget_line(
+            self._deps, reader.actor, line_id, convert.RESERVATIONS_LISTED
+        )
         answer = convert.budget_line(line, state)
         # Each reservation names its case, service and amount: case content, read case by case.
         # The line's own figures are the agency's and are answered whatever is withheld.

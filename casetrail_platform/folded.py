@@ -1,0 +1,154 @@
+"""Decision states kept folded between commands, so a command's cost does not grow with its
+stream (``casetrail_platform.decide.execute_folded``).
+
+A stream kind that opts in gives a ``Fold``: its empty state and how events change it. The
+state of a stream folded up to version ``v`` is kept in memory, per store; the next command
+reads only the events after ``v`` (streams are append-only, so what was folded stays true) and
+folds them in. Being right never depends on the cache: the command appends at the version it
+folded up to, and the store refuses it if another connection or replica appended since, as for
+any command. The cache is bounded by the events folded into its states (``MAX_FOLDED_EVENTS``),
+least recently used first out; a stream that is evicted, or never seen, is folded from its start.
+
+Erasure: decoded events hold sealed values opened, so a state can hold a client's plaintext
+(a service's kind on a schedule). Each entry remembers the keys its events were sealed with; it
+is dropped when this process forgets one of them (the erasure's own process destroying the key,
+or any service consuming ``casetrail.client.erased``: ``ClientKeyring.forget``) and is not used
+once one is no longer cached live (a key destroyed by another process is found so within the
+keyring's ``cache_seconds``): the stream is then folded again from its start and reads erased.
+Nothing is persisted, so no plaintext outlives the process either.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar, cast
+
+from casetrail_platform.keys.fields import named_keys
+from events.envelope import RecordedEvent
+from events.registry import EventRegistry
+
+S = TypeVar("S")
+
+MAX_FOLDED_EVENTS = 1_000_000
+"""Events folded into the states one store's cache keeps (each entry counts its version): a
+state takes roughly a hundred bytes or two per event it folded (55k reservations: ~15 MB)."""
+
+MAX_STREAMS = 10_000
+"""States one store's cache keeps at most, whatever their size."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fold(Generic[S]):
+    """How a stream kind's decision state is built from its events.
+
+    ``evolve(state, events)`` folds the stream's next ``events`` into ``state`` and returns
+    the result; it may change ``state`` in place (the cache hands a state to one command or
+    read at a time, under the stream's turn). ``name`` tells the folds of one stream apart
+    and carries the state's version: change it when ``evolve`` changes meaning, so a state
+    folded by older code is never used (in memory only, this matters for hot reloads)."""
+
+    name: str
+    start: Callable[[], S]
+    evolve: Callable[[S, Sequence[RecordedEvent]], S]
+
+    def over(self, history: Sequence[RecordedEvent]) -> S:
+        """The state of ``history`` from the stream's start, without any cache."""
+        return self.evolve(self.start(), history)
+
+
+@dataclass(slots=True)
+class _Entry:
+    state: object
+    version: int
+    keys: frozenset[tuple[str, int]]
+    """The keys whose opened values the state may hold."""
+
+
+class FoldCache:
+    """One store's folded states, keyed by (fold, stream). Use only under the stream's turn
+    (``casetrail_platform.decide``): ``take`` hands the state out and removes it, ``keep``
+    puts it back, so a command that fails half way leaves nothing half folded behind."""
+
+    def __init__(
+        self,
+        registry: EventRegistry,
+        max_events: int = MAX_FOLDED_EVENTS,
+        max_streams: int = MAX_STREAMS,
+    ) -> None:
+        self._protection = registry.protection
+        self._max_events = max_events
+        self._max_streams = max_streams
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self._events = 0
+        self._lock = threading.Lock()
+        """``forget_owner`` may be called from a worker thread (a key destroyed there)."""
+        if self._protection is not None:
+            self._protection.watch_forgets(self)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def take(self, fold: Fold[S], stream: str) -> tuple[S, int, frozenset[tuple[str, int]]]:
+        """The state of ``stream`` as kept, the version it is folded up to and the keys it
+        opened with; the empty state at version 0 when none is kept, or when one of its keys is
+        no longer live here."""
+        with self._lock:
+            entry = self._entries.pop((fold.name, stream), None)
+            if entry is not None:
+                self._events -= entry.version
+        live = entry is not None and (
+            self._protection is None or self._protection.keys_live(entry.keys)
+        )
+        if entry is not None and live:
+            return cast(S, entry.state), entry.version, entry.keys
+        return fold.start(), 0, frozenset()
+
+    def keep(
+        self,
+        fold: Fold[S],
+        stream: str,
+        state: S,
+        version: int,
+        keys: frozenset[tuple[str, int]],
+    ) -> None:
+        key = (fold.name, stream)
+        with self._lock:
+            earlier = self._entries.pop(key, None)
+            if earlier is not None:
+                self._events -= earlier.version
+            self._entries[key] = _Entry(state, version, keys)
+            self._events += version
+            while self._entries and (
+                self._events > self._max_events or len(self._entries) > self._max_streams
+            ):
+                _, evicted = self._entries.popitem(last=False)
+                self._events -= evicted.version
+
+    def forget_owner(self, owner: str) -> None:
+        """Drop every state holding values opened with ``owner``'s keys (an erasure)."""
+        with self._lock:
+            held = [key for key, entry in self._entries.items() if _opened_by(entry, owner)]
+            for key in held:
+                self._events -= self._entries.pop(key).version
+
+
+def _opened_by(entry: _Entry, owner: str) -> bool:
+    return any(key_owner == owner for key_owner, _ in entry.keys)
+
+
+def sealed_keys(
+    keys: frozenset[tuple[str, int]], events: Sequence[RecordedEvent]
+) -> frozenset[tuple[str, int]]:
+    """``keys`` and those the sealed values of ``events`` are sealed with."""
+    named = named_keys(_as_stored(recorded) for recorded in events if recorded.sealed)
+    return keys | named if named else keys
+
+
+def _as_stored(recorded: RecordedEvent) -> bytes:
+    # An upcast event's data would be sealed again to be handed out; its stored bytes name
+    # the same keys.
+    form = recorded.stored_form
+    return recorded.data if form is None else form.data
