@@ -115,10 +115,14 @@ class FoldCache:
         keys: frozenset[tuple[str, int]],
     ) -> None:
         key = (fold.name, stream)
+        # A key forgotten while the state was out (an erasure meanwhile): not kept at all.
+        live = self._protection is None or self._protection.keys_live(keys)
         with self._lock:
             earlier = self._entries.pop(key, None)
             if earlier is not None:
                 self._events -= earlier.version
+            if not live:
+                return
             self._entries[key] = _Entry(state, version, keys)
             self._events += version
             while self._entries and (

@@ -212,6 +212,24 @@ async def test_a_state_holding_opened_values_goes_with_the_key_destroyed_here(
     assert (await _state(store)).texts == [ERASED_TEXT]
 
 
+async def test_a_state_out_of_the_cache_when_its_key_is_destroyed_is_not_kept_back(
+    keyring: tuple[EventStore, ClientKeyring, DataKeyTable],
+) -> None:
+    """A command holding the state (folding, deciding) while the erasure destroys the key
+    puts nothing back: the forgetting found nothing to drop, so keeping must check too."""
+    store, keys, _ = keyring
+    await _command(store, "k-1", CANARY)
+    assert (await _state(store)).texts == [CANARY]
+    cache = decide._folds[store]
+    state, version, opened_with = cache.take(NOTES, STREAM)
+    assert state.texts == [CANARY]
+
+    keys.destroy(CASE_OWNER_PREFIX + "1")
+    cache.keep(NOTES, STREAM, state, version, opened_with)
+
+    assert len(cache) == 0
+
+
 async def test_a_key_destroyed_by_another_process_is_found_before_the_state_is_used(
     keyring: tuple[EventStore, ClientKeyring, DataKeyTable], tmp_path: Path
 ) -> None:

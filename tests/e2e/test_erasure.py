@@ -191,6 +191,10 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
     assert opened_record.referral_source.name == f"Daughter {canary}"
     assert (await _intake_client(casetrail, client.client_id)).name.family_name == canary
 
+    # Coordination keeps the client's schedule folded (kinds and addresses opened in it).
+    schedule = await _schedule(casetrail, client.client_id)
+    assert {service.location.address for service in schedule.services} == {f"Via {canary} 3"}
+
     # A retention hold refuses the erasure, naming itself; released, the erasure goes ahead.
     # Its legal basis and why it was released tell of the client's circumstances: personal
     # (retention_hold_placed/released v2), sealed and erased with the rest.
@@ -260,6 +264,10 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
     )
     [eligibility] = coordinated.eligibility
     assert list(eligibility.reasons) == [ERASED_TEXT] * len(decided.reasons)
+    # The kept schedule went with the client's keys: read again from the stream, erased.
+    schedule = await _schedule(casetrail, client.client_id)
+    assert {service.location.address for service in schedule.services} == {ERASED_TEXT}
+    assert {service.kind for service in schedule.services} == {ERASED_CODE}
 
     # The ledger: the same proof at the same size, and an export that verifies offline.
     after = await stubs.as_(AUDITOR).audit.ProveEventInclusion(
@@ -407,6 +415,15 @@ async def _services_moved_and_called_off(casetrail: Casetrail, case_id: str, can
             reason=f"Cancelled: {canary}",
         )
     )
+
+
+async def _schedule(casetrail: Casetrail, client_id: str) -> co.GetClientScheduleResponse:
+    answer: co.GetClientScheduleResponse = await casetrail.stubs.as_(
+        AUDITOR
+    ).coordination.GetClientSchedule(
+        co.GetClientScheduleRequest(context=query(REVIEW), client_id=client_id, include_past=True)
+    )
+    return answer
 
 
 async def _timeline_text(casetrail: Casetrail, case_id: str) -> str:
