@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from casetrail_platform.commands import CommandContext
-from casetrail_platform.decide import execute
+from casetrail_platform.decide import execute_folded, folded
 from casetrail_platform.store.port import EventStore
 from events.catalog.base import CaseEvent
 from events.envelope import RecordedEvent
@@ -15,7 +15,7 @@ from services.planning.adapters.case_views import CaseViews
 from services.planning.app.validation import invalid_command
 from services.planning.domain.commands import Command
 from services.planning.domain.decisions import decide, planned_goals
-from services.planning.domain.model import CasePlanning, fold
+from services.planning.domain.model import CasePlanning, case_fold, fold
 from services.planning.domain.qualifications import task_workers
 
 SERVICE = "planning"
@@ -36,8 +36,8 @@ class Dependencies:
 class Outcome:
     recorded: list[RecordedEvent]
     """What the command recorded (the first time, for a retried command)."""
-    state: CasePlanning
-    """The case as planning saw it right after those events."""
+    plan_version: int
+    """The version of the case's plan right after those events (0: no plan)."""
 
 
 async def handle(deps: Dependencies, context: CommandContext, command: Command) -> Outcome:
@@ -46,13 +46,13 @@ async def handle(deps: Dependencies, context: CommandContext, command: Command) 
     facts = await deps.views.facts(command.case_id)
     staff = await deps.views.staff(task_workers(planned_goals(command), facts))
     stream = stream_for(command.case_id)
+    kept = case_fold(command.case_id)
 
-    def decide_on(history: list[RecordedEvent]) -> list[CaseEvent]:
-        record = fold(command.case_id, history)
+    def decide_on(record: CasePlanning) -> list[CaseEvent]:
         return decide(record, facts, context.actor, command, context.occurred_at, staff)
 
     try:
-        recorded = await execute(deps.store, SOURCE, context, stream, decide_on)
+        recorded = await execute_folded(deps.store, SOURCE, context, stream, kept, decide_on)
     except ValidationError as error:
         # The command's values were checked field by field; what is left are rules spanning
         # several fields that only the whole event checks. Not chained: pydantic's error
@@ -60,5 +60,13 @@ async def handle(deps: Dependencies, context: CommandContext, command: Command) 
         # tracebacks and spans; the field problems name what is wrong without the values.
         raise invalid_command(error) from None
     until = recorded[-1].sequence if recorded else None
+    async with folded(deps.store, stream, kept) as record:
+        if until is None or record.version == until:
+            return Outcome(recorded, _plan_version(record.state))
+    # Another command came after this one's events (or this is a retry of an older one).
     history = await deps.store.read_stream(stream, to_version=until)
-    return Outcome(recorded, fold(command.case_id, history))
+    return Outcome(recorded, _plan_version(fold(command.case_id, history)))
+
+
+def _plan_version(record: CasePlanning) -> int:
+    return 0 if record.plan is None else record.plan.version

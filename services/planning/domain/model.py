@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from casetrail_platform.folded import Fold
 from events.catalog.assignment import WorkerCredential
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseClosed
@@ -137,10 +138,24 @@ class CasePlanning:
 
 
 def fold(case_id: str, history: Iterable[RecordedEvent]) -> CasePlanning:
-    record = CasePlanning(case_id)
+    return evolve(CasePlanning(case_id), history)
+
+
+def evolve(record: CasePlanning, history: Iterable[RecordedEvent]) -> CasePlanning:
+    """``record`` with ``history`` (the case's next events) applied, in place."""
     for recorded in history:
         record.apply(recorded.event, recorded.metadata.occurred_at)
     return record
+
+
+def case_fold(case_id: str) -> Fold[CasePlanning]:
+    """The case's record, kept folded between commands (``casetrail_platform.folded``): a
+    case worked for years gathers every contact and evaluation. Holds opened sealed values
+    (goals), so a kept record goes when the client's keys do."""
+    return Fold(FOLD_NAME, lambda: CasePlanning(case_id), evolve)
+
+
+FOLD_NAME = "planning.case.v1"
 
 
 @dataclass(frozen=True, slots=True)

@@ -137,7 +137,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         return planning_pb2.AddGoalResponse(
             result=self._result(command, outcome),
             goal_id=(command.goal if added is None else added.goal).goal_id,
-            plan_version=_plan_version(outcome),
+            plan_version=outcome.plan_version,
         )
 
     @refusals_as_status
@@ -149,7 +149,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.ReviseGoalResponse(
-            result=self._result(command, outcome), plan_version=_plan_version(outcome)
+            result=self._result(command, outcome), plan_version=outcome.plan_version
         )
 
     @refusals_as_status
@@ -171,7 +171,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         )
         outcome = await self._run(command_context, command)
         return planning_pb2.DropGoalResponse(
-            result=self._result(command, outcome), plan_version=_plan_version(outcome)
+            result=self._result(command, outcome), plan_version=outcome.plan_version
         )
 
     @refusals_as_status
@@ -187,7 +187,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         agreed = _first(outcome, PlanAgreed)
         return planning_pb2.RecordAgreementResponse(
             result=self._result(command, outcome),
-            plan_version=_plan_version(outcome) if agreed is None else agreed.plan_version,
+            plan_version=outcome.plan_version if agreed is None else agreed.plan_version,
             goal_ids=() if agreed is None else agreed.goal_ids,
         )
 
@@ -319,8 +319,3 @@ def _first(outcome: Outcome, kind: type[E]) -> E | None:
         if isinstance(recorded.event, kind):
             return recorded.event
     return None
-
-
-def _plan_version(outcome: Outcome) -> int:
-    plan = outcome.state.plan
-    return 0 if plan is None else plan.version
