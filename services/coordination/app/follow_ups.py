@@ -191,14 +191,14 @@ async def record_follow_up(
     attempt = 0
     async with folded(store, stream, fold) as state:
         while True:
+            events = decide(state.state)
+            if not events:
+                return []  # most budget lines, for a closure: nothing was reserved there
             # Looked up by the cause (indexed), not found in the stream's history.
             if any(
                 earlier.stream == stream
                 for earlier in await store.read_by_causation(cause.event_id)
             ):
-                return []
-            events = decide(state.state)
-            if not events:
                 return []
             metadata = EventMetadata(
                 source=SOURCE,

@@ -24,6 +24,7 @@ from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
 from services.coordination.app import follow_ups, handlers
 from services.coordination.app.follow_ups import FollowUps
 from services.coordination.app.handlers import Dependencies
+from services.coordination.domain.case import CASE
 from services.coordination.domain.facts import CaseFacts
 from tests.unit.coordination.rpc import (
     HOME_CARE_CO,
@@ -412,9 +413,42 @@ async def test_a_follow_up_that_loses_a_race_pauses_before_deciding_again(
 
     monkeypatch.setattr(deps.store, "append", losing_twice)
     recorded = await follow_ups.record_follow_up(
-        deps, cause, "case-case-1", lambda history: [_cancellation("case-1")]
+        deps, cause, "case-case-1", CASE, lambda state: [_cancellation("case-1")]
     )
     assert [event.metadata.causation_id for event in recorded] == [cause.event_id]
     assert len(attempts) == 3
     assert all(later - earlier >= 0.04 for earlier, later in itertools.pairwise(attempts))
     assert pauses == [1, 2]
+
+
+async def test_a_closure_reads_only_what_each_budget_line_gained_since_it_was_last_read(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
+) -> None:
+    """A budget line funds the whole agency for a year: the closure of one case must not read
+    every reservation ever made on every line (it did, line by line, per closure)."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    for number in range(40):
+        await intake.open_case(f"case-x{number}", f"client-x{number}", [NeedCategory.HOME_CARE])
+        await stub.ReserveBudget(_reserve(f"case-x{number}", 100))
+    mine = await stub.ReserveBudget(_reserve("case-1", 1_000))
+    read: list[int] = []
+    read_stream = store.read_stream
+
+    async def counted(stream: str, **bounds: Any) -> list[Any]:
+        found = await read_stream(stream, **bounds)
+        read.append(len(found))
+        return found
+
+    store.read_stream = counted  # type: ignore[method-assign]
+    closure = await intake.close_case("case-1", at=datetime.now(UTC))
+    await FollowUps(deps)(closure)
+
+    assert max(read) <= 2  # case and schedule of case-1; nothing new on the lines since
+    store.read_stream = read_stream  # type: ignore[method-assign]
+    [released] = [
+        r.event
+        for r in await store.read_stream("budget-flex")
+        if r.metadata.causation_id == closure.event_id
+    ]
+    assert isinstance(released, BudgetReleased)
+    assert released.reservation_id == mine.reservation_id
