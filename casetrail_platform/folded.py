@@ -32,9 +32,10 @@ from events.registry import EventRegistry
 
 S = TypeVar("S")
 
-MAX_FOLDED_EVENTS = 1_000_000
+MAX_FOLDED_EVENTS = 250_000
 """Events folded into the states one store's cache keeps (each entry counts its version): a
-state takes roughly a hundred bytes or two per event it folded (55k reservations: ~15 MB)."""
+budget line's state takes about 360 bytes per reservation (uuid ids), so at most ~90 MB, and
+four lines of 55,000 reservations each fit."""
 
 MAX_STREAMS = 10_000
 """States one store's cache keeps at most, whatever their size."""
