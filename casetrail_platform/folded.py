@@ -48,16 +48,12 @@ class Fold(Generic[S]):
     ``evolve(state, events)`` folds the stream's next ``events`` into ``state`` and returns
     the result; it may change ``state`` in place (the cache hands a state to one command or
     read at a time, under the stream's turn). ``name`` tells the folds of one stream apart
-    and carries the state's version: change it when ``evolve`` changes meaning, so a state
-    folded by older code is never used (in memory only, this matters for hot reloads)."""
+    (a follow-up's and a command's states of one case); its ``.v1`` is the state's schema
+    version, for snapshots kept outside the process should they ever be (none are now)."""
 
     name: str
     start: Callable[[], S]
     evolve: Callable[[S, Sequence[RecordedEvent]], S]
-
-    def over(self, history: Sequence[RecordedEvent]) -> S:
-        """The state of ``history`` from the stream's start, without any cache."""
-        return self.evolve(self.start(), history)
 
 
 @dataclass(slots=True)
