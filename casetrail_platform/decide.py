@@ -17,6 +17,11 @@ decided on what it saw and must look again. Commands on different streams never 
 except two under one command id (one key sent with two requests at once): the store records a
 command id once, in the transaction of its events, so the loser writes nothing and answers as a
 later retry would (the first result, or ``IdempotencyKeyReused``), on any replica.
+
+Streams that grow without bound (a budget line, a client's schedule) opt in to
+``execute_folded``: the decision takes the stream's state kept folded between commands
+(``casetrail_platform.folded``) and the command reads only what was appended since, with the
+same answers as ``execute``; ``folded`` lends that state to readers.
 """
 
 from __future__ import annotations
