@@ -27,6 +27,7 @@ from casetrail_platform.bus.ordering import SequenceGuard
 from casetrail_platform.bus.port import BatchHandler, EventPublisher, EventSubscriber, Handler
 from casetrail_platform.bus.topics import TopicSettings
 from casetrail_platform.checkpoints import CheckpointStore
+from casetrail_platform.grpc_platform.capacity import Capacity
 from casetrail_platform.grpc_platform.server import (
     Registration,
     create_health_server,
@@ -102,6 +103,9 @@ class Infrastructure:
     seal_sensitive: bool = True
     """Whether sensitive fields are sealed with per-client keys before they are stored
     (``casetrail_platform.keys``; README "Erasure and keys"). Off only for comparisons (bench/)."""
+    capacity: Capacity = field(default_factory=Capacity)
+    """How many casetrail calls each gRPC server answers at once (``CASETRAIL_GRPC_MAX_CALLS``,
+    ``CASETRAIL_GRPC_MAX_STREAMS``); the ones over are refused ``RESOURCE_EXHAUSTED``."""
     key_encryption_key: KeyEncryptionKey | None = None
     """The agency KEK (a KMS adapter in production); ``None``: the file named by
     ``CASETRAIL_KEY_ENCRYPTION_KEY_FILE``, else one generated under ``data_dir/keys/``."""
@@ -397,6 +401,7 @@ class ServiceHost:
             names,
             verifier=self.infra.verifier,
             tls=self.infra.tls,
+            capacity=self.infra.capacity,
         )
         self._spawn(
             watch_outbox(relay, health_servicer, f"casetrail.{self.service}.outbox", self._stop)

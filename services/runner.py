@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from casetrail_platform.ages import agency_time_zone
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings, ensure_topics
+from casetrail_platform.grpc_platform.capacity import Capacity
 from casetrail_platform.hosting import Infrastructure, RunningService
 from casetrail_platform.identity.development import DEFAULT_PORT as DEV_ISSUER_PORT
 from casetrail_platform.identity.development import DevelopmentIssuer
@@ -142,8 +143,11 @@ async def _serve(
     ports: dict[str, int],
     development_issuer: DevelopmentIssuer | None,
 ) -> None:
-    infra = ledger_settings(infra, os.environ)
-    infra = replace(infra, time_zone=agency_time_zone(os.environ))
+    infra = replace(
+        ledger_settings(infra, os.environ),
+        time_zone=agency_time_zone(os.environ),
+        capacity=Capacity.from_env(os.environ),
+    )
     if options.health_port:
         if len(names) != 1:
             raise SystemExit("--health-port needs exactly one --service (one health port each)")

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -41,6 +41,7 @@ MAX_STATUS_BYTES = 3072
 error metadata stays under 5.5 KiB."""
 
 INTERNAL_ERROR = "INTERNAL_ERROR"
+SERVER_BUSY = "SERVER_BUSY"
 
 
 def status_for(error: Exception) -> status_pb2.Status:
@@ -74,6 +75,22 @@ def internal_status(reference: str) -> status_pb2.Status:
         error_details_pb2.ErrorInfo(
             reason=INTERNAL_ERROR, domain=ERROR_DOMAIN, metadata={"reference": reference}
         ),
+    )
+
+
+def busy_status(limit: str, maximum: int, retry_after_seconds: int) -> status_pb2.Status:
+    """The refusal of a call over the server's ``limit`` of ``maximum`` calls at once (the
+    setting's name): nothing was read or written, and the same call may be sent again."""
+    return _status(
+        code_pb2.RESOURCE_EXHAUSTED,
+        f"the server is answering its limit of {maximum} such calls at once ({limit});"
+        f" retry in {retry_after_seconds} s",
+        error_details_pb2.ErrorInfo(
+            reason=SERVER_BUSY,
+            domain=ERROR_DOMAIN,
+            metadata={"limit": limit, "maximum": str(maximum)},
+        ),
+        error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=retry_after_seconds)),
     )
 
 

@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from casetrail_platform.commands import InvalidCommand
+from casetrail_platform.grpc_platform.capacity import Capacity, CapacityInterceptor
 from casetrail_platform.grpc_platform.edge import request_problems
 from casetrail_platform.grpc_platform.errors import REFUSALS, abort_internal, abort_with
 from casetrail_platform.grpc_platform.fingerprint import serving
@@ -41,6 +42,14 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 """The ``context`` parameter of every servicer method."""
 
 
+UNREQUESTED_CALL_OPTION = "grpc.server_max_unrequested_time_in_server"
+UNREQUESTED_CALL_SECONDS = 300
+"""How long a call may wait in gRPC core for the server's event loop to take it. Core's default,
+30 s, cancels the call with a bare ``CANCELLED`` that no code of ours sees (100 exports at once
+on a busy machine); longer, the caller's own deadline decides, and once taken a call over the
+server's capacity is refused ``RESOURCE_EXHAUSTED`` at once (``capacity``)."""
+
+
 async def create_server(
     address: str,
     registrations: Iterable[Registration],
@@ -48,6 +57,7 @@ async def create_server(
     *,
     verifier: TokenVerifier,
     tls: ServerTls | None = None,
+    capacity: Capacity | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A started-able server bound to ``address`` (use port 0 in tests) and the port it got.
 
@@ -57,10 +67,18 @@ async def create_server(
     and ``LIVENESS_SERVICE``) and server reflection. Every casetrail method sits behind
     ``EdgeInterceptor``, inside authentication (an unauthenticated caller learns nothing about
     its request). Outermost, every call is
-    counted, timed and traced (``casetrail_platform.telemetry.grpc_server``).
+    counted, timed and traced (``casetrail_platform.telemetry.grpc_server``); then the calls
+    over ``capacity`` (default ``Capacity()``) are refused ``RESOURCE_EXHAUSTED``, before any
+    token is verified (``casetrail_platform.grpc_platform.capacity``).
     """
     server = grpc.aio.server(
-        interceptors=[TelemetryInterceptor(), BearerAuthentication(verifier), EdgeInterceptor()]
+        options=[(UNREQUESTED_CALL_OPTION, UNREQUESTED_CALL_SECONDS)],
+        interceptors=[
+            TelemetryInterceptor(),
+            CapacityInterceptor(capacity or Capacity()),
+            BearerAuthentication(verifier),
+            EdgeInterceptor(),
+        ],
     )
     for register in registrations:
         register(server)

@@ -23,6 +23,7 @@ DETAIL_KINDS: tuple[type[Message], ...] = (
     error_details_pb2.PreconditionFailure,
     error_details_pb2.ErrorInfo,
     error_details_pb2.ResourceInfo,
+    error_details_pb2.RetryInfo,
 )
 """The google.rpc details the platform puts in refusals."""
 

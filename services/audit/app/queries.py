@@ -186,8 +186,10 @@ async def who_did_what(
     )
 
 
-EXPORT_PAGE = 1000
-"""Events an export holds in memory at once (a case read for years holds tens of thousands)."""
+EXPORT_PAGE = 100
+"""Events an export holds in memory at once (a case read for years holds tens of thousands).
+Decoding a page is one turn of the event loop the server takes new calls on: at 1,000 a few
+exports at once kept calls waiting until gRPC core cancelled them (grpc_platform.capacity)."""
 
 
 async def export_case(
