@@ -22,7 +22,7 @@ from services.coordination.domain.agency import BudgetLine, Program, Worker
 from services.coordination.domain.budget import BudgetLineState
 from services.coordination.domain.commands import Command
 from services.coordination.domain.eligibility import describe_rules
-from services.coordination.domain.schedule import Service
+from services.coordination.domain.schedule import Service, ServiceStatus
 from services.coordination.domain.validation import validated
 
 C = TypeVar("C", bound=Command)
@@ -128,6 +128,36 @@ def program(value: Program) -> pb.Program:
 RESERVATIONS_LISTED = 1000
 """Reservations a budget line's answer lists at most, the latest: about 115 bytes each, so a
 line funding an agency's year (tens of thousands) would outgrow gRPC's 4 MB answer."""
+
+
+SCHEDULE_LISTED = 1000
+"""Services a client's schedule lists at most: about 200 bytes each, so a client served daily
+for years (``include_past``) would outgrow gRPC's 4 MB answer."""
+
+
+def cut_schedule(
+    parts: Sequence[pb.GetClientScheduleResponse], limit: int = SCHEDULE_LISTED
+) -> bool:
+    """Keep in ``parts`` (each case's part of a client's schedule) the ``limit`` services that
+    matter most: the ones still scheduled, the soonest first, then the cancelled and delivered,
+    the latest first. Whether any was left out."""
+    services = [service for part in parts for service in part.services]
+    if len(services) <= limit:
+        return False
+    ranked = sorted(services, key=_schedule_rank)
+    kept = {(service.case_id, service.service_id) for service in ranked[:limit]}
+    for part in parts:
+        listed = [s for s in part.services if (s.case_id, s.service_id) in kept]
+        del part.services[:]
+        part.services.extend(listed)
+    return True
+
+
+def _schedule_rank(service: pb.ScheduledService) -> tuple[int, int, int]:
+    starts = (service.starts_at.seconds, service.starts_at.nanos)
+    if service.status == ServiceStatus.SCHEDULED.value:
+        return (0, *starts)
+    return (1, -starts[0], -starts[1])
 
 
 def budget_line(line: BudgetLine, state: BudgetLineState) -> pb.GetBudgetLineResponse:

@@ -357,8 +357,19 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         if refused is not None and not disclosures:
             # The schedule is nothing but the cases' content: none readable, nothing to answer.
             raise AccessDenied(principal, PolicyAction.READ_CASE, refused)
+        parts = []
+        for item in disclosures:
+            assert isinstance(item.message, pb.GetClientScheduleResponse)
+            if item.decision.referral_ids is not None:
+                # Cut among what the caller may see (release keeps the same entries again): the
+                # sensitive fields recorded as read are those of the services listed.
+                redaction.keep_referred(
+                    item.message, item.referral_paths, item.decision.referral_ids
+                )
+            parts.append(item.message)
+        truncated = convert.cut_schedule(parts, convert.SCHEDULE_LISTED)
         await self._access.release(context, principal, reader.purpose, disclosures)
-        answer = pb.GetClientScheduleResponse()
+        answer = pb.GetClientScheduleResponse(truncated=truncated)
         for item in disclosures:
             answer.services.extend(item.message.services)  # type: ignore[union-attr]
         answer.services.sort(key=lambda s: (s.starts_at.seconds, s.starts_at.nanos))

@@ -1,0 +1,83 @@
+"""A client's schedule is a bounded answer (``SCHEDULE_LISTED``, ``truncated``), through the
+real gRPC server: the services still scheduled come first, then the latest past ones."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+
+from casetrail.coordination.v1 import coordination_pb2 as pb
+from events.catalog.values import NeedCategory
+from services.coordination.entrypoints import convert
+from tests.unit.coordination.rpc import schedule_request
+from tests.unit.coordination.support import IntakeFeed, command_context, query_context
+
+if TYPE_CHECKING:
+    from tests.unit.coordination.rpc import Stub
+
+MONDAY_10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+
+async def test_the_schedule_lists_at_most_its_cap_and_says_so(
+    stub: Stub, intake: IntakeFeed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.PHYSICAL_THERAPY])
+    ids = []
+    for day in range(4):
+        booked = await stub.ScheduleService(
+            schedule_request("case-1", "physical_therapy", MONDAY_10 + timedelta(days=day))
+        )
+        ids.append(booked.service_id)
+    for cancelled in (ids[0], ids[2]):
+        await stub.CancelService(
+            pb.CancelServiceRequest(
+                context=command_context("coordinator"),
+                case_id="case-1",
+                service_id=cancelled,
+                cancelled_by="agency",
+                reason="clinic closed",
+            )
+        )
+    monkeypatch.setattr(convert, "SCHEDULE_LISTED", 3)
+
+    def schedule(include_past: bool) -> pb.GetClientScheduleRequest:
+        return pb.GetClientScheduleRequest(
+            context=query_context(), client_id="client-1", include_past=include_past
+        )
+
+    everything = await stub.GetClientSchedule(schedule(True))
+    # Both still scheduled, then the latest cancelled one; in start order.
+    assert [s.service_id for s in everything.services] == [ids[1], ids[2], ids[3]]
+    assert everything.truncated
+
+    upcoming = await stub.GetClientSchedule(schedule(False))
+    assert [s.service_id for s in upcoming.services] == [ids[1], ids[3]]
+    assert not upcoming.truncated
+
+    monkeypatch.setattr(convert, "SCHEDULE_LISTED", 4)
+    whole = await stub.GetClientSchedule(schedule(True))
+    assert [s.service_id for s in whole.services] == ids
+    assert not whole.truncated
+
+
+def _service(service_id: str, case_id: str, day: int, status: str) -> pb.ScheduledService:
+    service = pb.ScheduledService(service_id=service_id, case_id=case_id, status=status)
+    service.starts_at.FromDatetime(MONDAY_10 + timedelta(days=day))
+    return service
+
+
+def test_the_cut_ranks_services_across_the_cases_parts() -> None:
+    first = pb.GetClientScheduleResponse(
+        services=[_service("a", "case-1", 0, "delivered"), _service("b", "case-1", 9, "scheduled")]
+    )
+    second = pb.GetClientScheduleResponse(
+        services=[_service("c", "case-2", 5, "cancelled"), _service("d", "case-2", 7, "scheduled")]
+    )
+
+    assert convert.cut_schedule([first, second], 3)
+
+    assert [s.service_id for s in first.services] == ["b"]
+    assert [s.service_id for s in second.services] == ["c", "d"]
+    assert not convert.cut_schedule([first, second], 3)
