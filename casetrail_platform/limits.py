@@ -48,6 +48,14 @@ SERVICE_WINDOW_REACH = timedelta(days=5 * 366)
 command's moment (either way); longer care is several services."""
 
 
+MAX_RESERVATIONS_PER_SERVICE = 10
+MAX_RESERVATIONS_PER_CASE = 100
+"""Reservations one budget line holds for one service (its first and its top-ups, when its cost
+grows), and for one case naming no service; released ones count too. Top-ups are legitimate,
+but every reservation stays in the line's stream, which every reservation and release on the
+line reads again (``ReleaseBudget`` gives money back; nothing else makes room)."""
+
+
 def id_like(field_name: str) -> bool:
     """Whether a request field holds an id or key (no whitespace or control characters)."""
     return field_name.endswith(("_id", "_ids", "_key", "_token")) or field_name in {

@@ -32,6 +32,7 @@ SERVICE_ALREADY_CLAIMED = "SERVICE_ALREADY_CLAIMED"
 BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
 BUDGET_LINE_DOES_NOT_FUND_SERVICE = "BUDGET_LINE_DOES_NOT_FUND_SERVICE"
 RESERVATION_ALREADY_RELEASED = "RESERVATION_ALREADY_RELEASED"
+TOO_MANY_RESERVATIONS = "TOO_MANY_RESERVATIONS"
 RELEASE_EXCEEDS_RESERVATION = "RELEASE_EXCEEDS_RESERVATION"
 CLAIM_ALREADY_DECIDED = "CLAIM_ALREADY_DECIDED"
 CLIENT_AGE_NOT_KNOWN = "CLIENT_AGE_NOT_KNOWN"
@@ -209,6 +210,24 @@ def budget_exceeded(budget_line: str, requested: Money, available: int) -> RuleB
         requested=str(requested.amount_minor_units),
         available=str(available),
         currency=requested.currency,
+    )
+
+
+def too_many_reservations(
+    budget_line: str, case_id: str, service_id: str | None, limit: int
+) -> RuleBroken:
+    what, subject = (
+        ("case " + case_id + " naming no service", f"case/{case_id}")
+        if service_id is None
+        else ("service " + service_id, f"service/{service_id}")
+    )
+    return RuleBroken(
+        TOO_MANY_RESERVATIONS,
+        f"budget line {budget_line} already holds {limit} reservations for {what}, the most it"
+        f" may (released ones count); reserve on another line or for another service",
+        subject=subject,
+        budget_line=budget_line,
+        limit=str(limit),
     )
 
 

@@ -4,6 +4,7 @@ claims for the case's services."""
 from __future__ import annotations
 
 from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken
+from casetrail_platform.limits import MAX_RESERVATIONS_PER_CASE, MAX_RESERVATIONS_PER_SERVICE
 from events.catalog.base import CaseEvent
 from events.catalog.funding import (
     BudgetReleased,
@@ -59,6 +60,7 @@ def decide_reservation(
             budget_line=line.budget_line,
             funds_service_kinds=kinds,
         )
+    _require_room(line, state, facts.case_id, command.service_id)
     available = line.amount.amount_minor_units - state.committed
     if command.amount.amount_minor_units > available:
         raise errors.budget_exceeded(line.budget_line, command.amount, available)
@@ -71,6 +73,21 @@ def decide_reservation(
             service_id=command.service_id,
         )
     ]
+
+
+def _require_room(
+    line: BudgetLine, state: BudgetLineState, case_id: str, service_id: str | None
+) -> None:
+    """A service's reservations on the line (or a case's naming no service) are bounded: top-ups
+    are legitimate, but each stays in the line's stream for good."""
+    limit = MAX_RESERVATIONS_PER_CASE if service_id is None else MAX_RESERVATIONS_PER_SERVICE
+    held = sum(
+        1
+        for reservation in state.reservations.values()
+        if reservation.case_id == case_id and reservation.service_id == service_id
+    )
+    if held >= limit:
+        raise errors.too_many_reservations(line.budget_line, case_id, service_id, limit)
 
 
 def decide_release(

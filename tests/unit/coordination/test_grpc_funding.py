@@ -12,12 +12,14 @@ from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.ages import age_on
 from casetrail_platform.identity.grpc_auth import bearer_metadata
+from casetrail_platform.limits import MAX_RESERVATIONS_PER_SERVICE
 from cli.rpc import Person
 from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSection
 from events.catalog.assignment import CaseAssigned
 from events.catalog.base import Role
 from events.catalog.values import NeedCategory
 from services.coordination.app.handlers import Dependencies
+from services.coordination.domain import funding
 from services.coordination.domain.facts import case_stream
 from services.coordination.entrypoints import convert
 from tests.support.identity import TestIssuer, acting
@@ -379,6 +381,55 @@ async def test_reservations_must_fit_the_line(
         stub.ReserveBudget(request, metadata=bearer_metadata(issuer.token_for(case_manager)))
     )
     assert refusal.code is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_a_service_may_be_topped_up_a_bounded_number_of_times(
+    stub: Stub, intake: IntakeFeed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A service's cost may grow (more hours): another reservation for it is a top-up. Each stays
+    in the line's stream for good, so a line holds at most MAX_RESERVATIONS_PER_SERVICE for one
+    service, released ones included, and MAX_RESERVATIONS_PER_CASE for a case naming none."""
+    service_id = await _home_care(stub, intake)
+    first = await stub.ReserveBudget(reserve(usd(100), service_id))
+    for _ in range(MAX_RESERVATIONS_PER_SERVICE - 1):
+        await stub.ReserveBudget(reserve(usd(100), service_id))
+    await stub.ReleaseBudget(
+        pb.ReleaseBudgetRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            budget_line="home-care-fy2026",
+            reservation_id=first.reservation_id,
+            reason="fewer hours needed",
+        )
+    )
+
+    refusal = await refused(stub.ReserveBudget(reserve(usd(100), service_id)))
+
+    assert refusal.code is grpc.StatusCode.FAILED_PRECONDITION
+    assert refusal.rule == "TOO_MANY_RESERVATIONS"
+    assert refusal.metadata == {
+        "subject": f"service/{service_id}",
+        "budget_line": "home-care-fy2026",
+        "limit": str(MAX_RESERVATIONS_PER_SERVICE),
+    }
+    assert f"{MAX_RESERVATIONS_PER_SERVICE} reservations for service {service_id}" in (
+        refusal.message
+    )
+    line = await stub.GetBudgetLine(
+        pb.GetBudgetLineRequest(context=query_context(), budget_line="home-care-fy2026")
+    )
+    assert line.reservations_total == MAX_RESERVATIONS_PER_SERVICE
+    # Another line may still fund the service, and the case itself (no service) has its own.
+    await stub.ReserveBudget(reserve(usd(100), service_id, line="flex"))
+    monkeypatch.setattr(funding, "MAX_RESERVATIONS_PER_CASE", 2)
+    for _ in range(2):
+        await stub.ReserveBudget(reserve(usd(100), line="flex"))
+    refusal = await refused(stub.ReserveBudget(reserve(usd(100), line="flex")))
+    assert (refusal.rule, refusal.metadata["subject"], refusal.metadata["limit"]) == (
+        "TOO_MANY_RESERVATIONS",
+        "case/case-1",
+        "2",
+    )
 
 
 async def test_a_release_gives_back_at_most_what_is_reserved(
