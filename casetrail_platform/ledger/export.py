@@ -25,12 +25,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from casetrail_platform.bus.ordering import travels_under_one_key
 from casetrail_platform.ledger.canonical import canonical_row
 from casetrail_platform.ledger.merkle import ProofError, leaf_hash, verify_inclusion
 from casetrail_platform.ledger.note import NoteError, Verifier, open_checkpoint
 from events.envelope import RecordedEvent, to_micros
 from events.errors import InvalidEventError
-from events.ordering_contract import ONE_KEY_STREAM_KINDS
 from events.registry import EventRegistry
 
 PROOF_ATTRIBUTE = "ledgerproof"
@@ -121,9 +121,11 @@ def verify_export(
 class _WholeExport:
     """What only the export as a whole shows: each line proves its own event, so a line
     removed or repeated would leave every other line verified. A case's export holds each of
-    its one-key streams (``events.ordering_contract``: the case's, its access records', its
+    its one-key streams (``travels_under_one_key``: the case's, its access records', its
     client's) whole, from sequence 1 up, so a missing line leaves a hole in one. (A cut at the
-    very end of a stream leaves none: the export carries no signed count.)"""
+    very end of a stream leaves none: the export carries no signed count.) A list's reads of
+    several cases share one ``access-batch-…`` stream, of which the export of one case holds
+    only its own entries: no one-key stream, not checked for holes."""
 
     lines_by_id: dict[str, int] = field(default_factory=dict)
     sequences: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
@@ -133,8 +135,7 @@ class _WholeExport:
         first = self.lines_by_id.setdefault(event_id, number)
         if first != number:
             return f"event {event_id} repeats line {first}"
-        kind = recorded.stream.partition("-")[0]
-        if kind in ONE_KEY_STREAM_KINDS:
+        if travels_under_one_key(recorded.stream, recorded.subject):
             key = (recorded.metadata.source, recorded.stream)
             self.sequences.setdefault(key, {})[recorded.sequence] = number
         return None

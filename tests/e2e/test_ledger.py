@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,47 @@ async def test_bad_ledger_requests_get_clear_errors(casetrail: Casetrail) -> Non
         worker.ListLedgerKeys(audit_pb2.ListLedgerKeysRequest(context=query("direct_care")))
     )
     assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_an_export_holding_part_of_a_list_s_access_batch_verifies(
+    casetrail: Casetrail, tmp_path: Path
+) -> None:
+    """A list's reads of several cases are one append to an ``access-batch-…`` stream: the
+    export of one of them holds only its own entries of that stream, which is no hole."""
+    first, second = [await new_case(casetrail, "home_care") for _ in range(2)]
+    for case_id in (first.case_id, second.case_id):
+        request = audit_pb2.GetTimelineRequest(context=context(), case_id=case_id)
+        await eventually(
+            partial(casetrail.stubs.as_(AUDITOR).audit.GetTimeline, request),
+            what="audit to learn the case",
+            patience=casetrail.patience,
+        )
+    listed = await casetrail.stubs.as_(AUDITOR).audit.RecordCaseloadAccess(
+        audit_pb2.RecordCaseloadAccessRequest(
+            context=context(),
+            view=audit_pb2.CASELOAD_VIEW_CASELOADS,
+            case_ids=[first.case_id, second.case_id],
+        )
+    )
+    assert listed.recorded == 2
+
+    def batch_of(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [line for line in lines if line["stream"].startswith("access-batch-")]
+
+    lines = await eventually(
+        lambda: proven_export(casetrail, second.case_id),
+        lambda lines: bool(batch_of(lines)),
+        what="the export to hold the list's access, proven",
+        patience=casetrail.patience,
+    )
+    assert [int(line["sequence"]) for line in batch_of(lines)] == [2]
+    keys = await casetrail.stubs.as_(AUDITOR).audit.ListLedgerKeys(
+        audit_pb2.ListLedgerKeysRequest(context=context())
+    )
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("".join(key.verifier_key + "\n" for key in keys.keys))
+    export = tmp_path / "case.jsonl"
+    export.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    status, out, err = await casetrail_cli("verify", str(export), "--keys", str(keys_file))
+    assert status == 0, err
+    assert f"{len(lines)} of {len(lines)} events verified" in out
