@@ -36,7 +36,7 @@ from casetrail_platform.ledger.log import (
     root_of_log,
 )
 from casetrail_platform.ledger.merkle import Hash, SubtreeKey
-from casetrail_platform.ledger.note import Checkpoint, Verifier, open_checkpoint
+from casetrail_platform.ledger.note import Checkpoint, NoteError, Verifier, open_checkpoint
 from casetrail_platform.ledger.port import LedgerStore
 from casetrail_platform.ledger.witness import HeldCheckpoint, Witness, WitnessAlarm
 from casetrail_platform.store.port import ANY_VERSION, EventStore
@@ -203,14 +203,7 @@ async def log_status(deps: LedgerDeps, service: str) -> LogStatus:
     verifier = await deps.directory.verifier(service)
     origin = deps.directory.origin(service)
     stored = await store.latest_checkpoint()
-    latest = None
-    if stored is not None:
-        body = stored.note.partition("\n\n")[0] + "\n"
-        latest = (
-            open_checkpoint(stored.note, verifier)
-            if verifier is not None
-            else Checkpoint.parse(body)
-        )
+    latest = None if stored is None else _signed_checkpoint(stored.note, verifier)
     return LogStatus(
         service,
         origin,
@@ -220,6 +213,18 @@ async def log_status(deps: LedgerDeps, service: str) -> LogStatus:
         verifier,
         await deps.witness.alarm(origin),
     )
+
+
+def _signed_checkpoint(note: str, verifier: Verifier | None) -> Checkpoint | None:
+    """The checkpoint ``note`` signs (read unverified without the log's key); ``None`` when it
+    is no checkpoint the log signed: one stored in the ledger's table that does not verify is
+    what the witness raises its alarm on, and the status must still tell that alarm."""
+    try:
+        if verifier is None:
+            return Checkpoint.parse(note.partition("\n\n")[0] + "\n")
+        return open_checkpoint(note, verifier)
+    except NoteError:
+        return None
 
 
 async def prove_event(deps: LedgerDeps, event_id: UUID, tree_size: int = 0) -> EventProof:
