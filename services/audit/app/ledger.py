@@ -290,7 +290,17 @@ async def _signed_log(deps: LedgerDeps, service: str, tree_size: int = 0) -> _Si
         verifier = await deps.directory.verifier(service)
         if note is None or verifier is None:
             raise invalid("tree_size", f"no checkpoint of {tree_size} events was signed")
-        return _SignedLog(service, origin, store, open_checkpoint(note, verifier), note)
+        try:
+            checkpoint = open_checkpoint(note, verifier)
+        except NoteError as error:
+            # Stored in the ledger's table, not signed by the log's key: the witness's alarm.
+            raise RuleBroken(
+                "CHECKPOINT_NOT_VERIFIED",
+                f"the checkpoint of {tree_size} events in the ledger of {service} does not"
+                f" verify under its key: {error}",
+                tree_size=str(tree_size),
+            ) from None
+        return _SignedLog(service, origin, store, checkpoint, note)
     held = await deps.witness.held(origin)
     if held is None:
         return None

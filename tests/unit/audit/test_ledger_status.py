@@ -1,10 +1,17 @@
-"""What audit answers about a log (``GetLedgerCheckpoint``) when the log's newest checkpoint is
-the one its witness raised the alarm on: the alarm, told to the auditor who asks."""
+"""What audit answers about a log when the ledger's table holds a checkpoint its key did not
+sign (someone holding the database, not the key): the witness's alarm, and clear refusals."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from pathlib import Path
+from uuid import UUID
 
+import pytest
+import pytest_asyncio
+
+from casetrail_platform.commands import RuleBroken
 from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.ledger.directory import LedgerDirectory
 from casetrail_platform.ledger.hosting import ledger_settings, open_ledger
@@ -13,18 +20,34 @@ from casetrail_platform.ledger.note import Checkpoint
 from casetrail_platform.ledger.port import StoredCheckpoint
 from casetrail_platform.ledger.witness import Witness
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.port import ANY_VERSION, EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog_registry import default_registry
-from services.audit.app.ledger import LedgerDeps, log_status, witness_all
-from tests.contract.test_ledger_contract import append_notes
-from tests.support.sample_events import sample_registry
+from events.envelope import RecordedEvent
+from services.audit.app.ledger import LedgerDeps, log_status, prove_event, witness_all
+from tests.support.sample_events import note, sample_registry
 
 
-async def _nothing(_: object) -> None:
-    return None
+@dataclass(frozen=True)
+class Forged:
+    deps: LedgerDeps
+    events: list[RecordedEvent]
+    signed_size: int
+    forged_size: int
 
 
-async def test_a_forged_newest_checkpoint_is_told_as_the_alarm_it_raised(tmp_path: Path) -> None:
+async def append_notes(store: EventStore, count: int) -> None:
+    """``count`` events as intake records them (audit proves events of its services' logs)."""
+    for _ in range(count):
+        written = note("case-7")
+        intake = replace(written.metadata, source="casetrail/intake")
+        await store.append("case-7", [replace(written, metadata=intake)], ANY_VERSION)
+
+
+@pytest_asyncio.fixture
+async def forged(tmp_path: Path) -> AsyncIterator[Forged]:
+    """Intake's log: a checkpoint of 3 events signed and witnessed, then one of 5 stored in
+    its table, signed by another key under the log's name."""
     infra = Infrastructure(data_dir=tmp_path / "data", seal_sensitive=False)
     events = await SqliteEventStore.open(infra.data_dir / "intake" / "events.db", sample_registry())
     await append_notes(events, 3)
@@ -38,12 +61,16 @@ async def test_a_forged_newest_checkpoint_is_told_as_the_alarm_it_raised(tmp_pat
     )
     documents = SqliteReadModelStore(tmp_path / "witness.db")
     audit_store = await SqliteEventStore.open(tmp_path / "audit-events.db", default_registry())
-    deps = LedgerDeps(directory, Witness(documents), audit_store, _nothing)
+    recorded: list[RecordedEvent] = []
+
+    async def find_event(event_id: UUID) -> RecordedEvent | None:
+        return next((r for r in recorded if r.event_id == event_id), None)
+
+    deps = LedgerDeps(directory, Witness(documents), audit_store, find_event)
     try:
         assert (await witness_all(deps)).consistent
-        # Someone holding the database but not the key stores a newer checkpoint signed by
-        # another key under the log's name.
         await append_notes(events, 2)
+        recorded.extend(await events.read_all(0, 10))
         await ledger.catch_up()
         forger = FileSigner(verifier.name, tmp_path / "forger.key")
         root = await ledger.root(5)
@@ -51,18 +78,34 @@ async def test_a_forged_newest_checkpoint_is_told_as_the_alarm_it_raised(tmp_pat
         await ledger.store.save_checkpoint(StoredCheckpoint(5, forged))
         round_ = await witness_all(deps)
         assert [alarm.checkpoint_size for alarm in round_.alarms] == [5]
-
-        status = await log_status(deps, "intake")
-
-        # The forged note is no checkpoint the log signed: left out, the alarm tells of it.
-        assert status.alarm is not None
-        assert status.alarm.checkpoint_size == 5
-        assert status.witnessed is not None
-        assert status.witnessed.size == signed.size == 3
-        assert status.latest is None
+        yield Forged(deps, recorded, signed.size, 5)
     finally:
         await directory.close()
         await documents.close()
         await audit_store.close()
         await ledger.store.close()
         await events.close()
+
+
+async def test_a_forged_newest_checkpoint_is_told_as_the_alarm_it_raised(forged: Forged) -> None:
+    status = await log_status(forged.deps, "intake")
+
+    # The forged note is no checkpoint the log signed: left out, the alarm tells of it.
+    assert status.alarm is not None
+    assert status.alarm.checkpoint_size == forged.forged_size
+    assert status.witnessed is not None
+    assert status.witnessed.size == forged.signed_size
+    assert status.latest is None
+
+
+async def test_a_proof_in_a_forged_checkpoint_is_refused_naming_it(forged: Forged) -> None:
+    first = forged.events[0]
+
+    with pytest.raises(RuleBroken) as refused:
+        await prove_event(forged.deps, first.event_id, forged.forged_size)
+
+    assert refused.value.rule == "CHECKPOINT_NOT_VERIFIED"
+    assert f"checkpoint of {forged.forged_size} events" in str(refused.value)
+    # In the checkpoint signed and witnessed, the proof is given.
+    proof = await prove_event(forged.deps, first.event_id, forged.signed_size)
+    assert proof.checkpoint.size == forged.signed_size
