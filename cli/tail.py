@@ -5,9 +5,11 @@ Following every event discloses every case, so it is for an authenticated audito
 bearer token (``--token``, ``CASETRAIL_TOKEN`` or the saved ``casetrail login``) is verified
 against the issuer the services trust, the access policy decides (``Action.TAIL``), and each
 batch of events is recorded as ``casetrail.record.accessed`` in the tailed service's own store,
-one access per case in one append, before it is printed. A refusal is recorded where the
-tail would have been: in each store asked for (``record.access_denied`` under the id
-``TAIL_SUBJECT``). The tail's own access records are
+one access per case in one append, before it is printed. The token is verified again before
+each batch: a tail outlives the token it started with, and ends (``refused``, status 1) once
+that token is no longer valid, as a call to a service would be refused. A refusal is recorded
+where the tail would have been: in each store asked for (``record.access_denied`` under the
+id ``TAIL_SUBJECT``). The tail's own access records are
 neither printed nor recorded again (two tails would otherwise feed each other forever).
 """
 
@@ -19,7 +21,7 @@ import contextlib
 import json
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -43,6 +45,9 @@ TAIL_SOURCE = "casetrail/cli-tail"
 TAIL_SUBJECT = "all-cases"
 """Where a refused tail is recorded: it asks for no single case."""
 BATCH = 500
+
+Credential = Callable[[], Awaitable[Principal]]
+"""The caller's token verified again: raises ``InvalidCredential`` once it has expired."""
 
 
 def run(options: argparse.Namespace) -> int:
@@ -82,8 +87,23 @@ def run(options: argparse.Namespace) -> int:
         asyncio.run(_record_refusal(infra, names, principal, purpose, decision))
         print(f"refused: {decision.rule}: {decision.reason}", file=sys.stderr)
         return 1
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_tail_all(infra, names, principal, purpose, decision, options.from_start))
+
+    def credential() -> Awaitable[Principal]:
+        return verifier.verify(token)
+
+    ended: list[Exception] = []
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(
+                _tail_all(
+                    infra, names, principal, purpose, decision, options.from_start, credential
+                )
+            )
+    except* (InvalidCredential, IssuerUnavailable) as group:
+        ended.extend(group.exceptions)
+    if ended:
+        print(f"refused: {ended[0]}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -115,10 +135,13 @@ async def _tail_all(
     purpose: AccessPurpose,
     decision: Decision,
     from_start: bool,
+    credential: Credential,
 ) -> None:
     async with asyncio.TaskGroup() as group:
         for name in names:
-            group.create_task(_tail(infra, name, principal, purpose, decision, from_start))
+            group.create_task(
+                _tail(infra, name, principal, purpose, decision, from_start, credential)
+            )
 
 
 async def _tail(
@@ -128,13 +151,14 @@ async def _tail(
     purpose: AccessPurpose,
     decision: Decision,
     from_start: bool,
+    credential: Credential,
 ) -> None:
     from casetrail_platform.hosting import open_event_store
 
     store, _checkpoints, close_store = await open_event_store(infra, service)
     try:
         access = AccessControl(store, None, TAIL_SOURCE)
-        await follow(store, access, principal, purpose, decision, from_start)
+        await follow(store, access, principal, purpose, decision, from_start, credential=credential)
     finally:
         await close_store()
 
@@ -147,9 +171,11 @@ async def follow(
     decision: Decision,
     from_start: bool,
     *,
+    credential: Credential,
     idle_timeout: float = 1.0,
 ) -> None:
-    """Record, then print, each batch of events appended after now (or from the start)."""
+    """Record, then print, each batch of events appended after now (or from the start), each
+    once ``credential`` still holds (``InvalidCredential`` ends the tail, nothing shown)."""
     from events.cloudevents import to_structured
 
     position = 0 if from_start else await store.last_position()
@@ -157,6 +183,7 @@ async def follow(
         batch = await store.read_all(position, BATCH)
         shown = [e for e in batch if e.metadata.source != TAIL_SOURCE]
         if shown:
+            await credential()
             await access.release(None, principal, purpose, disclosures(decision, shown))
         for recorded in shown:
             line = json.dumps(to_structured(recorded), separators=(",", ":"), ensure_ascii=False)
