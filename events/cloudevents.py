@@ -581,10 +581,19 @@ def from_kafka_binary(
     return _decode(reader, data, problems, registry, value)
 
 
+def json_lines(text: str) -> Iterator[tuple[int, str]]:
+    """The lines of a JSON Lines text with their numbers (from 1), cut at line feeds only
+    (a ``\\r`` before one is dropped). Not ``str.splitlines``: it also cuts at U+2028,
+    U+2029, U+0085 and others, which JSON leaves unescaped inside strings (free text may
+    hold them), so one event would read as several lines of broken JSON."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        yield number, line.removesuffix("\r")
+
+
 def from_json_lines(text: str, registry: EventRegistry) -> list[RecordedEvent]:
     """Decode the output of ``to_json_lines``; errors name the line number."""
     decoded: list[RecordedEvent] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in json_lines(text):
         if not line.strip():
             continue
         try:

@@ -98,11 +98,11 @@ def verify_export(
 ) -> ExportVerification:
     """Checks every line of an export: it decodes, carries a proof, its checkpoint is signed by
     the key of its log, and the proof leads from the event's own leaf to that root."""
-    from events.cloudevents import from_structured
+    from events.cloudevents import from_structured, json_lines
 
     result = ExportVerification()
     whole = _WholeExport()
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in json_lines(text):
         if not line.strip():
             continue
         result.lines += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import uuid
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -15,11 +16,15 @@ import grpc
 import pytest
 
 from casetrail.audit.v1 import audit_pb2
+from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.ledger import merkle
 from casetrail_platform.ledger.export import CHECKPOINT_ATTRIBUTE, PROOF_ATTRIBUTE
 from casetrail_platform.ledger.note import Verifier, open_checkpoint
-from cli.rpc import Person, eventually, query
+from cli.rpc import Person, command, eventually, query
+from cli.walk.story import COORDINATOR, SOCIAL_WORKER
+from events.catalog_registry import default_registry
+from events.cloudevents import from_json_lines
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import new_case
 from tests.e2e.test_cli import casetrail_cli
@@ -279,3 +284,57 @@ async def test_an_export_holding_part_of_a_list_s_access_batch_verifies(
     status, out, err = await casetrail_cli("verify", str(export), "--keys", str(keys_file))
     assert status == 0, err
     assert f"{len(lines)} of {len(lines)} events verified" in out
+
+
+async def test_an_export_of_text_holding_unicode_line_separators_verifies(
+    casetrail: Casetrail, tmp_path: Path
+) -> None:
+    """Free text may hold U+2028, U+2029 or U+0085 (no control characters the edge refuses):
+    the export, exactly as audit streams it, is still one event per line for ``verify``."""
+    case = await new_case(casetrail, "home_care")
+    reason = "Knows the family\u2028and\u2029the street\x85well"
+    await casetrail.stubs.as_(COORDINATOR).coordination.AssignCase(
+        co.AssignCaseRequest(
+            context=command(uuid.uuid4().hex),
+            case_id=case.case_id,
+            worker_id=SOCIAL_WORKER.user_id,
+            reason=reason,
+        )
+    )
+    request = audit_pb2.ExportCaseRequest(context=context(), case_id=case.case_id)
+
+    tries: list[None] = []
+
+    async def exported() -> bytes:
+        # Spaced out as proven_export does: each export records an access, a new event.
+        if tries:
+            await asyncio.sleep(SIGN_EVERY * 2.5)
+        tries.append(None)
+        chunks = casetrail.stubs.as_(AUDITOR).audit.ExportCase(request)
+        return b"".join([chunk.json_lines async for chunk in chunks])
+
+    def proven(text: bytes) -> bool:
+        lines = [json.loads(line) for line in text.split(b"\n") if line]
+        return any(line["type"] == "casetrail.case.assigned" for line in lines) and all(
+            PROOF_ATTRIBUTE in line for line in lines
+        )
+
+    text = await eventually(
+        exported,
+        proven,
+        what="the assignment exported with its proof",
+        patience=casetrail.patience,
+    )
+    assert reason in text.decode()  # as written, not escaped
+    keys = await casetrail.stubs.as_(AUDITOR).audit.ListLedgerKeys(
+        audit_pb2.ListLedgerKeysRequest(context=context())
+    )
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("".join(key.verifier_key + "\n" for key in keys.keys))
+    export = tmp_path / "case.jsonl"
+    export.write_bytes(text)
+    count = text.count(b"\n")
+    status, out, err = await casetrail_cli("verify", str(export), "--keys", str(keys_file))
+    assert status == 0, err
+    assert f"{count} of {count} events verified" in out
+    assert from_json_lines(text.decode(), default_registry())

@@ -11,6 +11,7 @@ from uuid import UUID
 
 import pytest
 
+from events.catalog.assignment import CaseAssigned
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseOpened, PresentingNeed
 from events.catalog.clients import ClientRegistered
@@ -173,6 +174,18 @@ def test_json_lines_round_trip(registry: EventRegistry) -> None:
     assert all(json.loads(line)["specversion"] == "1.0" for line in lines)
     assert from_json_lines(text, registry) == RECORDED
     assert to_json_lines([]) == ""
+
+
+def test_json_lines_are_cut_at_line_feeds_only(registry: EventRegistry) -> None:
+    # JSON leaves these unescaped in strings; str.splitlines would cut the event at each.
+    reason = "Knows the family\u2028and\u2029the street\x85well"
+    assigned = next(r for r in RECORDED if isinstance(r.event, CaseAssigned))
+    event = assigned.event.model_copy(update={"reason": reason})
+    recorded = [_recorded(event), RECORDED[0]]
+    text = to_json_lines(recorded).replace("\n", "\r\n", 1)
+    assert reason in text
+
+    assert from_json_lines(text, registry) == recorded
 
 
 def test_json_lines_errors_name_the_line(registry: EventRegistry) -> None:
