@@ -255,6 +255,12 @@ class RunningService:
     server: grpc.aio.Server
 
 
+def service_source(service: str) -> str:
+    """The source of a service's own events (``casetrail/<service>``): also what ``casetrail
+    tail`` records under in that service's store."""
+    return f"casetrail/{service}"
+
+
 class ServiceHost:
     """Runs one service: its outbox relay, projections, bus subscriptions and gRPC server."""
 
@@ -272,7 +278,7 @@ class ServiceHost:
     ) -> None:
         self.service = service
         self._parking = parking
-        self.source = f"casetrail/{service}"
+        self.source = service_source(service)
         self.infra = infra
         self.store = store
         self.read_models = read_models

@@ -5,7 +5,10 @@ Following every event discloses every case, so it is for an authenticated audito
 bearer token (``--token``, ``CASETRAIL_TOKEN`` or the saved ``casetrail login``) is verified
 against the issuer the services trust, the access policy decides (``Action.TAIL``), and each
 batch of events is recorded as ``casetrail.record.accessed`` in the tailed service's own store,
-one access per case in one append, before it is printed. The token is verified again before
+one access per case in one append, before it is printed. They are the service's own events
+(its source, so its ledger proves them and consumers keep its streams in order), told apart
+by their stream (``TAIL_STREAMS``: one of its own per append, never a case's access stream)
+and the client application they name (``TAIL_CLIENT``). The token is verified again before
 each batch: a tail outlives the token it started with, and ends (``refused``, status 1) once
 that token is no longer valid, as a call to a service would be refused. A refusal is recorded
 where the tail would have been: in each store asked for (``record.access_denied`` under the
@@ -22,10 +25,11 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.hosting import Infrastructure, service_source
 from casetrail_platform.identity.errors import InvalidCredential, IssuerUnavailable
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.decide import decide
@@ -41,7 +45,10 @@ from cli.main import SERVICES
 from events.catalog.access import AccessPurpose
 from events.envelope import RecordedEvent
 
-TAIL_SOURCE = "casetrail/cli-tail"
+TAIL_STREAMS = "access-tail-"
+"""The prefix of the streams the tail records its accesses in, one per append."""
+TAIL_CLIENT = "casetrail-tail"
+"""The client application its access records name (as ``x-casetrail-client`` would)."""
 TAIL_SUBJECT = "all-cases"
 """Where a refused tail is recorded: it asks for no single case."""
 BATCH = 500
@@ -71,7 +78,7 @@ def run(options: argparse.Namespace) -> int:
     token = bearer_token(options)
     verifier = trusted_verifier(Path(options.data_dir))
     try:
-        principal = asyncio.run(verifier.verify(token))
+        principal = replace(asyncio.run(verifier.verify(token)), client=TAIL_CLIENT)
     except (InvalidCredential, IssuerUnavailable) as error:
         print(f"refused: {error}", file=sys.stderr)
         return 1
@@ -121,7 +128,7 @@ async def _record_refusal(
     for service in services:
         store, _checkpoints, close_store = await open_event_store(infra, service)
         try:
-            access = AccessControl(store, None, TAIL_SOURCE)
+            access = AccessControl(store, None, service_source(service))
             with contextlib.suppress(AccessDenied):
                 await access.refuse(principal, Action.TAIL, purpose, TAIL_SUBJECT, decision)
         finally:
@@ -157,7 +164,7 @@ async def _tail(
 
     store, _checkpoints, close_store = await open_event_store(infra, service)
     try:
-        access = AccessControl(store, None, TAIL_SOURCE)
+        access = AccessControl(store, None, service_source(service), own_streams=TAIL_STREAMS)
         await follow(store, access, principal, purpose, decision, from_start, credential=credential)
     finally:
         await close_store()
@@ -181,7 +188,7 @@ async def follow(
     position = 0 if from_start else await store.last_position()
     while True:
         batch = await store.read_all(position, BATCH)
-        shown = [e for e in batch if e.metadata.source != TAIL_SOURCE]
+        shown = [e for e in batch if not e.stream.startswith(TAIL_STREAMS)]
         if shown:
             await credential()
             await access.release(None, principal, purpose, disclosures(decision, shown))

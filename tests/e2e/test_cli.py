@@ -14,9 +14,11 @@ import pytest
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.intake.v1 import intake_pb2
+from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.ledger.export import PROOF_ATTRIBUTE
 from casetrail_platform.policy.guard import access_stream
-from cli.rpc import connect, eventually, query
-from cli.tail import TAIL_SOURCE, TAIL_SUBJECT
+from cli.rpc import Connection, connect, eventually, query
+from cli.tail import TAIL_CLIENT, TAIL_SUBJECT
 from cli.walk.story import AUDITOR, RECEPTIONIST
 from events.catalog_registry import default_registry
 from events.cloudevents import from_json_lines
@@ -26,6 +28,9 @@ from tests.e2e.distributed import ENV, REPO
 from tests.e2e.support import new_case, registration
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
+
+ACCESSED = "casetrail.record.accessed"
+SIGN_EVERY = Infrastructure(data_dir=Path()).ledger_sign_every
 
 
 async def casetrail_cli(*arguments: str) -> tuple[int, str, str]:
@@ -142,11 +147,12 @@ async def test_only_an_auditor_tails_a_store_and_every_case_shown_is_recorded(
                         page_size=1000,
                     )
                 ),
-                lambda answer: any(r.source == TAIL_SOURCE for r in answer.records),
+                lambda answer: any(r.client_application == TAIL_CLIENT for r in answer.records),
                 what="audit to learn of the tail's access",
                 patience=30.0,
             )
-        (access,) = [r for r in log.records if r.source == TAIL_SOURCE]
+        (access,) = [r for r in log.records if r.client_application == TAIL_CLIENT]
+        assert access.source == "casetrail/intake"  # the service's own event, proven by its log
         assert (access.accessor.user_id, access.rule) == (AUDITOR.user_id, "auditor-review")
         assert "assessment" in access.sections
 
@@ -284,3 +290,63 @@ async def _console_answers(storage: list[str]) -> None:
     finally:
         console.terminate()
         await console.wait()
+
+
+async def test_a_case_the_tail_showed_still_exports_verifiably(tmp_path: Path) -> None:
+    """The tail records its reads in the tailed service's store (its ledger, its access
+    streams): the export of a case it showed proves those records in that service's log."""
+    storage = ["--data-dir", str(tmp_path)]
+    async with embedded_services(tmp_path) as local:
+        case_id = await _one_case(local)
+        tail = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cli.main", "tail", "--service", "intake", "--from-start",
+            *storage, "--token", local.tokens(AUDITOR),
+            cwd=REPO, env=ENV, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert tail.stdout is not None
+        try:
+            [json.loads(await tail.stdout.readline()) for _ in range(2)]
+        finally:
+            tail.terminate()
+            await tail.wait()
+        async with connect(local.addresses, local.tokens) as connection:
+            audit = connection.as_(AUDITOR).audit
+            # Intake reads the case after the tail: its access stream holds both recorders'.
+            await _intake_reads(connection, case_id)
+            request = audit_pb2.ExportCaseRequest(
+                context=query("confidentiality_review"), case_id=case_id
+            )
+            tries: list[None] = []
+
+            async def exported() -> list[dict[str, object]]:
+                if tries:  # each export records an access: spaced out past a checkpoint
+                    await asyncio.sleep(2.5 * SIGN_EVERY)
+                tries.append(None)
+                text = b"".join([c.json_lines async for c in audit.ExportCase(request)])
+                return [json.loads(line) for line in text.split(b"\n") if line]
+
+            lines = await eventually(
+                exported,
+                lambda lines: (
+                    sum(line["type"] == ACCESSED for line in lines) >= 2
+                    and all(PROOF_ATTRIBUTE in line for line in lines)
+                ),
+                what="the tail's and intake's accesses exported with their proofs",
+                patience=60.0,
+            )
+            keys = await audit.ListLedgerKeys(
+                audit_pb2.ListLedgerKeysRequest(context=query("confidentiality_review"))
+            )
+    keys_file = tmp_path / "keys.txt"
+    keys_file.write_text("".join(key.verifier_key + "\n" for key in keys.keys))
+    export = tmp_path / "case.jsonl"
+    export.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    status, out, err = await casetrail_cli("verify", str(export), "--keys", str(keys_file))
+    assert status == 0, err
+    assert f"{len(lines)} of {len(lines)} events verified" in out
+
+
+async def _intake_reads(connection: Connection, case_id: str) -> None:
+    await connection.as_(AUDITOR).intake.GetCase(
+        intake_pb2.GetCaseRequest(context=query("confidentiality_review"), case_id=case_id)
+    )

@@ -20,7 +20,7 @@ from casetrail_platform.policy.guard import DEFAULT_HOME_AGENCY, AccessControl
 from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.store.port import ANY_VERSION
 from casetrail_platform.store.sqlite import SqliteEventStore
-from cli.tail import TAIL_SOURCE, follow
+from cli.tail import TAIL_STREAMS, follow
 from events.catalog.access import AccessPurpose, RecordAccessed
 from events.catalog_registry import default_registry
 from events.envelope import EventMetadata, NewEvent
@@ -57,7 +57,7 @@ async def test_a_tail_ends_when_its_token_expires_and_shows_nothing_after(
         tailing = asyncio.create_task(
             follow(
                 store,
-                AccessControl(store, None, TAIL_SOURCE),
+                AccessControl(store, None, "casetrail/intake", own_streams=TAIL_STREAMS),
                 principal,
                 purpose,
                 decision,
