@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 import pytest
 
 from casetrail_platform.commands import InvalidCommand, NotAllowed
@@ -66,6 +68,31 @@ async def test_state_as_it_was_differs_from_state_as_it_was_known(deps: AuditDep
     known = await queries.get_state_as_of(deps, AUDITOR, CASE, as_of, TimeBasis.RECORDED)
 
     assert (was.status, known.status) == (CaseStatus.ASSIGNED, CaseStatus.OPENED)
+
+
+@pytest.mark.usefixtures("received")
+@pytest.mark.parametrize(
+    ("basis", "moment"),
+    [(TimeBasis.OCCURRED, T0 + DAY), (TimeBasis.RECORDED, T0 + 3 * DAY)],
+)
+async def test_an_event_at_exactly_as_of_counts_and_one_a_microsecond_later_does_not(
+    deps: AuditDeps, basis: TimeBasis, moment: datetime
+) -> None:
+    # The assignment occurred at T0 + 1 day and was recorded at T0 + 3 days.
+    micro = timedelta(microseconds=1)
+    at = await queries.get_state_as_of(deps, AUDITOR, CASE, moment, basis)
+    before = await queries.get_state_as_of(deps, AUDITOR, CASE, moment - micro, basis)
+    assert (at.status, before.status) == (CaseStatus.ASSIGNED, CaseStatus.OPENED)
+    for as_of, expected in ((moment, 3), (moment - micro, 2)):
+        page = await queries.get_timeline(
+            deps, AUDITOR, CASE, TimelineQuery(basis, as_of=as_of, without_accesses=True)
+        )
+        assert page.total == expected
+    # since/until bound the same way: [moment, moment] holds the assignment alone.
+    page = await queries.get_timeline(
+        deps, AUDITOR, CASE, TimelineQuery(basis, since=moment, until=moment)
+    )
+    assert [e.event_type for e in page.entries] == ["casetrail.case.assigned"]
 
 
 @pytest.mark.usefixtures("received")

@@ -388,6 +388,19 @@ async def test_the_assigned_worker_sees_nothing_before_the_assignment_and_all_af
     assert [r.accessor.user_id for r in after.reads] == [WORKER]
 
 
+async def test_the_assignment_counts_from_the_very_microsecond_it_was_recorded(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+) -> None:
+    claims = {"user_role": "social_worker", "user_purpose": "direct_care"}
+    micro = timedelta(microseconds=1)
+    at = await audit.GetCaseAsSeen(seen_as(WORKER, T0 + DAY, **claims))
+    before = await audit.GetCaseAsSeen(seen_as(WORKER, T0 + DAY - micro, **claims))
+
+    assert (at.entitlement.rule, before.entitlement.rule) == ("assigned-worker", "no-relationship")
+    assert at.state.assignment.worker_id == WORKER
+    assert not before.state.HasField("assignment")
+
+
 async def test_the_as_seen_answer_lists_the_latest_reads_and_says_how_many_there_were(
     audit: audit_pb2_grpc.AuditServiceAsyncStub,
     read_models: SqliteReadModelStore,
