@@ -127,11 +127,16 @@ async def case_as_seen(
     reviewer, allowed, everything = await _reviewed(deps, viewer, case_id, principal)
     known = history.view(everything, TimeBasis.RECORDED, as_of)
     if not known:
+        # Tells when the case began: released (recorded, or refused) like any answer.
+        await _release(deps, answer, reviewer, viewer, case_id, allowed, [], [])
         raise invalid("as_of", "is before the case's first recorded event")
     entries = [entry for entry in map(policy_facts.entry_of, known) if entry is not None]
     facts = policy_facts.fold(case_id, entries, as_of=as_of)
     home = deps.access.home_agency
     attempts = await _attempts_of(deps, case_id, claims.user_id, as_of)
+    if claims.role is None and attempts.latest is None:
+        # Tells that the user had not read the case by then: released before it is said.
+        await _release(deps, answer, reviewer, viewer, case_id, allowed, [], [])
     user, entitlement = _entitlement(claims, known, attempts.latest, facts, home, as_of)
 
     state = fold(case_id, known, TimeBasis.RECORDED) if entitlement.allowed else None
@@ -152,21 +157,7 @@ async def case_as_seen(
         for path in redaction.present(message, rendering.sensitive_paths)
     ]
     sections = [s for s in STATE_SECTIONS if state is not None and entitlement.discloses(s)]
-    await deps.access.release(
-        answer,
-        reviewer,
-        viewer.purpose,
-        [
-            Released(
-                case_id,
-                allowed,
-                None,
-                (),
-                (*sections, RecordSection.ACCESS_LOG),
-                shown,
-            )
-        ],
-    )
+    await _release(deps, answer, reviewer, viewer, case_id, allowed, sections, shown)
     return AsSeen(
         message,
         user,
@@ -176,6 +167,25 @@ async def case_as_seen(
         attempts.reads,
         attempts.reads_total,
     )
+
+
+async def _release(
+    deps: AuditDeps,
+    answer: Answer | None,
+    reviewer: Principal,
+    viewer: QueryContext,
+    case_id: str,
+    allowed: Decision,
+    sections: Sequence[RecordSection],
+    shown: Sequence[str],
+) -> None:
+    """Record the review as a read of the case's access log (and ``sections``, ``shown``), or
+    record and raise its refusal: before anything about the case is answered, refusals
+    included."""
+    released = Released(
+        case_id, allowed, None, (), (*sections, RecordSection.ACCESS_LOG), list(shown)
+    )
+    await deps.access.release(answer, reviewer, viewer.purpose, [released])
 
 
 async def _reviewed(

@@ -523,6 +523,30 @@ async def test_a_bad_as_seen_request_names_the_field(
     assert (code, violated_fields(status)) == (grpc.StatusCode.INVALID_ARGUMENT, [field])
 
 
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        # The refusal tells when the case began, or that she had not read it by then.
+        ({"as_of": T0 - DAY}, "as_of"),
+        ({"user_id": "someone-else", "as_of": T0 + 6 * DAY}, "user_role"),
+    ],
+)
+async def test_a_refusal_that_tells_of_the_case_is_recorded_before_it_is_said(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+    store: SqliteEventStore,
+    fields: dict[str, Any],
+    field: str,
+) -> None:
+    user = fields.pop("user_id", WORKER)
+    at = fields.pop("as_of", T0 + 6 * DAY)
+    code, status = await refusal(audit.GetCaseAsSeen(seen_as(user, at, **fields)))
+    assert (code, violated_fields(status)) == (grpc.StatusCode.INVALID_ARGUMENT, [field])
+    recorded = [r.event for r in await store.read_all(0) if isinstance(r.event, RecordAccessed)]
+    assert [(e.accessor_id, e.sections) for e in recorded] == [
+        ("auditor-kim", (RecordSection.ACCESS_LOG,))
+    ]
+
+
 async def test_only_auditors_review_a_case_as_seen(
     audit: audit_pb2_grpc.AuditServiceAsyncStub,
 ) -> None:
