@@ -287,9 +287,17 @@ async def _signed_log(deps: LedgerDeps, service: str, tree_size: int = 0) -> _Si
         return None
     if tree_size:
         note = await _note_of_size(store, tree_size)
-        verifier = await deps.directory.verifier(service)
-        if note is None or verifier is None:
+        if note is None:
             raise invalid("tree_size", f"no checkpoint of {tree_size} events was signed")
+        verifier = await deps.directory.verifier(service)
+        if verifier is None:
+            # Audit was given no key for this log: nothing it holds can be verified.
+            raise RuleBroken(
+                "CHECKPOINT_NOT_VERIFIED",
+                f"audit holds no public key of the ledger of {service}: its checkpoint of"
+                f" {tree_size} events cannot be verified",
+                tree_size=str(tree_size),
+            )
         try:
             checkpoint = open_checkpoint(note, verifier)
         except NoteError as error:

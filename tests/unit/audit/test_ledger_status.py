@@ -109,3 +109,18 @@ async def test_a_proof_in_a_forged_checkpoint_is_refused_naming_it(forged: Forge
     # In the checkpoint signed and witnessed, the proof is given.
     proof = await prove_event(forged.deps, first.event_id, forged.signed_size)
     assert proof.checkpoint.size == forged.signed_size
+
+
+async def test_a_proof_in_a_log_audit_holds_no_key_of_says_so(
+    forged: Forged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A checkpoint of that size was signed: the refusal is the missing key, not the size.
+    async def no_key(service: str) -> None:
+        del service
+
+    monkeypatch.setattr(forged.deps.directory, "verifier", no_key)
+    with pytest.raises(RuleBroken) as refused:
+        await prove_event(forged.deps, forged.events[0].event_id, forged.signed_size)
+
+    assert refused.value.rule == "CHECKPOINT_NOT_VERIFIED"
+    assert "no public key" in str(refused.value)
