@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from uuid import UUID
 
@@ -181,9 +181,10 @@ class RequestReader:
                 FieldProblem("event_types", f"not a catalog event type: {unknown[0][:80]!r}")
             )
         actor_id = self.identifier(request.actor_id, "actor_id") if request.actor_id else None
-        since = moment(request.since) if request.HasField("since") else None
+        since = moment(request.since, lower_bound=True) if request.HasField("since") else None
         until = moment(request.until) if request.HasField("until") else None
-        if since is not None and until is not None and since > until:
+        # Compared as given: two bounds within one microsecond hold no event, not a mistake.
+        if since is not None and until is not None and before(request.until, request.since):
             self.problems.append(FieldProblem("until", "must not be before since"))
         return TimelineQuery(
             basis,
@@ -202,5 +203,16 @@ def page_token(case_id: str, basis: TimeBasis, cursor: PageCursor) -> str:
     return base64.urlsafe_b64encode(payload.encode()).decode("ascii")
 
 
-def moment(timestamp: Timestamp) -> datetime:
-    return timestamp.ToDatetime(tzinfo=UTC)
+def moment(timestamp: Timestamp, *, lower_bound: bool = False) -> datetime:
+    """The instant to the trail's microsecond: an instant or an upper bound given between two
+    microseconds is taken down (an event at the earlier one is before it), a lower bound up (an
+    event at the earlier one is before it too: it must not be counted in)."""
+    instant = timestamp.ToDatetime(tzinfo=UTC)
+    if lower_bound and timestamp.nanos % 1000:
+        instant += timedelta(microseconds=1)
+    return instant
+
+
+def before(first: Timestamp, second: Timestamp) -> bool:
+    """``first`` earlier than ``second``, to the nanosecond given."""
+    return (first.seconds, first.nanos) < (second.seconds, second.nanos)

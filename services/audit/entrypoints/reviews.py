@@ -18,7 +18,7 @@ from services.audit.app.disclosures import DisclosurePage, Period
 from services.audit.domain.case_state import CaseState
 from services.audit.domain.disclosures import Disclosure, DisclosureKey
 from services.audit.entrypoints import responses
-from services.audit.entrypoints.requests import RequestReader, moment
+from services.audit.entrypoints.requests import RequestReader, before, moment
 
 Choice = TypeVar("Choice", Role, AccessPurpose)
 
@@ -67,8 +67,13 @@ def disclosure_request(
     without period_end ("until now") the next pages still end where the first did."""
     if not request.HasField("period_start"):
         read.missing("period_start")
-    start = moment(request.period_start)
+    start = moment(request.period_start, lower_bound=True)
     end = moment(request.period_end) if request.HasField("period_end") else None
+    if end is not None and end < start and not before(request.period_end, request.period_start):
+        # Both within one microsecond: a period the trail's microseconds cannot tell apart.
+        read.problems.append(
+            FieldProblem("period_end", "must be at least a microsecond after period_start")
+        )
     if not request.page_token:
         return start, end or now, None
     try:

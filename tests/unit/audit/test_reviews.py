@@ -303,6 +303,28 @@ async def test_the_period_bounds_the_accounting_and_pages_are_stable(
     assert (code, violated_fields(status)) == (grpc.StatusCode.INVALID_ARGUMENT, ["page_token"])
 
 
+async def test_a_bound_given_between_two_microseconds_keeps_to_the_trails_microseconds(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+) -> None:
+    # The trail's times are microseconds: a start half a microsecond after a disclosure is
+    # after it (it was counted in when the start was cut down to the microsecond).
+    every = await audit.ListDisclosures(accounting())
+    first = every.disclosures[0].disclosed_at
+    half_after = Timestamp(seconds=first.seconds, nanos=first.nanos + 500)
+    later = await audit.ListDisclosures(accounting(period_start=half_after))
+    assert [d.event_id for d in later.disclosures] == [d.event_id for d in every.disclosures[1:]]
+    # Within one microsecond, the period holds none of the trail's instants: said so.
+    code, status = await refusal(
+        audit.ListDisclosures(
+            accounting(
+                period_start=half_after,
+                period_end=Timestamp(seconds=first.seconds, nanos=first.nanos + 900),
+            )
+        )
+    )
+    assert (code, violated_fields(status)) == (grpc.StatusCode.INVALID_ARGUMENT, ["period_end"])
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
