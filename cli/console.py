@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -19,7 +20,11 @@ from casetrail_platform.identity.tls import ClientTls
 from casetrail_platform.identity.verifier import TokenVerifier
 from cli.rpc import load_addresses
 from services.console.server import start_console
-from services.console.settings import ConsoleSettings, development_sign_in_refusal
+from services.console.settings import (
+    ConsoleSettings,
+    development_sign_in_refusal,
+    idle_seconds_from_env,
+)
 
 
 def run(options: argparse.Namespace) -> int:
@@ -37,6 +42,7 @@ def run(options: argparse.Namespace) -> int:
 
 
 def _settings(options: argparse.Namespace, issuer: IssuerSettings | None) -> ConsoleSettings:
+    idle_seconds = idle_seconds_from_env(os.environ)  # ValueError naming the variable
     data_dir = Path(options.data_dir)
     address = options.audit or load_addresses(data_dir).get("audit")
     if not address:
@@ -53,6 +59,7 @@ def _settings(options: argparse.Namespace, issuer: IssuerSettings | None) -> Con
         development_signer=signer,
         tls=ClientTls.from_env(),  # ValueError naming the bad setting, reported by run
         secure_cookies=options.secure_cookies,
+        idle_seconds=idle_seconds,
     )
 
 

@@ -264,17 +264,23 @@ async def _start_console(
         DEFAULT_PORT,
         ConsoleSettings,
         development_sign_in_refusal,
+        idle_seconds_from_env,
     )
 
     try:
         tls = ClientTls.from_env()
     except ValueError as error:
         raise SystemExit(f"TLS: {error}") from None
+    try:
+        idle_seconds = idle_seconds_from_env(os.environ)
+    except ValueError as error:
+        raise SystemExit(f"console: {error}") from None
     settings = ConsoleSettings(
         audit_address=audit_address,
         verifier=verifier,
         development_signer=None if development_issuer is None else development_issuer.signer,
         tls=tls,
+        idle_seconds=idle_seconds,
     )
     host = options.host
     refusal = development_sign_in_refusal(host) if development_issuer is not None else None

@@ -153,7 +153,7 @@ def create_app(
     subclass of ``AuditClient`` that alters audit's answers)."""
     console = views.Console(
         settings,
-        sessions or SessionStore(lifetime=settings.session_seconds),
+        sessions or SessionStore(lifetime=settings.session_seconds, idle=settings.idle_seconds),
         Jinja2Templates(directory=HERE / "templates"),
     )
 

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from casetrail.audit.v1 import audit_pb2
+from casetrail_platform.limits import EARLIEST_MOMENT, MAX_TOKEN_CHARS
 from events.catalog_registry import all_event_types
 
 CASE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 ACTOR_ID = CASE_ID
-EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+EARLIEST = EARLIEST_MOMENT
 LATEST = datetime(2199, 12, 31, 23, 59, 59, tzinfo=UTC)
 LATE_AFTER = timedelta(hours=24)
 """An event recorded more than this after it occurred is marked as recorded late."""
@@ -46,7 +47,8 @@ DISCLOSURE_YEARS = 6
 
 
 def disclosure_period(form: Mapping[str, object]) -> tuple[datetime, datetime | None]:
-    """The period asked (from, to; UTC), by default the last six years up to now."""
+    """The period asked (from, to; UTC), by default the six years up to "to" or now, but not
+    before 1900-01-01 (the earliest moment any request may name)."""
     problems: dict[str, str] = {}
     found: dict[str, datetime | None] = {}
     for name in ("from", "to"):
@@ -60,7 +62,9 @@ def disclosure_period(form: Mapping[str, object]) -> tuple[datetime, datetime | 
     since = found["from"] or (until or datetime.now(UTC)) - timedelta(days=365 * DISCLOSURE_YEARS)
     if until is not None and since > until:
         raise BadInput({"from": "must not be after to"})
-    return since, until
+    # Six years before an early "to" can fall before any moment audit accepts, which it would
+    # refuse naming its own period_start, a field the reader never filled in.
+    return max(since, EARLIEST), until
 
 
 def basis(text: str | None) -> str:
@@ -97,7 +101,8 @@ def not_after_now(moment: datetime | None) -> datetime | None:
 
 
 def page_token(text: str | None) -> str:
-    if text and (len(text) > 1024 or not text.isprintable()):
+    # Audit's own bound on a page token (it issues them): a longer one is no page of this view.
+    if text and (len(text) > MAX_TOKEN_CHARS or not text.isprintable()):
         raise BadInput({"page": "not a page of this view"})
     return text or ""
 

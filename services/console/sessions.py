@@ -1,9 +1,11 @@
 """Console sessions: kept in the process, named by a signed, HttpOnly, SameSite=Strict cookie.
 
 The browser holds only the session's random id, signed (itsdangerous) and time-limited; the
-bearer token stays on the server. Every visitor gets a session, signed in or not, so that the
-sign-in form carries a CSRF token too; signing in starts a new session (a session id known
-before sign-in is worth nothing after it).
+bearer token stays on the server. A session ends at its absolute expiry or after ``idle``
+seconds without a request, whichever comes first: a console left open on an unattended desk
+must not keep showing special-category data to whoever sits down next. Every visitor gets a
+session, signed in or not, so that the sign-in form carries a CSRF token too; signing in
+starts a new session (a session id known before sign-in is worth nothing after it).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Session:
     id: str
     csrf: str
     expires_at: float
+    last_seen: float
     principal: Principal | None = None
     token: str = ""
     purpose: str = ""
@@ -47,19 +50,22 @@ class SessionStore:
         *,
         secret: bytes | None = None,
         lifetime: float,
+        idle: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._signer = TimestampSigner(secret or secrets.token_bytes(32), salt="console-session")
         self._anonymous: OrderedDict[str, Session] = OrderedDict()
         self._signed_in: OrderedDict[str, Session] = OrderedDict()
         self.lifetime = lifetime
+        self.idle = idle
         self._clock = clock
 
     def now(self) -> float:
         return self._clock()
 
     def find(self, cookie: str | None) -> Session | None:
-        """The live session a cookie names, or None (unsigned, forged, expired or unknown)."""
+        """The live session a cookie names, or None (unsigned, forged, expired, idle too long or
+        unknown). Finding it counts as activity: its idle time starts again."""
         if not cookie:
             return None
         try:
@@ -69,21 +75,25 @@ class SessionStore:
         session = self._signed_in.get(session_id) or self._anonymous.get(session_id)
         if session is None:
             return None
-        if self._clock() >= session.expires_at:
+        now = self._clock()
+        if now >= session.expires_at or now - session.last_seen >= self.idle:
             self.end(session)
             return None
+        session.last_seen = now
         return session
 
     def start_anonymous(self) -> Session:
-        return self._add(Session(_new_id(), _new_id(), self._clock() + ANONYMOUS_SECONDS))
+        now = self._clock()
+        return self._add(Session(_new_id(), _new_id(), now + ANONYMOUS_SECONDS, now))
 
     def sign_in(
         self, previous: Session | None, principal: Principal, token: str, purpose: str, until: float
     ) -> Session:
         if previous is not None:
             self.end(previous)
-        expires_at = min(self._clock() + self.lifetime, until)
-        return self._add(Session(_new_id(), _new_id(), expires_at, principal, token, purpose))
+        now = self._clock()
+        expires_at = min(now + self.lifetime, until)
+        return self._add(Session(_new_id(), _new_id(), expires_at, now, principal, token, purpose))
 
     def end(self, session: Session) -> None:
         self._signed_in.pop(session.id, None)

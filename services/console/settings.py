@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from casetrail_platform.identity.development import DevelopmentSigner
@@ -13,6 +14,21 @@ DEFAULT_PORT = 7305
 """Next to the services' 7301-7304 (make run), below Linux's ephemeral range."""
 SESSION_SECONDS = 30 * 60.0
 """A session ends 30 minutes after sign-in (or when its token expires, if sooner)."""
+IDLE_SECONDS = 15 * 60.0
+"""... and 15 minutes after its last request, if sooner (``CASETRAIL_CONSOLE_IDLE_MINUTES``)."""
+IDLE_VARIABLE = "CASETRAIL_CONSOLE_IDLE_MINUTES"
+
+
+def idle_seconds_from_env(environ: Mapping[str, str]) -> float:
+    """The idle timeout ``CASETRAIL_CONSOLE_IDLE_MINUTES`` sets: whole minutes from 1 up to the
+    session's own 30 (a longer one would never act); ``ValueError`` naming the variable."""
+    text = environ.get(IDLE_VARIABLE, "").strip()
+    if not text:
+        return IDLE_SECONDS
+    most = int(SESSION_SECONDS // 60)
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise ValueError(f"{IDLE_VARIABLE} must be a whole number of minutes from 1 to {most}")
+    return int(text) * 60.0
 
 
 def development_sign_in_refusal(host: str) -> str | None:
@@ -44,6 +60,7 @@ class ConsoleSettings:
     development_signer: DevelopmentSigner | None = None
     tls: ClientTls | None = None
     session_seconds: float = SESSION_SECONDS
+    idle_seconds: float = IDLE_SECONDS
     secure_cookies: bool = False
     """Mark the session cookie ``Secure`` (set it whenever the console is behind HTTPS;
     ``start_console`` always does on a host other than loopback)."""

@@ -13,9 +13,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from casetrail_platform.identity.principal import Principal
+from casetrail_platform.limits import MAX_TOKEN_CHARS
 from cli.main import main
 from events.catalog.base import Role
 from services.console import pages
+from services.console import settings as settings_module
 from services.console.app import create_app
 from services.console.sessions import MAX_SESSIONS, SessionStore
 from tests.console.conftest import DemoCasetrail
@@ -39,7 +41,9 @@ def clock() -> Clock:
 @pytest.fixture
 def client(demo_casetrail: DemoCasetrail, clock: Clock) -> Iterator[TestClient]:
     settings = demo_casetrail.settings()
-    sessions = SessionStore(lifetime=settings.session_seconds, clock=clock)
+    sessions = SessionStore(
+        lifetime=settings.session_seconds, idle=settings.idle_seconds, clock=clock
+    )
     app = create_app(settings, sessions)
     # The development sign-in answers only loopback host names (TestClient's own is testserver).
     with TestClient(app, base_url="http://127.0.0.1", follow_redirects=True) as test_client:
@@ -111,7 +115,7 @@ def test_a_body_larger_than_a_form_is_refused_before_it_is_read(client: TestClie
 
 
 def test_visitors_who_never_sign_in_never_push_a_signed_in_auditor_out(clock: Clock) -> None:
-    sessions = SessionStore(lifetime=3600, clock=clock)
+    sessions = SessionStore(lifetime=3600, idle=3600, clock=clock)
     auditor = Principal(AUDITOR, Role.AUDITOR, "example-agency", "https://issuer.example")
     signed_in = sessions.sign_in(None, auditor, "token", "confidentiality_review", clock() + 600)
     cookie = sessions.cookie_value(signed_in)
@@ -438,13 +442,81 @@ def test_unknown_and_malformed_cases_are_clear_pages(client: TestClient) -> None
 def test_an_expired_session_asks_to_sign_in_again(
     client: TestClient, demo_casetrail: DemoCasetrail, clock: Clock
 ) -> None:
+    """However active the reader, a session ends 30 minutes after sign-in."""
     sign_in(client)
-    assert client.get(f"/cases/{demo_casetrail.case_id}").url.path.startswith("/cases/")
-    clock.now += 31 * 60
+    for _ in range(3):  # a page every 10 minutes: never idle for long
+        assert client.get(f"/cases/{demo_casetrail.case_id}").url.path.startswith("/cases/")
+        clock.now += 10 * 60 + 1
     answer = client.get(f"/cases/{demo_casetrail.case_id}")
     assert answer.url.path == "/signin"
     assert "Your session has ended" in answer.text
     assert demo_casetrail.case_id not in answer.text
+
+
+def test_an_idle_session_ends_after_fifteen_minutes(
+    client: TestClient, demo_casetrail: DemoCasetrail, clock: Clock
+) -> None:
+    """A console left open on an unattended desk stops showing the case: 15 minutes without a
+    request end the session, well before its 30 minutes (before: it lived on for all 30)."""
+    case = demo_casetrail.case_id
+    sign_in(client)
+    clock.now += 14 * 60  # each request starts the idle time again
+    assert client.get(f"/cases/{case}").url.path.startswith("/cases/")
+    clock.now += 14 * 60
+    assert client.get(f"/cases/{case}").url.path.startswith("/cases/")
+    clock.now = time.time()  # the development token's 30 minutes run on the real clock
+    sign_in(client)
+    clock.now += 15 * 60
+    answer = client.get(f"/cases/{case}")
+    assert answer.url.path == "/signin"
+    assert "Your session has ended" in answer.text
+    assert case not in answer.text
+
+
+def test_the_idle_timeout_is_configured_in_whole_minutes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert settings_module.idle_seconds_from_env({}) == 15 * 60
+    variable = "CASETRAIL_CONSOLE_IDLE_MINUTES"
+    assert settings_module.idle_seconds_from_env({variable: "5"}) == 5 * 60
+    for bad in ("0", "31", "2.5", "-1", "soon"):
+        with pytest.raises(ValueError, match=variable):
+            settings_module.idle_seconds_from_env({variable: bad})
+    monkeypatch.setenv(variable, "45")
+    with pytest.raises(SystemExit) as exit_:
+        main(["console", "--port", "0", "--audit", "127.0.0.1:1", "--data-dir", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert variable in capsys.readouterr().err
+
+
+def test_a_page_token_longer_than_audit_takes_is_refused_naming_the_page(
+    client: TestClient, demo_casetrail: DemoCasetrail
+) -> None:
+    """Audit takes page tokens of at most 512 characters (limits.MAX_TOKEN_CHARS); the console
+    let 1,024 through and the page named audit's field, page_token, not the reader's."""
+    sign_in(client)
+    case = demo_casetrail.case_id
+    for path in (f"/cases/{case}", f"/cases/{case}/access"):
+        answer = client.get(path, params={"page": "A" * (MAX_TOKEN_CHARS + 1)})
+        assert answer.status_code == 400, path
+        assert "not a page of this view" in answer.text
+        assert "page_token" not in answer.text
+        assert_no_leak(answer.text)
+
+
+def test_disclosures_to_an_early_date_start_no_earlier_than_1900(
+    client: TestClient, demo_casetrail: DemoCasetrail
+) -> None:
+    """With only "to" filled in the period starts six years before it; before 1900 audit refused
+    it naming its own period_start, a field the reader never saw."""
+    csrf = sign_in(client, user="ada-early-disclosures")
+    answer = client.post(
+        f"/cases/{demo_casetrail.case_id}/disclosures",
+        data={"csrf": csrf, "client_id": demo_casetrail.client_id, "to": "1903-06-01T00:00"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert "period_start" not in answer.text
+    assert "Accounting of disclosures" in answer.text
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.5", "::"])
@@ -563,7 +635,9 @@ def test_signing_out_deletes_the_cookie_with_its_flags(demo_casetrail: DemoCaset
     """The deletion was sent SameSite=lax, neither HttpOnly nor Secure. Behind HTTPS (secure
     cookies) every answer also carries Strict-Transport-Security."""
     settings = demo_casetrail.settings(secure_cookies=True)
-    app = create_app(settings, SessionStore(lifetime=settings.session_seconds))
+    app = create_app(
+        settings, SessionStore(lifetime=settings.session_seconds, idle=settings.idle_seconds)
+    )
     with TestClient(app, base_url="https://127.0.0.1", follow_redirects=False) as client:
         page = client.get("/signin")
         signed_in = client.post(
