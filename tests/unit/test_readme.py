@@ -1,0 +1,180 @@
+"""The README's mechanical claims hold against the code: the RPCs of each service, the settings
+read from the environment, the refusal reasons, the catalog's size, the input bounds and the
+`casetrail` subcommands. Operators, auditors and the teams subscribing to the catalog read the
+README, not the code; these claims drifted before (35 event types documented for 41, RPCs and
+settings missing) because nothing checked them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+from casetrail_platform import limits
+from cli.main import parser as cli_parser
+from events.catalog_registry import all_event_types
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+SERVICES = ("intake", "coordination", "planning", "audit")
+
+SETTING = re.compile(r"\bCASETRAIL_[A-Z0-9_]*[A-Z0-9]\b")
+"""A setting's name (a bare prefix such as ``CASETRAIL_TLS_``, which code completes, is not)."""
+
+REASON = re.compile(r"\"([A-Z]+(?:_[A-Z0-9]+)+)\"")
+"""An upper-case string literal: a refusal's reason (``ErrorInfo.reason``), or one of the few
+other constants below."""
+
+NOT_REASONS = frozenset(
+    {
+        "DEFAULT_CASE_EVENTS_TOPIC",  # a constant's name quoted in an error message
+        "OTEL_SDK_DISABLED",  # OpenTelemetry's own variable
+        # Kafka settings' suffixes, completed with CASETRAIL_KAFKA_
+        "SECURITY_PROTOCOL",
+        "SASL_MECHANISM",
+        "SASL_USERNAME",
+        "SASL_PASSWORD",
+        "SSL_CAFILE",
+        "SSL_CERTFILE",
+        "SSL_KEYFILE",
+    }
+)
+
+
+def section(title: str) -> str:
+    """The README's text from the heading ``## title`` to the next heading of that level."""
+    start = README.index(f"\n## {title}\n")
+    end = README.find("\n## ", start + 1)
+    return README[start : end if end != -1 else len(README)]
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The cells of every row of the Markdown tables in ``text`` (header and rule excluded)."""
+    rows = []
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("|---"):
+            rows.append([cell.strip() for cell in line.strip().strip("|").split(" | ")])
+    return rows[1:] if rows else rows
+
+
+def python_sources(*folders: str) -> str:
+    return "\n".join(
+        path.read_text(encoding="utf-8")
+        for folder in folders
+        for path in sorted((ROOT / folder).rglob("*.py"))
+    )
+
+
+def test_every_rpc_of_every_service_is_in_its_row_and_no_other() -> None:
+    rows: dict[str, str] = {}
+    for row in table_rows(section("The services")):  # the first table: service, API, owns
+        if row[0] in SERVICES:
+            rows.setdefault(row[0], row[1])
+    assert set(rows) == set(SERVICES)
+    for service in SERVICES:
+        module = importlib.import_module(f"casetrail.{service}.v1.{service}_pb2")
+        rpcs = {
+            method.name
+            for descriptor in module.DESCRIPTOR.services_by_name.values()
+            for method in descriptor.methods
+        }
+        documented = set(re.findall(r"`([A-Z][a-z][A-Za-z]*)`", rows[service]))
+        assert documented == rpcs, (
+            f"{service}: missing {sorted(rpcs - documented)}, "
+            f"not an RPC {sorted(documented - rpcs)}"
+        )
+
+
+def configuration_table() -> set[str]:
+    """The settings named in the first column of "Configuration", shorthand expanded:
+    ``CASETRAIL_KAFKA_SASL_MECHANISM``, ``_SASL_USERNAME`` names
+    ``CASETRAIL_KAFKA_SASL_USERNAME``."""
+    named: set[str] = set()
+    for row in table_rows(section("Configuration")):
+        names = re.findall(r"`([A-Z_][A-Z0-9_]*)`", row[0])
+        full = [name for name in names if name.startswith("CASETRAIL_")]
+        for name in names:
+            if name.startswith("_") and full:
+                # The family's prefix: CASETRAIL_KAFKA, CASETRAIL_OIDC, CASETRAIL_TLS.
+                named.add("_".join(full[0].split("_")[:2]) + name)
+            elif name.startswith("CASETRAIL_"):
+                named.add(name)
+    return named
+
+
+def test_every_setting_read_in_code_or_the_chart_is_in_the_configuration_table() -> None:
+    read = set(SETTING.findall(python_sources("events", "casetrail_platform", "services", "cli")))
+    chart = ROOT / "infra" / "helm" / "casetrail"
+    for path in sorted(chart.rglob("*.yaml")) + sorted(chart.rglob("*.tpl")):
+        read |= set(SETTING.findall(path.read_text(encoding="utf-8")))
+    missing = read - configuration_table()
+    assert not missing, f"read but not in the README's configuration table: {sorted(missing)}"
+
+
+def test_every_setting_in_the_configuration_table_is_read_somewhere() -> None:
+    read = set(SETTING.findall(python_sources("events", "casetrail_platform", "services", "cli")))
+    read |= set(SETTING.findall(python_sources("tests", "bench")))
+    for path in [ROOT / "Makefile", *sorted((ROOT / "infra").rglob("*"))]:
+        if path.is_file() and path.suffix in {"", ".sh", ".yaml", ".tpl"}:
+            read |= set(SETTING.findall(path.read_text(encoding="utf-8", errors="replace")))
+    unread = configuration_table() - read
+    assert not unread, f"documented but read nowhere: {sorted(unread)}"
+
+
+def test_every_refusal_reason_is_in_the_readme() -> None:
+    sources = python_sources("casetrail_platform", "services")
+    reasons = {
+        found
+        for found in REASON.findall(sources)
+        if not found.startswith("CASETRAIL_") and found not in NOT_REASONS
+    }
+    missing = {reason for reason in reasons if not re.search(rf"\b{reason}\b", README)}
+    assert not missing, f"reasons the README never names: {sorted(missing)}"
+
+
+def test_the_number_of_event_types() -> None:
+    """The catalog's types beside audit's alarm, ``casetrail.ledger.inconsistency_detected``."""
+    found = re.search(
+        r"(\d+) event types cover the cycle", section("The event catalog (public contract)")
+    )
+    assert found is not None
+    assert int(found.group(1)) == len(all_event_types()) - 1
+
+
+@pytest.mark.parametrize(
+    ("row", "text"),
+    [
+        ("ids (", f"at most {limits.MAX_ID_CHARS} characters"),
+        ("idempotency key", f"1-{limits.MAX_KEY_CHARS} characters"),
+        ("page token", f"at most {limits.MAX_TOKEN_CHARS} characters"),
+        ("names, codes, free text", f"at most {limits.MAX_TEXT_CHARS:,} characters"),
+        ("lists", f"at most {limits.MAX_LIST_ITEMS} items"),
+        ("one stored event", f"{limits.MAX_EVENT_BYTES // 1024} KiB"),
+        ("any timestamp or date", f"{limits.EARLIEST_MOMENT:%Y-%m-%d} to 2199-12-31"),
+    ],
+)
+def test_the_limits_table_states_the_limits_of_the_code(row: str, text: str) -> None:
+    rows = [
+        cells
+        for cells in table_rows(section("Limits and hostile input"))
+        if cells[0].startswith(row)
+    ]
+    assert len(rows) == 1, row
+    assert text in rows[0][1]
+
+
+def test_every_casetrail_subcommand_is_in_the_usage_block_and_no_other() -> None:
+    root = cli_parser()
+    (commands,) = (
+        action for action in root._actions if isinstance(action, argparse._SubParsersAction)
+    )
+    block = section("The `casetrail` command").split("```sh\n", 1)[1].split("```", 1)[0]
+    documented = {
+        name
+        for names in re.findall(r"^casetrail ([a-z|-]+)", block, re.MULTILINE)
+        for name in names.split("|")
+    }
+    assert documented == set(commands.choices)
