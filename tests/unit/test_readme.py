@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from casetrail_platform import limits
+from casetrail_platform.grpc_platform.edge import DATED_FIELDS
 from cli.main import parser as cli_parser
 from events.catalog_registry import all_event_types
 
@@ -166,15 +167,54 @@ def test_the_limits_table_states_the_limits_of_the_code(row: str, text: str) -> 
     assert text in rows[0][1]
 
 
-def test_every_casetrail_subcommand_is_in_the_usage_block_and_no_other() -> None:
-    root = cli_parser()
-    (commands,) = (
-        action for action in root._actions if isinstance(action, argparse._SubParsersAction)
+def test_the_limits_table_names_every_dated_field_of_the_edge() -> None:
+    (row,) = (
+        cells
+        for cells in table_rows(section("Limits and hostile input"))
+        if cells[0].startswith("any timestamp or date")
     )
-    block = section("The `casetrail` command").split("```sh\n", 1)[1].split("```", 1)[0]
+    listed = row[1].split("a day (", 1)[1].split(": the edge's `DATED_FIELDS`", 1)[0]
+    assert set(re.findall(r"`([a-z_]+)`", listed)) == DATED_FIELDS
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return {
+        name: command
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name, command in action.choices.items()
+    }
+
+
+def options(parser: argparse.ArgumentParser) -> set[str]:
+    """A command's options and those of its own subcommands (``ledger prove --tree-size``)."""
+    found = {option for action in parser._actions for option in action.option_strings}
+    for command in subcommands(parser).values():
+        found |= options(command)
+    return found
+
+
+def usage_block() -> str:
+    return section("The `casetrail` command").split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_every_casetrail_subcommand_is_in_the_usage_block_and_no_other() -> None:
+    block = usage_block()
     documented = {
         name
         for names in re.findall(r"^casetrail ([a-z|-]+)", block, re.MULTILINE)
         for name in names.split("|")
     }
-    assert documented == set(commands.choices)
+    assert documented == set(subcommands(cli_parser()))
+
+
+def test_every_option_in_the_usage_block_is_one_of_its_command() -> None:
+    commands = subcommands(cli_parser())
+    for line in usage_block().splitlines():
+        if not line.startswith("casetrail "):
+            continue
+        usage = line.split("#", 1)[0]  # the comment may name other commands' options
+        given = set(re.findall(r"(?<![\w-])(--[a-z-]+|-[a-zA-Z])\b", usage))
+        for name in usage.split()[1].split("|"):
+            unknown = given - options(commands[name])
+            assert not unknown, f"casetrail {name}: no option {sorted(unknown)}"
