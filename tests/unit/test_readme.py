@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import Counter, Gauge, Histogram
 
 from casetrail_platform import limits
 from casetrail_platform.grpc_platform.edge import DATED_FIELDS
+from casetrail_platform.telemetry.metrics import Metrics
 from cli.main import parser as cli_parser
 from events.catalog_registry import all_event_types
 
@@ -155,6 +158,21 @@ def test_the_number_of_event_types() -> None:
         ("lists", f"at most {limits.MAX_LIST_ITEMS} items"),
         ("one stored event", f"{limits.MAX_EVENT_BYTES // 1024} KiB"),
         ("any timestamp or date", f"{limits.EARLIEST_MOMENT:%Y-%m-%d} to 2199-12-31"),
+        (
+            "a command's `occurred_at`",
+            f"from {limits.EARLIEST_OCCURRED_AT:%Y-%m-%d} up to now"
+            f" ({limits.OCCURRED_AT_CLOCK_SKEW // timedelta(minutes=1)} minutes",
+        ),
+        (
+            "a scheduled, rescheduled or delivered service",
+            f"at most {limits.MAX_SERVICE_DURATION // timedelta(hours=1)} hours long, starting"
+            f" within {limits.SERVICE_WINDOW_REACH.days // 366} years",
+        ),
+        (
+            "reservations on one budget line",
+            f"at most {limits.MAX_RESERVATIONS_PER_SERVICE} for one service (its first and its"
+            f" top-ups, when its cost grows) and {limits.MAX_RESERVATIONS_PER_CASE} for one case",
+        ),
     ],
 )
 def test_the_limits_table_states_the_limits_of_the_code(row: str, text: str) -> None:
@@ -218,3 +236,20 @@ def test_every_option_in_the_usage_block_is_one_of_its_command() -> None:
         for name in usage.split()[1].split("|"):
             unknown = given - options(commands[name])
             assert not unknown, f"casetrail {name}: no option {sorted(unknown)}"
+
+
+def test_the_metrics_table_lists_every_metric_with_its_type_and_labels() -> None:
+    documented: dict[str, tuple[str, set[str]]] = {}
+    for cells in table_rows(section("Observability")):
+        labels = set(re.findall(r"`([a-z_]+)`", cells[2]))
+        for name in re.findall(r"`(casetrail_[a-z_]+)`", cells[0]):
+            documented[name] = (cells[1], labels)
+    exported: dict[str, tuple[str, set[str]]] = {}
+    for metric in vars(Metrics()).values():
+        if isinstance(metric, Counter | Gauge | Histogram):
+            kind = metric._type  # prometheus_client's own: "counter", "gauge", "histogram"
+            name = metric._name + ("_total" if kind == "counter" else "")
+            exported[name] = (kind, set(metric._labelnames))
+    assert set(documented) == set(exported)
+    for name, (kind, labels) in exported.items():
+        assert documented[name] == (kind, labels), name
