@@ -253,3 +253,21 @@ def test_the_metrics_table_lists_every_metric_with_its_type_and_labels() -> None
     assert set(documented) == set(exported)
     for name, (kind, labels) in exported.items():
         assert documented[name] == (kind, labels), name
+
+
+def test_every_file_the_readme_names_exists() -> None:
+    """A path in backquotes with an extension; one relative to the section's folder
+    (``static/integrity.js`` of the console) exists below some folder of the repository; the
+    data directory (``var/``) is made at run time."""
+    named = set(re.findall(r"`([A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)+\.[a-z]{2,5})`", README))
+    missing = {
+        path
+        for path in named
+        if not path.startswith("var/")
+        and not (ROOT / path).exists()
+        and not any(
+            (ROOT / top / path).exists() or any((ROOT / top).glob(f"**/{path}"))
+            for top in ("services", "infra", "casetrail_platform", "events")
+        )
+    }
+    assert not missing, f"the README names files that do not exist: {sorted(missing)}"
