@@ -17,6 +17,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from casetrail_platform import limits
 from casetrail_platform.grpc_platform.edge import DATED_FIELDS
+from casetrail_platform.policy.matrix import REFUSALS, RULES
 from casetrail_platform.telemetry.metrics import Metrics
 from cli.main import parser as cli_parser
 from events.catalog_registry import all_event_types
@@ -271,3 +272,11 @@ def test_every_file_the_readme_names_exists() -> None:
         )
     }
     assert not missing, f"the README names files that do not exist: {sorted(missing)}"
+
+
+def test_the_access_matrix_table_is_the_policys_rules_in_order_and_names_every_refusal() -> None:
+    text = section("Security model: who can see what")
+    documented = [cells[0].strip("`") for cells in table_rows(text.split("\n\n`tests/", 1)[0])]
+    assert documented == [rule.name for rule in RULES]  # the first rule that holds decides
+    for refusal in REFUSALS:
+        assert f"`{refusal.upper().replace('-', '_')}`" in text, refusal
