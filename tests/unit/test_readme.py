@@ -280,3 +280,13 @@ def test_the_access_matrix_table_is_the_policys_rules_in_order_and_names_every_r
     assert documented == [rule.name for rule in RULES]  # the first rule that holds decides
     for refusal in REFUSALS:
         assert f"`{refusal.upper().replace('-', '_')}`" in text, refusal
+
+
+def test_every_rule_a_decision_names_is_in_the_readme() -> None:
+    # Auditors meet them in x-casetrail-access-rule and in the access records.
+    names = set(
+        re.findall(r'Decision\(\s*True,\s*"([a-z-]+)"', python_sources("casetrail_platform"))
+    )
+    assert names, "the pattern no longer finds the policy's decisions"
+    missing = {name for name in names if f"`{name}`" not in README}
+    assert not missing, f"rules the README never names: {sorted(missing)}"
