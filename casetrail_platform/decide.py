@@ -21,12 +21,16 @@ later retry would (the first result, or ``IdempotencyKeyReused``), on any replic
 Streams that grow without bound (a budget line, a client's schedule) opt in to
 ``execute_folded``: the decision takes the stream's state kept folded between commands
 (``casetrail_platform.folded``) and the command reads only what was appended since, with the
-same answers as ``execute``; ``folded`` lends that state to readers.
+same answers as ``execute``; ``folded`` lends that state to readers. A fold with snapshots
+starts, in a process that keeps no state of the stream, from the stream's snapshot, and has one
+written in the background every ``folded.SNAPSHOT_EVERY`` events (``snapshots_written`` waits
+for those under way).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -36,14 +40,16 @@ from weakref import WeakKeyDictionary
 
 from casetrail_platform.commands import CommandContext, VersionConflict
 from casetrail_platform.errors import CommandAlreadyRecorded, ConcurrencyError
-from casetrail_platform.folded import Fold, FoldCache, sealed_keys
+from casetrail_platform.folded import Fold, FoldCache, Snapshots, sealed_keys
 from casetrail_platform.locking.inprocess import InProcessLocks
-from casetrail_platform.store.port import EventStore
+from casetrail_platform.store.port import EventStore, Snapshot
 from events.catalog.base import CaseEvent
 from events.envelope import RecordedEvent
 
 S = TypeVar("S")
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 Decision = Callable[[list[RecordedEvent]], Sequence[CaseEvent]]
 
@@ -63,6 +69,10 @@ deciding on (a NUL-prefixed command name never meets a stream's)."""
 
 _folds: WeakKeyDictionary[EventStore, FoldCache] = WeakKeyDictionary()
 """Per store: the decision states of streams whose kind opts in (``execute_folded``)."""
+
+
+_snapshot_writes: WeakKeyDictionary[EventStore, set[asyncio.Task[None]]] = WeakKeyDictionary()
+"""Per store: snapshots being written (``Folding``), held so they are not collected."""
 
 
 def _turns_of(store: EventStore) -> InProcessLocks:
@@ -195,7 +205,7 @@ async def execute_folded(
             earlier, new = await store.read_for_command(command_id, stream, after + 1)
             return new
 
-        folding = Folding(_folds_of(store), fold, stream)
+        folding = Folding(store, fold, stream)
         await folding.catch_up(first_read)
         if earlier:
             return context.check_retry(service, earlier)
@@ -219,9 +229,15 @@ async def folded(store: EventStore, stream: str, fold: Fold[S]) -> AsyncIterator
     command changes it in place). For readers, and writers with appends of their own
     (``Folding.catch_up`` after losing a race)."""
     async with _turns_of(store).holding([stream]):
-        folding = Folding(_folds_of(store), fold, stream)
+        folding = Folding(store, fold, stream)
         await folding.catch_up(lambda after: store.read_stream(stream, from_version=after + 1))
         yield folding
+
+
+async def snapshots_written(store: EventStore) -> None:
+    """Once every snapshot of ``store`` being written has been (or failed)."""
+    while writes := _snapshot_writes.get(store):
+        await asyncio.gather(*writes)
 
 
 class Folding(Generic[S]):
@@ -230,8 +246,9 @@ class Folding(Generic[S]):
     state: S
     version: int
 
-    def __init__(self, cache: FoldCache, fold: Fold[S], stream: str) -> None:
-        self._cache = cache
+    def __init__(self, store: EventStore, fold: Fold[S], stream: str) -> None:
+        self._store = store
+        self._cache = _folds_of(store)
         self._fold = fold
         self._stream = stream
 
@@ -242,7 +259,10 @@ class Folding(Generic[S]):
         # half folded behind (the stream is folded again from its start next time).
         state, version, keys = cache.take(fold, stream)
         try:
-            new = await read(version)
+            if version == 0 and fold.snapshots is not None:
+                state, version, new = await self._from_snapshot(fold.snapshots, state, read)
+            else:
+                new = await read(version)
         except BaseException:
             cache.keep(fold, stream, state, version, keys)
             raise
@@ -251,3 +271,59 @@ class Folding(Generic[S]):
             version, keys = new[-1].sequence, sealed_keys(keys, new)
         cache.keep(fold, stream, state, version, keys)
         self.state, self.version = state, version
+        # A state holding opened values is never written, whatever its fold says.
+        if not keys and cache.snapshot_due(fold, stream, version):
+            writes = _snapshot_writes.setdefault(self._store, set())
+            task = asyncio.create_task(_write_snapshot(self._store, fold, stream))
+            writes.add(task)
+            task.add_done_callback(writes.discard)
+
+    async def _from_snapshot(
+        self,
+        snapshots: Snapshots[S],
+        empty: S,
+        read: Callable[[int], Awaitable[list[RecordedEvent]]],
+    ) -> tuple[S, int, list[RecordedEvent]]:
+        """The stream's snapshot, if it is usable, and the events after it; else the empty
+        state and every event."""
+        fold, stream = self._fold, self._stream
+        kept = await self._store.load_snapshot(fold.name, stream)
+        if kept is not None and kept.schema_version == snapshots.schema_version:
+            # Read from the snapshot's own event: still the one it was folded up to, or the
+            # snapshot is of another history (a store restored, events copied in) and unused.
+            new = await read(kept.version - 1)
+            if new and new[0].sequence == kept.version and new[0].event_id == kept.last_event_id:
+                try:
+                    state = snapshots.decode(kept.data)
+                except Exception as error:  # derived data: folded from the start instead
+                    log.warning("snapshot of %s unreadable (%s)", stream, type(error).__name__)
+                else:
+                    self._cache.snapshot_read(fold, stream, kept.version)
+                    return state, kept.version, new[1:]
+            else:
+                log.warning("snapshot of %s does not match its stream: unused", stream)
+        return empty, 0, await read(0)
+
+
+async def _write_snapshot(store: EventStore, fold: Fold[S], stream: str) -> None:
+    """Write ``stream``'s kept state as a snapshot; off the command's path, which has
+    answered already. A failure costs only time (the next snapshot, or folding from older)."""
+    snapshots = fold.snapshots
+    assert snapshots is not None
+    cache = _folds_of(store)
+    try:
+        # Encoded under the stream's turn: the next command changes the state in place.
+        async with _turns_of(store).holding([stream]):
+            state, version, keys = cache.take(fold, stream)
+            try:
+                data = snapshots.encode(state) if version and not keys else None
+            finally:
+                cache.keep(fold, stream, state, version, keys)
+        if data is None:
+            return
+        [last] = await store.read_stream(stream, from_version=version, to_version=version)
+        await store.save_snapshot(
+            Snapshot(fold.name, stream, snapshots.schema_version, version, last.event_id, data)
+        )
+    except Exception as error:  # logged only: a snapshot is never needed
+        log.warning("snapshot of %s not written (%s)", stream, type(error).__name__)

@@ -17,6 +17,9 @@ Guarantees every adapter must give (checked by ``tests/contract/test_event_store
 * ``read_all`` returns events in global-position order and never skips one, even when
   concurrent writers commit out of order.
 * stored events cannot be changed or deleted, not even through the database.
+* a snapshot saved is loaded back as saved, until one of a higher version (or another schema
+  version) of its fold and stream replaces it; a lower version never replaces a higher one.
+  Snapshots are derived data (``casetrail_platform.folded``): they may be deleted at any time.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
@@ -43,6 +47,19 @@ appending, such as the access log (``casetrail.record.accessed``: every read rec
 sixty readers of one case must not make each other retry). A decision (a command that looks at
 the stream's history) must always pass the version it decided on. Retries stay safe: an append
 whose event ids are already stored with the same content returns the stored events."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A stream's state as a fold makes it (``casetrail_platform.folded.Snapshots``), folded
+    up to ``version``, whose event is ``last_event_id``."""
+
+    fold: str
+    stream: str
+    schema_version: int
+    version: int
+    last_event_id: UUID
+    data: bytes
 
 
 class EventStore(ABC):
@@ -101,6 +118,15 @@ class EventStore(ABC):
         if earlier:
             return earlier, []
         return [], await self.read_stream(stream, from_version=from_version)
+
+    @abstractmethod
+    async def load_snapshot(self, fold: str, stream: str) -> Snapshot | None:
+        """The snapshot kept of ``stream``'s state as ``fold`` makes it, if any."""
+
+    @abstractmethod
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep ``snapshot`` in place of its fold and stream's, unless that one is of the same
+        schema version and a higher version. Not in any append's transaction."""
 
     @abstractmethod
     async def stream_version(self, stream: str) -> int:

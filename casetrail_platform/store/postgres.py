@@ -38,7 +38,7 @@ from casetrail_platform.errors import (
 )
 from casetrail_platform.store.guard import require_publishable, storable_data
 from casetrail_platform.store.pg_connections import Connection, PgConnections, open_connection
-from casetrail_platform.store.port import EventStore
+from casetrail_platform.store.port import EventStore, Snapshot
 from casetrail_platform.store.rows import (
     COLUMNS,
     TRACED_COLUMNS,
@@ -107,6 +107,19 @@ class PostgresEventStore(EventStore):
             " AND sequence >= %s) AS reads"
             " ORDER BY part, CASE WHEN part = 1 THEN position ELSE sequence END"
         ).format(table=table)
+        snapshots = sql.Identifier(schema, "snapshots")
+        self._load_snapshot_sql = sql.SQL(
+            "SELECT schema_version, version, last_event_id, data FROM {}"
+            " WHERE fold = %s AND stream = %s"
+        ).format(snapshots)
+        self._save_snapshot_sql = sql.SQL(
+            "INSERT INTO {table} AS kept (fold, stream, schema_version, version, last_event_id,"
+            " data) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (fold, stream) DO UPDATE SET"
+            " schema_version = excluded.schema_version, version = excluded.version,"
+            " last_event_id = excluded.last_event_id, data = excluded.data"
+            " WHERE kept.schema_version <> excluded.schema_version"
+            " OR kept.version < excluded.version"
+        ).format(table=snapshots)
         self._by_ids_sql = self._select + sql.SQL(" WHERE event_id = ANY(%s) ORDER BY position")
         self._version_sql = sql.SQL(
             "SELECT coalesce(max(sequence), 0) FROM {} WHERE stream = %s"
@@ -346,6 +359,29 @@ class PostgresEventStore(EventStore):
         if earlier:
             return await opened_records(earlier, self._registry), []
         return [], await opened_records([row[1:] for row in rows], self._registry)
+
+    async def load_snapshot(self, fold: str, stream: str) -> Snapshot | None:
+        rows = await self._fetch(self._load_snapshot_sql, (fold, stream))
+        if not rows:
+            return None
+        [(schema_version, version, last_event_id, data)] = rows
+        return Snapshot(fold, stream, schema_version, version, last_event_id, bytes(data))
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        parameters = (
+            snapshot.fold,
+            snapshot.stream,
+            snapshot.schema_version,
+            snapshot.version,
+            snapshot.last_event_id,
+            snapshot.data,
+        )
+
+        async def save(connection: Connection) -> None:
+            # A reader connection: a snapshot of megabytes must not hold up the appends.
+            await connection.execute(self._save_snapshot_sql, parameters)
+
+        await self._readers.run(save)
 
     async def stream_version(self, stream: str) -> int:
         [(version,)] = await self._fetch(self._version_sql, (stream,))

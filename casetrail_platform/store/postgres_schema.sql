@@ -45,6 +45,19 @@ CREATE INDEX IF NOT EXISTS stored_events_recorded_at_brin
 CREATE INDEX IF NOT EXISTS stored_events_causation_id
     ON {schema}.stored_events (causation_id) WHERE causation_id IS NOT NULL;
 
+-- Decision states folded up to a version (casetrail_platform/folded.py): derived data, written
+-- outside any append's transaction, safe to delete at any time (a stream is then folded from its
+-- start). Only states that hold no sealed value are written here.
+CREATE TABLE IF NOT EXISTS {schema}.snapshots (
+    version         integer NOT NULL,
+    schema_version  integer NOT NULL,
+    last_event_id   uuid    NOT NULL,
+    fold            text    NOT NULL,
+    stream          text    NOT NULL,
+    data            bytea   NOT NULL,
+    PRIMARY KEY (fold, stream)
+);
+
 CREATE OR REPLACE FUNCTION {schema}.refuse_event_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN

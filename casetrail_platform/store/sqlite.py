@@ -22,7 +22,7 @@ from casetrail_platform.errors import (
 )
 from casetrail_platform.parking import ParkedRecord, ParkingLot
 from casetrail_platform.store.guard import require_publishable, storable_data
-from casetrail_platform.store.port import ANY_VERSION, EventStore
+from casetrail_platform.store.port import ANY_VERSION, EventStore, Snapshot
 from casetrail_platform.store.rows import (
     COLUMNS,
     TRACED_COLUMNS,
@@ -83,6 +83,15 @@ CREATE TABLE IF NOT EXISTS parked_records (
     retry_requested INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (relay, position)
 );
+CREATE TABLE IF NOT EXISTS snapshots (
+    fold TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    last_event_id TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (fold, stream)
+);
 """
 
 _INSERT = (
@@ -99,6 +108,18 @@ _READ_ALL = (
     f"SELECT {TRACED_COLUMNS} FROM stored_events WHERE position > ? ORDER BY position LIMIT ?"
 )
 _BY_CAUSATION = f"{_SELECT} WHERE causation_id = ? ORDER BY position"
+_LOAD_SNAPSHOT = (
+    "SELECT schema_version, version, last_event_id, data FROM snapshots"
+    " WHERE fold = ? AND stream = ?"
+)
+_SAVE_SNAPSHOT = (
+    "INSERT INTO snapshots (fold, stream, schema_version, version, last_event_id, data)"
+    " VALUES (?,?,?,?,?,?) ON CONFLICT (fold, stream) DO UPDATE SET"
+    " schema_version = excluded.schema_version, version = excluded.version,"
+    " last_event_id = excluded.last_event_id, data = excluded.data"
+    " WHERE snapshots.schema_version <> excluded.schema_version"
+    " OR snapshots.version < excluded.version"
+)
 
 T = TypeVar("T")
 
@@ -287,6 +308,24 @@ class SqliteEventStore(EventStore):
         return await opened_records(
             await self._fetch(_BY_CAUSATION, (str(causation_id),)), self._registry
         )
+
+    async def load_snapshot(self, fold: str, stream: str) -> Snapshot | None:
+        row = await self._read(lambda c: c.execute(_LOAD_SNAPSHOT, (fold, stream)).fetchone())
+        if row is None:
+            return None
+        schema_version, version, last_event_id, data = row
+        return Snapshot(fold, stream, schema_version, version, UUID(last_event_id), data)
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        parameters = (
+            snapshot.fold,
+            snapshot.stream,
+            snapshot.schema_version,
+            snapshot.version,
+            str(snapshot.last_event_id),
+            snapshot.data,
+        )
+        await self._writer.write(lambda c: c.execute(_SAVE_SNAPSHOT, parameters))
 
     async def stream_version(self, stream: str) -> int:
         return await self._read(lambda c: _version_of(c, stream))

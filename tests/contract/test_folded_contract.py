@@ -14,15 +14,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from casetrail_platform import decide
+from casetrail_platform import decide, folded
 from casetrail_platform.commands import (
     CommandContext,
     IdempotencyKeyReused,
     RuleBroken,
     VersionConflict,
 )
-from casetrail_platform.decide import execute_folded, folded
-from casetrail_platform.folded import Fold, FoldCache
+from casetrail_platform.decide import execute_folded, snapshots_written
+from casetrail_platform.folded import Fold, FoldCache, Snapshots
 from casetrail_platform.keys.fields import FieldProtection
 from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
 from casetrail_platform.keys.keyring import CASE_OWNER_PREFIX, ClientKeyring
@@ -92,7 +92,7 @@ async def _command(
 
 
 async def _state(store: EventStore) -> Notes:
-    async with folded(store, STREAM, NOTES) as state:
+    async with decide.folded(store, STREAM, NOTES) as state:
         return Notes(state.version, list(state.state.texts))
 
 
@@ -273,3 +273,26 @@ async def test_the_least_recently_used_states_go_first_when_the_bound_is_reached
     assert (await _state(event_store)).version == 3
     decide._folds[event_store].take(NOTES, STREAM)
     assert await _state(event_store) == Notes(3, ["n 0", "n 1", "n 2"])
+
+
+async def test_a_state_holding_opened_values_is_never_written_to_a_snapshot(
+    keyring: tuple[EventStore, ClientKeyring, DataKeyTable], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Even when its fold asks for snapshots: the plaintext would outlive the erasure."""
+    monkeypatch.setattr(folded, "SNAPSHOT_EVERY", 1)
+    snapshotted = Fold(
+        "test.notes-with-snapshots", Notes, _evolve, Snapshots(1, repr_bytes, lambda _: Notes())
+    )
+    store, _, _ = keyring
+    for number in range(3):
+        context = CommandContext(WORKER, f"k-{number}")
+        await execute_folded(
+            store, "svc", context, STREAM, snapshotted, lambda _: _one_note(CANARY)
+        )
+    await snapshots_written(store)
+
+    assert await store.load_snapshot(snapshotted.name, STREAM) is None
+
+
+def repr_bytes(state: Notes) -> bytes:
+    return repr(state).encode()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from itertools import islice
 
-from casetrail_platform.folded import Fold
+from casetrail_platform.folded import Fold, Snapshots
 from events.catalog.funding import BudgetReleased, BudgetReserved
 from events.envelope import RecordedEvent
 
@@ -72,6 +73,29 @@ def fold_budget(state: BudgetLineState, history: Iterable[RecordedEvent]) -> Bud
     return state
 
 
-BUDGET_LINE = Fold("coordination.budget-line.v1", lambda: BudgetLineState(0, {}), fold_budget)
+def _encode(state: BudgetLineState) -> bytes:
+    reservations = [
+        [r.reservation_id, r.case_id, r.service_id, r.reserved, r.released]
+        for r in state.reservations.values()
+    ]
+    whole = [state.version, state.committed, state.reservations_total, reservations]
+    return json.dumps(whole, separators=(",", ":")).encode()
+
+
+def _decode(data: bytes) -> BudgetLineState:
+    version, committed, total, reservations = json.loads(data)
+    # In the order they were made: ``newest`` lists the last ones.
+    kept = {row[0]: Reservation(*row) for row in reservations}
+    return BudgetLineState(version, kept, committed, total)
+
+
+BUDGET_LINE = Fold(
+    "coordination.budget-line",
+    lambda: BudgetLineState(0, {}),
+    fold_budget,
+    Snapshots(schema_version=1, encode=_encode, decode=_decode),
+)
 """A budget line's state, kept folded between commands (``casetrail_platform.folded``): lines
-grow all year with every reservation. Holds no sealed value (amounts, ids)."""
+grow all year with every reservation. Holds no sealed value (amounts, ids), so it is written to
+snapshots too: change ``schema_version`` with any change to ``BudgetLineState``, ``Reservation``
+or ``fold_budget``."""
