@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from casetrail_platform.policy.facts import FACT_EVENT_TYPES, CaseFacts, Entry, entry_of, fold
 from casetrail_platform.policy.facts_cache import CachedFacts, CaseFactsCache
-from casetrail_platform.projections.port import DocumentTransaction, Projection, ReadModelStore
+from casetrail_platform.projections.port import (
+    Document,
+    DocumentTransaction,
+    Projection,
+    ReadModelStore,
+)
 from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 
@@ -88,10 +93,34 @@ class CaseFactsReader:
         entries.update(own)
         return fold(case_id, entries.values(), as_of=as_of)
 
+    async def facts_of(self, case_ids: Sequence[str]) -> dict[str, CaseFacts]:
+        """The current ``facts`` of each case, by case id: those not kept in memory in one
+        read of the read models (a list answer's cases, up to a thousand)."""
+        wanted = list(dict.fromkeys(case_ids))
+        found: dict[str, CaseFacts] = {}
+        missing: list[str] = []
+        for case_id in wanted:
+            cached = None if self._cache is None else self._cache.get(case_id)
+            if cached is None:
+                missing.append(case_id)
+            else:
+                found[case_id] = cached.facts
+        changes = None if self._cache is None else self._cache.changes
+        documents = await self._read_models.get_many(FACTS, missing) if missing else {}
+        for case_id in missing:
+            entries = _entries_of(documents.get(case_id))
+            found[case_id] = facts = fold(case_id, entries.values())
+            if self._cache is not None and changes is not None and self._read_models.watching():
+                self._cache.keep(case_id, CachedFacts(facts, entries), changes)
+        return {case_id: found[case_id] for case_id in wanted}
+
     async def _entries(self, case_id: str) -> dict[str, Entry]:
-        document = await self._read_models.get(FACTS, case_id)
-        return {} if document is None else {e["event_id"]: e for e in document["entries"]}
+        return _entries_of(await self._read_models.get(FACTS, case_id))
 
     async def cases_of_client(self, client_id: str) -> list[str]:
         documents = await self._read_models.find(FACTS, equals={"client_id": client_id})
         return sorted(str(document["case_id"]) for document in documents)
+
+
+def _entries_of(document: Document | None) -> dict[str, Entry]:
+    return {} if document is None else {e["event_id"]: e for e in document["entries"]}

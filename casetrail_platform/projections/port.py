@@ -109,6 +109,12 @@ class ReadModelStore(ABC):
     @abstractmethod
     async def get(self, collection: str, key: str) -> Document | None: ...
 
+    async def get_many(self, collection: str, keys: Sequence[str]) -> dict[str, Document]:
+        """The documents of ``keys`` that exist, by key (for a list answer's thousand cases).
+        Adapters answer it with one query; this default gets them one by one."""
+        found = {key: await self.get(collection, key) for key in dict.fromkeys(keys)}
+        return {key: document for key, document in found.items() if document is not None}
+
     @abstractmethod
     async def find(
         self,

@@ -110,6 +110,16 @@ class PostgresReadModelStore(ReadModelStore):
     async def get(self, collection: str, key: str) -> Document | None:
         return await self._reader.run(lambda connection: _get(connection, collection, key))
 
+    async def get_many(self, collection: str, keys: Sequence[str]) -> dict[str, Document]:
+        async def fetch(connection: Connection) -> list[tuple[str, Any]]:
+            cursor = await connection.execute(
+                "SELECT key, document FROM documents WHERE collection = %s AND key = ANY(%s)",
+                (collection, list(keys)),
+            )
+            return await cursor.fetchall()
+
+        return {key: dict(document) for key, document in await self._reader.run(fetch)}
+
     async def applied_position(self, projection: str) -> int:
         async def read(connection: Connection) -> int:
             cursor = await connection.execute(

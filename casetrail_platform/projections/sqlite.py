@@ -122,6 +122,15 @@ class SqliteReadModelStore(ReadModelStore):
     async def get(self, collection: str, key: str) -> Document | None:
         return _get(self._reader, collection, key)
 
+    async def get_many(self, collection: str, keys: Sequence[str]) -> dict[str, Document]:
+        # The keys travel as one JSON array: no limit on how many a statement may bind.
+        rows = self._reader.execute(
+            "SELECT key, document FROM documents WHERE collection = ?"
+            " AND key IN (SELECT value FROM json_each(?))",
+            (collection, json.dumps(list(keys))),
+        ).fetchall()
+        return {key: dict(json.loads(document)) for key, document in rows}
+
     async def find(
         self,
         collection: str,

@@ -112,6 +112,20 @@ async def test_documents_put_get_find_delete(read_models: ReadModelStore) -> Non
     assert [key for key, _ in await dump(read_models, "cases")] == ["c2"]
 
 
+async def test_many_documents_are_got_by_their_keys(read_models: ReadModelStore) -> None:
+    async with read_models.transaction() as transaction:
+        for n in range(1, 4):
+            await transaction.put("cases", f"c{n}", {"n": n})
+        await transaction.put("other", "c4", {"n": 4})
+
+    found = await read_models.get_many("cases", ["c3", "c1", "c4", "c3", "missing"])
+
+    assert found == {"c1": {"n": 1}, "c3": {"n": 3}}
+    assert await read_models.get_many("cases", []) == {}
+    many = [f"k{n}" for n in range(1_000)]
+    assert set(await read_models.get_many("cases", [*many, "c2"])) == {"c2"}
+
+
 class ScanningReadModels(ReadModelStore):
     """The port's own key-range reads (a scan), over a real store's documents."""
 

@@ -404,9 +404,11 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         every case is refused is refused too is the caller's to say."""
         disclosures = []
         refused: dict[Decision, list[str]] = {}
+        facts = await self._access.cases_facts(list(by_case))
         for case_id, part in by_case.items():
-            facts = await self._access.case_facts(case_id)
-            decision = self._access.decide(principal, PolicyAction.READ_CASE, purpose, facts)
+            decision = self._access.decide(
+                principal, PolicyAction.READ_CASE, purpose, facts[case_id]
+            )
             if not decision.allowed:
                 refused.setdefault(decision, []).append(case_id)
                 continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,8 @@ from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.ages import age_on
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from casetrail_platform.limits import MAX_RESERVATIONS_PER_SERVICE
+from casetrail_platform.policy.projection import FACTS
+from casetrail_platform.projections.port import Document
 from cli.rpc import Person
 from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSection
 from events.catalog.assignment import CaseAssigned
@@ -326,6 +329,43 @@ async def test_a_budget_line_records_a_read_of_each_case_it_lists(
     assert set(read) == {"case-1", "case-2"}
     assert all(a.sections == (RecordSection.FUNDING,) for a in read.values())
     assert {a.accessor_id for a in read.values()} == {"user-coordinator"}
+
+
+async def test_a_budget_line_reads_the_facts_of_the_cases_it_lists_at_once(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to 1,000 cases listed: their policy facts come in one read, not one per case."""
+    await _reserve_on_two_cases(stub, intake)
+    # Both cases' facts change, so neither is kept in memory when the line is read.
+    await intake.deliver(
+        CaseAssigned(
+            case_id="case-2", worker_id="cm-dana", worker_role=Role.CASE_MANAGER, reason="fits"
+        ),
+        case_stream("case-2"),
+        source="casetrail/coordination",
+    )
+    reads: list[tuple[str, ...]] = []
+    get, get_many = deps.read_models.get, deps.read_models.get_many
+
+    async def one(collection: str, key: str) -> Document | None:
+        if collection == FACTS:
+            reads.append((key,))
+        return await get(collection, key)
+
+    async def many(collection: str, keys: Sequence[str]) -> dict[str, Document]:
+        if collection == FACTS:
+            reads.append(tuple(keys))
+        return await get_many(collection, keys)
+
+    monkeypatch.setattr(deps.read_models, "get", one)
+    monkeypatch.setattr(deps.read_models, "get_many", many)
+
+    line = await stub.GetBudgetLine(
+        pb.GetBudgetLineRequest(context=query_context(), budget_line="home-care-fy2026")
+    )
+
+    assert [r.case_id for r in line.reservations] == ["case-1", "case-2"]
+    assert reads == [("case-1", "case-2")]
 
 
 async def test_a_budget_line_leaves_out_the_cases_its_reader_may_not_read(

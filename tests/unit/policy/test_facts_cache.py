@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,6 +40,11 @@ class CountingReadModels(SqliteReadModelStore):
         if collection == FACTS:
             self.reads += 1
         return await super().get(collection, key)
+
+    async def get_many(self, collection: str, keys: Sequence[str]) -> dict[str, Document]:
+        if collection == FACTS:
+            self.reads += 1
+        return await super().get_many(collection, keys)
 
 
 class UnwatchableReadModels(CountingReadModels):
@@ -99,6 +104,26 @@ async def test_facts_are_read_once_then_kept(read_models: CountingReadModels) ->
     assert again is first
     assert consent_in_force(first)
     assert read_models.reads == 1
+
+
+async def test_the_facts_of_many_cases_are_read_at_once_then_kept(
+    read_models: CountingReadModels,
+) -> None:
+    """A list answer's cases (up to a thousand): one read for those not kept, then kept."""
+    opening, granting, _ = history()
+    await BusProjectionHandler(read_models, CaseFactsProjection()).handle_batch([opening, granting])
+    reader = CaseFactsReader(read_models)
+    kept = await reader.facts("case-kept")
+
+    found = await reader.facts_of([CASE, "case-unknown", "case-kept", CASE])
+
+    assert read_models.reads == 2  # case-kept alone, then the others together
+    assert list(found) == [CASE, "case-unknown", "case-kept"]
+    assert consent_in_force(found[CASE])
+    assert found["case-unknown"] == unknown_case("case-unknown")
+    assert found["case-kept"] is kept
+    assert await reader.facts(CASE) is found[CASE]
+    assert read_models.reads == 2
 
 
 async def test_a_revocation_is_seen_by_the_next_read(read_models: CountingReadModels) -> None:
