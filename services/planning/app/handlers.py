@@ -61,12 +61,12 @@ async def handle(deps: Dependencies, context: CommandContext, command: Command) 
         raise invalid_command(error) from None
     until = recorded[-1].sequence if recorded else None
     async with folded(deps.store, stream, kept) as record:
-        if until is None or record.version == until:
-            return Outcome(recorded, _plan_version(record.state))
-    # Another command came after this one's events (or this is a retry of an older one).
+        if until is None:
+            return Outcome(recorded, record.state.plan_version)
+        # Right after this command's events, though others may have come since (a retry).
+        known = record.state.plan_version_at(until)
+    if known is not None:
+        return Outcome(recorded, known)
+    # A retry of a command older than the plan version changes the record keeps.
     history = await deps.store.read_stream(stream, to_version=until)
-    return Outcome(recorded, _plan_version(fold(command.case_id, history)))
-
-
-def _plan_version(record: CasePlanning) -> int:
-    return 0 if record.plan is None else record.plan.version
+    return Outcome(recorded, fold(command.case_id, history).plan_version)

@@ -16,6 +16,7 @@ their ids (and their goals' ids) used up.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -98,6 +99,27 @@ class CasePlanning:
     """When the case was last closed: a reopened case's new cycle starts after it."""
     contact_ids: set[str] = field(default_factory=set)
     evaluation_ids: set[str] = field(default_factory=set)
+    version_changes: deque[tuple[int, int]] = field(
+        default_factory=lambda: deque(maxlen=VERSION_CHANGES_KEPT)
+    )
+    """(sequence, plan version after it) of the latest events that changed the plan's
+    version: a retried command answers its plan version from these (``plan_version_at``)
+    instead of reading the case up to its events again."""
+    version_changes_from: int = 0
+    """Every change at or after this sequence is in ``version_changes`` (0: every one)."""
+
+    @property
+    def plan_version(self) -> int:
+        """The version of the current plan (0: no plan)."""
+        return 0 if self.plan is None else self.plan.version
+
+    def plan_version_at(self, sequence: int) -> int | None:
+        """The plan's version right after event ``sequence`` (which this record holds);
+        ``None`` when that is older than the changes kept."""
+        if sequence < self.version_changes_from:
+            return None
+        before = [version for at, version in self.version_changes if at <= sequence]
+        return before[-1] if before else 0
 
     def apply(self, event: CaseEvent, occurred_at: datetime | None = None) -> None:
         """Apply ``event``, stated as happening at ``occurred_at``."""
@@ -143,8 +165,16 @@ def fold(case_id: str, history: Iterable[RecordedEvent]) -> CasePlanning:
 
 def evolve(record: CasePlanning, history: Iterable[RecordedEvent]) -> CasePlanning:
     """``record`` with ``history`` (the case's next events) applied, in place."""
+    changes = record.version_changes
     for recorded in history:
+        before = record.plan_version
         record.apply(recorded.event, recorded.metadata.occurred_at)
+        if record.plan_version != before:
+            if len(changes) == changes.maxlen:
+                # The oldest change goes: versions before the next one are no longer known.
+                changes.popleft()
+                record.version_changes_from = changes[0][0] if changes else recorded.sequence
+            changes.append((recorded.sequence, record.plan_version))
     return record
 
 
@@ -156,6 +186,10 @@ def case_fold(case_id: str) -> Fold[CasePlanning]:
 
 
 FOLD_NAME = "planning.case.v1"
+
+VERSION_CHANGES_KEPT = 64
+"""Plan version changes a kept record remembers (two per agreement, one per draft or
+closure): a retry of a command older than the oldest reads the case up to its events."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from datetime import date
 
+import pytest
+
 from casetrail_platform import decide
 from casetrail_platform.commands import CommandContext
 from events.catalog.monitoring import ContactKind
 from services.planning.app.handlers import Dependencies, handle, stream_for
 from services.planning.domain import commands as c
+from services.planning.domain import model
 from services.planning.domain.model import case_fold
 from tests.unit.planning.support import START, WORKER, Bus, goal
 
@@ -74,6 +77,55 @@ async def test_a_retry_answers_with_the_plan_version_of_its_own_events(
         c.AddGoal("case-a", goal("goal-club", "Join the Thursday club")),
     )
 
+    reads = _counting_stream_reads(deps)
+
     retried = await handle(deps, CommandContext(WORKER, "draft", occurred_at=START), draft)
 
     assert retried.plan_version == 1  # as drafted, not the version 2 the plan is at now
+    assert reads == []  # answered by the kept record (before: the case read up to the draft)
+
+
+async def test_a_retry_older_than_the_changes_kept_reads_the_case_up_to_its_events(
+    deps: Dependencies, bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model, "VERSION_CHANGES_KEPT", 2)
+    await bus.open_case("case-a")
+    draft = c.DraftPlan("case-a", "plan-a", (goal("goal-walk"),))
+    await handle(deps, CommandContext(WORKER, "draft", occurred_at=START), draft)
+    commands: list[c.Command] = [
+        c.RecordAgreement("case-a", None, "Yes", True),
+        c.AddGoal("case-a", goal("goal-club", "Join the Thursday club")),
+        c.RecordAgreement("case-a", None, "Yes", True),
+        c.AddGoal("case-a", goal("goal-garden", "Tend the garden")),
+    ]
+    for number, command in enumerate(commands):
+        await handle(deps, CommandContext(WORKER, f"k-{number}", occurred_at=START), command)
+    reads = _counting_stream_reads(deps)
+
+    agreed = await handle(
+        deps,
+        CommandContext(WORKER, "k-2", occurred_at=START),
+        c.RecordAgreement("case-a", None, "Yes", True),
+    )
+    retried = await handle(deps, CommandContext(WORKER, "draft", occurred_at=START), draft)
+
+    # Versions changed at the draft (1), the first added goal (2) and the second (3): the
+    # record keeps the last two, so the agreement's retry is answered without a read.
+    assert (agreed.plan_version, retried.plan_version) == (2, 1)
+    assert reads == [(1, 1)]  # only the draft, older than the changes kept, was read
+
+
+def _counting_stream_reads(deps: Dependencies) -> list[tuple[int, int | None]]:
+    """The (from, to) versions of every ``read_stream`` of ``deps.store`` up to a version from
+    now on (a kept record catching up reads what came after it, not up to a version)."""
+    reads: list[tuple[int, int | None]] = []
+    store = deps.store
+    read_stream = store.read_stream
+
+    async def counted(stream, *, from_version=1, to_version=None, **more):  # type: ignore[no-untyped-def]
+        if to_version is not None:
+            reads.append((from_version, to_version))
+        return await read_stream(stream, from_version=from_version, to_version=to_version, **more)
+
+    store.read_stream = counted  # type: ignore[method-assign]
+    return reads
