@@ -13,6 +13,10 @@ One budget line is filled with reservations up to each size in turn. At each siz
   ``decide.execute_folded`` on the kept state (``BUDGET_LINE``), reading only what came since.
   ``after cold``: its first command at the size, which folds everything the filling appended
   behind its back (what a process pays once per line after a start or an eviction).
+* the first command after a restart (the kept states dropped), alternating, medians of 3:
+  ``restart, no snapshot`` folds the whole line (the snapshots deleted first);
+  ``restart, snapshot`` starts from the line's snapshot (``BUDGET_LINE.snapshots``, written
+  after the command that folded the fill) and folds only the events after it.
 
 The decision is the service's (``decide_reservation``); the store, the command table and the
 version check are the real ones, durable commits included. PostgreSQL: ``CASETRAIL_PG_DSN``.
@@ -35,8 +39,9 @@ import psycopg
 from psycopg import sql
 
 from bench.common import machine_info, markdown_table, median, now_utc, replace_section
+from casetrail_platform import decide
 from casetrail_platform.commands import CommandContext
-from casetrail_platform.decide import execute, execute_folded
+from casetrail_platform.decide import execute, execute_folded, snapshots_written
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.postgres import PostgresEventStore
 from casetrail_platform.store.rows import COLUMNS
@@ -59,12 +64,7 @@ LINE = BudgetLine(
     amount=Money(amount_minor_units=10**15, currency="EUR"),
 )
 STREAM = budget_stream(LINE.budget_line)
-FACTS = CaseFacts(case_id="case-1", client_id="client-1", needs=())
-COMMAND = ReserveBudget(
-    case_id="case-1",
-    budget_line=LINE.budget_line,
-    amount=Money(amount_minor_units=100, currency="EUR"),
-)
+AMOUNT = Money(amount_minor_units=100, currency="EUR")
 ACTOR = Actor("coordinator-1", Role.CASE_MANAGER)
 FILL_BATCH = 500
 HEADING = "## Stream growth: command cost vs. stream length (h-fold)"
@@ -76,7 +76,7 @@ def _reservation(number: int) -> NewEvent:
             case_id=f"case-{number % 997}",
             reservation_id=f"fill-{number}",
             budget_line=LINE.budget_line,
-            amount=Money(amount_minor_units=100, currency="EUR"),
+            amount=AMOUNT,
         ),
         metadata=EventMetadata(
             source="casetrail/coordination",
@@ -96,7 +96,12 @@ async def _fill(store: EventStore, size: int) -> None:
 
 def _decide(history_or_state: Any) -> list[Any]:
     state = history_or_state
-    return decide_reservation(LINE, state, FACTS, Schedule(0, {}), COMMAND, uuid.uuid4().hex)
+    # A case of its own per command: a line holds at most 100 reservations of one case naming
+    # no service (casetrail_platform.limits), and the benchmark makes more than that.
+    case_id = f"bench-{uuid.uuid4().hex}"
+    facts = CaseFacts(case_id=case_id, client_id="client-1", needs=())
+    command = ReserveBudget(case_id=case_id, budget_line=LINE.budget_line, amount=AMOUNT)
+    return decide_reservation(LINE, state, facts, Schedule(0, {}), command, uuid.uuid4().hex)
 
 
 async def _before(store: EventStore) -> None:
@@ -121,6 +126,27 @@ async def _timed(work: Callable[[], Awaitable[object]]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+async def _restarts(
+    store: EventStore, drop_snapshots: Callable[[], Awaitable[object]]
+) -> tuple[float, float]:
+    """Milliseconds (medians of 3, alternating) of the first command after a restart without
+    and with the line's snapshot. A restart is the store's kept states dropped."""
+    without: list[float] = []
+    with_snapshot: list[float] = []
+    for round_number in range(3):
+        pair = [(without, True), (with_snapshot, False)]
+        for found, drop in pair if round_number % 2 == 0 else pair[::-1]:
+            # Each command folding the whole line writes its snapshot: wait for it, so the
+            # next restart finds one (or deletes it) and nothing writes while one is timed.
+            await snapshots_written(store)
+            if drop:
+                await drop_snapshots()
+            decide._folds.pop(store, None)
+            found.append(await _timed(lambda: _after(store)))
+    await snapshots_written(store)
+    return median(without), median(with_snapshot)
+
+
 async def _phases(store: EventStore, rows: Callable[[], Awaitable[object]]) -> dict[str, float]:
     """Milliseconds (median of 3) of each part of a whole-stream read and fold."""
     found: dict[str, list[float]] = {"rows": [], "records": [], "decode": [], "fold": []}
@@ -140,7 +166,11 @@ async def _phases(store: EventStore, rows: Callable[[], Awaitable[object]]) -> d
 
 
 async def _run_backend(
-    name: str, store: EventStore, rows: Callable[[], Awaitable[object]], args: argparse.Namespace
+    name: str,
+    store: EventStore,
+    rows: Callable[[], Awaitable[object]],
+    drop_snapshots: Callable[[], Awaitable[object]],
+    args: argparse.Namespace,
 ) -> list[list[str]]:
     table: list[list[str]] = []
     for size in args.sizes:
@@ -156,6 +186,7 @@ async def _run_backend(
                     await _timed(lambda command=command: command(store))  # type: ignore[misc]
                 )
         b, a = median(before), median(after)
+        restart_whole, restart_snapshot = await _restarts(store, drop_snapshots)
         table.append(
             [
                 name,
@@ -168,6 +199,8 @@ async def _run_backend(
                 f"{a:.2f}",
                 f"{cold:.1f}",
                 f"{b / a:.0f}x",
+                f"{restart_whole:.1f}",
+                f"{restart_snapshot:.1f}",
             ]
         )
         print(" | ".join(table[-1]), flush=True)
@@ -183,8 +216,11 @@ async def _sqlite(args: argparse.Namespace) -> list[list[str]]:
         async def rows() -> object:
             return await store._read(lambda c: c.execute(query, (STREAM,)).fetchall())
 
+        async def drop_snapshots() -> object:
+            return await store.writer.write(lambda c: c.execute("DELETE FROM snapshots"))
+
         try:
-            return await _run_backend("SQLite", store, rows, args)
+            return await _run_backend("SQLite", store, rows, drop_snapshots, args)
         finally:
             await store.close()
 
@@ -202,8 +238,13 @@ async def _postgres(args: argparse.Namespace) -> list[list[str]]:
     async def rows() -> object:
         return await store._fetch(query, (STREAM,))
 
+    async def drop_snapshots() -> object:
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            admin.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(schema, "snapshots")))
+        return None
+
     try:
-        return await _run_backend("PostgreSQL", store, rows, args)
+        return await _run_backend("PostgreSQL", store, rows, drop_snapshots, args)
     finally:
         await store.close()
         with psycopg.connect(dsn, autocommit=True) as admin:
@@ -226,6 +267,8 @@ async def main(args: argparse.Namespace) -> None:
             "after: command ms",
             "after cold ms",
             "before/after",
+            "restart, no snapshot ms",
+            "restart, snapshot ms",
         ],
         rows,
     )
@@ -246,7 +289,10 @@ async def main(args: argparse.Namespace) -> None:
                 "ReserveBudget's decision appended both ways, alternating: before = "
                 "`decide.execute` (reads and folds the whole line), after = "
                 "`decide.execute_folded` on the kept state (reads what came since). "
-                "After cold = its first command at the size, folding the whole fill.",
+                "After cold = its first command at the size, folding the whole fill. "
+                "Restart = the first command once the kept states are dropped (medians of 3, "
+                "alternating): no snapshot = the snapshots deleted, the whole line folded; "
+                "snapshot = from the line's snapshot, folding only the events after it.",
                 "",
                 table,
             ]
