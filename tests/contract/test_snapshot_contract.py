@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,7 +19,12 @@ from casetrail_platform.decide import execute_folded, snapshots_written
 from casetrail_platform.folded import Fold, Snapshots
 from casetrail_platform.store.port import EventStore, Snapshot
 from events.catalog.base import CaseEvent
-from events.envelope import RecordedEvent
+from events.catalog.funding import BudgetReleased, BudgetReserved
+from events.catalog.values import Money
+from events.catalog_registry import default_registry
+from events.envelope import EventMetadata, NewEvent, RecordedEvent
+from services.coordination.domain.budget import BUDGET_LINE, budget_state
+from services.coordination.domain.facts import budget_stream
 from tests.contract.conftest import StoreOpener
 from tests.contract.test_folded_contract import Notes, _evolve, folded_events
 from tests.support.sample_events import WORKER, NoteWritten
@@ -176,3 +182,72 @@ async def test_without_any_snapshot_a_restart_folds_the_stream_from_its_start(
     assert seen == [_notes(6)]
     assert folded_events == list(range(1, 7))
     assert decide._folds[restarted]
+
+
+def _on_the_line(event: CaseEvent) -> NewEvent:
+    metadata = EventMetadata(
+        source="casetrail/coordination",
+        actor=WORKER,
+        occurred_at=datetime.now(UTC),
+        correlation_id=uuid.uuid4(),
+    )
+    return NewEvent(event=event, metadata=metadata)
+
+
+async def test_a_budget_line_restarts_from_its_snapshot_as_folded_from_its_start(
+    open_store: StoreOpener,
+) -> None:
+    """Reservations with and without a service, released in part and in full, before and after
+    the snapshot: the restarted state is the one folded from the line's first event."""
+    stream = budget_stream("home-care")
+    money = Money(amount_minor_units=1_000, currency="EUR")
+
+    def reserved(n: int) -> CaseEvent:
+        service = f"service-{n}" if n % 2 else None
+        return BudgetReserved(
+            case_id=f"case-{n % 3}",
+            reservation_id=f"r-{n}",
+            budget_line="home-care",
+            amount=money,
+            service_id=service,
+        )
+
+    def released(n: int, amount: int) -> CaseEvent:
+        part = Money(amount_minor_units=amount, currency="EUR")
+        return BudgetReleased(
+            case_id=f"case-{n % 3}",
+            reservation_id=f"r-{n}",
+            budget_line="home-care",
+            amount=part,
+            reason="service cancelled",
+        )
+
+    before = await open_store(default_registry())
+    first = [reserved(n) for n in range(6)] + [released(1, 400), released(2, 1_000)]
+    await before.append(stream, [_on_the_line(event) for event in first], 0)
+    async with decide.folded(before, stream, BUDGET_LINE):
+        pass
+    await snapshots_written(before)
+    snapshot = await before.load_snapshot(BUDGET_LINE.name, stream)
+    assert snapshot is not None
+    assert snapshot.version == 8
+    later = [released(1, 600), reserved(6), released(6, 100)]
+    await before.append(stream, [_on_the_line(event) for event in later], 8)
+
+    restarted = await open_store(default_registry())
+    reads: list[int] = []
+    read_stream = restarted.read_stream
+
+    async def counted(stream: str, *, from_version: int = 1) -> list[RecordedEvent]:
+        reads.append(from_version)
+        return await read_stream(stream, from_version=from_version)
+
+    restarted.read_stream = counted  # type: ignore[method-assign,assignment]
+    async with decide.folded(restarted, stream, BUDGET_LINE) as line:
+        from_snapshot = line.state.newest(100)
+    whole = budget_state(await read_stream(stream)).newest(100)
+
+    assert reads == [8]  # the snapshot's event, then the three after it
+
+    assert from_snapshot == whole
+    assert (whole.version, whole.committed, whole.reservations_total) == (11, 4_900, 7)
