@@ -27,6 +27,7 @@ from casetrail_platform.bus.ordering import SequenceGuard
 from casetrail_platform.bus.port import BatchHandler, EventPublisher, EventSubscriber, Handler
 from casetrail_platform.bus.topics import TopicSettings
 from casetrail_platform.checkpoints import CheckpointStore
+from casetrail_platform.decide import snapshots_written
 from casetrail_platform.grpc_platform.capacity import Capacity
 from casetrail_platform.grpc_platform.server import (
     Registration,
@@ -477,6 +478,8 @@ class ServiceHost:
         self._closers.clear()
         await self.locks.close()
         await self.read_models.close()
+        # Snapshots under way are written before the store goes (a stop costs none of them).
+        await snapshots_written(self.store)
         await self._close_store()
 
     def _spawn(self, work: Awaitable[None]) -> None:
