@@ -294,14 +294,17 @@ class Folding(Generic[S]):
             new = await read(kept.version - 1)
             if new and new[0].sequence == kept.version and new[0].event_id == kept.last_event_id:
                 try:
-                    state = snapshots.decode(kept.data)
+                    # Off the loop: a line of 50,000 reservations takes ~0.1 s to decode.
+                    state = await asyncio.to_thread(snapshots.decode, kept.data)
                 except Exception as error:  # derived data: folded from the start instead
                     log.warning("snapshot of %s unreadable (%s)", stream, type(error).__name__)
                 else:
                     self._cache.snapshot_read(fold, stream, kept.version)
                     return state, kept.version, new[1:]
-            else:
-                log.warning("snapshot of %s does not match its stream: unused", stream)
+            elif new:
+                log.warning("snapshot of %s is of another history: unused", stream)
+            # Nothing read: a retry (answered from the table of commands) or a stream shorter
+            # than the snapshot; either way the stream is read from its start.
         return empty, 0, await read(0)
 
 
@@ -312,11 +315,13 @@ async def _write_snapshot(store: EventStore, fold: Fold[S], stream: str) -> None
     assert snapshots is not None
     cache = _folds_of(store)
     try:
-        # Encoded under the stream's turn: the next command changes the state in place.
+        # Encoded under the stream's turn (the next command changes the state in place), off
+        # the loop: ~60 ms for a line of 50,000 reservations, other streams go on meanwhile.
         async with _turns_of(store).holding([stream]):
             state, version, keys = cache.take(fold, stream)
             try:
-                data = snapshots.encode(state) if version and not keys else None
+                written = version and not keys
+                data = await asyncio.to_thread(snapshots.encode, state) if written else None
             finally:
                 cache.keep(fold, stream, state, version, keys)
         if data is None:

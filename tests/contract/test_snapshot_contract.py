@@ -126,6 +126,25 @@ async def test_the_first_command_after_a_restart_reads_only_the_events_after_the
     assert (await restarted.load_snapshot(NOTES.name, STREAM) or snapshot).version == 15
 
 
+async def test_a_retry_after_a_restart_answers_what_it_recorded(
+    open_store: StoreOpener, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = await open_store()
+    await _commands(before, 7)
+
+    restarted = await open_store()
+    context = CommandContext(WORKER, "n3")
+    [again] = await execute_folded(
+        restarted, "svc", context, STREAM, NOTES, lambda _: pytest.fail("decided again")
+    )
+    seen: list[Notes] = []
+    await _command(restarted, "n8", seen)
+
+    assert again.sequence == 3
+    assert seen == [_notes(7)]
+    assert not [r for r in caplog.records if "snapshot" in r.getMessage()]
+
+
 @pytest.mark.parametrize("spoilt", ["schema version", "history", "version", "data"])
 async def test_a_snapshot_that_does_not_fit_is_not_used(
     open_store: StoreOpener, spoilt: str
