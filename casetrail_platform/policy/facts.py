@@ -225,37 +225,60 @@ def fold(
     case_id: str, entries: Iterable[Mapping[str, Any]], *, as_of: datetime | None = None
 ) -> CaseFacts:
     """The case's facts from its entries (in recorded order), up to ``as_of`` when given."""
-    client_id: str | None = None
-    worker_id: str | None = None
-    worker_team: str | None = None
-    made: dict[str, Mapping[str, Any]] = {}
-    accepted: dict[str, str] = {}
-    categories: set[str] = set()
-    consents: dict[str, Consent] = {}
-    emergencies: dict[str, EmergencyAccess] = {}
-    closures = reopens = 0
-    known = False
+    folding = Fold(case_id)
+    for entry in in_order(entries, as_of=as_of):
+        folding.take(entry)
+    return folding.facts()
+
+
+def in_order(
+    entries: Iterable[Mapping[str, Any]], *, as_of: datetime | None = None
+) -> list[Mapping[str, Any]]:
+    """``entries`` in the order ``Fold`` takes them: recorded order, up to ``as_of``."""
     ordered = sorted(entries, key=lambda entry: str(entry["recorded_at"]))
-    for entry in ordered:
-        if as_of is not None and datetime.fromisoformat(entry["recorded_at"]) > as_of:
-            break
-        known = True
+    if as_of is None:
+        return ordered
+    for index, entry in enumerate(ordered):
+        if datetime.fromisoformat(entry["recorded_at"]) > as_of:
+            return ordered[:index]
+    return ordered
+
+
+class Fold:
+    """``fold`` an entry at a time (``in_order``), so that a caller may let others run between
+    entries: a case worked for years has thousands."""
+
+    def __init__(self, case_id: str) -> None:
+        self._case_id = case_id
+        self._client_id: str | None = None
+        self._worker_id: str | None = None
+        self._worker_team: str | None = None
+        self._made: dict[str, Mapping[str, Any]] = {}
+        self._accepted: dict[str, str] = {}
+        self._categories: set[str] = set()
+        self._consents: dict[str, Consent] = {}
+        self._emergencies: dict[str, EmergencyAccess] = {}
+        self._closures = self._reopens = 0
+        self._known = False
+
+    def take(self, entry: Mapping[str, Any]) -> None:
+        self._known = True
         kind = entry["type"]
-        categories.update(
+        self._categories.update(
             entry.get("categories", ()) if kind != access.ConsentGranted.event_type else ()
         )
         if kind == cases.CaseOpened.event_type:
-            client_id = entry["client_id"]
+            self._client_id = entry["client_id"]
         elif kind == cases.CaseClosed.event_type:
-            closures += 1
+            self._closures += 1
         elif kind == cases.CaseReopened.event_type:
-            reopens += 1
+            self._reopens += 1
         elif kind in (assignment.CaseAssigned.event_type, assignment.CaseReassigned.event_type):
-            worker_id, worker_team = entry["worker_id"], entry.get("worker_team")
+            self._worker_id, self._worker_team = entry["worker_id"], entry.get("worker_team")
         elif kind == referrals.ReferralMade.event_type:
-            made[entry["referral_id"]] = entry
+            self._made[entry["referral_id"]] = entry
         elif kind == referrals.ReferralAccepted.event_type:
-            accepted[entry["referral_id"]] = entry["provider_id"]
+            self._accepted[entry["referral_id"]] = entry["provider_id"]
         elif kind in (
             referrals.ReferralDeclined.event_type,
             referrals.ReferralCompleted.event_type,
@@ -263,12 +286,12 @@ def fold(
             # later reopened (unlike a closure, which only suspends it).
             referrals.ReferralWithdrawn.event_type,
         ):
-            accepted.pop(entry["referral_id"], None)
+            self._accepted.pop(entry["referral_id"], None)
         elif kind == access.ConsentGranted.event_type:
-            client_id = client_id or entry["client_id"]
-            consents[entry["consent_id"]] = _consent(entry)
+            self._client_id = self._client_id or entry["client_id"]
+            self._consents[entry["consent_id"]] = _consent(entry)
         elif kind == emergency.EmergencyAccessOpened.event_type:
-            emergencies[entry["emergency_access_id"]] = EmergencyAccess(
+            self._emergencies[entry["emergency_access_id"]] = EmergencyAccess(
                 access_id=entry["emergency_access_id"],
                 subject=entry["grantee_id"],
                 opened_at=datetime.fromisoformat(entry["opened_at"]),
@@ -276,14 +299,16 @@ def fold(
             )
         elif (
             kind == emergency.EmergencyAccessClosed.event_type
-            and entry["emergency_access_id"] in emergencies
+            and entry["emergency_access_id"] in self._emergencies
         ):
-            grant = emergencies[entry["emergency_access_id"]]
+            grant = self._emergencies[entry["emergency_access_id"]]
             closed = datetime.fromisoformat(entry["closed_at"])
-            emergencies[grant.access_id] = replace(grant, expires_at=min(grant.expires_at, closed))
-        elif kind == access.ConsentRevoked.event_type and entry["consent_id"] in consents:
-            old = consents[entry["consent_id"]]
-            consents[old.consent_id] = Consent(
+            self._emergencies[grant.access_id] = replace(
+                grant, expires_at=min(grant.expires_at, closed)
+            )
+        elif kind == access.ConsentRevoked.event_type and entry["consent_id"] in self._consents:
+            old = self._consents[entry["consent_id"]]
+            self._consents[old.consent_id] = Consent(
                 old.consent_id,
                 old.recipient_id,
                 old.purpose,
@@ -292,24 +317,27 @@ def fold(
                 old.expires_at,
                 revoked=True,
             )
-    return CaseFacts(
-        case_id,
-        client_id=client_id,
-        worker_id=worker_id,
-        worker_team=worker_team,
-        # Closures (planning's) and reopenings (intake's) are recorded by different services;
-        # every reopening follows a closure, so the counts tell which came last.
-        referrals=()
-        if closures > reopens
-        else tuple(
-            _accepted(referral_id, provider_id, made.get(referral_id, {}))
-            for referral_id, provider_id in accepted.items()
-        ),
-        categories=frozenset(SensitiveCategory(value) for value in categories),
-        consents=tuple(consents.values()),
-        emergencies=tuple(emergencies.values()),
-        known=known,
-    )
+
+    def facts(self) -> CaseFacts:
+        """The facts of the entries taken so far."""
+        return CaseFacts(
+            self._case_id,
+            client_id=self._client_id,
+            worker_id=self._worker_id,
+            worker_team=self._worker_team,
+            # Closures (planning's) and reopenings (intake's) are recorded by different
+            # services; every reopening follows a closure, so the counts tell which came last.
+            referrals=()
+            if self._closures > self._reopens
+            else tuple(
+                _accepted(referral_id, provider_id, self._made.get(referral_id, {}))
+                for referral_id, provider_id in self._accepted.items()
+            ),
+            categories=frozenset(SensitiveCategory(value) for value in self._categories),
+            consents=tuple(self._consents.values()),
+            emergencies=tuple(self._emergencies.values()),
+            known=self._known,
+        )
 
 
 def _accepted(referral_id: str, provider_id: str, made: Mapping[str, Any]) -> AcceptedReferral:
