@@ -10,8 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+from typing import TYPE_CHECKING
 
 from casetrail_platform.projections.port import Projection
+
+if TYPE_CHECKING:
+    from casetrail_platform.hosting import Infrastructure
 
 OWN_STORE = {
     "intake": {
@@ -81,27 +85,41 @@ def _projection(reference: str) -> Projection:
 
 
 async def _rebuild(options: argparse.Namespace, projection: Projection) -> int:
-    from tqdm import tqdm
-
-    from casetrail_platform.hosting import open_event_store, open_read_models
-    from casetrail_platform.locking.serving import alone
-    from casetrail_platform.projections.runner import rebuild
+    from casetrail_platform.locking.serving import AloneLost
     from cli.stores import has_local_store, infrastructure
 
     infra = infrastructure(options)
     if not has_local_store(infra, options.service):
         print(f"{options.service} has no store under {infra.data_dir}")
         return 2
-    async with alone(infra, options.service, projection.name) as nobody_follows:
+    try:
+        return await _rebuild_alone(infra, options.service, projection)
+    except AloneLost:
+        print(
+            f"{options.service} {projection.name}: the rebuild lost its lock session (the"
+            " database restarted, or it stopped answering) and stopped, as a replica may have"
+            " started since: check that the service is stopped and rebuild again"
+        )
+        return 1
+
+
+async def _rebuild_alone(infra: Infrastructure, service: str, projection: Projection) -> int:
+    from tqdm import tqdm
+
+    from casetrail_platform.hosting import open_event_store, open_read_models
+    from casetrail_platform.locking.serving import alone
+    from casetrail_platform.projections.runner import rebuild
+
+    async with alone(infra, service, projection.name) as nobody_follows:
         if not nobody_follows:
             print(
-                f"{options.service} is running (it follows {projection.name}): stop it first,"
+                f"{service} is running (it follows {projection.name}): stop it first,"
                 " or it would answer from the half-built projection meanwhile"
             )
             return 2
-        store, _checkpoints, close_store = await open_event_store(infra, options.service)
+        store, _checkpoints, close_store = await open_event_store(infra, service)
         try:
-            read_models = await open_read_models(infra, options.service)
+            read_models = await open_read_models(infra, service)
             try:
                 with tqdm(desc=projection.name, unit="event", total=None) as bar:
 
@@ -115,5 +133,5 @@ async def _rebuild(options: argparse.Namespace, projection: Projection) -> int:
                 await read_models.close()
         finally:
             await close_store()
-    print(f"{options.service} {projection.name}: rebuilt up to position {position}")
+    print(f"{service} {projection.name}: rebuilt up to position {position}")
     return 0

@@ -7,19 +7,24 @@ meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.errors import StorageUnavailableError
+from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.ledger.postgres import PostgresLedgerStore
 from casetrail_platform.locking.postgres import PostgresLocks
+from casetrail_platform.locking.serving import SESSION_CHECK, alone, mark_serving
 from casetrail_platform.projections.postgres import PostgresReadModelStore
 from casetrail_platform.store.postgres import PostgresEventStore
 from casetrail_platform.store.postgres_checkpoints import PostgresCheckpointStore
 from events.registry import EventRegistry
 from tests.e2e.distributed import fresh_database
-from tests.faults.servers import server_down
+from tests.faults.servers import restart, server_down
 from tests.support.sample_events import note, sample_registry
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres]
@@ -97,3 +102,28 @@ async def test_adapters_answer_unavailable_while_down_and_recover_by_themselves(
         await read_models.close()
         await checkpoints.close()
         await store.close()
+
+
+async def test_a_replica_marked_running_is_marked_again_after_a_restart(
+    dsn: str, tmp_path: Path
+) -> None:
+    """A replica's mark (``mark_serving``) is a session-level lock: it went with the restart
+    and was never taken again, so a rebuild begun afterwards found nobody running and reset
+    the projection under the replica. It is taken again once the server is back."""
+    infra = Infrastructure.distributed(tmp_path, dsn, KafkaSettings.from_env())
+    service = f"faults{uuid.uuid4().hex[:8]}"
+    unmark = await mark_serving(infra, service)
+    try:
+        await restart("postgres", down_for=1.0)
+
+        async def seen_running() -> bool:
+            async with alone(infra, service, "assignments") as nobody:
+                return not nobody
+
+        async with asyncio.timeout(4 * SESSION_CHECK + 10):
+            while not await seen_running():  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+    finally:
+        await unmark()
+    async with alone(infra, service, "assignments") as nobody:
+        assert nobody  # released for good

@@ -73,9 +73,21 @@ class Service:
     replicas: list[Replica] = field(default_factory=list)
 
     async def start_replica(self, pause: float) -> Replica:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.integration.handover_replica",
+        return await self._start(
+            "tests.integration.handover_replica",
             self.dsn, self.name, self.topic, str(pause), str(self.data_dir),
+        )  # fmt: skip
+
+    async def start_rebuild(self, pause: float) -> Replica:
+        """``casetrail rebuild`` of the projection in a process (``handover_rebuild.py``)."""
+        return await self._start(
+            "tests.integration.handover_rebuild",
+            self.dsn, self.name, str(pause), str(self.data_dir),
+        )  # fmt: skip
+
+    async def _start(self, module: str, *arguments: str) -> Replica:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, *arguments,
             cwd=REPO, env=ENV, stdout=asyncio.subprocess.PIPE,
         )  # fmt: skip
         replica = Replica(process)
@@ -295,3 +307,39 @@ async def test_a_frozen_leader_is_replaced_and_nothing_is_applied_twice_or_lost(
         f"takeover from a frozen leader: projection {took_projection:.1f} s,"
         f" relay {took_relay:.1f} s"
     )
+
+
+async def test_a_frozen_rebuild_keeps_replicas_from_starting_only_for_the_idle_limit(
+    service: Service,
+) -> None:
+    """A rebuild that stops answering with its connection open (SIGSTOP here; a frozen
+    container, a host cut off) kept its lock session, and with it every replica from starting,
+    until the server's TCP keepalive gave up (over 2 h by default). Its session now has the
+    leaders' idle limit: a replica starts once that is past, and the rebuild, thawed, finds its
+    session gone and stops without applying more; the replica's projection then equals a
+    rebuild from zero."""
+    await service.append(range(300), 5)  # 1,500 events
+    last = await service.store.last_position()
+    rebuilding = await service.start_rebuild(pause=0.004)
+    await rebuilding.until("rebuilding")
+
+    async def partly_rebuilt() -> bool:
+        return 0 < await service.applied_position() < last
+
+    await polled(partly_rebuilt)
+    os.kill(rebuilding.process.pid, signal.SIGSTOP)
+    frozen = time.time()
+    try:
+        replica = await service.start_replica(pause=0.0)
+        took = await replica.until("catching-up", 90) - frozen
+        await replica.until("leads projection", 90)
+        os.kill(rebuilding.process.pid, signal.SIGCONT)
+        await rebuilding.until("lost", 30)
+        assert await asyncio.wait_for(rebuilding.process.wait(), 30) == 1
+        await settled(service)
+    finally:
+        if rebuilding.process.returncode is None:
+            os.kill(rebuilding.process.pid, signal.SIGCONT)
+    await assert_applied_once_and_published(service, last)
+    assert took < LEADER_SESSION_IDLE_LIMIT + 5
+    print(f"a replica started {took:.1f} s after the rebuild froze")
