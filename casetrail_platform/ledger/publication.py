@@ -39,6 +39,13 @@ stayed SERVING while nothing could be signed. Given up, the note stays pending a
 published again next round (a copy the producer still delivers later is harmless: the mark
 is the largest verified note)."""
 
+TIMEOUTS_KEPT = 3
+"""Sends in a row given up after ``publish_timeout`` on one producer before it is replaced: a
+producer whose background sender stopped (its task ended without an error, which aiokafka then
+never reports) queues every later note and delivers none, so its sends time out for good even
+once the broker is back. Kept through the first timeouts, as a broker outage wants; replaced
+after these, it costs at most that many rounds."""
+
 T = TypeVar("T")
 
 
@@ -56,6 +63,8 @@ class KafkaCheckpointPublisher(CheckpointRecord):
         self._read_timeout = read_timeout
         self._publish_timeout = publish_timeout
         self._producer: Any = None
+        self._timeouts = 0
+        """Sends in a row on ``_producer`` given up after ``publish_timeout``."""
         self._lock = asyncio.Lock()
 
     async def publish(self, checkpoint: StoredCheckpoint) -> None:
@@ -67,17 +76,22 @@ class KafkaCheckpointPublisher(CheckpointRecord):
         A send given up after ``publish_timeout`` keeps the producer: its batch is still
         queued and retried under its own number (nothing skipped), it goes out once the
         broker is back, and closing a producer with a batch undelivered would wait for the
-        broker (the fault test publishes the next note on the same producer)."""
+        broker (the fault test publishes the next note on the same producer), though not
+        past ``TIMEOUTS_KEPT`` of them in a row."""
         async with self._lock:
             try:
                 await asyncio.wait_for(self._send(checkpoint), self._publish_timeout)
             except TimeoutError:
+                self._timeouts += 1
+                if self._timeouts >= TIMEOUTS_KEPT:
+                    await self._discard()
                 raise TimeoutError(
                     f"{self._topic} did not take the note within {self._publish_timeout:g} s"
                 ) from None
             except Exception:
                 await self._discard()
                 raise
+            self._timeouts = 0
 
     async def _send(self, checkpoint: StoredCheckpoint) -> None:
         if self._producer is None:
@@ -176,6 +190,7 @@ class KafkaCheckpointPublisher(CheckpointRecord):
         await self._discard()
 
     async def _discard(self) -> None:
+        self._timeouts = 0
         producer, self._producer = self._producer, None
         if producer is not None:
             await close_quietly(producer, 5.0)
