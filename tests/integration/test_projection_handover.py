@@ -341,5 +341,7 @@ async def test_a_frozen_rebuild_keeps_replicas_from_starting_only_for_the_idle_l
         if rebuilding.process.returncode is None:
             os.kill(rebuilding.process.pid, signal.SIGCONT)
     await assert_applied_once_and_published(service, last)
-    assert took < LEADER_SESSION_IDLE_LIMIT + 5
+    # The idle limit plus a process start on a loaded 2-core machine (the old code: never
+    # within the 90 s waited above).
+    assert took < LEADER_SESSION_IDLE_LIMIT + 40
     print(f"a replica started {took:.1f} s after the rebuild froze")
