@@ -222,3 +222,58 @@ async def test_the_window_the_refusal_after_it_and_the_overdue_review(
         "helen",
         "not_justified",
     )
+
+
+async def test_reviewed_history_never_pushes_an_access_awaiting_review_out_of_the_queue(
+    storage: tuple[EventStore, ReadModelStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The queue reads at most ``QUEUE_SCAN_LIMIT`` documents: those awaiting review come
+    first, and a scan cut short is answered truncated (before: the documents were read in id
+    order, so with ``include_reviewed`` reviewed ones could fill the scan, leaving out an
+    access awaiting review, and the answer said nothing was left out)."""
+    store, read_models = storage
+    case_id = f"case-{uuid.uuid4().hex[:8]}"
+    await appended(
+        store, case_stream(case_id), example(CaseOpened, case_id=case_id), Role.INTAKE_WORKER
+    )
+    assigned = example(CaseAssigned, case_id=case_id, worker_team="team-west")
+    await appended(store, f"assignment-{case_id}", assigned, Role.COORDINATOR)
+    await catch_up(store, read_models, CaseFactsProjection())
+    clock = Clock()
+    access = AccessControl(store, CaseFactsReader(read_models), "casetrail/intake", clock=clock)
+    opened = [
+        await open_emergency_access(
+            store,
+            access,
+            context(GRANTEE),
+            GRANTEE,
+            OpenEmergencyAccess(case_id, f"Fall alarm number {n}", timedelta(minutes=30)),
+            clock.now,
+        )
+        for n in range(4)
+    ]
+    awaiting = opened[0].access.emergency_access_id
+    for other in opened[1:]:
+        review = ReviewEmergencyAccess(
+            case_id, other.access.emergency_access_id, "justified", "Alarm on record"
+        )
+        await review_emergency_access(store, access, context(SUPERVISOR), SUPERVISOR, review)
+    await catch_up(store, read_models, CaseFactsProjection())
+    await catch_up(store, read_models, EmergencyAccessesProjection())
+    monkeypatch.setattr("services.intake.adapters.emergency_accesses.QUEUE_SCAN_LIMIT", 2)
+
+    async def listed(query: ListEmergencyAccesses) -> tuple[list[str], bool]:
+        items, truncated = await review_queue(
+            EmergencyAccessQueue(read_models),
+            access,
+            SUPERVISOR,
+            AccessPurpose.SUPERVISION,
+            query,
+            T0 + REVIEW_WITHIN,
+            REVIEW_WITHIN,
+        )
+        return [item.entry.emergency_access_id for item in items], truncated
+
+    shown, truncated = await listed(ListEmergencyAccesses(include_reviewed=True))
+    assert (shown[0], len(shown), truncated) == (awaiting, 2, True)
+    assert await listed(ListEmergencyAccesses()) == ([awaiting], False)

@@ -14,7 +14,12 @@ from datetime import datetime
 from typing import Any
 
 from casetrail_platform.projections.erasure import scrub
-from casetrail_platform.projections.port import DocumentTransaction, Projection, ReadModelStore
+from casetrail_platform.projections.port import (
+    Document,
+    DocumentTransaction,
+    Projection,
+    ReadModelStore,
+)
 from events.catalog.emergency import (
     EmergencyAccessClosed,
     EmergencyAccessOpened,
@@ -28,8 +33,9 @@ SENSITIVE_TEXTS = ("reason", "note")
 """The free text of an access document that the catalog marks sensitive: the access's reason
 and its review's note."""
 QUEUE_SCAN_LIMIT = 10_000
-"""Documents read to build one queue; an agency with more unreviewed accesses than this has a
-bigger problem than its queue's order."""
+"""Documents read to build one queue, those awaiting review first; past it the queue is answered
+truncated. An agency with more unreviewed accesses than this has a bigger problem than its
+queue's order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,16 +117,24 @@ class EmergencyAccessQueue:
 
     async def entries(
         self, *, include_reviewed: bool, case_id: str | None
-    ) -> list[EmergencyAccessEntry]:
-        equals: dict[str, str | int | bool] = {}
-        if not include_reviewed:
-            equals["reviewed"] = False
-        if case_id is not None:
-            equals["case_id"] = case_id
-        documents = await self._read_models.find(
-            EMERGENCY_ACCESSES, equals=equals, limit=QUEUE_SCAN_LIMIT
-        )
-        return [_entry(document) for document in documents]
+    ) -> tuple[list[EmergencyAccessEntry], bool]:
+        """The entries, at most ``QUEUE_SCAN_LIMIT``, and whether more matched. Those awaiting
+        review are read first: the store returns documents in key order, so a scan of both
+        kinds at once could be filled by years of reviewed accesses and leave out one whose
+        review is overdue."""
+        documents: list[Document] = []
+        for reviewed in (False, True) if include_reviewed else (False,):
+            equals: dict[str, str | int | bool] = {"reviewed": reviewed}
+            if case_id is not None:
+                equals["case_id"] = case_id
+            room = QUEUE_SCAN_LIMIT - len(documents)
+            # One more than there is room for tells whether the scan was cut short.
+            documents += await self._read_models.find(
+                EMERGENCY_ACCESSES, equals=equals, limit=room + 1
+            )
+            if len(documents) > QUEUE_SCAN_LIMIT:
+                return [_entry(document) for document in documents[:QUEUE_SCAN_LIMIT]], True
+        return [_entry(document) for document in documents], False
 
 
 def _entry(document: dict[str, Any]) -> EmergencyAccessEntry:

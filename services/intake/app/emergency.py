@@ -255,8 +255,9 @@ async def review_queue(
     review_within: timedelta,
 ) -> tuple[list[QueueItem], bool]:
     """The accesses the caller oversees, overdue first then oldest first, and whether more
-    than ``QUEUE_PAGE`` matched. Cases the caller does not oversee are left out; a caller who
-    may not see the queue at all is refused, recorded under the case asked for or else under
+    than ``QUEUE_PAGE`` matched (or more than the queue's scan reads, those awaiting review
+    read first). Cases the caller does not oversee are left out; a caller who may not see the
+    queue at all is refused, recorded under the case asked for or else under
     ``REVIEW_QUEUE``."""
     refusal = reviewer_refusal(principal.role, purpose)
     if refusal is not None:
@@ -269,9 +270,10 @@ async def review_queue(
         )
     facts: dict[str, CaseFacts] = {}
     items: list[QueueItem] = []
-    for entry in await queue.entries(
+    entries, cut_short = await queue.entries(
         include_reviewed=query.include_reviewed, case_id=query.case_id
-    ):
+    )
+    for entry in entries:
         if entry.case_id not in facts:
             facts[entry.case_id] = await access.case_facts(entry.case_id)
         decision = _or_grantee_supervision(
@@ -287,7 +289,7 @@ async def review_queue(
         due = entry.opened_at + review_within
         items.append(QueueItem(entry, due, entry.review is None and now >= due, decision))
     items.sort(key=lambda item: (not item.overdue, item.entry.opened_at))
-    return items[:QUEUE_PAGE], len(items) > QUEUE_PAGE
+    return items[:QUEUE_PAGE], cut_short or len(items) > QUEUE_PAGE
 
 
 class _Grantee(Protocol):

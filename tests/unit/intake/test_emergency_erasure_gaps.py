@@ -73,9 +73,9 @@ async def test_erasure_forgets_the_reasons_and_notes_of_the_erased_cases_only(
     )
     entries = {
         e.emergency_access_id: e
-        for e in await EmergencyAccessQueue(read_models).entries(
-            include_reviewed=True, case_id=None
-        )
+        for e in (
+            await EmergencyAccessQueue(read_models).entries(include_reviewed=True, case_id=None)
+        )[0]
     }
     assert {key: (e.reason, e.review and e.review.note) for key, e in entries.items()} == {
         "ea-1": (ERASED_TEXT, ERASED_TEXT),
