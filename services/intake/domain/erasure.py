@@ -76,6 +76,9 @@ def decide_release(
     history: Sequence[RecordedEvent], client_id: str, hold_id: str, reason: str | None
 ) -> list[CaseEvent]:
     record = _registered(history, client_id)
+    # A hold whose ``until`` had passed let the erasure through unreleased: releasing it now
+    # would record more about a person the agency has forgotten.
+    require_not_erased(record.erased)
     if hold_id in record.released:
         raise RuleBroken(
             HOLD_ALREADY_RELEASED,

@@ -19,7 +19,7 @@ from cli.rpc import Person
 from events.catalog.clients import ClientRegistered, PersonName
 from events.catalog.erasure import ClientErased, RetentionHoldPlaced, RetentionHoldReleased
 from events.sealed_values import ERASED_CODE, ERASED_TEXT
-from services.intake.domain.erasure import CLIENT_ERASED, decide_erasure
+from services.intake.domain.erasure import CLIENT_ERASED, decide_erasure, decide_release
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import acting
 from tests.unit.intake.support import Intake, recorded
@@ -326,3 +326,22 @@ async def test_the_erasure_marker_is_not_accepted_as_live_text(intake: Intake) -
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert violated_fields(status) == ["legal_basis"]
+
+
+def test_a_hold_is_not_released_after_the_erasure() -> None:
+    """A hold that had ended (its ``until`` past) lets the erasure through unreleased; releasing
+    it afterwards records nothing about the erased client, with a reason or without (before:
+    without a reason the release was recorded, with one the destroyed key refused it)."""
+    until = date(2026, 3, 31)
+    events = [
+        ClientRegistered(
+            client_id="c1", name=PersonName(given_names="Marco", family_name="Bellini")
+        ),
+        RetentionHoldPlaced(client_id="c1", hold_id="h1", legal_basis="statutory", until=until),
+        ClientErased(client_id="c1", case_ids=(), request_reference="dms://dsr/1"),
+    ]
+    history = [recorded(event, "client-c1", n) for n, event in enumerate(events, start=1)]
+    for reason in (None, "proceedings closed"):
+        with pytest.raises(RuleBroken) as refused:
+            decide_release(history, "c1", "h1", reason)
+        assert refused.value.rule == CLIENT_ERASED
