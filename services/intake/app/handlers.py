@@ -65,7 +65,7 @@ from services.intake.domain.erasure import (
     decide_hold,
     decide_release,
 )
-from services.intake.domain.matching import DuplicateCandidate
+from services.intake.domain.matching import DuplicateCandidate, check_matchable
 from services.intake.domain.permissions import Action, require_role
 
 SOURCE = "casetrail/intake"
@@ -98,6 +98,7 @@ def registration_of(
         },
     )
     check_date_of_birth(registration.date_of_birth, today)
+    check_matchable(probe_of(registration))
     return registration
 
 

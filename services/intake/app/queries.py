@@ -33,7 +33,7 @@ from services.intake.app.commands import FindDuplicates
 from services.intake.app.validation import build, fields_of
 from services.intake.domain.cases import CaseRecord, case_from, case_stream
 from services.intake.domain.clients import ClientRecord, client_from, client_stream
-from services.intake.domain.matching import DuplicateCandidate, Probe
+from services.intake.domain.matching import DuplicateCandidate, Probe, check_matchable
 
 CASE_SECTIONS = (RecordSection.IDENTITY, RecordSection.ASSESSMENT, RecordSection.DISCHARGE)
 CLIENT_SECTIONS = (RecordSection.IDENTITY,)
@@ -73,6 +73,7 @@ async def get_client(store: EventStore, client_id: str) -> ClientRecord:
 def probe_from(query: FindDuplicates) -> Probe:
     details = build(_ProbeInput, fields_of(query))
     probe = Probe(details.name, details.date_of_birth, details.identifiers)
+    check_matchable(probe)
     if probe.name_key is None and not probe.identifiers:
         raise InvalidCommand(
             [

@@ -12,7 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
+from casetrail_platform.commands import InvalidCommand
 from events.catalog.clients import PersonalIdentifier, PersonName
+from events.errors import FieldProblem
 
 _SEPARATOR = "\x1f"
 """Cannot occur in a name or identifier typed by a person, so joined keys never collide."""
@@ -77,6 +79,29 @@ class Probe:
     @property
     def identifier_keys(self) -> tuple[str, ...]:
         return tuple(identifier_key(identifier) for identifier in self.identifiers)
+
+
+def check_matchable(probe: Probe) -> None:
+    """Refuse identity details that would slip past matching: a name with nothing visible in it
+    (it folds to nothing), an identifier holding an invisible format character (identifiers are
+    matched as typed, so a zero-width space pasted with one hides the client it names). The
+    values themselves are never repeated (personal data)."""
+    problems: list[FieldProblem] = []
+    if probe.name is not None:
+        for field in ("given_names", "family_name"):
+            text = getattr(probe.name, field)
+            if text is not None and not fold(text):
+                problems.append(FieldProblem(f"name.{field}", "must contain a visible letter"))
+    for index, identifier in enumerate(probe.identifiers):
+        if any(unicodedata.category(char) == "Cf" for char in identifier.value):
+            problems.append(
+                FieldProblem(
+                    f"identifiers[{index}].value",
+                    "must not contain invisible format characters (such as a zero-width space)",
+                )
+            )
+    if problems:
+        raise InvalidCommand(problems)
 
 
 @dataclass(frozen=True, slots=True)

@@ -399,3 +399,29 @@ async def test_unknown_client_and_case_are_not_found(
         await queries.get_client(store, "nobody")
     with pytest.raises(NotFound):
         await queries.get_case(store, closures, access, "nothing")
+
+
+async def test_invisible_characters_cannot_hide_a_duplicate_identifier(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    """Names fold invisible format characters away (``matching.fold``); identifiers are matched
+    as typed, so one pasted with a zero-width space (or a name with nothing visible in it) is
+    refused naming the field, never registered beside the person it would hide (before: the
+    second registration, and a search for it, went through)."""
+    await register(store, directory, marco(identifiers=(NATIONAL,)))
+    before = await store.last_position()
+    hidden = IdentifierInput(scheme=NATIONAL.scheme, value=f"{NATIONAL.value}\u200b")
+    for command in (
+        marco(given="Anna", birth=None, identifiers=(hidden,)),
+        marco(given="\u200b", identifiers=(NATIONAL,)),
+        marco(family="\u0301", identifiers=(NATIONAL,)),
+    ):
+        with pytest.raises(InvalidCommand) as refused:
+            await register(store, directory, command)
+        [violation] = refused.value.violations
+        assert violation.field in {"identifiers[0].value", "name.given_names", "name.family_name"}
+        assert NATIONAL.value not in violation.problem
+    assert await store.last_position() == before
+    with pytest.raises(InvalidCommand) as refused:
+        queries.probe_from(FindDuplicates(identifiers=(hidden,)))
+    assert [v.field for v in refused.value.violations] == ["identifiers[0].value"]
