@@ -39,6 +39,7 @@ from services.intake.app.commands import (
     ReviewEmergencyAccess,
 )
 from services.intake.app.emergency import (
+    QueueItem,
     open_emergency_access,
     review_emergency_access,
     review_queue,
@@ -277,3 +278,58 @@ async def test_reviewed_history_never_pushes_an_access_awaiting_review_out_of_th
     shown, truncated = await listed(ListEmergencyAccesses(include_reviewed=True))
     assert (shown[0], len(shown), truncated) == (awaiting, 2, True)
     assert await listed(ListEmergencyAccesses()) == ([awaiting], False)
+
+
+async def test_an_access_withheld_from_the_queue_of_the_case_asked_for_is_on_the_record(
+    storage: tuple[EventStore, ReadModelStore],
+) -> None:
+    """Another team's supervisor asking for a case's accesses is answered none, as if there
+    were none, and the refusal is recorded before the answer (before: nothing recorded, so a
+    supervisor looking into other teams' break-glass left no trace); a whole-queue listing
+    filters other teams' cases without recording them (nobody asked for them)."""
+    store, read_models = storage
+    case_id = f"case-{uuid.uuid4().hex[:8]}"
+    await appended(
+        store, case_stream(case_id), example(CaseOpened, case_id=case_id), Role.INTAKE_WORKER
+    )
+    assigned = example(CaseAssigned, case_id=case_id, worker_team="team-west")
+    await appended(store, f"assignment-{case_id}", assigned, Role.COORDINATOR)
+    await catch_up(store, read_models, CaseFactsProjection())
+    clock = Clock()
+    access = AccessControl(store, CaseFactsReader(read_models), "casetrail/intake", clock=clock)
+    await open_emergency_access(
+        store,
+        access,
+        context(GRANTEE),
+        GRANTEE,
+        OpenEmergencyAccess(case_id, "Client unreachable", timedelta(minutes=30)),
+        clock.now,
+    )
+    await catch_up(store, read_models, EmergencyAccessesProjection())
+    east = Principal("ines", Role.SUPERVISOR, "eastbay-dss", "test", "team-east")
+
+    async def listed(query: ListEmergencyAccesses) -> list[QueueItem]:
+        items, _ = await review_queue(
+            EmergencyAccessQueue(read_models),
+            access,
+            east,
+            AccessPurpose.SUPERVISION,
+            query,
+            clock.now,
+            REVIEW_WITHIN,
+        )
+        return items
+
+    def denied() -> list[tuple[str, str, str]]:
+        return [
+            (r.event.accessor_id, r.event.case_id, r.event.rule)
+            for r in recorded_events
+            if isinstance(r.event, RecordAccessDenied)
+        ]
+
+    assert await listed(ListEmergencyAccesses()) == []
+    recorded_events = await store.read_all(0)
+    assert denied() == []
+    assert await listed(ListEmergencyAccesses(case_id=case_id)) == []
+    recorded_events = await store.read_all(0)
+    assert [(who, case) for who, case, _ in denied()] == [("ines", case_id)]

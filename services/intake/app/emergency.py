@@ -10,6 +10,7 @@ facts over the bus. Opening is refused unless the access policy lets the caller 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +21,7 @@ from casetrail_platform.decide import execute
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.decide import decide_emergency_opening, refusal
 from casetrail_platform.policy.facts import CaseFacts
-from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.guard import AccessControl, AccessDenied
 from casetrail_platform.policy.vocabulary import BREAK_GLASS_ENTITLEMENT, Action, Decision
 from casetrail_platform.store.port import EventStore
 from events.catalog.access import AccessPurpose, RecordSection
@@ -256,9 +257,9 @@ async def review_queue(
 ) -> tuple[list[QueueItem], bool]:
     """The accesses the caller oversees, overdue first then oldest first, and whether more
     than ``QUEUE_PAGE`` matched (or more than the queue's scan reads, those awaiting review
-    read first). Cases the caller does not oversee are left out; a caller who may not see the
-    queue at all is refused, recorded under the case asked for or else under
-    ``REVIEW_QUEUE``."""
+    read first). Cases the caller does not oversee are left out (the case asked for, if any,
+    with its refusal recorded); a caller who may not see the queue at all is refused, recorded
+    under the case asked for or else under ``REVIEW_QUEUE``."""
     refusal = reviewer_refusal(principal.role, purpose)
     if refusal is not None:
         await access.refuse(
@@ -270,6 +271,7 @@ async def review_queue(
         )
     facts: dict[str, CaseFacts] = {}
     items: list[QueueItem] = []
+    withheld: Decision | None = None
     entries, cut_short = await queue.entries(
         include_reviewed=query.include_reviewed, case_id=query.case_id
     )
@@ -285,9 +287,19 @@ async def review_queue(
             entry,
         )
         if not decision.allowed:
+            withheld = decision
             continue
         due = entry.opened_at + review_within
         items.append(QueueItem(entry, due, entry.review is None and now >= due, decision))
+    if withheld is not None and query.case_id is not None:
+        # The caller asked for this case's accesses and may not see them: answered as if there
+        # were none (a withheld access looks like no access), but on the record, as a withheld
+        # duplicate candidate is. A whole-queue listing names no case: other teams' cases are
+        # left out without a record, nobody asked for them.
+        with contextlib.suppress(AccessDenied):
+            await access.refuse(
+                principal, Action.REVIEW_EMERGENCY_ACCESS, purpose, query.case_id, withheld
+            )
     items.sort(key=lambda item: (not item.overdue, item.entry.opened_at))
     return items[:QUEUE_PAGE], cut_short or len(items) > QUEUE_PAGE
 
