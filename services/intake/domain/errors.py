@@ -15,14 +15,17 @@ INITIAL_ASSESSMENT_ALREADY_RECORDED = "INITIAL_ASSESSMENT_ALREADY_RECORDED"
 class PossibleDuplicateClient(AlreadyExists):
     """The person may already be a client; the caller must look at the candidates first."""
 
-    def __init__(self, candidates: Sequence[DuplicateCandidate]) -> None:
+    def __init__(self, candidates: Sequence[DuplicateCandidate], *, more: bool = False) -> None:
+        """``more``: there are other candidates than ``candidates`` (too many for a refusal)."""
         self.candidates = tuple(candidates)
         ids = ", ".join(candidate.client_id for candidate in self.candidates)
+        # What to do comes before the ids: a status's message is cut past a few hundred bytes.
+        many = " (more than named here: FindPossibleDuplicates lists them all)" if more else ""
         super().__init__(
             "client",
             self.candidates[0].client_id,
-            f"the person may already be registered as client {ids}; check and send again"
-            " with confirmed_not_duplicate if this is someone else",
+            "the person may already be registered; check and send again with"
+            f" confirmed_not_duplicate if this is someone else{many}: client {ids}",
         )
 
 

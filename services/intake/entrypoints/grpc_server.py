@@ -12,6 +12,7 @@ from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from casetrail_platform.ages import agency_today
 from casetrail_platform.commands import RuleBroken
 from casetrail_platform.grpc_platform.context import read_command, read_query
+from casetrail_platform.grpc_platform.errors import status_for
 from casetrail_platform.grpc_platform.server import Context, refusals_as_status
 from casetrail_platform.identity.grpc_auth import principal_of
 from casetrail_platform.identity.principal import Principal
@@ -142,18 +143,32 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         return shown
 
     async def _disclosed(self, principal: Principal, error: PossibleDuplicateClient) -> Exception:
-        """The refusal to send: the candidates the policy lets the caller see, recorded before
-        they are sent (a registration's refusal discloses who they are)."""
-        shown = await self._shown(principal, error.candidates)
+        """The refusal to send: the candidates the policy lets the caller see, as many as its
+        trailer holds (in registration order; at least one), recorded before they are sent (a
+        registration's refusal discloses who they are). Those that do not fit are neither sent
+        nor recorded; the refusal says there are more."""
+        access = self._deps.access
+        purpose = queries.registration_purpose(principal.role)
+        shown: list[DuplicateCandidate] = []
+        disclosures: list[Disclosure] = []
+        more = False
+        for candidate in error.candidates:
+            allowed, disclosed = await queries.disclosed_candidates(
+                self._deps.store, access, principal, purpose, [candidate]
+            )
+            if allowed and shown and not _fits([*shown, *allowed]):
+                more = True
+                break
+            shown += allowed
+            disclosures += disclosed
+        await access.release(None, principal, purpose, disclosures, action=Action.READ_CLIENT)
         if not shown:
             return RuleBroken(
                 "POSSIBLE_DUPLICATE_CLIENT_WITHHELD",
                 "the person may already be registered as a client you may not see: ask the"
                 " agency that serves them",
             )
-        refusal = PossibleDuplicateClient(shown)
-        refusal.extra_details = to_proto.duplicate_details(refusal)
-        return refusal
+        return _duplicate_refusal(shown, more=more)
 
     @override
     @refusals_as_status
@@ -522,3 +537,20 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             )
         await deps.access.release(context, principal, reader.purpose, disclosures)
         return answer
+
+
+def _duplicate_refusal(
+    candidates: Sequence[DuplicateCandidate], *, more: bool = False
+) -> PossibleDuplicateClient:
+    refusal = PossibleDuplicateClient(candidates, more=more)
+    refusal.extra_details = to_proto.duplicate_details(refusal)
+    return refusal
+
+
+def _fits(candidates: Sequence[DuplicateCandidate]) -> bool:
+    """Whether a refusal naming ``candidates`` (and saying there are more) keeps all of its
+    details within the bound every status keeps (``grpc_platform.errors.bounded`` drops what
+    is over)."""
+    refusal = _duplicate_refusal(candidates, more=True)
+    whole = len(status_for(PossibleDuplicateClient(candidates)).details)
+    return len(status_for(refusal).details) == whole + len(refusal.extra_details)

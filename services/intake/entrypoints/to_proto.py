@@ -164,15 +164,16 @@ def closure(item: Closure) -> intake_pb2.Closure:
 
 def duplicate_details(error: PossibleDuplicateClient) -> tuple[Message, ...]:
     """What the platform's ALREADY_EXISTS status (a ResourceInfo naming the first candidate)
-    lacks: our PossibleDuplicates message with every candidate, an ErrorInfo, and a ResourceInfo
-    for each other candidate."""
+    lacks: an ErrorInfo, our PossibleDuplicates message with every candidate, and a
+    ResourceInfo for each other candidate. The ErrorInfo comes first: a status too big for its
+    trailer loses its last details first (``grpc_platform.errors.bounded``)."""
     return (
-        intake_pb2.PossibleDuplicates(candidates=[candidate(c) for c in error.candidates]),
         error_details_pb2.ErrorInfo(
             reason="POSSIBLE_DUPLICATE_CLIENT",
             domain=ERROR_DOMAIN,
             metadata={"candidate_client_ids": ",".join(c.client_id for c in error.candidates)},
         ),
+        intake_pb2.PossibleDuplicates(candidates=[candidate(c) for c in error.candidates]),
         *(
             error_details_pb2.ResourceInfo(
                 resource_type="client", resource_name=c.client_id, description=_why(c)

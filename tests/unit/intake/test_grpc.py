@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 import grpc
 import pytest
@@ -13,6 +14,7 @@ from casetrail.intake.v1 import intake_pb2
 from casetrail_platform.hosting import open_event_store
 from casetrail_platform.policy.guard import access_stream
 from cli.rpc import Person
+from events.catalog.access import RecordAccessed
 from events.envelope import RecordedEvent
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import acting
@@ -352,3 +354,41 @@ async def test_a_refused_list_item_is_the_only_violation_and_erased_is_not_offer
     [violation] = details(status, error_details_pb2.BadRequest)[0].field_violations
     assert violation.description.endswith("'employment' or 'other'")
     assert "erased" not in violation.description
+
+
+async def test_many_possible_duplicates_are_refused_with_those_that_fit_and_only_those_recorded(
+    intake: Intake,
+) -> None:
+    """A refusal's details travel in a trailer bounded to a few KiB: with forty people sharing
+    an identifier, the refusal names the first that fit, keeps its ErrorInfo, says more exist,
+    and records the reads of exactly those it names (before: every detail but the platform's
+    ResourceInfo was dropped, POSSIBLE_DUPLICATE_CLIENT with them, while all forty were
+    recorded as read)."""
+    household: list[str] = []
+    for n in range(40):
+        member = marco(given=f"Member{n}", national_id="HOUSEHOLD-7")
+        member.confirmed_not_duplicate = True
+        household.append((await intake.stub.RegisterClient(member)).client_id)
+    code, status = await refusal(
+        intake.stub.RegisterClient(marco(given="Newcomer", national_id="HOUSEHOLD-7"))
+    )
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    (info,) = details(status, error_details_pb2.ErrorInfo)
+    assert info.reason == "POSSIBLE_DUPLICATE_CLIENT"
+    (duplicates,) = details(status, intake_pb2.PossibleDuplicates)
+    named = [c.client_id for c in duplicates.candidates]
+    assert 1 <= len(named) < len(household)
+    assert named == household[: len(named)]
+    assert info.metadata["candidate_client_ids"] == ",".join(named)
+    assert "FindPossibleDuplicates" in status.message
+    store, _checkpoints, close = await open_event_store(intake.infra, "intake")
+    try:
+        everything = await store.read_all(0, 100_000)
+    finally:
+        await close()
+    reads = Counter(r.event.case_id for r in everything if isinstance(r.event, RecordAccessed))
+    for index, client_id in enumerate(household):
+        # Each member was named to every later member's registration (acknowledged), and to
+        # the refused one if it named them.
+        acknowledged = len(household) - 1 - index
+        assert reads[client_id] == acknowledged + (client_id in named), client_id
