@@ -10,8 +10,10 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
+from functools import cache
 
 from google.protobuf.message import Message
+from pydantic import TypeAdapter, ValidationError
 
 from casetrail_platform.commands import InvalidCommand, NotFound
 from casetrail_platform.identity.principal import Principal
@@ -22,7 +24,7 @@ from casetrail_platform.policy.vocabulary import Action, Decision, Relationship
 from casetrail_platform.queries import QueryContext
 from casetrail_platform.store.port import EventStore
 from events.catalog.access import AccessPurpose, RecordSection
-from events.catalog.base import Role
+from events.catalog.base import Identifier, Role
 from events.catalog.clients import PersonalIdentifier, PersonName
 from events.catalog.values import CatalogValue
 from events.envelope import RecordedEvent
@@ -222,7 +224,18 @@ async def _client_decisions(
     return decisions
 
 
+@cache
+def _identifier() -> TypeAdapter[str]:
+    return TypeAdapter(Identifier)
+
+
 def required_id(field: str, value: str) -> str:
+    """``value`` if it has the catalog's shape of an id, else ``InvalidCommand`` naming
+    ``field``: checked with the rest of the request, before any read or policy decision (an id
+    no event can hold names nothing, and a refusal naming it could not be recorded)."""
     if not value:
         raise InvalidCommand([FieldProblem(field, "required")])
-    return value
+    try:
+        return _identifier().validate_python(value)
+    except ValidationError as error:
+        raise InvalidCommand([FieldProblem(field, error.errors()[0]["msg"])]) from None

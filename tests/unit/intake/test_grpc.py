@@ -392,3 +392,28 @@ async def test_many_possible_duplicates_are_refused_with_those_that_fit_and_only
         # the refused one if it named them.
         acknowledged = len(household) - 1 - index
         assert reads[client_id] == acknowledged + (client_id in named), client_id
+
+
+async def test_a_malformed_id_is_refused_before_any_decision(intake: Intake) -> None:
+    """Ids are checked against the catalog's shape (1-64 of ``[A-Za-z0-9_.:-]``) with the rest
+    of the request, before the policy decides (before: a supervisor's queue of a malformed case
+    was answered empty, an auditor's GetCase and GetClient NOT_FOUND, and a role refused a
+    case's read was answered INVALID_ARGUMENT only because its refusal could not be recorded)."""
+    supervisor = acting(
+        Person("user-supervisor", "supervisor"), common_pb2.QueryContext(purpose="supervision")
+    )
+    for bad in ("bad id!", "x" * 65, "a/b"):
+        calls = {
+            "queue": intake.stub.ListEmergencyAccesses(
+                intake_pb2.ListEmergencyAccessesRequest(context=supervisor, case_id=bad)
+            ),
+            "case": intake.stub.GetCase(intake_pb2.GetCaseRequest(context=query(), case_id=bad)),
+            "client": intake.stub.GetClient(
+                intake_pb2.GetClientRequest(context=query(), client_id=bad)
+            ),
+        }
+        for what, call in calls.items():
+            code, status = await refusal(call)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, (what, bad)
+            assert violated_fields(status) == ["client_id" if what == "client" else "case_id"]
+            assert bad not in status.message
