@@ -345,3 +345,40 @@ def test_a_hold_is_not_released_after_the_erasure() -> None:
         with pytest.raises(RuleBroken) as refused:
             decide_release(history, "c1", "h1", reason)
         assert refused.value.rule == CLIENT_ERASED
+
+
+async def test_an_emergency_access_on_an_erased_clients_case_is_still_reviewed(
+    intake: Intake,
+) -> None:
+    """The duty to review outlives the erasure, but a note could only be sealed under the
+    destroyed key: one is refused INVALID_ARGUMENT naming ``note`` and saying why, and the
+    review without it is recorded (before: FAILED_PRECONDITION CLIENT_ERASED, "nothing more is
+    recorded about them", which tells the reviewer the access cannot be reviewed at all)."""
+    client_id, case_id = await assessed_client(intake)
+    on_call = acting(
+        Person("sw-on-call", "social_worker", entitlements=("break_glass",)),
+        common_pb2.CommandContext(idempotency_key="glass-1"),
+    )
+    opened = await intake.stub.OpenEmergencyAccess(
+        intake_pb2.OpenEmergencyAccessRequest(
+            context=on_call, case_id=case_id, reason="Found unresponsive at home"
+        )
+    )
+    await intake.stub.EraseClient(erasing(client_id))
+
+    def review(key: str, note: str) -> intake_pb2.ReviewEmergencyAccessRequest:
+        return intake_pb2.ReviewEmergencyAccessRequest(
+            context=acting(
+                Person("aud-1", "auditor"), common_pb2.CommandContext(idempotency_key=key)
+            ),
+            case_id=case_id,
+            emergency_access_id=opened.emergency_access_id,
+            outcome="justified",
+            note=note,
+        )
+
+    code, status = await refusal(intake.stub.ReviewEmergencyAccess(review("r1", "Alarm on record")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["note"]
+    reviewed = await intake.stub.ReviewEmergencyAccess(review("r2", ""))
+    assert len(reviewed.result.event_ids) == 1
