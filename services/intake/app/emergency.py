@@ -19,7 +19,6 @@ from typing import Protocol
 from casetrail_platform.commands import CommandContext, InvalidCommand, derived_id
 from casetrail_platform.decide import execute
 from casetrail_platform.identity.principal import Principal
-from casetrail_platform.keys.keyring import ClientErasedError
 from casetrail_platform.policy.decide import decide_emergency_opening, refusal
 from casetrail_platform.policy.facts import CaseFacts
 from casetrail_platform.policy.guard import AccessControl, AccessDenied
@@ -41,7 +40,13 @@ from services.intake.app.commands import (
     OpenEmergencyAccess,
     ReviewEmergencyAccess,
 )
-from services.intake.app.handlers import SOURCE, Recorded, case_client_erasure, recorded_of
+from services.intake.app.handlers import (
+    SOURCE,
+    Recorded,
+    case_client_erasure,
+    recorded_of,
+    unsealable_after_erasure,
+)
 from services.intake.app.validation import build
 from services.intake.domain.cases import case_stream
 from services.intake.domain.emergency import (
@@ -190,29 +195,15 @@ async def review_emergency_access(
         return decide_review(history, review)
 
     try:
-        recorded = await execute(store, SOURCE, context, case_stream(review.case_id), decide)
+        # The duty to review outlives the client's erasure; only the note cannot be sealed.
+        with unsealable_after_erasure("note", review.note is not None):
+            recorded = await execute(store, SOURCE, context, case_stream(review.case_id), decide)
     except _NotOverseen as refused:
         await access.refuse(principal, action, purpose, review.case_id, refused.decision)
     except SelfReview:
         # Found on the case's history: recorded like the policy's refusals.
         own = Decision(False, SELF_REVIEW_RULE, reason=SELF_REVIEW_REASON)
         await access.refuse(principal, action, purpose, review.case_id, own)
-    except ClientErasedError:
-        # The duty to review outlives the client's erasure; only the note, the review's one
-        # sensitive value, cannot be sealed any more (its key is destroyed). Said so, rather
-        # than CLIENT_ERASED, which reads as "this access can no longer be reviewed". Caught
-        # here, not looked up beforehand: a review reads the case's stream and nothing else.
-        if review.note is None:
-            raise
-        raise InvalidCommand(
-            [
-                FieldProblem(
-                    "note",
-                    "the case's client was erased, so nothing about them can be recorded:"
-                    " review without a note",
-                )
-            ]
-        ) from None
     return recorded_of(review.case_id, recorded)
 
 

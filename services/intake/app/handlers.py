@@ -14,13 +14,14 @@ sees the first and is refused ALREADY_EXISTS, whichever replicas took them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from casetrail_platform.commands import CommandContext, NotFound, derived_id
+from casetrail_platform.commands import CommandContext, InvalidCommand, NotFound, derived_id
 from casetrail_platform.decide import execute
-from casetrail_platform.keys.keyring import ClientKeyring
+from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring
 from casetrail_platform.store.port import EventStore
 from events.catalog.access import ConsentGranted
 from events.catalog.assessment import InitialAssessmentRecorded
@@ -28,6 +29,7 @@ from events.catalog.cases import CaseOpened, CaseReopened
 from events.catalog.clients import ClientRegistered
 from events.catalog.erasure import ClientErased, RetentionHoldPlaced
 from events.envelope import RecordedEvent
+from events.errors import FieldProblem
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.app.commands import (
@@ -271,16 +273,42 @@ async def revoke_consent(
     store: EventStore, context: CommandContext, command: RevokeConsent
 ) -> Recorded:
     require_role(context.actor.role, Action.RECORD_CONSENT)
-    recorded = await execute(
-        store,
-        SOURCE,
-        context,
-        case_stream(command.case_id),
-        lambda history: decide_revocation(
-            history, command.case_id, command.consent_id, command.reason
-        ),
-    )
+    # Withdrawing a consent stays possible after the erasure (what is left of the case is
+    # still decided on it); only the reason cannot be sealed.
+    with unsealable_after_erasure("reason", command.reason is not None):
+        recorded = await execute(
+            store,
+            SOURCE,
+            context,
+            case_stream(command.case_id),
+            lambda history: decide_revocation(
+                history, command.case_id, command.consent_id, command.reason
+            ),
+        )
     return recorded_of(command.case_id, recorded)
+
+
+@contextmanager
+def unsealable_after_erasure(field: str, given: bool) -> Iterator[None]:
+    """Around a command still allowed after the client's erasure, whose one sensitive value,
+    ``field`` (``given``: the request has one), can no longer be sealed (the key is destroyed):
+    the sealing's ``ClientErasedError`` becomes INVALID_ARGUMENT naming the field, not
+    CLIENT_ERASED, which reads as "nothing can be recorded". Caught at sealing rather than
+    looked up first, so the command reads no more than before."""
+    try:
+        yield
+    except ClientErasedError:
+        if not given:
+            raise
+        raise InvalidCommand(
+            [
+                FieldProblem(
+                    field,
+                    "the client was erased, so nothing about them can be recorded: send the"
+                    " request without it",
+                )
+            ]
+        ) from None
 
 
 def hold_of(

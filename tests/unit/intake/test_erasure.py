@@ -382,3 +382,27 @@ async def test_an_emergency_access_on_an_erased_clients_case_is_still_reviewed(
     assert violated_fields(status) == ["note"]
     reviewed = await intake.stub.ReviewEmergencyAccess(review("r2", ""))
     assert len(reviewed.result.event_ids) == 1
+
+
+async def test_a_consent_is_still_revoked_after_the_erasure(intake: Intake) -> None:
+    """Withdrawing a consent stays possible after the erasure (what is left of the case is
+    still decided on it), but a reason could only be sealed under the destroyed key: one is
+    refused INVALID_ARGUMENT naming ``reason``, and the revocation without it is recorded
+    (before: CLIENT_ERASED with a reason, "nothing more is recorded about them")."""
+    client_id, case_id = await assessed_client(intake)
+    consent = await intake.stub.GrantConsent(granting(case_id))
+    await intake.stub.EraseClient(erasing(client_id))
+
+    def revoking(key: str, reason: str) -> intake_pb2.RevokeConsentRequest:
+        return intake_pb2.RevokeConsentRequest(
+            context=command("social_worker", key),
+            case_id=case_id,
+            consent_id=consent.consent_id,
+            reason=reason,
+        )
+
+    code, status = await refusal(intake.stub.RevokeConsent(revoking("v1", "Changed her mind")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["reason"]
+    revoked = await intake.stub.RevokeConsent(revoking("v2", ""))
+    assert len(revoked.result.event_ids) == 1
