@@ -4,12 +4,21 @@ Pure functions of the events (and their recorded metadata), so that replaying th
 always builds the same document. Each stored field is changed by the events of one service only
 and everything else is derived from stored fields, so the document does not depend on how the
 bus interleaves different services' events either (a rebuild may replay them in another order).
-Lists keep their order of first appearance: documents are stored with sorted keys, so
-dictionaries would not keep it.
+Lists keep their order in the stream (the sequence of the event that brought each entry):
+documents are stored with sorted keys, so dictionaries would not keep it.
+
+Nor does the document depend on the order in which one stream's events arrive: an event
+dead-lettered and replayed later (``casetrail dlq replay``), or parked and retried, reaches the
+view after later events of its stream. Whatever an event overwrites keeps the sequence that set
+it (``sequences``, or the entry's own), so an older value never replaces a newer one; counts
+add up in any order; what is derived from closures (the follow-up due, a plan's cycle) is
+derived from their sequences; and what an event changes on an entry not known yet (a service
+cancelled before its scheduling arrived) waits in ``early`` for the event that makes the entry.
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -80,6 +89,11 @@ def new_document(case_id: str) -> Document:
         "last_closure_reason": None,
         "closures": 0,
         "reopens": 0,
+        "closure_sequences": [],
+        "last_contact_sequence": 0,
+        "last_contact_due": None,
+        "sequences": {},
+        "early": {},
     }
 
 
@@ -102,6 +116,15 @@ def settle_erased(document: Document) -> None:
 
 
 def _derive(document: Document) -> None:
+    closures = document.get("closure_sequences")
+    if closures is not None:
+        for made in (*_plans(document), document["discharge"]):
+            if made is not None and "made_sequence" in made:
+                made["cycle"] = sum(1 for closed in closures if closed < made["made_sequence"])
+        if "last_contact_due" in document:
+            # The latest contact's date, unless a closure came after it in the stream.
+            after = closures and closures[-1] > document["last_contact_sequence"]
+            document["next_follow_up_due"] = None if after else document["last_contact_due"]
     closed = document["closures"] > document["reopens"]
     plan = current(document, "plan")
     document["status"] = CLOSED if closed else OPEN
@@ -154,6 +177,47 @@ def _day(recorded: RecordedEvent) -> str:
     return recorded.metadata.occurred_at.date().isoformat()
 
 
+def _later(holder: Document, mark: str, recorded: RecordedEvent) -> bool:
+    """Whether ``recorded`` comes after the event that last set what ``mark`` names in
+    ``holder`` (each such value is set by one stream's events, so sequences compare); noted if
+    so. A document kept before the marks takes any event as later, as it did."""
+    sequences = holder.setdefault("sequences", {})
+    if sequences.get(mark, 0) > recorded.sequence:
+        return False
+    sequences[mark] = recorded.sequence
+    return True
+
+
+def _change(
+    document: Document,
+    entry: Document | None,
+    key: str,
+    mark: str,
+    recorded: RecordedEvent,
+    values: Document,
+) -> None:
+    """Set ``values`` (the group ``mark``) on ``entry`` unless a later event set them; on an
+    entry not made yet (``None``), keep them in ``early`` under ``key`` for ``_made``."""
+    if entry is None:
+        early: dict[str, Document] = document.setdefault("early", {})
+        waiting = early.setdefault(key, {"sequences": {}, "values": {}})
+        if _later(waiting, mark, recorded):
+            waiting["values"][mark] = values
+    elif _later(entry, mark, recorded):
+        entry.update(values)
+
+
+def _made(document: Document, key: str, entry: Document) -> None:
+    """A new ``entry`` takes what later events changed on it before it was made."""
+    waiting = document.get("early", {}).pop(key, None)
+    if waiting is None:
+        return
+    for mark, sequence in waiting["sequences"].items():
+        if sequence > entry["sequences"].get(mark, 0):
+            entry.update(waiting["values"][mark])
+            entry["sequences"][mark] = sequence
+
+
 def _case_opened(document: Document, event: CaseOpened, recorded: RecordedEvent) -> None:
     document["opened"] = True
     document["opened_at"] = recorded.metadata.occurred_at.isoformat()
@@ -164,74 +228,125 @@ def _case_opened(document: Document, event: CaseOpened, recorded: RecordedEvent)
 def _assessed(
     document: Document, event: InitialAssessmentRecorded, recorded: RecordedEvent
 ) -> None:
-    document["assessed_needs"] = [
-        {"category": need.category.value, "urgency": need.urgency.value} for need in event.needs
-    ]
+    if _later(document, "assessment", recorded):
+        document["assessed_needs"] = [
+            {"category": need.category.value, "urgency": need.urgency.value} for need in event.needs
+        ]
 
 
 def _assigned(
     document: Document, event: CaseAssigned | CaseReassigned, recorded: RecordedEvent
 ) -> None:
-    document["worker_id"] = event.worker_id
-    document["worker_role"] = event.worker_role.value
+    if _later(document, "worker", recorded):
+        document["worker_id"] = event.worker_id
+        document["worker_role"] = event.worker_role.value
 
 
-def _plan_drafted(document: Document, event: PlanDrafted, recorded: RecordedEvent) -> None:
-    if document["plan"] is not None:
-        # The plan of an earlier cycle: history (documents projected before this lack the list).
-        document.setdefault("previous_plans", []).append(document["plan"])
-    document["plan"] = {
-        "plan_id": event.plan_id,
+def _plans(document: Document) -> list[Document]:
+    plan = document["plan"]
+    return [*document.get("previous_plans", []), *([] if plan is None else [plan])]
+
+
+def _plan(document: Document, plan_id: str, recorded: RecordedEvent) -> Document:
+    """The plan ``plan_id``, made if unknown: an event of a plan may arrive before the plan's
+    drafting (which then fills it in). The current plan is the one drafted last."""
+    for plan in _plans(document):
+        if plan["plan_id"] == plan_id:
+            return plan
+    plan = {
+        "plan_id": plan_id,
         "agreed_version": 0,
         "changed_since_agreement": True,
-        "goals": [_goal_entry(goal) for goal in event.goals],
+        "goals": [],
         "last_evaluated_on": None,
         "adjustment_needed": False,
         "cycle": document["closures"],
+        # Until the drafting arrives, the earliest of the plan's events places it.
+        "made_sequence": recorded.sequence,
+        "agreed_sequence": 0,
+        "revised_sequence": 0,
+        "sequences": {},
     }
-    _version(document["plan"])
+    _settle_plans(document, [*_plans(document), plan])
+    return plan
+
+
+def _settle_plans(document: Document, plans: list[Document]) -> None:
+    # Plans kept before they held their sequences were drafted first.
+    plans = sorted(plans, key=lambda plan: plan.get("made_sequence", 0))
+    document["plan"] = plans[-1]
+    document["previous_plans"] = plans[:-1]
+
+
+def _plan_drafted(document: Document, event: PlanDrafted, recorded: RecordedEvent) -> None:
+    plan = _plan(document, event.plan_id, recorded)
+    plan["made_sequence"] = min(plan["made_sequence"], recorded.sequence)
+    plan["revised_sequence"] = max(plan["revised_sequence"], recorded.sequence)
+    for index, goal in enumerate(event.goals):
+        _put_goal(document, plan, goal, recorded, index)
+    _settle_plans(document, _plans(document))
+    _settle(plan)
 
 
 def _goal_added(document: Document, event: GoalAdded, recorded: RecordedEvent) -> None:
-    if (plan := document["plan"]) is not None:
-        plan["goals"].append(_goal_entry(event.goal))
-        _revised(plan)
+    plan = _plan(document, event.plan_id, recorded)
+    _put_goal(document, plan, event.goal, recorded, 0)
+    _revised(plan, recorded)
 
 
 def _goal_revised(document: Document, event: GoalRevised, recorded: RecordedEvent) -> None:
-    if (plan := document["plan"]) is not None:
-        for entry in _goals(plan, event.goal.goal_id):
-            entry["goal"] = event.goal.model_dump(mode="json")
-        _revised(plan)
+    plan = _plan(document, event.plan_id, recorded)
+    _put_goal(document, plan, event.goal, recorded, None)
+    _revised(plan, recorded)
 
 
 def _goal_achieved(document: Document, event: GoalAchieved, recorded: RecordedEvent) -> None:
-    if (plan := document["plan"]) is not None:
-        for entry in _goals(plan, event.goal_id):
-            entry["status"] = GoalStatus.ACHIEVED.value
+    plan = _plan(document, event.plan_id, recorded)
+    status = {"status": GoalStatus.ACHIEVED.value}
+    _change(
+        document,
+        _goal(plan, event.goal_id),
+        _goal_key(plan, event.goal_id),
+        "status",
+        recorded,
+        status,
+    )
+    _settle(plan)
 
 
 def _goal_dropped(document: Document, event: GoalDropped, recorded: RecordedEvent) -> None:
-    if (plan := document["plan"]) is not None:
-        for entry in _goals(plan, event.goal_id):
-            entry["status"] = GoalStatus.DROPPED.value
-        _revised(plan)
+    plan = _plan(document, event.plan_id, recorded)
+    status = {"status": GoalStatus.DROPPED.value}
+    _change(
+        document,
+        _goal(plan, event.goal_id),
+        _goal_key(plan, event.goal_id),
+        "status",
+        recorded,
+        status,
+    )
+    _revised(plan, recorded)
 
 
 def _plan_agreed(document: Document, event: PlanAgreed, recorded: RecordedEvent) -> None:
-    if (plan := document["plan"]) is not None:
+    plan = _plan(document, event.plan_id, recorded)
+    _marks(plan)
+    if recorded.sequence > plan["agreed_sequence"]:
         plan["agreed_version"] = event.plan_version
-        plan["changed_since_agreement"] = False
-        _version(plan)
+        plan["agreed_sequence"] = recorded.sequence
+    _settle(plan)
 
 
 def _evaluated(document: Document, event: ProgressEvaluated, recorded: RecordedEvent) -> None:
-    if (plan := document["plan"]) is not None:
-        for progress in event.goal_progress:
-            for entry in _goals(plan, progress.goal_id):
-                entry["latest_rating"] = progress.rating.value
+    plan = _plan(document, event.plan_id, recorded)
+    for progress in event.goal_progress:
+        rating = {"latest_rating": progress.rating.value}
+        key = _goal_key(plan, progress.goal_id)
+        _change(document, _goal(plan, progress.goal_id), key, "rating", recorded, rating)
+    if _later(plan, "evaluation", recorded):
         plan["last_evaluated_on"] = _day(recorded)
         plan["adjustment_needed"] = event.plan_adjustment_needed
+    _settle(plan)
 
 
 def _contact(document: Document, event: ContactLogged, recorded: RecordedEvent) -> None:
@@ -240,29 +355,45 @@ def _contact(document: Document, event: ContactLogged, recorded: RecordedEvent) 
     # the next follow-up, and the overdue list must neither lose the case nor list it early.
     moment = recorded.metadata.occurred_at
     latest = document.get("last_contact_at")
-    if latest is not None and moment < datetime.fromisoformat(latest):
+    if latest is not None and (moment, recorded.sequence) < (
+        datetime.fromisoformat(latest),
+        document.get("last_contact_sequence", 0),
+    ):
         return
     document["last_contact_at"] = moment.isoformat()
     document["last_contact_on"] = _day(recorded)
     due = event.next_follow_up_due
     document["next_follow_up_due"] = None if due is None else due.isoformat()
+    if "last_contact_due" in document:  # else kept before: the due date is set, not derived
+        document["last_contact_due"] = document["next_follow_up_due"]
+        document["last_contact_sequence"] = recorded.sequence
 
 
 def _discharge(document: Document, event: DischargePlanned, recorded: RecordedEvent) -> None:
+    known = document["discharge"]
+    if known is not None and known.get("made_sequence", 0) > recorded.sequence:
+        return
     document["discharge"] = {
         "target_date": event.target_date.isoformat(),
         "criteria": list(event.criteria),
         "aftercare": list(event.aftercare),
         "long_term_maintenance": event.long_term_maintenance,
         "cycle": document["closures"],
+        "made_sequence": recorded.sequence,
     }
 
 
 def _closed(document: Document, event: CaseClosed, recorded: RecordedEvent) -> None:
+    # Kept before the sequences: its closures came before anything still to come.
+    closures = document.setdefault("closure_sequences", [0] * document["closures"])
     document["closures"] += 1
-    document["last_closure_reason"] = event.reason.value
-    # A closed case has no follow-up due; it never shows as overdue.
-    document["next_follow_up_due"] = None
+    insort(closures, recorded.sequence)
+    if closures[-1] == recorded.sequence:
+        document["last_closure_reason"] = event.reason.value
+    # A closed case has no follow-up due; it never shows as overdue (derived for documents
+    # with the contact's sequence).
+    if "last_contact_due" not in document:
+        document["next_follow_up_due"] = None
 
 
 def _reopened(document: Document, event: CaseReopened, recorded: RecordedEvent) -> None:
@@ -272,50 +403,72 @@ def _reopened(document: Document, event: CaseReopened, recorded: RecordedEvent) 
 def _service_scheduled(
     document: Document, event: ServiceScheduled, recorded: RecordedEvent
 ) -> None:
-    document["services"] = [s for s in document["services"] if s["service_id"] != event.service_id]
-    document["services"].append(
-        {
-            "service_id": event.service_id,
-            "kind": event.kind.value,
-            "provider_id": event.provider.provider_id,
-            "provider_name": event.provider.name,
-            "starts_at": event.starts_at.isoformat(),
-            "ends_at": event.ends_at.isoformat(),
-            "status": SCHEDULED,
-            "goal_id": event.goal_id,
-            "referral_id": event.referral_id,
-        }
-    )
+    key = f"service|{event.service_id}"
+    known = next(iter(_entries(document["services"], "service_id", event.service_id)), None)
+    if known is not None and known.get("made_sequence", 0) > recorded.sequence:
+        return  # scheduled again since
+    entry: Document = {
+        "service_id": event.service_id,
+        "kind": event.kind.value,
+        "provider_id": event.provider.provider_id,
+        "provider_name": event.provider.name,
+        "starts_at": event.starts_at.isoformat(),
+        "ends_at": event.ends_at.isoformat(),
+        "status": SCHEDULED,
+        "goal_id": event.goal_id,
+        "referral_id": event.referral_id,
+        "made_sequence": recorded.sequence,
+        "sequences": {"status": recorded.sequence},
+    }
+    if known is not None and known.get("sequences", {}).get("status", 0) > recorded.sequence:
+        # Moved or cancelled since this earlier scheduling (of the same service, again).
+        entry.update({name: known[name] for name in ("starts_at", "ends_at", "status")})
+        entry["sequences"]["status"] = known["sequences"]["status"]
+    _made(document, key, entry)
+    others = [s for s in document["services"] if s["service_id"] != event.service_id]
+    document["services"] = sorted([*others, entry], key=lambda s: s.get("made_sequence", 0))
 
 
 def _service_moved(
     document: Document, event: ServiceRescheduled | ServiceDelivered, recorded: RecordedEvent
 ) -> None:
     status = "delivered" if isinstance(event, ServiceDelivered) else SCHEDULED
-    for service in _entries(document["services"], "service_id", event.service_id):
-        service["starts_at"] = event.starts_at.isoformat()
-        service["ends_at"] = event.ends_at.isoformat()
-        service["status"] = status
+    values = {
+        "starts_at": event.starts_at.isoformat(),
+        "ends_at": event.ends_at.isoformat(),
+        "status": status,
+    }
+    _service_change(document, event.service_id, recorded, values)
 
 
 def _service_cancelled(
     document: Document, event: ServiceCancelled, recorded: RecordedEvent
 ) -> None:
-    for service in _entries(document["services"], "service_id", event.service_id):
-        service["status"] = "cancelled"
+    _service_change(document, event.service_id, recorded, {"status": "cancelled"})
+
+
+def _service_change(
+    document: Document, service_id: str, recorded: RecordedEvent, values: Document
+) -> None:
+    known = next(iter(_entries(document["services"], "service_id", service_id)), None)
+    _change(document, known, f"service|{service_id}", "status", recorded, values)
 
 
 def _referral_made(document: Document, event: ReferralMade, recorded: RecordedEvent) -> None:
-    document["referrals"].append(
-        {
-            "referral_id": event.referral_id,
-            "provider_id": event.provider.provider_id,
-            "provider_name": event.provider.name,
-            "need_category": event.need_category.value,
-            "service": event.service,
-            "urgency": event.urgency.value,
-            "status": "pending",
-        }
+    entry: Document = {
+        "referral_id": event.referral_id,
+        "provider_id": event.provider.provider_id,
+        "provider_name": event.provider.name,
+        "need_category": event.need_category.value,
+        "service": event.service,
+        "urgency": event.urgency.value,
+        "status": "pending",
+        "made_sequence": recorded.sequence,
+        "sequences": {"status": recorded.sequence},
+    }
+    _made(document, f"referral|{event.referral_id}", entry)
+    document["referrals"] = sorted(
+        [*document["referrals"], entry], key=lambda r: r.get("made_sequence", 0)
     )
 
 
@@ -330,16 +483,44 @@ def _referral_answered(
         ReferralCompleted: "completed",
         ReferralWithdrawn: "withdrawn",
     }[type(event)]
-    for referral in _entries(document["referrals"], "referral_id", event.referral_id):
-        referral["status"] = status
+    known = next(iter(_entries(document["referrals"], "referral_id", event.referral_id)), None)
+    key = f"referral|{event.referral_id}"
+    _change(document, known, key, "status", recorded, {"status": status})
 
 
-def _goal_entry(goal: Goal) -> Document:
-    return {
-        "goal": goal.model_dump(mode="json"),
-        "status": GoalStatus.ACTIVE.value,
-        "latest_rating": None,
-    }
+def _put_goal(
+    document: Document, plan: Document, goal: Goal, recorded: RecordedEvent, index: int | None
+) -> None:
+    """The goal's content as ``recorded`` gives it, unless a later revision gave it; ``index``:
+    its place among the goals the event brought (``None`` for a revision, which places it
+    only until the event that brought it arrives)."""
+    entry = _goal(plan, goal.goal_id)
+    place = [recorded.sequence, 0 if index is None else index]
+    if entry is None:
+        entry = {
+            "goal": goal.model_dump(mode="json"),
+            "status": GoalStatus.ACTIVE.value,
+            "latest_rating": None,
+            "order": place,
+            "sequences": {"goal": recorded.sequence},
+        }
+        _made(document, _goal_key(plan, goal.goal_id), entry)
+        plan["goals"].append(entry)
+    else:
+        if index is not None:
+            entry["order"] = min(entry.get("order", place), place)
+        if _later(entry, "goal", recorded):
+            entry["goal"] = goal.model_dump(mode="json")
+    # Goals kept before they held their place keep their order, first.
+    plan["goals"].sort(key=lambda e: e.get("order", [0, 0]))
+
+
+def _goal(plan: Document, goal_id: str) -> Document | None:
+    return next(iter(_goals(plan, goal_id)), None)
+
+
+def _goal_key(plan: Document, goal_id: str) -> str:
+    return f"goal|{plan['plan_id']}|{goal_id}"
 
 
 def _goals(plan: Document, goal_id: str) -> list[Document]:
@@ -350,12 +531,22 @@ def _entries(items: list[Document], key: str, value: str) -> list[Document]:
     return [item for item in items if item[key] == value]
 
 
-def _revised(plan: Document) -> None:
-    plan["changed_since_agreement"] = True
-    _version(plan)
+def _marks(plan: Document) -> None:
+    # A plan kept before the marks: changed since agreement stays so until the next agreement.
+    plan.setdefault("agreed_sequence", 0)
+    plan.setdefault("revised_sequence", 1 if plan["changed_since_agreement"] else 0)
 
 
-def _version(plan: Document) -> None:
+def _revised(plan: Document, recorded: RecordedEvent) -> None:
+    _marks(plan)
+    plan["revised_sequence"] = max(plan["revised_sequence"], recorded.sequence)
+    _settle(plan)
+
+
+def _settle(plan: Document) -> None:
+    """The plan's version from its latest agreement and revision, in stream order."""
+    _marks(plan)
+    plan["changed_since_agreement"] = plan["revised_sequence"] > plan["agreed_sequence"]
     plan["version"] = plan_version(plan["agreed_version"], plan["changed_since_agreement"])
     if plan["agreed_version"] == 0:
         plan["agreement_status"] = "draft"

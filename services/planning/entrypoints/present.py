@@ -124,10 +124,13 @@ def goal_message(goal: dict[str, Any]) -> planning_pb2.Goal:
 
 
 def _service(service: Document) -> planning_pb2.ServiceView:
-    return planning_pb2.ServiceView(
-        **{key: value or "" for key, value in service.items()},
-    )
+    return planning_pb2.ServiceView(**{key: service[key] or "" for key in _SERVICE_FIELDS})
 
 
 def _referral(referral: Document) -> planning_pb2.ReferralView:
-    return planning_pb2.ReferralView(**referral)
+    return planning_pb2.ReferralView(**{key: referral[key] for key in _REFERRAL_FIELDS})
+
+
+# The view's fields only: an entry also keeps the sequences that order it (case_document).
+_SERVICE_FIELDS = tuple(planning_pb2.ServiceView.DESCRIPTOR.fields_by_name)
+_REFERRAL_FIELDS = tuple(planning_pb2.ReferralView.DESCRIPTOR.fields_by_name)
