@@ -44,9 +44,13 @@ class CaseFactsProjection(Projection):
         event = recorded.event
         match event:
             # The date of birth the client's record says now: the registration's, then each
-            # correction's (one stream, so they arrive in order). Read after an erasure, they
-            # hold none, and the erasure deleted the document.
+            # correction's, in the order of their stream (one arriving late, dead-lettered and
+            # replayed, is older than the one kept). Read after an erasure, they hold none, and
+            # the erasure deleted the document.
             case ClientRegistered() | ClientDateOfBirthCorrected():
+                known = await transaction.get(CLIENTS, event.client_id)
+                if known is not None and known.get("sequence", 0) > recorded.sequence:
+                    return
                 if event.date_of_birth is not None:
                     await transaction.put(
                         CLIENTS,
@@ -54,17 +58,24 @@ class CaseFactsProjection(Projection):
                         {
                             "client_id": event.client_id,
                             "date_of_birth": event.date_of_birth.isoformat(),
+                            "sequence": recorded.sequence,
                         },
                     )
             case CaseOpened():
                 document = await _case(transaction, event.case_id)
                 document["client_id"] = event.client_id
                 document["opened_at"] = recorded.metadata.occurred_at.isoformat()
-                _add_needs(document, (need.category for need in event.presenting_needs))
+                document["presented_needs"] = _codes(n.category for n in event.presenting_needs)
+                _settle_needs(document)
                 await transaction.put(CASE_FACTS, event.case_id, document)
             case InitialAssessmentRecorded():
                 document = await _case(transaction, event.case_id)
-                _add_needs(document, (need.category for need in event.needs))
+                assessments = document.setdefault("assessments", [])
+                if all(a["sequence"] != recorded.sequence for a in assessments):
+                    needs = _codes(need.category for need in event.needs)
+                    assessments.append({"sequence": recorded.sequence, "needs": needs})
+                    assessments.sort(key=lambda assessment: assessment["sequence"])
+                _settle_needs(document)
                 await transaction.put(CASE_FACTS, event.case_id, document)
             case CaseClosed() | CaseReopened():
                 document = await _case(transaction, event.case_id)
@@ -72,7 +83,13 @@ class CaseFactsProjection(Projection):
                 await transaction.put(CASE_FACTS, event.case_id, document)
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
-        await scrub_cases(transaction, CASE_FACTS, erased, codes={"needs"}, settle=_settle_erased)
+        await scrub_cases(
+            transaction,
+            CASE_FACTS,
+            erased,
+            codes={"needs", "presented_needs"},
+            settle=_settle_erased,
+        )
         # The birth date (personal data, for age rules) goes with the client's key.
         await transaction.delete(CLIENTS, erased.client_id)
 
@@ -102,6 +119,8 @@ async def _case(transaction: DocumentTransaction, case_id: str) -> Document:
         "case_id": case_id,
         "client_id": None,
         "needs": [],
+        "presented_needs": [],
+        "assessments": [],
         "closed": False,
         "closures": 0,
         "reopens": 0,
@@ -131,12 +150,23 @@ def _count_closure(
 
 
 def _settle_erased(document: Document) -> None:
-    # Each need once, as ``_add_needs`` keeps them: the marker once, as a rebuild would.
-    document["needs"] = list(dict.fromkeys(document["needs"]))
+    # Each need once, as ``_codes`` keeps them: the marker once, as a rebuild would.
+    for holder in (document, *document.get("assessments", ())):
+        if "presented_needs" in holder:
+            holder["presented_needs"] = _codes(holder["presented_needs"])
+        if holder is not document:
+            holder["needs"] = _codes(holder["needs"])
+    _settle_needs(document)
 
 
-def _add_needs(document: Document, needs: Iterable[NeedCategory]) -> None:
-    known: list[str] = document["needs"]
-    for need in needs:
-        if need.value not in known:
-            known.append(need.value)
+def _settle_needs(document: Document) -> None:
+    """The case's needs: those it presented with, then those each assessment found, in the
+    order of intake's stream whatever order they arrived in."""
+    # Kept before the opening and assessments were: their needs stay, first.
+    kept = document.setdefault("presented_needs", list(document["needs"]))
+    assessed = (need for a in document.get("assessments", ()) for need in a["needs"])
+    document["needs"] = _codes([*kept, *assessed])
+
+
+def _codes(needs: Iterable[NeedCategory | str]) -> list[str]:
+    return list(dict.fromkeys(str(need) for need in needs))  # a StrEnum's str is its value
