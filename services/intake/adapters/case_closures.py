@@ -1,7 +1,8 @@
 """Closures of cases, learnt from the bus: the planning service owns ``casetrail.case.closed``.
 
 Fed by the host's ``BusProjectionHandler`` (exactly once per source stream sequence); the event
-id is kept as well, so a closure that somehow arrived twice is still counted once.
+id is kept as well, so a closure that somehow arrived twice is still counted once. The closures
+are listed in the order of planning's stream (by sequence), not of their arrival.
 """
 
 from __future__ import annotations
@@ -43,8 +44,13 @@ class CaseClosuresProjection(Projection):
                 "event_id": event_id,
                 "reason": event.reason.value,
                 "closed_at": recorded.metadata.occurred_at.isoformat(),
+                "sequence": recorded.sequence,
             }
         )
+        # In the order of planning's stream, whatever order they arrived in (a closure
+        # dead-lettered and replayed after a later one); those kept before the sequence came
+        # first.
+        document["closures"].sort(key=lambda closure: closure.get("sequence", 0))
         await transaction.put(CLOSURES, event.case_id, document)
 
 
