@@ -218,7 +218,15 @@ def entry_of(recorded: RecordedEvent) -> Entry | None:
     entry["type"] = event.event_type
     entry["event_id"] = str(recorded.event_id)
     entry["recorded_at"] = recorded.recorded_at.isoformat()
+    entry["sequence"] = recorded.sequence
     return entry
+
+
+def entry_order(entry: Mapping[str, Any]) -> tuple[str, int]:
+    """Where an entry falls among a case's: by when it was recorded, then (events appended
+    together, at one moment) by its stream's sequence, whatever order they arrived in.
+    Entries kept before they held the sequence come first among those of their moment."""
+    return str(entry["recorded_at"]), int(entry.get("sequence", 0))
 
 
 def fold(
@@ -234,8 +242,9 @@ def fold(
 def in_order(
     entries: Iterable[Mapping[str, Any]], *, as_of: datetime | None = None
 ) -> list[Mapping[str, Any]]:
-    """``entries`` in the order ``Fold`` takes them: recorded order, up to ``as_of``."""
-    ordered = sorted(entries, key=lambda entry: str(entry["recorded_at"]))
+    """``entries`` in the order ``Fold`` takes them (``entry_order``: recorded-at, then the
+    stream's sequence), up to ``as_of``."""
+    ordered = sorted(entries, key=entry_order)
     if as_of is None:
         return ordered
     for index, entry in enumerate(ordered):

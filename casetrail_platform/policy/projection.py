@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from casetrail_platform.policy.facts import FACT_EVENT_TYPES, CaseFacts, Entry, entry_of, fold
+from casetrail_platform.policy.facts import (
+    FACT_EVENT_TYPES,
+    CaseFacts,
+    Entry,
+    entry_of,
+    entry_order,
+    fold,
+)
 from casetrail_platform.policy.facts_cache import CachedFacts, CaseFactsCache
 from casetrail_platform.projections.port import (
     Document,
@@ -34,7 +42,13 @@ class CaseFactsProjection(Projection):
         document = await transaction.get(FACTS, case_id) or {"case_id": case_id, "entries": []}
         if any(old["event_id"] == entry["event_id"] for old in document["entries"]):
             return
-        document["entries"].append(entry)
+        # In fold order, the event id settling ties, so that the document is the one a
+        # rebuild makes whatever order the bus brought the events in.
+        insort(
+            document["entries"],
+            entry,
+            key=lambda known: (*entry_order(known), str(known["event_id"])),
+        )
         if "client_id" in entry:
             document["client_id"] = entry["client_id"]
         await transaction.put(FACTS, case_id, document)

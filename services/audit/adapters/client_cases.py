@@ -6,6 +6,8 @@ primary key, so the look-up does not grow with the number of clients.
 
 from __future__ import annotations
 
+from bisect import insort
+
 from casetrail_platform.projections.port import DocumentTransaction, Projection, ReadModelStore
 from events.catalog.cases import CaseOpened
 from events.envelope import RecordedEvent
@@ -28,7 +30,9 @@ class ClientCasesProjection(Projection):
         }
         if event.case_id in document["case_ids"]:
             return
-        document["case_ids"].append(event.case_id)
+        # Sorted, as they are read: the same document whatever order the openings arrive in
+        # (different cases, so partitions), as a rebuild makes.
+        insort(document["case_ids"], event.case_id)
         await transaction.put(CLIENT_CASES, event.client_id, document)
 
 
