@@ -13,7 +13,10 @@ Different services record these (intake opens and closes, coordination assigns, 
 contacts), and their relays publish independently, so events of one case can reach us out of
 the order in which they happened; last-writer-wins registers make the result independent of
 that order. A bus may also deliver an event twice (a relay re-publishing after a crash): the
-last sequence applied per source stream recognises the repeat, which then changes nothing.
+sequences applied per source stream recognise the repeat, which then changes nothing. They are
+kept as the sequence up to which every event was applied, and those applied beyond it: an
+event delivered after later ones of its stream (dead-lettered and replayed, parked and retried)
+is not a repeat, and is applied (its contact counted; the registers keep the newest anyway).
 
 The holder of a case is its worker while the case is open (``UNASSIGNED`` while no worker is
 assigned). Whenever the holder or the due date changes, ``apply`` returns worker facts: the
@@ -45,6 +48,9 @@ TRACKED_TYPES = frozenset(
 )
 """Event types that change caseloads or follow-ups; every other type is skipped unread."""
 
+APPLIED_BEYOND_LIMIT = 1000
+"""Sequences of one stream kept as applied past one not yet come (``CaseState``)."""
+
 
 def stamp_of(recorded: RecordedEvent) -> str:
     """Orders events by when they happened; fixed-width UTC text, so string order is time
@@ -64,7 +70,28 @@ class CaseState:
     follow_up_due: date | None = None
     contact_stamp: str = ""
     applied: Mapping[str, int] = field(default_factory=dict)
-    """Last sequence applied per source stream (``source|stream``)."""
+    """Per source stream (``source|stream``): every sequence up to this one was applied."""
+    applied_beyond: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    """Per source stream: the sequences applied past ``applied``'s, ahead of one still to come
+    (at most ``APPLIED_BEYOND_LIMIT``)."""
+
+    def has_applied(self, key: str, sequence: int) -> bool:
+        return sequence <= self.applied.get(key, 0) or sequence in self.applied_beyond.get(key, ())
+
+    def applying(self, key: str, sequence: int) -> CaseState:
+        """This state having applied ``sequence`` of stream ``key``."""
+        upto = self.applied.get(key, 0)
+        beyond = sorted({*self.applied_beyond.get(key, ()), sequence})
+        while beyond and beyond[0] == upto + 1:
+            upto = beyond.pop(0)
+        if len(beyond) > APPLIED_BEYOND_LIMIT:
+            # An event missing this long is taken as applied: the state stays bounded, and
+            # the registers hold newer values than it could bring.
+            upto, beyond = beyond[-1], []
+        applied_beyond = {k: v for k, v in self.applied_beyond.items() if k != key}
+        if beyond:
+            applied_beyond[key] = tuple(beyond)
+        return replace(self, applied={**self.applied, key: upto}, applied_beyond=applied_beyond)
 
     @property
     def holder(self) -> str | None:
@@ -82,6 +109,7 @@ class CaseState:
             "follow_up_due": None if self.follow_up_due is None else self.follow_up_due.isoformat(),
             "contact_stamp": self.contact_stamp,
             "applied": dict(self.applied),
+            "applied_beyond": {k: list(v) for k, v in self.applied_beyond.items()},
         }
 
     @classmethod
@@ -96,6 +124,11 @@ class CaseState:
             follow_up_due=None if due is None else date.fromisoformat(due),
             contact_stamp=str(document["contact_stamp"]),
             applied={str(k): int(v) for k, v in dict(document["applied"]).items()},
+            # States kept before had applied every sequence up to the last.
+            applied_beyond={
+                str(k): tuple(int(n) for n in v)
+                for k, v in dict(document.get("applied_beyond", {})).items()
+            },
         )
 
 
@@ -123,6 +156,8 @@ class ContactMade:
     worker_id: str
     case_id: str
     occurred_at: datetime
+    event_id: str
+    """The contact's event: counted once however often it is told (``count_contact``)."""
 
 
 WorkerFact = Holds | Releases | ContactMade
@@ -143,11 +178,10 @@ def apply(state: CaseState | None, recorded: RecordedEvent) -> Applied | None:
     current = state or CaseState(case_id=recorded.subject)
     key = stream_key(recorded)
     event = recorded.event
-    if event.event_type not in TRACKED_TYPES or recorded.sequence <= current.applied.get(key, 0):
+    if event.event_type not in TRACKED_TYPES or current.has_applied(key, recorded.sequence):
         return None
     stamp = stamp_of(recorded)
-    updated = _fold(current, event, stamp)
-    updated = replace(updated, applied={**current.applied, key: recorded.sequence})
+    updated = _fold(current, event, stamp).applying(key, recorded.sequence)
 
     facts: list[WorkerFact] = []
     before = None if state is None else state.holder
@@ -158,7 +192,8 @@ def apply(state: CaseState | None, recorded: RecordedEvent) -> Applied | None:
         facts.append(Holds(after, updated.case_id, updated.follow_up_due))
     if isinstance(event, ContactLogged):
         actor = recorded.metadata.actor.user_id
-        facts.append(ContactMade(actor, updated.case_id, recorded.metadata.occurred_at))
+        moment = recorded.metadata.occurred_at
+        facts.append(ContactMade(actor, updated.case_id, moment, str(recorded.event_id)))
     return Applied(updated, facts)
 
 
@@ -178,6 +213,33 @@ def _fold(state: CaseState, event: object, stamp: str) -> CaseState:
 
 
 # --- the worker side ------------------------------------------------------------------------
+
+CONTACTS_COUNTED_PER_DAY = 1000
+"""Contacts told apart per worker per day (their event ids kept): more than any worker logs,
+one every 90 seconds round the clock. Past it each one told is counted, repeats included."""
+
+
+def count_contact(counted: Any, event_id: str) -> dict[str, Any]:
+    """One worker's day of contacts (``{"ids": [...], "beyond": n}``) with ``event_id``'s: a
+    fact told again (redelivered under ``at_least_once``, or sent again by a case event
+    applied again after a crash) counts once. ``counted`` as stored: that, ``None``, or a
+    bare count kept before the ids were."""
+    if isinstance(counted, int):
+        counted = {"ids": [], "beyond": counted}
+    day = {"ids": [], "beyond": 0, **(counted or {})}
+    if event_id in day["ids"]:
+        return day
+    if len(day["ids"]) < CONTACTS_COUNTED_PER_DAY:
+        return {**day, "ids": [*day["ids"], event_id]}
+    return {**day, "beyond": day["beyond"] + 1}
+
+
+def contacts_counted(counted: Any) -> int:
+    """How many contacts a stored day holds (``count_contact``)."""
+    if isinstance(counted, int):
+        return counted
+    return 0 if not counted else len(counted["ids"]) + int(counted["beyond"])
+
 
 HeldCases = dict[str, dict[str, Any]]
 """Per worker: case id -> ``{"follow_up_due": "YYYY-MM-DD" | None}`` (JSON, as stored)."""

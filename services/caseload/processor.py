@@ -49,6 +49,7 @@ from services.caseload.domain import (
     Releases,
     WorkerFact,
     apply,
+    count_contact,
     hold,
     release,
 )
@@ -73,6 +74,8 @@ class FactRecord(faust.Record, serializer="json", namespace="casetrail.caseload.
     follow_up_due: str | None = None
     occurred_at: float = 0.0
     """When the contact happened (epoch seconds): the contact windows run on event time."""
+    event_id: str = ""
+    """The contact's event, counted once however often the fact is told."""
 
     @classmethod
     def of(cls, fact: WorkerFact) -> FactRecord:
@@ -82,8 +85,14 @@ class FactRecord(faust.Record, serializer="json", namespace="casetrail.caseload.
                 return cls("holds", fact.worker_id, fact.case_id, follow_up_due=text)
             case Releases():
                 return cls("releases", fact.worker_id, fact.case_id)
-            case ContactMade(occurred_at=moment):
-                return cls("contact", fact.worker_id, fact.case_id, occurred_at=moment.timestamp())
+            case ContactMade(occurred_at=moment, event_id=event_id):
+                return cls(
+                    "contact",
+                    fact.worker_id,
+                    fact.case_id,
+                    occurred_at=moment.timestamp(),
+                    event_id=event_id,
+                )
         raise TypeError(f"not a worker fact: {fact!r}")
 
 
@@ -240,7 +249,8 @@ def _add_topology(app: CaseloadApp) -> None:
     app.cases = app.Table("cases", partitions=partitions)
     app.caseloads = app.Table("caseloads", partitions=partitions)
     app.contacts = (
-        app.Table("contacts-per-day", default=int, partitions=partitions)
+        # Per worker and day, the contacts' event ids (domain.count_contact).
+        app.Table("contacts-per-day", default=dict, partitions=partitions)
         .tumbling(CONTACT_WINDOW, expires=CONTACT_WINDOW_EXPIRES, key_index=True)
         # At class level a faust Record attribute is its field descriptor, not a float.
         .relative_to_field(FactRecord.occurred_at)  # type: ignore[arg-type]
@@ -279,7 +289,10 @@ def _add_topology(app: CaseloadApp) -> None:
                 elif worker in app.caseloads:
                     del app.caseloads[worker]
             elif fact.kind == "contact":
-                app.contacts[worker] += 1
+                # Not ``+= 1``: under at_least_once a fact may come again after a crash.
+                # A fact sent before the ids were has none: its own (unique) placeholder.
+                told = fact.event_id or f"{fact.case_id}@{fact.occurred_at}"
+                app.contacts[worker] = count_contact(app.contacts[worker].value(), told)
             else:
                 log.warning("caseload: ignoring worker fact of unknown kind %r", fact.kind)
             counters.facts_applied += 1

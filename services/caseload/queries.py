@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from typing import Any
 
-from services.caseload.domain import UNASSIGNED, CaseState, OverdueFollowUp, overdue_of
+from services.caseload.domain import (
+    UNASSIGNED,
+    CaseState,
+    OverdueFollowUp,
+    contacts_counted,
+    overdue_of,
+)
 from services.caseload.processor import CaseloadApp
 
 
@@ -74,7 +80,7 @@ def contacts_per_day(app: CaseloadApp, worker_id: str, days: Iterable[date]) -> 
     counts: dict[date, int] = {}
     for day in days:
         moment = datetime.combine(day, time(12), tzinfo=UTC).timestamp()
-        counts[day] = int(table.get((worker_id, window.current(moment)), 0))
+        counts[day] = contacts_counted(table.get((worker_id, window.current(moment))))
     return counts
 
 
