@@ -7,6 +7,8 @@ from typing import Protocol
 
 import pytest
 
+from casetrail_platform.projections.port import ReadModelStore
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.registry import EventRegistry
@@ -72,3 +74,30 @@ async def open_store(
 @pytest.fixture
 async def event_store(open_store: StoreOpener) -> EventStore:
     return await open_store()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def read_models(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[ReadModelStore]:
+    """A fresh read-model store on each backend."""
+    if request.param == "sqlite":
+        store: ReadModelStore = SqliteReadModelStore(tmp_path / "read-models.db")
+        yield store
+        await store.close()
+        return
+    import psycopg
+
+    from casetrail_platform.projections.postgres import PostgresReadModelStore
+
+    schema = f"readmodels_{uuid.uuid4().hex[:12]}"
+    try:
+        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
+            await admin.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.OperationalError as error:
+        server_missing("PostgreSQL", error)
+    store = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+    yield store
+    await store.close()
+    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
+        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')

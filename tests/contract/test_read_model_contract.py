@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -18,12 +17,10 @@ from casetrail_platform.projections.port import (
     ReadModelStore,
 )
 from casetrail_platform.projections.runner import BusProjectionHandler, catch_up, rebuild
-from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.port import NO_STREAM, EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.envelope import RecordedEvent
 from tests.support.sample_events import NoteWritten, note, sample_registry
-from tests.support.servers import postgres_dsn, server_missing
 
 
 class NotesPerCase(Projection):
@@ -53,32 +50,6 @@ class FailsOn(NotesPerCase):
         await super().apply(transaction, recorded)
         if isinstance(recorded.event, NoteWritten) and recorded.event.text == self.text:
             raise RuntimeError("handler failed half-way")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def read_models(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[ReadModelStore]:
-    if request.param == "sqlite":
-        store: ReadModelStore = SqliteReadModelStore(tmp_path / "read-models.db")
-        yield store
-        await store.close()
-        return
-    import psycopg
-
-    from casetrail_platform.projections.postgres import PostgresReadModelStore
-
-    schema = f"readmodels_{uuid.uuid4().hex[:12]}"
-    try:
-        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-            await admin.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.OperationalError as error:
-        server_missing("PostgreSQL", error)
-    store = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
-    yield store
-    await store.close()
-    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
 @pytest.fixture
