@@ -115,6 +115,12 @@ class AssignmentsProjection(Projection):
 async def _case(transaction: DocumentTransaction, case_id: str) -> Document:
     # Created by whichever of intake's events arrives first, so no fact depends on order.
     document = await transaction.get(CASE_FACTS, case_id)
+    if document is not None and "presented_needs" not in document:
+        # Kept before the opening's and assessments' needs were: those it holds stay, as
+        # if assessed before anything still to come.
+        kept = document["needs"]
+        document["presented_needs"] = []
+        document["assessments"] = [{"sequence": 0, "needs": kept}] if kept else []
     return document or {
         "case_id": case_id,
         "client_id": None,
@@ -151,21 +157,21 @@ def _count_closure(
 
 def _settle_erased(document: Document) -> None:
     # Each need once, as ``_codes`` keeps them: the marker once, as a rebuild would.
-    for holder in (document, *document.get("assessments", ())):
-        if "presented_needs" in holder:
-            holder["presented_needs"] = _codes(holder["presented_needs"])
-        if holder is not document:
-            holder["needs"] = _codes(holder["needs"])
+    if "presented_needs" not in document:  # kept before they were: its needs alone
+        document["needs"] = _codes(document["needs"])
+        return
+    document["presented_needs"] = _codes(document["presented_needs"])
+    for assessment in document["assessments"]:
+        assessment["needs"] = _codes(assessment["needs"])
     _settle_needs(document)
 
 
 def _settle_needs(document: Document) -> None:
     """The case's needs: those it presented with, then those each assessment found, in the
     order of intake's stream whatever order they arrived in."""
-    # Kept before the opening and assessments were: their needs stay, first.
-    kept = document.setdefault("presented_needs", list(document["needs"]))
-    assessed = (need for a in document.get("assessments", ()) for need in a["needs"])
-    document["needs"] = _codes([*kept, *assessed])
+    presented = document["presented_needs"]
+    assessed = (need for a in document["assessments"] for need in a["needs"])
+    document["needs"] = _codes([*presented, *assessed])
 
 
 def _codes(needs: Iterable[NeedCategory | str]) -> list[str]:
