@@ -4,8 +4,15 @@ an in-order delivery (a rebuild) builds it."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Awaitable, Callable
+from datetime import date, timedelta
+
+import pytest
+
 from casetrail_platform.projections.port import ReadModelStore
 from events.catalog.cases import DischargeReason
+from events.catalog.monitoring import ContactKind, GoalProgress, ProgressRating
 from events.envelope import RecordedEvent
 from services.planning.adapters.case_views import CaseViewProjection, CaseViews
 from services.planning.app.handlers import Dependencies
@@ -14,16 +21,73 @@ from tests.unit.planning.support import (
     COORDINATION,
     INTAKE,
     OTHER_WORKER,
+    START,
     WORKER,
     Bus,
     assigned,
+    cancelled,
+    delivered,
     dump,
+    goal,
     reassigned,
     reopened,
+    scheduled,
 )
 from tests.unit.planning.test_case_view import Planner, build_realistic_history
 
+History = Callable[[Dependencies, Bus], Awaitable[None]]
+
 PROJECTION = CaseViewProjection()
+
+
+async def build_cycles_history(deps: Dependencies, bus: Bus) -> None:
+    """Plans over two cycles, revisions and evaluations, a reassignment, a contact logged late
+    and services moved: the events whose order the view's values depend on."""
+    plan = Planner(deps, bus)
+    await bus.open_case("case-e")
+    await plan(c.DraftPlan("case-e", "plan-1", (goal("goal-walk"), goal("goal-club"))))
+    await plan(c.RecordAgreement("case-e", None, "yes", True))
+    await plan(c.AchieveGoal("case-e", "goal-walk", "walks to the shop"))
+    await plan(c.DropGoal("case-e", "goal-club", "not keen"))
+    await plan(c.PlanDischarge("case-e", date(2030, 4, 1), ("walks alone",), (), False, None))
+    await bus.record(
+        COORDINATION, "case-e", scheduled("case-e", "svc-1"), cancelled("case-e", "svc-1")
+    )
+    await plan(c.CloseCase("case-e", DischargeReason.GOALS_ACHIEVED, None))
+    await bus.record(INTAKE, "case-e", reopened("case-e"))
+    await bus.record(COORDINATION, "case-e", reassigned("case-e", WORKER, OTHER_WORKER))
+    await plan(c.DraftPlan("case-e", "plan-2", (goal("goal-home"),)), actor=OTHER_WORKER)
+    await plan(c.AddGoal("case-e", goal("goal-cook", "Cook once a week")), actor=OTHER_WORKER)
+    await plan(c.RecordAgreement("case-e", None, "fine", True), actor=OTHER_WORKER)
+    await plan(
+        c.ReviseGoal("case-e", goal("goal-cook", "Cook twice a week"), "keen"), actor=OTHER_WORKER
+    )
+    progress = (GoalProgress(goal_id="goal-home", rating=ProgressRating.ON_TRACK),)
+    await plan(c.EvaluateProgress("case-e", "eval-1", progress, (), (), False), actor=OTHER_WORKER)
+    progress = (GoalProgress(goal_id="goal-home", rating=ProgressRating.NO_CHANGE),)
+    await plan(c.EvaluateProgress("case-e", "eval-2", progress, (), (), True), actor=OTHER_WORKER)
+    await bus.record(
+        COORDINATION, "case-e", scheduled("case-e", "svc-2"), delivered("case-e", "svc-2")
+    )
+    await plan(
+        c.LogContact("case-e", "visit", ContactKind.HOME_VISIT, "ok", date(2030, 5, 5)),
+        actor=OTHER_WORKER,
+        occurred_at=START + timedelta(days=40),
+    )
+    await plan(
+        c.LogContact("case-e", "call", ContactKind.PHONE_CALL, "fine", date(2030, 6, 1)),
+        actor=OTHER_WORKER,
+        occurred_at=START + timedelta(days=39),
+    )
+    await plan(
+        c.PlanDischarge("case-e", date(2030, 9, 1), ("cooks",), (), False, None),
+        actor=OTHER_WORKER,
+    )
+
+
+HISTORIES = pytest.mark.parametrize(
+    "history", [build_realistic_history, build_cycles_history], ids=["realistic", "cycles"]
+)
 
 
 async def _every_event(bus: Bus) -> list[RecordedEvent]:
@@ -33,10 +97,11 @@ async def _every_event(bus: Bus) -> list[RecordedEvent]:
     return events
 
 
+@HISTORIES
 async def test_each_event_delivered_after_the_later_ones_of_its_case_changes_nothing(
-    deps: Dependencies, bus: Bus, read_models: ReadModelStore
+    deps: Dependencies, bus: Bus, read_models: ReadModelStore, history: History
 ) -> None:
-    await build_realistic_history(deps, bus)
+    await history(deps, bus)
     in_order = await dump(read_models, PROJECTION.collections)
     events = await _every_event(bus)
 
@@ -54,10 +119,11 @@ async def test_each_event_delivered_after_the_later_ones_of_its_case_changes_not
     assert wrong == []
 
 
+@HISTORIES
 async def test_every_stream_delivered_backwards_builds_the_view_a_rebuild_builds(
-    deps: Dependencies, bus: Bus, read_models: ReadModelStore
+    deps: Dependencies, bus: Bus, read_models: ReadModelStore, history: History
 ) -> None:
-    await build_realistic_history(deps, bus)
+    await history(deps, bus)
     in_order = await dump(read_models, PROJECTION.collections)
 
     await read_models.reset(PROJECTION.name, PROJECTION.collections)
@@ -109,3 +175,21 @@ async def test_a_replayed_closure_does_not_close_the_reopened_case_again(
     view = await CaseViews(read_models).get("case-o")
     assert view is not None
     assert (view["status"], view["closure_reason"], view["reopens"]) == ("open", None, 1)
+
+
+@HISTORIES
+async def test_any_delivery_order_builds_the_view_a_rebuild_builds(
+    deps: Dependencies, bus: Bus, read_models: ReadModelStore, history: History
+) -> None:
+    await history(deps, bus)
+    in_order = await dump(read_models, PROJECTION.collections)
+    events = await _every_event(bus)
+
+    for seed in range(20):
+        shuffled = list(events)
+        random.Random(seed).shuffle(shuffled)
+        await read_models.reset(PROJECTION.name, PROJECTION.collections)
+        handler = bus.handler()
+        for recorded in shuffled:
+            await handler(recorded)
+        assert await dump(read_models, PROJECTION.collections) == in_order, f"seed {seed}"
