@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -19,7 +20,10 @@ from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.message import BusMessage, as_headers
 from casetrail_platform.bus.ordering import SequenceGuard
 from casetrail_platform.bus.topics import TopicSettings, create_topics
+from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from cli.dlq import describe
+from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import Role
 from events.catalog.examples import example_events
 from events.catalog.monitoring import ContactLogged
@@ -27,6 +31,7 @@ from events.catalog_registry import default_registry
 from events.cloudevents import to_kafka_binary
 from events.dead_letters import DeadLetterReason
 from events.envelope import Actor, EventMetadata, RecordedEvent
+from services.planning.adapters.case_views import CASE_VIEWS, CaseViewProjection
 from tests.contract.bus_conftest import delete_topics, kafka_test_settings, read_topic
 from tests.support.servers import server_missing
 from tests.support.waiting import eventually
@@ -196,3 +201,84 @@ async def test_a_replayed_letter_does_not_hold_back_its_case_after_a_restart(
         await consume_until(5)
 
     assert seen == [1, 2, 3, 2, 4]
+
+
+async def test_a_replayed_assignment_leaves_the_case_view_with_the_later_worker(
+    topics: tuple[KafkaSettings, str, str], tmp_path: Path
+) -> None:
+    # The assignment failed when first delivered (dead-lettered); the reassignment after it was
+    # applied. Replayed once the cause is fixed, the assignment comes after the reassignment:
+    # planning's case view must keep the worker the case was handed to.
+    settings, topic, group = topics
+    case_id = str(uuid4())
+
+    def coordination(event: CaseAssigned | CaseReassigned, sequence: int) -> RecordedEvent:
+        return RecordedEvent(
+            event_id=uuid4(),
+            stream=f"case-{case_id}",
+            sequence=sequence,
+            position=sequence,
+            recorded_at=datetime.now(UTC),
+            event=event,
+            metadata=EventMetadata(
+                source="casetrail/coordination",
+                actor=Actor("coord-1", Role.COORDINATOR),
+                occurred_at=datetime.now(UTC),
+                correlation_id=uuid4(),
+            ),
+        )
+
+    assigned = coordination(
+        CaseAssigned(
+            case_id=case_id, worker_id="sw-ana", worker_role=Role.SOCIAL_WORKER, reason="fits"
+        ),
+        1,
+    )
+    reassigned = coordination(
+        CaseReassigned(
+            case_id=case_id,
+            previous_worker_id="sw-ana",
+            worker_id="sw-bo",
+            worker_role=Role.SOCIAL_WORKER,
+            reason="leave",
+        ),
+        2,
+    )
+    read_models = SqliteReadModelStore(tmp_path / "read-models.db")
+    projection = BusProjectionHandler(read_models, CaseViewProjection())
+    handled: list[int] = []
+
+    async def handler(record: RecordedEvent) -> None:
+        await projection(record)
+        handled.append(record.sequence)
+
+    async def consume_until(count: int) -> None:
+        stop = asyncio.Event()
+        subscriber = KafkaEventSubscriber(settings, default_registry(), topic=topic)
+        running = asyncio.create_task(
+            subscriber.run(group, handler, stop, ordering=SequenceGuard("test"))
+        )
+
+        async def probe() -> bool | None:
+            return True if len(handled) >= count else None
+
+        try:
+            await eventually(probe, f"{count} events handled")
+        finally:
+            stop.set()
+            await running
+
+    try:
+        await dead_letter(settings, topic, group, assigned)
+        async with KafkaEventPublisher(settings, topic) as publisher:
+            await publisher.publish([reassigned])
+        await consume_until(1)
+        await replay_dead_letters(settings, group)
+        await consume_until(2)
+
+        assert handled == [2, 1]
+        view = await read_models.get(CASE_VIEWS, case_id)
+        assert view is not None
+        assert view["worker_id"] == "sw-bo"
+    finally:
+        await read_models.close()
