@@ -280,7 +280,9 @@ def _settle_plans(document: Document, plans: list[Document]) -> None:
 
 def _plan_drafted(document: Document, event: PlanDrafted, recorded: RecordedEvent) -> None:
     plan = _plan(document, event.plan_id, recorded)
-    plan["made_sequence"] = min(plan["made_sequence"], recorded.sequence)
+    # A plan kept before its sequences were, drafted again: placed by this drafting.
+    plan["made_sequence"] = min(plan.get("made_sequence", recorded.sequence), recorded.sequence)
+    _marks(plan)
     plan["revised_sequence"] = max(plan["revised_sequence"], recorded.sequence)
     for index, goal in enumerate(event.goals):
         _put_goal(document, plan, goal, recorded, index)
@@ -303,28 +305,14 @@ def _goal_revised(document: Document, event: GoalRevised, recorded: RecordedEven
 def _goal_achieved(document: Document, event: GoalAchieved, recorded: RecordedEvent) -> None:
     plan = _plan(document, event.plan_id, recorded)
     status = {"status": GoalStatus.ACHIEVED.value}
-    _change(
-        document,
-        _goal(plan, event.goal_id),
-        _goal_key(plan, event.goal_id),
-        "status",
-        recorded,
-        status,
-    )
+    _goal_change(document, plan, event.goal_id, "status", recorded, status)
     _settle(plan)
 
 
 def _goal_dropped(document: Document, event: GoalDropped, recorded: RecordedEvent) -> None:
     plan = _plan(document, event.plan_id, recorded)
     status = {"status": GoalStatus.DROPPED.value}
-    _change(
-        document,
-        _goal(plan, event.goal_id),
-        _goal_key(plan, event.goal_id),
-        "status",
-        recorded,
-        status,
-    )
+    _goal_change(document, plan, event.goal_id, "status", recorded, status)
     _revised(plan, recorded)
 
 
@@ -341,8 +329,7 @@ def _evaluated(document: Document, event: ProgressEvaluated, recorded: RecordedE
     plan = _plan(document, event.plan_id, recorded)
     for progress in event.goal_progress:
         rating = {"latest_rating": progress.rating.value}
-        key = _goal_key(plan, progress.goal_id)
-        _change(document, _goal(plan, progress.goal_id), key, "rating", recorded, rating)
+        _goal_change(document, plan, progress.goal_id, "rating", recorded, rating)
     if _later(plan, "evaluation", recorded):
         plan["last_evaluated_on"] = _day(recorded)
         plan["adjustment_needed"] = event.plan_adjustment_needed
@@ -513,6 +500,17 @@ def _put_goal(
             entry["goal"] = goal.model_dump(mode="json")
     # Goals kept before they held their place keep their order, first.
     plan["goals"].sort(key=lambda e: e.get("order", [0, 0]))
+
+
+def _goal_change(
+    document: Document,
+    plan: Document,
+    goal_id: str,
+    mark: str,
+    recorded: RecordedEvent,
+    values: Document,
+) -> None:
+    _change(document, _goal(plan, goal_id), _goal_key(plan, goal_id), mark, recorded, values)
 
 
 def _goal(plan: Document, goal_id: str) -> Document | None:
