@@ -10,13 +10,15 @@ from datetime import date, timedelta
 
 import pytest
 
-from casetrail_platform.projections.port import ReadModelStore
+from casetrail_platform.projections.port import Document, ReadModelStore
 from events.catalog.cases import DischargeReason
 from events.catalog.monitoring import ContactKind, GoalProgress, ProgressRating
+from events.catalog.referrals import ReferralCompleted
 from events.envelope import RecordedEvent
-from services.planning.adapters.case_views import CaseViewProjection, CaseViews
+from services.planning.adapters.case_views import CASE_VIEWS, CaseViewProjection, CaseViews
 from services.planning.app.handlers import Dependencies
 from services.planning.domain import commands as c
+from services.planning.entrypoints import present
 from tests.unit.planning.support import (
     COORDINATION,
     INTAKE,
@@ -30,6 +32,8 @@ from tests.unit.planning.support import (
     dump,
     goal,
     reassigned,
+    referral,
+    referral_accepted,
     reopened,
     scheduled,
 )
@@ -193,3 +197,74 @@ async def test_any_delivery_order_builds_the_view_a_rebuild_builds(
         for recorded in shuffled:
             await handler(recorded)
         assert await dump(read_models, PROJECTION.collections) == in_order, f"seed {seed}"
+
+
+_KEPT_SINCE = {
+    "document": ("closure_sequences", "last_contact_sequence", "last_contact_due", "sequences"),
+    "plan": ("made_sequence", "agreed_sequence", "revised_sequence", "sequences"),
+    "entry": ("made_sequence", "sequences", "order"),
+}
+
+
+def _as_kept_before(document: Document) -> Document:
+    """``document`` as the view stored it before it kept sequences."""
+    for key in (*_KEPT_SINCE["document"], "early"):
+        document.pop(key, None)
+    for plan in [*document["previous_plans"], document["plan"]]:
+        for key in _KEPT_SINCE["plan"]:
+            plan.pop(key, None)
+        for goal_entry in plan["goals"]:
+            for key in _KEPT_SINCE["entry"]:
+                goal_entry.pop(key, None)
+    for entry in [*document["services"], *document["referrals"], document["discharge"]]:
+        for key in _KEPT_SINCE["entry"]:
+            entry.pop(key, None)
+    return document
+
+
+async def test_a_document_kept_before_the_sequences_goes_on_as_a_new_one_would(
+    deps: Dependencies, bus: Bus, read_models: ReadModelStore
+) -> None:
+    plan = Planner(deps, bus)
+    for case_id in ("case-old", "case-new"):
+        await bus.open_case(case_id)
+        await plan(c.DraftPlan(case_id, "plan-1", (goal("goal-walk"),)))
+        await plan(c.RecordAgreement(case_id, None, "yes", True))
+        await plan(c.PlanDischarge(case_id, date(2030, 4, 1), ("walks",), (), False, None))
+        await bus.record(COORDINATION, case_id, referral(case_id), scheduled(case_id, "svc-1"))
+        await plan(c.LogContact(case_id, "visit", ContactKind.HOME_VISIT, "ok", date(2030, 3, 9)))
+    kept = await read_models.get(CASE_VIEWS, "case-old")
+    assert kept is not None
+    async with read_models.transaction() as transaction:
+        await transaction.put(CASE_VIEWS, "case-old", _as_kept_before(kept))
+
+    for case_id in ("case-old", "case-new"):
+        await bus.record(COORDINATION, case_id, reassigned(case_id, WORKER, OTHER_WORKER))
+        done = ReferralCompleted(
+            case_id=case_id, referral_id="ref-1", provider_id="prov-physio", outcome="walks"
+        )
+        await bus.record(COORDINATION, case_id, referral_accepted(case_id), done)
+        await bus.record(COORDINATION, case_id, cancelled(case_id, "svc-1"))
+        revised = goal("goal-walk", "Walk to the park")
+        await plan(c.ReviseGoal(case_id, revised, "better"), actor=OTHER_WORKER)
+        await plan(c.CloseCase(case_id, DischargeReason.CLIENT_MOVED, None), actor=OTHER_WORKER)
+        await bus.record(INTAKE, case_id, reopened(case_id))
+        await plan(c.DraftPlan(case_id, "plan-2", (goal("goal-home"),)), actor=OTHER_WORKER)
+        await plan(
+            c.LogContact(case_id, "call", ContactKind.PHONE_CALL, "ok", date(2030, 5, 1)),
+            actor=OTHER_WORKER,
+        )
+
+    views = CaseViews(read_models)
+    shown = {}
+    for case_id in ("case-old", "case-new"):
+        document = await views.get(case_id)
+        assert document is not None
+        view = present.case_view(document)
+        view.case_id = view.client_id = ""
+        shown[case_id] = view
+    assert shown["case-old"] == shown["case-new"]
+    assert (shown["case-new"].worker.worker_id, shown["case-new"].plan.plan_id) == (
+        OTHER_WORKER.user_id,
+        "plan-2",
+    )
