@@ -39,6 +39,7 @@ from casetrail_platform.projections.port import (
     ReadModelStore,
 )
 from events.catalog.access import RecordAccessDenied, RecordAccessed
+from events.catalog.cases import CaseOpened
 from events.catalog.erasure import ClientErased
 from events.cloudevents import from_structured, to_structured
 from events.envelope import RecordedEvent, to_micros
@@ -78,6 +79,15 @@ KEY_END = "~"
 _READ_ALL = 1000
 
 
+CLIENT_SUBJECT = "client@"
+"""Where a client's own events are kept in the collections, as ``client@<client id>``: an
+identifier holds no '@', so no case id is one of these and no case's key range reaches them."""
+
+
+def client_subject(client_id: str) -> str:
+    return CLIENT_SUBJECT + client_id
+
+
 def sortable_micros(value: int) -> str:
     """Microseconds since the Unix epoch as digits whose order is the times' order."""
     return f"{value + _EPOCH_SHIFT:020d}"
@@ -99,8 +109,9 @@ def lane_of(event_type: str) -> str:
     return ACCESSES if event_type in ACCESS_TYPES else HISTORY
 
 
-def _prefix(case_id: str, basis: TimeBasis, lane: str) -> str:
-    return f"{case_id}|{_CLOCKS[basis]}|{lane}|"
+def _prefix(subject: str, basis: TimeBasis, lane: str) -> str:
+    """``subject``: a case id, or a client's (``client_subject``)."""
+    return f"{subject}|{_CLOCKS[basis]}|{lane}|"
 
 
 class TimelineProjection(Projection):
@@ -110,14 +121,25 @@ class TimelineProjection(Projection):
     collections = (CASES, INDEX, EVENTS, SEEN, FACTS)
     idempotent = True  # the seen-marker, written first with each event
 
+    async def handle(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        # The erasure is itself part of the client's history: scrubbed and indexed both.
+        if recorded.event_type == ClientErased.event_type:
+            await super().handle(transaction, recorded)
+        await self.apply(transaction, recorded)
+
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
         lane = lane_of(recorded.event_type)
-        # Client-level events (casetrail.client.registered) belong to no case; access records
-        # always do (their type says so: their data is not decoded here).
-        if lane == HISTORY and recorded.event.subject_field != "case_id":
-            return
-        event_id = str(recorded.event_id)
         case_id = recorded.subject
+        # Access records always belong to a case (their type says so: their data is not
+        # decoded here). A client-level event (registration, date of birth corrected, holds,
+        # erasure) is kept once under the client's subject, and each of the client's cases
+        # reads it from there (``ReadModelTimelines.page``); other subjects (the ledger's
+        # own events) are no part of any timeline.
+        if lane == HISTORY and recorded.event.subject_field != "case_id":
+            if recorded.event.subject_field != "client_id":
+                return
+            case_id = client_subject(case_id)
+        event_id = str(recorded.event_id)
         event_key = f"{case_id}|{lane}|{event_id}"
         # Marked first, in the same transaction: checked and set in one statement.
         if not await transaction.put_new(SEEN, event_id, {"case_id": case_id, "key": event_key}):
@@ -140,6 +162,8 @@ class TimelineProjection(Projection):
             FACTS, case_id, "entries", entry
         ):
             await transaction.put(FACTS, case_id, {"case_id": case_id, "entries": [entry]})
+        if case_id.startswith(CLIENT_SUBJECT):
+            return  # no facts (``entry_of``) and no header: a client is no case
         if lane == HISTORY:
             header = await transaction.get(CASES, case_id) or _new_header(case_id)
             header["events"] += 1
@@ -199,13 +223,15 @@ class ReadModelTimelines:
         belong when the view takes them (one that is indexed already is listed once)."""
         backward = cursor is not None and cursor.backward
         found: dict[str, tuple[dict[str, Any], RecordedEvent | None]] = {}
-        for lane in _lanes(query):
-            keys = _key_range(case_id, query, lane, cursor, size + 1)
-            prefix = _prefix(case_id, query.basis, lane)
+        for subject, lane in await self._sources(case_id, query):
+            keys = _key_range(subject, query, lane, cursor, size + 1)
+            prefix = _prefix(subject, query.basis, lane)
             for event in unindexed:
                 suffix = sort_suffix(event, query.basis)
-                if lane_of(event.event_type) == lane and keys.holds(
-                    prefix + suffix, _indexed(event, "")
+                if (
+                    subject == case_id
+                    and lane_of(event.event_type) == lane
+                    and keys.holds(prefix + suffix, _indexed(event, ""))
                 ):
                     found[suffix] = ({}, event)
             rows = await self._read_models.key_range(INDEX, keys)
@@ -234,10 +260,28 @@ class ReadModelTimelines:
     async def count(self, case_id: str, query: TimelineQuery) -> int:
         """Events in the whole view (all pages)."""
         total = 0
-        for lane in _lanes(query):
-            keys = _key_range(case_id, query, lane, None, 0)
+        for subject, lane in await self._sources(case_id, query):
+            keys = _key_range(subject, query, lane, None, 0)
             total += await self._read_models.count_range(INDEX, keys)
         return total
+
+    async def client_of(self, case_id: str) -> str | None:
+        """The client the case was opened for (None before audit has its opening)."""
+        document = await self._read_models.get(FACTS, case_id)
+        for entry in [] if document is None else document["entries"]:
+            if entry["type"] == CaseOpened.event_type:
+                return str(entry["client_id"])
+        return None
+
+    async def _sources(self, case_id: str, query: TimelineQuery) -> list[tuple[str, str]]:
+        """(subject, lane) of each part of the case's view: its lanes, and its client's own
+        events beside its history. The sort keys of both are of one clock and never equal
+        (they end in source, stream and sequence), so merged they are one order, and an
+        as-of moment, a period and a page cursor bound both alike."""
+        sources = [(case_id, lane) for lane in _lanes(query)]
+        if (case_id, HISTORY) in sources and (client_id := await self.client_of(case_id)):
+            sources.append((client_subject(client_id), HISTORY))
+        return sources
 
     async def events_of(self, case_id: str) -> list[RecordedEvent]:
         """Every event of the case (access events included), on the occurred clock."""
@@ -248,7 +292,7 @@ class ReadModelTimelines:
         return await self._everything(f"{case_id}|{HISTORY}|")
 
     async def event(self, event_id: UUID) -> RecordedEvent | None:
-        """The case event audit received with this id (None for one of no case)."""
+        """The event audit received with this id, a case's or a client's (None for another)."""
         seen = await self._read_models.get(SEEN, str(event_id))
         if seen is None:
             return None
@@ -296,9 +340,9 @@ def _lanes(query: TimelineQuery) -> Iterator[str]:
 
 
 def _key_range(
-    case_id: str, query: TimelineQuery, lane: str, cursor: PageCursor | None, limit: int
+    subject: str, query: TimelineQuery, lane: str, cursor: PageCursor | None, limit: int
 ) -> KeyRange:
-    prefix = _prefix(case_id, query.basis, lane)
+    prefix = _prefix(subject, query.basis, lane)
     low, high = prefix, prefix + KEY_END
     if query.since is not None:
         # Keys of events at `since` extend these digits, so they sort after them.

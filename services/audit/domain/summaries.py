@@ -15,8 +15,10 @@ from events.catalog import (
     assessment,
     assignment,
     cases,
+    clients,
     eligibility,
     emergency,
+    erasure,
     funding,
     monitoring,
     planning,
@@ -28,11 +30,37 @@ from events.catalog.values import Money
 
 
 def summary(event: CaseEvent) -> str:
-    for describe in (_case_cycle, _plan, _referral_or_service, _money_and_follow_up, _access):
+    for describe in (
+        _client,
+        _case_cycle,
+        _plan,
+        _referral_or_service,
+        _money_and_follow_up,
+        _access,
+    ):
         text = describe(event)
         if text is not None:
             return text
     return _generic(event)
+
+
+def _client(event: CaseEvent) -> str | None:
+    """The client's own events, shown in each of their cases' timelines."""
+    match event:
+        case clients.ClientRegistered():
+            return f"registered client {event.client_id}"
+        case clients.ClientDateOfBirthCorrected():
+            # The date and the reason are personal: the event in full holds them.
+            return f"corrected the date of birth of client {event.client_id}"
+        case erasure.RetentionHoldPlaced():
+            until = "" if event.until is None else f" until {event.until.isoformat()}"
+            return f"placed retention hold {event.hold_id} on client {event.client_id}{until}"
+        case erasure.RetentionHoldReleased():
+            return f"released retention hold {event.hold_id} on client {event.client_id}"
+        case erasure.ClientErased():
+            cases_known = len(event.case_ids)
+            return f"erased client {event.client_id}'s personal data ({cases_known} case(s))"
+    return None
 
 
 def _case_cycle(event: CaseEvent) -> str | None:

@@ -41,6 +41,7 @@ from tests.unit.audit.support import (
     coordination,
     late_recorded_case,
 )
+from tests.unit.audit.test_timeline import CLIENT, client_history
 
 
 @pytest.fixture
@@ -434,3 +435,32 @@ async def test_a_case_is_found_by_its_client_as_the_policy_allows(
     refused = (await access_events(store))[-1]
     assert isinstance(refused, RecordAccessDenied)
     assert refused.case_id == CASE
+
+
+async def test_an_export_holds_the_clients_events_and_its_access_names_them(
+    deps: AuditDeps,
+    registry: EventRegistry,
+    store: SqliteEventStore,
+    read_models: SqliteReadModelStore,
+    received: list[RecordedEvent],
+) -> None:
+    """The client's registration (before the case), date of birth corrected (during it) and
+    hold take their place in the export, and the recorded access names their section
+    (identity) and sensitive fields as it does the case's own."""
+    client = client_history()
+    handler = BusProjectionHandler(read_models, TimelineProjection())
+    for recorded in client:
+        await handler(recorded)
+
+    pages = await queries.export_case(deps, AUDITOR, CASE, TimeBasis.OCCURRED)
+    exported = [recorded async for page in pages for recorded in page]
+
+    assert exported == history.view([*received, *client], TimeBasis.OCCURRED)
+    assert from_json_lines("".join(iter_json_lines(exported)), registry) == exported
+    (access,) = await accesses(store)
+    assert RecordSection.IDENTITY in access.sections
+    events = [recorded.event for recorded in exported]
+    assert access.sections == sections_disclosed(events)
+    assert list(access.fields) == sensitive_fields_shown(events)
+    page = await queries.who_did_what(deps, AUDITOR, CASE, TimeBasis.RECORDED)
+    assert f"corrected the date of birth of client {CLIENT}" in [a.summary for a in page.activities]

@@ -11,8 +11,8 @@ from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from events.catalog.access import AccessPurpose, RecordAccessed, RecordSection
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import PresentingNeed
-from events.catalog.clients import ClientRegistered, PersonName
-from events.catalog.erasure import ClientErased
+from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered, PersonName
+from events.catalog.erasure import ClientErased, RetentionHoldPlaced, RetentionHoldReleased
 from events.catalog.values import NeedCategory
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
@@ -30,9 +30,9 @@ from services.audit.adapters.timeline import (
     sort_suffix,
 )
 from services.audit.domain import history
-from services.audit.domain.history import TimeBasis
+from services.audit.domain.history import PageCursor, TimeBasis, TimelineQuery
 from tests.support.stored import as_stored
-from tests.unit.audit.support import CASE, T0, Producer, late_recorded_case, opened
+from tests.unit.audit.support import CASE, DAY, T0, Producer, late_recorded_case, opened
 
 
 async def snapshot(read_models: SqliteReadModelStore) -> dict[str, list[object]]:
@@ -127,18 +127,112 @@ async def test_an_access_record_is_copied_without_decoding_it(
     assert await timelines.facts_of(CASE) == []
 
 
-async def test_client_events_belong_to_no_case_timeline(
+CLIENT = "client-7f3a"  # the client ``opened()`` is for
+
+
+def client_history() -> list[RecordedEvent]:
+    """The client's own events around the case of ``late_recorded_case`` (opened at T0): the
+    registration before it, the date of birth corrected on day 2 (recorded on day 4), a hold
+    placed on day 6 and released on day 7."""
+    desk = Producer("casetrail/intake", f"client-{CLIENT}")
+    registered = ClientRegistered(
+        client_id=CLIENT, name=PersonName(given_names="Marco"), date_of_birth=date(1914, 6, 2)
+    )
+    corrected = ClientDateOfBirthCorrected(
+        client_id=CLIENT, date_of_birth=date(1941, 6, 2), reason="birth certificate seen"
+    )
+    placed = RetentionHoldPlaced(client_id=CLIENT, hold_id="hold-1", legal_basis="inquiry 7")
+    released = RetentionHoldReleased(client_id=CLIENT, hold_id="hold-1", reason="closed")
+    return [
+        desk.record(registered, occurred_at=T0 - DAY),
+        desk.record(corrected, occurred_at=T0 + 2 * DAY, recorded_at=T0 + 4 * DAY),
+        desk.record(placed, occurred_at=T0 + 6 * DAY),
+        desk.record(released, occurred_at=T0 + 7 * DAY),
+    ]
+
+
+async def test_client_events_are_kept_once_under_the_client_not_as_a_case(
     read_models: SqliteReadModelStore, registry: EventRegistry
 ) -> None:
-    producer = Producer("casetrail/intake", "client-c1")
-    registered = ClientRegistered(
-        client_id="c1", name=PersonName(given_names="Marco"), date_of_birth=date(1941, 6, 2)
-    )
-    await deliver(read_models, [producer.record(registered, occurred_at=T0)])
+    events = client_history()
+    await deliver(read_models, events)
+    await deliver(read_models, events)  # redelivered: still once
 
     timelines = ReadModelTimelines(read_models, registry)
-    assert await timelines.events_of("c1") == []
+    assert await timelines.events_of(CLIENT) == []  # a client id is no case id
     assert [key async for key, _ in read_models.scan(CASES)] == []
+    assert [key async for key, _ in read_models.scan(FACTS)] == []
+    assert len([key async for key, _ in read_models.scan(INDEX)]) == 2 * len(events)
+    assert await timelines.event(events[1].event_id) == events[1]  # proved by its id
+
+
+async def test_each_case_of_the_client_shows_its_events_in_the_clocks_order(
+    read_models: SqliteReadModelStore, registry: EventRegistry
+) -> None:
+    """The registration before the case opened is shown too: the case rests on it. On each
+    clock the client's events take their place among the case's, and a page cursor, an as-of
+    moment and the view's total count them alike."""
+    case = late_recorded_case()
+    other = late_recorded_case("case-0043")  # the same client's second case
+    stranger = Producer("casetrail/intake", "client-someone-else").record(
+        ClientRegistered(client_id="someone-else", name=PersonName(given_names="Ada")),
+        occurred_at=T0,
+    )
+    client = client_history()
+    await deliver(read_models, [*client, *case, *other, stranger])
+    timelines = ReadModelTimelines(read_models, registry)
+    assert await timelines.client_of(CASE) == CLIENT
+
+    for case_id, own in ((CASE, case), ("case-0043", other)):
+        for basis in TimeBasis:
+            query = TimelineQuery(basis)
+            expected = history.view([*own, *client], basis)
+            shown, cursor = [], None
+            while True:  # pages of 2: the cursor runs through both
+                page = await timelines.page(case_id, query, cursor, 2)
+                shown.extend(page.entries)
+                if not page.more:
+                    break
+                cursor = PageCursor(page.suffixes[-1])
+            assert shown == expected
+            assert await timelines.count(case_id, query) == len(expected)
+            backward = await timelines.page(
+                case_id, query, PageCursor(page.suffixes[-1], backward=True), 3
+            )
+            assert backward.entries == expected[-4:-1]
+
+    # As of day 3 on the recorded clock: the correction (recorded day 4) is not known yet;
+    # on the occurred clock it is (it happened on day 2).
+    as_of = T0 + 3 * DAY
+    recorded = await timelines.page(CASE, TimelineQuery(TimeBasis.RECORDED, as_of=as_of), None, 50)
+    occurred = await timelines.page(CASE, TimelineQuery(TimeBasis.OCCURRED, as_of=as_of), None, 50)
+    assert client[1] not in recorded.entries
+    assert client[0] in recorded.entries
+    assert client[1] in occurred.entries
+    # A type filter reads the client's events as it reads the case's.
+    corrections = TimelineQuery(
+        TimeBasis.OCCURRED, event_types=frozenset({ClientDateOfBirthCorrected.event_type})
+    )
+    assert (await timelines.page(CASE, corrections, None, 50)).entries == [client[1]]
+    # The access lane alone holds none of them.
+    accesses = TimelineQuery(TimeBasis.OCCURRED, event_types=frozenset({RecordAccessed.event_type}))
+    assert await timelines.count(CASE, accesses) == 0
+
+
+async def test_the_erasure_is_shown_and_scrubs_the_facts(
+    read_models: SqliteReadModelStore, registry: EventRegistry
+) -> None:
+    case = late_recorded_case()
+    erased = Producer("casetrail/intake", f"client-{CLIENT}").record(
+        ClientErased(client_id=CLIENT, case_ids=(CASE,), request_reference="dms://r/1"),
+        occurred_at=T0 + 9 * DAY,
+    )
+    await deliver(read_models, [*case, erased, erased])
+
+    page = await ReadModelTimelines(read_models, registry).page(
+        CASE, TimelineQuery(TimeBasis.OCCURRED), None, 50
+    )
+    assert page.entries == [*history.view(case, TimeBasis.OCCURRED), erased]
 
 
 async def test_an_unknown_case_has_no_events(
