@@ -20,6 +20,7 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
+from casetrail_platform.ledger.export import PROOF_ATTRIBUTE
 from cli.rpc import Person, command, eventually, query, timestamp
 from cli.walk.story import (
     AUDITOR,
@@ -42,6 +43,13 @@ SUPERVISOR = Person("dpo-erin-walsh", "supervisor")
 REVIEW = "confidentiality_review"
 CORRECTED_BIRTH = "1931-02-27"
 """A date nothing else in the run holds: found in a file, it is the client's."""
+CLIENT_EVENT_TYPES = (
+    "casetrail.client.registered",
+    "casetrail.client.date_of_birth_corrected",
+    "casetrail.client.retention_hold_placed",
+    "casetrail.client.retention_hold_released",
+)
+"""The client's own events the case's timeline and export show (and, after, its erasure)."""
 
 
 async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_verifies(
@@ -220,6 +228,17 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
             reason=f"Inquiry closed {canary}",
         )
     )
+    # The auditor replaying the case sees the client's own history in it, its personal values
+    # sealed as the case's own events' are (as stored, published and exported).
+    replayed = await eventually(
+        lambda: _timeline_text(casetrail, case_id),
+        lambda text: all(kind in text for kind in CLIENT_EVENT_TYPES),
+        what="audit to show the client's own events in the case's timeline",
+        patience=casetrail.patience,
+    )
+    assert f"corrected the date of birth of client {client.client_id}" in replayed
+    assert f"placed retention hold {held.hold_id} on client {client.client_id}" in replayed
+    assert CORRECTED_BIRTH not in replayed
     erased = await stubs.as_(SUPERVISOR).intake.EraseClient(erase)
     assert list(erased.erased_case_ids) == [case_id]
     assert (await stubs.as_(SUPERVISOR).intake.EraseClient(erase)).result == erased.result
@@ -281,13 +300,27 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
     assert canary not in export.read_text()
     # Nor a category the client's consent named: the consent stays, naming none.
     assert "substance_use" not in export.read_text()
-    timeline = await _timeline_text(casetrail, case_id)
+    # The erasure takes its place in the timeline; what it erased reads erased there.
+    timeline = await eventually(
+        lambda: _timeline_text(casetrail, case_id),
+        lambda text: "casetrail.client.erased" in text,
+        what="audit to show the client's erasure in the case's timeline",
+        patience=casetrail.patience,
+    )
+    assert all(kind in timeline for kind in CLIENT_EVENT_TYPES)
+    assert CORRECTED_BIRTH not in timeline
     assert "casetrail.consent.granted" in timeline
     assert canary not in timeline
     assert "substance_use" not in timeline
     keys = await stubs.as_(AUDITOR).audit.ListLedgerKeys(
         audit_pb2.ListLedgerKeysRequest(context=query(REVIEW))
     )
+    # The client's events are exported with the case's, each proved by intake's own log.
+    exported = [json.loads(line) for line in export.read_text().splitlines()]
+    intake_log = {k.service: k.origin for k in keys.keys}["intake"]
+    for kind in CLIENT_EVENT_TYPES:
+        [line] = [line for line in exported if line["type"] == kind]
+        assert json.loads(line[PROOF_ATTRIBUTE])["log"] == intake_log, kind
     keys_file = tmp_path / "keys.txt"
     keys_file.write_text("".join(k.verifier_key + "\n" for k in keys.keys))
     status, out, err = await casetrail_cli("verify", str(export), "--keys", str(keys_file))
