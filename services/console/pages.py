@@ -214,6 +214,13 @@ def state_rows(state: audit_pb2.CaseState) -> list[StateRow]:
         StateRow("client", "Client", state.client_id or "-"),
         StateRow("events", "Events folded", str(state.events_applied)),
     ]
+    if state.events_applied:
+        # The client's own record then (their events, not the case's): what eligibility
+        # decisions on the case rested on.
+        born = state.client_date_of_birth or ("[erased]" if state.client_erased else "not given")
+        holds = ", ".join(state.client_retention_hold_ids) or "none"
+        rows.append(StateRow("born", "Client's date of birth", born))
+        rows.append(StateRow("holds", "Retention holds on the client", holds))
     if state.closure_reason:
         rows.append(StateRow("closure", "Closure reason", state.closure_reason))
     for key, label, needs in (

@@ -216,6 +216,8 @@ def test_timeline_shows_every_column_and_marks_late_events(
     for heading in ("Occurred at", "Recorded at", "Type", "Actor", "Role"):
         assert f'<th scope="col">{heading}</th>' in html
     assert "casetrail.case.opened" in html
+    # The client's own registration is part of the case's history as audit shows it.
+    assert "casetrail.client.registered" in html
     # The demo tells two weeks in seconds: what happened days ago was recorded just now.
     assert "recorded late" in html
     assert 'id="integrity-note"' in html
@@ -285,6 +287,9 @@ def test_state_as_of_a_moment_and_before_the_case(
     assert now.status_code == 200
     assert "closed" in now.text
     assert 'id="state"' in now.text
+    # The client's record then, from the client's own events.
+    assert "Client&#39;s date of birth" in now.text
+    assert "1941-06-02" in now.text
     before = client.get(f"/cases/{case}/state", params={"at": "1990-01-01T00:00"})
     assert before.status_code == 200
     assert "did not exist yet" in before.text
@@ -419,7 +424,8 @@ def test_export_is_cloudevents_json_lines(
     lines = [json.loads(line) for line in answer.text.splitlines()]
     assert lines
     assert all(line["specversion"] == "1.0" for line in lines)
-    assert {line["subject"] for line in lines} == {demo_casetrail.case_id}
+    # The case's events and its client's own (their subject is the client).
+    assert {line["subject"] for line in lines} == {demo_casetrail.case_id, demo_casetrail.client_id}
 
 
 def test_unknown_and_malformed_cases_are_clear_pages(client: TestClient) -> None:

@@ -291,6 +291,14 @@ class ReadModelTimelines:
         """The case's own events (its access records left out), on the occurred clock."""
         return await self._everything(f"{case_id}|{HISTORY}|")
 
+    async def client_history_of(self, case_id: str) -> list[RecordedEvent]:
+        """The own events of the case's client (none before audit has the case's opening),
+        on the occurred clock."""
+        client_id = await self.client_of(case_id)
+        if client_id is None:
+            return []
+        return await self._everything(f"{client_subject(client_id)}|{HISTORY}|")
+
     async def event(self, event_id: UUID) -> RecordedEvent | None:
         """The event audit received with this id, a case's or a client's (None for another)."""
         seen = await self._read_models.get(SEEN, str(event_id))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 from uuid import UUID
@@ -31,7 +31,7 @@ from services.audit.domain.access import (
     sections_disclosed,
     sensitive_fields_shown,
 )
-from services.audit.domain.case_state import CaseState, fold
+from services.audit.domain.case_state import CaseState, client_fold, fold
 from services.audit.domain.errors import CaseNotFound
 from services.audit.domain.history import (
     IndexPage,
@@ -72,6 +72,11 @@ class CaseTimelines(Protocol):
 
     async def history_of(self, case_id: str) -> list[RecordedEvent]:
         """The case's own events, its access records left out, in no particular order."""
+        ...
+
+    async def client_history_of(self, case_id: str) -> list[RecordedEvent]:
+        """The own events of the case's client (registration, date of birth corrected, holds,
+        erasure), in no particular order."""
         ...
 
 
@@ -151,7 +156,14 @@ async def get_state_as_of(
     # A moment before the case's first event folds nothing: an empty state whose
     # events_applied of 0 says the case did not exist yet (the console shows it so).
     state = fold(case_id, ordered, basis)
-    await _release(deps, viewer, allowed, case_id, ordered, STATE_SECTIONS, answer=answer)
+    # The client's record at the same moment on the same clock, once the case existed: the
+    # case's decisions about the person (their age) rested on it.
+    client: list[RecordedEvent] = []
+    if state.events_applied:
+        client = history.view(await deps.timelines.client_history_of(case_id), basis, as_of)
+        state = replace(state, client=client_fold(client))
+    shown = [*ordered, *client]
+    await _release(deps, viewer, allowed, case_id, shown, STATE_SECTIONS, answer=answer)
     return state
 
 

@@ -7,17 +7,29 @@ declined without the referral in view, say) by recording what the follow-up tell
 Sensitive free text (needs' descriptions, goal statements, notes) is never copied into the
 state: the timeline holds it for those entitled to read it. Sensitive codes (need categories,
 service kinds) are, since showing them is what a case state is for; reading a state is
-recorded as an access like any other disclosure.
+recorded as an access like any other disclosure. The client's own record (``ClientRecord``:
+date of birth, retention holds, erasure) is folded apart from the client's events, which are
+not the case's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
-from events.catalog import access, assessment, assignment, cases, planning, referrals, scheduling
+from events.catalog import (
+    access,
+    assessment,
+    assignment,
+    cases,
+    clients,
+    erasure,
+    planning,
+    referrals,
+    scheduling,
+)
 from events.catalog.base import CaseEvent
 from events.envelope import RecordedEvent
 from services.audit.domain.history import TimeBasis, moment_of
@@ -95,6 +107,19 @@ class Consent:
 
 
 @dataclass(frozen=True)
+class ClientRecord:
+    """The client's own record at a moment, folded from the client's events (``client_fold``):
+    what the case's decisions about the person (their age) rested on then."""
+
+    date_of_birth: date | None = None
+    """Of the registration or the latest correction; None when none was given, and once
+    erased (a sealed date reads as null then)."""
+    retention_hold_ids: tuple[str, ...] = ()
+    """The holds standing, in the order they were placed."""
+    erased: bool = False
+
+
+@dataclass(frozen=True)
 class CaseState:
     case_id: str
     status: CaseStatus = CaseStatus.UNKNOWN
@@ -109,6 +134,29 @@ class CaseState:
     closure_reason: str | None = None
     events_applied: int = 0
     last_event_at: datetime | None = None
+    client: ClientRecord = ClientRecord()
+
+
+def client_fold(ordered: Iterable[RecordedEvent]) -> ClientRecord:
+    """The client's record after ``ordered``, the client's own events (already filtered and
+    sorted on the case's clock); other events change nothing in it."""
+    born: date | None = None
+    holds: dict[str, None] = {}
+    erased = False
+    for recorded in ordered:
+        event = recorded.event
+        match event:
+            case clients.ClientRegistered() | clients.ClientDateOfBirthCorrected():
+                born = event.date_of_birth
+            case erasure.RetentionHoldPlaced():
+                holds[event.hold_id] = None
+            case erasure.RetentionHoldReleased():
+                holds.pop(event.hold_id, None)
+            case erasure.ClientErased():
+                erased = True
+    # Read after an erasure, every sealed date is null already; one read before it (a key
+    # still cached) is not shown for a moment after it either.
+    return ClientRecord(None if erased else born, tuple(holds), erased)
 
 
 def fold(case_id: str, ordered: Iterable[RecordedEvent], basis: TimeBasis) -> CaseState:

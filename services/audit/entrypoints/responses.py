@@ -247,6 +247,11 @@ def state(value: case_state.CaseState, as_of: datetime) -> audit_pb2.CaseState:
         closure_reason=value.closure_reason or "",
         events_applied=value.events_applied,
         last_event_at=timestamp(value.last_event_at),
+        client_date_of_birth=(
+            "" if value.client.date_of_birth is None else value.client.date_of_birth.isoformat()
+        ),
+        client_retention_hold_ids=value.client.retention_hold_ids,
+        client_erased=value.client.erased,
     )
     if value.assignment is not None:
         message.assignment.CopyFrom(

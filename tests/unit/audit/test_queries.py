@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import pytest
 
@@ -18,6 +18,7 @@ from events.catalog.access import (
     RecordSection,
 )
 from events.catalog.base import CaseEvent, Role
+from events.catalog.erasure import ClientErased
 from events.cloudevents import from_json_lines, iter_json_lines
 from events.envelope import Actor, RecordedEvent
 from events.registry import EventRegistry
@@ -27,7 +28,7 @@ from services.audit.app.handlers import SERVICE_SOURCE
 from services.audit.app.queries import AuditDeps
 from services.audit.domain import history
 from services.audit.domain.access import sections_disclosed, sensitive_fields_shown
-from services.audit.domain.case_state import CaseStatus
+from services.audit.domain.case_state import CaseStatus, ClientRecord
 from services.audit.domain.errors import CaseNotFound
 from services.audit.domain.history import TimeBasis, TimelineQuery
 from tests.unit.audit.support import (
@@ -38,6 +39,7 @@ from tests.unit.audit.support import (
     SUPERVISING,
     SUPERVISOR,
     T0,
+    Producer,
     coordination,
     late_recorded_case,
 )
@@ -464,3 +466,35 @@ async def test_an_export_holds_the_clients_events_and_its_access_names_them(
     assert list(access.fields) == sensitive_fields_shown(events)
     page = await queries.who_did_what(deps, AUDITOR, CASE, TimeBasis.RECORDED)
     assert f"corrected the date of birth of client {CLIENT}" in [a.summary for a in page.activities]
+
+
+async def test_the_state_as_of_a_moment_shows_the_clients_record_then(
+    deps: AuditDeps, read_models: SqliteReadModelStore, received: list[RecordedEvent]
+) -> None:
+    """The date of birth corrected on day 2 (recorded on day 4) is the client's on the
+    occurred clock from day 2 and on the recorded clock from day 4; a hold stands from day 6
+    to day 7; the erasure empties the date. Before the case existed, nothing of the client."""
+    client = client_history()
+    erased = Producer("casetrail/intake", f"client-{CLIENT}").record(
+        ClientErased(client_id=CLIENT, case_ids=(CASE,), request_reference="dms://r/1"),
+        occurred_at=T0 + 9 * DAY,
+    )
+    handler = BusProjectionHandler(read_models, TimelineProjection())
+    for recorded in [*client, erased]:
+        await handler(recorded)
+
+    async def record(moment: datetime, basis: TimeBasis) -> ClientRecord:
+        state = await queries.get_state_as_of(deps, AUDITOR, CASE, moment, basis)
+        return state.client
+
+    wrong, right = date(1914, 6, 2), date(1941, 6, 2)
+    day3 = T0 + 3 * DAY
+    assert await record(T0 - DAY, TimeBasis.OCCURRED) == ClientRecord()  # no case yet
+    assert await record(T0, TimeBasis.OCCURRED) == ClientRecord(wrong)
+    assert await record(day3, TimeBasis.OCCURRED) == ClientRecord(right)
+    assert await record(day3, TimeBasis.RECORDED) == ClientRecord(wrong)
+    assert await record(T0 + 6 * DAY, TimeBasis.RECORDED) == ClientRecord(right, ("hold-1",))
+    assert await record(T0 + 7 * DAY, TimeBasis.RECORDED) == ClientRecord(right)
+    assert await record(T0 + 9 * DAY, TimeBasis.RECORDED) == ClientRecord(None, (), erased=True)
+    state = await queries.get_state_as_of(deps, AUDITOR, CASE, day3, TimeBasis.OCCURRED)
+    assert state.events_applied == len(history.view(received, TimeBasis.OCCURRED, day3))
