@@ -9,11 +9,12 @@ from datetime import UTC, date, datetime
 import grpc
 import pytest
 
+from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail_platform.ages import age_on
-from cli.rpc import Person, command, eventually, query, refusal_of
-from cli.walk.story import COORDINATOR, HOME_CARE_PROGRAM, RECEPTIONIST, SOCIAL_WORKER
+from cli.rpc import Person, command, eventually, query, refusal_of, timestamp
+from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE_PROGRAM, RECEPTIONIST, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import key, new_case
 from tests.e2e.test_cli import casetrail_cli
@@ -74,6 +75,7 @@ async def test_a_wrong_date_of_birth_is_corrected_and_eligibility_rests_on_it(
     with pytest.raises(grpc.aio.AioRpcError) as denied:
         await stubs.as_(RECEPTIONIST).intake.CorrectClientDateOfBirth(correct)
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    before_correction = datetime.now(UTC)
     corrected = await stubs.as_(COORDINATOR).intake.CorrectClientDateOfBirth(correct)
     assert corrected.result.event_ids
     client = await stubs.as_(COORDINATOR).intake.GetClient(
@@ -108,6 +110,38 @@ async def test_a_wrong_date_of_birth_is_corrected_and_eligibility_rests_on_it(
     )
     assert decided.eligible
     assert decided.reasons[0] == f"age {age} is at least the minimum of 65"
+
+    # The auditor replaying the case sees both decisions' ground: the correction in the case's
+    # timeline, and the client's date of birth as known before it and after it.
+    review = query("confidentiality_review")
+    timeline = await eventually(
+        lambda: stubs.as_(AUDITOR).audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(
+                context=review,
+                case_id=case.case_id,
+                event_types=["casetrail.client.date_of_birth_corrected"],
+            )
+        ),
+        lambda answer: len(answer.entries) == 1,
+        what="audit to show the correction in the case's timeline",
+        patience=casetrail.patience,
+    )
+    assert timeline.entries[0].event_id == corrected.result.event_ids[0]
+    assert timeline.entries[0].source == "casetrail/intake"
+
+    async def born(moment: datetime) -> str:
+        answer = await stubs.as_(AUDITOR).audit.GetCaseStateAsOf(
+            audit_pb2.GetCaseStateAsOfRequest(
+                context=review,
+                case_id=case.case_id,
+                as_of=timestamp(moment),
+                basis=audit_pb2.TIME_BASIS_RECORDED,
+            )
+        )
+        return str(answer.state.client_date_of_birth)
+
+    assert await born(before_correction) == WRONG
+    assert await born(datetime.now(UTC)) == RIGHT
 
 
 async def test_a_worker_with_no_part_in_the_client_may_not_correct(casetrail: Casetrail) -> None:
