@@ -18,6 +18,7 @@ from services.audit.adapters.disclosure_index import (
     ReadModelDisclosureIndex,
 )
 from services.audit.adapters.timeline import (
+    ClientTrailProjection,
     ReadModelTimelines,
     TimelineProjection,
     retire_old_layout,
@@ -40,6 +41,9 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     # bus. The projection ignores whichever copy comes second.
     host.subscribe(timeline)
     host.project_own_events(timeline)
+    # The clients' own events, which each of their cases shows (on the bus only: audit
+    # records none).
+    host.subscribe(ClientTrailProjection())
     # Which cases each client has, and each case's disclosures, for the accounting of
     # disclosures (asked per client); audit's own reads (an export for a court) count too.
     host.subscribe(ClientCasesProjection())

@@ -17,7 +17,11 @@ Layout (``casetrail_platform.projections.port.KeyRange`` reads the index in key 
   fact-bearing events, so a query decides on the case without reading its history;
 * ``audit_timeline_v2_cases/<case>``: the case is known to audit, and how many of its own
   events (not access records) audit has;
-* ``audit_timeline_v2_seen/<event_id>``: marks an event as applied and points at its entry.
+* ``audit_timeline_v2_seen/<event_id>``: marks an event as applied and points at its entry;
+* ``audit_client_trail_{index,events,seen}``: the same for each client's own events (their
+  registration, date of birth corrected, retention holds, erasure) under ``<client id>``, kept
+  by ``ClientTrailProjection``: each of the client's cases (its client from the facts of its
+  opening) reads them in its history lane's place, from before the case's opening too.
 
 The seen-marker makes ``apply`` idempotent whatever feeds it: the bus (where a redelivery is
 normal) and audit's own store both carry audit's own access events.
@@ -26,6 +30,7 @@ normal) and audit's own store both carry audit's own access events.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 from uuid import UUID
@@ -40,7 +45,8 @@ from casetrail_platform.projections.port import (
 )
 from events.catalog.access import RecordAccessDenied, RecordAccessed
 from events.catalog.cases import CaseOpened
-from events.catalog.erasure import ClientErased
+from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered
+from events.catalog.erasure import ClientErased, RetentionHoldPlaced, RetentionHoldReleased
 from events.cloudevents import from_structured, to_structured
 from events.envelope import RecordedEvent, to_micros
 from events.errors import InvalidEventError
@@ -79,15 +85,6 @@ KEY_END = "~"
 _READ_ALL = 1000
 
 
-CLIENT_SUBJECT = "client@"
-"""Where a client's own events are kept in the collections, as ``client@<client id>``: an
-identifier holds no '@', so no case id is one of these and no case's key range reaches them."""
-
-
-def client_subject(client_id: str) -> str:
-    return CLIENT_SUBJECT + client_id
-
-
 def sortable_micros(value: int) -> str:
     """Microseconds since the Unix epoch as digits whose order is the times' order."""
     return f"{value + _EPOCH_SHIFT:020d}"
@@ -110,7 +107,7 @@ def lane_of(event_type: str) -> str:
 
 
 def _prefix(subject: str, basis: TimeBasis, lane: str) -> str:
-    """``subject``: a case id, or a client's (``client_subject``)."""
+    """``subject``: a case id, or a client's (``ClientTrailProjection``)."""
     return f"{subject}|{_CLOCKS[basis]}|{lane}|"
 
 
@@ -121,40 +118,15 @@ class TimelineProjection(Projection):
     collections = (CASES, INDEX, EVENTS, SEEN, FACTS)
     idempotent = True  # the seen-marker, written first with each event
 
-    async def handle(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
-        # The erasure is itself part of the client's history: scrubbed and indexed both.
-        if recorded.event_type == ClientErased.event_type:
-            await super().handle(transaction, recorded)
-        await self.apply(transaction, recorded)
-
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
         lane = lane_of(recorded.event_type)
-        case_id = recorded.subject
-        # Access records always belong to a case (their type says so: their data is not
-        # decoded here). A client-level event (registration, date of birth corrected, holds,
-        # erasure) is kept once under the client's subject, and each of the client's cases
-        # reads it from there (``ReadModelTimelines.page``); other subjects (the ledger's
-        # own events) are no part of any timeline.
+        # Client-level events belong to no case (``ClientTrailProjection`` keeps them); access
+        # records always do (their type says so: their data is not decoded here).
         if lane == HISTORY and recorded.event.subject_field != "case_id":
-            if recorded.event.subject_field != "client_id":
-                return
-            case_id = client_subject(case_id)
-        event_id = str(recorded.event_id)
-        event_key = f"{case_id}|{lane}|{event_id}"
-        # Marked first, in the same transaction: checked and set in one statement.
-        if not await transaction.put_new(SEEN, event_id, {"case_id": case_id, "key": event_key}):
             return
-        indexed = _indexed(recorded, event_key)
-        # The event and its place on both clocks in one statement (one round trip).
-        await transaction.put_many(
-            [
-                (EVENTS, event_key, {"event": to_structured(recorded)}),
-                *(
-                    (INDEX, _prefix(case_id, basis, lane) + sort_suffix(recorded, basis), indexed)
-                    for basis in TimeBasis
-                ),
-            ]
-        )
+        case_id = recorded.subject
+        if not await _keep(transaction, _CASE_TRAIL, case_id, lane, recorded):
+            return
         entry = entry_of(recorded)
         # Spliced into the case's facts document in the database: a long case's facts are not
         # decoded and encoded again per event.
@@ -162,8 +134,6 @@ class TimelineProjection(Projection):
             FACTS, case_id, "entries", entry
         ):
             await transaction.put(FACTS, case_id, {"case_id": case_id, "entries": [entry]})
-        if case_id.startswith(CLIENT_SUBJECT):
-            return  # no facts (``entry_of``) and no header: a client is no case
         if lane == HISTORY:
             header = await transaction.get(CASES, case_id) or _new_header(case_id)
             header["events"] += 1
@@ -186,6 +156,87 @@ class TimelineProjection(Projection):
                 if "categories" in entry:
                     entry["categories"] = []
             await transaction.put(FACTS, case_id, document)
+
+
+CLIENT_INDEX = "audit_client_trail_index"
+CLIENT_EVENTS = "audit_client_trail_events"
+CLIENT_SEEN = "audit_client_trail_seen"
+CLIENT_EVENT_TYPES = frozenset(
+    {
+        ClientRegistered.event_type,
+        ClientDateOfBirthCorrected.event_type,
+        RetentionHoldPlaced.event_type,
+        RetentionHoldReleased.event_type,
+        ClientErased.event_type,
+    }
+)
+"""The events of a client as a person, on the client's stream (``subject_field`` client_id),
+which each of the client's cases shows (``tests/unit/audit/test_timeline.py`` holds that the
+catalog has no other)."""
+
+
+class ClientTrailProjection(Projection):
+    """The client's own events, kept once per client in the timeline's layout (collections of
+    their own, keys ``<client id>|…``), for each of the client's cases to show beside its
+    history (``ReadModelTimelines.page``). A projection of its own, with its own consumer
+    group: a deployment whose timeline was built before audit kept them learns those from the
+    beginning of the topic, and reading the topic again costs it the client events only (the
+    others are skipped before decoding)."""
+
+    name = "client-trail"
+    collections = (CLIENT_INDEX, CLIENT_EVENTS, CLIENT_SEEN)
+    event_types = CLIENT_EVENT_TYPES
+    idempotent = True  # the seen-marker, as the timeline's
+
+    async def handle(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        # The erasure is part of the client's history: kept as the others are (the timeline
+        # scrubs the cases' facts; this projection holds nothing in the clear).
+        await self.apply(transaction, recorded)
+
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        if recorded.event_type in CLIENT_EVENT_TYPES:
+            await _keep(transaction, _CLIENT_TRAIL, recorded.subject, HISTORY, recorded)
+
+
+@dataclass(frozen=True)
+class _Trail:
+    """Where a trail's events, index entries and seen-markers are kept."""
+
+    index: str
+    events: str
+    seen: str
+
+
+_CASE_TRAIL = _Trail(INDEX, EVENTS, SEEN)
+_CLIENT_TRAIL = _Trail(CLIENT_INDEX, CLIENT_EVENTS, CLIENT_SEEN)
+
+
+async def _keep(
+    transaction: DocumentTransaction,
+    trail: _Trail,
+    subject: str,
+    lane: str,
+    recorded: RecordedEvent,
+) -> bool:
+    """The event and its place on both clocks under ``subject`` (a case or a client); False
+    when it was kept already."""
+    event_id = str(recorded.event_id)
+    event_key = f"{subject}|{lane}|{event_id}"
+    # Marked first, in the same transaction: checked and set in one statement.
+    if not await transaction.put_new(trail.seen, event_id, {"case_id": subject, "key": event_key}):
+        return False
+    indexed = _indexed(recorded, event_key)
+    # The event and its place on both clocks in one statement (one round trip).
+    await transaction.put_many(
+        [
+            (trail.events, event_key, {"event": to_structured(recorded)}),
+            *(
+                (trail.index, _prefix(subject, basis, lane) + sort_suffix(recorded, basis), indexed)
+                for basis in TimeBasis
+            ),
+        ]
+    )
+    return True
 
 
 async def retire_old_layout(read_models: ReadModelStore) -> None:
@@ -222,8 +273,8 @@ class ReadModelTimelines:
         ``unindexed``: events of the case the index may not hold yet, merged in where they
         belong when the view takes them (one that is indexed already is listed once)."""
         backward = cursor is not None and cursor.backward
-        found: dict[str, tuple[dict[str, Any], RecordedEvent | None]] = {}
-        for subject, lane in await self._sources(case_id, query):
+        found: dict[str, tuple[dict[str, Any], RecordedEvent | None, _Trail]] = {}
+        for trail, subject, lane in await self._sources(case_id, query):
             keys = _key_range(subject, query, lane, cursor, size + 1)
             prefix = _prefix(subject, query.basis, lane)
             for event in unindexed:
@@ -233,24 +284,26 @@ class ReadModelTimelines:
                     and lane_of(event.event_type) == lane
                     and keys.holds(prefix + suffix, _indexed(event, ""))
                 ):
-                    found[suffix] = ({}, event)
-            rows = await self._read_models.key_range(INDEX, keys)
-            found.update((key.removeprefix(prefix), (document, None)) for key, document in rows)
+                    found[suffix] = ({}, event, trail)
+            rows = await self._read_models.key_range(trail.index, keys)
+            found.update(
+                (key.removeprefix(prefix), (document, None, trail)) for key, document in rows
+            )
         ordered = sorted(found.items(), key=lambda item: item[0].encode(), reverse=backward)
         chosen = ordered[:size]
         if backward:
             chosen.reverse()
         documents = []
-        for _, (document, given) in chosen:
+        for _, (document, given, trail) in chosen:
             if given is not None:
                 continue
-            stored = await self._read_models.get(EVENTS, document["event"])
+            stored = await self._read_models.get(trail.events, document["event"])
             if stored is None:
                 raise RuntimeError(f"timeline event {document['event']!r} is missing")
             documents.append(stored["event"])
         # The page decoded at once: a key the cache lacks sends it to a worker thread once.
         decoded = iter(await decoding(partial(self._decoded_all, case_id, documents)))
-        entries = [given if given is not None else next(decoded) for _, (_, given) in chosen]
+        entries = [given if given is not None else next(decoded) for _, (_, given, _) in chosen]
         return IndexPage(entries, [suffix for suffix, _ in chosen], more=len(found) > size)
 
     async def own_position(self) -> int:
@@ -260,9 +313,9 @@ class ReadModelTimelines:
     async def count(self, case_id: str, query: TimelineQuery) -> int:
         """Events in the whole view (all pages)."""
         total = 0
-        for subject, lane in await self._sources(case_id, query):
+        for trail, subject, lane in await self._sources(case_id, query):
             keys = _key_range(subject, query, lane, None, 0)
-            total += await self._read_models.count_range(INDEX, keys)
+            total += await self._read_models.count_range(trail.index, keys)
         return total
 
     async def client_of(self, case_id: str) -> str | None:
@@ -273,14 +326,15 @@ class ReadModelTimelines:
                 return str(entry["client_id"])
         return None
 
-    async def _sources(self, case_id: str, query: TimelineQuery) -> list[tuple[str, str]]:
-        """(subject, lane) of each part of the case's view: its lanes, and its client's own
-        events beside its history. The sort keys of both are of one clock and never equal
+    async def _sources(self, case_id: str, query: TimelineQuery) -> list[tuple[_Trail, str, str]]:
+        """(trail, subject, lane) of each part of the case's view: its lanes, and its client's
+        own events beside its history. The sort keys of both are of one clock and never equal
         (they end in source, stream and sequence), so merged they are one order, and an
         as-of moment, a period and a page cursor bound both alike."""
-        sources = [(case_id, lane) for lane in _lanes(query)]
-        if (case_id, HISTORY) in sources and (client_id := await self.client_of(case_id)):
-            sources.append((client_subject(client_id), HISTORY))
+        lanes = list(_lanes(query))
+        sources = [(_CASE_TRAIL, case_id, lane) for lane in lanes]
+        if HISTORY in lanes and (client_id := await self.client_of(case_id)):
+            sources.append((_CLIENT_TRAIL, client_id, HISTORY))
         return sources
 
     async def events_of(self, case_id: str) -> list[RecordedEvent]:
@@ -297,24 +351,27 @@ class ReadModelTimelines:
         client_id = await self.client_of(case_id)
         if client_id is None:
             return []
-        return await self._everything(f"{client_subject(client_id)}|{HISTORY}|")
+        return await self._everything(f"{client_id}|{HISTORY}|", CLIENT_EVENTS)
 
     async def event(self, event_id: UUID) -> RecordedEvent | None:
         """The event audit received with this id, a case's or a client's (None for another)."""
-        seen = await self._read_models.get(SEEN, str(event_id))
-        if seen is None:
-            return None
-        document = await self._read_models.get(EVENTS, seen["key"])
-        return None if document is None else await self._decode(seen["case_id"], document["event"])
+        for trail in (_CASE_TRAIL, _CLIENT_TRAIL):
+            seen = await self._read_models.get(trail.seen, str(event_id))
+            if seen is not None:
+                document = await self._read_models.get(trail.events, seen["key"])
+                if document is None:
+                    return None
+                return await self._decode(seen["case_id"], document["event"])
+        return None
 
-    async def _everything(self, prefix: str) -> list[RecordedEvent]:
-        """The events under ``prefix`` of the events collection, read by key range."""
+    async def _everything(self, prefix: str, collection: str = EVENTS) -> list[RecordedEvent]:
+        """The events under ``prefix`` of an events collection, read by key range."""
         case_id = prefix.split("|", 1)[0]
         events: list[RecordedEvent] = []
         low = prefix
         while True:
             rows = await self._read_models.key_range(
-                EVENTS, KeyRange(low, prefix + KEY_END, limit=_READ_ALL)
+                collection, KeyRange(low, prefix + KEY_END, limit=_READ_ALL)
             )
             documents = [document["event"] for _, document in rows]
             events.extend(await decoding(partial(self._decoded_all, case_id, documents)))

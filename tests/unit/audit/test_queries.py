@@ -22,7 +22,7 @@ from events.catalog.erasure import ClientErased
 from events.cloudevents import from_json_lines, iter_json_lines
 from events.envelope import Actor, RecordedEvent
 from events.registry import EventRegistry
-from services.audit.adapters.timeline import TimelineProjection
+from services.audit.adapters.timeline import ClientTrailProjection, TimelineProjection
 from services.audit.app import queries
 from services.audit.app.handlers import SERVICE_SOURCE
 from services.audit.app.queries import AuditDeps
@@ -450,7 +450,7 @@ async def test_an_export_holds_the_clients_events_and_its_access_names_them(
     hold take their place in the export, and the recorded access names their section
     (identity) and sensitive fields as it does the case's own."""
     client = client_history()
-    handler = BusProjectionHandler(read_models, TimelineProjection())
+    handler = BusProjectionHandler(read_models, ClientTrailProjection())
     for recorded in client:
         await handler(recorded)
 
@@ -479,7 +479,7 @@ async def test_the_state_as_of_a_moment_shows_the_clients_record_then(
         ClientErased(client_id=CLIENT, case_ids=(CASE,), request_reference="dms://r/1"),
         occurred_at=T0 + 9 * DAY,
     )
-    handler = BusProjectionHandler(read_models, TimelineProjection())
+    handler = BusProjectionHandler(read_models, ClientTrailProjection())
     for recorded in [*client, erased]:
         await handler(recorded)
 

@@ -14,16 +14,21 @@ from events.catalog.cases import PresentingNeed
 from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered, PersonName
 from events.catalog.erasure import ClientErased, RetentionHoldPlaced, RetentionHoldReleased
 from events.catalog.values import NeedCategory
+from events.catalog_registry import current_models
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
 from services.audit.adapters.timeline import (
     CASES,
+    CLIENT_EVENT_TYPES,
+    CLIENT_EVENTS,
+    CLIENT_INDEX,
     EVENTS,
     FACTS,
     INDEX,
     RETIRED,
     RETIRED_COLLECTIONS,
     SEEN,
+    ClientTrailProjection,
     ReadModelTimelines,
     TimelineProjection,
     retire_old_layout,
@@ -47,9 +52,11 @@ def in_order(events: list[RecordedEvent]) -> list[RecordedEvent]:
 
 
 async def deliver(read_models: SqliteReadModelStore, events: list[RecordedEvent]) -> None:
-    handler = BusProjectionHandler(read_models, TimelineProjection())
-    for recorded in events:
-        await handler(recorded)
+    """As the bus does to audit's timeline and client trail, each its own consumer."""
+    for projection in (TimelineProjection(), ClientTrailProjection()):
+        handler = BusProjectionHandler(read_models, projection)
+        for recorded in events:
+            await handler(recorded)
 
 
 async def test_received_events_read_back_exactly(
@@ -160,10 +167,20 @@ async def test_client_events_are_kept_once_under_the_client_not_as_a_case(
 
     timelines = ReadModelTimelines(read_models, registry)
     assert await timelines.events_of(CLIENT) == []  # a client id is no case id
-    assert [key async for key, _ in read_models.scan(CASES)] == []
-    assert [key async for key, _ in read_models.scan(FACTS)] == []
-    assert len([key async for key, _ in read_models.scan(INDEX)]) == 2 * len(events)
+    for collection in (CASES, FACTS, INDEX, EVENTS, SEEN):
+        assert [key async for key, _ in read_models.scan(collection)] == []
+    assert len([key async for key, _ in read_models.scan(CLIENT_INDEX)]) == 2 * len(events)
+    assert len([key async for key, _ in read_models.scan(CLIENT_EVENTS)]) == len(events)
     assert await timelines.event(events[1].event_id) == events[1]  # proved by its id
+
+
+def test_the_client_trail_takes_every_event_of_a_client_stream() -> None:
+    """Every current catalog type whose subject is the client, and only those."""
+    of_clients = {
+        model.event_type for model in current_models() if model.subject_field == "client_id"
+    }
+    assert of_clients == CLIENT_EVENT_TYPES
+    assert ClientTrailProjection().wanted_types == CLIENT_EVENT_TYPES
 
 
 async def test_each_case_of_the_client_shows_its_events_in_the_clocks_order(
