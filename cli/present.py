@@ -111,6 +111,11 @@ def case_state_lines(state: audit_pb2.CaseState, clock: Clock = iso_minute) -> l
         f"  events folded {state.events_applied}"
         + (f", last at {clock(moment_of(state.last_event_at))}" if state.events_applied else ""),
     ]
+    if state.events_applied:
+        # The client's record then (their own events): what decisions on their age rested on.
+        born = state.client_date_of_birth or ("[erased]" if state.client_erased else "")
+        holds = ", ".join(state.client_retention_hold_ids) or "none"
+        lines.append(f"  client {'born ' + born + '; ' if born else ''}holds {holds}")
     if state.presenting_needs or state.assessed_needs:
         needs = state.assessed_needs or state.presenting_needs
         lines.append(

@@ -51,8 +51,11 @@ async def test_an_auditor_reads_timeline_state_and_export(casetrail: Casetrail) 
     )
     await eventually(
         lambda: casetrail.stubs.as_(AUDITOR).audit.GetTimeline(known),
-        lambda page: any(e.event_type == "casetrail.case.opened" for e in page.entries),
-        what="audit to learn the case",
+        lambda page: (
+            {e.event_type for e in page.entries}
+            >= {"casetrail.case.opened", "casetrail.client.registered"}
+        ),
+        what="audit to learn the case and its client",
         patience=casetrail.patience,
     )
 
@@ -60,8 +63,10 @@ async def test_an_auditor_reads_timeline_state_and_export(casetrail: Casetrail) 
     assert status == 0, err
     events = [json.loads(line) for line in out.splitlines()]
     assert "casetrail.case.opened" in [event["type"] for event in events]
+    # The case's events and its client's own (the registration: the client is its subject).
     assert {event["subject"] for event in events if event["source"] != "casetrail/audit"} == {
-        case.case_id
+        case.case_id,
+        case.client_id,
     }
 
     now = datetime.now(UTC).isoformat()
@@ -69,6 +74,9 @@ async def test_an_auditor_reads_timeline_state_and_export(casetrail: Casetrail) 
     assert status == 0, err
     state = json.loads(out)
     assert (state["case_id"], state["status"]) == (case.case_id, "CASE_STATUS_OPENED")
+    status, out, err = await casetrail_cli("state", case.case_id, "--as-of", now, *audit)
+    assert status == 0, err
+    assert "  client born 1950-03-14; holds none" in out.splitlines()
 
     status, out, err = await casetrail_cli("export", case.case_id, *audit)
     assert status == 0, err
