@@ -64,7 +64,7 @@ async def _seed(infra: Infrastructure) -> None:
     del checkpoints
     try:
         metadata = EventMetadata(
-            source="intake",
+            source="casetrail/intake",  # what intake has always recorded (hosting.py)
             actor=Actor("receptionist-earlier-release", Role.RECEPTIONIST),
             occurred_at=datetime.now(UTC),
             correlation_id=uuid.uuid4(),
