@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +28,7 @@ from google.protobuf.json_format import MessageToDict
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from cli.audit import _credentials
 from cli.present import iso_minute, moment_of, short
-from cli.rpc import command, intake_stub, query, refusal_of
+from cli.rpc import command, intake_stub, print_refusal, query
 
 OUTCOMES = ("justified", "not_justified", "escalated")
 
@@ -76,11 +75,7 @@ def run(options: argparse.Namespace) -> int:
     try:
         asyncio.run(_ACTIONS[options.glass_command](options))
     except grpc.aio.AioRpcError as error:
-        refusal = refusal_of(error)
-        print(f"refused: {refusal}", file=sys.stderr)
-        for field, problem in refusal.field_violations.items():
-            print(f"  {field}: {problem}", file=sys.stderr)
-        return 1
+        return print_refusal(error)
     return 0
 
 

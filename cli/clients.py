@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import uuid
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import grpc
 
 from casetrail.intake.v1 import intake_pb2
 from cli.audit import _credentials
-from cli.rpc import command, intake_stub, refusal_of
+from cli.rpc import command, intake_stub, print_refusal
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -48,11 +47,7 @@ def run(options: argparse.Namespace) -> int:
     try:
         asyncio.run(_correct(options))
     except grpc.aio.AioRpcError as error:
-        refusal = refusal_of(error)
-        print(f"refused: {refusal}", file=sys.stderr)
-        for field, problem in refusal.field_violations.items():
-            print(f"  {field}: {problem}", file=sys.stderr)
-        return 1
+        return print_refusal(error)
     return 0
 
 

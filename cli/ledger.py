@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import grpc
 
 from casetrail.audit.v1 import audit_pb2
-from cli.rpc import refusal_of
+from cli.rpc import print_refusal
 
 if TYPE_CHECKING:
     from casetrail_platform.ledger.note import Verifier
@@ -47,11 +47,7 @@ def run(options: argparse.Namespace) -> int:
     try:
         return asyncio.run(_ask_audit(options))
     except grpc.aio.AioRpcError as error:
-        refusal = refusal_of(error)
-        print(f"refused: {refusal}", file=sys.stderr)
-        for field, problem in refusal.field_violations.items():
-            print(f"  {field}: {problem}", file=sys.stderr)
-        return 1
+        return print_refusal(error)
 
 
 def _verifiers(options: argparse.Namespace) -> dict[str, Verifier]:

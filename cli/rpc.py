@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -260,6 +261,16 @@ def refusal_of(error: grpc.aio.AioRpcError) -> Refusal:
     if status is None:
         status = status_pb2.Status(code=error.code().value[0], message=error.details() or "")
     return Refusal(error.code(), status.message, status)
+
+
+def print_refusal(error: grpc.aio.AioRpcError) -> int:
+    """Tell a command-line caller why the call was refused (each field's problem on a line of
+    its own); the exit status to return."""
+    refusal = refusal_of(error)
+    print(f"refused: {refusal}", file=sys.stderr)
+    for field_name, problem in refusal.field_violations.items():
+        print(f"  {field_name}: {problem}", file=sys.stderr)
+    return 1
 
 
 async def refused(call: Awaitable[object]) -> Refusal:
