@@ -39,6 +39,9 @@ from services.intake.domain.matching import DuplicateCandidate, Probe, check_mat
 
 CASE_SECTIONS = (RecordSection.IDENTITY, RecordSection.ASSESSMENT, RecordSection.DISCHARGE)
 CLIENT_SECTIONS = (RecordSection.IDENTITY,)
+REFUSED_CANDIDATE_FIELDS = ("client_id", "same_name_and_date_of_birth", "shared_identifier_schemes")
+"""What RegisterClient's refusal shows of each candidate (no personal value: a trailer), recorded
+as the fields read of its identity."""
 CLIENT_SEARCH = "client-search"
 """Where a duplicate search refused outright is recorded: it names no client or case (audit's
 access log of this id lists such refusals)."""
@@ -117,9 +120,11 @@ async def disclosed_candidates(
     principal: Principal,
     purpose: AccessPurpose,
     candidates: Sequence[DuplicateCandidate],
+    shown_fields: Sequence[str] = (),
 ) -> tuple[list[DuplicateCandidate], list[Disclosure]]:
     """Of ``candidates``, those the policy lets ``principal`` see (each decided like
-    ``GetClient``), with their disclosures; a refused one's refusal is recorded."""
+    ``GetClient``), with their disclosures; a refused one's refusal is recorded.
+    ``shown_fields``: what of each is shown, when narrower than its identity (a refusal's)."""
     shown: list[DuplicateCandidate] = []
     disclosures: list[Disclosure] = []
     for candidate in candidates:
@@ -133,7 +138,8 @@ async def disclosed_candidates(
             continue
         shown.append(candidate)
         disclosures.extend(
-            Disclosure(case_id, allowing, None, (), CLIENT_SECTIONS) for case_id, _ in decided
+            Disclosure(case_id, allowing, None, (), CLIENT_SECTIONS, tuple(shown_fields))
+            for case_id, _ in decided
         )
     return shown, disclosures
 

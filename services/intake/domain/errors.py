@@ -24,8 +24,9 @@ class PossibleDuplicateClient(AlreadyExists):
         super().__init__(
             "client",
             self.candidates[0].client_id,
-            "the person may already be registered; check and send again with"
-            f" confirmed_not_duplicate if this is someone else{many}: client {ids}",
+            "the person may already be registered: look at the candidates with"
+            " FindPossibleDuplicates, then send again with confirmed_not_duplicate if this is"
+            f" someone else{many}: client {ids}",
         )
 
 

@@ -145,7 +145,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     async def _disclosed(self, principal: Principal, error: PossibleDuplicateClient) -> Exception:
         """The refusal to send: the candidates the policy lets the caller see, as many as its
         trailer holds (in registration order; at least one), recorded before they are sent (a
-        registration's refusal discloses who they are). Those that do not fit are neither sent
+        registration's refusal discloses that they are clients and why they match, no personal
+        value: the fields recorded are those it shows). Those that do not fit are neither sent
         nor recorded; the refusal says there are more."""
         access = self._deps.access
         purpose = queries.registration_purpose(principal.role)
@@ -154,7 +155,12 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         more = False
         for candidate in error.candidates:
             allowed, disclosed = await queries.disclosed_candidates(
-                self._deps.store, access, principal, purpose, [candidate]
+                self._deps.store,
+                access,
+                principal,
+                purpose,
+                [candidate],
+                queries.REFUSED_CANDIDATE_FIELDS,
             )
             if allowed and shown and not _fits([*shown, *allowed]):
                 more = True

@@ -64,7 +64,24 @@ def candidate(found: DuplicateCandidate) -> intake_pb2.DuplicateCandidate:
         date_of_birth=iso(found.date_of_birth),
         same_name_and_date_of_birth=found.same_name_and_date_of_birth,
         shared_identifiers=identifiers(found.shared_identifiers),
+        shared_identifier_schemes=_schemes(found),
     )
+
+
+def refused_candidate(found: DuplicateCandidate) -> intake_pb2.DuplicateCandidate:
+    """A candidate as RegisterClient's refusal names it: status details travel in a trailer,
+    a header proxies and ingress controllers log, so no name, date of birth or identifier value
+    (sealed under the client's key), only what tells the caller which client to look at with
+    ``FindPossibleDuplicates`` and why."""
+    return intake_pb2.DuplicateCandidate(
+        client_id=found.client_id,
+        same_name_and_date_of_birth=found.same_name_and_date_of_birth,
+        shared_identifier_schemes=_schemes(found),
+    )
+
+
+def _schemes(found: DuplicateCandidate) -> list[str]:
+    return [identifier.scheme for identifier in found.shared_identifiers]
 
 
 def client(record: ClientRecord) -> intake_pb2.Client:
@@ -164,16 +181,17 @@ def closure(item: Closure) -> intake_pb2.Closure:
 
 def duplicate_details(error: PossibleDuplicateClient) -> tuple[Message, ...]:
     """What the platform's ALREADY_EXISTS status (a ResourceInfo naming the first candidate)
-    lacks: an ErrorInfo, our PossibleDuplicates message with every candidate, and a
-    ResourceInfo for each other candidate. The ErrorInfo comes first: a status too big for its
-    trailer loses its last details first (``grpc_platform.errors.bounded``)."""
+    lacks: an ErrorInfo, our PossibleDuplicates message with every candidate (without personal
+    values: ``refused_candidate``), and a ResourceInfo for each other candidate. The ErrorInfo
+    comes first: a status too big for its trailer loses its last details first
+    (``grpc_platform.errors.bounded``)."""
     return (
         error_details_pb2.ErrorInfo(
             reason="POSSIBLE_DUPLICATE_CLIENT",
             domain=ERROR_DOMAIN,
             metadata={"candidate_client_ids": ",".join(c.client_id for c in error.candidates)},
         ),
-        intake_pb2.PossibleDuplicates(candidates=[candidate(c) for c in error.candidates]),
+        intake_pb2.PossibleDuplicates(candidates=[refused_candidate(c) for c in error.candidates]),
         *(
             error_details_pb2.ResourceInfo(
                 resource_type="client", resource_name=c.client_id, description=_why(c)

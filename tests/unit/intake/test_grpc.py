@@ -162,6 +162,56 @@ async def test_a_possible_duplicate_is_already_exists_with_the_candidates(
     assert [c.client_id for c in registered.acknowledged_duplicates] == [first.client_id]
 
 
+async def test_a_possible_duplicate_refusal_carries_no_personal_value_in_its_trailer(
+    intake: Intake,
+) -> None:
+    """Status details travel in a trailer (a header proxies and ingress controllers log): the
+    refusal names each candidate by client id and why it matches (schemes, not values), and
+    says to look at them with FindPossibleDuplicates; the access recorded names just that.
+    Before, the trailer held the candidate's name, date of birth and identifier values."""
+
+    canary_id = "CANARY-ID-93X7"
+
+    def canary() -> intake_pb2.RegisterClientRequest:
+        return marco("Ottavina", "Quistellari", "1937-11-23", national_id=canary_id)
+
+    first = await intake.stub.RegisterClient(canary())
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await intake.stub.RegisterClient(canary())
+    error = raised.value
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    said = [error.details() or "", *(str(v) for _k, v in error.trailing_metadata() or ())]
+    for personal in ("Ottavina", "Quistellari", "1937-11-23", canary_id):
+        assert not [text for text in said if personal in text], personal
+    assert "FindPossibleDuplicates" in (error.details() or "")
+    _code, status = await refusal(intake.stub.RegisterClient(canary()))
+    (duplicates,) = details(status, intake_pb2.PossibleDuplicates)
+    (named,) = duplicates.candidates
+    assert named.client_id == first.client_id
+    assert named.same_name_and_date_of_birth
+    assert list(named.shared_identifier_schemes) == ["national_id"]
+    assert not named.date_of_birth
+    assert not named.shared_identifiers
+    assert not named.HasField("name")
+    accessed = await recorded_in_intake(intake, access_stream(first.client_id))
+    assert [e.event.fields for e in accessed if isinstance(e.event, RecordAccessed)] == [
+        ("client_id", "same_name_and_date_of_birth", "shared_identifier_schemes")
+    ] * 2
+
+    found = await intake.stub.FindPossibleDuplicates(
+        intake_pb2.FindPossibleDuplicatesRequest(
+            context=query("receptionist"),
+            name=canary().name,
+            date_of_birth=canary().date_of_birth,
+            identifiers=canary().identifiers,
+        )
+    )
+    (shown,) = found.candidates
+    assert shown.date_of_birth == "1937-11-23"
+    assert list(shown.shared_identifier_schemes) == ["national_id"]
+    assert [i.value for i in shown.shared_identifiers] == [canary_id]
+
+
 async def test_bad_fields_are_invalid_argument_with_field_violations(intake: Intake) -> None:
     # A malformed date is the edge's to refuse, before this check (test_dated_fields_gaps.py).
     request = marco()
