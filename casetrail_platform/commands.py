@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4, uuid5
 
-from events.catalog.base import CaseEvent
+from pydantic import TypeAdapter, ValidationError
+
+from events.catalog.base import CaseEvent, Identifier
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
 from events.errors import FieldProblem
 
@@ -118,6 +120,33 @@ class InvalidCommand(CommandRejected):
     def __init__(self, violations: Sequence[FieldProblem]) -> None:
         self.violations = list(violations)
         super().__init__("; ".join(f"{v.field}: {v.problem}" for v in self.violations))
+
+
+@cache
+def _identifier() -> TypeAdapter[str]:
+    return TypeAdapter(Identifier)
+
+
+def id_problem(field: str, value: str) -> FieldProblem | None:
+    """What is wrong with ``value`` as the catalog's id (``Identifier``), naming ``field`` and
+    never the value; ``None`` when nothing is. For readers collecting a request's problems."""
+    if not value:
+        return FieldProblem(field, "required")
+    try:
+        _identifier().validate_python(value)
+    except ValidationError as error:
+        return FieldProblem(field, error.errors()[0]["msg"])
+    return None
+
+
+def required_id(field: str, value: str) -> str:
+    """``value`` if it has the catalog's shape of an id, else ``InvalidCommand`` naming
+    ``field``: checked with the rest of the request, before any read or policy decision (an id
+    no event can hold names nothing, and a refusal naming it could not be recorded)."""
+    problem = id_problem(field, value)
+    if problem is not None:
+        raise InvalidCommand([problem])
+    return value
 
 
 class RuleBroken(CommandRejected):

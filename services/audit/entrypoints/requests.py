@@ -7,21 +7,19 @@ import binascii
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from uuid import UUID
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import TypeAdapter, ValidationError
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.common.v1 import common_pb2
-from casetrail_platform.commands import InvalidCommand
+from casetrail_platform.commands import InvalidCommand, id_problem
 from casetrail_platform.grpc_platform.context import query_context_problems
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.limits import OCCURRED_AT_CLOCK_SKEW
 from casetrail_platform.queries import QueryContext
 from events.catalog.access import AccessPurpose
-from events.catalog.base import Identifier, Role
+from events.catalog.base import Role
 from events.envelope import Actor
 from events.errors import FieldProblem
 from services.audit.app.caseloads import CaseloadView
@@ -45,11 +43,6 @@ _CASELOAD_VIEWS = {
     audit_pb2.CASELOAD_VIEW_OVERDUE: CaseloadView.OVERDUE,
     audit_pb2.CASELOAD_VIEW_CONTACTS_PER_DAY: CaseloadView.CONTACTS_PER_DAY,
 }
-
-
-@cache
-def _identifier() -> TypeAdapter[str]:
-    return TypeAdapter(Identifier)
 
 
 _WithAsOf = (
@@ -102,12 +95,11 @@ class RequestReader:
         return self.identifier(value, field) or ""
 
     def identifier(self, value: str, field: str) -> str | None:
-        try:
-            return _identifier().validate_python(value)
-        except ValidationError as error:
-            problem = "required" if not value else error.errors()[0]["msg"]
-            self.problems.append(FieldProblem(field, problem))
+        problem = id_problem(field, value)
+        if problem is not None:
+            self.problems.append(problem)
             return None
+        return value
 
     def basis(
         self, value: audit_pb2.TimeBasis.ValueType, field: str = "basis", *, required: bool = False

@@ -12,7 +12,7 @@ from typing_extensions import override
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail.coordination.v1 import coordination_pb2_grpc
-from casetrail_platform.commands import CommandContext, InvalidCommand
+from casetrail_platform.commands import CommandContext, required_id
 from casetrail_platform.grpc_platform.context import query_context_from, read_command, read_query
 from casetrail_platform.grpc_platform.server import Context, refusals_as_status
 from casetrail_platform.identity.grpc_auth import principal_of
@@ -36,7 +36,6 @@ from events.catalog.funding import BudgetReleased, BudgetReserved, InsuranceClai
 from events.catalog.referrals import ReferralMade
 from events.catalog.scheduling import ServiceScheduled
 from events.envelope import RecordedEvent
-from events.errors import FieldProblem
 from services.coordination.app import handlers, queries
 from services.coordination.app.handlers import Dependencies
 from services.coordination.domain import commands, permissions
@@ -185,7 +184,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.SuggestWorkersResponse:
         principal = principal_of(context)
         reader, case_id = read_query(
-            principal, request.context, lambda: _required_id(request.case_id, "case_id")
+            principal, request.context, lambda: required_id("case_id", request.case_id)
         )
         decision = await self._authorized(
             principal, reader, PolicyAction.READ_CASE, case_id, staff_only=True
@@ -332,7 +331,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.GetClientScheduleResponse:
         principal = principal_of(context)
         reader, client_id = read_query(
-            principal, request.context, lambda: _required_id(request.client_id, "client_id")
+            principal, request.context, lambda: required_id("client_id", request.client_id)
         )
         cases = await self._schedule_readable(principal, reader.purpose, client_id)
         services = await queries.schedule_of_client(self._deps, client_id, request.include_past)
@@ -482,7 +481,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.GetBudgetLineResponse:
         principal = principal_of(context)
         reader, line_id = read_query(
-            principal, request.context, lambda: _required_id(request.budget_line, "budget_line")
+            principal, request.context, lambda: required_id("budget_line", request.budget_line)
         )
         line, state = await queries.budget_line(
             self._deps, reader.actor, line_id, convert.RESERVATIONS_LISTED
@@ -549,7 +548,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.GetCaseCoordinationResponse:
         principal = principal_of(context)
         reader, case_id = read_query(
-            principal, request.context, lambda: _required_id(request.case_id, "case_id")
+            principal, request.context, lambda: required_id("case_id", request.case_id)
         )
         decision = await self._authorized(principal, reader, PolicyAction.READ_CASE, case_id)
         view = await queries.case_coordination(self._deps, case_id)
@@ -584,9 +583,3 @@ def _event(recorded: list[RecordedEvent], model: type[E]) -> E:
         if isinstance(event.event, model):
             return event.event
     raise LookupError(f"the command recorded no {model.event_type}")
-
-
-def _required_id(value: str, field: str) -> str:
-    if not value:
-        raise InvalidCommand([FieldProblem(field, "required")])
-    return value

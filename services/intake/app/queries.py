@@ -1,7 +1,7 @@
 """Intake's reads. Each names who asks and why (need-to-know) and checks the reader's role.
 
-``required_id`` and ``probe_from`` check a query's fields without I/O; the gRPC entrypoint runs
-them too, to refuse a request's bad fields together with its context's.
+``probe_from`` and the platform's ``required_id`` check a query's fields without I/O; the gRPC
+entrypoint runs them too, to refuse a request's bad fields together with its context's.
 """
 
 from __future__ import annotations
@@ -10,12 +10,10 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
-from functools import cache
 
 from google.protobuf.message import Message
-from pydantic import TypeAdapter, ValidationError
 
-from casetrail_platform.commands import InvalidCommand, NotFound
+from casetrail_platform.commands import InvalidCommand, NotFound, required_id
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.facts import CaseFacts, Entry, entry_of
 from casetrail_platform.policy.guard import AccessControl, AccessDenied, Disclosure, answerable
@@ -24,7 +22,7 @@ from casetrail_platform.policy.vocabulary import Action, Decision, Relationship
 from casetrail_platform.queries import QueryContext
 from casetrail_platform.store.port import EventStore
 from events.catalog.access import AccessPurpose, RecordSection
-from events.catalog.base import Identifier, Role
+from events.catalog.base import Role
 from events.catalog.clients import PersonalIdentifier, PersonName
 from events.catalog.values import CatalogValue
 from events.envelope import RecordedEvent
@@ -228,20 +226,3 @@ async def _client_decisions(
             (case_id, answerable(Disclosure(case_id, decision, None, (), CLIENT_SECTIONS)))
         )
     return decisions
-
-
-@cache
-def _identifier() -> TypeAdapter[str]:
-    return TypeAdapter(Identifier)
-
-
-def required_id(field: str, value: str) -> str:
-    """``value`` if it has the catalog's shape of an id, else ``InvalidCommand`` naming
-    ``field``: checked with the rest of the request, before any read or policy decision (an id
-    no event can hold names nothing, and a refusal naming it could not be recorded)."""
-    if not value:
-        raise InvalidCommand([FieldProblem(field, "required")])
-    try:
-        return _identifier().validate_python(value)
-    except ValidationError as error:
-        raise InvalidCommand([FieldProblem(field, error.errors()[0]["msg"])]) from None

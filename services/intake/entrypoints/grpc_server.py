@@ -10,7 +10,7 @@ from typing_extensions import override
 
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from casetrail_platform.ages import agency_today
-from casetrail_platform.commands import RuleBroken
+from casetrail_platform.commands import RuleBroken, required_id
 from casetrail_platform.grpc_platform.context import read_command, read_query
 from casetrail_platform.grpc_platform.errors import status_for
 from casetrail_platform.grpc_platform.server import Context, refusals_as_status
@@ -255,8 +255,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             principal_of(context),
             request.context,
             lambda _: (
-                queries.required_id("case_id", command.case_id),
-                queries.required_id("consent_id", command.consent_id),
+                required_id("case_id", command.case_id),
+                required_id("consent_id", command.consent_id),
             ),
             home_agency=self._deps.access.home_agency,
         )
@@ -273,7 +273,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             principal_of(context),
             request.context,
             lambda _: (
-                queries.required_id("client_id", command.client_id),
+                required_id("client_id", command.client_id),
                 handlers.erasure_of(command),
             ),
             home_agency=self._deps.access.home_agency,
@@ -317,8 +317,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             principal_of(context),
             request.context,
             lambda _: (
-                queries.required_id("client_id", command.client_id),
-                queries.required_id("hold_id", command.hold_id),
+                required_id("client_id", command.client_id),
+                required_id("hold_id", command.hold_id),
             ),
             home_agency=self._deps.access.home_agency,
         )
@@ -338,7 +338,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             principal,
             request.context,
             lambda _: (
-                queries.required_id("client_id", command.client_id),
+                required_id("client_id", command.client_id),
                 corrections.correction_of(command, today),
             ),
             home_agency=deps.access.home_agency,
@@ -366,7 +366,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         reader, client_id = read_query(
             principal_of(context),
             request.context,
-            lambda: queries.required_id("client_id", request.client_id),
+            lambda: required_id("client_id", request.client_id),
         )
         access = self._deps.access
         principal = principal_of(context)
@@ -412,7 +412,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         reader, case_id = read_query(
             principal_of(context),
             request.context,
-            lambda: queries.required_id("case_id", request.case_id),
+            lambda: required_id("case_id", request.case_id),
         )
         access = self._deps.access
         principal = principal_of(context)
@@ -516,7 +516,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         reader, _ = read_query(
             principal,
             request.context,
-            lambda: query.case_id is None or queries.required_id("case_id", query.case_id),
+            lambda: query.case_id is None or required_id("case_id", query.case_id),
         )
         items, truncated = await emergency.review_queue(
             deps.emergencies,

@@ -22,6 +22,7 @@ from services.coordination.domain.assignment import decide_assignment
 from services.coordination.domain.case import CaseState
 from services.coordination.domain.commands import AssignCase
 from services.coordination.domain.facts import CaseFacts, case_stream
+from tests.support.grpc import refusal, violated_fields
 from tests.support.identity import acting
 from tests.unit.coordination.rpc import assign, refused, schedule_request
 from tests.unit.coordination.support import (
@@ -232,3 +233,43 @@ async def test_an_age_from_an_impossible_date_of_birth_is_refused_naming_the_fie
     assert refusal.code is grpc.StatusCode.INVALID_ARGUMENT
     assert refusal.fields == ["facts.age"]
     assert await deps.store.read_stream(case_stream("case-1")) == []
+
+
+# -- ids checked at the edge ---------------------------------------------------------------
+
+
+async def test_a_malformed_id_is_refused_before_any_decision(
+    stub: Stub, deps: Dependencies
+) -> None:
+    """Ids are checked against the catalog's shape (1-64 of ``[A-Za-z0-9_.:-]``) with the rest
+    of the request, before the policy decides, whoever asks (before: only emptiness was
+    checked, so a coordinator's read of a malformed case or budget line was NOT_FOUND or an
+    empty schedule, and a role the policy refused was answered INVALID_ARGUMENT only because
+    its refusal could not be recorded: RecordAccessDenied.case_id is an Identifier)."""
+    for role in ("coordinator", "receptionist"):
+        ctx = query_context(role)
+        for bad in ("bad id!", "x" * 65, "a/b"):
+            calls = {
+                "case_id": [
+                    stub.GetCaseCoordination(
+                        pb.GetCaseCoordinationRequest(context=ctx, case_id=bad)
+                    ),
+                    stub.SuggestWorkers(pb.SuggestWorkersRequest(context=ctx, case_id=bad)),
+                ],
+                "client_id": [
+                    stub.GetClientSchedule(pb.GetClientScheduleRequest(context=ctx, client_id=bad))
+                ],
+                "budget_line": [
+                    stub.GetBudgetLine(pb.GetBudgetLineRequest(context=ctx, budget_line=bad))
+                ],
+            }
+            for field, pending in calls.items():
+                for call in pending:
+                    code, status = await refusal(call)
+                    assert code == grpc.StatusCode.INVALID_ARGUMENT, (role, field, bad, code)
+                    assert violated_fields(status) == [field], (role, bad)
+                    assert bad not in status.message
+    denied = [
+        r for r in await deps.store.read_all(0, 10_000) if isinstance(r.event, RecordAccessDenied)
+    ]
+    assert denied == []
