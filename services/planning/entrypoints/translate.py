@@ -11,6 +11,7 @@ from datetime import date
 
 from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.commands import CommandContext, derived_id
+from events.catalog.assignment import CaseAssigned
 from events.catalog.cases import CaseClosed, DischargePlanned
 from events.catalog.monitoring import ContactLogged, GoalProgress, ProgressEvaluated
 from events.catalog.planning import (
@@ -198,6 +199,9 @@ def case_filter(request: planning_pb2.ListCasesRequest, today: date) -> tuple[Ca
         v.add("status", f"must be {OPEN} or {CLOSED}")
     if request.stage and request.stage not in STAGES:
         v.add("stage", f"must be one of: {', '.join(STAGES)}")
+    # A filter too is checked as the id it names (before the policy decides): a malformed
+    # one would be answered as an empty list.
+    worker_id = v.field(CaseAssigned, "worker_id", request.worker_id) if request.worker_id else None
     need = v.value(NeedCategory, request.need, "need") if request.need else None
     overdue_before = (
         v.value(date, request.overdue_before, "overdue_before")
@@ -208,7 +212,7 @@ def case_filter(request: planning_pb2.ListCasesRequest, today: date) -> tuple[Ca
         v.add("page_size", f"must be between 0 and {MAX_PAGE_SIZE}")
     v.raise_if_any()
     where = CaseFilter(
-        worker_id=request.worker_id or None,
+        worker_id=worker_id,
         status=request.status or None,
         stage=request.stage or None,
         need=None if need is None else need.value,

@@ -363,3 +363,24 @@ async def test_earlier_plans_are_shown_and_withheld_as_the_current_plan_is(
     )
     assert HEROIN not in str(shown)
     assert own.previous_plans[0].goals[0].goal.statement == HEROIN
+
+
+# Ids checked at the edge.
+
+
+async def test_a_malformed_worker_id_filter_is_refused_before_any_decision(
+    planning: Planning,
+) -> None:
+    """ListCases' worker_id is checked as the catalog's id with the rest of the request, before
+    the policy decides, whoever asks (before: a coordinator was answered an empty list, a role
+    no rule lets list cases PERMISSION_DENIED)."""
+    for context in (query(), query(RECEPTIONIST, "direct_care")):
+        for bad in ("bad id!", "x" * 65, "a/b"):
+            code, details = await refused(
+                planning.stub.ListCases(
+                    planning_pb2.ListCasesRequest(context=context, worker_id=bad)
+                )
+            )
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, bad
+            violations = one(details, error_details_pb2.BadRequest).field_violations
+            assert [v.field for v in violations] == ["worker_id"]
