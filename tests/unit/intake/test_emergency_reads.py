@@ -4,6 +4,7 @@ oversight decision needs is found in the history the command decides on."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,18 +13,24 @@ import pytest
 from casetrail_platform.commands import CommandContext
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import AccessControl, AccessDenied
-from casetrail_platform.policy.projection import CaseFactsProjection
+from casetrail_platform.policy.projection import FACTS, CaseFactsProjection
+from casetrail_platform.projections.port import Document
 from casetrail_platform.projections.runner import catch_up
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
-from events.catalog.access import RecordAccessDenied
+from events.catalog.access import AccessPurpose, RecordAccessDenied
 from events.catalog.base import Role
 from events.catalog.cases import CaseOpened
 from events.catalog.emergency import EmergencyAccessClosed, EmergencyAccessReviewed
 from events.catalog.examples import example_events
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from services.intake.adapters.emergency_accesses import (
+    EmergencyAccessesProjection,
+    EmergencyAccessQueue,
+)
 from services.intake.app.commands import (
     CloseEmergencyAccess,
+    ListEmergencyAccesses,
     OpenEmergencyAccess,
     ReviewEmergencyAccess,
 )
@@ -31,6 +38,7 @@ from services.intake.app.emergency import (
     close_emergency_access,
     open_emergency_access,
     review_emergency_access,
+    review_queue,
 )
 from services.intake.domain.cases import case_stream
 
@@ -158,3 +166,44 @@ async def test_whoever_does_not_oversee_the_access_is_refused_and_recorded_writi
     assert await store.stream_version(case_stream(CASE)) == version
     denied = [r.event for r in await store.read_all(0) if isinstance(r.event, RecordAccessDenied)]
     assert [(d.accessor_id, d.case_id) for d in denied] == [("omar", CASE), ("omar", CASE)]
+
+
+async def test_the_review_queue_reads_the_facts_of_its_cases_in_one_read(
+    store: SqliteEventStore,
+    read_models: SqliteReadModelStore,
+    access: AccessControl,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The queue scans up to 10,000 accesses: their cases' policy facts are one ``get_many``,
+    not a read per case."""
+    await _opened_access(store, read_models, access)
+    await catch_up(store, read_models, EmergencyAccessesProjection())
+    single: list[str] = []
+    many: list[list[str]] = []
+    get, get_many = read_models.get, read_models.get_many
+
+    async def counted_get(collection: str, key: str) -> Document | None:
+        single.append(collection)
+        return await get(collection, key)
+
+    async def counted_many(collection: str, keys: Sequence[str]) -> dict[str, Document]:
+        many.append(list(keys))
+        return await get_many(collection, keys)
+
+    monkeypatch.setattr(read_models, "get", counted_get)
+    monkeypatch.setattr(read_models, "get_many", counted_many)
+
+    items, more = await review_queue(
+        EmergencyAccessQueue(read_models),
+        access,
+        GRANTEES_SUPERVISOR,
+        AccessPurpose.SUPERVISION,
+        ListEmergencyAccesses(),
+        datetime.now(UTC),
+        timedelta(hours=72),
+    )
+
+    assert [item.entry.case_id for item in items] == [CASE]
+    assert not more
+    assert FACTS not in single
+    assert many == [[CASE]]
