@@ -69,7 +69,7 @@ def _own_name(own: dict[str, str], given: str) -> str | None:
     """The listed name of the own-store projection ``given`` names: the listed name or the
     projection's own (``Projection.name``, the one logs and tracking rows show), with or
     without the service's prefix. A projection renamed so that it is rebuilt
-    (``intake.client-directory-v2``) answers to its new name as well."""
+    (``intake.client-directory-v3``) answers to its new name as well."""
     wanted = _canonical(given)
     for listed, reference in own.items():
         if wanted in (listed, _canonical(_projection(reference).name)):
@@ -89,6 +89,11 @@ async def _rebuild(options: argparse.Namespace, projection: Projection) -> int:
     from cli.stores import has_local_store, infrastructure
 
     infra = infrastructure(options)
+    use_keyring = getattr(projection, "use_keyring", None)
+    if use_keyring is not None:
+        # A projection whose documents are keyed by keyed hashes (intake's client directory)
+        # hashes with the deployment's key, as the running service does.
+        use_keyring(infra.keyring)
     if not has_local_store(infra, options.service):
         print(f"{options.service} has no store under {infra.data_dir}")
         return 2
