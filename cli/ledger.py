@@ -2,7 +2,9 @@
 
 * ``verify FILE``: checks an export offline: every line's inclusion proof against its signed
   checkpoint, under public keys given with ``--keys`` (one verifier key per line, as
-  ``casetrail ledger keys`` prints them) or else those published in the data dir.
+  ``casetrail ledger keys`` prints them) or else those published in the data dir. Exit 0: all
+  verified; 1: verification failed; 3 (``PENDING_STATUS``): nothing failed, but some events
+  were recorded after their log's newest checkpoint and are not yet provable.
 * ``verify-store SERVICE``: recomputes the service's tree from its stored events and names the
   first bad position (``--checkpoint FILE``: also check against a checkpoint kept elsewhere;
   ``--keys FILE``: the public keys as ``casetrail ledger keys`` prints them, else the service's
@@ -32,6 +34,9 @@ from cli.rpc import print_refusal
 
 if TYPE_CHECKING:
     from casetrail_platform.ledger.note import Verifier
+
+PENDING_STATUS = 3
+"""``verify FILE``: every line verified but those not yet provable (1: verification failed)."""
 
 MAX_TREE_SIZE = 2**63 - 1
 """The protos' int64 tree sizes."""
@@ -86,7 +91,15 @@ def _verify_export(options: argparse.Namespace) -> int:
     for origin, size in sorted(result.checkpoints.items()):
         print(f"{origin}: proven in its signed tree of {size} events")
     print(f"{result.verified} of {result.lines} events verified")
-    return 0 if result.ok else 1
+    if result.pending:
+        print(
+            f"{result.pending} events recorded after their log's newest checkpoint: not yet"
+            f" provable; export again after the next checkpoint (at most"
+            f" {result.sign_every:g} seconds)"
+        )
+    if result.ok:
+        return 0
+    return PENDING_STATUS if result.only_pending else 1
 
 
 async def _verify_store(options: argparse.Namespace) -> int:

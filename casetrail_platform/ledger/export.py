@@ -6,7 +6,13 @@ Each line of an export is a CloudEvents JSON document; the ledger adds two exten
   hashes]}``, the RFC 9162 inclusion proof of the event (leaf ``position - 1``) in the tree of
   its service's log of ``treesize`` events;
 * ``ledgercheckpoint``: the signed note of that tree (C2SP tlog-checkpoint), which the proof
-  leads to.
+  leads to;
+* ``ledgerpending``, instead of both, on an event recorded after the newest checkpoint of its
+  log that audit holds: JSON text ``{"log": origin, "treesize": N, "signevery": seconds}``,
+  the size of that checkpoint (0: none yet) and how often the logs sign one. Such an event is
+  not yet provable; it is never counted as verified, and ``verify_export`` accepts the mark only
+  where it cannot hide a stripped proof: past the tree size, after every proven line of its
+  stream, and naming the tree size the export's proofs of that log use.
 
 The leaf is recomputed from the line itself (``canonical_of_record``: the canonical bytes of
 ``casetrail_platform.ledger.canonical`` from the event's attributes and data, or, for an event
@@ -35,6 +41,7 @@ from events.registry import EventRegistry
 
 PROOF_ATTRIBUTE = "ledgerproof"
 CHECKPOINT_ATTRIBUTE = "ledgercheckpoint"
+PENDING_ATTRIBUTE = "ledgerpending"
 
 
 def canonical_of_record(recorded: RecordedEvent) -> bytes:
@@ -80,17 +87,33 @@ def proof_attributes(
     }
 
 
+def pending_attributes(origin: str, tree_size: int, sign_every: float) -> dict[str, str]:
+    """The mark of an event its log's newest checkpoint (of ``tree_size`` events) does not
+    cover yet."""
+    document = {"log": origin, "treesize": tree_size, "signevery": sign_every}
+    return {PENDING_ATTRIBUTE: json.dumps(document, separators=(",", ":"))}
+
+
 @dataclass
 class ExportVerification:
     lines: int = 0
     verified: int = 0
+    pending: int = 0
+    """Lines marked as recorded after their log's newest checkpoint: not yet provable."""
     problems: list[str] = field(default_factory=list)
     checkpoints: dict[str, int] = field(default_factory=dict)
     """The largest tree size seen per log."""
+    sign_every: float = 0.0
+    """The longest interval between checkpoints the pending lines name."""
 
     @property
     def ok(self) -> bool:
         return not self.problems and self.lines > 0 and self.verified == self.lines
+
+    @property
+    def only_pending(self) -> bool:
+        """Nothing failed, but some lines are not yet provable (neither verified nor refused)."""
+        return not self.problems and self.pending > 0 and self.verified + self.pending == self.lines
 
 
 def verify_export(
@@ -107,14 +130,34 @@ def verify_export(
             continue
         result.lines += 1
         problem = _verify_line(line, registry, verifiers, result, from_structured, whole, number)
-        if problem is None:
+        if problem is _PENDING:
+            result.pending += 1
+        elif problem is None:
             result.verified += 1
         else:
             result.problems.append(f"line {number}: {problem}")
     if result.lines == 0:
         result.problems.append("the export holds no events")
     result.problems.extend(whole.gaps())
+    wrong = whole.wrong_pending(result.checkpoints)
+    result.problems.extend(wrong)
+    result.pending -= len(wrong)
     return result
+
+
+_PENDING = "pending"
+"""``_verify_line``'s answer for a line marked pending (checked again on the whole export)."""
+
+
+@dataclass(frozen=True)
+class _Pending:
+    number: int
+    label: str
+    origin: str
+    tree_size: int
+    position: int
+    stream: tuple[str, str]
+    sequence: int
 
 
 @dataclass
@@ -129,6 +172,41 @@ class _WholeExport:
 
     lines_by_id: dict[str, int] = field(default_factory=dict)
     sequences: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
+    proven_sequences: dict[tuple[str, str], int] = field(default_factory=dict)
+    """The highest sequence of each stream a line proves."""
+    pending: list[_Pending] = field(default_factory=list)
+
+    def proven(self, recorded: RecordedEvent) -> None:
+        key = (recorded.metadata.source, recorded.stream)
+        self.proven_sequences[key] = max(self.proven_sequences.get(key, 0), recorded.sequence)
+
+    def wrong_pending(self, checkpoints: Mapping[str, int]) -> list[str]:
+        """A proof stripped from a line and a pending mark put in its place must not pass: an
+        event is pending only past the checkpoint the export's proofs of its log use, which
+        it must name, and after every proven event of its stream (a log's events are proved
+        in order: a later event proven means an earlier one was provable)."""
+        problems = []
+        for pending in self.pending:
+            proven_size = checkpoints.get(pending.origin)
+            problem = None
+            if proven_size is not None and pending.tree_size != proven_size:
+                problem = (
+                    f"marked {PENDING_ATTRIBUTE} past {pending.tree_size} events, but the"
+                    f" export proves events of {pending.origin} in its tree of {proven_size}"
+                )
+            elif pending.position <= pending.tree_size:
+                problem = (
+                    f"marked {PENDING_ATTRIBUTE}, but its position {pending.position} is in"
+                    f" the checkpoint of {pending.tree_size} events: its proof is missing"
+                )
+            elif pending.sequence < self.proven_sequences.get(pending.stream, 0):
+                problem = (
+                    f"marked {PENDING_ATTRIBUTE}, but a later event of stream"
+                    f" {pending.stream[1]} is proven: its proof is missing"
+                )
+            if problem is not None:
+                problems.append(f"line {pending.number}: {pending.label} {problem}")
+        return problems
 
     def repeated(self, recorded: RecordedEvent, number: int) -> str | None:
         event_id = str(recorded.event_id)
@@ -175,6 +253,9 @@ def _verify_line(
         return repeated
     label = f"event {document.get('id')}"
     proof_text, note = document.get(PROOF_ATTRIBUTE), document.get(CHECKPOINT_ATTRIBUTE)
+    pending_text = document.get(PENDING_ATTRIBUTE)
+    if proof_text is None and note is None and isinstance(pending_text, str):
+        return _pending(pending_text, label, recorded, result, whole, number)
     if not isinstance(proof_text, str) or not isinstance(note, str):
         return f"{label} carries no {PROOF_ATTRIBUTE} and {CHECKPOINT_ATTRIBUTE}"
     try:
@@ -208,4 +289,32 @@ def _verify_line(
     except ProofError as error:
         return f"{label} (position {position} of {origin}): {error}"
     result.checkpoints[origin] = max(result.checkpoints.get(origin, 0), tree_size)
+    whole.proven(recorded)
     return None
+
+
+def _pending(
+    text: str,
+    label: str,
+    recorded: RecordedEvent,
+    result: ExportVerification,
+    whole: _WholeExport,
+    number: int,
+) -> str:
+    try:
+        document = json.loads(text)
+        origin, tree_size = str(document["log"]), int(document["treesize"])
+        sign_every = float(document["signevery"])
+    except (ValueError, KeyError, TypeError):
+        return f"{label}: {PENDING_ATTRIBUTE} is malformed"
+    if tree_size < 0 or not 0 <= sign_every < 10**9:
+        return f"{label}: {PENDING_ATTRIBUTE} is malformed"
+    service = recorded.metadata.source.rsplit("/", 1)[-1]
+    if origin.rsplit("/", 1)[-1] != service:
+        return f"{label}: {PENDING_ATTRIBUTE} names log {origin!r}, not one of {service}"
+    result.sign_every = max(result.sign_every, sign_every)
+    stream = (recorded.metadata.source, recorded.stream)
+    whole.pending.append(
+        _Pending(number, label, origin, tree_size, recorded.position, stream, recorded.sequence)
+    )
+    return _PENDING

@@ -18,6 +18,7 @@ alarm is kept until the log is consistent again, and is raised once per bad chec
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -57,6 +58,8 @@ AlarmHandler = Callable[[WitnessAlarm], Awaitable[None]]
 class Witness:
     def __init__(self, documents: ReadModelStore) -> None:
         self._documents = documents
+        self._lock = asyncio.Lock()
+        """One check at a time in this process: the round and an export's own checkpoint."""
 
     async def held(self, origin: str) -> HeldCheckpoint | None:
         document = await self._documents.get(HELD, origin)
@@ -77,6 +80,12 @@ class Witness:
     ) -> WitnessAlarm | None:
         """Check every checkpoint the log signed since the one held, in order. Returns the
         alarm raised (or still standing), ``None`` when the log is consistent."""
+        async with self._lock:
+            return await self._witness(log, verifier, on_alarm)
+
+    async def _witness(
+        self, log: LedgerStore, verifier: Verifier, on_alarm: AlarmHandler
+    ) -> WitnessAlarm | None:
         origin = verifier.name
         document = await self._documents.get(HELD, origin) or _empty(origin)
         standing = document.get("alarm")

@@ -59,6 +59,9 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
         witness=Witness(host.read_models),
         store=host.store,
         find_event=timelines.event,
+        # An export signs audit's own log on demand: its access records then carry proofs.
+        sign_own=None if host.ledger is None else host.ledger.sign,
+        sign_every=infra.ledger_sign_every,
     )
     servicer = AuditServicer(
         AuditDeps(timelines=timelines, store=host.store, access=access),

@@ -27,7 +27,11 @@ from casetrail_platform.commands import NotFound, RuleBroken
 from casetrail_platform.errors import StorageConfigurationError
 from casetrail_platform.ledger import merkle
 from casetrail_platform.ledger.directory import LedgerDirectory
-from casetrail_platform.ledger.export import canonical_of_record, proof_attributes
+from casetrail_platform.ledger.export import (
+    canonical_of_record,
+    pending_attributes,
+    proof_attributes,
+)
 from casetrail_platform.ledger.log import (
     InclusionProof,
     inclusion_subtrees_of,
@@ -43,7 +47,7 @@ from casetrail_platform.store.port import ANY_VERSION, EventStore
 from events.catalog.base import Role
 from events.catalog.ledger import LedgerInconsistencyDetected
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
-from services.audit.app.handlers import SERVICE_SOURCE
+from services.audit.app.handlers import SERVICE, SERVICE_SOURCE
 from services.audit.domain.errors import invalid
 
 log = logging.getLogger(__name__)
@@ -60,6 +64,11 @@ class LedgerDeps:
     """Audit's own store, where alarms are recorded."""
     find_event: Callable[[UUID], Coroutine[Any, Any, RecordedEvent | None]]
     """The event audit received with this id (any service's), or None."""
+    sign_own: Callable[[], Coroutine[Any, Any, object]] | None = None
+    """Catch audit's own ledger up and sign (and publish) a checkpoint now: what its schedule
+    does, asked for by an export whose access records the newest checkpoint misses."""
+    sign_every: float = 0.0
+    """Seconds between the logs' checkpoints, named to an auditor given unprovable events."""
 
 
 @dataclass(frozen=True)
@@ -372,27 +381,78 @@ async def prove_log_consistency(
 EXPORT_PROOF_BATCH = 1000
 """Events of one log whose proofs share one read of the ledger's subtrees."""
 
+OWN_CHECKPOINT_SECONDS = 5.0
+"""How long an export waits for audit's own checkpoint signed on demand (and witnessed)
+before it gives its own unproven records as pending instead."""
+
+
+async def checkpoint_own_log(deps: LedgerDeps) -> None:
+    """Sign audit's own log now, as its schedule would, and witness the checkpoint, so that
+    proofs can be given against it at once. Bounded by ``OWN_CHECKPOINT_SECONDS``; a failure
+    or a timeout is logged and leaves the checkpoint audit held (its records then pending)."""
+    if deps.sign_own is None:
+        return
+    sign_own = deps.sign_own
+
+    async def signed_and_witnessed() -> None:
+        await sign_own()
+        store = await deps.directory.log(SERVICE)
+        verifier = await deps.directory.verifier(SERVICE)
+        if store is None or verifier is None:
+            return
+
+        async def raised(alarm: WitnessAlarm) -> None:
+            await record_alarm(deps.store, SERVICE, alarm)
+
+        await deps.witness.witness(store, verifier, raised)
+
+    try:
+        await asyncio.wait_for(signed_and_witnessed(), OWN_CHECKPOINT_SECONDS)
+    except Exception as error:
+        # By type and place: the export goes on, its own records marked pending.
+        log.error("export: no checkpoint of audit's own log: %s", failure_text(error))
+
 
 class ExportProofs:
     """The ledger attributes of an export's events, given page by page: every event of one log
     is proved against the checkpoint audit held when its first event was proved (so one export
     never mixes tree sizes), and the subtrees the proofs of up to ``EXPORT_PROOF_BATCH`` events
-    share are read once."""
+    share are read once. Audit's own log is signed first when its newest checkpoint misses
+    records (the export's own access record always is one); events of other logs past their
+    newest checkpoint are marked pending (``ledgerpending``)."""
 
     def __init__(self, deps: LedgerDeps) -> None:
         self._deps = deps
         self._signed: dict[str, _SignedLog | None] = {}
 
+    async def _signed_for(self, service: str) -> _SignedLog | None:
+        if service not in self._signed:
+            signed = await _signed_log(self._deps, service)
+            if service == SERVICE and (
+                signed is None or signed.checkpoint.size < await self._deps.store.last_position()
+            ):
+                await checkpoint_own_log(self._deps)
+                signed = await _signed_log(self._deps, service)
+            self._signed[service] = signed
+        return self._signed[service]
+
     async def of(self, records: Sequence[RecordedEvent]) -> dict[UUID, dict[str, str]]:
-        """The attributes of each of ``records`` that a verified checkpoint covers."""
+        """The attributes of each of ``records``: its proof when a verified checkpoint covers
+        it, else its pending mark (for a log audit knows)."""
         by_service: dict[str, list[RecordedEvent]] = {}
         for recorded in records:
             by_service.setdefault(_service_of_record(recorded), []).append(recorded)
         attributes: dict[UUID, dict[str, str]] = {}
         for service, events in by_service.items():
-            if service not in self._signed:
-                self._signed[service] = await _signed_log(self._deps, service)
-            signed = self._signed[service]
+            signed = await self._signed_for(service)
+            if service in self._deps.directory.services:
+                size = 0 if signed is None else signed.checkpoint.size
+                pending = pending_attributes(
+                    self._deps.directory.origin(service), size, self._deps.sign_every
+                )
+                for recorded in events:
+                    if recorded.position > size:
+                        attributes[recorded.event_id] = pending
             if signed is None:
                 continue
             covered = [e for e in events if e.position <= signed.checkpoint.size]

@@ -1,0 +1,147 @@
+"""Exports in a row, on both backends: audit signs its own log on demand, so the access records
+of the exports themselves are proven; an event of another service recorded after its log's
+newest checkpoint is marked pending, which `casetrail verify` reports apart (its own exit
+status), while a proof stripped from a covered line still fails."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from casetrail.audit.v1 import audit_pb2
+from casetrail.intake.v1 import intake_pb2
+from casetrail_platform.ledger.export import (
+    CHECKPOINT_ATTRIBUTE,
+    PENDING_ATTRIBUTE,
+    PROOF_ATTRIBUTE,
+)
+from cli.ledger import PENDING_STATUS
+from cli.rpc import command, eventually
+from cli.walk.story import COORDINATOR
+from tests.e2e.conftest import Casetrail
+from tests.e2e.support import key, new_case
+from tests.e2e.test_cli import casetrail_cli
+from tests.e2e.test_ledger import AUDITOR, context, proven_export
+
+pytestmark = pytest.mark.asyncio(loop_scope="package")
+
+AUDIT_SOURCE = "casetrail/audit"
+CORRECTED = "casetrail.client.date_of_birth_corrected"
+
+
+async def export(casetrail: Casetrail, case_id: str) -> list[dict[str, Any]]:
+    request = audit_pb2.ExportCaseRequest(context=context(), case_id=case_id)
+    text = b"".join(
+        [c.json_lines async for c in casetrail.stubs.as_(AUDITOR).audit.ExportCase(request)]
+    )
+    return [json.loads(line) for line in text.decode().splitlines()]
+
+
+async def verify(lines: list[dict[str, Any]], path: Path, keys: Path) -> tuple[int, str, str]:
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    await asyncio.to_thread(path.write_text, text)
+    return await casetrail_cli("verify", str(path), "--keys", str(keys))
+
+
+async def keys_file(casetrail: Casetrail, tmp_path: Path) -> Path:
+    keys = await casetrail.stubs.as_(AUDITOR).audit.ListLedgerKeys(
+        audit_pb2.ListLedgerKeysRequest(context=context())
+    )
+    path = tmp_path / "keys.txt"
+    await asyncio.to_thread(path.write_text, "".join(k.verifier_key + "\n" for k in keys.keys))
+    return path
+
+
+def corrections(count: int, lines: list[dict[str, Any]]) -> bool:
+    return sum(1 for line in lines if line["type"] == CORRECTED) == count
+
+
+async def test_exports_in_a_row_verify_and_later_events_are_pending(
+    casetrail: Casetrail, tmp_path: Path
+) -> None:
+    case = await new_case(casetrail, "home_care")
+    await eventually(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(context=context(), case_id=case.case_id)
+        ),
+        what="audit to learn the case",
+        patience=casetrail.patience,
+    )
+    await proven_export(casetrail, case.case_id)
+    keys = await keys_file(casetrail, tmp_path)
+
+    # Two exports in a row: the second holds the first's access record and its own, recorded
+    # after the newest scheduled checkpoint of audit's log; audit signs one for them.
+    # (Audit's timeline shows its own records a moment after they are stored: the next
+    # export holding the first's record is the second one here.)
+    first = await export(casetrail, case.case_id)
+    before = {line["id"] for line in first if line["source"] == AUDIT_SOURCE}
+    second = await eventually(
+        lambda: export(casetrail, case.case_id),
+        lambda lines: before < {line["id"] for line in lines if line["source"] == AUDIT_SOURCE},
+        what="the first export's access record in the timeline",
+        patience=casetrail.patience,
+    )
+    own = [line for line in second if line["source"] == AUDIT_SOURCE]
+    assert all(PROOF_ATTRIBUTE in line for line in own), [line["id"] for line in own]
+    status, out, err = await verify(second, tmp_path / "second.jsonl", keys)
+    assert status == 0, err
+    assert f"{len(second)} of {len(second)} events verified" in out
+
+    # An intake event past intake's newest checkpoint (intake signs on its own schedule: if it
+    # signed in between, the correction is proven, and another is made).
+    for attempt in range(10):
+        await casetrail.stubs.as_(COORDINATOR).intake.CorrectClientDateOfBirth(
+            intake_pb2.CorrectClientDateOfBirthRequest(
+                context=command(key()),
+                client_id=case.client_id,
+                date_of_birth=f"1950-03-{15 + attempt}",
+                reason="Identity card seen at the home visit",
+            )
+        )
+        lines = await eventually(
+            lambda: export(casetrail, case.case_id),
+            partial(corrections, attempt + 1),
+            what="audit to learn the correction",
+            patience=casetrail.patience,
+        )
+        if PENDING_ATTRIBUTE in [li for li in lines if li["type"] == CORRECTED][-1]:
+            break
+    else:
+        pytest.fail("intake signed every correction before it could be exported")
+    pending = [i for i, line in enumerate(lines) if PENDING_ATTRIBUTE in line]
+    assert all(
+        lines[i]["source"] != AUDIT_SOURCE and PROOF_ATTRIBUTE not in lines[i] for i in pending
+    )
+    mark = json.loads(lines[pending[-1]][PENDING_ATTRIBUTE])
+    assert int(lines[pending[-1]]["sourceposition"]) > mark["treesize"]
+    status, out, err = await verify(lines, tmp_path / "pending.jsonl", keys)
+    assert status == PENDING_STATUS, err
+    assert status != 1
+    assert not err
+    assert f"{len(lines) - len(pending)} of {len(lines)} events verified" in out
+    assert (
+        f"{len(pending)} events recorded after their log's newest checkpoint: not yet provable;"
+        " export again after the next checkpoint (at most" in out
+    )
+
+    # A covered line of the same stream (the client's registration) with its proof stripped
+    # and a pending mark in its place is no pending line: the proven ones after it show it.
+    registered = next(
+        i
+        for i, line in enumerate(lines)
+        if line["type"] == "casetrail.client.registered" and PROOF_ATTRIBUTE in line
+    )
+    for name, marked in (("stripped", False), ("marked", True)):
+        edited = [dict(line) for line in lines]
+        del edited[registered][PROOF_ATTRIBUTE], edited[registered][CHECKPOINT_ATTRIBUTE]
+        if marked:
+            edited[registered][PENDING_ATTRIBUTE] = lines[pending[-1]][PENDING_ATTRIBUTE]
+        status, out, err = await verify(edited, tmp_path / f"{name}.jsonl", keys)
+        assert status == 1, (name, out)
+        assert f"line {registered + 1}:" in err, (name, err)
