@@ -1,0 +1,156 @@
+"""`verify_export` and events marked ``ledgerpending``: reported apart, never verified, and a
+mark that could hide a stripped proof fails (a tree of a case's notes signed at size 2)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from casetrail_platform.ledger.export import (
+    CHECKPOINT_ATTRIBUTE,
+    PENDING_ATTRIBUTE,
+    PROOF_ATTRIBUTE,
+    ExportVerification,
+    canonical_of_record,
+    pending_attributes,
+    proof_attributes,
+    verify_export,
+)
+from casetrail_platform.ledger.keys import FileSigner
+from casetrail_platform.ledger.merkle import Hash, SubtreeKey, inclusion_proof, leaf_hash, root_of
+from casetrail_platform.ledger.note import Checkpoint, origin_of
+from events.cloudevents import to_structured
+from events.envelope import RecordedEvent
+from tests.support.sample_events import note, sample_registry
+
+ORIGIN = origin_of("agency", "intake")
+SIGNED = 2
+"""Events of the log the checkpoint covers; the third is pending."""
+
+
+def history() -> list[RecordedEvent]:
+    events = []
+    for position in (1, 2, 3):
+        new = note("case-1", f"visit {position}")
+        events.append(
+            RecordedEvent(
+                event_id=new.event_id,
+                stream="case-case-1",
+                sequence=position,
+                position=position,
+                recorded_at=datetime.now(UTC),
+                event=new.event,
+                metadata=dataclasses.replace(new.metadata, source="casetrail/intake"),
+            )
+        )
+    return events
+
+
+async def export(tmp_path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The three lines (two proven in the tree of two, the third pending), and the verifiers."""
+    signer = FileSigner(ORIGIN, tmp_path / "ledger.key")
+    events = history()
+    leaves = [leaf_hash(canonical_of_record(recorded)) for recorded in events]
+
+    def source(keys: Iterable[SubtreeKey]) -> dict[SubtreeKey, Hash]:
+        return {(lv, i): root_of(leaves[i << lv : (i + 1) << lv]) for lv, i in keys}
+
+    note_text = await signer.sign_checkpoint(Checkpoint(ORIGIN, SIGNED, root_of(leaves[:SIGNED])))
+    lines = []
+    for recorded in events:
+        line = to_structured(recorded)
+        if recorded.position <= SIGNED:
+            proof = inclusion_proof(recorded.position - 1, SIGNED, source)
+            line |= proof_attributes(ORIGIN, recorded.position, SIGNED, proof, note_text)
+        else:
+            line |= pending_attributes(ORIGIN, SIGNED, 5.0)
+        lines.append(line)
+    return lines, {ORIGIN: await signer.verifier()}
+
+
+def verified(lines: list[dict[str, Any]], verifiers: dict[str, Any]) -> ExportVerification:
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    return verify_export(text, sample_registry(), verifiers)
+
+
+async def test_a_pending_event_is_reported_apart_and_never_verified(tmp_path: Path) -> None:
+    lines, verifiers = await export(tmp_path)
+    result = verified(lines, verifiers)
+    assert (result.verified, result.pending, result.problems) == (2, 1, [])
+    assert result.only_pending
+    assert not result.ok
+    assert result.sign_every == 5.0
+
+
+def stripped(line: dict[str, Any]) -> None:
+    del line[PROOF_ATTRIBUTE], line[CHECKPOINT_ATTRIBUTE]
+
+
+def stripped_and_marked(line: dict[str, Any]) -> None:
+    stripped(line)
+    line |= pending_attributes(ORIGIN, SIGNED, 5.0)
+
+
+def marked_below(line: dict[str, Any]) -> None:
+    stripped(line)
+    line |= pending_attributes(ORIGIN, 0, 5.0)
+
+
+def other_log(line: dict[str, Any]) -> None:
+    line[PENDING_ATTRIBUTE] = pending_attributes(origin_of("agency", "audit"), 0, 5.0)[
+        PENDING_ATTRIBUTE
+    ]
+
+
+def other_size(line: dict[str, Any]) -> None:
+    line |= pending_attributes(ORIGIN, 1, 5.0)
+
+
+def malformed(line: dict[str, Any]) -> None:
+    line[PENDING_ATTRIBUTE] = '{"log": "x"}'
+
+
+@pytest.mark.parametrize(
+    ("line", "change", "problem"),
+    [
+        (1, stripped, "carries no ledgerproof"),
+        (1, stripped_and_marked, "position 2 is in the checkpoint of 2 events"),
+        # Marked past no checkpoint, before a proven event of its stream (and another size).
+        (1, marked_below, "proves events of"),
+        (0, marked_below, "proves events of"),
+        (2, other_log, "not one of intake"),
+        (2, other_size, "in its tree of 2"),
+        (2, malformed, "ledgerpending is malformed"),
+    ],
+)
+async def test_a_mark_that_could_hide_a_stripped_proof_fails(
+    tmp_path: Path, line: int, change: Any, problem: str
+) -> None:
+    lines, verifiers = await export(tmp_path)
+    change(lines[line])
+    result = verified(lines, verifiers)
+    assert not result.ok
+    assert not result.only_pending
+    assert any(p.startswith(f"line {line + 1}:") and problem in p for p in result.problems), (
+        result.problems
+    )
+
+
+async def test_a_pending_event_before_a_proven_one_of_its_stream_fails(tmp_path: Path) -> None:
+    # The pending line's attributes are not proven: given an earlier sequence of its stream
+    # than a proven line's, it is one the log's proofs skipped.
+    lines, verifiers = await export(tmp_path)
+    lines[2]["sequence"] = "1".zfill(19)
+    result = verified(lines, verifiers)
+    assert not result.ok
+    assert not result.only_pending
+    assert any(
+        p.startswith("line 3:") and "a later event of stream case-case-1 is proven" in p
+        for p in result.problems
+    ), result.problems
