@@ -424,6 +424,15 @@ class ExportProofs:
     def __init__(self, deps: LedgerDeps) -> None:
         self._deps = deps
         self._signed: dict[str, _SignedLog | None] = {}
+        self._has_key: dict[str, bool] = {}
+
+    async def _keyed(self, service: str) -> bool:
+        if service not in self._has_key:
+            self._has_key[service] = (
+                service in self._deps.directory.services
+                and await self._deps.directory.verifier(service) is not None
+            )
+        return self._has_key[service]
 
     async def _signed_for(self, service: str) -> _SignedLog | None:
         if service not in self._signed:
@@ -445,7 +454,8 @@ class ExportProofs:
         attributes: dict[UUID, dict[str, str]] = {}
         for service, events in by_service.items():
             signed = await self._signed_for(service)
-            if service in self._deps.directory.services:
+            if await self._keyed(service):
+                # (A log audit holds no key of never becomes provable here: left unmarked.)
                 size = 0 if signed is None else signed.checkpoint.size
                 pending = pending_attributes(
                     self._deps.directory.origin(service), size, self._deps.sign_every
