@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 import uuid
@@ -188,12 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lookups", type=int, default=100)
     parser.add_argument("--dsn", default="", help="PostgreSQL DSN; empty: SQLite only")
     options = parser.parse_args(argv)
-    with open("/proc/loadavg") as loadavg:
-        load_before = loadavg.read().split()[0]
+    load_before = f"{os.getloadavg()[0]:.2f}"
     with tempfile.TemporaryDirectory(prefix="casetrail-directory-bench-") as directory:
         rows = asyncio.run(run(options, Path(directory)))
-    with open("/proc/loadavg") as loadavg:
-        load_after = loadavg.read().split()[0]
+    load_after = f"{os.getloadavg()[0]:.2f}"
     body = "\n".join(
         [
             f"Run: {now_utc()}. Command: `python -m bench.directory_bench --sizes {options.sizes}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -246,12 +247,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reads", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=20)
     options = parser.parse_args(argv)
-    with open("/proc/loadavg") as loadavg:
-        load_before = loadavg.read().split()[0]
+    load_before = f"{os.getloadavg()[0]:.2f}"
     with tempfile.TemporaryDirectory(prefix="casetrail-reviews-bench-") as directory:
         rows = asyncio.run(run(options, Path(directory)))
-    with open("/proc/loadavg") as loadavg:
-        load_after = loadavg.read().split()[0]
+    load_after = f"{os.getloadavg()[0]:.2f}"
     body = "\n".join(
         [
             f"Run: {now_utc()}. Command: `python -m bench.reviews_bench --cases {options.cases}"
