@@ -216,9 +216,7 @@ async def execute_folded(
             stream,
             lambda: folding.version,
             lambda: decide(folding.state),
-            lambda: folding.catch_up(
-                lambda after: store.read_stream(stream, from_version=after + 1)
-            ),
+            folding.catch_up,
         )
 
 
@@ -230,7 +228,7 @@ async def folded(store: EventStore, stream: str, fold: Fold[S]) -> AsyncIterator
     (``Folding.catch_up`` after losing a race)."""
     async with _turns_of(store).holding([stream]):
         folding = Folding(store, fold, stream)
-        await folding.catch_up(lambda after: store.read_stream(stream, from_version=after + 1))
+        await folding.catch_up()
         yield folding
 
 
@@ -252,9 +250,14 @@ class Folding(Generic[S]):
         self._fold = fold
         self._stream = stream
 
-    async def catch_up(self, read: Callable[[int], Awaitable[list[RecordedEvent]]]) -> None:
-        """Fold in what ``read(version)`` returns: the stream's events after ``version``."""
+    async def catch_up(
+        self, read: Callable[[int], Awaitable[list[RecordedEvent]]] | None = None
+    ) -> None:
+        """Fold in what ``read(version)`` returns: the stream's events after ``version`` (by
+        default read from the stream itself)."""
         cache, fold, stream = self._cache, self._fold, self._stream
+        if read is None:
+            read = self._events_after
         # Taken out of the cache while it changes: a read or fold that fails leaves nothing
         # half folded behind (the stream is folded again from its start next time).
         state, version, keys = cache.take(fold, stream)
@@ -277,6 +280,9 @@ class Folding(Generic[S]):
             task = asyncio.create_task(_write_snapshot(self._store, fold, stream))
             writes.add(task)
             task.add_done_callback(writes.discard)
+
+    async def _events_after(self, version: int) -> list[RecordedEvent]:
+        return await self._store.read_stream(self._stream, from_version=version + 1)
 
     async def _from_snapshot(
         self,

@@ -219,6 +219,4 @@ async def record_follow_up(
             except ConcurrencyError:
                 attempt += 1
                 await asyncio.sleep(pause_before(attempt))
-                await state.catch_up(
-                    lambda after: store.read_stream(stream, from_version=after + 1)
-                )
+                await state.catch_up()
