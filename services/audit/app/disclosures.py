@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from casetrail_platform.commands import NotFound
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.decide import any_rule_for
 from casetrail_platform.policy.guard import Answer
@@ -96,8 +97,8 @@ def six_years_before(moment: datetime) -> datetime:
 
 async def list_disclosures(
     deps: AuditDeps,
-    client_cases: ClientCases,
-    index: DisclosureIndex,
+    client_cases: ClientCases | None,
+    index: DisclosureIndex | None,
     viewer: QueryContext,
     client_id: str,
     asked: Period,
@@ -111,12 +112,15 @@ async def list_disclosures(
     who = principal or Principal(
         viewer.actor.user_id, viewer.actor.role, access.home_agency, "in-process"
     )
-    case_ids = await client_cases.cases_of(client_id)
+    case_ids = [] if client_cases is None else await client_cases.cases_of(client_id)
     if not any_rule_for(who.role, ACTION):
-        # Refused before the client is looked at: the same answer whether it exists or not.
+        # Refused before the client is looked at: the same answer whether it exists or not,
+        # and whether this server keeps the accounting or not.
         decision = access.decide(who, ACTION, viewer.purpose, None)
         refused_for = case_ids or [ACCOUNTING_SUBJECT]
         await access.refuse_cases(who, ACTION, viewer.purpose, refused_for, decision)
+    if client_cases is None or index is None:
+        raise NotFound("disclosure index", "this audit server has none")
     # The client-cases index and the timelines are fed by separate consumers: a case whose
     # events have not reached its timeline yet has nothing to account for yet.
     facts_of = {

@@ -385,6 +385,29 @@ async def test_who_may_ask_for_an_accounting(
     ]
 
 
+async def test_a_server_without_the_accounting_checks_the_request_and_the_role_first(
+    deps: AuditDeps, issuer: TestIssuer, store: SqliteEventStore
+) -> None:
+    # NOT_FOUND (this server keeps no accounting) comes last: a malformed request is
+    # INVALID_ARGUMENT on every server, and a role no rule lets ask is refused and recorded.
+    async with audit_server(AuditServicer(deps), issuer) as audit:
+        code, status = await refusal(audit.ListDisclosures(accounting(client_id="client 7")))
+        assert (code, violated_fields(status)) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ["client_id"],
+        )
+        code, _ = await refusal(
+            audit.ListDisclosures(accounting(context=as_(WORKER, "social_worker", "coordination")))
+        )
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        code, _ = await refusal(audit.ListDisclosures(accounting()))
+        assert code == grpc.StatusCode.NOT_FOUND
+    denied = [r.event for r in await store.read_all(0) if isinstance(r.event, RecordAccessDenied)]
+    assert [(e.accessor_id, e.rule, e.case_id) for e in denied] == [
+        (WORKER, "role-not-allowed", "disclosure-accounting")
+    ]
+
+
 async def test_the_assigned_worker_sees_nothing_before_the_assignment_and_all_after(
     audit: audit_pb2_grpc.AuditServiceAsyncStub,
 ) -> None:
