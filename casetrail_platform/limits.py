@@ -8,7 +8,7 @@ over 1 MiB by default), projected (PostgreSQL jsonb cannot hold NUL) and exporte
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 MAX_ID_CHARS = 128
 """Any id-like field (``*_id``, ``*_ids``, ``user_id``, ``page_token``, ...). Ids the catalog
@@ -36,6 +36,10 @@ its stored form still fits."""
 EARLIEST_MOMENT = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST_MOMENT = datetime(2200, 1, 1, tzinfo=UTC)
 """Any timestamp or date in a request lies in [EARLIEST_MOMENT, LATEST_MOMENT)."""
+MOMENT_RANGE = (
+    f"between {EARLIEST_MOMENT:%Y-%m-%d} and {LATEST_MOMENT - timedelta(days=1):%Y-%m-%d}"
+)
+"""The bounds as a refusal tells them: both days included, UTC."""
 
 EARLIEST_OCCURRED_AT = datetime(1970, 1, 1, tzinfo=UTC)
 OCCURRED_AT_CLOCK_SKEW = timedelta(minutes=5)
@@ -54,6 +58,13 @@ MAX_RESERVATIONS_PER_CASE = 100
 grows), and for one case naming no service; released ones count too. Top-ups are legitimate,
 but every reservation stays in the line's stream, which every reservation and release on the
 line reads again (``ReleaseBudget`` gives money back; nothing else makes room)."""
+
+
+def within_moment_bounds(moment: date) -> bool:
+    """Whether a moment (timezone-aware) or a day lies in [EARLIEST_MOMENT, LATEST_MOMENT)."""
+    if isinstance(moment, datetime):
+        return EARLIEST_MOMENT <= moment < LATEST_MOMENT
+    return EARLIEST_MOMENT.date() <= moment < LATEST_MOMENT.date()
 
 
 def id_like(field_name: str) -> bool:

@@ -23,7 +23,7 @@ from google.protobuf.json_format import MessageToDict
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from casetrail_platform.identity.tls import channel
-from casetrail_platform.limits import EARLIEST_MOMENT, LATEST_MOMENT
+from casetrail_platform.limits import MOMENT_RANGE, within_moment_bounds
 from casetrail_platform.private_files import private_replacement
 from cli.login import bearer_token
 from cli.present import case_state_lines, timeline_lines
@@ -57,8 +57,8 @@ def moment(text: str, option: str = "--as-of") -> datetime:
         parsed = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError):
         raise SystemExit(f"{option}: {text!r} is not an ISO 8601 moment") from None
-    if not EARLIEST_MOMENT <= parsed < LATEST_MOMENT:
-        raise SystemExit(f"{option}: must be from 1900-01-01 to before 2200-01-01 (UTC)")
+    if not within_moment_bounds(parsed):
+        raise SystemExit(f"{option}: must be {MOMENT_RANGE} (UTC)")
     return parsed
 
 

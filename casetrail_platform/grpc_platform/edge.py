@@ -28,7 +28,9 @@ from casetrail_platform.limits import (
     MAX_LIST_ITEMS,
     MAX_TEXT_CHARS,
     MAX_TOKEN_CHARS,
+    MOMENT_RANGE,
     id_like,
+    within_moment_bounds,
 )
 from events.errors import FieldProblem
 
@@ -39,9 +41,6 @@ _DURATION_SECONDS = 315_576_000_000
 past it a duration overflows ``timedelta`` in the handler (INTERNAL instead of a refusal)."""
 _EARLIEST_SECONDS = int(EARLIEST_MOMENT.timestamp())
 _LATEST_SECONDS = int(LATEST_MOMENT.timestamp())
-_RANGE = f"between {EARLIEST_MOMENT:%Y-%m-%d} and {LATEST_MOMENT.year - 1}-12-31"
-_EARLIEST_DAY = EARLIEST_MOMENT.date()
-_LATEST_DAY = LATEST_MOMENT.date()
 
 _CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CONTROL_IN_ID = re.compile(r"[\x00-\x1f\x7f]")
@@ -158,7 +157,9 @@ def _check_value(
     elif kind == _MOMENT:
         seconds, nanos = value.seconds, value.nanos
         if not (_EARLIEST_SECONDS <= seconds < _LATEST_SECONDS and 0 <= nanos < 1_000_000_000):
-            problems.append(FieldProblem(_path(prefix, name), f"must be a moment {_RANGE} (UTC)"))
+            problems.append(
+                FieldProblem(_path(prefix, name), f"must be a moment {MOMENT_RANGE} (UTC)")
+            )
     elif kind == _SPAN:
         seconds, nanos = value.seconds, value.nanos
         if not (
@@ -183,7 +184,7 @@ def _text_problem(plan: _Plan, value: str) -> str | None:
     if _CONTROL_IN_TEXT.search(value):
         return "must not contain control characters other than tab, line feed, carriage return"
     if plan.dated and not _plausible_day(value):
-        return f"must be a date written YYYY-MM-DD {_RANGE}"
+        return f"must be a date written YYYY-MM-DD {MOMENT_RANGE}"
     return None
 
 
@@ -194,7 +195,7 @@ def _plausible_day(value: str) -> bool:
         day = date.fromisoformat(value)
     except ValueError:  # 2026-02-30
         return False
-    return _EARLIEST_DAY <= day < _LATEST_DAY
+    return within_moment_bounds(day)
 
 
 @cache

@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from casetrail.audit.v1 import audit_pb2
-from casetrail_platform.limits import EARLIEST_MOMENT, LATEST_MOMENT
+from casetrail_platform.limits import MOMENT_RANGE, within_moment_bounds
 from events.catalog.base import Identifier
 from services.caseload import queries
 from services.caseload.access import CaseloadGate, Refused
@@ -156,8 +156,8 @@ def _today(query: Any) -> date:
         raise BadQuery(f"today must be a date (YYYY-MM-DD), got {text!r}") from None
     # The services' bounds: the contacts view counts back from today, and 0001-01-01 minus a
     # day overflowed (a 500).
-    if not EARLIEST_MOMENT.date() <= today < LATEST_MOMENT.date():
-        raise BadQuery("today must be from 1900-01-01 to before 2200-01-01")
+    if not within_moment_bounds(today):
+        raise BadQuery(f"today must be {MOMENT_RANGE}")
     return today
 
 

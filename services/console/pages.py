@@ -10,13 +10,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from casetrail.audit.v1 import audit_pb2
-from casetrail_platform.limits import EARLIEST_MOMENT, MAX_TOKEN_CHARS
+from casetrail_platform.limits import (
+    EARLIEST_MOMENT,
+    MAX_TOKEN_CHARS,
+    MOMENT_RANGE,
+    within_moment_bounds,
+)
 from events.catalog_registry import all_event_types
 
 CASE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 ACTOR_ID = CASE_ID
-EARLIEST = EARLIEST_MOMENT
-LATEST = datetime(2199, 12, 31, 23, 59, 59, tzinfo=UTC)
 LATE_AFTER = timedelta(hours=24)
 """An event recorded more than this after it occurred is marked as recorded late."""
 PAGE_SIZE = 50
@@ -48,7 +51,7 @@ DISCLOSURE_YEARS = 6
 
 def disclosure_period(form: Mapping[str, object]) -> tuple[datetime, datetime | None]:
     """The period asked (from, to; UTC), by default the six years up to "to" or now, but not
-    before 1900-01-01 (the earliest moment any request may name)."""
+    before the earliest moment any request may name (``limits.EARLIEST_MOMENT``)."""
     problems: dict[str, str] = {}
     found: dict[str, datetime | None] = {}
     for name in ("from", "to"):
@@ -64,7 +67,7 @@ def disclosure_period(form: Mapping[str, object]) -> tuple[datetime, datetime | 
         raise BadInput({"from": "must not be after to"})
     # Six years before an early "to" can fall before any moment audit accepts, which it would
     # refuse naming its own period_start, a field the reader never filled in.
-    return max(since, EARLIEST), until
+    return max(since, EARLIEST_MOMENT), until
 
 
 def basis(text: str | None) -> str:
@@ -87,8 +90,8 @@ def moment(text: str | None, field_name: str, *, required: bool = False) -> date
     except ValueError:
         raise BadInput({field_name: "not a date and time (YYYY-MM-DDTHH:MM, UTC)"}) from None
     parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    if not EARLIEST <= parsed <= LATEST:
-        raise BadInput({field_name: "between 1900-01-01 and 2199-12-31"})
+    if not within_moment_bounds(parsed):
+        raise BadInput({field_name: MOMENT_RANGE})
     return parsed.astimezone(UTC)
 
 

@@ -145,6 +145,6 @@ def test_a_day_beyond_the_services_bounds_is_a_bad_query(today: str) -> None:
     """The contacts view counts back from today: 0001-01-01 minus a day overflowed (a 500)."""
     from services.caseload.web import BadQuery, _today
 
-    with pytest.raises(BadQuery, match="today must be from 1900-01-01 to before 2200-01-01"):
+    with pytest.raises(BadQuery, match="today must be between 1900-01-01 and 2199-12-31"):
         _today({"today": today})
     assert _today({"today": "1900-01-01"}).isoformat() == "1900-01-01"

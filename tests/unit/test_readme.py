@@ -158,7 +158,11 @@ def test_the_number_of_event_types() -> None:
         ("names, codes, free text", f"at most {limits.MAX_TEXT_CHARS:,} characters"),
         ("lists", f"at most {limits.MAX_LIST_ITEMS} items"),
         ("one stored event", f"{limits.MAX_EVENT_BYTES // 1024} KiB"),
-        ("any timestamp or date", f"{limits.EARLIEST_MOMENT:%Y-%m-%d} to 2199-12-31"),
+        (
+            "any timestamp or date",
+            f"{limits.EARLIEST_MOMENT:%Y-%m-%d}"
+            f" to {limits.LATEST_MOMENT - timedelta(days=1):%Y-%m-%d}",
+        ),
         (
             "a command's `occurred_at`",
             f"from {limits.EARLIEST_OCCURRED_AT:%Y-%m-%d} up to now"
