@@ -21,6 +21,7 @@ from casetrail_platform.policy.matrix import REFUSALS, RULES
 from casetrail_platform.telemetry.metrics import Metrics
 from cli.main import parser as cli_parser
 from events.catalog_registry import all_event_types
+from tests.support.refusal_reasons import refusal_reasons
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -28,25 +29,6 @@ SERVICES = ("intake", "coordination", "planning", "audit")
 
 SETTING = re.compile(r"\bCASETRAIL_[A-Z0-9_]*[A-Z0-9]\b")
 """A setting's name (a bare prefix such as ``CASETRAIL_TLS_``, which code completes, is not)."""
-
-REASON = re.compile(r"\"([A-Z]+(?:_[A-Z0-9]+)+)\"")
-"""An upper-case string literal: a refusal's reason (``ErrorInfo.reason``), or one of the few
-other constants below."""
-
-NOT_REASONS = frozenset(
-    {
-        "DEFAULT_CASE_EVENTS_TOPIC",  # a constant's name quoted in an error message
-        "OTEL_SDK_DISABLED",  # OpenTelemetry's own variable
-        # Kafka settings' suffixes, completed with CASETRAIL_KAFKA_
-        "SECURITY_PROTOCOL",
-        "SASL_MECHANISM",
-        "SASL_USERNAME",
-        "SASL_PASSWORD",
-        "SSL_CAFILE",
-        "SSL_CERTFILE",
-        "SSL_KEYFILE",
-    }
-)
 
 
 def section(title: str) -> str:
@@ -129,15 +111,61 @@ def test_every_setting_in_the_configuration_table_is_read_somewhere() -> None:
     assert not unread, f"documented but read nowhere: {sorted(unread)}"
 
 
+REASONS_PASSED_ON = {
+    "services/caseload/recording.py": "audit's reason (or status) for refusing to record a read",
+}
+"""Where a refusal's reason is another service's, answered as it came: read where it is made."""
+
+
 def test_every_refusal_reason_is_in_the_readme() -> None:
-    sources = python_sources("casetrail_platform", "services")
-    reasons = {
-        found
-        for found in REASON.findall(sources)
-        if not found.startswith("CASETRAIL_") and found not in NOT_REASONS
-    }
-    missing = {reason for reason in reasons if not re.search(rf"\b{reason}\b", README)}
+    reasons = refusal_reasons(
+        [
+            path
+            for folder in ("casetrail_platform", "services")
+            for path in sorted((ROOT / folder).rglob("*.py"))
+        ],
+        ROOT,
+    )
+    unread = {site for site in reasons.unfollowed if site.split(":")[0] not in REASONS_PASSED_ON}
+    assert not unread, f"reasons given by what the test cannot follow to its values: {unread}"
+    # Each way a reason is given is read: a rule, a credential's, the mapping's, a class's.
+    assert {"BUDGET_EXCEEDED", "TOKEN_EXPIRED", "INTERNAL_ERROR", "NOT_THE_PROVIDER"} <= (
+        reasons.found
+    )
+    missing = {reason for reason in reasons.found if not re.search(rf"\b{reason}\b", README)}
     assert not missing, f"reasons the README never names: {sorted(missing)}"
+
+
+GIVING_REASONS = """
+class RuleBroken(Exception): ...
+class NotAllowed(Exception): ...
+TOPIC = "DEFAULT_TOPIC"
+PROTOCOL = "SASL_SSL"
+LINE_EMPTY = "LINE_EMPTY"
+TABLE = ((KeyError, "BY_TABLE", "words"),)
+class Mine(RuleBroken):
+    def __init__(self) -> None:
+        super().__init__("BY_SUPER", "words")
+class Other(NotAllowed):
+    reason = "by-class".upper().replace("-", "_")
+def check(subject: str, rule: str) -> None:
+    raise RuleBroken(rule, f"{subject} breaks it")
+def use() -> None:
+    check("line", errors.LINE_EMPTY)
+def each(error: Exception) -> None:
+    for kind, reason, words in TABLE:
+        raise InvalidCredential(reason, words)
+def unknown(found: object) -> None:
+    raise RuleBroken(str(found), "words")
+"""
+
+
+def test_the_reasons_are_read_where_they_are_given_not_from_any_constant(tmp_path: Path) -> None:
+    source = tmp_path / "giving.py"
+    source.write_text(GIVING_REASONS, encoding="utf-8")
+    reasons = refusal_reasons([source], tmp_path)
+    assert reasons.found == {"BY_TABLE", "BY_SUPER", "BY_CLASS", "LINE_EMPTY"}
+    assert reasons.unfollowed == ["giving.py:21"]
 
 
 def test_the_number_of_event_types() -> None:
