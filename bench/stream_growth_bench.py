@@ -16,7 +16,10 @@ One budget line is filled with reservations up to each size in turn. At each siz
 * the first command after a restart (the kept states dropped), alternating, medians of 3:
   ``restart, no snapshot`` folds the whole line (the snapshots deleted first);
   ``restart, snapshot`` starts from the line's snapshot (``BUDGET_LINE.snapshots``, written
-  after the command that folded the fill) and folds only the events after it.
+  after the command that folded the fill) and folds only the events after it (a few dozen);
+  ``snapshot 999 behind``, then (medians of 3), with the line filled to one event short of its
+  next snapshot first (so it grows by up to 3,000): what a state evicted just before its next
+  snapshot costs on its next use, the most that writing a snapshot at eviction would save.
 
 The decision is the service's (``decide_reservation``); the store, the command table and the
 version check are the real ones, durable commits included. PostgreSQL: ``CASETRAIL_PG_DSN``.
@@ -42,6 +45,7 @@ from bench.common import machine_info, markdown_table, median, now_utc, replace_
 from casetrail_platform import decide
 from casetrail_platform.commands import CommandContext
 from casetrail_platform.decide import execute, execute_folded, snapshots_written
+from casetrail_platform.folded import SNAPSHOT_EVERY
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.postgres import PostgresEventStore
 from casetrail_platform.store.rows import COLUMNS
@@ -147,6 +151,22 @@ async def _restarts(
     return median(without), median(with_snapshot)
 
 
+async def _stale_restarts(store: EventStore) -> float:
+    """Milliseconds (median of 3) of the first command after a restart, or an eviction, with
+    the line's snapshot ``SNAPSHOT_EVERY - 1`` events behind: the command folds them and writes
+    the next snapshot, so each round fills the line up to one short of the next."""
+    found: list[float] = []
+    for _ in range(3):
+        await snapshots_written(store)
+        snapshot = await store.load_snapshot(BUDGET_LINE.name, STREAM)
+        assert snapshot is not None
+        await _fill(store, snapshot.version + SNAPSHOT_EVERY - 1)
+        decide._folds.pop(store, None)
+        found.append(await _timed(lambda: _after(store)))
+    await snapshots_written(store)
+    return median(found)
+
+
 async def _phases(store: EventStore, rows: Callable[[], Awaitable[object]]) -> dict[str, float]:
     """Milliseconds (median of 3) of each part of a whole-stream read and fold."""
     found: dict[str, list[float]] = {"rows": [], "records": [], "decode": [], "fold": []}
@@ -187,6 +207,7 @@ async def _run_backend(
                 )
         b, a = median(before), median(after)
         restart_whole, restart_snapshot = await _restarts(store, drop_snapshots)
+        restart_stale = await _stale_restarts(store)
         table.append(
             [
                 name,
@@ -201,6 +222,7 @@ async def _run_backend(
                 f"{b / a:.0f}x",
                 f"{restart_whole:.1f}",
                 f"{restart_snapshot:.1f}",
+                f"{restart_stale:.1f}",
             ]
         )
         print(" | ".join(table[-1]), flush=True)
@@ -269,6 +291,7 @@ async def main(args: argparse.Namespace) -> None:
             "before/after",
             "restart, no snapshot ms",
             "restart, snapshot ms",
+            "restart, snapshot 999 behind ms",
         ],
         rows,
     )
@@ -292,7 +315,10 @@ async def main(args: argparse.Namespace) -> None:
                 "After cold = its first command at the size, folding the whole fill. "
                 "Restart = the first command once the kept states are dropped (medians of 3, "
                 "alternating): no snapshot = the snapshots deleted, the whole line folded; "
-                "snapshot = from the line's snapshot, folding only the events after it.",
+                "snapshot = from the line's snapshot, folding only the events after it (a few "
+                "dozen); 999 behind = then with the line filled to one event short of its next "
+                "snapshot (median of 3; the line grows by up to 3,000): the most a snapshot "
+                "written when a state is evicted would save.",
                 "",
                 table,
             ]

@@ -7,7 +7,8 @@ reads only the events after ``v`` (streams are append-only, so what was folded s
 folds them in. Being right never depends on the cache: the command appends at the version it
 folded up to, and the store refuses it if another connection or replica appended since, as for
 any command. The cache is bounded by the events folded into its states (``MAX_FOLDED_EVENTS``),
-least recently used first out; a stream that is evicted, or never seen, is folded from its start.
+least recently used first out; a stream that is evicted, or never seen, is folded from its start
+(or from its snapshot, below).
 
 Erasure: decoded events hold sealed values opened, so a state can hold a client's plaintext
 (a service's kind on a schedule). Each entry remembers the keys its events were sealed with; it
@@ -153,6 +154,9 @@ class FoldCache:
                 return
             self._entries[key] = _Entry(state, version, keys)
             self._events += version
+            # No snapshot of an evicted state: its next use folds at most SNAPSHOT_EVERY - 1
+            # events past its snapshot (tens of ms), while writing one would encode the whole
+            # state holding the interpreter's lock for every eviction, reused or not (README).
             while self._entries and (
                 self._events > self._max_events or len(self._entries) > self._max_streams
             ):
