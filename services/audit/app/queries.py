@@ -5,7 +5,6 @@ names in its trailing metadata the rule that decided, as every service's reads d
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
@@ -338,6 +337,8 @@ async def authorize_ledger(
 
 
 CASES_OF_CLIENT = 1000
+# The subject a refused FindCasesOfClient is recorded under when no case of the client is known.
+CLIENT_INDEX_SUBJECT = "client-index"
 """Cases ``find_cases_of_client`` lists at most (the first in id order): the answer stays far
 below gRPC's 4 MB, and only what it lists is recorded as read."""
 
@@ -363,11 +364,13 @@ async def find_cases_of_client(
     refused."""
     who = _who(deps, viewer, principal)
     if not any_rule_for(who.role, Action.READ_TRAIL):
-        for case_id in client_cases:
-            with suppress(AccessDenied):
-                await deps.access.require_role(who, Action.READ_TRAIL, viewer.purpose, case_id)
+        # Recorded under each case, or under the index when the client has none (or this
+        # server keeps no index): a refusal is on the record whatever the client holds.
         decision = deps.access.decide(who, Action.READ_TRAIL, viewer.purpose, None)
-        raise AccessDenied(who, Action.READ_TRAIL, decision)
+        refused_for = list(client_cases) or [CLIENT_INDEX_SUBJECT]
+        await deps.access.refuse_cases(
+            who, Action.READ_TRAIL, viewer.purpose, refused_for, decision
+        )
     shown: list[Disclosure] = []
     truncated = False
     for case_id in client_cases:

@@ -408,6 +408,32 @@ async def test_a_server_without_the_accounting_checks_the_request_and_the_role_f
     ]
 
 
+async def test_a_server_without_the_client_index_refuses_and_records_the_role_first(
+    deps: AuditDeps, issuer: TestIssuer, store: SqliteEventStore
+) -> None:
+    # As ListDisclosures: a role no rule lets read a trail is refused and recorded (under the
+    # index, no case of the client being known) before NOT_FOUND says the index is missing.
+    async with audit_server(AuditServicer(deps), issuer) as audit:
+        code, _ = await refusal(
+            audit.FindCasesOfClient(
+                audit_pb2.FindCasesOfClientRequest(
+                    context=as_(WORKER, "receptionist", "coordination"), client_id=CLIENT
+                )
+            )
+        )
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        code, _ = await refusal(
+            audit.FindCasesOfClient(
+                audit_pb2.FindCasesOfClientRequest(context=as_(), client_id=CLIENT)
+            )
+        )
+        assert code == grpc.StatusCode.NOT_FOUND
+    denied = [r.event for r in await store.read_all(0) if isinstance(r.event, RecordAccessDenied)]
+    assert [(e.accessor_id, e.rule, e.case_id) for e in denied] == [
+        (WORKER, "role-not-allowed", "client-index")
+    ]
+
+
 async def test_the_assigned_worker_sees_nothing_before_the_assignment_and_all_after(
     audit: audit_pb2_grpc.AuditServiceAsyncStub,
 ) -> None:
