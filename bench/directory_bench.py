@@ -65,6 +65,7 @@ def registration(number: int) -> ClientRegistered:
 async def fill(
     read_models: ReadModelStore, projection: ClientDirectoryProjection, start: int, stop: int
 ) -> None:
+    await projection.match_keys.ready()
     for low in range(start, stop, BATCH):
         documents: list[tuple[str, str, Document]] = []
         for number in range(low, min(stop, low + BATCH)):
@@ -73,7 +74,7 @@ async def fill(
             documents.append((CLIENTS, event.client_id, client))
             # Every key is the client's own here (no namesake born the same day): one id each.
             documents += [
-                (MATCH_KEYS, key, {"client_ids": [event.client_id]})
+                (MATCH_KEYS, key, {"clients": [[number + 1, event.client_id]]})
                 for key in projection.keys_of(client)
             ]
         async with read_models.transaction() as transaction:
@@ -121,7 +122,7 @@ async def measure(
 
             async def new(probe: Probe = probe) -> object:
                 found = await directory.candidates(probe)
-                assert len(found) == 1, found
+                assert len(found.candidates) == 1, found
                 return found
 
             for name in rotations(["before", "after"], round_number):

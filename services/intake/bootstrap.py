@@ -43,6 +43,7 @@ def emergency_review_within() -> timedelta:
 async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningService:
     host = await host_for(infra, SERVICE)
     directory = ClientDirectory(host.store, host.read_models, host.locks, infra.keyring)
+    await directory.start()
     host.project_own_events(directory.projection)
     host.project_own_events(EmergencyAccessesProjection())
     host.subscribe(CaseClosuresProjection())

@@ -5,6 +5,7 @@ and forget an erased client."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
@@ -28,9 +29,16 @@ from events.catalog.clients import (
 from events.catalog.erasure import ClientErased
 from events.catalog_registry import default_registry
 from events.envelope import Actor, EventMetadata, NewEvent
-from services.intake.adapters.client_directory import CLIENTS, MATCH_KEYS, ClientDirectory
+from services.intake.adapters.client_directory import (
+    CANDIDATES_PER_KEY,
+    CLIENTS,
+    MATCH_KEYS,
+    ClientDirectory,
+)
 from services.intake.domain.clients import client_stream
 from services.intake.domain.matching import Probe
+from tests.unit.keys.support import FakeKms
+from tests.unit.keys.test_keys_off_loop import ThreadNotingTable
 
 MARCO = PersonName(given_names="Marco", family_name="Bellini")
 BIRTH = date(1941, 6, 2)
@@ -70,7 +78,10 @@ def no_scans(read_models: ReadModelStore, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 async def keys_listing(read_models: ReadModelStore) -> dict[str, list[str]]:
-    return {key: doc["client_ids"] async for key, doc in read_models.scan(MATCH_KEYS)}
+    return {
+        key: [client_id for _, client_id in doc["clients"]]
+        async for key, doc in read_models.scan(MATCH_KEYS)
+    }
 
 
 async def test_lookups_read_by_key_and_keys_hide_and_forget_personal_values(
@@ -99,7 +110,7 @@ async def test_lookups_read_by_key_and_keys_hide_and_forget_personal_values(
 
     with monkeypatch.context() as patch:
         no_scans(read_models, patch)
-        found = await directory.candidates(Probe(MARCO, BIRTH, (NATIONAL,)))
+        found = (await directory.candidates(Probe(MARCO, BIRTH, (NATIONAL,)))).candidates
     assert [(c.client_id, c.same_name_and_date_of_birth) for c in found] == [
         ("c1", True),
         ("c2", False),
@@ -108,11 +119,11 @@ async def test_lookups_read_by_key_and_keys_hide_and_forget_personal_values(
 
     # Another process with the same keys (a restarted replica, the CLI's rebuild) hashes alike.
     restarted = ClientDirectory(store, read_models, keyring=keyring(tmp_path))
-    assert await restarted.candidates(Probe(MARCO, BIRTH, (NATIONAL,))) == found
+    assert (await restarted.candidates(Probe(MARCO, BIRTH, (NATIONAL,)))).candidates == found
 
     # Another agency's key hashes the same values to other keys.
     other = ClientDirectory(store, read_models, keyring=keyring(tmp_path, "other-keys"))
-    assert await other.candidates(Probe(MARCO, BIRTH, (NATIONAL,))) == []
+    assert (await other.candidates(Probe(MARCO, BIRTH, (NATIONAL,)))).candidates == ()
 
     # The corrected date of birth is the one matched on; the wrong one names no one.
     corrected = date(1914, 6, 2)
@@ -120,8 +131,8 @@ async def test_lookups_read_by_key_and_keys_hide_and_forget_personal_values(
         store, "c1", ClientDateOfBirthCorrected(client_id="c1", date_of_birth=corrected, reason="x")
     )
     await directory.refresh()
-    assert await directory.candidates(Probe(MARCO, BIRTH, ())) == []
-    [again] = await directory.candidates(Probe(MARCO, corrected, ()))
+    assert (await directory.candidates(Probe(MARCO, BIRTH, ()))).candidates == ()
+    [again] = (await directory.candidates(Probe(MARCO, corrected, ()))).candidates
     assert again.client_id == "c1"
     assert len(await keys_listing(read_models)) == 2
 
@@ -131,4 +142,82 @@ async def test_lookups_read_by_key_and_keys_hide_and_forget_personal_values(
     await directory.refresh()
     assert await keys_listing(read_models) == {}
     assert [key async for key, _ in read_models.scan(CLIENTS)] == ["c3"]
-    assert await directory.candidates(Probe(MARCO, corrected, (NATIONAL,))) == []
+    assert (await directory.candidates(Probe(MARCO, corrected, (NATIONAL,)))).candidates == ()
+
+
+async def test_one_match_key_answers_its_most_recent_clients_and_says_it_truncated(
+    store: SqliteEventStore, read_models: ReadModelStore, tmp_path: Path
+) -> None:
+    # An identifier typed as a placeholder by many registrations: every lookup sharing it
+    # would read and answer all of them.
+    placeholder = PersonalIdentifier(scheme="national_id", value="000000000")
+    many = CANDIDATES_PER_KEY + 3
+    for number in range(many):
+        name = PersonName(given_names=f"Person {number}")
+        registered = ClientRegistered(
+            client_id=f"c{number:03d}", name=name, identifiers=(placeholder,)
+        )
+        await told(store, f"c{number:03d}", registered)
+    directory = ClientDirectory(store, read_models, keyring=keyring(tmp_path))
+    await directory.refresh()
+
+    found = await directory.candidates(Probe(MARCO, BIRTH, (placeholder,)))
+    assert found.truncated
+    assert [c.client_id for c in found.candidates] == [f"c{n:03d}" for n in range(3, many)]
+
+    # A retried registration sees the clients before it, bounded alike.
+    last = await store.read_stream(client_stream(f"c{many - 1:03d}"))
+    retried = await directory.candidates(
+        Probe(MARCO, BIRTH, (placeholder,)),
+        excluding=f"c{many - 1:03d}",
+        registered_before=last[0].position,
+    )
+    assert retried.truncated
+    assert [c.client_id for c in retried.candidates] == [f"c{n:03d}" for n in range(2, many - 1)]
+
+    # Under the bound, nothing is said truncated; an erasure brings an older one back.
+    for number in range(3):
+        erased = ClientErased(client_id=f"c{number:03d}", case_ids=(), request_reference="x")
+        await told(store, f"c{number:03d}", erased)
+    await directory.refresh()
+    assert (await directory.candidates(Probe(MARCO, BIRTH, (placeholder,)))).truncated is False
+    await told(
+        store,
+        f"c{many - 1:03d}",
+        ClientErased(client_id=f"c{many - 1:03d}", case_ids=(), request_reference="y"),
+    )
+    await directory.refresh()
+    left = await directory.candidates(Probe(MARCO, BIRTH, (placeholder,)))
+    assert [c.client_id for c in left.candidates] == [f"c{n:03d}" for n in range(3, many - 1)]
+    assert not left.truncated
+
+
+async def test_the_match_keys_data_key_is_made_off_the_event_loop_at_start(
+    store: SqliteEventStore, read_models: ReadModelStore
+) -> None:
+    table = ThreadNotingTable()
+    directory = ClientDirectory(store, read_models, keyring=ClientKeyring(FakeKms(), table))
+    await directory.start()
+    assert table.threads, "the key was neither made nor loaded at start"
+    assert threading.get_ident() not in table.threads
+
+    # Made once: registrations, lookups and erasures then ask nothing more of the key table.
+    asked = len(table.threads)
+    await told(store, "c1", ClientRegistered(client_id="c1", name=MARCO, date_of_birth=BIRTH))
+    await directory.refresh()
+    [found] = (await directory.candidates(Probe(MARCO, BIRTH, ()))).candidates
+    assert found.client_id == "c1"
+    assert len(table.threads) == asked
+
+
+async def test_a_rebuild_makes_the_match_keys_data_key_off_the_event_loop(
+    store: SqliteEventStore, read_models: ReadModelStore
+) -> None:
+    # The CLI's rebuild hands the projection the keyring and applies events at once: the
+    # projection's own path fetches the key in a worker thread too.
+    table = ThreadNotingTable()
+    directory = ClientDirectory(store, read_models, keyring=ClientKeyring(FakeKms(), table))
+    await told(store, "c1", ClientRegistered(client_id="c1", name=MARCO, date_of_birth=BIRTH))
+    await directory.refresh()
+    assert table.threads
+    assert threading.get_ident() not in table.threads

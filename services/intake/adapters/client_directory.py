@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from datetime import date
 
 from casetrail_platform.keys.keyring import ClientKeyring
+from casetrail_platform.keys.off_loop import sealing
 from casetrail_platform.keys.port import DataKeyError
 from casetrail_platform.locking.inprocess import InProcessLocks
 from casetrail_platform.locking.port import Locks
@@ -40,7 +41,7 @@ from events.catalog.clients import (
 from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 from services.intake.domain.matching import (
-    DuplicateCandidate,
+    FoundCandidates,
     KnownClient,
     Probe,
     candidates,
@@ -51,7 +52,15 @@ from services.intake.domain.matching import (
 CLIENTS = "intake_clients"
 MATCH_KEYS = "intake_client_match_keys"
 """One document per match key (a name with date of birth, an identifier), keyed by its keyed
-hash, listing the clients it names: a lookup is a read by primary key, not a scan of clients."""
+hash, listing the clients it names (``clients``: [registration position, client id] pairs in
+registration order): a lookup is a read by primary key, not a scan of clients."""
+
+CANDIDATES_PER_KEY = 50
+"""At most this many clients of one match key are candidates of a lookup: the most recently
+registered ones (before ``registered_before``, for a retried registration), and the lookup says
+it was truncated. A key naming more (an identifier typed as a placeholder, a very common name
+on a common birth date) would otherwise have every lookup read and compare them all, and every
+registration matching it answer them all."""
 
 MATCH_KEY_OWNER = "casetrail.intake.match-keys"
 """The key-table owner whose data key the match keys' HMAC key is derived from: agency-wide
@@ -70,21 +79,30 @@ class MatchKeys:
         self._keyring = keyring
         self._secret: bytes | None = None
 
+    async def ready(self) -> None:
+        """Derive the HMAC key, asking the key table and the KEK (a database and a KMS) in a
+        worker thread unless the keyring has the key cached: never on the event loop. Called at
+        start-up (``ClientDirectory.start``) and before every use."""
+        if self._secret is None:
+            self._secret = await sealing(self._derive)
+
+    def _derive(self, cached_only: bool) -> bytes:
+        if self._keyring is None:
+            # No keyring: nothing is sealed anywhere (protection is off), the events hold
+            # these values in the clear already.
+            return b"casetrail.intake.match-keys (unsealed deployment)"
+        # Version 1, whatever comes later: the hashes of every document stay valid.
+        self._keyring.encryption_key(MATCH_KEY_OWNER, cached_only=cached_only)
+        sealer = self._keyring.decryption_key(MATCH_KEY_OWNER, 1, cached_only=cached_only)
+        if sealer is None:
+            raise DataKeyError(f"the data key of {MATCH_KEY_OWNER!r} was destroyed")
+        # AES-GCM's keystream under a fixed nonce is a pseudorandom function of the data key
+        # (the AESGCM object does not hand the key out): the HMAC key.
+        return sealer.encrypt(_DERIVE_NONCE, bytes(32), None)[:32]
+
     def _key(self) -> bytes:
         if self._secret is None:
-            if self._keyring is None:
-                # No keyring: nothing is sealed anywhere (protection is off), the events hold
-                # these values in the clear already.
-                self._secret = b"casetrail.intake.match-keys (unsealed deployment)"
-            else:
-                # Version 1, whatever comes later: the hashes of every document stay valid.
-                self._keyring.encryption_key(MATCH_KEY_OWNER)
-                sealer = self._keyring.decryption_key(MATCH_KEY_OWNER, 1)
-                if sealer is None:
-                    raise DataKeyError(f"the data key of {MATCH_KEY_OWNER!r} was destroyed")
-                # AES-GCM's keystream under a fixed nonce is a pseudorandom function of the
-                # data key (the AESGCM object does not hand the key out): the HMAC key.
-                self._secret = sealer.encrypt(_DERIVE_NONCE, bytes(32), None)[:32]
+            raise RuntimeError("MatchKeys.ready() was not awaited before hashing")
         return self._secret
 
     def of(self, kind: str, key: str) -> str:
@@ -98,10 +116,11 @@ class MatchKeys:
 
 
 class ClientDirectoryProjection(Projection):
-    name = "intake.client-directory-v3"
+    name = "intake.client-directory-v4"
     """v2: names fold letters such as ł and ø and drop format characters (``matching.fold``);
-    v3: match-key documents (``MATCH_KEYS``) for lookups by key. Each a new name, so a
-    deployment rebuilds the directory from intake's store."""
+    v3: match-key documents (``MATCH_KEYS``) for lookups by key; v4: they hold each client's
+    registration position (``CANDIDATES_PER_KEY``). Each a new name, so a deployment rebuilds
+    the directory from intake's store."""
     collections = (CLIENTS, MATCH_KEYS)
 
     def __init__(self, keyring: ClientKeyring | None = None) -> None:
@@ -117,11 +136,12 @@ class ClientDirectoryProjection(Projection):
         return keys + [self.match_keys.identifier(key) for key in document["identifier_keys"]]
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        await self.match_keys.ready()
         event = recorded.event
         if isinstance(event, ClientRegistered):
             document = document_of(event, recorded.position)
             await transaction.put(CLIENTS, event.client_id, document)
-            await _listing(transaction, self.keys_of(document), event.client_id, listed=True)
+            await _listing(transaction, self.keys_of(document), document, listed=True)
         elif isinstance(event, ClientDateOfBirthCorrected):
             # A client is matched on the date of birth the record says now; the position stays
             # the registration's (a retried registration's candidates are those before it).
@@ -135,31 +155,35 @@ class ClientDirectoryProjection(Projection):
                 await transaction.put(CLIENTS, event.client_id, kept)
                 after = self.keys_of(kept)
                 gone = [key for key in before if key not in after]
-                await _listing(transaction, gone, event.client_id, listed=False)
-                await _listing(transaction, after, event.client_id, listed=True)
+                await _listing(transaction, gone, kept, listed=False)
+                await _listing(transaction, after, kept, listed=True)
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
         # The directory holds who the client was in the clear (name, birth date, identifiers):
         # an erased client is no one anybody can be a duplicate of, and no match key names them.
+        await self.match_keys.ready()
         document = await transaction.get(CLIENTS, erased.client_id)
         if document is not None:
-            await _listing(transaction, self.keys_of(document), erased.client_id, listed=False)
+            await _listing(transaction, self.keys_of(document), document, listed=False)
         await transaction.delete(CLIENTS, erased.client_id)
 
 
 async def _listing(
-    transaction: DocumentTransaction, keys: list[str], client_id: str, *, listed: bool
+    transaction: DocumentTransaction, keys: list[str], client: Document, *, listed: bool
 ) -> None:
-    """Add ``client_id`` to (or take it from) the match-key documents of ``keys``; a document
-    naming no one is deleted. Ids are kept sorted, so any order of events builds the same."""
+    """Add ``client`` (a directory entry) to (or take it from) the match-key documents of
+    ``keys``; a document naming no one is deleted. Entries are kept in registration order (ties,
+    which a store never makes, by id), so any order of events builds the same."""
+    entry = [int(client["position"]), client["client_id"]]
     for key in dict.fromkeys(keys):
         document = await transaction.get(MATCH_KEYS, key)
-        ids = set() if document is None else set(document["client_ids"])
-        changed = ids | {client_id} if listed else ids - {client_id}
-        if changed == ids and document is not None:
+        before = [] if document is None else [list(e) for e in document["clients"]]
+        others = [e for e in before if e[1] != entry[1]]
+        changed = sorted([*others, entry]) if listed else others
+        if changed == before and document is not None:
             continue
         if changed:
-            await transaction.put(MATCH_KEYS, key, {"client_ids": sorted(changed)})
+            await transaction.put(MATCH_KEYS, key, {"clients": changed})
         elif document is not None:
             await transaction.delete(MATCH_KEYS, key)
 
@@ -214,6 +238,11 @@ class ClientDirectory:
     def projection(self) -> Projection:
         return self._projection
 
+    async def start(self) -> None:
+        """Make (or load) the match keys' data key before serving: off the event loop, and an
+        unreachable key table or KMS fails the start rather than the first registration."""
+        await self._projection.match_keys.ready()
+
     async def refresh(self) -> int:
         """Apply every registration the directory has not seen yet (read-your-writes)."""
         return await catch_up(self._store, self._read_models, self._projection)
@@ -224,19 +253,34 @@ class ClientDirectory:
         *,
         excluding: str | None = None,
         registered_before: int | None = None,
-    ) -> list[DuplicateCandidate]:
+    ) -> FoundCandidates:
+        """The clients that may be ``probe``'s person, in registration order: of each of its
+        match keys, the ``CANDIDATES_PER_KEY`` registered last (before ``registered_before``),
+        ``truncated`` when a key named more."""
         # Reads by primary key, whatever the number of clients: the match-key documents of the
         # probe's keys, then the clients they list.
         hashes = self._projection.match_keys
+        await hashes.ready()
         keys = [hashes.identifier(key) for key in probe.identifier_keys]
         if probe.name_key is not None:
             keys.append(hashes.name(probe.name_key))
         listed = await self._read_models.get_many(MATCH_KEYS, keys) if keys else {}
-        ids = sorted({client_id for doc in listed.values() for client_id in doc["client_ids"]})
-        documents = (await self._read_models.get_many(CLIENTS, ids)).values() if ids else ()
-        return candidates(
+        ids: set[str] = set()
+        truncated = False
+        for document in listed.values():
+            named = [
+                client_id
+                for position, client_id in document["clients"]
+                if client_id != excluding
+                and (registered_before is None or position < registered_before)
+            ]
+            truncated = truncated or len(named) > CANDIDATES_PER_KEY
+            ids.update(named[-CANDIDATES_PER_KEY:])
+        read = (await self._read_models.get_many(CLIENTS, sorted(ids))).values() if ids else ()
+        found = candidates(
             probe,
-            (known_client(document) for document in documents),
+            (known_client(document) for document in read),
             excluding=excluding,
             registered_before=registered_before,
         )
+        return FoundCandidates(tuple(found), truncated)

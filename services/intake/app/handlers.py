@@ -121,7 +121,7 @@ async def register_client(
         earlier = await store.read_by_causation(context.command_id(SOURCE))
         if earlier:
             return await _first_registration(directory, context.check_retry(SOURCE, earlier))
-        found = await directory.candidates(probe_of(registration))
+        found = (await directory.candidates(probe_of(registration))).candidates
         recorded = await execute(
             store,
             SOURCE,
@@ -145,7 +145,7 @@ async def _first_registration(
     found = await directory.candidates(
         probe_of(first.event), excluding=first.event.client_id, registered_before=first.position
     )
-    return Registration(recorded_of(first.event.client_id, earlier), tuple(found))
+    return Registration(recorded_of(first.event.client_id, earlier), found.candidates)
 
 
 def opening_of(context: CommandContext, command: OpenCase) -> CaseOpened:

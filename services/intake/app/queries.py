@@ -97,9 +97,10 @@ async def find_possible_duplicates(
     principal: Principal,
     reader: QueryContext,
     query: FindDuplicates,
-) -> tuple[list[DuplicateCandidate], list[Disclosure]]:
-    """The candidates the policy lets ``principal`` see, and their disclosures for
-    ``AccessControl.release`` (the caller records them before answering).
+) -> tuple[list[DuplicateCandidate], list[Disclosure], bool]:
+    """The candidates the policy lets ``principal`` see, their disclosures for
+    ``AccessControl.release`` (the caller records them before answering), and whether a match
+    key named more clients than a lookup answers (``FoundCandidates.truncated``).
 
     A role no rule lets read a client is refused (and recorded under ``CLIENT_SEARCH``) before
     anything is looked up. A candidate the policy refuses is left out of the answer and its
@@ -108,8 +109,11 @@ async def find_possible_duplicates(
     await access.require_role(principal, Action.READ_CLIENT, reader.purpose, CLIENT_SEARCH)
     # Catching up is safe beside registrations and other replicas (it only moves forward).
     await directory.refresh()
-    candidates = await directory.candidates(probe)
-    return await disclosed_candidates(store, access, principal, reader.purpose, candidates)
+    found = await directory.candidates(probe)
+    shown, disclosures = await disclosed_candidates(
+        store, access, principal, reader.purpose, found.candidates
+    )
+    return shown, disclosures, found.truncated
 
 
 async def disclosed_candidates(

@@ -125,6 +125,17 @@ class DuplicateCandidate:
     shared_identifiers: tuple[PersonalIdentifier, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class FoundCandidates:
+    """A duplicate lookup's answer."""
+
+    candidates: tuple[DuplicateCandidate, ...]
+    """In registration order."""
+    truncated: bool = False
+    """A match key named more clients than a lookup answers (the directory's
+    ``CANDIDATES_PER_KEY``): only its most recently registered are among ``candidates``."""
+
+
 def compare(probe: Probe, known: KnownClient) -> DuplicateCandidate | None:
     """Why ``known`` may be the person described by ``probe``, or ``None`` if it is not."""
     probe_key = probe.name_key

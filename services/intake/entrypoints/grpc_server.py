@@ -393,11 +393,11 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         )
         access = self._deps.access
         principal = principal_of(context)
-        found, disclosures = await queries.find_possible_duplicates(
+        found, disclosures, truncated = await queries.find_possible_duplicates(
             self._deps.store, self._deps.directory, access, principal, reader, query
         )
         response = intake_pb2.FindPossibleDuplicatesResponse(
-            candidates=[to_proto.candidate(c) for c in found]
+            candidates=[to_proto.candidate(c) for c in found], truncated=truncated
         )
         await access.release(
             context, principal, reader.purpose, disclosures, action=Action.READ_CLIENT

@@ -16,6 +16,7 @@ from casetrail_platform.policy.guard import access_stream
 from cli.rpc import Person
 from events.catalog.access import RecordAccessed
 from events.envelope import RecordedEvent
+from services.intake.adapters import client_directory
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import acting
 from tests.unit.intake.support import Intake, closed_by_planning
@@ -155,11 +156,32 @@ async def test_a_possible_duplicate_is_already_exists_with_the_candidates(
         )
     )
     assert [c.client_id for c in found.candidates] == [first.client_id]
+    assert not found.truncated
 
     same_person.confirmed_not_duplicate = True
     registered = await intake.stub.RegisterClient(same_person)
     assert registered.client_id != first.client_id
     assert [c.client_id for c in registered.acknowledged_duplicates] == [first.client_id]
+
+
+async def test_a_match_key_naming_too_many_answers_the_most_recent_and_says_so(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_directory, "CANDIDATES_PER_KEY", 2)
+    registered: list[str] = []
+    for given in ("Anna", "Berta", "Carla"):
+        # Three people given one identifier (a placeholder typed for an unknown one).
+        request = marco(given=given, birth=f"19{len(registered) + 50}-01-01")
+        request.confirmed_not_duplicate = True
+        registered.append((await intake.stub.RegisterClient(request)).client_id)
+
+    found = await intake.stub.FindPossibleDuplicates(
+        intake_pb2.FindPossibleDuplicatesRequest(
+            context=query("receptionist"), identifiers=marco().identifiers
+        )
+    )
+    assert found.truncated
+    assert [c.client_id for c in found.candidates] == registered[1:]
 
 
 async def test_a_possible_duplicate_refusal_carries_no_personal_value_in_its_trailer(

@@ -355,7 +355,7 @@ async def test_finding_possible_duplicates(
     by_name = FindDuplicates(name=NameInput("marco", "BELLINI"), date_of_birth="1941-06-02")
     by_identifier = FindDuplicates(identifiers=(NATIONAL,))
     for query in (by_name, by_identifier):
-        found, disclosures = await queries.find_possible_duplicates(
+        found, disclosures, _ = await queries.find_possible_duplicates(
             store, directory, access, principal, reader, query
         )
         assert [c.client_id for c in found] == [first.recorded.subject_id]
@@ -376,7 +376,7 @@ async def test_duplicates_the_policy_refuses_are_withheld_and_the_refusal_record
     reader = QueryContext(context(Role.RECEPTIONIST).actor, AccessPurpose.DIRECT_CARE)
     outsider = Principal(reader.actor.user_id, Role.RECEPTIONIST, "another-agency", "test")
     query = FindDuplicates(identifiers=(NATIONAL,))
-    found, disclosures = await queries.find_possible_duplicates(
+    found, disclosures, _ = await queries.find_possible_duplicates(
         store, directory, access, outsider, reader, query
     )
     assert (found, disclosures) == ([], [])
