@@ -363,6 +363,10 @@ class ServiceHost:
         # is sought): `casetrail rebuild` then refuses to reset a projection under it, and a
         # start during a rebuild waits for the rebuild to end.
         self._closers.append(await mark_serving(self.infra, self.service))
+        keyring = self.infra.keyring
+        if keyring is not None:
+            # A KEK file others may read (or a missing previous one) fails the start.
+            await asyncio.to_thread(keyring.kek.check)
         for projection in self._own_projections:
             await catch_up(self.store, self.read_models, projection)
             # Replicas share the read models: one of them follows the store (the others would

@@ -60,3 +60,20 @@ def _remove_abandoned(path: Path) -> None:
                 os.unlink(candidate)
             finally:
                 os.close(descriptor)
+
+
+def read_private(path: Path, what: str, *, group_readable: bool = False) -> bytes:
+    """The bytes of ``path``, a secret, refused (``ValueError``) when others may read or write
+    it, as ssh refuses a private key others can read: whoever reads it holds what it guards.
+    ``group_readable``: read by the file's group too is accepted (a Kubernetes Secret mounted
+    with the pod's ``fsGroup`` is made 0440 by the kubelet). The mode is that of the file
+    opened, so a file swapped in after the check is not read."""
+    with path.open("rb") as file:
+        mode = os.fstat(file.fileno()).st_mode & 0o777
+        wider = mode & (0o037 if group_readable else 0o077)
+        if wider:
+            raise ValueError(
+                f"{path}: {what} is readable by others, or writable (mode {mode:04o});"
+                f" make it owner-only: chmod 600 {path}"
+            )
+        return file.read()

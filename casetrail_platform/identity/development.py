@@ -18,6 +18,7 @@ from pathlib import Path
 
 from casetrail_platform.identity.issuer_http import IssuerHttpServer
 from casetrail_platform.identity.tokens import SigningKey, mint
+from casetrail_platform.private_files import read_private
 
 AUDIENCE = "casetrail"
 DEFAULT_PORT = 7300
@@ -99,15 +100,8 @@ class DevelopmentIssuer:
 
 def _read_key(path: Path) -> SigningKey:
     """The key in ``path``, refused (``ValueError``) when others may read it: whoever reads it
-    can mint a token for anyone (as ssh refuses a private key others can read)."""
-    with path.open("rb") as file:
-        mode = os.fstat(file.fileno()).st_mode & 0o777
-        if mode & 0o077:
-            raise ValueError(
-                f"{path}: the development signing key is readable by others (mode {mode:04o});"
-                f" make it owner-only: chmod 600 {path}"
-            )
-        return SigningKey.from_pem(file.read())
+    can mint a token for anyone."""
+    return SigningKey.from_pem(read_private(path, "the development signing key"))
 
 
 def _load_or_create_key(path: Path) -> SigningKey:

@@ -3,7 +3,11 @@
 Whoever reads this file and a copy of the key table can read every client's sensitive fields
 that were not erased: production keeps the KEK in a KMS instead (``casetrail_platform.keys.kms``).
 The file is created atomically (several services of one agency may start at once and must share
-one).
+one), 0600 from its first byte, and its directory synced before a key it wraps can be stored (a
+data key wrapped by a KEK file lost in a crash is unreadable for good). A KEK file others may
+read or write is refused (``private_files.read_private``; group read is accepted, as Kubernetes
+mounts a Secret with the pod's ``fsGroup``): every service loads it when it starts
+(``KeyEncryptionKey.check``), so a wide one fails the start, not the first sealed event.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from casetrail_platform.keys.nonces import NONCE_BYTES, random_nonce
 from casetrail_platform.keys.port import KeyEncryptionKey, KeyUnavailableError
+from casetrail_platform.private_files import read_private
 
 KEK_FILE_NAME = "agency-key-encryption-key.bin"
 """Under ``<data dir>/keys/``: the agency's key-encryption key (keep it out of backups that
@@ -40,6 +45,9 @@ class FileKeyEncryptionKey(KeyEncryptionKey):
     def key_id(self) -> str:
         self._load()
         return self._key_id
+
+    def check(self) -> None:
+        self._load()
 
     def wrap(self, data_key: bytes, context: bytes) -> bytes:
         nonce = random_nonce()
@@ -72,7 +80,7 @@ def _read_or_create(path: Path) -> bytes:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Unique per attempt: another process, or another KEK object of this one, may race us.
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as file:
             file.write(AESGCM.generate_key(bit_length=256))
             file.flush()
@@ -81,7 +89,17 @@ def _read_or_create(path: Path) -> bytes:
         with contextlib.suppress(FileExistsError):
             os.link(temporary, path)
         temporary.unlink()
-    key = path.read_bytes()
+        _sync_directory(path.parent)
+    key = read_private(path, "the agency's key-encryption key", group_readable=True)
     if len(key) != 32:
         raise KeyUnavailableError("key-encryption key file (it does not hold 32 bytes)")
     return key
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the new file's name durable: keys wrapped by it are stored next, durably."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -55,6 +55,11 @@ class KeyEncryptionKey(ABC):
     @abstractmethod
     def unwrap(self, wrapped: bytes, context: bytes) -> bytes: ...
 
+    def check(self) -> None:
+        """Load the KEK now (a service's start): a KEK file others may read, or one missing,
+        fails the start rather than the first sealed event. A KMS adapter checks nothing."""
+        return None
+
     def unwrapper(self, kek_id: str) -> KeyEncryptionKey:
         """The KEK that unwraps keys stored with ``kek_id``: this one, unless it is a ring
         that still holds the KEKs of before a rotation (``keys.rotation.KeyEncryptionKeyRing``)."""

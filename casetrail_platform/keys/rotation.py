@@ -37,6 +37,10 @@ class KeyEncryptionKeyRing(KeyEncryptionKey):
     def key_id(self) -> str:
         return self.current.key_id
 
+    def check(self) -> None:
+        for kek in (self.current, *self.previous):
+            kek.check()
+
     def wrap(self, data_key: bytes, context: bytes) -> bytes:
         return self.current.wrap(data_key, context)
 
