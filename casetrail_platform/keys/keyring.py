@@ -119,9 +119,11 @@ class ClientKeyring:
 
     def destroy(self, owner: str) -> int:
         """Destroy every version of ``owner``'s key (idempotent); how many were live."""
-        destroyed = self.table.destroy(owner)
-        self.forget(owner)
-        return destroyed
+        try:
+            return self.table.destroy(owner)
+        finally:
+            # Even when the table could not finish (its retry will): the key is destroyed.
+            self.forget(owner)
 
     def forget(self, owner: str) -> None:
         """Drop what this process cached of ``owner``'s keys."""

@@ -5,11 +5,19 @@ Synchronous (psycopg's blocking connection) like the port: it is asked on a keyr
 miss only. Destroying a key clears its wrapped bytes and vacuums the table, so the old row
 version is neither readable nor dumped (``pg_dump`` reads live rows; base backups and WAL
 archives keep it until they expire: the KEK in a KMS is what makes those useless).
+
+VACUUM cannot remove a row version that a snapshot taken before the erasure may still see (a
+transaction left open in the database, a standby's feedback slot): it leaves it on disk and
+says nothing. So ``destroy`` vacuums every time (a retry of an erasure cut off before its
+vacuum vacuums too) and then checks that no such snapshot is left, vacuuming again for up to
+``_VACUUM_WAIT_SECONDS``; past that it raises ``KeyUnavailableError``: the erasure is answered
+UNAVAILABLE and its retry finishes it once that transaction ended.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +52,24 @@ CREATE INDEX IF NOT EXISTS case_clients_by_client ON {schema}.case_clients (clie
 """
 
 _COLUMNS = "owner, version, wrapped, kek_id, created_at, destroyed_at"
+
+_VACUUM_WAIT_SECONDS = 5.0
+"""How long ``destroy`` vacuums again while an older snapshot keeps a destroyed key on disk."""
+
+_OLDER_SNAPSHOTS = """
+SELECT count(*) FROM data_keys AS k,
+    (SELECT backend_xmin AS horizon FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid()
+        AND backend_xmin IS NOT NULL
+     UNION ALL SELECT xmin FROM pg_replication_slots WHERE xmin IS NOT NULL
+     UNION ALL SELECT transaction FROM pg_prepared_xacts
+        WHERE database = current_database()) AS s
+WHERE k.owner = %s AND k.wrapped IS NULL AND k.kek_id <> %s
+    AND age(s.horizon) >= age(k.xmin)
+"""
+"""Snapshots that may still see the row versions ``destroy`` cleared for ``owner`` (each
+destroyed row's ``xmin`` is the transaction that cleared it; a tombstone had no key): while
+there is one, VACUUM leaves the wrapped bytes on disk."""
 
 
 class PostgresDataKeyTable(DataKeyTable):
@@ -92,9 +118,22 @@ class PostgresDataKeyTable(DataKeyTable):
             (owner, TOMBSTONE_KEK),
             fetch=False,
         )
-        if rows:
-            self._run("VACUUM data_keys", (), fetch=False)
+        self._vacuum_away(owner)
         return len(rows)
+
+    def _vacuum_away(self, owner: str) -> None:
+        deadline = time.monotonic() + _VACUUM_WAIT_SECONDS
+        while True:
+            self._run("VACUUM data_keys", (), fetch=False)
+            [(older,)] = self._run(_OLDER_SNAPSHOTS, (owner, TOMBSTONE_KEK))
+            if not older:
+                return
+            if time.monotonic() >= deadline:
+                raise KeyUnavailableError(
+                    "data-key table (a transaction older than the erasure is still open: the"
+                    " destroyed key's old row version stays on disk until it ends)"
+                )
+            time.sleep(0.2)
 
     def live_keys_by_kek(self) -> dict[str, int]:
         rows = self._run(

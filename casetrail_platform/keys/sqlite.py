@@ -3,7 +3,10 @@ agency's services (every service decrypts every other's events).
 
 Destroying a key deletes its row with ``secure_delete`` on (SQLite zeroes the freed space) and
 leaves a tombstone, then truncates the write-ahead log, so the wrapped key survives in neither
-file.
+file. The log cannot be truncated while another connection reads from it (the busy timeout is
+waited first): ``destroy`` then raises ``KeyUnavailableError`` rather than report the key gone
+while its earlier page versions are in the log, and a retry (which truncates again, every
+time) finishes the erasure.
 """
 
 from __future__ import annotations
@@ -15,7 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from casetrail_platform.keys.port import TOMBSTONE_KEK, DataKeyTable, StoredDataKey
+from casetrail_platform.keys.port import (
+    TOMBSTONE_KEK,
+    DataKeyTable,
+    KeyUnavailableError,
+    StoredDataKey,
+)
 
 KEYS_FILE_NAME = "keys.db"
 
@@ -112,7 +120,12 @@ class SqliteDataKeyTable(DataKeyTable):
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
-            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise KeyUnavailableError(
+                "data-key table (its write-ahead log, which still holds the destroyed key,"
+                " could not be truncated while another connection read it)"
+            )
         return len(live)
 
     def live_keys_by_kek(self) -> dict[str, int]:

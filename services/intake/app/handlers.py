@@ -392,7 +392,9 @@ async def erase_client(
         recorded = [r for r in history if isinstance(r.event, ClientErased)]
     assert erased is not None
     destroyed = 0
-    for owner in keyring.owners_of_client(command.client_id, erased.case_ids):
+    # The key table is a database (cases_of reads it): asked from a worker thread.
+    owners = await asyncio.to_thread(keyring.owners_of_client, command.client_id, erased.case_ids)
+    for owner in owners:
         destroyed += await asyncio.to_thread(keyring.destroy, owner)
     return Erasure(recorded_of(command.client_id, recorded), erased.case_ids, destroyed)
 

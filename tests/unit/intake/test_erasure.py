@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -203,12 +204,23 @@ async def test_an_erasure_that_fails_midway_completes_when_sent_again(
         return destroy(owner)
 
     monkeypatch.setattr(keyring.table, "destroy", destroy_once_unavailable)
+    cases_of = keyring.table.cases_of
+    asked_from: list[int] = []
+
+    def noting_cases_of(client: str) -> list[str]:
+        asked_from.append(threading.get_ident())
+        return cases_of(client)
+
+    monkeypatch.setattr(keyring.table, "cases_of", noting_cases_of)
 
     code, _ = await refusal(intake.stub.EraseClient(erasing(client_id, "erase-1")))
     assert code == grpc.StatusCode.UNAVAILABLE
 
     erased = await intake.stub.EraseClient(erasing(client_id, "erase-1"))
     assert erased.keys_destroyed >= 1
+    # The key table is a database: never asked on the event loop (which runs this test).
+    assert asked_from
+    assert threading.get_ident() not in asked_from
     assert (await case_record(intake, case_id)).assessments[0].factors.psychological == (
         ERASED_TEXT
     )
