@@ -49,10 +49,23 @@ from events.errors import FieldProblem, InvalidEventError
 from events.sealed_values import CIPHERTEXT_PREFIX, ERASED_CODE, ERASED_TEXT, canonical_json
 
 _SEALED_MARK = f'"{CIPHERTEXT_PREFIX}'.encode()
+_OWNER = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
+"""A key owner: a client id, ``case:`` and a case id (the catalog's ``Identifier``s), or an
+agency-wide owner such as intake's match keys."""
+_VERSION = r"[1-9][0-9]{0,8}"
+"""A key version: from 1, and within both key tables' integer column."""
+
 _SEALED_KEY = re.compile(
-    rb'"' + re.escape(CIPHERTEXT_PREFIX.encode()) + rb'([^~"\\]+)~([0-9]{1,9})~'
+    rb'"' + re.escape(CIPHERTEXT_PREFIX.encode()) + f"({_OWNER})~({_VERSION})~".encode()
 )
 """The key owner and version at the head of a sealed value in JSON bytes."""
+
+_SEALED_VALUE = re.compile(
+    re.escape(CIPHERTEXT_PREFIX) + f"({_OWNER})~({_VERSION})~([A-Za-z0-9_-]+)", re.ASCII
+)
+"""A whole sealed value. Anything else after the prefix (data from elsewhere, or crafted: an
+owner of any length, a version past the tables' integers) is unreadable, the same on both
+backends, and never asked of the key table."""
 
 _encode_value = json.JSONEncoder(ensure_ascii=False).encode
 """``json.dumps(value, ensure_ascii=False)`` without building an encoder per value."""
@@ -223,9 +236,12 @@ class FieldProtection:
         def open_leaf(path: str, value: Any, erased: Any) -> Any:
             if not isinstance(value, str) or not value.startswith(CIPHERTEXT_PREFIX):
                 return value  # stored before sealing existed
+            parsed = _SEALED_VALUE.fullmatch(value)
+            if parsed is None:
+                raise _unreadable(event_type, path)
+            owner, version_text, sealed_text = parsed.groups()
+            version = int(version_text)
             try:
-                _, owner, version_text, sealed_text = value.split("~", 3)
-                version = int(version_text)
                 sealed = base64.urlsafe_b64decode(sealed_text + "=" * (-len(sealed_text) % 4))
             except ValueError:
                 raise _unreadable(event_type, path) from None

@@ -5,12 +5,15 @@ erased client's values read as the erasure marker while the rest of the event st
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
 
 from casetrail_platform.keys.fields import UnreadableFieldError, sensitive_plan, sensitive_values
 from casetrail_platform.keys.keyring import ClientErasedError
+from casetrail_platform.keys.sqlite import SqliteDataKeyTable
 from casetrail_platform.ledger.export import canonical_of_record
 from casetrail_platform.store.rows import recorded_from_new
 from events.catalog.base import CaseEvent
@@ -205,3 +208,63 @@ def test_an_event_without_sensitive_values_is_recorded_even_after_erasure() -> N
     quiet = closed.model_copy(update={"note": None})
 
     assert registry.seal(quiet, uuid4(), encode(quiet)) == encode(quiet)
+
+
+def test_a_sealed_value_relabelled_to_another_client_or_key_version_does_not_open() -> None:
+    registry = protected()
+    keyring = keyring_of(registry)
+    event = next(e for e in SENSITIVE_EXAMPLES if e.event_type == "casetrail.client.registered")
+    owner = event.client_id  # type: ignore[attr-defined]
+    other = event.model_copy(update={"client_id": "client-other"})
+    event_id = uuid4()  # the same for both: only the client differs
+    mine = registry.seal(event, event_id, encode(event)).decode()
+    theirs = registry.seal(other, event_id, encode(other)).decode()
+    assert "ct1~client-other~1~" in theirs
+
+    def opens(data: str) -> None:
+        registry.decode(event.event_type, event.schema_version, data, event_id)
+
+    opens(mine)
+    # Another client's value named as this client's (opened with this client's key).
+    with pytest.raises(UnreadableFieldError):
+        opens(theirs.replace("ct1~client-other~", f"ct1~{owner}~"))
+    # This client's value named as sealed by a newer version of their key.
+    keyring._create(owner, 2)
+    with pytest.raises(UnreadableFieldError):
+        opens(mine.replace(f"ct1~{owner}~1~", f"ct1~{owner}~2~"))
+
+
+@pytest.mark.parametrize(
+    "relabel",
+    [
+        "~99999999999999999999~",  # past both tables' integers (SQLite raised OverflowError)
+        "~3000000000~",  # past PostgreSQL's integer
+        "~0~",
+        "~-1~",
+        "~01~",
+    ],
+)
+def test_a_crafted_key_version_is_unreadable_and_never_asked_of_the_table(
+    relabel: str, tmp_path: Path
+) -> None:
+    table = SqliteDataKeyTable(tmp_path / "keys.db")
+    registry = protected(table=table)
+    event = SENSITIVE_EXAMPLES[0]
+    event_id = uuid4()
+    sealed = registry.seal(event, event_id, encode(event)).decode()
+    crafted = re.sub(r"~1~", relabel, sealed, count=1)
+    with pytest.raises(UnreadableFieldError) as refused:
+        registry.decode(event.event_type, event.schema_version, crafted, event_id)
+    assert relabel.strip("~") not in str(refused.value)
+
+
+def test_a_crafted_key_owner_is_unreadable_and_not_echoed() -> None:
+    registry = protected()
+    event = SENSITIVE_EXAMPLES[0]
+    event_id = uuid4()
+    sealed = registry.seal(event, event_id, encode(event)).decode()
+    for owner in ("x" * 10_000, "a b", "ünï"):
+        crafted = re.sub(r"ct1~[^~]+~", f"ct1~{owner}~", sealed, count=1)
+        with pytest.raises(UnreadableFieldError) as refused:
+            registry.decode(event.event_type, event.schema_version, crafted, event_id)
+        assert owner not in str(refused.value)
