@@ -60,7 +60,7 @@ _OLDER_SNAPSHOTS = """
 SELECT count(*) FROM data_keys AS k,
     (SELECT backend_xmin AS horizon FROM pg_stat_activity
         WHERE datname = current_database() AND pid <> pg_backend_pid()
-        AND backend_xmin IS NOT NULL
+        AND backend_xmin IS NOT NULL AND backend_type <> 'autovacuum worker'
      UNION ALL SELECT xmin FROM pg_replication_slots WHERE xmin IS NOT NULL
      UNION ALL SELECT transaction FROM pg_prepared_xacts
         WHERE database = current_database()) AS s
@@ -69,7 +69,8 @@ WHERE k.owner = %s AND k.wrapped IS NULL AND k.kek_id <> %s
 """
 """Snapshots that may still see the row versions ``destroy`` cleared for ``owner`` (each
 destroyed row's ``xmin`` is the transaction that cleared it; a tombstone had no key): while
-there is one, VACUUM leaves the wrapped bytes on disk."""
+there is one, VACUUM leaves the wrapped bytes on disk. An autovacuum worker's snapshot is not
+one (VACUUM ignores another vacuum's); a manual VACUUM's is counted, and passes quickly."""
 
 
 class PostgresDataKeyTable(DataKeyTable):

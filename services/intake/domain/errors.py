@@ -20,7 +20,7 @@ class PossibleDuplicateClient(AlreadyExists):
         self.candidates = tuple(candidates)
         ids = ", ".join(candidate.client_id for candidate in self.candidates)
         # What to do comes before the ids: a status's message is cut past a few hundred bytes.
-        many = " (more than named here: FindPossibleDuplicates lists them all)" if more else ""
+        many = " (more than named here: FindPossibleDuplicates lists them)" if more else ""
         super().__init__(
             "client",
             self.candidates[0].client_id,
