@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
@@ -32,6 +33,8 @@ _KEY_ALGORITHM: dict[tuple[object, object], str] = {
     ("RSA", None): "RS256",
 }
 MAX_DOCUMENT_BYTES = 1 << 20
+MIN_RSA_BITS = 2048
+"""NIST SP 800-131A's floor: a shorter RSA key in the JWKS is skipped (it can be factored)."""
 DEFAULT_FETCH_TIMEOUT = 10.0
 """Seconds a refresh waits for the issuer in all (discovery and JWKS) before giving up."""
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -210,24 +213,47 @@ def require_https(url: str, what: str) -> None:
 
 def usable_keys(jwks: Mapping[str, Any]) -> dict[str, PyJWK]:
     """The JWKS's signature keys that have a key id and an algorithm we accept, by key id.
-    Others (symmetric keys, encryption keys, unknown curves) are skipped."""
+    Others (symmetric keys, encryption keys, unknown curves, a ``key_ops`` without ``verify``,
+    RSA under ``MIN_RSA_BITS``) are skipped, and so is every key of a key id published twice:
+    which of them signed a token could not be told."""
     keys: dict[str, PyJWK] = {}
+    repeated: set[str] = set()
     entries = jwks.get("keys")
     if not isinstance(entries, list):
         raise ValueError("a JWKS needs a 'keys' list")
     for entry in entries:
         if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
             continue
-        if entry.get("use", "sig") != "sig":
+        if entry.get("use", "sig") != "sig" or not _verifies(entry):
             continue
         algorithm = _algorithm_of(entry)
         if algorithm is None:
             continue
+        key_id: str = entry["kid"]
         try:
-            keys[entry["kid"]] = PyJWK(entry, algorithm)
+            key = PyJWK(entry, algorithm)
         except PyJWKError as error:
-            log.warning("skipping JWKS key %s: %s", entry["kid"], error)
+            log.warning("skipping JWKS key %r: %s", key_id, error)
+            continue
+        if isinstance(key.key, rsa.RSAPublicKey) and key.key.key_size < MIN_RSA_BITS:
+            log.warning("skipping JWKS key %r: RSA under %d bits", key_id, MIN_RSA_BITS)
+            continue
+        if key_id in keys or key_id in repeated:
+            # Keeping the last one refused the other's tokens as a bad signature, and let the
+            # last one sign in under a key id the issuer also gave another key: not ours to pick.
+            log.warning("skipping JWKS key id %r: published more than once", key_id)
+            repeated.add(key_id)
+            keys.pop(key_id, None)
+            continue
+        keys[key_id] = key
     return keys
+
+
+def _verifies(entry: Mapping[str, Any]) -> bool:
+    """Whether the key may check signatures: RFC 7517's ``key_ops``, when present, lists
+    ``verify`` (a key the issuer marked for encryption or wrapping only must not sign in)."""
+    operations = entry.get("key_ops")
+    return operations is None or (isinstance(operations, list) and "verify" in operations)
 
 
 def _algorithm_of(entry: Mapping[str, Any]) -> str | None:
