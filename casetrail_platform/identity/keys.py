@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
@@ -97,8 +98,8 @@ class IssuerKeys:
         self._in_flight: asyncio.Task[bool] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.version = 0
-        """Goes up whenever the set of keys changes (verified-token caches drop their
-        entries then: a key the issuer withdrew must stop working)."""
+        """Goes up whenever a key id is added or withdrawn or names another key (verified-token
+        caches drop their entries then: a key the issuer withdrew must stop working)."""
 
     @property
     def has_keys(self) -> bool:
@@ -183,7 +184,7 @@ class IssuerKeys:
             # The pause before the next fetch counts from this one's end: a fetch that took
             # longer than the pause must not let every waiter start another at once.
             self._attempted_at = self._clock()
-        if set(keys) != set(self._keys):
+        if _public_keys(keys) != _public_keys(self._keys):
             self.version += 1
         self._keys = keys
         self._fetched_at = self._clock()
@@ -201,6 +202,15 @@ class IssuerKeys:
             # The same rule as for a configured JWKS URL: keys in clear text could be swapped.
             require_https(jwks_url, "discovery document's jwks_uri")
         return usable_keys(self._fetch(jwks_url))
+
+
+def _public_keys(keys: Mapping[str, PyJWK]) -> dict[str, bytes]:
+    """Each key id's public key, encoded: a key replaced under the same key id is a change of
+    keys too (tokens remembered under the old key must be checked again)."""
+    return {
+        key_id: key.key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        for key_id, key in keys.items()
+    }
 
 
 def require_https(url: str, what: str) -> None:

@@ -107,3 +107,18 @@ async def test_a_key_id_published_twice_signs_nobody_in() -> None:
         assert await _reason(verifier, issuer.token(first)) == "TOKEN_KEY_UNKNOWN"
         assert await _reason(verifier, issuer.token(second, twice)) == "TOKEN_KEY_UNKNOWN"
         assert await _reason(verifier, issuer.token(other)) == "ACCEPTED"
+
+
+async def test_a_remembered_token_is_refused_once_its_key_id_names_another_key() -> None:
+    """The issuer replaces the key behind a key id (a rotation that reuses the id): tokens the
+    old key signed must stop working, remembered or not."""
+    old, new = SigningKey.generate("ES256"), SigningKey.generate("ES256")
+    with published(old.public_jwk()) as issuer:
+        keys = IssuerKeys(issuer.url, min_refresh_interval=0.0)
+        verifier = TokenVerifier(keys, AUDIENCE)
+        token = issuer.token(old)
+        assert await _reason(verifier, token) == "ACCEPTED"
+        issuer.entries[:] = [new.public_jwk() | {"kid": old.key_id}]
+        assert await keys.refresh()
+        assert await _reason(verifier, token) == "TOKEN_BAD_SIGNATURE"
+        assert await _reason(verifier, issuer.token(new, old.key_id)) == "ACCEPTED"
