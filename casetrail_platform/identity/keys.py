@@ -46,12 +46,25 @@ Fetch = Callable[[str], Mapping[str, Any]]
 
 
 def http_json(ssl_context: ssl.SSLContext | None = None, timeout: float = 5.0) -> Fetch:
-    """A ``Fetch`` over HTTP(S) with a timeout and a size limit."""
+    """A ``Fetch`` over HTTP(S): the whole document within ``timeout`` seconds (an issuer that
+    trickles it a byte at a time would otherwise hold the fetch thread for as long as it likes),
+    at most ``MAX_DOCUMENT_BYTES``, redirects followed only within the URL's own origin."""
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=ssl_context), _SameOriginRedirects()
+    )
 
     def fetch(url: str) -> Mapping[str, Any]:
+        deadline = time.monotonic() + timeout
         request = urllib.request.Request(url, headers={"Accept": "application/json"})
-        with urllib.request.urlopen(request, timeout=timeout, context=ssl_context) as answer:
-            body = answer.read(MAX_DOCUMENT_BYTES + 1)
+        body = bytearray()
+        with opener.open(request, timeout=timeout) as answer:
+            while len(body) <= MAX_DOCUMENT_BYTES:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{url}: document not received within {timeout:g} s")
+                chunk = answer.read1(MAX_DOCUMENT_BYTES + 1 - len(body))
+                if not chunk:
+                    break
+                body += chunk
         if len(body) > MAX_DOCUMENT_BYTES:
             raise ValueError(f"{url}: document larger than {MAX_DOCUMENT_BYTES} bytes")
         document = json.loads(body)
@@ -60,6 +73,33 @@ def http_json(ssl_context: ssl.SSLContext | None = None, timeout: float = 5.0) -
         return document
 
     return fetch
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to the same scheme, host and port. Elsewhere would bypass the
+    rule the configured and discovered URLs are held to (https, or http on loopback): an
+    https JWKS redirected to http, or to any host at all, handed us whatever keys it served."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if _origin(newurl) != _origin(req.full_url):
+            raise ValueError(f"{req.full_url}: redirected to another origin ({newurl})")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port or _DEFAULT_PORTS.get(parts.scheme)
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class IssuerKeys:
