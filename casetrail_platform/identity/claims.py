@@ -2,7 +2,7 @@
 
 - ``sub``: the user id recorded as the actor of every event; 1-64 of ``A-Z a-z 0-9 . _ : -``,
   starting with a letter or digit (the catalog's ``Identifier``, so that every event it
-  causes can be stored and published).
+  causes can be stored and published), and none of ``SERVICE_ACTOR_IDS`` in any case.
 - ``role``: the one role the caller acts in; one of ``events.catalog.base.Role``.
 - ``agency``: the agency the caller works for; 1-64 of ``A-Z a-z 0-9 . _ : -``, starting
   with a letter or digit.
@@ -36,12 +36,18 @@ _UNIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 """The catalog's ``Identifier`` rule (events.catalog.base)."""
 _ENTITLEMENT = re.compile(r"[a-z0-9][a-z0-9._:-]{0,63}")
 _ROLES = frozenset(role.value for role in Role)
+SERVICE_ACTOR_IDS = frozenset({"coordination", "audit-ledger-witness", "stand-in"})
+"""The user ids the services record their own events under (role ``system``: coordination's
+follow-ups, audit's ledger witness, the stand-in of a refused request). A token naming one as
+its subject would put its caller's refusals and acts in the trail as the service's own."""
 
 
 def principal_from_claims(claims: Mapping[str, object], issuer: str) -> Principal:
     """The principal the verified ``claims`` describe; ``InvalidCredential`` naming the first
     claim that is missing or breaks its rule."""
     subject = _matching(claims, SUBJECT, _UNIT)
+    if subject.lower() in SERVICE_ACTOR_IDS:
+        raise invalid_claim(SUBJECT, "names one of casetrail's own services (reserved)")
     role = claims.get(ROLE)
     if not isinstance(role, str) or role not in _ROLES:
         raise invalid_claim(ROLE, "must be one of: " + ", ".join(sorted(_ROLES)))
