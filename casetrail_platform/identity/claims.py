@@ -9,6 +9,10 @@
 - ``team`` (optional): the caller's team inside the agency; as ``agency``.
 - ``entitlements`` (optional): extra grants, e.g. ``break_glass``; a list of at most 32
   names of 1-64 ``a-z 0-9 . _ : -``.
+- ``cnf`` (optional): the token is bound to the client certificate whose SHA-256 thumbprint
+  ``x5t#S256`` names (RFC 8705): a call must come over mutual TLS with that certificate. Any
+  other confirmation (a DPoP key's ``jkt``...) cannot be proven here and refuses the token:
+  taken as a plain bearer token, a stolen bound token would work for anyone.
 
 ``iss``, ``aud``, ``exp`` (and ``nbf``, ``iat`` when present) are checked by the verifier:
 each a finite number of seconds up to the year 9999, and ``exp`` at most the verifier's maximum
@@ -30,11 +34,15 @@ ROLE = "role"
 AGENCY = "agency"
 TEAM = "team"
 ENTITLEMENTS = "entitlements"
+CONFIRMATION = "cnf"
+CERTIFICATE_THUMBPRINT = "x5t#S256"
 
 MAX_ENTITLEMENTS = 32
 _UNIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 """The catalog's ``Identifier`` rule (events.catalog.base)."""
 _ENTITLEMENT = re.compile(r"[a-z0-9][a-z0-9._:-]{0,63}")
+_THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{43}")
+"""A SHA-256 digest in unpadded base64url."""
 _ROLES = frozenset(role.value for role in Role)
 SERVICE_ACTOR_IDS = frozenset({"coordination", "audit-ledger-witness", "stand-in"})
 """The user ids the services record their own events under (role ``system``: coordination's
@@ -60,6 +68,7 @@ def principal_from_claims(claims: Mapping[str, object], issuer: str) -> Principa
         issuer=issuer,
         team=team,
         entitlements=_entitlements(claims.get(ENTITLEMENTS)),
+        certificate_thumbprint=_certificate_bound(claims.get(CONFIRMATION)),
     )
 
 
@@ -79,6 +88,22 @@ def _entitlements(value: object) -> frozenset[str]:
         if not isinstance(item, str) or _ENTITLEMENT.fullmatch(item) is None:
             raise invalid_claim(ENTITLEMENTS, "each must be 1-64 of a-z 0-9 . _ : -")
     return frozenset(value)
+
+
+def _certificate_bound(value: object) -> str | None:
+    if value is None:
+        return None
+    thumbprint = value.get(CERTIFICATE_THUMBPRINT) if isinstance(value, dict) else None
+    if (
+        not isinstance(value, dict)
+        or set(value) != {CERTIFICATE_THUMBPRINT}
+        or not isinstance(thumbprint, str)
+        or _THUMBPRINT.fullmatch(thumbprint) is None
+    ):
+        raise invalid_claim(
+            CONFIRMATION, "only a client certificate's binding (x5t#S256, RFC 8705) is honoured"
+        )
+    return thumbprint
 
 
 def invalid_claim(claim: str, rule: str) -> InvalidCredential:

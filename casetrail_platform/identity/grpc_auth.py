@@ -7,7 +7,9 @@ server refuses a call without a valid token as ``UNAUTHENTICATED`` before the se
 
 from __future__ import annotations
 
+import base64
 import contextvars
+import hashlib
 import inspect
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -15,6 +17,8 @@ from dataclasses import replace
 from typing import Any
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -159,13 +163,40 @@ def _refusing(handler: grpc.RpcMethodHandler, status: status_pb2.Status) -> grpc
     return _rebuilt(handler, _kind(handler), refuse)
 
 
+def certificate_thumbprint(context: Any) -> str | None:
+    """The SHA-256 thumbprint (unpadded base64url of the DER) of the client certificate the
+    call came with over mutual TLS, or None (plain text, or TLS without one)."""
+    presented = context.auth_context().get("x509_pem_cert")
+    if not presented:
+        return None
+    certificate = x509.load_pem_x509_certificate(presented[0])
+    digest = hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+async def _refuse_unbound(principal: Principal, context: Any) -> None:
+    """Aborts the call unless it came with the certificate the token is bound to (if any)."""
+    bound = principal.certificate_thumbprint
+    if bound is None or certificate_thumbprint(context) == bound:
+        return
+    refusal = InvalidCredential(
+        "TOKEN_CERTIFICATE_MISMATCH",
+        "the token is bound to a client certificate this call did not come with (cnf, RFC 8705)",
+    )
+    await context.abort_with_status(
+        rpc_status.to_status(_status(code_pb2.UNAUTHENTICATED, refusal))
+    )
+
+
 def _bound(handler: grpc.RpcMethodHandler, principal: Principal) -> grpc.RpcMethodHandler:
-    # grpc.aio runs each call in a task of its own, so the binding ends with the call.
+    # grpc.aio runs each call in a task of its own, so the binding ends with the call. The
+    # certificate is checked here, not in the interceptor: only the call's context has it.
     kind = _kind(handler)
     inner = getattr(handler, kind)
     if inspect.isasyncgenfunction(inner):
 
         async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
+            await _refuse_unbound(principal, context)
             _principal.set(principal)
             async for message in inner(request, context):
                 yield message
@@ -173,6 +204,7 @@ def _bound(handler: grpc.RpcMethodHandler, principal: Principal) -> grpc.RpcMeth
         return _rebuilt(handler, kind, streaming)
 
     async def answering(request: Any, context: Any) -> Any:
+        await _refuse_unbound(principal, context)
         _principal.set(principal)
         return await inner(request, context)
 

@@ -29,6 +29,10 @@ class Principal:
     names it (e.g. ``casetrail-console``): declared by the caller, not verified, and recorded
     as such in access events."""
 
+    certificate_thumbprint: str | None = None
+    """Set when the token is bound to a client certificate (``cnf`` ``x5t#S256``, RFC 8705):
+    the certificate's SHA-256 thumbprint, which every call must present over mutual TLS."""
+
     @property
     def actor(self) -> Actor:
         """The actor recorded on every event this principal causes."""
