@@ -1,7 +1,8 @@
 """How the issuer's documents are fetched (review of identity, h-authrev): a redirect to another
 origin is not followed (it would bypass the https rule of the configured and discovered URLs),
 and a document that trickles in is given up once the fetch's time is spent, not only when one
-read waits too long."""
+read waits too long; a token's own headers never name where its key is (jku, x5u, jwk), and a
+critical header extension refuses it."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import jwt
 import pytest
 
-from casetrail_platform.identity.errors import IssuerUnavailable
+from casetrail_platform.identity.errors import InvalidCredential, IssuerUnavailable
 from casetrail_platform.identity.keys import IssuerKeys, http_json
 from casetrail_platform.identity.tokens import SigningKey, mint
 from casetrail_platform.identity.verifier import TokenVerifier
+from tests.support.identity import TestIssuer
 
 AUDIENCE = "casetrail-tests"
 
@@ -118,3 +121,52 @@ def test_a_document_that_trickles_in_is_given_up_after_the_timeout() -> None:
             assert time.monotonic() - started < 3.0
         finally:
             stop.set()
+
+
+@pytest.mark.parametrize("header", ["jku", "x5u", "jwk"])
+async def test_a_token_naming_its_own_key_is_not_believed(header: str) -> None:
+    """A token signed by a key of the caller's own, naming it (``jwk``) or where to fetch it
+    (``jku``, ``x5u``) under the issuer's key id or its own: the key is the issuer's JWKS's,
+    always, and the place the token names is never asked."""
+    good, forged = SigningKey.generate("ES256"), SigningKey.generate("ES256")
+    asked: list[str] = []
+
+    def attacker(handler: BaseHTTPRequestHandler) -> None:
+        asked.append(handler.path)
+        _json(handler, {"keys": [forged.public_jwk()]})
+
+    def issuer_answer(handler: BaseHTTPRequestHandler) -> None:
+        if handler.path.endswith("/openid-configuration"):
+            _json(handler, {"issuer": issuer, "jwks_uri": issuer + "/jwks.json"})
+        else:
+            _json(handler, {"keys": [good.public_jwk()]})
+
+    with serving("127.0.0.1", attacker) as elsewhere, serving("127.0.0.1", issuer_answer) as issuer:
+        verifier = TokenVerifier(IssuerKeys(issuer, min_refresh_interval=0.0), AUDIENCE)
+        claims = jwt.decode(
+            mint(
+                forged, issuer=issuer, audience=AUDIENCE, subject="mallory", role="auditor",
+                agency="eastbay-dss",
+            ),
+            options={"verify_signature": False},
+        )  # fmt: skip
+        named = forged.public_jwk() if header == "jwk" else elsewhere + "/jwks.json"
+        reasons = set()
+        for key_id in (good.key_id, forged.key_id):
+            headers = {"kid": key_id, "typ": "at+jwt", header: named}
+            token = jwt.encode(claims, forged.private_key, algorithm="ES256", headers=headers)
+            with pytest.raises(InvalidCredential) as refused:
+                await verifier.verify(token)
+            reasons.add(refused.value.reason)
+        assert reasons == {"TOKEN_BAD_SIGNATURE", "TOKEN_KEY_UNKNOWN"}
+        assert asked == []
+
+
+async def test_a_critical_header_extension_refuses_the_token(issuer: TestIssuer) -> None:
+    """``crit`` names an extension the verifier must understand: none is understood here."""
+    claims = jwt.decode(issuer.mint("kim", "auditor"), options={"verify_signature": False})
+    headers = {"kid": issuer.key.key_id, "typ": "at+jwt", "crit": ["exp-x"], "exp-x": 1}
+    token = jwt.encode(claims, issuer.key.private_key, algorithm="ES256", headers=headers)
+    with pytest.raises(InvalidCredential) as refused:
+        await issuer.verifier().verify(token)
+    assert refused.value.reason == "TOKEN_INVALID"
