@@ -140,7 +140,9 @@ class TokenVerifier:
             )
         header = _header_of(token)
         algorithm = header.get("alg")
-        if algorithm not in SIGNING_ALGORITHMS:
+        # A list or an object is no member of the set, and cannot even be looked up in it
+        # (TypeError: the call failed as UNKNOWN with the exception's text, logged as a fault).
+        if not isinstance(algorithm, str) or algorithm not in SIGNING_ALGORITHMS:
             raise InvalidCredential(
                 "TOKEN_ALGORITHM_REFUSED",
                 "the bearer token must be signed with one of: "

@@ -117,6 +117,9 @@ def bad_tokens(issuer: TestIssuer) -> dict[str, Callable[[], str | None]]:
     def alg_none() -> str:
         return _unsigned({"alg": "none", "kid": key_id, "typ": "JWT"}, _claims(issuer)) + "."
 
+    def alg_not_a_string() -> str:
+        return _unsigned({"alg": ["ES256"], "kid": key_id}, _claims(issuer)) + ".c2ln"
+
     def hs256_with_the_public_key() -> str:
         public = issuer.key.private_key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -138,6 +141,7 @@ def bad_tokens(issuer: TestIssuer) -> dict[str, Callable[[], str | None]]:
         "wrong issuer": lambda: issuer.mint(issuer="https://issuer.example.org"),
         "wrong audience": lambda: issuer.mint(audience="another-system"),
         "alg none": alg_none,
+        "alg not a string": alg_not_a_string,
         "HS256 signed with the public key": hs256_with_the_public_key,
         "unknown key id": lambda: issuer.mint(key=SigningKey.generate("ES256")),
         "tampered payload": tampered,
@@ -173,7 +177,7 @@ async def test_every_rpc_refuses_every_bad_token_and_writes_nothing(
     assert refused["wrong issuer"] == {"TOKEN_WRONG_ISSUER"}
     assert refused["wrong audience"] == {"TOKEN_WRONG_AUDIENCE"}
     assert refused["alg none"] == refused["HS256 signed with the public key"]
-    assert refused["alg none"] == {"TOKEN_ALGORITHM_REFUSED"}
+    assert refused["alg none"] == refused["alg not a string"] == {"TOKEN_ALGORITHM_REFUSED"}
     assert refused["not an access token"] == {"TOKEN_TYPE_REFUSED"}
     assert refused["unknown key id"] == {"TOKEN_KEY_UNKNOWN"}
     assert refused["tampered payload"] == {"TOKEN_BAD_SIGNATURE"}
