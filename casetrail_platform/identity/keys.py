@@ -307,8 +307,12 @@ def _verifies(entry: Mapping[str, Any]) -> bool:
 
 
 def _algorithm_of(entry: Mapping[str, Any]) -> str | None:
-    kty = entry.get("kty")
-    inferred = _KEY_ALGORITHM.get((kty, entry.get("crv") if kty != "RSA" else None))
+    kty, crv = entry.get("kty"), entry.get("crv") if entry.get("kty") != "RSA" else None
+    # Text only: a list or an object cannot be looked up (TypeError), and one such entry
+    # failed the whole refresh, the issuer's good keys with it.
+    if not isinstance(kty, str) or not isinstance(crv, str | None):
+        return None
+    inferred = _KEY_ALGORITHM.get((kty, crv))
     stated = entry.get("alg")
     if stated is None:
         return inferred

@@ -122,3 +122,20 @@ async def test_a_remembered_token_is_refused_once_its_key_id_names_another_key()
         assert await keys.refresh()
         assert await _reason(verifier, token) == "TOKEN_BAD_SIGNATURE"
         assert await _reason(verifier, issuer.token(new, old.key_id)) == "ACCEPTED"
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"kty": ["EC"], "crv": "P-256", "kid": "odd"},
+        {"kty": "EC", "crv": {"name": "P-256"}, "kid": "odd"},
+        {"kty": "EC", "crv": "P-256", "alg": ["ES256"], "kid": "odd"},
+        {"kty": {"RSA": 1}, "kid": "odd"},
+    ],
+)
+async def test_one_malformed_entry_leaves_the_issuer_s_other_keys_working(
+    odd: dict[str, Any],
+) -> None:
+    key = SigningKey.generate("ES256")
+    with published(odd, key.public_jwk()) as issuer:
+        assert await _reason(issuer.verifier(), issuer.token(key)) == "ACCEPTED"
