@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -245,3 +246,26 @@ async def test_a_good_token_names_the_actor_of_every_event(
         "rita.receptionist",
         "receptionist",
     )
+
+
+async def test_no_token_reaches_a_log_or_a_refusal_even_at_debug(
+    running: dict[str, str], issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every kind of bad token and a good one, to one method of each service, logged at DEBUG:
+    no token's text, nor its signature or claims segment, in any log record or answer."""
+    caplog.set_level(logging.DEBUG)
+    tokens = [make() for make in bad_tokens(issuer).values()]
+    tokens.append(issuer.mint("kim", "auditor"))
+    sent = [token for token in tokens if token is not None and token.count(".") == 2]
+    answers: list[str] = []
+    for address in running.values():
+        async with grpc.aio.insecure_channel(address) as channel:
+            method = (await reflected_methods(channel))[0]
+            for token in sent:
+                code, reason, message = await _call(channel, method, bearer_metadata(token))
+                answers.append(f"{code} {reason} {message}")
+    seen = caplog.text + "\n".join(answers)
+    assert len(answers) == len(sent) * len(running)
+    for token in sent:
+        for segment in (token, *(part for part in token.split(".")[1:] if len(part) > 16)):
+            assert segment not in seen
