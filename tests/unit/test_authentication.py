@@ -148,6 +148,10 @@ def bad_tokens(issuer: TestIssuer) -> dict[str, Callable[[], str | None]]:
         "tampered payload": tampered,
         "malformed": lambda: "not-a-jwt",
         "not an access token": lambda: _signed_as(issuer, "logout+jwt"),
+        "no key id": lambda: jwt.encode(
+            _claims(issuer), issuer.key.private_key, algorithm=issuer.key.algorithm
+        ),
+        "a service's own subject": lambda: issuer.mint("coordination", "system"),
         "role outside the catalog": lambda: issuer.mint(role="wizard"),
         "subject with spaces": lambda: issuer.mint(subject="kim the auditor"),
     }
@@ -180,10 +184,11 @@ async def test_every_rpc_refuses_every_bad_token_and_writes_nothing(
     assert refused["alg none"] == refused["HS256 signed with the public key"]
     assert refused["alg none"] == refused["alg not a string"] == {"TOKEN_ALGORITHM_REFUSED"}
     assert refused["not an access token"] == {"TOKEN_TYPE_REFUSED"}
-    assert refused["unknown key id"] == {"TOKEN_KEY_UNKNOWN"}
+    assert refused["unknown key id"] == refused["no key id"] == {"TOKEN_KEY_UNKNOWN"}
     assert refused["tampered payload"] == {"TOKEN_BAD_SIGNATURE"}
     assert refused["malformed"] == {"TOKEN_MALFORMED"}
     assert refused["role outside the catalog"] == refused["subject with spaces"]
+    assert refused["a service's own subject"] == {"TOKEN_CLAIM_INVALID"}
     # Nothing of any of these calls reached a store.
     for name in running:
         store = await SqliteEventStore.open(tmp_path / name / "events.db", default_registry())
