@@ -247,10 +247,11 @@ class IssuerKeys:
 def _public_keys(keys: Mapping[str, PyJWK]) -> dict[str, bytes]:
     """Each key id's public key, encoded: a key replaced under the same key id is a change of
     keys too (tokens remembered under the old key must be checked again)."""
-    return {
-        key_id: key.key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-        for key_id, key in keys.items()
-    }
+    return {key_id: _encoded(key) for key_id, key in keys.items()}
+
+
+def _encoded(key: PyJWK) -> bytes:
+    return bytes(key.key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
 
 
 def require_https(url: str, what: str) -> None:
@@ -264,8 +265,8 @@ def require_https(url: str, what: str) -> None:
 def usable_keys(jwks: Mapping[str, Any]) -> dict[str, PyJWK]:
     """The JWKS's signature keys that have a key id and an algorithm we accept, by key id.
     Others (symmetric keys, encryption keys, unknown curves, a ``key_ops`` without ``verify``,
-    RSA under ``MIN_RSA_BITS``) are skipped, and so is every key of a key id published twice:
-    which of them signed a token could not be told."""
+    RSA under ``MIN_RSA_BITS``) are skipped, and so is every key of a key id published for
+    different keys: which of them signed a token could not be told."""
     keys: dict[str, PyJWK] = {}
     repeated: set[str] = set()
     entries = jwks.get("keys")
@@ -288,10 +289,13 @@ def usable_keys(jwks: Mapping[str, Any]) -> dict[str, PyJWK]:
         if isinstance(key.key, rsa.RSAPublicKey) and key.key.key_size < MIN_RSA_BITS:
             log.warning("skipping JWKS key %r: RSA under %d bits", key_id, MIN_RSA_BITS)
             continue
-        if key_id in keys or key_id in repeated:
+        known = keys.get(key_id)
+        if known is not None and _encoded(known) == _encoded(key):
+            continue  # the same key listed twice: nothing to choose between
+        if known is not None or key_id in repeated:
             # Keeping the last one refused the other's tokens as a bad signature, and let the
             # last one sign in under a key id the issuer also gave another key: not ours to pick.
-            log.warning("skipping JWKS key id %r: published more than once", key_id)
+            log.warning("skipping JWKS key id %r: published for different keys", key_id)
             repeated.add(key_id)
             keys.pop(key_id, None)
             continue

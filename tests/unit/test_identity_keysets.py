@@ -1,7 +1,8 @@
 """What an issuer's JWKS may hold that must not sign anyone in (review of identity, h-authrev):
 an RSA key under 2048 bits, a key whose ``key_ops`` does not allow ``verify``, a key id
-published twice, a key replaced under the same key id. Each served by a real issuer over HTTP on
-127.0.0.1."""
+published for two keys, a key replaced under the same key id, and what must not keep the good
+keys out (the same key listed twice, a malformed entry). Each served by a real issuer over HTTP
+on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -97,7 +98,13 @@ async def test_a_key_whose_key_ops_do_not_allow_verify_signs_nobody_in(
         assert await _reason(issuer.verifier(), issuer.token(key)) == reason
 
 
-async def test_a_key_id_published_twice_signs_nobody_in() -> None:
+async def test_the_same_key_listed_twice_still_signs_in() -> None:
+    key, other = SigningKey.generate("ES256"), SigningKey.generate("ES256")
+    with published(key.public_jwk(), other.public_jwk(), key.public_jwk()) as issuer:
+        assert await _reason(issuer.verifier(), issuer.token(key)) == "ACCEPTED"
+
+
+async def test_a_key_id_published_for_two_keys_signs_nobody_in() -> None:
     first, second, other = (SigningKey.generate("ES256") for _ in range(3))
     twice = first.key_id
     with published(
