@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -14,12 +16,18 @@ from cryptography.hazmat.primitives import serialization
 from google.rpc import error_details_pb2, status_pb2
 
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+from casetrail_platform.grpc_platform.server import create_server
 from casetrail_platform.identity.errors import InvalidCredential
-from casetrail_platform.identity.grpc_auth import bearer_metadata
+from casetrail_platform.identity.grpc_auth import bearer_metadata, principal_of
 from casetrail_platform.identity.tls import ClientTls, ServerTls, channel
 from tests.support.grpc import details, refusal
 from tests.support.identity import TestIssuer
-from tests.unit.test_identity import Certificates, _serve, certificates  # noqa: F401 (a fixture)
+from tests.unit.test_identity import (  # noqa: F401 (a fixture)
+    INTAKE,
+    Certificates,
+    _serve,
+    certificates,
+)
 
 
 def _thumbprint(pem: bytes) -> str:
@@ -95,3 +103,66 @@ async def test_a_confirmation_that_cannot_be_proven_here_refuses_the_token(
     with pytest.raises(InvalidCredential) as refused:
         await issuer.verifier().verify(issuer.mint("kim", extra={"cnf": confirmation}))
     assert (refused.value.reason, refused.value.claim) == ("TOKEN_CLAIM_INVALID", "cnf")
+
+
+async def _callers_as_case_ids(
+    request: intake_pb2.GetCaseRequest, context: grpc.aio.ServicerContext[object, object]
+) -> AsyncIterator[intake_pb2.GetCaseResponse]:
+    """A streaming answer: the caller's subject as the case id of each of two messages."""
+    for _ in range(2):
+        answer = intake_pb2.GetCaseResponse()
+        answer.record.case_id = principal_of(context).subject
+        yield answer
+
+
+def _register_stream(server: grpc.aio.Server) -> None:
+    handler = grpc.unary_stream_rpc_method_handler(
+        _callers_as_case_ids,
+        request_deserializer=intake_pb2.GetCaseRequest.FromString,
+        response_serializer=intake_pb2.GetCaseResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(INTAKE, {"GetCase": handler}),)
+    )
+
+
+async def _drain(call: Any) -> None:
+    async for _ in call:
+        pytest.fail("a message reached a caller without the token's certificate")
+
+
+async def test_a_streaming_answer_is_held_to_the_certificate_too(
+    issuer: TestIssuer,
+    certificates: Certificates,  # noqa: F811
+) -> None:
+    mutual = ServerTls(certificates.server_chain, certificates.server_key, certificates.ca)
+    server, port, _ = await create_server(
+        "127.0.0.1:0", [_register_stream], [INTAKE], verifier=issuer.verifier(), tls=mutual
+    )
+    await server.start()
+    client = ClientTls(certificates.ca, certificates.client_chain, certificates.client_key)
+    here = issuer.mint("kim", extra={"cnf": {"x5t#S256": _thumbprint(certificates.client_chain)}})
+    elsewhere = issuer.mint(
+        "kim", extra={"cnf": {"x5t#S256": _thumbprint(certificates.server_chain)}}
+    )
+    try:
+        async with channel(f"localhost:{port}", client) as secure:
+            stream = secure.unary_stream(
+                f"/{INTAKE}/GetCase",
+                request_serializer=intake_pb2.GetCaseRequest.SerializeToString,
+                response_deserializer=intake_pb2.GetCaseResponse.FromString,
+            )
+            answers = [
+                answer.record.case_id
+                async for answer in stream(
+                    intake_pb2.GetCaseRequest(), metadata=bearer_metadata(here)
+                )
+            ]
+            assert answers == ["kim", "kim"]
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await _drain(
+                    stream(intake_pb2.GetCaseRequest(), metadata=bearer_metadata(elsewhere))
+                )
+            assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await server.stop(None)
