@@ -62,6 +62,23 @@ class DocumentTransaction(ABC):
         await self.put(collection, key, document)
         return True
 
+    async def put_if_later(
+        self, collection: str, key: str, document: Document, order_field: str
+    ) -> bool:
+        """Store ``document`` unless the key holds one whose ``order_field`` is not before the
+        document's (strings, in byte order; a stored document without the field comes before
+        any); whether it was stored. One statement in the adapters (an upsert whose update is
+        conditional): for a collection two projections write, each in its own transaction, a
+        read then a write lets the later writer put an earlier document over a later one on
+        PostgreSQL (it read before the other committed); the upsert compares with what is
+        committed, waiting for the other's row lock."""
+        order = ordering(document, order_field)
+        known = await self.get(collection, key)
+        if known is not None and str(known.get(order_field, "")).encode() >= order.encode():
+            return False
+        await self.put(collection, key, document)
+        return True
+
     @abstractmethod
     async def find(
         self, collection: str, equals: Mapping[str, str | int | bool] | None = None
@@ -212,6 +229,15 @@ class Projection(ABC):
             await self.erase(transaction, event)
         else:
             await self.apply(transaction, recorded)
+
+
+def ordering(document: Document, order_field: str) -> str:
+    """``document``'s ``order_field`` for ``put_if_later``: a string, never empty (the empty
+    string is where a stored document without the field stands)."""
+    order = document.get(order_field)
+    if not isinstance(order, str) or not order:
+        raise ValueError(f"{order_field!r} must be a non-empty string to order documents by")
+    return order
 
 
 def stream_key(recorded: RecordedEvent) -> str:

@@ -18,6 +18,7 @@ from casetrail_platform.projections.port import (
     DocumentTransaction,
     KeyRange,
     ReadModelStore,
+    ordering,
 )
 from casetrail_platform.store.pg_connections import Connection, PgConnections
 
@@ -241,6 +242,24 @@ class _PostgresTransaction(DocumentTransaction):
             "INSERT INTO documents (collection, key, document) VALUES (%s, %s, %s::jsonb)"
             " ON CONFLICT (collection, key) DO NOTHING",
             (collection, key, json.dumps(document, default=str)),
+        )
+        if cursor.rowcount != 1:
+            return False
+        await self.told([collection], key)
+        return True
+
+    async def put_if_later(
+        self, collection: str, key: str, document: Document, order_field: str
+    ) -> bool:
+        # ON CONFLICT takes the row's lock and compares with its committed version (waiting
+        # for a writer that holds it), so a racing writer of a later document always wins.
+        order = ordering(document, order_field)
+        cursor = await self._connection.execute(
+            "INSERT INTO documents (collection, key, document) VALUES (%s, %s, %s::jsonb)"
+            " ON CONFLICT (collection, key) DO UPDATE SET document = excluded.document"
+            " WHERE coalesce(documents.document ->> %s, '')"
+            ' COLLATE "C" < %s COLLATE "C"',
+            (collection, key, json.dumps(document, default=str), order_field, order),
         )
         if cursor.rowcount != 1:
             return False

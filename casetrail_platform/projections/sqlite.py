@@ -24,6 +24,7 @@ from casetrail_platform.projections.port import (
     DocumentTransaction,
     KeyRange,
     ReadModelStore,
+    ordering,
 )
 from casetrail_platform.store.sqlite_writer import connect
 
@@ -222,6 +223,22 @@ class _SqliteTransaction(DocumentTransaction):
             "INSERT INTO documents (collection, key, document) VALUES (?, ?, ?)"
             " ON CONFLICT (collection, key) DO NOTHING",
             (collection, key, dump_document(document)),
+        )
+        if cursor.rowcount != 1:
+            return False
+        if collection in self._watched:
+            self.changed.append((collection, key))
+        return True
+
+    async def put_if_later(
+        self, collection: str, key: str, document: Document, order_field: str
+    ) -> bool:
+        order = ordering(document, order_field)
+        cursor = self._connection.execute(
+            "INSERT INTO documents (collection, key, document) VALUES (?, ?, ?)"
+            " ON CONFLICT (collection, key) DO UPDATE SET document = excluded.document"
+            " WHERE coalesce(json_extract(documents.document, ?), '') < ?",
+            (collection, key, dump_document(document), _path(order_field), order),
         )
         if cursor.rowcount != 1:
             return False

@@ -223,6 +223,43 @@ async def test_put_new_stores_only_where_nothing_is_stored(read_models: ReadMode
     assert await read_models.get("marks", "lost") is None
 
 
+async def test_put_if_later_replaces_only_an_earlier_document(
+    read_models: ReadModelStore,
+) -> None:
+    async with read_models.transaction() as transaction:
+        assert await transaction.put_if_later("staff", "w", {"at": "b", "n": 1}, "at")
+        assert not await transaction.put_if_later("staff", "w", {"at": "a", "n": 2}, "at")
+        assert not await transaction.put_if_later("staff", "w", {"at": "b", "n": 3}, "at")
+        assert await transaction.get("staff", "w") == {"at": "b", "n": 1}
+        # Byte order, not a collation's: "Z" before "a", "a" before "é".
+        assert await transaction.put_if_later("staff", "x", {"at": "Z"}, "at")
+        assert await transaction.put_if_later("staff", "x", {"at": "a"}, "at")
+        assert await transaction.put_if_later("staff", "x", {"at": "é"}, "at")
+        assert not await transaction.put_if_later("staff", "x", {"at": "z"}, "at")
+        # A document stored without the field comes before any.
+        await transaction.put("staff", "y", {"n": 0})
+        assert await transaction.put_if_later("staff", "y", {"at": "0", "n": 4}, "at")
+
+    assert await read_models.get("staff", "w") == {"at": "b", "n": 1}
+    assert await read_models.get("staff", "x") == {"at": "é"}
+    assert await read_models.get("staff", "y") == {"at": "0", "n": 4}
+    async with read_models.transaction() as transaction:
+        assert await transaction.put_if_later("staff", "w", {"at": "c", "n": 5}, "at")
+        for bad in ({"n": 6}, {"at": "", "n": 6}, {"at": 7}):
+            with pytest.raises(ValueError, match="'at'"):
+                await transaction.put_if_later("staff", "w", bad, "at")
+    assert await read_models.get("staff", "w") == {"at": "c", "n": 5}
+
+    async def put_then_fail() -> None:
+        async with read_models.transaction() as transaction:
+            assert await transaction.put_if_later("staff", "w", {"at": "d"}, "at")
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        await put_then_fail()
+    assert await read_models.get("staff", "w") == {"at": "c", "n": 5}
+
+
 async def test_put_many_puts_each_in_order_and_rolls_back_with_its_transaction(
     read_models: ReadModelStore,
 ) -> None:
@@ -267,12 +304,13 @@ async def test_a_watcher_is_told_each_committed_change(read_models: ReadModelSto
         await transaction.put("other", "b", {"n": 1})
         await transaction.delete("watched", "c")
         await transaction.put_many([("other", "o", {"n": 1}), ("watched", "m", {"n": 1})])
+        await transaction.put_if_later("watched", "p", {"at": "b"}, "at")
         assert told == []  # nothing is told before the commit
     await read_models.reset("p", ("watched",))
     await _eventually(lambda: None in told)
 
     # (PostgreSQL folds a transaction's identical notifications into one.)
-    assert list(dict.fromkeys(told)) == ["a", "c", "m", None]
+    assert list(dict.fromkeys(told)) == ["a", "c", "m", "p", None]
 
 
 async def _eventually(condition: Callable[[], bool], seconds: float = 10.0) -> None:
