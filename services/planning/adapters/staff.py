@@ -9,6 +9,14 @@ made before the upgrade without a replay of the case view (which keeps its posit
 never see them again). Both write the same document for the same assignment, and a document is
 only replaced by a later assignment, so neither order nor a repeat changes the result.
 
+Later is the ``order`` of the document (``assignment_order``: recorded-at, then the position in
+the recording store, so two assignments recorded at one moment are ordered too), compared by
+the store as it writes (``DocumentTransaction.put_if_later``): the two writers' transactions may
+run at once (replicas, on PostgreSQL), and one that read the worker's document before the
+other committed a later assignment would otherwise put an earlier one back over it, the worker
+seen with out-of-date credentials until their next assignment. A document stored before it
+had an ``order`` is replaced by the next assignment of the worker.
+
 Assignments of different cases may arrive in any order (they cross partitions): the one
 recorded last wins, so a rebuild, replaying them in another order, builds the same documents.
 """
@@ -16,12 +24,11 @@ recorded last wins, so a rebuild, replaying them in another order, builds the sa
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 
 from casetrail_platform.projections.port import DocumentTransaction, Projection, ReadModelStore
 from events.catalog.assignment import CaseAssigned, CaseReassigned, WorkerCredential
 from events.catalog.base import Role
-from events.envelope import RecordedEvent
+from events.envelope import RecordedEvent, to_micros
 from services.planning.domain.model import StaffMember
 
 STAFF = "staff"
@@ -44,10 +51,7 @@ class StaffProjection(Projection):
 async def record_worker(
     transaction: DocumentTransaction, event: CaseAssigned | CaseReassigned, recorded: RecordedEvent
 ) -> None:
-    known = await transaction.get(STAFF, event.worker_id)
-    if known is not None and datetime.fromisoformat(known["as_of"]) > recorded.recorded_at:
-        return  # a later assignment already told of them
-    await transaction.put(
+    await transaction.put_if_later(
         STAFF,
         event.worker_id,
         {
@@ -55,7 +59,18 @@ async def record_worker(
             "role": event.worker_role.value,
             "credentials": [c.model_dump(mode="json") for c in event.credentials],
             "as_of": recorded.recorded_at.isoformat(),
+            "order": assignment_order(recorded),
         },
+        "order",
+    )
+
+
+def assignment_order(recorded: RecordedEvent) -> str:
+    """Where an assignment falls among a worker's, as a string in byte order: recorded-at, then
+    the source and its store's position (only coordination assigns: its store's order)."""
+    return (
+        f"{to_micros(recorded.recorded_at):020d}|{recorded.metadata.source}"
+        f"|{recorded.position:020d}"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from uuid import uuid4
 
 import pytest
 
@@ -15,7 +16,7 @@ from events.catalog.cases import DischargeReason
 from events.catalog.erasure import ClientErased
 from events.catalog.monitoring import ContactKind, GoalProgress, ProgressRating
 from events.catalog.values import NeedCategory
-from events.envelope import Actor
+from events.envelope import Actor, EventMetadata, RecordedEvent
 from services.planning.adapters.case_views import (
     CASE_VIEWS,
     CaseFilter,
@@ -29,6 +30,7 @@ from services.planning.domain.model import StaffMember
 from services.planning.entrypoints import present
 from tests.unit.planning.support import (
     COORDINATION,
+    COORDINATOR,
     INTAKE,
     INTAKE_WORKER,
     OTHER_WORKER,
@@ -403,3 +405,32 @@ async def test_the_staff_projection_learns_assignments_the_case_view_applied_bef
         await staff(recorded)
     expected = {"worker-ana": StaffMember("worker-ana", Role.SOCIAL_WORKER, (licence,))}
     assert await views.staff(["worker-ana"]) == expected
+
+
+async def test_of_two_assignments_recorded_at_one_moment_the_later_position_wins(
+    read_models: ReadModelStore,
+) -> None:
+    # A group commit records several commands' events at one moment: the recording store's
+    # position orders them, so the worker's document does not depend on the delivery order.
+    old = WorkerCredential(kind=CredentialKind.LICENCE, name="LMSW", valid_until=date(2030, 6, 1))
+    renewed = old.model_copy(update={"valid_until": date(2032, 6, 1)})
+    first, second = (
+        RecordedEvent(
+            event_id=uuid4(),
+            stream=f"case-{case_id}",
+            sequence=2,
+            position=position,
+            recorded_at=START,
+            event=assigned(case_id).model_copy(update={"credentials": (credential,)}),
+            metadata=EventMetadata(COORDINATION, COORDINATOR, START, correlation_id=uuid4()),
+        )
+        for case_id, credential, position in [("case-a", old, 7), ("case-b", renewed, 8)]
+    )
+    expected = {"worker-ana": StaffMember("worker-ana", Role.SOCIAL_WORKER, (renewed,))}
+    for projection in (PROJECTION, StaffProjection()):
+        for delivery in ([first, second], [second, first]):
+            await read_models.reset(projection.name, projection.collections)
+            handler = BusProjectionHandler(read_models, projection)
+            for recorded in delivery:
+                await handler(recorded)
+            assert await CaseViews(read_models).staff(["worker-ana"]) == expected
