@@ -229,6 +229,13 @@ def entry_order(entry: Mapping[str, Any]) -> tuple[str, int]:
     return str(entry["recorded_at"]), int(entry.get("sequence", 0))
 
 
+def stored_order(entry: Mapping[str, Any]) -> tuple[str, int, str]:
+    """``entry_order``, the event id settling ties: the order a case's entries are stored in,
+    so that a document of them is the one a rebuild makes whatever order the bus brought the
+    events in (the policy's facts, audit's timeline's)."""
+    return (*entry_order(entry), str(entry["event_id"]))
+
+
 def fold(
     case_id: str, entries: Iterable[Mapping[str, Any]], *, as_of: datetime | None = None
 ) -> CaseFacts:

@@ -11,8 +11,8 @@ from casetrail_platform.policy.facts import (
     CaseFacts,
     Entry,
     entry_of,
-    entry_order,
     fold,
+    stored_order,
 )
 from casetrail_platform.policy.facts_cache import CachedFacts, CaseFactsCache
 from casetrail_platform.projections.port import (
@@ -42,13 +42,7 @@ class CaseFactsProjection(Projection):
         document = await transaction.get(FACTS, case_id) or {"case_id": case_id, "entries": []}
         if any(old["event_id"] == entry["event_id"] for old in document["entries"]):
             return
-        # In fold order, the event id settling ties, so that the document is the one a
-        # rebuild makes whatever order the bus brought the events in.
-        insort(
-            document["entries"],
-            entry,
-            key=lambda known: (*entry_order(known), str(known["event_id"])),
-        )
+        insort(document["entries"], entry, key=stored_order)
         if "client_id" in entry:
             document["client_id"] = entry["client_id"]
         await transaction.put(FACTS, case_id, document)

@@ -14,9 +14,12 @@ Layout (``casetrail_platform.projections.port.KeyRange`` reads the index in key 
   document, once (a page fetches its entries' documents by key; a whole-case read takes the
   case's range);
 * ``audit_timeline_v2_facts/<case>``: the policy's fact entries (``entry_of``) of the case's
-  fact-bearing events, so a query decides on the case without reading its history;
-* ``audit_timeline_v2_cases/<case>``: the case is known to audit, and how many of its own
-  events (not access records) audit has;
+  fact-bearing events, so a query decides on the case without reading its history, stored in
+  ``stored_order`` (the order the answers fold them in, the event id settling ties) whatever
+  order they arrived in, so a rebuild stores the same bytes;
+* ``audit_timeline_v2_cases/<case>``: the case is known to audit, how many of its own events
+  (not access records) audit has, and where the last of its fact entries falls
+  (``last_fact``, its ``stored_order``);
 * ``audit_timeline_v2_seen/<event_id>``: marks an event as applied and points at its entry;
 * ``audit_client_trail_{index,events,seen}``: the same for each client's own events (their
   registration, date of birth corrected, retention holds, erasure) under ``<client id>``, kept
@@ -36,7 +39,7 @@ from typing import Any
 from uuid import UUID
 
 from casetrail_platform.keys.off_loop import decoding
-from casetrail_platform.policy.facts import Entry, entry_of
+from casetrail_platform.policy.facts import Entry, entry_of, stored_order
 from casetrail_platform.projections.port import (
     DocumentTransaction,
     KeyRange,
@@ -127,16 +130,12 @@ class TimelineProjection(Projection):
         case_id = recorded.subject
         if not await _keep(transaction, _CASE_TRAIL, case_id, lane, recorded):
             return
-        entry = entry_of(recorded)
-        # Spliced into the case's facts document in the database: a long case's facts are not
-        # decoded and encoded again per event.
-        if entry is not None and not await transaction.append_to_list(
-            FACTS, case_id, "entries", entry
-        ):
-            await transaction.put(FACTS, case_id, {"case_id": case_id, "entries": [entry]})
         if lane == HISTORY:
             header = await transaction.get(CASES, case_id) or _new_header(case_id)
             header["events"] += 1
+            entry = entry_of(recorded)
+            if entry is not None:
+                await _keep_fact(transaction, case_id, header, entry)
             await transaction.put(CASES, case_id, header)
         else:
             # An access record only needs the case known: every answered read appends one,
@@ -156,6 +155,26 @@ class TimelineProjection(Projection):
                 if "categories" in entry:
                     entry["categories"] = []
             await transaction.put(FACTS, case_id, document)
+
+
+async def _keep_fact(
+    transaction: DocumentTransaction, case_id: str, header: dict[str, Any], entry: Entry
+) -> None:
+    """Store ``entry`` among the case's facts in ``stored_order``, as a rebuild stores them
+    whatever order the events arrived in; the case's ``header`` keeps the last entry's place.
+    An entry after it, as nearly every one is, is spliced onto the end in the database: a long
+    case's facts are not decoded and encoded again per event. One that arrived late (another
+    service's event, a replayed dead letter) is sorted in with the document read back."""
+    place = stored_order(entry)
+    last = header.get("last_fact")
+    header["last_fact"] = list(place if last is None else max(place, tuple(last)))
+    after_last = last is not None and place > tuple(last)
+    if after_last and await transaction.append_to_list(FACTS, case_id, "entries", entry):
+        return
+    document = await transaction.get(FACTS, case_id) or {"case_id": case_id, "entries": []}
+    # Sorted whole: a document kept in arrival order before is put in order too.
+    document["entries"] = sorted([*document["entries"], entry], key=stored_order)
+    await transaction.put(FACTS, case_id, document)
 
 
 CLIENT_INDEX = "audit_client_trail_index"
