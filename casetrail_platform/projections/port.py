@@ -62,6 +62,21 @@ class DocumentTransaction(ABC):
         await self.put(collection, key, document)
         return True
 
+    async def put_if_unchanged(
+        self, collection: str, key: str, expected: Document | None, document: Document
+    ) -> bool:
+        """Store ``document`` if the key holds ``expected`` (``None``: nothing); whether it was
+        stored: compare and set. On PostgreSQL the transactions of a projection's replicas run
+        at once, and a document read, changed and put back would drop what another committed
+        meanwhile; there it is one statement, which waits for the other's row lock and compares
+        with what it committed, so the loser reads again and retries (and then holds the row
+        until it commits, which orders whatever else it writes about the same thing). SQLite's
+        transactions run one at a time: this default, a read then a put, holds there."""
+        if await self.get(collection, key) != expected:
+            return False
+        await self.put(collection, key, document)
+        return True
+
     async def put_if_later(
         self, collection: str, key: str, document: Document, order_field: str
     ) -> bool:

@@ -248,6 +248,26 @@ class _PostgresTransaction(DocumentTransaction):
         await self.told([collection], key)
         return True
 
+    async def put_if_unchanged(
+        self, collection: str, key: str, expected: Document | None, document: Document
+    ) -> bool:
+        if expected is None:
+            return await self.put_new(collection, key, document)
+        cursor = await self._connection.execute(
+            "UPDATE documents SET document = %s::jsonb"
+            " WHERE collection = %s AND key = %s AND document = %s::jsonb",
+            (
+                json.dumps(document, default=str),
+                collection,
+                key,
+                json.dumps(expected, default=str),
+            ),
+        )
+        if cursor.rowcount != 1:
+            return False
+        await self.told([collection], key)
+        return True
+
     async def put_if_later(
         self, collection: str, key: str, document: Document, order_field: str
     ) -> bool:

@@ -223,6 +223,30 @@ async def test_put_new_stores_only_where_nothing_is_stored(read_models: ReadMode
     assert await read_models.get("marks", "lost") is None
 
 
+async def test_put_if_unchanged_stores_only_over_the_expected_document(
+    read_models: ReadModelStore,
+) -> None:
+    async with read_models.transaction() as transaction:
+        assert await transaction.put_if_unchanged("heads", "h", None, {"n": 1, "l": [1]})
+        assert not await transaction.put_if_unchanged("heads", "h", None, {"n": 2})
+        assert not await transaction.put_if_unchanged("heads", "h", {"n": 0, "l": [1]}, {"n": 3})
+        assert await transaction.put_if_unchanged("heads", "h", {"n": 1, "l": [1]}, {"n": 4})
+        assert not await transaction.put_if_unchanged("heads", "missing", {"n": 4}, {"n": 5})
+        # The same document set again: stored (and its row taken, on PostgreSQL).
+        assert await transaction.put_if_unchanged("heads", "h", {"n": 4}, {"n": 4})
+    assert await read_models.get("heads", "h") == {"n": 4}
+    assert await read_models.get("heads", "missing") is None
+
+    async def set_then_fail() -> None:
+        async with read_models.transaction() as transaction:
+            assert await transaction.put_if_unchanged("heads", "h", {"n": 4}, {"n": 6})
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        await set_then_fail()
+    assert await read_models.get("heads", "h") == {"n": 4}
+
+
 async def test_put_if_later_replaces_only_an_earlier_document(
     read_models: ReadModelStore,
 ) -> None:
@@ -305,12 +329,13 @@ async def test_a_watcher_is_told_each_committed_change(read_models: ReadModelSto
         await transaction.delete("watched", "c")
         await transaction.put_many([("other", "o", {"n": 1}), ("watched", "m", {"n": 1})])
         await transaction.put_if_later("watched", "p", {"at": "b"}, "at")
+        await transaction.put_if_unchanged("watched", "u", None, {"n": 1})
         assert told == []  # nothing is told before the commit
     await read_models.reset("p", ("watched",))
     await _eventually(lambda: None in told)
 
     # (PostgreSQL folds a transaction's identical notifications into one.)
-    assert list(dict.fromkeys(told)) == ["a", "c", "m", "p", None]
+    assert list(dict.fromkeys(told)) == ["a", "c", "m", "p", "u", None]
 
 
 async def _eventually(condition: Callable[[], bool], seconds: float = 10.0) -> None:
