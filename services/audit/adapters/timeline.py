@@ -131,12 +131,11 @@ class TimelineProjection(Projection):
         if not await _keep(transaction, _CASE_TRAIL, case_id, lane, recorded):
             return
         if lane == HISTORY:
-            header = await transaction.get(CASES, case_id) or _new_header(case_id)
-            header["events"] += 1
             entry = entry_of(recorded)
+            place = None if entry is None else stored_order(entry)
+            last = await _count(transaction, case_id, place)
             if entry is not None:
-                await _keep_fact(transaction, case_id, header, entry)
-            await transaction.put(CASES, case_id, header)
+                await _keep_fact(transaction, case_id, last, entry)
         else:
             # An access record only needs the case known: every answered read appends one,
             # so it reads nothing back here.
@@ -148,6 +147,8 @@ class TimelineProjection(Projection):
         # policy's own facts do (casetrail_platform.policy.projection). The client's consents
         # stay, naming no category: they still bind, and cover no sensitive category.
         for case_id in erased.case_ids:
+            if not await _hold_header(transaction, case_id):
+                continue  # audit has no event of the case, so no facts
             document = await transaction.get(FACTS, case_id)
             if document is None:
                 continue
@@ -157,18 +158,54 @@ class TimelineProjection(Projection):
             await transaction.put(FACTS, case_id, document)
 
 
+async def _count(
+    transaction: DocumentTransaction, case_id: str, place: tuple[str, int, str] | None
+) -> tuple[str, int, str] | None:
+    """Count one more of the case's own events in its header, and where its last fact entry
+    falls (``place``: the event's, if it has one); the last entry's place before. Compared and
+    set, retried on what another replica committed: the header's row lock, then held to the
+    commit, orders the case's facts writes across replicas (a read-then-write lost a count,
+    and would lose an entry sorted in)."""
+    while True:
+        known = await transaction.get(CASES, case_id)
+        header = dict(known or _new_header(case_id))
+        header["events"] += 1
+        before = header.get("last_fact")
+        last = None if before is None else _place(before)
+        if place is not None:
+            header["last_fact"] = list(place if last is None else max(place, last))
+        if await transaction.put_if_unchanged(CASES, case_id, known, header):
+            return last
+
+
+async def _hold_header(transaction: DocumentTransaction, case_id: str) -> bool:
+    """Take the case's header row (as ``_count`` does) before its facts are rewritten;
+    ``False`` when audit has no event of the case."""
+    while True:
+        known = await transaction.get(CASES, case_id)
+        if known is None:
+            return False
+        if await transaction.put_if_unchanged(CASES, case_id, known, known):
+            return True
+
+
+def _place(stored: list[Any]) -> tuple[str, int, str]:
+    return str(stored[0]), int(stored[1]), str(stored[2])
+
+
 async def _keep_fact(
-    transaction: DocumentTransaction, case_id: str, header: dict[str, Any], entry: Entry
+    transaction: DocumentTransaction,
+    case_id: str,
+    last: tuple[str, int, str] | None,
+    entry: Entry,
 ) -> None:
     """Store ``entry`` among the case's facts in ``stored_order``, as a rebuild stores them
-    whatever order the events arrived in; the case's ``header`` keeps the last entry's place.
-    An entry after it, as nearly every one is, is spliced onto the end in the database: a long
+    whatever order the events arrived in (``last``: where the last entry stored falls). An
+    entry after it, as nearly every one is, is spliced onto the end in the database: a long
     case's facts are not decoded and encoded again per event. One that arrived late (another
-    service's event, a replayed dead letter) is sorted in with the document read back."""
-    place = stored_order(entry)
-    last = header.get("last_fact")
-    header["last_fact"] = list(place if last is None else max(place, tuple(last)))
-    after_last = last is not None and place > tuple(last)
+    service's event, a replayed dead letter) is sorted in with the document read back, which
+    the header's row lock (``_count``) keeps from racing another replica's write."""
+    after_last = last is not None and stored_order(entry) > last
     if after_last and await transaction.append_to_list(FACTS, case_id, "entries", entry):
         return
     document = await transaction.get(FACTS, case_id) or {"case_id": case_id, "entries": []}

@@ -1,0 +1,100 @@
+"""Audit's timeline on PostgreSQL with replicas: its consumer group spreads the topics' partitions
+over them, and the projection is idempotent (no per-batch lock), so two replicas may apply two
+events of one case at once. The case's header (its count, where its last fact entry falls) and
+its facts document, an entry sorted in when it arrives late, must come out as one replica
+applying both would leave them."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+
+from casetrail_platform.projections.port import Document
+from casetrail_platform.projections.postgres import PostgresReadModelStore
+from services.audit.adapters.timeline import CASES, FACTS, TimelineProjection
+from tests.support.servers import postgres_dsn, server_missing
+from tests.unit.audit.support import CASE, DAY, T0, assigned, coordination, intake, opened
+
+PROJECTION = TimelineProjection()
+OPENED = intake().record(opened(), occurred_at=T0)
+ASSIGNED = coordination().record(assigned(), occurred_at=T0 + DAY)
+
+
+@pytest.fixture
+async def replicas() -> AsyncIterator[tuple[PostgresReadModelStore, PostgresReadModelStore]]:
+    """Two replicas' read-model stores on one schema (a connection each)."""
+    schema = f"timeline_{uuid.uuid4().hex[:12]}"
+    try:
+        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
+            await admin.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.OperationalError as error:
+        server_missing("PostgreSQL", error)
+    one = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+    two = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+    yield one, two
+    await one.close()
+    await two.close()
+    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
+        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+async def _stored(store: PostgresReadModelStore) -> dict[str, Document | None]:
+    return {
+        "header": await store.get(CASES, CASE),
+        "facts": await store.get(FACTS, CASE),
+    }
+
+
+async def test_two_replicas_applying_events_of_one_case_at_once_lose_nothing(
+    replicas: tuple[PostgresReadModelStore, PostgresReadModelStore],
+) -> None:
+    one, two = replicas
+    async with one.transaction() as transaction:
+        for recorded in (OPENED, ASSIGNED):
+            await PROJECTION.handle(transaction, recorded)
+    one_replica = await _stored(one)
+    assert one_replica["header"] is not None
+    assert one_replica["header"]["events"] == 2
+    await one.reset(PROJECTION.name, PROJECTION.collections)
+
+    wrote, go = asyncio.Event(), asyncio.Event()
+
+    async def apply_later() -> None:
+        async with two.transaction() as transaction:
+            await PROJECTION.handle(transaction, ASSIGNED)
+            wrote.set()
+            await go.wait()  # written, not committed
+
+    async def apply_earlier() -> None:
+        # Its opening arrives late: the entry is sorted in before the assignment's.
+        async with one.transaction() as transaction:
+            await PROJECTION.handle(transaction, OPENED)
+
+    later = asyncio.ensure_future(apply_later())
+    await asyncio.wait_for(wrote.wait(), 10)
+    earlier = asyncio.ensure_future(apply_earlier())
+    await _waiting_for_a_lock()
+    go.set()
+    await later
+    await earlier
+
+    assert await _stored(one) == one_replica
+
+
+async def _waiting_for_a_lock() -> None:
+    """Until a statement waits for another transaction's lock."""
+    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as observer:
+        for _ in range(1000):
+            cursor = await observer.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+            )
+            row = await cursor.fetchone()
+            if row is not None and row[0] > 0:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError("no statement waited for the other's lock")
