@@ -91,12 +91,21 @@ def _verify_export(options: argparse.Namespace) -> int:
     for origin, size in sorted(result.checkpoints.items()):
         print(f"{origin}: proven in its signed tree of {size} events")
     print(f"{result.verified} of {result.lines} events verified")
-    if result.pending:
+    for origin, alarm in sorted(result.alarms.items()):
+        # Exporting again proves nothing here until an operator has dealt with the alarm.
         print(
-            f"{result.pending} events recorded after their log's newest checkpoint: not yet"
+            f"{result.pending_under_alarm[origin]} events of {origin} not provable: {alarm};"
+            " they become provable only once the alarm is dealt with"
+        )
+    waiting = result.pending - sum(result.pending_under_alarm.values())
+    if waiting:
+        print(
+            f"{waiting} events recorded after their log's newest checkpoint: not yet"
             f" provable; export again after the next checkpoint (at most"
             f" {result.sign_every:g} seconds)"
         )
+    for case_id, at in sorted(set(result.statements)):
+        print(f"pending events named by audit's signed statement for case {case_id} at {at}")
     if result.ok:
         return 0
     return PENDING_STATUS if result.only_pending else 1

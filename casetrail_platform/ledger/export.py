@@ -9,10 +9,14 @@ Each line of an export is a CloudEvents JSON document; the ledger adds two exten
   leads to;
 * ``ledgerpending``, instead of both, on an event recorded after the newest checkpoint of its
   log that audit holds: JSON text ``{"log": origin, "treesize": N, "signevery": seconds}``,
-  the size of that checkpoint (0: none yet) and how often the logs sign one. Such an event is
-  not yet provable; it is never counted as verified, and ``verify_export`` accepts the mark only
-  where it cannot hide a stripped proof: past the tree size, after every proven line of its
-  stream, and naming the tree size the export's proofs of that log use.
+  the size of that checkpoint (0: none yet) and how often the logs sign one, and ``alarm`` (the
+  witness's finding) when audit's witness holds an inconsistency alarm on the log: then the
+  event does not become provable with the next checkpoint, only once an operator dealt with
+  the alarm. Such an event is not yet provable; it is never counted as verified, and
+  ``verify_export`` accepts the mark only where it cannot hide a stripped proof: named pending
+  by a statement audit signed (``ledgerpendingnote``, ``casetrail_platform.ledger.pending``),
+  past the tree size, after every proven line of its stream, and naming the tree size the
+  export's proofs of that log use.
 
 The leaf is recomputed from the line itself (``canonical_of_record``: the canonical bytes of
 ``casetrail_platform.ledger.canonical`` from the event's attributes and data, or, for an event
@@ -34,7 +38,13 @@ from typing import Any
 from casetrail_platform.bus.ordering import travels_under_one_key
 from casetrail_platform.ledger.canonical import canonical_row
 from casetrail_platform.ledger.merkle import ProofError, leaf_hash, verify_inclusion
-from casetrail_platform.ledger.note import NoteError, Verifier, open_checkpoint
+from casetrail_platform.ledger.note import NoteError, Verifier, open_checkpoint, open_note
+from casetrail_platform.ledger.pending import (
+    PENDING_NOTE_ATTRIBUTE,
+    PendingEntry,
+    PendingStatement,
+    audit_origin,
+)
 from events.envelope import RecordedEvent, to_micros
 from events.errors import InvalidEventError
 from events.registry import EventRegistry
@@ -87,10 +97,14 @@ def proof_attributes(
     }
 
 
-def pending_attributes(origin: str, tree_size: int, sign_every: float) -> dict[str, str]:
+def pending_attributes(
+    origin: str, tree_size: int, sign_every: float, alarm: str | None = None
+) -> dict[str, str]:
     """The mark of an event its log's newest checkpoint (of ``tree_size`` events) does not
-    cover yet."""
-    document = {"log": origin, "treesize": tree_size, "signevery": sign_every}
+    cover yet; ``alarm``: the inconsistency alarm audit's witness holds on the log."""
+    document: dict[str, object] = {"log": origin, "treesize": tree_size, "signevery": sign_every}
+    if alarm is not None:
+        document["alarm"] = alarm
     return {PENDING_ATTRIBUTE: json.dumps(document, separators=(",", ":"))}
 
 
@@ -105,6 +119,13 @@ class ExportVerification:
     """The largest tree size seen per log."""
     sign_every: float = 0.0
     """The longest interval between checkpoints the pending lines name."""
+    alarms: dict[str, str] = field(default_factory=dict)
+    """Logs under an inconsistency alarm (origin: the witness's finding) whose pending lines
+    will not become provable with the next checkpoint."""
+    pending_under_alarm: dict[str, int] = field(default_factory=dict)
+    """Pending lines per log under alarm (counted in ``pending`` too)."""
+    statements: list[tuple[str, str]] = field(default_factory=list)
+    """(case, time) of each statement of pending events audit signed, verified."""
 
     @property
     def ok(self) -> bool:
@@ -140,8 +161,14 @@ def verify_export(
         result.problems.append("the export holds no events")
     result.problems.extend(whole.gaps())
     wrong = whole.wrong_pending(result.checkpoints)
-    result.problems.extend(wrong)
-    result.pending -= len(wrong)
+    unsigned, statement_problems = whole.unsigned_pending(verifiers, result)
+    result.problems.extend(wrong + unsigned + statement_problems)
+    result.pending -= len(wrong) + len(unsigned)
+    for pending in whole.pending:
+        if pending.alarm is not None and pending.number not in whole.refused:
+            result.alarms.setdefault(pending.origin, pending.alarm)
+            count = result.pending_under_alarm.get(pending.origin, 0) + 1
+            result.pending_under_alarm[pending.origin] = count
     return result
 
 
@@ -158,6 +185,8 @@ class _Pending:
     position: int
     stream: tuple[str, str]
     sequence: int
+    event_id: str
+    alarm: str | None
 
 
 @dataclass
@@ -175,6 +204,10 @@ class _WholeExport:
     proven_sequences: dict[tuple[str, str], int] = field(default_factory=dict)
     """The highest sequence of each stream a line proves."""
     pending: list[_Pending] = field(default_factory=list)
+    statements: list[tuple[int, str]] = field(default_factory=list)
+    """(line, text) of every ``ledgerpendingnote``."""
+    refused: set[int] = field(default_factory=set)
+    """Lines of pending marks already failed."""
 
     def proven(self, recorded: RecordedEvent) -> None:
         key = (recorded.metadata.source, recorded.stream)
@@ -205,8 +238,67 @@ class _WholeExport:
                     f" {pending.stream[1]} is proven: its proof is missing"
                 )
             if problem is not None:
+                self.refused.add(pending.number)
                 problems.append(f"line {pending.number}: {pending.label} {problem}")
         return problems
+
+    def unsigned_pending(
+        self, verifiers: Mapping[str, Verifier], result: ExportVerification
+    ) -> tuple[list[str], list[str]]:
+        """Pending marks no statement signed by audit vouches for (one problem per line), and
+        the statements' own problems: one that does not verify, names another case than the
+        others, or names an event the export does not hold as pending (a line removed, or a
+        proof spliced in)."""
+        signed: dict[PendingEntry, tuple[int, PendingStatement]] = {}
+        problems: list[str] = []
+        cases: dict[str, int] = {}
+        for number, text in self.statements:
+            statement, failure = _opened_statement(text, verifiers)
+            if statement is None:
+                problems.append(f"line {number}: {PENDING_NOTE_ATTRIBUTE}: {failure}")
+                continue
+            cases.setdefault(statement.case_id, number)
+            result.statements.append((statement.case_id, statement.at.isoformat()))
+            for entry in statement.entries:
+                signed[entry] = (number, statement)
+        if len(cases) > 1:
+            problems.append(
+                f"the statements of pending events name several cases: {', '.join(sorted(cases))}"
+            )
+        unsigned = []
+        marked = set()
+        for pending in self.pending:
+            entry = PendingEntry(
+                pending.origin, pending.tree_size, pending.position, pending.event_id
+            )
+            marked.add(entry)
+            if pending.number in self.refused:
+                continue
+            found = signed.get(entry)
+            problem = None
+            if found is None:
+                problem = (
+                    f"marked {PENDING_ATTRIBUTE}, but no statement signed by"
+                    f" {audit_origin(pending.origin)} names it pending: its proof may have been"
+                    " stripped"
+                )
+            elif (pending.alarm is not None) != (pending.origin in found[1].alarms):
+                problem = (
+                    f"marked {PENDING_ATTRIBUTE} {'under' if pending.alarm else 'without'} an"
+                    f" inconsistency alarm on {pending.origin}, which audit's statement on line"
+                    f" {found[0]} {'does not name' if pending.alarm else 'names'}"
+                )
+            if problem is not None:
+                self.refused.add(pending.number)
+                unsigned.append(f"line {pending.number}: {pending.label} {problem}")
+        for entry, (number, _) in sorted(signed.items()):
+            if entry not in marked:
+                problems.append(
+                    f"line {number}: audit's statement names event {entry.event_id} (position"
+                    f" {entry.position} of {entry.origin}) pending, but the export holds no such"
+                    " pending line"
+                )
+        return unsigned, problems
 
     def repeated(self, recorded: RecordedEvent, number: int) -> str | None:
         event_id = str(recorded.event_id)
@@ -252,6 +344,11 @@ def _verify_line(
     if (repeated := whole.repeated(recorded, number)) is not None:
         return repeated
     label = f"event {document.get('id')}"
+    statement = document.get(PENDING_NOTE_ATTRIBUTE)
+    if statement is not None:
+        if not isinstance(statement, str):
+            return f"{label}: {PENDING_NOTE_ATTRIBUTE} is not a text"
+        whole.statements.append((number, statement))
     proof_text, note = document.get(PROOF_ATTRIBUTE), document.get(CHECKPOINT_ATTRIBUTE)
     pending_text = document.get(PENDING_ATTRIBUTE)
     if proof_text is None and note is None and isinstance(pending_text, str):
@@ -305,9 +402,12 @@ def _pending(
         document = json.loads(text)
         origin, tree_size = str(document["log"]), int(document["treesize"])
         sign_every = float(document["signevery"])
-    except (ValueError, KeyError, TypeError):
+        alarm = document.get("alarm")
+    except (ValueError, KeyError, TypeError, AttributeError):
         return f"{label}: {PENDING_ATTRIBUTE} is malformed"
     if tree_size < 0 or not 0 <= sign_every < 10**9:
+        return f"{label}: {PENDING_ATTRIBUTE} is malformed"
+    if alarm is not None and not (isinstance(alarm, str) and len(alarm) <= 1000):
         return f"{label}: {PENDING_ATTRIBUTE} is malformed"
     service = recorded.metadata.source.rsplit("/", 1)[-1]
     if origin.rsplit("/", 1)[-1] != service:
@@ -315,6 +415,36 @@ def _pending(
     result.sign_every = max(result.sign_every, sign_every)
     stream = (recorded.metadata.source, recorded.stream)
     whole.pending.append(
-        _Pending(number, label, origin, tree_size, recorded.position, stream, recorded.sequence)
+        _Pending(
+            number,
+            label,
+            origin,
+            tree_size,
+            recorded.position,
+            stream,
+            recorded.sequence,
+            str(recorded.event_id),
+            alarm,
+        )
     )
     return _PENDING
+
+
+def _opened_statement(
+    text: str, verifiers: Mapping[str, Verifier]
+) -> tuple[PendingStatement | None, str]:
+    """The statement ``text`` signs, once a key of audit's log (``…/audit``) verifies it."""
+    signers = [v for name, v in sorted(verifiers.items()) if name.endswith("/audit")]
+    if not signers:
+        return None, "no public key of audit's log to check it with"
+    failures = []
+    for verifier in signers:
+        try:
+            statement = PendingStatement.parse(open_note(text, verifier))
+        except NoteError as error:
+            failures.append(str(error))
+            continue
+        if any(audit_origin(entry.origin) != verifier.name for entry in statement.entries):
+            return None, f"names events of another agency than its signer {verifier.name}"
+        return statement, ""
+    return None, "; ".join(failures)

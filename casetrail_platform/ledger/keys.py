@@ -42,7 +42,12 @@ class CheckpointSigner(ABC):
         """The checkpoint as a signed note."""
         if checkpoint.origin != self.name:
             raise ValueError(f"this key signs {self.name!r}, not {checkpoint.origin!r}")
-        body = checkpoint.body()
+        return await self.sign_note(checkpoint.body())
+
+    async def sign_note(self, body: str) -> str:
+        """``body`` (lines, each ending in a newline) as a signed note under the log's key.
+        Besides checkpoints, only statements that can never parse as one (audit's
+        ``ledger.export.PendingStatement``: its first line is no origin) are signed so."""
         signature = await self.sign(body.encode())
         return body + "\n" + signature_line(self.name, await self.public_key(), signature)
 

@@ -1,7 +1,8 @@
 """Exports in a row, on both backends: audit signs its own log on demand, so the access records
 of the exports themselves are proven; an event of another service recorded after its log's
 newest checkpoint is marked pending, which `casetrail verify` reports apart (its own exit
-status), while a proof stripped from a covered line still fails."""
+status) under audit's signed statement of them, while a proof stripped from a covered line
+still fails, and so does every line of a log stripped and marked pending without it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from casetrail_platform.ledger.export import (
     PENDING_ATTRIBUTE,
     PROOF_ATTRIBUTE,
 )
+from casetrail_platform.ledger.pending import PENDING_NOTE_ATTRIBUTE
 from cli.ledger import PENDING_STATUS
 from cli.rpc import command, eventually
 from cli.walk.story import COORDINATOR
@@ -129,6 +131,8 @@ async def test_exports_in_a_row_verify_and_later_events_are_pending(
         f"{len(pending)} events recorded after their log's newest checkpoint: not yet provable;"
         " export again after the next checkpoint (at most" in out
     )
+    assert f"audit's signed statement for case {case.case_id}" in out
+    assert PENDING_NOTE_ATTRIBUTE in lines[pending[0]]
 
     # A covered line of the same stream (the client's registration) with its proof stripped
     # and a pending mark in its place is no pending line: the proven ones after it show it.
@@ -145,3 +149,18 @@ async def test_exports_in_a_row_verify_and_later_events_are_pending(
         status, out, err = await verify(edited, tmp_path / f"{name}.jsonl", keys)
         assert status == 1, (name, out)
         assert f"line {registered + 1}:" in err, (name, err)
+
+    # Every intake line stripped of its proof and marked pending past no checkpoint leaves no
+    # proven line of that log to compare with: audit's statement does not name them.
+    edited = [dict(line) for line in lines]
+    intake = [i for i, line in enumerate(lines) if line["source"] == "casetrail/intake"]
+    mark = json.loads(lines[pending[-1]][PENDING_ATTRIBUTE]) | {"treesize": 0}
+    for i in intake:
+        edited[i].pop(PROOF_ATTRIBUTE, None)
+        edited[i].pop(CHECKPOINT_ATTRIBUTE, None)
+        edited[i].pop(PENDING_NOTE_ATTRIBUTE, None)
+        edited[i][PENDING_ATTRIBUTE] = json.dumps(mark)
+    status, out, err = await verify(edited, tmp_path / "all-intake.jsonl", keys)
+    assert status == 1, out
+    assert f"line {intake[0] + 1}:" in err, err
+    assert "no statement signed by" in err, err

@@ -1,5 +1,6 @@
 """`verify_export` and events marked ``ledgerpending``: reported apart, never verified, and a
-mark that could hide a stripped proof fails (a tree of a case's notes signed at size 2)."""
+mark that could hide a stripped proof fails (a tree of a case's notes signed at size 2): one no
+statement signed by audit's log key names, too."""
 
 from __future__ import annotations
 
@@ -25,11 +26,17 @@ from casetrail_platform.ledger.export import (
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.merkle import Hash, SubtreeKey, inclusion_proof, leaf_hash, root_of
 from casetrail_platform.ledger.note import Checkpoint, origin_of
+from casetrail_platform.ledger.pending import (
+    PENDING_NOTE_ATTRIBUTE,
+    PendingEntry,
+    PendingStatement,
+)
 from events.cloudevents import to_structured
 from events.envelope import RecordedEvent
 from tests.support.sample_events import note, sample_registry
 
 ORIGIN = origin_of("agency", "intake")
+AUDIT = origin_of("agency", "audit")
 SIGNED = 2
 """Events of the log the checkpoint covers; the third is pending."""
 
@@ -52,8 +59,26 @@ def history() -> list[RecordedEvent]:
     return events
 
 
+async def statement(
+    tmp_path: Path,
+    entries: list[tuple[int, RecordedEvent]],
+    alarms: dict[str, int] | None = None,
+    key: str = "audit.key",
+) -> str:
+    """Audit's signed statement naming ``entries`` (tree size, event) of intake's log pending."""
+    signer = FileSigner(AUDIT, tmp_path / key)
+    named = PendingStatement(
+        "case-1",
+        datetime.now(UTC),
+        alarms or {},
+        tuple(PendingEntry(ORIGIN, size, e.position, str(e.event_id)) for size, e in entries),
+    )
+    return await signer.sign_note(named.body())
+
+
 async def export(tmp_path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The three lines (two proven in the tree of two, the third pending), and the verifiers."""
+    """The three lines (two proven in the tree of two, the third pending and named so by
+    audit's signed statement), and the verifiers."""
     signer = FileSigner(ORIGIN, tmp_path / "ledger.key")
     events = history()
     leaves = [leaf_hash(canonical_of_record(recorded)) for recorded in events]
@@ -70,8 +95,10 @@ async def export(tmp_path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             line |= proof_attributes(ORIGIN, recorded.position, SIGNED, proof, note_text)
         else:
             line |= pending_attributes(ORIGIN, SIGNED, 5.0)
+            line[PENDING_NOTE_ATTRIBUTE] = await statement(tmp_path, [(SIGNED, recorded)])
         lines.append(line)
-    return lines, {ORIGIN: await signer.verifier()}
+    audit = FileSigner(AUDIT, tmp_path / "audit.key")
+    return lines, {ORIGIN: await signer.verifier(), AUDIT: await audit.verifier()}
 
 
 def verified(lines: list[dict[str, Any]], verifiers: dict[str, Any]) -> ExportVerification:
@@ -154,3 +181,83 @@ async def test_a_pending_event_before_a_proven_one_of_its_stream_fails(tmp_path:
         p.startswith("line 3:") and "a later event of stream case-case-1 is proven" in p
         for p in result.problems
     ), result.problems
+
+
+async def test_every_line_of_a_log_stripped_and_marked_pending_without_a_statement_fails(
+    tmp_path: Path,
+) -> None:
+    # The whole log's lines marked pending past no checkpoint: no proven line of the log is
+    # left to compare with, only audit's signature tells.
+    lines, verifiers = await export(tmp_path)
+    for line in lines:
+        line.pop(PROOF_ATTRIBUTE, None), line.pop(CHECKPOINT_ATTRIBUTE, None)
+        line.pop(PENDING_NOTE_ATTRIBUTE, None)
+        line |= pending_attributes(ORIGIN, 0, 5.0)
+    result = verified(lines, verifiers)
+    assert not result.ok
+    assert not result.only_pending
+    assert result.pending == 0
+    for number in (1, 2, 3):
+        assert any(
+            p.startswith(f"line {number}:") and f"no statement signed by {AUDIT}" in p
+            for p in result.problems
+        ), result.problems
+
+
+async def test_a_statement_of_another_key_or_naming_a_missing_line_fails(tmp_path: Path) -> None:
+    lines, verifiers = await export(tmp_path)
+    events = history()
+    # Signed under another key of the same name (a forger's), naming the whole log pending.
+    for line in lines:
+        line.pop(PROOF_ATTRIBUTE, None), line.pop(CHECKPOINT_ATTRIBUTE, None)
+        line |= pending_attributes(ORIGIN, 0, 5.0)
+    lines[0][PENDING_NOTE_ATTRIBUTE] = await statement(
+        tmp_path, [(0, e) for e in events], key="forger.key"
+    )
+    result = verified(lines, verifiers)
+    assert not result.ok
+    assert not result.only_pending
+    assert any(
+        p.startswith(f"line 1: {PENDING_NOTE_ATTRIBUTE}: the note carries no signature by {AUDIT}")
+        for p in result.problems
+    ), result.problems
+    assert result.pending == 0
+
+    # A genuine statement naming an event the export no longer holds as pending.
+    lines, verifiers = await export(tmp_path)
+    lines[2][PENDING_NOTE_ATTRIBUTE] = await statement(
+        tmp_path, [(SIGNED, events[2]), (SIGNED, events[1])]
+    )
+    result = verified(lines, verifiers)
+    assert not result.ok
+    assert not result.only_pending
+    assert any("holds no such pending line" in p for p in result.problems), result.problems
+
+
+async def test_a_log_under_an_alarm_is_named_and_its_marks_are_checked(tmp_path: Path) -> None:
+    lines, verifiers = await export(tmp_path)
+    alarm = f"audit's witness holds an inconsistency alarm on {ORIGIN}: a fork"
+    lines[2] |= pending_attributes(ORIGIN, SIGNED, 5.0, alarm)
+    lines[2][PENDING_NOTE_ATTRIBUTE] = await statement(
+        tmp_path, [(SIGNED, _event_of(lines[2]))], alarms={ORIGIN: 2}
+    )
+    result = verified(lines, verifiers)
+    assert (result.verified, result.pending, result.problems) == (2, 1, [])
+    assert result.only_pending
+    assert result.alarms == {ORIGIN: alarm}
+    assert result.pending_under_alarm == {ORIGIN: 1}
+
+    # The mark's alarm without the statement's (or the reverse) is not what audit said.
+    lines[2][PENDING_NOTE_ATTRIBUTE] = await statement(tmp_path, [(SIGNED, _event_of(lines[2]))])
+    result = verified(lines, verifiers)
+    assert not result.ok
+    assert not result.only_pending
+    assert any("which audit's statement on line 3 does not name" in p for p in result.problems)
+
+
+def _event_of(line: dict[str, Any]) -> RecordedEvent:
+    from events.cloudevents import from_structured
+
+    return from_structured(
+        {k: v for k, v in line.items() if not k.startswith("ledger")}, sample_registry()
+    )

@@ -28,6 +28,7 @@ from casetrail_platform.errors import StorageConfigurationError
 from casetrail_platform.ledger import merkle
 from casetrail_platform.ledger.directory import LedgerDirectory
 from casetrail_platform.ledger.export import (
+    PENDING_ATTRIBUTE,
     canonical_of_record,
     pending_attributes,
     proof_attributes,
@@ -41,6 +42,11 @@ from casetrail_platform.ledger.log import (
 )
 from casetrail_platform.ledger.merkle import Hash, SubtreeKey
 from casetrail_platform.ledger.note import Checkpoint, NoteError, Verifier, open_checkpoint
+from casetrail_platform.ledger.pending import (
+    PENDING_NOTE_ATTRIBUTE,
+    PendingEntry,
+    PendingStatement,
+)
 from casetrail_platform.ledger.port import LedgerStore
 from casetrail_platform.ledger.witness import HeldCheckpoint, Witness, WitnessAlarm
 from casetrail_platform.store.port import ANY_VERSION, EventStore
@@ -69,6 +75,9 @@ class LedgerDeps:
     does, asked for by an export whose access records the newest checkpoint misses."""
     sign_every: float = 0.0
     """Seconds between the logs' checkpoints, named to an auditor given unprovable events."""
+    sign_note: Callable[[str], Coroutine[Any, Any, str]] | None = None
+    """Sign a note body with audit's own log key (``CheckpointSigner.sign_note``): an
+    export's statement of the events it marks pending."""
 
 
 @dataclass(frozen=True)
@@ -419,12 +428,22 @@ class ExportProofs:
     never mixes tree sizes), and the subtrees the proofs of up to ``EXPORT_PROOF_BATCH`` events
     share are read once. Audit's own log is signed first when its newest checkpoint misses
     records (the export's own access record always is one); events of other logs past their
-    newest checkpoint are marked pending (``ledgerpending``)."""
+    newest checkpoint are marked pending (``ledgerpending``), each page's marks vouched for by
+    a statement audit signs with its own log key (``ledgerpendingnote``); a log under the
+    witness's inconsistency alarm is named so in its marks."""
 
-    def __init__(self, deps: LedgerDeps) -> None:
+    def __init__(self, deps: LedgerDeps, case_id: str) -> None:
         self._deps = deps
+        self._case_id = case_id
         self._signed: dict[str, _SignedLog | None] = {}
         self._has_key: dict[str, bool] = {}
+        self._alarms: dict[str, WitnessAlarm | None] = {}
+
+    async def _alarm(self, origin: str) -> WitnessAlarm | None:
+        # Read once per export, like the checkpoint its proofs use: one export, one story.
+        if origin not in self._alarms:
+            self._alarms[origin] = await self._deps.witness.alarm(origin)
+        return self._alarms[origin]
 
     async def _keyed(self, service: str) -> bool:
         if service not in self._has_key:
@@ -452,17 +471,26 @@ class ExportProofs:
         for recorded in records:
             by_service.setdefault(_service_of_record(recorded), []).append(recorded)
         attributes: dict[UUID, dict[str, str]] = {}
+        entries: list[PendingEntry] = []
+        alarms: dict[str, int] = {}
         for service, events in by_service.items():
             signed = await self._signed_for(service)
             if await self._keyed(service):
                 # (A log audit holds no key of never becomes provable here: left unmarked.)
                 size = 0 if signed is None else signed.checkpoint.size
+                origin = self._deps.directory.origin(service)
+                alarm = await self._alarm(origin)
                 pending = pending_attributes(
-                    self._deps.directory.origin(service), size, self._deps.sign_every
+                    origin, size, self._deps.sign_every, None if alarm is None else _told(alarm)
                 )
                 for recorded in events:
                     if recorded.position > size:
                         attributes[recorded.event_id] = pending
+                        entries.append(
+                            PendingEntry(origin, size, recorded.position, str(recorded.event_id))
+                        )
+                if alarm is not None and any(e.origin == origin for e in entries):
+                    alarms[origin] = alarm.first_bad_position or 0
             if signed is None:
                 continue
             covered = [e for e in events if e.position <= signed.checkpoint.size]
@@ -485,7 +513,52 @@ class ExportProofs:
                         proof.proof.hashes,
                         proof.note,
                     )
+        if entries:
+            await self._vouch(records, attributes, alarms, entries)
         return attributes
+
+    async def _vouch(
+        self,
+        records: Sequence[RecordedEvent],
+        attributes: dict[UUID, dict[str, str]],
+        alarms: dict[str, int],
+        entries: list[PendingEntry],
+    ) -> None:
+        """Put the page's signed statement of its pending events on its first pending line.
+        Without it (no signing key, or signing failed) the marks are the exporter's word
+        alone, and ``casetrail verify`` fails them: logged, the export goes on."""
+        if self._deps.sign_note is None:
+            log.error("export: no key of audit's own log: pending marks left unsigned")
+            return
+        statement = PendingStatement(
+            self._case_id, datetime.now(UTC), alarms, tuple(sorted(entries))
+        )
+        try:
+            note = await self._deps.sign_note(statement.body())
+        except Exception as error:
+            log.error("export: pending marks left unsigned: %s", failure_text(error))
+            return
+        first = next(
+            r for r in records if r.event_id in attributes and _is_pending(attributes[r.event_id])
+        )
+        attributes[first.event_id] = {**attributes[first.event_id], PENDING_NOTE_ATTRIBUTE: note}
+
+
+def _is_pending(attributes: Mapping[str, str]) -> bool:
+    return PENDING_ATTRIBUTE in attributes
+
+
+def _told(alarm: WitnessAlarm) -> str:
+    """The alarm as a pending mark names it: what the witness found, and where."""
+    where = (
+        ""
+        if alarm.first_bad_position is None
+        else f", first bad position {alarm.first_bad_position}"
+    )
+    return (
+        f"audit's witness holds an inconsistency alarm on {alarm.origin} (checkpoint of"
+        f" {alarm.checkpoint_size} events{where}): {alarm.problem[:500]}"
+    )
 
 
 async def published_keys(deps: LedgerDeps) -> list[tuple[str, str, str]]:

@@ -153,7 +153,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         pages = await queries.export_case(
             self._deps, viewer, case_id, basis, principal_of(context), answer=context
         )
-        proofs = None if self._ledger_deps is None else ledger.ExportProofs(self._ledger_deps)
+        proofs = (
+            None if self._ledger_deps is None else ledger.ExportProofs(self._ledger_deps, case_id)
+        )
         async for page in pages:
             attributes = {} if proofs is None else await proofs.of(page)
             for chunk in responses.export_chunks(page, attributes):

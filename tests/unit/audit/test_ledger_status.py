@@ -3,6 +3,7 @@ sign (someone holding the database, not the key): the witness's alarm, and clear
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -124,3 +125,46 @@ async def test_a_proof_in_a_log_audit_holds_no_key_of_says_so(
 
     assert refused.value.rule == "CHECKPOINT_NOT_VERIFIED"
     assert "no public key" in str(refused.value)
+
+
+async def test_an_export_names_the_alarm_its_pending_events_wait_on(
+    forged: Forged,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Events past the witnessed checkpoint of a log under alarm are not provable with the next
+    # checkpoint: the export and `casetrail verify` name the alarm, not "export again".
+    import events.catalog_registry
+    from casetrail_platform.ledger.export import PENDING_ATTRIBUTE
+    from casetrail_platform.ledger.pending import PENDING_NOTE_ATTRIBUTE
+    from cli.ledger import PENDING_STATUS
+    from cli.ledger import run as cli_run
+    from services.audit.app.ledger import ExportProofs
+    from services.audit.entrypoints.responses import export_chunks
+
+    intake = forged.deps.directory.origin("intake")
+    audit = FileSigner(forged.deps.directory.origin("audit"), tmp_path / "audit.key")
+    deps = replace(forged.deps, sign_note=audit.sign_note)
+    attributes = await ExportProofs(deps, "case-7").of(forged.events)
+
+    pending = [attributes[e.event_id] for e in forged.events if e.position > forged.signed_size]
+    assert len(pending) == 2
+    assert all(f"inconsistency alarm on {intake}" in a[PENDING_ATTRIBUTE] for a in pending)
+    assert PENDING_NOTE_ATTRIBUTE in pending[0]
+
+    export = tmp_path / "case-7.jsonl"
+    export.write_bytes(b"".join(c.json_lines for c in export_chunks(forged.events, attributes)))
+    keys = tmp_path / "keys.txt"  # intake's as the fixture published it, and audit's
+    keys.write_text((tmp_path / "published.keys").read_text() + f"{await audit.verifier()}\n")
+    monkeypatch.setattr(events.catalog_registry, "default_registry", sample_registry)
+    options = argparse.Namespace(command="verify", file=str(export), keys=str(keys), data_dir="")
+
+    status = cli_run(options)
+
+    out, err = capsys.readouterr()
+    assert status == PENDING_STATUS, err
+    assert f"2 events of {intake} not provable: audit's witness holds an inconsistency alarm" in out
+    assert "only once the alarm is dealt with" in out
+    assert "export again" not in out
+    assert f"{len(forged.events) - 2} of {len(forged.events)} events verified" in out
