@@ -28,6 +28,10 @@ ED25519 = 0x01
 _NAME = re.compile(r"^[^\s+]+$")
 _SIGNATURE_LINE = re.compile(r"^\u2014 (\S+) (\S+)$")
 _ORIGIN = re.compile(r"^casetrail/[a-z0-9][a-z0-9._-]{0,62}/[a-z][a-z0-9_-]{0,62}$")
+_SIZE = re.compile(r"0|[1-9][0-9]{0,18}")
+"""ASCII digits as Go's ``strconv.ParseUint`` reads them (``str.isdigit`` also takes "١٢",
+read as 12, and "²", which ``int`` refuses with a bare ValueError)."""
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
 
 
 class NoteError(ValueError):
@@ -58,7 +62,7 @@ class Checkpoint:
         origin, size_text, root_text = lines[0], lines[1], lines[2]
         if not origin:
             raise NoteError("checkpoint origin is empty")
-        if not size_text.isdigit() or (size_text != "0" and size_text.startswith("0")):
+        if not _SIZE.fullmatch(size_text):
             raise NoteError(f"checkpoint tree size {size_text!r} is not a decimal number")
         try:
             root = base64.b64decode(root_text, validate=True)
@@ -133,6 +137,9 @@ def signature_line(name: str, public_key: bytes, signature: bytes) -> str:
 
 def _split(text: str) -> tuple[str, list[tuple[str, str]]]:
     """Signed note ``text``'s body and its signature lines' (key name, base64), unchecked."""
+    if _CONTROL.search(text):
+        # As Go's note.Open: a note another verifier refuses must not pass here.
+        raise NoteError("a signed note holds no control characters but line feeds")
     body, separator, signatures = text.rpartition("\n\n")
     if not separator or not body:
         raise NoteError("a signed note is a text, a blank line and signature lines")

@@ -1,0 +1,57 @@
+"""Checkpoint notes as an outside verifier (Go's ``note.Open`` and checkpoint parsing) reads
+them: the same notes accepted and refused, every refusal a ``NoteError``."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from casetrail_platform.ledger.keys import FileSigner
+from casetrail_platform.ledger.note import Checkpoint, NoteError, open_checkpoint
+
+ORIGIN = "casetrail/agency/intake"
+ROOT = base64.b64encode(b"r" * 32).decode()
+
+
+@pytest.mark.parametrize(
+    ("body", "size"),
+    [
+        (f"{ORIGIN}\n5\n{ROOT}\n", 5),
+        # C2SP tlog-checkpoint: extension lines after the root are signed, and ignored.
+        (f"{ORIGIN}\n0\n{ROOT}\nan extension\n", 0),
+    ],
+)
+async def test_a_checkpoint_note_is_read_as_go_reads_it(
+    tmp_path: Path, body: str, size: int
+) -> None:
+    signer = FileSigner(ORIGIN, tmp_path / "key")
+    note = await signer.sign_note(body)
+    assert open_checkpoint(note, await signer.verifier()).size == size
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (f"{ORIGIN}\n5\n", "origin, size and root hash"),
+        (f"casetrail/other/intake\n5\n{ROOT}\n", "is not the key's name"),
+        (f"{ORIGIN}\n05\n{ROOT}\n", "not a decimal number"),
+        (f"{ORIGIN}\n+5\n{ROOT}\n", "not a decimal number"),
+        # Digits that str.isdigit takes: read as 12, or a bare ValueError.
+        (f"{ORIGIN}\n\u0661\u0662\n{ROOT}\n", "not a decimal number"),
+        (f"{ORIGIN}\n\u00b2\n{ROOT}\n", "not a decimal number"),
+        (f"{ORIGIN}\n{2**64}\n{ROOT}\n", "not a decimal number"),
+        (f"{ORIGIN}\n5\n{ROOT}\n\x07bell\n", "control characters"),
+    ],
+)
+async def test_a_note_go_refuses_is_refused_with_a_note_error(
+    tmp_path: Path, body: str, problem: str
+) -> None:
+    signer = FileSigner(ORIGIN, tmp_path / "key")
+    note = await signer.sign_note(body)
+    with pytest.raises(NoteError, match=problem):
+        open_checkpoint(note, await signer.verifier())
+    if "control" not in problem and "key's name" not in problem:
+        with pytest.raises(NoteError, match=problem):
+            Checkpoint.parse(body)
