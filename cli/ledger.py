@@ -116,11 +116,14 @@ async def _verify_store(options: argparse.Namespace) -> int:
     from casetrail_platform.ledger.hosting import open_ledger_store
     from casetrail_platform.ledger.note import NoteError, open_checkpoint
     from casetrail_platform.ledger.verify import verify_store
-    from cli.stores import has_local_store, infrastructure
+    from cli.stores import has_local_store, infrastructure, where_stored
 
     infra = infrastructure(options)
     if not has_local_store(infra, options.service):
-        print(f"{options.service} has no store under {infra.data_dir}", file=sys.stderr)
+        print(
+            f"{options.service} has no store in {where_stored(infra, options.service)}",
+            file=sys.stderr,
+        )
         return 2
     directory = LedgerDirectory(infra)
     if options.keys:

@@ -14,11 +14,14 @@ def run(options: argparse.Namespace) -> int:
 
 async def _parked(options: argparse.Namespace) -> int:
     from casetrail_platform.hosting import open_event_store, open_parking_lot, relay_name
-    from cli.stores import has_local_store, infrastructure
+    from cli.stores import has_local_store, infrastructure, where_stored
 
     infra = infrastructure(options)
     if not has_local_store(infra, options.service):
-        print(f"{options.service} has no store under {infra.data_dir}", file=sys.stderr)
+        print(
+            f"{options.service} has no store in {where_stored(infra, options.service)}",
+            file=sys.stderr,
+        )
         return 2
     relay = relay_name(options.service)
     store, _checkpoints, close_store = await open_event_store(infra, options.service)

@@ -86,7 +86,7 @@ def _projection(reference: str) -> Projection:
 
 async def _rebuild(options: argparse.Namespace, projection: Projection) -> int:
     from casetrail_platform.locking.serving import AloneLost
-    from cli.stores import has_local_store, infrastructure
+    from cli.stores import has_local_store, infrastructure, where_stored
 
     infra = infrastructure(options)
     use_keyring = getattr(projection, "use_keyring", None)
@@ -95,7 +95,7 @@ async def _rebuild(options: argparse.Namespace, projection: Projection) -> int:
         # hashes with the deployment's key, as the running service does.
         use_keyring(infra.keyring)
     if not has_local_store(infra, options.service):
-        print(f"{options.service} has no store under {infra.data_dir}")
+        print(f"{options.service} has no store in {where_stored(infra, options.service)}")
         return 2
     try:
         return await _rebuild_alone(infra, options.service, projection)

@@ -31,5 +31,22 @@ def postgres_dsn(options: argparse.Namespace) -> str | None:
 
 
 def has_local_store(infra: Infrastructure, service: str) -> bool:
-    """Whether an embedded service has ever stored anything (opening would create the file)."""
-    return infra.postgres_dsn is not None or (infra.data_dir / service / "events.db").exists()
+    """Whether the service has ever stored anything: opening its store would create it
+    (embedded: the file; distributed: its schema, and a ledger opened over a missing schema
+    fails with a traceback)."""
+    if infra.postgres_dsn is None:
+        return (infra.data_dir / service / "events.db").exists()
+    import psycopg
+
+    with psycopg.connect(infra.postgres_dsn, connect_timeout=10) as connection:
+        row = connection.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (f'"{service}_events".stored_events',)
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def where_stored(infra: Infrastructure, service: str) -> str:
+    """Where ``has_local_store`` looked, for a message saying there is nothing."""
+    if infra.postgres_dsn is None:
+        return str(infra.data_dir)
+    return f"PostgreSQL (no table {service}_events.stored_events)"

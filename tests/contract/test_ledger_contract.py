@@ -22,6 +22,7 @@ from casetrail_platform.ledger.log import (
 )
 from casetrail_platform.ledger.note import Checkpoint, open_checkpoint, origin_of
 from casetrail_platform.ledger.port import LedgerConflict, LedgerStore, StoredCheckpoint
+from casetrail_platform.ledger.verify import verify_store
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.rows import COLUMNS
 from tests.contract.conftest import StoreOpener
@@ -329,3 +330,61 @@ async def test_a_replica_that_another_signed_past_is_not_told_tampered(
         assert signed == await first.latest()
     finally:
         await second.store.close()
+
+
+# verify_store at the edges an outside auditor meets: an empty store, tree sizes 1 and powers of
+# two, a ledger behind its store (events not hashed yet) or ahead of it (hashed events gone).
+async def test_an_empty_store_verifies_as_the_empty_tree(
+    ledger: tuple[EventStore, LedgerLog],
+) -> None:
+    _, log = ledger
+    await log.catch_up()
+    result = await verify_store(log.store, await log.verifier())
+    assert result.ok, result.problem
+    assert (result.leaves, result.ledger_size, result.checkpoints_checked) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, 8, 16, 3, 17])
+async def test_checkpoints_at_small_and_power_of_two_sizes_verify(
+    ledger: tuple[EventStore, LedgerLog], size: int
+) -> None:
+    store, log = ledger
+    for _ in range(size):
+        await append_notes(store, 1)
+        await log.catch_up()
+        await log.sign()
+    result = await verify_store(log.store, await log.verifier())
+    assert result.ok, result.problem
+    assert (result.leaves, result.checkpoints_checked) == (size, size)
+
+
+async def test_a_ledger_behind_its_store_is_noted_not_failed(
+    ledger: tuple[EventStore, LedgerLog],
+) -> None:
+    store, log = ledger
+    await append_notes(store, 5)
+    await log.catch_up()
+    await log.sign()
+    await append_notes(store, 3)
+    result = await verify_store(log.store, await log.verifier())
+    assert result.ok, result.problem
+    assert result.leaves == 8
+    assert result.ledger_size == 5
+    assert "3 events are not hashed into the ledger yet" in result.notes
+
+
+async def test_a_ledger_ahead_of_its_store_names_the_first_missing_event(
+    ledger: tuple[EventStore, LedgerLog], tmp_path: Path
+) -> None:
+    store, log = ledger
+    await append_notes(store, 6)
+    await log.catch_up()
+    await log.sign()
+    await append_notes(store, 2)
+    await log.catch_up()  # hashed, not signed
+    from tests.contract.test_ledger_tamper import tamper  # (it imports this module)
+
+    await tamper(store, tmp_path, ["DELETE FROM {table} WHERE position > 6"])
+    result = await verify_store(log.store, await log.verifier())
+    assert not result.ok
+    assert result.first_bad_position == 7, result.problem

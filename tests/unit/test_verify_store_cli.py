@@ -100,3 +100,35 @@ def test_public_keys_are_computed_offline_from_the_private_key_files(
     assert sorted(printed.out.splitlines()) == sorted(expected)
     assert "coordination" in printed.err  # its file is missing: said, not guessed
     assert sorted(p.name for p in keys.iterdir()) == ["intake.key", "planning.key"]
+
+
+@pytest.mark.postgres
+def test_a_database_where_the_service_never_stored_is_told_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Opening its ledger there failed with InvalidSchemaName; nothing is created either.
+    import uuid
+
+    import psycopg
+
+    from tests.support.servers import postgres_dsn, server_missing
+
+    name = f"verify_store_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as error:
+        server_missing("PostgreSQL", error)
+    dsn = psycopg.conninfo.make_conninfo(postgres_dsn(), dbname=name)
+    try:
+        arguments = ["--backend", "distributed", "--pg-dsn", dsn, "--data-dir", str(tmp_path)]
+        assert _casetrail("verify-store", "intake", *arguments) == 2
+        assert "intake has no store in PostgreSQL" in capsys.readouterr().err
+        with psycopg.connect(dsn) as connection:
+            schemas = connection.execute(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = 'intake_events'"
+            ).fetchone()
+        assert schemas == (0,)
+    finally:
+        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}"')
