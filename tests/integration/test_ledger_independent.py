@@ -23,7 +23,8 @@ from casetrail_platform.ledger import merkle
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.merkle import Hash, RootAccumulator
 from casetrail_platform.ledger.note import Checkpoint, origin_of
-from tests.support.servers import servers_required
+from events.topics import LEDGER_CHECKPOINTS_TOPIC
+from tests.support.servers import kafka_bootstrap, server_missing, servers_required
 
 SOURCE = Path(__file__).parent / "goverifier"
 MAX_SIZE = 1024
@@ -232,3 +233,101 @@ def test_transparency_dev_merkle_test_vectors(goverifier: Path) -> None:
         for old in range(1, size + 1):
             proof = merkle.consistency_proof(old, size, lambda _: subtrees)
             merkle.verify_consistency(old, size, roots[old], roots[size], proof)
+
+
+@pytest.mark.kafka
+def test_a_fresh_outside_subscriber_of_the_checkpoint_topic_gets_notes_go_accepts(
+    goverifier: Path, tmp_path: Path
+) -> None:
+    """kcat (librdkafka, not casetrail's client) reads ``casetrail.ledger-checkpoints`` from
+    the beginning, as another party keeping the checkpoints would; Go opens every note of a
+    log with its published key, checks each later tree against the one before (tlog.CheckTree)
+    and the first and last event of each (tlog.CheckRecord). The topic may hold other logs'
+    notes (other runs, other keys): a subscriber keeps those of the origin it follows."""
+    import asyncio
+
+    kcat = shutil.which("kcat")
+    if kcat is None:
+        # Skipped even where servers are required: kcat is a machine's package, not the repo's.
+        pytest.skip("kcat is not installed (apt-get install kcat): no outside Kafka client")
+    origin = origin_of(f"outside-{os.urandom(4).hex()}", "intake")
+    sizes = [1, 2, 3, 4, 8, 9]
+    signed = asyncio.run(_signed_on_the_topic(tmp_path, origin, sizes))
+    vkey, trees, records = signed
+
+    # From the first record to the end (-e), each as JSON with its key (-J).
+    read = ["-C", "-t", LEDGER_CHECKPOINTS_TOPIC, "-o", "beginning", "-e", "-J", "-q"]
+    done = subprocess.run(
+        [kcat, "-b", kafka_bootstrap(), *read],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    messages = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    notes = [m["payload"] for m in messages if m.get("key") == origin]
+
+    assert [note.split("\n")[1] for note in notes] == [str(size) for size in sizes]
+    requests = [{"kind": "note", "vkey": vkey, "note": note} for note in notes]
+    answers = run(goverifier, requests + trees + records)
+    assert answers == ["ok"] * len(answers), answers
+
+
+async def _signed_on_the_topic(
+    tmp_path: Path, origin: str, sizes: list[int]
+) -> tuple[str, list[dict[str, object]], list[dict[str, object]]]:
+    """A log signing at ``sizes``, published on the real topic: its verifier key, and the
+    consistency and inclusion requests that Go checks against the notes it read there."""
+    from casetrail_platform.bus.topics import TopicSettings, create_topics
+    from casetrail_platform.ledger.log import LedgerLog
+    from casetrail_platform.ledger.publication import KafkaCheckpointPublisher
+    from casetrail_platform.ledger.sqlite import SqliteLedgerStore
+    from casetrail_platform.store.sqlite import SqliteEventStore
+    from tests.contract.bus_conftest import kafka_test_settings
+    from tests.contract.test_ledger_contract import append_notes
+    from tests.support.sample_events import sample_registry
+
+    settings = kafka_test_settings()
+    try:
+        await create_topics(settings, [TopicSettings().ledger_topic()])
+    except Exception as error:
+        server_missing("Kafka", error)
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    ledger_store = await SqliteLedgerStore.open(tmp_path / "ledger.db", tmp_path / "events.db")
+    log = LedgerLog(ledger_store, FileSigner(origin, tmp_path / "ledger.key"))
+    publisher = KafkaCheckpointPublisher(settings)
+    log.publish_to(publisher)
+    trees: list[dict[str, object]] = []
+    records: list[dict[str, object]] = []
+    try:
+        previous = 0
+        for size in sizes:
+            await append_notes(store, size - previous)
+            assert (await log.sign()).size == size
+            if previous:
+                proof = await log.consistency_proof(previous, size)
+                trees.append(
+                    {
+                        "kind": "tree",
+                        "old": previous,
+                        "size": size,
+                        "proof": [b64(h) for h in proof],
+                    }
+                )
+            for position in sorted({1, size}):
+                inclusion = await log.inclusion_proof(position, size)
+                records.append(
+                    {
+                        "kind": "record",
+                        "size": size,
+                        "index": position - 1,
+                        "leaf": b64(inclusion.leaf_hash),
+                        "proof": [b64(h) for h in inclusion.hashes],
+                    }
+                )
+            previous = size
+        return str(await log.verifier()), trees, records
+    finally:
+        await publisher.stop()
+        await ledger_store.close()
+        await store.close()
