@@ -117,8 +117,11 @@ class Verifier:
 
 def parse_verifiers(text: str) -> dict[str, Verifier]:
     """Verifier keys one per line (``casetrail ledger keys``' output), by name; blank lines
-    are skipped, a bad line is refused naming it."""
+    are skipped, a bad line is refused naming it, and so is a second key under one name (a
+    retired key beside its successor): the last one silently replaced the first, so notes
+    the first signed failed as "no signature" with both keys given."""
     verifiers: dict[str, Verifier] = {}
+    lines: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
@@ -126,7 +129,13 @@ def parse_verifiers(text: str) -> dict[str, Verifier]:
             verifier = Verifier.parse(line)
         except NoteError as error:
             raise NoteError(f"line {number}: {error}") from None
+        if verifier.name in verifiers and verifiers[verifier.name] != verifier:
+            raise NoteError(
+                f"line {number}: a second key for {verifier.name} (line"
+                f" {lines[verifier.name]}): give the one key that signed the notes to check"
+            )
         verifiers[verifier.name] = verifier
+        lines.setdefault(verifier.name, number)
     return verifiers
 
 

@@ -55,3 +55,15 @@ async def test_a_note_go_refuses_is_refused_with_a_note_error(
     if "control" not in problem and "key's name" not in problem:
         with pytest.raises(NoteError, match=problem):
             Checkpoint.parse(body)
+
+
+async def test_two_keys_under_one_name_are_refused_not_one_silently_kept(tmp_path: Path) -> None:
+    # A retired key beside its successor: the last one was kept, and every note the first
+    # signed failed as "no signature" although its key was given.
+    from casetrail_platform.ledger.note import parse_verifiers
+
+    retired = await FileSigner(ORIGIN, tmp_path / "retired").verifier()
+    current = await FileSigner(ORIGIN, tmp_path / "current").verifier()
+    assert parse_verifiers(f"{retired}\n{retired}\n") == {ORIGIN: retired}
+    with pytest.raises(NoteError, match=f"line 2: a second key for {ORIGIN} \\(line 1\\)"):
+        parse_verifiers(f"{retired}\n{current}\n")
