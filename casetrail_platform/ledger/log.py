@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from casetrail_platform.ledger import merkle
 from casetrail_platform.ledger.keys import CheckpointSigner
 from casetrail_platform.ledger.merkle import Hash, RootAccumulator, SubtreeKey
-from casetrail_platform.ledger.note import Checkpoint, Verifier, open_checkpoint
+from casetrail_platform.ledger.note import Checkpoint, NoteError, Verifier, open_checkpoint
 from casetrail_platform.ledger.port import (
     CheckpointRecord,
     LedgerConflict,
@@ -226,9 +226,9 @@ class LedgerLog:
             if latest is not None and size < latest.size <= await self.store.size():
                 # Another replica hashed and signed past this one's catch-up: its checkpoint
                 # is the newest (it checked the tree before signing), not a sign of tampering.
-                self._signed = open_checkpoint(latest.note, verifier)
+                self._signed = self._own(latest, verifier)
                 return latest
-            held = None if latest is None else open_checkpoint(latest.note, verifier)
+            held = None if latest is None else self._own(latest, verifier)
             await self._check_not_rolled_back(held, size)
             if latest is not None and held is not None:
                 await self._require_extends(
@@ -247,6 +247,19 @@ class LedgerLog:
             note = await self.signer.sign_checkpoint(checkpoint)
             self._unrecorded = (checkpoint, StoredCheckpoint(size, note))
             return await self._record_and_store(*self._unrecorded)
+
+    def _own(self, stored: StoredCheckpoint, verifier: Verifier) -> Checkpoint:
+        """The table's newest checkpoint, which this log's key must have signed: else it was
+        written there without the key (or the key was replaced), and signing over it would
+        vouch for a tree nobody checked. A bare ``NoteError`` said neither."""
+        try:
+            return open_checkpoint(stored.note, verifier)
+        except NoteError as error:
+            raise LedgerTampered(
+                f"{self.origin}: the ledger's newest checkpoint (size {stored.size}) is not"
+                f" signed by the log's key ({error}): written into its table without the key,"
+                " or the key was replaced; refusing to sign"
+            ) from None
 
     async def _record_unrecorded(self, size: int) -> None:
         """Publish and store the checkpoint whose publication failed, if any (under the lock),

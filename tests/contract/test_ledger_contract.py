@@ -270,6 +270,23 @@ async def test_the_log_refuses_to_sign_over_a_store_changed_behind_it(
         await log.sign()
 
 
+async def test_the_log_refuses_to_sign_over_a_newest_checkpoint_its_key_did_not_sign(
+    ledger: tuple[EventStore, LedgerLog], tmp_path: Path
+) -> None:
+    # Written into the table by someone holding the database, not the key (or a replaced
+    # key's): told as tampering, where a bare NoteError said neither what nor why.
+    store, log = ledger
+    await append_notes(store, 3)
+    await log.sign()
+    await append_notes(store, 2)
+    await log.catch_up()
+    forger = FileSigner(log.origin, tmp_path / "forger.key")
+    forged = await forger.sign_checkpoint(Checkpoint(log.origin, 5, await log.root(5)))
+    await log.store.save_checkpoint(StoredCheckpoint(5, forged))
+    with pytest.raises(LedgerTampered, match=r"newest checkpoint \(size 5\) is not signed by"):
+        await log.sign()
+
+
 async def _wipe_ledger_tables(store: EventStore, tmp_path: Path) -> None:
     """What someone with the database's rights but not the signing key can do."""
     from casetrail_platform.store.sqlite import SqliteEventStore
