@@ -104,8 +104,12 @@ def _verify_export(options: argparse.Namespace) -> int:
             f" provable; export again after the next checkpoint (at most"
             f" {result.sign_every:g} seconds)"
         )
-    for case_id, at in sorted(set(result.statements)):
-        print(f"pending events named by audit's signed statement for case {case_id} at {at}")
+    if result.statements:
+        # One statement a page: said once, with the span of their times.
+        cases = ", ".join(sorted({case_id for case_id, _ in result.statements}))
+        times = sorted(at for _, at in result.statements)
+        span = times[0] if times[0] == times[-1] else f"{times[0]} to {times[-1]}"
+        print(f"pending events named by audit's signed statement for case {cases} at {span}")
     if result.ok:
         return 0
     return PENDING_STATUS if result.only_pending else 1
