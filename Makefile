@@ -94,12 +94,18 @@ ledger-verifier: $(STAMP)
 browser-install:
 	@infra/browser-install.sh
 
+# Debian's kcat, the outside Kafka client of the ledger's independent checks.
+.PHONY: kcat-install
+kcat-install:
+	@infra/kcat-install.sh
+
 .PHONY: test
 test: $(PROTO_STAMP)
 	$(MAKE) --no-print-directory check
 	$(MAKE) --no-print-directory ledger-verifier
 	$(MAKE) --no-print-directory api-check
 	$(MAKE) --no-print-directory browser-install
+	$(MAKE) --no-print-directory kcat-install
 	$(MAKE) --no-print-directory k8s-check
 	$(MAKE) --no-print-directory servers-start
 	status=0; CASETRAIL_REQUIRE_SERVERS=1 $(PY) -m pytest -q --ignore=tests/k8s $(PYTEST_ARGS) || status=$$?; \
