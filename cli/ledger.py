@@ -3,8 +3,9 @@
 * ``verify FILE``: checks an export offline: every line's inclusion proof against its signed
   checkpoint, under public keys given with ``--keys`` (one verifier key per line, as
   ``casetrail ledger keys`` prints them) or else those published in the data dir. Exit 0: all
-  verified; 1: verification failed; 3 (``PENDING_STATUS``): nothing failed, but some events
-  were recorded after their log's newest checkpoint and are not yet provable.
+  verified; 1: verification failed; 2: the file cannot be read; 3 (``PENDING_STATUS``):
+  nothing failed, but some events were recorded after their log's newest checkpoint and are
+  not yet provable. Read a line at a time: a hostile line fails naming it.
 * ``verify-store SERVICE``: recomputes the service's tree from its stored events and names the
   first bad position (``--checkpoint FILE``: also check against a checkpoint kept elsewhere;
   ``--keys FILE``: the public keys as ``casetrail ledger keys`` prints them, else the service's
@@ -77,15 +78,17 @@ def _verifiers(options: argparse.Namespace) -> dict[str, Verifier]:
 
 
 def _verify_export(options: argparse.Namespace) -> int:
-    from casetrail_platform.ledger.export import verify_export
+    from casetrail_platform.ledger.export import export_lines, verify_lines
     from events.catalog_registry import default_registry
 
+    verifiers = _verifiers(options)
     try:
-        text = Path(options.file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        print(f"{options.file}: cannot read the export: {error}", file=sys.stderr)
-        return 1
-    result = verify_export(text, default_registry(), _verifiers(options))
+        # Line by line: an export of any size (or a hostile one line long) in bounded memory.
+        with open(options.file, "rb") as file:
+            result = verify_lines(export_lines(file), default_registry(), verifiers)
+    except OSError as error:
+        print(f"{options.file}: cannot read the export: {error.strerror}", file=sys.stderr)
+        return 2
     for problem in result.problems:
         print(problem, file=sys.stderr)
     for origin, size in sorted(result.checkpoints.items()):

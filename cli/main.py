@@ -56,9 +56,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     module = importlib.import_module(COMMANDS[options.command])
     try:
         status: int = module.run(options)
+        sys.stdout.flush()  # here, where a reader gone is told apart, rather than on exit
     except KeyboardInterrupt:
         status = 130
+    except (BrokenPipeError, BaseExceptionGroup) as error:
+        if not _reader_gone(error):
+            raise
+        status = _quietly_without_reader()
     sys.exit(status)
+
+
+READER_GONE = 141
+"""The exit status once standard output's reader has gone (``| head``): 128 + SIGPIPE, what a
+program the signal ended exits with (Python ignores the signal and raises instead)."""
+
+
+def _reader_gone(error: BaseException) -> bool:
+    """Whether ``error`` is only standard output's reader going away (in a task group, e.g.
+    ``tail``'s, every error of the group)."""
+    if isinstance(error, BaseExceptionGroup):
+        _, rest = error.split(BrokenPipeError)
+        return rest is None
+    return isinstance(error, BrokenPipeError)
+
+
+def _quietly_without_reader() -> int:
+    """End without a traceback: what is left in standard output's buffer goes nowhere (Python
+    would otherwise fail to flush it on exit, and say so)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return READER_GONE
 
 
 def parser() -> argparse.ArgumentParser:

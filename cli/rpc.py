@@ -43,6 +43,10 @@ def load_addresses(data_dir: Path) -> dict[str, str]:
         raise SystemExit(
             f"{path} not found: start the services with `make run` (or pass their addresses)"
         ) from None
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        # A directory, no permission, a file cut short: named, never a traceback.
+        problem = error.strerror if isinstance(error, OSError) else "not JSON"
+        raise SystemExit(f"{path}: cannot read the services' addresses: {problem}") from None
     if not isinstance(addresses, dict):
         raise SystemExit(f"{path} must hold an object of service name to address")
     return {str(name): str(address) for name, address in addresses.items()}

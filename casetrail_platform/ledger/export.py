@@ -31,9 +31,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import count
+from typing import Any, BinaryIO
 
 from casetrail_platform.bus.ordering import travels_under_one_key
 from casetrail_platform.ledger.canonical import canonical_row
@@ -45,6 +46,7 @@ from casetrail_platform.ledger.pending import (
     PendingStatement,
     audit_origin,
 )
+from casetrail_platform.limits import MAX_EVENT_BYTES
 from events.envelope import RecordedEvent, to_micros
 from events.errors import InvalidEventError
 from events.registry import EventRegistry
@@ -52,6 +54,69 @@ from events.registry import EventRegistry
 PROOF_ATTRIBUTE = "ledgerproof"
 CHECKPOINT_ATTRIBUTE = "ledgercheckpoint"
 PENDING_ATTRIBUTE = "ledgerpending"
+MAX_LINE_BYTES = 4 * MAX_EVENT_BYTES
+"""The longest export line ``export_lines`` hands over: an event is at most ``MAX_EVENT_BYTES``
+as stored; its line may carry it twice (``storeddata`` beside the upcast ``data``) with its
+proof and checkpoint. A longer line is no export's, and is not read into memory whole."""
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A line of an export file that is no text to decode: why."""
+
+    problem: str
+
+
+def export_lines(file: BinaryIO) -> Iterator[tuple[int, str | Unreadable]]:
+    """The lines of an export file with their numbers (from 1), read one at a time, cut at line
+    feeds only as ``events.cloudevents.json_lines`` does: memory stays bounded by
+    ``MAX_LINE_BYTES`` whatever the file holds, and a line too long or not UTF-8 is named
+    instead of failing the whole file."""
+    for number in count(1):
+        line = file.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            rest = line
+            while rest and not rest.endswith(b"\n"):
+                rest = file.readline(MAX_LINE_BYTES)
+            yield number, Unreadable(f"longer than {MAX_LINE_BYTES} bytes")
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            yield number, Unreadable(f"not UTF-8 (byte {error.start + 1} of the line)")
+            continue
+        yield number, text.removesuffix("\n").removesuffix("\r")
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise _DuplicateKey(f"key {key[:64]!r} appears twice")
+        document[key] = value
+    return document
+
+
+def _strict_json(text: str) -> Any:
+    """``text`` decoded, refusing an object with a key twice: ``json`` keeps the last value
+    where other readers keep the first, so the event verified here would not be the one they
+    read. Raises ``ValueError`` naming the problem (nesting too deep and numbers too long too:
+    ``json`` raises ``RecursionError`` and a plain ``ValueError`` for those)."""
+    try:
+        return json.loads(text, object_pairs_hook=_object)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON ({error.msg})") from None
+    except _DuplicateKey as error:
+        raise ValueError(f"not valid JSON for an export ({error})") from None
+    except (ValueError, RecursionError) as error:
+        problem = "nested too deep" if isinstance(error, RecursionError) else str(error)
+        raise ValueError(f"not valid JSON ({problem.split(';')[0]})") from None
 
 
 def canonical_of_record(recorded: RecordedEvent) -> bytes:
@@ -142,11 +207,26 @@ def verify_export(
 ) -> ExportVerification:
     """Checks every line of an export: it decodes, carries a proof, its checkpoint is signed by
     the key of its log, and the proof leads from the event's own leaf to that root."""
-    from events.cloudevents import from_structured, json_lines
+    from events.cloudevents import json_lines
+
+    return verify_lines(json_lines(text), registry, verifiers)
+
+
+def verify_lines(
+    lines: Iterable[tuple[int, str | Unreadable]],
+    registry: EventRegistry,
+    verifiers: Mapping[str, Verifier],
+) -> ExportVerification:
+    """``verify_export`` of the numbered lines of an export (``export_lines`` of a file)."""
+    from events.cloudevents import from_structured
 
     result = ExportVerification()
     whole = _WholeExport()
-    for number, line in json_lines(text):
+    for number, line in lines:
+        if isinstance(line, Unreadable):
+            result.lines += 1
+            result.problems.append(f"line {number}: {line.problem}")
+            continue
         if not line.strip():
             continue
         result.lines += 1
@@ -160,6 +240,7 @@ def verify_export(
     if result.lines == 0:
         result.problems.append("the export holds no events")
     result.problems.extend(whole.gaps())
+    result.problems.extend(whole.other_cases())
     wrong = whole.wrong_pending(result.checkpoints)
     unsigned, statement_problems = whole.unsigned_pending(verifiers, result)
     result.problems.extend(wrong + unsigned + statement_problems)
@@ -208,6 +289,32 @@ class _WholeExport:
     """(line, text) of every ``ledgerpendingnote``."""
     refused: set[int] = field(default_factory=set)
     """Lines of pending marks already failed."""
+
+    clients: set[str] = field(default_factory=set)
+    """The subjects of client streams: a case's export holds its client's events."""
+    subjects: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Every other subject (a case) with its first line and event id."""
+
+    def subject(self, recorded: RecordedEvent, number: int) -> None:
+        if recorded.stream.startswith("client-"):
+            self.clients.add(recorded.subject)
+        else:
+            self.subjects.setdefault(recorded.subject, (number, str(recorded.event_id)))
+
+    def other_cases(self) -> list[str]:
+        """An export is of one case: lines of another (two exports put together, say) would
+        each verify, and the export would pass as the history of a case it is not."""
+        cases = sorted(
+            (line, event_id, subject)
+            for subject, (line, event_id) in self.subjects.items()
+            if subject not in self.clients
+        )
+        first = cases[0][2] if cases else ""
+        return [
+            f"line {line}: event {event_id} is of case {subject}, but the export is of case"
+            f" {first} (line {cases[0][0]}): an export holds one case"
+            for line, event_id, subject in cases[1:]
+        ]
 
     def proven(self, recorded: RecordedEvent) -> None:
         key = (recorded.metadata.source, recorded.stream)
@@ -332,9 +439,9 @@ def _verify_line(
     number: int,
 ) -> str | None:
     try:
-        document = json.loads(line)
-    except json.JSONDecodeError as error:
-        return f"not valid JSON ({error.msg})"
+        document = _strict_json(line)
+    except ValueError as error:
+        return str(error)
     if not isinstance(document, dict):
         return "not a JSON object"
     try:
@@ -343,6 +450,7 @@ def _verify_line(
         return f"not a casetrail CloudEvent ({error})"
     if (repeated := whole.repeated(recorded, number)) is not None:
         return repeated
+    whole.subject(recorded, number)
     label = f"event {document.get('id')}"
     statement = document.get(PENDING_NOTE_ATTRIBUTE)
     if statement is not None:
@@ -356,11 +464,11 @@ def _verify_line(
     if not isinstance(proof_text, str) or not isinstance(note, str):
         return f"{label} carries no {PROOF_ATTRIBUTE} and {CHECKPOINT_ATTRIBUTE}"
     try:
-        proof = json.loads(proof_text)
+        proof = _strict_json(proof_text)
         origin, position = str(proof["log"]), int(proof["position"])
         tree_size = int(proof["treesize"])
         hashes = [base64.b64decode(item, validate=True) for item in proof["proof"]]
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, OverflowError, binascii.Error):
         return f"{label}: {PROOF_ATTRIBUTE} is malformed"
     verifier = verifiers.get(origin)
     if verifier is None:
@@ -399,11 +507,11 @@ def _pending(
     number: int,
 ) -> str:
     try:
-        document = json.loads(text)
+        document = _strict_json(text)
         origin, tree_size = str(document["log"]), int(document["treesize"])
         sign_every = float(document["signevery"])
         alarm = document.get("alarm")
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
         return f"{label}: {PENDING_ATTRIBUTE} is malformed"
     if tree_size < 0 or not 0 <= sign_every < 10**9:
         return f"{label}: {PENDING_ATTRIBUTE} is malformed"

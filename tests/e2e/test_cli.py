@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import subprocess
 import sys
+import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -358,3 +363,177 @@ async def _intake_reads(connection: Connection, case_id: str) -> None:
     await connection.as_(AUDITOR).intake.GetCase(
         intake_pb2.GetCaseRequest(context=query("confidentiality_review"), case_id=case_id)
     )
+
+
+async def test_verify_names_the_line_of_a_hostile_export_and_never_crashes(
+    tmp_path: Path,
+) -> None:
+    """Exports an auditor may be handed: each fails with its line named, in bounded memory
+    (the file is read a line at a time), never with a traceback; an unreadable file is a bad
+    argument (exit 2). Output to a reader gone early ends quietly."""
+    async with embedded_services(tmp_path / "data") as local:
+        cases = [await _one_case(local), await _one_case(local)]
+        async with connect(local.addresses, local.tokens) as connection:
+            audit = connection.as_(AUDITOR).audit
+            exports = [await _proven_export(audit, case_id) for case_id in cases]
+            keys = await audit.ListLedgerKeys(
+                audit_pb2.ListLedgerKeysRequest(context=query("confidentiality_review"))
+            )
+        keys_file = tmp_path / "keys.txt"
+        keys_file.write_text("".join(key.verifier_key + "\n" for key in keys.keys))
+        # A reader gone before the first line (`| head`): quiet, exit 141 as after SIGPIPE.
+        auditor = ["--audit", local.addresses["audit"], "--token", local.tokens(AUDITOR)]
+        for argv in (
+            ("timeline", cases[0], *auditor),
+            ("tail", "--from-start", "--data-dir", str(tmp_path / "data"), *auditor[2:]),
+        ):
+            status, err = await asyncio.to_thread(_to_a_closed_pipe, *argv)
+            assert (status, err) == (141, ""), argv
+
+    lines, other = exports
+    case_opened = next(n for n, line in enumerate(lines) if line["type"] == "casetrail.case.opened")
+    proven = json.loads(lines[case_opened][PROOF_ATTRIBUTE])
+    note = lines[case_opened]["ledgercheckpoint"]
+    body, signatures = note.split("\n\n")
+    hostile: dict[str, tuple[bytes, str]] = {
+        "empty": (b"", "the export holds no events"),
+        "truncated": (_jsonl(lines)[:-20], f"line {len(lines)}: not valid JSON"),
+        "not UTF-8": (_jsonl(lines) + b"\xff\xfe{}\n", f"line {len(lines) + 1}: not UTF-8"),
+        "not an object": (_jsonl(lines) + b"[1, 2]\n", f"line {len(lines) + 1}: not a JSON object"),
+        "nested": (_jsonl(lines) + b"[" * 100_000 + b"\n", f"line {len(lines) + 1}: not valid"),
+        "long number": (_jsonl(lines) + b"9" * 5000 + b"\n", f"line {len(lines) + 1}: not valid"),
+        "duplicate key": (
+            _jsonl(lines).replace(
+                b'"subject":', b'"subject":"%s","subject":' % cases[1].encode(), 1
+            ),
+            "line 1: not valid JSON for an export (key 'subject' appears twice)",
+        ),
+        "proof too long": (
+            _jsonl(lines, case_opened, {PROOF_ATTRIBUTE: proven | {"proof": proven["proof"] * 2}}),
+            f"line {case_opened + 1}: event",
+        ),
+        "tree size overflows": (
+            _jsonl(lines, case_opened, {PROOF_ATTRIBUTE: proven | {"treesize": float("inf")}}),
+            f"line {case_opened + 1}: event {lines[case_opened]['id']}: ledgerproof is malformed",
+        ),
+        "note with an extra line": (
+            _jsonl(lines, case_opened, {"ledgercheckpoint": f"{body}\nextra\n\n{signatures}"}),
+            f"line {case_opened + 1}: event {lines[case_opened]['id']}: checkpoint of",
+        ),
+        "bad signature": (
+            _jsonl(lines, case_opened, {"ledgercheckpoint": f"{body}\n\n{_flipped(signatures)}"}),
+            f"line {case_opened + 1}: event {lines[case_opened]['id']}: checkpoint of",
+        ),
+        "another case mixed in": (
+            _jsonl(lines) + _jsonl(other),
+            f"is of case {cases[1]}, but the export is of case {cases[0]}",
+        ),
+    }
+    for name, (content, verdict) in hostile.items():
+        path = tmp_path / "hostile.jsonl"
+        path.write_bytes(content)
+        status, out, err = await casetrail_cli("verify", str(path), "--keys", str(keys_file))
+        assert status == 1, (name, out, err)
+        assert verdict in err, (name, err)
+        assert "Traceback" not in err, name
+
+    # A line of 100 MB: named, and never held in memory whole (nor the file).
+    path = tmp_path / "hostile.jsonl"
+    with path.open("wb") as file:
+        file.write(_jsonl(lines) + b'"')
+        for _ in range(100):
+            file.write(b"a" * 1_000_000)
+        file.write(b'"\n')
+    status, err, peak_kib = await asyncio.to_thread(
+        _peak_memory, "verify", str(path), "--keys", str(keys_file)
+    )
+    assert status == 1
+    assert f"line {len(lines) + 1}: longer than" in err
+    # The interpreter and its imports take about 80 MB; reading the file whole took 300.
+    assert peak_kib < 150_000, peak_kib
+
+    for unreadable in (tmp_path / "missing.jsonl", tmp_path):
+        status, _, err = await casetrail_cli("verify", str(unreadable), "--keys", str(keys_file))
+        assert status == 2
+        assert f"{unreadable}: cannot read the export" in err
+        assert "Traceback" not in err
+    path.write_bytes(_jsonl(lines))
+    status, err = await asyncio.to_thread(
+        _to_a_closed_pipe, "verify", str(path), "--keys", str(keys_file)
+    )
+    assert (status, err) == (141, "")
+
+
+async def _proven_export(audit: Any, case_id: str) -> list[dict[str, Any]]:
+    """The case's export once every line carries its proof (none pending a checkpoint)."""
+    request = audit_pb2.ExportCaseRequest(context=query("confidentiality_review"), case_id=case_id)
+    tries: list[None] = []
+
+    async def exported() -> list[dict[str, Any]]:
+        if tries:
+            await asyncio.sleep(SIGN_EVERY)
+        tries.append(None)
+        text = b"".join([c.json_lines async for c in audit.ExportCase(request)])
+        return [json.loads(line) for line in text.split(b"\n") if line]
+
+    return await eventually(
+        exported,
+        lambda lines: len(lines) >= 3 and all(PROOF_ATTRIBUTE in line for line in lines),
+        what="the export with every line proven",
+        patience=60.0,
+    )
+
+
+def _jsonl(
+    lines: list[dict[str, Any]], number: int = -1, changes: dict[str, Any] | None = None
+) -> bytes:
+    """The export's lines, line ``number`` (from 0) with ``changes`` (a proof re-encoded)."""
+    out = []
+    for index, line in enumerate(lines):
+        if index == number and changes:
+            line = line | {
+                key: json.dumps(value) if isinstance(value, dict) else value
+                for key, value in changes.items()
+            }
+        out.append(json.dumps(line, separators=(",", ":")) + "\n")
+    return "".join(out).encode()
+
+
+def _flipped(signatures: str) -> str:
+    """A signature line with one character of its signature changed (its key id kept)."""
+    at = len(signatures) - 10
+    return signatures[:at] + ("B" if signatures[at] == "A" else "A") + signatures[at + 1 :]
+
+
+def _to_a_closed_pipe(*arguments: str) -> tuple[int, str]:
+    """The command's status and standard error, its standard output a pipe no one reads."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "cli.main", *arguments],
+            cwd=REPO, env=ENV, stdout=write, stderr=subprocess.PIPE, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    return done.returncode, done.stderr.decode()
+
+
+def _peak_memory(*arguments: str) -> tuple[int, str, int]:
+    """The command's status, standard error and peak resident memory (KiB: its VmHWM, read
+    while it runs; a child's ru_maxrss counts this process's memory it was forked from)."""
+    peak = 0
+    with subprocess.Popen(
+        [sys.executable, "-m", "cli.main", *arguments],
+        cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    ) as process:  # fmt: skip
+        status_file = Path(f"/proc/{process.pid}/status")
+        while process.poll() is None:
+            with contextlib.suppress(OSError):
+                for line in status_file.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak = max(peak, int(line.split()[1]))
+            time.sleep(0.01)
+        assert process.stderr is not None
+        err = process.stderr.read().decode()
+    return process.returncode, err, peak
