@@ -32,10 +32,14 @@ from casetrail_platform.keys.rotation import (
 from casetrail_platform.keys.sqlite import KEYS_FILE_NAME
 from cli.stores import postgres_dsn
 
+MAX_BATCH_SIZE = 100_000
+"""The most data keys re-wrapped in one transaction: a larger number failed in the database
+(an OverflowError traceback on SQLite) or held one transaction over the whole table."""
+
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The key subcommands, added to ``casetrail``'s parser (``cli.main``)."""
-    from cli.main import _storage
+    from cli.main import _storage, bounded
 
     keys = commands.add_parser("keys", help="the agency's key-encryption key: status, rotation")
     actions = keys.add_subparsers(dest="keys_command", required=True)
@@ -50,7 +54,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "ones as previous first; run again after any stop; retire the old KEKs once it "
         "reports done.",
     )
-    rotate.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    rotate.add_argument(
+        "--batch-size",
+        type=bounded(1, MAX_BATCH_SIZE),
+        default=DEFAULT_BATCH_SIZE,
+        help=f"data keys per transaction, 1 to {MAX_BATCH_SIZE:,} (default {DEFAULT_BATCH_SIZE})",
+    )
     for action in (status, rotate):
         _storage(action)
         action.add_argument("--kek-file", help="the current KEK (default: as the services)")
@@ -62,9 +71,6 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(options: argparse.Namespace) -> int:
     if options.keys_command == "new-kek":
         return _new_kek(Path(options.path))
-    if options.keys_command == "rotate-kek" and options.batch_size < 1:
-        print("--batch-size: must be at least 1", file=sys.stderr)
-        return 2
     table = _table(options)
     if table is None:
         return 2
@@ -84,7 +90,11 @@ def _new_kek(path: Path) -> int:
     if path.exists():
         print(f"{path}: exists already (a KEK is never overwritten)", file=sys.stderr)
         return 2
-    print(file_kek(path).key_id)
+    try:
+        print(file_kek(path).key_id)
+    except OSError as error:
+        print(f"{path}: cannot write the KEK: {error.strerror}", file=sys.stderr)
+        return 2
     return 0
 
 

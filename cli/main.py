@@ -63,7 +63,35 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not _reader_gone(error):
             raise
         status = _quietly_without_reader()
+    except Exception as error:
+        away = _unavailable(error)
+        if away is None:
+            raise
+        print(f"casetrail {options.command}: {away}", file=sys.stderr)
+        status = UNAVAILABLE
     sys.exit(status)
+
+
+UNAVAILABLE = 1
+"""The exit status when a database or Kafka the command reads is unreachable, as when a
+service's refusal (``UNAVAILABLE`` among them) ends a command."""
+
+
+def _unavailable(error: BaseException) -> str | None:
+    """One line for an operator tool's database or Kafka being unreachable (the operator
+    commands open them directly), or ``None`` for any other error (in a task group, e.g.
+    ``tail``'s, only when every error of the group is one)."""
+    if isinstance(error, BaseExceptionGroup):
+        found = [_unavailable(inner) for inner in error.exceptions]
+        return found[0] if all(found) else None
+    from casetrail_platform.errors import StorageUnavailableError
+
+    if isinstance(error, StorageUnavailableError):
+        return str(error)  # names what is away, never the driver's text (nor the DSN)
+    kafka = sys.modules.get("aiokafka.errors")  # imported only by the commands that use Kafka
+    if kafka is not None and isinstance(error, kafka.KafkaConnectionError):
+        return f"Kafka is unreachable ({error})"
+    return None
 
 
 READER_GONE = 141

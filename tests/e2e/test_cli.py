@@ -537,3 +537,25 @@ def _peak_memory(*arguments: str) -> tuple[int, str, int]:
         assert process.stderr is not None
         err = process.stderr.read().decode()
     return process.returncode, err, peak
+
+
+async def test_operator_tools_name_what_they_cannot_reach_or_write(tmp_path: Path) -> None:
+    """A database, Kafka or file the command needs: one line naming it, never a traceback
+    (the operator tools open storage directly, so its errors reached the terminal raw)."""
+    down = ["--backend", "distributed", "--pg-dsn", "postgresql://postgres@127.0.0.1:1/casetrail"]
+    (tmp_path / "addresses.json").mkdir()
+    expected = {
+        ("parked", "list", "intake", *down): (1, "casetrail parked: the intake_events event"),
+        ("verify-store", "intake", *down): (1, "casetrail verify-store: the intake_events"),
+        ("dlq", "list", "--bootstrap", "127.0.0.1:1"): (1, "casetrail dlq: Kafka is unreachable"),
+        ("keys", "new-kek", "/proc/no/kek.bin"): (2, "/proc/no/kek.bin: cannot write the KEK"),
+        ("keys", "rotate-kek", "--batch-size", str(10**20)): (2, "--batch-size: must be from 1"),
+        ("timeline", "case-1", "--token", "t", "--data-dir", str(tmp_path)): (
+            1,
+            f"{tmp_path / 'addresses.json'}: cannot read the services' addresses",
+        ),
+    }
+    for argv, (code, said) in expected.items():
+        status, _, err = await casetrail_cli(*argv)
+        assert (status, "Traceback" in err) == (code, False), (argv, err)
+        assert said in err, (argv, err)
