@@ -59,6 +59,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stdout.flush()  # here, where a reader gone is told apart, rather than on exit
     except KeyboardInterrupt:
         status = 130
+    except SystemExit as stop:
+        if not isinstance(stop.code, str):
+            raise
+        # A command's own "bad input" exits (a moment, a file, a token, a setting named), a
+        # usage error like argparse's: exit 2, where a bare SystemExit(text) gives 1 (refused).
+        print(stop.code, file=sys.stderr)
+        status = USAGE
     except (BrokenPipeError, BaseExceptionGroup) as error:
         if not _reader_gone(error):
             raise
@@ -94,6 +101,8 @@ def _unavailable(error: BaseException) -> str | None:
     return None
 
 
+USAGE = 2
+"""Bad input: an argument, file, token or setting (named on standard error); argparse's too."""
 READER_GONE = 141
 """The exit status once standard output's reader has gone (``| head``): 128 + SIGPIPE, what a
 program the signal ended exits with (Python ignores the signal and raises instead)."""
