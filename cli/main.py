@@ -51,6 +51,16 @@ COMMANDS = {
 }
 
 
+EXIT_STATUSES = """exit status, the same for every command:
+  0    done (verify: every line verified)
+  1    refused by a service (its code, rule and fields on standard error), a database or
+       Kafka unreachable, or verification failed (verify, verify-store, a ledger alarm)
+  2    usage error: an argument, file, token or setting that cannot be used (named)
+  3    verify: nothing failed, but some events are not yet provable
+  130  interrupted
+  141  standard output's reader went away (| head)"""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     options = parser().parse_args(argv)
     module = importlib.import_module(COMMANDS[options.command])
@@ -127,7 +137,12 @@ def _quietly_without_reader() -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="casetrail", description=__doc__)
+    root = argparse.ArgumentParser(
+        prog="casetrail",
+        description=__doc__,
+        epilog=EXIT_STATUSES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="start services (see services/runner.py)")

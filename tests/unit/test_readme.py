@@ -322,3 +322,13 @@ def test_every_rule_a_decision_names_is_in_the_readme() -> None:
     assert names, "the pattern no longer finds the policy's decisions"
     missing = {name for name in names if f"`{name}`" not in README}
     assert not missing, f"rules the README never names: {sorted(missing)}"
+
+
+def test_the_exit_statuses_of_casetrail_help_are_the_readmes() -> None:
+    from cli.main import EXIT_STATUSES
+
+    documented = [
+        row[0] for row in table_rows(section("The `casetrail` command")) if row[0].isdigit()
+    ]
+    assert documented == re.findall(r"^  (\d+) ", EXIT_STATUSES, re.MULTILINE)
+    assert documented == ["0", "1", "2", "3", "130", "141"]
