@@ -26,6 +26,7 @@ from casetrail_platform.ages import agency_time_zone
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings, ensure_topics
 from casetrail_platform.grpc_platform.capacity import Capacity
+from casetrail_platform.grpc_platform.server import BindError
 from casetrail_platform.hosting import Infrastructure, RunningService
 from casetrail_platform.identity.development import DEFAULT_PORT as DEV_ISSUER_PORT
 from casetrail_platform.identity.development import DevelopmentIssuer
@@ -79,8 +80,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as error:
         raise SystemExit(str(error)) from None
     data_dir = Path(options.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(serve(options, data_dir))
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SystemExit(f"--data-dir {data_dir}: cannot create it ({error.strerror})") from None
+    try:
+        asyncio.run(serve(options, data_dir))
+    except BindError as error:
+        raise SystemExit(f"{error} (--host, or a port taken: --any-port)") from None
 
 
 async def serve(options: argparse.Namespace, data_dir: Path) -> None:

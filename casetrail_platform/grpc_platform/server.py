@@ -95,14 +95,21 @@ async def create_server(
         ],
         server,
     )
-    port = (
-        server.add_secure_port(address, tls.credentials())
-        if tls is not None
-        else server.add_insecure_port(address)
-    )
+    try:
+        port = (
+            server.add_secure_port(address, tls.credentials())
+            if tls is not None
+            else server.add_insecure_port(address)
+        )
+    except RuntimeError:  # how grpcio 1.5x says it (older ones answered port 0)
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind gRPC server to {address}")
+        raise BindError(f"could not bind gRPC server to {address}")
     return server, port, health_servicer
+
+
+class BindError(OSError):
+    """A server's address cannot be listened on (taken, or not this machine's)."""
 
 
 async def create_health_server(
@@ -113,9 +120,12 @@ async def create_health_server(
     here. It discloses nothing but the health statuses, and needs no token."""
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind the health server to {address}")
+        raise BindError(f"could not bind the health server to {address}")
     return server, port
 
 

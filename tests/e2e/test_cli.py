@@ -549,9 +549,14 @@ async def test_operator_tools_name_what_they_cannot_reach_or_write(tmp_path: Pat
         ("verify-store", "intake", *down): (1, "casetrail verify-store: the intake_events"),
         ("dlq", "list", "--bootstrap", "127.0.0.1:1"): (1, "casetrail dlq: Kafka is unreachable"),
         ("keys", "new-kek", "/proc/no/kek.bin"): (2, "/proc/no/kek.bin: cannot write the KEK"),
+        ("serve", "--any-port", "--data-dir", "/proc/no"): (2, "--data-dir /proc/no: cannot"),
+        ("serve", "--any-port", "--host", "256.0.0.1", "--data-dir", str(tmp_path / "s")): (
+            2,
+            "could not bind gRPC server to 256.0.0.1:0",
+        ),
         ("keys", "rotate-kek", "--batch-size", str(10**20)): (2, "--batch-size: must be from 1"),
         ("timeline", "case-1", "--token", "t", "--data-dir", str(tmp_path)): (
-            1,
+            2,
             f"{tmp_path / 'addresses.json'}: cannot read the services' addresses",
         ),
     }
