@@ -27,7 +27,7 @@ from casetrail_platform.limits import MOMENT_RANGE, within_moment_bounds
 from casetrail_platform.private_files import private_replacement
 from cli.login import bearer_token
 from cli.present import case_state_lines, timeline_lines
-from cli.rpc import client_tls, load_addresses, query, refusal_of, timestamp
+from cli.rpc import client_tls, load_addresses, print_refusal, query, timestamp
 
 BASES = {"occurred": audit_pb2.TIME_BASIS_OCCURRED, "recorded": audit_pb2.TIME_BASIS_RECORDED}
 
@@ -39,12 +39,7 @@ def run(options: argparse.Namespace) -> int:
         else:
             asyncio.run(_timeline(options) if options.command == "timeline" else _state(options))
     except grpc.aio.AioRpcError as error:
-        refusal = refusal_of(error)
-        violations = refusal.field_violations
-        print(f"refused: {refusal.code.name if violations else refusal}", file=sys.stderr)
-        for field, problem in violations.items():
-            print(f"  {field}: {problem}", file=sys.stderr)
-        return 1
+        return print_refusal(error)
     return 0
 
 

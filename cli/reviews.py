@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 
 import grpc
 from google.protobuf.json_format import MessageToDict
@@ -21,7 +20,7 @@ from google.protobuf.message import Message
 from casetrail.audit.v1 import audit_pb2
 from cli.audit import _audit, _credentials, moment
 from cli.present import case_state_lines, iso_minute, moment_of
-from cli.rpc import query, refusal_of, timestamp
+from cli.rpc import print_refusal, query, timestamp
 
 PAGE_SIZE = 1000
 
@@ -32,12 +31,7 @@ def run(options: argparse.Namespace) -> int:
             _disclosures(options) if options.command == "disclosures" else _as_seen(options)
         )
     except grpc.aio.AioRpcError as error:
-        refusal = refusal_of(error)
-        violations = refusal.field_violations
-        print(f"refused: {refusal.code.name if violations else refusal}", file=sys.stderr)
-        for field, problem in violations.items():
-            print(f"  {field}: {problem}", file=sys.stderr)
-        return 1
+        return print_refusal(error)
     return 0
 
 

@@ -271,8 +271,11 @@ def print_refusal(error: grpc.aio.AioRpcError) -> int:
     """Tell a command-line caller why the call was refused (each field's problem on a line of
     its own); the exit status to return."""
     refusal = refusal_of(error)
-    print(f"refused: {refusal}", file=sys.stderr)
-    for field_name, problem in refusal.field_violations.items():
+    violations = refusal.field_violations
+    # INVALID_ARGUMENT's message lists the fields' problems printed below: not twice.
+    headline = f"{refusal.code.name}{' ' + refusal.reason if refusal.reason else ''}"
+    print(f"refused: {headline if violations else refusal}", file=sys.stderr)
+    for field_name, problem in violations.items():
         print(f"  {field_name}: {problem}", file=sys.stderr)
     return 1
 

@@ -571,6 +571,10 @@ async def test_the_cli_opens_lists_and_reviews(casetrail: Casetrail) -> None:
         *intake, "--token", casetrail.tokens(ON_CALL),
     )  # fmt: skip
     assert (status, "reason" in err) == (1, True)
+    # Each field's problem once: INVALID_ARGUMENT's message lists them too, not printed again.
+    assert [line for line in err.splitlines() if not line.startswith("  ")] == [
+        "refused: INVALID_ARGUMENT"
+    ], err
 
     auditor = [*intake, "--token", casetrail.tokens(AUDITOR)]
 
