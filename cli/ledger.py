@@ -91,6 +91,8 @@ def _verify_export(options: argparse.Namespace) -> int:
         return 2
     for problem in result.problems:
         print(problem, file=sys.stderr)
+    if result.more_problems:
+        print(f"and {result.more_problems} more problems", file=sys.stderr)
     for origin, size in sorted(result.checkpoints.items()):
         print(f"{origin}: proven in its signed tree of {size} events")
     print(f"{result.verified} of {result.lines} events verified")

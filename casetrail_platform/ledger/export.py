@@ -54,6 +54,8 @@ from events.registry import EventRegistry
 PROOF_ATTRIBUTE = "ledgerproof"
 CHECKPOINT_ATTRIBUTE = "ledgercheckpoint"
 PENDING_ATTRIBUTE = "ledgerpending"
+MAX_PROBLEMS = 1000
+"""The problems ``verify_lines`` keeps to tell; it counts the rest."""
 MAX_LINE_BYTES = 4 * MAX_EVENT_BYTES
 """The longest export line ``export_lines`` hands over: an event is at most ``MAX_EVENT_BYTES``
 as stored; its line may carry it twice (``storeddata`` beside the upcast ``data``) with its
@@ -180,6 +182,10 @@ class ExportVerification:
     pending: int = 0
     """Lines marked as recorded after their log's newest checkpoint: not yet provable."""
     problems: list[str] = field(default_factory=list)
+    """The first ``MAX_PROBLEMS`` problems, in the order found."""
+    more_problems: int = 0
+    """Problems found past those: counted, not kept (a file of short bad lines would
+    otherwise fill memory with one message per line)."""
     checkpoints: dict[str, int] = field(default_factory=dict)
     """The largest tree size seen per log."""
     sign_every: float = 0.0
@@ -191,6 +197,11 @@ class ExportVerification:
     """Pending lines per log under alarm (counted in ``pending`` too)."""
     statements: list[tuple[str, str]] = field(default_factory=list)
     """(case, time) of each statement of pending events audit signed, verified."""
+
+    def add_problems(self, *problems: str) -> None:
+        room = max(MAX_PROBLEMS - len(self.problems), 0)
+        self.problems.extend(problems[:room])
+        self.more_problems += len(problems[room:])
 
     @property
     def ok(self) -> bool:
@@ -225,7 +236,7 @@ def verify_lines(
     for number, line in lines:
         if isinstance(line, Unreadable):
             result.lines += 1
-            result.problems.append(f"line {number}: {line.problem}")
+            result.add_problems(f"line {number}: {line.problem}")
             continue
         if not line.strip():
             continue
@@ -236,14 +247,14 @@ def verify_lines(
         elif problem is None:
             result.verified += 1
         else:
-            result.problems.append(f"line {number}: {problem}")
+            result.add_problems(f"line {number}: {problem}")
     if result.lines == 0:
-        result.problems.append("the export holds no events")
-    result.problems.extend(whole.gaps())
-    result.problems.extend(whole.other_cases())
+        result.add_problems("the export holds no events")
+    result.add_problems(*whole.gaps())
+    result.add_problems(*whole.other_cases())
     wrong = whole.wrong_pending(result.checkpoints)
     unsigned, statement_problems = whole.unsigned_pending(verifiers, result)
-    result.problems.extend(wrong + unsigned + statement_problems)
+    result.add_problems(*wrong, *unsigned, *statement_problems)
     result.pending -= len(wrong) + len(unsigned)
     for pending in whole.pending:
         if pending.alarm is not None and pending.number not in whole.refused:

@@ -420,6 +420,7 @@ async def test_verify_names_the_line_of_a_hostile_export_and_never_crashes(
             _jsonl(lines, case_opened, {"ledgercheckpoint": f"{body}\nextra\n\n{signatures}"}),
             f"line {case_opened + 1}: event {lines[case_opened]['id']}: checkpoint of",
         ),
+        "many short bad lines": (b"x\n" * 5000, "line 1000: not valid JSON"),
         "bad signature": (
             _jsonl(lines, case_opened, {"ledgercheckpoint": f"{body}\n\n{_flipped(signatures)}"}),
             f"line {case_opened + 1}: event {lines[case_opened]['id']}: checkpoint of",
@@ -436,6 +437,12 @@ async def test_verify_names_the_line_of_a_hostile_export_and_never_crashes(
         assert status == 1, (name, out, err)
         assert verdict in err, (name, err)
         assert "Traceback" not in err, name
+
+    path.write_bytes(b"x\n" * 5000)  # one problem kept per line would grow without bound
+    status, _, err = await casetrail_cli("verify", str(path), "--keys", str(keys_file))
+    assert "line 1000: not valid JSON" in err
+    assert "line 1001" not in err
+    assert "and 4000 more problems" in err
 
     # A line of 100 MB: named, and never held in memory whole (nor the file).
     path = tmp_path / "hostile.jsonl"
