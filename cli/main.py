@@ -269,7 +269,9 @@ def parser() -> argparse.ArgumentParser:
         "Without GROUP, list every dead-letter topic.",
     )
     dlq.add_argument("action", choices=["list", "replay"])
-    dlq.add_argument("group", nargs="?", help="e.g. casetrail.audit.timeline-index-v2")
+    dlq.add_argument(
+        "group", nargs="?", type=consumer_group, help="e.g. casetrail.audit.timeline-index-v2"
+    )
     dlq.add_argument("--all", action="store_true", help="list: include replayed ones")
     dlq.add_argument("--backend", choices=["embedded", "distributed"], default="distributed")
     dlq.add_argument("--bootstrap", help="Kafka host:port (default $CASETRAIL_KAFKA_BOOTSTRAP)")
@@ -320,6 +322,20 @@ def bounded(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def consumer_group(text: str) -> str:
+    """An argparse type: a consumer group whose dead-letter topic Kafka would accept (else
+    the topic check failed with a traceback after connecting)."""
+    from events.topics import dead_letter_topic
+
+    try:
+        dead_letter_topic(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "a consumer group is 1-245 characters from A-Z a-z 0-9 . _ -"
+        ) from None
+    return text
 
 
 def _data_dir() -> str:

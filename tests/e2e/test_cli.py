@@ -555,6 +555,10 @@ async def test_operator_tools_name_what_they_cannot_reach_or_write(tmp_path: Pat
         ("parked", "list", "intake", *down): (1, "casetrail parked: the intake_events event"),
         ("verify-store", "intake", *down): (1, "casetrail verify-store: the intake_events"),
         ("dlq", "list", "--bootstrap", "127.0.0.1:1"): (1, "casetrail dlq: Kafka is unreachable"),
+        ("dlq", "list", "a group!", "--bootstrap", "127.0.0.1:1"): (
+            2,
+            "argument group: a consumer group is 1-245 characters",
+        ),
         ("keys", "new-kek", "/proc/no/kek.bin"): (2, "/proc/no/kek.bin: cannot write the KEK"),
         ("serve", "--any-port", "--data-dir", "/proc/no"): (2, "--data-dir /proc/no: cannot"),
         ("serve", "--any-port", "--host", "256.0.0.1", "--data-dir", str(tmp_path / "s")): (
