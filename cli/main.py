@@ -187,7 +187,9 @@ def parser() -> argparse.ArgumentParser:
     )
     parked.add_argument("action", choices=["list", "retry"])
     parked.add_argument("service", choices=SERVICES)
-    parked.add_argument("--case", help="retry only this case (bus key); default: every case")
+    parked.add_argument(
+        "--case", type=identifier, help="retry only this case (bus key); default: every case"
+    )
     _storage(parked)
 
     timeline = commands.add_parser("timeline", help="a case's timeline, from audit")
@@ -322,6 +324,16 @@ def bounded(low: int, high: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def identifier(text: str) -> str:
+    """An argparse type: the catalog's id (``Identifier``), as the services check it."""
+    from casetrail_platform.commands import id_problem
+
+    problem = id_problem("", text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"not an id: {problem.problem}")
+    return text
 
 
 def consumer_group(text: str) -> str:

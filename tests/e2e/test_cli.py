@@ -554,6 +554,10 @@ async def test_operator_tools_name_what_they_cannot_reach_or_write(tmp_path: Pat
     expected = {
         ("parked", "list", "intake", *down): (1, "casetrail parked: the intake_events event"),
         ("verify-store", "intake", *down): (1, "casetrail verify-store: the intake_events"),
+        ("parked", "retry", "intake", "--case", "x" * 1000, *down): (
+            2,
+            "argument --case: not an id",
+        ),
         ("dlq", "list", "--bootstrap", "127.0.0.1:1"): (1, "casetrail dlq: Kafka is unreachable"),
         ("dlq", "list", "a group!", "--bootstrap", "127.0.0.1:1"): (
             2,
