@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import sys
 from typing import TYPE_CHECKING
 
 from casetrail_platform.projections.port import Projection
@@ -55,7 +56,7 @@ def run(options: argparse.Namespace) -> int:
             else "is not a projection of this service"
         )
         choices = ", ".join(own) or "none"
-        print(f"{options.projection} {reason}; rebuildable here: {choices}")
+        print(f"{options.projection} {reason}; rebuildable here: {choices}", file=sys.stderr)
         return 2
     return asyncio.run(_rebuild(options, _projection(own[wanted])))
 
@@ -95,7 +96,10 @@ async def _rebuild(options: argparse.Namespace, projection: Projection) -> int:
         # hashes with the deployment's key, as the running service does.
         use_keyring(infra.keyring)
     if not has_local_store(infra, options.service):
-        print(f"{options.service} has no store in {where_stored(infra, options.service)}")
+        print(
+            f"{options.service} has no store in {where_stored(infra, options.service)}",
+            file=sys.stderr,
+        )
         return 2
     try:
         return await _rebuild_alone(infra, options.service, projection)
@@ -103,7 +107,8 @@ async def _rebuild(options: argparse.Namespace, projection: Projection) -> int:
         print(
             f"{options.service} {projection.name}: the rebuild lost its lock session (the"
             " database restarted, or it stopped answering) and stopped, as a replica may have"
-            " started since: check that the service is stopped and rebuild again"
+            " started since: check that the service is stopped and rebuild again",
+            file=sys.stderr,
         )
         return 1
 
@@ -119,7 +124,8 @@ async def _rebuild_alone(infra: Infrastructure, service: str, projection: Projec
         if not nobody_follows:
             print(
                 f"{service} is running (it follows {projection.name}): stop it first,"
-                " or it would answer from the half-built projection meanwhile"
+                " or it would answer from the half-built projection meanwhile",
+                file=sys.stderr,
             )
             return 2
         store, _checkpoints, close_store = await open_event_store(infra, service)
