@@ -250,3 +250,17 @@ def test_a_replacement_is_owner_only_and_renamed_only_when_complete(tmp_path: Pa
         file.write(b"whole")
     assert path.read_bytes() == b"whole"
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_errors_of_a_task_group_end_in_one_line_only_when_each_is_expected() -> None:
+    """`tail` follows its stores in a task group: a database away, or the reader gone, in
+    every task is one line (or a quiet end); anything else among them stays a traceback."""
+    from casetrail_platform.errors import StorageUnavailableError
+    from cli.main import _reader_gone, _unavailable
+
+    away = StorageUnavailableError("intake_events event store")
+    assert _unavailable(ExceptionGroup("tail", [away, away])) == str(away)
+    assert _unavailable(ExceptionGroup("tail", [away, ValueError("bug")])) is None
+    assert _unavailable(ValueError("bug")) is None
+    assert _reader_gone(ExceptionGroup("tail", [BrokenPipeError()]))
+    assert not _reader_gone(ExceptionGroup("tail", [BrokenPipeError(), ValueError("bug")]))
