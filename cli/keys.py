@@ -82,6 +82,9 @@ def run(options: argparse.Namespace) -> int:
     except KeyUnavailableError as error:
         print(f"stopped: {error}; run again once it is reachable", file=sys.stderr)
         return 1
+    except OSError as error:  # a KEK file that is a directory, or not readable: named
+        print(f"stopped: {error.filename}: {error.strerror}", file=sys.stderr)
+        return 2
     finally:
         table.close()
 

@@ -20,6 +20,7 @@ import pytest
 from casetrail.audit.v1 import audit_pb2
 from casetrail.intake.v1 import intake_pb2
 from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.keys.sqlite import KEYS_FILE_NAME
 from casetrail_platform.ledger.export import PROOF_ATTRIBUTE
 from casetrail_platform.policy.guard import access_stream
 from cli.rpc import Connection, connect, eventually, query
@@ -551,6 +552,9 @@ async def test_operator_tools_name_what_they_cannot_reach_or_write(tmp_path: Pat
     (the operator tools open storage directly, so its errors reached the terminal raw)."""
     down = ["--backend", "distributed", "--pg-dsn", "postgresql://postgres@127.0.0.1:1/casetrail"]
     (tmp_path / "addresses.json").mkdir()
+    keys_dir = tmp_path / "with-keys"  # a data-key table, as `make run` leaves one
+    (keys_dir / "keys").mkdir(parents=True)
+    (keys_dir / "keys" / KEYS_FILE_NAME).touch()
     expected = {
         ("parked", "list", "intake", *down): (1, "casetrail parked: the intake_events event"),
         ("verify-store", "intake", *down): (1, "casetrail verify-store: the intake_events"),
@@ -564,6 +568,10 @@ async def test_operator_tools_name_what_they_cannot_reach_or_write(tmp_path: Pat
             "argument group: a consumer group is 1-245 characters",
         ),
         ("keys", "new-kek", "/proc/no/kek.bin"): (2, "/proc/no/kek.bin: cannot write the KEK"),
+        ("keys", "status", "--kek-file", str(tmp_path), "--data-dir", str(keys_dir)): (
+            2,
+            f"stopped: {tmp_path}: Is a directory",
+        ),
         ("serve", "--any-port", "--data-dir", "/proc/no"): (2, "--data-dir /proc/no: cannot"),
         ("serve", "--any-port", "--host", "256.0.0.1", "--data-dir", str(tmp_path / "s")): (
             2,
