@@ -49,8 +49,8 @@ async def list_dead_letters(settings: KafkaSettings, group: str) -> list[StoredD
     """Every record of the group's dead-letter topic (none if the topic does not exist)."""
     topic = dead_letter_topic(group)
     consumer = _consumer(settings, replay_group(group))
-    await consumer.start()
     try:
+        await consumer.start()  # in the try: one that failed to start is closed too
         partitions = await _partitions(settings, topic)
         if not partitions:
             return []
@@ -73,8 +73,8 @@ async def replay_dead_letters(settings: KafkaSettings, group: str) -> list[DeadL
     topic = dead_letter_topic(group)
     consumer = _consumer(settings, replay_group(group))
     producer = new_producer(settings, f"{settings.client_id}-dlq-replay")
-    await consumer.start()
     try:
+        await consumer.start()  # in the try: one that failed to start is closed too
         partitions = await _partitions(settings, topic)
         if not partitions:
             return []
@@ -109,8 +109,8 @@ async def replay_dead_letters(settings: KafkaSettings, group: str) -> list[DeadL
 async def dead_letter_topics(settings: KafkaSettings) -> list[str]:
     """The dead-letter topics on the broker, by name."""
     consumer = _consumer(settings, None)
-    await consumer.start()
     try:
+        await consumer.start()  # in the try: one that failed to start is closed too
         topics: set[str] = await consumer.topics()
     finally:
         await close_quietly(consumer, settings.request_timeout_ms / 1000)

@@ -587,3 +587,4 @@ async def test_operator_tools_name_what_they_cannot_reach_or_write(tmp_path: Pat
         status, _, err = await casetrail_cli(*argv)
         assert (status, "Traceback" in err) == (code, False), (argv, err)
         assert said in err, (argv, err)
+        assert "Unclosed" not in err, (argv, err)  # a Kafka client that failed to start
