@@ -38,10 +38,16 @@ def has_local_store(infra: Infrastructure, service: str) -> bool:
         return (infra.data_dir / service / "events.db").exists()
     import psycopg
 
-    with psycopg.connect(infra.postgres_dsn, connect_timeout=10) as connection:
-        row = connection.execute(
-            "SELECT to_regclass(%s) IS NOT NULL", (f'"{service}_events".stored_events',)
-        ).fetchone()
+    from casetrail_platform.errors import StorageUnavailableError
+
+    try:
+        with psycopg.connect(infra.postgres_dsn, connect_timeout=10) as connection:
+            row = connection.execute(
+                "SELECT to_regclass(%s) IS NOT NULL", (f'"{service}_events".stored_events',)
+            ).fetchone()
+    except psycopg.OperationalError as error:
+        # Named as the store would name it (one line, exit 1), never the driver's text.
+        raise StorageUnavailableError(f"{service}_events event store") from error
     return bool(row and row[0])
 
 
