@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.k8s.apiserver import ApiServer, running_apiserver
-from tests.k8s.render import NAMESPACE, Rendered
+from tests.k8s.render import Rendered
 from tests.k8s.tools import Tools, missing
 
 
@@ -23,7 +23,6 @@ def apiserver(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         for crd in tools.crd_files():
             server.must("apply", "--server-side", "--force-conflicts", "-f", str(crd))
         server.must("wait", "--for=condition=Established", "--timeout=120s", "crd", "--all")
-        server.must("create", "namespace", NAMESPACE)
         yield server
 
 
@@ -53,7 +52,7 @@ def test_the_server_accepts_every_manifest(
         "--server-side",
         "--field-manager=casetrail-check",
         "--namespace",
-        NAMESPACE,
+        apiserver.namespace,
         "-f",
         str(manifest),
     )
@@ -70,7 +69,14 @@ def test_the_server_refuses_what_helm_validate_lets_through(apiserver: ApiServer
         "    spec: {containers: [{name: bad, image: bad}]}\n"
     )
     result = apiserver.run(
-        "apply", "--dry-run=server", "--server-side", "-n", NAMESPACE, "-f", "-", stdin=bad
+        "apply",
+        "--dry-run=server",
+        "--server-side",
+        "-n",
+        apiserver.namespace,
+        "-f",
+        "-",
+        stdin=bad,
     )
     assert result.returncode != 0
     assert "replicas" in result.stderr
@@ -85,7 +91,14 @@ def test_the_server_checks_the_operators_cel_rules(apiserver: ApiServer) -> None
         "      {method: any, number: 1, dataDurability: preferred, standbyNamesPre: [a]}\n"
     )
     result = apiserver.run(
-        "apply", "--dry-run=server", "--server-side", "-n", NAMESPACE, "-f", "-", stdin=bad
+        "apply",
+        "--dry-run=server",
+        "--server-side",
+        "-n",
+        apiserver.namespace,
+        "-f",
+        "-",
+        stdin=bad,
     )
     assert result.returncode != 0
     assert "dataDurability set to 'preferred' requires empty 'standbyNamesPre'" in result.stderr
