@@ -123,3 +123,17 @@ def test_outside_servers_need_their_egress_rules(
     """Otherwise the NetworkPolicies would let the pods reach nothing but DNS."""
     message = refused(helm, tmp_path, values)
     assert f"networkPolicy.{named}" in message
+
+
+@pytest.mark.parametrize("hours", ["0", "721", "-1", "soon"])
+def test_an_emergency_review_delay_out_of_range_is_refused(
+    helm: Tools, tmp_path: Path, hours: str
+) -> None:
+    # The bounds intake itself refuses to start with (services/intake/bootstrap.py).
+    message = refused(helm, tmp_path, f"emergencyReviewHours: {hours}\n")
+    assert "/emergencyReviewHours" in message
+
+
+def test_an_unknown_log_format_is_refused(helm: Tools, tmp_path: Path) -> None:
+    message = refused(helm, tmp_path, "logFormat: xml\n")
+    assert "/logFormat" in message
