@@ -16,14 +16,17 @@ RELEASE = "casetrail"
 NAMESPACE = "casetrail-check"
 
 # Each profile: the values files given to helm, in order (later ones override).
+# Production needs the agency's own token issuer (values-production.yaml refuses the placeholder).
+ISSUER = Path(__file__).with_name("values-issuer.yaml")
 PROFILES: dict[str, tuple[str | Path, ...]] = {
     "small": ("values-small.yaml",),
     "large": ("values-large.yaml",),
-    "small-production": ("values-small.yaml", "values-production.yaml"),
-    "large-production": ("values-large.yaml", "values-production.yaml"),
+    "small-production": ("values-small.yaml", "values-production.yaml", ISSUER),
+    "large-production": ("values-large.yaml", "values-production.yaml", ISSUER),
     "large-production-monitored": (
         "values-large.yaml",
         "values-production.yaml",
+        ISSUER,
         Path(__file__).with_name("values-monitoring.yaml"),
     ),
 }

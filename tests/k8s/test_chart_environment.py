@@ -23,7 +23,7 @@ EVERY_OPTION = (
     "--set",
     "authentication.caSecret=issuer-ca",
     "--set",
-    "authentication.jwksUrl=https://login.agency.example/jwks",
+    "authentication.jwksUrl=https://login.county-social-services.gov/jwks",
     "--set",
     "secrets.previousKeyEncryptionKey=casetrail-kek-previous",
 )

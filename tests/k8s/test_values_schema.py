@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.k8s.render import helm_template
+from tests.k8s.render import PROFILES, helm_template
 from tests.k8s.tools import Tools
 
 
@@ -137,3 +137,37 @@ def test_an_emergency_review_delay_out_of_range_is_refused(
 def test_an_unknown_log_format_is_refused(helm: Tools, tmp_path: Path) -> None:
     message = refused(helm, tmp_path, "logFormat: xml\n")
     assert "/logFormat" in message
+
+
+def test_production_refuses_the_profiles_placeholder_issuer(helm: Tools) -> None:
+    # values-small.yaml's login.agency.example kept under values-production.yaml: every token
+    # would be refused at run time, so the install is refused now, naming the value.
+    result = helm_template(helm, ("values-small.yaml", "values-production.yaml"))
+    assert result.returncode != 0
+    assert "/authentication/issuerUrl" in result.stderr
+    # Outside production the placeholder still renders (a trial install, the chart's tests).
+    assert helm_template(helm, ("values-small.yaml",)).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "where"),
+    [
+        # The development issuer of `make run` listens on loopback (casetrail_platform/identity).
+        ("issuerUrl=https://127.0.0.1:8088", "issuerUrl"),
+        ("issuerUrl=https://localhost/realms/casetrail", "issuerUrl"),
+        ("issuerUrl=https://[::1]:9000", "issuerUrl"),
+        ("issuerUrl=https://sso.casetrail.test", "issuerUrl"),
+        ("issuerUrl=https://LOGIN.EXAMPLE.COM/x", "issuerUrl"),
+        ("jwksUrl=https://keys.localhost/jwks", "jwksUrl"),
+    ],
+)
+def test_production_refuses_a_development_issuer(helm: Tools, setting: str, where: str) -> None:
+    result = helm_template(helm, PROFILES["small-production"], "--set", f"authentication.{setting}")
+    assert result.returncode != 0, setting
+    assert f"/authentication/{where}" in result.stderr
+
+
+def test_production_takes_the_agencys_issuer(helm: Tools) -> None:
+    result = helm_template(helm, PROFILES["small-production"])
+    assert result.returncode == 0, result.stderr
+    assert "https://login.county-social-services.gov/realms/casetrail" in result.stdout
