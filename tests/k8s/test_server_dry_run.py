@@ -15,6 +15,9 @@ from tests.k8s.apiserver import ApiServer, running_apiserver
 from tests.k8s.render import Rendered
 from tests.k8s.tools import Tools, missing
 
+POD_SECURITY = "pod-security.kubernetes.io/warn"
+POD_SECURITY_WARNING = "would violate PodSecurity"
+
 
 @pytest.fixture(scope="module")
 def apiserver(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
@@ -23,6 +26,9 @@ def apiserver(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         for crd in tools.crd_files():
             server.must("apply", "--server-side", "--force-conflicts", "-f", str(crd))
         server.must("wait", "--for=condition=Established", "--timeout=120s", "crd", "--all")
+        # The API server's PodSecurity admission warns of every pod template (Deployments, Jobs)
+        # below the "restricted" standard applied to this namespace.
+        server.must("label", "namespace", server.namespace, f"{POD_SECURITY}=restricted")
         yield server
 
 
@@ -57,6 +63,8 @@ def test_the_server_accepts_every_manifest(
         str(manifest),
     )
     assert result.returncode == 0, result.stderr
+    # Non-root, no privilege escalation, every capability dropped, seccomp RuntimeDefault...
+    assert POD_SECURITY_WARNING not in result.stderr, result.stderr
     applied = [line for line in result.stdout.splitlines() if "(server dry run)" in line]
     assert len(applied) == len(rendered.documents), result.stdout
 
@@ -102,3 +110,20 @@ def test_the_server_checks_the_operators_cel_rules(apiserver: ApiServer) -> None
     )
     assert result.returncode != 0
     assert "dataDurability set to 'preferred' requires empty 'standbyNamesPre'" in result.stderr
+
+
+def test_the_server_warns_of_a_pod_below_the_restricted_standard(apiserver: ApiServer) -> None:
+    # What makes the check above mean something: a root-capable, unconfined pod is reported.
+    loose = (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: loose}\n"
+        "spec:\n  selector: {matchLabels: {app: loose}}\n"
+        "  template:\n    metadata: {labels: {app: loose}}\n"
+        "    spec: {containers: [{name: loose, image: loose}]}\n"
+    )
+    result = apiserver.run(
+        "apply", "--dry-run=server", "-n", apiserver.namespace, "-f", "-", stdin=loose
+    )
+    assert result.returncode == 0, result.stderr
+    assert POD_SECURITY_WARNING in result.stderr
+    for rule in ("allowPrivilegeEscalation", "capabilities", "runAsNonRoot", "seccompProfile"):
+        assert rule in result.stderr

@@ -171,3 +171,26 @@ def test_production_takes_the_agencys_issuer(helm: Tools) -> None:
     result = helm_template(helm, PROFILES["small-production"])
     assert result.returncode == 0, result.stderr
     assert "https://login.county-social-services.gov/realms/casetrail" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "where"),
+    [
+        ("podSecurityContext.seccompProfile.type=Unconfined", "seccompProfile/type"),
+        ("podSecurityContext.seccompProfile=null", "podSecurityContext"),
+        ("podSecurityContext.runAsUser=0", "runAsUser"),
+        ("podSecurityContext.runAsNonRoot=false", "runAsNonRoot"),
+    ],
+)
+def test_a_pod_security_context_below_restricted_is_refused(
+    helm: Tools, tmp_path: Path, setting: str, where: str
+) -> None:
+    # Every casetrail pod takes podSecurityContext as given: a values file must not be able to
+    # run them as root or unconfined (Pod Security "restricted"; the dry run checks the rest).
+    message = refused(helm, tmp_path, "", "--set", setting)
+    assert where in message
+
+
+def test_other_pod_security_fields_stay_free(helm: Tools) -> None:
+    result = helm_template(helm, ("values-small.yaml",), "--set", "podSecurityContext.fsGroup=2000")
+    assert result.returncode == 0, result.stderr
