@@ -472,3 +472,25 @@ def test_outside_kafka_and_postgres_are_reached_through_their_egress_rules(
         egress = rendered.named("NetworkPolicy", f"{RELEASE}-{workload}")["spec"]["egress"]
         assert (kafka_rule in egress) is (workload != "migrate"), workload
         assert (database_rule in egress) is (workload != "caseload"), workload
+
+
+def _sized(resources: dict[str, Any] | None) -> bool:
+    return bool(
+        resources
+        and resources["requests"]["cpu"]
+        and resources["requests"]["memory"]
+        and resources["limits"]["memory"]
+    )
+
+
+def test_every_pod_the_operators_run_has_requests_and_limits(rendered: Rendered) -> None:
+    """Kafka's brokers and dedicated controllers, Strimzi's Topic and User Operators and the
+    PostgreSQL instances: none BestEffort (the first evicted under memory pressure)."""
+    for pool in rendered.of_kind("KafkaNodePool"):
+        assert _sized(pool["spec"].get("resources")), pool["metadata"]["name"]
+    for kafka in rendered.of_kind("Kafka"):
+        operators = kafka["spec"]["entityOperator"]
+        for operator in ("topicOperator", "userOperator"):
+            assert _sized(operators[operator].get("resources")), operator
+    for cluster in rendered.of_kind("Cluster"):
+        assert _sized(cluster["spec"].get("resources")), cluster["metadata"]["name"]

@@ -194,3 +194,20 @@ def test_a_pod_security_context_below_restricted_is_refused(
 def test_other_pod_security_fields_stay_free(helm: Tools) -> None:
     result = helm_template(helm, ("values-small.yaml",), "--set", "podSecurityContext.fsGroup=2000")
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "kafka.cluster.resources",
+        "kafka.cluster.controllerResources",
+        "kafka.cluster.entityOperatorResources",
+        "database.cluster.resources",
+    ],
+)
+def test_the_operators_pods_cannot_lose_their_resources(
+    helm: Tools, tmp_path: Path, where: str
+) -> None:
+    message = refused(helm, tmp_path, "", "--set", f"{where}=null")
+    assert "missing property" in message
+    assert where.rsplit(".", 1)[1] in message
