@@ -494,3 +494,31 @@ def test_every_pod_the_operators_run_has_requests_and_limits(rendered: Rendered)
             assert _sized(operators[operator].get("resources")), operator
     for cluster in rendered.of_kind("Cluster"):
         assert _sized(cluster["spec"].get("resources")), cluster["metadata"]["name"]
+
+
+def _restricted_container(security: dict[str, Any]) -> bool:
+    return (
+        security.get("allowPrivilegeEscalation") is False
+        and security.get("runAsNonRoot") is True
+        and security.get("readOnlyRootFilesystem") is True
+        and security.get("capabilities", {}).get("drop") == ["ALL"]
+    )
+
+
+def test_the_pods_strimzi_runs_are_as_restricted_as_ours(rendered: Rendered) -> None:
+    """Brokers, controllers and the entity operator: the operator's default (baseline) security
+    provider leaves their containers' privileges open, so the Kafka resource asks for them."""
+    for kafka in rendered.of_kind("Kafka"):
+        for template, containers in (
+            (kafka["spec"]["kafka"].get("template", {}), ("kafkaContainer", "initContainer")),
+            (
+                kafka["spec"]["entityOperator"].get("template", {}),
+                ("topicOperatorContainer", "userOperatorContainer"),
+            ),
+        ):
+            pod = template.get("pod", {}).get("securityContext", {})
+            assert pod.get("runAsNonRoot") is True
+            assert pod.get("seccompProfile") == {"type": "RuntimeDefault"}
+            for name in containers:
+                security = template.get(name, {}).get("securityContext", {})
+                assert _restricted_container(security), name

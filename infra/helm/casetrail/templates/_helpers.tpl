@@ -205,6 +205,18 @@ capabilities:
   drop: [ALL]
 {{- end -}}
 
+{{/*
+The pods Strimzi runs for the release (brokers, controllers, entity operator), held to Pod Security
+"restricted" as ours are: the operator's default (baseline) provider leaves their containers'
+privileges open. fsGroup 0 keeps the volumes writable by the images' user (1001, group 0), as the
+baseline provider sets it.
+*/}}
+{{- define "casetrail.strimziPodSecurityContext" -}}
+runAsNonRoot: true
+fsGroup: 0
+seccompProfile: {type: RuntimeDefault}
+{{- end -}}
+
 {{- define "casetrail.podScheduling" -}}
 {{- $values := .root.Values -}}
 {{- with $values.nodeSelector }}
