@@ -522,3 +522,27 @@ def test_the_pods_strimzi_runs_are_as_restricted_as_ours(rendered: Rendered) -> 
             for name in containers:
                 security = template.get(name, {}).get("securityContext", {})
                 assert _restricted_container(security), name
+
+
+def test_replicated_workloads_spread_over_nodes_and_survive_a_drain(rendered: Rendered) -> None:
+    """Every Deployment of more than one replica: its replicas on different nodes (required,
+    not preferred), spread over zones, and a budget that keeps some serving during a drain."""
+    for deployment in rendered.of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        replicas = deployment["spec"].get("replicas")
+        scaled = [
+            scaled["spec"]["minReplicaCount"]
+            for scaled in rendered.of_kind("ScaledObject")
+            if scaled["spec"]["scaleTargetRef"]["name"] == name
+        ]
+        least = scaled[0] if scaled else replicas
+        if least is None or least < 2:
+            continue
+        pod = deployment["spec"]["template"]["spec"]
+        spread = {c["topologyKey"]: c for c in pod.get("topologySpreadConstraints", [])}
+        node = spread.get("kubernetes.io/hostname", {})
+        assert node.get("whenUnsatisfiable") == "DoNotSchedule", name
+        assert node["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+        assert "topology.kubernetes.io/zone" in spread, name
+        budget = rendered.named("PodDisruptionBudget", name)["spec"]
+        assert budget["maxUnavailable"] < least, name

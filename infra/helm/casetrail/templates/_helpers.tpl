@@ -228,16 +228,22 @@ tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- if $values.topologySpread }}
+# Replicas on different nodes, required: with a preference only, the scheduler may put every
+# replica on one node, which then takes the service down with it. Zones are a preference: a lost
+# zone must not leave replicas unschedulable. pod-template-hash spreads the new ReplicaSet of a
+# rolling update by itself (ignored for the migration Job's pods, which have none).
 topologySpreadConstraints:
   - maxSkew: 1
     topologyKey: kubernetes.io/hostname
-    whenUnsatisfiable: ScheduleAnyway
+    whenUnsatisfiable: DoNotSchedule
+    matchLabelKeys: [pod-template-hash]
     labelSelector:
       matchLabels:
         {{- include "casetrail.selectorLabels" . | nindent 8 }}
   - maxSkew: 1
     topologyKey: topology.kubernetes.io/zone
     whenUnsatisfiable: ScheduleAnyway
+    matchLabelKeys: [pod-template-hash]
     labelSelector:
       matchLabels:
         {{- include "casetrail.selectorLabels" . | nindent 8 }}
