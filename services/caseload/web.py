@@ -7,7 +7,10 @@
 ``GET /overdue/{worker}/[?today=...]``  one worker's overdue follow-ups
 ``GET /contacts/{worker}/[?days=7]``    contacts the worker logged per UTC day
 ``GET /caseload-status/``               what the processor has consumed, and whether it is
-                                        ready (table recovery finished)
+                                        ready (table recovery finished); always 200 while the
+                                        process answers (liveness, startup)
+``GET /caseload-status/ready/``         the same, 503 until the tables are recovered
+                                        (readiness: no view answers from half a table)
 ======================================  ====================================================
 
 Per-worker views are routed by Faust to the process that owns the worker's table partition.
@@ -24,7 +27,7 @@ disclosed that is not recorded). The contacts-per-day view names no case: decide
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import cache
@@ -118,25 +121,38 @@ def add_views(app: CaseloadApp) -> None:
         body = {"worker_id": worker, "per_day": {day.isoformat(): n for day, n in counts.items()}}
         return Answer(body, audit_pb2.CASELOAD_VIEW_CONTACTS_PER_DAY)
 
-    async def status(view: Any, request: Any) -> Any:
-        counters = app.counters
-        return view.json(
-            {
-                "ready": app.ready(),
-                "messages": counters.messages,
-                "applied": counters.applied,
-                "skipped": counters.skipped,
-                "undecodable": counters.undecodable,
-            }
-        )
-
     app.page("/caseload/")(guarded(all_caseloads))
     app.page("/caseload/{worker}/")(table_route(guarded(worker_caseload)))
     app.page("/overdue/")(guarded(all_overdue))
     app.page("/overdue/{worker}/")(table_route(guarded(worker_overdue)))
     app.page("/contacts/{worker}/")(table_route(guarded(worker_contacts)))
     # Operational counters only, no case: open like the services' health checks.
-    app.page("/caseload-status/")(status)
+    app.page("/caseload-status/")(status_page(app, readiness=False))
+    app.page("/caseload-status/ready/")(status_page(app, readiness=True))
+
+
+def status_page(app: CaseloadApp, readiness: bool) -> Callable[[Any, Any], Awaitable[Any]]:
+    """The status view; with ``readiness`` it is 503 until the tables are recovered, so a
+    readinessProbe keeps the process out of the endpoints while a liveness probe (the plain
+    view, always 200) restarts nothing during a long recovery."""
+
+    async def page(view: Any, request: Any) -> Any:
+        body = status_of(app)
+        return view.json(body, status=503 if readiness and not body["ready"] else 200)
+
+    return page
+
+
+def status_of(app: CaseloadApp) -> dict[str, Any]:
+    """What the processor has consumed, and whether its tables are recovered (``ready``)."""
+    counters = app.counters
+    return {
+        "ready": app.ready(),
+        "messages": counters.messages,
+        "applied": counters.applied,
+        "skipped": counters.skipped,
+        "undecodable": counters.undecodable,
+    }
 
 
 def _overdue(app: CaseloadApp, request: Any, worker: str | None) -> Answer:

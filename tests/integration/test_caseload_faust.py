@@ -423,6 +423,10 @@ async def test_the_worker_process_serves_the_tables_over_http_recording_each_rea
         "/router/cases/a/": 404,
         "/graph/": 404,
     }
+    # The tables recovered and answering: ready for Kubernetes' readinessProbe (a 503 before).
+    assert seen["status"][0] == 200
+    assert seen["ready"] == (200, seen["ready"][1])
+    assert seen["ready"][1]["ready"] is True
     # No cache keeps an answer naming cases (nor a refusal).
     assert seen["refusal_headers"]["Cache-Control"] == "no-store"
     assert seen["refusal_headers"]["X-Content-Type-Options"] == "nosniff"
@@ -515,6 +519,9 @@ async def served(
                 for path in ("/table/", "/table/cases/a/", "/router/cases/a/", "/graph/")
             }
             seen["refusal_headers"] = (await status_of(port, "/caseload/w-ana/"))[1]
+            # The probes' paths need no token: liveness always 200, readiness once recovered.
+            seen["status"] = await get(port, "/caseload-status/")
+            seen["ready"] = await get(port, "/caseload-status/ready/")
         except (OSError, RuntimeError, ValueError) as error:
             seen["error"] = repr(error)
             return False

@@ -546,3 +546,15 @@ def test_replicated_workloads_spread_over_nodes_and_survive_a_drain(rendered: Re
         assert "topology.kubernetes.io/zone" in spread, name
         budget = rendered.named("PodDisruptionBudget", name)["spec"]
         assert budget["maxUnavailable"] < least, name
+
+
+def test_the_caseload_processor_is_ready_only_once_its_tables_are_recovered(
+    rendered: Rendered,
+) -> None:
+    """Readiness asks the page that is 503 until table recovery ends (services/caseload/web.py),
+    so no view answers from half a table; startup and liveness ask the page that answers
+    whenever the process does, so a long recovery (a start, a rebalance) restarts nothing."""
+    main = container(rendered.named("Deployment", f"{RELEASE}-caseload"))
+    assert main["readinessProbe"]["httpGet"]["path"] == "/caseload-status/ready/"
+    for probe in ("startupProbe", "livenessProbe"):
+        assert main[probe]["httpGet"]["path"] == "/caseload-status/", probe
