@@ -558,3 +558,46 @@ def test_the_caseload_processor_is_ready_only_once_its_tables_are_recovered(
     assert main["readinessProbe"]["httpGet"]["path"] == "/caseload-status/ready/"
     for probe in ("startupProbe", "livenessProbe"):
         assert main[probe]["httpGet"]["path"] == "/caseload-status/", probe
+
+
+def _ingress_of(documents: list[dict[str, Any]], component: str) -> list[dict[str, Any]]:
+    for document in documents:
+        if document["kind"] == "NetworkPolicy" and document["metadata"]["name"] == (
+            f"{RELEASE}-{component}"
+        ):
+            ingress: list[dict[str, Any]] = document["spec"]["ingress"]
+            return ingress
+    raise KeyError(component)
+
+
+def test_no_clients_admits_nobody_never_everybody(helm: Tools, tmp_path: Path) -> None:
+    """An ingress rule with an empty `from` admits every source in the cluster: with
+    `networkPolicy.clients: []` the gRPC ports must admit nobody (but the caseload views' own
+    calls to audit), not everyone."""
+    values = tmp_path / "no-clients.yaml"
+    values.write_text("networkPolicy:\n  clients: []\n")
+    for caseload in ("false", "true"):
+        result = helm_template(
+            helm, (*PROFILES["small"], values), "--set", f"caseload.enabled={caseload}"
+        )
+        assert result.returncode == 0, result.stderr
+        documents = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+        for component in (*SERVICES, *(("caseload",) if caseload == "true" else ())):
+            for rule in _ingress_of(documents, component):
+                assert rule.get("from"), (component, caseload, rule)
+        assert _ingress_of(documents, "intake") == []
+
+
+def test_the_audit_console_may_reach_audit_and_only_audit(helm: Tools, tmp_path: Path) -> None:
+    console = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "console"}}}
+    values = tmp_path / "console.yaml"
+    values.write_text(yaml.safe_dump({"networkPolicy": {"serviceClients": {"audit": [console]}}}))
+    result = helm_template(helm, (*PROFILES["small-production"], values))
+    assert result.returncode == 0, result.stderr
+    documents = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    for service in SERVICES:
+        admitted = [peer for rule in _ingress_of(documents, service) for peer in rule["from"]]
+        assert (console in admitted) is (service == "audit"), service
+    audit_port = TOPOLOGY["services"]["audit"]["grpcPort"]
+    [clients] = [rule for rule in _ingress_of(documents, "audit") if console in rule["from"]]
+    assert clients["ports"] == [{"port": audit_port, "protocol": "TCP"}]
