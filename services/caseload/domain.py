@@ -49,7 +49,8 @@ TRACKED_TYPES = frozenset(
 """Event types that change caseloads or follow-ups; every other type is skipped unread."""
 
 APPLIED_BEYOND_LIMIT = 1000
-"""Sequences of one stream kept as applied past one not yet come (``CaseState``)."""
+"""Sequences of one stream kept as applied past one not yet come (``CaseState``); past it the
+oldest are forgotten (applied again if delivered again, which changes nothing)."""
 
 
 def stamp_of(recorded: RecordedEvent) -> str:
@@ -73,7 +74,7 @@ class CaseState:
     """Per source stream (``source|stream``): every sequence up to this one was applied."""
     applied_beyond: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     """Per source stream: the sequences applied past ``applied``'s, ahead of one still to come
-    (at most ``APPLIED_BEYOND_LIMIT``)."""
+    (the newest ``APPLIED_BEYOND_LIMIT``)."""
 
     def has_applied(self, key: str, sequence: int) -> bool:
         return sequence <= self.applied.get(key, 0) or sequence in self.applied_beyond.get(key, ())
@@ -84,10 +85,13 @@ class CaseState:
         beyond = sorted({*self.applied_beyond.get(key, ()), sequence})
         while beyond and beyond[0] == upto + 1:
             upto = beyond.pop(0)
-        if len(beyond) > APPLIED_BEYOND_LIMIT:
-            # An event missing this long is taken as applied: the state stays bounded, and
-            # the registers hold newer values than it could bring.
-            upto, beyond = beyond[-1], []
+        # Bounded by forgetting the oldest sequences applied, never by taking the missing
+        # one as applied: a gap is usually an untracked event (never coming), but a tracked
+        # one can come much later (a dead letter replayed after an upgrade decodes it), and
+        # skipping it as a repeat lost its closure or contact for good. A forgotten sequence
+        # delivered again is applied again, which changes nothing: the registers keep the
+        # newest value and the worker side counts a contact by its event id.
+        beyond = beyond[-APPLIED_BEYOND_LIMIT:]
         applied_beyond = {k: v for k, v in self.applied_beyond.items() if k != key}
         if beyond:
             applied_beyond[key] = tuple(beyond)

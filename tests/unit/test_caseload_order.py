@@ -93,9 +93,58 @@ def test_the_sequences_kept_past_a_missing_one_are_bounded() -> None:
     events = [_contact(n, MOMENT, date(2030, 4, 1)) for n in range(2, APPLIED_BEYOND_LIMIT + 3)]
     state, _ = _fold(events)  # sequence 1 never comes
     assert state is not None
-    assert state.applied_beyond == {}
-    assert state.applied == {"casetrail/planning|case-case-1": APPLIED_BEYOND_LIMIT + 2}
+    key = "casetrail/planning|case-case-1"
+    # The newest are kept, the missing one is not taken as applied.
+    assert state.applied == {key: 0}
+    assert state.applied_beyond == {key: tuple(range(3, APPLIED_BEYOND_LIMIT + 3))}
     assert CaseState.from_json(state.to_json()) == state
+
+
+def test_a_contact_missing_past_more_than_the_bound_is_applied_when_it_comes() -> None:
+    """Planning's case stream starts with untracked events (the plan, its goals), so a gap is
+    the rule; a tracked event can still come long after later ones of its stream (skipped as
+    undecodable, its dead letter replayed once caseload reads its version). Once more than
+    1,000 later events were applied, the old code took it as applied: its contact was never
+    counted (the day's count stayed short for good)."""
+    late = _contact(2, MOMENT - timedelta(days=1), date(2030, 3, 20))
+    later = [
+        _contact(n, MOMENT + timedelta(minutes=n), date(2030, 4, 1))
+        for n in range(3, APPLIED_BEYOND_LIMIT + 5)
+    ]
+    state, _ = _fold(later)  # sequence 1 (the plan) is untracked, 2 skipped for now
+    assert state is not None
+    applied = apply(state, late)
+    assert applied is not None, "the late contact was taken for a repeat"
+    assert applied.facts == [
+        ContactMade("w-ana", "case-1", late.metadata.occurred_at, str(late.event_id))
+    ]
+    assert applied.state.follow_up_due == state.follow_up_due == date(2030, 4, 1)
+    assert len(applied.state.applied_beyond["casetrail/planning|case-case-1"]) == (
+        APPLIED_BEYOND_LIMIT
+    )
+
+
+def test_a_repeat_of_a_forgotten_sequence_changes_nothing() -> None:
+    """Past the bound the oldest sequences applied are forgotten: one delivered again is
+    applied again, which sends its contact again (counted once by its event id) and changes
+    no register nor holder."""
+    events = [
+        _contact(n, MOMENT + timedelta(minutes=n), date(2030, 4, 1))
+        for n in range(2, APPLIED_BEYOND_LIMIT + 4)
+    ]
+    state, facts = _fold(events)
+    assert state is not None
+    again = apply(state, events[0])
+    assert again is not None
+    assert [type(f) for f in again.facts] == [ContactMade]
+    fields = ("open", "open_stamp", "worker_id", "worker_stamp", "follow_up_due", "contact_stamp")
+    assert all(getattr(again.state, f) == getattr(state, f) for f in fields)
+    day = None
+    for fact in [*facts, *again.facts]:
+        if isinstance(fact, ContactMade):
+            day = count_contact(day, fact.event_id)
+    assert contacts_counted(day) == len(events)
+    assert apply(again.state, events[-1]) is None  # the newest are still known
 
 
 async def test_a_contact_told_twice_counts_once_under_at_least_once(tmp_path: Path) -> None:
