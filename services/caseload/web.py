@@ -121,11 +121,25 @@ def add_views(app: CaseloadApp) -> None:
         body = {"worker_id": worker, "per_day": {day.isoformat(): n for day, n in counts.items()}}
         return Answer(body, audit_pb2.CASELOAD_VIEW_CONTACTS_PER_DAY)
 
+    def routed(handler: Handler) -> Any:
+        # Faust answers a request it routed to the owning process with that process's status
+        # and body only: the headers every answer carries are set again on the way out.
+        route = table_route(guarded(handler))
+
+        async def answered(view: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+            response = await route(view, request, *args, **kwargs)
+            response.headers.update(ANSWER_HEADERS)
+            if response.status == 401:
+                response.headers["WWW-Authenticate"] = "Bearer"
+            return response
+
+        return answered
+
     app.page("/caseload/")(guarded(all_caseloads))
-    app.page("/caseload/{worker}/")(table_route(guarded(worker_caseload)))
+    app.page("/caseload/{worker}/")(routed(worker_caseload))
     app.page("/overdue/")(guarded(all_overdue))
-    app.page("/overdue/{worker}/")(table_route(guarded(worker_overdue)))
-    app.page("/contacts/{worker}/")(table_route(guarded(worker_contacts)))
+    app.page("/overdue/{worker}/")(routed(worker_overdue))
+    app.page("/contacts/{worker}/")(routed(worker_contacts))
     # Operational counters only, no case: open like the services' health checks.
     app.page("/caseload-status/")(status_page(app, readiness=False))
     app.page("/caseload-status/ready/")(status_page(app, readiness=True))

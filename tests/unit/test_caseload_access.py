@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -148,3 +149,30 @@ def test_a_day_beyond_the_services_bounds_is_a_bad_query(today: str) -> None:
     with pytest.raises(BadQuery, match="today must be between 1900-01-01 and 2199-12-31"):
         _today({"today": today})
     assert _today({"today": "1900-01-01"}).isoformat() == "1900-01-01"
+
+
+@pytest.mark.parametrize("status", [200, 401, 403])
+async def test_an_answer_routed_to_the_owning_process_keeps_the_answer_headers(
+    tmp_path: Path, status: int
+) -> None:
+    """With several processes Faust routes a per-worker view to the owner of the worker's
+    partition and hands back its status and body only: the routed answer (cases named, or a
+    refusal) came without Cache-Control: no-store, nosniff and WWW-Authenticate."""
+    from types import SimpleNamespace
+
+    from services.caseload.processor import build_app
+    from services.caseload.settings import CaseloadSettings
+
+    app = build_app(CaseloadSettings(data_dir=tmp_path / "caseload", web_port=free_port()))
+
+    async def answered_elsewhere(table: str, key: str, web: Any, request: Any) -> Any:
+        return web.text('{"case_ids": ["a"]}', content_type="application/json", status=status)
+
+    app.router.route_req = answered_elsewhere  # type: ignore[method-assign]
+    request = SimpleNamespace(headers={}, query={}, match_info={"worker": "w-ana"})
+    for path in ("/caseload/{worker}/", "/overdue/{worker}/", "/contacts/{worker}/"):
+        response = await app.web.views[path].get(request, worker="w-ana")
+        assert response.status == status
+        assert response.headers["Cache-Control"] == "no-store", path
+        assert response.headers["X-Content-Type-Options"] == "nosniff", path
+        assert response.headers.get("WWW-Authenticate") == ("Bearer" if status == 401 else None)
