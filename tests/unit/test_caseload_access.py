@@ -168,7 +168,7 @@ async def test_an_answer_routed_to_the_owning_process_keeps_the_answer_headers(
     async def answered_elsewhere(table: str, key: str, web: Any, request: Any) -> Any:
         return web.text('{"case_ids": ["a"]}', content_type="application/json", status=status)
 
-    app.router.route_req = answered_elsewhere  # type: ignore[method-assign]
+    app.router.route_req = answered_elsewhere  # type: ignore[method-assign,assignment]
     request = SimpleNamespace(headers={}, query={}, match_info={"worker": "w-ana"})
     for path in ("/caseload/{worker}/", "/overdue/{worker}/", "/contacts/{worker}/"):
         response = await app.web.views[path].get(request, worker="w-ana")
