@@ -25,6 +25,7 @@ re-publishing) are recognised in the per-case table by their stream sequence.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,6 +127,9 @@ class CaseloadApp(faust.App):
     """Internal topics besides the changelogs (the worker-fact repartition topic)."""
     access_recorder: AccessRecorder | None = None
     """Where the web views record their reads (set with the views)."""
+    processing: asyncio.Lock
+    """Held while a case event is processed; a transaction commits between two events
+    (``transactions``)."""
 
     def _new_transport(self) -> TransportT:
         # Faust has no setting for its transaction manager; the transport names it.
@@ -221,6 +225,7 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
     app.settings = settings
     app.registry = registry or default_registry()
     app.counters = Counters()
+    app.processing = asyncio.Lock()
     _add_topology(app)
     if settings.web_enabled:
         from services.caseload.web import add_views
@@ -269,9 +274,10 @@ def _add_topology(app: CaseloadApp) -> None:
             if applied is None:
                 counters.skipped += 1
                 continue
-            app.cases[recorded.subject] = applied.state.to_json()
-            for fact in applied.facts:
-                await facts.send(key=fact.worker_id, value=FactRecord.of(fact))
+            async with app.processing:  # one transaction holds all of it (``transactions``)
+                app.cases[recorded.subject] = applied.state.to_json()
+                for fact in applied.facts:
+                    await facts.send(key=fact.worker_id, value=FactRecord.of(fact))
             counters.facts_sent += len(applied.facts)
             counters.applied += 1
 

@@ -12,17 +12,27 @@ how a worker's caseload stayed empty in the end-to-end test whenever the case an
 hashed to different partitions.) Sending in the source partition's transaction makes the table
 changes, the facts and the consumed offset commit or abort together, which is what
 ``exactly_once`` promises.
+
+Faust also commits a transaction without flushing its producer's buffer first (it does flush
+before a commit without transactions). Tables write their changelog through that buffer
+(``send_soon``), so a table change could go into the *next* transaction while the offset of the
+event that made it committed in this one: a crash before the next commit lost the change for
+good (kill -9 of the worker left a case out of its worker's caseload). A commit therefore
+flushes the buffer first, under the app's ``processing`` lock, which the case-event agent holds
+while it processes one event: an event's table change and facts all commit in one transaction
+(its offset possibly in the next one, so after a crash it is read again and is a repeat).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import asyncio
+from collections.abc import Awaitable, Mapping
 from typing import ClassVar
 
 from faust import current_event
 from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import Transport as KafkaTransport
-from faust.types import HeadersArg, RecordMetadata, TransactionManagerT
+from faust.types import TP, HeadersArg, RecordMetadata, TransactionManagerT
 
 
 class SourcePartitionTransactions(TransactionManager):
@@ -52,6 +62,14 @@ class SourcePartitionTransactions(TransactionManager):
             headers,
             transactional_id=self.transactional_id_of(event.message.topic, event.message.partition),
         )
+
+    async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        """Faust's commit, once every record buffered so far is in the transactions and no
+        case event is half processed (see the module's docstring)."""
+        processing: asyncio.Lock = self.app.processing  # type: ignore[attr-defined]  # CaseloadApp
+        async with processing:
+            await self.app.producer.flush()
+            return await super().commit(offsets, start_new_transaction=start_new_transaction)
 
     def transactional_id_of(self, topic: str, partition: int) -> str:
         """The transactional id Faust gives the producer of ``topic``'s ``partition`` (the

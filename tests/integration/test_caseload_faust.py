@@ -486,7 +486,14 @@ async def worker_process(
         finally:
             if process.returncode is None:
                 process.terminate()
-            await process.wait()
+            try:
+                async with asyncio.timeout(30):
+                    await process.wait()
+            except TimeoutError:
+                # A worker whose commit failed on the way out stops its loop but not its
+                # consumer thread, and never exits.
+                process.kill()
+                await process.wait()
 
 
 async def served(
@@ -600,3 +607,125 @@ async def test_a_fact_for_a_worker_on_another_partition_commits_with_its_case_ev
                             return
                     await asyncio.sleep(0.3)
     pytest.fail(f"{worker}'s caseload never held the case; last seen: {seen!r}")
+
+
+def busy_history(history: History, cases: int, workers: int, contacts: int) -> list[RecordedEvent]:
+    """``cases`` cases, each opened, assigned to one of ``workers`` workers and with
+    ``contacts`` contacts over the last four days; interleaved across cases as relays would."""
+    per_case = [
+        [
+            history.opened(f"k{n}", ago(10)),
+            history.assigned(f"k{n}", f"w-{n % workers}", ago(9)),
+            *(
+                history.contact(f"k{n}", f"w-{n % workers}", ago(c % 4, n % 50 + c), day(c))
+                for c in range(contacts)
+            ),
+        ]
+        for n in range(cases)
+    ]
+    return [event for round_ in zip(*per_case, strict=True) for event in round_]
+
+
+def views_expected(events: list[RecordedEvent]) -> dict[str, Any]:
+    workers: dict[str, set[str]] = {}
+    per_day: dict[str, dict[str, int]] = {}
+    for recorded in events:
+        match recorded.event:
+            case CaseAssigned(worker_id=worker):
+                workers.setdefault(worker, set()).add(recorded.subject)
+            case ContactLogged():
+                worker = recorded.metadata.actor.user_id
+                moment = recorded.metadata.occurred_at.date().isoformat()
+                counts = per_day.setdefault(worker, {})
+                counts[moment] = counts.get(moment, 0) + 1
+    return {
+        "workers": {worker: len(cases) for worker, cases in sorted(workers.items())},
+        "per_day": per_day,
+        "unassigned": [],
+    }
+
+
+async def views_seen(port: int, token: str, workers: list[str]) -> dict[str, Any]:
+    caseloads = await get_json(port, "/caseload/", token)
+    per_day = {}
+    for worker in workers:
+        path = f"/contacts/{worker}/?days=4&today={TODAY.isoformat()}"
+        counted = (await get_json(port, path, token))["per_day"]
+        per_day[worker] = {d: n for d, n in counted.items() if n}
+    return {
+        "workers": caseloads["workers"],
+        "per_day": per_day,
+        "unassigned": caseloads["unassigned"],
+    }
+
+
+async def test_a_worker_killed_mid_stream_loses_nothing_and_a_rebuild_agrees(
+    setup: Setup, tmp_path: Path, issuer: TestIssuer
+) -> None:
+    """kill -9 of the worker process while it works through a few thousand events; a new one
+    takes over from what was committed (tables, facts and offsets in one transaction): the
+    views then equal what the events say, and what a processor rebuilding from zero (another
+    app id, the topic read from its start) derives."""
+    history = History()
+    events = busy_history(history, cases=300, workers=5, contacts=8)
+    expected = views_expected(events)
+    workers = sorted(expected["workers"])
+    await publish(setup.kafka, setup.topic, events)
+    port = free_port()
+    settings = replace(setup.settings, web_enabled=True, web_port=port)
+    auditor = issuer.mint("james.liu", "auditor")
+    seen: Any = "nothing yet"
+    async with audit_server(tmp_path, issuer) as audit:
+        env = worker_env(settings, audit, issuer)
+        async with worker_process(env, tmp_path / "first.log") as first:
+            async with asyncio.timeout(CONVERGENCE_LIMIT):
+                while True:
+                    with contextlib.suppress(OSError, ValueError):
+                        status = (await get(port, "/caseload-status/"))[1]
+                        if status["messages"] >= len(events) // 4:
+                            break
+                    await asyncio.sleep(0.05)
+            first.kill()  # SIGKILL: nothing flushed, nothing committed on the way out
+            await first.wait()
+        assert status["messages"] < len(events), "killed too late to prove anything"
+        async with worker_process(env, tmp_path / "second.log"):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CONVERGENCE_LIMIT):
+                    while True:
+                        with contextlib.suppress(OSError, ValueError, RuntimeError):
+                            seen = await views_seen(port, auditor, workers)
+                            if seen == expected:
+                                break
+                        await asyncio.sleep(0.5)
+            held = {}
+            if seen != expected:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(10):
+                        for w in workers:
+                            held[w] = (await get_json(port, f"/caseload/{w}/", auditor))["case_ids"]
+        log_tail = (tmp_path / "second.log").read_text(errors="replace")[-3000:]
+        assert seen == expected, f"{log_tail}\nheld: {held}"
+    rebuilt_settings = replace(setup.settings, app_id=f"{setup.settings.app_id}-rebuilt")
+    try:
+        async with started(rebuilt_settings) as rebuilt:
+
+            def rebuilt_views() -> dict[str, Any]:
+                span = [day(-offset) for offset in range(4)]
+                return {
+                    "workers": queries.caseloads(rebuilt),
+                    "unassigned": list(queries.unassigned(rebuilt)),
+                    "per_day": {
+                        w: {
+                            d.isoformat(): n
+                            for d, n in queries.contacts_per_day(rebuilt, w, span).items()
+                            if n
+                        }
+                        for w in workers
+                    },
+                }
+
+            await eventually(lambda: rebuilt_views() == seen, "the rebuild", rebuilt_views)
+    finally:
+        await delete_topics(
+            setup.kafka, await internal_topics(setup.kafka, rebuilt_settings.app_id)
+        )
