@@ -1,8 +1,8 @@
 """HTTP views of the caseload tables (Faust's web server, JSON).
 
 ======================================  ====================================================
-``GET /caseload/``                      open cases per worker, and the unassigned open cases
-``GET /caseload/{worker}/``             one worker's open cases
+``GET /caseload/[?limit=100]``          open cases per worker, and the unassigned open cases
+``GET /caseload/{worker}/[?limit=100]`` one worker's open cases
 ``GET /overdue/[?today=YYYY-MM-DD]``    overdue follow-ups, oldest due date first
 ``GET /overdue/{worker}/[?today=...]``  one worker's overdue follow-ups
 ``GET /contacts/{worker}/[?days=7]``    contacts the worker logged per UTC day
@@ -12,6 +12,10 @@
 ``GET /caseload-status/ready/``         the same, 503 until the tables are recovered
                                         (readiness: no view answers from half a table)
 ======================================  ====================================================
+
+The lists of cases name at most ``?limit=`` (1 to 1,000, default 100) cases, in order (case id;
+overdue: oldest due date first), with ``"truncated": true`` when more matched: only those named
+are recorded.
 
 Per-worker views are routed by Faust to the process that owns the worker's table partition.
 ``today`` defaults to the server's local date.
@@ -44,6 +48,10 @@ from services.caseload.processor import CaseloadApp
 from services.caseload.recording import AccessRecorder, View
 
 MAX_DAYS = 35
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+"""Cases one answer names at most (``?limit=``), as planning's ListCases: each is recorded in
+audit (100 per call) before the answer goes out."""
 ANSWER_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 """On every answer, refusals included: the views name cases, which no cache may keep."""
 
@@ -98,13 +106,22 @@ def add_views(app: CaseloadApp) -> None:
         return admitted
 
     def all_caseloads(request: Any) -> Answer:
+        limit = _limit(request.query)
         unassigned = queries.unassigned(app)
-        body = {"workers": queries.caseloads(app), "unassigned": list(unassigned)}
-        return Answer(body, audit_pb2.CASELOAD_VIEW_CASELOADS, unassigned)
+        shown = unassigned[:limit]
+        body = {
+            "workers": queries.caseloads(app),
+            "unassigned": list(shown),
+            "truncated": len(unassigned) > limit,
+        }
+        return Answer(body, audit_pb2.CASELOAD_VIEW_CASELOADS, shown)
 
     def worker_caseload(request: Any, worker: str) -> Answer:
         held = queries.caseload(app, _worker(worker))
-        return Answer(held.to_json(), audit_pb2.CASELOAD_VIEW_CASELOADS, held.case_ids)
+        limit = _limit(request.query)
+        shown = held.case_ids[:limit]
+        body = {**held.to_json(), "case_ids": list(shown), "truncated": len(held.case_ids) > limit}
+        return Answer(body, audit_pb2.CASELOAD_VIEW_CASELOADS, shown)
 
     def all_overdue(request: Any) -> Answer:
         return _overdue(app, request, None)
@@ -171,9 +188,15 @@ def status_of(app: CaseloadApp) -> dict[str, Any]:
 
 def _overdue(app: CaseloadApp, request: Any, worker: str | None) -> Answer:
     today = _today(request.query)
+    limit = _limit(request.query)
     found = queries.overdue(app, today, worker)
-    body = {"today": today.isoformat(), "overdue": [o.to_json() for o in found]}
-    return Answer(body, audit_pb2.CASELOAD_VIEW_OVERDUE, tuple(o.case_id for o in found))
+    shown = found[:limit]
+    body = {
+        "today": today.isoformat(),
+        "overdue": [o.to_json() for o in shown],
+        "truncated": len(found) > limit,
+    }
+    return Answer(body, audit_pb2.CASELOAD_VIEW_OVERDUE, tuple(o.case_id for o in shown))
 
 
 def _today(query: Any) -> date:
@@ -205,6 +228,13 @@ def _worker(text: str) -> str:
             "worker must be a user id: 1 to 64 letters, digits or . _ : -, starting with a"
             " letter or digit"
         ) from None
+
+
+def _limit(query: Any) -> int:
+    text = query.get("limit") or str(DEFAULT_LIMIT)
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+        raise BadQuery(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {text[:20]!r}")
+    return int(text)
 
 
 def _days(query: Any) -> int:

@@ -396,7 +396,11 @@ async def test_the_worker_process_serves_the_tables_over_http_recording_each_rea
     auditor = ("james.liu", "auditor")
     log_tail = seen.pop("log_tail")
     assert "caseload" in seen, f"never answered: {seen}\n{log_tail}"
-    assert seen["caseload"] == {"workers": EXPECTED_CASELOADS, "unassigned": ["e"]}, log_tail
+    assert seen["caseload"] == {
+        "workers": EXPECTED_CASELOADS,
+        "unassigned": ["e"],
+        "truncated": False,
+    }, log_tail
     assert seen["overdue"]["overdue"] == [o.to_json() for o in expected_overdue()], log_tail
     assert seen["ana"]["case_ids"] == ["a", "d", "f"], log_tail
     per_day = {date.fromisoformat(d): n for d, n in seen["contacts"]["per_day"].items() if n}
@@ -533,7 +537,8 @@ async def served(
             seen["error"] = repr(error)
             return False
         return bool(
-            seen["caseload"] == {"workers": EXPECTED_CASELOADS, "unassigned": ["e"]}
+            seen["caseload"]
+            == {"workers": EXPECTED_CASELOADS, "unassigned": ["e"], "truncated": False}
             and seen["overdue"]["overdue"] == [o.to_json() for o in expected_overdue()]
             and seen["ana"]["case_ids"] == ["a", "d", "f"]
         )

@@ -176,3 +176,71 @@ async def test_an_answer_routed_to_the_owning_process_keeps_the_answer_headers(
         assert response.headers["Cache-Control"] == "no-store", path
         assert response.headers["X-Content-Type-Options"] == "nosniff", path
         assert response.headers.get("WWW-Authenticate") == ("Bearer" if status == 401 else None)
+
+
+async def test_a_list_names_at_most_limit_cases_and_only_those_are_recorded(
+    tmp_path: Path, issuer: TestIssuer
+) -> None:
+    """The lists named every case they held in one answer (thousands of overdue follow-ups,
+    recorded 100 per call to audit before the answer went out); now ``?limit=`` (1-1,000,
+    default 100, as planning's ListCases) with ``truncated``, recording only the cases shown.
+    Fails on the old code: every case named, no ``truncated``, ``limit`` ignored."""
+    import json
+    from types import SimpleNamespace
+
+    from faust.exceptions import SameNode
+
+    from casetrail_platform.identity.settings import IssuerSettings
+    from services.caseload.domain import UNASSIGNED
+    from services.caseload.processor import build_app
+    from services.caseload.settings import CaseloadSettings
+
+    settings = CaseloadSettings(
+        data_dir=tmp_path / "caseload",
+        web_port=free_port(),
+        issuer=IssuerSettings(issuer=issuer.url, audience=issuer.audience),
+        audit_address="127.0.0.1:1",
+    )
+    app = build_app(settings)
+    held = {f"case-{n:04d}": {"follow_up_due": "2030-01-01"} for n in range(250)}
+    app.caseloads = {"w-ana": held, UNASSIGNED: held}
+    recorded: list[tuple[str, ...]] = []
+
+    async def record(caller: Any, view: Any, case_ids: Any) -> None:
+        recorded.append(tuple(case_ids))
+
+    assert app.access_recorder is not None
+    app.access_recorder.record = record  # type: ignore[method-assign]
+
+    async def here(*args: Any) -> Any:
+        raise SameNode()
+
+    app.router.route_req = here  # type: ignore[method-assign,assignment]
+    token = bearer(issuer.mint("james.liu", "auditor"))
+    every = sorted(held)
+    cases = [
+        ("/caseload/", {}, "unassigned", every[:100], True),
+        ("/caseload/", {"limit": "1000"}, "unassigned", every, False),
+        ("/caseload/{worker}/", {"limit": "7"}, "case_ids", every[:7], True),
+        # Both hold every case here: oldest due first, then case id, then worker.
+        ("/overdue/", {"today": "2030-02-01", "limit": "3"}, "overdue", every[:2], True),
+        ("/overdue/{worker}/", {"today": "2030-02-01"}, "overdue", every[:100], True),
+    ]
+    for path, query, field, expected, truncated in cases:
+        recorded.clear()
+        request = SimpleNamespace(headers=token, query=query, match_info={"worker": "w-ana"})
+        worker = {"worker": "w-ana"} if "{worker}" in path else {}
+        response = await app.web.views[path].get(request, **worker)
+        body = json.loads(response.body)
+        assert response.status == 200, (path, body)
+        names = [o["case_id"] for o in body[field]] if field == "overdue" else body[field]
+        if path == "/overdue/":
+            expected = [every[0], every[0], every[1]]
+        assert names == expected, path
+        assert body["truncated"] is truncated, path
+        assert [c for chunk in recorded for c in chunk] == names, path
+    for bad in ("0", "1001", "²", "-1", "ten"):
+        request = SimpleNamespace(headers=token, query={"limit": bad}, match_info={})
+        response = await app.web.views["/caseload/"].get(request)
+        assert response.status == 400
+        assert json.loads(response.body)["error"].startswith("limit must be a whole number")
