@@ -26,7 +26,8 @@ per case the answer names, with the caller's own token, for the purpose stated a
 ``?purpose=`` (default ``confidentiality_review``; auditors). Otherwise 401 (no or bad token),
 403 (the policy refused; ``reason`` names the rule; the refusal is on record), 400 (unknown
 purpose, bad query) or 503 (no issuer; audit not configured or unreachable: nothing is
-disclosed that is not recorded). The contacts-per-day view names no case: decided, not recorded.
+disclosed that is not recorded; ``NOT_READY`` while the tables are being recovered). The
+contacts-per-day view names no case: decided, not recorded.
 """
 
 from __future__ import annotations
@@ -88,6 +89,14 @@ def add_views(app: CaseloadApp) -> None:
         async def admitted(view: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
             try:
                 caller = await gate.admit(request.headers, request.query)
+                if not app.ready():
+                    # Tables still being restored from their changelogs would answer with
+                    # whatever part of them is back, as if it were all.
+                    raise Refused(
+                        503,
+                        "the caseload tables are being recovered: ask again in a moment",
+                        "NOT_READY",
+                    )
                 answer = handler(request, *args, **kwargs)
                 await recorder.record(caller, answer.view, answer.case_ids)
             except BadQuery as error:
@@ -141,10 +150,14 @@ def add_views(app: CaseloadApp) -> None:
     def routed(handler: Handler) -> Any:
         # Faust answers a request it routed to the owning process with that process's status
         # and body only: the headers every answer carries are set again on the way out.
-        route = table_route(guarded(handler))
+        local = guarded(handler)
+        route = table_route(local)
 
         async def answered(view: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
-            response = await route(view, request, *args, **kwargs)
+            # Until this process has joined and recovered, Faust cannot route (its router
+            # raised a TypeError: a 500); answered here then, NOT_READY.
+            chosen = route if app.ready() else local
+            response = await chosen(view, request, *args, **kwargs)
             response.headers.update(ANSWER_HEADERS)
             if response.status == 401:
                 response.headers["WWW-Authenticate"] = "Bearer"

@@ -5,6 +5,7 @@ real grpc.aio server; no Kafka needed."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,7 @@ async def test_an_answer_routed_to_the_owning_process_keeps_the_answer_headers(
     from services.caseload.settings import CaseloadSettings
 
     app = build_app(CaseloadSettings(data_dir=tmp_path / "caseload", web_port=free_port()))
+    app.tables.recovery.completed.set()  # type: ignore[attr-defined]
 
     async def answered_elsewhere(table: str, key: str, web: Any, request: Any) -> Any:
         return web.text('{"case_ids": ["a"]}', content_type="application/json", status=status)
@@ -178,16 +180,17 @@ async def test_an_answer_routed_to_the_owning_process_keeps_the_answer_headers(
         assert response.headers.get("WWW-Authenticate") == ("Bearer" if status == 401 else None)
 
 
-async def test_a_list_names_at_most_limit_cases_and_only_those_are_recorded(
-    tmp_path: Path, issuer: TestIssuer
-) -> None:
-    """The lists named every case they held in one answer (thousands of overdue follow-ups,
-    recorded 100 per call to audit before the answer went out); now ``?limit=`` (1-1,000,
-    default 100, as planning's ListCases) with ``truncated``, recording only the cases shown.
-    Fails on the old code: every case named, no ``truncated``, ``limit`` ignored."""
-    import json
-    from types import SimpleNamespace
+@dataclass
+class Served:
+    """A caseload app's views over plain dict tables, audit's recording faked."""
 
+    app: Any
+    held: dict[str, Any]
+    recorded: list[tuple[str, ...]]
+    routed: list[str]
+
+
+def served(tmp_path: Path, issuer: TestIssuer) -> Served:
     from faust.exceptions import SameNode
 
     from casetrail_platform.identity.settings import IssuerSettings
@@ -204,18 +207,35 @@ async def test_a_list_names_at_most_limit_cases_and_only_those_are_recorded(
     app = build_app(settings)
     held = {f"case-{n:04d}": {"follow_up_due": "2030-01-01"} for n in range(250)}
     app.caseloads = {"w-ana": held, UNASSIGNED: held}
-    recorded: list[tuple[str, ...]] = []
+    it = Served(app, held, [], [])
 
     async def record(caller: Any, view: Any, case_ids: Any) -> None:
-        recorded.append(tuple(case_ids))
+        it.recorded.append(tuple(case_ids))
 
     assert app.access_recorder is not None
     app.access_recorder.record = record  # type: ignore[method-assign]
 
-    async def here(*args: Any) -> Any:
+    async def here(table: str, key: str, web: Any, request: Any) -> Any:
+        it.routed.append(key)
         raise SameNode()
 
     app.router.route_req = here  # type: ignore[method-assign,assignment]
+    return it
+
+
+async def test_a_list_names_at_most_limit_cases_and_only_those_are_recorded(
+    tmp_path: Path, issuer: TestIssuer
+) -> None:
+    """The lists named every case they held in one answer (thousands of overdue follow-ups,
+    recorded 100 per call to audit before the answer went out); now ``?limit=`` (1-1,000,
+    default 100, as planning's ListCases) with ``truncated``, recording only the cases shown.
+    Fails on the old code: every case named, no ``truncated``, ``limit`` ignored."""
+    import json
+    from types import SimpleNamespace
+
+    it = served(tmp_path, issuer)
+    app, held, recorded = it.app, it.held, it.recorded
+    app.tables.recovery.completed.set()
     token = bearer(issuer.mint("james.liu", "auditor"))
     every = sorted(held)
     cases = [
@@ -244,3 +264,28 @@ async def test_a_list_names_at_most_limit_cases_and_only_those_are_recorded(
         response = await app.web.views["/caseload/"].get(request)
         assert response.status == 400
         assert json.loads(response.body)["error"].startswith("limit must be a whole number")
+
+
+async def test_no_view_answers_from_tables_still_being_recovered(
+    tmp_path: Path, issuer: TestIssuer
+) -> None:
+    """Faust restores the tables from their changelogs before the worker is ready; the views
+    answered meanwhile with whatever part was back, as if it were all (and a per-worker view
+    failed in Faust's router, a 500). Now 503 NOT_READY, nothing recorded. Fails on the old
+    code: 200 with the tables as they were."""
+    import json
+    from types import SimpleNamespace
+
+    it = served(tmp_path, issuer)
+    token = bearer(issuer.mint("james.liu", "auditor"))
+    for path in ("/caseload/", "/caseload/{worker}/", "/overdue/", "/contacts/{worker}/"):
+        request = SimpleNamespace(headers=token, query={}, match_info={"worker": "w-ana"})
+        worker = {"worker": "w-ana"} if "{worker}" in path else {}
+        response = await it.app.web.views[path].get(request, **worker)
+        assert response.status == 503, path
+        assert json.loads(response.body)["reason"] == "NOT_READY", path
+        assert response.headers["Cache-Control"] == "no-store"
+    assert it.recorded == []
+    assert it.routed == []  # answered here, not routed by a router that cannot route yet
+    anonymous = SimpleNamespace(headers={}, query={}, match_info={})
+    assert (await it.app.web.views["/caseload/"].get(anonymous)).status == 401
