@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from pathlib import Path
 
+from casetrail_platform.ages import agency_time_zone
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings, whole_number
 from casetrail_platform.identity.settings import IssuerSettings
@@ -50,6 +52,9 @@ class CaseloadSettings:
     """Audit's gRPC address (``host:port``): every read of a view is recorded there before it
     is answered (``recording``); without it every view but the status refuses."""
     audit_tls: ClientTls | None = None
+    time_zone: tzinfo = UTC
+    """The agency's time zone (``CASETRAIL_AGENCY_TIME_ZONE``): whose date "today" is for
+    overdue follow-ups, as for the services' ages."""
     """TLS to audit, as every casetrail client (``CASETRAIL_TLS_CA``, mutual with
     ``CASETRAIL_TLS_CLIENT_CERT``/``_KEY``)."""
 
@@ -82,7 +87,8 @@ class CaseloadSettings:
         ``CASETRAIL_CASELOAD_APP_ID``, ``CASETRAIL_CASELOAD_DATA_DIR``,
         ``CASETRAIL_CASELOAD_GUARANTEE``, ``CASETRAIL_CASELOAD_WEB_PORT`` (0 turns the web
         views off), ``CASETRAIL_OIDC_ISSUER``/``_AUDIENCE`` (see ``IssuerSettings``),
-        ``CASETRAIL_AUDIT_ADDRESS`` and ``CASETRAIL_TLS_CA`` (see ``ClientTls``)."""
+        ``CASETRAIL_AUDIT_ADDRESS``, ``CASETRAIL_TLS_CA`` (see ``ClientTls``) and
+        ``CASETRAIL_AGENCY_TIME_ZONE`` (see ``casetrail_platform.ages``)."""
         env = os.environ if environ is None else environ
         defaults = cls()
         topics = TopicSettings.from_env(env)
@@ -103,4 +109,5 @@ class CaseloadSettings:
             issuer=IssuerSettings.from_env(env),
             audit_address=env.get("CASETRAIL_AUDIT_ADDRESS", "").strip() or None,
             audit_tls=ClientTls.from_env(env),
+            time_zone=agency_time_zone(env),
         )

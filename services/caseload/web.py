@@ -18,7 +18,8 @@ overdue: oldest due date first), with ``"truncated": true`` when more matched: o
 are recorded.
 
 Per-worker views are routed by Faust to the process that owns the worker's table partition.
-``today`` defaults to the server's local date.
+``today`` defaults to the agency's date (``CASETRAIL_AGENCY_TIME_ZONE``, as the services' ages)
+for the overdue follow-ups, and to the UTC date for contacts, which are counted per UTC day.
 
 Every view but the status needs ``Authorization: Bearer <token>`` (``access.CaseloadGate``)
 and is answered only once audit has decided and recorded the read (``recording``): one access
@@ -34,13 +35,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from casetrail.audit.v1 import audit_pb2
+from casetrail_platform.ages import agency_today
 from casetrail_platform.limits import MOMENT_RANGE, within_moment_bounds
 from events.catalog.base import Identifier
 from services.caseload import queries
@@ -140,7 +142,8 @@ def add_views(app: CaseloadApp) -> None:
 
     def worker_contacts(request: Any, worker: str) -> Answer:
         worker = _worker(worker)
-        today = _today(request.query)
+        # Contacts are counted on UTC days (the windows of ``app.contacts``): so is today.
+        today = _today(request.query, datetime.now(UTC).date())
         days = _days(request.query)
         span = [today - timedelta(days=back) for back in range(days - 1, -1, -1)]
         counts = queries.contacts_per_day(app, worker, span)
@@ -200,7 +203,8 @@ def status_of(app: CaseloadApp) -> dict[str, Any]:
 
 
 def _overdue(app: CaseloadApp, request: Any, worker: str | None) -> Answer:
-    today = _today(request.query)
+    # A follow-up is due on the agency's calendar: overdue from the agency's next day.
+    today = _today(request.query, agency_today(app.settings.time_zone))
     limit = _limit(request.query)
     found = queries.overdue(app, today, worker)
     shown = found[:limit]
@@ -212,10 +216,10 @@ def _overdue(app: CaseloadApp, request: Any, worker: str | None) -> Answer:
     return Answer(body, audit_pb2.CASELOAD_VIEW_OVERDUE, tuple(o.case_id for o in shown))
 
 
-def _today(query: Any) -> date:
+def _today(query: Any, default: date) -> date:
     text = query.get("today")
     if not text:
-        return date.today()
+        return default
     try:
         today = date.fromisoformat(text)
     except ValueError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, date
 from pathlib import Path
 from typing import Any
 
@@ -148,8 +149,22 @@ def test_a_day_beyond_the_services_bounds_is_a_bad_query(today: str) -> None:
     from services.caseload.web import BadQuery, _today
 
     with pytest.raises(BadQuery, match="today must be between 1900-01-01 and 2199-12-31"):
-        _today({"today": today})
-    assert _today({"today": "1900-01-01"}).isoformat() == "1900-01-01"
+        _today({"today": today}, date(2030, 1, 1))
+    assert _today({"today": "1900-01-01"}, date(2030, 1, 1)).isoformat() == "1900-01-01"
+
+
+def test_today_is_the_agencys_date_for_follow_ups() -> None:
+    """Follow-up dates are the agency's calendar days, so an agency in UTC-8 at 17:00 is not yet
+    on the next day UTC is on; the server's own local date (the old default) was neither."""
+    from zoneinfo import ZoneInfo
+
+    from services.caseload.settings import CaseloadSettings
+    from services.caseload.web import _today
+
+    zone = CaseloadSettings.from_env({"CASETRAIL_AGENCY_TIME_ZONE": "America/Los_Angeles"})
+    assert zone.time_zone == ZoneInfo("America/Los_Angeles")
+    assert CaseloadSettings.from_env({}).time_zone is UTC
+    assert _today({}, date(2030, 1, 2)) == date(2030, 1, 2)
 
 
 @pytest.mark.parametrize("status", [200, 401, 403])
