@@ -15,13 +15,33 @@ import pytest
 
 from casetrail_platform.projections.port import Document
 from casetrail_platform.projections.postgres import PostgresReadModelStore
+from events.catalog.cases import PresentingNeed
+from events.catalog.erasure import ClientErased
+from events.catalog.values import NeedCategory
 from services.audit.adapters.timeline import CASES, FACTS, TimelineProjection
 from tests.support.servers import postgres_dsn, server_missing
-from tests.unit.audit.support import CASE, DAY, T0, assigned, coordination, intake, opened
+from tests.unit.audit.support import (
+    CASE,
+    DAY,
+    T0,
+    Producer,
+    assigned,
+    coordination,
+    intake,
+    opened,
+)
 
 PROJECTION = TimelineProjection()
 OPENED = intake().record(opened(), occurred_at=T0)
 ASSIGNED = coordination().record(assigned(), occurred_at=T0 + DAY)
+MENTAL_HEALTH = (PresentingNeed(category=NeedCategory.MENTAL_HEALTH, description="Low mood"),)
+OPENED_SENSITIVE = intake().record(
+    opened().model_copy(update={"presenting_needs": MENTAL_HEALTH}), occurred_at=T0
+)
+ERASED = Producer("casetrail/intake", "client-client-7f3a").record(
+    ClientErased(client_id="client-7f3a", case_ids=(CASE,), request_reference="dms://r/1"),
+    occurred_at=T0 + 9 * DAY,
+)
 
 
 @pytest.fixture
@@ -83,6 +103,44 @@ async def test_two_replicas_applying_events_of_one_case_at_once_lose_nothing(
     await earlier
 
     assert await _stored(one) == one_replica
+
+
+@pytest.mark.parametrize("first", ["opening", "erasure"])
+async def test_an_erasure_applied_beside_the_cases_first_event_scrubs_its_entry(
+    replicas: tuple[PostgresReadModelStore, PostgresReadModelStore], first: str
+) -> None:
+    """The client's erasure and the case's first event on two replicas at once: before, the
+    erasure found no header (the other's was not committed), scrubbed nothing and waited for
+    nothing, and the opening's entry kept its category of need in the clear."""
+    one, two = replicas
+    ahead, behind = (OPENED_SENSITIVE, ERASED) if first == "opening" else (ERASED, OPENED_SENSITIVE)
+    wrote, go = asyncio.Event(), asyncio.Event()
+
+    async def apply_ahead() -> None:
+        async with two.transaction() as transaction:
+            await PROJECTION.handle(transaction, ahead)
+            wrote.set()
+            await go.wait()  # written, not committed
+
+    async def apply_behind() -> None:
+        async with one.transaction() as transaction:
+            await PROJECTION.handle(transaction, behind)
+
+    started = asyncio.ensure_future(apply_ahead())
+    await asyncio.wait_for(wrote.wait(), 10)
+    waiting = asyncio.ensure_future(apply_behind())
+    try:
+        await _waiting_for_a_lock()
+    finally:
+        go.set()
+        await started
+        await waiting
+
+    stored = await _stored(one)
+    assert stored["facts"] is not None
+    assert [entry["categories"] for entry in stored["facts"]["entries"]] == [[]]
+    assert stored["header"] is not None
+    assert stored["header"]["erased"] is True
 
 
 async def _waiting_for_a_lock() -> None:

@@ -133,9 +133,9 @@ class TimelineProjection(Projection):
         if lane == HISTORY:
             entry = entry_of(recorded)
             place = None if entry is None else stored_order(entry)
-            last = await _count(transaction, case_id, place)
+            last, erased = await _count(transaction, case_id, place)
             if entry is not None:
-                await _keep_fact(transaction, case_id, last, entry)
+                await _keep_fact(transaction, case_id, last, _scrubbed(entry) if erased else entry)
         else:
             # An access record only needs the case known: every answered read appends one,
             # so it reads nothing back here.
@@ -146,26 +146,33 @@ class TimelineProjection(Projection):
         # and those a consent names in the clear (the client's health data): forgotten, as the
         # policy's own facts do (casetrail_platform.policy.projection). The client's consents
         # stay, naming no category: they still bind, and cover no sensitive category.
+        # The erasure may arrive before the case's events (another partition, another
+        # service's topic): the case's header is marked erased, created if need be, and each
+        # fact entry stored after it is scrubbed as it is kept (``apply``).
         for case_id in erased.case_ids:
-            if not await _hold_header(transaction, case_id):
-                continue  # audit has no event of the case, so no facts
+            if not await _mark_erased(transaction, case_id):
+                continue  # audit had no event of the case, so no facts yet
             document = await transaction.get(FACTS, case_id)
             if document is None:
                 continue
-            for entry in document["entries"]:
-                if "categories" in entry:
-                    entry["categories"] = []
+            document["entries"] = [_scrubbed(entry) for entry in document["entries"]]
             await transaction.put(FACTS, case_id, document)
+
+
+def _scrubbed(entry: Entry) -> Entry:
+    """``entry`` without what the erasure forgets: its categories of need."""
+    return {**entry, "categories": []} if "categories" in entry else entry
 
 
 async def _count(
     transaction: DocumentTransaction, case_id: str, place: tuple[str, int, str] | None
-) -> tuple[str, int, str] | None:
+) -> tuple[tuple[str, int, str] | None, bool]:
     """Count one more of the case's own events in its header, and where its last fact entry
-    falls (``place``: the event's, if it has one); the last entry's place before. Compared and
-    set, retried on what another replica committed: the header's row lock, then held to the
-    commit, orders the case's facts writes across replicas (a read-then-write lost a count,
-    and would lose an entry sorted in)."""
+    falls (``place``: the event's, if it has one); the last entry's place before, and whether
+    the case's client was erased. Compared and set, retried on what another replica
+    committed: the header's row lock, then held to the commit, orders the case's facts writes
+    and its erasure across replicas (a read-then-write lost a count, and would lose an entry
+    sorted in or the erasure of one)."""
     while True:
         known = await transaction.get(CASES, case_id)
         header = dict(known or _new_header(case_id))
@@ -175,18 +182,19 @@ async def _count(
         if place is not None:
             header["last_fact"] = list(place if last is None else max(place, last))
         if await transaction.put_if_unchanged(CASES, case_id, known, header):
-            return last
+            return last, bool(header.get("erased"))
 
 
-async def _hold_header(transaction: DocumentTransaction, case_id: str) -> bool:
-    """Take the case's header row (as ``_count`` does) before its facts are rewritten;
-    ``False`` when audit has no event of the case."""
+async def _mark_erased(transaction: DocumentTransaction, case_id: str) -> bool:
+    """Mark the case's header erased (creating it when audit has no event of the case yet),
+    taking its row as ``_count`` does, so an event of the case applied at once by another
+    replica either comes first (its entry is then scrubbed here) or sees the mark; whether
+    audit had an event of the case before."""
     while True:
         known = await transaction.get(CASES, case_id)
-        if known is None:
-            return False
-        if await transaction.put_if_unchanged(CASES, case_id, known, known):
-            return True
+        header = {**(known or _new_header(case_id)), "erased": True}
+        if await transaction.put_if_unchanged(CASES, case_id, known, header):
+            return known is not None
 
 
 def _place(stored: list[Any]) -> tuple[str, int, str]:
