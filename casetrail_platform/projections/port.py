@@ -217,7 +217,12 @@ class Projection(ABC):
     """``handle`` given an event it already applied changes nothing (a seen-marker written
     with the event, or documents keyed by the event alone): fed from the bus, such a
     projection keeps no tracking row per event (``already_applied``/``mark_applied``), which
-    for audit would be one more row for every read of every case, kept forever."""
+    for audit would be one more row for every read of every case, kept forever. Nor does it
+    take the projection's advisory lock (taken with that tracking): on PostgreSQL its replicas
+    apply events of one key at once, so each of its writes is a blind put of what the event
+    alone gives, one conditional statement (``put_new``, ``put_if_unchanged``,
+    ``put_if_later``, ``append_to_list``), or made under a row lock such a statement took in
+    the same transaction, never a read then a put (README, "Projections and the bus")."""
 
     @abstractmethod
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None: ...

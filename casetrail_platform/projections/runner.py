@@ -170,6 +170,8 @@ class BusProjectionHandler:
 
     async def handle_batch(self, records: Sequence[RecordedEvent]) -> None:
         name = self._projection.name
+        # An idempotent projection neither tracks ids nor takes the projection's lock (it
+        # comes with ``already_applied``): its writes are conditional (``Projection.idempotent``).
         tracked = not self._projection.idempotent
         async with self._read_models.transaction() as transaction:
             seen = (
