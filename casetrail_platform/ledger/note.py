@@ -171,21 +171,41 @@ def _decoded(name: str, encoded: str) -> bytes:
         raise NoteError(f"signature of {name} is not base64") from None
 
 
+MAX_SIGNATURES = 100
+"""Go's ``note.Open`` refuses a note with more signature lines (parsing them all is work an
+attacker chooses)."""
+
+
 def open_note(text: str, verifier: Verifier) -> str:
-    """The body of signed note ``text`` once ``verifier``'s signature on it checks out."""
+    """The body of signed note ``text`` once ``verifier``'s signature on it checks out.
+
+    Every signature line is read as Go's ``note.Open`` (golang.org/x/mod v0.37) reads it, so
+    that no note passes here that Go refuses nor the reverse: each line must be base64 of a key
+    id and at least one byte under a name without "+", at most ``MAX_SIGNATURES`` of them; the
+    first line of the verifier's key (name and key id) must verify, and later lines of that key
+    are dropped unread, as Go drops them (a repeated line changes nothing)."""
     body, signed = _split(text)
+    if len(signed) > MAX_SIGNATURES:
+        raise NoteError(f"a signed note carries at most {MAX_SIGNATURES} signatures")
+    verified = False
     for name, encoded in signed:
-        if name != verifier.name:
-            continue
+        if "+" in name:
+            raise NoteError(f"signature key name {name!r} holds a '+'")
         raw = _decoded(name, encoded)
-        if len(raw) != 4 + 64 or raw[:4] != verifier.key_id:
+        if len(raw) < 5:
+            raise NoteError(f"signature of {name} is shorter than a key id and a signature")
+        if verified or name != verifier.name or raw[:4] != verifier.key_id:
             continue
         try:
+            if len(raw) != 4 + 64:
+                raise InvalidSignature
             Ed25519PublicKey.from_public_bytes(verifier.public_key).verify(raw[4:], body.encode())
         except InvalidSignature:
             raise NoteError(f"the signature of {name} does not verify") from None
-        return body
-    raise NoteError(f"the note carries no signature by {verifier.name}")
+        verified = True
+    if not verified:
+        raise NoteError(f"the note carries no signature by {verifier.name}")
+    return body
 
 
 def open_checkpoint(text: str, verifier: Verifier) -> Checkpoint:

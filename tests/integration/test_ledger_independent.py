@@ -208,6 +208,23 @@ def test_go_rejects_modified_proofs_and_notes(
     )
 
 
+def test_go_and_casetrail_read_signature_lines_alike(
+    goverifier: Path, signed: tuple[str, list[str]]
+) -> None:
+    """A repeated, truncated or excess signature line: Go's note.Open and ``open_checkpoint``
+    give the same verdict on each (the unit test holds casetrail to these verdicts)."""
+    from tests.unit.test_ledger_note import GO_ACCEPTS, signature_variants
+
+    vkey, notes = signed
+    variants = signature_variants(notes[4])
+    answers = run(
+        goverifier, [{"kind": "note", "vkey": vkey, "note": note} for note in variants.values()]
+    )
+    assert {case: answer == "ok" for case, answer in zip(variants, answers, strict=True)} == (
+        GO_ACCEPTS
+    ), dict(zip(variants, answers, strict=True))
+
+
 def test_transparency_dev_merkle_test_vectors(goverifier: Path) -> None:
     """The vectors of github.com/transparency-dev/merkle/testonly, read from the module the
     Go module proxy serves (not copied into this repository)."""
