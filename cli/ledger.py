@@ -121,9 +121,11 @@ def _verify_export(options: argparse.Namespace) -> int:
 
 
 async def _verify_store(options: argparse.Namespace) -> int:
+    from casetrail_platform.errors import StorageConfigurationError
     from casetrail_platform.ledger.directory import LedgerDirectory
     from casetrail_platform.ledger.hosting import open_ledger_store
     from casetrail_platform.ledger.note import NoteError, open_checkpoint
+    from casetrail_platform.ledger.port import LedgerNotCreated
     from casetrail_platform.ledger.verify import verify_store
     from cli.stores import has_local_store, infrastructure, where_stored
 
@@ -155,7 +157,18 @@ async def _verify_store(options: argparse.Namespace) -> int:
         except (OSError, NoteError) as error:
             print(f"{options.checkpoint}: {error}", file=sys.stderr)
             return 2
-    store = await open_ledger_store(infra, options.service)
+    try:
+        # An auditor's check writes nothing: no table created, granted or migrated.
+        store = await open_ledger_store(infra, options.service, read_only=True)
+    except LedgerNotCreated:
+        print(
+            f"{options.service} has no ledger yet: its service creates it when it starts",
+            file=sys.stderr,
+        )
+        return 2
+    except StorageConfigurationError as error:
+        print(f"{options.service}: {error}", file=sys.stderr)
+        return 2
     try:
         result = await verify_store(store, verifier, trusted=trusted)
     finally:

@@ -58,21 +58,28 @@ def signer_for(infra: Infrastructure, service: str) -> CheckpointSigner:
 
 
 async def open_ledger_store(
-    infra: Infrastructure, service: str, *, reader: bool = False
+    infra: Infrastructure, service: str, *, reader: bool = False, read_only: bool = False
 ) -> LedgerStore:
     """The ledger of the service's event store (which must have been opened once);
-    ``reader``: as another party reads it (PostgreSQL: ``READER_ROLE``, read only)."""
+    ``reader``: as another party reads it (PostgreSQL: ``READER_ROLE``, read only);
+    ``read_only``: as an auditor checks it, hashes and events, writing nothing on either
+    backend (``LedgerNotCreated`` where its service has not created the ledger yet)."""
     if infra.postgres_dsn is not None:
         from casetrail_platform.ledger.postgres import PostgresLedgerStore
 
+        schema = f"{service}_events"
         if reader:
-            return await PostgresLedgerStore.connect_reader(
-                infra.postgres_dsn, schema=f"{service}_events"
-            )
-        return await PostgresLedgerStore.connect(infra.postgres_dsn, schema=f"{service}_events")
+            return await PostgresLedgerStore.connect_reader(infra.postgres_dsn, schema=schema)
+        if read_only:
+            return await PostgresLedgerStore.connect_read_only(infra.postgres_dsn, schema=schema)
+        return await PostgresLedgerStore.connect(infra.postgres_dsn, schema=schema)
     from casetrail_platform.ledger.sqlite import SqliteLedgerStore
 
     directory = infra.service_dir(service)
+    if read_only:
+        return await SqliteLedgerStore.open_read_only(
+            directory / "ledger.db", directory / "events.db"
+        )
     return await SqliteLedgerStore.open(directory / "ledger.db", directory / "events.db")
 
 

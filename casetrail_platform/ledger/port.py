@@ -125,3 +125,8 @@ class LedgerStore(ABC):
 
 class LedgerConflict(RuntimeError):
     """Another writer appended to the ledger first."""
+
+
+class LedgerNotCreated(RuntimeError):
+    """A store opened read only has no ledger tables (yet): only its service creates them,
+    when its ledger first runs (and moves a ledger of the format before tiles into tiles)."""

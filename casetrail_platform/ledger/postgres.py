@@ -23,7 +23,12 @@ from casetrail_platform.errors import StorageConfigurationError, StorageUnavaila
 from casetrail_platform.ledger import tiles
 from casetrail_platform.ledger.canonical import leaf_hashes
 from casetrail_platform.ledger.merkle import HASH_SIZE, Hash, HashRun
-from casetrail_platform.ledger.port import LedgerConflict, LedgerStore, StoredCheckpoint
+from casetrail_platform.ledger.port import (
+    LedgerConflict,
+    LedgerNotCreated,
+    LedgerStore,
+    StoredCheckpoint,
+)
 from casetrail_platform.store.pg_connections import Connection, PgConnections
 
 log = logging.getLogger(__name__)
@@ -171,6 +176,44 @@ class PostgresLedgerStore(LedgerStore):
             problem = _reader_role_problem(error, schema)
             if problem is not None:
                 raise StorageConfigurationError(problem) from error
+            raise
+        return cls(connections, schema)
+
+    @classmethod
+    async def connect_read_only(cls, dsn: str, *, schema: str) -> PostgresLedgerStore:
+        """Read the service's ledger and its events with the DSN's own rights, in read-only
+        transactions: creates, grants and migrates nothing (``verify-store``, an auditor's
+        check). The login needs only USAGE on the schema and SELECT on ``stored_events``,
+        ``ledger_tiles`` and ``ledger_checkpoints``. Raises ``LedgerNotCreated`` if the
+        ledger's tables are missing, ``StorageConfigurationError`` if the login may not read
+        them."""
+        connections = PgConnections(
+            dsn,
+            1,
+            f"{schema} ledger (read only)",
+            settings="-c default_transaction_read_only=on",
+        )
+        probe = sql.SQL("SELECT 1 FROM {}, {}, {} LIMIT 0").format(
+            sql.Identifier(schema, "ledger_tiles"),
+            sql.Identifier(schema, "ledger_checkpoints"),
+            sql.Identifier(schema, "stored_events"),
+        )
+
+        async def check(connection: Connection) -> None:
+            await connection.execute(probe)
+
+        try:
+            await connections.run(check)
+        except BaseException as error:
+            await connections.close()
+            if isinstance(error, psycopg.errors.UndefinedTable):
+                raise LedgerNotCreated(f"{schema} holds no ledger tables") from error
+            if isinstance(error, psycopg.errors.InsufficientPrivilege):
+                raise StorageConfigurationError(
+                    f"this login may not read {schema}: reading a ledger read only needs USAGE"
+                    f" on the schema and SELECT on {schema}.stored_events, ledger_tiles and"
+                    " ledger_checkpoints"
+                ) from error
             raise
         return cls(connections, schema)
 

@@ -18,7 +18,12 @@ from typing import TypeVar
 from casetrail_platform.ledger import tiles
 from casetrail_platform.ledger.canonical import leaf_hashes_of_text
 from casetrail_platform.ledger.merkle import HASH_SIZE, Hash, HashRun
-from casetrail_platform.ledger.port import LedgerConflict, LedgerStore, StoredCheckpoint
+from casetrail_platform.ledger.port import (
+    LedgerConflict,
+    LedgerNotCreated,
+    LedgerStore,
+    StoredCheckpoint,
+)
 from casetrail_platform.store.sqlite_writer import connect
 
 SCHEMA = """
@@ -72,9 +77,45 @@ class SqliteLedgerStore(LedgerStore):
     async def open(cls, path: Path, events_path: Path) -> SqliteLedgerStore:
         store = cls(path, events_path)
         await store._run(store._open)
-        uri = await asyncio.to_thread(lambda: f"{path.resolve().as_uri()}?mode=ro")
+        uri = await asyncio.to_thread(_read_only_uri, path)
         store._proofs = sqlite3.connect(uri, uri=True, check_same_thread=False)
         return store
+
+    @classmethod
+    async def open_read_only(cls, path: Path, events_path: Path) -> SqliteLedgerStore:
+        """Both files opened ``mode=ro``: creates and migrates nothing, and a write is refused
+        by SQLite itself (``verify-store``, an auditor's check). SQLite still adds a WAL
+        database's ``-wal``/``-shm`` companions when they are missing, as any reader does.
+        Raises ``LedgerNotCreated`` if there is no ledger (file or tables) yet."""
+        store = cls(path, events_path)
+        try:
+            await store._run(store._open_read_only)
+        except BaseException:
+            await store.close()
+            raise
+        uri = await asyncio.to_thread(_read_only_uri, path)
+        store._proofs = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        return store
+
+    def _open_read_only(self) -> None:
+        if not self._path.exists():
+            raise LedgerNotCreated(f"{self._path} does not exist")
+        connection = sqlite3.connect(
+            _read_only_uri(self._path), uri=True, isolation_level=None, check_same_thread=False
+        )
+        try:
+            connection.execute("PRAGMA busy_timeout=10000")
+            tables = connection.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
+                " AND name IN ('ledger_tiles', 'ledger_checkpoints')"
+            ).fetchone()[0]
+            if tables != 2:
+                raise LedgerNotCreated(f"{self._path} holds no ledger tables")
+            connection.execute("ATTACH DATABASE ? AS events", (_read_only_uri(self._events_path),))
+        except BaseException:
+            connection.close()
+            raise
+        self._connection = connection
 
     def _open(self) -> None:
         connection = connect(str(self._path))
@@ -211,6 +252,10 @@ class SqliteLedgerStore(LedgerStore):
             return None if row is None else StoredCheckpoint(int(row[0]), row[1])
 
         return await self._run(fetch)
+
+
+def _read_only_uri(path: Path) -> str:
+    return f"{path.resolve().as_uri()}?mode=ro"
 
 
 def _write_tile(db: sqlite3.Connection, write: tiles.TileWrite) -> None:

@@ -4,6 +4,8 @@ public keys as audit publishes them (`--keys`) when the service's key is not at 
 from __future__ import annotations
 
 import asyncio
+import gc
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,56 @@ def test_a_database_where_the_service_never_stored_is_told_not_a_traceback(
     finally:
         with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
             admin.execute(f'DROP DATABASE "{name}"')
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in sorted(directory.rglob("*"))
+        if path.is_file()
+    }
+
+
+def test_verify_store_writes_nothing_embedded(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An auditor's check: every file that was there keeps its bytes, and SQLite adds at most
+    a WAL database's empty companions, as any reader does."""
+    gc.collect()  # the fixture's connections closed (the last one folds the WAL in)
+    before = _files(data_dir)
+
+    assert _casetrail("verify-store", "intake", "--data-dir", str(data_dir)) == 0
+    assert "OK: the store is the tree its checkpoints signed" in capsys.readouterr().out
+
+    after = _files(data_dir)
+    assert {name: after[name] for name in before} == before
+    added = set(after) - set(before)
+    assert {Path(name).name for name in added} <= {
+        f"{db}-{end}" for db in ("events.db", "ledger.db") for end in ("wal", "shm")
+    }
+    assert all(after[name] == b"" for name in added if name.endswith("-wal"))
+
+
+async def test_the_read_only_store_refuses_writes_embedded(data_dir: Path) -> None:
+    from casetrail_platform.ledger.hosting import open_ledger_store
+    from casetrail_platform.ledger.port import StoredCheckpoint
+
+    store = await open_ledger_store(Infrastructure(data_dir=data_dir), "intake", read_only=True)
+    try:
+        assert await store.size() == 12
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await store.save_checkpoint(StoredCheckpoint(99, "forged"))
+    finally:
+        await store.close()
+
+
+def test_a_store_whose_ledger_was_never_created_is_told_and_left_so(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """verify-store created ``ledger.db`` (its tables) where the service had not yet."""
+    for path in (data_dir / "intake").glob("ledger.db*"):
+        path.unlink()
+
+    assert _casetrail("verify-store", "intake", "--data-dir", str(data_dir)) == 2
+    assert "intake has no ledger yet" in capsys.readouterr().err
+    assert not list((data_dir / "intake").glob("ledger.db*"))

@@ -1,0 +1,154 @@
+"""`casetrail verify-store` on PostgreSQL is an auditor's check: it runs with a login that may
+only read the service's schema, and leaves the database as it found it (its dump unchanged).
+Before, it opened the ledger as the service does, creating, migrating and granting: with such
+a login it failed, and with the services' login it could write."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.ledger.keys import FileSigner
+from casetrail_platform.ledger.log import LedgerLog
+from casetrail_platform.ledger.note import origin_of
+from casetrail_platform.ledger.postgres import PostgresLedgerStore
+from casetrail_platform.store.postgres import PostgresEventStore
+from cli.main import main
+from tests.contract.test_ledger_contract import append_notes
+from tests.support.sample_events import sample_registry
+from tests.support.servers import postgres_dsn, server_missing, servers_required
+
+SELECT_ONLY = "casetrail_test_select_only"
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A database of its own: the store's schema is ``intake_events`` whatever the test."""
+    name = f"verify_ro_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.OperationalError as error:
+        server_missing("PostgreSQL", error)
+    try:
+        yield psycopg.conninfo.make_conninfo(postgres_dsn(), dbname=name)
+    finally:
+        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+async def _signed_store(dsn: str, key: Path, events: int) -> None:
+    store = await PostgresEventStore.connect(dsn, sample_registry(), schema="intake_events")
+    ledger = await PostgresLedgerStore.connect(dsn, schema="intake_events")
+    try:
+        await append_notes(store, events)
+        origin = origin_of(Infrastructure(data_dir=key.parent).agency, "intake")
+        await LedgerLog(ledger, FileSigner(origin, key)).sign()
+    finally:
+        await ledger.close()
+        await store.close()
+
+
+def _select_only_login(dsn: str) -> str:
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL(
+                "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {login})"
+                " THEN CREATE ROLE {role} LOGIN; END IF; END $$"
+            ).format(login=sql.Literal(SELECT_ONLY), role=sql.Identifier(SELECT_ONLY))
+        )
+        admin.execute(
+            sql.SQL("GRANT USAGE ON SCHEMA intake_events TO {}").format(sql.Identifier(SELECT_ONLY))
+        )
+        admin.execute(
+            sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA intake_events TO {}").format(
+                sql.Identifier(SELECT_ONLY)
+            )
+        )
+    return psycopg.conninfo.make_conninfo(dsn, user=SELECT_ONLY)
+
+
+def _dump(dsn: str) -> str:
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        message = "pg_dump is not installed"
+        if servers_required():
+            pytest.fail(message)
+        pytest.skip(message)
+    done = subprocess.run(
+        [pg_dump, "--dbname", dsn, "--no-sync"], capture_output=True, text=True, check=True
+    )
+    # Newer pg_dumps fence the script with a random \restrict key, different each run.
+    return "".join(
+        line
+        for line in done.stdout.splitlines(keepends=True)
+        if not line.startswith(("\\restrict ", "\\unrestrict "))
+    )
+
+
+def _casetrail(*arguments: str) -> int:
+    with pytest.raises(SystemExit) as exited:
+        main(list(arguments))
+    return int(exited.value.code or 0)
+
+
+def _keys_file(tmp_path: Path) -> Path:
+    keys = tmp_path / "keys.txt"
+    keys.write_text((tmp_path / "intake.pub").read_text())
+    return keys
+
+
+def test_a_select_only_login_verifies_and_the_database_is_unchanged(
+    database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    asyncio.run(_signed_store(database, tmp_path / "intake.key", 7))
+    login = _select_only_login(database)
+    before = _dump(database)
+
+    arguments = ["--backend", "distributed", "--pg-dsn", login, "--data-dir", str(tmp_path)]
+    keys = ["--keys", str(_keys_file(tmp_path))]
+    assert _casetrail("verify-store", "intake", *arguments, *keys) == 0, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "7 events hashed" in out
+    assert "OK: the store is the tree its checkpoints signed" in out
+    assert _dump(database) == before
+
+
+def test_with_the_services_login_nothing_is_written_either(
+    database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The ledger's tables dropped (a service that never ran its ledger): the services' login
+    could create them; verify-store says there is no ledger and creates nothing."""
+    asyncio.run(_signed_store(database, tmp_path / "intake.key", 3))
+    with psycopg.connect(database, autocommit=True) as admin:
+        admin.execute("DROP TABLE intake_events.ledger_tiles, intake_events.ledger_checkpoints")
+    before = _dump(database)
+
+    arguments = ["--backend", "distributed", "--pg-dsn", database, "--data-dir", str(tmp_path)]
+    assert _casetrail("verify-store", "intake", *arguments) == 2
+    assert "intake has no ledger yet" in capsys.readouterr().err
+    assert _dump(database) == before
+
+
+async def test_the_read_only_store_refuses_writes(database: str, tmp_path: Path) -> None:
+    from casetrail_platform.ledger.hosting import open_ledger_store
+    from casetrail_platform.ledger.port import StoredCheckpoint
+
+    await _signed_store(database, tmp_path / "intake.key", 2)
+    infra = Infrastructure(data_dir=tmp_path, postgres_dsn=database)
+    store = await open_ledger_store(infra, "intake", read_only=True)
+    try:
+        assert await store.size() == 2
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+            await store.save_checkpoint(StoredCheckpoint(99, "forged"))
+    finally:
+        await store.close()
