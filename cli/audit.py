@@ -86,7 +86,9 @@ async def _timeline(options: argparse.Namespace) -> None:
                 for entry in page.entries:
                     print(json.dumps(json.loads(entry.cloudevent_json), separators=(",", ":")))
             else:
-                print("\n".join(timeline_lines(page.entries)))
+                # An empty page prints nothing, not a blank line: the count below says it.
+                for line in timeline_lines(page.entries):
+                    print(line)
             if not page.next_page_token:
                 break
             request.page_token = page.next_page_token
