@@ -42,6 +42,13 @@ PENDING_STATUS = 3
 MAX_TREE_SIZE = 2**63 - 1
 """The protos' int64 tree sizes."""
 
+MAX_KEYS_FILE_BYTES = 64 * 1024
+"""``--keys``: a verifier key is a line of about 100 characters, one per service and key kept
+for rotation; a file larger than this is not one (read whole, a device or a huge file held the
+command, or its memory, for as long as it lasted)."""
+MAX_CHECKPOINT_BYTES = 16 * 1024
+"""``--checkpoint``: a signed note is a few lines and a signature line per signer."""
+
 
 def run(options: argparse.Namespace) -> int:
     if options.command == "verify":
@@ -61,8 +68,8 @@ def _verifiers(options: argparse.Namespace) -> dict[str, Verifier]:
 
     if options.keys:
         try:
-            text = Path(options.keys).read_text()
-        except (OSError, UnicodeDecodeError) as error:
+            text = small_text(Path(options.keys), MAX_KEYS_FILE_BYTES)
+        except (OSError, UnicodeDecodeError, ValueError) as error:
             raise SystemExit(
                 f"--keys {options.keys}: cannot read the public keys: {error}"
             ) from None
@@ -75,6 +82,16 @@ def _verifiers(options: argparse.Namespace) -> dict[str, Verifier]:
     if not verifiers:
         raise SystemExit("no public keys: pass --keys FILE (see `casetrail ledger keys`)")
     return verifiers
+
+
+def small_text(path: Path, limit: int) -> str:
+    """The text of ``path``, a file that is small by nature: refused (``ValueError``) past
+    ``limit`` bytes, having read no more than one byte beyond it."""
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit:,} bytes")
+    return data.decode()
 
 
 def _verify_export(options: argparse.Namespace) -> int:
@@ -124,7 +141,7 @@ async def _verify_store(options: argparse.Namespace) -> int:
     from casetrail_platform.errors import StorageConfigurationError
     from casetrail_platform.ledger.directory import LedgerDirectory
     from casetrail_platform.ledger.hosting import open_ledger_store
-    from casetrail_platform.ledger.note import NoteError, open_checkpoint
+    from casetrail_platform.ledger.note import open_checkpoint
     from casetrail_platform.ledger.port import LedgerNotCreated
     from casetrail_platform.ledger.verify import verify_store
     from cli.stores import has_local_store, infrastructure, where_stored
@@ -152,10 +169,12 @@ async def _verify_store(options: argparse.Namespace) -> int:
             print("no public key for the service: cannot open --checkpoint", file=sys.stderr)
             return 2
         try:
-            text = await asyncio.to_thread(Path(options.checkpoint).read_text)
+            text = await asyncio.to_thread(
+                small_text, Path(options.checkpoint), MAX_CHECKPOINT_BYTES
+            )
             trusted.append(open_checkpoint(text, verifier))
-        except (OSError, NoteError) as error:
-            print(f"{options.checkpoint}: {error}", file=sys.stderr)
+        except (OSError, UnicodeDecodeError, ValueError) as error:  # NoteError among them
+            print(f"--checkpoint {options.checkpoint}: {error}", file=sys.stderr)
             return 2
     try:
         # An auditor's check writes nothing: no table created, granted or migrated.

@@ -15,6 +15,7 @@ from casetrail_platform.ledger.hosting import key_path, open_ledger
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.note import origin_of
 from casetrail_platform.store.sqlite import SqliteEventStore
+from cli.ledger import MAX_CHECKPOINT_BYTES, MAX_KEYS_FILE_BYTES
 from cli.main import main
 from tests.contract.test_ledger_contract import append_notes
 from tests.support.sample_events import sample_registry
@@ -78,6 +79,21 @@ def test_keys_that_name_another_log_are_refused(
     arguments = ["verify-store", "intake", "--data-dir", str(data_dir), "--keys", str(keys_file)]
     assert _casetrail(*arguments) == 2
     assert "holds no public key named casetrail/" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--keys", "--checkpoint"])
+def test_a_keys_or_checkpoint_file_too_large_for_one_is_refused_naming_it(
+    option: str, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both are small by nature: read whole, a huge file (or a device) held the command."""
+    limit = MAX_KEYS_FILE_BYTES if option == "--keys" else MAX_CHECKPOINT_BYTES
+    large = data_dir / "large.txt"
+    large.write_text(key_path(data_dir, "intake").with_suffix(".pub").read_text() * limit)
+
+    arguments = ["verify-store", "intake", "--data-dir", str(data_dir), option, str(large)]
+    assert _casetrail(*arguments) == 2
+    assert f"{option} {large}: " in (err := capsys.readouterr().err)
+    assert f"larger than {limit:,} bytes" in err
 
 
 def test_public_keys_are_computed_offline_from_the_private_key_files(
