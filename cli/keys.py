@@ -14,10 +14,13 @@ name others. Nothing printed holds key material: KEKs are named by their ``kek_i
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from casetrail_platform.keys.hosting import (
+    KEK_FILE_VARIABLE,
+    PREVIOUS_KEK_FILES_VARIABLE,
     configured_kek_files,
     data_key_table,
     file_kek,
@@ -112,12 +115,29 @@ def _table(options: argparse.Namespace) -> DataKeyTable | None:
 
 def _kek(options: argparse.Namespace) -> KeyEncryptionKey:
     current, previous = configured_kek_files(Path(options.data_dir).resolve())
+    current_source = KEK_FILE_VARIABLE if os.environ.get(KEK_FILE_VARIABLE) else "the KEK"
+    previous_source = PREVIOUS_KEK_FILES_VARIABLE
     if options.kek_file:
-        current = Path(options.kek_file)
+        current, current_source = Path(options.kek_file), "--kek-file"
     if options.previous_kek_file:
         previous = [Path(path) for path in options.previous_kek_file]
+        previous_source = "--previous-kek-file"
+    # Checked here, each file named: a missing file is no outage to wait out (KeyUnavailable-
+    # Error's "retry"), and a previous KEK is read only when a key it wrapped is met, so a
+    # wrong one passed silently while nothing needed it.
+    _kek_file(current, current_source)
+    for path in previous:
+        _kek_file(path, previous_source)
     # Never created here: rotating to a KEK that no service uses would lock them out.
     return file_kek(current, previous, create=False)
+
+
+def _kek_file(path: Path, source: str) -> None:
+    """Exit (a usage error) naming ``path`` and where it was given unless it is a file."""
+    if not path.exists():
+        raise SystemExit(f"{source} {path}: no such KEK file")
+    if not path.is_file():
+        raise SystemExit(f"{source} {path}: not a KEK file (a directory, or not a regular file)")
 
 
 def _status(table: DataKeyTable, kek: KeyEncryptionKey) -> int:

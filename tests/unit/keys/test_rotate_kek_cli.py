@@ -91,9 +91,24 @@ def test_a_missing_kek_file_or_key_table_is_an_error_not_a_new_key(
 ) -> None:
     missing = data_dir / "nowhere.bin"
     options = ("--data-dir", str(data_dir), "--kek-file", str(missing))
-    assert _casetrail("keys", "rotate-kek", *options) == 1
-    assert str(missing) in capsys.readouterr().err
+    for action in ("rotate-kek", "status"):
+        # A usage error naming the file, not an outage to retry (exit 1 before).
+        assert _casetrail("keys", action, *options) == 2
+        err = capsys.readouterr().err
+        assert f"--kek-file {missing}: no such KEK file" in err
+        assert "retry" not in err
     assert not missing.exists()
     assert _casetrail("keys", "rotate-kek", "--data-dir", str(data_dir / "empty")) == 2
     assert "no data-key table" in capsys.readouterr().err
     assert _casetrail("keys", "rotate-kek", "--data-dir", str(data_dir), "--batch-size", "0") == 2
+
+
+def test_a_previous_kek_that_is_a_directory_or_missing_is_refused_naming_it(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Read only when a key it wrapped is met: with none, it was accepted silently."""
+    for previous, problem in ((data_dir, "not a KEK file"), (data_dir / "no.bin", "no such")):
+        options = ("--data-dir", str(data_dir), "--previous-kek-file", str(previous))
+        for action in ("status", "rotate-kek"):
+            assert _casetrail("keys", action, *options) == 2
+            assert f"--previous-kek-file {previous}: {problem}" in capsys.readouterr().err
