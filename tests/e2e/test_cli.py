@@ -570,7 +570,7 @@ async def test_operator_tools_name_what_they_cannot_reach_or_write(tmp_path: Pat
         ("keys", "new-kek", "/proc/no/kek.bin"): (2, "/proc/no/kek.bin: cannot write the KEK"),
         ("keys", "status", "--kek-file", str(tmp_path), "--data-dir", str(keys_dir)): (
             2,
-            f"stopped: {tmp_path}: Is a directory",
+            f"--kek-file {tmp_path}: not a KEK file",
         ),
         ("serve", "--any-port", "--data-dir", "/proc/no"): (2, "--data-dir /proc/no: cannot"),
         ("serve", "--any-port", "--host", "256.0.0.1", "--data-dir", str(tmp_path / "s")): (
