@@ -62,12 +62,15 @@ def _remove_abandoned(path: Path) -> None:
                 os.close(descriptor)
 
 
-def read_private(path: Path, what: str, *, group_readable: bool = False) -> bytes:
+def read_private(
+    path: Path, what: str, *, group_readable: bool = False, limit: int | None = None
+) -> bytes:
     """The bytes of ``path``, a secret, refused (``ValueError``) when others may read or write
     it, as ssh refuses a private key others can read: whoever reads it holds what it guards.
     ``group_readable``: read by the file's group too is accepted (a Kubernetes Secret mounted
     with the pod's ``fsGroup`` is made 0440 by the kubelet). The mode is that of the file
-    opened, so a file swapped in after the check is not read."""
+    opened, so a file swapped in after the check is not read. ``limit``: refused
+    (``ValueError``) past that many bytes, read no further than one beyond."""
     with path.open("rb") as file:
         mode = os.fstat(file.fileno()).st_mode & 0o777
         wider = mode & (0o037 if group_readable else 0o077)
@@ -76,4 +79,9 @@ def read_private(path: Path, what: str, *, group_readable: bool = False) -> byte
                 f"{path}: {what} is readable by others, or writable (mode {mode:04o});"
                 f" make it owner-only: chmod 600 {path}"
             )
-        return file.read()
+        if limit is None:
+            return file.read()
+        data = file.read(limit + 1)
+        if len(data) > limit:
+            raise ValueError(f"{path}: {what} is larger than {limit:,} bytes")
+        return data

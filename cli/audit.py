@@ -1,8 +1,8 @@
 """`casetrail timeline | state | export`: the audit trail of a case, through audit's API.
 
 Every call is itself recorded by audit (who saw what, for which purpose): the caller is the one
-their bearer token names (``casetrail login``, ``--token`` or ``CASETRAIL_TOKEN``), and they
-state their purpose.
+their bearer token names (``casetrail login``, ``--token-file``, ``CASETRAIL_TOKEN`` or
+``--token``), and they state their purpose.
 """
 
 from __future__ import annotations

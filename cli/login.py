@@ -3,12 +3,14 @@
 
 ``login`` saves the token in ``<data dir>/identity/login-token`` (owner-only) for the other
 commands; ``token`` prints it (for grpcurl: ``-H "authorization: Bearer $(casetrail token
-...)"``). With a real issuer, get a token from it and pass ``--token`` or ``CASETRAIL_TOKEN``.
+...)"``). With a real issuer, get a token from it and pass ``--token-file FILE`` (owner-only)
+or ``CASETRAIL_TOKEN``; ``--token`` works too, but other users of the machine see it (``ps``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,9 +20,10 @@ from casetrail_platform.identity.development import DEFAULT_AGENCY, DevelopmentS
 from casetrail_platform.identity.errors import InvalidCredential
 from casetrail_platform.identity.settings import IssuerSettings
 from casetrail_platform.identity.verifier import MAX_TOKEN_BYTES, TokenVerifier
-from casetrail_platform.private_files import private_replacement
+from casetrail_platform.private_files import private_replacement, read_private
 
 TOKEN_FILE = "login-token"
+TOKEN_VARIABLE = "CASETRAIL_TOKEN"
 _OPTIONS = {
     "sub": "--user",
     "agency": "--agency",
@@ -81,21 +84,41 @@ def run(options: argparse.Namespace) -> int:
 
 
 def bearer_token(options: argparse.Namespace) -> str:
-    """The token a command calls with: --token / CASETRAIL_TOKEN, else the saved login.
-    Surrounding whitespace is dropped: a token read from a file or a secret often ends in a
-    newline, which gRPC refuses in metadata with a traceback."""
-    if options.token and options.token.strip():
-        return _sendable(str(options.token).strip(), "--token / CASETRAIL_TOKEN")
+    """The token a command calls with: --token, --token-file, CASETRAIL_TOKEN, else the saved
+    login. Surrounding whitespace is dropped: a token read from a file or a secret often ends
+    in a newline, which gRPC refuses in metadata with a traceback."""
+    given = getattr(options, "token", None)
+    if given is not None and given.strip():
+        return _sendable(str(given).strip(), "--token")
+    token_file = getattr(options, "token_file", None)
+    if token_file:
+        return _sendable(_read_token_file(Path(token_file)), f"--token-file {token_file}")
+    from_environment = os.environ.get(TOKEN_VARIABLE, "")
+    if from_environment.strip():
+        return _sendable(from_environment.strip(), TOKEN_VARIABLE)
     path = identity_dir(Path(options.data_dir)) / TOKEN_FILE
     try:
         return _sendable(path.read_text().strip(), str(path))
     except FileNotFoundError:
         raise SystemExit(
-            "no token: run `casetrail login --user U --role auditor` (development issuer) "
-            "or pass --token / CASETRAIL_TOKEN"
+            "no token: run `casetrail login --user U --role auditor` (development issuer), "
+            f"or pass --token-file FILE or {TOKEN_VARIABLE}"
         ) from None
     except (OSError, UnicodeDecodeError) as error:
         raise SystemExit(f"{path}: cannot read the saved token: {error}") from None
+
+
+def _read_token_file(path: Path) -> str:
+    """The token in ``path``, owner-only (a token others can read lets them act as its
+    subject), or exit naming the file and the problem, never the content."""
+    try:
+        return read_private(path, "the bearer token", limit=MAX_TOKEN_BYTES + 2).decode().strip()
+    except OSError as error:
+        raise SystemExit(f"--token-file {path}: cannot read the token: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise SystemExit(f"--token-file {path}: not a bearer token (not text)") from None
+    except ValueError as error:  # readable by others, or too large
+        raise SystemExit(f"--token-file {error}") from None
 
 
 def _sendable(token: str, source: str) -> str:

@@ -63,6 +63,8 @@ EXIT_STATUSES = """exit status, the same for every command:
 
 def main(argv: Sequence[str] | None = None) -> None:
     options = parser().parse_args(argv)
+    if getattr(options, "token", None) is not None:
+        print(TOKEN_VISIBLE, file=sys.stderr)  # still used: scripts that pass it keep working
     module = importlib.import_module(COMMANDS[options.command])
     try:
         status: int = module.run(options)
@@ -368,12 +370,25 @@ def _audit(command: argparse.ArgumentParser) -> None:
 
 def _caller(command: argparse.ArgumentParser) -> None:
     """Who calls, and why: every read of case data is decided and recorded under them."""
-    command.add_argument(
+    tokens = command.add_mutually_exclusive_group()
+    tokens.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="read the bearer token from FILE (owner-only, e.g. 0600; refused if others can"
+        " read it). Else $CASETRAIL_TOKEN, else the token `casetrail login` saved",
+    )
+    tokens.add_argument(
         "--token",
-        default=os.environ.get("CASETRAIL_TOKEN", ""),
-        help="bearer token ($CASETRAIL_TOKEN; default: the one `casetrail login` saved)",
+        help="bearer token on the command line: VISIBLE TO OTHER USERS of this machine (ps);"
+        " prefer `casetrail login`, --token-file or $CASETRAIL_TOKEN",
     )
     command.add_argument("--purpose", default="confidentiality_review")
+
+
+TOKEN_VISIBLE = (
+    "casetrail: warning: --token is visible to other users of this machine (ps,"
+    " /proc/PID/cmdline); use --token-file FILE, CASETRAIL_TOKEN or `casetrail login`"
+)
 
 
 def _login(commands: Any) -> None:

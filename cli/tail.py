@@ -2,7 +2,7 @@
 JSON lines (one object per line, as in an export).
 
 Following every event discloses every case, so it is for an authenticated auditor only: the
-bearer token (``--token``, ``CASETRAIL_TOKEN`` or the saved ``casetrail login``) is verified
+bearer token (``cli.login.bearer_token``: a flag, the variable or the saved login) is verified
 against the issuer the services trust, the access policy decides (``Action.TAIL``), and each
 batch of events is recorded as ``casetrail.record.accessed`` in the tailed service's own store,
 one access per case in one append, before it is printed. They are the service's own events

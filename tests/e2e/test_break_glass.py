@@ -567,8 +567,8 @@ async def test_the_cli_opens_lists_and_reviews(casetrail: Casetrail) -> None:
     assert status == 0, err
     access_id = out.split()[2]
     status, _, err = await casetrail_cli(
-        "break-glass", "open", case.case_id, "--reason", "",
-        *intake, "--token", casetrail.tokens(ON_CALL),
+        "break-glass", "open", case.case_id, "--reason", "", *intake,
+        token=casetrail.tokens(ON_CALL),
     )  # fmt: skip
     assert (status, "reason" in err) == (1, True)
     # Each field's problem once: INVALID_ARGUMENT's message lists them too, not printed again.

@@ -39,10 +39,13 @@ ACCESSED = "casetrail.record.accessed"
 SIGN_EVERY = Infrastructure(data_dir=Path()).ledger_sign_every
 
 
-async def casetrail_cli(*arguments: str) -> tuple[int, str, str]:
+async def casetrail_cli(*arguments: str, token: str | None = None) -> tuple[int, str, str]:
+    """``token``: passed as CASETRAIL_TOKEN, as the README recommends (``--token`` in
+    ``arguments`` works too, with a warning on standard error)."""
+    env = ENV if token is None else {**ENV, "CASETRAIL_TOKEN": token}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "cli.main", *arguments,
-        cwd=REPO, env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await process.communicate()
     assert process.returncode is not None

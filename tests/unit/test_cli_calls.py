@@ -3,27 +3,33 @@ and how they end when the service does not answer."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
-from cli.main import main
+from casetrail_platform.identity.development import identity_dir
+from cli.login import TOKEN_FILE
+from cli.main import TOKEN_VISIBLE, main
 
 
 @dataclass
-class _Audit(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc]  # generated, untyped
+class _Audit(audit_pb2_grpc.AuditServiceServicer):
     """Answers GetTimeline with an empty page, or not at all until released."""
 
     hang: bool = False
     released: threading.Event = field(default_factory=threading.Event)
+    bearers: list[str] = field(default_factory=list)
 
     def GetTimeline(self, request: Any, context: Any) -> audit_pb2.GetTimelineResponse:  # noqa: N802
+        self.bearers += [v for k, v in context.invocation_metadata() if k == "authorization"]
         if self.hang:
             self.released.wait(30)
         return audit_pb2.GetTimelineResponse(total_events=0)
@@ -31,7 +37,7 @@ class _Audit(audit_pb2_grpc.AuditServiceServicer):  # type: ignore[misc]  # gene
 
 @pytest.fixture
 def audit() -> Iterator[tuple[_Audit, str]]:
-    servicer = _Audit()
+    servicer = _Audit()  # type: ignore[abstract]  # only GetTimeline: the rest UNIMPLEMENTED
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -50,9 +56,12 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int | str | No
     return exit_.value.code, out, err
 
 
+ENVIRONMENT_TOKEN = "environment.payload.signature"
+
+
 @pytest.fixture(autouse=True)
 def _token(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CASETRAIL_TOKEN", "header.payload.signature")
+    monkeypatch.setenv("CASETRAIL_TOKEN", ENVIRONMENT_TOKEN)
 
 
 def test_an_empty_timeline_says_so_without_a_blank_line(
@@ -61,3 +70,83 @@ def test_an_empty_timeline_says_so_without_a_blank_line(
     code, out, _ = _run(capsys, "timeline", "case-1", "--audit", audit[1])
     assert code == 0
     assert out == "0 events\n"
+
+
+# --- where the token comes from ------------------------------------------------------------------
+
+
+def test_a_token_on_the_command_line_works_and_is_said_to_be_visible(
+    audit: tuple[_Audit, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(capsys, "timeline", "case-1", "--audit", audit[1], "--token", "a.b.c")
+    assert code == 0
+    assert audit[0].bearers == ["Bearer a.b.c"]
+    assert TOKEN_VISIBLE in err
+    assert "visible to other users" in TOKEN_VISIBLE
+    assert "a.b.c" not in err
+
+
+def test_a_token_file_owner_only_is_used_before_the_variable_and_the_saved_login(
+    audit: tuple[_Audit, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = identity_dir(tmp_path) / TOKEN_FILE
+    saved.parent.mkdir(parents=True)
+    saved.write_text("saved.payload.signature\n")
+    token_file = tmp_path / "token"
+    token_file.write_text("file.payload.signature\n")
+    token_file.chmod(0o600)
+    where = ("timeline", "case-1", "--audit", audit[1], "--data-dir", str(tmp_path))
+
+    assert _run(capsys, *where, "--token-file", str(token_file))[0] == 0
+    assert _run(capsys, *where)[0] == 0  # then CASETRAIL_TOKEN
+    os.environ.pop("CASETRAIL_TOKEN")  # restored by monkeypatch
+    code, _, err = _run(capsys, *where)  # then the saved login
+    assert code == 0
+    assert audit[0].bearers == [
+        "Bearer file.payload.signature",
+        f"Bearer {ENVIRONMENT_TOKEN}",
+        "Bearer saved.payload.signature",
+    ]
+    assert "warning" not in err
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o606])
+def test_a_token_file_others_can_read_is_refused_naming_it(
+    mode: int, audit: tuple[_Audit, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("SECRET.payload.signature")
+    token_file.chmod(mode)
+    argv = ("timeline", "case-1", "--audit", audit[1], "--token-file", str(token_file))
+    code, out, err = _run(capsys, *argv)
+    assert code == 2
+    assert f"--token-file {token_file}: the bearer token is readable by others" in err
+    assert "chmod 600" in err
+    assert "SECRET" not in out + err
+    assert audit[0].bearers == []  # nothing was sent
+
+
+def test_a_token_file_that_is_missing_or_too_large_is_refused_naming_it(
+    audit: tuple[_Audit, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    large = tmp_path / "large"
+    large.write_text("x" * 100_000)
+    large.chmod(0o600)
+    where = ("timeline", "case-1", "--audit", audit[1], "--token-file")
+    code, _, err = _run(capsys, *where, str(tmp_path / "missing"))
+    assert code == 2
+    assert f"--token-file {tmp_path / 'missing'}: cannot read the token" in err
+    code, _, err = _run(capsys, *where, str(large))
+    assert code == 2
+    assert f"--token-file {large}: the bearer token is larger than" in err
+    assert audit[0].bearers == []
+
+
+def test_help_recommends_the_login_the_file_or_the_variable_over_token(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["timeline", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "VISIBLE TO OTHER USERS" in help_text
+    assert "prefer `casetrail login`, --token-file or $CASETRAIL_TOKEN" in help_text
