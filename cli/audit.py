@@ -22,12 +22,11 @@ from google.protobuf.json_format import MessageToDict
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail_platform.identity.grpc_auth import bearer_metadata
-from casetrail_platform.identity.tls import channel
 from casetrail_platform.limits import MOMENT_RANGE, within_moment_bounds
 from casetrail_platform.private_files import private_replacement
 from cli.login import bearer_token
 from cli.present import case_state_lines, timeline_lines
-from cli.rpc import client_tls, load_addresses, print_refusal, query, timestamp
+from cli.rpc import command_channel, load_addresses, print_refusal, query, timestamp
 
 BASES = {"occurred": audit_pb2.TIME_BASIS_OCCURRED, "recorded": audit_pb2.TIME_BASIS_RECORDED}
 
@@ -39,7 +38,7 @@ def run(options: argparse.Namespace) -> int:
         else:
             asyncio.run(_timeline(options) if options.command == "timeline" else _state(options))
     except grpc.aio.AioRpcError as error:
-        return print_refusal(error)
+        return print_refusal(error, options.timeout)
     return 0
 
 
@@ -62,7 +61,7 @@ async def _audit(options: argparse.Namespace) -> AsyncIterator[audit_pb2_grpc.Au
     address = options.audit or load_addresses(Path(options.data_dir)).get("audit")
     if not address:
         raise SystemExit("no address for audit: pass --audit HOST:PORT")
-    async with channel(address, client_tls()) as opened:
+    async with command_channel(address, options.timeout) as opened:
         yield audit_pb2_grpc.AuditServiceStub(opened)
 
 

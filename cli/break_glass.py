@@ -35,7 +35,7 @@ OUTCOMES = ("justified", "not_justified", "escalated")
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The break-glass subcommands, added to ``casetrail``'s parser (``cli.main``)."""
-    from cli.main import _caller, _data_dir, finite
+    from cli.main import _caller, _data_dir, deadline, finite
 
     glass = commands.add_parser(
         "break-glass",
@@ -69,20 +69,21 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action.add_argument("--intake", metavar="HOST:PORT", help="default: from addresses.json")
         action.add_argument("--data-dir", default=_data_dir(), help="where addresses.json is")
         _caller(action)
+        deadline(action)
 
 
 def run(options: argparse.Namespace) -> int:
     try:
         asyncio.run(_ACTIONS[options.glass_command](options))
     except grpc.aio.AioRpcError as error:
-        return print_refusal(error)
+        return print_refusal(error, options.timeout)
     return 0
 
 
 def _intake(
     options: argparse.Namespace,
 ) -> contextlib.AbstractAsyncContextManager[intake_pb2_grpc.IntakeServiceStub]:
-    return intake_stub(options.intake, Path(options.data_dir))
+    return intake_stub(options.intake, Path(options.data_dir), options.timeout)
 
 
 async def _open(options: argparse.Namespace) -> None:

@@ -21,7 +21,7 @@ from cli.rpc import command, intake_stub, print_refusal
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The client subcommands, added to ``casetrail``'s parser (``cli.main``)."""
-    from cli.main import _caller, _data_dir
+    from cli.main import _caller, _data_dir, deadline
 
     client = commands.add_parser(
         "client",
@@ -41,13 +41,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     correcting.add_argument("--intake", metavar="HOST:PORT", help="default: from addresses.json")
     correcting.add_argument("--data-dir", default=_data_dir(), help="where addresses.json is")
     _caller(correcting)
+    deadline(correcting)
 
 
 def run(options: argparse.Namespace) -> int:
     try:
         asyncio.run(_correct(options))
     except grpc.aio.AioRpcError as error:
-        return print_refusal(error)
+        return print_refusal(error, options.timeout)
     return 0
 
 
@@ -58,7 +59,7 @@ async def _correct(options: argparse.Namespace) -> None:
         date_of_birth=options.date,
         reason=options.reason,
     )
-    async with intake_stub(options.intake, Path(options.data_dir)) as intake:
+    async with intake_stub(options.intake, Path(options.data_dir), options.timeout) as intake:
         corrected = await intake.CorrectClientDateOfBirth(request, metadata=_credentials(options))
     print(
         f"client {options.client_id}: date of birth corrected"

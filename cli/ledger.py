@@ -60,7 +60,7 @@ def run(options: argparse.Namespace) -> int:
     try:
         return asyncio.run(_ask_audit(options))
     except grpc.aio.AioRpcError as error:
-        return print_refusal(error)
+        return print_refusal(error, options.timeout)
 
 
 def _verifiers(options: argparse.Namespace) -> dict[str, Verifier]:

@@ -366,6 +366,24 @@ def _audit(command: argparse.ArgumentParser) -> None:
     command.add_argument("--audit", metavar="HOST:PORT", help="default: from addresses.json")
     command.add_argument("--data-dir", default=_data_dir(), help="where addresses.json is")
     _caller(command)
+    deadline(command)
+
+
+DEFAULT_TIMEOUT = 30.0
+"""Seconds a command waits for a service's answer to one call (``--timeout``)."""
+MAX_TIMEOUT = 3600.0
+
+
+def deadline(command: argparse.ArgumentParser) -> None:
+    """``--timeout``: a service that accepts the connection but never answers ended nothing."""
+    command.add_argument(
+        "--timeout",
+        type=finite(0.0, MAX_TIMEOUT, above=True),
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"wait at most this long for each answer, more than 0 and at most {MAX_TIMEOUT:g}"
+        f" (default {DEFAULT_TIMEOUT:g}); a streamed export has no deadline",
+    )
 
 
 def _caller(command: argparse.ArgumentParser) -> None:

@@ -31,7 +31,7 @@ def run(options: argparse.Namespace) -> int:
             _disclosures(options) if options.command == "disclosures" else _as_seen(options)
         )
     except grpc.aio.AioRpcError as error:
-        return print_refusal(error)
+        return print_refusal(error, options.timeout)
     return 0
 
 

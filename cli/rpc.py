@@ -60,16 +60,38 @@ def client_tls() -> ClientTls | None:
         raise SystemExit(f"TLS: {error}") from None
 
 
+class _Deadline(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # untyped
+    """Gives each unary call without a deadline of its own ``seconds`` (streams keep none:
+    an export lasts as long as the case is large)."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        if details.timeout is None:
+            details = details._replace(timeout=self._seconds)
+        return await continuation(details, request)
+
+
+def command_channel(address: str, timeout: float) -> grpc.aio.Channel:
+    """A channel for a command: the ``CASETRAIL_TLS_*`` settings, and ``timeout`` seconds
+    for each unary call's answer (``--timeout``)."""
+    return channel(address, client_tls(), [_Deadline(timeout)])
+
+
 @asynccontextmanager
 async def intake_stub(
-    address: str | None, data_dir: Path
+    address: str | None, data_dir: Path, answer_within: float
 ) -> AsyncIterator[intake_pb2_grpc.IntakeServiceStub]:
     """Intake's stub at ``address`` (``None``: the one ``addresses.json`` in ``data_dir``
-    names), for the CLI's commands on intake's API."""
+    names), for the CLI's commands on intake's API; each answer within ``answer_within``
+    seconds (``--timeout``)."""
     address = address or load_addresses(data_dir).get("intake")
     if not address:
         raise SystemExit("no address for intake: pass --intake HOST:PORT")
-    async with channel(address, client_tls()) as opened:
+    async with command_channel(address, answer_within) as opened:
         yield intake_pb2_grpc.IntakeServiceStub(opened)
 
 
@@ -267,9 +289,17 @@ def refusal_of(error: grpc.aio.AioRpcError) -> Refusal:
     return Refusal(error.code(), status.message, status)
 
 
-def print_refusal(error: grpc.aio.AioRpcError) -> int:
+def print_refusal(error: grpc.aio.AioRpcError, timeout: float | None = None) -> int:
     """Tell a command-line caller why the call was refused (each field's problem on a line of
-    its own); the exit status to return."""
+    its own); the exit status to return. ``timeout``: the command's ``--timeout``, named when
+    the answer did not come within it."""
+    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
+        print(
+            f"refused: DEADLINE_EXCEEDED: no answer within {timeout:g} seconds (--timeout);"
+            " the service may be overloaded or stuck: try again, or allow longer",
+            file=sys.stderr,
+        )
+        return 1
     refusal = refusal_of(error)
     violations = refusal.field_violations
     # INVALID_ARGUMENT's message lists the fields' problems printed below: not twice.

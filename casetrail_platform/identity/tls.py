@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,8 +126,13 @@ class ClientTls:
         )
 
 
-def channel(address: str, tls: ClientTls | None = None) -> grpc.aio.Channel:
-    """A channel to a casetrail server, over TLS when ``tls`` is given."""
+def channel(
+    address: str,
+    tls: ClientTls | None = None,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+) -> grpc.aio.Channel:
+    """A channel to a casetrail server, over TLS when ``tls`` is given; ``interceptors`` see
+    every call (the CLI's deadline)."""
     if tls is None:
-        return grpc.aio.insecure_channel(address)
-    return grpc.aio.secure_channel(address, tls.credentials())
+        return grpc.aio.insecure_channel(address, interceptors=interceptors)
+    return grpc.aio.secure_channel(address, tls.credentials(), interceptors=interceptors)

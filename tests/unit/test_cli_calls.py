@@ -150,3 +150,39 @@ def test_help_recommends_the_login_the_file_or_the_variable_over_token(
     help_text = " ".join(capsys.readouterr().out.split())
     assert "VISIBLE TO OTHER USERS" in help_text
     assert "prefer `casetrail login`, --token-file or $CASETRAIL_TOKEN" in help_text
+
+
+# --- a service that does not answer --------------------------------------------------------------
+
+
+def test_a_service_that_does_not_answer_ends_the_command_naming_the_deadline(
+    audit: tuple[_Audit, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It hung the command for as long as the service did."""
+    audit[0].hang = True
+    code, out, err = _run(capsys, "timeline", "case-1", "--audit", audit[1], "--timeout", "0.5")
+    assert code == 1
+    assert out == ""
+    assert "DEADLINE_EXCEEDED: no answer within 0.5 seconds (--timeout)" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["timeline", "c1"],
+        ["ledger", "keys"],
+        ["break-glass", "reviews"],
+        ["client", "correct-birth-date", "cl1", "--date", "1950-01-01", "--reason", "r"],
+    ],
+)
+def test_every_command_calling_a_service_waits_thirty_seconds_by_default(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli.main import parser
+
+    assert parser().parse_args(command).timeout == 30.0
+    for bad in ("0", "nan", "inf", "3601"):
+        with pytest.raises(SystemExit):
+            parser().parse_args([*command, "--timeout", bad])
+        assert "--timeout" in capsys.readouterr().err
