@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from events.catalog.base import CaseEvent, Identifier
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
 from events.errors import FieldProblem
+from events.validation import plain
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -135,7 +136,7 @@ def id_problem(field: str, value: str) -> FieldProblem | None:
     try:
         _identifier().validate_python(value)
     except ValidationError as error:
-        return FieldProblem(field, error.errors()[0]["msg"])
+        return FieldProblem(field, plain(error.errors()[0]))
     return None
 
 

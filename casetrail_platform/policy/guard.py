@@ -53,6 +53,7 @@ from events.catalog.access import (
 from events.catalog.base import CaseEvent, Role
 from events.envelope import EventMetadata, NewEvent, RecordedEvent
 from events.errors import FieldProblem
+from events.validation import reported
 
 FOLD_STEP = 250
 """Entries folded per turn of the event loop where a case's whole history is folded on every
@@ -414,6 +415,6 @@ def _checked(model: type[E], **fields: Any) -> E:
                     _REQUEST_FIELDS.get(str(detail["loc"][0]) if detail["loc"] else "", "request"),
                     detail["msg"],
                 )
-                for detail in error.errors()
+                for detail in reported(error, model)
             ]
         ) from None

@@ -23,12 +23,14 @@ def validated(model: type[M], data: Mapping[str, Any], prefix: str = "") -> M:
     try:
         return model.model_validate(dict(data))
     except ValidationError as error:
-        raise InvalidCommand(problems_of(error, prefix)) from None
+        raise InvalidCommand(problems_of(error, prefix, model)) from None
 
 
-def problems_of(error: ValidationError, prefix: str = "") -> list[FieldProblem]:
+def problems_of(
+    error: ValidationError, prefix: str = "", model: type[BaseModel] | None = None
+) -> list[FieldProblem]:
     problems = []
-    for detail in reported(error):
+    for detail in reported(error, model):
         path = ".".join(str(part) for part in detail["loc"])
         field = ".".join(part for part in (prefix, path) if part) or prefix or "request"
         problems.append(FieldProblem(field, detail["msg"]))

@@ -21,7 +21,10 @@ def build(model: type[Model], data: Mapping[str, Any]) -> Model:
         return model.model_validate(dict(data))
     except ValidationError as error:
         raise InvalidCommand(
-            [FieldProblem(field_path(detail["loc"]), detail["msg"]) for detail in reported(error)]
+            [
+                FieldProblem(field_path(detail["loc"]), detail["msg"])
+                for detail in reported(error, model)
+            ]
         ) from None
 
 
