@@ -12,6 +12,7 @@ from events.catalog.base import CaseEvent
 from events.catalog.eligibility import EligibilityDetermined, EligibilityFacts
 from events.catalog.values import Money
 from events.errors import FieldProblem
+from events.validation import plain
 from services.coordination.domain import errors
 from services.coordination.domain.agency import Program
 from services.coordination.domain.commands import DetermineEligibility
@@ -90,7 +91,7 @@ def with_age(command: DetermineEligibility, age: int) -> DetermineEligibility:
         facts = EligibilityFacts.model_validate({**command.facts.model_dump(), "age": age})
     except ValidationError as error:
         # The age itself is not repeated: it is derived from personal data.
-        problems = "; ".join(str(detail["msg"]) for detail in error.errors())
+        problems = "; ".join(plain(detail) for detail in error.errors())
         raise InvalidCommand(
             [
                 FieldProblem(

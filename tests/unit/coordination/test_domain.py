@@ -222,3 +222,18 @@ def test_residence_codes_compare_without_letter_case() -> None:
     assert program is not None
     eligible, _ = evaluate(program, command.facts)
     assert eligible
+
+
+def test_an_age_no_decision_may_hold_is_refused_in_plain_words() -> None:
+    """The refusal quoted pydantic: "Input should be less than or equal to 150"."""
+    from unittest.mock import MagicMock
+
+    from services.coordination.domain.eligibility import with_age
+
+    command = MagicMock(facts=EligibilityFacts())
+    with pytest.raises(InvalidCommand) as refused:
+        with_age(command, 151)
+    [violation] = refused.value.violations
+    assert violation.field == "facts.age"
+    assert "must be less than or equal to 150" in violation.problem
+    assert "should" not in violation.problem
