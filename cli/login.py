@@ -98,14 +98,20 @@ def bearer_token(options: argparse.Namespace) -> str:
         return _sendable(from_environment.strip(), TOKEN_VARIABLE)
     path = identity_dir(Path(options.data_dir)) / TOKEN_FILE
     try:
-        return _sendable(path.read_text().strip(), str(path))
+        # Held to --token-file's rules: owner-only (login writes it so) and bounded.
+        saved = read_private(path, "the saved token", limit=MAX_TOKEN_BYTES + 2)
+        return _sendable(saved.decode().strip(), str(path))
     except FileNotFoundError:
         raise SystemExit(
             "no token: run `casetrail login --user U --role auditor` (development issuer), "
             f"or pass --token-file FILE or {TOKEN_VARIABLE}"
         ) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise SystemExit(f"{path}: cannot read the saved token: {error}") from None
+    except OSError as error:
+        raise SystemExit(f"{path}: cannot read the saved token: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise SystemExit(f"{path}: not a bearer token (not text)") from None
+    except ValueError as error:  # readable by others, or too large
+        raise SystemExit(str(error)) from None
 
 
 def _read_token_file(path: Path) -> str:

@@ -92,6 +92,7 @@ def test_a_token_file_owner_only_is_used_before_the_variable_and_the_saved_login
     saved = identity_dir(tmp_path) / TOKEN_FILE
     saved.parent.mkdir(parents=True)
     saved.write_text("saved.payload.signature\n")
+    saved.chmod(0o600)  # as casetrail login writes it
     token_file = tmp_path / "token"
     token_file.write_text("file.payload.signature\n")
     token_file.chmod(0o600)
@@ -124,6 +125,23 @@ def test_a_token_file_others_can_read_is_refused_naming_it(
     assert "chmod 600" in err
     assert "SECRET" not in out + err
     assert audit[0].bearers == []  # nothing was sent
+
+
+def test_a_saved_login_others_can_read_is_refused_naming_it(
+    audit: tuple[_Audit, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The saved login is held to --token-file's rules (it was read whatever its mode).
+    saved = identity_dir(tmp_path) / TOKEN_FILE
+    saved.parent.mkdir(parents=True)
+    saved.write_text("SECRET.payload.signature\n")
+    saved.chmod(0o644)
+    os.environ.pop("CASETRAIL_TOKEN")  # restored by monkeypatch
+    where = ("timeline", "case-1", "--audit", audit[1], "--data-dir", str(tmp_path))
+    code, out, err = _run(capsys, *where)
+    assert code == 2
+    assert f"{saved}: the saved token is readable by others" in err
+    assert "SECRET" not in out + err
+    assert audit[0].bearers == []
 
 
 def test_a_token_file_that_is_missing_or_too_large_is_refused_naming_it(
