@@ -15,6 +15,7 @@ from casetrail_platform.policy.facts import (
     stored_order,
 )
 from casetrail_platform.policy.facts_cache import CachedFacts, CaseFactsCache
+from casetrail_platform.projections.erasure import CaseErasure, erased_marks
 from casetrail_platform.projections.port import (
     Document,
     DocumentTransaction,
@@ -31,7 +32,7 @@ class CaseFactsProjection(Projection):
     """One document per case: the entries of its fact-bearing events (``facts.entry_of``)."""
 
     name = "policy.case-facts"
-    collections = (FACTS,)
+    collections = (FACTS, erased_marks(FACTS))
     event_types = FACT_EVENT_TYPES
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
@@ -45,22 +46,26 @@ class CaseFactsProjection(Projection):
         insort(document["entries"], entry, key=stored_order)
         if "client_id" in entry:
             document["client_id"] = entry["client_id"]
+        await ERASURE.settle(transaction, case_id, document)
         await transaction.put(FACTS, case_id, document)
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
-        # The categories of need the case held are the client's health data, and so are the
-        # categories a consent names (sealed in the event since consent.granted v3): both are
-        # forgotten. The consents themselves stay, bounding disclosures by recipient, purpose
-        # and sections; with no category left a consent covers none (it fails closed, as the
-        # event's sealed categories read once the key is destroyed: empty).
-        for case_id in erased.case_ids:
-            document = await transaction.get(FACTS, case_id)
-            if document is None:
-                continue
-            for entry in document["entries"]:
-                if "categories" in entry:
-                    entry["categories"] = []
-            await transaction.put(FACTS, case_id, document)
+        await ERASURE.erase(transaction, erased)
+
+
+def _forget_categories(document: Document) -> None:
+    # The categories of need the case held are the client's health data, and so are the
+    # categories a consent names (sealed in the event since consent.granted v3): both are
+    # forgotten. The consents themselves stay, bounding disclosures by recipient, purpose
+    # and sections; with no category left a consent covers none (it fails closed, as the
+    # event's sealed categories read once the key is destroyed: empty).
+    for entry in document["entries"]:
+        if "categories" in entry:
+            entry["categories"] = []
+
+
+ERASURE = CaseErasure(FACTS, _forget_categories)
+"""Also when the erasure arrives before the case's events (``CaseErasure``)."""
 
 
 class CaseFactsReader:

@@ -3,12 +3,15 @@
 The events keep their sealed values, which no longer open; a read model that copied values in
 the clear must not keep them either. A projection that holds such values overrides
 ``Projection.erase`` and replaces them in the erased cases' documents with the erasure marker
-(``scrub``), keeping everything else: the case's non-sensitive history stays readable.
+(``scrub``), keeping everything else: the case's non-sensitive history stays readable; one
+keyed by case does so through ``CaseErasure``, which also holds for an erasure delivered
+before the case's events.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import Any
 
 from casetrail_platform.projections.port import Document, DocumentTransaction
@@ -33,27 +36,70 @@ def scrub(value: Any, *, codes: Collection[str] = (), texts: Collection[str] = (
     return value
 
 
-async def scrub_cases(
-    transaction: DocumentTransaction,
-    collection: str,
-    erased: ClientErased,
+def scrubbing(
     *,
     codes: Collection[str] = (),
     texts: Collection[str] = (),
     settle: Callable[[Document], None] | None = None,
-) -> None:
-    """``scrub`` the documents of ``erased``'s cases in ``collection`` (keyed by case id).
+) -> Callable[[Document], None]:
+    """What ``CaseErasure`` does to a document: ``scrub`` it, then ``settle`` it (what the
+    projection's own rules make of a scrubbed document: values a set held once each, derived
+    fields), so that it equals the document a rebuild after the erasure makes from events that
+    read erased from the start."""
 
-    ``settle``: what the projection's own rules make of a scrubbed document (values a set
-    held once each, derived fields), so that it equals the document a rebuild after the
-    erasure makes from events that read erased from the start."""
-    for case_id in erased.case_ids:
-        document: Document | None = await transaction.get(collection, case_id)
-        if document is not None:
-            scrub(document, codes=codes, texts=texts)
-            if settle is not None:
-                settle(document)
-            await transaction.put(collection, case_id, document)
+    def forget(document: Document) -> None:
+        scrub(document, codes=codes, texts=texts)
+        if settle is not None:
+            settle(document)
+
+    return forget
+
+
+def erased_marks(collection: str) -> str:
+    """The collection of the cases ``CaseErasure`` marked erased in ``collection``, keyed by
+    case id: one of the projection's ``collections``, so a rebuild from zero starts without."""
+    return f"{collection}_erased"
+
+
+@dataclass(frozen=True, slots=True)
+class CaseErasure:
+    """How a projection keeping one document per case in ``collection`` forgets an erased
+    client's values (``forget``, in place, idempotent), whichever the bus delivers first: the
+    erasure or the case's events.
+
+    The bus orders a stream's events, not the client's stream against their cases' (other
+    partitions, other services' topics), and a case's event delivered after the erasure may
+    still open in the clear (decoded with the batch the erasure came in, or before the key's
+    destruction, which follows the erasure's record, was done). An erasure delivered first
+    found no document and scrubbed nothing, so the document those events made kept their
+    values. So ``erase`` also marks each case erased (``erased_marks``), and the projection
+    passes each document of a case through ``settle`` before it puts it: the same document
+    whichever came first, and a rebuild from zero makes it too. The mark is read then put, as
+    the documents are: for projections that track what they applied (not ``idempotent``),
+    whose bus batches hold the projection's lock on PostgreSQL."""
+
+    collection: str
+    forget: Callable[[Document], None]
+
+    @property
+    def marks(self) -> str:
+        return erased_marks(self.collection)
+
+    async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
+        for case_id in erased.case_ids:
+            await transaction.put(self.marks, case_id, {"case_id": case_id})
+            document: Document | None = await transaction.get(self.collection, case_id)
+            if document is not None:
+                self.forget(document)
+                await transaction.put(self.collection, case_id, document)
+
+    async def settle(
+        self, transaction: DocumentTransaction, case_id: str, document: Document
+    ) -> None:
+        """``document`` (the case's, about to be put) forgotten if the case was erased
+        before: as the erasure, arriving after, would leave it."""
+        if await transaction.get(self.marks, case_id) is not None:
+            self.forget(document)
 
 
 def _marked(value: Any, marker: str) -> Any:

@@ -229,7 +229,8 @@ class Projection(ABC):
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
         """Forget the sensitive values this projection copied in the clear about the erased
-        client's cases (``casetrail_platform.projections.erasure.scrub_cases``). It is given every
+        client's cases (``casetrail_platform.projections.erasure.CaseErasure``, which also holds
+        when the erasure arrives before the case's events). It is given every
         ``casetrail.client.erased`` instead of ``apply``; by default it holds none."""
         del transaction, erased
 

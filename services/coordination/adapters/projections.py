@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from casetrail_platform.projections.erasure import scrub_cases
+from casetrail_platform.projections.erasure import CaseErasure, erased_marks, scrubbing
 from casetrail_platform.projections.port import Document, DocumentTransaction, Projection
 from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.assignment import CaseAssigned, CaseReassigned
@@ -27,7 +27,7 @@ ASSIGNMENTS = "assignments"
 
 class CaseFactsProjection(Projection):
     name = "case-facts"
-    collections = (CASE_FACTS, CLIENTS)
+    collections = (CASE_FACTS, CLIENTS, erased_marks(CASE_FACTS))
     event_types = frozenset(
         kind.event_type
         for kind in (
@@ -67,7 +67,7 @@ class CaseFactsProjection(Projection):
                 document["opened_at"] = recorded.metadata.occurred_at.isoformat()
                 document["presented_needs"] = _codes(n.category for n in event.presenting_needs)
                 _settle_needs(document)
-                await transaction.put(CASE_FACTS, event.case_id, document)
+                await _put_case(transaction, document)
             case InitialAssessmentRecorded():
                 document = await _case(transaction, event.case_id)
                 assessments = document.setdefault("assessments", [])
@@ -76,20 +76,14 @@ class CaseFactsProjection(Projection):
                     assessments.append({"sequence": recorded.sequence, "needs": needs})
                     assessments.sort(key=lambda assessment: assessment["sequence"])
                 _settle_needs(document)
-                await transaction.put(CASE_FACTS, event.case_id, document)
+                await _put_case(transaction, document)
             case CaseClosed() | CaseReopened():
                 document = await _case(transaction, event.case_id)
                 _count_closure(document, event, recorded)
-                await transaction.put(CASE_FACTS, event.case_id, document)
+                await _put_case(transaction, document)
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
-        await scrub_cases(
-            transaction,
-            CASE_FACTS,
-            erased,
-            codes={"needs", "presented_needs"},
-            settle=_settle_erased,
-        )
+        await ERASURE.erase(transaction, erased)
         # The birth date (personal data, for age rules) goes with the client's key.
         await transaction.delete(CLIENTS, erased.client_id)
 
@@ -110,6 +104,12 @@ class AssignmentsProjection(Projection):
                     "worker_role": event.worker_role.value,
                 },
             )
+
+
+async def _put_case(transaction: DocumentTransaction, document: Document) -> None:
+    case_id = document["case_id"]
+    await ERASURE.settle(transaction, case_id, document)
+    await transaction.put(CASE_FACTS, case_id, document)
 
 
 async def _case(transaction: DocumentTransaction, case_id: str) -> Document:
@@ -176,3 +176,8 @@ def _settle_needs(document: Document) -> None:
 
 def _codes(needs: Iterable[NeedCategory | str]) -> list[str]:
     return list(dict.fromkeys(str(need) for need in needs))  # a StrEnum's str is its value
+
+
+ERASURE = CaseErasure(
+    CASE_FACTS, scrubbing(codes={"needs", "presented_needs"}, settle=_settle_erased)
+)

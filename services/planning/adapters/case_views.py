@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from casetrail_platform.projections.erasure import scrub_cases
+from casetrail_platform.projections.erasure import CaseErasure, erased_marks, scrubbing
 from casetrail_platform.projections.port import (
     Document,
     DocumentTransaction,
@@ -43,7 +43,7 @@ class CaseViewProjection(Projection):
     """Every service's case events, including planning's own as they come back on the bus."""
 
     name = "case_view"
-    collections = (CASE_VIEWS, FOLLOW_UPS, STAFF)
+    collections = (CASE_VIEWS, FOLLOW_UPS, STAFF, erased_marks(CASE_VIEWS))
     event_types = EVENT_TYPES
 
     async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
@@ -58,6 +58,7 @@ class CaseViewProjection(Projection):
         due_before = document["next_follow_up_due"]
         if not apply_event(document, recorded):
             return
+        await ERASURE.settle(transaction, case_id, document)
         await transaction.put(CASE_VIEWS, case_id, document)
         due_after = document["next_follow_up_due"]
         if due_after != due_before:
@@ -71,14 +72,7 @@ class CaseViewProjection(Projection):
                 )
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
-        await scrub_cases(
-            transaction,
-            CASE_VIEWS,
-            erased,
-            codes=SENSITIVE_CODES,
-            texts=SENSITIVE_TEXTS,
-            settle=settle_erased,
-        )
+        await ERASURE.erase(transaction, erased)
 
 
 SENSITIVE_CODES = frozenset({"presented_needs", "category", "needs", "need_category", "kind"})
@@ -87,6 +81,9 @@ SENSITIVE_TEXTS = frozenset(
 )
 """The keys of a case document (``case_document``) under which the catalog's sensitive values
 are copied: codes (need categories, service kinds) and free text."""
+ERASURE = CaseErasure(
+    CASE_VIEWS, scrubbing(codes=SENSITIVE_CODES, texts=SENSITIVE_TEXTS, settle=settle_erased)
+)
 
 
 def _follow_up_key(due: str, case_id: str) -> str:

@@ -1,0 +1,101 @@
+"""Every read model keyed by case that forgets an erased client's values (``CaseErasure``),
+given the client's erasure before the case's events, on both read-model backends.
+
+The bus orders a stream's events, not the client's stream against their cases' (other
+partitions, other services' topics), and a case's event may still be decoded in the clear
+after the erasure (decoded in the batch the erasure came in, or before the key's destruction,
+which follows the erasure's record, reached the key table): the events here are such, with
+their sensitive values in the clear. Whichever arrives first, the documents must be the same
+bytes as when the erasure arrives last, holding none of those values. (Audit's timeline has
+its own test: ``test_timeline_erasure_order_contract``.)"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+
+from casetrail_platform.policy.projection import CaseFactsProjection as PolicyFactsProjection
+from casetrail_platform.projections.port import Projection, ReadModelStore
+from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.projections.sqlite import dump_document
+from events.catalog.erasure import ClientErased
+from events.catalog.examples import CASE, CLIENT, example_events
+from events.envelope import RecordedEvent
+from services.coordination.adapters.projections import CaseFactsProjection
+from services.planning.adapters.case_views import CaseViewProjection
+from tests.unit.audit.support import T0, Producer
+from tests.unit.planning.support import dump
+
+PROJECTIONS: dict[str, Callable[[], Projection]] = {
+    "policy-facts": PolicyFactsProjection,
+    "planning-case-view": CaseViewProjection,
+    "coordination-case-facts": CaseFactsProjection,
+}
+CANARIES = ("home_care", "counseling", "socialisation", '"health"', "hip fracture", "corner shop")
+"""Sensitive values of the example events in the clear: need categories, a consent's category
+(the policy's facts), free text (planning's case view)."""
+
+
+def _history() -> list[RecordedEvent]:
+    """Every example event of the case, as the bus delivers it, in the clear."""
+    producer = Producer("casetrail/intake", f"case-{CASE}")
+    events = [
+        event
+        for event in example_events()
+        if event.subject_field == "case_id"
+        and event.subject == CASE
+        and not isinstance(event, ClientErased)
+    ]
+    return [
+        producer.record(event, occurred_at=T0 + timedelta(minutes=index))
+        for index, event in enumerate(events)
+    ]
+
+
+def _erasure() -> RecordedEvent:
+    return Producer("casetrail/intake", f"client-{CLIENT}").record(
+        ClientErased(client_id=CLIENT, case_ids=(CASE,), request_reference="dms://r/1"),
+        occurred_at=T0 + timedelta(days=9),
+    )
+
+
+async def _stored(
+    read_models: ReadModelStore, projection: Projection, delivery: list[RecordedEvent]
+) -> dict[str, str]:
+    await read_models.reset(projection.name, projection.collections)
+    handler = BusProjectionHandler(read_models, projection)
+    for recorded in delivery:
+        await handler(recorded)
+    documents = await dump(read_models, projection.collections)
+    return {key: dump_document(document) for key, document in documents.items()}
+
+
+def _clear(stored: dict[str, str]) -> set[str]:
+    return {canary for canary in CANARIES if any(canary in text for text in stored.values())}
+
+
+@pytest.mark.parametrize("name", sorted(PROJECTIONS))
+async def test_an_erasure_delivered_before_the_cases_events_leaves_what_it_leaves_last(
+    read_models: ReadModelStore, name: str
+) -> None:
+    projection = PROJECTIONS[name]()
+    history, erased = _history(), _erasure()
+    assert _clear(await _stored(read_models, projection, history)), "the canaries are stored"
+
+    erased_last = await _stored(read_models, projection, [*history, erased])
+    assert not _clear(erased_last)
+
+    # Before: the erasure found no document of the case, scrubbed nothing, and the document
+    # the events made after it kept their values in the clear.
+    erased_first = await _stored(read_models, projection, [erased, *history])
+    assert not _clear(erased_first)
+    assert erased_first == erased_last
+
+    half = len(history) // 2
+    between = await _stored(read_models, projection, [*history[:half], erased, *history[half:]])
+    assert between == erased_last
+
+    # Rebuilt from zero with the erasure first (as a replay from the topics may deliver it).
+    assert await _stored(read_models, projection, [erased, *history]) == erased_last
