@@ -63,7 +63,7 @@ def erased_marks(collection: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class CaseErasure:
-    """How a projection keeping one document per case in ``collection`` forgets an erased
+    """How a projection keeping a case's documents in ``collection`` forgets an erased
     client's values (``forget``, in place, idempotent), whichever the bus delivers first: the
     erasure or the case's events.
 
@@ -80,6 +80,8 @@ class CaseErasure:
 
     collection: str
     forget: Callable[[Document], None]
+    key_field: str | None = None
+    """For a collection of several documents per case (``documents``)."""
 
     @property
     def marks(self) -> str:
@@ -88,10 +90,20 @@ class CaseErasure:
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
         for case_id in erased.case_ids:
             await transaction.put(self.marks, case_id, {"case_id": case_id})
-            document: Document | None = await transaction.get(self.collection, case_id)
-            if document is not None:
+            for key, document in await self.documents(transaction, case_id):
                 self.forget(document)
-                await transaction.put(self.collection, case_id, document)
+                await transaction.put(self.collection, key, document)
+
+    async def documents(
+        self, transaction: DocumentTransaction, case_id: str
+    ) -> list[tuple[str, Document]]:
+        """The case's documents in ``collection``, by key: the one keyed by the case id, or
+        with ``key_field``, every one whose ``case_id`` it is (keyed by their ``key_field``)."""
+        if self.key_field is None:
+            document = await transaction.get(self.collection, case_id)
+            return [] if document is None else [(case_id, document)]
+        found = await transaction.find(self.collection, {"case_id": case_id})
+        return [(str(document[self.key_field]), document) for document in found]
 
     async def settle(
         self, transaction: DocumentTransaction, case_id: str, document: Document

@@ -6,8 +6,11 @@ partitions, other services' topics), and a case's event may still be decoded in 
 after the erasure (decoded in the batch the erasure came in, or before the key's destruction,
 which follows the erasure's record, reached the key table): the events here are such, with
 their sensitive values in the clear. Whichever arrives first, the documents must be the same
-bytes as when the erasure arrives last, holding none of those values. (Audit's timeline has
-its own test: ``test_timeline_erasure_order_contract``.)"""
+bytes as when the erasure arrives last, holding none of those values. Intake's emergency accesses
+come from intake's own store, in its order, yet an access decided before the erasure was
+recorded (``case_client_erasure`` read first) may be appended after it, sealed with the key
+not yet destroyed. (Audit's timeline has its own test:
+``test_timeline_erasure_order_contract``.)"""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from events.catalog.erasure import ClientErased
 from events.catalog.examples import CASE, CLIENT, example_events
 from events.envelope import RecordedEvent
 from services.coordination.adapters.projections import CaseFactsProjection
+from services.intake.adapters.emergency_accesses import EmergencyAccessesProjection
 from services.planning.adapters.case_views import CaseViewProjection
 from tests.unit.audit.support import T0, Producer
 from tests.unit.planning.support import dump
@@ -32,10 +36,15 @@ PROJECTIONS: dict[str, Callable[[], Projection]] = {
     "policy-facts": PolicyFactsProjection,
     "planning-case-view": CaseViewProjection,
     "coordination-case-facts": CaseFactsProjection,
+    "intake-emergency-accesses": EmergencyAccessesProjection,
 }
-CANARIES = ("home_care", "counseling", "socialisation", '"health"', "hip fracture", "corner shop")
+CANARIES = (
+    *("home_care", "counseling", "socialisation", '"health"'),
+    *("hip fracture", "corner shop", "medication list", "on-call log"),
+)
 """Sensitive values of the example events in the clear: need categories, a consent's category
-(the policy's facts), free text (planning's case view)."""
+(the policy's facts), free text (planning's case view, an emergency access's reason and
+review note)."""
 
 
 def _history() -> list[RecordedEvent]:

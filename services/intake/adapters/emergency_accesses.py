@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from casetrail_platform.projections.erasure import scrub
+from casetrail_platform.projections.erasure import CaseErasure, erased_marks, scrub
 from casetrail_platform.projections.port import (
     Document,
     DocumentTransaction,
@@ -64,7 +64,7 @@ class EmergencyAccessEntry:
 
 class EmergencyAccessesProjection(Projection):
     name = "intake.emergency-accesses"
-    collections = (EMERGENCY_ACCESSES,)
+    collections = (EMERGENCY_ACCESSES, erased_marks(EMERGENCY_ACCESSES))
     event_types = frozenset(
         {
             EmergencyAccessOpened.event_type,
@@ -77,6 +77,7 @@ class EmergencyAccessesProjection(Projection):
         event = recorded.event
         if isinstance(event, EmergencyAccessOpened):
             document = {**event.model_dump(mode="json"), "reviewed": False, "review": None}
+            await ERASURE.settle(transaction, event.case_id, document)
             await transaction.put(EMERGENCY_ACCESSES, event.emergency_access_id, document)
         elif isinstance(event, EmergencyAccessReviewed):
             found = await transaction.get(EMERGENCY_ACCESSES, event.emergency_access_id)
@@ -103,10 +104,17 @@ class EmergencyAccessesProjection(Projection):
             await transaction.put(EMERGENCY_ACCESSES, event.emergency_access_id, found)
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
-        for case_id in erased.case_ids:
-            for found in await transaction.find(EMERGENCY_ACCESSES, {"case_id": case_id}):
-                scrubbed = {**scrub(found, texts=SENSITIVE_TEXTS), "erased": True}
-                await transaction.put(EMERGENCY_ACCESSES, found["emergency_access_id"], scrubbed)
+        await ERASURE.erase(transaction, erased)
+
+
+def _forget(document: Document) -> None:
+    scrub(document, texts=SENSITIVE_TEXTS)
+    document["erased"] = True
+
+
+ERASURE = CaseErasure(EMERGENCY_ACCESSES, _forget, key_field="emergency_access_id")
+"""Also for an access opened after the erasure in the store's order: decided before it was
+recorded, its reason sealed before the key was destroyed."""
 
 
 class EmergencyAccessQueue:
