@@ -16,19 +16,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
+from casetrail_platform.commands import CommandContext
+from casetrail_platform.keys.fields import FieldProtection
+from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
+from casetrail_platform.keys.keyring import ClientKeyring
+from casetrail_platform.keys.sqlite import SqliteDataKeyTable
 from casetrail_platform.policy.projection import CaseFactsProjection as PolicyFactsProjection
 from casetrail_platform.projections.port import Projection, ReadModelStore
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import dump_document
+from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.base import CaseEvent
 from events.catalog.erasure import ClientErased
 from events.catalog.examples import CASE, CLIENT, example_events
+from events.catalog_registry import default_registry
 from events.envelope import RecordedEvent
 from services.coordination.adapters.projections import CaseFactsProjection
 from services.intake.adapters.emergency_accesses import EmergencyAccessesProjection
 from services.planning.adapters.case_views import CaseViewProjection
+from tests.unit.audit.support import INTAKE_WORKER as ACTOR
 from tests.unit.audit.support import T0, Producer
 from tests.unit.planning.support import dump
 
@@ -47,16 +57,20 @@ CANARIES = (
 review note)."""
 
 
-def _history() -> list[RecordedEvent]:
-    """Every example event of the case, as the bus delivers it, in the clear."""
-    producer = Producer("casetrail/intake", f"case-{CASE}")
-    events = [
+def _case_events() -> list[CaseEvent]:
+    return [
         event
         for event in example_events()
         if event.subject_field == "case_id"
         and event.subject == CASE
         and not isinstance(event, ClientErased)
     ]
+
+
+def _history() -> list[RecordedEvent]:
+    """Every example event of the case, as the bus delivers it, in the clear."""
+    producer = Producer("casetrail/intake", f"case-{CASE}")
+    events = _case_events()
     return [
         producer.record(event, occurred_at=T0 + timedelta(minutes=index))
         for index, event in enumerate(events)
@@ -108,3 +122,57 @@ async def test_an_erasure_delivered_before_the_cases_events_leaves_what_it_leave
 
     # Rebuilt from zero with the erasure first (as a replay from the topics may deliver it).
     assert await _stored(read_models, projection, [erased, *history]) == erased_last
+
+
+async def _sealed_history(tmp_path: Path) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
+    """The case's events sealed in a store under the client's key, read back in the clear,
+    then once the key is destroyed: as a rebuild after the erasure reads them."""
+    table = SqliteDataKeyTable(tmp_path / "keys" / "keys.db")
+    kek = FileKeyEncryptionKey(tmp_path / "keys" / KEK_FILE_NAME)
+
+    async def read() -> list[RecordedEvent]:
+        keyring = FieldProtection(ClientKeyring(kek, table))
+        store = await SqliteEventStore.open(tmp_path / "sealed.db", registry.protected(keyring))
+        try:
+            recorded = await store.read_all(0)
+            for each in recorded:
+                each.event  # opened now, with the keys as they stand  # noqa: B018
+            return list(recorded)
+        finally:
+            await store.close()
+
+    registry = default_registry()
+    store = await SqliteEventStore.open(
+        tmp_path / "sealed.db", registry.protected(FieldProtection(ClientKeyring(kek, table)))
+    )
+    try:
+        stream = f"case-{CASE}"
+        for index, event in enumerate(_case_events()):
+            context = CommandContext(actor=ACTOR, idempotency_key=f"k{index}", occurred_at=T0)
+            events = context.new_events("casetrail/intake", [event])
+            await store.append(stream, events, await store.stream_version(stream))
+    finally:
+        await store.close()
+    try:
+        clear = await read()
+        ClientKeyring(kek, table).destroy(CLIENT)
+        return clear, await read()
+    finally:
+        table.close()
+
+
+@pytest.mark.parametrize("name", sorted(PROJECTIONS))
+async def test_events_read_erased_after_an_erasure_come_to_what_it_leaves_last(
+    read_models: ReadModelStore, name: str, tmp_path: Path
+) -> None:
+    """A rebuild after the erasure reads the case's events erased (their key is destroyed),
+    wherever the erasure falls: the same documents as the events read in the clear and the
+    erasure last."""
+    projection = PROJECTIONS[name]()
+    clear, read_erased = await _sealed_history(tmp_path)
+    erased = _erasure()
+    assert _clear(await _stored(read_models, projection, clear)), "the canaries are sealed"
+    assert not _clear(await _stored(read_models, projection, read_erased))
+    erased_last = await _stored(read_models, projection, [*clear, erased])
+    assert await _stored(read_models, projection, [erased, *read_erased]) == erased_last
+    assert await _stored(read_models, projection, [*read_erased, erased]) == erased_last
