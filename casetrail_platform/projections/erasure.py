@@ -4,8 +4,8 @@ The events keep their sealed values, which no longer open; a read model that cop
 the clear must not keep them either. A projection that holds such values overrides
 ``Projection.erase`` and replaces them in the erased cases' documents with the erasure marker
 (``scrub``), keeping everything else: the case's non-sensitive history stays readable; one
-keyed by case does so through ``CaseErasure``, which also holds for an erasure delivered
-before the case's events.
+whose documents belong to cases does so through ``CaseErasure``, which also holds for an
+erasure delivered before the case's events.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ class CaseErasure:
     passes each document of a case through ``settle`` before it puts it: the same document
     whichever came first, and a rebuild from zero makes it too. The mark is read then put, as
     the documents are: for projections that track what they applied (not ``idempotent``),
-    whose bus batches hold the projection's lock on PostgreSQL."""
+    whose bus batches hold the projection's lock on PostgreSQL (audit's idempotent timeline
+    marks its case header by compare and set instead)."""
 
     collection: str
     forget: Callable[[Document], None]
