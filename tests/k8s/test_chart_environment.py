@@ -4,6 +4,7 @@ it) or listed in NOT_SET with the reason it is deliberately left out."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any
 
@@ -105,3 +106,60 @@ def test_the_log_format_and_the_emergency_review_delay_come_from_values(helm: To
         assert env.get("CASETRAIL_EMERGENCY_REVIEW_HOURS") == (
             "24" if service == "intake" else None
         ), service
+
+
+class _Recording(dict[str, str]):
+    """An environment that remembers every name asked of it."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, str):
+            self.asked.add(key)
+        return super().__contains__(key)
+
+
+def _caseload_env(helm: Tools, profile: str) -> dict[str, str]:
+    result = helm_template(helm, PROFILES[profile], *EVERY_OPTION)
+    assert result.returncode == 0, f"{profile}: {result.stderr}"
+    for document in yaml.safe_load_all(result.stdout):
+        if (
+            document
+            and document["kind"] == "Deployment"
+            and document["metadata"]["name"].endswith("-caseload")
+        ):
+            (container,) = document["spec"]["template"]["spec"]["containers"]
+            # A Secret's value (valueFrom) stands in as a placeholder: only the name matters.
+            return {item["name"]: item.get("value") or "from-a-secret" for item in container["env"]}
+    raise AssertionError(f"{profile}: no caseload Deployment")
+
+
+def test_the_caseload_container_gets_what_the_caseload_reads(helm: Tools) -> None:
+    """The caseload processor is no casetrail service: it reads its own settings
+    (CaseloadSettings.from_env) and takes its log level as Faust's --loglevel, so the
+    services' CASETRAIL_LOG_LEVEL and CASETRAIL_DATA_DIR given to it configured nothing."""
+    from services.caseload.settings import CaseloadSettings
+
+    for profile in PROFILES:
+        env = _caseload_env(helm, profile)
+        recording = _Recording(env)
+        # The TLS files are not on this machine: reading them is the last thing from_env
+        # does, after every name has been asked for.
+        with contextlib.suppress(ValueError, OSError):
+            CaseloadSettings.from_env(recording)
+        set_by_chart = {name for name in env if name.startswith("CASETRAIL_")}
+        assert set_by_chart - recording.asked == set(), profile
+        # The other way, the caseload's own settings (what may be left unset, e.g. Kafka's
+        # TLS files under SASL, is checked for every process above).
+        own = {name for name in recording.asked if name.startswith("CASETRAIL_CASELOAD_")}
+        assert own - set_by_chart == set(), profile

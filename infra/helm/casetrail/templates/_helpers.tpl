@@ -84,15 +84,19 @@ and a margin for closing the stores.
 
 {{/*
 Environment of a process that uses the database and Kafka; `.kafkaUser` names its KafkaUser.
+`.caseload`: the caseload processor, which reads neither the log level (Faust's --loglevel
+argument) nor the data dir (CASETRAIL_CASELOAD_DATA_DIR): services/caseload/settings.py.
 Variables marked "anticipated" are read by code other issues add (see the chart's README).
 */}}
 {{- define "casetrail.env" -}}
 {{- $root := .root -}}
 {{- $values := $root.Values -}}
+{{- if not .caseload }}
 - name: CASETRAIL_LOG_LEVEL
   value: {{ $values.logLevel | quote }}
 - name: CASETRAIL_DATA_DIR
   value: /var/lib/casetrail
+{{- end }}
 - name: CASETRAIL_KAFKA_BOOTSTRAP
   value: {{ include "casetrail.kafkaBootstrap" $root | quote }}
 - name: CASETRAIL_CASE_EVENTS_TOPIC
