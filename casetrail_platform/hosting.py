@@ -50,6 +50,13 @@ from casetrail_platform.outbox import OutboxRelay
 from casetrail_platform.parking import ParkingLot
 from casetrail_platform.projections.port import Projection, ReadModelStore
 from casetrail_platform.projections.runner import BusProjectionHandler, catch_up, follow
+from casetrail_platform.shutdown import (
+    BACKGROUND_STOP_SECONDS,
+    CANCEL_SECONDS,
+    CLOSE_SECONDS,
+    SERVER_STOP_GRACE_SECONDS,
+    within,
+)
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.telemetry.metrics import process_metrics
 from events.catalog.erasure import ClientErased
@@ -239,10 +246,8 @@ def open_locks(infra: Infrastructure) -> Locks:
     return InProcessLocks()
 
 
-SERVER_STOP_GRACE_SECONDS = 5.0
-"""On stop, in-flight gRPC calls get this long to finish (the Helm chart's shutdown timing)."""
-BACKGROUND_STOP_SECONDS = 10.0
-"""Then the relay and consumers get this long to finish their batch before being cancelled."""
+MIN_CLOSE_SECONDS = 0.2
+"""What a close gets when the others have used up CLOSE_SECONDS."""
 
 _Subscription = tuple[str, Handler | BatchHandler, frozenset[str] | None, SequenceGuard | None]
 """Consumer group, handler, event types wanted (``None``: all), ordering guard."""
@@ -477,14 +482,25 @@ class ServiceHost:
         )
 
     async def _close_all(self) -> None:
-        for close in reversed(self._closers):
-            await close()
+        # Every close shares CLOSE_SECONDS: a frozen Kafka or PostgreSQL must not keep the
+        # process past its grace period. One left behind loses nothing acknowledged (see
+        # casetrail_platform/shutdown.py); each later one still gets a short try, so the
+        # SQLite files are closed after a Kafka producer that hung.
+        deadline = asyncio.get_running_loop().time() + CLOSE_SECONDS
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            (getattr(close, "__qualname__", "close"), close) for close in reversed(self._closers)
+        ]
         self._closers.clear()
-        await self.locks.close()
-        await self.read_models.close()
-        # Snapshots under way are written before the store goes (a stop costs none of them).
-        await snapshots_written(self.store)
-        await self._close_store()
+        steps += [
+            ("locks", self.locks.close),
+            ("read models", self.read_models.close),
+            # Snapshots under way are written before the store goes (a stop costs none of them).
+            ("snapshots", partial(snapshots_written, self.store)),
+            ("event store", self._close_store),
+        ]
+        for what, close in steps:
+            remaining = deadline - asyncio.get_running_loop().time()
+            await within(f"{self.service}: {what}", close(), max(remaining, MIN_CLOSE_SECONDS))
 
     def _spawn(self, work: Awaitable[None]) -> None:
         async def guarded() -> None:
@@ -506,9 +522,12 @@ class ServiceHost:
         )
         for task in pending:
             task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if pending:
+            await within(
+                f"{self.service}: {len(pending)} cancelled background tasks",
+                asyncio.wait(pending),
+                CANCEL_SECONDS,
+            )
         del done
 
     async def _publisher(self) -> EventPublisher:

@@ -15,8 +15,8 @@ import asyncio
 import gc
 import importlib
 import json
+import logging
 import os
-import signal
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -34,9 +34,10 @@ from casetrail_platform.identity.settings import IssuerSettings
 from casetrail_platform.identity.tls import ServerTls
 from casetrail_platform.identity.verifier import TokenVerifier
 from casetrail_platform.ledger.hosting import ledger_settings
+from casetrail_platform.shutdown import EXIT_SECONDS, StopDeadline, exit_now, left_behind
 from casetrail_platform.telemetry.logs import configure_logging
 from casetrail_platform.telemetry.metrics import serve_metrics
-from casetrail_platform.telemetry.tracing import configure_tracing
+from casetrail_platform.telemetry.tracing import configure_tracing, flush_tracing
 from events.topics import DEFAULT_CASE_EVENTS_TOPIC
 from services.startup import postgres_name, start_when_reachable, unreachable
 
@@ -47,6 +48,8 @@ SERVICES = ("intake", "coordination", "planning", "audit")
 # Below Linux's ephemeral range (32768-60999), so outgoing connections never hold them.
 DEFAULT_PORTS = {"intake": 7301, "coordination": 7302, "planning": 7303, "audit": 7304}
 DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:15432/casetrail"
+
+log = logging.getLogger("casetrail.runner")
 
 
 async def start_services(
@@ -64,8 +67,9 @@ async def start_services(
 
 
 async def stop_services(running: Sequence[RunningService]) -> None:
-    for service in reversed(running):
-        await service.stop()
+    # Together: each one's grace and bounds run side by side, so a process of four stops
+    # within one service's time (casetrail_platform/shutdown.py STOP_DEADLINE_SECONDS).
+    await asyncio.gather(*(service.stop() for service in reversed(running)))
 
 
 def addresses_file(data_dir: Path) -> Path:
@@ -160,9 +164,9 @@ async def _serve(
             raise SystemExit("--health-port needs exactly one --service (one health port each)")
         infra = replace(infra, health_address=f"{options.host}:{options.health_port}")
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    # The first signal stops gracefully within STOP_DEADLINE_SECONDS, a second ends at once.
+    deadline = StopDeadline(stop.set)
+    deadline.install(asyncio.get_running_loop())
     if infra.kafka is not None:
         started = await start_distributed(options, infra, names, ports, stop)
         if started is None:
@@ -201,6 +205,14 @@ async def _serve(
     await stop_services(running)
     if metrics_server is not None:
         metrics_server.shutdown()
+    if not flush_tracing(EXIT_SECONDS):
+        log.warning("stopping: spans not exported after %.0f s; dropped", EXIT_SECONDS)
+    if left_behind():
+        # asyncio.run would wait for the steps left behind (a frozen server's connection),
+        # which the stop gave up on: end here, the logs flushed.
+        print("stopped, some steps cut short", flush=True)
+        exit_now(1)
+    deadline.cancel()
 
 
 async def start_distributed(

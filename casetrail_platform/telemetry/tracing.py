@@ -83,6 +83,23 @@ def enable_tracing(provider: trace.TracerProvider) -> None:
     _enabled = True
 
 
+def flush_tracing(seconds: float) -> bool:
+    """Export the spans not yet sent and shut the provider down, waiting at most ``seconds``
+    (an OTLP collector that hangs must not hold a stopping process); whether it finished.
+    The provider's own exit hook then has nothing left to send."""
+    provider = trace.get_tracer_provider()
+    shutdown = getattr(provider, "shutdown", None)
+    if not _enabled or shutdown is None:
+        return True
+    import threading
+
+    # A daemon thread: one still exporting does not keep the process.
+    worker = threading.Thread(target=shutdown, name="casetrail-tracing-flush", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    return not worker.is_alive()
+
+
 def disable_tracing() -> None:
     global _enabled
     _enabled = False

@@ -10,8 +10,12 @@ import yaml
 
 from casetrail_platform.bus.topics import TopicSettings
 from casetrail_platform.health import LIVENESS_SERVICE
-from casetrail_platform.hosting import BACKGROUND_STOP_SECONDS, SERVER_STOP_GRACE_SECONDS
 from casetrail_platform.ledger.postgres import READER_ROLE
+from casetrail_platform.shutdown import (
+    BACKGROUND_STOP_SECONDS,
+    SERVER_STOP_GRACE_SECONDS,
+    STOP_DEADLINE_SECONDS,
+)
 from events.topics import LEDGER_CHECKPOINTS_TOPIC, dead_letter_topic
 from tests.k8s.render import PROFILES, RELEASE, Rendered, helm_template
 from tests.k8s.tools import CHART, Tools
@@ -84,6 +88,8 @@ def test_kubernetes_waits_longer_than_the_service_drains(rendered: Rendered) -> 
         pre_stop = container(deployment)["lifecycle"]["preStop"]["sleep"]["seconds"]
         drain = pre_stop + SERVER_STOP_GRACE_SECONDS + BACKGROUND_STOP_SECONDS
         assert pod["terminationGracePeriodSeconds"] > drain
+        # The process ends by STOP_DEADLINE_SECONDS whatever hangs: before SIGKILL.
+        assert pod["terminationGracePeriodSeconds"] >= pre_stop + STOP_DEADLINE_SECONDS + 1
 
 
 def test_services_are_configured_with_the_variables_the_code_reads(rendered: Rendered) -> None:
