@@ -84,6 +84,20 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
+def watchdog(seconds: float, end: Callable[[int], None] = exit_now) -> threading.Timer:
+    """A timer ending the process ``seconds`` from now (exit 1) unless cancelled; a thread, so
+    it fires even while the event loop is blocked or closed."""
+
+    def overdue() -> None:
+        log.error("stopping: not done after %.0f s; ending the process", seconds)
+        end(1)
+
+    timer = threading.Timer(seconds, overdue)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 class StopDeadline:
     """The first SIGTERM or SIGINT asks for a graceful stop (``on_stop``) and arms a watchdog
     that ends the process ``seconds`` later (exit 1) if the stop has not; a second signal
@@ -115,14 +129,8 @@ class StopDeadline:
             self._end(128 + signum)
             return
         log.info("%s: stopping (at most %.0f s)", name, self._seconds)
-        self._timer = threading.Timer(self._seconds, self._overdue)
-        self._timer.daemon = True
-        self._timer.start()
+        self._timer = watchdog(self._seconds, self._end)
         self._on_stop()
-
-    def _overdue(self) -> None:
-        log.error("stopping: not done after %.0f s; ending the process", self._seconds)
-        self._end(1)
 
     def cancel(self) -> None:
         """The stop finished in time."""

@@ -39,6 +39,7 @@ from faust.types import TransportT
 from casetrail_platform.bus.deadletter import failure_text
 from casetrail_platform.bus.kafka_security import KafkaSecurity
 from casetrail_platform.bus.topics import create_topics, ensure_topics
+from casetrail_platform.shutdown import watchdog
 from events.catalog_registry import default_registry
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
@@ -143,7 +144,15 @@ class CaseloadApp(faust.App):
         await create_topics(self.settings.kafka, internal_topics(self))
         await super().on_first_start()
 
+    stop_deadline: float | None = None
+    """Seconds from the start of a stop to the end of the process, whatever hangs (the worker
+    process sets it; ``None``: no limit, an app started in a test)."""
+
     async def on_stop(self) -> None:
+        if self.stop_deadline is not None:
+            # A frozen broker can hold Faust's last commit and its group leave for minutes;
+            # the chart's grace period is shorter (see __main__ for why ending is safe).
+            watchdog(self.stop_deadline)
         await super().on_stop()
         if self.access_recorder is not None:
             await self.access_recorder.close()

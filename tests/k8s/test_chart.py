@@ -92,6 +92,32 @@ def test_kubernetes_waits_longer_than_the_service_drains(rendered: Rendered) -> 
         assert pod["terminationGracePeriodSeconds"] >= pre_stop + STOP_DEADLINE_SECONDS + 1
 
 
+def test_kubernetes_waits_longer_than_the_caseload_worker_may_take(rendered: Rendered) -> None:
+    from services.caseload.__main__ import STOP_DEADLINE_SECONDS as CASELOAD_STOP_DEADLINE
+
+    pod = rendered.named("Deployment", f"{RELEASE}-caseload")["spec"]["template"]["spec"]
+    # No preStop sleep: the grace period runs from SIGTERM.
+    assert "lifecycle" not in pod["containers"][0]
+    assert pod["terminationGracePeriodSeconds"] >= CASELOAD_STOP_DEADLINE + 5
+
+
+def test_the_schema_refuses_a_grace_period_shorter_than_the_processes_take(helm: Tools) -> None:
+    """Below these, SIGKILL comes before a process's own deadline ends it (the margin covers
+    what follows the background stop: CANCEL_SECONDS, CLOSE_SECONDS, EXIT_SECONDS, 1 s)."""
+    from services.caseload.__main__ import STOP_DEADLINE_SECONDS as CASELOAD_STOP_DEADLINE
+
+    margin = STOP_DEADLINE_SECONDS - SERVER_STOP_GRACE_SECONDS - BACKGROUND_STOP_SECONDS + 1
+    for setting, shortest in (
+        ("shutdown.closeMarginSeconds", margin),
+        ("shutdown.caseloadGracePeriodSeconds", CASELOAD_STOP_DEADLINE + 5),
+    ):
+        refused = helm_template(helm, PROFILES["small"], "--set", f"{setting}={shortest - 1:.0f}")
+        assert refused.returncode != 0
+        assert setting.split(".")[1] in refused.stderr
+        accepted = helm_template(helm, PROFILES["small"], "--set", f"{setting}={shortest:.0f}")
+        assert accepted.returncode == 0, accepted.stderr
+
+
 def test_services_are_configured_with_the_variables_the_code_reads(rendered: Rendered) -> None:
     for service in SERVICES:
         deployment = rendered.named("Deployment", f"{RELEASE}-{service}")
