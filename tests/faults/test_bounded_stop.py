@@ -117,6 +117,35 @@ async def test_a_service_stops_within_its_grace_with_a_server_frozen(
         finally:
             await _stop(process)
         assert await _stored(dsn, client_id)
+        # The relay could not publish it: the next start does (nothing acknowledged lost).
+        again = await _spawn("intake", topic, tmp_path, env)
+        try:
+            await _address("intake", again, tmp_path)
+            for _ in range(30):  # the relay publishes within a few seconds of the start
+                if await _published(topic, client_id):
+                    break
+            else:
+                raise AssertionError("the acknowledged registration was never published")
+        finally:
+            await _stop(again)
+
+
+async def _published(topic: str, client_id: str) -> bool:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=kafka_bootstrap(), auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=2000)
+    finally:
+        await consumer.stop()
+    return any(
+        client_id.encode() in (record.key or b"") + b"".join(v or b"" for _, v in record.headers)
+        for records in batches.values()
+        for record in records
+    )
 
 
 async def test_a_second_sigterm_while_stopping_ends_the_process_at_once(
