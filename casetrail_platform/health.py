@@ -24,6 +24,7 @@ from grpc_health.v1 import health, health_pb2
 
 from casetrail_platform.bus.deadletter import failure_text
 from casetrail_platform.bus.errors import is_outage
+from casetrail_platform.identity.keys import IssuerKeys
 from casetrail_platform.store.pg_connections import CONNECT_TIMEOUT_SECONDS
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,48 @@ async def watch_storage(
             )
             for name in names:
                 await health_servicer.set(name, status)
+            reported = healthy
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every)
+
+
+ISSUER_KEYS_PROBE_SECONDS = 30.0
+
+
+async def watch_issuer_keys(
+    keys: IssuerKeys,
+    health_servicer: health.aio.HealthServicer,
+    health_name: str,
+    stop: asyncio.Event,
+    *,
+    every: float = ISSUER_KEYS_PROBE_SECONDS,
+) -> None:
+    """Report the issuer's signing keys as their own entry (``casetrail.<service>.issuer``):
+    NOT_SERVING while they are older than their maximum age and no refresh succeeded (every
+    token is refused ``ISSUER_KEYS_EXPIRED`` then). The service itself stays SERVING: every
+    replica shares the issuer, so taking them all out of their Service would only turn a
+    refusal that names its reason into a connection error. Each look also starts the keys'
+    refresh when they are stale, so a quiet service finds out without waiting for a call."""
+    reported: bool | None = None
+    while not stop.is_set():
+        keys.refresh_if_stale()
+        healthy = not keys.expired
+        if healthy != reported:
+            if not healthy:
+                log.error(
+                    "%s: the issuer's signing keys are older than %g s and could not be"
+                    " refreshed; every token is refused until they are",
+                    health_name,
+                    keys.keys_max_age,
+                )
+            elif reported is not None:
+                log.warning("%s: the issuer's signing keys are fresh again", health_name)
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if healthy
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            await health_servicer.set(health_name, status)
             reported = healthy
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)

@@ -34,7 +34,7 @@ from casetrail_platform.grpc_platform.server import (
     create_health_server,
     create_server,
 )
-from casetrail_platform.health import watch_storage
+from casetrail_platform.health import watch_issuer_keys, watch_storage
 from casetrail_platform.identity.tls import ServerTls
 from casetrail_platform.identity.verifier import TokenVerifier
 from casetrail_platform.keys.hosting import protected_registry
@@ -429,6 +429,14 @@ class ServiceHost:
                 health_servicer,
                 f"casetrail.{self.service}.database",
                 names,
+                self._stop,
+            )
+        )
+        self._spawn(
+            watch_issuer_keys(
+                self.infra.verifier.keys,
+                health_servicer,
+                f"casetrail.{self.service}.issuer",
                 self._stop,
             )
         )

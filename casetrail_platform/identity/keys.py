@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from jwt import PyJWK
 from jwt.exceptions import PyJWKError
 
-from casetrail_platform.identity.errors import IssuerUnavailable
+from casetrail_platform.identity.errors import InvalidCredential, IssuerUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ MIN_RSA_BITS = 2048
 """NIST SP 800-131A's floor: a shorter RSA key in the JWKS is skipped (it can be factored)."""
 DEFAULT_FETCH_TIMEOUT = 10.0
 """Seconds a refresh waits for the issuer in all (discovery and JWKS) before giving up."""
+DEFAULT_KEYS_MAX_AGE = 24 * 3600.0
+"""Seconds the last keys fetched keep checking tokens while no refresh succeeds: an issuer
+unreachable for longer (or a refresh blocked on purpose) would otherwise keep a key it has
+withdrawn working for good. A day covers an issuer's outage overnight."""
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 """Host names that never leave this machine."""
 
@@ -112,6 +116,8 @@ class IssuerKeys:
     seconds (counted from the end of the previous fetch), so a stream of made-up key ids cannot
     make us hammer the issuer. Concurrent callers share the one fetch in flight, which runs on
     this issuer's own worker thread and is given up after ``fetch_timeout`` seconds.
+    Keys no refresh has confirmed for ``keys_max_age`` seconds check no token any more
+    (``InvalidCredential`` ``ISSUER_KEYS_EXPIRED``) until a refresh succeeds.
     """
 
     def __init__(
@@ -123,6 +129,7 @@ class IssuerKeys:
         max_age: float = 300.0,
         min_refresh_interval: float = 5.0,
         fetch_timeout: float = DEFAULT_FETCH_TIMEOUT,
+        keys_max_age: float = DEFAULT_KEYS_MAX_AGE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.issuer = issuer
@@ -131,6 +138,7 @@ class IssuerKeys:
         self._max_age = max_age
         self._min_refresh_interval = min_refresh_interval
         self._fetch_timeout = fetch_timeout
+        self.keys_max_age = keys_max_age
         self._clock = clock
         self._keys: dict[str, PyJWK] = {}
         self._fetched_at: float | None = None
@@ -145,9 +153,18 @@ class IssuerKeys:
     def has_keys(self) -> bool:
         return bool(self._keys)
 
+    @property
+    def expired(self) -> bool:
+        """Whether keys were fetched once but no refresh has confirmed them for longer than
+        ``keys_max_age`` seconds (no key checks a token then)."""
+        fetched = self._fetched_at
+        return fetched is not None and self._clock() - fetched > self.keys_max_age
+
     async def key(self, key_id: str) -> PyJWK | None:
         """The key named ``key_id``, or ``None`` when the issuer does not publish it;
-        ``IssuerUnavailable`` while no key has been fetched at all."""
+        ``IssuerUnavailable`` while no key has been fetched at all; ``InvalidCredential``
+        (``ISSUER_KEYS_EXPIRED``) while the keys are ``expired``."""
+        await self.require_fresh()
         found = self._keys.get(key_id)
         if found is not None:
             self.refresh_if_stale()
@@ -162,6 +179,19 @@ class IssuerKeys:
         if not keys:
             raise IssuerUnavailable("the issuer's signing keys could not be fetched yet")
         return keys.get(key_id)
+
+    async def require_fresh(self) -> None:
+        """``InvalidCredential`` (``ISSUER_KEYS_EXPIRED``) while the keys are ``expired``,
+        after one more try to refresh them (at most every ``min_refresh_interval``)."""
+        if not self.expired:
+            return
+        await self._shared_refresh(forced=False)
+        if self.expired:
+            raise InvalidCredential(
+                "ISSUER_KEYS_EXPIRED",
+                f"the issuer's signing keys could not be refreshed for more than"
+                f" {self.keys_max_age / 3600:g} hours; no token is accepted until they are",
+            )
 
     async def refresh(self) -> bool:
         """Fetch the keys now (or join the fetch in flight); whether that succeeded."""

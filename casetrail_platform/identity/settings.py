@@ -6,6 +6,9 @@ embedded one pointed at a real issuer):
 - ``CASETRAIL_OIDC_AUDIENCE``: the audience (``aud``) tokens must be for.
 - ``CASETRAIL_OIDC_JWKS_URL`` (optional): the JWKS URL, instead of discovery.
 - ``CASETRAIL_OIDC_CA_FILE`` (optional): CA bundle for the issuer's HTTPS certificate.
+- ``CASETRAIL_OIDC_KEYS_MAX_AGE`` (optional): seconds the last keys fetched keep checking
+  tokens while the issuer cannot be reached (``DEFAULT_KEYS_MAX_AGE``, a day; from
+  ``MIN_KEYS_MAX_AGE`` to ``MAX_KEYS_MAX_AGE``).
 """
 
 from __future__ import annotations
@@ -15,8 +18,19 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from casetrail_platform.identity.keys import IssuerKeys, http_json, require_https
+from casetrail_platform.identity.keys import (
+    DEFAULT_KEYS_MAX_AGE,
+    IssuerKeys,
+    http_json,
+    require_https,
+)
 from casetrail_platform.identity.verifier import TokenVerifier
+
+MIN_KEYS_MAX_AGE = 600.0
+"""Ten minutes: twice the keys' refresh period, so one failed refresh refuses no token."""
+MAX_KEYS_MAX_AGE = 7 * 24 * 3600.0
+"""A week: longer, a key the issuer withdrew would stay usable for longer than most agencies
+allow a leaver's access to outlive them."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +39,7 @@ class IssuerSettings:
     audience: str
     jwks_url: str = ""
     ca_file: str = ""
+    keys_max_age: float = DEFAULT_KEYS_MAX_AGE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> IssuerSettings | None:
@@ -37,6 +52,7 @@ class IssuerSettings:
             env.get("CASETRAIL_OIDC_AUDIENCE", ""),
             env.get("CASETRAIL_OIDC_JWKS_URL", ""),
             env.get("CASETRAIL_OIDC_CA_FILE", ""),
+            _keys_max_age(env.get("CASETRAIL_OIDC_KEYS_MAX_AGE", "")),
         )
         settings.check()
         return settings
@@ -50,5 +66,22 @@ class IssuerSettings:
 
     def verifier(self) -> TokenVerifier:
         context = ssl.create_default_context(cafile=self.ca_file or None)
-        keys = IssuerKeys(self.issuer, self.jwks_url, fetch=http_json(context))
+        keys = IssuerKeys(
+            self.issuer, self.jwks_url, fetch=http_json(context), keys_max_age=self.keys_max_age
+        )
         return TokenVerifier(keys, self.audience)
+
+
+def _keys_max_age(text: str) -> float:
+    if not text:
+        return DEFAULT_KEYS_MAX_AGE
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not MIN_KEYS_MAX_AGE <= seconds <= MAX_KEYS_MAX_AGE:  # nan fails it too
+        raise ValueError(
+            f"CASETRAIL_OIDC_KEYS_MAX_AGE must be a number of seconds from"
+            f" {MIN_KEYS_MAX_AGE:g} to {MAX_KEYS_MAX_AGE:g}"
+        )
+    return seconds

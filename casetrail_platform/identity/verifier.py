@@ -104,6 +104,7 @@ class TokenVerifier:
     ) -> None:
         self.issuer = keys.issuer
         self.audience = audience
+        self.keys = keys
         self._keys = keys
         self._leeway = leeway
         self._max_lifetime = max_lifetime
@@ -118,6 +119,8 @@ class TokenVerifier:
     async def verify(self, token: str) -> Principal:
         remembered = self._remembered.get(token)
         if remembered is not None:
+            # A remembered token never reaches the keys' look-up: expired keys refuse it here.
+            await self._keys.require_fresh()
             if (
                 remembered.keys_version == self._keys.version
                 and self._clock() < remembered.expires_at + self._leeway

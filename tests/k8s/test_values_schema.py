@@ -211,3 +211,11 @@ def test_the_operators_pods_cannot_lose_their_resources(
     message = refused(helm, tmp_path, "", "--set", f"{where}=null")
     assert "missing property" in message
     assert where.rsplit(".", 1)[1] in message
+
+
+@pytest.mark.parametrize("seconds", ["0", "599", "604801", "'a day'"])
+def test_signing_keys_kept_too_short_or_too_long_are_refused(
+    helm: Tools, tmp_path: Path, seconds: str
+) -> None:
+    message = refused(helm, tmp_path, f"authentication:\n  keysMaxAgeSeconds: {seconds}\n")
+    assert "/authentication/keysMaxAgeSeconds" in message
