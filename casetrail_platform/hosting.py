@@ -88,6 +88,9 @@ class Infrastructure:
     registry: EventRegistry = field(default_factory=default_registry)
     verifier: TokenVerifier | None = None
     tls: ServerTls | None = None
+    plaintext_allowed: bool = False
+    """Whether a gRPC port without ``tls`` may listen beyond loopback
+    (``CASETRAIL_GRPC_ALLOW_PLAINTEXT``: a service mesh terminates mutual TLS in front)."""
     projection_linger: float = 0.02
     """Seconds a projection waits after new events for more before applying them: read
     models trail commands by that much at most, and under load one read-model transaction
@@ -418,6 +421,7 @@ class ServiceHost:
             verifier=self.infra.verifier,
             tls=self.infra.tls,
             capacity=self.infra.capacity,
+            plaintext_allowed=self.infra.plaintext_allowed,
         )
         self._spawn(
             watch_outbox(relay, health_servicer, f"casetrail.{self.service}.outbox", self._stop)

@@ -26,7 +26,11 @@ from casetrail_platform.ages import agency_time_zone
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings, ensure_topics
 from casetrail_platform.grpc_platform.capacity import Capacity
-from casetrail_platform.grpc_platform.server import BindError
+from casetrail_platform.grpc_platform.server import (
+    BindError,
+    allow_plaintext,
+    require_tls_beyond_loopback,
+)
 from casetrail_platform.hosting import Infrastructure, RunningService
 from casetrail_platform.identity.development import DEFAULT_PORT as DEV_ISSUER_PORT
 from casetrail_platform.identity.development import DevelopmentIssuer
@@ -99,6 +103,12 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
     ports = {name: (0 if options.any_port else DEFAULT_PORTS[name]) for name in SERVICES}
     tls = server_tls(options)
     try:
+        plaintext_allowed = allow_plaintext(os.environ)
+        # Before anything is opened or connected: the servers would refuse it only at bind.
+        require_tls_beyond_loopback(options.host, tls, plaintext_allowed=plaintext_allowed)
+    except ValueError as error:
+        raise SystemExit(f"--host: {error}") from None
+    try:
         issuer = IssuerSettings.from_env()
     except ValueError as error:
         raise SystemExit(f"token issuer: {error}") from None
@@ -122,6 +132,7 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
             verifier=issuer.verifier(),
             tls=tls,
         )
+        infra = replace(infra, plaintext_allowed=plaintext_allowed)
     elif options.topic != DEFAULT_CASE_EVENTS_TOPIC:
         raise SystemExit("--topic needs --backend distributed (the embedded bus has no topics)")
     else:
@@ -138,7 +149,10 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
             )
         else:
             verifier = issuer.verifier()
-        infra = Infrastructure.embedded(data_dir, verifier=verifier, tls=tls)
+        infra = replace(
+            Infrastructure.embedded(data_dir, verifier=verifier, tls=tls),
+            plaintext_allowed=plaintext_allowed,
+        )
     try:
         await _serve(options, data_dir, infra, names, ports, development_issuer)
     finally:

@@ -9,7 +9,7 @@ import logging
 import signal
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
@@ -27,6 +27,7 @@ from casetrail_platform.grpc_platform.fingerprint import serving
 from casetrail_platform.grpc_platform.wire import invalid_utf8_field
 from casetrail_platform.health import LIVENESS_SERVICE
 from casetrail_platform.identity.grpc_auth import BearerAuthentication
+from casetrail_platform.identity.keys import LOOPBACK
 from casetrail_platform.identity.tls import ServerTls
 from casetrail_platform.identity.verifier import TokenVerifier
 from casetrail_platform.telemetry.grpc_server import TelemetryInterceptor
@@ -50,6 +51,38 @@ on a busy machine); longer, the caller's own deadline decides, and once taken a 
 server's capacity is refused ``RESOURCE_EXHAUSTED`` at once (``capacity``)."""
 
 
+ALLOW_PLAINTEXT = "CASETRAIL_GRPC_ALLOW_PLAINTEXT"
+"""``1``: a gRPC server without TLS may listen beyond loopback (a service mesh's sidecar
+terminates mutual TLS in front of it, or a trial install); ``0`` or unset: it refuses to."""
+
+
+class PlaintextRefused(ValueError):
+    """A server without TLS asked to listen where others can reach it."""
+
+
+def allow_plaintext(env: Mapping[str, str]) -> bool:
+    """``ALLOW_PLAINTEXT``'s value; ``ValueError`` for anything but ``1``, ``0`` or unset."""
+    value = env.get(ALLOW_PLAINTEXT, "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{ALLOW_PLAINTEXT} must be 1 or 0")
+    return value == "1"
+
+
+def require_tls_beyond_loopback(
+    host: str, tls: ServerTls | None, *, plaintext_allowed: bool
+) -> None:
+    """``PlaintextRefused`` when ``host`` (``[::]`` as well as ``::``) is not a loopback one,
+    ``tls`` is ``None`` and plaintext was not allowed: every call carries a bearer token, and
+    in plain text anyone on the way could read it and act as its owner until it expires."""
+    if tls is None and not plaintext_allowed and host.strip("[]").lower() not in LOOPBACK:
+        raise PlaintextRefused(
+            f"gRPC on {host} without TLS would carry bearer tokens in plain text beyond this"
+            " machine; give a certificate (--tls-cert/--tls-key, CASETRAIL_TLS_CERT/_KEY),"
+            f" listen on 127.0.0.1, or set {ALLOW_PLAINTEXT}=1 when a service mesh's sidecar"
+            " terminates mutual TLS in front of the service"
+        )
+
+
 async def create_server(
     address: str,
     registrations: Iterable[Registration],
@@ -58,6 +91,7 @@ async def create_server(
     verifier: TokenVerifier,
     tls: ServerTls | None = None,
     capacity: Capacity | None = None,
+    plaintext_allowed: bool = False,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A started-able server bound to ``address`` (use port 0 in tests) and the port it got.
 
@@ -69,8 +103,12 @@ async def create_server(
     its request). Outermost, every call is
     counted, timed and traced (``casetrail_platform.telemetry.grpc_server``); then the calls
     over ``capacity`` (default ``Capacity()``) are refused ``RESOURCE_EXHAUSTED``, before any
-    token is verified (``casetrail_platform.grpc_platform.capacity``).
+    token is verified (``casetrail_platform.grpc_platform.capacity``). Without ``tls`` it
+    listens on loopback only, unless ``plaintext_allowed`` (``require_tls_beyond_loopback``).
     """
+    require_tls_beyond_loopback(
+        address.rpartition(":")[0], tls, plaintext_allowed=plaintext_allowed
+    )
     server = grpc.aio.server(
         options=[(UNREQUESTED_CALL_OPTION, UNREQUESTED_CALL_SECONDS)],
         interceptors=[

@@ -580,7 +580,7 @@ async def test_operator_tools_name_what_they_cannot_reach_or_write(tmp_path: Pat
         ("serve", "--any-port", "--data-dir", "/proc/no"): (2, "--data-dir /proc/no: cannot"),
         ("serve", "--any-port", "--host", "256.0.0.1", "--data-dir", str(tmp_path / "s")): (
             2,
-            "could not bind gRPC server to 256.0.0.1:0",
+            "--host: gRPC on 256.0.0.1 without TLS would carry bearer tokens in plain text",
         ),
         ("keys", "rotate-kek", "--batch-size", str(10**20)): (2, "--batch-size: must be from 1"),
         ("timeline", "case-1", "--token", "t", "--data-dir", str(tmp_path)): (

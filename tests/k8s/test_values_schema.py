@@ -219,3 +219,18 @@ def test_signing_keys_kept_too_short_or_too_long_are_refused(
 ) -> None:
     message = refused(helm, tmp_path, f"authentication:\n  keysMaxAgeSeconds: {seconds}\n")
     assert "/authentication/keysMaxAgeSeconds" in message
+
+
+def test_production_refuses_grpc_without_tls(helm: Tools) -> None:
+    result = helm_template(helm, PROFILES["small-production"], "--set", "grpcTls.enabled=false")
+    assert result.returncode != 0
+    assert "/grpcTls/enabled" in result.stderr
+
+
+def test_only_grpc_without_tls_is_allowed_plaintext(helm: Tools) -> None:
+    """A trial install's plaintext gRPC is allowed by name (the services refuse it beyond
+    loopback otherwise); never with TLS on."""
+    for profile, allowed in (("small", True), ("small-production", False)):
+        result = helm_template(helm, PROFILES[profile])
+        assert result.returncode == 0, result.stderr
+        assert ("CASETRAIL_GRPC_ALLOW_PLAINTEXT" in result.stdout) is allowed, profile
