@@ -48,6 +48,7 @@ from casetrail_platform.locking.port import Locks
 from casetrail_platform.locking.serving import mark_serving, projection_leadership
 from casetrail_platform.outbox import OutboxRelay
 from casetrail_platform.parking import ParkingLot
+from casetrail_platform.private_files import private_directory
 from casetrail_platform.projections.port import Projection, ReadModelStore
 from casetrail_platform.projections.runner import BusProjectionHandler, catch_up, follow
 from casetrail_platform.shutdown import (
@@ -176,9 +177,7 @@ class Infrastructure:
         )
 
     def service_dir(self, service: str) -> Path:
-        path = self.data_dir / service
-        path.mkdir(parents=True, exist_ok=True)
-        return path
+        return private_directory(self.data_dir / service)
 
 
 async def open_event_store(

@@ -85,3 +85,45 @@ def read_private(
         if len(data) > limit:
             raise ValueError(f"{path}: {what} is larger than {limit:,} bytes")
         return data
+
+
+OWNER_ONLY_UMASK = 0o077
+"""The serving process's umask: whatever it or SQLite creates (a store's ``-wal`` file, a
+directory) is owner-only from its first moment, not made wider and narrowed after."""
+
+
+def owner_only_umask() -> None:
+    """Give this process ``OWNER_ONLY_UMASK`` (its entrypoints call it, never an import)."""
+    os.umask(OWNER_ONLY_UMASK)
+
+
+def private_directory(path: Path, *, narrow: bool = True) -> Path:
+    """``path``, a directory of case data or keys: created 0700 (its missing parents too), or,
+    when it exists with access for others and belongs to this user, narrowed to 0700 (a data
+    directory an older casetrail made 0755: nothing in it was written for anyone else). One
+    another user owns cannot be narrowed and is left as it is (a Kubernetes ``emptyDir`` or a
+    mount point: the pod's alone); everything casetrail writes inside is owner-only.
+    ``narrow=False``: only created, for the folder of a file an operator may have put anywhere
+    (a KEK file in their home directory must not make it 0700)."""
+    missing = [parent for parent in (path, *path.parents) if not parent.exists()]
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # another writer made it first
+            os.mkdir(directory, 0o700)  # the umask can only narrow it
+    status = path.stat()
+    if narrow and status.st_mode & 0o077 and status.st_uid == os.geteuid():
+        os.chmod(path, 0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """``path``, a file of case data or keys about to be opened (a SQLite database): created
+    empty with mode 0600 when missing (SQLite gives its ``-wal`` and ``-shm`` files the
+    database's mode), or narrowed to 0600 when it exists wider and belongs to this user."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        status = os.fstat(descriptor)
+        if status.st_mode & 0o077 and status.st_uid == os.geteuid():
+            os.fchmod(descriptor, 0o600)
+    finally:
+        os.close(descriptor)
+    return path

@@ -38,6 +38,7 @@ from casetrail_platform.identity.settings import IssuerSettings
 from casetrail_platform.identity.tls import ServerTls
 from casetrail_platform.identity.verifier import TokenVerifier
 from casetrail_platform.ledger.hosting import ledger_settings
+from casetrail_platform.private_files import owner_only_umask, private_directory
 from casetrail_platform.shutdown import EXIT_SECONDS, StopDeadline, exit_now, left_behind
 from casetrail_platform.telemetry.logs import configure_logging
 from casetrail_platform.telemetry.metrics import serve_metrics
@@ -88,8 +89,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as error:
         raise SystemExit(str(error)) from None
     data_dir = Path(options.data_dir).resolve()
+    # Case data and keys: whatever this process creates is owner-only (private_files).
+    owner_only_umask()
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_directory(data_dir)
     except OSError as error:
         raise SystemExit(f"--data-dir {data_dir}: cannot create it ({error.strerror})") from None
     try:

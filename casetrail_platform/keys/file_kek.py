@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from casetrail_platform.keys.nonces import NONCE_BYTES, random_nonce
 from casetrail_platform.keys.port import KeyEncryptionKey, KeyUnavailableError
-from casetrail_platform.private_files import read_private
+from casetrail_platform.private_files import private_directory, read_private
 
 KEK_FILE_NAME = "agency-key-encryption-key.bin"
 """Under ``<data dir>/keys/``: the agency's key-encryption key (keep it out of backups that
@@ -77,7 +77,7 @@ class FileKeyEncryptionKey(KeyEncryptionKey):
 
 def _read_or_create(path: Path) -> bytes:
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(path.parent, narrow=False)
         # Unique per attempt: another process, or another KEK object of this one, may race us.
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp")
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

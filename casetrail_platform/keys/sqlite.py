@@ -24,6 +24,7 @@ from casetrail_platform.keys.port import (
     KeyUnavailableError,
     StoredDataKey,
 )
+from casetrail_platform.private_files import private_directory, private_file
 
 KEYS_FILE_NAME = "keys.db"
 
@@ -58,7 +59,9 @@ class SqliteDataKeyTable(DataKeyTable):
         """Opened on first use (nothing is opened when the table object is made)."""
         with self._lock:
             if self._opened is None:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
+                # The clients' wrapped data keys: owner-only, from the file's first moment.
+                private_directory(self._path.parent)
+                private_file(self._path)
                 connection = sqlite3.connect(
                     self._path, isolation_level=None, check_same_thread=False, timeout=30
                 )

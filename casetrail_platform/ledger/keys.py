@@ -18,7 +18,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from casetrail_platform.ledger.note import Checkpoint, Verifier, signature_line
-from casetrail_platform.private_files import private_replacement
+from casetrail_platform.private_files import (
+    private_directory,
+    private_replacement,
+    read_private,
+)
 
 
 class CheckpointSigner(ABC):
@@ -67,7 +71,9 @@ class FileSigner(CheckpointSigner):
         self._key = _load_or_create(path)
         self._public = _raw_public(self._key)
         if generated:
-            path.with_suffix(".pub").write_text(f"{Verifier(name, self._public)}\n")
+            # Whoever could rewrite it would choose the key audit checks this log with.
+            with private_replacement(path.with_suffix(".pub")) as published:
+                published.write(f"{Verifier(name, self._public)}\n".encode())
 
     async def public_key(self) -> bytes:
         return self._public
@@ -95,7 +101,10 @@ class RemoteSigner(CheckpointSigner):
 
 
 def _load(path: Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    # As ssh with a private key: one others can read signs for whoever read it. Group-readable
+    # is accepted: a Kubernetes Secret mounted with the pod's fsGroup is 0440.
+    pem = read_private(path, "the ledger's signing key", group_readable=True)
+    key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} does not hold an Ed25519 private key")
     return key
@@ -108,7 +117,7 @@ def _raw_public(key: Ed25519PrivateKey) -> bytes:
 def _load_or_create(path: Path) -> Ed25519PrivateKey:
     if path.exists():
         return _load(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_directory(path.parent)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM,

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import fcntl
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -257,5 +258,6 @@ async def _stopped_if_lost(
 
 
 def _open(path: Path) -> IO[bytes]:
-    # Opened for appending: the file is created if missing and never truncated or written.
-    return path.open("ab")
+    # Opened for appending: the file is created if missing (owner-only, as everything in the
+    # service's folder) and never truncated or written.
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")

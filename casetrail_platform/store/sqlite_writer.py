@@ -14,7 +14,10 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+from casetrail_platform.private_files import private_file
 
 T = TypeVar("T")
 
@@ -34,7 +37,10 @@ _STOP = object()
 
 
 def connect(path: str) -> sqlite3.Connection:
-    """A connection with the settings every casetrail SQLite file uses: WAL, durable commits."""
+    """A connection with the settings every casetrail SQLite file uses: WAL, durable commits;
+    the file owner-only, since it holds case data (its directory is the service's, made
+    owner-only by ``Infrastructure.service_dir``)."""
+    private_file(Path(path))
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")

@@ -109,6 +109,7 @@ def test_public_keys_are_computed_offline_from_the_private_key_files(
     keys.mkdir()
     for service in signers:
         (keys / f"{service}.key").write_bytes((tmp_path / "made" / f"{service}.key").read_bytes())
+        (keys / f"{service}.key").chmod(0o600)  # as a private key must be (read_private)
 
     with pytest.raises(SystemExit) as exit_:
         main(["ledger", "public-keys", str(keys), "--agency", "county"])
