@@ -65,6 +65,8 @@ class ServerTls:
     private_key: bytes
     client_ca: bytes | None = None
     """Set: mutual TLS, every client must present a certificate this CA signed."""
+    files: tuple[str, str, str | None] | None = None
+    """The certificate's, key's and client CA's files when read from them (``ssl_context``)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> ServerTls | None:
@@ -83,7 +85,21 @@ class ServerTls:
             chain,
             private_key,
             _checked_ca(env, "CASETRAIL_TLS_CLIENT_CA") if client_ca else None,
+            (certificate, key, client_ca or None),
         )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The same TLS for an HTTP server (the caseload views): Python's ``ssl`` reads the
+        certificate and key from their files only, so only a ``from_env`` one has it."""
+        if self.files is None:
+            raise ValueError("an HTTPS server needs TLS read from CASETRAIL_TLS_CERT and _KEY")
+        certificate, key, client_ca = self.files
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certificate, key)
+        if client_ca is not None:
+            context.load_verify_locations(cafile=client_ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+        return context
 
     def credentials(self) -> grpc.ServerCredentials:
         return grpc.ssl_server_credentials(

@@ -230,6 +230,7 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
         web_host=settings.web_host,
         web_bind=settings.web_host,
         web_port=settings.web_port,
+        web_ssl_context=None if settings.web_tls is None else settings.web_tls.ssl_context(),
     )
     app.settings = settings
     app.registry = registry or default_registry()

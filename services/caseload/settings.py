@@ -12,7 +12,7 @@ from casetrail_platform.ages import agency_time_zone
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings, whole_number
 from casetrail_platform.identity.settings import IssuerSettings
-from casetrail_platform.identity.tls import ClientTls
+from casetrail_platform.identity.tls import ClientTls, ServerTls
 from events.topics import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
 
 DEFAULT_APP_ID = "casetrail-caseload"
@@ -45,6 +45,10 @@ class CaseloadSettings:
     web_enabled: bool = True
     web_host: str = "127.0.0.1"
     web_port: int = DEFAULT_WEB_PORT
+    web_tls: ServerTls | None = None
+    """HTTPS for the web views (``CASETRAIL_TLS_CERT``/``_KEY``, as the gRPC servers'): every
+    request carries a bearer token, which plain HTTP beyond the pod would hand to anyone on
+    the way."""
     issuer: IssuerSettings | None = None
     """Who signs the bearer tokens the web views require (``CASETRAIL_OIDC_ISSUER``); without
     one every view but the status refuses (they name cases)."""
@@ -87,8 +91,9 @@ class CaseloadSettings:
         ``CASETRAIL_CASELOAD_APP_ID``, ``CASETRAIL_CASELOAD_DATA_DIR``,
         ``CASETRAIL_CASELOAD_GUARANTEE``, ``CASETRAIL_CASELOAD_WEB_PORT`` (0 turns the web
         views off), ``CASETRAIL_OIDC_ISSUER``/``_AUDIENCE`` (see ``IssuerSettings``),
-        ``CASETRAIL_AUDIT_ADDRESS``, ``CASETRAIL_TLS_CA`` (see ``ClientTls``) and
-        ``CASETRAIL_AGENCY_TIME_ZONE`` (see ``casetrail_platform.ages``)."""
+        ``CASETRAIL_AUDIT_ADDRESS``, ``CASETRAIL_TLS_CA`` (see ``ClientTls``), the views'
+        ``CASETRAIL_TLS_CERT``/``_KEY`` (see ``ServerTls``) and ``CASETRAIL_AGENCY_TIME_ZONE``
+        (see ``casetrail_platform.ages``)."""
         env = os.environ if environ is None else environ
         defaults = cls()
         topics = TopicSettings.from_env(env)
@@ -106,6 +111,7 @@ class CaseloadSettings:
             ),
             web_enabled=web_port != 0,
             web_port=web_port,
+            web_tls=ServerTls.from_env(env),
             issuer=IssuerSettings.from_env(env),
             audit_address=env.get("CASETRAIL_AUDIT_ADDRESS", "").strip() or None,
             audit_tls=ClientTls.from_env(env),

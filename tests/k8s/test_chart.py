@@ -633,3 +633,18 @@ def test_the_audit_console_may_reach_audit_and_only_audit(helm: Tools, tmp_path:
     audit_port = TOPOLOGY["services"]["audit"]["grpcPort"]
     [clients] = [rule for rule in _ingress_of(documents, "audit") if console in rule["from"]]
     assert clients["ports"] == [{"port": audit_port, "protocol": "TCP"}]
+
+
+def test_the_caseload_views_speak_https_whenever_grpc_does(rendered: Rendered) -> None:
+    """The views take bearer tokens: with grpcTls (always in production) they are served over
+    HTTPS with the services' certificate, and kubelet probes them so."""
+    main = container(rendered.named("Deployment", f"{RELEASE}-caseload"))
+    env = {item["name"]: item.get("value") for item in main["env"]}
+    production = "production" in rendered.profile
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert main[probe]["httpGet"]["scheme"] == ("HTTPS" if production else "HTTP"), probe
+    if production:
+        assert env["CASETRAIL_TLS_CERT"] == "/etc/casetrail/grpc-tls/tls.crt"
+        assert env["CASETRAIL_TLS_KEY"] == "/etc/casetrail/grpc-tls/tls.key"
+    else:
+        assert "CASETRAIL_TLS_CERT" not in env
