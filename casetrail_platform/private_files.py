@@ -118,12 +118,18 @@ def private_directory(path: Path, *, narrow: bool = True) -> Path:
 def private_file(path: Path) -> Path:
     """``path``, a file of case data or keys about to be opened (a SQLite database): created
     empty with mode 0600 when missing (SQLite gives its ``-wal`` and ``-shm`` files the
-    database's mode), or narrowed to 0600 when it exists wider and belongs to this user."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    database's mode), or narrowed to 0600 when it exists wider and belongs to this user.
+
+    An existing file is never opened here: SQLite's locks are POSIX locks, which the kernel
+    drops for the whole process when any descriptor of the file is closed, so opening and
+    closing one beside a connection already open on it (a store's second connection, a CLI
+    reading a running service's store) would release that connection's locks."""
     try:
-        status = os.fstat(descriptor)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        status = os.stat(path, follow_symlinks=False)
         if status.st_mode & 0o077 and status.st_uid == os.geteuid():
-            os.fchmod(descriptor, 0o600)
-    finally:
-        os.close(descriptor)
+            os.chmod(path, 0o600, follow_symlinks=False)
+        return path
+    os.close(descriptor)  # a file just made: no connection of this process holds locks on it
     return path

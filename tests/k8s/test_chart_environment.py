@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+from collections.abc import Mapping
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.k8s.render import PROFILES, helm_template
@@ -129,6 +131,16 @@ class _Recording(dict[str, str]):
         return super().__contains__(key)
 
 
+def _unread_pair(env: Mapping[str, str], certificate: str, key: str) -> tuple[bytes, bytes]:
+    """``tls._checked_pair`` with the names asked and no file read."""
+    return env[certificate].encode(), env[key].encode()
+
+
+def _unread_ca(env: Mapping[str, str], name: str) -> bytes:
+    """``tls._checked_ca`` with the name asked and no file read."""
+    return env[name].encode()
+
+
 def _caseload_env(helm: Tools, profile: str) -> dict[str, str]:
     result = helm_template(helm, PROFILES[profile], *EVERY_OPTION)
     assert result.returncode == 0, f"{profile}: {result.stderr}"
@@ -144,7 +156,9 @@ def _caseload_env(helm: Tools, profile: str) -> dict[str, str]:
     raise AssertionError(f"{profile}: no caseload Deployment")
 
 
-def test_the_caseload_container_gets_what_the_caseload_reads(helm: Tools) -> None:
+def test_the_caseload_container_gets_what_the_caseload_reads(
+    helm: Tools, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The caseload processor is no casetrail service: it reads its own settings
     (CaseloadSettings.from_env) and takes its log level as Faust's --loglevel, so the
     services' CASETRAIL_LOG_LEVEL and CASETRAIL_DATA_DIR given to it configured nothing."""
@@ -153,8 +167,10 @@ def test_the_caseload_container_gets_what_the_caseload_reads(helm: Tools) -> Non
     for profile in PROFILES:
         env = _caseload_env(helm, profile)
         recording = _Recording(env)
-        # The TLS files are not on this machine: reading them is the last thing from_env
-        # does, after every name has been asked for.
+        # The TLS files are not on this machine: read as empty, so that a file the chart names
+        # does not end from_env before the names after it are asked for.
+        monkeypatch.setattr("casetrail_platform.identity.tls._checked_pair", _unread_pair)
+        monkeypatch.setattr("casetrail_platform.identity.tls._checked_ca", _unread_ca)
         with contextlib.suppress(ValueError, OSError):
             CaseloadSettings.from_env(recording)
         set_by_chart = {name for name in env if name.startswith("CASETRAIL_")}

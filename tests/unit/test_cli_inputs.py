@@ -57,6 +57,7 @@ def test_a_token_grpc_cannot_send_is_named_without_its_value(
     assert "Traceback" not in said
     (identity_dir(tmp_path) / TOKEN_FILE).parent.mkdir(parents=True)
     (identity_dir(tmp_path) / TOKEN_FILE).write_text(token + "\n")
+    (identity_dir(tmp_path) / TOKEN_FILE).chmod(0o600)  # as casetrail login writes it
     code, said = _run(capsys, *argv)
     assert code == 2
     assert f"{TOKEN_FILE}: not a bearer token (printable ASCII, no spaces)" in said

@@ -16,7 +16,7 @@ import pytest
 
 from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.ledger.keys import FileSigner
-from casetrail_platform.private_files import private_directory
+from casetrail_platform.private_files import private_directory, private_file
 from services.runner import SERVICES, start_services, stop_services
 from tests.support.identity import TestIssuer
 
@@ -96,3 +96,27 @@ def test_a_ledger_signing_key_others_can_read_is_refused(tmp_path: Path) -> None
         FileSigner("casetrail/agency/intake", key)
     key.chmod(0o640)  # a Kubernetes Secret mounted with the pod's fsGroup
     FileSigner("casetrail/agency/intake", key)
+
+
+def test_an_existing_database_file_is_narrowed_without_being_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's POSIX locks are dropped for the whole process when any descriptor of the file
+    is closed: opening the file to check its mode beside a connection already on it (a tail
+    appending to a running service's store) released that connection's locks, and the tail's
+    access record never reached audit."""
+    database = tmp_path / "events.db"
+    database.write_bytes(b"")
+    database.chmod(0o644)
+
+    real_open = os.open
+
+    def no_open(path: Path, flags: int, mode: int = 0o777) -> int:
+        # Creating it exclusively fails on an existing file without opening it.
+        if not flags & os.O_EXCL:
+            raise AssertionError("an existing database file was opened")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", no_open)
+    private_file(database)
+    assert database.stat().st_mode & 0o777 == 0o600
