@@ -11,7 +11,7 @@ to encode it again, cost more than the rest of the read).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -166,17 +166,11 @@ class PostgresLedgerStore(LedgerStore):
             sql.Identifier(schema, "ledger_checkpoints")
         )
 
-        async def check(connection: Connection) -> None:
-            await connection.execute(probe)
-
-        try:
-            await connections.run(check)
-        except BaseException as error:
-            await connections.close()
+        def refusal(error: BaseException) -> Exception | None:
             problem = _reader_role_problem(error, schema)
-            if problem is not None:
-                raise StorageConfigurationError(problem) from error
-            raise
+            return None if problem is None else StorageConfigurationError(problem)
+
+        await _probe(connections, probe, refusal)
         return cls(connections, schema)
 
     @classmethod
@@ -199,22 +193,18 @@ class PostgresLedgerStore(LedgerStore):
             sql.Identifier(schema, "stored_events"),
         )
 
-        async def check(connection: Connection) -> None:
-            await connection.execute(probe)
-
-        try:
-            await connections.run(check)
-        except BaseException as error:
-            await connections.close()
+        def refusal(error: BaseException) -> Exception | None:
             if isinstance(error, psycopg.errors.UndefinedTable):
-                raise LedgerNotCreated(f"{schema} holds no ledger tables") from error
+                return LedgerNotCreated(f"{schema} holds no ledger tables")
             if isinstance(error, psycopg.errors.InsufficientPrivilege):
-                raise StorageConfigurationError(
+                return StorageConfigurationError(
                     f"this login may not read {schema}: reading a ledger read only needs USAGE"
                     f" on the schema and SELECT on {schema}.stored_events, ledger_tiles and"
                     " ledger_checkpoints"
-                ) from error
-            raise
+                )
+            return None
+
+        await _probe(connections, probe, refusal)
         return cls(connections, schema)
 
     async def close(self) -> None:
@@ -340,6 +330,27 @@ async def _tile_old_nodes(connection: Connection, schema: str) -> None:
         for write in tiles.writes(runs):
             await connection.execute(insert, (write.level, write.index, write.hashes))
     await connection.execute(sql.SQL("DROP TABLE {}").format(nodes))
+
+
+async def _probe(
+    connections: PgConnections,
+    probe: sql.Composed,
+    refusal: Callable[[BaseException], Exception | None],
+) -> None:
+    """Run ``probe`` once on the new ``connections``, which are closed if it fails; the failure
+    is raised as ``refusal`` names it (from the error), or as it came (``None``)."""
+
+    async def check(connection: Connection) -> None:
+        await connection.execute(probe)
+
+    try:
+        await connections.run(check)
+    except BaseException as error:
+        await connections.close()
+        named = refusal(error)
+        if named is not None:
+            raise named from error
+        raise
 
 
 def _reader_role_problem(error: BaseException, schema: str) -> str | None:

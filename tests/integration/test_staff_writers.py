@@ -23,7 +23,8 @@ from events.envelope import Actor, EventMetadata, RecordedEvent
 from services.planning.adapters.case_views import CaseViewProjection, CaseViews
 from services.planning.adapters.staff import STAFF, StaffProjection
 from services.planning.domain.model import StaffMember
-from tests.support.servers import postgres_dsn, server_missing
+from tests.support.replicas import read_model_replicas
+from tests.support.servers import postgres_dsn
 
 MOMENT = datetime(2030, 3, 1, 9, 0, tzinfo=UTC)
 LAPSED = WorkerCredential(kind=CredentialKind.LICENCE, name="LMSW", valid_until=date(2030, 6, 1))
@@ -61,19 +62,8 @@ LATER = _assigned("case-b", RENEWED, 6)
 @pytest.fixture
 async def replicas() -> AsyncIterator[tuple[PostgresReadModelStore, PostgresReadModelStore]]:
     """Two replicas' read-model stores on one schema (a connection each)."""
-    schema = f"staff_{uuid.uuid4().hex[:12]}"
-    try:
-        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-            await admin.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.OperationalError as error:
-        server_missing("PostgreSQL", error)
-    one = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
-    two = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
-    yield one, two
-    await one.close()
-    await two.close()
-    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    async with read_model_replicas("staff") as pair:
+        yield pair
 
 
 class _Held:

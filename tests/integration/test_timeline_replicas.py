@@ -7,7 +7,6 @@ applying both would leave them."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import psycopg
@@ -19,7 +18,8 @@ from events.catalog.cases import PresentingNeed
 from events.catalog.erasure import ClientErased
 from events.catalog.values import NeedCategory
 from services.audit.adapters.timeline import CASES, FACTS, TimelineProjection
-from tests.support.servers import postgres_dsn, server_missing
+from tests.support.replicas import read_model_replicas
+from tests.support.servers import postgres_dsn
 from tests.unit.audit.support import (
     CASE,
     DAY,
@@ -47,19 +47,8 @@ ERASED = Producer("casetrail/intake", "client-client-7f3a").record(
 @pytest.fixture
 async def replicas() -> AsyncIterator[tuple[PostgresReadModelStore, PostgresReadModelStore]]:
     """Two replicas' read-model stores on one schema (a connection each)."""
-    schema = f"timeline_{uuid.uuid4().hex[:12]}"
-    try:
-        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-            await admin.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.OperationalError as error:
-        server_missing("PostgreSQL", error)
-    one = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
-    two = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
-    yield one, two
-    await one.close()
-    await two.close()
-    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    async with read_model_replicas("timeline") as pair:
+        yield pair
 
 
 async def _stored(store: PostgresReadModelStore) -> dict[str, Document | None]:
