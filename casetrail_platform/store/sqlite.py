@@ -136,6 +136,10 @@ class SqliteEventStore(EventStore):
         self._writer = SqliteWriter(str(path))
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sqlite-reader")
         self._local = threading.local()
+        self._reader_connections: list[sqlite3.Connection] = []
+        """Every reader thread's connection, so ``close()`` closes them: a thread-local one
+        would stay open (and keep the WAL) until garbage collection."""
+        self._reader_connections_lock = threading.Lock()
         self._inline: sqlite3.Connection | None = None
         self._last_recorded_at = 0
         self._appended: asyncio.Event | None = None
@@ -165,6 +169,10 @@ class SqliteEventStore(EventStore):
     async def close(self) -> None:
         await asyncio.to_thread(self._writer.stop)
         self._readers.shutdown(wait=True)
+        with self._reader_connections_lock:
+            connections, self._reader_connections = self._reader_connections, []
+        for connection in connections:
+            connection.close()
         if self._inline is not None:
             self._inline.close()
             self._inline = None
@@ -381,6 +389,8 @@ class SqliteEventStore(EventStore):
         if connection is None:
             connection = connect(str(self._path))
             self._local.connection = connection
+            with self._reader_connections_lock:
+                self._reader_connections.append(connection)
         return query(connection)
 
 

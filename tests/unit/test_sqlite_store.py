@@ -111,3 +111,38 @@ async def test_checkpoints_never_go_backwards(tmp_path: Path) -> None:
     assert await checkpoints.load("relay") == 7
     assert await checkpoints.load("other") == 0
     await store.close()
+
+
+def _open_descriptors_of(path: Path) -> list[str]:
+    names = [str(path), f"{path}-wal", f"{path}-shm"]
+    found = []
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = fd.readlink()
+        except OSError:  # the listing's own descriptor, already closed
+            continue
+        if str(target) in names:
+            found.append(str(target))
+    return found
+
+
+def _wal_of(path: Path) -> Path:
+    return Path(f"{path}-wal")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+async def test_close_closes_every_connection_it_opened_readers_included(tmp_path: Path) -> None:
+    """Without waiting for garbage collection: the reader threads' connections too, so the
+    last one folds the WAL in and no descriptor of the file remains."""
+    path = tmp_path / "events.db"
+    store = await SqliteEventStore.open(path, sample_registry())
+    await store.append("case-1", [note("1")], NO_STREAM)
+    # Both reader threads and the loop's own connection read.
+    await asyncio.gather(*(store.stream_version("case-1") for _ in range(8)))
+    await store.read_stream("case-1")
+    kept = store  # a reference remains, as a caller holding the store has one
+
+    await kept.close()
+
+    assert _open_descriptors_of(path) == []
+    assert not _wal_of(path).exists()  # the last connection closed folded it in

@@ -4,7 +4,6 @@ public keys as audit publishes them (`--keys`) when the service's key is not at 
 from __future__ import annotations
 
 import asyncio
-import gc
 import sqlite3
 from pathlib import Path
 
@@ -166,7 +165,6 @@ def test_verify_store_writes_nothing_embedded(
 ) -> None:
     """An auditor's check: every file that was there keeps its bytes, and SQLite adds at most
     a WAL database's empty companions, as any reader does."""
-    gc.collect()  # the fixture's connections closed (the last one folds the WAL in)
     before = _files(data_dir)
 
     assert _casetrail("verify-store", "intake", "--data-dir", str(data_dir)) == 0
