@@ -61,7 +61,8 @@ async def open_ledger_store(
     infra: Infrastructure, service: str, *, reader: bool = False, read_only: bool = False
 ) -> LedgerStore:
     """The ledger of the service's event store (which must have been opened once);
-    ``reader``: as another party reads it (PostgreSQL: ``READER_ROLE``, read only);
+    ``reader``: as another party reads it (PostgreSQL: ``READER_ROLE``; SQLite: read only,
+    as ``read_only``);
     ``read_only``: as an auditor checks it, hashes and events, writing nothing on either
     backend (``LedgerNotCreated`` where its service has not created the ledger yet)."""
     if infra.postgres_dsn is not None:
@@ -76,7 +77,9 @@ async def open_ledger_store(
     from casetrail_platform.ledger.sqlite import SqliteLedgerStore
 
     directory = infra.service_dir(service)
-    if read_only:
+    if read_only or reader:
+        # Another party's ledger (audit's witness): never created or migrated by the reader,
+        # only its service does that; ``LedgerNotCreated`` until it has (asked again later).
         return await SqliteLedgerStore.open_read_only(
             directory / "ledger.db", directory / "events.db"
         )
