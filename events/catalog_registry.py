@@ -187,3 +187,14 @@ def default_registry() -> EventRegistry:
 def all_event_types() -> tuple[str, ...]:
     """Every public event type name, sorted (the lazily built ``ALL_EVENT_TYPES``)."""
     return tuple(sorted(model.event_type for model in current_models()))
+
+
+@cache
+def _models_by_name() -> dict[str, type[CaseEvent]]:
+    return {model.__name__: model for model in current_models()}
+
+
+def model_named(name: str) -> type[CaseEvent] | None:
+    """The current catalog model whose class is ``name`` (a ``ValidationError``'s ``title``,
+    so a refusal of a whole event can say its texts' bounds), or ``None``."""
+    return _models_by_name().get(name)

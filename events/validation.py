@@ -19,13 +19,18 @@ from events.catalog.values import ERASURE_MARKERS
 _QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
 
 
-def reported(error: ValidationError, model: type[BaseModel] | None = None) -> list[ErrorDetails]:
+def reported(
+    error: ValidationError,
+    model: type[BaseModel] | None = None,
+    within: tuple[int | str, ...] = (),
+) -> list[ErrorDetails]:
     """``error``'s details without the noise: a list's ``too_short`` when items of that list
     were refused (pydantic counts only the valid items, so one bad item of one also reads "at
     least 1 item ... not 0"), and the erasure markers left out of the values a code may take
     (the enum lists them, the store refuses them: ``casetrail_platform.keys.fields``); each
     message in plain words (``plain``). ``model``: the model validated, whose text fields'
-    bounds are then named with "required"."""
+    bounds are then named with "required"; ``within``: where in ``model`` the value validated
+    sits, when it was one field of it checked alone (its details' locations start there)."""
     details = error.errors(include_url=False)
     refused_items = {detail["loc"] for detail in details if len(detail["loc"]) > 1}
     kept: list[ErrorDetails] = []
@@ -38,7 +43,7 @@ def reported(error: ValidationError, model: type[BaseModel] | None = None) -> li
             continue
         if detail["type"] in ("enum", "literal_error"):
             detail = _without_markers(detail)
-        kept.append({**detail, "msg": plain(detail, _lengths(model, location))})
+        kept.append({**detail, "msg": plain(detail, _lengths(model, within + location))})
     return kept
 
 

@@ -34,6 +34,7 @@ from events.catalog.access import (
     SensitiveCategory,
 )
 from events.catalog.base import CaseEvent
+from events.catalog_registry import model_named
 from events.envelope import RecordedEvent
 from services.coordination.adapters import read_models as views
 from services.coordination.domain import errors
@@ -460,7 +461,7 @@ async def _run(
     except ValidationError as error:
         # Commands are checked field by field when built; what is left are the catalog's
         # rules spanning several fields of an event.
-        raise InvalidCommand(problems_of(error)) from None
+        raise InvalidCommand(problems_of(error, model=model_named(error.title))) from None
 
 
 async def _run_folded(
@@ -474,4 +475,4 @@ async def _run_folded(
     try:
         return await execute_folded(deps.store, SOURCE, context, stream, fold, decide)
     except ValidationError as error:
-        raise InvalidCommand(problems_of(error)) from None
+        raise InvalidCommand(problems_of(error, model=model_named(error.title))) from None

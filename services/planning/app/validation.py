@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar, cast
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from casetrail_platform.commands import InvalidCommand
+from events.catalog_registry import model_named
 from events.errors import FieldProblem
 from events.validation import reported
 
@@ -32,15 +33,23 @@ def field_path(prefix: str, location: Sequence[int | str]) -> str:
     return path
 
 
-def problems_of(error: ValidationError, prefix: str = "") -> list[FieldProblem]:
+def problems_of(
+    error: ValidationError,
+    prefix: str = "",
+    model: type[BaseModel] | None = None,
+    within: tuple[int | str, ...] = (),
+) -> list[FieldProblem]:
+    """``error``'s problems, named from ``prefix``; with ``model`` (the one validated, or the
+    one whose field ``within`` was) an empty text says its bounds: "required, 1-N characters"."""
     return [
         FieldProblem(field_path(prefix, detail["loc"]) or prefix, detail["msg"])
-        for detail in reported(error)
+        for detail in reported(error, model, within)
     ]
 
 
 def invalid_command(error: ValidationError, prefix: str = "") -> InvalidCommand:
-    return InvalidCommand(problems_of(error, prefix))
+    # A whole event's refusal (rules spanning its fields): its model is the catalog's.
+    return InvalidCommand(problems_of(error, prefix, model_named(error.title)))
 
 
 @cache
@@ -73,7 +82,7 @@ class Violations:
         try:
             return _adapter(model, field).validate_python(value)
         except ValidationError as error:
-            self.problems.extend(problems_of(error, path or field))
+            self.problems.extend(problems_of(error, path or field, model, (field,)))
             return None
 
     def value(self, kind: type[T], value: object, path: str) -> T | None:
@@ -88,7 +97,7 @@ class Violations:
         try:
             return model(**data)
         except ValidationError as error:
-            self.problems.extend(problems_of(error, path))
+            self.problems.extend(problems_of(error, path, model))
             return None
 
     def raise_if_any(self) -> None:
