@@ -13,7 +13,12 @@ that commits and leaves the group (measured: a few seconds, tests/integration)."
 
 
 def main() -> None:
-    app = build_app(CaseloadSettings.from_env())
+    try:
+        settings = CaseloadSettings.from_env()
+    except ValueError as error:
+        # One line naming the setting, as casetrail serve says its own; never a traceback.
+        raise SystemExit(f"caseload settings: {error}") from None
+    app = build_app(settings)
     app.stop_deadline = STOP_DEADLINE_SECONDS
     code: int = 0
     try:

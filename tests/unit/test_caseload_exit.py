@@ -41,3 +41,24 @@ def test_the_worker_process_ends_when_faust_leaves_its_consumer_thread_running()
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_bad_setting_ends_the_worker_with_one_line_naming_it() -> None:
+    """It ended with a Python traceback (the ValueError from CaseloadSettings.from_env)."""
+    for setting, value in (
+        ("CASETRAIL_TLS_CA", "/nonexistent/ca.pem"),
+        ("CASETRAIL_OIDC_ISSUER", "https://issuer.example"),  # its audience missing
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "services.caseload", "worker"],
+            cwd=REPO,
+            env={"PYTHONPATH": f"{REPO}:{REPO / 'protos'}", setting: value},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode != 0
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("caseload settings: ")
+        assert setting in line
