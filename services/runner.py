@@ -188,6 +188,7 @@ async def _serve(
         started = await start_distributed(options, infra, names, ports, stop)
         if started is None:
             print("stopped before serving", flush=True)
+            _end_if_cut_short()
             return
         running = started
     else:
@@ -224,12 +225,17 @@ async def _serve(
         metrics_server.shutdown()
     if not flush_tracing(EXIT_SECONDS):
         log.warning("stopping: spans not exported after %.0f s; dropped", EXIT_SECONDS)
+    _end_if_cut_short()
+    deadline.cancel()
+
+
+def _end_if_cut_short() -> None:
+    """End the process (exit 1) when the stop left steps behind (``within``): asyncio.run
+    would wait for them (a frozen server's connection, a start-up attempt's connect), which
+    the stop gave up on; the logs are flushed first."""
     if left_behind():
-        # asyncio.run would wait for the steps left behind (a frozen server's connection),
-        # which the stop gave up on: end here, the logs flushed.
         print("stopped, some steps cut short", flush=True)
         exit_now(1)
-    deadline.cancel()
 
 
 async def start_distributed(

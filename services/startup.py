@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2
 from casetrail_platform.bus.errors import is_retriable
 from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.grpc_platform.server import create_health_server
+from casetrail_platform.shutdown import CANCEL_SECONDS, within
 
 log = logging.getLogger("casetrail.startup")
 
@@ -86,9 +87,10 @@ async def start_when_reachable(
             await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
             if not task.done():  # SIGTERM while connecting: give up the attempt
+                # Bounded as the stop's other cancelled work is: a psycopg connect cancelled
+                # on a frozen server can take 10 s to end; past the bound it is left behind.
                 task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+                await within(f"{what}: start-up attempt", task, CANCEL_SECONDS)
                 return None
             error = task.exception()
             if error is None:
