@@ -39,7 +39,14 @@ from casetrail_platform.identity.tls import ServerTls
 from casetrail_platform.identity.verifier import TokenVerifier
 from casetrail_platform.ledger.hosting import ledger_settings
 from casetrail_platform.private_files import owner_only_umask, private_directory
-from casetrail_platform.shutdown import EXIT_SECONDS, StopDeadline, exit_now, left_behind
+from casetrail_platform.shutdown import (
+    CLOSE_SECONDS,
+    EXIT_SECONDS,
+    StopDeadline,
+    exit_now,
+    left_behind,
+    within,
+)
 from casetrail_platform.telemetry.logs import configure_logging
 from casetrail_platform.telemetry.metrics import serve_metrics
 from casetrail_platform.telemetry.tracing import configure_tracing, flush_tracing
@@ -220,9 +227,7 @@ async def _serve(
     print("stopping...", flush=True)
     if console is not None:
         await console.stop()
-    await stop_services(running)
-    if metrics_server is not None:
-        metrics_server.shutdown()
+    await asyncio.gather(stop_services(running), stop_metrics(metrics_server))
     if not flush_tracing(EXIT_SECONDS):
         log.warning("stopping: spans not exported after %.0f s; dropped", EXIT_SECONDS)
     _end_if_cut_short()
@@ -286,6 +291,14 @@ def start_metrics(options: argparse.Namespace, names: Sequence[str], ports: dict
         raise SystemExit(f"metrics on {address}: {error}") from None
     print(f"  {'metrics':<13} http://{host}:{port}/metrics", flush=True)
     return server
+
+
+async def stop_metrics(server: Any) -> None:
+    """Stop the metrics server (``start_metrics``; ``None``: none), beside the services' stop.
+    Off the event loop: its ``shutdown()`` blocks until the serving thread's next poll (up to
+    0.5 s), which on the loop would hold every other step of the stop. Bounded as a close."""
+    if server is not None:
+        await within("metrics server", asyncio.to_thread(server.shutdown), CLOSE_SECONDS)
 
 
 async def _start_console(
