@@ -25,7 +25,7 @@ from casetrail_platform.shutdown import STOP_DEADLINE_SECONDS
 from cli.rpc import Person
 from tests.e2e.distributed import ENV, _address, _spawn, _stop, fresh_database, fresh_topic
 from tests.support.identity import TestIssuer
-from tests.support.servers import kafka_bootstrap
+from tests.support.servers import kafka_bootstrap, postgres_dsn
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.kafka]
 
@@ -38,12 +38,24 @@ GRACE_AFTER_SIGTERM = 30 - 5
 def _pids(server: str) -> list[int]:
     """The processes of our own server (the postmaster first, then its children)."""
     if server == "postgres":
-        postmaster = int((REPO / "var/postgres/data/postmaster.pid").read_text().split()[0])
+        postmaster = _postmaster()
         children = subprocess.run(
             ["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False
         ).stdout.split()
         return [postmaster, *map(int, children)]
     return [int((REPO / "var/kafka/kafka.pid").read_text().split()[0])]
+
+
+def _postmaster() -> int:
+    """The postmaster of the server the tests use, wherever its data directory is (the repo's
+    var/ for a developer, /var/lib/postgresql/... when make runs as root): the parent of the
+    backend serving a connection."""
+    with psycopg.connect(postgres_dsn(), autocommit=True) as connection:
+        row = connection.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    stat = Path(f"/proc/{row[0]}/stat").read_text()
+    # Fields after the command name (which may hold spaces, inside parentheses): state, ppid.
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 @contextlib.contextmanager

@@ -654,7 +654,9 @@ async def views_seen(port: int, token: str, workers: list[str]) -> dict[str, Any
     caseloads = await get_json(port, "/caseload/", token)
     per_day = {}
     for worker in workers:
-        path = f"/contacts/{worker}/?days=4&today={TODAY.isoformat()}"
+        # Five days: contacts go back three days and up to an hour, which in the first hour of
+        # a UTC day falls on a fourth day back (the test failed between 00:00 and 01:00).
+        path = f"/contacts/{worker}/?days=5&today={TODAY.isoformat()}"
         counted = (await get_json(port, path, token))["per_day"]
         per_day[worker] = {d: n for d, n in counted.items() if n}
     return {
@@ -715,7 +717,7 @@ async def test_a_worker_killed_mid_stream_loses_nothing_and_a_rebuild_agrees(
         async with started(rebuilt_settings) as rebuilt:
 
             def rebuilt_views() -> dict[str, Any]:
-                span = [day(-offset) for offset in range(4)]
+                span = [day(-offset) for offset in range(5)]  # as views_seen: five days
                 return {
                     "workers": queries.caseloads(rebuilt),
                     "unassigned": list(queries.unassigned(rebuilt)),
