@@ -8,6 +8,9 @@ Guarantees every adapter must give (checked by ``tests/contract/test_event_store
 * ``expected_version=ANY_VERSION`` never conflicts: the store itself places the events after
   whatever the stream holds when it writes them (appends are serialised in the store), so
   streams of independent facts never make a writer retry (see ``ANY_VERSION``).
+* an append given a ``guard`` (``StreamVersion``: another stream, at the version its writer
+  read) writes only if that stream is still at that version, checked in the append's
+  transaction; else ``ConcurrencyError`` naming the guarded stream, and nothing is written.
 * appending an event id that is already stored with the same content is a no-op that returns
   the stored records (safe retries); the same id with other content is an error.
 * a command is recorded once: an append that names its ``command_id`` writes that id into the
@@ -50,6 +53,23 @@ whose event ids are already stored with the same content returns the stored even
 
 
 @dataclass(frozen=True, slots=True)
+class StreamVersion:
+    """A stream a decision read but does not write, at the version it read (``NO_STREAM``:
+    it had no events). Given to ``append`` as its ``guard``, the append is written only if
+    ``stream`` is still at ``version`` when it is, in the same transaction: a decision on a
+    case that read its client's stream is never appended past the client's erasure committed
+    in between. A failed guard raises ``ConcurrencyError`` for ``stream``, as a wrong expected
+    version does, so the writer reads again and decides again (``casetrail_platform.decide``)."""
+
+    stream: str
+    version: int
+
+    def __post_init__(self) -> None:
+        if self.version < NO_STREAM:
+            raise ValueError(f"a guard's version must be {NO_STREAM} or more, not {self.version}")
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """A stream's state as a fold makes it (``casetrail_platform.folded.Snapshots``), folded
     up to ``version``, whose event is ``last_event_id``."""
@@ -76,11 +96,14 @@ class EventStore(ABC):
         expected_version: int,
         *,
         command_id: UUID | None = None,
+        guard: StreamVersion | None = None,
     ) -> list[RecordedEvent]:
         """Append ``events`` to ``stream`` if it is at ``expected_version`` (or wherever the
         stream ends, for ``ANY_VERSION``). ``command_id``: the command these events record
         (``casetrail_platform.decide``), unique in the store; None for appends that are not a
-        command's (access records, follow-ups), which cost nothing more."""
+        command's (access records, follow-ups), which cost nothing more. ``guard``: another
+        stream the decision read, which must still be at the version read (``StreamVersion``);
+        never ``stream`` itself (``expected_version`` is that stream's guard)."""
 
     @abstractmethod
     async def read_stream(
@@ -156,6 +179,14 @@ class EventStore(ABC):
                 position = recorded.position
             if len(batch) < batch_size:
                 await self.wait_for_append(position, idle_timeout)
+
+
+def check_guard(stream: str, guard: StreamVersion | None) -> None:
+    """Refuse a guard no adapter should be given: on the stream appended to itself."""
+    if guard is not None and guard.stream == stream:
+        raise ValueError(
+            f"the guard is on {stream!r}, the stream appended to: use expected_version"
+        )
 
 
 async def drain(

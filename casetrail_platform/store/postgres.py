@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import psycopg
@@ -38,7 +38,7 @@ from casetrail_platform.errors import (
 )
 from casetrail_platform.store.guard import require_publishable, storable_data
 from casetrail_platform.store.pg_connections import Connection, PgConnections, open_connection
-from casetrail_platform.store.port import EventStore, Snapshot
+from casetrail_platform.store.port import EventStore, Snapshot, StreamVersion, check_guard
 from casetrail_platform.store.rows import (
     COLUMNS,
     TRACED_COLUMNS,
@@ -59,6 +59,7 @@ _APPEND_LOCK = 0x63747276
 _SCHEMA_LOCK = _APPEND_LOCK + 1
 _CONCURRENCY_SQLSTATE = "CT001"
 _COMMAND_RECORDED_SQLSTATE = "CT004"
+_GUARD_SQLSTATE = "CT005"
 _UNIQUE_VIOLATION = "23505"
 # Bounds on one group commit: the transaction, its parameters and the array slicing in the
 # database stay small, and a waiting request is never held back by a huge group for long.
@@ -90,7 +91,7 @@ class PostgresEventStore(EventStore):
             "SELECT first_position, recorded_at, first_sequence, error_state, error_detail,"
             " error_constraint, error_message FROM {}.append_events_in_group(%b::text[],"
             " %b::integer[], %b::integer[], %b, %b, %b::integer[], %b, %b, %b, %b, %b, %b, %b,"
-            " %b, %b::text[], %b::uuid[])"
+            " %b, %b::text[], %b::uuid[], %b::text[], %b::integer[])"
         ).format(sql.Identifier(schema))
         self._select = sql.SQL(f"SELECT {COLUMNS} FROM {{}}").format(table)
         self._read_all_sql = sql.SQL(
@@ -155,9 +156,11 @@ class PostgresEventStore(EventStore):
         expected_version: int,
         *,
         command_id: UUID | None = None,
+        guard: StreamVersion | None = None,
     ) -> list[RecordedEvent]:
         if not events:
             return []
+        check_guard(stream, guard)
         for new in events:
             self._registry.require_registered(new.event)
         data = await sealed_data(self._registry, events, storable_data(stream, events))
@@ -165,6 +168,10 @@ class PostgresEventStore(EventStore):
         _check_text("stream", stream)
         if not _INT_MIN <= expected_version <= _INT_MAX:
             raise ValueError(f"expected_version {expected_version} is out of range")
+        if guard is not None:
+            _check_text("guard.stream", guard.stream)
+            if guard.version > _INT_MAX:
+                raise ValueError(f"guard.version {guard.version} is out of range")
         for new in events:
             _check_text("metadata.source", new.metadata.source)
             _check_text("metadata.actor.user_id", new.metadata.actor.user_id)
@@ -189,7 +196,7 @@ class PostgresEventStore(EventStore):
             [trace_parent] * len(events),
         )
         future: asyncio.Future[Row] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Request(stream, expected_version, command_id, columns, future))
+        self._pending.append(_Request(stream, expected_version, command_id, guard, columns, future))
         if self._committing is None:
             self._committing = asyncio.create_task(
                 self._commit_pending(), name=f"append:{self._schema}"
@@ -205,7 +212,12 @@ class PostgresEventStore(EventStore):
         ) = await future
         if state is not None:
             return await self._refused(
-                stream, events, expected_version, command_id, state, detail, constraint, message
+                stream,
+                events,
+                expected_version,
+                command_id,
+                guard,
+                _Refusal(state, detail, constraint, message),
             )
         return [
             recorded_from_new(
@@ -243,6 +255,9 @@ class PostgresEventStore(EventStore):
         for column in range(len(group[0].columns)):
             parameters.append([item for request in group for item in request.columns[column]])
         parameters.append([request.command_id for request in group])
+        guards = [request.guard for request in group]
+        parameters.append([None if guard is None else guard.stream for guard in guards])
+        parameters.append([None if guard is None else guard.version for guard in guards])
 
         async def execute(connection: Connection) -> list[Row]:
             cursor = connection.cursor(binary=True)
@@ -286,20 +301,26 @@ class PostgresEventStore(EventStore):
         events: Sequence[NewEvent],
         expected_version: int,
         command_id: UUID | None,
-        state: str,
-        detail: str | None,
-        constraint: str | None,
-        message: str | None,
+        guard: StreamVersion | None,
+        refusal: _Refusal,
     ) -> list[RecordedEvent]:
         """The answer to a request its group refused: the stored events if it was a retry of an
         append already stored, else the error. Reads committed state, after the group."""
-        if state in (_CONCURRENCY_SQLSTATE, _UNIQUE_VIOLATION, _COMMAND_RECORDED_SQLSTATE):
+        state, detail, constraint, message = refusal
+        if state in (
+            _CONCURRENCY_SQLSTATE,
+            _GUARD_SQLSTATE,
+            _UNIQUE_VIOLATION,
+            _COMMAND_RECORDED_SQLSTATE,
+        ):
             # Also what a retry after a lost acknowledgement sees: the batch is stored.
             retried = await self._already_stored(stream, events)
             if retried is not None:
                 return retried
         if state == _CONCURRENCY_SQLSTATE:
             raise ConcurrencyError(stream, expected_version, int(detail or "-1"))
+        if state == _GUARD_SQLSTATE and guard is not None:
+            raise ConcurrencyError(guard.stream, guard.version, int(detail or "-1"))
         if state == _COMMAND_RECORDED_SQLSTATE:
             raise CommandAlreadyRecorded(str(command_id))
         if state == _UNIQUE_VIOLATION:
@@ -482,8 +503,18 @@ class _Request:
     stream: str
     expected_version: int
     command_id: UUID | None
+    guard: StreamVersion | None
     columns: tuple[list[Any], ...]
     future: asyncio.Future[Row]
+
+
+class _Refusal(NamedTuple):
+    """Why ``append_events_in_group`` refused a request: its row's error columns."""
+
+    state: str
+    detail: str | None
+    constraint: str | None
+    message: str | None
 
 
 def _check_text(field: str, value: str) -> None:

@@ -258,6 +258,19 @@ $$;
 -- One row per request, in request order: first_position, recorded_at and first_sequence on
 -- success, else
 -- error_state (the SQLSTATE) with the error's detail, constraint and message.
+--
+-- p_guard_streams[i] / p_guard_versions[i] (NULL: none): another stream request i's decision
+-- read, which must still be at that version (StreamVersion in casetrail_platform/store/port.py);
+-- else CT005, DETAIL the guarded stream's actual version, and the request writes nothing. The
+-- check is made under the append lock, and every append takes that lock, so nothing can be
+-- appended to the guarded stream between the check and the commit, and a statement after the
+-- lock sees every append committed before it (READ COMMITTED takes a snapshot per statement;
+-- the lock is released only once the commit is visible). That is why neither SELECT ... FOR
+-- SHARE nor SERIALIZABLE is used: a row lock on the guarded stream's last event would not stop
+-- another event from being inserted after it (an insert locks no existing row), and
+-- SERIALIZABLE would add a whole class of serialisation failures to every append for what the
+-- lock already gives. A request's check sees what the requests before it in the group appended.
+-- The overload without the guards (a replica not yet upgraded calls it) is left in place.
 CREATE OR REPLACE FUNCTION {schema}.append_events_in_group(
     p_streams         text[],
     p_expected        integer[],
@@ -274,7 +287,9 @@ CREATE OR REPLACE FUNCTION {schema}.append_events_in_group(
     p_occurred_at     timestamptz[],
     p_subjects        text[],
     p_trace_parents   text[],
-    p_commands        uuid[]
+    p_commands        uuid[],
+    p_guard_streams   text[],
+    p_guard_versions  integer[]
 )
 RETURNS TABLE (
     first_position   bigint,
@@ -287,8 +302,9 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_from integer := 1;
-    v_to   integer;
+    v_from    integer := 1;
+    v_to      integer;
+    v_guarded integer;
 BEGIN
     PERFORM pg_advisory_xact_lock({lock_class}, {table_name}::regclass::oid::integer);
 
@@ -302,6 +318,15 @@ BEGIN
         error_constraint := NULL;
         error_message := NULL;
         BEGIN
+            IF p_guard_streams[i] IS NOT NULL THEN
+                SELECT coalesce(max(e.sequence), 0) INTO v_guarded
+                FROM {schema}.stored_events e WHERE e.stream = p_guard_streams[i];
+                IF v_guarded <> p_guard_versions[i] THEN
+                    RAISE EXCEPTION 'guarded stream % is at version %, expected %',
+                        p_guard_streams[i], v_guarded, p_guard_versions[i]
+                        USING ERRCODE = 'CT005', DETAIL = v_guarded::text;
+                END IF;
+            END IF;
             SELECT a.first_position, a.recorded_at, a.first_sequence
             INTO first_position, recorded_at, first_sequence
             FROM {schema}.append_events(

@@ -22,7 +22,13 @@ from casetrail_platform.errors import (
 )
 from casetrail_platform.parking import ParkedRecord, ParkingLot
 from casetrail_platform.store.guard import require_publishable, storable_data
-from casetrail_platform.store.port import ANY_VERSION, EventStore, Snapshot
+from casetrail_platform.store.port import (
+    ANY_VERSION,
+    EventStore,
+    Snapshot,
+    StreamVersion,
+    check_guard,
+)
 from casetrail_platform.store.rows import (
     COLUMNS,
     TRACED_COLUMNS,
@@ -184,9 +190,11 @@ class SqliteEventStore(EventStore):
         expected_version: int,
         *,
         command_id: UUID | None = None,
+        guard: StreamVersion | None = None,
     ) -> list[RecordedEvent]:
         if not events:
             return []
+        check_guard(stream, guard)
         for new in events:
             self._registry.require_registered(new.event)
         data = await sealed_data(self._registry, events, storable_data(stream, events))
@@ -204,6 +212,7 @@ class SqliteEventStore(EventStore):
                 trace_parent,
                 registry,
                 command,
+                guard,
             )
         )
         if isinstance(rows, _Appended):
@@ -231,6 +240,7 @@ class SqliteEventStore(EventStore):
         trace_parent: str | None,
         registry: EventRegistry,
         command: str | None,
+        guard: StreamVersion | None,
     ) -> list[StoredRow] | _Appended:
         """The new events' place, or the stored rows when this is a retry of a stored batch."""
         current = _version_of(connection, stream)
@@ -242,6 +252,15 @@ class SqliteEventStore(EventStore):
             if retried is not None:
                 return retried
             raise ConcurrencyError(stream, expected_version, current)
+        if guard is not None:
+            # Checked by the file's only writer, in this append's transaction: nothing can be
+            # appended to the guarded stream between this check and the commit.
+            guarded = _version_of(connection, guard.stream)
+            if guarded != guard.version:
+                retried = _already_stored(connection, stream, events, registry)
+                if retried is not None:
+                    return retried
+                raise ConcurrencyError(guard.stream, guard.version, guarded)
         # recorded-at never goes backwards along the global order, even if the clock does.
         recorded_at = max(to_micros_now(), self._last_recorded_at)
         try:

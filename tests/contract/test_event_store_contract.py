@@ -17,9 +17,15 @@ from casetrail_platform.errors import (
     DuplicateEventIdError,
 )
 from casetrail_platform.limits import MAX_EVENT_BYTES
-from casetrail_platform.store.port import ANY_VERSION, NO_STREAM, EventStore, drain
+from casetrail_platform.store.port import (
+    ANY_VERSION,
+    NO_STREAM,
+    EventStore,
+    StreamVersion,
+    drain,
+)
 from events.catalog.base import CaseEvent, Role
-from events.envelope import Actor, NewEvent
+from events.envelope import Actor, NewEvent, RecordedEvent
 from events.errors import InvalidEventError, UnknownEventTypeError
 from events.registry import EventRegistry
 from tests.contract.conftest import StoreOpener
@@ -75,6 +81,117 @@ async def test_racing_writers_on_one_stream_exactly_one_wins(open_store: StoreOp
     assert len(winners) == 1
     assert all(isinstance(o, ConcurrencyError) for o in outcomes if not isinstance(o, list))
     assert await stores[0].stream_version("case-1") == 2
+
+
+async def test_a_guarded_append_is_written_while_the_guarded_stream_is_at_its_version(
+    event_store: EventStore,
+) -> None:
+    await event_store.append("client-1", [note("client-1")], NO_STREAM)
+
+    recorded = await event_store.append(
+        "case-1", [note("1")], NO_STREAM, guard=StreamVersion("client-1", 1)
+    )
+    unread = await event_store.append(
+        "case-2", [note("2")], NO_STREAM, guard=StreamVersion("client-2", NO_STREAM)
+    )
+
+    assert await event_store.read_stream("case-1") == recorded
+    assert await event_store.read_stream("case-2") == unread
+    assert await event_store.stream_version("client-1") == 1
+
+
+async def test_a_guarded_append_after_the_guarded_stream_moved_is_a_concurrency_error(
+    event_store: EventStore,
+) -> None:
+    """A decision on case-1 that read client-1 at version 1: the client's erasure, say,
+    appended since, refuses it as a wrong expected version would, naming the guarded stream."""
+    await event_store.append("client-1", [note("client-1")], NO_STREAM)
+    await event_store.append("case-1", [note("1")], NO_STREAM)
+    await event_store.append("client-1", [note("client-1", "erased")], 1)
+    position = await event_store.last_position()
+
+    with pytest.raises(ConcurrencyError) as raised:
+        await event_store.append(
+            "case-1", [note("1"), note("1")], 1, guard=StreamVersion("client-1", 1)
+        )
+    with pytest.raises(ConcurrencyError):
+        await event_store.append(
+            "case-2", [note("2")], NO_STREAM, guard=StreamVersion("client-1", NO_STREAM)
+        )
+
+    error = raised.value
+    assert (error.stream, error.expected_version, error.actual_version) == ("client-1", 1, 2)
+    assert await event_store.stream_version("case-1") == 1
+    assert await event_store.stream_version("case-2") == NO_STREAM
+    assert await event_store.last_position() == position
+
+
+async def test_a_guarded_batch_resent_after_the_guarded_stream_moved_returns_the_stored_ones(
+    event_store: EventStore,
+) -> None:
+    batch = [note("1", "decided")]
+    first = await event_store.append(
+        "case-1", batch, NO_STREAM, guard=StreamVersion("client-1", NO_STREAM)
+    )
+    await event_store.append("client-1", [note("client-1", "erased")], NO_STREAM)
+
+    again = await event_store.append(
+        "case-1", batch, NO_STREAM, guard=StreamVersion("client-1", NO_STREAM)
+    )
+
+    assert again == first
+
+
+async def test_a_guard_on_the_stream_appended_to_is_refused(event_store: EventStore) -> None:
+    with pytest.raises(ValueError, match="expected_version"):
+        await event_store.append(
+            "case-1", [note("1")], NO_STREAM, guard=StreamVersion("case-1", NO_STREAM)
+        )
+    with pytest.raises(ValueError, match="version"):
+        StreamVersion("client-1", ANY_VERSION)
+    assert await event_store.last_position() == 0
+
+
+async def test_a_guarded_append_racing_an_append_to_the_guarded_stream_never_follows_it(
+    open_store: StoreOpener,
+) -> None:
+    """Decisions on twenty cases, each guarded on its client's stream as read (version 1),
+    race the clients' erasures through other store objects (other connections, replicas):
+    a decision is written only if it commits before its client's erasure, never after it."""
+    stores = [await open_store() for _ in range(4)]
+    clients = [f"client-{i}" for i in range(20)]
+    for client in clients:
+        await stores[0].append(client, [note(client)], NO_STREAM)
+
+    async def decide(i: int) -> list[RecordedEvent] | BaseException:
+        try:
+            return await stores[i % 2].append(
+                f"case-{i}", [note(str(i))], NO_STREAM, guard=StreamVersion(clients[i], 1)
+            )
+        except ConcurrencyError as error:
+            return error
+
+    async def erase(i: int) -> list[RecordedEvent]:
+        return await stores[2 + i % 2].append(clients[i], [note(clients[i], "erased")], 1)
+
+    # Half the erasures are sent first: some decisions then follow them into the store.
+    sent = [(decide(i), erase(i)) if i % 2 else (erase(i), decide(i)) for i in range(20)]
+    outcomes = await asyncio.gather(*(step for pair in sent for step in pair))
+    decisions = [outcomes[2 * i + (i % 2 == 0)] for i in range(20)]
+    erasures = [outcomes[2 * i + (i % 2 == 1)] for i in range(20)]
+
+    assert any(isinstance(decided, ConcurrencyError) for decided in decisions)
+    for decided, erased in zip(decisions, erasures, strict=True):
+        assert isinstance(erased, list)
+        if isinstance(decided, list):
+            assert decided[0].position < erased[0].position
+        else:
+            assert isinstance(decided, ConcurrencyError)
+            assert (decided.stream, decided.actual_version) == (erased[0].stream, 2)
+    written = {r.stream for r in await stores[0].read_all(0, 1000) if r.stream.startswith("case-")}
+    assert written == {
+        f"case-{i}" for i, decided in enumerate(decisions) if isinstance(decided, list)
+    }
 
 
 async def test_any_version_appends_after_the_newest_event(event_store: EventStore) -> None:
