@@ -18,6 +18,12 @@ except two under one command id (one key sent with two requests at once): the st
 command id once, in the transaction of its events, so the loser writes nothing and answers as a
 later retry would (the first result, or ``IdempotencyKeyReused``), on any replica.
 
+A decision that also reads a stream it does not write (intake's on a case read the client's
+stream for an erasure) gives ``execute`` a ``guard``: it reads that stream before each attempt
+and returns the version it read, and the append is written only if that stream is still there
+(``StreamVersion``, checked in the append's transaction). A guarded stream that moved is a lost
+race like any other: the command reads both again and decides again.
+
 Streams that grow without bound (a budget line, a client's schedule) opt in to
 ``execute_folded``: the decision takes the stream's state kept folded between commands
 (``casetrail_platform.folded``) and the command reads only what was appended since, with the
@@ -42,7 +48,7 @@ from casetrail_platform.commands import CommandContext, VersionConflict
 from casetrail_platform.errors import CommandAlreadyRecorded, ConcurrencyError
 from casetrail_platform.folded import Fold, FoldCache, Snapshots, sealed_keys
 from casetrail_platform.locking.inprocess import InProcessLocks
-from casetrail_platform.store.port import EventStore, Snapshot
+from casetrail_platform.store.port import EventStore, Snapshot, StreamVersion
 from events.catalog.base import CaseEvent
 from events.envelope import RecordedEvent
 
@@ -52,6 +58,10 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 Decision = Callable[[list[RecordedEvent]], Sequence[CaseEvent]]
+
+ReadGuard = Callable[[], Awaitable[StreamVersion | None]]
+"""Reads the other stream a decision depends on, for the decision (which it closes over), and
+returns the version it read (None: nothing to guard, the append is not conditioned)."""
 
 RETRY_BUDGET = 10.0
 """Seconds a command keeps deciding again after losing races before it is answered ABORTED."""
@@ -101,14 +111,18 @@ async def execute(
     context: CommandContext,
     stream: str,
     decide: Decision,
+    *,
+    guard: ReadGuard | None = None,
 ) -> list[RecordedEvent]:
+    """Decide on ``stream``'s history and append what ``decide`` returns. ``guard``: called
+    before each decision, after the stream is read (see the module's docstring)."""
     turns = _turns_of(store)
     # A turn on the command as well as on its stream: two requests under one key for two
     # streams (another case, another client's schedule) take turns here instead of racing in
     # the store. Between replicas the store's table of commands settles it (see _execute).
     command = f"\x00command:{context.command_id(service)}"
     async with turns.holding([command, stream]):
-        return await _execute(store, service, context, stream, decide)
+        return await _execute(store, service, context, stream, decide, guard)
 
 
 async def _execute(
@@ -117,6 +131,7 @@ async def _execute(
     context: CommandContext,
     stream: str,
     decide: Decision,
+    guard: ReadGuard | None,
 ) -> list[RecordedEvent]:
     command_id = context.command_id(service)
     earlier, history = await store.read_for_command(command_id, stream)
@@ -132,7 +147,7 @@ async def _execute(
         history = history + await store.read_stream(stream, from_version=version() + 1)
 
     return await _until_appended(
-        store, service, context, stream, version, lambda: decide(history), catch_up
+        store, service, context, stream, version, lambda: decide(history), catch_up, guard
     )
 
 
@@ -144,13 +159,16 @@ async def _until_appended(
     version: Callable[[], int],
     decide: Callable[[], Sequence[CaseEvent]],
     catch_up: Callable[[], Awaitable[None]],
+    guard: ReadGuard | None = None,
 ) -> list[RecordedEvent]:
-    """Decide on the stream at ``version()`` and append, until the append is not raced (after
-    ``catch_up()`` with what the winners appended) or ``RETRY_BUDGET`` is spent."""
+    """Decide on the stream at ``version()`` (and on what ``guard()`` read) and append, until
+    the append is not raced (after ``catch_up()`` with what the winners appended) or
+    ``RETRY_BUDGET`` is spent."""
     command_id = context.command_id(service)
     deadline = time.monotonic() + RETRY_BUDGET
     attempt = 0
     while True:
+        guarded = None if guard is None else await guard()
         decided_on = version()
         expected = context.expected_version
         if expected is not None and expected != decided_on:
@@ -160,18 +178,24 @@ async def _until_appended(
             return []
         try:
             return await store.append(
-                stream, context.new_events(service, events), decided_on, command_id=command_id
+                stream,
+                context.new_events(service, events),
+                decided_on,
+                command_id=command_id,
+                guard=guarded,
             )
         except CommandAlreadyRecorded:
             # The key's command won the race on another connection or replica, maybe on
             # another stream: answer as a retry would (its result, or IDEMPOTENCY_KEY_REUSED).
             return context.check_retry(service, await store.read_by_causation(command_id))
-        except ConcurrencyError:
+        except ConcurrencyError as lost:
             earlier = await store.read_by_causation(command_id)
             if earlier:
                 # The same command, sent again, won the race on another connection or replica.
                 return context.check_retry(service, earlier)
-            if expected is not None:
+            if expected is not None and lost.stream == stream:
+                # Only its own stream's move refuses it: the caller stated none for a guarded
+                # stream, which is read again and decided on.
                 raise VersionConflict(
                     stream, expected, await store.stream_version(stream)
                 ) from None

@@ -7,10 +7,10 @@ after the erasure (decoded in the batch the erasure came in, or before the key's
 which follows the erasure's record, reached the key table): the events here are such, with
 their sensitive values in the clear. Whichever arrives first, the documents must be the same
 bytes as when the erasure arrives last, holding none of those values. Intake's emergency accesses
-come from intake's own store, in its order, yet an access decided before the erasure was
-recorded (``case_client_erasure`` read first) may be appended after it, sealed with the key
-not yet destroyed. (Audit's timeline has its own test:
-``test_timeline_erasure_order_contract``.)"""
+come from intake's own store, in its order: an access's append is guarded on the client's
+stream as read (``ClientErasure``), so none decided before the erasure is appended after it any
+more, but their projection is held to the same rule as the others. (Audit's timeline has its
+own test: ``test_timeline_erasure_order_contract``.)"""
 
 from __future__ import annotations
 

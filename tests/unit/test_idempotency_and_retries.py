@@ -4,7 +4,9 @@ from a reused key, and a decision that keeps trying while its stream is busy."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,10 @@ from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.commands import CommandContext, IdempotencyKeyReused
 from casetrail_platform.decide import execute
 from casetrail_platform.grpc_platform.fingerprint import fingerprint_of
+from casetrail_platform.store.port import NO_STREAM, StreamVersion
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
-from events.envelope import Actor
+from events.envelope import Actor, EventMetadata, NewEvent
 from tests.support.sample_events import NoteWritten, sample_registry
 
 WORKER = Actor("maria.lopez", Role.SOCIAL_WORKER)
@@ -103,3 +106,42 @@ async def test_one_key_for_two_requests_on_two_streams_at_once_records_one(
 
     assert sum(isinstance(r, IdempotencyKeyReused) for r in results) == 1
     assert await store.stream_version("case-1") + await store.stream_version("case-2") == 1
+
+
+@pytest.mark.parametrize("expected_version", [None, 1], ids=["any", "stated"])
+async def test_a_decision_whose_guarded_stream_moved_reads_it_again_and_decides_again(
+    store: SqliteEventStore, expected_version: int | None
+) -> None:
+    """The guarded stream (another one the decision read) moves between the guard's read and
+    the append: the append loses as a race, and the command reads both streams again and
+    decides on what it finds, even when it stated its own stream's version (which did not
+    move, so it is not refused ABORTED)."""
+    await execute(store, "svc", CommandContext(WORKER, "k-0"), "case-1", lambda _: note("opened"))
+    await store.append("client-1", [NewEvent(note("registered")[0], _metadata())], NO_STREAM)
+    seen: list[int] = []
+
+    async def guard() -> StreamVersion:
+        version = await store.stream_version("client-1")
+        seen.append(version)
+        if len(seen) == 1:
+            # Another writer appends to the guarded stream once it was read.
+            await store.append("client-1", [NewEvent(note("erased")[0], _metadata())], version)
+        return StreamVersion("client-1", version)
+
+    context = CommandContext(WORKER, "k-1", expected_version=expected_version)
+    recorded = await execute(
+        store, "svc", context, "case-1", lambda _: note(f"decided on {seen[-1]}"), guard=guard
+    )
+
+    assert seen == [1, 2]
+    assert [r.event for r in recorded] == note("decided on 2")
+    assert await store.stream_version("case-1") == 2
+
+
+def _metadata() -> EventMetadata:
+    return EventMetadata(
+        source="casetrail/test",
+        actor=WORKER,
+        occurred_at=datetime.now(UTC),
+        correlation_id=uuid.uuid4(),
+    )

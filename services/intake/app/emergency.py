@@ -147,13 +147,14 @@ async def open_emergency_access(
         await access.refuse(
             principal, Action.BREAK_GLASS, AccessPurpose.EMERGENCY, opened.case_id, decision
         )
-    erased = await case_client_erasure(store, opened.case_id)
+    erasure = await case_client_erasure(store, opened.case_id)
     recorded = await execute(
         store,
         SOURCE,
         context,
         case_stream(opened.case_id),
-        lambda history: decide_opening(history, opened, erased),
+        lambda history: decide_opening(history, opened, erasure.erased),
+        guard=erasure.read,
     )
     first = recorded[0].event if recorded else opened
     assert isinstance(first, EmergencyAccessOpened)

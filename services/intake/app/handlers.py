@@ -9,6 +9,13 @@ the store's optimistic concurrency cannot see two registrations of the same pers
 registering``) while it brings the directory up to date, searches it and appends. The locks are
 shared by every intake replica, so the second of two racing registrations of the same person
 sees the first and is refused ALREADY_EXISTS, whichever replicas took them.
+
+A client's erasure and the commands on their cases: an erasure is appended to the client's
+stream, a command on a case to the case's. A command that must be refused once the client is
+erased (opening a case, an assessment, a reopening, a consent, an emergency access) reads the
+client's stream through ``ClientErasure``, whose read is ``execute``'s guard: the case's append
+is written only if the client's stream has not moved since, so an erasure committed between the
+read and the append makes the command read again and be refused CLIENT_ERASED.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from datetime import date, datetime
 from casetrail_platform.commands import CommandContext, InvalidCommand, NotFound, derived_id
 from casetrail_platform.decide import execute
 from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring
-from casetrail_platform.store.port import EventStore
+from casetrail_platform.store.port import NO_STREAM, EventStore, StreamVersion
 from events.catalog.access import ConsentGranted
 from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.cases import CaseOpened, CaseReopened
@@ -164,13 +171,14 @@ async def open_case(
     client_history = await store.read_stream(client_stream(opened.client_id))
     if client_from(client_history) is None:
         raise NotFound("client", opened.client_id)
-    erased = client_record(client_history).erased
+    erasure = ClientErasure(store, opened.client_id)
     recorded = await execute(
         store,
         SOURCE,
         context,
         case_stream(opened.case_id),
-        lambda history: decide_opening(history, opened, erased),
+        lambda history: decide_opening(history, opened, erasure.erased),
+        guard=erasure.read,
     )
     return recorded_of(opened.case_id, recorded)
 
@@ -198,13 +206,14 @@ async def record_initial_assessment(
     require_role(context.actor.role, Action.RECORD_ASSESSMENT)
     assessment = checked or assessment_of(context, command)
     closed = await closures.count(assessment.case_id)
-    erased = await case_client_erasure(store, assessment.case_id)
+    erasure = await case_client_erasure(store, assessment.case_id)
     recorded = await execute(
         store,
         SOURCE,
         context,
         case_stream(assessment.case_id),
-        lambda history: decide_assessment(history, assessment, closed, erased),
+        lambda history: decide_assessment(history, assessment, closed, erasure.erased),
+        guard=erasure.read,
     )
     first = recorded[0].event if recorded else assessment
     assert isinstance(first, InitialAssessmentRecorded)
@@ -221,13 +230,14 @@ async def reopen_case(
     require_role(context.actor.role, Action.REOPEN_CASE)
     reopened = reopening_of(command)
     closed = await closures.count(reopened.case_id)
-    erased = await case_client_erasure(store, reopened.case_id)
+    erasure = await case_client_erasure(store, reopened.case_id)
     recorded = await execute(
         store,
         SOURCE,
         context,
         case_stream(reopened.case_id),
-        lambda history: decide_reopening(history, reopened, closed, erased),
+        lambda history: decide_reopening(history, reopened, closed, erasure.erased),
+        guard=erasure.read,
     )
     return recorded_of(reopened.case_id, recorded)
 
@@ -256,13 +266,14 @@ async def grant_consent(
     case = case_from(await store.read_stream(case_stream(command.case_id)))
     client_id = case.opened.client_id if case is not None else "unknown-client"
     consent = consent_of(context, command, client_id, now)
-    erased = None if case is None else await client_erasure(store, client_id)
+    erasure = ClientErasure(store, None if case is None else client_id)
     recorded = await execute(
         store,
         SOURCE,
         context,
         case_stream(command.case_id),
-        lambda history: decide_consent(history, consent, erased),
+        lambda history: decide_consent(history, consent, erasure.erased),
+        guard=erasure.read,
     )
     first = recorded[0].event if recorded else consent
     assert isinstance(first, ConsentGranted)
@@ -399,17 +410,34 @@ async def erase_client(
     return Erasure(recorded_of(command.client_id, recorded), erased.case_ids, destroyed)
 
 
-async def client_erasure(store: EventStore, client_id: str) -> ClientErased | None:
-    """The client's erasure, if they were erased (the client's stream holds it)."""
-    return client_record(await store.read_stream(client_stream(client_id))).erased
+@dataclass
+class ClientErasure:
+    """A client's erasure as a command on one of their cases decides on it. ``read`` is the
+    command's guard (``execute(..., guard=erasure.read)``): it reads the client's stream before
+    each decision, keeps the erasure found in ``erased`` for the decision, and returns the
+    version read, so the case's append is written only if the client's stream is still there
+    (an erasure committed in between: the command reads again and is refused)."""
+
+    store: EventStore
+    client_id: str | None
+    """None for an unknown case: nothing is read, and its decision refuses it NOT_FOUND."""
+    erased: ClientErased | None = None
+    """The client's erasure, if they were erased, as of the last ``read``."""
+
+    async def read(self) -> StreamVersion | None:
+        if self.client_id is None:
+            return None
+        stream = client_stream(self.client_id)
+        history = await self.store.read_stream(stream)
+        self.erased = client_record(history).erased
+        return StreamVersion(stream, history[-1].sequence if history else NO_STREAM)
 
 
-async def case_client_erasure(store: EventStore, case_id: str) -> ClientErased | None:
-    """The erasure of the case's client, if they were erased; ``None`` for an unknown case
-    (its decision refuses it NOT_FOUND). An erasure recorded after this read is caught when
-    the command's fields are sealed (``ClientErasedError``, answered CLIENT_ERASED too)."""
+async def case_client_erasure(store: EventStore, case_id: str) -> ClientErasure:
+    """The erasure of the case's client, to be read by the command's guard (``ClientErasure``);
+    reads the case's stream for its client."""
     case = case_from(await store.read_stream(case_stream(case_id)))
-    return None if case is None else await client_erasure(store, case.opened.client_id)
+    return ClientErasure(store, None if case is None else case.opened.client_id)
 
 
 def recorded_of(subject_id: str, recorded: Sequence[RecordedEvent]) -> Recorded:

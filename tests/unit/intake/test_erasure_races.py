@@ -1,0 +1,158 @@
+"""Intake's commands on a case that read the client's stream for an erasure, raced by the
+client's erasure: it commits right after the command read the client's stream, before the
+command's append to the case's stream. The append is guarded on the client's stream as read
+(``ClientErasure``), so the command reads again and is refused CLIENT_ERASED, and nothing is
+recorded on the case. (The emergency access's race: ``test_emergency_erasure_race``.)"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from casetrail_platform.commands import RuleBroken
+from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.base import Role
+from events.catalog.erasure import ClientErased
+from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from services.intake.adapters.case_closures import ClosureLog
+from services.intake.adapters.client_directory import ClientDirectory
+from services.intake.app import handlers
+from services.intake.app.commands import GrantConsent, RecipientInput, ReopenCase
+from services.intake.domain.cases import case_from, case_stream
+from services.intake.domain.clients import client_stream
+from services.intake.domain.erasure import CLIENT_ERASED
+from tests.unit.intake.support import closed_by_planning, context
+from tests.unit.intake.test_handlers import assessing, marco, open_a_case, opening, register
+
+
+class ErasedOnceRead:
+    """Patches ``store.read_stream`` so that the client's erasure commits right after the
+    ``reads``-th read of the client's stream from now on (by the command under test)."""
+
+    def __init__(
+        self,
+        store: SqliteEventStore,
+        monkeypatch: pytest.MonkeyPatch,
+        client_id: str,
+        reads: int = 1,
+    ) -> None:
+        self.erased = False
+        read_stream = store.read_stream
+        client = client_stream(client_id)
+        seen = 0
+
+        async def read(stream: str, **kwargs: Any) -> list[RecordedEvent]:
+            nonlocal seen
+            history = await read_stream(stream, **kwargs)
+            if stream == client and not self.erased:
+                seen += 1
+                if seen == reads:
+                    self.erased = True
+                    erasure = ClientErased(client_id=client_id, request_reference="dms://dsr/9")
+                    metadata = EventMetadata(
+                        source="casetrail/intake",
+                        actor=Actor("dpo-1", Role.SUPERVISOR),
+                        occurred_at=datetime.now(UTC),
+                        correlation_id=uuid.uuid4(),
+                    )
+                    await store.append(client, [NewEvent(erasure, metadata)], len(history))
+            return history
+
+        monkeypatch.setattr(store, "read_stream", read)
+
+
+async def _client_of(store: SqliteEventStore, case_id: str) -> str:
+    case = case_from(await store.read_stream(case_stream(case_id)))
+    assert case is not None
+    return case.opened.client_id
+
+
+async def _case_version(store: SqliteEventStore, case_id: str) -> int:
+    return await store.stream_version(case_stream(case_id))
+
+
+@pytest.mark.parametrize("reads", [1, 2], ids=["after-the-check-of-the-client", "after-the-guard"])
+async def test_a_case_opened_as_the_client_is_erased_is_refused(
+    store: SqliteEventStore,
+    directory: ClientDirectory,
+    monkeypatch: pytest.MonkeyPatch,
+    reads: int,
+) -> None:
+    """Opening a case reads the client's stream twice: to find the client, then for the
+    guard; the erasure may come after either."""
+    client_id = (await register(store, directory, marco())).recorded.subject_id
+    before = await store.last_position()
+    race = ErasedOnceRead(store, monkeypatch, client_id, reads)
+
+    with pytest.raises(RuleBroken) as refused:
+        await handlers.open_case(store, context(), opening(client_id))
+
+    assert race.erased
+    assert refused.value.rule == CLIENT_ERASED
+    assert [r.event.event_type for r in await store.read_all(before)] == [ClientErased.event_type]
+
+
+async def test_an_assessment_recorded_as_the_client_is_erased_is_refused(
+    store: SqliteEventStore,
+    directory: ClientDirectory,
+    closures: ClosureLog,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    case_id = await open_a_case(store, directory)
+    race = ErasedOnceRead(store, monkeypatch, await _client_of(store, case_id))
+
+    with pytest.raises(RuleBroken) as refused:
+        await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
+
+    assert race.erased
+    assert refused.value.rule == CLIENT_ERASED
+    assert await _case_version(store, case_id) == 1
+
+
+async def test_a_case_reopened_as_the_client_is_erased_is_refused(
+    store: SqliteEventStore,
+    directory: ClientDirectory,
+    closures: ClosureLog,
+    from_bus: BusProjectionHandler,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    case_id = await open_a_case(store, directory)
+    await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
+    await from_bus(closed_by_planning(case_id, sequence=3))
+    race = ErasedOnceRead(store, monkeypatch, await _client_of(store, case_id))
+
+    with pytest.raises(RuleBroken) as refused:
+        await handlers.reopen_case(
+            store, closures, context(Role.SUPERVISOR), ReopenCase(case_id, "New fall in January")
+        )
+
+    assert race.erased
+    assert refused.value.rule == CLIENT_ERASED
+    assert await _case_version(store, case_id) == 2
+
+
+async def test_a_consent_granted_as_the_client_is_erased_is_refused(
+    store: SqliteEventStore, directory: ClientDirectory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case_id = await open_a_case(store, directory)
+    race = ErasedOnceRead(store, monkeypatch, await _client_of(store, case_id))
+    consent = GrantConsent(
+        case_id=case_id,
+        recipient=RecipientInput("agency", "bay-recovery", "Bay Recovery Center"),
+        purpose="coordination",
+        scope=("identity", "referrals"),
+        categories=(),
+        expires_at=datetime.now(UTC) + timedelta(days=90),
+        document_reference="scan://consents/2026/0001.pdf",
+    )
+
+    with pytest.raises(RuleBroken) as refused:
+        await handlers.grant_consent(store, context(Role.SOCIAL_WORKER), consent, datetime.now(UTC))
+
+    assert race.erased
+    assert refused.value.rule == CLIENT_ERASED
+    assert await _case_version(store, case_id) == 1
