@@ -174,13 +174,14 @@ async def test_a_guarded_append_racing_an_append_to_the_guarded_stream_never_fol
     async def erase(i: int) -> list[RecordedEvent]:
         return await stores[2 + i % 2].append(clients[i], [note(clients[i], "erased")], 1)
 
-    # Half the erasures are sent first: some decisions then follow them into the store.
-    sent = [(decide(i), erase(i)) if i % 2 else (erase(i), decide(i)) for i in range(20)]
-    outcomes = await asyncio.gather(*(step for pair in sent for step in pair))
-    decisions = [outcomes[2 * i + (i % 2 == 0)] for i in range(20)]
-    erasures = [outcomes[2 * i + (i % 2 == 1)] for i in range(20)]
+    # Five clients are erased before their decisions are sent: those decisions must lose.
+    early = [await erase(i) for i in range(5)]
+    outcomes = await asyncio.gather(
+        *(decide(i) for i in range(20)), *(erase(i) for i in range(5, 20))
+    )
+    decisions, erasures = outcomes[:20], [*early, *outcomes[20:]]
 
-    assert any(isinstance(decided, ConcurrencyError) for decided in decisions)
+    assert all(isinstance(decided, ConcurrencyError) for decided in decisions[:5])
     for decided, erased in zip(decisions, erasures, strict=True):
         assert isinstance(erased, list)
         if isinstance(decided, list):
