@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
-import psycopg
 import pytest
 
 from casetrail_platform.projections.port import DocumentTransaction, Projection
@@ -23,8 +22,7 @@ from events.envelope import Actor, EventMetadata, RecordedEvent
 from services.planning.adapters.case_views import CaseViewProjection, CaseViews
 from services.planning.adapters.staff import STAFF, StaffProjection
 from services.planning.domain.model import StaffMember
-from tests.support.replicas import read_model_replicas
-from tests.support.servers import postgres_dsn
+from tests.support.replicas import read_model_replicas, waiting_for_a_lock
 
 MOMENT = datetime(2030, 3, 1, 9, 0, tzinfo=UTC)
 LAPSED = WorkerCredential(kind=CredentialKind.LICENCE, name="LMSW", valid_until=date(2030, 6, 1))
@@ -147,7 +145,7 @@ async def test_an_earlier_assignment_waiting_for_a_later_ones_row_lock_is_not_wr
     later = asyncio.ensure_future(apply_later())
     await asyncio.wait_for(wrote.wait(), 10)
     earlier = asyncio.ensure_future(apply_earlier())
-    await _waiting_for_a_lock()
+    await waiting_for_a_lock("INSERT INTO documents")
     go.set()
     await later
     await earlier
@@ -156,18 +154,3 @@ async def test_an_earlier_assignment_waiting_for_a_later_ones_row_lock_is_not_wr
 
 
 RENEWED_ANA = StaffMember("worker-ana", Role.SOCIAL_WORKER, (RENEWED,))
-
-
-async def _waiting_for_a_lock() -> None:
-    """Until a write to the documents waits for another transaction's lock."""
-    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as observer:
-        for _ in range(1000):
-            cursor = await observer.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE 'INSERT INTO documents%%'"
-            )
-            row = await cursor.fetchone()
-            if row is not None and row[0] > 0:
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError("no write waited for the other's lock")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import psycopg
 import pytest
 
 from casetrail_platform.projections.port import Document
@@ -18,8 +17,7 @@ from events.catalog.cases import PresentingNeed
 from events.catalog.erasure import ClientErased
 from events.catalog.values import NeedCategory
 from services.audit.adapters.timeline import CASES, FACTS, TimelineProjection
-from tests.support.replicas import read_model_replicas
-from tests.support.servers import postgres_dsn
+from tests.support.replicas import read_model_replicas, waiting_for_a_lock
 from tests.unit.audit.support import (
     CASE,
     DAY,
@@ -86,7 +84,7 @@ async def test_two_replicas_applying_events_of_one_case_at_once_lose_nothing(
     later = asyncio.ensure_future(apply_later())
     await asyncio.wait_for(wrote.wait(), 10)
     earlier = asyncio.ensure_future(apply_earlier())
-    await _waiting_for_a_lock()
+    await waiting_for_a_lock()
     go.set()
     await later
     await earlier
@@ -119,7 +117,7 @@ async def test_an_erasure_applied_beside_the_cases_first_event_scrubs_its_entry(
     await asyncio.wait_for(wrote.wait(), 10)
     waiting = asyncio.ensure_future(apply_behind())
     try:
-        await _waiting_for_a_lock()
+        await waiting_for_a_lock()
     finally:
         go.set()
         await started
@@ -130,18 +128,3 @@ async def test_an_erasure_applied_beside_the_cases_first_event_scrubs_its_entry(
     assert [entry["categories"] for entry in stored["facts"]["entries"]] == [[]]
     assert stored["header"] is not None
     assert stored["header"]["erased"] is True
-
-
-async def _waiting_for_a_lock() -> None:
-    """Until a statement waits for another transaction's lock."""
-    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as observer:
-        for _ in range(1000):
-            cursor = await observer.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-            )
-            row = await cursor.fetchone()
-            if row is not None and row[0] > 0:
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError("no statement waited for the other's lock")

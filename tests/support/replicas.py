@@ -3,6 +3,7 @@ writes (a read-then-write race between consumers of two processes)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,3 +34,20 @@ async def read_model_replicas(
         await two.close()
         async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
             await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+async def waiting_for_a_lock(statement: str = "") -> None:
+    """Until a statement of this database (one starting with ``statement``, when given) waits
+    for another transaction's lock: one replica's write is then held by the other's."""
+    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as observer:
+        for _ in range(1000):
+            cursor = await observer.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database() AND starts_with(query, %s)",
+                (statement,),
+            )
+            row = await cursor.fetchone()
+            if row is not None and row[0] > 0:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"no statement ({statement or 'any'}) waited for another's lock")
