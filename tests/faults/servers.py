@@ -1,21 +1,27 @@
-"""Stopping and starting the very servers `make test` started (infra/ scripts, the ports of the
-environment), for the fault suite and the soak run. Every restart waits until the server serves
-again, so whatever runs next finds it as it was."""
+"""Stopping, starting and freezing the very servers `make test` started (infra/ scripts, the
+ports of the environment), for the fault suite and the soak run, and timing a service process's
+stop. Every restart waits until the server serves again, so whatever runs next finds it as it
+was."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from tests.support.servers import kafka_bootstrap, postgres_dsn
 
-INFRA = Path(__file__).resolve().parents[2] / "infra"
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
 
 
 def server_env() -> dict[str, str]:
@@ -62,3 +68,52 @@ async def ensure_servers_running() -> None:
     """Start whichever server a failed test may have left stopped (a no-op when running)."""
     await run_script("postgres", "start.sh")
     await run_script("kafka", "start.sh")
+
+
+def _pids(server: str) -> list[int]:
+    """The processes of our own server (the postmaster first, then its children)."""
+    if server == "postgres":
+        postmaster = _postmaster()
+        children = subprocess.run(
+            ["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        return [postmaster, *map(int, children)]
+    return [int((REPO / "var/kafka/kafka.pid").read_text().split()[0])]
+
+
+def _postmaster() -> int:
+    """The postmaster of the server the tests use, wherever its data directory is (the repo's
+    var/ for a developer, /var/lib/postgresql/... when make runs as root): the parent of the
+    backend serving a connection."""
+    with psycopg.connect(postgres_dsn(), autocommit=True) as connection:
+        row = connection.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    stat = Path(f"/proc/{row[0]}/stat").read_text()
+    # Fields after the command name (which may hold spaces, inside parentheses): state, ppid.
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+@contextlib.contextmanager
+def frozen(server: str) -> Iterator[None]:
+    """``server`` ("postgres" or "kafka") stopped with SIGSTOP for the body, its connections
+    left open (the kernel still answers TCP, as for a server on a host cut off), then resumed."""
+    pids = _pids(server)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in reversed(pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+
+
+async def seconds_to_end_after_sigterm(process: asyncio.subprocess.Process, limit: float) -> float:
+    """Send ``process`` SIGTERM and wait at most ``limit`` seconds for it to end: the seconds
+    waited (its returncode is still None when it outlived them)."""
+    began = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limit):
+            await process.communicate()
+    return time.monotonic() - began

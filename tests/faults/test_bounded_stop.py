@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -24,51 +21,15 @@ from casetrail_platform.identity.grpc_auth import bearer_metadata
 from casetrail_platform.shutdown import STOP_DEADLINE_SECONDS
 from cli.rpc import Person
 from tests.e2e.distributed import ENV, _address, _spawn, _stop, fresh_database, fresh_topic
+from tests.faults.servers import frozen, seconds_to_end_after_sigterm
 from tests.support.identity import TestIssuer
-from tests.support.servers import kafka_bootstrap, postgres_dsn
+from tests.support.servers import kafka_bootstrap
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres, pytest.mark.kafka]
 
 RECEPTIONIST = Person("rcp-stop", "receptionist")
-REPO = Path(__file__).resolve().parents[2]
 # After the preStop sleep, Kubernetes gives the process the rest of the grace period.
 GRACE_AFTER_SIGTERM = 30 - 5
-
-
-def _pids(server: str) -> list[int]:
-    """The processes of our own server (the postmaster first, then its children)."""
-    if server == "postgres":
-        postmaster = _postmaster()
-        children = subprocess.run(
-            ["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False
-        ).stdout.split()
-        return [postmaster, *map(int, children)]
-    return [int((REPO / "var/kafka/kafka.pid").read_text().split()[0])]
-
-
-def _postmaster() -> int:
-    """The postmaster of the server the tests use, wherever its data directory is (the repo's
-    var/ for a developer, /var/lib/postgresql/... when make runs as root): the parent of the
-    backend serving a connection."""
-    with psycopg.connect(postgres_dsn(), autocommit=True) as connection:
-        row = connection.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    stat = Path(f"/proc/{row[0]}/stat").read_text()
-    # Fields after the command name (which may hold spaces, inside parentheses): state, ppid.
-    return int(stat.rsplit(")", 1)[1].split()[1])
-
-
-@contextlib.contextmanager
-def frozen(server: str) -> Iterator[None]:
-    pids = _pids(server)
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in reversed(pids):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
 
 
 async def _register(address: str, issuer: TestIssuer, key: str) -> str:
@@ -113,12 +74,7 @@ async def test_a_service_stops_within_its_grace_with_a_server_frozen(
                 # or a relay waiting for Kafka.
                 pending = asyncio.ensure_future(_register(address, issuer, f"late-{server}"))
                 await asyncio.sleep(1)
-                began = time.monotonic()
-                process.send_signal(signal.SIGTERM)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(GRACE_AFTER_SIGTERM + 20):
-                        await process.communicate()
-                took = time.monotonic() - began
+                took = await seconds_to_end_after_sigterm(process, GRACE_AFTER_SIGTERM + 20)
                 pending.cancel()
                 with contextlib.suppress(BaseException):
                     await pending

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from services.caseload.__main__ import STOP_DEADLINE_SECONDS
-from tests.faults.test_bounded_stop import frozen
+from tests.faults.servers import frozen, seconds_to_end_after_sigterm
 from tests.integration.test_caseload_faust import (
     History,
     Setup,
@@ -54,6 +52,18 @@ async def ready(port: int) -> bool:
     return status == 200
 
 
+async def until_ready(process: asyncio.subprocess.Process, port: int, log_path: Path) -> None:
+    """Until the worker says it is ready (within 120 s), failing with its log if it ends."""
+    async with asyncio.timeout(120):
+        while not await ready(port):
+            assert process.returncode is None, log_tail(log_path)
+            await asyncio.sleep(0.3)
+
+
+def log_tail(log_path: Path) -> str:
+    return log_path.read_text(errors="replace")[-3000:]
+
+
 async def keep_publishing(setup: Setup) -> None:
     while True:
         await publish(setup.kafka, setup.topic, scenario(History()))
@@ -70,20 +80,12 @@ async def test_the_worker_ends_within_its_grace_period_after_sigterm(
     port = free_port()
     log_path = tmp_path / "worker.log"
     async with worker_process(env_of(setup, port), log_path) as process:
-        async with asyncio.timeout(120):
-            while not await ready(port):
-                assert process.returncode is None, log_path.read_text(errors="replace")[-3000:]
-                await asyncio.sleep(0.3)
+        await until_ready(process, port, log_path)
         # Events arriving while it stops: an agent still processing one after Faust's stop
         # ended the transactions is what makes its last commit fail.
         traffic = asyncio.ensure_future(keep_publishing(setup))
         await asyncio.sleep(3)
-        began = time.monotonic()
-        process.send_signal(signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(GRACE_PERIOD + 10):
-                await process.wait()
-        took = time.monotonic() - began
+        took = await seconds_to_end_after_sigterm(process, GRACE_PERIOD + 10)
         traffic.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await traffic
@@ -101,19 +103,11 @@ async def test_the_worker_ends_within_its_grace_period_with_kafka_frozen(
     port = free_port()
     log_path = tmp_path / "worker.log"
     async with worker_process(env_of(setup, port), log_path) as process:
-        async with asyncio.timeout(120):
-            while not await ready(port):
-                assert process.returncode is None, log_path.read_text(errors="replace")[-3000:]
-                await asyncio.sleep(0.3)
+        await until_ready(process, port, log_path)
         await publish(setup.kafka, setup.topic, scenario(History()))
         await asyncio.sleep(2)
         with frozen("kafka"):
-            began = time.monotonic()
-            process.send_signal(signal.SIGTERM)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(GRACE_PERIOD + 10):
-                    await process.wait()
-            took = time.monotonic() - began
+            took = await seconds_to_end_after_sigterm(process, GRACE_PERIOD + 10)
         log = log_path.read_text(errors="replace")
         assert process.returncode is not None, f"running {took:.0f} s after SIGTERM:\n{log[-3000:]}"
     assert took < STOP_DEADLINE_SECONDS + 2 < GRACE_PERIOD, log[-3000:]
