@@ -61,6 +61,13 @@ class ApiServer:
             timeout=300,
         )
 
+    def dry_run(self, manifest: str, *options: str) -> subprocess.CompletedProcess[str]:
+        """``kubectl apply --dry-run=server`` of ``manifest`` (YAML text) in this run's
+        namespace, with ``options`` (--server-side...)."""
+        return self.run(
+            "apply", "--dry-run=server", *options, "-n", self.namespace, "-f", "-", stdin=manifest
+        )
+
     def must(self, *arguments: str, stdin: str | None = None) -> str:
         result = self.run(*arguments, stdin=stdin)
         if result.returncode != 0:

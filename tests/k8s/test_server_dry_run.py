@@ -7,7 +7,6 @@ them."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -47,21 +46,8 @@ def test_the_operators_crds_are_served(apiserver: ApiServer) -> None:
         assert kind in resources.split()
 
 
-def test_the_server_accepts_every_manifest(
-    rendered: Rendered, apiserver: ApiServer, tmp_path: Path
-) -> None:
-    manifest = tmp_path / f"{rendered.profile}.yaml"
-    manifest.write_text(rendered.text)
-    result = apiserver.run(
-        "apply",
-        "--dry-run=server",
-        "--server-side",
-        "--field-manager=casetrail-check",
-        "--namespace",
-        apiserver.namespace,
-        "-f",
-        str(manifest),
-    )
+def test_the_server_accepts_every_manifest(rendered: Rendered, apiserver: ApiServer) -> None:
+    result = apiserver.dry_run(rendered.text, "--server-side", "--field-manager=casetrail-check")
     assert result.returncode == 0, result.stderr
     # Non-root, no privilege escalation, every capability dropped, seccomp RuntimeDefault...
     assert POD_SECURITY_WARNING not in result.stderr, result.stderr
@@ -76,16 +62,7 @@ def test_the_server_refuses_what_helm_validate_lets_through(apiserver: ApiServer
         "  template:\n    metadata: {labels: {app: bad}}\n"
         "    spec: {containers: [{name: bad, image: bad}]}\n"
     )
-    result = apiserver.run(
-        "apply",
-        "--dry-run=server",
-        "--server-side",
-        "-n",
-        apiserver.namespace,
-        "-f",
-        "-",
-        stdin=bad,
-    )
+    result = apiserver.dry_run(bad, "--server-side")
     assert result.returncode != 0
     assert "replicas" in result.stderr
 
@@ -98,16 +75,7 @@ def test_the_server_checks_the_operators_cel_rules(apiserver: ApiServer) -> None
         "  postgresql:\n    synchronous:\n"
         "      {method: any, number: 1, dataDurability: preferred, standbyNamesPre: [a]}\n"
     )
-    result = apiserver.run(
-        "apply",
-        "--dry-run=server",
-        "--server-side",
-        "-n",
-        apiserver.namespace,
-        "-f",
-        "-",
-        stdin=bad,
-    )
+    result = apiserver.dry_run(bad, "--server-side")
     assert result.returncode != 0
     assert "dataDurability set to 'preferred' requires empty 'standbyNamesPre'" in result.stderr
 
@@ -120,9 +88,7 @@ def test_the_server_warns_of_a_pod_below_the_restricted_standard(apiserver: ApiS
         "  template:\n    metadata: {labels: {app: loose}}\n"
         "    spec: {containers: [{name: loose, image: loose}]}\n"
     )
-    result = apiserver.run(
-        "apply", "--dry-run=server", "-n", apiserver.namespace, "-f", "-", stdin=loose
-    )
+    result = apiserver.dry_run(loose)
     assert result.returncode == 0, result.stderr
     assert POD_SECURITY_WARNING in result.stderr
     for rule in ("allowPrivilegeEscalation", "capabilities", "runAsNonRoot", "seccompProfile"):
