@@ -196,6 +196,9 @@ async def _serve(
         if started is None:
             print("stopped before serving", flush=True)
             _end_if_cut_short()
+            # The stop is done: its watchdog would otherwise still end the process (exit 1)
+            # at the deadline, whoever runs in it by then.
+            deadline.cancel()
             return
         running = started
     else:
