@@ -191,10 +191,30 @@ def all_event_types() -> tuple[str, ...]:
 
 @cache
 def _models_by_name() -> dict[str, type[CaseEvent]]:
-    return {model.__name__: model for model in current_models()}
+    """The current models by the title their ``ValidationError`` carries (the class's name
+    unless its config gives another). Two of one title are refused: the lookup would pick one
+    silently (a model kept under its old name in another module, say), and say the other's
+    bounds. Superseded models are not here: they keep the title of their current model."""
+    by_name: dict[str, type[CaseEvent]] = {}
+    for model in current_models():
+        name = _title(model)
+        first = by_name.setdefault(name, model)
+        if first is not model:
+            raise ValueError(
+                f"two current catalog models are titled {name}: {_where(first)} and {_where(model)}"
+            )
+    return by_name
+
+
+def _title(model: type[CaseEvent]) -> str:
+    return model.model_config.get("title") or model.__name__
+
+
+def _where(model: type[CaseEvent]) -> str:
+    return f"{model.__module__}.{model.__qualname__}"
 
 
 def model_named(name: str) -> type[CaseEvent] | None:
-    """The current catalog model whose class is ``name`` (a ``ValidationError``'s ``title``,
-    so a refusal of a whole event can say its texts' bounds), or ``None``."""
+    """The current catalog model titled ``name`` (a ``ValidationError``'s ``title``, so a
+    refusal of a whole event can say its texts' bounds), or ``None``."""
     return _models_by_name().get(name)
