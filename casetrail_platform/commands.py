@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 from events.catalog.base import CaseEvent, Identifier
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
 from events.errors import FieldProblem
-from events.validation import plain
+from events.validation import plain, text_lengths
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -130,13 +130,12 @@ def _identifier() -> TypeAdapter[str]:
 
 def id_problem(field: str, value: str) -> FieldProblem | None:
     """What is wrong with ``value`` as the catalog's id (``Identifier``), naming ``field`` and
-    never the value; ``None`` when nothing is. For readers collecting a request's problems."""
-    if not value:
-        return FieldProblem(field, "required")
+    never the value; ``None`` when nothing is. For readers collecting a request's problems.
+    An empty one is "required" with the id's bounds, as a text of an event is refused."""
     try:
         _identifier().validate_python(value)
     except ValidationError as error:
-        return FieldProblem(field, plain(error.errors()[0]))
+        return FieldProblem(field, plain(error.errors()[0], text_lengths(Identifier)))
     return None
 
 

@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from events.catalog.values import ERASURE_MARKERS
@@ -106,6 +107,16 @@ def _lengths(
         current = info.annotation
     if info is None:
         return None
+    return _text_lengths(info)
+
+
+def text_lengths(annotation: Any) -> tuple[int, int] | None:
+    """The (least, most) characters of a text type such as the catalog's ``Identifier``
+    (``Annotated[str, Field(...)]``), for ``plain``; ``None`` when it is not one with both."""
+    return _text_lengths(FieldInfo.from_annotation(annotation))
+
+
+def _text_lengths(info: FieldInfo) -> tuple[int, int] | None:
     # Field(min_length=..., max_length=...) lands in the metadata as annotated_types' MinLen
     # and MaxLen (a text field's or a list's: only a text's are said in characters).
     least = next((m.min_length for m in info.metadata if hasattr(m, "min_length")), None)

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
+from events.catalog.base import Identifier
 from events.catalog.values import NeedCategory
-from events.validation import reported
+from events.validation import reported, text_lengths
 
 
 class _Needs(BaseModel):
@@ -69,3 +70,10 @@ def test_no_refusal_repeats_pydantics_phrasing() -> None:
     for data in refused:
         for _, message in _details(data):
             assert "should" not in message, message
+
+
+def test_a_text_types_bounds_are_read_from_its_annotation() -> None:
+    """For refusals of a value checked alone (casetrail_platform.commands.id_problem)."""
+    assert text_lengths(Identifier) == (1, 64)
+    assert text_lengths(Annotated[str, Field(max_length=9)]) is None  # no least
+    assert text_lengths(Annotated[tuple[str, ...], Field(min_length=1, max_length=9)]) is None

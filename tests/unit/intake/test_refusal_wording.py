@@ -11,7 +11,7 @@ from cli.rpc import Person
 from tests.support.grpc import details, refusal
 from tests.support.identity import acting
 from tests.unit.intake.support import Intake
-from tests.unit.intake.test_grpc import marco, opening
+from tests.unit.intake.test_grpc import marco, opening, query
 
 
 async def test_breaking_the_glass_with_an_empty_reason_says_it_is_required(
@@ -36,3 +36,17 @@ async def test_breaking_the_glass_with_an_empty_reason_says_it_is_required(
         said = {violation.field: violation.description for violation in bad.field_violations}
         assert said == {"reason": problem}
         assert "should" not in status.message
+
+
+async def test_a_query_with_an_empty_id_says_the_ids_bounds(intake: Intake) -> None:
+    """It said only "client_id: required" (casetrail_platform.commands.id_problem)."""
+    for client_id, problem in (
+        ("", "required, 1-64 characters"),
+        ("c" * 65, "at most 64 characters"),
+    ):
+        request = intake_pb2.GetClientRequest(context=query("receptionist"), client_id=client_id)
+        code, status = await refusal(intake.stub.GetClient(request))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        [bad] = details(status, error_details_pb2.BadRequest)
+        said = {violation.field: violation.description for violation in bad.field_violations}
+        assert said == {"client_id": problem}
