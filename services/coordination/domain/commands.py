@@ -4,9 +4,9 @@ that exists has well-formed values; the decisions only check business rules."""
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from events.catalog.access import DisclosureBasis
 from events.catalog.base import Identifier, NonEmptyStr
@@ -128,13 +128,21 @@ class DetermineEligibility(Command):
     program_id: Identifier
     facts: EligibilityFacts = EligibilityFacts()
 
-    @field_validator("facts")
+    @model_validator(mode="before")
     @classmethod
-    def _residence_code(cls, facts: EligibilityFacts) -> EligibilityFacts:
+    def _residence_code(cls, data: Any) -> Any:
         # Recorded as compared: the decision's facts show the code the rule was checked on.
-        if facts.residence is None:
-            return facts
-        return facts.model_copy(update={"residence": residence_code(facts.residence)})
+        # Made before the facts are checked, so their bounds hold for the code recorded: lower
+        # case may be longer ("İ" is two characters), and a copy of checked facts would put
+        # an event no reader accepts into the store.
+        if not isinstance(data, dict):
+            return data
+        facts = data.get("facts")
+        if isinstance(facts, EligibilityFacts):
+            facts = facts.model_dump()
+        if not isinstance(facts, dict) or not isinstance(facts.get("residence"), str):
+            return data
+        return {**data, "facts": {**facts, "residence": residence_code(facts["residence"])}}
 
 
 class ReserveBudget(Command):

@@ -4,15 +4,17 @@ is recorded as a reason, so the decision can be explained and reviewed."""
 from __future__ import annotations
 
 from datetime import date, timedelta
+from functools import cache
 
 from pydantic import ValidationError
 
 from casetrail_platform.commands import InvalidCommand
 from events.catalog.base import CaseEvent
+from events.catalog.clients import PersonalText
 from events.catalog.eligibility import EligibilityDetermined, EligibilityFacts
 from events.catalog.values import Money
 from events.errors import FieldProblem
-from events.validation import plain
+from events.validation import plain, text_lengths
 from services.coordination.domain import errors
 from services.coordination.domain.agency import Program
 from services.coordination.domain.commands import DetermineEligibility
@@ -46,18 +48,45 @@ def evaluate(program: Program, facts: EligibilityFacts) -> tuple[bool, list[str]
             )
         )
     if program.residence_in and facts.residence is not None:
-        met = facts.residence in program.residence_in
-        area = ", ".join(program.residence_in)
-        outcomes.append(
-            (
-                met,
-                f"residence {facts.residence} is {'in' if met else 'outside'} the programme's "
-                f"area ({area})",
-            )
-        )
+        outcomes.append(_residence_outcome(program, facts.residence))
     if not outcomes:
         outcomes.append((True, f"{program.name} has no eligibility conditions"))
     return all(met for met, _ in outcomes), [reason for _, reason in outcomes]
+
+
+@cache
+def _longest_reason() -> int:
+    """The characters each reason the decision records may hold (its ``PersonalText``)."""
+    lengths = text_lengths(PersonalText)
+    assert lengths is not None  # a bounded text
+    return lengths[1]
+
+
+def _residence_outcome(program: Program, residence: str) -> tuple[bool, str]:
+    """Whether ``residence`` is in the programme's area, and the reason saying so: the area
+    listed when the reason has room for it, else counted. A residence the reason cannot hold
+    is refused naming it; as the event's refusal it named ``reasons.N``, which nobody sent."""
+    met = residence in program.residence_in
+    said = f"residence {residence} is {'in' if met else 'outside'} the programme's area"
+    count = len(program.residence_in)
+    forms = (
+        f"{said} ({', '.join(program.residence_in)})",
+        f"{said} ({count} jurisdiction{'' if count == 1 else 's'})",
+    )
+    longest = _longest_reason()
+    fitting = [reason for reason in forms if len(reason) <= longest]
+    if fitting:
+        return met, fitting[0]
+    room = longest - (min(map(len, forms)) - len(residence))
+    raise InvalidCommand(
+        [
+            FieldProblem(
+                "facts.residence",
+                f"at most {room} characters for programme {program.program_id}: the"
+                " decision's reason quotes it",
+            )
+        ]
+    )
 
 
 def decide_eligibility(
