@@ -50,7 +50,10 @@ def evaluate(program: Program, facts: EligibilityFacts) -> tuple[bool, list[str]
     if program.residence_in and facts.residence is not None:
         outcomes.append(_residence_outcome(program, facts.residence))
     if not outcomes:
-        outcomes.append((True, f"{program.name} has no eligibility conditions"))
+        # The programme's name (500 characters) may not fit in a reason beside the words.
+        named = f"{program.name} has no eligibility conditions"
+        fits = len(named) <= _longest_reason()
+        outcomes.append((True, named if fits else "the programme has no eligibility conditions"))
     return all(met for met, _ in outcomes), [reason for _, reason in outcomes]
 
 

@@ -93,6 +93,16 @@ def test_an_area_too_long_to_list_in_the_reason_is_counted() -> None:
     assert reason == "residence us-ca-000007 is in the programme's area (100 jurisdictions)"
 
 
+def test_a_programme_name_too_long_for_the_reason_is_not_quoted() -> None:
+    """The old code quoted it: a reason of 530 characters no event may hold, so every decision
+    on the programme was refused "reasons.0: at most 500 characters"."""
+    program = Program(program_id="long-name", name="n" * 500)
+    assert evaluate(program, EligibilityFacts()) == (
+        True,
+        ["the programme has no eligibility conditions"],
+    )
+
+
 @pytest.mark.parametrize("residence", ["US-CA-ALAMEDA", "us-ca-alameda"])
 def test_the_residence_is_held_as_compared(residence: str) -> None:
     from services.coordination.domain.commands import DetermineEligibility
