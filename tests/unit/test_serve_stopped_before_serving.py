@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.shutdown import StopDeadline
 from services import runner
+from tests.support.runner import composed_infrastructure
 
 WATCHDOG_SECONDS = 0.2
 
@@ -23,18 +23,8 @@ async def test_the_watchdog_is_cancelled_when_stopped_before_serving(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """On the old code the watchdog fired WATCHDOG_SECONDS after the SIGTERM: exit 1."""
-    monkeypatch.setenv("CASETRAIL_OIDC_ISSUER", "https://issuer.example")
-    monkeypatch.setenv("CASETRAIL_OIDC_AUDIENCE", "casetrail")
-    built: list[Infrastructure] = []
-
-    async def composed(_options: Any, _data_dir: Path, infra: Infrastructure, *_: Any) -> None:
-        built.append(infra)
-
-    monkeypatch.setattr(runner, "_serve", composed)
     options = runner.parse(["--backend", "distributed", "--service", "intake", "--any-port"])
-    await runner.serve(options, tmp_path)
-    monkeypatch.undo()
-    (infra,) = built
+    infra = await composed_infrastructure(monkeypatch, options, tmp_path)
 
     ended: list[int] = []
     deadlines: list[StopDeadline] = []

@@ -13,9 +13,9 @@ import pytest
 
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings
-from casetrail_platform.hosting import Infrastructure
 from services import runner
 from services.caseload.settings import CaseloadSettings
+from tests.support.runner import composed_infrastructure
 
 CHART_ENV = {
     "CASETRAIL_CASE_EVENTS_TOPIC": "agency.case-events",
@@ -70,17 +70,8 @@ async def test_a_distributed_service_creates_the_topics_the_environment_describe
     """services/runner.py: what it hands ensure_topics, and the subscribers' dead letters."""
     for name, value in CHART_ENV.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("CASETRAIL_OIDC_ISSUER", "https://issuer.example")
-    monkeypatch.setenv("CASETRAIL_OIDC_AUDIENCE", "casetrail")
-    built: list[Infrastructure] = []
-
-    async def composed(_options: Any, _data_dir: Path, infra: Infrastructure, *_: Any) -> None:
-        built.append(infra)
-
-    monkeypatch.setattr(runner, "_serve", composed)
     options = runner.parse(["--backend", "distributed", "--service", "intake"])
-    await runner.serve(options, tmp_path)
-    (infra,) = built
+    infra = await composed_infrastructure(monkeypatch, options, tmp_path)
 
     created: list[TopicSettings] = []
 
