@@ -165,7 +165,7 @@ def schedule_conflict(
         "conflicting_starts_at": other_starts_at.isoformat(),
         "conflicting_ends_at": other_ends_at.isoformat(),
     }
-    asked = f"{kind} from {starts_at.isoformat()} to {ends_at.isoformat()}"
+    asked = f"{_kind_named(kind)} from {starts_at.isoformat()} to {ends_at.isoformat()}"
     held = f"from {other_starts_at.isoformat()} to {other_ends_at.isoformat()}"
     if other_case_id != case_id:
         return RuleBroken(
@@ -194,10 +194,17 @@ def schedule_conflict_withheld(kind: str, starts_at: datetime, ends_at: datetime
     partner agency recording a delivery): the rule and the caller's own slot only."""
     return RuleBroken(
         SCHEDULE_CONFLICT,
-        f"{kind} from {starts_at.isoformat()} to {ends_at.isoformat()} overlaps another of the"
-        " client's services; the client cannot have attended both: check the times, or ask the"
-        " agency",
+        f"{_kind_named(kind)} from {starts_at.isoformat()} to {ends_at.isoformat()} overlaps"
+        " another of the client's services; the client cannot have attended both: check the"
+        " times, or ask the agency",
     )
+
+
+def _kind_named(kind: str) -> str:
+    """The kind a command is about as a refusal names it: a special-data one
+    (``addiction_counseling``) as "the service", for the refusal's text reaches callers' logs
+    and proxies, where no sensitive value may go, and the caller knows what it asked."""
+    return "the service" if is_sensitive_code(kind) else kind
 
 
 def budget_exceeded(budget_line: str, requested: Money, available: int) -> RuleBroken:

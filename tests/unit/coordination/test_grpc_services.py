@@ -323,6 +323,73 @@ async def test_a_clash_never_names_a_sensitive_kind(stub: Stub, intake: IntakeFe
     assert "addiction" not in refusal.message
 
 
+async def test_a_clash_never_names_the_sensitive_kind_asked_either(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    # The kind a command asks for is the case's special data too: a refusal's message travels
+    # on into callers' logs and proxies, and names no sensitive value (README, "Access").
+    await intake.open_case("case-1", "client-1", [NeedCategory.SUBSTANCE_USE, *NEEDS])
+    await intake.consent("case-1", "client-1")
+    referral_id = (await refer(stub, "case-1", "home_care", provider=COUNSELING_CENTRE)).referral_id
+    await stub.ScheduleService(
+        schedule_request("case-1", "home_care", TUESDAY_10, provider=HOME_CARE_CO)
+    )
+    later = TUESDAY_10 + timedelta(hours=3)
+    counseling = await stub.ScheduleService(
+        schedule_request(
+            "case-1",
+            "addiction_counseling",
+            later,
+            provider=COUNSELING_CENTRE,
+            referral_id=referral_id,
+        )
+    )
+    refusals = [
+        await refused(
+            stub.ScheduleService(
+                schedule_request(
+                    "case-1", "addiction_counseling", TUESDAY_10, provider=COUNSELING_CENTRE
+                )
+            )
+        ),
+        await refused(
+            stub.RescheduleService(
+                pb.RescheduleServiceRequest(
+                    context=command_context("coordinator"),
+                    case_id="case-1",
+                    service_id=counseling.service_id,
+                    starts_at=timestamp(TUESDAY_10),
+                    ends_at=timestamp(TUESDAY_10 + timedelta(hours=1)),
+                    reason="earlier",
+                )
+            )
+        ),
+        # The counseling centre records its delivery at the home care's hour.
+        await refused(
+            stub.RecordServiceDelivered(
+                pb.RecordServiceDeliveredRequest(
+                    context=command_context("partner_agency", agency=COUNSELING_CENTRE.provider_id),
+                    case_id="case-1",
+                    service_id=counseling.service_id,
+                    starts_at=timestamp(TUESDAY_10),
+                    ends_at=timestamp(TUESDAY_10 + timedelta(hours=1)),
+                )
+            )
+        ),
+    ]
+    for refusal in refusals:
+        assert refusal.rule == "SCHEDULE_CONFLICT"
+        shown = [refusal.message, *map(str, refusal.details)]
+        assert not [text for text in shown if "addiction" in text], shown
+    # A kind that is no special data is still named, so the caller knows which it asked.
+    plain = await refused(
+        stub.ScheduleService(
+            schedule_request("case-1", "physical_therapy", later, provider=COUNSELING_CENTRE)
+        )
+    )
+    assert plain.message.startswith("SCHEDULE_CONFLICT: physical_therapy from ")
+
+
 async def test_a_delivered_service_keeps_its_slot(
     stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
