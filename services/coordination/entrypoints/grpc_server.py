@@ -84,6 +84,9 @@ NEEDS_SECTIONS = (RecordSection.ASSESSMENT,)
 ASSIGNED_PATHS = ("matched_needs",)
 """Where an assignment's answer shows the case's needs: a sensitive path (the sensitive
 categories are withheld from those not entitled to them)."""
+BUDGET_LINE = "budget-line"
+"""Where a budget line refused outright is recorded: the refusal names no case (as planning's
+refused lists are recorded under ``case-list``)."""
 ROLE_NOT_ALLOWED = refusal("role-not-allowed")
 """Coordination's own refusal of a role the policy would let read the case but that may not see
 the agency's staff (SuggestWorkers), in the policy's words so that it is recorded alike."""
@@ -120,11 +123,24 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         each refusal recorded; the answer never tells an unknown case from a refused one.
         ``staff_only``: the answer also shows the agency's staff and their caseloads, which
         coordination shows its own readers only (``permissions.Action.READ``)."""
-        await self._access.require_role(principal, action, reader.purpose, case_id)
-        if staff_only and not permissions.allows(principal.role, permissions.Action.READ):
-            await self._access.refuse(principal, action, reader.purpose, case_id, ROLE_NOT_ALLOWED)
+        await self._require_reader(principal, reader.purpose, action, case_id, staff_only)
         facts = await self._access.case_facts(case_id)
         return await self._access.authorize(principal, action, reader.purpose, facts)
+
+    async def _require_reader(
+        self,
+        principal: Principal,
+        purpose: AccessPurpose,
+        action: PolicyAction,
+        subject: str,
+        staff_only: bool,
+    ) -> None:
+        """Refuse, recorded under ``subject``, a role no rule lets do ``action`` for
+        ``purpose`` and, with ``staff_only``, one coordination does not show its records to
+        (``permissions.Action.READ``): before anything is looked up."""
+        await self._access.require_role(principal, action, purpose, subject)
+        if staff_only and not permissions.allows(principal.role, permissions.Action.READ):
+            await self._access.refuse(principal, action, purpose, subject, ROLE_NOT_ALLOWED)
 
     # -- assignment -------------------------------------------------------------------------
 
@@ -482,6 +498,11 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         principal = principal_of(context)
         reader, line_id = read_query(
             principal, request.context, lambda: required_id("budget_line", request.budget_line)
+        )
+        # The line lists reservations of cases: a caller who may read none is refused, on the
+        # record, before the line is looked up.
+        await self._require_reader(
+            principal, reader.purpose, PolicyAction.READ_CASE, BUDGET_LINE, staff_only=True
         )
         line, state = await queries.budget_line(
             self._deps, reader.actor, line_id, convert.RESERVATIONS_LISTED

@@ -397,6 +397,39 @@ async def test_a_budget_line_leaves_out_the_cases_its_reader_may_not_read(
     assert (list(line.reservations), line.reserved) == ([], usd(200))
 
 
+async def test_a_role_refused_a_budget_line_is_on_the_record(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies
+) -> None:
+    """A line lists reservations of cases: a caller refused it is refused a read of case data,
+    recorded before the answer (under ``budget-line``, as planning's refused lists are under
+    ``case-list``), whether the policy gives the role no case at all (the front desk) or
+    coordination shows its records to its own readers only (a partner agency)."""
+    await _reserve_on_two_cases(stub, intake)
+    for role, purpose, rule in (
+        ("receptionist", "direct_care", "role-not-allowed"),
+        ("intake_worker", "direct_care", "role-not-allowed"),
+        ("partner_agency", "coordination", "role-not-allowed"),
+        ("client", "client_request", "role-not-allowed"),
+    ):
+        after = (await deps.store.read_all())[-1].position
+        refusal = await refused(
+            stub.GetBudgetLine(
+                pb.GetBudgetLineRequest(
+                    context=query_context(role, purpose), budget_line="home-care-fy2026"
+                )
+            )
+        )
+        assert refusal.code is grpc.StatusCode.PERMISSION_DENIED, role
+        [denied] = await _accesses(deps, after)
+        assert isinstance(denied, RecordAccessDenied), role
+        assert (denied.case_id, denied.accessor_role, denied.purpose, denied.rule) == (
+            "budget-line",
+            role,
+            purpose,
+            rule,
+        )
+
+
 async def test_reservations_must_fit_the_line(
     stub: Stub, intake: IntakeFeed, issuer: TestIssuer
 ) -> None:
