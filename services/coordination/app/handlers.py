@@ -78,7 +78,7 @@ from services.coordination.domain.funding import (
     decide_release,
     decide_reservation,
 )
-from services.coordination.domain.permissions import Action, require_role
+from services.coordination.domain.permissions import Action, require_case_worker, require_role
 from services.coordination.domain.referrals import (
     decide_answer,
     decide_referral,
@@ -192,6 +192,11 @@ async def withdraw_referral(
     deps: Dependencies, context: CommandContext, command: WithdrawReferral
 ) -> Recorded:
     require_role(context.actor.role, Action.WITHDRAW_REFERRAL)
+    # Whose case it is before whether it exists: a case-carrying worker asking about a case
+    # not theirs is told the same for a real case id as for an unknown one (decide_withdrawal
+    # checks again on the history it decides on).
+    carried = case_state(await deps.store.read_stream(case_stream(command.case_id)))
+    require_case_worker(context.actor, Action.WITHDRAW_REFERRAL, carried.worker_id)
     await command_facts(deps, context, command.case_id)
     return await _run(
         deps,

@@ -209,6 +209,32 @@ async def test_withdrawing_through_grpc(
     assert unusable.rule == "REFERRAL_NOT_USABLE"
 
 
+async def test_a_worker_not_on_the_case_is_told_the_same_whether_the_case_exists(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    # A case-carrying worker withdraws only on the case they carry: asked about another's,
+    # the answer must not tell a real case id from an unknown one (as planning's commands).
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    await intake.consent("case-1", "client-1")
+    await assign(stub, "case-1", "sw-lcsw")
+    referral_id = (await refer(stub, "case-1", "counseling")).referral_id
+    before = await store.read_all()
+
+    answers = []
+    for case_id in ("case-1", "case-unknown"):
+        request = _withdrawal(referral_id, "case_manager", user="cm-dana")
+        request.case_id = case_id  # type: ignore[attr-defined]
+        answers.append(await refused(stub.WithdrawReferral(request)))
+    real, unknown = answers
+    assert real.code is grpc.StatusCode.PERMISSION_DENIED
+    assert (unknown.code, unknown.message, unknown.details) == (
+        real.code,
+        real.message,
+        real.details,
+    )
+    assert await store.read_all() == before
+
+
 async def test_a_closure_withdraws_the_referrals_still_running_once(
     stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
 ) -> None:
