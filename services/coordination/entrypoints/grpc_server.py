@@ -186,7 +186,10 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def TransferCase(
         self, request: pb.TransferCaseRequest, context: Context
     ) -> pb.TransferCaseResponse:
-        ctx, command = self._parse(principal_of(context), request, commands.TransferCase)
+        principal = principal_of(context)
+        ctx, command = self._parse(principal, request, commands.TransferCase)
+        # A supervisor acts on the cases of their team only, as when closing or reopening one.
+        await self._access.require_supervision(principal, command.case_id)
         recorded = await handlers.transfer_case(self._deps, ctx, command)
         return pb.TransferCaseResponse(
             result=convert.result(command.case_id, recorded),

@@ -8,9 +8,14 @@ from typing import TYPE_CHECKING
 import grpc
 from google.rpc import error_details_pb2
 
+from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.store.sqlite import SqliteEventStore
+from cli.rpc import Person
+from events.catalog.assignment import CaseAssigned
+from events.catalog.base import Role
 from events.catalog.values import NeedCategory
+from tests.support.identity import acting
 from tests.unit.coordination.rpc import accept, assign, refer, refused
 from tests.unit.coordination.support import (
     OPENED,
@@ -200,6 +205,45 @@ async def test_assigning_twice_is_refused_and_transfer_hands_over(
     workers = await stub.ListWorkers(pb.ListWorkersRequest(context=query_context()))
     loads = {worker.worker_id: worker.caseload for worker in workers.workers}
     assert (loads["cm-dana"], loads["sw-lcsw"]) == (0, 1)
+
+
+async def test_a_supervisor_transfers_only_a_case_of_their_team(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    # As closing and reopening (planning's CloseCase, intake's ReopenCase): a supervisor reads
+    # and acts on the cases of their team; another team's would lose its worker to them, and
+    # the answer names that worker.
+    await intake.open_case("case-1", "client-1", [HOME_CARE])
+    await assign(stub, "case-1", "cm-dana")
+    # The assignment as the access policy learns it over the bus, with the worker's team.
+    await intake.deliver(
+        CaseAssigned(
+            case_id="case-1",
+            worker_id="cm-dana",
+            worker_role=Role.CASE_MANAGER,
+            worker_team="team-east",
+            reason="fits",
+        ),
+        "case-case-1",
+        source="casetrail/coordination",
+    )
+    written = await store.read_stream("case-case-1")
+
+    def transfer(team: str) -> pb.TransferCaseRequest:
+        supervisor = Person(f"sup-{team}", "supervisor", team=team)
+        return pb.TransferCaseRequest(
+            context=acting(supervisor, common_pb2.CommandContext(idempotency_key=team)),
+            case_id="case-1",
+            worker_id="sw-lcsw",
+            reason="worker on leave",
+        )
+
+    refusal = await refused(stub.TransferCase(transfer("team-west")))
+    assert (refusal.code, refusal.rule) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
+    assert "cm-dana" not in refusal.message
+    assert await store.read_stream("case-case-1") == written
+    moved = await stub.TransferCase(transfer("team-east"))
+    assert moved.previous_worker_id == "cm-dana"
 
 
 async def test_suggestions_put_fitting_workers_first_with_reasons_for_the_others(
