@@ -80,6 +80,7 @@ from services.coordination.domain.funding import (
 )
 from services.coordination.domain.permissions import Action, require_case_worker, require_role
 from services.coordination.domain.referrals import (
+    addressed_referral,
     decide_answer,
     decide_referral,
     decide_withdrawal,
@@ -91,6 +92,7 @@ from services.coordination.domain.scheduling import (
     decide_delivered,
     decide_reschedule,
     decide_schedule,
+    provided_service,
 )
 from services.coordination.domain.validation import problems_of
 
@@ -245,6 +247,13 @@ async def answer_referral(
 ) -> Recorded:
     """``acting_for``: the agency of a partner agency's verified token (``None`` for staff)."""
     require_role(context.actor.role, Action.ANSWER_REFERRAL)
+    # Before anything of the case: a partner learns nothing of a case or referral not
+    # addressed to it, not whether it exists nor when it opened (decide_answer checks again).
+    addressed_referral(
+        case_state(await deps.store.read_stream(case_stream(command.case_id))),
+        command.referral_id,
+        acting_for,
+    )
     facts = await command_facts(deps, context, command.case_id)
     return await _run(
         deps,
@@ -294,6 +303,7 @@ async def cancel_service(
     deps: Dependencies, context: CommandContext, command: CancelService, acting_for: str | None
 ) -> Recorded:
     require_role(context.actor.role, Action.CANCEL_SERVICE)
+    await _require_provided(deps, command.case_id, command.service_id, acting_for)
     # Under the case's lock, as a reservation is decided: a reservation reads the schedule on
     # one stream and records on another, so a cancellation between the two would leave money
     # reserved for a service no longer there (the cancellation's follow-up releases only what
@@ -317,6 +327,7 @@ async def record_service_delivered(
 ) -> Recorded:
     check_service_window(command.starts_at, command.ends_at, _moment(context))
     require_role(context.actor.role, Action.RECORD_DELIVERY)
+    await _require_provided(deps, command.case_id, command.service_id, acting_for)
     facts = await command_facts(deps, context, command.case_id)
     return await _run_folded(
         deps,
@@ -325,6 +336,19 @@ async def record_service_delivered(
         SCHEDULE,
         lambda schedule: decide_delivered(schedule, facts, command, datetime.now(UTC), acting_for),
     )
+
+
+async def _require_provided(
+    deps: Dependencies, case_id: str, service_id: str, acting_for: str | None
+) -> None:
+    """Before anything of the case: a partner agency (``acting_for``) learns nothing of a case
+    or service it does not provide, not whether it exists nor when the case opened (the
+    decision checks again on the schedule it decides on)."""
+    if acting_for is None:
+        return
+    facts = await views.case_facts(deps.read_models, case_id)
+    schedule = None if facts is None else await client_schedule(deps, facts.client_id)
+    provided_service(schedule, case_id, service_id, acting_for)
 
 
 async def determine_eligibility(

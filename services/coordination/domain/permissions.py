@@ -73,13 +73,14 @@ class NotTheProvider(NotAllowed):
     reason = "NOT_THE_PROVIDER"
 
 
-def require_own_provider(acting_for: str | None, provider_id: str, what: str) -> None:
+def require_own_provider(acting_for: str | None, provider_id: str | None, what: str) -> None:
     """A partner agency (``acting_for``: the agency of its verified token; ``None`` for the
     agency's own staff) acts only on referrals and services addressed to it: the provider
-    named in a request is no credential."""
+    named in a request is no credential. ``provider_id`` ``None``: no such referral or service
+    (or case), refused alike, so that a partner does not learn which ids are real."""
     if acting_for is not None and acting_for != provider_id:
         raise NotTheProvider(
             Role.PARTNER_AGENCY.value,
             f"act on {what}",
-            f"{what} is addressed to another provider, not to agency {acting_for}",
+            f"{what} is not addressed to agency {acting_for}",
         )

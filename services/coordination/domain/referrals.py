@@ -154,11 +154,10 @@ def _answerable(
     nothing of it (NOT_THE_PROVIDER, before the provider named in the request is compared): it
     sees only its own referrals, and which agency the client was referred to tells of the
     client's needs."""
-    referral = state.referrals.get(command.referral_id)
+    referral = addressed_referral(state, command.referral_id, acting_for)
     if referral is None:
         raise NotFound("referral", command.referral_id)
     provider_id = referral.provider.provider_id
-    require_own_provider(acting_for, provider_id, f"referral {referral.referral_id}")
     if provider_id != command.provider_id:
         raise RuleBroken(
             errors.REFERRAL_PROVIDER_MISMATCH,
@@ -167,6 +166,17 @@ def _answerable(
             subject=f"referral/{referral.referral_id}",
             referral_provider_id=provider_id,
         )
+    return referral
+
+
+def addressed_referral(
+    state: CaseState, referral_id: str, acting_for: str | None
+) -> Referral | None:
+    """The case's referral (``None``: no such referral), refused to a partner agency
+    (``acting_for``) it is not addressed to, a missing one alike (``require_own_provider``)."""
+    referral = state.referrals.get(referral_id)
+    provider_id = None if referral is None else referral.provider.provider_id
+    require_own_provider(acting_for, provider_id, f"referral {referral_id}")
     return referral
 
 

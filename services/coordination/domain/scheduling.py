@@ -257,10 +257,9 @@ def _scheduled(
 ) -> Service:
     """The case's service, still scheduled. ``acting_for``: a partner agency, which acts only
     on services it provides and learns nothing of another's (not even its status)."""
-    service = schedule.of_case(case_id, service_id)
+    service = provided_service(schedule, case_id, service_id, acting_for)
     if service is None:
         raise NotFound("service", service_id)
-    require_own_provider(acting_for, service.provider.provider_id, f"service {service_id}")
     if service.status is not ServiceStatus.SCHEDULED:
         raise RuleBroken(
             errors.SERVICE_NOT_SCHEDULED,
@@ -268,6 +267,18 @@ def _scheduled(
             subject=f"service/{service_id}",
             status=service.status.value,
         )
+    return service
+
+
+def provided_service(
+    schedule: Schedule | None, case_id: str, service_id: str, acting_for: str | None
+) -> Service | None:
+    """The case's service (``None``: no such service, or ``schedule`` ``None``: no such
+    case), refused to a partner agency (``acting_for``) that does not provide it, a missing one
+    alike (``require_own_provider``)."""
+    service = None if schedule is None else schedule.of_case(case_id, service_id)
+    provider_id = None if service is None else service.provider.provider_id
+    require_own_provider(acting_for, provider_id, f"service {service_id}")
     return service
 
 

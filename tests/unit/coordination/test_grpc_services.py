@@ -21,6 +21,7 @@ from tests.unit.coordination.rpc import (
 from tests.unit.coordination.support import (
     OPENED,
     IntakeFeed,
+    Refusal,
     command_context,
     query_context,
     timestamp,
@@ -89,8 +90,90 @@ async def test_a_referral_is_answered_by_its_provider_only(stub: Stub, intake: I
         pb.GetCaseCoordinationRequest(context=query_context(), case_id="case-1")
     )
     assert [(r.referral_id, r.status) for r in view.referrals] == [(referral_id, "completed")]
+    # A referral that does not exist is not addressed to it either: refused alike.
     refusal = await refused(stub.AcceptReferral(answer("accept", "no-such-referral")))
-    assert refusal.code is grpc.StatusCode.NOT_FOUND
+    assert (refusal.code, refusal.rule) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_THE_PROVIDER")
+
+
+async def test_a_partner_learns_no_case_referral_or_service_it_was_not_sent(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    # Another agency probing ids gets one answer for another provider's referral or service, an
+    # id that names none on a real case, and a case that does not exist; and a backdated
+    # moment tells it nothing of when the case opened.
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING, *NEEDS])
+    await intake.consent("case-1", "client-1")
+    referral_id = (await refer(stub, "case-1", "counseling")).referral_id
+    service_id = (
+        await stub.ScheduleService(
+            schedule_request("case-1", "home_care", TUESDAY_10, provider=HOME_CARE_CO)
+        )
+    ).service_id
+    before = await store.read_all()
+    clinic = PT_CLINIC.provider_id
+    long_ago = OPENED - timedelta(days=30)
+
+    def partner(at: datetime = TUESDAY_10) -> Any:
+        return command_context("partner_agency", agency=clinic, at=at)
+
+    def asked(case_id: str, referral: str, service: str, at: datetime) -> list[Any]:
+        return [
+            stub.AcceptReferral(
+                pb.AcceptReferralRequest(
+                    context=partner(at), case_id=case_id, referral_id=referral, provider_id=clinic
+                )
+            ),
+            stub.DeclineReferral(
+                pb.DeclineReferralRequest(
+                    context=partner(at),
+                    case_id=case_id,
+                    referral_id=referral,
+                    provider_id=clinic,
+                    reason="full",
+                )
+            ),
+            stub.CancelService(
+                pb.CancelServiceRequest(
+                    context=partner(at),
+                    case_id=case_id,
+                    service_id=service,
+                    cancelled_by="provider",
+                    reason="no one free",
+                )
+            ),
+            stub.RecordServiceDelivered(
+                pb.RecordServiceDeliveredRequest(
+                    context=partner(at),
+                    case_id=case_id,
+                    service_id=service,
+                    starts_at=timestamp(TUESDAY_10),
+                    ends_at=timestamp(TUESDAY_10 + timedelta(hours=1)),
+                )
+            ),
+        ]
+
+    def seen(refusal: Refusal, referral: str, service: str) -> tuple[Any, ...]:
+        # The ids asked about are the caller's own words: compared as placeholders.
+        text = refusal.message.replace(referral, "R").replace(service, "S")
+        details = [str(d).replace(referral, "R").replace(service, "S") for d in refusal.details]
+        return (refusal.code, text, details)
+
+    answers: dict[str, list[tuple[Any, ...]]] = {}
+    for probe, (case_id, referral, service, at) in {
+        "another's": ("case-1", referral_id, service_id, TUESDAY_10),
+        "backdated": ("case-1", referral_id, service_id, long_ago),
+        "no such id": ("case-1", "no-such-referral", "no-such-service", TUESDAY_10),
+        "no such case": ("case-nope", "no-such-referral", "no-such-service", TUESDAY_10),
+    }.items():
+        answers[probe] = [
+            seen(await refused(call), referral, service)
+            for call in asked(case_id, referral, service, at)
+        ]
+    first = answers["another's"]
+    assert {code for code, _, _ in first} == {grpc.StatusCode.PERMISSION_DENIED}
+    for probe, got in answers.items():
+        assert got == first, probe
+    assert await store.read_all() == before
 
 
 async def test_services_clash_across_all_the_clients_cases(stub: Stub, intake: IntakeFeed) -> None:
