@@ -34,7 +34,7 @@ from casetrail.audit.v1 import audit_pb2
 from cli.rpc import print_refusal
 
 if TYPE_CHECKING:
-    from casetrail_platform.ledger.note import Verifier
+    from casetrail_platform.ledger.note import KeySchedule, LogKeys
 
 PENDING_STATUS = 3
 """``verify FILE``: every line verified but those not yet provable (1: verification failed)."""
@@ -63,7 +63,7 @@ def run(options: argparse.Namespace) -> int:
         return print_refusal(error, options.timeout)
 
 
-def _verifiers(options: argparse.Namespace) -> dict[str, Verifier]:
+def _verifiers(options: argparse.Namespace) -> dict[str, KeySchedule]:
     from casetrail_platform.ledger.note import NoteError, parse_verifiers
 
     if options.keys:
@@ -157,7 +157,7 @@ async def _verify_store(options: argparse.Namespace) -> int:
     if options.keys:
         # The keys as audit publishes them: a process's own key file need not be at hand here.
         origin = directory.origin(options.service)
-        verifier = _verifiers(options).get(origin)
+        verifier: LogKeys | None = _verifiers(options).get(origin)
         if verifier is None:
             print(f"{options.keys} holds no public key named {origin}", file=sys.stderr)
             return 2

@@ -9,12 +9,20 @@ its service has stored something (embedded: its ``ledger.db`` exists).
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from casetrail_platform.errors import StorageConfigurationError
 from casetrail_platform.ledger.hosting import key_path, open_ledger_store
-from casetrail_platform.ledger.note import NoteError, Verifier, origin_of, parse_verifiers
+from casetrail_platform.ledger.note import (
+    KeySchedule,
+    LogKeys,
+    NoteError,
+    Verifier,
+    origin_of,
+    parse_verifiers,
+)
 from casetrail_platform.ledger.port import LedgerStore
 
 if TYPE_CHECKING:
@@ -55,7 +63,7 @@ class LedgerDirectory:
             self._logs[service] = store
             return store
 
-    async def verifier(self, service: str) -> Verifier | None:
+    async def verifier(self, service: str) -> LogKeys | None:
         """The service's published key: from the configured keys file when there is one
         (``Infrastructure.ledger_public_keys``; a key it lacks is no key), else the key
         port's, else the ``.pub`` file the service wrote."""
@@ -68,14 +76,21 @@ class LedgerDirectory:
         published = key_path(infra.data_dir, service).with_suffix(".pub")
         try:
             text = await asyncio.to_thread(Path.read_text, published)
-            # The key as written when it was generated, under the origin of today's agency
-            # name (FileSigner writes the file only once, so it may name an earlier one).
-            return Verifier(self.origin(service), Verifier.parse(text).public_key)
+            schedules = list(parse_verifiers(text).values())
         except (OSError, NoteError):
             return None
+        if len(schedules) != 1:
+            return None
+        # The keys as written when generated (or rotated), under the origin of today's agency
+        # name (FileSigner writes the file only once, so it may name an earlier one).
+        keys = tuple(
+            replace(key, verifier=Verifier(self.origin(service), key.verifier.public_key))
+            for key in schedules[0].keys
+        )
+        return keys[0].verifier if len(keys) == 1 else KeySchedule(keys)
 
-    async def verifiers(self) -> dict[str, Verifier]:
-        found: dict[str, Verifier] = {}
+    async def verifiers(self) -> dict[str, LogKeys]:
+        found: dict[str, LogKeys] = {}
         for service in self.services:
             verifier = await self.verifier(service)
             if verifier is not None:

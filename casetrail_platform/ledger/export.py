@@ -39,7 +39,13 @@ from typing import Any, BinaryIO
 from casetrail_platform.bus.ordering import travels_under_one_key
 from casetrail_platform.ledger.canonical import canonical_row
 from casetrail_platform.ledger.merkle import ProofError, leaf_hash, verify_inclusion
-from casetrail_platform.ledger.note import NoteError, Verifier, open_checkpoint, open_note
+from casetrail_platform.ledger.note import (
+    LogKeys,
+    NoteError,
+    current_key,
+    open_checkpoint,
+    open_note,
+)
 from casetrail_platform.ledger.pending import (
     PENDING_NOTE_ATTRIBUTE,
     PendingEntry,
@@ -214,7 +220,7 @@ class ExportVerification:
 
 
 def verify_export(
-    text: str, registry: EventRegistry, verifiers: Mapping[str, Verifier]
+    text: str, registry: EventRegistry, verifiers: Mapping[str, LogKeys]
 ) -> ExportVerification:
     """Checks every line of an export: it decodes, carries a proof, its checkpoint is signed by
     the key of its log, and the proof leads from the event's own leaf to that root."""
@@ -226,7 +232,7 @@ def verify_export(
 def verify_lines(
     lines: Iterable[tuple[int, str | Unreadable]],
     registry: EventRegistry,
-    verifiers: Mapping[str, Verifier],
+    verifiers: Mapping[str, LogKeys],
 ) -> ExportVerification:
     """``verify_export`` of the numbered lines of an export (``export_lines`` of a file)."""
     from events.cloudevents import from_structured
@@ -361,7 +367,7 @@ class _WholeExport:
         return problems
 
     def unsigned_pending(
-        self, verifiers: Mapping[str, Verifier], result: ExportVerification
+        self, verifiers: Mapping[str, LogKeys], result: ExportVerification
     ) -> tuple[list[str], list[str]]:
         """Pending marks no statement signed by audit vouches for (one problem per line), and
         the statements' own problems: one that does not verify, names another case than the
@@ -443,7 +449,7 @@ class _WholeExport:
 def _verify_line(
     line: str,
     registry: EventRegistry,
-    verifiers: Mapping[str, Verifier],
+    verifiers: Mapping[str, LogKeys],
     result: ExportVerification,
     decode: Any,
     whole: _WholeExport,
@@ -550,10 +556,11 @@ def _pending(
 
 
 def _opened_statement(
-    text: str, verifiers: Mapping[str, Verifier]
+    text: str, verifiers: Mapping[str, LogKeys]
 ) -> tuple[PendingStatement | None, str]:
-    """The statement ``text`` signs, once a key of audit's log (``…/audit``) verifies it."""
-    signers = [v for name, v in sorted(verifiers.items()) if name.endswith("/audit")]
+    """The statement ``text`` signs, once a key of audit's log (``…/audit``) verifies it: the
+    key signing now (a statement has no tree size; a retired key vouches for none)."""
+    signers = [current_key(v) for name, v in sorted(verifiers.items()) if name.endswith("/audit")]
     if not signers:
         return None, "no public key of audit's log to check it with"
     failures = []

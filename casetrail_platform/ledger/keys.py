@@ -56,6 +56,22 @@ class CheckpointSigner(ABC):
         return body + "\n" + signature_line(self.name, await self.public_key(), signature)
 
 
+async def handover_note(
+    checkpoint: Checkpoint, old: CheckpointSigner, new: CheckpointSigner
+) -> str:
+    """``checkpoint`` signed by a log's key and by its successor: one body, two signature
+    lines (C2SP signed-note allows several; Go's ``note.Open`` opens it with either key and
+    ignores the other line). The new key's first checkpoint is the old key's last."""
+    if not checkpoint.origin == old.name == new.name:
+        raise ValueError(f"both keys must sign {checkpoint.origin!r}")
+    body = checkpoint.body()
+    lines = [
+        signature_line(signer.name, await signer.public_key(), await signer.sign(body.encode()))
+        for signer in (old, new)
+    ]
+    return body + "\n" + "".join(lines)
+
+
 class FileSigner(CheckpointSigner):
     """An Ed25519 key in a PEM file, generated when missing (the embedded default).
 

@@ -18,6 +18,8 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import pairwise
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -115,28 +117,149 @@ class Verifier:
         return verifier_key(self.name, self.public_key)
 
 
-def parse_verifiers(text: str) -> dict[str, Verifier]:
-    """Verifier keys one per line (``casetrail ledger keys``' output), by name; blank lines
-    are skipped, a bad line is refused naming it, and so is a second key under one name (a
-    retired key beside its successor): the last one silently replaced the first, so notes
-    the first signed failed as "no signature" with both keys given."""
-    verifiers: dict[str, Verifier] = {}
-    lines: dict[str, int] = {}
+@dataclass(frozen=True, slots=True)
+class ScheduledKey:
+    """One key of a log's schedule: it signs the checkpoints of size ``start`` up to ``end``
+    (inclusive: the handover checkpoint of size ``end`` carries both keys' signatures; ``None``:
+    the current key). ``at`` is when it took over, for people: validity is by size, which is
+    what a checkpoint signs (its body has no time)."""
+
+    verifier: Verifier
+    start: int = 0
+    at: datetime | None = None
+    end: int | None = None
+
+    def sizes(self) -> str:
+        return (
+            f"sizes {self.start} to {self.end}"
+            if self.end is not None
+            else f"sizes from {self.start}"
+        )
+
+    def __str__(self) -> str:
+        """Its keys-file line."""
+        if self.at is None:
+            return str(self.verifier)
+        return f"{self.verifier} from={self.start} at={_rfc3339(self.at)}"
+
+
+@dataclass(frozen=True, slots=True)
+class KeySchedule:
+    """The keys of one log in the order they signed (a keys file's lines under one name)."""
+
+    keys: tuple[ScheduledKey, ...]
+
+    @property
+    def name(self) -> str:
+        return self.keys[0].verifier.name
+
+    @property
+    def current(self) -> Verifier:
+        """The key that signs now: the last one."""
+        return self.keys[-1].verifier
+
+    def valid_for(self, size: int) -> list[Verifier]:
+        """The key(s) whose range holds ``size``: two at a handover size, else one (none below
+        the first key's start)."""
+        return [
+            key.verifier
+            for key in self.keys
+            if key.start <= size and (key.end is None or size <= key.end)
+        ]
+
+    def __str__(self) -> str:
+        """The keys-file lines of the schedule."""
+        return "".join(f"{key}\n" for key in self.keys)
+
+
+LogKeys = Verifier | KeySchedule
+"""What a note of a log is opened with: one key (valid for every size) or a schedule."""
+
+
+def schedule_of(keys: LogKeys) -> KeySchedule:
+    return keys if isinstance(keys, KeySchedule) else KeySchedule((ScheduledKey(keys),))
+
+
+def current_key(keys: LogKeys) -> Verifier:
+    """The key that signs a log now (for notes that have no size: audit's statements)."""
+    return keys if isinstance(keys, Verifier) else keys.current
+
+
+_RANGE = re.compile(r"from=(0|[1-9][0-9]{0,18}) at=(\S+)")
+
+
+def _rfc3339(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def _scheduled(line: str) -> ScheduledKey:
+    key, _, rest = line.strip().partition(" ")
+    verifier = Verifier.parse(key)
+    if not rest:
+        return ScheduledKey(verifier)
+    match = _RANGE.fullmatch(rest.strip())
+    if match is None:
+        raise NoteError("after the key comes nothing or ' from=<tree size> at=<RFC 3339 time>'")
+    try:
+        at = datetime.fromisoformat(match.group(2))
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        raise NoteError(f"at={match.group(2)[:40]!r} is not an RFC 3339 time with its offset")
+    return ScheduledKey(verifier, int(match.group(1)), at.astimezone(UTC))
+
+
+def parse_verifiers(text: str) -> dict[str, KeySchedule]:
+    """Verifier keys one per line (``casetrail ledger keys``' output), as a schedule per log
+    (``KeySchedule``): a line is the key, then optionally `` from=<N> at=<RFC 3339 time>``
+    (without: from 0). Blank lines are skipped and a line repeated counts once; a bad line is
+    refused naming it, and so are a second key of a log without a range (the last one silently
+    replaced the first, so notes the first signed failed as "no signature" with both keys
+    given), a key listed twice with other ranges, and ranges out of order or overlapping: each
+    key of a log starts at a larger size than the one listed before it, whose range it ends
+    (a range is the sizes a key may sign: a file that let two keys sign one size other than
+    their handover would let a retired key extend the log)."""
+    found: dict[str, list[tuple[int, ScheduledKey]]] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            verifier = Verifier.parse(line)
+            key = _scheduled(line)
         except NoteError as error:
             raise NoteError(f"line {number}: {error}") from None
-        if verifier.name in verifiers and verifiers[verifier.name] != verifier:
-            raise NoteError(
-                f"line {number}: a second key for {verifier.name} (line"
-                f" {lines[verifier.name]}): give the one key that signed the notes to check"
-            )
-        verifiers[verifier.name] = verifier
-        lines.setdefault(verifier.name, number)
-    return verifiers
+        listed = found.setdefault(key.verifier.name, [])
+        if any(earlier == key for _, earlier in listed):
+            continue
+        for earlier_number, earlier in listed:
+            if earlier.verifier == key.verifier:
+                raise NoteError(
+                    f"line {number}: the key of line {earlier_number} again, with another range"
+                )
+        if listed:
+            last_number, last = listed[-1]
+            if key.at is None and last.at is None:
+                raise NoteError(
+                    f"line {number}: a second key for {key.verifier.name} (line"
+                    f" {last_number}): give the one key that signed the notes to check, or"
+                    " each key with its range (from=<tree size> at=<time>)"
+                )
+            if key.start <= last.start:
+                which = "overlaps" if key.start == last.start else "is out of order after"
+                raise NoteError(
+                    f"line {number}: the range of this key of {key.verifier.name}"
+                    f" (from={key.start}) {which} the one of line {last_number}"
+                    f" (from={last.start}): list a log's keys in the order they signed"
+                )
+        listed.append((number, key))
+    schedules = {}
+    for name, listed in found.items():
+        keys = [key for _, key in listed]
+        ended = [
+            ScheduledKey(key.verifier, key.start, key.at, following.start)
+            for key, following in pairwise(keys)
+        ]
+        schedules[name] = KeySchedule((*ended, keys[-1]))
+    return schedules
 
 
 def signature_line(name: str, public_key: bytes, signature: bytes) -> str:
@@ -208,7 +331,43 @@ def open_note(text: str, verifier: Verifier) -> str:
     return body
 
 
-def open_checkpoint(text: str, verifier: Verifier) -> Checkpoint:
+def open_checkpoint(text: str, keys: LogKeys) -> Checkpoint:
+    """The checkpoint signed note ``text`` states, once the key(s) of ``keys`` valid for its
+    size verify it: one key, or of a schedule the key whose range holds the size (both at a
+    handover size). A note signed only by another key of the schedule is refused as signed by
+    a key not valid for its size (a retired key cannot extend the log, nor a new one sign
+    below its start)."""
+    if isinstance(keys, Verifier):
+        return _opened(text, keys)
+    size = Checkpoint.parse(_split(text)[0]).size
+    valid = keys.valid_for(size)
+    if not valid:
+        raise NoteError(f"no key of {keys.name} is valid for size {size}")
+    checkpoint = None
+    for verifier in valid:
+        try:
+            checkpoint = _opened(text, verifier)
+        except NoteError as error:
+            for other in keys.keys:
+                if other.verifier not in valid and _verifies(text, other.verifier):
+                    raise NoteError(
+                        f"signed by a key not valid for size {size} ({keys.name}+"
+                        f"{other.verifier.key_id.hex()}, valid for {other.sizes()})"
+                    ) from None
+            raise error from None
+    assert checkpoint is not None
+    return checkpoint
+
+
+def _verifies(text: str, verifier: Verifier) -> bool:
+    try:
+        open_note(text, verifier)
+    except NoteError:
+        return False
+    return True
+
+
+def _opened(text: str, verifier: Verifier) -> Checkpoint:
     checkpoint = Checkpoint.parse(open_note(text, verifier))
     if checkpoint.origin != verifier.name:
         raise NoteError(

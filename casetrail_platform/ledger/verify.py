@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from casetrail_platform.ledger.merkle import HASH_SIZE, Hash, RootAccumulator, SubtreeKey, root_at
-from casetrail_platform.ledger.note import Checkpoint, NoteError, Verifier, open_checkpoint
+from casetrail_platform.ledger.note import Checkpoint, LogKeys, NoteError, open_checkpoint
 from casetrail_platform.ledger.port import LedgerStore
 
 BATCH = 20_000
@@ -48,7 +48,7 @@ class StoreVerification:
 
 async def verify_store(
     ledger: LedgerStore,
-    verifier: Verifier | None,
+    verifier: LogKeys | None,
     *,
     trusted: Sequence[Checkpoint] = (),
     progress: Callable[[int], Awaitable[None] | None] | None = None,
@@ -187,9 +187,10 @@ def _check_roots(
 
 
 async def _checkpoints(
-    ledger: LedgerStore, verifier: Verifier | None, result: StoreVerification
+    ledger: LedgerStore, verifier: LogKeys | None, result: StoreVerification
 ) -> list[Checkpoint]:
-    """Every stored checkpoint, opened (signature checked when a verifier is known)."""
+    """Every stored checkpoint, opened (signature checked when a verifier is known: under a
+    schedule of keys, by the key valid for its size, and by both at a handover)."""
     opened: list[Checkpoint] = []
     after = -1
     while True:

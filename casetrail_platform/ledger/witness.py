@@ -4,7 +4,8 @@ For each log it watches, the witness keeps the last checkpoint it accepted, the 
 that tree (O(log n) hashes) and a copy of every leaf hash it accepted (32 bytes per event, in
 chunks). A new checkpoint is accepted only if
 
-* its signature verifies with the log's published key and its origin is the log's;
+* its signature verifies with the log's published key valid for its size (a schedule of keys:
+  both keys at their handover size) and its origin is the log's;
 * it is not smaller than the one held (a log never shrinks);
 * the log's consistency proof from the held checkpoint verifies (RFC 9162);
 * the log's new leaves, appended to the held tree's right edge, give exactly the signed root
@@ -26,7 +27,7 @@ from typing import Any
 
 from casetrail_platform.ledger import merkle
 from casetrail_platform.ledger.merkle import HASH_SIZE, Hash, RootAccumulator
-from casetrail_platform.ledger.note import Checkpoint, NoteError, Verifier, open_checkpoint
+from casetrail_platform.ledger.note import Checkpoint, LogKeys, NoteError, open_checkpoint
 from casetrail_platform.ledger.port import LedgerStore, StoredCheckpoint
 from casetrail_platform.projections.port import ReadModelStore
 
@@ -76,7 +77,7 @@ class Witness:
         return _alarm_of(document["alarm"])
 
     async def witness(
-        self, log: LedgerStore, verifier: Verifier, on_alarm: AlarmHandler
+        self, log: LedgerStore, verifier: LogKeys, on_alarm: AlarmHandler
     ) -> WitnessAlarm | None:
         """Check every checkpoint the log signed since the one held, in order. Returns the
         alarm raised (or still standing), ``None`` when the log is consistent."""
@@ -84,7 +85,7 @@ class Witness:
             return await self._witness(log, verifier, on_alarm)
 
     async def _witness(
-        self, log: LedgerStore, verifier: Verifier, on_alarm: AlarmHandler
+        self, log: LedgerStore, verifier: LogKeys, on_alarm: AlarmHandler
     ) -> WitnessAlarm | None:
         origin = verifier.name
         document = await self._documents.get(HELD, origin) or _empty(origin)
@@ -132,7 +133,7 @@ class Witness:
     async def _check(
         self,
         log: LedgerStore,
-        verifier: Verifier,
+        verifier: LogKeys,
         document: dict[str, Any],
         stored: StoredCheckpoint,
     ) -> WitnessAlarm | None:

@@ -60,11 +60,11 @@ async def test_a_note_go_refuses_is_refused_with_a_note_error(
 async def test_two_keys_under_one_name_are_refused_not_one_silently_kept(tmp_path: Path) -> None:
     # A retired key beside its successor: the last one was kept, and every note the first
     # signed failed as "no signature" although its key was given.
-    from casetrail_platform.ledger.note import parse_verifiers
+    from casetrail_platform.ledger.note import parse_verifiers, schedule_of
 
     retired = await FileSigner(ORIGIN, tmp_path / "retired").verifier()
     current = await FileSigner(ORIGIN, tmp_path / "current").verifier()
-    assert parse_verifiers(f"{retired}\n{retired}\n") == {ORIGIN: retired}
+    assert parse_verifiers(f"{retired}\n{retired}\n") == {ORIGIN: schedule_of(retired)}
     with pytest.raises(NoteError, match=f"line 2: a second key for {ORIGIN} \\(line 1\\)"):
         parse_verifiers(f"{retired}\n{current}\n")
 

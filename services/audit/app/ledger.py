@@ -41,7 +41,13 @@ from casetrail_platform.ledger.log import (
     root_of_log,
 )
 from casetrail_platform.ledger.merkle import Hash, SubtreeKey
-from casetrail_platform.ledger.note import Checkpoint, NoteError, Verifier, open_checkpoint
+from casetrail_platform.ledger.note import (
+    Checkpoint,
+    LogKeys,
+    NoteError,
+    open_checkpoint,
+    schedule_of,
+)
 from casetrail_platform.ledger.pending import (
     PENDING_NOTE_ATTRIBUTE,
     PendingEntry,
@@ -87,7 +93,7 @@ class LogStatus:
     latest: Checkpoint | None
     latest_note: str
     witnessed: HeldCheckpoint | None
-    verifier: Verifier | None
+    verifier: LogKeys | None
     alarm: WitnessAlarm | None
 
 
@@ -233,7 +239,7 @@ async def log_status(deps: LedgerDeps, service: str) -> LogStatus:
     )
 
 
-def _signed_checkpoint(note: str, verifier: Verifier | None) -> Checkpoint | None:
+def _signed_checkpoint(note: str, verifier: LogKeys | None) -> Checkpoint | None:
     """The checkpoint ``note`` signs (read unverified without the log's key); ``None`` when it
     is no checkpoint the log signed: one stored in the ledger's table that does not verify is
     what the witness raises its alarm on, and the status must still tell that alarm."""
@@ -562,10 +568,12 @@ def _told(alarm: WitnessAlarm) -> str:
 
 
 async def published_keys(deps: LedgerDeps) -> list[tuple[str, str, str]]:
-    """(service, origin, verifier key) of every log whose key is published."""
-    keys = []
+    """(service, origin, verifier key) of every log whose key is published, a log's keys in
+    the order they signed, each as its keys-file line (with its range when it has one)."""
+    keys: list[tuple[str, str, str]] = []
     for service in deps.directory.services:
         verifier = await deps.directory.verifier(service)
         if verifier is not None:
-            keys.append((service, verifier.name, str(verifier)))
+            schedule = schedule_of(verifier)
+            keys.extend((service, schedule.name, str(key)) for key in schedule.keys)
     return keys

@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from casetrail.audit.v1 import audit_pb2
 from casetrail.common.v1 import common_pb2
 from casetrail_platform.ledger.export import canonical_of_record
+from casetrail_platform.ledger.note import current_key
 from events.catalog.access import RecordAccessDenied, RecordAccessed
 from events.cloudevents import iter_json_lines, to_structured
 from events.envelope import Actor, RecordedEvent
@@ -192,7 +193,8 @@ def _checkpoint(origin: str, size: int, root: bytes, note: str) -> audit_pb2.Led
 
 def ledger_status(status: LogStatus) -> audit_pb2.GetLedgerCheckpointResponse:
     response = audit_pb2.GetLedgerCheckpointResponse(
-        verifier_key="" if status.verifier is None else str(status.verifier)
+        # The key signing now, as Go reads it (the whole schedule: ListLedgerKeys).
+        verifier_key="" if status.verifier is None else str(current_key(status.verifier))
     )
     if status.latest is not None:
         latest = status.latest
