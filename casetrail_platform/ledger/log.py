@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from casetrail_platform.ledger import merkle
-from casetrail_platform.ledger.keys import CheckpointSigner
+from casetrail_platform.ledger.keys import CheckpointSigner, handover_note
 from casetrail_platform.ledger.merkle import Hash, RootAccumulator, SubtreeKey
 from casetrail_platform.ledger.note import Checkpoint, NoteError, Verifier, open_checkpoint
 from casetrail_platform.ledger.port import (
@@ -47,6 +47,10 @@ class LedgerTampered(RuntimeError):
     def __init__(self, message: str, position: int = 0) -> None:
         super().__init__(message)
         self.position = position
+
+
+class HandoverRefused(RuntimeError):
+    """A key rotation the log cannot make now (nothing new to sign at, another signer)."""
 
 
 class CheckpointNotPublished(RuntimeError):
@@ -247,6 +251,65 @@ class LedgerLog:
             note = await self.signer.sign_checkpoint(checkpoint)
             self._unrecorded = (checkpoint, StoredCheckpoint(size, note))
             return await self._record_and_store(*self._unrecorded)
+
+    async def hand_over(self, new_signer: CheckpointSigner) -> StoredCheckpoint:
+        """Rotate the log's key: catch up, run the checks run before any signature (store
+        tail, extends the held checkpoint and the published mark), sign the tree of its size
+        N with the log's key **and** ``new_signer``'s (one note, two signature lines), publish
+        it, store it, and only then sign with the new key. The new key's first checkpoint is
+        the old key's last, so nothing is signed by the new key that the old one did not
+        vouch for, and the mark and the refusal to fork carry across (``_own`` and the
+        record's ``newest`` find the new key's signature on it). N must be a size no
+        checkpoint has: one the old key alone signed would not verify under the keys file's
+        schedule, which wants both at N (``note.KeySchedule``)."""
+        size = await self.catch_up()
+        await self.check_published(size)
+        async with self._lock:
+            await self._record_unrecorded(size)
+            old = await self.signer.verifier()
+            new = await new_signer.verifier()
+            if new.name != self.origin:
+                raise ValueError(f"the new key signs {new.name!r}, not {self.origin!r}")
+            if new.public_key == old.public_key:
+                raise ValueError(f"{self.origin}: the new key is the log's key")
+            latest = await self.store.latest_checkpoint()
+            held = None if latest is None else self._own(latest, old)
+            await self._check_not_rolled_back(held, size)
+            if latest is not None and held is not None:
+                await self._require_extends(
+                    held,
+                    size,
+                    f"its checkpoint of size {held.size}",
+                    shorter=f"the ledger holds {size} events but signed {held.size}",
+                )
+                await self._record_stored(held, latest)
+                if size == held.size:
+                    raise HandoverRefused(
+                        f"{self.origin}: no event since the checkpoint of size {size}: the"
+                        " handover checkpoint must be of a new size (signed by both keys),"
+                        " so rotate once the log has grown"
+                    )
+            if size == 0:
+                raise HandoverRefused(f"{self.origin}: the log is empty: nothing to hand over")
+            await self.check_store_tail(size)
+            checkpoint = Checkpoint(self.origin, size, await self.root(size))
+            note = await handover_note(checkpoint, self.signer, new_signer)
+            self._unrecorded = (checkpoint, StoredCheckpoint(size, note))
+            try:
+                kept = await self._record_and_store(*self._unrecorded)
+            except BaseException:
+                # Not retried by the old key's rounds: the rotation failed, as a whole.
+                self._unrecorded = None
+                raise
+            if kept.note != note:
+                # Another replica signed this size with the old key alone first.
+                raise HandoverRefused(
+                    f"{self.origin}: another process signed the size {size} meanwhile; rotate"
+                    " with every other process of the service stopped"
+                )
+            self.signer = new_signer
+            log.info("%s: signing key handed over at size %d", self.origin, size)
+            return kept
 
     def _own(self, stored: StoredCheckpoint, verifier: Verifier) -> Checkpoint:
         """The table's newest checkpoint, which this log's key must have signed: else it was
