@@ -57,6 +57,8 @@ def run(options: argparse.Namespace) -> int:
         return asyncio.run(_verify_store(options))
     if options.ledger_command == "public-keys":
         return _public_keys(options)
+    if options.ledger_command == "rotate":
+        return asyncio.run(_rotate(options))
     try:
         return asyncio.run(_ask_audit(options))
     except grpc.aio.AioRpcError as error:
@@ -212,6 +214,86 @@ async def _verify_store(options: argparse.Namespace) -> int:
     return 1
 
 
+async def _rotate(options: argparse.Namespace) -> int:
+    """Hand the service's log over to the key in ``--new-key`` (``LedgerLog.hand_over``):
+    one checkpoint signed by both keys, published then stored; then the new key installed
+    (embedded default) and its keys-file line printed, for audit's keys file (chart
+    ``ledger.publicKeys``). The service must be stopped: a running process would go on
+    signing with the old key, whose notes past the handover no verifier then accepts."""
+    from datetime import UTC, datetime
+
+    from casetrail_platform.ledger.hosting import (
+        checkpoint_record,
+        install_rotated_key,
+        open_ledger,
+    )
+    from casetrail_platform.ledger.keys import FileSigner
+    from casetrail_platform.ledger.log import (
+        CheckpointNotPublished,
+        HandoverRefused,
+        LedgerTampered,
+    )
+    from casetrail_platform.ledger.note import ScheduledKey, origin_of
+    from casetrail_platform.locking.serving import alone
+    from cli.stores import has_local_store, infrastructure, where_stored
+
+    infra = infrastructure(options)
+    service = options.service
+    if not has_local_store(infra, service):
+        print(f"{service} has no store in {where_stored(infra, service)}", file=sys.stderr)
+        return 2
+    new_key = Path(options.new_key)
+    if not await asyncio.to_thread(new_key.is_file):
+        # FileSigner would generate a key there: a typo must not become a key nobody kept.
+        print(f"--new-key {new_key}: no such file", file=sys.stderr)
+        return 2
+    try:
+        new_signer = await asyncio.to_thread(FileSigner, origin_of(infra.agency, service), new_key)
+    except (OSError, ValueError) as error:
+        print(f"--new-key {new_key}: {error}", file=sys.stderr)
+        return 2
+    async with alone(infra, service, "ledger") as nobody_serves:
+        if not nobody_serves:
+            print(
+                f"{service} is running: stop it first (it would go on signing with the old key)",
+                file=sys.stderr,
+            )
+            return 2
+        ledger = await open_ledger(infra, service)
+        record = checkpoint_record(infra, service)
+        ledger.publish_to(record)
+        try:
+            handover = await ledger.hand_over(new_signer)
+        except (HandoverRefused, LedgerTampered, CheckpointNotPublished, ValueError) as error:
+            print(f"{service}: not rotated: {error}", file=sys.stderr)
+            return 1
+        finally:
+            await record.stop()
+            await ledger.store.close()
+        at = datetime.now(UTC).replace(microsecond=0)
+        line = str(ScheduledKey(await new_signer.verifier(), handover.size, at))
+        print(f"{service}: handed over at tree size {handover.size}; the new key signs from there")
+        print(line)
+        if infra.ledger_signer is None:
+            try:
+                retired = await asyncio.to_thread(
+                    install_rotated_key, infra.data_dir, service, new_key, line
+                )
+            except OSError as error:
+                print(
+                    f"the new key is not installed ({error}): put {new_key} where {service}"
+                    " reads its key (its Secret) before it starts again",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"installed; the old key is kept as {retired}")
+    print(
+        "add the line above to audit's keys file (CASETRAIL_LEDGER_PUBLIC_KEYS, chart"
+        " ledger.publicKeys), after the old key's"
+    )
+    return 0
+
+
 def _public_keys(options: argparse.Namespace) -> int:
     from casetrail_platform.ledger.keys import published_key
     from casetrail_platform.ledger.note import origin_of
@@ -330,5 +412,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=os.environ.get("CASETRAIL_AGENCY", "example-agency"),
         help="the origins' agency (chart ledger.agency)",
     )
+    rotate = actions.add_parser(
+        "rotate", help="hand a stopped service's log over to a new signing key"
+    )
+    rotate.add_argument("service", choices=SERVICES)
+    rotate.add_argument("--new-key", required=True, help="the new Ed25519 private key (PEM)")
+    _storage(rotate)
     for action in (checkpoint, prove, consistency, actions.choices["keys"]):
         _audit(action)

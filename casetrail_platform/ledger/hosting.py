@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from casetrail_platform.ledger.keys import CheckpointSigner, FileSigner
 from casetrail_platform.ledger.log import LedgerLog, LedgerTampered
 from casetrail_platform.ledger.note import origin_of
 from casetrail_platform.ledger.port import CheckpointRecord, LedgerStore
+from casetrail_platform.private_files import private_replacement, read_private
 
 if TYPE_CHECKING:
     from grpc_health.v1 import health
@@ -48,6 +50,28 @@ CHECKPOINT_FILE = "ledger.checkpoint"
 def key_path(data_dir: Path, service: str) -> Path:
     """Where the embedded default keeps a service's signing key (its ``.pub`` beside it)."""
     return data_dir / service / "ledger.key"
+
+
+def install_rotated_key(data_dir: Path, service: str, new_key: Path, handed_over: str) -> Path:
+    """After a handover (``LedgerLog.hand_over``), the embedded default's key files: the new
+    key in ``ledger.key`` (the old one kept beside it as ``ledger.key.retired-<N>``, 0600:
+    audit's witness needs only its public key, but an operator may want it for an incident
+    statement) and ``handed_over``, the new key's keys-file line with its range, added to
+    ``ledger.pub`` (the schedule audit reads when it shares the data directory). Returns the
+    retired key's path. Raises ``OSError`` where the key is not the service's to write (a
+    mounted Secret): then the operator replaces it there."""
+    key = key_path(data_dir, service)
+    size = handed_over.rsplit(" from=", 1)[1].split(" ", 1)[0]
+    retired = key.with_name(f"{key.name}.retired-{size}")
+    pem = read_private(new_key, "the new ledger signing key", group_readable=True)
+    published = key.with_suffix(".pub")
+    lines = published.read_text() if published.exists() else ""
+    os.link(key, retired)  # fails, changing nothing, if that size was rotated at before
+    with private_replacement(key) as file:
+        file.write(pem)
+    with private_replacement(published) as file:
+        file.write(f"{lines.rstrip(chr(10))}\n{handed_over}\n".lstrip("\n").encode())
+    return retired
 
 
 def signer_for(infra: Infrastructure, service: str) -> CheckpointSigner:

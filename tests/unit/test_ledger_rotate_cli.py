@@ -1,0 +1,187 @@
+"""`casetrail ledger rotate SERVICE --new-key FILE` on the embedded default: the handover
+checkpoint, the new key installed and published with its range, and verify-store and
+`casetrail verify` (an export's lines, each under the key valid for its tree size) following
+the log across the rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import fcntl
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.ledger.export import (
+    canonical_of_record,
+    export_lines,
+    proof_attributes,
+    verify_lines,
+)
+from casetrail_platform.ledger.hosting import key_path, open_ledger
+from casetrail_platform.ledger.keys import FileSigner, handover_note
+from casetrail_platform.ledger.merkle import Hash, SubtreeKey, inclusion_proof, leaf_hash, root_of
+from casetrail_platform.ledger.note import Checkpoint, origin_of, parse_verifiers
+from casetrail_platform.locking.serving import SERVING_FILE
+from casetrail_platform.store.sqlite import SqliteEventStore
+from events.cloudevents import to_structured
+from events.envelope import RecordedEvent
+from tests.contract.test_ledger_contract import append_notes
+from tests.support.sample_events import note, sample_registry
+from tests.unit.test_verify_store_cli import _casetrail
+
+ORIGIN = origin_of("example-agency", "intake")
+
+
+async def grow(data_dir: Path, count: int, *, sign: bool) -> None:
+    infra = Infrastructure(data_dir=data_dir)
+    store = await SqliteEventStore.open(data_dir / "intake" / "events.db", sample_registry())
+    await append_notes(store, count)
+    ledger = await open_ledger(infra, "intake")
+    await (ledger.sign() if sign else ledger.catch_up())
+    await ledger.store.close()
+    await store.close()
+
+
+@pytest.fixture
+async def data_dir(tmp_path: Path) -> Path:
+    """Intake's store of 12 events signed by its first key, and 3 more not yet signed."""
+    await grow(tmp_path, 12, sign=True)
+    await grow(tmp_path, 3, sign=False)
+    return tmp_path
+
+
+def test_rotate_hands_the_log_over_and_verify_store_follows(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old_pub = key_path(data_dir, "intake").with_suffix(".pub").read_text()
+    old_pem = key_path(data_dir, "intake").read_bytes()
+    new_key = tmp_path / "new" / "ledger.key"
+    new = FileSigner(ORIGIN, new_key)
+    new_line = str(asyncio.run(new.verifier()))
+    rotate = ["ledger", "rotate", "intake", "--new-key", str(new_key), "--data-dir", str(data_dir)]
+
+    assert _casetrail(*rotate) == 0
+
+    out = capsys.readouterr().out
+    assert "handed over at tree size 15" in out
+    line = next(line for line in out.splitlines() if line.startswith(f"{ORIGIN}+"))
+    assert line.startswith(f"{new_line} from=15 at=")
+    published = key_path(data_dir, "intake").with_suffix(".pub").read_text()
+    assert published == old_pub + line + "\n"
+    schedule = parse_verifiers(published)[ORIGIN]
+    assert [(key.start, key.end) for key in schedule.keys] == [(0, 15), (15, None)]
+    assert key_path(data_dir, "intake").read_bytes() == new_key.read_bytes()
+    assert (data_dir / "intake" / "ledger.key.retired-15").read_bytes() == old_pem
+
+    # The service, started again on the new key, signs on from the handover.
+    asyncio.run(grow(data_dir, 2, sign=True))
+    verify = ["verify-store", "intake", "--data-dir", str(data_dir)]
+    assert _casetrail(*verify) == 0
+    assert "3 checkpoints checked" in capsys.readouterr().out
+    # The old key alone no longer verifies the log: its range ended at 15.
+    old_only = tmp_path / "old-only.txt"
+    old_only.write_text(old_pub)
+    assert _casetrail(*verify, "--keys", str(old_only)) == 1
+    assert "no signature by" in capsys.readouterr().out
+
+
+def test_rotate_is_refused_while_the_service_runs_or_with_nothing_new_to_sign(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    new_key = tmp_path / "new" / "ledger.key"
+    FileSigner(ORIGIN, new_key)
+    rotate = ["ledger", "rotate", "intake", "--new-key", str(new_key), "--data-dir", str(data_dir)]
+    key_before = key_path(data_dir, "intake").read_bytes()
+
+    # A running process's mark (locking.serving.mark_serving, embedded).
+    with (data_dir / "intake" / SERVING_FILE).open("a+b") as serving:
+        fcntl.flock(serving, fcntl.LOCK_SH)
+        assert _casetrail(*rotate) == 2
+    assert "intake is running: stop it first" in capsys.readouterr().err
+
+    missing = ["ledger", "rotate", "intake", "--new-key", str(tmp_path / "typo.key")]
+    assert _casetrail(*missing, "--data-dir", str(data_dir)) == 2
+    assert not (tmp_path / "typo.key").exists()
+
+    asyncio.run(grow(data_dir, 0, sign=True))  # the 15 events are signed by the old key alone
+    assert _casetrail(*rotate) == 1
+    assert "no event since the checkpoint of size 15" in capsys.readouterr().err
+    assert key_path(data_dir, "intake").read_bytes() == key_before
+    assert not list(data_dir.glob("intake/ledger.key.retired-*"))
+
+
+def history(count: int) -> list[RecordedEvent]:
+    events = []
+    for position in range(1, count + 1):
+        new = note("case-1", f"visit {position}")
+        events.append(
+            RecordedEvent(
+                event_id=new.event_id,
+                stream="case-case-1",
+                sequence=position,
+                position=position,
+                recorded_at=datetime.now(UTC),
+                event=new.event,
+                metadata=dataclasses.replace(new.metadata, source="casetrail/intake"),
+            )
+        )
+    return events
+
+
+@pytest.mark.parametrize(
+    ("size", "signed_by", "problem"),
+    [
+        (2, "old", None),
+        (3, "both", None),
+        (5, "new", None),
+        (5, "old", "signed by a key not valid for size 5"),
+        (2, "new", "signed by a key not valid for size 2"),
+        (3, "old", "carries no signature by"),
+    ],
+)
+async def test_casetrail_verify_opens_each_export_under_the_key_of_its_tree_size(
+    tmp_path: Path,
+    size: int,
+    signed_by: str,
+    problem: str | None,
+) -> None:
+    old = FileSigner(ORIGIN, tmp_path / "old.key")
+    new = FileSigner(ORIGIN, tmp_path / "new.key")
+    keys_text = f"{await old.verifier()}\n{await new.verifier()} from=3 at=2026-12-05T02:00:00Z\n"
+    events = history(5)
+    leaves = [leaf_hash(canonical_of_record(recorded)) for recorded in events]
+
+    def source(wanted: Iterable[SubtreeKey]) -> dict[SubtreeKey, Hash]:
+        return {(lv, i): root_of(leaves[i << lv : (i + 1) << lv]) for lv, i in wanted}
+
+    checkpoint = Checkpoint(ORIGIN, size, root_of(leaves[:size]))
+    signer = {"old": old, "new": new}.get(signed_by)
+    signed = (
+        await handover_note(checkpoint, old, new)
+        if signer is None
+        else await signer.sign_checkpoint(checkpoint)
+    )
+    export = tmp_path / "export.jsonl"
+    with export.open("w") as written:
+        for recorded in events[:size]:
+            proof = inclusion_proof(recorded.position - 1, size, source)
+            line = to_structured(recorded) | proof_attributes(
+                ORIGIN, recorded.position, size, proof, signed
+            )
+            written.write(json.dumps(line) + "\n")
+
+    # What `casetrail verify FILE --keys` does (cli.ledger._verify_export), over test events.
+    with export.open("rb") as file:
+        result = verify_lines(export_lines(file), sample_registry(), parse_verifiers(keys_text))
+
+    if problem is None:
+        assert result.ok, result.problems
+        assert result.verified == size
+    else:
+        assert result.verified == 0
+        assert all(problem in found for found in result.problems), result.problems
