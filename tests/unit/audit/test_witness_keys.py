@@ -15,7 +15,7 @@ from casetrail_platform.ledger.note import origin_of
 from casetrail_platform.ledger.witness import Witness
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
-from services.audit.app.ledger import LedgerDeps, witness_all
+from services.audit.app.ledger import LedgerDeps, published_keys, witness_all
 from tests.contract.test_ledger_contract import append_notes
 from tests.support.sample_events import sample_registry
 
@@ -57,6 +57,42 @@ async def test_a_log_whose_key_audit_lacks_is_reported_not_skipped(tmp_path: Pat
     try:
         assert await _round(infra, tmp_path, foreign + "\n") == (["intake"], 0)
         assert await _round(infra, tmp_path, f"{foreign}\n\n{published}\n") == ([], 0)
+    finally:
+        await ledger.store.close()
+        await events.close()
+
+
+async def test_audit_witnesses_a_log_across_its_key_rotation(tmp_path: Path) -> None:
+    infra = Infrastructure(data_dir=tmp_path / "data", seal_sensitive=False)
+    events = await SqliteEventStore.open(infra.data_dir / "intake" / "events.db", sample_registry())
+    await append_notes(events, 3)
+    ledger = await open_ledger(infra, "intake")
+    await ledger.sign()
+    old = str(await ledger.verifier())
+    new_signer = FileSigner(ledger.origin, tmp_path / "new.key")
+    new = f"{await new_signer.verifier()} from=5 at=2026-12-05T02:00:00Z"
+    try:
+        assert await _round(infra, tmp_path, f"{old}\n{new}\n") == ([], 0)  # holds 3
+        await append_notes(events, 2)
+        await ledger.hand_over(new_signer)
+        await append_notes(events, 4)
+        await ledger.sign()
+        assert await _round(infra, tmp_path, f"{old}\n{new}\n") == ([], 0)  # 5, then 9
+        documents = SqliteReadModelStore(tmp_path / "witness.db")
+        witness = Witness(documents)
+        held = await witness.held(ledger.origin)
+        assert held is not None
+        assert held.size == 9
+        # ListLedgerKeys: the log's keys in the order they signed, each with its range.
+        configured = ledger_settings(
+            infra, {"CASETRAIL_LEDGER_PUBLIC_KEYS": str(tmp_path / "published.keys")}
+        )
+        deps = LedgerDeps(LedgerDirectory(configured), witness, events, _nothing)
+        await documents.close()
+        assert [key for service, _, key in await published_keys(deps) if service == "intake"] == [
+            old,
+            new,
+        ]
     finally:
         await ledger.store.close()
         await events.close()
