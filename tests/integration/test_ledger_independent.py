@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from casetrail_platform.ledger import merkle
-from casetrail_platform.ledger.keys import FileSigner
+from casetrail_platform.ledger.keys import FileSigner, handover_note
 from casetrail_platform.ledger.merkle import Hash, RootAccumulator
 from casetrail_platform.ledger.note import Checkpoint, origin_of
 from events.topics import LEDGER_CHECKPOINTS_TOPIC
@@ -351,3 +351,61 @@ async def _signed_on_the_topic(
         await publisher.stop()
         await ledger_store.close()
         await store.close()
+
+
+def test_go_follows_a_log_across_its_key_rotation(goverifier: Path, tmp_path: Path) -> None:
+    """Go takes the keys file with its ranges (README "Rotating a log's signing key"), opens
+    each checkpoint with the key its size names (both at the handover, each alone), checks
+    the trees and records across the handover, and refuses a retired key's note past it and
+    a new key's note below it."""
+    import asyncio
+
+    handover = 8
+    tree = Tree(12)
+    origin = origin_of("test-agency", "intake")
+    old = FileSigner(origin, tmp_path / "old.key")
+    new = FileSigner(origin, tmp_path / "new.key")
+
+    async def signed() -> tuple[str, dict[int, str], list[str]]:
+        def checkpoint(size: int) -> Checkpoint:
+            return Checkpoint(origin, size, tree.roots[size])
+
+        at = "2026-12-05T02:00:00Z"
+        keys = f"{await old.verifier()}\n{await new.verifier()} from={handover} at={at}\n"
+        notes = {size: await old.sign_checkpoint(checkpoint(size)) for size in range(1, handover)}
+        notes[handover] = await handover_note(checkpoint(handover), old, new)
+        for size in range(handover + 1, 13):
+            notes[size] = await new.sign_checkpoint(checkpoint(size))
+        bad = [
+            await old.sign_checkpoint(checkpoint(10)),
+            await new.sign_checkpoint(checkpoint(5)),
+            await old.sign_checkpoint(checkpoint(handover)),
+            await new.sign_checkpoint(checkpoint(handover)),
+        ]
+        return keys, notes, bad
+
+    keys, notes, bad = asyncio.run(signed())
+    requests: list[dict[str, object]] = [{"kind": "keys", "keys": keys}]
+    requests += [{"kind": "note", "note": note} for note in notes.values()]
+    for old_size, size in ((1, 12), (5, 8), (5, 12), (8, 12), (7, 9)):
+        proof = merkle.consistency_proof(old_size, size, tree.source)
+        requests.append(
+            {"kind": "tree", "old": old_size, "size": size, "proof": [b64(h) for h in proof]}
+        )
+    for size in (5, 8, 12):
+        for index in (0, size - 1):
+            proof = merkle.inclusion_proof(index, size, tree.source)
+            requests.append(
+                {
+                    "kind": "record",
+                    "size": size,
+                    "index": index,
+                    "leaf": b64(tree.leaves[index]),
+                    "proof": [b64(h) for h in proof],
+                }
+            )
+
+    answers = run(goverifier, requests + [{"kind": "note", "note": note} for note in bad])
+
+    assert answers[: len(requests)] == ["ok"] * len(requests), answers
+    assert all(answer.startswith("fail: ") for answer in answers[len(requests) :]), answers

@@ -6,6 +6,12 @@
 //
 //	{"kind":"note","vkey":V,"note":N}      open note N with verifier key V; remember the
 //	                                         checkpoint (origin, size, root) it signs
+//	{"kind":"keys","keys":K}               take K, a keys file (a verifier key a line, then
+//	                                         optionally " from=<N> at=<time>"), as the schedule
+//	                                         of its log's keys for the notes that follow
+//	{"kind":"note","note":N}               open note N with the key(s) of that schedule valid
+//	                                         for the size it states (both at a handover size N:
+//	                                         each must open it alone); remember it as above
 //	{"kind":"record","size":S,"index":I,"leaf":H,"proof":[...]}
 //	                                         tlog.CheckRecord against the remembered root of S
 //	{"kind":"tree","old":M,"size":S,"proof":[...]}
@@ -38,6 +44,7 @@ import (
 
 type request struct {
 	Kind  string   `json:"kind"`
+	Keys  string   `json:"keys"`
 	Vkey  string   `json:"vkey"`
 	Note  string   `json:"note"`
 	Size  int64    `json:"size"`
@@ -61,6 +68,7 @@ func main() {
 		return
 	}
 	roots := map[int64]tlog.Hash{}
+	var keys []scheduled
 	in := bufio.NewScanner(os.Stdin)
 	in.Buffer(make([]byte, 1<<20), 1<<24)
 	out := bufio.NewWriter(os.Stdout)
@@ -69,7 +77,11 @@ func main() {
 		var r request
 		err := json.Unmarshal(in.Bytes(), &r)
 		if err == nil {
-			err = handle(r, roots)
+			if r.Kind == "keys" {
+				keys, err = parseKeys(r.Keys)
+			} else {
+				err = handle(r, roots, keys)
+			}
 		}
 		if err != nil {
 			fmt.Fprintf(out, "fail: %v\n", err)
@@ -83,9 +95,17 @@ func main() {
 	}
 }
 
-func handle(r request, roots map[int64]tlog.Hash) error {
+func handle(r request, roots map[int64]tlog.Hash, keys []scheduled) error {
 	switch r.Kind {
 	case "note":
+		if r.Vkey == "" {
+			size, root, err := openScheduled(r.Note, keys)
+			if err != nil {
+				return err
+			}
+			roots[size] = root
+			return nil
+		}
 		verifier, err := note.NewVerifier(r.Vkey)
 		if err != nil {
 			return err
@@ -135,6 +155,80 @@ func handle(r request, roots map[int64]tlog.Hash) error {
 			raw(path), old[:], root[:])
 	}
 	return fmt.Errorf("unknown kind %q", r.Kind)
+}
+
+// scheduled is one key of a log's schedule: it signs the sizes from start up to end
+// (inclusive; -1: no end), the next key's start.
+type scheduled struct {
+	verifier   note.Verifier
+	start, end int64
+}
+
+// parseKeys reads a keys file as casetrail publishes it: keys in the order they signed.
+func parseKeys(text string) ([]scheduled, error) {
+	var keys []scheduled
+	for _, line := range strings.Split(text, "\n") {
+		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
+		verifier, err := note.NewVerifier(fields[0])
+		if err != nil {
+			return nil, err
+		}
+		key := scheduled{verifier, 0, -1}
+		if len(fields) > 1 {
+			if len(fields) != 3 || !strings.HasPrefix(fields[1], "from=") || !strings.HasPrefix(fields[2], "at=") {
+				return nil, fmt.Errorf("bad range %q", line)
+			}
+			key.start, err = strconv.ParseInt(strings.TrimPrefix(fields[1], "from="), 10, 64)
+			if err != nil {
+				return nil, err
+			}
+		}
+		if n := len(keys); n > 0 {
+			if key.start <= keys[n-1].start {
+				return nil, fmt.Errorf("ranges out of order at %q", line)
+			}
+			keys[n-1].end = key.start
+		}
+		keys = append(keys, key)
+	}
+	return keys, nil
+}
+
+// openScheduled opens a checkpoint note with every key of the schedule whose range holds the
+// size it states: one, or two at a handover size.
+func openScheduled(text string, keys []scheduled) (int64, tlog.Hash, error) {
+	body, _, found := strings.Cut(text, "\n\n")
+	if !found || len(keys) == 0 {
+		return 0, tlog.Hash{}, errors.New("no keys, or no note")
+	}
+	claimed, _, err := parseCheckpoint(body+"\n", keys[0].verifier.Name())
+	if err != nil {
+		return 0, tlog.Hash{}, err
+	}
+	valid := 0
+	var size int64
+	var root tlog.Hash
+	for _, key := range keys {
+		if claimed < key.start || (key.end >= 0 && claimed > key.end) {
+			continue
+		}
+		valid++
+		opened, err := note.Open([]byte(text), note.VerifierList(key.verifier))
+		if err != nil {
+			return 0, tlog.Hash{}, fmt.Errorf("size %d, key %s: %w", claimed, key.verifier.Name(), err)
+		}
+		size, root, err = parseCheckpoint(opened.Text, key.verifier.Name())
+		if err != nil {
+			return 0, tlog.Hash{}, err
+		}
+	}
+	if valid == 0 {
+		return 0, tlog.Hash{}, fmt.Errorf("no key valid for size %d", claimed)
+	}
+	return size, root, nil
 }
 
 // parseCheckpoint reads a C2SP tlog-checkpoint body: origin, size, base64 root hash.
