@@ -460,6 +460,9 @@ def test_audit_witnesses_the_logs_with_the_published_keys(helm: Tools, tmp_path:
         f"casetrail/agency/{service}+0a1b2c3d+AT3bm0tCgRu{i}1yqMz1Y9sSUSCNm/1jw2UVvQEgQ+UbZb"
         for i, service in enumerate(SERVICES)
     )
+    # A rotated log's next key, with its range (casetrail ledger rotate).
+    keys += "\ncasetrail/agency/intake+4e5f6a7b+AT3bm0tCgRu91yqMz1Y9sSUSCNm/1jw2UVvQEgQ+UbZb"
+    keys += " from=1200 at=2026-12-05T02:00:00Z"
     values = tmp_path / "keys.yaml"
     values.write_text(yaml.safe_dump({"ledger": {"publicKeys": keys + "\n"}}))
     result = helm_template(helm, (*PROFILES["small-production"], values))
@@ -477,9 +480,12 @@ def test_audit_witnesses_the_logs_with_the_published_keys(helm: Tools, tmp_path:
         else:
             assert "ledger-keys" not in mounts
             assert "CASETRAIL_LEDGER_PUBLIC_KEYS" not in env
-    bad = helm_template(helm, PROFILES["small-production"], "--set", "ledger.publicKeys=not a key")
-    assert bad.returncode != 0
-    assert "publicKeys" in bad.stderr
+    for wrong in ("not a key", keys.splitlines()[0] + " from=5"):
+        bad = helm_template(
+            helm, PROFILES["small-production"], "--set", f"ledger.publicKeys={wrong}"
+        )
+        assert bad.returncode != 0
+        assert "publicKeys" in bad.stderr
 
 
 def test_outside_kafka_and_postgres_are_reached_through_their_egress_rules(
