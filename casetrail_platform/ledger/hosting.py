@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from casetrail_platform.ledger.keys import CheckpointSigner, FileSigner
+from casetrail_platform.ledger.keys import CheckpointSigner, FileSigner, published_key
 from casetrail_platform.ledger.log import LedgerLog, LedgerTampered
 from casetrail_platform.ledger.note import origin_of
 from casetrail_platform.ledger.port import CheckpointRecord, LedgerStore
@@ -65,12 +65,14 @@ def install_rotated_key(data_dir: Path, service: str, new_key: Path, handed_over
     retired = key.with_name(f"{key.name}.retired-{size}")
     pem = read_private(new_key, "the new ledger signing key", group_readable=True)
     published = key.with_suffix(".pub")
-    lines = published.read_text() if published.exists() else ""
+    # A key given rather than generated has no ledger.pub: its schedule starts with the old key.
+    origin = handed_over.split("+", 1)[0]
+    lines = published.read_text() if published.exists() else f"{published_key(origin, key)}\n"
     os.link(key, retired)  # fails, changing nothing, if that size was rotated at before
     with private_replacement(key) as file:
         file.write(pem)
     with private_replacement(published) as file:
-        file.write(f"{lines.rstrip(chr(10))}\n{handed_over}\n".lstrip("\n").encode())
+        file.write(f"{lines.rstrip(chr(10))}\n{handed_over}\n".encode())
     return retired
 
 

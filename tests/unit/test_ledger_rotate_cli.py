@@ -90,6 +90,25 @@ def test_rotate_hands_the_log_over_and_verify_store_follows(
     assert "no signature by" in capsys.readouterr().out
 
 
+def test_a_key_given_without_its_pub_file_is_published_with_its_successor(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    published = key_path(data_dir, "intake").with_suffix(".pub")
+    old_line = published.read_text()
+    published.unlink()  # a key the service was given (a Secret): it wrote no ledger.pub
+    new_key = tmp_path / "new" / "ledger.key"
+    FileSigner(ORIGIN, new_key)
+    rotate = ["ledger", "rotate", "intake", "--new-key", str(new_key), "--data-dir", str(data_dir)]
+
+    assert _casetrail(*rotate) == 0
+
+    lines = published.read_text().splitlines()
+    assert lines[0] == old_line.strip()
+    assert " from=15 at=" in lines[1]
+    assert _casetrail("verify-store", "intake", "--data-dir", str(data_dir)) == 0
+    assert "OK: the store is the tree its checkpoints signed" in capsys.readouterr().out
+
+
 def test_rotate_is_refused_while_the_service_runs_or_with_nothing_new_to_sign(
     data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
