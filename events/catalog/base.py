@@ -8,7 +8,7 @@ changes (older stored versions are brought forward by upcasters, see ``events.re
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -76,6 +76,14 @@ class CaseEvent(BaseModel):
     def subject(self) -> str:
         value = getattr(self, self.subject_field)
         return str(value)
+
+    def updated(self, **changes: Any) -> Self:
+        """This event with ``changes``, validated as any data of its model is (pydantic's
+        ``ValidationError`` when they break its rules). The one way to change a catalog value:
+        ``model_copy(update=...)`` validates nothing, so a change could build an event its own
+        model refuses (a repeated id, a text over its bound) that the store would still write
+        and no reader could read back."""
+        return self.model_validate({**dict(self), **changes})
 
     @classmethod
     def sensitive_fields(cls) -> frozenset[str]:

@@ -58,7 +58,7 @@ async def correct_date_of_birth(
     cases_closed = bool(case_ids) and all(
         [await _is_closed(store, closures, case_id) for case_id in case_ids]
     )
-    corrected = client.registration.model_copy(update={"date_of_birth": correction.date_of_birth})
+    corrected = client.registration.updated(date_of_birth=correction.date_of_birth)
     async with directory.registering(probe_of(corrected)):
         recorded = await execute(
             store,

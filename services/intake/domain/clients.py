@@ -37,9 +37,7 @@ def client_from(history: Sequence[RecordedEvent]) -> ClientRecord | None:
                 recorded.event, recorded.metadata, recorded.position, recorded.sequence
             )
         elif record is not None and isinstance(recorded.event, ClientDateOfBirthCorrected):
-            corrected = record.registration.model_copy(
-                update={"date_of_birth": recorded.event.date_of_birth}
-            )
+            corrected = record.registration.updated(date_of_birth=recorded.event.date_of_birth)
             record = ClientRecord(corrected, record.registered, record.position, recorded.sequence)
         elif record is not None:
             record = ClientRecord(
@@ -72,4 +70,4 @@ def decide_registration(
     if candidates and not confirmed_not_duplicate:
         raise PossibleDuplicateClient(candidates)
     others = tuple(candidate.client_id for candidate in candidates)
-    return [registration.model_copy(update={"confirmed_not_duplicate_of": others})]
+    return [registration.updated(confirmed_not_duplicate_of=others)]

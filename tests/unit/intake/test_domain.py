@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from pydantic import ValidationError
 
 from casetrail_platform.commands import (
     AlreadyExists,
@@ -84,6 +85,15 @@ def test_a_confirmed_non_duplicate_is_registered_naming_whom_it_is_not() -> None
     [registered] = decide_registration([], REGISTRATION, [CANDIDATE], True)
     assert registered == REGISTRATION.model_copy(update={"confirmed_not_duplicate_of": ("c1",)})
     assert registered.confirmed_not_duplicate_of == (CANDIDATE.client_id,)
+
+
+def test_a_registration_naming_one_person_twice_is_never_built() -> None:
+    # The directory answers each client once (matching.candidates); were it to answer one
+    # twice, the registration would break its own rule (confirmed_not_duplicate_of unique),
+    # be stored, and make the client's stream unreadable: it is refused before.
+    with pytest.raises(ValidationError) as refused:
+        decide_registration([], REGISTRATION, [CANDIDATE, CANDIDATE], True)
+    assert [error["loc"] for error in refused.value.errors()] == [("confirmed_not_duplicate_of",)]
 
 
 def test_a_client_stream_is_written_once() -> None:
