@@ -9,7 +9,8 @@ should be a valid string", said of a text left empty, which proto3 cannot tell f
 from __future__ import annotations
 
 import re
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
@@ -121,9 +122,15 @@ def _text_lengths(info: FieldInfo) -> tuple[int, int] | None:
     # and MaxLen (a text field's or a list's: only a text's are said in characters).
     least = next((m.min_length for m in info.metadata if hasattr(m, "min_length")), None)
     most = next((m.max_length for m in info.metadata if hasattr(m, "max_length")), None)
-    if info.annotation is not str or least is None or most is None:
-        return None
-    return int(least), int(most)
+    if info.annotation is str and least is not None and most is not None:
+        return int(least), int(most)
+    # An optional text (``NonEmptyStr | None``): its bounds sit on the text inside the union,
+    # and a text given but blank is refused by them ("required, 1-500 characters").
+    if get_origin(info.annotation) in (Union, UnionType):
+        texts = [arg for arg in get_args(info.annotation) if arg is not type(None)]
+        if len(texts) == 1 and len(get_args(info.annotation)) == 2:
+            return text_lengths(texts[0])
+    return None
 
 
 def _without_markers(detail: ErrorDetails) -> ErrorDetails:

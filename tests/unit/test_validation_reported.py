@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import pytest
 from pydantic import BaseModel, Field, ValidationError
 
-from events.catalog.base import Identifier
+from events.catalog.base import Identifier, NonEmptyStr
 from events.catalog.values import NeedCategory
 from events.validation import reported, text_lengths
 
@@ -77,3 +77,12 @@ def test_a_text_types_bounds_are_read_from_its_annotation() -> None:
     assert text_lengths(Identifier) == (1, 64)
     assert text_lengths(Annotated[str, Field(max_length=9)]) is None  # no least
     assert text_lengths(Annotated[tuple[str, ...], Field(min_length=1, max_length=9)]) is None
+
+
+def test_an_optional_texts_bounds_are_its_texts() -> None:
+    """A text that may be left out (``NonEmptyStr | None``) but is given blank is refused
+    "required, 1-500 characters"; its bounds sit inside the union."""
+    assert text_lengths(NonEmptyStr | None) == (1, 500)
+    assert text_lengths(Annotated[NonEmptyStr | None, Field(description="x")]) == (1, 500)
+    assert text_lengths(NonEmptyStr | int | None) is None
+    assert text_lengths(tuple[NonEmptyStr, ...] | None) is None

@@ -84,6 +84,17 @@ async def test_a_megabyte_of_residence_is_refused_at_the_edge_naming_it(
     assert await _decisions(deps) == []
 
 
+async def test_a_blank_residence_is_refused_with_its_bounds(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies
+) -> None:
+    """Blank is not left out (left out, the rules needing it say so): it is refused as an
+    empty text is, with the bounds (the old code said only "required")."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    said = await _said(stub, eligibility("open-door", residence="   "))
+    assert said == {"facts.residence": "required, 1-500 characters"}
+    assert await _decisions(deps) == []
+
+
 def test_an_area_too_long_to_list_in_the_reason_is_counted() -> None:
     """The old code listed all of it: a reason of 1,300 characters no event may hold."""
     codes = tuple(f"us-ca-{n:06d}" for n in range(100))
