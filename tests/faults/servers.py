@@ -78,7 +78,30 @@ def _pids(server: str) -> list[int]:
             ["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False
         ).stdout.split()
         return [postmaster, *map(int, children)]
-    return [int((REPO / "var/kafka/kafka.pid").read_text().split()[0])]
+    return [_listening(int(kafka_bootstrap().split(",")[0].rsplit(":", 1)[1]))]
+
+
+def _listening(port: int) -> int:
+    """The process listening on TCP ``port``: for Kafka, the broker the tests use wherever its
+    data directory (and pid file) is, the repo's var/kafka or ``CASETRAIL_KAFKA_DIR``: the
+    owner of the listening socket (/proc/net/tcp*'s inode, among the processes' open files)."""
+    sockets = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                # sl, local address (hex ip:port), remote, state (0A: LISTEN), ..., inode
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    sockets.add(f"socket:[{fields[9]}]")
+    for process in Path("/proc").iterdir():
+        if not process.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):  # ended meanwhile, or not ours to look into
+            for descriptor in (process / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(descriptor) in sockets:
+                        return int(process.name)
+    raise LookupError(f"no process of ours listens on port {port}")
 
 
 def _postmaster() -> int:
