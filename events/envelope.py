@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from uuid import UUID, uuid4
 
 from events.catalog.base import CaseEvent, Role
+from events.errors import InvalidEventError, UnreadableStoredEventError
 from events.registry import encode
 
 if TYPE_CHECKING:
@@ -260,9 +261,14 @@ class RecordedEvent(_Slots):
         if event is None:
             assert self._registry is not None
             assert self._data is not None
-            event = self._registry.decode(
-                self.event_type, self._stored_version, self._data, self._event_id_as_stored()
-            )
+            try:
+                event = self._registry.decode(
+                    self.event_type, self._stored_version, self._data, self._event_id_as_stored()
+                )
+            except InvalidEventError as error:
+                # The store accepted it once: a reader refusing it now is the server's fault,
+                # not the caller's input (which InvalidEventError, a refusal, would say).
+                raise UnreadableStoredEventError(self.stream, self.sequence, error) from error
             object.__setattr__(self, "_event", event)
         return event
 

@@ -45,3 +45,17 @@ class MissingUpcasterError(InvalidEventError):
                 )
             ],
         )
+
+
+class UnreadableStoredEventError(EventError):
+    """An event its store holds no longer decodes (data a reader refuses: an older release
+    stored it past a model's rules, a sealed value that does not open). A fault of the server's
+    data, never of the caller's input: answered INTERNAL with a reference to the log, not
+    INVALID_ARGUMENT quoting the stored event's fields as if the caller had sent them. The
+    decoding error is its cause."""
+
+    def __init__(self, stream: str, sequence: int, error: InvalidEventError) -> None:
+        self.stream = stream
+        self.sequence = sequence
+        self.problems = error.problems
+        super().__init__(f"event {sequence} of stream {stream!r} does not decode: {error}")

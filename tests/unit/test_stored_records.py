@@ -4,6 +4,7 @@ record built from parsed objects."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID
@@ -31,6 +32,7 @@ from events.envelope import (
     from_micros,
     to_micros,
 )
+from events.errors import InvalidEventError, UnreadableStoredEventError
 from events.registry import EventRegistry, encode
 
 REGISTRY = build_registry()
@@ -209,6 +211,33 @@ def test_bad_stored_values_fail_when_used() -> None:
         to_kafka_binary(bad_id)
     with pytest.raises(ValueError, match="sequence"):
         to_kafka_binary(_stored(event, _sqlite_style(), number=-1_001))
+
+
+def test_stored_data_no_reader_accepts_is_the_servers_fault() -> None:
+    """Current or superseded (upcast from a model of the same title), data the store holds
+    that does not decode fails as the server's fault, never as an InvalidEventError (a refusal
+    of the caller's input: INVALID_ARGUMENT naming the stored event's fields)."""
+    for event in (example_events()[0], *legacy_example_events()[:1]):
+        document = json.loads(encode(event))
+        document[event.subject_field] = "x" * 65  # over an Identifier's 64 characters
+        stored = RecordedEvent.stored(
+            stream="case-bad",
+            sequence=3,
+            position=1_003,
+            event_type=event.event_type,
+            subject=event.subject,
+            schema_version=event.schema_version,
+            data=json.dumps(document).encode(),
+            registry=REGISTRY,
+            envelope=_sqlite_style(),
+        )
+        with pytest.raises(
+            UnreadableStoredEventError, match="event 3 of stream 'case-bad'"
+        ) as failed:
+            _ = stored.event
+        assert not isinstance(failed.value, InvalidEventError)
+        assert isinstance(failed.value.__cause__, InvalidEventError)
+        assert [p.field for p in failed.value.problems] == [event.subject_field]
 
 
 @pytest.mark.parametrize("style", [_sqlite_style, _postgres_style])
