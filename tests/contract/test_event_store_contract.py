@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Annotated
 from uuid import UUID, uuid4
 
 import pytest
+from pydantic import Field
 
 from casetrail_platform.commands import CommandContext, IdempotencyKeyReused
 from casetrail_platform.decide import execute
@@ -26,7 +28,7 @@ from casetrail_platform.store.port import (
 )
 from events.catalog.base import CaseEvent, Role
 from events.envelope import Actor, NewEvent, RecordedEvent
-from events.errors import InvalidEventError, UnknownEventTypeError
+from events.errors import InvalidEventError, UnknownEventTypeError, UnreadableStoredEventError
 from events.registry import EventRegistry
 from tests.contract.conftest import StoreOpener
 from tests.support.sample_events import WORKER, NoteWritten, note
@@ -588,3 +590,24 @@ async def test_two_requests_under_one_key_on_two_replicas_record_one(
         )
         assert same[0] == same[1]
         assert await replicas[1].stream_version(f"case-{round_}-c") == 1
+
+
+class _StricterNote(NoteWritten):
+    """NoteWritten as a release with a stricter rule reads it (a note of at least 100 words)."""
+
+    event_type = NoteWritten.event_type
+    words: Annotated[int, Field(ge=100)]
+
+
+async def test_a_stored_event_no_reader_accepts_is_the_servers_fault(
+    open_store: StoreOpener,
+) -> None:
+    """Both backends alike: reading it fails UnreadableStoredEventError (answered INTERNAL),
+    not InvalidEventError (a refusal of the caller's input, INVALID_ARGUMENT)."""
+    await (await open_store()).append("case-1", [note("1", "short")], NO_STREAM)
+    stricter = EventRegistry([_StricterNote])
+    [stored] = await (await open_store(stricter)).read_stream("case-1")
+    with pytest.raises(UnreadableStoredEventError) as failed:
+        _ = stored.event
+    assert not isinstance(failed.value, InvalidEventError)
+    assert [problem.field for problem in failed.value.problems] == ["words"]
