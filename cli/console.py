@@ -2,7 +2,9 @@
 
 Sign-in checks tokens of ``CASETRAIL_OIDC_ISSUER`` when it is set; otherwise of the development
 issuer `make run` started with the data directory (whose key also lets the sign-in page mint a
-development token: DEVELOPMENT ONLY).
+development token: DEVELOPMENT ONLY). Served over HTTPS with ``CASETRAIL_TLS_CERT``/``_KEY``
+(the services' certificate settings); without them on loopback only, unless
+``CASETRAIL_CONSOLE_ALLOW_PLAINTEXT=1`` (HTTPS served by a proxy in front).
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ import signal
 import sys
 from pathlib import Path
 
+from casetrail_platform.grpc_platform.server import allow_plaintext
 from casetrail_platform.identity.development import DevelopmentSigner
 from casetrail_platform.identity.settings import IssuerSettings
-from casetrail_platform.identity.tls import ClientTls
+from casetrail_platform.identity.tls import ClientTls, ServerTls
 from casetrail_platform.identity.verifier import TokenVerifier
 from cli.rpc import load_addresses
 from services.console.server import start_console
 from services.console.settings import (
+    ALLOW_PLAINTEXT,
     ConsoleSettings,
     development_sign_in_refusal,
     idle_seconds_from_env,
+    require_https_beyond_loopback,
 )
 
 
@@ -34,14 +39,22 @@ def run(options: argparse.Namespace) -> int:
         refusal = development_sign_in_refusal(options.host) if issuer is None else None
         if refusal is not None:
             raise ValueError(refusal)
-        settings = _settings(options, issuer)
+        https = ServerTls.from_env()  # ValueError naming the bad setting
+        plaintext_allowed = allow_plaintext(os.environ, ALLOW_PLAINTEXT)
+        require_https_beyond_loopback(options.host, https, plaintext_allowed=plaintext_allowed)
+        settings = _settings(options, issuer, https, plaintext_allowed)
     except (LookupError, ValueError) as error:
         print(f"console: {error}", file=sys.stderr)
         return 2
     return asyncio.run(_serve(settings, options.host, options.port))
 
 
-def _settings(options: argparse.Namespace, issuer: IssuerSettings | None) -> ConsoleSettings:
+def _settings(
+    options: argparse.Namespace,
+    issuer: IssuerSettings | None,
+    https: ServerTls | None,
+    plaintext_allowed: bool,
+) -> ConsoleSettings:
     idle_seconds = idle_seconds_from_env(os.environ)  # ValueError naming the variable
     data_dir = Path(options.data_dir)
     address = options.audit or load_addresses(data_dir).get("audit")
@@ -58,6 +71,8 @@ def _settings(options: argparse.Namespace, issuer: IssuerSettings | None) -> Con
         verifier=verifier,
         development_signer=signer,
         tls=ClientTls.from_env(),  # ValueError naming the bad setting, reported by run
+        https=https,
+        plaintext_allowed=plaintext_allowed,
         secure_cookies=options.secure_cookies,
         idle_seconds=idle_seconds,
     )

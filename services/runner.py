@@ -28,6 +28,7 @@ from casetrail_platform.bus.topics import TopicSettings, ensure_topics
 from casetrail_platform.grpc_platform.capacity import Capacity
 from casetrail_platform.grpc_platform.server import (
     BindError,
+    PlaintextRefused,
     allow_plaintext,
     require_tls_beyond_loopback,
 )
@@ -212,7 +213,7 @@ async def _serve(
     console = None
     if options.backend == "embedded" and "audit" in addresses and infra.verifier is not None:
         console = await _start_console(
-            options, infra.verifier, addresses["audit"], development_issuer
+            options, infra.verifier, addresses["audit"], development_issuer, https=infra.tls
         )
     print(f"casetrail ({options.backend}) is serving; data in {data_dir}", flush=True)
     for name, address in addresses.items():
@@ -309,20 +310,27 @@ async def _start_console(
     verifier: TokenVerifier,
     audit_address: str,
     development_issuer: DevelopmentIssuer | None,
+    https: ServerTls | None = None,
 ) -> RunningConsole:
-    """The audit console beside the services, signing in with the same identity.
+    """The audit console beside the services, signing in with the same identity, over HTTPS
+    with the services' certificate (``https``).
 
     With the development issuer it stays on 127.0.0.1 whatever ``--host`` says: its sign-in
     mints a token for any name typed in (``development_sign_in_refusal``), while the gRPC
-    services may still be served on the network (every call there needs a signed token).
+    services may still be served on the network (every call there needs a signed token). So
+    it does without ``https`` unless ``CASETRAIL_CONSOLE_ALLOW_PLAINTEXT=1``: the gRPC servers
+    may be allowed plain text on the network (a mesh's sidecar), the console's sign-in and
+    session cookie are not by that (``require_https_beyond_loopback``).
     """
     from casetrail_platform.identity.tls import ClientTls
     from services.console.server import start_console
     from services.console.settings import (
+        ALLOW_PLAINTEXT,
         DEFAULT_PORT,
         ConsoleSettings,
         development_sign_in_refusal,
         idle_seconds_from_env,
+        require_https_beyond_loopback,
     )
 
     try:
@@ -331,6 +339,7 @@ async def _start_console(
         raise SystemExit(f"TLS: {error}") from None
     try:
         idle_seconds = idle_seconds_from_env(os.environ)
+        plaintext_allowed = allow_plaintext(os.environ, ALLOW_PLAINTEXT)
     except ValueError as error:
         raise SystemExit(f"console: {error}") from None
     settings = ConsoleSettings(
@@ -338,10 +347,17 @@ async def _start_console(
         verifier=verifier,
         development_signer=None if development_issuer is None else development_issuer.signer,
         tls=tls,
+        https=https,
+        plaintext_allowed=plaintext_allowed,
         idle_seconds=idle_seconds,
     )
     host = options.host
     refusal = development_sign_in_refusal(host) if development_issuer is not None else None
+    if refusal is None:
+        try:
+            require_https_beyond_loopback(host, https, plaintext_allowed=plaintext_allowed)
+        except PlaintextRefused as plaintext:
+            refusal = str(plaintext)
     if refusal is not None:
         host = "127.0.0.1"
         print(f"  console kept on {host}: {refusal}", flush=True)

@@ -60,26 +60,35 @@ class PlaintextRefused(ValueError):
     """A server without TLS asked to listen where others can reach it."""
 
 
-def allow_plaintext(env: Mapping[str, str]) -> bool:
-    """``ALLOW_PLAINTEXT``'s value; ``ValueError`` for anything but ``1``, ``0`` or unset."""
-    value = env.get(ALLOW_PLAINTEXT, "")
+def allow_plaintext(env: Mapping[str, str], name: str = ALLOW_PLAINTEXT) -> bool:
+    """The value of ``name`` (``ALLOW_PLAINTEXT``, or the audit console's own setting);
+    ``ValueError`` for anything but ``1``, ``0`` or unset."""
+    value = env.get(name, "")
     if value not in ("", "0", "1"):
-        raise ValueError(f"{ALLOW_PLAINTEXT} must be 1 or 0")
+        raise ValueError(f"{name} must be 1 or 0")
     return value == "1"
 
 
 def require_tls_beyond_loopback(
-    host: str, tls: ServerTls | None, *, plaintext_allowed: bool
+    host: str,
+    tls: ServerTls | None,
+    *,
+    plaintext_allowed: bool,
+    listener: str = "gRPC",
+    setting: str = ALLOW_PLAINTEXT,
+    terminated_by: str = "a service mesh's sidecar terminates mutual TLS in front of the service",
 ) -> None:
     """``PlaintextRefused`` when ``host`` (``[::]`` as well as ``::``) is not a loopback one,
     ``tls`` is ``None`` and plaintext was not allowed: every call carries a bearer token, and
-    in plain text anyone on the way could read it and act as its owner until it expires."""
+    in plain text anyone on the way could read it and act as its owner until it expires.
+    ``listener``, ``setting`` and ``terminated_by`` name what listens, the setting that allows
+    it and who would then serve TLS in front (the audit console's HTTP listener passes its own).
+    """
     if tls is None and not plaintext_allowed and host.strip("[]").lower() not in LOOPBACK:
         raise PlaintextRefused(
-            f"gRPC on {host} without TLS would carry bearer tokens in plain text beyond this"
-            " machine; give a certificate (--tls-cert/--tls-key, CASETRAIL_TLS_CERT/_KEY),"
-            f" listen on 127.0.0.1, or set {ALLOW_PLAINTEXT}=1 when a service mesh's sidecar"
-            " terminates mutual TLS in front of the service"
+            f"{listener} on {host} without TLS would carry bearer tokens in plain text beyond"
+            " this machine; give a certificate (--tls-cert/--tls-key, CASETRAIL_TLS_CERT/_KEY),"
+            f" listen on 127.0.0.1, or set {setting}=1 when {terminated_by}"
         )
 
 

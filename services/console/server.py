@@ -1,4 +1,4 @@
-"""Serving the console over HTTP (uvicorn) inside a process's event loop: started by
+"""Serving the console over HTTP or HTTPS (uvicorn) inside a process's event loop: started by
 ``make run`` beside the services, or alone by ``casetrail console``."""
 
 from __future__ import annotations
@@ -15,7 +15,11 @@ import uvicorn
 from casetrail_platform.identity.keys import LOOPBACK
 from services.console.app import create_app
 from services.console.audit_client import AuditClient
-from services.console.settings import ConsoleSettings, development_sign_in_refusal
+from services.console.settings import (
+    ConsoleSettings,
+    development_sign_in_refusal,
+    require_https_beyond_loopback,
+)
 
 
 class _Server(uvicorn.Server):
@@ -43,16 +47,22 @@ async def start_console(
     port: int,
     audit_client: Callable[[grpc.aio.Channel], AuditClient] = AuditClient,
 ) -> RunningConsole:
-    """Serve the console on ``host:port`` (0: a free port) once it is ready to answer;
-    ``ValueError`` for the development sign-in on a host other than loopback. Beyond
-    loopback the session cookie is always ``Secure``."""
+    """Serve the console on ``host:port`` (0: a free port) once it is ready to answer, over
+    HTTPS with ``settings.https``; ``ValueError`` for the development sign-in on a host other
+    than loopback, ``PlaintextRefused`` (a ``ValueError``) for plain HTTP there unless
+    ``settings.plaintext_allowed``. Over HTTPS or beyond loopback the session cookie is always
+    ``Secure``."""
     refusal = development_sign_in_refusal(host) if settings.development_signer else None
     if refusal is not None:
         raise ValueError(refusal)
-    if host not in LOOPBACK:
+    https = settings.https
+    require_https_beyond_loopback(host, https, plaintext_allowed=settings.plaintext_allowed)
+    if host not in LOOPBACK or https is not None:
         # Reached over the network, the session cookie must never travel in clear: browsers
-        # then keep it only over HTTPS (a proxy or ingress in front serves it).
+        # then keep it only over HTTPS (ours, or a proxy's or ingress's in front).
         settings = replace(settings, secure_cookies=True)
+    # The services' TLS, as the caseload views take it; made before the port is taken.
+    context = None if https is None else https.ssl_context()
     listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listening.bind((host, port))
@@ -64,6 +74,7 @@ async def start_console(
         access_log=False,
         server_header=False,
         proxy_headers=False,
+        ssl_context_factory=None if context is None else (lambda _config, _default: context),
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[listening]))
@@ -73,4 +84,5 @@ async def start_console(
             raise RuntimeError("the console stopped while starting")
         await asyncio.sleep(0.01)
     shown_host = f"[{host}]" if ":" in host else host
-    return RunningConsole(f"http://{shown_host}:{bound}", bound, server, task)
+    scheme = "http" if https is None else "https"
+    return RunningConsole(f"{scheme}://{shown_host}:{bound}", bound, server, task)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from casetrail_platform.grpc_platform.server import require_tls_beyond_loopback
 from casetrail_platform.identity.development import DevelopmentSigner
 from casetrail_platform.identity.keys import LOOPBACK
-from casetrail_platform.identity.tls import ClientTls
+from casetrail_platform.identity.tls import ClientTls, ServerTls
 from casetrail_platform.identity.verifier import TokenVerifier
 
 DEFAULT_PORT = 7305
@@ -17,6 +18,9 @@ SESSION_SECONDS = 30 * 60.0
 IDLE_SECONDS = 15 * 60.0
 """... and 15 minutes after its last request, if sooner (``CASETRAIL_CONSOLE_IDLE_MINUTES``)."""
 IDLE_VARIABLE = "CASETRAIL_CONSOLE_IDLE_MINUTES"
+ALLOW_PLAINTEXT = "CASETRAIL_CONSOLE_ALLOW_PLAINTEXT"
+"""``1``: the console may serve plain HTTP beyond loopback (a reverse proxy or ingress serves
+it over HTTPS in front); ``0`` or unset: without a certificate it listens on loopback only."""
 
 
 def idle_seconds_from_env(environ: Mapping[str, str]) -> float:
@@ -47,6 +51,23 @@ def development_sign_in_refusal(host: str) -> str | None:
     )
 
 
+def require_https_beyond_loopback(
+    host: str, https: ServerTls | None, *, plaintext_allowed: bool
+) -> None:
+    """``PlaintextRefused`` (a ``ValueError``) for plain HTTP on a host other than loopback
+    without ``ALLOW_PLAINTEXT``: the sign-in form carries a bearer token and every request the
+    session cookie, which anyone on the way could read and use. The gRPC servers' rule
+    (``CASETRAIL_GRPC_ALLOW_PLAINTEXT``), with the console's own setting."""
+    require_tls_beyond_loopback(
+        host,
+        https,
+        plaintext_allowed=plaintext_allowed,
+        listener="the audit console",
+        setting=ALLOW_PLAINTEXT,
+        terminated_by="a reverse proxy or ingress serves it over HTTPS in front",
+    )
+
+
 @dataclass(frozen=True)
 class ConsoleSettings:
     """``verifier`` checks sign-in tokens exactly as the services check every call's token.
@@ -59,8 +80,14 @@ class ConsoleSettings:
     verifier: TokenVerifier
     development_signer: DevelopmentSigner | None = None
     tls: ClientTls | None = None
+    """How the console reaches audit (``CASETRAIL_TLS_CA``, client certificate for mutual TLS)."""
+    https: ServerTls | None = None
+    """The console's own listener over HTTPS: the services' certificate settings
+    (``CASETRAIL_TLS_CERT``/``_KEY``, mutual with ``CASETRAIL_TLS_CLIENT_CA``)."""
+    plaintext_allowed: bool = False
+    """Plain HTTP beyond loopback allowed (``ALLOW_PLAINTEXT``)."""
     session_seconds: float = SESSION_SECONDS
     idle_seconds: float = IDLE_SECONDS
     secure_cookies: bool = False
     """Mark the session cookie ``Secure`` (set it whenever the console is behind HTTPS;
-    ``start_console`` always does on a host other than loopback)."""
+    ``start_console`` always does with ``https`` or on a host other than loopback)."""

@@ -617,12 +617,13 @@ async def test_the_session_cookie_is_secure_whenever_served_beyond_loopback(
 ) -> None:
     """`casetrail serve --host 0.0.0.0` with a real issuer served the console on the network
     with a session cookie browsers would send over plain HTTP (serve has no --secure-cookies).
-    127.0.0.2 is not among the loopback names, so it stands for any other host here."""
+    127.0.0.2 is not among the loopback names, so it stands for any other host here; in plain
+    HTTP behind a proxy serving HTTPS (the setting), since plain HTTP alone is refused there."""
     import aiohttp
 
     from services.console.server import start_console
 
-    verifier_only = demo_casetrail.settings(development_signer=None)
+    verifier_only = demo_casetrail.settings(development_signer=None, plaintext_allowed=True)
     for host, secure in (("127.0.0.2", True), ("127.0.0.1", False)):
         console = await start_console(verifier_only, host, 0)
         try:

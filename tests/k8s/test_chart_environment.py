@@ -19,6 +19,7 @@ from tests.k8s.tools import REPO, Tools
 NOT_SET = {
     "CASETRAIL_KAFKA_PORT": "a broker on 127.0.0.1 (development); the chart sets the bootstrap",
     "CASETRAIL_CONSOLE_IDLE_MINUTES": "the audit console is not deployed by the chart",
+    "CASETRAIL_CONSOLE_ALLOW_PLAINTEXT": "the audit console is not deployed by the chart",
 }
 
 # Every optional part of the chart on, so every variable it may set is rendered.
