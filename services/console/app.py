@@ -121,6 +121,53 @@ STRICT_TRANSPORT = (b"strict-transport-security", b"max-age=31536000")
 plain HTTP again (browsers ignore the header on an answer over HTTP)."""
 
 
+class Faults:
+    """A fault of ours: answered with a page showing only a reference, logged with the
+    reference and where it was raised, never its message (it may quote a request, a token or
+    case data), and not raised further. An ``Exception`` handler would not do: Starlette
+    raises the exception again once its handler has answered, and uvicorn logged it whole.
+    An answer already under way (an export streaming) is cut short: the client sees it end
+    without its last chunk."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as error:
+            reference = uuid.uuid4().hex[:12]
+            frames = traceback.extract_tb(error.__traceback__)
+            where = " <- ".join(
+                f"{frame.filename}:{frame.lineno}" for frame in reversed(frames[-5:])
+            )
+            log.error("console fault %s: %s at %s", reference, type(error).__name__, where)
+            if not started:
+                await _fault_page(Request(scope), reference)(scope, receive, send)
+
+
+def _fault_page(request: Request, reference: str) -> Response:
+    try:
+        return views.problem_page(
+            request,
+            views.Problem(
+                500, "Something went wrong", f"The console could not answer. Reference {reference}."
+            ),
+        )
+    except Exception:  # the page itself failed: a bare answer, still without details
+        return Response(f"Internal error, reference {reference}", 500, media_type="text/plain")
+
+
 class SecurityHeaders:
     """Adds the console's headers to every response (pages, files and errors alike);
     ``https``: Strict-Transport-Security too."""
@@ -187,6 +234,7 @@ def create_app(
         ],
         middleware=[
             Middleware(SecurityHeaders, https=settings.secure_cookies),
+            Middleware(Faults),
             # The development sign-in is served on loopback only: it answers loopback names only.
             *([Middleware(LoopbackHosts)] if settings.development_signer is not None else []),
             Middleware(BodyLimit),
@@ -197,7 +245,6 @@ def create_app(
             pages.BadInput: _bad_input,
             AuditRefused: _refused,
             HTTPException: _http_problem,
-            Exception: _fault,
         },
         lifespan=lifespan,
     )
@@ -239,21 +286,3 @@ async def _http_problem(request: Request, error: Exception) -> Response:
             "This console has no such page." if error.status_code == 404 else "",
         ),
     )
-
-
-async def _fault(request: Request, error: Exception) -> Response:
-    # A fault of ours: logged with a reference and where it was raised, never its message
-    # (it may quote the request); the page shows only the reference.
-    reference = uuid.uuid4().hex[:12]
-    frames = traceback.extract_tb(error.__traceback__)
-    where = " <- ".join(f"{frame.filename}:{frame.lineno}" for frame in reversed(frames[-5:]))
-    log.error("console fault %s: %s at %s", reference, type(error).__name__, where)
-    try:
-        return views.problem_page(
-            request,
-            views.Problem(
-                500, "Something went wrong", f"The console could not answer. Reference {reference}."
-            ),
-        )
-    except Exception:  # the page itself failed: a bare answer, still without details
-        return Response(f"Internal error, reference {reference}", 500, media_type="text/plain")
