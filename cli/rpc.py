@@ -60,9 +60,10 @@ def client_tls() -> ClientTls | None:
         raise SystemExit(f"TLS: {error}") from None
 
 
-class _Deadline(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # untyped
+class UnaryDeadline(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # untyped
     """Gives each unary call without a deadline of its own ``seconds`` (streams keep none:
-    an export lasts as long as the case is large)."""
+    an export lasts as long as the case is large): the CLI's ``--timeout``, the audit
+    console's calls to audit."""
 
     def __init__(self, seconds: float) -> None:
         self._seconds = seconds
@@ -78,7 +79,7 @@ class _Deadline(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]  # 
 def command_channel(address: str, timeout: float) -> grpc.aio.Channel:
     """A channel for a command: the ``CASETRAIL_TLS_*`` settings, and ``timeout`` seconds
     for each unary call's answer (``--timeout``)."""
-    return channel(address, client_tls(), [_Deadline(timeout)])
+    return channel(address, client_tls(), [UnaryDeadline(timeout)])
 
 
 @asynccontextmanager

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from casetrail_platform.identity.keys import LOOPBACK
 from casetrail_platform.identity.tls import channel
+from cli.rpc import UnaryDeadline
 from services.console import pages, views
 from services.console.audit_client import AuditClient, AuditRefused
 from services.console.sessions import SessionStore
@@ -206,7 +207,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        opened = channel(settings.audit_address, settings.tls)
+        # Every unary call with a deadline: a stalled audit must not hold a page (and its
+        # connection) open for good.
+        opened = channel(
+            settings.audit_address, settings.tls, [UnaryDeadline(settings.audit_seconds)]
+        )
         console.audit = audit_client(opened)
         try:
             yield

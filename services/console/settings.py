@@ -18,6 +18,9 @@ SESSION_SECONDS = 30 * 60.0
 IDLE_SECONDS = 15 * 60.0
 """... and 15 minutes after its last request, if sooner (``CASETRAIL_CONSOLE_IDLE_MINUTES``)."""
 IDLE_VARIABLE = "CASETRAIL_CONSOLE_IDLE_MINUTES"
+AUDIT_CALL_SECONDS = 30.0
+"""How long a page waits for each of audit's answers (the export's stream aside): a page of the
+timeline takes well under a second, a whole case's state a few (bench/RESULTS.md)."""
 ALLOW_PLAINTEXT = "CASETRAIL_CONSOLE_ALLOW_PLAINTEXT"
 """``1``: the console may serve plain HTTP beyond loopback (a reverse proxy or ingress serves
 it over HTTPS in front); ``0`` or unset: without a certificate it listens on loopback only."""
@@ -86,6 +89,8 @@ class ConsoleSettings:
     (``CASETRAIL_TLS_CERT``/``_KEY``, mutual with ``CASETRAIL_TLS_CLIENT_CA``)."""
     plaintext_allowed: bool = False
     """Plain HTTP beyond loopback allowed (``ALLOW_PLAINTEXT``)."""
+    audit_seconds: float = AUDIT_CALL_SECONDS
+    """Each unary call to audit is given up after this long (the page then says so, 504)."""
     session_seconds: float = SESSION_SECONDS
     idle_seconds: float = IDLE_SECONDS
     secure_cookies: bool = False

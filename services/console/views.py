@@ -460,6 +460,11 @@ REFUSAL_PAGES = {
         "Audit unavailable",
         "The audit service cannot be reached right now. Try again in a moment.",
     ),
+    grpc.StatusCode.DEADLINE_EXCEEDED: (
+        504,
+        "Audit did not answer",
+        "The audit service did not answer in time. Try again in a moment.",
+    ),
 }
 
 

@@ -14,6 +14,7 @@ import pytest
 from services.console.audit_client import AuditClient
 from services.console.server import start_console
 from tests.console.conftest import DemoCasetrail
+from tests.console.http import cookie_jar, sign_in
 
 SECRET = "date_of_birth=1961-04-12 of Marco"
 
@@ -34,20 +35,8 @@ async def test_a_fault_is_logged_by_reference_without_its_message(
         demo_casetrail.settings(), "127.0.0.1", 0, audit_client=FailingTimeline
     )
     try:
-        jar = aiohttp.CookieJar(unsafe=True)  # cookies of 127.0.0.1 kept
-        async with aiohttp.ClientSession(cookie_jar=jar) as http:
-            async with http.get(console.url + "/signin") as page:
-                found = re.search(r'name="csrf" value="([^"]+)"', await page.text())
-            assert found is not None
-            form = {
-                "csrf": found.group(1),
-                "method": "development",
-                "user": "ada-auditor",
-                "role": "auditor",
-                "purpose": "confidentiality_review",
-            }
-            async with http.post(console.url + "/signin", data=form) as signed_in:
-                assert "Find a case" in await signed_in.text()
+        async with aiohttp.ClientSession(cookie_jar=cookie_jar()) as http:
+            await sign_in(http, console.url)
             async with http.get(f"{console.url}/cases/{demo_casetrail.case_id}") as answer:
                 assert answer.status == 500
                 shown = await answer.text()
