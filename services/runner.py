@@ -229,9 +229,9 @@ async def _serve(
         )
     await stop.wait()
     print("stopping...", flush=True)
-    if console is not None:
-        await console.stop()
-    await asyncio.gather(stop_services(running), stop_metrics(metrics_server))
+    await asyncio.gather(
+        stop_console(console), stop_services(running), stop_metrics(metrics_server)
+    )
     if not flush_tracing(EXIT_SECONDS):
         log.warning("stopping: spans not exported after %.0f s; dropped", EXIT_SECONDS)
     _end_if_cut_short()
@@ -303,6 +303,13 @@ async def stop_metrics(server: Any) -> None:
     0.5 s), which on the loop would hold every other step of the stop. Bounded as a close."""
     if server is not None:
         await within("metrics server", asyncio.to_thread(server.shutdown), CLOSE_SECONDS)
+
+
+async def stop_console(console: RunningConsole | None) -> None:
+    """Stop the console (``None``: none), beside the services' stop: its answers under way get
+    the same grace as the gRPC servers' calls (``start_console``), not one more before theirs."""
+    if console is not None:
+        await console.stop()
 
 
 async def _start_console(

@@ -13,6 +13,7 @@ import grpc
 import uvicorn
 
 from casetrail_platform.identity.keys import LOOPBACK
+from casetrail_platform.shutdown import SERVER_STOP_GRACE_SECONDS
 from services.console.app import create_app
 from services.console.audit_client import AuditClient
 from services.console.settings import (
@@ -75,6 +76,9 @@ async def start_console(
         server_header=False,
         proxy_headers=False,
         ssl_context_factory=None if context is None else (lambda _config, _default: context),
+        # Answers under way (an export streaming) get the gRPC servers' grace, then are
+        # cancelled: uvicorn would otherwise wait for them for good.
+        timeout_graceful_shutdown=int(SERVER_STOP_GRACE_SECONDS),
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[listening]))
