@@ -10,7 +10,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import grpc
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from casetrail_platform.identity.keys import LOOPBACK
 from casetrail_platform.shutdown import SERVER_STOP_GRACE_SECONDS
@@ -21,6 +23,51 @@ from services.console.settings import (
     development_sign_in_refusal,
     require_https_beyond_loopback,
 )
+
+REQUEST_SECONDS = 10.0
+"""How long a request (its line, headers and body of at most 64 KiB) may take to arrive, from
+the connection or from the previous answer on it; a browser sends one at once."""
+
+
+class _BoundedRequests(H11Protocol):
+    """uvicorn's HTTP/1.1 that closes a connection whose request has not arrived whole within
+    ``REQUEST_SECONDS``. uvicorn times out only an idle connection after an answer, and not
+    even that once a byte has come: a client sending nothing, or a byte now and then, held its
+    connection for good, as many as it opened."""
+
+    _request_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_request()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE and self.conn.their_state is not h11.SEND_BODY:
+            self._cancel_request_timer()  # the request has come whole
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.conn.their_state is h11.IDLE:  # kept alive, the next request not yet come
+            self._await_request()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_request_timer()
+        super().connection_lost(exc)
+
+    def _await_request(self) -> None:
+        self._cancel_request_timer()
+        self._request_timer = self.loop.call_later(REQUEST_SECONDS, self._request_too_slow)
+
+    def _cancel_request_timer(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+
+    def _request_too_slow(self) -> None:
+        self._request_timer = None
+        if self.conn.their_state is h11.IDLE or self.conn.their_state is h11.SEND_BODY:
+            self.transport.close()
 
 
 class _Server(uvicorn.Server):
@@ -79,6 +126,7 @@ async def start_console(
         # Answers under way (an export streaming) get the gRPC servers' grace, then are
         # cancelled: uvicorn would otherwise wait for them for good.
         timeout_graceful_shutdown=int(SERVER_STOP_GRACE_SECONDS),
+        http=_BoundedRequests,
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[listening]))
