@@ -205,6 +205,16 @@ async def signin(request: Request) -> Response:
         return await signin_page(
             request, "Not signed in: the identity provider cannot be reached. Try again.", 503
         )
+    if principal.certificate_thumbprint is not None:
+        # The services take such a token only on a call that comes with its certificate
+        # (cnf, RFC 8705); the browser presents none here, and the console would call audit
+        # with it over its own certificate, so one bound to that worked for whoever pasted it.
+        return await signin_page(
+            request,
+            "Not signed in: the token is bound to a client certificate (cnf), which the console"
+            " cannot present for it. Use a token not bound to a certificate.",
+            401,
+        )
     if principal.role not in ROLES_ALLOWED:
         return await signin_page(
             request, "Not signed in: the console is for auditors and supervisors only.", 403

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from casetrail_platform.identity.development import DEFAULT_AGENCY
 from casetrail_platform.identity.principal import Principal
+from casetrail_platform.identity.tokens import mint
 from casetrail_platform.limits import MAX_TOKEN_CHARS
 from cli.main import main
 from events.catalog.base import Role
@@ -182,6 +184,39 @@ def test_a_bad_token_is_refused_by_the_verifier(client: TestClient) -> None:
     assert answer.status_code == 401
     assert "Not signed in" in answer.text
     assert "not.a.token" not in answer.text
+
+
+def test_a_token_bound_to_a_client_certificate_is_refused(
+    client: TestClient, demo_casetrail: DemoCasetrail
+) -> None:
+    """The services refuse a token bound to a certificate (cnf, RFC 8705) on a call that did not
+    come with it; the browser presents none to the console, which signed it in and then
+    called audit with it over its own certificate (review of the console, h-consolerev): a
+    token bound to the console's certificate worked for whoever pasted it."""
+    signer = demo_casetrail.signer
+    bound = mint(
+        signer.key,
+        issuer=signer.issuer,
+        audience=signer.audience,
+        subject="ada-bound",
+        role="auditor",
+        agency=DEFAULT_AGENCY,
+        extra={"cnf": {"x5t#S256": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}},
+    )
+    page = client.get("/signin")
+    answer = client.post(
+        "/signin",
+        data={
+            "csrf": csrf_of(page.text),
+            "method": "token",
+            "token": bound,
+            "purpose": "confidentiality_review",
+        },
+    )
+    assert answer.status_code == 401
+    assert "bound to a client certificate" in answer.text
+    assert "ada-bound" not in answer.text
+    assert client.get("/").url.path == "/signin"
 
 
 def test_a_forged_csrf_token_is_refused(client: TestClient, demo_casetrail: DemoCasetrail) -> None:
