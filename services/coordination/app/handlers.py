@@ -41,7 +41,7 @@ from services.coordination.domain import errors
 from services.coordination.domain.agency import Agency, Worker
 from services.coordination.domain.assignment import decide_assignment, decide_transfer
 from services.coordination.domain.budget import BUDGET_LINE
-from services.coordination.domain.case import case_state
+from services.coordination.domain.case import CaseState, case_state
 from services.coordination.domain.commands import (
     AcceptReferral,
     AssignCase,
@@ -175,6 +175,7 @@ async def make_referral(
 ) -> Recorded:
     """``principal``: the verified caller (its entitlements decide the emergency exception)."""
     require_role(context.actor.role, Action.MAKE_REFERRAL)
+    await carried_case(deps, context, Action.MAKE_REFERRAL, command.case_id)
     disclosure = await referral_disclosure(deps, principal, command)
     referral_id = derived_id(context, SOURCE, "referral")
     # Under the case's lock, as the closure's follow-up withdraws the case's running
@@ -193,12 +194,8 @@ async def make_referral(
 async def withdraw_referral(
     deps: Dependencies, context: CommandContext, command: WithdrawReferral
 ) -> Recorded:
-    require_role(context.actor.role, Action.WITHDRAW_REFERRAL)
-    # Whose case it is before whether it exists: a case-carrying worker asking about a case
-    # not theirs is told the same for a real case id as for an unknown one (decide_withdrawal
-    # checks again on the history it decides on).
-    carried = case_state(await deps.store.read_stream(case_stream(command.case_id)))
-    require_case_worker(context.actor, Action.WITHDRAW_REFERRAL, carried.worker_id)
+    # decide_withdrawal checks the case's worker again on the history it decides on.
+    await carried_case(deps, context, Action.WITHDRAW_REFERRAL, command.case_id)
     await command_facts(deps, context, command.case_id)
     return await _run(
         deps,
@@ -270,8 +267,8 @@ async def schedule_service(
     require_role(context.actor.role, Action.SCHEDULE_SERVICE)
     service_id = derived_id(context, SOURCE, "service")
     async with deps.locks.holding([case_lock(command.case_id)]):
+        case = await carried_case(deps, context, Action.SCHEDULE_SERVICE, command.case_id)
         facts = await command_facts(deps, context, command.case_id)
-        case = case_state(await deps.store.read_stream(case_stream(command.case_id)))
         return await _run_folded(
             deps,
             context,
@@ -289,6 +286,7 @@ async def reschedule_service(
     # Under the case's lock, as a new service is: a service moved past the closure after the
     # closure's follow-up read the schedule would outlive the case.
     async with deps.locks.holding([case_lock(command.case_id)]):
+        await carried_case(deps, context, Action.SCHEDULE_SERVICE, command.case_id)
         facts = await command_facts(deps, context, command.case_id)
         return await _run_folded(
             deps,
@@ -304,6 +302,7 @@ async def cancel_service(
 ) -> Recorded:
     require_role(context.actor.role, Action.CANCEL_SERVICE)
     await _require_provided(deps, command.case_id, command.service_id, acting_for)
+    await carried_case(deps, context, Action.CANCEL_SERVICE, command.case_id)
     # Under the case's lock, as a reservation is decided: a reservation reads the schedule on
     # one stream and records on another, so a cancellation between the two would leave money
     # reserved for a service no longer there (the cancellation's follow-up releases only what
@@ -328,6 +327,7 @@ async def record_service_delivered(
     check_service_window(command.starts_at, command.ends_at, _moment(context))
     require_role(context.actor.role, Action.RECORD_DELIVERY)
     await _require_provided(deps, command.case_id, command.service_id, acting_for)
+    await carried_case(deps, context, Action.RECORD_DELIVERY, command.case_id)
     facts = await command_facts(deps, context, command.case_id)
     return await _run_folded(
         deps,
@@ -355,6 +355,7 @@ async def determine_eligibility(
     deps: Dependencies, context: CommandContext, command: DetermineEligibility
 ) -> Recorded:
     require_role(context.actor.role, Action.DETERMINE_ELIGIBILITY)
+    await carried_case(deps, context, Action.DETERMINE_ELIGIBILITY, command.case_id)
     facts = await command_facts(deps, context, command.case_id)
     program = _required(deps.agency.program(command.program_id), "program", command.program_id)
     on = deps.today()
@@ -419,6 +420,7 @@ async def file_insurance_claim(
     deps: Dependencies, context: CommandContext, command: FileInsuranceClaim
 ) -> Recorded:
     require_role(context.actor.role, Action.HANDLE_CLAIM)
+    await carried_case(deps, context, Action.HANDLE_CLAIM, command.case_id)
     facts = await command_facts(deps, context, command.case_id)
     schedule = await client_schedule(deps, facts.client_id)
     claim_id = derived_id(context, SOURCE, "claim")
@@ -434,12 +436,25 @@ async def record_claim_decision(
     deps: Dependencies, context: CommandContext, command: RecordClaimDecision
 ) -> Recorded:
     require_role(context.actor.role, Action.HANDLE_CLAIM)
+    await carried_case(deps, context, Action.HANDLE_CLAIM, command.case_id)
     return await _run(
         deps,
         context,
         case_stream(command.case_id),
         lambda history: decide_claim_decision(case_state(history), command),
     )
+
+
+async def carried_case(
+    deps: Dependencies, context: CommandContext, action: Action, case_id: str
+) -> CaseState:
+    """The case as coordination's stream has it, once the actor may do ``action`` on it: a
+    case-carrying worker only on the case assigned to them (``require_case_worker``), as in
+    planning. Checked before anything tells whether the case exists, so a worker asking about a
+    case not theirs gets the same refusal for a real case id as for an unknown one."""
+    case = case_state(await deps.store.read_stream(case_stream(case_id)))
+    require_case_worker(context.actor, action, case.worker_id)
+    return case
 
 
 async def command_facts(deps: Dependencies, context: CommandContext, case_id: str) -> CaseFacts:

@@ -18,6 +18,7 @@ from google.rpc import error_details_pb2
 from casetrail.common.v1 import common_pb2
 from casetrail_platform.identity.development import DEFAULT_AGENCY
 from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.store.port import ANY_VERSION, EventStore
 from cli.rpc import Person
 from events.catalog.access import (
     AccessPurpose,
@@ -28,6 +29,7 @@ from events.catalog.access import (
     SensitiveCategory,
 )
 from events.catalog.assessment import AssessedNeed, AssessmentFactors, InitialAssessmentRecorded
+from events.catalog.assignment import CaseAssigned
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import (
     CaseClosed,
@@ -40,8 +42,9 @@ from events.catalog.cases import (
 )
 from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered, PersonName
 from events.catalog.values import NeedCategory, Urgency
-from events.envelope import Actor, EventMetadata, RecordedEvent
+from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
 from services.coordination.domain.agency import Agency
+from services.coordination.domain.facts import case_stream
 from tests.support.identity import acting
 
 TODAY = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -253,6 +256,27 @@ class IntakeFeed:
             ),
         )
         return recorded
+
+
+CASE_MANAGER = "user-case_manager"
+"""The case manager of ``command_context``'s default user (``carried_by``'s default worker)."""
+
+
+async def carried_by(
+    store: EventStore, case_id: str, worker_id: str = CASE_MANAGER, role: Role = Role.CASE_MANAGER
+) -> None:
+    """``case_id`` assigned to ``worker_id`` in coordination's own store, where its commands
+    look up whose case it is: a case-carrying worker acts only on the case they carry. Written
+    as the assignment is recorded, without ``AssignCase``'s rules (the worker need not be one
+    of the agency file's, nor have room in a caseload)."""
+    assigned = CaseAssigned(case_id=case_id, worker_id=worker_id, worker_role=role, reason="fits")
+    metadata = EventMetadata(
+        source="casetrail/coordination",
+        actor=Actor("user-coordinator", Role.COORDINATOR),
+        occurred_at=OPENED,
+        correlation_id=uuid4(),
+    )
+    await store.append(case_stream(case_id), [NewEvent(assigned, metadata)], ANY_VERSION)
 
 
 def command_context(

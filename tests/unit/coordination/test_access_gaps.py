@@ -27,6 +27,7 @@ from tests.support.identity import acting
 from tests.unit.coordination.rpc import assign, refused, schedule_request
 from tests.unit.coordination.support import (
     IntakeFeed,
+    carried_by,
     command_context,
     query_context,
     sample_agency,
@@ -179,7 +180,9 @@ async def test_a_schedule_leaves_out_the_cases_refused_and_records_each_refusal(
     )
     tuesday = datetime(2026, 3, 3, 9, tzinfo=UTC)
     for case_id, starts_at in (("case-a", tuesday), ("case-b", tuesday + timedelta(hours=3))):
-        await stub.ScheduleService(schedule_request(case_id, "home_care", starts_at))
+        await stub.ScheduleService(
+            schedule_request(case_id, "home_care", starts_at, role="coordinator")
+        )
     dana = acting(Person("cm-dana", "case_manager"), common_pb2.QueryContext(purpose="direct_care"))
     schedule = await stub.GetClientSchedule(
         pb.GetClientScheduleRequest(context=dana, client_id="client-1")
@@ -197,6 +200,7 @@ async def test_the_front_desk_reads_no_schedule_and_the_refusal_is_recorded(
     stub: Stub, intake: IntakeFeed, deps: Dependencies
 ) -> None:
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(deps.store, "case-1")
     await stub.ScheduleService(
         schedule_request("case-1", "home_care", datetime(2026, 3, 3, 9, tzinfo=UTC))
     )
@@ -221,6 +225,8 @@ async def test_an_age_from_an_impossible_date_of_birth_is_refused_naming_the_fie
 ) -> None:
     await intake.register_client("client-1", date(1800, 1, 1))
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(deps.store, "case-1", "user-social_worker", Role.SOCIAL_WORKER)
+    assigned = await deps.store.read_stream(case_stream("case-1"))
     refusal = await refused(
         stub.DetermineEligibility(
             pb.DetermineEligibilityRequest(
@@ -232,7 +238,7 @@ async def test_an_age_from_an_impossible_date_of_birth_is_refused_naming_the_fie
     )
     assert refusal.code is grpc.StatusCode.INVALID_ARGUMENT
     assert refusal.fields == ["facts.age"]
-    assert await deps.store.read_stream(case_stream("case-1")) == []
+    assert await deps.store.read_stream(case_stream("case-1")) == assigned
 
 
 # -- ids checked at the edge ---------------------------------------------------------------

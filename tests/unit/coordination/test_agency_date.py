@@ -14,10 +14,11 @@ from casetrail_platform.ages import age_on, agency_today
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.base import Role
 from events.catalog.values import NeedCategory
 from services.coordination.app.handlers import Dependencies
 from tests.unit.coordination.rpc import usd
-from tests.unit.coordination.support import IntakeFeed, sample_agency
+from tests.unit.coordination.support import IntakeFeed, carried_by, sample_agency
 from tests.unit.coordination.test_grpc_funding import eligibility
 
 if TYPE_CHECKING:
@@ -43,7 +44,7 @@ def deps(store: SqliteEventStore, read_models: SqliteReadModelStore, zone: tzinf
 
 
 async def test_the_age_is_the_one_on_the_agencys_date(
-    stub: Stub, intake: IntakeFeed, zone: tzinfo
+    stub: Stub, intake: IntakeFeed, zone: tzinfo, store: SqliteEventStore
 ) -> None:
     local, utc = agency_today(zone), datetime.now(UTC).date()
     if abs((local - utc).days) != 1:  # the hour turned between choosing the zone and now
@@ -54,6 +55,7 @@ async def test_the_age_is_the_one_on_the_agencys_date(
     born = birthday.replace(year=birthday.year - 68)
     await intake.register_client("client-1", born)
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(store, "case-1", "user-social_worker", Role.SOCIAL_WORKER)
 
     decided = await stub.DetermineEligibility(
         eligibility(

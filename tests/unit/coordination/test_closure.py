@@ -35,6 +35,7 @@ from tests.unit.coordination.rpc import (
 )
 from tests.unit.coordination.support import (
     IntakeFeed,
+    carried_by,
     command_context,
     query_context,
     timestamp,
@@ -56,8 +57,11 @@ async def _settle(deps: Dependencies, follow_ups: FollowUps, after: int = 0) -> 
     return after
 
 
-async def _open_with_service(stub: Stub, intake: IntakeFeed) -> tuple[str, str]:
+async def _open_with_service(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> tuple[str, str]:
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(store, "case-1")
     scheduled = await stub.ScheduleService(
         schedule_request("case-1", "home_care", NEXT_WEEK, provider=HOME_CARE_CO)
     )
@@ -76,7 +80,7 @@ async def _open_with_service(stub: Stub, intake: IntakeFeed) -> tuple[str, str]:
 async def test_a_service_booked_before_the_closure_was_known_is_cancelled_and_released(
     stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
 ) -> None:
-    service_id, _ = await _open_with_service(stub, intake)
+    service_id, _ = await _open_with_service(stub, intake, store)
     closure = await intake.close_case("case-1")
     follow_ups = FollowUps(deps)
     await follow_ups(closure)
@@ -103,6 +107,7 @@ async def test_after_the_closure_is_known_new_work_is_refused(
     stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(store, "case-1")
     await intake.close_case("case-1")
     refusal = await refused(
         stub.ScheduleService(
@@ -141,7 +146,7 @@ async def test_a_referral_cannot_be_accepted_on_a_closed_case(
 async def test_a_delivery_cannot_be_recorded_before_it_takes_place(
     stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
-    service_id, _ = await _open_with_service(stub, intake)
+    service_id, _ = await _open_with_service(stub, intake, store)
     written = await store.read_stream("schedule-client-1")
     now = datetime.now(UTC).replace(microsecond=0)
     # To come, or begun but still under way (ending in 20 hours): not yet care given.
@@ -171,7 +176,7 @@ async def test_a_delivery_cannot_be_recorded_before_it_takes_place(
 async def test_cancelling_a_service_releases_its_reservation(
     stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
 ) -> None:
-    service_id, reservation_id = await _open_with_service(stub, intake)
+    service_id, reservation_id = await _open_with_service(stub, intake, store)
     await stub.CancelService(
         pb.CancelServiceRequest(
             context=command_context("coordinator"),
@@ -197,6 +202,7 @@ async def test_a_reservation_racing_the_cancellation_of_its_service_is_refused_o
     # A reservation reads the schedule on one stream and records on the budget line's: a
     # cancellation in between would leave money reserved for a service no longer there.
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(deps.store, "case-1")
     for day in range(6):
         scheduled = await stub.ScheduleService(
             schedule_request(
@@ -243,6 +249,7 @@ async def test_a_service_moved_as_the_case_closes_does_not_outlive_it(
     # A service from before the closure is left alone by its follow-up; moved past the closure
     # by a reschedule that read the case still open, it must be cancelled all the same.
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(store, "case-1")
     earlier = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
     scheduled = await stub.ScheduleService(
         schedule_request("case-1", "home_care", earlier, provider=HOME_CARE_CO)
@@ -297,6 +304,7 @@ async def test_a_closure_releases_what_is_reserved_for_the_case_naming_no_servic
 ) -> None:
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
     await intake.open_case("case-2", "client-2", [NeedCategory.HOME_CARE])
+    await carried_by(store, "case-1")
     # A service that took place before the closure: its reservation was spent, and stays.
     earlier = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
     took_place = await stub.ScheduleService(

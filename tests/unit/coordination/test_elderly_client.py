@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 TUESDAY = datetime(2026, 3, 3, tzinfo=UTC)
 
 
+AMARA = "sw-lcsw"
+"""The licensed social worker Walter's case is assigned to: she does the case's work."""
+
+
 async def test_the_elderly_client_leaving_hospital(stub: Stub, intake: IntakeFeed) -> None:
     await intake.register_client("walter", date(1947, 11, 2))
     await intake.open_case(
@@ -60,7 +64,7 @@ async def test_the_elderly_client_leaving_hospital(stub: Stub, intake: IntakeFee
 
     waiver = await stub.DetermineEligibility(
         pb.DetermineEligibilityRequest(
-            context=command_context("social_worker"),
+            context=command_context("social_worker", user=AMARA),
             case_id="walter-1",
             program_id="home-care-medicaid-waiver",
             facts=pb.EligibilityFacts(monthly_income=usd(162_000), residence="us-ca-alameda"),
@@ -86,14 +90,36 @@ async def test_the_elderly_client_leaving_hospital(stub: Stub, intake: IntakeFee
 
     care = await stub.ScheduleService(
         schedule_request(
-            "walter-1", "home_care", at(8), hours=1.5, provider=HOME_CARE_CO, location=HOME
+            "walter-1",
+            "home_care",
+            at(8),
+            hours=1.5,
+            provider=HOME_CARE_CO,
+            location=HOME,
+            role="social_worker",
+            user=AMARA,
         )
     )
     ride = await stub.ScheduleService(
-        schedule_request("walter-1", "transportation", at(9, 30), hours=0.5, provider=PARATRANSIT)
+        schedule_request(
+            "walter-1",
+            "transportation",
+            at(9, 30),
+            hours=0.5,
+            provider=PARATRANSIT,
+            role="social_worker",
+            user=AMARA,
+        )
     )
     therapy = await stub.ScheduleService(
-        schedule_request("walter-1", "physical_therapy", at(10), provider=PT_CLINIC)
+        schedule_request(
+            "walter-1",
+            "physical_therapy",
+            at(10),
+            provider=PT_CLINIC,
+            role="social_worker",
+            user=AMARA,
+        )
     )
 
     # Counseling at the same time as physical therapy is refused, naming the appointment.
@@ -105,6 +131,8 @@ async def test_the_elderly_client_leaving_hospital(stub: Stub, intake: IntakeFee
                 at(10, 30),
                 provider=COUNSELING_CENTRE,
                 referral_id=counseling_referral.referral_id,
+                role="social_worker",
+                user=AMARA,
             )
         )
     )
@@ -120,6 +148,8 @@ async def test_the_elderly_client_leaving_hospital(stub: Stub, intake: IntakeFee
             at(14),
             provider=COUNSELING_CENTRE,
             referral_id=counseling_referral.referral_id,
+            role="social_worker",
+            user=AMARA,
         )
     )
 

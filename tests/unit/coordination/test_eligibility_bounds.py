@@ -11,6 +11,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from events.catalog.base import Role
 from events.catalog.eligibility import EligibilityDetermined, EligibilityFacts
 from events.catalog.values import NeedCategory
 from services.coordination.app.handlers import Dependencies
@@ -18,7 +19,7 @@ from services.coordination.domain.agency import Program
 from services.coordination.domain.eligibility import evaluate
 from services.coordination.domain.facts import case_stream
 from tests.unit.coordination.rpc import refused, usd
-from tests.unit.coordination.support import IntakeFeed
+from tests.unit.coordination.support import IntakeFeed, carried_by
 from tests.unit.coordination.test_grpc_funding import eligibility
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ async def test_a_residence_longer_in_lower_case_is_refused_and_nothing_is_stored
     """In lower case "İ" is two characters: 400 of them were recorded as 800, in an event no
     reader accepts (the old code: accepted, then the case's stream could not be read)."""
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(deps.store, "case-1", "user-social_worker", Role.SOCIAL_WORKER)
     said = await _said(stub, eligibility("open-door", residence="İ" * 400))
     assert said == {"facts.residence": "at most 500 characters"}
     assert await _decisions(deps) == []
@@ -58,6 +60,7 @@ async def test_a_residence_its_reason_cannot_hold_is_refused_naming_it(
 ) -> None:
     """The old code: "reasons.2: at most 500 characters"."""
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(deps.store, "case-1", "user-social_worker", Role.SOCIAL_WORKER)
 
     def asking(residence: str) -> object:
         return eligibility(WAIVER, age=70, monthly_income=usd(100), residence=residence)

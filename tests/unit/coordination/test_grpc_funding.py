@@ -16,6 +16,8 @@ from casetrail_platform.identity.grpc_auth import bearer_metadata
 from casetrail_platform.limits import MAX_RESERVATIONS_PER_SERVICE
 from casetrail_platform.policy.projection import FACTS
 from casetrail_platform.projections.port import Document
+from casetrail_platform.store.port import EventStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.rpc import Person
 from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSection
 from events.catalog.assignment import CaseAssigned
@@ -29,6 +31,7 @@ from tests.support.identity import TestIssuer, acting
 from tests.unit.coordination.rpc import HOME_CARE_CO, refused, schedule_request, usd
 from tests.unit.coordination.support import (
     IntakeFeed,
+    carried_by,
     command_context,
     query_context,
     timestamp,
@@ -50,9 +53,12 @@ def eligibility(program_id: str, **facts: object) -> pb.DetermineEligibilityRequ
     )
 
 
-async def test_eligibility_is_recorded_with_its_reasons(stub: Stub, intake: IntakeFeed) -> None:
+async def test_eligibility_is_recorded_with_its_reasons(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
     await intake.register_client("client-1", date(1948, 5, 17))
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(store, "case-1", "user-social_worker", Role.SOCIAL_WORKER)
     decided = await stub.DetermineEligibility(
         eligibility(
             "home-care-medicaid-waiver", monthly_income=usd(180_000), residence="us-ca-alameda"
@@ -94,6 +100,8 @@ async def test_a_stated_age_the_date_of_birth_contradicts_is_refused(
     # decision rest on an age the record contradicts (here, one that keeps them out).
     await intake.register_client("client-1", date(1948, 5, 17))
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(deps.store, "case-1", "user-social_worker", Role.SOCIAL_WORKER)
+    assigned = await deps.store.read_stream(case_stream("case-1"))
     age = age_on(date(1948, 5, 17), datetime.now(UTC).date())
     for stated in (64, age + 1):
         refusal = await refused(
@@ -119,13 +127,16 @@ async def test_a_stated_age_the_date_of_birth_contradicts_is_refused(
         for told in (str(age), "1948", str(stated)):
             assert told not in refusal.message
             assert told not in str(refusal.metadata)
-    assert await deps.store.read_stream(case_stream("case-1")) == []
+    assert await deps.store.read_stream(case_stream("case-1")) == assigned
 
 
-async def test_a_corrected_date_of_birth_decides_the_age(stub: Stub, intake: IntakeFeed) -> None:
+async def test_a_corrected_date_of_birth_decides_the_age(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
     # Intake typed 1984 for 1948: a client of 77 or so was recorded as about 42.
     await intake.register_client("client-1", date(1984, 5, 17))
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(store, "case-1", "user-social_worker", Role.SOCIAL_WORKER)
     request = eligibility(
         "home-care-medicaid-waiver", monthly_income=usd(180_000), residence="us-ca-alameda"
     )
@@ -145,9 +156,10 @@ async def test_a_corrected_date_of_birth_decides_the_age(stub: Stub, intake: Int
 
 
 async def test_a_stated_age_is_used_while_no_date_of_birth_is_known(
-    stub: Stub, intake: IntakeFeed
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(store, "case-1", "user-social_worker", Role.SOCIAL_WORKER)
     decided = await stub.DetermineEligibility(
         eligibility(
             "home-care-medicaid-waiver",
@@ -160,8 +172,11 @@ async def test_a_stated_age_is_used_while_no_date_of_birth_is_known(
     assert decided.reasons[0] == "age 64 is under the minimum of 65"
 
 
-async def test_facts_a_programme_needs_are_required(stub: Stub, intake: IntakeFeed) -> None:
+async def test_facts_a_programme_needs_are_required(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(store, "case-1", "user-social_worker", Role.SOCIAL_WORKER)
     refusal = await refused(stub.DetermineEligibility(eligibility("home-care-medicaid-waiver")))
     assert refusal.code is grpc.StatusCode.INVALID_ARGUMENT
     assert refusal.fields == ["facts.age", "facts.monthly_income", "facts.residence"]
@@ -170,9 +185,10 @@ async def test_facts_a_programme_needs_are_required(stub: Stub, intake: IntakeFe
 
 
 async def test_an_age_coordination_has_not_learnt_yet_is_a_precondition(
-    stub: Stub, intake: IntakeFeed
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(store, "case-1", "user-social_worker", Role.SOCIAL_WORKER)
     request = eligibility("home-care-medicaid-waiver")
     request.facts.monthly_income.CopyFrom(pb.Money(amount_minor_units=180_000, currency="USD"))
     request.facts.residence = "us-ca-alameda"
@@ -185,8 +201,10 @@ async def test_an_age_coordination_has_not_learnt_yet_is_a_precondition(
     assert "CorrectClientDateOfBirth" in refusal.message
 
 
-async def _home_care(stub: Stub, intake: IntakeFeed) -> str:
+async def _home_care(stub: Stub, intake: IntakeFeed, store: EventStore) -> str:
+    """case-1, carried by the case manager who schedules a home care service for it."""
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(store, "case-1")
     scheduled = await stub.ScheduleService(
         schedule_request("case-1", "home_care", MONDAY_9, provider=HOME_CARE_CO)
     )
@@ -218,8 +236,10 @@ def reserve(
     )
 
 
-async def test_a_budget_line_is_never_overspent(stub: Stub, intake: IntakeFeed) -> None:
-    service_id = await _home_care(stub, intake)
+async def test_a_budget_line_is_never_overspent(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    service_id = await _home_care(stub, intake, store)
     first = await stub.ReserveBudget(reserve(usd(70_000), service_id))
     assert first.available == usd(30_000)
 
@@ -254,12 +274,12 @@ async def test_a_budget_line_is_never_overspent(stub: Stub, intake: IntakeFeed) 
 
 
 async def test_a_budget_line_lists_its_latest_reservations_and_says_how_many_there_are(
-    stub: Stub, intake: IntakeFeed, monkeypatch: pytest.MonkeyPatch
+    stub: Stub, intake: IntakeFeed, monkeypatch: pytest.MonkeyPatch, store: SqliteEventStore
 ) -> None:
     """A line funds an agency's year: its answer lists the latest reservations, never all of
     them (tens of thousands outgrew gRPC's 4 MB answer), and says that it left some out."""
     monkeypatch.setattr(convert, "RESERVATIONS_LISTED", 2)
-    service_id = await _home_care(stub, intake)
+    service_id = await _home_care(stub, intake, store)
     made = [
         (await stub.ReserveBudget(reserve(usd(100 + n), service_id))).reservation_id
         for n in range(3)
@@ -282,7 +302,9 @@ async def _reserve_on_two_cases(stub: Stub, intake: IntakeFeed) -> None:
         await intake.open_case(case_id, "client-1", [NeedCategory.HOME_CARE])
         starts_at = MONDAY_9 + timedelta(days=day)
         scheduled = await stub.ScheduleService(
-            schedule_request(case_id, "home_care", starts_at, provider=HOME_CARE_CO)
+            schedule_request(
+                case_id, "home_care", starts_at, provider=HOME_CARE_CO, role="coordinator"
+            )
         )
         await stub.ReserveBudget(
             pb.ReserveBudgetRequest(
@@ -431,9 +453,9 @@ async def test_a_role_refused_a_budget_line_is_on_the_record(
 
 
 async def test_reservations_must_fit_the_line(
-    stub: Stub, intake: IntakeFeed, issuer: TestIssuer
+    stub: Stub, intake: IntakeFeed, issuer: TestIssuer, store: SqliteEventStore
 ) -> None:
-    service_id = await _home_care(stub, intake)
+    service_id = await _home_care(stub, intake, store)
     refusal = await refused(stub.ReserveBudget(reserve(usd(100))))
     assert refusal.rule == "BUDGET_LINE_DOES_NOT_FUND_SERVICE"
     refusal = await refused(
@@ -457,12 +479,12 @@ async def test_reservations_must_fit_the_line(
 
 
 async def test_a_service_may_be_topped_up_a_bounded_number_of_times(
-    stub: Stub, intake: IntakeFeed, monkeypatch: pytest.MonkeyPatch
+    stub: Stub, intake: IntakeFeed, monkeypatch: pytest.MonkeyPatch, store: SqliteEventStore
 ) -> None:
     """A service's cost may grow (more hours): another reservation for it is a top-up. Each stays
     in the line's stream for good, so a line holds at most MAX_RESERVATIONS_PER_SERVICE for one
     service, released ones included, and MAX_RESERVATIONS_PER_CASE for a case naming none."""
-    service_id = await _home_care(stub, intake)
+    service_id = await _home_care(stub, intake, store)
     first = await stub.ReserveBudget(reserve(usd(100), service_id))
     for _ in range(MAX_RESERVATIONS_PER_SERVICE - 1):
         await stub.ReserveBudget(reserve(usd(100), service_id))
@@ -506,9 +528,9 @@ async def test_a_service_may_be_topped_up_a_bounded_number_of_times(
 
 
 async def test_a_release_gives_back_at_most_what_is_reserved(
-    stub: Stub, intake: IntakeFeed
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
-    service_id = await _home_care(stub, intake)
+    service_id = await _home_care(stub, intake, store)
     reserved = await stub.ReserveBudget(reserve(usd(1_000), service_id))
 
     def release(amount: pb.Money | None = None) -> pb.ReleaseBudgetRequest:
@@ -529,8 +551,10 @@ async def test_a_release_gives_back_at_most_what_is_reserved(
     assert refusal.rule == "RESERVATION_ALREADY_RELEASED"
 
 
-async def test_insurance_claims_are_filed_and_decided(stub: Stub, intake: IntakeFeed) -> None:
-    service_id = await _home_care(stub, intake)
+async def test_insurance_claims_are_filed_and_decided(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    service_id = await _home_care(stub, intake, store)
 
     def claim(service_ids: list[str]) -> pb.FileInsuranceClaimRequest:
         return pb.FileInsuranceClaimRequest(
@@ -598,9 +622,9 @@ async def test_insurance_claims_are_filed_and_decided(stub: Stub, intake: Intake
 
 
 async def test_a_cancelled_service_is_neither_funded_nor_claimed(
-    stub: Stub, intake: IntakeFeed
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
-    service_id = await _home_care(stub, intake)
+    service_id = await _home_care(stub, intake, store)
     await stub.CancelService(
         pb.CancelServiceRequest(
             context=command_context("coordinator"),
@@ -626,8 +650,11 @@ async def test_a_cancelled_service_is_neither_funded_nor_claimed(
     assert refusal.rule == "SERVICE_CANCELLED"
 
 
-async def test_a_programme_without_rules_needs_no_facts(stub: Stub, intake: IntakeFeed) -> None:
+async def test_a_programme_without_rules_needs_no_facts(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
     await intake.open_case("case-1", "client-1", [NeedCategory.SOCIALISATION])
+    await carried_by(store, "case-1")
     decided = await stub.DetermineEligibility(
         pb.DetermineEligibilityRequest(
             context=command_context("case_manager"), case_id="case-1", program_id="open-door"

@@ -12,7 +12,7 @@ from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.values import NeedCategory
 from tests.unit.coordination.rpc import HOME_CARE_CO, assign, refused, schedule_request, usd
-from tests.unit.coordination.support import IntakeFeed, command_context
+from tests.unit.coordination.support import IntakeFeed, carried_by, command_context
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub
@@ -37,6 +37,7 @@ async def test_a_retried_schedule_is_not_taken_for_a_clash_with_itself(
     stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
     await intake.open_case("case-1", "client-1", [NeedCategory.PHYSICAL_THERAPY])
+    await carried_by(store, "case-1")
     request = schedule_request("case-1", "physical_therapy", AT, key="pt-tuesday")
     first = await stub.ScheduleService(request)
     position = await store.last_position()
@@ -44,14 +45,17 @@ async def test_a_retried_schedule_is_not_taken_for_a_clash_with_itself(
     assert (again.service_id, again.result) == (first.service_id, first.result)
     assert await store.last_position() == position
     # The same key from another user is another command, and this one clashes.
-    other = schedule_request("case-1", "physical_therapy", AT, key="pt-tuesday", user="u-2")
+    other = schedule_request(
+        "case-1", "physical_therapy", AT, key="pt-tuesday", user="u-2", role="coordinator"
+    )
     assert (await refused(stub.ScheduleService(other))).rule == "SCHEDULE_CONFLICT"
 
 
 async def test_a_retried_reservation_survives_a_line_that_filled_up(
-    stub: Stub, intake: IntakeFeed
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(store, "case-1")
     care = await stub.ScheduleService(
         schedule_request("case-1", "home_care", AT, provider=HOME_CARE_CO)
     )
@@ -87,10 +91,12 @@ async def test_a_stale_expected_version_is_aborted(stub: Stub, intake: IntakeFee
 
 
 async def test_concurrent_schedulers_never_double_book_the_client(
-    stub: Stub, intake: IntakeFeed
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
     await intake.open_case("case-1", "client-1", [NeedCategory.PHYSICAL_THERAPY])
     await intake.open_case("case-2", "client-1", [NeedCategory.COUNSELING])
+    await carried_by(store, "case-1")
+    await carried_by(store, "case-2")
     calls = [
         stub.ScheduleService(schedule_request(f"case-{1 + i % 2}", "counseling", AT))
         for i in range(8)

@@ -22,6 +22,7 @@ from tests.unit.coordination.support import (
     OPENED,
     IntakeFeed,
     Refusal,
+    carried_by,
     command_context,
     query_context,
     timestamp,
@@ -102,6 +103,7 @@ async def test_a_partner_learns_no_case_referral_or_service_it_was_not_sent(
     # id that names none on a real case, and a case that does not exist; and a backdated
     # moment tells it nothing of when the case opened.
     await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING, *NEEDS])
+    await carried_by(store, "case-1")
     await intake.consent("case-1", "client-1")
     referral_id = (await refer(stub, "case-1", "counseling")).referral_id
     service_id = (
@@ -176,10 +178,15 @@ async def test_a_partner_learns_no_case_referral_or_service_it_was_not_sent(
     assert await store.read_all() == before
 
 
-async def test_services_clash_across_all_the_clients_cases(stub: Stub, intake: IntakeFeed) -> None:
+async def test_services_clash_across_all_the_clients_cases(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
     await intake.open_case("case-1", "client-1", NEEDS)
     await intake.open_case("case-2", "client-1", [NeedCategory.COUNSELING])
     await intake.open_case("case-3", "client-2", [NeedCategory.COUNSELING])
+    await carried_by(store, "case-1")
+    await carried_by(store, "case-2")
+    await carried_by(store, "case-3")
     therapy = await stub.ScheduleService(schedule_request("case-1", "physical_therapy", TUESDAY_10))
     assert therapy.client_id == "client-1"
 
@@ -226,8 +233,11 @@ async def test_services_clash_across_all_the_clients_cases(stub: Stub, intake: I
     assert [s.service_id for s in schedule.services] == [therapy.service_id, after.service_id]
 
 
-async def test_moving_cancelling_and_delivering_services(stub: Stub, intake: IntakeFeed) -> None:
+async def test_moving_cancelling_and_delivering_services(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
     await intake.open_case("case-1", "client-1", NEEDS)
+    await carried_by(store, "case-1")
     therapy = await stub.ScheduleService(schedule_request("case-1", "physical_therapy", TUESDAY_10))
     care = await stub.ScheduleService(
         schedule_request(
@@ -303,9 +313,12 @@ async def test_moving_cancelling_and_delivering_services(stub: Stub, intake: Int
     ]
 
 
-async def test_a_service_of_another_case_is_not_found(stub: Stub, intake: IntakeFeed) -> None:
+async def test_a_service_of_another_case_is_not_found(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
     await intake.open_case("case-1", "client-1", NEEDS)
     await intake.open_case("case-2", "client-1", NEEDS)
+    await carried_by(store, "case-1")
     therapy = await stub.ScheduleService(schedule_request("case-1", "physical_therapy", TUESDAY_10))
     refusal = await refused(
         stub.CancelService(
@@ -322,9 +335,10 @@ async def test_a_service_of_another_case_is_not_found(stub: Stub, intake: Intake
 
 
 async def test_a_service_from_a_declined_referral_is_refused(
-    stub: Stub, intake: IntakeFeed
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
     await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    await carried_by(store, "case-1")
     await intake.consent("case-1", "client-1")
     referral_id = (await refer(stub, "case-1", "counseling")).referral_id
     await stub.DeclineReferral(answer("decline", referral_id, reason="waiting list full"))
@@ -361,6 +375,7 @@ async def test_no_service_starts_before_the_case_was_opened(
 ) -> None:
     # Backdated, a service would be care the case never gave, yet delivered and claimed.
     await intake.open_case("case-1", "client-1", NEEDS)
+    await carried_by(store, "case-1")
     before = OPENED - timedelta(days=400)
     refusal = await refused(stub.ScheduleService(schedule_request("case-1", "home_care", before)))
     assert (refusal.code, refusal.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["starts_at"])
@@ -388,10 +403,13 @@ async def test_no_service_starts_before_the_case_was_opened(
     assert await store.read_stream("schedule-client-1") == written
 
 
-async def test_a_clash_never_names_a_sensitive_kind(stub: Stub, intake: IntakeFeed) -> None:
+async def test_a_clash_never_names_a_sensitive_kind(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
     # Not everyone on the case may see special data: addiction counseling tells of substance
     # use, and a refusal is no read the access policy decided and recorded.
     await intake.open_case("case-1", "client-1", [NeedCategory.SUBSTANCE_USE, *NEEDS])
+    await carried_by(store, "case-1")
     counseling = await stub.ScheduleService(
         schedule_request("case-1", "addiction_counseling", TUESDAY_10, provider=COUNSELING_CENTRE)
     )
@@ -407,11 +425,12 @@ async def test_a_clash_never_names_a_sensitive_kind(stub: Stub, intake: IntakeFe
 
 
 async def test_a_clash_never_names_the_sensitive_kind_asked_either(
-    stub: Stub, intake: IntakeFeed
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
     # The kind a command asks for is the case's special data too: a refusal's message travels
     # on into callers' logs and proxies, and names no sensitive value (README, "Access").
     await intake.open_case("case-1", "client-1", [NeedCategory.SUBSTANCE_USE, *NEEDS])
+    await carried_by(store, "case-1")
     await intake.consent("case-1", "client-1")
     referral_id = (await refer(stub, "case-1", "home_care", provider=COUNSELING_CENTRE)).referral_id
     await stub.ScheduleService(
@@ -478,6 +497,7 @@ async def test_a_delivered_service_keeps_its_slot(
 ) -> None:
     # Otherwise two services could be delivered, and claimed, for one hour of the client.
     await intake.open_case("case-1", "client-1", NEEDS)
+    await carried_by(store, "case-1")
     care = await stub.ScheduleService(
         schedule_request("case-1", "home_care", TUESDAY_10, provider=HOME_CARE_CO)
     )
@@ -530,6 +550,7 @@ async def test_a_service_from_a_referral_is_provided_by_the_referral_s_agency(
     # Harbor reads the services of its referral (and the client consented to Harbor); the
     # physiotherapists would record and cancel a service they were never referred.
     await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    await carried_by(store, "case-1")
     await intake.consent("case-1", "client-1")
     referral_id = (await refer(stub, "case-1", "counseling")).referral_id
     refusal = await refused(
@@ -556,6 +577,7 @@ async def test_a_partner_never_cancels_in_the_agency_s_name(
     stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
     await intake.open_case("case-1", "client-1", NEEDS)
+    await carried_by(store, "case-1")
     therapy = await stub.ScheduleService(schedule_request("case-1", "physical_therapy", TUESDAY_10))
     written = await store.read_stream("schedule-client-1")
 
