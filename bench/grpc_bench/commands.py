@@ -171,7 +171,8 @@ class Commands:
                 urgency="routine",
                 reason="Cannot wash alone",
             ),
-            metadata=self._as["sw-bench"],
+            # The cases are assigned to no one: a social worker refers only on their own.
+            metadata=self._as["coord-bench"],
         )
 
     async def prepare(self, clients: int, cases: int, patience: float = 300.0) -> None:

@@ -46,6 +46,12 @@ async def test_a_wrong_date_of_birth_is_corrected_and_eligibility_rests_on_it(
 ) -> None:
     stubs = casetrail.stubs
     case = await new_case(casetrail, "home_care", born=WRONG)
+    # Eligibility is decided by the case's worker.
+    await stubs.as_(COORDINATOR).coordination.AssignCase(
+        co.AssignCaseRequest(
+            context=command(key()), case_id=case.case_id, worker_id=SOCIAL_WORKER.user_id
+        )
+    )
     age = age_on(date.fromisoformat(RIGHT), datetime.now(UTC).date())
 
     # Decided on the record: too young for the programme.

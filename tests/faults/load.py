@@ -219,7 +219,9 @@ class Load:
                 urgency="routine",
                 reason="Cannot wash alone",
             ),
-            WORKER,
+            # Not the social worker: the case is assigned to no one, and a case-carrying
+            # worker refers only on the case they carry.
+            COORDINATOR,
         )
         self._ack("coordination", "referral", case_id, "", response.result.event_ids)
 
