@@ -306,10 +306,11 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.ScheduleServiceResponse:
         ctx, command = self._parse(principal_of(context), request, commands.ScheduleService)
         recorded = await handlers.schedule_service(self._deps, ctx, command)
+        # No client_id (left empty): the client's id is client data, and a command's answer
+        # records no access; the caller named the case, and reads of it tell the client.
         return pb.ScheduleServiceResponse(
             result=convert.result(command.case_id, recorded),
             service_id=_event(recorded, ServiceScheduled).service_id,
-            client_id=(await handlers.case_facts(self._deps, command.case_id)).client_id,
         )
 
     @override
