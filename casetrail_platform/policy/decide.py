@@ -316,11 +316,14 @@ def decide_disclosure(
             return Decision(True, "exception-emergency", emergency_access_id=grant.access_id)
     consent = facts.consent_covering((recipient,), purpose, sections, now)
     if consent is None or not categories <= consent.categories:
-        wanted = ", ".join(sorted(s.value for s in sections | categories))
+        # The sections, never the categories: a refusal's reason reaches status messages, logs
+        # and the access log, where no special data may go, and the caller knows what it sent.
+        # Said the same whether categories were sent or not, so it tells nothing of them.
+        wanted = ", ".join(sorted(s.value for s in sections))
         return refusal(
             "consent-required",
             f"no consent in force for recipient {recipient}, purpose {purpose.value},"
-            f" scope {wanted}",
+            f" sections {wanted} and the sensitive categories disclosed, if any",
         )
     notice = (
         (Obligation.REDISCLOSURE_NOTICE,) if SensitiveCategory.SUBSTANCE_USE in categories else ()

@@ -378,7 +378,11 @@ async def test_counseling_needs_a_licensed_social_worker_unless_referred_out(
     assert no_consent.code == grpc.StatusCode.FAILED_PRECONDITION
     assert no_consent.reason == "CONSENT_REQUIRED"
     assert no_consent.metadata["recipient"] == "bay-recovery"
-    assert no_consent.metadata["category"] == "substance_use"
+    # The category by the request's field, never by its value: substance use is special data,
+    # and a refusal's message and details reach logs and proxies.
+    assert no_consent.metadata["category_field"] == "need_category"
+    assert "category" not in no_consent.metadata
+    assert "substance_use" not in no_consent.message
     await consent(casetrail, case, "bay-recovery", categories=("substance_use",))
     made = await eventually(
         lambda: coordinator.MakeReferral(referral),

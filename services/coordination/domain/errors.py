@@ -11,7 +11,7 @@ from datetime import datetime
 from casetrail_platform.commands import RuleBroken
 from casetrail_platform.policy.redaction import is_sensitive_code
 from events.catalog.assignment import COUNSELING_LICENCES
-from events.catalog.values import Money, NeedCategory
+from events.catalog.values import Money
 
 CASE_CLOSED = "CASE_CLOSED"
 CASE_ALREADY_ASSIGNED = "CASE_ALREADY_ASSIGNED"
@@ -241,15 +241,19 @@ def too_many_reservations(
 CONSENT_REQUIRED = "CONSENT_REQUIRED"
 
 
-def consent_required(case_id: str, provider_id: str, need: NeedCategory, reason: str) -> RuleBroken:
+def consent_required(case_id: str, provider_id: str, reason: str) -> RuleBroken:
     """42 CFR Part 2 / GDPR: the client's consent must name the recipient, the purpose and
-    what is disclosed; the refusal names the consent that is missing."""
+    what is disclosed; the refusal names the consent that is missing. The need's category is
+    named by its request field (``category_field``), never by its value: a sensitive one
+    (``substance_use``) is special data, and the refusal's text and details reach callers' logs
+    and proxies; said alike for every need, so it tells nothing of which it was."""
     return RuleBroken(
         CONSENT_REQUIRED,
-        f"referring case {case_id} to {provider_id} discloses it: {reason}",
+        f"referring case {case_id} to {provider_id} discloses it: {reason}; the consent must"
+        " also name the need's category when need_category is a sensitive one",
         subject=f"case/{case_id}",
         recipient=provider_id,
         purpose="coordination",
         scope="referrals",
-        category=need.value,
+        category_field="need_category",
     )

@@ -46,7 +46,7 @@ def decide_referral(
         raise errors.case_closed(facts.case_id)
     if not disclosure.allowed:
         raise errors.consent_required(
-            facts.case_id, command.provider.provider_id, command.need_category, disclosure.reason
+            facts.case_id, command.provider.provider_id, disclosure.reason
         )
     return [
         ReferralMade(
