@@ -69,14 +69,12 @@ def _verifiers(options: argparse.Namespace) -> dict[str, KeySchedule]:
     from casetrail_platform.ledger.note import NoteError, parse_verifiers
 
     if options.keys:
-        try:
-            text = small_text(Path(options.keys), MAX_KEYS_FILE_BYTES)
-        except (OSError, UnicodeDecodeError, ValueError) as error:
-            raise SystemExit(
-                f"--keys {options.keys}: cannot read the public keys: {error}"
-            ) from None
+        text = _keys_file(Path(options.keys), f"--keys {options.keys}")
     else:
-        text = "\n".join(p.read_text() for p in sorted(Path(options.data_dir).glob("*/ledger.pub")))
+        # The services' own files, each bounded as --keys is: a huge one (or a device put
+        # there) would hold the command as long as it takes to read.
+        published = sorted(Path(options.data_dir).glob("*/ledger.pub"))
+        text = "\n".join(_keys_file(path, str(path)) for path in published)
     try:
         verifiers = parse_verifiers(text)
     except NoteError as error:
@@ -84,6 +82,15 @@ def _verifiers(options: argparse.Namespace) -> dict[str, KeySchedule]:
     if not verifiers:
         raise SystemExit("no public keys: pass --keys FILE (see `casetrail ledger keys`)")
     return verifiers
+
+
+def _keys_file(path: Path, named: str) -> str:
+    """A file of public keys (``--keys``, a service's ``ledger.pub``), read within
+    ``MAX_KEYS_FILE_BYTES``; one that cannot be read stops the command naming it."""
+    try:
+        return small_text(path, MAX_KEYS_FILE_BYTES)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise SystemExit(f"{named}: cannot read the public keys: {error}") from None
 
 
 def small_text(path: Path, limit: int) -> str:

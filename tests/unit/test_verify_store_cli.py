@@ -95,6 +95,22 @@ def test_a_keys_or_checkpoint_file_too_large_for_one_is_refused_naming_it(
     assert f"larger than {limit:,} bytes" in err
 
 
+def test_a_services_published_keys_too_large_for_one_are_refused_naming_the_file(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``casetrail verify`` without ``--keys`` reads the data dir's ``ledger.pub`` files within
+    the same bound: read whole, a huge one (or a device put there) held the command."""
+    published = key_path(data_dir, "intake").with_suffix(".pub")
+    published.write_text(published.read_text() * MAX_KEYS_FILE_BYTES)
+    export = data_dir / "export.jsonl"
+    export.write_text("")
+
+    assert _casetrail("verify", str(export), "--data-dir", str(data_dir)) == 2
+    err = capsys.readouterr().err
+    assert f"{published}: cannot read the public keys: " in err
+    assert f"larger than {MAX_KEYS_FILE_BYTES:,} bytes" in err
+
+
 def test_public_keys_are_computed_offline_from_the_private_key_files(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
