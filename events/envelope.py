@@ -278,7 +278,12 @@ class RecordedEvent(_Slots):
         if self._event is not None:
             return self._event.schema_version
         assert self._registry is not None
-        return self._registry.model_for(self.event_type).schema_version
+        try:
+            return self._registry.model_for(self.event_type).schema_version
+        except InvalidEventError as error:
+            # A type the store holds that this release's catalog lacks: as for ``event``,
+            # the server's data, never a refusal of the caller's input.
+            raise UnreadableStoredEventError(self.stream, self.sequence, error) from error
 
     @property
     def data(self) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated
@@ -611,3 +612,24 @@ async def test_a_stored_event_no_reader_accepts_is_the_servers_fault(
         _ = stored.event
     assert not isinstance(failed.value, InvalidEventError)
     assert [problem.field for problem in failed.value.problems] == ["words"]
+
+
+async def test_a_stored_event_of_a_type_no_longer_in_the_catalog_is_the_servers_fault(
+    open_store: StoreOpener,
+) -> None:
+    """Its version, data and stored form (what publishing, exporting and audit's answers read)
+    fail as its event does: UnreadableStoredEventError, not UnknownEventTypeError (a refusal,
+    INVALID_ARGUMENT "type: not in the event catalog")."""
+    await (await open_store()).append("case-1", [note("1", "short")], NO_STREAM)
+    [stored] = await (await open_store(EventRegistry([NotInCatalog]))).read_stream("case-1")
+    reads: dict[str, Callable[[RecordedEvent], object]] = {
+        "event": lambda r: r.event,
+        "schema_version": lambda r: r.schema_version,
+        "data": lambda r: r.data,
+        "stored_form": lambda r: r.stored_form,
+    }
+    for name, read in reads.items():
+        with pytest.raises(UnreadableStoredEventError) as failed:
+            read(stored)
+        assert not isinstance(failed.value, InvalidEventError), name
+        assert [problem.field for problem in failed.value.problems] == ["type"], name
