@@ -21,6 +21,7 @@ from events.errors import (
     MissingUpcasterError,
     UnknownEventTypeError,
 )
+from events.validation import event_problems
 
 if TYPE_CHECKING:
     from casetrail_platform.keys.fields import FieldProtection
@@ -148,7 +149,7 @@ class EventRegistry:
             try:
                 return model.model_validate_json(data)
             except ValidationError as error:
-                raise _invalid(event_type, error) from None
+                raise _invalid(event_type, model, error) from None
         return self.validate(event_type, schema_version, json.loads(data))
 
     def validate(self, event_type: str, schema_version: int, data: Mapping[str, Any]) -> CaseEvent:
@@ -170,16 +171,12 @@ class EventRegistry:
         try:
             return model.model_validate(document)
         except ValidationError as error:
-            raise _invalid(event_type, error) from None
+            raise _invalid(event_type, model, error) from None
 
 
 def encode(event: CaseEvent) -> bytes:
     return event.model_dump_json().encode()
 
 
-def _invalid(event_type: str, error: ValidationError) -> InvalidEventError:
-    problems = [
-        FieldProblem(".".join(str(part) for part in detail["loc"]) or "data", detail["msg"])
-        for detail in error.errors()
-    ]
-    return InvalidEventError(event_type, problems)
+def _invalid(event_type: str, model: type[CaseEvent], error: ValidationError) -> InvalidEventError:
+    return InvalidEventError(event_type, event_problems(error, model))

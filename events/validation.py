@@ -17,6 +17,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from events.catalog.values import ERASURE_MARKERS
+from events.errors import FieldProblem
 
 _QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
 
@@ -47,6 +48,24 @@ def reported(
             detail = _without_markers(detail)
         kept.append({**detail, "msg": plain(detail, _lengths(model, within + location))})
     return kept
+
+
+def event_problems(
+    error: ValidationError, model: type[BaseModel], version_note: str = ""
+) -> list[FieldProblem]:
+    """``error`` (validating data into the catalog's ``model``) as an ``InvalidEventError``'s
+    problems, read through ``reported`` as the services' refusals are: each field named with
+    its problem in plain words, never the value refused; ``version_note`` ends each problem
+    (which schema version the data was read as)."""
+    return [
+        FieldProblem(
+            ".".join(str(part) for part in detail["loc"]) or "data",
+            # Data read or received, not a caller's request (as ``plain`` says it).
+            ("not a field of this event" if detail["type"] == "extra_forbidden" else detail["msg"])
+            + version_note,
+        )
+        for detail in reported(error, model)
+    ]
 
 
 _REQUIRED_TYPES = frozenset({"missing", "none_required"})

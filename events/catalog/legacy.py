@@ -54,7 +54,8 @@ from events.catalog.values import (
     SensitiveNote,
     Urgency,
 )
-from events.errors import FieldProblem, InvalidEventError
+from events.errors import InvalidEventError
+from events.validation import event_problems
 
 
 class CaseOpenedV1(CaseEvent):
@@ -319,13 +320,7 @@ def _validated(model: type[CaseEvent], data: dict[str, Any]) -> BaseModel:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        problems = [
-            FieldProblem(
-                ".".join(str(part) for part in detail["loc"]) or "data",
-                f"{detail['msg']} (schema version {model.schema_version})",
-            )
-            for detail in error.errors()
-        ]
+        problems = event_problems(error, model, f" (schema version {model.schema_version})")
         raise InvalidEventError(model.event_type, problems) from None
 
 

@@ -182,6 +182,41 @@ def test_wrong_type_is_refused_naming_the_nested_field(registry: EventRegistry) 
     assert _fields(caught.value) == {"presenting_needs.0.category", "client_id"}
 
 
+def test_refused_data_is_told_in_plain_words_naming_fields_never_values(
+    registry: EventRegistry,
+) -> None:
+    """As the services' refusals say it (``events.validation.reported``): no "at least 1 item"
+    for a list whose only item was refused, no "Input should be", a blank text "required"."""
+    data = _data(_example(CaseOpened))
+    data["presenting_needs"] = [{"category": "flying-carpets", "description": ""}]
+    data["client_id"] = None
+    with pytest.raises(InvalidEventError) as caught:
+        registry.decode(CaseOpened.event_type, CaseOpened.schema_version, json.dumps(data))
+    said = {problem.field: problem.problem for problem in caught.value.problems}
+    assert set(said) == {
+        "client_id",
+        "presenting_needs.0.category",
+        "presenting_needs.0.description",
+    }
+    assert said["client_id"].startswith("required, 1-")
+    assert said["presenting_needs.0.category"].startswith("must be 'housing', ")
+    assert "'erased'" not in said["presenting_needs.0.category"]  # a marker, refused stored
+    assert said["presenting_needs.0.description"].startswith("required")
+    assert "flying-carpets" not in str(caught.value)
+    assert "should" not in str(caught.value)
+
+
+def test_refused_superseded_data_is_told_in_plain_words_with_its_version(
+    registry: EventRegistry,
+) -> None:
+    data = _data(legacy_example_events()[0]) | {"presenting_need": "   "}
+    with pytest.raises(InvalidEventError) as caught:
+        registry.validate(CaseOpened.event_type, 1, data)
+    [problem] = caught.value.problems
+    assert (problem.field, problem.problem.split(",")[0]) == ("presenting_need", "required")
+    assert problem.problem.endswith(" (schema version 1)")
+
+
 def test_blank_and_malformed_identifiers_are_refused(registry: EventRegistry) -> None:
     data = _data(_example(CaseAssigned)) | {"case_id": "   ", "worker_id": "has space"}
     with pytest.raises(InvalidEventError) as caught:
@@ -332,7 +367,7 @@ def test_naive_datetimes_are_refused(registry: EventRegistry) -> None:
     with pytest.raises(InvalidEventError) as caught:
         registry.validate(ServiceScheduled.event_type, 1, data)
     assert _fields(caught.value) == {"starts_at", "ends_at"}
-    assert "timezone" in str(caught.value)
+    assert "must have a UTC offset" in str(caught.value)
 
 
 def test_negative_amounts_and_bad_currencies_are_refused(registry: EventRegistry) -> None:
