@@ -9,6 +9,14 @@ would refuse the record for good), checked on the data as sealed (``require_publ
 sealed value takes several times the bytes of its text. Both adapters call them in that order
 before writing, so they refuse the same events with the same ``InvalidEventError`` and write
 nothing.
+
+It does not validate each event against its model again (an event built without validation,
+``model_construct``, would be written): measured on 2026-12-05, ``model_validate_json`` of the
+data already encoded here costs 1.7 us per ``contact.logged`` (2.5 us median over the catalog's
+examples, 6.3 us for ``plan.drafted``), and the issue 10 appends (8 writers, 100 events per
+commit, ledger on) ran 0.90x on SQLite and 0.81x on PostgreSQL with it (client CPU per event
++1.0 and +3.7 us), a cost that shows. Events are built validated instead: ``CaseEvent.updated``
+changes one, and no ``model_copy``/``model_construct`` is allowed outside tests (tested).
 """
 
 from __future__ import annotations
