@@ -262,7 +262,7 @@ class AccessControl:
         for item in disclosures:
             decision = item.decision
             shown, hidden = list(item.shown_fields), []
-            kept = [s for s in item.sections if decision.discloses(s)]
+            kept = {s for s in item.sections if decision.discloses(s)}
             if item.message is not None and decision.referral_ids is not None:
                 redaction.keep_referred(item.message, item.referral_paths, decision.referral_ids)
             if item.message is not None:
@@ -277,7 +277,7 @@ class AccessControl:
             withheld.update(hidden)
             obligations.update(decision.obligations)
             rules.add(decision.rule)
-            sections = tuple(s for s in RecordSection if s in set(kept))
+            sections = tuple(s for s in RecordSection if s in kept)
             if not sections:
                 continue  # an item that shows no section of a case (a ledger query's)
             accessed.append(
