@@ -473,7 +473,14 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def ReserveBudget(
         self, request: pb.ReserveBudgetRequest, context: Context
     ) -> pb.ReserveBudgetResponse:
-        ctx, command = self._parse(principal_of(context), request, commands.ReserveBudget)
+        principal = principal_of(context)
+        ctx, command = self._parse(principal, request, commands.ReserveBudget)
+        # A supervisor commits the agency's money for their team's cases only, as they transfer,
+        # close or reopen them. A case no one carries has no team yet: unlike AssignCase, which
+        # gives the case its team (any supervisor may step in there), its money waits for that
+        # team, the coordinator reserving meanwhile. So a case of no team, another team's and an
+        # unknown case id get the same NO_RELATIONSHIP, before anything is read or written.
+        await self._access.require_supervision(principal, command.case_id)
         recorded = await handlers.reserve_budget(self._deps, ctx, command)
         return pb.ReserveBudgetResponse(
             result=convert.result(command.case_id, recorded),
@@ -486,7 +493,10 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     async def ReleaseBudget(
         self, request: pb.ReleaseBudgetRequest, context: Context
     ) -> pb.ReleaseBudgetResponse:
-        ctx, command = self._parse(principal_of(context), request, commands.ReleaseBudget)
+        principal = principal_of(context)
+        ctx, command = self._parse(principal, request, commands.ReleaseBudget)
+        # As ReserveBudget: a supervisor gives back money of their team's cases only.
+        await self._access.require_supervision(principal, command.case_id)
         recorded = await handlers.release_budget(self._deps, ctx, command)
         _event(recorded, BudgetReleased)
         return pb.ReleaseBudgetResponse(

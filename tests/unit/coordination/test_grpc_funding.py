@@ -25,7 +25,7 @@ from events.catalog.base import Role
 from events.catalog.values import NeedCategory
 from services.coordination.app.handlers import Dependencies
 from services.coordination.domain import funding
-from services.coordination.domain.facts import case_stream
+from services.coordination.domain.facts import budget_stream, case_stream
 from services.coordination.entrypoints import convert
 from tests.support.identity import TestIssuer, acting
 from tests.unit.coordination.rpc import HOME_CARE_CO, refused, schedule_request, usd
@@ -212,6 +212,19 @@ async def _home_care(stub: Stub, intake: IntakeFeed, store: EventStore) -> str:
     return service_id
 
 
+async def _of_team(intake: IntakeFeed, case_id: str, team: str) -> None:
+    """The case's assignment as the access policy learns it over the bus, with the worker's
+    team (``carried_by`` writes coordination's own stream only)."""
+    assigned = CaseAssigned(
+        case_id=case_id,
+        worker_id="user-case_manager",
+        worker_role=Role.CASE_MANAGER,
+        worker_team=team,
+        reason="fits",
+    )
+    await intake.policy(intake.record(assigned, case_stream(case_id), "casetrail/coordination"))
+
+
 async def deliver(stub: Stub, service_id: str) -> None:
     await stub.RecordServiceDelivered(
         pb.RecordServiceDeliveredRequest(
@@ -254,9 +267,13 @@ async def test_a_budget_line_is_never_overspent(
         "currency": "USD",
     }
 
+    await _of_team(intake, "case-1", "team-east")
     released = await stub.ReleaseBudget(
         pb.ReleaseBudgetRequest(
-            context=command_context("supervisor"),
+            context=acting(
+                Person("sup-east", "supervisor", team="team-east"),
+                common_pb2.CommandContext(idempotency_key="release"),
+            ),
             case_id="case-1",
             budget_line="home-care-fy2026",
             reservation_id=first.reservation_id,
@@ -271,6 +288,63 @@ async def test_a_budget_line_is_never_overspent(
     )
     assert (line.reserved, line.available) == (usd(100_000), usd(0))
     assert [r.amount for r in line.reservations] == [usd(50_000), usd(50_000)]
+
+
+async def test_a_supervisor_reserves_and_releases_only_for_a_case_of_their_team(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    # As transferring, closing and reopening: a supervisor commits or gives back the agency's
+    # money for their team's cases only. A case no one carries has no team yet (the
+    # coordinator reserves for it), and an unknown case id is refused alike.
+    service_id = await _home_care(stub, intake, store)
+    await _of_team(intake, "case-1", "team-east")
+    await intake.open_case("case-2", "client-2", [NeedCategory.HOME_CARE])
+    reserved = await stub.ReserveBudget(reserve(usd(1_000), service_id))
+    line = budget_stream("home-care-fy2026")
+    written = await store.read_stream(line)
+
+    def of(team: str, key: str) -> common_pb2.CommandContext:
+        supervisor = Person(f"sup-{team}", "supervisor", team=team)
+        return acting(supervisor, common_pb2.CommandContext(idempotency_key=key))
+
+    def reservation(team: str, case_id: str, key: str) -> pb.ReserveBudgetRequest:
+        return pb.ReserveBudgetRequest(
+            context=of(team, key), case_id=case_id, budget_line="home-care-fy2026", amount=usd(1)
+        )
+
+    def release(team: str, case_id: str, key: str) -> pb.ReleaseBudgetRequest:
+        return pb.ReleaseBudgetRequest(
+            context=of(team, key),
+            case_id=case_id,
+            budget_line="home-care-fy2026",
+            reservation_id=reserved.reservation_id,
+            reason="fewer hours needed",
+        )
+
+    answers = set()
+    for case_id in ("case-1", "case-2", "case-unknown"):
+        for call in (
+            stub.ReserveBudget(reservation("team-west", case_id, f"reserve-{case_id}")),
+            stub.ReleaseBudget(release("team-west", case_id, f"release-{case_id}")),
+        ):
+            refusal = await refused(call)
+            answers.add((refusal.code, refusal.rule, refusal.message))
+    [(code, rule, message)] = answers
+    assert (code, rule) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
+    assert "their team" in message
+    assert await store.read_stream(line) == written
+
+    released = await stub.ReleaseBudget(release("team-east", "case-1", "release"))
+    assert released.available == usd(100_000)
+    await stub.ReserveBudget(
+        pb.ReserveBudgetRequest(
+            context=of("team-east", "reserve"),
+            case_id="case-1",
+            budget_line="home-care-fy2026",
+            amount=usd(500),
+            service_id=service_id,
+        )
+    )
 
 
 async def test_a_budget_line_lists_its_latest_reservations_and_says_how_many_there_are(
