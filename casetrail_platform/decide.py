@@ -214,11 +214,14 @@ async def execute_folded(
     stream: str,
     fold: Fold[S],
     decide: Callable[[S], Sequence[CaseEvent]],
+    *,
+    guard: ReadGuard | None = None,
 ) -> list[RecordedEvent]:
     """``execute``, deciding on ``stream``'s state as ``fold`` makes it, kept folded between
     commands (``casetrail_platform.folded``): a command reads only the events appended since
     the state it finds was folded, so its cost does not grow with the stream. Its answers are
-    ``execute``'s, retries and races included; ``decide`` reads the state, never changes it."""
+    ``execute``'s, retries and races included (``guard`` too); ``decide`` reads the state,
+    never changes it."""
     command = f"\x00command:{context.command_id(service)}"
     async with _turns_of(store).holding([command, stream]):
         command_id = context.command_id(service)
@@ -241,6 +244,7 @@ async def execute_folded(
             lambda: folding.version,
             lambda: decide(folding.state),
             folding.catch_up,
+            guard,
         )
 
 

@@ -8,7 +8,7 @@ before and passed to the pure decision; a retried command returns its first resu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from typing import TypeVar
@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from casetrail_platform.ages import age_on, agency_today
 from casetrail_platform.commands import CommandContext, InvalidCommand, NotFound, derived_id
-from casetrail_platform.decide import execute, execute_folded, folded
+from casetrail_platform.decide import ReadGuard, execute, execute_folded, folded
 from casetrail_platform.folded import Fold
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.locking.inprocess import InProcessLocks
@@ -26,16 +26,17 @@ from casetrail_platform.policy.decide import decide_disclosure
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.policy.vocabulary import Decision
 from casetrail_platform.projections.port import ReadModelStore
-from casetrail_platform.store.port import EventStore
+from casetrail_platform.store.port import NO_STREAM, EventStore, StreamVersion
 from events.catalog.access import (
     AccessPurpose,
     DisclosureBasis,
     RecordSection,
     SensitiveCategory,
 )
+from events.catalog.assignment import CASE_CARRYING_ROLES
 from events.catalog.base import CaseEvent
 from events.catalog_registry import model_named
-from events.envelope import RecordedEvent
+from events.envelope import Actor, RecordedEvent
 from services.coordination.adapters import read_models as views
 from services.coordination.domain import errors
 from services.coordination.domain.agency import Agency, Worker
@@ -187,7 +188,11 @@ async def make_referral(
             deps,
             context,
             case_stream(command.case_id),
-            lambda _history: decide_referral(facts, command, referral_id, disclosure),
+            carried(
+                context,
+                Action.MAKE_REFERRAL,
+                lambda _case: decide_referral(facts, command, referral_id, disclosure),
+            ),
         )
 
 
@@ -267,14 +272,16 @@ async def schedule_service(
     require_role(context.actor.role, Action.SCHEDULE_SERVICE)
     service_id = derived_id(context, SOURCE, "service")
     async with deps.locks.holding([case_lock(command.case_id)]):
-        case = await carried_case(deps, context, Action.SCHEDULE_SERVICE, command.case_id)
+        await carried_case(deps, context, Action.SCHEDULE_SERVICE, command.case_id)
         facts = await command_facts(deps, context, command.case_id)
+        carrier = CaseCarrier(deps.store, context, Action.SCHEDULE_SERVICE, command.case_id)
         return await _run_folded(
             deps,
             context,
             schedule_stream(facts.client_id),
             SCHEDULE,
-            lambda schedule: decide_schedule(schedule, facts, case, command, service_id),
+            lambda schedule: decide_schedule(schedule, facts, carrier.case, command, service_id),
+            guard=carrier.read,
         )
 
 
@@ -288,12 +295,14 @@ async def reschedule_service(
     async with deps.locks.holding([case_lock(command.case_id)]):
         await carried_case(deps, context, Action.SCHEDULE_SERVICE, command.case_id)
         facts = await command_facts(deps, context, command.case_id)
+        carrier = CaseCarrier(deps.store, context, Action.SCHEDULE_SERVICE, command.case_id)
         return await _run_folded(
             deps,
             context,
             schedule_stream(facts.client_id),
             SCHEDULE,
             lambda schedule: decide_reschedule(schedule, facts, command),
+            guard=carrier.read,
         )
 
 
@@ -309,12 +318,14 @@ async def cancel_service(
     # was reserved before it).
     async with deps.locks.holding([case_lock(command.case_id)]):
         facts = await command_facts(deps, context, command.case_id)
+        carrier = CaseCarrier(deps.store, context, Action.CANCEL_SERVICE, command.case_id)
         return await _run_folded(
             deps,
             context,
             schedule_stream(facts.client_id),
             SCHEDULE,
             lambda schedule: decide_cancel(schedule, command, acting_for),
+            guard=carrier.read,
         )
 
 
@@ -329,12 +340,14 @@ async def record_service_delivered(
     await _require_provided(deps, command.case_id, command.service_id, acting_for)
     await carried_case(deps, context, Action.RECORD_DELIVERY, command.case_id)
     facts = await command_facts(deps, context, command.case_id)
+    carrier = CaseCarrier(deps.store, context, Action.RECORD_DELIVERY, command.case_id)
     return await _run_folded(
         deps,
         context,
         schedule_stream(facts.client_id),
         SCHEDULE,
         lambda schedule: decide_delivered(schedule, facts, command, datetime.now(UTC), acting_for),
+        guard=carrier.read,
     )
 
 
@@ -376,7 +389,11 @@ async def determine_eligibility(
         deps,
         context,
         case_stream(command.case_id),
-        lambda _history: decide_eligibility(facts, program, command, on),
+        carried(
+            context,
+            Action.DETERMINE_ELIGIBILITY,
+            lambda _case: decide_eligibility(facts, program, command, on),
+        ),
     )
 
 
@@ -428,7 +445,11 @@ async def file_insurance_claim(
         deps,
         context,
         case_stream(command.case_id),
-        lambda history: decide_claim(case_state(history), facts, schedule, command, claim_id),
+        carried(
+            context,
+            Action.HANDLE_CLAIM,
+            lambda case: decide_claim(case, facts, schedule, command, claim_id),
+        ),
     )
 
 
@@ -441,7 +462,7 @@ async def record_claim_decision(
         deps,
         context,
         case_stream(command.case_id),
-        lambda history: decide_claim_decision(case_state(history), command),
+        carried(context, Action.HANDLE_CLAIM, lambda case: decide_claim_decision(case, command)),
     )
 
 
@@ -451,10 +472,53 @@ async def carried_case(
     """The case as coordination's stream has it, once the actor may do ``action`` on it: a
     case-carrying worker only on the case assigned to them (``require_case_worker``), as in
     planning. Checked before anything tells whether the case exists, so a worker asking about a
-    case not theirs gets the same refusal for a real case id as for an unknown one."""
-    case = case_state(await deps.store.read_stream(case_stream(case_id)))
-    require_case_worker(context.actor, action, case.worker_id)
+    case not theirs gets the same refusal for a real case id as for an unknown one. Only a
+    first look: a TransferCase may land before the command records, so the decision checks
+    again on what it records after (``carried``, ``CaseCarrier``)."""
+    return carrying(context.actor, action, await deps.store.read_stream(case_stream(case_id)))
+
+
+def carrying(actor: Actor, action: Action, history: Iterable[RecordedEvent]) -> CaseState:
+    """The case as ``history`` (its coordination stream) has it, once ``actor`` may do
+    ``action`` on it (``require_case_worker``)."""
+    case = case_state(history)
+    require_case_worker(actor, action, case.worker_id)
     return case
+
+
+def carried(
+    context: CommandContext, action: Action, decide: Callable[[CaseState], Sequence[CaseEvent]]
+) -> Callable[[list[RecordedEvent]], Sequence[CaseEvent]]:
+    """``decide`` for a command recorded on the case's stream, on the case as the history it
+    appends after has it, once the actor may do ``action`` on it: the append's expected version
+    then guarantees the case was still theirs (a TransferCase landing after ``carried_case``'s
+    first look refuses the previous worker, instead of letting them act once more)."""
+    return lambda history: decide(carrying(context.actor, action, history))
+
+
+@dataclass
+class CaseCarrier:
+    """The case, for a command recorded on the client's schedule: ``read`` is its guard
+    (``execute_folded(..., guard=carrier.read)``). Before each decision it reads the case's
+    stream, refuses an actor who may not do ``action`` on it (``carrying``) and returns the
+    version read, so the schedule's append is written only if the case's stream is still there:
+    a TransferCase committed in between makes the command read again, and the previous worker
+    is refused. Nothing is guarded for a role that acts whoever carries the case."""
+
+    store: EventStore
+    context: CommandContext
+    action: Action
+    case_id: str
+    case: CaseState = field(default_factory=CaseState)
+    """The case as of the last ``read``."""
+
+    async def read(self) -> StreamVersion | None:
+        stream = case_stream(self.case_id)
+        history = await self.store.read_stream(stream)
+        self.case = carrying(self.context.actor, self.action, history)
+        if self.context.actor.role not in CASE_CARRYING_ROLES:
+            return None
+        return StreamVersion(stream, history[-1].sequence if history else NO_STREAM)
 
 
 async def command_facts(deps: Dependencies, context: CommandContext, case_id: str) -> CaseFacts:
@@ -514,9 +578,10 @@ async def _run_folded(
     stream: str,
     fold: Fold[S],
     decide: Callable[[S], Sequence[CaseEvent]],
+    guard: ReadGuard | None = None,
 ) -> Recorded:
     """``_run`` on a stream whose state is kept folded (budget lines, schedules)."""
     try:
-        return await execute_folded(deps.store, SOURCE, context, stream, fold, decide)
+        return await execute_folded(deps.store, SOURCE, context, stream, fold, decide, guard=guard)
     except ValidationError as error:
         raise InvalidCommand(problems_of(error, model=model_named(error.title))) from None

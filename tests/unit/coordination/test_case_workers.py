@@ -33,8 +33,9 @@ Ask = Callable[[common_pb2.CommandContext, str], Any]
 """A call of one command on a case (``str``) by the caller of the context."""
 
 
-def _commands(stub: Stub, service_id: str) -> dict[str, Ask]:
-    """Every command a case-carrying role may run on a case of coordination."""
+def case_commands(stub: Stub, service_id: str, claim_id: str = "claim-1") -> dict[str, Ask]:
+    """Every command a case-carrying role may run on a case of coordination (``service_id``:
+    a service of the case; ``claim_id``: the claim whose decision is recorded)."""
     return {
         "MakeReferral": lambda ctx, case_id: stub.MakeReferral(
             pb.MakeReferralRequest(
@@ -102,7 +103,7 @@ def _commands(stub: Stub, service_id: str) -> dict[str, Ask]:
             pb.RecordClaimDecisionRequest(
                 context=ctx,
                 case_id=case_id,
-                claim_id="claim-1",
+                claim_id=claim_id,
                 insurer_id="medicare",
                 decision="approved",
                 amount_approved=usd(100),
@@ -133,7 +134,7 @@ async def test_a_worker_not_on_the_case_is_refused_as_on_a_case_that_does_not_ex
     ).service_id
     before = await store.read_all()
 
-    commands = _commands(stub, service_id)
+    commands = case_commands(stub, service_id)
     for role, names in (
         ("case_manager", list(commands)),
         ("social_worker", [n for n in commands if n not in CLAIMS]),

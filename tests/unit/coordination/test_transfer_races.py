@@ -1,0 +1,172 @@
+"""A case worker's command raced by the case's transfer to another worker (TransferCase): the
+transfer commits right after the command's first look at the case (``carried_case``), or after
+the decision read the case's stream, before the command records. The decision checks the worker
+again on the case's stream as it records after it (the case's own append's expected version,
+or the schedule's append guarded on the case's stream), so the previous worker is refused and
+nothing is recorded, instead of acting once more on a case no longer theirs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+
+from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.assignment import CaseReassigned
+from events.catalog.base import Role
+from events.catalog.values import NeedCategory
+from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from services.coordination.domain.facts import case_stream
+from tests.unit.coordination.rpc import HOME_CARE_CO, PT_CLINIC, assign, refused, usd
+from tests.unit.coordination.support import IntakeFeed, command_context, timestamp
+from tests.unit.coordination.test_case_workers import AN_HOUR, NEXT_WEEK, case_commands
+
+if TYPE_CHECKING:
+    from tests.unit.coordination.rpc import Stub
+
+COMMANDS = (
+    "MakeReferral",
+    "ScheduleService",
+    "RescheduleService",
+    "CancelService",
+    "RecordServiceDelivered",
+    "DetermineEligibility",
+    "FileInsuranceClaim",
+    "RecordClaimDecision",
+)
+
+
+class TransferredOnceRead:
+    """Patches the store's reads so that the case's transfer from cm-dana to sw-lcsw commits
+    right after the ``reads``-th read of the case's stream from now on (0: never)."""
+
+    def __init__(
+        self, store: SqliteEventStore, monkeypatch: pytest.MonkeyPatch, case_id: str, reads: int
+    ) -> None:
+        self.transferred = False
+        stream = case_stream(case_id)
+        read_stream, read_for_command = store.read_stream, store.read_for_command
+        seen = 0
+
+        async def seen_once() -> None:
+            nonlocal seen
+            seen += 1
+            if seen != reads or self.transferred:
+                return
+            self.transferred = True
+            moved = CaseReassigned(
+                case_id=case_id,
+                previous_worker_id="cm-dana",
+                worker_id="sw-lcsw",
+                worker_role=Role.SOCIAL_WORKER,
+                reason="worker on leave",
+            )
+            metadata = EventMetadata(
+                source="casetrail/coordination",
+                actor=Actor("user-coordinator", Role.COORDINATOR),
+                occurred_at=datetime.now(UTC),
+                correlation_id=uuid.uuid4(),
+            )
+            version = await store.stream_version(stream)
+            await store.append(stream, [NewEvent(moved, metadata)], version)
+
+        async def read(name: str, **kwargs: Any) -> list[RecordedEvent]:
+            history = await read_stream(name, **kwargs)
+            if name == stream:
+                await seen_once()
+            return history
+
+        async def read_for(
+            causation_id: uuid.UUID, name: str, from_version: int = 1
+        ) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
+            answer = await read_for_command(causation_id, name, from_version)
+            if name == stream:
+                await seen_once()
+            return answer
+
+        monkeypatch.setattr(store, "read_stream", read)
+        monkeypatch.setattr(store, "read_for_command", read_for)
+
+
+async def _carried_by_dana(stub: Stub, intake: IntakeFeed, claimed: bool) -> tuple[str, str, str]:
+    """case-1 assigned to cm-dana, with a service already delivered (claimed when
+    ``claimed``) and one still scheduled: their ids, and the claim's (empty when not
+    ``claimed``)."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await intake.consent("case-1", "client-1", recipient=PT_CLINIC.provider_id)
+    await assign(stub, "case-1", "cm-dana")
+    delivered, scheduled = [
+        (
+            await stub.ScheduleService(
+                pb.ScheduleServiceRequest(
+                    context=command_context("coordinator"),
+                    case_id="case-1",
+                    kind="home_care",
+                    provider=HOME_CARE_CO,
+                    starts_at=timestamp(NEXT_WEEK + days),
+                    ends_at=timestamp(NEXT_WEEK + days + AN_HOUR),
+                    location=pb.ServiceLocation(kind="client_home"),
+                )
+            )
+        ).service_id
+        for days in (timedelta(days=1), timedelta(days=2))
+    ]
+    took_place = NEXT_WEEK - timedelta(days=10)
+    await stub.RecordServiceDelivered(
+        pb.RecordServiceDeliveredRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            service_id=delivered,
+            starts_at=timestamp(took_place),
+            ends_at=timestamp(took_place + AN_HOUR),
+        )
+    )
+    if not claimed:
+        return delivered, scheduled, ""
+    filed = await stub.FileInsuranceClaim(
+        pb.FileInsuranceClaimRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            insurer=pb.Provider(provider_id="medicare", name="Medicare"),
+            amount_claimed=usd(100),
+            service_ids=[delivered],
+        )
+    )
+    return delivered, scheduled, filed.claim_id
+
+
+@pytest.mark.parametrize("reads", [0, 1, 2], ids=["no-race", "after-the-check", "after-the-read"])
+@pytest.mark.parametrize("name", COMMANDS)
+async def test_the_previous_worker_is_refused_once_the_case_is_transferred(
+    stub: Stub,
+    intake: IntakeFeed,
+    store: SqliteEventStore,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    reads: int,
+) -> None:
+    delivered, scheduled, claim_id = await _carried_by_dana(
+        stub, intake, claimed=name == "RecordClaimDecision"
+    )
+    service_id = delivered if name == "FileInsuranceClaim" else scheduled
+    ask = case_commands(stub, service_id, claim_id)[name]
+    before = await store.last_position()
+    race = TransferredOnceRead(store, monkeypatch, "case-1", reads)
+
+    call = ask(command_context("case_manager", user="cm-dana"), "case-1")
+
+    if not reads:
+        # The case's worker does it when nothing races (the command is a good one).
+        assert await call
+        return
+    refusal = await refused(call)
+    assert race.transferred
+    assert (refusal.code, "not assigned to them" in refusal.message) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        True,
+    )
+    assert [r.event.event_type for r in await store.read_all(before)] == [CaseReassigned.event_type]
