@@ -232,20 +232,11 @@ class LedgerLog:
                 # is the newest (it checked the tree before signing), not a sign of tampering.
                 self._signed = self._own(latest, verifier)
                 return latest
-            held = None if latest is None else self._own(latest, verifier)
-            await self._check_not_rolled_back(held, size)
-            if latest is not None and held is not None:
-                await self._require_extends(
-                    held,
-                    size,
-                    f"its checkpoint of size {held.size}",
-                    shorter=f"the ledger holds {size} events but signed {held.size}",
-                )
-                await self._record_stored(held, latest)
-                if size == held.size:
-                    await self.check_store_tail(size)
-                    self._signed = held
-                    return latest
+            held = await self._held_and_extended(latest, verifier, size)
+            if latest is not None and held is not None and size == held.size:
+                await self.check_store_tail(size)
+                self._signed = held
+                return latest
             await self.check_store_tail(size)
             checkpoint = Checkpoint(self.origin, size, await self.root(size))
             note = await self.signer.sign_checkpoint(checkpoint)
@@ -273,22 +264,13 @@ class LedgerLog:
             if new.public_key == old.public_key:
                 raise ValueError(f"{self.origin}: the new key is the log's key")
             latest = await self.store.latest_checkpoint()
-            held = None if latest is None else self._own(latest, old)
-            await self._check_not_rolled_back(held, size)
-            if latest is not None and held is not None:
-                await self._require_extends(
-                    held,
-                    size,
-                    f"its checkpoint of size {held.size}",
-                    shorter=f"the ledger holds {size} events but signed {held.size}",
+            held = await self._held_and_extended(latest, old, size)
+            if held is not None and size == held.size:
+                raise HandoverRefused(
+                    f"{self.origin}: no event since the checkpoint of size {size}: the"
+                    " handover checkpoint must be of a new size (signed by both keys),"
+                    " so rotate once the log has grown"
                 )
-                await self._record_stored(held, latest)
-                if size == held.size:
-                    raise HandoverRefused(
-                        f"{self.origin}: no event since the checkpoint of size {size}: the"
-                        " handover checkpoint must be of a new size (signed by both keys),"
-                        " so rotate once the log has grown"
-                    )
             if size == 0:
                 raise HandoverRefused(f"{self.origin}: the log is empty: nothing to hand over")
             await self.check_store_tail(size)
@@ -310,6 +292,25 @@ class LedgerLog:
             self.signer = new_signer
             log.info("%s: signing key handed over at size %d", self.origin, size)
             return kept
+
+    async def _held_and_extended(
+        self, latest: StoredCheckpoint | None, verifier: Verifier, size: int
+    ) -> Checkpoint | None:
+        """The checks run before any signature over the tree of ``size`` leaves (under the
+        lock): the newest stored checkpoint is the log's own, the tree was not rolled back
+        past the published mark, and it extends the held checkpoint, whose record is then
+        made whole. Returns that held checkpoint (``None``: the log has none yet)."""
+        held = None if latest is None else self._own(latest, verifier)
+        await self._check_not_rolled_back(held, size)
+        if latest is not None and held is not None:
+            await self._require_extends(
+                held,
+                size,
+                f"its checkpoint of size {held.size}",
+                shorter=f"the ledger holds {size} events but signed {held.size}",
+            )
+            await self._record_stored(held, latest)
+        return held
 
     def _own(self, stored: StoredCheckpoint, verifier: Verifier) -> Checkpoint:
         """The table's newest checkpoint, which this log's key must have signed: else it was
