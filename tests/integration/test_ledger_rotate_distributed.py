@@ -6,13 +6,10 @@ ranges accepting the log across the rotation."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.ledger.keys import FileSigner
@@ -23,7 +20,7 @@ from casetrail_platform.store.postgres import PostgresEventStore
 from tests.contract.test_ledger_contract import append_notes
 from tests.integration.test_verify_store_read_only import _signed_store
 from tests.support.sample_events import sample_registry
-from tests.support.servers import postgres_dsn, server_missing
+from tests.support.servers import database_of_its_own
 from tests.unit.test_verify_store_cli import _casetrail
 
 pytestmark = pytest.mark.kafka
@@ -34,17 +31,8 @@ ORIGIN = origin_of("example-agency", "intake")
 @pytest.fixture
 def own_database() -> Iterator[str]:
     """A database of its own: the store's schema is ``intake_events`` whatever the test."""
-    name = f"rotate_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.OperationalError as error:
-        server_missing("PostgreSQL", error)
-    try:
-        yield psycopg.conninfo.make_conninfo(postgres_dsn(), dbname=name)
-    finally:
-        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with database_of_its_own("rotate") as dsn:
+        yield dsn
 
 
 async def _append(dsn: str, count: int) -> None:

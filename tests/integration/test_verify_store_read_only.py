@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,10 @@ from casetrail_platform.store.postgres import PostgresEventStore
 from cli.main import main
 from tests.contract.test_ledger_contract import append_notes
 from tests.support.sample_events import sample_registry
-from tests.support.servers import postgres_dsn, server_missing, servers_required
+from tests.support.servers import (
+    database_of_its_own,
+    servers_required,
+)
 
 SELECT_ONLY = "casetrail_test_select_only"
 
@@ -33,17 +35,8 @@ SELECT_ONLY = "casetrail_test_select_only"
 @pytest.fixture
 def database() -> Iterator[str]:
     """A database of its own: the store's schema is ``intake_events`` whatever the test."""
-    name = f"verify_ro_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    except psycopg.OperationalError as error:
-        server_missing("PostgreSQL", error)
-    try:
-        yield psycopg.conninfo.make_conninfo(postgres_dsn(), dbname=name)
-    finally:
-        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with database_of_its_own("verify_ro") as dsn:
+        yield dsn
 
 
 async def _signed_store(dsn: str, key: Path, events: int) -> None:

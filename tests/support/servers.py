@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -38,3 +41,24 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+@contextmanager
+def database_of_its_own(prefix: str) -> Iterator[str]:
+    """The DSN of a PostgreSQL database made for the test (named ``prefix`` and a random
+    suffix) and dropped after it: a store's schema is the same whatever the test
+    (``intake_events``), so a test that must see a store alone needs a database alone."""
+    import psycopg
+    from psycopg import sql
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.OperationalError as error:
+        server_missing("PostgreSQL", error)
+    try:
+        yield psycopg.conninfo.make_conninfo(postgres_dsn(), dbname=name)
+    finally:
+        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

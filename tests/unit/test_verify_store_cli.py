@@ -141,20 +141,11 @@ def test_a_database_where_the_service_never_stored_is_told_not_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Opening its ledger there failed with InvalidSchemaName; nothing is created either.
-    import uuid
-
     import psycopg
 
-    from tests.support.servers import postgres_dsn, server_missing
+    from tests.support.servers import database_of_its_own
 
-    name = f"verify_store_{uuid.uuid4().hex[:8]}"
-    try:
-        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
-            admin.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as error:
-        server_missing("PostgreSQL", error)
-    dsn = psycopg.conninfo.make_conninfo(postgres_dsn(), dbname=name)
-    try:
+    with database_of_its_own("verify_store") as dsn:
         arguments = ["--backend", "distributed", "--pg-dsn", dsn, "--data-dir", str(tmp_path)]
         assert _casetrail("verify-store", "intake", *arguments) == 2
         assert "intake has no store in PostgreSQL" in capsys.readouterr().err
@@ -163,9 +154,6 @@ def test_a_database_where_the_service_never_stored_is_told_not_a_traceback(
                 "SELECT count(*) FROM pg_namespace WHERE nspname = 'intake_events'"
             ).fetchone()
         assert schemas == (0,)
-    finally:
-        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE "{name}"')
 
 
 def _files(directory: Path) -> dict[str, bytes]:
