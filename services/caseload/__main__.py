@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from casetrail_platform.shutdown import exit_now
 from services.caseload.processor import build_app
 from services.caseload.settings import CaseloadSettings
@@ -25,6 +27,8 @@ def main() -> None:
         app.main()
     except SystemExit as done:
         code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if isinstance(done.code, str):  # a refusal before anything started (CaseloadWorker)
+            print(done.code, file=sys.stderr)
     # Faust's Worker has stopped and closed its event loop, but when its last commit failed
     # (aiokafka IllegalOperation "Not in the middle of a transaction") its consumer thread, not
     # a daemon, never ends and holds the interpreter open until SIGKILL. Ending here loses

@@ -56,7 +56,7 @@ from services.caseload.domain import (
     release,
 )
 from services.caseload.recording import AccessRecorder
-from services.caseload.settings import CaseloadSettings
+from services.caseload.settings import CaseloadSettings, require_https_beyond_loopback
 from services.caseload.topics import internal_topics
 from services.caseload.transactions import SourcePartitionTransport
 
@@ -181,6 +181,26 @@ class CaseloadApp(faust.App):
             return None
 
 
+class CaseloadWorker(faust.Worker):
+    """The worker ``python -m services.caseload worker`` runs: refuses plain HTTP beyond
+    loopback (``settings.require_https_beyond_loopback``) before anything starts."""
+
+    def __init__(self, app: CaseloadApp, *services: Any, **options: Any) -> None:
+        # Faust's worker command has applied --web-bind (the chart's 0.0.0.0) by now, and
+        # nothing has started. A SystemExit, not the ValueError: Faust's command prints any
+        # Exception with a traceback; this one line reaches __main__, which prints it.
+        if app.conf.web_enabled:
+            try:
+                require_https_beyond_loopback(
+                    str(app.conf.web_bind),
+                    app.settings.web_tls,
+                    plaintext_allowed=app.settings.plaintext_allowed,
+                )
+            except ValueError as refused:
+                raise SystemExit(f"caseload settings: {refused}") from None
+        super().__init__(app, *services, **options)
+
+
 def broker_credentials(security: KafkaSecurity) -> Any:
     """Faust's form of the platform's Kafka security settings (``None``: plaintext)."""
     if security.uses_sasl:
@@ -231,6 +251,7 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
         web_bind=settings.web_host,
         web_port=settings.web_port,
         web_ssl_context=None if settings.web_tls is None else settings.web_tls.ssl_context(),
+        Worker=CaseloadWorker,
     )
     app.settings = settings
     app.registry = registry or default_registry()

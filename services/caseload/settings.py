@@ -11,6 +11,7 @@ from pathlib import Path
 from casetrail_platform.ages import agency_time_zone
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings, whole_number
+from casetrail_platform.grpc_platform.server import allow_plaintext, require_tls_beyond_loopback
 from casetrail_platform.identity.settings import IssuerSettings
 from casetrail_platform.identity.tls import ClientTls, ServerTls
 from events.topics import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
@@ -18,6 +19,26 @@ from events.topics import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
 DEFAULT_APP_ID = "casetrail-caseload"
 DEFAULT_WEB_PORT = 6066
 PROCESSING_GUARANTEES = ("exactly_once", "at_least_once")
+ALLOW_PLAINTEXT = "CASETRAIL_CASELOAD_ALLOW_PLAINTEXT"
+"""``1``: the views may serve plain HTTP beyond loopback (a mesh or proxy serves TLS in front;
+the chart sets it exactly when it sets ``CASETRAIL_GRPC_ALLOW_PLAINTEXT``); ``0`` or unset:
+without a certificate they listen on loopback only."""
+
+
+def require_https_beyond_loopback(
+    bind: str, tls: ServerTls | None, *, plaintext_allowed: bool
+) -> None:
+    """``PlaintextRefused`` (a ``ValueError``) for plain HTTP on ``bind`` other than loopback
+    without ``ALLOW_PLAINTEXT``: every view but the status takes a bearer token. The gRPC
+    servers' rule, with the views' own setting."""
+    require_tls_beyond_loopback(
+        bind,
+        tls,
+        plaintext_allowed=plaintext_allowed,
+        listener="the caseload views",
+        setting=ALLOW_PLAINTEXT,
+        terminated_by="a service mesh or proxy serves TLS in front of them",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +70,9 @@ class CaseloadSettings:
     """HTTPS for the web views (``CASETRAIL_TLS_CERT``/``_KEY``, as the gRPC servers'): every
     request carries a bearer token, which plain HTTP beyond the pod would hand to anyone on
     the way."""
+    plaintext_allowed: bool = False
+    """Plain HTTP beyond loopback allowed (``ALLOW_PLAINTEXT``): checked against the address
+    the web server binds (``--web-bind`` included) as it starts."""
     issuer: IssuerSettings | None = None
     """Who signs the bearer tokens the web views require (``CASETRAIL_OIDC_ISSUER``); without
     one every view but the status refuses (they name cases)."""
@@ -90,7 +114,9 @@ class CaseloadSettings:
         the case-event topic and replication (see ``TopicSettings.from_env``),
         ``CASETRAIL_CASELOAD_APP_ID``, ``CASETRAIL_CASELOAD_DATA_DIR``,
         ``CASETRAIL_CASELOAD_GUARANTEE``, ``CASETRAIL_CASELOAD_WEB_PORT`` (0 turns the web
-        views off), ``CASETRAIL_OIDC_ISSUER``/``_AUDIENCE`` (see ``IssuerSettings``),
+        views off), ``CASETRAIL_CASELOAD_ALLOW_PLAINTEXT`` (see ``ALLOW_PLAINTEXT``; read
+        only without a certificate), ``CASETRAIL_OIDC_ISSUER``/``_AUDIENCE`` (see
+        ``IssuerSettings``),
         ``CASETRAIL_AUDIT_ADDRESS``, ``CASETRAIL_TLS_CA`` (see ``ClientTls``), the views'
         ``CASETRAIL_TLS_CERT``/``_KEY`` (see ``ServerTls``) and ``CASETRAIL_AGENCY_TIME_ZONE``
         (see ``casetrail_platform.ages``)."""
@@ -98,6 +124,9 @@ class CaseloadSettings:
         defaults = cls()
         topics = TopicSettings.from_env(env)
         web_port = whole_number(env, "CASETRAIL_CASELOAD_WEB_PORT", defaults.web_port)
+        web_tls = ServerTls.from_env(env)
+        # With a certificate there is no plain HTTP to allow (the chart leaves it unset then).
+        plaintext_allowed = web_tls is None and allow_plaintext(env, ALLOW_PLAINTEXT)
         return cls(
             kafka=KafkaSettings.from_env(env),
             topic=topics.case_events_topic,
@@ -111,7 +140,8 @@ class CaseloadSettings:
             ),
             web_enabled=web_port != 0,
             web_port=web_port,
-            web_tls=ServerTls.from_env(env),
+            web_tls=web_tls,
+            plaintext_allowed=plaintext_allowed,
             issuer=IssuerSettings.from_env(env),
             audit_address=env.get("CASETRAIL_AUDIT_ADDRESS", "").strip() or None,
             audit_tls=ClientTls.from_env(env),

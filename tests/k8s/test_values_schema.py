@@ -234,3 +234,5 @@ def test_only_grpc_without_tls_is_allowed_plaintext(helm: Tools) -> None:
         result = helm_template(helm, PROFILES[profile])
         assert result.returncode == 0, result.stderr
         assert ("CASETRAIL_GRPC_ALLOW_PLAINTEXT" in result.stdout) is allowed, profile
+        # The caseload views' own setting, exactly when the services' (they refused nothing).
+        assert ("CASETRAIL_CASELOAD_ALLOW_PLAINTEXT" in result.stdout) is allowed, profile

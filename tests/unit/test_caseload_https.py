@@ -6,10 +6,17 @@ settings, every token readable on the way."""
 from __future__ import annotations
 
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
+from casetrail_platform.grpc_platform.server import PlaintextRefused
+from casetrail_platform.identity.tls import ServerTls
 from services.caseload.processor import build_app
-from services.caseload.settings import CaseloadSettings
+from services.caseload.settings import CaseloadSettings, require_https_beyond_loopback
+from tests.k8s.tools import REPO
 from tests.unit.test_identity import (  # noqa: F401 (a fixture)
     Certificates,
     certificates,
@@ -39,3 +46,76 @@ def test_without_a_certificate_the_views_stay_plain_http(tmp_path: Path) -> None
     settings = CaseloadSettings.from_env({"CASETRAIL_CASELOAD_DATA_DIR": str(tmp_path)})
     assert settings.web_tls is None
     assert build_app(settings).conf.web_ssl_context is None
+
+
+def _worker(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    # Kafka on a port nothing listens on: a worker let through fails there, after the check.
+    return subprocess.run(
+        [sys.executable, "-m", "services.caseload", "worker", "--web-port", "16391", *args],
+        cwd=REPO,
+        env={
+            "PYTHONPATH": f"{REPO}:{REPO / 'protos'}",
+            "CASETRAIL_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+            "CASETRAIL_CASELOAD_DATA_DIR": env.pop("data_dir"),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_worker_refuses_plain_http_beyond_loopback_in_one_line(tmp_path: Path) -> None:
+    """The chart binds the views to 0.0.0.0 (--web-bind): without a certificate they served
+    bearer tokens in plain HTTP there, unlike the gRPC servers and the console."""
+    for bind in ("0.0.0.0", "::", "127.0.0.2"):
+        result = _worker("--web-bind", bind, data_dir=str(tmp_path))
+        assert result.returncode == 1, (bind, result.stderr)
+        [line] = result.stderr.strip().splitlines()  # one line, no traceback
+        assert line.startswith(f"caseload settings: the caseload views on {bind} "), line
+        assert "CASETRAIL_CASELOAD_ALLOW_PLAINTEXT=1" in result.stderr
+        assert "Kafka" not in result.stderr  # refused before anything started
+
+
+def test_the_setting_or_loopback_lets_the_worker_start(tmp_path: Path) -> None:
+    for args, env in (
+        (("--web-bind", "0.0.0.0"), {"CASETRAIL_CASELOAD_ALLOW_PLAINTEXT": "1"}),
+        (("--web-bind", "127.0.0.1"), {}),
+        ((), {}),
+    ):
+        result = _worker(*args, data_dir=str(tmp_path), **env)
+        assert "caseload views" not in result.stderr, (args, env)
+        assert "Unable to bootstrap" in result.stderr, (args, env)  # went on to Kafka
+
+
+@pytest.mark.parametrize(
+    ("bind", "tls", "allowed", "refused"),
+    [
+        ("0.0.0.0", False, False, True),
+        ("[::]", False, False, True),
+        ("0.0.0.0", False, True, False),
+        ("0.0.0.0", True, False, False),
+        ("127.0.0.1", False, False, False),
+        ("::1", False, False, False),
+    ],
+)
+def test_the_views_rule_is_the_grpc_servers_with_their_own_setting(
+    bind: str, tls: bool, allowed: bool, refused: bool
+) -> None:
+    server_tls = ServerTls(b"chain", b"key") if tls else None
+    if refused:
+        with pytest.raises(PlaintextRefused, match="CASETRAIL_CASELOAD_ALLOW_PLAINTEXT=1"):
+            require_https_beyond_loopback(bind, server_tls, plaintext_allowed=allowed)
+    else:
+        require_https_beyond_loopback(bind, server_tls, plaintext_allowed=allowed)
+
+
+def test_the_setting_is_1_or_0(tmp_path: Path) -> None:
+    env = {"CASETRAIL_CASELOAD_DATA_DIR": str(tmp_path)}
+    assert not CaseloadSettings.from_env(env).plaintext_allowed
+    assert CaseloadSettings.from_env(
+        {**env, "CASETRAIL_CASELOAD_ALLOW_PLAINTEXT": "1"}
+    ).plaintext_allowed
+    with pytest.raises(ValueError, match="CASETRAIL_CASELOAD_ALLOW_PLAINTEXT must be 1 or 0"):
+        CaseloadSettings.from_env({**env, "CASETRAIL_CASELOAD_ALLOW_PLAINTEXT": "yes"})
