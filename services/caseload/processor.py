@@ -62,6 +62,11 @@ from services.caseload.transactions import SourcePartitionTransport
 
 log = logging.getLogger(__name__)
 
+REQUEST_SECONDS = 10.0
+"""How long a request to the views (line and headers; a body, which they never read) may take to
+arrive, from the connection or from the previous answer on it: the console's bound. An idle
+kept-alive connection is closed after as long."""
+
 CONTACT_WINDOW = timedelta(days=1)
 CONTACT_WINDOW_EXPIRES = timedelta(days=35)
 """Days of contact counts kept (the window store drops older ones)."""
@@ -252,6 +257,17 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
         web_port=settings.web_port,
         web_ssl_context=None if settings.web_tls is None else settings.web_tls.ssl_context(),
         Worker=CaseloadWorker,
+        # aiohttp's keep-alive timer runs from the connection, and from each answer, until a
+        # request's line and headers are whole (bytes arriving do not restart it): by default
+        # an hour, so a client sending a byte now and then held a connection that long. Its
+        # lingering time bounds the rest of a body the views never read (already 10 s; set so
+        # that one constant says it).
+        web_application_options={
+            "handler_args": {
+                "keepalive_timeout": REQUEST_SECONDS,
+                "lingering_time": REQUEST_SECONDS,
+            }
+        },
     )
     app.settings = settings
     app.registry = registry or default_registry()
