@@ -151,7 +151,9 @@ class AuditClient:
     async def disclosures(
         self, caller: Caller, client_id: str, since: datetime, until: datetime | None
     ) -> audit_pb2.ListDisclosuresResponse:
-        """The first page (up to 1000) of the client's accounting of disclosures."""
+        """The first page (up to 1000, audit's most) of the client's accounting of disclosures:
+        when there are more, ``next_page_token`` is set and ``total_disclosures`` counts them
+        all, which the page tells, asking to narrow the period (disclosures.html)."""
         request = audit_pb2.ListDisclosuresRequest(
             context=query(caller.purpose),
             client_id=client_id,
