@@ -80,11 +80,11 @@ class CaseloadSettings:
     """Audit's gRPC address (``host:port``): every read of a view is recorded there before it
     is answered (``recording``); without it every view but the status refuses."""
     audit_tls: ClientTls | None = None
+    """TLS to audit, as every casetrail client (``CASETRAIL_TLS_CA``, mutual with
+    ``CASETRAIL_TLS_CLIENT_CERT``/``_KEY``)."""
     time_zone: tzinfo = UTC
     """The agency's time zone (``CASETRAIL_AGENCY_TIME_ZONE``): whose date "today" is for
     overdue follow-ups, as for the services' ages."""
-    """TLS to audit, as every casetrail client (``CASETRAIL_TLS_CA``, mutual with
-    ``CASETRAIL_TLS_CLIENT_CERT``/``_KEY``)."""
 
     def __post_init__(self) -> None:
         check_topic_name(self.topic)
