@@ -40,7 +40,7 @@ from casetrail_platform.store.rows import (
     sealed_data,
     to_recorded,
 )
-from casetrail_platform.store.sqlite_writer import SqliteWriter, connect
+from casetrail_platform.store.sqlite_writer import SqliteWriter, call_soon_unless_closed, connect
 from casetrail_platform.telemetry.tracing import current_traceparent
 from events.envelope import NewEvent, RecordedEvent, from_micros, to_micros
 from events.registry import EventRegistry
@@ -373,8 +373,9 @@ class SqliteEventStore(EventStore):
 
     def _notify_from_writer(self, connection: sqlite3.Connection) -> None:
         self._committed_position = _last_position(connection)
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake_followers)
+        if self._loop is not None:
+            # A closed loop has no followers left to wake.
+            call_soon_unless_closed(self._loop, self._wake_followers)
 
     def _wake_followers(self) -> None:
         assert self._appended is not None

@@ -136,7 +136,26 @@ class SqliteWriter:
             if self.after_commit is not None:
                 self.after_commit(connection)
         for request, (succeeded, value) in zip(batch, outcomes, strict=True):
-            request.loop.call_soon_threadsafe(_settle, request.future, succeeded, value)
+            # A loop closed since it asked is not answered: its caller stopped waiting, so it
+            # never learns the outcome, though what succeeded is committed all the same (as
+            # when a caller is cancelled after its request was queued).
+            call_soon_unless_closed(request.loop, _settle, request.future, succeeded, value)
+
+
+def call_soon_unless_closed(
+    loop: asyncio.AbstractEventLoop, callback: Callable[..., object], *args: Any
+) -> bool:
+    """Hand ``callback`` to ``loop`` from another thread; False if the loop is closed. A
+    closed loop raises RuntimeError, which here would end the writer thread and leave every
+    later request on the file unanswered; any other error is raised. Checking ``is_closed()``
+    first would not do: the loop can close between the check and the call."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        if loop.is_closed():
+            return False
+        raise
+    return True
 
 
 def _settle(future: asyncio.Future[Any], succeeded: bool, value: Any) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -13,6 +16,7 @@ import pytest
 from casetrail_platform.errors import CommandAlreadyRecorded
 from casetrail_platform.store.port import NO_STREAM
 from casetrail_platform.store.sqlite import SqliteCheckpointStore, SqliteEventStore
+from casetrail_platform.store.sqlite_writer import call_soon_unless_closed
 from tests.support.sample_events import note, sample_registry
 
 
@@ -146,3 +150,66 @@ async def test_close_closes_every_connection_it_opened_readers_included(tmp_path
 
     assert _open_descriptors_of(path) == []
     assert not _wal_of(path).exists()  # the last connection closed folded it in
+
+
+def test_a_request_whose_loop_closed_before_its_answer_leaves_the_writer_serving(
+    tmp_path: Path,
+) -> None:
+    """The writer answers each request on the loop that made it; one closed meanwhile (its
+    caller gone) is not answered, and the writer goes on serving every other loop."""
+    owner = asyncio.new_event_loop()
+    store = owner.run_until_complete(
+        SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    )
+    started, release = threading.Event(), threading.Event()
+
+    def held_checkpoint(connection: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(10)
+        connection.execute("INSERT INTO checkpoints (name, position) VALUES ('gone', 7)")
+
+    gone = asyncio.new_event_loop()
+    request = gone.create_task(store.writer.write(held_checkpoint))
+    gone.run_until_complete(asyncio.sleep(0))
+    assert started.wait(10)
+    request.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        gone.run_until_complete(request)
+    gone.close()
+    release.set()
+
+    # The closed loop's work was committed all the same; later appends, from the store's own
+    # loop and from another, are answered.
+    appended = owner.run_until_complete(
+        asyncio.wait_for(store.append("case-1", [note("1")], NO_STREAM), 5)
+    )
+    assert [event.sequence for event in appended] == [1]
+    assert owner.run_until_complete(SqliteCheckpointStore(store).load("gone")) == 7
+
+    async def append_from_another_loop() -> int:
+        recorded = await asyncio.wait_for(store.append("case-1", [note("2")], 1), 5)
+        return recorded[0].sequence
+
+    assert asyncio.run(append_from_another_loop()) == 2
+    owner.run_until_complete(store.close())
+    owner.close()
+
+
+def test_answering_a_loop_that_refuses_for_another_reason_is_not_hidden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a closed loop goes unanswered: any other failure to hand over an answer raises."""
+
+    def refusing(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("not closed, refusing")
+
+    open_loop = asyncio.new_event_loop()
+    monkeypatch.setattr(open_loop, "call_soon_threadsafe", refusing)
+    closed_loop = asyncio.new_event_loop()
+    closed_loop.close()
+    try:
+        assert not call_soon_unless_closed(closed_loop, print)
+        with pytest.raises(RuntimeError, match="refusing"):
+            call_soon_unless_closed(open_loop, print)
+    finally:
+        open_loop.close()
