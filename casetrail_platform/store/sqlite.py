@@ -372,6 +372,8 @@ class SqliteEventStore(EventStore):
             return
 
     def _notify_from_writer(self, connection: sqlite3.Connection) -> None:
+        # Read back rather than kept from the appends: what the commit holds, whatever it
+        # rolled back or another writer added; a b-tree seek, ~2-4 us (bench/RESULTS.md).
         self._committed_position = _last_position(connection)
         if self._loop is not None:
             # A closed loop has no followers left to wake.
