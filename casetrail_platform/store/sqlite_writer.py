@@ -9,6 +9,7 @@ write. Callers await a future that resolves only after the COMMIT that made thei
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import sqlite3
 import threading
@@ -17,7 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.private_files import private_file
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -56,6 +60,10 @@ class SqliteWriter:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
+        self._ended: StorageUnavailableError | None = None
+        # Taken to queue a request and to end on a fault, so that no request is queued after
+        # the queue was answered for the last time (it would wait for good).
+        self._ending = threading.Lock()
         self.after_commit: Callable[[sqlite3.Connection], None] | None = None
         """Called in the writer thread after every successful commit, with its connection."""
 
@@ -71,7 +79,10 @@ class SqliteWriter:
     async def write(self, work: WriteWork[T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._requests.put(_Request(work, loop, future))
+        with self._ending:
+            if self._ended is not None:
+                raise self._ended
+            self._requests.put(_Request(work, loop, future))
         return await future
 
     def stop(self) -> None:
@@ -90,12 +101,13 @@ class SqliteWriter:
             self._ready.set()
             return
         self._ready.set()
+        batch: list[_Request[Any]] = []
         try:
             while True:
                 first = self._requests.get()
                 if first is _STOP:
                     return
-                batch: list[_Request[Any]] = [first]  # type: ignore[list-item]
+                batch = [first]  # type: ignore[list-item]
                 stop_after = False
                 while len(batch) < MAX_REQUESTS_PER_COMMIT:
                     try:
@@ -109,8 +121,29 @@ class SqliteWriter:
                 self._commit_batch(connection, batch)
                 if stop_after:
                     return
+        except BaseException as fault:
+            self._end(fault, batch)  # logged there, by type: not raised into threading's hook
         finally:
             connection.close()
+
+    def _end(self, fault: BaseException, batch: list[_Request[Any]]) -> None:
+        """The thread ends on a fault (a ROLLBACK that failed, say): the batch it was on (those
+        of its requests not answered yet), every request queued and every later one fail
+        ``StorageUnavailableError`` rather than waiting for good."""
+        ended = StorageUnavailableError(f"writer of {Path(self._path).name}")
+        ended.__cause__ = fault
+        log.error("the SQLite writer of %s ended on %s", self._path, type(fault).__name__)
+        for request in batch:
+            call_soon_unless_closed(request.loop, _settle, request.future, False, ended)
+        with self._ending:
+            self._ended = ended
+            while True:
+                try:
+                    queued = self._requests.get_nowait()
+                except queue.Empty:
+                    return
+                if isinstance(queued, _Request):
+                    call_soon_unless_closed(queued.loop, _settle, queued.future, False, ended)
 
     def _commit_batch(self, connection: sqlite3.Connection, batch: list[_Request[Any]]) -> None:
         outcomes: list[tuple[bool, Any]] = []
@@ -134,7 +167,12 @@ class SqliteWriter:
             outcomes = [(False, error)] * len(batch)
         else:
             if self.after_commit is not None:
-                self.after_commit(connection)
+                try:
+                    self.after_commit(connection)
+                except Exception as error:
+                    # The batch is committed: its callers are told so. Only the notice to
+                    # waiting readers is lost until the next commit.
+                    log.error("after a commit to %s: %s", self._path, type(error).__name__)
         for request, (succeeded, value) in zip(batch, outcomes, strict=True):
             # A loop closed since it asked is not answered: its caller stopped waiting, so it
             # never learns the outcome, though what succeeded is committed all the same (as
@@ -159,7 +197,7 @@ def call_soon_unless_closed(
 
 
 def _settle(future: asyncio.Future[Any], succeeded: bool, value: Any) -> None:
-    if future.cancelled():
+    if future.done():  # cancelled by its caller
         return
     if succeeded:
         future.set_result(value)

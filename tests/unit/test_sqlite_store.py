@@ -13,10 +13,10 @@ from uuid import uuid4
 
 import pytest
 
-from casetrail_platform.errors import CommandAlreadyRecorded
+from casetrail_platform.errors import CommandAlreadyRecorded, StorageUnavailableError
 from casetrail_platform.store.port import NO_STREAM
 from casetrail_platform.store.sqlite import SqliteCheckpointStore, SqliteEventStore
-from casetrail_platform.store.sqlite_writer import call_soon_unless_closed
+from casetrail_platform.store.sqlite_writer import SqliteWriter, call_soon_unless_closed
 from tests.support.sample_events import note, sample_registry
 
 
@@ -213,3 +213,41 @@ def test_answering_a_loop_that_refuses_for_another_reason_is_not_hidden(
             call_soon_unless_closed(open_loop, print)
     finally:
         open_loop.close()
+
+
+async def test_a_fault_after_a_commit_still_answers_the_committed_writes(tmp_path: Path) -> None:
+    # The notice to readers failed after COMMIT: the writes are durable and said so; the thread
+    # went on (it ended, and every caller of the batch and after it waited for good).
+    writer = SqliteWriter(str(tmp_path / "file.db"))
+    writer.start("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
+
+    def failing_notice(connection: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    writer.after_commit = failing_notice
+    try:
+        for _ in range(2):
+            await asyncio.wait_for(writer.write(lambda c: c.execute("INSERT INTO t VALUES (1)")), 5)
+        rows = await asyncio.wait_for(
+            writer.write(lambda c: c.execute("SELECT count(*) FROM t").fetchone()), 5
+        )
+        assert rows == (2,)
+    finally:
+        writer.stop()
+
+
+async def test_a_writer_ended_by_a_fault_fails_every_write_instead_of_leaving_it_waiting(
+    tmp_path: Path,
+) -> None:
+    writer = SqliteWriter(str(tmp_path / "file.db"))
+    writer.start("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
+
+    def rollback_failed(connection: sqlite3.Connection, batch: list[Any]) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    writer._commit_batch = rollback_failed  # type: ignore[method-assign]
+    with pytest.raises(StorageUnavailableError):
+        await asyncio.wait_for(writer.write(lambda c: c.execute("SELECT 1")), 5)
+    with pytest.raises(StorageUnavailableError, match=r"writer of file\.db"):
+        await asyncio.wait_for(writer.write(lambda c: c.execute("SELECT 1")), 5)
+    writer.stop()
