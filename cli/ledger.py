@@ -42,10 +42,6 @@ PENDING_STATUS = 3
 MAX_TREE_SIZE = 2**63 - 1
 """The protos' int64 tree sizes."""
 
-MAX_KEYS_FILE_BYTES = 64 * 1024
-"""``--keys``: a verifier key is a line of about 100 characters, one per service and key kept
-for rotation; a file larger than this is not one (read whole, a device or a huge file held the
-command, or its memory, for as long as it lasted)."""
 MAX_CHECKPOINT_BYTES = 16 * 1024
 """``--checkpoint``: a signed note is a few lines and a signature line per signer."""
 
@@ -87,20 +83,12 @@ def _verifiers(options: argparse.Namespace) -> dict[str, KeySchedule]:
 def _keys_file(path: Path, named: str) -> str:
     """A file of public keys (``--keys``, a service's ``ledger.pub``), read within
     ``MAX_KEYS_FILE_BYTES``; one that cannot be read stops the command naming it."""
+    from casetrail_platform.ledger.note import MAX_KEYS_FILE_BYTES, small_text
+
     try:
         return small_text(path, MAX_KEYS_FILE_BYTES)
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+    except (OSError, ValueError) as error:  # UnicodeDecodeError is a ValueError
         raise SystemExit(f"{named}: cannot read the public keys: {error}") from None
-
-
-def small_text(path: Path, limit: int) -> str:
-    """The text of ``path``, a file that is small by nature: refused (``ValueError``) past
-    ``limit`` bytes, having read no more than one byte beyond it."""
-    with path.open("rb") as file:
-        data = file.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"larger than {limit:,} bytes")
-    return data.decode()
 
 
 def _verify_export(options: argparse.Namespace) -> int:
@@ -150,7 +138,7 @@ async def _verify_store(options: argparse.Namespace) -> int:
     from casetrail_platform.errors import StorageConfigurationError
     from casetrail_platform.ledger.directory import LedgerDirectory
     from casetrail_platform.ledger.hosting import open_ledger_store
-    from casetrail_platform.ledger.note import open_checkpoint
+    from casetrail_platform.ledger.note import open_checkpoint, small_text
     from casetrail_platform.ledger.port import LedgerNotCreated
     from casetrail_platform.ledger.verify import verify_store
     from cli.stores import has_local_store, infrastructure, where_stored

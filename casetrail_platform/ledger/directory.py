@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from casetrail_platform.errors import StorageConfigurationError
@@ -22,6 +21,7 @@ from casetrail_platform.ledger.note import (
     Verifier,
     origin_of,
     parse_verifiers,
+    read_keys_file,
 )
 from casetrail_platform.ledger.port import LedgerStore
 
@@ -69,13 +69,13 @@ class LedgerDirectory:
         port's, else the ``.pub`` file the service wrote."""
         infra = self._infra
         if infra.ledger_public_keys is not None:
-            text = await asyncio.to_thread(infra.ledger_public_keys.read_text)
+            text = await asyncio.to_thread(read_keys_file, infra.ledger_public_keys)
             return parse_verifiers(text).get(self.origin(service))
         if infra.ledger_signer is not None:
             return await infra.ledger_signer(self.origin(service)).verifier()
         published = key_path(infra.data_dir, service).with_suffix(".pub")
         try:
-            text = await asyncio.to_thread(Path.read_text, published)
+            text = await asyncio.to_thread(read_keys_file, published)
             schedules = list(parse_verifiers(text).values())
         except (OSError, NoteError):
             return None

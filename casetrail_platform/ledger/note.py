@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -38,6 +39,32 @@ _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f]")
 
 class NoteError(ValueError):
     """A note or checkpoint that is malformed or whose signature does not verify."""
+
+
+MAX_KEYS_FILE_BYTES = 64 * 1024
+"""A keys file (``--keys``, a service's ``ledger.pub``, audit's configured one): a verifier key
+is a line of about 100 characters, one per service and key kept for rotation; a file larger
+than this is not one (read whole, a device or a huge file held the reader, or its memory, for
+as long as it lasted)."""
+
+
+def small_text(path: Path, limit: int) -> str:
+    """The text of ``path``, a file that is small by nature: refused (``ValueError``) past
+    ``limit`` bytes, having read no more than one byte beyond it."""
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit:,} bytes")
+    return data.decode()
+
+
+def read_keys_file(path: Path) -> str:
+    """A keys file's text within ``MAX_KEYS_FILE_BYTES``; ``NoteError`` naming the file when it
+    is larger or not text (``OSError`` when it cannot be read)."""
+    try:
+        return small_text(path, MAX_KEYS_FILE_BYTES)
+    except ValueError as error:  # UnicodeDecodeError included
+        raise NoteError(f"{path.name}: {error}") from None
 
 
 def origin_of(agency: str, service: str) -> str:

@@ -12,9 +12,9 @@ import pytest
 from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.ledger.hosting import key_path, open_ledger
 from casetrail_platform.ledger.keys import FileSigner
-from casetrail_platform.ledger.note import origin_of
+from casetrail_platform.ledger.note import MAX_KEYS_FILE_BYTES, origin_of
 from casetrail_platform.store.sqlite import SqliteEventStore
-from cli.ledger import MAX_CHECKPOINT_BYTES, MAX_KEYS_FILE_BYTES
+from cli.ledger import MAX_CHECKPOINT_BYTES
 from cli.main import main
 from tests.contract.test_ledger_contract import append_notes
 from tests.support.sample_events import sample_registry

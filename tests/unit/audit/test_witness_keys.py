@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.ledger.directory import LedgerDirectory
-from casetrail_platform.ledger.hosting import ledger_settings, open_ledger
+from casetrail_platform.ledger.hosting import key_path, ledger_settings, open_ledger
 from casetrail_platform.ledger.keys import FileSigner
-from casetrail_platform.ledger.note import origin_of
+from casetrail_platform.ledger.note import MAX_KEYS_FILE_BYTES, NoteError, origin_of
 from casetrail_platform.ledger.witness import Witness
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -96,3 +98,29 @@ async def test_audit_witnesses_a_log_across_its_key_rotation(tmp_path: Path) -> 
     finally:
         await ledger.store.close()
         await events.close()
+
+
+async def test_a_keys_file_is_read_within_its_bound_wherever_it_comes_from(tmp_path: Path) -> None:
+    # The configured keys file and a service's ledger.pub were read whole (a device, or a file
+    # of gigabytes, held audit's witness and its memory): now within MAX_KEYS_FILE_BYTES.
+    infra = Infrastructure(data_dir=tmp_path / "data", seal_sensitive=False)
+    ledger = await open_ledger(infra, "intake")
+    published = key_path(infra.data_dir, "intake").with_suffix(".pub")
+    line = str(await ledger.verifier()) + "\n"
+    huge = line * (MAX_KEYS_FILE_BYTES // len(line) + 1)
+    keys_file = tmp_path / "published.keys"
+    keys_file.write_text(huge)
+    configured = LedgerDirectory(
+        ledger_settings(infra, {"CASETRAIL_LEDGER_PUBLIC_KEYS": str(keys_file)})
+    )
+    beside = LedgerDirectory(infra)
+    try:
+        with pytest.raises(NoteError, match="larger than"):
+            await configured.verifier("intake")
+        assert await beside.verifier("intake") is not None
+        published.write_text(huge)
+        assert await beside.verifier("intake") is None  # as an unreadable one: no key
+    finally:
+        await configured.close()
+        await beside.close()
+        await ledger.store.close()
