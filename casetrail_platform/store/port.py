@@ -68,6 +68,12 @@ class StreamVersion:
         if self.version < NO_STREAM:
             raise ValueError(f"a guard's version must be {NO_STREAM} or more, not {self.version}")
 
+    @classmethod
+    def as_read(cls, stream: str, history: Sequence[RecordedEvent]) -> StreamVersion:
+        """``stream`` at the version ``history`` (the whole stream, as a guard just read it)
+        ends at: its last event's sequence, ``NO_STREAM`` when it has none."""
+        return cls(stream, history[-1].sequence if history else NO_STREAM)
+
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:

@@ -26,7 +26,7 @@ from casetrail_platform.policy.decide import decide_disclosure
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.policy.vocabulary import Decision
 from casetrail_platform.projections.port import ReadModelStore
-from casetrail_platform.store.port import NO_STREAM, EventStore, StreamVersion
+from casetrail_platform.store.port import EventStore, StreamVersion
 from events.catalog.access import (
     AccessPurpose,
     DisclosureBasis,
@@ -518,7 +518,7 @@ class CaseCarrier:
         self.case = carrying(self.context.actor, self.action, history)
         if self.context.actor.role not in CASE_CARRYING_ROLES:
             return None
-        return StreamVersion(stream, history[-1].sequence if history else NO_STREAM)
+        return StreamVersion.as_read(stream, history)
 
 
 async def command_facts(deps: Dependencies, context: CommandContext, case_id: str) -> CaseFacts:

@@ -29,7 +29,7 @@ from datetime import date, datetime
 from casetrail_platform.commands import CommandContext, InvalidCommand, NotFound, derived_id
 from casetrail_platform.decide import execute
 from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring
-from casetrail_platform.store.port import NO_STREAM, EventStore, StreamVersion
+from casetrail_platform.store.port import EventStore, StreamVersion
 from events.catalog.access import ConsentGranted
 from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.cases import CaseOpened, CaseReopened
@@ -430,7 +430,7 @@ class ClientErasure:
         stream = client_stream(self.client_id)
         history = await self.store.read_stream(stream)
         self.erased = client_record(history).erased
-        return StreamVersion(stream, history[-1].sequence if history else NO_STREAM)
+        return StreamVersion.as_read(stream, history)
 
 
 async def case_client_erasure(store: EventStore, case_id: str) -> ClientErasure:
