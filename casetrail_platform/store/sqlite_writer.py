@@ -133,17 +133,18 @@ class SqliteWriter:
         ended = StorageUnavailableError(f"writer of {Path(self._path).name}")
         ended.__cause__ = fault
         log.error("the SQLite writer of %s ended on %s", self._path, type(fault).__name__)
-        for request in batch:
-            call_soon_unless_closed(request.loop, _settle, request.future, False, ended)
+        unanswered = list(batch)
         with self._ending:
             self._ended = ended
             while True:
                 try:
                     queued = self._requests.get_nowait()
                 except queue.Empty:
-                    return
+                    break
                 if isinstance(queued, _Request):
-                    call_soon_unless_closed(queued.loop, _settle, queued.future, False, ended)
+                    unanswered.append(queued)
+        for request in unanswered:
+            call_soon_unless_closed(request.loop, _settle, request.future, False, ended)
 
     def _commit_batch(self, connection: sqlite3.Connection, batch: list[_Request[Any]]) -> None:
         outcomes: list[tuple[bool, Any]] = []
