@@ -110,8 +110,9 @@ def _postmaster() -> int:
     backend serving a connection."""
     with psycopg.connect(postgres_dsn(), autocommit=True) as connection:
         row = connection.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    stat = Path(f"/proc/{row[0]}/stat").read_text()
+        assert row is not None
+        # Read while the connection is open: the backend ends with it.
+        stat = Path(f"/proc/{row[0]}/stat").read_text()
     # Fields after the command name (which may hold spaces, inside parentheses): state, ppid.
     return int(stat.rsplit(")", 1)[1].split()[1])
 
