@@ -155,10 +155,19 @@ class AccessControl:
     async def require_supervision(self, principal: Principal, case_id: str) -> None:
         """Refuse a supervisor's command on a case of another team (PERMISSION_DENIED
         ``NO_RELATIONSHIP``, not recorded: like every command's refusal, nothing was read);
-        other roles are left to the service's own rules."""
+        other roles are left to the service's own rules. The case's team as the policy's facts
+        have it, from the bus: a service that records the case's assignments itself decides
+        on its own history instead (``supervises``)."""
         if principal.role is not Role.SUPERVISOR:
             return
-        facts = await self.case_facts(case_id)
+        self.supervises(principal, await self.case_facts(case_id))
+
+    def supervises(self, principal: Principal, facts: CaseFacts) -> None:
+        """``require_supervision`` on the case as ``facts`` have it: coordination gives the
+        team its own case stream records (``CaseAssigned``/``CaseReassigned``), read in the
+        decision its append follows, so a transfer the bus has not delivered yet counts."""
+        if principal.role is not Role.SUPERVISOR:
+            return
         decision = decide_supervision(
             principal, facts, home_agency=self.home_agency, now=self.clock()
         )

@@ -23,6 +23,8 @@ from casetrail_platform.identity.principal import Principal
 from casetrail_platform.locking.inprocess import InProcessLocks
 from casetrail_platform.locking.port import Locks
 from casetrail_platform.policy.decide import decide_disclosure
+from casetrail_platform.policy.facts import CaseFacts as PolicyFacts
+from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.policy.vocabulary import Decision
 from casetrail_platform.projections.port import ReadModelStore
@@ -34,7 +36,7 @@ from events.catalog.access import (
     SensitiveCategory,
 )
 from events.catalog.assignment import CASE_CARRYING_ROLES
-from events.catalog.base import CaseEvent
+from events.catalog.base import CaseEvent, Role
 from events.catalog_registry import model_named
 from events.envelope import Actor, RecordedEvent
 from services.coordination.adapters import read_models as views
@@ -155,9 +157,17 @@ async def assign_case(deps: Dependencies, context: CommandContext, command: Assi
 
 
 async def transfer_case(
-    deps: Dependencies, context: CommandContext, command: TransferCase
+    deps: Dependencies,
+    context: CommandContext,
+    command: TransferCase,
+    principal: Principal,
+    access: AccessControl,
 ) -> Recorded:
+    """``principal``: the verified caller; a supervisor transfers their team's cases only
+    (``CaseSupervisor``), checked again on the history the transfer is appended after."""
     require_role(context.actor.role, Action.TRANSFER_CASE)
+    supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
+    await supervisor.read()
     facts = await command_facts(deps, context, command.case_id)
     worker = deps.agency.worker(command.worker_id)
     on = deps.today()
@@ -167,7 +177,9 @@ async def transfer_case(
             deps,
             context,
             case_stream(command.case_id),
-            lambda history: decide_transfer(case_state(history), facts, worker, load, command, on),
+            lambda history: decide_transfer(
+                supervisor.case(history), facts, worker, load, command, on
+            ),
         )
 
 
@@ -398,9 +410,21 @@ async def determine_eligibility(
 
 
 async def reserve_budget(
-    deps: Dependencies, context: CommandContext, command: ReserveBudget
+    deps: Dependencies,
+    context: CommandContext,
+    command: ReserveBudget,
+    principal: Principal,
+    access: AccessControl,
 ) -> Recorded:
+    """``principal``: the verified caller; a supervisor commits the agency's money for their
+    team's cases only (``CaseSupervisor``: the line's append is guarded on the case's stream).
+    A case no one carries has no team yet: unlike AssignCase, which gives the case its team
+    (any supervisor may step in there), its money waits for that team, the coordinator
+    reserving meanwhile. So a case of no team, another team's and an unknown case id get the
+    same NO_RELATIONSHIP, before anything else is read or written."""
     require_role(context.actor.role, Action.RESERVE_BUDGET)
+    supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
+    await supervisor.read()
     line = _required(
         deps.agency.budget_line(command.budget_line), "budget line", command.budget_line
     )
@@ -414,13 +438,21 @@ async def reserve_budget(
             budget_stream(line.budget_line),
             BUDGET_LINE,
             lambda state: decide_reservation(line, state, facts, schedule, command, reservation_id),
+            guard=supervisor.read,
         )
 
 
 async def release_budget(
-    deps: Dependencies, context: CommandContext, command: ReleaseBudget
+    deps: Dependencies,
+    context: CommandContext,
+    command: ReleaseBudget,
+    principal: Principal,
+    access: AccessControl,
 ) -> Recorded:
+    """As ``reserve_budget``: a supervisor gives back money of their team's cases only."""
     require_role(context.actor.role, Action.RESERVE_BUDGET)
+    supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
+    await supervisor.read()
     line = _required(
         deps.agency.budget_line(command.budget_line), "budget line", command.budget_line
     )
@@ -430,6 +462,7 @@ async def release_budget(
         budget_stream(line.budget_line),
         BUDGET_LINE,
         lambda state: decide_release(line, state, command),
+        guard=supervisor.read,
     )
 
 
@@ -518,6 +551,45 @@ class CaseCarrier:
         self.case = carrying(self.context.actor, self.action, history)
         if self.context.actor.role not in CASE_CARRYING_ROLES:
             return None
+        return StreamVersion.as_read(stream, history)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseSupervisor:
+    """A supervisor's command on the case (TransferCase, ReserveBudget, ReleaseBudget), held
+    to the cases of their team as coordination's own case stream records it (the team of the
+    worker assigned: ``CaseAssigned``/``CaseReassigned``), not as the policy's facts have it
+    from the bus, which may not have delivered a transfer yet. Checked on the history the
+    command records after: ``case`` in the decision of a command recorded on the case's
+    stream (its expected version), ``read`` as the guard of one recorded on a budget line. So
+    a transfer landing in between makes the command read again, and the previous team's
+    supervisor is refused (``AccessControl.supervises``: PERMISSION_DENIED ``NO_RELATIONSHIP``,
+    not recorded). ``read`` is also the first look, before anything tells whether the case
+    exists. Other roles pass: their own rules apply, whoever carries the case."""
+
+    store: EventStore
+    access: AccessControl
+    principal: Principal
+    case_id: str
+
+    def case(self, history: Iterable[RecordedEvent]) -> CaseState:
+        """The case as ``history`` (its coordination stream) has it, once the principal may
+        act on it as its supervisor."""
+        case = case_state(history)
+        supervised = PolicyFacts(
+            self.case_id, worker_id=case.worker_id, worker_team=case.worker_team
+        )
+        self.access.supervises(self.principal, supervised)
+        return case
+
+    async def read(self) -> StreamVersion | None:
+        """Refuse a supervisor of another team on the case's stream as it is now, and return
+        the version read (``None`` for other roles: nothing is guarded for them)."""
+        if self.principal.role is not Role.SUPERVISOR:
+            return None
+        stream = case_stream(self.case_id)
+        history = await self.store.read_stream(stream)
+        self.case(history)
         return StreamVersion.as_read(stream, history)
 
 

@@ -70,6 +70,8 @@ class CaseState:
     version: int = 0
     worker_id: str | None = None
     worker_role: Role | None = None
+    worker_team: str | None = None
+    """The worker's team, as the assignment recorded it: its supervisors act on the case."""
     referrals: dict[str, Referral] = field(default_factory=dict)
     eligibility: list[EligibilityDetermined] = field(default_factory=list)
     claims: dict[str, Claim] = field(default_factory=dict)
@@ -110,6 +112,7 @@ def _apply(state: CaseState, recorded: RecordedEvent) -> None:
         case CaseAssigned() | CaseReassigned():
             state.worker_id = event.worker_id
             state.worker_role = event.worker_role
+            state.worker_team = event.worker_team
         case ReferralMade():
             state.referrals[event.referral_id] = Referral(
                 event.referral_id,

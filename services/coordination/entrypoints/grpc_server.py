@@ -188,9 +188,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.TransferCaseResponse:
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.TransferCase)
-        # A supervisor acts on the cases of their team only, as when closing or reopening one.
-        await self._access.require_supervision(principal, command.case_id)
-        recorded = await handlers.transfer_case(self._deps, ctx, command)
+        # A supervisor acts on the cases of their team only, as when closing or reopening one:
+        # the team coordination's own case stream records (handlers.CaseSupervisor).
+        recorded = await handlers.transfer_case(self._deps, ctx, command, principal, self._access)
         return pb.TransferCaseResponse(
             result=convert.result(command.case_id, recorded),
             previous_worker_id=_event(recorded, CaseReassigned).previous_worker_id,
@@ -476,12 +476,8 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.ReserveBudget)
         # A supervisor commits the agency's money for their team's cases only, as they transfer,
-        # close or reopen them. A case no one carries has no team yet: unlike AssignCase, which
-        # gives the case its team (any supervisor may step in there), its money waits for that
-        # team, the coordinator reserving meanwhile. So a case of no team, another team's and an
-        # unknown case id get the same NO_RELATIONSHIP, before anything is read or written.
-        await self._access.require_supervision(principal, command.case_id)
-        recorded = await handlers.reserve_budget(self._deps, ctx, command)
+        # close or reopen them (handlers.reserve_budget).
+        recorded = await handlers.reserve_budget(self._deps, ctx, command, principal, self._access)
         return pb.ReserveBudgetResponse(
             result=convert.result(command.case_id, recorded),
             reservation_id=_event(recorded, BudgetReserved).reservation_id,
@@ -496,8 +492,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.ReleaseBudget)
         # As ReserveBudget: a supervisor gives back money of their team's cases only.
-        await self._access.require_supervision(principal, command.case_id)
-        recorded = await handlers.release_budget(self._deps, ctx, command)
+        recorded = await handlers.release_budget(self._deps, ctx, command, principal, self._access)
         _event(recorded, BudgetReleased)
         return pb.ReleaseBudgetResponse(
             result=convert.result(command.case_id, recorded),

@@ -29,7 +29,7 @@ from events.catalog.access import (
     SensitiveCategory,
 )
 from events.catalog.assessment import AssessedNeed, AssessmentFactors, InitialAssessmentRecorded
-from events.catalog.assignment import CaseAssigned
+from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import (
     CaseClosed,
@@ -67,6 +67,7 @@ def sample_agency() -> Agency:
             "workers": [
                 {
                     "worker_id": "sw-lcsw",
+                    "team": "team-west",
                     "name": "Amara Okafor",
                     "role": "social_worker",
                     "credentials": [{**licence, "name": "LCSW", "valid_until": "2030-01-01"}],
@@ -74,6 +75,7 @@ def sample_agency() -> Agency:
                 },
                 {
                     "worker_id": "sw-expired",
+                    "team": "team-west",
                     "name": "Grace Kim",
                     "role": "social_worker",
                     "credentials": [{**licence, "name": "LBSW", "valid_until": "2025-12-31"}],
@@ -81,6 +83,7 @@ def sample_agency() -> Agency:
                 },
                 {
                     "worker_id": "cm-dana",
+                    "team": "team-east",
                     "name": "Dana Reyes",
                     "role": "case_manager",
                     "credentials": [{"kind": "certification", "name": "CCM"}],
@@ -263,13 +266,20 @@ CASE_MANAGER = "user-case_manager"
 
 
 async def carried_by(
-    store: EventStore, case_id: str, worker_id: str = CASE_MANAGER, role: Role = Role.CASE_MANAGER
+    store: EventStore,
+    case_id: str,
+    worker_id: str = CASE_MANAGER,
+    role: Role = Role.CASE_MANAGER,
+    team: str | None = None,
 ) -> None:
-    """``case_id`` assigned to ``worker_id`` in coordination's own store, where its commands
-    look up whose case it is: a case-carrying worker acts only on the case they carry. Written
-    as the assignment is recorded, without ``AssignCase``'s rules (the worker need not be one
-    of the agency file's, nor have room in a caseload)."""
-    assigned = CaseAssigned(case_id=case_id, worker_id=worker_id, worker_role=role, reason="fits")
+    """``case_id`` assigned to ``worker_id`` (of ``team``) in coordination's own store, where
+    its commands look up whose case it is: a case-carrying worker acts only on the case they
+    carry, a supervisor only on their team's. Written as the assignment is recorded, without
+    ``AssignCase``'s rules (the worker need not be one of the agency file's, nor have room in
+    a caseload)."""
+    assigned = CaseAssigned(
+        case_id=case_id, worker_id=worker_id, worker_role=role, worker_team=team, reason="fits"
+    )
     metadata = EventMetadata(
         source="casetrail/coordination",
         actor=Actor("user-coordinator", Role.COORDINATOR),
@@ -277,6 +287,34 @@ async def carried_by(
         correlation_id=uuid4(),
     )
     await store.append(case_stream(case_id), [NewEvent(assigned, metadata)], ANY_VERSION)
+
+
+async def transferred(
+    store: EventStore,
+    case_id: str,
+    previous_worker_id: str = "cm-dana",
+    worker_id: str = "sw-lcsw",
+    team: str | None = "team-west",
+) -> None:
+    """``case_id`` moved from ``previous_worker_id`` to ``worker_id`` (a social worker of
+    ``team``) in coordination's own store, as TransferCase records it, and delivered to no one:
+    the access policy's facts over the bus still say what they said."""
+    moved = CaseReassigned(
+        case_id=case_id,
+        previous_worker_id=previous_worker_id,
+        worker_id=worker_id,
+        worker_role=Role.SOCIAL_WORKER,
+        worker_team=team,
+        reason="worker on leave",
+    )
+    metadata = EventMetadata(
+        source="casetrail/coordination",
+        actor=Actor("user-coordinator", Role.COORDINATOR),
+        occurred_at=datetime.now(UTC),
+        correlation_id=uuid4(),
+    )
+    stream = case_stream(case_id)
+    await store.append(stream, [NewEvent(moved, metadata)], await store.stream_version(stream))
 
 
 def command_context(

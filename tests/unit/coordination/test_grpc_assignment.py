@@ -22,6 +22,7 @@ from tests.unit.coordination.support import (
     IntakeFeed,
     command_context,
     query_context,
+    transferred,
 )
 
 if TYPE_CHECKING:
@@ -214,19 +215,8 @@ async def test_a_supervisor_transfers_only_a_case_of_their_team(
     # and acts on the cases of their team; another team's would lose its worker to them, and
     # the answer names that worker.
     await intake.open_case("case-1", "client-1", [HOME_CARE])
+    # cm-dana is of team-east (the agency file): the assignment records it on the case.
     await assign(stub, "case-1", "cm-dana")
-    # The assignment as the access policy learns it over the bus, with the worker's team.
-    await intake.deliver(
-        CaseAssigned(
-            case_id="case-1",
-            worker_id="cm-dana",
-            worker_role=Role.CASE_MANAGER,
-            worker_team="team-east",
-            reason="fits",
-        ),
-        "case-case-1",
-        source="casetrail/coordination",
-    )
     written = await store.read_stream("case-case-1")
 
     def transfer(team: str) -> pb.TransferCaseRequest:
@@ -244,6 +234,43 @@ async def test_a_supervisor_transfers_only_a_case_of_their_team(
     assert await store.read_stream("case-case-1") == written
     moved = await stub.TransferCase(transfer("team-east"))
     assert moved.previous_worker_id == "cm-dana"
+
+
+def _transfer_by(team: str, worker_id: str, key: str) -> pb.TransferCaseRequest:
+    supervisor = Person(f"sup-{team}", "supervisor", team=team)
+    return pb.TransferCaseRequest(
+        context=acting(supervisor, common_pb2.CommandContext(idempotency_key=key)),
+        case_id="case-1",
+        worker_id=worker_id,
+        reason="worker on leave",
+    )
+
+
+async def test_a_supervisor_transfers_by_the_team_coordination_recorded_not_the_bus_s(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    # Coordination records the case's assignments itself: its case stream says whose team the
+    # case is now. The access policy's facts come over the bus, and may not have the case's
+    # transfer to another team yet: the previous team's supervisor must not move it once more.
+    await intake.open_case("case-1", "client-1", [HOME_CARE])
+    await assign(stub, "case-1", "cm-dana")
+    delivered = CaseAssigned(
+        case_id="case-1",
+        worker_id="cm-dana",
+        worker_role=Role.CASE_MANAGER,
+        worker_team="team-east",
+        reason="fits",
+    )
+    await intake.policy(intake.record(delivered, "case-case-1", "casetrail/coordination"))
+    await transferred(store, "case-1")  # to sw-lcsw of team-west, not delivered
+    written = await store.read_stream("case-case-1")
+
+    refusal = await refused(stub.TransferCase(_transfer_by("team-east", "sw-expired", "east")))
+    assert (refusal.code, refusal.rule) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
+    assert "their team" in refusal.message
+    assert await store.read_stream("case-case-1") == written
+    moved = await stub.TransferCase(_transfer_by("team-west", "sw-expired", "west"))
+    assert moved.previous_worker_id == "sw-lcsw"
 
 
 async def test_suggestions_put_fitting_workers_first_with_reasons_for_the_others(

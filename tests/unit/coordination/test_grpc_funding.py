@@ -35,6 +35,7 @@ from tests.unit.coordination.support import (
     command_context,
     query_context,
     timestamp,
+    transferred,
 )
 
 if TYPE_CHECKING:
@@ -201,28 +202,18 @@ async def test_an_age_coordination_has_not_learnt_yet_is_a_precondition(
     assert "CorrectClientDateOfBirth" in refusal.message
 
 
-async def _home_care(stub: Stub, intake: IntakeFeed, store: EventStore) -> str:
-    """case-1, carried by the case manager who schedules a home care service for it."""
+async def _home_care(
+    stub: Stub, intake: IntakeFeed, store: EventStore, team: str | None = None
+) -> str:
+    """case-1, carried by the case manager (of ``team``) who schedules a home care service
+    for it."""
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
-    await carried_by(store, "case-1")
+    await carried_by(store, "case-1", team=team)
     scheduled = await stub.ScheduleService(
         schedule_request("case-1", "home_care", MONDAY_9, provider=HOME_CARE_CO)
     )
     service_id: str = scheduled.service_id
     return service_id
-
-
-async def _of_team(intake: IntakeFeed, case_id: str, team: str) -> None:
-    """The case's assignment as the access policy learns it over the bus, with the worker's
-    team (``carried_by`` writes coordination's own stream only)."""
-    assigned = CaseAssigned(
-        case_id=case_id,
-        worker_id="user-case_manager",
-        worker_role=Role.CASE_MANAGER,
-        worker_team=team,
-        reason="fits",
-    )
-    await intake.policy(intake.record(assigned, case_stream(case_id), "casetrail/coordination"))
 
 
 async def deliver(stub: Stub, service_id: str) -> None:
@@ -252,7 +243,7 @@ def reserve(
 async def test_a_budget_line_is_never_overspent(
     stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
-    service_id = await _home_care(stub, intake, store)
+    service_id = await _home_care(stub, intake, store, team="team-east")
     first = await stub.ReserveBudget(reserve(usd(70_000), service_id))
     assert first.available == usd(30_000)
 
@@ -267,7 +258,6 @@ async def test_a_budget_line_is_never_overspent(
         "currency": "USD",
     }
 
-    await _of_team(intake, "case-1", "team-east")
     released = await stub.ReleaseBudget(
         pb.ReleaseBudgetRequest(
             context=acting(
@@ -296,8 +286,7 @@ async def test_a_supervisor_reserves_and_releases_only_for_a_case_of_their_team(
     # As transferring, closing and reopening: a supervisor commits or gives back the agency's
     # money for their team's cases only. A case no one carries has no team yet (the
     # coordinator reserves for it), and an unknown case id is refused alike.
-    service_id = await _home_care(stub, intake, store)
-    await _of_team(intake, "case-1", "team-east")
+    service_id = await _home_care(stub, intake, store, team="team-east")
     await intake.open_case("case-2", "client-2", [NeedCategory.HOME_CARE])
     reserved = await stub.ReserveBudget(reserve(usd(1_000), service_id))
     line = budget_stream("home-care-fy2026")
@@ -345,6 +334,63 @@ async def test_a_supervisor_reserves_and_releases_only_for_a_case_of_their_team(
             service_id=service_id,
         )
     )
+
+
+async def test_a_supervisor_reserves_and_releases_by_the_team_coordination_recorded(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    # The case moved to team-west on coordination's own case stream; the access policy's facts
+    # over the bus still say team-east. The stream decides: team-east's supervisor no longer
+    # commits or gives back the case's money, team-west's does.
+    service_id = await _home_care(stub, intake, store, team="team-east")
+    delivered = CaseAssigned(
+        case_id="case-1",
+        worker_id="user-case_manager",
+        worker_role=Role.CASE_MANAGER,
+        worker_team="team-east",
+        reason="fits",
+    )
+    await intake.policy(intake.record(delivered, case_stream("case-1"), "casetrail/coordination"))
+    reserved = await stub.ReserveBudget(reserve(usd(1_000), service_id))
+    await transferred(store, "case-1", previous_worker_id="user-case_manager")
+    line = budget_stream("home-care-fy2026")
+    written = await store.read_stream(line)
+
+    def of(team: str, key: str) -> common_pb2.CommandContext:
+        supervisor = Person(f"sup-{team}", "supervisor", team=team)
+        return acting(supervisor, common_pb2.CommandContext(idempotency_key=key))
+
+    def reservation(team: str) -> pb.ReserveBudgetRequest:
+        return pb.ReserveBudgetRequest(
+            context=of(team, f"reserve-{team}"),
+            case_id="case-1",
+            budget_line="home-care-fy2026",
+            amount=usd(500),
+            service_id=service_id,
+        )
+
+    def release(team: str) -> pb.ReleaseBudgetRequest:
+        return pb.ReleaseBudgetRequest(
+            context=of(team, f"release-{team}"),
+            case_id="case-1",
+            budget_line="home-care-fy2026",
+            reservation_id=reserved.reservation_id,
+            reason="fewer hours needed",
+        )
+
+    for call in (
+        stub.ReserveBudget(reservation("team-east")),
+        stub.ReleaseBudget(release("team-east")),
+    ):
+        refusal = await refused(call)
+        assert (refusal.code, refusal.rule) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "NO_RELATIONSHIP",
+        )
+    assert await store.read_stream(line) == written
+    await stub.ReserveBudget(reservation("team-west"))
+    released = await stub.ReleaseBudget(release("team-west"))
+    assert released.available == usd(99_500)
 
 
 async def test_a_budget_line_lists_its_latest_reservations_and_says_how_many_there_are(

@@ -8,21 +8,21 @@ nothing is recorded, instead of acting once more on a case no longer theirs."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.assignment import CaseReassigned
-from events.catalog.base import Role
 from events.catalog.values import NeedCategory
-from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from events.envelope import RecordedEvent
 from services.coordination.domain.facts import case_stream
 from tests.unit.coordination.rpc import HOME_CARE_CO, PT_CLINIC, assign, refused, usd
-from tests.unit.coordination.support import IntakeFeed, command_context, timestamp
+from tests.unit.coordination.support import IntakeFeed, command_context, timestamp, transferred
 from tests.unit.coordination.test_case_workers import AN_HOUR, NEXT_WEEK, case_commands
 
 if TYPE_CHECKING:
@@ -41,11 +41,12 @@ COMMANDS = (
 
 
 class TransferredOnceRead:
-    """Patches the store's reads so that the case's transfer from cm-dana to sw-lcsw commits
-    right after the ``reads``-th read of the case's stream from now on (0: never)."""
+    """Patches the store's reads so that the case's transfer from cm-dana to sw-lcsw (of
+    team-west) commits right after the ``reads``-th read of the case's stream from now on (0:
+    never)."""
 
     def __init__(
-        self, store: SqliteEventStore, monkeypatch: pytest.MonkeyPatch, case_id: str, reads: int
+        self, store: EventStore, monkeypatch: pytest.MonkeyPatch, case_id: str, reads: int
     ) -> None:
         self.transferred = False
         stream = case_stream(case_id)
@@ -58,21 +59,7 @@ class TransferredOnceRead:
             if seen != reads or self.transferred:
                 return
             self.transferred = True
-            moved = CaseReassigned(
-                case_id=case_id,
-                previous_worker_id="cm-dana",
-                worker_id="sw-lcsw",
-                worker_role=Role.SOCIAL_WORKER,
-                reason="worker on leave",
-            )
-            metadata = EventMetadata(
-                source="casetrail/coordination",
-                actor=Actor("user-coordinator", Role.COORDINATOR),
-                occurred_at=datetime.now(UTC),
-                correlation_id=uuid.uuid4(),
-            )
-            version = await store.stream_version(stream)
-            await store.append(stream, [NewEvent(moved, metadata)], version)
+            await transferred(store, case_id)
 
         async def read(name: str, **kwargs: Any) -> list[RecordedEvent]:
             history = await read_stream(name, **kwargs)
