@@ -33,6 +33,13 @@ CloudEvents headers and key (``store.guard.require_publishable``, measured after
 quarter of Kafka's default 1 MiB record limit, so an older-version event republished beside
 its stored form still fits."""
 
+HTTP_REQUEST_SECONDS = 10.0
+"""How long an HTTP request to the console or the caseload views may take to arrive whole (its
+line and headers; a body of at most 64 KiB), from the connection or from the previous answer on
+it. A browser or a probe sends a request at once, so 10 s leaves a slow link ample room, while a
+client sending nothing, or a byte now and then, holds each connection it opens only that long
+(without it, for good on the console and an hour on the views)."""
+
 EARLIEST_MOMENT = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST_MOMENT = datetime(2200, 1, 1, tzinfo=UTC)
 """Any timestamp or date in a request lies in [EARLIEST_MOMENT, LATEST_MOMENT)."""

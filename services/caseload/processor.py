@@ -36,6 +36,7 @@ import faust
 from faust import StreamT
 from faust.types import TransportT
 
+from casetrail_platform import limits
 from casetrail_platform.bus.deadletter import failure_text
 from casetrail_platform.bus.kafka_security import KafkaSecurity
 from casetrail_platform.bus.topics import create_topics, ensure_topics
@@ -61,11 +62,6 @@ from services.caseload.topics import internal_topics
 from services.caseload.transactions import SourcePartitionTransport
 
 log = logging.getLogger(__name__)
-
-REQUEST_SECONDS = 10.0
-"""How long a request to the views (line and headers; a body, which they never read) may take to
-arrive, from the connection or from the previous answer on it: the console's bound. An idle
-kept-alive connection is closed after as long."""
 
 CONTACT_WINDOW = timedelta(days=1)
 CONTACT_WINDOW_EXPIRES = timedelta(days=35)
@@ -264,8 +260,8 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
         # that one constant says it).
         web_application_options={
             "handler_args": {
-                "keepalive_timeout": REQUEST_SECONDS,
-                "lingering_time": REQUEST_SECONDS,
+                "keepalive_timeout": limits.HTTP_REQUEST_SECONDS,
+                "lingering_time": limits.HTTP_REQUEST_SECONDS,
             }
         },
     )

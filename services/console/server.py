@@ -14,6 +14,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from casetrail_platform import limits
 from casetrail_platform.identity.keys import LOOPBACK
 from casetrail_platform.shutdown import SERVER_STOP_GRACE_SECONDS
 from services.console.app import create_app
@@ -24,16 +25,12 @@ from services.console.settings import (
     require_https_beyond_loopback,
 )
 
-REQUEST_SECONDS = 10.0
-"""How long a request (its line, headers and body of at most 64 KiB) may take to arrive, from
-the connection or from the previous answer on it; a browser sends one at once."""
-
 
 class _BoundedRequests(H11Protocol):
     """uvicorn's HTTP/1.1 that closes a connection whose request has not arrived whole within
-    ``REQUEST_SECONDS``. uvicorn times out only an idle connection after an answer, and not
-    even that once a byte has come: a client sending nothing, or a byte now and then, held its
-    connection for good, as many as it opened."""
+    ``limits.HTTP_REQUEST_SECONDS``. uvicorn times out only an idle connection after an answer,
+    and not even that once a byte has come: a client sending nothing, or a byte now and then,
+    held its connection for good, as many as it opened."""
 
     _request_timer: asyncio.TimerHandle | None = None
 
@@ -57,7 +54,9 @@ class _BoundedRequests(H11Protocol):
 
     def _await_request(self) -> None:
         self._cancel_request_timer()
-        self._request_timer = self.loop.call_later(REQUEST_SECONDS, self._request_too_slow)
+        self._request_timer = self.loop.call_later(
+            limits.HTTP_REQUEST_SECONDS, self._request_too_slow
+        )
 
     def _cancel_request_timer(self) -> None:
         if self._request_timer is not None:

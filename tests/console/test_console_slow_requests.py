@@ -2,30 +2,21 @@
 times out nothing before a request's headers are complete, so a client sending a request a
 byte at a time, or nothing at all, held its connection (a descriptor of the process that also
 serves the four services under `casetrail serve`) for good, however many it opened. Now the
-request line, headers and body must arrive within REQUEST_SECONDS of the connection or of the
+request line, headers and body must arrive within HTTP_REQUEST_SECONDS of the connection or of the
 previous answer; else the connection is closed."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
-from services.console import server as server_module
+from casetrail_platform import limits
 from services.console.server import start_console
 from tests.console.conftest import DemoCasetrail
+from tests.support.waiting import closed_within
 
 BOUND = 1.0
-
-
-async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
-    """How long until the server closed the connection (``TimeoutError``: it did not)."""
-    began = time.monotonic()
-    async with asyncio.timeout(seconds):
-        while await reader.read(65536):
-            pass
-    return time.monotonic() - began
 
 
 @pytest.mark.parametrize(
@@ -40,13 +31,13 @@ async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
 async def test_a_request_that_does_not_arrive_in_time_is_closed(
     demo_casetrail: DemoCasetrail, monkeypatch: pytest.MonkeyPatch, sent: bytes
 ) -> None:
-    monkeypatch.setattr(server_module, "REQUEST_SECONDS", BOUND, raising=False)
+    monkeypatch.setattr(limits, "HTTP_REQUEST_SECONDS", BOUND)
     console = await start_console(demo_casetrail.settings(), "127.0.0.1", 0)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", console.port)
         writer.write(sent)
         await writer.drain()
-        took = await _closed_within(reader, BOUND + 5)
+        took = await closed_within(reader, BOUND + 5)
         writer.close()
     finally:
         await console.stop()
@@ -57,7 +48,7 @@ async def test_requests_that_arrive_in_time_are_answered_on_one_connection(
     demo_casetrail: DemoCasetrail, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Kept alive: each request gets the bound anew, counted from the previous answer."""
-    monkeypatch.setattr(server_module, "REQUEST_SECONDS", BOUND, raising=False)
+    monkeypatch.setattr(limits, "HTTP_REQUEST_SECONDS", BOUND)
     console = await start_console(demo_casetrail.settings(), "127.0.0.1", 0)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", console.port)

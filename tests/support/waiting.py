@@ -1,9 +1,10 @@
-"""Waiting for asynchronous delivery (the bus, projections) in tests: a bounded readiness wait,
-never a timing assertion."""
+"""Waiting in tests: for asynchronous delivery (the bus, projections), a bounded readiness wait,
+never a timing assertion; for a server to close a slow client's connection, how long it took."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -18,3 +19,13 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
             return found
         await asyncio.sleep(0.02)
     raise AssertionError(f"never happened: {what}")
+
+
+async def closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
+    """How long until the server closed the connection ``reader`` reads, reading whatever it
+    sends meanwhile (``TimeoutError`` if it has not within ``seconds``)."""
+    began = time.monotonic()
+    async with asyncio.timeout(seconds):
+        while await reader.read(65536):
+            pass
+    return time.monotonic() - began

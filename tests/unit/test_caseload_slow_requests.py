@@ -2,13 +2,12 @@
 h-caseload3), as the console's does: aiohttp's timer for a request's headers is its keep-alive
 timeout, an hour by default, so a client sending a byte now and then held a connection that
 long, as many as it opened. Now the request line and headers must arrive within
-REQUEST_SECONDS of the connection or of the previous answer, and a body the views never read
+HTTP_REQUEST_SECONDS of the connection or of the previous answer, and a body the views never read
 within as long after the answer; else the connection is closed."""
 
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,24 +15,20 @@ from typing import Any
 
 import pytest
 
-from services.caseload import processor
+from casetrail_platform import limits
 from services.caseload.processor import build_app
 from services.caseload.settings import CaseloadSettings
+from tests.support.servers import free_port
+from tests.support.waiting import closed_within
 
 BOUND = 1.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
 async def views(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[int]:
     """The views' web server alone (no Kafka): its port."""
-    monkeypatch.setattr(processor, "REQUEST_SECONDS", BOUND, raising=False)
-    port = _free_port()
+    monkeypatch.setattr(limits, "HTTP_REQUEST_SECONDS", BOUND)
+    port = free_port()
     app = build_app(CaseloadSettings(data_dir=tmp_path, web_port=port))
     # Faust's aiohttp driver, whose start_server and stop_server its Web type does not declare.
     web: Any = app.web
@@ -43,15 +38,6 @@ async def views(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         yield port
     finally:
         await web.stop_server()
-
-
-async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> float:
-    """How long until the server closed the connection (``TimeoutError``: it did not)."""
-    began = time.monotonic()
-    async with asyncio.timeout(seconds):
-        while await reader.read(65536):
-            pass
-    return time.monotonic() - began
 
 
 @pytest.mark.parametrize(
@@ -67,7 +53,7 @@ async def test_a_request_that_does_not_arrive_in_time_is_closed(views: int, sent
     reader, writer = await asyncio.open_connection("127.0.0.1", views)
     writer.write(sent)
     await writer.drain()
-    took = await _closed_within(reader, BOUND + 8)
+    took = await closed_within(reader, BOUND + 8)
     writer.close()
     assert took < BOUND + 3
 
@@ -75,7 +61,7 @@ async def test_a_request_that_does_not_arrive_in_time_is_closed(views: int, sent
 async def test_a_byte_now_and_then_does_not_hold_the_connection(views: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", views)
     began = time.monotonic()
-    closed = asyncio.ensure_future(_closed_within(reader, BOUND + 8))
+    closed = asyncio.ensure_future(closed_within(reader, BOUND + 8))
     for byte in b"GET /caseload-status/ HTTP/1.1\r\n":
         if closed.done():
             break
