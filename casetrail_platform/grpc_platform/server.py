@@ -77,17 +77,20 @@ def require_tls_beyond_loopback(
     listener: str = "gRPC",
     setting: str = ALLOW_PLAINTEXT,
     terminated_by: str = "a service mesh's sidecar terminates mutual TLS in front of the service",
+    certificate_from: str = "--tls-cert/--tls-key, CASETRAIL_TLS_CERT/_KEY",
 ) -> None:
     """``PlaintextRefused`` when ``host`` (``[::]`` as well as ``::``) is not a loopback one,
     ``tls`` is ``None`` and plaintext was not allowed: every call carries a bearer token, and
     in plain text anyone on the way could read it and act as its owner until it expires.
-    ``listener``, ``setting`` and ``terminated_by`` name what listens, the setting that allows
-    it and who would then serve TLS in front (the audit console's HTTP listener passes its own).
+    ``listener``, ``setting``, ``terminated_by`` and ``certificate_from`` name what listens,
+    the setting that allows it, who would then serve TLS in front and where that listener
+    takes its certificate (the console and the caseload views pass their own: neither takes
+    ``--tls-cert`` of its own).
     """
     if tls is None and not plaintext_allowed and host.strip("[]").lower() not in LOOPBACK:
         raise PlaintextRefused(
             f"{listener} on {host} without TLS would carry bearer tokens in plain text beyond"
-            " this machine; give a certificate (--tls-cert/--tls-key, CASETRAIL_TLS_CERT/_KEY),"
+            f" this machine; give a certificate ({certificate_from}),"
             f" listen on 127.0.0.1, or set {setting}=1 when {terminated_by}"
         )
 

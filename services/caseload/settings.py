@@ -38,6 +38,7 @@ def require_https_beyond_loopback(
         listener="the caseload views",
         setting=ALLOW_PLAINTEXT,
         terminated_by="a service mesh or proxy serves TLS in front of them",
+        certificate_from="CASETRAIL_TLS_CERT/_KEY",
     )
 
 

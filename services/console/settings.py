@@ -68,6 +68,7 @@ def require_https_beyond_loopback(
         listener="the audit console",
         setting=ALLOW_PLAINTEXT,
         terminated_by="a reverse proxy or ingress serves it over HTTPS in front",
+        certificate_from="CASETRAIL_TLS_CERT/_KEY, or casetrail serve's --tls-cert/--tls-key",
     )
 
 

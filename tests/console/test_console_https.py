@@ -78,8 +78,12 @@ async def test_plain_http_beyond_loopback_is_refused(
     demo_casetrail: DemoCasetrail, host: str
 ) -> None:
     settings = demo_casetrail.settings(development_signer=None)
-    with pytest.raises(PlaintextRefused, match="CASETRAIL_CONSOLE_ALLOW_PLAINTEXT=1"):
+    with pytest.raises(PlaintextRefused, match="CASETRAIL_CONSOLE_ALLOW_PLAINTEXT=1") as refused:
         await start_console(settings, host, 0)
+    # `casetrail console` takes its certificate only from the environment; serve's flags too.
+    assert "(CASETRAIL_TLS_CERT/_KEY, or casetrail serve's --tls-cert/--tls-key)" in str(
+        refused.value
+    )
 
 
 async def test_https_or_the_explicit_setting_serves_beyond_loopback(

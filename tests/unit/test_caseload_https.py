@@ -111,6 +111,14 @@ def test_the_views_rule_is_the_grpc_servers_with_their_own_setting(
         require_https_beyond_loopback(bind, server_tls, plaintext_allowed=allowed)
 
 
+def test_the_refusal_names_the_certificate_settings_the_views_take() -> None:
+    """Only the environment: the worker has no ``--tls-cert`` (the gRPC servers' hint said it)."""
+    with pytest.raises(PlaintextRefused) as refused:
+        require_https_beyond_loopback("0.0.0.0", None, plaintext_allowed=False)
+    assert "(CASETRAIL_TLS_CERT/_KEY)" in str(refused.value)
+    assert "--tls-cert" not in str(refused.value)
+
+
 def test_the_setting_is_1_or_0(tmp_path: Path) -> None:
     env = {"CASETRAIL_CASELOAD_DATA_DIR": str(tmp_path)}
     assert not CaseloadSettings.from_env(env).plaintext_allowed

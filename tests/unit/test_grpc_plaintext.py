@@ -28,8 +28,9 @@ from tests.unit.test_identity import (  # noqa: F401 (a fixture)
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "[::]", "10.0.0.5", "127.0.0.2", "intake"])
 async def test_plaintext_beyond_loopback_is_refused(issuer: TestIssuer, host: str) -> None:
-    with pytest.raises(PlaintextRefused, match="CASETRAIL_GRPC_ALLOW_PLAINTEXT=1"):
+    with pytest.raises(PlaintextRefused, match="CASETRAIL_GRPC_ALLOW_PLAINTEXT=1") as refused:
         await create_server(f"{host}:0", [], [INTAKE], verifier=issuer.verifier())
+    assert "(--tls-cert/--tls-key, CASETRAIL_TLS_CERT/_KEY)" in str(refused.value)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "[::1]", "LOCALHOST"])
