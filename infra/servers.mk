@@ -3,8 +3,10 @@
 # under `make -C`. Settings are env vars read by the scripts:
 #   CASETRAIL_KAFKA_DIR, CASETRAIL_KAFKA_PORT (19092), CASETRAIL_KAFKA_CONTROLLER_PORT (19093)
 #   CASETRAIL_PG_DIR, CASETRAIL_PG_PORT (15432)
-# Tests connect with CASETRAIL_KAFKA_BOOTSTRAP=127.0.0.1:19092 and
-# CASETRAIL_PG_DSN=postgresql://postgres@127.0.0.1:15432/casetrail.
+# kafka-start and postgres-start record the bootstrap and DSN they started in var/servers.env
+# (infra/record-server.sh), which the tests connect to unless CASETRAIL_KAFKA_BOOTSTRAP and
+# CASETRAIL_PG_DSN are set: another checkout's servers (or CI's, on the default ports) are
+# never this one's by default.
 
 CASETRAIL_INFRA := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 
@@ -15,7 +17,9 @@ CASETRAIL_INFRA := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))
 kafka-install:
 	@"$(CASETRAIL_INFRA)/kafka/install.sh"
 kafka-start:
-	@"$(CASETRAIL_INFRA)/kafka/start.sh"
+	@bootstrap="$$("$(CASETRAIL_INFRA)/kafka/start.sh")" \
+	  && "$(CASETRAIL_INFRA)/record-server.sh" CASETRAIL_KAFKA_BOOTSTRAP "$$bootstrap" \
+	  && printf '%s\n' "$$bootstrap"
 kafka-stop:
 	@"$(CASETRAIL_INFRA)/kafka/stop.sh"
 kafka-wipe:
@@ -24,7 +28,9 @@ kafka-wipe:
 postgres-install:
 	@"$(CASETRAIL_INFRA)/postgres/install.sh"
 postgres-start:
-	@"$(CASETRAIL_INFRA)/postgres/start.sh"
+	@dsn="$$("$(CASETRAIL_INFRA)/postgres/start.sh")" \
+	  && "$(CASETRAIL_INFRA)/record-server.sh" CASETRAIL_PG_DSN "$$dsn" \
+	  && printf '%s\n' "$$dsn"
 postgres-stop:
 	@"$(CASETRAIL_INFRA)/postgres/stop.sh"
 postgres-wipe:

@@ -4,11 +4,13 @@ the shared servers, so it runs after every other test."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.identity import TestIssuer, forget_callers
+from tests.support.servers import use_recorded_servers
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +24,12 @@ def issuer() -> Iterator[TestIssuer]:
 def _fresh_callers() -> Iterator[None]:
     yield
     forget_callers()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The servers `make servers-start` recorded for this checkout, for whatever reads the
+    # environment (service processes, KafkaSettings.from_env) as well as tests.support.servers.
+    use_recorded_servers(os.environ)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

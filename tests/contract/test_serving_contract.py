@@ -12,7 +12,7 @@ from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.locking.postgres import PostgresLocks
 from casetrail_platform.locking.serving import alone, mark_serving, projection_leadership
-from tests.support.servers import postgres_dsn, server_missing
+from tests.support.servers import kafka_bootstrap, postgres_dsn, server_missing
 
 
 async def test_an_embedded_service_running_is_seen_and_one_starting_waits(
@@ -41,7 +41,9 @@ async def test_a_distributed_replica_following_the_projection_is_seen(tmp_path: 
         await (await psycopg.AsyncConnection.connect(dsn)).close()
     except psycopg.OperationalError as error:
         server_missing("PostgreSQL", error)
-    infra = Infrastructure.distributed(tmp_path, dsn, KafkaSettings.from_env())
+    infra = Infrastructure.distributed(
+        tmp_path, dsn, KafkaSettings(bootstrap_servers=kafka_bootstrap())
+    )
     service = f"test{uuid.uuid4().hex[:8]}"
     locks = PostgresLocks(dsn, poll=0.05)
     stop = asyncio.Event()
@@ -82,7 +84,9 @@ async def test_a_distributed_replica_starting_is_seen_before_it_leads_and_one_wa
         await (await psycopg.AsyncConnection.connect(dsn)).close()
     except psycopg.OperationalError as error:
         server_missing("PostgreSQL", error)
-    infra = Infrastructure.distributed(tmp_path, dsn, KafkaSettings.from_env())
+    infra = Infrastructure.distributed(
+        tmp_path, dsn, KafkaSettings(bootstrap_servers=kafka_bootstrap())
+    )
     service = f"test{uuid.uuid4().hex[:8]}"
     unmark = await mark_serving(infra, service)  # started, not leading yet
     async with alone(infra, service, "assignments") as nobody:

@@ -26,6 +26,7 @@ from events.registry import EventRegistry
 from tests.e2e.distributed import fresh_database
 from tests.faults.servers import restart, server_down
 from tests.support.sample_events import note, sample_registry
+from tests.support.servers import kafka_bootstrap
 
 pytestmark = [pytest.mark.faults, pytest.mark.postgres]
 
@@ -110,7 +111,9 @@ async def test_a_replica_marked_running_is_marked_again_after_a_restart(
     """A replica's mark (``mark_serving``) is a session-level lock: it went with the restart
     and was never taken again, so a rebuild begun afterwards found nobody running and reset
     the projection under the replica. It is taken again once the server is back."""
-    infra = Infrastructure.distributed(tmp_path, dsn, KafkaSettings.from_env())
+    infra = Infrastructure.distributed(
+        tmp_path, dsn, KafkaSettings(bootstrap_servers=kafka_bootstrap())
+    )
     service = f"faults{uuid.uuid4().hex[:8]}"
     unmark = await mark_serving(infra, service)
     try:

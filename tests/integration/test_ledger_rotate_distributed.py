@@ -20,7 +20,7 @@ from casetrail_platform.store.postgres import PostgresEventStore
 from tests.contract.test_ledger_contract import append_notes
 from tests.integration.test_verify_store_read_only import _signed_store
 from tests.support.sample_events import sample_registry
-from tests.support.servers import database_of_its_own
+from tests.support.servers import database_of_its_own, kafka_bootstrap
 from tests.unit.test_verify_store_cli import _casetrail
 
 pytestmark = pytest.mark.kafka
@@ -54,7 +54,7 @@ async def _latest(dsn: str) -> str:
 
 
 async def _published_mark(verifier: Verifier) -> Checkpoint | None:
-    record = KafkaCheckpointPublisher(KafkaSettings.from_env())
+    record = KafkaCheckpointPublisher(KafkaSettings(bootstrap_servers=kafka_bootstrap()))
     try:
         return await record.newest(verifier)
     finally:

@@ -1,30 +1,66 @@
 """Access to the real servers that `make test` starts. Tests that need one fail when it is
-missing in CI (CASETRAIL_REQUIRE_SERVERS=1) and skip only on a developer's machine."""
+missing in CI (CASETRAIL_REQUIRE_SERVERS=1) and skip only on a developer's machine.
+
+Which servers: ``CASETRAIL_PG_DSN`` and ``CASETRAIL_KAFKA_BOOTSTRAP``, else those `make
+servers-start` recorded in this checkout's ``var/servers.env`` (``infra/record-server.sh``),
+never a default port: that would be another checkout's servers, or CI's, which a test may wipe.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
-DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:15432/casetrail"
-DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
+RECORDED_SERVERS = Path(__file__).resolve().parents[2] / "var" / "servers.env"
+SERVER_SETTINGS = ("CASETRAIL_PG_DSN", "CASETRAIL_KAFKA_BOOTSTRAP")
 
 
 def servers_required() -> bool:
     return os.environ.get("CASETRAIL_REQUIRE_SERVERS") == "1"
 
 
+def recorded_servers() -> dict[str, str]:
+    """The settings ``var/servers.env`` holds (``NAME=VALUE`` lines), none without it."""
+    try:
+        lines = RECORDED_SERVERS.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return {}
+    pairs = (line.partition("=") for line in lines if not line.startswith("#"))
+    return {name: value for name, _, value in pairs if name in SERVER_SETTINGS and value}
+
+
+def use_recorded_servers(env: MutableMapping[str, str]) -> None:
+    """Put the recorded servers into ``env`` where it names none, so that whatever reads the
+    environment (``KafkaSettings.from_env``, a service process a test starts) connects to the
+    same servers as ``postgres_dsn`` and ``kafka_bootstrap``."""
+    for name, value in recorded_servers().items():
+        if not env.get(name):
+            env[name] = value
+
+
+def _server_setting(name: str) -> str:
+    value = os.environ.get(name) or recorded_servers().get(name)
+    if not value:
+        pytest.fail(
+            f"no server for this checkout: run `make servers-start` (it records them in"
+            f" {RECORDED_SERVERS}), or set {name}",
+            pytrace=False,
+        )
+    return value
+
+
 def postgres_dsn() -> str:
-    return os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    return _server_setting("CASETRAIL_PG_DSN")
 
 
 def kafka_bootstrap() -> str:
-    return os.environ.get("CASETRAIL_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
+    return _server_setting("CASETRAIL_KAFKA_BOOTSTRAP")
 
 
 def server_missing(what: str, error: BaseException) -> None:

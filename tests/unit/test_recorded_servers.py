@@ -1,0 +1,66 @@
+"""The tests' servers are this checkout's (h-tidy2): `make servers-start` records what it
+started in var/servers.env and the tests connect to that unless the environment names others.
+Before, without CASETRAIL_PG_DSN / CASETRAIL_KAFKA_BOOTSTRAP they used the default ports, those
+of another checkout's servers or CI's, which a test could wipe."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support import servers
+
+RECORD_SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "record-server.sh"
+
+
+@pytest.fixture
+def record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A checkout's record (not this one's), and an environment naming no server."""
+    for name in servers.SERVER_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "var" / "servers.env"
+    monkeypatch.setattr(servers, "RECORDED_SERVERS", path)
+    return path
+
+
+def _record(checkout: Path, name: str, value: str) -> None:
+    """infra/record-server.sh as `make servers-start` runs it, copied into ``checkout``."""
+    script = checkout / "infra" / "record-server.sh"
+    script.parent.mkdir(exist_ok=True)
+    shutil.copy(RECORD_SCRIPT, script)
+    subprocess.run([str(script), name, value], check=True, timeout=30)
+
+
+def test_without_a_record_or_the_environment_a_server_test_fails_saying_what_to_run(
+    record: Path,
+) -> None:
+    for setting in (servers.postgres_dsn, servers.kafka_bootstrap):
+        with pytest.raises(pytest.fail.Exception, match="run `make servers-start`"):
+            setting()
+
+
+def test_the_servers_recorded_by_servers_start_are_the_tests_defaults(
+    record: Path, tmp_path: Path
+) -> None:
+    _record(tmp_path, "CASETRAIL_PG_DSN", "postgresql://postgres@127.0.0.1:1/old")
+    _record(tmp_path, "CASETRAIL_KAFKA_BOOTSTRAP", "127.0.0.1:19430")
+    _record(tmp_path, "CASETRAIL_PG_DSN", "postgresql://postgres@127.0.0.1:15690/casetrail")
+    assert servers.postgres_dsn() == "postgresql://postgres@127.0.0.1:15690/casetrail"
+    assert servers.kafka_bootstrap() == "127.0.0.1:19430"
+    env = {"CASETRAIL_KAFKA_BOOTSTRAP": "kafka:9092"}
+    servers.use_recorded_servers(env)
+    assert env == {
+        "CASETRAIL_KAFKA_BOOTSTRAP": "kafka:9092",
+        "CASETRAIL_PG_DSN": "postgresql://postgres@127.0.0.1:15690/casetrail",
+    }
+
+
+def test_the_environment_names_other_servers(
+    record: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _record(tmp_path, "CASETRAIL_PG_DSN", "postgresql://postgres@127.0.0.1:15690/casetrail")
+    monkeypatch.setenv("CASETRAIL_PG_DSN", "postgresql://postgres@db:5432/casetrail")
+    assert servers.postgres_dsn() == "postgresql://postgres@db:5432/casetrail"
