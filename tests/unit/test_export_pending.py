@@ -4,9 +4,7 @@ statement signed by audit's log key names, too."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,13 +16,10 @@ from casetrail_platform.ledger.export import (
     PENDING_ATTRIBUTE,
     PROOF_ATTRIBUTE,
     ExportVerification,
-    canonical_of_record,
     pending_attributes,
-    proof_attributes,
     verify_export,
 )
 from casetrail_platform.ledger.keys import FileSigner
-from casetrail_platform.ledger.merkle import Hash, SubtreeKey, inclusion_proof, leaf_hash, root_of
 from casetrail_platform.ledger.note import Checkpoint, origin_of
 from casetrail_platform.ledger.pending import (
     PENDING_NOTE_ATTRIBUTE,
@@ -33,30 +28,13 @@ from casetrail_platform.ledger.pending import (
 )
 from events.cloudevents import to_structured
 from events.envelope import RecordedEvent
-from tests.support.sample_events import note, sample_registry
+from tests.support.exported import case_notes, proven_line, tree_root
+from tests.support.sample_events import sample_registry
 
 ORIGIN = origin_of("agency", "intake")
 AUDIT = origin_of("agency", "audit")
 SIGNED = 2
 """Events of the log the checkpoint covers; the third is pending."""
-
-
-def history() -> list[RecordedEvent]:
-    events = []
-    for position in (1, 2, 3):
-        new = note("case-1", f"visit {position}")
-        events.append(
-            RecordedEvent(
-                event_id=new.event_id,
-                stream="case-case-1",
-                sequence=position,
-                position=position,
-                recorded_at=datetime.now(UTC),
-                event=new.event,
-                metadata=dataclasses.replace(new.metadata, source="casetrail/intake"),
-            )
-        )
-    return events
 
 
 async def statement(
@@ -80,21 +58,14 @@ async def export(tmp_path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The three lines (two proven in the tree of two, the third pending and named so by
     audit's signed statement), and the verifiers."""
     signer = FileSigner(ORIGIN, tmp_path / "ledger.key")
-    events = history()
-    leaves = [leaf_hash(canonical_of_record(recorded)) for recorded in events]
-
-    def source(keys: Iterable[SubtreeKey]) -> dict[SubtreeKey, Hash]:
-        return {(lv, i): root_of(leaves[i << lv : (i + 1) << lv]) for lv, i in keys}
-
-    note_text = await signer.sign_checkpoint(Checkpoint(ORIGIN, SIGNED, root_of(leaves[:SIGNED])))
+    events = case_notes(3)
+    note_text = await signer.sign_checkpoint(Checkpoint(ORIGIN, SIGNED, tree_root(events, SIGNED)))
     lines = []
     for recorded in events:
-        line = to_structured(recorded)
         if recorded.position <= SIGNED:
-            proof = inclusion_proof(recorded.position - 1, SIGNED, source)
-            line |= proof_attributes(ORIGIN, recorded.position, SIGNED, proof, note_text)
+            line = proven_line(events, recorded, ORIGIN, SIGNED, note_text)
         else:
-            line |= pending_attributes(ORIGIN, SIGNED, 5.0)
+            line = to_structured(recorded) | pending_attributes(ORIGIN, SIGNED, 5.0)
             line[PENDING_NOTE_ATTRIBUTE] = await statement(tmp_path, [(SIGNED, recorded)])
         lines.append(line)
     audit = FileSigner(AUDIT, tmp_path / "audit.key")
@@ -206,7 +177,7 @@ async def test_every_line_of_a_log_stripped_and_marked_pending_without_a_stateme
 
 async def test_a_statement_of_another_key_or_naming_a_missing_line_fails(tmp_path: Path) -> None:
     lines, verifiers = await export(tmp_path)
-    events = history()
+    events = case_notes(3)
     # Signed under another key of the same name (a forger's), naming the whole log pending.
     for line in lines:
         line.pop(PROOF_ATTRIBUTE, None), line.pop(CHECKPOINT_ATTRIBUTE, None)

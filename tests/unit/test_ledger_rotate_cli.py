@@ -6,32 +6,22 @@ the log across the rotation."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import fcntl
 import json
-from collections.abc import Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from casetrail_platform.hosting import Infrastructure
-from casetrail_platform.ledger.export import (
-    canonical_of_record,
-    export_lines,
-    proof_attributes,
-    verify_lines,
-)
+from casetrail_platform.ledger.export import export_lines, verify_lines
 from casetrail_platform.ledger.hosting import key_path, open_ledger
 from casetrail_platform.ledger.keys import FileSigner, handover_note
-from casetrail_platform.ledger.merkle import Hash, SubtreeKey, inclusion_proof, leaf_hash, root_of
 from casetrail_platform.ledger.note import Checkpoint, origin_of, parse_verifiers
 from casetrail_platform.locking.serving import SERVING_FILE
 from casetrail_platform.store.sqlite import SqliteEventStore
-from events.cloudevents import to_structured
-from events.envelope import RecordedEvent
 from tests.contract.test_ledger_contract import append_notes
-from tests.support.sample_events import note, sample_registry
+from tests.support.exported import case_notes, proven_line, tree_root
+from tests.support.sample_events import sample_registry
 from tests.unit.test_verify_store_cli import _casetrail
 
 ORIGIN = origin_of("example-agency", "intake")
@@ -134,24 +124,6 @@ def test_rotate_is_refused_while_the_service_runs_or_with_nothing_new_to_sign(
     assert not list(data_dir.glob("intake/ledger.key.retired-*"))
 
 
-def history(count: int) -> list[RecordedEvent]:
-    events = []
-    for position in range(1, count + 1):
-        new = note("case-1", f"visit {position}")
-        events.append(
-            RecordedEvent(
-                event_id=new.event_id,
-                stream="case-case-1",
-                sequence=position,
-                position=position,
-                recorded_at=datetime.now(UTC),
-                event=new.event,
-                metadata=dataclasses.replace(new.metadata, source="casetrail/intake"),
-            )
-        )
-    return events
-
-
 @pytest.mark.parametrize(
     ("size", "signed_by", "problem"),
     [
@@ -172,13 +144,8 @@ async def test_casetrail_verify_opens_each_export_under_the_key_of_its_tree_size
     old = FileSigner(ORIGIN, tmp_path / "old.key")
     new = FileSigner(ORIGIN, tmp_path / "new.key")
     keys_text = f"{await old.verifier()}\n{await new.verifier()} from=3 at=2026-12-05T02:00:00Z\n"
-    events = history(5)
-    leaves = [leaf_hash(canonical_of_record(recorded)) for recorded in events]
-
-    def source(wanted: Iterable[SubtreeKey]) -> dict[SubtreeKey, Hash]:
-        return {(lv, i): root_of(leaves[i << lv : (i + 1) << lv]) for lv, i in wanted}
-
-    checkpoint = Checkpoint(ORIGIN, size, root_of(leaves[:size]))
+    events = case_notes(5)
+    checkpoint = Checkpoint(ORIGIN, size, tree_root(events, size))
     signer = {"old": old, "new": new}.get(signed_by)
     signed = (
         await handover_note(checkpoint, old, new)
@@ -188,11 +155,7 @@ async def test_casetrail_verify_opens_each_export_under_the_key_of_its_tree_size
     export = tmp_path / "export.jsonl"
     with export.open("w") as written:
         for recorded in events[:size]:
-            proof = inclusion_proof(recorded.position - 1, size, source)
-            line = to_structured(recorded) | proof_attributes(
-                ORIGIN, recorded.position, size, proof, signed
-            )
-            written.write(json.dumps(line) + "\n")
+            written.write(json.dumps(proven_line(events, recorded, ORIGIN, size, signed)) + "\n")
 
     # What `casetrail verify FILE --keys` does (cli.ledger._verify_export), over test events.
     with export.open("rb") as file:

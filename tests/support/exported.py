@@ -1,0 +1,56 @@
+"""An export's lines built outside the ledger, over test events (``sample_events.note``): a
+case's notes as intake's log recorded them, and a line with its inclusion proof in the tree of
+the log's first events, for tests of what `casetrail verify` makes of an export."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from casetrail_platform.ledger.export import canonical_of_record, proof_attributes
+from casetrail_platform.ledger.merkle import Hash, SubtreeKey, inclusion_proof, leaf_hash, root_of
+from events.cloudevents import to_structured
+from events.envelope import RecordedEvent
+from tests.support.sample_events import note
+
+
+def case_notes(count: int) -> list[RecordedEvent]:
+    """``count`` notes on case-1, at positions (and sequences) 1 to ``count`` of intake's log."""
+    events = []
+    for position in range(1, count + 1):
+        new = note("case-1", f"visit {position}")
+        events.append(
+            RecordedEvent(
+                event_id=new.event_id,
+                stream="case-case-1",
+                sequence=position,
+                position=position,
+                recorded_at=datetime.now(UTC),
+                event=new.event,
+                metadata=dataclasses.replace(new.metadata, source="casetrail/intake"),
+            )
+        )
+    return events
+
+
+def tree_root(events: list[RecordedEvent], size: int) -> Hash:
+    """The root of the tree of the log's first ``size`` events."""
+    return root_of([leaf_hash(canonical_of_record(recorded)) for recorded in events[:size]])
+
+
+def proven_line(
+    events: list[RecordedEvent], recorded: RecordedEvent, origin: str, size: int, note_text: str
+) -> dict[str, Any]:
+    """``recorded``'s export line, proven in the tree of the first ``size`` of ``events`` (the
+    log) under the signed checkpoint ``note_text``."""
+    leaves = [leaf_hash(canonical_of_record(each)) for each in events]
+
+    def source(keys: Iterable[SubtreeKey]) -> dict[SubtreeKey, Hash]:
+        return {(lv, i): root_of(leaves[i << lv : (i + 1) << lv]) for lv, i in keys}
+
+    proof = inclusion_proof(recorded.position - 1, size, source)
+    return to_structured(recorded) | proof_attributes(
+        origin, recorded.position, size, proof, note_text
+    )
