@@ -51,6 +51,33 @@ class Rotated:
 
         return await self.witness.witness(self.ledger, keys, raised)
 
+    async def held(self, size: int, handover: int, *, handing_over: bool = False) -> KeySchedule:
+        """``size`` events signed by the old key (or handed over at ``size``) and that
+        checkpoint held by the witness; the schedule of the new key from ``handover``."""
+        await append_notes(self.store, size)
+        await (self.log.hand_over(self.new) if handing_over else self.log.sign())
+        keys = await self.schedule(handover)
+        assert await self.witnessed(keys) is None
+        return keys
+
+    async def grow(self, count: int) -> None:
+        """``count`` events more, in the log's tree but under no checkpoint yet."""
+        await append_notes(self.store, count)
+        await self.log.catch_up()
+
+    async def forge(self, size: int, signer: FileSigner) -> None:
+        """A checkpoint of the log's true tree of ``size`` signed by ``signer`` (a retired key
+        stolen, say), written into the table as the log would."""
+        checkpoint = Checkpoint(ORIGIN, size, await self.log.root(size))
+        await self.ledger.save_checkpoint(
+            StoredCheckpoint(size, await signer.sign_checkpoint(checkpoint))
+        )
+
+    async def alarmed(self, keys: KeySchedule) -> WitnessAlarm:
+        alarm = await self.witnessed(keys)
+        assert alarm is not None
+        return alarm
+
 
 @pytest.fixture
 async def rotating(event_store: EventStore, tmp_path: Path) -> AsyncIterator[Rotated]:
@@ -65,10 +92,7 @@ async def rotating(event_store: EventStore, tmp_path: Path) -> AsyncIterator[Rot
 
 async def test_a_log_hands_over_its_key_and_every_verifier_follows(rotating: Rotated) -> None:
     r = rotating
-    await append_notes(r.store, 5)
-    await r.log.sign()
-    keys = await r.schedule(8)
-    assert await r.witnessed(keys) is None  # the witness holds the old key's checkpoint of 5
+    keys = await r.held(5, 8)  # the witness holds the old key's checkpoint of 5
     await append_notes(r.store, 3)
 
     handover = await r.log.hand_over(r.new)
@@ -101,50 +125,32 @@ async def test_a_log_hands_over_its_key_and_every_verifier_follows(rotating: Rot
 
 async def test_a_retired_key_cannot_extend_the_log(rotating: Rotated) -> None:
     r = rotating
-    await append_notes(r.store, 5)
-    await r.log.hand_over(r.new)
-    keys = await r.schedule(5)
-    assert await r.witnessed(keys) is None
-    await append_notes(r.store, 2)
-    await r.log.catch_up()
-    # The retired key (stolen, say) signs the next tree and writes it into the table.
-    checkpoint = Checkpoint(ORIGIN, 7, await r.log.root(7))
-    await r.ledger.save_checkpoint(StoredCheckpoint(7, await r.old.sign_checkpoint(checkpoint)))
+    keys = await r.held(5, 5, handing_over=True)
+    await r.grow(2)
+    await r.forge(7, r.old)  # the retired key (stolen, say) signs the next tree
 
     checked = await verify_store(r.ledger, keys)
     assert not checked.ok
     assert "signed by a key not valid for size 7" in (checked.problem or "")
-    alarm = await r.witnessed(keys)
-    assert alarm is not None
+    alarm = await r.alarmed(keys)
     assert "signed by a key not valid for size 7" in alarm.problem
     assert r.alarms == [alarm]
 
 
 async def test_a_new_key_cannot_sign_below_its_handover(rotating: Rotated) -> None:
     r = rotating
-    await append_notes(r.store, 5)
-    await r.log.sign()
-    keys = await r.schedule(9)
-    assert await r.witnessed(keys) is None
-    await append_notes(r.store, 2)
-    await r.log.catch_up()
-    early = Checkpoint(ORIGIN, 7, await r.log.root(7))
-    await r.ledger.save_checkpoint(StoredCheckpoint(7, await r.new.sign_checkpoint(early)))
+    keys = await r.held(5, 9)
+    await r.grow(2)
+    await r.forge(7, r.new)
 
     assert "not valid for size 7" in ((await verify_store(r.ledger, keys)).problem or "")
-    alarm = await r.witnessed(keys)
-    assert alarm is not None
-    assert "signed by a key not valid for size 7" in alarm.problem
+    assert "signed by a key not valid for size 7" in (await r.alarmed(keys)).problem
 
 
 async def test_an_inconsistent_tree_across_the_handover_still_alarms(rotating: Rotated) -> None:
     r = rotating
-    await append_notes(r.store, 5)
-    await r.log.sign()
-    keys = await r.schedule(8)
-    assert await r.witnessed(keys) is None
-    await append_notes(r.store, 3)
-    await r.log.catch_up()
+    keys = await r.held(5, 8)
+    await r.grow(3)
     # Both keys sign a tree of 8 that does not extend the held one of 5.
     forged = Checkpoint(ORIGIN, 8, b"\x07" * 32)
     body = forged.body()
@@ -153,9 +159,7 @@ async def test_an_inconsistent_tree_across_the_handover_still_alarms(rotating: R
     assert open_checkpoint(note, keys).size == 8  # the signatures are good
     await r.ledger.save_checkpoint(StoredCheckpoint(8, note))
 
-    alarm = await r.witnessed(keys)
-    assert alarm is not None
-    assert "not consistent with the held one of 5" in alarm.problem
+    assert "not consistent with the held one of 5" in (await r.alarmed(keys)).problem
     assert not (await verify_store(r.ledger, keys)).ok
 
 
