@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from events.catalog.values import NeedCategory
 from tests.support.grpc import refusal, unpacked
-from tests.unit.coordination.support import TODAY, Refusal, command_context, timestamp
+from tests.unit.coordination.support import (
+    TODAY,
+    IntakeFeed,
+    Refusal,
+    command_context,
+    timestamp,
+)
 
 if TYPE_CHECKING:
     # Only the type stubs define the asyncio stub's type.
@@ -33,6 +41,30 @@ async def refused(call: Any) -> Refusal:
     """Await a call that must be refused; return its status and details."""
     code, status = await refusal(call)
     return Refusal(code, status.message, list(unpacked(status)))
+
+
+async def refused_alike(ask: Callable[[str], Any], unknown: str = "case-unknown") -> Refusal:
+    """The refusal of ``ask`` (a call on the case id it is given) on case-1, a case the caller
+    does not carry, which must be told exactly as on an ``unknown`` case id (code, message,
+    details): a worker refused learns nothing of which case ids are real."""
+    real, other = [await refused(ask(case_id)) for case_id in ("case-1", unknown)]
+    assert (other.code, other.message, other.details) == (real.code, real.message, real.details)
+    return real
+
+
+async def assigned_case(
+    stub: Stub,
+    intake: IntakeFeed,
+    worker_id: str,
+    need: NeedCategory = NeedCategory.HOME_CARE,
+    recipient: str | None = None,
+) -> None:
+    """case-1 of client-1, opened with ``need`` and the client's consent to a referral (to
+    ``recipient``, else the counselling centre), assigned to ``worker_id`` through AssignCase:
+    a case another worker is not on."""
+    await intake.open_case("case-1", "client-1", [need])
+    await intake.consent("case-1", "client-1", recipient or COUNSELING_CENTRE.provider_id)
+    await assign(stub, "case-1", worker_id)
 
 
 async def assign(

@@ -12,12 +12,11 @@ import grpc
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.store.sqlite import SqliteEventStore
-from events.catalog.values import NeedCategory
 from tests.unit.coordination.rpc import (
     HOME_CARE_CO,
     PT_CLINIC,
-    assign,
-    refused,
+    assigned_case,
+    refused_alike,
     schedule_request,
     usd,
 )
@@ -112,6 +111,11 @@ def case_commands(stub: Stub, service_id: str, claim_id: str = "claim-1") -> dic
     }
 
 
+def _by_another(role: str, ask: Ask) -> Callable[[str], Any]:
+    """``ask`` by a worker of ``role`` who carries no case (a context built for each call)."""
+    return lambda case_id: ask(command_context(role, user=f"{role}-other"), case_id)
+
+
 CLAIMS = frozenset({"FileInsuranceClaim", "RecordClaimDecision"})
 """A social worker handles no claim, whoever's the case (refused by role)."""
 
@@ -122,9 +126,7 @@ async def test_a_worker_not_on_the_case_is_refused_as_on_a_case_that_does_not_ex
     # Before, any case manager or social worker referred (disclosing the case to another
     # agency), scheduled, moved, called off or recorded services, decided eligibility and
     # filed claims on any case, and an unknown case answered NOT_FOUND.
-    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
-    await intake.consent("case-1", "client-1", recipient=PT_CLINIC.provider_id)
-    await assign(stub, "case-1", "cm-dana")
+    await assigned_case(stub, intake, "cm-dana", recipient=PT_CLINIC.provider_id)
     service_id = (
         await stub.ScheduleService(
             schedule_request(
@@ -140,18 +142,9 @@ async def test_a_worker_not_on_the_case_is_refused_as_on_a_case_that_does_not_ex
         ("social_worker", [n for n in commands if n not in CLAIMS]),
     ):
         for name in names:
-            ask = commands[name]
-            real, unknown = [
-                await refused(ask(command_context(role, user=f"{role}-other"), case_id))
-                for case_id in ("case-1", "case-unknown")
-            ]
-            assert real.code is grpc.StatusCode.PERMISSION_DENIED, (role, name)
-            assert "not assigned to them" in real.message, (role, name)
-            assert (unknown.code, unknown.message, unknown.details) == (
-                real.code,
-                real.message,
-                real.details,
-            ), (role, name)
+            refusal = await refused_alike(_by_another(role, commands[name]))
+            assert refusal.code is grpc.StatusCode.PERMISSION_DENIED, (role, name)
+            assert "not assigned to them" in refusal.message, (role, name)
     assert await store.read_all() == before
 
     # The case's own worker does it.

@@ -18,10 +18,9 @@ from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.assignment import CaseReassigned
-from events.catalog.values import NeedCategory
 from events.envelope import RecordedEvent
 from services.coordination.domain.facts import case_stream
-from tests.unit.coordination.rpc import HOME_CARE_CO, PT_CLINIC, assign, refused, usd
+from tests.unit.coordination.rpc import HOME_CARE_CO, PT_CLINIC, assigned_case, refused, usd
 from tests.unit.coordination.support import IntakeFeed, command_context, timestamp, transferred
 from tests.unit.coordination.test_case_workers import AN_HOUR, NEXT_WEEK, case_commands
 
@@ -83,9 +82,7 @@ async def _carried_by_dana(stub: Stub, intake: IntakeFeed, claimed: bool) -> tup
     """case-1 assigned to cm-dana, with a service already delivered (claimed when
     ``claimed``) and one still scheduled: their ids, and the claim's (empty when not
     ``claimed``)."""
-    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
-    await intake.consent("case-1", "client-1", recipient=PT_CLINIC.provider_id)
-    await assign(stub, "case-1", "cm-dana")
+    await assigned_case(stub, intake, "cm-dana", recipient=PT_CLINIC.provider_id)
     delivered, scheduled = [
         (
             await stub.ScheduleService(

@@ -41,9 +41,10 @@ from tests.unit.coordination.rpc import (
     COUNSELING_CENTRE,
     PARATRANSIT,
     accept,
-    assign,
+    assigned_case,
     refer,
     refused,
+    refused_alike,
     schedule_request,
 )
 from tests.unit.coordination.support import IntakeFeed, command_context, query_context
@@ -149,9 +150,7 @@ def _withdrawal(referral_id: str, role: str = "coordinator", **fields: str) -> o
 async def test_withdrawing_through_grpc(
     stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
-    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
-    await intake.consent("case-1", "client-1")
-    await assign(stub, "case-1", "sw-lcsw")
+    await assigned_case(stub, intake, "sw-lcsw", NeedCategory.COUNSELING)
     referral_id = (await refer(stub, "case-1", "counseling")).referral_id
     await accept(stub, "case-1", referral_id)
     before = await store.read_stream("case-case-1")
@@ -214,24 +213,16 @@ async def test_a_worker_not_on_the_case_is_told_the_same_whether_the_case_exists
 ) -> None:
     # A case-carrying worker withdraws only on the case they carry: asked about another's,
     # the answer must not tell a real case id from an unknown one (as planning's commands).
-    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
-    await intake.consent("case-1", "client-1")
-    await assign(stub, "case-1", "sw-lcsw")
+    await assigned_case(stub, intake, "sw-lcsw", NeedCategory.COUNSELING)
     referral_id = (await refer(stub, "case-1", "counseling")).referral_id
     before = await store.read_all()
 
-    answers = []
-    for case_id in ("case-1", "case-unknown"):
+    def withdraw(case_id: str) -> Any:
         request = _withdrawal(referral_id, "case_manager", user="cm-dana")
         request.case_id = case_id  # type: ignore[attr-defined]
-        answers.append(await refused(stub.WithdrawReferral(request)))
-    real, unknown = answers
-    assert real.code is grpc.StatusCode.PERMISSION_DENIED
-    assert (unknown.code, unknown.message, unknown.details) == (
-        real.code,
-        real.message,
-        real.details,
-    )
+        return stub.WithdrawReferral(request)
+
+    assert (await refused_alike(withdraw)).code is grpc.StatusCode.PERMISSION_DENIED
     assert await store.read_all() == before
 
 
