@@ -28,7 +28,7 @@ from cli.walk.story import COORDINATOR
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import key, new_case
 from tests.e2e.test_cli import casetrail_cli
-from tests.e2e.test_ledger import AUDITOR, context, proven_export
+from tests.e2e.test_ledger import AUDITOR, audit_learned, context, proven_export
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
@@ -67,13 +67,7 @@ async def test_exports_in_a_row_verify_and_later_events_are_pending(
     casetrail: Casetrail, tmp_path: Path
 ) -> None:
     case = await new_case(casetrail, "home_care")
-    await eventually(
-        lambda: casetrail.stubs.as_(AUDITOR).audit.GetTimeline(
-            audit_pb2.GetTimelineRequest(context=context(), case_id=case.case_id)
-        ),
-        what="audit to learn the case",
-        patience=casetrail.patience,
-    )
+    await audit_learned(casetrail, case.case_id)
     await proven_export(casetrail, case.case_id)
     keys = await keys_file(casetrail, tmp_path)
 

@@ -8,7 +8,6 @@ import base64
 import json
 import uuid
 from collections import Counter
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,17 @@ SIGN_EVERY = Infrastructure(data_dir=Path()).ledger_sign_every
 
 def context() -> Any:
     return query("confidentiality_review")
+
+
+async def audit_learned(casetrail: Casetrail, case_id: str) -> None:
+    """Until audit has the case (its timeline answers): its events reach audit over the bus."""
+    await eventually(
+        lambda: casetrail.stubs.as_(AUDITOR).audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(context=context(), case_id=case_id)
+        ),
+        what="audit to learn the case",
+        patience=casetrail.patience,
+    )
 
 
 async def proven_export(casetrail: Casetrail, case_id: str) -> list[dict[str, Any]]:
@@ -76,13 +86,7 @@ async def test_exported_events_carry_proofs_that_verify_offline(
     casetrail: Casetrail, tmp_path: Path
 ) -> None:
     case = await new_case(casetrail, "home_care")
-    await eventually(
-        lambda: casetrail.stubs.as_(AUDITOR).audit.GetTimeline(
-            audit_pb2.GetTimelineRequest(context=context(), case_id=case.case_id)
-        ),
-        what="audit to learn the case",
-        patience=casetrail.patience,
-    )
+    await audit_learned(casetrail, case.case_id)
     # Below, the first event of a stream of several is dropped: wait for such a stream, as
     # the case's events reach audit over the bus, not all by the time the first are proven.
     lines = await eventually(
@@ -153,13 +157,7 @@ async def test_exported_events_carry_proofs_that_verify_offline(
 
 async def test_checkpoints_and_proofs_through_the_api(casetrail: Casetrail) -> None:
     case = await new_case(casetrail, "home_care")
-    await eventually(
-        lambda: casetrail.stubs.as_(AUDITOR).audit.GetTimeline(
-            audit_pb2.GetTimelineRequest(context=context(), case_id=case.case_id)
-        ),
-        what="audit to learn the case",
-        patience=casetrail.patience,
-    )
+    await audit_learned(casetrail, case.case_id)
     lines = await proven_export(casetrail, case.case_id)
     opened = next(line for line in lines if line["type"] == "casetrail.case.opened")
 
@@ -249,12 +247,7 @@ async def test_an_export_holding_part_of_a_list_s_access_batch_verifies(
     export of one of them holds only its own entries of that stream, which is no hole."""
     first, second = [await new_case(casetrail, "home_care") for _ in range(2)]
     for case_id in (first.case_id, second.case_id):
-        request = audit_pb2.GetTimelineRequest(context=context(), case_id=case_id)
-        await eventually(
-            partial(casetrail.stubs.as_(AUDITOR).audit.GetTimeline, request),
-            what="audit to learn the case",
-            patience=casetrail.patience,
-        )
+        await audit_learned(casetrail, case_id)
     listed = await casetrail.stubs.as_(AUDITOR).audit.RecordCaseloadAccess(
         audit_pb2.RecordCaseloadAccessRequest(
             context=context(),
