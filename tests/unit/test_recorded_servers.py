@@ -34,11 +34,21 @@ def _record(checkout: Path, name: str, value: str) -> None:
     subprocess.run([str(script), name, value], check=True, timeout=30)
 
 
-def test_without_a_record_or_the_environment_a_server_test_fails_saying_what_to_run(
-    record: Path,
+def test_without_a_record_or_the_environment_a_server_test_fails_in_ci_saying_what_to_run(
+    record: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("CASETRAIL_REQUIRE_SERVERS", "1")
     for setting in (servers.postgres_dsn, servers.kafka_bootstrap):
         with pytest.raises(pytest.fail.Exception, match="run `make servers-start`"):
+            setting()
+
+
+def test_without_a_record_or_the_environment_a_server_test_skips_on_a_developer_machine(
+    record: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CASETRAIL_REQUIRE_SERVERS", raising=False)
+    for setting in (servers.postgres_dsn, servers.kafka_bootstrap):
+        with pytest.raises(pytest.skip.Exception, match="run `make servers-start`"):
             setting()
 
 
