@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 
-from google.protobuf.message import Message
-
 from casetrail_platform.commands import InvalidCommand, NotFound, required_id
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.facts import CaseFacts, Entry, entry_of
@@ -65,7 +63,7 @@ class _ProbeInput(CatalogValue):
 
 
 async def get_client(store: EventStore, client_id: str) -> ClientRecord:
-    """The client's record; who may see it is decided by ``client_disclosures``."""
+    """The client's record; who may see it is decided first by ``client_decision``."""
     required_id("client_id", client_id)
     client = client_from(await store.read_stream(client_stream(client_id)))
     if client is None:
@@ -161,17 +159,26 @@ def registration_purpose(role: Role) -> AccessPurpose:
 
 
 async def get_case(
-    store: EventStore, closures: ClosureLog, access: AccessControl, case_id: str
-) -> CaseView:
-    """The case; who may see it is decided on ``CaseView.facts`` by the caller."""
+    store: EventStore,
+    closures: ClosureLog,
+    access: AccessControl,
+    principal: Principal,
+    purpose: AccessPurpose,
+    case_id: str,
+) -> tuple[CaseView, Decision]:
+    """The case and the decision allowing ``principal`` to read it. Decided (a refusal
+    recorded) before an unknown case is told NOT_FOUND, so a refused caller gets the same
+    refusal whether or not the case exists; the case's stream is read first only for the
+    policy facts it holds (a consent revoked here counts at once)."""
     required_id("case_id", case_id)
     history = await store.read_stream(case_stream(case_id))
+    facts = await access.case_facts(case_id, _own_entries(history))
+    decision = await access.authorize(principal, Action.READ_CASE, purpose, facts)
     case = case_from(history)
     if case is None:
         raise NotFound("case", case_id)
     client = client_from(await store.read_stream(client_stream(case.opened.client_id)))
-    facts = await access.case_facts(case_id, _own_entries(history))
-    return CaseView(case, client, await closures.closures(case_id), facts)
+    return CaseView(case, client, await closures.closures(case_id), facts), decision
 
 
 def _own_entries(history: Sequence[RecordedEvent]) -> list[Entry]:
@@ -180,26 +187,22 @@ def _own_entries(history: Sequence[RecordedEvent]) -> list[Entry]:
     return [entry for entry in map(entry_of, history) if entry is not None]
 
 
-async def client_disclosures(
+async def client_decision(
     store: EventStore,
     access: AccessControl,
     principal: Principal,
-    reader: QueryContext,
-    client: ClientRecord,
-    answer: Message,
-) -> Sequence[Disclosure]:
-    """A client's record is disclosed under the policy's decision on one of their cases (the
-    first that allows it); each of their cases records the access. A client without a case
-    is decided on the agency relationship alone and recorded under the client's id."""
-    decided = await _client_decisions(
-        store, access, principal, reader.purpose, client.registration.client_id
-    )
+    purpose: AccessPurpose,
+    client_id: str,
+) -> tuple[list[str], Decision]:
+    """Where a read of the client's record is recorded (each of their cases, or the client's
+    id when they have none) and the decision allowing it: the first of their cases' that
+    allows it. Else the refusal is recorded and raised, before the client is looked up, so a
+    refused caller gets the same refusal whether or not the client exists."""
+    decided = await _client_decisions(store, access, principal, purpose, client_id)
     allowing = next((d for _, d in decided if d.allowed), None)
     if allowing is None:
-        await access.refuse(
-            principal, Action.READ_CLIENT, reader.purpose, decided[0][0], decided[0][1]
-        )
-    return [Disclosure(case_id, allowing, answer, (), CLIENT_SECTIONS) for case_id, _ in decided]
+        await access.refuse(principal, Action.READ_CLIENT, purpose, decided[0][0], decided[0][1])
+    return [case_id for case_id, _ in decided], allowing
 
 
 async def _client_decisions(

@@ -372,11 +372,17 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         principal = principal_of(context)
         # A role that may never read a client learns nothing, not even whether one exists.
         await access.require_role(principal, Action.READ_CLIENT, reader.purpose, client_id)
+        # Decided before the client is looked up: an unknown id and a real one refused alike.
+        case_ids, decision = await queries.client_decision(
+            self._deps.store, access, principal, reader.purpose, client_id
+        )
         record = await queries.get_client(self._deps.store, client_id)
         response = intake_pb2.GetClientResponse(client=to_proto.client(record))
-        disclosures = await queries.client_disclosures(
-            self._deps.store, access, principal, reader, record, response
-        )
+        # Showing who a client is shows part of each of their cases: each records the read.
+        disclosures = [
+            Disclosure(case_id, decision, response, (), queries.CLIENT_SECTIONS)
+            for case_id in case_ids
+        ]
         await access.release(
             context, principal, reader.purpose, disclosures, action=Action.READ_CLIENT
         )
@@ -418,8 +424,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         principal = principal_of(context)
         # A role that may never read a case learns nothing, not even whether it exists.
         await access.require_role(principal, Action.READ_CASE, reader.purpose, case_id)
-        view = await queries.get_case(self._deps.store, self._deps.closures, access, case_id)
-        decision = await access.authorize(principal, Action.READ_CASE, reader.purpose, view.facts)
+        view, decision = await queries.get_case(
+            self._deps.store, self._deps.closures, access, principal, reader.purpose, case_id
+        )
         response = intake_pb2.GetCaseResponse(record=to_proto.case_record(view))
         await access.release(
             context,

@@ -325,7 +325,10 @@ async def test_reopening_follows_a_closure_learnt_from_the_bus(
         await handlers.reopen_case(store, closures, context(Role.SUPERVISOR), reopen)
     await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
 
-    view = await queries.get_case(store, closures, access, case_id)
+    auditor = Principal("user-auditor", Role.AUDITOR, access.home_agency, "test")
+    view, _ = await queries.get_case(
+        store, closures, access, auditor, AccessPurpose.CONFIDENTIALITY_REVIEW, case_id
+    )
     assert view.status == "open"
     assert len(view.case.assessments) == 2
     assert [c.reason for c in view.closures] == ["goals_achieved"]
@@ -398,7 +401,14 @@ async def test_unknown_client_and_case_are_not_found(
     with pytest.raises(NotFound):
         await queries.get_client(store, "nobody")
     with pytest.raises(NotFound):
-        await queries.get_case(store, closures, access, "nothing")
+        await queries.get_case(
+            store,
+            closures,
+            access,
+            Principal("user-auditor", Role.AUDITOR, access.home_agency, "test"),
+            AccessPurpose.CONFIDENTIALITY_REVIEW,
+            "nothing",
+        )
 
 
 async def test_invisible_characters_cannot_hide_a_duplicate_identifier(
