@@ -56,6 +56,7 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
             ClosureLog(host.read_models),
             access,
             EmergencyAccessQueue(host.read_models),
+            host.locks,
             infra.keyring,
             today=lambda: agency_today(infra.time_zone),
             review_within=emergency_review_within(),

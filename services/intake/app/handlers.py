@@ -16,6 +16,12 @@ erased (opening a case, an assessment, a reopening, a consent, an emergency acce
 client's stream through ``ClientErasure``, whose read is ``execute``'s guard: the case's append
 is written only if the client's stream has not moved since, so an erasure committed between the
 read and the append makes the command read again and be refused CLIENT_ERASED.
+
+An erasure names the client's cases (``client.erased``'s ``case_ids``: the other services erase
+what their read models copied of those cases, and only those). A case opened after the erasure
+read them but committed before its append would be missed (a new case's stream is not the
+client's, so neither append sees the other): opening a case and erasing its client hold the
+client's lock (``client_cases_lock``, shared by every replica) from their read to their append.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from datetime import date, datetime
 from casetrail_platform.commands import CommandContext, InvalidCommand, NotFound, derived_id
 from casetrail_platform.decide import execute
 from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring
+from casetrail_platform.locking.port import Locks
 from casetrail_platform.store.port import EventStore, StreamVersion
 from events.catalog.access import ConsentGranted
 from events.catalog.assessment import InitialAssessmentRecorded
@@ -159,8 +166,14 @@ def opening_of(context: CommandContext, command: OpenCase) -> CaseOpened:
     return build(CaseOpened, {"case_id": derived_id(context, SOURCE, "case"), **fields_of(command)})
 
 
+def client_cases_lock(client_id: str) -> str:
+    """The lock an erasure of the client and the opening of a case of theirs hold."""
+    return f"intake.client.cases:{client_id}"
+
+
 async def open_case(
     store: EventStore,
+    locks: Locks,
     context: CommandContext,
     command: OpenCase,
     checked: CaseOpened | None = None,
@@ -172,14 +185,17 @@ async def open_case(
     if client_from(client_history) is None:
         raise NotFound("client", opened.client_id)
     erasure = ClientErasure(store, opened.client_id)
-    recorded = await execute(
-        store,
-        SOURCE,
-        context,
-        case_stream(opened.case_id),
-        lambda history: decide_opening(history, opened, erasure.erased),
-        guard=erasure.read,
-    )
+    # Held to the append (which binds the case to the client's key): an erasure deciding
+    # meanwhile waits, then finds the case among the client's.
+    async with locks.holding([client_cases_lock(opened.client_id)]):
+        recorded = await execute(
+            store,
+            SOURCE,
+            context,
+            case_stream(opened.case_id),
+            lambda history: decide_opening(history, opened, erasure.erased),
+            guard=erasure.read,
+        )
     return recorded_of(opened.case_id, recorded)
 
 
@@ -378,6 +394,7 @@ def erasure_of(command: EraseClient, case_ids: Sequence[str] = ()) -> ClientEras
 
 async def erase_client(
     store: EventStore,
+    locks: Locks,
     keyring: ClientKeyring,
     context: CommandContext,
     command: EraseClient,
@@ -387,15 +404,18 @@ async def erase_client(
     not be destroyed, the command fails after recording, and any later erasure of the client
     (a retry, or a new request) records nothing more and destroys them."""
     require_role(context.actor.role, Action.ERASE_CLIENT)
-    case_ids = await asyncio.to_thread(keyring.table.cases_of, command.client_id)
-    erasure = erasure_of(command, case_ids)
-    recorded = await execute(
-        store,
-        SOURCE,
-        context,
-        client_stream(command.client_id),
-        lambda history: decide_erasure(history, erasure, today),
-    )
+    # Held from the look at the client's cases to the append: a case opened meanwhile is
+    # either among them or, opened after, refused CLIENT_ERASED (its guard sees the erasure).
+    async with locks.holding([client_cases_lock(command.client_id)]):
+        case_ids = await asyncio.to_thread(keyring.table.cases_of, command.client_id)
+        erasure = erasure_of(command, case_ids)
+        recorded = await execute(
+            store,
+            SOURCE,
+            context,
+            client_stream(command.client_id),
+            lambda history: decide_erasure(history, erasure, today),
+        )
     erased = next((r.event for r in recorded if isinstance(r.event, ClientErased)), None)
     if erased is None:
         history = await store.read_stream(client_stream(command.client_id))

@@ -17,6 +17,7 @@ from casetrail_platform.grpc_platform.server import Context, refusals_as_status
 from casetrail_platform.identity.grpc_auth import principal_of
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.keys.keyring import ClientKeyring
+from casetrail_platform.locking.port import Locks
 from casetrail_platform.policy.guard import AccessControl, Disclosure
 from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.store.port import EventStore
@@ -72,6 +73,9 @@ class IntakeDeps:
     closures: ClosureLog
     access: AccessControl
     emergencies: EmergencyAccessQueue
+    locks: Locks
+    """Shared by every replica: an erasure and the opening of a case of its client hold
+    ``handlers.client_cases_lock``."""
     keyring: ClientKeyring | None = None
     """The clients' data keys (``None`` when sensitive fields are not sealed)."""
     today: Callable[[], date] = lambda: agency_today(UTC)
@@ -188,7 +192,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             lambda ctx: handlers.opening_of(ctx, command),
             home_agency=self._deps.access.home_agency,
         )
-        recorded = await handlers.open_case(self._deps.store, ctx, command, checked)
+        recorded = await handlers.open_case(
+            self._deps.store, self._deps.locks, ctx, command, checked
+        )
         return intake_pb2.OpenCaseResponse(result=to_proto.command_result(recorded))
 
     @override
@@ -279,7 +285,12 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             home_agency=self._deps.access.home_agency,
         )
         erasure = await handlers.erase_client(
-            self._deps.store, self._keyring(), ctx, command, self._deps.today()
+            self._deps.store,
+            self._deps.locks,
+            self._keyring(),
+            ctx,
+            command,
+            self._deps.today(),
         )
         return intake_pb2.EraseClientResponse(
             result=to_proto.command_result(erasure.recorded),
