@@ -28,6 +28,7 @@ from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from cli.rpc import (
     Connection,
+    Person,
     TokenSource,
     command,
     connect,
@@ -56,6 +57,8 @@ REPLICAS = 3
 WORKER = "cm-sam-patel"
 CAPACITY = 3
 FLEX_FUND = "flex-fund-fy2025"
+ERASER = Person("dpo-erin-walsh", "supervisor")
+"""Erases clients (a supervisor)."""
 FUND = 10_000
 """Minor units on the flexible fund: ten reservations of 1,000 fit, the eleventh does not."""
 
@@ -157,6 +160,46 @@ async def test_racing_registrations_of_one_person_register_them_once(cluster: Cl
     )
 
     assert counted == {"OK": len(people), "ALREADY_EXISTS": len(attempts) - len(people)}
+
+
+async def test_cases_opened_on_every_replica_as_the_client_is_erased_are_named_by_it(
+    cluster: Cluster,
+) -> None:
+    """Openings of cases of one client sent at once to every replica, with its erasure: each
+    opening comes before the erasure and is among the cases it names (whose read models the
+    other services erase), or after it and is refused CLIENT_ERASED. Without the client's
+    lock, shared by the replicas, an opening could commit between the erasure's look at the
+    client's cases and its append, and be left out."""
+    client = await retrying(cluster.at(0).as_(RECEPTIONIST).intake.RegisterClient, registration())
+
+    def opening() -> intake_pb2.OpenCaseRequest:
+        return intake_pb2.OpenCaseRequest(
+            context=command(key()),
+            client_id=client.client_id,
+            referral_source=intake_pb2.ReferralSource(kind="self"),
+            presenting_needs=[intake_pb2.PresentingNeed(category="housing")],
+        )
+
+    erase = intake_pb2.EraseClientRequest(
+        context=command(key()), client_id=client.client_id, request_reference="dms://dsr/77"
+    )
+    openings = [
+        retrying(cluster.at(n).as_(RECEPTIONIST).intake.OpenCase, opening())
+        for n in range(6 * REPLICAS)
+    ]
+    erasing = retrying(cluster.at(1).as_(ERASER).intake.EraseClient, erase)
+    *answers, erased = await asyncio.gather(*openings, erasing, return_exceptions=True)
+
+    assert isinstance(erased, intake_pb2.EraseClientResponse), erased
+    opened = set()
+    for answer in answers:
+        if isinstance(answer, grpc.aio.AioRpcError):
+            assert answer.code() == grpc.StatusCode.FAILED_PRECONDITION, answer
+            assert "erased" in (answer.details() or ""), answer
+        else:
+            assert isinstance(answer, intake_pb2.OpenCaseResponse), answer
+            opened.add(answer.result.case_id)
+    assert set(erased.erased_case_ids) == opened
 
 
 async def test_racing_assignments_never_overfill_a_caseload(cluster: Cluster) -> None:
