@@ -37,11 +37,11 @@ from casetrail_platform.decide import execute
 from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring
 from casetrail_platform.locking.port import Locks
 from casetrail_platform.store.port import EventStore, StreamVersion
-from events.catalog.access import ConsentGranted
+from events.catalog.access import ConsentGranted, ConsentRevoked
 from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.cases import CaseOpened, CaseReopened
 from events.catalog.clients import ClientRegistered
-from events.catalog.erasure import ClientErased, RetentionHoldPlaced
+from events.catalog.erasure import ClientErased, RetentionHoldPlaced, RetentionHoldReleased
 from events.envelope import RecordedEvent
 from events.errors import FieldProblem
 from services.intake.adapters.case_closures import ClosureLog
@@ -85,6 +85,8 @@ from services.intake.domain.matching import DuplicateCandidate, check_matchable
 from services.intake.domain.permissions import Action, require_role
 
 SOURCE = "casetrail/intake"
+UNCHECKED_CLIENT = "unchecked"
+"""The client id a case's event is checked with before the case is read for its client."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,10 +298,18 @@ async def grant_consent(
     return recorded_of(command.case_id, recorded), first.consent_id
 
 
+def revocation_of(command: RevokeConsent, client_id: str) -> ConsentRevoked:
+    """The revocation ``command`` asks for, checked (its reason within the catalog's bound, not
+    blank); ``client_id`` is the case's client."""
+    return build(ConsentRevoked, {"client_id": client_id, **fields_of(command)})
+
+
 async def revoke_consent(
     store: EventStore, context: CommandContext, command: RevokeConsent
 ) -> Recorded:
     require_role(context.actor.role, Action.RECORD_CONSENT)
+    # Checked before anything is read: the decision builds the event again with the client.
+    revocation_of(command, UNCHECKED_CLIENT)
     # Withdrawing a consent stays possible after the erasure (what is left of the case is
     # still decided on it); only the reason cannot be sealed.
     with unsealable_after_erasure("reason", command.reason is not None):
@@ -367,10 +377,17 @@ async def place_retention_hold(
     return recorded_of(command.client_id, recorded), first.hold_id
 
 
+def release_of(command: ReleaseRetentionHold) -> RetentionHoldReleased:
+    """The release ``command`` asks for, checked (its reason within the catalog's bound, not
+    blank)."""
+    return build(RetentionHoldReleased, fields_of(command))
+
+
 async def release_retention_hold(
     store: EventStore, context: CommandContext, command: ReleaseRetentionHold
 ) -> Recorded:
     require_role(context.actor.role, Action.HOLD_RECORDS)
+    release_of(command)
     recorded = await execute(
         store,
         SOURCE,

@@ -243,7 +243,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         ctx, _ = read_command(
             principal_of(context),
             request.context,
-            lambda ctx: handlers.consent_of(ctx, command, "unchecked", now),
+            lambda ctx: handlers.consent_of(ctx, command, handlers.UNCHECKED_CLIENT, now),
             home_agency=self._deps.access.home_agency,
         )
         recorded, consent_id = await handlers.grant_consent(self._deps.store, ctx, command, now)
@@ -263,6 +263,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             lambda _: (
                 required_id("case_id", command.case_id),
                 required_id("consent_id", command.consent_id),
+                handlers.revocation_of(command, handlers.UNCHECKED_CLIENT),
             ),
             home_agency=self._deps.access.home_agency,
         )
@@ -330,6 +331,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             lambda _: (
                 required_id("client_id", command.client_id),
                 required_id("hold_id", command.hold_id),
+                handlers.release_of(command),
             ),
             home_agency=self._deps.access.home_agency,
         )
