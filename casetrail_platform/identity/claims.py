@@ -40,6 +40,8 @@ CERTIFICATE_THUMBPRINT = "x5t#S256"
 MAX_ENTITLEMENTS = 32
 _UNIT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 """The catalog's ``Identifier`` rule (events.catalog.base)."""
+UNIT_RULE = "required: 1-64 letters, digits or . _ : - (see the README)"
+"""The rule of ``sub``, ``agency`` and ``team``, as a refusal states it."""
 _ENTITLEMENT = re.compile(r"[a-z0-9][a-z0-9._:-]{0,63}")
 _THUMBPRINT = re.compile(r"[A-Za-z0-9_-]{43}")
 """A SHA-256 digest in unpadded base64url."""
@@ -75,7 +77,7 @@ def principal_from_claims(claims: Mapping[str, object], issuer: str) -> Principa
 def _matching(claims: Mapping[str, object], name: str, pattern: re.Pattern[str]) -> str:
     value = claims.get(name)
     if not isinstance(value, str) or pattern.fullmatch(value) is None:
-        raise invalid_claim(name, "required: 1-64 letters, digits or . _ : - (see the README)")
+        raise invalid_claim(name, UNIT_RULE)
     return value
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -15,7 +16,12 @@ from typing import Any
 import jwt
 from jwt import exceptions as jwt_errors
 
-from casetrail_platform.identity.claims import invalid_claim, principal_from_claims
+from casetrail_platform.identity.claims import (
+    SUBJECT,
+    UNIT_RULE,
+    invalid_claim,
+    principal_from_claims,
+)
 from casetrail_platform.identity.errors import InvalidCredential
 from casetrail_platform.identity.keys import SIGNING_ALGORITHMS, IssuerKeys
 from casetrail_platform.identity.principal import Principal
@@ -29,6 +35,11 @@ a token minted for a century would otherwise outlive any key rotation or revocat
 MAX_TIMESTAMP = 253_402_300_799
 """9999-12-31T23:59:59Z: a time claim beyond it is no moment the services can store."""
 TIME_CLAIMS = ("exp", "iat", "nbf")
+TIME_CLAIM_RULE = "must be a number of seconds up to the year 9999"
+_MISTYPED_TIME_CLAIM = re.compile(r"\((exp|iat|nbf)\) must be an integer")
+"""How PyJWT tells a time claim that is no number (a DecodeError for ``exp`` and ``nbf``, an
+InvalidIssuedAtError for ``iat``), which it checks before ours: named like ours, not as a
+malformed token."""
 ACCESS_TOKEN_TYPE_SUFFIX = "at+jwt"
 """A declared ``typ`` header must be ``JWT`` or end with ``at+jwt`` (RFC 9068 §2.1's
 ``at+jwt`` / ``application/at+jwt``, and issuers' own access-token types such as
@@ -68,6 +79,14 @@ def _header_of(token: str) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise InvalidCredential("TOKEN_MALFORMED", "the bearer token's header is not an object")
     return header
+
+
+def _mistyped_time_claim(error: jwt_errors.PyJWTError) -> str | None:
+    """The time claim ``error`` refuses for not being a number, if that is what it says."""
+    if not isinstance(error, jwt_errors.DecodeError | jwt_errors.InvalidIssuedAtError):
+        return None
+    found = _MISTYPED_TIME_CLAIM.search(str(error))
+    return None if found is None else found.group(1)
 
 
 def _access_token_type(declared: str) -> bool:
@@ -186,7 +205,7 @@ class TokenVerifier:
                 or not isinstance(value, int | float)
                 or not 0 <= value <= MAX_TIMESTAMP
             ):
-                raise invalid_claim(name, "must be a number of seconds up to the year 9999")
+                raise invalid_claim(name, TIME_CLAIM_RULE)
         expires_at = float(claims["exp"])
         issued = claims.get("iat")
         start = self._clock() if issued is None else float(issued)
@@ -210,6 +229,12 @@ class TokenVerifier:
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
         except jwt_errors.PyJWTError as error:
+            claim = _mistyped_time_claim(error)
+            if claim is not None:
+                raise invalid_claim(claim, TIME_CLAIM_RULE) from None
+            if isinstance(error, jwt_errors.InvalidSubjectError):
+                # A ``sub`` that is no text: PyJWT checks it before ``principal_from_claims``.
+                raise invalid_claim(SUBJECT, UNIT_RULE) from None
             for kind, reason, message in _REFUSALS:
                 if isinstance(error, kind):
                     raise InvalidCredential(reason, message) from None

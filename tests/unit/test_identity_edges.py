@@ -157,9 +157,16 @@ async def test_a_remembered_token_is_refused_once_its_key_is_withdrawn() -> None
         ({"extra": {"exp": 10**400}}, "exp"),
         ({"extra": {"iat": -(10**400)}}, "iat"),
         ({"extra": {"nbf": -(10**400)}}, "nbf"),
+        # Not numbers at all: PyJWT's own checks refused them first, as TOKEN_MALFORMED (nbf,
+        # exp) or TOKEN_INVALID (iat), naming nothing.
+        ({"extra": {"exp": "later"}}, "exp"),
+        ({"extra": {"iat": "today"}}, "iat"),
+        ({"extra": {"nbf": "soon"}}, "nbf"),
+        ({"extra": {"nbf": [1]}}, "nbf"),
+        ({"extra": {"sub": 7}}, "sub"),
     ],
 )
-async def test_time_claims_are_finite_and_the_lifetime_bounded(
+async def test_time_claims_are_finite_and_the_lifetime_bounded_and_a_claim_of_the_wrong_type_named(
     issuer: TestIssuer, fields: dict[str, Any], claim: str
 ) -> None:
     token = issuer.mint("kim", "auditor", **fields)
