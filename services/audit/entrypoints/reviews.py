@@ -81,10 +81,12 @@ def disclosure_request(
         token_client, token_start, token_end, at, event_id = decoded
         cursor: DisclosureKey = (int(at), str(event_id))
         issued_for = (str(token_client), int(token_start), int(token_end))
-    except (ValueError, TypeError, binascii.Error, UnicodeEncodeError):
+        # A number no moment has (10**30, or 1e400, which JSON reads as infinity) is no token
+        # of ours either: it overflowed here, answered INTERNAL.
+        end = end or from_micros(issued_for[2])
+    except (ValueError, TypeError, binascii.Error, UnicodeEncodeError, OverflowError):
         read.problems.append(FieldProblem("page_token", "is not a token this service issued"))
         return start, end or now, None
-    end = end or from_micros(issued_for[2])
     if issued_for != (client_id, to_micros(start), to_micros(end)):
         read.problems.append(
             FieldProblem("page_token", "was issued for another client_id or period")

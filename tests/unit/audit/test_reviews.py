@@ -3,6 +3,8 @@ case as a user saw it at a moment, with what each records."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -300,6 +302,27 @@ async def test_the_period_bounds_the_accounting_and_pages_are_stable(
             accounting(period_start=stamp(T0 + DAY), page_size=1, page_token=first.next_page_token)
         )
     )
+    assert (code, violated_fields(status)) == (grpc.StatusCode.INVALID_ARGUMENT, ["page_token"])
+
+
+@pytest.mark.parametrize(
+    "numbers",
+    [
+        (10**30, 1),  # the period's end: no moment
+        (None, 1e400),  # the cursor's time, read by JSON as infinity
+    ],
+)
+async def test_a_token_holding_a_number_no_moment_has_names_the_page_token(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, numbers: tuple[int | None, float]
+) -> None:
+    """A token is the caller's to send back: one edited to hold a number past any moment is
+    refused naming it, as any other token this service did not issue (it was INTERNAL)."""
+    first = await audit.ListDisclosures(accounting(page_size=1))
+    issued = json.loads(base64.urlsafe_b64decode(first.next_page_token))
+    end, at = numbers
+    forged = [*issued[:2], issued[2] if end is None else end, at, issued[4]]
+    token = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode("ascii")
+    code, status = await refusal(audit.ListDisclosures(accounting(page_size=1, page_token=token)))
     assert (code, violated_fields(status)) == (grpc.StatusCode.INVALID_ARGUMENT, ["page_token"])
 
 
