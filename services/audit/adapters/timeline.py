@@ -409,14 +409,6 @@ class ReadModelTimelines:
         """The case's own events (its access records left out), on the occurred clock."""
         return await self._everything(f"{case_id}|{HISTORY}|")
 
-    async def client_history_of(self, case_id: str) -> list[RecordedEvent]:
-        """The own events of the case's client (none before audit has the case's opening),
-        on the occurred clock."""
-        client_id = await self.client_of(case_id)
-        if client_id is None:
-            return []
-        return await self._everything(f"{client_id}|{HISTORY}|", CLIENT_EVENTS)
-
     async def event(self, event_id: UUID) -> RecordedEvent | None:
         """The event audit received with this id, a case's or a client's (None for another)."""
         for trail in (_CASE_TRAIL, _CLIENT_TRAIL):
@@ -428,14 +420,14 @@ class ReadModelTimelines:
                 return await self._decode(seen["case_id"], document["event"])
         return None
 
-    async def _everything(self, prefix: str, collection: str = EVENTS) -> list[RecordedEvent]:
-        """The events under ``prefix`` of an events collection, read by key range."""
+    async def _everything(self, prefix: str) -> list[RecordedEvent]:
+        """The case's events under ``prefix``, read by key range."""
         case_id = prefix.split("|", 1)[0]
         events: list[RecordedEvent] = []
         low = prefix
         while True:
             rows = await self._read_models.key_range(
-                collection, KeyRange(low, prefix + KEY_END, limit=_READ_ALL)
+                EVENTS, KeyRange(low, prefix + KEY_END, limit=_READ_ALL)
             )
             documents = [document["event"] for _, document in rows]
             events.extend(await decoding(partial(self._decoded_all, case_id, documents)))

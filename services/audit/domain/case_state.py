@@ -161,12 +161,27 @@ def client_fold(ordered: Iterable[RecordedEvent]) -> ClientRecord:
 
 def fold(case_id: str, ordered: Iterable[RecordedEvent], basis: TimeBasis) -> CaseState:
     """The case after ``ordered`` (already filtered and sorted on ``basis``)."""
-    state = _Folding(case_id)
+    folding = CaseFold(case_id, basis)
     for recorded in ordered:
-        state.apply(recorded)
-        state.events_applied += 1
-        state.last_event_at = moment_of(recorded, basis)
-    return state.freeze()
+        folding.apply(recorded)
+    return folding.state()
+
+
+class CaseFold:
+    """``fold`` given its events a page at a time (a case of 100,000 events is never held
+    whole): each page in ``basis``'s order, after the pages before it."""
+
+    def __init__(self, case_id: str, basis: TimeBasis) -> None:
+        self._folding = _Folding(case_id)
+        self._basis = basis
+
+    def apply(self, recorded: RecordedEvent) -> None:
+        self._folding.apply(recorded)
+        self._folding.events_applied += 1
+        self._folding.last_event_at = moment_of(recorded, self._basis)
+
+    def state(self) -> CaseState:
+        return self._folding.freeze()
 
 
 @dataclass

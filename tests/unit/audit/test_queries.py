@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timedelta
+from typing import Any, cast
 
 import pytest
 
@@ -19,6 +21,7 @@ from events.catalog.access import (
 )
 from events.catalog.base import CaseEvent, Role
 from events.catalog.erasure import ClientErased
+from events.catalog.monitoring import ContactKind, ContactLogged
 from events.cloudevents import from_json_lines, iter_json_lines
 from events.envelope import Actor, RecordedEvent
 from events.registry import EventRegistry
@@ -28,9 +31,9 @@ from services.audit.app.handlers import SERVICE_SOURCE
 from services.audit.app.queries import AuditDeps
 from services.audit.domain import history
 from services.audit.domain.access import sections_disclosed, sensitive_fields_shown
-from services.audit.domain.case_state import CaseStatus, ClientRecord
+from services.audit.domain.case_state import CaseStatus, ClientRecord, client_fold, fold
 from services.audit.domain.errors import CaseNotFound
-from services.audit.domain.history import TimeBasis, TimelineQuery
+from services.audit.domain.history import IndexPage, TimeBasis, TimelineQuery
 from tests.unit.audit.support import (
     AUDITOR,
     CASE,
@@ -498,3 +501,57 @@ async def test_the_state_as_of_a_moment_shows_the_clients_record_then(
     assert await record(T0 + 9 * DAY, TimeBasis.RECORDED) == ClientRecord(None, (), erased=True)
     state = await queries.get_state_as_of(deps, AUDITOR, CASE, day3, TimeBasis.OCCURRED)
     assert state.events_applied == len(history.view(received, TimeBasis.OCCURRED, day3))
+
+
+class _Counting:
+    """The timelines, counting the most events one read hands back."""
+
+    def __init__(self, timelines: queries.CaseTimelines) -> None:
+        self._timelines = timelines
+        self.most = 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._timelines, name)
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            answer = await method(*args, **kwargs)
+            held = answer.entries if isinstance(answer, IndexPage) else answer
+            if isinstance(held, list) and held and isinstance(held[0], RecordedEvent):
+                self.most = max(self.most, len(held))
+            return answer
+
+        return counted
+
+
+async def test_the_state_as_of_a_moment_holds_a_page_of_the_case_never_all_of_it(
+    deps: AuditDeps, read_models: SqliteReadModelStore, received: list[RecordedEvent]
+) -> None:
+    """A case worked for years holds 100,000 events: the state was folded from the whole case
+    read and decoded at once, whatever the moment (memory grew with the case). It is folded a
+    page at a time, from the index up to the moment, and is the fold of the whole view."""
+    desk = Producer("casetrail/planning", f"case-{CASE}")
+    handler = BusProjectionHandler(read_models, TimelineProjection())
+    contacts = [
+        desk.record(
+            ContactLogged(
+                case_id=CASE, contact_id=f"contact-{n}", kind=ContactKind.PHONE_CALL, summary="ok"
+            ),
+            occurred_at=T0 + timedelta(minutes=n + 1),
+        )
+        for n in range(3 * queries.EXPORT_PAGE)
+    ]
+    for recorded in contacts:
+        await handler(recorded)
+    client = client_history()
+    trail = BusProjectionHandler(read_models, ClientTrailProjection())
+    for recorded in client:
+        await trail(recorded)
+    counting = _Counting(deps.timelines)
+    paged = AuditDeps(cast(queries.CaseTimelines, counting), deps.store, deps.access)
+
+    for basis, moment in [(TimeBasis.OCCURRED, T0 + 8 * DAY), (TimeBasis.RECORDED, T0 + DAY)]:
+        state = await queries.get_state_as_of(paged, AUDITOR, CASE, moment, basis)
+        whole = fold(CASE, history.view([*received, *contacts], basis, moment), basis)
+        assert state == replace(whole, client=client_fold(history.view(client, basis, moment)))
+        assert state.events_applied > queries.EXPORT_PAGE
+    assert counting.most <= queries.EXPORT_PAGE
