@@ -53,6 +53,7 @@ from casetrail_platform.ledger.pending import (
     audit_origin,
 )
 from casetrail_platform.limits import MAX_EVENT_BYTES
+from events.catalog.cases import CaseOpened
 from events.envelope import RecordedEvent, to_micros
 from events.errors import InvalidEventError
 from events.registry import EventRegistry
@@ -258,6 +259,7 @@ def verify_lines(
         result.add_problems("the export holds no events")
     result.add_problems(*whole.gaps())
     result.add_problems(*whole.other_cases())
+    result.add_problems(*whole.other_clients())
     wrong = whole.wrong_pending(result.checkpoints)
     unsigned, statement_problems = whole.unsigned_pending(verifiers, result)
     result.add_problems(*wrong, *unsigned, *statement_problems)
@@ -307,16 +309,41 @@ class _WholeExport:
     refused: set[int] = field(default_factory=set)
     """Lines of pending marks already failed."""
 
-    clients: set[str] = field(default_factory=set)
-    """The subjects of client streams: a case's export holds its client's events."""
+    clients: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """The subjects of client streams, each with its first line and event id: a case's export
+    holds its client's events."""
+    opened_for: tuple[int, str] | None = None
+    """The line of the case's opening and the client it names: the export's client."""
     subjects: dict[str, tuple[int, str]] = field(default_factory=dict)
     """Every other subject (a case) with its first line and event id."""
 
     def subject(self, recorded: RecordedEvent, number: int) -> None:
         if recorded.stream.startswith("client-"):
-            self.clients.add(recorded.subject)
+            self.clients.setdefault(recorded.subject, (number, str(recorded.event_id)))
         else:
             self.subjects.setdefault(recorded.subject, (number, str(recorded.event_id)))
+            if isinstance(recorded.event, CaseOpened) and self.opened_for is None:
+                self.opened_for = (number, recorded.event.client_id)
+
+    def other_clients(self) -> list[str]:
+        """A case's export holds the events of the one client the case was opened for: those
+        of another client (from that client's export, whole from sequence 1) each verify, and
+        the case would pass as that person's too (their registration, their corrections)."""
+        seen = sorted((line, event_id, client) for client, (line, event_id) in self.clients.items())
+        if self.opened_for is not None:
+            line, client = self.opened_for
+            whose = f"the case was opened for client {client} (line {line})"
+        elif seen:
+            line, _, client = seen[0]
+            whose = f"the export is of client {client} (line {line})"
+        else:
+            return []
+        return [
+            f"line {line}: event {event_id} is of client {other}, but {whose}: an export holds"
+            " one case and its client"
+            for line, event_id, other in seen
+            if other != client
+        ]
 
     def other_cases(self) -> list[str]:
         """An export is of one case: lines of another (two exports put together, say) would
