@@ -405,10 +405,6 @@ class ReadModelTimelines:
         """Every event of the case (access events included), on the occurred clock."""
         return await self._everything(f"{case_id}|")
 
-    async def history_of(self, case_id: str) -> list[RecordedEvent]:
-        """The case's own events (its access records left out), on the occurred clock."""
-        return await self._everything(f"{case_id}|{HISTORY}|")
-
     async def event(self, event_id: UUID) -> RecordedEvent | None:
         """The event audit received with this id, a case's or a client's (None for another)."""
         for trail in (_CASE_TRAIL, _CLIENT_TRAIL):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from google.protobuf.message import Message
@@ -40,10 +40,9 @@ from events.catalog.access import (
 from events.catalog.base import Role
 from events.catalog.emergency import EmergencyAccessOpened
 from events.envelope import RecordedEvent
-from services.audit.app.queries import AuditDeps, case_pages
-from services.audit.domain import history
+from services.audit.app.queries import EXPORT_PAGE, AuditDeps, case_pages
 from services.audit.domain.access import STATE_SECTIONS
-from services.audit.domain.case_state import CaseState, fold
+from services.audit.domain.case_state import CaseFold, CaseState, fold
 from services.audit.domain.errors import CaseNotFound, invalid
 from services.audit.domain.history import TimeBasis, TimelineQuery
 
@@ -124,22 +123,21 @@ async def case_as_seen(
     principal: Principal | None = None,
     answer: Answer | None = None,
 ) -> AsSeen:
-    reviewer, allowed, everything = await _reviewed(deps, viewer, case_id, principal)
-    known = history.view(everything, TimeBasis.RECORDED, as_of)
-    if not known:
+    reviewer, allowed = await _reviewed(deps, viewer, case_id, principal)
+    known = await _known(deps, case_id, claims.user_id, as_of)
+    if not known.events:
         # Tells when the case began: released (recorded, or refused) like any answer.
         await _release(deps, answer, reviewer, viewer, case_id, allowed, [], [])
         raise invalid("as_of", "is before the case's first recorded event")
-    entries = [entry for entry in map(policy_facts.entry_of, known) if entry is not None]
-    facts = policy_facts.fold(case_id, entries, as_of=as_of)
+    facts = policy_facts.fold(case_id, known.entries, as_of=as_of)
     home = deps.access.home_agency
     attempts = await _attempts_of(deps, case_id, claims.user_id, as_of)
     if claims.role is None and attempts.latest is None:
         # Tells that the user had not read the case by then: released before it is said.
         await _release(deps, answer, reviewer, viewer, case_id, allowed, [], [])
-    user, entitlement = _entitlement(claims, known, attempts.latest, facts, home, as_of)
+    user, entitlement = _entitlement(claims, known.opened, attempts.latest, facts, home, as_of)
 
-    state = fold(case_id, known, TimeBasis.RECORDED) if entitlement.allowed else None
+    state = await _state(deps, case_id, as_of) if entitlement.allowed else None
     message = rendering.render(state or fold(case_id, [], TimeBasis.RECORDED))
     withheld_sections: list[str] = []
     withheld_fields: list[str] = []
@@ -190,22 +188,68 @@ async def _release(
 
 async def _reviewed(
     deps: AuditDeps, viewer: QueryContext, case_id: str, principal: Principal | None
-) -> tuple[Principal, Decision, list[RecordedEvent]]:
-    """The reviewer, the policy's decision to let them review the case (a refusal is recorded
-    and raised; a role that may never review learns nothing, not even whether the case
-    exists) and the case's own history (its access records left out: a case read for years
-    holds tens of thousands, and U's are read apart, ``_attempts_of``)."""
+) -> tuple[Principal, Decision]:
+    """The reviewer and the policy's decision to let them review the case (a refusal is
+    recorded and raised; a role that may never review learns nothing, not even whether the
+    case exists). ``CaseNotFound`` when audit has none of the case's own events."""
     access = deps.access
     reviewer = principal or Principal(
         viewer.actor.user_id, viewer.actor.role, access.home_agency, "in-process"
     )
     await access.require_role(reviewer, ACTION, viewer.purpose, case_id)
     entries = await deps.timelines.facts_of(case_id)
-    own = await deps.timelines.history_of(case_id)
-    if entries is None or not own:
+    if entries is None or not await deps.timelines.count(case_id, _OWN):
         raise CaseNotFound(case_id)
     facts = await access.case_facts(case_id, entries)
-    return reviewer, await access.authorize(reviewer, ACTION, viewer.purpose, facts), own
+    return reviewer, await access.authorize(reviewer, ACTION, viewer.purpose, facts)
+
+
+_OWN = TimelineQuery(TimeBasis.RECORDED, without_accesses=True)
+"""The case's own events (and its client's) on the recorded clock: its access records change
+nothing in a state (a case read for years holds tens of thousands; U's are read apart,
+``_attempts_of``)."""
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What the case's own events recorded up to T tell of the review, read a page at a time
+    (a case worked for years holds 100,000: they were read and decoded whole)."""
+
+    events: int
+    entries: list[policy_facts.Entry]
+    """The policy's fact entries of the case's events."""
+    opened: EmergencyAccessOpened | None
+    """The latest emergency access U opened."""
+
+
+def _of_case(page: Sequence[RecordedEvent]) -> list[RecordedEvent]:
+    """The case's own events of a page (its client's come beside them: not the case's)."""
+    return [recorded for recorded in page if recorded.event.subject_field == "case_id"]
+
+
+async def _known(deps: AuditDeps, case_id: str, user_id: str, as_of: datetime) -> _Known:
+    events = 0
+    entries: list[policy_facts.Entry] = []
+    opened: EmergencyAccessOpened | None = None
+    query = replace(_OWN, as_of=as_of)
+    async for page in case_pages(deps, case_id, query, EXPORT_PAGE):
+        for recorded in _of_case(page):
+            events += 1
+            if (entry := policy_facts.entry_of(recorded)) is not None:
+                entries.append(entry)
+            event = recorded.event
+            if isinstance(event, EmergencyAccessOpened) and event.grantee_id == user_id:
+                opened = event
+    return _Known(events, entries, opened)
+
+
+async def _state(deps: AuditDeps, case_id: str, as_of: datetime) -> CaseState:
+    """The case as recorded up to ``as_of``, folded a page at a time."""
+    folding = CaseFold(case_id, TimeBasis.RECORDED)
+    async for page in case_pages(deps, case_id, replace(_OWN, as_of=as_of), EXPORT_PAGE):
+        for recorded in _of_case(page):
+            folding.apply(recorded)
+    return folding.state()
 
 
 async def _attempts_of(deps: AuditDeps, case_id: str, user_id: str, as_of: datetime) -> _Attempts:
@@ -237,14 +281,14 @@ async def _attempts_of(deps: AuditDeps, case_id: str, user_id: str, as_of: datet
 
 def _entitlement(
     claims: UserClaims,
-    known: Sequence[RecordedEvent],
+    opened: EmergencyAccessOpened | None,
     latest: RecordAccessed | RecordAccessDenied | None,
     facts: policy_facts.CaseFacts,
     home_agency: str,
     as_of: datetime,
 ) -> tuple[UserAtTime, Decision]:
-    """``known``: the case's own events recorded up to ``as_of``; ``latest``: U's latest read
-    or refused attempt recorded up to then."""
+    """``opened``: the latest emergency access U opened recorded up to ``as_of``; ``latest``:
+    U's latest read or refused attempt recorded up to then."""
     source: dict[str, str] = {}
     role = claims.role
     source["role"] = "request"
@@ -264,15 +308,6 @@ def _entitlement(
     team = claims.team
     source["team"] = "request"
     # The token's team was recorded when U broke the glass; else U's team is the assignment's.
-    opened = next(
-        (
-            recorded.event
-            for recorded in reversed(known)
-            if isinstance(recorded.event, EmergencyAccessOpened)
-            and recorded.event.grantee_id == claims.user_id
-        ),
-        None,
-    )
     if team is None and opened is not None and opened.grantee_team is not None:
         team, source["team"] = opened.grantee_team, "emergency_access"
     if team is None:

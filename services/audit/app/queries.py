@@ -68,10 +68,6 @@ class CaseTimelines(Protocol):
         """Every event audit has received for the case, in no particular order."""
         ...
 
-    async def history_of(self, case_id: str) -> list[RecordedEvent]:
-        """The case's own events, its access records left out, in no particular order."""
-        ...
-
 
 @dataclass(frozen=True)
 class AuditDeps:

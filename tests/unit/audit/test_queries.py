@@ -8,6 +8,7 @@ from typing import Any, cast
 
 import pytest
 
+from casetrail.audit.v1 import audit_pb2
 from casetrail_platform.commands import InvalidCommand, NotAllowed
 from casetrail_platform.projections.runner import BusProjectionHandler, catch_up
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
@@ -26,7 +27,7 @@ from events.cloudevents import from_json_lines, iter_json_lines
 from events.envelope import Actor, RecordedEvent
 from events.registry import EventRegistry
 from services.audit.adapters.timeline import ClientTrailProjection, TimelineProjection
-from services.audit.app import queries
+from services.audit.app import as_seen, queries
 from services.audit.app.handlers import SERVICE_SOURCE
 from services.audit.app.queries import AuditDeps
 from services.audit.domain import history
@@ -34,6 +35,7 @@ from services.audit.domain.access import sections_disclosed, sensitive_fields_sh
 from services.audit.domain.case_state import CaseStatus, ClientRecord, client_fold, fold
 from services.audit.domain.errors import CaseNotFound
 from services.audit.domain.history import IndexPage, TimeBasis, TimelineQuery
+from services.audit.entrypoints.reviews import state_rendering
 from tests.unit.audit.support import (
     AUDITOR,
     CASE,
@@ -554,4 +556,33 @@ async def test_the_state_as_of_a_moment_holds_a_page_of_the_case_never_all_of_it
         whole = fold(CASE, history.view([*received, *contacts], basis, moment), basis)
         assert state == replace(whole, client=client_fold(history.view(client, basis, moment)))
         assert state.events_applied > queries.EXPORT_PAGE
+    assert counting.most <= queries.EXPORT_PAGE
+
+
+async def test_the_case_as_a_user_saw_it_holds_a_page_of_the_case_never_all_of_it(
+    deps: AuditDeps, read_models: SqliteReadModelStore, received: list[RecordedEvent]
+) -> None:
+    """GetCaseAsSeen read and decoded the case's whole history too (for the facts, the
+    emergency accesses and the state): now a page at a time, up to the moment."""
+    desk = Producer("casetrail/planning", f"case-{CASE}")
+    handler = BusProjectionHandler(read_models, TimelineProjection())
+    for n in range(3 * queries.EXPORT_PAGE):
+        contact = ContactLogged(
+            case_id=CASE, contact_id=f"contact-{n}", kind=ContactKind.PHONE_CALL, summary="ok"
+        )
+        await handler(desk.record(contact, occurred_at=T0 + 4 * DAY + timedelta(minutes=n)))
+    counting = _Counting(deps.timelines)
+    paged = AuditDeps(cast(queries.CaseTimelines, counting), deps.store, deps.access)
+    at = T0 + 8 * DAY
+    claims = as_seen.UserClaims("worker-ana", Role.SOCIAL_WORKER, purpose=AccessPurpose.DIRECT_CARE)
+
+    seen = await as_seen.case_as_seen(paged, AUDITOR, CASE, claims, at, state_rendering(at))
+
+    assert seen.entitlement.allowed
+    assert (seen.user.principal.team, seen.user.derived_from["team"]) == ("team-east", "assignment")
+    state = cast(audit_pb2.CaseState, seen.state)
+    assert (state.events_applied, state.status) == (
+        len(received) + 3 * queries.EXPORT_PAGE,
+        audit_pb2.CASE_STATUS_CLOSED,
+    )
     assert counting.most <= queries.EXPORT_PAGE
