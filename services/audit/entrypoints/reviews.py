@@ -75,6 +75,14 @@ def disclosure_request(
             FieldProblem("period_end", "must be at least a microsecond after period_start")
         )
     if not request.page_token:
+        if end is None and start > now:
+            # Without period_end the period ends now: a refusal naming period_end, which the
+            # caller did not send, told them nothing.
+            read.problems.append(
+                FieldProblem(
+                    "period_start", "is in the future (without period_end, the period ends now)"
+                )
+            )
         return start, end or now, None
     try:
         decoded = json.loads(base64.urlsafe_b64decode(request.page_token.encode("ascii")))

@@ -354,6 +354,8 @@ async def test_a_bound_given_between_two_microseconds_keeps_to_the_trails_micros
         ({"period_start": stamp(T0), "period_end": stamp(T0 - DAY)}, "period_end"),
         ({"period_start": stamp(T0 - 6 * 366 * DAY), "period_end": stamp(T0)}, "period_start"),
         ({"period_start": None}, "period_start"),
+        # No period_end: the period ends now, before this start.
+        ({"period_start": stamp(datetime.now(UTC) + DAY)}, "period_start"),
         ({"client_id": ""}, "client_id"),
         ({"page_size": 1001}, "page_size"),
     ],
