@@ -357,14 +357,24 @@ class ReadModelTimelines:
         chosen = ordered[:size]
         if backward:
             chosen.reverse()
+        # The page's events in one read per trail: one read per event made a page 100 round
+        # trips on PostgreSQL (a state folded page by page took 7 times the whole-case read).
+        wanted: dict[_Trail, list[str]] = {}
+        for _, (document, given, trail) in chosen:
+            if given is None:
+                wanted.setdefault(trail, []).append(document["event"])
+        stored = {
+            trail: await self._read_models.get_many(trail.events, keys)
+            for trail, keys in wanted.items()
+        }
         documents = []
         for _, (document, given, trail) in chosen:
             if given is not None:
                 continue
-            stored = await self._read_models.get(trail.events, document["event"])
-            if stored is None:
+            kept = stored[trail].get(document["event"])
+            if kept is None:
                 raise RuntimeError(f"timeline event {document['event']!r} is missing")
-            documents.append(stored["event"])
+            documents.append(kept["event"])
         # The page decoded at once: a key the cache lacks sends it to a worker thread once.
         decoded = iter(await decoding(partial(self._decoded_all, case_id, documents)))
         entries = [given if given is not None else next(decoded) for _, (_, given, _) in chosen]

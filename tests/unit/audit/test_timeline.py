@@ -318,3 +318,34 @@ async def test_a_timeline_left_by_the_old_layout_is_built_again_and_its_copy_del
     for collection in RETIRED_COLLECTIONS:
         assert [item async for item in read_models.scan(collection)] == [], collection
     assert await read_models.applied_position(RETIRED) == 0
+
+
+async def test_a_page_reads_its_events_in_one_read_per_trail(
+    read_models: SqliteReadModelStore, registry: EventRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page fetched each of its events with a read of its own: 100 round trips a page on
+    PostgreSQL, so a state folded page by page took 7 times the whole-case read (2.3 s against
+    0.35 s for 3,000 events). The case's events and its client's come in one read each."""
+    events = [*late_recorded_case(), *client_history()]
+    await deliver(read_models, events)
+    timelines = ReadModelTimelines(read_models, registry)
+    reads: list[tuple[str, int]] = []
+    get, get_many = read_models.get, read_models.get_many
+
+    async def counted_get(collection: str, key: str) -> object:
+        reads.append((collection, 1))
+        return await get(collection, key)
+
+    async def counted_get_many(collection: str, keys: list[str]) -> object:
+        reads.append((collection, len(keys)))
+        return await get_many(collection, keys)
+
+    monkeypatch.setattr(read_models, "get", counted_get)
+    monkeypatch.setattr(read_models, "get_many", counted_get_many)
+    page = await timelines.page(CASE, TimelineQuery(TimeBasis.OCCURRED), None, 100)
+
+    assert sorted(page.entries, key=lambda e: e.event_id) == sorted(
+        events, key=lambda e: e.event_id
+    )
+    fetched = [(collection, n) for collection, n in reads if collection in (EVENTS, CLIENT_EVENTS)]
+    assert sorted(fetched) == [(CLIENT_EVENTS, 4), (EVENTS, 4)]
