@@ -433,6 +433,11 @@ async def test_verify_names_the_line_of_a_hostile_export_and_never_crashes(
             _jsonl(lines) + _jsonl(other),
             f"is of case {cases[1]}, but the export is of case {cases[0]}",
         ),
+        "another client's trail mixed in": (
+            _jsonl(lines)
+            + _jsonl([line for line in other if line["stream"].startswith("client-")]),
+            ", but the case was opened for client ",
+        ),
     }
     for name, (content, verdict) in hostile.items():
         path = tmp_path / "hostile.jsonl"
