@@ -274,7 +274,7 @@ async def _rotate(options: argparse.Namespace) -> int:
                 retired = await asyncio.to_thread(
                     install_rotated_key, infra.data_dir, service, new_key, line
                 )
-            except OSError as error:
+            except (OSError, ValueError) as error:  # NoteError: a ledger.pub no keys file
                 print(
                     f"the new key is not installed ({error}): put {new_key} where {service}"
                     " reads its key (its Secret) before it starts again",

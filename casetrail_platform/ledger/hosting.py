@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from casetrail_platform.ledger.keys import CheckpointSigner, FileSigner, published_key
 from casetrail_platform.ledger.log import LedgerLog, LedgerTampered
-from casetrail_platform.ledger.note import origin_of
+from casetrail_platform.ledger.note import origin_of, read_keys_file
 from casetrail_platform.ledger.port import CheckpointRecord, LedgerStore
 from casetrail_platform.private_files import private_replacement, read_private
 
@@ -59,7 +59,9 @@ def install_rotated_key(data_dir: Path, service: str, new_key: Path, handed_over
     statement) and ``handed_over``, the new key's keys-file line with its range, added to
     ``ledger.pub`` (the schedule audit reads when it shares the data directory). Returns the
     retired key's path. Raises ``OSError`` where the key is not the service's to write (a
-    mounted Secret): then the operator replaces it there."""
+    mounted Secret): then the operator replaces it there; ``NoteError`` when ``ledger.pub`` is
+    no keys file (not text, or larger than ``MAX_KEYS_FILE_BYTES``), before anything is
+    written."""
     key = key_path(data_dir, service)
     size = handed_over.rsplit(" from=", 1)[1].split(" ", 1)[0]
     retired = key.with_name(f"{key.name}.retired-{size}")
@@ -67,7 +69,9 @@ def install_rotated_key(data_dir: Path, service: str, new_key: Path, handed_over
     published = key.with_suffix(".pub")
     # A key given rather than generated has no ledger.pub: its schedule starts with the old key.
     origin = handed_over.split("+", 1)[0]
-    lines = published.read_text() if published.exists() else f"{published_key(origin, key)}\n"
+    # Within the keys file's bound, as every other reader of it (read whole, a device or a
+    # huge file held the command, and a file not UTF-8 ended it with a traceback).
+    lines = read_keys_file(published) if published.exists() else f"{published_key(origin, key)}\n"
     os.link(key, retired)  # fails, changing nothing, if that size was rotated at before
     with private_replacement(key) as file:
         file.write(pem)

@@ -125,6 +125,37 @@ def test_rotate_is_refused_while_the_service_runs_or_with_nothing_new_to_sign(
 
 
 @pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"\xff\xfe not text\n", "can't decode byte 0xff"),
+        (b"#" * (64 * 1024 + 1), "larger than 65,536 bytes"),
+    ],
+)
+def test_a_ledger_pub_that_is_no_keys_file_leaves_the_key_to_install_by_hand(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, problem: str
+) -> None:
+    """The new key's line is added to ``ledger.pub``, read within the keys file's bound as every
+    other reader of it reads it: one not UTF-8 ended the command with a traceback (after the
+    handover was signed), one of any size was read whole. Told as a key not installed."""
+    published = key_path(data_dir, "intake").with_suffix(".pub")
+    published.write_bytes(content)
+    key_before = key_path(data_dir, "intake").read_bytes()
+    new_key = tmp_path / "new" / "ledger.key"
+    FileSigner(ORIGIN, new_key)
+    rotate = ["ledger", "rotate", "intake", "--new-key", str(new_key), "--data-dir", str(data_dir)]
+
+    assert _casetrail(*rotate) == 1
+
+    err = capsys.readouterr().err
+    assert "the new key is not installed (ledger.pub: " in err, err
+    assert problem in err, err
+    assert "Traceback" not in err
+    assert key_path(data_dir, "intake").read_bytes() == key_before
+    assert published.read_bytes() == content
+    assert not list(data_dir.glob("intake/ledger.key.retired-*"))
+
+
+@pytest.mark.parametrize(
     ("size", "signed_by", "problem"),
     [
         (2, "old", None),
