@@ -34,6 +34,7 @@ from casetrail.audit.v1 import audit_pb2
 from cli.rpc import print_refusal
 
 if TYPE_CHECKING:
+    from casetrail_platform.hosting import Infrastructure
     from casetrail_platform.ledger.note import KeySchedule, LogKeys
 
 PENDING_STATUS = 3
@@ -254,6 +255,8 @@ async def _rotate(options: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+        if infra.kafka is not None and not await _ledger_topic_ready(infra, service):
+            return 1
         ledger = await open_ledger(infra, service)
         record = checkpoint_record(infra, service)
         ledger.publish_to(record)
@@ -287,6 +290,25 @@ async def _rotate(options: argparse.Namespace) -> int:
         " ledger.publicKeys), after the old key's"
     )
     return 0
+
+
+async def _ledger_topic_ready(infra: Infrastructure, service: str) -> bool:
+    """Create the checkpoints topic if missing, as every service's start does
+    (``ensure_topics``): a store rotated before a service ever ran on this broker has none, and
+    the handover is published before it is stored. ``False`` (told) when Kafka refuses."""
+    from aiokafka.errors import KafkaError
+
+    from casetrail_platform.bus.errors import TopicConfigurationError
+    from casetrail_platform.bus.topics import TopicSettings, create_topics
+
+    assert infra.kafka is not None
+    topic = (infra.topics or TopicSettings()).ledger_topic()
+    try:
+        await create_topics(infra.kafka, [topic])
+    except (KafkaError, OSError, TopicConfigurationError) as error:
+        print(f"{service}: not rotated: {topic.name} not ready: {error!r}", file=sys.stderr)
+        return False
+    return True
 
 
 def _public_keys(options: argparse.Namespace) -> int:
