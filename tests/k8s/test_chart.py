@@ -22,6 +22,7 @@ from tests.k8s.tools import CHART, Tools
 
 SERVICES = ("intake", "coordination", "planning", "audit")
 TOPOLOGY = yaml.safe_load((CHART / "topology.yaml").read_text())
+VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
 MONITORING = yaml.safe_load(Path(PROFILES["large-production-monitored"][-1]).read_text())
 
 
@@ -77,6 +78,36 @@ def test_services_are_probed_with_the_grpc_health_service(rendered: Rendered) ->
         # Liveness asks only whether the process answers: "" goes NOT_SERVING during a
         # database fail-over, which must not restart every replica.
         assert main["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
+
+
+def test_a_long_replay_at_start_does_not_get_the_pod_restarted(rendered: Rendered) -> None:
+    """A service answers no probe until its own projections are caught up: the catch-up (a
+    replay from zero after `casetrail rebuild` or a new projection) runs before the gRPC and
+    health servers listen (casetrail_platform/hosting.py). The old budget, 2 minutes, restarted
+    the pod in the middle of a large agency's replay, and each restart began it again."""
+    for service in SERVICES:
+        startup = container(rendered.named("Deployment", f"{RELEASE}-{service}"))["startupProbe"]
+        window = startup["periodSeconds"] * startup["failureThreshold"]
+        assert window >= 30 * 60, service
+        assert window >= VALUES["startup"]["maxSeconds"], service
+
+
+def test_the_start_budget_is_a_bounded_value(helm: Tools) -> None:
+    for too_short in ("119", "0", "-5"):
+        refused = helm_template(helm, PROFILES["small"], "--set", f"startup.maxSeconds={too_short}")
+        assert refused.returncode != 0
+        assert "/startup/maxSeconds" in refused.stderr
+    accepted = helm_template(helm, PROFILES["small"], "--set", "startup.maxSeconds=3601")
+    assert accepted.returncode == 0, accepted.stderr
+    deployments = [
+        document
+        for document in yaml.safe_load_all(accepted.stdout)
+        if document and document["kind"] == "Deployment"
+    ]
+    for service in SERVICES:
+        (deployment,) = [d for d in deployments if d["metadata"]["name"] == f"{RELEASE}-{service}"]
+        startup = container(deployment)["startupProbe"]
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 3601
 
 
 def test_kubernetes_waits_longer_than_the_service_drains(rendered: Rendered) -> None:
