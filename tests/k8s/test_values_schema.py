@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.k8s.render import PROFILES, helm_template
 from tests.k8s.tools import Tools
@@ -236,3 +237,46 @@ def test_only_grpc_without_tls_is_allowed_plaintext(helm: Tools) -> None:
         assert ("CASETRAIL_GRPC_ALLOW_PLAINTEXT" in result.stdout) is allowed, profile
         # The caseload views' own setting, exactly when the services' (they refused nothing).
         assert ("CASETRAIL_CASELOAD_ALLOW_PLAINTEXT" in result.stdout) is allowed, profile
+
+
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+def test_the_image_may_be_pinned_by_digest(helm: Tools) -> None:
+    """A tag can be pushed again; a digest names the one image that was reviewed."""
+    result = helm_template(
+        helm,
+        PROFILES["small"],
+        "--set",
+        "image.repository=registry.agency.gov:5000/casetrail/app",
+        "--set",
+        f"image.digest={DIGEST}",
+    )
+    assert result.returncode == 0, result.stderr
+    pods = [
+        document["spec"]["template"]["spec"]
+        for document in yaml.safe_load_all(result.stdout)
+        if document and document["kind"] in ("Deployment", "Job")
+    ]
+    assert len(pods) == 6  # four services, caseload, migration
+    for pod in pods:
+        for container in pod["containers"]:
+            assert container["image"] == f"registry.agency.gov:5000/casetrail/app@{DIGEST}"
+
+
+@pytest.mark.parametrize(
+    ("setting", "where"),
+    [
+        ("image.digest=sha256:abc", "/image/digest"),
+        (f"image.digest={DIGEST.upper()}", "/image/digest"),
+        ("image.repository=casetrail:latest", "/image/repository"),
+        ("image.repository=casetrail app", "/image/repository"),
+        ("image.tag=1.0 --privileged", "/image/tag"),
+        ("image.tag=:latest", "/image/tag"),
+    ],
+)
+def test_a_malformed_image_reference_is_refused(
+    helm: Tools, tmp_path: Path, setting: str, where: str
+) -> None:
+    message = refused(helm, tmp_path, "", "--set", setting)
+    assert where in message

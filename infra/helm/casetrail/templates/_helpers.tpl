@@ -42,8 +42,13 @@ matchLabels:
   app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* By digest when one is given (a tag can be pushed again; a digest names one image). */}}
 {{- define "casetrail.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "casetrail.kafkaBootstrap" -}}
