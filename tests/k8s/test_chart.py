@@ -318,6 +318,23 @@ def test_network_policies_deny_by_default(rendered: Rendered) -> None:
         assert not any(peer in clients["from"] for peer in scrapers)
 
 
+def test_only_the_token_verifiers_may_reach_the_token_issuer(rendered: Rendered) -> None:
+    """The four services and the caseload views fetch the issuer's keys; before, no profile but
+    production let them (no token could be verified), and production's rule (extraEgress) let
+    the migration Job reach the issuer too."""
+    # The profiles' placeholder issuer (values-small.yaml, values-large.yaml).
+    issuer = {
+        "to": [{"ipBlock": {"cidr": "10.20.0.0/24"}}],
+        "ports": [{"port": 443, "protocol": "TCP"}],
+    }
+    for workload in (*SERVICES, "caseload"):
+        egress = rendered.named("NetworkPolicy", f"{RELEASE}-{workload}")["spec"]["egress"]
+        assert issuer in egress, workload
+    # The migration Job reaches DNS and PostgreSQL, nothing else.
+    migrate = rendered.named("NetworkPolicy", f"{RELEASE}-migrate")["spec"]["egress"]
+    assert {port["port"] for rule in migrate for port in rule["ports"]} == {53, 5432}
+
+
 def test_the_pod_monitor_scrapes_the_four_services_metrics_port(rendered: Rendered) -> None:
     monitors = rendered.of_kind("PodMonitor")
     if not monitored(rendered):

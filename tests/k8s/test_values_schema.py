@@ -126,6 +126,23 @@ def test_outside_servers_need_their_egress_rules(
     assert f"networkPolicy.{named}" in message
 
 
+def test_network_policies_without_a_way_to_the_token_issuer_are_refused(
+    helm: Tools, tmp_path: Path
+) -> None:
+    """Otherwise no service could fetch the issuer's keys, and every token would be refused."""
+    message = refused(helm, tmp_path, "networkPolicy:\n  issuerEgress: []\n")
+    assert "networkPolicy.issuerEgress" in message
+    accepted = helm_template(
+        helm,
+        PROFILES["small"],
+        "--set-json",
+        "networkPolicy.issuerEgress=[]",
+        "--set",
+        "networkPolicy.enabled=false",
+    )
+    assert accepted.returncode == 0, accepted.stderr
+
+
 @pytest.mark.parametrize("hours", ["0", "721", "-1", "soon"])
 def test_an_emergency_review_delay_out_of_range_is_refused(
     helm: Tools, tmp_path: Path, hours: str
