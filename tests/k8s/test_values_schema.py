@@ -297,3 +297,45 @@ def test_a_malformed_image_reference_is_refused(
 ) -> None:
     message = refused(helm, tmp_path, "", "--set", setting)
     assert where in message
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "PGSSLMODE",
+        "PGPASSWORD",
+        "CASETRAIL_KAFKA_SECURITY_PROTOCOL",
+        "CASETRAIL_OIDC_ISSUER",
+        "POD_IP",
+    ],
+)
+def test_extra_env_cannot_override_what_the_chart_sets(helm: Tools, name: str) -> None:
+    """The last of a name wins in a container's environment: extraEnv PGSSLMODE=disable undid
+    production's verify-full, a development issuer got past the production check."""
+    result = helm_template(
+        helm,
+        PROFILES["small-production"],
+        "--set-json",
+        f'extraEnv=[{{"name":"{name}","value":"x"}}]',
+    )
+    assert result.returncode != 0, f"helm accepted extraEnv {name}"
+    assert f"extraEnv[0]: {name}" in result.stderr
+
+
+def test_extra_env_takes_other_variables(helm: Tools) -> None:
+    result = helm_template(
+        helm,
+        PROFILES["small-production"],
+        "--set-json",
+        'extraEnv=[{"name":"HTTPS_PROXY","value":"http://proxy:3128"}]',
+    )
+    assert result.returncode == 0, result.stderr
+    for document in yaml.safe_load_all(result.stdout):
+        if document and document["kind"] in ("Deployment",):
+            (main,) = document["spec"]["template"]["spec"]["containers"]
+            assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in main["env"]
+
+
+def test_an_extra_env_name_that_is_no_variable_name_is_refused(helm: Tools, tmp_path: Path) -> None:
+    message = refused(helm, tmp_path, "extraEnv:\n  - {name: 'A B', value: x}\n")
+    assert "/extraEnv/0/name" in message
