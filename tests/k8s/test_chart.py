@@ -110,6 +110,27 @@ def test_the_start_budget_is_a_bounded_value(helm: Tools) -> None:
         assert startup["periodSeconds"] * startup["failureThreshold"] >= 3601
 
 
+def test_no_pod_can_fill_its_nodes_disk(rendered: Rendered) -> None:
+    """Every emptyDir of the release's pods is bounded: unbounded, a process writing without
+    end (a bug, a compromised one) filled the node's disk, and the kubelet evicted whatever
+    other pods the node ran, not only this one."""
+    templates = [*rendered.of_kind("Deployment"), *rendered.of_kind("Job")]
+    assert len(templates) == 6  # four services, caseload, migration
+    for workload in templates:
+        volumes = workload["spec"]["template"]["spec"]["volumes"]
+        scratch = [volume for volume in volumes if "emptyDir" in volume]
+        assert scratch, workload["metadata"]["name"]
+        for volume in scratch:
+            assert volume["emptyDir"].get("sizeLimit"), (workload["metadata"]["name"], volume)
+
+
+def test_scratch_limits_are_quantities(helm: Tools) -> None:
+    for bad in ("0Mi", "lots", "1Ti", "-1Gi"):
+        refused = helm_template(helm, PROFILES["small"], "--set", f"scratch.tmpSizeLimit={bad}")
+        assert refused.returncode != 0, bad
+        assert "/scratch/tmpSizeLimit" in refused.stderr
+
+
 def test_kubernetes_waits_longer_than_the_service_drains(rendered: Rendered) -> None:
     assert TOPOLOGY["shutdown"]["serverGraceSeconds"] == SERVER_STOP_GRACE_SECONDS
     assert TOPOLOGY["shutdown"]["backgroundStopSeconds"] == BACKGROUND_STOP_SECONDS

@@ -170,9 +170,9 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
 {{- define "casetrail.volumes" -}}
 {{- $values := .root.Values -}}
 - name: data
-  emptyDir: {}
+  emptyDir: {sizeLimit: {{ $values.scratch.dataSizeLimit }}}
 - name: tmp
-  emptyDir: {}
+  emptyDir: {sizeLimit: {{ $values.scratch.tmpSizeLimit }}}
 {{- if eq $values.kafka.authentication "tls" }}
 # user.key is the KafkaUser's private key: owner-read only, like the signing key and the KEK
 # (with the pod's fsGroup, kubelet makes it group-readable for the container's user).
