@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from tests.k8s.render import PROFILES, helm_template
-from tests.k8s.tools import Tools
+from tests.k8s.tools import CHART, Tools
 
 
 def refused(helm: Tools, tmp_path: Path, values: str, *extra: str) -> str:
@@ -339,3 +341,57 @@ def test_extra_env_takes_other_variables(helm: Tools) -> None:
 def test_an_extra_env_name_that_is_no_variable_name_is_refused(helm: Tools, tmp_path: Path) -> None:
     message = refused(helm, tmp_path, "extraEnv:\n  - {name: 'A B', value: x}\n")
     assert "/extraEnv/0/name" in message
+
+
+def _unbounded(node: dict[str, Any], path: str) -> list[str]:
+    """Where the schema lets a value grow without end: a number without both bounds, a string
+    without maxLength, a list without maxItems (an enum, a const or a $ref are bounded where
+    they are defined)."""
+    found: list[str] = []
+    for combinator in ("anyOf", "oneOf", "allOf"):
+        for index, branch in enumerate(node.get(combinator, [])):
+            found += _unbounded(branch, f"{path}<{combinator} {index}>")
+    if {"$ref", "enum", "const"} & node.keys():
+        return found
+    kind = node.get("type")
+    if kind in ("integer", "number"):
+        if not {"minimum", "exclusiveMinimum"} & node.keys() or "maximum" not in node:
+            found.append(path)
+    elif kind == "string" and "maxLength" not in node:
+        found.append(path)
+    elif kind == "array":
+        if "maxItems" not in node:
+            found.append(path)
+        found += _unbounded(node.get("items", {}), f"{path}[]")
+    for name, child in node.get("properties", {}).items():
+        found += _unbounded(child, f"{path}/{name}")
+    return found
+
+
+def test_every_value_is_bounded() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    unbounded = _unbounded(schema, "")
+    for name, definition in schema["$defs"].items():
+        unbounded += _unbounded(definition, f"#/$defs/{name}")
+    assert unbounded == []
+
+
+@pytest.mark.parametrize(
+    ("setting", "where"),
+    [
+        ("services.intake.replicas=5000", "/services/intake/replicas"),
+        ("migration.activeDeadlineSeconds=999999999", "/migration/activeDeadlineSeconds"),
+        ("migration.backoffLimit=100000", "/migration/backoffLimit"),
+        # A checkpoint a day: a day of history the ledger signs nothing for.
+        ("ledger.signEverySeconds=86400", "/ledger/signEverySeconds"),
+        ("grpc.maxCalls=10000000", "/grpc/maxCalls"),
+        ("kafka.caseEventsPartitions=100000", "/kafka/caseEventsPartitions"),
+        (f"authentication.audience={'a' * 300}", "/authentication/audience"),
+    ],
+)
+def test_a_value_past_its_bound_is_refused(
+    helm: Tools, tmp_path: Path, setting: str, where: str
+) -> None:
+    message = refused(helm, tmp_path, "", "--set", setting)
+    assert where in message
+    assert "maximum" in message or "maxLength" in message
