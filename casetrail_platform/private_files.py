@@ -87,6 +87,29 @@ def read_private(
         return data
 
 
+MAX_PASSWORD_BYTES = 1024
+"""Far above any password; a larger file (a device, a wrong path) is not one."""
+
+
+def read_password(path: Path, what: str) -> str:
+    """The password ``path`` holds on one line (a final newline is not part of it), read as
+    ``read_private`` reads a Secret (owner- or group-readable only: a Kubernetes Secret mounted
+    with the pod's fsGroup is 0440). ``ValueError`` naming the file, never its content, when it
+    is missing, readable by others, empty, of several lines or too large: a password file
+    spares the password an environment variable (``/proc/<pid>/environ``, every child's)."""
+    try:
+        data = read_private(path, what, group_readable=True, limit=MAX_PASSWORD_BYTES)
+    except OSError as error:
+        raise ValueError(f"{path}: {what}: {error.strerror}") from None
+    try:
+        password = data.decode("utf-8").removesuffix("\n").removesuffix("\r")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: {what} is not UTF-8 text") from None
+    if not password or "\n" in password:
+        raise ValueError(f"{path}: {what} must be one line")
+    return password
+
+
 OWNER_ONLY_UMASK = 0o077
 """The serving process's umask: whatever it or SQLite creates (a store's ``-wal`` file, a
 directory) is owner-only from its first moment, not made wider and narrowed after."""

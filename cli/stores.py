@@ -24,10 +24,11 @@ def postgres_dsn(options: argparse.Namespace) -> str | None:
     """The distributed backend's database (``None``: the embedded backend)."""
     if options.backend == "embedded":
         return None
+    from casetrail_platform.store.pg_password import with_password_file
     from services.runner import DEFAULT_PG_DSN
 
     dsn: str = options.pg_dsn or os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
-    return dsn
+    return with_password_file(dsn, os.environ)
 
 
 def has_local_store(infra: Infrastructure, service: str) -> bool:

@@ -1,9 +1,10 @@
 """Create or upgrade every service's PostgreSQL schemas, then exit (the chart's migration Job).
 
 ``python -m services.migrate [--service NAME ...]`` with ``CASETRAIL_PG_DSN`` (and libpq's
-``PG*`` variables for the user, password and TLS). Each service's stores apply the same
-idempotent DDL under advisory locks when they connect, so this runs safely beside starting
-services; running it first means a new version's schema changes happen once, before traffic.
+``PG*`` variables for the user and TLS; the password from ``CASETRAIL_PG_PASSWORD_FILE``).
+Each service's stores apply the same idempotent DDL under advisory locks when they connect, so
+this runs safely beside starting services; running it first means a new version's schema
+changes happen once, before traffic.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import psycopg
 
 from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.hosting import Infrastructure, open_event_store, open_read_models
+from casetrail_platform.store.pg_password import with_password_file
 from services.runner import DEFAULT_PG_DSN, SERVICES
 
 log = logging.getLogger("casetrail.migrate")
@@ -48,9 +50,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        asyncio.run(
-            migrate(os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN), options.service or SERVICES)
-        )
+        dsn = with_password_file(os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN), os.environ)
+    except ValueError as error:
+        log.error("PostgreSQL password: %s", error)
+        return 1
+    try:
+        asyncio.run(migrate(dsn, options.service or SERVICES))
     except (psycopg.OperationalError, StorageUnavailableError) as error:
         # The database may not be up yet; the Job retries. One line, no stack trace.
         log.error("cannot reach PostgreSQL: %s", str(error).strip().splitlines()[0])

@@ -48,6 +48,7 @@ from casetrail_platform.shutdown import (
     left_behind,
     within,
 )
+from casetrail_platform.store.pg_password import with_password_file
 from casetrail_platform.telemetry.logs import configure_logging
 from casetrail_platform.telemetry.metrics import serve_metrics
 from casetrail_platform.telemetry.tracing import configure_tracing, flush_tracing
@@ -135,9 +136,15 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
             topics = TopicSettings.from_env(os.environ, options.topic)
         except ValueError as error:
             raise SystemExit(f"Kafka topics: {error}") from None
+        try:
+            postgres_dsn = with_password_file(
+                os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN), os.environ
+            )
+        except ValueError as error:
+            raise SystemExit(f"PostgreSQL password: {error}") from None
         infra = Infrastructure.distributed(
             data_dir,
-            os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN),
+            postgres_dsn,
             kafka,
             topics,
             verifier=issuer.verifier(),

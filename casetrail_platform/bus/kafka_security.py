@@ -7,7 +7,9 @@ KafkaUser Strimzi creates per process):
                                        ``SASL_SSL``
 ``CASETRAIL_KAFKA_SASL_MECHANISM``     ``SCRAM-SHA-512`` (default with SASL), ``SCRAM-SHA-256``
                                        or ``PLAIN``
-``CASETRAIL_KAFKA_SASL_USERNAME``, ``CASETRAIL_KAFKA_SASL_PASSWORD``
+``CASETRAIL_KAFKA_SASL_USERNAME``, ``CASETRAIL_KAFKA_SASL_PASSWORD`` (or
+``CASETRAIL_KAFKA_SASL_PASSWORD_FILE``: a file holding it on one line, owner- or group-readable
+only, so that the password is in no environment variable; the chart mounts the KafkaUser's)
 ``CASETRAIL_KAFKA_SSL_CAFILE``         the cluster CA (PEM); TLS verifies the brokers with it
 ``CASETRAIL_KAFKA_SSL_CERTFILE``, ``CASETRAIL_KAFKA_SSL_KEYFILE``  a client certificate (mutual
                                        TLS; Strimzi's ``user.crt``/``user.key``)
@@ -19,7 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from casetrail_platform.private_files import read_password
 
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
@@ -74,7 +79,7 @@ class KafkaSecurity:
             protocol=get("SECURITY_PROTOCOL", "PLAINTEXT").upper(),
             sasl_mechanism=get("SASL_MECHANISM", "SCRAM-SHA-512").upper(),
             sasl_username=get("SASL_USERNAME"),
-            sasl_password=env.get("CASETRAIL_KAFKA_SASL_PASSWORD", ""),
+            sasl_password=_sasl_password(env),
             ssl_cafile=get("SSL_CAFILE"),
             ssl_certfile=get("SSL_CERTFILE"),
             ssl_keyfile=get("SSL_KEYFILE"),
@@ -106,3 +111,15 @@ class KafkaSecurity:
                 sasl_plain_password=self.sasl_password,
             )
         return options
+
+
+PASSWORD_FILE_VARIABLE = "CASETRAIL_KAFKA_SASL_PASSWORD_FILE"
+
+
+def _sasl_password(env: Mapping[str, str]) -> str:
+    """``CASETRAIL_KAFKA_SASL_PASSWORD_FILE``'s password when set, else
+    ``CASETRAIL_KAFKA_SASL_PASSWORD``."""
+    name = env.get(PASSWORD_FILE_VARIABLE, "")
+    if not name:
+        return env.get("CASETRAIL_KAFKA_SASL_PASSWORD", "")
+    return read_password(Path(name), f"the Kafka SASL password ({PASSWORD_FILE_VARIABLE})")

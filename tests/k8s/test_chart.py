@@ -179,10 +179,7 @@ def test_services_are_configured_with_the_variables_the_code_reads(rendered: Ren
         env = env_of(deployment)
         assert env["CASETRAIL_PG_DSN"].startswith("postgresql://")
         assert "@" not in env["CASETRAIL_PG_DSN"]  # credentials come from the Secret
-        assert env["PGPASSWORD"]["secretKeyRef"] == {
-            "name": "casetrail-db-owner",
-            "key": "password",
-        }
+        assert env["CASETRAIL_PG_PASSWORD_FILE"] == "/etc/casetrail/database/password"
         assert env["CASETRAIL_KAFKA_BOOTSTRAP"].startswith(f"{RELEASE}-kafka-kafka-bootstrap:")
         assert env["CASETRAIL_CASE_EVENTS_TOPIC"] == "casetrail.case-events"
         assert env["CASETRAIL_KAFKA_FETCH_MAX_WAIT_MS"] == "20"
@@ -216,6 +213,55 @@ def test_private_keys_are_mounted_owner_read_only(rendered: Rendered) -> None:
             assert volumes[name]["secret"]["defaultMode"] == 0o400, (workload, name)
         if "production" in rendered.profile:
             assert {"grpc-tls", "kafka-user"} <= set(volumes), workload
+
+
+def test_the_database_password_is_a_file_never_a_variable(rendered: Rendered) -> None:
+    """A variable is in /proc/<pid>/environ and every child process's environment; the
+    password is mounted owner-read only from the Secret, and read by the code
+    (CASETRAIL_PG_PASSWORD_FILE, casetrail_platform/store/pg_password.py)."""
+    workloads = [
+        *(rendered.named("Deployment", f"{RELEASE}-{service}") for service in SERVICES),
+        *rendered.of_kind("Job"),
+    ]
+    assert len(workloads) == 5
+    for workload in workloads:
+        pod = workload["spec"]["template"]["spec"]
+        (main,) = pod["containers"]
+        for variable in main["env"]:
+            reference = variable.get("valueFrom", {}).get("secretKeyRef", {})
+            if reference.get("name") == "casetrail-db-owner":
+                assert reference["key"] == "username", variable["name"]
+        env = {variable["name"]: variable.get("value") for variable in main["env"]}
+        assert "PGPASSWORD" not in env
+        path = Path(env["CASETRAIL_PG_PASSWORD_FILE"])
+        (mount,) = [m for m in main["volumeMounts"] if m["mountPath"] == str(path.parent)]
+        assert mount["readOnly"] is True
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert volume["secret"] == {
+            "secretName": "casetrail-db-owner",
+            "defaultMode": 0o400,
+            "items": [{"key": "password", "path": path.name}],
+        }
+
+
+def test_no_password_is_in_a_variable(rendered: Rendered) -> None:
+    """The database's and the KafkaUsers' (SCRAM, outside production): a Secret is referenced
+    by an environment variable only for the database owner's name."""
+    for workload in [*rendered.of_kind("Deployment"), *rendered.of_kind("Job")]:
+        (main,) = workload["spec"]["template"]["spec"]["containers"]
+        for variable in main["env"]:
+            if "secretKeyRef" in variable.get("valueFrom", {}):
+                assert variable["name"] == "PGUSER", (workload["metadata"]["name"], variable)
+        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+        env = {variable["name"]: variable.get("value") for variable in main["env"]}
+        if "production" in rendered.profile or workload["kind"] == "Job":
+            continue  # mutual TLS to Kafka (the key's mode: above), or no Kafka
+        assert env["CASETRAIL_KAFKA_SASL_PASSWORD_FILE"] == "/etc/casetrail/kafka-user/password"
+        assert volumes["kafka-user"]["secret"] == {
+            "secretName": workload["metadata"]["name"],
+            "defaultMode": 0o400,
+            "items": [{"key": "password", "path": "password"}],
+        }
 
 
 def test_no_secret_is_rendered(rendered: Rendered) -> None:

@@ -20,6 +20,7 @@ NOT_SET = {
     "CASETRAIL_KAFKA_PORT": "a broker on 127.0.0.1 (development); the chart sets the bootstrap",
     "CASETRAIL_CONSOLE_IDLE_MINUTES": "the audit console is not deployed by the chart",
     "CASETRAIL_CONSOLE_ALLOW_PLAINTEXT": "the audit console is not deployed by the chart",
+    "CASETRAIL_KAFKA_SASL_PASSWORD": "a password in a variable: the chart gives the file's",
 }
 
 # Every optional part of the chart on, so every variable it may set is rendered.
@@ -172,6 +173,9 @@ def test_the_caseload_container_gets_what_the_caseload_reads(
         # does not end from_env before the names after it are asked for.
         monkeypatch.setattr("casetrail_platform.identity.tls._checked_pair", _unread_pair)
         monkeypatch.setattr("casetrail_platform.identity.tls._checked_ca", _unread_ca)
+        monkeypatch.setattr(
+            "casetrail_platform.bus.kafka_security.read_password", lambda path, what: "unread"
+        )
         with contextlib.suppress(ValueError, OSError):
             CaseloadSettings.from_env(recording)
         set_by_chart = {name for name in env if name.startswith("CASETRAIL_")}

@@ -64,3 +64,29 @@ def test_tls_builds_a_verifying_context(tmp_path: Path) -> None:
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert isinstance(broker_credentials(security), faust.SSLCredentials)
+
+
+def test_the_sasl_password_may_come_from_a_file(tmp_path: Path) -> None:
+    """The chart mounts the KafkaUser's password (0400, 0440 with the pod's fsGroup): in no
+    environment variable, where /proc/<pid>/environ and every child process would show it."""
+    path = tmp_path / "password"
+    path.write_bytes(b"scram-pw\n")
+    path.chmod(0o440)
+    security = KafkaSecurity.from_env(
+        {
+            "CASETRAIL_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "CASETRAIL_KAFKA_SASL_USERNAME": "casetrail-intake",
+            "CASETRAIL_KAFKA_SASL_PASSWORD_FILE": str(path),
+        }
+    )
+    assert security.client_options()["sasl_plain_password"] == "scram-pw"
+    assert "scram-pw" not in repr(security)
+
+
+def test_a_sasl_password_file_others_may_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "password"
+    path.write_bytes(b"scram-pw")
+    path.chmod(0o644)
+    with pytest.raises(ValueError, match="readable by others") as refused:
+        KafkaSecurity.from_env({"CASETRAIL_KAFKA_SASL_PASSWORD_FILE": str(path)})
+    assert "scram-pw" not in str(refused.value)

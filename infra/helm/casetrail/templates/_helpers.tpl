@@ -138,9 +138,9 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
   value: SCRAM-SHA-512
 - name: CASETRAIL_KAFKA_SASL_USERNAME
   value: {{ .kafkaUser | quote }}
-- name: CASETRAIL_KAFKA_SASL_PASSWORD
-  valueFrom:
-    secretKeyRef: {name: {{ .kafkaUser | quote }}, key: password}
+# The KafkaUser's password as a file, never a variable (casetrail_platform/bus/kafka_security.py).
+- name: CASETRAIL_KAFKA_SASL_PASSWORD_FILE
+  value: /etc/casetrail/kafka-user/password
 {{- end }}
 {{- if .database }}
 - name: CASETRAIL_PG_DSN
@@ -148,9 +148,9 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
 - name: PGUSER
   valueFrom:
     secretKeyRef: {name: {{ $values.secrets.database | quote }}, key: username}
-- name: PGPASSWORD
-  valueFrom:
-    secretKeyRef: {name: {{ $values.secrets.database | quote }}, key: password}
+# The password as a file, never a variable (casetrail_platform/store/pg_password.py).
+- name: CASETRAIL_PG_PASSWORD_FILE
+  value: /etc/casetrail/database/password
 {{- if $values.database.tls.enabled }}
 - name: PGSSLMODE
   value: verify-full
@@ -180,11 +180,32 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
   secret: {secretName: {{ .kafkaUser | quote }}, defaultMode: 0400}
 - name: kafka-ca
   secret: {secretName: {{ printf "%s-cluster-ca-cert" (include "casetrail.kafkaCluster" .root) | quote }}}
+{{- else }}
+# The KafkaUser's SCRAM password, owner-read only like the private keys.
+- name: kafka-user
+  secret:
+    secretName: {{ .kafkaUser | quote }}
+    defaultMode: 0400
+    items:
+      - {key: password, path: password}
+{{- end }}
+{{- if .database }}
+{{- include "casetrail.databasePasswordVolume" .root }}
 {{- end }}
 {{- if and .database $values.database.tls.enabled }}
 - name: postgres-ca
   secret: {secretName: {{ include "casetrail.dbCaSecret" .root | quote }}}
 {{- end }}
+{{- end -}}
+
+{{/* The database owner's password (secrets.database, key password), owner-read only. */}}
+{{- define "casetrail.databasePasswordVolume" }}
+- name: database-password
+  secret:
+    secretName: {{ .Values.secrets.database | quote }}
+    defaultMode: 0400
+    items:
+      - {key: password, path: password}
 {{- end -}}
 
 {{/* The gRPC TLS Secret (tls.key: the server's or client's private key, hence 0400). */}}
@@ -200,6 +221,11 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
 {{- if eq $values.kafka.authentication "tls" }}
 - {name: kafka-user, mountPath: /etc/casetrail/kafka-user, readOnly: true}
 - {name: kafka-ca, mountPath: /etc/casetrail/kafka-ca, readOnly: true}
+{{- else }}
+- {name: kafka-user, mountPath: /etc/casetrail/kafka-user, readOnly: true}
+{{- end }}
+{{- if .database }}
+- {name: database-password, mountPath: /etc/casetrail/database, readOnly: true}
 {{- end }}
 {{- if and .database $values.database.tls.enabled }}
 - {name: postgres-ca, mountPath: /etc/casetrail/postgres-ca, readOnly: true}

@@ -1,0 +1,31 @@
+"""The PostgreSQL password from a file (``CASETRAIL_PG_PASSWORD_FILE``), never the environment.
+
+A password in an environment variable (libpq's ``PGPASSWORD``) is readable in
+``/proc/<pid>/environ``, handed to every child process and shown by ``kubectl describe`` of a
+pod that sets it literally. The chart mounts the database Secret's ``password`` as a file
+instead. libpq's own ``PGPASSFILE`` cannot read it: it ignores a file its group may read, and
+the kubelet makes a Secret mounted with the pod's ``fsGroup`` 0440. So the file is read here
+(owner- or group-readable only: ``private_files.read_password``) and
+its password added to the DSN the stores connect with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from psycopg.conninfo import make_conninfo
+
+from casetrail_platform.private_files import read_password
+
+PASSWORD_FILE_VARIABLE = "CASETRAIL_PG_PASSWORD_FILE"
+
+
+def with_password_file(dsn: str, environ: Mapping[str, str]) -> str:
+    """``dsn`` with the password of ``CASETRAIL_PG_PASSWORD_FILE`` when it is set
+    (``private_files.read_password``: ``ValueError`` naming the file, never its content)."""
+    name = environ.get(PASSWORD_FILE_VARIABLE, "")
+    if not name:
+        return dsn
+    password = read_password(Path(name), f"the PostgreSQL password ({PASSWORD_FILE_VARIABLE})")
+    return make_conninfo(dsn, password=password)
