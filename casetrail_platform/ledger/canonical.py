@@ -9,8 +9,8 @@ the event's JSON exactly as stored (ciphertext, once fields are encrypted). Text
 prefixes make the encoding unambiguous whatever a field holds, and every value is the one the
 store keeps, so the leaf of an event stored under an older schema version hashes those bytes,
 not the upcast ones. Both SQL adapters read the stored columns and hash them here
-(``leaf_hashes`` from the columns' bytes; SQLite writes the netstrings in SQL,
-``leaf_hashes_of_text``); the contract suite checks that they agree with ``canonical_row``.
+(``leaf_hashes`` from the columns' bytes; SQLite writes the whole leaf input in SQL,
+``leaf_hashes_of_inputs``); the contract suite checks that they agree with ``canonical_row``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from events.envelope import to_micros
 
 TAG = b"casetrail.ledger.v1"
 _TAG_FIELD = b"%d:%s," % (len(TAG), TAG)
-_LEAF_PREFIX = b"\x00" + _TAG_FIELD
+LEAF_PREFIX = b"\x00" + _TAG_FIELD
+"""What every leaf input starts with: RFC 9162's 0x00 and the tag's netstring."""
 StoredRow = tuple[
     int, bytes, bytes, bytes, int, bytes, int, bytes, bytes, bytes, bytes, bytes, int, int, bytes
 ]
@@ -118,7 +119,7 @@ def leaf_hashes(rows: Iterable[StoredRow], micros_offset: int = 0) -> list[tuple
     or a decode and encode per field, cost twice as much)."""
     sha256 = hashlib.sha256
     form = _LEAF_FORMAT
-    prefix = _LEAF_PREFIX
+    prefix = LEAF_PREFIX
     hashed: list[tuple[int, bytes]] = []
     append = hashed.append
     for (
@@ -141,12 +142,9 @@ def leaf_hashes(rows: Iterable[StoredRow], micros_offset: int = 0) -> list[tuple
     return hashed
 
 
-def leaf_hashes_of_text(rows: Iterable[tuple[int, str, bytes]]) -> list[tuple[int, bytes]]:
-    """``leaf_hashes`` for rows (position, the 14 netstrings before the data as one text,
-    data), when the database writes the netstrings itself (SQLite)."""
+def leaf_hashes_of_inputs(rows: Iterable[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    """``leaf_hashes`` for rows (position, the whole leaf input: ``LEAF_PREFIX`` and the 15
+    netstrings), when the database writes the netstrings itself (SQLite): one SHA-256 per
+    row and nothing else in Python."""
     sha256 = hashlib.sha256
-    prefix = _LEAF_PREFIX
-    return [
-        (position, sha256(b"%s%s%d:%s," % (prefix, text.encode(), len(data), data)).digest())
-        for position, text, data in rows
-    ]
+    return [(position, sha256(leaf).digest()) for position, leaf in rows]

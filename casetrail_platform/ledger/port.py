@@ -19,10 +19,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 
 from casetrail_platform.ledger.merkle import Hash, HashRun, SubtreeKey, split_hashes
 from casetrail_platform.ledger.note import Checkpoint, Verifier
+from casetrail_platform.ledger.store_ranges import StoreRanges
 from casetrail_platform.ledger.tiles import TileSlice, fold_slice, leaf_range, locate, slice_leaves
 
 
@@ -106,6 +108,12 @@ class LedgerStore(ABC):
     @abstractmethod
     async def store_last_position(self) -> int:
         """The event store's newest position."""
+
+    def store_ranges(self) -> AbstractAsyncContextManager[StoreRanges | None]:
+        """While open, how worker processes read the events ``store_leaves`` hashes, each on
+        a connection of its own, and up to which position (``None``: this store cannot be
+        read from another process, ``verify_store`` reads it here)."""
+        return nullcontext(None)
 
     @abstractmethod
     async def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:

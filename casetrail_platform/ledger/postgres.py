@@ -11,11 +11,14 @@ to encode it again, cost more than the rest of the read).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.adapt import AdaptersMap
 from psycopg.types.numeric import Int8BinaryLoader
 from psycopg.types.string import ByteaBinaryLoader
 
@@ -29,7 +32,19 @@ from casetrail_platform.ledger.port import (
     LedgerStore,
     StoredCheckpoint,
 )
-from casetrail_platform.store.pg_connections import Connection, PgConnections
+from casetrail_platform.ledger.store_ranges import (
+    RangeHasher,
+    RangeHashes,
+    RangeReader,
+    StoreRanges,
+    dense_hashes,
+)
+from casetrail_platform.store.pg_connections import (
+    CONNECT_TIMEOUT_SECONDS,
+    Connection,
+    PgConnections,
+    open_connection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +80,58 @@ _STORED_COLUMNS = (
 """Stored events in the row shape of ``canonical.leaf_hashes`` (with ``_raw_loaders``)."""
 
 
-def _raw_loaders(cursor: psycopg.AsyncCursor[Any]) -> None:
+def _raw_loaders(adapters: AdaptersMap) -> None:
     """Text as its bytes and a ``timestamptz`` as its 8-byte integer of microseconds (its
     binary form), both by C loaders."""
-    cursor.adapters.register_loader("text", ByteaBinaryLoader)
-    cursor.adapters.register_loader("timestamptz", Int8BinaryLoader)
+    adapters.register_loader("text", ByteaBinaryLoader)
+    adapters.register_loader("timestamptz", Int8BinaryLoader)
+
+
+@dataclass(frozen=True)
+class PostgresRanges(RangeReader):
+    """A worker reads the events on a connection of its own, read only, inside the snapshot
+    the parent exported (``pg_export_snapshot``): every worker sees the one store the parent
+    counted, whatever is appended meanwhile."""
+
+    dsn: str = field(repr=False)
+    schema: str
+    snapshot: str
+
+    def open(self) -> RangeHasher:
+        connection = psycopg.connect(
+            self.dsn,
+            options="-c default_transaction_read_only=on",
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        )
+        connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        connection.read_only = True
+        # The first statement of the worker's one transaction, held for every range it hashes.
+        connection.execute(
+            sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot))
+        )
+        _raw_loaders(connection.adapters)
+        query = sql.SQL(
+            f"SELECT {_STORED_COLUMNS} FROM {{}} WHERE position > %s AND position <= %s"
+            " ORDER BY position"
+        ).format(sql.Identifier(self.schema, "stored_events"))
+
+        def hash_range(start: int, stop: int) -> RangeHashes:
+            rows = connection.cursor(binary=True).execute(query, (start, stop)).fetchall()
+            return dense_hashes(leaf_hashes(rows, _UNIX_EPOCH_IN_POSTGRES_MICROS), start, stop)
+
+        return hash_range
 
 
 class PostgresLedgerStore(LedgerStore):
-    def __init__(self, connections: PgConnections, schema: str) -> None:
+    def __init__(
+        self, connections: PgConnections, schema: str, events_dsn: str | None = None
+    ) -> None:
         """Use ``connect()``. One connection, reopened after a server restart
-        (``PgConnections``); while the database is away, ``StorageUnavailableError``."""
+        (``PgConnections``); while the database is away, ``StorageUnavailableError``.
+        ``events_dsn``: a login that may read the events (``store_ranges``), if this one may."""
         self._connections = connections
+        self._schema = schema
+        self._events_dsn = events_dsn
         table = sql.Identifier(schema, "ledger_tiles")
         checkpoints = sql.Identifier(schema, "ledger_checkpoints")
         events = sql.Identifier(schema, "stored_events")
@@ -111,6 +166,9 @@ class PostgresLedgerStore(LedgerStore):
             f"SELECT {_STORED_COLUMNS} FROM {{}} WHERE position > %s ORDER BY position LIMIT %s"
         ).format(events)
         self._last_sql = sql.SQL("SELECT coalesce(max(position), 0) FROM {}").format(events)
+        self._snapshot_sql = sql.SQL(
+            "SELECT pg_export_snapshot(), coalesce(max(position), 0) FROM {}"
+        ).format(events)
         self._save_sql = sql.SQL(
             "INSERT INTO {} (size, note) VALUES (%s, %s) ON CONFLICT (size) DO NOTHING"
         ).format(checkpoints)
@@ -147,7 +205,7 @@ class PostgresLedgerStore(LedgerStore):
         except BaseException:
             await connections.close()
             raise
-        return cls(connections, schema)
+        return cls(connections, schema, dsn)
 
     @classmethod
     async def connect_reader(cls, dsn: str, *, schema: str) -> PostgresLedgerStore:
@@ -205,7 +263,7 @@ class PostgresLedgerStore(LedgerStore):
             return None
 
         await _probe(connections, probe, refusal)
-        return cls(connections, schema)
+        return cls(connections, schema, dsn)
 
     async def close(self) -> None:
         await self._connections.close()
@@ -255,7 +313,7 @@ class PostgresLedgerStore(LedgerStore):
     async def store_leaves(self, after_position: int, limit: int) -> list[tuple[int, Hash]]:
         async def fetch(connection: Connection) -> list[Row]:
             cursor = connection.cursor(binary=True)
-            _raw_loaders(cursor)
+            _raw_loaders(cursor.adapters)
             await cursor.execute(self._store_leaves_sql, (after_position, limit))
             return await cursor.fetchall()
 
@@ -264,6 +322,30 @@ class PostgresLedgerStore(LedgerStore):
     async def store_last_position(self) -> int:
         [(last,)] = await self._fetch(self._last_sql, ())
         return int(last)
+
+    @asynccontextmanager
+    async def store_ranges(self) -> AsyncIterator[StoreRanges | None]:
+        if self._events_dsn is None:
+            yield None
+            return
+        # A connection of its own, outside ``PgConnections``: it holds the exported snapshot
+        # open (a repeatable-read transaction) until every worker is done with it.
+        connection = await open_connection(
+            self._events_dsn,
+            f"{self._connections.what} (snapshot)",
+            settings="-c default_transaction_read_only=on",
+        )
+        try:
+            await connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cursor = await connection.execute(self._snapshot_sql)
+            found = await cursor.fetchone()
+            assert found is not None
+            snapshot, last = found
+            yield StoreRanges(
+                PostgresRanges(self._events_dsn, self._schema, str(snapshot)), int(last)
+            )
+        finally:
+            await connection.close()
 
     async def save_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         async def save(connection: Connection) -> None:

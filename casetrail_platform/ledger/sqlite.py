@@ -10,19 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from casetrail_platform.ledger import tiles
-from casetrail_platform.ledger.canonical import leaf_hashes_of_text
+from casetrail_platform.ledger.canonical import LEAF_PREFIX, leaf_hashes_of_inputs
 from casetrail_platform.ledger.merkle import HASH_SIZE, Hash, HashRun
 from casetrail_platform.ledger.port import (
     LedgerConflict,
     LedgerNotCreated,
     LedgerStore,
     StoredCheckpoint,
+)
+from casetrail_platform.ledger.store_ranges import (
+    RangeHasher,
+    RangeHashes,
+    RangeReader,
+    StoreRanges,
+    dense_hashes,
 )
 from casetrail_platform.store.sqlite_writer import connect
 
@@ -46,17 +55,44 @@ _CANONICAL_FIELDS = (
     "actor_id", "actor_role", "correlation_id", "coalesce(causation_id, '')", "occurred_at",
     "recorded_at", "subject",
 )  # fmt: skip
-STORED_TEXT_SQL = (
-    "SELECT position, printf('"
+_LEAF_INPUT = (
+    f"CAST(x'{LEAF_PREFIX.hex()}' || printf('"
     + "%d:%s," * len(_CANONICAL_FIELDS)
     + "', "
     + ", ".join(f"length(CAST({field} AS BLOB)), {field}" for field in _CANONICAL_FIELDS)
-    + "), data FROM events.stored_events WHERE position > ? ORDER BY position LIMIT ?"
+    + ") || length(data) || ':' || data || ',' AS BLOB)"
 )
-"""Stored events as ``canonical.leaf_hashes_of_text`` takes them: SQLite writes the 14
-netstrings before the data in one ``printf`` (ids are stored as text, times as integer
+"""A stored event's whole leaf input, written by SQLite (``canonical.leaf_hashes_of_inputs``):
+the 14 netstrings before the data in one ``printf`` (ids are stored as text, times as integer
 microseconds; the length is the UTF-8 length), which costs it less than Python spends on
-fetching the 14 values one by one."""
+fetching the 14 values one by one; ``||`` keeps every byte of the data (``printf``'s ``%s``
+would stop at a NUL)."""
+STORED_LEAVES_SQL = (
+    f"SELECT position, {_LEAF_INPUT} FROM events.stored_events WHERE position > ?"
+    " ORDER BY position LIMIT ?"
+)
+_RANGE_SQL = (
+    f"SELECT position, {_LEAF_INPUT} FROM stored_events WHERE position > ? AND position <= ?"
+    " ORDER BY position"
+)
+
+
+@dataclass(frozen=True)
+class SqliteRanges(RangeReader):
+    """A worker reads the event file on a read-only connection of its own (WAL: readers run
+    side by side, and never wait for appends)."""
+
+    events_path: Path
+
+    def open(self) -> RangeHasher:
+        connection = sqlite3.connect(_read_only_uri(self.events_path), uri=True)
+        connection.execute("PRAGMA busy_timeout=10000")
+
+        def hash_range(start: int, stop: int) -> RangeHashes:
+            rows = connection.execute(_RANGE_SQL, (start, stop))
+            return dense_hashes(leaf_hashes_of_inputs(rows), start, stop)
+
+        return hash_range
 
 
 class SqliteLedgerStore(LedgerStore):
@@ -210,10 +246,14 @@ class SqliteLedgerStore(LedgerStore):
 
     async def store_leaves(self, after_position: int, limit: int) -> list[tuple[int, Hash]]:
         def hash_rows() -> list[tuple[int, Hash]]:
-            rows = self._db().execute(STORED_TEXT_SQL, (after_position, limit))
-            return leaf_hashes_of_text(rows)
+            rows = self._db().execute(STORED_LEAVES_SQL, (after_position, limit))
+            return leaf_hashes_of_inputs(rows)
 
         return await self._run(hash_rows)
+
+    @asynccontextmanager
+    async def store_ranges(self) -> AsyncIterator[StoreRanges | None]:
+        yield StoreRanges(SqliteRanges(self._events_path), await self.store_last_position())
 
     async def store_last_position(self) -> int:
         def last() -> int:

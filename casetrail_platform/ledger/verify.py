@@ -1,8 +1,10 @@
 """Recompute a store's tree from its events and name the first position that is wrong.
 
-``verify_store`` reads every stored event once, in batches of ``BATCH`` rows, hashes it by the
-canonical encoding (``canonical.leaf_hashes``), and checks, keeping about 64 bytes per event,
-that:
+``verify_store`` reads every stored event once and hashes it by the canonical encoding
+(``canonical``): in this process in batches of ``BATCH`` rows, or, for a store of
+``PARALLEL_FROM`` events or more, in worker processes on every usable CPU, ``RANGE`` events a
+task (``store_ranges``), whose hashes it takes in order. Either way it checks here, keeping
+about 64 bytes per event, that:
 
 * positions are dense from 1 (a deleted event leaves a hole, reordered ones break the order);
 * each event hashes to the leaf the ledger stored for its position (an edited, deleted,
@@ -16,14 +18,38 @@ that:
 from __future__ import annotations
 
 import asyncio
+import itertools
+import multiprocessing
+import os
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
-from casetrail_platform.ledger.merkle import HASH_SIZE, Hash, RootAccumulator, SubtreeKey, root_at
+from casetrail_platform.ledger import store_ranges
+from casetrail_platform.ledger.merkle import (
+    HASH_SIZE,
+    Hash,
+    RootAccumulator,
+    SubtreeKey,
+    root_at,
+    split_hashes,
+)
 from casetrail_platform.ledger.note import Checkpoint, LogKeys, NoteError, open_checkpoint
 from casetrail_platform.ledger.port import LedgerStore
+from casetrail_platform.ledger.store_ranges import RangeHashes, StoreRanges, dense_hashes
 
 BATCH = 20_000
+PARALLEL_FROM = 100_000
+"""Below this many events, one process: starting worker processes costs ~100 ms."""
+RANGE = 1 << 15
+"""Leaves a worker hashes per task."""
+Progress = Callable[[int], Awaitable[None] | None]
+
+
+class VerificationWorkerDied(RuntimeError):
+    """A worker process ended without answering: the store was not verified."""
 
 
 @dataclass
@@ -51,10 +77,13 @@ async def verify_store(
     verifier: LogKeys | None,
     *,
     trusted: Sequence[Checkpoint] = (),
-    progress: Callable[[int], Awaitable[None] | None] | None = None,
+    progress: Progress | None = None,
+    workers: int | None = None,
 ) -> StoreVerification:
     """``trusted``: checkpoints kept elsewhere (by audit, or taken from the Kafka topic), so
-    that a ledger rebuilt together with its checkpoints is caught too."""
+    that a ledger rebuilt together with its checkpoints is caught too. ``workers``: processes
+    reading and hashing the events side by side (default: the CPUs this process may use) for
+    a store of ``PARALLEL_FROM`` events or more; 1 reads them all here."""
     result = StoreVerification(ledger_size=await ledger.size())
     signed = await _checkpoints(ledger, verifier, result)
     if verifier is None and signed:
@@ -66,56 +95,17 @@ async def verify_store(
     tagged = [(c.size, 0, c) for c in trusted] + [(c.size, 1, c) for c in signed]
     tagged.sort(key=lambda item: (item[0], item[1]))
     subtrees = _Subtrees()
-    expected = 1
-    # While this batch is compared and folded into the tree here, the next one is read and
-    # hashed (SQLite's thread, or PostgreSQL's server, works meanwhile). The stored leaves are
-    # read before the next batch is asked for: both take the adapter's one connection.
-    reading = asyncio.ensure_future(ledger.store_leaves(0, BATCH))
-    try:
-        while True:
-            batch = await reading
-            if not batch:
-                break
-            count = len(batch)
-            if batch[0][0] != expected or batch[-1][0] != expected + count - 1:
-                # Positions come sorted and unique: a hole shows as a jump.
-                missing = next(
-                    expected + offset
-                    for offset, (position, _) in enumerate(batch)
-                    if position != expected + offset
-                )
-                result.leaves = subtrees.size
-                result.fail(missing, f"position {missing} is missing from the store")
-                return result
-            stored = await ledger.leaf_hash_bytes(expected - 1, count)
-            reading = asyncio.ensure_future(ledger.store_leaves(expected - 1 + count, BATCH))
-            hashed = [leaf for _, leaf in batch]
-            if stored != b"".join(hashed)[: len(stored)]:
-                offset = next(
-                    i
-                    for i, leaf in enumerate(hashed)
-                    if leaf != stored[i * HASH_SIZE : (i + 1) * HASH_SIZE]
-                )
-                result.leaves = subtrees.size + offset
-                result.fail(
-                    expected + offset,
-                    f"the event at position {expected + offset} does not hash to the ledger's"
-                    " leaf (edited, replaced or moved)",
-                )
-                return result
-            subtrees.extend(hashed)
-            expected += count
-            if progress is not None:
-                outcome = progress(subtrees.size)
-                if outcome is not None:
-                    await outcome
-    finally:
-        # A read under way is let finish (cancelling it could spoil the adapter's connection
-        # mid-query); whatever it raised is of no interest once verification has stopped.
-        if not reading.done():
-            await asyncio.wait([reading])
-        if not reading.cancelled():
-            reading.exception()
+    wanted = usable_cpus() if workers is None else workers
+    in_workers = False
+    if wanted > 1 and await ledger.store_last_position() >= PARALLEL_FROM:
+        async with ledger.store_ranges() as ranges:
+            if ranges is not None:
+                in_workers = True
+                await _hash_in_workers(ledger, ranges, wanted, subtrees, result, progress)
+    if not in_workers:
+        await _hash_here(ledger, subtrees, result, progress)
+    if not result.ok:
+        return result
     result.leaves = subtrees.size
     _check_roots(subtrees, tagged, trusted_given=bool(trusted), result=result)
     if result.ok and subtrees.size < result.ledger_size:
@@ -129,6 +119,131 @@ async def verify_store(
             f"{subtrees.size - result.ledger_size} events are not hashed into the ledger yet"
         )
     return result
+
+
+async def _hash_here(
+    ledger: LedgerStore,
+    subtrees: _Subtrees,
+    result: StoreVerification,
+    progress: Progress | None,
+) -> None:
+    """Read and hash every event in this process, in batches of ``BATCH``."""
+    # While this batch is compared and folded into the tree here, the next one is read and
+    # hashed (SQLite's thread, or PostgreSQL's server, works meanwhile). The stored leaves are
+    # read before the next batch is asked for: both take the adapter's one connection.
+    reading = asyncio.ensure_future(ledger.store_leaves(0, BATCH))
+    try:
+        while batch := await reading:
+            start = subtrees.size
+            hashed, missing = dense_hashes(batch, start, start + len(batch))
+            stored = await ledger.leaf_hash_bytes(start, len(batch))
+            if missing is None:
+                reading = asyncio.ensure_future(ledger.store_leaves(start + len(batch), BATCH))
+            if not await _take(subtrees, hashed, missing, stored, result, progress):
+                return
+    finally:
+        # A read under way is let finish (cancelling it could spoil the adapter's connection
+        # mid-query); whatever it raised is of no interest once verification has stopped.
+        if not reading.done():
+            await asyncio.wait([reading])
+        if not reading.cancelled():
+            reading.exception()
+
+
+async def _hash_in_workers(
+    ledger: LedgerStore,
+    ranges: StoreRanges,
+    workers: int,
+    subtrees: _Subtrees,
+    result: StoreVerification,
+    progress: Progress | None,
+) -> None:
+    """Read and hash the events in ``workers`` processes, ``RANGE`` leaves a task, each on a
+    connection of its own; here, take their hashes in order, compare them with the ledger's
+    and fold them into the tree. A few ranges more than workers are asked for ahead, so none
+    waits while the one in order is checked."""
+    loop = asyncio.get_running_loop()
+    last = ranges.last_position
+    bounds = iter([(at, min(at + RANGE, last)) for at in range(0, last, RANGE)])
+    # Forked from a clean server process: never from this one, with its threads and loop.
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=store_ranges.start,
+        initargs=(ranges.reader,),
+    )
+    asked: deque[tuple[int, int, asyncio.Future[RangeHashes]]] = deque()
+
+    def ask() -> None:
+        for start, stop in itertools.islice(bounds, 2 * workers - len(asked)):
+            task = loop.run_in_executor(pool, store_ranges.hash_range, start, stop)
+            asked.append((start, stop, task))
+
+    try:
+        ask()
+        while asked:
+            start, stop, task = asked.popleft()
+            try:
+                hashed, missing = await task
+            except BrokenProcessPool as error:
+                raise VerificationWorkerDied(
+                    f"a worker process hashing positions {start + 1} to {stop} ended before"
+                    " it answered (killed, or out of memory?): the store was not verified"
+                ) from error
+            ask()
+            stored = await ledger.leaf_hash_bytes(start, stop - start)
+            if not await _take(subtrees, hashed, missing, stored, result, progress):
+                return
+    finally:
+        for _, _, task in asked:
+            task.cancel()
+        # Ranges under way are let finish (a few tens of milliseconds), off the event loop.
+        await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+
+
+async def _take(
+    subtrees: _Subtrees,
+    hashed: bytes,
+    missing: int | None,
+    stored: bytes,
+    result: StoreVerification,
+    progress: Progress | None,
+) -> bool:
+    """Compare the leaf hashes of the events from ``subtrees.size`` on (``hashed``, those
+    before a hole at ``missing``) with the ledger's (``stored``, fewer where the ledger is
+    behind), fold them into the tree, and say whether to go on. The first bad position is
+    named: an event not hashing to its leaf, else the hole."""
+    start = subtrees.size
+    common = min(len(hashed), len(stored))
+    if hashed[:common] != stored[:common]:
+        offset = next(
+            i
+            for i in range(common // HASH_SIZE)
+            if hashed[i * HASH_SIZE : (i + 1) * HASH_SIZE]
+            != stored[i * HASH_SIZE : (i + 1) * HASH_SIZE]
+        )
+        result.leaves = start + offset
+        result.fail(
+            start + offset + 1,
+            f"the event at position {start + offset + 1} does not hash to the ledger's"
+            " leaf (edited, replaced or moved)",
+        )
+        return False
+    subtrees.extend(split_hashes(hashed))
+    if missing is not None:
+        result.leaves = subtrees.size
+        result.fail(missing, f"position {missing} is missing from the store")
+        return False
+    if progress is not None:
+        outcome = progress(subtrees.size)
+        if outcome is not None:
+            await outcome
+    return True
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class _Subtrees:
