@@ -46,6 +46,9 @@ MAX_TREE_SIZE = 2**63 - 1
 MAX_CHECKPOINT_BYTES = 16 * 1024
 """``--checkpoint``: a signed note is a few lines and a signature line per signer."""
 
+MAX_VERIFY_WORKERS = 64
+"""``verify-store --workers``: each is a process and a database connection."""
+
 
 def run(options: argparse.Namespace) -> int:
     if options.command == "verify":
@@ -141,7 +144,7 @@ async def _verify_store(options: argparse.Namespace) -> int:
     from casetrail_platform.ledger.hosting import open_ledger_store
     from casetrail_platform.ledger.note import open_checkpoint, small_text
     from casetrail_platform.ledger.port import LedgerNotCreated
-    from casetrail_platform.ledger.verify import verify_store
+    from casetrail_platform.ledger.verify import VerificationWorkerDied, verify_store
     from cli.stores import has_local_store, infrastructure, where_stored
 
     infra = infrastructure(options)
@@ -187,7 +190,10 @@ async def _verify_store(options: argparse.Namespace) -> int:
         print(f"{options.service}: {error}", file=sys.stderr)
         return 2
     try:
-        result = await verify_store(store, verifier, trusted=trusted)
+        result = await verify_store(store, verifier, trusted=trusted, workers=options.workers)
+    except VerificationWorkerDied as error:
+        print(f"{options.service}: {error}", file=sys.stderr)
+        return 1
     finally:
         await store.close()
     print(
@@ -405,6 +411,12 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     verify_store.add_argument("--checkpoint", help="a signed checkpoint kept elsewhere")
     verify_store.add_argument(
         "--keys", help="public keys, one per line (default: the service's key port or data dir)"
+    )
+    verify_store.add_argument(
+        "--workers",
+        type=bounded(1, MAX_VERIFY_WORKERS),
+        help="processes reading and hashing a large store side by side (default: the usable"
+        " CPUs; 1: this process alone)",
     )
     _storage(verify_store)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -206,3 +207,43 @@ def test_a_store_whose_ledger_was_never_created_is_told_and_left_so(
     assert _casetrail("verify-store", "intake", "--data-dir", str(data_dir)) == 2
     assert "intake has no ledger yet" in capsys.readouterr().err
     assert not list((data_dir / "intake").glob("ledger.db*"))
+
+
+def test_workers_hash_a_large_store_and_one_that_dies_is_told(
+    data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contextlib import nullcontext
+
+    from casetrail_platform.ledger import verify
+    from casetrail_platform.ledger.sqlite import SqliteLedgerStore
+    from casetrail_platform.ledger.store_ranges import StoreRanges
+    from tests.contract.test_ledger_verify_parallel import DyingRanges
+
+    # 12 events count as a large store here, in ranges of 4.
+    monkeypatch.setattr(verify, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(verify, "RANGE", 4)
+    in_workers = verify._hash_in_workers
+    counted: list[int] = []
+
+    async def counting(*arguments: Any) -> None:
+        counted.append(arguments[2])
+        await in_workers(*arguments)
+
+    monkeypatch.setattr(verify, "_hash_in_workers", counting)
+    arguments = ["verify-store", "intake", "--data-dir", str(data_dir)]
+    assert _casetrail(*arguments, "--workers", "2") == 0
+    assert counted == [2]
+    out = capsys.readouterr().out
+    assert "12 events hashed" in out
+    assert "OK: the store is the tree its checkpoints signed" in out
+    # One worker: this process reads the store alone.
+    assert _casetrail(*arguments, "--workers", "1") == 0
+    assert counted == [2]
+    assert _casetrail(*arguments, "--workers", "0") == 2
+    assert "must be from 1 to 64" in capsys.readouterr().err
+
+    dying = StoreRanges(DyingRanges(data_dir / "intake" / "events.db"), 12)
+    monkeypatch.setattr(SqliteLedgerStore, "store_ranges", lambda self: nullcontext(dying))
+    assert _casetrail(*arguments, "--workers", "2") == 1
+    err = capsys.readouterr().err
+    assert "intake: a worker process hashing positions 1 to 4 ended before it answered" in err
