@@ -21,8 +21,6 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from events.envelope import to_micros
-
 TAG = b"casetrail.ledger.v1"
 _TAG_FIELD = b"%d:%s," % (len(TAG), TAG)
 LEAF_PREFIX = b"\x00" + _TAG_FIELD
@@ -45,7 +43,13 @@ def _text(value: str | UUID | None) -> bytes:
 
 
 def _number(value: int | datetime) -> bytes:
-    text = b"%d" % (to_micros(value) if isinstance(value, datetime) else value)
+    if isinstance(value, datetime):
+        # Imported here: a verify-store worker imports this module for ``leaf_hashes`` alone
+        # and starts ~50 ms sooner without the event catalog.
+        from events.envelope import to_micros
+
+        value = to_micros(value)
+    text = b"%d" % value
     return b"%d:%s," % (len(text), text)
 
 

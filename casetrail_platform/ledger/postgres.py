@@ -13,14 +13,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.adapt import AdaptersMap
-from psycopg.types.numeric import Int8BinaryLoader
-from psycopg.types.string import ByteaBinaryLoader
 
 from casetrail_platform.errors import StorageConfigurationError, StorageUnavailableError
 from casetrail_platform.ledger import tiles
@@ -32,19 +28,14 @@ from casetrail_platform.ledger.port import (
     LedgerStore,
     StoredCheckpoint,
 )
-from casetrail_platform.ledger.store_ranges import (
-    RangeHasher,
-    RangeHashes,
-    RangeReader,
-    StoreRanges,
-    dense_hashes,
+from casetrail_platform.ledger.postgres_ranges import (
+    STORED_COLUMNS,
+    UNIX_EPOCH_IN_POSTGRES_MICROS,
+    PostgresRanges,
+    raw_loaders,
 )
-from casetrail_platform.store.pg_connections import (
-    CONNECT_TIMEOUT_SECONDS,
-    Connection,
-    PgConnections,
-    open_connection,
-)
+from casetrail_platform.ledger.store_ranges import StoreRanges
+from casetrail_platform.store.pg_connections import Connection, PgConnections, open_connection
 
 log = logging.getLogger(__name__)
 
@@ -68,58 +59,6 @@ Row = tuple[Any, ...]
 READER_ROLE = "casetrail_ledger_reader"
 """The role other services read a ledger as (``connect_reader``): USAGE on the store's schema
 and SELECT on ``ledger_tiles`` and ``ledger_checkpoints``, nothing else."""
-
-_UNIX_EPOCH_IN_POSTGRES_MICROS = 946_684_800_000_000
-"""PostgreSQL counts timestamps in microseconds from 2000-01-01 UTC."""
-
-_STORED_COLUMNS = (
-    "position, data, event_id::text, stream, sequence, event_type, schema_version, source,"
-    " actor_id, actor_role, correlation_id::text, coalesce(causation_id::text, ''),"
-    " occurred_at, recorded_at, subject"
-)
-"""Stored events in the row shape of ``canonical.leaf_hashes`` (with ``_raw_loaders``)."""
-
-
-def _raw_loaders(adapters: AdaptersMap) -> None:
-    """Text as its bytes and a ``timestamptz`` as its 8-byte integer of microseconds (its
-    binary form), both by C loaders."""
-    adapters.register_loader("text", ByteaBinaryLoader)
-    adapters.register_loader("timestamptz", Int8BinaryLoader)
-
-
-@dataclass(frozen=True)
-class PostgresRanges(RangeReader):
-    """A worker reads the events on a connection of its own, read only, inside the snapshot
-    the parent exported (``pg_export_snapshot``): every worker sees the one store the parent
-    counted, whatever is appended meanwhile."""
-
-    dsn: str = field(repr=False)
-    schema: str
-    snapshot: str
-
-    def open(self) -> RangeHasher:
-        connection = psycopg.connect(
-            self.dsn,
-            options="-c default_transaction_read_only=on",
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        )
-        connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        connection.read_only = True
-        # The first statement of the worker's one transaction, held for every range it hashes.
-        connection.execute(
-            sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot))
-        )
-        _raw_loaders(connection.adapters)
-        query = sql.SQL(
-            f"SELECT {_STORED_COLUMNS} FROM {{}} WHERE position > %s AND position <= %s"
-            " ORDER BY position"
-        ).format(sql.Identifier(self.schema, "stored_events"))
-
-        def hash_range(start: int, stop: int) -> RangeHashes:
-            rows = connection.cursor(binary=True).execute(query, (start, stop)).fetchall()
-            return dense_hashes(leaf_hashes(rows, _UNIX_EPOCH_IN_POSTGRES_MICROS), start, stop)
-
-        return hash_range
 
 
 class PostgresLedgerStore(LedgerStore):
@@ -163,7 +102,7 @@ class PostgresLedgerStore(LedgerStore):
             "SELECT idx, hashes FROM {} WHERE level = 0 AND idx BETWEEN %s AND %s ORDER BY idx"
         ).format(table)
         self._store_leaves_sql = sql.SQL(
-            f"SELECT {_STORED_COLUMNS} FROM {{}} WHERE position > %s ORDER BY position LIMIT %s"
+            f"SELECT {STORED_COLUMNS} FROM {{}} WHERE position > %s ORDER BY position LIMIT %s"
         ).format(events)
         self._last_sql = sql.SQL("SELECT coalesce(max(position), 0) FROM {}").format(events)
         self._snapshot_sql = sql.SQL(
@@ -313,11 +252,11 @@ class PostgresLedgerStore(LedgerStore):
     async def store_leaves(self, after_position: int, limit: int) -> list[tuple[int, Hash]]:
         async def fetch(connection: Connection) -> list[Row]:
             cursor = connection.cursor(binary=True)
-            _raw_loaders(cursor.adapters)
+            raw_loaders(cursor.adapters)
             await cursor.execute(self._store_leaves_sql, (after_position, limit))
             return await cursor.fetchall()
 
-        return leaf_hashes(await self._connections.run(fetch), _UNIX_EPOCH_IN_POSTGRES_MICROS)
+        return leaf_hashes(await self._connections.run(fetch), UNIX_EPOCH_IN_POSTGRES_MICROS)
 
     async def store_last_position(self) -> int:
         [(last,)] = await self._fetch(self._last_sql, ())

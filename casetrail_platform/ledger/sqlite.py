@@ -13,12 +13,11 @@ import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from casetrail_platform.ledger import tiles
-from casetrail_platform.ledger.canonical import LEAF_PREFIX, leaf_hashes_of_inputs
+from casetrail_platform.ledger.canonical import leaf_hashes_of_inputs
 from casetrail_platform.ledger.merkle import HASH_SIZE, Hash, HashRun
 from casetrail_platform.ledger.port import (
     LedgerConflict,
@@ -26,13 +25,8 @@ from casetrail_platform.ledger.port import (
     LedgerStore,
     StoredCheckpoint,
 )
-from casetrail_platform.ledger.store_ranges import (
-    RangeHasher,
-    RangeHashes,
-    RangeReader,
-    StoreRanges,
-    dense_hashes,
-)
+from casetrail_platform.ledger.sqlite_ranges import STORED_LEAVES_SQL, SqliteRanges, read_only_uri
+from casetrail_platform.ledger.store_ranges import StoreRanges
 from casetrail_platform.store.sqlite_writer import connect
 
 SCHEMA = """
@@ -49,50 +43,6 @@ CREATE TABLE IF NOT EXISTS ledger_checkpoints (
 """
 
 T = TypeVar("T")
-
-_CANONICAL_FIELDS = (
-    "position", "event_id", "stream", "sequence", "event_type", "schema_version", "source",
-    "actor_id", "actor_role", "correlation_id", "coalesce(causation_id, '')", "occurred_at",
-    "recorded_at", "subject",
-)  # fmt: skip
-_LEAF_INPUT = (
-    f"CAST(x'{LEAF_PREFIX.hex()}' || printf('"
-    + "%d:%s," * len(_CANONICAL_FIELDS)
-    + "', "
-    + ", ".join(f"length(CAST({field} AS BLOB)), {field}" for field in _CANONICAL_FIELDS)
-    + ") || length(data) || ':' || data || ',' AS BLOB)"
-)
-"""A stored event's whole leaf input, written by SQLite (``canonical.leaf_hashes_of_inputs``):
-the 14 netstrings before the data in one ``printf`` (ids are stored as text, times as integer
-microseconds; the length is the UTF-8 length), which costs it less than Python spends on
-fetching the 14 values one by one; ``||`` keeps every byte of the data (``printf``'s ``%s``
-would stop at a NUL)."""
-STORED_LEAVES_SQL = (
-    f"SELECT position, {_LEAF_INPUT} FROM events.stored_events WHERE position > ?"
-    " ORDER BY position LIMIT ?"
-)
-_RANGE_SQL = (
-    f"SELECT position, {_LEAF_INPUT} FROM stored_events WHERE position > ? AND position <= ?"
-    " ORDER BY position"
-)
-
-
-@dataclass(frozen=True)
-class SqliteRanges(RangeReader):
-    """A worker reads the event file on a read-only connection of its own (WAL: readers run
-    side by side, and never wait for appends)."""
-
-    events_path: Path
-
-    def open(self) -> RangeHasher:
-        connection = sqlite3.connect(_read_only_uri(self.events_path), uri=True)
-        connection.execute("PRAGMA busy_timeout=10000")
-
-        def hash_range(start: int, stop: int) -> RangeHashes:
-            rows = connection.execute(_RANGE_SQL, (start, stop))
-            return dense_hashes(leaf_hashes_of_inputs(rows), start, stop)
-
-        return hash_range
 
 
 class SqliteLedgerStore(LedgerStore):
@@ -113,7 +63,7 @@ class SqliteLedgerStore(LedgerStore):
     async def open(cls, path: Path, events_path: Path) -> SqliteLedgerStore:
         store = cls(path, events_path)
         await store._run(store._open)
-        uri = await asyncio.to_thread(_read_only_uri, path)
+        uri = await asyncio.to_thread(read_only_uri, path)
         store._proofs = sqlite3.connect(uri, uri=True, check_same_thread=False)
         return store
 
@@ -129,7 +79,7 @@ class SqliteLedgerStore(LedgerStore):
         except BaseException:
             await store.close()
             raise
-        uri = await asyncio.to_thread(_read_only_uri, path)
+        uri = await asyncio.to_thread(read_only_uri, path)
         store._proofs = sqlite3.connect(uri, uri=True, check_same_thread=False)
         return store
 
@@ -137,7 +87,7 @@ class SqliteLedgerStore(LedgerStore):
         if not self._path.exists():
             raise LedgerNotCreated(f"{self._path} does not exist")
         connection = sqlite3.connect(
-            _read_only_uri(self._path), uri=True, isolation_level=None, check_same_thread=False
+            read_only_uri(self._path), uri=True, isolation_level=None, check_same_thread=False
         )
         try:
             connection.execute("PRAGMA busy_timeout=10000")
@@ -147,7 +97,7 @@ class SqliteLedgerStore(LedgerStore):
             ).fetchone()[0]
             if tables != 2:
                 raise LedgerNotCreated(f"{self._path} holds no ledger tables")
-            connection.execute("ATTACH DATABASE ? AS events", (_read_only_uri(self._events_path),))
+            connection.execute("ATTACH DATABASE ? AS events", (read_only_uri(self._events_path),))
         except BaseException:
             connection.close()
             raise
@@ -292,10 +242,6 @@ class SqliteLedgerStore(LedgerStore):
             return None if row is None else StoredCheckpoint(int(row[0]), row[1])
 
         return await self._run(fetch)
-
-
-def _read_only_uri(path: Path) -> str:
-    return f"{path.resolve().as_uri()}?mode=ro"
 
 
 def _write_tile(db: sqlite3.Connection, write: tiles.TileWrite) -> None:

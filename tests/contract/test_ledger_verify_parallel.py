@@ -19,7 +19,8 @@ from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.log import LedgerLog
 from casetrail_platform.ledger.note import LogKeys, origin_of
 from casetrail_platform.ledger.port import LedgerStore
-from casetrail_platform.ledger.sqlite import SqliteLedgerStore, SqliteRanges
+from casetrail_platform.ledger.sqlite import SqliteLedgerStore
+from casetrail_platform.ledger.sqlite_ranges import SqliteRanges
 from casetrail_platform.ledger.store_ranges import RangeHasher, RangeHashes, StoreRanges
 from casetrail_platform.ledger.verify import VerificationWorkerDied, verify_store
 from casetrail_platform.store.port import EventStore
