@@ -11,7 +11,7 @@ itself, so nothing a worker could be told by the database is taken on trust but 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 RangeHashes = tuple[bytes, int | None]
@@ -39,12 +39,19 @@ class StoreRanges:
 
 
 def dense_hashes(
-    positions_and_hashes: Iterable[tuple[int, bytes]], start: int, stop: int
+    positions_and_hashes: Sequence[tuple[int, bytes]], start: int, stop: int
 ) -> RangeHashes:
     """``RangeHashes`` of (position, leaf hash) pairs in position order for [start, stop)."""
+    pairs = positions_and_hashes
+    # Positions are unique and sorted: the right count from the right first to the right last
+    # is every one (one join, no loop over the pairs in Python).
+    if len(pairs) == stop - start and (
+        not pairs or (pairs[0][0], pairs[-1][0]) == (start + 1, stop)
+    ):
+        return b"".join([leaf for _, leaf in pairs]), None
     hashes: list[bytes] = []
     expected = start + 1
-    for position, leaf in positions_and_hashes:
+    for position, leaf in pairs:
         if position != expected:
             return b"".join(hashes), expected
         hashes.append(leaf)
