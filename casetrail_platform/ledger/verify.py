@@ -19,15 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
-from casetrail_platform.ledger import store_ranges
 from casetrail_platform.ledger.merkle import (
     HASH_SIZE,
     Hash,
@@ -38,7 +34,12 @@ from casetrail_platform.ledger.merkle import (
 )
 from casetrail_platform.ledger.note import Checkpoint, LogKeys, NoteError, open_checkpoint
 from casetrail_platform.ledger.port import LedgerStore
-from casetrail_platform.ledger.store_ranges import RangeHashes, StoreRanges, dense_hashes
+from casetrail_platform.ledger.store_ranges import (
+    RangeWorker,
+    StoreRanges,
+    WorkerEnded,
+    dense_hashes,
+)
 
 BATCH = 20_000
 PARALLEL_FROM = 100_000
@@ -158,47 +159,40 @@ async def _hash_in_workers(
     result: StoreVerification,
     progress: Progress | None,
 ) -> None:
-    """Read and hash the events in ``workers`` processes, ``RANGE`` leaves a task, each on a
-    connection of its own; here, take their hashes in order, compare them with the ledger's
-    and fold them into the tree. A few ranges more than workers are asked for ahead, so none
-    waits while the one in order is checked."""
-    loop = asyncio.get_running_loop()
+    """Read and hash the events in ``workers`` processes (``store_ranges``), ``RANGE`` leaves
+    a range, each on a connection of its own; here, take their hashes in order, compare them
+    with the ledger's and fold them into the tree. Ranges go to the workers in turn, two each
+    asked ahead, so none waits while the one in order is checked."""
     last = ranges.last_position
     bounds = iter([(at, min(at + RANGE, last)) for at in range(0, last, RANGE)])
-    # Forked from a clean server process: never from this one, with its threads and loop.
-    pool = ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("forkserver"),
-        initializer=store_ranges.start,
-        initargs=(ranges.reader,),
-    )
-    asked: deque[tuple[int, int, asyncio.Future[RangeHashes]]] = deque()
-
-    def ask() -> None:
-        for start, stop in itertools.islice(bounds, 2 * workers - len(asked)):
-            task = loop.run_in_executor(pool, store_ranges.hash_range, start, stop)
-            asked.append((start, stop, task))
-
+    started: list[RangeWorker] = []
     try:
-        ask()
+        for _ in range(min(workers, -(-last // RANGE))):
+            started.append(await RangeWorker.start(ranges.reader))
+        asked: deque[tuple[int, int, RangeWorker]] = deque()
+        turns = itertools.cycle(started)
+        for start, stop in itertools.islice(bounds, 2 * len(started)):
+            asked.append((start, stop, next(turns)))
+            await asked[-1][2].ask(start, stop)
         while asked:
-            start, stop, task = asked.popleft()
+            start, stop, worker = asked.popleft()
             try:
-                hashed, missing = await task
-            except BrokenProcessPool as error:
+                hashed, missing = await worker.answer()
+            except WorkerEnded as error:
                 raise VerificationWorkerDied(
                     f"a worker process hashing positions {start + 1} to {stop} ended before"
-                    " it answered (killed, or out of memory?): the store was not verified"
+                    f" it answered ({error}: killed, out of memory, or the store unreadable,"
+                    " see its error above): the store was not verified"
                 ) from error
-            ask()
+            for following in itertools.islice(bounds, 1):
+                asked.append((*following, worker))
+                await worker.ask(*following)
             stored = await ledger.leaf_hash_bytes(start, stop - start)
             if not await _take(subtrees, hashed, missing, stored, result, progress):
                 return
     finally:
-        for _, _, task in asked:
-            task.cancel()
-        # Ranges under way are let finish (a few tens of milliseconds), off the event loop.
-        await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        for worker in started:
+            await worker.stop()
 
 
 async def _take(
