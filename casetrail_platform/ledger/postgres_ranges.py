@@ -4,6 +4,7 @@ that a worker starts on little more than ``psycopg``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import psycopg
@@ -49,7 +50,7 @@ class PostgresRanges(RangeReader):
     schema: str
     snapshot: str
 
-    def open(self) -> RangeHasher:
+    def open(self) -> tuple[RangeHasher, Callable[[], None]]:
         connection = psycopg.connect(
             self.dsn,
             options="-c default_transaction_read_only=on",
@@ -71,4 +72,4 @@ class PostgresRanges(RangeReader):
             rows = connection.cursor(binary=True).execute(query, (start, stop)).fetchall()
             return dense_hashes(leaf_hashes(rows, UNIX_EPOCH_IN_POSTGRES_MICROS), start, stop)
 
-        return hash_range
+        return hash_range, connection.close

@@ -5,6 +5,7 @@ worker starts on little more than ``sqlite3``."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,7 @@ class SqliteRanges(RangeReader):
 
     events_path: Path
 
-    def open(self) -> RangeHasher:
+    def open(self) -> tuple[RangeHasher, Callable[[], None]]:
         connection = sqlite3.connect(read_only_uri(self.events_path), uri=True)
         connection.execute("PRAGMA busy_timeout=10000")
 
@@ -58,7 +59,7 @@ class SqliteRanges(RangeReader):
             rows = connection.execute(_RANGE_SQL, (start, stop))
             return dense_hashes(leaf_hashes_of_inputs(rows), start, stop)
 
-        return hash_range
+        return hash_range, connection.close
 
 
 def read_only_uri(path: Path) -> str:

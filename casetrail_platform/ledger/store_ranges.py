@@ -14,6 +14,7 @@ against the ledger it reads itself, so nothing but the events is taken from the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pickle
 import struct
@@ -32,8 +33,9 @@ class RangeReader(ABC):
     """How a worker process reads the store (its own connection), picklable."""
 
     @abstractmethod
-    def open(self) -> RangeHasher:
-        """Open the store in this process; the hasher of leaf indexes [start, stop)."""
+    def open(self) -> tuple[RangeHasher, Callable[[], None]]:
+        """Open the store in this process: the hasher of leaf indexes [start, stop), and what
+        closes the connection."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,8 @@ def dense_hashes(
     return b"".join(hashes), (expected if expected <= stop else None)
 
 
+STOP_SECONDS = 5
+"""How long a worker with nothing left to answer is given to end on its own."""
 _REQUEST = struct.Struct("<qq")
 """(start, stop) of a range; (first missing position or -1, length of the hashes) back."""
 
@@ -80,6 +84,7 @@ class RangeWorker:
         assert process.stdout is not None
         self._requests = process.stdin
         self._answers = process.stdout
+        self._unanswered = 0
 
     @classmethod
     async def start(cls, reader: RangeReader) -> RangeWorker:
@@ -100,6 +105,7 @@ class RangeWorker:
 
     async def ask(self, start: int, stop: int) -> None:
         self._requests.write(_REQUEST.pack(start, stop))
+        self._unanswered += 1
         await self._requests.drain()
 
     async def answer(self) -> RangeHashes:
@@ -111,10 +117,17 @@ class RangeWorker:
         except (asyncio.IncompleteReadError, ConnectionError) as error:
             status = await self._process.wait()
             raise WorkerEnded(f"exit status {status}") from error
+        self._unanswered -= 1
         return hashes, (None if missing < 0 else missing)
 
     async def stop(self) -> None:
-        """Ends the worker, whatever it is doing (a range under way is of no more use)."""
+        """Ends the worker: at the end of its input once it has answered every range (it
+        closes its connection), else at once (a range under way is of no more use, and the
+        worker may be blocked writing it)."""
+        if self._process.returncode is None and self._unanswered == 0:
+            self._requests.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._process.wait(), STOP_SECONDS)
         if self._process.returncode is None:
             self._process.kill()
         await self._process.wait()
@@ -129,12 +142,15 @@ def _serve() -> None:
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
     length = int.from_bytes(requests.read(8), "little")
     reader: RangeReader = pickle.loads(requests.read(length))
-    hash_range = reader.open()
-    while len(request := requests.read(_REQUEST.size)) == _REQUEST.size:
-        hashes, missing = hash_range(*_REQUEST.unpack(request))
-        answers.write(_REQUEST.pack(-1 if missing is None else missing, len(hashes)))
-        answers.write(hashes)
-        answers.flush()
+    hash_range, close = reader.open()
+    try:
+        while len(request := requests.read(_REQUEST.size)) == _REQUEST.size:
+            hashes, missing = hash_range(*_REQUEST.unpack(request))
+            answers.write(_REQUEST.pack(-1 if missing is None else missing, len(hashes)))
+            answers.write(hashes)
+            answers.flush()
+    finally:
+        close()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -120,15 +121,15 @@ async def test_stores_around_a_range_edge_verify(
 class DyingRanges(SqliteRanges):
     """Ends its worker process, without a word, on the first range."""
 
-    def open(self) -> RangeHasher:
-        hasher = super().open()
+    def open(self) -> tuple[RangeHasher, Callable[[], None]]:
+        hasher, close = super().open()
 
         def hash_range(start: int, stop: int) -> RangeHashes:
             if start == 0:
                 os._exit(3)
             return hasher(start, stop)
 
-        return hash_range
+        return hash_range, close
 
 
 async def test_a_worker_that_dies_is_an_error_not_a_hang(
