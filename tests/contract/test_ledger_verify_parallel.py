@@ -149,3 +149,35 @@ async def test_a_worker_that_dies_is_an_error_not_a_hang(
     finally:
         await ledger_store.close()
         await store.close()
+
+
+async def test_postgres_workers_see_the_store_as_it_was_when_the_check_began(
+    open_store: StoreOpener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One exported snapshot: an edit committed after the check began, in a range no worker
+    # has read yet, is not seen (each worker on its own snapshot would name position 37).
+    store, ledger_store, verifier = await signed_store(open_store, tmp_path, SIZE)
+    if isinstance(store, SqliteEventStore):
+        pytest.skip("SQLite's readers cannot share a snapshot; appends only add later positions")
+    read = ledger_store.leaf_hash_bytes
+    edited: list[int] = []
+
+    async def edit_once_begun(first_index: int, limit: int) -> bytes:
+        if not edited:
+            edited.append(37)
+            flip = KINDS["flip a byte"][0][0].replace("position = 17", "position = 37")
+            await tamper(store, tmp_path, postgres_sql([flip]))
+        return await read(first_index, limit)
+
+    monkeypatch.setattr(ledger_store, "leaf_hash_bytes", edit_once_begun)
+    monkeypatch.setattr(verify, "RANGE", 4)  # 10 ranges: two workers have asked for 4
+    try:
+        during = await verify_store(ledger_store, verifier, workers=2)
+        monkeypatch.setattr(ledger_store, "leaf_hash_bytes", read)
+        after = await verify_store(ledger_store, verifier, workers=2)
+    finally:
+        await ledger_store.close()
+    assert edited == [37]
+    assert during.ok, during.problem
+    assert during.leaves == SIZE
+    assert after.first_bad_position == 37, after.problem
