@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import os
 import random
@@ -113,15 +114,20 @@ def _process_cpu_seconds(pid: int) -> tuple[float, float]:
 
 def postgres_cpu_seconds(data_directory: Path) -> float:
     """CPU seconds of a local PostgreSQL: the postmaster, its live children and those gone."""
-    postmaster = int((data_directory / "postmaster.pid").read_text().split()[0])
-    own, gone = _process_cpu_seconds(postmaster)
+    return _family_cpu_seconds(int((data_directory / "postmaster.pid").read_text().split()[0]))
+
+
+def _family_cpu_seconds(parent: int) -> float:
+    """CPU seconds of a process, its live children and those gone (this process: with
+    verify-store's forkserver, which reaps the workers it forked)."""
+    own, gone = _process_cpu_seconds(parent)
     total = own + gone
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            if int(stat.rpartition(")")[2].split()[1]) == postmaster:
+            if int(stat.rpartition(")")[2].split()[1]) == parent:
                 total += sum(_process_cpu_seconds(int(entry.name)))
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile
@@ -289,9 +295,11 @@ async def fill(store: EventStore, events: int) -> None:
 
 async def verify_rate(
     backend: Backend, scratch: Path, events: int
-) -> tuple[float, float, float, float, float]:
-    """(verify_store leaves/s, rows read and hashed /s, bare SHA-256 of the canonical bytes
-    /s, CPU seconds per leaf of this process and of the database server) over ``events``."""
+) -> tuple[float, float, float, float, float, float]:
+    """(verify_store leaves/s as verify-store runs it, on every usable CPU from
+    ``verify.PARALLEL_FROM`` events; the same in this process alone; rows read and hashed /s,
+    bare SHA-256 of the canonical bytes /s, CPU seconds per leaf of this process (and its
+    workers) and of the database server) over ``events``."""
     store, open_ledger = await backend.open_store(None)
     await fill(store, events)
     ledger_store = await open_ledger()
@@ -300,14 +308,19 @@ async def verify_rate(
     await log.sign()
     verifier = await signer.verifier()
     server_before = await backend.server_cpu() if backend.server_cpu else 0.0
-    cpu_before = time.process_time()
+    cpu_before = _family_cpu_seconds(os.getpid())
     started = time.perf_counter()
     result = await verify_store(ledger_store, verifier)
     elapsed = time.perf_counter() - started
-    cpu = (time.process_time() - cpu_before) / events
+    cpu = (_family_cpu_seconds(os.getpid()) - cpu_before) / events
     server = ((await backend.server_cpu() - server_before) / events) if backend.server_cpu else 0.0
     assert result.ok, result
     assert result.leaves == events, result
+    started = time.perf_counter()
+    alone = await verify_store(ledger_store, verifier, workers=1)
+    one_process = events / (time.perf_counter() - started)
+    assert alone.ok, alone
+    assert alone.leaves == events, alone
     # What bounds it: reading and hashing the rows alone (no comparison, no tree).
     started = time.perf_counter()
     after = 0
@@ -330,7 +343,7 @@ async def verify_rate(
     bare = len(canonical) / (time.perf_counter() - started)
     await ledger_store.close()
     await store.close()
-    return events / elapsed, rows_only, bare, cpu, server
+    return events / elapsed, one_process, rows_only, bare, cpu, server
 
 
 async def proof_times(backend: Backend, leaves: int, proofs: int) -> tuple[float, list[float]]:
@@ -392,13 +405,13 @@ async def run(
                     print(append_rows[-1], flush=True)
                 if encryption:
                     continue
-                verify, rows_only, bare, cpu, server = await verify_rate(
+                verify, one_process, rows_only, bare, cpu, server = await verify_rate(
                     backend, scratch, sizes.verify_events
                 )
                 verify_rows.append(
                     [backend.name, f"{sizes.verify_events:,}", fmt_rate(verify),
-                     fmt_rate(rows_only), fmt_rate(bare), fmt_ratio(verify / bare),
-                     f"{cpu * 1e6:.1f} / {server * 1e6:.1f}"]
+                     fmt_rate(one_process), fmt_rate(rows_only), fmt_rate(bare),
+                     fmt_ratio(verify / bare), f"{cpu * 1e6:.1f} / {server * 1e6:.1f}"]
                 )  # fmt: skip
                 print(verify_rows[-1], flush=True)
                 built, latencies = await proof_times(backend, sizes.proof_leaves, sizes.proofs)
@@ -422,10 +435,11 @@ async def run(
                 "backend",
                 "events",
                 "verify-store (leaves/s)",
+                "in one process (leaves/s)",
                 "rows read + leaf-hashed (/s)",
                 "bare SHA-256 (/s)",
                 "verify-store / bare SHA-256",
-                "CPU µs/leaf: this process / server",
+                "CPU µs/leaf: this process and its workers / server",
             ],
             verify_rows,
         ),
@@ -439,7 +453,10 @@ async def run(
         ),
     ]
     machine = machine_info()
-    flags = (" --quick" if sizes is QUICK else "") + (" --encryption" if encryption else "")
+    quick = sizes.rounds == QUICK.rounds
+    flags = (" --quick" if quick else "") + (" --encryption" if encryption else "")
+    if sizes.verify_events != (QUICK if quick else FULL).verify_events:
+        flags += f" --verify-events {sizes.verify_events}"
     on = (
         "ledger and encryption off vs on (on: the follower hashing every event as it is stored"
         " and signing every second, and the sensitive field of every event sealed with its"
@@ -450,7 +467,7 @@ async def run(
     )
     text = "\n".join(
         [
-            f"Run {now_utc()}, {'quick' if sizes is QUICK else 'full'} run in"
+            f"Run {now_utc()}, {'quick' if quick else 'full'} run in"
             f" {time.perf_counter() - begun:.0f} s: `python -m bench.ledger_bench{flags}`;"
             f" load average (1 min) at start / end: {load_start:.1f} / {os.getloadavg()[0]:.1f}"
             " on 2 cores shared with other work.",
@@ -497,9 +514,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="appends only, with sensitive fields sealed as well when the ledger is on",
     )
+    parser.add_argument(
+        "--verify-events",
+        type=int,
+        help="events in verify-store's store (default 20,000 quick, 200,000 full); from"
+        " verify.PARALLEL_FROM it runs on every usable CPU",
+    )
     options = parser.parse_args(argv)
     dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
     sizes = QUICK if options.quick else FULL
+    if options.verify_events:
+        sizes = dataclasses.replace(sizes, verify_events=options.verify_events)
     text = asyncio.run(
         run(sizes, options.backends.split(","), dsn, not options.no_write, options.encryption)
     )
