@@ -202,6 +202,19 @@ class IdempotencyKeyReused(RuleBroken):
         self.idempotency_key = idempotency_key
 
 
+class NotCaughtUp(CommandRejected):
+    """The facts a decision needs are older than something this service already holds
+    (UNAVAILABLE: nothing was refused or written; the same call succeeds or is refused once the
+    bus has brought the rest)."""
+
+    reason = "FACTS_NOT_CAUGHT_UP"
+
+    def __init__(self, what: str, case_id: str) -> None:
+        self.what = what
+        self.case_id = case_id
+        super().__init__(f"{what} of case {case_id!r} has not reached this service yet; retry")
+
+
 class VersionConflict(CommandRejected):
     """The case changed since the caller read it (ABORTED: read again, then retry)."""
 

@@ -22,6 +22,7 @@ from casetrail_platform.commands import (
     CommandRejected,
     InvalidCommand,
     NotAllowed,
+    NotCaughtUp,
     NotFound,
     RuleBroken,
     VersionConflict,
@@ -158,6 +159,18 @@ def _status_for(error: Exception) -> status_pb2.Status:
         )
     if isinstance(error, VersionConflict | ConcurrencyError):
         return _status(code_pb2.ABORTED, str(error))
+    if isinstance(error, NotCaughtUp):
+        # Retriable: the bus trails the other services by tens of milliseconds.
+        return _status(
+            code_pb2.UNAVAILABLE,
+            _cut(str(error)),
+            error_details_pb2.ErrorInfo(
+                reason=error.reason,
+                domain=ERROR_DOMAIN,
+                metadata={"facts": error.what, "case_id": echoed(error.case_id)},
+            ),
+            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1)),
+        )
     if isinstance(error, StorageUnavailableError):
         # Retriable: the database is restarting or failing over; nothing was refused.
         return _status(

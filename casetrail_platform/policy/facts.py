@@ -104,6 +104,12 @@ class CaseFacts:
     client_id: str | None = None
     worker_id: str | None = None
     worker_team: str | None = None
+    assignment_sequence: int | None = None
+    """Where the assignment the worker and team come from (``CaseAssigned``/``CaseReassigned``,
+    only coordination records them) sits in coordination's case stream: its ``sequence``
+    (``None``: no assignment, or one kept before entries held their sequence). A service that
+    learnt of a later one by another way knows these facts are behind
+    (``AccessControl.require_supervision``)."""
     referrals: tuple[AcceptedReferral, ...] = ()
     """Referrals accepted and still running, in the order they were accepted. None while the
     case is closed: closure is the discharge, so a partner agency's part in the case ends with
@@ -269,6 +275,7 @@ class Fold:
         self._client_id: str | None = None
         self._worker_id: str | None = None
         self._worker_team: str | None = None
+        self._assignment_sequence: int | None = None
         self._made: dict[str, Mapping[str, Any]] = {}
         self._accepted: dict[str, str] = {}
         self._categories: set[str] = set()
@@ -291,6 +298,7 @@ class Fold:
             self._reopens += 1
         elif kind in (assignment.CaseAssigned.event_type, assignment.CaseReassigned.event_type):
             self._worker_id, self._worker_team = entry["worker_id"], entry.get("worker_team")
+            self._assignment_sequence = entry.get("sequence")
         elif kind == referrals.ReferralMade.event_type:
             self._made[entry["referral_id"]] = entry
         elif kind == referrals.ReferralAccepted.event_type:
@@ -341,6 +349,7 @@ class Fold:
             client_id=self._client_id,
             worker_id=self._worker_id,
             worker_team=self._worker_team,
+            assignment_sequence=self._assignment_sequence,
             # Closures (planning's) and reopenings (intake's) are recorded by different
             # services; every reopening follows a closure, so the counts tell which came last.
             referrals=()

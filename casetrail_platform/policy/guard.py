@@ -25,7 +25,7 @@ from uuid import uuid4
 from google.protobuf.message import Message
 from pydantic import ValidationError
 
-from casetrail_platform.commands import InvalidCommand, NotAllowed
+from casetrail_platform.commands import InvalidCommand, NotAllowed, NotCaughtUp
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy import redaction
 from casetrail_platform.policy.decide import (
@@ -152,15 +152,28 @@ class AccessControl:
             principal, action, purpose, facts, home_agency=self.home_agency, now=self.clock()
         )
 
-    async def require_supervision(self, principal: Principal, case_id: str) -> None:
+    async def require_supervision(
+        self, principal: Principal, case_id: str, *, assignment_seen: int = 0
+    ) -> None:
         """Refuse a supervisor's command on a case of another team (PERMISSION_DENIED
         ``NO_RELATIONSHIP``, not recorded: like every command's refusal, nothing was read);
         other roles are left to the service's own rules. The case's team as the policy's facts
         have it, from the bus: a service that records the case's assignments itself decides
-        on its own history instead (``supervises``)."""
+        on its own history instead (``supervises``).
+
+        ``assignment_seen``: the sequence in coordination's case stream of the newest
+        assignment the service learnt of another way (planning's case view, another consumer
+        group): facts that hold an older one may name the team the case just left, so a
+        supervisor they allow is answered ``NotCaughtUp`` (UNAVAILABLE, retry) instead. Only
+        after they allow: a supervisor of another team learns nothing of the case."""
         if principal.role is not Role.SUPERVISOR:
             return
-        self.supervises(principal, await self.case_facts(case_id))
+        facts = await self.case_facts(case_id)
+        self.supervises(principal, facts)
+        held = facts.assignment_sequence
+        # Facts kept before their entries held a sequence cannot tell: decided as they stand.
+        if held is not None and held < assignment_seen:
+            raise NotCaughtUp("the case's assignment", case_id)
 
     def supervises(self, principal: Principal, facts: CaseFacts) -> None:
         """``require_supervision`` on the case as ``facts`` have it: coordination gives the

@@ -125,6 +125,13 @@ class CaseViews:
         document = await self._read_models.get(CASE_VIEWS, case_id)
         return document if document is not None and document["opened"] else None
 
+    async def assignment_seen(self, case_id: str) -> int:
+        """The sequence in coordination's case stream of the newest assignment the case view
+        applied (0: none, or a view kept before it noted one): the policy's facts, another
+        consumer group, may not have it yet."""
+        document = await self._read_models.get(CASE_VIEWS, case_id)
+        return 0 if document is None else int(document.get("sequences", {}).get("worker", 0))
+
     async def facts(self, case_id: str) -> CaseFacts:
         document = await self.get(case_id)
         if document is None:

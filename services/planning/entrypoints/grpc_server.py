@@ -242,7 +242,12 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         command_context, command = self._parse(
             context, request.context, lambda _: translate.close_case(request)
         )
-        await self._access.require_supervision(principal_of(context), command.case_id)
+        case_id = command.case_id
+        await self._access.require_supervision(
+            principal_of(context),
+            case_id,
+            assignment_seen=await self._deps.views.assignment_seen(case_id),
+        )
         outcome = await self._run(command_context, command)
         return planning_pb2.CloseCaseResponse(result=self._result(command, outcome))
 

@@ -186,15 +186,21 @@ class Bus:
         self, source: str, case_id: str, *events: CaseEvent, actor: Actor = COORDINATOR
     ) -> list[RecordedEvent]:
         """Append events as service ``source`` would, then deliver everything pending."""
+        recorded = await self.append(source, case_id, *events, actor=actor)
+        await self.sync()
+        return recorded
+
+    async def append(
+        self, source: str, case_id: str, *events: CaseEvent, actor: Actor = COORDINATOR
+    ) -> list[RecordedEvent]:
+        """Append events as service ``source`` would, delivering nothing yet."""
         store = await self._store(source)
         self.keys += 1
         context = CommandContext(actor=actor, idempotency_key=f"k{self.keys}", occurred_at=START)
         stream = f"case-{case_id}"
-        recorded = await store.append(
+        return await store.append(
             stream, context.new_events(source, events), await store.stream_version(stream)
         )
-        await self.sync()
-        return recorded
 
     async def sync(self) -> None:
         """Deliver every event not yet delivered, from every store (planning's included)."""

@@ -1,0 +1,157 @@
+"""A supervisor's CloseCase while the case's transfer to another team has reached planning's
+case view but not yet the policy's facts (two consumer groups, each at its own pace): the
+facts still name the team the case left, so its supervisor would close a case no longer theirs.
+Planning answers UNAVAILABLE (FACTS_NOT_CAUGHT_UP, retry) and writes nothing until the facts
+hold the transfer too, then decides on them. On both read-model backends: the positions
+compared are kept in the documents each stores."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from casetrail.common.v1 import common_pb2
+from casetrail.planning.v1 import planning_pb2
+from casetrail_platform.projections.port import ReadModelStore
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from cli.rpc import Person
+from events.catalog.assignment import CaseAssigned, CaseReassigned
+from events.catalog.base import Role
+from tests.support.grpc import refusal, unpacked
+from tests.support.identity import acting
+from tests.support.servers import database_of_its_own
+from tests.unit.planning.conftest import Planning
+from tests.unit.planning.support import (
+    COORDINATION,
+    INTAKE,
+    INTAKE_WORKER,
+    WORKER,
+    Bus,
+    case_opened,
+)
+
+CASE = "case-1"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def read_models(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[ReadModelStore]:
+    """Planning's read models (case view and policy facts) on each backend."""
+    if request.param == "sqlite":
+        opened: ReadModelStore = SqliteReadModelStore(tmp_path / "read-models.db")
+        yield opened
+        await opened.close()
+        return
+    from casetrail_platform.projections.postgres import PostgresReadModelStore
+
+    with database_of_its_own("planning_lag") as dsn:
+        opened = await PostgresReadModelStore.connect(dsn)
+        try:
+            yield opened
+        finally:
+            await opened.close()
+
+
+async def east_case(bus: Bus) -> None:
+    """The case opened and assigned to a worker of team-east, delivered to both."""
+    await bus.record(INTAKE, CASE, case_opened(CASE), actor=INTAKE_WORKER)
+    await bus.record(
+        COORDINATION,
+        CASE,
+        CaseAssigned(
+            case_id=CASE,
+            worker_id=WORKER.user_id,
+            worker_role=WORKER.role,
+            worker_team="team-east",
+            reason="fits",
+        ),
+    )
+
+
+async def transfer_west(bus: Bus, *, delivered_to: str) -> None:
+    """Coordination moves the case to a worker of team-west; the bus has delivered it to one
+    of planning's consumer groups only (``"view"`` or ``"facts"``)."""
+    recorded = await bus.append(
+        COORDINATION,
+        CASE,
+        CaseReassigned(
+            case_id=CASE,
+            previous_worker_id=WORKER.user_id,
+            worker_id="worker-west",
+            worker_role=Role.CASE_MANAGER,
+            worker_team="team-west",
+            reason="moved to team-west",
+        ),
+    )
+    handler = bus.handler() if delivered_to == "view" else bus.facts_handler()
+    for event in recorded:
+        await handler(event)
+
+
+def close(planning: Planning, team: str, key: str) -> Awaitable[Any]:
+    supervisor = Person(f"super-{team}", "supervisor", team=team)
+    request = planning_pb2.CloseCaseRequest(
+        context=acting(supervisor, common_pb2.CommandContext(idempotency_key=key)),
+        case_id=CASE,
+        reason="client_moved",
+    )
+    answer: Awaitable[Any] = planning.stub.CloseCase(request)
+    return answer
+
+
+async def refused(call: Awaitable[Any]) -> tuple[grpc.StatusCode, error_details_pb2.ErrorInfo]:
+    code, status = await refusal(call)
+    [info] = [d for d in unpacked(status) if isinstance(d, error_details_pb2.ErrorInfo)]
+    return code, info
+
+
+async def test_the_previous_teams_supervisor_waits_for_the_facts_then_is_refused(
+    planning: Planning,
+) -> None:
+    await east_case(planning.bus)
+    await transfer_west(planning.bus, delivered_to="view")
+
+    code, info = await refused(close(planning, "team-east", "east-1"))
+    assert code is grpc.StatusCode.UNAVAILABLE
+    assert info.reason == "FACTS_NOT_CAUGHT_UP"
+    assert info.metadata["case_id"] == CASE
+    # The facts still name team-east: team-west's supervisor is refused as before, for now.
+    code, info = await refused(close(planning, "team-west", "west-1"))
+    assert (code, info.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
+    assert await planning.store.read_all(0) == [], "nothing written while the facts trail"
+
+    await planning.bus.sync()  # the facts learn the transfer
+
+    code, info = await refused(close(planning, "team-east", "east-2"))
+    assert (code, info.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
+    assert await planning.store.read_all(0) == []
+    closed = await close(planning, "team-west", "west-2")
+    assert closed.result.version == 1
+
+
+async def test_facts_ahead_of_the_case_view_decide_as_they_stand(planning: Planning) -> None:
+    await east_case(planning.bus)
+    await transfer_west(planning.bus, delivered_to="facts")
+
+    code, info = await refused(close(planning, "team-east", "east"))
+    assert (code, info.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
+    closed = await close(planning, "team-west", "west")
+    assert closed.result.version == 1
+
+
+async def test_another_teams_supervisor_learns_nothing_from_trailing_facts(
+    planning: Planning,
+) -> None:
+    """The facts' refusal comes first: a supervisor of neither team is told PERMISSION_DENIED,
+    as for a case that does not exist, not that the case has news on its way."""
+    await east_case(planning.bus)
+    await transfer_west(planning.bus, delivered_to="view")
+
+    code, info = await refused(close(planning, "team-north", "north"))
+    assert (code, info.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
