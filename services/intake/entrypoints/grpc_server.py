@@ -228,6 +228,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             lambda _: handlers.reopening_of(command),
             home_agency=self._deps.access.home_agency,
         )
+        # The team as the bus has brought it: intake keeps no other copy of the case's
+        # assignments to tell a transfer on its way (README, "A transfer not delivered yet").
         await self._deps.access.require_supervision(principal_of(context), command.case_id)
         recorded = await handlers.reopen_case(self._deps.store, self._deps.closures, ctx, command)
         return intake_pb2.ReopenCaseResponse(result=to_proto.command_result(recorded))
