@@ -102,7 +102,10 @@ async def find_possible_duplicates(
 
     A role no rule lets read a client is refused (and recorded under ``CLIENT_SEARCH``) before
     anything is looked up. A candidate the policy refuses is left out of the answer and its
-    refusal recorded, so the caller cannot tell a withheld person from no match."""
+    refusal recorded, so the caller cannot tell a withheld person from no match. For the same
+    reason the answer is said truncated only when the caller was shown every candidate found:
+    otherwise the flag would count people it withholds (a refused caller learning that more
+    than ``CANDIDATES_PER_KEY`` clients share a key)."""
     probe = probe_from(query)
     await access.require_role(principal, Action.READ_CLIENT, reader.purpose, CLIENT_SEARCH)
     # Catching up is safe beside registrations and other replicas (it only moves forward).
@@ -111,7 +114,7 @@ async def find_possible_duplicates(
     shown, disclosures = await disclosed_candidates(
         store, access, principal, reader.purpose, found.candidates
     )
-    return shown, disclosures, found.truncated
+    return shown, disclosures, found.truncated and len(shown) == len(found.candidates)
 
 
 async def disclosed_candidates(

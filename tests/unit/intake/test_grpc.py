@@ -184,6 +184,34 @@ async def test_a_match_key_naming_too_many_answers_the_most_recent_and_says_so(
     assert [c.client_id for c in found.candidates] == registered[1:]
 
 
+async def test_a_caller_refused_every_candidate_is_not_told_that_a_key_names_many(
+    intake: Intake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partner agency may search (a rule lets it read the clients referred to it) but is
+    refused these three: the answer is no match, as for a key naming no one, and each refusal
+    is on the record. Before, ``truncated`` told it more clients share the key than a lookup
+    answers."""
+    monkeypatch.setattr(client_directory, "CANDIDATES_PER_KEY", 2)
+    registered: list[str] = []
+    for given in ("Anna", "Berta", "Carla"):
+        request = marco(given=given, birth=f"19{len(registered) + 50}-01-01")
+        request.confirmed_not_duplicate = True
+        registered.append((await intake.stub.RegisterClient(request)).client_id)
+
+    partner = acting(
+        Person("user-partner", "partner_agency", agency="westside-food-bank"),
+        common_pb2.QueryContext(purpose="coordination"),
+    )
+    found = await intake.stub.FindPossibleDuplicates(
+        intake_pb2.FindPossibleDuplicatesRequest(context=partner, identifiers=marco().identifiers)
+    )
+    assert not found.candidates
+    assert not found.truncated
+    for client_id in registered[1:]:
+        recorded = await recorded_in_intake(intake, access_stream(client_id))
+        assert [e.event_type for e in recorded] == ["casetrail.record.access_denied"]
+
+
 async def test_a_possible_duplicate_refusal_carries_no_personal_value_in_its_trailer(
     intake: Intake,
 ) -> None:
