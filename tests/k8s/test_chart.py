@@ -385,6 +385,54 @@ def test_network_policies_deny_by_default(rendered: Rendered) -> None:
         assert not any(peer in clients["from"] for peer in scrapers)
 
 
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a Kubernetes label selector (matchLabels, matchExpressions In) picks ``labels``."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def test_only_the_pods_that_use_the_database_may_reach_it(rendered: Rendered) -> None:
+    """The database's port admits the pods whose own policy lets them reach it (the four
+    services, the migration Job), not every pod of the release: before, the caseload views,
+    which never use it, were admitted too."""
+    policy = rendered.named("NetworkPolicy", f"{RELEASE}-db")["spec"]
+    # The rule of the release's pods (the other is the instances' and the operator's).
+    (clients,) = [
+        rule
+        for rule in policy["ingress"]
+        if any(
+            "app.kubernetes.io/instance" in peer.get("podSelector", {}).get("matchLabels", {})
+            for peer in rule["from"]
+        )
+    ]
+    assert [port["port"] for port in clients["ports"]] == [5432]
+
+    def admitted(component: str) -> bool:
+        labels = {
+            "app.kubernetes.io/name": "casetrail",
+            "app.kubernetes.io/instance": RELEASE,
+            "app.kubernetes.io/component": component,
+        }
+        return any(_selects(peer["podSelector"], labels) for peer in clients["from"])
+
+    for workload in (*SERVICES, "migrate", "caseload"):
+        try:
+            own = rendered.named("NetworkPolicy", f"{RELEASE}-{workload}")
+        except KeyError:
+            continue  # not part of this profile (caseload.enabled false)
+        egress = own["spec"]["egress"]
+        uses = any(port["port"] == 5432 for rule in egress for port in rule["ports"])
+        assert admitted(workload) == uses, workload
+    assert not admitted("caseload")
+    for other in ("ledger-keys", "metrics", "kafka"):
+        assert not admitted(other), other
+
+
 def test_only_the_token_verifiers_may_reach_the_token_issuer(rendered: Rendered) -> None:
     """The four services and the caseload views fetch the issuer's keys; before, no profile but
     production let them (no token could be verified), and production's rule (extraEgress) let
