@@ -1,5 +1,5 @@
 """Files that hold secrets or case data (tokens, exports, signing keys): owner-only, and whole
-or not at all."""
+or not at all; and the small files of a data directory, read within a bound."""
 
 from __future__ import annotations
 
@@ -85,6 +85,16 @@ def read_private(
         if len(data) > limit:
             raise ValueError(f"{path}: {what} is larger than {limit:,} bytes")
         return data
+
+
+def small_text(path: Path, limit: int) -> str:
+    """The text of ``path``, a file that is small by nature: refused (``ValueError``) past
+    ``limit`` bytes, having read no more than one byte beyond it."""
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit:,} bytes")
+    return data.decode()
 
 
 MAX_PASSWORD_BYTES = 1024

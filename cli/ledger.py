@@ -87,7 +87,8 @@ def _verifiers(options: argparse.Namespace) -> dict[str, KeySchedule]:
 def _keys_file(path: Path, named: str) -> str:
     """A file of public keys (``--keys``, a service's ``ledger.pub``), read within
     ``MAX_KEYS_FILE_BYTES``; one that cannot be read stops the command naming it."""
-    from casetrail_platform.ledger.note import MAX_KEYS_FILE_BYTES, small_text
+    from casetrail_platform.ledger.note import MAX_KEYS_FILE_BYTES
+    from casetrail_platform.private_files import small_text
 
     try:
         return small_text(path, MAX_KEYS_FILE_BYTES)
@@ -142,9 +143,10 @@ async def _verify_store(options: argparse.Namespace) -> int:
     from casetrail_platform.errors import StorageConfigurationError
     from casetrail_platform.ledger.directory import LedgerDirectory
     from casetrail_platform.ledger.hosting import open_ledger_store
-    from casetrail_platform.ledger.note import open_checkpoint, small_text
+    from casetrail_platform.ledger.note import open_checkpoint
     from casetrail_platform.ledger.port import LedgerNotCreated
     from casetrail_platform.ledger.verify import VerificationWorkerDied, verify_store
+    from casetrail_platform.private_files import small_text
     from cli.stores import has_local_store, infrastructure, where_stored
 
     infra = infrastructure(options)

@@ -28,28 +28,40 @@ from casetrail.planning.v1 import planning_pb2_grpc
 from casetrail_platform.identity.development import DEFAULT_AGENCY, DevelopmentSigner
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from casetrail_platform.identity.tls import ClientTls, channel
+from casetrail_platform.private_files import small_text
 from cli.main import SERVICES
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
 
 
+MAX_ADDRESSES_BYTES = 64 * 1024
+"""Far above four services' and the console's addresses: a larger file (a device, a wrong
+file put in its place) is not one, and is not read whole."""
+
+
 def load_addresses(data_dir: Path) -> dict[str, str]:
     """The addresses `make run` wrote for the services it started."""
     path = data_dir / "addresses.json"
     try:
-        addresses = json.loads(path.read_text())
+        addresses = json.loads(small_text(path, MAX_ADDRESSES_BYTES))
     except FileNotFoundError:
         raise SystemExit(
             f"{path} not found: start the services with `make run` (or pass their addresses)"
         ) from None
     except (OSError, UnicodeDecodeError, ValueError) as error:
-        # A directory, no permission, a file cut short: named, never a traceback.
-        problem = error.strerror if isinstance(error, OSError) else "not JSON"
+        # A directory, no permission, a file cut short or too large: named, never a traceback.
+        problem = error.strerror if isinstance(error, OSError) else _not_addresses(error)
         raise SystemExit(f"{path}: cannot read the services' addresses: {problem}") from None
     if not isinstance(addresses, dict):
         raise SystemExit(f"{path} must hold an object of service name to address")
     return {str(name): str(address) for name, address in addresses.items()}
+
+
+def _not_addresses(error: ValueError) -> str:
+    if isinstance(error, UnicodeDecodeError | json.JSONDecodeError):
+        return "not JSON"
+    return str(error)  # small_text's bound: it quotes no content
 
 
 def client_tls() -> ClientTls | None:

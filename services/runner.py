@@ -39,7 +39,11 @@ from casetrail_platform.identity.settings import IssuerSettings
 from casetrail_platform.identity.tls import ServerTls
 from casetrail_platform.identity.verifier import TokenVerifier
 from casetrail_platform.ledger.hosting import ledger_settings
-from casetrail_platform.private_files import owner_only_umask, private_directory
+from casetrail_platform.private_files import (
+    owner_only_umask,
+    private_directory,
+    private_replacement,
+)
 from casetrail_platform.shutdown import (
     CLOSE_SECONDS,
     EXIT_SECONDS,
@@ -88,6 +92,14 @@ async def stop_services(running: Sequence[RunningService]) -> None:
 
 def addresses_file(data_dir: Path) -> Path:
     return data_dir / "addresses.json"
+
+
+def write_addresses(data_dir: Path, addresses: dict[str, str]) -> None:
+    """Write the services' addresses for the CLI (cli/rpc.py ``load_addresses``): whole or not
+    at all (a CLI reading while it is written sees the old file or the new one), and onto the
+    file itself: a symbolic link planted at its name is replaced, never written through."""
+    with private_replacement(addresses_file(data_dir)) as file:
+        file.write((json.dumps(addresses, indent=2) + "\n").encode())
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -214,9 +226,7 @@ async def _serve(
     tune_gc()
     addresses = {service.name: f"{options.host}:{service.port}" for service in running}
     if options.backend == "embedded":
-        await asyncio.to_thread(
-            addresses_file(data_dir).write_text, json.dumps(addresses, indent=2) + "\n"
-        )
+        await asyncio.to_thread(write_addresses, data_dir, addresses)
     console = None
     if options.backend == "embedded" and "audit" in addresses and infra.verifier is not None:
         console = await _start_console(

@@ -11,14 +11,13 @@ data directory can act as anyone: a real deployment uses the organisation's OIDC
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from casetrail_platform.identity.issuer_http import IssuerHttpServer
 from casetrail_platform.identity.tokens import SigningKey, mint
-from casetrail_platform.private_files import read_private
+from casetrail_platform.private_files import private_replacement, read_private, small_text
 
 AUDIENCE = "casetrail"
 DEFAULT_PORT = 7300
@@ -27,6 +26,9 @@ KEY_FILE = "DEVELOPMENT-ONLY-signing-key.pem"
 INFO_FILE = "DEVELOPMENT-ONLY-issuer.json"
 DEFAULT_AGENCY = "eastbay-dss"
 """The agency of coordination's built-in example agency."""
+MAX_FILE_BYTES = 64 * 1024
+"""Far above the key's PEM and the issuer's address: a larger file is neither, and is not
+read whole."""
 
 
 def identity_dir(data_dir: Path) -> Path:
@@ -47,7 +49,7 @@ class DevelopmentSigner:
         ``LookupError`` when there is none, ``ValueError`` when its key is not private."""
         folder = identity_dir(data_dir)
         try:
-            info = json.loads((folder / INFO_FILE).read_text())
+            info = json.loads(small_text(folder / INFO_FILE, MAX_FILE_BYTES))
             key = _read_key(folder / KEY_FILE)
         except FileNotFoundError:
             raise LookupError(
@@ -92,7 +94,9 @@ class DevelopmentIssuer:
         self.url = self._server.url
         self.signer = DevelopmentSigner(key, self.url)
         info = {"issuer": self.url, "audience": AUDIENCE, "development_only": True}
-        (folder / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        # Whole or not at all, onto the file itself (a link planted at its name is replaced).
+        with private_replacement(folder / INFO_FILE) as file:
+            file.write((json.dumps(info, indent=2) + "\n").encode())
 
     def stop(self) -> None:
         self._server.stop()
@@ -101,15 +105,17 @@ class DevelopmentIssuer:
 def _read_key(path: Path) -> SigningKey:
     """The key in ``path``, refused (``ValueError``) when others may read it: whoever reads it
     can mint a token for anyone."""
-    return SigningKey.from_pem(read_private(path, "the development signing key"))
+    return SigningKey.from_pem(
+        read_private(path, "the development signing key", limit=MAX_FILE_BYTES)
+    )
 
 
 def _load_or_create_key(path: Path) -> SigningKey:
     if path.exists():
         return _read_key(path)
     key = SigningKey.generate("ES256")
-    # Readable by its owner only, written whole before anyone can open it.
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
+    # Readable by its owner only, and whole: a start killed mid-write left a key cut short
+    # that every later start refused.
+    with private_replacement(path) as file:
         file.write(key.pem())
     return key

@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from casetrail_platform.ledger.merkle import HASH_SIZE, Hash
+from casetrail_platform.private_files import small_text
 
 ED25519 = 0x01
 _NAME = re.compile(r"^[^\s+]+$")
@@ -46,16 +47,6 @@ MAX_KEYS_FILE_BYTES = 64 * 1024
 is a line of about 100 characters, one per service and key kept for rotation; a file larger
 than this is not one (read whole, a device or a huge file held the reader, or its memory, for
 as long as it lasted)."""
-
-
-def small_text(path: Path, limit: int) -> str:
-    """The text of ``path``, a file that is small by nature: refused (``ValueError``) past
-    ``limit`` bytes, having read no more than one byte beyond it."""
-    with path.open("rb") as file:
-        data = file.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"larger than {limit:,} bytes")
-    return data.decode()
 
 
 def read_keys_file(path: Path) -> str:
