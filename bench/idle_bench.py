@@ -26,7 +26,7 @@ from bench.grpc_bench.plan import SERVICES
 from bench.grpc_bench.servers import Server, start_issuer, start_services
 from bench.grpc_bench.storage import delete_topic, fresh_database
 from casetrail_platform.bus.kafka_settings import FETCH_MAX_WAIT_VARIABLE, KafkaSettings
-from services.runner import DEFAULT_PG_DSN
+from infra.servers import KAFKA_BOOTSTRAP, PG_DSN, server_setting, servers_environment
 
 HEADING = "## Idle cost of the distributed backend"
 SETTLE_SECONDS = 10.0
@@ -36,7 +36,8 @@ async def idle_cpu(wait_ms: int, seconds: float, dsn: str, work: Path) -> dict[s
     """Milliseconds of CPU per second each service process used while idle."""
     tag = f"w{wait_ms}-{uuid.uuid4().hex[:6]}"
     topic = f"casetrail.bench-idle-{tag}"
-    env = {**os.environ, "CASETRAIL_PG_DSN": dsn, FETCH_MAX_WAIT_VARIABLE: str(wait_ms)}
+    environment = servers_environment(KAFKA_BOOTSTRAP)
+    env = {**environment, PG_DSN: dsn, FETCH_MAX_WAIT_VARIABLE: str(wait_ms)}
     servers: list[Server] = []
     try:
         await start_services(servers, "distributed", [], env, work, tag, topic)
@@ -52,7 +53,7 @@ async def idle_cpu(wait_ms: int, seconds: float, dsn: str, work: Path) -> dict[s
     finally:
         for server in servers:
             await server.stop()
-        await delete_topic(KafkaSettings.from_env().bootstrap_servers, topic)
+        await delete_topic(KafkaSettings.from_env(environment).bootstrap_servers, topic)
 
 
 async def run(waits: Sequence[int], seconds: float, rounds: int, base_dsn: str) -> str:
@@ -108,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-write", action="store_true")
     options = parser.parse_args(argv)
     waits = [int(wait) for wait in options.waits.split(",")]
-    dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    dsn = server_setting(PG_DSN)
     text = asyncio.run(run(waits, options.seconds, options.rounds, dsn))
     if not options.no_write:
         replace_section(HEADING, text)

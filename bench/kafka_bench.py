@@ -1,8 +1,8 @@
 """Kafka benchmarks (issue 3): relay throughput, end-to-end latency, Faust versus aiokafka.
 
 ``python -m bench.kafka_bench [--quick] [--no-write]`` against the broker of ``make kafka-start``
-(``CASETRAIL_KAFKA_BOOTSTRAP``, default 127.0.0.1:19092). It writes the section "## Kafka
-(issue 3)" of ``bench/RESULTS.md``.
+(``CASETRAIL_KAFKA_BOOTSTRAP``, else the broker recorded for this checkout: infra/servers.py).
+It writes the section "## Kafka (issue 3)" of ``bench/RESULTS.md``.
 
 1. Relay: the outbox relay publishing N stored catalog events from a SQLite store, against a
    plain ``AIOKafkaProducer`` (``acks=all``, idempotent, same linger) sending the very same
@@ -79,6 +79,7 @@ from events.catalog.values import NeedCategory
 from events.catalog_registry import default_registry
 from events.cloudevents import KafkaRecord, to_kafka_binary
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from infra.servers import KAFKA_BOOTSTRAP, servers_environment
 from services.caseload.decoding import tracked_event
 from services.caseload.domain import CaseState, apply
 from services.caseload.processor import build_app
@@ -955,7 +956,9 @@ def consumer_section(plan: Plan, consumers: ConsumerResult) -> list[str]:
 
 async def run(quick: bool, write: bool) -> str:
     plan = QUICK if quick else FULL
-    kafka = replace(KafkaSettings.from_env(), client_id="casetrail-bench")
+    kafka = replace(
+        KafkaSettings.from_env(servers_environment(KAFKA_BOOTSTRAP)), client_id="casetrail-bench"
+    )
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="casetrail-kafka-bench-") as directory:

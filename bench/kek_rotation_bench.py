@@ -30,13 +30,13 @@ from bench.common import (
     replace_section,
     rotations,
 )
-from bench.ledger_bench import DEFAULT_PG_DSN
 from casetrail_platform.keys.file_kek import FileKeyEncryptionKey
 from casetrail_platform.keys.keyring import wrap_context
 from casetrail_platform.keys.port import DataKeyTable, KeyEncryptionKey
 from casetrail_platform.keys.postgres import PostgresDataKeyTable
 from casetrail_platform.keys.rotation import KeyEncryptionKeyRing, rotate_kek
 from casetrail_platform.keys.sqlite import SqliteDataKeyTable
+from infra.servers import PG_DSN, server_setting
 
 HEADING = "## KEK rotation (issue 10)"
 BATCH_SIZES = (1, 100, 500)
@@ -87,7 +87,7 @@ def main(arguments: Sequence[str] | None = None) -> None:
 def _table(backend: str, scratch: Path) -> tuple[DataKeyTable, Callable[[], None]]:
     if backend == "sqlite":
         return SqliteDataKeyTable(scratch / "keys.db"), lambda: None
-    dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    dsn = server_setting(PG_DSN)
     schema = f"bench_keys_{uuid.uuid4().hex[:10]}"
 
     def drop() -> None:

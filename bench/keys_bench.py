@@ -38,7 +38,6 @@ import psycopg
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bench.common import machine_info, markdown_table, median, now_utc, percentile, replace_section
-from bench.ledger_bench import DEFAULT_PG_DSN
 from bench.store_bench import command_events
 from casetrail_platform.keys import off_loop
 from casetrail_platform.keys.fields import FieldProtection
@@ -49,6 +48,7 @@ from casetrail_platform.store.port import EventStore
 from events.catalog_registry import build_registry
 from events.envelope import NewEvent
 from events.registry import EventRegistry
+from infra.servers import PG_DSN, server_setting
 
 HEADING = "## Key look-ups off the event loop (issue 10)"
 CALLERS = 8
@@ -296,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--kms-ms", type=float, default=5.0)
     parser.add_argument("--no-write", action="store_true")
     options = parser.parse_args(argv)
-    dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    dsn = server_setting(PG_DSN) if "postgres" in options.backends.split(",") else ""
     cases, rounds = (50, 2) if options.quick else (200, 4)
     print(
         asyncio.run(

@@ -56,10 +56,10 @@ from casetrail_platform.ledger.verify import verify_store
 from casetrail_platform.store.port import EventStore
 from events.catalog_registry import default_registry
 from events.registry import EventRegistry
+from infra.servers import PG_DSN, server_setting
 
 HEADING = "## Ledger (issue 10)"
 ENCRYPTION_HEADING = "## Ledger with encryption (issue 10)"
-DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:15432/casetrail"
 WRITERS = 8
 
 
@@ -524,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         " verify.PARALLEL_FROM it runs on every usable CPU",
     )
     options = parser.parse_args(argv)
-    dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    dsn = server_setting(PG_DSN) if "postgres" in options.backends.split(",") else ""
     sizes = QUICK if options.quick else FULL
     if options.verify_events:
         sizes = dataclasses.replace(sizes, verify_events=options.verify_events)

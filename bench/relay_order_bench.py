@@ -36,6 +36,7 @@ from bench.common import (
 )
 from casetrail_platform.bus.kafka import KafkaEventPublisher
 from casetrail_platform.bus.kafka_settings import KafkaSettings
+from infra.servers import KAFKA_BOOTSTRAP, servers_environment
 from services.runner import tune_gc
 
 HEADING = "## Relay order (issue 13)"
@@ -65,7 +66,9 @@ def publisher_at(revision: str) -> ModuleType:
 
 
 async def run(before: str, rounds: int, write: bool) -> str:
-    kafka = replace(KafkaSettings.from_env(), client_id="casetrail-bench")
+    kafka = replace(
+        KafkaSettings.from_env(servers_environment(KAFKA_BOOTSTRAP)), client_id="casetrail-bench"
+    )
     plan = replace(kafka_bench.FULL, relay_rounds=3)
     old = publisher_at(before).KafkaEventPublisher
     new = KafkaEventPublisher

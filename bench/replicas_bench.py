@@ -31,11 +31,12 @@ import grpc
 
 from bench.common import machine_info, now_utc, replace_section
 from bench.grpc_bench.cpu import kafka_pids, machine_busy, postgres_pids, process_cpu
-from bench.grpc_bench.plan import DEFAULT_PG_DSN, REPO
+from bench.grpc_bench.plan import REPO
 from bench.grpc_bench.servers import BENCH_TOKENS, start_issuer
 from bench.grpc_bench.storage import delete_topic, fresh_database
 from bench.grpc_bench.switches import verifier
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
+from infra.servers import KAFKA_BOOTSTRAP, PG_DSN, server_setting, servers_environment
 
 PORT = 7450
 """The one address every intake replica binds (from this benchmark's own range)."""
@@ -53,9 +54,9 @@ async def serve_intake(topic: str, data_dir: Path) -> None:
     from casetrail_platform.hosting import Infrastructure
     from services.runner import start_services, stop_services
 
-    kafka = KafkaSettings.from_env()
+    kafka = KafkaSettings.from_env(servers_environment(KAFKA_BOOTSTRAP))
     await ensure_topics(kafka, TopicSettings(case_events_topic=topic))
-    dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    dsn = server_setting(PG_DSN)
     infra = Infrastructure.distributed(data_dir, dsn, kafka, topic=topic, verifier=verifier())
     running = await start_services(infra, ["intake"], "127.0.0.1", {"intake": PORT})
     print("SERVING", flush=True)
@@ -147,7 +148,7 @@ async def one_round(replicas: int, seconds: float, base_dsn: str, work: Path) ->
     run = uuid.uuid4().hex[:8]
     topic = f"casetrail.bench-replicas-{run}"
     with fresh_database(base_dsn, f"casetrail_bench_replicas_{run}") as dsn:
-        env = os.environ | {"CASETRAIL_PG_DSN": dsn, "CASETRAIL_LOG_LEVEL": "WARNING"}
+        env = servers_environment(KAFKA_BOOTSTRAP) | {PG_DSN: dsn, "CASETRAIL_LOG_LEVEL": "WARNING"}
         processes = []
         try:
             for _ in range(replicas):
@@ -187,7 +188,7 @@ async def one_round(replicas: int, seconds: float, base_dsn: str, work: Path) ->
                     process.terminate()
             for process in processes:
                 await process.wait()
-        await delete_topic(os.environ.get("CASETRAIL_KAFKA_BOOTSTRAP", "127.0.0.1:19092"), topic)
+        await delete_topic(server_setting(KAFKA_BOOTSTRAP), topic)
     return row
 
 
@@ -212,7 +213,7 @@ def table(rows: list[Row]) -> str:
 
 async def main(seconds: float, write: bool) -> None:
     issuer = start_issuer()
-    base_dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    base_dsn = server_setting(PG_DSN)
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"casetrail-replicas-{uuid.uuid4().hex[:8]}"
     rows = []
     try:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
 import uuid
@@ -29,7 +28,6 @@ import psycopg
 
 from bench.common import fmt_ratio, machine_info, markdown_table, median, now_utc, replace_section
 from bench.ledger_bench import (
-    DEFAULT_PG_DSN,
     QUICK,
     WRITERS,
     Backend,
@@ -47,6 +45,7 @@ from casetrail_platform.keys.postgres import PostgresDataKeyTable
 from casetrail_platform.keys.sqlite import SqliteDataKeyTable
 from events.catalog_registry import build_registry
 from events.registry import EventRegistry, encode
+from infra.servers import PG_DSN, server_setting
 
 HEADING = "## Sealing sensitive fields (issue 10)"
 FULL = Sizes(rounds=3, commits_of_1=150, commits_of_100=15, verify_events=0, proof_leaves=0,
@@ -177,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--no-write", action="store_true")
     options = parser.parse_args(argv)
-    dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    dsn = server_setting(PG_DSN) if "postgres" in options.backends.split(",") else ""
     sizes = QUICK if options.quick else FULL
     print(asyncio.run(run(sizes, options.backends.split(","), dsn, not options.no_write)))
 

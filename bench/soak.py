@@ -36,11 +36,11 @@ import psycopg
 
 from bench.common import machine_info, markdown_table, now_utc, replace_section
 from casetrail_platform.bus.kafka_settings import KafkaSettings
+from infra.servers import KAFKA_BOOTSTRAP, PG_DSN, server_setting
 from tests.e2e.distributed import ServiceProcesses, service_processes
 from tests.faults.load import Load, Reconciliation, reconcile
 from tests.faults.servers import run_script
 from tests.support.identity import TestIssuer
-from tests.support.servers import kafka_bootstrap, postgres_dsn
 
 HEADING = "## Soak: faults under load (issue 8)"
 PG_TARGET = 5.0
@@ -68,7 +68,7 @@ async def restart_postgres() -> float:
     await run_script("postgres", "stop.sh")
     await asyncio.sleep(PG_DOWN)
     starting = asyncio.create_task(run_script("postgres", "start.sh"))
-    back = await _first_connection(postgres_dsn())
+    back = await _first_connection(server_setting(PG_DSN))
     await starting
     return back
 
@@ -160,7 +160,9 @@ async def _soak(minutes: float, every: float, work: Path, issuer: TestIssuer) ->
                 stop.set()
                 await clients
             elapsed = time.monotonic() - began
-            kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap(), request_timeout_ms=10_000)
+            kafka = KafkaSettings(
+                bootstrap_servers=server_setting(KAFKA_BOOTSTRAP), request_timeout_ms=10_000
+            )
             result = await reconcile(load, kafka, patience=180.0)
             return faults, load, result, elapsed
         finally:

@@ -20,7 +20,8 @@ would have to call it.
 
 Every contender commits durably: SQLite in WAL mode with ``synchronous=FULL`` (checked at run
 time on eventsourcing's own connection), PostgreSQL with ``synchronous_commit=on``.
-PostgreSQL: ``CASETRAIL_PG_DSN`` (default ``postgresql://postgres@127.0.0.1:15432/casetrail``);
+PostgreSQL: ``CASETRAIL_PG_DSN``, else the server `make servers-start` recorded for this checkout
+(infra/servers.py; none: the benchmark stops saying so);
 every run creates its own schemas and drops them afterwards.
 """
 
@@ -80,9 +81,9 @@ from events.catalog.monitoring import ContactKind, ContactLogged
 from events.catalog_registry import default_registry
 from events.envelope import Actor, NewEvent, RecordedEvent
 from events.registry import EventRegistry, encode
+from infra.servers import PG_DSN, server_setting
 
 HEADING = "## Event store (issue 2)"
-DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:15432/casetrail"
 CASE_LENGTH = 1000
 PAGE = 1000
 WRITERS = 16
@@ -1179,7 +1180,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     backends = [name.strip() for name in arguments.backends.split(",") if name.strip()]
     if not backends or set(backends) - {"sqlite", "postgres"}:
         parser.error("--backends takes sqlite and/or postgres")
-    dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    dsn = server_setting(PG_DSN) if "postgres" in backends else ""
     if "postgres" in backends:
         try:
             psycopg.connect(dsn, connect_timeout=5).close()

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
 import uuid
@@ -55,6 +54,7 @@ from events.catalog.funding import BudgetReserved
 from events.catalog.values import Money
 from events.catalog_registry import default_registry
 from events.envelope import Actor, EventMetadata, NewEvent
+from infra.servers import PG_DSN, server_setting
 from services.coordination.domain.agency import BudgetLine
 from services.coordination.domain.budget import BUDGET_LINE, budget_state
 from services.coordination.domain.commands import ReserveBudget
@@ -248,7 +248,7 @@ async def _sqlite(args: argparse.Namespace) -> list[list[str]]:
 
 
 async def _postgres(args: argparse.Namespace) -> list[list[str]]:
-    dsn = os.environ.get("CASETRAIL_PG_DSN", "postgresql://postgres@127.0.0.1:15432/casetrail")
+    dsn = server_setting(PG_DSN)
     schema = f"bench_growth_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))

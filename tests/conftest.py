@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from infra.servers import use_recorded_servers
 from tests.support.identity import TestIssuer, forget_callers
-from tests.support.servers import use_recorded_servers
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from bench.grpc_bench.loadgen import run_load
 from bench.grpc_bench.plan import LoadSpec, Plan, profile_row, rows
 from bench.grpc_bench.results import Profile, RowResult, read_profile
 from bench.grpc_bench.servers import BENCH_TOKENS, Server, start_services
+from infra.servers import KAFKA_BOOTSTRAP, PG_DSN, servers_environment
 
 
 async def distributed_run(
@@ -16,7 +16,7 @@ async def distributed_run(
 ) -> tuple[list[RowResult], Profile | None]:
     """The four services in four processes; with ``profile``, a last OpenCase row with the
     intake process's profiler on."""
-    env = {**os.environ, "CASETRAIL_PG_DSN": dsn}
+    env = {**servers_environment(KAFKA_BOOTSTRAP), PG_DSN: dsn}
     out = work / "intake.pstats"
     servers: list[Server] = []
     try:

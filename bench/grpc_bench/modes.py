@@ -13,11 +13,12 @@ from pathlib import Path
 
 from bench.common import fmt_rate, fmt_ratio
 from bench.grpc_bench.loadgen import run_load
-from bench.grpc_bench.plan import DEFAULT_PG_DSN, LoadSpec, Plan, RowSpec, progress
+from bench.grpc_bench.plan import LoadSpec, Plan, RowSpec, progress
 from bench.grpc_bench.results import RowResult
 from bench.grpc_bench.servers import BENCH_TOKENS, Server, start_issuer, start_services
 from bench.grpc_bench.storage import delete_topic, fresh_database
 from bench.grpc_bench.tables import COMMAND_NAMES, ms
+from infra.servers import KAFKA_BOOTSTRAP, PG_DSN, server_setting, servers_environment
 
 MODE_ROUNDS = 2
 
@@ -70,11 +71,12 @@ async def switched_run(
         return await _switched_load(plan, work, tag, backend, [switch, mode], dict(os.environ))
     from casetrail_platform.bus.kafka_settings import KafkaSettings
 
-    bootstrap = KafkaSettings.from_env().bootstrap_servers
+    environment = servers_environment(KAFKA_BOOTSTRAP)
+    bootstrap = KafkaSettings.from_env(environment).bootstrap_servers
     topic = f"casetrail.bench-{tag}"
-    base_dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+    base_dsn = server_setting(PG_DSN)
     with fresh_database(base_dsn, "bench_" + tag.replace("-", "_")) as dsn:
-        env = {**os.environ, "CASETRAIL_PG_DSN": dsn}
+        env = {**environment, PG_DSN: dsn}
         try:
             return await _switched_load(plan, work, tag, backend, [switch, mode], env, dsn, topic)
         finally:

@@ -14,9 +14,6 @@ TARGET = 2_000.0
 SERVICES = ("intake", "coordination", "planning", "audit")
 
 
-DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:15432/casetrail"
-
-
 REPO = Path(__file__).resolve().parent.parent.parent
 
 

@@ -8,12 +8,12 @@ import asyncio
 import cProfile
 import json
 import logging
-import os
 import signal
 from pathlib import Path
 
-from bench.grpc_bench.plan import DEFAULT_PG_DSN, SERVICES
+from bench.grpc_bench.plan import SERVICES
 from bench.grpc_bench.switches import set_telemetry, switch_policy_off, verifier
+from infra.servers import KAFKA_BOOTSTRAP, PG_DSN, server_setting, servers_environment
 
 
 def serve_entry(options: argparse.Namespace) -> None:
@@ -35,9 +35,9 @@ async def serve(options: argparse.Namespace, profiler: cProfile.Profile | None) 
     if options.policy_mode == "off":
         switch_policy_off()
     if options.backend == "distributed":
-        kafka = KafkaSettings.from_env()
+        kafka = KafkaSettings.from_env(servers_environment(KAFKA_BOOTSTRAP))
         await ensure_topics(kafka, TopicSettings(case_events_topic=options.topic))
-        dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
+        dsn = server_setting(PG_DSN)
         infra = Infrastructure.distributed(
             data_dir, dsn, kafka, topic=options.topic, verifier=verifier(options.auth_mode)
         )

@@ -3,7 +3,6 @@ written to the section "## gRPC commands (issue 4)" of ``bench/RESULTS.md``."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -12,12 +11,13 @@ from pathlib import Path
 from bench.common import replace_section
 from bench.grpc_bench.distributed import distributed_run
 from bench.grpc_bench.embedded import embedded_profile, embedded_run
-from bench.grpc_bench.plan import DEFAULT_PG_DSN, FULL, QUICK, REPO, progress
+from bench.grpc_bench.plan import FULL, QUICK, REPO, progress
 from bench.grpc_bench.reference import reference_run
 from bench.grpc_bench.report import report
 from bench.grpc_bench.results import BenchRun
 from bench.grpc_bench.servers import start_issuer
 from bench.grpc_bench.storage import delete_topic, fresh_database, postgres_facts
+from infra.servers import KAFKA_BOOTSTRAP, PG_DSN, server_setting, servers_environment
 
 HEADING = "## gRPC commands (issue 4)"
 
@@ -28,8 +28,8 @@ async def run(quick: bool, write: bool, profile: bool | None, keep: bool) -> str
     plan = QUICK if quick else FULL
     profile = (not quick) if profile is None else profile
     run_id = f"{int(time.time())}"
-    base_dsn = os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
-    bootstrap = KafkaSettings.from_env().bootstrap_servers
+    base_dsn = server_setting(PG_DSN)
+    bootstrap = KafkaSettings.from_env(servers_environment(KAFKA_BOOTSTRAP)).bootstrap_servers
     topic = f"casetrail.bench-grpc-{run_id}"
     started = time.perf_counter()
     code = code_fingerprint()

@@ -4,6 +4,7 @@ missing in CI (CASETRAIL_REQUIRE_SERVERS=1) and skip only on a developer's machi
 Which servers: ``CASETRAIL_PG_DSN`` and ``CASETRAIL_KAFKA_BOOTSTRAP``, else those `make
 servers-start` recorded in this checkout's ``var/servers.env`` (``infra/record-server.sh``),
 never a default port: that would be another checkout's servers, or CI's, which a test may wipe.
+Resolved by infra/servers.py, as the benchmarks resolve them.
 """
 
 from __future__ import annotations
@@ -11,59 +12,39 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
-RECORDED_SERVERS = Path(__file__).resolve().parents[2] / "var" / "servers.env"
-SERVER_SETTINGS = ("CASETRAIL_PG_DSN", "CASETRAIL_KAFKA_BOOTSTRAP")
+from infra.servers import (
+    KAFKA_BOOTSTRAP,
+    PG_DSN,
+    NoServerError,
+    server_setting,
+)
 
 
 def servers_required() -> bool:
     return os.environ.get("CASETRAIL_REQUIRE_SERVERS") == "1"
 
 
-def recorded_servers() -> dict[str, str]:
-    """The settings ``var/servers.env`` holds (``NAME=VALUE`` lines), none without it."""
-    try:
-        lines = RECORDED_SERVERS.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return {}
-    pairs = (line.partition("=") for line in lines if not line.startswith("#"))
-    return {name: value for name, _, value in pairs if name in SERVER_SETTINGS and value}
-
-
-def use_recorded_servers(env: MutableMapping[str, str]) -> None:
-    """Put the recorded servers into ``env`` where it names none, so that whatever reads the
-    environment (``KafkaSettings.from_env``, a service process a test starts) connects to the
-    same servers as ``postgres_dsn`` and ``kafka_bootstrap``."""
-    for name, value in recorded_servers().items():
-        if not env.get(name):
-            env[name] = value
-
-
 def _server_setting(name: str) -> str:
-    value = os.environ.get(name) or recorded_servers().get(name)
-    if not value:
+    try:
+        return server_setting(name)
+    except NoServerError as missing:
         # Like an unreachable server: a failure in CI, a skip on a developer's machine.
-        message = (
-            f"no server for this checkout: run `make servers-start` (it records them in"
-            f" {RECORDED_SERVERS}), or set {name}"
-        )
         if servers_required():
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return value
+            pytest.fail(missing.message, pytrace=False)
+        pytest.skip(missing.message)
 
 
 def postgres_dsn() -> str:
-    return _server_setting("CASETRAIL_PG_DSN")
+    return _server_setting(PG_DSN)
 
 
 def kafka_bootstrap() -> str:
-    return _server_setting("CASETRAIL_KAFKA_BOOTSTRAP")
+    return _server_setting(KAFKA_BOOTSTRAP)
 
 
 def server_missing(what: str, error: BaseException) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bench import store_bench
+from infra import servers as resolution
 from tests.support import servers
 
 RECORD_SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "record-server.sh"
@@ -19,10 +21,10 @@ RECORD_SCRIPT = Path(__file__).resolve().parents[2] / "infra" / "record-server.s
 @pytest.fixture
 def record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A checkout's record (not this one's), and an environment naming no server."""
-    for name in servers.SERVER_SETTINGS:
+    for name in resolution.SERVER_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     path = tmp_path / "var" / "servers.env"
-    monkeypatch.setattr(servers, "RECORDED_SERVERS", path)
+    monkeypatch.setattr(resolution, "RECORDED_SERVERS", path)
     return path
 
 
@@ -61,7 +63,7 @@ def test_the_servers_recorded_by_servers_start_are_the_tests_defaults(
     assert servers.postgres_dsn() == "postgresql://postgres@127.0.0.1:15690/casetrail"
     assert servers.kafka_bootstrap() == "127.0.0.1:19430"
     env = {"CASETRAIL_KAFKA_BOOTSTRAP": "kafka:9092"}
-    servers.use_recorded_servers(env)
+    resolution.use_recorded_servers(env)
     assert env == {
         "CASETRAIL_KAFKA_BOOTSTRAP": "kafka:9092",
         "CASETRAIL_PG_DSN": "postgresql://postgres@127.0.0.1:15690/casetrail",
@@ -74,3 +76,37 @@ def test_the_environment_names_other_servers(
     _record(tmp_path, "CASETRAIL_PG_DSN", "postgresql://postgres@127.0.0.1:15690/casetrail")
     monkeypatch.setenv("CASETRAIL_PG_DSN", "postgresql://postgres@db:5432/casetrail")
     assert servers.postgres_dsn() == "postgresql://postgres@db:5432/casetrail"
+
+
+def test_without_a_record_or_the_environment_a_benchmark_stops_saying_what_to_run(
+    record: Path,
+) -> None:
+    """The benchmarks resolve their servers as the tests do (infra/servers.py), and stop with
+    one line before connecting anywhere. Before, they fell back to the default ports
+    15432/19092: CI's servers, or another checkout's, which a benchmark fills and drops."""
+    with pytest.raises(resolution.NoServerError) as stopped:
+        store_bench.main(["--backends", "postgres", "--no-write"])
+    assert isinstance(stopped.value, SystemExit)  # one line and exit status 1, no traceback
+    assert "run `make servers-start`" in str(stopped.value.code)
+    assert "CASETRAIL_PG_DSN" in str(stopped.value.code)
+
+
+def test_no_benchmark_falls_back_to_a_default_server() -> None:
+    """No module of bench/ names the shared default ports, reads a server setting with a
+    default, or builds Kafka's settings from the bare environment (whose default is 19092);
+    none imports the tests' resolution."""
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    found = []
+    for module in sorted(bench.rglob("*.py")):
+        text = module.read_text(encoding="utf-8")
+        for wrong in (
+            "15432",
+            "19092",
+            'environ.get("CASETRAIL_PG_DSN"',
+            'environ.get("CASETRAIL_KAFKA_BOOTSTRAP"',
+            "KafkaSettings.from_env()",
+            "tests.support.servers",
+        ):
+            if wrong in text:
+                found.append(f"{module.relative_to(bench)}: {wrong}")
+    assert found == []

@@ -1,0 +1,66 @@
+"""The servers of this checkout, for its tests and benchmarks: ``CASETRAIL_PG_DSN`` and
+``CASETRAIL_KAFKA_BOOTSTRAP`` from the environment, else those `make servers-start` recorded in
+``var/servers.env`` (infra/record-server.sh), never a default port: that would be another
+checkout's servers, or CI's, which a test or a benchmark may wipe.
+
+Here, beside the script that records them, because both tests/support/servers.py and bench/
+use it and a benchmark does not import the tests; not in casetrail_platform, the services'
+package, which knows nothing of a checkout (a deployment names its servers)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import MutableMapping
+from pathlib import Path
+
+RECORDED_SERVERS = Path(__file__).resolve().parents[1] / "var" / "servers.env"
+PG_DSN = "CASETRAIL_PG_DSN"
+KAFKA_BOOTSTRAP = "CASETRAIL_KAFKA_BOOTSTRAP"
+SERVER_SETTINGS = (PG_DSN, KAFKA_BOOTSTRAP)
+
+
+class NoServerError(SystemExit):
+    """Neither the environment nor this checkout's record names the server: a benchmark ends
+    with this one line (exit status 1), a test fails or skips on it (tests/support/servers.py)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"no server for this checkout: run `make servers-start` (it records them in"
+            f" {RECORDED_SERVERS}), or set {name}"
+        )
+        self.message = str(self.code)
+
+
+def recorded_servers() -> dict[str, str]:
+    """The settings ``var/servers.env`` holds (``NAME=VALUE`` lines), none without it."""
+    try:
+        lines = RECORDED_SERVERS.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return {}
+    pairs = (line.partition("=") for line in lines if not line.startswith("#"))
+    return {name: value for name, _, value in pairs if name in SERVER_SETTINGS and value}
+
+
+def use_recorded_servers(env: MutableMapping[str, str]) -> None:
+    """Put the recorded servers into ``env`` where it names none, so that whatever reads the
+    environment (``KafkaSettings.from_env``, a service process started with it) connects to
+    the same servers as ``server_setting``."""
+    for name, value in recorded_servers().items():
+        if not env.get(name):
+            env[name] = value
+
+
+def server_setting(name: str) -> str:
+    """``name`` (one of ``SERVER_SETTINGS``) from the environment, else as recorded;
+    ``NoServerError`` when neither has it."""
+    value = os.environ.get(name) or recorded_servers().get(name)
+    if not value:
+        raise NoServerError(name)
+    return value
+
+
+def servers_environment(*names: str) -> dict[str, str]:
+    """This process's environment with each of ``names`` resolved by ``server_setting``: for
+    ``KafkaSettings.from_env`` and the processes a benchmark starts, which would otherwise
+    fall back to the default ports."""
+    return {**os.environ, **{name: server_setting(name) for name in names}}
