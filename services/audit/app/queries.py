@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Protocol
 from uuid import UUID
 
+from casetrail_platform.commands import NotCaughtUp
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.decide import any_rule_for
 from casetrail_platform.policy.facts import Entry
@@ -274,6 +275,14 @@ class AccessLogPage:
     next_cursor: PageCursor | None
 
 
+OWN_UNINDEXED = 20_000
+"""Events of audit's own store past the timeline's position a ``get_access_log`` call reads at
+most: while the timeline keeps up that is a moment's worth; after a rebuild (position 0) it
+would be the whole store, read on every call. Past this the call is UNAVAILABLE, retryable."""
+
+_OWN_BATCH = 1000
+
+
 async def get_access_log(
     deps: AuditDeps,
     viewer: QueryContext,
@@ -289,24 +298,42 @@ async def get_access_log(
     includes this one. ``cursor`` goes forward (a token of the next page).
 
     Audit's own store answers at once: its accesses the timeline has not taken in yet (this
-    one, at least) are merged into the page where they belong.
+    one, at least) are merged into the page where they belong, read from at most
+    ``OWN_UNINDEXED`` events of it. When more than that are waiting (a timeline rebuilt, or
+    far behind) the call is ``NotCaughtUp`` (UNAVAILABLE, retry): a page without them would
+    silently leave out accesses. That is decided after the policy (a refusal is recorded as
+    ever) and before this read is recorded, since nothing is disclosed.
     """
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
     allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
+    after = await deps.timelines.own_position()
+    if await deps.store.last_position() - after > OWN_UNINDEXED:
+        raise NotCaughtUp(_OWN_ACCESSES, case_id)
     await _release(deps, viewer, allowed, case_id, (), (RecordSection.ACCESS_LOG,), answer=answer)
-    own = await _own_accesses_not_in_timeline(deps, case_id)
+    # Appends since the check (this read's own among them) may add a few: twice the bound
+    # leaves room for them; only a burst of more than the bound in between is refused.
+    own = await _own_accesses_after(deps, case_id, after, 2 * OWN_UNINDEXED)
     page = await deps.timelines.page(case_id, ACCESS_LOG, cursor, page_size, own)
     return AccessLogPage(page.entries, cursor_after(page))
 
 
-async def _own_accesses_not_in_timeline(deps: AuditDeps, case_id: str) -> list[RecordedEvent]:
-    """The case's access records in audit's own store after the position the timeline has
-    taken in: a moment's worth while it keeps up (as many as it lags behind otherwise). Those
-    of a list's one append (``access-batch-…`` streams) count too: the subject is the case."""
+_OWN_ACCESSES = "audit's timeline of its own access records"
+
+
+async def _own_accesses_after(
+    deps: AuditDeps, case_id: str, after: int, limit: int
+) -> list[RecordedEvent]:
+    """The case's access records in audit's own store after ``after`` (the position the
+    timeline has taken in), reading at most ``limit`` events, a batch at a time (only the
+    case's accesses are kept). Those of a list's one append (``access-batch-…`` streams)
+    count too: the subject is the case. More than ``limit`` to read is ``NotCaughtUp``."""
     types = ACCESS_LOG.event_types
-    after = await deps.timelines.own_position()
     found: list[RecordedEvent] = []
-    while batch := await deps.store.read_all(after, limit=1000):
+    read = 0
+    while batch := await deps.store.read_all(after, limit=min(_OWN_BATCH, limit + 1 - read)):
+        read += len(batch)
+        if read > limit:
+            raise NotCaughtUp(_OWN_ACCESSES, case_id)
         found.extend(r for r in batch if r.subject == case_id and r.event_type in types)
         after = batch[-1].position
     return found
