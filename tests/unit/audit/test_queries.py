@@ -78,6 +78,22 @@ async def test_state_as_it_was_differs_from_state_as_it_was_known(deps: AuditDep
     assert (was.status, known.status) == (CaseStatus.ASSIGNED, CaseStatus.OPENED)
 
 
+async def test_a_state_as_of_a_past_recorded_moment_changes_when_a_late_delivery_arrives(
+    deps: AuditDeps, read_models: SqliteReadModelStore
+) -> None:
+    """The README's "A recent moment is not final": audit answers from what it has received.
+    The assignment, recorded on day 3, is delivered after the question for day 4 was asked."""
+    handler = BusProjectionHandler(read_models, TimelineProjection())
+    opened, assessed, assigned, _closed = late_recorded_case()
+    for recorded in (opened, assessed):
+        await handler(recorded)
+    as_of = T0 + 4 * DAY
+    before = await queries.get_state_as_of(deps, AUDITOR, CASE, as_of, TimeBasis.RECORDED)
+    await handler(assigned)
+    after = await queries.get_state_as_of(deps, AUDITOR, CASE, as_of, TimeBasis.RECORDED)
+    assert (before.status, after.status) == (CaseStatus.OPENED, CaseStatus.ASSIGNED)
+
+
 @pytest.mark.usefixtures("received")
 @pytest.mark.parametrize(
     ("basis", "moment"),
