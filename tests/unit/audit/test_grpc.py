@@ -22,6 +22,7 @@ from events.cloudevents import from_json_lines, from_structured
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
 from services.audit.adapters.timeline import TimelineProjection
+from services.audit.app import queries
 from services.audit.entrypoints import responses
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import TestIssuer, acting, caller_of
@@ -151,6 +152,24 @@ async def test_every_read_is_in_the_access_log(
     assert list(log.records[0].sections) == ["identity", "assessment", "assignment", "discharge"]
     assert list(log.records[2].sections) == ["access_log"]
     assert {r.source for r in log.records} == {"casetrail/audit"}
+
+
+@pytest.mark.usefixtures("received")
+async def test_an_access_log_past_the_unindexed_bound_is_unavailable_retryable(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The timeline of audit's own records far behind: UNAVAILABLE with the reason, the case
+    and a retry delay, never a page leaving accesses out."""
+    monkeypatch.setattr(queries, "OWN_UNINDEXED", 1, raising=False)
+    request = audit_pb2.GetAccessLogRequest(context=viewer(), case_id=CASE)
+    for _ in range(2):
+        await audit.GetAccessLog(request)
+    code, status = await refusal(audit.GetAccessLog(request))
+    assert code == grpc.StatusCode.UNAVAILABLE
+    (info,) = details(status, error_details_pb2.ErrorInfo)
+    assert (info.reason, info.metadata["case_id"]) == ("FACTS_NOT_CAUGHT_UP", CASE)
+    (retry,) = details(status, error_details_pb2.RetryInfo)
+    assert retry.retry_delay.seconds == 1
 
 
 @pytest.mark.usefixtures("received")
