@@ -36,11 +36,11 @@ import psycopg
 
 from bench.common import machine_info, markdown_table, now_utc, replace_section
 from casetrail_platform.bus.kafka_settings import KafkaSettings
-from infra.servers import KAFKA_BOOTSTRAP, PG_DSN, server_setting
+from casetrail_platform.identity.development import DevelopmentIssuer
+from cli.rpc import minted_by
+from infra.servers import KAFKA_BOOTSTRAP, PG_DSN, run_script, server_setting
 from tests.e2e.distributed import ServiceProcesses, service_processes
 from tests.faults.load import Load, Reconciliation, reconcile
-from tests.faults.servers import run_script
-from tests.support.identity import TestIssuer
 
 HEADING = "## Soak: faults under load (issue 8)"
 PG_TARGET = 5.0
@@ -121,16 +121,22 @@ SoakResult = tuple[list[Fault], Load, Reconciliation, float]
 
 
 async def soak(minutes: float, every: float, work: Path) -> SoakResult:
-    issuer = TestIssuer()  # a token issuer the service processes trust, on 127.0.0.1
+    # The product's development issuer (its key under ``work``), on a free port of 127.0.0.1:
+    # the service processes trust it through CASETRAIL_OIDC_ISSUER, as they would any issuer.
+    issuer = DevelopmentIssuer(work / "issuer", port=0)
     try:
         return await _soak(minutes, every, work, issuer)
     finally:
         issuer.stop()
 
 
-async def _soak(minutes: float, every: float, work: Path, issuer: TestIssuer) -> SoakResult:
-    async with service_processes(work, issuer.env()) as processes:
-        load = Load(processes, uuid.uuid4().hex[:8], issuer.tokens)
+async def _soak(minutes: float, every: float, work: Path, issuer: DevelopmentIssuer) -> SoakResult:
+    trusted = {
+        "CASETRAIL_OIDC_ISSUER": issuer.url,
+        "CASETRAIL_OIDC_AUDIENCE": issuer.signer.audience,
+    }
+    async with service_processes(work, trusted) as processes:
+        load = Load(processes, uuid.uuid4().hex[:8], minted_by(issuer.signer))
         try:
             await load.prepare(CASES)
             cycle: list[tuple[str, Callable[[], Awaitable[float]]]] = [

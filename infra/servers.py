@@ -9,11 +9,15 @@ package, which knows nothing of a checkout (a deployment names its servers)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import MutableMapping
 from pathlib import Path
 
-RECORDED_SERVERS = Path(__file__).resolve().parents[1] / "var" / "servers.env"
+from psycopg.conninfo import conninfo_to_dict
+
+INFRA = Path(__file__).resolve().parent
+RECORDED_SERVERS = INFRA.parent / "var" / "servers.env"
 PG_DSN = "CASETRAIL_PG_DSN"
 KAFKA_BOOTSTRAP = "CASETRAIL_KAFKA_BOOTSTRAP"
 SERVER_SETTINGS = (PG_DSN, KAFKA_BOOTSTRAP)
@@ -64,3 +68,27 @@ def servers_environment(*names: str) -> dict[str, str]:
     ``KafkaSettings.from_env`` and the processes a benchmark starts, which would otherwise
     fall back to the default ports."""
     return {**os.environ, **{name: server_setting(name) for name in names}}
+
+
+def script_environment() -> dict[str, str]:
+    """The settings of infra/'s stop and start scripts, taken from the servers'
+    addresses (``server_setting``) so that a script stops the very server the caller uses."""
+    env = dict(os.environ)
+    env["CASETRAIL_PG_PORT"] = str(conninfo_to_dict(server_setting(PG_DSN)).get("port") or 5432)
+    env["CASETRAIL_KAFKA_PORT"] = server_setting(KAFKA_BOOTSTRAP).split(",")[0].rsplit(":", 1)[1]
+    return env
+
+
+async def run_script(server: str, script: str) -> None:
+    """``infra/<server>/<script>`` (``stop.sh``, ``start.sh``) on this checkout's servers,
+    for the fault suite and the soak run; ``RuntimeError`` with its last output when it fails."""
+    process = await asyncio.create_subprocess_exec(
+        str(INFRA / server / script),
+        env=script_environment(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await process.communicate()
+    if process.returncode != 0:
+        text = stderr.decode(errors="replace")[-3000:]
+        raise RuntimeError(f"infra/{server}/{script} failed:\n{text}")

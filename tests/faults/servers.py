@@ -1,7 +1,7 @@
 """Stopping, starting and freezing the very servers `make test` started (infra/ scripts, the
-ports of the environment), for the fault suite and the soak run, and timing a service process's
-stop. Every restart waits until the server serves again, so whatever runs next finds it as it
-was."""
+ports of the environment; ``run_script`` lives in infra/servers.py, which the soak run uses
+too), for the fault suite, and timing a service process's stop. Every restart waits until
+the server serves again, so whatever runs next finds it as it was."""
 
 from __future__ import annotations
 
@@ -16,33 +16,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
+from infra.servers import run_script
 from tests.support.servers import kafka_bootstrap, postgres_dsn
-
-REPO = Path(__file__).resolve().parents[2]
-INFRA = REPO / "infra"
-
-
-def server_env() -> dict[str, str]:
-    """The scripts' settings, taken from the addresses the tests use so they always agree."""
-    env = dict(os.environ)
-    env["CASETRAIL_PG_PORT"] = str(conninfo_to_dict(postgres_dsn()).get("port") or 5432)
-    env["CASETRAIL_KAFKA_PORT"] = kafka_bootstrap().split(",")[0].rsplit(":", 1)[1]
-    return env
-
-
-async def run_script(server: str, script: str) -> None:
-    process = await asyncio.create_subprocess_exec(
-        str(INFRA / server / script),
-        env=server_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, stderr = await process.communicate()
-    if process.returncode != 0:
-        text = stderr.decode(errors="replace")[-3000:]
-        raise RuntimeError(f"infra/{server}/{script} failed:\n{text}")
 
 
 @asynccontextmanager

@@ -110,3 +110,23 @@ def test_no_benchmark_falls_back_to_a_default_server() -> None:
             if wrong in text:
                 found.append(f"{module.relative_to(bench)}: {wrong}")
     assert found == []
+
+
+def test_the_infra_scripts_stop_and_start_the_resolved_servers(record: Path) -> None:
+    """The soak run and the fault suite restart servers through one ``run_script``
+    (infra/servers.py), whose scripts get the ports of the servers ``server_setting``
+    resolves, recorded ones included."""
+    record.parent.mkdir(parents=True)
+    record.write_text(
+        "CASETRAIL_PG_DSN=postgresql://postgres@127.0.0.1:15999/casetrail\n"
+        "CASETRAIL_KAFKA_BOOTSTRAP=127.0.0.1:19999\n"
+    )
+    env = resolution.script_environment()
+    assert (env["CASETRAIL_PG_PORT"], env["CASETRAIL_KAFKA_PORT"]) == ("15999", "19999")
+
+
+def test_the_soak_run_takes_no_token_issuer_or_server_script_from_the_tests() -> None:
+    """Its issuer is the product's development issuer, its restarts infra/servers.py's."""
+    text = (Path(__file__).resolve().parents[2] / "bench" / "soak.py").read_text()
+    assert "tests.support.identity" not in text
+    assert "tests.faults.servers" not in text
