@@ -3,6 +3,8 @@
     python -m bench.stream_growth_bench [--sizes 1000,10000,50000] [--backends sqlite,postgres]
                                         [--commands 15] [--no-write]
 
+Each size is at least ``SNAPSHOT_EVERY`` (1,000): the restart columns need the line's snapshot.
+
 One budget line is filled with reservations up to each size in turn. At each size:
 
 * where the time of a command that re-reads its stream goes: fetching the rows, building the
@@ -326,14 +328,30 @@ async def main(args: argparse.Namespace) -> None:
         replace_section(HEADING, body)
 
 
+def _sizes(text: str) -> list[int]:
+    """``--sizes``: whole numbers, none below ``SNAPSHOT_EVERY``: the restart columns start
+    from the line's snapshot, which a shorter line does not have."""
+    try:
+        sizes = [int(size) for size in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not whole numbers separated by commas: {text!r}"
+        ) from None
+    if min(sizes) < SNAPSHOT_EVERY:
+        raise argparse.ArgumentTypeError(
+            f"each size must be at least {SNAPSHOT_EVERY:,} (a snapshot is written every "
+            f"{SNAPSHOT_EVERY:,} events; the restart columns start from one): {text!r}"
+        )
+    return sizes
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", default="1000,10000,50000")
+    parser.add_argument("--sizes", type=_sizes, default="1000,10000,50000")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--commands", type=int, default=15)
     parser.add_argument("--no-write", dest="write", action="store_false")
     args = parser.parse_args(argv)
-    args.sizes = [int(size) for size in args.sizes.split(",")]
     args.backends = args.backends.split(",")
     return args
 
