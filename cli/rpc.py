@@ -25,6 +25,7 @@ from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2_grpc
 from casetrail.intake.v1 import intake_pb2_grpc
 from casetrail.planning.v1 import planning_pb2_grpc
+from casetrail_platform.addresses import addresses_file
 from casetrail_platform.identity.development import DEFAULT_AGENCY, DevelopmentSigner
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from casetrail_platform.identity.tls import ClientTls, channel
@@ -42,7 +43,7 @@ file put in its place) is not one, and is not read whole."""
 
 def load_addresses(data_dir: Path) -> dict[str, str]:
     """The addresses `make run` wrote for the services it started."""
-    path = data_dir / "addresses.json"
+    path = addresses_file(data_dir)
     try:
         addresses = json.loads(small_text(path, MAX_ADDRESSES_BYTES))
     except FileNotFoundError:

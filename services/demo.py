@@ -28,6 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from casetrail_platform.addresses import addresses_file
 from cli.main import SERVICES
 from cli.rpc import Connection, TokenSource, UnexpectedSuccess, connect, load_addresses, minted_by
 from cli.walk import closing, opening, services
@@ -126,7 +127,7 @@ async def demo(options: argparse.Namespace) -> None:
 def _known_addresses(data_dir: Path) -> dict[str, str]:
     """Where `make run` said the services are, or else the runner's fixed ports (the
     distributed runner, one process per service, writes no addresses file)."""
-    if (data_dir / "addresses.json").exists():
+    if addresses_file(data_dir).exists():
         return load_addresses(data_dir)
     from services.runner import DEFAULT_PORTS
 

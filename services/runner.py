@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from casetrail_platform.addresses import addresses_file
 from casetrail_platform.ages import agency_time_zone
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings, ensure_topics
@@ -88,10 +89,6 @@ async def stop_services(running: Sequence[RunningService]) -> None:
     # Together: each one's grace and bounds run side by side, so a process of four stops
     # within one service's time (casetrail_platform/shutdown.py STOP_DEADLINE_SECONDS).
     await asyncio.gather(*(service.stop() for service in reversed(running)))
-
-
-def addresses_file(data_dir: Path) -> Path:
-    return data_dir / "addresses.json"
 
 
 def write_addresses(data_dir: Path, addresses: dict[str, str]) -> None:

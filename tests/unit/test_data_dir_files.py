@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from casetrail_platform.addresses import addresses_file
 from casetrail_platform.identity.development import (
     INFO_FILE,
     KEY_FILE,
@@ -33,9 +36,9 @@ def planted_link(at: Path, tmp_path: Path) -> Path:
 
 def test_the_addresses_are_written_onto_the_file_not_through_a_link(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    victim = planted_link(runner.addresses_file(data_dir), tmp_path)
+    victim = planted_link(addresses_file(data_dir), tmp_path)
     runner.write_addresses(data_dir, {"intake": "127.0.0.1:7301"})
-    written = runner.addresses_file(data_dir)
+    written = addresses_file(data_dir)
     assert not written.is_symlink()
     assert victim.read_text() == "not casetrail's\n"
     assert load_addresses(data_dir) == {"intake": "127.0.0.1:7301"}
@@ -43,9 +46,26 @@ def test_the_addresses_are_written_onto_the_file_not_through_a_link(tmp_path: Pa
     assert [p.name for p in data_dir.iterdir()] == ["addresses.json"]  # no temporary left
 
 
+def test_the_cli_finds_the_addresses_file_without_importing_the_runner() -> None:
+    """One name for the file (casetrail_platform/addresses.py), which the CLI reads without
+    the runner's imports (grpc servers, the stores, the services) at every command."""
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, cli.rpc; print('services.runner' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert found.stdout.strip() == "False"
+
+
 def test_an_addresses_file_past_its_bound_is_refused_unread(tmp_path: Path) -> None:
     many = {f"service-{n}": "127.0.0.1:7301" for n in range(MAX_ADDRESSES_BYTES // 20)}
-    (tmp_path / "addresses.json").write_text(json.dumps(many))
+    addresses_file(tmp_path).write_text(json.dumps(many))
     with pytest.raises(SystemExit) as refused:
         load_addresses(tmp_path)
     assert "cannot read the services' addresses: larger than 65,536 bytes" in str(refused.value)
