@@ -66,19 +66,24 @@ class CountingStore:
         return batch
 
 
+async def _case_delivered(store: EventStore, models: ReadModelStore) -> AuditDeps:
+    """Audit's queries on ``store`` once its timeline holds the case from the bus."""
+    handler = BusProjectionHandler(models, TimelineProjection())
+    for recorded in late_recorded_case():
+        await handler(recorded)
+    return AuditDeps(
+        ReadModelTimelines(models, default_registry()),
+        store,
+        AccessControl(store, None, "casetrail/audit"),
+    )
+
+
 async def test_a_timeline_far_behind_is_unavailable_not_a_scan_of_the_whole_store(
     stores: tuple[EventStore, ReadModelStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store, models = stores
     monkeypatch.setattr(queries, "OWN_UNINDEXED", BOUND, raising=False)
-    handler = BusProjectionHandler(models, TimelineProjection())
-    for recorded in late_recorded_case():
-        await handler(recorded)
-    deps = AuditDeps(
-        ReadModelTimelines(models, default_registry()),
-        store,
-        AccessControl(store, None, "casetrail/audit"),
-    )
+    deps = await _case_delivered(store, models)
     counting = CountingStore(store)
     monkeypatch.setattr(store, "read_all", counting.read_all)
 
@@ -111,14 +116,7 @@ async def test_more_appended_than_the_bound_while_a_call_reads_is_unavailable(
     this read is recorded then (before the check could know), its answer UNAVAILABLE."""
     store, models = stores
     monkeypatch.setattr(queries, "OWN_UNINDEXED", BOUND, raising=False)
-    handler = BusProjectionHandler(models, TimelineProjection())
-    for recorded in late_recorded_case():
-        await handler(recorded)
-    deps = AuditDeps(
-        ReadModelTimelines(models, default_registry()),
-        store,
-        AccessControl(store, None, "casetrail/audit"),
-    )
+    deps = await _case_delivered(store, models)
     (first,) = (await queries.get_access_log(deps, AUDITOR, CASE)).entries
     await catch_up(store, models, TimelineProjection())
     last_position = store.last_position

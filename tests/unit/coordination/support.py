@@ -260,6 +260,18 @@ class IntakeFeed:
         )
         return recorded
 
+    async def policy_told_assigned(self, case_id: str, worker_id: str, team: str) -> None:
+        """The access policy's facts told over the bus that a case manager of ``team`` carries
+        ``case_id`` (coordination's own store may say otherwise: ``transferred``)."""
+        assigned = CaseAssigned(
+            case_id=case_id,
+            worker_id=worker_id,
+            worker_role=Role.CASE_MANAGER,
+            worker_team=team,
+            reason="fits",
+        )
+        await self.policy(self.record(assigned, case_stream(case_id), "casetrail/coordination"))
+
 
 CASE_MANAGER = "user-case_manager"
 """The case manager of ``command_context``'s default user (``carried_by``'s default worker)."""

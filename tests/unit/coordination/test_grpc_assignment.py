@@ -12,8 +12,6 @@ from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.rpc import Person
-from events.catalog.assignment import CaseAssigned
-from events.catalog.base import Role
 from events.catalog.values import NeedCategory
 from tests.support.identity import acting
 from tests.unit.coordination.rpc import accept, assign, refer, refused
@@ -254,14 +252,7 @@ async def test_a_supervisor_transfers_by_the_team_coordination_recorded_not_the_
     # transfer to another team yet: the previous team's supervisor must not move it once more.
     await intake.open_case("case-1", "client-1", [HOME_CARE])
     await assign(stub, "case-1", "cm-dana")
-    delivered = CaseAssigned(
-        case_id="case-1",
-        worker_id="cm-dana",
-        worker_role=Role.CASE_MANAGER,
-        worker_team="team-east",
-        reason="fits",
-    )
-    await intake.policy(intake.record(delivered, "case-case-1", "casetrail/coordination"))
+    await intake.policy_told_assigned("case-1", "cm-dana", "team-east")
     await transferred(store, "case-1")  # to sw-lcsw of team-west, not delivered
     written = await store.read_stream("case-case-1")
 

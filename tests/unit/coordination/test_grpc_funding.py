@@ -343,14 +343,7 @@ async def test_a_supervisor_reserves_and_releases_by_the_team_coordination_recor
     # over the bus still say team-east. The stream decides: team-east's supervisor no longer
     # commits or gives back the case's money, team-west's does.
     service_id = await _home_care(stub, intake, store, team="team-east")
-    delivered = CaseAssigned(
-        case_id="case-1",
-        worker_id="user-case_manager",
-        worker_role=Role.CASE_MANAGER,
-        worker_team="team-east",
-        reason="fits",
-    )
-    await intake.policy(intake.record(delivered, case_stream("case-1"), "casetrail/coordination"))
+    await intake.policy_told_assigned("case-1", "user-case_manager", "team-east")
     reserved = await stub.ReserveBudget(reserve(usd(1_000), service_id))
     await transferred(store, "case-1", previous_worker_id="user-case_manager")
     line = budget_stream("home-care-fy2026")

@@ -20,11 +20,9 @@ from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.rpc import Person
-from events.catalog.assignment import CaseAssigned, CaseReassigned
-from events.catalog.base import Role
+from events.catalog.assignment import CaseReassigned
 from events.catalog.values import NeedCategory
 from events.catalog_registry import default_registry
-from services.coordination.domain.facts import case_stream
 from tests.support.identity import acting
 from tests.support.servers import database_of_its_own
 from tests.unit.coordination.rpc import assign, refused, usd
@@ -70,14 +68,7 @@ async def _commands(stub: Stub, intake: IntakeFeed) -> dict[str, Ask]:
     run on it, asked with a context."""
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
     await assign(stub, "case-1", "cm-dana")
-    delivered = CaseAssigned(
-        case_id="case-1",
-        worker_id="cm-dana",
-        worker_role=Role.CASE_MANAGER,
-        worker_team="team-east",
-        reason="fits",
-    )
-    await intake.policy(intake.record(delivered, case_stream("case-1"), "casetrail/coordination"))
+    await intake.policy_told_assigned("case-1", "cm-dana", "team-east")
     reserved = await stub.ReserveBudget(
         pb.ReserveBudgetRequest(
             context=command_context("coordinator"),
