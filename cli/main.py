@@ -62,7 +62,11 @@ EXIT_STATUSES = """exit status, the same for every command:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    options = parser().parse_args(argv)
+    root = parser()
+    options, rest = root.parse_known_args(argv)
+    if rest and options.command != "serve":
+        root.error(f"unrecognized arguments: {' '.join(rest)}")
+    options.runner_args = rest
     if getattr(options, "token", None) is not None:
         print(TOKEN_VISIBLE, file=sys.stderr)  # still used: scripts that pass it keep working
     module = importlib.import_module(COMMANDS[options.command])
@@ -147,18 +151,13 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = commands.add_parser("serve", help="start services (see services/runner.py)")
-    serve.add_argument("--backend", choices=["embedded", "distributed"], default="embedded")
-    serve.add_argument("--service", action="append", choices=SERVICES, help="repeatable")
-    serve.add_argument("--data-dir", default=_data_dir())
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--any-port", action="store_true", help="let the OS pick free ports")
-    serve.add_argument(
-        "--topic", help="case-event topic (distributed; default casetrail.case-events)"
+    # The runner's own options, parsed by the runner (`casetrail serve --help`): one parser, so
+    # the two cannot drift apart (this one once lacked --metrics-address and --health-port).
+    commands.add_parser(
+        "serve",
+        help="start services: python -m services.runner's options (casetrail serve --help)",
+        add_help=False,
     )
-    serve.add_argument("--tls-cert", help="server certificate chain, PEM ($CASETRAIL_TLS_CERT)")
-    serve.add_argument("--tls-key", help="server private key, PEM ($CASETRAIL_TLS_KEY)")
-    serve.add_argument("--tls-client-ca", help="client CA, PEM: require mutual TLS")
 
     rebuild = commands.add_parser(
         "rebuild",

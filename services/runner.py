@@ -409,6 +409,11 @@ def tune_gc() -> None:
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    return options_parser().parse_args(argv)
+
+
+def options_parser() -> argparse.ArgumentParser:
+    """The runner's options, also `casetrail serve`'s (cli/serve.py hands them here)."""
     parser = argparse.ArgumentParser(prog="casetrail serve", description=__doc__)
     parser.add_argument("--data-dir", default=os.environ.get("CASETRAIL_DATA_DIR", "var/data"))
     parser.add_argument("--backend", choices=["embedded", "distributed"], default="embedded")
@@ -435,7 +440,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tls-cert", help="server certificate chain, PEM (default: env)")
     parser.add_argument("--tls-key", help="server private key, PEM")
     parser.add_argument("--tls-client-ca", help="client CA, PEM: require mutual TLS")
-    return parser.parse_args(argv)
+    return parser
 
 
 if __name__ == "__main__":
