@@ -31,13 +31,15 @@ async def _parked(options: argparse.Namespace) -> int:
             count = await lot.request_retry(relay, options.case)
             print(f"{relay}: retry requested for {count} parked records")
             return 0 if count else 1
-        for record in await lot.parked(relay):
+        records = await lot.parked(relay)
+        for record in records:
             retry = " (retry requested)" if record.retry_requested else ""
             print(
                 f"{record.position}\t{record.key}\t{record.stream}#{record.sequence}\t"
                 f"{record.event_type}\t{record.event_id}\t{record.parked_at.isoformat()}\t"
                 f"{record.reason}{retry}"
             )
+        print(f"{len(records)} parked records")  # the count line, alone when none is parked
         return 0
     finally:
         await close_store()

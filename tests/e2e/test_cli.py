@@ -205,6 +205,9 @@ async def test_an_operator_lists_parked_records_and_asks_for_a_retry(tmp_path: P
     from casetrail_platform.store.sqlite import SqliteEventStore, SqliteParkingLot
 
     store = await SqliteEventStore.open(tmp_path / "intake" / "events.db", default_registry())
+    storage = ["--data-dir", str(tmp_path)]
+    status, out, err = await casetrail_cli("parked", "list", "intake", *storage)
+    assert (status, out) == (0, "0 parked records\n"), err  # the count line alone
     try:
         await SqliteParkingLot(store).park(
             [
@@ -227,11 +230,10 @@ async def test_an_operator_lists_parked_records_and_asks_for_a_retry(tmp_path: P
         )
     finally:
         await store.close()
-    storage = ["--data-dir", str(tmp_path)]
 
     status, out, err = await casetrail_cli("parked", "list", "intake", *storage)
     assert status == 0, err
-    assert [line.split("\t")[0] for line in out.splitlines()] == ["4", "5"]
+    assert [line.split("\t")[0] for line in out.splitlines()] == ["4", "5", "2 parked records"]
     assert "MessageSizeTooLargeError" in out
     status, out, err = await casetrail_cli(
         "parked", "retry", "intake", "--case", "case-1", *storage
