@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.casetrail-installed
 PROTO_STAMP := $(CURDIR)/protos/.generated
 PROTO_FILES := $(shell find protos -name '*.proto' 2>/dev/null)
-DATA_DIR ?= $(CURDIR)/var/data
+DATA_DIR ?= $(or $(CASETRAIL_DATA_DIR),$(CURDIR)/var/data)
 
 include infra/servers.mk
 
@@ -50,7 +50,8 @@ protos: $(PROTO_STAMP)
 run: $(PROTO_STAMP)
 	$(PY) -m services.runner --data-dir $(DATA_DIR)
 
-# One process per service on Kafka + PostgreSQL, on the fixed ports 7301-7304 (make demo finds them).
+# One process per service on Kafka + PostgreSQL, on the fixed ports 7301-7304; it needs an OIDC
+# issuer (CASETRAIL_OIDC_ISSUER, CASETRAIL_OIDC_AUDIENCE: README, "Quick start").
 .PHONY: run-distributed
 run-distributed: $(PROTO_STAMP)
 	$(MAKE) --no-print-directory servers-start
@@ -68,7 +69,7 @@ caseload: $(PROTO_STAMP)
 
 .PHONY: demo
 demo: $(PROTO_STAMP)
-	$(PY) -m services.demo
+	$(PY) -m services.demo --data-dir $(DATA_DIR)
 
 .PHONY: schemas
 schemas: $(STAMP)
