@@ -50,6 +50,7 @@ from casetrail_platform.outbox import OutboxRelay
 from casetrail_platform.parking import ParkingLot
 from casetrail_platform.private_files import private_directory
 from casetrail_platform.projections.port import Projection, ReadModelStore
+from casetrail_platform.projections.progress import watch_own_projections
 from casetrail_platform.projections.runner import BusProjectionHandler, catch_up, follow
 from casetrail_platform.shutdown import (
     BACKGROUND_STOP_SECONDS,
@@ -374,6 +375,12 @@ class ServiceHost:
         if keyring is not None:
             # A KEK file others may read (or a missing previous one) fails the start.
             await asyncio.to_thread(keyring.kek.check)
+        if self._own_projections:
+            # Its first sample at once, so the gauges are set before the service serves.
+            own = [projection.name for projection in self._own_projections]
+            self._spawn(
+                watch_own_projections(self.service, self.store, self.read_models, own, self._stop)
+            )
         for projection in self._own_projections:
             await catch_up(self.store, self.read_models, projection)
             # Replicas share the read models: one of them follows the store (the others would

@@ -4,7 +4,9 @@ One registry per process (``process_metrics()``), not prometheus-client's global
 can read exactly what this process counted. Counters and histograms are updated where things
 happen (the gRPC interceptor, the dead-letter path, the projection handler); gauges that
 describe state (outbox lag, checkpoint age) are set from the status objects the process
-already keeps (``OutboxRelay.status()``), sampled by the loop that watches the outbox.
+already keeps (``OutboxRelay.status()``), sampled by the loop that watches the outbox; how far
+each projection fed from the service's own store has got is sampled likewise
+(``casetrail_platform.projections.progress``), never read per scrape.
 """
 
 from __future__ import annotations
@@ -89,13 +91,37 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=registry,
         )
+        # Own-store projections: labelled by service too, since the embedded process runs the
+        # four services on one registry and a projection's name is only unique within one.
+        self.own_projection_lag = Gauge(
+            "casetrail_projection_lag_events",
+            "Events of the service's own store a projection it feeds from that store has not"
+            " applied yet (its store's newest position minus the projection's).",
+            ["service", "projection"],
+            registry=registry,
+        )
+        self.own_projection_position = Gauge(
+            "casetrail_projection_position",
+            "Position in the service's own store up to which a projection fed from it has"
+            " applied its events (0 after a rebuild's reset).",
+            ["service", "projection"],
+            registry=registry,
+        )
+        self.own_projection_age = Gauge(
+            "casetrail_projection_position_age_seconds",
+            "Seconds since an own-store projection's position last moved while events waited"
+            " (0 when none wait).",
+            ["service", "projection"],
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "casetrail_dead_letters",
             "Messages a consumer group set aside on its dead-letter topic, by reason.",
             ["group", "reason"],
             registry=registry,
         )
-        self._checkpoints: dict[str, _CheckpointWatch] = {}
+        self._checkpoints: dict[str, _PositionWatch] = {}
+        self._own_projections: dict[tuple[str, str], _PositionWatch] = {}
 
     def observe_relay(self, status: RelayStatus) -> None:
         """Set the outbox gauges from a relay's status (sampled, e.g. every 2 s)."""
@@ -104,13 +130,25 @@ class Metrics:
         self.outbox_published.labels(relay).set(status.published_total)
         self.outbox_parked.labels(relay).set(status.parked)
         self.outbox_failures.labels(relay).set(status.consecutive_failures)
-        watch = self._checkpoints.setdefault(relay, _CheckpointWatch())
+        watch = self._checkpoints.setdefault(relay, _PositionWatch())
         self.checkpoint_age.labels(relay).set(watch.age(status.published_position, status.lag))
+
+    def observe_own_projection(
+        self, service: str, projection: str, position: int, head: int
+    ) -> None:
+        """Set how far ``projection``, fed from ``service``'s own store, has got: its
+        ``position`` and the store's ``head`` (its newest position), read after it."""
+        lag = max(0, head - position)
+        self.own_projection_lag.labels(service, projection).set(lag)
+        self.own_projection_position.labels(service, projection).set(position)
+        watch = self._own_projections.setdefault((service, projection), _PositionWatch())
+        self.own_projection_age.labels(service, projection).set(watch.age(position, lag))
 
 
 @dataclass
-class _CheckpointWatch:
-    """When a relay's checkpoint last moved, to tell a stuck relay from an idle one."""
+class _PositionWatch:
+    """When a position (a relay's checkpoint, a projection's) last moved, to tell a stuck one
+    from an idle one."""
 
     position: int = -1
     moved_at: float = 0.0

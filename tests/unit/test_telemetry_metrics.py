@@ -21,9 +21,14 @@ from tests.e2e.support import registration
 _SERVICE = "casetrail.intake.v1.IntakeService"
 
 
-def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def _scrape_text(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
+        text: str = answer.read().decode()
+    return text
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = _scrape_text(port)
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
@@ -72,3 +77,57 @@ async def test_the_counters_match_the_commands_sent(tmp_path: Path) -> None:
         dict(labels)["relay"] for name, labels in after if name == "casetrail_outbox_lag_events"
     }
     assert "intake-outbox" in relays
+
+
+_OWN_PROJECTIONS = {
+    ("intake", "intake.client-directory-v4"),
+    ("intake", "intake.emergency-accesses"),
+    ("coordination", "assignments"),
+    ("audit", "timeline-index-v2"),
+    ("audit", "disclosure-index-recorded"),
+}
+"""Every projection a service feeds from its own store (the bootstraps' project_own_events)."""
+_SERVICES = {"intake", "planning", "coordination", "audit"}
+
+
+async def test_each_own_store_projection_shows_how_far_it_has_got(tmp_path: Path) -> None:
+    _host, port, server = serve_metrics("127.0.0.1:0")
+    try:
+        async with (
+            embedded_services(tmp_path) as local,
+            connect(local.addresses, local.tokens) as connection,
+        ):
+            request = registration()
+            client = await connection.as_(RECEPTIONIST).intake.RegisterClient(request)
+            directory = (("projection", "intake.client-directory-v4"), ("service", "intake"))
+            # Sampled every 2 s: until the client's registration shows as applied.
+            async with asyncio.timeout(15):
+                while True:
+                    samples = await asyncio.to_thread(_scrape, port)
+                    position = samples.get(("casetrail_projection_position", directory), 0.0)
+                    behind = samples.get(("casetrail_projection_lag_events", directory))
+                    if position > 0 and behind == 0:
+                        break
+                    await asyncio.sleep(0.2)
+            text = await asyncio.to_thread(_scrape_text, port)
+    finally:
+        server.shutdown()  # type: ignore[attr-defined]
+
+    for metric in (
+        "casetrail_projection_lag_events",
+        "casetrail_projection_position",
+        "casetrail_projection_position_age_seconds",
+    ):
+        labelled = {labels for name, labels in samples if name == metric}
+        # Labelled by service and projection only. One registry per process: other tests may
+        # have run the four services (the same series) or hosts of their own (other names).
+        assert {tuple(key for key, _value in labels) for labels in labelled} == {
+            ("projection", "service")
+        }
+        ours = {(dict(labels)["service"], dict(labels)["projection"]) for labels in labelled}
+        assert {(service, name) for service, name in ours if service in _SERVICES} == (
+            _OWN_PROJECTIONS
+        )
+    assert client.client_id not in text
+    assert request.name.family_name not in text
+    assert request.identifiers[0].value not in text
