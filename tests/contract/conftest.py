@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Protocol
 
@@ -13,7 +13,7 @@ from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.registry import EventRegistry
 from tests.support.sample_events import sample_registry
-from tests.support.servers import postgres_dsn, server_missing
+from tests.support.servers import postgres_dsn, schema_of_its_own
 
 
 class StoreOpener(Protocol):
@@ -31,44 +31,29 @@ async def open_store(
 ) -> AsyncIterator[StoreOpener]:
     """Opens stores on one fresh backend; every store opened sees the same data."""
     opened: list[EventStore] = []
-    cleanups: list[Callable[[], Awaitable[None]]] = []
+    async with contextlib.AsyncExitStack() as schema:
+        if request.param == "sqlite":
 
-    if request.param == "sqlite":
+            async def open_one(with_registry: EventRegistry | None = None) -> EventStore:
+                path = tmp_path / "events.db"
+                store = await SqliteEventStore.open(path, with_registry or registry)
+                opened.append(store)
+                return store
 
-        async def open_one(with_registry: EventRegistry | None = None) -> EventStore:
-            store = await SqliteEventStore.open(tmp_path / "events.db", with_registry or registry)
-            opened.append(store)
-            return store
+        else:
+            from casetrail_platform.store.postgres import PostgresEventStore
 
-    else:
-        import psycopg
+            name = await schema.enter_async_context(schema_of_its_own("contract"))
 
-        from casetrail_platform.store.postgres import PostgresEventStore
+            async def open_one(with_registry: EventRegistry | None = None) -> EventStore:
+                chosen = with_registry or registry
+                store = await PostgresEventStore.connect(postgres_dsn(), chosen, schema=name)
+                opened.append(store)
+                return store
 
-        schema = f"contract_{uuid.uuid4().hex[:12]}"
-        dsn = postgres_dsn()
-        try:
-            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
-                await admin.execute(f'CREATE SCHEMA "{schema}"')
-        except psycopg.OperationalError as error:
-            server_missing("PostgreSQL", error)
-
-        async def drop_schema() -> None:
-            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
-                await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-        cleanups.append(drop_schema)
-
-        async def open_one(with_registry: EventRegistry | None = None) -> EventStore:
-            store = await PostgresEventStore.connect(dsn, with_registry or registry, schema=schema)
-            opened.append(store)
-            return store
-
-    yield open_one
-    for store in opened:
-        await store.close()
-    for cleanup in cleanups:
-        await cleanup()
+        yield open_one
+        for store in opened:  # before the schema is dropped
+            await store.close()
 
 
 @pytest.fixture
@@ -86,18 +71,9 @@ async def read_models(
         yield store
         await store.close()
         return
-    import psycopg
-
     from casetrail_platform.projections.postgres import PostgresReadModelStore
 
-    schema = f"readmodels_{uuid.uuid4().hex[:12]}"
-    try:
-        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-            await admin.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.OperationalError as error:
-        server_missing("PostgreSQL", error)
-    store = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
-    yield store
-    await store.close()
-    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    async with schema_of_its_own("readmodels") as schema:
+        store = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+        yield store
+        await store.close()

@@ -18,13 +18,11 @@ from casetrail_platform.projections.progress import (
     watch_own_projections,
 )
 from casetrail_platform.projections.runner import catch_up, follow
-from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.port import ANY_VERSION, EventStore
-from casetrail_platform.store.sqlite import SqliteEventStore
 from casetrail_platform.telemetry.metrics import Metrics, process_metrics
 from events.envelope import RecordedEvent
+from tests.support.backends import BACKENDS, store_and_read_models
 from tests.support.sample_events import NoteWritten, note, sample_registry
-from tests.support.servers import postgres_dsn, server_missing
 
 CASE = "case-7c1f0e"
 TEXT = "private words about the family"
@@ -40,37 +38,15 @@ class NoteCount(Projection):
             await transaction.put("note-counts", recorded.event.case_id, {"n": counted["n"] + 1})
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=BACKENDS)
 async def storage(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[EventStore, ReadModelStore]]:
     """A service's own store and its read models, on one backend."""
-    registry = sample_registry()
-    if request.param == "sqlite":
-        store: EventStore = await SqliteEventStore.open(tmp_path / "events.db", registry)
-        read_models: ReadModelStore = SqliteReadModelStore(tmp_path / "read-models.db")
-        yield store, read_models
-        await read_models.close()
-        await store.close()
-        return
-    import psycopg
-
-    from casetrail_platform.projections.postgres import PostgresReadModelStore
-    from casetrail_platform.store.postgres import PostgresEventStore
-
-    schema = f"progress_{uuid.uuid4().hex[:12]}"
-    try:
-        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-            await admin.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.OperationalError as error:
-        server_missing("PostgreSQL", error)
-    store = await PostgresEventStore.connect(postgres_dsn(), registry, schema=schema)
-    read_models = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
-    yield store, read_models
-    await read_models.close()
-    await store.close()
-    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    async with store_and_read_models(
+        request.param, tmp_path, sample_registry(), "progress"
+    ) as opened:
+        yield opened
 
 
 def _gauges(service: str) -> tuple[float | None, float | None]:

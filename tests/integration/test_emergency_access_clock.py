@@ -19,9 +19,7 @@ from casetrail_platform.policy.projection import CaseFactsProjection, CaseFactsR
 from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.projections.runner import catch_up
-from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.port import EventStore
-from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.access import AccessPurpose, RecordAccessDenied, RecordAccessed
 from events.catalog.assignment import CaseAssigned
 from events.catalog.base import CaseEvent, Role
@@ -45,7 +43,7 @@ from services.intake.app.emergency import (
     review_queue,
 )
 from services.intake.domain.cases import case_stream
-from tests.support.servers import postgres_dsn, server_missing
+from tests.support.backends import BACKENDS, store_and_read_models
 
 T0 = datetime(2026, 12, 2, 22, 0, tzinfo=UTC)
 REVIEW_WITHIN = timedelta(hours=72)
@@ -63,36 +61,14 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=BACKENDS)
 async def storage(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[EventStore, ReadModelStore]]:
-    registry = default_registry()
-    if request.param == "sqlite":
-        store: EventStore = await SqliteEventStore.open(tmp_path / "events.db", registry)
-        read_models: ReadModelStore = SqliteReadModelStore(tmp_path / "read-models.db")
-        yield store, read_models
-        await read_models.close()
-        await store.close()
-        return
-    import psycopg
-
-    from casetrail_platform.projections.postgres import PostgresReadModelStore
-    from casetrail_platform.store.postgres import PostgresEventStore
-
-    schema = f"glass_{uuid.uuid4().hex[:12]}"
-    try:
-        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-            await admin.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.OperationalError as error:
-        server_missing("PostgreSQL", error)
-    store = await PostgresEventStore.connect(postgres_dsn(), registry, schema=schema)
-    read_models = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
-    yield store, read_models
-    await read_models.close()
-    await store.close()
-    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-        await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    async with store_and_read_models(
+        request.param, tmp_path, default_registry(), "glass"
+    ) as opened:
+        yield opened
 
 
 def example(kind: type[CaseEvent], **changes: object) -> CaseEvent:

@@ -4,14 +4,13 @@ writes (a read-then-write race between consumers of two processes)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import psycopg
 
 from casetrail_platform.projections.postgres import PostgresReadModelStore
-from tests.support.servers import postgres_dsn, server_missing
+from tests.support.servers import postgres_dsn, schema_of_its_own
 
 
 @asynccontextmanager
@@ -19,21 +18,14 @@ async def read_model_replicas(
     prefix: str,
 ) -> AsyncIterator[tuple[PostgresReadModelStore, PostgresReadModelStore]]:
     """Two stores (a connection each) on a fresh schema named from ``prefix``, dropped after."""
-    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    try:
-        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-            await admin.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.OperationalError as error:
-        server_missing("PostgreSQL", error)
-    one = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
-    two = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
-    try:
-        yield one, two
-    finally:
-        await one.close()
-        await two.close()
-        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    async with schema_of_its_own(prefix) as schema:
+        one = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+        two = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+        try:
+            yield one, two
+        finally:
+            await one.close()
+            await two.close()
 
 
 async def waiting_for_a_lock(statement: str = "") -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import pytest
 
@@ -82,3 +82,22 @@ def database_of_its_own(prefix: str) -> Iterator[str]:
     finally:
         with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
             admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@asynccontextmanager
+async def schema_of_its_own(prefix: str) -> AsyncIterator[str]:
+    """A PostgreSQL schema made for the test (``prefix`` and a random suffix), dropped with all
+    it holds after it: stores and read models connected with ``schema=`` share it alone."""
+    import psycopg
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
+            await admin.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.OperationalError as error:
+        server_missing("PostgreSQL", error)
+    try:
+        yield schema
+    finally:
+        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
+            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')

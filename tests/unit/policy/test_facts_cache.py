@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,7 +24,7 @@ from events.catalog.access import (
     RecordSection,
 )
 from events.envelope import RecordedEvent
-from tests.support.servers import postgres_dsn, server_missing
+from tests.support.replicas import read_model_replicas
 from tests.unit.audit.support import CASE, T0, intake, opened
 
 PARTNER = "harbor-counseling"
@@ -249,19 +248,7 @@ def test_a_change_told_meanwhile_stops_a_fold_being_kept() -> None:
 async def test_replicas_sharing_postgresql_see_each_others_revocations() -> None:
     """Two replicas of a service, one read-model schema: the one that did not apply the
     revocation forgets the case once PostgreSQL delivers the committed change."""
-    import psycopg
-
-    from casetrail_platform.projections.postgres import PostgresReadModelStore
-
-    schema = f"facts_{uuid.uuid4().hex[:12]}"
-    try:
-        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-            await admin.execute(f'CREATE SCHEMA "{schema}"')
-    except psycopg.OperationalError as error:
-        server_missing("PostgreSQL", error)
-    applying = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
-    reading = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
-    try:
+    async with read_model_replicas("facts") as (applying, reading):
         opening, granting, revoking = history()
         feed = BusProjectionHandler(applying, CaseFactsProjection())
         CaseFactsReader(applying)  # every replica watches from its bootstrap on
@@ -280,8 +267,3 @@ async def test_replicas_sharing_postgresql_see_each_others_revocations() -> None
         while consent_in_force(await reader.facts(CASE)):
             assert asyncio.get_running_loop().time() < deadline, "the revocation was not seen"
             await asyncio.sleep(0.01)
-    finally:
-        await applying.close()
-        await reading.close()
-        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as admin:
-            await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')

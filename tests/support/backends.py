@@ -1,0 +1,47 @@
+"""A service's own event store and its read models on either backend, for tests that run the
+same steps on SQLite and on PostgreSQL (a fixture parametrized by backend opens them here)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from casetrail_platform.projections.port import ReadModelStore
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.port import EventStore
+from casetrail_platform.store.sqlite import SqliteEventStore
+from events.registry import EventRegistry
+from tests.support.servers import postgres_dsn, schema_of_its_own
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@asynccontextmanager
+async def store_and_read_models(
+    backend: str, directory: Path, registry: EventRegistry, prefix: str
+) -> AsyncIterator[tuple[EventStore, ReadModelStore]]:
+    """Both opened fresh on ``backend`` (files in ``directory``, or a PostgreSQL schema named
+    from ``prefix``), closed (the schema dropped) after."""
+    store: EventStore
+    read_models: ReadModelStore
+    if backend == "sqlite":
+        store = await SqliteEventStore.open(directory / "events.db", registry)
+        read_models = SqliteReadModelStore(directory / "read-models.db")
+        try:
+            yield store, read_models
+        finally:
+            await read_models.close()
+            await store.close()
+        return
+    from casetrail_platform.projections.postgres import PostgresReadModelStore
+    from casetrail_platform.store.postgres import PostgresEventStore
+
+    async with schema_of_its_own(prefix) as schema:
+        store = await PostgresEventStore.connect(postgres_dsn(), registry, schema=schema)
+        read_models = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+        try:
+            yield store, read_models
+        finally:
+            await read_models.close()
+            await store.close()
