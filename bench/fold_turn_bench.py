@@ -20,7 +20,7 @@ from bench.common import median
 from casetrail_platform.policy.facts import CaseFacts, Entry, fold
 from casetrail_platform.policy.guard import FOLD_STEP, AccessControl
 from casetrail_platform.store.port import EventStore
-from tests.unit.policy.test_fold_steps import history
+from tests.support.fact_history import history
 
 
 async def measured(folding: Callable[[], Awaitable[CaseFacts]]) -> tuple[float, float]:

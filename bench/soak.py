@@ -6,9 +6,9 @@ the Kafka broker of ``make servers-start`` (``CASETRAIL_PG_DSN``, ``CASETRAIL_KA
 and their ``infra/`` scripts, which it uses to restart them). Not run in CI. It writes the
 section "## Soak: faults under load (issue 8)" of ``bench/RESULTS.md``.
 
-The four services run as separate processes (``tests/e2e/distributed.py``) on a fresh database
+The four services run as separate processes (``tests/support/distributed.py``) on a fresh database
 and topic; four clients send RegisterClient, LogContact and MakeReferral commands, retrying
-UNAVAILABLE with the same idempotency key (``tests/faults/load.py``). Every ``--every`` seconds
+UNAVAILABLE with the same idempotency key (``tests/support/load.py``). Every ``--every`` seconds
 the next fault of the cycle happens: PostgreSQL restarted (stopped, kept down 3 s, started),
 the Kafka broker restarted, then each service process killed with SIGKILL and started again.
 
@@ -39,8 +39,8 @@ from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.identity.development import DevelopmentIssuer
 from cli.rpc import minted_by
 from infra.servers import KAFKA_BOOTSTRAP, PG_DSN, run_script, server_setting
-from tests.e2e.distributed import ServiceProcesses, service_processes
-from tests.faults.load import Load, Reconciliation, reconcile
+from tests.support.distributed import ServiceProcesses, service_processes
+from tests.support.load import Load, Reconciliation, reconcile
 
 HEADING = "## Soak: faults under load (issue 8)"
 PG_TARGET = 5.0

@@ -21,13 +21,13 @@ from casetrail_platform.bus.deadletter import DeadLetter, parse_dead_letter
 from casetrail_platform.bus.inprocess import InProcessBus
 from casetrail_platform.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
 from casetrail_platform.bus.kafka_settings import KafkaSettings
-from casetrail_platform.bus.message import BusMessage, as_headers
+from casetrail_platform.bus.message import BusMessage
 from casetrail_platform.bus.port import BatchHandler, EventPublisher, EventSubscriber, Handler
 from casetrail_platform.bus.retry import Backoff, RetryPolicy
 from casetrail_platform.bus.topics import TopicSettings, create_topics, dead_letter_topic
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
-from tests.support.kafka_reading import records_to_end
+from tests.support.kafka_reading import read_topic
 from tests.support.sample_events import note
 from tests.support.servers import kafka_bootstrap, server_missing
 
@@ -296,20 +296,6 @@ class KafkaHarness(BusHarness):
         await delete_topics(
             self.settings, [self.topic, *(dead_letter_topic(g) for g in self.groups)]
         )
-
-
-async def read_topic(settings: KafkaSettings, topic: str, partition_count: int) -> list[BusMessage]:
-    """Every message on ``topic`` up to its current end, without joining any group."""
-    from aiokafka import TopicPartition
-
-    partitions = [TopicPartition(topic, p) for p in range(partition_count)]
-    records = await records_to_end(
-        partitions, bootstrap=settings.bootstrap_servers, patience=WAIT_LIMIT
-    )
-    return [
-        BusMessage(r.topic, r.partition, r.offset, r.key, r.value, as_headers(r.headers))
-        for r in records
-    ]
 
 
 async def delete_topics(settings: KafkaSettings, topics: Sequence[str]) -> None:

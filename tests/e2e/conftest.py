@@ -16,7 +16,7 @@ import pytest_asyncio
 
 from cli.rpc import Connection, TokenSource, connect
 from services.demo import embedded_services
-from tests.e2e.distributed import distributed_services
+from tests.support.distributed import distributed_services
 from tests.support.identity import TestIssuer
 
 

@@ -20,8 +20,8 @@ from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from casetrail_platform.shutdown import STOP_DEADLINE_SECONDS
 from cli.rpc import Person
-from tests.e2e.distributed import ENV, _address, _spawn, _stop, fresh_database, fresh_topic
 from tests.faults.servers import frozen, seconds_to_end_after_sigterm
+from tests.support.distributed import ENV, _address, _spawn, _stop, fresh_database, fresh_topic
 from tests.support.identity import TestIssuer
 from tests.support.servers import kafka_bootstrap
 

@@ -1,7 +1,7 @@
 """Issue 8: the fault suite. The four services run as separate processes on the PostgreSQL
 server and Kafka broker `make test` started; while clients send commands, PostgreSQL is
 restarted, then the broker, then service processes are killed with SIGKILL and started again.
-After each fault the whole run is reconciled exactly (``tests/faults/load.py``): every
+After each fault the whole run is reconciled exactly (``tests/support/load.py``): every
 acknowledged command in the store, on Kafka, in audit's timeline and in the read models,
 nothing duplicated, nothing dead-lettered; and no command was ever answered anything but OK
 or a retriable UNAVAILABLE.
@@ -20,10 +20,10 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from casetrail_platform.bus.kafka_settings import KafkaSettings
-from tests.e2e.distributed import ServiceProcesses, service_processes
-from tests.faults.load import Load, reconcile
 from tests.faults.servers import restart, server_down
+from tests.support.distributed import ServiceProcesses, service_processes
 from tests.support.identity import TestIssuer
+from tests.support.load import Load, reconcile
 from tests.support.servers import kafka_bootstrap
 
 pytestmark = [

@@ -23,8 +23,8 @@ from casetrail_platform.projections.postgres import PostgresReadModelStore
 from casetrail_platform.store.postgres import PostgresEventStore
 from casetrail_platform.store.postgres_checkpoints import PostgresCheckpointStore
 from events.registry import EventRegistry
-from tests.e2e.distributed import fresh_database
 from tests.faults.servers import restart, server_down
+from tests.support.distributed import fresh_database
 from tests.support.sample_events import note, sample_registry
 from tests.support.servers import kafka_bootstrap
 

@@ -19,8 +19,8 @@ from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from cli.rpc import Person
-from tests.e2e.distributed import ENV, _address, _spawn, _stop, fresh_database, fresh_topic
 from tests.faults.servers import server_down
+from tests.support.distributed import ENV, _address, _spawn, _stop, fresh_database, fresh_topic
 from tests.support.identity import TestIssuer
 from tests.support.servers import free_port, kafka_bootstrap
 

@@ -32,7 +32,8 @@ from events.cloudevents import to_kafka_binary
 from events.dead_letters import DeadLetterReason
 from events.envelope import Actor, EventMetadata, RecordedEvent
 from services.planning.adapters.case_views import CASE_VIEWS, CaseViewProjection
-from tests.contract.bus_conftest import delete_topics, kafka_test_settings, read_topic
+from tests.contract.bus_conftest import delete_topics, kafka_test_settings
+from tests.support.kafka_reading import read_topic
 from tests.support.servers import server_missing
 from tests.support.waiting import eventually
 

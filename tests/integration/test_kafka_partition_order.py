@@ -34,7 +34,6 @@ from tests.contract.bus_conftest import (
     delete_topics,
     eventually,
     kafka_test_settings,
-    read_topic,
     recorded,
     running,
 )
@@ -44,6 +43,7 @@ from tests.integration.test_kafka_relay import (
     append_round,
     private_broker,
 )
+from tests.support.kafka_reading import read_topic
 from tests.support.sample_events import note, sample_registry
 from tests.support.servers import server_missing
 from tests.support.waiting import eventually as wait_for

@@ -26,10 +26,10 @@ from tests.contract.bus_conftest import (
     delete_topics,
     eventually,
     kafka_test_settings,
-    read_topic,
     recorded,
     running,
 )
+from tests.support.kafka_reading import read_topic
 from tests.support.sample_events import note, sample_registry
 from tests.support.servers import free_port, server_missing
 

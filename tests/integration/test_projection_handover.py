@@ -30,8 +30,9 @@ from casetrail_platform.projections.postgres import PostgresReadModelStore
 from casetrail_platform.projections.runner import catch_up, rebuild
 from casetrail_platform.store.port import NO_STREAM
 from casetrail_platform.store.postgres import PostgresEventStore
-from tests.contract.bus_conftest import delete_topics, kafka_test_settings, read_topic
+from tests.contract.bus_conftest import delete_topics, kafka_test_settings
 from tests.integration.handover_replica import COLLECTION, StreamPositions
+from tests.support.kafka_reading import read_topic
 from tests.support.sample_events import note, sample_registry
 from tests.support.servers import postgres_dsn, server_missing
 

@@ -26,7 +26,7 @@ from cli.rpc import connect
 from events.dead_letters import REPLAYED
 from services.demo import embedded_services, walk_case
 from tests.contract.bus_conftest import kafka_test_settings
-from tests.e2e.distributed import service_processes
+from tests.support.distributed import service_processes
 from tests.support.identity import TestIssuer
 from tests.support.kafka_reading import partitions_of, records_to_end
 

@@ -22,8 +22,8 @@ from casetrail_platform.hosting import Infrastructure
 from cli.rpc import command, connect, eventually, query
 from cli.walk.story import COORDINATOR, RECEPTIONIST
 from services.runner import start_services, stop_services
-from tests.e2e.distributed import fresh_database, fresh_topic
 from tests.e2e.support import registration
+from tests.support.distributed import fresh_database, fresh_topic
 from tests.support.identity import TestIssuer
 from tests.support.servers import kafka_bootstrap
 from tests.support.tracing import traced

@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.message import BusMessage, as_headers
 from tests.support.servers import kafka_bootstrap
 
 
@@ -64,3 +66,19 @@ async def records_to_end(
     finally:
         await consumer.stop()
     return sorted(found, key=lambda record: (record.topic, record.partition, record.offset))
+
+
+async def read_topic(
+    settings: KafkaSettings, topic: str, partition_count: int, *, patience: float = 90.0
+) -> list[BusMessage]:
+    """Every message on ``topic`` up to its current end, without joining any group."""
+    from aiokafka import TopicPartition
+
+    partitions = [TopicPartition(topic, p) for p in range(partition_count)]
+    records = await records_to_end(
+        partitions, bootstrap=settings.bootstrap_servers, patience=patience
+    )
+    return [
+        BusMessage(r.topic, r.partition, r.offset, r.key, r.value, as_headers(r.headers))
+        for r in records
+    ]

@@ -3,35 +3,14 @@ event of another type, such as the access record every read appends, is never de
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from uuid import UUID
-
 import pytest
 
 from casetrail_platform.policy.facts import FACT_EVENT_TYPES, entry_of
-from events.catalog.base import CaseEvent, Role
-from events.catalog.examples import example_events
+from events.catalog.base import CaseEvent
 from events.catalog_registry import default_registry
-from events.envelope import Actor, EventMetadata, RecordedEvent
+from events.envelope import RecordedEvent
+from tests.support.fact_history import EXAMPLES
 from tests.support.stored import as_stored
-
-
-def _recorded(event: CaseEvent, number: int) -> RecordedEvent:
-    moment = datetime(2024, 3, 5, 9, 0, tzinfo=UTC)
-    return RecordedEvent(
-        event_id=UUID(int=number),
-        stream=f"case-{event.subject}",
-        sequence=1,
-        position=number,
-        recorded_at=moment,
-        event=event,
-        metadata=EventMetadata(
-            "intake", Actor("worker-ana", Role.SOCIAL_WORKER), moment, UUID(int=0)
-        ),
-    )
-
-
-EXAMPLES = [_recorded(event, n) for n, event in enumerate(example_events(), start=1)]
 
 
 def test_every_fact_bearing_type_has_an_example() -> None:

@@ -6,45 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
-from casetrail_platform.policy.facts import FACT_EVENT_TYPES, Entry, entry_of, fold
+from casetrail_platform.policy.facts import fold
 from casetrail_platform.policy.guard import FOLD_STEP, AccessControl
 from casetrail_platform.store.port import EventStore
-from tests.unit.policy.test_fact_entries import EXAMPLES
-
-TEMPLATES = [
-    entry
-    for recorded in EXAMPLES
-    if recorded.event_type in FACT_EVENT_TYPES and (entry := entry_of(recorded)) is not None
-]
-START = datetime(2020, 1, 1, tzinfo=UTC)
-
-
-def history(seed: int, size: int) -> list[Entry]:
-    """``size`` fact entries of every kind, on a few referrals, consents and emergency
-    accesses (so that later entries undo earlier ones), recorded at shuffled times, some
-    at the same moment."""
-    rng = random.Random(seed)
-    entries: list[Entry] = []
-    for number in range(size):
-        entry: dict[str, Any] = dict(rng.choice(TEMPLATES))
-        for key, pool in (
-            ("referral_id", "r"),
-            ("consent_id", "c"),
-            ("emergency_access_id", "e"),
-            ("worker_id", "w"),
-            ("provider_id", "p"),
-        ):
-            if entry.get(key) is not None:
-                entry[key] = f"{pool}{rng.randrange(6)}"
-        entry["event_id"] = f"event-{number}"
-        entry["recorded_at"] = (START + timedelta(minutes=rng.randrange(size))).isoformat()
-        entries.append(entry)
-    return entries
+from tests.support.fact_history import history
 
 
 def audit_access() -> AccessControl:

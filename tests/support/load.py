@@ -38,8 +38,8 @@ from casetrail_platform.bus.kafka_dead_letters import dead_letter_topics, list_d
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from cli.rpc import Person, TokenSource, timestamp
-from tests.contract.bus_conftest import read_topic
-from tests.e2e.distributed import ServiceProcesses
+from tests.support.distributed import ServiceProcesses
+from tests.support.kafka_reading import read_topic
 
 RETRIED = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 """The only answers a client retries (same idempotency key): the command may go through."""

@@ -1,0 +1,178 @@
+"""A test module (``tests/**/test_*.py``) is never imported by anything else: what a test
+and a benchmark share lives in ``tests/support/``, the one place for tooling used by the
+tests and by ``bench/`` (its ``__init__`` says so). A benchmark takes nothing else from
+``tests``; a support module, conftest or helper imports no test module. The checks read the
+imports (module level or inside a function), so they hold without running anything."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+SUPPORT = "tests.support"
+
+
+def _module_of(path: Path) -> str:
+    parts = path.relative_to(REPOSITORY).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _is_test_module(module: str) -> bool:
+    parts = module.split(".")
+    return parts[0] == "tests" and parts[-1].startswith("test_")
+
+
+def imported_modules(path: Path) -> Iterator[str]:
+    """Every module ``path`` imports, ``from tests.unit import test_x`` as ``tests.unit.test_x``
+    and relative imports resolved."""
+    package = _module_of(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            yield module
+            yield from (f"{module}.{alias.name}" for alias in node.names)
+
+
+def _python_files(folder: str) -> list[Path]:
+    return sorted((REPOSITORY / folder).rglob("*.py"))
+
+
+def _named(path: Path) -> str:
+    return path.relative_to(REPOSITORY).as_posix()
+
+
+def test_a_benchmark_takes_from_the_tests_only_their_support_package() -> None:
+    found = [
+        f"{_named(path)}: {module}"
+        for path in _python_files("bench")
+        for module in imported_modules(path)
+        if (module == "tests" or module.startswith("tests."))
+        and not (module == SUPPORT or module.startswith(SUPPORT + "."))
+    ]
+    assert found == []
+
+
+def test_no_module_but_a_test_module_imports_a_test_module() -> None:
+    """Support modules, conftests, helpers and the product's packages alike."""
+    found = [
+        f"{_named(path)}: {module}"
+        for folder in ("bench", "tests", "events", "casetrail_platform", "services", "cli", "infra")
+        for path in _python_files(folder)
+        if not path.name.startswith("test_")
+        for module in imported_modules(path)
+        if _is_test_module(module)
+    ]
+    assert found == []
+
+
+def imports_between_test_modules() -> set[tuple[str, str]]:
+    """(test file, test module) for every test module a test module imports."""
+    return {
+        (_named(path), module)
+        for path in _python_files("tests")
+        if path.name.startswith("test_")
+        for module in imported_modules(path)
+        if _is_test_module(module)
+    }
+
+
+KNOWN_WHEN_THE_RULE_CAME: set[tuple[str, str]] = {
+    ("tests/console/test_console_hostile_text.py", "tests.console.test_console_pages"),
+    ("tests/console/test_console_https.py", "tests.unit.test_identity"),
+    ("tests/contract/test_client_directory_contract.py", "tests.unit.keys.test_keys_off_loop"),
+    ("tests/contract/test_event_size_gaps.py", "tests.contract.test_sealed_store_contract"),
+    ("tests/contract/test_ledger_contract.py", "tests.contract.test_ledger_tamper"),
+    ("tests/contract/test_ledger_restart_rollback.py", "tests.contract.test_ledger_contract"),
+    ("tests/contract/test_ledger_restart_rollback.py", "tests.contract.test_ledger_tamper"),
+    ("tests/contract/test_ledger_rotation.py", "tests.contract.test_ledger_contract"),
+    ("tests/contract/test_ledger_tamper.py", "tests.contract.test_ledger_contract"),
+    ("tests/contract/test_ledger_verify_parallel.py", "tests.contract.test_ledger_contract"),
+    ("tests/contract/test_ledger_verify_parallel.py", "tests.contract.test_ledger_tamper"),
+    ("tests/contract/test_projection_order_contract.py", "tests.unit.planning.test_case_view"),
+    ("tests/contract/test_snapshot_contract.py", "tests.contract.test_folded_contract"),
+    ("tests/e2e/test_access_intake_gaps.py", "tests.e2e.test_access"),
+    ("tests/e2e/test_access_intake_gaps.py", "tests.e2e.test_break_glass"),
+    ("tests/e2e/test_access_matrix.py", "tests.e2e.test_access"),
+    ("tests/e2e/test_break_glass.py", "tests.e2e.test_cli"),
+    ("tests/e2e/test_caseload_views.py", "tests.integration.test_caseload_faust"),
+    ("tests/e2e/test_concurrency.py", "tests.e2e.test_refusals"),
+    ("tests/e2e/test_corrections.py", "tests.e2e.test_cli"),
+    ("tests/e2e/test_erasure.py", "tests.e2e.test_cli"),
+    ("tests/e2e/test_erasure.py", "tests.e2e.test_ledger"),
+    ("tests/e2e/test_export_pending.py", "tests.e2e.test_cli"),
+    ("tests/e2e/test_export_pending.py", "tests.e2e.test_ledger"),
+    ("tests/e2e/test_ledger.py", "tests.e2e.test_cli"),
+    ("tests/e2e/test_legacy_export.py", "tests.e2e.test_cli"),
+    ("tests/e2e/test_legacy_export.py", "tests.e2e.test_ledger"),
+    ("tests/e2e/test_referral_withdrawal.py", "tests.e2e.test_access"),
+    ("tests/e2e/test_replicas.py", "tests.e2e.test_refusals"),
+    ("tests/e2e/test_reviews.py", "tests.e2e.test_access"),
+    ("tests/e2e/test_reviews.py", "tests.e2e.test_break_glass"),
+    ("tests/e2e/test_reviews.py", "tests.e2e.test_cli"),
+    ("tests/integration/test_caseload_stop.py", "tests.integration.test_caseload_faust"),
+    ("tests/integration/test_kafka_partition_order.py", "tests.integration.test_kafka_relay"),
+    ("tests/integration/test_ledger_independent.py", "tests.contract.test_ledger_contract"),
+    ("tests/integration/test_ledger_independent.py", "tests.unit.test_ledger_note"),
+    ("tests/integration/test_ledger_reader_role.py", "tests.contract.test_ledger_contract"),
+    ("tests/integration/test_ledger_rotate_distributed.py", "tests.contract.test_ledger_contract"),
+    (
+        "tests/integration/test_ledger_rotate_distributed.py",
+        "tests.integration.test_verify_store_read_only",
+    ),
+    ("tests/integration/test_ledger_rotate_distributed.py", "tests.unit.test_verify_store_cli"),
+    ("tests/integration/test_verify_store_read_only.py", "tests.contract.test_ledger_contract"),
+    ("tests/unit/audit/test_concurrent_exports.py", "tests.unit.audit.test_grpc"),
+    ("tests/unit/audit/test_queries.py", "tests.unit.audit.test_timeline"),
+    ("tests/unit/audit/test_witness_keys.py", "tests.contract.test_ledger_contract"),
+    ("tests/unit/coordination/test_agency_date.py", "tests.unit.coordination.test_grpc_funding"),
+    (
+        "tests/unit/coordination/test_eligibility_bounds.py",
+        "tests.unit.coordination.test_grpc_funding",
+    ),
+    (
+        "tests/unit/coordination/test_supervisor_races.py",
+        "tests.unit.coordination.test_transfer_races",
+    ),
+    ("tests/unit/coordination/test_transfer_races.py", "tests.unit.coordination.test_case_workers"),
+    ("tests/unit/intake/test_consent.py", "tests.unit.intake.test_grpc"),
+    ("tests/unit/intake/test_corrections.py", "tests.unit.intake.test_grpc"),
+    ("tests/unit/intake/test_emergency_erasure_race.py", "tests.unit.intake.test_emergency_reads"),
+    ("tests/unit/intake/test_emergency_erasure_race.py", "tests.unit.intake.test_erasure_races"),
+    ("tests/unit/intake/test_erasure.py", "tests.unit.intake.test_consent"),
+    ("tests/unit/intake/test_erasure.py", "tests.unit.intake.test_grpc"),
+    ("tests/unit/intake/test_erasure_names_every_case.py", "tests.unit.intake.test_erasure"),
+    ("tests/unit/intake/test_erasure_names_every_case.py", "tests.unit.intake.test_grpc"),
+    ("tests/unit/intake/test_erasure_races.py", "tests.unit.intake.test_handlers"),
+    ("tests/unit/intake/test_existence_oracle.py", "tests.unit.intake.test_grpc"),
+    ("tests/unit/intake/test_reason_bounds.py", "tests.unit.intake.test_consent"),
+    ("tests/unit/intake/test_reason_bounds.py", "tests.unit.intake.test_grpc"),
+    ("tests/unit/intake/test_refusal_wording.py", "tests.unit.intake.test_grpc"),
+    ("tests/unit/keys/test_keys_off_loop.py", "tests.unit.keys.test_sealed_fields"),
+    ("tests/unit/planning/test_access_gaps.py", "tests.unit.planning.test_grpc"),
+    ("tests/unit/planning/test_case_view_order.py", "tests.unit.planning.test_case_view"),
+    ("tests/unit/test_caseload_https.py", "tests.unit.test_identity"),
+    ("tests/unit/test_dead_letter_gaps.py", "tests.unit.test_cloudevents"),
+    ("tests/unit/test_grpc_plaintext.py", "tests.unit.test_identity"),
+    ("tests/unit/test_identity_binding.py", "tests.unit.test_identity"),
+    ("tests/unit/test_identity_edges.py", "tests.unit.test_identity"),
+    ("tests/unit/test_ledger_checkpoint_record.py", "tests.contract.test_ledger_contract"),
+    ("tests/unit/test_ledger_rotate_cli.py", "tests.contract.test_ledger_contract"),
+    ("tests/unit/test_ledger_rotate_cli.py", "tests.unit.test_verify_store_cli"),
+    ("tests/unit/test_outbox_parking.py", "tests.unit.test_outbox_health"),
+    ("tests/unit/test_verify_store_cli.py", "tests.contract.test_ledger_contract"),
+    ("tests/unit/test_verify_store_cli.py", "tests.contract.test_ledger_verify_parallel"),
+}
+"""The test modules that imported another's helpers or fixtures when the rule came (12-05);
+each is a debt to pay by moving what they share into ``tests/support/``. The set only
+shrinks: a new pair fails the test below."""
+
+
+def test_no_test_module_imports_another_beyond_those_known() -> None:
+    assert imports_between_test_modules() - KNOWN_WHEN_THE_RULE_CAME == set()
