@@ -3,7 +3,8 @@
     python -m bench.stream_growth_bench [--sizes 1000,10000,50000] [--backends sqlite,postgres]
                                         [--commands 15] [--no-write]
 
-Each size is at least ``SNAPSHOT_EVERY`` (1,000): the restart columns need the line's snapshot.
+Each size is at least ``SNAPSHOT_EVERY`` (``casetrail_platform.folded``, 1,000): the restart
+columns need the line's snapshot; the smallest default size is that interval.
 
 One budget line is filled with reservations up to each size in turn. At each size:
 
@@ -19,9 +20,10 @@ One budget line is filled with reservations up to each size in turn. At each siz
   ``restart, no snapshot`` folds the whole line (the snapshots deleted first);
   ``restart, snapshot`` starts from the line's snapshot (``BUDGET_LINE.snapshots``, written
   after the command that folded the fill) and folds only the events after it (a few dozen);
-  ``snapshot 999 behind``, then (medians of 3), with the line filled to one event short of its
-  next snapshot first (so it grows by up to 3,000): what a state evicted just before its next
-  snapshot costs on its next use, the most that writing a snapshot at eviction would save.
+  ``snapshot N behind`` (N = ``SNAPSHOT_EVERY - 1``, 999), then (medians of 3), with the line
+  filled to one event short of its next snapshot first (so it grows by up to 3 intervals): what
+  a state evicted just before its next snapshot costs on its next use, the most that writing a
+  snapshot at eviction would save.
 
 The decision is the service's (``decide_reservation``); the store, the command table and the
 version check are the real ones, durable commits included. PostgreSQL: ``CASETRAIL_PG_DSN``.
@@ -153,16 +155,23 @@ async def _restarts(
     return median(without), median(with_snapshot)
 
 
+def behind() -> int:
+    """How far behind its line the snapshot of the last restart column is: one event short of
+    the next (read from ``SNAPSHOT_EVERY`` when called, so the label and the filling follow the
+    product's interval)."""
+    return SNAPSHOT_EVERY - 1
+
+
 async def _stale_restarts(store: EventStore) -> float:
     """Milliseconds (median of 3) of the first command after a restart, or an eviction, with
-    the line's snapshot ``SNAPSHOT_EVERY - 1`` events behind: the command folds them and writes
+    the line's snapshot ``behind()`` events behind: the command folds them and writes
     the next snapshot, so each round fills the line up to one short of the next."""
     found: list[float] = []
     for _ in range(3):
         await snapshots_written(store)
         snapshot = await store.load_snapshot(BUDGET_LINE.name, STREAM)
         assert snapshot is not None
-        await _fill(store, snapshot.version + SNAPSHOT_EVERY - 1)
+        await _fill(store, snapshot.version + behind())
         decide._folds.pop(store, None)
         found.append(await _timed(lambda: _after(store)))
     await snapshots_written(store)
@@ -275,28 +284,29 @@ async def _postgres(args: argparse.Namespace) -> list[list[str]]:
             admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
+def headers() -> list[str]:
+    return [
+        "backend",
+        "events on the line",
+        "rows ms",
+        "read_stream ms",
+        "decode ms",
+        "fold ms",
+        "before: command ms",
+        "after: command ms",
+        "after cold ms",
+        "before/after",
+        "restart, no snapshot ms",
+        "restart, snapshot ms",
+        f"restart, snapshot {behind():,} behind ms",
+    ]
+
+
 async def main(args: argparse.Namespace) -> None:
     rows: list[list[str]] = []
     for backend in args.backends:
         rows.extend(await (_sqlite(args) if backend == "sqlite" else _postgres(args)))
-    table = markdown_table(
-        [
-            "backend",
-            "events on the line",
-            "rows ms",
-            "read_stream ms",
-            "decode ms",
-            "fold ms",
-            "before: command ms",
-            "after: command ms",
-            "after cold ms",
-            "before/after",
-            "restart, no snapshot ms",
-            "restart, snapshot ms",
-            "restart, snapshot 999 behind ms",
-        ],
-        rows,
-    )
+    table = markdown_table(headers(), rows)
     print(table)
     if args.write:
         machine = machine_info()
@@ -318,8 +328,9 @@ async def main(args: argparse.Namespace) -> None:
                 "Restart = the first command once the kept states are dropped (medians of 3, "
                 "alternating): no snapshot = the snapshots deleted, the whole line folded; "
                 "snapshot = from the line's snapshot, folding only the events after it (a few "
-                "dozen); 999 behind = then with the line filled to one event short of its next "
-                "snapshot (median of 3; the line grows by up to 3,000): the most a snapshot "
+                f"dozen); {behind():,} behind = then with the line filled to one event short of "
+                f"its next snapshot (median of 3; the line grows by up to {3 * SNAPSHOT_EVERY:,}): "
+                "the most a snapshot "
                 "written when a state is evicted would save.",
                 "",
                 table,
@@ -347,7 +358,7 @@ def _sizes(text: str) -> list[int]:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=_sizes, default="1000,10000,50000")
+    parser.add_argument("--sizes", type=_sizes, default=f"{SNAPSHOT_EVERY},10000,50000")
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--commands", type=int, default=15)
     parser.add_argument("--no-write", dest="write", action="store_false")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench import stream_growth_bench
 from bench.stream_growth_bench import parse
 from casetrail_platform.folded import SNAPSHOT_EVERY
 
@@ -35,3 +36,17 @@ def test_sizes_below_one_snapshot_or_not_numbers_are_refused_naming_the_argument
     error = capsys.readouterr().err
     assert "--sizes" in error
     assert named in error
+
+
+def test_the_stale_snapshot_column_follows_the_products_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The last restart column, its filling and the smallest default size come from
+    ``SNAPSHOT_EVERY``: the bench said "999 behind" whatever the interval was."""
+    assert stream_growth_bench.headers()[-1] == (
+        f"restart, snapshot {SNAPSHOT_EVERY - 1:,} behind ms"
+    )
+    monkeypatch.setattr(stream_growth_bench, "SNAPSHOT_EVERY", 2_000)
+    assert stream_growth_bench.behind() == 1_999
+    assert stream_growth_bench.headers()[-1] == "restart, snapshot 1,999 behind ms"
+    assert parse([]).sizes == [2_000, 10_000, 50_000]
