@@ -24,11 +24,9 @@ def postgres_dsn(options: argparse.Namespace) -> str | None:
     """The distributed backend's database (``None``: the embedded backend)."""
     if options.backend == "embedded":
         return None
-    from casetrail_platform.store.pg_password import with_password_file
-    from services.runner import DEFAULT_PG_DSN
+    from casetrail_platform.store.pg_password import deployment_dsn
 
-    dsn: str = options.pg_dsn or os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN)
-    return with_password_file(dsn, os.environ)
+    return deployment_dsn(os.environ, options.pg_dsn)
 
 
 def has_local_store(infra: Infrastructure, service: str) -> bool:

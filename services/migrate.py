@@ -22,8 +22,8 @@ import psycopg
 
 from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.hosting import Infrastructure, open_event_store, open_read_models
-from casetrail_platform.store.pg_password import with_password_file
-from services.runner import DEFAULT_PG_DSN, SERVICES
+from casetrail_platform.store.pg_password import deployment_dsn
+from services.runner import SERVICES
 
 log = logging.getLogger("casetrail.migrate")
 
@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        dsn = with_password_file(os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN), os.environ)
+        dsn = deployment_dsn(os.environ)
     except ValueError as error:
         log.error("PostgreSQL password: %s", error)
         return 1

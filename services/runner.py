@@ -53,7 +53,7 @@ from casetrail_platform.shutdown import (
     left_behind,
     within,
 )
-from casetrail_platform.store.pg_password import with_password_file
+from casetrail_platform.store.pg_password import deployment_dsn
 from casetrail_platform.telemetry.logs import configure_logging
 from casetrail_platform.telemetry.metrics import serve_metrics
 from casetrail_platform.telemetry.tracing import configure_tracing, flush_tracing
@@ -66,7 +66,6 @@ if TYPE_CHECKING:
 SERVICES = ("intake", "coordination", "planning", "audit")
 # Below Linux's ephemeral range (32768-60999), so outgoing connections never hold them.
 DEFAULT_PORTS = {"intake": 7301, "coordination": 7302, "planning": 7303, "audit": 7304}
-DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:15432/casetrail"
 
 log = logging.getLogger("casetrail.runner")
 
@@ -146,9 +145,7 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
         except ValueError as error:
             raise SystemExit(f"Kafka topics: {error}") from None
         try:
-            postgres_dsn = with_password_file(
-                os.environ.get("CASETRAIL_PG_DSN", DEFAULT_PG_DSN), os.environ
-            )
+            postgres_dsn = deployment_dsn(os.environ)
         except ValueError as error:
             raise SystemExit(f"PostgreSQL password: {error}") from None
         infra = Infrastructure.distributed(

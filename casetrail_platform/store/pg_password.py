@@ -7,6 +7,10 @@ instead. libpq's own ``PGPASSFILE`` cannot read it: it ignores a file its group 
 the kubelet makes a Secret mounted with the pod's ``fsGroup`` 0440. So the file is read here
 (owner- or group-readable only: ``private_files.read_password``) and
 its password added to the DSN the stores connect with.
+
+``deployment_dsn`` is the one reading of a deployment's database, for the runner, the migration
+Job and the ``casetrail`` command alike: ``CASETRAIL_PG_DSN`` (else the development servers'
+default) with that password.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from psycopg.conninfo import make_conninfo
 from casetrail_platform.private_files import read_password
 
 PASSWORD_FILE_VARIABLE = "CASETRAIL_PG_PASSWORD_FILE"
+DSN_VARIABLE = "CASETRAIL_PG_DSN"
+DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:15432/casetrail"
+"""The database ``make servers-start`` runs with its default ports."""
 
 
 def with_password_file(dsn: str, environ: Mapping[str, str]) -> str:
@@ -29,3 +36,10 @@ def with_password_file(dsn: str, environ: Mapping[str, str]) -> str:
         return dsn
     password = read_password(Path(name), f"the PostgreSQL password ({PASSWORD_FILE_VARIABLE})")
     return make_conninfo(dsn, password=password)
+
+
+def deployment_dsn(environ: Mapping[str, str], given: str | None = None) -> str:
+    """The database the distributed backend connects to: ``given`` (the command's
+    ``--pg-dsn``) when not empty, else ``CASETRAIL_PG_DSN``, else ``DEFAULT_PG_DSN``; with the
+    password of ``CASETRAIL_PG_PASSWORD_FILE`` (``ValueError`` naming the file)."""
+    return with_password_file(given or environ.get(DSN_VARIABLE, DEFAULT_PG_DSN), environ)

@@ -3,13 +3,23 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+import services.migrate
 from casetrail_platform.private_files import MAX_PASSWORD_BYTES
-from casetrail_platform.store.pg_password import PASSWORD_FILE_VARIABLE, with_password_file
+from casetrail_platform.store.pg_password import (
+    DEFAULT_PG_DSN,
+    DSN_VARIABLE,
+    PASSWORD_FILE_VARIABLE,
+    deployment_dsn,
+    with_password_file,
+)
+from cli import stores
 from services.startup import postgres_name
 
 DSN = "postgresql://db.casetrail.svc:5432/casetrail"
@@ -66,3 +76,67 @@ def test_a_file_that_is_no_private_password_is_refused(
 def test_a_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="No such file"):
         with_password_file(DSN, {PASSWORD_FILE_VARIABLE: str(tmp_path / "absent")})
+
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+ELSEWHERE = "postgresql://elsewhere:5432/other"
+
+
+@pytest.mark.parametrize(
+    ("environ", "given", "expected"),
+    [
+        ({}, None, DEFAULT_PG_DSN),
+        ({DSN_VARIABLE: DSN}, None, DSN),
+        ({DSN_VARIABLE: DSN}, ELSEWHERE, ELSEWHERE),
+        ({DSN_VARIABLE: DSN}, "", DSN),
+        ({}, ELSEWHERE, ELSEWHERE),
+    ],
+)
+def test_the_deployments_dsn_is_the_flag_then_the_variable_then_the_default(
+    environ: dict[str, str], given: str | None, expected: str
+) -> None:
+    assert deployment_dsn(environ, given) == expected
+
+
+@pytest.mark.parametrize("given", [None, ELSEWHERE])
+def test_the_deployments_dsn_takes_the_files_password(tmp_path: Path, given: str | None) -> None:
+    path = password_file(tmp_path, b"s3cret\n")
+    dsn = deployment_dsn({DSN_VARIABLE: DSN, PASSWORD_FILE_VARIABLE: str(path)}, given)
+    assert conninfo_to_dict(dsn) == {**conninfo_to_dict(given or DSN), "password": "s3cret"}
+
+
+def test_the_command_and_the_migration_job_read_the_dsn_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner, services.migrate and the casetrail command each spelled the variable, its
+    default and the password file; now each asks ``deployment_dsn``."""
+    path = password_file(tmp_path, b"s3cret")
+    monkeypatch.setenv(DSN_VARIABLE, DSN)
+    monkeypatch.setenv(PASSWORD_FILE_VARIABLE, str(path))
+    expected = deployment_dsn({DSN_VARIABLE: DSN, PASSWORD_FILE_VARIABLE: str(path)})
+    command = argparse.Namespace(backend="distributed", pg_dsn=None)
+    assert stores.postgres_dsn(command) == expected
+    command.pg_dsn = ELSEWHERE
+    flagged = stores.postgres_dsn(command)
+    assert flagged is not None
+    assert conninfo_to_dict(flagged) == {**conninfo_to_dict(ELSEWHERE), "password": "s3cret"}
+
+    migrated: list[str] = []
+
+    async def migrate(dsn: str, names: Sequence[str]) -> None:
+        migrated.append(dsn)
+
+    monkeypatch.setattr(services.migrate, "migrate", migrate)
+    assert services.migrate.main([]) == 0
+    assert migrated == [expected]
+
+
+def test_only_the_password_module_reads_the_dsn_variable() -> None:
+    """One reading of ``CASETRAIL_PG_DSN`` in the product (the runner's included)."""
+    readers = [
+        path.relative_to(REPOSITORY).as_posix()
+        for package in ("casetrail_platform", "services", "cli")
+        for path in sorted((REPOSITORY / package).rglob("*.py"))
+        if '"CASETRAIL_PG_DSN"' in path.read_text(encoding="utf-8")
+    ]
+    assert readers == ["casetrail_platform/store/pg_password.py"]
