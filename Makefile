@@ -88,7 +88,7 @@ check: $(PROTO_STAMP)
 # into ~/.cache/casetrail, outside the repository (tests/integration/test_ledger_independent.py).
 .PHONY: ledger-verifier
 ledger-verifier: $(STAMP)
-	PATH="$$PATH:/usr/local/go/bin" $(PY) -c 'from tests.integration.test_ledger_independent import build_goverifier; print(build_goverifier())'
+	PATH="$$PATH:/usr/local/go/bin" $(PY) -m tests.support.goverifier
 
 # Debian's chromium + chromium-driver for the console's browser tests (tests/console/).
 .PHONY: browser-install

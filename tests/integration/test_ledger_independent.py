@@ -3,13 +3,13 @@
 ``goverifier/`` is a small Go program over ``golang.org/x/mod/sumdb/tlog`` (CheckRecord,
 CheckTree), ``golang.org/x/mod/sumdb/note`` (signed notes) and
 ``github.com/transparency-dev/merkle/proof``; it is built here from the Go module proxy, into
-``~/.cache/casetrail/ledger-goverifier/`` (outside the repository). ``make test`` builds it too.
+``~/.cache/casetrail/ledger-goverifier/`` (outside the repository) by tests/support/goverifier.py,
+as ``make test`` does.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import shutil
@@ -24,42 +24,20 @@ from casetrail_platform.ledger.keys import FileSigner, handover_note
 from casetrail_platform.ledger.merkle import Hash, RootAccumulator
 from casetrail_platform.ledger.note import Checkpoint, origin_of
 from events.topics import LEDGER_CHECKPOINTS_TOPIC
+from tests.support.goverifier import GoMissing, build_goverifier
 from tests.support.servers import kafka_bootstrap, server_missing, servers_required
 
-SOURCE = Path(__file__).parent / "goverifier"
 MAX_SIZE = 1024
-
-
-def build_goverifier() -> Path:
-    """The verifier's binary, built once per version of its sources."""
-    digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum", "main.go"):
-        digest.update((SOURCE / name).read_bytes())
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    binary = cache / "casetrail" / "ledger-goverifier" / digest.hexdigest()[:16] / "goverifier"
-    if binary.exists():
-        return binary
-    go = shutil.which("go") or (
-        "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
-    )
-    if go is None:
-        message = "Go is not installed: the independent verifier cannot be built"
-        if servers_required():
-            pytest.fail(message)
-        pytest.skip(message)
-    binary.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [go, "build", "-mod=readonly", "-o", str(binary), "."],
-        cwd=SOURCE,
-        check=True,
-        env={**os.environ, "GOFLAGS": "-mod=readonly"},
-    )
-    return binary
 
 
 @pytest.fixture(scope="module")
 def goverifier() -> Path:
-    return build_goverifier()
+    try:
+        return build_goverifier()
+    except GoMissing as missing:
+        if servers_required():
+            pytest.fail(str(missing))
+        pytest.skip(str(missing))
 
 
 def b64(value: bytes) -> str:
