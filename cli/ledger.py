@@ -134,6 +134,11 @@ def _verify_export(options: argparse.Namespace) -> int:
         times = sorted(at for _, at in result.statements)
         span = times[0] if times[0] == times[-1] else f"{times[0]} to {times[-1]}"
         print(f"pending events named by audit's signed statement for case {cases} at {span}")
+    if result.extent is not None:
+        print(
+            f"exported whole, as audit's signed statement for case {result.extent[0]} at"
+            f" {result.extent[1]} states its lines and the end of each stream"
+        )
     if result.ok:
         return 0
     return PENDING_STATUS if result.only_pending else 1

@@ -18,6 +18,11 @@ Each line of an export is a CloudEvents JSON document; the ledger adds two exten
   past the tree size, after every proven line of its stream, and naming the tree size the
   export's proofs of that log use.
 
+Audit's signed statement of the export's extent (``ledgerexportnote``,
+``casetrail_platform.ledger.export_note``) rides the case's opening: ``verify_export`` requires
+exactly one, so that an export cut at the end of a stream, or short of lines of a stream of
+several cases, fails too.
+
 The leaf is recomputed from the line itself (``canonical_of_record``: the canonical bytes of
 ``casetrail_platform.ledger.canonical`` from the event's attributes and data, or, for an event
 stored under an older schema version, from ``storedversion``/``storeddata``, which the decoder
@@ -31,17 +36,23 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from casetrail_platform.bus.ordering import travels_under_one_key
 from casetrail_platform.ledger.canonical import canonical_row
+from casetrail_platform.ledger.export_note import (
+    EXPORT_NOTE_ATTRIBUTE,
+    ExportStatement,
+    service_of_source,
+)
 from casetrail_platform.ledger.merkle import ProofError, leaf_hash, verify_inclusion
 from casetrail_platform.ledger.note import (
     LogKeys,
     NoteError,
+    Verifier,
     current_key,
     open_checkpoint,
     open_note,
@@ -204,6 +215,8 @@ class ExportVerification:
     """Pending lines per log under alarm (counted in ``pending`` too)."""
     statements: list[tuple[str, str]] = field(default_factory=list)
     """(case, time) of each statement of pending events audit signed, verified."""
+    extent: tuple[str, str] | None = None
+    """(case, time) of audit's statement of the export's extent, once verified."""
 
     def add_problems(self, *problems: str) -> None:
         room = max(MAX_PROBLEMS - len(self.problems), 0)
@@ -264,6 +277,7 @@ def verify_lines(
     unsigned, statement_problems = whole.unsigned_pending(verifiers, result)
     result.add_problems(*wrong, *unsigned, *statement_problems)
     result.pending -= len(wrong) + len(unsigned)
+    result.add_problems(*whole.cut(verifiers, result))
     for pending in whole.pending:
         if pending.alarm is not None and pending.number not in whole.refused:
             result.alarms.setdefault(pending.origin, pending.alarm)
@@ -295,9 +309,9 @@ class _WholeExport:
     removed or repeated would leave every other line verified. A case's export holds each of
     its one-key streams (``travels_under_one_key``: the case's, its access records', its
     client's) whole, from sequence 1 up, so a missing line leaves a hole in one. (A cut at the
-    very end of a stream leaves none: the export carries no signed count.) A list's reads of
-    several cases share one ``access-batch-…`` stream, of which the export of one case holds
-    only its own entries: no one-key stream, not checked for holes."""
+    very end of a stream leaves none: audit's statement of the extent tells, ``cut``.) A list's
+    reads of several cases share one ``access-batch-…`` stream, of which the export of one case
+    holds only its own entries: no one-key stream, not checked for holes (``cut`` counts them)."""
 
     lines_by_id: dict[str, int] = field(default_factory=dict)
     sequences: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
@@ -308,6 +322,13 @@ class _WholeExport:
     """(line, text) of every ``ledgerpendingnote``."""
     refused: set[int] = field(default_factory=set)
     """Lines of pending marks already failed."""
+    extents: list[tuple[int, str]] = field(default_factory=list)
+    """(line, text) of every ``ledgerexportnote``."""
+    stream_lines: dict[tuple[str, str], int] = field(default_factory=dict)
+    """The lines of each stream (source, stream)."""
+    audits: set[str] = field(default_factory=set)
+    """Audit's log of each agency whose logs the lines' proofs and marks name, where a key
+    of it is given: the keys the statement of the extent may be signed with."""
 
     clients: dict[str, tuple[int, str]] = field(default_factory=dict)
     """The subjects of client streams, each with its first line and event id: a case's export
@@ -451,13 +472,99 @@ class _WholeExport:
                 )
         return unsigned, problems
 
+    def named(self, origin: str, verifiers: Mapping[str, LogKeys]) -> None:
+        """A line's proof or mark names log ``origin``: its agency's audit may sign."""
+        if (audit := audit_origin(origin)) in verifiers:
+            self.audits.add(audit)
+
+    def cut(self, verifiers: Mapping[str, LogKeys], result: ExportVerification) -> list[str]:
+        """Audit's statement of the extent against what the export holds: exactly one,
+        signed by audit's log in the agency of the logs the export's lines name, of the
+        export's case; its line count, each one-key stream's last sequence and each other
+        stream's lines must be the export's. Without it a cut at the end shows nowhere."""
+        if not self.extents:
+            return [
+                f"the export carries no {EXPORT_NOTE_ATTRIBUTE}, audit's signed statement of its"
+                " extent, so lines cut from its end would not show: export it again (audit"
+                " signs one with every export while its own log's key answers)"
+            ]
+        (number, text), *more = self.extents
+        problems = [
+            f"line {again}: a second {EXPORT_NOTE_ATTRIBUTE} (the first is on line {number}):"
+            " an export carries one"
+            for again, _ in more
+        ]
+        for pending in self.pending:
+            self.named(pending.origin, verifiers)
+        signers = [current_key(verifiers[name]) for name in sorted(self.audits)]
+        statement, failure = _opened(text, signers, ExportStatement.parse, _export_origins)
+        if statement is None:
+            return [*problems, f"line {number}: {EXPORT_NOTE_ATTRIBUTE}: {failure}"]
+        said = f"audit's statement of the export (line {number})"
+        case = self.case()
+        if case is not None and statement.case_id != case:
+            return [*problems, f"{said} is of case {statement.case_id}, not of case {case}"]
+        result.extent = (statement.case_id, statement.at.isoformat())
+        if statement.lines != result.lines:
+            problems.append(
+                f"the export holds {result.lines} lines, {said} {statement.lines}: lines were"
+                " removed or added"
+            )
+        if statement.ends or statement.counts:
+            problems += self._streams(statement, said)
+        return problems
+
+    def _streams(self, statement: ExportStatement, said: str) -> list[str]:
+        """Each stream against the statement, by service and name (a statement names logs by
+        their origins, a line its service by its source)."""
+        ends = {(o.rsplit("/", 1)[-1], s): n for (o, s), n in statement.ends.items()}
+        counts = {(o.rsplit("/", 1)[-1], s): n for (o, s), n in statement.counts.items()}
+        problems = []
+        held = set()
+        for (source, stream), lines in sorted(self.stream_lines.items()):
+            key = (service_of_source(source), stream)
+            held.add(key)
+            named = f"stream {stream} of {key[0]}"
+            sequences = self.sequences.get((source, stream))
+            if sequences is not None and key in ends:
+                last = max(sequences)
+                if last < ends[key]:
+                    problems.append(
+                        f"{named} ends at sequence {last}, {said} at {ends[key]}: its last"
+                        " lines were cut"
+                    )
+                elif last > ends[key]:
+                    problems.append(f"{named} goes on to sequence {last}, past {said}'s end")
+            elif sequences is None and key in counts:
+                if lines != counts[key]:
+                    problems.append(f"{named} holds {lines} lines, {said} {counts[key]}")
+            else:
+                problems.append(f"{named} is exported, but {said} does not name it")
+        for service, stream in sorted(set(ends) - held):
+            problems.append(
+                f"stream {stream} of {service} is missing: {said} ends it at"
+                f" {ends[service, stream]}"
+            )
+        for service, stream in sorted(set(counts) - held):
+            problems.append(
+                f"stream {stream} of {service} is missing: {said} gives it"
+                f" {counts[service, stream]} lines"
+            )
+        return problems
+
+    def case(self) -> str | None:
+        """The export's case: the first subject of a line that is no client's."""
+        cases = [(line, s) for s, (line, _) in self.subjects.items() if s not in self.clients]
+        return min(cases)[1] if cases else None
+
     def repeated(self, recorded: RecordedEvent, number: int) -> str | None:
         event_id = str(recorded.event_id)
         first = self.lines_by_id.setdefault(event_id, number)
         if first != number:
             return f"event {event_id} repeats line {first}"
+        key = (recorded.metadata.source, recorded.stream)
+        self.stream_lines[key] = self.stream_lines.get(key, 0) + 1
         if travels_under_one_key(recorded.stream, recorded.subject):
-            key = (recorded.metadata.source, recorded.stream)
             self.sequences.setdefault(key, {})[recorded.sequence] = number
         return None
 
@@ -496,11 +603,15 @@ def _verify_line(
         return repeated
     whole.subject(recorded, number)
     label = f"event {document.get('id')}"
-    statement = document.get(PENDING_NOTE_ATTRIBUTE)
-    if statement is not None:
-        if not isinstance(statement, str):
-            return f"{label}: {PENDING_NOTE_ATTRIBUTE} is not a text"
-        whole.statements.append((number, statement))
+    for attribute, kept in (
+        (PENDING_NOTE_ATTRIBUTE, whole.statements),
+        (EXPORT_NOTE_ATTRIBUTE, whole.extents),
+    ):
+        statement = document.get(attribute)
+        if statement is not None:
+            if not isinstance(statement, str):
+                return f"{label}: {attribute} is not a text"
+            kept.append((number, statement))
     proof_text, note = document.get(PROOF_ATTRIBUTE), document.get(CHECKPOINT_ATTRIBUTE)
     pending_text = document.get(PENDING_ATTRIBUTE)
     if proof_text is None and note is None and isinstance(pending_text, str):
@@ -514,6 +625,7 @@ def _verify_line(
         hashes = [base64.b64decode(item, validate=True) for item in proof["proof"]]
     except (ValueError, KeyError, TypeError, OverflowError, binascii.Error):
         return f"{label}: {PROOF_ATTRIBUTE} is malformed"
+    whole.named(origin, verifiers)
     verifier = verifiers.get(origin)
     if verifier is None:
         return f"{label}: no public key for log {origin!r}"
@@ -585,19 +697,42 @@ def _pending(
 def _opened_statement(
     text: str, verifiers: Mapping[str, LogKeys]
 ) -> tuple[PendingStatement | None, str]:
-    """The statement ``text`` signs, once a key of audit's log (``…/audit``) verifies it: the
-    key signing now (a statement has no tree size; a retired key vouches for none)."""
+    """The statement of pending events ``text`` signs, under any key of audit's log
+    (``…/audit``): every event it names must be of that agency."""
     signers = [current_key(v) for name, v in sorted(verifiers.items()) if name.endswith("/audit")]
+    return _opened(text, signers, PendingStatement.parse, _pending_origins)
+
+
+def _pending_origins(statement: PendingStatement) -> Iterable[str]:
+    return (entry.origin for entry in statement.entries)
+
+
+def _export_origins(statement: ExportStatement) -> Iterable[str]:
+    return statement.origins
+
+
+_Statement = TypeVar("_Statement", PendingStatement, ExportStatement)
+
+
+def _opened(
+    text: str,
+    signers: Sequence[Verifier],
+    parse: Callable[[str], _Statement],
+    origins: Callable[[_Statement], Iterable[str]],
+) -> tuple[_Statement | None, str]:
+    """The statement ``text`` signs, once one of ``signers`` (keys of audit's log) verifies
+    it: the key signing now (a statement has no tree size; a retired key vouches for none).
+    Every log it names (``origins``) must be of its signer's agency."""
     if not signers:
         return None, "no public key of audit's log to check it with"
     failures = []
     for verifier in signers:
         try:
-            statement = PendingStatement.parse(open_note(text, verifier))
+            statement = parse(open_note(text, verifier))
         except NoteError as error:
             failures.append(str(error))
             continue
-        if any(audit_origin(entry.origin) != verifier.name for entry in statement.entries):
-            return None, f"names events of another agency than its signer {verifier.name}"
+        if any(audit_origin(origin) != verifier.name for origin in origins(statement)):
+            return None, f"names logs of another agency than its signer {verifier.name}"
         return statement, ""
     return None, "; ".join(failures)

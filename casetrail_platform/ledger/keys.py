@@ -51,7 +51,8 @@ class CheckpointSigner(ABC):
     async def sign_note(self, body: str) -> str:
         """``body`` (lines, each ending in a newline) as a signed note under the log's key.
         Besides checkpoints, only statements that can never parse as one (audit's
-        ``ledger.export.PendingStatement``: its first line is no origin) are signed so."""
+        ``PendingStatement`` and ``ExportStatement``: their first line is no origin) are
+        signed so."""
         signature = await self.sign(body.encode())
         return body + "\n" + signature_line(self.name, await self.public_key(), signature)
 

@@ -33,13 +33,13 @@ HEADER = "casetrail.ledger.pending.v1"
 MAX_ENTRIES = 10_000
 """More than an export page ever holds: a longer statement is refused unread."""
 
-_ID = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
-_ORIGIN = r"casetrail/[a-z0-9][a-z0-9._-]{0,62}/[a-z][a-z0-9_-]{0,62}"
-_CASE = re.compile(rf"^case ({_ID})$")
+ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
+ORIGIN_PATTERN = r"casetrail/[a-z0-9][a-z0-9._-]{0,62}/[a-z][a-z0-9_-]{0,62}"
+_CASE = re.compile(rf"^case ({ID_PATTERN})$")
 _AT = re.compile(r"^at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?\+00:00)$")
-_ALARM = re.compile(rf"^alarm ({_ORIGIN}) (0|[1-9]\d{{0,18}})$")
+_ALARM = re.compile(rf"^alarm ({ORIGIN_PATTERN}) (0|[1-9]\d{{0,18}})$")
 _ENTRY = re.compile(
-    rf"^pending ({_ORIGIN}) (0|[1-9]\d{{0,18}}) ([1-9]\d{{0,18}}) ([0-9a-f-]{{36}})$"
+    rf"^pending ({ORIGIN_PATTERN}) (0|[1-9]\d{{0,18}}) ([1-9]\d{{0,18}}) ([0-9a-f-]{{36}})$"
 )
 
 
@@ -69,24 +69,32 @@ class PendingStatement:
 
     @classmethod
     def parse(cls, body: str) -> PendingStatement:
-        lines = body.split("\n")
-        if len(lines) < 4 or lines[0] != HEADER or lines[-1] != "":
-            raise NoteError(f"not a {HEADER} statement")
-        if len(lines) > MAX_ENTRIES + 4:
-            raise NoteError(f"a statement names at most {MAX_ENTRIES} events")
-        case, at = _CASE.match(lines[1]), _AT.match(lines[2])
-        if case is None or at is None:
-            raise NoteError("a statement names its case, then its time")
+        case_id, at, rest = statement_head(body, HEADER, MAX_ENTRIES, "events")
         alarms: dict[str, int] = {}
         entries: list[PendingEntry] = []
-        for line in lines[3:-1]:
+        for line in rest:
             if (alarm := _ALARM.match(line)) is not None and not entries:
                 alarms[alarm[1]] = int(alarm[2])
             elif (entry := _ENTRY.match(line)) is not None:
                 entries.append(PendingEntry(entry[1], int(entry[2]), int(entry[3]), entry[4]))
             else:
                 raise NoteError(f"malformed statement line {line[:80]!r}")
-        return cls(case[1], datetime.fromisoformat(at[1]), alarms, tuple(entries))
+        return cls(case_id, at, alarms, tuple(entries))
+
+
+def statement_head(body: str, header: str, most: int, of: str) -> tuple[str, datetime, list[str]]:
+    """The case and time a statement of audit's (``header`` first) names, and its further
+    lines, at most ``most`` of them (``of``: what they name, for the refusal): audit's
+    statements share their head and their bound, and a longer one is refused unread."""
+    lines = body.split("\n", most + 4)
+    if len(lines) > most + 4:
+        raise NoteError(f"a statement names at most {most} {of}")
+    if len(lines) < 4 or lines[0] != header or lines[-1] != "":
+        raise NoteError(f"not a {header} statement")
+    case, at = _CASE.match(lines[1]), _AT.match(lines[2])
+    if case is None or at is None:
+        raise NoteError("a statement names its case, then its time")
+    return case[1], datetime.fromisoformat(at[1]), lines[3:-1]
 
 
 def audit_origin(origin: str) -> str:

@@ -1,6 +1,7 @@
 """An export's lines built outside the ledger, over test events (``sample_events.note``): a
 case's notes as intake's log recorded them, and a line with its inclusion proof in the tree of
-the log's first events, for tests of what `casetrail verify` makes of an export."""
+the log's first events, and audit's statement of an export's extent, for tests of what
+`casetrail verify` makes of an export."""
 
 from __future__ import annotations
 
@@ -10,9 +11,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from casetrail_platform.ledger.export import canonical_of_record, proof_attributes
+from casetrail_platform.ledger.export_note import (
+    EXPORT_NOTE_ATTRIBUTE,
+    ExportExtent,
+    ExportStatement,
+)
+from casetrail_platform.ledger.keys import CheckpointSigner
 from casetrail_platform.ledger.merkle import Hash, SubtreeKey, inclusion_proof, leaf_hash, root_of
-from events.cloudevents import to_structured
+from events.cloudevents import from_structured, to_structured
 from events.envelope import RecordedEvent
+from events.registry import EventRegistry
 from tests.support.sample_events import note
 
 
@@ -54,3 +62,25 @@ def proven_line(
     return to_structured(recorded) | proof_attributes(
         origin, recorded.position, size, proof, note_text
     )
+
+
+async def with_extent(
+    lines: list[dict[str, Any]], audit: CheckpointSigner, registry: EventRegistry, case_id: str
+) -> None:
+    """Audit's signed statement of the extent of ``lines`` (``audit``: audit's log key) put on
+    the line of the case's opening, else on the first, as audit's ExportCase does."""
+    records = [record_of(line, registry) for line in lines]
+    extent = ExportExtent()
+    for recorded in records:
+        extent.add(recorded)
+    agency = audit.name.rsplit("/", 1)[0]
+    statement = ExportStatement.of(
+        case_id, datetime.now(UTC), extent, lambda service: f"{agency}/{service}"
+    )
+    carrier = next(i for i, r in enumerate(records) if r.event_id == extent.carrier)
+    lines[carrier][EXPORT_NOTE_ATTRIBUTE] = await audit.sign_note(statement.body())
+
+
+def record_of(line: dict[str, Any], registry: EventRegistry) -> RecordedEvent:
+    """The event of an export's line, its ledger attributes aside."""
+    return from_structured({k: v for k, v in line.items() if not k.startswith("ledger")}, registry)

@@ -28,8 +28,10 @@ from events.catalog.values import NeedCategory
 from events.catalog_registry import default_registry
 from events.cloudevents import to_structured
 from events.envelope import Actor, EventMetadata, RecordedEvent
+from tests.support.exported import with_extent
 
 INTAKE = origin_of("agency", "intake")
+AUDIT = origin_of("agency", "audit")
 AT = datetime(2024, 3, 1, 9, tzinfo=UTC)
 
 
@@ -65,7 +67,7 @@ def opened(case_id: str, client_id: str) -> CaseOpened:
 
 async def intake_log(tmp_path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Intake's log of two clients, each registered and with a case, every line proven in its
-    signed tree: [client-a, case-a, client-b, case-b]."""
+    signed tree: [client-a, case-a, client-b, case-b]; the verifiers hold audit's key."""
     events = [
         recorded(1, "client-client-a", registered("client-a")),
         recorded(2, "case-case-a", opened("case-a", "client-a")),
@@ -86,17 +88,25 @@ async def intake_log(tmp_path: Path) -> tuple[list[dict[str, Any]], dict[str, An
         lines.append(
             to_structured(event) | proof_attributes(INTAKE, event.position, size, proof, note)
         )
-    return lines, {INTAKE: await signer.verifier()}
+    audit = FileSigner(AUDIT, tmp_path / "audit.key")
+    return lines, {INTAKE: await signer.verifier(), AUDIT: await audit.verifier()}
 
 
-def verified(lines: list[dict[str, Any]], verifiers: dict[str, Any]) -> ExportVerification:
+async def verified(
+    tmp_path: Path, lines: list[dict[str, Any]], verifiers: dict[str, Any]
+) -> ExportVerification:
+    """``lines`` verified, with audit's statement of their extent (whatever they hold: what
+    is checked here is whose events they are)."""
+    lines = [dict(line) for line in lines]
+    audit = FileSigner(AUDIT, tmp_path / "audit.key")
+    await with_extent(lines, audit, default_registry(), "case-a")
     text = "".join(json.dumps(line) + "\n" for line in lines)
     return verify_export(text, default_registry(), verifiers)
 
 
 async def test_a_case_export_with_its_own_clients_events_verifies(tmp_path: Path) -> None:
     lines, verifiers = await intake_log(tmp_path)
-    result = verified(lines[:2], verifiers)
+    result = await verified(tmp_path, lines[:2], verifiers)
     assert (result.ok, result.verified, result.problems) == (True, 2, [])
 
 
@@ -104,17 +114,17 @@ async def test_another_clients_events_mixed_in_fail_naming_the_line(tmp_path: Pa
     lines, verifiers = await intake_log(tmp_path)
     client_a, case_a, client_b, _ = lines
 
-    mixed = verified([client_a, case_a, client_b], verifiers)
+    mixed = await verified(tmp_path, [client_a, case_a, client_b], verifiers)
     assert not mixed.ok
     assert mixed.problems == [
         f"line 3: event {client_b['id']} is of client client-b, but the case was opened for"
         " client client-a (line 2): an export holds one case and its client"
     ]
     # Without the case's own client among them, the other is named all the same.
-    swapped = verified([case_a, client_b], verifiers)
+    swapped = await verified(tmp_path, [case_a, client_b], verifiers)
     assert [problem.split(":")[0] for problem in swapped.problems] == ["line 2"]
     # Two clients and no opening in view: the export is of the first.
-    two = verified([client_a, client_b], verifiers)
+    two = await verified(tmp_path, [client_a, client_b], verifiers)
     assert two.problems == [
         f"line 2: event {client_b['id']} is of client client-b, but the export is of client"
         " client-a (line 1): an export holds one case and its client"

@@ -28,7 +28,7 @@ from casetrail_platform.ledger.pending import (
 )
 from events.cloudevents import to_structured
 from events.envelope import RecordedEvent
-from tests.support.exported import case_notes, proven_line, tree_root
+from tests.support.exported import case_notes, proven_line, tree_root, with_extent
 from tests.support.sample_events import sample_registry
 
 ORIGIN = origin_of("agency", "intake")
@@ -69,6 +69,7 @@ async def export(tmp_path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             line[PENDING_NOTE_ATTRIBUTE] = await statement(tmp_path, [(SIGNED, recorded)])
         lines.append(line)
     audit = FileSigner(AUDIT, tmp_path / "audit.key")
+    await with_extent(lines, audit, sample_registry(), "case-1")
     return lines, {ORIGIN: await signer.verifier(), AUDIT: await audit.verifier()}
 
 

@@ -20,7 +20,7 @@ from casetrail_platform.ledger.note import Checkpoint, origin_of, parse_verifier
 from casetrail_platform.locking.serving import SERVING_FILE
 from casetrail_platform.store.sqlite import SqliteEventStore
 from tests.contract.test_ledger_contract import append_notes
-from tests.support.exported import case_notes, proven_line, tree_root
+from tests.support.exported import case_notes, proven_line, tree_root, with_extent
 from tests.support.sample_events import sample_registry
 from tests.unit.test_verify_store_cli import _casetrail
 
@@ -183,10 +183,12 @@ async def test_casetrail_verify_opens_each_export_under_the_key_of_its_tree_size
         if signer is None
         else await signer.sign_checkpoint(checkpoint)
     )
+    audit = FileSigner(origin_of("example-agency", "audit"), tmp_path / "audit.key")
+    keys_text += f"{await audit.verifier()}\n"
+    lines = [proven_line(events, recorded, ORIGIN, size, signed) for recorded in events[:size]]
+    await with_extent(lines, audit, sample_registry(), "case-1")
     export = tmp_path / "export.jsonl"
-    with export.open("w") as written:
-        for recorded in events[:size]:
-            written.write(json.dumps(proven_line(events, recorded, ORIGIN, size, signed)) + "\n")
+    export.write_text("".join(json.dumps(line) + "\n" for line in lines))
 
     # What `casetrail verify FILE --keys` does (cli.ledger._verify_export), over test events.
     with export.open("rb") as file:

@@ -33,6 +33,11 @@ from casetrail_platform.ledger.export import (
     pending_attributes,
     proof_attributes,
 )
+from casetrail_platform.ledger.export_note import (
+    EXPORT_NOTE_ATTRIBUTE,
+    ExportExtent,
+    ExportStatement,
+)
 from casetrail_platform.ledger.log import (
     InclusionProof,
     inclusion_subtrees_of,
@@ -83,7 +88,7 @@ class LedgerDeps:
     """Seconds between the logs' checkpoints, named to an auditor given unprovable events."""
     sign_note: Callable[[str], Coroutine[Any, Any, str]] | None = None
     """Sign a note body with audit's own log key (``CheckpointSigner.sign_note``): an
-    export's statement of the events it marks pending."""
+    export's statements of the events it marks pending and of its extent."""
 
 
 @dataclass(frozen=True)
@@ -436,11 +441,14 @@ class ExportProofs:
     records (the export's own access record always is one); events of other logs past their
     newest checkpoint are marked pending (``ledgerpending``), each page's marks vouched for by
     a statement audit signs with its own log key (``ledgerpendingnote``); a log under the
-    witness's inconsistency alarm is named so in its marks."""
+    witness's inconsistency alarm is named so in its marks. The line of ``extent``'s carrier
+    (the case's opening) gets audit's signed statement of the whole export
+    (``ledgerexportnote``)."""
 
-    def __init__(self, deps: LedgerDeps, case_id: str) -> None:
+    def __init__(self, deps: LedgerDeps, case_id: str, extent: ExportExtent) -> None:
         self._deps = deps
         self._case_id = case_id
+        self._extent = extent
         self._signed: dict[str, _SignedLog | None] = {}
         self._has_key: dict[str, bool] = {}
         self._alarms: dict[str, WitnessAlarm | None] = {}
@@ -521,7 +529,27 @@ class ExportProofs:
                     )
         if entries:
             await self._vouch(records, attributes, alarms, entries)
+        carrier = self._extent.carrier
+        if carrier is not None and any(r.event_id == carrier for r in records):
+            statement = ExportStatement.of(
+                self._case_id, datetime.now(UTC), self._extent, self._deps.directory.origin
+            )
+            note = await self._signed_note(statement.body(), "the export's extent")
+            if note is not None:
+                attributes[carrier] = {**attributes.get(carrier, {}), EXPORT_NOTE_ATTRIBUTE: note}
         return attributes
+
+    async def _signed_note(self, body: str, what: str) -> str | None:
+        """``body`` signed with audit's own log key; None, logged, when it cannot be (no key,
+        or signing failed): the export goes on, and ``casetrail verify`` fails it."""
+        if self._deps.sign_note is None:
+            log.error("export: no key of audit's own log: %s left unsigned", what)
+            return None
+        try:
+            return await self._deps.sign_note(body)
+        except Exception as error:
+            log.error("export: %s left unsigned: %s", what, failure_text(error))
+            return None
 
     async def _vouch(
         self,
@@ -533,16 +561,11 @@ class ExportProofs:
         """Put the page's signed statement of its pending events on its first pending line.
         Without it (no signing key, or signing failed) the marks are the exporter's word
         alone, and ``casetrail verify`` fails them: logged, the export goes on."""
-        if self._deps.sign_note is None:
-            log.error("export: no key of audit's own log: pending marks left unsigned")
-            return
         statement = PendingStatement(
             self._case_id, datetime.now(UTC), alarms, tuple(sorted(entries))
         )
-        try:
-            note = await self._deps.sign_note(statement.body())
-        except Exception as error:
-            log.error("export: pending marks left unsigned: %s", failure_text(error))
+        note = await self._signed_note(statement.body(), "pending marks")
+        if note is None:
             return
         first = next(
             r for r in records if r.event_id in attributes and _is_pending(attributes[r.event_id])

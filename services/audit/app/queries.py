@@ -12,6 +12,7 @@ from uuid import UUID
 
 from casetrail_platform.commands import NotCaughtUp
 from casetrail_platform.identity.principal import Principal
+from casetrail_platform.ledger.export_note import ExportExtent
 from casetrail_platform.policy.decide import any_rule_for
 from casetrail_platform.policy.facts import Entry
 from casetrail_platform.policy.guard import (
@@ -204,6 +205,13 @@ Decoding a page is one turn of the event loop the server takes new calls on: at 
 exports at once kept calls waiting until gRPC core cancelled them (grpc_platform.capacity)."""
 
 
+@dataclass(frozen=True)
+class CaseExport:
+    pages: AsyncIterator[list[RecordedEvent]]
+    extent: ExportExtent
+    """What the pages hold (lines, each stream's end and lines): audit's signed statement."""
+
+
 async def export_case(
     deps: AuditDeps,
     viewer: QueryContext,
@@ -211,26 +219,30 @@ async def export_case(
     basis: TimeBasis,
     principal: Principal | None = None,
     answer: Answer | None = None,
-) -> AsyncIterator[list[RecordedEvent]]:
+) -> CaseExport:
     """The whole history in ``basis``'s order, page by page, for
     ``events.cloudevents.iter_json_lines``. What the export discloses (its sections and the
     sensitive fields present) is recorded before anything is handed out, from a first pass
-    over the case that keeps only the events' ids; the pages then hand out exactly those
-    events (one recorded meanwhile is left out: it is not in the recorded access)."""
+    over the case that keeps only the events' ids and the extent they make; the pages then
+    hand out exactly those events (one recorded meanwhile is left out: it is not in the
+    recorded access, nor in the extent)."""
     who = await _caller(deps, viewer, principal, Action.EXPORT, case_id)
     allowed = await _authorize(deps, viewer, who, Action.EXPORT, case_id)
     query = TimelineQuery(basis)
     ids: set[UUID] = set()
+    extent = ExportExtent()
     sections: set[RecordSection] = set()
     fields: set[str] = set()
     async for page in case_pages(deps, case_id, query, EXPORT_PAGE):
         ids.update(recorded.event_id for recorded in page)
+        for recorded in page:
+            extent.add(recorded)
         events = [recorded.event for recorded in page]
         sections.update(sections_disclosed(events))
         fields.update(sensitive_fields_shown(events))
     ordered_sections = tuple(section for section in RecordSection if section in sections)
     await _record(deps, viewer, allowed, case_id, ordered_sections, sorted(fields), answer)
-    return _pages_of(deps, case_id, query, ids)
+    return CaseExport(_pages_of(deps, case_id, query, ids), extent)
 
 
 def cursor_after(page: IndexPage) -> PageCursor | None:

@@ -150,13 +150,15 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         case_id = read.case_id(request.case_id)
         basis = read.basis(request.basis)
         read.done()
-        pages = await queries.export_case(
+        export = await queries.export_case(
             self._deps, viewer, case_id, basis, principal_of(context), answer=context
         )
         proofs = (
-            None if self._ledger_deps is None else ledger.ExportProofs(self._ledger_deps, case_id)
+            None
+            if self._ledger_deps is None
+            else ledger.ExportProofs(self._ledger_deps, case_id, export.extent)
         )
-        async for page in pages:
+        async for page in export.pages:
             attributes = {} if proofs is None else await proofs.of(page)
             for chunk in responses.export_chunks(page, attributes):
                 yield chunk

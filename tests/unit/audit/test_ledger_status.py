@@ -137,6 +137,7 @@ async def test_an_export_names_the_alarm_its_pending_events_wait_on(
     # checkpoint: the export and `casetrail verify` name the alarm, not "export again".
     import events.catalog_registry
     from casetrail_platform.ledger.export import PENDING_ATTRIBUTE
+    from casetrail_platform.ledger.export_note import ExportExtent
     from casetrail_platform.ledger.pending import PENDING_NOTE_ATTRIBUTE
     from cli.ledger import PENDING_STATUS
     from cli.ledger import run as cli_run
@@ -146,7 +147,10 @@ async def test_an_export_names_the_alarm_its_pending_events_wait_on(
     intake = forged.deps.directory.origin("intake")
     audit = FileSigner(forged.deps.directory.origin("audit"), tmp_path / "audit.key")
     deps = replace(forged.deps, sign_note=audit.sign_note)
-    attributes = await ExportProofs(deps, "case-7").of(forged.events)
+    extent = ExportExtent()
+    for recorded in forged.events:
+        extent.add(recorded)
+    attributes = await ExportProofs(deps, "case-7", extent).of(forged.events)
 
     pending = [attributes[e.event_id] for e in forged.events if e.position > forged.signed_size]
     assert len(pending) == 2
@@ -168,3 +172,32 @@ async def test_an_export_names_the_alarm_its_pending_events_wait_on(
     assert "only once the alarm is dealt with" in out
     assert "export again" not in out
     assert f"{len(forged.events) - 2} of {len(forged.events)} events verified" in out
+
+
+@pytest.mark.parametrize("signs", [True, False])
+async def test_an_export_s_extent_is_signed_once_on_its_carrier_or_left_out_logged(
+    forged: Forged, tmp_path: Path, caplog: pytest.LogCaptureFixture, signs: bool
+) -> None:
+    """Audit signs its statement of the export's extent on the carrier's line only (here the
+    first: the case's opening is not among these events); without its own key the export goes
+    on without it, logged (`casetrail verify` then fails it)."""
+    from casetrail_platform.ledger.export_note import EXPORT_NOTE_ATTRIBUTE, ExportExtent
+    from services.audit.app.ledger import ExportProofs
+
+    audit = FileSigner(forged.deps.directory.origin("audit"), tmp_path / "audit.key")
+    deps = replace(forged.deps, sign_note=audit.sign_note if signs else None)
+    extent = ExportExtent()
+    for recorded in forged.events:
+        extent.add(recorded)
+    proofs = ExportProofs(deps, "case-7", extent)
+    pages = [await proofs.of(forged.events[:2]), await proofs.of(forged.events[2:])]
+
+    carried = [
+        event.event_id
+        for page in pages
+        for event in forged.events
+        if EXPORT_NOTE_ATTRIBUTE in page.get(event.event_id, {})
+    ]
+    assert carried == ([forged.events[0].event_id] if signs else [])
+    unsigned = "export: no key of audit's own log: the export's extent left unsigned"
+    assert (unsigned in caplog.text) is not signs

@@ -334,11 +334,15 @@ async def test_timeline_as_of_a_moment_on_either_clock(deps: AuditDeps) -> None:
 async def test_export_round_trips_through_cloudevents(
     deps: AuditDeps, registry: EventRegistry, received: list[RecordedEvent]
 ) -> None:
-    pages = await queries.export_case(deps, AUDITOR, CASE, TimeBasis.OCCURRED)
-    exported = [recorded async for page in pages for recorded in page]
+    export = await queries.export_case(deps, AUDITOR, CASE, TimeBasis.OCCURRED)
+    exported = [recorded async for page in export.pages for recorded in page]
     text = "".join(iter_json_lines(exported))
 
     assert from_json_lines(text, registry) == exported == received
+    # The first pass's extent, which audit signs: the pages' lines, the opening its carrier.
+    assert export.extent.lines == len(exported)
+    (opening,) = [r.event_id for r in exported if r.event_type == "casetrail.case.opened"]
+    assert export.extent.carrier == opening
 
 
 async def test_an_export_hands_out_by_pages_exactly_the_events_its_access_names(
@@ -349,7 +353,7 @@ async def test_an_export_hands_out_by_pages_exactly_the_events_its_access_names(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(queries, "EXPORT_PAGE", 2)
-    pages = await queries.export_case(deps, AUDITOR, CASE, TimeBasis.OCCURRED)
+    pages = (await queries.export_case(deps, AUDITOR, CASE, TimeBasis.OCCURRED)).pages
     # Audit receives an event of the case (placed early on its clock) after the export's
     # access was recorded: the export leaves it out.
     late = coordination().record(coordination_note(), occurred_at=T0)
@@ -475,7 +479,7 @@ async def test_an_export_holds_the_clients_events_and_its_access_names_them(
     for recorded in client:
         await handler(recorded)
 
-    pages = await queries.export_case(deps, AUDITOR, CASE, TimeBasis.OCCURRED)
+    pages = (await queries.export_case(deps, AUDITOR, CASE, TimeBasis.OCCURRED)).pages
     exported = [recorded async for page in pages for recorded in page]
 
     assert exported == history.view([*received, *client], TimeBasis.OCCURRED)

@@ -1,0 +1,141 @@
+"""Audit's signed statement of an export's extent (``ledgerexportnote``).
+
+Each line of an export proves its own event, and a hole in a one-key stream shows, but a cut
+at the very end of a stream, or lines of a stream of several cases removed, left every
+remaining line verified. So audit signs, once per export, what its first pass found: the
+lines it holds, the last sequence of each one-key stream (``travels_under_one_key``: the
+case's, its access records', its client's) and the lines of each other stream (a list's
+``access-batch-…`` reads, a client's schedule, a budget line: the export holds only the
+case's events of those). A C2SP signed note under **audit's own log key**, as the statement
+of pending events (``casetrail_platform.ledger.pending``), whose head and bound it shares::
+
+    casetrail.ledger.export.v1
+    case <case id>
+    at <UTC time, ISO 8601>
+    lines <lines of the export>
+    end <origin> <stream> <last sequence>    (one per one-key stream)
+    count <origin> <stream> <lines>          (one per other stream)
+
+A case of more than ``MAX_STREAMS`` streams is stated by its lines alone. The statement rides
+the case's ``casetrail.case.opened`` line (its stream's sequence 1: removing that line is a
+hole already), or the export's first line while audit holds no opening of the case.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from uuid import UUID
+
+from casetrail_platform.bus.ordering import travels_under_one_key
+from casetrail_platform.ledger.note import NoteError
+from casetrail_platform.ledger.pending import ID_PATTERN, ORIGIN_PATTERN, statement_head
+from events.catalog.cases import CaseOpened
+from events.envelope import RecordedEvent
+
+EXPORT_NOTE_ATTRIBUTE = "ledgerexportnote"
+HEADER = "casetrail.ledger.export.v1"
+MAX_STREAMS = 1000
+"""Streams a statement names at most: a line of about 240 bytes each keeps the note, with
+the opening it rides (``export.MAX_LINE_BYTES``), far within an export line's bound."""
+
+_COUNT = r"(0|[1-9]\d{0,18})"
+_STREAM = rf"[a-z][a-z-]{{0,30}}-{ID_PATTERN}"
+_LINES = re.compile(rf"^lines {_COUNT}$")
+_ENTRY = re.compile(rf"^(end|count) ({ORIGIN_PATTERN}) ({_STREAM}) {_COUNT}$")
+
+Stream = tuple[str, str]
+"""(producing service, stream): the case's stream of intake and of planning share a name."""
+
+
+def service_of_source(source: str) -> str:
+    """The service a record's ``metadata.source`` (``casetrail/<service>``) names."""
+    return source.rsplit("/", 1)[-1]
+
+
+@dataclass
+class ExportExtent:
+    """What an export holds, counted as its first pass reads it."""
+
+    lines: int = 0
+    streams: dict[Stream, tuple[int, int]] = field(default_factory=dict)
+    """Each stream's last sequence and its lines."""
+    one_key: set[Stream] = field(default_factory=set)
+    """The streams of one subject (``travels_under_one_key``), whole from sequence 1."""
+    carrier: UUID | None = None
+    """The event whose line carries the statement: the case's opening, else the first."""
+    _opened: bool = False
+
+    def add(self, recorded: RecordedEvent) -> None:
+        self.lines += 1
+        key = (service_of_source(recorded.metadata.source), recorded.stream)
+        last, lines = self.streams.get(key, (0, 0))
+        self.streams[key] = (max(last, recorded.sequence), lines + 1)
+        if travels_under_one_key(recorded.stream, recorded.subject):
+            self.one_key.add(key)
+        opening = isinstance(recorded.event, CaseOpened)
+        if self.carrier is None or (opening and not self._opened):
+            self.carrier = recorded.event_id
+            self._opened = opening
+
+
+@dataclass(frozen=True, slots=True)
+class ExportStatement:
+    case_id: str
+    at: datetime
+    lines: int
+    ends: dict[tuple[str, str], int]
+    """(origin, stream) of each one-key stream: its last sequence."""
+    counts: dict[tuple[str, str], int]
+    """(origin, stream) of each other stream: its lines."""
+
+    @classmethod
+    def of(
+        cls, case_id: str, at: datetime, extent: ExportExtent, origin: Callable[[str], str]
+    ) -> ExportStatement:
+        """The statement of ``extent``; ``origin``: the log origin of a service."""
+        ends: dict[tuple[str, str], int] = {}
+        counts: dict[tuple[str, str], int] = {}
+        if len(extent.streams) <= MAX_STREAMS:
+            for (service, stream), (last, lines) in extent.streams.items():
+                if (service, stream) in extent.one_key:
+                    ends[(origin(service), stream)] = last
+                else:
+                    counts[(origin(service), stream)] = lines
+        return cls(case_id, at, extent.lines, ends, counts)
+
+    def body(self) -> str:
+        lines = [
+            HEADER,
+            f"case {self.case_id}",
+            f"at {self.at.astimezone(UTC).isoformat()}",
+            f"lines {self.lines}",
+        ]
+        lines += [f"end {o} {s} {n}" for (o, s), n in sorted(self.ends.items())]
+        lines += [f"count {o} {s} {n}" for (o, s), n in sorted(self.counts.items())]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def parse(cls, body: str) -> ExportStatement:
+        case_id, at, rest = statement_head(
+            body, HEADER, MAX_STREAMS + 1, f"lines (its count and {MAX_STREAMS} streams)"
+        )
+        lines = _LINES.match(rest[0]) if rest else None
+        if lines is None:
+            raise NoteError("a statement of an export names its lines after its time")
+        named: dict[str, dict[tuple[str, str], int]] = {"end": {}, "count": {}}
+        for line in rest[1:]:
+            entry = _ENTRY.match(line)
+            if entry is None:
+                raise NoteError(f"malformed statement line {line[:80]!r}")
+            stream = (entry[2], entry[3])
+            if stream in named["end"] or stream in named["count"]:
+                raise NoteError(f"the statement names stream {entry[3]} of {entry[2]} twice")
+            named[entry[1]][stream] = int(entry[4])
+        return cls(case_id, at, int(lines[1]), named["end"], named["count"])
+
+    @property
+    def origins(self) -> set[str]:
+        return {origin for origin, _ in [*self.ends, *self.counts]}
