@@ -56,6 +56,7 @@ from casetrail_platform.ledger.note import (
     current_key,
     open_checkpoint,
     open_note,
+    schedule_of,
 )
 from casetrail_platform.ledger.pending import (
     PENDING_NOTE_ATTRIBUTE,
@@ -496,7 +497,11 @@ class _WholeExport:
         ]
         for pending in self.pending:
             self.named(pending.origin, verifiers)
-        signers = [current_key(verifiers[name]) for name in sorted(self.audits)]
+        signers = [
+            key
+            for name in sorted(self.audits)
+            for key in _extent_signers(verifiers[name], result.checkpoints.get(name))
+        ]
         statement, failure = _opened(text, signers, ExportStatement.parse, _export_origins)
         if statement is None:
             return [*problems, f"line {number}: {EXPORT_NOTE_ATTRIBUTE}: {failure}"]
@@ -703,6 +708,17 @@ def _opened_statement(
     return _opened(text, signers, PendingStatement.parse, _pending_origins)
 
 
+def _extent_signers(keys: LogKeys, proven_size: int | None) -> list[Verifier]:
+    """The keys of audit's log that may sign an export's statement of its extent: audit signs
+    its own log as it exports, so the export's lines of that log are proven against a
+    checkpoint its signing key then signed: the keys valid for that size (a key retired since
+    still vouches for the exports it signed while it was current). An export with no proven
+    line of audit's log: the current key only."""
+    if proven_size is None:
+        return [current_key(keys)]
+    return schedule_of(keys).valid_for(proven_size) or [current_key(keys)]
+
+
 def _pending_origins(statement: PendingStatement) -> Iterable[str]:
     return (entry.origin for entry in statement.entries)
 
@@ -720,9 +736,9 @@ def _opened(
     parse: Callable[[str], _Statement],
     origins: Callable[[_Statement], Iterable[str]],
 ) -> tuple[_Statement | None, str]:
-    """The statement ``text`` signs, once one of ``signers`` (keys of audit's log) verifies
-    it: the key signing now (a statement has no tree size; a retired key vouches for none).
-    Every log it names (``origins``) must be of its signer's agency."""
+    """The statement ``text`` signs, once one of ``signers`` (keys of audit's log, as the
+    caller chose them: ``_extent_signers``, ``_opened_statement``) verifies it. Every log it
+    names (``origins``) must be of its signer's agency."""
     if not signers:
         return None, "no public key of audit's log to check it with"
     failures = []

@@ -24,7 +24,7 @@ from casetrail_platform.ledger.export_note import (
     ExportStatement,
 )
 from casetrail_platform.ledger.keys import FileSigner
-from casetrail_platform.ledger.note import Checkpoint, NoteError, origin_of
+from casetrail_platform.ledger.note import Checkpoint, NoteError, origin_of, parse_verifiers
 from events.catalog.access import AccessPurpose, RecordAccessed, RecordSection
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseReopened
@@ -247,6 +247,29 @@ async def test_a_statement_naming_streams_the_export_lacks_or_not_its_own_fails(
         f"stream access-case-1 of intake is exported, but {said} does not name it",
         f"stream case-case-1 of planning is missing: {said} ends it at 3",
     ]
+
+
+async def test_after_audit_s_key_rotated_an_earlier_export_still_verifies(
+    tmp_path: Path,
+) -> None:
+    """Audit signed the statement and its checkpoint of 4 events with its first key; the
+    keys file now hands its log over to a new key at size 10: the key valid for the size the
+    export's audit lines are proven against still vouches for the export (a court's copy
+    needs no new export after a routine rotation), and one retired before that size does not."""
+    lines, verifiers = await export(tmp_path)
+    first = verifiers[AUDIT]
+    new = await FileSigner(AUDIT, tmp_path / "audit-2.key").verifier()
+    at = "2025-01-01T00:00:00Z"
+    rotated = parse_verifiers(f"{first}\n{new} from=10 at={at}\n")[AUDIT]
+    result = verified(lines, {**verifiers, AUDIT: rotated})
+    assert (result.ok, result.problems) == (True, [])
+
+    retired_before = parse_verifiers(f"{first}\n{new} from=3 at={at}\n")[AUDIT]
+    result = verified(lines, {**verifiers, AUDIT: retired_before})
+    assert any(
+        p.startswith(f"line {carrier(lines) + 1}: {EXPORT_NOTE_ATTRIBUTE}: ")
+        for p in result.problems
+    ), result.problems
 
 
 def test_a_case_of_more_streams_than_the_bound_is_stated_by_its_lines_alone() -> None:
