@@ -239,14 +239,19 @@ async def open_read_models(infra: Infrastructure, service: str) -> ReadModelStor
     )
 
 
-def open_locks(infra: Infrastructure) -> Locks:
+def open_locks(infra: Infrastructure, store: EventStore) -> Locks:
     """Locks shared by every process of a service: PostgreSQL advisory locks on the
-    distributed backend (any number of replicas), asyncio locks on the embedded one."""
+    distributed backend (any number of replicas), asyncio locks on the embedded one: the
+    embedded store's own, which its appends honour (``StreamVersion.lock``)."""
     if infra.postgres_dsn is not None:
         from casetrail_platform.locking.postgres import PostgresLocks
 
         return PostgresLocks(infra.postgres_dsn)
-    return InProcessLocks()
+    from casetrail_platform.store.sqlite import SqliteEventStore
+
+    if not isinstance(store, SqliteEventStore):
+        raise TypeError(f"no embedded locks for a {type(store).__name__}")
+    return store.locks
 
 
 MIN_CLOSE_SECONDS = 0.2
@@ -660,7 +665,7 @@ async def host_for(infra: Infrastructure, service: str) -> ServiceHost:
         read_models,
         close_store,
         parking,
-        open_locks(infra),
+        open_locks(infra, store),
         ledger,
     )
 

@@ -42,7 +42,8 @@ poll."""
 
 
 def key_of(name: str) -> int:
-    """The advisory-lock key of ``name``."""
+    """The advisory-lock key of ``name``: also what the event store's append takes shared for
+    a guard's lock (``StreamVersion.lock``), so the two meet."""
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), signed=True)
 
 

@@ -63,6 +63,13 @@ class StreamVersion:
 
     stream: str
     version: int
+    lock: str | None = None
+    """A lock name (``casetrail_platform.locking``) the append holds *shared* in its own
+    transaction, waiting out whoever holds it exclusively (``Locks.holding``) before it is
+    written: a decision whose append must come wholly before or wholly after another's section
+    (a case opened as its client is erased) costs no lock session of its own. The store's
+    adapters meet the host's ``Locks``: PostgreSQL's transaction-level advisory lock on the key
+    of ``holding``'s session lock, SQLite's the in-process lock of the same name."""
 
     def __post_init__(self) -> None:
         if self.version < NO_STREAM:

@@ -36,6 +36,7 @@ from casetrail_platform.errors import (
     DuplicateEventIdError,
     StorageUnavailableError,
 )
+from casetrail_platform.locking.postgres import key_of
 from casetrail_platform.store.guard import require_publishable, storable_data
 from casetrail_platform.store.pg_connections import Connection, PgConnections, open_connection
 from casetrail_platform.store.port import EventStore, Snapshot, StreamVersion, check_guard
@@ -91,7 +92,7 @@ class PostgresEventStore(EventStore):
             "SELECT first_position, recorded_at, first_sequence, error_state, error_detail,"
             " error_constraint, error_message FROM {}.append_events_in_group(%b::text[],"
             " %b::integer[], %b::integer[], %b, %b, %b::integer[], %b, %b, %b, %b, %b, %b, %b,"
-            " %b, %b::text[], %b::uuid[], %b::text[], %b::integer[])"
+            " %b, %b::text[], %b::uuid[], %b::text[], %b::integer[], %b::bigint[])"
         ).format(sql.Identifier(schema))
         self._select = sql.SQL(f"SELECT {COLUMNS} FROM {{}}").format(table)
         self._read_all_sql = sql.SQL(
@@ -258,6 +259,12 @@ class PostgresEventStore(EventStore):
         guards = [request.guard for request in group]
         parameters.append([None if guard is None else guard.stream for guard in guards])
         parameters.append([None if guard is None else guard.version for guard in guards])
+        parameters.append(
+            [
+                None if guard is None or guard.lock is None else key_of(guard.lock)
+                for guard in guards
+            ]
+        )
 
         async def execute(connection: Connection) -> list[Row]:
             cursor = connection.cursor(binary=True)

@@ -270,7 +270,22 @@ $$;
 -- another event from being inserted after it (an insert locks no existing row), and
 -- SERIALIZABLE would add a whole class of serialisation failures to every append for what the
 -- lock already gives. A request's check sees what the requests before it in the group appended.
--- The overload without the guards (a replica not yet upgraded calls it) is left in place.
+-- The overloads without the guards or their locks (a replica not yet upgraded calls them) are
+-- left in place.
+--
+-- p_guard_locks[i] (NULL: none): the advisory-lock key of StreamVersion.lock, the key of a
+-- session lock casetrail_platform/locking/postgres.py holds exclusively (an erasure of a client,
+-- from its look at the client's cases to its commit). Request i takes it shared, transaction
+-- level, so held to this group's commit: a section taking it exclusively meanwhile waits for
+-- the commit, then sees request i's rows. It is only *tried*: a request whose lock is held is
+-- refused CT005 (DETAIL -1), as if its guarded stream had moved, and its caller reads again and
+-- retries (casetrail_platform/decide.py) until the holder has committed and released it, then
+-- sees what the holder appended. Waiting here instead would deadlock: this transaction holds
+-- the append lock, which the holder's own append needs before it releases; and, waiting before
+-- the append lock, the group would hold this process's one writer connection, behind which the
+-- holder's append may be queued in the same process. A try never waits, so no append ever
+-- waits on a lock section, and one request refused leaves the rest of its group to commit. The
+-- lock is taken in the request's sub-block: refused (guard, version), it is released with it.
 CREATE OR REPLACE FUNCTION {schema}.append_events_in_group(
     p_streams         text[],
     p_expected        integer[],
@@ -289,7 +304,8 @@ CREATE OR REPLACE FUNCTION {schema}.append_events_in_group(
     p_trace_parents   text[],
     p_commands        uuid[],
     p_guard_streams   text[],
-    p_guard_versions  integer[]
+    p_guard_versions  integer[],
+    p_guard_locks     bigint[]
 )
 RETURNS TABLE (
     first_position   bigint,
@@ -318,6 +334,11 @@ BEGIN
         error_constraint := NULL;
         error_message := NULL;
         BEGIN
+            IF p_guard_locks[i] IS NOT NULL
+               AND NOT pg_try_advisory_xact_lock_shared(p_guard_locks[i]) THEN
+                RAISE EXCEPTION 'the lock of guarded stream % is held', p_guard_streams[i]
+                    USING ERRCODE = 'CT005', DETAIL = '-1';
+            END IF;
             IF p_guard_streams[i] IS NOT NULL THEN
                 SELECT coalesce(max(e.sequence), 0) INTO v_guarded
                 FROM {schema}.stored_events e WHERE e.stream = p_guard_streams[i];

@@ -20,6 +20,7 @@ from casetrail_platform.errors import (
     ConcurrencyError,
     DuplicateEventIdError,
 )
+from casetrail_platform.locking.inprocess import InProcessLocks
 from casetrail_platform.parking import ParkedRecord, ParkingLot
 from casetrail_platform.store.guard import require_publishable, storable_data
 from casetrail_platform.store.port import (
@@ -152,6 +153,9 @@ class SqliteEventStore(EventStore):
         self._committed_position = 0
         """Newest position committed by this process's writer (or found at open)."""
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.locks = InProcessLocks()
+        """The embedded host's locks (``hosting.open_locks``): the one process that owns this
+        file decides with them, and a guard's lock (``StreamVersion.lock``) is one of them."""
 
     @classmethod
     async def open(cls, path: Path, registry: EventRegistry) -> SqliteEventStore:
@@ -202,19 +206,24 @@ class SqliteEventStore(EventStore):
         trace_parent = current_traceparent()
         registry = self._registry
         command = None if command_id is None else str(command_id)
-        rows = await self._writer.write(
-            lambda connection: self._append_in(
-                connection,
-                stream,
-                list(events),
-                data,
-                expected_version,
-                trace_parent,
-                registry,
-                command,
-                guard,
+        # A guard's lock is held from before the append is queued to its commit, so a section
+        # holding it (an erasure) comes wholly before or after: PostgreSQL's shared lock taken
+        # in the append's transaction. Held exclusively here (in process, one writer anyway),
+        # and waited for outside the writer, which the holder's own append needs.
+        async with self.locks.holding([] if guard is None or guard.lock is None else [guard.lock]):
+            rows = await self._writer.write(
+                lambda connection: self._append_in(
+                    connection,
+                    stream,
+                    list(events),
+                    data,
+                    expected_version,
+                    trace_parent,
+                    registry,
+                    command,
+                    guard,
+                )
             )
-        )
         if isinstance(rows, _Appended):
             recorded_at = from_micros(rows.recorded_at)
             return [

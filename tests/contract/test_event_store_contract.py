@@ -21,6 +21,7 @@ from casetrail_platform.errors import (
 )
 from casetrail_platform.grpc_platform.errors import REFUSALS
 from casetrail_platform.limits import MAX_EVENT_BYTES
+from casetrail_platform.locking.port import Locks
 from casetrail_platform.store.port import (
     ANY_VERSION,
     NO_STREAM,
@@ -28,12 +29,14 @@ from casetrail_platform.store.port import (
     StreamVersion,
     drain,
 )
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import CaseEvent, Role
 from events.envelope import Actor, NewEvent, RecordedEvent
 from events.errors import InvalidEventError, UnknownEventTypeError, UnreadableStoredEventError
 from events.registry import EventRegistry
 from tests.contract.conftest import StoreOpener
 from tests.support.sample_events import WORKER, NoteWritten, note
+from tests.support.servers import postgres_dsn
 
 
 class NotInCatalog(CaseEvent):
@@ -635,3 +638,63 @@ async def test_a_stored_event_of_a_type_no_longer_in_the_catalog_is_the_servers_
         # Not a refusal: the gRPC edge answers it INTERNAL with a reference to the log.
         assert not isinstance(failed.value, REFUSALS), name
         assert [problem.field for problem in failed.value.problems] == ["type"], name
+
+
+def host_locks(store: EventStore) -> Locks:
+    """The locks a host of ``store`` decides with (``hosting.open_locks``)."""
+    if isinstance(store, SqliteEventStore):
+        return store.locks
+    from casetrail_platform.locking.postgres import PostgresLocks
+
+    return PostgresLocks(postgres_dsn())
+
+
+async def test_an_append_whose_guard_lock_is_held_waits_for_the_holder_then_sees_its_append(
+    open_store: StoreOpener,
+) -> None:
+    """An opening of a case (guarded on its client's stream, holding the client's lock shared)
+    while the client's erasure holds that lock from its look at the client's cases to its
+    append, through another store object (another replica): the opening is not written while
+    the erasure holds the lock, sees the erasure once it is released and is refused, and the
+    appends of others are not held up meanwhile."""
+    opening, erasing = await open_store(), await open_store()
+    locks = host_locks(opening)
+    name = f"intake.client.cases:{uuid4()}"
+    await erasing.append("client-1", [note("client-1")], NO_STREAM)
+
+    async def open_case() -> ConcurrencyError:
+        # Refused while the lock is held (PostgreSQL: at once, the guarded stream's version
+        # unknown, -1) it tries again, as decide.execute would, until refused for good.
+        while True:
+            try:
+                await opening.append(
+                    "case-1", [note("1")], NO_STREAM, guard=StreamVersion("client-1", 1, name)
+                )
+            except ConcurrencyError as error:
+                if error.actual_version != -1:
+                    return error
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("opened while the client's erasure held their lock")
+
+    try:
+        async with locks.holding([name]):
+            racing = asyncio.create_task(open_case())
+            await asyncio.sleep(0.3)
+            other = await opening.append("case-2", [note("2")], NO_STREAM)
+            assert not racing.done()
+            assert await opening.stream_version("case-1") == NO_STREAM
+            await erasing.append("client-1", [note("client-1", "erased")], 1)
+        refused = await asyncio.wait_for(racing, 10)
+    finally:
+        if locks is not getattr(opening, "locks", None):
+            await locks.close()
+
+    assert (refused.stream, refused.expected_version, refused.actual_version) == ("client-1", 1, 2)
+    assert await opening.stream_version("case-1") == NO_STREAM
+    assert await opening.read_stream("case-2") == other
+    # Released with the refused append: the next one, on the version read, is written.
+    written = await opening.append(
+        "case-1", [note("1")], NO_STREAM, guard=StreamVersion("client-1", 2, name)
+    )
+    assert await opening.read_stream("case-1") == written

@@ -20,8 +20,11 @@ read and the append makes the command read again and be refused CLIENT_ERASED.
 An erasure names the client's cases (``client.erased``'s ``case_ids``: the other services erase
 what their read models copied of those cases, and only those). A case opened after the erasure
 read them but committed before its append would be missed (a new case's stream is not the
-client's, so neither append sees the other): opening a case and erasing its client hold the
-client's lock (``client_cases_lock``, shared by every replica) from their read to their append.
+client's, so neither append sees the other): an erasure holds the client's lock
+(``client_cases_lock``, shared by every replica) from its look at the cases to its append, and
+an opening's append holds it shared in its own transaction (``StreamVersion.lock``: no lock
+session, no extra round trip), so it commits before that look or is refused until the erasure
+has committed, then reads the erasure and is refused CLIENT_ERASED.
 """
 
 from __future__ import annotations
@@ -175,7 +178,6 @@ def client_cases_lock(client_id: str) -> str:
 
 async def open_case(
     store: EventStore,
-    locks: Locks,
     context: CommandContext,
     command: OpenCase,
     checked: CaseOpened | None = None,
@@ -186,18 +188,17 @@ async def open_case(
     client_history = await store.read_stream(client_stream(opened.client_id))
     if client_from(client_history) is None:
         raise NotFound("client", opened.client_id)
-    erasure = ClientErasure(store, opened.client_id)
-    # Held to the append (which binds the case to the client's key): an erasure deciding
-    # meanwhile waits, then finds the case among the client's.
-    async with locks.holding([client_cases_lock(opened.client_id)]):
-        recorded = await execute(
-            store,
-            SOURCE,
-            context,
-            case_stream(opened.case_id),
-            lambda history: decide_opening(history, opened, erasure.erased),
-            guard=erasure.read,
-        )
+    # The append holds the client's lock shared: an erasure deciding meanwhile makes it read
+    # again until the erasure has committed, then refuse; one already past its append waits.
+    erasure = ClientErasure(store, opened.client_id, lock=client_cases_lock(opened.client_id))
+    recorded = await execute(
+        store,
+        SOURCE,
+        context,
+        case_stream(opened.case_id),
+        lambda history: decide_opening(history, opened, erasure.erased),
+        guard=erasure.read,
+    )
     return recorded_of(opened.case_id, recorded)
 
 
@@ -424,7 +425,7 @@ async def erase_client(
     # Held from the look at the client's cases to the append: a case opened meanwhile is
     # either among them or, opened after, refused CLIENT_ERASED (its guard sees the erasure).
     async with locks.holding([client_cases_lock(command.client_id)]):
-        case_ids = await asyncio.to_thread(keyring.table.cases_of, command.client_id)
+        case_ids = await opened_cases(store, keyring, command.client_id)
         erasure = erasure_of(command, case_ids)
         recorded = await execute(
             store,
@@ -447,6 +448,16 @@ async def erase_client(
     return Erasure(recorded_of(command.client_id, recorded), erased.case_ids, destroyed)
 
 
+async def opened_cases(store: EventStore, keyring: ClientKeyring, client_id: str) -> list[str]:
+    """The client's cases, as the erasure holding their lock names them: those the key table
+    binds to them and whose opening is stored. A case is bound when its opening is sealed,
+    before its append, which may then be refused (the erasure holds the lock): that case is
+    never opened and is not named. Its key is still destroyed (``owners_of_client``)."""
+    # The key table is a database: asked from a worker thread.
+    bound = await asyncio.to_thread(keyring.table.cases_of, client_id)
+    return [case for case in bound if await store.stream_version(case_stream(case)) > 0]
+
+
 @dataclass
 class ClientErasure:
     """A client's erasure as a command on one of their cases decides on it. ``read`` is the
@@ -460,6 +471,8 @@ class ClientErasure:
     """None for an unknown case: nothing is read, and its decision refuses it NOT_FOUND."""
     erased: ClientErased | None = None
     """The client's erasure, if they were erased, as of the last ``read``."""
+    lock: str | None = None
+    """Held shared by the append (``StreamVersion.lock``): opening a case, its client's."""
 
     async def read(self) -> StreamVersion | None:
         if self.client_id is None:
@@ -467,7 +480,8 @@ class ClientErasure:
         stream = client_stream(self.client_id)
         history = await self.store.read_stream(stream)
         self.erased = client_record(history).erased
-        return StreamVersion.as_read(stream, history)
+        read = StreamVersion.as_read(stream, history)
+        return read if self.lock is None else StreamVersion(read.stream, read.version, self.lock)
 
 
 async def case_client_erasure(store: EventStore, case_id: str) -> ClientErasure:

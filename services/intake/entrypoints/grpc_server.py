@@ -74,8 +74,8 @@ class IntakeDeps:
     access: AccessControl
     emergencies: EmergencyAccessQueue
     locks: Locks
-    """Shared by every replica: an erasure and the opening of a case of its client hold
-    ``handlers.client_cases_lock``."""
+    """Shared by every replica: an erasure holds ``handlers.client_cases_lock``, which the
+    append of an opening of a case of its client holds shared (the store's, as its guard's)."""
     keyring: ClientKeyring | None = None
     """The clients' data keys (``None`` when sensitive fields are not sealed)."""
     today: Callable[[], date] = lambda: agency_today(UTC)
@@ -192,9 +192,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             lambda ctx: handlers.opening_of(ctx, command),
             home_agency=self._deps.access.home_agency,
         )
-        recorded = await handlers.open_case(
-            self._deps.store, self._deps.locks, ctx, command, checked
-        )
+        recorded = await handlers.open_case(self._deps.store, ctx, command, checked)
         return intake_pb2.OpenCaseResponse(result=to_proto.command_result(recorded))
 
     @override

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from casetrail_platform.commands import RuleBroken
-from casetrail_platform.locking.inprocess import InProcessLocks
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
@@ -90,7 +89,7 @@ async def test_a_case_opened_as_the_client_is_erased_is_refused(
     race = ErasedOnceRead(store, monkeypatch, client_id, reads)
 
     with pytest.raises(RuleBroken) as refused:
-        await handlers.open_case(store, InProcessLocks(), context(), opening(client_id))
+        await handlers.open_case(store, context(), opening(client_id))
 
     assert race.erased
     assert refused.value.rule == CLIENT_ERASED

@@ -16,7 +16,6 @@ from casetrail_platform.commands import (
     VersionConflict,
 )
 from casetrail_platform.identity.principal import Principal
-from casetrail_platform.locking.inprocess import InProcessLocks
 from casetrail_platform.policy.guard import AccessControl, AccessDenied, access_stream
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.queries import QueryContext
@@ -94,9 +93,7 @@ def assessing(case_id: str) -> RecordInitialAssessment:
 
 async def open_a_case(store: SqliteEventStore, directory: ClientDirectory) -> str:
     client = await register(store, directory, marco())
-    opened = await handlers.open_case(
-        store, InProcessLocks(), context(), opening(client.recorded.subject_id)
-    )
+    opened = await handlers.open_case(store, context(), opening(client.recorded.subject_id))
     return opened.subject_id
 
 
@@ -242,17 +239,12 @@ async def test_a_case_opens_for_a_registered_client_only(
     store: SqliteEventStore, directory: ClientDirectory
 ) -> None:
     with pytest.raises(NotFound):
-        await handlers.open_case(store, InProcessLocks(), context(), opening("nobody"))
+        await handlers.open_case(store, context(), opening("nobody"))
     client = await register(store, directory, marco())
     ctx = context(key="open-1")
-    opened = await handlers.open_case(
-        store, InProcessLocks(), ctx, opening(client.recorded.subject_id)
-    )
+    opened = await handlers.open_case(store, ctx, opening(client.recorded.subject_id))
     assert opened.version == 1
-    assert (
-        await handlers.open_case(store, InProcessLocks(), ctx, opening(client.recorded.subject_id))
-        == opened
-    )
+    assert await handlers.open_case(store, ctx, opening(client.recorded.subject_id)) == opened
 
 
 async def test_unknown_need_category_names_the_field(
@@ -265,7 +257,7 @@ async def test_unknown_need_category_names_the_field(
         presenting_needs=(PresentingNeedInput(category="sunshine"),),
     )
     with pytest.raises(InvalidCommand) as refused:
-        await handlers.open_case(store, InProcessLocks(), context(), command)
+        await handlers.open_case(store, context(), command)
     assert refused.value.violations[0].field == "presenting_needs[0].category"
     assert "housing" in refused.value.violations[0].problem
 
