@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -210,7 +211,12 @@ class SqliteEventStore(EventStore):
         # holding it (an erasure) comes wholly before or after: PostgreSQL's shared lock taken
         # in the append's transaction. Held exclusively here (in process, one writer anyway),
         # and waited for outside the writer, which the holder's own append needs.
-        async with self.locks.holding([] if guard is None or guard.lock is None else [guard.lock]):
+        held = (
+            contextlib.nullcontext()
+            if guard is None or guard.lock is None
+            else self.locks.holding([guard.lock])
+        )
+        async with held:
             rows = await self._writer.write(
                 lambda connection: self._append_in(
                     connection,
