@@ -70,3 +70,20 @@ async def test_a_case_opened_while_the_erasure_is_decided_is_named_or_refused(
         await close()
     assert opened == [first] if second is None else [first, second]
     assert sorted(erased.erased_case_ids) == sorted(opened)
+
+
+async def test_a_case_bound_to_the_client_whose_opening_was_refused_is_not_named(
+    intake: Intake,
+) -> None:
+    """A case is bound to its client's key when its opening is sealed, before its append,
+    which an erasure holding the client's lock then refuses: that case was never opened, and
+    the erasure names only the cases whose opening is stored."""
+    client_id = (await intake.stub.RegisterClient(marco())).client_id
+    first = (await intake.stub.OpenCase(opening(client_id))).result.case_id
+    keyring = intake.infra.keyring
+    assert keyring is not None
+    await asyncio.to_thread(keyring.table.bind_case, "case-refused", client_id)
+
+    erased = await intake.stub.EraseClient(erasing(client_id))
+
+    assert list(erased.erased_case_ids) == [first]
