@@ -223,3 +223,19 @@ class VersionConflict(CommandRejected):
         self.expected = expected
         self.actual = actual
         super().__init__(f"{stream} is at version {actual}, the command expected {expected}")
+
+
+class LockHeld(CommandRejected):
+    """The lock the command's append takes (``StreamVersion.lock``: opening a case, its
+    client's) was held by another command (the client's erasure) for the whole retry budget
+    (ABORTED naming the lock: nothing was recorded, and the same request may be sent again)."""
+
+    reason = "LOCK_HELD"
+
+    def __init__(self, stream: str, lock: str) -> None:
+        self.stream = stream
+        self.lock = lock
+        super().__init__(
+            f"{stream} was not written: the lock {lock!r} it takes was held by another command"
+            " for the whole retry budget; nothing was recorded, send the same request again"
+        )

@@ -44,8 +44,8 @@ from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 from weakref import WeakKeyDictionary
 
-from casetrail_platform.commands import CommandContext, VersionConflict
-from casetrail_platform.errors import CommandAlreadyRecorded, ConcurrencyError
+from casetrail_platform.commands import CommandContext, LockHeld, VersionConflict
+from casetrail_platform.errors import CommandAlreadyRecorded, ConcurrencyError, GuardLockHeld
 from casetrail_platform.folded import Fold, FoldCache, Snapshots, sealed_keys
 from casetrail_platform.locking.inprocess import InProcessLocks
 from casetrail_platform.store.port import EventStore, Snapshot, StreamVersion
@@ -168,6 +168,7 @@ async def _until_appended(
     deadline = time.monotonic() + RETRY_BUDGET
     attempt = 0
     while True:
+        held: GuardLockHeld | None = None
         guarded = None if guard is None else await guard()
         decided_on = version()
         expected = context.expected_version
@@ -189,6 +190,7 @@ async def _until_appended(
             # another stream: answer as a retry would (its result, or IDEMPOTENCY_KEY_REUSED).
             return context.check_retry(service, await store.read_by_causation(command_id))
         except ConcurrencyError as lost:
+            held = lost if isinstance(lost, GuardLockHeld) else None
             earlier = await store.read_by_causation(command_id)
             if earlier:
                 # The same command, sent again, won the race on another connection or replica.
@@ -202,6 +204,9 @@ async def _until_appended(
         attempt += 1
         pause = pause_before(attempt)
         if time.monotonic() + pause > deadline:
+            if held is not None:
+                # Kept out by a lock section, not by a version: say which.
+                raise LockHeld(stream, held.lock)
             raise VersionConflict(stream, decided_on, await store.stream_version(stream))
         await asyncio.sleep(pause)
         await catch_up()

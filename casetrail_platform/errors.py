@@ -15,13 +15,28 @@ class EventPlatformError(EventError):
 class ConcurrencyError(EventPlatformError):
     """The stream's current version is not the one the writer expected."""
 
-    def __init__(self, stream: str, expected_version: int, actual_version: int) -> None:
+    def __init__(
+        self, stream: str, expected_version: int, actual_version: int, message: str = ""
+    ) -> None:
         self.stream = stream
         self.expected_version = expected_version
         self.actual_version = actual_version
+        moved = f"stream {stream!r} is at version {actual_version}, expected {expected_version}"
+        super().__init__(message or moved)
+
+
+class GuardLockHeld(ConcurrencyError):
+    """The lock an append's guard names (``StreamVersion.lock``) is held exclusively by
+    another section (an erasure of the opening's client): nothing was written. A lost race
+    like the guarded stream's move, told apart so that a command still refused when its retry
+    budget is spent is answered naming the lock (``commands.LockHeld``), not a version."""
+
+    def __init__(self, stream: str, expected_version: int, lock: str) -> None:
+        # The guarded stream's version is not known (not read): -1.
         super().__init__(
-            f"stream {stream!r} is at version {actual_version}, expected {expected_version}"
+            stream, expected_version, -1, f"the lock {lock!r} of guarded stream {stream!r} is held"
         )
+        self.lock = lock
 
 
 class DuplicateEventIdError(EventPlatformError):

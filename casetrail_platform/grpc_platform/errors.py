@@ -21,6 +21,7 @@ from casetrail_platform.commands import (
     AlreadyExists,
     CommandRejected,
     InvalidCommand,
+    LockHeld,
     NotAllowed,
     NotCaughtUp,
     NotFound,
@@ -156,6 +157,17 @@ def _status_for(error: Exception) -> status_pb2.Status:
                 domain=ERROR_DOMAIN,
                 metadata={"role": error.role, "action": error.action, **error.details},
             ),
+        )
+    if isinstance(error, LockHeld):
+        return _status(
+            code_pb2.ABORTED,
+            _cut(str(error)),
+            error_details_pb2.ErrorInfo(
+                reason=error.reason,
+                domain=ERROR_DOMAIN,
+                metadata={"stream": echoed(error.stream), "lock": echoed(error.lock)},
+            ),
+            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1)),
         )
     if isinstance(error, VersionConflict | ConcurrencyError):
         return _status(code_pb2.ABORTED, str(error))

@@ -34,6 +34,7 @@ from casetrail_platform.errors import (
     CommandAlreadyRecorded,
     ConcurrencyError,
     DuplicateEventIdError,
+    GuardLockHeld,
     StorageUnavailableError,
 )
 from casetrail_platform.locking.postgres import key_of
@@ -61,6 +62,7 @@ _SCHEMA_LOCK = _APPEND_LOCK + 1
 _CONCURRENCY_SQLSTATE = "CT001"
 _COMMAND_RECORDED_SQLSTATE = "CT004"
 _GUARD_SQLSTATE = "CT005"
+_GUARD_LOCK_SQLSTATE = "CT006"
 _UNIQUE_VIOLATION = "23505"
 # Bounds on one group commit: the transaction, its parameters and the array slicing in the
 # database stay small, and a waiting request is never held back by a huge group for long.
@@ -317,6 +319,7 @@ class PostgresEventStore(EventStore):
         if state in (
             _CONCURRENCY_SQLSTATE,
             _GUARD_SQLSTATE,
+            _GUARD_LOCK_SQLSTATE,
             _UNIQUE_VIOLATION,
             _COMMAND_RECORDED_SQLSTATE,
         ):
@@ -328,6 +331,8 @@ class PostgresEventStore(EventStore):
             raise ConcurrencyError(stream, expected_version, int(detail or "-1"))
         if state == _GUARD_SQLSTATE and guard is not None:
             raise ConcurrencyError(guard.stream, guard.version, int(detail or "-1"))
+        if state == _GUARD_LOCK_SQLSTATE and guard is not None and guard.lock is not None:
+            raise GuardLockHeld(guard.stream, guard.version, guard.lock)
         if state == _COMMAND_RECORDED_SQLSTATE:
             raise CommandAlreadyRecorded(str(command_id))
         if state == _UNIQUE_VIOLATION:

@@ -278,9 +278,9 @@ $$;
 -- from its look at the client's cases to its commit). Request i takes it shared, transaction
 -- level, so held to this group's commit: a section taking it exclusively meanwhile waits for
 -- the commit, then sees request i's rows. It is only *tried*: a request whose lock is held is
--- refused CT005 (DETAIL -1), as if its guarded stream had moved, and its caller reads again and
+-- refused CT006 (GuardLockHeld, a lost race like CT005's), and its caller reads again and
 -- retries (casetrail_platform/decide.py) until the holder has committed and released it, then
--- sees what the holder appended. Waiting here instead would deadlock: this transaction holds
+-- sees what the holder appended, or, its retry budget spent, is answered ABORTED LOCK_HELD. Waiting here instead would deadlock: this transaction holds
 -- the append lock, which the holder's own append needs before it releases; and, waiting before
 -- the append lock, the group would hold this process's one writer connection, behind which the
 -- holder's append may be queued in the same process. A try never waits, so no append ever
@@ -337,7 +337,7 @@ BEGIN
             IF p_guard_locks[i] IS NOT NULL
                AND NOT pg_try_advisory_xact_lock_shared(p_guard_locks[i]) THEN
                 RAISE EXCEPTION 'the lock of guarded stream % is held', p_guard_streams[i]
-                    USING ERRCODE = 'CT005', DETAIL = '-1';
+                    USING ERRCODE = 'CT006';
             END IF;
             IF p_guard_streams[i] IS NOT NULL THEN
                 SELECT coalesce(max(e.sequence), 0) INTO v_guarded

@@ -7,7 +7,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +20,7 @@ from casetrail_platform.errors import (
     CommandAlreadyRecorded,
     ConcurrencyError,
     DuplicateEventIdError,
+    GuardLockHeld,
 )
 from casetrail_platform.locking.inprocess import InProcessLocks
 from casetrail_platform.parking import ParkedRecord, ParkingLot
@@ -131,6 +132,10 @@ _SAVE_SNAPSHOT = (
 
 T = TypeVar("T")
 
+GUARD_LOCK_WAIT = 0.5
+"""Seconds an append waits for its guard's lock before it is refused ``GuardLockHeld`` (a
+lost race: ``decide.execute`` tries again within its budget)."""
+
 INLINE_ROWS = 64
 """Reads of at most this many rows run on the event loop's thread (see ``_fetch``)."""
 
@@ -188,6 +193,25 @@ class SqliteEventStore(EventStore):
             self._inline.close()
             self._inline = None
 
+    @contextlib.asynccontextmanager
+    async def _guard_lock(self, guard: StreamVersion | None) -> AsyncIterator[None]:
+        """Holds a guard's lock from before the append is queued to its commit, so a section
+        holding it (an erasure) comes wholly before or after: PostgreSQL's shared lock taken
+        in the append's transaction. Held exclusively here (in process, one writer anyway),
+        and waited for outside the writer, which the holder's own append needs. Waited for at
+        most ``GUARD_LOCK_WAIT``, then refused ``GuardLockHeld`` as PostgreSQL refuses it at
+        once: a command kept out for its whole retry budget gets the same answer on both."""
+        if guard is None or guard.lock is None:
+            yield
+            return
+        async with contextlib.AsyncExitStack() as held:
+            try:
+                async with asyncio.timeout(GUARD_LOCK_WAIT):
+                    await held.enter_async_context(self.locks.holding([guard.lock]))
+            except TimeoutError:
+                raise GuardLockHeld(guard.stream, guard.version, guard.lock) from None
+            yield
+
     async def append(
         self,
         stream: str,
@@ -207,16 +231,7 @@ class SqliteEventStore(EventStore):
         trace_parent = current_traceparent()
         registry = self._registry
         command = None if command_id is None else str(command_id)
-        # A guard's lock is held from before the append is queued to its commit, so a section
-        # holding it (an erasure) comes wholly before or after: PostgreSQL's shared lock taken
-        # in the append's transaction. Held exclusively here (in process, one writer anyway),
-        # and waited for outside the writer, which the holder's own append needs.
-        held = (
-            contextlib.nullcontext()
-            if guard is None or guard.lock is None
-            else self.locks.holding([guard.lock])
-        )
-        async with held:
+        async with self._guard_lock(guard):
             rows = await self._writer.write(
                 lambda connection: self._append_in(
                     connection,

@@ -10,16 +10,18 @@ from typing import Annotated
 from uuid import UUID, uuid4
 
 import pytest
+from google.rpc import code_pb2, error_details_pb2
 from pydantic import Field
 
-from casetrail_platform.commands import CommandContext, IdempotencyKeyReused
+from casetrail_platform.commands import CommandContext, IdempotencyKeyReused, LockHeld
 from casetrail_platform.decide import execute
 from casetrail_platform.errors import (
     CommandAlreadyRecorded,
     ConcurrencyError,
     DuplicateEventIdError,
+    GuardLockHeld,
 )
-from casetrail_platform.grpc_platform.errors import REFUSALS
+from casetrail_platform.grpc_platform.errors import REFUSALS, status_for
 from casetrail_platform.limits import MAX_EVENT_BYTES
 from casetrail_platform.locking.port import Locks
 from casetrail_platform.store.port import (
@@ -663,17 +665,17 @@ async def test_an_append_whose_guard_lock_is_held_waits_for_the_holder_then_sees
     await erasing.append("client-1", [note("client-1")], NO_STREAM)
 
     async def open_case() -> ConcurrencyError:
-        # Refused while the lock is held (PostgreSQL: at once, the guarded stream's version
-        # unknown, -1) it tries again, as decide.execute would, until refused for good.
+        # Refused while the lock is held (PostgreSQL at once, SQLite after GUARD_LOCK_WAIT),
+        # it tries again, as decide.execute would, until refused for good.
         while True:
             try:
                 await opening.append(
                     "case-1", [note("1")], NO_STREAM, guard=StreamVersion("client-1", 1, name)
                 )
-            except ConcurrencyError as error:
-                if error.actual_version != -1:
-                    return error
+            except GuardLockHeld:
                 await asyncio.sleep(0.01)
+            except ConcurrencyError as error:
+                return error
             else:
                 raise AssertionError("opened while the client's erasure held their lock")
 
@@ -698,3 +700,63 @@ async def test_an_append_whose_guard_lock_is_held_waits_for_the_holder_then_sees
         "case-1", [note("1")], NO_STREAM, guard=StreamVersion("client-1", 2, name)
     )
     assert await opening.read_stream("case-1") == written
+
+
+async def test_a_command_kept_out_by_its_guard_lock_for_its_whole_budget_is_told_which_lock(
+    open_store: StoreOpener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An opening retried while the client's erasure holds the lock (a stuck erasure) is
+    answered, once its retry budget is spent, ABORTED LOCK_HELD naming the lock, the same on
+    both backends (SQLite waits at most GUARD_LOCK_WAIT per try), with nothing written; the
+    appends sent with it, in its group on PostgreSQL, are written."""
+    monkeypatch.setattr("casetrail_platform.decide.RETRY_BUDGET", 0.3)
+    opening, erasing = await open_store(), await open_store()
+    locks = host_locks(opening)
+    name = f"intake.client.cases:{uuid4()}"
+    await erasing.append("client-1", [note("client-1")], NO_STREAM)
+    context = CommandContext(WORKER, "open-1", request_fingerprint="f" * 64)
+
+    async def open_case() -> list[RecordedEvent]:
+        return await execute(
+            opening,
+            "svc",
+            context,
+            "case-1",
+            lambda _: [NoteWritten(case_id="case-1", text="opened", words=1)],
+            guard=lambda: _as_read(opening, "client-1", name),
+        )
+
+    try:
+        async with locks.holding([name]):
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(
+                    open_case(),
+                    *(opening.append(f"case-{n}", [note(str(n))], NO_STREAM) for n in (2, 3)),
+                    return_exceptions=True,
+                ),
+                10,
+            )
+    finally:
+        if locks is not getattr(opening, "locks", None):
+            await locks.close()
+
+    refused, *others = outcomes
+    assert isinstance(refused, LockHeld), refused
+    assert (refused.stream, refused.lock) == ("case-1", name)
+    status = status_for(refused)
+    assert status.code == code_pb2.ABORTED
+    assert name in status.message
+    [info] = [d for d in status.details if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR)]
+    unpacked = error_details_pb2.ErrorInfo()
+    info.Unpack(unpacked)
+    assert (unpacked.reason, unpacked.metadata["lock"]) == ("LOCK_HELD", name)
+    assert await opening.stream_version("case-1") == NO_STREAM
+    assert await opening.read_by_causation(context.command_id("svc")) == []
+    assert [len(o) for o in others if isinstance(o, list)] == [1, 1]
+    # Once the lock is free, the same request is written.
+    assert [r.stream for r in await open_case()] == ["case-1"]
+
+
+async def _as_read(store: EventStore, stream: str, lock: str) -> StreamVersion:
+    read = StreamVersion.as_read(stream, await store.read_stream(stream))
+    return StreamVersion(read.stream, read.version, lock)
