@@ -19,7 +19,7 @@ from casetrail_platform.errors import (
     ConcurrencyError,
     DuplicateEventIdError,
 )
-from casetrail_platform.store.port import NO_STREAM
+from casetrail_platform.store.port import NO_STREAM, StreamVersion
 from casetrail_platform.store.postgres import PostgresEventStore
 from events.catalog.base import CaseEvent, Role
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
@@ -650,3 +650,62 @@ async def test_during_a_rolling_upgrade_an_older_replica_records_commands_withou
     await _append_as_an_older_replica(admin, schema, "case-5", command_of(touched("5"), after))
     earlier, _ = await store.read_for_command(after, "case-6")
     assert [r.stream for r in earlier] == ["case-5"]
+
+
+_GROUP_ARGUMENTS = (
+    "text[], integer[], integer[], uuid[], text[], integer[], bytea[], text[], text[], text[],"
+    " uuid[], uuid[], timestamptz[], text[], text[], uuid[], text[], integer[]"
+)
+"""append_events_in_group's arguments before the guards' locks (p_guard_locks)."""
+
+_OLDER_GROUP_APPEND = """
+CREATE FUNCTION "{schema}".append_events_in_group({arguments})
+RETURNS TABLE (first_position bigint, recorded_at timestamptz, first_sequence integer,
+               error_state text, error_detail text, error_constraint text, error_message text)
+LANGUAGE sql AS $$
+    SELECT * FROM "{schema}".append_events_in_group($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+        $11, $12, $13, $14, $15, $16, $17, $18, NULL::bigint[])
+$$
+"""
+"""The overload the version before the guards' locks made and calls (its body was the current
+one without the lock's try)."""
+
+
+async def test_a_schema_made_before_the_guards_locks_gets_their_overload_beside_the_older(
+    open_store: Opener, schema: str, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    """An existing database upgrades on a newer store's start (services.migrate, or any
+    service starting): the overload with p_guard_locks is added, the older one is left for a
+    replica not yet upgraded, and both append."""
+    await open_store()
+    await admin.execute(_OLDER_GROUP_APPEND.format(schema=schema, arguments=_GROUP_ARGUMENTS))
+    # As the older version left the schema: its overload only.
+    await admin.execute(
+        f'DROP FUNCTION "{schema}".append_events_in_group({_GROUP_ARGUMENTS}, bigint[])'
+    )
+
+    upgraded = await open_store()
+    new = touched("1")
+    await admin.execute(
+        f'SELECT * FROM "{schema}".append_events_in_group(%s, %s, %s, %s::uuid[], %s::text[],'
+        " %s::integer[], %s::bytea[], %s::text[], %s::text[], %s::text[], %s::uuid[],"
+        " %s::uuid[], %s::timestamptz[], %s::text[], %s::text[], %s::uuid[], %s::text[],"
+        " %s::integer[])",
+        (
+            ["case-1"], [0], [1], [new.event_id], [new.event.event_type],
+            [new.event.schema_version], [encode(new.event)], [new.metadata.source],
+            [new.metadata.actor.user_id], [new.metadata.actor.role.value],
+            [new.metadata.correlation_id], [new.metadata.causation_id],
+            [new.metadata.occurred_at], [new.event.subject], [None], [None], [None], [None],
+        ),
+    )  # fmt: skip
+    await upgraded.append(
+        "case-2", [touched("2")], NO_STREAM, guard=StreamVersion("case-1", 1, "a lock")
+    )
+    assert [r.stream for r in await upgraded.read_all()] == ["case-1", "case-2"]
+    overloads = await admin.execute(
+        "SELECT pronargs FROM pg_proc WHERE proname = 'append_events_in_group'"
+        " AND pronamespace = %s::regnamespace ORDER BY pronargs",
+        (schema,),
+    )
+    assert [row[0] for row in await overloads.fetchall()] == [18, 19]
