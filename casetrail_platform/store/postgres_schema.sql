@@ -286,6 +286,10 @@ $$;
 -- holder's append may be queued in the same process. A try never waits, so no append ever
 -- waits on a lock section, and one request refused leaves the rest of its group to commit. The
 -- lock is taken in the request's sub-block: refused (guard, version), it is released with it.
+-- An exclusive holder still waiting for the shared holders' commits (an erasure about to look)
+-- makes later tries fail too (PostgreSQL queues it ahead of new conflicting requests), so a
+-- stream of openings cannot starve it; a later request of the same group on the same lock gets
+-- it at once (this transaction holds it already).
 CREATE OR REPLACE FUNCTION {schema}.append_events_in_group(
     p_streams         text[],
     p_expected        integer[],
