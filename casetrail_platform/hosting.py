@@ -43,7 +43,6 @@ from casetrail_platform.keys.port import KeyEncryptionKey
 from casetrail_platform.ledger.hosting import checkpoint_record, open_ledger, run_ledger
 from casetrail_platform.ledger.keys import CheckpointSigner
 from casetrail_platform.ledger.log import LedgerLog
-from casetrail_platform.locking.inprocess import InProcessLocks
 from casetrail_platform.locking.port import Locks
 from casetrail_platform.locking.serving import mark_serving, projection_leadership
 from casetrail_platform.outbox import OutboxRelay
@@ -296,7 +295,9 @@ class ServiceHost:
         self.infra = infra
         self.store = store
         self.read_models = read_models
-        self.locks = locks or InProcessLocks()
+        # Never locks of its own: the embedded store honours only its own (StreamVersion.lock),
+        # so an erasure and an opening decided with others would not meet.
+        self.locks = locks if locks is not None else open_locks(infra, store)
         """Shared with the service's other replicas (see ``open_locks``)."""
         self._checkpoints = checkpoints
         self._close_store = close_store
