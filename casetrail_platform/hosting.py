@@ -330,7 +330,7 @@ class ServiceHost:
         """Feed ``projection`` from the bus (every service's events), exactly once in effect,
         a poll's worth of each partition per read-model transaction."""
         handler: BatchHandler = BusProjectionHandler(
-            self.read_models, projection, on_erased=self._forget_erased
+            self.read_models, projection, on_erased=self._forget_erased, service=self.service
         )
         self.subscribe_handler(
             projection.name, handler, event_types=projection.wanted_types, ordered=True

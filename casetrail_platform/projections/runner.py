@@ -159,9 +159,14 @@ class BusProjectionHandler:
         read_models: ReadModelStore,
         projection: Projection,
         on_erased: Callable[[ClientErased], None] | None = None,
+        *,
+        service: str = "",
     ) -> None:
         self._read_models = read_models
         self._projection = projection
+        self._service = service
+        """The service feeding the projection, the metric's label (``ServiceHost.subscribe``
+        names it; a handler a test or benchmark builds alone may leave it empty)."""
         self._on_erased = on_erased
         """Told of every erasure applied (the service's keyring drops the client's keys)."""
 
@@ -196,4 +201,4 @@ class BusProjectionHandler:
             assert isinstance(erased, ClientErased)
             if self._on_erased is not None:
                 self._on_erased(erased)
-        observe_projection(name, records)
+        observe_projection(self._service, name, records)

@@ -84,10 +84,13 @@ class Metrics:
             ["group", "partition"],
             registry=registry,
         )
+        # Labelled by service too: in the embedded process intake and planning both feed
+        # policy.case-facts from the bus, and one series would mix their delays.
         self.projection_lag = Histogram(
             "casetrail_projection_lag_seconds",
-            "From an event's recorded-at time to its application to a read model.",
-            ["projection"],
+            "From an event's recorded-at time to its application to a read model, by the"
+            " service feeding it and projection.",
+            ["service", "projection"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=registry,
         )
@@ -188,11 +191,12 @@ def observe_consumer_lag(
             lag.labels(group, str(partition)).set(max(0, highwater - offset))
 
 
-def observe_projection(projection: str, records: Sequence[RecordedEvent]) -> None:
-    """Record how long after being stored each of ``records`` reached ``projection``."""
+def observe_projection(service: str, projection: str, records: Sequence[RecordedEvent]) -> None:
+    """Record how long after being stored each of ``records`` reached ``service``'s
+    ``projection``."""
     if not records:
         return
-    lag = process_metrics().projection_lag.labels(projection)
+    lag = process_metrics().projection_lag.labels(service, projection)
     now = time.time()
     for record in records:
         lag.observe(max(0.0, now - record.recorded_at.timestamp()))

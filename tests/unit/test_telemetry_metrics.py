@@ -88,6 +88,7 @@ _OWN_PROJECTIONS = {
 }
 """Every projection a service feeds from its own store (the bootstraps' project_own_events)."""
 _SERVICES = {"intake", "planning", "coordination", "audit"}
+_BUS_FED_COUNT = "casetrail_projection_lag_seconds_count"
 
 
 async def test_each_own_store_projection_shows_how_far_it_has_got(tmp_path: Path) -> None:
@@ -106,7 +107,8 @@ async def test_each_own_store_projection_shows_how_far_it_has_got(tmp_path: Path
                     samples = await asyncio.to_thread(_scrape, port)
                     position = samples.get(("casetrail_projection_position", directory), 0.0)
                     behind = samples.get(("casetrail_projection_lag_events", directory))
-                    if position > 0 and behind == 0:
+                    fed = [labels for name, labels in samples if name == _BUS_FED_COUNT]
+                    if position > 0 and behind == 0 and fed:
                         break
                     await asyncio.sleep(0.2)
             text = await asyncio.to_thread(_scrape_text, port)
@@ -128,6 +130,9 @@ async def test_each_own_store_projection_shows_how_far_it_has_got(tmp_path: Path
         assert {(service, name) for service, name in ours if service in _SERVICES} == (
             _OWN_PROJECTIONS
         )
+    # A bus-fed projection's delays, per service feeding it: intake and planning both feed
+    # policy.case-facts.
+    assert {tuple(key for key, _value in labels) for labels in fed} == {("projection", "service")}
     assert client.client_id not in text
     assert request.name.family_name not in text
     assert request.identifiers[0].value not in text
