@@ -123,6 +123,15 @@ class Metrics:
             ["group", "reason"],
             registry=registry,
         )
+        # The witness's health entry as a metric, for alert rules: a gRPC health check is not
+        # something Prometheus scrapes.
+        self.ledger_witness_consistent = Gauge(
+            "casetrail_ledger_witness_consistent",
+            "Audit's ledger witness: 1 when its last round found every service's log checked and"
+            " consistent, 0 while it holds an inconsistency alarm, lacks a log's public key or"
+            " cannot read the logs (health casetrail.audit.ledger-witness NOT_SERVING).",
+            registry=registry,
+        )
         self._checkpoints: dict[str, _PositionWatch] = {}
         self._own_projections: dict[tuple[str, str], _PositionWatch] = {}
 

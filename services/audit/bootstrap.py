@@ -12,6 +12,7 @@ from casetrail_platform.hosting import Infrastructure, RunningService, host_for
 from casetrail_platform.ledger.directory import LedgerDirectory
 from casetrail_platform.ledger.witness import Witness
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.telemetry.metrics import process_metrics
 from services.audit.adapters.client_cases import ClientCasesProjection, ReadModelClientCases
 from services.audit.adapters.disclosure_index import (
     DisclosureIndexProjection,
@@ -77,6 +78,7 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
             serving = health_pb2.HealthCheckResponse.SERVING
             status = serving if consistent else health_pb2.HealthCheckResponse.NOT_SERVING
             await health_servicer.set(WITNESS_HEALTH, status)
+            process_metrics().ledger_witness_consistent.set(1 if consistent else 0)
 
         every = max(0.2, infra.ledger_sign_every / 2)
         await run_witness(ledger_deps, set_health, stop, every)

@@ -108,7 +108,8 @@ async def test_each_own_store_projection_shows_how_far_it_has_got(tmp_path: Path
                     position = samples.get(("casetrail_projection_position", directory), 0.0)
                     behind = samples.get(("casetrail_projection_lag_events", directory))
                     fed = [labels for name, labels in samples if name == _BUS_FED_COUNT]
-                    if position > 0 and behind == 0 and fed:
+                    witnessed = samples.get(("casetrail_ledger_witness_consistent", ()))
+                    if position > 0 and behind == 0 and fed and witnessed == 1:
                         break
                     await asyncio.sleep(0.2)
             text = await asyncio.to_thread(_scrape_text, port)
