@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what make k8s-check needs into the tool cache (~/.cache/casetrail by default);
 # each step does nothing when its result is already there. Steps (default: all):
-#   helm kubeconform kube etcd core-schemas crds
+#   helm kubeconform promtool kube etcd core-schemas crds
 set -euo pipefail
 # shellcheck source=infra/k8s/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -19,6 +19,7 @@ go_tool() {  # go_tool NAME MODULE_PATH VERSION: go install into the cache, name
 
 step_helm() { go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"; }
 step_kubeconform() { go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"; }
+step_promtool() { go_tool promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION"; }
 step_kube() { "$K8S_INFRA/build-kube.sh"; }
 
 step_etcd() {
@@ -123,9 +124,12 @@ step_crds() {
     k8s_log "fetching CloudNativePG $CNPG_VERSION, KEDA $KEDA_VERSION and Prometheus Operator $PROMETHEUS_OPERATOR_VERSION CRDs (Go module proxy)"
     go_module_crds github.com/cloudnative-pg/cloudnative-pg "$CNPG_VERSION" "$target/cloudnative-pg"
     go_module_crds github.com/kedacore/keda/v2 "$KEDA_VERSION" "$target/keda"
-    # Only the PodMonitor: the chart renders no other monitoring.coreos.com kind.
-    go_module_crds github.com/prometheus-operator/prometheus-operator "$PROMETHEUS_OPERATOR_VERSION" \
-        "$target/prometheus-operator" "example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml"
+    # Only the PodMonitor and the PrometheusRule: the chart renders no other monitoring.coreos.com kind.
+    local kind
+    for kind in podmonitors prometheusrules; do
+        go_module_crds github.com/prometheus-operator/prometheus-operator "$PROMETHEUS_OPERATOR_VERSION" \
+            "$target/prometheus-operator" "example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml"
+    done
     strimzi_crds "$target/strimzi"
     "$PY" "$K8S_INFRA/schemas.py" crds "$target/schemas" "$target"/*/*.yaml
     touch "$target/.done"
@@ -133,7 +137,7 @@ step_crds() {
 
 mkdir -p "$K8S_BIN"
 steps=("$@")
-((${#steps[@]})) || steps=(helm kubeconform etcd core-schemas crds kube)
+((${#steps[@]})) || steps=(helm kubeconform promtool etcd core-schemas crds kube)
 for step in "${steps[@]}"; do
     "step_${step//-/_}"
 done

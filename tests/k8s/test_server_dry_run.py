@@ -1,8 +1,8 @@
 """Every rendered manifest is accepted by a real kube-apiserver with the Strimzi,
-CloudNativePG, KEDA and Prometheus Operator (PodMonitor) CRDs installed: `kubectl apply
---dry-run=server --server-side`. The server applies what schemas alone miss: the CRDs' CEL
-rules, defaulting, admission, and field types the way the API server (not a JSON schema) reads
-them."""
+CloudNativePG, KEDA and Prometheus Operator (PodMonitor, PrometheusRule) CRDs installed:
+`kubectl apply --dry-run=server --server-side`. The server applies what schemas alone miss:
+the CRDs' CEL rules, defaulting, admission, and field types the way the API server (not a JSON
+schema) reads them."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ def test_the_operators_crds_are_served(apiserver: ApiServer) -> None:
         "scaledobjects.keda.sh",
         "triggerauthentications.keda.sh",
         "podmonitors.monitoring.coreos.com",
+        "prometheusrules.monitoring.coreos.com",
     ):
         assert kind in resources.split()
 

@@ -38,6 +38,7 @@ def cache_dir() -> Path:
 class Tools:
     helm: Path
     kubeconform: Path
+    promtool: Path
     kube_apiserver: Path
     kubectl: Path
     etcd: Path
@@ -62,11 +63,12 @@ def tool_paths() -> Tools:
     bin_dir = root / "bin"
     crds = (
         f"strimzi-{pins['STRIMZI_VERSION']}-cnpg-{pins['CNPG_VERSION']}-keda-{pins['KEDA_VERSION']}"
-        f"-prometheus-operator-{pins['PROMETHEUS_OPERATOR_VERSION']}"
+        f"-prometheus-operator-{pins['PROMETHEUS_OPERATOR_VERSION']}-rules"
     )
     return Tools(
         helm=bin_dir / f"helm-v{pins['HELM_VERSION']}",
         kubeconform=bin_dir / f"kubeconform-v{pins['KUBECONFORM_VERSION']}",
+        promtool=bin_dir / f"promtool-v{pins['PROMETHEUS_VERSION']}",
         kube_apiserver=bin_dir / f"kube-apiserver-v{pins['KUBE_VERSION']}",
         kubectl=bin_dir / f"kubectl-v{pins['KUBE_VERSION']}",
         etcd=Path(shutil.which("etcd") or "/usr/bin/etcd"),
