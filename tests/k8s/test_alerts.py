@@ -174,6 +174,8 @@ def test_thresholds_and_durations_come_from_the_values(helm: Tools) -> None:
         ("alerts.accessLogBehind.threshold=20001", "/accessLogBehind/threshold"),
         ("alerts.rpcErrors.threshold=2", "/rpcErrors/threshold"),
         ("alerts.outboxStuck.for=soon", "/outboxStuck/for"),
+        # The PrometheusRule CRD takes units from the largest down only.
+        ("alerts.outboxStuck.for=30s1h", "/outboxStuck/for"),
         ("alerts.deadLetters.severity=page", "/deadLetters/severity"),
         ("alerts.ledgerWitness.threshold=1", "ledgerWitness"),
         ("alerts.diskFull.enabled=true", "diskFull"),
