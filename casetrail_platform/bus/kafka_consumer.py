@@ -25,7 +25,7 @@ from casetrail_platform.bus.message import BusMessage, as_headers
 from casetrail_platform.bus.ordering import SequenceGuard
 from casetrail_platform.bus.port import AssignmentListener, BatchHandler, Handler
 from casetrail_platform.bus.retry import RetryPolicy, Stopped, sleep_unless_stopped, until_stopped
-from casetrail_platform.telemetry.metrics import observe_consumer_lag
+from casetrail_platform.telemetry.metrics import forget_consumer_lag, observe_consumer_lag
 from events.registry import EventRegistry
 from events.topics import dead_letter_topic
 
@@ -60,7 +60,7 @@ class KafkaGroupMember:
         self._batch_lock = asyncio.Lock()
         self._consumer: Any = None
         self._dead_letters: Any = None
-        self._listener = _Rebalance(self._batch_lock, on_assignment, ordering)
+        self._listener = _Rebalance(group, self._batch_lock, on_assignment, ordering)
 
     async def start(self) -> None:
         settings = self._settings
@@ -198,10 +198,12 @@ class KafkaGroupMember:
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(
         self,
+        group: str,
         batch_lock: asyncio.Lock,
         on_assignment: AssignmentListener | None,
         ordering: SequenceGuard | None,
     ):
+        self._group = group
         self._batch_lock = batch_lock
         self._on_assignment = on_assignment
         self._ordering = ordering
@@ -211,6 +213,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         async with self._batch_lock:
             if self._ordering is not None:
                 self._ordering.forget(tp.partition for tp in revoked)
+            forget_consumer_lag(self._group, (tp.partition for tp in revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         if self._on_assignment is not None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -198,6 +198,14 @@ def observe_consumer_lag(
         highwater = consumer.highwater(partitions[partition])
         if highwater is not None:
             lag.labels(group, str(partition)).set(max(0, highwater - offset))
+
+
+def forget_consumer_lag(group: str, partitions: Iterable[int]) -> None:
+    """Drop the lag of partitions this process no longer consumes (revoked by a rebalance):
+    the member now reading them reports their lag, and a value left here would stay frozen."""
+    lag = process_metrics().consumer_lag
+    for partition in partitions:
+        lag.remove(group, str(partition))
 
 
 def observe_projection(service: str, projection: str, records: Sequence[RecordedEvent]) -> None:
