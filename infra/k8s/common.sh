@@ -19,7 +19,6 @@ CNPG_VERSION=1.30.1
 KEDA_VERSION=2.21.0
 STRIMZI_VERSION=1.2.0
 PROMETHEUS_OPERATOR_VERSION=0.85.0   # its PodMonitor and PrometheusRule CRDs (metrics.*)
-PROMETHEUS_VERSION=0.316.0     # the Go module of Prometheus 3.16: promtool checks the alert rules
 # The operators' CRDs cache directory (tests/k8s/tools.py builds the same name); "-rules" since
 # it holds the PrometheusRule CRD too, so a cache made before is not taken for this one.
 CRDS_NAME="strimzi-$STRIMZI_VERSION-cnpg-$CNPG_VERSION-keda-$KEDA_VERSION-prometheus-operator-$PROMETHEUS_OPERATOR_VERSION-rules"

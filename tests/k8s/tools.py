@@ -68,7 +68,7 @@ def tool_paths() -> Tools:
     return Tools(
         helm=bin_dir / f"helm-v{pins['HELM_VERSION']}",
         kubeconform=bin_dir / f"kubeconform-v{pins['KUBECONFORM_VERSION']}",
-        promtool=bin_dir / f"promtool-v{pins['PROMETHEUS_VERSION']}",
+        promtool=bin_dir / "promtool-deb",  # Debian's (infra/k8s/install.sh)
         kube_apiserver=bin_dir / f"kube-apiserver-v{pins['KUBE_VERSION']}",
         kubectl=bin_dir / f"kubectl-v{pins['KUBE_VERSION']}",
         etcd=Path(shutil.which("etcd") or "/usr/bin/etcd"),
