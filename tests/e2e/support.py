@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -11,6 +13,7 @@ from casetrail.intake.v1 import intake_pb2
 from cli.rpc import command, eventually, query, timestamp
 from cli.walk.story import AUDITOR, RECEPTIONIST, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
+from tests.support.distributed import ENV, REPO
 
 
 def key() -> str:
@@ -89,3 +92,16 @@ async def consent(
     )
     consent_id: str = granted.consent_id
     return consent_id
+
+
+async def casetrail_cli(*arguments: str, token: str | None = None) -> tuple[int, str, str]:
+    """``token``: passed as CASETRAIL_TOKEN, as the README recommends (``--token`` in
+    ``arguments`` works too, with a warning on standard error)."""
+    env = ENV if token is None else {**ENV, "CASETRAIL_TOKEN": token}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", *arguments,
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

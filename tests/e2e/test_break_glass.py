@@ -20,8 +20,7 @@ from casetrail.planning.v1 import planning_pb2 as pl
 from cli.rpc import Person, Refusal, command, eventually, query, refusal_of, refused
 from cli.walk.story import AUDITOR, COORDINATOR
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import Case, key, new_case
-from tests.e2e.test_cli import casetrail_cli
+from tests.e2e.support import Case, casetrail_cli, key, new_case
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

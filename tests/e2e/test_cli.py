@@ -30,26 +30,13 @@ from events.catalog_registry import default_registry
 from events.cloudevents import from_json_lines
 from services.demo import LocalCasetrail, embedded_services
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import new_case, registration
+from tests.e2e.support import casetrail_cli, new_case, registration
 from tests.support.distributed import ENV, REPO
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
 ACCESSED = "casetrail.record.accessed"
 SIGN_EVERY = Infrastructure(data_dir=Path()).ledger_sign_every
-
-
-async def casetrail_cli(*arguments: str, token: str | None = None) -> tuple[int, str, str]:
-    """``token``: passed as CASETRAIL_TOKEN, as the README recommends (``--token`` in
-    ``arguments`` works too, with a warning on standard error)."""
-    env = ENV if token is None else {**ENV, "CASETRAIL_TOKEN": token}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli.main", *arguments,
-        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 async def test_an_auditor_reads_timeline_state_and_export(casetrail: Casetrail) -> None:

@@ -16,8 +16,7 @@ from casetrail_platform.ages import age_on
 from cli.rpc import Person, command, eventually, query, refusal_of, timestamp
 from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE_PROGRAM, RECEPTIONIST, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import key, new_case
-from tests.e2e.test_cli import casetrail_cli
+from tests.e2e.support import casetrail_cli, key, new_case
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

@@ -20,9 +20,8 @@ from casetrail_platform.ledger.keys import FileSigner
 from cli.rpc import command, eventually, query
 from cli.walk.story import COORDINATOR
 from tests.e2e.conftest import Casetrail
+from tests.e2e.exports import AUDITOR, audit_learned, context, keys_file, proven_export, verify
 from tests.e2e.support import key, new_case
-from tests.e2e.test_export_pending import keys_file, verify
-from tests.e2e.test_ledger import AUDITOR, audit_learned, context, proven_export
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

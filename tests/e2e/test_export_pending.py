@@ -6,7 +6,6 @@ still fails, and so does every line of a log stripped and marked pending without
 
 from __future__ import annotations
 
-import asyncio
 import json
 from functools import partial
 from pathlib import Path
@@ -26,9 +25,15 @@ from cli.ledger import PENDING_STATUS
 from cli.rpc import command, eventually
 from cli.walk.story import COORDINATOR
 from tests.e2e.conftest import Casetrail
+from tests.e2e.exports import (
+    AUDITOR,
+    audit_learned,
+    context,
+    keys_file,
+    proven_export,
+    verify,
+)
 from tests.e2e.support import key, new_case
-from tests.e2e.test_cli import casetrail_cli
-from tests.e2e.test_ledger import AUDITOR, audit_learned, context, proven_export
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
@@ -42,21 +47,6 @@ async def export(casetrail: Casetrail, case_id: str) -> list[dict[str, Any]]:
         [c.json_lines async for c in casetrail.stubs.as_(AUDITOR).audit.ExportCase(request)]
     )
     return [json.loads(line) for line in text.decode().splitlines()]
-
-
-async def verify(lines: list[dict[str, Any]], path: Path, keys: Path) -> tuple[int, str, str]:
-    text = "".join(json.dumps(line) + "\n" for line in lines)
-    await asyncio.to_thread(path.write_text, text)
-    return await casetrail_cli("verify", str(path), "--keys", str(keys))
-
-
-async def keys_file(casetrail: Casetrail, tmp_path: Path) -> Path:
-    keys = await casetrail.stubs.as_(AUDITOR).audit.ListLedgerKeys(
-        audit_pb2.ListLedgerKeysRequest(context=context())
-    )
-    path = tmp_path / "keys.txt"
-    await asyncio.to_thread(path.write_text, "".join(k.verifier_key + "\n" for k in keys.keys))
-    return path
 
 
 def corrections(count: int, lines: list[dict[str, Any]]) -> bool:

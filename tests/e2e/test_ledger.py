@@ -16,7 +16,6 @@ import pytest
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
-from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.ledger import merkle
 from casetrail_platform.ledger.export import CHECKPOINT_ATTRIBUTE, PROOF_ATTRIBUTE
 from casetrail_platform.ledger.note import Verifier, open_checkpoint
@@ -25,48 +24,10 @@ from cli.walk.story import COORDINATOR, SOCIAL_WORKER
 from events.catalog_registry import default_registry
 from events.cloudevents import from_json_lines
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import new_case
-from tests.e2e.test_cli import casetrail_cli
+from tests.e2e.exports import AUDITOR, SIGN_EVERY, audit_learned, context, proven_export
+from tests.e2e.support import casetrail_cli, new_case
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
-
-AUDITOR = Person("auditor-ledger", "auditor")
-SIGN_EVERY = Infrastructure(data_dir=Path()).ledger_sign_every
-
-
-def context() -> Any:
-    return query("confidentiality_review")
-
-
-async def audit_learned(casetrail: Casetrail, case_id: str) -> None:
-    """Until audit has the case (its timeline answers): its events reach audit over the bus."""
-    await eventually(
-        lambda: casetrail.stubs.as_(AUDITOR).audit.GetTimeline(
-            audit_pb2.GetTimelineRequest(context=context(), case_id=case_id)
-        ),
-        what="audit to learn the case",
-        patience=casetrail.patience,
-    )
-
-
-async def proven_export(casetrail: Casetrail, case_id: str) -> list[dict[str, Any]]:
-    """The case's export once every line carries its proof. Checkpoints come every few
-    seconds and audit verifies each before proving anything with it; every export also
-    records an access (an event of audit's own log), so exports are spaced out more than a
-    checkpoint interval plus a witness round apart."""
-    request = audit_pb2.ExportCaseRequest(context=context(), case_id=case_id)
-    deadline = asyncio.get_running_loop().time() + casetrail.patience
-    while True:
-        text = b"".join(
-            [c.json_lines async for c in casetrail.stubs.as_(AUDITOR).audit.ExportCase(request)]
-        )
-        lines = [json.loads(line) for line in text.decode().splitlines()]
-        if any(line["type"] == "casetrail.case.opened" for line in lines) and all(
-            PROOF_ATTRIBUTE in line for line in lines
-        ):
-            return lines
-        assert asyncio.get_running_loop().time() < deadline, "events never all proven"
-        await asyncio.sleep(SIGN_EVERY * 2.5)
 
 
 def first_of_longer_stream(lines: list[dict[str, Any]]) -> int | None:

@@ -36,9 +36,8 @@ from events.registry import EventRegistry
 from events.sealed_values import ERASED_TEXT
 from services.demo import embedded_services
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import key
-from tests.e2e.test_cli import casetrail_cli
-from tests.e2e.test_ledger import SIGN_EVERY, proven_export
+from tests.e2e.exports import SIGN_EVERY, proven_export
+from tests.e2e.support import casetrail_cli, key
 from tests.support.distributed import ServiceProcesses, fresh_database, fresh_topic
 from tests.support.identity import TestIssuer
 from tests.support.kafka_reading import partitions_of, records_to_end

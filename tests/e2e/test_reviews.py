@@ -16,10 +16,9 @@ from casetrail_platform.policy.guard import RULE_KEY
 from cli.rpc import Person, command, eventually, query, refused, timestamp
 from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import Case, consent, key, new_case
+from tests.e2e.support import Case, casetrail_cli, consent, key, new_case
 from tests.e2e.test_access import PARTNER, assessed, learning, referred_and_accepted
 from tests.e2e.test_break_glass import ON_CALL, opening
-from tests.e2e.test_cli import casetrail_cli
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

@@ -18,6 +18,9 @@ from casetrail_platform.ledger.export_note import (
 )
 from casetrail_platform.ledger.keys import CheckpointSigner
 from casetrail_platform.ledger.merkle import Hash, SubtreeKey, inclusion_proof, leaf_hash, root_of
+from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, ReferralSourceKind
+from events.catalog.clients import ClientRegistered, PersonName
+from events.catalog.values import NeedCategory
 from events.cloudevents import from_structured, to_structured
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
@@ -84,3 +87,16 @@ async def with_extent(
 def record_of(line: dict[str, Any], registry: EventRegistry) -> RecordedEvent:
     """The event of an export's line, its ledger attributes aside."""
     return from_structured({k: v for k, v in line.items() if not k.startswith("ledger")}, registry)
+
+
+def registered(client_id: str) -> ClientRegistered:
+    return ClientRegistered(client_id=client_id, name=PersonName(given_names="Ada"))
+
+
+def opened(case_id: str, client_id: str) -> CaseOpened:
+    return CaseOpened(
+        case_id=case_id,
+        client_id=client_id,
+        referral_source=ReferralSource(kind=ReferralSourceKind.FAMILY),
+        presenting_needs=(PresentingNeed(category=NeedCategory.FOOD),),
+    )

@@ -30,8 +30,14 @@ from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseReopened
 from events.catalog_registry import default_registry
 from events.envelope import Actor, EventMetadata, RecordedEvent
-from tests.support.exported import proven_line, record_of, tree_root, with_extent
-from tests.unit.test_export_one_client import opened, registered
+from tests.support.exported import (
+    opened,
+    proven_line,
+    record_of,
+    registered,
+    tree_root,
+    with_extent,
+)
 
 AGENCY = "agency"
 INTAKE, AUDIT = origin_of(AGENCY, "intake"), origin_of(AGENCY, "audit")

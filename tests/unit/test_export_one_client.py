@@ -22,13 +22,10 @@ from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.merkle import Hash, SubtreeKey, inclusion_proof, leaf_hash, root_of
 from casetrail_platform.ledger.note import Checkpoint, origin_of
 from events.catalog.base import CaseEvent, Role
-from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, ReferralSourceKind
-from events.catalog.clients import ClientRegistered, PersonName
-from events.catalog.values import NeedCategory
 from events.catalog_registry import default_registry
 from events.cloudevents import to_structured
 from events.envelope import Actor, EventMetadata, RecordedEvent
-from tests.support.exported import with_extent
+from tests.support.exported import opened, registered, with_extent
 
 INTAKE = origin_of("agency", "intake")
 AUDIT = origin_of("agency", "audit")
@@ -49,19 +46,6 @@ def recorded(position: int, stream: str, event: CaseEvent) -> RecordedEvent:
             occurred_at=AT,
             correlation_id=uuid4(),
         ),
-    )
-
-
-def registered(client_id: str) -> ClientRegistered:
-    return ClientRegistered(client_id=client_id, name=PersonName(given_names="Ada"))
-
-
-def opened(case_id: str, client_id: str) -> CaseOpened:
-    return CaseOpened(
-        case_id=case_id,
-        client_id=client_id,
-        referral_source=ReferralSource(kind=ReferralSourceKind.FAMILY),
-        presenting_needs=(PresentingNeed(category=NeedCategory.FOOD),),
     )
 
 
