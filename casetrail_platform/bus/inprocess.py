@@ -68,6 +68,8 @@ class InProcessBus:
         """Per topic and partition, the first offset whose message may still carry its event."""
         self._unkeyed = count()
         self._changed: asyncio.Future[None] | None = None
+        self._committed: asyncio.Future[None] | None = None
+        """Done at the next commit of any group (``InProcessSubscriber.caught_up`` waits on it)."""
         self._decoders: list[tuple[EventRegistry, Decoder]] = []
 
     def publisher(self, topic: str = DEFAULT_CASE_EVENTS_TOPIC) -> InProcessPublisher:
@@ -101,12 +103,16 @@ class InProcessBus:
         if key is None:
             partition = next(self._unkeyed) % self._partitions
         else:
-            partition = zlib.crc32(key) % self._partitions
+            partition = self.partition_of(key)
         log = partitions[partition]
         message = BusMessage(topic, partition, len(log), key, value, as_headers(headers), recorded)
         log.append(message)
         self._notify()
         return message
+
+    def partition_of(self, key: bytes) -> int:
+        """The partition of records keyed ``key`` (a stable hash: the same in every process)."""
+        return zlib.crc32(key) % self._partitions
 
     def messages(self, topic: str) -> list[BusMessage]:
         """Every message on ``topic``, partition by partition."""
@@ -177,6 +183,18 @@ class InProcessBus:
         changed, self._changed = self._changed, None
         if changed is not None and not changed.done():
             changed.set_result(None)
+
+    def _commit_seen(self) -> asyncio.Future[None]:
+        """Done at the next commit: apart from ``_change``, so that a commit wakes only those
+        waiting for a group's progress, not every idle member."""
+        if self._committed is None:
+            self._committed = asyncio.get_running_loop().create_future()
+        return self._committed
+
+    def _notify_commit(self) -> None:
+        committed, self._committed = self._committed, None
+        if committed is not None and not committed.done():
+            committed.set_result(None)
 
 
 class InProcessPublisher(EventPublisher):
@@ -280,6 +298,7 @@ class InProcessSubscriber(EventSubscriber):
                 if done < len(handed):
                     for partition, offset in deliverer.commit_offsets(handed, done).items():
                         state.commit(member, partition, offset, offset)
+                    bus._notify_commit()
                     break
                 # Withheld records are read past but stay uncommitted (ordering guard), also
                 # on a partition of which this poll handed nothing over (all of it withheld).
@@ -289,11 +308,26 @@ class InProcessSubscriber(EventSubscriber):
                     held = None if ordering is None else ordering.commit_limit(partition)
                     commit_to = commit_to if held is None else min(commit_to, held)
                     state.commit(member, partition, offset, commit_to)
+                bus._notify_commit()
                 bus._forget_decoded(self._topic)
         finally:
             stopping.cancel()
             state.leave(member)
             bus._notify()
+
+    async def caught_up(self, group: str, key: str, *, patience: float) -> bool:
+        bus = self._bus
+        partition = bus.partition_of(key.encode())
+        end = len(bus._log(self._topic)[partition])
+        state = bus._group(self._topic, group)
+        try:
+            async with asyncio.timeout(patience):
+                while state.committed[partition] < end:
+                    # Shielded: a waiter that gives up must not cancel the others' future.
+                    await asyncio.shield(bus._commit_seen())
+        except TimeoutError:
+            return False
+        return True
 
 
 class _SharedDecoder:

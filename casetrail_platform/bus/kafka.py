@@ -25,6 +25,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from casetrail_platform.bus.errors import PublishError
 from casetrail_platform.bus.kafka_clients import close_quietly, describe, new_producer, transient
 from casetrail_platform.bus.kafka_consumer import KafkaGroupMember
+from casetrail_platform.bus.kafka_progress import GroupProgress
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.ordering import SequenceGuard
 from casetrail_platform.bus.port import (
@@ -338,6 +339,17 @@ class KafkaEventSubscriber(EventSubscriber):
         self._retry = retry or RetryPolicy()
         self._topics = topics or TopicSettings(case_events_topic=topic)
         self._create_dead_letter_topic = create_dead_letter_topic
+        self._progress: dict[str, GroupProgress] = {}
+
+    async def caught_up(self, group: str, key: str, *, patience: float) -> bool:
+        progress = self._progress.get(group)
+        if progress is None:
+            progress = self._progress[group] = GroupProgress(self._settings, self._topic, group)
+        return await progress.caught_up(key, patience)
+
+    async def close(self) -> None:
+        for progress in self._progress.values():
+            await progress.close()
 
     async def run(
         self,

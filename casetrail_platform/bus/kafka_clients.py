@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaTimeoutError
 
 from casetrail_platform.bus.errors import is_retriable
@@ -26,6 +27,28 @@ def new_producer(settings: KafkaSettings, client_id: str) -> Any:
         request_timeout_ms=settings.request_timeout_ms,
         **settings.security.client_options(),
     )
+
+
+async def topic_partitions(
+    settings: KafkaSettings, topic: str, purpose: str
+) -> list[TopicPartition]:
+    """The topic's partitions, in order (none if it does not exist); ``purpose`` ends the
+    admin client's id."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=f"{settings.client_id}-{purpose}",
+        request_timeout_ms=settings.request_timeout_ms,
+        **settings.security.client_options(),
+    )
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described.get("error_code"):
+        return []  # unknown topic
+    numbers = sorted(p["partition"] for p in described.get("partitions") or [])
+    return [TopicPartition(topic, p) for p in numbers]
 
 
 async def close_quietly(client: Any, grace: float) -> None:

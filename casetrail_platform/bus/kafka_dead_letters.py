@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from casetrail_platform.bus.deadletter import DeadLetter, parse_dead_letter
-from casetrail_platform.bus.kafka_clients import close_quietly, new_producer
+from casetrail_platform.bus.kafka_clients import close_quietly, new_producer, topic_partitions
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.message import BusMessage, as_headers
 from events.dead_letters import REPLAYED
@@ -51,7 +50,7 @@ async def list_dead_letters(settings: KafkaSettings, group: str) -> list[StoredD
     consumer = _consumer(settings, replay_group(group))
     try:
         await consumer.start()  # in the try: one that failed to start is closed too
-        partitions = await _partitions(settings, topic)
+        partitions = await topic_partitions(settings, topic, "dlq-admin")
         if not partitions:
             return []
         replayed_up_to = {tp: (await consumer.committed(tp)) or 0 for tp in partitions}
@@ -75,7 +74,7 @@ async def replay_dead_letters(settings: KafkaSettings, group: str) -> list[DeadL
     producer = new_producer(settings, f"{settings.client_id}-dlq-replay")
     try:
         await consumer.start()  # in the try: one that failed to start is closed too
-        partitions = await _partitions(settings, topic)
+        partitions = await topic_partitions(settings, topic, "dlq-admin")
         if not partitions:
             return []
         start = {tp: (await consumer.committed(tp)) or 0 for tp in partitions}
@@ -126,24 +125,6 @@ def _consumer(settings: KafkaSettings, group: str | None) -> Any:
         auto_offset_reset="earliest",
         request_timeout_ms=settings.request_timeout_ms,
     )
-
-
-async def _partitions(settings: KafkaSettings, topic: str) -> list[TopicPartition]:
-    """The topic's partitions (none if it does not exist)."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=f"{settings.client_id}-dlq-admin",
-        request_timeout_ms=settings.request_timeout_ms,
-    )
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described.get("error_code"):
-        return []  # unknown topic: nothing was ever dead-lettered
-    numbers = sorted(p["partition"] for p in described.get("partitions") or [])
-    return [TopicPartition(topic, p) for p in numbers]
 
 
 async def _read_to_end(

@@ -134,3 +134,21 @@ class EventSubscriber(ABC):
         of their stream until it comes (``casetrail_platform.bus.ordering``); withheld records stay
         uncommitted. Its ``status()`` reports gaps.
         """
+
+    @abstractmethod
+    async def caught_up(self, group: str, key: str, *, patience: float) -> bool:
+        """Whether consumer ``group`` has handled every record of ``key``'s partition (the
+        partition a record keyed ``key``, a case id, goes to) that was on the bus when this was
+        called, waiting up to ``patience`` seconds for it: the partition's end is read once,
+        then the group's committed offset is watched until it reaches it.
+
+        ``False`` if it did not in time, or if the bus could not be asked (it is down). A
+        group commits only after its handler returned (a ``BatchHandler``'s transaction
+        committed), so ``True`` means the handler applied those records, or dead-lettered one
+        it gave up on. A record the ordering guard withholds keeps its partition short of the
+        end until the missing one comes.
+        """
+
+    async def close(self) -> None:
+        """Let go of connections ``caught_up`` opened (the bus's own; nothing by default)."""
+        return None

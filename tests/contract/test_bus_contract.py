@@ -22,6 +22,7 @@ from events.envelope import RecordedEvent
 from events.registry import EventRegistry
 from tests.contract.bus_conftest import (
     FAST_RETRY,
+    WAIT_LIMIT,
     BatchRecorder,
     BusHarness,
     Recorder,
@@ -673,3 +674,55 @@ async def test_a_case_event_that_arrives_early_is_held_back_until_the_missing_on
     case_1 = [record.sequence for record in recorder.order if record.subject == "c-1"]
     assert case_1 == [1, 2, 3, 4, 6]
     assert await bus.dead_letters(group) == []
+
+
+async def test_caught_up_tells_when_a_group_has_handled_its_keys_partition_to_the_end(
+    bus: BusHarness,
+) -> None:
+    """The barrier planning and intake raise before a supervisor's command: a group is caught
+    up with a key once it committed past every record of the key's partition on the bus when
+    asked; records published after the question are not waited for."""
+    group = bus.group()
+    subscriber = bus.subscriber()
+    earlier = [recorded("c-1", 1, 1), recorded("c-2", 1, 2)]
+    await bus.publisher.publish(earlier)
+    release = asyncio.Event()
+
+    class Held(Recorder):
+        async def __call__(self, event: RecordedEvent) -> None:
+            await release.wait()
+            await super().__call__(event)
+
+    held = Held()
+    try:
+        async with running(subscriber, group, held):
+            # Not handled yet: not caught up, and said so once the time is out.
+            assert not await subscriber.caught_up(group, "c-1", patience=0.5)
+            waiting = asyncio.ensure_future(subscriber.caught_up(group, "c-1", patience=WAIT_LIMIT))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            release.set()
+            assert await waiting
+            await eventually(lambda: held.has_all(earlier), "the earlier events")
+            assert await subscriber.caught_up(group, "c-2", patience=WAIT_LIMIT)
+            # Asked again with nothing new on the bus: caught up at once.
+            assert await subscriber.caught_up(group, "c-1", patience=WAIT_LIMIT)
+    finally:
+        await subscriber.close()
+
+
+async def test_caught_up_waits_for_records_already_on_the_bus_only(bus: BusHarness) -> None:
+    group = bus.group()
+    subscriber = bus.subscriber()
+    try:
+        # A group that never consumed is caught up only with an empty partition.
+        await bus.publisher.publish([recorded("c-1", 1, 1)])
+        assert not await subscriber.caught_up(group, "c-1", patience=0.3)
+        recorder = Recorder()
+        async with running(subscriber, group, recorder):
+            assert await subscriber.caught_up(group, "c-1", patience=WAIT_LIMIT)
+        # Published after the group stopped: not handled, so not caught up.
+        await bus.publisher.publish([recorded("c-1", 2, 2)])
+        assert not await subscriber.caught_up(group, "c-1", patience=0.3)
+    finally:
+        await subscriber.close()

@@ -1,0 +1,92 @@
+"""How far a Kafka consumer group has got in one key's partition (``EventSubscriber.caught_up``).
+
+One client per group, opened at the first question and kept: it never subscribes nor joins the
+group (a consumer with the group's id only to read its committed offsets), so the group's
+members are not rebalanced by it. Each question costs one ``ListOffsets`` request for the
+partition's end, then one ``OffsetFetch`` per look at the group's commit (the topic's
+partitions are read once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.partitioner import DefaultPartitioner
+
+from casetrail_platform.bus.kafka_clients import close_quietly, describe, topic_partitions
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+LOOK_EVERY = 0.02
+"""Seconds between looks at the group's committed offset while it is short of the end."""
+
+
+class GroupProgress:
+    def __init__(self, settings: KafkaSettings, topic: str, group: str) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._group = group
+        self._consumer: Any = None
+        self._partitioner = DefaultPartitioner()
+        self._lock = asyncio.Lock()
+        self._partitions: list[TopicPartition] = []
+        """The topic's partitions, read once (the publisher chooses among those it knows, too)."""
+
+    async def caught_up(self, key: str, patience: float) -> bool:
+        try:
+            async with asyncio.timeout(patience):
+                consumer = await self._connected()
+                partition = await self._partition_of(key.encode())
+                end: int = (await consumer.end_offsets([partition]))[partition]
+                while True:
+                    committed = await consumer.committed(partition)
+                    if committed is not None and committed >= end:
+                        return True
+                    await asyncio.sleep(LOOK_EVERY)
+        except TimeoutError:
+            return False
+        except KafkaError as error:
+            log.warning(
+                "group %s: cannot tell how far it has got (%s)", self._group, describe(error)
+            )
+            await self.close()  # a fresh client at the next question
+            return False
+
+    async def _partition_of(self, key: bytes) -> TopicPartition:
+        """The Java client's partition for ``key`` (murmur2), as the publisher chooses it."""
+        if not self._partitions:
+            self._partitions = await topic_partitions(self._settings, self._topic, "progress")
+        if not self._partitions:
+            raise KafkaError(f"topic {self._topic!r} does not exist")
+        every = [tp.partition for tp in self._partitions]
+        return TopicPartition(self._topic, self._partitioner(key, every, every))
+
+    async def _connected(self) -> Any:
+        async with self._lock:
+            if self._consumer is None:
+                settings = self._settings
+                consumer = AIOKafkaConsumer(
+                    bootstrap_servers=settings.bootstrap_servers,
+                    client_id=f"{settings.client_id}-{self._group}-progress",
+                    group_id=self._group,
+                    enable_auto_commit=False,
+                    request_timeout_ms=settings.request_timeout_ms,
+                    **settings.security.client_options(),
+                )
+                try:
+                    await consumer.start()
+                except BaseException:
+                    await close_quietly(consumer, settings.request_timeout_ms / 1000)
+                    raise
+                self._consumer = consumer
+            return self._consumer
+
+    async def close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await close_quietly(consumer, self._settings.request_timeout_ms / 1000)
