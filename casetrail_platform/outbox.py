@@ -27,6 +27,7 @@ case's parked records in their order and release them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -51,6 +52,10 @@ from casetrail_platform.store.port import EventStore
 from events.envelope import RecordedEvent
 
 log = logging.getLogger(__name__)
+
+CHECKPOINT_LOOK_EVERY = 0.05
+"""Seconds between looks at the relay's checkpoint by a replica that does not lead the relay
+while a command waits for its events to be published (``OutboxRelay.published``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +140,8 @@ class OutboxRelay:
         self._retries_checked = 0.0
         self._isolate_through: int | None = None
         """After a refusal: publish one record at a time up to this position."""
+        self._advanced: asyncio.Future[None] | None = None
+        """Done when this relay next saves its progress (``published``)."""
 
     @property
     def name(self) -> str:
@@ -235,6 +242,41 @@ class OutboxRelay:
             await self._checkpoints.save(self._name, position)
         self._position = position
         self._published_total += count
+        advanced, self._advanced = self._advanced, None
+        if advanced is not None and not advanced.done():
+            advanced.set_result(None)
+
+    async def published(self, position: int, patience: float) -> bool:
+        """Whether the bus has acknowledged every event up to ``position``, waiting up to
+        ``patience`` seconds for it (``False`` if it has not by then: the bus is down or slow,
+        or ``position``'s case is parked).
+
+        Asked in any replica: the one leading the relay is told at once; the others read the
+        checkpoint the leader saves (durable bus only: a forgetful one runs in one process)
+        every ``CHECKPOINT_LOOK_EVERY`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        while True:
+            done = self._position or 0
+            if done < position and self._publisher.durable:
+                done = max(done, await self._checkpoints.load(self._name))
+            if done >= position and not self._held(position):
+                return True
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            if self._advanced is None:
+                self._advanced = loop.create_future()
+            # Shielded: a waiter that gives up must not cancel the others' future.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.shield(self._advanced), min(remaining, CHECKPOINT_LOOK_EVERY)
+                )
+
+    def _held(self, position: int) -> bool:
+        """Whether ``position`` is parked, so not on the bus though the relay went past it
+        (as this replica knows: a parked record is the leader's)."""
+        return any(position in positions for positions in (self._parked or {}).values())
 
     async def _load_parked(self) -> None:
         if self._parked is None:

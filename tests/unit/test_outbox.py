@@ -377,3 +377,37 @@ async def test_stop_while_batches_are_in_flight_saves_no_checkpoint_for_them(
 def test_max_in_flight_must_be_positive(store: SqliteEventStore) -> None:
     with pytest.raises(ValueError, match="max_in_flight"):
         OutboxRelay(store, RecordingPublisher(), InMemoryCheckpointStore(), "r", max_in_flight=0)
+
+
+async def test_published_waits_for_the_bus_to_acknowledge_a_position_bounded(
+    store: SqliteEventStore,
+) -> None:
+    """What coordination's assignment commands wait for before answering: the relay leading
+    is told at once; while the bus is down the wait gives up at its bound."""
+    publisher, checkpoints = RecordingPublisher(), InMemoryCheckpointStore()
+    relay = OutboxRelay(store, publisher, checkpoints, "relay", backoff=QUICK, idle_timeout=0.05)
+    publisher.down = True
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        [first] = await add_notes(store, "c-1", 1)
+        assert not await relay.published(first.position, 0.2)
+        publisher.down = False
+        assert await relay.published(first.position, 10.0)
+        assert first.event_id in {e.event_id for e in publisher.published}
+    finally:
+        stop.set()
+        await task
+
+
+async def test_a_replica_not_leading_the_relay_reads_the_leaders_checkpoint(
+    store: SqliteEventStore,
+) -> None:
+    publisher, checkpoints = RecordingPublisher(), InMemoryCheckpointStore()
+    leader = OutboxRelay(store, publisher, checkpoints, "relay", idle_timeout=0.05)
+    other = OutboxRelay(store, RecordingPublisher(), checkpoints, "relay")
+    [first] = await add_notes(store, "c-1", 1)
+    assert not await other.published(first.position, 0.1)
+    waiting = asyncio.ensure_future(other.published(first.position, 10.0))
+    await leader.publish_pending()
+    assert await waiting
