@@ -312,6 +312,9 @@ class ServiceHost:
         self._alongside: list[
             Callable[[asyncio.Event, health.aio.HealthServicer], Awaitable[None]]
         ] = []
+        self._relay: OutboxRelay | None = None
+        self._progress: EventSubscriber | None = None
+        """Asks the bus how far this service's groups have got (``caught_up``), opened once."""
 
     def run_alongside(
         self, work: Callable[[asyncio.Event, health.aio.HealthServicer], Awaitable[None]]
@@ -336,6 +339,29 @@ class ServiceHost:
             projection.name, handler, event_types=projection.wanted_types, ordered=True
         )
 
+    async def published(self, position: int) -> bool:
+        """Whether the bus has acknowledged this service's events up to ``position``, waiting
+        up to ``PUBLISH_WAIT_SECONDS`` (``OutboxRelay.published``; in any replica)."""
+        relay = self._relay
+        return relay is not None and await relay.published(position, PUBLISH_WAIT_SECONDS)
+
+    def caught_up(self, projection: Projection) -> Callable[[str], Awaitable[bool]]:
+        """``caught_up(case_id)``: whether ``projection`` (subscribed with ``subscribe``) has
+        applied every event of the case's partition that was on the bus when asked, waiting up
+        to ``FACTS_WAIT_SECONDS`` (``EventSubscriber.caught_up``)."""
+        group = self._group(projection.name)
+
+        async def caught_up(case_id: str) -> bool:
+            if self._progress is None:
+                self._progress = self._subscriber()
+                self._closers.append(self._progress.close)
+            return await self._progress.caught_up(group, case_id, patience=FACTS_WAIT_SECONDS)
+
+        return caught_up
+
+    def _group(self, name: str) -> str:
+        return f"casetrail.{self.service}.{name}"
+
     def _forget_erased(self, erased: ClientErased) -> None:
         keyring = self.infra.keyring
         if keyring is not None:
@@ -355,7 +381,7 @@ class ServiceHost:
         the others without decoding them. ``ordered``: a case's events that arrive before an
         earlier one of their stream are held back until it comes (``SequenceGuard``); open
         gaps are reported as health ``casetrail.<service>.ordering``."""
-        group = f"casetrail.{self.service}.{name}"
+        group = self._group(name)
         guard = SequenceGuard(group) if ordered else None
         self._subscriptions.append((group, handler, event_types, guard))
 
@@ -406,7 +432,7 @@ class ServiceHost:
                 )
             )
         publisher = await self._publisher()
-        relay = OutboxRelay(
+        relay = self._relay = OutboxRelay(
             self.store,
             publisher,
             self._checkpoints,
@@ -573,6 +599,14 @@ class ServiceHost:
             self.infra.kafka, self.infra.registry, topic=self.infra.topic, topics=self.infra.topics
         )
 
+
+PUBLISH_WAIT_SECONDS = 5.0
+"""Longest a command whose events other services decide on at once (coordination's assignments
+and transfers) waits for the bus to acknowledge them before answering (README, "A transfer not
+delivered yet")."""
+FACTS_WAIT_SECONDS = 5.0
+"""Longest a supervisor's closure or reopening waits for the service's policy facts to apply
+the case's events already on the bus, before it is answered UNAVAILABLE ``FACTS_NOT_CAUGHT_UP``."""
 
 OUTBOX_STALL_SECONDS = 30.0
 """A publish waiting this long for the bus, or failing repeatedly, marks the outbox unhealthy."""

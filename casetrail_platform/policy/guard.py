@@ -16,7 +16,7 @@ stream of their own (``access-batch-<uuid>``), which nothing races.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -129,6 +129,10 @@ class AccessControl:
     accesses too (``casetrail tail``, which records in a service's store beside the service:
     its records are told apart by their streams and never interleave a case's access
     stream)."""
+    facts_caught_up: Callable[[str], Awaitable[bool]] | None = None
+    """Whether the facts' consumer group has applied every event of the case's partition that
+    was on the bus when asked, waiting a bounded time (``ServiceHost.caught_up``): the barrier
+    ``require_supervision`` raises. ``None``: facts not fed from a bus (tests, audit)."""
 
     async def case_facts(self, case_id: str, own_entries: Iterable[Entry] = ()) -> CaseFacts:
         if self.facts is None:
@@ -161,6 +165,13 @@ class AccessControl:
         have it, from the bus: a service that records the case's assignments itself decides
         on its own history instead (``supervises``).
 
+        First the barrier (``facts_caught_up``): coordination answers an assignment or a
+        transfer once it is on the bus, so once the facts' group has applied the case's
+        partition as far as it reached when this began, every transfer acknowledged before is
+        in the facts. Not in time: ``NotCaughtUp`` (UNAVAILABLE, retry), whoever asks, before
+        anything is decided. The facts are then read afresh, not from the cache of recently
+        read cases (whose forgetting may trail the commit another replica made).
+
         ``assignment_seen``: the sequence in coordination's case stream of the newest
         assignment the service learnt of another way (planning's case view, another consumer
         group): facts that hold an older one may name the team the case just left, so a
@@ -168,7 +179,13 @@ class AccessControl:
         after they allow: a supervisor of another team learns nothing of the case."""
         if principal.role is not Role.SUPERVISOR:
             return
-        facts = await self.case_facts(case_id)
+        if self.facts_caught_up is not None and not await self.facts_caught_up(case_id):
+            raise NotCaughtUp("the case's assignment", case_id)
+        facts = (
+            await self.case_facts(case_id)
+            if self.facts is None
+            else await self.facts.facts(case_id, fresh=True)
+        )
         self.supervises(principal, facts)
         held = facts.assignment_sequence
         # Facts kept before their entries held a sequence cannot tell: decided as they stand.

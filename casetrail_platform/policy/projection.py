@@ -89,9 +89,13 @@ class CaseFactsReader:
         *,
         as_of: datetime | None = None,
         own_entries: Iterable[Entry] = (),
+        fresh: bool = False,
     ) -> CaseFacts:
+        """``fresh``: read from the read models even if the case is kept in memory (its copy
+        is forgotten when the store tells of a change: on PostgreSQL a moment after the
+        commit)."""
         own = {entry["event_id"]: entry for entry in own_entries}
-        if as_of is None and self._cache is not None:
+        if as_of is None and self._cache is not None and not fresh:
             cached = self._cache.get(case_id)
             if cached is None:
                 changes = self._cache.changes

@@ -30,7 +30,13 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     policy_facts = CaseFactsReader(host.read_models)
     access = AccessControl(host.store, policy_facts, host.source)
     deps = Dependencies(
-        host.store, host.read_models, agency, policy_facts, host.locks, infra.time_zone
+        host.store,
+        host.read_models,
+        agency,
+        policy_facts,
+        host.locks,
+        infra.time_zone,
+        published=host.published,
     )
     # Closures and cancellations, once the case facts hold them: cancels what a closed case
     # still has scheduled and releases its reservations (app.follow_ups).

@@ -47,8 +47,16 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     host.project_own_events(directory.projection)
     host.project_own_events(EmergencyAccessesProjection())
     host.subscribe(CaseClosuresProjection())
-    host.subscribe(CaseFactsProjection())
-    access = AccessControl(host.store, CaseFactsReader(host.read_models), host.source)
+    facts = CaseFactsProjection()
+    host.subscribe(facts)
+    access = AccessControl(
+        host.store,
+        CaseFactsReader(host.read_models),
+        host.source,
+        # A supervisor's CloseCase/ReopenCase waits for the facts to hold every transfer
+        # coordination acknowledged before it (README, "A transfer not delivered yet").
+        facts_caught_up=host.caught_up(facts),
+    )
     servicer = IntakeServicer(
         IntakeDeps(
             host.store,

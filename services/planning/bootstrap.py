@@ -18,8 +18,16 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     host = await host_for(infra, SERVICE)
     host.subscribe(CaseViewProjection())
     host.subscribe(StaffProjection())
-    host.subscribe(CaseFactsProjection())
-    access = AccessControl(host.store, CaseFactsReader(host.read_models), host.source)
+    facts = CaseFactsProjection()
+    host.subscribe(facts)
+    access = AccessControl(
+        host.store,
+        CaseFactsReader(host.read_models),
+        host.source,
+        # A supervisor's CloseCase/ReopenCase waits for the facts to hold every transfer
+        # coordination acknowledged before it (README, "A transfer not delivered yet").
+        facts_caught_up=host.caught_up(facts),
+    )
     servicer = PlanningServicer(Dependencies(host.store, CaseViews(host.read_models)), access)
 
     def register(server: grpc.aio.Server) -> None:

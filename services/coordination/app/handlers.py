@@ -8,7 +8,8 @@ before and passed to the pure decision; a retried command returns its first resu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from typing import TypeVar
@@ -99,12 +100,18 @@ from services.coordination.domain.scheduling import (
 )
 from services.coordination.domain.validation import problems_of
 
+log = logging.getLogger(__name__)
+
 SERVICE = "coordination"
 SOURCE = "casetrail/coordination"
 
 T = TypeVar("T")
 S = TypeVar("S")
 Recorded = list[RecordedEvent]
+
+
+async def _at_once(position: int) -> bool:
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +126,9 @@ class Dependencies:
     at a time (``caseload_lock``), so two of them never both take the worker's last place."""
     time_zone: tzinfo = UTC
     """The agency's: rules about what is valid now (licences, ages) are checked on its date."""
+    published: Callable[[int], Awaitable[bool]] = _at_once
+    """Whether the bus has acknowledged the store's events up to a position, waiting a bounded
+    time (``ServiceHost.published``); by default (tests without a relay) at once."""
 
     def today(self) -> date:
         """The date rules about what is valid now are checked on: the agency's, on the server's
@@ -146,7 +156,7 @@ async def assign_case(deps: Dependencies, context: CommandContext, command: Assi
     on = deps.today()
     async with deps.locks.holding([caseload_lock(command.worker_id)]):
         load = await _caseload(deps, worker)
-        return await _run(
+        recorded = await _run(
             deps,
             context,
             case_stream(command.case_id),
@@ -154,6 +164,7 @@ async def assign_case(deps: Dependencies, context: CommandContext, command: Assi
                 case_state(history), facts, worker, load, command, on
             ),
         )
+    return await on_the_bus(deps, recorded)
 
 
 async def transfer_case(
@@ -173,7 +184,7 @@ async def transfer_case(
     on = deps.today()
     async with deps.locks.holding([caseload_lock(command.worker_id)]):
         load = await _caseload(deps, worker)
-        return await _run(
+        recorded = await _run(
             deps,
             context,
             case_stream(command.case_id),
@@ -181,6 +192,24 @@ async def transfer_case(
                 supervisor.case(history), facts, worker, load, command, on
             ),
         )
+    return await on_the_bus(deps, recorded)
+
+
+async def on_the_bus(deps: Dependencies, recorded: Recorded) -> Recorded:
+    """``recorded`` once the bus has it: planning's CloseCase and intake's ReopenCase hold a
+    supervisor to the case's team as their facts learn it from the bus, and wait for the
+    events of the case already on it (``AccessControl.require_supervision``), so an assignment
+    or a transfer answered only once it is there always counts in a supervisor's command sent
+    after the answer. The command is recorded either way: if the bus has not taken it within
+    the bound (it is down, or the case's records are parked) it is answered all the same, and
+    then a supervisor's command may be decided without it until the relay publishes it (README,
+    "A transfer not delivered yet")."""
+    if recorded and not await deps.published(recorded[-1].position):
+        log.warning(
+            "assignment recorded at position %d answered before the bus acknowledged it",
+            recorded[-1].position,
+        )
+    return recorded
 
 
 async def make_referral(

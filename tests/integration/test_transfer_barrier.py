@@ -1,0 +1,198 @@
+"""A transfer coordination has answered counts in the previous team's supervisor's CloseCase
+(planning) and ReopenCase (intake), however far the policy's facts trail (README, "A transfer
+not delivered yet"): coordination answers once the bus has the transfer, and planning and intake
+wait for their facts' consumer group to have applied the case's partition as far as the bus
+held it, else answer UNAVAILABLE ``FACTS_NOT_CAUGHT_UP``, deciding nothing.
+
+The facts' consumer groups are held back here on any batch holding the transfer (before their
+transaction), as a slow consumer would be. On both backends, the services in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+
+from casetrail.coordination.v1 import coordination_pb2 as co
+from casetrail.intake.v1 import intake_pb2
+from casetrail.planning.v1 import planning_pb2 as pl
+from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.topics import TopicSettings, ensure_topics
+from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.policy.projection import CaseFactsProjection
+from casetrail_platform.projections.runner import BusProjectionHandler
+from cli.rpc import Connection, Person, command, connect, eventually, query, refusal_of
+from cli.walk.story import COORDINATOR, RECEPTIONIST
+from events.catalog.assignment import CaseReassigned
+from events.envelope import RecordedEvent
+from services.runner import start_services, stop_services
+from tests.e2e.distributed import fresh_database, fresh_topic
+from tests.e2e.support import registration
+from tests.support.identity import TestIssuer
+from tests.support.servers import kafka_bootstrap
+
+SERVICES = ("intake", "coordination", "planning")
+EAST = Person("sup-omar-haddad", "supervisor", team="team-east")
+WEST = Person("sup-helen-reyes", "supervisor", team="team-west")
+PATIENCE = 90.0
+
+
+def key() -> str:
+    return uuid.uuid4().hex
+
+
+@asynccontextmanager
+async def casetrail(backend: str, tmp_path: Path, issuer: TestIssuer) -> AsyncIterator[Connection]:
+    async with _infrastructure(backend, tmp_path, issuer) as infra:
+        running = await start_services(infra, SERVICES, "127.0.0.1", dict.fromkeys(SERVICES, 0))
+        try:
+            addresses = {s.name: f"127.0.0.1:{s.port}" for s in running}
+            everyone = {"audit": "127.0.0.1:9"} | addresses  # audit is never called
+            async with connect(everyone, issuer.tokens) as connection:
+                yield connection
+        finally:
+            await stop_services(running)
+
+
+@asynccontextmanager
+async def _infrastructure(
+    backend: str, tmp_path: Path, issuer: TestIssuer
+) -> AsyncIterator[Infrastructure]:
+    if backend == "embedded":
+        yield Infrastructure.embedded(tmp_path, verifier=issuer.verifier())
+        return
+    async with fresh_database() as dsn, fresh_topic() as topic:
+        kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap())
+        await ensure_topics(kafka, TopicSettings(case_events_topic=topic))
+        yield Infrastructure.distributed(tmp_path, dsn, kafka, topic, verifier=issuer.verifier())
+
+
+@pytest.fixture
+def held(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set: the policy facts' groups apply what they get. Cleared: a batch holding a transfer
+    waits (uncommitted) until it is set again."""
+    flowing = asyncio.Event()
+    flowing.set()
+    original = BusProjectionHandler.handle_batch
+
+    async def handle_batch(self: BusProjectionHandler, records: Sequence[RecordedEvent]) -> None:
+        transfer = any(r.event_type == CaseReassigned.event_type for r in records)
+        if transfer and self._projection.name == CaseFactsProjection.name:
+            await flowing.wait()
+        await original(self, records)
+
+    monkeypatch.setattr(BusProjectionHandler, "handle_batch", handle_batch)
+    return flowing
+
+
+async def outcome(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
+    """The call's status code and ``ErrorInfo`` reason (``OK`` and ``""`` if answered)."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        refusal = refusal_of(error)
+        return refusal.code, refusal.reason
+    return grpc.StatusCode.OK, ""
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["embedded", pytest.param("distributed", marks=[pytest.mark.postgres, pytest.mark.kafka])],
+)
+async def test_a_transfer_answered_counts_in_the_previous_teams_close_and_reopen(
+    backend: str, tmp_path: Path, held: asyncio.Event
+) -> None:
+    issuer = TestIssuer()
+    try:
+        async with casetrail(backend, tmp_path, issuer) as stubs:
+            await _transfer_then_close_and_reopen(stubs, held)
+    finally:
+        held.set()
+        issuer.stop()
+
+
+async def _transfer_then_close_and_reopen(stubs: Connection, flowing: asyncio.Event) -> None:
+    intake = stubs.as_(RECEPTIONIST).intake
+    client = await intake.RegisterClient(registration())
+    opened = await intake.OpenCase(
+        intake_pb2.OpenCaseRequest(
+            context=command(key()),
+            client_id=client.client_id,
+            referral_source=intake_pb2.ReferralSource(kind="self"),
+            presenting_needs=[intake_pb2.PresentingNeed(category="socialisation")],
+        )
+    )
+    case_id = opened.result.case_id
+    coordinator = stubs.as_(COORDINATOR).coordination
+    await eventually(
+        lambda: coordinator.AssignCase(
+            co.AssignCaseRequest(context=command(key()), case_id=case_id, worker_id="cm-dana-reyes")
+        ),
+        what="coordination to learn the case and assign it to team-east",
+        patience=PATIENCE,
+    )
+    # Planning's and intake's facts have it with team-east: its supervisor reads the case.
+    await eventually(
+        lambda: stubs.as_(EAST).planning.GetCaseView(
+            pl.GetCaseViewRequest(context=query("supervision"), case_id=case_id)
+        ),
+        what="planning's facts to hold the assignment",
+        patience=PATIENCE,
+        retry=lambda refusal: refusal.code is not grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    await eventually(
+        lambda: stubs.as_(EAST).intake.GetCase(
+            intake_pb2.GetCaseRequest(context=query("supervision"), case_id=case_id)
+        ),
+        what="intake's facts to hold the assignment",
+        patience=PATIENCE,
+        retry=lambda refusal: refusal.code is not grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+    flowing.clear()  # the facts' groups hold the transfer from now on
+    await coordinator.TransferCase(
+        co.TransferCaseRequest(
+            context=command(key()), case_id=case_id, worker_id="sw-tom-becker", reason="moved"
+        )
+    )
+
+    def close(person: Person) -> Awaitable[object]:
+        request = pl.CloseCaseRequest(
+            context=command(key()), case_id=case_id, reason="client_moved"
+        )
+        answer: Awaitable[object] = stubs.as_(person).planning.CloseCase(request)
+        return answer
+
+    def reopen(person: Person) -> Awaitable[object]:
+        request = intake_pb2.ReopenCaseRequest(
+            context=command(key()), case_id=case_id, reason="needs help again"
+        )
+        answer: Awaitable[object] = stubs.as_(person).intake.ReopenCase(request)
+        return answer
+
+    waiting = (grpc.StatusCode.UNAVAILABLE, "FACTS_NOT_CAUGHT_UP")
+    assert await outcome(close(EAST)) == waiting
+    # The coordinator closes whoever carries the case (no team): it waits for nothing.
+    assert await outcome(close(COORDINATOR)) == (grpc.StatusCode.OK, "")
+    # Intake learns the closure in a group of its own, not held back.
+    for _ in range(int(PATIENCE / 0.1)):
+        answer = await outcome(reopen(EAST))
+        if answer != (grpc.StatusCode.FAILED_PRECONDITION, "CASE_NOT_CLOSED"):
+            break
+        await asyncio.sleep(0.1)
+    assert answer == waiting
+
+    flowing.set()
+    denied = (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
+    for _ in range(int(PATIENCE / 0.1)):
+        answer = await outcome(reopen(EAST))
+        if answer != waiting:
+            break
+    assert answer == denied
+    assert await outcome(reopen(WEST)) == (grpc.StatusCode.OK, "")

@@ -1,0 +1,91 @@
+"""AssignCase and TransferCase answer only once the bus has the assignment (the relay's
+acknowledgement, ``Dependencies.published``): planning's CloseCase and intake's ReopenCase wait
+for their facts to apply what the bus held when they began, so a transfer answered is always
+counted in a supervisor's command sent after the answer (README, "A transfer not delivered
+yet"). Past the wait's bound the command, recorded, is answered all the same."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+
+from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail.coordination.v1 import coordination_pb2_grpc
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.projection import CaseFactsReader
+from events.catalog.values import NeedCategory
+from services.coordination.app.handlers import Dependencies
+from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
+from tests.support.grpc import serving
+from tests.support.identity import TestIssuer
+from tests.unit.coordination.rpc import assign
+from tests.unit.coordination.support import IntakeFeed, command_context
+
+if TYPE_CHECKING:
+    from tests.unit.coordination.rpc import Stub
+
+
+class Bus:
+    """The relay's answer to ``published``: held until ``acknowledge`` (or said ``False``)."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+        self.acknowledged = asyncio.Event()
+        self.down = False
+
+    async def published(self, position: int) -> bool:
+        self.asked.append(position)
+        if self.down:
+            return False
+        await self.acknowledged.wait()
+        return True
+
+
+async def test_assignments_are_answered_once_the_bus_has_them(
+    deps: Dependencies, intake: IntakeFeed, issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = Bus()
+    deps = replace(deps, published=bus.published)
+    access = AccessControl(deps.store, CaseFactsReader(deps.read_models), "casetrail/coordination")
+    servicer = CoordinationServicer(deps, access)
+
+    def register(server: grpc.aio.Server) -> None:
+        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server(servicer, server)
+
+    async with serving(register, SERVICE_NAME, issuer) as channel:
+        stub: Stub = coordination_pb2_grpc.CoordinationServiceStub(channel)  # type: ignore[assignment]
+        await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+        assigning = asyncio.ensure_future(assign(stub, "case-1", "cm-dana"))
+        await asyncio.sleep(0.3)
+        assert not assigning.done(), "answered before the bus acknowledged it"
+        [recorded] = await deps.store.read_stream("case-case-1")
+        assert bus.asked == [recorded.position]
+        bus.acknowledged.set()
+        await assigning
+
+        bus.acknowledged.clear()
+        transfer = pb.TransferCaseRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            worker_id="sw-lcsw",
+            reason="worker on leave",
+        )
+        transferring = asyncio.ensure_future(stub.TransferCase(transfer))
+        await asyncio.sleep(0.3)
+        assert not transferring.done(), "answered before the bus acknowledged it"
+        bus.acknowledged.set()
+        moved = await transferring
+        assert moved.previous_worker_id == "cm-dana"
+        assert bus.asked[-1] == (await deps.store.read_stream("case-case-1"))[-1].position
+
+        # The bus did not take it in time: recorded, answered, and the log says so.
+        bus.down = True
+        transfer.context.idempotency_key = "back"
+        transfer.worker_id = "cm-dana"
+        moved = await stub.TransferCase(transfer)
+        assert moved.previous_worker_id == "sw-lcsw"
+        assert "answered before the bus acknowledged it" in caplog.text
