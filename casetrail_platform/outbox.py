@@ -248,8 +248,8 @@ class OutboxRelay:
 
     async def published(self, position: int, patience: float) -> bool:
         """Whether the bus has acknowledged every event up to ``position``, waiting up to
-        ``patience`` seconds for it (``False`` if it has not by then: the bus is down or slow,
-        or ``position``'s case is parked).
+        ``patience`` seconds for it (``False`` if it has not by then: the bus is down or slow;
+        at once if ``position`` is parked: it waits for an operator).
 
         Asked in any replica: the one leading the relay is told at once; the others read the
         checkpoint the leader saves (durable bus only: a forgetful one runs in one process)
@@ -260,8 +260,8 @@ class OutboxRelay:
             done = self._position or 0
             if done < position and self._publisher.durable:
                 done = max(done, await self._checkpoints.load(self._name))
-            if done >= position and not self._held(position):
-                return True
+            if done >= position:
+                return not await self._is_parked(position)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
@@ -273,10 +273,13 @@ class OutboxRelay:
                     asyncio.shield(self._advanced), min(remaining, CHECKPOINT_LOOK_EVERY)
                 )
 
-    def _held(self, position: int) -> bool:
-        """Whether ``position`` is parked, so not on the bus though the relay went past it
-        (as this replica knows: a parked record is the leader's)."""
-        return any(position in positions for positions in (self._parked or {}).values())
+    async def _is_parked(self, position: int) -> bool:
+        """Whether ``position`` is parked, so not on the bus though the relay went past it:
+        as this relay knows once it has published, else as the parking lot has it (a replica
+        not leading the relay)."""
+        if self._parked is not None:
+            return any(position in positions for positions in self._parked.values())
+        return any(record.position == position for record in await self._parking.parked(self._name))
 
     async def _load_parked(self) -> None:
         if self._parked is None:

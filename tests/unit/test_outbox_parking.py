@@ -254,3 +254,22 @@ async def test_a_retry_cut_short_by_a_broker_outage_is_tried_again(
 
     assert publisher.sequences("a") == [1, 2, 3]
     assert await parking.parked("relay") == []
+
+
+async def test_a_parked_record_is_not_taken_as_published_by_any_replica(
+    store: SqliteEventStore,
+) -> None:
+    """The relay goes past a parked record (its checkpoint too): coordination's assignment
+    commands, waiting for their event to be on the bus (``OutboxRelay.published``), must not
+    take it as there, in the replica leading the relay or another."""
+    parking: ParkingLot = SqliteParkingLot(store)
+    checkpoints = InMemoryCheckpointStore()
+    leader = OutboxRelay(store, SizeLimitedPublisher(), checkpoints, "relay", parking=parking)
+    other = OutboxRelay(store, SizeLimitedPublisher(), checkpoints, "relay", parking=parking)
+    [refused] = await add(store, "a", TOO_BIG)
+    [flowing] = await add(store, "b", "one")
+    await publish_until_settled(leader)
+
+    for relay in (leader, other):
+        assert await relay.published(flowing.position, 1.0)
+        assert not await relay.published(refused.position, 1.0)
