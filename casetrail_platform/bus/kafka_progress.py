@@ -44,8 +44,8 @@ class GroupProgress:
                 partition = await self._partition_of(key.encode())
                 end: int = (await consumer.end_offsets([partition]))[partition]
                 while True:
-                    committed = await consumer.committed(partition)
-                    if committed is not None and committed >= end:
+                    # None: the group never committed on it (nothing to wait for if empty).
+                    if (await consumer.committed(partition) or 0) >= end:
                         return True
                     await asyncio.sleep(LOOK_EVERY)
         except TimeoutError:

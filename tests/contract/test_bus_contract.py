@@ -716,6 +716,7 @@ async def test_caught_up_waits_for_records_already_on_the_bus_only(bus: BusHarne
     subscriber = bus.subscriber()
     try:
         # A group that never consumed is caught up only with an empty partition.
+        assert await subscriber.caught_up(group, "c-1", patience=WAIT_LIMIT)
         await bus.publisher.publish([recorded("c-1", 1, 1)])
         assert not await subscriber.caught_up(group, "c-1", patience=0.3)
         recorder = Recorder()
