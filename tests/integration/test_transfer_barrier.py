@@ -32,8 +32,8 @@ from cli.walk.story import COORDINATOR, RECEPTIONIST
 from events.catalog.assignment import CaseReassigned
 from events.envelope import RecordedEvent
 from services.runner import start_services, stop_services
-from tests.e2e.distributed import fresh_database, fresh_topic
 from tests.e2e.support import registration
+from tests.support.distributed import fresh_database, fresh_topic
 from tests.support.identity import TestIssuer
 from tests.support.servers import kafka_bootstrap
 
