@@ -125,3 +125,29 @@ async def test_the_previous_team_s_supervisor_is_refused_once_the_case_is_transf
     assert (refusal.code, refusal.rule) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
     assert "their team" in refusal.message
     assert [r.event.event_type for r in await store.read_all(before)] == [CaseReassigned.event_type]
+
+
+@pytest.mark.parametrize("name", ["TransferCase", "ReserveBudget", "ReleaseBudget"])
+async def test_a_retry_of_a_supervisor_s_done_command_answers_as_the_first_after_a_transfer(
+    stub: Stub, intake: IntakeFeed, store: EventStore, name: str
+) -> None:
+    """Team-east's supervisor's command was done, then the case went to team-west: the same
+    request retried under its key gets the first answer again, not the refusal a new command
+    of that supervisor would (the retry is looked up before the team is checked)."""
+    ask = (await _commands(stub, intake))[name]
+    first = await ask(_east(f"retried-{name}"))
+    if name != "TransferCase":
+        await stub.TransferCase(
+            pb.TransferCaseRequest(
+                context=command_context("coordinator"),
+                case_id="case-1",
+                worker_id="sw-expired",
+                reason="on leave",
+            )
+        )
+    after = await store.last_position()
+
+    assert await ask(_east(f"retried-{name}")) == first
+    assert await store.read_all(after) == []  # nothing recorded again
+    refusal = await refused(ask(_east(f"new-{name}")))  # a new one is refused
+    assert (refusal.code, refusal.rule) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
