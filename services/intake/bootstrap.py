@@ -10,8 +10,7 @@ import grpc
 from casetrail.intake.v1 import intake_pb2_grpc
 from casetrail_platform.ages import agency_today
 from casetrail_platform.hosting import Infrastructure, RunningService, host_for
-from casetrail_platform.policy.guard import AccessControl
-from casetrail_platform.policy.projection import CaseFactsProjection, CaseFactsReader
+from casetrail_platform.policy.hosting import facts_access_control
 from services.intake.adapters.case_closures import CaseClosuresProjection, ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.adapters.emergency_accesses import (
@@ -47,16 +46,7 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     host.project_own_events(directory.projection)
     host.project_own_events(EmergencyAccessesProjection())
     host.subscribe(CaseClosuresProjection())
-    facts = CaseFactsProjection()
-    host.subscribe(facts)
-    access = AccessControl(
-        host.store,
-        CaseFactsReader(host.read_models),
-        host.source,
-        # A supervisor's CloseCase/ReopenCase waits for the facts to hold every transfer
-        # coordination acknowledged before it (README, "A transfer not delivered yet").
-        facts_caught_up=host.caught_up(facts),
-    )
+    access = facts_access_control(host)
     servicer = IntakeServicer(
         IntakeDeps(
             host.store,

@@ -1,0 +1,26 @@
+"""A service's access control over the policy's facts, which its host subscribes to."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.projection import CaseFactsProjection, CaseFactsReader
+
+if TYPE_CHECKING:
+    from casetrail_platform.hosting import ServiceHost
+
+
+def facts_access_control(host: ServiceHost) -> AccessControl:
+    """Subscribes ``host`` to the policy's facts (from the bus) and decides on them; a
+    supervisor's CloseCase/ReopenCase first waits for the facts to hold every transfer
+    coordination acknowledged before it (``facts_caught_up``: README, "A transfer not
+    delivered yet")."""
+    facts = CaseFactsProjection()
+    host.subscribe(facts)
+    return AccessControl(
+        host.store,
+        CaseFactsReader(host.read_models),
+        host.source,
+        facts_caught_up=host.caught_up(facts),
+    )
