@@ -8,10 +8,10 @@ from typing import Protocol
 import pytest
 
 from casetrail_platform.projections.port import ReadModelStore
-from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.registry import EventRegistry
+from tests.support.backends import read_models_on
 from tests.support.sample_events import sample_registry
 from tests.support.servers import postgres_dsn, schema_of_its_own
 
@@ -66,14 +66,5 @@ async def read_models(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[ReadModelStore]:
     """A fresh read-model store on each backend."""
-    if request.param == "sqlite":
-        store: ReadModelStore = SqliteReadModelStore(tmp_path / "read-models.db")
+    async with read_models_on(request.param, tmp_path, "readmodels") as store:
         yield store
-        await store.close()
-        return
-    from casetrail_platform.projections.postgres import PostgresReadModelStore
-
-    async with schema_of_its_own("readmodels") as schema:
-        store = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
-        yield store
-        await store.close()

@@ -45,3 +45,27 @@ async def store_and_read_models(
         finally:
             await read_models.close()
             await store.close()
+
+
+@asynccontextmanager
+async def read_models_on(
+    backend: str, directory: Path, prefix: str
+) -> AsyncIterator[ReadModelStore]:
+    """A read-model store opened fresh on ``backend`` (a file in ``directory``, or a
+    PostgreSQL schema named from ``prefix``), closed (the schema dropped) after."""
+    read_models: ReadModelStore
+    if backend == "sqlite":
+        read_models = SqliteReadModelStore(directory / "read-models.db")
+        try:
+            yield read_models
+        finally:
+            await read_models.close()
+        return
+    from casetrail_platform.projections.postgres import PostgresReadModelStore
+
+    async with schema_of_its_own(prefix) as schema:
+        read_models = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+        try:
+            yield read_models
+        finally:
+            await read_models.close()

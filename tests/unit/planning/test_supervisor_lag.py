@@ -18,13 +18,12 @@ from google.rpc import error_details_pb2
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.projections.port import ReadModelStore
-from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from cli.rpc import Person
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import Role
+from tests.support.backends import read_models_on
 from tests.support.grpc import refusal, unpacked
 from tests.support.identity import acting
-from tests.support.servers import database_of_its_own
 from tests.support.waiting import eventually
 from tests.unit.planning.conftest import Planning
 from tests.unit.planning.support import (
@@ -44,19 +43,8 @@ async def read_models(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[ReadModelStore]:
     """Planning's read models (case view and policy facts) on each backend."""
-    if request.param == "sqlite":
-        opened: ReadModelStore = SqliteReadModelStore(tmp_path / "read-models.db")
+    async with read_models_on(request.param, tmp_path, "planning_lag") as opened:
         yield opened
-        await opened.close()
-        return
-    from casetrail_platform.projections.postgres import PostgresReadModelStore
-
-    with database_of_its_own("planning_lag") as dsn:
-        opened = await PostgresReadModelStore.connect(dsn)
-        try:
-            yield opened
-        finally:
-            await opened.close()
 
 
 async def east_case(bus: Bus) -> None:
