@@ -164,16 +164,22 @@ async def test_a_possible_duplicate_is_already_exists_with_the_candidates(
     assert [c.client_id for c in registered.acknowledged_duplicates] == [first.client_id]
 
 
+async def three_sharing_one_identifier(intake: Intake) -> list[str]:
+    """Three people registered with one identifier (a placeholder typed for an unknown one),
+    oldest first: more than a lookup answers once CANDIDATES_PER_KEY is 2."""
+    registered: list[str] = []
+    for given in ("Anna", "Berta", "Carla"):
+        request = marco(given=given, birth=f"19{len(registered) + 50}-01-01")
+        request.confirmed_not_duplicate = True
+        registered.append((await intake.stub.RegisterClient(request)).client_id)
+    return registered
+
+
 async def test_a_match_key_naming_too_many_answers_the_most_recent_and_says_so(
     intake: Intake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(client_directory, "CANDIDATES_PER_KEY", 2)
-    registered: list[str] = []
-    for given in ("Anna", "Berta", "Carla"):
-        # Three people given one identifier (a placeholder typed for an unknown one).
-        request = marco(given=given, birth=f"19{len(registered) + 50}-01-01")
-        request.confirmed_not_duplicate = True
-        registered.append((await intake.stub.RegisterClient(request)).client_id)
+    registered = await three_sharing_one_identifier(intake)
 
     found = await intake.stub.FindPossibleDuplicates(
         intake_pb2.FindPossibleDuplicatesRequest(
@@ -192,11 +198,7 @@ async def test_a_caller_refused_every_candidate_is_not_told_that_a_key_names_man
     is on the record. Before, ``truncated`` told it more clients share the key than a lookup
     answers."""
     monkeypatch.setattr(client_directory, "CANDIDATES_PER_KEY", 2)
-    registered: list[str] = []
-    for given in ("Anna", "Berta", "Carla"):
-        request = marco(given=given, birth=f"19{len(registered) + 50}-01-01")
-        request.confirmed_not_duplicate = True
-        registered.append((await intake.stub.RegisterClient(request)).client_id)
+    registered = await three_sharing_one_identifier(intake)
 
     partner = acting(
         Person("user-partner", "partner_agency", agency="westside-food-bank"),
