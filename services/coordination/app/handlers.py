@@ -177,7 +177,7 @@ async def transfer_case(
     """``principal``: the verified caller; a supervisor transfers their team's cases only
     (``CaseSupervisor``), checked again on the history the transfer is appended after."""
     require_role(context.actor.role, Action.TRANSFER_CASE)
-    if (earlier := await _recorded_before(deps, context)) is not None:
+    if (earlier := await _recorded_before(deps, context, principal)) is not None:
         return earlier
     supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
     await supervisor.read()
@@ -454,7 +454,7 @@ async def reserve_budget(
     reserving meanwhile. So a case of no team, another team's and an unknown case id get the
     same NO_RELATIONSHIP, before anything else is read or written."""
     require_role(context.actor.role, Action.RESERVE_BUDGET)
-    if (earlier := await _recorded_before(deps, context)) is not None:
+    if (earlier := await _recorded_before(deps, context, principal)) is not None:
         return earlier
     supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
     await supervisor.read()
@@ -484,7 +484,7 @@ async def release_budget(
 ) -> Recorded:
     """As ``reserve_budget``: a supervisor gives back money of their team's cases only."""
     require_role(context.actor.role, Action.RESERVE_BUDGET)
-    if (earlier := await _recorded_before(deps, context)) is not None:
+    if (earlier := await _recorded_before(deps, context, principal)) is not None:
         return earlier
     supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
     await supervisor.read()
@@ -628,11 +628,16 @@ class CaseSupervisor:
         return StreamVersion.as_read(stream, history)
 
 
-async def _recorded_before(deps: Dependencies, context: CommandContext) -> Recorded | None:
-    """What this command's key recorded before, as a retry answers it (``check_retry``), or
-    ``None``: asked before ``CaseSupervisor.read``, since the case may have moved to another
-    team since, and the retry of a command that was done must get its answer again, not the
-    refusal a new one would."""
+async def _recorded_before(
+    deps: Dependencies, context: CommandContext, principal: Principal
+) -> Recorded | None:
+    """What a supervisor's command's key recorded before, as a retry answers it
+    (``check_retry``), or ``None``: asked before ``CaseSupervisor.read``, since the case may
+    have moved to another team since, and the retry of a command that was done must get its
+    answer again, not the refusal a new one would. Other roles have no team check: their
+    retry is answered by ``execute`` as ever, with no read more here."""
+    if principal.role is not Role.SUPERVISOR:
+        return None
     earlier = await deps.store.read_by_causation(context.command_id(SOURCE))
     return context.check_retry(SOURCE, earlier) if earlier else None
 
