@@ -30,8 +30,13 @@ from casetrail_platform.ledger.note import NoteError
 
 PENDING_NOTE_ATTRIBUTE = "ledgerpendingnote"
 HEADER = "casetrail.ledger.pending.v1"
-MAX_ENTRIES = 10_000
-"""More than an export page ever holds: a longer statement is refused unread."""
+MAX_ENTRIES = 1_000
+"""An export page holds at most 1,000 events (audit's ``MAX_PAGE_SIZE``), so a statement names
+at most as many; a longer one is refused unread. At ~200 bytes a line, a statement at the bound
+stays within an event's bound (``limits.MAX_EVENT_BYTES``), so the line it rides keeps within
+``export.MAX_LINE_BYTES``: at 10,000 a statement could outgrow the line that must carry it."""
+MAX_ALARMS = 64
+"""Logs under an alarm a statement names at most: an export names its agency's few logs."""
 
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
 ORIGIN_PATTERN = r"casetrail/[a-z0-9][a-z0-9._-]{0,62}/[a-z][a-z0-9_-]{0,62}"
@@ -69,7 +74,7 @@ class PendingStatement:
 
     @classmethod
     def parse(cls, body: str) -> PendingStatement:
-        case_id, at, rest = statement_head(body, HEADER, MAX_ENTRIES, "events")
+        case_id, at, rest = statement_head(body, HEADER, MAX_ALARMS + MAX_ENTRIES, "lines")
         alarms: dict[str, int] = {}
         entries: list[PendingEntry] = []
         for line in rest:
@@ -79,6 +84,10 @@ class PendingStatement:
                 entries.append(PendingEntry(entry[1], int(entry[2]), int(entry[3]), entry[4]))
             else:
                 raise NoteError(f"malformed statement line {line[:80]!r}")
+        if len(alarms) > MAX_ALARMS or len(entries) > MAX_ENTRIES:
+            raise NoteError(
+                f"a statement names at most {MAX_ALARMS} alarms and {MAX_ENTRIES} events"
+            )
         return cls(case_id, at, alarms, tuple(entries))
 
 

@@ -20,14 +20,18 @@ from casetrail_platform.ledger.export import (
     verify_export,
 )
 from casetrail_platform.ledger.keys import FileSigner
-from casetrail_platform.ledger.note import Checkpoint, origin_of
+from casetrail_platform.ledger.note import Checkpoint, NoteError, origin_of
 from casetrail_platform.ledger.pending import (
+    MAX_ALARMS,
+    MAX_ENTRIES,
     PENDING_NOTE_ATTRIBUTE,
     PendingEntry,
     PendingStatement,
 )
+from casetrail_platform.limits import MAX_EVENT_BYTES
 from events.cloudevents import to_structured
 from events.envelope import RecordedEvent
+from services.audit.entrypoints.requests import MAX_PAGE_SIZE
 from tests.support.exported import case_notes, proven_line, tree_root, with_extent
 from tests.support.sample_events import sample_registry
 
@@ -233,3 +237,29 @@ def _event_of(line: dict[str, Any]) -> RecordedEvent:
     return from_structured(
         {k: v for k, v in line.items() if not k.startswith("ledger")}, sample_registry()
     )
+
+
+def test_a_statement_at_its_bound_fits_the_line_that_carries_it() -> None:
+    """A page's statement names at most as many events as a page holds, and at the bound,
+    with the longest origins and positions, it stays within an event's bound: the line it
+    rides (an event, its proof and the statement) stays within an export line's."""
+    assert MAX_PAGE_SIZE <= MAX_ENTRIES
+    longest = f"casetrail/{'a' * 63}/{'b' * 63}"
+    at = datetime(2026, 12, 5, 23, 59, 59, 999999, tzinfo=UTC)
+    entries = tuple(
+        PendingEntry(longest, 10**19 - 1, 10**19 - 1 - i, f"{i:08x}-0000-4000-8000-000000000000")
+        for i in range(MAX_ENTRIES)
+    )
+    alarms = {f"casetrail/{'a' * 63}/{'b' * 61}{i:02}": 10**19 - 1 for i in range(MAX_ALARMS)}
+    full = PendingStatement("c" * 64, at, alarms, entries)
+    body = full.body()
+    assert PendingStatement.parse(body) == full
+    assert len(body.encode()) <= MAX_EVENT_BYTES
+    one_more = body + f"pending {longest} 1 1 ffffffff-0000-4000-8000-000000000000\n"
+    with pytest.raises(NoteError, match="at most"):
+        PendingStatement.parse(one_more)
+    fewer_alarms = body.replace(f"alarm {next(iter(alarms))} {10**19 - 1}\n", "")
+    with pytest.raises(NoteError, match="at most"):
+        PendingStatement.parse(
+            fewer_alarms + f"pending {longest} 1 1 {'f' * 8}-0000-4000-8000-{'0' * 12}\n"
+        )
