@@ -178,7 +178,8 @@ async def transfer_case(
     (``CaseSupervisor``), checked again on the history the transfer is appended after."""
     require_role(context.actor.role, Action.TRANSFER_CASE)
     if (earlier := await _recorded_before(deps, context, principal)) is not None:
-        return earlier
+        # Its answer waits for the bus as the first did: it may have been lost waiting.
+        return await on_the_bus(deps, earlier)
     supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
     await supervisor.read()
     facts = await command_facts(deps, context, command.case_id)

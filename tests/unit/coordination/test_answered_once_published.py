@@ -13,15 +13,17 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
+from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail.coordination.v1 import coordination_pb2_grpc
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.projection import CaseFactsReader
+from cli.rpc import Person
 from events.catalog.values import NeedCategory
 from services.coordination.app.handlers import Dependencies
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
 from tests.support.grpc import serving
-from tests.support.identity import TestIssuer
+from tests.support.identity import TestIssuer, acting
 from tests.unit.coordination.rpc import assign
 from tests.unit.coordination.support import IntakeFeed, command_context
 
@@ -89,3 +91,46 @@ async def test_assignments_are_answered_once_the_bus_has_them(
         moved = await stub.TransferCase(transfer)
         assert moved.previous_worker_id == "sw-lcsw"
         assert "answered before the bus acknowledged it" in caplog.text
+
+
+async def test_a_supervisor_s_transfer_retried_is_answered_once_the_bus_has_it(
+    deps: Dependencies, intake: IntakeFeed, issuer: TestIssuer
+) -> None:
+    """A supervisor's transfer answered past the bound (or whose answer was lost while it
+    waited), sent again under its key: the retry is answered from what was recorded, and only
+    once the bus has it, as a coordinator's retry is (else the client, told "done", may ask
+    planning to close the case before its facts can know of the transfer)."""
+    bus = Bus()
+    deps = replace(deps, published=bus.published)
+    access = AccessControl(deps.store, CaseFactsReader(deps.read_models), "casetrail/coordination")
+    servicer = CoordinationServicer(deps, access)
+
+    def register(server: grpc.aio.Server) -> None:
+        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server(servicer, server)
+
+    async with serving(register, SERVICE_NAME, issuer) as channel:
+        stub: Stub = coordination_pb2_grpc.CoordinationServiceStub(channel)  # type: ignore[assignment]
+        await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+        bus.acknowledged.set()
+        await assign(stub, "case-1", "cm-dana")
+        await intake.policy_told_assigned("case-1", "cm-dana", "team-east")
+        east = Person("sup-east", "supervisor", team="team-east")
+        transfer = pb.TransferCaseRequest(
+            context=acting(east, common_pb2.CommandContext(idempotency_key="moved")),
+            case_id="case-1",
+            worker_id="sw-lcsw",
+            reason="worker on leave",
+        )
+        bus.acknowledged.clear()
+        bus.down = True
+        first = await stub.TransferCase(transfer)  # past the bound: answered all the same
+        transferred = (await deps.store.read_stream("case-case-1"))[-1].position
+
+        bus.down = False
+        bus.asked.clear()
+        retrying = asyncio.ensure_future(stub.TransferCase(transfer))
+        await asyncio.sleep(0.3)
+        assert not retrying.done(), "the retry was answered before the bus acknowledged it"
+        assert bus.asked == [transferred]
+        bus.acknowledged.set()
+        assert await retrying == first
