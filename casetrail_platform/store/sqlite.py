@@ -7,7 +7,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -140,6 +140,26 @@ INLINE_ROWS = 64
 """Reads of at most this many rows run on the event loop's thread (see ``_fetch``)."""
 
 
+async def _to_its_end(work: Awaitable[T]) -> T:
+    """``work``'s result, waited for to its end even if the caller is cancelled meanwhile (the
+    cancellation is raised then): a write queued to the writer is committed whether or not its
+    caller still waits, so a guard's lock must be held until it is."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:
+            break  # the task's own failure, raised below
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller gave up on its outcome
+        raise asyncio.CancelledError
+    return task.result()
+
+
 class SqliteEventStore(EventStore):
     """Open with ``await SqliteEventStore.open(path, registry)``; close with ``close()``."""
 
@@ -232,7 +252,7 @@ class SqliteEventStore(EventStore):
         registry = self._registry
         command = None if command_id is None else str(command_id)
         async with self._guard_lock(guard):
-            rows = await self._writer.write(
+            writing = self._writer.write(
                 lambda connection: self._append_in(
                     connection,
                     stream,
@@ -245,6 +265,7 @@ class SqliteEventStore(EventStore):
                     guard,
                 )
             )
+            rows = await (writing if guard is None or guard.lock is None else _to_its_end(writing))
         if isinstance(rows, _Appended):
             recorded_at = from_micros(rows.recorded_at)
             return [

@@ -14,7 +14,7 @@ from uuid import uuid4
 import pytest
 
 from casetrail_platform.errors import CommandAlreadyRecorded, StorageUnavailableError
-from casetrail_platform.store.port import NO_STREAM
+from casetrail_platform.store.port import NO_STREAM, StreamVersion
 from casetrail_platform.store.sqlite import SqliteCheckpointStore, SqliteEventStore
 from casetrail_platform.store.sqlite_writer import SqliteWriter, call_soon_unless_closed
 from tests.support.sample_events import note, sample_registry
@@ -251,3 +251,41 @@ async def test_a_writer_ended_by_a_fault_fails_every_write_instead_of_leaving_it
     with pytest.raises(StorageUnavailableError, match=r"writer of file\.db"):
         await asyncio.wait_for(writer.write(lambda c: c.execute("SELECT 1")), 5)
     writer.stop()
+
+
+async def test_an_append_cancelled_while_queued_keeps_its_guard_lock_until_it_is_written(
+    tmp_path: Path,
+) -> None:
+    """The caller of an opening gives up (its RPC cancelled) while the append waits in the
+    writer's queue: the writer still commits it, so the client's lock it holds (``StreamVersion
+    .lock``, PostgreSQL's shared lock held to the commit) is held until then. Released at the
+    cancellation, an erasure took it, looked at the client's cases before the opening committed
+    and named none of it, and the case was opened after all."""
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    name = "intake.client.cases:client-1"
+    await store.append("client-1", [note("client-1")], NO_STREAM)
+    gate = threading.Event()
+    blocked = asyncio.ensure_future(store.writer.write(lambda _: gate.wait(10)))
+    try:
+        opening = asyncio.ensure_future(
+            store.append("case-1", [note("1")], NO_STREAM, guard=StreamVersion("client-1", 1, name))
+        )
+        await asyncio.sleep(0.1)  # it holds the lock, its write queued behind the blocked one
+        opening.cancel()
+
+        async def erase() -> int:
+            async with store.locks.holding([name]):
+                seen = await store.stream_version("case-1")  # the look at the client's cases
+                await store.append("client-1", [note("client-1", "erased")], 1)
+                return seen
+
+        erasing = asyncio.ensure_future(erase())
+        await asyncio.sleep(0.1)  # the erasure looks as soon as it holds the lock
+    finally:
+        gate.set()
+        await blocked
+    seen = await asyncio.wait_for(erasing, 10)
+    with contextlib.suppress(asyncio.CancelledError):
+        await opening
+    assert seen == await store.stream_version("case-1") == 1
+    await store.close()
