@@ -16,7 +16,11 @@ of pending events (``casetrail_platform.ledger.pending``), whose head and bound 
     end <origin> <stream> <last sequence>    (one per one-key stream)
     count <origin> <stream> <lines>          (one per other stream)
 
-A case of more than ``MAX_STREAMS`` streams is stated by its lines alone. The statement rides
+A case of more than ``MAX_STREAMS`` streams (each list read that showed it is an
+``access-batch-…`` stream of its own) is stated by its lines and its one-key streams' ends (a
+few: of the case, its access records, its client, per service), the other streams' counts left
+out: a line of those swapped for another then passes, but a one-key stream cut at its end, or
+one carried on past it, still fails. The statement rides
 the case's ``casetrail.case.opened`` line (its stream's sequence 1: removing that line is a
 hole already), or the export's first line while audit holds no opening of the case.
 """
@@ -98,12 +102,15 @@ class ExportStatement:
         """The statement of ``extent``; ``origin``: the log origin of a service."""
         ends: dict[tuple[str, str], int] = {}
         counts: dict[tuple[str, str], int] = {}
-        if len(extent.streams) <= MAX_STREAMS:
-            for (service, stream), (last, lines) in extent.streams.items():
-                if (service, stream) in extent.one_key:
-                    ends[(origin(service), stream)] = last
-                else:
-                    counts[(origin(service), stream)] = lines
+        for (service, stream), (last, lines) in extent.streams.items():
+            if (service, stream) in extent.one_key:
+                ends[(origin(service), stream)] = last
+            else:
+                counts[(origin(service), stream)] = lines
+        if len(extent.streams) > MAX_STREAMS:
+            counts = {}  # the ends alone (never near the bound: see the module)
+        if len(ends) > MAX_STREAMS:
+            ends = {}
         return cls(case_id, at, extent.lines, ends, counts)
 
     def body(self) -> str:

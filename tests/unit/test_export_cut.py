@@ -296,3 +296,47 @@ def test_a_case_of_more_streams_than_the_bound_is_stated_by_its_lines_alone() ->
     twice = f"count {AUDIT} {BATCH} 1\n" * 2
     with pytest.raises(NoteError, match=f"names stream {BATCH} of {AUDIT} twice"):
         ExportStatement.parse(f"{HEADER}\ncase case-1\nat {AT.isoformat()}\nlines 2\n{twice}")
+
+
+async def test_past_the_bound_a_line_swapped_for_a_later_one_fails_on_the_one_key_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A case of more streams than the bound (every list read that showed it is an
+    ``access-batch-…`` stream of its own: a long-lived case passes it): its statement still
+    ends each of its one-key streams, leaving out only the other streams' counts. Stated by
+    its lines alone, the case's last event cut and an access record of a later export put in
+    its place (the line count kept) verified."""
+    monkeypatch.setattr("casetrail_platform.ledger.export_note.MAX_STREAMS", 4)  # of 5
+    lines, verifiers = await export(tmp_path)
+    statement = ExportStatement.parse(
+        lines[carrier(lines)][EXPORT_NOTE_ATTRIBUTE].split("\n\n")[0] + "\n"
+    )
+    assert statement.counts == {}
+    assert len(statement.ends) == 4
+    assert (verified(lines, verifiers).ok, verified(lines, verifiers).problems) == (True, [])
+
+    # Audit's log as a later export proves it: one more access record of the case.
+    later = logged(
+        "audit",
+        [
+            ("access-case-1", 1, accessed("case-1")),
+            (BATCH, 1, accessed("case-0")),
+            (BATCH, 2, accessed("case-1")),
+            ("access-case-1", 2, accessed("case-1")),
+            ("access-case-1", 3, accessed("case-1")),
+        ],
+    )
+    audit = FileSigner(AUDIT, tmp_path / "audit.key")
+    note = await audit.sign_checkpoint(Checkpoint(AUDIT, 5, tree_root(later, 5)))
+    added = proven_line(later, later[-1], AUDIT, 5, note)
+    reopened = next(i for i, line in enumerate(lines) if line["type"] == "casetrail.case.reopened")
+    swapped = [line for i, line in enumerate(lines) if i != reopened] + [added]
+
+    result = verified(swapped, verifiers)
+    assert not result.ok
+    assert result.verified == len(swapped)  # every line proves its event
+    said = f"audit's statement of the export (line {carrier(swapped) + 1})"
+    assert result.problems == [
+        f"stream access-case-1 of audit goes on to sequence 3, past {said}'s end",
+        f"stream case-case-1 of intake ends at sequence 1, {said} at 2: its last lines were cut",
+    ]
