@@ -261,6 +261,16 @@ async def reopen_case(
     return recorded_of(reopened.case_id, recorded)
 
 
+async def reopened_before(store: EventStore, context: CommandContext) -> Recorded | None:
+    """What a supervisor's ReopenCase's key recorded before, as a retry answers it
+    (``check_retry``), or ``None``: asked before their team is checked
+    (``AccessControl.require_supervision``), since the case may have moved to another team
+    since, and the retry of a reopening that was done must get its answer again, not the
+    refusal a new one would (as coordination's supervisor commands, ``_recorded_before``)."""
+    earlier = await store.read_by_causation(context.command_id(SOURCE))
+    return recorded_of("", context.check_retry(SOURCE, earlier)) if earlier else None
+
+
 def consent_of(
     context: CommandContext, command: GrantConsent, client_id: str, now: datetime
 ) -> ConsentGranted:

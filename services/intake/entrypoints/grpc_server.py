@@ -22,6 +22,7 @@ from casetrail_platform.policy.guard import AccessControl, Disclosure
 from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.store.port import EventStore
 from events.catalog.access import RecordSection
+from events.catalog.base import Role
 from events.catalog.emergency import EmergencyAccessOpened
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
@@ -226,9 +227,14 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             lambda _: handlers.reopening_of(command),
             home_agency=self._deps.access.home_agency,
         )
+        principal = principal_of(context)
+        if principal.role is Role.SUPERVISOR:
+            earlier = await handlers.reopened_before(self._deps.store, ctx)
+            if earlier is not None:
+                return intake_pb2.ReopenCaseResponse(result=to_proto.command_result(earlier))
         # The team as the bus has brought it: intake keeps no other copy of the case's
         # assignments to tell a transfer on its way (README, "A transfer not delivered yet").
-        await self._deps.access.require_supervision(principal_of(context), command.case_id)
+        await self._deps.access.require_supervision(principal, command.case_id)
         recorded = await handlers.reopen_case(self._deps.store, self._deps.closures, ctx, command)
         return intake_pb2.ReopenCaseResponse(result=to_proto.command_result(recorded))
 

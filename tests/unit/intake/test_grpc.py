@@ -15,11 +15,13 @@ from casetrail_platform.hosting import open_event_store
 from casetrail_platform.policy.guard import access_stream
 from cli.rpc import Person
 from events.catalog.access import RecordAccessed
+from events.catalog.assignment import CaseAssigned, CaseReassigned
+from events.catalog.base import Role
 from events.envelope import RecordedEvent
 from services.intake.adapters import client_directory
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import acting
-from tests.unit.intake.support import Intake, closed_by_planning
+from tests.unit.intake.support import Intake, closed_by_planning, recorded
 
 
 def command(role: str = "intake_worker", key: str = "") -> common_pb2.CommandContext:
@@ -398,6 +400,51 @@ async def until_status(intake: Intake, case_id: str, status: str) -> None:
             return
         await asyncio.sleep(0.02)
     pytest.fail(f"case {case_id} never became {status}")
+
+
+async def test_a_supervisor_s_reopening_retried_after_a_transfer_answers_as_the_first(
+    intake: Intake,
+) -> None:
+    """Team-east's supervisor reopened the case, then it went to team-west: the same request
+    retried under its key (its first answer lost) gets the first answer again, not the
+    refusal a new reopening of theirs gets (the retry is looked up before the team is
+    checked, as coordination's supervisor commands do)."""
+    case_id = await open_case(intake)
+    bus = intake.infra.inprocess_bus
+    assert bus is not None
+    publish = bus.publisher(intake.infra.topic).publish
+    stream = f"case-{case_id}"
+    east = CaseAssigned(
+        case_id=case_id,
+        worker_id="cm-dana",
+        worker_role=Role.CASE_MANAGER,
+        worker_team="team-east",
+        reason="fits",
+    )
+    await publish([recorded(east, stream, 1, source="casetrail/coordination")])
+    await publish([closed_by_planning(case_id, sequence=1)])
+    await until_status(intake, case_id, "closed")
+
+    def by_east(key: str) -> intake_pb2.ReopenCaseRequest:
+        supervisor = Person("sup-east", "supervisor", team="team-east")
+        context = acting(supervisor, common_pb2.CommandContext(idempotency_key=key))
+        return intake_pb2.ReopenCaseRequest(context=context, case_id=case_id, reason="New fall")
+
+    first = await intake.stub.ReopenCase(by_east("reopen-1"))
+    west = CaseReassigned(
+        case_id=case_id,
+        previous_worker_id="cm-dana",
+        worker_id="cm-west",
+        worker_role=Role.CASE_MANAGER,
+        worker_team="team-west",
+        reason="moved",
+    )
+    await publish([recorded(west, stream, 2, source="casetrail/coordination")])
+
+    assert await intake.stub.ReopenCase(by_east("reopen-1")) == first
+    code, status = await refusal(intake.stub.ReopenCase(by_east("reopen-2")))
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert details(status, error_details_pb2.ErrorInfo)[0].reason == "NO_RELATIONSHIP"
 
 
 async def test_queries_need_a_purpose(intake: Intake) -> None:
