@@ -254,7 +254,7 @@ async def test_a_writer_ended_by_a_fault_fails_every_write_instead_of_leaving_it
 
 
 async def test_an_append_cancelled_while_queued_keeps_its_guard_lock_until_it_is_written(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The caller of an opening gives up (its RPC cancelled) while the append waits in the
     writer's queue: the writer still commits it, so the client's lock it holds (``StreamVersion
@@ -266,11 +266,20 @@ async def test_an_append_cancelled_while_queued_keeps_its_guard_lock_until_it_is
     await store.append("client-1", [note("client-1")], NO_STREAM)
     gate = threading.Event()
     blocked = asyncio.ensure_future(store.writer.write(lambda _: gate.wait(10)))
+    queued = asyncio.Event()
+    write = store.writer.write
+
+    async def noted(work: Any) -> Any:
+        queued.set()  # the request is put in the queue before this task next yields
+        return await write(work)
+
+    monkeypatch.setattr(store.writer, "write", noted)
     try:
         opening = asyncio.ensure_future(
             store.append("case-1", [note("1")], NO_STREAM, guard=StreamVersion("client-1", 1, name))
         )
-        await asyncio.sleep(0.1)  # it holds the lock, its write queued behind the blocked one
+        # It holds the lock, its write queued behind the blocked one.
+        await asyncio.wait_for(queued.wait(), 10)
         opening.cancel()
 
         async def erase() -> int:
