@@ -129,7 +129,10 @@ async def test_a_supervisor_s_transfer_retried_is_answered_once_the_bus_has_it(
         bus.down = False
         bus.asked.clear()
         retrying = asyncio.ensure_future(stub.TransferCase(transfer))
-        await asyncio.sleep(0.3)
+        for _ in range(500):  # until it asks the bus, or is answered without asking
+            if bus.asked or retrying.done():
+                break
+            await asyncio.sleep(0.02)
         assert not retrying.done(), "the retry was answered before the bus acknowledged it"
         assert bus.asked == [transferred]
         bus.acknowledged.set()
