@@ -40,8 +40,10 @@ async def topic_partitions(
         request_timeout_ms=settings.request_timeout_ms,
         **settings.security.client_options(),
     )
-    await admin.start()
     try:
+        # Started inside: a start that fails after connecting (version probe timed out, say)
+        # leaves the connections open until closed.
+        await admin.start()
         [described] = await admin.describe_topics([topic])
     finally:
         await admin.close()
