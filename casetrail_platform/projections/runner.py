@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from uuid import UUID
 
 from casetrail_platform.bus.deadletter import failure_text
 from casetrail_platform.bus.errors import is_outage
@@ -184,16 +183,16 @@ class BusProjectionHandler:
                 if tracked
                 else set()
             )
-            applied: list[UUID] = []
+            applied: list[RecordedEvent] = []
             for recorded in records:
                 if recorded.event_id in seen:
                     continue
                 with projection_span(name, recorded):
                     await self._projection.handle(transaction, recorded)
                 seen.add(recorded.event_id)
-                applied.append(recorded.event_id)
+                applied.append(recorded)
             if tracked:
-                await transaction.mark_applied(name, applied)
+                await transaction.mark_applied(name, [r.event_id for r in applied])
         erasures = [r.event for r in records if r.event_type == ClientErased.event_type]
         if erasures:
             await self._read_models.forget_overwritten()
@@ -201,4 +200,6 @@ class BusProjectionHandler:
             assert isinstance(erased, ClientErased)
             if self._on_erased is not None:
                 self._on_erased(erased)
-        observe_projection(self._service, name, records)
+        # Only what was applied now: a repeat (a batch redelivered after a restart, hours
+        # after it was recorded) would add an observation as old as the event, not a delay.
+        observe_projection(self._service, name, applied)

@@ -33,3 +33,24 @@ async def test_two_services_feeding_one_projection_have_a_series_each(tmp_path: 
 
     assert _count("intake", name) - before["intake"] == 1
     assert _count("planning", name) - before["planning"] == 2
+
+
+async def test_a_redelivered_batch_adds_no_observation(tmp_path: Path) -> None:
+    # A batch handed over again after a restart, hours after it was recorded: the repeats are
+    # skipped, and their age is not a projection's delay (it fired the lag alert for nothing).
+    name = CaseFactsProjection.name
+    service = "redelivered"
+    producer = intake()
+    first = producer.record(opened(), occurred_at=T0)
+    read_models = SqliteReadModelStore(tmp_path / "facts.db")
+    try:
+        handler = BusProjectionHandler(read_models, CaseFactsProjection(), service=service)
+        await handler.handle_batch([first])
+        assert _count(service, name) == 1
+        await handler.handle_batch([first])
+        assert _count(service, name) == 1
+        second = producer.record(opened(), occurred_at=T0)
+        await handler.handle_batch([first, second])
+        assert _count(service, name) == 2
+    finally:
+        await read_models.close()
