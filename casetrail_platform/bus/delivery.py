@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 
 from casetrail_platform.bus.deadletter import DeadLetter, failure_text
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 DeadLetterSink = Callable[[DeadLetter], Awaitable[bool]]
 """Stores a dead letter; returns ``False`` if stop was requested before it was stored."""
+
+StallListener = Callable[[], Awaitable[None]]
+"""Told at each failed round of processing, before the wait for the next: a consumer then
+updates what it reports of its lag, which no commit updates while it is stuck."""
 
 Decoder = Callable[[BusMessage], RecordedEvent | Exception]
 """Decodes a message, returning (not raising) what went wrong, so a result can be shared."""
@@ -74,13 +79,18 @@ class Deliverer:
         event_types: frozenset[str] | None = None,
         decode: Decoder | None = None,
         ordering: SequenceGuard | None = None,
+        on_stalled: StallListener | None = None,
     ) -> None:
         """``event_types``: the ``ce_type`` values the handler wants (``None``: all); other
         records are committed past undecoded. ``decode``: shared decoding (see ``Decoder``).
         ``ordering``: withholds a case's records that arrive before an earlier one of their
         stream (see ``casetrail_platform.bus.ordering``); callers pass what they polled through
-        ``prepare`` and commit with ``commit_offsets``."""
+        ``prepare`` and commit with ``commit_offsets``. ``on_stalled``: see ``StallListener``;
+        how long the member has been failing is the ``casetrail_consumer_stalled_seconds``
+        gauge."""
         self.group = group
+        self._on_stalled = on_stalled
+        self._stalled_since: float | None = None
         self.ordering = ordering
         self.registry = registry
         self.policy = policy
@@ -132,6 +142,25 @@ class Deliverer:
         Returns how many of them, from the first, are done with and may be committed: all
         of them unless stop was requested while retrying or storing a dead letter.
         """
+        try:
+            return await self._deliver(messages, stop)
+        finally:
+            if self._stalled_since is not None:
+                self._stalled_since = None
+                process_metrics().consumer_stalled_since(self.group, self, None)
+
+    async def _stalled(self) -> None:
+        """A round of processing failed and is retried after a wait: the member is held back."""
+        if self._stalled_since is None:
+            self._stalled_since = time.monotonic()
+            process_metrics().consumer_stalled_since(self.group, self, self._stalled_since)
+        if self._on_stalled is not None:
+            try:
+                await self._on_stalled()
+            except Exception as error:  # reporting only: the retry goes on regardless
+                log.debug("group %s: lag not updated while stalled: %s", self.group, error)
+
+    async def _deliver(self, messages: Sequence[BusMessage], stop: asyncio.Event) -> int:
         run: list[_Decoded] = []
         starts: list[int] = []  # index in ``messages`` of each record of ``run``
         # Decoding opens sealed values: their keys are fetched first, off the event loop. A
@@ -259,6 +288,7 @@ class Deliverer:
                     )
                     return await self._one_by_one(run, stop)
                 delay = self.policy.backoff.delay(attempts)
+                await self._stalled()
                 log.warning(
                     "group %s: batch %s failed, attempt %d, retrying in %.2fs: %s",
                     self.group,
@@ -300,6 +330,7 @@ class Deliverer:
                     reason = DeadLetterReason.RETRIES_EXHAUSTED
                     return await self._dead_letters(self._dead(message, reason, error, attempts))
                 delay = self.policy.backoff.delay(attempts)
+                await self._stalled()
                 log.warning(
                     "group %s: handler failed on event %s (%s/%d@%d), attempt %d, retrying in"
                     " %.2fs: %s",
@@ -321,6 +352,7 @@ class Deliverer:
         """Wait before trying again while the handler's storage is away; ``True`` if stop
         was requested meanwhile."""
         delay = self.policy.outage_backoff.delay(outages)
+        await self._stalled()
         if outages == 1 or outages % 30 == 0:
             log.warning(
                 "group %s: storage unavailable at %s (%s); pausing, retrying every %.1fs"

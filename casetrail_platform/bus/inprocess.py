@@ -29,6 +29,7 @@ from casetrail_platform.bus.port import (
     Handler,
 )
 from casetrail_platform.bus.retry import RetryPolicy, never_set
+from casetrail_platform.telemetry.metrics import forget_consumer_lag, observe_consumer_lag
 from events.cloudevents import to_kafka_binary
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
@@ -259,6 +260,18 @@ class InProcessSubscriber(EventSubscriber):
             dead_letters.append(letter)
             return True
 
+        def observe_lag(partitions: Iterable[int]) -> None:
+            # As on Kafka: the partition's end minus the group's committed offset.
+            held = list(partitions)
+            observe_consumer_lag(
+                group,
+                {p: len(log[p]) for p in held},
+                {p: state.committed[p] for p in held},
+            )
+
+        async def observe_lag_while_stalled() -> None:
+            observe_lag(member.positions)
+
         deliverer = Deliverer(
             group,
             handler,
@@ -268,6 +281,7 @@ class InProcessSubscriber(EventSubscriber):
             event_types=event_types,
             decode=bus._decoder(self._registry),
             ordering=ordering,
+            on_stalled=observe_lag_while_stalled,
         )
         if ordering is not None:
             ordering.forget()  # a new member reads from the committed offsets again
@@ -281,8 +295,11 @@ class InProcessSubscriber(EventSubscriber):
                 held_before = set(member.positions)
                 if state.settle(member):
                     bus._notify()
+                    released = held_before - set(member.positions)
+                    # The member now holding them reports their lag.
+                    forget_consumer_lag(group, released)
                     if ordering is not None:
-                        ordering.forget(held_before - set(member.positions))
+                        ordering.forget(released)
                 limit = deliverer.max_batch or self._max_batch
                 messages = member.next_messages(log, limit)
                 if not messages:
@@ -296,9 +313,11 @@ class InProcessSubscriber(EventSubscriber):
                 handed = deliverer.prepare(messages)
                 done = await deliverer.deliver(handed, stop)
                 if done < len(handed):
-                    for partition, offset in deliverer.commit_offsets(handed, done).items():
+                    stopped_at = deliverer.commit_offsets(handed, done)
+                    for partition, offset in stopped_at.items():
                         state.commit(member, partition, offset, offset)
                     bus._notify_commit()
+                    observe_lag(stopped_at)
                     break
                 # Withheld records are read past but stay uncommitted (ordering guard), also
                 # on a partition of which this poll handed nothing over (all of it withheld).
@@ -309,9 +328,11 @@ class InProcessSubscriber(EventSubscriber):
                     commit_to = commit_to if held is None else min(commit_to, held)
                     state.commit(member, partition, offset, commit_to)
                 bus._notify_commit()
+                observe_lag(commit_offsets(messages))
                 bus._forget_decoded(self._topic)
         finally:
             stopping.cancel()
+            forget_consumer_lag(group, member.positions)
             state.leave(member)
             bus._notify()
 

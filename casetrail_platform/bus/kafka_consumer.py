@@ -52,7 +52,14 @@ class KafkaGroupMember:
         self._group = group
         self._dead_letter_topic = dead_letter_topic(group)
         self._deliverer = Deliverer(
-            group, handler, registry, retry, self._send, event_types=event_types, ordering=ordering
+            group,
+            handler,
+            registry,
+            retry,
+            self._send,
+            event_types=event_types,
+            ordering=ordering,
+            on_stalled=self._observe_lag_while_stalled,
         )
         if ordering is not None:
             ordering.forget()  # a new member reads from the committed offsets again
@@ -143,8 +150,25 @@ class KafkaGroupMember:
                 break
         if offsets:
             await self._commit({partitions[p]: offset for p, offset in offsets.items()})
-            observe_consumer_lag(self._consumer, self._group, partitions, offsets)
+            ends = {p: self._consumer.highwater(partitions[p]) for p in offsets}
+            observe_consumer_lag(self._group, ends, offsets)
         return carry_on
+
+    async def _observe_lag_while_stalled(self) -> None:
+        """The lag of every partition held, asked of the broker: while the handler keeps
+        failing nothing is fetched or committed, and the gauge would stay as it last was while
+        the topic grows (no lag alert). One ListOffsets and one OffsetFetch a retry round."""
+        consumer = self._consumer
+        held = list(consumer.assignment())
+        if not held:
+            return
+        timeout = self._settings.request_timeout_ms / 1000
+        ends = await asyncio.wait_for(consumer.end_offsets(held), timeout)
+        committed: dict[int, int] = {}
+        for tp in held:
+            # A partition the group never committed on is read from its start.
+            committed[tp.partition] = await asyncio.wait_for(consumer.committed(tp), timeout) or 0
+        observe_consumer_lag(self._group, {tp.partition: ends.get(tp) for tp in held}, committed)
 
     async def _send(self, letter: DeadLetter) -> bool:
         """Put ``letter`` on the dead-letter topic, retrying until it is acknowledged;

@@ -15,7 +15,7 @@ import functools
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -84,6 +84,15 @@ class Metrics:
             ["group", "partition"],
             registry=registry,
         )
+        # Seconds, not 1/0: an alert can wait out a short retry by threshold, and a member
+        # whose rounds fail one after another never shows 0 in between.
+        self.consumer_stalled = Gauge(
+            "casetrail_consumer_stalled_seconds",
+            "Seconds a consumer group's member has been held back by failing processing (its"
+            " handler or decoding failing and retried, nothing committed), 0 when none is.",
+            ["group"],
+            registry=registry,
+        )
         # Labelled by service too: in the embedded process intake and planning both feed
         # policy.case-facts from the bus, and one series would mix their delays.
         self.projection_lag = Histogram(
@@ -133,6 +142,8 @@ class Metrics:
             registry=registry,
         )
         self._checkpoints: dict[str, _PositionWatch] = {}
+        self._stalls: dict[str, dict[object, float]] = {}
+        """Per group, when each of its members in this process began to fail (monotonic)."""
         self._own_projections: dict[tuple[str, str], _PositionWatch] = {}
 
     def observe_relay(self, status: RelayStatus) -> None:
@@ -144,6 +155,21 @@ class Metrics:
         self.outbox_failures.labels(relay).set(status.consecutive_failures)
         watch = self._checkpoints.setdefault(relay, _PositionWatch())
         self.checkpoint_age.labels(relay).set(watch.age(status.published_position, status.lag))
+
+    def consumer_stalled_since(self, group: str, member: object, since: float | None) -> None:
+        """Say that ``member`` of ``group`` has been failing since ``since`` (monotonic
+        seconds), or (``None``) that it is not. The gauge is read at each scrape, so it grows
+        while a member waits between its retries."""
+        stalls = self._stalls.get(group)
+        if stalls is None:
+            stalls = self._stalls[group] = {}
+            self.consumer_stalled.labels(group).set_function(
+                lambda: time.monotonic() - min(stalls.values()) if stalls else 0.0
+            )
+        if since is None:
+            stalls.pop(member, None)
+        else:
+            stalls.setdefault(member, since)
 
     def observe_own_projection(
         self, service: str, projection: str, position: int, head: int
@@ -189,15 +215,16 @@ def serve_metrics(address: str) -> tuple[str, int, object]:
 
 
 def observe_consumer_lag(
-    consumer: Any, group: str, partitions: Mapping[int, Any], committed: Mapping[int, int]
+    group: str, ends: Mapping[int, int | None], committed: Mapping[int, int]
 ) -> None:
-    """Set a Kafka consumer group's lag on the partitions it just committed: the broker's
-    high watermark (as of the last fetch) minus the offset committed."""
+    """Set a consumer group's lag on the ``committed`` partitions: the end of the partition
+    (Kafka: its high watermark) minus the offset committed. A partition whose end is not
+    known (``None``) keeps its value."""
     lag = process_metrics().consumer_lag
     for partition, offset in committed.items():
-        highwater = consumer.highwater(partitions[partition])
-        if highwater is not None:
-            lag.labels(group, str(partition)).set(max(0, highwater - offset))
+        end = ends.get(partition)
+        if end is not None:
+            lag.labels(group, str(partition)).set(max(0, end - offset))
 
 
 def forget_consumer_lag(group: str, partitions: Iterable[int]) -> None:

@@ -13,9 +13,11 @@ import pytest
 from casetrail_platform.bus.errors import RetriableHandlerError
 from casetrail_platform.bus.ordering import SequenceGuard
 from casetrail_platform.bus.retry import Backoff, RetryPolicy
+from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.projections.port import DocumentTransaction, Projection
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.telemetry.metrics import process_metrics
 from events.cloudevents import to_kafka_binary
 from events.dead_letters import DeadLetterReason
 from events.envelope import RecordedEvent
@@ -727,3 +729,47 @@ async def test_caught_up_waits_for_records_already_on_the_bus_only(bus: BusHarne
         assert not await subscriber.caught_up(group, "c-1", patience=0.3)
     finally:
         await subscriber.close()
+
+
+def _group_gauges(group: str) -> tuple[float, float]:
+    """A group's ``casetrail_consumer_lag_messages`` over its partitions, and its
+    ``casetrail_consumer_stalled_seconds``."""
+    lag = stalled = 0.0
+    for metric in process_metrics().registry.collect():
+        for sample in metric.samples:
+            if sample.labels.get("group") != group:
+                continue
+            if sample.name == "casetrail_consumer_lag_messages":
+                lag += sample.value
+            elif sample.name == "casetrail_consumer_stalled_seconds":
+                stalled = sample.value
+    return lag, stalled
+
+
+async def test_a_group_stuck_on_failing_processing_shows_its_lag_and_how_long(
+    bus: BusHarness,
+) -> None:
+    """Its storage away, a consumer commits nothing for as long as it lasts: its lag must
+    still grow with the topic (it stayed as the last commit left it, so the lag alert never
+    fired) and the stall shows, until processing goes again."""
+    group = bus.group()
+    first = [recorded("c-1", n, n) for n in range(1, 4)]
+    storage_away = True
+
+    class Outage(BatchRecorder):
+        def check(self, records: Sequence[RecordedEvent]) -> None:
+            if storage_away:
+                raise StorageUnavailableError("read models: connection refused")
+
+    recorder = Outage()
+    async with running(bus.subscriber(), group, recorder):
+        await bus.publisher.publish(first)
+        await eventually(lambda: _group_gauges(group)[0] == 3.0, "lag 3 while stuck")
+        await eventually(lambda: _group_gauges(group)[1] > 0.3, "the stall shown")
+        later = [recorded("c-2", 1, 4), recorded("c-2", 2, 5)]
+        await bus.publisher.publish(later)
+        await eventually(lambda: _group_gauges(group)[0] == 5.0, "lag 5 while stuck")
+        assert not recorder.applied
+        storage_away = False
+        await eventually(lambda: recorder.has_all(first + later), "every event")
+        await eventually(lambda: _group_gauges(group) == (0.0, 0.0), "no lag, no stall")
