@@ -32,6 +32,7 @@ from casetrail_platform.keys.port import (
     StoredDataKey,
     UnknownDataKeyError,
 )
+from casetrail_platform.telemetry.metrics import counting_key_port_failures
 
 CASE_OWNER_PREFIX = "case:"
 """Owner of the key of a case whose client the key table does not know (a case opened before
@@ -194,7 +195,8 @@ class ClientKeyring:
 
     def _create(self, owner: str, version: int) -> StoredDataKey:
         data_key = AESGCM.generate_key(bit_length=256)
-        wrapped = self.kek.wrap(data_key, wrap_context(owner, version))
+        with counting_key_port_failures("wrap"):
+            wrapped = self.kek.wrap(data_key, wrap_context(owner, version))
         return self.table.create(owner, version, wrapped, self.kek.key_id)
 
     def _remember(self, stored: StoredDataKey) -> AESGCM | None:
@@ -205,8 +207,9 @@ class ClientKeyring:
         elif earlier is not None and earlier.key is not None and earlier.wrapped == stored.wrapped:
             key = earlier.key  # checked again, unchanged: the KEK need not unwrap it again
         else:
-            kek = self.kek.unwrapper(stored.kek_id)
-            key = AESGCM(kek.unwrap(stored.wrapped, wrap_context(stored.owner, stored.version)))
+            context = wrap_context(stored.owner, stored.version)
+            with counting_key_port_failures("unwrap"):
+                key = AESGCM(self.kek.unwrapper(stored.kek_id).unwrap(stored.wrapped, context))
         with self._lock:
             self._keys[(stored.owner, stored.version)] = _CachedKey(
                 time.monotonic(), key, stored.wrapped

@@ -11,9 +11,10 @@ each projection fed from the service's own store has got is sampled likewise
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -132,6 +133,14 @@ class Metrics:
             ["group", "reason"],
             registry=registry,
         )
+        # By operation only: a key id or owner names a client.
+        self.key_port_failures = Counter(
+            "casetrail_key_port_failures",
+            "Calls to the key-encryption key (the KMS, or the KEK file) that failed, by"
+            " operation: wrap (a new data key) or unwrap (a stored one).",
+            ["operation"],
+            registry=registry,
+        )
         # The witness's health entry as a metric, for alert rules: a gRPC health check is not
         # something Prometheus scrapes.
         self.ledger_witness_consistent = Gauge(
@@ -212,6 +221,17 @@ def serve_metrics(address: str) -> tuple[str, int, object]:
     host = host.strip("[]") or "127.0.0.1"
     server, _thread = start_http_server(int(port), host, registry=process_metrics().registry)
     return host, server.server_port, server
+
+
+@contextlib.contextmanager
+def counting_key_port_failures(operation: str) -> Iterator[None]:
+    """Count a failure of the key-encryption key's ``operation`` (``wrap``, ``unwrap``) done
+    within; the error goes on as it was."""
+    try:
+        yield
+    except Exception:
+        process_metrics().key_port_failures.labels(operation).inc()
+        raise
 
 
 def observe_consumer_lag(

@@ -24,8 +24,9 @@ from tests.k8s.tools import Tools, missing
 MONITORED = "large-production-monitored"
 TARGET_LABELS = {"namespace"}
 """Labels Prometheus gives every series of a PodMonitor's targets; the rules select by it."""
-RESULT_LABELS = {"service", "projection", "relay", "group", "reason"}
-"""The only labels an alert may carry from its series: names of casetrail's own parts."""
+RESULT_LABELS = {"service", "projection", "relay", "group", "reason", "operation"}
+"""The only labels an alert may carry from its series: names of casetrail's own parts (and of
+the key port's operations)."""
 
 
 @cache
@@ -132,8 +133,10 @@ def test_no_alert_carries_a_label_that_could_hold_case_or_client_data(
         "CasetrailOutboxStuck",
         "CasetrailOutboxParked",
         "CasetrailConsumerLag",
+        "CasetrailConsumerStalled",
         "CasetrailDeadLetters",
         "CasetrailRpcErrors",
+        "CasetrailKeyPortFailures",
         "CasetrailLedgerWitness",
     }
     for rule in alerts:
@@ -201,7 +204,7 @@ def test_the_rules_pass_promtool(monitored: Rendered, tools: Tools, tmp_path: Pa
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 9 rules found" in result.stdout
+    assert "SUCCESS: 11 rules found" in result.stdout
 
 
 def _series(name: str, values: str, **labels: str) -> dict[str, str]:
@@ -266,6 +269,33 @@ def test_the_alerts_fire_on_the_series_the_services_export(
                         pod="audit-c",
                         group="casetrail.audit.timeline",
                         partition="0",
+                    ),
+                    # Planning's case view failing from 2m on (seconds since), and, on another
+                    # pod, a group failing for a minute only.
+                    _series(
+                        "casetrail_consumer_stalled_seconds",
+                        "0 0 0+60x28",
+                        pod="planning-a",
+                        group="casetrail.planning.case-view",
+                    ),
+                    _series(
+                        "casetrail_consumer_stalled_seconds",
+                        "0 60 0x28",
+                        pod="intake-a",
+                        group="casetrail.intake.case-facts",
+                    ),
+                    # The KMS refusing audit's unwraps, 3 a minute, from 1m; one wrap once.
+                    _series(
+                        "casetrail_key_port_failures_total",
+                        "_ 0+3x29",
+                        pod="audit-a",
+                        operation="unwrap",
+                    ),
+                    _series(
+                        "casetrail_key_port_failures_total",
+                        "0 1x29",
+                        pod="intake-a",
+                        operation="wrap",
                     ),
                     _series("casetrail_ledger_witness_consistent", "1 1 0x30", pod="audit-a"),
                     _series(
@@ -344,6 +374,29 @@ def test_the_alerts_fire_on_the_series_the_services_export(
                         ],
                     },
                     {"eval_time": "20m", "alertname": "CasetrailOutboxParked", "exp_alerts": []},
+                    # Over 120 s from 5m (seconds since 2m), for 5 minutes from then.
+                    {"eval_time": "9m", "alertname": "CasetrailConsumerStalled", "exp_alerts": []},
+                    {
+                        "eval_time": "11m",
+                        "alertname": "CasetrailConsumerStalled",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "group": "casetrail.planning.case-view",
+                                }
+                            }
+                        ],
+                    },
+                    # Failing for 5 minutes: the unwraps only; the one failed wrap is not.
+                    {"eval_time": "4m", "alertname": "CasetrailKeyPortFailures", "exp_alerts": []},
+                    {
+                        "eval_time": "10m",
+                        "alertname": "CasetrailKeyPortFailures",
+                        "exp_alerts": [
+                            {"exp_labels": {"severity": "critical", "operation": "unwrap"}}
+                        ],
+                    },
                 ],
             }
         ],
