@@ -23,7 +23,12 @@ from casetrail_platform.bus.errors import is_outage, is_retriable
 from casetrail_platform.bus.message import BusMessage
 from casetrail_platform.bus.ordering import SequenceGuard, untracked_stream_prefixes
 from casetrail_platform.bus.port import BatchHandler, Handler
-from casetrail_platform.bus.retry import RetryPolicy, sleep_unless_stopped
+from casetrail_platform.bus.retry import (
+    RetryPolicy,
+    Stopped,
+    sleep_unless_stopped,
+    until_stopped,
+)
 from casetrail_platform.keys.off_loop import fetch_keys
 from casetrail_platform.telemetry.metrics import process_metrics
 from events.cloudevents import KAFKA_HEADER_PREFIX, UndecodableMessageError, from_kafka_binary
@@ -149,14 +154,17 @@ class Deliverer:
                 self._stalled_since = None
                 process_metrics().consumer_stalled_since(self.group, self, None)
 
-    async def _stalled(self) -> None:
+    async def _stalled(self, stop: asyncio.Event) -> None:
         """A round of processing failed and is retried after a wait: the member is held back."""
         if self._stalled_since is None:
             self._stalled_since = time.monotonic()
             process_metrics().consumer_stalled_since(self.group, self, self._stalled_since)
         if self._on_stalled is not None:
             try:
-                await self._on_stalled()
+                # Stop-aware: a bus that is away too must not hold up a shutdown.
+                await until_stopped(self._on_stalled(), stop)
+            except Stopped:
+                pass  # the wait that follows sees stop
             except Exception as error:  # reporting only: the retry goes on regardless
                 log.debug("group %s: lag not updated while stalled: %s", self.group, error)
 
@@ -288,7 +296,7 @@ class Deliverer:
                     )
                     return await self._one_by_one(run, stop)
                 delay = self.policy.backoff.delay(attempts)
-                await self._stalled()
+                await self._stalled(stop)
                 log.warning(
                     "group %s: batch %s failed, attempt %d, retrying in %.2fs: %s",
                     self.group,
@@ -330,7 +338,7 @@ class Deliverer:
                     reason = DeadLetterReason.RETRIES_EXHAUSTED
                     return await self._dead_letters(self._dead(message, reason, error, attempts))
                 delay = self.policy.backoff.delay(attempts)
-                await self._stalled()
+                await self._stalled(stop)
                 log.warning(
                     "group %s: handler failed on event %s (%s/%d@%d), attempt %d, retrying in"
                     " %.2fs: %s",
@@ -352,7 +360,7 @@ class Deliverer:
         """Wait before trying again while the handler's storage is away; ``True`` if stop
         was requested meanwhile."""
         delay = self.policy.outage_backoff.delay(outages)
-        await self._stalled()
+        await self._stalled(stop)
         if outages == 1 or outages % 30 == 0:
             log.warning(
                 "group %s: storage unavailable at %s (%s); pausing, retrying every %.1fs"

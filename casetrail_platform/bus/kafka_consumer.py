@@ -31,6 +31,9 @@ from events.topics import dead_letter_topic
 
 log = logging.getLogger(__name__)
 
+STALLED_LAG_PATIENCE = 2.0
+"""Seconds a stalled member gives the broker to tell its lag before retrying regardless."""
+
 
 class KafkaGroupMember:
     def __init__(
@@ -162,12 +165,13 @@ class KafkaGroupMember:
         held = list(consumer.assignment())
         if not held:
             return
-        timeout = self._settings.request_timeout_ms / 1000
-        ends = await asyncio.wait_for(consumer.end_offsets(held), timeout)
-        committed: dict[int, int] = {}
-        for tp in held:
-            # A partition the group never committed on is read from its start.
-            committed[tp.partition] = await asyncio.wait_for(consumer.committed(tp), timeout) or 0
+        # Bounded well below a request's timeout: the retry waits on it.
+        async with asyncio.timeout(STALLED_LAG_PATIENCE):
+            ends = await consumer.end_offsets(held)
+            committed: dict[int, int] = {}
+            for tp in held:
+                # A partition the group never committed on is read from its start.
+                committed[tp.partition] = await consumer.committed(tp) or 0
         observe_consumer_lag(self._group, {tp.partition: ends.get(tp) for tp in held}, committed)
 
     async def _send(self, letter: DeadLetter) -> bool:

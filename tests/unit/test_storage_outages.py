@@ -193,3 +193,36 @@ def test_dlq_on_the_embedded_bus_explains_itself(capsys: pytest.CaptureFixture[s
         main(["dlq", "list", "casetrail.audit.timeline", "--backend", "embedded"])
     assert exit_.value.code == 2
     assert "restart" in capsys.readouterr().err
+
+
+async def test_a_stalled_consumer_telling_its_lag_never_holds_up_stop() -> None:
+    """While the storage is away a consumer reports its lag at each retry round (on Kafka by
+    asking the broker): with the broker away too that answer may never come, and stop must
+    not wait for it."""
+    events = [recorded("c-1", 1, 1)]
+    messages = [BusMessage("t", 0, 0, *_binary(events[0]))]
+    stop = asyncio.Event()
+    asked = asyncio.Event()
+
+    async def broker_away_too() -> None:
+        asked.set()
+        await asyncio.Event().wait()  # never answers
+
+    async def database_away(event: RecordedEvent) -> None:
+        raise StorageUnavailableError("planning read models")
+
+    async def keep(letter: DeadLetter) -> bool:
+        raise AssertionError("an outage is never dead-lettered")
+
+    deliverer = Deliverer(
+        "g",
+        database_away,
+        sample_registry(),
+        RetryPolicy(backoff=FAST, max_attempts=2, outage_backoff=FAST),
+        keep,
+        on_stalled=broker_away_too,
+    )
+    delivering = asyncio.ensure_future(deliverer.deliver(messages, stop))
+    await asyncio.wait_for(asked.wait(), 10)
+    stop.set()
+    assert await asyncio.wait_for(delivering, 10) == 0
