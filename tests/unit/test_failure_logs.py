@@ -14,7 +14,7 @@ import pytest
 from casetrail_platform.bus.port import EventPublisher
 from casetrail_platform.bus.retry import Backoff
 from casetrail_platform.checkpoints import InMemoryCheckpointStore
-from casetrail_platform.hosting import Infrastructure, ServiceHost
+from casetrail_platform.hosting import Infrastructure, host_for
 from casetrail_platform.outbox import OutboxRelay
 from casetrail_platform.projections.port import DocumentTransaction, Projection
 from casetrail_platform.projections.runner import follow
@@ -119,16 +119,7 @@ async def test_a_failing_relay_logs_and_reports_no_event_value(
 async def test_a_failed_background_task_logs_no_value_it_quoted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
-    read_models = SqliteReadModelStore(tmp_path / "read-models.db")
-    host = ServiceHost(
-        "test",
-        Infrastructure(data_dir=tmp_path / "data", seal_sensitive=False),
-        store,
-        InMemoryCheckpointStore(),
-        read_models,
-        store.close,
-    )
+    host = await host_for(Infrastructure(data_dir=tmp_path, seal_sensitive=False), "test")
 
     async def quotes_a_value() -> None:
         raise LookupError(f"no worker for {CANARY!r}")
@@ -136,8 +127,7 @@ async def test_a_failed_background_task_logs_no_value_it_quoted(
     with caplog.at_level(logging.WARNING):
         host._spawn(quotes_a_value())
         await asyncio.gather(*host._tasks)
-    await read_models.close()
-    await store.close()
+    await host._close_all()
     assert "test: background task failed" in caplog.text
     assert "LookupError" in caplog.text
     assert CANARY not in caplog.text
