@@ -397,7 +397,9 @@ async def consume_main(options: argparse.Namespace) -> None:
         KafkaSettings(bootstrap_servers=options.bootstrap), poll_timeout_ms=100, max_batch=500
     )
     read_models = SqliteReadModelStore(Path(options.db))
-    handler = LatencyNoting(BusProjectionHandler(read_models, CaseActivity()), options.expected)
+    handler = LatencyNoting(
+        BusProjectionHandler(read_models, CaseActivity(), service="test"), options.expected
+    )
     done = handler.done
 
     def assigned(partitions: frozenset[int]) -> None:

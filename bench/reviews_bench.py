@@ -176,9 +176,11 @@ async def run(options: argparse.Namespace, directory: Path) -> list[list[str]]:
         start = datetime.now(UTC) - timedelta(days=60)
         cases = [f"bench-case-{number}" for number in range(options.cases)]
         handlers = [
-            BusProjectionHandler(read_models, TimelineProjection()),
-            BusProjectionHandler(read_models, ClientCasesProjection()),
-            BusProjectionHandler(read_models, DisclosureIndexProjection(HOME_AGENCY)),
+            BusProjectionHandler(read_models, TimelineProjection(), service="audit"),
+            BusProjectionHandler(read_models, ClientCasesProjection(), service="audit"),
+            BusProjectionHandler(
+                read_models, DisclosureIndexProjection(HOME_AGENCY), service="audit"
+            ),
         ]
         for case_id in cases:
             history = case_history(case_id, options.reads, start)

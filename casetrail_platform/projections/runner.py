@@ -159,13 +159,15 @@ class BusProjectionHandler:
         projection: Projection,
         on_erased: Callable[[ClientErased], None] | None = None,
         *,
-        service: str = "",
+        service: str,
     ) -> None:
+        if not service:
+            raise ValueError("a projection's bus handler needs the name of its service")
         self._read_models = read_models
         self._projection = projection
         self._service = service
-        """The service feeding the projection, the metric's label (``ServiceHost.subscribe``
-        names it; a handler a test or benchmark builds alone may leave it empty)."""
+        """The service feeding the projection: the lag metric's label, never empty (a series
+        without a service would mix every service's lag)."""
         self._on_erased = on_erased
         """Told of every erasure applied (the service's keyring drops the client's keys)."""
 

@@ -429,7 +429,7 @@ async def test_a_poison_record_in_a_batch_is_dead_lettered_and_the_others_applie
     group = bus.group()
     events = [recorded("c-1", n, n) for n in range(1, 6)]
     poison = events[2]
-    spy = Spy(BusProjectionHandler(read_models, CaseNotes(poison=[poison])))
+    spy = Spy(BusProjectionHandler(read_models, CaseNotes(poison=[poison]), service="test"))
     await bus.publisher.publish(events)
 
     async with running(bus.subscriber(), group, spy):
@@ -454,7 +454,7 @@ async def test_a_batch_applies_redelivered_and_repeated_events_once(
     first, second, third = (recorded("c-1", n, n) for n in range(1, 4))
     other = recorded("c-2", 1, 4)
     deliveries = [first, second, first, other, third, second, other]
-    spy = Spy(BusProjectionHandler(read_models, CaseNotes()))
+    spy = Spy(BusProjectionHandler(read_models, CaseNotes(), service="test"))
     await bus.publisher.publish(deliveries)
     await bus.publisher.publish([first, second, third])  # a relay publishing again
 

@@ -52,7 +52,7 @@ async def test_every_stream_delivered_backwards_builds_the_in_order_documents(
     ]
 
     await read_models.reset(projection.name, projection.collections)
-    handler = BusProjectionHandler(read_models, projection)
+    handler = BusProjectionHandler(read_models, projection, service="planning")
     for recorded in reversed(events):
         await handler(recorded)
 
@@ -76,7 +76,7 @@ async def test_audit_timeline_stores_the_same_documents_whatever_the_delivery_or
     stored = []
     for delivery in (events, events[::-1], shuffled):
         await read_models.reset(projection.name, projection.collections)
-        handler = BusProjectionHandler(read_models, projection)
+        handler = BusProjectionHandler(read_models, projection, service="audit")
         for recorded in delivery:
             await handler(recorded)
         documents = await dump(read_models, projection.collections)

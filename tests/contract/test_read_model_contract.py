@@ -428,7 +428,7 @@ async def test_bus_handler_applies_a_redelivered_event_once(
     event_store: EventStore, read_models: ReadModelStore
 ) -> None:
     recorded = await event_store.append("case-1", [note("1", "a"), note("1", "b")], NO_STREAM)
-    handler = BusProjectionHandler(read_models, NotesPerCase())
+    handler = BusProjectionHandler(read_models, NotesPerCase(), service="test")
 
     for delivery in [*recorded, recorded[0], *recorded]:
         await handler(delivery)
@@ -456,7 +456,7 @@ async def test_bus_handler_keeps_no_tracking_rows_for_an_idempotent_projection(
     event_store: EventStore, read_models: ReadModelStore
 ) -> None:
     recorded = await event_store.append("case-1", [note("1", "a"), note("1", "b")], NO_STREAM)
-    handler = BusProjectionHandler(read_models, NotesByEvent())
+    handler = BusProjectionHandler(read_models, NotesByEvent(), service="test")
     NotesByEvent.applied = 0
 
     await handler.handle_batch([*recorded, recorded[0]])  # a duplicate within a batch: once
@@ -478,7 +478,7 @@ async def test_bus_handler_applies_a_stream_delivered_out_of_sequence_order(
     # A stream spanning several cases (a client's schedule) is spread over several partitions,
     # so its events can arrive in any order: a late event must still be applied.
     first, second = await event_store.append("case-1", [note("1", "a"), note("1", "b")], NO_STREAM)
-    handler = BusProjectionHandler(read_models, NotesPerCase())
+    handler = BusProjectionHandler(read_models, NotesPerCase(), service="test")
 
     await handler.handle_batch([second])
     await handler.handle_batch([first, second])

@@ -41,7 +41,7 @@ def _erasure() -> RecordedEvent:
 async def _stored(read_models: ReadModelStore, delivery: list[RecordedEvent]) -> dict[str, str]:
     projection = TimelineProjection()
     await read_models.reset(projection.name, projection.collections)
-    handler = BusProjectionHandler(read_models, projection)
+    handler = BusProjectionHandler(read_models, projection, service="audit")
     for recorded in delivery:
         await handler(recorded)
     documents = await dump(read_models, projection.collections)

@@ -246,7 +246,7 @@ async def test_a_replayed_assignment_leaves_the_case_view_with_the_later_worker(
         2,
     )
     read_models = SqliteReadModelStore(tmp_path / "read-models.db")
-    projection = BusProjectionHandler(read_models, CaseViewProjection())
+    projection = BusProjectionHandler(read_models, CaseViewProjection(), service="planning")
     handled: list[int] = []
 
     async def handler(record: RecordedEvent) -> None:

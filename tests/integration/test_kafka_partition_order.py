@@ -222,7 +222,11 @@ async def test_a_broker_restart_with_batches_in_flight_leaves_projections_as_reb
     try:
         async with (
             running(subscriber, "test.restart-order.sequence", order),
-            running(subscriber, "test.restart-order.notes", BusProjectionHandler(fed, notes)),
+            running(
+                subscriber,
+                "test.restart-order.notes",
+                BusProjectionHandler(fed, notes, service="test"),
+            ),
         ):
             await load(3)
             loading = asyncio.create_task(load(12))

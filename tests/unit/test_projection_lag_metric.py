@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from casetrail_platform.policy.projection import CaseFactsProjection
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
@@ -52,5 +54,15 @@ async def test_a_redelivered_batch_adds_no_observation(tmp_path: Path) -> None:
         second = producer.record(opened(), occurred_at=T0)
         await handler.handle_batch([first, second])
         assert _count(service, name) == 2
+    finally:
+        await read_models.close()
+
+
+async def test_a_handler_without_a_service_is_refused(tmp_path: Path) -> None:
+    """An empty name would be a series of its own, mixing the lag of whoever left it out."""
+    read_models = SqliteReadModelStore(tmp_path / "read-models.db")
+    try:
+        with pytest.raises(ValueError, match="name of its service"):
+            BusProjectionHandler(read_models, CaseFactsProjection(), service="")
     finally:
         await read_models.close()

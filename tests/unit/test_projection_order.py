@@ -48,6 +48,7 @@ def _opened(case_id: str) -> CaseOpened:
 
 async def _both_ways(
     read_models: SqliteReadModelStore,
+    service: str,
     projection: Projection,
     events: list[RecordedEvent],
     collection: str,
@@ -58,7 +59,7 @@ async def _both_ways(
     built = []
     for delivery in (events, events[::-1]):
         await read_models.reset(projection.name, projection.collections)
-        handler = BusProjectionHandler(read_models, projection)
+        handler = BusProjectionHandler(read_models, projection, service=service)
         for recorded in delivery:
             await handler(recorded)
         built.append(await read_models.get(collection, key))
@@ -93,7 +94,7 @@ async def test_policy_facts_are_the_same_whatever_order_their_events_arrive_in(
         ),
     ]
     in_order, backwards = await _both_ways(
-        read_models, CaseFactsProjection(), events, FACTS, "case-1"
+        read_models, "planning", CaseFactsProjection(), events, FACTS, "case-1"
     )
     assert backwards == in_order
     facts = await CaseFactsReader(read_models).facts("case-1")
@@ -105,6 +106,6 @@ async def test_a_clients_cases_are_the_same_whatever_order_their_openings_arrive
 ) -> None:
     events = [_recorded(_opened(f"case-{n}"), 1, "casetrail/intake") for n in (1, 2, 3)]
     in_order, backwards = await _both_ways(
-        read_models, ClientCasesProjection(), events, CLIENT_CASES, "client-1"
+        read_models, "audit", ClientCasesProjection(), events, CLIENT_CASES, "client-1"
     )
     assert backwards == in_order

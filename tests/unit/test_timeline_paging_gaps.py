@@ -59,7 +59,7 @@ async def received(read_models: SqliteReadModelStore) -> list[RecordedEvent]:
         for number in range(1, LARGE_GOALS + 1)
     ]
     events.append(coordination().record(assigned(), occurred_at=T0 + timedelta(hours=1)))
-    handler = BusProjectionHandler(read_models, TimelineProjection())
+    handler = BusProjectionHandler(read_models, TimelineProjection(), service="audit")
     for recorded in events:
         await handler(recorded)
     return events

@@ -68,7 +68,7 @@ class CountingStore:
 
 async def _case_delivered(store: EventStore, models: ReadModelStore) -> AuditDeps:
     """Audit's queries on ``store`` once its timeline holds the case from the bus."""
-    handler = BusProjectionHandler(models, TimelineProjection())
+    handler = BusProjectionHandler(models, TimelineProjection(), service="audit")
     for recorded in late_recorded_case():
         await handler(recorded)
     return AuditDeps(

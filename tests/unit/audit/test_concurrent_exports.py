@@ -40,7 +40,7 @@ EVENTS = 3000
 
 @pytest.fixture
 async def long_case(read_models: SqliteReadModelStore) -> int:
-    handler = BusProjectionHandler(read_models, TimelineProjection())
+    handler = BusProjectionHandler(read_models, TimelineProjection(), service="audit")
     desk, office = intake(), coordination()
     events = [desk.record(opened(), occurred_at=T0)] + [
         office.record(

@@ -92,7 +92,7 @@ def referral(case_id: str, provider: str) -> ReferralMade:
 
 
 async def project(read_models: SqliteReadModelStore, events: list[RecordedEvent]) -> None:
-    handler = BusProjectionHandler(read_models, DisclosureIndexProjection(HOME))
+    handler = BusProjectionHandler(read_models, DisclosureIndexProjection(HOME), service="audit")
     await handler.handle_batch(events)
 
 
@@ -116,7 +116,9 @@ async def test_only_disclosures_are_indexed_and_a_redelivery_changes_nothing(
     own_referral = office.record(referral("case-1", HOME), occurred_at=T0 + DAY)
     outside_referral = office.record(referral("case-1", PARTNER), occurred_at=T0 + 2 * DAY)
     await project(read_models, [*events, partner_read, own_referral, outside_referral])
-    await BusProjectionHandler(read_models, DisclosureIndexProjection(HOME))(partner_read)
+    await BusProjectionHandler(read_models, DisclosureIndexProjection(HOME), service="audit")(
+        partner_read
+    )
 
     index = ReadModelDisclosureIndex(read_models, registry)
     assert await index.count("case-1", to_micros(T0), to_micros(T0 + 3 * DAY)) == 2

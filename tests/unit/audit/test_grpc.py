@@ -35,7 +35,7 @@ RECORDED = audit_pb2.TIME_BASIS_RECORDED
 @pytest.fixture
 async def received(read_models: SqliteReadModelStore) -> list[RecordedEvent]:
     events = late_recorded_case()
-    handler = BusProjectionHandler(read_models, TimelineProjection())
+    handler = BusProjectionHandler(read_models, TimelineProjection(), service="audit")
     for recorded in events:
         await handler(recorded)
     return events

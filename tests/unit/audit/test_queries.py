@@ -54,7 +54,7 @@ from tests.unit.audit.test_timeline import CLIENT, client_history
 @pytest.fixture
 async def received(read_models: SqliteReadModelStore) -> list[RecordedEvent]:
     events = late_recorded_case()
-    handler = BusProjectionHandler(read_models, TimelineProjection())
+    handler = BusProjectionHandler(read_models, TimelineProjection(), service="audit")
     for recorded in events:
         await handler(recorded)
     return events
@@ -83,7 +83,7 @@ async def test_a_state_as_of_a_past_recorded_moment_changes_when_a_late_delivery
 ) -> None:
     """The README's "A recent moment is not final": audit answers from what it has received.
     The assignment, recorded on day 3, is delivered after the question for day 4 was asked."""
-    handler = BusProjectionHandler(read_models, TimelineProjection())
+    handler = BusProjectionHandler(read_models, TimelineProjection(), service="audit")
     opened, assessed, assigned, _closed = late_recorded_case()
     for recorded in (opened, assessed):
         await handler(recorded)
@@ -198,7 +198,7 @@ async def test_the_access_log_lists_an_access_of_a_list_answered_a_moment_ago(
 ) -> None:
     """A list's accesses go to one append of their own (an ``access-batch-…`` stream) in
     audit's store: the case's log has them at once, before the timeline takes them in."""
-    handler = BusProjectionHandler(read_models, TimelineProjection())
+    handler = BusProjectionHandler(read_models, TimelineProjection(), service="audit")
     for recorded in [*late_recorded_case(), *late_recorded_case("case-0043")]:
         await handler(recorded)
     found = await queries.find_cases_of_client(deps, AUDITOR, [CASE, "case-0043"])
@@ -220,7 +220,7 @@ async def test_a_client_with_more_cases_than_listed_is_answered_truncated(
 ) -> None:
     """The proto promises at most 1,000 cases; only those listed are recorded as read."""
     monkeypatch.setattr(queries, "CASES_OF_CLIENT", 1)
-    handler = BusProjectionHandler(read_models, TimelineProjection())
+    handler = BusProjectionHandler(read_models, TimelineProjection(), service="audit")
     for recorded in [*late_recorded_case(), *late_recorded_case("case-0043")]:
         await handler(recorded)
 
@@ -292,7 +292,7 @@ async def test_pages_never_repeat_an_entry_when_an_earlier_event_arrives(
 
     late = coordination()
     late.sequence = 2  # the coordination stream already holds two events
-    handler = BusProjectionHandler(read_models, TimelineProjection())
+    handler = BusProjectionHandler(read_models, TimelineProjection(), service="audit")
     await handler(
         late.record(
             coordination_note(),
@@ -357,7 +357,7 @@ async def test_an_export_hands_out_by_pages_exactly_the_events_its_access_names(
     # Audit receives an event of the case (placed early on its clock) after the export's
     # access was recorded: the export leaves it out.
     late = coordination().record(coordination_note(), occurred_at=T0)
-    await BusProjectionHandler(read_models, TimelineProjection())(late)
+    await BusProjectionHandler(read_models, TimelineProjection(), service="audit")(late)
 
     handed = [page async for page in pages]
     assert all(1 <= len(page) <= 2 for page in handed)
@@ -475,7 +475,7 @@ async def test_an_export_holds_the_clients_events_and_its_access_names_them(
     hold take their place in the export, and the recorded access names their section
     (identity) and sensitive fields as it does the case's own."""
     client = client_history()
-    handler = BusProjectionHandler(read_models, ClientTrailProjection())
+    handler = BusProjectionHandler(read_models, ClientTrailProjection(), service="audit")
     for recorded in client:
         await handler(recorded)
 
@@ -504,7 +504,7 @@ async def test_the_state_as_of_a_moment_shows_the_clients_record_then(
         ClientErased(client_id=CLIENT, case_ids=(CASE,), request_reference="dms://r/1"),
         occurred_at=T0 + 9 * DAY,
     )
-    handler = BusProjectionHandler(read_models, ClientTrailProjection())
+    handler = BusProjectionHandler(read_models, ClientTrailProjection(), service="audit")
     for recorded in [*client, erased]:
         await handler(recorded)
 
@@ -552,7 +552,7 @@ async def test_the_state_as_of_a_moment_holds_a_page_of_the_case_never_all_of_it
     read and decoded at once, whatever the moment (memory grew with the case). It is folded a
     page at a time, from the index up to the moment, and is the fold of the whole view."""
     desk = Producer("casetrail/planning", f"case-{CASE}")
-    handler = BusProjectionHandler(read_models, TimelineProjection())
+    handler = BusProjectionHandler(read_models, TimelineProjection(), service="audit")
     contacts = [
         desk.record(
             ContactLogged(
@@ -565,7 +565,7 @@ async def test_the_state_as_of_a_moment_holds_a_page_of_the_case_never_all_of_it
     for recorded in contacts:
         await handler(recorded)
     client = client_history()
-    trail = BusProjectionHandler(read_models, ClientTrailProjection())
+    trail = BusProjectionHandler(read_models, ClientTrailProjection(), service="audit")
     for recorded in client:
         await trail(recorded)
     counting = _Counting(deps.timelines)
@@ -585,7 +585,7 @@ async def test_the_case_as_a_user_saw_it_holds_a_page_of_the_case_never_all_of_i
     """GetCaseAsSeen read and decoded the case's whole history too (for the facts, the
     emergency accesses and the state): now a page at a time, up to the moment."""
     desk = Producer("casetrail/planning", f"case-{CASE}")
-    handler = BusProjectionHandler(read_models, TimelineProjection())
+    handler = BusProjectionHandler(read_models, TimelineProjection(), service="audit")
     for n in range(3 * queries.EXPORT_PAGE):
         contact = ContactLogged(
             case_id=CASE, contact_id=f"contact-{n}", kind=ContactKind.PHONE_CALL, summary="ok"

@@ -204,7 +204,7 @@ async def audit(
         ClientCasesProjection(),
         DisclosureIndexProjection(HOME),
     ):
-        handler = BusProjectionHandler(read_models, projection)
+        handler = BusProjectionHandler(read_models, projection, service="audit")
         for recorded in history():
             await handler(recorded)
     servicer = AuditServicer(
@@ -508,7 +508,7 @@ async def test_the_as_seen_answer_lists_the_latest_reads_and_says_how_many_there
     access = coordination()
     access.stream = f"access-{CASE}"
     access.sequence = 100
-    handler = BusProjectionHandler(read_models, TimelineProjection())
+    handler = BusProjectionHandler(read_models, TimelineProjection(), service="audit")
     for hours in (1, 2):
         await handler(
             access.record(

@@ -54,7 +54,7 @@ def in_order(events: list[RecordedEvent]) -> list[RecordedEvent]:
 async def deliver(read_models: SqliteReadModelStore, events: list[RecordedEvent]) -> None:
     """As the bus does to audit's timeline and client trail, each its own consumer."""
     for projection in (TimelineProjection(), ClientTrailProjection()):
-        handler = BusProjectionHandler(read_models, projection)
+        handler = BusProjectionHandler(read_models, projection, service="audit")
         for recorded in events:
             await handler(recorded)
 

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
 def intake(read_models: SqliteReadModelStore) -> IntakeFeed:
     """Intake's case facts, fed to the projection the way the host's bus subscription does."""
     return IntakeFeed(
-        BusProjectionHandler(read_models, CaseFactsProjection()),
-        BusProjectionHandler(read_models, PolicyFactsProjection()),
+        BusProjectionHandler(read_models, CaseFactsProjection(), service="coordination"),
+        BusProjectionHandler(read_models, PolicyFactsProjection(), service="coordination"),
     )
 
 

@@ -33,7 +33,7 @@ def closures(read_models: SqliteReadModelStore) -> ClosureLog:
 @pytest.fixture
 def from_bus(read_models: SqliteReadModelStore) -> BusProjectionHandler:
     """Feeds the closures projection as the host's bus subscription does."""
-    return BusProjectionHandler(read_models, CaseClosuresProjection())
+    return BusProjectionHandler(read_models, CaseClosuresProjection(), service="intake")
 
 
 @pytest.fixture

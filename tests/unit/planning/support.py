@@ -176,11 +176,11 @@ class Bus:
     keys: int = 0
 
     def handler(self) -> BusProjectionHandler:
-        return BusProjectionHandler(self.read_models, CaseViewProjection())
+        return BusProjectionHandler(self.read_models, CaseViewProjection(), service="planning")
 
     def facts_handler(self) -> BusProjectionHandler:
         """The access policy's facts, as every service keeps them (casetrail_platform/policy)."""
-        return BusProjectionHandler(self.read_models, CaseFactsProjection())
+        return BusProjectionHandler(self.read_models, CaseFactsProjection(), service="planning")
 
     async def record(
         self, source: str, case_id: str, *events: CaseEvent, actor: Actor = COORDINATOR

@@ -400,7 +400,7 @@ async def test_the_staff_projection_learns_assignments_the_case_view_applied_bef
     views = CaseViews(read_models)
     assert await views.staff(["worker-ana"]) == {}
 
-    staff = BusProjectionHandler(read_models, StaffProjection())
+    staff = BusProjectionHandler(read_models, StaffProjection(), service="planning")
     for recorded in [*second, *first, *second]:
         await staff(recorded)
     expected = {"worker-ana": StaffMember("worker-ana", Role.SOCIAL_WORKER, (licence,))}
@@ -430,7 +430,7 @@ async def test_of_two_assignments_recorded_at_one_moment_the_later_position_wins
     for projection in (PROJECTION, StaffProjection()):
         for delivery in ([first, second], [second, first]):
             await read_models.reset(projection.name, projection.collections)
-            handler = BusProjectionHandler(read_models, projection)
+            handler = BusProjectionHandler(read_models, projection, service="planning")
             for recorded in delivery:
                 await handler(recorded)
             assert await CaseViews(read_models).staff(["worker-ana"]) == expected

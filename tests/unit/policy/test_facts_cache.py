@@ -94,7 +94,9 @@ def consent_in_force(facts: CaseFacts) -> bool:
 
 async def test_facts_are_read_once_then_kept(read_models: CountingReadModels) -> None:
     opening, granting, _ = history()
-    await BusProjectionHandler(read_models, CaseFactsProjection()).handle_batch([opening, granting])
+    await BusProjectionHandler(read_models, CaseFactsProjection(), service="planning").handle_batch(
+        [opening, granting]
+    )
     reader = CaseFactsReader(read_models)
 
     first = await reader.facts(CASE)
@@ -110,7 +112,9 @@ async def test_the_facts_of_many_cases_are_read_at_once_then_kept(
 ) -> None:
     """A list answer's cases (up to a thousand): one read for those not kept, then kept."""
     opening, granting, _ = history()
-    await BusProjectionHandler(read_models, CaseFactsProjection()).handle_batch([opening, granting])
+    await BusProjectionHandler(read_models, CaseFactsProjection(), service="planning").handle_batch(
+        [opening, granting]
+    )
     reader = CaseFactsReader(read_models)
     kept = await reader.facts("case-kept")
 
@@ -127,7 +131,7 @@ async def test_the_facts_of_many_cases_are_read_at_once_then_kept(
 
 async def test_a_revocation_is_seen_by_the_next_read(read_models: CountingReadModels) -> None:
     opening, granting, revoking = history()
-    feed = BusProjectionHandler(read_models, CaseFactsProjection())
+    feed = BusProjectionHandler(read_models, CaseFactsProjection(), service="planning")
     await feed.handle_batch([opening, granting])
     reader = CaseFactsReader(read_models)
     assert consent_in_force(await reader.facts(CASE))
@@ -140,7 +144,9 @@ async def test_a_revocation_is_seen_by_the_next_read(read_models: CountingReadMo
 
 async def test_a_rolled_back_change_keeps_the_facts(read_models: CountingReadModels) -> None:
     opening, granting, revoking = history()
-    await BusProjectionHandler(read_models, CaseFactsProjection()).handle_batch([opening, granting])
+    await BusProjectionHandler(read_models, CaseFactsProjection(), service="planning").handle_batch(
+        [opening, granting]
+    )
     reader = CaseFactsReader(read_models)
     await reader.facts(CASE)
 
@@ -161,7 +167,9 @@ async def test_own_entries_not_yet_projected_count_at_once(
 ) -> None:
     """Intake's own revocation, read from its store before the bus brings it back."""
     opening, granting, _ = history()
-    await BusProjectionHandler(read_models, CaseFactsProjection()).handle_batch([opening, granting])
+    await BusProjectionHandler(read_models, CaseFactsProjection(), service="planning").handle_batch(
+        [opening, granting]
+    )
     reader = CaseFactsReader(read_models)
     own = [entry for entry in map(entry_of, history()) if entry is not None]
 
@@ -183,7 +191,7 @@ async def test_a_fold_that_raced_a_change_is_not_kept(tmp_path: Path) -> None:
 
     read_models = ChangedWhileReading(tmp_path / "read-models.db")
     try:
-        feed = BusProjectionHandler(read_models, CaseFactsProjection())
+        feed = BusProjectionHandler(read_models, CaseFactsProjection(), service="planning")
         await feed.handle_batch([opening, granting])
         reader = CaseFactsReader(read_models)
 
@@ -197,7 +205,9 @@ async def test_a_fold_that_raced_a_change_is_not_kept(tmp_path: Path) -> None:
 async def test_a_reset_forgets_every_case(read_models: CountingReadModels) -> None:
     opening, granting, _ = history()
     projection = CaseFactsProjection()
-    await BusProjectionHandler(read_models, projection).handle_batch([opening, granting])
+    await BusProjectionHandler(read_models, projection, service="planning").handle_batch(
+        [opening, granting]
+    )
     reader = CaseFactsReader(read_models)
     await reader.facts(CASE)
 
@@ -210,9 +220,9 @@ async def test_without_a_watchable_store_every_read_folds_afresh(tmp_path: Path)
     read_models = UnwatchableReadModels(tmp_path / "shared.db")
     try:
         opening, granting, _ = history()
-        await BusProjectionHandler(read_models, CaseFactsProjection()).handle_batch(
-            [opening, granting]
-        )
+        await BusProjectionHandler(
+            read_models, CaseFactsProjection(), service="planning"
+        ).handle_batch([opening, granting])
         reader = CaseFactsReader(read_models)
         await reader.facts(CASE)
         await reader.facts(CASE)
@@ -250,7 +260,7 @@ async def test_replicas_sharing_postgresql_see_each_others_revocations() -> None
     revocation forgets the case once PostgreSQL delivers the committed change."""
     async with read_model_replicas("facts") as (applying, reading):
         opening, granting, revoking = history()
-        feed = BusProjectionHandler(applying, CaseFactsProjection())
+        feed = BusProjectionHandler(applying, CaseFactsProjection(), service="planning")
         CaseFactsReader(applying)  # every replica watches from its bootstrap on
         reader = CaseFactsReader(reading)
         await feed.handle_batch([opening, granting])
