@@ -1,6 +1,6 @@
 """Fixtures of the whole suite: a real token issuer over HTTP on 127.0.0.1 (every gRPC call of
-every test carries one of its tokens). Ordering: the fault suite (marker ``faults``) restarts
-the shared servers, so it runs after every other test."""
+every test carries one of its tokens), certificates for the TLS tests. Ordering: the fault
+suite (marker ``faults``) restarts the shared servers, so it runs after every other test."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from infra.servers import use_recorded_servers
+from tests.support.certificates import Certificates, made_certificates
 from tests.support.identity import TestIssuer, forget_callers
 
 
@@ -18,6 +19,12 @@ def issuer() -> Iterator[TestIssuer]:
     started = TestIssuer()
     yield started
     started.stop()
+
+
+@pytest.fixture(scope="module")
+def certificates() -> Certificates:
+    """A test CA, a server certificate for localhost and a client certificate, all made here."""
+    return made_certificates()
 
 
 @pytest.fixture(autouse=True)

@@ -21,13 +21,10 @@ from cli.main import main
 from services.console.server import start_console
 from services.runner import _start_console
 from tests.console.conftest import DemoCasetrail
-from tests.unit.test_identity import (  # noqa: F401 (a fixture)
-    Certificates,
-    certificates,
-)
+from tests.support.certificates import Certificates
 
 
-def server_tls(tmp_path: Path, certificates: Certificates) -> ServerTls:  # noqa: F811
+def server_tls(tmp_path: Path, certificates: Certificates) -> ServerTls:
     """The services' settings, read as every server reads them."""
     (tmp_path / "tls.crt").write_bytes(certificates.server_chain)
     (tmp_path / "tls.key").write_bytes(certificates.server_key)
@@ -42,14 +39,14 @@ def server_tls(tmp_path: Path, certificates: Certificates) -> ServerTls:  # noqa
     return tls
 
 
-def trusting(certificates: Certificates) -> ssl.SSLContext:  # noqa: F811
+def trusting(certificates: Certificates) -> ssl.SSLContext:
     return ssl.create_default_context(cadata=certificates.ca.decode())
 
 
 async def test_the_console_serves_https_with_the_services_certificate(
     demo_casetrail: DemoCasetrail,
     tmp_path: Path,
-    certificates: Certificates,  # noqa: F811
+    certificates: Certificates,
 ) -> None:
     settings = demo_casetrail.settings(https=server_tls(tmp_path, certificates))
     console = await start_console(settings, "127.0.0.1", 0)
@@ -89,7 +86,7 @@ async def test_plain_http_beyond_loopback_is_refused(
 async def test_https_or_the_explicit_setting_serves_beyond_loopback(
     demo_casetrail: DemoCasetrail,
     tmp_path: Path,
-    certificates: Certificates,  # noqa: F811
+    certificates: Certificates,
 ) -> None:
     """127.0.0.2 is not among the loopback names: it stands for any other host here."""
     https = demo_casetrail.settings(
@@ -107,7 +104,7 @@ async def test_https_or_the_explicit_setting_serves_beyond_loopback(
 async def test_casetrail_serve_gives_the_console_the_services_tls(
     demo_casetrail: DemoCasetrail,
     tmp_path: Path,
-    certificates: Certificates,  # noqa: F811
+    certificates: Certificates,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -17,15 +17,12 @@ from casetrail_platform.identity.tls import ServerTls
 from services.caseload.processor import build_app
 from services.caseload.settings import CaseloadSettings, require_https_beyond_loopback
 from tests.k8s.tools import REPO
-from tests.unit.test_identity import (  # noqa: F401 (a fixture)
-    Certificates,
-    certificates,
-)
+from tests.support.certificates import Certificates
 
 
 def test_the_views_are_https_with_the_services_certificate(
     tmp_path: Path,
-    certificates: Certificates,  # noqa: F811
+    certificates: Certificates,
 ) -> None:
     (tmp_path / "tls.crt").write_bytes(certificates.server_chain)
     (tmp_path / "tls.key").write_bytes(certificates.server_key)

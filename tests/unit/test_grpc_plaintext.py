@@ -18,12 +18,8 @@ from casetrail_platform.grpc_platform.server import (
 )
 from casetrail_platform.identity.tls import ServerTls
 from services import runner
+from tests.support.certificates import INTAKE, Certificates
 from tests.support.identity import TestIssuer
-from tests.unit.test_identity import (  # noqa: F401 (a fixture)
-    INTAKE,
-    Certificates,
-    certificates,
-)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "[::]", "10.0.0.5", "127.0.0.2", "intake"])
@@ -45,7 +41,7 @@ async def test_plaintext_on_loopback_is_served(issuer: TestIssuer, host: str) ->
 
 async def test_tls_or_the_explicit_setting_serves_beyond_loopback(
     issuer: TestIssuer,
-    certificates: Certificates,  # noqa: F811
+    certificates: Certificates,
 ) -> None:
     tls = ServerTls(certificates.server_chain, certificates.server_key)
     secure, _, _ = await create_server(

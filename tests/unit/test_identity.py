@@ -3,29 +3,21 @@ TLS on a casetrail gRPC server with certificates made here."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
-from casetrail_platform.grpc_platform.server import create_server
 from casetrail_platform.identity.errors import InvalidCredential
-from casetrail_platform.identity.grpc_auth import bearer_metadata, principal_of
+from casetrail_platform.identity.grpc_auth import bearer_metadata
 from casetrail_platform.identity.tls import ClientTls, ServerTls, channel
 from casetrail_platform.identity.tokens import SigningKey
 from casetrail_platform.identity.verifier import TokenVerifier
+from tests.support.certificates import Certificates, serve_echo
 from tests.support.identity import TestIssuer
-
-INTAKE = "casetrail.intake.v1.IntakeService"
 
 # --- the verifier ------------------------------------------------------------------------------
 
@@ -144,107 +136,11 @@ async def test_calls_arriving_while_the_first_key_fetch_is_in_flight_wait_for_it
 # --- TLS ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Certificates:
-    ca: bytes
-    server_chain: bytes
-    server_key: bytes
-    client_chain: bytes
-    client_key: bytes
-
-
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _certificate(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer_name: x509.Name | None,
-    issuer_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool = False,
-    server: bool = False,
-) -> x509.Certificate:
-    now = dt.datetime.now(dt.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_name or name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
-        ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    elif not ca:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-@pytest.fixture(scope="module")
-def certificates() -> Certificates:
-    """A test CA, a server certificate for localhost and a client certificate, all made here."""
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = _certificate("casetrail test CA", ca_key, None, ca_key, ca=True)
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server = _certificate("localhost", server_key, ca.subject, ca_key, server=True)
-    client_key = ec.generate_private_key(ec.SECP256R1())
-    client = _certificate("casetrail-cli", client_key, ca.subject, ca_key)
-    pem = serialization.Encoding.PEM
-    return Certificates(
-        ca.public_bytes(pem),
-        server.public_bytes(pem),
-        _key_pem(server_key),
-        client.public_bytes(pem),
-        _key_pem(client_key),
-    )
-
-
-async def _caller_as_case_id(
-    request: intake_pb2.GetCaseRequest, context: grpc.aio.ServicerContext[object, object]
-) -> intake_pb2.GetCaseResponse:
-    """A GetCase that answers with the caller's subject as the case id."""
-    answer = intake_pb2.GetCaseResponse()
-    answer.record.case_id = principal_of(context).subject
-    return answer
-
-
-def _register_echo(server: grpc.aio.Server) -> None:
-    handler = grpc.unary_unary_rpc_method_handler(
-        _caller_as_case_id,
-        request_deserializer=intake_pb2.GetCaseRequest.FromString,
-        response_serializer=intake_pb2.GetCaseResponse.SerializeToString,
-    )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(INTAKE, {"GetCase": handler}),)
-    )
-
-
-async def _serve(issuer: TestIssuer, tls: ServerTls) -> tuple[grpc.aio.Server, str]:
-    server, port, _ = await create_server(
-        "127.0.0.1:0", [_register_echo], [INTAKE], verifier=issuer.verifier(), tls=tls
-    )
-    await server.start()
-    return server, f"localhost:{port}"
-
-
 async def test_tls_carries_the_token_and_mutual_tls_requires_a_client_certificate(
     issuer: TestIssuer, certificates: Certificates
 ) -> None:
     tls = ServerTls(certificates.server_chain, certificates.server_key, certificates.ca)
-    server, address = await _serve(issuer, tls)
+    server, address = await serve_echo(issuer, tls)
     with_certificate = ClientTls(
         certificates.ca, certificates.client_chain, certificates.client_key
     )
@@ -277,7 +173,7 @@ async def test_tls_carries_the_token_and_mutual_tls_requires_a_client_certificat
 async def test_tls_without_client_certificates_serves_any_client_that_trusts_the_server(
     issuer: TestIssuer, certificates: Certificates
 ) -> None:
-    server, address = await _serve(
+    server, address = await serve_echo(
         issuer, ServerTls(certificates.server_chain, certificates.server_key)
     )
     try:

@@ -20,14 +20,9 @@ from casetrail_platform.grpc_platform.server import create_server
 from casetrail_platform.identity.errors import InvalidCredential
 from casetrail_platform.identity.grpc_auth import bearer_metadata, principal_of
 from casetrail_platform.identity.tls import ClientTls, ServerTls, channel
+from tests.support.certificates import INTAKE, Certificates, serve_echo
 from tests.support.grpc import details, refusal
 from tests.support.identity import TestIssuer
-from tests.unit.test_identity import (  # noqa: F401 (a fixture)
-    INTAKE,
-    Certificates,
-    _serve,
-    certificates,
-)
 
 
 def _thumbprint(pem: bytes) -> str:
@@ -42,10 +37,10 @@ def _reason(status: status_pb2.Status) -> str:
 
 async def test_a_certificate_bound_token_works_only_with_its_certificate(
     issuer: TestIssuer,
-    certificates: Certificates,  # noqa: F811
+    certificates: Certificates,
 ) -> None:
     mutual = ServerTls(certificates.server_chain, certificates.server_key, certificates.ca)
-    server, address = await _serve(issuer, mutual)
+    server, address = await serve_echo(issuer, mutual)
     bound_here = {"cnf": {"x5t#S256": _thumbprint(certificates.client_chain)}}
     bound_elsewhere = {"cnf": {"x5t#S256": _thumbprint(certificates.server_chain)}}
     client = ClientTls(certificates.ca, certificates.client_chain, certificates.client_key)
@@ -69,9 +64,9 @@ async def test_a_certificate_bound_token_works_only_with_its_certificate(
 
 async def test_a_certificate_bound_token_over_tls_without_a_client_certificate_is_refused(
     issuer: TestIssuer,
-    certificates: Certificates,  # noqa: F811
+    certificates: Certificates,
 ) -> None:
-    server, address = await _serve(
+    server, address = await serve_echo(
         issuer, ServerTls(certificates.server_chain, certificates.server_key)
     )
     token = issuer.mint("kim", extra={"cnf": {"x5t#S256": _thumbprint(certificates.client_chain)}})
@@ -133,7 +128,7 @@ async def _drain(call: Any) -> None:
 
 async def test_a_streaming_answer_is_held_to_the_certificate_too(
     issuer: TestIssuer,
-    certificates: Certificates,  # noqa: F811
+    certificates: Certificates,
 ) -> None:
     mutual = ServerTls(certificates.server_chain, certificates.server_key, certificates.ca)
     server, port, _ = await create_server(

@@ -24,8 +24,8 @@ from casetrail_platform.identity.keys import IssuerKeys
 from casetrail_platform.identity.tls import ClientTls, ServerTls
 from casetrail_platform.identity.tokens import SigningKey, mint
 from casetrail_platform.identity.verifier import TokenVerifier
+from tests.support.certificates import Certificates
 from tests.support.identity import TestIssuer
-from tests.unit.test_identity import Certificates, certificates  # noqa: F401 (a fixture)
 
 ISSUER = "https://issuer.example"
 JWKS = "https://issuer.example/jwks"
@@ -262,7 +262,7 @@ def _files(tmp_path: Path, **contents: bytes) -> dict[str, str]:
 
 def test_tls_files_are_checked_when_loaded(
     tmp_path: Path,
-    certificates: Certificates,  # noqa: F811
+    certificates: Certificates,
 ) -> None:
     files = _files(
         tmp_path,

@@ -85,7 +85,6 @@ def imports_between_test_modules() -> set[tuple[str, str]]:
 
 KNOWN_WHEN_THE_RULE_CAME: set[tuple[str, str]] = {
     ("tests/console/test_console_hostile_text.py", "tests.console.test_console_pages"),
-    ("tests/console/test_console_https.py", "tests.unit.test_identity"),
     ("tests/contract/test_client_directory_contract.py", "tests.unit.keys.test_keys_off_loop"),
     ("tests/contract/test_event_size_gaps.py", "tests.contract.test_sealed_store_contract"),
     ("tests/contract/test_ledger_contract.py", "tests.contract.test_ledger_tamper"),
@@ -147,11 +146,7 @@ KNOWN_WHEN_THE_RULE_CAME: set[tuple[str, str]] = {
     ("tests/unit/keys/test_keys_off_loop.py", "tests.unit.keys.test_sealed_fields"),
     ("tests/unit/planning/test_access_gaps.py", "tests.unit.planning.test_grpc"),
     ("tests/unit/planning/test_case_view_order.py", "tests.unit.planning.test_case_view"),
-    ("tests/unit/test_caseload_https.py", "tests.unit.test_identity"),
     ("tests/unit/test_dead_letter_gaps.py", "tests.unit.test_cloudevents"),
-    ("tests/unit/test_grpc_plaintext.py", "tests.unit.test_identity"),
-    ("tests/unit/test_identity_binding.py", "tests.unit.test_identity"),
-    ("tests/unit/test_identity_edges.py", "tests.unit.test_identity"),
     ("tests/unit/test_ledger_checkpoint_record.py", "tests.contract.test_ledger_contract"),
     ("tests/unit/test_ledger_rotate_cli.py", "tests.contract.test_ledger_contract"),
     ("tests/unit/test_ledger_rotate_cli.py", "tests.unit.test_verify_store_cli"),
