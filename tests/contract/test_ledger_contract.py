@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,25 +19,12 @@ from casetrail_platform.ledger.log import (
     prove_inclusion,
 )
 from casetrail_platform.ledger.note import Checkpoint, open_checkpoint, origin_of
-from casetrail_platform.ledger.port import LedgerConflict, LedgerStore, StoredCheckpoint
+from casetrail_platform.ledger.port import LedgerConflict, StoredCheckpoint
 from casetrail_platform.ledger.verify import verify_store
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.rows import COLUMNS
 from tests.contract.conftest import StoreOpener
-from tests.support.sample_events import note
-
-
-async def open_ledger(event_store: EventStore, tmp_path: Path) -> LedgerStore:
-    from casetrail_platform.store.sqlite import SqliteEventStore
-
-    if isinstance(event_store, SqliteEventStore):
-        from casetrail_platform.ledger.sqlite import SqliteLedgerStore
-
-        return await SqliteLedgerStore.open(tmp_path / "ledger.db", tmp_path / "events.db")
-    from casetrail_platform.ledger.postgres import PostgresLedgerStore
-    from tests.support.servers import postgres_dsn
-
-    return await PostgresLedgerStore.connect(postgres_dsn(), schema=event_store._schema)  # type: ignore[attr-defined]
+from tests.support.ledger import append_notes, open_ledger, tamper, wipe_ledger
 
 
 @pytest.fixture
@@ -52,16 +37,6 @@ async def ledger(
     await store.close()
 
 
-async def append_notes(store: EventStore, count: int, per_commit: int = 1) -> None:
-    case = f"case-{uuid.uuid4().hex[:8]}"
-    version = await store.stream_version(case)
-    while count > 0:
-        batch = [note(case, f"visit {i}") for i in range(min(per_commit, count))]
-        await store.append(case, batch, version)
-        version += len(batch)
-        count -= len(batch)
-
-
 async def stored_rows(store: EventStore) -> list[tuple[Any, ...]]:
     from casetrail_platform.store.sqlite import SqliteEventStore
 
@@ -69,7 +44,6 @@ async def stored_rows(store: EventStore) -> list[tuple[Any, ...]]:
         return await store._read(
             lambda c: c.execute(f"SELECT {COLUMNS} FROM stored_events ORDER BY position").fetchall()
         )
-    import psycopg
 
     from tests.support.servers import postgres_dsn
 
@@ -208,7 +182,6 @@ async def _write_old_ledger(
         connection.executemany("INSERT INTO ledger_nodes VALUES (?, ?, ?)", rows)
         connection.close()
         return
-    import psycopg
 
     from tests.support.servers import postgres_dsn
 
@@ -287,23 +260,6 @@ async def test_the_log_refuses_to_sign_over_a_newest_checkpoint_its_key_did_not_
         await log.sign()
 
 
-async def _wipe_ledger_tables(store: EventStore, tmp_path: Path) -> None:
-    """What someone with the database's rights but not the signing key can do."""
-    from casetrail_platform.store.sqlite import SqliteEventStore
-
-    if isinstance(store, SqliteEventStore):
-        with sqlite3.connect(tmp_path / "ledger.db", isolation_level=None) as connection:
-            connection.execute("DELETE FROM ledger_tiles")
-            connection.execute("DELETE FROM ledger_checkpoints")
-        return
-    from tests.support.servers import postgres_dsn
-
-    schema = store._schema  # type: ignore[attr-defined]
-    with psycopg.connect(postgres_dsn(), autocommit=True) as connection:
-        connection.execute(f'DELETE FROM "{schema}".ledger_tiles')
-        connection.execute(f'DELETE FROM "{schema}".ledger_checkpoints')
-
-
 async def test_a_running_log_refuses_to_sign_over_ledger_tables_rolled_back_behind_it(
     ledger: tuple[EventStore, LedgerLog], tmp_path: Path
 ) -> None:
@@ -312,7 +268,7 @@ async def test_a_running_log_refuses_to_sign_over_ledger_tables_rolled_back_behi
     store, log = ledger
     await append_notes(store, 5)
     await log.sign()
-    await _wipe_ledger_tables(store, tmp_path)
+    await wipe_ledger(store, tmp_path)
 
     with pytest.raises(LedgerTampered, match=r"rolled back|no longer holds|shrank"):
         await log.sign()
@@ -399,8 +355,6 @@ async def test_a_ledger_ahead_of_its_store_names_the_first_missing_event(
     await log.sign()
     await append_notes(store, 2)
     await log.catch_up()  # hashed, not signed
-    from tests.contract.test_ledger_tamper import tamper  # (it imports this module)
-
     await tamper(store, tmp_path, ["DELETE FROM {table} WHERE position > 6"])
     result = await verify_store(log.store, await log.verifier())
     assert not result.ok

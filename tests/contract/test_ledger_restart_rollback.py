@@ -26,8 +26,7 @@ from casetrail_platform.ledger.port import CheckpointRecord, StoredCheckpoint
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from tests.contract.conftest import StoreOpener
-from tests.contract.test_ledger_contract import append_notes, open_ledger
-from tests.contract.test_ledger_tamper import TRUNCATE, _wipe_ledger, tamper
+from tests.support.ledger import TRUNCATE, append_notes, open_ledger, tamper, wipe_ledger
 
 SIZE = 40
 ORIGIN = origin_of("test-agency", "test")
@@ -126,7 +125,7 @@ async def test_a_store_rolled_back_while_down_is_refused_on_restart(
     held = open_checkpoint(signed.note, await signer.verifier())
 
     await tamper(store, tmp_path, TRUNCATE)
-    await _wipe_ledger(store, tmp_path)
+    await wipe_ledger(store, tmp_path)
     if append_again:
         await append_notes(await open_store(), 15)
 
@@ -150,7 +149,7 @@ async def test_ledger_tables_emptied_over_an_intact_store_sign_on(
     store, open_one = open_record
     signer, signed = await first_run(store, tmp_path, open_one)
     held = open_checkpoint(signed.note, await signer.verifier())
-    await _wipe_ledger(store, tmp_path)
+    await wipe_ledger(store, tmp_path)
 
     log = await restarted(store, tmp_path, signer)
     log.publish_to(open_one())
@@ -259,7 +258,7 @@ async def test_a_rollback_below_a_checkpoint_first_not_published_is_refused_on_r
         await ledger_store.close()
 
     await tamper(store, tmp_path, TRUNCATE)
-    await _wipe_ledger(store, tmp_path)
+    await wipe_ledger(store, tmp_path)
     restarted_log = await restarted(store, tmp_path, signer)
     restarted_log.publish_to(open_one())
     try:
@@ -297,7 +296,7 @@ async def test_a_stored_checkpoint_the_record_lacks_is_published_on_restart(
     assert newest.size == SIZE
 
     await tamper(store, tmp_path, TRUNCATE)
-    await _wipe_ledger(store, tmp_path)
+    await wipe_ledger(store, tmp_path)
     log = await restarted(store, tmp_path, signer)
     log.publish_to(open_one())
     try:

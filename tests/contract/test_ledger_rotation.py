@@ -25,7 +25,7 @@ from casetrail_platform.ledger.verify import verify_store
 from casetrail_platform.ledger.witness import Witness, WitnessAlarm
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.port import EventStore
-from tests.contract.test_ledger_contract import append_notes, open_ledger
+from tests.support.ledger import append_notes, open_ledger
 
 ORIGIN = origin_of("test-agency", "test")
 AT = "2026-12-05T02:00:00Z"

@@ -12,7 +12,6 @@ truncates the store and appends new events. Two attackers:
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,70 +24,11 @@ from casetrail_platform.ledger.note import open_checkpoint, origin_of
 from casetrail_platform.ledger.verify import verify_store
 from casetrail_platform.ledger.witness import Witness, WitnessAlarm
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
-from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from tests.contract.conftest import StoreOpener
-from tests.contract.test_ledger_contract import append_notes, open_ledger
-from tests.support.servers import postgres_dsn
+from tests.support.ledger import KINDS, append_notes, open_ledger, postgres_sql, tamper, wipe_ledger
 
 SIZE = 40
-BAD = 17
-
-
-async def tamper(store: EventStore, tmp_path: Path, statements: list[str]) -> None:
-    """Runs SQL on the store's table with its triggers out of the way."""
-    if isinstance(store, SqliteEventStore):
-        connection = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
-        connection.execute("DROP TRIGGER IF EXISTS stored_events_are_immutable")
-        connection.execute("DROP TRIGGER IF EXISTS stored_events_are_never_deleted")
-        for statement in statements:
-            connection.execute(statement.replace("{table}", "stored_events"))
-        connection.close()
-        return
-    import psycopg
-
-    schema = store._schema  # type: ignore[attr-defined]
-    table = f'"{schema}".stored_events'
-    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as db:
-        await db.execute(f"ALTER TABLE {table} DISABLE TRIGGER stored_events_are_immutable")
-        for statement in statements:
-            await db.execute(statement.replace("{table}", table))
-
-
-FLIP = [
-    "UPDATE {table} SET data = CAST(replace(CAST(data AS TEXT), 'visit', 'visiT') AS BLOB)"
-    f" WHERE position = {BAD}"
-]
-DELETE = [
-    f"DELETE FROM {{table}} WHERE position = {BAD}",
-    f"UPDATE {{table}} SET position = -position WHERE position > {BAD}",
-    "UPDATE {table} SET position = -position - 1 WHERE position < 0",
-]
-REORDER = [
-    f"UPDATE {{table}} SET position = -1 WHERE position = {BAD}",
-    f"UPDATE {{table}} SET position = {BAD} WHERE position = {BAD + 6}",
-    f"UPDATE {{table}} SET position = {BAD + 6} WHERE position = -1",
-]
-TRUNCATE_AT = 30
-TRUNCATE = [f"DELETE FROM {{table}} WHERE position > {TRUNCATE_AT}"]
-
-
-def postgres_sql(statements: list[str]) -> list[str]:
-    return [
-        s.replace(
-            "CAST(replace(CAST(data AS TEXT), 'visit', 'visiT') AS BLOB)",
-            "convert_to(replace(convert_from(data, 'UTF8'), 'visit', 'visiT'), 'UTF8')",
-        )
-        for s in statements
-    ]
-
-
-KINDS = {
-    "flip a byte": (FLIP, BAD),
-    "delete an event": (DELETE, BAD),
-    "reorder two events": (REORDER, BAD),
-    "truncate and append": (TRUNCATE, TRUNCATE_AT + 1),
-}
 
 
 @pytest.fixture
@@ -147,7 +87,7 @@ async def test_tampering_is_detected_and_the_first_bad_position_named(
     # Attacker 2 rebuilds the ledger from the tampered events and signs with the log's key.
     await ledger_store.close()
     await tamper(store, tmp_path, [])
-    await _wipe_ledger(store, tmp_path)
+    await wipe_ledger(store, tmp_path)
     ledger_store = await open_ledger(store, tmp_path)
     rebuilt = LedgerLog(ledger_store, signer)
     forged = await rebuilt.sign()
@@ -170,18 +110,3 @@ async def test_tampering_is_detected_and_the_first_bad_position_named(
     assert with_held.first_bad_position is not None
     assert with_held.first_bad_position <= first_bad
     await ledger_store.close()
-
-
-async def _wipe_ledger(store: EventStore, tmp_path: Path) -> None:
-    if isinstance(store, SqliteEventStore):
-        connection = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
-        connection.execute("DELETE FROM ledger_tiles")
-        connection.execute("DELETE FROM ledger_checkpoints")
-        connection.close()
-        return
-    import psycopg
-
-    schema = store._schema  # type: ignore[attr-defined]
-    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as db:
-        await db.execute(f'DELETE FROM "{schema}".ledger_tiles')
-        await db.execute(f'DELETE FROM "{schema}".ledger_checkpoints')

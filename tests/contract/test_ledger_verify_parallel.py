@@ -8,8 +8,6 @@ that a few dozen events go to two workers."""
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -21,14 +19,12 @@ from casetrail_platform.ledger.log import LedgerLog
 from casetrail_platform.ledger.note import LogKeys, origin_of
 from casetrail_platform.ledger.port import LedgerStore
 from casetrail_platform.ledger.sqlite import SqliteLedgerStore
-from casetrail_platform.ledger.sqlite_ranges import SqliteRanges
-from casetrail_platform.ledger.store_ranges import RangeHasher, RangeHashes, StoreRanges
+from casetrail_platform.ledger.store_ranges import StoreRanges
 from casetrail_platform.ledger.verify import VerificationWorkerDied, verify_store
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from tests.contract.conftest import StoreOpener
-from tests.contract.test_ledger_contract import append_notes, open_ledger
-from tests.contract.test_ledger_tamper import KINDS, postgres_sql, tamper
+from tests.support.ledger import KINDS, DyingRanges, append_notes, open_ledger, postgres_sql, tamper
 from tests.support.sample_events import sample_registry
 
 SIZE = 40
@@ -116,20 +112,6 @@ async def test_stores_around_a_range_edge_verify(
         await ledger_store.close()
     assert checked.ok, checked.problem
     assert (checked.leaves, checked.ledger_size, checked.checkpoints_checked) == (size, size, 2)
-
-
-class DyingRanges(SqliteRanges):
-    """Ends its worker process, without a word, on the first range."""
-
-    def open(self) -> tuple[RangeHasher, Callable[[], None]]:
-        hasher, close = super().open()
-
-        def hash_range(start: int, stop: int) -> RangeHashes:
-            if start == 0:
-                os._exit(3)
-            return hasher(start, stop)
-
-        return hash_range, close
 
 
 async def test_a_worker_that_dies_is_an_error_not_a_hang(

@@ -191,7 +191,7 @@ def test_go_and_casetrail_read_signature_lines_alike(
 ) -> None:
     """A repeated, truncated or excess signature line: Go's note.Open and ``open_checkpoint``
     give the same verdict on each (the unit test holds casetrail to these verdicts)."""
-    from tests.unit.test_ledger_note import GO_ACCEPTS, signature_variants
+    from tests.support.ledger import GO_ACCEPTS, signature_variants
 
     vkey, notes = signed
     variants = signature_variants(notes[4])
@@ -282,7 +282,7 @@ async def _signed_on_the_topic(
     from casetrail_platform.ledger.sqlite import SqliteLedgerStore
     from casetrail_platform.store.sqlite import SqliteEventStore
     from tests.contract.bus_conftest import kafka_test_settings
-    from tests.contract.test_ledger_contract import append_notes
+    from tests.support.ledger import append_notes
     from tests.support.sample_events import sample_registry
 
     settings = kafka_test_settings()

@@ -18,7 +18,7 @@ from casetrail_platform.ledger.log import LedgerLog
 from casetrail_platform.ledger.note import origin_of
 from casetrail_platform.ledger.postgres import READER_ROLE, PostgresLedgerStore
 from casetrail_platform.store.postgres import PostgresEventStore
-from tests.contract.test_ledger_contract import append_notes
+from tests.support.ledger import append_notes
 from tests.support.sample_events import sample_registry
 from tests.support.servers import postgres_dsn, server_missing
 

@@ -17,11 +17,10 @@ from casetrail_platform.ledger.note import Checkpoint, Verifier, origin_of
 from casetrail_platform.ledger.postgres import PostgresLedgerStore
 from casetrail_platform.ledger.publication import KafkaCheckpointPublisher
 from casetrail_platform.store.postgres import PostgresEventStore
-from tests.contract.test_ledger_contract import append_notes
-from tests.integration.test_verify_store_read_only import _signed_store
+from tests.support.cli import casetrail_exit
+from tests.support.ledger import append_notes, signed_store
 from tests.support.sample_events import sample_registry
 from tests.support.servers import database_of_its_own, kafka_bootstrap
-from tests.unit.test_verify_store_cli import _casetrail
 
 pytestmark = pytest.mark.kafka
 
@@ -65,14 +64,14 @@ def test_rotate_on_postgresql_and_kafka(
     own_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     old_key = tmp_path / "intake" / "ledger.key"  # where the command finds the service's key
-    asyncio.run(_signed_store(own_database, old_key, 5))
+    asyncio.run(signed_store(own_database, old_key, 5))
     asyncio.run(_append(own_database, 3))
     old = FileSigner(ORIGIN, old_key)
     new_key = tmp_path / "new" / "ledger.key"
     new = FileSigner(ORIGIN, new_key)
     storage = ["--backend", "distributed", "--pg-dsn", own_database, "--data-dir", str(tmp_path)]
 
-    assert _casetrail("ledger", "rotate", "intake", "--new-key", str(new_key), *storage) == 0
+    assert casetrail_exit("ledger", "rotate", "intake", "--new-key", str(new_key), *storage) == 0
 
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.startswith(f"{ORIGIN}+"))
@@ -85,5 +84,5 @@ def test_rotate_on_postgresql_and_kafka(
     keys = tmp_path / "published.keys"
     keys.write_text(f"{asyncio.run(old.verifier())}\n{line}\n")
     verify = ["verify-store", "intake", *storage, "--keys", str(keys)]
-    assert _casetrail(*verify) == 0
+    assert casetrail_exit(*verify) == 0
     assert "OK: the store is the tree its checkpoints signed" in capsys.readouterr().out

@@ -16,14 +16,8 @@ import pytest
 from psycopg import sql
 
 from casetrail_platform.hosting import Infrastructure
-from casetrail_platform.ledger.keys import FileSigner
-from casetrail_platform.ledger.log import LedgerLog
-from casetrail_platform.ledger.note import origin_of
-from casetrail_platform.ledger.postgres import PostgresLedgerStore
-from casetrail_platform.store.postgres import PostgresEventStore
-from cli.main import main
-from tests.contract.test_ledger_contract import append_notes
-from tests.support.sample_events import sample_registry
+from tests.support.cli import casetrail_exit
+from tests.support.ledger import signed_store
 from tests.support.servers import (
     database_of_its_own,
     servers_required,
@@ -37,18 +31,6 @@ def database() -> Iterator[str]:
     """A database of its own: the store's schema is ``intake_events`` whatever the test."""
     with database_of_its_own("verify_ro") as dsn:
         yield dsn
-
-
-async def _signed_store(dsn: str, key: Path, events: int) -> None:
-    store = await PostgresEventStore.connect(dsn, sample_registry(), schema="intake_events")
-    ledger = await PostgresLedgerStore.connect(dsn, schema="intake_events")
-    try:
-        await append_notes(store, events)
-        origin = origin_of(Infrastructure(data_dir=key.parent).agency, "intake")
-        await LedgerLog(ledger, FileSigner(origin, key)).sign()
-    finally:
-        await ledger.close()
-        await store.close()
 
 
 def _select_only_login(dsn: str) -> str:
@@ -88,12 +70,6 @@ def _dump(dsn: str) -> str:
     )
 
 
-def _casetrail(*arguments: str) -> int:
-    with pytest.raises(SystemExit) as exited:
-        main(list(arguments))
-    return int(exited.value.code or 0)
-
-
 def _keys_file(tmp_path: Path) -> Path:
     keys = tmp_path / "keys.txt"
     keys.write_text((tmp_path / "intake.pub").read_text())
@@ -103,13 +79,13 @@ def _keys_file(tmp_path: Path) -> Path:
 def test_a_select_only_login_verifies_and_the_database_is_unchanged(
     database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    asyncio.run(_signed_store(database, tmp_path / "intake.key", 7))
+    asyncio.run(signed_store(database, tmp_path / "intake.key", 7))
     login = _select_only_login(database)
     before = _dump(database)
 
     arguments = ["--backend", "distributed", "--pg-dsn", login, "--data-dir", str(tmp_path)]
     keys = ["--keys", str(_keys_file(tmp_path))]
-    assert _casetrail("verify-store", "intake", *arguments, *keys) == 0, capsys.readouterr()
+    assert casetrail_exit("verify-store", "intake", *arguments, *keys) == 0, capsys.readouterr()
     out = capsys.readouterr().out
     assert "7 events hashed" in out
     assert "OK: the store is the tree its checkpoints signed" in out
@@ -121,13 +97,13 @@ def test_with_the_services_login_nothing_is_written_either(
 ) -> None:
     """The ledger's tables dropped (a service that never ran its ledger): the services' login
     could create them; verify-store says there is no ledger and creates nothing."""
-    asyncio.run(_signed_store(database, tmp_path / "intake.key", 3))
+    asyncio.run(signed_store(database, tmp_path / "intake.key", 3))
     with psycopg.connect(database, autocommit=True) as admin:
         admin.execute("DROP TABLE intake_events.ledger_tiles, intake_events.ledger_checkpoints")
     before = _dump(database)
 
     arguments = ["--backend", "distributed", "--pg-dsn", database, "--data-dir", str(tmp_path)]
-    assert _casetrail("verify-store", "intake", *arguments) == 2
+    assert casetrail_exit("verify-store", "intake", *arguments) == 2
     assert "intake has no ledger yet" in capsys.readouterr().err
     assert _dump(database) == before
 
@@ -136,7 +112,7 @@ async def test_the_read_only_store_refuses_writes(database: str, tmp_path: Path)
     from casetrail_platform.ledger.hosting import open_ledger_store
     from casetrail_platform.ledger.port import StoredCheckpoint
 
-    await _signed_store(database, tmp_path / "intake.key", 2)
+    await signed_store(database, tmp_path / "intake.key", 2)
     infra = Infrastructure(data_dir=tmp_path, postgres_dsn=database)
     store = await open_ledger_store(infra, "intake", read_only=True)
     try:

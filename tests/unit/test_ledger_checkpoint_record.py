@@ -20,7 +20,7 @@ from casetrail_platform.ledger.note import Checkpoint, origin_of
 from casetrail_platform.ledger.port import StoredCheckpoint
 from casetrail_platform.ledger.publication import KafkaCheckpointPublisher
 from casetrail_platform.store.sqlite import SqliteEventStore
-from tests.contract.test_ledger_contract import append_notes
+from tests.support.ledger import append_notes
 from tests.support.sample_events import sample_registry
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.note import Checkpoint, NoteError, open_checkpoint
+from tests.support.ledger import GO_ACCEPTS, signature_variants
 
 ORIGIN = "casetrail/agency/intake"
 ROOT = base64.b64encode(b"r" * 32).decode()
@@ -67,50 +68,6 @@ async def test_two_keys_under_one_name_are_refused_not_one_silently_kept(tmp_pat
     assert parse_verifiers(f"{retired}\n{retired}\n") == {ORIGIN: schedule_of(retired)}
     with pytest.raises(NoteError, match=f"line 2: a second key for {ORIGIN} \\(line 1\\)"):
         parse_verifiers(f"{retired}\n{current}\n")
-
-
-def signature_variants(note: str) -> dict[str, str]:
-    """Note ``note`` (signed once by its key) with its signature lines changed as a forger
-    or a careless tool might: what Go's ``note.Open`` makes of each is in ``GO_ACCEPTS``."""
-    body, _, line = note.rpartition("\n\n")
-    ours = line.rstrip("\n")
-    name, encoded = ours.removeprefix("\u2014 ").split(" ")
-    raw = base64.b64decode(encoded)
-    other = f"\u2014 casetrail/other/intake {base64.b64encode(b'abcd' + raw[4:]).decode()}"
-
-    def lines(*signatures: str) -> str:
-        return body + "\n\n" + "".join(f"{signature}\n" for signature in signatures)
-
-    short = f"\u2014 {name} {base64.b64encode(raw[:-1]).decode()}"
-    return {
-        "once": lines(ours),
-        "the same line twice": lines(ours, ours),
-        "a valid line of the key, then a truncated one": lines(ours, short),
-        "a truncated line of the key, then a valid one": lines(short, ours),
-        "another key's line twice": lines(other, other, ours),
-        "another key's line of only a key id": lines(
-            f"\u2014 casetrail/other/intake {base64.b64encode(b'abcd').decode()}", ours
-        ),
-        "another key's line that is not base64": lines(f"{other}!", ours),
-        "another key's name with a '+'": lines(other.replace("other", "ot+her"), ours),
-        "100 signature lines": lines(*[other] * 99, ours),
-        "101 signature lines": lines(*[other] * 100, ours),
-    }
-
-
-GO_ACCEPTS = {
-    "once": True,
-    "the same line twice": True,  # the key's later lines are dropped unread
-    "a valid line of the key, then a truncated one": True,
-    "a truncated line of the key, then a valid one": False,
-    "another key's line twice": True,  # repeats of an unknown key are dropped
-    "another key's line of only a key id": False,
-    "another key's line that is not base64": False,
-    "another key's name with a '+'": False,
-    "100 signature lines": True,
-    "101 signature lines": False,
-}
-"""Go's verdicts (``tests/integration/test_ledger_independent.py`` asks Go itself)."""
 
 
 async def test_signature_lines_are_read_as_go_reads_them(tmp_path: Path) -> None:

@@ -19,10 +19,10 @@ from casetrail_platform.ledger.keys import FileSigner, handover_note
 from casetrail_platform.ledger.note import Checkpoint, origin_of, parse_verifiers
 from casetrail_platform.locking.serving import SERVING_FILE
 from casetrail_platform.store.sqlite import SqliteEventStore
-from tests.contract.test_ledger_contract import append_notes
+from tests.support.cli import casetrail_exit
 from tests.support.exported import case_notes, proven_line, tree_root, with_extent
+from tests.support.ledger import append_notes
 from tests.support.sample_events import sample_registry
-from tests.unit.test_verify_store_cli import _casetrail
 
 ORIGIN = origin_of("example-agency", "intake")
 
@@ -55,7 +55,7 @@ def test_rotate_hands_the_log_over_and_verify_store_follows(
     new_line = str(asyncio.run(new.verifier()))
     rotate = ["ledger", "rotate", "intake", "--new-key", str(new_key), "--data-dir", str(data_dir)]
 
-    assert _casetrail(*rotate) == 0
+    assert casetrail_exit(*rotate) == 0
 
     out = capsys.readouterr().out
     assert "handed over at tree size 15" in out
@@ -71,12 +71,12 @@ def test_rotate_hands_the_log_over_and_verify_store_follows(
     # The service, started again on the new key, signs on from the handover.
     asyncio.run(grow(data_dir, 2, sign=True))
     verify = ["verify-store", "intake", "--data-dir", str(data_dir)]
-    assert _casetrail(*verify) == 0
+    assert casetrail_exit(*verify) == 0
     assert "3 checkpoints checked" in capsys.readouterr().out
     # The old key alone no longer verifies the log: its range ended at 15.
     old_only = tmp_path / "old-only.txt"
     old_only.write_text(old_pub)
-    assert _casetrail(*verify, "--keys", str(old_only)) == 1
+    assert casetrail_exit(*verify, "--keys", str(old_only)) == 1
     assert "no signature by" in capsys.readouterr().out
 
 
@@ -90,12 +90,12 @@ def test_a_key_given_without_its_pub_file_is_published_with_its_successor(
     FileSigner(ORIGIN, new_key)
     rotate = ["ledger", "rotate", "intake", "--new-key", str(new_key), "--data-dir", str(data_dir)]
 
-    assert _casetrail(*rotate) == 0
+    assert casetrail_exit(*rotate) == 0
 
     lines = published.read_text().splitlines()
     assert lines[0] == old_line.strip()
     assert " from=15 at=" in lines[1]
-    assert _casetrail("verify-store", "intake", "--data-dir", str(data_dir)) == 0
+    assert casetrail_exit("verify-store", "intake", "--data-dir", str(data_dir)) == 0
     assert "OK: the store is the tree its checkpoints signed" in capsys.readouterr().out
 
 
@@ -110,15 +110,15 @@ def test_rotate_is_refused_while_the_service_runs_or_with_nothing_new_to_sign(
     # A running process's mark (locking.serving.mark_serving, embedded).
     with (data_dir / "intake" / SERVING_FILE).open("a+b") as serving:
         fcntl.flock(serving, fcntl.LOCK_SH)
-        assert _casetrail(*rotate) == 2
+        assert casetrail_exit(*rotate) == 2
     assert "intake is running: stop it first" in capsys.readouterr().err
 
     missing = ["ledger", "rotate", "intake", "--new-key", str(tmp_path / "typo.key")]
-    assert _casetrail(*missing, "--data-dir", str(data_dir)) == 2
+    assert casetrail_exit(*missing, "--data-dir", str(data_dir)) == 2
     assert not (tmp_path / "typo.key").exists()
 
     asyncio.run(grow(data_dir, 0, sign=True))  # the 15 events are signed by the old key alone
-    assert _casetrail(*rotate) == 1
+    assert casetrail_exit(*rotate) == 1
     assert "no event since the checkpoint of size 15" in capsys.readouterr().err
     assert key_path(data_dir, "intake").read_bytes() == key_before
     assert not list(data_dir.glob("intake/ledger.key.retired-*"))
@@ -144,7 +144,7 @@ def test_a_ledger_pub_that_is_no_keys_file_leaves_the_key_to_install_by_hand(
     FileSigner(ORIGIN, new_key)
     rotate = ["ledger", "rotate", "intake", "--new-key", str(new_key), "--data-dir", str(data_dir)]
 
-    assert _casetrail(*rotate) == 1
+    assert casetrail_exit(*rotate) == 1
 
     err = capsys.readouterr().err
     assert "the new key is not installed (ledger.pub: " in err, err

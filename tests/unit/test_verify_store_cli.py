@@ -17,14 +17,9 @@ from casetrail_platform.ledger.note import MAX_KEYS_FILE_BYTES, origin_of
 from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.ledger import MAX_CHECKPOINT_BYTES
 from cli.main import main
-from tests.contract.test_ledger_contract import append_notes
+from tests.support.cli import casetrail_exit
+from tests.support.ledger import append_notes
 from tests.support.sample_events import sample_registry
-
-
-def _casetrail(*arguments: str) -> int:
-    with pytest.raises(SystemExit) as exited:
-        main(list(arguments))
-    return int(exited.value.code or 0)
 
 
 @pytest.fixture
@@ -43,7 +38,7 @@ async def data_dir(tmp_path: Path) -> Path:
 def test_with_the_published_key_the_signatures_are_checked(
     data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _casetrail("verify-store", "intake", "--data-dir", str(data_dir)) == 0
+    assert casetrail_exit("verify-store", "intake", "--data-dir", str(data_dir)) == 0
 
     out = capsys.readouterr().out
     assert "12 events hashed" in out
@@ -58,14 +53,14 @@ def test_without_a_key_it_says_the_signatures_were_not_checked(
     keys_file.write_text(published.read_text())
     published.unlink()
 
-    assert _casetrail("verify-store", "intake", "--data-dir", str(data_dir)) == 0
+    assert casetrail_exit("verify-store", "intake", "--data-dir", str(data_dir)) == 0
     out = capsys.readouterr().out
     assert "WITHOUT checking their signatures" in out
     assert "their signatures were not checked" in out
     assert "checkpoints signed" not in out
 
     keys = ["--keys", str(keys_file)]
-    assert _casetrail("verify-store", "intake", "--data-dir", str(data_dir), *keys) == 0
+    assert casetrail_exit("verify-store", "intake", "--data-dir", str(data_dir), *keys) == 0
     assert "OK: the store is the tree its checkpoints signed" in capsys.readouterr().out
 
 
@@ -77,7 +72,7 @@ def test_keys_that_name_another_log_are_refused(
     keys_file.write_text((tmp_path / "other" / "ledger.pub").read_text())
 
     arguments = ["verify-store", "intake", "--data-dir", str(data_dir), "--keys", str(keys_file)]
-    assert _casetrail(*arguments) == 2
+    assert casetrail_exit(*arguments) == 2
     assert "holds no public key named casetrail/" in capsys.readouterr().err
 
 
@@ -91,7 +86,7 @@ def test_a_keys_or_checkpoint_file_too_large_for_one_is_refused_naming_it(
     large.write_text(key_path(data_dir, "intake").with_suffix(".pub").read_text() * limit)
 
     arguments = ["verify-store", "intake", "--data-dir", str(data_dir), option, str(large)]
-    assert _casetrail(*arguments) == 2
+    assert casetrail_exit(*arguments) == 2
     assert f"{option} {large}: " in (err := capsys.readouterr().err)
     assert f"larger than {limit:,} bytes" in err
 
@@ -106,7 +101,7 @@ def test_a_services_published_keys_too_large_for_one_are_refused_naming_the_file
     export = data_dir / "export.jsonl"
     export.write_text("")
 
-    assert _casetrail("verify", str(export), "--data-dir", str(data_dir)) == 2
+    assert casetrail_exit("verify", str(export), "--data-dir", str(data_dir)) == 2
     err = capsys.readouterr().err
     assert f"{published}: cannot read the public keys: " in err
     assert f"larger than {MAX_KEYS_FILE_BYTES:,} bytes" in err
@@ -148,7 +143,7 @@ def test_a_database_where_the_service_never_stored_is_told_not_a_traceback(
 
     with database_of_its_own("verify_store") as dsn:
         arguments = ["--backend", "distributed", "--pg-dsn", dsn, "--data-dir", str(tmp_path)]
-        assert _casetrail("verify-store", "intake", *arguments) == 2
+        assert casetrail_exit("verify-store", "intake", *arguments) == 2
         assert "intake has no store in PostgreSQL" in capsys.readouterr().err
         with psycopg.connect(dsn) as connection:
             schemas = connection.execute(
@@ -172,7 +167,7 @@ def test_verify_store_writes_nothing_embedded(
     a WAL database's empty companions, as any reader does."""
     before = _files(data_dir)
 
-    assert _casetrail("verify-store", "intake", "--data-dir", str(data_dir)) == 0
+    assert casetrail_exit("verify-store", "intake", "--data-dir", str(data_dir)) == 0
     assert "OK: the store is the tree its checkpoints signed" in capsys.readouterr().out
 
     after = _files(data_dir)
@@ -204,7 +199,7 @@ def test_a_store_whose_ledger_was_never_created_is_told_and_left_so(
     for path in (data_dir / "intake").glob("ledger.db*"):
         path.unlink()
 
-    assert _casetrail("verify-store", "intake", "--data-dir", str(data_dir)) == 2
+    assert casetrail_exit("verify-store", "intake", "--data-dir", str(data_dir)) == 2
     assert "intake has no ledger yet" in capsys.readouterr().err
     assert not list((data_dir / "intake").glob("ledger.db*"))
 
@@ -217,7 +212,7 @@ def test_workers_hash_a_large_store_and_one_that_dies_is_told(
     from casetrail_platform.ledger import verify
     from casetrail_platform.ledger.sqlite import SqliteLedgerStore
     from casetrail_platform.ledger.store_ranges import StoreRanges
-    from tests.contract.test_ledger_verify_parallel import DyingRanges
+    from tests.support.ledger import DyingRanges
 
     # 12 events count as a large store here, in ranges of 4.
     monkeypatch.setattr(verify, "PARALLEL_FROM", 1)
@@ -231,19 +226,19 @@ def test_workers_hash_a_large_store_and_one_that_dies_is_told(
 
     monkeypatch.setattr(verify, "_hash_in_workers", counting)
     arguments = ["verify-store", "intake", "--data-dir", str(data_dir)]
-    assert _casetrail(*arguments, "--workers", "2") == 0
+    assert casetrail_exit(*arguments, "--workers", "2") == 0
     assert counted == [2]
     out = capsys.readouterr().out
     assert "12 events hashed" in out
     assert "OK: the store is the tree its checkpoints signed" in out
     # One worker: this process reads the store alone.
-    assert _casetrail(*arguments, "--workers", "1") == 0
+    assert casetrail_exit(*arguments, "--workers", "1") == 0
     assert counted == [2]
-    assert _casetrail(*arguments, "--workers", "0") == 2
+    assert casetrail_exit(*arguments, "--workers", "0") == 2
     assert "must be from 1 to 64" in capsys.readouterr().err
 
     dying = StoreRanges(DyingRanges(data_dir / "intake" / "events.db"), 12)
     monkeypatch.setattr(SqliteLedgerStore, "store_ranges", lambda self: nullcontext(dying))
-    assert _casetrail(*arguments, "--workers", "2") == 1
+    assert casetrail_exit(*arguments, "--workers", "2") == 1
     err = capsys.readouterr().err
     assert "intake: a worker process hashing positions 1 to 4 ended before it answered" in err

@@ -18,7 +18,7 @@ from casetrail_platform.ledger.witness import Witness
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from services.audit.app.ledger import LedgerDeps, published_keys, witness_all
-from tests.contract.test_ledger_contract import append_notes
+from tests.support.ledger import append_notes
 from tests.support.sample_events import sample_registry
 
 

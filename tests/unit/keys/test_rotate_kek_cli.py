@@ -10,15 +10,9 @@ from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
 from casetrail_platform.keys.hosting import KEK_FILE_VARIABLE, PREVIOUS_KEK_FILES_VARIABLE
 from casetrail_platform.keys.keyring import ClientKeyring
 from casetrail_platform.keys.sqlite import KEYS_FILE_NAME, SqliteDataKeyTable
-from cli.main import main
+from tests.support.cli import casetrail_exit
 
 CLIENTS = [f"client-{number}" for number in range(7)]
-
-
-def _casetrail(*arguments: str) -> int:
-    with pytest.raises(SystemExit) as exited:
-        main(list(arguments))
-    return int(exited.value.code or 0)
 
 
 @pytest.fixture
@@ -40,16 +34,16 @@ def test_an_operator_rotates_to_a_new_kek_and_the_old_one_can_then_be_retired(
 ) -> None:
     old = data_dir / "keys" / KEK_FILE_NAME
     new = data_dir / "secrets" / "kek-2.bin"
-    assert _casetrail("keys", "new-kek", str(new)) == 0
+    assert casetrail_exit("keys", "new-kek", str(new)) == 0
     new_id = capsys.readouterr().out.strip()
     assert new_id == FileKeyEncryptionKey(new).key_id
     assert new.stat().st_mode & 0o777 == 0o600
-    assert _casetrail("keys", "new-kek", str(new)) == 2  # never overwritten
+    assert casetrail_exit("keys", "new-kek", str(new)) == 2  # never overwritten
 
     monkeypatch.setenv(KEK_FILE_VARIABLE, str(new))
     monkeypatch.setenv(PREVIOUS_KEK_FILES_VARIABLE, str(old))
     data = str(data_dir)
-    assert _casetrail("keys", "rotate-kek", "--data-dir", data, "--batch-size", "2") == 0
+    assert casetrail_exit("keys", "rotate-kek", "--data-dir", data, "--batch-size", "2") == 0
     captured = capsys.readouterr()
     assert f"done: every live data key is wrapped by {new_id}" in captured.out
     assert captured.err.count("re-wrapped") == 3  # batches of 2, 2 and 2
@@ -57,7 +51,7 @@ def test_an_operator_rotates_to_a_new_kek_and_the_old_one_can_then_be_retired(
         for form in (secret.hex(), secret.hex().upper(), repr(secret)):
             assert form not in captured.out + captured.err
 
-    assert _casetrail("keys", "status", "--data-dir", data) == 0
+    assert casetrail_exit("keys", "status", "--data-dir", data) == 0
     assert capsys.readouterr().out == f"{new_id}  6 live data keys  (current)\n"
     # Retired: without the old KEK every live key still opens, the erased one stays erased.
     old.unlink()
@@ -67,7 +61,7 @@ def test_an_operator_rotates_to_a_new_kek_and_the_old_one_can_then_be_retired(
     for client in CLIENTS:
         assert (keyring.decryption_key(client, 1) is None) == (client == "client-3")
     table.close()
-    assert _casetrail("keys", "rotate-kek", "--data-dir", data) == 0
+    assert casetrail_exit("keys", "rotate-kek", "--data-dir", data) == 0
 
 
 def test_a_rotation_without_the_old_kek_stops_and_names_it(
@@ -75,14 +69,18 @@ def test_a_rotation_without_the_old_kek_stops_and_names_it(
 ) -> None:
     old_id = FileKeyEncryptionKey(data_dir / "keys" / KEK_FILE_NAME).key_id
     new = data_dir / "kek-2.bin"
-    assert _casetrail("keys", "new-kek", str(new)) == 0
+    assert casetrail_exit("keys", "new-kek", str(new)) == 0
     capsys.readouterr()
 
-    status = _casetrail("keys", "rotate-kek", "--data-dir", str(data_dir), "--kek-file", str(new))
+    status = casetrail_exit(
+        "keys", "rotate-kek", "--data-dir", str(data_dir), "--kek-file", str(new)
+    )
 
     assert status == 1
     assert old_id in capsys.readouterr().err
-    assert _casetrail("keys", "status", "--data-dir", str(data_dir), "--kek-file", str(new)) == 0
+    assert (
+        casetrail_exit("keys", "status", "--data-dir", str(data_dir), "--kek-file", str(new)) == 0
+    )
     assert capsys.readouterr().out == f"{old_id}  6 live data keys\n"
 
 
@@ -93,14 +91,16 @@ def test_a_missing_kek_file_or_key_table_is_an_error_not_a_new_key(
     options = ("--data-dir", str(data_dir), "--kek-file", str(missing))
     for action in ("rotate-kek", "status"):
         # A usage error naming the file, not an outage to retry (exit 1 before).
-        assert _casetrail("keys", action, *options) == 2
+        assert casetrail_exit("keys", action, *options) == 2
         err = capsys.readouterr().err
         assert f"--kek-file {missing}: no such KEK file" in err
         assert "retry" not in err
     assert not missing.exists()
-    assert _casetrail("keys", "rotate-kek", "--data-dir", str(data_dir / "empty")) == 2
+    assert casetrail_exit("keys", "rotate-kek", "--data-dir", str(data_dir / "empty")) == 2
     assert "no data-key table" in capsys.readouterr().err
-    assert _casetrail("keys", "rotate-kek", "--data-dir", str(data_dir), "--batch-size", "0") == 2
+    assert (
+        casetrail_exit("keys", "rotate-kek", "--data-dir", str(data_dir), "--batch-size", "0") == 2
+    )
 
 
 def test_a_previous_kek_that_is_a_directory_or_missing_is_refused_naming_it(
@@ -110,5 +110,5 @@ def test_a_previous_kek_that_is_a_directory_or_missing_is_refused_naming_it(
     for previous, problem in ((data_dir, "not a KEK file"), (data_dir / "no.bin", "no such")):
         options = ("--data-dir", str(data_dir), "--previous-kek-file", str(previous))
         for action in ("status", "rotate-kek"):
-            assert _casetrail("keys", action, *options) == 2
+            assert casetrail_exit("keys", action, *options) == 2
             assert f"--previous-kek-file {previous}: {problem}" in capsys.readouterr().err
