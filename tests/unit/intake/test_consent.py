@@ -8,8 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
-from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
@@ -19,47 +17,14 @@ from cli.rpc import Person
 from events.catalog.access import ConsentGranted, ConsentRevoked, RecordAccessDenied
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import acting
+from tests.unit.intake.requests import (
+    PARTNER,
+    a_case,
+    command,
+    granting,
+    stamp,
+)
 from tests.unit.intake.support import Intake
-from tests.unit.intake.test_grpc import assessing, command, marco, opening
-
-PARTNER = "bay-recovery"
-
-
-def stamp(moment: datetime) -> Timestamp:
-    message = Timestamp()
-    message.FromDatetime(moment)
-    return message
-
-
-def granting(case_id: str, **changes: Any) -> intake_pb2.GrantConsentRequest:
-    request = intake_pb2.GrantConsentRequest(
-        context=command("social_worker"),
-        case_id=case_id,
-        recipient=intake_pb2.ConsentRecipient(
-            kind="agency", recipient_id=PARTNER, name="Bay Recovery Center"
-        ),
-        purpose="coordination",
-        scope=["identity", "referrals", "services"],
-        categories=["substance_use"],
-        expires_at=stamp(datetime.now(UTC) + timedelta(days=90)),
-        document_reference="scan://consents/2026/0001.pdf",
-    )
-    for name, value in changes.items():
-        if value is None:
-            request.ClearField(name)  # type: ignore[arg-type]
-        elif isinstance(value, Message):
-            getattr(request, name).CopyFrom(value)
-        else:
-            setattr(request, name, value)
-    return request
-
-
-async def a_case(intake: Intake) -> str:
-    client = await intake.stub.RegisterClient(marco())
-    opened = await intake.stub.OpenCase(opening(client.client_id))
-    await intake.stub.RecordInitialAssessment(assessing(opened.result.case_id))
-    case_id: str = opened.result.case_id
-    return case_id
 
 
 async def stored(intake: Intake) -> list[Any]:

@@ -30,8 +30,8 @@ from services.intake.domain.clients import client_from
 from services.intake.domain.corrections import check_corrected_date_of_birth
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import TestIssuer, acting, caller_channel
+from tests.unit.intake.requests import command, marco, opening, query, until_status
 from tests.unit.intake.support import Intake, closed_by_planning, recorded
-from tests.unit.intake.test_grpc import command, marco, opening, query, until_status
 
 CANARY = "CANARY-7c1e-birth-certificate"
 AGENCY = "eastbay-dss"

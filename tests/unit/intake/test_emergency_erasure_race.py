@@ -22,8 +22,9 @@ from services.intake.app.commands import OpenEmergencyAccess
 from services.intake.app.emergency import open_emergency_access
 from services.intake.domain.cases import case_stream
 from services.intake.domain.erasure import CLIENT_ERASED
-from tests.unit.intake.test_emergency_reads import CASE, GRANTEE, context
-from tests.unit.intake.test_erasure_races import ErasedOnceRead
+from tests.unit.intake.support import GRANTEE, ErasedOnceRead, context_of
+
+CASE = "case-glass-1"
 
 
 def _metadata() -> EventMetadata:
@@ -47,7 +48,7 @@ async def test_an_erasure_committed_between_the_read_and_the_append_refuses_the_
         await open_emergency_access(
             store,
             access,
-            context(GRANTEE),
+            context_of(GRANTEE),
             GRANTEE,
             OpenEmergencyAccess(CASE, "Client unreachable, fall alarm raised", timedelta(hours=1)),
             datetime.now(UTC),

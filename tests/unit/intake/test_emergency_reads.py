@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from casetrail_platform.commands import CommandContext
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import AccessControl, AccessDenied
 from casetrail_platform.policy.projection import FACTS, CaseFactsProjection
@@ -41,17 +40,11 @@ from services.intake.app.emergency import (
     review_queue,
 )
 from services.intake.domain.cases import case_stream
+from tests.unit.intake.support import GRANTEE, context_of
 
-GRANTEE = Principal(
-    "sw-luis", Role.SOCIAL_WORKER, "eastbay-dss", "test", "team-east", frozenset({"break_glass"})
-)
 GRANTEES_SUPERVISOR = Principal("helen", Role.SUPERVISOR, "eastbay-dss", "test", "team-east")
 OTHER_SUPERVISOR = Principal("omar", Role.SUPERVISOR, "eastbay-dss", "test", "team-west")
 CASE = "case-glass-1"
-
-
-def context(principal: Principal) -> CommandContext:
-    return CommandContext(actor=principal.actor, idempotency_key=uuid.uuid4().hex)
 
 
 async def _opened_access(
@@ -73,7 +66,7 @@ async def _opened_access(
     glass = await open_emergency_access(
         store,
         access,
-        context(GRANTEE),
+        context_of(GRANTEE),
         GRANTEE,
         OpenEmergencyAccess(CASE, "Client unreachable, fall alarm raised", timedelta(minutes=30)),
         datetime.now(UTC),
@@ -107,7 +100,7 @@ async def test_a_review_by_the_grantees_supervisor_reads_the_case_once(
     recorded = await review_emergency_access(
         store,
         access,
-        context(GRANTEES_SUPERVISOR),
+        context_of(GRANTEES_SUPERVISOR),
         GRANTEES_SUPERVISOR,
         ReviewEmergencyAccess(CASE, access_id, "justified", "Fall alarm on record"),
     )
@@ -129,7 +122,7 @@ async def test_a_closing_by_the_grantee_reads_the_case_once(
     closed = await close_emergency_access(
         store,
         access,
-        context(GRANTEE),
+        context_of(GRANTEE),
         GRANTEE,
         CloseEmergencyAccess(CASE, access_id),
         datetime.now(UTC),
@@ -149,7 +142,7 @@ async def test_whoever_does_not_oversee_the_access_is_refused_and_recorded_writi
         await review_emergency_access(
             store,
             access,
-            context(OTHER_SUPERVISOR),
+            context_of(OTHER_SUPERVISOR),
             OTHER_SUPERVISOR,
             ReviewEmergencyAccess(CASE, access_id, "justified", "Looks fine"),
         )
@@ -157,7 +150,7 @@ async def test_whoever_does_not_oversee_the_access_is_refused_and_recorded_writi
         await close_emergency_access(
             store,
             access,
-            context(OTHER_SUPERVISOR),
+            context_of(OTHER_SUPERVISOR),
             OTHER_SUPERVISOR,
             CloseEmergencyAccess(CASE, access_id),
             datetime.now(UTC),

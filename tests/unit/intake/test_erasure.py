@@ -23,9 +23,8 @@ from events.sealed_values import ERASED_CODE, ERASED_TEXT
 from services.intake.domain.erasure import CLIENT_ERASED, decide_erasure, decide_release
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import acting
+from tests.unit.intake.requests import assessing, command, erasing, granting, marco, opening, query
 from tests.unit.intake.support import Intake, recorded
-from tests.unit.intake.test_consent import granting
-from tests.unit.intake.test_grpc import assessing, command, marco, opening, query
 
 CANARY = "CANARY-0b1c-fears-falling"
 HOLD_CANARY = "CANARY-hold-5e2d-inquiry"
@@ -38,14 +37,6 @@ def _files_holding(intake: Intake, canary: str) -> list[Path]:
         for path in intake.infra.data_dir.rglob("*")
         if path.is_file() and canary.encode() in path.read_bytes()
     ]
-
-
-def erasing(client_id: str, key: str = "") -> intake_pb2.EraseClientRequest:
-    return intake_pb2.EraseClientRequest(
-        context=command("supervisor", key),
-        client_id=client_id,
-        request_reference="dms://privacy/requests/7",
-    )
 
 
 async def assessed_client(intake: Intake) -> tuple[str, str]:

@@ -17,9 +17,8 @@ from casetrail.intake.v1 import intake_pb2
 from casetrail_platform.hosting import open_event_store
 from events.catalog.cases import CaseOpened
 from tests.support.grpc import details, refusal
+from tests.unit.intake.requests import erasing, marco, opening
 from tests.unit.intake.support import Intake
-from tests.unit.intake.test_erasure import erasing
-from tests.unit.intake.test_grpc import marco, opening
 
 
 async def test_a_case_opened_while_the_erasure_is_decided_is_named_or_refused(

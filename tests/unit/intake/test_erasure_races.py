@@ -6,9 +6,7 @@ recorded on the case. (The emergency access's race: ``test_emergency_erasure_rac
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -17,52 +15,22 @@ from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
 from events.catalog.erasure import ClientErased
-from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.app import handlers
 from services.intake.app.commands import GrantConsent, RecipientInput, ReopenCase
 from services.intake.domain.cases import case_from, case_stream
-from services.intake.domain.clients import client_stream
 from services.intake.domain.erasure import CLIENT_ERASED
-from tests.unit.intake.support import closed_by_planning, context
-from tests.unit.intake.test_handlers import assessing, marco, open_a_case, opening, register
-
-
-class ErasedOnceRead:
-    """Patches ``store.read_stream`` so that the client's erasure commits right after the
-    ``reads``-th read of the client's stream from now on (by the command under test)."""
-
-    def __init__(
-        self,
-        store: SqliteEventStore,
-        monkeypatch: pytest.MonkeyPatch,
-        client_id: str,
-        reads: int = 1,
-    ) -> None:
-        self.erased = False
-        read_stream = store.read_stream
-        client = client_stream(client_id)
-        seen = 0
-
-        async def read(stream: str, **kwargs: Any) -> list[RecordedEvent]:
-            nonlocal seen
-            history = await read_stream(stream, **kwargs)
-            if stream == client and not self.erased:
-                seen += 1
-                if seen == reads:
-                    self.erased = True
-                    erasure = ClientErased(client_id=client_id, request_reference="dms://dsr/9")
-                    metadata = EventMetadata(
-                        source="casetrail/intake",
-                        actor=Actor("dpo-1", Role.SUPERVISOR),
-                        occurred_at=datetime.now(UTC),
-                        correlation_id=uuid.uuid4(),
-                    )
-                    await store.append(client, [NewEvent(erasure, metadata)], len(history))
-            return history
-
-        monkeypatch.setattr(store, "read_stream", read)
+from tests.unit.intake.support import (
+    ErasedOnceRead,
+    assessing,
+    closed_by_planning,
+    context,
+    marco,
+    open_a_case,
+    opening,
+    register,
+)
 
 
 async def _client_of(store: SqliteEventStore, case_id: str) -> str:

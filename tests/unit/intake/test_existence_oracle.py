@@ -14,8 +14,8 @@ from cli.rpc import Person
 from events.catalog.access import RecordAccessDenied
 from tests.support.grpc import details, refusal
 from tests.support.identity import acting
+from tests.unit.intake.requests import marco, open_case, recorded_in_intake
 from tests.unit.intake.support import Intake
-from tests.unit.intake.test_grpc import marco, open_case, recorded_in_intake
 
 
 def case_manager() -> common_pb2.QueryContext:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 
 import grpc
@@ -17,82 +16,25 @@ from cli.rpc import Person
 from events.catalog.access import RecordAccessed
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import Role
-from events.envelope import RecordedEvent
 from services.intake.adapters import client_directory
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import acting
+from tests.unit.intake.requests import (
+    assessing,
+    command,
+    get_case,
+    marco,
+    open_case,
+    opening,
+    query,
+    recorded_in_intake,
+    until_status,
+)
 from tests.unit.intake.support import Intake, closed_by_planning, recorded
-
-
-def command(role: str = "intake_worker", key: str = "") -> common_pb2.CommandContext:
-    return acting(
-        Person(f"user-{role}", role),
-        common_pb2.CommandContext(idempotency_key=key or f"key-{next(_keys)}"),
-    )
-
-
-PURPOSE_OF = {"auditor": "confidentiality_review", "coordinator": "coordination"}
-"""The purpose each role reads with in these tests (casetrail_platform/policy/matrix.py)."""
-
-
-def query(role: str = "auditor", user: str = "") -> common_pb2.QueryContext:
-    return acting(
-        Person(user or f"user-{role}", role, agency=user or "eastbay-dss"),
-        common_pb2.QueryContext(purpose=PURPOSE_OF.get(role, "direct_care")),
-    )
 
 
 def query_without_purpose() -> common_pb2.QueryContext:
     return acting(Person("user-coordinator", "coordinator"), common_pb2.QueryContext())
-
-
-_keys = iter(range(1_000_000))
-
-
-def marco(
-    given: str = "Marco",
-    family: str = "Bellini",
-    birth: str = "1941-06-02",
-    national_id: str = "BLLMRC41H02F205X",
-) -> intake_pb2.RegisterClientRequest:
-    identifiers = [intake_pb2.PersonalIdentifier(scheme="national_id", value=national_id)]
-    return intake_pb2.RegisterClientRequest(
-        context=command("receptionist"),
-        name=intake_pb2.PersonName(given_names=given, family_name=family),
-        date_of_birth=birth,
-        identifiers=identifiers if national_id else [],
-        contact=intake_pb2.ContactDetails(phone="+39 02 555 0199"),
-        preferred_language="it",
-    )
-
-
-def opening(client_id: str) -> intake_pb2.OpenCaseRequest:
-    return intake_pb2.OpenCaseRequest(
-        context=command("receptionist"),
-        client_id=client_id,
-        referral_source=intake_pb2.ReferralSource(kind="hospital", name="St Mary"),
-        presenting_needs=[intake_pb2.PresentingNeed(category="home_care")],
-    )
-
-
-def assessing(
-    case_id: str, role: str = "social_worker"
-) -> intake_pb2.RecordInitialAssessmentRequest:
-    return intake_pb2.RecordInitialAssessmentRequest(
-        context=command(role),
-        case_id=case_id,
-        factors=intake_pb2.AssessmentFactors(psychological="Fears falling again"),
-        strengths=["Good relationship with his daughter"],
-        resources=["State pension"],
-        risks=[intake_pb2.Risk(description="Fall risk at home", severity="high")],
-        needs=[intake_pb2.AssessedNeed(category="home_care", urgency="immediate")],
-    )
-
-
-async def open_case(intake: Intake) -> str:
-    client = await intake.stub.RegisterClient(marco())
-    opened: intake_pb2.OpenCaseResponse = await intake.stub.OpenCase(opening(client.client_id))
-    return opened.result.case_id
 
 
 async def test_the_intake_of_a_client(intake: Intake) -> None:
@@ -386,22 +328,6 @@ async def test_reopening_needs_a_closure_from_planning(intake: Intake) -> None:
     assert [c.reason for c in record.closures] == ["goals_achieved"]
 
 
-async def get_case(intake: Intake, case_id: str) -> intake_pb2.CaseRecord:
-    response: intake_pb2.GetCaseResponse = await intake.stub.GetCase(
-        intake_pb2.GetCaseRequest(context=query(), case_id=case_id)
-    )
-    return response.record
-
-
-async def until_status(intake: Intake, case_id: str, status: str) -> None:
-    """Wait for the bus subscription to deliver (a readiness wait, not a timing assertion)."""
-    for _ in range(500):
-        if (await get_case(intake, case_id)).status == status:
-            return
-        await asyncio.sleep(0.02)
-    pytest.fail(f"case {case_id} never became {status}")
-
-
 async def test_a_supervisor_s_reopening_retried_after_a_transfer_answers_as_the_first(
     intake: Intake,
 ) -> None:
@@ -461,14 +387,6 @@ async def test_queries_need_a_purpose(intake: Intake) -> None:
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     (bad,) = details(status, error_details_pb2.BadRequest)
     assert [v.field for v in bad.field_violations] == ["context.purpose"]
-
-
-async def recorded_in_intake(intake: Intake, stream: str) -> list[RecordedEvent]:
-    store, _checkpoints, close = await open_event_store(intake.infra, "intake")
-    try:
-        return await store.read_stream(stream)
-    finally:
-        await close()
 
 
 async def test_a_registered_client_without_a_case_reads_their_own_record(intake: Intake) -> None:

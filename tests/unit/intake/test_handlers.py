@@ -27,74 +27,29 @@ from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.app import handlers, queries
 from services.intake.app.commands import (
-    AssessedNeedInput,
     ContactInput,
-    FactorsInput,
     FindDuplicates,
     IdentifierInput,
     NameInput,
     OpenCase,
     PresentingNeedInput,
-    RecordInitialAssessment,
     ReferralSourceInput,
     RegisterClient,
     ReopenCase,
 )
 from services.intake.domain.clients import client_stream
 from services.intake.domain.errors import PossibleDuplicateClient
-from tests.unit.intake.support import closed_by_planning, context
+from tests.unit.intake.support import (
+    assessing,
+    closed_by_planning,
+    context,
+    marco,
+    open_a_case,
+    opening,
+    register,
+)
 
-TODAY = date(2024, 3, 1)
 NATIONAL = IdentifierInput(scheme="national_id", value="BLLMRC41H02F205X")
-
-
-def marco(
-    given: str = "Marco",
-    family: str = "Bellini",
-    birth: str | None = "1941-06-02",
-    identifiers: tuple[IdentifierInput, ...] = (),
-    confirmed: bool = False,
-) -> RegisterClient:
-    return RegisterClient(
-        name=NameInput(given_names=given, family_name=family),
-        date_of_birth=birth,
-        identifiers=identifiers,
-        confirmed_not_duplicate=confirmed,
-    )
-
-
-async def register(
-    store: SqliteEventStore,
-    directory: ClientDirectory,
-    command: RegisterClient,
-    ctx: CommandContext | None = None,
-) -> handlers.Registration:
-    return await handlers.register_client(
-        store, directory, ctx or context(Role.RECEPTIONIST), command, TODAY
-    )
-
-
-def opening(client_id: str) -> OpenCase:
-    return OpenCase(
-        client_id=client_id,
-        referral_source=ReferralSourceInput(kind="hospital", name="St Mary discharge team"),
-        presenting_needs=(PresentingNeedInput(category="home_care", description="Lives alone"),),
-    )
-
-
-def assessing(case_id: str) -> RecordInitialAssessment:
-    return RecordInitialAssessment(
-        case_id=case_id,
-        factors=FactorsInput(biological="Hip replacement", economic="State pension only"),
-        needs=(AssessedNeedInput(category="home_care", urgency="immediate"),),
-        strengths=("Motivated to stay at home",),
-    )
-
-
-async def open_a_case(store: SqliteEventStore, directory: ClientDirectory) -> str:
-    client = await register(store, directory, marco())
-    opened = await handlers.open_case(store, context(), opening(client.recorded.subject_id))
-    return opened.subject_id
 
 
 async def test_registering_a_client(store: SqliteEventStore, directory: ClientDirectory) -> None:

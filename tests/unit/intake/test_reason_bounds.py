@@ -9,9 +9,8 @@ import pytest
 
 from casetrail.intake.v1 import intake_pb2
 from tests.support.grpc import refusal, violated_fields
+from tests.unit.intake.requests import a_case, command, granting, marco
 from tests.unit.intake.support import Intake
-from tests.unit.intake.test_consent import a_case, granting
-from tests.unit.intake.test_grpc import command, marco
 
 
 @pytest.mark.parametrize("reason", ["x" * 501, "   "], ids=["too-long", "blank"])

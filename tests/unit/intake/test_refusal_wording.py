@@ -10,8 +10,8 @@ from casetrail.intake.v1 import intake_pb2
 from cli.rpc import Person
 from tests.support.grpc import details, refusal
 from tests.support.identity import acting
+from tests.unit.intake.requests import marco, opening, query
 from tests.unit.intake.support import Intake
-from tests.unit.intake.test_grpc import marco, opening, query
 
 
 async def test_breaking_the_glass_with_an_empty_reason_says_it_is_required(
