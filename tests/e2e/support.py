@@ -1,4 +1,6 @@
-"""Small cases for the e2e tests: a new client with an open case, known to coordination."""
+"""Small cases for the e2e tests: a new client with an open case, known to coordination; an
+assessment, a referral the partner accepted, an emergency access asked for, a service scheduled
+next week."""
 
 from __future__ import annotations
 
@@ -8,10 +10,21 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import grpc
+from google.protobuf.duration_pb2 import Duration
+
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
-from cli.rpc import command, eventually, query, timestamp
-from cli.walk.story import AUDITOR, RECEPTIONIST, SOCIAL_WORKER
+from cli.rpc import (
+    Person,
+    Refusal,
+    command,
+    consent_not_known_yet,
+    eventually,
+    query,
+    timestamp,
+)
+from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, RECEPTIONIST, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
 from tests.support.distributed import ENV, REPO
 
@@ -105,3 +118,86 @@ async def casetrail_cli(*arguments: str, token: str | None = None) -> tuple[int,
     out, err = await process.communicate()
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+PARTNER = HOME_CARE.user_id
+
+
+def learning(refusal: Refusal) -> bool:
+    """Facts travel over the bus: a relationship just formed may not be known yet."""
+    return refusal.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
+
+
+async def assessed(casetrail: Casetrail, case: Case) -> None:
+    await casetrail.stubs.as_(SOCIAL_WORKER).intake.RecordInitialAssessment(
+        intake_pb2.RecordInitialAssessmentRequest(
+            context=command(key()),
+            case_id=case.case_id,
+            factors=intake_pb2.AssessmentFactors(
+                psychological="Low mood since the fall", social="Lives alone"
+            ),
+            needs=[intake_pb2.AssessedNeed(category="home_care", urgency="soon")],
+        )
+    )
+
+
+async def referred_and_accepted(casetrail: Casetrail, case: Case) -> str:
+    stubs = casetrail.stubs
+    request = co.MakeReferralRequest(
+        context=command(key()),
+        case_id=case.case_id,
+        provider=co.Provider(provider_id=PARTNER, name="Sunrise Home Care"),
+        need_category="home_care",
+        service="Morning personal care",
+        urgency="soon",
+        reason="Cannot wash or dress alone since the fall",
+    )
+    made = await eventually(
+        lambda: stubs.as_(COORDINATOR).coordination.MakeReferral(request),
+        what="coordination to learn of the consent",
+        patience=casetrail.patience,
+        retry=consent_not_known_yet,
+    )
+    await stubs.as_(HOME_CARE).coordination.AcceptReferral(
+        co.AcceptReferralRequest(
+            context=command(key()),
+            case_id=case.case_id,
+            referral_id=made.referral_id,
+            provider_id=PARTNER,
+        )
+    )
+    referral_id: str = made.referral_id
+    return referral_id
+
+
+BREAK_GLASS = ("break_glass",)
+REASON = "Client found confused at home out of hours; need the medication and risk notes"
+ON_CALL = Person("sw-luis-ortega", "social_worker", team="team-east", entitlements=BREAK_GLASS)
+
+
+def opening(
+    case: Case, reason: str = REASON, seconds: int = 0
+) -> intake_pb2.OpenEmergencyAccessRequest:
+    request = intake_pb2.OpenEmergencyAccessRequest(
+        context=command(key()), case_id=case.case_id, reason=reason
+    )
+    if seconds:
+        request.duration.CopyFrom(Duration(seconds=seconds))
+    return request
+
+
+def schedule(case: Case, kind: str, start: datetime, hours: int = 1) -> co.ScheduleServiceRequest:
+    return co.ScheduleServiceRequest(
+        context=command(key()),
+        case_id=case.case_id,
+        kind=kind,
+        provider=co.Provider(provider_id="eastside-pt", name="Eastside Physical Therapy"),
+        starts_at=timestamp(start),
+        ends_at=timestamp(start + timedelta(hours=hours)),
+        location=co.ServiceLocation(kind="provider_site"),
+    )
+
+
+def next_week(hour: int) -> datetime:
+    day = datetime.now(UTC).date() + timedelta(days=7)
+    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)

@@ -16,64 +16,24 @@ from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
 from casetrail_platform.policy import redaction
 from casetrail_platform.policy.guard import REDACTED_KEY
-from cli.rpc import Refusal, command, consent_not_known_yet, eventually, query, refused
+from cli.rpc import command, eventually, query, refused
 from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, RECEPTIONIST, SOCIAL_WORKER
 from services.coordination.entrypoints.grpc_server import CASE_SENSITIVE_PATHS as COORD_PATHS
 from services.intake.entrypoints.grpc_server import CASE_SENSITIVE_PATHS as INTAKE_PATHS
 from services.planning.entrypoints.grpc_server import CASE_VIEW_SENSITIVE_PATHS as VIEW_PATHS
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import Case, consent, key, new_case
+from tests.e2e.support import (
+    PARTNER,
+    Case,
+    assessed,
+    consent,
+    key,
+    learning,
+    new_case,
+    referred_and_accepted,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
-
-PARTNER = HOME_CARE.user_id
-
-
-def learning(refusal: Refusal) -> bool:
-    """Facts travel over the bus: a relationship just formed may not be known yet."""
-    return refusal.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED)
-
-
-async def assessed(casetrail: Casetrail, case: Case) -> None:
-    await casetrail.stubs.as_(SOCIAL_WORKER).intake.RecordInitialAssessment(
-        intake_pb2.RecordInitialAssessmentRequest(
-            context=command(key()),
-            case_id=case.case_id,
-            factors=intake_pb2.AssessmentFactors(
-                psychological="Low mood since the fall", social="Lives alone"
-            ),
-            needs=[intake_pb2.AssessedNeed(category="home_care", urgency="soon")],
-        )
-    )
-
-
-async def referred_and_accepted(casetrail: Casetrail, case: Case) -> str:
-    stubs = casetrail.stubs
-    request = co.MakeReferralRequest(
-        context=command(key()),
-        case_id=case.case_id,
-        provider=co.Provider(provider_id=PARTNER, name="Sunrise Home Care"),
-        need_category="home_care",
-        service="Morning personal care",
-        urgency="soon",
-        reason="Cannot wash or dress alone since the fall",
-    )
-    made = await eventually(
-        lambda: stubs.as_(COORDINATOR).coordination.MakeReferral(request),
-        what="coordination to learn of the consent",
-        patience=casetrail.patience,
-        retry=consent_not_known_yet,
-    )
-    await stubs.as_(HOME_CARE).coordination.AcceptReferral(
-        co.AcceptReferralRequest(
-            context=command(key()),
-            case_id=case.case_id,
-            referral_id=made.referral_id,
-            provider_id=PARTNER,
-        )
-    )
-    referral_id: str = made.referral_id
-    return referral_id
 
 
 async def test_consent_gates_the_partner_and_revocation_refuses_its_next_read(

@@ -21,9 +21,18 @@ from cli.rpc import Person, Refusal, command, eventually, query, refused
 from cli.walk.story import AUDITOR, HOME_CARE, RECEPTIONIST
 from events.sealed_values import ERASED_TEXT
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import Case, consent, key, new_case, registration
-from tests.e2e.test_access import PARTNER, assessed, referred_and_accepted
-from tests.e2e.test_break_glass import ON_CALL, opening
+from tests.e2e.support import (
+    ON_CALL,
+    PARTNER,
+    Case,
+    assessed,
+    consent,
+    key,
+    new_case,
+    opening,
+    referred_and_accepted,
+    registration,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from google.protobuf.duration_pb2 import Duration
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
@@ -20,12 +19,19 @@ from casetrail.planning.v1 import planning_pb2 as pl
 from cli.rpc import Person, Refusal, command, eventually, query, refusal_of, refused
 from cli.walk.story import AUDITOR, COORDINATOR
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import Case, casetrail_cli, key, new_case
+from tests.e2e.support import (
+    BREAK_GLASS,
+    ON_CALL,
+    REASON,
+    Case,
+    casetrail_cli,
+    key,
+    new_case,
+    opening,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
-BREAK_GLASS = ("break_glass",)
-ON_CALL = Person("sw-luis-ortega", "social_worker", team="team-east", entitlements=BREAK_GLASS)
 ON_CALL_UNENTITLED = Person("sw-luis-ortega", "social_worker", team="team-east")
 NIGHT_NURSE = Person("sw-tom-becker", "social_worker", team="team-west", entitlements=BREAK_GLASS)
 WEST_SUPERVISOR = Person("helen.morris", "supervisor", team="team-west")
@@ -34,18 +40,6 @@ WEST_NIGHT_SUPERVISOR = Person(
 )
 """Oversees team-west's cases, and breaks the glass on one of them himself."""
 EAST_SUPERVISOR = Person("omar.haddad", "supervisor", team="team-east")
-REASON = "Client found confused at home out of hours; need the medication and risk notes"
-
-
-def opening(
-    case: Case, reason: str = REASON, seconds: int = 0
-) -> intake_pb2.OpenEmergencyAccessRequest:
-    request = intake_pb2.OpenEmergencyAccessRequest(
-        context=command(key()), case_id=case.case_id, reason=reason
-    )
-    if seconds:
-        request.duration.CopyFrom(Duration(seconds=seconds))
-    return request
 
 
 def still_learning(refusal: Refusal) -> bool:

@@ -28,8 +28,7 @@ from cli.rpc import (
 )
 from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import Case, consent, key, new_case
-from tests.e2e.test_access import PARTNER, learning, referred_and_accepted
+from tests.e2e.support import PARTNER, Case, consent, key, learning, new_case, referred_and_accepted
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

@@ -24,7 +24,7 @@ from cli.walk.story import (
     SOCIAL_WORKER,
 )
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import Case, consent, key, new_case, registration
+from tests.e2e.support import consent, key, new_case, next_week, registration, schedule
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
@@ -32,23 +32,6 @@ BAY_RECOVERY = Person("bay-recovery", "partner_agency", agency="bay-recovery")
 
 SUPERVISOR = Person("helen.morris", "supervisor")
 CASE_MANAGER = Person(CASE_MANAGER_ID, "case_manager")
-
-
-def schedule(case: Case, kind: str, start: datetime, hours: int = 1) -> co.ScheduleServiceRequest:
-    return co.ScheduleServiceRequest(
-        context=command(key()),
-        case_id=case.case_id,
-        kind=kind,
-        provider=co.Provider(provider_id="eastside-pt", name="Eastside Physical Therapy"),
-        starts_at=timestamp(start),
-        ends_at=timestamp(start + timedelta(hours=hours)),
-        location=co.ServiceLocation(kind="provider_site"),
-    )
-
-
-def next_week(hour: int) -> datetime:
-    day = datetime.now(UTC).date() + timedelta(days=7)
-    return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
 
 
 async def test_a_role_that_may_not_act_is_permission_denied(casetrail: Casetrail) -> None:

@@ -16,9 +16,19 @@ from casetrail_platform.policy.guard import RULE_KEY
 from cli.rpc import Person, command, eventually, query, refused, timestamp
 from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import Case, casetrail_cli, consent, key, new_case
-from tests.e2e.test_access import PARTNER, assessed, learning, referred_and_accepted
-from tests.e2e.test_break_glass import ON_CALL, opening
+from tests.e2e.support import (
+    ON_CALL,
+    PARTNER,
+    Case,
+    assessed,
+    casetrail_cli,
+    consent,
+    key,
+    learning,
+    new_case,
+    opening,
+    referred_and_accepted,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
