@@ -37,8 +37,7 @@ from services.intake.adapters.client_directory import (
 )
 from services.intake.domain.clients import client_stream
 from services.intake.domain.matching import Probe
-from tests.unit.keys.support import FakeKms
-from tests.unit.keys.test_keys_off_loop import ThreadNotingTable
+from tests.unit.keys.support import FakeKms, ThreadNotingTable
 
 MARCO = PersonName(given_names="Marco", family_name="Bellini")
 BIRTH = date(1941, 6, 2)

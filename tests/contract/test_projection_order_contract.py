@@ -23,8 +23,7 @@ from events.catalog_registry import default_registry
 from services.audit.adapters.timeline import FACTS, TimelineProjection
 from services.planning.adapters.case_views import CaseViewProjection, CaseViews
 from services.planning.app.handlers import Dependencies
-from tests.unit.planning.support import Bus, dump
-from tests.unit.planning.test_case_view import build_realistic_history
+from tests.unit.planning.support import Bus, build_realistic_history, dump
 
 
 @pytest.fixture

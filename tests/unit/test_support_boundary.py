@@ -85,28 +85,11 @@ def imports_between_test_modules() -> set[tuple[str, str]]:
 
 KNOWN_WHEN_THE_RULE_CAME: set[tuple[str, str]] = {
     ("tests/console/test_console_hostile_text.py", "tests.console.test_console_pages"),
-    ("tests/contract/test_client_directory_contract.py", "tests.unit.keys.test_keys_off_loop"),
     ("tests/contract/test_event_size_gaps.py", "tests.contract.test_sealed_store_contract"),
-    ("tests/contract/test_projection_order_contract.py", "tests.unit.planning.test_case_view"),
     ("tests/contract/test_snapshot_contract.py", "tests.contract.test_folded_contract"),
     ("tests/e2e/test_caseload_views.py", "tests.integration.test_caseload_faust"),
     ("tests/integration/test_caseload_stop.py", "tests.integration.test_caseload_faust"),
     ("tests/integration/test_kafka_partition_order.py", "tests.integration.test_kafka_relay"),
-    ("tests/unit/audit/test_concurrent_exports.py", "tests.unit.audit.test_grpc"),
-    ("tests/unit/audit/test_queries.py", "tests.unit.audit.test_timeline"),
-    ("tests/unit/coordination/test_agency_date.py", "tests.unit.coordination.test_grpc_funding"),
-    (
-        "tests/unit/coordination/test_eligibility_bounds.py",
-        "tests.unit.coordination.test_grpc_funding",
-    ),
-    (
-        "tests/unit/coordination/test_supervisor_races.py",
-        "tests.unit.coordination.test_transfer_races",
-    ),
-    ("tests/unit/coordination/test_transfer_races.py", "tests.unit.coordination.test_case_workers"),
-    ("tests/unit/keys/test_keys_off_loop.py", "tests.unit.keys.test_sealed_fields"),
-    ("tests/unit/planning/test_access_gaps.py", "tests.unit.planning.test_grpc"),
-    ("tests/unit/planning/test_case_view_order.py", "tests.unit.planning.test_case_view"),
     ("tests/unit/test_dead_letter_gaps.py", "tests.unit.test_cloudevents"),
     ("tests/unit/test_outbox_parking.py", "tests.unit.test_outbox_health"),
 }

@@ -1,14 +1,18 @@
-"""Case events as the bus delivers them to audit: recorded by other services, both clocks set."""
+"""Case events as the bus delivers them to audit: recorded by other services, both clocks set
+(a case's, its client's own); and the query context a viewer of audit's API reads with."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
+from casetrail.common.v1 import common_pb2
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import DEFAULT_HOME_AGENCY
 from casetrail_platform.queries import QueryContext
+from cli.rpc import Person
 from events.catalog.access import AccessPurpose
 from events.catalog.assessment import AssessedNeed, AssessmentFactors, InitialAssessmentRecorded
 from events.catalog.assignment import CaseAssigned
@@ -21,8 +25,11 @@ from events.catalog.cases import (
     ReferralSource,
     ReferralSourceKind,
 )
+from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered, PersonName
+from events.catalog.erasure import RetentionHoldPlaced, RetentionHoldReleased
 from events.catalog.values import NeedCategory, Urgency
 from events.envelope import Actor, EventMetadata, RecordedEvent
+from tests.support.identity import acting
 
 CASE = "case-0042"
 DAY = timedelta(days=1)
@@ -129,4 +136,34 @@ def late_recorded_case(case_id: str = CASE) -> list[RecordedEvent]:
             actor=COORDINATOR,
         ),
         office.record(closed(case_id), occurred_at=T0 + 5 * DAY, actor=COORDINATOR),
+    ]
+
+
+def viewer(
+    role: str = "auditor", purpose: str = "confidentiality_review", team: str | None = None
+) -> Any:
+    return acting(Person(f"user-{role}", role, team=team), common_pb2.QueryContext(purpose=purpose))
+
+
+CLIENT = "client-7f3a"  # the client ``opened()`` is for
+
+
+def client_history() -> list[RecordedEvent]:
+    """The client's own events around the case of ``late_recorded_case`` (opened at T0): the
+    registration before it, the date of birth corrected on day 2 (recorded on day 4), a hold
+    placed on day 6 and released on day 7."""
+    desk = Producer("casetrail/intake", f"client-{CLIENT}")
+    registered = ClientRegistered(
+        client_id=CLIENT, name=PersonName(given_names="Marco"), date_of_birth=date(1914, 6, 2)
+    )
+    corrected = ClientDateOfBirthCorrected(
+        client_id=CLIENT, date_of_birth=date(1941, 6, 2), reason="birth certificate seen"
+    )
+    placed = RetentionHoldPlaced(client_id=CLIENT, hold_id="hold-1", legal_basis="inquiry 7")
+    released = RetentionHoldReleased(client_id=CLIENT, hold_id="hold-1", reason="closed")
+    return [
+        desk.record(registered, occurred_at=T0 - DAY),
+        desk.record(corrected, occurred_at=T0 + 2 * DAY, recorded_at=T0 + 4 * DAY),
+        desk.record(placed, occurred_at=T0 + 6 * DAY),
+        desk.record(released, occurred_at=T0 + 7 * DAY),
     ]

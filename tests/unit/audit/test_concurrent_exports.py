@@ -31,8 +31,16 @@ from services.audit.app.queries import AuditDeps
 from services.audit.entrypoints.grpc_server import SERVICE_NAME, AuditServicer
 from tests.support.grpc import details
 from tests.support.identity import TestIssuer, caller_channel
-from tests.unit.audit.support import CASE, COORDINATOR, T0, assigned, coordination, intake, opened
-from tests.unit.audit.test_grpc import viewer
+from tests.unit.audit.support import (
+    CASE,
+    COORDINATOR,
+    T0,
+    assigned,
+    coordination,
+    intake,
+    opened,
+    viewer,
+)
 
 AT_ONCE = 100
 EVENTS = 3000

@@ -26,7 +26,7 @@ from services.audit.app import queries
 from services.audit.entrypoints import responses
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import TestIssuer, acting, caller_of
-from tests.unit.audit.support import CASE, DAY, T0, TEAM, late_recorded_case
+from tests.unit.audit.support import CASE, DAY, T0, TEAM, late_recorded_case, viewer
 
 OCCURRED = audit_pb2.TIME_BASIS_OCCURRED
 RECORDED = audit_pb2.TIME_BASIS_RECORDED
@@ -39,12 +39,6 @@ async def received(read_models: SqliteReadModelStore) -> list[RecordedEvent]:
     for recorded in events:
         await handler(recorded)
     return events
-
-
-def viewer(
-    role: str = "auditor", purpose: str = "confidentiality_review", team: str | None = None
-) -> Any:
-    return acting(Person(f"user-{role}", role, team=team), common_pb2.QueryContext(purpose=purpose))
 
 
 def stamp(moment: datetime) -> Timestamp:

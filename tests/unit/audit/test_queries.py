@@ -40,15 +40,16 @@ from tests.unit.audit.support import (
     AUDITOR,
     CASE,
     CASE_MANAGER,
+    CLIENT,
     DAY,
     SUPERVISING,
     SUPERVISOR,
     T0,
     Producer,
+    client_history,
     coordination,
     late_recorded_case,
 )
-from tests.unit.audit.test_timeline import CLIENT, client_history
 
 
 @pytest.fixture

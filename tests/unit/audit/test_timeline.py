@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -12,7 +12,7 @@ from events.catalog.access import AccessPurpose, RecordAccessed, RecordSection
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import PresentingNeed
 from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered, PersonName
-from events.catalog.erasure import ClientErased, RetentionHoldPlaced, RetentionHoldReleased
+from events.catalog.erasure import ClientErased
 from events.catalog.values import NeedCategory
 from events.catalog_registry import current_models
 from events.envelope import RecordedEvent
@@ -37,7 +37,16 @@ from services.audit.adapters.timeline import (
 from services.audit.domain import history
 from services.audit.domain.history import PageCursor, TimeBasis, TimelineQuery
 from tests.support.stored import as_stored
-from tests.unit.audit.support import CASE, DAY, T0, Producer, late_recorded_case, opened
+from tests.unit.audit.support import (
+    CASE,
+    CLIENT,
+    DAY,
+    T0,
+    Producer,
+    client_history,
+    late_recorded_case,
+    opened,
+)
 
 
 async def snapshot(read_models: SqliteReadModelStore) -> dict[str, list[object]]:
@@ -133,30 +142,6 @@ async def test_an_access_record_is_copied_without_decoding_it(
     own = TimelineQuery(TimeBasis.OCCURRED, without_accesses=True)
     assert await timelines.count(CASE, own) == 0
     assert await timelines.facts_of(CASE) == []
-
-
-CLIENT = "client-7f3a"  # the client ``opened()`` is for
-
-
-def client_history() -> list[RecordedEvent]:
-    """The client's own events around the case of ``late_recorded_case`` (opened at T0): the
-    registration before it, the date of birth corrected on day 2 (recorded on day 4), a hold
-    placed on day 6 and released on day 7."""
-    desk = Producer("casetrail/intake", f"client-{CLIENT}")
-    registered = ClientRegistered(
-        client_id=CLIENT, name=PersonName(given_names="Marco"), date_of_birth=date(1914, 6, 2)
-    )
-    corrected = ClientDateOfBirthCorrected(
-        client_id=CLIENT, date_of_birth=date(1941, 6, 2), reason="birth certificate seen"
-    )
-    placed = RetentionHoldPlaced(client_id=CLIENT, hold_id="hold-1", legal_basis="inquiry 7")
-    released = RetentionHoldReleased(client_id=CLIENT, hold_id="hold-1", reason="closed")
-    return [
-        desk.record(registered, occurred_at=T0 - DAY),
-        desk.record(corrected, occurred_at=T0 + 2 * DAY, recorded_at=T0 + 4 * DAY),
-        desk.record(placed, occurred_at=T0 + 6 * DAY),
-        desk.record(released, occurred_at=T0 + 7 * DAY),
-    ]
 
 
 async def test_client_events_are_kept_once_under_the_client_not_as_a_case(

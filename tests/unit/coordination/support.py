@@ -1,8 +1,10 @@
 """Helpers for coordination's unit tests: the test agency, intake's facts as the bus delivers
-them, contexts, and reading the details of a refusal."""
+them, contexts, reading the details of a refusal, and a case transferred in the middle of a
+command (``TransferredOnceRead``)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -11,6 +13,7 @@ from typing import Any, TypeVar
 from uuid import uuid4
 
 import grpc
+import pytest
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
@@ -379,3 +382,42 @@ class Refusal:
     def fields(self) -> list[str]:
         bad = self.detail(error_details_pb2.BadRequest)
         return [violation.field for violation in bad.field_violations]
+
+
+class TransferredOnceRead:
+    """Patches the store's reads so that the case's transfer from cm-dana to sw-lcsw (of
+    team-west) commits right after the ``reads``-th read of the case's stream from now on (0:
+    never)."""
+
+    def __init__(
+        self, store: EventStore, monkeypatch: pytest.MonkeyPatch, case_id: str, reads: int
+    ) -> None:
+        self.transferred = False
+        stream = case_stream(case_id)
+        read_stream, read_for_command = store.read_stream, store.read_for_command
+        seen = 0
+
+        async def seen_once() -> None:
+            nonlocal seen
+            seen += 1
+            if seen != reads or self.transferred:
+                return
+            self.transferred = True
+            await transferred(store, case_id)
+
+        async def read(name: str, **kwargs: Any) -> list[RecordedEvent]:
+            history = await read_stream(name, **kwargs)
+            if name == stream:
+                await seen_once()
+            return history
+
+        async def read_for(
+            causation_id: uuid.UUID, name: str, from_version: int = 1
+        ) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
+            answer = await read_for_command(causation_id, name, from_version)
+            if name == stream:
+                await seen_once()
+            return answer
+
+        monkeypatch.setattr(store, "read_stream", read)
+        monkeypatch.setattr(store, "read_for_command", read_for)

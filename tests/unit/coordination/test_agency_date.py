@@ -17,9 +17,8 @@ from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
 from events.catalog.values import NeedCategory
 from services.coordination.app.handlers import Dependencies
-from tests.unit.coordination.rpc import usd
+from tests.unit.coordination.rpc import eligibility, usd
 from tests.unit.coordination.support import IntakeFeed, carried_by, sample_agency
-from tests.unit.coordination.test_grpc_funding import eligibility
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub

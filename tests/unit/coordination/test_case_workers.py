@@ -4,111 +4,25 @@ case assigned to them: on another's case they are refused, as on a case that doe
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from casetrail.common.v1 import common_pb2
-from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.store.sqlite import SqliteEventStore
 from tests.unit.coordination.rpc import (
     HOME_CARE_CO,
+    NEXT_WEEK,
     PT_CLINIC,
+    Ask,
     assigned_case,
+    case_commands,
     refused_alike,
     schedule_request,
-    usd,
 )
-from tests.unit.coordination.support import IntakeFeed, command_context, timestamp
+from tests.unit.coordination.support import IntakeFeed, command_context
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub
-
-NEXT_WEEK = datetime.now(UTC).replace(microsecond=0) + timedelta(days=7)
-AN_HOUR = timedelta(hours=1)
-
-Ask = Callable[[common_pb2.CommandContext, str], Any]
-"""A call of one command on a case (``str``) by the caller of the context."""
-
-
-def case_commands(stub: Stub, service_id: str, claim_id: str = "claim-1") -> dict[str, Ask]:
-    """Every command a case-carrying role may run on a case of coordination (``service_id``:
-    a service of the case; ``claim_id``: the claim whose decision is recorded)."""
-    return {
-        "MakeReferral": lambda ctx, case_id: stub.MakeReferral(
-            pb.MakeReferralRequest(
-                context=ctx,
-                case_id=case_id,
-                provider=PT_CLINIC,
-                need_category="physical_therapy",
-                service="hip rehabilitation",
-                urgency="soon",
-                reason="after hip surgery",
-            )
-        ),
-        "ScheduleService": lambda ctx, case_id: stub.ScheduleService(
-            pb.ScheduleServiceRequest(
-                context=ctx,
-                case_id=case_id,
-                kind="home_care",
-                provider=HOME_CARE_CO,
-                starts_at=timestamp(NEXT_WEEK + 3 * AN_HOUR),
-                ends_at=timestamp(NEXT_WEEK + 4 * AN_HOUR),
-                location=pb.ServiceLocation(kind="client_home"),
-            )
-        ),
-        "RescheduleService": lambda ctx, case_id: stub.RescheduleService(
-            pb.RescheduleServiceRequest(
-                context=ctx,
-                case_id=case_id,
-                service_id=service_id,
-                starts_at=timestamp(NEXT_WEEK + 5 * AN_HOUR),
-                ends_at=timestamp(NEXT_WEEK + 6 * AN_HOUR),
-                reason="the carer is away",
-            )
-        ),
-        "CancelService": lambda ctx, case_id: stub.CancelService(
-            pb.CancelServiceRequest(
-                context=ctx,
-                case_id=case_id,
-                service_id=service_id,
-                cancelled_by="client",
-                reason="in hospital",
-            )
-        ),
-        "RecordServiceDelivered": lambda ctx, case_id: stub.RecordServiceDelivered(
-            pb.RecordServiceDeliveredRequest(
-                context=ctx,
-                case_id=case_id,
-                service_id=service_id,
-                starts_at=timestamp(NEXT_WEEK - 14 * 24 * AN_HOUR),
-                ends_at=timestamp(NEXT_WEEK - 14 * 24 * AN_HOUR + AN_HOUR),
-            )
-        ),
-        "DetermineEligibility": lambda ctx, case_id: stub.DetermineEligibility(
-            pb.DetermineEligibilityRequest(context=ctx, case_id=case_id, program_id="open-door")
-        ),
-        "FileInsuranceClaim": lambda ctx, case_id: stub.FileInsuranceClaim(
-            pb.FileInsuranceClaimRequest(
-                context=ctx,
-                case_id=case_id,
-                insurer=pb.Provider(provider_id="medicare", name="Medicare"),
-                amount_claimed=usd(100),
-                service_ids=[service_id],
-            )
-        ),
-        "RecordClaimDecision": lambda ctx, case_id: stub.RecordClaimDecision(
-            pb.RecordClaimDecisionRequest(
-                context=ctx,
-                case_id=case_id,
-                claim_id=claim_id,
-                insurer_id="medicare",
-                decision="approved",
-                amount_approved=usd(100),
-            )
-        ),
-    }
 
 
 def _by_another(role: str, ask: Ask) -> Callable[[str], Any]:

@@ -18,9 +18,8 @@ from services.coordination.app.handlers import Dependencies
 from services.coordination.domain.agency import Program
 from services.coordination.domain.eligibility import evaluate
 from services.coordination.domain.facts import case_stream
-from tests.unit.coordination.rpc import refused, usd
+from tests.unit.coordination.rpc import eligibility, refused, usd
 from tests.unit.coordination.support import IntakeFeed, carried_by
-from tests.unit.coordination.test_grpc_funding import eligibility
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub

@@ -28,7 +28,7 @@ from services.coordination.domain import funding
 from services.coordination.domain.facts import budget_stream, case_stream
 from services.coordination.entrypoints import convert
 from tests.support.identity import TestIssuer, acting
-from tests.unit.coordination.rpc import HOME_CARE_CO, refused, schedule_request, usd
+from tests.unit.coordination.rpc import HOME_CARE_CO, eligibility, refused, schedule_request, usd
 from tests.unit.coordination.support import (
     IntakeFeed,
     carried_by,
@@ -43,15 +43,6 @@ if TYPE_CHECKING:
 
 MONDAY_9 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 INSURER = pb.Provider(provider_id="medicare", name="Medicare")
-
-
-def eligibility(program_id: str, **facts: object) -> pb.DetermineEligibilityRequest:
-    return pb.DetermineEligibilityRequest(
-        context=command_context("social_worker"),
-        case_id="case-1",
-        program_id=program_id,
-        facts=pb.EligibilityFacts(**facts),  # type: ignore[arg-type]
-    )
 
 
 async def test_eligibility_is_recorded_with_its_reasons(

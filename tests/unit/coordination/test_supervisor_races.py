@@ -26,8 +26,7 @@ from events.catalog_registry import default_registry
 from tests.support.identity import acting
 from tests.support.servers import database_of_its_own
 from tests.unit.coordination.rpc import assign, refused, usd
-from tests.unit.coordination.support import IntakeFeed, command_context
-from tests.unit.coordination.test_transfer_races import TransferredOnceRead
+from tests.unit.coordination.support import IntakeFeed, TransferredOnceRead, command_context
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub

@@ -7,22 +7,31 @@ nothing is recorded, instead of acting once more on a case no longer theirs."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
-from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.assignment import CaseReassigned
-from events.envelope import RecordedEvent
-from services.coordination.domain.facts import case_stream
-from tests.unit.coordination.rpc import HOME_CARE_CO, PT_CLINIC, assigned_case, refused, usd
-from tests.unit.coordination.support import IntakeFeed, command_context, timestamp, transferred
-from tests.unit.coordination.test_case_workers import AN_HOUR, NEXT_WEEK, case_commands
+from tests.unit.coordination.rpc import (
+    AN_HOUR,
+    HOME_CARE_CO,
+    NEXT_WEEK,
+    PT_CLINIC,
+    assigned_case,
+    case_commands,
+    refused,
+    usd,
+)
+from tests.unit.coordination.support import (
+    IntakeFeed,
+    TransferredOnceRead,
+    command_context,
+    timestamp,
+)
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub
@@ -37,45 +46,6 @@ COMMANDS = (
     "FileInsuranceClaim",
     "RecordClaimDecision",
 )
-
-
-class TransferredOnceRead:
-    """Patches the store's reads so that the case's transfer from cm-dana to sw-lcsw (of
-    team-west) commits right after the ``reads``-th read of the case's stream from now on (0:
-    never)."""
-
-    def __init__(
-        self, store: EventStore, monkeypatch: pytest.MonkeyPatch, case_id: str, reads: int
-    ) -> None:
-        self.transferred = False
-        stream = case_stream(case_id)
-        read_stream, read_for_command = store.read_stream, store.read_for_command
-        seen = 0
-
-        async def seen_once() -> None:
-            nonlocal seen
-            seen += 1
-            if seen != reads or self.transferred:
-                return
-            self.transferred = True
-            await transferred(store, case_id)
-
-        async def read(name: str, **kwargs: Any) -> list[RecordedEvent]:
-            history = await read_stream(name, **kwargs)
-            if name == stream:
-                await seen_once()
-            return history
-
-        async def read_for(
-            causation_id: uuid.UUID, name: str, from_version: int = 1
-        ) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
-            answer = await read_for_command(causation_id, name, from_version)
-            if name == stream:
-                await seen_once()
-            return answer
-
-        monkeypatch.setattr(store, "read_stream", read)
-        monkeypatch.setattr(store, "read_for_command", read_for)
 
 
 async def _carried_by_dana(stub: Stub, intake: IntakeFeed, claimed: bool) -> tuple[str, str, str]:

@@ -1,7 +1,9 @@
-"""A keyring on fakes: a KEK that subclasses the port and an in-memory data-key table."""
+"""A keyring on fakes: a KEK that subclasses the port and an in-memory data-key table (and one
+that notes the threads it is used from); the example events that have sensitive fields."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -9,14 +11,19 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from casetrail_platform.keys.fields import FieldProtection
+from casetrail_platform.keys.fields import (
+    FieldProtection,
+    sensitive_plan,
+)
 from casetrail_platform.keys.keyring import ClientKeyring
 from casetrail_platform.keys.port import (
     TOMBSTONE_KEK,
     DataKeyTable,
     KeyEncryptionKey,
+    KeyUnavailableError,
     StoredDataKey,
 )
+from events.catalog.examples import example_events
 from events.catalog_registry import build_registry
 from events.registry import EventRegistry
 
@@ -113,3 +120,35 @@ def protected(
 def keyring_of(registry: EventRegistry) -> ClientKeyring:
     assert registry.protection is not None
     return registry.protection.keyring
+
+
+SENSITIVE_EXAMPLES = [event for event in example_events() if sensitive_plan(type(event))]
+
+
+class ThreadNotingTable(MemoryDataKeyTable):
+    """Notes the thread of every look-up and write."""
+
+    def __init__(self, away_for: int = 0) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+        self.away_for = away_for
+        """How many look-ups of a key version fail as if the database were away."""
+
+    def current(self, owner: str) -> StoredDataKey | None:
+        self.threads.append(threading.get_ident())
+        return super().current(owner)
+
+    def version(self, owner: str, version: int) -> StoredDataKey | None:
+        self.threads.append(threading.get_ident())
+        if self.away_for:
+            self.away_for -= 1
+            raise KeyUnavailableError("data-key table")
+        return super().version(owner, version)
+
+    def bind_case(self, case_id: str, client_id: str) -> None:
+        self.threads.append(threading.get_ident())
+        super().bind_case(case_id, client_id)
+
+    def client_of_case(self, case_id: str) -> str | None:
+        self.threads.append(threading.get_ident())
+        return super().client_of_case(case_id)

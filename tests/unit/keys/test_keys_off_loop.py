@@ -21,7 +21,7 @@ from casetrail_platform.keys.fields import FieldProtection
 from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
 from casetrail_platform.keys.keyring import ClientKeyring, KeysNotCachedError
 from casetrail_platform.keys.off_loop import decoding
-from casetrail_platform.keys.port import DataKeyTable, KeyUnavailableError, StoredDataKey
+from casetrail_platform.keys.port import DataKeyTable
 from casetrail_platform.store.rows import recorded_from_new
 from events.catalog.cases import CaseOpened
 from events.cloudevents import to_kafka_binary
@@ -29,37 +29,13 @@ from events.envelope import EventMetadata, NewEvent
 from events.registry import encode
 from tests.contract.bus_conftest import Recorder
 from tests.support.sample_events import WORKER
-from tests.unit.keys.support import FakeKms, MemoryDataKeyTable, protected
-from tests.unit.keys.test_sealed_fields import SENSITIVE_EXAMPLES
-
-
-class ThreadNotingTable(MemoryDataKeyTable):
-    """Notes the thread of every look-up and write."""
-
-    def __init__(self, away_for: int = 0) -> None:
-        super().__init__()
-        self.threads: list[int] = []
-        self.away_for = away_for
-        """How many look-ups of a key version fail as if the database were away."""
-
-    def current(self, owner: str) -> StoredDataKey | None:
-        self.threads.append(threading.get_ident())
-        return super().current(owner)
-
-    def version(self, owner: str, version: int) -> StoredDataKey | None:
-        self.threads.append(threading.get_ident())
-        if self.away_for:
-            self.away_for -= 1
-            raise KeyUnavailableError("data-key table")
-        return super().version(owner, version)
-
-    def bind_case(self, case_id: str, client_id: str) -> None:
-        self.threads.append(threading.get_ident())
-        super().bind_case(case_id, client_id)
-
-    def client_of_case(self, case_id: str) -> str | None:
-        self.threads.append(threading.get_ident())
-        return super().client_of_case(case_id)
+from tests.unit.keys.support import (
+    SENSITIVE_EXAMPLES,
+    FakeKms,
+    MemoryDataKeyTable,
+    ThreadNotingTable,
+    protected,
+)
 
 
 def _keyring(table: DataKeyTable, kms: FakeKms, cache_seconds: float = 60.0) -> ClientKeyring:

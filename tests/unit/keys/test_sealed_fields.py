@@ -22,9 +22,13 @@ from events.cloudevents import from_kafka_binary, from_structured, to_kafka_bina
 from events.registry import encode
 from events.sealed_values import ERASED_CODE, ERASED_TEXT
 from tests.support.sample_events import WORKER
-from tests.unit.keys.support import FakeKms, MemoryDataKeyTable, keyring_of, protected
-
-SENSITIVE_EXAMPLES = [event for event in example_events() if sensitive_plan(type(event))]
+from tests.unit.keys.support import (
+    SENSITIVE_EXAMPLES,
+    FakeKms,
+    MemoryDataKeyTable,
+    keyring_of,
+    protected,
+)
 
 
 def _leaves(value: object) -> list[str]:

@@ -1,4 +1,6 @@
-"""What planning's tests share: other services' events, and a bus feed into the case view.
+"""What planning's tests share: other services' events, a bus feed into the case view, a
+realistic history run through the handlers (``build_realistic_history``), and the contexts and
+refusals of the servicer's tests.
 
 Other services' events are written to their own real SQLite stores (as intake and coordination
 would), then delivered to planning's case view through the same ``BusProjectionHandler`` the
@@ -7,28 +9,40 @@ service subscribes with. Delivery is explicit (``sync``), so tests need no waiti
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
+import grpc
+from google.protobuf.message import Message
+
+from casetrail.common.v1 import common_pb2
 from casetrail_platform.commands import CommandContext
 from casetrail_platform.policy.projection import CaseFactsProjection
 from casetrail_platform.projections.port import Document, ReadModelStore
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
+from cli.rpc import Person
 from events.catalog.assessment import AssessedNeed, AssessmentFactors, InitialAssessmentRecorded
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import (
     CaseOpened,
     CaseReopened,
+    DischargeReason,
     PresentingNeed,
     ReferralSource,
     ReferralSourceKind,
 )
+from events.catalog.monitoring import ContactKind, GoalProgress, ProgressRating
 from events.catalog.planning import Goal, GoalTerm, PlanTask, TaskOwner, TaskOwnerKind
-from events.catalog.referrals import ReferralAccepted, ReferralMade
+from events.catalog.referrals import (
+    ReferralAccepted,
+    ReferralMade,
+)
 from events.catalog.scheduling import (
     CancelledBy,
     LocationKind,
@@ -42,6 +56,10 @@ from events.catalog.values import NeedCategory, Provider, Urgency
 from events.catalog_registry import default_registry
 from events.envelope import Actor, RecordedEvent
 from services.planning.adapters.case_views import CaseViewProjection
+from services.planning.app.handlers import Dependencies, handle
+from services.planning.domain import commands as c
+from tests.support.grpc import refusal, unpacked
+from tests.support.identity import acting
 
 INTAKE = "casetrail/intake"
 COORDINATION = "casetrail/coordination"
@@ -243,3 +261,82 @@ async def dump(read_models: ReadModelStore, collections: tuple[str, ...]) -> dic
         async for key, document in read_models.scan(collection):
             documents[f"{collection}/{key}"] = document
     return documents
+
+
+D = TypeVar("D", bound=Message)
+
+
+def ctx(actor: Actor = WORKER, key: str = "key-1") -> common_pb2.CommandContext:
+    return acting(_person(actor), common_pb2.CommandContext(idempotency_key=key))
+
+
+def query(actor: Actor = COORDINATOR, purpose: str = "coordination") -> common_pb2.QueryContext:
+    return acting(_person(actor), common_pb2.QueryContext(purpose=purpose))
+
+
+def _person(actor: Actor) -> Person:
+    return Person(actor.user_id, actor.role.value)
+
+
+async def refused(call: Awaitable[Any]) -> tuple[grpc.StatusCode, list[Any]]:
+    """The status code and unpacked rich details of a call that must fail."""
+    code, status = await refusal(call)
+    return code, list(unpacked(status))
+
+
+def one(details: list[Any], kind: type[D]) -> D:
+    [found] = [detail for detail in details if isinstance(detail, kind)]
+    return found
+
+
+class Planner:
+    """Runs planning commands through the real handler, then lets the bus deliver them."""
+
+    def __init__(self, deps: Dependencies, bus: Bus) -> None:
+        self.deps = deps
+        self.bus = bus
+        self.keys = 0
+
+    async def __call__(
+        self, command: c.Command, actor: Actor = WORKER, occurred_at: datetime = START
+    ) -> None:
+        self.keys += 1
+        context = CommandContext(actor, f"cmd-{self.keys}", occurred_at=occurred_at)
+        await handle(self.deps, context, command)
+        await self.bus.sync()
+
+
+async def build_realistic_history(deps: Dependencies, bus: Bus) -> None:
+    plan = Planner(deps, bus)
+    # Case A: the elderly client leaving hospital, carried by Ana, through most of the cycle.
+    await bus.open_case("case-a")
+    await plan(c.DraftPlan("case-a", "plan-a", (goal("goal-walk"),)))
+    await plan(c.AddGoal("case-a", goal("goal-club", "Join the Thursday club")))
+    await plan(c.RecordAgreement("case-a", None, "I want to stay at home", True))
+    await bus.record(COORDINATION, "case-a", referral("case-a"), referral_accepted("case-a"))
+    await bus.record(COORDINATION, "case-a", scheduled("case-a", "svc-1"))
+    await bus.record(COORDINATION, "case-a", scheduled("case-a", "svc-2", day=3))
+    await bus.record(COORDINATION, "case-a", delivered("case-a", "svc-1"))
+    await plan(
+        c.LogContact("case-a", "contact-1", ContactKind.HOME_VISIT, "Managing", date(2030, 3, 10))
+    )
+    progress = (GoalProgress(goal_id="goal-walk", rating=ProgressRating.ON_TRACK),)
+    await plan(c.EvaluateProgress("case-a", "eval-1", progress, ("daughter",), (), True))
+    await plan(c.ReviseGoal("case-a", goal("goal-club", "Join the club twice a week"), "keen"))
+    await plan(c.PlanDischarge("case-a", date(2030, 9, 1), ("walks alone",), (), False, None))
+    # Case B: carried by Bo, follow-up due later.
+    await bus.open_case("case-b", OTHER_WORKER, assess=False)
+    await plan(
+        c.LogContact("case-b", "contact-b", ContactKind.PHONE_CALL, "ok", date(2030, 4, 1)),
+        actor=OTHER_WORKER,
+    )
+    # Case C: just opened, nobody assigned yet.
+    await bus.open_case("case-c", worker=None, assess=False)
+    # Case D: overdue follow-up, then closed once its service was cancelled, reopened, closed.
+    await bus.open_case("case-d", assess=False)
+    await plan(c.LogContact("case-d", "contact-d", ContactKind.MESSAGE, "hi", date(2030, 3, 2)))
+    await bus.record(COORDINATION, "case-d", scheduled("case-d", "svc-d"))
+    await bus.record(COORDINATION, "case-d", cancelled("case-d", "svc-d"))
+    await plan(c.CloseCase("case-d", DischargeReason.CLIENT_MOVED, None))
+    await bus.record(INTAKE, "case-d", reopened("case-d"))
+    await plan(c.CloseCase("case-d", DischargeReason.CLIENT_INDEPENDENT, None))

@@ -38,10 +38,13 @@ from tests.unit.planning.support import (
     WORKER,
     Bus,
     assigned,
+    ctx,
     goal,
+    one,
+    query,
+    refused,
     reopened,
 )
-from tests.unit.planning.test_grpc import ctx, one, query, refused
 
 HEROIN = "heroin relapse at the weekend"
 

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from uuid import uuid4
 
 import pytest
 
-from casetrail_platform.commands import CommandContext
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.projections.runner import BusProjectionHandler
 from events.catalog.assignment import CredentialKind, WorkerCredential
 from events.catalog.base import Role
 from events.catalog.cases import DischargeReason
 from events.catalog.erasure import ClientErased
-from events.catalog.monitoring import ContactKind, GoalProgress, ProgressRating
+from events.catalog.monitoring import ContactKind
 from events.catalog.values import NeedCategory
-from events.envelope import Actor, EventMetadata, RecordedEvent
+from events.envelope import EventMetadata, RecordedEvent
 from services.planning.adapters.case_views import (
     CASE_VIEWS,
     CaseFilter,
@@ -24,7 +23,7 @@ from services.planning.adapters.case_views import (
     CaseViews,
 )
 from services.planning.adapters.staff import STAFF, StaffProjection
-from services.planning.app.handlers import Dependencies, handle
+from services.planning.app.handlers import Dependencies
 from services.planning.domain import commands as c
 from services.planning.domain.model import StaffMember
 from services.planning.entrypoints import present
@@ -33,77 +32,19 @@ from tests.unit.planning.support import (
     COORDINATOR,
     INTAKE,
     INTAKE_WORKER,
-    OTHER_WORKER,
     START,
-    WORKER,
     Bus,
+    Planner,
     assessed,
     assigned,
-    cancelled,
+    build_realistic_history,
     case_opened,
-    delivered,
     dump,
     goal,
-    referral,
-    referral_accepted,
     reopened,
-    scheduled,
 )
 
 PROJECTION = CaseViewProjection()
-
-
-class Planner:
-    """Runs planning commands through the real handler, then lets the bus deliver them."""
-
-    def __init__(self, deps: Dependencies, bus: Bus) -> None:
-        self.deps = deps
-        self.bus = bus
-        self.keys = 0
-
-    async def __call__(
-        self, command: c.Command, actor: Actor = WORKER, occurred_at: datetime = START
-    ) -> None:
-        self.keys += 1
-        context = CommandContext(actor, f"cmd-{self.keys}", occurred_at=occurred_at)
-        await handle(self.deps, context, command)
-        await self.bus.sync()
-
-
-async def build_realistic_history(deps: Dependencies, bus: Bus) -> None:
-    plan = Planner(deps, bus)
-    # Case A: the elderly client leaving hospital, carried by Ana, through most of the cycle.
-    await bus.open_case("case-a")
-    await plan(c.DraftPlan("case-a", "plan-a", (goal("goal-walk"),)))
-    await plan(c.AddGoal("case-a", goal("goal-club", "Join the Thursday club")))
-    await plan(c.RecordAgreement("case-a", None, "I want to stay at home", True))
-    await bus.record(COORDINATION, "case-a", referral("case-a"), referral_accepted("case-a"))
-    await bus.record(COORDINATION, "case-a", scheduled("case-a", "svc-1"))
-    await bus.record(COORDINATION, "case-a", scheduled("case-a", "svc-2", day=3))
-    await bus.record(COORDINATION, "case-a", delivered("case-a", "svc-1"))
-    await plan(
-        c.LogContact("case-a", "contact-1", ContactKind.HOME_VISIT, "Managing", date(2030, 3, 10))
-    )
-    progress = (GoalProgress(goal_id="goal-walk", rating=ProgressRating.ON_TRACK),)
-    await plan(c.EvaluateProgress("case-a", "eval-1", progress, ("daughter",), (), True))
-    await plan(c.ReviseGoal("case-a", goal("goal-club", "Join the club twice a week"), "keen"))
-    await plan(c.PlanDischarge("case-a", date(2030, 9, 1), ("walks alone",), (), False, None))
-    # Case B: carried by Bo, follow-up due later.
-    await bus.open_case("case-b", OTHER_WORKER, assess=False)
-    await plan(
-        c.LogContact("case-b", "contact-b", ContactKind.PHONE_CALL, "ok", date(2030, 4, 1)),
-        actor=OTHER_WORKER,
-    )
-    # Case C: just opened, nobody assigned yet.
-    await bus.open_case("case-c", worker=None, assess=False)
-    # Case D: overdue follow-up, then closed once its service was cancelled, reopened, closed.
-    await bus.open_case("case-d", assess=False)
-    await plan(c.LogContact("case-d", "contact-d", ContactKind.MESSAGE, "hi", date(2030, 3, 2)))
-    await bus.record(COORDINATION, "case-d", scheduled("case-d", "svc-d"))
-    await bus.record(COORDINATION, "case-d", cancelled("case-d", "svc-d"))
-    await plan(c.CloseCase("case-d", DischargeReason.CLIENT_MOVED, None))
-    await bus.record(INTAKE, "case-d", reopened("case-d"))
-    await plan(c.CloseCase("case-d", DischargeReason.CLIENT_INDEPENDENT, None))
 
 
 async def test_the_view_gathers_every_services_facts(deps: Dependencies, bus: Bus) -> None:

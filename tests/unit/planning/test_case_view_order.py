@@ -26,7 +26,9 @@ from tests.unit.planning.support import (
     START,
     WORKER,
     Bus,
+    Planner,
     assigned,
+    build_realistic_history,
     cancelled,
     delivered,
     dump,
@@ -37,7 +39,6 @@ from tests.unit.planning.support import (
     reopened,
     scheduled,
 )
-from tests.unit.planning.test_case_view import Planner, build_realistic_history
 
 History = Callable[[Dependencies, Bus], Awaitable[None]]
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import pytest
-from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
@@ -17,7 +16,6 @@ from cli.rpc import Person
 from events.catalog.assignment import CaseAssigned, CredentialKind, WorkerCredential
 from events.catalog.referrals import ReferralCompleted, ReferralDeclined, ReferralWithdrawn
 from events.envelope import Actor
-from tests.support.grpc import refusal, unpacked
 from tests.support.identity import acting
 from tests.unit.planning.conftest import Planning
 from tests.unit.planning.support import (
@@ -32,25 +30,15 @@ from tests.unit.planning.support import (
     assigned,
     cancelled,
     case_opened,
+    ctx,
     delivered,
+    one,
+    query,
     referral,
     referral_accepted,
+    refused,
     scheduled,
 )
-
-D = TypeVar("D", bound=Message)
-
-
-def ctx(actor: Actor = WORKER, key: str = "key-1") -> common_pb2.CommandContext:
-    return acting(_person(actor), common_pb2.CommandContext(idempotency_key=key))
-
-
-def query(actor: Actor = COORDINATOR, purpose: str = "coordination") -> common_pb2.QueryContext:
-    return acting(_person(actor), common_pb2.QueryContext(purpose=purpose))
-
-
-def _person(actor: Actor) -> Person:
-    return Person(actor.user_id, actor.role.value)
 
 
 def goal(goal_id: str = "goal-walk", statement: str = "Walk to the shop") -> planning_pb2.Goal:
@@ -68,17 +56,6 @@ def goal(goal_id: str = "goal-walk", statement: str = "Walk to the shop") -> pla
             )
         ],
     )
-
-
-async def refused(call: Awaitable[Any]) -> tuple[grpc.StatusCode, list[Any]]:
-    """The status code and unpacked rich details of a call that must fail."""
-    code, status = await refusal(call)
-    return code, list(unpacked(status))
-
-
-def one(details: list[Any], kind: type[D]) -> D:
-    [found] = [detail for detail in details if isinstance(detail, kind)]
-    return found
 
 
 async def draft(planning: Planning, case_id: str = "case-1", *goals: planning_pb2.Goal) -> Any:
