@@ -16,7 +16,7 @@ from casetrail.audit.v1 import audit_pb2
 from services.console.app import create_app
 from services.console.audit_client import AuditClient
 from tests.console.conftest import DemoCasetrail
-from tests.console.test_console_pages import sign_in
+from tests.console.pages import sign_in
 
 HOSTILE = "\"'><script>alert(1)</script><img src=x onerror=alert(2)>"
 

@@ -23,8 +23,7 @@ from services.console import settings as settings_module
 from services.console.app import create_app
 from services.console.sessions import MAX_SESSIONS, SessionStore
 from tests.console.conftest import DemoCasetrail
-
-AUDITOR = "ada-auditor"
+from tests.console.pages import AUDITOR, csrf_of, sign_in
 
 
 class Clock:
@@ -50,29 +49,6 @@ def client(demo_casetrail: DemoCasetrail, clock: Clock) -> Iterator[TestClient]:
     # The development sign-in answers only loopback host names (TestClient's own is testserver).
     with TestClient(app, base_url="http://127.0.0.1", follow_redirects=True) as test_client:
         yield test_client
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, "every form carries a CSRF token"
-    return found.group(1)
-
-
-def sign_in(client: TestClient, user: str = AUDITOR, role: str = "auditor") -> str:
-    page = client.get("/signin")
-    answer = client.post(
-        "/signin",
-        data={
-            "csrf": csrf_of(page.text),
-            "method": "development",
-            "user": user,
-            "role": role,
-            "purpose": "confidentiality_review",
-        },
-    )
-    assert answer.status_code == 200, answer.text
-    assert "Find a case" in answer.text
-    return csrf_of(answer.text)
 
 
 def assert_no_leak(html: str) -> None:

@@ -1,12 +1,20 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Protocol
 
+import psycopg
 import pytest
 
+from casetrail_platform.keys.fields import FieldProtection
+from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
+from casetrail_platform.keys.keyring import ClientKeyring
+from casetrail_platform.keys.port import DataKeyTable
+from casetrail_platform.keys.postgres import PostgresDataKeyTable
+from casetrail_platform.keys.sqlite import SqliteDataKeyTable
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -68,3 +76,25 @@ async def read_models(
     """A fresh read-model store on each backend."""
     async with read_models_on(request.param, tmp_path, "readmodels") as store:
         yield store
+
+
+@pytest.fixture
+async def sealed(
+    open_store: StoreOpener, tmp_path: Path
+) -> AsyncIterator[tuple[EventStore, EventRegistry, DataKeyTable]]:
+    """A store on each backend that seals sensitive fields under client keys (a data-key table
+    of its own), its registry and that table."""
+    probe = await open_store()
+    table: DataKeyTable
+    schema = f"keys_{uuid.uuid4().hex[:12]}"
+    if isinstance(probe, SqliteEventStore):
+        table = SqliteDataKeyTable(tmp_path / "keys" / "keys.db")
+    else:
+        table = PostgresDataKeyTable(postgres_dsn(), schema=schema)
+    keyring = ClientKeyring(FileKeyEncryptionKey(tmp_path / "keys" / KEK_FILE_NAME), table)
+    registry = sample_registry().protected(FieldProtection(keyring))
+    yield await open_store(registry), registry, table
+    table.close()
+    if not isinstance(probe, SqliteEventStore):
+        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -12,7 +12,6 @@ from casetrail_platform.store.port import NO_STREAM, EventStore
 from events.cloudevents import to_kafka_binary
 from events.errors import InvalidEventError
 from events.registry import EventRegistry
-from tests.contract.test_sealed_store_contract import sealed  # noqa: F401  (the fixture)
 from tests.support.sample_events import note
 
 Sealed = tuple[EventStore, EventRegistry, object]
@@ -28,7 +27,7 @@ def _published_bytes(record: object) -> int:
 
 
 async def test_an_event_that_fits_only_unsealed_is_refused_and_nothing_is_written(
-    sealed: Sealed,  # noqa: F811
+    sealed: Sealed,
 ) -> None:
     store, _, _ = sealed
     text = "x" * 200_000  # 200 KB of text; sealed, its base64 alone takes 267 KB
@@ -45,7 +44,7 @@ async def test_an_event_that_fits_only_unsealed_is_refused_and_nothing_is_writte
 
 
 async def test_what_the_store_accepts_is_published_within_the_bound(
-    sealed: Sealed,  # noqa: F811
+    sealed: Sealed,
 ) -> None:
     store, _, _ = sealed
     [small, large] = await store.append("case-1", [note("1"), note("1", "y" * 150_000)], NO_STREAM)

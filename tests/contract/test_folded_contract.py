@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import psycopg
@@ -35,6 +34,7 @@ from events.catalog.base import CaseEvent
 from events.envelope import RecordedEvent
 from events.sealed_values import ERASED_TEXT
 from tests.contract.conftest import StoreOpener
+from tests.contract.folded_notes import Notes, evolve_notes, folded_events
 from tests.support.sample_events import WORKER, NoteWritten, note, sample_registry
 from tests.support.servers import postgres_dsn
 
@@ -43,27 +43,7 @@ LIMIT = 10
 CANARY = "CANARY-41c2-folded-note"
 
 
-@dataclass
-class Notes:
-    version: int = 0
-    texts: list[str] = field(default_factory=list)
-
-
-folded_events: list[int] = []
-"""The sequence of every event folded, by any test's fold (reset by the fixture)."""
-
-
-def _evolve(state: Notes, events: Sequence[RecordedEvent]) -> Notes:
-    for recorded in events:
-        folded_events.append(recorded.sequence)
-        assert recorded.sequence == state.version + 1, "folded out of order or twice"
-        state.version = recorded.sequence
-        assert isinstance(recorded.event, NoteWritten)
-        state.texts.append(recorded.event.text)
-    return state
-
-
-NOTES = Fold("test.notes.v1", Notes, _evolve)
+NOTES = Fold("test.notes.v1", Notes, evolve_notes)
 
 
 @pytest.fixture(autouse=True)
@@ -281,7 +261,10 @@ async def test_a_state_holding_opened_values_is_never_written_to_a_snapshot(
     """Even when its fold asks for snapshots: the plaintext would outlive the erasure."""
     monkeypatch.setattr(folded, "SNAPSHOT_EVERY", 1)
     snapshotted = Fold(
-        "test.notes-with-snapshots", Notes, _evolve, Snapshots(1, repr_bytes, lambda _: Notes())
+        "test.notes-with-snapshots",
+        Notes,
+        evolve_notes,
+        Snapshots(1, repr_bytes, lambda _: Notes()),
     )
     store, _, _ = keyring
     for number in range(3):

@@ -4,23 +4,19 @@ safe retries despite random nonces, and the erasure marker once the client's key
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from casetrail_platform.errors import ConcurrencyError, DuplicateEventIdError
 from casetrail_platform.keys.fields import FieldProtection
-from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
+from casetrail_platform.keys.file_kek import KEK_FILE_NAME
 from casetrail_platform.keys.hosting import file_kek
 from casetrail_platform.keys.keyring import CASE_OWNER_PREFIX, ClientErasedError, ClientKeyring
 from casetrail_platform.keys.port import DataKeyTable
-from casetrail_platform.keys.postgres import PostgresDataKeyTable
 from casetrail_platform.keys.rotation import rotate_kek
-from casetrail_platform.keys.sqlite import SqliteDataKeyTable
 from casetrail_platform.ledger.export import canonical_of_record
 from casetrail_platform.store.port import NO_STREAM, EventStore, drain
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -29,29 +25,8 @@ from events.registry import EventRegistry
 from events.sealed_values import ERASED_TEXT
 from tests.contract.conftest import StoreOpener
 from tests.support.sample_events import note, sample_registry
-from tests.support.servers import postgres_dsn
 
 CANARY = "CANARY-7d41-sealed-note"
-
-
-@pytest.fixture
-async def sealed(
-    open_store: StoreOpener, tmp_path: Path
-) -> AsyncIterator[tuple[EventStore, EventRegistry, DataKeyTable]]:
-    probe = await open_store()
-    table: DataKeyTable
-    schema = f"keys_{uuid.uuid4().hex[:12]}"
-    if isinstance(probe, SqliteEventStore):
-        table = SqliteDataKeyTable(tmp_path / "keys" / "keys.db")
-    else:
-        table = PostgresDataKeyTable(postgres_dsn(), schema=schema)
-    keyring = ClientKeyring(FileKeyEncryptionKey(tmp_path / "keys" / KEK_FILE_NAME), table)
-    registry = sample_registry().protected(FieldProtection(keyring))
-    yield await open_store(registry), registry, table
-    table.close()
-    if not isinstance(probe, SqliteEventStore):
-        with psycopg.connect(postgres_dsn(), autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _files_under(directory: Path, pattern: str) -> bytes:

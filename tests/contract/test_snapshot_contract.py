@@ -26,7 +26,7 @@ from events.envelope import EventMetadata, NewEvent, RecordedEvent
 from services.coordination.domain.budget import BUDGET_LINE, budget_state
 from services.coordination.domain.facts import budget_stream
 from tests.contract.conftest import StoreOpener
-from tests.contract.test_folded_contract import Notes, _evolve, folded_events
+from tests.contract.folded_notes import Notes, evolve_notes, folded_events
 from tests.support.sample_events import WORKER, NoteWritten
 
 STREAM = "case-1"
@@ -41,7 +41,7 @@ def _decode(data: bytes) -> Notes:
     return Notes(version, texts)
 
 
-NOTES = Fold("test.snapshotted-notes", Notes, _evolve, Snapshots(1, _encode, _decode))
+NOTES = Fold("test.snapshotted-notes", Notes, evolve_notes, Snapshots(1, _encode, _decode))
 
 
 @pytest.fixture(autouse=True)

@@ -84,9 +84,6 @@ def imports_between_test_modules() -> set[tuple[str, str]]:
 
 
 KNOWN_WHEN_THE_RULE_CAME: set[tuple[str, str]] = {
-    ("tests/console/test_console_hostile_text.py", "tests.console.test_console_pages"),
-    ("tests/contract/test_event_size_gaps.py", "tests.contract.test_sealed_store_contract"),
-    ("tests/contract/test_snapshot_contract.py", "tests.contract.test_folded_contract"),
     ("tests/e2e/test_caseload_views.py", "tests.integration.test_caseload_faust"),
     ("tests/integration/test_caseload_stop.py", "tests.integration.test_caseload_faust"),
     ("tests/integration/test_kafka_partition_order.py", "tests.integration.test_kafka_relay"),

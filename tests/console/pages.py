@@ -1,0 +1,34 @@
+"""Signing in to the console's pages through Starlette's TestClient (the development sign-in),
+and the CSRF token every form carries (``http`` signs in to a console served by uvicorn)."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.testclient import TestClient
+
+AUDITOR = "ada-auditor"
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "every form carries a CSRF token"
+    return found.group(1)
+
+
+def sign_in(client: TestClient, user: str = AUDITOR, role: str = "auditor") -> str:
+    """Signs ``client`` in as ``user`` in ``role``; the signed-in page's CSRF token."""
+    page = client.get("/signin")
+    answer = client.post(
+        "/signin",
+        data={
+            "csrf": csrf_of(page.text),
+            "method": "development",
+            "user": user,
+            "role": role,
+            "purpose": "confidentiality_review",
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    assert "Find a case" in answer.text
+    return csrf_of(answer.text)
