@@ -20,7 +20,7 @@ from events.catalog_registry import build_registry
 from events.cloudevents import to_kafka_binary
 from events.dead_letters import REASON
 from events.errors import FieldProblem, InvalidEventError
-from tests.unit.test_cloudevents import RECORDED
+from tests.support.fact_history import EXAMPLES as RECORDED
 
 _GROUP = "casetrail.audit.timeline-index-v2"
 

@@ -5,7 +5,6 @@ the same for the record of published checkpoints (unreachable, or showing a roll
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from casetrail_platform.ledger.port import StoredCheckpoint
 from casetrail_platform.ledger.sqlite import SqliteLedgerStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from tests.support.sample_events import note, sample_registry
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, health_reports
 
 NAME = "casetrail.test.ledger"
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -37,17 +36,6 @@ class ScriptedLedger(LedgerLog):
         if self.failure is not None:
             raise self.failure
         return 0
-
-
-def reports(
-    servicer: health.aio.HealthServicer, wanted: int
-) -> Callable[[], Awaitable[int | None]]:
-    async def probe() -> int | None:
-        response = await servicer.Check(health_pb2.HealthCheckRequest(service=NAME), None)
-        status: int = response.status
-        return status if status == wanted else None
-
-    return probe
 
 
 async def follow_with_health(tmp_path: Path, failures: list[Exception | None]) -> list[int]:
@@ -67,7 +55,7 @@ async def follow_with_health(tmp_path: Path, failures: list[Exception | None]) -
         for failure in failures:
             ledger.failure = failure
             wanted = SERVING if failure is None else NOT_SERVING
-            await eventually(reports(servicer, wanted), f"ledger health {wanted}")
+            await eventually(health_reports(servicer, NAME, wanted), f"ledger health {wanted}")
             # a few more rounds: the status stays what it became
             await asyncio.sleep(0.1)
             response = await servicer.Check(health_pb2.HealthCheckRequest(service=NAME), None)
@@ -100,12 +88,12 @@ async def test_a_tamper_finding_keeps_the_ledger_not_serving(tmp_path: Path) -> 
         run_ledger(ledger, store, servicer, NAME, stop, sign_every=60.0, retry_after=0.01)
     )
     try:
-        await eventually(reports(servicer, SERVING), "ledger serving")
+        await eventually(health_reports(servicer, NAME, SERVING), "ledger serving")
         ledger.failure = LedgerTampered("event 3 changed", position=3)
-        await eventually(reports(servicer, NOT_SERVING), "ledger not serving")
+        await eventually(health_reports(servicer, NAME, NOT_SERVING), "ledger not serving")
         ledger.failure = None  # rounds succeed again, yet the finding stands
         await asyncio.sleep(0.2)
-        assert await reports(servicer, NOT_SERVING)() == NOT_SERVING
+        assert await health_reports(servicer, NAME, NOT_SERVING)() == NOT_SERVING
     finally:
         stop.set()
         await task
@@ -142,11 +130,11 @@ async def test_a_store_rolled_back_while_down_is_reported_on_start(tmp_path: Pat
         run_ledger(ledger, store, servicer, NAME, stop, sign_every=60.0, retry_after=0.01)
     )
     try:
-        await eventually(reports(servicer, NOT_SERVING), "ledger not serving")
+        await eventually(health_reports(servicer, NAME, NOT_SERVING), "ledger not serving")
         # Events past the size published: the tree of 6 still does not extend it.
         await store.append("case-1", [note("case-1") for _ in range(6)], 0)
         await asyncio.sleep(0.2)
-        assert await reports(servicer, NOT_SERVING)() == NOT_SERVING
+        assert await health_reports(servicer, NAME, NOT_SERVING)() == NOT_SERVING
         assert await ledger_store.latest_checkpoint() is None
     finally:
         stop.set()
@@ -199,11 +187,11 @@ async def test_nothing_counts_as_signed_until_the_record_is_read_and_takes_it(
         run_ledger(ledger, store, servicer, NAME, stop, sign_every=sign_every, retry_after=0.01)
     )
     try:
-        await eventually(reports(servicer, NOT_SERVING), "ledger not serving")
+        await eventually(health_reports(servicer, NAME, NOT_SERVING), "ledger not serving")
         await asyncio.sleep(0.2)
         assert await ledger_store.latest_checkpoint() is None
         record.down = False
-        await eventually(reports(servicer, SERVING), "ledger serving again")
+        await eventually(health_reports(servicer, NAME, SERVING), "ledger serving again")
         await eventually(ledger_store.latest_checkpoint, "a checkpoint stored")
     finally:
         stop.set()

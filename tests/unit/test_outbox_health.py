@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from grpc_health.v1 import health, health_pb2
@@ -18,7 +18,7 @@ from casetrail_platform.store.port import NO_STREAM
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.envelope import RecordedEvent
 from tests.support.sample_events import note, sample_registry
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, health_reports
 
 NAME = "casetrail.test.outbox"
 
@@ -32,17 +32,6 @@ class UnreachableUntilFixed(EventPublisher):
         if not self.reachable:
             raise PublishError("broker unreachable")
         self.published.extend(records)
-
-
-def reports(
-    servicer: health.aio.HealthServicer, wanted: int
-) -> Callable[[], Awaitable[int | None]]:
-    async def probe() -> int | None:
-        response = await servicer.Check(health_pb2.HealthCheckRequest(service=NAME), None)
-        status: int = response.status
-        return status if status == wanted else None
-
-    return probe
 
 
 async def test_the_outbox_is_unhealthy_while_the_bus_refuses_and_recovers(
@@ -63,10 +52,13 @@ async def test_the_outbox_is_unhealthy_while_the_bus_refuses_and_recovers(
     ]
 
     await eventually(
-        reports(servicer, health_pb2.HealthCheckResponse.NOT_SERVING), "outbox unhealthy"
+        health_reports(servicer, NAME, health_pb2.HealthCheckResponse.NOT_SERVING),
+        "outbox unhealthy",
     )
     publisher.reachable = True
-    await eventually(reports(servicer, health_pb2.HealthCheckResponse.SERVING), "outbox healthy")
+    await eventually(
+        health_reports(servicer, NAME, health_pb2.HealthCheckResponse.SERVING), "outbox healthy"
+    )
 
     stop.set()
     await asyncio.gather(*tasks)

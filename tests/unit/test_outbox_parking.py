@@ -20,8 +20,9 @@ from casetrail_platform.parking import ParkingLot
 from casetrail_platform.store.sqlite import SqliteEventStore, SqliteParkingLot
 from events.envelope import RecordedEvent
 from tests.support.sample_events import note, sample_registry
-from tests.support.waiting import eventually
-from tests.unit.test_outbox_health import NAME, reports
+from tests.support.waiting import eventually, health_reports
+
+NAME = "casetrail.test.outbox"
 
 TOO_BIG = "x" * 500
 
@@ -181,12 +182,13 @@ async def test_health_reports_the_outbox_not_serving_while_records_are_parked(
     ]
     try:
         await eventually(
-            reports(servicer, health_pb2.HealthCheckResponse.NOT_SERVING), "outbox unhealthy"
+            health_reports(servicer, NAME, health_pb2.HealthCheckResponse.NOT_SERVING),
+            "outbox unhealthy",
         )
         publisher.limit = 1000
         await parking.request_retry("relay")
         await eventually(
-            reports(servicer, health_pb2.HealthCheckResponse.SERVING), "outbox healthy"
+            health_reports(servicer, NAME, health_pb2.HealthCheckResponse.SERVING), "outbox healthy"
         )
     finally:
         stop.set()

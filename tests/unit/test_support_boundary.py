@@ -87,8 +87,6 @@ KNOWN_WHEN_THE_RULE_CAME: set[tuple[str, str]] = {
     ("tests/e2e/test_caseload_views.py", "tests.integration.test_caseload_faust"),
     ("tests/integration/test_caseload_stop.py", "tests.integration.test_caseload_faust"),
     ("tests/integration/test_kafka_partition_order.py", "tests.integration.test_kafka_relay"),
-    ("tests/unit/test_dead_letter_gaps.py", "tests.unit.test_cloudevents"),
-    ("tests/unit/test_outbox_parking.py", "tests.unit.test_outbox_health"),
 }
 """The test modules that imported another's helpers or fixtures when the rule came (12-05);
 each is a debt to pay by moving what they share into ``tests/support/``. The set only
