@@ -23,7 +23,7 @@ from cli.walk.story import AUDITOR, COORDINATOR, SOCIAL_WORKER
 from tests.contract.bus_conftest import delete_topics, kafka_test_settings
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import key, new_case
-from tests.integration.test_caseload_faust import get, internal_topics
+from tests.integration.caseload import get, internal_topics
 from tests.support.distributed import REPO, ServiceProcesses, service_processes
 from tests.support.identity import TestIssuer
 from tests.support.servers import free_port, kafka_bootstrap

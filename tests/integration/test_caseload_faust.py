@@ -7,181 +7,50 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import sys
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from casetrail_platform.bus.kafka import KafkaEventPublisher
 from casetrail_platform.bus.kafka_settings import KafkaSettings
-from casetrail_platform.bus.topics import create_topics
 from events.catalog.access import RecordAccessDenied, RecordAccessed
-from events.catalog.assignment import CaseAssigned, CaseReassigned
-from events.catalog.base import CaseEvent, Role
-from events.catalog.cases import (
-    CaseClosed,
-    CaseOpened,
-    CaseReopened,
-    DischargeReason,
-    PresentingNeed,
-    ReferralSource,
-    ReferralSourceKind,
-)
-from events.catalog.monitoring import ContactKind, ContactLogged
-from events.catalog.values import NeedCategory
+from events.catalog.assignment import CaseAssigned
+from events.catalog.monitoring import ContactLogged
 from events.cloudevents import to_kafka_binary
-from events.envelope import Actor, EventMetadata, RecordedEvent
+from events.envelope import RecordedEvent
 from services.caseload import queries
 from services.caseload.domain import OverdueFollowUp
 from services.caseload.processor import CaseloadApp, build_app
 from services.caseload.settings import CaseloadSettings
-from tests.contract.bus_conftest import delete_topics, kafka_test_settings
+from tests.contract.bus_conftest import delete_topics
+from tests.integration.caseload import (
+    PARTITIONS,
+    TODAY,
+    History,
+    Setup,
+    ago,
+    day,
+    get,
+    internal_topics,
+    publish,
+    scenario,
+    worker_process,
+)
 from tests.support.audit_server import RunningAudit, audit_server
 from tests.support.identity import TestIssuer
-from tests.support.servers import free_port, server_missing
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.kafka
 
-REPO = Path(__file__).resolve().parents[2]
-PARTITIONS = 3
 CONVERGENCE_LIMIT = 120.0
 """Guards against a hung test only; Faust's start-up (group join, changelog recovery) takes a
 few seconds, and the test asserts nothing about speed."""
-TODAY = datetime.now(UTC).date()
-NOW = datetime.now(UTC)
-COORDINATOR = Actor("coord-lee", Role.COORDINATOR)
-INTAKE = Actor("intake-kim", Role.INTAKE_WORKER)
-
-
-@dataclass
-class History:
-    """Recorded events as three services' stores would hand them to their relays."""
-
-    versions: dict[tuple[str, str], int] = field(default_factory=dict)
-    positions: dict[str, int] = field(default_factory=dict)
-
-    def record(
-        self, source: str, event: CaseEvent, actor: Actor, occurred_at: datetime
-    ) -> RecordedEvent:
-        stream = f"case-{event.subject}"
-        sequence = self.versions.get((source, stream), 0) + 1
-        position = self.positions.get(source, 0) + 1
-        self.versions[(source, stream)] = sequence
-        self.positions[source] = position
-        return RecordedEvent(
-            event_id=uuid4(),
-            stream=stream,
-            sequence=sequence,
-            position=position,
-            recorded_at=occurred_at,
-            event=event,
-            metadata=EventMetadata(
-                source=source,
-                actor=actor,
-                occurred_at=occurred_at,
-                correlation_id=uuid4(),
-            ),
-        )
-
-    def opened(self, case_id: str, at: datetime) -> RecordedEvent:
-        event = CaseOpened(
-            case_id=case_id,
-            client_id=f"client-{case_id}",
-            referral_source=ReferralSource(kind=ReferralSourceKind.SELF),
-            presenting_needs=(PresentingNeed(category=NeedCategory.HOME_CARE),),
-        )
-        return self.record("casetrail/intake", event, INTAKE, at)
-
-    def closed(self, case_id: str, at: datetime) -> RecordedEvent:
-        event = CaseClosed(case_id=case_id, reason=DischargeReason.GOALS_ACHIEVED)
-        return self.record("casetrail/intake", event, INTAKE, at)
-
-    def reopened(self, case_id: str, at: datetime) -> RecordedEvent:
-        event = CaseReopened(case_id=case_id, reason="Fell again, needs home care")
-        return self.record("casetrail/intake", event, INTAKE, at)
-
-    def assigned(self, case_id: str, worker: str, at: datetime) -> RecordedEvent:
-        event = CaseAssigned(
-            case_id=case_id, worker_id=worker, worker_role=Role.CASE_MANAGER, reason="fits"
-        )
-        return self.record("casetrail/coordination", event, COORDINATOR, at)
-
-    def reassigned(self, case_id: str, old: str, new: str, at: datetime) -> RecordedEvent:
-        event = CaseReassigned(
-            case_id=case_id,
-            previous_worker_id=old,
-            worker_id=new,
-            worker_role=Role.SOCIAL_WORKER,
-            reason="leave",
-        )
-        return self.record("casetrail/coordination", event, COORDINATOR, at)
-
-    def contact(self, case_id: str, worker: str, at: datetime, due: date | None) -> RecordedEvent:
-        event = ContactLogged(
-            case_id=case_id,
-            contact_id=f"contact-{uuid4().hex[:8]}",
-            kind=ContactKind.PHONE_CALL,
-            summary="Checked in by phone",
-            next_follow_up_due=due,
-        )
-        return self.record("casetrail/planning", event, Actor(worker, Role.CASE_MANAGER), at)
-
-
-def ago(days: int = 0, minutes: int = 0) -> datetime:
-    return NOW - timedelta(days=days, minutes=minutes)
-
-
-def day(offset: int) -> date:
-    return TODAY + timedelta(days=offset)
-
-
-def scenario(history: History) -> list[RecordedEvent]:
-    """Seven cases covering every rule, in the order the relays happen to publish them."""
-    h = history
-    return [
-        # a: ana holds it; its follow-up was due yesterday -> overdue
-        h.opened("a", ago(10)),
-        h.assigned("a", "w-ana", ago(9)),
-        h.contact("a", "w-ana", ago(2), day(-1)),
-        # b: handed from ana to ben; due tomorrow -> not overdue
-        h.opened("b", ago(10)),
-        h.assigned("b", "w-ana", ago(9)),
-        h.reassigned("b", "w-ana", "w-ben", ago(5)),
-        h.contact("b", "w-ben", ago(1), day(1)),
-        # c: closed: off ben's caseload, and its passed due date no longer counts
-        h.opened("c", ago(10)),
-        h.assigned("c", "w-ben", ago(9)),
-        h.contact("c", "w-ben", ago(3), day(-2)),
-        h.closed("c", ago(1)),
-        # d: an older due date superseded by a newer contact
-        h.opened("d", ago(10)),
-        h.assigned("d", "w-ana", ago(9)),
-        h.contact("d", "w-ana", ago(3), day(-2)),
-        h.contact("d", "w-ana", ago(0, 30), day(7)),
-        # e: open, nobody assigned yet
-        h.opened("e", ago(1)),
-        # f: closed and reopened: back with its worker
-        h.opened("f", ago(10)),
-        h.assigned("f", "w-ana", ago(9)),
-        h.closed("f", ago(4)),
-        h.reopened("f", ago(2)),
-        # g: the coordination relay was ahead of intake's: assigned arrives before opened
-        h.assigned("g", "w-ben", ago(9)),
-        h.opened("g", ago(10)),
-        # h: the assignment happened before the close but its relay lagged -> stays closed
-        h.opened("h", ago(10)),
-        h.closed("h", ago(1)),
-        h.assigned("h", "w-ben", ago(5)),
-    ]
 
 
 EXPECTED_CASELOADS = {"w-ana": 3, "w-ben": 2}
@@ -240,50 +109,6 @@ def snapshot(app: CaseloadApp) -> dict[str, Any]:
     }
 
 
-@dataclass
-class Setup:
-    kafka: KafkaSettings
-    settings: CaseloadSettings
-    topic: str
-
-
-@pytest.fixture
-async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
-    kafka = kafka_test_settings()
-    suffix = os.urandom(5).hex()
-    topic = f"test.caseload.{suffix}"
-    settings = CaseloadSettings(
-        kafka=kafka,
-        topic=topic,
-        partitions=PARTITIONS,
-        app_id=f"test-caseload-{suffix}",
-        data_dir=tmp_path / "caseload",
-        commit_interval=0.2,
-        web_enabled=False,
-    )
-    try:
-        await create_topics(kafka, settings.topics.new_topics())
-    except Exception as error:
-        server_missing("Kafka", error)
-    try:
-        yield Setup(kafka, settings, topic)
-    finally:
-        await delete_topics(kafka, [topic, *await internal_topics(kafka, settings.app_id)])
-
-
-async def internal_topics(kafka: KafkaSettings, app_id: str) -> list[str]:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
-    try:
-        await admin.start()
-        return [name for name in await admin.list_topics() if name.startswith(f"{app_id}-")]
-    except Exception:  # cleanup only
-        return []
-    finally:
-        await admin.close()
-
-
 @contextlib.asynccontextmanager
 async def started(settings: CaseloadSettings) -> AsyncIterator[CaseloadApp]:
     app = build_app(settings)
@@ -292,11 +117,6 @@ async def started(settings: CaseloadSettings) -> AsyncIterator[CaseloadApp]:
         yield app
     finally:
         await app.stop()
-
-
-async def publish(kafka: KafkaSettings, topic: str, records: list[RecordedEvent]) -> None:
-    async with KafkaEventPublisher(kafka, topic) as publisher:
-        await publisher.publish(records)
 
 
 async def publish_garbage(kafka: KafkaSettings, topic: str) -> None:
@@ -346,20 +166,6 @@ async def test_caseloads_overdue_follow_ups_and_contacts_converge_and_survive_a_
             ) == [OverdueFollowUp(day(-1), "b", "w-ben", 1)]
 
         await eventually(settled, "the new events to count", lambda: snapshot(restarted))
-
-
-async def get(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    authorization = "" if token is None else f"Authorization: Bearer {token}\r\n"
-    try:
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{authorization}\r\n".encode())
-        await writer.drain()
-        response = await reader.read()
-    finally:
-        writer.close()
-    head, _, body = response.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    return status, json.loads(body)
 
 
 async def status_of(port: int, path: str, token: str | None = None) -> tuple[int, dict[str, str]]:
@@ -461,43 +267,6 @@ def worker_env(
         "CASETRAIL_AUDIT_ADDRESS": audit.address,
         **issuer.env(),
     }
-
-
-@contextlib.asynccontextmanager
-async def worker_process(
-    env: dict[str, str], log_path: Path
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """``python -m services.caseload worker``, logging to ``log_path``, stopped on exit:
-    unlike an app started in this process, the worker runs Faust's exactly_once transactions
-    (Faust turns them on in its Worker only)."""
-    with log_path.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services.caseload",
-            "worker",
-            "--loglevel",
-            "info",
-            cwd=REPO,
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            # A file, not a pipe: nobody reads a pipe while the worker runs, and a full one
-            # would block its logging.
-            stderr=log_file,
-        )
-        try:
-            yield process
-        finally:
-            if process.returncode is None:
-                process.terminate()
-            try:
-                async with asyncio.timeout(30):
-                    await process.wait()
-            except TimeoutError:
-                # A worker whose commit failed on the way out stops its loop but not its
-                # consumer thread, and never exits.
-                process.kill()
-                await process.wait()
 
 
 async def served(

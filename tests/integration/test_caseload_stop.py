@@ -11,20 +11,17 @@ import pytest
 
 from services.caseload.__main__ import STOP_DEADLINE_SECONDS
 from tests.faults.servers import frozen, seconds_to_end_after_sigterm
-from tests.integration.test_caseload_faust import (
+from tests.integration.caseload import (
     History,
     Setup,
     get,
     publish,
     scenario,
-    setup,
     worker_process,
 )
 from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.kafka]
-
-__all__ = ["setup"]  # the fixture
 
 GRACE_PERIOD = 60  # the chart's shutdown.caseloadGracePeriodSeconds (tests/k8s checks it)
 

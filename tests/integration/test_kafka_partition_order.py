@@ -37,19 +37,13 @@ from tests.contract.bus_conftest import (
     recorded,
     running,
 )
-from tests.integration.test_kafka_relay import (
-    CaseProjection,
-    PrivateBroker,
-    append_round,
-    private_broker,
-)
+from tests.integration.relaying import CaseProjection, PrivateBroker, append_round
 from tests.support.kafka_reading import read_topic
 from tests.support.sample_events import note, sample_registry
 from tests.support.servers import server_missing
 from tests.support.waiting import eventually as wait_for
 
 pytestmark = pytest.mark.kafka
-__all__ = ["private_broker"]  # the fixture, shared with test_kafka_relay
 
 
 def sequences(on_topic: list[BusMessage]) -> list[int]:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from uuid import UUID
 
 import pytest
 
@@ -29,37 +28,12 @@ from tests.contract.bus_conftest import (
     recorded,
     running,
 )
+from tests.integration.relaying import CaseProjection, PrivateBroker, append_round
 from tests.support.kafka_reading import read_topic
 from tests.support.sample_events import note, sample_registry
-from tests.support.servers import free_port, server_missing
+from tests.support.servers import server_missing
 
 pytestmark = pytest.mark.kafka
-
-KAFKA_INFRA = Path(__file__).resolve().parents[2] / "infra" / "kafka"
-
-
-@dataclass
-class CaseProjection:
-    """An idempotent read model that applies each case's events strictly in order."""
-
-    deliveries: int = 0
-    versions: dict[str, int] = field(default_factory=dict)
-    applied: dict[UUID, RecordedEvent] = field(default_factory=dict)
-    out_of_order: list[tuple[str, int, int]] = field(default_factory=list)
-
-    async def __call__(self, event: RecordedEvent) -> None:
-        self.deliveries += 1
-        current = self.versions.get(event.stream, 0)
-        if event.sequence <= current:
-            return  # seen before: a redelivery
-        if event.sequence != current + 1:
-            self.out_of_order.append((event.stream, current, event.sequence))
-            return
-        self.versions[event.stream] = event.sequence
-        self.applied[event.event_id] = event
-
-    def has(self, events: list[RecordedEvent]) -> bool:
-        return all(event.event_id in self.applied for event in events)
 
 
 class DiesAfterPublishing(CheckpointStore):
@@ -89,16 +63,6 @@ async def store(tmp_path: Path, registry: EventRegistry) -> AsyncIterator[Sqlite
     opened = await SqliteEventStore.open(tmp_path / "events.db", registry)
     yield opened
     await opened.close()
-
-
-async def append_round(store: SqliteEventStore, cases: list[str]) -> list[RecordedEvent]:
-    """One more event on every case, each in its own append as commands would do."""
-    appended: list[RecordedEvent] = []
-    for case_id in cases:
-        stream = f"case-{case_id}"
-        version = await store.stream_version(stream)
-        appended += await store.append(stream, [note(case_id)], version)
-    return appended
 
 
 async def test_a_relay_killed_before_its_checkpoint_sends_again_and_consumers_shrug(
@@ -137,53 +101,6 @@ async def test_a_relay_killed_before_its_checkpoint_sends_again_and_consumers_sh
         assert projection.out_of_order == []
     finally:
         await delete_topics(settings, [topics.case_events_topic, f"{group}.dlq"])
-
-
-@dataclass
-class PrivateBroker:
-    """A broker of its own (own data dir and ports), so stopping it disturbs nobody else."""
-
-    env: dict[str, str]
-    bootstrap: str
-
-    async def script(self, name: str) -> None:
-        process = await asyncio.create_subprocess_exec(
-            str(KAFKA_INFRA / name),
-            env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, stderr = await process.communicate()
-        if process.returncode != 0:
-            raise RuntimeError(f"{name} failed: {stderr.decode(errors='replace')[-3000:]}")
-
-    async def start(self) -> None:
-        await self.script("start.sh")
-
-    async def stop(self) -> None:
-        await self.script("stop.sh")
-
-
-@pytest.fixture
-async def private_broker(tmp_path: Path) -> AsyncIterator[PrivateBroker]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "CASETRAIL_KAFKA_DIR": str(tmp_path / "kafka"),
-        "CASETRAIL_KAFKA_PORT": str(port),
-        "CASETRAIL_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "CASETRAIL_KAFKA_HEAP": "256m",
-    }
-    broker = PrivateBroker(env, f"127.0.0.1:{port}")
-    try:
-        await broker.start()
-    except Exception as error:
-        await broker.stop()
-        server_missing("A private Kafka broker (infra/kafka/start.sh)", error)
-    try:
-        yield broker
-    finally:
-        await broker.stop()
 
 
 async def test_a_broker_restart_mid_stream_loses_nothing_and_keeps_case_order(

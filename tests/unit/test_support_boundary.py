@@ -83,20 +83,7 @@ def imports_between_test_modules() -> set[tuple[str, str]]:
     }
 
 
-KNOWN_WHEN_THE_RULE_CAME: set[tuple[str, str]] = {
-    ("tests/e2e/test_caseload_views.py", "tests.integration.test_caseload_faust"),
-    ("tests/integration/test_caseload_stop.py", "tests.integration.test_caseload_faust"),
-    ("tests/integration/test_kafka_partition_order.py", "tests.integration.test_kafka_relay"),
-}
-"""The test modules that imported another's helpers or fixtures when the rule came (12-05);
-each is a debt to pay by moving what they share into ``tests/support/``. The set only
-shrinks: a new pair fails the test below."""
-
-
-def test_no_test_module_imports_another_beyond_those_known() -> None:
-    assert imports_between_test_modules() - KNOWN_WHEN_THE_RULE_CAME == set()
-
-
-def test_the_known_imports_between_test_modules_are_all_still_there() -> None:
-    """A debt paid is struck off the list, so it cannot come back unseen."""
-    assert KNOWN_WHEN_THE_RULE_CAME - imports_between_test_modules() == set()
+def test_no_test_module_imports_another() -> None:
+    """What two test modules share lives in a support module or a conftest: the imports between
+    test modules there were when the rule came (12-05) have all moved out, and none comes back."""
+    assert imports_between_test_modules() == set()
