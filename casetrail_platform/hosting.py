@@ -605,8 +605,9 @@ PUBLISH_WAIT_SECONDS = 5.0
 and transfers) waits for the bus to acknowledge them before answering (README, "A transfer not
 delivered yet")."""
 FACTS_WAIT_SECONDS = 5.0
-"""Longest a supervisor's closure or reopening waits for the service's policy facts to apply
-the case's events already on the bus, before it is answered UNAVAILABLE ``FACTS_NOT_CAUGHT_UP``."""
+"""Longest a supervisor's closure or reopening waits for the service's policy facts (an
+assigned worker's planning command, for planning's case view) to apply the case's events
+already on the bus, before it is answered UNAVAILABLE ``FACTS_NOT_CAUGHT_UP``."""
 
 OUTBOX_STALL_SECONDS = 30.0
 """A publish waiting this long for the bus, or failing repeatedly, marks the outbox unhealthy."""

@@ -15,10 +15,13 @@ from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServ
 
 async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningService:
     host = await host_for(infra, SERVICE)
-    host.subscribe(CaseViewProjection())
+    views = CaseViewProjection()
+    host.subscribe(views)
     host.subscribe(StaffProjection())
     access = facts_access_control(host)
-    servicer = PlanningServicer(Dependencies(host.store, CaseViews(host.read_models)), access)
+    # An assigned worker's command waits for the view to hold every transfer answered before.
+    deps = Dependencies(host.store, CaseViews(host.read_models), host.caught_up(views))
+    servicer = PlanningServicer(deps, access)
 
     def register(server: grpc.aio.Server) -> None:
         planning_pb2_grpc.add_PlanningServiceServicer_to_server(servicer, server)

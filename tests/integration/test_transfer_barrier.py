@@ -1,10 +1,11 @@
 """A transfer coordination has answered counts in the previous team's supervisor's CloseCase
-(planning) and ReopenCase (intake), however far the policy's facts trail (README, "A transfer
-not delivered yet"): coordination answers once the bus has the transfer, and planning and intake
-wait for their facts' consumer group to have applied the case's partition as far as the bus
-held it, else answer UNAVAILABLE ``FACTS_NOT_CAUGHT_UP``, deciding nothing.
+(planning) and ReopenCase (intake), however far the policy's facts trail, and in the previous
+worker's planning commands, however far planning's case view trails (README, "A transfer not
+delivered yet"): coordination answers once the bus has the transfer, and planning and intake
+wait for the consumer group they decide on to have applied the case's partition as far as the
+bus held it, else answer UNAVAILABLE ``FACTS_NOT_CAUGHT_UP``, deciding nothing.
 
-The facts' consumer groups are held back here on any batch holding the transfer (before their
+The consumer groups are held back here on any batch holding the transfer (before their
 transaction), as a slow consumer would be. On both backends, the services in this process.
 """
 
@@ -31,6 +32,7 @@ from cli.rpc import Connection, Person, command, connect, eventually, query, ref
 from cli.walk.story import COORDINATOR, RECEPTIONIST
 from events.catalog.assignment import CaseReassigned
 from events.envelope import RecordedEvent
+from services.planning.adapters.case_views import CaseViewProjection
 from services.runner import start_services, stop_services
 from tests.e2e.support import registration
 from tests.support.distributed import fresh_database, fresh_topic
@@ -40,6 +42,8 @@ from tests.support.servers import kafka_bootstrap
 SERVICES = ("intake", "coordination", "planning")
 EAST = Person("sup-omar-haddad", "supervisor", team="team-east")
 WEST = Person("sup-helen-reyes", "supervisor", team="team-west")
+DANA = Person("cm-dana-reyes", "case_manager", team="team-east")
+TOM = Person("sw-tom-becker", "social_worker", team="team-west")
 PATIENCE = 90.0
 
 
@@ -77,13 +81,23 @@ async def _infrastructure(
 def held(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
     """Set: the policy facts' groups apply what they get. Cleared: a batch holding a transfer
     waits (uncommitted) until it is set again."""
+    return _holding(monkeypatch, CaseFactsProjection.name)
+
+
+@pytest.fixture
+def view_held(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """``held`` for planning's case view group instead (the policy's facts flow)."""
+    return _holding(monkeypatch, CaseViewProjection.name)
+
+
+def _holding(monkeypatch: pytest.MonkeyPatch, projection: str) -> asyncio.Event:
     flowing = asyncio.Event()
     flowing.set()
     original = BusProjectionHandler.handle_batch
 
     async def handle_batch(self: BusProjectionHandler, records: Sequence[RecordedEvent]) -> None:
         transfer = any(r.event_type == CaseReassigned.event_type for r in records)
-        if transfer and self._projection.name == CaseFactsProjection.name:
+        if transfer and self._projection.name == projection:
             await flowing.wait()
         await original(self, records)
 
@@ -118,25 +132,7 @@ async def test_a_transfer_answered_counts_in_the_previous_teams_close_and_reopen
 
 
 async def _transfer_then_close_and_reopen(stubs: Connection, flowing: asyncio.Event) -> None:
-    intake = stubs.as_(RECEPTIONIST).intake
-    client = await intake.RegisterClient(registration())
-    opened = await intake.OpenCase(
-        intake_pb2.OpenCaseRequest(
-            context=command(key()),
-            client_id=client.client_id,
-            referral_source=intake_pb2.ReferralSource(kind="self"),
-            presenting_needs=[intake_pb2.PresentingNeed(category="socialisation")],
-        )
-    )
-    case_id = opened.result.case_id
-    coordinator = stubs.as_(COORDINATOR).coordination
-    await eventually(
-        lambda: coordinator.AssignCase(
-            co.AssignCaseRequest(context=command(key()), case_id=case_id, worker_id="cm-dana-reyes")
-        ),
-        what="coordination to learn the case and assign it to team-east",
-        patience=PATIENCE,
-    )
+    case_id = await _assigned_to_dana(stubs)
     # Planning's and intake's facts have it with team-east: its supervisor reads the case.
     await eventually(
         lambda: stubs.as_(EAST).planning.GetCaseView(
@@ -156,11 +152,7 @@ async def _transfer_then_close_and_reopen(stubs: Connection, flowing: asyncio.Ev
     )
 
     flowing.clear()  # the facts' groups hold the transfer from now on
-    await coordinator.TransferCase(
-        co.TransferCaseRequest(
-            context=command(key()), case_id=case_id, worker_id="sw-tom-becker", reason="moved"
-        )
-    )
+    await _transfer_to_tom(stubs, case_id)
 
     def close(person: Person) -> Awaitable[object]:
         request = pl.CloseCaseRequest(
@@ -196,3 +188,87 @@ async def _transfer_then_close_and_reopen(stubs: Connection, flowing: asyncio.Ev
             break
     assert answer == denied
     assert await outcome(reopen(WEST)) == (grpc.StatusCode.OK, "")
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["embedded", pytest.param("distributed", marks=[pytest.mark.postgres, pytest.mark.kafka])],
+)
+async def test_a_transfer_answered_counts_in_the_previous_workers_commands(
+    backend: str, tmp_path: Path, view_held: asyncio.Event
+) -> None:
+    """Planning decides "is the caller the case's assigned worker" on its case view: a worker's
+    command first waits for the view's group to hold every transfer answered before it."""
+    issuer = TestIssuer()
+    try:
+        async with casetrail(backend, tmp_path, issuer) as stubs:
+            await _transfer_then_log_contacts(stubs, view_held)
+    finally:
+        view_held.set()
+        issuer.stop()
+
+
+async def _transfer_then_log_contacts(stubs: Connection, flowing: asyncio.Event) -> None:
+    case_id = await _assigned_to_dana(stubs)
+
+    def log_contact(person: Person) -> Awaitable[object]:
+        request = pl.LogContactRequest(
+            context=command(key()), case_id=case_id, kind="phone_call", summary="Phoned"
+        )
+        answer: Awaitable[object] = stubs.as_(person).planning.LogContact(request)
+        return answer
+
+    await eventually(
+        lambda: log_contact(DANA),
+        what="planning's case view to hold the assignment",
+        patience=PATIENCE,
+        retry=lambda refusal: refusal.code is not grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+    flowing.clear()  # the case view's group holds the transfer from now on
+    await _transfer_to_tom(stubs, case_id)
+    waiting = (grpc.StatusCode.UNAVAILABLE, "FACTS_NOT_CAUGHT_UP")
+    assert await outcome(log_contact(DANA)) == waiting  # answered OK before the barrier
+    assert await outcome(log_contact(TOM)) == waiting
+    # The coordinator logs on any case: it waits for nothing.
+    assert await outcome(log_contact(COORDINATOR)) == (grpc.StatusCode.OK, "")
+
+    flowing.set()
+    for _ in range(int(PATIENCE / 0.1)):
+        answer = await outcome(log_contact(DANA))
+        if answer != waiting:
+            break
+    assert answer[0] is grpc.StatusCode.PERMISSION_DENIED
+    assert await outcome(log_contact(TOM)) == (grpc.StatusCode.OK, "")
+
+
+async def _assigned_to_dana(stubs: Connection) -> str:
+    """A new case, assigned by coordination to Dana (team-east); its id."""
+    intake = stubs.as_(RECEPTIONIST).intake
+    client = await intake.RegisterClient(registration())
+    opened = await intake.OpenCase(
+        intake_pb2.OpenCaseRequest(
+            context=command(key()),
+            client_id=client.client_id,
+            referral_source=intake_pb2.ReferralSource(kind="self"),
+            presenting_needs=[intake_pb2.PresentingNeed(category="socialisation")],
+        )
+    )
+    case_id: str = opened.result.case_id
+    coordinator = stubs.as_(COORDINATOR).coordination
+    await eventually(
+        lambda: coordinator.AssignCase(
+            co.AssignCaseRequest(context=command(key()), case_id=case_id, worker_id=DANA.user_id)
+        ),
+        what="coordination to learn the case and assign it to team-east",
+        patience=PATIENCE,
+    )
+    return case_id
+
+
+async def _transfer_to_tom(stubs: Connection, case_id: str) -> None:
+    await stubs.as_(COORDINATOR).coordination.TransferCase(
+        co.TransferCaseRequest(
+            context=command(key()), case_id=case_id, worker_id=TOM.user_id, reason="moved"
+        )
+    )

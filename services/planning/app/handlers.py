@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from casetrail_platform.commands import CommandContext
+from casetrail_platform.commands import CommandContext, NotCaughtUp
 from casetrail_platform.decide import execute_folded, folded
 from casetrail_platform.store.port import EventStore
 from events.catalog.base import CaseEvent
@@ -14,9 +15,10 @@ from events.envelope import RecordedEvent
 from services.planning.adapters.case_views import CaseViews
 from services.planning.app.validation import invalid_command
 from services.planning.domain.commands import Command
-from services.planning.domain.decisions import decide, planned_goals
+from services.planning.domain.decisions import ACTIONS, decide, planned_goals
 from services.planning.domain.model import CasePlanning, case_fold, fold
 from services.planning.domain.qualifications import task_workers
+from services.planning.domain.rules import rests_on_assignment
 
 SERVICE = "planning"
 SOURCE = "casetrail/planning"
@@ -30,6 +32,10 @@ def stream_for(case_id: str) -> str:
 class Dependencies:
     store: EventStore
     views: CaseViews
+    views_caught_up: Callable[[str], Awaitable[bool]] | None = None
+    """Whether the case view's consumer group has applied every event of the case's partition
+    that was on the bus when asked, waiting a bounded time (``ServiceHost.caught_up``): the
+    barrier an assigned worker's command waits at. ``None``: a view not fed from a bus."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,7 @@ class Outcome:
 
 
 async def handle(deps: Dependencies, context: CommandContext, command: Command) -> Outcome:
+    await _assignment_caught_up(deps, context, command)
     # Read once per command: other services' facts only change through the bus, and a
     # decision raced by a new fact is the same as one taken a moment earlier.
     facts = await deps.views.facts(command.case_id)
@@ -70,3 +77,20 @@ async def handle(deps: Dependencies, context: CommandContext, command: Command) 
     # A retry of a command older than the plan version changes the record keeps.
     history = await deps.store.read_stream(stream, to_version=until)
     return Outcome(recorded, fold(command.case_id, history).plan_version)
+
+
+async def _assignment_caught_up(
+    deps: Dependencies, context: CommandContext, command: Command
+) -> None:
+    """The barrier for a caller whose right is being the case's assigned worker: coordination
+    answers an assignment or a transfer once it is on the bus, so once the case view's group
+    has applied the case's partition as far as it reached now, every one answered before this
+    command is in the view (README, "A transfer not delivered yet"). Not in time:
+    ``NotCaughtUp`` (UNAVAILABLE, retry), nothing decided. Roles acting on any case wait for
+    nothing; roles that may never act are refused first (``rests_on_assignment``)."""
+    if deps.views_caught_up is None:
+        return
+    if not rests_on_assignment(context.actor, ACTIONS[type(command)]):
+        return
+    if not await deps.views_caught_up(command.case_id):
+        raise NotCaughtUp("the case's assignment", command.case_id)

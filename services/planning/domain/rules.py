@@ -61,6 +61,14 @@ def require_role(actor: Actor, action: Action) -> None:
     raise NotAllowed(actor.role.value, action.value)
 
 
+def rests_on_assignment(actor: Actor, action: Action) -> bool:
+    """Whether ``actor`` may do ``action`` only as the case's assigned worker (a case-carrying
+    role, not one acting on any case); a role that may never do it is refused here, before
+    anything is looked up or waited for."""
+    require_role(actor, action)
+    return not acts_on_any_case(actor, action)
+
+
 def require_assignment(actor: Actor, action: Action, assigned_worker_id: str | None) -> None:
     """Refuse a case-carrying worker acting on a case that is not assigned to them."""
     require_role(actor, action)
