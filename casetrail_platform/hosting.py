@@ -314,7 +314,7 @@ class ServiceHost:
         ] = []
         self._relay: OutboxRelay | None = None
         self._progress: EventSubscriber | None = None
-        """Asks the bus how far this service's groups have got (``caught_up``), opened once."""
+        """Runs the subscriptions and asks the bus how far their groups have got (``caught_up``)."""
 
     def run_alongside(
         self, work: Callable[[asyncio.Event, health.aio.HealthServicer], Awaitable[None]]
@@ -352,12 +352,18 @@ class ServiceHost:
         group = self._group(projection.name)
 
         async def caught_up(case_id: str) -> bool:
-            if self._progress is None:
-                self._progress = self._subscriber()
-                self._closers.append(self._progress.close)
-            return await self._progress.caught_up(group, case_id, patience=FACTS_WAIT_SECONDS)
+            progress = self._shared_subscriber()
+            return await progress.caught_up(group, case_id, patience=FACTS_WAIT_SECONDS)
 
         return caught_up
+
+    def _shared_subscriber(self) -> EventSubscriber:
+        """The subscriber every subscription runs with and ``caught_up`` asks, opened once: on
+        Kafka its question reads first how far the group's members in this process applied."""
+        if self._progress is None:
+            self._progress = self._subscriber()
+            self._closers.append(self._progress.close)
+        return self._progress
 
     def _group(self, name: str) -> str:
         return f"casetrail.{self.service}.{name}"
@@ -445,7 +451,7 @@ class ServiceHost:
             self.locks.lead(f"casetrail.{self.service}.outbox-relay", relay.run, self._stop)
         )
         for group, handler, event_types, guard in self._subscriptions:
-            subscription = self._subscriber().run(
+            subscription = self._shared_subscriber().run(
                 group, handler, self._stop, event_types=event_types, ordering=guard
             )
             self._spawn(subscription)

@@ -25,7 +25,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from casetrail_platform.bus.errors import PublishError
 from casetrail_platform.bus.kafka_clients import close_quietly, describe, new_producer, transient
 from casetrail_platform.bus.kafka_consumer import KafkaGroupMember
-from casetrail_platform.bus.kafka_progress import GroupProgress
+from casetrail_platform.bus.kafka_progress import AppliedOffsets, GroupProgress
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.ordering import SequenceGuard
 from casetrail_platform.bus.port import (
@@ -340,12 +340,20 @@ class KafkaEventSubscriber(EventSubscriber):
         self._topics = topics or TopicSettings(case_events_topic=topic)
         self._create_dead_letter_topic = create_dead_letter_topic
         self._progress: dict[str, GroupProgress] = {}
+        self._applied: dict[str, AppliedOffsets] = {}
+        """Per group, how far this subscriber's members applied (``caught_up`` looks first)."""
 
     async def caught_up(self, group: str, key: str, *, patience: float) -> bool:
         progress = self._progress.get(group)
         if progress is None:
             progress = self._progress[group] = GroupProgress(self._settings, self._topic, group)
-        return await progress.caught_up(key, patience)
+        return await progress.caught_up(key, patience, self._applied_by(group))
+
+    def _applied_by(self, group: str) -> AppliedOffsets:
+        applied = self._applied.get(group)
+        if applied is None:
+            applied = self._applied[group] = AppliedOffsets()
+        return applied
 
     async def close(self) -> None:
         for progress in self._progress.values():
@@ -379,6 +387,7 @@ class KafkaEventSubscriber(EventSubscriber):
                 on_assignment=on_assignment,
                 event_types=event_types,
                 ordering=ordering,
+                on_applied=self._applied_by(group).advance,
             )
             try:
                 if self._create_dead_letter_topic:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -49,8 +50,11 @@ class KafkaGroupMember:
         on_assignment: AssignmentListener | None,
         event_types: frozenset[str] | None = None,
         ordering: SequenceGuard | None = None,
+        on_applied: Callable[[Mapping[int, int]], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._on_applied = on_applied
+        """Told the offsets a poll is done with before they are committed (``AppliedOffsets``)."""
         self._topic = topic
         self._group = group
         self._dead_letter_topic = dead_letter_topic(group)
@@ -151,6 +155,8 @@ class KafkaGroupMember:
             if done < len(batch):
                 carry_on = False
                 break
+        if offsets and self._on_applied is not None:
+            self._on_applied(offsets)
         if offsets:
             await self._commit({partitions[p]: offset for p, offset in offsets.items()})
             ends = {p: self._consumer.highwater(partitions[p]) for p in offsets}

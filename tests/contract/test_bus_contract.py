@@ -713,6 +713,32 @@ async def test_caught_up_tells_when_a_group_has_handled_its_keys_partition_to_th
         await subscriber.close()
 
 
+async def test_caught_up_asked_where_no_member_of_the_group_runs(bus: BusHarness) -> None:
+    """Another replica's question: a subscriber running none of the group's members learns
+    from the group's commits what the one running them knows first (on Kafka, from how far
+    its own members applied)."""
+    group = bus.group()
+    running_it, elsewhere = bus.subscriber(), bus.subscriber()
+    release = asyncio.Event()
+
+    class Held(Recorder):
+        async def __call__(self, event: RecordedEvent) -> None:
+            await release.wait()
+            await super().__call__(event)
+
+    try:
+        await bus.publisher.publish([recorded("c-1", 1, 1)])
+        async with running(running_it, group, Held()):
+            assert not await elsewhere.caught_up(group, "c-1", patience=0.5)
+            waiting = asyncio.ensure_future(elsewhere.caught_up(group, "c-1", patience=WAIT_LIMIT))
+            release.set()
+            assert await waiting
+            assert await running_it.caught_up(group, "c-1", patience=WAIT_LIMIT)
+    finally:
+        await running_it.close()
+        await elsewhere.close()
+
+
 async def test_caught_up_waits_for_records_already_on_the_bus_only(bus: BusHarness) -> None:
     group = bus.group()
     subscriber = bus.subscriber()
