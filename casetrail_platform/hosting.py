@@ -345,15 +345,20 @@ class ServiceHost:
         relay = self._relay
         return relay is not None and await relay.published(position, PUBLISH_WAIT_SECONDS)
 
-    def caught_up(self, projection: Projection) -> Callable[[str], Awaitable[bool]]:
+    def caught_up(
+        self, projection: Projection, types: frozenset[str] | None = None
+    ) -> Callable[[str], Awaitable[bool]]:
         """``caught_up(case_id)``: whether ``projection`` (subscribed with ``subscribe``) has
-        applied every event of the case's partition that was on the bus when asked, waiting up
-        to ``FACTS_WAIT_SECONDS`` (``EventSubscriber.caught_up``)."""
+        applied every event of the case's partition that was on the bus when asked (``types``:
+        up to the last of the case's events of those types), waiting up to
+        ``FACTS_WAIT_SECONDS`` (``EventSubscriber.caught_up``)."""
         group = self._group(projection.name)
 
         async def caught_up(case_id: str) -> bool:
             progress = self._shared_subscriber()
-            return await progress.caught_up(group, case_id, patience=FACTS_WAIT_SECONDS)
+            return await progress.caught_up(
+                group, case_id, patience=FACTS_WAIT_SECONDS, types=types
+            )
 
         return caught_up
 

@@ -19,7 +19,7 @@ from itertools import count
 from casetrail_platform.bus.deadletter import DeadLetter
 from casetrail_platform.bus.delivery import Decoder, Deliverer, commit_offsets, decoder_for
 from casetrail_platform.bus.errors import is_outage
-from casetrail_platform.bus.message import BusMessage, as_headers
+from casetrail_platform.bus.message import BusMessage, as_headers, past_last_of
 from casetrail_platform.bus.ordering import SequenceGuard
 from casetrail_platform.bus.port import (
     AssignmentListener,
@@ -336,11 +336,17 @@ class InProcessSubscriber(EventSubscriber):
             state.leave(member)
             bus._notify()
 
-    async def caught_up(self, group: str, key: str, *, patience: float) -> bool:
+    async def caught_up(
+        self, group: str, key: str, *, patience: float, types: frozenset[str] | None = None
+    ) -> bool:
         bus = self._bus
         partition = bus.partition_of(key.encode())
-        end = len(bus._log(self._topic)[partition])
+        log = bus._log(self._topic)[partition]
+        end = len(log)
         state = bus._group(self._topic, group)
+        if types is not None:
+            start = state.committed[partition]
+            end = past_last_of(log[start:end], key.encode(), types, start)
         try:
             async with asyncio.timeout(patience):
                 while state.committed[partition] < end:

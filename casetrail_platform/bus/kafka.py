@@ -343,11 +343,13 @@ class KafkaEventSubscriber(EventSubscriber):
         self._applied: dict[str, AppliedOffsets] = {}
         """Per group, how far this subscriber's members applied (``caught_up`` looks first)."""
 
-    async def caught_up(self, group: str, key: str, *, patience: float) -> bool:
+    async def caught_up(
+        self, group: str, key: str, *, patience: float, types: frozenset[str] | None = None
+    ) -> bool:
         progress = self._progress.get(group)
         if progress is None:
             progress = self._progress[group] = GroupProgress(self._settings, self._topic, group)
-        return await progress.caught_up(key, patience, self._applied_by(group))
+        return await progress.caught_up(key, patience, self._applied_by(group), types)
 
     def _applied_by(self, group: str) -> AppliedOffsets:
         applied = self._applied.get(group)

@@ -20,9 +20,13 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from casetrail_platform.bus.kafka_clients import close_quietly, describe, topic_partitions
 from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.message import BusMessage, as_headers, past_last_of
 
 log = logging.getLogger(__name__)
 
+PEEK_LIMIT = 500
+"""Most records between the group's position and the end read to find those of a key and types
+(``caught_up``'s ``types``); with more, the whole partition is waited for."""
 LOOK_EVERY = 0.02
 """Seconds between looks at the group's committed offset while it is short of the end."""
 
@@ -60,11 +64,18 @@ class GroupProgress:
         self._consumer: Any = None
         self._partitioner = DefaultPartitioner()
         self._lock = asyncio.Lock()
+        self._peeker: Any = None
+        self._peeking = asyncio.Lock()
+        """One look at a partition's records at a time (``_past_last``: assign, seek, read)."""
         self._partitions: list[TopicPartition] = []
         """The topic's partitions, read once (the publisher chooses among those it knows, too)."""
 
     async def caught_up(
-        self, key: str, patience: float, applied: AppliedOffsets | None = None
+        self,
+        key: str,
+        patience: float,
+        applied: AppliedOffsets | None = None,
+        types: frozenset[str] | None = None,
     ) -> bool:
         applied = applied or AppliedOffsets()
         try:
@@ -72,12 +83,17 @@ class GroupProgress:
                 consumer = await self._connected()
                 partition = await self._partition_of(key.encode())
                 end: int = (await consumer.end_offsets([partition]))[partition]
+                if types is not None and applied.of(partition.partition) < end:
+                    # None: the group never committed on it (nothing to wait for if empty).
+                    start = max(
+                        applied.of(partition.partition), await consumer.committed(partition) or 0
+                    )
+                    end = await self._past_last(partition, start, end, key.encode(), types)
                 look = True
                 while True:
                     changed = applied.next_change()
                     if applied.of(partition.partition) >= end:
                         return True
-                    # None: the group never committed on it (nothing to wait for if empty).
                     if look and (await consumer.committed(partition) or 0) >= end:
                         return True
                     # Woken by this process's members: no need to ask the broker again yet.
@@ -90,6 +106,52 @@ class GroupProgress:
             )
             await self.close()  # a fresh client at the next question
             return False
+
+    async def _past_last(
+        self, partition: TopicPartition, start: int, end: int, key: bytes, types: frozenset[str]
+    ) -> int:
+        """One past the last record of ``[start, end)`` keyed ``key`` of one of ``types``
+        (``start`` if none), read from the partition; ``end`` if that is more than
+        ``PEEK_LIMIT`` records to read."""
+        if not start < end <= start + PEEK_LIMIT:
+            return max(start, end)
+        async with self._peeking:
+            reader = await self._reader()
+            reader.seek(partition, start)
+            reader.resume(partition)
+            try:
+                past = start
+                while await reader.position(partition) < end:
+                    fetched = await reader.getmany(partition, timeout_ms=100)
+                    read = [_headed(r) for r in fetched.get(partition, ()) if r.offset < end]
+                    past = past_last_of(read, key, types, past)
+                return past
+            finally:
+                reader.pause(partition)  # no fetching in the background meanwhile
+
+    async def _reader(self) -> Any:
+        """A consumer of no group, for ``_past_last`` (opened at its first question, kept),
+        assigned the topic's partitions (``_partition_of`` has read them)."""
+        if self._peeker is None:
+            settings = self._settings
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=settings.bootstrap_servers,
+                client_id=f"{settings.client_id}-{self._group}-peek",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                request_timeout_ms=settings.request_timeout_ms,
+                **settings.security.client_options(),
+            )
+            try:
+                await reader.start()
+                # Every partition, paused: a look resumes one only while it reads.
+                reader.assign(self._partitions)
+                reader.pause(*self._partitions)
+            except BaseException:
+                await close_quietly(reader, settings.request_timeout_ms / 1000)
+                raise
+            self._peeker = reader
+        return self._peeker
 
     async def _partition_of(self, key: bytes) -> TopicPartition:
         """The Java client's partition for ``key`` (murmur2), as the publisher chooses it."""
@@ -124,6 +186,15 @@ class GroupProgress:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await close_quietly(consumer, self._settings.request_timeout_ms / 1000)
+        peeker, self._peeker = self._peeker, None
+        if peeker is not None:
+            await close_quietly(peeker, self._settings.request_timeout_ms / 1000)
+
+
+def _headed(record: Any) -> BusMessage:
+    """A consumer record's key and headers (its value is not looked at)."""
+    headers = as_headers(record.headers)
+    return BusMessage(record.topic, record.partition, record.offset, record.key, None, headers)
 
 
 async def _sooner(changed: asyncio.Event, seconds: float) -> bool:

@@ -39,3 +39,20 @@ class BusMessage:
                 by_name.setdefault(header_name, value)
             object.__setattr__(self, "_by_name", by_name)
         return by_name.get(name)
+
+
+TYPE_HEADER = "ce_type"
+
+
+def past_last_of(
+    messages: Iterable[BusMessage], key: bytes, types: frozenset[str], start: int
+) -> int:
+    """One past the offset of the last of ``messages`` keyed ``key`` whose ``ce_type`` is one
+    of ``types`` (``start`` if none is): how far a group must have got for them
+    (``EventSubscriber.caught_up``'s ``types``)."""
+    wanted = {event_type.encode() for event_type in types}
+    past = start
+    for message in messages:
+        if message.key == key and message.header(TYPE_HEADER) in wanted:
+            past = max(past, message.offset + 1)
+    return past

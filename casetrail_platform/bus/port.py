@@ -136,7 +136,9 @@ class EventSubscriber(ABC):
         """
 
     @abstractmethod
-    async def caught_up(self, group: str, key: str, *, patience: float) -> bool:
+    async def caught_up(
+        self, group: str, key: str, *, patience: float, types: frozenset[str] | None = None
+    ) -> bool:
         """Whether consumer ``group`` has handled every record of ``key``'s partition (the
         partition a record keyed ``key``, a case id, goes to) that was on the bus when this was
         called, waiting up to ``patience`` seconds for it: the partition's end is read once,
@@ -147,6 +149,12 @@ class EventSubscriber(ABC):
         committed), so ``True`` means the handler applied those records, or dead-lettered one
         it gave up on. A record the ordering guard withholds keeps its partition short of the
         end until the missing one comes.
+
+        ``types``: only the records keyed ``key`` of these event types (``ce_type``) are waited
+        for, the last of them on the bus when asked and every record before it; the others
+        after the group's position are looked at, not waited for (on Kafka, read once from
+        the partition, unless there are more than ``kafka_progress.PEEK_LIMIT``: then the whole
+        partition is waited for).
         """
 
     async def close(self) -> None:

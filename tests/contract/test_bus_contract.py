@@ -739,6 +739,42 @@ async def test_caught_up_asked_where_no_member_of_the_group_runs(bus: BusHarness
         await elsewhere.close()
 
 
+async def test_caught_up_on_types_waits_only_for_the_keys_records_of_those_types(
+    bus: BusHarness,
+) -> None:
+    """Planning's worker barrier: only the case's assignments are waited for, not every record
+    of its partition (planning's own events coming back)."""
+    group = bus.group()
+    subscriber = bus.subscriber()
+    wanted = recorded("c-1", 1, 1)
+    kind = frozenset({wanted.event_type})
+    release = asyncio.Event()
+
+    class Held(Recorder):
+        async def __call__(self, event: RecordedEvent) -> None:
+            await release.wait()
+            await super().__call__(event)
+
+    try:
+        await bus.publisher.publish([wanted])
+        async with running(subscriber, group, Held()):
+            # Held: the key's record of that type is waited for; another key's or type's not.
+            assert not await subscriber.caught_up(group, "c-1", patience=0.5, types=kind)
+            assert not await subscriber.caught_up(group, "c-1", patience=0.3)
+            other = frozenset({"casetrail.test.other"})
+            assert await subscriber.caught_up(group, "c-1", patience=WAIT_LIMIT, types=other)
+            assert await subscriber.caught_up(group, "c-9", patience=WAIT_LIMIT, types=kind)
+            waiting = asyncio.ensure_future(
+                subscriber.caught_up(group, "c-1", patience=WAIT_LIMIT, types=kind)
+            )
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            release.set()
+            assert await waiting
+    finally:
+        await subscriber.close()
+
+
 async def test_caught_up_waits_for_records_already_on_the_bus_only(bus: BusHarness) -> None:
     group = bus.group()
     subscriber = bus.subscriber()
