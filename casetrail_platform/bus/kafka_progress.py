@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -20,7 +20,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from casetrail_platform.bus.kafka_clients import close_quietly, describe, topic_partitions
 from casetrail_platform.bus.kafka_settings import KafkaSettings
-from casetrail_platform.bus.message import BusMessage, as_headers, past_last_of
+from casetrail_platform.bus.message import TYPE_HEADER, BusMessage, as_headers
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,29 @@ class AppliedOffsets:
         return self._changed
 
 
+class _Seen:
+    """What ``GroupProgress._past_last`` has read of one partition: how far, and one past the
+    last record of each key and type it met (the group's position only grows, so those below
+    it are forgotten once there are many)."""
+
+    KEEP = 10_000
+
+    def __init__(self) -> None:
+        self.scanned = 0
+        self._past: dict[tuple[bytes | None, bytes | None], int] = {}
+
+    def note(self, messages: Iterable[BusMessage]) -> None:
+        for message in messages:
+            self._past[(message.key, message.header(TYPE_HEADER))] = message.offset + 1
+
+    def past(self, key: bytes, event_type: str) -> int:
+        return self._past.get((key, event_type.encode()), 0)
+
+    def forget_before(self, position: int) -> None:
+        if len(self._past) > self.KEEP:
+            self._past = {k: past for k, past in self._past.items() if past > position}
+
+
 class GroupProgress:
     def __init__(self, settings: KafkaSettings, topic: str, group: str) -> None:
         self._settings = settings
@@ -66,7 +89,8 @@ class GroupProgress:
         self._lock = asyncio.Lock()
         self._peeker: Any = None
         self._peeking = asyncio.Lock()
-        """One look at a partition's records at a time (``_past_last``: assign, seek, read)."""
+        """One look at the partitions' records at a time (``_past_last``: seek, read)."""
+        self._seen: dict[int, _Seen] = {}
         self._partitions: list[TopicPartition] = []
         """The topic's partitions, read once (the publisher chooses among those it knows, too)."""
 
@@ -111,23 +135,34 @@ class GroupProgress:
         self, partition: TopicPartition, start: int, end: int, key: bytes, types: frozenset[str]
     ) -> int:
         """One past the last record of ``[start, end)`` keyed ``key`` of one of ``types``
-        (``start`` if none), read from the partition; ``end`` if that is more than
+        (``start`` if none; perhaps one met past ``end``, read meanwhile), read from the
+        partition as far as an earlier question has not; ``end`` if that is more than
         ``PEEK_LIMIT`` records to read."""
-        if not start < end <= start + PEEK_LIMIT:
-            return max(start, end)
+        if end <= start:
+            return start
         async with self._peeking:
-            reader = await self._reader()
-            reader.seek(partition, start)
-            reader.resume(partition)
-            try:
-                past = start
-                while await reader.position(partition) < end:
-                    fetched = await reader.getmany(partition, timeout_ms=100)
-                    read = [_headed(r) for r in fetched.get(partition, ()) if r.offset < end]
-                    past = past_last_of(read, key, types, past)
-                return past
-            finally:
-                reader.pause(partition)  # no fetching in the background meanwhile
+            seen = self._seen.setdefault(partition.partition, _Seen())
+            begin = max(seen.scanned, start)
+            if end - begin > PEEK_LIMIT:
+                return end
+            if begin < end:
+                await self._scan(partition, begin, end, seen)
+            seen.forget_before(start)
+            return max([start] + [seen.past(key, event_type) for event_type in types])
+
+    async def _scan(self, partition: TopicPartition, start: int, end: int, seen: _Seen) -> None:
+        """Note where each key's records of each type are in ``[start, end)``: one forward
+        read shared by every question on the partition (those asked together find it read)."""
+        reader = await self._reader()
+        reader.seek(partition, start)
+        reader.resume(partition)
+        try:
+            while await reader.position(partition) < end:
+                fetched = await reader.getmany(partition, timeout_ms=100)
+                seen.note(_headed(record) for record in fetched.get(partition, ()))
+        finally:
+            reader.pause(partition)  # no fetching in the background meanwhile
+        seen.scanned = max(seen.scanned, await reader.position(partition))
 
     async def _reader(self) -> Any:
         """A consumer of no group, for ``_past_last`` (opened at its first question, kept),
