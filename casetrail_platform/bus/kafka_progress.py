@@ -3,14 +3,18 @@
 One client per group, opened at the first question and kept: it never subscribes nor joins the
 group (a consumer with the group's id only to read its committed offsets), so the group's
 members are not rebalanced by it. Each question costs one ``ListOffsets`` request for the
-partition's end, then one ``OffsetFetch`` per look at the group's commit (the topic's
-partitions are read once).
+partition's end, then one ``OffsetFetch`` per look at the group's commit. The topic's
+partitions are read again once ``PARTITIONS_TTL`` has passed: partitions added to the topic
+move some keys to a new partition (the publisher's murmur2 over more partitions), so a key is
+waited for on its partition under every partition count this client has seen, where its
+earlier and its later records are.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -29,6 +33,10 @@ PEEK_LIMIT = 500
 (``caught_up``'s ``types``); with more, the whole partition is waited for."""
 LOOK_EVERY = 0.02
 """Seconds between looks at the group's committed offset while it is short of the end."""
+PARTITIONS_TTL = 30.0
+"""Seconds the topic's partitions are taken as read before the next question reads them again
+(one admin request): a publisher learns of added partitions with its metadata, within
+minutes, so a barrier asked later looks at the new ones well before records go there."""
 
 
 class AppliedOffsets:
@@ -91,8 +99,9 @@ class GroupProgress:
         self._peeking = asyncio.Lock()
         """One look at the partitions' records at a time (``_past_last``: seek, read)."""
         self._seen: dict[int, _Seen] = {}
-        self._partitions: list[TopicPartition] = []
-        """The topic's partitions, read once (the publisher chooses among those it knows, too)."""
+        self._counts: list[int] = []
+        """Every partition count of the topic this client has read, the latest last."""
+        self._read_at = -PARTITIONS_TTL
 
     async def caught_up(
         self,
@@ -105,20 +114,31 @@ class GroupProgress:
         try:
             async with asyncio.timeout(patience):
                 consumer = await self._connected()
-                partition = await self._partition_of(key.encode())
-                end: int = (await consumer.end_offsets([partition]))[partition]
-                if types is not None and applied.of(partition.partition) < end:
-                    # None: the group never committed on it (nothing to wait for if empty).
-                    start = max(
-                        applied.of(partition.partition), await consumer.committed(partition) or 0
-                    )
-                    end = await self._past_last(partition, start, end, key.encode(), types)
+                partitions = await self._partitions_of(key.encode())
+                ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+                waiting: dict[TopicPartition, int] = {}
+                for partition, end in ends.items():
+                    if types is not None and applied.of(partition.partition) < end:
+                        # None: the group never committed on it (nothing to wait for if empty).
+                        start = max(
+                            applied.of(partition.partition),
+                            await consumer.committed(partition) or 0,
+                        )
+                        end = await self._past_last(partition, start, end, key.encode(), types)
+                    waiting[partition] = end
                 look = True
                 while True:
                     changed = applied.next_change()
-                    if applied.of(partition.partition) >= end:
-                        return True
-                    if look and (await consumer.committed(partition) or 0) >= end:
+                    waiting = {
+                        p: end for p, end in waiting.items() if applied.of(p.partition) < end
+                    }
+                    if look:
+                        waiting = {
+                            p: end
+                            for p, end in waiting.items()
+                            if (await consumer.committed(p) or 0) < end
+                        }
+                    if not waiting:
                         return True
                     # Woken by this process's members: no need to ask the broker again yet.
                     look = not await _sooner(changed, LOOK_EVERY)
@@ -166,7 +186,12 @@ class GroupProgress:
 
     async def _reader(self) -> Any:
         """A consumer of no group, for ``_past_last`` (opened at its first question, kept),
-        assigned the topic's partitions (``_partition_of`` has read them)."""
+        assigned the topic's partitions as last read (``_partitions_of``)."""
+        partitions = [TopicPartition(self._topic, p) for p in range(self._counts[-1])]
+        if self._peeker is not None and self._peeker.assignment() != set(partitions):
+            # Partitions were added: a look resumes one only while it reads, so none is lost.
+            self._peeker.assign(partitions)
+            self._peeker.pause(*partitions)
         if self._peeker is None:
             settings = self._settings
             reader = AIOKafkaConsumer(
@@ -180,22 +205,30 @@ class GroupProgress:
             try:
                 await reader.start()
                 # Every partition, paused: a look resumes one only while it reads.
-                reader.assign(self._partitions)
-                reader.pause(*self._partitions)
+                reader.assign(partitions)
+                reader.pause(*partitions)
             except BaseException:
                 await close_quietly(reader, settings.request_timeout_ms / 1000)
                 raise
             self._peeker = reader
         return self._peeker
 
-    async def _partition_of(self, key: bytes) -> TopicPartition:
-        """The Java client's partition for ``key`` (murmur2), as the publisher chooses it."""
-        if not self._partitions:
-            self._partitions = await topic_partitions(self._settings, self._topic, "progress")
-        if not self._partitions:
-            raise KafkaError(f"topic {self._topic!r} does not exist")
-        every = [tp.partition for tp in self._partitions]
-        return TopicPartition(self._topic, self._partitioner(key, every, every))
+    async def _partitions_of(self, key: bytes) -> list[TopicPartition]:
+        """The Java client's partition for ``key`` (murmur2), as the publisher chooses it, under
+        each partition count seen: after partitions were added, its earlier records stay where
+        the fewer partitions put them."""
+        if not self._counts or time.monotonic() - self._read_at >= PARTITIONS_TTL:
+            partitions = await topic_partitions(self._settings, self._topic, "progress")
+            if not partitions:
+                raise KafkaError(f"topic {self._topic!r} does not exist")
+            self._read_at = time.monotonic()
+            if not self._counts or self._counts[-1] != len(partitions):
+                self._counts.append(len(partitions))
+        chosen = set()
+        for count in self._counts:
+            every = list(range(count))
+            chosen.add(self._partitioner(key, every, every))
+        return [TopicPartition(self._topic, partition) for partition in sorted(chosen)]
 
     async def _connected(self) -> Any:
         async with self._lock:
