@@ -79,6 +79,15 @@ async def handle(deps: Dependencies, context: CommandContext, command: Command) 
     return Outcome(recorded, fold(command.case_id, history).plan_version)
 
 
+async def recorded_before(deps: Dependencies, context: CommandContext) -> bool:
+    """Whether this command's key recorded something before (then ``handle`` answers it as a
+    retry, ``check_retry``): asked for a supervisor's CloseCase before their team is checked
+    (``AccessControl.require_supervision``), since the case may have moved to another team
+    since, and the retry of a closure that was done must get its answer again, not the refusal
+    a new one would (as intake's ReopenCase and coordination's supervisor commands)."""
+    return bool(await deps.store.read_by_causation(context.command_id(SOURCE)))
+
+
 async def _assignment_caught_up(
     deps: Dependencies, context: CommandContext, command: Command
 ) -> None:

@@ -15,11 +15,11 @@ from casetrail_platform.grpc_platform.server import Context, refusals_as_status
 from casetrail_platform.identity.grpc_auth import principal_of
 from casetrail_platform.policy.guard import AccessControl, Disclosure
 from events.catalog.access import RecordSection
-from events.catalog.base import CaseEvent
+from events.catalog.base import CaseEvent, Role
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
 from events.catalog.planning import GoalAdded, PlanAgreed, PlanDrafted
 from services.planning.app import queries
-from services.planning.app.handlers import Dependencies, Outcome, handle
+from services.planning.app.handlers import Dependencies, Outcome, handle, recorded_before
 from services.planning.domain.commands import Command
 from services.planning.entrypoints import present, translate
 
@@ -243,11 +243,16 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
             context, request.context, lambda _: translate.close_case(request)
         )
         case_id = command.case_id
-        await self._access.require_supervision(
-            principal_of(context),
-            case_id,
-            assignment_seen=await self._deps.views.assignment_seen(case_id),
+        principal = principal_of(context)
+        retried = principal.role is Role.SUPERVISOR and await recorded_before(
+            self._deps, command_context
         )
+        if not retried:
+            await self._access.require_supervision(
+                principal,
+                case_id,
+                assignment_seen=await self._deps.views.assignment_seen(case_id),
+            )
         outcome = await self._run(command_context, command)
         return planning_pb2.CloseCaseResponse(result=self._result(command, outcome))
 

@@ -151,3 +151,21 @@ async def test_another_teams_supervisor_learns_nothing_from_trailing_facts(
 
     code, info = await refused(close(planning, "team-north", "north"))
     assert (code, info.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
+
+
+async def test_a_supervisor_s_closure_retried_after_a_transfer_answers_as_the_first(
+    planning: Planning,
+) -> None:
+    """Team-east's supervisor closed the case, then it went to team-west: the same request
+    retried under its key (its first answer lost) gets the first answer again, not the
+    refusal a new closure of theirs gets (the retry is looked up before the team is checked,
+    as intake's ReopenCase and coordination's supervisor commands do)."""
+    await east_case(planning.bus)
+    first = await close(planning, "team-east", "east-1")
+    await transfer_west(planning.bus, delivered_to="view")
+    await planning.bus.sync()
+
+    assert await close(planning, "team-east", "east-1") == first
+    code, info = await refused(close(planning, "team-east", "east-2"))
+    assert (code, info.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
+    assert len(await planning.store.read_all(0)) == 1, "the retry wrote nothing"
