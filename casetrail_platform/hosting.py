@@ -285,9 +285,9 @@ class ServiceHost:
         checkpoints: CheckpointStore,
         read_models: ReadModelStore,
         close_store: Callable[[], Awaitable[None]],
-        parking: ParkingLot | None = None,
-        locks: Locks | None = None,
-        ledger: LedgerLog | None = None,
+        parking: ParkingLot,
+        locks: Locks,
+        ledger: LedgerLog,
     ) -> None:
         self.service = service
         self._parking = parking
@@ -295,10 +295,8 @@ class ServiceHost:
         self.infra = infra
         self.store = store
         self.read_models = read_models
-        # Never locks of its own: the embedded store honours only its own (StreamVersion.lock),
-        # so an erasure and an opening decided with others would not meet.
-        self.locks = locks if locks is not None else open_locks(infra, store)
-        """Shared with the service's other replicas (see ``open_locks``)."""
+        self.locks = locks
+        """Shared with the service's other replicas (``open_locks``)."""
         self._checkpoints = checkpoints
         self._close_store = close_store
         self.ledger = ledger
@@ -306,9 +304,7 @@ class ServiceHost:
         self._subscriptions: list[_Subscription] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._closers: list[Callable[[], Awaitable[None]]] = []
-        if ledger is not None:
-            self._closers.append(ledger.store.close)
+        self._closers: list[Callable[[], Awaitable[None]]] = [ledger.store.close]
         self._alongside: list[
             Callable[[asyncio.Event, health.aio.HealthServicer], Awaitable[None]]
         ] = []
@@ -493,8 +489,7 @@ class ServiceHost:
                 self._stop,
             )
         )
-        if self.ledger is not None:
-            await self._start_ledger(self.ledger, health_servicer)
+        await self._start_ledger(self.ledger, health_servicer)
         for work in self._alongside:
             self._spawn(work(self._stop, health_servicer))
         guards = [guard for *_, guard in self._subscriptions if guard is not None]
@@ -712,6 +707,8 @@ async def host_for(infra: Infrastructure, service: str) -> ServiceHost:
         read_models,
         close_store,
         parking,
+        # Never locks of its own: the embedded store honours only its own (StreamVersion.lock),
+        # so an erasure and an opening decided with others would not meet.
         open_locks(infra, store),
         ledger,
     )

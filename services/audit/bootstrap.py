@@ -61,10 +61,10 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
         store=host.store,
         find_event=timelines.event,
         # An export signs audit's own log on demand: its access records then carry proofs.
-        sign_own=None if host.ledger is None else host.ledger.sign,
+        sign_own=host.ledger.sign,
         sign_every=infra.ledger_sign_every,
         # Its statements of an export's pending events are signed with the same key.
-        sign_note=None if host.ledger is None else host.ledger.signer.sign_note,
+        sign_note=host.ledger.signer.sign_note,
     )
     servicer = AuditServicer(
         AuditDeps(timelines=timelines, store=host.store, access=access),
