@@ -147,6 +147,8 @@ async def test_an_intact_export_verifies_its_statement_riding_the_case_s_opening
         ("client-client-1", "stream client-client-1 of intake is missing"),
         (BATCH, f"stream {BATCH} of audit is missing: audit's statement of the export"),
     ],
+    # BATCH holds a random uuid: stable ids keep the test's id the same from run to run.
+    ids=["case", "access", "client", "batch"],
 )
 async def test_an_export_cut_at_the_end_of_a_stream_fails_naming_it(
     tmp_path: Path, stream: str, problem: str
