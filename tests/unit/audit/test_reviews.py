@@ -53,6 +53,7 @@ from tests.support.identity import TestIssuer, acting
 from tests.unit.audit.serving import audit_server
 from tests.unit.audit.support import (
     CASE,
+    CLIENT,
     COORDINATOR,
     DAY,
     T0,
@@ -63,7 +64,6 @@ from tests.unit.audit.support import (
     opened,
 )
 
-CLIENT = "client-7f3a"
 PARTNER = "harbour-services"
 WORKER = "worker-ana"
 CONSENT = "consent-1"

@@ -28,6 +28,7 @@ from services.coordination.domain.case import CASE
 from services.coordination.domain.facts import CaseFacts
 from tests.unit.coordination.rpc import (
     HOME_CARE_CO,
+    NEXT_WEEK,
     refer,
     refused,
     schedule_request,
@@ -43,8 +44,6 @@ from tests.unit.coordination.support import (
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub
-
-NEXT_WEEK = datetime.now(UTC).replace(microsecond=0) + timedelta(days=7)
 
 
 async def _settle(deps: Dependencies, follow_ups: FollowUps, after: int = 0) -> int:

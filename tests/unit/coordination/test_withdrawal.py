@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -39,6 +38,7 @@ from tests.support.grpc import serving
 from tests.support.identity import TestIssuer
 from tests.unit.coordination.rpc import (
     COUNSELING_CENTRE,
+    NEXT_WEEK,
     PARATRANSIT,
     accept,
     assigned_case,
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 COORDINATOR = Actor("user-coordinator", Role.COORDINATOR)
 DANA = Actor("cm-dana", Role.CASE_MANAGER)
 PROVIDER = Provider(provider_id="harbor-counseling", name="Harbor Counseling Centre")
-NEXT_WEEK = datetime.now(UTC).replace(microsecond=0) + timedelta(days=7)
 
 
 def _state(*statuses: ReferralStatus, worker_id: str | None = "cm-dana") -> CaseState:
