@@ -25,6 +25,7 @@ from casetrail_platform.ledger.merkle import Hash, RootAccumulator
 from casetrail_platform.ledger.note import Checkpoint, origin_of
 from events.topics import LEDGER_CHECKPOINTS_TOPIC
 from tests.support.goverifier import GoMissing, build_goverifier
+from tests.support.ledger import GO_ACCEPTS, append_notes, signature_variants
 from tests.support.servers import kafka_bootstrap, server_missing, servers_required
 
 MAX_SIZE = 1024
@@ -191,8 +192,6 @@ def test_go_and_casetrail_read_signature_lines_alike(
 ) -> None:
     """A repeated, truncated or excess signature line: Go's note.Open and ``open_checkpoint``
     give the same verdict on each (the unit test holds casetrail to these verdicts)."""
-    from tests.support.ledger import GO_ACCEPTS, signature_variants
-
     vkey, notes = signed
     variants = signature_variants(notes[4])
     answers = run(
@@ -282,7 +281,6 @@ async def _signed_on_the_topic(
     from casetrail_platform.ledger.sqlite import SqliteLedgerStore
     from casetrail_platform.store.sqlite import SqliteEventStore
     from tests.contract.bus_conftest import kafka_test_settings
-    from tests.support.ledger import append_notes
     from tests.support.sample_events import sample_registry
 
     settings = kafka_test_settings()
