@@ -10,20 +10,14 @@ import asyncio
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-import grpc
 import pytest
 
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
-from casetrail.coordination.v1 import coordination_pb2_grpc
-from casetrail_platform.policy.guard import AccessControl
-from casetrail_platform.policy.projection import CaseFactsReader
 from cli.rpc import Person
 from events.catalog.values import NeedCategory
 from services.coordination.app.handlers import Dependencies
-from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
-from tests.support.grpc import serving
-from tests.support.identity import TestIssuer, acting
+from tests.support.identity import acting
 from tests.unit.coordination.rpc import assign
 from tests.unit.coordination.support import IntakeFeed, command_context
 
@@ -47,93 +41,84 @@ class Bus:
         return True
 
 
+@pytest.fixture
+def bus() -> Bus:
+    return Bus()
+
+
+@pytest.fixture
+def deps(deps: Dependencies, bus: Bus) -> Dependencies:
+    """The package's ``deps`` (and so its ``stub``) answering only once ``bus`` has published."""
+    return replace(deps, published=bus.published)
+
+
 async def test_assignments_are_answered_once_the_bus_has_them(
-    deps: Dependencies, intake: IntakeFeed, issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+    stub: Stub, bus: Bus, deps: Dependencies, intake: IntakeFeed, caplog: pytest.LogCaptureFixture
 ) -> None:
-    bus = Bus()
-    deps = replace(deps, published=bus.published)
-    access = AccessControl(deps.store, CaseFactsReader(deps.read_models), "casetrail/coordination")
-    servicer = CoordinationServicer(deps, access)
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    assigning = asyncio.ensure_future(assign(stub, "case-1", "cm-dana"))
+    await asyncio.sleep(0.3)
+    assert not assigning.done(), "answered before the bus acknowledged it"
+    [recorded] = await deps.store.read_stream("case-case-1")
+    assert bus.asked == [recorded.position]
+    bus.acknowledged.set()
+    await assigning
 
-    def register(server: grpc.aio.Server) -> None:
-        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server(servicer, server)
+    bus.acknowledged.clear()
+    transfer = pb.TransferCaseRequest(
+        context=command_context("coordinator"),
+        case_id="case-1",
+        worker_id="sw-lcsw",
+        reason="worker on leave",
+    )
+    transferring = asyncio.ensure_future(stub.TransferCase(transfer))
+    await asyncio.sleep(0.3)
+    assert not transferring.done(), "answered before the bus acknowledged it"
+    bus.acknowledged.set()
+    moved = await transferring
+    assert moved.previous_worker_id == "cm-dana"
+    assert bus.asked[-1] == (await deps.store.read_stream("case-case-1"))[-1].position
 
-    async with serving(register, SERVICE_NAME, issuer) as channel:
-        stub: Stub = coordination_pb2_grpc.CoordinationServiceStub(channel)  # type: ignore[assignment]
-        await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
-        assigning = asyncio.ensure_future(assign(stub, "case-1", "cm-dana"))
-        await asyncio.sleep(0.3)
-        assert not assigning.done(), "answered before the bus acknowledged it"
-        [recorded] = await deps.store.read_stream("case-case-1")
-        assert bus.asked == [recorded.position]
-        bus.acknowledged.set()
-        await assigning
-
-        bus.acknowledged.clear()
-        transfer = pb.TransferCaseRequest(
-            context=command_context("coordinator"),
-            case_id="case-1",
-            worker_id="sw-lcsw",
-            reason="worker on leave",
-        )
-        transferring = asyncio.ensure_future(stub.TransferCase(transfer))
-        await asyncio.sleep(0.3)
-        assert not transferring.done(), "answered before the bus acknowledged it"
-        bus.acknowledged.set()
-        moved = await transferring
-        assert moved.previous_worker_id == "cm-dana"
-        assert bus.asked[-1] == (await deps.store.read_stream("case-case-1"))[-1].position
-
-        # The bus did not take it in time: recorded, answered, and the log says so.
-        bus.down = True
-        transfer.context.idempotency_key = "back"
-        transfer.worker_id = "cm-dana"
-        moved = await stub.TransferCase(transfer)
-        assert moved.previous_worker_id == "sw-lcsw"
-        assert "answered before the bus acknowledged it" in caplog.text
+    # The bus did not take it in time: recorded, answered, and the log says so.
+    bus.down = True
+    transfer.context.idempotency_key = "back"
+    transfer.worker_id = "cm-dana"
+    moved = await stub.TransferCase(transfer)
+    assert moved.previous_worker_id == "sw-lcsw"
+    assert "answered before the bus acknowledged it" in caplog.text
 
 
 async def test_a_supervisor_s_transfer_retried_is_answered_once_the_bus_has_it(
-    deps: Dependencies, intake: IntakeFeed, issuer: TestIssuer
+    stub: Stub, bus: Bus, deps: Dependencies, intake: IntakeFeed
 ) -> None:
     """A supervisor's transfer answered past the bound (or whose answer was lost while it
     waited), sent again under its key: the retry is answered from what was recorded, and only
     once the bus has it, as a coordinator's retry is (else the client, told "done", may ask
     planning to close the case before its facts can know of the transfer)."""
-    bus = Bus()
-    deps = replace(deps, published=bus.published)
-    access = AccessControl(deps.store, CaseFactsReader(deps.read_models), "casetrail/coordination")
-    servicer = CoordinationServicer(deps, access)
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    bus.acknowledged.set()
+    await assign(stub, "case-1", "cm-dana")
+    await intake.policy_told_assigned("case-1", "cm-dana", "team-east")
+    east = Person("sup-east", "supervisor", team="team-east")
+    transfer = pb.TransferCaseRequest(
+        context=acting(east, common_pb2.CommandContext(idempotency_key="moved")),
+        case_id="case-1",
+        worker_id="sw-lcsw",
+        reason="worker on leave",
+    )
+    bus.acknowledged.clear()
+    bus.down = True
+    first = await stub.TransferCase(transfer)  # past the bound: answered all the same
+    transferred = (await deps.store.read_stream("case-case-1"))[-1].position
 
-    def register(server: grpc.aio.Server) -> None:
-        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server(servicer, server)
-
-    async with serving(register, SERVICE_NAME, issuer) as channel:
-        stub: Stub = coordination_pb2_grpc.CoordinationServiceStub(channel)  # type: ignore[assignment]
-        await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
-        bus.acknowledged.set()
-        await assign(stub, "case-1", "cm-dana")
-        await intake.policy_told_assigned("case-1", "cm-dana", "team-east")
-        east = Person("sup-east", "supervisor", team="team-east")
-        transfer = pb.TransferCaseRequest(
-            context=acting(east, common_pb2.CommandContext(idempotency_key="moved")),
-            case_id="case-1",
-            worker_id="sw-lcsw",
-            reason="worker on leave",
-        )
-        bus.acknowledged.clear()
-        bus.down = True
-        first = await stub.TransferCase(transfer)  # past the bound: answered all the same
-        transferred = (await deps.store.read_stream("case-case-1"))[-1].position
-
-        bus.down = False
-        bus.asked.clear()
-        retrying = asyncio.ensure_future(stub.TransferCase(transfer))
-        for _ in range(500):  # until it asks the bus, or is answered without asking
-            if bus.asked or retrying.done():
-                break
-            await asyncio.sleep(0.02)
-        assert not retrying.done(), "the retry was answered before the bus acknowledged it"
-        assert bus.asked == [transferred]
-        bus.acknowledged.set()
-        assert await retrying == first
+    bus.down = False
+    bus.asked.clear()
+    retrying = asyncio.ensure_future(stub.TransferCase(transfer))
+    for _ in range(500):  # until it asks the bus, or is answered without asking
+        if bus.asked or retrying.done():
+            break
+        await asyncio.sleep(0.02)
+    assert not retrying.done(), "the retry was answered before the bus acknowledged it"
+    assert bus.asked == [transferred]
+    bus.acknowledged.set()
+    assert await retrying == first
