@@ -188,7 +188,10 @@ async def publish(kafka: KafkaSettings, topic: str, records: list[RecordedEvent]
         await publisher.publish(records)
 
 
-async def get(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
+async def answer(
+    port: int, path: str, token: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """The status, headers and body of the answer to a GET (with no token unless given)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     authorization = "" if token is None else f"Authorization: Bearer {token}\r\n"
     try:
@@ -198,7 +201,14 @@ async def get(port: int, path: str, token: str | None = None) -> tuple[int, Any]
     finally:
         writer.close()
     head, _, body = response.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    return int(lines[0].split(" ", 2)[1]), headers, body
+
+
+async def get(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
+    """The status and JSON body of the answer to a GET (with no token unless given)."""
+    status, _, body = await answer(port, path, token)
     return status, json.loads(body)
 
 

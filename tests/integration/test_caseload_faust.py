@@ -35,6 +35,7 @@ from tests.integration.caseload import (
     History,
     Setup,
     ago,
+    answer,
     day,
     get,
     internal_topics,
@@ -170,17 +171,8 @@ async def test_caseloads_overdue_follow_ups_and_contacts_converge_and_survive_a_
 
 async def status_of(port: int, path: str, token: str | None = None) -> tuple[int, dict[str, str]]:
     """The status and headers of an answer to a GET (with no token unless given)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    authorization = "" if token is None else f"Authorization: Bearer {token}\r\n"
-    try:
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{authorization}\r\n".encode())
-        await writer.drain()
-        response = await reader.read()
-    finally:
-        writer.close()
-    head = response.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
-    return int(head[0].split(" ", 2)[1]), headers
+    status, headers, _ = await answer(port, path, token)
+    return status, headers
 
 
 async def get_json(port: int, path: str, token: str | None = None) -> Any:
