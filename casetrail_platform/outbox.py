@@ -433,7 +433,22 @@ class OutboxRelay:
         return published
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay until ``stop`` is set. Failures are retried forever with backoff."""
+        """Relay until ``stop`` is set (shutdown, or this replica no longer leads the relay).
+        Failures are retried forever with backoff."""
+        try:
+            await self._relay(stop)
+        finally:
+            self._forget_parked()
+
+    def _forget_parked(self) -> None:
+        """Leave the parked records to the parking lot: once another replica leads, it parks
+        and releases them, and a list kept here would answer ``published`` and ``status``
+        from what was parked when this one stopped (a record parked since taken as on the
+        bus, one released since reported parked for ever). Read again on leading again."""
+        self._parked = None
+        self._parked_reason = None
+
+    async def _relay(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 await until_stopped(self.publish_pending(), stop)

@@ -275,3 +275,47 @@ async def test_a_parked_record_is_not_taken_as_published_by_any_replica(
     for relay in (leader, other):
         assert await relay.published(flowing.position, 1.0)
         assert not await relay.published(refused.position, 1.0)
+
+
+async def lead_once(relay: OutboxRelay, store: SqliteEventStore) -> None:
+    """``relay`` leads until it has published the whole store, then loses leadership (the
+    locks' ``lead`` sets the event its ``run`` was given)."""
+    lost = asyncio.Event()
+    leading = asyncio.create_task(relay.run(lost))
+    last = await store.last_position()
+
+    async def gone_past() -> bool | None:
+        return (await relay.status()).published_position >= last or None
+
+    await eventually(gone_past, "the relay past the store's last record")
+    lost.set()
+    await leading
+
+
+async def test_a_replica_that_lost_leadership_forgets_what_it_saw_parked(
+    store: SqliteEventStore,
+) -> None:
+    """Another replica leads the relay meanwhile: what it parks and releases is in the parking
+    lot, not in the list the first one kept (a record parked since was taken as on the bus,
+    one released since reported parked, the outbox NOT_SERVING, for ever)."""
+    parking: ParkingLot = SqliteParkingLot(store)
+    checkpoints = InMemoryCheckpointStore()
+    publisher = SizeLimitedPublisher()
+    first = OutboxRelay(store, publisher, checkpoints, "relay", parking=parking)
+    second = OutboxRelay(
+        store, publisher, checkpoints, "relay", parking=parking, retry_check_every=0.0
+    )
+    [refused] = await add(store, "a", TOO_BIG)
+    await lead_once(first, store)  # parks it, then another replica leads
+
+    publisher.limit = 1000
+    await parking.request_retry("relay")
+    await second.publish_pending()  # the new leader releases it
+    assert await first.published(refused.position, 1.0)
+    assert (await first.status()).parked == 0
+
+    publisher.limit = 100
+    [parked_since] = await add(store, "b", TOO_BIG)
+    await publish_until_settled(second)  # the new leader parks it
+    assert not await first.published(parked_since.position, 1.0)
+    assert (await first.status()).parked == 0  # the leader's to report
