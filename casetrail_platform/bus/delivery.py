@@ -40,7 +40,8 @@ from events.registry import EventRegistry
 log = logging.getLogger(__name__)
 
 DeadLetterSink = Callable[[DeadLetter], Awaitable[bool]]
-"""Stores a dead letter; returns ``False`` if stop was requested before it was stored."""
+"""Stores a dead letter; returns ``False`` if stop was requested before it was stored. One
+that retries tells ``Deliverer.stalled`` at each failed attempt."""
 
 StallListener = Callable[[], Awaitable[None]]
 """Told at each failed round of processing, before the wait for the next: a consumer then
@@ -154,8 +155,10 @@ class Deliverer:
                 self._stalled_since = None
                 process_metrics().consumer_stalled_since(self.group, self, None)
 
-    async def _stalled(self, stop: asyncio.Event) -> None:
-        """A round of processing failed and is retried after a wait: the member is held back."""
+    async def stalled(self, stop: asyncio.Event) -> None:
+        """A round of processing failed and is retried after a wait: the member is held back.
+        Also told by a ``DeadLetterSink`` retrying a dead letter it could not store: the
+        records in hand wait for it, nothing committed, as for a failing handler."""
         if self._stalled_since is None:
             self._stalled_since = time.monotonic()
             process_metrics().consumer_stalled_since(self.group, self, self._stalled_since)
@@ -296,7 +299,7 @@ class Deliverer:
                     )
                     return await self._one_by_one(run, stop)
                 delay = self.policy.backoff.delay(attempts)
-                await self._stalled(stop)
+                await self.stalled(stop)
                 log.warning(
                     "group %s: batch %s failed, attempt %d, retrying in %.2fs: %s",
                     self.group,
@@ -338,7 +341,7 @@ class Deliverer:
                     reason = DeadLetterReason.RETRIES_EXHAUSTED
                     return await self._dead_letters(self._dead(message, reason, error, attempts))
                 delay = self.policy.backoff.delay(attempts)
-                await self._stalled(stop)
+                await self.stalled(stop)
                 log.warning(
                     "group %s: handler failed on event %s (%s/%d@%d), attempt %d, retrying in"
                     " %.2fs: %s",
@@ -360,7 +363,7 @@ class Deliverer:
         """Wait before trying again while the handler's storage is away; ``True`` if stop
         was requested meanwhile."""
         delay = self.policy.outage_backoff.delay(outages)
-        await self._stalled(stop)
+        await self.stalled(stop)
         if outages == 1 or outages % 30 == 0:
             log.warning(
                 "group %s: storage unavailable at %s (%s); pausing, retrying every %.1fs"

@@ -200,8 +200,10 @@ class KafkaGroupMember:
             except Stopped:
                 return False
             except Exception as error:
-                # Skipping would lose the message, so even odd errors are retried.
+                # Skipping would lose the message, so even odd errors are retried; nothing
+                # is committed meanwhile, so the member is held back as by a failing handler.
                 failures += 1
+                await self._deliverer.stalled(self._stop)
                 delay = self._settings.reconnect_backoff.delay(failures)
                 log.error(
                     "group %s: cannot write to %s (%s), retrying in %.1fs",

@@ -90,7 +90,8 @@ class Metrics:
         self.consumer_stalled = Gauge(
             "casetrail_consumer_stalled_seconds",
             "Seconds a consumer group's member has been held back by failing processing (its"
-            " handler or decoding failing and retried, nothing committed), 0 when none is.",
+            " handler or decoding failing and retried, or a dead letter it cannot store, nothing"
+            " committed), 0 when none is.",
             ["group"],
             registry=registry,
         )
