@@ -30,6 +30,7 @@ import os
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
@@ -56,7 +57,16 @@ from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.identity.development import DevelopmentIssuer
-from cli.rpc import Connection, Person, Refusal, command, connect, eventually, minted_by
+from cli.rpc import (
+    Connection,
+    Person,
+    Refusal,
+    command,
+    connect,
+    eventually,
+    minted_by,
+    refusal_of,
+)
 from infra.servers import KAFKA_BOOTSTRAP, PG_DSN, server_setting, servers_environment
 from services.planning.app.handlers import Dependencies
 from services.planning.entrypoints.grpc_server import PlanningServicer
@@ -121,7 +131,8 @@ def switchable() -> Iterator[_Switchable]:
 class Window:
     calls_per_second: float
     latencies: list[float]
-    failed: int
+    failed: Counter[str]
+    """Calls answered with an error, by code and reason (``cli.rpc.Refusal``)."""
 
 
 @dataclass
@@ -195,17 +206,17 @@ async def _window(
     stubs: Connection, cases: list[tuple[Person, str]], in_flight: int, seconds: float
 ) -> Window:
     latencies: list[float] = []
-    failed = 0
+    failed: Counter[str] = Counter()
     deadline = time.perf_counter() + seconds
 
     async def caller(worker: Person, case_id: str) -> None:
-        nonlocal failed
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
                 await _log(stubs, worker, case_id)
-            except grpc.aio.AioRpcError:
-                failed += 1
+            except grpc.aio.AioRpcError as error:
+                refusal = refusal_of(error)
+                failed[f"{refusal.code.name} {refusal.reason}".strip()] += 1
                 continue
             latencies.append(time.perf_counter() - started)
 
@@ -291,10 +302,17 @@ def rows(backend: str, found: dict[int, Measured]) -> list[list[str]]:
                 ", ".join(f"{r:.2f}" for r in each),
                 f"{ms(off, 50)} / {ms(on, 50)}",
                 f"{ms(off, 99)} / {ms(on, 99)}",
-                f"{sum(w.failed for w in off)} / {sum(w.failed for w in on)}",
+                f"{_failed(off)} / {_failed(on)}",
             ]
         )
     return table
+
+
+def _failed(windows: list[Window]) -> str:
+    """How many calls failed, and why: each code and reason with its count."""
+    failed = sum((w.failed for w in windows), Counter[str]())
+    reasons = ", ".join(f"{count} {why}" for why, count in failed.most_common())
+    return f"{failed.total()} ({reasons})" if failed else "0"
 
 
 HEADERS = [
@@ -346,7 +364,9 @@ async def main(args: argparse.Namespace) -> None:
             "CaseAssigned/CaseReassigned on the bus); off = planning's `Dependencies` with "
             "`views_caught_up=None`, swapped in by the benchmark only. Calls/s: medians over "
             "the rounds; on/off: the ratio of the medians, then each round's; p50/p99: over "
-            "every call of the mode's windows.",
+            "every answered call of the mode's windows. Failed calls are counted apart, with "
+            "their code and reason, and left out of the latencies: a worker's command refused "
+            "FACTS_NOT_CAUGHT_UP waited the barrier's whole patience (FACTS_WAIT_SECONDS) first.",
             "",
             text,
         ]
