@@ -1,0 +1,47 @@
+"""bench.worker_barrier_bench: its ``--backends`` refuses a name it does not run, before anything
+starts, and its off switch takes the barrier out of planning's servicer and puts it back (the
+benchmark's own doing: the product has no such switch)."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+
+from bench.worker_barrier_bench import _Switchable, parse
+from services.planning.app.handlers import Dependencies
+from services.planning.entrypoints.grpc_server import PlanningServicer
+
+
+def test_both_backends_by_default_and_one_when_named() -> None:
+    assert parse([]).backends == ["embedded", "distributed"]
+    assert parse(["--backends", "distributed"]).backends == ["distributed"]
+
+
+def test_an_unknown_backend_is_refused_naming_the_argument(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        parse(["--backends", "embedded,postgres"])
+    assert refused.value.code == 2
+    error = capsys.readouterr().err
+    assert "--backends" in error
+    assert "postgres" in error
+
+
+async def _caught_up(case_id: str) -> bool:
+    return True
+
+
+def test_the_switch_takes_the_barrier_out_and_puts_it_back() -> None:
+    deps = Dependencies(cast(Any, None), cast(Any, None), _caught_up)
+    servicer = PlanningServicer(deps, cast(Any, None))
+    switch = _Switchable()
+    switch.built(servicer)
+
+    switch.barrier(False)
+    assert servicer._deps.views_caught_up is None
+    assert servicer._deps.store is deps.store
+
+    switch.barrier(True)
+    assert servicer._deps is deps
