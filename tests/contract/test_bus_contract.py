@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -678,6 +678,17 @@ async def test_a_case_event_that_arrives_early_is_held_back_until_the_missing_on
     assert await bus.dead_letters(group) == []
 
 
+@dataclass
+class Held(Recorder):
+    """A recorder whose handler waits for ``release``: its group applies nothing until then."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, event: RecordedEvent) -> None:
+        await self.release.wait()
+        await super().__call__(event)
+
+
 async def test_caught_up_tells_when_a_group_has_handled_its_keys_partition_to_the_end(
     bus: BusHarness,
 ) -> None:
@@ -689,13 +700,7 @@ async def test_caught_up_tells_when_a_group_has_handled_its_keys_partition_to_th
     earlier = [recorded("c-1", 1, 1), recorded("c-2", 1, 2)]
     await bus.publisher.publish(earlier)
     release = asyncio.Event()
-
-    class Held(Recorder):
-        async def __call__(self, event: RecordedEvent) -> None:
-            await release.wait()
-            await super().__call__(event)
-
-    held = Held()
+    held = Held(release=release)
     try:
         async with running(subscriber, group, held):
             # Not handled yet: not caught up, and said so once the time is out.
@@ -721,14 +726,9 @@ async def test_caught_up_asked_where_no_member_of_the_group_runs(bus: BusHarness
     running_it, elsewhere = bus.subscriber(), bus.subscriber()
     release = asyncio.Event()
 
-    class Held(Recorder):
-        async def __call__(self, event: RecordedEvent) -> None:
-            await release.wait()
-            await super().__call__(event)
-
     try:
         await bus.publisher.publish([recorded("c-1", 1, 1)])
-        async with running(running_it, group, Held()):
+        async with running(running_it, group, Held(release=release)):
             assert not await elsewhere.caught_up(group, "c-1", patience=0.5)
             waiting = asyncio.ensure_future(elsewhere.caught_up(group, "c-1", patience=WAIT_LIMIT))
             release.set()
@@ -750,14 +750,9 @@ async def test_caught_up_on_types_waits_only_for_the_keys_records_of_those_types
     kind = frozenset({wanted.event_type})
     release = asyncio.Event()
 
-    class Held(Recorder):
-        async def __call__(self, event: RecordedEvent) -> None:
-            await release.wait()
-            await super().__call__(event)
-
     try:
         await bus.publisher.publish([wanted])
-        async with running(subscriber, group, Held()):
+        async with running(subscriber, group, Held(release=release)):
             # Held: the key's record of that type is waited for; another key's or type's not.
             assert not await subscriber.caught_up(group, "c-1", patience=0.5, types=kind)
             assert not await subscriber.caught_up(group, "c-1", patience=0.3)
