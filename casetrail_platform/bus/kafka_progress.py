@@ -28,9 +28,11 @@ from casetrail_platform.bus.message import TYPE_HEADER, BusMessage, as_headers
 
 log = logging.getLogger(__name__)
 
-PEEK_LIMIT = 500
+PEEK_LIMIT = 5_000
 """Most records between the group's position and the end read to find those of a key and types
-(``caught_up``'s ``types``); with more, the whole partition is waited for."""
+(``caught_up``'s ``types``); with more, the whole partition is waited for. Not 500: a view that
+fell that far behind (16 writers, bench/RESULTS.md "A worker's command at the case-view
+barrier") then made the worker's command wait for all of it, past FACTS_WAIT_SECONDS."""
 LOOK_EVERY = 0.02
 """Seconds between looks at the group's committed offset while it is short of the end."""
 PARTITIONS_TTL = 30.0
