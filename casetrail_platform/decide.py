@@ -125,6 +125,19 @@ async def execute(
         return await _execute(store, service, context, stream, decide, guard)
 
 
+async def recorded_before(
+    store: EventStore, service: str, context: CommandContext
+) -> list[RecordedEvent] | None:
+    """What this command's key recorded before, answered as ``execute`` answers a retry (the
+    first result, or ``IdempotencyKeyReused`` for a key first used for another request), or
+    ``None`` for a first attempt. For an entrypoint that checks something before deciding
+    which may have changed since the first attempt (a supervisor's team: the case may have
+    moved to another team since): the retry of a command that was done must get its answer
+    again, not the refusal a new one would."""
+    earlier = await store.read_by_causation(context.command_id(service))
+    return context.check_retry(service, earlier) if earlier else None
+
+
 async def _execute(
     store: EventStore,
     service: str,

@@ -14,7 +14,7 @@ import pytest
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.commands import CommandContext, IdempotencyKeyReused
-from casetrail_platform.decide import execute
+from casetrail_platform.decide import execute, recorded_before
 from casetrail_platform.grpc_platform.fingerprint import fingerprint_of
 from casetrail_platform.store.port import NO_STREAM, StreamVersion
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -68,6 +68,24 @@ async def test_a_retry_gets_the_first_result_and_a_reused_key_is_refused(
     reused = CommandContext(WORKER, "k-1", request_fingerprint="b" * 64)
     with pytest.raises(IdempotencyKeyReused):
         await execute(store, "svc", reused, "case-1", lambda _: note("second"))
+    assert await store.stream_version("case-1") == 1
+
+
+async def test_a_command_recorded_before_is_answered_as_execute_answers_its_retry(
+    store: SqliteEventStore,
+) -> None:
+    # The look an entrypoint takes before a check that may have changed since the first
+    # attempt (a supervisor's team): the same answers as ``execute``, and nothing written.
+    first = CommandContext(WORKER, "k-1", request_fingerprint="a" * 64)
+    assert await recorded_before(store, "svc", first) is None
+    recorded = await execute(store, "svc", first, "case-1", lambda _: note("first"))
+
+    retried = CommandContext(WORKER, "k-1", request_fingerprint="a" * 64)
+    assert await recorded_before(store, "svc", retried) == recorded
+    assert await recorded_before(store, "other", retried) is None  # keys are per service
+    reused = CommandContext(WORKER, "k-1", request_fingerprint="b" * 64)
+    with pytest.raises(IdempotencyKeyReused):
+        await recorded_before(store, "svc", reused)
     assert await store.stream_version("case-1") == 1
 
 

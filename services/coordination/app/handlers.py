@@ -18,7 +18,13 @@ from pydantic import ValidationError
 
 from casetrail_platform.ages import age_on, agency_today
 from casetrail_platform.commands import CommandContext, InvalidCommand, NotFound, derived_id
-from casetrail_platform.decide import ReadGuard, execute, execute_folded, folded
+from casetrail_platform.decide import (
+    ReadGuard,
+    execute,
+    execute_folded,
+    folded,
+    recorded_before,
+)
 from casetrail_platform.folded import Fold
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.locking.inprocess import InProcessLocks
@@ -632,15 +638,12 @@ class CaseSupervisor:
 async def _recorded_before(
     deps: Dependencies, context: CommandContext, principal: Principal
 ) -> Recorded | None:
-    """What a supervisor's command's key recorded before, as a retry answers it
-    (``check_retry``), or ``None``: asked before ``CaseSupervisor.read``, since the case may
-    have moved to another team since, and the retry of a command that was done must get its
-    answer again, not the refusal a new one would. Other roles have no team check: their
-    retry is answered by ``execute`` as ever, with no read more here."""
+    """A supervisor's command's earlier answer (``recorded_before``), asked before
+    ``CaseSupervisor.read`` checks their team. Other roles have no team check: their retry is
+    answered by ``execute`` as ever, with no read more here."""
     if principal.role is not Role.SUPERVISOR:
         return None
-    earlier = await deps.store.read_by_causation(context.command_id(SOURCE))
-    return context.check_retry(SOURCE, earlier) if earlier else None
+    return await recorded_before(deps.store, SOURCE, context)
 
 
 async def command_facts(deps: Dependencies, context: CommandContext, case_id: str) -> CaseFacts:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from casetrail_platform.commands import CommandContext, InvalidCommand, NotFound, derived_id
-from casetrail_platform.decide import execute
+from casetrail_platform.decide import execute, recorded_before
 from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring
 from casetrail_platform.locking.port import Locks
 from casetrail_platform.store.port import EventStore, StreamVersion
@@ -262,13 +262,10 @@ async def reopen_case(
 
 
 async def reopened_before(store: EventStore, context: CommandContext) -> Recorded | None:
-    """What a supervisor's ReopenCase's key recorded before, as a retry answers it
-    (``check_retry``), or ``None``: asked before their team is checked
-    (``AccessControl.require_supervision``), since the case may have moved to another team
-    since, and the retry of a reopening that was done must get its answer again, not the
-    refusal a new one would (as coordination's supervisor commands, ``_recorded_before``)."""
-    earlier = await store.read_by_causation(context.command_id(SOURCE))
-    return recorded_of("", context.check_retry(SOURCE, earlier)) if earlier else None
+    """A supervisor's ReopenCase's earlier answer (``recorded_before``), asked before
+    ``AccessControl.require_supervision`` checks their team."""
+    earlier = await recorded_before(store, SOURCE, context)
+    return None if earlier is None else recorded_of("", earlier)
 
 
 def consent_of(

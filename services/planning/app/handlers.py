@@ -46,26 +46,19 @@ class Outcome:
     """The version of the case's plan right after those events (0: no plan)."""
 
 
-async def handle(deps: Dependencies, context: CommandContext, command: Command) -> Outcome:
-    await _assignment_caught_up(deps, context, command)
-    # Read once per command: other services' facts only change through the bus, and a
-    # decision raced by a new fact is the same as one taken a moment earlier.
-    facts = await deps.views.facts(command.case_id)
-    staff = await deps.views.staff(task_workers(planned_goals(command), facts))
+async def handle(
+    deps: Dependencies,
+    context: CommandContext,
+    command: Command,
+    *,
+    earlier: list[RecordedEvent] | None = None,
+) -> Outcome:
+    """``earlier``: what the command's key recorded before, when the entrypoint has read it
+    already (``decide.recorded_before``, a supervisor's CloseCase): the retry is answered from
+    it, with nothing decided or read again."""
+    recorded = earlier if earlier is not None else await _record(deps, context, command)
     stream = stream_for(command.case_id)
     kept = case_fold(command.case_id)
-
-    def decide_on(record: CasePlanning) -> list[CaseEvent]:
-        return decide(record, facts, context.actor, command, context.occurred_at, staff)
-
-    try:
-        recorded = await execute_folded(deps.store, SOURCE, context, stream, kept, decide_on)
-    except ValidationError as error:
-        # The command's values were checked field by field; what is left are rules spanning
-        # several fields that only the whole event checks. Not chained: pydantic's error
-        # repeats the input (sensitive notes too), and a chained cause travels on into
-        # tracebacks and spans; the field problems name what is wrong without the values.
-        raise invalid_command(error) from None
     until = recorded[-1].sequence if recorded else None
     async with folded(deps.store, stream, kept) as record:
         if until is None:
@@ -79,13 +72,35 @@ async def handle(deps: Dependencies, context: CommandContext, command: Command) 
     return Outcome(recorded, fold(command.case_id, history).plan_version)
 
 
-async def recorded_before(deps: Dependencies, context: CommandContext) -> bool:
-    """Whether this command's key recorded something before (then ``handle`` answers it as a
-    retry, ``check_retry``): asked for a supervisor's CloseCase before their team is checked
-    (``AccessControl.require_supervision``), since the case may have moved to another team
-    since, and the retry of a closure that was done must get its answer again, not the refusal
-    a new one would (as intake's ReopenCase and coordination's supervisor commands)."""
-    return bool(await deps.store.read_by_causation(context.command_id(SOURCE)))
+async def _record(
+    deps: Dependencies, context: CommandContext, command: Command
+) -> list[RecordedEvent]:
+    """Decide ``command`` on the case's plan and record what it decides (a retry: what it
+    recorded the first time)."""
+    await _assignment_caught_up(deps, context, command)
+    # Read once per command: other services' facts only change through the bus, and a
+    # decision raced by a new fact is the same as one taken a moment earlier.
+    facts = await deps.views.facts(command.case_id)
+    staff = await deps.views.staff(task_workers(planned_goals(command), facts))
+
+    def decide_on(record: CasePlanning) -> list[CaseEvent]:
+        return decide(record, facts, context.actor, command, context.occurred_at, staff)
+
+    try:
+        return await execute_folded(
+            deps.store,
+            SOURCE,
+            context,
+            stream_for(command.case_id),
+            case_fold(command.case_id),
+            decide_on,
+        )
+    except ValidationError as error:
+        # The command's values were checked field by field; what is left are rules spanning
+        # several fields that only the whole event checks. Not chained: pydantic's error
+        # repeats the input (sensitive notes too), and a chained cause travels on into
+        # tracebacks and spans; the field problems name what is wrong without the values.
+        raise invalid_command(error) from None
 
 
 async def _assignment_caught_up(

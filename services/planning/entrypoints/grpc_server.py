@@ -10,6 +10,7 @@ from typing import TypeVar
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
 from casetrail_platform.commands import CommandContext
+from casetrail_platform.decide import recorded_before
 from casetrail_platform.grpc_platform.context import read_command, read_query
 from casetrail_platform.grpc_platform.server import Context, refusals_as_status
 from casetrail_platform.identity.grpc_auth import principal_of
@@ -19,7 +20,7 @@ from events.catalog.base import CaseEvent, Role
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
 from events.catalog.planning import GoalAdded, PlanAgreed, PlanDrafted
 from services.planning.app import queries
-from services.planning.app.handlers import Dependencies, Outcome, handle, recorded_before
+from services.planning.app.handlers import SOURCE, Dependencies, Outcome, handle
 from services.planning.domain.commands import Command
 from services.planning.entrypoints import present, translate
 
@@ -244,16 +245,20 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         )
         case_id = command.case_id
         principal = principal_of(context)
-        retried = principal.role is Role.SUPERVISOR and await recorded_before(
-            self._deps, command_context
+        # Before the team is checked: the case may have moved to another team since the
+        # first attempt, whose retry must get its answer again, not a new one's refusal.
+        earlier = (
+            await recorded_before(self._deps.store, SOURCE, command_context)
+            if principal.role is Role.SUPERVISOR
+            else None
         )
-        if not retried:
+        if earlier is None:
             await self._access.require_supervision(
                 principal,
                 case_id,
                 assignment_seen=await self._deps.views.assignment_seen(case_id),
             )
-        outcome = await self._run(command_context, command)
+        outcome = await handle(self._deps, command_context, command, earlier=earlier)
         return planning_pb2.CloseCaseResponse(result=self._result(command, outcome))
 
     @refusals_as_status
