@@ -438,13 +438,21 @@ class OutboxRelay:
         try:
             await self._relay(stop)
         finally:
-            self._forget_parked()
+            self._forget_leading()
 
-    def _forget_parked(self) -> None:
-        """Leave the parked records to the parking lot: once another replica leads, it parks
-        and releases them, and a list kept here would answer ``published`` and ``status``
-        from what was parked when this one stopped (a record parked since taken as on the
-        bus, one released since reported parked for ever). Read again on leading again."""
+    def _forget_leading(self) -> None:
+        """Leave what the relay had come to to the stores: once another replica leads, it
+        moves the checkpoint on and parks and releases records, so what this one kept would
+        be stale when it leads again. Its position would republish what the other published
+        meanwhile (duplicates on the bus), its parked list would answer ``published`` and
+        ``status`` from what was parked when it stopped (a record parked since taken as on
+        the bus, one released since reported parked for ever), and a refusal it was
+        isolating may be parked since. All are read again on leading again. A forgetful bus
+        keeps its position: it lives in this process alone, and is refilled from the start
+        only when the process starts."""
+        if self._publisher.durable:
+            self._position = None
+        self._isolate_through = None
         self._parked = None
         self._parked_reason = None
 

@@ -319,3 +319,24 @@ async def test_a_replica_that_lost_leadership_forgets_what_it_saw_parked(
     await publish_until_settled(second)  # the new leader parks it
     assert not await first.published(parked_since.position, 1.0)
     assert (await first.status()).parked == 0  # the leader's to report
+
+
+async def test_a_replica_leading_again_goes_on_from_where_the_other_one_left(
+    store: SqliteEventStore,
+) -> None:
+    """Its own position from when it led before is behind the checkpoint the other replica
+    moved on meanwhile: going on from it would publish those records a second time."""
+    checkpoints = InMemoryCheckpointStore()
+    publisher = SizeLimitedPublisher()
+    first = OutboxRelay(store, publisher, checkpoints, "relay")
+    second = OutboxRelay(store, publisher, checkpoints, "relay")
+    await add(store, "a", "one", "two")
+    await lead_once(first, store)
+    await add(store, "b", "three")
+    await lead_once(second, store)
+    await add(store, "c", "four")
+
+    await lead_once(first, store)
+
+    positions = [record.position for record in publisher.published]
+    assert positions == list(range(1, await store.last_position() + 1))
