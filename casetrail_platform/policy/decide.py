@@ -52,6 +52,30 @@ def any_rule_for(role: Role, action: Action, purpose: AccessPurpose | None = Non
     return any(_names(rule, role, action, purpose) for rule in RULES)
 
 
+ENDED_BY_EVENTS = frozenset(
+    {
+        Relationship.ASSIGNED_WORKER,
+        Relationship.TEAM_SUPERVISOR,
+        Relationship.REFERRAL_RECIPIENT,
+    }
+)
+"""Relationships an event on the bus can end: a transfer (the worker's, the team's), a
+referral completed or declined, a consent revoked, the case closed. The others do not end by
+an event (a case's agency, the client themself) or end by the clock (an emergency access)."""
+
+
+def may_rest_on_ended(role: Role, action: Action, purpose: AccessPurpose) -> bool:
+    """Whether a rule that could let ``role`` do ``action`` for ``purpose`` rests on a
+    relationship an event can end (``ENDED_BY_EVENTS``): such a caller's right must be decided
+    on facts holding every event the bus has brought of the case."""
+    return any(
+        _names(rule, role, action, purpose)
+        and purpose in rule.purposes
+        and rule.relationship in ENDED_BY_EVENTS
+        for rule in RULES
+    )
+
+
 def _names(rule: Rule, role: Role, action: Action, purpose: AccessPurpose | None) -> bool:
     """Whether ``rule`` is about ``role`` doing ``action``. A break-the-glass rule is only for
     purpose ``emergency``: a role that may read a case only under an emergency access is refused

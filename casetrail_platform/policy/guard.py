@@ -33,6 +33,7 @@ from casetrail_platform.policy.decide import (
     decide,
     decide_client_correction,
     decide_supervision,
+    may_rest_on_ended,
 )
 from casetrail_platform.policy.facts import CaseFacts, Entry, Fold, fold, in_order
 from casetrail_platform.policy.matrix import REFUSALS
@@ -133,6 +134,9 @@ class AccessControl:
     """Whether the facts' consumer group has applied every event of the case's partition that
     was on the bus when asked, waiting a bounded time (``ServiceHost.caught_up``): the barrier
     ``require_supervision`` raises. ``None``: facts not fed from a bus (tests, audit)."""
+    case_facts_caught_up: Callable[[str], Awaitable[bool]] | None = None
+    """As ``facts_caught_up``, up to the case's last event of a type the facts are made of
+    only (not the whole partition): the barrier a read waits at (``reader_facts``)."""
 
     async def case_facts(self, case_id: str, own_entries: Iterable[Entry] = ()) -> CaseFacts:
         if self.facts is None:
@@ -148,6 +152,33 @@ class AccessControl:
 
     async def cases_of_client(self, client_id: str) -> list[str]:
         return [] if self.facts is None else await self.facts.cases_of_client(client_id)
+
+    async def reader_facts(
+        self,
+        principal: Principal,
+        action: Action,
+        purpose: AccessPurpose,
+        case_id: str,
+        own_entries: Iterable[Entry] = (),
+    ) -> CaseFacts:
+        """``case_facts`` to decide a read on. A caller whose right may rest on a relationship
+        an event ends (``may_rest_on_ended``: an assigned worker, a team's supervisor, a
+        partner agency under a referral and consent) first waits for the facts' group to have
+        applied every event of the case's facts that was on the bus when the read began, and
+        the facts are then read afresh (``require_supervision``'s reasons): a worker the case
+        was transferred from, or a partner whose consent was revoked, is refused from the
+        first read after the transfer or revocation was answered, not once the bus delivers
+        it. Not in time: ``NotCaughtUp`` (UNAVAILABLE, retry), nothing decided or disclosed.
+        Other callers decide on the facts as they stand (README, "A transfer not delivered
+        yet")."""
+        waits = self.case_facts_caught_up
+        if waits is None or self.facts is None:
+            return await self.case_facts(case_id, own_entries)
+        if not may_rest_on_ended(principal.role, action, purpose):
+            return await self.case_facts(case_id, own_entries)
+        if not await waits(case_id):
+            raise NotCaughtUp("the case's relationships", case_id)
+        return await self.facts.facts(case_id, own_entries=own_entries, fresh=True)
 
     def decide(
         self, principal: Principal, action: Action, purpose: AccessPurpose, facts: CaseFacts | None

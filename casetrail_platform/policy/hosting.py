@@ -14,8 +14,9 @@ if TYPE_CHECKING:
 def facts_access_control(host: ServiceHost) -> AccessControl:
     """Subscribes ``host`` to the policy's facts (from the bus) and decides on them; a
     supervisor's CloseCase/ReopenCase first waits for the facts to hold every transfer
-    coordination acknowledged before it (``facts_caught_up``: README, "A transfer not
-    delivered yet")."""
+    coordination acknowledged before it (``facts_caught_up``), and a read whose right may
+    rest on a relationship an event ends for the case's facts on the bus
+    (``case_facts_caught_up``: README, "A transfer not delivered yet")."""
     facts = CaseFactsProjection()
     host.subscribe(facts)
     return AccessControl(
@@ -23,4 +24,5 @@ def facts_access_control(host: ServiceHost) -> AccessControl:
         CaseFactsReader(host.read_models),
         host.source,
         facts_caught_up=host.caught_up(facts),
+        case_facts_caught_up=host.caught_up(facts, frozenset(facts.event_types)),
     )

@@ -26,9 +26,17 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     host = await host_for(infra, SERVICE)
     host.project_own_events(AssignmentsProjection())
     host.subscribe(CaseFactsProjection())
-    host.subscribe(PolicyFactsProjection())
+    policy = PolicyFactsProjection()
+    host.subscribe(policy)
     policy_facts = CaseFactsReader(host.read_models)
-    access = AccessControl(host.store, policy_facts, host.source)
+    # Coordination's own transfers come back to its policy facts through the bus: a read by
+    # the worker a case left waits for them (``AccessControl.reader_facts``).
+    access = AccessControl(
+        host.store,
+        policy_facts,
+        host.source,
+        case_facts_caught_up=host.caught_up(policy, frozenset(policy.event_types)),
+    )
     deps = Dependencies(
         host.store,
         host.read_models,

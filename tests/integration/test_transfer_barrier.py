@@ -1,5 +1,6 @@
 """A transfer coordination has answered counts in the previous team's supervisor's CloseCase
-(planning) and ReopenCase (intake), however far the policy's facts trail, and in the previous
+(planning) and ReopenCase (intake), however far the policy's facts trail, in the previous
+worker's reads of the case (every service), however far the facts trail, and in the previous
 worker's planning commands, however far planning's case view trails (README, "A transfer not
 delivered yet"): coordination answers once the bus has the transfer, and planning and intake
 wait for the consumer group they decide on to have applied the case's partition as far as the
@@ -240,6 +241,72 @@ async def _transfer_then_log_contacts(stubs: Connection, flowing: asyncio.Event)
             break
     assert answer[0] is grpc.StatusCode.PERMISSION_DENIED
     assert await outcome(log_contact(TOM)) == (grpc.StatusCode.OK, "")
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["embedded", pytest.param("distributed", marks=[pytest.mark.postgres, pytest.mark.kafka])],
+)
+async def test_a_transfer_answered_counts_in_the_previous_workers_reads(
+    backend: str, tmp_path: Path, held: asyncio.Event
+) -> None:
+    """Every service decides a read on the policy's facts: a caller whose right rests on being
+    the assigned worker first waits for the facts' group to hold every fact of the case the bus
+    had, so the worker a case was transferred from reads nothing more of it."""
+    issuer = TestIssuer()
+    try:
+        async with casetrail(backend, tmp_path, issuer) as stubs:
+            await _transfer_then_read(stubs, held)
+    finally:
+        held.set()
+        issuer.stop()
+
+
+async def _transfer_then_read(stubs: Connection, flowing: asyncio.Event) -> None:
+    case_id = await _assigned_to_dana(stubs)
+
+    def reads(person: Person, purpose: str = "direct_care") -> list[Awaitable[object]]:
+        caller = stubs.as_(person)
+        return [
+            caller.planning.GetCaseView(
+                pl.GetCaseViewRequest(context=query(purpose), case_id=case_id)
+            ),
+            caller.intake.GetCase(
+                intake_pb2.GetCaseRequest(context=query(purpose), case_id=case_id)
+            ),
+            caller.coordination.GetCaseCoordination(
+                co.GetCaseCoordinationRequest(context=query(purpose), case_id=case_id)
+            ),
+        ]
+
+    async def answers(
+        person: Person, purpose: str = "direct_care"
+    ) -> list[tuple[grpc.StatusCode, str]]:
+        return [await outcome(call) for call in reads(person, purpose)]
+
+    ok = (grpc.StatusCode.OK, "")
+    await eventually(
+        lambda: asyncio.gather(*reads(DANA)),
+        what="every service's facts to hold the assignment",
+        patience=PATIENCE,
+        retry=lambda refusal: refusal.code is not grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+    flowing.clear()  # the facts' groups hold the transfer from now on
+    await _transfer_to_tom(stubs, case_id)
+    waiting = (grpc.StatusCode.UNAVAILABLE, "FACTS_NOT_CAUGHT_UP")
+    assert await answers(DANA) == [waiting] * 3  # each answered OK before the barrier
+    assert await answers(TOM) == [waiting] * 3
+    # A coordinator's right is the agency's, which no event ends: it waits for nothing.
+    assert await answers(COORDINATOR, "coordination") == [ok] * 3
+
+    flowing.set()
+    for _ in range(int(PATIENCE / 0.1)):
+        dana = await answers(DANA)
+        if waiting not in dana:
+            break
+    assert {code for code, _ in dana} == {grpc.StatusCode.PERMISSION_DENIED}
+    assert await answers(TOM) == [ok] * 3
 
 
 async def _assigned_to_dana(stubs: Connection) -> str:

@@ -124,7 +124,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         ``staff_only``: the answer also shows the agency's staff and their caseloads, which
         coordination shows its own readers only (``permissions.Action.READ``)."""
         await self._require_reader(principal, reader.purpose, action, case_id, staff_only)
-        facts = await self._access.case_facts(case_id)
+        facts = await self._access.reader_facts(principal, action, reader.purpose, case_id)
         return await self._access.authorize(principal, action, reader.purpose, facts)
 
     async def _require_reader(

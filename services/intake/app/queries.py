@@ -175,7 +175,8 @@ async def get_case(
     policy facts it holds (a consent revoked here counts at once)."""
     required_id("case_id", case_id)
     history = await store.read_stream(case_stream(case_id))
-    facts = await access.case_facts(case_id, _own_entries(history))
+    own = _own_entries(history)
+    facts = await access.reader_facts(principal, Action.READ_CASE, purpose, case_id, own)
     decision = await access.authorize(principal, Action.READ_CASE, purpose, facts)
     case = case_from(history)
     if case is None:
@@ -226,7 +227,11 @@ async def _client_decisions(
     for case_id in case_ids or [client_id]:
         # A client without a case has no case stream to read.
         own = _own_entries(await store.read_stream(case_stream(case_id))) if case_ids else []
-        facts = await access.case_facts(case_id, own)
+        facts = (
+            await access.reader_facts(principal, Action.READ_CLIENT, purpose, case_id, own)
+            if case_ids
+            else await access.case_facts(case_id, own)
+        )
         if not case_ids:
             # The registration is the client's own record from the start (right of access,
             # GDPR Art. 15): the client-self relationship needs only who the client is.

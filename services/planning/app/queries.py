@@ -38,9 +38,8 @@ async def case_view(
     """The case view and the decision allowing it. Decided before the view is looked up, so
     a refused caller gets the same refusal whether or not the case exists."""
     await access.require_role(principal, Action.READ_CASE, purpose, case_id)
-    decision = await access.authorize(
-        principal, Action.READ_CASE, purpose, await access.case_facts(case_id)
-    )
+    facts = await access.reader_facts(principal, Action.READ_CASE, purpose, case_id)
+    decision = await access.authorize(principal, Action.READ_CASE, purpose, facts)
     document = await views.get(case_id)
     if document is None:
         raise NotFound("case", case_id)
@@ -73,7 +72,8 @@ async def list_cases(
     documents, truncated = await views.find(where, limit)
     listed: list[tuple[Document, Decision]] = []
     for document in documents:
-        facts = await access.case_facts(str(document["case_id"]))
+        case_id = str(document["case_id"])
+        facts = await access.reader_facts(principal, Action.LIST_CASES, purpose, case_id)
         decision = access.decide(principal, Action.LIST_CASES, purpose, facts)
         # A case found by a sensitive need its decision withholds would disclose that need.
         if decision.allowed and (decision.sensitive or not sensitive_filter):
