@@ -1,19 +1,23 @@
-"""What the case-view barrier costs an assigned worker's command: planning's ``LogContact`` by
-the case's worker, calls per second and p50/p99 latency, the barrier on and off.
+"""What the barriers cost an assigned worker: planning's ``LogContact`` (a command, at the case
+view's barrier) and ``GetCaseView`` (a read, at the policy facts' barrier) by the case's
+worker, calls per second and p50/p99 latency, the barriers on and off.
 
     python -m bench.worker_barrier_bench [--quick] [--no-write]
                                          [--backends embedded,distributed]
 
 A worker's planning command first waits until the case view's group has applied the case's
 last assignment or transfer on the bus (``services/planning/app/handlers.py``
-``_assignment_caught_up``; README, "A transfer not delivered yet"). Off is this benchmark's
-own doing, in its own process: planning's servicer is built with ``Dependencies`` whose
-``views_caught_up`` is ``None`` (a view not fed from a bus), swapped in and out between
-windows; the product has no such switch.
+``_assignment_caught_up``; README, "A transfer not delivered yet"); a worker's read first
+waits until the policy facts' group has applied the case's last event of a type the facts are
+made of (``AccessControl.reader_facts``). Off is this benchmark's own doing, in its own
+process: planning's servicer is built with ``Dependencies`` whose ``views_caught_up`` is
+``None`` (a view not fed from a bus) and an ``AccessControl`` whose ``case_facts_caught_up``
+is ``None``, swapped in and out between windows; the product has no such switch.
 
 Intake, coordination and planning run in this process (``services.runner.start_services``),
-as does the load: a closed loop of ``LogContact`` calls by each case's worker, 1 and 16 in
-flight (one case per caller, 16 cases assigned to two workers of two teams beforehand).
+as does the load: a closed loop of ``LogContact``, then of ``GetCaseView``, calls by each
+case's worker, 1 and 16 in flight (one case per caller, 16 cases assigned to two workers of
+two teams beforehand).
 Rounds alternate which of on and off goes first; each window is timed on its own, and the
 table gives the medians over the rounds, the ratio of the medians and each round's ratio.
 Embedded: SQLite files and the in-process bus. Distributed: a fresh PostgreSQL database and
@@ -57,6 +61,7 @@ from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.identity.development import DevelopmentIssuer
+from casetrail_platform.policy.guard import AccessControl
 from cli.rpc import (
     Connection,
     Person,
@@ -65,6 +70,7 @@ from cli.rpc import (
     connect,
     eventually,
     minted_by,
+    query,
     refusal_of,
 )
 from infra.servers import KAFKA_BOOTSTRAP, PG_DSN, server_setting, servers_environment
@@ -82,6 +88,7 @@ WORKERS = (
 )
 IN_FLIGHT = (1, 16)
 MODES = ("off", "on")
+CALLS = ("LogContact", "GetCaseView")
 
 
 @dataclass(frozen=True)
@@ -95,20 +102,28 @@ FULL = Plan(rounds=5, seconds=6.0)
 QUICK = Plan(rounds=3, seconds=3.0)
 
 
+_Parts = tuple[Dependencies, AccessControl]
+
+
 class _Switchable:
-    """Planning's servicers built in this process, each with its ``Dependencies`` as built
-    (the barrier) and the same with ``views_caught_up=None`` (no barrier)."""
+    """Planning's servicers built in this process, each with its ``Dependencies`` and
+    ``AccessControl`` as built (the barriers) and the same with ``views_caught_up=None`` and
+    ``case_facts_caught_up=None`` (no barrier)."""
 
     def __init__(self) -> None:
-        self._built: list[tuple[PlanningServicer, Dependencies, Dependencies]] = []
+        self._built: list[tuple[PlanningServicer, _Parts, _Parts]] = []
 
     def built(self, servicer: PlanningServicer) -> None:
-        deps = servicer._deps
-        self._built.append((servicer, deps, replace(deps, views_caught_up=None)))
+        deps, access = servicer._deps, servicer._access
+        without = (
+            replace(deps, views_caught_up=None),
+            replace(access, case_facts_caught_up=None),
+        )
+        self._built.append((servicer, (deps, access), without))
 
     def barrier(self, on: bool) -> None:
         for servicer, with_barrier, without in self._built:
-            servicer._deps = with_barrier if on else without
+            servicer._deps, servicer._access = with_barrier if on else without
 
 
 @contextmanager
@@ -202,18 +217,33 @@ async def _log(stubs: Connection, worker: Person, case_id: str) -> object:
     )
 
 
+async def _read(stubs: Connection, worker: Person, case_id: str) -> object:
+    return await stubs.as_(worker).planning.GetCaseView(
+        planning_pb2.GetCaseViewRequest(context=query("direct_care"), case_id=case_id)
+    )
+
+
+CALLED = {"LogContact": _log, "GetCaseView": _read}
+
+
 async def _window(
-    stubs: Connection, cases: list[tuple[Person, str]], in_flight: int, seconds: float
+    stubs: Connection,
+    call: str,
+    cases: list[tuple[Person, str]],
+    in_flight: int,
+    seconds: float,
 ) -> Window:
     latencies: list[float] = []
     failed: Counter[str] = Counter()
     deadline = time.perf_counter() + seconds
 
+    calling = CALLED[call]
+
     async def caller(worker: Person, case_id: str) -> None:
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
-                await _log(stubs, worker, case_id)
+                await calling(stubs, worker, case_id)
             except grpc.aio.AioRpcError as error:
                 refusal = refusal_of(error)
                 failed[f"{refusal.code.name} {refusal.reason}".strip()] += 1
@@ -246,10 +276,10 @@ async def _infrastructure(backend: str, work: Path) -> AsyncIterator[Infrastruct
 
 async def run_backend(
     backend: str, plan: Plan, issuer: DevelopmentIssuer, work: Path
-) -> dict[int, Measured]:
+) -> dict[tuple[str, int], Measured]:
     from services.runner import start_services, stop_services
 
-    found = {in_flight: Measured() for in_flight in IN_FLIGHT}
+    found = {(call, n): Measured() for call in CALLS for n in IN_FLIGHT}
     async with _infrastructure(backend, work / backend) as infra:
         with switchable() as switch:
             running = await start_services(infra, SERVICES, "127.0.0.1", dict.fromkeys(SERVICES, 0))
@@ -259,16 +289,16 @@ async def run_backend(
             addresses["audit"] = "127.0.0.1:9"
             async with connect(addresses, minted_by(issuer.signer)) as stubs:
                 cases = await _assigned_cases(stubs, max(IN_FLIGHT))
-                for in_flight in IN_FLIGHT:
+                for call, in_flight in found:
                     switch.barrier(True)
-                    await _window(stubs, cases, in_flight, 1.0)  # warm-up, not counted
+                    await _window(stubs, call, cases, in_flight, 1.0)  # warm-up, not counted
                     for round_number in range(plan.rounds):
                         for mode in rotations(MODES, round_number):
                             switch.barrier(mode == "on")
-                            window = await _window(stubs, cases, in_flight, plan.seconds)
-                            found[in_flight].windows[mode].append(window)
+                            window = await _window(stubs, call, cases, in_flight, plan.seconds)
+                            found[call, in_flight].windows[mode].append(window)
                             print(
-                                f"{backend} {in_flight} in flight, barrier {mode}: "
+                                f"{backend} {call} {in_flight} in flight, barrier {mode}: "
                                 f"{window.calls_per_second:.1f} calls/s, "
                                 f"p50 {1000 * median(window.latencies):.2f} ms",
                                 flush=True,
@@ -279,9 +309,9 @@ async def run_backend(
     return found
 
 
-def rows(backend: str, found: dict[int, Measured]) -> list[list[str]]:
+def rows(backend: str, found: dict[tuple[str, int], Measured]) -> list[list[str]]:
     table: list[list[str]] = []
-    for in_flight, measured in found.items():
+    for (call, in_flight), measured in found.items():
         off, on = measured.windows["off"], measured.windows["on"]
 
         def rate(windows: list[Window]) -> float:
@@ -295,6 +325,7 @@ def rows(backend: str, found: dict[int, Measured]) -> list[list[str]]:
         table.append(
             [
                 backend,
+                call,
                 str(in_flight),
                 f"{rate(off):.1f}",
                 f"{rate(on):.1f}",
@@ -317,6 +348,7 @@ def _failed(windows: list[Window]) -> str:
 
 HEADERS = [
     "backend",
+    "call",
     "in flight",
     "off: calls/s",
     "on: calls/s",
@@ -358,11 +390,14 @@ async def main(args: argparse.Namespace) -> None:
             f"- Load average (1 min) at the start / end: {load_before:.1f} / "
             f"{os.getloadavg()[0]:.1f} (other work on the machine)",
             "",
-            "`LogContact` by the case's assigned worker, closed loop, one case per call in "
-            "flight; intake, coordination, planning and the load in one process. On = the "
-            "product (the worker's command waits for the case view to hold the case's last "
-            "CaseAssigned/CaseReassigned on the bus); off = planning's `Dependencies` with "
-            "`views_caught_up=None`, swapped in by the benchmark only. Calls/s: medians over "
+            "`LogContact`, then `GetCaseView` (purpose direct_care), by the case's assigned "
+            "worker, closed loop, one case per call in flight; intake, coordination, planning "
+            "and the load in one process. On = the product (the worker's command waits for "
+            "the case view to hold the case's last CaseAssigned/CaseReassigned on the bus, "
+            "the worker's read for the policy facts to hold the case's last fact on the bus); "
+            "off = planning's `Dependencies` with `views_caught_up=None` and `AccessControl` "
+            "with `case_facts_caught_up=None`, swapped in by the benchmark only. Calls/s: "
+            "medians over "
             "the rounds; on/off: the ratio of the medians, then each round's; p50/p99: over "
             "every answered call of the mode's windows. Failed calls are counted apart, with "
             "their code and reason, and left out of the latencies: a worker's command refused "

@@ -1,5 +1,5 @@
 """bench.worker_barrier_bench: its ``--backends`` refuses a name it does not run, before anything
-starts, and its off switch takes the barrier out of planning's servicer and puts it back (the
+starts, and its off switch takes the barriers out of planning's servicer and puts them back (the
 benchmark's own doing: the product has no such switch)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Any, cast
 import pytest
 
 from bench.worker_barrier_bench import _Switchable, parse
+from casetrail_platform.policy.guard import AccessControl
 from services.planning.app.handlers import Dependencies
 from services.planning.entrypoints.grpc_server import PlanningServicer
 
@@ -33,15 +34,21 @@ async def _caught_up(case_id: str) -> bool:
     return True
 
 
-def test_the_switch_takes_the_barrier_out_and_puts_it_back() -> None:
+def test_the_switch_takes_the_barriers_out_and_puts_them_back() -> None:
     deps = Dependencies(cast(Any, None), cast(Any, None), _caught_up)
-    servicer = PlanningServicer(deps, cast(Any, None))
+    access = AccessControl(
+        cast(Any, None), None, "casetrail/planning", case_facts_caught_up=_caught_up
+    )
+    servicer = PlanningServicer(deps, access)
     switch = _Switchable()
     switch.built(servicer)
 
     switch.barrier(False)
     assert servicer._deps.views_caught_up is None
     assert servicer._deps.store is deps.store
+    assert servicer._access.case_facts_caught_up is None
+    assert servicer._access.source == access.source
 
     switch.barrier(True)
     assert servicer._deps is deps
+    assert servicer._access is access
