@@ -110,14 +110,17 @@ class CaseFactsReader:
         entries.update(own)
         return fold(case_id, entries.values(), as_of=as_of)
 
-    async def facts_of(self, case_ids: Sequence[str]) -> dict[str, CaseFacts]:
-        """The current ``facts`` of each case, by case id: those not kept in memory in one
-        read of the read models (a list answer's cases, up to a thousand)."""
+    async def facts_of(
+        self, case_ids: Sequence[str], *, fresh: bool = False
+    ) -> dict[str, CaseFacts]:
+        """The current ``facts`` of each case, by case id: those not kept in memory (every one,
+        ``fresh``: as ``facts``') in one read of the read models (a list answer's cases, up to
+        a thousand)."""
         wanted = list(dict.fromkeys(case_ids))
         found: dict[str, CaseFacts] = {}
         missing: list[str] = []
         for case_id in wanted:
-            cached = None if self._cache is None else self._cache.get(case_id)
+            cached = None if self._cache is None or fresh else self._cache.get(case_id)
             if cached is None:
                 missing.append(case_id)
             else:

@@ -299,6 +299,16 @@ async def _transfer_then_read(stubs: Connection, flowing: asyncio.Event) -> None
     assert await answers(TOM) == [waiting] * 3
     # A coordinator's right is the agency's, which no event ends: it waits for nothing.
     assert await answers(COORDINATOR, "coordination") == [ok] * 3
+    # Her list no longer shows the case: planning's view has it moved, or her wait for its
+    # facts is not over (the view is not held here: either may come first).
+    listing = stubs.as_(DANA).planning.ListCases(pl.ListCasesRequest(context=query("direct_care")))
+    listed: list[str] = []
+
+    async def list_it() -> None:
+        listed.extend(case.case_id for case in (await listing).cases)
+
+    assert await outcome(list_it()) in (ok, waiting)
+    assert case_id not in listed
 
     flowing.set()
     for _ in range(int(PATIENCE / 0.1)):

@@ -70,10 +70,11 @@ async def list_cases(
             await access.refuse(principal, Action.LIST_CASES, purpose, CASE_LIST, decided)
         where = replace(where, worker_id=principal.subject)
     documents, truncated = await views.find(where, limit)
+    case_ids = [str(document["case_id"]) for document in documents]
+    every_facts = await access.reader_facts_of(principal, Action.LIST_CASES, purpose, case_ids)
     listed: list[tuple[Document, Decision]] = []
-    for document in documents:
-        case_id = str(document["case_id"])
-        facts = await access.reader_facts(principal, Action.LIST_CASES, purpose, case_id)
+    for document, case_id in zip(documents, case_ids, strict=True):
+        facts = every_facts[case_id]
         decision = access.decide(principal, Action.LIST_CASES, purpose, facts)
         # A case found by a sensitive need its decision withholds would disclose that need.
         if decision.allowed and (decision.sensitive or not sensitive_filter):

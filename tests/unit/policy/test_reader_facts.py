@@ -102,3 +102,36 @@ async def test_a_coordinator_s_read_asks_nothing(
     facts = await access.reader_facts(COORDINATOR, Action.READ_CASE, P.COORDINATION, CASE)
     assert facts.case_id == CASE
     assert barrier.asked == []
+
+
+class OneBehind(Barrier):
+    """Caught up for every case but ``behind``."""
+
+    def __init__(self, behind: str) -> None:
+        super().__init__(answer=True)
+        self.behind = behind
+
+    async def __call__(self, case_id: str) -> bool:
+        self.asked.append(case_id)
+        return case_id != self.behind
+
+
+async def test_a_worker_s_list_waits_for_each_case_and_is_not_decided_when_one_trails(
+    store: SqliteEventStore, read_models: SqliteReadModelStore
+) -> None:
+    barrier = OneBehind("case-2")
+    access = control(store, read_models, barrier)
+    listed = ["case-1", "case-2", "case-3", "case-1"]
+
+    with pytest.raises(NotCaughtUp) as raised:
+        await access.reader_facts_of(WORKER, Action.LIST_CASES, P.DIRECT_CARE, listed)
+    assert raised.value.case_id == "case-2"
+    assert sorted(barrier.asked) == ["case-1", "case-2", "case-3"]  # each case once
+
+    barrier.behind = "none"
+    facts = await access.reader_facts_of(WORKER, Action.LIST_CASES, P.DIRECT_CARE, listed)
+    assert list(facts) == ["case-1", "case-2", "case-3"]
+
+    barrier.asked.clear()
+    await access.reader_facts_of(COORDINATOR, Action.LIST_CASES, P.COORDINATION, listed)
+    assert barrier.asked == []
