@@ -189,10 +189,16 @@ class AccessControl:
     ) -> dict[str, CaseFacts]:
         """``reader_facts`` of each case, by case id (a list answer's cases): the waits side
         by side, then the facts in one read (``cases_facts``)."""
+        if not may_rest_on_ended(principal.role, action, purpose):
+            return await self.cases_facts(case_ids)
+        return await self._caught_up_facts(case_ids)
+
+    async def _caught_up_facts(self, case_ids: Sequence[str]) -> dict[str, CaseFacts]:
+        """``cases_facts`` once the facts' group holds each case's facts on the bus
+        (``case_facts_caught_up``, side by side), read afresh; ``NotCaughtUp`` if one is not
+        in time."""
         waits = self.case_facts_caught_up
         if waits is None or self.facts is None:
-            return await self.cases_facts(case_ids)
-        if not may_rest_on_ended(principal.role, action, purpose):
             return await self.cases_facts(case_ids)
         wanted = list(dict.fromkeys(case_ids))
         for case_id, caught_up in zip(
@@ -260,9 +266,15 @@ class AccessControl:
     async def require_client_correction(self, principal: Principal, client_id: str) -> list[str]:
         """The client's cases, once ``principal`` may correct the client's record
         (``decide_client_correction``); else PERMISSION_DENIED ``NO_RELATIONSHIP``, not
-        recorded, as ``require_supervision``'s."""
+        recorded, as ``require_supervision``'s. A worker's or a supervisor's right rests on
+        an assignment a transfer ends: decided on the cases' facts once they hold what the
+        bus has of them (``reader_facts``' barrier); a coordinator's does not."""
         case_ids = await self.cases_of_client(client_id)
-        facts = await self.cases_facts(case_ids)
+        facts = (
+            await self.cases_facts(case_ids)
+            if principal.role is Role.COORDINATOR
+            else await self._caught_up_facts(case_ids)
+        )
         cases = [facts[case_id] for case_id in case_ids]
         decision = decide_client_correction(
             principal, cases, home_agency=self.home_agency, now=self.clock()

@@ -292,10 +292,28 @@ async def _transfer_then_read(stubs: Connection, flowing: asyncio.Event) -> None
         retry=lambda refusal: refusal.code is not grpc.StatusCode.INVALID_ARGUMENT,
     )
 
+    read = await stubs.as_(COORDINATOR).intake.GetCase(
+        intake_pb2.GetCaseRequest(context=query("coordination"), case_id=case_id)
+    )
+    client_id = read.record.client.client_id
+
+    def correct_date_of_birth(person: Person) -> Awaitable[object]:
+        answer: Awaitable[object] = stubs.as_(person).intake.CorrectClientDateOfBirth(
+            intake_pb2.CorrectClientDateOfBirthRequest(
+                context=command(key()),
+                client_id=client_id,
+                date_of_birth="1941-05-02",
+                reason="birth certificate seen",
+            )
+        )
+        return answer
+
     flowing.clear()  # the facts' groups hold the transfer from now on
     await _transfer_to_tom(stubs, case_id)
     waiting = (grpc.StatusCode.UNAVAILABLE, "FACTS_NOT_CAUGHT_UP")
     assert await answers(DANA) == [waiting] * 3  # each answered OK before the barrier
+    # Correcting who the client is rests on the assignment too (answered OK before).
+    assert await outcome(correct_date_of_birth(DANA)) == waiting
     assert await answers(TOM) == [waiting] * 3
     # A coordinator's right is the agency's, which no event ends: it waits for nothing.
     assert await answers(COORDINATOR, "coordination") == [ok] * 3
@@ -317,6 +335,8 @@ async def _transfer_then_read(stubs: Connection, flowing: asyncio.Event) -> None
             break
     assert {code for code, _ in dana} == {grpc.StatusCode.PERMISSION_DENIED}
     assert await answers(TOM) == [ok] * 3
+    assert (await outcome(correct_date_of_birth(DANA)))[0] is grpc.StatusCode.PERMISSION_DENIED
+    assert await outcome(correct_date_of_birth(TOM)) == ok
 
 
 async def _assigned_to_dana(stubs: Connection) -> str:
