@@ -8,9 +8,9 @@ UUIDs in lower-case hyphenated form; times in microseconds since the Unix epoch 
 the event's JSON exactly as stored (ciphertext, once fields are encrypted). Text is UTF-8. Length
 prefixes make the encoding unambiguous whatever a field holds, and every value is the one the
 store keeps, so the leaf of an event stored under an older schema version hashes those bytes,
-not the upcast ones. Both SQL adapters read the stored columns and hash them here
-(``leaf_hashes`` from the columns' bytes; SQLite writes the whole leaf input in SQL,
-``leaf_hashes_of_inputs``); the contract suite checks that they agree with ``canonical_row``.
+not the upcast ones. Both SQL adapters write these bytes in SQL from the stored columns (SQLite
+hashes them with ``leaf_hashes_of_inputs``, PostgreSQL's server with its ``sha256``); the
+contract suite checks that they agree with ``canonical_row``.
 """
 
 from __future__ import annotations
@@ -25,14 +25,6 @@ TAG = b"casetrail.ledger.v1"
 _TAG_FIELD = b"%d:%s," % (len(TAG), TAG)
 LEAF_PREFIX = b"\x00" + _TAG_FIELD
 """What every leaf input starts with: RFC 9162's 0x00 and the tag's netstring."""
-StoredRow = tuple[
-    int, bytes, bytes, bytes, int, bytes, int, bytes, bytes, bytes, bytes, bytes, int, int, bytes
-]
-"""A stored event as ``leaf_hashes`` takes it: position, data, then the 13 fields after
-position in canonical order, text as its UTF-8 bytes (no causation as ``b''``), numbers as
-integers (times in microseconds, see ``leaf_hashes``' ``micros_offset``)."""
-_LEAF_FORMAT = b"%s" + b"%d:%s," * 15
-"""The leaf input after the prefix: position's netstring, the 13 more, then data."""
 
 
 def _text(value: str | UUID | None) -> bytes:
@@ -44,7 +36,7 @@ def _text(value: str | UUID | None) -> bytes:
 
 def _number(value: int | datetime) -> bytes:
     if isinstance(value, datetime):
-        # Imported here: a verify-store worker imports this module for ``leaf_hashes`` alone
+        # Imported here: a verify-store worker imports this module for ``LEAF_PREFIX`` alone
         # and starts ~50 ms sooner without the event catalog.
         from events.envelope import to_micros
 
@@ -115,40 +107,9 @@ def parse_canonical(leaf: bytes) -> list[bytes]:
     return fields
 
 
-def leaf_hashes(rows: Iterable[StoredRow], micros_offset: int = 0) -> list[tuple[int, bytes]]:
-    """(position, RFC 9162 leaf hash of the canonical bytes) per row: the hot loop of following
-    and verifying a store. ``micros_offset`` is added to both times (PostgreSQL sends them as
-    microseconds since 2000). Text arrives as the stored UTF-8 bytes, so a length is its byte
-    length with no decoding; one format per event builds the leaf input (a join of 15 pieces,
-    or a decode and encode per field, cost twice as much)."""
-    sha256 = hashlib.sha256
-    form = _LEAF_FORMAT
-    prefix = LEAF_PREFIX
-    hashed: list[tuple[int, bytes]] = []
-    append = hashed.append
-    for (
-        position, data, event_id, stream, sequence, event_type, schema_version, source,
-        actor_id, actor_role, correlation_id, causation_id, occurred_at, recorded_at, subject,
-    ) in rows:  # fmt: skip
-        at = b"%d" % position
-        seq = b"%d" % sequence
-        version = b"%d" % schema_version
-        occurred = b"%d" % (occurred_at + micros_offset)
-        recorded = b"%d" % (recorded_at + micros_offset)
-        leaf = form % (
-            prefix, len(at), at, len(event_id), event_id, len(stream), stream, len(seq), seq,
-            len(event_type), event_type, len(version), version, len(source), source,
-            len(actor_id), actor_id, len(actor_role), actor_role, len(correlation_id),
-            correlation_id, len(causation_id), causation_id, len(occurred), occurred,
-            len(recorded), recorded, len(subject), subject, len(data), data,
-        )  # fmt: skip
-        append((position, sha256(leaf).digest()))
-    return hashed
-
-
 def leaf_hashes_of_inputs(rows: Iterable[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
-    """``leaf_hashes`` for rows (position, the whole leaf input: ``LEAF_PREFIX`` and the 15
-    netstrings), when the database writes the netstrings itself (SQLite): one SHA-256 per
-    row and nothing else in Python."""
+    """(position, RFC 9162 leaf hash) of rows (position, the whole leaf input: ``LEAF_PREFIX``
+    and the 15 netstrings) that SQLite wrote: one SHA-256 per row and nothing else in Python,
+    the hot loop of following and verifying a store."""
     sha256 = hashlib.sha256
     return [(position, sha256(leaf).digest()) for position, leaf in rows]

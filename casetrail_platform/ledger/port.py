@@ -10,8 +10,8 @@ Guarantees every adapter gives (``tests/contract/test_ledger_contract.py``):
 * hashes are kept in tiles (``casetrail_platform.ledger.tiles``): ``subtrees`` answers for any
   complete subtree, folding the stored level below it;
 * ``store_leaves`` hashes events *as the event store holds them now*, by the canonical
-  encoding of ``casetrail_platform.ledger.canonical`` (both adapters read the stored columns and
-  hash them with ``canonical.leaf_hashes``);
+  encoding of ``casetrail_platform.ledger.canonical`` (both adapters build the canonical bytes
+  from the stored columns in SQL: SQLite hashes them here, PostgreSQL in the server);
 * checkpoints are kept by tree size; the first kept for a size stays (replicas may race).
 """
 

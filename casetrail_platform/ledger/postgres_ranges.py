@@ -1,6 +1,6 @@
-"""How a worker process reads a PostgreSQL event store (``store_ranges``), and the columns both
-it and ``PostgresLedgerStore.store_leaves`` hash the events from. Kept apart from the adapter so
-that a worker starts on little more than ``psycopg``."""
+"""How a worker process reads a PostgreSQL event store (``store_ranges``), and the SQL both it and
+``PostgresLedgerStore.store_leaves`` hash the events by. Kept apart from the adapter so that a
+worker starts on little more than ``psycopg``."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
-from psycopg.adapt import AdaptersMap
-from psycopg.types.numeric import Int8BinaryLoader
-from psycopg.types.string import ByteaBinaryLoader
 
-from casetrail_platform.ledger.canonical import leaf_hashes
+from casetrail_platform.ledger.canonical import LEAF_PREFIX
 from casetrail_platform.ledger.store_ranges import (
     RangeHasher,
     RangeHashes,
@@ -22,22 +19,41 @@ from casetrail_platform.ledger.store_ranges import (
 )
 from casetrail_platform.store.pg_connections import CONNECT_TIMEOUT_SECONDS
 
-UNIX_EPOCH_IN_POSTGRES_MICROS = 946_684_800_000_000
-"""PostgreSQL counts timestamps in microseconds from 2000-01-01 UTC."""
 
-STORED_COLUMNS = (
-    "position, data, event_id::text, stream, sequence, event_type, schema_version, source,"
-    " actor_id, actor_role, correlation_id::text, coalesce(causation_id::text, ''),"
-    " occurred_at, recorded_at, subject"
+def _micros(column: str) -> str:
+    """A ``timestamptz`` as integer microseconds since the Unix epoch, exactly: ``extract``
+    gives the seconds as a ``numeric`` with six decimals (PostgreSQL 14 on; ``date_part``'s
+    float would round)."""
+    return (
+        f"pg_catalog.int8(pg_catalog.numeric_mul(pg_catalog.extract('epoch', {column}), 1000000))"
+    )
+
+
+_CANONICAL_TEXT = (
+    "position::text", "event_id::text", "stream", "sequence::text", "event_type",
+    "schema_version::text", "source", "actor_id", "actor_role", "correlation_id::text",
+    "coalesce(causation_id::text, '')", f"{_micros('occurred_at')}::text",
+    f"{_micros('recorded_at')}::text", "subject",
+)  # fmt: skip
+_LEAF_INPUT = (
+    f"pg_catalog.byteacat(pg_catalog.byteacat('\\x{LEAF_PREFIX.hex()}'::bytea,"
+    " pg_catalog.convert_to(pg_catalog.concat("
+    + ", ".join(f"pg_catalog.octet_length({text}), ':', {text}, ','" for text in _CANONICAL_TEXT)
+    + "), 'UTF8')), pg_catalog.byteacat(pg_catalog.convert_to(pg_catalog.concat("
+    "pg_catalog.octet_length(data), ':'), 'UTF8'), pg_catalog.byteacat(data, '\\x2c'::bytea)))"
 )
-"""Stored events in the row shape of ``canonical.leaf_hashes`` (with ``raw_loaders``)."""
-
-
-def raw_loaders(adapters: AdaptersMap) -> None:
-    """Text as its bytes and a ``timestamptz`` as its 8-byte integer of microseconds (its
-    binary form), both by C loaders."""
-    adapters.register_loader("text", ByteaBinaryLoader)
-    adapters.register_loader("timestamptz", Int8BinaryLoader)
+"""A stored event's whole leaf input (``canonical``), written by the server: the 14 netstrings
+before the data as one text (uuids and numbers by their types' output: lower-case hyphenated,
+decimal; ``octet_length`` is the UTF-8 length, the store's database being UTF8), then the data's
+netstring in bytes (every byte kept, NULs too). Every function is named with its schema, so
+that none planted on the search path answers for it (casts and ``coalesce`` are not looked up
+there)."""
+LEAF_HASHES = f"position, pg_catalog.sha256({_LEAF_INPUT})"
+"""(position, leaf hash) of stored events, hashed by the server: a worker (or the ledger's
+follower) receives 40 bytes a row and formats nothing. It costs the server about 5 µs an event
+(its string functions: ``concat``, ``format`` or ``||`` alike), where sending the 15 columns
+cost it 1.4 µs and the worker 4 µs more to format and hash them: a little less in all, and
+none of it in the service's process."""
 
 
 @dataclass(frozen=True)
@@ -62,14 +78,13 @@ class PostgresRanges(RangeReader):
         connection.execute(
             sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.snapshot))
         )
-        raw_loaders(connection.adapters)
         query = sql.SQL(
-            f"SELECT {STORED_COLUMNS} FROM {{}} WHERE position > %s AND position <= %s"
+            f"SELECT {LEAF_HASHES} FROM {{}} WHERE position > %s AND position <= %s"
             " ORDER BY position"
         ).format(sql.Identifier(self.schema, "stored_events"))
 
         def hash_range(start: int, stop: int) -> RangeHashes:
             rows = connection.cursor(binary=True).execute(query, (start, stop)).fetchall()
-            return dense_hashes(leaf_hashes(rows, UNIX_EPOCH_IN_POSTGRES_MICROS), start, stop)
+            return dense_hashes(rows, start, stop)
 
         return hash_range, connection.close

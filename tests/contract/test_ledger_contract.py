@@ -71,6 +71,45 @@ async def test_leaves_hash_the_canonical_stored_bytes_the_same_on_every_backend(
         assert fields[-1] == bytes(row[6])
 
 
+_ODD_VALUES = {
+    # (SQLite, PostgreSQL) values for the same stored bytes
+    "stream": ("'case-ünïcode'", "'case-ünïcode'"),
+    "actor_id": ("'worker-åsa ✓'", "'worker-åsa ✓'"),
+    "subject": ("'client-ø'", "'client-ø'"),
+    "causation_id": ("NULL", "NULL"),
+    "data": ("x'7b00ff0a2c3a7d'", "'\\x7b00ff0a2c3a7d'::bytea"),
+    "occurred_at": ("-1", "'epoch'::timestamptz - interval '1 microsecond'"),
+    "recorded_at": ("4102444800000001", "'2100-01-01 00:00:00.000001+00'"),
+}
+
+
+async def test_leaves_of_odd_stored_values_are_the_canonical_bytes_in_and_outside_workers(
+    ledger: tuple[EventStore, LedgerLog], tmp_path: Path
+) -> None:
+    """Non-ASCII text (lengths in bytes), no causation, NUL, 0xff, ',' and ':' in the data,
+    times before 1970 and after 2038: the SQL that builds the leaf (the server hashes it on
+    PostgreSQL) and a verify-store worker's reader hash exactly ``canonical_row``'s bytes."""
+    from casetrail_platform.store.sqlite import SqliteEventStore
+
+    store, log = ledger
+    await append_notes(store, 3)
+    backend = 0 if isinstance(store, SqliteEventStore) else 1
+    assignments = ", ".join(f"{name} = {values[backend]}" for name, values in _ODD_VALUES.items())
+    await tamper(store, tmp_path, [f"UPDATE {{table}} SET {assignments} WHERE position = 2"])
+    rows = await stored_rows(store)
+    assert bytes(rows[1][6]) == b"{\x00\xff\n,:}"
+    assert rows[1][11] is None
+    expected = [(row[0], merkle.leaf_hash(canonical_row(row))) for row in rows]
+    assert await log.store.store_leaves(0, 100) == expected
+    async with log.store.store_ranges() as ranges:
+        assert ranges is not None
+        hash_range, close = ranges.reader.open()
+        try:
+            assert hash_range(0, 3) == (b"".join(leaf for _, leaf in expected), None)
+        finally:
+            close()
+
+
 async def test_catch_up_stores_leaves_and_subtrees_and_roots_match(
     ledger: tuple[EventStore, LedgerLog],
 ) -> None:

@@ -6,7 +6,6 @@ import hashlib
 import random
 
 from casetrail_platform.ledger import merkle, tiles
-from casetrail_platform.ledger.canonical import StoredRow, canonical_row, leaf_hashes
 
 
 def test_extend_levels_adds_the_same_subtrees_as_one_leaf_at_a_time() -> None:
@@ -38,20 +37,3 @@ def test_extend_levels_adds_the_same_subtrees_as_one_leaf_at_a_time() -> None:
                 assert len(stored.get(key, b"")) == write.offset * merkle.HASH_SIZE
                 stored[key] = stored.get(key, b"") + write.hashes
         assert tiles.subtrees_from(expected, stored) == expected
-
-
-def test_leaf_hashes_of_stored_bytes_match_canonical_row_also_outside_ascii() -> None:
-    row = (7, "0e7c5a0e-0000-4000-8000-000000000007", "case-ünïcode", 3, "casetrail.note.added",
-           2, b'{"text":"caf\xc3\xa9"}', "casetrail/intake", "worker-åsa", "social_worker",
-           "0e7c5a0e-0000-4000-8000-000000000001", None, 1_700_000_000_000_001,
-           1_700_000_000_000_002, "client-ø")  # fmt: skip
-    since_2000 = 946_684_800_000_000
-    # As PostgreSQL's C loaders give it: text as its bytes, times in µs since 2000.
-    stored: StoredRow = (
-        7, b'{"text":"caf\xc3\xa9"}', b"0e7c5a0e-0000-4000-8000-000000000007",
-        "case-ünïcode".encode(), 3, b"casetrail.note.added", 2, b"casetrail/intake",
-        "worker-åsa".encode(), b"social_worker", b"0e7c5a0e-0000-4000-8000-000000000001", b"",
-        1_700_000_000_000_001 - since_2000, 1_700_000_000_000_002 - since_2000,
-        "client-ø".encode(),
-    )  # fmt: skip
-    assert leaf_hashes([stored], since_2000) == [(7, merkle.leaf_hash(canonical_row(row)))]
