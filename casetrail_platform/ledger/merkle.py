@@ -49,6 +49,31 @@ def parents(row: Sequence[Hash]) -> list[Hash]:
     return [sha256(b"\x01" + row[i] + row[i + 1]).digest() for i in range(0, len(row) - 1, 2)]
 
 
+def packed_parents(row: bytes) -> bytes:
+    """``parents`` of packed hashes, packed: one slice and one concatenation a node, no object
+    per hash (verify-store builds a million leaves' tree this way)."""
+    sha256 = _sha256
+    pair = 2 * HASH_SIZE
+    return b"".join(
+        [
+            sha256(b"\x01" + row[at : at + pair]).digest()
+            for at in range(0, len(row) - HASH_SIZE, pair)
+        ]
+    )
+
+
+def packed_levels(leaves: bytes, start: int) -> list[bytes]:
+    """The complete subtrees over packed leaf hashes that start at leaf ``start``, level by
+    level from 1, packed: as many levels as ``start`` is aligned to (all, from 0), so that
+    node i of level k is the global subtree (k, start >> k + i)."""
+    levels: list[bytes] = []
+    row = leaves
+    while len(row) >= 2 * HASH_SIZE and start % (2 << len(levels)) == 0:
+        row = packed_parents(row)
+        levels.append(row)
+    return levels
+
+
 def fold(row: Sequence[Hash]) -> Hash:
     """The root of the complete subtree whose 2**k hashes at some level are ``row``."""
     nodes = list(row)

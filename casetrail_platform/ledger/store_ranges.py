@@ -6,15 +6,19 @@ from a process with threads and an event loop), importing this module, ``sqlite3
 worker as well, which cost a benchmark 0.5 s a worker before it hashed anything. On its
 standard input it takes a ``RangeReader`` (pickled: how it opens the store on a connection of
 its own), then ranges of leaf indexes [start, stop) (positions start + 1 .. stop), 16 bytes
-each; for each it writes back the first missing position (-1: none), the length of the hashes
-and the leaf hashes, 32 bytes each. It never compares them with anything: the parent does,
-against the ledger it reads itself, so nothing but the events is taken from the database.
+each; for each it writes back the first missing position (-1: none), the lengths of the hashes
+and of the levels, the leaf hashes, 32 bytes each, and the range's complete subtrees level by
+level (``merkle.packed_levels``: ranges start aligned, so these are the tree's own), which
+spares the parent, a third process on two cores, one node hash a leaf. It never compares them
+with anything: the parent does, against the ledger it reads itself, so nothing but the events
+is taken from the database.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import pickle
 import struct
@@ -23,10 +27,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from casetrail_platform.ledger.merkle import HASH_SIZE, packed_levels
+
 RangeHashes = tuple[bytes, int | None]
 """(the leaf hashes of the range's events before any hole, concatenated; the first position of
 the range missing from the store, or ``None`` when every one is there)."""
 RangeHasher = Callable[[int, int], RangeHashes]
+RangeAnswer = tuple[bytes, int | None, list[bytes]]
+"""``RangeHashes`` and the range's complete subtrees from level 1 up (``merkle.packed_levels``)."""
 
 
 class RangeReader(ABC):
@@ -69,10 +77,14 @@ def dense_hashes(
     return b"".join(hashes), (expected if expected <= stop else None)
 
 
+PIPE_BYTES = 1 << 20
+"""A worker's answer pipe (Linux's default pipe-max-size)."""
 STOP_SECONDS = 5
 """How long a worker with nothing left to answer is given to end on its own."""
 _REQUEST = struct.Struct("<qq")
-"""(start, stop) of a range; (first missing position or -1, length of the hashes) back."""
+"""(start, stop) of a range."""
+_ANSWER = struct.Struct("<qqq")
+"""(first missing position or -1, length of the hashes, length of the levels)."""
 
 
 class RangeWorker:
@@ -108,17 +120,25 @@ class RangeWorker:
         self._unanswered += 1
         await self._requests.drain()
 
-    async def answer(self) -> RangeHashes:
+    async def answer(self) -> RangeAnswer:
         """The answer to the oldest range not answered yet. Raises ``WorkerEnded`` if the
         worker ended first (killed, out of memory, or failing to read the store)."""
         try:
-            missing, length = _REQUEST.unpack(await self._answers.readexactly(_REQUEST.size))
+            header = await self._answers.readexactly(_ANSWER.size)
+            missing, length, levels_length = _ANSWER.unpack(header)
             hashes = await self._answers.readexactly(length)
+            packed = await self._answers.readexactly(levels_length)
         except (asyncio.IncompleteReadError, ConnectionError) as error:
             status = await self._process.wait()
             raise WorkerEnded(f"exit status {status}") from error
         self._unanswered -= 1
-        return hashes, (None if missing < 0 else missing)
+        levels: list[bytes] = []
+        at, size = 0, length
+        while at < len(packed):
+            size = size // (2 * HASH_SIZE) * HASH_SIZE
+            levels.append(packed[at : at + size])
+            at += size
+        return hashes, (None if missing < 0 else missing), levels
 
     async def stop(self) -> None:
         """Ends the worker: at the end of its input once it has answered every range (it
@@ -140,14 +160,25 @@ class WorkerEnded(RuntimeError):
 def _serve() -> None:
     """The worker: the reader, then ranges until its input ends."""
     requests, answers = sys.stdin.buffer, sys.stdout.buffer
+    # An answer (a range's leaves and subtrees: 512 KiB) fits in the pipe whole, so a worker
+    # goes on to its next range while the parent takes another worker's answer first (in a
+    # 64 KiB pipe it waited for the parent to read this one).
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        with contextlib.suppress(OSError):  # above the system's pipe-max-size
+            fcntl.fcntl(answers.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     length = int.from_bytes(requests.read(8), "little")
     reader: RangeReader = pickle.loads(requests.read(length))
     hash_range, close = reader.open()
     try:
         while len(request := requests.read(_REQUEST.size)) == _REQUEST.size:
-            hashes, missing = hash_range(*_REQUEST.unpack(request))
-            answers.write(_REQUEST.pack(-1 if missing is None else missing, len(hashes)))
+            start, stop = _REQUEST.unpack(request)
+            hashes, missing = hash_range(start, stop)
+            levels = b"".join(packed_levels(hashes, start))
+            answers.write(
+                _ANSWER.pack(-1 if missing is None else missing, len(hashes), len(levels))
+            )
             answers.write(hashes)
+            answers.write(levels)
             answers.flush()
     finally:
         close()

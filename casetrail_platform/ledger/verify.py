@@ -24,17 +24,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from casetrail_platform.ledger.merkle import (
-    HASH_SIZE,
-    Hash,
-    RootAccumulator,
-    SubtreeKey,
-    root_at,
-    split_hashes,
-)
+from casetrail_platform.ledger.merkle import HASH_SIZE, Hash, SubtreeKey, packed_parents, root_at
 from casetrail_platform.ledger.note import Checkpoint, LogKeys, NoteError, open_checkpoint
 from casetrail_platform.ledger.port import LedgerStore
 from casetrail_platform.ledger.store_ranges import (
+    RangeAnswer,
     RangeWorker,
     StoreRanges,
     WorkerEnded,
@@ -140,7 +134,7 @@ async def _hash_here(
             stored = await ledger.leaf_hash_bytes(start, len(batch))
             if missing is None:
                 reading = asyncio.ensure_future(ledger.store_leaves(start + len(batch), BATCH))
-            if not await _take(subtrees, hashed, missing, stored, result, progress):
+            if not await _take(subtrees, (hashed, missing, []), stored, result, progress):
                 return
     finally:
         # A read under way is let finish (cancelling it could spoil the adapter's connection
@@ -177,7 +171,7 @@ async def _hash_in_workers(
         while asked:
             start, stop, worker = asked.popleft()
             try:
-                hashed, missing = await worker.answer()
+                hashed, missing, levels = await worker.answer()
             except WorkerEnded as error:
                 raise VerificationWorkerDied(
                     f"a worker process hashing positions {start + 1} to {stop} ended before"
@@ -188,7 +182,7 @@ async def _hash_in_workers(
                 asked.append((*following, worker))
                 await worker.ask(*following)
             stored = await ledger.leaf_hash_bytes(start, stop - start)
-            if not await _take(subtrees, hashed, missing, stored, result, progress):
+            if not await _take(subtrees, (hashed, missing, levels), stored, result, progress):
                 return
     finally:
         for worker in started:
@@ -197,16 +191,17 @@ async def _hash_in_workers(
 
 async def _take(
     subtrees: _Subtrees,
-    hashed: bytes,
-    missing: int | None,
+    answer: RangeAnswer,
     stored: bytes,
     result: StoreVerification,
     progress: Progress | None,
 ) -> bool:
-    """Compare the leaf hashes of the events from ``subtrees.size`` on (``hashed``, those
-    before a hole at ``missing``) with the ledger's (``stored``, fewer where the ledger is
-    behind), fold them into the tree, and say whether to go on. The first bad position is
-    named: an event not hashing to its leaf, else the hole."""
+    """Compare the leaf hashes of the events from ``subtrees.size`` on (``answer``: those
+    before a hole at its missing position, and the subtrees over them a worker computed) with
+    the ledger's (``stored``, fewer where the ledger is behind), fold them into the tree, and
+    say whether to go on. The first bad position is named: an event not hashing to its leaf,
+    else the hole."""
+    hashed, missing, levels = answer
     start = subtrees.size
     common = min(len(hashed), len(stored))
     if hashed[:common] != stored[:common]:
@@ -223,7 +218,7 @@ async def _take(
             " leaf (edited, replaced or moved)",
         )
         return False
-    subtrees.extend(split_hashes(hashed))
+    subtrees.extend(hashed, levels)
     if missing is not None:
         result.leaves = subtrees.size
         result.fail(missing, f"position {missing} is missing from the store")
@@ -241,26 +236,41 @@ def usable_cpus() -> int:
 
 
 class _Subtrees:
-    """Every complete subtree of the recomputed tree, built batch by batch (one node hash per
-    leaf, in passes of a level each: ``RootAccumulator.extend_levels``)."""
+    """Every complete subtree of the recomputed tree, level by level, packed (32 bytes a hash:
+    about 64 bytes an event in all). The levels a worker sent with its leaves are taken as
+    they are; the rest, one node hash a leaf in all, are computed here."""
 
     def __init__(self) -> None:
-        self._frontier = RootAccumulator()
-        self._levels: list[list[Hash]] = []
+        self._levels: list[bytearray] = [bytearray()]
 
     @property
     def size(self) -> int:
-        return self._frontier.size
+        return len(self._levels[0]) // HASH_SIZE
 
-    def extend(self, leaves: list[Hash]) -> None:
-        for level, start, hashes in self._frontier.extend_levels(leaves):
+    def extend(self, leaves: bytes, levels: Sequence[bytes] = ()) -> None:
+        """``leaves`` (packed) after the last ones, with the complete subtrees over them from
+        level 1 up that a worker computed (``merkle.packed_levels``), if any."""
+        start = self.size
+        for level, hashes in enumerate((leaves, *levels)):
             if level == len(self._levels):
-                self._levels.append([])
-            assert start == len(self._levels[level])
-            self._levels[level].extend(hashes)
+                self._levels.append(bytearray())
+            assert len(self._levels[level]) == (start >> level) * HASH_SIZE
+            self._levels[level] += hashes
+        level = 0
+        while len(below := self._levels[level]) >= 2 * HASH_SIZE:
+            if level + 1 == len(self._levels):
+                self._levels.append(bytearray())
+            above = self._levels[level + 1]
+            paired, pairs = len(above) * 2, len(below) // (2 * HASH_SIZE) * 2 * HASH_SIZE
+            if paired < pairs:
+                above += packed_parents(bytes(below[paired:pairs]))
+            level += 1
 
     def source(self, keys: Iterable[SubtreeKey]) -> dict[SubtreeKey, Hash]:
-        return {(level, index): self._levels[level][index] for level, index in keys}
+        return {
+            (level, index): bytes(self._levels[level][index * HASH_SIZE : (index + 1) * HASH_SIZE])
+            for level, index in keys
+        }
 
 
 def _check_roots(
