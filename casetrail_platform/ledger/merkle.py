@@ -65,7 +65,7 @@ def packed_parents(row: bytes) -> bytes:
 def packed_levels(leaves: bytes, start: int) -> list[bytes]:
     """The complete subtrees over packed leaf hashes that start at leaf ``start``, level by
     level from 1, packed: as many levels as ``start`` is aligned to (all, from 0), so that
-    node i of level k is the global subtree (k, start >> k + i)."""
+    node i of level k is the global subtree (k, (start >> k) + i)."""
     levels: list[bytes] = []
     row = leaves
     while len(row) >= 2 * HASH_SIZE and start % (2 << len(levels)) == 0:
