@@ -171,14 +171,23 @@ class AccessControl:
         it. Not in time: ``NotCaughtUp`` (UNAVAILABLE, retry), nothing decided or disclosed.
         Other callers decide on the facts as they stand (README, "A transfer not delivered
         yet")."""
+        waited = await self.wait_for_facts(principal, action, purpose, case_id)
+        if waited and self.facts is not None:
+            return await self.facts.facts(case_id, own_entries=own_entries, fresh=True)
+        return await self.case_facts(case_id, own_entries)
+
+    async def wait_for_facts(
+        self, principal: Principal, action: Action, purpose: AccessPurpose, case_id: str
+    ) -> bool:
+        """``reader_facts``' barrier alone, for a reader that folds the facts itself (audit,
+        from its copy of the case's events: ``case_facts_caught_up`` then asks about that
+        copy's group): whether it waited; ``NotCaughtUp`` if not in time."""
         waits = self.case_facts_caught_up
-        if waits is None or self.facts is None:
-            return await self.case_facts(case_id, own_entries)
-        if not may_rest_on_ended(principal.role, action, purpose):
-            return await self.case_facts(case_id, own_entries)
+        if waits is None or not may_rest_on_ended(principal.role, action, purpose):
+            return False
         if not await waits(case_id):
             raise NotCaughtUp("the case's relationships", case_id)
-        return await self.facts.facts(case_id, own_entries=own_entries, fresh=True)
+        return True
 
     async def reader_facts_of(
         self,

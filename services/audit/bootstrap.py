@@ -11,6 +11,7 @@ from casetrail.audit.v1 import audit_pb2_grpc
 from casetrail_platform.hosting import Infrastructure, RunningService, host_for
 from casetrail_platform.ledger.directory import LedgerDirectory
 from casetrail_platform.ledger.witness import Witness
+from casetrail_platform.policy.facts import FACT_EVENT_TYPES
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.telemetry.metrics import process_metrics
 from services.audit.adapters.client_cases import ClientCasesProjection, ReadModelClientCases
@@ -48,7 +49,14 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     # Which cases each client has, and each case's disclosures, for the accounting of
     # disclosures (asked per client); audit's own reads (an export for a court) count too.
     host.subscribe(ClientCasesProjection())
-    access = AccessControl(host.store, None, host.source)
+    # The policy's facts are folded from the timeline's copy of each case's history: a read
+    # whose right an event can end waits for that copy (``AccessControl.wait_for_facts``).
+    access = AccessControl(
+        host.store,
+        None,
+        host.source,
+        case_facts_caught_up=host.caught_up(timeline, FACT_EVENT_TYPES),
+    )
     disclosure_index = DisclosureIndexProjection(access.home_agency)
     host.subscribe(disclosure_index)
     host.project_own_events(disclosure_index)

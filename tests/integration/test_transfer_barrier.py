@@ -21,6 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
@@ -33,6 +34,7 @@ from cli.rpc import Connection, Person, command, connect, eventually, query, ref
 from cli.walk.story import COORDINATOR, RECEPTIONIST
 from events.catalog.assignment import CaseReassigned
 from events.envelope import RecordedEvent
+from services.audit.adapters.timeline import TimelineProjection
 from services.planning.adapters.case_views import CaseViewProjection
 from services.runner import start_services, stop_services
 from tests.e2e.support import registration
@@ -53,12 +55,14 @@ def key() -> str:
 
 
 @asynccontextmanager
-async def casetrail(backend: str, tmp_path: Path, issuer: TestIssuer) -> AsyncIterator[Connection]:
+async def casetrail(
+    backend: str, tmp_path: Path, issuer: TestIssuer, services: tuple[str, ...] = SERVICES
+) -> AsyncIterator[Connection]:
     async with _infrastructure(backend, tmp_path, issuer) as infra:
-        running = await start_services(infra, SERVICES, "127.0.0.1", dict.fromkeys(SERVICES, 0))
+        running = await start_services(infra, services, "127.0.0.1", dict.fromkeys(services, 0))
         try:
             addresses = {s.name: f"127.0.0.1:{s.port}" for s in running}
-            everyone = {"audit": "127.0.0.1:9"} | addresses  # audit is never called
+            everyone = {"audit": "127.0.0.1:9"} | addresses  # unless started, never called
             async with connect(everyone, issuer.tokens) as connection:
                 yield connection
         finally:
@@ -80,9 +84,9 @@ async def _infrastructure(
 
 @pytest.fixture
 def held(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
-    """Set: the policy facts' groups apply what they get. Cleared: a batch holding a transfer
-    waits (uncommitted) until it is set again."""
-    return _holding(monkeypatch, CaseFactsProjection.name)
+    """Set: the policy facts' groups (and audit's timeline, its facts) apply what they get.
+    Cleared: a batch holding a transfer waits (uncommitted) until it is set again."""
+    return _holding(monkeypatch, CaseFactsProjection.name, TimelineProjection.name)
 
 
 @pytest.fixture
@@ -91,14 +95,14 @@ def view_held(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
     return _holding(monkeypatch, CaseViewProjection.name)
 
 
-def _holding(monkeypatch: pytest.MonkeyPatch, projection: str) -> asyncio.Event:
+def _holding(monkeypatch: pytest.MonkeyPatch, *projections: str) -> asyncio.Event:
     flowing = asyncio.Event()
     flowing.set()
     original = BusProjectionHandler.handle_batch
 
     async def handle_batch(self: BusProjectionHandler, records: Sequence[RecordedEvent]) -> None:
         transfer = any(r.event_type == CaseReassigned.event_type for r in records)
-        if transfer and self._projection.name == projection:
+        if transfer and self._projection.name in projections:
             await flowing.wait()
         await original(self, records)
 
@@ -255,7 +259,8 @@ async def test_a_transfer_answered_counts_in_the_previous_workers_reads(
     had, so the worker a case was transferred from reads nothing more of it."""
     issuer = TestIssuer()
     try:
-        async with casetrail(backend, tmp_path, issuer) as stubs:
+        services = (*SERVICES, "audit")
+        async with casetrail(backend, tmp_path, issuer, services) as stubs:
             await _transfer_then_read(stubs, held)
     finally:
         held.set()
@@ -308,12 +313,27 @@ async def _transfer_then_read(stubs: Connection, flowing: asyncio.Event) -> None
         )
         return answer
 
+    def trail(person: Person) -> Awaitable[object]:
+        answer: Awaitable[object] = stubs.as_(person).audit.GetTimeline(
+            audit_pb2.GetTimelineRequest(context=query("supervision"), case_id=case_id)
+        )
+        return answer
+
+    await eventually(
+        lambda: trail(EAST),
+        what="audit's copy of the assignment",
+        patience=PATIENCE,
+        retry=lambda refusal: refusal.code is not grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
     flowing.clear()  # the facts' groups hold the transfer from now on
     await _transfer_to_tom(stubs, case_id)
     waiting = (grpc.StatusCode.UNAVAILABLE, "FACTS_NOT_CAUGHT_UP")
     assert await answers(DANA) == [waiting] * 3  # each answered OK before the barrier
     # Correcting who the client is rests on the assignment too (answered OK before).
     assert await outcome(correct_date_of_birth(DANA)) == waiting
+    # Her supervisor reads the trail at audit, on audit's copy of the case (answered OK before).
+    assert await outcome(trail(EAST)) == waiting
     assert await answers(TOM) == [waiting] * 3
     # A coordinator's right is the agency's, which no event ends: it waits for nothing.
     assert await answers(COORDINATOR, "coordination") == [ok] * 3
@@ -337,6 +357,8 @@ async def _transfer_then_read(stubs: Connection, flowing: asyncio.Event) -> None
     assert await answers(TOM) == [ok] * 3
     assert (await outcome(correct_date_of_birth(DANA)))[0] is grpc.StatusCode.PERMISSION_DENIED
     assert await outcome(correct_date_of_birth(TOM)) == ok
+    assert (await outcome(trail(EAST)))[0] is grpc.StatusCode.PERMISSION_DENIED
+    assert await outcome(trail(WEST)) == ok
 
 
 async def _assigned_to_dana(stubs: Connection) -> str:

@@ -452,7 +452,10 @@ async def _authorize(
 ) -> tuple[Principal, Disclosure]:
     """The policy's decision on the case, its facts folded from the fact entries the timeline
     keeps of the case's whole history (audit holds every event); a refusal is recorded and
-    raised. ``CaseNotFound`` when audit has no event of the case."""
+    raised. ``CaseNotFound`` when audit has no event of the case. A caller whose right an
+    event can end (a team's supervisor reading its cases' trails) first waits for the timeline
+    to hold the case's facts on the bus (``AccessControl.wait_for_facts``)."""
+    await deps.access.wait_for_facts(who, action, viewer.purpose, case_id)
     entries = await deps.timelines.facts_of(case_id)
     if entries is None:
         raise CaseNotFound(case_id)

@@ -423,7 +423,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         every case is refused is refused too is the caller's to say."""
         disclosures = []
         refused: dict[Decision, list[str]] = {}
-        facts = await self._access.cases_facts(list(by_case))
+        facts = await self._access.reader_facts_of(
+            principal, PolicyAction.READ_CASE, purpose, list(by_case)
+        )
         for case_id, part in by_case.items():
             decision = self._access.decide(
                 principal, PolicyAction.READ_CASE, purpose, facts[case_id]

@@ -345,7 +345,7 @@ async def _oversight_rule(
     if refusal is not None:
         refused = _refused(refusal)
         return lambda grantee: refused
-    facts = await access.case_facts(case_id)
+    facts = await access.reader_facts(principal, Action.READ_TRAIL, purpose, case_id)
     decision = access.decide(principal, Action.READ_TRAIL, purpose, facts)
     return lambda grantee: _or_grantee_supervision(
         decision, access, principal, purpose, facts, grantee
