@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -82,6 +82,23 @@ async def _infrastructure(
         yield Infrastructure.distributed(tmp_path, dsn, kafka, topic, verifier=issuer.verifier())
 
 
+async def told(
+    backend: str,
+    tmp_path: Path,
+    flowing: asyncio.Event,
+    story: Callable[[Connection, asyncio.Event], Awaitable[None]],
+    services: tuple[str, ...] = SERVICES,
+) -> None:
+    """``story`` told against ``services`` on ``backend``; the held groups let go after it."""
+    issuer = TestIssuer()
+    try:
+        async with casetrail(backend, tmp_path, issuer, services) as stubs:
+            await story(stubs, flowing)
+    finally:
+        flowing.set()
+        issuer.stop()
+
+
 @pytest.fixture
 def held(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
     """Set: the policy facts' groups (and audit's timeline, its facts) apply what they get.
@@ -127,13 +144,7 @@ async def outcome(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
 async def test_a_transfer_answered_counts_in_the_previous_teams_close_and_reopen(
     backend: str, tmp_path: Path, held: asyncio.Event
 ) -> None:
-    issuer = TestIssuer()
-    try:
-        async with casetrail(backend, tmp_path, issuer) as stubs:
-            await _transfer_then_close_and_reopen(stubs, held)
-    finally:
-        held.set()
-        issuer.stop()
+    await told(backend, tmp_path, held, _transfer_then_close_and_reopen)
 
 
 async def _transfer_then_close_and_reopen(stubs: Connection, flowing: asyncio.Event) -> None:
@@ -204,13 +215,7 @@ async def test_a_transfer_answered_counts_in_the_previous_workers_commands(
 ) -> None:
     """Planning decides "is the caller the case's assigned worker" on its case view: a worker's
     command first waits for the view's group to hold every transfer answered before it."""
-    issuer = TestIssuer()
-    try:
-        async with casetrail(backend, tmp_path, issuer) as stubs:
-            await _transfer_then_log_contacts(stubs, view_held)
-    finally:
-        view_held.set()
-        issuer.stop()
+    await told(backend, tmp_path, view_held, _transfer_then_log_contacts)
 
 
 async def _transfer_then_log_contacts(stubs: Connection, flowing: asyncio.Event) -> None:
@@ -257,14 +262,7 @@ async def test_a_transfer_answered_counts_in_the_previous_workers_reads(
     """Every service decides a read on the policy's facts: a caller whose right rests on being
     the assigned worker first waits for the facts' group to hold every fact of the case the bus
     had, so the worker a case was transferred from reads nothing more of it."""
-    issuer = TestIssuer()
-    try:
-        services = (*SERVICES, "audit")
-        async with casetrail(backend, tmp_path, issuer, services) as stubs:
-            await _transfer_then_read(stubs, held)
-    finally:
-        held.set()
-        issuer.stop()
+    await told(backend, tmp_path, held, _transfer_then_read, services=(*SERVICES, "audit"))
 
 
 async def _transfer_then_read(stubs: Connection, flowing: asyncio.Event) -> None:
