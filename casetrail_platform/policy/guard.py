@@ -166,9 +166,11 @@ class AccessControl:
         partner agency under a referral and consent) first waits for the facts' group to have
         applied every event of the case's facts that was on the bus when the read began, and
         the facts are then read afresh (``require_supervision``'s reasons): a worker the case
-        was transferred from, or a partner whose consent was revoked, is refused from the
-        first read after the transfer or revocation was answered, not once the bus delivers
-        it. Not in time: ``NotCaughtUp`` (UNAVAILABLE, retry), nothing decided or disclosed.
+        was transferred from is refused from the first read after the transfer was answered
+        (coordination answers it once it is on the bus), a partner whose consent was revoked
+        from the first read after the revocation is on the bus, not once the bus has
+        delivered them here. Not in time: ``NotCaughtUp`` (UNAVAILABLE, retry), nothing
+        decided or disclosed.
         Other callers decide on the facts as they stand (README, "A transfer not delivered
         yet")."""
         waited = await self.wait_for_facts(principal, action, purpose, case_id)
