@@ -184,12 +184,9 @@ class AccessControl:
         """``reader_facts``' barrier alone, for a reader that folds the facts itself (audit,
         from its copy of the case's events: ``case_facts_caught_up`` then asks about that
         copy's group): whether it waited; ``NotCaughtUp`` if not in time."""
-        waits = self.case_facts_caught_up
-        if waits is None or not may_rest_on_ended(principal.role, action, purpose):
+        if not may_rest_on_ended(principal.role, action, purpose):
             return False
-        if not await waits(case_id):
-            raise NotCaughtUp("the case's relationships", case_id)
-        return True
+        return await self._waited([case_id])
 
     async def reader_facts_of(
         self,
@@ -200,24 +197,29 @@ class AccessControl:
     ) -> dict[str, CaseFacts]:
         """``reader_facts`` of each case, by case id (a list answer's cases): the waits side
         by side, then the facts in one read (``cases_facts``)."""
-        if not may_rest_on_ended(principal.role, action, purpose):
-            return await self.cases_facts(case_ids)
-        return await self._caught_up_facts(case_ids)
+        waits = may_rest_on_ended(principal.role, action, purpose)
+        return await self._facts_of(case_ids, wait=waits)
 
-    async def _caught_up_facts(self, case_ids: Sequence[str]) -> dict[str, CaseFacts]:
-        """``cases_facts`` once the facts' group holds each case's facts on the bus
-        (``case_facts_caught_up``, side by side), read afresh; ``NotCaughtUp`` if one is not
-        in time."""
-        waits = self.case_facts_caught_up
-        if waits is None or self.facts is None:
-            return await self.cases_facts(case_ids)
+    async def _facts_of(self, case_ids: Sequence[str], *, wait: bool) -> dict[str, CaseFacts]:
+        """``cases_facts``; ``wait``: once the facts' group holds each case's facts on the bus
+        (``_waited``), read afresh."""
         wanted = list(dict.fromkeys(case_ids))
-        for case_id, caught_up in zip(
-            wanted, await asyncio.gather(*map(waits, wanted)), strict=True
-        ):
+        if wait and await self._waited(wanted) and self.facts is not None:
+            return await self.facts.facts_of(wanted, fresh=True)
+        return await self.cases_facts(case_ids)
+
+    async def _waited(self, case_ids: Sequence[str]) -> bool:
+        """Wait, side by side, for the facts' group to hold each case's facts on the bus
+        (``case_facts_caught_up``): whether there was a barrier to wait at; ``NotCaughtUp``
+        naming a case not in time."""
+        waits = self.case_facts_caught_up
+        if waits is None:
+            return False
+        answers = await asyncio.gather(*map(waits, case_ids))
+        for case_id, caught_up in zip(case_ids, answers, strict=True):
             if not caught_up:
                 raise NotCaughtUp("the case's relationships", case_id)
-        return await self.facts.facts_of(wanted, fresh=True)
+        return True
 
     def decide(
         self, principal: Principal, action: Action, purpose: AccessPurpose, facts: CaseFacts | None
@@ -281,11 +283,7 @@ class AccessControl:
         an assignment a transfer ends: decided on the cases' facts once they hold what the
         bus has of them (``reader_facts``' barrier); a coordinator's does not."""
         case_ids = await self.cases_of_client(client_id)
-        facts = (
-            await self.cases_facts(case_ids)
-            if principal.role is Role.COORDINATOR
-            else await self._caught_up_facts(case_ids)
-        )
+        facts = await self._facts_of(case_ids, wait=principal.role is not Role.COORDINATOR)
         cases = [facts[case_id] for case_id in case_ids]
         decision = decide_client_correction(
             principal, cases, home_agency=self.home_agency, now=self.clock()
