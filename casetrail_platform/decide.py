@@ -63,6 +63,35 @@ ReadGuard = Callable[[], Awaitable[StreamVersion | None]]
 """Reads the other stream a decision depends on, for the decision (which it closes over), and
 returns the version it read (None: nothing to guard, the append is not conditioned)."""
 
+Published = Callable[[int], Awaitable[bool]]
+"""Whether the bus has acknowledged the store's events up to a position, waiting a bounded time
+(``ServiceHost.published``)."""
+
+
+async def published_at_once(position: int) -> bool:
+    """``Published`` where no relay runs (tests of a service's handlers alone)."""
+    return True
+
+
+async def once_published(
+    published: Published, recorded: Sequence[RecordedEvent], what: str
+) -> None:
+    """Returns once the bus has ``recorded`` (a command's events, first or retried), or its
+    wait's bound passed. For a command whose event ends someone's right to a case (a transfer,
+    a revocation, a withdrawal, a closure): a read sent after its answer waits for the reading
+    service's facts to hold the case's facts on the bus (``AccessControl.reader_facts``), so it
+    is decided with the end only if the end is on the bus when the answer is given. Past the
+    bound (the bus is down, the case's records are parked) the command, recorded, is answered
+    all the same, and the log says so: until the relay publishes it, reads elsewhere may be
+    decided without it."""
+    if recorded and not await published(recorded[-1].position):
+        log.warning(
+            "%s recorded at position %d answered before the bus acknowledged it",
+            what,
+            recorded[-1].position,
+        )
+
+
 RETRY_BUDGET = 10.0
 """Seconds a command keeps deciding again after losing races before it is answered ABORTED."""
 

@@ -57,11 +57,13 @@ ENDED_BY_EVENTS = frozenset(
         Relationship.ASSIGNED_WORKER,
         Relationship.TEAM_SUPERVISOR,
         Relationship.REFERRAL_RECIPIENT,
+        Relationship.EMERGENCY_ACCESS,
     }
 )
 """Relationships an event on the bus can end: a transfer (the worker's, the team's), a
-referral completed or declined, a consent revoked, the case closed. The others do not end by
-an event (a case's agency, the client themself) or end by the clock (an emergency access)."""
+referral withdrawn, completed or declined, a consent revoked, the case closed, an emergency
+access closed before its time box (its end by the clock needs no event). The others do not end
+by an event (a case's agency, the client themself)."""
 
 
 def may_rest_on_ended(role: Role, action: Action, purpose: AccessPurpose) -> bool:

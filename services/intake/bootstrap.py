@@ -58,6 +58,7 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
             infra.keyring,
             today=lambda: agency_today(infra.time_zone),
             review_within=emergency_review_within(),
+            published=host.published,
         )
     )
 

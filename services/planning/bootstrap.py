@@ -23,7 +23,12 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     # An assigned worker's command waits for the view to hold every transfer answered before:
     # only those, not planning's own events coming back.
     assignments = frozenset({CaseAssigned.event_type, CaseReassigned.event_type})
-    deps = Dependencies(host.store, CaseViews(host.read_models), host.caught_up(views, assignments))
+    deps = Dependencies(
+        host.store,
+        CaseViews(host.read_models),
+        host.caught_up(views, assignments),
+        published=host.published,
+    )
     servicer = PlanningServicer(deps, access)
 
     def register(server: grpc.aio.Server) -> None:

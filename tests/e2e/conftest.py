@@ -16,6 +16,7 @@ import pytest_asyncio
 
 from cli.rpc import Connection, TokenSource, connect
 from services.demo import embedded_services
+from tests.support.backends import CASETRAIL_BACKENDS
 from tests.support.distributed import distributed_services
 from tests.support.identity import TestIssuer
 
@@ -40,10 +41,7 @@ class Casetrail:
 @pytest_asyncio.fixture(
     scope="package",
     loop_scope="package",
-    params=[
-        "embedded",
-        pytest.param("distributed", marks=[pytest.mark.postgres, pytest.mark.kafka]),
-    ],
+    params=CASETRAIL_BACKENDS,
 )
 async def casetrail(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, issuer: TestIssuer

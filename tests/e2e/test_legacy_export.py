@@ -38,6 +38,7 @@ from services.demo import embedded_services
 from tests.e2e.conftest import Casetrail
 from tests.e2e.exports import SIGN_EVERY, proven_export
 from tests.e2e.support import casetrail_cli, key
+from tests.support.backends import CASETRAIL_BACKENDS
 from tests.support.distributed import ServiceProcesses, fresh_database, fresh_topic
 from tests.support.identity import TestIssuer
 from tests.support.kafka_reading import partitions_of, records_to_end
@@ -94,10 +95,7 @@ def _legacy_registry() -> EventRegistry:
 @pytest_asyncio.fixture(
     scope="module",
     loop_scope="module",
-    params=[
-        "embedded",
-        pytest.param("distributed", marks=[pytest.mark.postgres, pytest.mark.kafka]),
-    ],
+    params=CASETRAIL_BACKENDS,
 )
 async def upgraded(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, issuer: TestIssuer

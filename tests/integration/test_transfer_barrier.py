@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -25,22 +24,18 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
-from casetrail_platform.bus.kafka_settings import KafkaSettings
-from casetrail_platform.bus.topics import TopicSettings, ensure_topics
-from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.policy.projection import CaseFactsProjection
 from casetrail_platform.projections.runner import BusProjectionHandler
-from cli.rpc import Connection, Person, command, connect, eventually, query, refusal_of
+from cli.rpc import Connection, Person, command, eventually, query
 from cli.walk.story import COORDINATOR, RECEPTIONIST
 from events.catalog.assignment import CaseReassigned
 from events.envelope import RecordedEvent
 from services.audit.adapters.timeline import TimelineProjection
 from services.planning.adapters.case_views import CaseViewProjection
-from services.runner import start_services, stop_services
-from tests.e2e.support import registration
-from tests.support.distributed import fresh_database, fresh_topic
+from tests.e2e.support import ON_CALL, Case, opening, registration
+from tests.support.backends import on_each_backend
 from tests.support.identity import TestIssuer
-from tests.support.servers import kafka_bootstrap
+from tests.support.in_process import outcome, services_in_process
 
 SERVICES = ("intake", "coordination", "planning")
 EAST = Person("sup-omar-haddad", "supervisor", team="team-east")
@@ -54,34 +49,6 @@ def key() -> str:
     return uuid.uuid4().hex
 
 
-@asynccontextmanager
-async def casetrail(
-    backend: str, tmp_path: Path, issuer: TestIssuer, services: tuple[str, ...] = SERVICES
-) -> AsyncIterator[Connection]:
-    async with _infrastructure(backend, tmp_path, issuer) as infra:
-        running = await start_services(infra, services, "127.0.0.1", dict.fromkeys(services, 0))
-        try:
-            addresses = {s.name: f"127.0.0.1:{s.port}" for s in running}
-            everyone = {"audit": "127.0.0.1:9"} | addresses  # unless started, never called
-            async with connect(everyone, issuer.tokens) as connection:
-                yield connection
-        finally:
-            await stop_services(running)
-
-
-@asynccontextmanager
-async def _infrastructure(
-    backend: str, tmp_path: Path, issuer: TestIssuer
-) -> AsyncIterator[Infrastructure]:
-    if backend == "embedded":
-        yield Infrastructure.embedded(tmp_path, verifier=issuer.verifier())
-        return
-    async with fresh_database() as dsn, fresh_topic() as topic:
-        kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap())
-        await ensure_topics(kafka, TopicSettings(case_events_topic=topic))
-        yield Infrastructure.distributed(tmp_path, dsn, kafka, topic, verifier=issuer.verifier())
-
-
 async def told(
     backend: str,
     tmp_path: Path,
@@ -92,7 +59,7 @@ async def told(
     """``story`` told against ``services`` on ``backend``; the held groups let go after it."""
     issuer = TestIssuer()
     try:
-        async with casetrail(backend, tmp_path, issuer, services) as stubs:
+        async with services_in_process(backend, tmp_path, issuer, services) as stubs:
             await story(stubs, flowing)
     finally:
         flowing.set()
@@ -127,20 +94,7 @@ def _holding(monkeypatch: pytest.MonkeyPatch, *projections: str) -> asyncio.Even
     return flowing
 
 
-async def outcome(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
-    """The call's status code and ``ErrorInfo`` reason (``OK`` and ``""`` if answered)."""
-    try:
-        await call
-    except grpc.aio.AioRpcError as error:
-        refusal = refusal_of(error)
-        return refusal.code, refusal.reason
-    return grpc.StatusCode.OK, ""
-
-
-@pytest.mark.parametrize(
-    "backend",
-    ["embedded", pytest.param("distributed", marks=[pytest.mark.postgres, pytest.mark.kafka])],
-)
+@on_each_backend
 async def test_a_transfer_answered_counts_in_the_previous_teams_close_and_reopen(
     backend: str, tmp_path: Path, held: asyncio.Event
 ) -> None:
@@ -206,10 +160,7 @@ async def _transfer_then_close_and_reopen(stubs: Connection, flowing: asyncio.Ev
     assert await outcome(reopen(WEST)) == (grpc.StatusCode.OK, "")
 
 
-@pytest.mark.parametrize(
-    "backend",
-    ["embedded", pytest.param("distributed", marks=[pytest.mark.postgres, pytest.mark.kafka])],
-)
+@on_each_backend
 async def test_a_transfer_answered_counts_in_the_previous_workers_commands(
     backend: str, tmp_path: Path, view_held: asyncio.Event
 ) -> None:
@@ -252,10 +203,7 @@ async def _transfer_then_log_contacts(stubs: Connection, flowing: asyncio.Event)
     assert await outcome(log_contact(TOM)) == (grpc.StatusCode.OK, "")
 
 
-@pytest.mark.parametrize(
-    "backend",
-    ["embedded", pytest.param("distributed", marks=[pytest.mark.postgres, pytest.mark.kafka])],
-)
+@on_each_backend
 async def test_a_transfer_answered_counts_in_the_previous_workers_reads(
     backend: str, tmp_path: Path, held: asyncio.Event
 ) -> None:
@@ -324,6 +272,22 @@ async def _transfer_then_read(stubs: Connection, flowing: asyncio.Event) -> None
         retry=lambda refusal: refusal.code is not grpc.StatusCode.INVALID_ARGUMENT,
     )
 
+    # Dana's colleague on call broke the glass: her supervisor reviews it (the team's case).
+    opened = await stubs.as_(ON_CALL).intake.OpenEmergencyAccess(opening(Case(client_id, case_id)))
+
+    async def review_queue(person: Person) -> list[str]:
+        answer = await stubs.as_(person).intake.ListEmergencyAccesses(
+            intake_pb2.ListEmergencyAccessesRequest(context=query("supervision"), case_id=case_id)
+        )
+        return [entry.emergency_access_id for entry in answer.accesses]
+
+    await eventually(
+        lambda: review_queue(EAST),
+        lambda listed: listed == [opened.emergency_access_id],
+        what="intake's queue to show the access",
+        patience=PATIENCE,
+    )
+
     flowing.clear()  # the facts' groups hold the transfer from now on
     await _transfer_to_tom(stubs, case_id)
     waiting = (grpc.StatusCode.UNAVAILABLE, "FACTS_NOT_CAUGHT_UP")
@@ -332,6 +296,8 @@ async def _transfer_then_read(stubs: Connection, flowing: asyncio.Event) -> None
     assert await outcome(correct_date_of_birth(DANA)) == waiting
     # Her supervisor reads the trail at audit, on audit's copy of the case (answered OK before).
     assert await outcome(trail(EAST)) == waiting
+    # And the queue of emergency accesses to review (listed the access before).
+    assert await outcome(review_queue(EAST)) == waiting
     assert await answers(TOM) == [waiting] * 3
     # A coordinator's right is the agency's, which no event ends: it waits for nothing.
     assert await answers(COORDINATOR, "coordination") == [ok] * 3
@@ -357,6 +323,8 @@ async def _transfer_then_read(stubs: Connection, flowing: asyncio.Event) -> None
     assert await outcome(correct_date_of_birth(TOM)) == ok
     assert (await outcome(trail(EAST)))[0] is grpc.StatusCode.PERMISSION_DENIED
     assert await outcome(trail(WEST)) == ok
+    assert await review_queue(EAST) == []
+    assert await review_queue(WEST) == [opened.emergency_access_id]
 
 
 async def _assigned_to_dana(stubs: Connection) -> str:

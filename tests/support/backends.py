@@ -1,11 +1,14 @@
-"""A service's own event store and its read models on either backend, for tests that run the
-same steps on SQLite and on PostgreSQL (a fixture parametrized by backend opens them here)."""
+"""The backends tests run the same steps on: casetrail's (embedded, distributed:
+``on_each_backend``) and a service's own event store and read models on SQLite or PostgreSQL
+(a fixture parametrized by ``BACKENDS`` opens them here)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+import pytest
 
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
@@ -15,6 +18,16 @@ from events.registry import EventRegistry
 from tests.support.servers import postgres_dsn, schema_of_its_own
 
 BACKENDS = ["sqlite", "postgres"]
+"""The stores' two backends, as a test's parameters."""
+
+CASETRAIL_BACKENDS = [
+    "embedded",
+    pytest.param("distributed", marks=[pytest.mark.postgres, pytest.mark.kafka]),
+]
+"""casetrail's two backends as a test's parameters: the distributed one needs the servers."""
+
+on_each_backend = pytest.mark.parametrize("backend", CASETRAIL_BACKENDS)
+"""A test taking ``backend``, run on the embedded and on the distributed backend."""
 
 
 @asynccontextmanager

@@ -9,7 +9,7 @@ before and passed to the pure decision; a retried command returns its first resu
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from typing import TypeVar
@@ -19,10 +19,13 @@ from pydantic import ValidationError
 from casetrail_platform.ages import age_on, agency_today
 from casetrail_platform.commands import CommandContext, InvalidCommand, NotFound, derived_id
 from casetrail_platform.decide import (
+    Published,
     ReadGuard,
     execute,
     execute_folded,
     folded,
+    once_published,
+    published_at_once,
     recorded_before,
 )
 from casetrail_platform.folded import Fold
@@ -116,10 +119,6 @@ S = TypeVar("S")
 Recorded = list[RecordedEvent]
 
 
-async def _at_once(position: int) -> bool:
-    return True
-
-
 @dataclass(frozen=True, slots=True)
 class Dependencies:
     store: EventStore
@@ -132,7 +131,7 @@ class Dependencies:
     at a time (``caseload_lock``), so two of them never both take the worker's last place."""
     time_zone: tzinfo = UTC
     """The agency's: rules about what is valid now (licences, ages) are checked on its date."""
-    published: Callable[[int], Awaitable[bool]] = _at_once
+    published: Published = published_at_once
     """Whether the bus has acknowledged the store's events up to a position, waiting a bounded
     time (``ServiceHost.published``); by default (tests without a relay) at once."""
 
@@ -205,19 +204,13 @@ async def transfer_case(
 
 
 async def on_the_bus(deps: Dependencies, recorded: Recorded) -> Recorded:
-    """``recorded`` once the bus has it: planning's CloseCase and intake's ReopenCase hold a
-    supervisor to the case's team as their facts learn it from the bus, and wait for the
-    events of the case already on it (``AccessControl.require_supervision``), so an assignment
-    or a transfer answered only once it is there always counts in a supervisor's command sent
-    after the answer. The command is recorded either way: if the bus has not taken it within
-    the bound (it is down, or the case's records are parked) it is answered all the same, and
-    then a supervisor's command may be decided without it until the relay publishes it (README,
-    "A transfer not delivered yet")."""
-    if recorded and not await deps.published(recorded[-1].position):
-        log.warning(
-            "assignment recorded at position %d answered before the bus acknowledged it",
-            recorded[-1].position,
-        )
+    """``recorded`` once the bus has it (``decide.once_published``), for the commands whose event
+    ends someone's right to the case: an assignment or a transfer (the previous worker's and
+    team's; planning's CloseCase and intake's ReopenCase also hold a supervisor to the team as
+    the bus has it, ``AccessControl.require_supervision``) and a referral's withdrawal (the
+    partner agency's). A read or a supervisor's command sent after the answer then counts it
+    (README, "A transfer not delivered yet")."""
+    await once_published(deps.published, recorded, "case event ending a right")
     return recorded
 
 
@@ -252,12 +245,14 @@ async def withdraw_referral(
     # decide_withdrawal checks the case's worker again on the history it decides on.
     await carried_case(deps, context, Action.WITHDRAW_REFERRAL, command.case_id)
     await command_facts(deps, context, command.case_id)
-    return await _run(
+    recorded = await _run(
         deps,
         context,
         case_stream(command.case_id),
         lambda history: decide_withdrawal(case_state(history), command, context.actor),
     )
+    # The partner agency reads no more of the case from the answer on (``on_the_bus``).
+    return await on_the_bus(deps, recorded)
 
 
 REFERRED_SCOPE = frozenset({RecordSection.REFERRALS})

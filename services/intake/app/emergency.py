@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from casetrail_platform.commands import CommandContext, InvalidCommand, derived_id
-from casetrail_platform.decide import execute
+from casetrail_platform.decide import Published, execute, once_published
 from casetrail_platform.identity.principal import Principal
-from casetrail_platform.policy.decide import decide_emergency_opening, refusal
+from casetrail_platform.policy.decide import decide_emergency_opening, may_rest_on_ended, refusal
 from casetrail_platform.policy.facts import CaseFacts
 from casetrail_platform.policy.guard import AccessControl, AccessDenied
 from casetrail_platform.policy.vocabulary import BREAK_GLASS_ENTITLEMENT, Action, Decision
@@ -230,10 +230,13 @@ async def close_emergency_access(
     principal: Principal,
     command: CloseEmergencyAccess,
     now: datetime,
+    published: Published,
 ) -> Closed:
     """The grantee, or whoever may review the access, ends it before its time box; from then
-    nothing more is read under it. Anyone else is refused, and recorded, under the oversight
-    decision that did not let them (they learn nothing of the access)."""
+    nothing more is read under it (answered once the bus has the closing, ``once_published``:
+    the grantee's reads in every service wait for their facts to hold it). Anyone else is
+    refused, and recorded, under the oversight decision that did not let them (they learn
+    nothing of the access)."""
     closing = closing_of(context, principal, command, now)
     purpose = _oversight(principal)
     oversee = await _oversight_rule(access, principal, purpose, closing.case_id)
@@ -250,6 +253,7 @@ async def close_emergency_access(
     except _NotOverseen as refused:
         action = Action.CLOSE_EMERGENCY_ACCESS
         await access.refuse(principal, action, purpose, closing.case_id, refused.decision)
+    await once_published(published, recorded, "emergency access's closing")
     first = recorded[0].event if recorded else closing
     assert isinstance(first, EmergencyAccessClosed)
     return Closed(recorded_of(closing.case_id, recorded), first)
@@ -286,8 +290,9 @@ async def review_queue(
     # One read for the facts of every case scanned (up to the queue's scan, 10,000), not one
     # round trip per case.
     facts = await access.cases_facts([entry.case_id for entry in entries])
-    for entry in entries:
-        decision = _or_grantee_supervision(
+
+    def decided(entry: EmergencyAccessEntry) -> Decision:
+        return _or_grantee_supervision(
             access.decide(principal, Action.READ_TRAIL, purpose, facts[entry.case_id]),
             access,
             principal,
@@ -295,6 +300,16 @@ async def review_queue(
             facts[entry.case_id],
             entry,
         )
+
+    # A supervisor's right rests on the case's team, which a transfer ends: the cases the facts
+    # as they stand show are decided again on facts holding the cases' facts on the bus
+    # (``reader_facts_of``). Only those: a wait for every case scanned would be as many
+    # questions to the bus, and a case the facts refuse is not shown either way.
+    waits = may_rest_on_ended(principal.role, Action.READ_TRAIL, purpose)
+    if waits and (shown := [entry.case_id for entry in entries if decided(entry).allowed]):
+        facts |= await access.reader_facts_of(principal, Action.READ_TRAIL, purpose, shown)
+    for entry in entries:
+        decision = decided(entry)
         if not decision.allowed:
             withheld = decision
             continue

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from casetrail_platform.commands import CommandContext, InvalidCommand, NotFound, derived_id
-from casetrail_platform.decide import execute, recorded_before
+from casetrail_platform.decide import Published, execute, once_published, recorded_before
 from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring
 from casetrail_platform.locking.port import Locks
 from casetrail_platform.store.port import EventStore, StreamVersion
@@ -313,8 +313,10 @@ def revocation_of(command: RevokeConsent, client_id: str) -> ConsentRevoked:
 
 
 async def revoke_consent(
-    store: EventStore, context: CommandContext, command: RevokeConsent
+    store: EventStore, context: CommandContext, command: RevokeConsent, published: Published
 ) -> Recorded:
+    """Answered once the bus has the revocation (``once_published``): the partner agency's
+    reads in every service wait for their facts to hold it, from the answer on."""
     require_role(context.actor.role, Action.RECORD_CONSENT)
     # Checked before anything is read: the decision builds the event again with the client.
     revocation_of(command, UNCHECKED_CLIENT)
@@ -330,6 +332,7 @@ async def revoke_consent(
                 history, command.case_id, command.consent_id, command.reason
             ),
         )
+    await once_published(published, recorded, "consent revocation")
     return recorded_of(command.case_id, recorded)
 
 

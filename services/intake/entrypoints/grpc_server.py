@@ -11,6 +11,7 @@ from typing_extensions import override
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from casetrail_platform.ages import agency_today
 from casetrail_platform.commands import RuleBroken, required_id
+from casetrail_platform.decide import Published, published_at_once
 from casetrail_platform.grpc_platform.context import read_command, read_query
 from casetrail_platform.grpc_platform.errors import status_for
 from casetrail_platform.grpc_platform.server import Context, refusals_as_status
@@ -85,6 +86,10 @@ class IntakeDeps:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     review_within: timedelta = DEFAULT_REVIEW_WITHIN
     """An emergency access not reviewed this long after it opened is overdue."""
+    published: Published = published_at_once
+    """Whether the bus has acknowledged the store's events up to a position, waiting a bounded
+    time (``ServiceHost.published``): a revocation and an emergency access's closing are
+    answered once it has them."""
 
 
 class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
@@ -273,7 +278,8 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             ),
             home_agency=self._deps.access.home_agency,
         )
-        recorded = await handlers.revoke_consent(self._deps.store, ctx, command)
+        deps = self._deps
+        recorded = await handlers.revoke_consent(deps.store, ctx, command, deps.published)
         return intake_pb2.RevokeConsentResponse(result=to_proto.command_result(recorded))
 
     @override
@@ -524,7 +530,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             home_agency=None,
         )
         closed = await emergency.close_emergency_access(
-            deps.store, deps.access, ctx, principal, command, now
+            deps.store, deps.access, ctx, principal, command, now, deps.published
         )
         return intake_pb2.CloseEmergencyAccessResponse(
             result=to_proto.command_result(closed.recorded),

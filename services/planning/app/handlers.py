@@ -8,13 +8,19 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from casetrail_platform.commands import CommandContext, NotCaughtUp
-from casetrail_platform.decide import execute_folded, folded
+from casetrail_platform.decide import (
+    Published,
+    execute_folded,
+    folded,
+    once_published,
+    published_at_once,
+)
 from casetrail_platform.store.port import EventStore
 from events.catalog.base import CaseEvent
 from events.envelope import RecordedEvent
 from services.planning.adapters.case_views import CaseViews
 from services.planning.app.validation import invalid_command
-from services.planning.domain.commands import Command
+from services.planning.domain.commands import CloseCase, Command
 from services.planning.domain.decisions import ACTIONS, decide, planned_goals
 from services.planning.domain.model import CasePlanning, case_fold, fold
 from services.planning.domain.qualifications import task_workers
@@ -36,6 +42,9 @@ class Dependencies:
     """Whether the case view's consumer group has applied every event of the case's partition
     that was on the bus when asked, waiting a bounded time (``ServiceHost.caught_up``): the
     barrier an assigned worker's command waits at. ``None``: a view not fed from a bus."""
+    published: Published = published_at_once
+    """Whether the bus has acknowledged the store's events up to a position, waiting a bounded
+    time (``ServiceHost.published``): a closure is answered once it has it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,10 @@ async def handle(
     already (``decide.recorded_before``, a supervisor's CloseCase): the retry is answered from
     it, with nothing decided or read again."""
     recorded = earlier if earlier is not None else await _record(deps, context, command)
+    if isinstance(command, CloseCase):
+        # A closure ends a partner agency's part in the case: from the answer on, its reads in
+        # every service wait for their facts to hold it (``once_published``).
+        await once_published(deps.published, recorded, "case closure")
     stream = stream_for(command.case_id)
     kept = case_fold(command.case_id)
     until = recorded[-1].sequence if recorded else None

@@ -1,8 +1,9 @@
-"""AssignCase and TransferCase answer only once the bus has the assignment (the relay's
-acknowledgement, ``Dependencies.published``): planning's CloseCase and intake's ReopenCase wait
-for their facts to apply what the bus held when they began, so a transfer answered is always
-counted in a supervisor's command sent after the answer (README, "A transfer not delivered
-yet"). Past the wait's bound the command, recorded, is answered all the same."""
+"""AssignCase, TransferCase and WithdrawReferral answer only once the bus has their event (the
+relay's acknowledgement, ``Dependencies.published``): planning's CloseCase and intake's
+ReopenCase wait for their facts to apply what the bus held when they began, and so do the reads
+of a caller whose right an event can end, so a transfer or a withdrawal answered is always
+counted in a supervisor's command or a read sent after the answer (README, "A transfer not
+delivered yet"). Past the wait's bound the command, recorded, is answered all the same."""
 
 from __future__ import annotations
 
@@ -18,42 +19,31 @@ from cli.rpc import Person
 from events.catalog.values import NeedCategory
 from services.coordination.app.handlers import Dependencies
 from tests.support.identity import acting
-from tests.unit.coordination.rpc import assign
+from tests.support.publication import HeldPublication
+from tests.unit.coordination.rpc import accept, assign, assigned_case, refer
 from tests.unit.coordination.support import IntakeFeed, command_context
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub
 
 
-class Bus:
-    """The relay's answer to ``published``: held until ``acknowledge`` (or said ``False``)."""
-
-    def __init__(self) -> None:
-        self.asked: list[int] = []
-        self.acknowledged = asyncio.Event()
-        self.down = False
-
-    async def published(self, position: int) -> bool:
-        self.asked.append(position)
-        if self.down:
-            return False
-        await self.acknowledged.wait()
-        return True
+@pytest.fixture
+def bus() -> HeldPublication:
+    return HeldPublication()
 
 
 @pytest.fixture
-def bus() -> Bus:
-    return Bus()
-
-
-@pytest.fixture
-def deps(deps: Dependencies, bus: Bus) -> Dependencies:
+def deps(deps: Dependencies, bus: HeldPublication) -> Dependencies:
     """The package's ``deps`` (and so its ``stub``) answering only once ``bus`` has published."""
     return replace(deps, published=bus.published)
 
 
 async def test_assignments_are_answered_once_the_bus_has_them(
-    stub: Stub, bus: Bus, deps: Dependencies, intake: IntakeFeed, caplog: pytest.LogCaptureFixture
+    stub: Stub,
+    bus: HeldPublication,
+    deps: Dependencies,
+    intake: IntakeFeed,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
     assigning = asyncio.ensure_future(assign(stub, "case-1", "cm-dana"))
@@ -89,7 +79,7 @@ async def test_assignments_are_answered_once_the_bus_has_them(
 
 
 async def test_a_supervisor_s_transfer_retried_is_answered_once_the_bus_has_it(
-    stub: Stub, bus: Bus, deps: Dependencies, intake: IntakeFeed
+    stub: Stub, bus: HeldPublication, deps: Dependencies, intake: IntakeFeed
 ) -> None:
     """A supervisor's transfer answered past the bound (or whose answer was lost while it
     waited), sent again under its key: the retry is answered from what was recorded, and only
@@ -122,3 +112,31 @@ async def test_a_supervisor_s_transfer_retried_is_answered_once_the_bus_has_it(
     assert bus.asked == [transferred]
     bus.acknowledged.set()
     assert await retrying == first
+
+
+async def test_a_withdrawal_is_answered_once_the_bus_has_it(
+    stub: Stub, bus: HeldPublication, deps: Dependencies, intake: IntakeFeed
+) -> None:
+    """The partner agency's reads wait for their facts to hold what the bus has: answered
+    once the withdrawal is there, its next read is decided with it."""
+    bus.acknowledged.set()
+    await assigned_case(stub, intake, "sw-lcsw", NeedCategory.COUNSELING)
+    referral = await refer(stub, "case-1", "counseling")
+    await accept(stub, "case-1", referral.referral_id)
+    bus.acknowledged.clear()
+    bus.asked.clear()
+    withdrawing = asyncio.ensure_future(
+        stub.WithdrawReferral(
+            pb.WithdrawReferralRequest(
+                context=command_context("coordinator"),
+                case_id="case-1",
+                referral_id=referral.referral_id,
+                reason="client changed their mind",
+            )
+        )
+    )
+    await asyncio.sleep(0.3)
+    assert not withdrawing.done(), "answered before the bus acknowledged it"
+    assert bus.asked == [(await deps.store.read_stream("case-case-1"))[-1].position]
+    bus.acknowledged.set()
+    await withdrawing

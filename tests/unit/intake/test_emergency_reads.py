@@ -4,21 +4,24 @@ oversight decision needs is found in the history the command decides on."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from casetrail_platform.commands import NotCaughtUp
+from casetrail_platform.decide import published_at_once
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import AccessControl, AccessDenied
-from casetrail_platform.policy.projection import FACTS, CaseFactsProjection
+from casetrail_platform.policy.projection import FACTS, CaseFactsProjection, CaseFactsReader
 from casetrail_platform.projections.port import Document
 from casetrail_platform.projections.runner import catch_up
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.access import AccessPurpose, RecordAccessDenied
-from events.catalog.base import Role
+from events.catalog.assignment import CaseAssigned
+from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseOpened
 from events.catalog.emergency import EmergencyAccessClosed, EmergencyAccessReviewed
 from events.catalog.examples import example_events
@@ -40,10 +43,12 @@ from services.intake.app.emergency import (
     review_queue,
 )
 from services.intake.domain.cases import case_stream
+from tests.support.publication import HeldPublication
 from tests.unit.intake.support import GRANTEE, context_of
 
 GRANTEES_SUPERVISOR = Principal("helen", Role.SUPERVISOR, "eastbay-dss", "test", "team-east")
 OTHER_SUPERVISOR = Principal("omar", Role.SUPERVISOR, "eastbay-dss", "test", "team-west")
+AUDITOR = Principal("james", Role.AUDITOR, "eastbay-dss", "test")
 CASE = "case-glass-1"
 
 
@@ -126,6 +131,7 @@ async def test_a_closing_by_the_grantee_reads_the_case_once(
         GRANTEE,
         CloseEmergencyAccess(CASE, access_id),
         datetime.now(UTC),
+        published_at_once,
     )
 
     assert isinstance(closed.closing, EmergencyAccessClosed)
@@ -154,6 +160,7 @@ async def test_whoever_does_not_oversee_the_access_is_refused_and_recorded_writi
             OTHER_SUPERVISOR,
             CloseEmergencyAccess(CASE, access_id),
             datetime.now(UTC),
+            published_at_once,
         )
 
     assert await store.stream_version(case_stream(CASE)) == version
@@ -200,3 +207,111 @@ async def test_the_review_queue_reads_the_facts_of_its_cases_in_one_read(
     assert not more
     assert FACTS not in single
     assert many == [[CASE]]
+
+
+async def test_a_closing_is_answered_once_the_bus_has_it(
+    store: SqliteEventStore, read_models: SqliteReadModelStore, access: AccessControl
+) -> None:
+    """The grantee's reads in every service wait for their facts to hold what the bus has: from
+    the answer on, they are decided with the closing (``IntakeDeps.published``)."""
+    access_id = await _opened_access(store, read_models, access)
+    publication = HeldPublication()
+    closing, now = context_of(GRANTEE), datetime.now(UTC)
+    closed = await publication.answered_once_acknowledged(
+        store,
+        case_stream(CASE),
+        lambda: close_emergency_access(
+            store,
+            access,
+            closing,
+            GRANTEE,
+            CloseEmergencyAccess(CASE, access_id),
+            now,
+            publication.published,
+        ),
+    )
+    assert closed.closing.emergency_access_id == access_id
+
+
+async def test_a_supervisor_s_queue_is_decided_on_the_facts_the_bus_has(
+    store: SqliteEventStore, read_models: SqliteReadModelStore
+) -> None:
+    """A supervisor sees an access in the queue by the case's team (or, on a case no team
+    carries, the grantee's): a transfer ends that. The cases the facts as they stand show are
+    waited for (``case_facts_caught_up``) and decided again afresh; an auditor's right is the
+    agency's, and asks nothing."""
+    asked: list[str] = []
+
+    async def caught_up(case_id: str) -> bool:
+        # The facts' group catches up meanwhile: coordination assigned the case to team-west.
+        asked.append(case_id)
+        await _record(store, "casetrail/coordination", _assigned_west())
+        await catch_up(store, read_models, CaseFactsProjection())
+        return True
+
+    access = AccessControl(
+        store, CaseFactsReader(read_models), "casetrail/intake", case_facts_caught_up=caught_up
+    )
+    await _opened_access(store, read_models, access)
+    await catch_up(store, read_models, EmergencyAccessesProjection())
+
+    def queue(principal: Principal, purpose: AccessPurpose) -> Awaitable[tuple[list[Any], bool]]:
+        return review_queue(
+            EmergencyAccessQueue(read_models),
+            access,
+            principal,
+            purpose,
+            ListEmergencyAccesses(),
+            datetime.now(UTC),
+            timedelta(hours=72),
+        )
+
+    assert await queue(GRANTEES_SUPERVISOR, AccessPurpose.SUPERVISION) == ([], False)
+    assert asked == [CASE]  # answered OK, the access listed, before the queue waited
+    [item], _ = await queue(AUDITOR, AccessPurpose.CONFIDENTIALITY_REVIEW)
+    assert item.entry.case_id == CASE
+    assert asked == [CASE]
+
+
+async def test_a_supervisor_s_queue_not_caught_up_in_time_discloses_nothing(
+    store: SqliteEventStore, read_models: SqliteReadModelStore
+) -> None:
+    async def behind(case_id: str) -> bool:
+        return False
+
+    access = AccessControl(
+        store, CaseFactsReader(read_models), "casetrail/intake", case_facts_caught_up=behind
+    )
+    await _opened_access(store, read_models, access)
+    await catch_up(store, read_models, EmergencyAccessesProjection())
+    with pytest.raises(NotCaughtUp):
+        await review_queue(
+            EmergencyAccessQueue(read_models),
+            access,
+            GRANTEES_SUPERVISOR,
+            AccessPurpose.SUPERVISION,
+            ListEmergencyAccesses(),
+            datetime.now(UTC),
+            timedelta(hours=72),
+        )
+
+
+def _assigned_west() -> CaseAssigned:
+    return CaseAssigned(
+        case_id=CASE,
+        worker_id="sw-west",
+        worker_role=Role.SOCIAL_WORKER,
+        worker_team="team-west",
+        reason="fits",
+    )
+
+
+async def _record(store: SqliteEventStore, source: str, event: CaseEvent) -> None:
+    metadata = EventMetadata(
+        source=source,
+        actor=Actor("coordinator-1", Role.COORDINATOR),
+        occurred_at=datetime.now(UTC),
+        correlation_id=uuid.uuid4(),
+    )
+    stream = case_stream(CASE)
+    await store.append(stream, [NewEvent(event, metadata)], await store.stream_version(stream))

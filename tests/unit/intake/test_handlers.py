@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -29,16 +29,21 @@ from services.intake.app import handlers, queries
 from services.intake.app.commands import (
     ContactInput,
     FindDuplicates,
+    GrantConsent,
     IdentifierInput,
     NameInput,
     OpenCase,
     PresentingNeedInput,
+    RecipientInput,
     ReferralSourceInput,
     RegisterClient,
     ReopenCase,
+    RevokeConsent,
 )
+from services.intake.domain.cases import case_stream
 from services.intake.domain.clients import client_stream
 from services.intake.domain.errors import PossibleDuplicateClient
+from tests.support.publication import HeldPublication
 from tests.unit.intake.support import (
     assessing,
     closed_by_planning,
@@ -390,3 +395,33 @@ async def test_invisible_characters_cannot_hide_a_duplicate_identifier(
     with pytest.raises(InvalidCommand) as refused:
         queries.probe_from(FindDuplicates(identifiers=(hidden,)))
     assert [v.field for v in refused.value.violations] == ["identifiers[0].value"]
+
+
+async def test_a_revocation_is_answered_once_the_bus_has_it(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    """The partner agency's reads in every service wait for their facts to hold what the bus
+    has: from the answer on, they are decided with the revocation (``IntakeDeps.published``)."""
+    case_id = await open_a_case(store, directory)
+    _, consent_id = await handlers.grant_consent(
+        store,
+        context(Role.SOCIAL_WORKER, "consent"),
+        GrantConsent(
+            case_id,
+            RecipientInput("agency", "sunrise-home-care", "Sunrise Home Care"),
+            "coordination",
+            ("identity", "referrals"),
+            (),
+            datetime.now(UTC) + timedelta(days=30),
+            "scan://consents/1.pdf",
+        ),
+        datetime.now(UTC),
+    )
+    publication = HeldPublication()
+    revoking = context(Role.SOCIAL_WORKER, "revoke")
+    revocation = RevokeConsent(case_id, consent_id, "Client changed her mind")
+    await publication.answered_once_acknowledged(
+        store,
+        case_stream(case_id),
+        lambda: handlers.revoke_consent(store, revoking, revocation, publication.published),
+    )

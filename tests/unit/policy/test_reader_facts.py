@@ -36,8 +36,8 @@ P = AccessPurpose
         (Role.INTAKE_WORKER, Action.READ_CASE, P.DIRECT_CARE, False),
         (Role.AUDITOR, Action.READ_CASE, P.CONFIDENTIALITY_REVIEW, False),
         (Role.CLIENT, Action.READ_CASE, P.CLIENT_REQUEST, False),
-        # Break the glass: the access ends by the clock, not by an event.
-        (Role.SOCIAL_WORKER, Action.READ_CASE, P.EMERGENCY, False),
+        # Break the glass: the access ends by the clock, or earlier by its closing (an event).
+        (Role.SOCIAL_WORKER, Action.READ_CASE, P.EMERGENCY, True),
         # No rule fits: refused whatever the facts say, so nothing to wait for.
         (Role.SOCIAL_WORKER, Action.READ_CASE, P.SUPERVISION, False),
     ],
