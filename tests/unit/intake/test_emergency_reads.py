@@ -37,6 +37,7 @@ from services.intake.app.commands import (
     ReviewEmergencyAccess,
 )
 from services.intake.app.emergency import (
+    QueueItem,
     close_emergency_access,
     open_emergency_access,
     review_emergency_access,
@@ -193,15 +194,7 @@ async def test_the_review_queue_reads_the_facts_of_its_cases_in_one_read(
     monkeypatch.setattr(read_models, "get", counted_get)
     monkeypatch.setattr(read_models, "get_many", counted_many)
 
-    items, more = await review_queue(
-        EmergencyAccessQueue(read_models),
-        access,
-        GRANTEES_SUPERVISOR,
-        AccessPurpose.SUPERVISION,
-        ListEmergencyAccesses(),
-        datetime.now(UTC),
-        timedelta(hours=72),
-    )
+    items, more = await _queue(read_models, access, GRANTEES_SUPERVISOR, AccessPurpose.SUPERVISION)
 
     assert [item.entry.case_id for item in items] == [CASE]
     assert not more
@@ -255,20 +248,12 @@ async def test_a_supervisor_s_queue_is_decided_on_the_facts_the_bus_has(
     await _opened_access(store, read_models, access)
     await catch_up(store, read_models, EmergencyAccessesProjection())
 
-    def queue(principal: Principal, purpose: AccessPurpose) -> Awaitable[tuple[list[Any], bool]]:
-        return review_queue(
-            EmergencyAccessQueue(read_models),
-            access,
-            principal,
-            purpose,
-            ListEmergencyAccesses(),
-            datetime.now(UTC),
-            timedelta(hours=72),
-        )
-
-    assert await queue(GRANTEES_SUPERVISOR, AccessPurpose.SUPERVISION) == ([], False)
+    assert await _queue(read_models, access, GRANTEES_SUPERVISOR, AccessPurpose.SUPERVISION) == (
+        [],
+        False,
+    )
     assert asked == [CASE]  # answered OK, the access listed, before the queue waited
-    [item], _ = await queue(AUDITOR, AccessPurpose.CONFIDENTIALITY_REVIEW)
+    [item], _ = await _queue(read_models, access, AUDITOR, AccessPurpose.CONFIDENTIALITY_REVIEW)
     assert item.entry.case_id == CASE
     assert asked == [CASE]
 
@@ -285,15 +270,25 @@ async def test_a_supervisor_s_queue_not_caught_up_in_time_discloses_nothing(
     await _opened_access(store, read_models, access)
     await catch_up(store, read_models, EmergencyAccessesProjection())
     with pytest.raises(NotCaughtUp):
-        await review_queue(
-            EmergencyAccessQueue(read_models),
-            access,
-            GRANTEES_SUPERVISOR,
-            AccessPurpose.SUPERVISION,
-            ListEmergencyAccesses(),
-            datetime.now(UTC),
-            timedelta(hours=72),
-        )
+        await _queue(read_models, access, GRANTEES_SUPERVISOR, AccessPurpose.SUPERVISION)
+
+
+def _queue(
+    read_models: SqliteReadModelStore,
+    access: AccessControl,
+    principal: Principal,
+    purpose: AccessPurpose,
+) -> Awaitable[tuple[list[QueueItem], bool]]:
+    """``principal``'s whole queue of accesses awaiting review, 72 hours to review each."""
+    return review_queue(
+        EmergencyAccessQueue(read_models),
+        access,
+        principal,
+        purpose,
+        ListEmergencyAccesses(),
+        datetime.now(UTC),
+        timedelta(hours=72),
+    )
 
 
 def _assigned_west() -> CaseAssigned:
