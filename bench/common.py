@@ -153,9 +153,15 @@ def now_utc() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+KEPT_BELOW = "<!-- kept when the script writes this section again: notes by hand below -->"
+"""A line in a section: what follows it, to the section's end, is written by hand (readings,
+runs of other code) and stays when the script replaces the section with a new run."""
+
+
 def replace_section(heading: str, body: str, path: Path = RESULTS_FILE) -> None:
     """Put ``heading`` + ``body`` in the results file, replacing that section if present and
-    leaving every other benchmark's section as it is. ``heading`` is a ``## `` line."""
+    leaving every other benchmark's section as it is. ``heading`` is a ``## `` line. What the
+    old section held below a ``KEPT_BELOW`` line stays, after the new body."""
     if not heading.startswith("## "):
         raise ValueError("sections are level-2 headings ('## ...')")
     section = f"{heading}\n\n{body.strip()}\n"
@@ -169,6 +175,10 @@ def replace_section(heading: str, body: str, path: Path = RESULTS_FILE) -> None:
         end = next(
             (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
         )
+        old = lines[start:end]
+        if KEPT_BELOW in old:
+            kept = "\n".join(old[old.index(KEPT_BELOW) :]).strip("\n")
+            section += f"\n{kept}\n"
         before = "\n".join(lines[:start]).rstrip("\n")
         after = "\n".join(lines[end:]).strip("\n")
         updated = before + "\n\n" + section + ("\n" + after + "\n" if after else "")
