@@ -78,9 +78,10 @@ async def once_published(
 ) -> None:
     """Returns once the bus has ``recorded`` (a command's events, first or retried), or its
     wait's bound passed. For a command whose event ends someone's right to a case (a transfer,
-    a revocation, a withdrawal, a closure): a read sent after its answer waits for the reading
-    service's facts to hold the case's facts on the bus (``AccessControl.reader_facts``), so it
-    is decided with the end only if the end is on the bus when the answer is given. Past the
+    a revocation, a withdrawal, a closure) or opens one a read must find at once (an emergency
+    access): a read sent after its answer waits for the reading service's facts to hold the
+    case's facts on the bus (``AccessControl.reader_facts``), so it is decided with the event
+    only if the event is on the bus when the answer is given. Past the
     bound (the bus is down, the case's records are parked) the command, recorded, is answered
     all the same, and the log says so: until the relay publishes it, reads elsewhere may be
     decided without it."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from casetrail_platform.commands import CommandContext
+from casetrail_platform.decide import published_at_once
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import AccessControl, AccessDenied
 from casetrail_platform.policy.projection import CaseFactsProjection, CaseFactsReader
@@ -117,6 +118,7 @@ async def test_the_window_the_refusal_after_it_and_the_overdue_review(
             case_id, "Client unreachable, fall alarm raised", timedelta(minutes=30)
         ),
         clock.now,
+        published_at_once,
     )
     assert opened.access.expires_at == T0 + timedelta(minutes=30)
     await project()
@@ -226,6 +228,7 @@ async def test_reviewed_history_never_pushes_an_access_awaiting_review_out_of_th
             GRANTEE,
             OpenEmergencyAccess(case_id, f"Fall alarm number {n}", timedelta(minutes=30)),
             clock.now,
+            published_at_once,
         )
         for n in range(4)
     ]
@@ -280,6 +283,7 @@ async def test_an_access_withheld_from_the_queue_of_the_case_asked_for_is_on_the
         GRANTEE,
         OpenEmergencyAccess(case_id, "Client unreachable", timedelta(minutes=30)),
         clock.now,
+        published_at_once,
     )
     await catch_up(store, read_models, EmergencyAccessesProjection())
     east = Principal("ines", Role.SUPERVISOR, "eastbay-dss", "test", "team-east")

@@ -1,13 +1,14 @@
 """A command whose event ends someone's right to a case is answered only once the bus has the
 event (``decide.once_published``): a consent's revocation and an emergency access's closing
-(intake), a referral's withdrawal (coordination). A read sent after the answer, in any service,
-then waits for that service's facts to hold it (``AccessControl.reader_facts``), so the partner
-agency or the grantee is refused from its first read after the answer (README, "A transfer not
-delivered yet").
+(intake), a referral's withdrawal (coordination); so is an emergency access's opening. A read
+sent after the answer, in any service, then waits for that service's facts to hold it
+(``AccessControl.reader_facts``), so the partner agency or the grantee is refused from its
+first read after the answer, and the grantee of an emergency access allowed (README, "A
+transfer not delivered yet").
 
-The relay of the writing service is held back here on any batch holding the ending event, as a
-slow bus would be: the answer waits for it. The old code answered at once, and the partner's
-next read at coordination was answered ``OK`` (the revocation not yet on the bus). On both
+The relay of the writing service is held back here on any batch holding the event, as a slow
+bus would be: the answer waits for it. The old code answered at once, and the partner's next
+read at coordination was answered ``OK`` (the revocation not yet on the bus). On both
 backends, the services in this process.
 """
 
@@ -17,6 +18,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -30,7 +32,7 @@ from casetrail_platform.projections.runner import BusProjectionHandler
 from cli.rpc import Connection, command, eventually, query
 from cli.walk.story import COORDINATOR, HOME_CARE, SOCIAL_WORKER
 from events.catalog.access import ConsentRevoked
-from events.catalog.emergency import EmergencyAccessClosed
+from events.catalog.emergency import EmergencyAccessClosed, EmergencyAccessOpened
 from events.catalog.referrals import ReferralWithdrawn
 from events.envelope import RecordedEvent
 from tests.e2e.conftest import Casetrail
@@ -48,6 +50,8 @@ from tests.e2e.support import (
 from tests.support.backends import on_each_backend
 from tests.support.identity import TestIssuer
 from tests.support.in_process import outcome, services_in_process
+
+T = TypeVar("T")
 
 SERVICES = ("intake", "coordination", "planning")
 PATIENCE = 90.0
@@ -127,13 +131,14 @@ def _casetrail(backend: str, stubs: Connection, issuer: TestIssuer) -> Casetrail
     return Casetrail(backend, {}, stubs, issuer.tokens, PATIENCE)
 
 
-async def answered_once_released(relay: Held, call: Awaitable[object]) -> None:
-    """``call`` is not answered while ``relay`` holds its event, and is once it lets go."""
+async def answered_once_released(relay: Held, call: Awaitable[T]) -> T:
+    """``call``'s answer: not given while ``relay`` holds its event, and given once it lets
+    go."""
     answering = asyncio.ensure_future(call)
     await asyncio.sleep(HELD_FOR)
     assert not answering.done(), "answered before the bus had the event"
     relay.release()
-    await answering
+    return await answering
 
 
 @on_each_backend
@@ -215,11 +220,13 @@ async def _withdrawn(casetrail: Casetrail, relay: Held) -> None:
 
 
 @on_each_backend
-async def test_an_emergency_access_closed_refuses_the_grantees_next_read_elsewhere(
+async def test_an_emergency_access_opened_and_closed_counts_in_the_grantees_next_read(
     backend: str, tmp_path: Path, relay: Held, facts: Held
 ) -> None:
     """The grantee's reads under an emergency access wait for the facts too: its closing
-    ends it before its time box (``policy.decide.ENDED_BY_EVENTS``)."""
+    ends it before its time box (``policy.decide.ENDED_BY_EVENTS``). Its opening is answered
+    once on the bus as well, so the grantee's first read elsewhere is not refused while the
+    access travels."""
     story = lambda casetrail: _emergency_closed(casetrail, relay, facts)  # noqa: E731
     await told(backend, tmp_path, story, relay, facts)
 
@@ -227,14 +234,18 @@ async def test_an_emergency_access_closed_refuses_the_grantees_next_read_elsewhe
 async def _emergency_closed(casetrail: Casetrail, relay: Held, facts: Held) -> None:
     case = await new_case(casetrail, "housing")
     grantee = casetrail.stubs.as_(ON_CALL)
-    opened = await grantee.intake.OpenEmergencyAccess(opening(case))
     request = pl.GetCaseViewRequest(context=query("emergency"), case_id=case.case_id)
     await eventually(
-        lambda: grantee.planning.GetCaseView(request),
-        what="planning to learn of the emergency access",
+        lambda: outcome(grantee.planning.GetCaseView(request)),
+        lambda found: found == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP"),
+        what="planning to learn of the case",
         patience=PATIENCE,
-        retry=learning,
     )
+    relay.hold(EmergencyAccessOpened.event_type)
+    opened = await answered_once_released(relay, grantee.intake.OpenEmergencyAccess(opening(case)))
+    # The grantee's first read elsewhere is decided with the access (refused NO_RELATIONSHIP
+    # before, until planning's facts applied the opening).
+    assert await outcome(grantee.planning.GetCaseView(request)) == (grpc.StatusCode.OK, "")
 
     relay.hold(EmergencyAccessClosed.event_type)
     facts.hold(EmergencyAccessClosed.event_type)

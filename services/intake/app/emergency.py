@@ -140,7 +140,11 @@ async def open_emergency_access(
     principal: Principal,
     command: OpenEmergencyAccess,
     now: datetime,
+    published: Published,
 ) -> Opened:
+    """Answered once the bus has the opening (``once_published``): the grantee's reads in
+    every service wait for their facts to hold what the bus has, so the first read after the
+    answer is decided with the access, in an emergency not refused while it travels."""
     opened = opening_of(context, principal, command, now)
     decision = decide_emergency_opening(principal, home_agency=access.home_agency)
     if not decision.allowed:
@@ -156,6 +160,7 @@ async def open_emergency_access(
         lambda history: decide_opening(history, opened, erasure.erased),
         guard=erasure.read,
     )
+    await once_published(published, recorded, "emergency access's opening")
     first = recorded[0].event if recorded else opened
     assert isinstance(first, EmergencyAccessOpened)
     return Opened(recorded_of(opened.case_id, recorded), first)

@@ -88,8 +88,8 @@ class IntakeDeps:
     """An emergency access not reviewed this long after it opened is overdue."""
     published: Published = published_at_once
     """Whether the bus has acknowledged the store's events up to a position, waiting a bounded
-    time (``ServiceHost.published``): a revocation and an emergency access's closing are
-    answered once it has them."""
+    time (``ServiceHost.published``): a revocation and an emergency access's opening and
+    closing are answered once it has them."""
 
 
 class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
@@ -486,7 +486,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             home_agency=None,
         )
         opened = await emergency.open_emergency_access(
-            deps.store, deps.access, ctx, principal, command, now
+            deps.store, deps.access, ctx, principal, command, now, deps.published
         )
         granted: EmergencyAccessOpened = opened.access
         return intake_pb2.OpenEmergencyAccessResponse(

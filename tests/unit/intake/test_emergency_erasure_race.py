@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from casetrail_platform.commands import RuleBroken
+from casetrail_platform.decide import published_at_once
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
@@ -52,6 +53,7 @@ async def test_an_erasure_committed_between_the_read_and_the_append_refuses_the_
             GRANTEE,
             OpenEmergencyAccess(CASE, "Client unreachable, fall alarm raised", timedelta(hours=1)),
             datetime.now(UTC),
+            published_at_once,
         )
     assert race.erased
     assert refused.value.rule == CLIENT_ERASED

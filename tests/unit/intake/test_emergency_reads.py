@@ -76,6 +76,7 @@ async def _opened_access(
         GRANTEE,
         OpenEmergencyAccess(CASE, "Client unreachable, fall alarm raised", timedelta(minutes=30)),
         datetime.now(UTC),
+        published_at_once,
     )
     return glass.access.emergency_access_id
 
