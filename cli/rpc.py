@@ -338,11 +338,6 @@ def not_known_yet(refusal: Refusal) -> bool:
     return refusal.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE)
 
 
-def consent_not_known_yet(refusal: Refusal) -> bool:
-    """A consent just granted at intake reaches coordination over the bus a moment later."""
-    return not_known_yet(refusal) or refusal.reason == "CONSENT_REQUIRED"
-
-
 async def eventually(
     fetch: Callable[[], Awaitable[T]],
     ready: Callable[[T], bool] = lambda _: True,

@@ -168,15 +168,23 @@ class AccessControl:
         the facts are then read afresh (``require_supervision``'s reasons): a worker the case
         was transferred from is refused from the first read after the transfer was answered
         (coordination answers it once it is on the bus), a partner whose consent was revoked
-        from the first read after the revocation is on the bus, not once the bus has
-        delivered them here. Not in time: ``NotCaughtUp`` (UNAVAILABLE, retry), nothing
-        decided or disclosed.
+        from the first read after the revocation was answered (intake answers it once it is
+        on the bus), not once the bus has delivered them here. Not in time: ``NotCaughtUp``
+        (UNAVAILABLE, retry), nothing decided or disclosed.
         Other callers decide on the facts as they stand (README, "A transfer not delivered
         yet")."""
         waited = await self.wait_for_facts(principal, action, purpose, case_id)
         if waited and self.facts is not None:
             return await self.facts.facts(case_id, own_entries=own_entries, fresh=True)
         return await self.case_facts(case_id, own_entries)
+
+    async def facts_as_on_the_bus(self, case_id: str) -> CaseFacts:
+        """The case's facts once the facts' group holds every event of the case's facts that
+        was on the bus when asked, read afresh, whoever asks: for a disclosure to another
+        agency (a referral), decided on the client's consent, so that neither a consent
+        granted nor one revoked a moment ago at intake (answered once on the bus) is missed.
+        Not in time: ``NotCaughtUp``; facts not fed from a bus: as they stand."""
+        return (await self._facts_of([case_id], wait=True))[case_id]
 
     async def wait_for_facts(
         self, principal: Principal, action: Action, purpose: AccessPurpose, case_id: str

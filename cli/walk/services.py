@@ -8,7 +8,7 @@ from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
 from cli.present import short
-from cli.rpc import consent_not_known_yet, eventually, refused, timestamp
+from cli.rpc import eventually, not_known_yet, refused, timestamp
 from cli.walk.story import (
     COORDINATOR,
     COUNSELING_CLASH,
@@ -61,9 +61,9 @@ async def referrals(walk: Walk) -> None:
         )
         made = await eventually(
             lambda request=request: coordination.MakeReferral(request),  # type: ignore[misc]
-            what="coordination to learn of the consent",
+            what="coordination to learn the case",
             patience=walk.patience,
-            retry=consent_not_known_yet,
+            retry=not_known_yet,
         )
         walk.result.referral_ids[referral.need] = made.referral_id
         walk.line(

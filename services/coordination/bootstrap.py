@@ -41,7 +41,6 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
         host.store,
         host.read_models,
         agency,
-        policy_facts,
         host.locks,
         infra.time_zone,
         published=host.published,

@@ -19,8 +19,8 @@ from cli.rpc import (
     Person,
     Refusal,
     command,
-    consent_not_known_yet,
     eventually,
+    not_known_yet,
     query,
     timestamp,
 )
@@ -141,9 +141,9 @@ async def assessed(casetrail: Casetrail, case: Case) -> None:
     )
 
 
-async def referred_and_accepted(casetrail: Casetrail, case: Case) -> str:
-    stubs = casetrail.stubs
-    request = co.MakeReferralRequest(
+def home_care_referral(case: Case) -> co.MakeReferralRequest:
+    """The case's referral to the partner agency for morning personal care."""
+    return co.MakeReferralRequest(
         context=command(key()),
         case_id=case.case_id,
         provider=co.Provider(provider_id=PARTNER, name="Sunrise Home Care"),
@@ -152,11 +152,19 @@ async def referred_and_accepted(casetrail: Casetrail, case: Case) -> str:
         urgency="soon",
         reason="Cannot wash or dress alone since the fall",
     )
+
+
+async def referred_and_accepted(casetrail: Casetrail, case: Case) -> str:
+    """The case referred to the partner agency, which accepted: the referral's id. The client's
+    consent must have been answered already (``consent``): only a case coordination has not
+    learnt yet is asked again."""
+    stubs = casetrail.stubs
+    request = home_care_referral(case)
     made = await eventually(
         lambda: stubs.as_(COORDINATOR).coordination.MakeReferral(request),
-        what="coordination to learn of the consent",
+        what="coordination to learn the case",
         patience=casetrail.patience,
-        retry=consent_not_known_yet,
+        retry=not_known_yet,
     )
     await stubs.as_(HOME_CARE).coordination.AcceptReferral(
         co.AcceptReferralRequest(

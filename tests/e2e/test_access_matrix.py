@@ -20,7 +20,7 @@ from casetrail.planning.v1 import planning_pb2 as pl
 from casetrail_platform.policy import redaction
 from casetrail_platform.policy.guard import REDACTED_KEY, RULE_KEY
 from casetrail_platform.policy.matrix import REFUSALS, RULES
-from cli.rpc import Person, Stubs, command, consent_not_known_yet, eventually, query, refused
+from cli.rpc import Person, Stubs, command, eventually, not_known_yet, query, refused
 from cli.walk.story import (
     AUDITOR,
     COORDINATOR,
@@ -235,9 +235,9 @@ async def test_a_partner_sees_its_own_referral_and_nothing_of_another(
                 reason="Cannot drive since the fall",
             )
         ),
-        what="coordination to learn of the consent",
+        what="coordination to learn the case",
         patience=casetrail.patience,
-        retry=consent_not_known_yet,
+        retry=not_known_yet,
     )
     await stubs.as_(PARATRANSIT).coordination.AcceptReferral(
         co.AcceptReferralRequest(

@@ -19,8 +19,8 @@ from casetrail.planning.v1 import planning_pb2 as pl
 from cli.rpc import (
     Refusal,
     command,
-    consent_not_known_yet,
     eventually,
+    not_known_yet,
     query,
     refusal_of,
     refused,
@@ -28,23 +28,20 @@ from cli.rpc import (
 )
 from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import PARTNER, Case, consent, key, learning, new_case, referred_and_accepted
+from tests.e2e.support import (
+    PARTNER,
+    Case,
+    consent,
+    home_care_referral,
+    key,
+    learning,
+    new_case,
+    referred_and_accepted,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 
 REVIEW = "confidentiality_review"
-
-
-def _referral(case: Case) -> co.MakeReferralRequest:
-    return co.MakeReferralRequest(
-        context=command(key()),
-        case_id=case.case_id,
-        provider=co.Provider(provider_id=PARTNER, name="Sunrise Home Care"),
-        need_category="home_care",
-        service="Morning personal care",
-        urgency="soon",
-        reason="Cannot wash or dress alone since the fall",
-    )
 
 
 async def _timeline(
@@ -182,10 +179,10 @@ async def _referral_after_closure(casetrail: Casetrail) -> None:
     # A first referral, once coordination knows the consent; withdrawn, so that planning
     # (once it knows) has nothing running to hold the closure.
     first = await eventually(
-        lambda: coordinator.MakeReferral(_referral(case)),
-        what="coordination to learn of the consent",
+        lambda: coordinator.MakeReferral(home_care_referral(case)),
+        what="coordination to learn the case",
         patience=casetrail.patience,
-        retry=consent_not_known_yet,
+        retry=not_known_yet,
     )
     await coordinator.WithdrawReferral(
         co.WithdrawReferralRequest(
@@ -205,7 +202,7 @@ async def _referral_after_closure(casetrail: Casetrail) -> None:
     close = pl.CloseCaseRequest(context=command(key()), case_id=case.case_id, reason="other")
     await stubs.as_(COORDINATOR).planning.CloseCase(close)
     try:
-        late = await coordinator.MakeReferral(_referral(case))
+        late = await coordinator.MakeReferral(home_care_referral(case))
     except grpc.aio.AioRpcError as error:
         refusal = refusal_of(error)
         if (refusal.code, refusal.reason) != (

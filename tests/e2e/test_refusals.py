@@ -14,7 +14,7 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
-from cli.rpc import Person, command, consent_not_known_yet, eventually, query, refused, timestamp
+from cli.rpc import Person, command, eventually, not_known_yet, query, refused, timestamp
 from cli.walk.story import (
     AUDITOR,
     CASE_MANAGER_ID,
@@ -369,9 +369,9 @@ async def test_counseling_needs_a_licensed_social_worker_unless_referred_out(
     await consent(casetrail, case, "bay-recovery", categories=("substance_use",))
     made = await eventually(
         lambda: coordinator.MakeReferral(referral),
-        what="coordination to learn of the consent",
+        what="coordination to learn the case",
         patience=casetrail.patience,
-        retry=consent_not_known_yet,
+        retry=not_known_yet,
     )
     # A referral still pending leaves the need with the worker: the counselor may decline.
     assign.context.idempotency_key = key()

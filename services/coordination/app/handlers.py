@@ -35,7 +35,6 @@ from casetrail_platform.locking.port import Locks
 from casetrail_platform.policy.decide import decide_disclosure
 from casetrail_platform.policy.facts import CaseFacts as PolicyFacts
 from casetrail_platform.policy.guard import AccessControl
-from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.policy.vocabulary import Decision
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.store.port import EventStore, StreamVersion
@@ -124,8 +123,6 @@ class Dependencies:
     store: EventStore
     read_models: ReadModelStore
     agency: Agency
-    policy_facts: CaseFactsReader
-    """The access policy's facts (consents among them), as this service learnt them."""
     locks: Locks = field(default_factory=InProcessLocks)
     """Shared with coordination's other replicas: assignments to one worker are decided one
     at a time (``caseload_lock``), so two of them never both take the worker's last place."""
@@ -204,23 +201,28 @@ async def transfer_case(
 
 
 async def on_the_bus(deps: Dependencies, recorded: Recorded) -> Recorded:
-    """``recorded`` once the bus has it (``decide.once_published``), for the commands whose event
-    ends someone's right to the case: an assignment or a transfer (the previous worker's and
-    team's; planning's CloseCase and intake's ReopenCase also hold a supervisor to the team as
-    the bus has it, ``AccessControl.require_supervision``) and a referral's withdrawal (the
-    partner agency's). A read or a supervisor's command sent after the answer then counts it
-    (README, "A transfer not delivered yet")."""
-    await once_published(deps.published, recorded, "case event ending a right")
+    """``recorded`` once the bus has it (``decide.once_published``), for the commands whose
+    event ends or opens someone's right to the case: an assignment or a transfer (the previous
+    worker's and team's; planning's CloseCase and intake's ReopenCase also hold a supervisor to
+    the team as the bus has it, ``AccessControl.require_supervision``), a referral's
+    withdrawal, decline or completion (the partner agency's) and its acceptance (the partner
+    reads from then on). A read or a supervisor's command sent after the answer then counts
+    it (README, "A transfer not delivered yet")."""
+    await once_published(deps.published, recorded, "case event changing who may read")
     return recorded
 
 
 async def make_referral(
-    deps: Dependencies, context: CommandContext, command: MakeReferral, principal: Principal
+    deps: Dependencies,
+    context: CommandContext,
+    command: MakeReferral,
+    principal: Principal,
+    access: AccessControl,
 ) -> Recorded:
     """``principal``: the verified caller (its entitlements decide the emergency exception)."""
     require_role(context.actor.role, Action.MAKE_REFERRAL)
     await carried_case(deps, context, Action.MAKE_REFERRAL, command.case_id)
-    disclosure = await referral_disclosure(deps, principal, command)
+    disclosure = await referral_disclosure(access, principal, command)
     referral_id = derived_id(context, SOURCE, "referral")
     # Under the case's lock, as the closure's follow-up withdraws the case's running
     # referrals: either this referral is recorded before the follow-up reads the case, and is
@@ -260,10 +262,12 @@ REFERRED_SCOPE = frozenset({RecordSection.REFERRALS})
 
 
 async def referral_disclosure(
-    deps: Dependencies, principal: Principal, command: MakeReferral
+    access: AccessControl, principal: Principal, command: MakeReferral
 ) -> Decision:
-    """The access policy's decision on disclosing the case to the referral's provider."""
-    facts = await deps.policy_facts.facts(command.case_id)
+    """The access policy's decision on disclosing the case to the referral's provider, on the
+    case's facts as the bus has them (``facts_as_on_the_bus``): a consent granted or revoked
+    at intake counts from its answer on."""
+    facts = await access.facts_as_on_the_bus(command.case_id)
     category = command.need_category.value
     categories = frozenset(c for c in SensitiveCategory if c.value == category)
     return decide_disclosure(
@@ -302,12 +306,15 @@ async def answer_referral(
         acting_for,
     )
     facts = await command_facts(deps, context, command.case_id)
-    return await _run(
+    recorded = await _run(
         deps,
         context,
         case_stream(command.case_id),
         lambda history: decide_answer(case_state(history), facts, command, acting_for),
     )
+    # Accepted, the partner reads the referred scope from the answer on; declined or
+    # completed, it reads no more (``on_the_bus``).
+    return await on_the_bus(deps, recorded)
 
 
 async def schedule_service(

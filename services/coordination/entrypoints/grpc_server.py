@@ -252,7 +252,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.MakeReferralResponse:
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.MakeReferral)
-        recorded = await handlers.make_referral(self._deps, ctx, command, principal)
+        recorded = await handlers.make_referral(self._deps, ctx, command, principal, self._access)
         return pb.MakeReferralResponse(
             result=convert.result(command.case_id, recorded),
             referral_id=_event(recorded, ReferralMade).referral_id,

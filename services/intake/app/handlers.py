@@ -285,9 +285,15 @@ def consent_of(
 
 
 async def grant_consent(
-    store: EventStore, context: CommandContext, command: GrantConsent, now: datetime
+    store: EventStore,
+    context: CommandContext,
+    command: GrantConsent,
+    now: datetime,
+    published: Published,
 ) -> tuple[Recorded, str]:
-    """Returns what was recorded and the consent's id (the first attempt's, on a retry)."""
+    """Returns what was recorded and the consent's id (the first attempt's, on a retry), once
+    the bus has the consent (``once_published``): a referral made after the answer, and the
+    partner's reads, are decided on facts holding it."""
     require_role(context.actor.role, Action.RECORD_CONSENT)
     case = case_from(await store.read_stream(case_stream(command.case_id)))
     client_id = case.opened.client_id if case is not None else "unknown-client"
@@ -301,6 +307,7 @@ async def grant_consent(
         lambda history: decide_consent(history, consent, erasure.erased),
         guard=erasure.read,
     )
+    await once_published(published, recorded, "consent")
     first = recorded[0].event if recorded else consent
     assert isinstance(first, ConsentGranted)
     return recorded_of(command.case_id, recorded), first.consent_id

@@ -88,8 +88,8 @@ class IntakeDeps:
     """An emergency access not reviewed this long after it opened is overdue."""
     published: Published = published_at_once
     """Whether the bus has acknowledged the store's events up to a position, waiting a bounded
-    time (``ServiceHost.published``): a revocation and an emergency access's opening and
-    closing are answered once it has them."""
+    time (``ServiceHost.published``): a consent, its revocation and an emergency access's
+    opening and closing are answered once it has them."""
 
 
 class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
@@ -257,7 +257,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             lambda ctx: handlers.consent_of(ctx, command, handlers.UNCHECKED_CLIENT, now),
             home_agency=self._deps.access.home_agency,
         )
-        recorded, consent_id = await handlers.grant_consent(self._deps.store, ctx, command, now)
+        deps = self._deps
+        recorded, consent_id = await handlers.grant_consent(
+            deps.store, ctx, command, now, deps.published
+        )
         return intake_pb2.GrantConsentResponse(
             result=to_proto.command_result(recorded), consent_id=consent_id
         )

@@ -35,7 +35,7 @@ def intake(read_models: SqliteReadModelStore) -> IntakeFeed:
 
 @pytest.fixture
 def deps(store: SqliteEventStore, read_models: SqliteReadModelStore) -> Dependencies:
-    return Dependencies(store, read_models, sample_agency(), CaseFactsReader(read_models))
+    return Dependencies(store, read_models, sample_agency())
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from casetrail_platform.ages import age_on, agency_today
-from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
@@ -37,9 +36,7 @@ def zone() -> tzinfo:
 
 @pytest.fixture
 def deps(store: SqliteEventStore, read_models: SqliteReadModelStore, zone: tzinfo) -> Dependencies:
-    return Dependencies(
-        store, read_models, sample_agency(), CaseFactsReader(read_models), time_zone=zone
-    )
+    return Dependencies(store, read_models, sample_agency(), time_zone=zone)
 
 
 async def test_the_age_is_the_one_on_the_agencys_date(

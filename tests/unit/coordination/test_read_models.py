@@ -8,6 +8,7 @@ from casetrail_platform.commands import CommandContext
 from casetrail_platform.identity.development import DEFAULT_AGENCY
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.projections.runner import catch_up
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -84,7 +85,7 @@ async def test_caseloads_are_exact_even_before_the_projection_catches_up(
         coordinator("t-1"),
         TransferCase(case_id="case-1", worker_id="cm-dana", reason="lighter caseload"),
         Principal("coord-1", Role.COORDINATOR, DEFAULT_AGENCY, "test"),
-        AccessControl(store, deps.policy_facts, "casetrail/coordination"),
+        AccessControl(store, CaseFactsReader(deps.read_models), "casetrail/coordination"),
     )
     # The projection still says case-1 is sw-lcsw's and knows nothing of case-2.
     assert await views.caseload(store, read_models, "sw-lcsw") == 1

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from casetrail_platform.commands import RuleBroken
+from casetrail_platform.decide import published_at_once
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
@@ -119,7 +120,9 @@ async def test_a_consent_granted_as_the_client_is_erased_is_refused(
     )
 
     with pytest.raises(RuleBroken) as refused:
-        await handlers.grant_consent(store, context(Role.SOCIAL_WORKER), consent, datetime.now(UTC))
+        await handlers.grant_consent(
+            store, context(Role.SOCIAL_WORKER), consent, datetime.now(UTC), published_at_once
+        )
 
     assert race.erased
     assert refused.value.rule == CLIENT_ERASED

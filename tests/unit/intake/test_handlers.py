@@ -397,27 +397,30 @@ async def test_invisible_characters_cannot_hide_a_duplicate_identifier(
     assert [v.field for v in refused.value.violations] == ["identifiers[0].value"]
 
 
-async def test_a_revocation_is_answered_once_the_bus_has_it(
+async def test_a_consent_and_its_revocation_are_answered_once_the_bus_has_them(
     store: SqliteEventStore, directory: ClientDirectory
 ) -> None:
-    """The partner agency's reads in every service wait for their facts to hold what the bus
-    has: from the answer on, they are decided with the revocation (``IntakeDeps.published``)."""
+    """A referral at coordination and the partner agency's reads in every service are decided
+    on facts holding what the bus has: from the answer on, they are decided with the consent,
+    then with its revocation (``IntakeDeps.published``)."""
     case_id = await open_a_case(store, directory)
-    _, consent_id = await handlers.grant_consent(
-        store,
-        context(Role.SOCIAL_WORKER, "consent"),
-        GrantConsent(
-            case_id,
-            RecipientInput("agency", "sunrise-home-care", "Sunrise Home Care"),
-            "coordination",
-            ("identity", "referrals"),
-            (),
-            datetime.now(UTC) + timedelta(days=30),
-            "scan://consents/1.pdf",
-        ),
-        datetime.now(UTC),
-    )
     publication = HeldPublication()
+    granting = context(Role.SOCIAL_WORKER, "consent")
+    consent = GrantConsent(
+        case_id,
+        RecipientInput("agency", "sunrise-home-care", "Sunrise Home Care"),
+        "coordination",
+        ("identity", "referrals"),
+        (),
+        datetime.now(UTC) + timedelta(days=30),
+        "scan://consents/1.pdf",
+    )
+    now = datetime.now(UTC)
+    _, consent_id = await publication.answered_once_acknowledged(
+        store,
+        case_stream(case_id),
+        lambda: handlers.grant_consent(store, granting, consent, now, publication.published),
+    )
     revoking = context(Role.SOCIAL_WORKER, "revoke")
     revocation = RevokeConsent(case_id, consent_id, "Client changed her mind")
     await publication.answered_once_acknowledged(

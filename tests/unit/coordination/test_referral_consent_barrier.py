@@ -1,0 +1,116 @@
+"""MakeReferral decides its disclosure on the case's facts as the bus has them
+(``AccessControl.facts_as_on_the_bus``), whoever asks: a consent granted at intake, or revoked,
+counts from intake's answer on (intake answers both once they are on the bus), not once the bus
+has delivered them to coordination. Here the facts' group catches up when the barrier is asked
+(``Delivering``), as it would while the referral waits; not in time, nothing is decided."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import grpc
+import pytest
+
+from casetrail.coordination.v1 import coordination_pb2_grpc
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.projection import CaseFactsReader
+from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.access import ConsentRevoked
+from events.catalog.values import NeedCategory
+from services.coordination.app.handlers import Dependencies
+from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
+from tests.support.grpc import serving
+from tests.support.identity import TestIssuer
+from tests.unit.coordination.rpc import refer, refused
+from tests.unit.coordination.support import IntakeFeed, carried_by
+
+if TYPE_CHECKING:
+    from tests.unit.coordination.rpc import Stub
+
+CASE = "case-1"
+
+
+class Delivering:
+    """``case_facts_caught_up``: delivers what intake recorded and the bus has not yet brought
+    to coordination's facts (``pending``), then answers ``caught_up``."""
+
+    def __init__(self) -> None:
+        self.pending: list[Callable[[], Awaitable[object]]] = []
+        self.asked: list[str] = []
+        self.caught_up = True
+
+    async def __call__(self, case_id: str) -> bool:
+        self.asked.append(case_id)
+        if self.caught_up:
+            for deliver in self.pending:
+                await deliver()
+            self.pending.clear()
+        return self.caught_up
+
+
+@pytest.fixture
+def barrier() -> Delivering:
+    return Delivering()
+
+
+@pytest.fixture
+async def stub(deps: Dependencies, issuer: TestIssuer, barrier: Delivering) -> AsyncIterator[Stub]:
+    """The package's ``stub``, its access control with the facts' barrier."""
+    access = AccessControl(
+        deps.store,
+        CaseFactsReader(deps.read_models),
+        "casetrail/coordination",
+        case_facts_caught_up=barrier,
+    )
+    servicer = CoordinationServicer(deps, access)
+
+    def register(server: grpc.aio.Server) -> None:
+        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server(servicer, server)
+
+    async with serving(register, SERVICE_NAME, issuer) as channel:
+        yield coordination_pb2_grpc.CoordinationServiceStub(channel)  # type: ignore[misc]
+
+
+async def _a_carried_case(intake: IntakeFeed, store: SqliteEventStore) -> None:
+    await intake.open_case(CASE, "client-1", [NeedCategory.COUNSELING])
+    await carried_by(store, CASE)
+
+
+async def test_a_consent_answered_at_intake_counts_in_the_next_referral(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore, barrier: Delivering
+) -> None:
+    await _a_carried_case(intake, store)
+    # Granted at intake and on the bus, not yet applied here (refused CONSENT_REQUIRED before).
+    barrier.pending.append(lambda: intake.consent(CASE, "client-1"))
+    made = await refer(stub, CASE, "counseling")
+    assert made.referral_id
+    assert barrier.asked == [CASE]
+
+
+async def test_a_revocation_answered_at_intake_refuses_the_next_referral(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore, barrier: Delivering
+) -> None:
+    await _a_carried_case(intake, store)
+    await intake.consent(CASE, "client-1")
+    version = await store.stream_version(f"case-{CASE}")
+    # Revoked at intake and on the bus, not yet applied here (the referral was made before).
+    revoked = ConsentRevoked(
+        case_id=CASE, client_id="client-1", consent_id=f"consent-{CASE}-harbor-counseling"
+    )
+    barrier.pending.append(lambda: intake.deliver(revoked, f"case-{CASE}"))
+    refusal = await refused(refer(stub, CASE, "counseling"))
+    assert (refusal.code, refusal.rule) == (grpc.StatusCode.FAILED_PRECONDITION, "CONSENT_REQUIRED")
+    assert await store.stream_version(f"case-{CASE}") == version
+
+
+async def test_a_referral_whose_facts_trail_decides_nothing(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore, barrier: Delivering
+) -> None:
+    await _a_carried_case(intake, store)
+    await intake.consent(CASE, "client-1")
+    version = await store.stream_version(f"case-{CASE}")
+    barrier.caught_up = False
+    refusal = await refused(refer(stub, CASE, "counseling"))
+    assert (refusal.code, refusal.rule) == (grpc.StatusCode.UNAVAILABLE, "FACTS_NOT_CAUGHT_UP")
+    assert await store.stream_version(f"case-{CASE}") == version
