@@ -45,13 +45,14 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     await directory.start()
     host.project_own_events(directory.projection)
     host.project_own_events(EmergencyAccessesProjection())
-    host.subscribe(CaseClosuresProjection())
+    closures = CaseClosuresProjection()
+    host.subscribe(closures)
     access = facts_access_control(host)
     servicer = IntakeServicer(
         IntakeDeps(
             host.store,
             directory,
-            ClosureLog(host.read_models),
+            ClosureLog(host.read_models, host.caught_up(closures, closures.event_types)),
             access,
             EmergencyAccessQueue(host.read_models),
             host.locks,

@@ -8,6 +8,7 @@ from casetrail.planning.v1 import planning_pb2_grpc
 from casetrail_platform.hosting import Infrastructure, RunningService, host_for
 from casetrail_platform.policy.hosting import facts_access_control
 from events.catalog.assignment import CaseAssigned, CaseReassigned
+from events.catalog.cases import CaseReopened
 from services.planning.adapters.case_views import CaseViewProjection, CaseViews
 from services.planning.adapters.staff import StaffProjection
 from services.planning.app.handlers import SERVICE, Dependencies
@@ -20,13 +21,16 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     host.subscribe(views)
     host.subscribe(StaffProjection())
     access = facts_access_control(host)
-    # An assigned worker's command waits for the view to hold every transfer answered before:
-    # only those, not planning's own events coming back.
-    assignments = frozenset({CaseAssigned.event_type, CaseReassigned.event_type})
+    # An assigned worker's command waits for the view to hold every transfer and reopening
+    # answered before (a reopened case takes a new plan): only those, not planning's own events
+    # coming back.
+    answered_elsewhere = frozenset(
+        {CaseAssigned.event_type, CaseReassigned.event_type, CaseReopened.event_type}
+    )
     deps = Dependencies(
         host.store,
         CaseViews(host.read_models),
-        host.caught_up(views, assignments),
+        host.caught_up(views, answered_elsewhere),
         published=host.published,
     )
     servicer = PlanningServicer(deps, access)

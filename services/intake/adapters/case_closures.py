@@ -7,6 +7,7 @@ are listed in the order of planning's stream (by sequence), not of their arrival
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -57,8 +58,21 @@ class CaseClosuresProjection(Projection):
 class ClosureLog:
     """What intake knows about the closures of its cases."""
 
-    def __init__(self, read_models: ReadModelStore) -> None:
+    def __init__(
+        self,
+        read_models: ReadModelStore,
+        caught_up: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
+        """``caught_up``: whether the projection's consumer group holds the case's last
+        closure on the bus, waiting a bounded time (``ServiceHost.caught_up``); ``None``: a
+        log not fed from a bus."""
         self._read_models = read_models
+        self._caught_up = caught_up
+
+    async def caught_up(self, case_id: str) -> bool:
+        """Whether the log holds every closure of the case that was on the bus when asked
+        (at once when not fed from a bus)."""
+        return self._caught_up is None or await self._caught_up(case_id)
 
     async def closures(self, case_id: str) -> tuple[Closure, ...]:
         document = await self._read_models.get(CLOSURES, case_id)

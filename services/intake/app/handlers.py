@@ -35,7 +35,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from casetrail_platform.commands import CommandContext, InvalidCommand, NotFound, derived_id
+from casetrail_platform.commands import (
+    CommandContext,
+    InvalidCommand,
+    NotCaughtUp,
+    NotFound,
+    derived_id,
+)
 from casetrail_platform.decide import Published, execute, once_published, recorded_before
 from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring
 from casetrail_platform.locking.port import Locks
@@ -244,10 +250,20 @@ def reopening_of(command: ReopenCase) -> CaseReopened:
 
 
 async def reopen_case(
-    store: EventStore, closures: ClosureLog, context: CommandContext, command: ReopenCase
+    store: EventStore,
+    closures: ClosureLog,
+    context: CommandContext,
+    command: ReopenCase,
+    published: Published,
 ) -> Recorded:
+    """Decided on the closures the bus holds of the case (``ClosureLog.caught_up``: planning
+    answers a closure once it is on the bus, so a reopening sent after that answer finds it),
+    and answered once the bus has the reopening (``once_published``): a partner agency's
+    accepted referrals run again, and the case's worker's planning commands wait for it."""
     require_role(context.actor.role, Action.REOPEN_CASE)
     reopened = reopening_of(command)
+    if not await closures.caught_up(reopened.case_id):
+        raise NotCaughtUp("the case's closures", reopened.case_id)
     closed = await closures.count(reopened.case_id)
     erasure = await case_client_erasure(store, reopened.case_id)
     recorded = await execute(
@@ -258,14 +274,21 @@ async def reopen_case(
         lambda history: decide_reopening(history, reopened, closed, erasure.erased),
         guard=erasure.read,
     )
+    await once_published(published, recorded, "case reopening")
     return recorded_of(reopened.case_id, recorded)
 
 
-async def reopened_before(store: EventStore, context: CommandContext) -> Recorded | None:
+async def reopened_before(
+    store: EventStore, context: CommandContext, published: Published
+) -> Recorded | None:
     """A supervisor's ReopenCase's earlier answer (``recorded_before``), asked before
-    ``AccessControl.require_supervision`` checks their team."""
+    ``AccessControl.require_supervision`` checks their team; once the bus has it, as the
+    first answer was."""
     earlier = await recorded_before(store, SOURCE, context)
-    return None if earlier is None else recorded_of("", earlier)
+    if earlier is None:
+        return None
+    await once_published(published, earlier, "case reopening")
+    return recorded_of("", earlier)
 
 
 def consent_of(

@@ -88,8 +88,8 @@ class IntakeDeps:
     """An emergency access not reviewed this long after it opened is overdue."""
     published: Published = published_at_once
     """Whether the bus has acknowledged the store's events up to a position, waiting a bounded
-    time (``ServiceHost.published``): a consent, its revocation and an emergency access's
-    opening and closing are answered once it has them."""
+    time (``ServiceHost.published``): a consent, its revocation, a reopening and an emergency
+    access's opening and closing are answered once it has them."""
 
 
 class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
@@ -233,14 +233,17 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             home_agency=self._deps.access.home_agency,
         )
         principal = principal_of(context)
+        deps = self._deps
         if principal.role is Role.SUPERVISOR:
-            earlier = await handlers.reopened_before(self._deps.store, ctx)
+            earlier = await handlers.reopened_before(deps.store, ctx, deps.published)
             if earlier is not None:
                 return intake_pb2.ReopenCaseResponse(result=to_proto.command_result(earlier))
         # The team as the bus has brought it: intake keeps no other copy of the case's
         # assignments to tell a transfer on its way (README, "A transfer not delivered yet").
-        await self._deps.access.require_supervision(principal, command.case_id)
-        recorded = await handlers.reopen_case(self._deps.store, self._deps.closures, ctx, command)
+        await deps.access.require_supervision(principal, command.case_id)
+        recorded = await handlers.reopen_case(
+            deps.store, deps.closures, ctx, command, deps.published
+        )
         return intake_pb2.ReopenCaseResponse(result=to_proto.command_result(recorded))
 
     @override

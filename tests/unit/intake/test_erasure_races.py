@@ -96,7 +96,11 @@ async def test_a_case_reopened_as_the_client_is_erased_is_refused(
 
     with pytest.raises(RuleBroken) as refused:
         await handlers.reopen_case(
-            store, closures, context(Role.SUPERVISOR), ReopenCase(case_id, "New fall in January")
+            store,
+            closures,
+            context(Role.SUPERVISOR),
+            ReopenCase(case_id, "New fall in January"),
+            published_at_once,
         )
 
     assert race.erased

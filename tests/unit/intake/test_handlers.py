@@ -11,13 +11,16 @@ from casetrail_platform.commands import (
     CommandContext,
     InvalidCommand,
     NotAllowed,
+    NotCaughtUp,
     NotFound,
     RuleBroken,
     VersionConflict,
 )
+from casetrail_platform.decide import published_at_once
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import AccessControl, AccessDenied, access_stream
 from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.queries import QueryContext
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.access import AccessPurpose, RecordAccessDenied
@@ -269,7 +272,7 @@ async def test_reopening_follows_a_closure_learnt_from_the_bus(
     reopen = ReopenCase(case_id=case_id, reason="New fall in January")
     coordinator = context(Role.COORDINATOR)
     with pytest.raises(RuleBroken) as refused:
-        await handlers.reopen_case(store, closures, coordinator, reopen)
+        await handlers.reopen_case(store, closures, coordinator, reopen, published_at_once)
     assert refused.value.rule == "CASE_NOT_CLOSED"
 
     closure = closed_by_planning(case_id, sequence=7)
@@ -279,10 +282,12 @@ async def test_reopening_follows_a_closure_learnt_from_the_bus(
         await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
     assert closed.value.rule == "CASE_CLOSED"
 
-    reopened = await handlers.reopen_case(store, closures, coordinator, reopen)
+    reopened = await handlers.reopen_case(store, closures, coordinator, reopen, published_at_once)
     assert reopened.version == 3
     with pytest.raises(RuleBroken):
-        await handlers.reopen_case(store, closures, context(Role.SUPERVISOR), reopen)
+        await handlers.reopen_case(
+            store, closures, context(Role.SUPERVISOR), reopen, published_at_once
+        )
     await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
 
     auditor = Principal("user-auditor", Role.AUDITOR, access.home_agency, "test")
@@ -305,8 +310,10 @@ async def test_the_supervisor_reopens_but_the_case_manager_does_not(
     await from_bus(closed_by_planning(case_id, sequence=3))
     reopen = ReopenCase(case_id=case_id, reason="Back in hospital")
     with pytest.raises(NotAllowed):
-        await handlers.reopen_case(store, closures, context(Role.CASE_MANAGER), reopen)
-    await handlers.reopen_case(store, closures, context(Role.SUPERVISOR), reopen)
+        await handlers.reopen_case(
+            store, closures, context(Role.CASE_MANAGER), reopen, published_at_once
+        )
+    await handlers.reopen_case(store, closures, context(Role.SUPERVISOR), reopen, published_at_once)
 
 
 async def test_finding_possible_duplicates(
@@ -428,3 +435,53 @@ async def test_a_consent_and_its_revocation_are_answered_once_the_bus_has_them(
         case_stream(case_id),
         lambda: handlers.revoke_consent(store, revoking, revocation, publication.published),
     )
+
+
+async def test_a_reopening_waits_for_the_closures_the_bus_holds(
+    store: SqliteEventStore,
+    directory: ClientDirectory,
+    read_models: SqliteReadModelStore,
+    from_bus: BusProjectionHandler,
+) -> None:
+    """Planning answers a closure once it is on the bus: a reopening sent after that answer
+    finds it (the closures' group catches up here when asked, as it would while the reopening
+    waits), and is answered once the bus has the reopening, a retry too."""
+    case_id = await open_a_case(store, directory)
+    asked: list[str] = []
+
+    async def caught_up(asked_about: str) -> bool:
+        asked.append(asked_about)
+        await from_bus(closed_by_planning(case_id, sequence=4))
+        return True
+
+    closures = ClosureLog(read_models, caught_up)
+    publication = HeldPublication()
+    reopen = ReopenCase(case_id=case_id, reason="New fall in January")
+    coordinator = context(Role.COORDINATOR, "reopen")
+    reopened = await publication.answered_once_acknowledged(
+        store,
+        case_stream(case_id),
+        lambda: handlers.reopen_case(store, closures, coordinator, reopen, publication.published),
+    )
+    assert reopened.version == 2
+    assert asked == [case_id, case_id]
+
+
+async def test_a_reopening_whose_closures_trail_decides_nothing(
+    store: SqliteEventStore, directory: ClientDirectory, read_models: SqliteReadModelStore
+) -> None:
+    case_id = await open_a_case(store, directory)
+
+    async def behind(case_id: str) -> bool:
+        return False
+
+    reopen = ReopenCase(case_id=case_id, reason="New fall in January")
+    with pytest.raises(NotCaughtUp):
+        await handlers.reopen_case(
+            store,
+            ClosureLog(read_models, behind),
+            context(Role.COORDINATOR),
+            reopen,
+            published_at_once,
+        )
+    assert await store.stream_version(case_stream(case_id)) == 1
