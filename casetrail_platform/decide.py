@@ -81,10 +81,9 @@ async def once_published(
     a revocation, a withdrawal, a closure) or opens one a read must find at once (an emergency
     access): a read sent after its answer waits for the reading service's facts to hold the
     case's facts on the bus (``AccessControl.reader_facts``), so it is decided with the event
-    only if the event is on the bus when the answer is given. Past the
-    bound (the bus is down, the case's records are parked) the command, recorded, is answered
-    all the same, and the log says so: until the relay publishes it, reads elsewhere may be
-    decided without it."""
+    only if the event is on the bus when the answer is given. Past the bound (the bus is down,
+    the case's records are parked) the command, recorded, is answered all the same, and the
+    log says so: until the relay publishes it, reads elsewhere may be decided without it."""
     if recorded and not await published(recorded[-1].position):
         log.warning(
             "%s recorded at position %d answered before the bus acknowledged it",

@@ -141,7 +141,7 @@ async def answered_once_released(relay: Held, call: Awaitable[T]) -> T:
 
 
 @on_each_backend
-async def test_a_revocation_answered_refuses_the_partners_next_read_everywhere(
+async def test_a_revocation_answered_refuses_the_partners_next_read(
     backend: str, tmp_path: Path, relay: Held
 ) -> None:
     await told(backend, tmp_path, lambda casetrail: _revoked(casetrail, relay), relay)

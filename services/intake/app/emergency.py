@@ -310,11 +310,16 @@ async def review_queue(
     # as they stand show are decided again on facts holding the cases' facts on the bus
     # (``reader_facts_of``). Only those: a wait for every case scanned would be as many
     # questions to the bus, and a case the facts refuse is not shown either way.
+    decisions = [decided(entry) for entry in entries]
     waits = may_rest_on_ended(principal.role, Action.READ_TRAIL, purpose)
-    if waits and (shown := [entry.case_id for entry in entries if decided(entry).allowed]):
-        facts |= await access.reader_facts_of(principal, Action.READ_TRAIL, purpose, shown)
-    for entry in entries:
-        decision = decided(entry)
+    shown = {e.case_id for e, decision in zip(entries, decisions, strict=True) if decision.allowed}
+    if waits and shown:
+        facts |= await access.reader_facts_of(principal, Action.READ_TRAIL, purpose, list(shown))
+        decisions = [
+            decided(e) if e.case_id in shown else decision
+            for e, decision in zip(entries, decisions, strict=True)
+        ]
+    for entry, decision in zip(entries, decisions, strict=True):
         if not decision.allowed:
             withheld = decision
             continue
