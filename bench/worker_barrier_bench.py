@@ -1,6 +1,7 @@
-"""What the barriers cost an assigned worker: planning's ``LogContact`` (a command, at the case
-view's barrier) and ``GetCaseView`` (a read, at the policy facts' barrier) by the case's
-worker, calls per second and p50/p99 latency, the barriers on and off.
+"""What the barriers cost a worker: planning's ``LogContact`` (a command, at the case view's
+barrier) and ``GetCaseView`` (a read, at the policy facts' barrier) by the case's worker, and
+intake's ``GrantConsent`` and ``RevokeConsent`` (answered once the bus has acknowledged them),
+calls per second and p50/p99 latency, the barriers on and off.
 
     python -m bench.worker_barrier_bench [--quick] [--no-write]
                                          [--backends embedded,distributed]
@@ -9,15 +10,20 @@ A worker's planning command first waits until the case view's group has applied 
 last assignment or transfer on the bus (``services/planning/app/handlers.py``
 ``_assignment_caught_up``; README, "A transfer not delivered yet"); a worker's read first
 waits until the policy facts' group has applied the case's last event of a type the facts are
-made of (``AccessControl.reader_facts``). Off is this benchmark's own doing, in its own
+made of (``AccessControl.reader_facts``); a consent and its revocation are answered once intake's
+outbox relay has the bus's acknowledgement of them (``decide.once_published``), as every
+command that opens or ends a right to a case is. Off is this benchmark's own doing, in its own
 process: planning's servicer is built with ``Dependencies`` whose ``views_caught_up`` is
 ``None`` (a view not fed from a bus) and an ``AccessControl`` whose ``case_facts_caught_up``
-is ``None``, swapped in and out between windows; the product has no such switch.
+is ``None``, intake's with ``IntakeDeps`` whose ``published`` is ``published_at_once``,
+swapped in and out between windows; the product has no such switch.
 
 Intake, coordination and planning run in this process (``services.runner.start_services``),
 as does the load: a closed loop of ``LogContact``, then of ``GetCaseView``, calls by each
 case's worker, 1 and 16 in flight (one case per caller, 16 cases assigned to two workers of
-two teams beforehand).
+two teams beforehand), then of a consent granted and revoked in turn by a social worker on
+fresh cases (``CONSENT_CASES`` opened for each window and shared out among the callers: a
+case's stream read whole by each command stays short).
 Rounds alternate which of on and off goes first; each window is timed on its own, and the
 table gives the medians over the rounds, the ratio of the medians and each round's ratio.
 Embedded: SQLite files and the in-process bus. Distributed: a fresh PostgreSQL database and
@@ -29,17 +35,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import os
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from unittest import mock
 
 import grpc
@@ -59,6 +67,7 @@ from bench.grpc_bench.switches import verifier
 from casetrail.coordination.v1 import coordination_pb2
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2
+from casetrail_platform.decide import published_at_once
 from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.identity.development import DevelopmentIssuer
 from casetrail_platform.policy.guard import AccessControl
@@ -72,12 +81,14 @@ from cli.rpc import (
     minted_by,
     query,
     refusal_of,
+    timestamp,
 )
 from infra.servers import KAFKA_BOOTSTRAP, PG_DSN, server_setting, servers_environment
+from services.intake.entrypoints.grpc_server import IntakeDeps, IntakeServicer
 from services.planning.app.handlers import Dependencies
 from services.planning.entrypoints.grpc_server import PlanningServicer
 
-HEADING = "## A worker's command at the case-view barrier (h-wbench)"
+HEADING = "## What a worker's calls wait for: the barriers and the bus's acknowledgement (h-wbench)"
 SERVICES = ("intake", "coordination", "planning")
 RECEPTIONIST = Person("rcp-bench", "receptionist")
 COORDINATOR = Person("coord-bench", "coordinator")
@@ -86,9 +97,14 @@ WORKERS = (
     Person("cm-dana-reyes", "case_manager", team="team-east"),
     Person("sw-tom-becker", "social_worker", team="team-west"),
 )
+SOCIAL_WORKER = WORKERS[1]
 IN_FLIGHT = (1, 16)
 MODES = ("off", "on")
-CALLS = ("LogContact", "GetCaseView")
+CALLS = ("LogContact", "GetCaseView", "Grant/RevokeConsent")
+CONSENT_CASES = 64
+"""Cases opened for each window of consents: up to a few dozen consents each per window."""
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -108,10 +124,17 @@ _Parts = tuple[Dependencies, AccessControl]
 class _Switchable:
     """Planning's servicers built in this process, each with its ``Dependencies`` and
     ``AccessControl`` as built (the barriers) and the same with ``views_caught_up=None`` and
-    ``case_facts_caught_up=None`` (no barrier)."""
+    ``case_facts_caught_up=None`` (no barrier); intake's, with its ``IntakeDeps`` as built and
+    the same with ``published=published_at_once`` (answered without the bus's
+    acknowledgement)."""
 
     def __init__(self) -> None:
         self._built: list[tuple[PlanningServicer, _Parts, _Parts]] = []
+        self._intake: list[tuple[IntakeServicer, IntakeDeps, IntakeDeps]] = []
+
+    def intake_built(self, servicer: IntakeServicer) -> None:
+        deps = servicer._deps
+        self._intake.append((servicer, deps, replace(deps, published=published_at_once)))
 
     def built(self, servicer: PlanningServicer) -> None:
         deps, access = servicer._deps, servicer._access
@@ -124,11 +147,15 @@ class _Switchable:
     def barrier(self, on: bool) -> None:
         for servicer, with_barrier, without in self._built:
             servicer._deps, servicer._access = with_barrier if on else without
+        for intake, waiting, answering_at_once in self._intake:
+            intake._deps = waiting if on else answering_at_once
 
 
 @contextmanager
 def switchable() -> Iterator[_Switchable]:
-    """Planning's bootstrap builds servicers this benchmark can take the barrier out of."""
+    """Planning's and intake's bootstraps build servicers this benchmark can take the
+    barriers out of."""
+    from services.intake import bootstrap as intake_bootstrap
     from services.planning import bootstrap
 
     switch = _Switchable()
@@ -138,7 +165,15 @@ def switchable() -> Iterator[_Switchable]:
         switch.built(servicer)
         return servicer
 
-    with mock.patch.object(bootstrap, "PlanningServicer", build):
+    def build_intake(deps: IntakeDeps) -> IntakeServicer:
+        servicer = IntakeServicer(deps)
+        switch.intake_built(servicer)
+        return servicer
+
+    with (
+        mock.patch.object(bootstrap, "PlanningServicer", build),
+        mock.patch.object(intake_bootstrap, "IntakeServicer", build_intake),
+    ):
         yield switch
 
 
@@ -167,23 +202,7 @@ async def _assigned_cases(stubs: Connection, count: int) -> list[tuple[Person, s
     cases: list[tuple[Person, str]] = []
     for number in range(count):
         worker = WORKERS[number % len(WORKERS)]
-        client = await stubs.as_(RECEPTIONIST).intake.RegisterClient(
-            intake_pb2.RegisterClientRequest(
-                context=command(key()),
-                name=intake_pb2.PersonName(given_names="Ada", family_name=f"Bench-{key()[:8]}"),
-                date_of_birth="1950-03-14",
-                identifiers=[intake_pb2.PersonalIdentifier(scheme="national_id", value=key())],
-            )
-        )
-        opened = await stubs.as_(RECEPTIONIST).intake.OpenCase(
-            intake_pb2.OpenCaseRequest(
-                context=command(key()),
-                client_id=client.client_id,
-                referral_source=intake_pb2.ReferralSource(kind="self"),
-                presenting_needs=[intake_pb2.PresentingNeed(category="socialisation")],
-            )
-        )
-        case_id = opened.result.case_id
+        case_id = await _opened_case(stubs)
         assign = coordination_pb2.AssignCaseRequest(
             context=command(key()), case_id=case_id, worker_id=worker.user_id
         )
@@ -202,6 +221,41 @@ async def _assigned_cases(stubs: Connection, count: int) -> list[tuple[Person, s
             retry=_not_invalid,
         )
     return cases
+
+
+async def _opened_case(stubs: Connection) -> str:
+    """A new client's new case, opened at intake; its id."""
+    client = await stubs.as_(RECEPTIONIST).intake.RegisterClient(
+        intake_pb2.RegisterClientRequest(
+            context=command(key()),
+            name=intake_pb2.PersonName(given_names="Ada", family_name=f"Bench-{key()[:8]}"),
+            date_of_birth="1950-03-14",
+            identifiers=[intake_pb2.PersonalIdentifier(scheme="national_id", value=key())],
+        )
+    )
+    opened = await stubs.as_(RECEPTIONIST).intake.OpenCase(
+        intake_pb2.OpenCaseRequest(
+            context=command(key()),
+            client_id=client.client_id,
+            referral_source=intake_pb2.ReferralSource(kind="self"),
+            presenting_needs=[intake_pb2.PresentingNeed(category="socialisation")],
+        )
+    )
+    case_id: str = opened.result.case_id
+    return case_id
+
+
+async def _consent_callers(stubs: Connection, in_flight: int) -> list[list[tuple[Person, str]]]:
+    """``CONSENT_CASES`` fresh cases shared out among ``in_flight`` callers, each case
+    the social worker's to record consents on."""
+    cases: list[str] = []
+    while len(cases) < CONSENT_CASES:
+        batch = min(16, CONSENT_CASES - len(cases))
+        cases.extend(await asyncio.gather(*(_opened_case(stubs) for _ in range(batch))))
+    # What the openings set going elsewhere (other services learning of the cases) settles
+    # before the window is timed.
+    await asyncio.sleep(1.0)
+    return [[(SOCIAL_WORKER, c) for c in cases[i::in_flight]] for i in range(in_flight)]
 
 
 def _not_invalid(refusal: Refusal) -> bool:
@@ -223,35 +277,73 @@ async def _read(stubs: Connection, worker: Person, case_id: str) -> object:
     )
 
 
+async def _grant(
+    stubs: Connection, worker: Person, case_id: str
+) -> intake_pb2.GrantConsentResponse:
+    granted: intake_pb2.GrantConsentResponse = await stubs.as_(worker).intake.GrantConsent(
+        intake_pb2.GrantConsentRequest(
+            context=command(key()),
+            case_id=case_id,
+            recipient=intake_pb2.ConsentRecipient(
+                kind="agency", recipient_id="agency-partner", name="Partner agency"
+            ),
+            purpose="coordination",
+            scope=["identity", "referrals"],
+            expires_at=timestamp(datetime.now(UTC) + timedelta(days=90)),
+            document_reference=f"scan://consents/{case_id}.pdf",
+        )
+    )
+    return granted
+
+
+async def _revoke(stubs: Connection, worker: Person, case_id: str, consent_id: str) -> object:
+    return await stubs.as_(worker).intake.RevokeConsent(
+        intake_pb2.RevokeConsentRequest(
+            context=command(key()), case_id=case_id, consent_id=consent_id
+        )
+    )
+
+
 CALLED = {"LogContact": _log, "GetCaseView": _read}
+CONSENTS = CALLS[2]
 
 
 async def _window(
     stubs: Connection,
     call: str,
-    cases: list[tuple[Person, str]],
-    in_flight: int,
+    callers: list[list[tuple[Person, str]]],
     seconds: float,
 ) -> Window:
+    """Each caller calls on its cases in turn until the window ends; a consent's revocation
+    follows its grant on the same case, each timed as one call."""
     latencies: list[float] = []
     failed: Counter[str] = Counter()
     deadline = time.perf_counter() + seconds
 
-    calling = CALLED[call]
+    async def timed(rpc: Awaitable[T]) -> T | None:
+        started = time.perf_counter()
+        try:
+            answer = await rpc
+        except grpc.aio.AioRpcError as error:
+            refusal = refusal_of(error)
+            failed[f"{refusal.code.name} {refusal.reason}".strip()] += 1
+            return None
+        latencies.append(time.perf_counter() - started)
+        return answer
 
-    async def caller(worker: Person, case_id: str) -> None:
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            try:
-                await calling(stubs, worker, case_id)
-            except grpc.aio.AioRpcError as error:
-                refusal = refusal_of(error)
-                failed[f"{refusal.code.name} {refusal.reason}".strip()] += 1
+    async def caller(cases: list[tuple[Person, str]]) -> None:
+        for worker, case_id in itertools.cycle(cases):
+            if time.perf_counter() >= deadline:
+                return
+            if call != CONSENTS:
+                await timed(CALLED[call](stubs, worker, case_id))
                 continue
-            latencies.append(time.perf_counter() - started)
+            granted = await timed(_grant(stubs, worker, case_id))
+            if granted is not None and time.perf_counter() < deadline:
+                await timed(_revoke(stubs, worker, case_id, granted.consent_id))
 
     started = time.perf_counter()
-    await asyncio.gather(*(caller(w, c) for w, c in cases[:in_flight]))
+    await asyncio.gather(*(caller(cases) for cases in callers))
     return Window(len(latencies) / (time.perf_counter() - started), latencies, failed)
 
 
@@ -289,13 +381,21 @@ async def run_backend(
             addresses["audit"] = "127.0.0.1:9"
             async with connect(addresses, minted_by(issuer.signer)) as stubs:
                 cases = await _assigned_cases(stubs, max(IN_FLIGHT))
+
+                async def callers(call: str, in_flight: int) -> list[list[tuple[Person, str]]]:
+                    if call == CONSENTS:
+                        return await _consent_callers(stubs, in_flight)
+                    return [[case] for case in cases[:in_flight]]
+
                 for call, in_flight in found:
                     switch.barrier(True)
-                    await _window(stubs, call, cases, in_flight, 1.0)  # warm-up, not counted
+                    # A warm-up, not counted.
+                    await _window(stubs, call, await callers(call, in_flight), 1.0)
                     for round_number in range(plan.rounds):
                         for mode in rotations(MODES, round_number):
+                            calling = await callers(call, in_flight)
                             switch.barrier(mode == "on")
-                            window = await _window(stubs, call, cases, in_flight, plan.seconds)
+                            window = await _window(stubs, call, calling, plan.seconds)
                             found[call, in_flight].windows[mode].append(window)
                             print(
                                 f"{backend} {call} {in_flight} in flight, barrier {mode}: "
@@ -391,12 +491,17 @@ async def main(args: argparse.Namespace) -> None:
             f"{os.getloadavg()[0]:.1f} (other work on the machine)",
             "",
             "`LogContact`, then `GetCaseView` (purpose direct_care), by the case's assigned "
-            "worker, closed loop, one case per call in flight; intake, coordination, planning "
+            "worker, closed loop, one case per call in flight, then `GrantConsent` and "
+            "`RevokeConsent` in turn by a social worker on "
+            f"{CONSENT_CASES} cases opened for each window and shared out among the callers; "
+            "intake, coordination, planning "
             "and the load in one process. On = the product (the worker's command waits for "
             "the case view to hold the case's last CaseAssigned/CaseReassigned on the bus, "
-            "the worker's read for the policy facts to hold the case's last fact on the bus); "
-            "off = planning's `Dependencies` with `views_caught_up=None` and `AccessControl` "
-            "with `case_facts_caught_up=None`, swapped in by the benchmark only. Calls/s: "
+            "the worker's read for the policy facts to hold the case's last fact on the bus, "
+            "a consent and its revocation are answered once intake's relay has the bus's "
+            "acknowledgement); off = planning's `Dependencies` with `views_caught_up=None` and "
+            "`AccessControl` with `case_facts_caught_up=None`, intake's `IntakeDeps` with "
+            "`published=published_at_once`, swapped in by the benchmark only. Calls/s: "
             "medians over "
             "the rounds; on/off: the ratio of the medians, then each round's; p50/p99: over "
             "every answered call of the mode's windows. Failed calls are counted apart, with "

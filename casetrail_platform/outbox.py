@@ -236,30 +236,37 @@ class OutboxRelay:
         return count
 
     async def _advance(self, position: int, count: int) -> None:
-        if self._publisher.durable:
-            # A forgetful bus's progress must never be mistaken later for that of a
-            # durable one under the same name: it would skip events.
-            await self._checkpoints.save(self._name, position)
+        # The commands waiting in this replica (``published``) are told before the checkpoint
+        # is saved: the bus has the events once it acknowledged them, and a save that fails
+        # or a crash before it only makes the relay publish them again (absorbed downstream).
         self._position = position
         self._published_total += count
         advanced, self._advanced = self._advanced, None
         if advanced is not None and not advanced.done():
             advanced.set_result(None)
+        if self._publisher.durable:
+            # A forgetful bus's progress must never be mistaken later for that of a
+            # durable one under the same name: it would skip events.
+            await self._checkpoints.save(self._name, position)
 
     async def published(self, position: int, patience: float) -> bool:
         """Whether the bus has acknowledged every event up to ``position``, waiting up to
         ``patience`` seconds for it (``False`` if it has not by then: the bus is down or slow;
         at once if ``position`` is parked: it waits for an operator).
 
-        Asked in any replica: the one leading the relay is told at once; the others read the
-        checkpoint the leader saves (durable bus only: a forgetful one runs in one process)
-        every ``CHECKPOINT_LOOK_EVERY`` seconds."""
+        Asked in any replica: the one leading the relay is told at once (before it saves its
+        checkpoint); the others read the checkpoint the leader saves (durable bus only: a
+        forgetful one runs in one process) every ``CHECKPOINT_LOOK_EVERY`` seconds. The leader
+        reads it too, but only once it has waited that long untold: it knows its own progress
+        (a leadership lost unnoticed is what the look is for)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + patience
+        leading = self._position is not None
         while True:
             done = self._position or 0
-            if done < position and self._publisher.durable:
+            if done < position and self._publisher.durable and not leading:
                 done = max(done, await self._checkpoints.load(self._name))
+            leading = False
             if done >= position:
                 return not await self._is_parked(position)
             remaining = deadline - loop.time()

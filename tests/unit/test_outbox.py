@@ -400,6 +400,77 @@ async def test_published_waits_for_the_bus_to_acknowledge_a_position_bounded(
         await task
 
 
+class HeldCheckpoints(CheckpointStore):
+    """Saves wait while ``released`` is clear; loads are counted, saves remembered."""
+
+    def __init__(self) -> None:
+        self.released = asyncio.Event()
+        self.released.set()
+        self.loads = 0
+        self.saved: list[int] = []
+
+    async def load(self, name: str) -> int:
+        self.loads += 1
+        return max(self.saved, default=0)
+
+    async def save(self, name: str, position: int) -> None:
+        await self.released.wait()
+        self.saved.append(position)
+
+
+async def test_the_leader_tells_its_waiters_before_it_saves_its_checkpoint(
+    store: SqliteEventStore,
+) -> None:
+    """A command answered once published does not wait for the checkpoint's write as well,
+    nor read the checkpoint in the replica that leads the relay: it knows its own progress."""
+    checkpoints = HeldCheckpoints()
+    relay = OutboxRelay(store, RecordingPublisher(), checkpoints, "relay", idle_timeout=0.05)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        [first] = await add_notes(store, "c-1", 1)
+        assert await relay.published(first.position, 5.0)
+        await eventually(lambda: first.position in checkpoints.saved, "the first checkpoint")
+        checkpoints.released.clear()
+        loads = checkpoints.loads
+
+        [second] = await add_notes(store, "c-1", 1)
+        assert await relay.published(second.position, 1.0)
+        assert checkpoints.loads == loads
+        assert second.position not in checkpoints.saved
+
+        checkpoints.released.set()
+        await eventually(lambda: second.position in checkpoints.saved, "the second checkpoint")
+    finally:
+        checkpoints.released.set()
+        stop.set()
+        await task
+
+
+async def test_a_leader_left_untold_reads_the_checkpoint_another_replica_saved(
+    store: SqliteEventStore,
+) -> None:
+    """Leadership lost unnoticed: the replica that thinks it leads is stuck (its bus is down)
+    while another publishes; after one look period it finds the other's checkpoint."""
+    checkpoints = InMemoryCheckpointStore()
+    stuck_publisher = RecordingPublisher()
+    stuck_publisher.down = True
+    stuck = OutboxRelay(
+        store, stuck_publisher, checkpoints, "relay", backoff=QUICK, idle_timeout=0.05
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(stuck.run(stop))
+    try:
+        [first] = await add_notes(store, "c-1", 1)
+        await eventually(lambda: stuck_publisher.refusals > 0, "the stuck relay's first try")
+        waiting = asyncio.ensure_future(stuck.published(first.position, 10.0))
+        await OutboxRelay(store, RecordingPublisher(), checkpoints, "relay").publish_pending()
+        assert await waiting
+    finally:
+        stop.set()
+        await task
+
+
 async def test_a_replica_not_leading_the_relay_reads_the_leaders_checkpoint(
     store: SqliteEventStore,
 ) -> None:

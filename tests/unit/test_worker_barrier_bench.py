@@ -1,6 +1,7 @@
 """bench.worker_barrier_bench: its ``--backends`` refuses a name it does not run, before anything
-starts, and its off switch takes the barriers out of planning's servicer and puts them back (the
-benchmark's own doing: the product has no such switch)."""
+starts, and its off switch takes the barriers out of planning's servicer and the wait for the
+bus's acknowledgement out of intake's, and puts them back (the benchmark's own doing: the product
+has no such switch)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any, cast
 import pytest
 
 from bench.worker_barrier_bench import _Switchable, parse
+from casetrail_platform.decide import published_at_once
 from casetrail_platform.policy.guard import AccessControl
+from services.intake.entrypoints.grpc_server import IntakeDeps, IntakeServicer
 from services.planning.app.handlers import Dependencies
 from services.planning.entrypoints.grpc_server import PlanningServicer
 
@@ -52,3 +55,24 @@ def test_the_switch_takes_the_barriers_out_and_puts_them_back() -> None:
     switch.barrier(True)
     assert servicer._deps is deps
     assert servicer._access is access
+
+
+async def _never(position: int) -> bool:
+    return False
+
+
+def test_the_switch_answers_intake_without_the_bus_and_puts_the_wait_back() -> None:
+    deps = IntakeDeps(
+        *(cast(Any, None),) * 6,
+        published=_never,
+    )
+    servicer = IntakeServicer(deps)
+    switch = _Switchable()
+    switch.intake_built(servicer)
+
+    switch.barrier(False)
+    assert servicer._deps.published is published_at_once
+    assert servicer._deps.store is deps.store
+
+    switch.barrier(True)
+    assert servicer._deps is deps
