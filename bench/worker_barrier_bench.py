@@ -87,6 +87,7 @@ from infra.servers import KAFKA_BOOTSTRAP, PG_DSN, server_setting, servers_envir
 from services.intake.entrypoints.grpc_server import IntakeDeps, IntakeServicer
 from services.planning.app.handlers import Dependencies
 from services.planning.entrypoints.grpc_server import PlanningServicer
+from tests.support.cases import opened_case
 
 HEADING = "## What a worker's calls wait for: the barriers and the bus's acknowledgement (h-wbench)"
 SERVICES = ("intake", "coordination", "planning")
@@ -202,7 +203,7 @@ async def _assigned_cases(stubs: Connection, count: int) -> list[tuple[Person, s
     cases: list[tuple[Person, str]] = []
     for number in range(count):
         worker = WORKERS[number % len(WORKERS)]
-        case_id = await _opened_case(stubs)
+        case_id = await opened_case(stubs, RECEPTIONIST)
         assign = coordination_pb2.AssignCaseRequest(
             context=command(key()), case_id=case_id, worker_id=worker.user_id
         )
@@ -223,35 +224,15 @@ async def _assigned_cases(stubs: Connection, count: int) -> list[tuple[Person, s
     return cases
 
 
-async def _opened_case(stubs: Connection) -> str:
-    """A new client's new case, opened at intake; its id."""
-    client = await stubs.as_(RECEPTIONIST).intake.RegisterClient(
-        intake_pb2.RegisterClientRequest(
-            context=command(key()),
-            name=intake_pb2.PersonName(given_names="Ada", family_name=f"Bench-{key()[:8]}"),
-            date_of_birth="1950-03-14",
-            identifiers=[intake_pb2.PersonalIdentifier(scheme="national_id", value=key())],
-        )
-    )
-    opened = await stubs.as_(RECEPTIONIST).intake.OpenCase(
-        intake_pb2.OpenCaseRequest(
-            context=command(key()),
-            client_id=client.client_id,
-            referral_source=intake_pb2.ReferralSource(kind="self"),
-            presenting_needs=[intake_pb2.PresentingNeed(category="socialisation")],
-        )
-    )
-    case_id: str = opened.result.case_id
-    return case_id
-
-
 async def _consent_callers(stubs: Connection, in_flight: int) -> list[list[tuple[Person, str]]]:
     """``CONSENT_CASES`` fresh cases shared out among ``in_flight`` callers, each case
     the social worker's to record consents on."""
     cases: list[str] = []
     while len(cases) < CONSENT_CASES:
         batch = min(16, CONSENT_CASES - len(cases))
-        cases.extend(await asyncio.gather(*(_opened_case(stubs) for _ in range(batch))))
+        cases.extend(
+            await asyncio.gather(*(opened_case(stubs, RECEPTIONIST) for _ in range(batch)))
+        )
     # What the openings set going elsewhere (other services learning of the cases) settles
     # before the window is timed.
     await asyncio.sleep(1.0)

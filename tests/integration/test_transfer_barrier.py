@@ -32,8 +32,9 @@ from events.catalog.assignment import CaseReassigned
 from events.envelope import RecordedEvent
 from services.audit.adapters.timeline import TimelineProjection
 from services.planning.adapters.case_views import CaseViewProjection
-from tests.e2e.support import ON_CALL, Case, opening, registration
+from tests.e2e.support import ON_CALL, Case, opening
 from tests.support.backends import on_each_backend
+from tests.support.cases import opened_case
 from tests.support.identity import TestIssuer
 from tests.support.in_process import outcome, services_in_process
 
@@ -329,17 +330,7 @@ async def _transfer_then_read(stubs: Connection, flowing: asyncio.Event) -> None
 
 async def _assigned_to_dana(stubs: Connection) -> str:
     """A new case, assigned by coordination to Dana (team-east); its id."""
-    intake = stubs.as_(RECEPTIONIST).intake
-    client = await intake.RegisterClient(registration())
-    opened = await intake.OpenCase(
-        intake_pb2.OpenCaseRequest(
-            context=command(key()),
-            client_id=client.client_id,
-            referral_source=intake_pb2.ReferralSource(kind="self"),
-            presenting_needs=[intake_pb2.PresentingNeed(category="socialisation")],
-        )
-    )
-    case_id: str = opened.result.case_id
+    case_id = await opened_case(stubs, RECEPTIONIST)
     coordinator = stubs.as_(COORDINATOR).coordination
     await eventually(
         lambda: coordinator.AssignCase(
