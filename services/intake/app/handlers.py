@@ -143,9 +143,9 @@ async def register_client(
     registration = checked or registration_of(context, command, today)
     async with directory.registering(probe_of(registration)):
         await directory.refresh()
-        earlier = await store.read_by_causation(context.command_id(SOURCE))
-        if earlier:
-            return await _first_registration(directory, context.check_retry(SOURCE, earlier))
+        earlier = await recorded_before(store, SOURCE, context)
+        if earlier is not None:
+            return await _first_registration(directory, earlier)
         found = (await directory.candidates(probe_of(registration))).candidates
         recorded = await execute(
             store,
