@@ -25,9 +25,7 @@ from casetrail_platform.bus.ordering import SequenceGuard, untracked_stream_pref
 from casetrail_platform.bus.port import BatchHandler, Handler
 from casetrail_platform.bus.retry import (
     RetryPolicy,
-    Stopped,
     sleep_unless_stopped,
-    until_stopped,
 )
 from casetrail_platform.keys.off_loop import fetch_keys
 from casetrail_platform.telemetry.metrics import process_metrics
@@ -44,8 +42,9 @@ DeadLetterSink = Callable[[DeadLetter], Awaitable[bool]]
 that retries tells ``Deliverer.stalled`` at each failed attempt."""
 
 StallListener = Callable[[], Awaitable[None]]
-"""Told at each failed round of processing, before the wait for the next: a consumer then
-updates what it reports of its lag, which no commit updates while it is stuck."""
+"""Told at each failed round of processing, beside the wait for the next (one at a time, never
+waited for): a consumer then updates what it reports of its lag, which no commit updates while
+it is stuck."""
 
 Decoder = Callable[[BusMessage], RecordedEvent | Exception]
 """Decodes a message, returning (not raising) what went wrong, so a result can be shared."""
@@ -96,6 +95,8 @@ class Deliverer:
         gauge."""
         self.group = group
         self._on_stalled = on_stalled
+        self._telling: asyncio.Future[None] | None = None
+        """``on_stalled`` running, if it is."""
         self._stalled_since: float | None = None
         self.ordering = ordering
         self.registry = registry
@@ -154,22 +155,27 @@ class Deliverer:
             if self._stalled_since is not None:
                 self._stalled_since = None
                 process_metrics().consumer_stalled_since(self.group, self, None)
+            telling, self._telling = self._telling, None
+            if telling is not None:
+                telling.cancel()  # no longer stalled, or stopping: nothing left to tell
 
-    async def stalled(self, stop: asyncio.Event) -> None:
+    def stalled(self) -> None:
         """A round of processing failed and is retried after a wait: the member is held back.
         Also told by a ``DeadLetterSink`` retrying a dead letter it could not store: the
-        records in hand wait for it, nothing committed, as for a failing handler."""
+        records in hand wait for it, nothing committed, as for a failing handler.
+        ``on_stalled`` runs beside the wait, not before it: on Kafka it asks the broker, which
+        may be away as well, and the retry (or a shutdown) must not wait for its answer."""
         if self._stalled_since is None:
             self._stalled_since = time.monotonic()
             process_metrics().consumer_stalled_since(self.group, self, self._stalled_since)
-        if self._on_stalled is not None:
-            try:
-                # Stop-aware: a bus that is away too must not hold up a shutdown.
-                await until_stopped(self._on_stalled(), stop)
-            except Stopped:
-                pass  # the wait that follows sees stop
-            except Exception as error:  # reporting only: the retry goes on regardless
-                log.debug("group %s: lag not updated while stalled: %s", self.group, error)
+        if self._on_stalled is not None and (self._telling is None or self._telling.done()):
+            self._telling = asyncio.ensure_future(self._tell(self._on_stalled))
+
+    async def _tell(self, listener: StallListener) -> None:
+        try:
+            await listener()
+        except Exception as error:  # reporting only: the retry goes on regardless
+            log.debug("group %s: lag not updated while stalled: %s", self.group, error)
 
     async def _deliver(self, messages: Sequence[BusMessage], stop: asyncio.Event) -> int:
         run: list[_Decoded] = []
@@ -299,7 +305,7 @@ class Deliverer:
                     )
                     return await self._one_by_one(run, stop)
                 delay = self.policy.backoff.delay(attempts)
-                await self.stalled(stop)
+                self.stalled()
                 log.warning(
                     "group %s: batch %s failed, attempt %d, retrying in %.2fs: %s",
                     self.group,
@@ -341,7 +347,7 @@ class Deliverer:
                     reason = DeadLetterReason.RETRIES_EXHAUSTED
                     return await self._dead_letters(self._dead(message, reason, error, attempts))
                 delay = self.policy.backoff.delay(attempts)
-                await self.stalled(stop)
+                self.stalled()
                 log.warning(
                     "group %s: handler failed on event %s (%s/%d@%d), attempt %d, retrying in"
                     " %.2fs: %s",
@@ -363,7 +369,7 @@ class Deliverer:
         """Wait before trying again while the handler's storage is away; ``True`` if stop
         was requested meanwhile."""
         delay = self.policy.outage_backoff.delay(outages)
-        await self.stalled(stop)
+        self.stalled()
         if outages == 1 or outages % 30 == 0:
             log.warning(
                 "group %s: storage unavailable at %s (%s); pausing, retrying every %.1fs"

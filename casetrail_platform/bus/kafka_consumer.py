@@ -171,7 +171,7 @@ class KafkaGroupMember:
         held = list(consumer.assignment())
         if not held:
             return
-        # Bounded well below a request's timeout: the retry waits on it.
+        # Bounded well below a request's timeout: the next round's look waits for this one.
         async with asyncio.timeout(STALLED_LAG_PATIENCE):
             ends = await consumer.end_offsets(held)
             committed: dict[int, int] = {}
@@ -203,7 +203,7 @@ class KafkaGroupMember:
                 # Skipping would lose the message, so even odd errors are retried; nothing
                 # is committed meanwhile, so the member is held back as by a failing handler.
                 failures += 1
-                await self._deliverer.stalled(self._stop)
+                self._deliverer.stalled()
                 delay = self._settings.reconnect_backoff.delay(failures)
                 log.error(
                     "group %s: cannot write to %s (%s), retrying in %.1fs",

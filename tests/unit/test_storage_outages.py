@@ -195,6 +195,45 @@ def test_dlq_on_the_embedded_bus_explains_itself(capsys: pytest.CaptureFixture[s
     assert "restart" in capsys.readouterr().err
 
 
+async def test_a_retry_never_waits_for_the_stalled_consumers_lag_report() -> None:
+    """The lag report runs beside the retry's wait: with the broker not answering it, the
+    handler's next attempt comes all the same (before, each round waited for the report's
+    bound, 2 s on Kafka); one report at a time, and the one still asking is given up once
+    the records are handled."""
+    events = [recorded("c-1", 1, 1)]
+    messages = [BusMessage("t", 0, 0, *_binary(events[0]))]
+    attempts = 0
+    reports: list[asyncio.Future[None]] = []
+
+    async def broker_away_too() -> None:
+        never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        reports.append(never)
+        await never
+
+    async def database_back_on_the_third(event: RecordedEvent) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise StorageUnavailableError("planning read models")
+
+    async def keep(letter: DeadLetter) -> bool:
+        raise AssertionError("an outage is never dead-lettered")
+
+    deliverer = Deliverer(
+        "g",
+        database_back_on_the_third,
+        sample_registry(),
+        RetryPolicy(backoff=FAST, max_attempts=2, outage_backoff=FAST),
+        keep,
+        on_stalled=broker_away_too,
+    )
+    assert await asyncio.wait_for(deliverer.deliver(messages, asyncio.Event()), 10) == 1
+    assert attempts == 3
+    assert len(reports) == 1  # the second round found the first report still asking
+    await asyncio.sleep(0)
+    assert reports[0].cancelled()
+
+
 async def test_a_stalled_consumer_telling_its_lag_never_holds_up_stop() -> None:
     """While the storage is away a consumer reports its lag at each retry round (on Kafka by
     asking the broker): with the broker away too that answer may never come, and stop must
