@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -15,7 +15,7 @@ import pytest
 from google.rpc import code_pb2
 
 from casetrail_platform.bus.deadletter import DeadLetter
-from casetrail_platform.bus.delivery import Deliverer, decoder_for
+from casetrail_platform.bus.delivery import Deliverer, StallListener, decoder_for
 from casetrail_platform.bus.errors import is_outage, is_retriable
 from casetrail_platform.bus.inprocess import InProcessBus
 from casetrail_platform.bus.message import BusMessage, Headers, as_headers
@@ -195,13 +195,31 @@ def test_dlq_on_the_embedded_bus_explains_itself(capsys: pytest.CaptureFixture[s
     assert "restart" in capsys.readouterr().err
 
 
+def _stalling(
+    handler: Callable[[RecordedEvent], Awaitable[None]], on_stalled: StallListener
+) -> tuple[Deliverer, list[BusMessage]]:
+    """A deliverer whose handler's storage may be away (an outage is retried, never
+    dead-lettered), telling ``on_stalled`` at each retry round; one message for it."""
+
+    async def keep(letter: DeadLetter) -> bool:
+        raise AssertionError("an outage is never dead-lettered")
+
+    deliverer = Deliverer(
+        "g",
+        handler,
+        sample_registry(),
+        RetryPolicy(backoff=FAST, max_attempts=2, outage_backoff=FAST),
+        keep,
+        on_stalled=on_stalled,
+    )
+    return deliverer, [BusMessage("t", 0, 0, *_binary(recorded("c-1", 1, 1)))]
+
+
 async def test_a_retry_never_waits_for_the_stalled_consumers_lag_report() -> None:
     """The lag report runs beside the retry's wait: with the broker not answering it, the
     handler's next attempt comes all the same (before, each round waited for the report's
     bound, 2 s on Kafka); one report at a time, and the one still asking is given up once
     the records are handled."""
-    events = [recorded("c-1", 1, 1)]
-    messages = [BusMessage("t", 0, 0, *_binary(events[0]))]
     attempts = 0
     reports: list[asyncio.Future[None]] = []
 
@@ -216,17 +234,7 @@ async def test_a_retry_never_waits_for_the_stalled_consumers_lag_report() -> Non
         if attempts < 3:
             raise StorageUnavailableError("planning read models")
 
-    async def keep(letter: DeadLetter) -> bool:
-        raise AssertionError("an outage is never dead-lettered")
-
-    deliverer = Deliverer(
-        "g",
-        database_back_on_the_third,
-        sample_registry(),
-        RetryPolicy(backoff=FAST, max_attempts=2, outage_backoff=FAST),
-        keep,
-        on_stalled=broker_away_too,
-    )
+    deliverer, messages = _stalling(database_back_on_the_third, broker_away_too)
     assert await asyncio.wait_for(deliverer.deliver(messages, asyncio.Event()), 10) == 1
     assert attempts == 3
     assert len(reports) == 1  # the second round found the first report still asking
@@ -238,8 +246,6 @@ async def test_a_stalled_consumer_telling_its_lag_never_holds_up_stop() -> None:
     """While the storage is away a consumer reports its lag at each retry round (on Kafka by
     asking the broker): with the broker away too that answer may never come, and stop must
     not wait for it."""
-    events = [recorded("c-1", 1, 1)]
-    messages = [BusMessage("t", 0, 0, *_binary(events[0]))]
     stop = asyncio.Event()
     asked = asyncio.Event()
 
@@ -250,17 +256,7 @@ async def test_a_stalled_consumer_telling_its_lag_never_holds_up_stop() -> None:
     async def database_away(event: RecordedEvent) -> None:
         raise StorageUnavailableError("planning read models")
 
-    async def keep(letter: DeadLetter) -> bool:
-        raise AssertionError("an outage is never dead-lettered")
-
-    deliverer = Deliverer(
-        "g",
-        database_away,
-        sample_registry(),
-        RetryPolicy(backoff=FAST, max_attempts=2, outage_backoff=FAST),
-        keep,
-        on_stalled=broker_away_too,
-    )
+    deliverer, messages = _stalling(database_away, broker_away_too)
     delivering = asyncio.ensure_future(deliverer.deliver(messages, stop))
     await asyncio.wait_for(asked.wait(), 10)
     stop.set()
