@@ -87,7 +87,7 @@ from infra.servers import KAFKA_BOOTSTRAP, PG_DSN, server_setting, servers_envir
 from services.intake.entrypoints.grpc_server import IntakeDeps, IntakeServicer
 from services.planning.app.handlers import Dependencies
 from services.planning.entrypoints.grpc_server import PlanningServicer
-from tests.support.cases import opened_case
+from tests.support.cases import key, opened_case
 
 HEADING = "## What a worker's calls wait for: the barriers and the bus's acknowledgement (h-wbench)"
 SERVICES = ("intake", "coordination", "planning")
@@ -191,10 +191,6 @@ class Measured:
     """One backend, one in-flight count: each mode's windows, in round order."""
 
     windows: dict[str, list[Window]] = field(default_factory=lambda: {m: [] for m in MODES})
-
-
-def key() -> str:
-    return uuid.uuid4().hex
 
 
 async def _assigned_cases(stubs: Connection, count: int) -> list[tuple[Person, str]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -26,24 +25,8 @@ from cli.rpc import (
 )
 from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, RECEPTIONIST, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
+from tests.support.cases import key, registration
 from tests.support.distributed import ENV, REPO
-
-
-def key() -> str:
-    return uuid.uuid4().hex
-
-
-def registration(
-    family_name: str = "", born: str = "1950-03-14"
-) -> intake_pb2.RegisterClientRequest:
-    return intake_pb2.RegisterClientRequest(
-        context=command(key()),
-        name=intake_pb2.PersonName(
-            given_names="Giulia", family_name=family_name or f"Conti-{uuid.uuid4().hex[:8]}"
-        ),
-        date_of_birth=born,
-        identifiers=[intake_pb2.PersonalIdentifier(scheme="national_id", value=key())],
-    )
 
 
 @dataclass(frozen=True)

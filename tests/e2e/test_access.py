@@ -27,11 +27,11 @@ from tests.e2e.support import (
     Case,
     assessed,
     consent,
-    key,
     learning,
     new_case,
     referred_and_accepted,
 )
+from tests.support.cases import key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

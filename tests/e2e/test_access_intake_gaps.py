@@ -27,12 +27,11 @@ from tests.e2e.support import (
     Case,
     assessed,
     consent,
-    key,
     new_case,
     opening,
     referred_and_accepted,
-    registration,
 )
+from tests.support.cases import key, registration
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

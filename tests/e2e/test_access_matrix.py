@@ -33,7 +33,8 @@ from cli.walk.story import (
 from services.coordination.entrypoints.grpc_server import CASE_SENSITIVE_PATHS as COORD_PATHS
 from services.planning.entrypoints.grpc_server import CASE_VIEW_SENSITIVE_PATHS as VIEW_PATHS
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import Case, consent, key, learning, new_case, referred_and_accepted
+from tests.e2e.support import Case, consent, learning, new_case, referred_and_accepted
+from tests.support.cases import key
 
 SUPERVISOR = Person("sup-grace-lee", "supervisor", team="team-east")
 OTHER_WORKER = Person("sw-someone-else", "social_worker")

@@ -25,7 +25,8 @@ from cli.walk.story import (
 )
 from services.planning.app.queries import CASE_LIST
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import Case, key, new_case
+from tests.e2e.support import Case, new_case
+from tests.support.cases import key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

@@ -19,16 +19,8 @@ from casetrail.planning.v1 import planning_pb2 as pl
 from cli.rpc import Person, Refusal, command, eventually, query, refusal_of, refused
 from cli.walk.story import AUDITOR, COORDINATOR
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import (
-    BREAK_GLASS,
-    ON_CALL,
-    REASON,
-    Case,
-    casetrail_cli,
-    key,
-    new_case,
-    opening,
-)
+from tests.e2e.support import BREAK_GLASS, ON_CALL, REASON, Case, casetrail_cli, new_case, opening
+from tests.support.cases import key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

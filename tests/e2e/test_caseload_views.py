@@ -22,8 +22,9 @@ from cli.rpc import command, connect, query
 from cli.walk.story import AUDITOR, COORDINATOR, SOCIAL_WORKER
 from tests.contract.bus_conftest import delete_topics, kafka_test_settings
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import key, new_case
+from tests.e2e.support import new_case
 from tests.integration.caseload import get, internal_topics
+from tests.support.cases import key
 from tests.support.distributed import REPO, ServiceProcesses, service_processes
 from tests.support.identity import TestIssuer
 from tests.support.servers import free_port, kafka_bootstrap

@@ -30,7 +30,8 @@ from events.catalog_registry import default_registry
 from events.cloudevents import from_json_lines
 from services.demo import LocalCasetrail, embedded_services
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import casetrail_cli, new_case, registration
+from tests.e2e.support import casetrail_cli, new_case
+from tests.support.cases import registration
 from tests.support.distributed import ENV, REPO
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")

@@ -21,7 +21,8 @@ from casetrail.planning.v1 import planning_pb2 as pl
 from cli.rpc import command, eventually, query
 from cli.walk.story import AUDITOR, COORDINATOR
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import key, new_case, next_week, schedule
+from tests.e2e.support import new_case, next_week, schedule
+from tests.support.cases import key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

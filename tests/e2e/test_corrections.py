@@ -16,7 +16,8 @@ from casetrail_platform.ages import age_on
 from cli.rpc import Person, command, eventually, query, refusal_of, timestamp
 from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE_PROGRAM, RECEPTIONIST, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import casetrail_cli, key, new_case
+from tests.e2e.support import casetrail_cli, new_case
+from tests.support.cases import key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

@@ -33,7 +33,8 @@ from cli.walk.story import (
 from events.sealed_values import ERASED_CODE, ERASED_TEXT
 from tests.e2e.conftest import Casetrail
 from tests.e2e.exports import proven_export
-from tests.e2e.support import Case, casetrail_cli, consent, key, registration
+from tests.e2e.support import Case, casetrail_cli, consent
+from tests.support.cases import key, registration
 from tests.support.kafka_reading import partitions_of, records_to_end
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")

@@ -21,7 +21,8 @@ from cli.rpc import command, eventually, query
 from cli.walk.story import COORDINATOR
 from tests.e2e.conftest import Casetrail
 from tests.e2e.exports import AUDITOR, audit_learned, context, keys_file, proven_export, verify
-from tests.e2e.support import key, new_case
+from tests.e2e.support import new_case
+from tests.support.cases import key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

@@ -33,7 +33,8 @@ from tests.e2e.exports import (
     proven_export,
     verify,
 )
-from tests.e2e.support import key, new_case
+from tests.e2e.support import new_case
+from tests.support.cases import key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

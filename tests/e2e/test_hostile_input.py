@@ -19,7 +19,8 @@ from casetrail_platform.limits import MAX_ID_CHARS
 from cli.rpc import Refusal, command, eventually, query, refusal_of, refused, timestamp
 from cli.walk.story import AUDITOR, COORDINATOR, INTAKE_WORKER, RECEPTIONIST
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import Case, key, new_case, registration
+from tests.e2e.support import Case, new_case
+from tests.support.cases import key, registration
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

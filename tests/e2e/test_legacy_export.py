@@ -37,8 +37,9 @@ from events.sealed_values import ERASED_TEXT
 from services.demo import embedded_services
 from tests.e2e.conftest import Casetrail
 from tests.e2e.exports import SIGN_EVERY, proven_export
-from tests.e2e.support import casetrail_cli, key
+from tests.e2e.support import casetrail_cli
 from tests.support.backends import CASETRAIL_BACKENDS
+from tests.support.cases import key
 from tests.support.distributed import ServiceProcesses, fresh_database, fresh_topic
 from tests.support.identity import TestIssuer
 from tests.support.kafka_reading import partitions_of, records_to_end

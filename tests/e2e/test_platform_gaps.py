@@ -15,7 +15,8 @@ from casetrail.planning.v1 import planning_pb2 as pl
 from cli.rpc import Person, Refusal, command, eventually, query, refused
 from cli.walk.story import AUDITOR, COORDINATOR, INTAKE_WORKER, RECEPTIONIST, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import Case, key, new_case, registration
+from tests.e2e.support import Case, new_case
+from tests.support.cases import key, registration
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

@@ -33,11 +33,11 @@ from tests.e2e.support import (
     Case,
     consent,
     home_care_referral,
-    key,
     learning,
     new_case,
     referred_and_accepted,
 )
+from tests.support.cases import key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

@@ -24,7 +24,8 @@ from cli.walk.story import (
     SOCIAL_WORKER,
 )
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import consent, key, new_case, next_week, registration, schedule
+from tests.e2e.support import consent, new_case, next_week, schedule
+from tests.support.cases import key, registration
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

@@ -10,7 +10,8 @@ from casetrail.planning.v1 import planning_pb2 as pl
 from cli.rpc import Refusal, command, eventually, not_known_yet, query, refused
 from cli.walk.story import AUDITOR, COORDINATOR, INTAKE_WORKER, SOCIAL_WORKER
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import key, new_case
+from tests.e2e.support import new_case
+from tests.support.cases import key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

@@ -39,7 +39,8 @@ from cli.rpc import (
 from cli.walk.story import AUDITOR, COORDINATOR, RECEPTIONIST
 from services.coordination.adapters.example_agency import EXAMPLE
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import Case, key, new_case, next_week, registration, schedule
+from tests.e2e.support import Case, new_case, next_week, schedule
+from tests.support.cases import key, registration
 from tests.support.distributed import SERVICES, Replicas, replicated_services
 from tests.support.identity import TestIssuer
 from tests.support.servers import kafka_bootstrap

@@ -23,12 +23,12 @@ from tests.e2e.support import (
     assessed,
     casetrail_cli,
     consent,
-    key,
     learning,
     new_case,
     opening,
     referred_and_accepted,
 )
+from tests.support.cases import key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

@@ -12,7 +12,8 @@ from casetrail.coordination.v1 import coordination_pb2 as co
 from cli.rpc import Person, command, refused
 from cli.walk.story import COORDINATOR
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import key, new_case
+from tests.e2e.support import new_case
+from tests.support.cases import key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
 

@@ -22,7 +22,7 @@ from casetrail_platform.hosting import Infrastructure
 from cli.rpc import command, connect, eventually, query
 from cli.walk.story import COORDINATOR, RECEPTIONIST
 from services.runner import start_services, stop_services
-from tests.e2e.support import registration
+from tests.support.cases import registration
 from tests.support.distributed import fresh_database, fresh_topic
 from tests.support.identity import TestIssuer
 from tests.support.servers import kafka_bootstrap

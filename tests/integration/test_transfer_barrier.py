@@ -13,7 +13,6 @@ transaction), as a slow consumer would be. On both backends, the services in thi
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from services.audit.adapters.timeline import TimelineProjection
 from services.planning.adapters.case_views import CaseViewProjection
 from tests.e2e.support import ON_CALL, Case, opening
 from tests.support.backends import on_each_backend
-from tests.support.cases import opened_case
+from tests.support.cases import key, opened_case
 from tests.support.identity import TestIssuer
 from tests.support.in_process import outcome, services_in_process
 
@@ -44,10 +43,6 @@ WEST = Person("sup-helen-reyes", "supervisor", team="team-west")
 DANA = Person("cm-dana-reyes", "case_manager", team="team-east")
 TOM = Person("sw-tom-becker", "social_worker", team="team-west")
 PATIENCE = 90.0
-
-
-def key() -> str:
-    return uuid.uuid4().hex
 
 
 async def told(

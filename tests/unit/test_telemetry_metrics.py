@@ -16,7 +16,7 @@ from casetrail_platform.telemetry.metrics import serve_metrics
 from cli.rpc import connect
 from cli.walk.story import RECEPTIONIST
 from services.demo import embedded_services
-from tests.e2e.support import registration
+from tests.support.cases import registration
 
 _SERVICE = "casetrail.intake.v1.IntakeService"
 
