@@ -23,10 +23,7 @@ from casetrail_platform.bus.errors import is_outage, is_retriable
 from casetrail_platform.bus.message import BusMessage
 from casetrail_platform.bus.ordering import SequenceGuard, untracked_stream_prefixes
 from casetrail_platform.bus.port import BatchHandler, Handler
-from casetrail_platform.bus.retry import (
-    RetryPolicy,
-    sleep_unless_stopped,
-)
+from casetrail_platform.bus.retry import RetryPolicy, sleep_unless_stopped
 from casetrail_platform.keys.off_loop import fetch_keys
 from casetrail_platform.telemetry.metrics import process_metrics
 from events.cloudevents import KAFKA_HEADER_PREFIX, UndecodableMessageError, from_kafka_binary

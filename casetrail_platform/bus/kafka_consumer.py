@@ -33,7 +33,8 @@ from events.topics import dead_letter_topic
 log = logging.getLogger(__name__)
 
 STALLED_LAG_PATIENCE = 2.0
-"""Seconds a stalled member gives the broker to tell its lag before retrying regardless."""
+"""Seconds a stalled member's lag report gives the broker to answer before it is given up (the
+retry never waits for it; a later round's report starts only once this one is over)."""
 
 
 class KafkaGroupMember:
