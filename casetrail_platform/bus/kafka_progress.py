@@ -3,7 +3,9 @@
 One client per group, opened at the first question and kept: it never subscribes nor joins the
 group (a consumer with the group's id only to read its committed offsets), so the group's
 members are not rebalanced by it. Each question costs one ``ListOffsets`` request for the
-partition's end, then one ``OffsetFetch`` per look at the group's commit. The topic's
+partition's end, then one ``OffsetFetch`` per look at the group's commit, none when this
+process's members have applied past what it waits for (``AppliedOffsets``); a question on a
+key's records of some types finds where they are in the group's ``PartitionTrail``. The topic's
 partitions are read again once ``PARTITIONS_TTL`` has passed: partitions added to the topic
 move some keys to a new partition (the publisher's murmur2 over more partitions), so a key is
 waited for on its partition under every partition count this client has seen, where its
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -24,15 +26,10 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from casetrail_platform.bus.kafka_clients import close_quietly, describe, topic_partitions
 from casetrail_platform.bus.kafka_settings import KafkaSettings
-from casetrail_platform.bus.message import TYPE_HEADER, BusMessage, as_headers
+from casetrail_platform.bus.kafka_trail import PartitionTrail
 
 log = logging.getLogger(__name__)
 
-PEEK_LIMIT = 5_000
-"""Most records between the group's position and the end read to find those of a key and types
-(``caught_up``'s ``types``); with more, the whole partition is waited for. Not 500: a view that
-fell that far behind (16 writers, bench/RESULTS.md "A worker's command at the case-view
-barrier") then made the worker's command wait for all of it, past FACTS_WAIT_SECONDS."""
 LOOK_EVERY = 0.02
 """Seconds between looks at the group's committed offset while it is short of the end."""
 PARTITIONS_TTL = 30.0
@@ -66,29 +63,6 @@ class AppliedOffsets:
         return self._changed
 
 
-class _Seen:
-    """What ``GroupProgress._past_last`` has read of one partition: how far, and one past the
-    last record of each key and type it met (the group's position only grows, so those below
-    it are forgotten once there are many)."""
-
-    KEEP = 10_000
-
-    def __init__(self) -> None:
-        self.scanned = 0
-        self._past: dict[tuple[bytes | None, bytes | None], int] = {}
-
-    def note(self, messages: Iterable[BusMessage]) -> None:
-        for message in messages:
-            self._past[(message.key, message.header(TYPE_HEADER))] = message.offset + 1
-
-    def past(self, key: bytes, event_type: str) -> int:
-        return self._past.get((key, event_type.encode()), 0)
-
-    def forget_before(self, position: int) -> None:
-        if len(self._past) > self.KEEP:
-            self._past = {k: past for k, past in self._past.items() if past > position}
-
-
 class GroupProgress:
     def __init__(self, settings: KafkaSettings, topic: str, group: str) -> None:
         self._settings = settings
@@ -97,10 +71,7 @@ class GroupProgress:
         self._consumer: Any = None
         self._partitioner = DefaultPartitioner()
         self._lock = asyncio.Lock()
-        self._peeker: Any = None
-        self._peeking = asyncio.Lock()
-        """One look at the partitions' records at a time (``_past_last``: seek, read)."""
-        self._seen: dict[int, _Seen] = {}
+        self._trail = PartitionTrail(settings, topic, group)
         self._counts: list[int] = []
         """Every partition count of the topic this client has read, the latest last."""
         self._read_at = -PARTITIONS_TTL
@@ -120,13 +91,16 @@ class GroupProgress:
                 ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
                 waiting: dict[TopicPartition, int] = {}
                 for partition, end in ends.items():
-                    if types is not None and applied.of(partition.partition) < end:
-                        # None: the group never committed on it (nothing to wait for if empty).
-                        start = max(
-                            applied.of(partition.partition),
-                            await consumer.committed(partition) or 0,
-                        )
-                        end = await self._past_last(partition, start, end, key.encode(), types)
+                    here = applied.of(partition.partition)
+                    if types is not None and here < end:
+                        # From what this process's members applied first: when the key's last
+                        # record is below it, the group's commit need not be asked at all.
+                        past = await self._past_last(partition, here, end, key, types)
+                        if past is None:
+                            # None: the group never committed on it (nothing to wait for if empty).
+                            start = max(here, await consumer.committed(partition) or 0)
+                            past = await self._past_last(partition, start, end, key, types)
+                        end = end if past is None else past
                     waiting[partition] = end
                 look = True
                 while True:
@@ -154,66 +128,11 @@ class GroupProgress:
             return False
 
     async def _past_last(
-        self, partition: TopicPartition, start: int, end: int, key: bytes, types: frozenset[str]
-    ) -> int:
-        """One past the last record of ``[start, end)`` keyed ``key`` of one of ``types``
-        (``start`` if none; perhaps one met past ``end``, read meanwhile), read from the
-        partition as far as an earlier question has not; ``end`` if that is more than
-        ``PEEK_LIMIT`` records to read."""
-        if end <= start:
-            return start
-        async with self._peeking:
-            seen = self._seen.setdefault(partition.partition, _Seen())
-            begin = max(seen.scanned, start)
-            if end - begin > PEEK_LIMIT:
-                return end
-            if begin < end:
-                await self._scan(partition, begin, end, seen)
-            seen.forget_before(start)
-            return max([start] + [seen.past(key, event_type) for event_type in types])
-
-    async def _scan(self, partition: TopicPartition, start: int, end: int, seen: _Seen) -> None:
-        """Note where each key's records of each type are in ``[start, end)``: one forward
-        read shared by every question on the partition (those asked together find it read)."""
-        reader = await self._reader()
-        reader.seek(partition, start)
-        reader.resume(partition)
-        try:
-            while await reader.position(partition) < end:
-                fetched = await reader.getmany(partition, timeout_ms=100)
-                seen.note(_headed(record) for record in fetched.get(partition, ()))
-        finally:
-            reader.pause(partition)  # no fetching in the background meanwhile
-        seen.scanned = max(seen.scanned, await reader.position(partition))
-
-    async def _reader(self) -> Any:
-        """A consumer of no group, for ``_past_last`` (opened at its first question, kept),
-        assigned the topic's partitions as last read (``_partitions_of``)."""
-        partitions = [TopicPartition(self._topic, p) for p in range(self._counts[-1])]
-        if self._peeker is not None and self._peeker.assignment() != set(partitions):
-            # Partitions were added: a look resumes one only while it reads, so none is lost.
-            self._peeker.assign(partitions)
-            self._peeker.pause(*partitions)
-        if self._peeker is None:
-            settings = self._settings
-            reader = AIOKafkaConsumer(
-                bootstrap_servers=settings.bootstrap_servers,
-                client_id=f"{settings.client_id}-{self._group}-peek",
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                request_timeout_ms=settings.request_timeout_ms,
-                **settings.security.client_options(),
-            )
-            try:
-                await reader.start()
-                # Every partition, paused: a look resumes one only while it reads.
-                reader.assign(partitions)
-                reader.pause(*partitions)
-            except BaseException:
-                await close_quietly(reader, settings.request_timeout_ms / 1000)
-                raise
-            self._peeker = reader
-        return self._peeker
+        self, partition: TopicPartition, start: int, end: int, key: str, types: frozenset[str]
+    ) -> int | None:
+        return await self._trail.past_last(
+            partition.partition, start, end, key.encode(), types, self._counts[-1]
+        )
 
     async def _partitions_of(self, key: bytes) -> list[TopicPartition]:
         """The Java client's partition for ``key`` (murmur2), as the publisher chooses it, under
@@ -256,15 +175,7 @@ class GroupProgress:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await close_quietly(consumer, self._settings.request_timeout_ms / 1000)
-        peeker, self._peeker = self._peeker, None
-        if peeker is not None:
-            await close_quietly(peeker, self._settings.request_timeout_ms / 1000)
-
-
-def _headed(record: Any) -> BusMessage:
-    """A consumer record's key and headers (its value is not looked at)."""
-    headers = as_headers(record.headers)
-    return BusMessage(record.topic, record.partition, record.offset, record.key, None, headers)
+        await self._trail.close()
 
 
 async def _sooner(changed: asyncio.Event, seconds: float) -> bool:

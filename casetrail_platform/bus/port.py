@@ -153,7 +153,7 @@ class EventSubscriber(ABC):
         ``types``: only the records keyed ``key`` of these event types (``ce_type``) are waited
         for, the last of them on the bus when asked and every record before it; the others
         after the group's position are looked at, not waited for (on Kafka, read once from
-        the partition, unless there are more than ``kafka_progress.PEEK_LIMIT``: then the whole
+        the partition, unless there are more than ``kafka_trail.PEEK_LIMIT``: then the whole
         partition is waited for).
         """
 
