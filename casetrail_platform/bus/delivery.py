@@ -220,6 +220,12 @@ class Deliverer:
         stopped = await handle_run()
         return len(messages) if stopped is None else stopped
 
+    def passes_by(self, messages: Sequence[BusMessage]) -> bool:
+        """Whether the handler wants none of ``messages`` (each one's type header names a type
+        it does not want): delivering them hands nothing over and dead-letters nothing, only
+        their offsets move on."""
+        return self._wanted is not None and all(map(self._unwanted, messages))
+
     def _unwanted(self, message: BusMessage) -> bool:
         """Whether the record's type header names a type the handler does not want (a record
         without one is decoded, and dead-lettered if it is poison)."""
