@@ -18,11 +18,11 @@ import pytest
 from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail_platform.policy.vocabulary import Action
-from cli.rpc import command, connect, query
+from cli.rpc import command, connect, eventually, query
 from cli.walk.story import AUDITOR, COORDINATOR, SOCIAL_WORKER
 from tests.contract.bus_conftest import delete_topics, kafka_test_settings
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import new_case
+from tests.e2e.support import learning, new_case
 from tests.integration.caseload import get, internal_topics
 from tests.support.cases import key
 from tests.support.distributed import REPO, ServiceProcesses, service_processes
@@ -123,10 +123,16 @@ async def test_a_caseload_read_is_on_audits_record_and_audit_down_means_no_answe
             assert refused[0] == 403
             assert refused[1]["reason"] == "ROLE_NOT_ALLOWED"
 
-            log = await connection.as_(AUDITOR).audit.GetAccessLog(
-                audit_pb2.GetAccessLogRequest(
-                    context=query("confidentiality_review"), case_id=case.case_id
-                )
+            # Audit learns the case from the bus too: its groups may join after the case's
+            # events were published (a fresh topic), so the case may still be unknown there.
+            trail = audit_pb2.GetAccessLogRequest(
+                context=query("confidentiality_review"), case_id=case.case_id
+            )
+            log = await eventually(
+                lambda: connection.as_(AUDITOR).audit.GetAccessLog(trail),
+                what="audit to learn the case",
+                patience=PATIENCE,
+                retry=learning,
             )
             caseload_reads = [
                 r for r in log.records if r.client_application == "casetrail-caseload"
