@@ -51,6 +51,7 @@ async def test_messages_every_group_read_keep_their_bytes_not_their_decoded_even
     one, beyond the latest few of its partition, only its bytes stay. A group joining later
     decodes them, and gets equal events."""
     monkeypatch.setattr(inprocess, "RECENT_DECODED", 2)
+    monkeypatch.setattr(inprocess, "FORGET_EVERY", 1)
     bus = InProcessBus(partitions=1)
     registry = sample_registry()
     events = [recorded("c-1", sequence, sequence) for sequence in range(1, 7)]
@@ -73,3 +74,24 @@ async def test_messages_every_group_read_keep_their_bytes_not_their_decoded_even
     later = await consumed_by("casetrail.later")
     for event in events:
         assert later.projection[event.event_id] == first.projection[event.event_id] == event
+
+
+def test_the_look_for_messages_every_group_read_comes_every_few_polls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Looking costs a pass over every group and partition, so it is made at every
+    ``FORGET_EVERY``-th poll of the topic (each poll tells it), not at each one."""
+    monkeypatch.setattr(inprocess, "RECENT_DECODED", 1)
+    monkeypatch.setattr(inprocess, "FORGET_EVERY", 3)
+    bus = InProcessBus(partitions=1)
+    for sequence in range(1, 7):
+        event = recorded("c-1", sequence, sequence)
+        encoded = to_kafka_binary(event)
+        bus.append(TOPIC, encoded.key, encoded.value, encoded.headers, event)
+    bus._group(TOPIC, "casetrail.only").committed[0] = 6
+
+    looks = []
+    for _poll in range(4):
+        bus._forget_decoded(TOPIC)
+        looks.append(sum(m.recorded is None for m in bus.messages(TOPIC)))
+    assert looks == [0, 0, 5, 5]
