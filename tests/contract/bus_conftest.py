@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -28,7 +28,7 @@ from casetrail_platform.bus.topics import TopicSettings, create_topics, dead_let
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
 from tests.support.kafka_reading import read_topic
-from tests.support.sample_events import note
+from tests.support.sample_events import CaseTouched, note
 from tests.support.servers import kafka_bootstrap, server_missing
 
 WAIT_LIMIT = 90.0
@@ -48,6 +48,20 @@ def recorded(case_id: str, sequence: int, position: int, text: str = "visit") ->
         recorded_at=datetime.now(UTC),
         event=new.event,
         metadata=new.metadata,
+    )
+
+
+def touched(case_id: str, sequence: int, position: int) -> RecordedEvent:
+    """A ``CaseTouched`` on the same case (a type a filtered group does not want)."""
+    note_event = recorded(case_id, sequence, position)
+    return RecordedEvent(
+        event_id=uuid4(),
+        stream=note_event.stream,
+        sequence=sequence,
+        position=position,
+        recorded_at=note_event.recorded_at,
+        event=CaseTouched(case_id=case_id),
+        metadata=note_event.metadata,
     )
 
 

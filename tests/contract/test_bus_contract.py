@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import pytest
 
@@ -35,6 +35,7 @@ from tests.contract.bus_conftest import (
     open_harness,
     recorded,
     running,
+    touched,
 )
 from tests.support.sample_events import CaseTouched, NoteWritten, sample_registry
 
@@ -560,20 +561,6 @@ async def test_stopping_during_batch_retries_leaves_the_whole_batch_for_later(
         await eventually(lambda: recorder.has_all(events), "the events again")
     assert recorder.order == events
     assert await bus.dead_letters(group) == []
-
-
-def touched(case_id: str, sequence: int, position: int) -> RecordedEvent:
-    """A ``CaseTouched`` on the same case (a type a filtered group does not want)."""
-    note_event = recorded(case_id, sequence, position)
-    return RecordedEvent(
-        event_id=uuid4(),
-        stream=note_event.stream,
-        sequence=sequence,
-        position=position,
-        recorded_at=note_event.recorded_at,
-        event=CaseTouched(case_id=case_id),
-        metadata=note_event.metadata,
-    )
 
 
 async def run_filtered(

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from uuid import uuid4
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -17,7 +16,6 @@ from aiokafka.partitioner import DefaultPartitioner
 from casetrail_platform.bus import kafka_consumer
 from casetrail_platform.bus.kafka_consumer import KafkaGroupMember
 from casetrail_platform.bus.kafka_progress import AppliedOffsets
-from events.envelope import RecordedEvent
 from tests.contract.bus_conftest import (
     FAST_RETRY,
     KafkaHarness,
@@ -25,26 +23,13 @@ from tests.contract.bus_conftest import (
     eventually,
     open_harness,
     recorded,
+    touched,
 )
-from tests.support.sample_events import CaseTouched, NoteWritten, sample_registry
+from tests.support.sample_events import NoteWritten, sample_registry
 
 pytestmark = pytest.mark.kafka
 
 CASE = "c-1"
-
-
-def touched(sequence: int, position: int) -> RecordedEvent:
-    """A record of a type the member does not want, on the case's partition."""
-    note = recorded(CASE, sequence, position)
-    return RecordedEvent(
-        event_id=uuid4(),
-        stream=note.stream,
-        sequence=sequence,
-        position=position,
-        recorded_at=note.recorded_at,
-        event=CaseTouched(case_id=CASE),
-        metadata=note.metadata,
-    )
 
 
 @dataclass
@@ -133,7 +118,7 @@ async def test_records_passed_by_wait_for_the_next_handed_over_and_for_the_stop(
 
         # Each passed by in a poll of its own: told at once, committed by none of them.
         for sequence in range(2, 7):
-            await bus.publisher.publish([touched(sequence, sequence)])
+            await bus.publisher.publish([touched(CASE, sequence, sequence)])
             await eventually(
                 lambda: applied(running, bus) == sequence,  # noqa: B023
                 "the record passed by",
@@ -147,7 +132,7 @@ async def test_records_passed_by_wait_for_the_next_handed_over_and_for_the_stop(
         await eventually(lambda: len(running.commits) == 2, "one commit for all of them")
         assert list(running.commits[1].values()) == [7]
 
-        await bus.publisher.publish([touched(8, 8), touched(9, 9)])
+        await bus.publisher.publish([touched(CASE, 8, 8), touched(CASE, 9, 9)])
         await eventually(lambda: applied(running, bus) == 9, "the last two")
         assert await committed(bus, group) == 7
     finally:
@@ -162,7 +147,7 @@ async def test_records_passed_by_are_committed_within_the_bound_when_nothing_els
     group = bus.group()
     running = await start(bus, group, Recorder())
     try:
-        await bus.publisher.publish([touched(n, n) for n in range(1, 4)])
+        await bus.publisher.publish([touched(CASE, n, n) for n in range(1, 4)])
         await eventually(lambda: any(running.commits), "a commit of the passed-by records")
         assert await committed(bus, group) == 3
     finally:
