@@ -5,7 +5,9 @@ Flowing: the broker answers at ``fetch_min_bytes`` (64 KiB) or after ``fetch_max
 (a poll came back empty after ``poll_timeout_ms``): it answers at the first byte or after
 ``quiet_fetch_wait_ms`` (500 ms), so an idle consumer group asks twice a second instead of fifty
 times, and the first event after a silence is handed over as soon as it is written instead of
-after the 20 ms. The next poll that brings records switches back.
+after the 20 ms. The next poll that brings records switches back. A poll whose wait was cut
+short (a member with skipped records to commit waits less, ``bus.kafka_consumer``) says
+nothing when it comes back empty: the fetch under way may simply not have been answered yet.
 
 aiokafka 0.14 builds each fetch request from its fetcher's ``_fetch_min_bytes`` and
 ``_fetch_max_wait_ms``; it has no public setter, so they are set there. A version without them
@@ -25,6 +27,7 @@ class FetchPacing:
         self._fetcher = getattr(consumer, "_fetcher", None)
         self._flowing = (settings.fetch_min_bytes, settings.fetch_max_wait_ms)
         self._quiet = (1, settings.quiet_fetch_wait_ms)
+        self._full_wait_ms = settings.poll_timeout_ms
         self._current = self._flowing  # what the consumer was started with
 
     @property
@@ -36,8 +39,10 @@ class FetchPacing:
     def quiet(self) -> bool:
         return self._current == self._quiet
 
-    def polled(self, records: int) -> None:
-        """Tell how many records the last poll brought (0: it waited out its timeout)."""
+    def polled(self, records: int, waited_ms: int) -> None:
+        """Tell how many records the last poll brought, and how long it was let wait."""
+        if not records and waited_ms < self._full_wait_ms:
+            return
         wanted = self._flowing if records else self._quiet
         if wanted == self._current or not self.adjustable:
             return

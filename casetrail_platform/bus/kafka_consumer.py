@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -128,10 +129,11 @@ class KafkaGroupMember:
         consumer = self._consumer
         pacing = FetchPacing(consumer, self._settings)
         while not self._stop.is_set():
+            wait_ms = self._poll_timeout_ms()
             polled = await consumer.getmany(
-                timeout_ms=self._poll_timeout_ms(), max_records=self._settings.max_batch
+                timeout_ms=wait_ms, max_records=self._settings.max_batch
             )
-            pacing.polled(sum(len(records) for records in polled.values()))
+            pacing.polled(sum(len(records) for records in polled.values()), wait_ms)
             async with self._batch_lock:
                 carry_on = await self._handle(polled) if polled else True
                 if self._passed and self._passed_waited() >= PASSED_COMMIT_EVERY:
@@ -146,7 +148,7 @@ class KafkaGroupMember:
         wait = self._settings.poll_timeout_ms
         if self._passed:
             left = PASSED_COMMIT_EVERY - self._passed_waited()
-            wait = max(1, min(wait, int(left * 1000)))
+            wait = max(1, min(wait, math.ceil(left * 1000)))
         return wait
 
     def _passed_waited(self) -> float:

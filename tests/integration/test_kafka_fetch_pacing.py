@@ -41,7 +41,8 @@ async def test_a_quiet_consumer_waits_longer_and_a_flowing_one_batches_again() -
         assert pacing.adjustable  # the pinned aiokafka builds fetches from these attributes
         fetcher = consumer._fetcher
 
-        pacing.polled(len(await consumer.getmany(timeout_ms=200)))
+        waited_out = settings.poll_timeout_ms
+        pacing.polled(len(await consumer.getmany(timeout_ms=waited_out)), waited_out)
         assert pacing.quiet
         quiet = (1, settings.quiet_fetch_wait_ms)
         assert (fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms) == quiet
@@ -51,7 +52,7 @@ async def test_a_quiet_consumer_waits_longer_and_a_flowing_one_batches_again() -
         while not received:
             polled = await consumer.getmany(timeout_ms=1_000)
             received = [record for records in polled.values() for record in records]
-        pacing.polled(len(received))
+        pacing.polled(len(received), 1_000)
         assert [record.value for record in received] == [b"one"]
         assert not pacing.quiet
         flowing = (settings.fetch_min_bytes, settings.fetch_max_wait_ms)
@@ -68,5 +69,5 @@ def test_without_the_fetcher_attributes_the_started_settings_stay() -> None:
 
     pacing = FetchPacing(Unknown(), kafka_test_settings())
     assert not pacing.adjustable
-    pacing.polled(0)
+    pacing.polled(0, 10_000)
     assert not pacing.quiet
