@@ -832,7 +832,7 @@ def relay_section(plan: Plan, relay: RelayResult) -> list[str]:
         " is saved for the newest batch acknowledged together with every batch before it."
         f" Reading and encoding, {relay.read_us + relay.encode_us:.0f} us of the relay's"
         " CPU per event, live outside the relay (`casetrail_platform/store/rows.py`,"
-        " `events/cloudevents.py`).",
+        " `events/cloudevents/encoding.py`).",
         "",
     ]
 

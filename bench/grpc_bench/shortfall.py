@@ -61,7 +61,7 @@ def embedded_evidence(profile: Profile, closed: RowResult | None) -> list[str]:
     transactions, _, _ = per_command(
         profile, "casetrail_platform/projections/sqlite.py", "__init__"
     )
-    decoded, _, _ = per_command(profile, "events/cloudevents.py", "from_kafka_binary")
+    decoded, _, _ = per_command(profile, "events/cloudevents/decoding.py", "from_kafka_binary")
     _, _, delivering = per_command(profile, "casetrail_platform/bus/delivery.py", "deliver")
     _, _, command = per_command(profile, "casetrail_platform/grpc_platform/server.py", "wrapper")
     built, _, builds = per_command(profile, "services/intake/app/handlers.py", "opening_of")

@@ -1,0 +1,76 @@
+"""The CloudEvents context as casetrail sends it: the attribute names and values every event
+carries, how ``source`` and ``dataschema`` are formed, and the error a message that cannot be
+decoded raises (the contract itself: ``events.cloudevents``)."""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+from events.errors import FieldProblem, InvalidEventError
+
+SPEC_VERSION = "1.0"
+JSON_CONTENT_TYPE = "application/json"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+SCHEMA_BASE_URI = "https://casetrail.example/schemas/"
+ENVELOPE_SCHEMA_URI = f"{SCHEMA_BASE_URI}envelope.cloudevents.json"
+SOURCE_PREFIX = "/casetrail/"
+KAFKA_HEADER_PREFIX = "ce_"
+KAFKA_CONTENT_TYPE_HEADER = "content-type"
+ORDER_DIGITS = 19
+"""Width of zero-padded counters: enough for any signed 64-bit value."""
+STORED_VERSION_ATTRIBUTE = "storedversion"
+STORED_DATA_ATTRIBUTE = "storeddata"
+
+PUBLISHED_SOURCE = (
+    "Producing service: casetrail/<service> (casetrail/intake, casetrail/coordination, "
+    "casetrail/planning, casetrail/audit), a relative URI reference, exactly as the service "
+    "recorded it (metadata.source)."
+)
+"""What subscribers receive as ``source``: the services' ``metadata.source`` contains ``/``, so
+``source_uri`` passes it through rather than prefixing ``SOURCE_PREFIX`` (the stored values
+and the mapping stay as they are; only the contract states them)."""
+
+_BARE_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_UNKNOWN_TYPE = "<unknown>"
+
+
+class UndecodableMessageError(InvalidEventError):
+    """A message cannot be turned into a case event: its envelope is missing or malformed.
+
+    ``problems`` name the header (Kafka, e.g. ``ce_sequence``) or attribute (JSON) at fault.
+    """
+
+    def __init__(self, problems: list[FieldProblem], event_type: str | None = None) -> None:
+        super().__init__(event_type or _UNKNOWN_TYPE, problems)
+
+
+class KafkaRecord(NamedTuple):
+    """A Kafka record in CloudEvents binary mode, ready for a producer's ``send``."""
+
+    # A named tuple rather than a frozen dataclass: one is made per event forwarded, and
+    # it costs a third.
+
+    key: bytes
+    headers: list[tuple[str, bytes]]
+    value: bytes
+
+
+def dataschema_uri(event_type: str, schema_version: int) -> str:
+    return f"{SCHEMA_BASE_URI}{event_type}/v{schema_version}.json"
+
+
+def source_uri(service: str) -> str:
+    """The CloudEvents ``source`` of events produced by ``service`` (``metadata.source``)."""
+    if not service:
+        raise ValueError("metadata.source must not be empty")
+    return f"{SOURCE_PREFIX}{service}" if _BARE_SERVICE.match(service) else service
+
+
+def service_of(source: str) -> str:
+    """Inverse of ``source_uri``."""
+    if source.startswith(SOURCE_PREFIX):
+        service = source.removeprefix(SOURCE_PREFIX)
+        if _BARE_SERVICE.match(service):
+            return service
+    return source

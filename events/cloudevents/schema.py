@@ -1,0 +1,133 @@
+"""The JSON Schema of the envelope (published as ``events/schemas/envelope.cloudevents.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from events.catalog.base import Role
+from events.cloudevents.attributes import (
+    ENVELOPE_SCHEMA_URI,
+    JSON_CONTENT_TYPE,
+    KAFKA_HEADER_PREFIX,
+    ORDER_DIGITS,
+    PUBLISHED_SOURCE,
+    SCHEMA_BASE_URI,
+    SPEC_VERSION,
+    STORED_DATA_ATTRIBUTE,
+    STORED_VERSION_ATTRIBUTE,
+)
+
+
+def envelope_json_schema() -> dict[str, Any]:
+    """JSON Schema of the CloudEvents JSON format as casetrail sends it (published as
+    ``events/schemas/envelope.cloudevents.json``)."""
+    counter = {
+        "type": "string",
+        "pattern": f"^[0-9]{{{ORDER_DIGITS}}}$",
+    }
+    timestamp = {"type": "string", "format": "date-time"}
+    uuid = {"type": "string", "format": "uuid"}
+    properties: dict[str, dict[str, Any]] = {
+        "specversion": {"const": SPEC_VERSION, "description": "CloudEvents version."},
+        "id": {**uuid, "description": "Event id, unique across casetrail."},
+        "source": {
+            "type": "string",
+            "format": "uri-reference",
+            "minLength": 1,
+            "description": PUBLISHED_SOURCE,
+        },
+        "type": {
+            "type": "string",
+            "pattern": r"^casetrail\.[a-z0-9_.-]+$",
+            "description": "Stable event type, listed in catalog.json.",
+        },
+        "subject": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Case id (client id for client events); the Kafka record key.",
+        },
+        "time": {**timestamp, "description": "When it occurred (RFC 3339)."},
+        "datacontenttype": {"const": JSON_CONTENT_TYPE},
+        "dataschema": {
+            "type": "string",
+            "format": "uri",
+            "description": f"{SCHEMA_BASE_URI}<type>/v<schemaversion>.json",
+        },
+        "sequence": {
+            **counter,
+            "description": "Stream version after this event, zero-padded: string order is "
+            "event order within the stream. In a one-key stream (catalog.json, ordering) it "
+            "rises by 1 from one delivered event to the next: a jump is a gap.",
+        },
+        "stream": {
+            "type": "string",
+            "minLength": 1,
+            "description": "Event-store stream of the producing service (source); "
+            "<kind>-<subject> for a one-key stream (catalog.json, ordering).",
+        },
+        "schemaversion": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "Version of the data's shape (a string in Kafka headers).",
+        },
+        "actorid": {"type": "string", "minLength": 1, "description": "Who did it."},
+        "actorrole": {
+            "enum": [role.value for role in Role],
+            "description": "In which role they did it.",
+        },
+        "correlationid": {**uuid, "description": "Shared by everything one request caused."},
+        "causationid": {**uuid, "description": "The event that caused this one, if any."},
+        "occurredat": {**timestamp, "description": "Same instant as time."},
+        "recordedat": {**timestamp, "description": "When the producer's store made it durable."},
+        "sourceposition": {
+            **counter,
+            "description": "Global position in the producing service's store, zero-padded.",
+        },
+        "traceparent": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+            "description": (
+                "CloudEvents distributed-tracing extension: the W3C trace context of the "
+                "command that recorded the event, when it was traced (not part of the event)."
+            ),
+        },
+        STORED_VERSION_ATTRIBUTE: {
+            "type": "integer",
+            "minimum": 1,
+            "description": (
+                "Extension, present only for an event stored under an older schema version "
+                "(then below schemaversion; data is upcast): the version it is stored under. "
+                "With storeddata it is what the producer's ledger hashed; subscribers that do "
+                "not check proofs may ignore both."
+            ),
+        },
+        STORED_DATA_ATTRIBUTE: {
+            "type": "string",
+            "contentEncoding": "base64",
+            "minLength": 1,
+            "description": (
+                "Extension, with storedversion: the event's data exactly as stored (JSON of "
+                "storedversion, base64), sensitive values sealed as the store sealed them. It "
+                "decodes and upcasts to data."
+            ),
+        },
+        "data": {
+            "type": "object",
+            "description": "The event data; it validates against the schema at dataschema.",
+        },
+    }
+    optional = {"causationid", "traceparent", STORED_VERSION_ATTRIBUTE, STORED_DATA_ATTRIBUTE}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": ENVELOPE_SCHEMA_URI,
+        "title": "casetrail case event (CloudEvents 1.0, JSON format)",
+        "description": (
+            "Kafka binary mode carries the same attributes as headers: datacontenttype as "
+            f"content-type, every other attribute as {KAFKA_HEADER_PREFIX}<name> (UTF-8 string "
+            "form); the record value is data and the record key is subject."
+        ),
+        "type": "object",
+        "properties": properties,
+        "required": sorted(name for name in properties if name not in optional),
+        "additionalProperties": True,
+    }
