@@ -62,6 +62,24 @@ class DocumentTransaction(ABC):
         await self.put(collection, key, document)
         return True
 
+    async def put_once(
+        self,
+        marker: tuple[str, str, Document],
+        documents: Sequence[tuple[str, str, Document]],
+        new_only: Sequence[tuple[str, str, Document]] = (),
+    ) -> bool:
+        """``put_new`` the ``(collection, key, document)`` ``marker`` and, only if it was
+        stored, ``put`` each of ``documents`` and ``put_new`` each of ``new_only``; whether the
+        marker was stored. Every key given must differ from the others. One statement on
+        PostgreSQL (one round trip instead of three): audit keeps every access record this
+        way, behind the record's seen-marker, and every answered read records one."""
+        if not await self.put_new(*marker):
+            return False
+        await self.put_many(documents)
+        for collection, key, document in new_only:
+            await self.put_new(collection, key, document)
+        return True
+
     async def put_if_unchanged(
         self, collection: str, key: str, expected: Document | None, document: Document
     ) -> bool:
@@ -220,7 +238,7 @@ class Projection(ABC):
     for audit would be one more row for every read of every case, kept forever. Nor does it
     take the projection's advisory lock (taken with that tracking): on PostgreSQL its replicas
     apply events of one key at once, so each of its writes is a blind put of what the event
-    alone gives, one conditional statement (``put_new``, ``put_if_unchanged``,
+    alone gives, one conditional statement (``put_new``, ``put_once``, ``put_if_unchanged``,
     ``put_if_later``, ``append_to_list``), or made under a row lock such a statement took in
     the same transaction, never a read then a put (README, "Projections and the bus")."""
 

@@ -206,6 +206,39 @@ _PUT = (
 )
 
 
+_PUT_ONCE = """
+WITH marked AS (
+    INSERT INTO documents (collection, key, document) VALUES (%s, %s, %s::jsonb)
+    ON CONFLICT (collection, key) DO NOTHING
+    RETURNING 1
+), stored AS (
+    INSERT INTO documents (collection, key, document)
+    SELECT c, k, d::jsonb FROM unnest(%s::text[], %s::text[], %s::text[]) AS given(c, k, d)
+    WHERE EXISTS (SELECT FROM marked)
+    ON CONFLICT (collection, key) DO UPDATE SET document = excluded.document
+), created AS (
+    INSERT INTO documents (collection, key, document)
+    SELECT c, k, d::jsonb FROM unnest(%s::text[], %s::text[], %s::text[]) AS given(c, k, d)
+    WHERE EXISTS (SELECT FROM marked)
+    ON CONFLICT (collection, key) DO NOTHING
+    RETURNING collection, key
+)
+SELECT EXISTS (SELECT FROM marked),
+    ARRAY(SELECT collection FROM created), ARRAY(SELECT key FROM created)
+"""
+"""``put_once`` in one statement: its parts see one snapshot, so each writes rows of keys
+the others do not touch (``put_once`` asks for keys that differ)."""
+
+
+def _columns(documents: Sequence[tuple[str, str, Document]]) -> list[list[str]]:
+    """Collections, keys and documents (JSON text) as three arrays, for ``unnest``."""
+    return [
+        [collection for collection, _, _ in documents],
+        [key for _, key, _ in documents],
+        [json.dumps(document, default=str) for _, _, document in documents],
+    ]
+
+
 class _PostgresTransaction(DocumentTransaction):
     def __init__(self, connection: Connection, changes: ChangeListener | None = None) -> None:
         self._connection = connection
@@ -246,6 +279,31 @@ class _PostgresTransaction(DocumentTransaction):
         if cursor.rowcount != 1:
             return False
         await self.told([collection], key)
+        return True
+
+    async def put_once(
+        self,
+        marker: tuple[str, str, Document],
+        documents: Sequence[tuple[str, str, Document]],
+        new_only: Sequence[tuple[str, str, Document]] = (),
+    ) -> bool:
+        cursor = await self._connection.execute(
+            _PUT_ONCE,
+            (
+                *marker[:2],
+                json.dumps(marker[2], default=str),
+                *_columns(documents),
+                *_columns(new_only),
+            ),
+        )
+        row = await cursor.fetchone()
+        if row is None or not row[0]:
+            return False
+        await self.told([marker[0]], marker[1])
+        for collection, key, _ in documents:
+            await self.told([collection], key)
+        for collection, key in zip(row[1], row[2], strict=True):
+            await self.told([collection], key)
         return True
 
     async def put_if_unchanged(

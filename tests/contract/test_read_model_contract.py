@@ -223,6 +223,42 @@ async def test_put_new_stores_only_where_nothing_is_stored(read_models: ReadMode
     assert await read_models.get("marks", "lost") is None
 
 
+async def test_put_once_stores_the_rest_only_with_a_new_marker(
+    read_models: ReadModelStore,
+) -> None:
+    async with read_models.transaction() as transaction:
+        await transaction.put("docs", "old", {"n": 0})
+        await transaction.put("heads", "there", {"n": 0})
+        assert await transaction.put_once(
+            ("seen", "e1", {"n": 1}),
+            [("docs", "old", {"n": 2}), ("docs", "new", {"n": 3, "l": ["é"]})],
+            [("heads", "there", {"n": 4}), ("heads", "missing", {"n": 5})],
+        )
+        # Seen before: nothing of it is stored.
+        assert not await transaction.put_once(
+            ("seen", "e1", {"n": 6}), [("docs", "old", {"n": 7})], [("heads", "other", {"n": 8})]
+        )
+        assert await transaction.put_once(("seen", "e2", {"n": 9}), [])
+
+    assert await read_models.get("seen", "e1") == {"n": 1}
+    assert await read_models.get("seen", "e2") == {"n": 9}
+    assert await read_models.get("docs", "old") == {"n": 2}
+    assert await read_models.get("docs", "new") == {"n": 3, "l": ["é"]}
+    assert await read_models.get("heads", "there") == {"n": 0}
+    assert await read_models.get("heads", "missing") == {"n": 5}
+    assert await read_models.get("heads", "other") is None
+
+    async def keep_then_fail() -> None:
+        async with read_models.transaction() as transaction:
+            assert await transaction.put_once(("seen", "e3", {}), [("docs", "lost", {"n": 1})])
+            raise RuntimeError("rolled back")
+
+    with pytest.raises(RuntimeError):
+        await keep_then_fail()
+    assert await read_models.get("seen", "e3") is None
+    assert await read_models.get("docs", "lost") is None
+
+
 async def test_put_if_unchanged_stores_only_over_the_expected_document(
     read_models: ReadModelStore,
 ) -> None:
@@ -330,12 +366,15 @@ async def test_a_watcher_is_told_each_committed_change(read_models: ReadModelSto
         await transaction.put_many([("other", "o", {"n": 1}), ("watched", "m", {"n": 1})])
         await transaction.put_if_later("watched", "p", {"at": "b"}, "at")
         await transaction.put_if_unchanged("watched", "u", None, {"n": 1})
+        await transaction.put_once(
+            ("other", "s", {}), [("watched", "v", {})], [("watched", "w", {}), ("watched", "u", {})]
+        )
         assert told == []  # nothing is told before the commit
     await read_models.reset("p", ("watched",))
     await _eventually(lambda: None in told)
 
     # (PostgreSQL folds a transaction's identical notifications into one.)
-    assert list(dict.fromkeys(told)) == ["a", "c", "m", "p", "u", None]
+    assert list(dict.fromkeys(told)) == ["a", "c", "m", "p", "u", "v", "w", None]
 
 
 async def _eventually(condition: Callable[[], bool], seconds: float = 10.0) -> None:

@@ -41,6 +41,7 @@ from uuid import UUID
 from casetrail_platform.keys.off_loop import decoding
 from casetrail_platform.policy.facts import Entry, entry_of, stored_order
 from casetrail_platform.projections.port import (
+    Document,
     DocumentTransaction,
     KeyRange,
     Projection,
@@ -128,7 +129,10 @@ class TimelineProjection(Projection):
         if lane == HISTORY and recorded.event.subject_field != "case_id":
             return
         case_id = recorded.subject
-        if not await _keep(transaction, _CASE_TRAIL, case_id, lane, recorded):
+        # An access record only needs the case known, made with the record where it is not:
+        # every answered read appends one, so it reads nothing back here.
+        header = () if lane == HISTORY else [(CASES, case_id, _new_header(case_id))]
+        if not await _keep(transaction, _CASE_TRAIL, case_id, lane, recorded, header):
             return
         if lane == HISTORY:
             entry = entry_of(recorded)
@@ -136,10 +140,6 @@ class TimelineProjection(Projection):
             last, erased = await _count(transaction, case_id, place)
             if entry is not None:
                 await _keep_fact(transaction, case_id, last, _scrubbed(entry) if erased else entry)
-        else:
-            # An access record only needs the case known: every answered read appends one,
-            # so it reads nothing back here.
-            await transaction.put_new(CASES, case_id, _new_header(case_id))
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
         # The events keep their sealed values; the fact entries hold the categories of need
@@ -281,26 +281,26 @@ async def _keep(
     subject: str,
     lane: str,
     recorded: RecordedEvent,
+    new_only: Sequence[tuple[str, str, Document]] = (),
 ) -> bool:
-    """The event and its place on both clocks under ``subject`` (a case or a client); False
-    when it was kept already."""
+    """The event and its place on both clocks under ``subject`` (a case or a client), and
+    ``new_only`` where nothing is stored yet; False when it was kept already."""
     event_id = str(recorded.event_id)
     event_key = f"{subject}|{lane}|{event_id}"
-    # Marked first, in the same transaction: checked and set in one statement.
-    if not await transaction.put_new(trail.seen, event_id, {"case_id": subject, "key": event_key}):
-        return False
     indexed = _indexed(recorded, event_key)
-    # The event and its place on both clocks in one statement (one round trip).
-    await transaction.put_many(
+    # The seen-marker and, only if it was not there, the rest: checked and set in one
+    # statement (one round trip on PostgreSQL).
+    return await transaction.put_once(
+        (trail.seen, event_id, {"case_id": subject, "key": event_key}),
         [
             (trail.events, event_key, {"event": to_structured(recorded)}),
             *(
                 (trail.index, _prefix(subject, basis, lane) + sort_suffix(recorded, basis), indexed)
                 for basis in TimeBasis
             ),
-        ]
+        ],
+        new_only,
     )
-    return True
 
 
 async def retire_old_layout(read_models: ReadModelStore) -> None:
