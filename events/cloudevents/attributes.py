@@ -41,6 +41,10 @@ class UndecodableMessageError(InvalidEventError):
     ``problems`` name the header (Kafka, e.g. ``ce_sequence``) or attribute (JSON) at fault.
     """
 
+    # Named by its public path, where subscribers import it from: a dead letter's
+    # ``exception_type`` header reads ``events.cloudevents.UndecodableMessageError``.
+    __module__ = "events.cloudevents"
+
     def __init__(self, problems: list[FieldProblem], event_type: str | None = None) -> None:
         super().__init__(event_type or _UNKNOWN_TYPE, problems)
 
