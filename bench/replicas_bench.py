@@ -51,7 +51,7 @@ async def serve_intake(topic: str, data_dir: Path) -> None:
 
     from casetrail_platform.bus.kafka_settings import KafkaSettings
     from casetrail_platform.bus.topics import TopicSettings, ensure_topics
-    from casetrail_platform.hosting import Infrastructure
+    from casetrail_platform.infrastructure import Infrastructure
     from services.runner import start_services, stop_services
 
     kafka = KafkaSettings.from_env(servers_environment(KAFKA_BOOTSTRAP))

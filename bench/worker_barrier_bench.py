@@ -68,8 +68,8 @@ from casetrail.coordination.v1 import coordination_pb2
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.decide import published_at_once
-from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.identity.development import DevelopmentIssuer
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.policy.guard import AccessControl
 from cli.rpc import (
     Connection,

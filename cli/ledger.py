@@ -34,7 +34,7 @@ from casetrail.audit.v1 import audit_pb2
 from cli.rpc import print_refusal
 
 if TYPE_CHECKING:
-    from casetrail_platform.hosting import Infrastructure
+    from casetrail_platform.infrastructure import Infrastructure
     from casetrail_platform.ledger.note import KeySchedule, LogKeys
 
 PENDING_STATUS = 3

@@ -13,7 +13,8 @@ def run(options: argparse.Namespace) -> int:
 
 
 async def _parked(options: argparse.Namespace) -> int:
-    from casetrail_platform.hosting import open_event_store, open_parking_lot, relay_name
+    from casetrail_platform.hosting import relay_name
+    from casetrail_platform.infrastructure import open_event_store, open_parking_lot
     from cli.stores import has_local_store, infrastructure, where_stored
 
     infra = infrastructure(options)

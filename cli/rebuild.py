@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from casetrail_platform.projections.port import Projection
 
 if TYPE_CHECKING:
-    from casetrail_platform.hosting import Infrastructure
+    from casetrail_platform.infrastructure import Infrastructure
 
 OWN_STORE = {
     "intake": {
@@ -116,7 +116,7 @@ async def _rebuild(options: argparse.Namespace, projection: Projection) -> int:
 async def _rebuild_alone(infra: Infrastructure, service: str, projection: Projection) -> int:
     from tqdm import tqdm
 
-    from casetrail_platform.hosting import open_event_store, open_read_models
+    from casetrail_platform.infrastructure import open_event_store, open_read_models
     from casetrail_platform.locking.serving import alone
     from casetrail_platform.projections.runner import rebuild
 

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 
 
 def infrastructure(options: argparse.Namespace) -> Infrastructure:

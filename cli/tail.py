@@ -29,9 +29,10 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from casetrail_platform.hosting import Infrastructure, service_source
+from casetrail_platform.hosting import service_source
 from casetrail_platform.identity.errors import InvalidCredential, IssuerUnavailable
 from casetrail_platform.identity.principal import Principal
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.policy.decide import decide
 from casetrail_platform.policy.guard import (
     DEFAULT_HOME_AGENCY,
@@ -123,7 +124,7 @@ async def _record_refusal(
 ) -> None:
     """The refusal, in the store of each service the tail asked for (where its accesses would
     have been recorded had it been allowed)."""
-    from casetrail_platform.hosting import open_event_store
+    from casetrail_platform.infrastructure import open_event_store
 
     for service in services:
         store, _checkpoints, close_store = await open_event_store(infra, service)
@@ -160,7 +161,7 @@ async def _tail(
     from_start: bool,
     credential: Credential,
 ) -> None:
-    from casetrail_platform.hosting import open_event_store
+    from casetrail_platform.infrastructure import open_event_store
 
     store, _checkpoints, close_store = await open_event_store(infra, service)
     try:

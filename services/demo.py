@@ -86,9 +86,9 @@ class LocalCasetrail:
 async def embedded_services(data_dir: Path) -> AsyncIterator[LocalCasetrail]:
     """All four services in this process on free ports, their SQLite files under ``data_dir``,
     trusting a development issuer started on a free port of 127.0.0.1."""
-    from casetrail_platform.hosting import Infrastructure
     from casetrail_platform.identity.development import DevelopmentIssuer
     from casetrail_platform.identity.verifier import TokenVerifier
+    from casetrail_platform.infrastructure import Infrastructure
     from services.runner import start_services, stop_services
 
     issuer = DevelopmentIssuer(data_dir, port=0)

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 
 from casetrail_platform.errors import StorageUnavailableError
-from casetrail_platform.hosting import Infrastructure, open_event_store, open_read_models
+from casetrail_platform.infrastructure import Infrastructure, open_event_store, open_read_models
 from casetrail_platform.store.pg_password import deployment_dsn
 from services.runner import SERVICES
 

@@ -33,12 +33,13 @@ from casetrail_platform.grpc_platform.server import (
     allow_plaintext,
     require_tls_beyond_loopback,
 )
-from casetrail_platform.hosting import Infrastructure, RunningService
+from casetrail_platform.hosting import RunningService
 from casetrail_platform.identity.development import DEFAULT_PORT as DEV_ISSUER_PORT
 from casetrail_platform.identity.development import DevelopmentIssuer
 from casetrail_platform.identity.settings import IssuerSettings
 from casetrail_platform.identity.tls import ServerTls
 from casetrail_platform.identity.verifier import TokenVerifier
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.ledger.hosting import ledger_settings
 from casetrail_platform.private_files import (
     owner_only_umask,

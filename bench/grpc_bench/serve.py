@@ -27,7 +27,7 @@ def serve_entry(options: argparse.Namespace) -> None:
 async def serve(options: argparse.Namespace, profiler: cProfile.Profile | None) -> None:
     from casetrail_platform.bus.kafka_settings import KafkaSettings
     from casetrail_platform.bus.topics import TopicSettings, ensure_topics
-    from casetrail_platform.hosting import Infrastructure
+    from casetrail_platform.infrastructure import Infrastructure
     from services.runner import start_services, stop_services
 
     data_dir = Path(options.data_dir)

@@ -26,7 +26,7 @@ from casetrail_platform.ledger.note import (
 from casetrail_platform.ledger.port import LedgerStore
 
 if TYPE_CHECKING:
-    from casetrail_platform.hosting import Infrastructure
+    from casetrail_platform.infrastructure import Infrastructure
 
 SERVICES = ("intake", "coordination", "planning", "audit")
 

@@ -21,7 +21,7 @@ from casetrail_platform.private_files import private_replacement, read_private
 if TYPE_CHECKING:
     from grpc_health.v1 import health
 
-    from casetrail_platform.hosting import Infrastructure
+    from casetrail_platform.infrastructure import Infrastructure
     from casetrail_platform.store.port import EventStore
 
 log = logging.getLogger(__name__)

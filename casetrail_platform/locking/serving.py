@@ -37,7 +37,7 @@ from typing import IO, TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import psycopg
 
-    from casetrail_platform.hosting import Infrastructure
+    from casetrail_platform.infrastructure import Infrastructure
 
 log = logging.getLogger(__name__)
 

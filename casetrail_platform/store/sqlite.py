@@ -180,7 +180,7 @@ class SqliteEventStore(EventStore):
         """Newest position committed by this process's writer (or found at open)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self.locks = InProcessLocks()
-        """The embedded host's locks (``hosting.open_locks``): the one process that owns this
+        """The embedded host's locks (``infrastructure.open_locks``): the one process that owns this
         file decides with them, and a guard's lock (``StreamVersion.lock``) is one of them."""
 
     @classmethod

@@ -8,7 +8,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from casetrail.audit.v1 import audit_pb2_grpc
-from casetrail_platform.hosting import Infrastructure, RunningService, host_for
+from casetrail_platform.hosting import RunningService, host_for
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.ledger.directory import LedgerDirectory
 from casetrail_platform.ledger.witness import Witness
 from casetrail_platform.policy.facts import FACT_EVENT_TYPES

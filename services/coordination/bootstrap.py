@@ -6,7 +6,8 @@ from __future__ import annotations
 import grpc
 
 from casetrail.coordination.v1 import coordination_pb2_grpc
-from casetrail_platform.hosting import Infrastructure, RunningService, host_for
+from casetrail_platform.hosting import RunningService, host_for
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.projection import CaseFactsProjection as PolicyFactsProjection
 from casetrail_platform.policy.projection import CaseFactsReader

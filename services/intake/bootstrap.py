@@ -9,7 +9,8 @@ import grpc
 
 from casetrail.intake.v1 import intake_pb2_grpc
 from casetrail_platform.ages import agency_today
-from casetrail_platform.hosting import Infrastructure, RunningService, host_for
+from casetrail_platform.hosting import RunningService, host_for
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.policy.hosting import facts_access_control
 from services.intake.adapters.case_closures import CaseClosuresProjection, ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory

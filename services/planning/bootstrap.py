@@ -5,7 +5,8 @@ from __future__ import annotations
 import grpc
 
 from casetrail.planning.v1 import planning_pb2_grpc
-from casetrail_platform.hosting import Infrastructure, RunningService, host_for
+from casetrail_platform.hosting import RunningService, host_for
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.policy.hosting import facts_access_control
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.cases import CaseReopened

@@ -643,7 +643,7 @@ async def test_a_stored_event_of_a_type_no_longer_in_the_catalog_is_the_servers_
 
 
 def host_locks(store: EventStore) -> Locks:
-    """The locks a host of ``store`` decides with (``hosting.open_locks``)."""
+    """The locks a host of ``store`` decides with (``infrastructure.open_locks``)."""
     if isinstance(store, SqliteEventStore):
         return store.locks
     from casetrail_platform.locking.postgres import PostgresLocks

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from casetrail_platform.bus.kafka_settings import KafkaSettings
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.locking.postgres import PostgresLocks
 from casetrail_platform.locking.serving import alone, mark_serving, projection_leadership
 from tests.support.servers import kafka_bootstrap, postgres_dsn, server_missing

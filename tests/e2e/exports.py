@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from casetrail.audit.v1 import audit_pb2
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.ledger.export import PROOF_ATTRIBUTE
 from cli.rpc import Person, eventually, query
 from tests.e2e.conftest import Casetrail

@@ -19,7 +19,7 @@ import pytest
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.intake.v1 import intake_pb2
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.keys.sqlite import KEYS_FILE_NAME
 from casetrail_platform.ledger.export import PROOF_ATTRIBUTE
 from casetrail_platform.policy.guard import access_stream

@@ -23,7 +23,7 @@ import pytest_asyncio
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.intake.v1 import intake_pb2
-from casetrail_platform.hosting import Infrastructure, open_event_store
+from casetrail_platform.infrastructure import Infrastructure, open_event_store
 from casetrail_platform.ledger.export import PROOF_ATTRIBUTE
 from casetrail_platform.store.port import NO_STREAM
 from cli.rpc import Person, command, connect, eventually, query

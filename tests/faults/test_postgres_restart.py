@@ -15,7 +15,7 @@ import pytest
 
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.errors import StorageUnavailableError
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.ledger.postgres import PostgresLedgerStore
 from casetrail_platform.locking.postgres import PostgresLocks
 from casetrail_platform.locking.serving import SESSION_CHECK, alone, mark_serving

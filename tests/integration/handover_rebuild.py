@@ -13,7 +13,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.locking.serving import AloneLost, alone
 from casetrail_platform.projections.postgres import PostgresReadModelStore
 from casetrail_platform.projections.runner import rebuild

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from casetrail_platform.bus.kafka import KafkaEventPublisher
 from casetrail_platform.bus.kafka_settings import KafkaSettings
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.locking.port import Work
 from casetrail_platform.locking.postgres import PostgresLocks
 from casetrail_platform.locking.serving import mark_serving, projection_leadership

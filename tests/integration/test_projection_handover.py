@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from casetrail_platform.bus.topics import TopicSettings, create_topics
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.locking.postgres import LEADER_SESSION_IDLE_LIMIT
 from casetrail_platform.locking.serving import alone
 from casetrail_platform.projections.port import ReadModelStore

@@ -18,7 +18,7 @@ from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings, ensure_topics
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from cli.rpc import command, connect, eventually, query
 from cli.walk.story import COORDINATOR, RECEPTIONIST
 from services.runner import start_services, stop_services

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from tests.support.cli import casetrail_exit
 from tests.support.ledger import signed_store
 from tests.support.servers import (

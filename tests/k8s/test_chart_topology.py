@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from casetrail_platform.health import LIVENESS_SERVICE
-from casetrail_platform.hosting import Infrastructure, ServiceHost
+from casetrail_platform.hosting import ServiceHost
+from casetrail_platform.infrastructure import Infrastructure
 from events.topics import LEDGER_CHECKPOINTS_TOPIC
 from services.caseload.settings import DEFAULT_APP_ID, DEFAULT_WEB_PORT
 from services.runner import DEFAULT_PORTS, SERVICES

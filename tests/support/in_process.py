@@ -12,7 +12,7 @@ import grpc
 
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings, ensure_topics
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from cli.rpc import Connection, connect, refusal_of
 from services.runner import start_services, stop_services
 from tests.support.distributed import fresh_database, fresh_topic

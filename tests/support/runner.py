@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from services import runner
 
 

@@ -29,9 +29,9 @@ from grpc_status import rpc_status
 
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
-from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from casetrail_platform.identity.tokens import SigningKey
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog_registry import default_registry
 from services.runner import SERVICES, start_services, stop_services

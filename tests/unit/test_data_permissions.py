@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.private_files import private_directory, private_file
 from services.runner import SERVICES, start_services, stop_services

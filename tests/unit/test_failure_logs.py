@@ -14,7 +14,8 @@ import pytest
 from casetrail_platform.bus.port import EventPublisher
 from casetrail_platform.bus.retry import Backoff
 from casetrail_platform.checkpoints import InMemoryCheckpointStore
-from casetrail_platform.hosting import Infrastructure, host_for
+from casetrail_platform.hosting import host_for
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.outbox import OutboxRelay
 from casetrail_platform.projections.port import DocumentTransaction, Projection
 from casetrail_platform.projections.runner import follow

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from casetrail_platform.hosting import Infrastructure, host_for
+from casetrail_platform.hosting import host_for
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.store.sqlite import SqliteEventStore
 
 

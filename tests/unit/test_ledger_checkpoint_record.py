@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from casetrail_platform.bus.kafka_settings import KafkaSettings
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.ledger import merkle
 from casetrail_platform.ledger.checkpoint_file import FileCheckpointRecord
 from casetrail_platform.ledger.hosting import checkpoint_record, key_path, open_ledger

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from casetrail_platform.hosting import Infrastructure, ServiceHost
+from casetrail_platform.hosting import ServiceHost
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.projections.port import Projection
 from cli.rebuild import FROM_BUS, OWN_STORE, _canonical, _own_name, _projection
 from services.audit import bootstrap as audit

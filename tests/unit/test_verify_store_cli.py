@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.ledger.hosting import key_path, open_ledger
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.note import MAX_KEYS_FILE_BYTES, origin_of

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from casetrail_platform.commands import RuleBroken
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.ledger.directory import LedgerDirectory
 from casetrail_platform.ledger.hosting import ledger_settings, open_ledger
 from casetrail_platform.ledger.keys import FileSigner

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.ledger.directory import LedgerDirectory
 from casetrail_platform.ledger.hosting import key_path, ledger_settings, open_ledger
 from casetrail_platform.ledger.keys import FileSigner

@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail.coordination.v1 import coordination_pb2_grpc
 from casetrail_platform.commands import CommandContext
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
 from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, ReferralSourceKind

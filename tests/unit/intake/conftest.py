@@ -7,7 +7,8 @@ import grpc
 import pytest
 
 from casetrail.intake.v1 import intake_pb2_grpc
-from casetrail_platform.hosting import Infrastructure, RunningService
+from casetrail_platform.hosting import RunningService
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.projections.runner import BusProjectionHandler

@@ -14,7 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2
-from casetrail_platform.hosting import open_event_store
+from casetrail_platform.infrastructure import open_event_store
 from cli.rpc import Person
 from events.envelope import RecordedEvent
 from tests.support.identity import acting

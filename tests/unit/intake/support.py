@@ -16,8 +16,8 @@ import pytest
 
 from casetrail.intake.v1 import intake_pb2_grpc
 from casetrail_platform.commands import CommandContext
-from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.identity.principal import Principal
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseClosed, DischargeReason

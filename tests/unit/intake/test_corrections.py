@@ -17,8 +17,8 @@ from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from casetrail_platform.ages import agency_today
 from casetrail_platform.commands import InvalidCommand
-from casetrail_platform.hosting import Infrastructure
 from casetrail_platform.identity.principal import Principal
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.policy.decide import decide_client_correction
 from casetrail_platform.policy.facts import CaseFacts
 from cli.rpc import Person

@@ -14,7 +14,7 @@ import pytest
 from google.rpc import error_details_pb2
 
 from casetrail.intake.v1 import intake_pb2
-from casetrail_platform.hosting import open_event_store
+from casetrail_platform.infrastructure import open_event_store
 from events.catalog.cases import CaseOpened
 from tests.support.grpc import details, refusal
 from tests.unit.intake.requests import erasing, marco, opening

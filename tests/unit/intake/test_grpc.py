@@ -10,7 +10,7 @@ from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2
-from casetrail_platform.hosting import open_event_store
+from casetrail_platform.infrastructure import open_event_store
 from casetrail_platform.policy.guard import access_stream
 from cli.rpc import Person
 from events.catalog.access import RecordAccessed

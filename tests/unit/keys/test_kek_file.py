@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from casetrail_platform.hosting import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.keys import file_kek
 from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
 from casetrail_platform.keys.hosting import file_kek as configured_file_kek
