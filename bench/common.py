@@ -108,6 +108,24 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def median_and_rounds(values: Sequence[float]) -> str:
+    """The median, then each round's value in brackets, whole numbers: ``12 (11, 12, 15)``."""
+    return f"{median(values):.0f} ({', '.join(f'{value:.0f}' for value in values)})"
+
+
+def run_header(began: float, command: str, load_before: float) -> list[str]:
+    """A section's first lines: when the run ended and how long it took (``began``: its
+    ``time.perf_counter()``), the command, the machine, and its load at the start and now."""
+    return [
+        f"Run: {now_utc()}, {time.perf_counter() - began:.0f} s. Command: `{command}`.",
+        "",
+        *machine_info().lines(),
+        "",
+        f"Load average (1 min) {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the "
+        "end.",
+    ]
+
+
 def rotations(items: Sequence[T], round_number: int) -> list[T]:
     """``items`` rotated by the round number: each contender goes first in turn, so drift
     in the machine's speed (other load, caches, thermal) is spread over all of them."""

@@ -30,7 +30,14 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import NewTopic
 
-from bench.common import fmt_ratio, machine_info, markdown_table, median, now_utc, replace_section
+from bench.common import (
+    fmt_ratio,
+    markdown_table,
+    median,
+    median_and_rounds,
+    replace_section,
+    run_header,
+)
 from bench.grpc_bench.cpu import kafka_pids, process_cpu
 from bench.grpc_bench.storage import delete_topic
 from casetrail_platform.bus.kafka_settings import KafkaSettings
@@ -184,10 +191,6 @@ HEADERS = [
 ]
 
 
-def _with_rounds(values: Sequence[float]) -> str:
-    return f"{median(values):.0f} ({', '.join(f'{value:.0f}' for value in values)})"
-
-
 def _cpu(pids: Sequence[int]) -> float:
     return sum(process_cpu(pid) or 0.0 for pid in pids)
 
@@ -200,7 +203,6 @@ async def run(groups: int, rate: int, seconds: float, rounds: int, bootstrap: st
         order = list(MODES) if round_number % 2 == 0 else list(reversed(MODES))
         for mode in order:
             results[mode].append(await window(bootstrap, groups, MODES[mode], rate, seconds))
-    load_after = os.getloadavg()[0]
     rows = []
     for mode, windows in results.items():
         members_cpu = [w.per_record(w.members_cpu) for w in windows]
@@ -209,8 +211,8 @@ async def run(groups: int, rate: int, seconds: float, rounds: int, bootstrap: st
             mode,
             ", ".join(f"{w.commits / w.seconds:.0f}" for w in windows),
             ", ".join(f"{w.records / w.seconds:.0f}" for w in windows),
-            _with_rounds(members_cpu),
-            _with_rounds(broker_cpu),
+            median_and_rounds(members_cpu),
+            median_and_rounds(broker_cpu),
             f"{median(members_cpu) + median(broker_cpu):.0f}",
         ])  # fmt: skip
     each, lazy = (results[mode] for mode in MODES)
@@ -221,14 +223,12 @@ async def run(groups: int, rate: int, seconds: float, rounds: int, bootstrap: st
         )
         for a, b in zip(each, lazy, strict=True)
     ]
+    command = (
+        f"python -m bench.passed_commits_bench --groups {groups} --rate {rate} "
+        f"--seconds {seconds:g} --rounds {rounds}"
+    )
     lines = [
-        f"Run: {now_utc()}, {time.perf_counter() - began:.0f} s. Command: `python -m "
-        f"bench.passed_commits_bench --groups {groups} --rate {rate} --seconds {seconds:g} "
-        f"--rounds {rounds}`.",
-        "",
-        *machine_info().lines(),
-        "",
-        f"Load average (1 min) {load_before:.1f} at the start, {load_after:.1f} at the end.",
+        *run_header(began, command, load_before),
         "",
         f"{groups} consumer groups (one member each, in one process) on a topic of "
         f"{PARTITIONS} partitions, none of them wanting the records published: {rate} "

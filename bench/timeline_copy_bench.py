@@ -27,7 +27,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
 
-from bench.common import fmt_ratio, machine_info, markdown_table, median, now_utc, replace_section
+from bench.common import (
+    fmt_ratio,
+    markdown_table,
+    median,
+    median_and_rounds,
+    replace_section,
+    run_header,
+)
 from bench.grpc_bench.cpu import postgres_pids, process_cpu
 from casetrail_platform.projections import postgres as postgres_read_models
 from casetrail_platform.projections.port import DocumentTransaction
@@ -124,10 +131,6 @@ async def window(
     return Window(len(records), process, server, seconds)
 
 
-def _with_rounds(values: Sequence[float]) -> str:
-    return f"{median(values):.0f} ({', '.join(f'{value:.0f}' for value in values)})"
-
-
 async def run(records: int, batch: int, rounds: int) -> str:
     began = time.perf_counter()
     load_before = os.getloadavg()[0]
@@ -145,17 +148,16 @@ async def run(records: int, batch: int, rounds: int) -> str:
                     first += records
                     three = way == WAYS[0]
                     results[way].append(await window(handler, taken, batch, three))
-    load_after = os.getloadavg()[0]
     rows = []
     for way, windows in results.items():
         process = [w.per_record(w.process_cpu) for w in windows]
         server = [w.per_record(w.server_cpu) for w in windows]
         rows.append([
             way,
-            _with_rounds(process),
-            _with_rounds(server),
+            median_and_rounds(process),
+            median_and_rounds(server),
             f"{median(process) + median(server):.0f}",
-            _with_rounds([records / w.seconds for w in windows]),
+            median_and_rounds([records / w.seconds for w in windows]),
         ])  # fmt: skip
     before, after = (results[way] for way in WAYS)
     ratios = [
@@ -165,13 +167,11 @@ async def run(records: int, batch: int, rounds: int) -> str:
         )
         for a, b in zip(before, after, strict=True)
     ]
+    command = (
+        f"python -m bench.timeline_copy_bench --records {records} --batch {batch} --rounds {rounds}"
+    )
     lines = [
-        f"Run: {now_utc()}, {time.perf_counter() - began:.0f} s. Command: `python -m "
-        f"bench.timeline_copy_bench --records {records} --batch {batch} --rounds {rounds}`.",
-        "",
-        *machine_info().lines(),
-        "",
-        f"Load average (1 min) {load_before:.1f} at the start, {load_after:.1f} at the end.",
+        *run_header(began, command, load_before),
         "",
         f"Audit's timeline on PostgreSQL, {records} access records a round over {CASES} cases "
         f"already known, in transactions of {batch}, {rounds} rounds (the order of the two "
