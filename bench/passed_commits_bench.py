@@ -38,7 +38,7 @@ from bench.common import (
     replace_section,
     run_header,
 )
-from bench.grpc_bench.cpu import kafka_pids, process_cpu
+from bench.grpc_bench.cpu import cpu_of, kafka_pids
 from bench.grpc_bench.storage import delete_topic
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import create_topics
@@ -154,7 +154,7 @@ async def window(bootstrap: str, groups: int, every: float, rate: int, seconds: 
         marks: dict[str, tuple[float, float, float, int, int]] = {}
         while (elapsed := time.monotonic() - started) < WARM_UP + seconds:
             if "start" not in marks and elapsed >= WARM_UP:
-                marks["start"] = (time.monotonic(), _cpu([child.pid]), _cpu(kafka_pids()),
+                marks["start"] = (time.monotonic(), cpu_of([child.pid]), cpu_of(kafka_pids()),
                                   sent, await commits())  # fmt: skip
             due = int(elapsed * rate)
             batch = [
@@ -164,7 +164,7 @@ async def window(bootstrap: str, groups: int, every: float, rate: int, seconds: 
             sent = due
             await asyncio.gather(*batch)
             await asyncio.sleep(0.01)
-        end = (time.monotonic(), _cpu([child.pid]), _cpu(kafka_pids()), sent, await commits())
+        end = (time.monotonic(), cpu_of([child.pid]), cpu_of(kafka_pids()), sent, await commits())
         begin = marks["start"]
         return Window(
             records=end[3] - begin[3],
@@ -189,10 +189,6 @@ HEADERS = [
     "broker, µs/record",
     "both, µs/record",
 ]
-
-
-def _cpu(pids: Sequence[int]) -> float:
-    return sum(process_cpu(pid) or 0.0 for pid in pids)
 
 
 async def run(groups: int, rate: int, seconds: float, rounds: int, bootstrap: str) -> str:

@@ -35,7 +35,7 @@ from bench.common import (
     replace_section,
     run_header,
 )
-from bench.grpc_bench.cpu import postgres_pids, process_cpu
+from bench.grpc_bench.cpu import cpu_of, postgres_pids
 from casetrail_platform.projections import postgres as postgres_read_models
 from casetrail_platform.projections.port import DocumentTransaction
 from casetrail_platform.projections.runner import BusProjectionHandler
@@ -113,21 +113,17 @@ def access_records(registry: EventRegistry, count: int, first: int) -> list[Reco
     return records
 
 
-def _server_cpu() -> float:
-    return sum(process_cpu(pid) or 0.0 for pid in postgres_pids())
-
-
 async def window(
     handler: BusProjectionHandler, records: Sequence[RecordedEvent], batch: int, three: bool
 ) -> Window:
     with kept_in_three_statements(three):
-        process_before, server_before = time.process_time(), _server_cpu()
+        process_before, server_before = time.process_time(), cpu_of(postgres_pids())
         began = time.perf_counter()
         for first in range(0, len(records), batch):
             await handler.handle_batch(records[first : first + batch])
         seconds = time.perf_counter() - began
         process = time.process_time() - process_before
-        server = _server_cpu() - server_before
+        server = cpu_of(postgres_pids()) - server_before
     return Window(len(records), process, server, seconds)
 
 

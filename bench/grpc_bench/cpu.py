@@ -4,7 +4,7 @@ generator and the whole machine."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +21,11 @@ def process_cpu(pid: int, thread: int | None = None) -> float | None:
     # The command name may hold spaces and parentheses; the fields after it do not.
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def cpu_of(pids: Iterable[int]) -> float:
+    """User + system CPU seconds of these processes together (one that is gone counts 0)."""
+    return sum(process_cpu(pid) or 0.0 for pid in pids)
 
 
 def machine_busy() -> float:

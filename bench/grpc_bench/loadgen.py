@@ -22,7 +22,7 @@ import psycopg
 
 from bench.common import percentile
 from bench.grpc_bench.commands import NEEDS_CASES, Commands
-from bench.grpc_bench.cpu import CpuProbe, process_cpu
+from bench.grpc_bench.cpu import CpuProbe, cpu_of
 from bench.grpc_bench.plan import REPO, LoadSpec, RowSpec
 from bench.grpc_bench.results import RowResult
 
@@ -215,9 +215,9 @@ async def settle(pids: Iterable[int], limit: float, idle: float = 0.15) -> float
     started = time.perf_counter()
     pids = list(pids)
     while time.perf_counter() - started < limit:
-        before = sum(process_cpu(pid) or 0.0 for pid in pids)
+        before = cpu_of(pids)
         await asyncio.sleep(0.5)
-        if sum(process_cpu(pid) or 0.0 for pid in pids) - before < idle * 0.5:
+        if cpu_of(pids) - before < idle * 0.5:
             break
     return time.perf_counter() - started
 
