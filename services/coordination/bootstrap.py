@@ -17,7 +17,7 @@ from services.coordination.adapters.projections import (
     CaseFactsProjection,
 )
 from services.coordination.app.follow_ups import FollowUps
-from services.coordination.app.handlers import SERVICE, Dependencies
+from services.coordination.app.handlers.running import SERVICE, Dependencies
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
 
 

@@ -37,7 +37,7 @@ from events.envelope import Actor, EventMetadata, RecordedEvent
 from events.errors import InvalidEventError, MissingUpcasterError, UnknownEventTypeError
 from events.registry import EventRegistry, encode
 from services.audit.app.handlers import SERVICE_SOURCE as AUDIT_SOURCE
-from services.coordination.app.handlers import SOURCE as COORDINATION_SOURCE
+from services.coordination.app.handlers.running import SOURCE as COORDINATION_SOURCE
 from services.intake.app.handlers import SOURCE as INTAKE_SOURCE
 from services.planning.app.handlers import SOURCE as PLANNING_SOURCE
 from tests.support.stored import as_stored

@@ -38,7 +38,7 @@ from events.catalog.scheduling import ServiceCancelled
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
 from services.coordination.adapters import read_models as views
 from services.coordination.adapters.projections import CaseFactsProjection
-from services.coordination.app.handlers import SOURCE, Dependencies, case_lock
+from services.coordination.app.handlers.running import SOURCE, Dependencies, case_lock
 from services.coordination.domain.agency import BudgetLine
 from services.coordination.domain.budget import BUDGET_LINE, BudgetLineState
 from services.coordination.domain.case import CASE

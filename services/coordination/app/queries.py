@@ -10,7 +10,7 @@ from casetrail_platform.decide import folded
 from events.catalog.values import NeedCategory
 from events.envelope import Actor
 from services.coordination.adapters import read_models as views
-from services.coordination.app.handlers import Dependencies, client_schedule
+from services.coordination.app.handlers.running import Dependencies, client_schedule
 from services.coordination.domain.agency import BudgetLine, Program, Worker
 from services.coordination.domain.assignment import fit_refusals, open_needs
 from services.coordination.domain.budget import BUDGET_LINE, BudgetLineState

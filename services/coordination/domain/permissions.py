@@ -43,7 +43,8 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.RECORD_DELIVERY: _WORKERS | {Role.PARTNER_AGENCY},
     Action.DETERMINE_ELIGIBILITY: _WORKERS,
     # Agency money is committed by those accountable for the budget: a supervisor for the
-    # cases of their team only (``handlers.CaseSupervisor``, on coordination's case stream).
+    # cases of their team only (``app.handlers.carriers.CaseSupervisor``, on coordination's
+    # case stream).
     Action.RESERVE_BUDGET: _DECIDERS,
     Action.HANDLE_CLAIM: frozenset({Role.COORDINATOR, Role.CASE_MANAGER}),
     Action.READ: _WORKERS | {Role.SUPERVISOR, Role.AUDITOR},

@@ -36,8 +36,9 @@ from events.catalog.funding import BudgetReleased, BudgetReserved, InsuranceClai
 from events.catalog.referrals import ReferralMade
 from events.catalog.scheduling import ServiceScheduled
 from events.envelope import RecordedEvent
-from services.coordination.app import handlers, queries
-from services.coordination.app.handlers import Dependencies
+from services.coordination.app import queries
+from services.coordination.app.handlers import assignment, funding, referrals, scheduling
+from services.coordination.app.handlers.running import Dependencies
 from services.coordination.domain import commands, permissions
 from services.coordination.entrypoints import convert
 
@@ -151,7 +152,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.AssignCaseResponse:
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.AssignCase)
-        recorded = await handlers.assign_case(self._deps, ctx, command)
+        recorded = await assignment.assign_case(self._deps, ctx, command)
         assigned = _event(recorded, CaseAssigned)
         answer = pb.AssignCaseResponse(
             result=convert.result(command.case_id, recorded),
@@ -189,8 +190,8 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.TransferCase)
         # A supervisor acts on the cases of their team only, as when closing or reopening one:
-        # the team coordination's own case stream records (handlers.CaseSupervisor).
-        recorded = await handlers.transfer_case(self._deps, ctx, command, principal, self._access)
+        # the team coordination's own case stream records (handlers.carriers.CaseSupervisor).
+        recorded = await assignment.transfer_case(self._deps, ctx, command, principal, self._access)
         return pb.TransferCaseResponse(
             result=convert.result(command.case_id, recorded),
             previous_worker_id=_event(recorded, CaseReassigned).previous_worker_id,
@@ -252,7 +253,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.MakeReferralResponse:
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.MakeReferral)
-        recorded = await handlers.make_referral(self._deps, ctx, command, principal, self._access)
+        recorded = await referrals.make_referral(self._deps, ctx, command, principal, self._access)
         return pb.MakeReferralResponse(
             result=convert.result(command.case_id, recorded),
             referral_id=_event(recorded, ReferralMade).referral_id,
@@ -265,7 +266,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.AcceptReferralResponse:
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.AcceptReferral)
-        recorded = await handlers.answer_referral(self._deps, ctx, command, acting_for(principal))
+        recorded = await referrals.answer_referral(self._deps, ctx, command, acting_for(principal))
         return pb.AcceptReferralResponse(result=convert.result(command.case_id, recorded))
 
     @override
@@ -275,7 +276,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.DeclineReferralResponse:
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.DeclineReferral)
-        recorded = await handlers.answer_referral(self._deps, ctx, command, acting_for(principal))
+        recorded = await referrals.answer_referral(self._deps, ctx, command, acting_for(principal))
         return pb.DeclineReferralResponse(result=convert.result(command.case_id, recorded))
 
     @override
@@ -285,7 +286,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.CompleteReferralResponse:
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.CompleteReferral)
-        recorded = await handlers.answer_referral(self._deps, ctx, command, acting_for(principal))
+        recorded = await referrals.answer_referral(self._deps, ctx, command, acting_for(principal))
         return pb.CompleteReferralResponse(result=convert.result(command.case_id, recorded))
 
     @override
@@ -294,7 +295,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         self, request: pb.WithdrawReferralRequest, context: Context
     ) -> pb.WithdrawReferralResponse:
         ctx, command = self._parse(principal_of(context), request, commands.WithdrawReferral)
-        recorded = await handlers.withdraw_referral(self._deps, ctx, command)
+        recorded = await referrals.withdraw_referral(self._deps, ctx, command)
         return pb.WithdrawReferralResponse(result=convert.result(command.case_id, recorded))
 
     # -- scheduling -------------------------------------------------------------------------
@@ -305,7 +306,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         self, request: pb.ScheduleServiceRequest, context: Context
     ) -> pb.ScheduleServiceResponse:
         ctx, command = self._parse(principal_of(context), request, commands.ScheduleService)
-        recorded = await handlers.schedule_service(self._deps, ctx, command)
+        recorded = await scheduling.schedule_service(self._deps, ctx, command)
         # No client_id (left empty): the client's id is client data, and a command's answer
         # records no access; the caller named the case, and reads of it tell the client.
         return pb.ScheduleServiceResponse(
@@ -319,7 +320,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         self, request: pb.RescheduleServiceRequest, context: Context
     ) -> pb.RescheduleServiceResponse:
         ctx, command = self._parse(principal_of(context), request, commands.RescheduleService)
-        recorded = await handlers.reschedule_service(self._deps, ctx, command)
+        recorded = await scheduling.reschedule_service(self._deps, ctx, command)
         return pb.RescheduleServiceResponse(result=convert.result(command.case_id, recorded))
 
     @override
@@ -329,7 +330,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.CancelServiceResponse:
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.CancelService)
-        recorded = await handlers.cancel_service(self._deps, ctx, command, acting_for(principal))
+        recorded = await scheduling.cancel_service(self._deps, ctx, command, acting_for(principal))
         return pb.CancelServiceResponse(result=convert.result(command.case_id, recorded))
 
     @override
@@ -339,7 +340,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.RecordServiceDeliveredResponse:
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.RecordServiceDelivered)
-        recorded = await handlers.record_service_delivered(
+        recorded = await scheduling.record_service_delivered(
             self._deps, ctx, command, acting_for(principal)
         )
         return pb.RecordServiceDeliveredResponse(result=convert.result(command.case_id, recorded))
@@ -449,7 +450,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         self, request: pb.DetermineEligibilityRequest, context: Context
     ) -> pb.DetermineEligibilityResponse:
         ctx, command = self._parse(principal_of(context), request, commands.DetermineEligibility)
-        recorded = await handlers.determine_eligibility(self._deps, ctx, command)
+        recorded = await funding.determine_eligibility(self._deps, ctx, command)
         decision = _event(recorded, EligibilityDetermined)
         return pb.DetermineEligibilityResponse(
             result=convert.result(command.case_id, recorded),
@@ -478,8 +479,8 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.ReserveBudget)
         # A supervisor commits the agency's money for their team's cases only, as they transfer,
-        # close or reopen them (handlers.reserve_budget).
-        recorded = await handlers.reserve_budget(self._deps, ctx, command, principal, self._access)
+        # close or reopen them (funding.reserve_budget).
+        recorded = await funding.reserve_budget(self._deps, ctx, command, principal, self._access)
         return pb.ReserveBudgetResponse(
             result=convert.result(command.case_id, recorded),
             reservation_id=_event(recorded, BudgetReserved).reservation_id,
@@ -494,7 +495,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.ReleaseBudget)
         # As ReserveBudget: a supervisor gives back money of their team's cases only.
-        recorded = await handlers.release_budget(self._deps, ctx, command, principal, self._access)
+        recorded = await funding.release_budget(self._deps, ctx, command, principal, self._access)
         _event(recorded, BudgetReleased)
         return pb.ReleaseBudgetResponse(
             result=convert.result(command.case_id, recorded),
@@ -556,7 +557,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         self, request: pb.FileInsuranceClaimRequest, context: Context
     ) -> pb.FileInsuranceClaimResponse:
         ctx, command = self._parse(principal_of(context), request, commands.FileInsuranceClaim)
-        recorded = await handlers.file_insurance_claim(self._deps, ctx, command)
+        recorded = await funding.file_insurance_claim(self._deps, ctx, command)
         return pb.FileInsuranceClaimResponse(
             result=convert.result(command.case_id, recorded),
             claim_id=_event(recorded, InsuranceClaimFiled).claim_id,
@@ -568,7 +569,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         self, request: pb.RecordClaimDecisionRequest, context: Context
     ) -> pb.RecordClaimDecisionResponse:
         ctx, command = self._parse(principal_of(context), request, commands.RecordClaimDecision)
-        recorded = await handlers.record_claim_decision(self._deps, ctx, command)
+        recorded = await funding.record_claim_decision(self._deps, ctx, command)
         return pb.RecordClaimDecisionResponse(result=convert.result(command.case_id, recorded))
 
     # -- the case ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from services.coordination.adapters.projections import CaseFactsProjection
-from services.coordination.app.handlers import Dependencies
+from services.coordination.app.handlers.running import Dependencies
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
 from tests.support.grpc import serving
 from tests.support.identity import TestIssuer

@@ -17,7 +17,7 @@ from events.catalog.access import RecordAccessDenied, RecordAccessed
 from events.catalog.assignment import CaseAssigned
 from events.catalog.base import Role
 from events.catalog.values import NeedCategory
-from services.coordination.app.handlers import Dependencies
+from services.coordination.app.handlers.running import Dependencies
 from services.coordination.domain.assignment import decide_assignment
 from services.coordination.domain.case import CaseState
 from services.coordination.domain.commands import AssignCase

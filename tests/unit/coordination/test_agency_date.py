@@ -15,7 +15,7 @@ from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
 from events.catalog.values import NeedCategory
-from services.coordination.app.handlers import Dependencies
+from services.coordination.app.handlers.running import Dependencies
 from tests.unit.coordination.rpc import eligibility, usd
 from tests.unit.coordination.support import IntakeFeed, carried_by, sample_agency
 

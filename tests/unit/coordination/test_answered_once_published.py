@@ -17,7 +17,7 @@ from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from cli.rpc import Person
 from events.catalog.values import NeedCategory
-from services.coordination.app.handlers import Dependencies
+from services.coordination.app.handlers.running import Dependencies
 from tests.support.identity import acting
 from tests.support.publication import HeldPublication
 from tests.unit.coordination.rpc import accept, assign, assigned_case, refer

@@ -21,9 +21,10 @@ from events.catalog.funding import BudgetReleased
 from events.catalog.scheduling import CancelledBy, ServiceCancelled
 from events.catalog.values import NeedCategory
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
-from services.coordination.app import follow_ups, handlers
+from services.coordination.app import follow_ups
 from services.coordination.app.follow_ups import FollowUps
-from services.coordination.app.handlers import Dependencies
+from services.coordination.app.handlers import funding, running, scheduling
+from services.coordination.app.handlers.running import Dependencies
 from services.coordination.domain.case import CASE
 from services.coordination.domain.facts import CaseFacts
 from tests.unit.coordination.rpc import (
@@ -253,7 +254,7 @@ async def test_a_service_moved_as_the_case_closes_does_not_outlive_it(
     scheduled = await stub.ScheduleService(
         schedule_request("case-1", "home_care", earlier, provider=HOME_CARE_CO)
     )
-    read_facts = handlers.command_facts
+    read_facts = running.command_facts
     closing: list[asyncio.Task[None]] = []
 
     async def facts_then_closure(*args: Any) -> CaseFacts:
@@ -263,7 +264,7 @@ async def test_a_service_moved_as_the_case_closes_does_not_outlive_it(
         await asyncio.sleep(0.2)  # the closure's follow-up runs now, unless the case is locked
         return facts
 
-    monkeypatch.setattr(handlers, "command_facts", facts_then_closure)
+    monkeypatch.setattr(scheduling, "command_facts", facts_then_closure)
     await stub.RescheduleService(
         pb.RescheduleServiceRequest(
             context=command_context("coordinator"),
@@ -367,7 +368,7 @@ async def test_a_reservation_racing_the_closures_follow_up_is_released_by_it(
     # ReserveBudget read the case open; the closure arrives before it records. The follow-up
     # waits for the case's lock, then finds the reservation and releases it.
     await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
-    read_facts = handlers.command_facts
+    read_facts = running.command_facts
     closing: list[asyncio.Task[None]] = []
 
     async def facts_then_closure(*args: Any) -> CaseFacts:
@@ -378,7 +379,7 @@ async def test_a_reservation_racing_the_closures_follow_up_is_released_by_it(
             await asyncio.sleep(0.2)  # the follow-up runs now, unless the case is locked
         return facts
 
-    monkeypatch.setattr(handlers, "command_facts", facts_then_closure)
+    monkeypatch.setattr(funding, "command_facts", facts_then_closure)
     await stub.ReserveBudget(_reserve("case-1", 10_000))
     await asyncio.gather(*closing)
     assert await _available(stub, "flex") == usd(50_000)

@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2
 from events.catalog.base import Role
 from events.catalog.eligibility import EligibilityDetermined, EligibilityFacts
 from events.catalog.values import NeedCategory
-from services.coordination.app.handlers import Dependencies
+from services.coordination.app.handlers.running import Dependencies
 from services.coordination.domain.agency import Program
 from services.coordination.domain.eligibility import evaluate
 from services.coordination.domain.facts import case_stream

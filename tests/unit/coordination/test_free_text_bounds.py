@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
-from services.coordination.app.handlers import Dependencies
+from services.coordination.app.handlers.running import Dependencies
 from tests.support.grpc import refusal, violated_fields
 from tests.unit.coordination.rpc import COUNSELING_CENTRE, SITE, usd
 from tests.unit.coordination.support import TODAY, command_context, timestamp

@@ -23,7 +23,7 @@ from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSect
 from events.catalog.assignment import CaseAssigned
 from events.catalog.base import Role
 from events.catalog.values import NeedCategory
-from services.coordination.app.handlers import Dependencies
+from services.coordination.app.handlers.running import Dependencies
 from services.coordination.domain import funding
 from services.coordination.domain.facts import budget_stream, case_stream
 from services.coordination.entrypoints import convert

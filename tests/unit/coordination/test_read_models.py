@@ -19,8 +19,8 @@ from events.catalog.values import NeedCategory
 from events.envelope import Actor
 from services.coordination.adapters import read_models as views
 from services.coordination.adapters.projections import CASE_FACTS, AssignmentsProjection
-from services.coordination.app import handlers
-from services.coordination.app.handlers import Dependencies
+from services.coordination.app.handlers import assignment
+from services.coordination.app.handlers.running import Dependencies
 from services.coordination.domain.commands import AssignCase, TransferCase
 from tests.unit.coordination.support import TODAY, IntakeFeed
 
@@ -73,14 +73,14 @@ async def test_caseloads_are_exact_even_before_the_projection_catches_up(
 ) -> None:
     for case_id in ("case-1", "case-2", "case-3"):
         await intake.open_case(case_id, f"client-{case_id}", [NeedCategory.HOME_CARE])
-    await handlers.assign_case(
+    await assignment.assign_case(
         deps, coordinator("a-1"), AssignCase(case_id="case-1", worker_id="sw-lcsw")
     )
     await catch_up(store, read_models, AssignmentsProjection())
-    await handlers.assign_case(
+    await assignment.assign_case(
         deps, coordinator("a-2"), AssignCase(case_id="case-2", worker_id="sw-lcsw")
     )
-    await handlers.transfer_case(
+    await assignment.transfer_case(
         deps,
         coordinator("t-1"),
         TransferCase(case_id="case-1", worker_id="cm-dana", reason="lighter caseload"),

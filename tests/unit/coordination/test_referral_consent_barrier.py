@@ -18,7 +18,7 @@ from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.access import ConsentRevoked
 from events.catalog.values import NeedCategory
-from services.coordination.app.handlers import Dependencies
+from services.coordination.app.handlers.running import Dependencies
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
 from tests.support.grpc import serving
 from tests.support.identity import TestIssuer

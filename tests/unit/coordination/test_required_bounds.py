@@ -11,7 +11,7 @@ from casetrail_platform.commands import CommandContext, InvalidCommand
 from events.catalog.base import CaseEvent
 from events.catalog.planning import GoalDropped
 from events.envelope import RecordedEvent
-from services.coordination.app.handlers import Dependencies, _run
+from services.coordination.app.handlers.running import Dependencies, run
 from tests.unit.planning.support import WORKER
 
 NOTE_BOUNDS = "required, 1-20000 characters"
@@ -22,12 +22,12 @@ def _dropped(reason: str) -> GoalDropped:
 
 
 async def test_coordination_whole_event_refusal_names_its_bounds(deps: Dependencies) -> None:
-    """coordination's handlers (``_run``; ``_run_folded`` reports the same way) said only
+    """coordination's handlers (``running.run``; ``run_folded`` reports the same way) said only
     "required" of an event their decision could not build."""
 
     def decide(_: list[RecordedEvent]) -> Sequence[CaseEvent]:
         return [_dropped("")]
 
     with pytest.raises(InvalidCommand) as refused:
-        await _run(deps, CommandContext(WORKER, "k-1"), "case-c-1", decide)
+        await run(deps, CommandContext(WORKER, "k-1"), "case-c-1", decide)
     assert [(p.field, p.problem) for p in refused.value.violations] == [("reason", NOTE_BOUNDS)]

@@ -17,7 +17,7 @@ from events.catalog.base import CaseEvent, Role
 from events.catalog.eligibility import EligibilityDetermined, EligibilityFacts
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
 from events.errors import UnreadableStoredEventError
-from services.coordination.app.handlers import Dependencies, _run
+from services.coordination.app.handlers.running import Dependencies, run
 from tests.unit.planning.support import WORKER
 
 
@@ -46,7 +46,7 @@ async def test_a_stream_holding_an_unreadable_event_fails_as_the_servers_fault(
         return []
 
     with pytest.raises(UnreadableStoredEventError) as failed:
-        await _run(deps, CommandContext(WORKER, "k-1"), "case-c-1", decide)
+        await run(deps, CommandContext(WORKER, "k-1"), "case-c-1", decide)
     assert not isinstance(failed.value, REFUSALS)
     assert "reasons.0" in [p.field for p in failed.value.problems]
     assert "'case-c-1'" in str(failed.value)

@@ -26,7 +26,7 @@ from events.catalog.values import NeedCategory, Provider
 from events.envelope import Actor
 from services.coordination.adapters.projections import CASE_FACTS
 from services.coordination.app.follow_ups import FollowUps
-from services.coordination.app.handlers import Dependencies
+from services.coordination.app.handlers.running import Dependencies
 from services.coordination.domain import errors
 from services.coordination.domain.case import CaseState, Referral, ReferralStatus
 from services.coordination.domain.commands import WithdrawReferral

@@ -1,0 +1,78 @@
+"""AssignCase and TransferCase, decided one worker at a time (``caseload_lock``)."""
+
+from __future__ import annotations
+
+from casetrail_platform.commands import CommandContext
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.guard import AccessControl
+from services.coordination.adapters import read_models as views
+from services.coordination.app.handlers.carriers import CaseSupervisor, supervisors_earlier_answer
+from services.coordination.app.handlers.running import (
+    Dependencies,
+    Recorded,
+    caseload_lock,
+    command_facts,
+    on_the_bus,
+    run,
+)
+from services.coordination.domain.agency import Worker
+from services.coordination.domain.assignment import decide_assignment, decide_transfer
+from services.coordination.domain.case import case_state
+from services.coordination.domain.commands import AssignCase, TransferCase
+from services.coordination.domain.facts import case_stream
+from services.coordination.domain.permissions import Action, require_role
+
+
+async def assign_case(deps: Dependencies, context: CommandContext, command: AssignCase) -> Recorded:
+    require_role(context.actor.role, Action.ASSIGN_CASE)
+    facts = await command_facts(deps, context, command.case_id)
+    worker = deps.agency.worker(command.worker_id)
+    on = deps.today()
+    async with deps.locks.holding([caseload_lock(command.worker_id)]):
+        load = await _caseload(deps, worker)
+        recorded = await run(
+            deps,
+            context,
+            case_stream(command.case_id),
+            lambda history: decide_assignment(
+                case_state(history), facts, worker, load, command, on
+            ),
+        )
+    return await on_the_bus(deps, recorded)
+
+
+async def transfer_case(
+    deps: Dependencies,
+    context: CommandContext,
+    command: TransferCase,
+    principal: Principal,
+    access: AccessControl,
+) -> Recorded:
+    """``principal``: the verified caller; a supervisor transfers their team's cases only
+    (``CaseSupervisor``), checked again on the history the transfer is appended after."""
+    require_role(context.actor.role, Action.TRANSFER_CASE)
+    if (earlier := await supervisors_earlier_answer(deps, context, principal)) is not None:
+        # Its answer waits for the bus as the first did: it may have been lost waiting.
+        return await on_the_bus(deps, earlier)
+    supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
+    await supervisor.read()
+    facts = await command_facts(deps, context, command.case_id)
+    worker = deps.agency.worker(command.worker_id)
+    on = deps.today()
+    async with deps.locks.holding([caseload_lock(command.worker_id)]):
+        load = await _caseload(deps, worker)
+        recorded = await run(
+            deps,
+            context,
+            case_stream(command.case_id),
+            lambda history: decide_transfer(
+                supervisor.case(history), facts, worker, load, command, on
+            ),
+        )
+    return await on_the_bus(deps, recorded)
+
+
+async def _caseload(deps: Dependencies, worker: Worker | None) -> int:
+    if worker is None:
+        return 0
+    return await views.caseload(deps.store, deps.read_models, worker.worker_id)

@@ -1,0 +1,180 @@
+"""Eligibility, budget reservations and releases, insurance claims and their decisions."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from casetrail_platform.ages import age_on
+from casetrail_platform.commands import CommandContext, NotFound, derived_id
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.guard import AccessControl
+from services.coordination.adapters import read_models as views
+from services.coordination.app.handlers.carriers import (
+    CaseSupervisor,
+    carried,
+    carried_case,
+    supervisors_earlier_answer,
+)
+from services.coordination.app.handlers.running import (
+    SOURCE,
+    Dependencies,
+    Recorded,
+    case_lock,
+    client_schedule,
+    command_facts,
+    run,
+    run_folded,
+)
+from services.coordination.domain import errors
+from services.coordination.domain.budget import BUDGET_LINE
+from services.coordination.domain.commands import (
+    DetermineEligibility,
+    FileInsuranceClaim,
+    RecordClaimDecision,
+    ReleaseBudget,
+    ReserveBudget,
+)
+from services.coordination.domain.eligibility import decide_eligibility, missing_facts, with_age
+from services.coordination.domain.facts import budget_stream, case_stream
+from services.coordination.domain.funding import (
+    decide_claim,
+    decide_claim_decision,
+    decide_release,
+    decide_reservation,
+)
+from services.coordination.domain.permissions import Action, require_role
+
+T = TypeVar("T")
+
+
+async def determine_eligibility(
+    deps: Dependencies, context: CommandContext, command: DetermineEligibility
+) -> Recorded:
+    require_role(context.actor.role, Action.DETERMINE_ELIGIBILITY)
+    await carried_case(deps, context, Action.DETERMINE_ELIGIBILITY, command.case_id)
+    facts = await command_facts(deps, context, command.case_id)
+    program = _required(deps.agency.program(command.program_id), "program", command.program_id)
+    on = deps.today()
+    born = await views.date_of_birth(deps.read_models, facts.client_id)
+    if born is not None:
+        # The record's age, on the day of the decision: a caller's stated age that differs
+        # is refused rather than used (a state resource would rest on an age the client's
+        # record contradicts) or silently replaced (the caller would believe the decision
+        # rests on it, and the discrepancy would go unnoticed).
+        age = age_on(born, on)
+        if command.facts.age is not None and command.facts.age != age:
+            raise errors.age_contradicts_date_of_birth(facts.client_id, program.program_id)
+        command = with_age(command, age)
+    elif [p.field for p in missing_facts(program, command.facts)] == ["facts.age"]:
+        # Only the age is missing, and it would come from intake's date of birth.
+        raise errors.client_age_not_known(facts.client_id, program.program_id)
+    return await run(
+        deps,
+        context,
+        case_stream(command.case_id),
+        carried(
+            context,
+            Action.DETERMINE_ELIGIBILITY,
+            lambda _case: decide_eligibility(facts, program, command, on),
+        ),
+    )
+
+
+async def reserve_budget(
+    deps: Dependencies,
+    context: CommandContext,
+    command: ReserveBudget,
+    principal: Principal,
+    access: AccessControl,
+) -> Recorded:
+    """``principal``: the verified caller; a supervisor commits the agency's money for their
+    team's cases only (``CaseSupervisor``: the line's append is guarded on the case's stream).
+    A case no one carries has no team yet: unlike AssignCase, which gives the case its team
+    (any supervisor may step in there), its money waits for that team, the coordinator
+    reserving meanwhile. So a case of no team, another team's and an unknown case id get the
+    same NO_RELATIONSHIP, before anything else is read or written."""
+    require_role(context.actor.role, Action.RESERVE_BUDGET)
+    if (earlier := await supervisors_earlier_answer(deps, context, principal)) is not None:
+        return earlier
+    supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
+    await supervisor.read()
+    line = _required(
+        deps.agency.budget_line(command.budget_line), "budget line", command.budget_line
+    )
+    reservation_id = derived_id(context, SOURCE, "reservation")
+    async with deps.locks.holding([case_lock(command.case_id)]):
+        facts = await command_facts(deps, context, command.case_id)
+        schedule = await client_schedule(deps, facts.client_id)
+        return await run_folded(
+            deps,
+            context,
+            budget_stream(line.budget_line),
+            BUDGET_LINE,
+            lambda state: decide_reservation(line, state, facts, schedule, command, reservation_id),
+            guard=supervisor.read,
+        )
+
+
+async def release_budget(
+    deps: Dependencies,
+    context: CommandContext,
+    command: ReleaseBudget,
+    principal: Principal,
+    access: AccessControl,
+) -> Recorded:
+    """As ``reserve_budget``: a supervisor gives back money of their team's cases only."""
+    require_role(context.actor.role, Action.RESERVE_BUDGET)
+    if (earlier := await supervisors_earlier_answer(deps, context, principal)) is not None:
+        return earlier
+    supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
+    await supervisor.read()
+    line = _required(
+        deps.agency.budget_line(command.budget_line), "budget line", command.budget_line
+    )
+    return await run_folded(
+        deps,
+        context,
+        budget_stream(line.budget_line),
+        BUDGET_LINE,
+        lambda state: decide_release(line, state, command),
+        guard=supervisor.read,
+    )
+
+
+async def file_insurance_claim(
+    deps: Dependencies, context: CommandContext, command: FileInsuranceClaim
+) -> Recorded:
+    require_role(context.actor.role, Action.HANDLE_CLAIM)
+    await carried_case(deps, context, Action.HANDLE_CLAIM, command.case_id)
+    facts = await command_facts(deps, context, command.case_id)
+    schedule = await client_schedule(deps, facts.client_id)
+    claim_id = derived_id(context, SOURCE, "claim")
+    return await run(
+        deps,
+        context,
+        case_stream(command.case_id),
+        carried(
+            context,
+            Action.HANDLE_CLAIM,
+            lambda case: decide_claim(case, facts, schedule, command, claim_id),
+        ),
+    )
+
+
+async def record_claim_decision(
+    deps: Dependencies, context: CommandContext, command: RecordClaimDecision
+) -> Recorded:
+    require_role(context.actor.role, Action.HANDLE_CLAIM)
+    await carried_case(deps, context, Action.HANDLE_CLAIM, command.case_id)
+    return await run(
+        deps,
+        context,
+        case_stream(command.case_id),
+        carried(context, Action.HANDLE_CLAIM, lambda case: decide_claim_decision(case, command)),
+    )
+
+
+def _required(value: T | None, what: str, identifier: str) -> T:
+    if value is None:
+        raise NotFound(what, identifier)
+    return value

@@ -1,0 +1,139 @@
+"""Services on the client's schedule: scheduled, moved, cancelled and delivered, guarded by the
+case's stream (``CaseCarrier``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from casetrail_platform.commands import CommandContext, derived_id
+from services.coordination.adapters import read_models as views
+from services.coordination.app.handlers.carriers import CaseCarrier, carried_case
+from services.coordination.app.handlers.running import (
+    SOURCE,
+    Dependencies,
+    Recorded,
+    case_lock,
+    client_schedule,
+    command_facts,
+    run_folded,
+)
+from services.coordination.domain.commands import (
+    CancelService,
+    RecordServiceDelivered,
+    RescheduleService,
+    ScheduleService,
+)
+from services.coordination.domain.facts import schedule_stream
+from services.coordination.domain.permissions import Action, require_role
+from services.coordination.domain.schedule import SCHEDULE
+from services.coordination.domain.scheduling import (
+    check_service_window,
+    decide_cancel,
+    decide_delivered,
+    decide_reschedule,
+    decide_schedule,
+    provided_service,
+)
+
+
+async def schedule_service(
+    deps: Dependencies, context: CommandContext, command: ScheduleService
+) -> Recorded:
+    check_service_window(command.starts_at, command.ends_at, _moment(context))
+    require_role(context.actor.role, Action.SCHEDULE_SERVICE)
+    service_id = derived_id(context, SOURCE, "service")
+    async with deps.locks.holding([case_lock(command.case_id)]):
+        await carried_case(deps, context, Action.SCHEDULE_SERVICE, command.case_id)
+        facts = await command_facts(deps, context, command.case_id)
+        carrier = CaseCarrier(deps.store, context, Action.SCHEDULE_SERVICE, command.case_id)
+        return await run_folded(
+            deps,
+            context,
+            schedule_stream(facts.client_id),
+            SCHEDULE,
+            lambda schedule: decide_schedule(schedule, facts, carrier.case, command, service_id),
+            guard=carrier.read,
+        )
+
+
+async def reschedule_service(
+    deps: Dependencies, context: CommandContext, command: RescheduleService
+) -> Recorded:
+    check_service_window(command.starts_at, command.ends_at, _moment(context))
+    require_role(context.actor.role, Action.SCHEDULE_SERVICE)
+    # Under the case's lock, as a new service is: a service moved past the closure after the
+    # closure's follow-up read the schedule would outlive the case.
+    async with deps.locks.holding([case_lock(command.case_id)]):
+        await carried_case(deps, context, Action.SCHEDULE_SERVICE, command.case_id)
+        facts = await command_facts(deps, context, command.case_id)
+        carrier = CaseCarrier(deps.store, context, Action.SCHEDULE_SERVICE, command.case_id)
+        return await run_folded(
+            deps,
+            context,
+            schedule_stream(facts.client_id),
+            SCHEDULE,
+            lambda schedule: decide_reschedule(schedule, facts, command),
+            guard=carrier.read,
+        )
+
+
+async def cancel_service(
+    deps: Dependencies, context: CommandContext, command: CancelService, acting_for: str | None
+) -> Recorded:
+    require_role(context.actor.role, Action.CANCEL_SERVICE)
+    await _require_provided(deps, command.case_id, command.service_id, acting_for)
+    await carried_case(deps, context, Action.CANCEL_SERVICE, command.case_id)
+    # Under the case's lock, as a reservation is decided: a reservation reads the schedule on
+    # one stream and records on another, so a cancellation between the two would leave money
+    # reserved for a service no longer there (the cancellation's follow-up releases only what
+    # was reserved before it).
+    async with deps.locks.holding([case_lock(command.case_id)]):
+        facts = await command_facts(deps, context, command.case_id)
+        carrier = CaseCarrier(deps.store, context, Action.CANCEL_SERVICE, command.case_id)
+        return await run_folded(
+            deps,
+            context,
+            schedule_stream(facts.client_id),
+            SCHEDULE,
+            lambda schedule: decide_cancel(schedule, command, acting_for),
+            guard=carrier.read,
+        )
+
+
+async def record_service_delivered(
+    deps: Dependencies,
+    context: CommandContext,
+    command: RecordServiceDelivered,
+    acting_for: str | None,
+) -> Recorded:
+    check_service_window(command.starts_at, command.ends_at, _moment(context))
+    require_role(context.actor.role, Action.RECORD_DELIVERY)
+    await _require_provided(deps, command.case_id, command.service_id, acting_for)
+    await carried_case(deps, context, Action.RECORD_DELIVERY, command.case_id)
+    facts = await command_facts(deps, context, command.case_id)
+    carrier = CaseCarrier(deps.store, context, Action.RECORD_DELIVERY, command.case_id)
+    return await run_folded(
+        deps,
+        context,
+        schedule_stream(facts.client_id),
+        SCHEDULE,
+        lambda schedule: decide_delivered(schedule, facts, command, datetime.now(UTC), acting_for),
+        guard=carrier.read,
+    )
+
+
+async def _require_provided(
+    deps: Dependencies, case_id: str, service_id: str, acting_for: str | None
+) -> None:
+    """Before anything of the case: a partner agency (``acting_for``) learns nothing of a case
+    or service it does not provide, not whether it exists nor when the case opened (the
+    decision checks again on the schedule it decides on)."""
+    if acting_for is None:
+        return
+    facts = await views.case_facts(deps.read_models, case_id)
+    schedule = None if facts is None else await client_schedule(deps, facts.client_id)
+    provided_service(schedule, case_id, service_id, acting_for)
+
+
+def _moment(context: CommandContext) -> datetime:
+    return context.occurred_at or datetime.now(UTC)
