@@ -97,7 +97,8 @@ def _keys_file(path: Path, named: str) -> str:
 
 
 def _verify_export(options: argparse.Namespace) -> int:
-    from casetrail_platform.ledger.export import export_lines, verify_lines
+    from casetrail_platform.ledger.export_check import verify_lines
+    from casetrail_platform.ledger.export_file import export_lines
     from events.catalog_registry import default_registry
 
     verifiers = _verifiers(options)

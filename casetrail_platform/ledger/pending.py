@@ -15,9 +15,10 @@ key that signs its checkpoints, ``CheckpointSigner.sign_note``): the body's firs
     alarm <origin> <first bad position, 0 when unknown>   (one per log under alarm)
     pending <origin> <tree size> <position> <event id>    (one per event marked pending)
 
-The statement travels on the first pending line of its page; ``export.verify_export`` accepts a
-pending mark only when a statement verified under the audit key of the mark's agency names that
-very event, and fails every event a statement names that the export does not hold as pending.
+The statement travels on the first pending line of its page; ``export_check.verify_export``
+accepts a pending mark only when a statement verified under the audit key of the mark's agency
+names that very event, and fails every event a statement names that the export does not hold as
+pending.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from uuid import uuid4
 
 import pytest
 
-from casetrail_platform.ledger.export import ExportVerification, verify_export
+from casetrail_platform.ledger.export_check import ExportVerification, verify_export
 from casetrail_platform.ledger.export_note import (
     EXPORT_NOTE_ATTRIBUTE,
     HEADER,

@@ -12,12 +12,8 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from casetrail_platform.ledger.export import (
-    ExportVerification,
-    canonical_of_record,
-    proof_attributes,
-    verify_export,
-)
+from casetrail_platform.ledger.export import canonical_of_record, proof_attributes
+from casetrail_platform.ledger.export_check import ExportVerification, verify_export
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.merkle import Hash, SubtreeKey, inclusion_proof, leaf_hash, root_of
 from casetrail_platform.ledger.note import Checkpoint, origin_of

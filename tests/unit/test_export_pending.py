@@ -15,10 +15,9 @@ from casetrail_platform.ledger.export import (
     CHECKPOINT_ATTRIBUTE,
     PENDING_ATTRIBUTE,
     PROOF_ATTRIBUTE,
-    ExportVerification,
     pending_attributes,
-    verify_export,
 )
+from casetrail_platform.ledger.export_check import ExportVerification, verify_export
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.note import Checkpoint, NoteError, origin_of
 from casetrail_platform.ledger.pending import (

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from casetrail_platform.infrastructure import Infrastructure
-from casetrail_platform.ledger.export import export_lines, verify_lines
+from casetrail_platform.ledger.export_check import verify_lines
+from casetrail_platform.ledger.export_file import export_lines
 from casetrail_platform.ledger.hosting import key_path, open_ledger
 from casetrail_platform.ledger.keys import FileSigner, handover_note
 from casetrail_platform.ledger.note import Checkpoint, origin_of, parse_verifiers
