@@ -17,73 +17,31 @@ Faust also commits a transaction without flushing its producer's buffer first (i
 before a commit without transactions). Tables write their changelog through that buffer
 (``send_soon``), so a table change could go into the *next* transaction while the offset of the
 event that made it committed in this one: a crash before the next commit lost the change for
-good (kill -9 of the worker left a case out of its worker's caseload). A commit therefore
-first waits until every buffered record is in a transaction, under the app's ``processing``
-lock, which both agents hold while they process one event: an event's table changes and facts
-all commit in one transaction (its offset possibly in the next one, so after a crash it is read
-again and is a repeat).
-
-Faust's own ``flush`` is not that wait. It stops once the buffer's queue is empty, or when no
-record left it for 0.1 s, while the buffer's sender may still hold the last record it took:
-aiokafka keeps it waiting while that partition's batch is full and in flight. The record then
-went into the next transaction, after its event's offset had committed in this one, and kill -9
-in between lost it: the likely cause of one contact missing from a worker's day, once in several
-CI runs of the kill -9 test.
-So the transaction manager counts the sends it has begun and not finished (``HandOvers``), and
-a commit waits until the buffer is empty and no send is under way.
+good (kill -9 of the worker left a case out of its worker's caseload). A commit therefore first
+flushes the buffer (``producer.DeliveringProducer``: Faust's own flush could return while a
+record it took was still on its way), under the app's ``processing`` lock, which both agents
+hold while they process one event: an event's table changes and facts all commit in one
+transaction (its offset possibly in the next one, so after a crash it is read again and is a
+repeat).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Mapping
 from typing import ClassVar
 
 from faust import current_event
 from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import Transport as KafkaTransport
-from faust.types import TP, HeadersArg, RecordMetadata, TransactionManagerT
+from faust.types import TP, HeadersArg, ProducerT, RecordMetadata, TransactionManagerT
 
-
-class HandOvers:
-    """Records whose send has begun and not yet put them into a producer's transaction."""
-
-    def __init__(self) -> None:
-        self.under_way = 0
-        self._finished = asyncio.Event()
-
-    @contextmanager
-    def one(self) -> Iterator[None]:
-        self.under_way += 1
-        try:
-            yield
-        finally:
-            self.under_way -= 1
-            self._finished.set()
-
-    async def settled(self, buffered: Callable[[], int]) -> None:
-        """Return once ``buffered()`` records wait in the buffer and no send is under way.
-
-        Every buffered record is sent through ``one`` (the buffer's sender calls the transaction
-        manager), so each wait ends when a send finishes."""
-        while buffered() or self.under_way:
-            self._finished.clear()
-            await self._finished.wait()
+from services.caseload.producer import DeliveringProducer
 
 
 class SourcePartitionTransactions(TransactionManager):
     """Faust's transaction manager, routing a send to the transaction of the partition of the
     event being processed (Faust's own routing when no event is being processed)."""
-
-    _hand_overs: HandOvers | None = None
-
-    @property
-    def hand_overs(self) -> HandOvers:
-        # Made on first use: Faust builds this service before the event loop runs.
-        if self._hand_overs is None:
-            self._hand_overs = HandOvers()
-        return self._hand_overs
 
     async def send(
         self,
@@ -96,29 +54,24 @@ class SourcePartitionTransactions(TransactionManager):
         *,
         transactional_id: str | None = None,
     ) -> Awaitable[RecordMetadata]:
-        with self.hand_overs.one():
-            event = current_event()
-            if event is None:
-                return await super().send(topic, key, value, partition, timestamp, headers)
-            return await self.producer.send(
-                topic,
-                key,
-                value,
-                self.consumer.key_partition(topic, key, partition),
-                timestamp,
-                headers,
-                transactional_id=self.transactional_id_of(
-                    event.message.topic, event.message.partition
-                ),
-            )
+        event = current_event()
+        if event is None:
+            return await super().send(topic, key, value, partition, timestamp, headers)
+        return await self.producer.send(
+            topic,
+            key,
+            value,
+            self.consumer.key_partition(topic, key, partition),
+            timestamp,
+            headers,
+            transactional_id=self.transactional_id_of(event.message.topic, event.message.partition),
+        )
 
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
         """Faust's commit, once every record buffered so far is in the transactions and no
         event is half processed (see the module's docstring)."""
         processing: asyncio.Lock = self.app.processing  # type: ignore[attr-defined]  # CaseloadApp
         async with processing:
-            buffer = self.app.producer.buffer
-            await self.hand_overs.settled(lambda: buffer.size)
             await self.app.producer.flush()
             return await super().commit(offsets, start_new_transaction=start_new_transaction)
 
@@ -130,6 +83,8 @@ class SourcePartitionTransactions(TransactionManager):
 
 
 class SourcePartitionTransport(KafkaTransport):
-    """Faust's Kafka transport with ``SourcePartitionTransactions``."""
+    """Faust's Kafka transport with ``SourcePartitionTransactions`` and a producer whose
+    ``flush`` waits for every record buffered before it (``DeliveringProducer``)."""
 
     TransactionManager: ClassVar[type[TransactionManagerT]] = SourcePartitionTransactions
+    Producer: ClassVar[type[ProducerT]] = DeliveringProducer
