@@ -247,7 +247,7 @@ async def _sqlite(args: argparse.Namespace) -> list[list[str]]:
         query = f"SELECT {COLUMNS} FROM stored_events WHERE stream = ? ORDER BY sequence"
 
         async def rows() -> object:
-            return await store._read(lambda c: c.execute(query, (STREAM,)).fetchall())
+            return await store.read(lambda c: c.execute(query, (STREAM,)).fetchall())
 
         async def drop_snapshots() -> object:
             return await store.writer.write(lambda c: c.execute("DELETE FROM snapshots"))

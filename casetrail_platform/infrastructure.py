@@ -163,7 +163,8 @@ async def open_event_store(
             await pg_store.close()
 
         return pg_store, checkpoints, close_pg
-    from casetrail_platform.store.sqlite import SqliteCheckpointStore, SqliteEventStore
+    from casetrail_platform.store.sqlite import SqliteEventStore
+    from casetrail_platform.store.sqlite_checkpoints import SqliteCheckpointStore
 
     sqlite_store = await SqliteEventStore.open(
         infra.service_dir(service) / "events.db", infra.registry
@@ -178,7 +179,8 @@ async def open_parking_lot(infra: Infrastructure, service: str, store: EventStor
         from casetrail_platform.store.postgres_parking import PostgresParkingLot
 
         return await PostgresParkingLot.connect(infra.postgres_dsn, schema=f"{service}_events")
-    from casetrail_platform.store.sqlite import SqliteEventStore, SqliteParkingLot
+    from casetrail_platform.store.sqlite import SqliteEventStore
+    from casetrail_platform.store.sqlite_parking import SqliteParkingLot
 
     if not isinstance(store, SqliteEventStore):
         raise TypeError(f"no parking lot for a {type(store).__name__}")

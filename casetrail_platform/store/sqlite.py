@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
-from casetrail_platform.checkpoints import CheckpointStore
 from casetrail_platform.errors import (
     CommandAlreadyRecorded,
     ConcurrencyError,
@@ -23,7 +22,6 @@ from casetrail_platform.errors import (
     GuardLockHeld,
 )
 from casetrail_platform.locking.inprocess import InProcessLocks
-from casetrail_platform.parking import ParkedRecord, ParkingLot
 from casetrail_platform.store.guard import require_publishable, storable_data
 from casetrail_platform.store.port import (
     ANY_VERSION,
@@ -193,8 +191,8 @@ class SqliteEventStore(EventStore):
         await asyncio.to_thread(store._writer.start, SCHEMA)
         await store._writer.write(_add_trace_column)
         await store._writer.write(_add_command_table)
-        store._last_recorded_at = await store._read(_max_recorded_at)
-        store._committed_position = await store._read(_last_position)
+        store._last_recorded_at = await store.read(_max_recorded_at)
+        store._committed_position = await store.read(_last_position)
         return store
 
     @property
@@ -379,7 +377,7 @@ class SqliteEventStore(EventStore):
             # A follower keeping up: the few new rows are cheaper to read than a thread hop.
             rows = self._inline_connection().execute(query, (after_position, limit)).fetchall()
         else:
-            rows = await self._read(lambda c: c.execute(query, (after_position, limit)).fetchall())
+            rows = await self.read(lambda c: c.execute(query, (after_position, limit)).fetchall())
         return await opened_records(rows, self._registry)
 
     async def read_by_causation(self, causation_id: UUID) -> list[RecordedEvent]:
@@ -388,7 +386,7 @@ class SqliteEventStore(EventStore):
         )
 
     async def load_snapshot(self, fold: str, stream: str) -> Snapshot | None:
-        row = await self._read(lambda c: c.execute(_LOAD_SNAPSHOT, (fold, stream)).fetchone())
+        row = await self.read(lambda c: c.execute(_LOAD_SNAPSHOT, (fold, stream)).fetchone())
         if row is None:
             return None
         schema_version, version, last_event_id, data = row
@@ -406,10 +404,10 @@ class SqliteEventStore(EventStore):
         await self._writer.write(lambda c: c.execute(_SAVE_SNAPSHOT, parameters))
 
     async def stream_version(self, stream: str) -> int:
-        return await self._read(lambda c: _version_of(c, stream))
+        return await self.read(lambda c: _version_of(c, stream))
 
     async def last_position(self) -> int:
-        return await self._read(_last_position)
+        return await self.read(_last_position)
 
     async def wait_for_append(self, after_position: int, max_wait: float) -> None:
         assert self._appended is not None, "open the store with SqliteEventStore.open()"
@@ -436,7 +434,9 @@ class SqliteEventStore(EventStore):
         self._appended.set()
         self._appended = asyncio.Event()
 
-    async def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        """``query`` run on a reader connection, in a reader thread (the store's own reads, its
+        checkpoints' and its parking lot's)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._run_read, query)
 
@@ -449,7 +449,7 @@ class SqliteEventStore(EventStore):
         rows: list[StoredRow] = self._inline_connection().execute(bounded, parameters).fetchall()
         if len(rows) <= INLINE_ROWS:
             return rows
-        return await self._read(lambda c: c.execute(query, parameters).fetchall())
+        return await self.read(lambda c: c.execute(query, parameters).fetchall())
 
     def _inline_connection(self) -> sqlite3.Connection:
         """The loop thread's own reader (WAL: never waits for the writer)."""
@@ -473,123 +473,6 @@ class _Appended:
     recorded_at: int
     after_sequence: int
     """The stream's version before the batch (its first event is this + 1)."""
-
-
-class SqliteCheckpointStore(CheckpointStore):
-    """Checkpoints kept in the event store's own file, written by its single writer."""
-
-    def __init__(self, store: SqliteEventStore) -> None:
-        self._store = store
-
-    async def load(self, name: str) -> int:
-        row = await self._store._read(
-            lambda c: c.execute(
-                "SELECT position FROM checkpoints WHERE name = ?", (name,)
-            ).fetchone()
-        )
-        return 0 if row is None else int(row[0])
-
-    async def save(self, name: str, position: int) -> None:
-        await self._store.writer.write(
-            lambda c: c.execute(
-                "INSERT INTO checkpoints (name, position) VALUES (?, ?)"
-                " ON CONFLICT (name) DO UPDATE"
-                " SET position = max(position, excluded.position)",
-                (name, position),
-            )
-        )
-
-
-class SqliteParkingLot(ParkingLot):
-    """Parked records kept in the event store's own file, beside the relay's checkpoint."""
-
-    _COLUMNS = (
-        "relay, position, event_id, key, stream, sequence, event_type, reason, parked_at,"
-        " retry_requested"
-    )
-
-    def __init__(self, store: SqliteEventStore) -> None:
-        self._store = store
-
-    async def park(self, records: Sequence[ParkedRecord]) -> None:
-        rows = [
-            (
-                r.relay,
-                r.position,
-                str(r.event_id),
-                r.key,
-                r.stream,
-                r.sequence,
-                r.event_type,
-                r.reason,
-                r.parked_at.isoformat(),
-                int(r.retry_requested),
-            )
-            for r in records
-        ]
-        await self._store.writer.write(
-            lambda c: c.executemany(
-                f"INSERT OR IGNORE INTO parked_records ({self._COLUMNS})"
-                " VALUES (?,?,?,?,?,?,?,?,?,?)",
-                rows,
-            )
-        )
-
-    async def parked(self, relay: str) -> list[ParkedRecord]:
-        rows = await self._store._read(
-            lambda c: c.execute(
-                f"SELECT {self._COLUMNS} FROM parked_records WHERE relay = ? ORDER BY position",
-                (relay,),
-            ).fetchall()
-        )
-        return [
-            ParkedRecord(
-                relay=row[0],
-                position=int(row[1]),
-                event_id=UUID(row[2]),
-                key=row[3],
-                stream=row[4],
-                sequence=int(row[5]),
-                event_type=row[6],
-                reason=row[7],
-                parked_at=datetime.fromisoformat(row[8]),
-                retry_requested=bool(row[9]),
-            )
-            for row in rows
-        ]
-
-    async def request_retry(self, relay: str, key: str | None = None) -> int:
-        where, parameters = (
-            ("relay = ?", (relay,))
-            if key is None
-            else (
-                "relay = ? AND key = ?",
-                (relay, key),
-            )
-        )
-        return await self._store.writer.write(
-            lambda c: int(
-                c.execute(
-                    f"UPDATE parked_records SET retry_requested = 1 WHERE {where}", parameters
-                ).rowcount
-            )
-        )
-
-    async def retry_done(self, relay: str, key: str) -> None:
-        await self._store.writer.write(
-            lambda c: c.execute(
-                "UPDATE parked_records SET retry_requested = 0 WHERE relay = ? AND key = ?",
-                (relay, key),
-            )
-        )
-
-    async def release(self, relay: str, positions: Sequence[int]) -> None:
-        rows = [(relay, position) for position in positions]
-        await self._store.writer.write(
-            lambda c: c.executemany(
-                "DELETE FROM parked_records WHERE relay = ? AND position = ?", rows
-            )
-        )
 
 
 def to_micros_now() -> int:

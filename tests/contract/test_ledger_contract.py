@@ -41,7 +41,7 @@ async def stored_rows(store: EventStore) -> list[tuple[Any, ...]]:
     from casetrail_platform.store.sqlite import SqliteEventStore
 
     if isinstance(store, SqliteEventStore):
-        return await store._read(
+        return await store.read(
             lambda c: c.execute(f"SELECT {COLUMNS} FROM stored_events ORDER BY position").fetchall()
         )
 

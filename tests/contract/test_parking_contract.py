@@ -11,7 +11,8 @@ from uuid import uuid4
 import pytest
 
 from casetrail_platform.parking import InMemoryParkingLot, ParkedRecord, ParkingLot
-from casetrail_platform.store.sqlite import SqliteEventStore, SqliteParkingLot
+from casetrail_platform.store.sqlite import SqliteEventStore
+from casetrail_platform.store.sqlite_parking import SqliteParkingLot
 from tests.support.sample_events import sample_registry
 from tests.support.servers import postgres_dsn, server_missing
 

@@ -190,7 +190,8 @@ async def _one_case(local: LocalCasetrail) -> str:
 
 async def test_an_operator_lists_parked_records_and_asks_for_a_retry(tmp_path: Path) -> None:
     from casetrail_platform.parking import ParkedRecord
-    from casetrail_platform.store.sqlite import SqliteEventStore, SqliteParkingLot
+    from casetrail_platform.store.sqlite import SqliteEventStore
+    from casetrail_platform.store.sqlite_parking import SqliteParkingLot
 
     store = await SqliteEventStore.open(tmp_path / "intake" / "events.db", default_registry())
     storage = ["--data-dir", str(tmp_path)]

@@ -24,11 +24,9 @@ from casetrail_platform.outbox import OutboxRelay
 from casetrail_platform.projections.port import Document, DocumentTransaction, Projection
 from casetrail_platform.projections.runner import BusProjectionHandler, rebuild
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
-from casetrail_platform.store.sqlite import (
-    SqliteCheckpointStore,
-    SqliteEventStore,
-    SqliteParkingLot,
-)
+from casetrail_platform.store.sqlite import SqliteEventStore
+from casetrail_platform.store.sqlite_checkpoints import SqliteCheckpointStore
+from casetrail_platform.store.sqlite_parking import SqliteParkingLot
 from events.envelope import RecordedEvent
 from tests.contract.bus_conftest import (
     delete_topics,

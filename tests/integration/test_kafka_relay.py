@@ -17,7 +17,8 @@ from casetrail_platform.bus.retry import Backoff
 from casetrail_platform.bus.topics import TopicSettings, create_topics
 from casetrail_platform.checkpoints import CheckpointStore
 from casetrail_platform.outbox import OutboxRelay
-from casetrail_platform.store.sqlite import SqliteCheckpointStore, SqliteEventStore
+from casetrail_platform.store.sqlite import SqliteEventStore
+from casetrail_platform.store.sqlite_checkpoints import SqliteCheckpointStore
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
 from tests.contract.bus_conftest import (
@@ -247,7 +248,7 @@ async def test_a_retry_refused_again_does_not_fail_the_next_publish(
     from aiokafka.admin import NewTopic
 
     from casetrail_platform.checkpoints import InMemoryCheckpointStore
-    from casetrail_platform.store.sqlite import SqliteParkingLot
+    from casetrail_platform.store.sqlite_parking import SqliteParkingLot
 
     settings = kafka_test_settings()
     topic = f"test.retry-refused.{os.urandom(6).hex()}"

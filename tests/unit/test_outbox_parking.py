@@ -17,7 +17,8 @@ from casetrail_platform.checkpoints import InMemoryCheckpointStore
 from casetrail_platform.hosting import watch_outbox
 from casetrail_platform.outbox import OutboxRelay
 from casetrail_platform.parking import ParkingLot
-from casetrail_platform.store.sqlite import SqliteEventStore, SqliteParkingLot
+from casetrail_platform.store.sqlite import SqliteEventStore
+from casetrail_platform.store.sqlite_parking import SqliteParkingLot
 from events.envelope import RecordedEvent
 from tests.support.sample_events import note, sample_registry
 from tests.support.waiting import eventually, health_reports

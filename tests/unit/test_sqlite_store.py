@@ -15,7 +15,8 @@ import pytest
 
 from casetrail_platform.errors import CommandAlreadyRecorded, StorageUnavailableError
 from casetrail_platform.store.port import NO_STREAM, StreamVersion
-from casetrail_platform.store.sqlite import SqliteCheckpointStore, SqliteEventStore
+from casetrail_platform.store.sqlite import SqliteEventStore
+from casetrail_platform.store.sqlite_checkpoints import SqliteCheckpointStore
 from casetrail_platform.store.sqlite_writer import SqliteWriter, call_soon_unless_closed
 from tests.support.sample_events import note, sample_registry
 
