@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from datetime import date
+
 from casetrail_platform.commands import CommandContext
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import AccessControl
+from events.catalog.base import CaseEvent
+from events.envelope import RecordedEvent
 from services.coordination.adapters import read_models as views
 from services.coordination.app.handlers.carriers import CaseSupervisor, supervisors_earlier_answer
 from services.coordination.app.handlers.running import (
@@ -19,26 +24,20 @@ from services.coordination.domain.agency import Worker
 from services.coordination.domain.assignment import decide_assignment, decide_transfer
 from services.coordination.domain.case import case_state
 from services.coordination.domain.commands import AssignCase, TransferCase
-from services.coordination.domain.facts import case_stream
+from services.coordination.domain.facts import CaseFacts, case_stream
 from services.coordination.domain.permissions import Action, require_role
 
 
 async def assign_case(deps: Dependencies, context: CommandContext, command: AssignCase) -> Recorded:
     require_role(context.actor.role, Action.ASSIGN_CASE)
-    facts = await command_facts(deps, context, command.case_id)
-    worker = deps.agency.worker(command.worker_id)
-    on = deps.today()
-    async with deps.locks.holding([caseload_lock(command.worker_id)]):
-        load = await _caseload(deps, worker)
-        recorded = await run(
-            deps,
-            context,
-            case_stream(command.case_id),
-            lambda history: decide_assignment(
-                case_state(history), facts, worker, load, command, on
-            ),
-        )
-    return await on_the_bus(deps, recorded)
+    return await _to_worker(
+        deps,
+        context,
+        command,
+        lambda history, facts, worker, load, on: decide_assignment(
+            case_state(history), facts, worker, load, command, on
+        ),
+    )
 
 
 async def transfer_case(
@@ -56,6 +55,28 @@ async def transfer_case(
         return await on_the_bus(deps, earlier)
     supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
     await supervisor.read()
+    return await _to_worker(
+        deps,
+        context,
+        command,
+        lambda history, facts, worker, load, on: decide_transfer(
+            supervisor.case(history), facts, worker, load, command, on
+        ),
+    )
+
+
+async def _to_worker(
+    deps: Dependencies,
+    context: CommandContext,
+    command: AssignCase | TransferCase,
+    decide: Callable[
+        [list[RecordedEvent], CaseFacts, Worker | None, int, date], Sequence[CaseEvent]
+    ],
+) -> Recorded:
+    """A command giving the case to ``command.worker_id``: ``decide`` on the case's history,
+    its facts, the worker, the worker's caseload and the agency's date, under the worker's
+    caseload lock (two assignments never both take the worker's last place), answered once
+    the bus has it (``on_the_bus``)."""
     facts = await command_facts(deps, context, command.case_id)
     worker = deps.agency.worker(command.worker_id)
     on = deps.today()
@@ -65,9 +86,7 @@ async def transfer_case(
             deps,
             context,
             case_stream(command.case_id),
-            lambda history: decide_transfer(
-                supervisor.case(history), facts, worker, load, command, on
-            ),
+            lambda history: decide(history, facts, worker, load, on),
         )
     return await on_the_bus(deps, recorded)
 

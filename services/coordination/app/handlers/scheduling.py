@@ -3,9 +3,11 @@ case's stream (``CaseCarrier``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from casetrail_platform.commands import CommandContext, derived_id
+from events.catalog.base import CaseEvent
 from services.coordination.adapters import read_models as views
 from services.coordination.app.handlers.carriers import CaseCarrier, carried_case
 from services.coordination.app.handlers.running import (
@@ -17,15 +19,16 @@ from services.coordination.app.handlers.running import (
     command_facts,
     run_folded,
 )
+from services.coordination.domain.case import CaseState
 from services.coordination.domain.commands import (
     CancelService,
     RecordServiceDelivered,
     RescheduleService,
     ScheduleService,
 )
-from services.coordination.domain.facts import schedule_stream
+from services.coordination.domain.facts import CaseFacts, schedule_stream
 from services.coordination.domain.permissions import Action, require_role
-from services.coordination.domain.schedule import SCHEDULE
+from services.coordination.domain.schedule import SCHEDULE, Schedule
 from services.coordination.domain.scheduling import (
     check_service_window,
     decide_cancel,
@@ -44,15 +47,14 @@ async def schedule_service(
     service_id = derived_id(context, SOURCE, "service")
     async with deps.locks.holding([case_lock(command.case_id)]):
         await carried_case(deps, context, Action.SCHEDULE_SERVICE, command.case_id)
-        facts = await command_facts(deps, context, command.case_id)
-        carrier = CaseCarrier(deps.store, context, Action.SCHEDULE_SERVICE, command.case_id)
-        return await run_folded(
+        return await _on_the_schedule(
             deps,
             context,
-            schedule_stream(facts.client_id),
-            SCHEDULE,
-            lambda schedule: decide_schedule(schedule, facts, carrier.case, command, service_id),
-            guard=carrier.read,
+            Action.SCHEDULE_SERVICE,
+            command.case_id,
+            lambda schedule, facts, case: decide_schedule(
+                schedule, facts, case, command, service_id
+            ),
         )
 
 
@@ -65,15 +67,12 @@ async def reschedule_service(
     # closure's follow-up read the schedule would outlive the case.
     async with deps.locks.holding([case_lock(command.case_id)]):
         await carried_case(deps, context, Action.SCHEDULE_SERVICE, command.case_id)
-        facts = await command_facts(deps, context, command.case_id)
-        carrier = CaseCarrier(deps.store, context, Action.SCHEDULE_SERVICE, command.case_id)
-        return await run_folded(
+        return await _on_the_schedule(
             deps,
             context,
-            schedule_stream(facts.client_id),
-            SCHEDULE,
-            lambda schedule: decide_reschedule(schedule, facts, command),
-            guard=carrier.read,
+            Action.SCHEDULE_SERVICE,
+            command.case_id,
+            lambda schedule, facts, _case: decide_reschedule(schedule, facts, command),
         )
 
 
@@ -88,15 +87,12 @@ async def cancel_service(
     # reserved for a service no longer there (the cancellation's follow-up releases only what
     # was reserved before it).
     async with deps.locks.holding([case_lock(command.case_id)]):
-        facts = await command_facts(deps, context, command.case_id)
-        carrier = CaseCarrier(deps.store, context, Action.CANCEL_SERVICE, command.case_id)
-        return await run_folded(
+        return await _on_the_schedule(
             deps,
             context,
-            schedule_stream(facts.client_id),
-            SCHEDULE,
-            lambda schedule: decide_cancel(schedule, command, acting_for),
-            guard=carrier.read,
+            Action.CANCEL_SERVICE,
+            command.case_id,
+            lambda schedule, _facts, _case: decide_cancel(schedule, command, acting_for),
         )
 
 
@@ -110,14 +106,35 @@ async def record_service_delivered(
     require_role(context.actor.role, Action.RECORD_DELIVERY)
     await _require_provided(deps, command.case_id, command.service_id, acting_for)
     await carried_case(deps, context, Action.RECORD_DELIVERY, command.case_id)
-    facts = await command_facts(deps, context, command.case_id)
-    carrier = CaseCarrier(deps.store, context, Action.RECORD_DELIVERY, command.case_id)
+    return await _on_the_schedule(
+        deps,
+        context,
+        Action.RECORD_DELIVERY,
+        command.case_id,
+        lambda schedule, facts, _case: decide_delivered(
+            schedule, facts, command, datetime.now(UTC), acting_for
+        ),
+    )
+
+
+async def _on_the_schedule(
+    deps: Dependencies,
+    context: CommandContext,
+    action: Action,
+    case_id: str,
+    decide: Callable[[Schedule, CaseFacts, CaseState], Sequence[CaseEvent]],
+) -> Recorded:
+    """A command recorded on the client's schedule: ``decide`` on the schedule, the case's
+    facts and the case as ``CaseCarrier`` last read it, whose read guards the append (a
+    TransferCase committed in between makes the command read again)."""
+    facts = await command_facts(deps, context, case_id)
+    carrier = CaseCarrier(deps.store, context, action, case_id)
     return await run_folded(
         deps,
         context,
         schedule_stream(facts.client_id),
         SCHEDULE,
-        lambda schedule: decide_delivered(schedule, facts, command, datetime.now(UTC), acting_for),
+        lambda schedule: decide(schedule, facts, carrier.case),
         guard=carrier.read,
     )
 
