@@ -130,7 +130,7 @@ class CaseloadApp(faust.App):
     access_recorder: AccessRecorder | None = None
     """Where the web views record their reads (set with the views)."""
     processing: asyncio.Lock
-    """Held while an agent processes an event; a transaction commits between two events
+    """Held while a case event is processed; a transaction commits between two events
     (``transactions``)."""
 
     def _new_transport(self) -> TransportT:
@@ -326,31 +326,25 @@ def _add_topology(app: CaseloadApp) -> None:
 
     async def count_caseloads(stream: StreamT[FactRecord]) -> None:
         async for fact in stream:
-            # Its table changes wait in the producer's buffer: a commit must not start while
-            # it adds them (``transactions``).
-            async with app.processing:
-                apply_fact(fact)
+            worker = fact.worker_id
+            if fact.kind == "holds":
+                due = fact.follow_up_due
+                held = Holds(worker, fact.case_id, None if due is None else date.fromisoformat(due))
+                app.caseloads[worker] = hold(app.caseloads.get(worker), held)
+            elif fact.kind == "releases":
+                remaining = release(app.caseloads.get(worker), Releases(worker, fact.case_id))
+                if remaining:
+                    app.caseloads[worker] = remaining
+                elif worker in app.caseloads:
+                    del app.caseloads[worker]
+            elif fact.kind == "contact":
+                # Not ``+= 1``: under at_least_once a fact may come again after a crash.
+                # A fact sent before the ids were has none: its own (unique) placeholder.
+                told = fact.event_id or f"{fact.case_id}@{fact.occurred_at}"
+                app.contacts[worker] = count_contact(app.contacts[worker].value(), told)
+            else:
+                log.warning("caseload: ignoring worker fact of unknown kind %r", fact.kind)
             counters.facts_applied += 1
-
-    def apply_fact(fact: FactRecord) -> None:
-        worker = fact.worker_id
-        if fact.kind == "holds":
-            due = fact.follow_up_due
-            held = Holds(worker, fact.case_id, None if due is None else date.fromisoformat(due))
-            app.caseloads[worker] = hold(app.caseloads.get(worker), held)
-        elif fact.kind == "releases":
-            remaining = release(app.caseloads.get(worker), Releases(worker, fact.case_id))
-            if remaining:
-                app.caseloads[worker] = remaining
-            elif worker in app.caseloads:
-                del app.caseloads[worker]
-        elif fact.kind == "contact":
-            # Not ``+= 1``: under at_least_once a fact may come again after a crash.
-            # A fact sent before the ids were has none: its own (unique) placeholder.
-            told = fact.event_id or f"{fact.case_id}@{fact.occurred_at}"
-            app.contacts[worker] = count_contact(app.contacts[worker].value(), told)
-        else:
-            log.warning("caseload: ignoring worker fact of unknown kind %r", fact.kind)
 
     app.agent(source, name="track-cases")(track_cases)
     app.agent(facts, name="count-caseloads")(count_caseloads)

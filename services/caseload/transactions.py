@@ -19,10 +19,11 @@ before a commit without transactions). Tables write their changelog through that
 event that made it committed in this one: a crash before the next commit lost the change for
 good (kill -9 of the worker left a case out of its worker's caseload). A commit therefore first
 flushes the buffer (``producer.DeliveringProducer``: Faust's own flush could return while a
-record it took was still on its way), under the app's ``processing`` lock, which both agents
-hold while they process one event: an event's table changes and facts all commit in one
+record it took was still on its way), under the app's ``processing`` lock, which the case-event
+agent holds while it processes one event: an event's table change and facts all commit in one
 transaction (its offset possibly in the next one, so after a crash it is read again and is a
-repeat).
+repeat). The worker-fact agent needs no lock: it changes its tables without awaiting anything,
+so no commit can start in the middle.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class SourcePartitionTransactions(TransactionManager):
 
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
         """Faust's commit, once every record buffered so far is in the transactions and no
-        event is half processed (see the module's docstring)."""
+        case event is half processed (see the module's docstring)."""
         processing: asyncio.Lock = self.app.processing  # type: ignore[attr-defined]  # CaseloadApp
         async with processing:
             await self.app.producer.flush()
