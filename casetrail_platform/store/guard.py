@@ -7,8 +7,8 @@ read models and projections would refuse the event for good), checked on the dat
 (``storable_data``), and no event over ``MAX_EVENT_BYTES`` as it is stored and published (Kafka
 would refuse the record for good), checked on the data as sealed (``require_publishable``): a
 sealed value takes several times the bytes of its text. Both adapters call them in that order
-before writing, so they refuse the same events with the same ``InvalidEventError`` and write
-nothing.
+before writing (``rows.checked_data``), so they refuse the same events with the same
+``InvalidEventError`` and write nothing.
 
 It does not validate each event against its model again (an event built without validation,
 ``model_construct``, would be written): measured on 2026-12-05, ``model_validate_json`` of the

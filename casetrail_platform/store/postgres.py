@@ -38,16 +38,15 @@ from casetrail_platform.errors import (
     StorageUnavailableError,
 )
 from casetrail_platform.locking.postgres import key_of
-from casetrail_platform.store.guard import require_publishable, storable_data
 from casetrail_platform.store.pg_connections import Connection, PgConnections, open_connection
-from casetrail_platform.store.port import EventStore, Snapshot, StreamVersion, check_guard
+from casetrail_platform.store.port import EventStore, Snapshot, StreamVersion
 from casetrail_platform.store.rows import (
     COLUMNS,
     TRACED_COLUMNS,
+    checked_data,
     opened_records,
     recorded_from_new,
     same_content,
-    sealed_data,
 )
 from casetrail_platform.telemetry.tracing import current_traceparent
 from events.envelope import NewEvent, RecordedEvent
@@ -163,11 +162,7 @@ class PostgresEventStore(EventStore):
     ) -> list[RecordedEvent]:
         if not events:
             return []
-        check_guard(stream, guard)
-        for new in events:
-            self._registry.require_registered(new.event)
-        data = await sealed_data(self._registry, events, storable_data(stream, events))
-        require_publishable(stream, events, data)
+        data = await checked_data(self._registry, stream, events, guard)
         _check_text("stream", stream)
         if not _INT_MIN <= expected_version <= _INT_MAX:
             raise ValueError(f"expected_version {expected_version} is out of range")

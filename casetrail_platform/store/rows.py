@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from casetrail_platform.keys import off_loop
+from casetrail_platform.store.guard import require_publishable, storable_data
+from casetrail_platform.store.port import StreamVersion, check_guard
 from events.envelope import NewEvent, RecordedEvent, StoredEnvelope, to_micros
 from events.registry import EventRegistry, encode
 
@@ -111,6 +113,25 @@ def to_recorded(row: StoredRow | tuple[Any, ...], registry: EventRegistry) -> Re
         ),
         trace_parent=trace_parent,
     )
+
+
+async def checked_data(
+    registry: EventRegistry,
+    stream: str,
+    events: Sequence[NewEvent],
+    guard: StreamVersion | None,
+) -> list[bytes]:
+    """What is stored of each of ``events`` appended to ``stream``, once they pass what every
+    adapter checks before it writes: the guard is not on ``stream`` itself (``check_guard``),
+    each event's type is registered, and its data is storable and, sealed, publishable
+    (``store.guard``). Both adapters call it first, so they refuse the same appends with the
+    same errors and write nothing."""
+    check_guard(stream, guard)
+    for new in events:
+        registry.require_registered(new.event)
+    data = await sealed_data(registry, events, storable_data(stream, events))
+    require_publishable(stream, events, data)
+    return data
 
 
 async def sealed_data(

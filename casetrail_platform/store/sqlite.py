@@ -22,23 +22,21 @@ from casetrail_platform.errors import (
     GuardLockHeld,
 )
 from casetrail_platform.locking.inprocess import InProcessLocks
-from casetrail_platform.store.guard import require_publishable, storable_data
 from casetrail_platform.store.port import (
     ANY_VERSION,
     EventStore,
     Snapshot,
     StreamVersion,
-    check_guard,
 )
 from casetrail_platform.store.rows import (
     COLUMNS,
     TRACED_COLUMNS,
     StoredRow,
+    checked_data,
     insert_values,
     opened_records,
     recorded_from_new,
     same_content,
-    sealed_data,
     to_recorded,
 )
 from casetrail_platform.store.sqlite_writer import SqliteWriter, call_soon_unless_closed, connect
@@ -241,11 +239,7 @@ class SqliteEventStore(EventStore):
     ) -> list[RecordedEvent]:
         if not events:
             return []
-        check_guard(stream, guard)
-        for new in events:
-            self._registry.require_registered(new.event)
-        data = await sealed_data(self._registry, events, storable_data(stream, events))
-        require_publishable(stream, events, data)
+        data = await checked_data(self._registry, stream, events, guard)
         trace_parent = current_traceparent()
         registry = self._registry
         command = None if command_id is None else str(command_id)
