@@ -560,8 +560,9 @@ async def test_a_group_that_fails_as_a_whole_is_sent_again_one_by_one(
     # a NUL in a text column makes the whole statement fail before anything runs
     bad = replace(bad, metadata=replace(bad.metadata, source="casetrail/pg\x00test"))
     monkeypatch.setattr("casetrail_platform.store.postgres._check_text", lambda field, value: None)
+    # Where both adapters check an append (``rows.checked_data``): the check that would refuse it.
     monkeypatch.setattr(
-        "casetrail_platform.store.postgres.storable_data",
+        "casetrail_platform.store.rows.storable_data",
         lambda stream, events: [encode(new.event) for new in events],
     )
 
