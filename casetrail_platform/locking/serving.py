@@ -81,7 +81,7 @@ async def mark_serving(infra: Infrastructure, service: str) -> Callable[[], Awai
             keeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeping
-            await mark.close()  # the session's locks go with it
+            await mark.release()
 
         return release_mark
     held = _open(infra.service_dir(service) / SERVING_FILE)
@@ -146,6 +146,17 @@ class _Mark:
                     continue
                 log.info("the serving mark of %s is held again", self._service)
                 break
+
+    async def release(self) -> None:
+        """Give the mark up now: unlocked before its session closes. A closed session's locks
+        go only once its server process has noticed, so a rebuild asking right after the
+        release could still find the replica running."""
+        session = self._session
+        if session is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(SESSION_CHECK):
+                    await session.execute("SELECT pg_advisory_unlock_all()")
+        await self.close()  # the session's locks go with it, whatever the unlock did
 
     async def close(self) -> None:
         session, self._session = self._session, None
