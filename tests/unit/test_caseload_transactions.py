@@ -24,8 +24,6 @@ async def test_a_commit_flushes_the_buffered_table_changes_first_between_two_eve
     happened: list[str] = []
 
     class Producer:
-        buffer = SimpleNamespace(size=0)
-
         async def flush(self) -> None:
             happened.append("flush")
 
