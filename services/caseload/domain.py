@@ -23,6 +23,11 @@ assigned). Whenever the holder or the due date changes, ``apply`` returns worker
 old holder releases the case, the new holder holds it (with its due date). The worker side
 keeps, per worker, the cases held; that is the caseload and, with the due dates, the list of
 overdue follow-ups.
+
+A case's table change and its facts are written to different topics: under ``at_least_once``
+a crash can keep the first and lose the second, and the event, read again, is then a repeat.
+So a repeat tells the facts again (``restated``): the case's holder now, its former holders
+releasing it, and a contact's count, all of which the worker side applies idempotently.
 """
 
 from __future__ import annotations
@@ -47,6 +52,10 @@ TRACKED_TYPES = frozenset(
     for model in (CaseOpened, CaseReopened, CaseClosed, CaseAssigned, CaseReassigned, ContactLogged)
 )
 """Event types that change caseloads or follow-ups; every other type is skipped unread."""
+
+FORMER_HOLDERS_KEPT = 16
+"""Holders of a case before its holder now kept, to be told again they released it (a
+repeat re-reads the events since the last commit, a second or so: far fewer hand-overs)."""
 
 APPLIED_BEYOND_LIMIT = 1000
 """Sequences of one stream kept as applied past one not yet come (``CaseState``); past it the
@@ -75,6 +84,8 @@ class CaseState:
     applied_beyond: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     """Per source stream: the sequences applied past ``applied``'s, ahead of one still to come
     (the newest ``APPLIED_BEYOND_LIMIT``)."""
+    former_holders: tuple[str, ...] = ()
+    """Who held the case before its holder now, newest last (``FORMER_HOLDERS_KEPT``)."""
 
     def has_applied(self, key: str, sequence: int) -> bool:
         return sequence <= self.applied.get(key, 0) or sequence in self.applied_beyond.get(key, ())
@@ -97,6 +108,15 @@ class CaseState:
             applied_beyond[key] = tuple(beyond)
         return replace(self, applied={**self.applied, key: upto}, applied_beyond=applied_beyond)
 
+    def handing_over(self, before: str | None) -> CaseState:
+        """This state, its holder having taken over from ``before`` (kept as a former
+        holder unless it holds the case again)."""
+        after = self.holder
+        former = [h for h in self.former_holders if h not in (before, after)]
+        if before is not None and before != after:
+            former.append(before)
+        return replace(self, former_holders=tuple(former[-FORMER_HOLDERS_KEPT:]))
+
     @property
     def holder(self) -> str | None:
         if not self.open:
@@ -114,6 +134,7 @@ class CaseState:
             "contact_stamp": self.contact_stamp,
             "applied": dict(self.applied),
             "applied_beyond": {k: list(v) for k, v in self.applied_beyond.items()},
+            "former_holders": list(self.former_holders),
         }
 
     @classmethod
@@ -133,6 +154,8 @@ class CaseState:
                 str(k): tuple(int(n) for n in v)
                 for k, v in dict(document.get("applied_beyond", {})).items()
             },
+            # States kept before had none: a repeat tells only the holder now again.
+            former_holders=tuple(str(h) for h in document.get("former_holders", ())),
         )
 
 
@@ -185,20 +208,43 @@ def apply(state: CaseState | None, recorded: RecordedEvent) -> Applied | None:
     if event.event_type not in TRACKED_TYPES or current.has_applied(key, recorded.sequence):
         return None
     stamp = stamp_of(recorded)
+    before = None if state is None else state.holder
     updated = _fold(current, event, stamp).applying(key, recorded.sequence)
+    after = updated.holder
+    if before != after:
+        updated = updated.handing_over(before)
 
     facts: list[WorkerFact] = []
-    before = None if state is None else state.holder
-    after = updated.holder
     if before != after and before is not None:
         facts.append(Releases(before, updated.case_id))
     if after is not None and (before != after or current.follow_up_due != updated.follow_up_due):
         facts.append(Holds(after, updated.case_id, updated.follow_up_due))
-    if isinstance(event, ContactLogged):
-        actor = recorded.metadata.actor.user_id
-        moment = recorded.metadata.occurred_at
-        facts.append(ContactMade(actor, updated.case_id, moment, str(recorded.event_id)))
+    facts.extend(_contact_made(recorded))
     return Applied(updated, facts)
+
+
+def restated(state: CaseState | None, recorded: RecordedEvent) -> list[WorkerFact]:
+    """The worker facts to tell again for ``recorded`` when ``apply`` took it as a repeat
+    (none for an untracked event): its former holders release the case, its holder holds it
+    with its due date, and a contact is counted (once, by its event id). They bring the worker
+    side to this state whatever part of the facts sent the first time was lost."""
+    if state is None or recorded.event.event_type not in TRACKED_TYPES:
+        return []
+    if not state.has_applied(stream_key(recorded), recorded.sequence):
+        return []
+    facts: list[WorkerFact] = [Releases(w, state.case_id) for w in state.former_holders]
+    if state.holder is not None:
+        facts.append(Holds(state.holder, state.case_id, state.follow_up_due))
+    facts.extend(_contact_made(recorded))
+    return facts
+
+
+def _contact_made(recorded: RecordedEvent) -> list[WorkerFact]:
+    if not isinstance(recorded.event, ContactLogged):
+        return []
+    actor = recorded.metadata.actor.user_id
+    moment = recorded.metadata.occurred_at
+    return [ContactMade(actor, recorded.subject, moment, str(recorded.event_id))]
 
 
 def _fold(state: CaseState, event: object, stamp: str) -> CaseState:

@@ -19,8 +19,10 @@ state survives restarts as long as the topics do.
 
 With ``exactly_once`` (the default) each partition's table changes, the facts it sent and its
 consumed offsets commit in one Kafka transaction (``transactions``: Faust alone would put a
-fact in the transaction of its destination partition). Repeats that the bus itself delivers (a relay
-re-publishing) are recognised in the per-case table by their stream sequence.
+fact in the transaction of its destination partition). Repeats (a relay re-publishing, or the
+events read again after a crash) are recognised in the per-case table by their stream sequence
+and change nothing there; each tells its case's worker facts again (``domain.restated``), as
+under ``at_least_once`` a crash can keep a table change and lose the facts it sent.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from services.caseload.domain import (
     count_contact,
     hold,
     release,
+    restated,
 )
 from services.caseload.recording import AccessRecorder
 from services.caseload.settings import CaseloadSettings, require_https_beyond_loopback
@@ -313,16 +316,25 @@ def _add_topology(app: CaseloadApp) -> None:
                 counters.skipped += 1
                 continue
             stored = app.cases.get(recorded.subject)
-            applied = apply(None if stored is None else CaseState.from_json(stored), recorded)
+            state = None if stored is None else CaseState.from_json(stored)
+            applied = apply(state, recorded)
             if applied is None:
                 counters.skipped += 1
+                # A repeat may follow a crash that kept its table change and lost its facts
+                # (at_least_once): told again, they bring the worker side to the case's state.
+                if told := restated(state, recorded):
+                    async with app.processing:
+                        await send_facts(told)
                 continue
             async with app.processing:  # one transaction holds all of it (``transactions``)
                 app.cases[recorded.subject] = applied.state.to_json()
-                for fact in applied.facts:
-                    await facts.send(key=fact.worker_id, value=FactRecord.of(fact))
-            counters.facts_sent += len(applied.facts)
+                await send_facts(applied.facts)
             counters.applied += 1
+
+    async def send_facts(told: list[WorkerFact]) -> None:
+        for fact in told:
+            await facts.send(key=fact.worker_id, value=FactRecord.of(fact))
+        counters.facts_sent += len(told)
 
     async def count_caseloads(stream: StreamT[FactRecord]) -> None:
         async for fact in stream:

@@ -60,9 +60,10 @@ class CaseloadSettings:
     installed) and are rebuilt from their changelog topics on start."""
     processing_guarantee: str = "exactly_once"
     """Kafka transactions make table changes, worker facts and consumed offsets commit
-    together, so a crash can neither double-count nor drop a fact. ``at_least_once`` can drop
-    one: a case's table change may reach Kafka without its facts, and the event read again
-    after the crash is then a repeat (README, "How it works")."""
+    together, so a crash can neither double-count nor drop a fact. ``at_least_once`` has no
+    transactions: a crash can keep a case's table change and lose its facts; the event read
+    again is then a repeat, which tells its case's facts again (``domain.restated``), so
+    nothing is lost there either (README, "How it works")."""
     commit_interval: float = 1.0
     """Seconds between commits; with exactly-once, facts reach the worker tables only once
     their transaction commits, so this bounds how stale a caseload can be."""

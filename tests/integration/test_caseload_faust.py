@@ -256,6 +256,7 @@ def worker_env(
         "CASETRAIL_CASELOAD_APP_ID": settings.app_id,
         "CASETRAIL_CASELOAD_DATA_DIR": str(settings.data_dir),
         "CASETRAIL_CASELOAD_WEB_PORT": str(settings.web_port),
+        "CASETRAIL_CASELOAD_GUARANTEE": settings.processing_guarantee,
         "CASETRAIL_AUDIT_ADDRESS": audit.address,
         **issuer.env(),
     }
@@ -427,20 +428,24 @@ async def views_seen(port: int, token: str, workers: list[str]) -> dict[str, Any
     }
 
 
+@pytest.mark.parametrize("guarantee", ["exactly_once", "at_least_once"])
 async def test_a_worker_killed_mid_stream_loses_nothing_and_a_rebuild_agrees(
-    setup: Setup, tmp_path: Path, issuer: TestIssuer
+    setup: Setup, tmp_path: Path, issuer: TestIssuer, guarantee: str
 ) -> None:
     """kill -9 of the worker process while it works through a few thousand events; a new one
-    takes over from what was committed (tables, facts and offsets in one transaction): the
-    views then equal what the events say, and what a processor rebuilding from zero (another
-    app id, the topic read from its start) derives."""
+    takes over from what was committed: the views then equal what the events say, and what a
+    processor rebuilding from zero (another app id, the topic read from its start) derives.
+    ``exactly_once`` commits tables, facts and offsets in one transaction; ``at_least_once``
+    reads again from the offsets committed, and each repeat tells its case's facts again."""
     history = History()
     events = busy_history(history, cases=300, workers=5, contacts=8)
     expected = views_expected(events)
     workers = sorted(expected["workers"])
     await publish(setup.kafka, setup.topic, events)
     port = free_port()
-    settings = replace(setup.settings, web_enabled=True, web_port=port)
+    settings = replace(
+        setup.settings, web_enabled=True, web_port=port, processing_guarantee=guarantee
+    )
     auditor = issuer.mint("james.liu", "auditor")
     seen: Any = "nothing yet"
     async with audit_server(tmp_path, issuer) as audit:
