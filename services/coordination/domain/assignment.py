@@ -44,12 +44,9 @@ def fit_refusals(
     refusals = []
     if worker.role not in CASE_CARRYING_ROLES:
         refusals.append(errors.worker_does_not_carry_cases(worker.worker_id, worker.role.value))
-    counseling = [need for need in needs if need in COUNSELING_NEEDS]
-    if counseling and counseling_licence(worker, on) is None:
+    if any(need in COUNSELING_NEEDS for need in needs) and counseling_licence(worker, on) is None:
         refusals.append(
-            errors.counseling_requires_licence(
-                case_id, worker.worker_id, worker.role.value, len(counseling)
-            )
+            errors.counseling_requires_licence(case_id, worker.worker_id, worker.role.value)
         )
     if caseload >= worker.caseload_capacity:
         refusals.append(errors.caseload_full(worker.worker_id, caseload, worker.caseload_capacity))
@@ -130,12 +127,12 @@ def decide_transfer(
 
 def explain(worker: Worker, needs: Sequence[NeedCategory], caseload: int, on: date) -> str:
     """Why the worker fits, in words for the case record. ``reason`` is not a sealed field, and
-    history is never rewritten: it counts the needs and never names them (``matched_needs``,
-    sealed and redacted, holds which), so an erasure leaves no need category behind in it."""
+    history is never rewritten: it neither names nor counts the needs (``matched_needs``,
+    sealed and redacted, holds which), so an erasure leaves no need category behind in it, and
+    a reader shown only the needs that are no special data cannot count the others from it."""
     licence = counseling_licence(worker, on)
     qualification = f"{licence.name} licence" if licence is not None else worker.role.value
-    plural = "s" if len(needs) != 1 else ""
-    covered = f"the case's {len(needs)} open need{plural}" if needs else "a case with no open needs"
+    covered = "the case's open needs" if needs else "a case with no open needs"
     return (
         f"{qualification} fits {covered}; caseload {caseload} of {worker.caseload_capacity} "
         "before this case"

@@ -98,16 +98,14 @@ def case_closed(case_id: str, after: datetime | None = None) -> RuleBroken:
     )
 
 
-def counseling_requires_licence(
-    case_id: str, worker_id: str, worker_role: str, counseling_needs: int
-) -> RuleBroken:
-    # Names the rule and the worker, never the needs: the refusal goes to whoever asked
-    # (a coordinator may not see substance use or mental health), and texts like this one end
-    # up in SuggestWorkers' reasons. Those entitled read the needs from GetCaseCoordination.
-    plural = "s" if counseling_needs != 1 else ""
+def counseling_requires_licence(case_id: str, worker_id: str, worker_role: str) -> RuleBroken:
+    # Names the rule and the worker, never the needs nor how many: the refusal goes to whoever
+    # asked (a coordinator may not see substance use or mental health, and is shown the other
+    # needs: a count would tell how many are withheld), and texts like this one end up in
+    # SuggestWorkers' reasons. Those entitled read the needs from GetCaseCoordination.
     return RuleBroken(
         COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER,
-        f"case {case_id} has {counseling_needs} open need{plural} calling for counseling,"
+        f"case {case_id} has open needs calling for counseling,"
         f" which only a licensed social worker ({', '.join(COUNSELING_LICENCES)}) may take on;"
         f" worker {worker_id} ({worker_role}) may not counsel. Assign a licensed social worker,"
         f" or refer the client ({COUNSELING_PROVIDERS}) with MakeReferral and assign {worker_id}"

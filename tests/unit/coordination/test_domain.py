@@ -72,7 +72,7 @@ def test_a_need_referred_out_no_longer_calls_for_a_licence() -> None:
     assert isinstance(assigned, CaseAssigned)
     assert assigned.matched_needs == (NeedCategory.HOME_CARE,)
     assert assigned.reason == (
-        "case_manager fits the case's 1 open need; caseload 0 of 1 before this case"
+        "case_manager fits the case's open needs; caseload 0 of 1 before this case"
     )
 
 
