@@ -152,7 +152,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
     ) -> pb.AssignCaseResponse:
         principal = principal_of(context)
         ctx, command = self._parse(principal, request, commands.AssignCase)
-        recorded = await assignment.assign_case(self._deps, ctx, command)
+        recorded = await assignment.assign_case(self._deps, ctx, command, principal, self._access)
         assigned = _event(recorded, CaseAssigned)
         answer = pb.AssignCaseResponse(
             result=convert.result(command.case_id, recorded),

@@ -56,7 +56,10 @@ async def list_cases(
 ) -> tuple[list[tuple[Document, Decision]], bool]:
     """The matching cases the policy lets ``principal`` see (up to ``limit``), each with its
     decision, and whether more matched. A case the caller may not see is left out, not refused;
-    a list the caller may not ask for at all is refused and recorded under ``CASE_LIST``."""
+    a list the caller may not ask for at all is refused and recorded under ``CASE_LIST``. The
+    answer is said truncated only when every case found was listed, as intake's duplicate
+    search: otherwise the flag would count cases it leaves out (another team's supervisor
+    filtering on a worker of that team, shown none, learning that more than ``limit`` match)."""
     await access.require_role(principal, Action.LIST_CASES, purpose, CASE_LIST)
     sensitive_filter = where.need in _SENSITIVE_NEEDS
     if sensitive_filter and not _may_see_sensitive_values(principal, purpose):
@@ -79,7 +82,7 @@ async def list_cases(
         # A case found by a sensitive need its decision withholds would disclose that need.
         if decision.allowed and (decision.sensitive or not sensitive_filter):
             listed.append((document, decision))
-    return listed, truncated
+    return listed, truncated and len(listed) == len(documents)
 
 
 def _may_see_sensitive_values(principal: Principal, purpose: AccessPurpose) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
+from uuid import uuid4
 
 import grpc
 from google.rpc import error_details_pb2
@@ -17,9 +18,11 @@ from tests.support.identity import acting
 from tests.unit.coordination.rpc import accept, assign, refer, refused
 from tests.unit.coordination.support import (
     OPENED,
+    TODAY,
     IntakeFeed,
     command_context,
     query_context,
+    timestamp,
     transferred,
 )
 
@@ -232,6 +235,47 @@ async def test_a_supervisor_transfers_only_a_case_of_their_team(
     assert await store.read_stream("case-case-1") == written
     moved = await stub.TransferCase(transfer("team-east"))
     assert moved.previous_worker_id == "cm-dana"
+
+
+def _assign_by(team: str, case_id: str, at: datetime = TODAY) -> pb.AssignCaseRequest:
+    supervisor = Person(f"sup-{team}", "supervisor", team=team)
+    context = common_pb2.CommandContext(idempotency_key=str(uuid4()), occurred_at=timestamp(at))
+    return pb.AssignCaseRequest(
+        context=acting(supervisor, context), case_id=case_id, worker_id="sw-lcsw"
+    )
+
+
+async def test_a_supervisor_assigns_a_case_no_one_carries_or_one_of_their_team_only(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    # Any supervisor may give a case no one carries their team; another team's case is refused
+    # before the refusal could name its worker (CASE_ALREADY_ASSIGNED), say it was closed
+    # (CASE_CLOSED) or give its opening time (an occurred-at before it), and as an unknown id is.
+    await intake.open_case("case-1", "client-1", [HOME_CARE])
+    await assign(stub, "case-1", "cm-dana")  # cm-dana is of team-east
+    written = await store.read_stream("case-case-1")
+    unknown = await refused(stub.AssignCase(_assign_by("team-west", "case-9")))
+    assert (unknown.code, unknown.rule) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
+    long_ago = datetime(1990, 1, 1, tzinfo=UTC)
+    for request in (_assign_by("team-west", "case-1"), _assign_by("team-west", "case-1", long_ago)):
+        refusal = await refused(stub.AssignCase(request))
+        assert (refusal.code, refusal.rule) == (unknown.code, unknown.rule)
+        assert refusal.message == unknown.message.replace("case-9", "case-1")
+        assert refusal.metadata == {
+            k: v.replace("case-9", "case-1") for k, v in unknown.metadata.items()
+        }
+        assert "cm-dana" not in refusal.message
+    await intake.close_case("case-1")
+    closed = await refused(stub.AssignCase(_assign_by("team-west", "case-1")))
+    assert closed.rule == "NO_RELATIONSHIP"
+    assert await store.read_stream("case-case-1") == written
+    await intake.reopen_case("case-1")
+    own = await refused(stub.AssignCase(_assign_by("team-east", "case-1")))
+    assert own.rule == "CASE_ALREADY_ASSIGNED"
+    assert own.metadata["current_worker_id"] == "cm-dana"
+    await intake.open_case("case-2", "client-2", [HOME_CARE])
+    assigned = await stub.AssignCase(_assign_by("team-west", "case-2"))
+    assert assigned.result.case_id == "case-2"
 
 
 def _transfer_by(team: str, worker_id: str, key: str) -> pb.TransferCaseRequest:

@@ -73,19 +73,29 @@ async def test_caseloads_are_exact_even_before_the_projection_catches_up(
 ) -> None:
     for case_id in ("case-1", "case-2", "case-3"):
         await intake.open_case(case_id, f"client-{case_id}", [NeedCategory.HOME_CARE])
+    principal = Principal("coord-1", Role.COORDINATOR, DEFAULT_AGENCY, "test")
+    access = AccessControl(store, CaseFactsReader(deps.read_models), "casetrail/coordination")
     await assignment.assign_case(
-        deps, coordinator("a-1"), AssignCase(case_id="case-1", worker_id="sw-lcsw")
+        deps,
+        coordinator("a-1"),
+        AssignCase(case_id="case-1", worker_id="sw-lcsw"),
+        principal,
+        access,
     )
     await catch_up(store, read_models, AssignmentsProjection())
     await assignment.assign_case(
-        deps, coordinator("a-2"), AssignCase(case_id="case-2", worker_id="sw-lcsw")
+        deps,
+        coordinator("a-2"),
+        AssignCase(case_id="case-2", worker_id="sw-lcsw"),
+        principal,
+        access,
     )
     await assignment.transfer_case(
         deps,
         coordinator("t-1"),
         TransferCase(case_id="case-1", worker_id="cm-dana", reason="lighter caseload"),
-        Principal("coord-1", Role.COORDINATOR, DEFAULT_AGENCY, "test"),
-        AccessControl(store, CaseFactsReader(deps.read_models), "casetrail/coordination"),
+        principal,
+        access,
     )
     # The projection still says case-1 is sw-lcsw's and knows nothing of case-2.
     assert await views.caseload(store, read_models, "sw-lcsw") == 1

@@ -35,6 +35,7 @@ from tests.unit.planning.support import (
     OTHER_WORKER,
     RECEPTIONIST,
     START,
+    SUPERVISOR,
     WORKER,
     Bus,
     assigned,
@@ -189,6 +190,24 @@ async def test_an_intake_worker_lists_as_the_policy_lets_them_without_sensitive_
     [access] = await recorded(planning.store, before)
     assert isinstance(access, RecordAccessed)
     assert (access.rule, access.redacted_fields) == ("intake-worker", ("needs",))
+
+
+async def test_a_list_is_said_truncated_only_when_it_shows_every_case_found(
+    planning: Planning,
+) -> None:
+    """A supervisor shown none of the cases found (no team of theirs carries them) must not
+    learn from the flag that more than a page of them match."""
+    for n in range(3):
+        await open_case(planning.bus, f"case-{n}", NeedCategory.HOUSING)
+    by_supervisor = planning_pb2.ListCasesRequest(
+        context=query(SUPERVISOR, "supervision"), page_size=2
+    )
+    answer = await planning.stub.ListCases(by_supervisor)
+    assert (list(answer.cases), answer.truncated) == ([], False)
+    shown_all = await planning.stub.ListCases(
+        planning_pb2.ListCasesRequest(context=query(), page_size=2)
+    )
+    assert (len(shown_all.cases), shown_all.truncated) == (2, True)
 
 
 async def test_listing_another_workers_cases_is_refused_and_recorded(planning: Planning) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import date
 
-from casetrail_platform.commands import CommandContext
+from casetrail_platform.commands import CommandContext, NotFound
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import AccessControl
 from events.catalog.base import CaseEvent
@@ -22,22 +22,41 @@ from services.coordination.app.handlers.running import (
 )
 from services.coordination.domain.agency import Worker
 from services.coordination.domain.assignment import decide_assignment, decide_transfer
-from services.coordination.domain.case import case_state
 from services.coordination.domain.commands import AssignCase, TransferCase
 from services.coordination.domain.facts import CaseFacts, case_stream
 from services.coordination.domain.permissions import Action, require_role
 
 
-async def assign_case(deps: Dependencies, context: CommandContext, command: AssignCase) -> Recorded:
+async def assign_case(
+    deps: Dependencies,
+    context: CommandContext,
+    command: AssignCase,
+    principal: Principal,
+    access: AccessControl,
+) -> Recorded:
+    """``principal``: the verified caller; a supervisor assigns a case no one carries, or one
+    of their team's (``CaseSupervisor.assignable``), checked again on the history the
+    assignment is appended after. Another team's case and an unknown case id get the same
+    ``NO_RELATIONSHIP``."""
     require_role(context.actor.role, Action.ASSIGN_CASE)
-    return await _to_worker(
-        deps,
-        context,
-        command,
-        lambda history, facts, worker, load, on: decide_assignment(
-            case_state(history), facts, worker, load, command, on
-        ),
-    )
+    if (earlier := await supervisors_earlier_answer(deps, context, principal)) is not None:
+        # Its answer waits for the bus as the first did: it may have been lost waiting.
+        return await on_the_bus(deps, earlier)
+    supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
+    await supervisor.read_assignable()
+    try:
+        return await _to_worker(
+            deps,
+            context,
+            command,
+            lambda history, facts, worker, load, on: decide_assignment(
+                supervisor.assignable(history), facts, worker, load, command, on
+            ),
+        )
+    except NotFound as missing:
+        if missing.what == "case":
+            supervisor.unknown()
+        raise
 
 
 async def transfer_case(

@@ -114,6 +114,29 @@ class CaseSupervisor:
         self.case(history)
         return StreamVersion.as_read(stream, history)
 
+    def assignable(self, history: Iterable[RecordedEvent]) -> CaseState:
+        """The case as ``history`` has it, once the principal may assign it (AssignCase). A
+        case no one carries has no team yet: any supervisor may give it theirs. One carried is
+        its team's supervisor's only, who is then told who carries it; another team's
+        supervisor is refused as in ``case``, before a refusal could name its worker, say it
+        was closed, or give its opening time (the command's occurred-at is checked against
+        it)."""
+        case = case_state(history)
+        if case.worker_id is not None:
+            self.case(history)
+        return case
+
+    async def read_assignable(self) -> None:
+        """``assignable`` on the case's stream as it is now: the first look."""
+        if self.principal.role is Role.SUPERVISOR:
+            self.assignable(await self.store.read_stream(case_stream(self.case_id)))
+
+    def unknown(self) -> None:
+        """Refuse a supervisor an unknown case id as one of another team's (``case`` on a
+        case of no team: ``NO_RELATIONSHIP``), so the refusal of a real case tells nothing
+        the refusal of an unknown one does not."""
+        self.case(())
+
 
 async def supervisors_earlier_answer(
     deps: Dependencies, context: CommandContext, principal: Principal
