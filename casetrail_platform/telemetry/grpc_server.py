@@ -12,6 +12,7 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from uuid import UUID
 
 import grpc
 from opentelemetry.trace import Span
@@ -108,7 +109,7 @@ def _observed(
             try:
                 with (
                     server_span(method, traceparent, **{"rpc.method": name}) as span,
-                    correlation(_correlation_id(request)),
+                    correlation(logged_correlation_id(request)),
                 ):
                     failed = True
                     try:
@@ -133,7 +134,7 @@ def _observed(
             try:
                 with (
                     server_span(method, traceparent, **{"rpc.method": name}) as span,
-                    correlation(_correlation_id(request)),
+                    correlation(logged_correlation_id(request)),
                 ):
                     failed = True
                     try:
@@ -180,7 +181,20 @@ def _end_span(span: Span | None, context: Any, failed: bool) -> None:
         mark_failed(span, code.name)
 
 
-def _correlation_id(request: Any) -> str | None:
+_UUID_TEXT_LIMIT = len("urn:uuid:") + 36
+"""The longest text ``UUID`` reads (``urn:uuid:`` and the hyphenated form)."""
+
+
+def logged_correlation_id(request: Any) -> str | None:
+    """The request's correlation id for the call's log lines, once it reads as a UUID (its
+    canonical form); ``None`` otherwise. This interceptor runs before the edge checks the
+    request, and a log line must not carry whatever text a caller sent (megabytes of it, or
+    control characters) however the call ends."""
     context = getattr(request, "context", None)
     value = getattr(context, "correlation_id", None)
-    return value if isinstance(value, str) and value else None
+    if not isinstance(value, str) or not value or len(value) > _UUID_TEXT_LIMIT:
+        return None
+    try:
+        return str(UUID(value))
+    except ValueError:
+        return None

@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from types import SimpleNamespace
+from uuid import uuid4
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from casetrail.common.v1 import common_pb2
 from casetrail_platform.telemetry import tracing
+from casetrail_platform.telemetry.grpc_server import logged_correlation_id
 from casetrail_platform.telemetry.logs import (
     REDACTED,
     JsonFormatter,
@@ -70,3 +74,18 @@ def test_a_child_span_continues_the_callers_trace(spans: InMemorySpanExporter) -
     assert finished[-1].parent is not None
     assert finished[-1].parent.span_id == finished[-2].context.span_id
     assert tracing.context_from_traceparent("garbage") is None
+
+
+def test_a_call_logs_its_correlation_id_only_once_it_reads_as_a_uuid() -> None:
+    """The telemetry interceptor runs before the edge checks the request: a correlation id the
+    edge would refuse (any text, up to the 4 MB a message may hold) never reaches a log line."""
+
+    def request(correlation_id: str) -> SimpleNamespace:
+        return SimpleNamespace(context=common_pb2.CommandContext(correlation_id=correlation_id))
+
+    given = uuid4()
+    assert logged_correlation_id(request(str(given))) == str(given)
+    assert logged_correlation_id(request(f"urn:uuid:{given.hex}")) == str(given)
+    for refused in ("", "corr-1", "x" * 1_000_000, f"{given}\u2028forged line"):
+        assert logged_correlation_id(request(refused)) is None
+    assert logged_correlation_id(object()) is None
