@@ -5,6 +5,13 @@ element (``assessments.factors.psychological``). A withheld field is cleared (a 
 empty, a list or message absent) and its path is listed in the answer's ``x-casetrail-redacted``
 trailing metadata (``casetrail_platform.policy.guard``): "withheld" is told apart from "never
 recorded".
+
+Need categories and service kinds are special data by value, not by field: ``housing`` is not,
+``substance_use`` is, and ``addiction_counseling`` is the only kind that is. So withholding one
+must not show where it was: an entry of a list whose category or kind is special data goes
+whole (a blank kind could only be ``addiction_counseling``), a list of categories loses those
+values, and such a path is listed as withheld whatever it held (listed only when something was
+taken, it would tell that the case has special data).
 """
 
 from __future__ import annotations
@@ -41,8 +48,11 @@ def present(message: Message, paths: Iterable[str]) -> list[str]:
 
 
 def redact(message: Message, paths: Iterable[str]) -> list[str]:
-    """Clear every sensitive value at ``paths`` in ``message``; the paths that held one."""
-    return [path for path in paths if _walk(message, path.split("."), clear=True)]
+    """Clear every sensitive value at ``paths`` in ``message``; the paths withheld: those that
+    held one, and every path of need categories or service kinds (see the module's note)."""
+    return [
+        path for path in paths if _walk(message, path.split("."), clear=True) or _names_codes(path)
+    ]
 
 
 def withhold(message: Message, paths: Iterable[str]) -> None:
@@ -72,6 +82,16 @@ def _walk(message: Message, parts: list[str], *, clear: bool, whole: bool = Fals
     value = getattr(message, name)
     repeated = not isinstance(value, str | bytes | int | float | Message)
     if rest:
+        if repeated and clear and not whole:
+            # Backwards: deleting an entry leaves the indexes still to come in place.
+            found = False
+            for index in reversed(range(len(value))):
+                if _special_code_at(value[index], rest):
+                    del value[index]
+                    found = True
+                else:
+                    found = _walk(value[index], rest, clear=True) or found
+            return found
         children = list(value) if repeated else ([value] if message.HasField(name) else [])
         found = False
         for child in children:
@@ -96,6 +116,25 @@ def _walk(message: Message, parts: list[str], *, clear: bool, whole: bool = Fals
     if held and clear:
         message.ClearField(name)
     return held
+
+
+def _names_codes(path: str) -> bool:
+    return path.rsplit(".", 1)[-1] in CATEGORY_FIELDS
+
+
+def _special_code_at(message: Message, parts: list[str]) -> bool:
+    """Whether ``parts`` leads, through single messages, to one need category or service kind
+    (not a list of them) holding special data: the entry ``message`` is then about it."""
+    *through, name = parts
+    if name not in CATEGORY_FIELDS:
+        return False
+    for part in through:
+        child = getattr(message, part)
+        if not isinstance(child, Message) or not message.HasField(part):
+            return False
+        message = child
+    value = getattr(message, name)
+    return isinstance(value, str) and value in _SENSITIVE_VALUES
 
 
 def _is_text(value: object, repeated: bool) -> bool:

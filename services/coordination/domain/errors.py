@@ -157,33 +157,33 @@ def schedule_conflict(
     One of the client's other cases is told as the slot it holds only, enough to choose another
     time: the caller may not be entitled to that case, and a refusal is no read the access
     policy decided and recorded, so neither its case, its service nor its kind is named (whoever
-    may read it finds it in GetClientSchedule). ``other_kind`` is named unless it is special
-    data (``addiction_counseling``), which not everyone on the case may see."""
+    may read it finds it in GetClientSchedule). A service of the same case whose kind is special
+    data (``addiction_counseling``, which not everyone on the case may see) is told in those
+    same words: named, or told apart, it would say its kind, as its absence from the schedule
+    of a reader not entitled to it would (``policy.redaction``)."""
     slot = {
         "conflicting_starts_at": other_starts_at.isoformat(),
         "conflicting_ends_at": other_ends_at.isoformat(),
     }
     asked = f"{_kind_named(kind)} from {starts_at.isoformat()} to {ends_at.isoformat()}"
     held = f"from {other_starts_at.isoformat()} to {other_ends_at.isoformat()}"
-    if other_case_id != case_id:
+    if other_case_id != case_id or is_sensitive_code(other_kind):
         return RuleBroken(
             SCHEDULE_CONFLICT,
-            f"{asked} overlaps a service of another of the client's cases, {held}; the client"
-            " cannot attend both, choose another time",
+            f"{asked} overlaps another of the client's services, {held}; the client cannot"
+            " attend both, choose another time",
             subject=f"case/{case_id}",
             **slot,
         )
-    named = {} if is_sensitive_code(other_kind) else {"conflicting_kind": other_kind}
-    what = f"{other_kind} service" if named else "service"
     return RuleBroken(
         SCHEDULE_CONFLICT,
-        f"{asked} overlaps {what} {other_id} of the case {held}; the client cannot attend both,"
-        " choose another time",
+        f"{asked} overlaps {other_kind} service {other_id} of the case {held}; the client cannot"
+        " attend both, choose another time",
         subject=f"service/{other_id}",
         conflicting_service_id=other_id,
         conflicting_case_id=other_case_id,
+        conflicting_kind=other_kind,
         **slot,
-        **named,
     )
 
 

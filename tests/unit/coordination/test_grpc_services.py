@@ -205,7 +205,7 @@ async def test_services_clash_across_all_the_clients_cases(
     }
     for named in (therapy.service_id, "case-1", "physical_therapy"):
         assert named not in refusal.message
-    assert "another of the client's cases, from 2026-03-03T10:00:00+00:00" in refusal.message
+    assert "another of the client's services, from 2026-03-03T10:00:00+00:00" in refusal.message
     # Of the same case, the appointment is named.
     refusal = await refused(
         stub.ScheduleService(schedule_request("case-1", "home_care", half_past))
@@ -420,9 +420,16 @@ async def test_a_clash_never_names_a_sensitive_kind(
         )
     )
     assert refusal.rule == "SCHEDULE_CONFLICT"
-    assert refusal.metadata["conflicting_service_id"] == counseling.service_id
-    assert "conflicting_kind" not in refusal.metadata
+    # Told as another case's service is (the slot only): named, it would be missing from the
+    # schedule of a reader not entitled to its kind, and so say which kind it is.
+    assert refusal.metadata == {
+        "subject": "case/case-1",
+        "conflicting_starts_at": TUESDAY_10.isoformat(),
+        "conflicting_ends_at": (TUESDAY_10 + timedelta(hours=1)).isoformat(),
+    }
+    assert counseling.service_id not in refusal.message
     assert "addiction" not in refusal.message
+    assert "overlaps another of the client's services, from" in refusal.message
 
 
 async def test_a_clash_never_names_the_sensitive_kind_asked_either(

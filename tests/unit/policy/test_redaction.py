@@ -40,8 +40,9 @@ def test_redact_clears_sensitive_values_and_keeps_the_rest() -> None:
     answer = record()
     assert redaction.redact(answer, PATHS) == list(PATHS[:3])
     needs = answer.record.presenting_needs
-    assert [n.category for n in needs] == ["housing", ""]
-    assert [n.description for n in needs] == ["", ""]
+    # The need of a special category goes whole: a blank category would tell it was one.
+    assert [n.category for n in needs] == ["housing"]
+    assert [n.description for n in needs] == [""]
     assert answer.record.assessments[0].factors.social == "alone"
     assert answer.record.assessments[0].factors.psychological == ""
     assert redaction.present(answer, PATHS) == []
@@ -73,4 +74,33 @@ def test_a_service_kind_that_reveals_substance_use_is_withheld_like_the_need() -
         ]
     )
     assert redaction.redact(answer, ("services.kind",)) == ["services.kind"]
-    assert [service.kind for service in answer.services] == ["", "home_care"]
+    assert [service.service_id for service in answer.services] == ["s-2"]
+
+
+def _schedule(*kinds: str) -> coordination_pb2.GetClientScheduleResponse:
+    return coordination_pb2.GetClientScheduleResponse(
+        services=[
+            coordination_pb2.ScheduledService(service_id=f"s-{n}", kind=kind)
+            for n, kind in enumerate(kinds)
+        ]
+    )
+
+
+def test_a_withheld_kind_leaves_no_trace_in_the_answer_nor_in_the_paths_withheld() -> None:
+    """addiction_counseling is the only kind that is special data: a blank kind, or the path
+    listed only when one was taken, would name it. Two schedules that differ by one such
+    service read the same once redacted."""
+    with_counseling = _schedule("home_care", "addiction_counseling")
+    without = _schedule("home_care")
+    withheld = redaction.redact(with_counseling, ("services.kind",))
+    assert withheld == redaction.redact(without, ("services.kind",)) == ["services.kind"]
+    assert with_counseling == without
+
+
+def test_a_list_of_categories_loses_the_special_ones_and_is_listed_whatever_it_held() -> None:
+    needs = coordination_pb2.GetCaseCoordinationResponse(needs=["housing", "substance_use"])
+    assert redaction.redact(needs, ("needs",)) == ["needs"]
+    assert list(needs.needs) == ["housing"]
+    plain = coordination_pb2.GetCaseCoordinationResponse(needs=["housing"])
+    assert redaction.redact(plain, ("needs",)) == ["needs"]
+    assert needs == plain
