@@ -32,7 +32,6 @@ from tests.contract.bus_conftest import delete_topics
 from tests.integration.caseload import (
     PARTITIONS,
     TODAY,
-    History,
     Setup,
     ago,
     answer,
@@ -44,6 +43,7 @@ from tests.integration.caseload import (
     worker_process,
 )
 from tests.support.audit_server import RunningAudit, audit_server
+from tests.support.case_history import History
 from tests.support.identity import TestIssuer
 from tests.support.servers import free_port
 

@@ -12,13 +12,13 @@ import pytest
 from services.caseload.__main__ import STOP_DEADLINE_SECONDS
 from tests.faults.servers import frozen, seconds_to_end_after_sigterm
 from tests.integration.caseload import (
-    History,
     Setup,
     get,
     publish,
     scenario,
     worker_process,
 )
+from tests.support.case_history import History
 from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.kafka]

@@ -10,22 +10,10 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from itertools import combinations
 from typing import Any
-from uuid import uuid4
 
-from events.catalog.assignment import CaseAssigned, CaseReassigned
-from events.catalog.base import CaseEvent, Role
-from events.catalog.cases import (
-    CaseClosed,
-    CaseOpened,
-    CaseReopened,
-    DischargeReason,
-    PresentingNeed,
-    ReferralSource,
-    ReferralSourceKind,
-)
-from events.catalog.monitoring import ContactKind, ContactLogged
-from events.catalog.values import NeedCategory
-from events.envelope import Actor, EventMetadata, RecordedEvent
+from events.catalog.base import CaseEvent
+from events.catalog.monitoring import ContactLogged
+from events.envelope import Actor, RecordedEvent
 from services.caseload.domain import (
     FORMER_HOLDERS_KEPT,
     UNASSIGNED,
@@ -40,87 +28,43 @@ from services.caseload.domain import (
     release,
     restated,
 )
+from tests.support.case_history import History
 
 START = datetime(2030, 3, 1, 9, 0, tzinfo=UTC)
-COORDINATOR = Actor("coord-lee", Role.COORDINATOR)
-INTAKE = Actor("intake-kim", Role.INTAKE_WORKER)
 
 
-class _History:
+class _Told(History):
+    """A ``History`` that keeps what it recorded, a minute apart."""
+
     def __init__(self) -> None:
-        self.sequences: dict[tuple[str, str], int] = {}
+        super().__init__()
         self.recorded: list[RecordedEvent] = []
 
-    def add(self, source: str, event: CaseEvent, actor: Actor) -> None:
-        key = (source, event.subject)
-        self.sequences[key] = self.sequences.get(key, 0) + 1
-        moment = START + timedelta(minutes=len(self.recorded))
-        self.recorded.append(
-            RecordedEvent(
-                event_id=uuid4(),
-                stream=f"case-{event.subject}",
-                sequence=self.sequences[key],
-                position=len(self.recorded) + 1,
-                recorded_at=moment,
-                event=event,
-                metadata=EventMetadata(source, actor, moment, correlation_id=uuid4()),
-            )
-        )
-
-    def opened(self, case: str) -> None:
-        need = PresentingNeed(category=NeedCategory.HOME_CARE)
-        source = ReferralSource(kind=ReferralSourceKind.SELF)
-        event = CaseOpened(
-            case_id=case, client_id=f"client-{case}", referral_source=source,
-            presenting_needs=(need,),
-        )  # fmt: skip
-        self.add("casetrail/intake", event, INTAKE)
-
-    def closed(self, case: str) -> None:
-        event = CaseClosed(case_id=case, reason=DischargeReason.GOALS_ACHIEVED)
-        self.add("casetrail/intake", event, INTAKE)
-
-    def reopened(self, case: str) -> None:
-        self.add("casetrail/intake", CaseReopened(case_id=case, reason="Fell again"), INTAKE)
-
-    def assigned(self, case: str, worker: str) -> None:
-        event = CaseAssigned(
-            case_id=case, worker_id=worker, worker_role=Role.CASE_MANAGER, reason="fits"
-        )
-        self.add("casetrail/coordination", event, COORDINATOR)
-
-    def reassigned(self, case: str, old: str, new: str) -> None:
-        event = CaseReassigned(
-            case_id=case, previous_worker_id=old, worker_id=new,
-            worker_role=Role.SOCIAL_WORKER, reason="leave",
-        )  # fmt: skip
-        self.add("casetrail/coordination", event, COORDINATOR)
-
-    def contact(self, case: str, worker: str, due: date | None) -> None:
-        event = ContactLogged(
-            case_id=case, contact_id=f"contact-{uuid4().hex[:8]}",
-            kind=ContactKind.PHONE_CALL, summary="Checked in", next_follow_up_due=due,
-        )  # fmt: skip
-        self.add("casetrail/planning", event, Actor(worker, Role.CASE_MANAGER))
+    def record(
+        self, source: str, event: CaseEvent, actor: Actor, occurred_at: datetime
+    ) -> RecordedEvent:
+        moment = START + timedelta(minutes=len(self.recorded))  # in the order told
+        self.recorded.append(super().record(source, event, actor, moment))
+        return self.recorded[-1]
 
 
 def _events() -> list[RecordedEvent]:
     """Two cases handed over, closed, reopened, with contacts, interleaved as relays would."""
-    h = _History()
-    h.opened("k")
-    h.opened("m")
-    h.assigned("k", "w-ana")
-    h.contact("k", "w-ana", date(2030, 3, 9))
-    h.assigned("m", "w-ben")
-    h.reassigned("k", "w-ana", "w-ben")
-    h.contact("m", "w-ben", date(2030, 3, 12))
-    h.contact("k", "w-ben", date(2030, 3, 10))
-    h.closed("k")
-    h.reassigned("m", "w-ben", "w-ana")
-    h.reopened("k")
-    h.reassigned("k", "w-ben", "w-cy")
-    h.contact("k", "w-cy", None)
-    h.closed("m")
+    h = _Told()
+    h.opened("k", START)
+    h.opened("m", START)
+    h.assigned("k", "w-ana", START)
+    h.contact("k", "w-ana", START, date(2030, 3, 9))
+    h.assigned("m", "w-ben", START)
+    h.reassigned("k", "w-ana", "w-ben", START)
+    h.contact("m", "w-ben", START, date(2030, 3, 12))
+    h.contact("k", "w-ben", START, date(2030, 3, 10))
+    h.closed("k", START)
+    h.reassigned("m", "w-ben", "w-ana", START)
+    h.reopened("k", START)
+    h.reassigned("k", "w-ben", "w-cy", START)
+    h.contact("k", "w-cy", START, None)
+    h.closed("m", START)
     return h.recorded
 
 
@@ -240,12 +184,12 @@ def test_only_a_repeat_is_told_again() -> None:
 
 
 def test_the_former_holders_kept_are_bounded_and_a_returning_holder_leaves_them() -> None:
-    h = _History()
-    h.opened("k")
-    h.assigned("k", "w-0")
+    h = _Told()
+    h.opened("k", START)
+    h.assigned("k", "w-0", START)
     for n in range(1, FORMER_HOLDERS_KEPT + 5):
-        h.reassigned("k", f"w-{n - 1}", f"w-{n}")
-    h.reassigned("k", f"w-{FORMER_HOLDERS_KEPT + 4}", f"w-{FORMER_HOLDERS_KEPT + 2}")
+        h.reassigned("k", f"w-{n - 1}", f"w-{n}", START)
+    h.reassigned("k", f"w-{FORMER_HOLDERS_KEPT + 4}", f"w-{FORMER_HOLDERS_KEPT + 2}", START)
     states: dict[str, CaseState] = {}
     list(_run(h.recorded, states))
     former = states["k"].former_holders
