@@ -205,14 +205,19 @@ class IdempotencyKeyReused(RuleBroken):
 class NotCaughtUp(CommandRejected):
     """The facts a decision needs are older than something this service already holds
     (UNAVAILABLE: nothing was refused or written; the same call succeeds or is refused once the
-    bus has brought the rest)."""
+    bus has brought the rest).
+
+    ``subject`` is what the request asked about (the case id it sent, a client id, a budget
+    line, a list such as ``case-list``), never a case the service looked up for it: nothing is
+    decided yet, so naming a looked-up case would tell the caller of a case the policy has not
+    let them read."""
 
     reason = "FACTS_NOT_CAUGHT_UP"
 
-    def __init__(self, what: str, case_id: str) -> None:
+    def __init__(self, what: str, subject: str) -> None:
         self.what = what
-        self.case_id = case_id
-        super().__init__(f"{what} of case {case_id!r} has not reached this service yet; retry")
+        self.subject = subject
+        super().__init__(f"this service has not caught up with {what} for {subject!r} yet; retry")
 
 
 class VersionConflict(CommandRejected):

@@ -179,7 +179,7 @@ def _status_for(error: Exception) -> status_pb2.Status:
             error_details_pb2.ErrorInfo(
                 reason=error.reason,
                 domain=ERROR_DOMAIN,
-                metadata={"facts": error.what, "case_id": echoed(error.case_id)},
+                metadata={"facts": error.what, "subject": echoed(error.subject)},
             ),
             error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1)),
         )

@@ -160,6 +160,8 @@ class AccessControl:
         purpose: AccessPurpose,
         case_id: str,
         own_entries: Iterable[Entry] = (),
+        *,
+        subject: str,
     ) -> CaseFacts:
         """``case_facts`` to decide a read on. A caller whose right may rest on a relationship
         an event ends (``may_rest_on_ended``: an assigned worker, a team's supervisor, a
@@ -170,10 +172,12 @@ class AccessControl:
         (coordination answers it once it is on the bus), a partner whose consent was revoked
         from the first read after the revocation was answered (intake answers it once it is
         on the bus), not once the bus has delivered them here. Not in time: ``NotCaughtUp``
-        (UNAVAILABLE, retry), nothing decided or disclosed.
+        (UNAVAILABLE, retry) naming ``subject``, what the request asked about (the case it
+        sent, or the client or search the case was looked up for: ``_waited``), nothing
+        decided or disclosed.
         Other callers decide on the facts as they stand (README, "A transfer not delivered
         yet")."""
-        waited = await self.wait_for_facts(principal, action, purpose, case_id)
+        waited = await self.wait_for_facts(principal, action, purpose, case_id, subject=subject)
         if waited and self.facts is not None:
             return await self.facts.facts(case_id, own_entries=own_entries, fresh=True)
         return await self.case_facts(case_id, own_entries)
@@ -184,17 +188,24 @@ class AccessControl:
         agency (a referral), decided on the client's consent, so that neither a consent
         granted nor one revoked a moment ago at intake (answered once on the bus) is missed.
         Not in time: ``NotCaughtUp``; facts not fed from a bus: as they stand."""
-        return (await self._facts_of([case_id], wait=True))[case_id]
+        # Only MakeReferral asks, about the case its command names.
+        return (await self._facts_of([case_id], wait=True, subject=case_id))[case_id]
 
     async def wait_for_facts(
-        self, principal: Principal, action: Action, purpose: AccessPurpose, case_id: str
+        self,
+        principal: Principal,
+        action: Action,
+        purpose: AccessPurpose,
+        case_id: str,
+        *,
+        subject: str,
     ) -> bool:
         """``reader_facts``' barrier alone, for a reader that folds the facts itself (audit,
         from its copy of the case's events: ``case_facts_caught_up`` then asks about that
-        copy's group): whether it waited; ``NotCaughtUp`` if not in time."""
+        copy's group): whether it waited; ``NotCaughtUp`` under ``subject`` if not in time."""
         if not may_rest_on_ended(principal.role, action, purpose):
             return False
-        return await self._waited([case_id])
+        return await self._waited([case_id], subject)
 
     async def reader_facts_of(
         self,
@@ -202,31 +213,42 @@ class AccessControl:
         action: Action,
         purpose: AccessPurpose,
         case_ids: Sequence[str],
+        *,
+        subject: str,
     ) -> dict[str, CaseFacts]:
-        """``reader_facts`` of each case, by case id (a list answer's cases): the waits side
-        by side, then the facts in one read (``cases_facts``)."""
+        """``reader_facts`` of each case, by case id (a list answer's cases, looked up for the
+        request about ``subject``): the waits side by side, then the facts in one read
+        (``cases_facts``)."""
         waits = may_rest_on_ended(principal.role, action, purpose)
-        return await self._facts_of(case_ids, wait=waits)
+        return await self._facts_of(case_ids, wait=waits, subject=subject)
 
-    async def _facts_of(self, case_ids: Sequence[str], *, wait: bool) -> dict[str, CaseFacts]:
+    async def _facts_of(
+        self, case_ids: Sequence[str], *, wait: bool, subject: str
+    ) -> dict[str, CaseFacts]:
         """``cases_facts``; ``wait``: once the facts' group holds each case's facts on the bus
-        (``_waited``), read afresh."""
+        (``_waited``, under ``subject``), read afresh."""
         wanted = list(dict.fromkeys(case_ids))
-        if wait and await self._waited(wanted) and self.facts is not None:
+        if wait and await self._waited(wanted, subject) and self.facts is not None:
             return await self.facts.facts_of(wanted, fresh=True)
         return await self.cases_facts(case_ids)
 
-    async def _waited(self, case_ids: Sequence[str]) -> bool:
+    async def _waited(self, case_ids: Sequence[str], subject: str) -> bool:
         """Wait, side by side, for the facts' group to hold each case's facts on the bus
-        (``case_facts_caught_up``): whether there was a barrier to wait at; ``NotCaughtUp``
-        naming a case not in time."""
+        (``case_facts_caught_up``): whether there was a barrier to wait at; ``NotCaughtUp`` if
+        one is not in time, naming ``subject``, what the request asked about, and never the
+        case: the cases were often looked up for it (a client's, a list's) and nothing is
+        decided yet, so naming one would tell the caller of a case they may not read. The
+        same refusal whichever case trails, and worded by the request alone."""
         waits = self.case_facts_caught_up
         if waits is None:
             return False
         answers = await asyncio.gather(*map(waits, case_ids))
-        for case_id, caught_up in zip(case_ids, answers, strict=True):
-            if not caught_up:
-                raise NotCaughtUp("the case's relationships", case_id)
+        if not all(answers):
+            asked_about_the_case = list(case_ids) == [subject]
+            what = (
+                "the case's relationships" if asked_about_the_case else "the cases' relationships"
+            )
+            raise NotCaughtUp(what, subject)
         return True
 
     def decide(
@@ -289,9 +311,12 @@ class AccessControl:
         (``decide_client_correction``); else PERMISSION_DENIED ``NO_RELATIONSHIP``, not
         recorded, as ``require_supervision``'s. A worker's or a supervisor's right rests on
         an assignment a transfer ends: decided on the cases' facts once they hold what the
-        bus has of them (``reader_facts``' barrier); a coordinator's does not."""
+        bus has of them (``reader_facts``' barrier; not in time, ``NotCaughtUp`` naming the
+        client, never one of its cases); a coordinator's does not."""
         case_ids = await self.cases_of_client(client_id)
-        facts = await self._facts_of(case_ids, wait=principal.role is not Role.COORDINATOR)
+        facts = await self._facts_of(
+            case_ids, wait=principal.role is not Role.COORDINATOR, subject=client_id
+        )
         cases = [facts[case_id] for case_id in case_ids]
         decision = decide_client_correction(
             principal, cases, home_agency=self.home_agency, now=self.clock()

@@ -81,3 +81,10 @@ def violated_fields(status: status_pb2.Status) -> list[str]:
         for bad in details(status, error_details_pb2.BadRequest)
         for violation in bad.field_violations
     ]
+
+
+def mentions(status: status_pb2.Status, text: str) -> bool:
+    """Whether ``text`` is anywhere in the status a caller receives: its message or any
+    detail (an ErrorInfo's metadata, a ResourceInfo's name...), packed or not: the check for
+    a refusal that must not tell the caller of something."""
+    return text in status.message or text.encode() in status.SerializeToString()

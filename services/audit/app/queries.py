@@ -395,12 +395,14 @@ async def find_cases_of_client(
     client_cases: Sequence[str],
     principal: Principal | None = None,
     answer: Answer | None = None,
+    *,
+    client_id: str,
 ) -> CasesOfClient:
     """Which of a client's cases (``client_cases``, from audit's client index, in id order) the
     viewer may read, the first ``CASES_OF_CLIENT`` of them, each recorded as an access (section
     identity: the answer tells that the client has the case) before it is answered. A case the
     policy refuses is left out, its refusal recorded; a role that may read no trail is
-    refused."""
+    refused. Facts not caught up name ``client_id``, never one of its cases."""
     who = _who(deps, viewer, principal)
     if not any_rule_for(who.role, Action.READ_TRAIL):
         # Recorded under each case, or under the index when the client has none (or this
@@ -414,7 +416,9 @@ async def find_cases_of_client(
     truncated = False
     for case_id in client_cases:
         try:
-            _, allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
+            _, allowed = await _authorize(
+                deps, viewer, who, Action.READ_TRAIL, case_id, subject=client_id
+            )
         except AccessDenied:
             continue
         if len(shown) == CASES_OF_CLIENT:
@@ -448,14 +452,23 @@ def _who(deps: AuditDeps, viewer: QueryContext, principal: Principal | None) -> 
 
 
 async def _authorize(
-    deps: AuditDeps, viewer: QueryContext, who: Principal, action: Action, case_id: str
+    deps: AuditDeps,
+    viewer: QueryContext,
+    who: Principal,
+    action: Action,
+    case_id: str,
+    *,
+    subject: str | None = None,
 ) -> tuple[Principal, Disclosure]:
     """The policy's decision on the case, its facts folded from the fact entries the timeline
     keeps of the case's whole history (audit holds every event); a refusal is recorded and
     raised. ``CaseNotFound`` when audit has no event of the case. A caller whose right an
     event can end (a team's supervisor reading its cases' trails) first waits for the timeline
-    to hold the case's facts on the bus (``AccessControl.wait_for_facts``)."""
-    await deps.access.wait_for_facts(who, action, viewer.purpose, case_id)
+    to hold the case's facts on the bus (``AccessControl.wait_for_facts``); not in time, the
+    refusal names ``subject``, what the request asked about when the case was looked up for
+    it (the case itself when ``None``)."""
+    asked = case_id if subject is None else subject
+    await deps.access.wait_for_facts(who, action, viewer.purpose, case_id, subject=asked)
     entries = await deps.timelines.facts_of(case_id)
     if entries is None:
         raise CaseNotFound(case_id)

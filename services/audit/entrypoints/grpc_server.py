@@ -214,7 +214,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         # The role is refused (and recorded) before a server without the index says so.
         cases = [] if self._client_cases is None else await self._client_cases.cases_of(client_id)
         found = await queries.find_cases_of_client(
-            self._deps, viewer, cases, principal_of(context), answer=context
+            self._deps, viewer, cases, principal_of(context), answer=context, client_id=client_id
         )
         if self._client_cases is None:
             raise NotFound("client index", "this audit server has none")

@@ -125,7 +125,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         ``staff_only``: the answer also shows the agency's staff and their caseloads, which
         coordination shows its own readers only (``permissions.Action.READ``)."""
         await self._require_reader(principal, reader.purpose, action, case_id, staff_only)
-        facts = await self._access.reader_facts(principal, action, reader.purpose, case_id)
+        facts = await self._access.reader_facts(
+            principal, action, reader.purpose, case_id, subject=case_id
+        )
         return await self._access.authorize(principal, action, reader.purpose, facts)
 
     async def _require_reader(
@@ -364,6 +366,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         disclosures, refused = await self._readable_parts(
             principal,
             reader.purpose,
+            client_id,
             by_case,
             lambda case_id, decision, part: Disclosure(
                 case_id,
@@ -415,17 +418,20 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         self,
         principal: Principal,
         purpose: AccessPurpose,
+        subject: str,
         by_case: Mapping[str, M],
         disclosure: Callable[[str, Decision, M], Disclosure],
     ) -> tuple[list[Disclosure], Decision | None]:
         """Each case's part of a list answer the policy lets the caller read, and the first
         refusal (``None`` when none). The cases refused are left out and each refusal recorded
         (``refuse_cases``: one append per decision, nearly always one); whether an answer whose
-        every case is refused is refused too is the caller's to say."""
+        every case is refused is refused too is the caller's to say. ``subject``: what the
+        request asked about (the client, the budget line), which facts not caught up name:
+        the cases were looked up for it and none is decided yet."""
         disclosures = []
         refused: dict[Decision, list[str]] = {}
         facts = await self._access.reader_facts_of(
-            principal, PolicyAction.READ_CASE, purpose, list(by_case)
+            principal, PolicyAction.READ_CASE, purpose, list(by_case), subject=subject
         )
         for case_id, part in by_case.items():
             decision = self._access.decide(
@@ -530,6 +536,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         disclosures, _ = await self._readable_parts(
             principal,
             reader.purpose,
+            line_id,
             by_case,
             lambda case_id, decision, part: Disclosure(
                 case_id,

@@ -314,7 +314,14 @@ async def review_queue(
     waits = may_rest_on_ended(principal.role, Action.READ_TRAIL, purpose)
     shown = {e.case_id for e, decision in zip(entries, decisions, strict=True) if decision.allowed}
     if waits and shown:
-        facts |= await access.reader_facts_of(principal, Action.READ_TRAIL, purpose, list(shown))
+        # Facts not caught up name what was asked for, never a case scanned: none is decided.
+        facts |= await access.reader_facts_of(
+            principal,
+            Action.READ_TRAIL,
+            purpose,
+            list(shown),
+            subject=query.case_id or REVIEW_QUEUE,
+        )
         decisions = [
             decided(e) if e.case_id in shown else decision
             for e, decision in zip(entries, decisions, strict=True)
@@ -370,7 +377,9 @@ async def _oversight_rule(
     if refusal is not None:
         refused = _refused(refusal)
         return lambda grantee: refused
-    facts = await access.reader_facts(principal, Action.READ_TRAIL, purpose, case_id)
+    facts = await access.reader_facts(
+        principal, Action.READ_TRAIL, purpose, case_id, subject=case_id
+    )
     decision = access.decide(principal, Action.READ_TRAIL, purpose, facts)
     return lambda grantee: _or_grantee_supervision(
         decision, access, principal, purpose, facts, grantee

@@ -131,7 +131,9 @@ async def disclosed_candidates(
     shown: list[DuplicateCandidate] = []
     disclosures: list[Disclosure] = []
     for candidate in candidates:
-        decided = await _client_decisions(store, access, principal, purpose, candidate.client_id)
+        decided = await _client_decisions(
+            store, access, principal, purpose, candidate.client_id, CLIENT_SEARCH
+        )
         allowing = next((d for _, d in decided if d.allowed), None)
         if allowing is None:
             with contextlib.suppress(AccessDenied):
@@ -176,7 +178,9 @@ async def get_case(
     required_id("case_id", case_id)
     history = await store.read_stream(case_stream(case_id))
     own = _own_entries(history)
-    facts = await access.reader_facts(principal, Action.READ_CASE, purpose, case_id, own)
+    facts = await access.reader_facts(
+        principal, Action.READ_CASE, purpose, case_id, own, subject=case_id
+    )
     decision = await access.authorize(principal, Action.READ_CASE, purpose, facts)
     case = case_from(history)
     if case is None:
@@ -202,7 +206,7 @@ async def client_decision(
     id when they have none) and the decision allowing it: the first of their cases' that
     allows it. Else the refusal is recorded and raised, before the client is looked up, so a
     refused caller gets the same refusal whether or not the client exists."""
-    decided = await _client_decisions(store, access, principal, purpose, client_id)
+    decided = await _client_decisions(store, access, principal, purpose, client_id, client_id)
     allowing = next((d for _, d in decided if d.allowed), None)
     if allowing is None:
         await access.refuse(principal, Action.READ_CLIENT, purpose, decided[0][0], decided[0][1])
@@ -215,20 +219,25 @@ async def _client_decisions(
     principal: Principal,
     purpose: AccessPurpose,
     client_id: str,
+    subject: str,
 ) -> list[tuple[str, Decision]]:
     """The policy's decision on each of the client's cases (on the client's id alone when
     they have none): showing who a client is shows part of each of their cases. Each case's
     facts include what this store holds, as ``get_case``'s do: a consent revoked or an
     emergency access closed here refuses the next read of the client too. A decision that
     does not disclose who the client is (a partner whose consent covers its referral but not
-    the identity) refuses: ``sections-not-covered``."""
+    the identity) refuses: ``sections-not-covered``. ``subject``: what the request asked
+    about (the client, or ``CLIENT_SEARCH`` for a candidate a search found), which facts not
+    caught up name: the cases were looked up and none is decided yet."""
     case_ids = await access.cases_of_client(client_id)
     decisions: list[tuple[str, Decision]] = []
     for case_id in case_ids or [client_id]:
         # A client without a case has no case stream to read.
         own = _own_entries(await store.read_stream(case_stream(case_id))) if case_ids else []
         facts = (
-            await access.reader_facts(principal, Action.READ_CLIENT, purpose, case_id, own)
+            await access.reader_facts(
+                principal, Action.READ_CLIENT, purpose, case_id, own, subject=subject
+            )
             if case_ids
             else await access.case_facts(case_id, own)
         )

@@ -38,7 +38,9 @@ async def case_view(
     """The case view and the decision allowing it. Decided before the view is looked up, so
     a refused caller gets the same refusal whether or not the case exists."""
     await access.require_role(principal, Action.READ_CASE, purpose, case_id)
-    facts = await access.reader_facts(principal, Action.READ_CASE, purpose, case_id)
+    facts = await access.reader_facts(
+        principal, Action.READ_CASE, purpose, case_id, subject=case_id
+    )
     decision = await access.authorize(principal, Action.READ_CASE, purpose, facts)
     document = await views.get(case_id)
     if document is None:
@@ -74,7 +76,10 @@ async def list_cases(
         where = replace(where, worker_id=principal.subject)
     documents, truncated = await views.find(where, limit)
     case_ids = [str(document["case_id"]) for document in documents]
-    every_facts = await access.reader_facts_of(principal, Action.LIST_CASES, purpose, case_ids)
+    # Facts not caught up name the list, never a case found: none is decided yet.
+    every_facts = await access.reader_facts_of(
+        principal, Action.LIST_CASES, purpose, case_ids, subject=CASE_LIST
+    )
     listed: list[tuple[Document, Decision]] = []
     for document, case_id in zip(documents, case_ids, strict=True):
         facts = every_facts[case_id]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,9 +15,10 @@ from google.rpc import error_details_pb2
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail.common.v1 import common_pb2
 from casetrail_platform.identity.grpc_auth import CLIENT_HEADER, bearer_metadata
-from casetrail_platform.policy.guard import RULE_KEY
+from casetrail_platform.policy.guard import RULE_KEY, AccessControl
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.rpc import Person
 from events.cloudevents import from_json_lines, from_structured
 from events.envelope import RecordedEvent
@@ -24,9 +26,11 @@ from events.registry import EventRegistry
 from services.audit.adapters.timeline import TimelineProjection
 from services.audit.app import queries
 from services.audit.entrypoints import responses
-from tests.support.grpc import details, refusal, violated_fields
+from services.audit.entrypoints.grpc_server import AuditServicer
+from tests.support.grpc import details, mentions, refusal, violated_fields
 from tests.support.identity import TestIssuer, acting, caller_of
-from tests.unit.audit.support import CASE, DAY, T0, TEAM, late_recorded_case, viewer
+from tests.unit.audit.serving import audit_server
+from tests.unit.audit.support import CASE, CLIENT, DAY, T0, TEAM, late_recorded_case, viewer
 
 OCCURRED = audit_pb2.TIME_BASIS_OCCURRED
 RECORDED = audit_pb2.TIME_BASIS_RECORDED
@@ -161,9 +165,48 @@ async def test_an_access_log_past_the_unindexed_bound_is_unavailable_retryable(
     code, status = await refusal(audit.GetAccessLog(request))
     assert code == grpc.StatusCode.UNAVAILABLE
     (info,) = details(status, error_details_pb2.ErrorInfo)
-    assert (info.reason, info.metadata["case_id"]) == ("FACTS_NOT_CAUGHT_UP", CASE)
+    assert (info.reason, info.metadata["subject"]) == ("FACTS_NOT_CAUGHT_UP", CASE)
     (retry,) = details(status, error_details_pb2.RetryInfo)
     assert retry.retry_delay.seconds == 1
+
+
+class OneClient:
+    """Audit's client index (``disclosures.ClientCases``): ``CLIENT`` has ``CASE``."""
+
+    async def cases_of(self, client_id: str) -> list[str]:
+        return [CASE] if client_id == CLIENT else []
+
+
+@pytest.mark.usefixtures("received")
+async def test_a_client_s_cases_whose_facts_trail_name_the_client_not_a_case(
+    deps: queries.AuditDeps, issuer: TestIssuer, store: SqliteEventStore
+) -> None:
+    """FindCasesOfClient looks the client's cases up, then a supervisor waits for each one's
+    facts before it is decided: a refusal naming the trailing case would tell the caller the
+    client has it, with nothing recorded. It names the client the request asked about."""
+    asked: list[str] = []
+
+    async def behind(case_id: str) -> bool:
+        asked.append(case_id)
+        return False
+
+    waiting = replace(
+        deps,
+        access=AccessControl(store, None, "casetrail/audit", case_facts_caught_up=behind),
+    )
+    request = audit_pb2.FindCasesOfClientRequest(
+        context=viewer("supervisor", "supervision", team=TEAM), client_id=CLIENT
+    )
+    async with audit_server(AuditServicer(waiting, client_cases=OneClient()), issuer) as audit:
+        code, status = await refusal(audit.FindCasesOfClient(request))
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert asked == [CASE]
+    assert not mentions(status, CASE), status
+    (info,) = details(status, error_details_pb2.ErrorInfo)
+    assert (info.reason, info.metadata["subject"]) == ("FACTS_NOT_CAUGHT_UP", CLIENT)
+    (retry,) = details(status, error_details_pb2.RetryInfo)
+    assert retry.retry_delay.seconds == 1
+    assert await store.read_all(0) == [], "nothing decided, nothing recorded"
 
 
 @pytest.mark.usefixtures("received")

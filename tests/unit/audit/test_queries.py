@@ -202,7 +202,7 @@ async def test_the_access_log_lists_an_access_of_a_list_answered_a_moment_ago(
     handler = BusProjectionHandler(read_models, TimelineProjection(), service="audit")
     for recorded in [*late_recorded_case(), *late_recorded_case("case-0043")]:
         await handler(recorded)
-    found = await queries.find_cases_of_client(deps, AUDITOR, [CASE, "case-0043"])
+    found = await queries.find_cases_of_client(deps, AUDITOR, [CASE, "case-0043"], client_id=CLIENT)
     assert found.case_ids == [CASE, "case-0043"]
     (batch,) = {r.stream for r in await store.read_all(0)}
     assert batch.startswith("access-batch-")
@@ -225,12 +225,12 @@ async def test_a_client_with_more_cases_than_listed_is_answered_truncated(
     for recorded in [*late_recorded_case(), *late_recorded_case("case-0043")]:
         await handler(recorded)
 
-    found = await queries.find_cases_of_client(deps, AUDITOR, [CASE, "case-0043"])
+    found = await queries.find_cases_of_client(deps, AUDITOR, [CASE, "case-0043"], client_id=CLIENT)
 
     assert (found.case_ids, found.truncated) == ([CASE], True)
     assert [event.case_id for event in await accesses(store)] == [CASE]
     monkeypatch.setattr(queries, "CASES_OF_CLIENT", 2)
-    found = await queries.find_cases_of_client(deps, AUDITOR, [CASE, "case-0043"])
+    found = await queries.find_cases_of_client(deps, AUDITOR, [CASE, "case-0043"], client_id=CLIENT)
     assert (found.case_ids, found.truncated) == ([CASE, "case-0043"], False)
 
 
@@ -453,13 +453,17 @@ async def test_pages_go_forward_and_back(deps: AuditDeps) -> None:
 async def test_a_case_is_found_by_its_client_as_the_policy_allows(
     deps: AuditDeps, store: SqliteEventStore
 ) -> None:
-    assert (await queries.find_cases_of_client(deps, AUDITOR, [CASE])).case_ids == [CASE]
-    assert (await queries.find_cases_of_client(deps, AUDITOR, [])).case_ids == []
+    assert (
+        await queries.find_cases_of_client(deps, AUDITOR, [CASE], client_id=CLIENT)
+    ).case_ids == [CASE]
+    assert (await queries.find_cases_of_client(deps, AUDITOR, [], client_id=CLIENT)).case_ids == []
     lookup = (await accesses(store))[-1]
     assert (lookup.case_id, lookup.sections) == (CASE, (RecordSection.IDENTITY,))
 
     # A case manager with no relation to the case: the case is left out, the refusal recorded.
-    assert (await queries.find_cases_of_client(deps, CASE_MANAGER, [CASE])).case_ids == []
+    assert (
+        await queries.find_cases_of_client(deps, CASE_MANAGER, [CASE], client_id=CLIENT)
+    ).case_ids == []
     refused = (await access_events(store))[-1]
     assert isinstance(refused, RecordAccessDenied)
     assert refused.case_id == CASE

@@ -5,14 +5,19 @@ from a refused one, and an age no event may hold."""
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import grpc
+import pytest
+from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
-from casetrail_platform.policy.guard import REDACTED_KEY
+from casetrail.coordination.v1 import coordination_pb2_grpc
+from casetrail_platform.policy.guard import REDACTED_KEY, AccessControl
+from casetrail_platform.policy.projection import CaseFactsReader
 from cli.rpc import Person
 from events.catalog.access import RecordAccessDenied, RecordAccessed
 from events.catalog.assignment import CaseAssigned
@@ -23,9 +28,10 @@ from services.coordination.domain.assignment import decide_assignment
 from services.coordination.domain.case import CaseState
 from services.coordination.domain.commands import AssignCase
 from services.coordination.domain.facts import CaseFacts, case_stream
-from tests.support.grpc import refusal, violated_fields
-from tests.support.identity import acting
-from tests.unit.coordination.rpc import assign, refused, schedule_request
+from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
+from tests.support.grpc import details, mentions, refusal, serving, violated_fields
+from tests.support.identity import TestIssuer, acting
+from tests.unit.coordination.rpc import assign, refused, schedule_request, usd
 from tests.unit.coordination.support import (
     IntakeFeed,
     carried_by,
@@ -218,6 +224,99 @@ async def test_the_front_desk_reads_no_schedule_and_the_refusal_is_recorded(
     [denied] = await _accesses(deps, "case-1")
     assert isinstance(denied, RecordAccessDenied)
     assert (denied.accessor_role, denied.rule) == (Role.RECEPTIONIST, "role-not-allowed")
+
+
+# -- 5b. a list's facts not caught up name what was asked, never a case found for it ----------
+
+BEHIND = "case-b"
+"""The client's case (and the budget line's) that the caller does not carry, whose facts have
+not reached coordination's policy facts in time."""
+
+
+class Behind:
+    """``case_facts_caught_up``: every case's facts on the bus are held but ``BEHIND``'s."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def __call__(self, case_id: str) -> bool:
+        self.asked.append(case_id)
+        return case_id != BEHIND
+
+
+@pytest.fixture
+async def behind(deps: Dependencies, issuer: TestIssuer) -> AsyncIterator[tuple[Stub, Behind]]:
+    """The package's ``stub``, its reads waiting at a barrier ``BEHIND``'s facts do not pass."""
+    barrier = Behind()
+    access = AccessControl(
+        deps.store,
+        CaseFactsReader(deps.read_models),
+        "casetrail/coordination",
+        case_facts_caught_up=barrier,
+    )
+    servicer = CoordinationServicer(deps, access)
+
+    def register(server: grpc.aio.Server) -> None:
+        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server(servicer, server)
+
+    async with serving(register, SERVICE_NAME, issuer) as channel:
+        yield coordination_pb2_grpc.CoordinationServiceStub(channel), barrier  # type: ignore[misc]
+
+
+async def _dana_s_case_and_another(stub: Stub, intake: IntakeFeed, deps: Dependencies) -> None:
+    """client-1's case-a, carried by cm-dana, and case-b, carried by another case manager:
+    each with a service scheduled and money reserved on home-care-fy2026."""
+    tuesday = datetime(2026, 3, 3, 9, tzinfo=UTC)
+    for hour, (case_id, worker) in enumerate((("case-a", "cm-dana"), (BEHIND, "cm-other"))):
+        await intake.open_case(case_id, "client-1", [NeedCategory.HOME_CARE])
+        await carried_by(deps.store, case_id, worker)
+        scheduled = await stub.ScheduleService(
+            schedule_request(
+                case_id, "home_care", tuesday + timedelta(hours=3 * hour), role="coordinator"
+            )
+        )
+        await stub.ReserveBudget(
+            pb.ReserveBudgetRequest(
+                context=command_context("coordinator", f"reserve-{case_id}"),
+                case_id=case_id,
+                budget_line="home-care-fy2026",
+                amount=usd(10_000),
+                service_id=scheduled.service_id,
+            )
+        )
+
+
+async def test_a_schedule_or_budget_line_whose_facts_trail_names_what_was_asked(
+    behind: tuple[Stub, Behind], intake: IntakeFeed, deps: Dependencies
+) -> None:
+    """GetClientSchedule and GetBudgetLine find the cases first (the client's, the line's),
+    then wait for each one's facts before deciding: naming the trailing case would tell
+    cm-dana of a case she does not carry, with nothing recorded. The refusal names the client
+    or the line the request asked about."""
+    stub, barrier = behind
+    await _dana_s_case_and_another(stub, intake, deps)
+    written = await deps.store.last_position()
+    dana = acting(Person("cm-dana", "case_manager"), common_pb2.QueryContext(purpose="direct_care"))
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "client-1": lambda: stub.GetClientSchedule(
+            pb.GetClientScheduleRequest(context=dana, client_id="client-1")
+        ),
+        "home-care-fy2026": lambda: stub.GetBudgetLine(
+            pb.GetBudgetLineRequest(context=dana, budget_line="home-care-fy2026")
+        ),
+    }
+    for subject, call in calls.items():
+        barrier.asked.clear()
+        code, status = await refusal(call())
+        assert code is grpc.StatusCode.UNAVAILABLE, (subject, status.message)
+        assert BEHIND in barrier.asked
+        assert not mentions(status, BEHIND), status
+        [info] = details(status, error_details_pb2.ErrorInfo)
+        assert (info.reason, info.metadata["subject"]) == ("FACTS_NOT_CAUGHT_UP", subject)
+        assert subject in status.message
+        [retry] = details(status, error_details_pb2.RetryInfo)
+        assert retry.retry_delay.seconds == 1
+    assert await deps.store.last_position() == written, "nothing decided, nothing recorded"
 
 
 # -- 6. an age no event may hold ---------------------------------------------------------------

@@ -37,6 +37,7 @@ from services.intake.app.commands import (
     ReviewEmergencyAccess,
 )
 from services.intake.app.emergency import (
+    REVIEW_QUEUE,
     QueueItem,
     close_emergency_access,
     open_emergency_access,
@@ -270,8 +271,10 @@ async def test_a_supervisor_s_queue_not_caught_up_in_time_discloses_nothing(
     )
     await _opened_access(store, read_models, access)
     await catch_up(store, read_models, EmergencyAccessesProjection())
-    with pytest.raises(NotCaughtUp):
+    with pytest.raises(NotCaughtUp) as raised:
         await _queue(read_models, access, GRANTEES_SUPERVISOR, AccessPurpose.SUPERVISION)
+    # The queue scanned the case, the request named none: the refusal names the queue.
+    assert raised.value.subject == REVIEW_QUEUE
 
 
 def _queue(

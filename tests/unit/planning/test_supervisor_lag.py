@@ -16,16 +16,21 @@ import pytest
 from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
-from casetrail.planning.v1 import planning_pb2
+from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.projections.port import ReadModelStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.rpc import Person
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.base import Role
+from services.planning.app.handlers import Dependencies
+from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServicer
 from tests.support.backends import read_models_on
-from tests.support.grpc import refusal, unpacked
-from tests.support.identity import acting
+from tests.support.grpc import details, mentions, refusal, serving, unpacked
+from tests.support.identity import TestIssuer, acting
 from tests.support.waiting import eventually
-from tests.unit.planning.conftest import Planning
+from tests.unit.planning.conftest import NOW, Planning
 from tests.unit.planning.support import (
     COORDINATION,
     INTAKE,
@@ -109,7 +114,7 @@ async def test_the_previous_teams_supervisor_waits_for_the_facts_then_is_refused
     code, info = await refused(close(planning, "team-east", "east-1"))
     assert code is grpc.StatusCode.UNAVAILABLE
     assert info.reason == "FACTS_NOT_CAUGHT_UP"
-    assert info.metadata["case_id"] == CASE
+    assert info.metadata["subject"] == CASE
     # The facts still name team-east: team-west's supervisor is refused as before, for now.
     code, info = await refused(close(planning, "team-west", "west-1"))
     assert (code, info.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
@@ -169,3 +174,85 @@ async def test_a_supervisor_s_closure_retried_after_a_transfer_answers_as_the_fi
     code, info = await refused(close(planning, "team-east", "east-2"))
     assert (code, info.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
     assert len(await planning.store.read_all(0)) == 1, "the retry wrote nothing"
+
+
+WEST_CASE = "case-west-9"
+"""A case of team-west, which a team-east supervisor's list matches (any team's) but may not
+see."""
+
+
+class Behind:
+    """``case_facts_caught_up``: the facts' group holds every case's facts on the bus but
+    ``behind``'s (its barrier's wait ran out)."""
+
+    def __init__(self, behind: str) -> None:
+        self.behind = behind
+        self.asked: list[str] = []
+
+    async def __call__(self, case_id: str) -> bool:
+        self.asked.append(case_id)
+        return case_id != self.behind
+
+
+@pytest.fixture
+async def reads_behind(
+    deps: Dependencies, planning: Planning, store: SqliteEventStore, issuer: TestIssuer
+) -> AsyncIterator[tuple[planning_pb2_grpc.PlanningServiceAsyncStub, Behind]]:
+    """Planning over the same bus and store as ``planning``, its reads waiting at a barrier
+    that ``WEST_CASE``'s facts do not pass."""
+    barrier = Behind(WEST_CASE)
+    access = AccessControl(
+        store,
+        CaseFactsReader(planning.bus.read_models),
+        "casetrail/planning",
+        case_facts_caught_up=barrier,
+    )
+    servicer = PlanningServicer(deps, access, clock=lambda: NOW)
+
+    def register(server: grpc.aio.Server) -> None:
+        planning_pb2_grpc.add_PlanningServiceServicer_to_server(servicer, server)
+
+    async with serving(register, SERVICE_NAME, issuer) as channel:
+        yield planning_pb2_grpc.PlanningServiceStub(channel), barrier  # type: ignore[misc]
+
+
+async def test_a_supervisor_s_list_whose_facts_trail_names_the_list_not_a_case_found(
+    planning: Planning,
+    reads_behind: tuple[planning_pb2_grpc.PlanningServiceAsyncStub, Behind],
+) -> None:
+    """ListCases finds the cases matching the filter, any team's, then waits for each one's
+    facts before deciding: a refusal naming the trailing case would tell team-east's
+    supervisor of a team-west case, with nothing recorded. It names the list, as a refused
+    list is recorded (``CASE_LIST``)."""
+    stub, barrier = reads_behind
+    await east_case(planning.bus)
+    await planning.bus.record(INTAKE, WEST_CASE, case_opened(WEST_CASE), actor=INTAKE_WORKER)
+    await planning.bus.record(
+        COORDINATION,
+        WEST_CASE,
+        CaseAssigned(
+            case_id=WEST_CASE,
+            worker_id="worker-west",
+            worker_role=Role.CASE_MANAGER,
+            worker_team="team-west",
+            reason="fits",
+        ),
+    )
+    written = await planning.store.read_all(0)
+    supervisor = Person("super-team-east", "supervisor", team="team-east")
+    request = planning_pb2.ListCasesRequest(
+        context=acting(supervisor, common_pb2.QueryContext(purpose="supervision"))
+    )
+
+    code, status = await refusal(stub.ListCases(request))
+    assert code is grpc.StatusCode.UNAVAILABLE
+    assert WEST_CASE in barrier.asked
+    assert not mentions(status, WEST_CASE), status
+    [info] = details(status, error_details_pb2.ErrorInfo)
+    assert (info.reason, info.metadata["subject"]) == ("FACTS_NOT_CAUGHT_UP", "case-list")
+    assert "case-list" in status.message
+    assert await planning.store.read_all(0) == written, "nothing decided, so nothing recorded"
+
+    barrier.behind = "none"
+    listed = await stub.ListCases(request)
+    assert [case.case_id for case in listed.cases] == [CASE]

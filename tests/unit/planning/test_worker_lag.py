@@ -46,7 +46,7 @@ async def test_a_worker_waits_for_the_view_then_is_decided_on_it(
 
     with pytest.raises(NotCaughtUp) as refused:
         await handle(waiting, *contact(WORKER, "k1"))
-    assert (refused.value.reason, refused.value.case_id) == ("FACTS_NOT_CAUGHT_UP", CASE)
+    assert (refused.value.reason, refused.value.subject) == ("FACTS_NOT_CAUGHT_UP", CASE)
     assert barrier.asked == [CASE]
     assert await store.read_all(0) == [], "nothing decided nor written while the view trails"
 

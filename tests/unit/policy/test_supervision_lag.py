@@ -64,7 +64,7 @@ async def test_facts_behind_the_assignment_seen_answer_not_caught_up(
     await control.require_supervision(supervisor("team-east"), CASE, assignment_seen=2)
     with pytest.raises(NotCaughtUp) as raised:
         await control.require_supervision(supervisor("team-east"), CASE, assignment_seen=5)
-    assert raised.value.case_id == CASE
+    assert raised.value.subject == CASE
     with pytest.raises(AccessDenied):
         await control.require_supervision(supervisor("team-west"), CASE, assignment_seen=5)
 
