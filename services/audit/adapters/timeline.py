@@ -47,7 +47,6 @@ from casetrail_platform.projections.port import (
     Projection,
     ReadModelStore,
 )
-from events.catalog.access import RecordAccessDenied, RecordAccessed
 from events.catalog.cases import CaseOpened
 from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered
 from events.catalog.erasure import ClientErased, RetentionHoldPlaced, RetentionHoldReleased
@@ -55,7 +54,13 @@ from events.cloudevents import from_structured, to_structured
 from events.envelope import RecordedEvent, to_micros
 from events.errors import InvalidEventError
 from events.registry import EventRegistry
-from services.audit.domain.history import IndexPage, PageCursor, TimeBasis, TimelineQuery
+from services.audit.domain.history import (
+    ACCESS_TYPES,
+    IndexPage,
+    PageCursor,
+    TimeBasis,
+    TimelineQuery,
+)
 
 CASES = "audit_timeline_v2_cases"
 INDEX = "audit_timeline_v2_index"
@@ -78,7 +83,6 @@ old event: no facts for the old cases (their access decisions), pages that faile
 entries holding whole events, and the old facts entries, categories of need in the clear, out
 of the erasure's reach. ``retire_old_layout`` deletes it all at audit's start."""
 
-ACCESS_TYPES = frozenset({RecordAccessed.event_type, RecordAccessDenied.event_type})
 HISTORY, ACCESSES = "h", "a"
 _CLOCKS = {TimeBasis.OCCURRED: "o", TimeBasis.RECORDED: "r"}
 _EPOCH_SHIFT = 62_135_596_800_000_000

@@ -40,7 +40,7 @@ from events.catalog.access import (
 from events.catalog.base import Role
 from events.catalog.emergency import EmergencyAccessOpened
 from events.envelope import RecordedEvent
-from services.audit.app.queries import EXPORT_PAGE, AuditDeps, case_pages
+from services.audit.app.queries import EXPORT_PAGE, AuditDeps, authorize_case, case_pages
 from services.audit.domain.access import STATE_SECTIONS
 from services.audit.domain.case_state import CaseFold, CaseState, fold
 from services.audit.domain.errors import CaseNotFound, invalid
@@ -191,17 +191,19 @@ async def _reviewed(
 ) -> tuple[Principal, Decision]:
     """The reviewer and the policy's decision to let them review the case (a refusal is
     recorded and raised; a role that may never review learns nothing, not even whether the
-    case exists). ``CaseNotFound`` when audit has none of the case's own events."""
+    case exists). ``CaseNotFound`` when audit has none of the case's own events, told only to
+    a reviewer the policy lets review it (``authorize_case``): another agency's auditor is
+    refused alike for an unknown id and a real case."""
     access = deps.access
     reviewer = principal or Principal(
         viewer.actor.user_id, viewer.actor.role, access.home_agency, "in-process"
     )
     await access.require_role(reviewer, ACTION, viewer.purpose, case_id)
-    entries = await deps.timelines.facts_of(case_id)
-    if entries is None or not await deps.timelines.count(case_id, _OWN):
+    _, allowed = await authorize_case(deps, viewer, reviewer, ACTION, case_id)
+    # Known by its access records alone (refusals recorded under an id never used): no case.
+    if not await deps.timelines.count(case_id, _OWN):
         raise CaseNotFound(case_id)
-    facts = await access.case_facts(case_id, entries)
-    return reviewer, await access.authorize(reviewer, ACTION, viewer.purpose, facts)
+    return reviewer, allowed.decision
 
 
 _OWN = TimelineQuery(TimeBasis.RECORDED, without_accesses=True)

@@ -22,7 +22,7 @@ from casetrail_platform.policy.vocabulary import Action, Decision
 from casetrail_platform.queries import QueryContext
 from events.catalog.access import AccessPurpose, ConsentGranted, RecordSection
 from events.envelope import RecordedEvent, to_micros
-from services.audit.app.queries import AuditDeps
+from services.audit.app.queries import AuditDeps, received_facts
 from services.audit.domain.disclosures import Disclosure, DisclosureKey, disclosure_of
 from services.audit.domain.errors import ClientNotFound, invalid
 
@@ -121,13 +121,8 @@ async def list_disclosures(
         await access.refuse_cases(who, ACTION, viewer.purpose, refused_for, decision)
     if client_cases is None or index is None:
         raise NotFound("disclosure index", "this audit server has none")
-    # The client-cases index and the timelines are fed by separate consumers: a case whose
-    # events have not reached its timeline yet has nothing to account for yet.
-    facts_of = {
-        case_id: entries
-        for case_id in case_ids
-        if (entries := await deps.timelines.facts_of(case_id)) is not None
-    }
+    # A case whose events have not reached its timeline yet has nothing to account for yet.
+    facts_of = await received_facts(deps, who, ACTION, viewer.purpose, case_ids, subject=client_id)
     if not facts_of:
         raise ClientNotFound(client_id)
     case_ids = list(facts_of)

@@ -24,10 +24,16 @@ from casetrail_platform.policy.guard import (
 from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.queries import QueryContext
 from casetrail_platform.store.port import EventStore
-from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSection
+from events.catalog.access import (
+    AccessPurpose,
+    RecordAccessDenied,
+    RecordAccessed,
+    RecordSection,
+)
 from events.envelope import RecordedEvent
 from services.audit.domain.access import (
     STATE_SECTIONS,
+    sections_asked,
     sections_disclosed,
     sensitive_fields_shown,
 )
@@ -109,15 +115,16 @@ async def get_timeline(
     """One page of the view, from the timeline's index: its cost does not grow with the case.
     With ``entry_bytes`` (what an entry takes in the answer), the page holds no more entries
     than fit in ``page_bytes`` (one at least): large events end a page early, not the answer
-    past gRPC's message limit. What is recorded as released is what the page holds."""
+    past gRPC's message limit. What is recorded as released is what the page holds; a page
+    holding nothing, the sections its view is about (``_release``)."""
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
-    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
+    allowed = await authorize_case(deps, viewer, who, Action.READ_TRAIL, case_id)
     backward = cursor is not None and cursor.backward
     page = await deps.timelines.page(case_id, query, cursor, page_size)
     if entry_bytes is not None:
         page = within_bytes(page, entry_bytes, page_bytes, backward=backward)
     total = await deps.timelines.count(case_id, query)
-    await _release(deps, viewer, allowed, case_id, page.entries, answer=answer)
+    await _release(deps, viewer, allowed, case_id, page.entries, query, answer=answer)
     first, last = (page.suffixes[0], page.suffixes[-1]) if page.suffixes else (None, None)
     # Read backward, the page came from a later one; read forward, from an earlier one.
     more_after = page.more if not backward else last is not None
@@ -140,7 +147,7 @@ async def get_state_as_of(
     answer: Answer | None = None,
 ) -> CaseState:
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
-    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
+    allowed = await authorize_case(deps, viewer, who, Action.READ_TRAIL, case_id)
     # Folded a page at a time from the timeline's index, which stops at ``as_of`` on the
     # basis' clock: a case of 100,000 events was read and decoded whole, whatever the moment
     # (memory grew with the case: 26 MB traced at 4,000 contacts). Its access records change
@@ -189,10 +196,10 @@ async def who_did_what(
     """A page of the case's events, access records included, each with its one-line summary,
     read from the timeline's index on ``basis``'s clock. ``cursor`` goes forward."""
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
-    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
+    allowed = await authorize_case(deps, viewer, who, Action.READ_TRAIL, case_id)
     query = TimelineQuery(basis, actor_id=actor_id)
     page = await deps.timelines.page(case_id, query, cursor, page_size)
-    await _release(deps, viewer, allowed, case_id, page.entries, answer=answer)
+    await _release(deps, viewer, allowed, case_id, page.entries, query, answer=answer)
     return ActivityPage(
         [Activity(recorded, summary(recorded.event)) for recorded in page.entries],
         cursor_after(page),
@@ -227,7 +234,7 @@ async def export_case(
     hand out exactly those events (one recorded meanwhile is left out: it is not in the
     recorded access, nor in the extent)."""
     who = await _caller(deps, viewer, principal, Action.EXPORT, case_id)
-    allowed = await _authorize(deps, viewer, who, Action.EXPORT, case_id)
+    allowed = await authorize_case(deps, viewer, who, Action.EXPORT, case_id)
     query = TimelineQuery(basis)
     ids: set[UUID] = set()
     extent = ExportExtent()
@@ -241,6 +248,10 @@ async def export_case(
         sections.update(sections_disclosed(events))
         fields.update(sensitive_fields_shown(events))
     ordered_sections = tuple(section for section in RecordSection if section in sections)
+    if not ids:
+        # An export that holds nothing tells that the case holds nothing: recorded as a page
+        # that shows nothing is (``_release``).
+        ordered_sections = sections_asked(query)
     await _record(deps, viewer, allowed, case_id, ordered_sections, sorted(fields), answer)
     return CaseExport(_pages_of(deps, case_id, query, ids), extent)
 
@@ -317,11 +328,11 @@ async def get_access_log(
     ever) and before this read is recorded, since nothing is disclosed.
     """
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
-    allowed = await _authorize(deps, viewer, who, Action.READ_TRAIL, case_id)
+    allowed = await authorize_case(deps, viewer, who, Action.READ_TRAIL, case_id)
     after = await deps.timelines.own_position()
     if await deps.store.last_position() - after > OWN_UNINDEXED:
         raise NotCaughtUp(_OWN_ACCESSES, case_id)
-    await _release(deps, viewer, allowed, case_id, (), (RecordSection.ACCESS_LOG,), answer=answer)
+    await _record(deps, viewer, allowed, case_id, (RecordSection.ACCESS_LOG,), (), answer)
     # Appends since the check (this read's own among them) may add a few: twice the bound
     # leaves room for them; only a burst of more than the bound in between is refused.
     own = await _own_accesses_after(deps, case_id, after, 2 * OWN_UNINDEXED)
@@ -414,11 +425,15 @@ async def find_cases_of_client(
         )
     shown: list[Disclosure] = []
     truncated = False
-    for case_id in client_cases:
+    # A case the index knows and the timeline does not hold yet is left out, as the accounting
+    # of disclosures leaves it (``received_facts``): it is not known here yet, and a NOT_FOUND
+    # would name it to a caller who asked about the client.
+    received = await received_facts(
+        deps, who, Action.READ_TRAIL, viewer.purpose, client_cases, subject=client_id
+    )
+    for case_id, entries in received.items():
         try:
-            _, allowed = await _authorize(
-                deps, viewer, who, Action.READ_TRAIL, case_id, subject=client_id
-            )
+            allowed = await _decided(deps, viewer, who, Action.READ_TRAIL, case_id, entries)
         except AccessDenied:
             continue
         if len(shown) == CASES_OF_CLIENT:
@@ -451,30 +466,66 @@ def _who(deps: AuditDeps, viewer: QueryContext, principal: Principal | None) -> 
     )
 
 
-async def _authorize(
+async def authorize_case(
+    deps: AuditDeps, viewer: QueryContext, who: Principal, action: Action, case_id: str
+) -> tuple[Principal, Disclosure]:
+    """The policy's decision on the case, its facts folded from the fact entries the timeline
+    keeps of the case's whole history (audit holds every event); a refusal is recorded and
+    raised. A caller whose right an event can end (a team's supervisor reading its cases'
+    trails) first waits for the timeline to hold the case's facts on the bus
+    (``AccessControl.wait_for_facts``).
+
+    A case audit has no event of is decided on the facts of a case with none (no worker, team,
+    referral, consent or emergency access), and only then told ``CaseNotFound``: a caller the
+    policy refuses gets the same recorded refusal for an unknown id as for a real case it may
+    not read, as intake's, planning's and coordination's reads do, and only one the policy
+    would let read the case learns that audit holds none of it."""
+    received = await received_facts(deps, who, action, viewer.purpose, [case_id], subject=case_id)
+    entries = received.get(case_id)
+    allowed = await _decided(deps, viewer, who, action, case_id, entries or ())
+    if entries is None:
+        raise CaseNotFound(case_id)
+    return who, allowed
+
+
+async def received_facts(
+    deps: AuditDeps,
+    who: Principal,
+    action: Action,
+    purpose: AccessPurpose,
+    case_ids: Sequence[str],
+    *,
+    subject: str,
+) -> dict[str, list[Entry]]:
+    """The fact entries of each of ``case_ids`` audit's timeline holds events of, by case id in
+    the order given; for a caller whose right an event can end, once the timeline holds what
+    the bus has of the case (``AccessControl.wait_for_facts``). A case it holds none of is
+    left out: a client's cases come from audit's client index, which a consumer group of its
+    own feeds, so the index may know a case whose events have not reached the timeline yet.
+    Such a case is not known here yet: neither decided nor named, in an answer or an error.
+    Facts not caught up name ``subject``, what the request asked about (the client, or the
+    case itself), never a case looked up for it."""
+    received: dict[str, list[Entry]] = {}
+    for case_id in case_ids:
+        await deps.access.wait_for_facts(who, action, purpose, case_id, subject=subject)
+        if (entries := await deps.timelines.facts_of(case_id)) is not None:
+            received[case_id] = entries
+    return received
+
+
+async def _decided(
     deps: AuditDeps,
     viewer: QueryContext,
     who: Principal,
     action: Action,
     case_id: str,
-    *,
-    subject: str | None = None,
-) -> tuple[Principal, Disclosure]:
-    """The policy's decision on the case, its facts folded from the fact entries the timeline
-    keeps of the case's whole history (audit holds every event); a refusal is recorded and
-    raised. ``CaseNotFound`` when audit has no event of the case. A caller whose right an
-    event can end (a team's supervisor reading its cases' trails) first waits for the timeline
-    to hold the case's facts on the bus (``AccessControl.wait_for_facts``); not in time, the
-    refusal names ``subject``, what the request asked about when the case was looked up for
-    it (the case itself when ``None``)."""
-    asked = case_id if subject is None else subject
-    await deps.access.wait_for_facts(who, action, viewer.purpose, case_id, subject=asked)
-    entries = await deps.timelines.facts_of(case_id)
-    if entries is None:
-        raise CaseNotFound(case_id)
+    entries: Sequence[Entry],
+) -> Disclosure:
+    """The policy's decision on the case whose fact entries are ``entries``; a refusal is
+    recorded and raised."""
     facts = await deps.access.case_facts(case_id, entries)
     decision = await deps.access.authorize(who, action, viewer.purpose, facts)
-    return who, Disclosure(case_id, decision, None, (), ())
+    return Disclosure(case_id, decision, None, (), ())
 
 
 async def _release(
@@ -483,13 +534,20 @@ async def _release(
     allowed: tuple[Principal, Disclosure],
     case_id: str,
     shown: Sequence[RecordedEvent],
-    sections: Sequence[RecordSection] | None = None,
+    asked: TimelineQuery,
     *,
     answer: Answer | None,
 ) -> list[RecordedEvent]:
-    """Record what is about to be shown: its sections and the sensitive fields it holds."""
-    chosen = sections_disclosed(e.event for e in shown) if sections is None else sections
-    fields = sensitive_fields_shown(recorded.event for recorded in shown)
+    """Record what is about to be shown of the view ``asked``: its sections and the sensitive
+    fields it holds. A page that shows nothing still tells of the case (no event of the types
+    asked in its range, none by the actor asked; a timeline's ``total`` beside it), so it is
+    recorded under the sections the view is about (``sections_asked``), not left unrecorded
+    as a page naming no section would be (``AccessControl.release`` records no item without
+    one): an auditor asking who learnt that a client had no contact in March filters the
+    access log on ``contacts``, where a record under ``access_log`` alone would hide it."""
+    events = [recorded.event for recorded in shown]
+    chosen = sections_disclosed(events) if events else sections_asked(asked)
+    fields = sensitive_fields_shown(events)
     return await _record(deps, viewer, allowed, case_id, chosen, fields, answer)
 
 

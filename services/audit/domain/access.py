@@ -29,6 +29,7 @@ from events.catalog import (
 )
 from events.catalog.access import RecordSection
 from events.catalog.base import CaseEvent
+from services.audit.domain.history import ACCESS_TYPES, TimelineQuery
 
 STATE_SECTIONS = (
     RecordSection.IDENTITY,
@@ -46,11 +47,28 @@ closure."""
 
 def sections_disclosed(events: Iterable[CaseEvent]) -> tuple[RecordSection, ...]:
     """The record sections that showing ``events`` in full discloses, in catalog order."""
+    return _sections_of(event.event_type for event in events)
+
+
+def sections_asked(query: TimelineQuery) -> tuple[RecordSection, ...]:
+    """The record sections a view of ``query`` is about, in catalog order: those of the event
+    types it names, or of every type it may show when it names none (all but the access
+    records when it leaves them out). A page is recorded by what it shows
+    (``sections_disclosed``); one that shows nothing still tells of these sections: that the
+    case holds no event of them in the view's range, or none by its actor."""
+    by_type = sections_by_type()
+    left_out = ACCESS_TYPES if query.without_accesses else frozenset()
+    return _sections_of(query.event_types or by_type.keys() - left_out)
+
+
+def _sections_of(event_types: Iterable[str]) -> tuple[RecordSection, ...]:
     by_type = sections_by_type()
     everything = tuple(RecordSection)
     # A type missing from the map would be a catalog addition nobody classified yet: claim
     # every section rather than under-report what someone saw.
-    seen = {section for event in events for section in by_type.get(event.event_type, everything)}
+    seen = {
+        section for event_type in event_types for section in by_type.get(event_type, everything)
+    }
     return tuple(section for section in RecordSection if section in seen)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+from events.catalog.access import RecordAccessDenied, RecordAccessed
 from events.envelope import RecordedEvent, to_micros
 
 SortKey = tuple[int, int, str, str, int]
@@ -30,6 +31,10 @@ class TimeBasis(StrEnum):
     """As it was known: filter and order on recorded-at."""
 
 
+ACCESS_TYPES = frozenset({RecordAccessed.event_type, RecordAccessDenied.event_type})
+"""The access records (accessed, denied): a case's access log, beside its own history."""
+
+
 @dataclass(frozen=True)
 class TimelineQuery:
     """Which of a case's events a timeline shows, on which clock. Every bound is inclusive and
@@ -42,7 +47,8 @@ class TimelineQuery:
     event_types: frozenset[str] = frozenset()
     actor_id: str | None = None
     without_accesses: bool = False
-    """Leave out access events (the access log lists them)."""
+    """Leave out access events (``ACCESS_TYPES``: the access log lists them), unless
+    ``event_types`` names them."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.rpc import Person
+from events.catalog.access import RecordAccessDenied
 from events.cloudevents import from_json_lines, from_structured
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
@@ -420,6 +421,29 @@ async def test_an_unknown_case_is_not_found(audit: audit_pb2_grpc.AuditServiceAs
     assert code is grpc.StatusCode.NOT_FOUND
     assert [r.resource_name for r in details(status, error_details_pb2.ResourceInfo)] == [
         "case-nope"
+    ]
+
+
+@pytest.mark.usefixtures("received")
+async def test_another_teams_supervisor_gets_one_recorded_refusal_for_real_and_unknown_ids(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, store: SqliteEventStore
+) -> None:
+    """The answer to an id audit has no event of told it apart from a real case: NOT_FOUND,
+    unrecorded, against a recorded PERMISSION_DENIED."""
+    west = viewer("supervisor", "supervision", team="team-west")
+    answers = [
+        await refusal(audit.GetTimeline(audit_pb2.GetTimelineRequest(context=west, case_id=asked)))
+        for asked in (CASE, "case-nope")
+    ]
+    (real_code, real), (unknown_code, unknown) = answers
+    assert real_code is unknown_code is grpc.StatusCode.PERMISSION_DENIED
+    assert unknown == real
+    assert [i.reason for i in details(real, error_details_pb2.ErrorInfo)] == ["NO_RELATIONSHIP"]
+
+    recorded = [r.event for r in await store.read_all(0)]
+    assert [(type(e), e.subject) for e in recorded] == [
+        (RecordAccessDenied, CASE),
+        (RecordAccessDenied, "case-nope"),
     ]
 
 

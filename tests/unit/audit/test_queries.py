@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any, cast
@@ -10,6 +11,8 @@ import pytest
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail_platform.commands import InvalidCommand, NotAllowed
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.policy.guard import DEFAULT_HOME_AGENCY, AccessDenied
 from casetrail_platform.projections.runner import BusProjectionHandler, catch_up
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.queries import QueryContext
@@ -260,12 +263,68 @@ async def test_only_oversight_roles_may_read_and_each_refusal_is_recorded(
     }
 
 
+UNKNOWN = "case-unknown"
+WEST = Principal("super-sue", Role.SUPERVISOR, DEFAULT_HOME_AGENCY, "test", team="team-west")
+"""A supervisor of another team than the case's (team-east)."""
+SUPERVISOR_OF_WEST = QueryContext(Actor("super-sue", Role.SUPERVISOR), AccessPurpose.SUPERVISION)
+
+Asking = Callable[[AuditDeps, QueryContext, str, Principal | None], Awaitable[object]]
+PER_CASE_QUERIES: dict[str, Asking] = {
+    "GetTimeline": lambda deps, viewer, case_id, principal: queries.get_timeline(
+        deps, viewer, case_id, TimelineQuery(TimeBasis.OCCURRED), principal=principal
+    ),
+    "GetCaseStateAsOf": lambda deps, viewer, case_id, principal: queries.get_state_as_of(
+        deps, viewer, case_id, T0 + DAY, TimeBasis.RECORDED, principal
+    ),
+    "WhoDidWhat": lambda deps, viewer, case_id, principal: queries.who_did_what(
+        deps, viewer, case_id, TimeBasis.RECORDED, principal=principal
+    ),
+    "ExportCase": lambda deps, viewer, case_id, principal: queries.export_case(
+        deps, viewer, case_id, TimeBasis.OCCURRED, principal
+    ),
+    "GetAccessLog": lambda deps, viewer, case_id, principal: queries.get_access_log(
+        deps, viewer, case_id, principal
+    ),
+}
+
+
+@pytest.mark.parametrize("ask", PER_CASE_QUERIES.values(), ids=PER_CASE_QUERIES.keys())
 async def test_an_unknown_case_is_not_found_and_nothing_is_recorded(
-    deps: AuditDeps, store: SqliteEventStore
+    deps: AuditDeps, store: SqliteEventStore, ask: Asking
 ) -> None:
+    """Told to a caller the policy would let read the case: nothing of it is disclosed."""
     with pytest.raises(CaseNotFound):
-        await queries.get_timeline(deps, AUDITOR, "case-unknown", TimelineQuery(TimeBasis.OCCURRED))
+        await ask(deps, AUDITOR, UNKNOWN, None)
     assert await store.last_position() == 0
+
+
+@pytest.mark.usefixtures("received")
+@pytest.mark.parametrize("ask", PER_CASE_QUERIES.values(), ids=PER_CASE_QUERIES.keys())
+async def test_a_caller_refused_a_real_case_is_refused_an_unknown_id_alike_and_on_the_record(
+    deps: AuditDeps, store: SqliteEventStore, ask: Asking
+) -> None:
+    """A supervisor of another team was told NOT_FOUND, with nothing recorded, for an id audit
+    has no event of, and refused on the record for a real case: asking told which ids are
+    real. The unknown id is decided on the facts of a case with none, as intake decides."""
+    refusals: list[AccessDenied] = []
+    for case_id in (CASE, UNKNOWN):
+        with pytest.raises(AccessDenied) as refused:
+            await ask(deps, SUPERVISOR_OF_WEST, case_id, WEST)
+        refusals.append(refused.value)
+
+    real, unknown = refusals
+    assert (unknown.reason, unknown.args, unknown.details) == (
+        real.reason,
+        real.args,
+        real.details,
+    )
+    assert real.reason == "NO_RELATIONSHIP"
+    recorded = await access_events(store)
+    assert [(type(e), e.subject) for e in recorded] == [
+        (RecordAccessDenied, CASE),
+        (RecordAccessDenied, UNKNOWN),
+    ]
+    assert {e.rule for e in recorded if isinstance(e, RecordAccessDenied)} == {"no-relationship"}
 
 
 @pytest.mark.usefixtures("received")
@@ -467,6 +526,57 @@ async def test_a_case_is_found_by_its_client_as_the_policy_allows(
     refused = (await access_events(store))[-1]
     assert isinstance(refused, RecordAccessDenied)
     assert refused.case_id == CASE
+
+
+@pytest.mark.usefixtures("received")
+@pytest.mark.parametrize(
+    ("viewer", "principal"), [(AUDITOR, None), (SUPERVISOR, SUPERVISING)], ids=["auditor", "team"]
+)
+async def test_a_case_of_the_client_the_timeline_does_not_hold_yet_is_left_out_unnamed(
+    deps: AuditDeps, store: SqliteEventStore, viewer: QueryContext, principal: Principal | None
+) -> None:
+    """The client index and the timeline are fed by consumer groups of their own: the index
+    may know a case whose events have not reached the timeline. It was answered NOT_FOUND
+    naming that case, which the caller never asked about; it is left out, as the accounting
+    of disclosures leaves it, and nothing of it is recorded."""
+    lagging = "case-0043"
+
+    found = await queries.find_cases_of_client(deps, viewer, [CASE, lagging], principal)
+
+    assert (found.case_ids, found.truncated) == ([CASE], False)
+    recorded = await access_events(store)
+    assert [(type(e), e.subject) for e in recorded] == [(RecordAccessed, CASE)]
+
+
+@pytest.mark.usefixtures("received")
+async def test_an_empty_filtered_page_is_recorded_under_the_section_it_is_about(
+    deps: AuditDeps, store: SqliteEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "No contact logged" and "this actor did nothing" tell of the case: such a page was
+    answered with nothing recorded. Recorded under the sections of the types asked (every
+    section when the view names none), before it is answered."""
+    contacts = TimelineQuery(TimeBasis.OCCURRED, event_types=frozenset({ContactLogged.event_type}))
+    page = await queries.get_timeline(deps, SUPERVISOR, CASE, contacts, principal=SUPERVISING)
+    assert (page.entries, page.total) == ([], 0)
+    (read,) = await accesses(store)
+    assert (read.case_id, read.accessor_id, read.sections, read.fields) == (
+        CASE,
+        "super-sam",
+        (RecordSection.CONTACTS,),
+        (),
+    )
+
+    nothing = await queries.who_did_what(deps, AUDITOR, CASE, TimeBasis.RECORDED, actor_id="nobody")
+    assert nothing.activities == []
+    assert (await accesses(store))[-1].sections == tuple(RecordSection)
+
+    async def unrecordable(*args: object, **kwargs: object) -> list[RecordedEvent]:
+        raise RuntimeError("the store is down")
+
+    # Recorded before it is answered: no record, no page.
+    monkeypatch.setattr(store, "append", unrecordable)
+    with pytest.raises(RuntimeError):
+        await queries.get_timeline(deps, AUDITOR, CASE, contacts)
 
 
 async def test_an_export_holds_the_clients_events_and_its_access_names_them(

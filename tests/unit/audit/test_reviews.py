@@ -662,6 +662,28 @@ async def test_only_auditors_review_a_case_as_seen(
     assert code == grpc.StatusCode.NOT_FOUND
 
 
+async def test_another_agencys_auditor_is_refused_alike_for_a_real_case_and_an_unknown_id(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, store: SqliteEventStore
+) -> None:
+    """An id audit has no event of was NOT_FOUND, unrecorded, where a real case was refused on
+    the record: the reviewer learnt which ids are real."""
+    answers = []
+    for case_id in (CASE, "case-nobody"):
+        asked = seen_as(WORKER, T0 + 6 * DAY)
+        asked.case_id = case_id
+        acting(Person("auditor-olu", "auditor", agency=PARTNER), asked.context)
+        answers.append(await refusal(audit.GetCaseAsSeen(asked)))
+    (real_code, real), (unknown_code, unknown) = answers
+    assert real_code is unknown_code is grpc.StatusCode.PERMISSION_DENIED
+    assert unknown == real
+    assert [i.reason for i in details(real, error_details_pb2.ErrorInfo)] == ["NO_RELATIONSHIP"]
+    refused = [r.event for r in await store.read_all(0)]
+    assert [(type(e), e.subject) for e in refused] == [
+        (RecordAccessDenied, CASE),
+        (RecordAccessDenied, "case-nobody"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("reader", "role", "agency", "purpose", "rule", "more", "basis"),
     [
