@@ -541,7 +541,9 @@ async def test_a_case_of_the_client_the_timeline_does_not_hold_yet_is_left_out_u
     of disclosures leaves it, and nothing of it is recorded."""
     lagging = "case-0043"
 
-    found = await queries.find_cases_of_client(deps, viewer, [CASE, lagging], principal)
+    found = await queries.find_cases_of_client(
+        deps, viewer, [CASE, lagging], principal, client_id=CLIENT
+    )
 
     assert (found.case_ids, found.truncated) == ([CASE], False)
     recorded = await access_events(store)
