@@ -223,7 +223,9 @@ def _today(query: Any, default: date) -> date:
     try:
         today = date.fromisoformat(text)
     except ValueError:
-        raise BadQuery(f"today must be a date (YYYY-MM-DD), got {text!r}") from None
+        raise BadQuery(
+            f"today must be a date (YYYY-MM-DD), got {text[:ECHOED_CHARACTERS]!r}"
+        ) from None
     # The services' bounds: the contacts view counts back from today, and 0001-01-01 minus a
     # day overflowed (a 500).
     if not within_moment_bounds(today):
@@ -248,15 +250,25 @@ def _worker(text: str) -> str:
 
 
 def _limit(query: Any) -> int:
-    text = query.get("limit") or str(DEFAULT_LIMIT)
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
-        raise BadQuery(f"limit must be a whole number from 1 to {MAX_LIMIT}, got {text[:20]!r}")
-    return int(text)
+    return _whole_number(query, "limit", DEFAULT_LIMIT, MAX_LIMIT)
 
 
 def _days(query: Any) -> int:
-    text = query.get("days") or "7"
-    # ASCII digits only: str.isdigit also holds of "²", which int() refuses (a 500).
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_DAYS:
-        raise BadQuery(f"days must be a whole number from 1 to {MAX_DAYS}, got {text!r}")
+    return _whole_number(query, "days", 7, MAX_DAYS)
+
+
+ECHOED_CHARACTERS = 20
+"""How much of a refused query value a 400 repeats: enough to recognise, never the kilobytes a
+request line may hold."""
+
+
+def _whole_number(query: Any, name: str, default: int, highest: int) -> int:
+    """The query's ``name``, a whole number from 1 to ``highest``. ASCII digits only
+    (``str.isdigit`` also holds of "²", which ``int`` refuses) and at most 20 of them (``int``
+    refuses a text of over 4,300 digits): both were a 500."""
+    text = query.get(name) or str(default)
+    if not (text.isascii() and text.isdigit() and len(text) <= 20) or not 1 <= int(text) <= highest:
+        raise BadQuery(
+            f"{name} must be a whole number from 1 to {highest}, got {text[:ECHOED_CHARACTERS]!r}"
+        )
     return int(text)

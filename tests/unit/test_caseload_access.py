@@ -121,15 +121,31 @@ async def test_without_audit_nothing_is_answered(issuer: TestIssuer) -> None:
         assert (refused.value.status, refused.value.code) == (503, code)
 
 
-@pytest.mark.parametrize("days", ["²", "٣", "0", "36", "-1", "7.0", "x" * 100])
+@pytest.mark.parametrize(
+    "days", ["²", "٣", "0", "36", "-1", "7.0", "x" * 100, "0" * 4300 + "7", "x" * 8000]
+)
 def test_a_bad_number_of_days_is_a_bad_query(days: str) -> None:
     """A superscript "²" passed str.isdigit and int() refused it: a ValueError past the
-    view's handling, a 500 instead of a 400 naming the rule (and "٣" was read as 3)."""
+    view's handling, a 500 instead of a 400 naming the rule (and "٣" was read as 3). So did
+    more than 4,300 digits, which int() refuses too. The refusal repeats 20 characters of the
+    value at most (it repeated kilobytes)."""
     from services.caseload.web import BadQuery, _days
 
-    with pytest.raises(BadQuery, match="days must be a whole number from 1 to 35"):
+    with pytest.raises(BadQuery, match="days must be a whole number from 1 to 35") as refused:
         _days({"days": days})
+    assert len(str(refused.value)) < 100
     assert _days({"days": "35"}) == 35
+    assert _days({"days": "007"}) == 7
+
+
+def test_a_date_that_is_no_date_is_repeated_20_characters_at_most() -> None:
+    from datetime import date
+
+    from services.caseload.web import BadQuery, _today
+
+    with pytest.raises(BadQuery, match="today must be a date") as refused:
+        _today({"today": "x" * 8000}, date(2030, 1, 1))
+    assert len(str(refused.value)) < 100
 
 
 @pytest.mark.parametrize("worker", ["", "w ana", "w-ana\n", "-w", "<b>", "w" * 65, "wörker"])
@@ -274,7 +290,7 @@ async def test_a_list_names_at_most_limit_cases_and_only_those_are_recorded(
         assert names == expected, path
         assert body["truncated"] is truncated, path
         assert [c for chunk in recorded for c in chunk] == names, path
-    for bad in ("0", "1001", "²", "-1", "ten"):
+    for bad in ("0", "1001", "²", "-1", "ten", "0" * 4300 + "1"):
         request = SimpleNamespace(headers=token, query={"limit": bad}, match_info={})
         response = await app.web.views["/caseload/"].get(request)
         assert response.status == 400

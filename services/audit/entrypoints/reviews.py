@@ -7,8 +7,10 @@ import binascii
 import json
 from datetime import datetime
 from typing import TypeVar
+from uuid import UUID
 
 from casetrail.audit.v1 import audit_pb2
+from casetrail_platform.limits import EARLIEST_MOMENT, LATEST_MOMENT
 from events.catalog.access import AccessPurpose, RecordSection
 from events.catalog.base import Role
 from events.envelope import from_micros, to_micros
@@ -59,6 +61,11 @@ def state_rendering(as_of: datetime) -> StateRendering:
 
 # --- ListDisclosures
 
+_EARLIEST_MICROS = to_micros(EARLIEST_MOMENT)
+_LATEST_MICROS = to_micros(LATEST_MOMENT)
+_UUID_TEXT = 36
+"""An event id's canonical text: 32 hex digits and 4 hyphens."""
+
 
 def disclosure_request(
     read: RequestReader, request: audit_pb2.ListDisclosuresRequest, client_id: str, now: datetime
@@ -87,7 +94,7 @@ def disclosure_request(
     try:
         decoded = json.loads(base64.urlsafe_b64decode(request.page_token.encode("ascii")))
         token_client, token_start, token_end, at, event_id = decoded
-        cursor: DisclosureKey = (int(at), str(event_id))
+        cursor: DisclosureKey = (_moment_micros(at), _event_id(event_id))
         issued_for = (str(token_client), int(token_start), int(token_end))
         # A number no moment has (10**30, or 1e400, which JSON reads as infinity) is no token
         # of ours either: it overflowed here, answered INTERNAL.
@@ -101,6 +108,23 @@ def disclosure_request(
         )
         return start, end, None
     return start, end, cursor
+
+
+def _moment_micros(value: object) -> int:
+    """A cursor's time as this service writes it: a whole number of microseconds of a moment
+    a request may name."""
+    if type(value) is not int or not _EARLIEST_MICROS <= value < _LATEST_MICROS:
+        raise ValueError("not a moment's microseconds")
+    return value
+
+
+def _event_id(value: object) -> str:
+    """A cursor's event id as this service writes it: an event id's canonical text. Any other
+    text reached the index's key range as it came: a lone surrogate failed to encode
+    (INTERNAL), and a NUL was a key on SQLite but refused by PostgreSQL (INTERNAL there)."""
+    if not isinstance(value, str) or len(value) != _UUID_TEXT or str(UUID(value)) != value:
+        raise ValueError("not an event id")
+    return value
 
 
 def disclosures_response(

@@ -326,6 +326,35 @@ async def test_a_token_holding_a_number_no_moment_has_names_the_page_token(
     assert (code, violated_fields(status)) == (grpc.StatusCode.INVALID_ARGUMENT, ["page_token"])
 
 
+@pytest.mark.parametrize(
+    ("at", "event_id"),
+    [
+        (None, "\ud800"),  # a lone surrogate: failed to encode in the key range (INTERNAL)
+        (None, "\x00"),  # a NUL: a key on SQLite, refused by PostgreSQL (INTERNAL there)
+        (None, "x" * 300),
+        (None, 123),
+        (True, None),  # JSON's true, which int() took for 1
+        (-(10**30), None),
+    ],
+)
+async def test_a_token_whose_cursor_this_service_never_wrote_names_the_page_token(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, at: object, event_id: object
+) -> None:
+    """The cursor's time and event id are checked as this service writes them (a moment's
+    microseconds, an event id's canonical text) before they reach the index's key range, so
+    the embedded and the distributed backends refuse the same token alike."""
+    first = await audit.ListDisclosures(accounting(page_size=1))
+    issued = json.loads(base64.urlsafe_b64decode(first.next_page_token))
+    forged = [
+        *issued[:3],
+        issued[3] if at is None else at,
+        issued[4] if event_id is None else event_id,
+    ]
+    token = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode("ascii")
+    code, status = await refusal(audit.ListDisclosures(accounting(page_size=1, page_token=token)))
+    assert (code, violated_fields(status)) == (grpc.StatusCode.INVALID_ARGUMENT, ["page_token"])
+
+
 async def test_a_bound_given_between_two_microseconds_keeps_to_the_trails_microseconds(
     audit: audit_pb2_grpc.AuditServiceAsyncStub,
 ) -> None:
