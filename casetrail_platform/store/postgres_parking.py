@@ -15,6 +15,7 @@ import psycopg
 from psycopg import sql
 
 from casetrail_platform.parking import ParkedRecord, ParkingLot
+from casetrail_platform.store.pg_connections import open_connection
 
 _COLUMNS = (
     "relay, position, event_id, key, stream, sequence, event_type, reason, parked_at,"
@@ -46,9 +47,10 @@ class PostgresParkingLot(ParkingLot):
         return lot
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        return await psycopg.AsyncConnection.connect(
-            self._dsn, autocommit=True, options=f"-c search_path={self._schema}"
-        )
+        # The platform's one way to connect: bounded by CONNECT_TIMEOUT_SECONDS (a server that
+        # neither accepts nor refuses held a parking call, and the relay with it, until it
+        # was stopped) and UTC for the parked_at times.
+        return await open_connection(self._dsn, "the relay's parking lot", search_path=self._schema)
 
     async def park(self, records: Sequence[ParkedRecord]) -> None:
         if not records:
