@@ -414,7 +414,10 @@ class OutboxRelay:
                     error,
                 )
                 if error.refused:
-                    await self._parking.retry_done(self._name, key)
+                    # The record refused may have been parked as held behind one the retry
+                    # just published: its reason becomes the refusal, or none would be told.
+                    refusal = (positions[len(done)], f"refused by the bus: {error}")
+                    await self._parking.retry_done(self._name, key, refusal)
                     # Nothing of it is taken as published: later publishing starts afresh
                     # (the bus refuses everything after a failure until resumed).
                     await self._publisher.resume()

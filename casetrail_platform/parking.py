@@ -54,8 +54,12 @@ class ParkingLot(ABC):
         returns how many records that covers. The relay acts on it within seconds."""
 
     @abstractmethod
-    async def retry_done(self, relay: str, key: str) -> None:
-        """Clear the retry request of ``key`` (the relay tried, and the records stay)."""
+    async def retry_done(
+        self, relay: str, key: str, refused: tuple[int, str] | None = None
+    ) -> None:
+        """Clear the retry request of ``key`` (the relay tried, and the records stay). With
+        ``refused`` (a position, the bus's refusal), that record's reason becomes the refusal,
+        in the same write: it may have been held behind one the retry published."""
 
     @abstractmethod
     async def release(self, relay: str, positions: Sequence[int]) -> None:
@@ -84,10 +88,15 @@ class InMemoryParkingLot(ParkingLot):
             self._records[(relay, record.position)] = replace(record, retry_requested=True)
         return len(chosen)
 
-    async def retry_done(self, relay: str, key: str) -> None:
+    async def retry_done(
+        self, relay: str, key: str, refused: tuple[int, str] | None = None
+    ) -> None:
         for record in await self.parked(relay):
             if record.key == key:
-                self._records[(relay, record.position)] = replace(record, retry_requested=False)
+                done = replace(record, retry_requested=False)
+                if refused is not None and record.position == refused[0]:
+                    done = replace(done, reason=refused[1])
+                self._records[(relay, record.position)] = done
 
     async def release(self, relay: str, positions: Sequence[int]) -> None:
         for position in positions:

@@ -114,12 +114,19 @@ class PostgresParkingLot(ParkingLot):
                 )
             return cursor.rowcount
 
-    async def retry_done(self, relay: str, key: str) -> None:
-        async with await self._connection() as connection:
+    async def retry_done(
+        self, relay: str, key: str, refused: tuple[int, str] | None = None
+    ) -> None:
+        async with await self._connection() as connection, connection.transaction():
             await connection.execute(
                 "UPDATE parked_records SET retry_requested = false WHERE relay = %s AND key = %s",
                 (relay, key),
             )
+            if refused is not None:
+                await connection.execute(
+                    "UPDATE parked_records SET reason = %s WHERE relay = %s AND position = %s",
+                    (refused[1], relay, refused[0]),
+                )
 
     async def release(self, relay: str, positions: Sequence[int]) -> None:
         if not positions:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
 from uuid import UUID
@@ -85,13 +86,21 @@ class SqliteParkingLot(ParkingLot):
             )
         )
 
-    async def retry_done(self, relay: str, key: str) -> None:
-        await self._store.writer.write(
-            lambda c: c.execute(
+    async def retry_done(
+        self, relay: str, key: str, refused: tuple[int, str] | None = None
+    ) -> None:
+        def done(connection: sqlite3.Connection) -> None:
+            connection.execute(
                 "UPDATE parked_records SET retry_requested = 0 WHERE relay = ? AND key = ?",
                 (relay, key),
             )
-        )
+            if refused is not None:
+                connection.execute(
+                    "UPDATE parked_records SET reason = ? WHERE relay = ? AND position = ?",
+                    (refused[1], relay, refused[0]),
+                )
+
+        await self._store.writer.write(done)
 
     async def release(self, relay: str, positions: Sequence[int]) -> None:
         rows = [(relay, position) for position in positions]

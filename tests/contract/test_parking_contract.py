@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -69,6 +70,18 @@ async def test_a_retry_is_requested_per_key_or_for_all_and_cleared(lot: ParkingL
     await lot.retry_done("relay", "a")
     assert not any(r.retry_requested for r in await lot.parked("relay"))
     assert await lot.request_retry("relay") == 3
+
+
+async def test_a_retry_refused_again_gives_the_refused_record_its_reason(lot: ParkingLot) -> None:
+    """A record held behind one the retry published, then refused itself, keeps the bus's
+    refusal as its reason (its "held:" one named a record no longer parked)."""
+    held = replace(parked(2, "a"), reason="held: position 1 of this case is parked")
+    await lot.park([held, parked(3, "a")])
+    await lot.request_retry("relay", "a")
+    await lot.retry_done("relay", "a", (2, "refused by the bus: RecordTooLarge"))
+    two, three = await lot.parked("relay")
+    assert (two.reason, two.retry_requested) == ("refused by the bus: RecordTooLarge", False)
+    assert (three.reason, three.retry_requested) == (parked(3, "a").reason, False)
 
 
 async def test_released_records_are_forgotten(lot: ParkingLot) -> None:

@@ -148,6 +148,37 @@ async def test_a_retry_publishes_the_parked_case_in_order_and_forgets_it(
     assert (await relay.status()).parked == 0
 
 
+async def test_a_retry_refused_at_a_held_record_tells_that_refusal(
+    store: SqliteEventStore,
+) -> None:
+    """The limit raised enough for the refused record but not for one held behind it: the
+    retry publishes the first and is refused at the second, which was parked as held behind
+    the first. Its reason becomes the refusal; it named a record no longer parked, and the
+    health check then told no reason at all ("None")."""
+    publisher = SizeLimitedPublisher()
+    parking = SqliteParkingLot(store)
+    relay = OutboxRelay(
+        store,
+        publisher,
+        InMemoryCheckpointStore(),
+        "relay",
+        parking=parking,
+        retry_check_every=0.0,
+    )
+    await add(store, "a", "one", "x" * 200, "x" * 2000)
+    await publish_until_settled(relay)
+    assert [r.reason.startswith("held:") for r in await parking.parked("relay")] == [False, True]
+
+    publisher.limit = 1000  # raised, but not enough for the third
+    await parking.request_retry("relay", "a")
+    await relay.publish_pending()
+    assert publisher.sequences("a") == [1, 2]
+    [still] = await parking.parked("relay")
+    assert (still.sequence, still.retry_requested) == (3, False)
+    assert still.reason.startswith("refused by the bus: MessageSizeTooLargeError")
+    assert "MessageSizeTooLargeError" in ((await relay.status()).parked_reason or "")
+
+
 async def test_parked_records_survive_a_restart_of_the_relay(store: SqliteEventStore) -> None:
     publisher = SizeLimitedPublisher()
     checkpoints = InMemoryCheckpointStore()
