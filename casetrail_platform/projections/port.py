@@ -204,8 +204,8 @@ class ReadModelStore(ABC):
 
     async def forget_overwritten(self) -> None:
         """Make sure no file of the store keeps bytes that were just overwritten (after an
-        erasure scrubbed sensitive values). By default nothing: PostgreSQL never dumps or
-        serves a dead row version, and VACUUM reclaims it."""
+        erasure scrubbed sensitive values): SQLite's write-ahead log cut, PostgreSQL's dead
+        row versions vacuumed. By default nothing (a store in memory)."""
         return
 
     def watch(self, collection: str, changed: ChangeCallback) -> bool:

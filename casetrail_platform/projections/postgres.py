@@ -193,6 +193,15 @@ class PostgresReadModelStore(ReadModelStore):
             )
             await _PostgresTransaction(connection, self._changes).told(collections, None)
 
+    async def forget_overwritten(self) -> None:
+        # The row versions an erasure replaced stay in the table's files (and its TOAST) as
+        # dead tuples until a vacuum, which autovacuum runs only once enough rows died: an
+        # unbounded while, with the scrubbed values in them. The writer's connection is
+        # autocommit outside ``transaction``, as VACUUM needs. A snapshot older than the
+        # erasure (a transaction left open) keeps them even so, as for the data keys.
+        async with self._writer.connection() as connection:
+            await connection.execute("VACUUM documents")
+
     async def close(self) -> None:
         if self._changes is not None:
             await self._changes.close()

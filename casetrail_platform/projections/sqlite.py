@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.projections.port import (
     ChangeCallback,
     Document,
@@ -50,6 +52,10 @@ CREATE TABLE IF NOT EXISTS projection_applied (
 CHECKPOINT_EVERY = 200
 """Read-model commits between two background WAL checkpoints."""
 
+FORGET_PATIENCE_SECONDS = 10.0
+"""How long ``forget_overwritten`` tries to cut the write-ahead log while another connection
+reads from it."""
+
 
 class SqliteReadModelStore(ReadModelStore):
     """``fsync_each_commit=False`` is for read models whose every feed can be replayed from a
@@ -75,6 +81,10 @@ class SqliteReadModelStore(ReadModelStore):
         self._checkpointer = connect(str(path))
         self._commits_since_checkpoint = 0
         self._checkpointing: asyncio.Future[None] | None = None
+        # A process that ended between an erasure's commit and its ``forget_overwritten``
+        # left the values it overwrote in the log; its position is past the erasure, so
+        # nothing would ask again. Cut on every start (nothing else has the file open yet).
+        self._forget_pending = not _truncated(self._writer)
         self._lock = asyncio.Lock()
         self._watchers: dict[str, list[ChangeCallback]] = {}
 
@@ -105,20 +115,41 @@ class SqliteReadModelStore(ReadModelStore):
 
     def _after_commit(self) -> None:
         self._commits_since_checkpoint += 1
-        if self._commits_since_checkpoint < CHECKPOINT_EVERY or (
-            self._checkpointing is not None and not self._checkpointing.done()
-        ):
+        due = self._commits_since_checkpoint >= CHECKPOINT_EVERY or self._forget_pending
+        if not due or (self._checkpointing is not None and not self._checkpointing.done()):
             return
         self._commits_since_checkpoint = 0
         self._checkpointing = asyncio.ensure_future(asyncio.to_thread(self._checkpoint))
 
     def _checkpoint(self) -> None:
-        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        if self._forget_pending:
+            self._forget_pending = not _truncated(self._checkpointer)
+        else:
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def forget_overwritten(self) -> None:
-        # Old page versions live on in the write-ahead log until it is copied back and cut.
-        async with self._lock:
-            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Old page versions live on in the write-ahead log until it is copied back and cut.
+        A background checkpoint in flight holds the checkpoint lock, and SQLite then answers
+        TRUNCATE busy at once (its busy handler is not called): the values an erasure
+        overwrote stayed in the log and the file until the next checkpoint, 200 commits on.
+        So the one in flight is awaited first, and a busy answer tried again for
+        ``FORGET_PATIENCE_SECONDS``; then ``StorageUnavailableError`` (the caller's batch is
+        tried again), and the next commits' background checkpoint keeps trying."""
+        async with self._lock:  # no commit, so no new background checkpoint, meanwhile
+            deadline = time.monotonic() + FORGET_PATIENCE_SECONDS
+            while True:
+                if self._checkpointing is not None:
+                    await asyncio.gather(self._checkpointing, return_exceptions=True)
+                if _truncated(self._writer):
+                    self._forget_pending = False
+                    return
+                if time.monotonic() >= deadline:
+                    self._forget_pending = True
+                    raise StorageUnavailableError(
+                        "read models (their write-ahead log, which still holds values an"
+                        " erasure overwrote, could not be cut while another connection read it)"
+                    )
+                await asyncio.sleep(0.05)
 
     async def get(self, collection: str, key: str) -> Document | None:
         return _get(self._reader, collection, key)
@@ -192,6 +223,13 @@ class SqliteReadModelStore(ReadModelStore):
         self._writer.close()
         self._reader.close()
         self._checkpointer.close()
+
+
+def _truncated(connection: sqlite3.Connection) -> bool:
+    """Copy the write-ahead log back into the file and cut it: whether that was done (not
+    busy)."""
+    busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return not busy
 
 
 class _SqliteTransaction(DocumentTransaction):

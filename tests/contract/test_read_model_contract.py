@@ -582,3 +582,44 @@ def _same_json(stored: object, wanted: str | int | bool) -> bool:
     if isinstance(wanted, int):
         return isinstance(stored, int | float) and stored == wanted
     return stored == wanted
+
+
+async def test_a_value_overwritten_is_no_row_version_once_forgotten_on_postgres() -> None:
+    """After an erasure scrubbed a document, ``forget_overwritten`` leaves no row version
+    holding the value: the dead one stayed readable in the table's pages (``pageinspect``
+    shows it) until autovacuum came by, which waits for enough dead rows. (SQLite cuts its
+    write-ahead log: ``tests/unit/test_read_model_forgetting.py``.)"""
+    import psycopg
+
+    from casetrail_platform.projections.postgres import PostgresReadModelStore
+    from tests.support.servers import postgres_dsn, schema_of_its_own
+
+    canary = "CANARY-" + "q" * 40
+    async with schema_of_its_own("forget") as schema:
+        store = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+        try:
+            async with store.transaction() as transaction:
+                await transaction.put("case_views", "c1", {"description": canary})
+            async with store.transaction() as transaction:
+                await transaction.put("case_views", "c1", {"description": "[erased]"})
+            await store.forget_overwritten()
+            assert await store.get("case_views", "c1") == {"description": "[erased]"}
+        finally:
+            await store.close()
+        table = f'"{schema}".documents'
+        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as c:
+            await c.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+            [(pages,)] = await (
+                await c.execute("SELECT pg_relation_size(%s::regclass) / 8192", (table,))
+            ).fetchall()
+            held = b""
+            for page in range(int(pages)):
+                items = await (
+                    await c.execute(
+                        "SELECT t_data FROM heap_page_items(get_raw_page(%s, %s))",
+                        (table, page),
+                    )
+                ).fetchall()
+                held += b"".join(bytes(data) for (data,) in items if data is not None)
+    assert b"[erased]" in held
+    assert canary.encode() not in held

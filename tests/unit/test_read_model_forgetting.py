@@ -1,0 +1,112 @@
+"""The embedded read models' ``forget_overwritten``: once it returns, a value an erasure
+overwrote is in neither the database file nor its write-ahead log, even when a background
+checkpoint was running at the time (it held the checkpoint lock, SQLite answered the cut busy
+at once, and nothing noticed: the values stayed until the next checkpoint, 200 commits on)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from casetrail_platform.errors import StorageUnavailableError
+from casetrail_platform.projections import sqlite as read_models
+from casetrail_platform.projections.sqlite import CHECKPOINT_EVERY, SqliteReadModelStore
+
+CANARY = "CANARY-" + "z" * 40
+
+
+def _copies(directory: Path) -> int:
+    return sum(
+        path.read_bytes().count(CANARY.encode())
+        for path in directory.iterdir()
+        if path.name.startswith("rm.db") and path.is_file()
+    )
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in directory.iterdir()}
+
+
+def _restore(directory: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        (directory / name).write_bytes(data)
+
+
+async def _written_until_a_checkpoint_starts(store: SqliteReadModelStore) -> None:
+    for n in range(CHECKPOINT_EVERY):
+        async with store.transaction() as transaction:
+            await transaction.put("case_views", "c1", {"description": CANARY, "n": n})
+            for m in range(20):  # enough pages that the checkpoint takes a while
+                await transaction.put("other", f"{n}-{m}", {"pad": os.urandom(1000).hex()})
+
+
+async def test_a_value_overwritten_leaves_both_files_though_a_checkpoint_was_running(
+    tmp_path: Path,
+) -> None:
+    store = SqliteReadModelStore(tmp_path / "rm.db")
+    try:
+        await _written_until_a_checkpoint_starts(store)
+        await asyncio.sleep(0)  # the 200th commit's background checkpoint gets going
+        async with store.transaction() as transaction:  # the erasure's batch
+            await transaction.put("case_views", "c1", {"description": "[erased]"})
+        await store.forget_overwritten()
+        assert _copies(tmp_path) == 0
+    finally:
+        await store.close()
+
+
+async def test_a_log_that_cannot_be_cut_is_refused_and_cut_by_a_later_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another connection reading an old snapshot keeps the log: ``forget_overwritten``
+    refuses after its patience (the caller's batch is tried again) rather than return with
+    the values still there, and the next commit's background checkpoint cuts it."""
+    monkeypatch.setattr(read_models, "FORGET_PATIENCE_SECONDS", 0.2)
+    store = SqliteReadModelStore(tmp_path / "rm.db")
+    reader = sqlite3.connect(tmp_path / "rm.db", isolation_level=None)
+    try:
+        async with store.transaction() as transaction:
+            await transaction.put("case_views", "c1", {"description": CANARY})
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM documents").fetchone()  # holds this snapshot
+        async with store.transaction() as transaction:
+            await transaction.put("case_views", "c1", {"description": "[erased]"})
+        with pytest.raises(StorageUnavailableError):
+            await store.forget_overwritten()
+        reader.execute("COMMIT")
+        async with store.transaction() as transaction:
+            await transaction.put("other", "later", {"n": 1})
+        await asyncio.sleep(0)
+        await store.forget_overwritten()  # as the batch tried again does
+        assert _copies(tmp_path) == 0
+    finally:
+        reader.close()
+        await store.close()
+
+
+async def test_a_log_left_by_a_process_that_ended_is_cut_when_the_file_is_opened(
+    tmp_path: Path,
+) -> None:
+    """An end between an erasure's commit and its ``forget_overwritten`` left the log whole,
+    and the projection's position is past the erasure: nothing would ask again."""
+    store = SqliteReadModelStore(tmp_path / "rm.db")
+    async with store.transaction() as transaction:
+        await transaction.put("case_views", "c1", {"description": CANARY})
+    async with store.transaction() as transaction:
+        await transaction.put("case_views", "c1", {"description": "[erased]"})
+    assert _copies(tmp_path) > 0
+    # As a process killed now would leave them: the log not cut (closing does not cut it).
+    store._writer.execute("PRAGMA wal_autocheckpoint=0")
+    kept = _files(tmp_path)
+    await store.close()
+    _restore(tmp_path, kept)
+    reopened = SqliteReadModelStore(tmp_path / "rm.db")
+    try:
+        assert await reopened.get("case_views", "c1") == {"description": "[erased]"}
+        assert _copies(tmp_path) == 0
+    finally:
+        await reopened.close()
