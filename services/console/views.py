@@ -220,6 +220,10 @@ async def signin(request: Request) -> Response:
             request, "Not signed in: the console is for auditors and supervisors only.", 403
         )
     expires = float(jwt.decode(token, options={"verify_signature": False})["exp"])
+    if expires <= console.sessions.now():
+        # The verifier allows a little clock skew past exp; a session would end at exp, so
+        # it began ended, and the next page said only that the session had ended.
+        return await signin_page(request, "Not signed in: the token has expired.", 401)
     new = console.sessions.sign_in(session, principal, token, purpose, expires)
     response = RedirectResponse("/", status_code=303)
     set_cookie(request, response, new)

@@ -195,6 +195,37 @@ def test_a_token_bound_to_a_client_certificate_is_refused(
     assert client.get("/").url.path == "/signin"
 
 
+def test_a_token_past_its_expiry_is_refused_at_sign_in(
+    client: TestClient, demo_casetrail: DemoCasetrail
+) -> None:
+    """The verifier allows 30 s of clock skew past exp; the session, which ends at exp, then
+    began ended, and the next page said only "Your session has ended"."""
+    signer = demo_casetrail.signer
+    expired = mint(
+        signer.key,
+        issuer=signer.issuer,
+        audience=signer.audience,
+        subject="ada-late",
+        role="auditor",
+        agency=DEFAULT_AGENCY,
+        lifetime_seconds=60,
+        now=time.time() - 70,  # expired 10 s ago: within the verifier's skew
+    )
+    page = client.get("/signin")
+    answer = client.post(
+        "/signin",
+        data={
+            "csrf": csrf_of(page.text),
+            "method": "token",
+            "token": expired,
+            "purpose": "confidentiality_review",
+        },
+    )
+    assert answer.status_code == 401
+    assert "the token has expired" in answer.text
+    assert client.get("/").url.path == "/signin"
+
+
 def test_a_forged_csrf_token_is_refused(client: TestClient, demo_casetrail: DemoCasetrail) -> None:
     client.get("/signin")
     answer = client.post(
