@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from httpx2 import Response
 from starlette.testclient import TestClient
 
 AUDITOR = "ada-auditor"
@@ -32,3 +33,14 @@ def sign_in(client: TestClient, user: str = AUDITOR, role: str = "auditor") -> s
     assert answer.status_code == 200, answer.text
     assert "Find a case" in answer.text
     return csrf_of(answer.text)
+
+
+def sign_in_pasting(
+    client: TestClient, token: str, purpose: str = "confidentiality_review"
+) -> Response:
+    """Posts the sign-in form with a pasted ``token`` (method ``token``): the answer."""
+    page = client.get("/signin")
+    return client.post(
+        "/signin",
+        data={"csrf": csrf_of(page.text), "method": "token", "token": token, "purpose": purpose},
+    )

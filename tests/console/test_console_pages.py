@@ -23,7 +23,7 @@ from services.console import settings as settings_module
 from services.console.app import create_app
 from services.console.sessions import MAX_SESSIONS, SessionStore
 from tests.console.conftest import DemoCasetrail
-from tests.console.pages import AUDITOR, csrf_of, sign_in
+from tests.console.pages import AUDITOR, csrf_of, sign_in, sign_in_pasting
 
 
 class Clock:
@@ -111,17 +111,8 @@ def test_case_pages_need_a_session(client: TestClient, demo_casetrail: DemoCaset
 def test_only_auditors_and_supervisors_get_in(
     client: TestClient, demo_casetrail: DemoCasetrail
 ) -> None:
-    page = client.get("/signin")
     coordinator = demo_casetrail.signer.mint("carl", "coordinator")
-    answer = client.post(
-        "/signin",
-        data={
-            "csrf": csrf_of(page.text),
-            "method": "token",
-            "token": coordinator,
-            "purpose": "confidentiality_review",
-        },
-    )
+    answer = sign_in_pasting(client, coordinator)
     assert answer.status_code == 403
     assert "auditors and supervisors only" in answer.text
     assert client.get(f"/cases/{demo_casetrail.case_id}").url.path == "/signin"
@@ -130,33 +121,15 @@ def test_only_auditors_and_supervisors_get_in(
 def test_a_pasted_supervisor_token_signs_in(
     client: TestClient, demo_casetrail: DemoCasetrail
 ) -> None:
-    page = client.get("/signin")
     token = demo_casetrail.signer.mint("sam-supervisor", "supervisor")
-    answer = client.post(
-        "/signin",
-        data={
-            "csrf": csrf_of(page.text),
-            "method": "token",
-            "token": f"Bearer {token}",
-            "purpose": "supervision",
-        },
-    )
+    answer = sign_in_pasting(client, f"Bearer {token}", "supervision")
     assert answer.status_code == 200
     assert "sam-supervisor" in answer.text
     assert token not in answer.text
 
 
 def test_a_bad_token_is_refused_by_the_verifier(client: TestClient) -> None:
-    page = client.get("/signin")
-    answer = client.post(
-        "/signin",
-        data={
-            "csrf": csrf_of(page.text),
-            "method": "token",
-            "token": "not.a.token",
-            "purpose": "confidentiality_review",
-        },
-    )
+    answer = sign_in_pasting(client, "not.a.token")
     assert answer.status_code == 401
     assert "Not signed in" in answer.text
     assert "not.a.token" not in answer.text
@@ -179,16 +152,7 @@ def test_a_token_bound_to_a_client_certificate_is_refused(
         agency=DEFAULT_AGENCY,
         extra={"cnf": {"x5t#S256": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"}},
     )
-    page = client.get("/signin")
-    answer = client.post(
-        "/signin",
-        data={
-            "csrf": csrf_of(page.text),
-            "method": "token",
-            "token": bound,
-            "purpose": "confidentiality_review",
-        },
-    )
+    answer = sign_in_pasting(client, bound)
     assert answer.status_code == 401
     assert "bound to a client certificate" in answer.text
     assert "ada-bound" not in answer.text
@@ -211,16 +175,7 @@ def test_a_token_past_its_expiry_is_refused_at_sign_in(
         lifetime_seconds=60,
         now=time.time() - 70,  # expired 10 s ago: within the verifier's skew
     )
-    page = client.get("/signin")
-    answer = client.post(
-        "/signin",
-        data={
-            "csrf": csrf_of(page.text),
-            "method": "token",
-            "token": expired,
-            "purpose": "confidentiality_review",
-        },
-    )
+    answer = sign_in_pasting(client, expired)
     assert answer.status_code == 401
     assert "the token has expired" in answer.text
     assert client.get("/").url.path == "/signin"
