@@ -278,7 +278,7 @@ def measure(
 
 async def _open(address: str) -> Any:
     # The channel belongs to the loop it is opened on.
-    return channel(address)
+    return channel(address, plaintext_allowed=False)  # the embedded services, on loopback
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ Sign-in checks tokens of ``CASETRAIL_OIDC_ISSUER`` when it is set; otherwise of 
 issuer `make run` started with the data directory (whose key also lets the sign-in page mint a
 development token: DEVELOPMENT ONLY). Served over HTTPS with ``CASETRAIL_TLS_CERT``/``_KEY``
 (the services' certificate settings); without them on loopback only, unless
-``CASETRAIL_CONSOLE_ALLOW_PLAINTEXT=1`` (HTTPS served by a proxy in front).
+``CASETRAIL_CONSOLE_ALLOW_PLAINTEXT=1`` (HTTPS served by a proxy in front). Audit is dialled
+over TLS with ``CASETRAIL_TLS_CA``; without it only on loopback, unless
+``CASETRAIL_GRPC_ALLOW_PLAINTEXT=1`` (a mesh terminates TLS): every auditor's bearer token
+goes to audit. Both refusals exit 2 before anything is served.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ def _settings(
         verifier=verifier,
         development_signer=signer,
         tls=ClientTls.from_env(),  # ValueError naming the bad setting, reported by run
+        # Audit beyond loopback without TLS: PlaintextRefused (a ValueError), reported by run.
+        audit_plaintext_allowed=allow_plaintext(os.environ),
         https=https,
         plaintext_allowed=plaintext_allowed,
         secure_cookies=options.secure_cookies,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -28,7 +29,12 @@ from casetrail.planning.v1 import planning_pb2_grpc
 from casetrail_platform.addresses import addresses_file
 from casetrail_platform.identity.development import DEFAULT_AGENCY, DevelopmentSigner
 from casetrail_platform.identity.grpc_auth import bearer_metadata
-from casetrail_platform.identity.tls import ClientTls, channel
+from casetrail_platform.identity.tls import (
+    ClientTls,
+    allow_plaintext,
+    channel,
+    require_tls_beyond_loopback_target,
+)
 from casetrail_platform.private_files import small_text
 from cli.main import SERVICES
 
@@ -89,10 +95,28 @@ class UnaryDeadline(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         return await continuation(details, request)
 
 
+def plaintext_allowed() -> bool:
+    """``CASETRAIL_GRPC_ALLOW_PLAINTEXT``, or exit naming it when it is neither 1 nor 0."""
+    try:
+        return allow_plaintext(os.environ)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+
+
 def command_channel(address: str, timeout: float) -> grpc.aio.Channel:
     """A channel for a command: the ``CASETRAIL_TLS_*`` settings, and ``timeout`` seconds
-    for each unary call's answer (``--timeout``)."""
-    return channel(address, client_tls(), [UnaryDeadline(timeout)])
+    for each unary call's answer (``--timeout``). Without ``CASETRAIL_TLS_CA`` to an address
+    beyond loopback, the command exits (a usage error, 2) before anything is sent, unless
+    ``CASETRAIL_GRPC_ALLOW_PLAINTEXT=1``: its bearer token would travel in plain text."""
+    try:
+        return channel(
+            address,
+            client_tls(),
+            [UnaryDeadline(timeout)],
+            plaintext_allowed=plaintext_allowed(),
+        )
+    except ValueError as refused:  # PlaintextRefused
+        raise SystemExit(str(refused)) from None
 
 
 @asynccontextmanager
@@ -181,12 +205,22 @@ class Connection:
 
 @asynccontextmanager
 async def connect(
-    addresses: Mapping[str, str], tokens: TokenSource, tls: ClientTls | None = None
+    addresses: Mapping[str, str],
+    tokens: TokenSource,
+    tls: ClientTls | None = None,
+    *,
+    plaintext_allowed: bool | None = None,
 ) -> AsyncIterator[Connection]:
+    """Channels to the four services at ``addresses``; without ``tls`` each must be a loopback
+    one unless ``plaintext_allowed`` (``None``: ``CASETRAIL_GRPC_ALLOW_PLAINTEXT``), else
+    ``PlaintextRefused`` before any is opened."""
     missing = [name for name in SERVICES if not addresses.get(name)]
     if missing:
         raise ValueError(f"no address for {', '.join(missing)}")
-    channels = {name: channel(addresses[name], tls) for name in SERVICES}
+    allowed = allow_plaintext(os.environ) if plaintext_allowed is None else plaintext_allowed
+    for name in SERVICES:
+        require_tls_beyond_loopback_target(addresses[name], tls, plaintext_allowed=allowed)
+    channels = {name: channel(addresses[name], tls, plaintext_allowed=allowed) for name in SERVICES}
     try:
         yield Connection(channels, tokens)
     finally:

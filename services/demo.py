@@ -151,6 +151,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         asyncio.run(demo(options))
     except (TimeoutError, UnexpectedSuccess) as error:
         sys.exit(f"demo stopped: {error}")
+    except ValueError as error:  # PlaintextRefused, or a TLS or plaintext setting named
+        sys.exit(f"demo: {error}")
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -37,7 +37,7 @@ from casetrail_platform.hosting import RunningService
 from casetrail_platform.identity.development import DEFAULT_PORT as DEV_ISSUER_PORT
 from casetrail_platform.identity.development import DevelopmentIssuer
 from casetrail_platform.identity.settings import IssuerSettings
-from casetrail_platform.identity.tls import ServerTls
+from casetrail_platform.identity.tls import ClientTls, ServerTls
 from casetrail_platform.identity.verifier import TokenVerifier
 from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.ledger.hosting import ledger_settings
@@ -129,6 +129,8 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
         require_tls_beyond_loopback(options.host, tls, plaintext_allowed=plaintext_allowed)
     except ValueError as error:
         raise SystemExit(f"--host: {error}") from None
+    if options.backend == "embedded" and "audit" in names:
+        console_tls(tls)  # the console beside audit could not dial it: refused before it starts
     try:
         issuer = IssuerSettings.from_env()
     except ValueError as error:
@@ -224,8 +226,13 @@ async def _serve(
         await asyncio.to_thread(write_addresses, data_dir, addresses)
     console = None
     if options.backend == "embedded" and "audit" in addresses and infra.verifier is not None:
+        audit_port = next(service.port for service in running if service.name == "audit")
         console = await _start_console(
-            options, infra.verifier, addresses["audit"], development_issuer, https=infra.tls
+            options,
+            infra.verifier,
+            f"{dialled_host(options.host)}:{audit_port}",
+            development_issuer,
+            https=infra.tls,
         )
     print(f"casetrail ({options.backend}) is serving; data in {data_dir}", flush=True)
     for name, address in addresses.items():
@@ -341,7 +348,6 @@ async def _start_console(
     may be allowed plain text on the network (a mesh's sidecar), the console's sign-in and
     session cookie are not by that (``require_https_beyond_loopback``).
     """
-    from casetrail_platform.identity.tls import ClientTls
     from services.console.server import start_console
     from services.console.settings import (
         ALLOW_PLAINTEXT,
@@ -352,24 +358,23 @@ async def _start_console(
         require_https_beyond_loopback,
     )
 
-    try:
-        tls = ClientTls.from_env()
-    except ValueError as error:
-        raise SystemExit(f"TLS: {error}") from None
+    tls = console_tls(https)
     try:
         idle_seconds = idle_seconds_from_env(os.environ)
         plaintext_allowed = allow_plaintext(os.environ, ALLOW_PLAINTEXT)
-    except ValueError as error:
+        settings = ConsoleSettings(
+            audit_address=audit_address,
+            verifier=verifier,
+            development_signer=None if development_issuer is None else development_issuer.signer,
+            tls=tls,
+            # As the gRPC servers': the console dials audit where they listen.
+            audit_plaintext_allowed=allow_plaintext(os.environ),
+            https=https,
+            plaintext_allowed=plaintext_allowed,
+            idle_seconds=idle_seconds,
+        )
+    except ValueError as error:  # PlaintextRefused among them: audit beyond loopback
         raise SystemExit(f"console: {error}") from None
-    settings = ConsoleSettings(
-        audit_address=audit_address,
-        verifier=verifier,
-        development_signer=None if development_issuer is None else development_issuer.signer,
-        tls=tls,
-        https=https,
-        plaintext_allowed=plaintext_allowed,
-        idle_seconds=idle_seconds,
-    )
     host = options.host
     refusal = development_sign_in_refusal(host) if development_issuer is not None else None
     if refusal is None:
@@ -382,6 +387,39 @@ async def _start_console(
         print(f"  console kept on {host}: {refusal}", flush=True)
     port = 0 if options.any_port else DEFAULT_PORT
     return await start_console(settings, host, port)
+
+
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+"""Hosts that listen on every address of this machine: no address to dial (nor a name a
+certificate could hold)."""
+
+
+def dialled_host(host: str) -> str:
+    """The host a client on this machine dials for servers listening on ``host``: 127.0.0.1
+    for a wildcard (``WILDCARD_HOSTS``), an IPv6 address in brackets (``[::1]:7304``)."""
+    if host in WILDCARD_HOSTS:
+        return "127.0.0.1"
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]"
+    return host
+
+
+def console_tls(https: ServerTls | None) -> ClientTls | None:
+    """How the console beside the services dials audit: ``CASETRAIL_TLS_CA`` (and
+    ``CASETRAIL_TLS_CLIENT_CERT``/``_KEY``), the one client setting it takes. Exits naming it
+    when the services serve TLS (``https``, their certificate) and it is unset: the console
+    would dial audit in plain text against a TLS server, and every page would fail."""
+    try:
+        tls = ClientTls.from_env()
+    except ValueError as error:
+        raise SystemExit(f"TLS: {error}") from None
+    if https is not None and tls is None:
+        raise SystemExit(
+            "console: the services serve TLS (--tls-cert/--tls-key, CASETRAIL_TLS_CERT/_KEY)"
+            " but CASETRAIL_TLS_CA is not set: the console beside them dials audit with it; set"
+            " CASETRAIL_TLS_CA to the CA bundle that signed their certificate"
+        )
+    return tls
 
 
 def server_tls(options: argparse.Namespace) -> ServerTls | None:

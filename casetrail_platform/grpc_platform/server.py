@@ -9,7 +9,7 @@ import logging
 import signal
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeAlias, TypeVar
 
 import grpc
@@ -28,7 +28,10 @@ from casetrail_platform.grpc_platform.wire import invalid_utf8_field
 from casetrail_platform.health import LIVENESS_SERVICE
 from casetrail_platform.identity.grpc_auth import BearerAuthentication
 from casetrail_platform.identity.keys import LOOPBACK
+from casetrail_platform.identity.tls import ALLOW_PLAINTEXT as ALLOW_PLAINTEXT
+from casetrail_platform.identity.tls import PlaintextRefused as PlaintextRefused
 from casetrail_platform.identity.tls import ServerTls
+from casetrail_platform.identity.tls import allow_plaintext as allow_plaintext
 from casetrail_platform.identity.verifier import TokenVerifier
 from casetrail_platform.telemetry.grpc_server import TelemetryInterceptor
 from events.errors import FieldProblem
@@ -49,24 +52,6 @@ UNREQUESTED_CALL_SECONDS = 300
 30 s, cancels the call with a bare ``CANCELLED`` that no code of ours sees (100 exports at once
 on a busy machine); longer, the caller's own deadline decides, and once taken a call over the
 server's capacity is refused ``RESOURCE_EXHAUSTED`` at once (``capacity``)."""
-
-
-ALLOW_PLAINTEXT = "CASETRAIL_GRPC_ALLOW_PLAINTEXT"
-"""``1``: a gRPC server without TLS may listen beyond loopback (a service mesh's sidecar
-terminates mutual TLS in front of it, or a trial install); ``0`` or unset: it refuses to."""
-
-
-class PlaintextRefused(ValueError):
-    """A server without TLS asked to listen where others can reach it."""
-
-
-def allow_plaintext(env: Mapping[str, str], name: str = ALLOW_PLAINTEXT) -> bool:
-    """The value of ``name`` (``ALLOW_PLAINTEXT``, or the audit console's own setting);
-    ``ValueError`` for anything but ``1``, ``0`` or unset."""
-    value = env.get(name, "")
-    if value not in ("", "0", "1"):
-        raise ValueError(f"{name} must be 1 or 0")
-    return value == "1"
 
 
 def require_tls_beyond_loopback(

@@ -10,6 +10,8 @@ Configured by the environment (or the same names as flags of ``casetrail serve``
 - ``CASETRAIL_TLS_CA``: clients: the CA bundle that signed the servers' certificates.
 - ``CASETRAIL_TLS_CLIENT_CERT``, ``CASETRAIL_TLS_CLIENT_KEY``: clients: their certificate
   and key for mutual TLS.
+- ``CASETRAIL_GRPC_ALLOW_PLAINTEXT``: ``1`` lets a server without TLS listen, and a client
+  without ``CASETRAIL_TLS_CA`` dial, beyond loopback (a service mesh terminates TLS).
 """
 
 from __future__ import annotations
@@ -21,6 +23,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+
+from casetrail_platform.identity.keys import LOOPBACK
+
+ALLOW_PLAINTEXT = "CASETRAIL_GRPC_ALLOW_PLAINTEXT"
+"""``1``: a gRPC server without TLS may listen beyond loopback, and a client without TLS may
+dial an address beyond it (a service mesh's sidecar terminates mutual TLS in front of the
+service and of the client, or a trial install); ``0`` or unset: both refuse to."""
+
+
+class PlaintextRefused(ValueError):
+    """A server without TLS asked to listen where others can reach it, or a client without
+    TLS asked to dial a server beyond this machine."""
+
+
+def allow_plaintext(env: Mapping[str, str], name: str = ALLOW_PLAINTEXT) -> bool:
+    """The value of ``name`` (``ALLOW_PLAINTEXT``, or the audit console's own setting);
+    ``ValueError`` for anything but ``1``, ``0`` or unset."""
+    value = env.get(name, "")
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{name} must be 1 or 0")
+    return value == "1"
 
 
 def _read(name: str, path: str) -> bytes:
@@ -142,13 +165,68 @@ class ClientTls:
         )
 
 
+LOCAL_SCHEMES = ("unix:", "unix-abstract:", "vsock:")
+"""Targets that never leave this machine: a socket file, an abstract socket, a VM's host."""
+
+
+def _host_of(authority: str) -> str:
+    """``host`` of ``host:port``, ``[v6]:port``, ``[v6]``, ``host`` or a bare IPv6 address."""
+    if authority.startswith("["):
+        return authority[1 : authority.find("]")] if "]" in authority else authority[1:]
+    if authority.count(":") == 1:
+        return authority.partition(":")[0]
+    return authority  # no port, or a bare IPv6 address (whose last group is not a port)
+
+
+def target_hosts(address: str) -> list[str] | None:
+    """The hosts a gRPC target names (``host:port``, ``[::1]:port``, ``dns:[//authority/]``,
+    ``ipv4:``/``ipv6:`` lists), lower case; ``None`` for one that stays on this machine
+    (``LOCAL_SCHEMES``)."""
+    target = address.strip()
+    if target.lower().startswith(LOCAL_SCHEMES):
+        return None
+    scheme, colon, rest = target.partition(":")
+    if colon and scheme.lower() == "dns":
+        if rest.startswith("//"):
+            rest = rest[2:].partition("/")[2]  # the DNS server's authority is not the host
+        target = rest.lstrip("/")
+    elif colon and scheme.lower() in ("ipv4", "ipv6"):
+        return [_host_of(one.strip()).lower() for one in rest.split(",")]
+    return [_host_of(target).lower()]
+
+
+def require_tls_beyond_loopback_target(
+    address: str, tls: ClientTls | None, *, plaintext_allowed: bool
+) -> None:
+    """``PlaintextRefused`` when a channel without ``tls`` would go to ``address`` whose host
+    is not a loopback one (``LOOPBACK``; a ``unix:`` socket is local) and plain text was not
+    allowed (``ALLOW_PLAINTEXT``): every call carries a bearer token (the console's, every
+    auditor's), which anyone on the way could then read and use. The server's
+    ``require_tls_beyond_loopback``, for its clients."""
+    if tls is not None or plaintext_allowed:
+        return
+    hosts = target_hosts(address)
+    if hosts is None or all(host in LOOPBACK for host in hosts):
+        return
+    raise PlaintextRefused(
+        f"gRPC to {address} without TLS would carry bearer tokens in plain text beyond this"
+        " machine; set CASETRAIL_TLS_CA to the CA bundle that signed the server's certificate,"
+        f" or set {ALLOW_PLAINTEXT}=1 when a service mesh's sidecar terminates TLS on the way"
+    )
+
+
 def channel(
     address: str,
     tls: ClientTls | None = None,
     interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    *,
+    plaintext_allowed: bool,
 ) -> grpc.aio.Channel:
     """A channel to a casetrail server, over TLS when ``tls`` is given; ``interceptors`` see
-    every call (the CLI's deadline)."""
+    every call (the CLI's deadline). Without ``tls``, only to a loopback address unless
+    ``plaintext_allowed`` (``ALLOW_PLAINTEXT``): ``PlaintextRefused`` otherwise
+    (``require_tls_beyond_loopback_target``), before anything is sent."""
+    require_tls_beyond_loopback_target(address, tls, plaintext_allowed=plaintext_allowed)
     if tls is None:
         return grpc.aio.insecure_channel(address, interceptors=interceptors)
     return grpc.aio.secure_channel(address, tls.credentials(), interceptors=interceptors)

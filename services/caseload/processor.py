@@ -60,7 +60,11 @@ from services.caseload.domain import (
     restated,
 )
 from services.caseload.recording import AccessRecorder
-from services.caseload.settings import CaseloadSettings, require_https_beyond_loopback
+from services.caseload.settings import (
+    CaseloadSettings,
+    require_https_beyond_loopback,
+    require_tls_to_audit,
+)
 from services.caseload.topics import internal_topics
 from services.caseload.transactions import SourcePartitionTransport
 
@@ -187,7 +191,8 @@ class CaseloadApp(faust.App):
 
 class CaseloadWorker(faust.Worker):
     """The worker ``python -m services.caseload worker`` runs: refuses plain HTTP beyond
-    loopback (``settings.require_https_beyond_loopback``) before anything starts."""
+    loopback (``settings.require_https_beyond_loopback``), and plain gRPC to audit beyond it
+    (``settings.require_tls_to_audit``), before anything starts."""
 
     def __init__(self, app: CaseloadApp, *services: Any, **options: Any) -> None:
         # Faust's worker command has applied --web-bind (the chart's 0.0.0.0) by now, and
@@ -199,6 +204,11 @@ class CaseloadWorker(faust.Worker):
                     str(app.conf.web_bind),
                     app.settings.web_tls,
                     plaintext_allowed=app.settings.plaintext_allowed,
+                )
+                require_tls_to_audit(
+                    app.settings.audit_address,
+                    app.settings.audit_tls,
+                    plaintext_allowed=app.settings.audit_plaintext_allowed,
                 )
             except ValueError as refused:
                 raise SystemExit(f"caseload settings: {refused}") from None

@@ -19,7 +19,7 @@ import grpc
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail.common.v1 import common_pb2
 from casetrail_platform.identity.grpc_auth import CLIENT_HEADER, bearer_metadata
-from casetrail_platform.identity.tls import ClientTls, channel
+from casetrail_platform.identity.tls import ClientTls, PlaintextRefused, channel
 from casetrail_platform.limits import MAX_LIST_ITEMS
 from cli.rpc import refusal_of
 from services.caseload.access import Caller, Refused
@@ -38,6 +38,9 @@ class AccessRecorder:
     address: str | None
     """Audit's gRPC address; ``None``: not configured, so every view refuses."""
     tls: ClientTls | None = None
+    plaintext_allowed: bool = False
+    """Audit beyond loopback may be dialled without ``tls`` (``CASETRAIL_GRPC_ALLOW_PLAINTEXT``;
+    the worker refuses to start otherwise, ``processor.CaseloadWorker``)."""
     _stub: audit_pb2_grpc.AuditServiceStub | None = field(default=None, init=False)
     _channel: grpc.aio.Channel | None = field(default=None, init=False)
 
@@ -81,7 +84,12 @@ class AccessRecorder:
             )
         if self._stub is None:
             # Opened on first use, inside the web server's event loop.
-            self._channel = channel(self.address, self.tls)
+            try:
+                self._channel = channel(
+                    self.address, self.tls, plaintext_allowed=self.plaintext_allowed
+                )
+            except PlaintextRefused as refused:  # the worker refuses it before it starts
+                raise Refused(503, str(refused), "AUDIT_NOT_CONFIGURED") from None
             self._stub = audit_pb2_grpc.AuditServiceStub(self._channel)
         return self._stub
 

@@ -13,7 +13,14 @@ from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings, whole_number
 from casetrail_platform.grpc_platform.server import allow_plaintext, require_tls_beyond_loopback
 from casetrail_platform.identity.settings import IssuerSettings
-from casetrail_platform.identity.tls import ClientTls, ServerTls
+from casetrail_platform.identity.tls import (
+    ALLOW_PLAINTEXT as GRPC_ALLOW_PLAINTEXT,
+)
+from casetrail_platform.identity.tls import (
+    ClientTls,
+    ServerTls,
+    require_tls_beyond_loopback_target,
+)
 from events.topics import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
 
 DEFAULT_APP_ID = "casetrail-caseload"
@@ -40,6 +47,16 @@ def require_https_beyond_loopback(
         terminated_by="a service mesh or proxy serves TLS in front of them",
         certificate_from="CASETRAIL_TLS_CERT/_KEY",
     )
+
+
+def require_tls_to_audit(
+    address: str | None, tls: ClientTls | None, *, plaintext_allowed: bool
+) -> None:
+    """``PlaintextRefused`` (a ``ValueError``) for audit at ``address`` beyond loopback without
+    ``tls`` (``CASETRAIL_TLS_CA``) unless ``GRPC_ALLOW_PLAINTEXT``: every view's read is
+    recorded there with its reader's bearer token (``recording``). Every client's rule."""
+    if address is not None:
+        require_tls_beyond_loopback_target(address, tls, plaintext_allowed=plaintext_allowed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +103,11 @@ class CaseloadSettings:
     audit_tls: ClientTls | None = None
     """TLS to audit, as every casetrail client (``CASETRAIL_TLS_CA``, mutual with
     ``CASETRAIL_TLS_CLIENT_CERT``/``_KEY``)."""
+    audit_plaintext_allowed: bool = False
+    """Audit beyond loopback may be dialled without ``audit_tls``
+    (``CASETRAIL_GRPC_ALLOW_PLAINTEXT=1``: a mesh's sidecar terminates TLS; the chart sets it
+    with ``ALLOW_PLAINTEXT``); otherwise the worker refuses to start
+    (``require_tls_to_audit``): every reader's bearer token goes to audit."""
     time_zone: tzinfo = UTC
     """The agency's time zone (``CASETRAIL_AGENCY_TIME_ZONE``): whose date "today" is for
     overdue follow-ups, as for the services' ages."""
@@ -121,7 +143,8 @@ class CaseloadSettings:
         views off), ``CASETRAIL_CASELOAD_ALLOW_PLAINTEXT`` (see ``ALLOW_PLAINTEXT``; read
         only without a certificate), ``CASETRAIL_OIDC_ISSUER``/``_AUDIENCE`` (see
         ``IssuerSettings``),
-        ``CASETRAIL_AUDIT_ADDRESS``, ``CASETRAIL_TLS_CA`` (see ``ClientTls``), the views'
+        ``CASETRAIL_AUDIT_ADDRESS``, ``CASETRAIL_TLS_CA`` (see ``ClientTls``),
+        ``CASETRAIL_GRPC_ALLOW_PLAINTEXT`` (``audit_plaintext_allowed``), the views'
         ``CASETRAIL_TLS_CERT``/``_KEY`` (see ``ServerTls``) and ``CASETRAIL_AGENCY_TIME_ZONE``
         (see ``casetrail_platform.ages``)."""
         env = os.environ if environ is None else environ
@@ -149,5 +172,6 @@ class CaseloadSettings:
             issuer=IssuerSettings.from_env(env),
             audit_address=env.get("CASETRAIL_AUDIT_ADDRESS", "").strip() or None,
             audit_tls=ClientTls.from_env(env),
+            audit_plaintext_allowed=allow_plaintext(env, GRPC_ALLOW_PLAINTEXT),
             time_zone=agency_time_zone(env),
         )

@@ -82,7 +82,9 @@ def add_views(app: CaseloadApp) -> None:
     issuer = app.settings.issuer
     gate = CaseloadGate(None if issuer is None else issuer.verifier())
     recorder = app.access_recorder = AccessRecorder(
-        app.settings.audit_address, app.settings.audit_tls
+        app.settings.audit_address,
+        app.settings.audit_tls,
+        app.settings.audit_plaintext_allowed,
     )
 
     def guarded(handler: Handler) -> Any:

@@ -210,7 +210,10 @@ def create_app(
         # Every unary call with a deadline: a stalled audit must not hold a page (and its
         # connection) open for good.
         opened = channel(
-            settings.audit_address, settings.tls, [UnaryDeadline(settings.audit_seconds)]
+            settings.audit_address,
+            settings.tls,
+            [UnaryDeadline(settings.audit_seconds)],
+            plaintext_allowed=settings.audit_plaintext_allowed,
         )
         console.audit = audit_client(opened)
         try:

@@ -8,7 +8,11 @@ from dataclasses import dataclass
 from casetrail_platform.grpc_platform.server import require_tls_beyond_loopback
 from casetrail_platform.identity.development import DevelopmentSigner
 from casetrail_platform.identity.keys import LOOPBACK
-from casetrail_platform.identity.tls import ClientTls, ServerTls
+from casetrail_platform.identity.tls import (
+    ClientTls,
+    ServerTls,
+    require_tls_beyond_loopback_target,
+)
 from casetrail_platform.identity.verifier import TokenVerifier
 
 DEFAULT_PORT = 7305
@@ -85,6 +89,11 @@ class ConsoleSettings:
     development_signer: DevelopmentSigner | None = None
     tls: ClientTls | None = None
     """How the console reaches audit (``CASETRAIL_TLS_CA``, client certificate for mutual TLS)."""
+    audit_plaintext_allowed: bool = False
+    """Audit beyond loopback may be dialled without ``tls``
+    (``CASETRAIL_GRPC_ALLOW_PLAINTEXT=1``: a mesh's sidecar terminates TLS on the way);
+    otherwise such settings are refused (``PlaintextRefused``) as they are made: every
+    auditor's bearer token goes to audit."""
     https: ServerTls | None = None
     """The console's own listener over HTTPS: the services' certificate settings
     (``CASETRAIL_TLS_CERT``/``_KEY``, mutual with ``CASETRAIL_TLS_CLIENT_CA``)."""
@@ -97,3 +106,8 @@ class ConsoleSettings:
     secure_cookies: bool = False
     """Mark the session cookie ``Secure`` (set it whenever the console is behind HTTPS;
     ``start_console`` always does with ``https`` or on a host other than loopback)."""
+
+    def __post_init__(self) -> None:
+        require_tls_beyond_loopback_target(
+            self.audit_address, self.tls, plaintext_allowed=self.audit_plaintext_allowed
+        )

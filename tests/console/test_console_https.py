@@ -109,16 +109,22 @@ async def test_casetrail_serve_gives_the_console_the_services_tls(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """`casetrail serve --host H` with a real issuer and TLS served the console on H in plain
-    HTTP. With TLS it is HTTPS; without (the gRPC servers allowed plain text: a mesh) it is
-    kept on 127.0.0.1 and says so."""
+    HTTP. With TLS it is HTTPS (and dials audit with CASETRAIL_TLS_CA: the services' servers
+    are TLS ones); without (the gRPC servers allowed plain text: a mesh) it is kept on
+    127.0.0.1 and says so."""
     monkeypatch.delenv("CASETRAIL_CONSOLE_ALLOW_PLAINTEXT", raising=False)
     verifier = demo_casetrail.settings().verifier
     audit = demo_casetrail.addresses["audit"]
     options = argparse.Namespace(host="127.0.0.2", any_port=True)
     tls = server_tls(tmp_path, certificates)
+    (tmp_path / "ca.crt").write_bytes(certificates.ca)
+    monkeypatch.setenv("CASETRAIL_TLS_CA", str(tmp_path / "ca.crt"))
     console = await _start_console(options, verifier, audit, None, https=tls)
     await console.stop()
     assert console.url.startswith("https://127.0.0.2:")
+    monkeypatch.delenv("CASETRAIL_TLS_CA")
+    with pytest.raises(SystemExit, match="CASETRAIL_TLS_CA is not set"):
+        await _start_console(options, verifier, audit, None, https=tls)
     console = await _start_console(options, verifier, audit, None)
     await console.stop()
     assert console.url.startswith("http://127.0.0.1:")

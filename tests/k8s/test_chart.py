@@ -553,8 +553,13 @@ def test_the_caseload_views_reach_audit_and_only_audit(rendered: Rendered) -> No
         assert env["CASETRAIL_TLS_CLIENT_CERT"] == "/etc/casetrail/grpc-tls/tls.crt"
         mounts = {m["name"]: m["mountPath"] for m in container(caseload)["volumeMounts"]}
         assert mounts["grpc-tls"] == "/etc/casetrail/grpc-tls"
+        assert "CASETRAIL_GRPC_ALLOW_PLAINTEXT" not in env
     else:
         assert "CASETRAIL_TLS_CA" not in env
+        # Without CASETRAIL_TLS_CA the worker refuses to dial audit beyond loopback unless
+        # plain text is allowed, as the services' servers (a trial install keeps working).
+        assert env["CASETRAIL_GRPC_ALLOW_PLAINTEXT"] == "1"
+        assert env["CASETRAIL_CASELOAD_ALLOW_PLAINTEXT"] == "1"
 
     def selected(peer: dict[str, Any]) -> str | None:
         labels: dict[str, str] = peer.get("podSelector", {}).get("matchLabels", {})

@@ -124,3 +124,29 @@ def test_the_setting_is_1_or_0(tmp_path: Path) -> None:
     ).plaintext_allowed
     with pytest.raises(ValueError, match="CASETRAIL_CASELOAD_ALLOW_PLAINTEXT must be 1 or 0"):
         CaseloadSettings.from_env({**env, "CASETRAIL_CASELOAD_ALLOW_PLAINTEXT": "yes"})
+
+
+def test_the_worker_refuses_plain_grpc_to_a_remote_audit_in_one_line(tmp_path: Path) -> None:
+    """Every view's read is recorded in audit with its reader's bearer token: without
+    CASETRAIL_TLS_CA to audit beyond loopback the worker refuses to start (h-tls), unless
+    CASETRAIL_GRPC_ALLOW_PLAINTEXT=1 (the chart sets it with the views' own setting)."""
+    remote = {"CASETRAIL_AUDIT_ADDRESS": "audit.agency.internal:7304"}
+    result = _worker(data_dir=str(tmp_path), **remote)
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.strip().splitlines()  # one line, no traceback
+    assert line.startswith("caseload settings: gRPC to audit.agency.internal:7304 without TLS")
+    assert "CASETRAIL_TLS_CA" in line
+    assert "CASETRAIL_GRPC_ALLOW_PLAINTEXT=1" in line
+    for env in ({**remote, "CASETRAIL_GRPC_ALLOW_PLAINTEXT": "1"}, {}):
+        result = _worker(data_dir=str(tmp_path), **env)
+        assert "without TLS" not in result.stderr, env
+        assert "Unable to bootstrap" in result.stderr, env  # went on to Kafka
+
+
+def test_the_audit_setting_is_the_grpc_clients(tmp_path: Path) -> None:
+    env = {"CASETRAIL_CASELOAD_DATA_DIR": str(tmp_path)}
+    assert not CaseloadSettings.from_env(env).audit_plaintext_allowed
+    allowed = {**env, "CASETRAIL_GRPC_ALLOW_PLAINTEXT": "1"}
+    assert CaseloadSettings.from_env(allowed).audit_plaintext_allowed
+    with pytest.raises(ValueError, match="CASETRAIL_GRPC_ALLOW_PLAINTEXT must be 1 or 0"):
+        CaseloadSettings.from_env({**env, "CASETRAIL_GRPC_ALLOW_PLAINTEXT": "yes"})

@@ -145,7 +145,7 @@ async def test_tls_carries_the_token_and_mutual_tls_requires_a_client_certificat
         certificates.ca, certificates.client_chain, certificates.client_key
     )
     try:
-        async with channel(address, with_certificate) as secure:
+        async with channel(address, with_certificate, plaintext_allowed=False) as secure:
             intake = intake_pb2_grpc.IntakeServiceStub(secure)
             answer = await intake.GetCase(
                 intake_pb2.GetCaseRequest(), metadata=bearer_metadata(issuer.mint("kim"))
@@ -155,7 +155,9 @@ async def test_tls_carries_the_token_and_mutual_tls_requires_a_client_certificat
                 await intake.GetCase(intake_pb2.GetCaseRequest())
             assert unauthenticated.value.code() is grpc.StatusCode.UNAUTHENTICATED
         # Without a client certificate the handshake fails: not even health answers.
-        async with channel(address, ClientTls(certificates.ca)) as anonymous:
+        async with channel(
+            address, ClientTls(certificates.ca), plaintext_allowed=False
+        ) as anonymous:
             health = health_pb2_grpc.HealthStub(anonymous)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await health.Check(health_pb2.HealthCheckRequest(), timeout=5)
@@ -177,7 +179,7 @@ async def test_tls_without_client_certificates_serves_any_client_that_trusts_the
         issuer, ServerTls(certificates.server_chain, certificates.server_key)
     )
     try:
-        async with channel(address, ClientTls(certificates.ca)) as secure:
+        async with channel(address, ClientTls(certificates.ca), plaintext_allowed=False) as secure:
             health = health_pb2_grpc.HealthStub(secure)
             answer = await health.Check(health_pb2.HealthCheckRequest())
             assert answer.status == health_pb2.HealthCheckResponse.SERVING

@@ -45,7 +45,7 @@ async def test_a_certificate_bound_token_works_only_with_its_certificate(
     bound_elsewhere = {"cnf": {"x5t#S256": _thumbprint(certificates.server_chain)}}
     client = ClientTls(certificates.ca, certificates.client_chain, certificates.client_key)
     try:
-        async with channel(address, client) as secure:
+        async with channel(address, client, plaintext_allowed=False) as secure:
             intake = intake_pb2_grpc.IntakeServiceStub(secure)
             token = issuer.mint("kim", extra=bound_here)
             answer = await intake.GetCase(
@@ -71,7 +71,7 @@ async def test_a_certificate_bound_token_over_tls_without_a_client_certificate_i
     )
     token = issuer.mint("kim", extra={"cnf": {"x5t#S256": _thumbprint(certificates.client_chain)}})
     try:
-        async with channel(address, ClientTls(certificates.ca)) as secure:
+        async with channel(address, ClientTls(certificates.ca), plaintext_allowed=False) as secure:
             intake = intake_pb2_grpc.IntakeServiceStub(secure)
             code, status = await refusal(
                 intake.GetCase(intake_pb2.GetCaseRequest(), metadata=bearer_metadata(token))
@@ -141,7 +141,7 @@ async def test_a_streaming_answer_is_held_to_the_certificate_too(
         "kim", extra={"cnf": {"x5t#S256": _thumbprint(certificates.server_chain)}}
     )
     try:
-        async with channel(f"localhost:{port}", client) as secure:
+        async with channel(f"localhost:{port}", client, plaintext_allowed=False) as secure:
             stream = secure.unary_stream(
                 f"/{INTAKE}/GetCase",
                 request_serializer=intake_pb2.GetCaseRequest.SerializeToString,
