@@ -98,11 +98,14 @@ class CaseSupervisor:
         """The case as ``history`` (its coordination stream) has it, once the principal may
         act on it as its supervisor."""
         case = case_state(history)
+        self._supervises(case)
+        return case
+
+    def _supervises(self, case: CaseState) -> None:
         supervised = PolicyFacts(
             self.case_id, worker_id=case.worker_id, worker_team=case.worker_team
         )
         self.access.supervises(self.principal, supervised)
-        return case
 
     async def read(self) -> StreamVersion | None:
         """Refuse a supervisor of another team on the case's stream as it is now, and return
@@ -123,7 +126,7 @@ class CaseSupervisor:
         it)."""
         case = case_state(history)
         if case.worker_id is not None:
-            self.case(history)
+            self._supervises(case)
         return case
 
     async def read_assignable(self) -> None:
@@ -135,7 +138,7 @@ class CaseSupervisor:
         """Refuse a supervisor an unknown case id as one of another team's (``case`` on a
         case of no team: ``NO_RELATIONSHIP``), so the refusal of a real case tells nothing
         the refusal of an unknown one does not."""
-        self.case(())
+        self._supervises(CaseState())
 
 
 async def supervisors_earlier_answer(
