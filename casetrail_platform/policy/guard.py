@@ -177,7 +177,7 @@ class AccessControl:
         decided or disclosed.
         Other callers decide on the facts as they stand (README, "A transfer not delivered
         yet")."""
-        waited = await self.wait_for_facts(principal, action, purpose, case_id, subject=subject)
+        waited = await self.wait_for_facts(principal, action, purpose, [case_id], subject=subject)
         if waited and self.facts is not None:
             return await self.facts.facts(case_id, own_entries=own_entries, fresh=True)
         return await self.case_facts(case_id, own_entries)
@@ -196,16 +196,17 @@ class AccessControl:
         principal: Principal,
         action: Action,
         purpose: AccessPurpose,
-        case_id: str,
+        case_ids: Sequence[str],
         *,
         subject: str,
     ) -> bool:
-        """``reader_facts``' barrier alone, for a reader that folds the facts itself (audit,
-        from its copy of the case's events: ``case_facts_caught_up`` then asks about that
-        copy's group): whether it waited; ``NotCaughtUp`` under ``subject`` if not in time."""
+        """``reader_facts``' barrier alone, side by side for each of ``case_ids``, for a reader
+        that folds the facts itself (audit, from its copy of the cases' events:
+        ``case_facts_caught_up`` then asks about that copy's group): whether it waited;
+        ``NotCaughtUp`` under ``subject`` if not in time."""
         if not may_rest_on_ended(principal.role, action, purpose):
             return False
-        return await self._waited([case_id], subject)
+        return await self._waited(list(dict.fromkeys(case_ids)), subject)
 
     async def reader_facts_of(
         self,

@@ -505,9 +505,10 @@ async def received_facts(
     Such a case is not known here yet: neither decided nor named, in an answer or an error.
     Facts not caught up name ``subject``, what the request asked about (the client, or the
     case itself), never a case looked up for it."""
+    # The waits side by side (one at a time, a client's ten cases could wait ten times 5 s).
+    await deps.access.wait_for_facts(who, action, purpose, case_ids, subject=subject)
     received: dict[str, list[Entry]] = {}
     for case_id in case_ids:
-        await deps.access.wait_for_facts(who, action, purpose, case_id, subject=subject)
         if (entries := await deps.timelines.facts_of(case_id)) is not None:
             received[case_id] = entries
     return received
