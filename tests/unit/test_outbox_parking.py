@@ -80,6 +80,15 @@ async def publish_until_settled(relay: OutboxRelay) -> None:
     raise AssertionError("the relay never got past the refusal")
 
 
+def retrying(
+    store: SqliteEventStore, publisher: EventPublisher, parking: ParkingLot
+) -> OutboxRelay:
+    """A relay that looks for retry requests on every round (``retry_check_every=0``)."""
+    return OutboxRelay(
+        store, publisher, InMemoryCheckpointStore(), "relay", parking=parking, retry_check_every=0.0
+    )
+
+
 async def test_a_refused_record_is_parked_with_its_case_and_the_rest_flows_in_order(
     store: SqliteEventStore,
 ) -> None:
@@ -122,14 +131,7 @@ async def test_a_retry_publishes_the_parked_case_in_order_and_forgets_it(
 ) -> None:
     publisher = SizeLimitedPublisher()
     parking = SqliteParkingLot(store)
-    relay = OutboxRelay(
-        store,
-        publisher,
-        InMemoryCheckpointStore(),
-        "relay",
-        parking=parking,
-        retry_check_every=0.0,
-    )
+    relay = retrying(store, publisher, parking)
     await add(store, "a", "one", TOO_BIG, "three")
     await publish_until_settled(relay)
     assert publisher.sequences("a") == [1]
@@ -157,14 +159,7 @@ async def test_a_retry_refused_at_a_held_record_tells_that_refusal(
     health check then told no reason at all ("None")."""
     publisher = SizeLimitedPublisher()
     parking = SqliteParkingLot(store)
-    relay = OutboxRelay(
-        store,
-        publisher,
-        InMemoryCheckpointStore(),
-        "relay",
-        parking=parking,
-        retry_check_every=0.0,
-    )
+    relay = retrying(store, publisher, parking)
     await add(store, "a", "one", "x" * 200, "x" * 2000)
     await publish_until_settled(relay)
     assert [r.reason.startswith("held:") for r in await parking.parked("relay")] == [False, True]
@@ -200,9 +195,7 @@ async def test_health_reports_the_outbox_not_serving_while_records_are_parked(
 ) -> None:
     publisher = SizeLimitedPublisher()
     parking = SqliteParkingLot(store)
-    relay = OutboxRelay(
-        store, publisher, InMemoryCheckpointStore(), "relay", parking=parking, retry_check_every=0
-    )
+    relay = retrying(store, publisher, parking)
     await add(store, "a", TOO_BIG)
     await publish_until_settled(relay)
     servicer = health.aio.HealthServicer()
@@ -275,9 +268,7 @@ async def test_a_retry_cut_short_by_a_broker_outage_is_tried_again(
     # away too: the case stayed parked for good although nothing was wrong with its records.
     publisher = DownOnce()
     parking = SqliteParkingLot(store)
-    relay = OutboxRelay(
-        store, publisher, InMemoryCheckpointStore(), "relay", parking=parking, retry_check_every=0.0
-    )
+    relay = retrying(store, publisher, parking)
     await add(store, "a", "one", TOO_BIG, "three")
     await publish_until_settled(relay)
     publisher.limit = 1000  # the operator raised the topic's limit
