@@ -3,21 +3,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import grpc
 import pytest
 
-from casetrail.coordination.v1 import coordination_pb2_grpc
-from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.projection import CaseFactsProjection as PolicyFactsProjection
-from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from services.coordination.adapters.projections import CaseFactsProjection
 from services.coordination.app.handlers.running import Dependencies
-from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
-from tests.support.grpc import serving
 from tests.support.identity import TestIssuer
+from tests.unit.coordination.rpc import served
 from tests.unit.coordination.support import IntakeFeed, sample_agency
 
 if TYPE_CHECKING:
@@ -40,11 +35,5 @@ def deps(store: SqliteEventStore, read_models: SqliteReadModelStore) -> Dependen
 
 @pytest.fixture
 async def stub(deps: Dependencies, issuer: TestIssuer) -> AsyncIterator[Stub]:
-    access = AccessControl(deps.store, CaseFactsReader(deps.read_models), "casetrail/coordination")
-    servicer = CoordinationServicer(deps, access)
-
-    def register(server: grpc.aio.Server) -> None:
-        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server(servicer, server)
-
-    async with serving(register, SERVICE_NAME, issuer) as channel:
-        yield coordination_pb2_grpc.CoordinationServiceStub(channel)  # type: ignore[misc]
+    async with served(deps, issuer) as served_stub:
+        yield served_stub

@@ -1,15 +1,25 @@
-"""Request builders for coordination's gRPC tests (the realistic defaults, overridable)."""
+"""Coordination's real servicer on a real server for gRPC tests (``served``), and request
+builders (the realistic defaults, overridable)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import grpc
+
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail.coordination.v1 import coordination_pb2_grpc
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.projection import CaseFactsReader
 from events.catalog.values import NeedCategory
-from tests.support.grpc import refusal, unpacked
+from services.coordination.app.handlers.running import Dependencies
+from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
+from tests.support.grpc import refusal, serving, unpacked
+from tests.support.identity import TestIssuer
 from tests.unit.coordination.support import (
     TODAY,
     IntakeFeed,
@@ -25,6 +35,31 @@ if TYPE_CHECKING:
     from casetrail.coordination.v1.coordination_pb2_grpc import CoordinationServiceAsyncStub
 
     Stub: TypeAlias = CoordinationServiceAsyncStub
+
+
+@asynccontextmanager
+async def served(
+    deps: Dependencies,
+    issuer: TestIssuer,
+    case_facts_caught_up: Callable[[str], Awaitable[bool]] | None = None,
+) -> AsyncIterator[Stub]:
+    """A stub of coordination's servicer on ``deps``, its access control reading the policy's
+    facts from ``deps``' read models (behind the facts' barrier ``case_facts_caught_up``, if
+    given), trusting ``issuer``'s tokens."""
+    access = AccessControl(
+        deps.store,
+        CaseFactsReader(deps.read_models),
+        "casetrail/coordination",
+        case_facts_caught_up=case_facts_caught_up,
+    )
+    servicer = CoordinationServicer(deps, access)
+
+    def register(server: grpc.aio.Server) -> None:
+        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server(servicer, server)
+
+    async with serving(register, SERVICE_NAME, issuer) as channel:
+        yield coordination_pb2_grpc.CoordinationServiceStub(channel)  # type: ignore[misc]
+
 
 PT_CLINIC = pb.Provider(provider_id="bayside-pt", name="Bayside Physical Therapy")
 COUNSELING_CENTRE = pb.Provider(provider_id="harbor-counseling", name="Harbor Counseling Centre")

@@ -15,9 +15,7 @@ from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
-from casetrail.coordination.v1 import coordination_pb2_grpc
-from casetrail_platform.policy.guard import REDACTED_KEY, AccessControl
-from casetrail_platform.policy.projection import CaseFactsReader
+from casetrail_platform.policy.guard import REDACTED_KEY
 from cli.rpc import Person
 from events.catalog.access import RecordAccessDenied, RecordAccessed
 from events.catalog.assignment import CaseAssigned
@@ -28,10 +26,9 @@ from services.coordination.domain.assignment import decide_assignment
 from services.coordination.domain.case import CaseState
 from services.coordination.domain.commands import AssignCase
 from services.coordination.domain.facts import CaseFacts, case_stream
-from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
-from tests.support.grpc import details, mentions, refusal, serving, violated_fields
+from tests.support.grpc import details, mentions, refusal, violated_fields
 from tests.support.identity import TestIssuer, acting
-from tests.unit.coordination.rpc import assign, refused, schedule_request, usd
+from tests.unit.coordination.rpc import assign, refused, schedule_request, served, usd
 from tests.unit.coordination.support import (
     IntakeFeed,
     carried_by,
@@ -248,19 +245,8 @@ class Behind:
 async def behind(deps: Dependencies, issuer: TestIssuer) -> AsyncIterator[tuple[Stub, Behind]]:
     """The package's ``stub``, its reads waiting at a barrier ``BEHIND``'s facts do not pass."""
     barrier = Behind()
-    access = AccessControl(
-        deps.store,
-        CaseFactsReader(deps.read_models),
-        "casetrail/coordination",
-        case_facts_caught_up=barrier,
-    )
-    servicer = CoordinationServicer(deps, access)
-
-    def register(server: grpc.aio.Server) -> None:
-        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server(servicer, server)
-
-    async with serving(register, SERVICE_NAME, issuer) as channel:
-        yield coordination_pb2_grpc.CoordinationServiceStub(channel), barrier  # type: ignore[misc]
+    async with served(deps, issuer, barrier) as served_stub:
+        yield served_stub, barrier
 
 
 async def _dana_s_case_and_another(stub: Stub, intake: IntakeFeed, deps: Dependencies) -> None:

@@ -12,17 +12,12 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from casetrail.coordination.v1 import coordination_pb2_grpc
-from casetrail_platform.policy.guard import AccessControl
-from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.access import ConsentRevoked
 from events.catalog.values import NeedCategory
 from services.coordination.app.handlers.running import Dependencies
-from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
-from tests.support.grpc import serving
 from tests.support.identity import TestIssuer
-from tests.unit.coordination.rpc import refer, refused
+from tests.unit.coordination.rpc import refer, refused, served
 from tests.unit.coordination.support import IntakeFeed, carried_by
 
 if TYPE_CHECKING:
@@ -57,19 +52,8 @@ def barrier() -> Delivering:
 @pytest.fixture
 async def stub(deps: Dependencies, issuer: TestIssuer, barrier: Delivering) -> AsyncIterator[Stub]:
     """The package's ``stub``, its access control with the facts' barrier."""
-    access = AccessControl(
-        deps.store,
-        CaseFactsReader(deps.read_models),
-        "casetrail/coordination",
-        case_facts_caught_up=barrier,
-    )
-    servicer = CoordinationServicer(deps, access)
-
-    def register(server: grpc.aio.Server) -> None:
-        coordination_pb2_grpc.add_CoordinationServiceServicer_to_server(servicer, server)
-
-    async with serving(register, SERVICE_NAME, issuer) as channel:
-        yield coordination_pb2_grpc.CoordinationServiceStub(channel)  # type: ignore[misc]
+    async with served(deps, issuer, barrier) as served_stub:
+        yield served_stub
 
 
 async def _a_carried_case(intake: IntakeFeed, store: SqliteEventStore) -> None:
