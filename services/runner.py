@@ -221,7 +221,11 @@ async def _serve(
     else:
         running = await start_services(infra, names, options.host, ports)
     tune_gc()
-    addresses = {service.name: f"{options.host}:{service.port}" for service in running}
+    # The addresses a client on this machine dials (the CLI reads them from addresses.json):
+    # a wildcard host is no address to dial, and a plain-text client refuses one beyond
+    # loopback (identity/tls.py), so 0.0.0.0 there made every command need ALLOW_PLAINTEXT.
+    host = dialled_host(options.host)
+    addresses = {service.name: f"{host}:{service.port}" for service in running}
     if options.backend == "embedded":
         await asyncio.to_thread(write_addresses, data_dir, addresses)
     console = None
@@ -230,11 +234,13 @@ async def _serve(
         console = await _start_console(
             options,
             infra.verifier,
-            f"{dialled_host(options.host)}:{audit_port}",
+            f"{host}:{audit_port}",
             development_issuer,
             https=infra.tls,
         )
     print(f"casetrail ({options.backend}) is serving; data in {data_dir}", flush=True)
+    if options.host in WILDCARD_HOSTS:
+        print(f"  listening on every address of this machine (--host {options.host!r})", flush=True)
     for name, address in addresses.items():
         print(f"  {name:<13} {address}", flush=True)
     if console is not None:

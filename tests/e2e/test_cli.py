@@ -19,6 +19,7 @@ import pytest
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.intake.v1 import intake_pb2
+from casetrail_platform.identity.tls import ALLOW_PLAINTEXT
 from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.keys.sqlite import KEYS_FILE_NAME
 from casetrail_platform.ledger.export import PROOF_ATTRIBUTE
@@ -29,6 +30,7 @@ from cli.walk.story import AUDITOR, RECEPTIONIST
 from events.catalog_registry import default_registry
 from events.cloudevents import from_json_lines
 from services.demo import LocalCasetrail, embedded_services
+from services.runner import SERVICES
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import casetrail_cli, new_case
 from tests.support.cases import registration
@@ -276,6 +278,45 @@ async def test_make_run_then_make_demo_and_an_auditor_logged_in(tmp_path: Path) 
         )
         assert "UNAUTHENTICATED" in err
         await _console_answers(storage)
+    finally:
+        serve.terminate()
+        await serve.wait()
+
+
+async def test_served_on_every_address_the_cli_dials_loopback(tmp_path: Path) -> None:
+    """`serve --host 0.0.0.0` wrote 0.0.0.0 into addresses.json: every `casetrail` command
+    then dialled a host beyond loopback in plain text and was refused without
+    CASETRAIL_GRPC_ALLOW_PLAINTEXT. The file holds the address a client here dials."""
+    serving_env = ENV | {ALLOW_PLAINTEXT: "1"}  # the server's choice, not the CLI's
+    cli_env = {name: value for name, value in ENV.items() if name != ALLOW_PLAINTEXT}
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", "serve", "--any-port", "--host", "0.0.0.0",
+        "--data-dir", str(tmp_path),
+        cwd=REPO, env=serving_env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert serve.stdout is not None
+    try:
+        printed = ""
+        async with asyncio.timeout(60):
+            while "casetrail login" not in printed:
+                printed += (await serve.stdout.readline()).decode()
+        assert "listening on every address of this machine (--host '0.0.0.0')" in printed
+        addresses = json.loads((tmp_path / "addresses.json").read_text())
+        assert sorted(addresses) == sorted(SERVICES)
+        assert all(address.startswith("127.0.0.1:") for address in addresses.values())
+        storage = ["--data-dir", str(tmp_path)]
+        for argv in (("login", "--user", "james.liu", "--role", "auditor"), ("timeline", "x")):
+            done = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "cli.main", *argv, *storage,
+                cwd=REPO, env=cli_env, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            _, err = await done.communicate()
+            if argv[0] == "timeline":  # dialled and answered: the case does not exist
+                assert (done.returncode, "NOT_FOUND" in err.decode()) == (1, True), err
+            else:
+                assert done.returncode == 0, err
     finally:
         serve.terminate()
         await serve.wait()
