@@ -134,6 +134,12 @@ class DocumentTransaction(ABC):
         """Record that ``projection`` applied these events (in this transaction)."""
 
 
+FORGET_PATIENCE_SECONDS = 10.0
+"""How long ``forget_overwritten`` keeps trying while another connection holds what it must
+clear (SQLite: a reader of the write-ahead log; PostgreSQL: a snapshot older than the
+erasure), before ``StorageUnavailableError``: the caller's batch is tried again."""
+
+
 @dataclass(frozen=True)
 class KeyRange:
     """Keys strictly between ``low`` and ``high`` (byte order) whose documents' top-level

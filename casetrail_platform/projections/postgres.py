@@ -3,7 +3,9 @@ in the same schema so each projection transaction moves documents and tracking t
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,8 +13,10 @@ from uuid import UUID
 
 from psycopg import sql
 
+from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.projections.pg_changes import ChangeListener, change_payload, channel_of
 from casetrail_platform.projections.port import (
+    FORGET_PATIENCE_SECONDS,
     ChangeCallback,
     Document,
     DocumentTransaction,
@@ -46,6 +50,28 @@ TRANSACTION_IDLE_LIMIT = 30.0
 session (rolling it back whole): a projection's batch never waits that long, so only a process
 that stopped answering (frozen, its host cut off) does, and its locks (the projection's
 position row) would otherwise stop whichever replica takes over until TCP keepalive gave up."""
+
+_OLDER_SNAPSHOTS = """
+SELECT count(*) FROM (
+    SELECT backend_xmin AS horizon FROM pg_stat_activity
+        WHERE datname = current_database() AND pid <> pg_backend_pid()
+        AND backend_xmin IS NOT NULL AND backend_type <> 'autovacuum worker'
+    UNION ALL SELECT xmin FROM pg_replication_slots WHERE xmin IS NOT NULL
+    UNION ALL SELECT transaction FROM pg_prepared_xacts WHERE database = current_database()
+) AS snapshots WHERE age(horizon) > age(%s::text::xid)
+"""
+"""Snapshots older than a transaction id (a transaction left open, a standby's feedback slot, a
+prepared transaction): VACUUM keeps every row version one of them may see. Asked with the
+first id unassigned when ``forget_overwritten`` began, after the erasure's commit: a snapshot
+older than that may still see what the erasure overwrote (or is held back by one that may:
+VACUUM's horizon is the oldest of them). The data-key table asks the same
+(keys/postgres.py), of its destroyed rows."""
+
+_NEXT_TRANSACTION_ID = (
+    "SELECT (pg_snapshot_xmax(pg_current_snapshot())::text::bigint % 4294967296)::text"
+)
+"""The first transaction id not yet assigned, as the 32-bit ``xid`` the snapshots' horizons
+are (``xid8`` carries an epoch above them)."""
 
 _PROJECTION_LOCK = 0x63747278
 """First key of the transaction-level advisory lock that serialises one projection's bus
@@ -194,13 +220,31 @@ class PostgresReadModelStore(ReadModelStore):
             await _PostgresTransaction(connection, self._changes).told(collections, None)
 
     async def forget_overwritten(self) -> None:
-        # The row versions an erasure replaced stay in the table's files (and its TOAST) as
-        # dead tuples until a vacuum, which autovacuum runs only once enough rows died: an
-        # unbounded while, with the scrubbed values in them. The writer's connection is
-        # autocommit outside ``transaction``, as VACUUM needs. A snapshot older than the
-        # erasure (a transaction left open) keeps them even so, as for the data keys.
+        """The row versions an erasure replaced stay in the table's files (and its TOAST) as
+        dead tuples until a vacuum, which autovacuum runs only once enough rows died: an
+        unbounded while, with the scrubbed values in them. VACUUM says nothing when a
+        snapshot older than the erasure keeps them (``_OLDER_SNAPSHOTS``), so it is run again
+        until none is left, for ``FORGET_PATIENCE_SECONDS``; then ``StorageUnavailableError``
+        (the caller's batch, the erasure with it, is tried again). The writer's connection is
+        autocommit outside ``transaction``, as VACUUM needs."""
         async with self._writer.connection() as connection:
-            await connection.execute("VACUUM documents")
+            cursor = await connection.execute(_NEXT_TRANSACTION_ID)
+            row = await cursor.fetchone()
+            assert row is not None
+            erased_before = str(row[0])
+            deadline = time.monotonic() + FORGET_PATIENCE_SECONDS
+            while True:
+                await connection.execute("VACUUM documents")
+                cursor = await connection.execute(_OLDER_SNAPSHOTS, (erased_before,))
+                older = await cursor.fetchone()
+                if older is None or not older[0]:
+                    return
+                if time.monotonic() >= deadline:
+                    raise StorageUnavailableError(
+                        "read models (a transaction older than an erasure is still open: the"
+                        " values it overwrote stay on disk until it ends)"
+                    )
+                await asyncio.sleep(0.2)
 
     async def close(self) -> None:
         if self._changes is not None:

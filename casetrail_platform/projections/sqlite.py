@@ -21,6 +21,7 @@ from uuid import UUID
 
 from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.projections.port import (
+    FORGET_PATIENCE_SECONDS,
     ChangeCallback,
     Document,
     DocumentTransaction,
@@ -51,10 +52,6 @@ CREATE TABLE IF NOT EXISTS projection_applied (
 
 CHECKPOINT_EVERY = 200
 """Read-model commits between two background WAL checkpoints."""
-
-FORGET_PATIENCE_SECONDS = 10.0
-"""How long ``forget_overwritten`` tries to cut the write-ahead log while another connection
-reads from it."""
 
 
 class SqliteReadModelStore(ReadModelStore):

@@ -584,12 +584,71 @@ def _same_json(stored: object, wanted: str | int | bool) -> bool:
     return stored == wanted
 
 
+async def test_a_snapshot_older_than_the_erasure_fails_forgetting_until_it_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """VACUUM keeps a dead row version that an older snapshot may see, and says nothing:
+    ``forget_overwritten`` returned with the scrubbed value still in the table's pages. It
+    now vacuums again while such a snapshot is open, then fails (UNAVAILABLE: the batch is
+    tried again), and succeeds once the snapshot is gone."""
+    import psycopg
+
+    from casetrail_platform.errors import StorageUnavailableError
+    from casetrail_platform.projections import postgres as pg_read_models
+    from casetrail_platform.projections.postgres import PostgresReadModelStore
+    from tests.support.servers import postgres_dsn, schema_of_its_own
+
+    canary = "CANARY-" + "s" * 40
+    async with schema_of_its_own("forget_snapshot") as schema:
+        store = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+        try:
+            async with store.transaction() as transaction:
+                await transaction.put("case_views", "c1", {"description": canary})
+            dsn = postgres_dsn()
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as older:
+                await older.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                await older.execute("SELECT 1")  # its snapshot, taken before the erasure
+                async with store.transaction() as transaction:
+                    await transaction.put("case_views", "c1", {"description": "[erased]"})
+                with monkeypatch.context() as patched:
+                    patched.setattr(pg_read_models, "FORGET_PATIENCE_SECONDS", 0.3)
+                    with pytest.raises(StorageUnavailableError, match="transaction older"):
+                        await store.forget_overwritten()
+                assert canary.encode() in await _heap_bytes(f'"{schema}".documents')
+                await older.execute("ROLLBACK")
+            await store.forget_overwritten()
+        finally:
+            await store.close()
+        assert canary.encode() not in await _heap_bytes(f'"{schema}".documents')
+
+
+async def _heap_bytes(table: str) -> bytes:
+    """Every row version's bytes in ``table``'s pages, dead ones too (``pageinspect``)."""
+    import psycopg
+
+    from tests.support.servers import postgres_dsn
+
+    held = b""
+    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as c:
+        await c.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        [(pages,)] = await (
+            await c.execute("SELECT pg_relation_size(%s::regclass) / 8192", (table,))
+        ).fetchall()
+        for page in range(int(pages)):
+            items = await (
+                await c.execute(
+                    "SELECT t_data FROM heap_page_items(get_raw_page(%s, %s))", (table, page)
+                )
+            ).fetchall()
+            held += b"".join(bytes(data) for (data,) in items if data is not None)
+    return held
+
+
 async def test_a_value_overwritten_is_no_row_version_once_forgotten_on_postgres() -> None:
     """After an erasure scrubbed a document, ``forget_overwritten`` leaves no row version
     holding the value: the dead one stayed readable in the table's pages (``pageinspect``
     shows it) until autovacuum came by, which waits for enough dead rows. (SQLite cuts its
     write-ahead log: ``tests/unit/test_read_model_forgetting.py``.)"""
-    import psycopg
 
     from casetrail_platform.projections.postgres import PostgresReadModelStore
     from tests.support.servers import postgres_dsn, schema_of_its_own
@@ -606,20 +665,6 @@ async def test_a_value_overwritten_is_no_row_version_once_forgotten_on_postgres(
             assert await store.get("case_views", "c1") == {"description": "[erased]"}
         finally:
             await store.close()
-        table = f'"{schema}".documents'
-        async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as c:
-            await c.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
-            [(pages,)] = await (
-                await c.execute("SELECT pg_relation_size(%s::regclass) / 8192", (table,))
-            ).fetchall()
-            held = b""
-            for page in range(int(pages)):
-                items = await (
-                    await c.execute(
-                        "SELECT t_data FROM heap_page_items(get_raw_page(%s, %s))",
-                        (table, page),
-                    )
-                ).fetchall()
-                held += b"".join(bytes(data) for (data,) in items if data is not None)
+        held = await _heap_bytes(f'"{schema}".documents')
     assert b"[erased]" in held
     assert canary.encode() not in held
