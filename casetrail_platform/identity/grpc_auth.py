@@ -11,6 +11,7 @@ import base64
 import contextvars
 import hashlib
 import inspect
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -37,6 +38,8 @@ OPEN_SERVICES = (
     "/grpc.reflection.v1.ServerReflection/",
 )
 ERROR_DOMAIN = "casetrail.v1"
+
+_log = logging.getLogger(__name__)
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("casetrail_principal")
 
@@ -105,7 +108,9 @@ def bearer_metadata(token: str) -> tuple[tuple[str, str]]:
 
 
 class BearerAuthentication(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Verifies each call's bearer token with ``verifier`` before the servicer runs."""
+    """Verifies each call's bearer token with ``verifier`` before the servicer runs: in the
+    call itself (``_bound``), not while its handler is looked up, so that the interceptors
+    outside it (capacity's limit) refuse a call before any token work is done."""
 
     def __init__(self, verifier: TokenVerifier) -> None:
         self._verifier = verifier
@@ -118,17 +123,37 @@ class BearerAuthentication(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         handler = await continuation(details)
         if handler is None or details.method.startswith(OPEN_SERVICES):
             return handler
+        metadata = details.invocation_metadata
+        return _bound(handler, lambda context: self._principal(metadata, context))
+
+    async def _principal(self, metadata: Any, context: Any) -> Principal:
+        """The call's verified principal, or the call aborted with the refusal."""
+        refusal: status_pb2.Status | None = None
         try:
-            principal = await self._verifier.verify(bearer_token(details.invocation_metadata))
-        except InvalidCredential as refusal:
-            return _refusing(handler, _status(code_pb2.UNAUTHENTICATED, refusal))
+            principal = await self._verifier.verify(bearer_token(metadata))
+        except InvalidCredential as error:
+            refusal = _status(code_pb2.UNAUTHENTICATED, error)
         except IssuerUnavailable as error:
-            return _refusing(handler, _status(code_pb2.UNAVAILABLE, error))
-        try:
-            client = client_of(details.invocation_metadata)
-        except ValueError as error:
-            return _refusing(handler, _bad_client(str(error)))
-        return _bound(handler, replace(principal, client=client))
+            refusal = _status(code_pb2.UNAVAILABLE, error)
+        except Exception as error:
+            # A fault's message or traceback may hold the token (a KeyError names its key):
+            # its type alone is logged, and the caller told no more than that it failed.
+            _log.error("verifying a bearer token failed (%s)", type(error).__name__)
+            refusal = _status(
+                code_pb2.UNAUTHENTICATED,
+                InvalidCredential("TOKEN_INVALID", "the bearer token could not be verified"),
+            )
+        else:
+            try:
+                client = client_of(metadata)
+            except ValueError as error:  # naming the header's rule, never a value
+                refusal = _bad_client(str(error))
+        if refusal is not None:
+            await context.abort_with_status(rpc_status.to_status(refusal))
+            raise AssertionError("abort_with_status returned")  # it raises: for the types
+        bound = replace(principal, client=client)
+        await _refuse_unbound(bound, context)
+        return bound
 
 
 def _status(code: int, error: Exception) -> status_pb2.Status:
@@ -156,13 +181,6 @@ def _kind(handler: grpc.RpcMethodHandler) -> str:
     return next(kind for kind in _KINDS if getattr(handler, kind) is not None)
 
 
-def _refusing(handler: grpc.RpcMethodHandler, status: status_pb2.Status) -> grpc.RpcMethodHandler:
-    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        await context.abort_with_status(rpc_status.to_status(status))
-
-    return _rebuilt(handler, _kind(handler), refuse)
-
-
 def certificate_thumbprint(context: Any) -> str | None:
     """The SHA-256 thumbprint (unpadded base64url of the DER) of the client certificate the
     call came with over mutual TLS, or None (plain text, or TLS without one)."""
@@ -188,24 +206,23 @@ async def _refuse_unbound(principal: Principal, context: Any) -> None:
     )
 
 
-def _bound(handler: grpc.RpcMethodHandler, principal: Principal) -> grpc.RpcMethodHandler:
-    # grpc.aio runs each call in a task of its own, so the binding ends with the call. The
-    # certificate is checked here, not in the interceptor: only the call's context has it.
+def _bound(
+    handler: grpc.RpcMethodHandler, authenticate: Callable[[Any], Awaitable[Principal]]
+) -> grpc.RpcMethodHandler:
+    # grpc.aio runs each call in a task of its own, so the binding ends with the call.
     kind = _kind(handler)
     inner = getattr(handler, kind)
     if inspect.isasyncgenfunction(inner):
 
         async def streaming(request: Any, context: Any) -> AsyncIterator[Any]:
-            await _refuse_unbound(principal, context)
-            _principal.set(principal)
+            _principal.set(await authenticate(context))
             async for message in inner(request, context):
                 yield message
 
         return _rebuilt(handler, kind, streaming)
 
     async def answering(request: Any, context: Any) -> Any:
-        await _refuse_unbound(principal, context)
-        _principal.set(principal)
+        _principal.set(await authenticate(context))
         return await inner(request, context)
 
     return _rebuilt(handler, kind, answering)

@@ -148,7 +148,8 @@ class TokenVerifier:
                 # token's key, the version changes and the next call checks it in full.
                 self._keys.refresh_if_stale()
                 return remembered.principal
-            del self._remembered[token]
+            # Several calls may have awaited the refresh with this token: the first forgets it.
+            self._remembered.pop(token, None)
         principal, expires_at = await self._check(token)
         self._remember(token, _Verified(principal, expires_at, self._keys.version))
         return principal

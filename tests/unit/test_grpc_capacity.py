@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -24,6 +25,8 @@ from casetrail_platform.grpc_platform.capacity import (
 from casetrail_platform.grpc_platform.errors import SERVER_BUSY
 from casetrail_platform.grpc_platform.server import create_server
 from casetrail_platform.identity.grpc_auth import bearer_metadata
+from casetrail_platform.identity.principal import Principal
+from casetrail_platform.identity.verifier import TokenVerifier
 from tests.support.grpc import details, refusal
 from tests.support.identity import TestIssuer
 
@@ -78,12 +81,16 @@ def held() -> Held:
 
 @pytest.fixture
 async def channel(held: Held, issuer: TestIssuer) -> AsyncIterator[grpc.aio.Channel]:
+    async with _serving(held, issuer.verifier(), Capacity(max_calls=3, max_streams=1)) as opened:
+        yield opened
+
+
+@asynccontextmanager
+async def _serving(
+    held: Held, verifier: TokenVerifier, capacity: Capacity
+) -> AsyncIterator[grpc.aio.Channel]:
     server, port, _ = await create_server(
-        "127.0.0.1:0",
-        [held.register],
-        [SERVICE],
-        verifier=issuer.verifier(),
-        capacity=Capacity(max_calls=3, max_streams=1),
+        "127.0.0.1:0", [held.register], [SERVICE], verifier=verifier, capacity=capacity
     )
     await server.start()
     try:
@@ -194,6 +201,65 @@ async def test_unauthenticated_calls_over_the_limit_learn_only_that_the_server_i
     await _busy(anonymous(empty_pb2.Empty()), MAX_CALLS_VARIABLE, 3)
     held.release.set()
     await asyncio.gather(*waiting)
+
+
+class Counting(TokenVerifier):
+    """The test issuer's verifier, counting the tokens it was asked to check; ``fault``: each
+    check raises it instead (a fault of the verifier itself)."""
+
+    def __init__(self, issuer: TestIssuer) -> None:
+        inner = issuer.verifier()
+        super().__init__(inner.keys, inner.audience)
+        self.checked = 0
+        self.fault: Exception | None = None
+
+    async def verify(self, token: str) -> Principal:
+        self.checked += 1
+        if self.fault is not None:
+            raise self.fault
+        return await super().verify(token)
+
+
+async def test_a_call_over_the_limit_is_refused_before_its_token_is_verified(
+    issuer: TestIssuer, held: Held
+) -> None:
+    """The token was verified while the handler was looked up, before the limit's check in
+    the call: a full server still checked every signature (and fetched the issuer's keys for
+    an unknown key id) for calls it then refused busy."""
+    verifier = Counting(issuer)
+    async with _serving(held, verifier, Capacity(max_calls=1, max_streams=1)) as opened:
+        unary, _ = _caller(opened, issuer)
+        waiting = unary()
+        await _entered(held, 1)
+        assert verifier.checked == 1
+        await _busy(unary(), MAX_CALLS_VARIABLE, 1)
+        assert verifier.checked == 1
+        held.release.set()
+        await waiting
+
+
+async def test_a_fault_verifying_a_token_refuses_the_call_and_never_shows_the_token(
+    issuer: TestIssuer, held: Held, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A KeyError naming the token (the verifier's cache, forgetting a token twice) went out
+    as UNKNOWN with the whole token in its message, and into the log's traceback."""
+    verifier = Counting(issuer)
+    token = issuer.mint()
+    verifier.fault = KeyError(token)
+    async with _serving(held, verifier, Capacity()) as opened:
+        unary = opened.unary_unary(
+            UNARY,
+            request_serializer=empty_pb2.Empty.SerializeToString,
+            response_deserializer=empty_pb2.Empty.FromString,
+        )
+        code, status = await refusal(unary(empty_pb2.Empty(), metadata=bearer_metadata(token)))
+    assert code is grpc.StatusCode.UNAUTHENTICATED
+    [info] = details(status, error_details_pb2.ErrorInfo)
+    assert info.reason == "TOKEN_INVALID"
+    assert token not in str(status)
+    assert "verifying a bearer token failed (KeyError)" in caplog.text
+    assert token not in caplog.text
+    assert held.entered == 0
 
 
 def test_the_limits_come_from_the_environment() -> None:

@@ -126,3 +126,27 @@ def test_the_bound_is_a_day_unless_set_and_refused_out_of_range() -> None:
     for bad in ("0", "599", "604801", "nan", "a day", "inf"):
         with pytest.raises(ValueError, match="CASETRAIL_OIDC_KEYS_MAX_AGE"):
             IssuerSettings.from_env(env | {"CASETRAIL_OIDC_KEYS_MAX_AGE": bad})
+
+
+async def test_calls_that_waited_on_one_refresh_with_a_remembered_token_are_all_answered(
+    issuer: TestIssuer,
+) -> None:
+    """Calls with one remembered token all awaited the refresh of expired keys; when it
+    brought keys without the token's, each forgot the token, and every one after the first
+    raised a KeyError naming the whole token (answered UNKNOWN with it, and logged)."""
+    cut, clock = Cut(), Clock()
+    verifier = TokenVerifier(_keys(issuer, cut, clock), issuer.audience)
+    remembered = issuer.mint("kim")
+    assert await _reason(verifier, remembered) == "ACCEPTED"
+    clock.now += MAX_AGE * 2  # expired: the next calls wait on a refresh
+    fetch = cut._fetch
+
+    def rotated(url: str) -> Mapping[str, Any]:
+        document = fetch(url)
+        if "keys" not in document:
+            return document
+        return {"keys": [{**key, "kid": f"rotated-{key['kid']}"} for key in document["keys"]]}
+
+    cut._fetch = rotated
+    reasons = await asyncio.gather(*(_reason(verifier, remembered) for _ in range(3)))
+    assert reasons == ["TOKEN_KEY_UNKNOWN"] * 3
