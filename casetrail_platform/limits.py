@@ -66,6 +66,12 @@ grows), and for one case naming no service; released ones count too. Top-ups are
 but every reservation stays in the line's stream, which every reservation and release on the
 line reads again (``ReleaseBudget`` gives money back; nothing else makes room)."""
 
+MAX_GOALS_PER_PLAN = 100
+MAX_PLAN_GOALS_BYTES = 1024 * 1024
+"""Goals one intervention plan holds (dropped and achieved ones too), and their size as the
+catalog's JSON. The case view answers the plan whole, and the 4 MiB a gRPC answer may be
+must also hold earlier cycles' plans, services and referrals."""
+
 
 def within_moment_bounds(moment: date) -> bool:
     """Whether a moment (timezone-aware) or a day lies in [EARLIEST_MOMENT, LATEST_MOMENT)."""

@@ -10,14 +10,16 @@ case was opened).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from casetrail_platform.commands import AlreadyExists, NotFound, RuleBroken
+from casetrail_platform.limits import MAX_GOALS_PER_PLAN, MAX_PLAN_GOALS_BYTES
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseClosed, DischargePlanned, DischargeReason
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
 from events.catalog.planning import (
+    Goal,
     GoalAchieved,
     GoalAdded,
     GoalDropped,
@@ -173,6 +175,7 @@ def _draft(
             subject=command.case_id,
         )
     require_qualified_owners(planned_goals(command), facts, staff)
+    _require_plan_within_bounds(command.plan_id, command.goals)
     return PlanDrafted(case_id=command.case_id, plan_id=command.plan_id, goals=command.goals)
 
 
@@ -184,6 +187,8 @@ def _add_goal(
         raise AlreadyExists("goal", command.goal.goal_id)
     _require_new_ids(record, command.goal.goal_id)
     require_qualified_owners(planned_goals(command), facts, staff)
+    goals = [state.goal for state in plan.goals.values()]
+    _require_plan_within_bounds(plan.plan_id, [*goals, command.goal])
     return GoalAdded(case_id=command.case_id, plan_id=plan.plan_id, goal=command.goal)
 
 
@@ -199,6 +204,11 @@ def _revise_goal(
             subject=command.goal.goal_id,
         )
     require_qualified_owners(planned_goals(command), facts, staff)
+    revised = {
+        **{key: state.goal for key, state in plan.goals.items()},
+        goal.goal.goal_id: command.goal,
+    }
+    _require_plan_within_bounds(plan.plan_id, list(revised.values()))
     return GoalRevised(
         case_id=command.case_id, plan_id=plan.plan_id, goal=command.goal, reason=command.reason
     )
@@ -371,6 +381,17 @@ def _require_goals_achieved(record: CasePlanning, case_id: str) -> None:
             " reason the case ends for",
             subject=case_id,
         )
+
+
+def _require_plan_within_bounds(plan_id: str, goals: Sequence[Goal]) -> None:
+    """The plan's goals as they would stand, within ``MAX_GOALS_PER_PLAN`` and
+    ``MAX_PLAN_GOALS_BYTES``: every goal stays in the plan (dropped and achieved ones too), and
+    the case view shows it whole, so a plan grown past gRPC's 4 MiB answer could never be
+    read again (each goal alone stays within the event bound)."""
+    if len(goals) > MAX_GOALS_PER_PLAN:
+        raise errors.plan_too_large(plan_id, "goals", MAX_GOALS_PER_PLAN)
+    if sum(len(goal.model_dump_json()) for goal in goals) > MAX_PLAN_GOALS_BYTES:
+        raise errors.plan_too_large(plan_id, "bytes of goals", MAX_PLAN_GOALS_BYTES)
 
 
 def _require_new_ids(record: CasePlanning, *identifiers: str) -> None:

@@ -30,6 +30,7 @@ COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER = "COUNSELING_REQUIRES_LICENSED_SOCIA
 GOALS_STILL_ACTIVE = "GOALS_STILL_ACTIVE"
 NO_GOAL_ACHIEVED = "NO_GOAL_ACHIEVED"
 AGREEMENT_WITHOUT_CLIENT = "AGREEMENT_WITHOUT_CLIENT"
+PLAN_TOO_LARGE = "PLAN_TOO_LARGE"
 
 
 def case_closed(case_id: str) -> RuleBroken:
@@ -75,6 +76,16 @@ def referrals_still_running(case_id: str, referral_ids: Iterable[str]) -> RuleBr
         " declines them before the case is closed",
         subject=case_id,
         referral_ids=listed,
+    )
+
+
+def plan_too_large(plan_id: str, what: str, limit: int) -> RuleBroken:
+    return RuleBroken(
+        PLAN_TOO_LARGE,
+        f"the plan would hold more than {limit:,} {what}; drop or revise goals into fewer"
+        " (every goal, dropped and achieved ones too, stays in the plan its case view shows)",
+        subject=plan_id,
+        limit=str(limit),
     )
 
 

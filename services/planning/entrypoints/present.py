@@ -32,8 +32,8 @@ def case_view(document: Document) -> planning_pb2.GetCaseViewResponse:
         last_contact_on=document["last_contact_on"] or "",
         contacts_logged=document["contacts_logged"],
         closure_reason=document["closure_reason"] or "",
-        previous_plans=[_plan(plan) for plan in previous_plans(document)],
     )
+    _list_previous_plans(view, previous_plans(document))
     if document["worker_id"] is not None:
         view.worker.CopyFrom(
             planning_pb2.AssignedWorker(
@@ -52,6 +52,28 @@ def case_view(document: Document) -> planning_pb2.GetCaseViewResponse:
             )
         )
     return view
+
+
+PREVIOUS_PLANS_BYTES = 2 * 1024 * 1024
+"""How much of a case view its earlier cycles' plans may take: a plan holds up to
+``MAX_PLAN_GOALS_BYTES`` of goals, and a case reopened again and again keeps every one, so
+listed whole they would take the answer past gRPC's 4 MiB, which never reaches the caller."""
+
+
+def _list_previous_plans(view: planning_pb2.GetCaseViewResponse, plans: list[Document]) -> None:
+    """The latest of ``plans`` that fit in ``PREVIOUS_PLANS_BYTES``, oldest first, and whether
+    that is all of them."""
+    listed: list[planning_pb2.PlanView] = []
+    size = 0
+    for plan in reversed(plans):
+        message = _plan(plan)
+        size += message.ByteSize()
+        if size > PREVIOUS_PLANS_BYTES:
+            break
+        listed.append(message)
+    view.previous_plans.extend(reversed(listed))
+    view.previous_plans_total = len(plans)
+    view.previous_plans_truncated = len(listed) < len(plans)
 
 
 def case_summary(document: Document) -> planning_pb2.CaseSummary:

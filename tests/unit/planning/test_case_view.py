@@ -208,6 +208,23 @@ async def test_a_reopened_case_shows_the_plan_of_its_new_cycle_only(
     assert [g.goal.goal_id for g in shown.plan.goals] == ["goal-home"]
     assert [plan.plan_id for plan in shown.previous_plans] == ["plan-1"]
 
+    # Reopened again and again, every cycle's plan is kept: the view lists the latest that
+    # fit in PREVIOUS_PLANS_BYTES and says how many there are (whole, they could take the
+    # answer past gRPC's 4 MiB, which never reaches the caller).
+    earlier = view["previous_plans"][0]
+    many = view | {
+        "previous_plans": [earlier | {"plan_id": f"plan-0{n}"} for n in range(5)]
+        + view["previous_plans"]
+    }
+    one_plan = present.case_view(view).previous_plans[0].ByteSize()
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(present, "PREVIOUS_PLANS_BYTES", one_plan * 2 + 2)
+        cut = present.case_view(many)
+    assert [plan.plan_id for plan in cut.previous_plans] == ["plan-04", "plan-1"]
+    assert (cut.previous_plans_total, cut.previous_plans_truncated) == (6, True)
+    whole = present.case_view(many)
+    assert (len(whole.previous_plans), whole.previous_plans_truncated) == (6, False)
+
     # Rebuilt with intake's reopening replayed after planning's new plan: the same view.
     before = await dump(read_models, PROJECTION.collections)
     await read_models.reset(PROJECTION.name, PROJECTION.collections)

@@ -14,6 +14,7 @@ from casetrail_platform.commands import (
     NotFound,
     RuleBroken,
 )
+from casetrail_platform.limits import MAX_GOALS_PER_PLAN
 from events.catalog.assignment import CredentialKind, WorkerCredential
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseClosed, DischargeReason
@@ -691,3 +692,43 @@ def test_a_need_a_provider_took_on_leaves_the_workers_tasks_to_anyone() -> None:
     by_provider = counseling_goal(None).model_copy(update={"tasks": (provider_task,)})
     facts = replace(FACTS, worker_id=OTHER_WORKER.user_id)
     assert decide(record_of(), facts, OTHER_WORKER, c.DraftPlan(CASE, "plan-1", (by_provider,)))
+
+
+def test_a_plan_holds_a_bounded_number_and_size_of_goals() -> None:
+    """Each goal stayed within the event bound, but nothing bounded the plan: 30 large goals
+    made a case view over gRPC's 4 MiB, which the assigned worker could never read again
+    (and each attempt was recorded as a read)."""
+    record = record_of(drafted(*(f"goal-{n}" for n in range(MAX_GOALS_PER_PLAN))))
+    with pytest.raises(RuleBroken) as error:
+        run(record, c.AddGoal(CASE, goal("goal-one-more")))
+    assert (rule_of(error), error.value.details["limit"]) == (
+        "PLAN_TOO_LARGE",
+        str(MAX_GOALS_PER_PLAN),
+    )
+
+    large = "x" * 19_000
+    record = record_of(drafted())
+    added, refusal = 0, None
+    while refusal is None:
+        big = goal(f"goal-{added}", large).model_copy(update={"objectives": (large,) * 5})
+        refusal = _refused(record, c.AddGoal(CASE, big))
+        added += refusal is None
+    assert refusal.rule == "PLAN_TOO_LARGE"
+    assert 0 < added < MAX_GOALS_PER_PLAN
+    assert "bytes of goals" in str(refusal)
+    assert large not in str(refusal)  # a goal's words are sensitive: never in a refusal
+
+    # Revising a goal larger is bounded the same way; dropping one does not make room.
+    kept = next(iter(record.plan.goals)) if record.plan else ""
+    revised = goal(kept, large).model_copy(update={"objectives": (large,) * 10})
+    with pytest.raises(RuleBroken) as error:
+        run(record, c.ReviseGoal(CASE, revised, "more detail"))
+    assert rule_of(error) == "PLAN_TOO_LARGE"
+
+
+def _refused(record: CasePlanning, command: c.Command) -> RuleBroken | None:
+    try:
+        run(record, command)
+    except RuleBroken as refusal:
+        return refusal
+    return None
