@@ -29,6 +29,7 @@ from events.catalog.clients import (
 from events.catalog.erasure import ClientErased
 from events.catalog_registry import default_registry
 from events.envelope import Actor, EventMetadata, NewEvent
+from services.intake.adapters import client_directory
 from services.intake.adapters.client_directory import (
     CANDIDATES_PER_KEY,
     CLIENTS,
@@ -189,6 +190,35 @@ async def test_one_match_key_answers_its_most_recent_clients_and_says_it_truncat
     left = await directory.candidates(Probe(MARCO, BIRTH, (placeholder,)))
     assert [c.client_id for c in left.candidates] == [f"c{n:03d}" for n in range(3, many - 1)]
     assert not left.truncated
+
+
+async def test_a_lookups_keys_together_answer_their_most_recent_clients_and_say_so(
+    store: SqliteEventStore,
+    read_models: ReadModelStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each key within CANDIDATES_PER_KEY, a probe of many identifiers still named them all
+    (up to 100 keys x 50): an answer of thousands of candidates, past gRPC's 4 MiB. The
+    lookup answers the CANDIDATES_PER_LOOKUP registered last, and says it truncated."""
+    monkeypatch.setattr(client_directory, "CANDIDATES_PER_LOOKUP", 4)
+    identifiers = [PersonalIdentifier(scheme="national_id", value=f"00{n}") for n in range(3)]
+    for number in range(6):  # two clients per identifier: six in all, within each key's bound
+        registered = ClientRegistered(
+            client_id=f"c{number}",
+            name=PersonName(given_names=f"Person {number}"),
+            identifiers=(identifiers[number % 3],),
+        )
+        await told(store, f"c{number}", registered)
+    directory = ClientDirectory(store, read_models, keyring=keyring(tmp_path))
+    await directory.refresh()
+
+    found = await directory.candidates(Probe(MARCO, BIRTH, tuple(identifiers)))
+    assert found.truncated
+    assert [c.client_id for c in found.candidates] == ["c2", "c3", "c4", "c5"]
+    two_keys = await directory.candidates(Probe(MARCO, BIRTH, tuple(identifiers[:2])))
+    assert not two_keys.truncated
+    assert [c.client_id for c in two_keys.candidates] == ["c0", "c1", "c3", "c4"]
 
 
 async def test_the_match_keys_data_key_is_made_off_the_event_loop_at_start(

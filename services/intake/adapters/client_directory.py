@@ -62,6 +62,12 @@ it was truncated. A key naming more (an identifier typed as a placeholder, a ver
 on a common birth date) would otherwise have every lookup read and compare them all, and every
 registration matching it answer them all."""
 
+CANDIDATES_PER_LOOKUP = 50
+"""At most this many candidates in all, the most recently registered, however many match keys
+named them (a probe has up to 100 identifiers, each naming up to ``CANDIDATES_PER_KEY``): each
+candidate is answered with its name and the identifiers it shares (up to about 60 KB), and an
+answer past gRPC's 4 MiB never reaches the caller, after every candidate's read was recorded."""
+
 MATCH_KEY_OWNER = "casetrail.intake.match-keys"
 """The key-table owner whose data key the match keys' HMAC key is derived from: agency-wide
 (a lookup compares clients with one another), never a client's (erasure destroys those)."""
@@ -256,7 +262,8 @@ class ClientDirectory:
     ) -> FoundCandidates:
         """The clients that may be ``probe``'s person, in registration order: of each of its
         match keys, the ``CANDIDATES_PER_KEY`` registered last (before ``registered_before``),
-        ``truncated`` when a key named more."""
+        of those the ``CANDIDATES_PER_LOOKUP`` registered last, ``truncated`` when a key or
+        the keys together named more."""
         # Reads by primary key, whatever the number of clients: the match-key documents of the
         # probe's keys, then the clients they list.
         hashes = self._projection.match_keys
@@ -265,18 +272,23 @@ class ClientDirectory:
         if probe.name_key is not None:
             keys.append(hashes.name(probe.name_key))
         listed = await self._read_models.get_many(MATCH_KEYS, keys) if keys else {}
-        ids: set[str] = set()
+        positions: dict[str, int] = {}
         truncated = False
         for document in listed.values():
             named = [
-                client_id
+                (client_id, position)
                 for position, client_id in document["clients"]
                 if client_id != excluding
                 and (registered_before is None or position < registered_before)
             ]
             truncated = truncated or len(named) > CANDIDATES_PER_KEY
-            ids.update(named[-CANDIDATES_PER_KEY:])
-        read = (await self._read_models.get_many(CLIENTS, sorted(ids))).values() if ids else ()
+            positions.update(named[-CANDIDATES_PER_KEY:])
+        if len(positions) > CANDIDATES_PER_LOOKUP:
+            truncated = True
+            latest = sorted(positions, key=positions.__getitem__)[-CANDIDATES_PER_LOOKUP:]
+            positions = {client_id: positions[client_id] for client_id in latest}
+        ids = sorted(positions)
+        read = (await self._read_models.get_many(CLIENTS, ids)).values() if ids else ()
         found = candidates(
             probe,
             (known_client(document) for document in read),

@@ -132,8 +132,9 @@ class FoundCandidates:
     candidates: tuple[DuplicateCandidate, ...]
     """In registration order."""
     truncated: bool = False
-    """A match key named more clients than a lookup answers (the directory's
-    ``CANDIDATES_PER_KEY``): only its most recently registered are among ``candidates``."""
+    """A match key, or the probe's keys together, named more clients than a lookup answers
+    (the directory's ``CANDIDATES_PER_KEY``, ``CANDIDATES_PER_LOOKUP``): only the most
+    recently registered are among ``candidates``."""
 
 
 def compare(probe: Probe, known: KnownClient) -> DuplicateCandidate | None:
