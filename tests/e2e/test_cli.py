@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -238,16 +240,7 @@ async def test_an_operator_lists_parked_records_and_asks_for_a_retry(tmp_path: P
 async def test_make_run_then_make_demo_and_an_auditor_logged_in(tmp_path: Path) -> None:
     """The README's commands: the embedded default with its development issuer, the demo
     walking through it with tokens that issuer signs, and `casetrail login` for the CLI."""
-    serve = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli.main", "serve", "--any-port", "--data-dir", str(tmp_path),
-        cwd=REPO, env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert serve.stdout is not None
-    try:
-        printed = ""
-        async with asyncio.timeout(60):
-            while "casetrail login" not in printed:
-                printed += (await serve.stdout.readline()).decode()
+    async with _serving(tmp_path) as printed:
         assert "development token issuer (DEVELOPMENT ONLY) http://127.0.0.1:" in printed
         assert "  console       http://127.0.0.1:" in printed
         key = tmp_path / "identity" / "DEVELOPMENT-ONLY-signing-key.pem"
@@ -278,6 +271,24 @@ async def test_make_run_then_make_demo_and_an_auditor_logged_in(tmp_path: Path) 
         )
         assert "UNAUTHENTICATED" in err
         await _console_answers(storage)
+
+
+@asynccontextmanager
+async def _serving(data_dir: Path, *options: str, env: dict[str, str] = ENV) -> AsyncIterator[str]:
+    """`casetrail serve --any-port` on ``data_dir`` (and ``options``), once it printed its
+    addresses and the development issuer's (what it printed), stopped at the end."""
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", "serve", "--any-port", "--data-dir", str(data_dir),
+        *options,
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert serve.stdout is not None
+    try:
+        printed = ""
+        async with asyncio.timeout(60):
+            while "casetrail login" not in printed:
+                printed += (await serve.stdout.readline()).decode()
+        yield printed
     finally:
         serve.terminate()
         await serve.wait()
@@ -289,18 +300,7 @@ async def test_served_on_every_address_the_cli_dials_loopback(tmp_path: Path) ->
     CASETRAIL_GRPC_ALLOW_PLAINTEXT. The file holds the address a client here dials."""
     serving_env = ENV | {ALLOW_PLAINTEXT: "1"}  # the server's choice, not the CLI's
     cli_env = {name: value for name, value in ENV.items() if name != ALLOW_PLAINTEXT}
-    serve = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli.main", "serve", "--any-port", "--host", "0.0.0.0",
-        "--data-dir", str(tmp_path),
-        cwd=REPO, env=serving_env, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert serve.stdout is not None
-    try:
-        printed = ""
-        async with asyncio.timeout(60):
-            while "casetrail login" not in printed:
-                printed += (await serve.stdout.readline()).decode()
+    async with _serving(tmp_path, "--host", "0.0.0.0", env=serving_env) as printed:
         assert "listening on every address of this machine (--host '0.0.0.0')" in printed
         addresses = json.loads((tmp_path / "addresses.json").read_text())
         assert sorted(addresses) == sorted(SERVICES)
@@ -317,9 +317,6 @@ async def test_served_on_every_address_the_cli_dials_loopback(tmp_path: Path) ->
                 assert (done.returncode, "NOT_FOUND" in err.decode()) == (1, True), err
             else:
                 assert done.returncode == 0, err
-    finally:
-        serve.terminate()
-        await serve.wait()
 
 
 async def _console_answers(storage: list[str]) -> None:
