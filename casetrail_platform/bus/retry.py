@@ -29,8 +29,13 @@ class Backoff:
             raise ValueError("backoff jitter must be in [0, 1)")
 
     def delay(self, failures: int) -> float:
-        """Seconds to wait after the ``failures``-th consecutive failure (1 for the first)."""
-        base = min(self.maximum, self.initial * self.multiplier ** max(0, failures - 1))
+        """Seconds to wait after the ``failures``-th consecutive failure (1 for the first),
+        however many: an outage may last for thousands of them."""
+        try:
+            grown = self.initial * self.multiplier ** max(0, failures - 1)
+        except OverflowError:  # far past the ceiling (2.0 ** 1024 overflows a float)
+            grown = self.maximum
+        base = min(self.maximum, grown)
         return base * (1 - self.jitter * random.random())
 
 

@@ -27,6 +27,15 @@ def test_backoff_grows_to_its_ceiling() -> None:
     assert [backoff.delay(n) for n in range(1, 7)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
 
 
+@pytest.mark.parametrize("multiplier", [1.5, 2.0, 10.0])
+def test_backoff_stays_at_its_ceiling_however_many_failures(multiplier: float) -> None:
+    """An outage of hours is thousands of failures: ``2.0 ** 1024`` overflowed a float, and
+    every caller (consumers, relay, reconnects) ended for good at the 1,025th."""
+    backoff = Backoff(initial=0.2, maximum=2.0, multiplier=multiplier, jitter=0.0)
+    for failures in (1_025, 10_000, 10**18):
+        assert backoff.delay(failures) == 2.0
+
+
 def test_jitter_only_shortens_the_delay() -> None:
     backoff = Backoff(initial=1.0, maximum=1.0, jitter=0.5)
     assert all(0.5 <= backoff.delay(3) <= 1.0 for _ in range(100))

@@ -87,6 +87,30 @@ async def test_a_handler_meeting_an_outage_is_retried_past_its_policy_never_dead
     assert [e.event_id for e in recorder.deliveries] == [e.event_id for e in events]
 
 
+async def test_a_consumer_outlives_an_outage_of_more_than_1025_failures() -> None:
+    """The outage pause's backoff overflowed at its 1,025th failure (``2.0 ** 1024``) and the
+    consumer's task ended: nothing more was applied once the database was back."""
+    bus = InProcessBus()
+    recorder = Recorder()
+    calls = 0
+
+    async def database_away_for_long(event: RecordedEvent) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 1_100:
+            raise StorageUnavailableError("read models")
+        await recorder(event)
+
+    tiny = Backoff(initial=1e-5, maximum=1e-5, jitter=0.0)
+    subscriber = bus.subscriber(sample_registry(), "t", retry=RetryPolicy(outage_backoff=tiny))
+    events = [recorded("c-1", 1, 1)]
+    await bus.publisher("t").publish(events)
+    async with running(subscriber, "g", database_away_for_long):
+        await eventually(lambda: recorder.has_all(events), "the event applied after the outage")
+    assert calls == 1_101
+    assert bus.dead_letters("g") == []
+
+
 @pytest.mark.parametrize("outage", OUTAGES, ids=OUTAGE_IDS)
 async def test_a_decoder_meeting_an_outage_waits_for_it_and_keeps_the_order(
     outage: Exception,
