@@ -12,8 +12,11 @@ if TYPE_CHECKING:
 Headers = tuple[tuple[str, bytes], ...]
 
 
-def as_headers(headers: Iterable[tuple[str, bytes]] | None) -> Headers:
-    return tuple((name, bytes(value)) for name, value in headers or ())
+def as_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> Headers:
+    """``headers`` as immutable pairs. A header sent without a value (Kafka allows it; aiokafka
+    gives ``None``) reads as empty: the record is then decoded, or dead-lettered if it needs that
+    header, like any other, instead of failing its whole poll."""
+    return tuple((name, b"" if value is None else bytes(value)) for name, value in headers or ())
 
 
 @dataclass(frozen=True, slots=True)
