@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from casetrail_platform.bus.message import BusMessage
+from events.cloudevents import ORDER_DIGITS
 from events.dead_letters import REPLAYED
 from events.ordering_contract import ONE_KEY_STREAM_KINDS, STREAM_KIND_EVENT_TYPES
 
@@ -134,7 +135,18 @@ class SequenceGuard:
             ) or message.header(REPLAYED) is not None:
                 ordered.append(message)
                 continue
-            where = _one_key_stream(message)
+            try:
+                where = _one_key_stream(message)
+            except Exception as error:  # a header no event has: the decoder's to judge
+                log.warning(
+                    "%s: ordering headers of %s/%d@%d unreadable (%s); passed untracked",
+                    self._name,
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    type(error).__name__,
+                )
+                where = None
             if where is None:
                 ordered.append(message)
                 continue
@@ -289,12 +301,16 @@ class SequenceGuard:
 
 
 def _one_key_stream(message: BusMessage) -> tuple[tuple[bytes, bytes], int] | None:
-    """(source, stream) and sequence of a record of a one-key stream, from its headers."""
+    """(source, stream) and sequence of a record of a one-key stream, from its headers; ``None``
+    for any other, and for one whose sequence no event has (not digits, or more of them than
+    ``ORDER_DIGITS``): it passes untracked, and the decoder dead-letters it."""
     stream = message.header(_STREAM)
     subject = message.header(_SUBJECT)
     raw = message.header(_SEQUENCE)
     source = message.header(_SOURCE)
-    if stream is None or subject is None or raw is None or source is None or not raw.isdigit():
+    if stream is None or subject is None or raw is None or source is None:
+        return None
+    if not raw.isdigit() or len(raw) > ORDER_DIGITS:  # int() refuses over 4,300 digits
         return None
     try:
         if not travels_under_one_key(stream.decode(), subject.decode()):

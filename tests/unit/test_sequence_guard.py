@@ -21,11 +21,12 @@ from casetrail_platform.bus.ordering import (
 from casetrail_platform.bus.retry import RetryPolicy
 from casetrail_platform.policy.guard import access_stream
 from events.catalog.access import ConsentGranted, RecordAccessDenied, RecordAccessed
-from events.dead_letters import REPLAYED
+from events.cloudevents import to_kafka_binary
+from events.dead_letters import REPLAYED, DeadLetterReason
 from events.envelope import RecordedEvent
 from events.ordering_contract import STREAM_KIND_EVENT_TYPES
 from events.topics import DEFAULT_CASE_EVENTS_TOPIC
-from tests.contract.bus_conftest import recorded
+from tests.contract.bus_conftest import Recorder, eventually, recorded
 from tests.support.sample_events import sample_registry
 
 
@@ -228,3 +229,60 @@ def test_a_replayed_dead_letter_passes_as_a_repeat_and_does_not_start_its_stream
     ordered = guard.sort([replayed, message("case-c1", 4, 11)])
     assert sequences(ordered) == [2, 4]
     assert guard.status().held == 0
+
+
+def with_sequence(message: BusMessage, raw: bytes) -> BusMessage:
+    headers = tuple((n, raw if n == "ce_sequence" else v) for n, v in message.headers)
+    return replace(message, headers=headers)
+
+
+@pytest.mark.parametrize("digits", [20, 4_301, 5_000])
+def test_a_sequence_no_event_has_passes_untracked(digits: int) -> None:
+    # More than 4,300 digits made int() raise ValueError: the consumer's task died, and the
+    # rest of its partition was never handled. Over 19 digits no event has such a sequence.
+    guard = SequenceGuard()
+    odd = with_sequence(message("case-1", 1, 0), b"1" * digits)
+    ordered = guard.sort([odd, message("case-1", 1, 1), message("case-1", 2, 2)])
+    assert ordered[0] is odd
+    assert sequences(ordered[1:]) == [1, 2]  # the stream starts at its first real sequence
+    assert guard.sort([message("case-1", 4, 3)]) == []  # so a gap after it is still seen
+
+
+def test_ordering_headers_it_cannot_read_pass_untracked(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def unreadable(message: BusMessage) -> None:
+        raise ValueError("a header no event has")
+
+    monkeypatch.setattr("casetrail_platform.bus.ordering._one_key_stream", unreadable)
+    guard = SequenceGuard("g")
+    messages = [message("case-1", 1, 0), message("case-1", 3, 1)]
+    assert guard.sort(messages) == messages
+    assert "ordering headers of t/0@0 unreadable (ValueError); passed untracked" in caplog.text
+
+
+async def test_a_sequence_no_event_has_is_dead_lettered_and_its_partition_flows_on() -> None:
+    registry = sample_registry()
+    first, odd, second = recorded("c1", 1, 1), recorded("c2", 1, 2), recorded("c1", 2, 3)
+    bus = InProcessBus(partitions=1)
+    await bus.publisher("t").publish([first])
+    key, headers, value = to_kafka_binary(odd)
+    bus.append(
+        "t", key, value, [(n, b"1" * 5_000 if n == "ce_sequence" else v) for n, v in headers]
+    )
+    await bus.publisher("t").publish([second])
+    recorder = Recorder()
+    stop = asyncio.Event()
+    member = asyncio.create_task(
+        bus.subscriber(registry, "t").run("g", recorder, stop, ordering=SequenceGuard("g"))
+    )
+    try:
+        await eventually(lambda: recorder.has_all([first, second]) or member.done(), "both")
+    finally:
+        stop.set()
+        await member  # raised ValueError before: the member died at the odd record
+    assert [e.sequence for e in recorder.deliveries] == [1, 2]
+    [letter] = bus.dead_letters("g")
+    assert letter.message.offset == 1
+    assert letter.reason is DeadLetterReason.UNDECODABLE
+    assert bus.committed("t", "g") == {0: 3}
