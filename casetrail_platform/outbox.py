@@ -368,11 +368,18 @@ class OutboxRelay:
                     parked_at=now,
                 )
             )
-        await self._parking.park(rows)
+        await self._parking.park(rows)  # the lot ignores a position it holds already
+        # Held records are parked again on every round that reads them (each failed one while
+        # the bus is away): each is kept and counted once.
+        known: dict[str, set[int]] = {}
         for row in rows:
-            parked.setdefault(row.key, []).append(row.position)
+            positions = parked.setdefault(row.key, [])
+            held = known.setdefault(row.key, set(positions))
+            if row.position not in held:
+                held.add(row.position)
+                positions.append(row.position)
+                self._parked_total += 1
         self._parked = parked
-        self._parked_total += len(rows)
         if refusal is not None:
             self._parked_reason = self._parked_reason or refusal
             for row in rows:

@@ -281,6 +281,44 @@ async def test_a_retry_cut_short_by_a_broker_outage_is_tried_again(
     assert await parking.parked("relay") == []
 
 
+class Away(SizeLimitedPublisher):
+    """Fails every publish as a broker away does (not refused) while ``away`` is set."""
+
+    away = False
+
+    async def publish(self, records: Sequence[RecordedEvent]) -> None:
+        if self.away:
+            raise PublishError("KafkaConnectionError: broker away")
+        await super().publish(records)
+
+
+async def test_records_held_round_after_round_while_the_bus_is_away_count_once(
+    store: SqliteEventStore,
+) -> None:
+    # Each failed round read the held records again and added their positions to the relay's
+    # list once more: status and metrics counted 51 parked after 50 rounds (the lot held 2),
+    # and the list grew for as long as the outage lasted.
+    publisher = Away()
+    parking = SqliteParkingLot(store)
+    relay = OutboxRelay(store, publisher, InMemoryCheckpointStore(), "relay", parking=parking)
+    await add(store, "a", "one", TOO_BIG)
+    await publish_until_settled(relay)
+    await add(store, "a", "three")
+    await add(store, "b", "one")
+    publisher.away = True
+    for _ in range(20):
+        with pytest.raises(PublishError, match="broker away"):
+            await relay.publish_pending()
+
+    status = await relay.status()
+    assert (status.parked, status.parked_total) == (2, 2)
+    assert len(await parking.parked("relay")) == 2
+    publisher.away = False
+    await relay.publish_pending()
+    assert publisher.sequences("b") == [1]
+    assert (await relay.status()).parked == 2
+
+
 async def test_a_parked_record_is_not_taken_as_published_by_any_replica(
     store: SqliteEventStore,
 ) -> None:
