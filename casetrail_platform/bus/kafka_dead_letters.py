@@ -124,6 +124,7 @@ def _consumer(settings: KafkaSettings, group: str | None) -> Any:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         request_timeout_ms=settings.request_timeout_ms,
+        **settings.security.client_options(),
     )
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 import faust
 import pytest
 
+from casetrail_platform.bus import kafka_dead_letters
 from casetrail_platform.bus.kafka_security import KafkaSecurity
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from services.caseload.processor import broker_credentials
@@ -90,3 +92,42 @@ def test_a_sasl_password_file_others_may_read_is_refused(tmp_path: Path) -> None
     with pytest.raises(ValueError, match="readable by others") as refused:
         KafkaSecurity.from_env({"CASETRAIL_KAFKA_SASL_PASSWORD_FILE": str(path)})
     assert "scram-pw" not in str(refused.value)
+
+
+class SpyConsumer:
+    """Takes aiokafka's consumer's place: records how it was made, lists one DLQ topic."""
+
+    made: list[dict[str, Any]] = []
+
+    def __init__(self, *topics: str, **options: Any) -> None:
+        SpyConsumer.made.append(options)
+
+    async def start(self) -> None:
+        return None
+
+    async def topics(self) -> set[str]:
+        return {"casetrail.audit.timeline.dlq", "casetrail.case-events"}
+
+    async def stop(self) -> None:
+        return None
+
+
+async def test_the_dead_letter_tools_consumer_authenticates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `casetrail dlq list/replay` made its consumer without the security options (its producer
+    # and admin client had them): plain text to a TLS or SASL cluster, refused.
+    monkeypatch.setattr(kafka_dead_letters, "AIOKafkaConsumer", SpyConsumer)
+    settings = KafkaSettings.from_env(
+        {
+            "CASETRAIL_KAFKA_BOOTSTRAP": "kafka:9092",
+            "CASETRAIL_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "CASETRAIL_KAFKA_SASL_USERNAME": "casetrail-ops",
+            "CASETRAIL_KAFKA_SASL_PASSWORD": "s3cret-pw",
+        }
+    )
+    SpyConsumer.made.clear()
+    assert await kafka_dead_letters.dead_letter_topics(settings) == ["casetrail.audit.timeline.dlq"]
+    [options] = SpyConsumer.made
+    assert options.items() >= settings.security.client_options().items()
+    assert options["security_protocol"] == "SASL_PLAINTEXT"
