@@ -25,7 +25,7 @@ from events.dead_letters import (
     TOPIC,
     DeadLetterReason,
 )
-from events.errors import EventError, InvalidEventError
+from events.errors import EventError, FieldProblem, InvalidEventError, UnreadableStoredEventError
 
 _MAX_DETAIL = 2000
 
@@ -43,6 +43,15 @@ def failure_text(error: BaseException) -> str:
     dead letter for whoever may read it."""
     if isinstance(error, InvalidEventError):
         return _validation_text(error)
+    if isinstance(error, UnreadableStoredEventError):
+        # Its message embeds the decoding error's text as is: told redacted instead.
+        cause = error.__cause__
+        problems = (
+            _validation_text(cause)
+            if isinstance(cause, InvalidEventError)
+            else _problems_text(error.problems)
+        )
+        return f"event {error.sequence} of stream {error.stream!r} does not decode: {problems}"
     if isinstance(error, _QUOTABLE):
         return str(error) or type(error).__name__
     frames = traceback.extract_tb(error.__traceback__)
@@ -63,11 +72,13 @@ def _validation_text(error: InvalidEventError) -> str:
     # might quote one (pydantic quotes a discriminator's tag), and a dead-letter topic is never
     # erased. So only the field's path and the problem's words are told: quoted fragments and
     # keys taken from the input are elided.
-    problems = "; ".join(
-        f"{_field_path(problem.field)}: {_QUOTED.sub('…', problem.problem)}"
-        for problem in error.problems
+    return f"invalid event {error.event_type!r}: {_problems_text(error.problems)}"
+
+
+def _problems_text(problems: list[FieldProblem]) -> str:
+    return "; ".join(
+        f"{_field_path(problem.field)}: {_QUOTED.sub('…', problem.problem)}" for problem in problems
     )
-    return f"invalid event {error.event_type!r}: {problems}"
 
 
 def _field_path(field: str) -> str:
