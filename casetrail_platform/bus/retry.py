@@ -31,9 +31,13 @@ class Backoff:
     def delay(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th consecutive failure (1 for the first),
         however many: an outage may last for thousands of them."""
+        # Bounded, and as a float: an int multiplier raised to a count in the millions would
+        # take the loop's time, and a float one overflows (2.0 ** 1024), both far past the
+        # ceiling already.
+        exponent = min(max(0, failures - 1), 1024)
         try:
-            grown = self.initial * self.multiplier ** max(0, failures - 1)
-        except OverflowError:  # far past the ceiling (2.0 ** 1024 overflows a float)
+            grown = self.initial * float(self.multiplier) ** exponent
+        except OverflowError:
             grown = self.maximum
         base = min(self.maximum, grown)
         return base * (1 - self.jitter * random.random())
