@@ -6,7 +6,10 @@ chunks). A new checkpoint is accepted only if
 
 * its signature verifies with the log's published key valid for its size (a schedule of keys:
   both keys at their handover size) and its origin is the log's;
-* it is not smaller than the one held (a log never shrinks);
+* it is not smaller than the one held (a log never shrinks: one whose table holds no
+  checkpoint any more shrank to 0);
+* of the held size, it is the held note itself (the table keeps the first note stored for a
+  size: a rewritten one, even one that still verifies, was written without the log);
 * the log's consistency proof from the held checkpoint verifies (RFC 9162);
 * the log's new leaves, appended to the held tree's right edge, give exactly the signed root
   (so the witness's own leaf copy stays a faithful prefix of the log).
@@ -54,6 +57,9 @@ class HeldCheckpoint:
 
 
 AlarmHandler = Callable[[WitnessAlarm], Awaitable[None]]
+
+NO_CHECKPOINT = StoredCheckpoint(0, "")
+"""A log's latest checkpoint when its table holds none: the empty tree, signed by nobody."""
 
 
 class Witness:
@@ -117,13 +123,22 @@ class Witness:
         log: LedgerStore, document: dict[str, Any], after: int, *, in_alarm: bool
     ) -> list[StoredCheckpoint]:
         """The log's checkpoints beyond the held one, in order; or, when none is bigger, its
-        latest if that is not the held one (a smaller or rewritten tree must be looked at)."""
+        latest if that is not the held note (a smaller or rewritten tree, or a rewritten note,
+        must be looked at; ``NO_CHECKPOINT`` when the table holds none); under an alarm, also
+        the held one come back."""
         if not in_alarm:
             batch = await log.checkpoints(after_size=after, limit=100)
             if batch:
                 return batch
         latest = await log.latest_checkpoint()
-        if latest is None or latest.note == document["note"] or latest.size == after == 0:
+        if latest is None:
+            if after <= 0:
+                return []
+            latest = NO_CHECKPOINT  # the held checkpoint is gone: the log shrank to nothing
+        if latest.note == document["note"]:
+            # Back at the held checkpoint: under an alarm, checked so that the alarm clears.
+            return [latest] if in_alarm else []
+        if latest.size == after == 0:
             return []
         if in_alarm and latest.size == document["alarm"]["checkpoint_size"]:
             # The bad checkpoint is still the newest: nothing new to look at.
@@ -144,26 +159,39 @@ class Witness:
         def alarm(problem: str, position: int | None, size: int) -> WitnessAlarm:
             return WitnessAlarm(origin, held_size, size, position, problem)
 
-        try:
-            checkpoint = open_checkpoint(stored.note, verifier)
-        except NoteError as error:
-            return alarm(f"checkpoint of size {stored.size}: {error}", None, stored.size)
+        if stored is NO_CHECKPOINT:
+            checkpoint = Checkpoint(origin, 0, merkle.EMPTY_ROOT)
+        else:
+            try:
+                checkpoint = open_checkpoint(stored.note, verifier)
+            except NoteError as error:
+                return alarm(f"checkpoint of size {stored.size}: {error}", None, stored.size)
         size = checkpoint.size
         if size < held_size:
             first = await self._first_difference(log, origin, held_size)
+            gone = " (its table holds no checkpoint)" if stored is NO_CHECKPOINT else ""
             return alarm(
-                f"the log shrank from {held_size} to {size} events",
+                f"the log shrank from {held_size} to {size} events{gone}",
                 first if first is not None and first <= size else size + 1,
                 size,
             )
         if size == held_size:
-            if checkpoint.root == held_root:
-                return None
-            return alarm(
-                f"two different roots signed for {size} events (a fork)",
-                await self._first_difference(log, origin, held_size),
-                size,
-            )
+            if checkpoint.root != held_root:
+                return alarm(
+                    f"two different roots signed for {size} events (a fork)",
+                    await self._first_difference(log, origin, held_size),
+                    size,
+                )
+            if held_size and stored.note != document["note"]:
+                # The same tree, but the table keeps the first note stored for a size: another
+                # text (a line added or repeated, base64 re-encoded) was written without the log.
+                return alarm(
+                    f"the stored checkpoint of size {size} was rewritten: it verifies, but its"
+                    " note is not the one witnessed",
+                    None,
+                    size,
+                )
+            return None
         try:
             keys = merkle.consistency_subtrees(held_size, size)
             known = dict(await log.subtrees(keys))
