@@ -8,7 +8,8 @@ about 64 bytes per event, that:
 
 * positions are dense from 1 (a deleted event leaves a hole, reordered ones break the order);
 * each event hashes to the leaf the ledger stored for its position (an edited, deleted,
-  reordered or replaced event is named by its position);
+  reordered or replaced event is named by its position), and the ledger holds a leaf for
+  every position its size covers (leaves deleted from its tiles are named too);
 * the store is not shorter than the ledger (a truncated store names the first missing one);
 * the root recomputed at each signed checkpoint's size is the signed root, and every stored
   checkpoint's signature verifies (catches a ledger rebuilt from a tampered store: then the
@@ -200,7 +201,7 @@ async def _take(
     before a hole at its missing position, and the subtrees over them a worker computed) with
     the ledger's (``stored``, fewer where the ledger is behind), fold them into the tree, and
     say whether to go on. The first bad position is named: an event not hashing to its leaf,
-    else the hole."""
+    else a position within the ledger's size whose leaf it does not hold, else the hole."""
     hashed, missing, levels = answer
     start = subtrees.size
     common = min(len(hashed), len(stored))
@@ -216,6 +217,17 @@ async def _take(
             start + offset + 1,
             f"the event at position {start + offset + 1} does not hash to the ledger's"
             " leaf (edited, replaced or moved)",
+        )
+        return False
+    # Fewer stored leaves than the ledger's size covers here: a gap in its tiles (the leaves
+    # are read up to the first missing tile), not a ledger behind its store.
+    covered = min(len(hashed) // HASH_SIZE, result.ledger_size - start)
+    if len(stored) // HASH_SIZE < covered:
+        result.leaves = start + len(stored) // HASH_SIZE
+        result.fail(
+            result.leaves + 1,
+            f"the ledger covers {result.ledger_size} events but holds no leaf hash for"
+            f" position {result.leaves + 1} (deleted from its tiles)",
         )
         return False
     subtrees.extend(hashed, levels)

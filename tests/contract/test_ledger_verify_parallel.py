@@ -24,7 +24,15 @@ from casetrail_platform.ledger.verify import VerificationWorkerDied, verify_stor
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from tests.contract.conftest import StoreOpener
-from tests.support.ledger import KINDS, DyingRanges, append_notes, open_ledger, postgres_sql, tamper
+from tests.support.ledger import (
+    KINDS,
+    DyingRanges,
+    append_notes,
+    open_ledger,
+    postgres_sql,
+    tamper,
+    tamper_ledger,
+)
 from tests.support.sample_events import sample_registry
 
 SIZE = 40
@@ -164,3 +172,33 @@ async def test_postgres_workers_see_the_store_as_it_was_when_the_check_began(
     assert during.ok, during.problem
     assert during.leaves == SIZE
     assert after.first_bad_position == 37, after.problem
+
+
+@pytest.mark.parametrize(("tile", "first_missing"), [(0, 1), (1, 257)])
+async def test_leaves_deleted_from_the_ledger_name_the_first_position_without_one(
+    tile: int, first_missing: int, open_store: StoreOpener, tmp_path: Path
+) -> None:
+    # 600 leaves in tiles of 256: one tile deleted, the ledger's size (its last tile) stays.
+    # The leaves read stopped at the gap and were compared as far as they went: verified.
+    store = await open_store()
+    ledger_store = await open_ledger(store, tmp_path)
+    signer = FileSigner(origin_of("test-agency", "test"), tmp_path / "keys" / "test.key")
+    try:
+        await append_notes(store, 600, per_commit=100)
+        await LedgerLog(ledger_store, signer).sign()
+        await tamper_ledger(
+            store, tmp_path, [f"DELETE FROM {{tiles}} WHERE level = 0 AND idx = {tile}"]
+        )
+        verifier = await signer.verifier()
+        for workers in (2, 1):
+            checked = await verify_store(ledger_store, verifier, workers=workers)
+            assert not checked.ok, workers
+            assert checked.ledger_size == 600
+            assert checked.first_bad_position == first_missing, checked.problem
+            assert checked.problem == (
+                f"the ledger covers 600 events but holds no leaf hash for position"
+                f" {first_missing} (deleted from its tiles)"
+            )
+            assert checked.leaves == first_missing - 1
+    finally:
+        await ledger_store.close()

@@ -1,6 +1,7 @@
 """The ledger's test tooling: a ledger store beside a contract test's event store, notes
 appended to a store, tampering with stored events behind the triggers' back (the kinds the
-tamper tests try, on SQLite and PostgreSQL), a verification worker that dies, a signed store on
+tamper tests try, on SQLite and PostgreSQL) and with the ledger's own tables (the database's
+rights, no key), a verification worker that dies, a signed store on
 PostgreSQL, and the signature lines of a checkpoint note as a forger might change them (with
 Go's verdict on each)."""
 
@@ -111,18 +112,27 @@ KINDS = {
 async def wipe_ledger(store: EventStore, tmp_path: Path) -> None:
     """Deletes the ledger's tiles and checkpoints: what someone with the database's rights but
     not the signing key can do."""
+    await tamper_ledger(store, tmp_path, ["DELETE FROM {tiles}", "DELETE FROM {checkpoints}"])
+
+
+async def tamper_ledger(store: EventStore, tmp_path: Path, statements: list[str]) -> None:
+    """Runs SQL on the ledger's tables (``{tiles}``, ``{checkpoints}``) beside ``store``, with
+    the database's rights and no signing key."""
     if isinstance(store, SqliteEventStore):
         connection = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
-        connection.execute("DELETE FROM ledger_tiles")
-        connection.execute("DELETE FROM ledger_checkpoints")
+        for statement in statements:
+            connection.execute(
+                statement.format(tiles="ledger_tiles", checkpoints="ledger_checkpoints")
+            )
         connection.close()
         return
     import psycopg
 
     schema = store._schema  # type: ignore[attr-defined]
+    tables = {"tiles": f'"{schema}".ledger_tiles', "checkpoints": f'"{schema}".ledger_checkpoints'}
     async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as db:
-        await db.execute(f'DELETE FROM "{schema}".ledger_tiles')
-        await db.execute(f'DELETE FROM "{schema}".ledger_checkpoints')
+        for statement in statements:
+            await db.execute(statement.format(**tables))
 
 
 class DyingRanges(SqliteRanges):
