@@ -290,6 +290,12 @@ def _split(text: str) -> tuple[str, list[tuple[str, str]]]:
     if _CONTROL.search(text):
         # As Go's note.Open: a note another verifier refuses must not pass here.
         raise NoteError("a signed note holds no control characters but line feeds")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON's "\ud800"): Go's note.Open refuses text not valid UTF-8,
+        # and encoding the body to check its signature raised here, past NoteError's catchers.
+        raise NoteError("a signed note is UTF-8 text: this one holds a lone surrogate") from None
     body, separator, signatures = text.rpartition("\n\n")
     if not separator or not body:
         raise NoteError("a signed note is a text, a blank line and signature lines")

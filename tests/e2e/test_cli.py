@@ -453,6 +453,11 @@ async def test_verify_names_the_line_of_a_hostile_export_and_never_crashes(
             _jsonl(lines, case_opened, {"ledgercheckpoint": f"{body}\nextra\n\n{signatures}"}),
             f"line {case_opened + 1}: event {lines[case_opened]['id']}: checkpoint of",
         ),
+        "note not UTF-8": (
+            # JSON's "\ud800": a lone surrogate, no UTF-8 text (Go's note.Open refuses it too).
+            _jsonl(lines, case_opened, {"ledgercheckpoint": f"{body}\n\ud800\n\n{signatures}"}),
+            f"line {case_opened + 1}: event {lines[case_opened]['id']}: checkpoint of",
+        ),
         "many short bad lines": (b"x\n" * 5000, "line 1000: not valid JSON"),
         "bad signature": (
             _jsonl(lines, case_opened, {"ledgercheckpoint": f"{body}\n\n{_flipped(signatures)}"}),

@@ -4,12 +4,13 @@ them: the same notes accepted and refused, every refusal a ``NoteError``."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from casetrail_platform.ledger.keys import FileSigner
-from casetrail_platform.ledger.note import Checkpoint, NoteError, open_checkpoint
+from casetrail_platform.ledger.note import Checkpoint, NoteError, open_checkpoint, schedule_of
 from tests.support.ledger import GO_ACCEPTS, signature_variants
 
 ORIGIN = "casetrail/agency/intake"
@@ -56,6 +57,28 @@ async def test_a_note_go_refuses_is_refused_with_a_note_error(
     if "control" not in problem and "key's name" not in problem:
         with pytest.raises(NoteError, match=problem):
             Checkpoint.parse(body)
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        lambda note: note.replace("\n\n", "\n\ud800\n\n"),  # in the body (an extension line)
+        lambda note: note + "\u2014 other\udfff AAAAAAAA\n",  # another key's line: accepted
+    ],
+    ids=["body", "signature line"],
+)
+async def test_a_note_that_is_not_utf_8_text_is_refused_with_a_note_error(
+    tmp_path: Path, rewrite: Callable[[str], str]
+) -> None:
+    # A lone surrogate, which JSON's "\ud800" gives: encoding the body to check its signature
+    # raised UnicodeEncodeError, and `casetrail verify` ended with a traceback. Go's note.Open
+    # refuses text that is not valid UTF-8.
+    signer = FileSigner(ORIGIN, tmp_path / "key")
+    note = rewrite(await signer.sign_note(f"{ORIGIN}\n5\n{ROOT}\n"))
+    verifier = await signer.verifier()
+    for keys in (verifier, schedule_of(verifier)):
+        with pytest.raises(NoteError, match="a signed note is UTF-8 text"):
+            open_checkpoint(note, keys)
 
 
 async def test_two_keys_under_one_name_are_refused_not_one_silently_kept(tmp_path: Path) -> None:
