@@ -13,7 +13,6 @@ form Go's ``golang.org/x/mod/sumdb/note.NewVerifier`` reads; that is what casetr
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import re
 from collections.abc import Iterable
@@ -86,7 +85,7 @@ class Checkpoint:
             raise NoteError(f"checkpoint tree size {size_text!r} is not a decimal number")
         try:
             root = base64.b64decode(root_text, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a letter beyond ASCII
             raise NoteError("checkpoint root hash is not base64") from None
         if len(root) != HASH_SIZE:
             raise NoteError(f"checkpoint root hash has {len(root)} bytes, not {HASH_SIZE}")
@@ -122,7 +121,7 @@ class Verifier:
         name, id_hex, encoded = parts
         try:
             raw = base64.b64decode(encoded, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a letter beyond ASCII
             raise NoteError("verifier key is not base64") from None
         if len(raw) != 33 or raw[0] != ED25519:
             raise NoteError("verifier key is not an Ed25519 key")
@@ -314,7 +313,7 @@ def _split(text: str) -> tuple[str, list[tuple[str, str]]]:
 def _decoded(name: str, encoded: str) -> bytes:
     try:
         return base64.b64decode(encoded, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a letter beyond ASCII
         raise NoteError(f"signature of {name} is not base64") from None
 
 

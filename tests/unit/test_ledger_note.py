@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from casetrail_platform.ledger.keys import FileSigner
-from casetrail_platform.ledger.note import Checkpoint, NoteError, open_checkpoint, schedule_of
+from casetrail_platform.ledger.note import (
+    Checkpoint,
+    NoteError,
+    Verifier,
+    open_checkpoint,
+    schedule_of,
+)
 from tests.support.ledger import GO_ACCEPTS, signature_variants
 
 ORIGIN = "casetrail/agency/intake"
@@ -79,6 +85,26 @@ async def test_a_note_that_is_not_utf_8_text_is_refused_with_a_note_error(
     for keys in (verifier, schedule_of(verifier)):
         with pytest.raises(NoteError, match="a signed note is UTF-8 text"):
             open_checkpoint(note, keys)
+
+
+async def test_base64_with_letters_beyond_ascii_is_refused_with_a_note_error(
+    tmp_path: Path,
+) -> None:
+    # base64.b64decode raises a bare ValueError, not binascii.Error, for a str not ASCII: it
+    # went past every NoteError catcher (`casetrail verify` ended with a traceback).
+    signer = FileSigner(ORIGIN, tmp_path / "key")
+    verifier = await signer.verifier()
+    note = await signer.sign_note(f"{ORIGIN}\n5\n{ROOT}\n")
+    accented = "\u00e9" * 44
+    for text, problem in [
+        (note + f"\u2014 other {accented[:8]}\n", "signature of other is not base64"),
+        (await signer.sign_note(f"{ORIGIN}\n5\n{accented}\n"), "root hash is not base64"),
+    ]:
+        for keys in (verifier, schedule_of(verifier)):
+            with pytest.raises(NoteError, match=problem):
+                open_checkpoint(text, keys)
+    with pytest.raises(NoteError, match="not base64"):
+        Verifier.parse(str(verifier)[:-4] + "\u00e9\u00e9\u00e9=")
 
 
 async def test_two_keys_under_one_name_are_refused_not_one_silently_kept(tmp_path: Path) -> None:
