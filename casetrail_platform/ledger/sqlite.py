@@ -225,10 +225,11 @@ class SqliteLedgerStore(LedgerStore):
     async def checkpoints(self, after_size: int = -1, limit: int = 1000) -> list[StoredCheckpoint]:
         def fetch() -> list[StoredCheckpoint]:
             rows = self._db().execute(
-                "SELECT size, note FROM ledger_checkpoints WHERE size > ? ORDER BY size LIMIT ?",
+                f"SELECT size, {_NOTE} FROM ledger_checkpoints WHERE size > ? ORDER BY size"
+                " LIMIT ?",
                 (after_size, limit),
             )
-            return [StoredCheckpoint(int(size), note) for size, note in rows]
+            return [StoredCheckpoint(int(size), _text(note)) for size, note in rows]
 
         return await self._run(fetch)
 
@@ -236,12 +237,23 @@ class SqliteLedgerStore(LedgerStore):
         def fetch() -> StoredCheckpoint | None:
             row = (
                 self._db()
-                .execute("SELECT size, note FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
+                .execute(f"SELECT size, {_NOTE} FROM ledger_checkpoints ORDER BY size DESC LIMIT 1")
                 .fetchone()
             )
-            return None if row is None else StoredCheckpoint(int(row[0]), row[1])
+            return None if row is None else StoredCheckpoint(int(row[0]), _text(row[1]))
 
         return await self._run(fetch)
+
+
+_NOTE = "CAST(note AS BLOB)"
+"""A note as its bytes: SQLite keeps whatever bytes were written as TEXT, and decoding one
+not UTF-8 raised ``sqlite3.OperationalError`` (quoting the note) out of every reader."""
+
+
+def _text(note: bytes) -> str:
+    """A stored note's text, bytes not UTF-8 replaced (U+FFFD): its signature then fails to
+    verify, and the checkpoint is reported as the bad one it is."""
+    return note.decode("utf-8", errors="replace")
 
 
 def _write_tile(db: sqlite3.Connection, write: tiles.TileWrite) -> None:

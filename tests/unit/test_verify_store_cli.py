@@ -152,6 +152,19 @@ def test_a_database_where_the_service_never_stored_is_told_not_a_traceback(
         assert schemas == (0,)
 
 
+def test_a_checkpoint_note_not_utf_8_is_reported_not_a_traceback(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SQLite hands TEXT back decoded: a note with a byte not UTF-8 (written with the database's
+    # rights) raised sqlite3.OperationalError out of the command, quoting the note.
+    db = sqlite3.connect(data_dir / "intake" / "ledger.db", isolation_level=None)
+    db.execute("UPDATE ledger_checkpoints SET note = CAST(note AS BLOB) || x'ff'")
+    db.close()
+
+    assert casetrail_exit("verify-store", "intake", "--data-dir", str(data_dir)) == 1
+    assert "the checkpoint of size 12 is invalid" in capsys.readouterr().out
+
+
 def _files(directory: Path) -> dict[str, bytes]:
     return {
         str(path.relative_to(directory)): path.read_bytes()

@@ -1,8 +1,8 @@
 """The witness against a log's checkpoint table written with the database's rights alone (no
-signing key): the held checkpoint's note rewritten so that it still verifies, or the table and
-tiles emptied. Each is an alarm raised once, the round ends (it held the witness's lock, so a
-round that never ended starved every other log), and the alarm clears once the log is back
-at the checkpoint held."""
+signing key): the held checkpoint's note rewritten so that it still verifies, or with bytes not
+UTF-8, or the table and tiles emptied. Each is an alarm raised once, the round ends (it held
+the witness's lock, so a round that never ended starved every other log), and the alarm clears
+once the log is back at the checkpoint held."""
 
 from __future__ import annotations
 
@@ -158,4 +158,18 @@ async def test_a_log_whose_checkpoints_and_tiles_are_gone_shrank_and_raises_the_
     assert signed.note == witnessed.note
     assert await witnessed.round() is None
     assert await witnessed.witness.alarm(witnessed.verifier.name) is None
+    assert witnessed.alarms == [alarm]
+
+
+async def test_a_held_note_with_bytes_not_utf_8_raises_an_alarm(witnessed: Witnessed) -> None:
+    # SQLite: decoding the note raised sqlite3.OperationalError out of the round (and of every
+    # other log's check after it in audit's round).
+    db = sqlite3.connect(witnessed.tmp_path / "ledger.db", isolation_level=None)
+    db.execute("UPDATE ledger_checkpoints SET note = CAST(note AS BLOB) || x'ff'")
+    db.close()
+
+    alarm = await witnessed.round()
+    assert alarm is not None
+    assert alarm.checkpoint_size == HELD
+    assert alarm.problem.startswith(f"checkpoint of size {HELD}: a signed note ends with")
     assert witnessed.alarms == [alarm]

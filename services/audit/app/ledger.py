@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -116,33 +116,51 @@ class WitnessRound:
     alarms: list[WitnessAlarm]
     unkeyed: list[str]
     """Services whose log exists but whose public key audit lacks: not witnessed at all."""
+    unchecked: list[str] = field(default_factory=list)
+    """Services whose log could not be checked this round (an error, logged): not witnessed."""
 
     @property
     def consistent(self) -> bool:
-        return not self.alarms and not self.unkeyed
+        return not self.alarms and not self.unkeyed and not self.unchecked
 
 
 async def witness_all(deps: LedgerDeps) -> WitnessRound:
-    """One round: every log checked once. Returns the alarms standing and the logs it could
-    not check for want of their key (a log nobody checks must not look checked)."""
+    """One round: every log checked once, each on its own, so that one log failing (its
+    database unreadable, a row its driver cannot read) stops no other's check. Returns the
+    alarms standing and the logs it could not check, for want of their key or for an error
+    (a log nobody checks must not look checked). A storage configuration error (an operator
+    must act) is raised once every log was tried, for the caller to tell once."""
     alarms: list[WitnessAlarm] = []
     unkeyed: list[str] = []
+    unchecked: list[str] = []
+    misconfigured: StorageConfigurationError | None = None
     for service in deps.directory.services:
-        store = await deps.directory.log(service)
-        if store is None:
-            continue
-        verifier = await deps.directory.verifier(service)
-        if verifier is None:
-            unkeyed.append(service)
-            continue
 
         async def raised(alarm: WitnessAlarm, service: str = service) -> None:
             await record_alarm(deps.store, service, alarm)
 
-        alarm = await deps.witness.witness(store, verifier, raised)
+        try:
+            store = await deps.directory.log(service)
+            if store is None:
+                continue
+            verifier = await deps.directory.verifier(service)
+            if verifier is None:
+                unkeyed.append(service)
+                continue
+            alarm = await deps.witness.witness(store, verifier, raised)
+        except StorageConfigurationError as error:
+            misconfigured = misconfigured or error
+            continue
+        except Exception as error:
+            # By type and place, no traceback: the message may quote what it failed on.
+            log.error("ledger witness could not check %s's log: %s", service, failure_text(error))
+            unchecked.append(service)
+            continue
         if alarm is not None:
             alarms.append(alarm)
-    return WitnessRound(alarms, unkeyed)
+    if misconfigured is not None:
+        raise misconfigured
+    return WitnessRound(alarms, unkeyed, unchecked)
 
 
 async def record_alarm(store: EventStore, service: str, alarm: WitnessAlarm) -> None:
