@@ -6,6 +6,7 @@ appointment, what is left on a budget line, the referral to make instead...).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from casetrail_platform.commands import RuleBroken
@@ -203,6 +204,24 @@ def _kind_named(kind: str) -> str:
     (``addiction_counseling``) as "the service", for the refusal's text reaches callers' logs
     and proxies, where no sensitive value may go, and the caller knows what it asked."""
     return "the service" if is_sensitive_code(kind) else kind
+
+
+def budget_line_does_not_fund_service(
+    budget_line: str, funds: Sequence[str], kind: str | None
+) -> RuleBroken:
+    """A reservation for a service of ``kind`` (``None``: naming no service) on a line paying
+    only for ``funds`` (the agency's configuration, as ``GetBudgetLine`` answers it). The
+    service's kind is named as ``schedule_conflict`` names the one asked: a special-data one
+    (``addiction_counseling``) as "the service"."""
+    kinds = ", ".join(funds)
+    what = "a service without a service_id" if kind is None else _kind_named(kind)
+    return RuleBroken(
+        BUDGET_LINE_DOES_NOT_FUND_SERVICE,
+        f"budget line {budget_line} pays only for {kinds}, not {what}",
+        subject=f"budget_line/{budget_line}",
+        budget_line=budget_line,
+        funds_service_kinds=kinds,
+    )
 
 
 def budget_exceeded(budget_line: str, requested: Money, available: int) -> RuleBroken:

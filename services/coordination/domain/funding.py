@@ -51,14 +51,10 @@ def decide_reservation(
     if line.funds_service_kinds and (
         service is None or service.kind not in line.funds_service_kinds
     ):
-        kinds = ", ".join(kind.value for kind in line.funds_service_kinds)
-        what = "a service without a service_id" if service is None else service.kind.value
-        raise RuleBroken(
-            errors.BUDGET_LINE_DOES_NOT_FUND_SERVICE,
-            f"budget line {line.budget_line} pays only for {kinds}, not {what}",
-            subject=f"budget_line/{line.budget_line}",
-            budget_line=line.budget_line,
-            funds_service_kinds=kinds,
+        raise errors.budget_line_does_not_fund_service(
+            line.budget_line,
+            [kind.value for kind in line.funds_service_kinds],
+            None if service is None else service.kind.value,
         )
     _require_room(line, state, facts.case_id, command.service_id)
     available = line.amount.amount_minor_units - state.committed

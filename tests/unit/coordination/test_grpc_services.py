@@ -500,6 +500,39 @@ async def test_a_clash_never_names_the_sensitive_kind_asked_either(
     assert plain.message.startswith("SCHEDULE_CONFLICT: physical_therapy from ")
 
 
+async def test_a_budget_refusal_never_names_the_sensitive_kind_of_the_service(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    # As a clash: the service's kind is the case's special data, and the refusal's message and
+    # details reach callers' logs and proxies (README, "Access").
+    await intake.open_case("case-1", "client-1", [NeedCategory.SUBSTANCE_USE, *NEEDS])
+    await carried_by(store, "case-1")
+
+    def reserve(service_id: str) -> pb.ReserveBudgetRequest:
+        return pb.ReserveBudgetRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            budget_line="home-care-fy2026",
+            amount=pb.Money(amount_minor_units=100, currency="USD"),
+            service_id=service_id,
+        )
+
+    counseling = await stub.ScheduleService(
+        schedule_request("case-1", "addiction_counseling", TUESDAY_10, provider=COUNSELING_CENTRE)
+    )
+    refusal = await refused(stub.ReserveBudget(reserve(counseling.service_id)))
+    assert refusal.rule == "BUDGET_LINE_DOES_NOT_FUND_SERVICE"
+    shown = [refusal.message, *map(str, refusal.details)]
+    assert not [text for text in shown if "addiction" in text], shown
+    assert refusal.message.endswith("pays only for home_care, not the service")
+    # A kind that is no special data is still named, so the caller knows which it asked.
+    therapy = await stub.ScheduleService(
+        schedule_request("case-1", "physical_therapy", TUESDAY_10 + timedelta(hours=3))
+    )
+    plain = await refused(stub.ReserveBudget(reserve(therapy.service_id)))
+    assert plain.message.endswith("pays only for home_care, not physical_therapy")
+
+
 async def test_a_delivered_service_keeps_its_slot(
     stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
