@@ -3,7 +3,8 @@ commands, domain values become messages."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, MutableSequence, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -20,12 +21,14 @@ from events.envelope import RecordedEvent
 from services.coordination.app.queries import CaseCoordination
 from services.coordination.domain.agency import BudgetLine, Program, Worker
 from services.coordination.domain.budget import BudgetLineState
+from services.coordination.domain.case import RUNNING_REFERRAL_STATUSES
 from services.coordination.domain.commands import Command
 from services.coordination.domain.eligibility import describe_rules
 from services.coordination.domain.schedule import Service, ServiceStatus
 from services.coordination.domain.validation import validated
 
 C = TypeVar("C", bound=Command)
+E = TypeVar("E", bound=Message)
 
 
 def command(model: type[C], request: Message) -> C:
@@ -158,6 +161,77 @@ def _schedule_rank(service: pb.ScheduledService) -> tuple[int, int, int]:
     if service.status == ServiceStatus.SCHEDULED.value:
         return (0, *starts)
     return (1, -starts[0], -starts[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    """How many entries of a list an answer holds at most, and how many bytes they may take."""
+
+    listed: int
+    size: int
+
+
+CASE_SERVICES = Cap(SCHEDULE_LISTED, 1536 * 1024)
+CASE_REFERRALS = Cap(100, 256 * 1024)
+CASE_ELIGIBILITY = Cap(100, 384 * 1024)
+CASE_CLAIMS = Cap(100, 768 * 1024)
+"""What a case's coordination answer lists at most of each list that grows with the case. Each
+bounded in count and in bytes: an entry's texts are bounded in characters (500), which are up to
+4 bytes each, so a count alone would not keep the answer under gRPC's 4 MiB, past which it never
+reaches the caller (the read recorded all the same). At most: a service about 1.4 KB (4.4 KB
+with 4-byte characters), a referral 1.2 KB (4.2 KB), a decision 2.6 KB (10.1 KB), a claim 7.3 KB
+(100 service ids; 8.8 KB). Together at most 2.9 MiB."""
+
+
+def cut_case_coordination(answer: pb.GetCaseCoordinationResponse) -> None:
+    """Keep in ``answer`` (what the caller may read of the case) the entries of each growing
+    list that matter most, within its cap, in their order; set each list's ``*_truncated`` and
+    ``*_total``. Services as ``cut_schedule`` chooses them, referrals still running and claims
+    not yet decided before the others, each programme's latest decision before earlier ones,
+    then the latest first."""
+    answer.services_truncated, answer.services_total = _cut(
+        answer.services, CASE_SERVICES, lambda _, service: _schedule_rank(service)
+    )
+    running = {status.value for status in RUNNING_REFERRAL_STATUSES}
+    answer.referrals_truncated, answer.referrals_total = _cut(
+        answer.referrals,
+        CASE_REFERRALS,
+        lambda index, referral: (referral.status not in running, -index),
+    )
+    latest = {decision.program_id: index for index, decision in enumerate(answer.eligibility)}
+    answer.eligibility_truncated, answer.eligibility_total = _cut(
+        answer.eligibility,
+        CASE_ELIGIBILITY,
+        lambda index, decision: (latest[decision.program_id] != index, -index),
+    )
+    answer.claims_truncated, answer.claims_total = _cut(
+        answer.claims, CASE_CLAIMS, lambda index, claim: (claim.status != "filed", -index)
+    )
+
+
+def _cut(
+    entries: MutableSequence[E], cap: Cap, rank: Callable[[int, E], tuple[int | bool, ...]]
+) -> tuple[bool, int]:
+    """Keep the best ranked of ``entries`` that fit ``cap``, in their order: whether any was
+    left out, and how many there were."""
+    total = len(entries)
+    kept: set[int] = set()
+    size = 0
+    for index in sorted(range(total), key=lambda i: rank(i, entries[i]))[: cap.listed]:
+        # The entry and its tag and length in the answer.
+        size += entries[index].ByteSize() + _ENTRY_FRAMING
+        if size > cap.size:
+            break
+        kept.add(index)
+    if len(kept) < total:
+        listed = [entry for index, entry in enumerate(entries) if index in kept]
+        del entries[:]
+        entries.extend(listed)
+    return len(kept) < total, total
+
+
+_ENTRY_FRAMING = 4
+"""A list entry's tag (1 byte) and length (at most 3 bytes under 2 MiB)."""
 
 
 def budget_line(line: BudgetLine, state: BudgetLineState) -> pb.GetBudgetLineResponse:

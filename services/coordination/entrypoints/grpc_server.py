@@ -69,13 +69,16 @@ CASE_SECTIONS = (
 CASE_SECTION_PATHS = {
     RecordSection.ASSESSMENT: ("needs",),
     RecordSection.ASSIGNMENT: ("worker_id", "worker_role"),
-    RecordSection.REFERRALS: ("referrals",),
-    RecordSection.SERVICES: ("services",),
-    RecordSection.ELIGIBILITY: ("eligibility",),
-    RecordSection.FUNDING: ("claims",),
+    RecordSection.REFERRALS: ("referrals", "referrals_truncated", "referrals_total"),
+    RecordSection.SERVICES: ("services", "services_truncated", "services_total"),
+    RecordSection.ELIGIBILITY: ("eligibility", "eligibility_truncated", "eligibility_total"),
+    RecordSection.FUNDING: ("claims", "claims_truncated", "claims_total"),
 }
 REFERRAL_PATHS = {"referrals": "referral_id", "services": "referral_id"}
 """Lists whose entries belong to a referral: a partner sees its referral's entries only."""
+CASE_SPECIAL_ENTRIES = ("referrals.need_category", "services.kind")
+"""The sensitive paths of a case's answer that withhold whole entries (of a special-data need
+or kind), so that a caller not entitled to them is shown fewer (``redaction``)."""
 SCHEDULE_SENSITIVE_PATHS = ("services.kind",)
 SCHEDULE_SECTIONS = (RecordSection.IDENTITY, RecordSection.SERVICES)
 BUDGET_SECTIONS = (RecordSection.FUNDING,)
@@ -593,6 +596,14 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         decision = await self._authorized(principal, reader, PolicyAction.READ_CASE, case_id)
         view = await queries.case_coordination(self._deps, case_id)
         answer = convert.case_coordination(view)
+        # Cut among what the caller may see (release keeps and withholds the same again): the
+        # totals count only what the caller may read, an entry withheld leaves no trace in
+        # them, and the sensitive fields recorded as read are those of the entries listed.
+        if decision.referral_ids is not None:
+            redaction.keep_referred(answer, REFERRAL_PATHS, decision.referral_ids)
+        if not decision.sensitive:
+            redaction.redact(answer, CASE_SPECIAL_ENTRIES)
+        convert.cut_case_coordination(answer)
         disclosed = Disclosure(
             case_id,
             decision,
