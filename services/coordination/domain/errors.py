@@ -120,6 +120,29 @@ def counseling_requires_licence(case_id: str, worker_id: str, worker_role: str) 
     )
 
 
+def withdrawal_leaves_counseling(
+    case_id: str, referral_id: str, worker_id: str, worker_role: str
+) -> RuleBroken:
+    """``counseling_requires_licence`` for a withdrawal: the referral is all that keeps needs
+    calling for counseling off a worker who may not counsel. Said in the same words (the rule,
+    the worker; never which need, nor how many)."""
+    return RuleBroken(
+        COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER,
+        f"withdrawing referral {referral_id} would leave case {case_id}'s open needs calling for"
+        f" counseling with worker {worker_id} ({worker_role}), who may not counsel: only a"
+        f" licensed social worker ({', '.join(COUNSELING_LICENCES)}) may take them on. Transfer"
+        " the case to a licensed social worker with TransferCase first, or refer the client"
+        f" anew ({COUNSELING_PROVIDERS}) with MakeReferral and withdraw {referral_id} once the"
+        " new referral is accepted",
+        subject=f"referral/{referral_id}",
+        worker_id=worker_id,
+        worker_role=worker_role,
+        required_licences=",".join(COUNSELING_LICENCES),
+        suggested_referrals=COUNSELING_PROVIDERS,
+        suggested_action="TransferCase",
+    )
+
+
 def caseload_full(worker_id: str, caseload: int, capacity: int) -> RuleBroken:
     return RuleBroken(
         CASELOAD_FULL,

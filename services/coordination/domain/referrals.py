@@ -4,8 +4,12 @@ still run."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import date
+
 from casetrail_platform.commands import NotFound, RuleBroken
 from casetrail_platform.policy.vocabulary import Decision
+from events.catalog.assignment import COUNSELING_NEEDS
 from events.catalog.base import CaseEvent
 from events.catalog.referrals import (
     ReferralAccepted,
@@ -16,6 +20,8 @@ from events.catalog.referrals import (
 )
 from events.envelope import Actor
 from services.coordination.domain import errors
+from services.coordination.domain.agency import Agency
+from services.coordination.domain.assignment import counseling_licence
 from services.coordination.domain.case import (
     RUNNING_REFERRAL_STATUSES,
     CaseState,
@@ -110,10 +116,23 @@ def decide_answer(
             ]
 
 
-def decide_withdrawal(state: CaseState, command: WithdrawReferral, actor: Actor) -> list[CaseEvent]:
+def decide_withdrawal(
+    state: CaseState,
+    command: WithdrawReferral,
+    actor: Actor,
+    facts: CaseFacts | None = None,
+    agency: Agency | None = None,
+    on: date | None = None,
+) -> list[CaseEvent]:
     """The agency calls off a referral still running (pending or accepted); one that ended
     (declined, completed, withdrawn) stays as it ended. Allowed on a closed case too: it takes
-    nothing on, it ends a partner's part in the case."""
+    nothing on, it ends a partner's part in the case.
+
+    Given the case's ``facts``, the ``agency``'s file and its date ``on``, an accepted referral
+    that is all that keeps a counseling need off a worker who may not counsel is not withdrawn
+    (``withdrawal_leaves_counseling``): assignment lets a case manager carry such a case only
+    while a provider has the need. The closure's withdrawals are not decided here: a closed case
+    asks nothing of its worker."""
     require_case_worker(actor, Action.WITHDRAW_REFERRAL, state.worker_id)
     referral = state.referrals.get(command.referral_id)
     if referral is None:
@@ -126,7 +145,41 @@ def decide_withdrawal(state: CaseState, command: WithdrawReferral, actor: Actor)
             subject=f"referral/{referral.referral_id}",
             status=referral.status.value,
         )
+    if facts is not None and agency is not None and on is not None:
+        _require_counseling_kept(state, referral, facts, agency, on)
     return [_withdrawn(command.case_id, referral, command.reason)]
+
+
+def _require_counseling_kept(
+    state: CaseState, referral: Referral, facts: CaseFacts, agency: Agency, on: date
+) -> None:
+    """Refuse to hand the referral's need back to the case's worker when it calls for counseling
+    and they may not counsel on ``on`` (a case manager, a licence lapsed): it is still the
+    case's, open, and no other referral a provider took on meets it. A pending referral meets no
+    need yet: withdrawn, it leaves the worker nothing they did not already carry."""
+    need = referral.need_category
+    if (
+        referral.status is not ReferralStatus.ACCEPTED
+        or need not in COUNSELING_NEEDS
+        or need not in facts.needs
+        or facts.closed
+        or state.worker_id is None
+    ):
+        return
+    others = replace(state, referrals={**state.referrals})
+    del others.referrals[referral.referral_id]
+    if need in others.referred_needs():
+        return
+    worker = agency.worker(state.worker_id)
+    if worker is not None and counseling_licence(worker, on) is not None:
+        return
+    role = worker.role if worker is not None else state.worker_role
+    raise errors.withdrawal_leaves_counseling(
+        facts.case_id,
+        referral.referral_id,
+        state.worker_id,
+        "" if role is None else role.value,
+    )
 
 
 def decide_closure_withdrawals(state: CaseState, case_id: str) -> list[CaseEvent]:

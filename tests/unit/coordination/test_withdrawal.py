@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from datetime import date
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -19,6 +20,7 @@ from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.assignment import COUNSELING_NEEDS
 from events.catalog.base import Role
 from events.catalog.referrals import ReferralWithdrawn
 from events.catalog.scheduling import ServiceCancelled
@@ -30,7 +32,7 @@ from services.coordination.app.handlers.running import Dependencies
 from services.coordination.domain import errors
 from services.coordination.domain.case import CaseState, Referral, ReferralStatus
 from services.coordination.domain.commands import WithdrawReferral
-from services.coordination.domain.facts import schedule_stream
+from services.coordination.domain.facts import CaseFacts, schedule_stream
 from services.coordination.domain.referrals import decide_closure_withdrawals, decide_withdrawal
 from services.coordination.domain.scheduling import REFERRAL_ENDED_REASON
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
@@ -47,7 +49,12 @@ from tests.unit.coordination.rpc import (
     refused_alike,
     schedule_request,
 )
-from tests.unit.coordination.support import IntakeFeed, command_context, query_context
+from tests.unit.coordination.support import (
+    IntakeFeed,
+    command_context,
+    query_context,
+    sample_agency,
+)
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub
@@ -120,6 +127,89 @@ def test_the_coordinator_or_the_cases_worker_withdraws(actor: Actor, allowed: bo
     else:
         with pytest.raises(NotAllowed):
             decide_withdrawal(state, _withdraw(), actor)
+
+
+AGENCY_DAY = date(2026, 3, 2)
+
+
+def _counseling_state(worker_id: str, *referrals: tuple[NeedCategory, ReferralStatus]) -> CaseState:
+    worker = sample_agency().worker(worker_id)
+    state = CaseState(worker_id=worker_id, worker_role=None if worker is None else worker.role)
+    for index, (need, status) in enumerate(referrals):
+        state.referrals[f"ref-{index}"] = Referral(
+            f"ref-{index}", PROVIDER, need, "counseling", "soon", status
+        )
+    return state
+
+
+def _withdrawn_from(
+    state: CaseState, needs: tuple[NeedCategory, ...], closed: bool = False
+) -> list[object]:
+    facts = CaseFacts("case-1", "client-1", needs, closed=closed)
+    return list(
+        decide_withdrawal(state, _withdraw(), COORDINATOR, facts, sample_agency(), AGENCY_DAY)
+    )
+
+
+@pytest.mark.parametrize("need", sorted(COUNSELING_NEEDS))
+@pytest.mark.parametrize("worker_id", ["cm-dana", "sw-expired", "cm-not-on-file"])
+def test_a_counseling_need_is_not_handed_back_to_a_worker_who_may_not_counsel(
+    need: NeedCategory, worker_id: str
+) -> None:
+    # A case manager carries a counseling need only while a provider has taken it on: the
+    # assignment was let through because of this referral.
+    state = _counseling_state(worker_id, (need, ReferralStatus.ACCEPTED))
+    with pytest.raises(RuleBroken) as refusal:
+        _withdrawn_from(state, (NeedCategory.HOUSING, need))
+    assert refusal.value.rule == errors.COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER
+    assert refusal.value.details["suggested_action"] == "TransferCase"
+    # Told alike whichever need it is: the refusal names none.
+    text = " ".join([refusal.value.description, *refusal.value.details.values()])
+    assert not [n for n in NeedCategory if n is not NeedCategory.COUNSELING and n.value in text]
+    assert "TransferCase" in text
+    assert "MakeReferral" in text
+
+
+@pytest.mark.parametrize(
+    ("worker_id", "referrals", "needs", "closed"),
+    [
+        # A licensed social worker may take the need back.
+        ("sw-lcsw", [(NeedCategory.COUNSELING, ReferralStatus.ACCEPTED)], None, False),
+        # Another provider has the need (accepted, or done).
+        (
+            "cm-dana",
+            [
+                (NeedCategory.MENTAL_HEALTH, ReferralStatus.ACCEPTED),
+                (NeedCategory.MENTAL_HEALTH, ReferralStatus.COMPLETED),
+            ],
+            None,
+            False,
+        ),
+        # A pending referral meets no need yet: the worker carries nothing new.
+        ("cm-dana", [(NeedCategory.COUNSELING, ReferralStatus.PENDING)], None, False),
+        # No counseling need, or no longer the case's.
+        ("cm-dana", [(NeedCategory.HOUSING, ReferralStatus.ACCEPTED)], None, False),
+        ("cm-dana", [(NeedCategory.SUBSTANCE_USE, ReferralStatus.ACCEPTED)], (), False),
+        # A closed case asks nothing of its worker.
+        ("cm-dana", [(NeedCategory.COUNSELING, ReferralStatus.ACCEPTED)], None, True),
+    ],
+)
+def test_a_withdrawal_that_leaves_no_counseling_with_an_unlicensed_worker_passes(
+    worker_id: str,
+    referrals: list[tuple[NeedCategory, ReferralStatus]],
+    needs: tuple[NeedCategory, ...] | None,
+    closed: bool,
+) -> None:
+    state = _counseling_state(worker_id, *referrals)
+    needs = tuple({need for need, _ in referrals}) if needs is None else needs
+    [withdrawn] = _withdrawn_from(state, needs, closed)
+    assert isinstance(withdrawn, ReferralWithdrawn)
+
+
+def test_a_closure_withdraws_an_accepted_counseling_referral_all_the_same() -> None:
+    state = _counseling_state("cm-dana", (NeedCategory.COUNSELING, ReferralStatus.ACCEPTED))
+    withdrawn = decide_closure_withdrawals(state, "case-1")
+    assert [e.referral_id for e in withdrawn if isinstance(e, ReferralWithdrawn)] == ["ref-0"]
 
 
 def test_a_closure_withdraws_only_the_referrals_still_running() -> None:
