@@ -142,13 +142,20 @@ def cut_schedule(
     parts: Sequence[pb.GetClientScheduleResponse], limit: int = SCHEDULE_LISTED
 ) -> bool:
     """Keep in ``parts`` (each case's part of a client's schedule) the ``limit`` services that
-    matter most: the ones still scheduled, the soonest first, then the cancelled and delivered,
-    the latest first. Whether any was left out."""
+    matter most, within ``CASE_SERVICES``' bytes: the ones still scheduled, the soonest first,
+    then the cancelled and delivered, the latest first. Whether any was left out."""
     services = [service for part in parts for service in part.services]
-    if len(services) <= limit:
-        return False
     ranked = sorted(services, key=_schedule_rank)
-    kept = {(service.case_id, service.service_id) for service in ranked[:limit]}
+    kept: set[tuple[str, str]] = set()
+    size = 0
+    for service in ranked[:limit]:
+        # A count alone let 1,000 services of 4-byte characters take 4.4 MB.
+        size += service.ByteSize() + _ENTRY_FRAMING
+        if size > CASE_SERVICES.size:
+            break
+        kept.add((service.case_id, service.service_id))
+    if len(kept) == len(services):
+        return False
     for part in parts:
         listed = [s for s in part.services if (s.case_id, s.service_id) in kept]
         del part.services[:]

@@ -83,3 +83,20 @@ def test_the_cut_ranks_services_across_the_cases_parts() -> None:
     assert [s.service_id for s in first.services] == ["b"]
     assert [s.service_id for s in second.services] == ["c", "d"]
     assert not convert.cut_schedule([first, second], 3)
+
+
+def test_the_cut_keeps_the_schedule_within_its_bytes_too() -> None:
+    """SCHEDULE_LISTED alone let 1,000 services with 500 four-byte characters in their
+    provider's name and address take 4.4 MB, past gRPC's 4 MiB answer."""
+    name = "\N{GRINNING FACE}" * 500
+    services = []
+    for day in range(1200):
+        service = _service(f"s{day}", "case-1", day % 300, "delivered")
+        service.provider.CopyFrom(pb.Provider(provider_id="p", name=name))
+        service.location.CopyFrom(pb.ServiceLocation(kind="provider_site", address=name))
+        services.append(service)
+    part = pb.GetClientScheduleResponse(services=services)
+
+    assert convert.cut_schedule([part])
+    assert len(part.services) < convert.SCHEDULE_LISTED
+    assert part.ByteSize() <= convert.CASE_SERVICES.size + 4 * len(part.services)
