@@ -20,8 +20,8 @@ from events.catalog.values import NeedCategory
 from services.coordination.app.handlers.running import Dependencies
 from tests.support.identity import acting
 from tests.support.publication import HeldPublication
-from tests.unit.coordination.rpc import accept, assign, assigned_case, refer
-from tests.unit.coordination.support import IntakeFeed, command_context
+from tests.unit.coordination.rpc import PT_CLINIC, accept, assign, assigned_case, refer
+from tests.unit.coordination.support import IntakeFeed, command_context, transferred
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub
@@ -140,3 +140,37 @@ async def test_a_withdrawal_is_answered_once_the_bus_has_it(
     assert bus.asked == [(await deps.store.read_stream("case-case-1"))[-1].position]
     bus.acknowledged.set()
     await withdrawing
+
+
+async def test_a_withdrawal_retried_after_a_transfer_is_answered_once_the_bus_has_it(
+    stub: Stub, bus: HeldPublication, deps: Dependencies, intake: IntakeFeed
+) -> None:
+    """The case's worker withdrew a referral, then the case went to another worker: the same
+    request retried under its key is answered as the first was (not refused as the previous
+    worker's new command is), and only once the bus has the withdrawal."""
+    bus.acknowledged.set()
+    await assigned_case(stub, intake, "cm-dana", recipient=PT_CLINIC.provider_id)
+    referral = await refer(stub, "case-1", "physical_therapy", PT_CLINIC)
+    withdrawal = pb.WithdrawReferralRequest(
+        context=command_context("case_manager", key="withdrawn", user="cm-dana"),
+        case_id="case-1",
+        referral_id=referral.referral_id,
+        reason="client changed their mind",
+    )
+    first = await stub.WithdrawReferral(withdrawal)
+    withdrawn = (await deps.store.read_stream("case-case-1"))[-1].position
+    await transferred(deps.store, "case-1")
+    after = await deps.store.last_position()
+
+    bus.acknowledged.clear()
+    bus.asked.clear()
+    retrying = asyncio.ensure_future(stub.WithdrawReferral(withdrawal))
+    for _ in range(500):  # until it asks the bus, or is answered without asking
+        if bus.asked or retrying.done():
+            break
+        await asyncio.sleep(0.02)
+    assert not retrying.done(), "the retry was not answered as the first, once on the bus"
+    assert bus.asked == [withdrawn]
+    bus.acknowledged.set()
+    assert await retrying == first
+    assert await deps.store.last_position() == after

@@ -147,6 +147,63 @@ async def test_a_corrected_date_of_birth_decides_the_age(
     assert (await stub.DetermineEligibility(request)).eligible
 
 
+async def test_a_retried_decision_answers_as_the_first_whatever_the_date_of_birth_says_since(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    """A decision taken on the age the caller stated, before intake's date of birth arrived,
+    or on a date of birth corrected since (a birthday between the attempts does the same):
+    the same request retried under its key gets the first answer again, not the refusal or
+    the other age a new request now gets; the key with another request is refused as
+    reused."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(store, "case-1", "user-social_worker", Role.SOCIAL_WORKER)
+    stated = eligibility(
+        "home-care-medicaid-waiver",
+        age=70,
+        monthly_income=usd(180_000),
+        residence="us-ca-alameda",
+    )
+    first = await stub.DetermineEligibility(stated)
+    assert first.reasons[0] == "age 70 is at least the minimum of 65"
+    await intake.register_client("client-1", date(1948, 5, 17))  # 77 or so, not 70
+    after = await store.last_position()
+
+    assert await stub.DetermineEligibility(stated) == first
+    assert await store.last_position() == after  # nothing recorded again
+    stated.facts.residence = "us-ca-marin"
+    reused = await refused(stub.DetermineEligibility(stated))
+    assert reused.rule == "IDEMPOTENCY_KEY_REUSED"
+    stated.facts.residence = "us-ca-alameda"
+    stated.context.idempotency_key += "-new"
+    contradicted = await refused(stub.DetermineEligibility(stated))
+    assert contradicted.rule == "AGE_CONTRADICTS_DATE_OF_BIRTH"
+
+    # Decided on the age the record gives, stated as the record's and left out; then the date
+    # of birth is corrected: each retry's answer is the first, neither refused for an age the
+    # record no longer gives nor decided on the corrected date.
+    age = age_on(date(1948, 5, 17), datetime.now(UTC).date())
+    as_recorded = eligibility(
+        "home-care-medicaid-waiver",
+        age=age,
+        monthly_income=usd(180_000),
+        residence="us-ca-alameda",
+    )
+    on_record = eligibility(
+        "home-care-medicaid-waiver", monthly_income=usd(180_000), residence="us-ca-alameda"
+    )
+    decided = [await stub.DetermineEligibility(r) for r in (as_recorded, on_record)]
+    assert all(d.eligible for d in decided)
+    await intake.correct_date_of_birth("client-1", date(1984, 5, 17))
+    after = await store.last_position()
+    assert [await stub.DetermineEligibility(r) for r in (as_recorded, on_record)] == decided
+    assert await store.last_position() == after
+    as_recorded.context.idempotency_key += "-new"
+    contradicted = await refused(stub.DetermineEligibility(as_recorded))
+    assert contradicted.rule == "AGE_CONTRADICTS_DATE_OF_BIRTH"
+    on_record.context.idempotency_key += "-new"
+    assert not (await stub.DetermineEligibility(on_record)).eligible
+
+
 async def test_a_stated_age_is_used_while_no_date_of_birth_is_known(
     stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
+from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.assignment import CaseReassigned
@@ -31,6 +32,7 @@ from tests.unit.coordination.support import (
     TransferredOnceRead,
     command_context,
     timestamp,
+    transferred,
 )
 
 if TYPE_CHECKING:
@@ -124,3 +126,39 @@ async def test_the_previous_worker_is_refused_once_the_case_is_transferred(
         True,
     )
     assert [r.event.event_type for r in await store.read_all(before)] == [CaseReassigned.event_type]
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+async def test_a_retry_of_the_previous_worker_s_done_command_answers_as_the_first(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore, name: str
+) -> None:
+    """cm-dana's command was done, then the case went to sw-lcsw: the same request retried
+    under its key gets the first answer again (its answer may have been lost), not the
+    refusal a new command of cm-dana's now gets; the key with another request is still
+    refused as reused. The retry is looked up before the case's worker is checked."""
+    delivered, scheduled, claim_id = await _carried_by_dana(
+        stub, intake, claimed=name == "RecordClaimDecision"
+    )
+    service_id = delivered if name == "FileInsuranceClaim" else scheduled
+    ask = case_commands(stub, service_id, claim_id)[name]
+
+    def dana(key: str) -> common_pb2.CommandContext:
+        return command_context("case_manager", key=key, user="cm-dana")
+
+    first = await ask(dana(f"done-{name}"), "case-1")
+    await transferred(store, "case-1")
+    after = await store.last_position()
+
+    assert await ask(dana(f"done-{name}"), "case-1") == first
+    assert await store.read_all(after) == []  # nothing recorded again
+    reused = await refused(ask(dana(f"done-{name}"), "case-2"))  # another request
+    assert (reused.code, reused.rule) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "IDEMPOTENCY_KEY_REUSED",
+    )
+    refusal = await refused(ask(dana(f"new-{name}"), "case-1"))  # a new one is refused
+    assert (refusal.code, "not assigned to them" in refusal.message) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        True,
+    )
+    assert await store.read_all(after) == []

@@ -3,7 +3,8 @@
 Each command is decided on exactly one stream of the store (``casetrail_platform.decide.execute``):
 the case (assignment, referrals, eligibility, claims), the client's schedule (services of all of
 the client's cases) or a budget line. Facts from other streams and from the bus are read
-before and passed to the pure decision; a retried command returns its first result.
+before and passed to the pure decision; a retried command returns its first result, looked up
+before anything is checked (``running.earlier_answer``).
 
 One module a part of the cycle, as in ``domain``: ``assignment``, ``referrals``, ``scheduling``
 (the client's services), ``funding`` (eligibility, budgets, claims); ``carriers`` checks who may

@@ -11,12 +11,13 @@ from casetrail_platform.policy.guard import AccessControl
 from events.catalog.base import CaseEvent
 from events.envelope import RecordedEvent
 from services.coordination.adapters import read_models as views
-from services.coordination.app.handlers.carriers import CaseSupervisor, supervisors_earlier_answer
+from services.coordination.app.handlers.carriers import CaseSupervisor
 from services.coordination.app.handlers.running import (
     Dependencies,
     Recorded,
     caseload_lock,
     command_facts,
+    earlier_answer,
     on_the_bus,
     run,
 )
@@ -38,10 +39,11 @@ async def assign_case(
     of their team's (``CaseSupervisor.assignable``), checked again on the history the
     assignment is appended after. Another team's case and an unknown case id get the same
     ``NO_RELATIONSHIP``."""
-    require_role(context.actor.role, Action.ASSIGN_CASE)
-    if (earlier := await supervisors_earlier_answer(deps, context, principal)) is not None:
-        # Its answer waits for the bus as the first did: it may have been lost waiting.
+    if (earlier := await earlier_answer(deps, context)) is not None:
+        # Before the team is checked (the case may have moved since); its answer waits for
+        # the bus as the first did: it may have been lost waiting.
         return await on_the_bus(deps, earlier)
+    require_role(context.actor.role, Action.ASSIGN_CASE)
     supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
     await supervisor.read_assignable()
     try:
@@ -68,10 +70,11 @@ async def transfer_case(
 ) -> Recorded:
     """``principal``: the verified caller; a supervisor transfers their team's cases only
     (``CaseSupervisor``), checked again on the history the transfer is appended after."""
-    require_role(context.actor.role, Action.TRANSFER_CASE)
-    if (earlier := await supervisors_earlier_answer(deps, context, principal)) is not None:
-        # Its answer waits for the bus as the first did: it may have been lost waiting.
+    if (earlier := await earlier_answer(deps, context)) is not None:
+        # Before the team is checked (the case may have moved since); its answer waits for
+        # the bus as the first did: it may have been lost waiting.
         return await on_the_bus(deps, earlier)
+    require_role(context.actor.role, Action.TRANSFER_CASE)
     supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
     await supervisor.read()
     return await _to_worker(

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from casetrail_platform.commands import CommandContext
-from casetrail_platform.decide import recorded_before
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.facts import CaseFacts as PolicyFacts
 from casetrail_platform.policy.guard import AccessControl
@@ -15,7 +14,7 @@ from casetrail_platform.store.port import EventStore, StreamVersion
 from events.catalog.assignment import CASE_CARRYING_ROLES
 from events.catalog.base import CaseEvent, Role
 from events.envelope import Actor, RecordedEvent
-from services.coordination.app.handlers.running import SOURCE, Dependencies, Recorded
+from services.coordination.app.handlers.running import Dependencies
 from services.coordination.domain.case import CaseState, case_state
 from services.coordination.domain.facts import case_stream
 from services.coordination.domain.permissions import Action, require_case_worker
@@ -139,14 +138,3 @@ class CaseSupervisor:
         case of no team: ``NO_RELATIONSHIP``), so the refusal of a real case tells nothing
         the refusal of an unknown one does not."""
         self._supervises(CaseState())
-
-
-async def supervisors_earlier_answer(
-    deps: Dependencies, context: CommandContext, principal: Principal
-) -> Recorded | None:
-    """A supervisor's command's earlier answer (``recorded_before``), asked before
-    ``CaseSupervisor.read`` checks their team. Other roles have no team check: their retry is
-    answered by ``execute`` as ever, with no read more here."""
-    if principal.role is not Role.SUPERVISOR:
-        return None
-    return await recorded_before(deps.store, SOURCE, context)

@@ -13,7 +13,6 @@ from services.coordination.app.handlers.carriers import (
     CaseSupervisor,
     carried,
     carried_case,
-    supervisors_earlier_answer,
 )
 from services.coordination.app.handlers.running import (
     SOURCE,
@@ -22,6 +21,7 @@ from services.coordination.app.handlers.running import (
     case_lock,
     client_schedule,
     command_facts,
+    earlier_answer,
     run,
     run_folded,
 )
@@ -50,6 +50,10 @@ T = TypeVar("T")
 async def determine_eligibility(
     deps: Dependencies, context: CommandContext, command: DetermineEligibility
 ) -> Recorded:
+    # Before the case's worker and the client's age are checked: either may have changed since
+    # the first attempt (a transfer; a date of birth recorded or corrected, a birthday).
+    if (earlier := await earlier_answer(deps, context)) is not None:
+        return earlier
     require_role(context.actor.role, Action.DETERMINE_ELIGIBILITY)
     await carried_case(deps, context, Action.DETERMINE_ELIGIBILITY, command.case_id)
     facts = await command_facts(deps, context, command.case_id)
@@ -92,10 +96,10 @@ async def reserve_budget(
     A case no one carries has no team yet: unlike AssignCase, which gives the case its team
     (any supervisor may step in there), its money waits for that team, the coordinator
     reserving meanwhile. So a case of no team, another team's and an unknown case id get the
-    same NO_RELATIONSHIP, before anything else is read or written."""
-    require_role(context.actor.role, Action.RESERVE_BUDGET)
-    if (earlier := await supervisors_earlier_answer(deps, context, principal)) is not None:
+    same NO_RELATIONSHIP, before anything else of the case is read or written."""
+    if (earlier := await earlier_answer(deps, context)) is not None:
         return earlier
+    require_role(context.actor.role, Action.RESERVE_BUDGET)
     supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
     await supervisor.read()
     line = _required(
@@ -123,9 +127,9 @@ async def release_budget(
     access: AccessControl,
 ) -> Recorded:
     """As ``reserve_budget``: a supervisor gives back money of their team's cases only."""
-    require_role(context.actor.role, Action.RESERVE_BUDGET)
-    if (earlier := await supervisors_earlier_answer(deps, context, principal)) is not None:
+    if (earlier := await earlier_answer(deps, context)) is not None:
         return earlier
+    require_role(context.actor.role, Action.RESERVE_BUDGET)
     supervisor = CaseSupervisor(deps.store, access, principal, command.case_id)
     await supervisor.read()
     line = _required(
@@ -144,6 +148,8 @@ async def release_budget(
 async def file_insurance_claim(
     deps: Dependencies, context: CommandContext, command: FileInsuranceClaim
 ) -> Recorded:
+    if (earlier := await earlier_answer(deps, context)) is not None:
+        return earlier
     require_role(context.actor.role, Action.HANDLE_CLAIM)
     await carried_case(deps, context, Action.HANDLE_CLAIM, command.case_id)
     facts = await command_facts(deps, context, command.case_id)
@@ -164,6 +170,8 @@ async def file_insurance_claim(
 async def record_claim_decision(
     deps: Dependencies, context: CommandContext, command: RecordClaimDecision
 ) -> Recorded:
+    if (earlier := await earlier_answer(deps, context)) is not None:
+        return earlier
     require_role(context.actor.role, Action.HANDLE_CLAIM)
     await carried_case(deps, context, Action.HANDLE_CLAIM, command.case_id)
     return await run(

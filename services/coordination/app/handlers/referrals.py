@@ -18,6 +18,7 @@ from services.coordination.app.handlers.running import (
     Recorded,
     case_lock,
     command_facts,
+    earlier_answer,
     on_the_bus,
     run,
 )
@@ -47,6 +48,8 @@ async def make_referral(
     access: AccessControl,
 ) -> Recorded:
     """``principal``: the verified caller (its entitlements decide the emergency exception)."""
+    if (earlier := await earlier_answer(deps, context)) is not None:
+        return earlier
     require_role(context.actor.role, Action.MAKE_REFERRAL)
     await carried_case(deps, context, Action.MAKE_REFERRAL, command.case_id)
     disclosure = await referral_disclosure(access, principal, command)
@@ -71,6 +74,9 @@ async def make_referral(
 async def withdraw_referral(
     deps: Dependencies, context: CommandContext, command: WithdrawReferral
 ) -> Recorded:
+    if (earlier := await earlier_answer(deps, context)) is not None:
+        # Its answer waits for the bus as the first did: it may have been lost waiting.
+        return await on_the_bus(deps, earlier)
     # decide_withdrawal checks the case's worker again on the history it decides on.
     await carried_case(deps, context, Action.WITHDRAW_REFERRAL, command.case_id)
     await command_facts(deps, context, command.case_id)
@@ -124,6 +130,9 @@ async def answer_referral(
     acting_for: str | None,
 ) -> Recorded:
     """``acting_for``: the agency of a partner agency's verified token (``None`` for staff)."""
+    if (earlier := await earlier_answer(deps, context)) is not None:
+        # Its answer waits for the bus as the first did: it may have been lost waiting.
+        return await on_the_bus(deps, earlier)
     require_role(context.actor.role, Action.ANSWER_REFERRAL)
     # Before anything of the case: a partner learns nothing of a case or referral not
     # addressed to it, not whether it exists nor when it opened (decide_answer checks again).

@@ -20,6 +20,7 @@ from casetrail_platform.decide import (
     folded,
     once_published,
     published_at_once,
+    recorded_before,
 )
 from casetrail_platform.folded import Fold
 from casetrail_platform.locking.inprocess import InProcessLocks
@@ -85,6 +86,20 @@ async def on_the_bus(deps: Dependencies, recorded: Recorded) -> Recorded:
     it (README, "A transfer not delivered yet")."""
     await once_published(deps.published, recorded, "case event changing who may read")
     return recorded
+
+
+async def earlier_answer(deps: Dependencies, context: CommandContext) -> Recorded | None:
+    """What this command's key recorded before (``decide.recorded_before``): the first answer
+    for a retry of the same request, ``IdempotencyKeyReused`` for another request under the
+    key, ``None`` for a first attempt. Every command asks it first, whoever sends it, before
+    anything it checks that may have changed since the first attempt: who carries the case or
+    which team it is (a transfer), the client's date of birth (recorded, corrected, or a
+    birthday since), the agency's file, the clock. The retry of a command that was done gets
+    its answer again, not the refusal a new one would now get (README, "Concurrency and
+    idempotency"); ``execute`` would answer it too, but only once those checks have passed. A
+    command whose answer waits for the bus (``on_the_bus``) waits for the earlier one too: the
+    first answer may have been lost waiting."""
+    return await recorded_before(deps.store, SOURCE, context)
 
 
 async def command_facts(deps: Dependencies, context: CommandContext, case_id: str) -> CaseFacts:

@@ -17,6 +17,7 @@ from services.coordination.app.handlers.running import (
     case_lock,
     client_schedule,
     command_facts,
+    earlier_answer,
     run_folded,
 )
 from services.coordination.domain.case import CaseState
@@ -42,6 +43,8 @@ from services.coordination.domain.scheduling import (
 async def schedule_service(
     deps: Dependencies, context: CommandContext, command: ScheduleService
 ) -> Recorded:
+    if (earlier := await earlier_answer(deps, context)) is not None:
+        return earlier
     check_service_window(command.starts_at, command.ends_at, _moment(context))
     require_role(context.actor.role, Action.SCHEDULE_SERVICE)
     service_id = derived_id(context, SOURCE, "service")
@@ -61,6 +64,8 @@ async def schedule_service(
 async def reschedule_service(
     deps: Dependencies, context: CommandContext, command: RescheduleService
 ) -> Recorded:
+    if (earlier := await earlier_answer(deps, context)) is not None:
+        return earlier
     check_service_window(command.starts_at, command.ends_at, _moment(context))
     require_role(context.actor.role, Action.SCHEDULE_SERVICE)
     # Under the case's lock, as a new service is: a service moved past the closure after the
@@ -79,6 +84,8 @@ async def reschedule_service(
 async def cancel_service(
     deps: Dependencies, context: CommandContext, command: CancelService, acting_for: str | None
 ) -> Recorded:
+    if (earlier := await earlier_answer(deps, context)) is not None:
+        return earlier
     require_role(context.actor.role, Action.CANCEL_SERVICE)
     await _require_provided(deps, command.case_id, command.service_id, acting_for)
     await carried_case(deps, context, Action.CANCEL_SERVICE, command.case_id)
@@ -102,6 +109,8 @@ async def record_service_delivered(
     command: RecordServiceDelivered,
     acting_for: str | None,
 ) -> Recorded:
+    if (earlier := await earlier_answer(deps, context)) is not None:
+        return earlier
     check_service_window(command.starts_at, command.ends_at, _moment(context))
     require_role(context.actor.role, Action.RECORD_DELIVERY)
     await _require_provided(deps, command.case_id, command.service_id, acting_for)
