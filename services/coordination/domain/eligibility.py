@@ -3,6 +3,7 @@ is recorded as a reason, so the decision can be explained and reviewed."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from functools import cache
 
@@ -26,6 +27,7 @@ def evaluate(program: Program, facts: EligibilityFacts) -> tuple[bool, list[str]
     _require_facts(program, facts)
     outcomes: list[tuple[bool, str]] = []
     age = facts.age
+    # Worded as _AGE_REASON reads them back (``reasons_told``).
     if program.min_age is not None and age is not None:
         met = age >= program.min_age
         outcomes.append(
@@ -114,6 +116,35 @@ def decide_eligibility(
             valid_until=valid_until,
         )
     ]
+
+
+_AGE_REASON = re.compile(
+    r"age (?P<age>[0-9]+) (?P<rule>is (?:at least|under) the minimum of [0-9]+"
+    r"|is (?:within|over) the maximum of [0-9]+)"
+)
+"""A reason about the age as ``evaluate`` words it."""
+
+RECORDED_AGE = "the client's age by their recorded date of birth"
+"""The age's place in a reason told to the caller when the age was the record's."""
+
+
+def reasons_told(decision: EligibilityDetermined, stated_age: int | None) -> list[str]:
+    """The reasons of ``decision`` as its command's answer tells them. An age the caller did
+    not state (``stated_age``) came from the client's recorded date of birth: client data,
+    and a command's answer records no access (as ScheduleService leaves the client's id out,
+    and AGE_CONTRADICTS_DATE_OF_BIRTH tells neither age), so its reasons say whether the age
+    meets each rule without the number. The decision keeps the number (it rests on it, and is
+    reviewed on it); reads of the case show it, recorded."""
+    age = decision.facts.age
+    if stated_age is not None or age is None:
+        return list(decision.reasons)
+    told = []
+    for reason in decision.reasons:
+        about_age = _AGE_REASON.fullmatch(reason)
+        if about_age is not None and int(about_age["age"]) == age:
+            reason = f"{RECORDED_AGE} {about_age['rule']}"
+        told.append(reason)
+    return told
 
 
 def with_age(command: DetermineEligibility, age: int) -> DetermineEligibility:

@@ -39,7 +39,7 @@ from events.envelope import RecordedEvent
 from services.coordination.app import queries
 from services.coordination.app.handlers import assignment, funding, referrals, scheduling
 from services.coordination.app.handlers.running import Dependencies
-from services.coordination.domain import commands, permissions
+from services.coordination.domain import commands, eligibility, permissions
 from services.coordination.entrypoints import convert
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CoordinationService"].full_name
@@ -464,7 +464,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         return pb.DetermineEligibilityResponse(
             result=convert.result(command.case_id, recorded),
             eligible=decision.eligible,
-            reasons=decision.reasons,
+            # Without an age taken from the client's record: a command's answer records no
+            # access (the decision recorded holds it, and reads of the case show it, recorded).
+            reasons=eligibility.reasons_told(decision, command.facts.age),
             valid_until=convert.day(decision.valid_until),
         )
 

@@ -25,6 +25,7 @@ from tests.unit.coordination.support import (
     IntakeFeed,
     Refusal,
     command_context,
+    query_context,
     timestamp,
 )
 
@@ -180,6 +181,16 @@ def eligibility(program_id: str, **facts: object) -> pb.DetermineEligibilityRequ
         program_id=program_id,
         facts=pb.EligibilityFacts(**facts),  # type: ignore[arg-type]
     )
+
+
+async def recorded_reasons(stub: Stub, case_id: str = "case-1") -> list[list[str]]:
+    """The reasons of each eligibility decision of the case as recorded, read as the
+    coordinator reads the case (a read, recorded): with the age the decision rested on, which
+    DetermineEligibility's answer leaves out when it was the client's record's."""
+    view = await stub.GetCaseCoordination(
+        pb.GetCaseCoordinationRequest(context=query_context(), case_id=case_id)
+    )
+    return [list(decision.reasons) for decision in view.eligibility]
 
 
 NEXT_WEEK = datetime.now(UTC).replace(microsecond=0) + timedelta(days=7)

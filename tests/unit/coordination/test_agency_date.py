@@ -16,7 +16,7 @@ from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
 from events.catalog.values import NeedCategory
 from services.coordination.app.handlers.running import Dependencies
-from tests.unit.coordination.rpc import eligibility, usd
+from tests.unit.coordination.rpc import eligibility, recorded_reasons, usd
 from tests.unit.coordination.support import IntakeFeed, carried_by, sample_agency
 
 if TYPE_CHECKING:
@@ -61,6 +61,6 @@ async def test_the_age_is_the_one_on_the_agencys_date(
 
     age = age_on(born, local)
     assert age != age_on(born, utc)
-    assert decided.reasons[0] == f"age {age} is at least the minimum of 65"
+    assert (await recorded_reasons(stub))[0][0] == f"age {age} is at least the minimum of 65"
     # And a decision valid for a year counts from the agency's date.
     assert decided.valid_until == (local + timedelta(days=365)).isoformat()

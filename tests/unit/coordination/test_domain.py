@@ -10,15 +10,20 @@ from casetrail_platform.ages import age_on
 from casetrail_platform.commands import InvalidCommand, RuleBroken
 from events.catalog.assignment import CaseAssigned
 from events.catalog.base import Role
-from events.catalog.eligibility import EligibilityFacts
+from events.catalog.eligibility import EligibilityDetermined, EligibilityFacts
 from events.catalog.scheduling import LocationKind, ServiceKind, ServiceLocation
 from events.catalog.values import Money, NeedCategory, Provider
 from services.coordination.domain import errors
-from services.coordination.domain.agency import Worker
+from services.coordination.domain.agency import Program, Worker
 from services.coordination.domain.assignment import decide_assignment, fit_refusals, open_needs
 from services.coordination.domain.case import CaseState, Referral, ReferralStatus
 from services.coordination.domain.commands import AssignCase, DetermineEligibility
-from services.coordination.domain.eligibility import evaluate
+from services.coordination.domain.eligibility import (
+    RECORDED_AGE,
+    decide_eligibility,
+    evaluate,
+    reasons_told,
+)
 from services.coordination.domain.facts import CaseFacts
 from services.coordination.domain.schedule import Schedule, Service, ServiceStatus
 from tests.unit.coordination.support import sample_agency
@@ -237,3 +242,39 @@ def test_an_age_no_decision_may_hold_is_refused_in_plain_words() -> None:
     assert violation.field == "facts.age"
     assert "must be less than or equal to 150" in violation.problem
     assert "should" not in violation.problem
+
+
+@pytest.mark.parametrize(("age", "met"), [(70, True), (64, False), (91, False)])
+def test_an_age_from_the_record_is_told_without_the_number(age: int, met: bool) -> None:
+    """DetermineEligibility's answer tells the reasons about an age the caller did not state
+    (the record's) without it; the decision keeps it; an age the caller stated is told."""
+    program = Program(program_id="p", name="Waiver", min_age=65, max_age=90)
+    decision = decide_eligibility(
+        CaseFacts(case_id="case-1", client_id="client-1", needs=()),
+        program,
+        DetermineEligibility(case_id="case-1", program_id="p", facts=EligibilityFacts(age=age)),
+        ON,
+    )[0]
+    assert isinstance(decision, EligibilityDetermined)
+    assert decision.reasons[0].startswith(f"age {age} is ")
+    told = reasons_told(decision, None)
+    assert len(told) == len(decision.reasons) == 2
+    assert all(reason.startswith(RECORDED_AGE) for reason in told)
+    assert not any(str(age) in reason for reason in told)
+    assert told[0].endswith(("at least" if age >= 65 else "under") + " the minimum of 65")
+    assert told[1].endswith(("within" if age <= 90 else "over") + " the maximum of 90")
+    assert decision.eligible is met
+    assert reasons_told(decision, age) == list(decision.reasons)  # the caller's own age
+
+
+def test_only_a_reason_about_the_age_decided_on_is_reworded() -> None:
+    # A programme without conditions, named like an age reason: its one reason is its name's.
+    program = Program(program_id="p", name="age 70 is at least the minimum of 65")
+    [decision] = decide_eligibility(
+        CaseFacts(case_id="case-1", client_id="client-1", needs=()),
+        program,
+        DetermineEligibility(case_id="case-1", program_id="p", facts=EligibilityFacts(age=70)),
+        ON,
+    )
+    assert isinstance(decision, EligibilityDetermined)
+    assert reasons_told(decision, None) == list(decision.reasons)

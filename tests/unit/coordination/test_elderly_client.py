@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.ages import age_on
 from events.catalog.values import NeedCategory
+from services.coordination.domain.eligibility import RECORDED_AGE
 from tests.unit.coordination.rpc import (
     COUNSELING_CENTRE,
     HOME,
@@ -19,6 +20,7 @@ from tests.unit.coordination.rpc import (
     PARATRANSIT,
     PT_CLINIC,
     assign,
+    recorded_reasons,
     refer,
     refused,
     schedule_request,
@@ -72,7 +74,11 @@ async def test_the_elderly_client_leaving_hospital(stub: Stub, intake: IntakeFee
     )
     assert waiver.eligible
     age = age_on(date(1947, 11, 2), datetime.now(UTC).date())  # on the server's date
-    assert waiver.reasons[0] == f"age {age} is at least the minimum of 65"
+    # The age is the record's: the answer says it meets the rule, the decision recorded holds it.
+    assert waiver.reasons[0] == f"{RECORDED_AGE} is at least the minimum of 65"
+    assert (await recorded_reasons(stub, "walter-1"))[0][0] == (
+        f"age {age} is at least the minimum of 65"
+    )
 
     await intake.consent("walter-1", "walter")
     counseling_referral = await refer(stub, "walter-1", "counseling", COUNSELING_CENTRE)

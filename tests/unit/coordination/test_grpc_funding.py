@@ -25,10 +25,18 @@ from events.catalog.base import Role
 from events.catalog.values import NeedCategory
 from services.coordination.app.handlers.running import Dependencies
 from services.coordination.domain import funding
+from services.coordination.domain.eligibility import RECORDED_AGE
 from services.coordination.domain.facts import budget_stream, case_stream
 from services.coordination.entrypoints import convert
 from tests.support.identity import TestIssuer, acting
-from tests.unit.coordination.rpc import HOME_CARE_CO, eligibility, refused, schedule_request, usd
+from tests.unit.coordination.rpc import (
+    HOME_CARE_CO,
+    eligibility,
+    recorded_reasons,
+    refused,
+    schedule_request,
+    usd,
+)
 from tests.unit.coordination.support import (
     IntakeFeed,
     carried_by,
@@ -57,9 +65,11 @@ async def test_eligibility_is_recorded_with_its_reasons(
         )
     )
     assert decided.eligible
-    # From the birth date, on the server's date (never the command's stated moment).
+    # From the birth date, on the server's date (never the command's stated moment): recorded
+    # in the decision, and told in its answer without the number (the record's: client data).
     age = age_on(date(1948, 5, 17), datetime.now(UTC).date())
-    assert decided.reasons[0] == f"age {age} is at least the minimum of 65"
+    assert decided.reasons[0] == f"{RECORDED_AGE} is at least the minimum of 65"
+    assert (await recorded_reasons(stub))[0][0] == f"age {age} is at least the minimum of 65"
     # A year from the day it was decided, on the server's clock.
     assert decided.valid_until == (datetime.now(UTC).date() + timedelta(days=365)).isoformat()
 
@@ -83,6 +93,32 @@ async def test_eligibility_is_recorded_with_its_reasons(
         pb.GetCaseCoordinationRequest(context=query_context(), case_id="case-1")
     )
     assert [d.eligible for d in view.eligibility] == [True, False]
+
+
+async def test_the_answer_never_tells_the_age_the_record_gives(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    """The age a decision rests on when the caller stated none is the client's record's
+    (intake's date of birth): a command's answer records no access, so the answer says
+    whether it meets each rule without it, on the first attempt and its retry. The decision
+    recorded holds it, for reads of the case (recorded) and review."""
+    await intake.register_client("client-1", date(1954, 6, 1))
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await carried_by(store, "case-1", "user-social_worker", Role.SOCIAL_WORKER)
+    age = age_on(date(1954, 6, 1), datetime.now(UTC).date())
+    before = await store.last_position()
+    request = eligibility(
+        "home-care-medicaid-waiver", monthly_income=usd(100_000), residence="us-ca-alameda"
+    )
+    for _attempt in range(2):
+        decided = await stub.DetermineEligibility(request)
+        assert decided.eligible
+        assert decided.reasons[0] == f"{RECORDED_AGE} is at least the minimum of 65"
+        assert not any(str(age) in reason for reason in decided.reasons)
+        # Nothing read of the record was answered, so no read is recorded: the decision only.
+        written = await store.read_all(after_position=before)
+        assert [e.event_type for e in written] == ["casetrail.eligibility.determined"]
+    assert (await recorded_reasons(stub))[0][0] == f"age {age} is at least the minimum of 65"
 
 
 async def test_a_stated_age_the_date_of_birth_contradicts_is_refused(
@@ -140,7 +176,8 @@ async def test_a_corrected_date_of_birth_decides_the_age(
     decided = await stub.DetermineEligibility(request)
     age = age_on(date(1948, 5, 17), datetime.now(UTC).date())
     assert decided.eligible
-    assert decided.reasons[0] == f"age {age} is at least the minimum of 65"
+    assert decided.reasons[0] == f"{RECORDED_AGE} is at least the minimum of 65"
+    assert (await recorded_reasons(stub))[-1][0] == f"age {age} is at least the minimum of 65"
     # The age the caller knows to be right is no longer refused.
     request.context.idempotency_key += "-stated"
     request.facts.age = age
