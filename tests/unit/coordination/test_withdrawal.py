@@ -43,6 +43,7 @@ from tests.unit.coordination.rpc import (
     NEXT_WEEK,
     PARATRANSIT,
     accept,
+    assign,
     assigned_case,
     refer,
     refused,
@@ -210,6 +211,38 @@ def test_a_closure_withdraws_an_accepted_counseling_referral_all_the_same() -> N
     state = _counseling_state("cm-dana", (NeedCategory.COUNSELING, ReferralStatus.ACCEPTED))
     withdrawn = decide_closure_withdrawals(state, "case-1")
     assert [e.referral_id for e in withdrawn if isinstance(e, ReferralWithdrawn)] == ["ref-0"]
+
+
+async def test_the_counseling_referral_a_case_managers_assignment_rests_on_is_kept(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    # A case manager may carry a case with a counseling need once a provider has taken it on:
+    # withdrawn, the referral would leave them with a need they may not meet.
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    await intake.consent("case-1", "client-1", COUNSELING_CENTRE.provider_id)
+    referral = await refer(stub, "case-1", "counseling")
+    await accept(stub, "case-1", referral.referral_id)
+    await assign(stub, "case-1", "cm-dana")
+    refusal = await refused(stub.WithdrawReferral(_withdrawal(referral.referral_id)))
+    assert (refusal.code, refusal.rule) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER",
+    )
+    assert "TransferCase" in refusal.message
+    view = await stub.GetCaseCoordination(
+        pb.GetCaseCoordinationRequest(context=query_context(), case_id="case-1")
+    )
+    assert [r.status for r in view.referrals] == ["accepted"]
+    # Carried by a licensed social worker, it may go.
+    await stub.TransferCase(
+        pb.TransferCaseRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            worker_id="sw-lcsw",
+            reason="counseling back in house",
+        )
+    )
+    await stub.WithdrawReferral(_withdrawal(referral.referral_id))
 
 
 def test_a_closure_withdraws_only_the_referrals_still_running() -> None:

@@ -79,12 +79,15 @@ async def withdraw_referral(
         return await on_the_bus(deps, earlier)
     # decide_withdrawal checks the case's worker again on the history it decides on.
     await carried_case(deps, context, Action.WITHDRAW_REFERRAL, command.case_id)
-    await command_facts(deps, context, command.case_id)
+    facts = await command_facts(deps, context, command.case_id)
+    today = deps.today()
     recorded = await run(
         deps,
         context,
         case_stream(command.case_id),
-        lambda history: decide_withdrawal(case_state(history), command, context.actor),
+        lambda history: decide_withdrawal(
+            case_state(history), command, context.actor, facts, deps.agency, today
+        ),
     )
     # The partner agency reads no more of the case from the answer on (``on_the_bus``).
     return await on_the_bus(deps, recorded)
