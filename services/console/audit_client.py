@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
 
@@ -101,12 +101,13 @@ class AuditClient:
         return response
 
     async def state_as_of(
-        self, caller: Caller, case_id: str, moment: datetime, basis: str
-    ) -> audit_pb2.CaseState:
+        self, caller: Caller, case_id: str, moment: datetime | None, basis: str
+    ) -> tuple[audit_pb2.CaseState, datetime]:
+        """The state as of ``moment`` (``None``: audit's now), and the moment audit used."""
         request = audit_pb2.GetCaseStateAsOfRequest(
             context=query(caller.purpose),
             case_id=case_id,
-            as_of=timestamp(moment),
+            as_of=None if moment is None else timestamp(moment),
             basis=BASES[basis],
         )
         try:
@@ -115,7 +116,7 @@ class AuditClient:
             )
         except grpc.aio.AioRpcError as error:
             raise AuditRefused(refusal_of(error)) from None
-        return response.state
+        return response.state, response.as_of.ToDatetime(tzinfo=UTC)
 
     async def access_log(
         self, caller: Caller, case_id: str, *, page_size: int, page_token: str

@@ -95,12 +95,12 @@ def moment(text: str | None, field_name: str, *, required: bool = False) -> date
     return parsed.astimezone(UTC)
 
 
-def not_after_now(moment: datetime | None) -> datetime | None:
-    """A replay's moment, no later than now: audit refuses one still to come (it would be
-    today's state under a later date), and the page then shows the moment actually used."""
-    if moment is None:
-        return None
-    return min(moment, datetime.now(UTC))
+def audit_moment(moment: datetime) -> datetime | None:
+    """A replay's moment as asked of audit: ``None`` (audit's own now) for one not before the
+    console's now. Audit refuses a moment still to come (it would be today's state under a
+    later date) by its own clock, which the console's may run ahead of, so "now" is left to
+    audit, and the page shows the moment audit used."""
+    return None if moment >= datetime.now(UTC) else moment
 
 
 def page_token(text: str | None) -> str:

@@ -317,10 +317,14 @@ async def state(request: Request) -> Response:
     case_id = pages.case_id(request.path_params["case_id"])
     params = request.query_params
     basis = pages.basis(params.get("clock"))
-    at = pages.not_after_now(pages.moment(params.get("at"), "moment"))
+    at = pages.moment(params.get("at"), "moment")
     rows: list[pages.StateRow] = []
     if at is not None:
-        found = await console_of(request).client().state_as_of(caller(session), case_id, at, basis)
+        found, at = (
+            await console_of(request)
+            .client()
+            .state_as_of(caller(session), case_id, pages.audit_moment(at), basis)
+        )
         rows = pages.state_rows(found)
         before = found.events_applied == 0
     else:
@@ -353,13 +357,17 @@ async def compare(request: Request) -> Response:
             problems.update(bad.problems)
     if problems:
         raise pages.BadInput(problems)
-    first, second = pages.not_after_now(moments["first"]), pages.not_after_now(moments["second"])
+    first, second = moments["first"], moments["second"]
     comparison = None
     empty: list[str] = []
     if first is not None and second is not None:
         client = console_of(request).client()
-        a = await client.state_as_of(caller(session), case_id, first, basis)
-        b = await client.state_as_of(caller(session), case_id, second, basis)
+        a, first = await client.state_as_of(
+            caller(session), case_id, pages.audit_moment(first), basis
+        )
+        b, second = await client.state_as_of(
+            caller(session), case_id, pages.audit_moment(second), basis
+        )
         comparison = pages.compare(pages.state_rows(a), pages.state_rows(b))
         empty = [
             pages.shown(moment)

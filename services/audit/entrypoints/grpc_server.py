@@ -97,15 +97,16 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         viewer = read.viewer(principal_of(context), request.context)
         case_id = read.case_id(request.case_id)
         basis = read.basis(request.basis, required=True)
-        as_of = read.as_of(request, self._deps.access.clock(), required=True)
+        now = self._deps.access.clock()
+        # Unset: as of the server's now (a caller's own "now" may be ahead of it, refused).
+        as_of = read.as_of(request, now, required=False) or now
         read.done()
-        assert as_of is not None  # required: done() raised otherwise
         state = await queries.get_state_as_of(
             self._deps, viewer, case_id, as_of, basis, principal_of(context), answer=context
         )
         return audit_pb2.GetCaseStateAsOfResponse(
             state=responses.state(state, as_of),
-            as_of=request.as_of,
+            as_of=responses.timestamp(as_of),
             basis=responses.BASES[basis],
         )
 

@@ -16,7 +16,6 @@ from casetrail.common.v1 import common_pb2
 from casetrail_platform.commands import InvalidCommand, id_problem
 from casetrail_platform.grpc_platform.context import query_context_problems
 from casetrail_platform.identity.principal import Principal
-from casetrail_platform.limits import OCCURRED_AT_CLOCK_SKEW
 from casetrail_platform.queries import QueryContext
 from events.catalog.access import AccessPurpose
 from events.catalog.base import Role
@@ -66,15 +65,16 @@ class RequestReader:
         self.problems.append(FieldProblem(field, "required"))
 
     def as_of(self, request: _WithAsOf, now: datetime, *, required: bool) -> datetime | None:
-        """The request's ``as_of``; a moment beyond now (and the clock skew allowed) is refused:
-        a replay as of a future moment would be today's answer labelled as another, and would
-        change each time it is asked."""
+        """The request's ``as_of``; a moment beyond ``now`` (the server's clock) is refused: a
+        replay as of a future moment would be today's answer labelled as another, and would
+        change each time it is asked. No clock skew is allowed here (it let a moment up to 5
+        minutes ahead through): a caller that means "now" leaves ``as_of`` unset."""
         if not request.HasField("as_of"):
             if required:
                 self.missing("as_of")
             return None
         as_of = moment(request.as_of)
-        if as_of > now + OCCURRED_AT_CLOCK_SKEW:
+        if as_of > now:
             self.problems.append(FieldProblem("as_of", "is in the future"))
         return as_of
 

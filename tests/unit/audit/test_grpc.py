@@ -28,6 +28,7 @@ from services.audit.adapters.timeline import TimelineProjection
 from services.audit.app import queries
 from services.audit.entrypoints import responses
 from services.audit.entrypoints.grpc_server import AuditServicer
+from services.audit.entrypoints.requests import RequestReader
 from tests.support.grpc import details, mentions, refusal, violated_fields
 from tests.support.identity import TestIssuer, acting, caller_of
 from tests.unit.audit.serving import audit_server
@@ -393,7 +394,8 @@ async def test_bad_requests_name_every_field(audit: audit_pb2_grpc.AuditServiceA
         audit.GetCaseStateAsOf(audit_pb2.GetCaseStateAsOfRequest(context=viewer(), case_id=CASE))
     )
     assert code is grpc.StatusCode.INVALID_ARGUMENT
-    assert violated_fields(status) == ["basis", "as_of"]
+    # as_of unset is the server's now (test_a_state_without_as_of_is_as_of_the_server_s_now).
+    assert violated_fields(status) == ["basis"]
 
 
 @pytest.mark.usefixtures("received")
@@ -493,3 +495,37 @@ async def test_a_replay_is_refused_as_of_a_moment_to_come_and_empty_before_the_c
             )
         )
         assert before.state.events_applied == 0
+
+
+@pytest.mark.parametrize("ahead", [timedelta(seconds=1), timedelta(minutes=4)])
+def test_as_of_is_refused_past_the_server_s_now_with_no_skew(ahead: timedelta) -> None:
+    """Within the clock skew allowed for an event's occurred_at (5 minutes), a moment to come
+    was answered with today's state under its date; only the server's now or before is a
+    replay."""
+    now = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    for request in (
+        audit_pb2.GetCaseStateAsOfRequest(as_of=stamp(now + ahead)),
+        audit_pb2.GetTimelineRequest(as_of=stamp(now + ahead)),
+        audit_pb2.GetCaseAsSeenRequest(as_of=stamp(now + ahead)),
+    ):
+        read = RequestReader()
+        read.as_of(request, now, required=True)
+        assert [problem.field for problem in read.problems] == ["as_of"]
+        at_now = RequestReader()
+        assert at_now.as_of(type(request)(as_of=stamp(now)), now, required=True) == now
+        assert not at_now.problems
+
+
+@pytest.mark.usefixtures("received")
+async def test_a_state_without_as_of_is_as_of_the_server_s_now(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+) -> None:
+    """A caller meaning "now" leaves as_of unset rather than sending its own clock's now,
+    which may be ahead of the server's (and refused); the answer says which moment it used."""
+    before = datetime.now(UTC)
+    answer = await audit.GetCaseStateAsOf(
+        audit_pb2.GetCaseStateAsOfRequest(context=viewer(), case_id=CASE, basis=RECORDED)
+    )
+    used = answer.as_of.ToDatetime(tzinfo=UTC)
+    assert before <= used <= datetime.now(UTC)
+    assert answer.state.status == audit_pb2.CASE_STATUS_CLOSED
