@@ -104,6 +104,9 @@ async def _as_seen(options: argparse.Namespace) -> None:
             + (f"; consent {entitled.consent_id}" if entitled.consent_id else "")
         )
         print("\n".join(case_state_lines(answer.state)))
+        if entitled.withheld_fields:
+            # A cleared status or count reads as none: say it was withheld.
+            print("  withheld: " + ", ".join(entitled.withheld_fields))
     else:
         print(f"entitled to nothing: {entitled.rule} ({entitled.reason})")
     listed = "" if not answer.reads_truncated else f", the latest {len(answer.reads)} listed"

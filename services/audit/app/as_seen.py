@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from google.protobuf.message import Message
@@ -90,6 +90,12 @@ class StateRendering:
     referral_paths: Mapping[str, str]
     """Lists whose entries belong to a referral, with the field naming it: a partner's
     entitlement is bounded by the referrals its agency accepted."""
+    revealing_paths: Mapping[str, Sequence[RecordSection]] = field(default_factory=dict)
+    """Fields of no section of their own that tell of sections (a status saying the case is
+    assigned, planned, closed): cleared unless every one of those sections is disclosed."""
+    activity_paths: Sequence[str] = ()
+    """Fields that tell of the whole history (how many events, when the last): cleared when
+    any part of the state is withheld."""
 
 
 @dataclass(frozen=True)
@@ -148,8 +154,16 @@ async def case_as_seen(
             if not entitlement.discloses(section):
                 redaction.withhold(message, paths)
                 withheld_sections.append(section.value)
+        # Listed whatever they held: listed only when set, they would tell what was there.
+        for path, revealed in rendering.revealing_paths.items():
+            if not all(entitlement.discloses(section) for section in revealed):
+                redaction.withhold(message, [path])
+                withheld_fields.append(path)
+        if withheld_sections or entitlement.referral_ids is not None:
+            redaction.withhold(message, rendering.activity_paths)
+            withheld_fields.extend(rendering.activity_paths)
         if not entitlement.sensitive:
-            withheld_fields = redaction.redact(message, rendering.sensitive_paths)
+            withheld_fields += redaction.redact(message, rendering.sensitive_paths)
     shown = [
         f"{rendering.field_prefix}.{path}"
         for path in redaction.present(message, rendering.sensitive_paths)

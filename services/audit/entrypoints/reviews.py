@@ -36,6 +36,15 @@ STATE_SECTION_PATHS = {
 }
 """Where each record section sits in a ``CaseState``."""
 
+STATE_REVEALING_PATHS = {
+    "status": (RecordSection.ASSIGNMENT, RecordSection.PLAN, RecordSection.DISCHARGE),
+}
+"""Fields of a ``CaseState`` in no section that tell of sections: the status says the case is
+assigned, planned, closed or reopened (planning shows status and stage under discharge)."""
+
+STATE_ACTIVITY_PATHS = ("events_applied", "last_event_at")
+"""Fields of a ``CaseState`` that tell of its whole history, withheld parts included."""
+
 STATE_SENSITIVE_PATHS = (
     "presenting_needs.category",
     "assessed_needs.category",
@@ -56,6 +65,8 @@ def state_rendering(as_of: datetime) -> StateRendering:
         STATE_SENSITIVE_PATHS,
         "state",
         referral_paths={"referrals": "referral_id", "services": "referral_id"},
+        revealing_paths=STATE_REVEALING_PATHS,
+        activity_paths=STATE_ACTIVITY_PATHS,
     )
 
 

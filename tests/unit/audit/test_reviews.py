@@ -772,3 +772,25 @@ def test_internal_uses_and_the_clients_own_reads_are_not_disclosures(
 ) -> None:
     recorded = coordination().record(read_by(reader, role, HOME, purpose, rule), occurred_at=T0)
     assert disclosure_of(recorded, HOME) is None
+
+
+async def test_the_partner_is_not_shown_the_status_or_activity_of_sections_it_was_not_entitled_to(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+) -> None:
+    # The case is assigned by then: its status would say so to a partner that may not see the
+    # assignment, and how many events and when the last would count the withheld sections'.
+    partner = await audit.GetCaseAsSeen(seen_as(PARTNER, T0 + 4 * DAY + HOUR))
+    worker = await audit.GetCaseAsSeen(seen_as(WORKER, T0 + 4 * DAY + HOUR))
+
+    assert "assignment" in partner.entitlement.withheld_sections
+    assert partner.state.status == audit_pb2.CASE_STATUS_UNSPECIFIED
+    assert partner.state.events_applied == 0
+    assert not partner.state.HasField("last_event_at")
+    assert {"status", "events_applied", "last_event_at"} <= set(partner.entitlement.withheld_fields)
+    # Entitled to the whole record, the worker sees them.
+    assert worker.state.status == audit_pb2.CASE_STATUS_ASSIGNED
+    assert worker.state.events_applied > 0
+    assert worker.state.HasField("last_event_at")
+    assert not {"status", "events_applied", "last_event_at"} & set(
+        worker.entitlement.withheld_fields
+    )
