@@ -114,6 +114,9 @@ class Disclosure:
     referral_paths: Mapping[str, str] = field(default_factory=dict)
     """Lists in ``message`` whose entries belong to a referral, each with the field naming it
     (``{"referrals": "referral_id"}``): a decision bounded by referrals keeps only theirs."""
+    withheld_fields: Sequence[str] = ()
+    """Fields withheld, when the answer is not a message with paths (audit's events): listed
+    in ``x-casetrail-redacted`` and the access record's ``redacted_fields``."""
 
 
 @dataclass
@@ -408,7 +411,7 @@ class AccessControl:
         rules: set[str] = set()
         for item in disclosures:
             decision = item.decision
-            shown, hidden = list(item.shown_fields), []
+            shown, hidden = list(item.shown_fields), list(item.withheld_fields)
             kept = {s for s in item.sections if decision.discloses(s)}
             if item.message is not None and decision.referral_ids is not None:
                 redaction.keep_referred(item.message, item.referral_paths, decision.referral_ids)
@@ -420,7 +423,7 @@ class AccessControl:
             if item.message is not None and decision.sensitive:
                 shown = redaction.present(item.message, item.sensitive_paths)
             elif item.message is not None:
-                hidden = redaction.redact(item.message, item.sensitive_paths)
+                hidden += redaction.redact(item.message, item.sensitive_paths)
             withheld.update(hidden)
             obligations.update(decision.obligations)
             rules.add(decision.rule)

@@ -4,7 +4,7 @@ names in its trailing metadata the rule that decided, as every service's reads d
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
@@ -30,6 +30,7 @@ from events.catalog.access import (
     RecordAccessed,
     RecordSection,
 )
+from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 from services.audit.domain.access import (
     STATE_SECTIONS,
@@ -91,6 +92,86 @@ class TimelinePage:
     next_cursor: PageCursor | None
     previous_cursor: PageCursor | None
     total: int
+    redacted: frozenset[UUID] = frozenset()
+    """Entries shown with a part withheld (``OtherCases``): their bytes are no longer the
+    stored event's, so they carry no ledger leaf."""
+
+
+OTHER_CASES_PATH = f"{ClientErased.event_type}.case_ids"
+"""The field of a case's view that names the client's other cases, withheld where the caller
+may not take the same view of them (``OtherCases``)."""
+
+
+@dataclass(frozen=True)
+class OtherCases:
+    """What a view of one case shows of its client's other cases. The client's erasure, shown
+    in each of the client's cases, names all of them (``ClientErased.case_ids``): that the
+    client has case B is what ``find_cases_of_client`` decides, so a view of case X names B
+    only to a caller the policy lets take the same view of B, that disclosure recorded under
+    B (section identity), a refusal recorded as the policy records one; B is withheld
+    otherwise, and its path listed in ``x-casetrail-redacted`` (``OTHER_CASES_PATH``). A case
+    audit holds no event of yet is withheld undecided, as that look-up leaves it out."""
+
+    shown: tuple[Disclosure, ...] = ()
+    withheld: frozenset[str] = frozenset()
+
+    def view(self, entries: Iterable[RecordedEvent]) -> tuple[list[RecordedEvent], set[UUID]]:
+        """``entries`` as shown, and the ids of those shown with a case withheld."""
+        shown: list[RecordedEvent] = []
+        redacted: set[UUID] = set()
+        for recorded in entries:
+            if self.withheld and recorded.event_type == ClientErased.event_type:
+                event = recorded.event
+                assert isinstance(event, ClientErased)
+                kept = tuple(case for case in event.case_ids if case not in self.withheld)
+                if kept != event.case_ids:
+                    recorded = RecordedEvent(
+                        recorded.event_id,
+                        recorded.stream,
+                        recorded.sequence,
+                        recorded.position,
+                        recorded.recorded_at,
+                        event.model_copy(update={"case_ids": kept}),
+                        recorded.metadata,
+                    )
+                    redacted.add(recorded.event_id)
+            shown.append(recorded)
+        return shown, redacted
+
+
+async def other_cases(
+    deps: AuditDeps,
+    viewer: QueryContext,
+    who: Principal,
+    action: Action,
+    case_id: str,
+    entries: Iterable[RecordedEvent],
+) -> OtherCases:
+    """The client's other cases ``entries`` name (``OtherCases``), each decided for ``action``
+    as the view of ``case_id`` was: refusals are recorded here, the disclosures with the
+    view's (``_record``)."""
+    named = list(
+        dict.fromkeys(
+            other
+            for recorded in entries
+            if recorded.event_type == ClientErased.event_type
+            and isinstance(event := recorded.event, ClientErased)
+            for other in event.case_ids
+            if other != case_id
+        )
+    )
+    if not named:
+        return OtherCases()
+    received = await received_facts(deps, who, action, viewer.purpose, named, subject=case_id)
+    shown: list[Disclosure] = []
+    for other, entries_of_other in received.items():
+        try:
+            allowed = await _decided(deps, viewer, who, action, other, entries_of_other)
+        except AccessDenied:
+            continue
+        shown.append(Disclosure(other, allowed.decision, None, (), (RecordSection.IDENTITY,)))
+    readable = {item.case_id for item in shown}
+    return OtherCases(tuple(shown), frozenset(named) - readable)
 
 
 @dataclass(frozen=True)
@@ -124,16 +205,19 @@ async def get_timeline(
     if entry_bytes is not None:
         page = within_bytes(page, entry_bytes, page_bytes, backward=backward)
     total = await deps.timelines.count(case_id, query)
-    await _release(deps, viewer, allowed, case_id, page.entries, query, answer=answer)
+    others = await other_cases(deps, viewer, who, Action.READ_TRAIL, case_id, page.entries)
+    entries, redacted = others.view(page.entries)
+    await _release(deps, viewer, allowed, case_id, entries, query, answer=answer, others=others)
     first, last = (page.suffixes[0], page.suffixes[-1]) if page.suffixes else (None, None)
     # Read backward, the page came from a later one; read forward, from an earlier one.
     more_after = page.more if not backward else last is not None
     more_before = page.more if backward else cursor is not None and first is not None
     return TimelinePage(
-        page.entries,
+        entries,
         PageCursor(last) if more_after and last is not None else None,
         PageCursor(first, backward=True) if more_before and first is not None else None,
         total,
+        frozenset(redacted),
     )
 
 
@@ -199,9 +283,11 @@ async def who_did_what(
     allowed = await authorize_case(deps, viewer, who, Action.READ_TRAIL, case_id)
     query = TimelineQuery(basis, actor_id=actor_id)
     page = await deps.timelines.page(case_id, query, cursor, page_size)
-    await _release(deps, viewer, allowed, case_id, page.entries, query, answer=answer)
+    others = await other_cases(deps, viewer, who, Action.READ_TRAIL, case_id, page.entries)
+    entries, _ = others.view(page.entries)
+    await _release(deps, viewer, allowed, case_id, entries, query, answer=answer, others=others)
     return ActivityPage(
-        [Activity(recorded, summary(recorded.event)) for recorded in page.entries],
+        [Activity(recorded, summary(recorded.event)) for recorded in entries],
         cursor_after(page),
     )
 
@@ -217,6 +303,9 @@ class CaseExport:
     pages: AsyncIterator[list[RecordedEvent]]
     extent: ExportExtent
     """What the pages hold (lines, each stream's end and lines): audit's signed statement."""
+    redacted: frozenset[UUID] = frozenset()
+    """Events the pages hold with a part withheld (``OtherCases``): their lines are no longer
+    the stored event's, so they carry no proof."""
 
 
 async def export_case(
@@ -240,6 +329,7 @@ async def export_case(
     extent = ExportExtent()
     sections: set[RecordSection] = set()
     fields: set[str] = set()
+    erasures: list[RecordedEvent] = []
     async for page in case_pages(deps, case_id, query, EXPORT_PAGE):
         ids.update(recorded.event_id for recorded in page)
         for recorded in page:
@@ -247,13 +337,16 @@ async def export_case(
         events = [recorded.event for recorded in page]
         sections.update(sections_disclosed(events))
         fields.update(sensitive_fields_shown(events))
+        erasures.extend(r for r in page if r.event_type == ClientErased.event_type)
+    others = await other_cases(deps, viewer, who, Action.EXPORT, case_id, erasures)
+    _, redacted = others.view(erasures)
     ordered_sections = tuple(section for section in RecordSection if section in sections)
     if not ids:
         # An export that holds nothing tells that the case holds nothing: recorded as a page
         # that shows nothing is (``_release``).
         ordered_sections = sections_asked(query)
-    await _record(deps, viewer, allowed, case_id, ordered_sections, sorted(fields), answer)
-    return CaseExport(_pages_of(deps, case_id, query, ids), extent)
+    await _record(deps, viewer, allowed, case_id, ordered_sections, sorted(fields), answer, others)
+    return CaseExport(_pages_of(deps, case_id, query, ids, others), extent, frozenset(redacted))
 
 
 def cursor_after(page: IndexPage) -> PageCursor | None:
@@ -276,12 +369,12 @@ async def case_pages(
 
 
 async def _pages_of(
-    deps: AuditDeps, case_id: str, query: TimelineQuery, ids: set[UUID]
+    deps: AuditDeps, case_id: str, query: TimelineQuery, ids: set[UUID], others: OtherCases
 ) -> AsyncIterator[list[RecordedEvent]]:
     async for page in case_pages(deps, case_id, query, EXPORT_PAGE):
         chosen = [recorded for recorded in page if recorded.event_id in ids]
         if chosen:
-            yield chosen
+            yield others.view(chosen)[0]
 
 
 ACCESS_LOG = TimelineQuery(
@@ -538,6 +631,7 @@ async def _release(
     asked: TimelineQuery,
     *,
     answer: Answer | None,
+    others: OtherCases | None = None,
 ) -> list[RecordedEvent]:
     """Record what is about to be shown of the view ``asked``: its sections and the sensitive
     fields it holds. A page that shows nothing still tells of the case (no event of the types
@@ -549,7 +643,7 @@ async def _release(
     events = [recorded.event for recorded in shown]
     chosen = sections_disclosed(events) if events else sections_asked(asked)
     fields = sensitive_fields_shown(events)
-    return await _record(deps, viewer, allowed, case_id, chosen, fields, answer)
+    return await _record(deps, viewer, allowed, case_id, chosen, fields, answer, others)
 
 
 async def _record(
@@ -560,7 +654,14 @@ async def _record(
     sections: Sequence[RecordSection],
     fields: Sequence[str],
     answer: Answer | None,
+    others: OtherCases | None = None,
 ) -> list[RecordedEvent]:
+    """Record the view of ``case_id`` and, with it, what it shows of the client's other cases
+    (``others``: each case named, the cases withheld listed as ``OTHER_CASES_PATH``)."""
     principal, disclosure = allowed
-    item = Disclosure(case_id, disclosure.decision, None, (), sections, fields)
-    return await deps.access.release(answer, principal, viewer.purpose, [item])
+    withheld = (OTHER_CASES_PATH,) if others is not None and others.withheld else ()
+    item = Disclosure(
+        case_id, disclosure.decision, None, (), sections, fields, withheld_fields=withheld
+    )
+    shown = [] if others is None else list(others.shown)
+    return await deps.access.release(answer, principal, viewer.purpose, [item, *shown])

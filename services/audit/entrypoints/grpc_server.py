@@ -76,7 +76,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             page_bytes=responses.TIMELINE_PAGE_BYTES,
         )
         return audit_pb2.GetTimelineResponse(
-            entries=[entries.entry(recorded) for recorded in page.entries],
+            entries=[entries.entry(recorded, page.redacted) for recorded in page.entries],
             next_page_token=(
                 "" if page.next_cursor is None else page_token(case_id, basis, page.next_cursor)
             ),
@@ -159,9 +159,13 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             if self._ledger_deps is None
             else ledger.ExportProofs(self._ledger_deps, case_id, export.extent)
         )
+        # A line shown with a part withheld is no longer the stored event: no proof is asked
+        # for it (the ledger would find it does not match), it carries the mark instead.
+        withheld = {event_id: queries.OTHER_CASES_PATH for event_id in export.redacted}
         async for page in export.pages:
-            attributes = {} if proofs is None else await proofs.of(page)
-            for chunk in responses.export_chunks(page, attributes):
+            proven = [recorded for recorded in page if recorded.event_id not in withheld]
+            attributes = {} if proofs is None else await proofs.of(proven)
+            for chunk in responses.export_chunks(page, attributes, withheld):
                 yield chunk
 
     @override

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Container, Iterable, Iterator, Mapping
 from datetime import datetime
 from uuid import UUID
 
@@ -51,7 +51,12 @@ def actor(value: Actor) -> common_pb2.Actor:
     return common_pb2.Actor(user_id=value.user_id, role=value.role.value)
 
 
-def timeline_entry(recorded: RecordedEvent, *, with_leaf: bool = False) -> audit_pb2.TimelineEntry:
+def timeline_entry(
+    recorded: RecordedEvent, *, with_leaf: bool = False, redacted: bool = False
+) -> audit_pb2.TimelineEntry:
+    """``redacted``: ``recorded`` is shown with a part withheld (``queries.OtherCases``), so it
+    carries no ledger leaf: the stored event's would hold what is withheld, and the bytes shown
+    are not the ones the leaf hashes."""
     metadata = recorded.metadata
     return audit_pb2.TimelineEntry(
         event_id=str(recorded.event_id),
@@ -67,7 +72,7 @@ def timeline_entry(recorded: RecordedEvent, *, with_leaf: bool = False) -> audit
         causation_id=str(metadata.causation_id or ""),
         summary=summary(recorded.event),
         cloudevent_json=json.dumps(to_structured(recorded), ensure_ascii=False, sort_keys=True),
-        ledger_leaf=canonical_of_record(recorded) if with_leaf else b"",
+        ledger_leaf=canonical_of_record(recorded) if with_leaf and not redacted else b"",
     )
 
 
@@ -86,15 +91,22 @@ class TimelineEntries:
 
     def __init__(self, *, with_leaves: bool) -> None:
         self._with_leaves = with_leaves
-        self._built: dict[UUID, audit_pb2.TimelineEntry] = {}
+        self._built: dict[UUID, tuple[RecordedEvent, audit_pb2.TimelineEntry]] = {}
 
-    def entry(self, recorded: RecordedEvent) -> audit_pb2.TimelineEntry:
+    def entry(
+        self, recorded: RecordedEvent, redacted: Container[UUID] = frozenset()
+    ) -> audit_pb2.TimelineEntry:
+        """The entry of ``recorded``, built once per record: an entry measured before a part
+        of it was withheld (``redacted``, a new record of the same id) is built again."""
         built = self._built.get(recorded.event_id)
-        if built is None:
-            built = self._built[recorded.event_id] = timeline_entry(
-                recorded, with_leaf=self._with_leaves
+        if built is None or built[0] is not recorded:
+            entry = timeline_entry(
+                recorded,
+                with_leaf=self._with_leaves,
+                redacted=recorded.event_id in redacted,
             )
-        return built
+            built = self._built[recorded.event_id] = (recorded, entry)
+        return built[1]
 
     def answered_bytes(self, recorded: RecordedEvent) -> int:
         """What ``recorded``'s entry takes in the answer."""
@@ -154,14 +166,28 @@ def access_refusal(recorded: RecordedEvent) -> audit_pb2.AccessRefusal:
     )
 
 
+REDACTED_ATTRIBUTE = "casetrailredacted"
+"""The extension attribute of an export's line shown with a part withheld
+(``queries.OtherCases``): the fields withheld, comma-separated. Such a line is no longer the
+stored event, so no proof can lead from it to its log's root: it carries none (nor a pending
+mark), and ``casetrail verify`` names it as a line without a proof."""
+
+
 def export_chunks(
-    ordered: Iterable[RecordedEvent], proofs: Mapping[UUID, Mapping[str, str]] | None = None
+    ordered: Iterable[RecordedEvent],
+    proofs: Mapping[UUID, Mapping[str, str]] | None = None,
+    redacted: Mapping[UUID, str] | None = None,
 ) -> Iterator[audit_pb2.ExportCaseResponse]:
     """Whole JSON lines, cut into chunks small enough for any gRPC message limit. ``proofs``:
-    the ledger's extension attributes of each event (``casetrail_platform.ledger.export``)."""
+    the ledger's extension attributes of each event (``casetrail_platform.ledger.export``);
+    ``redacted``: the fields withheld from events shown in part (``REDACTED_ATTRIBUTE``)."""
     lines: list[bytes] = []
     size = 0
-    for line in _lines(ordered, proofs or {}):
+    marks = {
+        event_id: {REDACTED_ATTRIBUTE: withheld} for event_id, withheld in (redacted or {}).items()
+    }
+    attributes = {**(proofs or {}), **marks}
+    for line in _lines(ordered, attributes):
         encoded = line.encode("utf-8")
         lines.append(encoded)
         size += len(encoded)
