@@ -7,6 +7,7 @@ quote-breaking script and markup that must reach the page escaped (Jinja2's auto
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -37,10 +38,10 @@ class HostileText(AuditClient):
             entry.actor.user_id = entry.actor.role = HOSTILE
         return page
 
-    async def state_as_of(self, *args: Any, **kwargs: Any) -> audit_pb2.CaseState:
-        state = await super().state_as_of(*args, **kwargs)
+    async def state_as_of(self, *args: Any, **kwargs: Any) -> tuple[audit_pb2.CaseState, datetime]:
+        state, moment = await super().state_as_of(*args, **kwargs)
         state.closure_reason = state.client_id = state.client_date_of_birth = HOSTILE
-        return state
+        return state, moment
 
     async def access_log(self, *args: Any, **kwargs: Any) -> audit_pb2.GetAccessLogResponse:
         log = await super().access_log(*args, **kwargs)
