@@ -15,6 +15,7 @@ from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail.coordination.v1 import coordination_pb2_grpc
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.projection import CaseFactsReader
+from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.values import NeedCategory
 from services.coordination.app.handlers.running import Dependencies
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
@@ -24,6 +25,7 @@ from tests.unit.coordination.support import (
     TODAY,
     IntakeFeed,
     Refusal,
+    carried_by,
     command_context,
     query_context,
     timestamp,
@@ -280,3 +282,30 @@ def case_commands(stub: Stub, service_id: str, claim_id: str = "claim-1") -> dic
             )
         ),
     }
+
+
+async def booked_and_cancelled(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> list[str]:
+    """case-1 (client-1, carried by its worker) with physical therapy booked on four days from
+    Monday 10:00, the first and third cancelled: the services' ids, in booking order."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.PHYSICAL_THERAPY])
+    await carried_by(store, "case-1")
+    monday_10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+    ids = []
+    for day in range(4):
+        booked = await stub.ScheduleService(
+            schedule_request("case-1", "physical_therapy", monday_10 + timedelta(days=day))
+        )
+        ids.append(booked.service_id)
+    for cancelled in (ids[0], ids[2]):
+        await stub.CancelService(
+            pb.CancelServiceRequest(
+                context=command_context("coordinator"),
+                case_id="case-1",
+                service_id=cancelled,
+                cancelled_by="agency",
+                reason="clinic closed",
+            )
+        )
+    return ids

@@ -14,8 +14,8 @@ from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.access import RecordAccessed
 from events.catalog.values import NeedCategory
 from services.coordination.entrypoints import convert
-from tests.unit.coordination.rpc import COUNSELING_CENTRE, schedule_request
-from tests.unit.coordination.support import IntakeFeed, carried_by, command_context, query_context
+from tests.unit.coordination.rpc import COUNSELING_CENTRE, booked_and_cancelled, schedule_request
+from tests.unit.coordination.support import IntakeFeed, carried_by, query_context
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub
@@ -29,24 +29,7 @@ async def test_the_case_lists_at_most_its_cap_of_services_and_says_so(
 ) -> None:
     # Unbounded, 4,000 services were a 4.4 MB answer: refused RESOURCE_EXHAUSTED by the client
     # after the read was recorded, so the case could never be read again.
-    await intake.open_case("case-1", "client-1", [NeedCategory.PHYSICAL_THERAPY])
-    await carried_by(store, "case-1")
-    ids = []
-    for day in range(4):
-        booked = await stub.ScheduleService(
-            schedule_request("case-1", "physical_therapy", MONDAY_10 + timedelta(days=day))
-        )
-        ids.append(booked.service_id)
-    for cancelled in (ids[0], ids[2]):
-        await stub.CancelService(
-            pb.CancelServiceRequest(
-                context=command_context("coordinator"),
-                case_id="case-1",
-                service_id=cancelled,
-                cancelled_by="agency",
-                reason="clinic closed",
-            )
-        )
+    ids = await booked_and_cancelled(stub, intake, store)
     monkeypatch.setattr(convert, "CASE_SERVICES", convert.Cap(3, MiB))
     read = pb.GetCaseCoordinationRequest(context=query_context(), case_id="case-1")
 

@@ -10,10 +10,9 @@ import pytest
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.store.sqlite import SqliteEventStore
-from events.catalog.values import NeedCategory
 from services.coordination.entrypoints import convert
-from tests.unit.coordination.rpc import schedule_request
-from tests.unit.coordination.support import IntakeFeed, carried_by, command_context, query_context
+from tests.unit.coordination.rpc import booked_and_cancelled
+from tests.unit.coordination.support import IntakeFeed, query_context
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub
@@ -24,24 +23,7 @@ MONDAY_10 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 async def test_the_schedule_lists_at_most_its_cap_and_says_so(
     stub: Stub, intake: IntakeFeed, monkeypatch: pytest.MonkeyPatch, store: SqliteEventStore
 ) -> None:
-    await intake.open_case("case-1", "client-1", [NeedCategory.PHYSICAL_THERAPY])
-    await carried_by(store, "case-1")
-    ids = []
-    for day in range(4):
-        booked = await stub.ScheduleService(
-            schedule_request("case-1", "physical_therapy", MONDAY_10 + timedelta(days=day))
-        )
-        ids.append(booked.service_id)
-    for cancelled in (ids[0], ids[2]):
-        await stub.CancelService(
-            pb.CancelServiceRequest(
-                context=command_context("coordinator"),
-                case_id="case-1",
-                service_id=cancelled,
-                cancelled_by="agency",
-                reason="clinic closed",
-            )
-        )
+    ids = await booked_and_cancelled(stub, intake, store)
     monkeypatch.setattr(convert, "SCHEDULE_LISTED", 3)
 
     def schedule(include_past: bool) -> pb.GetClientScheduleRequest:
