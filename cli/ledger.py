@@ -116,6 +116,12 @@ def _verify_export(options: argparse.Namespace) -> int:
     for origin, size in sorted(result.checkpoints.items()):
         print(f"{origin}: proven in its signed tree of {size} events")
     print(f"{result.verified} of {result.lines} events verified")
+    if result.withheld:
+        # Shown in part to this reader: vouched for by audit, not provable by the ledger.
+        print(
+            f"{result.withheld} lines withheld from this reader, vouched for by audit's signed"
+            " statement"
+        )
     for origin, alarm in sorted(result.alarms.items()):
         # Exporting again proves nothing here until an operator has dealt with the alarm.
         print(

@@ -22,6 +22,12 @@ Audit's signed statement of the export's extent (``ledgerexportnote``,
 ``casetrail_platform.ledger.export_note``) rides the case's opening: ``export_check`` requires
 exactly one, so that an export cut at the end of a stream, or short of lines of a stream of
 several cases, fails too.
+
+A line shown with a part withheld from its reader carries none of these but
+``casetrailredacted`` (the fields withheld, comma-separated): it is no longer the stored event,
+so no proof leads from it to its log's root. ``export_check`` accepts it, as withheld, only
+where audit's statement of the extent names it with the digest of the line
+(``export_note.withheld_digest``).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from events.envelope import RecordedEvent, to_micros
 PROOF_ATTRIBUTE = "ledgerproof"
 CHECKPOINT_ATTRIBUTE = "ledgercheckpoint"
 PENDING_ATTRIBUTE = "ledgerpending"
+REDACTED_ATTRIBUTE = "casetrailredacted"
 
 
 def canonical_of_record(recorded: RecordedEvent) -> bytes:

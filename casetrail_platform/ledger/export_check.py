@@ -6,7 +6,9 @@ The leaf is recomputed from the line itself (``canonical_of_record``: the canoni
 stored under an older schema version, from ``storedversion``/``storeddata``, which the decoder
 has checked upcast to ``data``), so any change to a line, to its proof or to the checkpoint
 fails verification, and a checkpoint is trusted only under a public key the verifier got
-elsewhere (``casetrail ledger-keys``, the README, the data dir).
+elsewhere (``casetrail ledger-keys``, the README, the data dir). A line shown with a part
+withheld from its reader (``casetrailredacted``) carries no proof: it is accepted as withheld
+only where audit's verified statement of the extent names it with its digest.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from casetrail_platform.ledger.export import (
     CHECKPOINT_ATTRIBUTE,
     PENDING_ATTRIBUTE,
     PROOF_ATTRIBUTE,
+    REDACTED_ATTRIBUTE,
     canonical_of_record,
 )
 from casetrail_platform.ledger.export_file import Unreadable, strict_json
@@ -30,6 +33,7 @@ from casetrail_platform.ledger.export_note import (
     EXPORT_NOTE_ATTRIBUTE,
     ExportStatement,
     service_of_source,
+    withheld_digest,
 )
 from casetrail_platform.ledger.merkle import ProofError, leaf_hash, verify_inclusion
 from casetrail_platform.ledger.note import (
@@ -62,6 +66,10 @@ class ExportVerification:
     verified: int = 0
     pending: int = 0
     """Lines marked as recorded after their log's newest checkpoint: not yet provable."""
+    withheld: int = 0
+    """Lines shown with a part withheld from the export's reader (``casetrailredacted``),
+    named with their digest by audit's verified statement of the extent: vouched for by
+    audit, not verified by the ledger (no proof leads from them to a root)."""
     problems: list[str] = field(default_factory=list)
     """The first ``MAX_PROBLEMS`` problems, in the order found."""
     more_problems: int = 0
@@ -88,12 +96,17 @@ class ExportVerification:
 
     @property
     def ok(self) -> bool:
-        return not self.problems and self.lines > 0 and self.verified == self.lines
+        """Nothing failed, and every line is verified or withheld as audit's statement says."""
+        return not self.problems and self.lines > 0 and self.verified + self.withheld == self.lines
 
     @property
     def only_pending(self) -> bool:
         """Nothing failed, but some lines are not yet provable (neither verified nor refused)."""
-        return not self.problems and self.pending > 0 and self.verified + self.pending == self.lines
+        return (
+            not self.problems
+            and self.pending > 0
+            and self.verified + self.withheld + self.pending == self.lines
+        )
 
 
 def verify_export(
@@ -127,6 +140,8 @@ def verify_lines(
         problem = _verify_line(line, registry, verifiers, result, from_structured, whole, number)
         if problem is _PENDING:
             result.pending += 1
+        elif problem is _WITHHELD:
+            result.withheld += 1
         elif problem is None:
             result.verified += 1
         else:
@@ -141,6 +156,9 @@ def verify_lines(
     result.add_problems(*wrong, *unsigned, *statement_problems)
     result.pending -= len(wrong) + len(unsigned)
     result.add_problems(*whole.cut(verifiers, result))
+    unvouched, unheld = whole.unvouched_withheld()
+    result.add_problems(*unvouched, *unheld)
+    result.withheld -= len(unvouched)
     for pending in whole.pending:
         if pending.alarm is not None and pending.number not in whole.refused:
             result.alarms.setdefault(pending.origin, pending.alarm)
@@ -151,6 +169,17 @@ def verify_lines(
 
 _PENDING = "pending"
 """``_verify_line``'s answer for a line marked pending (checked again on the whole export)."""
+_WITHHELD = "withheld"
+"""``_verify_line``'s answer for a line marked redacted (checked against audit's statement)."""
+
+
+@dataclass(frozen=True)
+class _Withheld:
+    number: int
+    label: str
+    place: tuple[str, str, int]
+    """(service, stream, sequence)."""
+    digest: str
 
 
 @dataclass(frozen=True)
@@ -192,6 +221,10 @@ class _WholeExport:
     audits: set[str] = field(default_factory=set)
     """Audit's log of each agency whose logs the lines' proofs and marks name, where a key
     of it is given: the keys the statement of the extent may be signed with."""
+    withheld: list[_Withheld] = field(default_factory=list)
+    """Every line marked ``casetrailredacted`` without a proof or pending mark."""
+    statement: ExportStatement | None = None
+    """Audit's statement of the extent, once verified as of the export's case."""
 
     clients: dict[str, tuple[int, str]] = field(default_factory=dict)
     """The subjects of client streams, each with its first line and event id: a case's export
@@ -372,6 +405,7 @@ class _WholeExport:
         if case is not None and statement.case_id != case:
             return [*problems, f"{said} is of case {statement.case_id}, not of case {case}"]
         result.extent = (statement.case_id, statement.at.isoformat())
+        self.statement = statement
         if statement.lines != result.lines:
             problems.append(
                 f"the export holds {result.lines} lines, {said} {statement.lines}: lines were"
@@ -380,6 +414,45 @@ class _WholeExport:
         if statement.ends or statement.counts:
             problems += self._streams(statement, said)
         return problems
+
+    def unvouched_withheld(self) -> tuple[list[str], list[str]]:
+        """Lines marked redacted that audit's verified statement does not name withheld with
+        their digest (one problem per line: a proof may have been stripped, or the line
+        changed), and lines the statement names withheld that the export holds otherwise."""
+        named = {} if self.statement is None else self.statement.withheld
+        by_service = {(o.rsplit("/", 1)[-1], s, n): d for (o, s, n), d in named.items()}
+        unvouched = []
+        held = set()
+        for line in self.withheld:
+            held.add(line.place)
+            digest = by_service.get(line.place)
+            service, stream, sequence = line.place
+            if digest == line.digest:
+                continue
+            if self.statement is None:
+                problem = (
+                    f"marked {REDACTED_ATTRIBUTE} without a {PROOF_ATTRIBUTE}, but no verified"
+                    " statement of audit's names it withheld"
+                )
+            elif digest is None:
+                problem = (
+                    f"marked {REDACTED_ATTRIBUTE} without a {PROOF_ATTRIBUTE}, but audit's"
+                    f" statement does not name sequence {sequence} of stream {stream} of"
+                    f" {service} withheld: its proof may have been stripped"
+                )
+            else:
+                problem = (
+                    f"marked {REDACTED_ATTRIBUTE}, but it is not the line audit's statement"
+                    f" names withheld (sequence {sequence} of stream {stream} of {service}):"
+                    " it was changed"
+                )
+            unvouched.append(f"line {line.number}: {line.label} {problem}")
+        unheld = [
+            f"audit's statement names sequence {sequence} of stream {stream} of {service}"
+            " withheld, but the export holds no such withheld line"
+            for (service, stream, sequence) in sorted(set(by_service) - held)
+        ]
+        return unvouched, unheld
 
     def _streams(self, statement: ExportStatement, said: str) -> list[str]:
         """Each stream against the statement, by service and name (a statement names logs by
@@ -486,6 +559,13 @@ def _verify_line(
     pending_text = document.get(PENDING_ATTRIBUTE)
     if proof_text is None and note is None and isinstance(pending_text, str):
         return _pending(pending_text, label, recorded, result, whole, number)
+    redacted = document.get(REDACTED_ATTRIBUTE)
+    if proof_text is None and note is None and pending_text is None and redacted is not None:
+        if not isinstance(redacted, str) or not redacted:
+            return f"{label}: {REDACTED_ATTRIBUTE} is not a list of fields"
+        place = (service_of_source(recorded.metadata.source), recorded.stream, recorded.sequence)
+        whole.withheld.append(_Withheld(number, label, place, withheld_digest(recorded)))
+        return _WITHHELD
     if not isinstance(proof_text, str) or not isinstance(note, str):
         return f"{label} carries no {PROOF_ATTRIBUTE} and {CHECKPOINT_ATTRIBUTE}"
     try:

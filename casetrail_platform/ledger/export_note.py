@@ -15,6 +15,16 @@ of pending events (``casetrail_platform.ledger.pending``), whose head and bound 
     lines <lines of the export>
     end <origin> <stream> <last sequence>    (one per one-key stream)
     count <origin> <stream> <lines>          (one per other stream)
+    withheld <origin> <stream> <sequence> <sha-256 of the line's canonical bytes, hex>
+                                             (one per line shown with a part withheld)
+
+A line shown with a part withheld from its reader (``casetrailredacted``: the client's erasure
+naming a case the reader may not see) is no longer the stored event, so no proof leads from it
+to its log's root: audit names it ``withheld``, with the SHA-256 of the canonical bytes
+(``export.canonical_of_record``) of the event as the line shows it, and ``export_check``
+accepts a line marked redacted only when the verified statement names its stream and sequence
+with that digest (any change to the line, or a proof stripped from another line and the mark
+put in its place, fails). A statement without such lines reads as before they existed.
 
 A case of more than ``MAX_STREAMS`` streams (each list read that showed it is an
 ``access-batch-…`` stream of its own) is stated by its lines and its one-key streams' ends (a
@@ -27,6 +37,7 @@ hole already), or the export's first line while audit holds no opening of the ca
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +45,7 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from casetrail_platform.bus.ordering import travels_under_one_key
+from casetrail_platform.ledger.export import canonical_of_record
 from casetrail_platform.ledger.note import NoteError
 from casetrail_platform.ledger.pending import ID_PATTERN, ORIGIN_PATTERN, statement_head
 from events.catalog.cases import CaseOpened
@@ -45,13 +57,28 @@ MAX_STREAMS = 1000
 """Streams a statement names at most: a line of about 240 bytes each keeps the note, with
 the opening it rides (``export.MAX_LINE_BYTES``), far within an export line's bound."""
 
+MAX_WITHHELD = 100
+"""Lines shown with a part withheld a statement names at most (a client's erasure or two)."""
+
 _COUNT = r"(0|[1-9]\d{0,18})"
 _STREAM = rf"[a-z][a-z-]{{0,30}}-{ID_PATTERN}"
 _LINES = re.compile(rf"^lines {_COUNT}$")
 _ENTRY = re.compile(rf"^(end|count) ({ORIGIN_PATTERN}) ({_STREAM}) {_COUNT}$")
+_WITHHELD = re.compile(
+    rf"^withheld ({ORIGIN_PATTERN}) ({_STREAM}) ([1-9]\d{{0,18}}) ([0-9a-f]{{64}})$"
+)
 
 Stream = tuple[str, str]
 """(producing service, stream): the case's stream of intake and of planning share a name."""
+
+Place = tuple[str, str, int]
+"""(log origin or producing service, stream, sequence): one event."""
+
+
+def withheld_digest(recorded: RecordedEvent) -> str:
+    """What a statement names a line shown in part by: the SHA-256 (hex) of the canonical
+    bytes of the event as the line shows it."""
+    return hashlib.sha256(canonical_of_record(recorded)).hexdigest()
 
 
 def service_of_source(source: str) -> str:
@@ -70,6 +97,8 @@ class ExportExtent:
     """The streams of one subject (``travels_under_one_key``), whole from sequence 1."""
     carrier: UUID | None = None
     """The event whose line carries the statement: the case's opening, else the first."""
+    withheld: dict[Place, str] = field(default_factory=dict)
+    """(service, stream, sequence) of each line shown with a part withheld: its digest."""
     _opened: bool = False
 
     def add(self, recorded: RecordedEvent) -> None:
@@ -84,6 +113,11 @@ class ExportExtent:
             self.carrier = recorded.event_id
             self._opened = opening
 
+    def withhold(self, shown: RecordedEvent) -> None:
+        """``shown``, an event added, is exported with a part withheld (as it is here)."""
+        key = (service_of_source(shown.metadata.source), shown.stream, shown.sequence)
+        self.withheld[key] = withheld_digest(shown)
+
 
 @dataclass(frozen=True, slots=True)
 class ExportStatement:
@@ -94,6 +128,8 @@ class ExportStatement:
     """(origin, stream) of each one-key stream: its last sequence."""
     counts: dict[tuple[str, str], int]
     """(origin, stream) of each other stream: its lines."""
+    withheld: dict[Place, str] = field(default_factory=dict)
+    """(origin, stream, sequence) of each line shown with a part withheld: its digest."""
 
     @classmethod
     def of(
@@ -111,7 +147,14 @@ class ExportStatement:
             counts = {}  # the ends alone (never near the bound: see the module)
         if len(ends) > MAX_STREAMS:
             ends = {}
-        return cls(case_id, at, extent.lines, ends, counts)
+        # Past the bound the lines left out fail `casetrail verify` (never near it: see above).
+        withheld = {
+            (origin(service), stream, sequence): digest
+            for (service, stream, sequence), digest in sorted(extent.withheld.items())[
+                :MAX_WITHHELD
+            ]
+        }
+        return cls(case_id, at, extent.lines, ends, counts, withheld)
 
     def body(self) -> str:
         lines = [
@@ -122,18 +165,29 @@ class ExportStatement:
         ]
         lines += [f"end {o} {s} {n}" for (o, s), n in sorted(self.ends.items())]
         lines += [f"count {o} {s} {n}" for (o, s), n in sorted(self.counts.items())]
+        lines += [f"withheld {o} {s} {n} {d}" for (o, s, n), d in sorted(self.withheld.items())]
         return "\n".join(lines) + "\n"
 
     @classmethod
     def parse(cls, body: str) -> ExportStatement:
         case_id, at, rest = statement_head(
-            body, HEADER, MAX_STREAMS + 1, f"lines (its count and {MAX_STREAMS} streams)"
+            body,
+            HEADER,
+            MAX_STREAMS + MAX_WITHHELD + 1,
+            f"lines (its count, {MAX_STREAMS} streams and {MAX_WITHHELD} withheld lines)",
         )
         lines = _LINES.match(rest[0]) if rest else None
         if lines is None:
             raise NoteError("a statement of an export names its lines after its time")
         named: dict[str, dict[tuple[str, str], int]] = {"end": {}, "count": {}}
+        withheld: dict[Place, str] = {}
         for line in rest[1:]:
+            if (held := _WITHHELD.match(line)) is not None:
+                place = (held[1], held[2], int(held[3]))
+                if place in withheld:
+                    raise NoteError(f"the statement names sequence {held[3]} of {held[2]} twice")
+                withheld[place] = held[4]
+                continue
             entry = _ENTRY.match(line)
             if entry is None:
                 raise NoteError(f"malformed statement line {line[:80]!r}")
@@ -141,8 +195,14 @@ class ExportStatement:
             if stream in named["end"] or stream in named["count"]:
                 raise NoteError(f"the statement names stream {entry[3]} of {entry[2]} twice")
             named[entry[1]][stream] = int(entry[4])
-        return cls(case_id, at, int(lines[1]), named["end"], named["count"])
+        if len(named["end"]) + len(named["count"]) > MAX_STREAMS or len(withheld) > MAX_WITHHELD:
+            raise NoteError(
+                f"a statement names at most {MAX_STREAMS} streams and {MAX_WITHHELD} withheld lines"
+            )
+        return cls(case_id, at, int(lines[1]), named["end"], named["count"], withheld)
 
     @property
     def origins(self) -> set[str]:
-        return {origin for origin, _ in [*self.ends, *self.counts]}
+        return {origin for origin, _ in [*self.ends, *self.counts]} | {
+            origin for origin, _, _ in self.withheld
+        }

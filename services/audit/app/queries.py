@@ -305,7 +305,7 @@ class CaseExport:
     """What the pages hold (lines, each stream's end and lines): audit's signed statement."""
     redacted: frozenset[UUID] = frozenset()
     """Events the pages hold with a part withheld (``OtherCases``): their lines are no longer
-    the stored event's, so they carry no proof."""
+    the stored event's, so they carry no proof; ``extent`` names each with its digest."""
 
 
 async def export_case(
@@ -339,7 +339,11 @@ async def export_case(
         fields.update(sensitive_fields_shown(events))
         erasures.extend(r for r in page if r.event_type == ClientErased.event_type)
     others = await other_cases(deps, viewer, who, Action.EXPORT, case_id, erasures)
-    _, redacted = others.view(erasures)
+    shown, redacted = others.view(erasures)
+    for recorded in shown:
+        if recorded.event_id in redacted:
+            # Audit's statement names the line as shown: `casetrail verify` accepts it by that.
+            extent.withhold(recorded)
     ordered_sections = tuple(section for section in RecordSection if section in sections)
     if not ids:
         # An export that holds nothing tells that the case holds nothing: recorded as a page

@@ -160,7 +160,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             else ledger.ExportProofs(self._ledger_deps, case_id, export.extent)
         )
         # A line shown with a part withheld is no longer the stored event: no proof is asked
-        # for it (the ledger would find it does not match), it carries the mark instead.
+        # for it (the ledger would find it does not match), it carries the mark instead, and
+        # audit's signed statement of the extent names it withheld with its digest.
         withheld = {event_id: queries.OTHER_CASES_PATH for event_id in export.redacted}
         async for page in export.pages:
             proven = [recorded for recorded in page if recorded.event_id not in withheld]

@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.common.v1 import common_pb2
+from casetrail_platform.ledger.export import REDACTED_ATTRIBUTE as _REDACTED
 from casetrail_platform.ledger.export import canonical_of_record
 from casetrail_platform.ledger.note import current_key
 from events.catalog.access import RecordAccessDenied, RecordAccessed
@@ -166,11 +167,12 @@ def access_refusal(recorded: RecordedEvent) -> audit_pb2.AccessRefusal:
     )
 
 
-REDACTED_ATTRIBUTE = "casetrailredacted"
+REDACTED_ATTRIBUTE = _REDACTED
 """The extension attribute of an export's line shown with a part withheld
 (``queries.OtherCases``): the fields withheld, comma-separated. Such a line is no longer the
 stored event, so no proof can lead from it to its log's root: it carries none (nor a pending
-mark), and ``casetrail verify`` names it as a line without a proof."""
+mark), and audit's signed statement of the export's extent names it withheld with its digest
+(``export_note``), which ``casetrail verify`` checks it by."""
 
 
 def export_chunks(

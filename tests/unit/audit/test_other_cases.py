@@ -17,18 +17,25 @@ from casetrail_platform.ledger.export import (
     PROOF_ATTRIBUTE,
     canonical_of_record,
 )
+from casetrail_platform.ledger.export_check import verify_export
+from casetrail_platform.ledger.keys import FileSigner
+from casetrail_platform.ledger.note import origin_of
 from casetrail_platform.policy.guard import REDACTED_KEY
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSection
 from events.catalog.erasure import ClientErased
+from events.catalog_registry import default_registry
 from events.cloudevents import from_structured
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
 from services.audit.adapters.timeline import ClientTrailProjection, TimelineProjection
-from services.audit.app.queries import OTHER_CASES_PATH
+from services.audit.app.ledger import LedgerDeps
+from services.audit.app.queries import OTHER_CASES_PATH, AuditDeps
+from services.audit.entrypoints.grpc_server import AuditServicer
 from services.audit.entrypoints.responses import REDACTED_ATTRIBUTE
+from tests.unit.audit.serving import audit_server
 from tests.unit.audit.support import (
     CASE,
     CLIENT,
@@ -151,3 +158,70 @@ async def test_an_auditor_who_may_read_the_other_case_sees_it_recorded_and_verif
     # The line is the stored event: its leaf is recomputed from it (what `casetrail verify`
     # checks the proof from).
     assert canonical_of_record(from_structured(line, registry)) == canonical_of_record(erased)
+
+
+class _Logs:
+    """Audit's directory of its agency's logs, none signed yet: every event exported is
+    pending, vouched for by audit's signed statement, as before a log's first checkpoint."""
+
+    services = type("Every", (), {"__contains__": lambda self, service: True})()
+
+    def __init__(self, key: Any) -> None:
+        self._key = key
+
+    def origin(self, service: str) -> str:
+        return origin_of("agency", service)
+
+    async def verifier(self, service: str) -> Any:
+        return self._key
+
+    async def log(self, service: str) -> None:
+        return None
+
+
+class _NoAlarms:
+    async def alarm(self, origin: str) -> None:
+        return None
+
+
+async def test_a_supervisor_s_export_passes_verify_its_withheld_line_vouched_for_by_audit(
+    deps: AuditDeps, issuer: Any, store: SqliteEventStore, tmp_path: Any, erased: RecordedEvent
+) -> None:
+    signer = FileSigner(origin_of("agency", "audit"), tmp_path / "audit.key")
+    key = await signer.verifier()
+
+    async def find_event(event_id: Any) -> None:
+        return None
+
+    ledger_deps = LedgerDeps(
+        _Logs(key),  # type: ignore[arg-type]
+        _NoAlarms(),  # type: ignore[arg-type]
+        store,
+        find_event,
+        sign_every=60.0,
+        sign_note=signer.sign_note,
+    )
+    async with audit_server(AuditServicer(deps, ledger_deps), issuer) as audit:
+        call = audit.ExportCase(audit_pb2.ExportCaseRequest(context=supervisor(), case_id=CASE))
+        text = b"".join([chunk.json_lines async for chunk in call]).decode()
+    lines = [json.loads(line) for line in text.splitlines()]
+    [line] = [line for line in lines if line["type"] == ClientErased.event_type]
+    assert line["data"]["case_ids"] == [CASE]
+    assert line[REDACTED_ATTRIBUTE] == OTHER_CASES_PATH
+
+    result = verify_export(text, default_registry(), {key.name: key})
+    assert result.problems == []
+    assert result.extent is not None
+    assert (result.withheld, result.pending, result.verified) == (1, len(lines) - 1, 0)
+    assert result.only_pending
+
+    # The line changed (the other case put back) is no longer the line audit vouched for.
+    number = lines.index(line) + 1
+    line["data"]["case_ids"] = [CASE, OTHER]
+    edited = "".join(json.dumps(each) + "\n" for each in lines)
+    result = verify_export(edited, default_registry(), {key.name: key})
+    assert [p for p in result.problems if p.startswith(f"line {number}:")] == [
+        f"line {number}: event {line['id']} marked {REDACTED_ATTRIBUTE}, but it is not the line"
+        f" audit's statement names withheld (sequence {erased.sequence} of stream"
+        f" {erased.stream} of intake): it was changed"
+    ]
