@@ -8,7 +8,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 from casetrail_platform.ledger.export import canonical_of_record, proof_attributes
 from casetrail_platform.ledger.export_note import (
@@ -16,13 +18,15 @@ from casetrail_platform.ledger.export_note import (
     ExportExtent,
     ExportStatement,
 )
-from casetrail_platform.ledger.keys import CheckpointSigner
+from casetrail_platform.ledger.keys import CheckpointSigner, FileSigner
 from casetrail_platform.ledger.merkle import Hash, SubtreeKey, inclusion_proof, leaf_hash, root_of
+from casetrail_platform.ledger.note import Checkpoint
+from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, ReferralSourceKind
 from events.catalog.clients import ClientRegistered, PersonName
 from events.catalog.values import NeedCategory
 from events.cloudevents import from_structured, to_structured
-from events.envelope import RecordedEvent
+from events.envelope import Actor, EventMetadata, RecordedEvent
 from events.registry import EventRegistry
 from tests.support.sample_events import note
 
@@ -100,3 +104,36 @@ def opened(case_id: str, client_id: str) -> CaseOpened:
         referral_source=ReferralSource(kind=ReferralSourceKind.FAMILY),
         presenting_needs=(PresentingNeed(category=NeedCategory.FOOD),),
     )
+
+
+AT = datetime(2024, 3, 1, 9, tzinfo=UTC)
+"""When the events of ``logged`` logs were recorded and occurred."""
+
+
+def logged(source: str, entries: list[tuple[str, int, CaseEvent]]) -> list[RecordedEvent]:
+    """A service's log: (stream, sequence, event) at positions 1, 2, …"""
+    return [
+        RecordedEvent(
+            event_id=uuid4(),
+            stream=stream,
+            sequence=sequence,
+            position=position,
+            recorded_at=AT,
+            event=event,
+            metadata=EventMetadata(
+                source=f"casetrail/{source}",
+                actor=Actor("desk-dana", Role.RECEPTIONIST),
+                occurred_at=AT,
+                correlation_id=uuid4(),
+            ),
+        )
+        for position, (stream, sequence, event) in enumerate(entries, 1)
+    ]
+
+
+async def signed_lines(
+    tmp_path: Path, origin: str, log: list[RecordedEvent], exported: list[RecordedEvent]
+) -> tuple[list[dict[str, Any]], Any]:
+    signer = FileSigner(origin, tmp_path / f"{origin.rsplit('/', 1)[-1]}.key")
+    note = await signer.sign_checkpoint(Checkpoint(origin, len(log), tree_root(log, len(log))))
+    return [proven_line(log, r, origin, len(log), note) for r in exported], await signer.verifier()

@@ -8,7 +8,6 @@ signed whole."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -26,15 +25,17 @@ from casetrail_platform.ledger.export_note import (
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.note import Checkpoint, NoteError, origin_of, parse_verifiers
 from events.catalog.access import AccessPurpose, RecordAccessed, RecordSection
-from events.catalog.base import CaseEvent, Role
+from events.catalog.base import Role
 from events.catalog.cases import CaseReopened
 from events.catalog_registry import default_registry
-from events.envelope import Actor, EventMetadata, RecordedEvent
 from tests.support.exported import (
+    AT,
+    logged,
     opened,
     proven_line,
     record_of,
     registered,
+    signed_lines,
     tree_root,
     with_extent,
 )
@@ -42,7 +43,6 @@ from tests.support.exported import (
 AGENCY = "agency"
 INTAKE, AUDIT = origin_of(AGENCY, "intake"), origin_of(AGENCY, "audit")
 BATCH = f"access-batch-{uuid4().hex}"
-AT = datetime(2024, 3, 1, 9, tzinfo=UTC)
 
 
 def accessed(case_id: str) -> RecordAccessed:
@@ -55,35 +55,6 @@ def accessed(case_id: str) -> RecordAccessed:
         rule="auditor",
         policy_version="test",
     )
-
-
-def logged(source: str, entries: list[tuple[str, int, CaseEvent]]) -> list[RecordedEvent]:
-    """A service's log: (stream, sequence, event) at positions 1, 2, …"""
-    return [
-        RecordedEvent(
-            event_id=uuid4(),
-            stream=stream,
-            sequence=sequence,
-            position=position,
-            recorded_at=AT,
-            event=event,
-            metadata=EventMetadata(
-                source=f"casetrail/{source}",
-                actor=Actor("desk-dana", Role.RECEPTIONIST),
-                occurred_at=AT,
-                correlation_id=uuid4(),
-            ),
-        )
-        for position, (stream, sequence, event) in enumerate(entries, 1)
-    ]
-
-
-async def signed_lines(
-    tmp_path: Path, origin: str, log: list[RecordedEvent], exported: list[RecordedEvent]
-) -> tuple[list[dict[str, Any]], Any]:
-    signer = FileSigner(origin, tmp_path / f"{origin.rsplit('/', 1)[-1]}.key")
-    note = await signer.sign_checkpoint(Checkpoint(origin, len(log), tree_root(log, len(log))))
-    return [proven_line(log, r, origin, len(log), note) for r in exported], await signer.verifier()
 
 
 async def export(tmp_path: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:

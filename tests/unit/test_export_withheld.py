@@ -8,7 +8,6 @@ the line. Built outside the ledger, the line as audit's ``OtherCases`` shows it.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +33,10 @@ from events.cloudevents import to_structured
 from events.envelope import RecordedEvent
 from services.audit.app.queries import OTHER_CASES_PATH, OtherCases
 from tests.support.cli import casetrail_exit
-from tests.support.exported import opened, record_of, registered
-from tests.unit.test_export_cut import AGENCY, logged, signed_lines
+from tests.support.exported import AT, logged, opened, record_of, registered, signed_lines
 
+AGENCY = "agency"
 INTAKE, AUDIT = origin_of(AGENCY, "intake"), origin_of(AGENCY, "audit")
-AT = datetime(2024, 3, 1, 9, tzinfo=UTC)
 
 
 async def export(
