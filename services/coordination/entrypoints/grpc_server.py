@@ -386,12 +386,16 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         parts = []
         for item in disclosures:
             assert isinstance(item.message, pb.GetClientScheduleResponse)
+            # Cut among what the caller may see (release keeps and withholds the same again):
+            # the sensitive fields recorded as read are those of the services listed, and
+            # ``truncated`` never counts a service withheld (a special-data one, from a caller
+            # not entitled to it, who was told of more than they were shown).
             if item.decision.referral_ids is not None:
-                # Cut among what the caller may see (release keeps the same entries again): the
-                # sensitive fields recorded as read are those of the services listed.
                 redaction.keep_referred(
                     item.message, item.referral_paths, item.decision.referral_ids
                 )
+            if not item.decision.sensitive:
+                redaction.redact(item.message, SCHEDULE_SENSITIVE_PATHS)
             parts.append(item.message)
         truncated = convert.cut_schedule(parts, convert.SCHEDULE_LISTED)
         await self._access.release(context, principal, reader.purpose, disclosures)

@@ -10,9 +10,10 @@ import pytest
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.values import NeedCategory
 from services.coordination.entrypoints import convert
-from tests.unit.coordination.rpc import booked_and_cancelled
-from tests.unit.coordination.support import IntakeFeed, query_context
+from tests.unit.coordination.rpc import COUNSELING_CENTRE, booked_and_cancelled, schedule_request
+from tests.unit.coordination.support import IntakeFeed, carried_by, query_context
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub
@@ -44,6 +45,36 @@ async def test_the_schedule_lists_at_most_its_cap_and_says_so(
     whole = await stub.GetClientSchedule(schedule(True))
     assert [s.service_id for s in whole.services] == ids
     assert not whole.truncated
+
+
+async def test_the_schedule_is_cut_among_what_the_caller_may_read(
+    stub: Stub, intake: IntakeFeed, monkeypatch: pytest.MonkeyPatch, store: SqliteEventStore
+) -> None:
+    """The cut ranked the special-data services too, which release then withheld from a
+    caller not entitled to them: fewer services than the cap, said truncated, told that a
+    service was withheld."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.SUBSTANCE_USE])
+    await carried_by(store, "case-1")
+    await stub.ScheduleService(
+        schedule_request("case-1", "addiction_counseling", MONDAY_10, provider=COUNSELING_CENTRE)
+    )
+    for day in (1, 2):
+        await stub.ScheduleService(
+            schedule_request("case-1", "home_care", MONDAY_10 + timedelta(days=day))
+        )
+    monkeypatch.setattr(convert, "SCHEDULE_LISTED", 2)
+    request = pb.GetClientScheduleRequest(context=query_context(), client_id="client-1")
+
+    seen = await stub.GetClientSchedule(request)  # a coordinator: no addiction counseling
+    assert [s.kind for s in seen.services] == ["home_care", "home_care"]
+    assert not seen.truncated
+    audited = await stub.GetClientSchedule(
+        pb.GetClientScheduleRequest(
+            context=query_context("auditor", "confidentiality_review"), client_id="client-1"
+        )
+    )
+    assert [s.kind for s in audited.services] == ["addiction_counseling", "home_care"]
+    assert audited.truncated
 
 
 def _service(service_id: str, case_id: str, day: int, status: str) -> pb.ScheduledService:
