@@ -188,7 +188,7 @@ def _add_goal(
     _require_new_ids(record, command.goal.goal_id)
     require_qualified_owners(planned_goals(command), facts, staff)
     goals = [state.goal for state in plan.goals.values()]
-    _require_plan_within_bounds(plan.plan_id, [*goals, command.goal])
+    _require_plan_within_bounds(plan.plan_id, [*goals, command.goal], goals)
     return GoalAdded(case_id=command.case_id, plan_id=plan.plan_id, goal=command.goal)
 
 
@@ -208,7 +208,8 @@ def _revise_goal(
         **{key: state.goal for key, state in plan.goals.items()},
         goal.goal.goal_id: command.goal,
     }
-    _require_plan_within_bounds(plan.plan_id, list(revised.values()))
+    current = [state.goal for state in plan.goals.values()]
+    _require_plan_within_bounds(plan.plan_id, list(revised.values()), current)
     return GoalRevised(
         case_id=command.case_id, plan_id=plan.plan_id, goal=command.goal, reason=command.reason
     )
@@ -383,15 +384,25 @@ def _require_goals_achieved(record: CasePlanning, case_id: str) -> None:
         )
 
 
-def _require_plan_within_bounds(plan_id: str, goals: Sequence[Goal]) -> None:
-    """The plan's goals as they would stand, within ``MAX_GOALS_PER_PLAN`` and
-    ``MAX_PLAN_GOALS_BYTES``: every goal stays in the plan (dropped and achieved ones too), and
-    the case view shows it whole, so a plan grown past gRPC's 4 MiB answer could never be
-    read again (each goal alone stays within the event bound)."""
-    if len(goals) > MAX_GOALS_PER_PLAN:
+def _require_plan_within_bounds(
+    plan_id: str, goals: Sequence[Goal], before: Sequence[Goal] = ()
+) -> None:
+    """The plan's goals as they would stand (``goals``; ``before``: as they stand), within
+    ``MAX_GOALS_PER_PLAN`` and ``MAX_PLAN_GOALS_BYTES``: every goal stays in the plan (dropped
+    and achieved ones too), and the case view shows it whole, so a plan grown past gRPC's
+    4 MiB answer could never be read again (each goal alone stays within the event bound). A
+    change that does not grow a plan already past a bound (stored before the bounds: a
+    revision shortening a goal) is let through, or such a plan could never be made smaller."""
+    if len(goals) > MAX_GOALS_PER_PLAN and len(goals) > len(before):
         raise errors.plan_too_large(plan_id, "goals", MAX_GOALS_PER_PLAN)
-    if sum(len(goal.model_dump_json()) for goal in goals) > MAX_PLAN_GOALS_BYTES:
+    size = _goals_bytes(goals)
+    if size > MAX_PLAN_GOALS_BYTES and size > _goals_bytes(before):
         raise errors.plan_too_large(plan_id, "bytes of goals", MAX_PLAN_GOALS_BYTES)
+
+
+def _goals_bytes(goals: Sequence[Goal]) -> int:
+    """The goals' size as the catalog's JSON, in bytes (a character may take four)."""
+    return sum(len(goal.__pydantic_serializer__.to_json(goal)) for goal in goals)
 
 
 def _require_new_ids(record: CasePlanning, *identifiers: str) -> None:

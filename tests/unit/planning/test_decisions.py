@@ -14,7 +14,7 @@ from casetrail_platform.commands import (
     NotFound,
     RuleBroken,
 )
-from casetrail_platform.limits import MAX_GOALS_PER_PLAN
+from casetrail_platform.limits import MAX_GOALS_PER_PLAN, MAX_PLAN_GOALS_BYTES
 from events.catalog.assignment import CredentialKind, WorkerCredential
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseClosed, DischargeReason
@@ -723,6 +723,27 @@ def test_a_plan_holds_a_bounded_number_and_size_of_goals() -> None:
     revised = goal(kept, large).model_copy(update={"objectives": (large,) * 10})
     with pytest.raises(RuleBroken) as error:
         run(record, c.ReviseGoal(CASE, revised, "more detail"))
+    assert rule_of(error) == "PLAN_TOO_LARGE"
+
+
+def test_the_plan_bound_counts_bytes_and_lets_an_oversized_plan_shrink() -> None:
+    """The bound counted characters: goals of four-byte characters took 4 MB of JSON under a
+    '1 MiB' bound. And a plan stored before the bounds, past them, could not be revised at
+    all, not even shorter."""
+    wide = "\N{GRINNING FACE}" * 19_000
+    record = record_of(drafted())
+    added, refusal = 0, None
+    while refusal is None:
+        big = goal(f"goal-{added}", wide).model_copy(update={"objectives": (wide,) * 2})
+        refusal = _refused(record, c.AddGoal(CASE, big))
+        added += refusal is None
+    assert refusal.rule == "PLAN_TOO_LARGE"
+    assert added * 3 * 19_000 * 4 <= MAX_PLAN_GOALS_BYTES + 3 * 19_000 * 4
+
+    stored_before = record_of(drafted(*(f"goal-{n}" for n in range(MAX_GOALS_PER_PLAN + 5))))
+    run(stored_before, c.ReviseGoal(CASE, goal("goal-0", "Walk"), "shorter"))  # not refused
+    with pytest.raises(RuleBroken) as error:
+        run(stored_before, c.AddGoal(CASE, goal("goal-one-more")))
     assert rule_of(error) == "PLAN_TOO_LARGE"
 
 
