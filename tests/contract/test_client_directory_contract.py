@@ -213,12 +213,43 @@ async def test_a_lookups_keys_together_answer_their_most_recent_clients_and_say_
     directory = ClientDirectory(store, read_models, keyring=keyring(tmp_path))
     await directory.refresh()
 
+    # Each key names two: the one with the latest registration first, its latest first.
     found = await directory.candidates(Probe(MARCO, BIRTH, tuple(identifiers)))
     assert found.truncated
-    assert [c.client_id for c in found.candidates] == ["c2", "c3", "c4", "c5"]
+    assert [c.client_id for c in found.candidates] == ["c1", "c2", "c4", "c5"]
     two_keys = await directory.candidates(Probe(MARCO, BIRTH, tuple(identifiers[:2])))
     assert not two_keys.truncated
     assert [c.client_id for c in two_keys.candidates] == ["c0", "c1", "c3", "c4"]
+
+
+async def test_a_crowd_on_one_key_never_pushes_an_exact_match_out_of_the_lookup(
+    store: SqliteEventStore,
+    read_models: ReadModelStore,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Capped by recency alone, clients registered later under a placeholder identifier took
+    every place, and the person registered first under the probe's real identifier, the true
+    duplicate, was not among the candidates."""
+    monkeypatch.setattr(client_directory, "CANDIDATES_PER_LOOKUP", 4)
+    real = PersonalIdentifier(scheme="national_id", value="123456789")
+    placeholder = PersonalIdentifier(scheme="national_id", value="000000000")
+    await told(
+        store, "c-real", ClientRegistered(client_id="c-real", name=MARCO, identifiers=(real,))
+    )
+    for number in range(6):
+        registered = ClientRegistered(
+            client_id=f"c{number}",
+            name=PersonName(given_names=f"Person {number}"),
+            identifiers=(placeholder,),
+        )
+        await told(store, f"c{number}", registered)
+    directory = ClientDirectory(store, read_models, keyring=keyring(tmp_path))
+    await directory.refresh()
+
+    found = await directory.candidates(Probe(MARCO, BIRTH, (placeholder, real)))
+    assert found.truncated
+    assert [c.client_id for c in found.candidates] == ["c-real", "c3", "c4", "c5"]
 
 
 async def test_the_match_keys_data_key_is_made_off_the_event_loop_at_start(

@@ -63,10 +63,12 @@ on a common birth date) would otherwise have every lookup read and compare them 
 registration matching it answer them all."""
 
 CANDIDATES_PER_LOOKUP = 50
-"""At most this many candidates in all, the most recently registered, however many match keys
-named them (a probe has up to 100 identifiers, each naming up to ``CANDIDATES_PER_KEY``): each
-candidate is answered with its name and the identifiers it shares (up to about 60 KB), and an
-answer past gRPC's 4 MiB never reaches the caller, after every candidate's read was recorded."""
+"""At most this many candidates in all, however many match keys named them (a probe has up to
+100 identifiers, each naming up to ``CANDIDATES_PER_KEY``): each candidate is answered with its
+name and the identifiers it shares (up to about 60 KB), and an answer past gRPC's 4 MiB never
+reaches the caller, after every candidate's read was recorded. Taken from the keys naming
+fewest clients first (ties: the key with the latest registration first), each key's most
+recently registered first."""
 
 MATCH_KEY_OWNER = "casetrail.intake.match-keys"
 """The key-table owner whose data key the match keys' HMAC key is derived from: agency-wide
@@ -262,8 +264,8 @@ class ClientDirectory:
     ) -> FoundCandidates:
         """The clients that may be ``probe``'s person, in registration order: of each of its
         match keys, the ``CANDIDATES_PER_KEY`` registered last (before ``registered_before``),
-        of those the ``CANDIDATES_PER_LOOKUP`` registered last, ``truncated`` when a key or
-        the keys together named more."""
+        of those ``CANDIDATES_PER_LOOKUP`` (the keys naming fewest first), ``truncated`` when a
+        key or the keys together named more."""
         # Reads by primary key, whatever the number of clients: the match-key documents of the
         # probe's keys, then the clients they list.
         hashes = self._projection.match_keys
@@ -272,21 +274,32 @@ class ClientDirectory:
         if probe.name_key is not None:
             keys.append(hashes.name(probe.name_key))
         listed = await self._read_models.get_many(MATCH_KEYS, keys) if keys else {}
-        positions: dict[str, int] = {}
-        truncated = False
-        for document in listed.values():
-            named = [
+        named_by_key = [
+            [
                 (client_id, position)
                 for position, client_id in document["clients"]
                 if client_id != excluding
                 and (registered_before is None or position < registered_before)
             ]
-            truncated = truncated or len(named) > CANDIDATES_PER_KEY
-            positions.update(named[-CANDIDATES_PER_KEY:])
-        if len(positions) > CANDIDATES_PER_LOOKUP:
-            truncated = True
-            latest = sorted(positions, key=positions.__getitem__)[-CANDIDATES_PER_LOOKUP:]
-            positions = {client_id: positions[client_id] for client_id in latest}
+            for document in listed.values()
+        ]
+        positions: dict[str, int] = {}
+        truncated = False
+        # The keys naming fewest clients first: an identifier shared by few people says more
+        # than a placeholder typed at many registrations, whose crowd must not push an older
+        # exact match out of the lookup's bound.
+        for named in sorted(
+            named_by_key, key=lambda n: (len(n), -max((p for _, p in n), default=0))
+        ):
+            kept = named[-CANDIDATES_PER_KEY:]
+            truncated = truncated or len(named) > len(kept)
+            for client_id, position in reversed(kept):  # the most recently registered first
+                if client_id in positions:
+                    continue
+                if len(positions) == CANDIDATES_PER_LOOKUP:
+                    truncated = True
+                    break
+                positions[client_id] = position
         ids = sorted(positions)
         read = (await self._read_models.get_many(CLIENTS, ids)).values() if ids else ()
         found = candidates(
