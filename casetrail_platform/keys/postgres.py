@@ -58,9 +58,11 @@ _VACUUM_WAIT_SECONDS = 5.0
 
 _OLDER_SNAPSHOTS = """
 SELECT count(*) FROM data_keys AS k,
-    (SELECT backend_xmin AS horizon FROM pg_stat_activity
-        WHERE datname = current_database() AND pid <> pg_backend_pid()
-        AND backend_xmin IS NOT NULL AND backend_type <> 'autovacuum worker'
+    (SELECT horizon FROM pg_stat_activity,
+        LATERAL (VALUES (backend_xmin), (backend_xid)) AS h(horizon)
+        WHERE (datname = current_database() OR backend_type = 'walsender')
+        AND pid <> pg_backend_pid() AND horizon IS NOT NULL
+        AND backend_type <> 'autovacuum worker'
      UNION ALL SELECT xmin FROM pg_replication_slots WHERE xmin IS NOT NULL
      UNION ALL SELECT transaction FROM pg_prepared_xacts
         WHERE database = current_database()) AS s

@@ -53,15 +53,19 @@ position row) would otherwise stop whichever replica takes over until TCP keepal
 
 _OLDER_SNAPSHOTS = """
 SELECT count(*) FROM (
-    SELECT backend_xmin AS horizon FROM pg_stat_activity
-        WHERE datname = current_database() AND pid <> pg_backend_pid()
-        AND backend_xmin IS NOT NULL AND backend_type <> 'autovacuum worker'
+    SELECT horizon FROM pg_stat_activity,
+        LATERAL (VALUES (backend_xmin), (backend_xid)) AS h(horizon)
+        WHERE (datname = current_database() OR backend_type = 'walsender')
+        AND pid <> pg_backend_pid() AND horizon IS NOT NULL
+        AND backend_type <> 'autovacuum worker'
     UNION ALL SELECT xmin FROM pg_replication_slots WHERE xmin IS NOT NULL
     UNION ALL SELECT transaction FROM pg_prepared_xacts WHERE database = current_database()
 ) AS snapshots WHERE age(horizon) > age(%s::text::xid)
 """
-"""Snapshots older than a transaction id (a transaction left open, a standby's feedback slot, a
-prepared transaction): VACUUM keeps every row version one of them may see. Asked with the
+"""Snapshots and transactions older than a transaction id (a transaction left open, whether
+between statements, holding no snapshot but its own id, or in one; a standby's feedback, through
+its slot or its walsender; a prepared transaction): VACUUM keeps every row version one of them
+may see. Asked with the
 first id unassigned when ``forget_overwritten`` began, after the erasure's commit: a snapshot
 older than that may still see what the erasure overwrote (or is held back by one that may:
 VACUUM's horizon is the oldest of them). The data-key table asks the same

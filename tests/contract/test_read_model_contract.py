@@ -584,8 +584,15 @@ def _same_json(stored: object, wanted: str | int | bool) -> bool:
     return stored == wanted
 
 
+@pytest.mark.parametrize(
+    "older_work",
+    [
+        ("BEGIN ISOLATION LEVEL REPEATABLE READ", "SELECT 1"),  # a snapshot held
+        ("BEGIN", "SELECT pg_current_xact_id()"),  # no snapshot between statements: its id
+    ],
+)
 async def test_a_snapshot_older_than_the_erasure_fails_forgetting_until_it_ends(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, older_work: tuple[str, str]
 ) -> None:
     """VACUUM keeps a dead row version that an older snapshot may see, and says nothing:
     ``forget_overwritten`` returned with the scrubbed value still in the table's pages. It
@@ -606,8 +613,8 @@ async def test_a_snapshot_older_than_the_erasure_fails_forgetting_until_it_ends(
                 await transaction.put("case_views", "c1", {"description": canary})
             dsn = postgres_dsn()
             async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as older:
-                await older.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-                await older.execute("SELECT 1")  # its snapshot, taken before the erasure
+                for statement in older_work:  # begun before the erasure
+                    await older.execute(statement)
                 async with store.transaction() as transaction:
                     await transaction.put("case_views", "c1", {"description": "[erased]"})
                 with monkeypatch.context() as patched:
