@@ -401,10 +401,11 @@ certificate could hold)."""
 
 
 def dialled_host(host: str) -> str:
-    """The host a client on this machine dials for servers listening on ``host``: 127.0.0.1
-    for a wildcard (``WILDCARD_HOSTS``), an IPv6 address in brackets (``[::1]:7304``)."""
+    """The host a client on this machine dials for servers listening on ``host``: loopback
+    for a wildcard (``WILDCARD_HOSTS``: IPv6's for ``::``, which an IPv6-only socket serves
+    without 127.0.0.1), an IPv6 address in brackets (``[::1]:7304``)."""
     if host in WILDCARD_HOSTS:
-        return "127.0.0.1"
+        return "[::1]" if ":" in host else "127.0.0.1"
     if ":" in host and not host.startswith("["):
         return f"[{host}]"
     return host

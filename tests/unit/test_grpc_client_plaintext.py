@@ -215,6 +215,7 @@ def test_the_console_beside_the_services_dials_a_host_it_can_name() -> None:
     """Served on every address (0.0.0.0), the console dialled 0.0.0.0: no name a certificate
     holds; it dials loopback then."""
     assert runner.dialled_host("0.0.0.0") == "127.0.0.1"
-    assert runner.dialled_host("::") == "127.0.0.1"
+    assert runner.dialled_host("::") == "[::1]"  # an IPv6-only socket serves no 127.0.0.1
+    assert runner.dialled_host("[::]") == "[::1]"
     assert runner.dialled_host("::1") == "[::1]"
     assert runner.dialled_host("casetrail.agency.internal") == "casetrail.agency.internal"
