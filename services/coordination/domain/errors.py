@@ -230,14 +230,14 @@ def _kind_named(kind: str) -> str:
 
 
 def budget_line_does_not_fund_service(
-    budget_line: str, funds: Sequence[str], kind: str | None
+    budget_line: str, funds: Sequence[str], service_id: str | None
 ) -> RuleBroken:
-    """A reservation for a service of ``kind`` (``None``: naming no service) on a line paying
+    """A reservation for service ``service_id`` (``None``: naming no service) on a line paying
     only for ``funds`` (the agency's configuration, as ``GetBudgetLine`` answers it). The
-    service's kind is named as ``schedule_conflict`` names the one asked: a special-data one
-    (``addiction_counseling``) as "the service"."""
+    service's kind is never named: the caller sent its id, not its kind, and a kind named
+    only when not special-data ("home_care", else "the service") would tell which it is."""
     kinds = ", ".join(funds)
-    what = "a service without a service_id" if kind is None else _kind_named(kind)
+    what = "a service without a service_id" if service_id is None else f"service {service_id}"
     return RuleBroken(
         BUDGET_LINE_DOES_NOT_FUND_SERVICE,
         f"budget line {budget_line} pays only for {kinds}, not {what}",

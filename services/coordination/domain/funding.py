@@ -54,7 +54,7 @@ def decide_reservation(
         raise errors.budget_line_does_not_fund_service(
             line.budget_line,
             [kind.value for kind in line.funds_service_kinds],
-            None if service is None else service.kind.value,
+            None if service is None else service.service_id,
         )
     _require_room(line, state, facts.case_id, command.service_id)
     available = line.amount.amount_minor_units - state.committed

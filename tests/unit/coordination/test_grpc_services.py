@@ -524,13 +524,14 @@ async def test_a_budget_refusal_never_names_the_sensitive_kind_of_the_service(
     assert refusal.rule == "BUDGET_LINE_DOES_NOT_FUND_SERVICE"
     shown = [refusal.message, *map(str, refusal.details)]
     assert not [text for text in shown if "addiction" in text], shown
-    assert refusal.message.endswith("pays only for home_care, not the service")
-    # A kind that is no special data is still named, so the caller knows which it asked.
+    assert refusal.message.endswith(f"pays only for home_care, not service {counseling.service_id}")
+    # Nor is any other kind: naming it only when it is no special data ("not the service"
+    # otherwise) told a caller not entitled to the kind which one it was.
     therapy = await stub.ScheduleService(
         schedule_request("case-1", "physical_therapy", TUESDAY_10 + timedelta(hours=3))
     )
     plain = await refused(stub.ReserveBudget(reserve(therapy.service_id)))
-    assert plain.message.endswith("pays only for home_care, not physical_therapy")
+    assert plain.message.endswith(f"pays only for home_care, not service {therapy.service_id}")
 
 
 async def test_a_delivered_service_keeps_its_slot(
