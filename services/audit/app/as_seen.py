@@ -159,7 +159,9 @@ async def case_as_seen(
             if not all(entitlement.discloses(section) for section in revealed):
                 redaction.withhold(message, [path])
                 withheld_fields.append(path)
-        if withheld_sections or entitlement.referral_ids is not None:
+        # Decided on the entitlement, not on what was there: the count and the last event's
+        # time take in the events of what is withheld, a special-data service's too.
+        if withheld_sections or entitlement.referral_ids is not None or not entitlement.sensitive:
             redaction.withhold(message, rendering.activity_paths)
             withheld_fields.extend(rendering.activity_paths)
         if not entitlement.sensitive:

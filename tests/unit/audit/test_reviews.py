@@ -787,6 +787,14 @@ async def test_the_partner_is_not_shown_the_status_or_activity_of_sections_it_wa
     assert partner.state.events_applied == 0
     assert not partner.state.HasField("last_event_at")
     assert {"status", "events_applied", "last_event_at"} <= set(partner.entitlement.withheld_fields)
+    # Not entitled to special-data values, the coordinator is not told of their events either:
+    # the count and the last event's time took in a special-data service's.
+    coordinator = await audit.GetCaseAsSeen(
+        seen_as(COORDINATOR.user_id, T0 + 4 * DAY + HOUR, user_role="coordinator")
+    )
+    assert coordinator.state.events_applied == 0
+    assert not coordinator.state.HasField("last_event_at")
+    assert {"events_applied", "last_event_at"} <= set(coordinator.entitlement.withheld_fields)
     # Entitled to the whole record, the worker sees them.
     assert worker.state.status == audit_pb2.CASE_STATUS_ASSIGNED
     assert worker.state.events_applied > 0
