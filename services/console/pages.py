@@ -165,6 +165,8 @@ class TimelineRow:
     source: str
     ledger_leaf: str = ""
     """The event's canonical bytes (base64): the browser hashes them into its ledger leaf."""
+    shown_in_part: bool = False
+    """Part of the event is withheld from the reader: no leaf, nothing for the browser to prove."""
 
     @property
     def late_by(self) -> timedelta | None:
@@ -183,6 +185,7 @@ class TimelineRow:
             entry.summary,
             entry.source,
             base64.b64encode(entry.ledger_leaf).decode("ascii"),
+            entry.shown_in_part,
         )
 
 

@@ -74,6 +74,7 @@ def timeline_entry(
         summary=summary(recorded.event),
         cloudevent_json=json.dumps(to_structured(recorded), ensure_ascii=False, sort_keys=True),
         ledger_leaf=canonical_of_record(recorded) if with_leaf and not redacted else b"",
+        shown_in_part=redacted,
     )
 
 

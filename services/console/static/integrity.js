@@ -189,7 +189,13 @@
       return;
     }
     summary.textContent = `Checking ${rows.length} events in this browser…`;
-    const query = rows.map((row) => `event=${encodeURIComponent(row.dataset.eventId)}`).join("&");
+    // A row shown in part (what is withheld from this reader) has no leaf to prove: said so.
+    const partial = rows.filter((row) => row.dataset.shownInPart);
+    const provable = rows.filter((row) => !row.dataset.shownInPart);
+    for (const row of partial) {
+      show(row, "withheld", "shown in part: what is withheld from you is not provable here");
+    }
+    const query = provable.map((row) => `event=${encodeURIComponent(row.dataset.eventId)}`).join("&");
     let answer;
     try {
       const response = await fetch(`${table.dataset.proofs}?${query}`, {
@@ -202,10 +208,10 @@
       summary.textContent = "Not checked: the proofs could not be fetched. Reload to retry.";
       return;
     }
-    const counts = { verified: 0, failed: 0, pending: 0 };
+    const counts = { verified: 0, failed: 0, pending: 0, partial: partial.length };
     const checkpoints = new Map();
     await Promise.all(
-      rows.map(async (row) => {
+      provable.map(async (row) => {
         try {
           const signed = await check(row, answer.proofs[row.dataset.eventId], answer.keys);
           if (signed === null) {
@@ -240,8 +246,15 @@
     const parts = [`${counts.verified} of ${rows.length} events verified in this browser`];
     if (counts.failed) parts.push(`${counts.failed} FAILED`);
     if (counts.pending) parts.push(`${counts.pending} not yet in a checkpoint`);
+    if (counts.partial) parts.push(`${counts.partial} shown in part, not provable here`);
     summary.textContent = `Integrity: ${parts.join("; ")}.`;
-    summary.dataset.state = counts.failed ? "failed" : counts.pending ? "pending" : "verified";
+    summary.dataset.state = counts.failed
+      ? "failed"
+      : counts.pending
+        ? "pending"
+        : counts.partial
+          ? "partial"
+          : "verified";
   };
 
   run();

@@ -35,6 +35,7 @@ from services.audit.app.ledger import LedgerDeps
 from services.audit.app.queries import OTHER_CASES_PATH, AuditDeps
 from services.audit.entrypoints.grpc_server import AuditServicer
 from services.audit.entrypoints.responses import REDACTED_ATTRIBUTE
+from services.console.pages import TimelineRow
 from tests.unit.audit.serving import audit_server
 from tests.unit.audit.support import (
     CASE,
@@ -115,8 +116,10 @@ async def test_a_supervisor_s_timeline_and_export_withhold_the_client_s_other_ca
     assert shown["data"]["case_ids"] == [CASE]
     assert OTHER not in entry.SerializeToString().decode("utf-8", "replace")
     assert entry.summary.endswith("(1 case(s))")
-    # The stored event's canonical bytes would name the other case: no leaf for this entry.
-    assert entry.ledger_leaf == b""
+    # The stored event's canonical bytes would name the other case: no leaf for this entry,
+    # which says it is shown in part (the console's integrity check then says so, not FAILED).
+    assert (entry.ledger_leaf, entry.shown_in_part) == (b"", True)
+    assert TimelineRow.of(entry).shown_in_part
     assert trailer[REDACTED_KEY] == OTHER_CASES_PATH
     # The other case is decided as the view was: refused (no relationship), and recorded so.
     assert ("RecordAccessDenied", OTHER) in await _recorded(store)
@@ -146,7 +149,7 @@ async def test_an_auditor_who_may_read_the_other_case_sees_it_recorded_and_verif
 ) -> None:
     entry, trailer = await _timeline(audit, viewer())
     assert json.loads(entry.cloudevent_json)["data"]["case_ids"] == [CASE, OTHER]
-    assert entry.ledger_leaf == canonical_of_record(erased)
+    assert (entry.ledger_leaf, entry.shown_in_part) == (canonical_of_record(erased), False)
     assert REDACTED_KEY not in trailer
     accessed = [r.event for r in await store.read_all(0) if isinstance(r.event, RecordAccessed)]
     [told] = [a for a in accessed if a.subject == OTHER]
