@@ -99,7 +99,9 @@ async def _state(options: argparse.Namespace) -> None:
     request = audit_pb2.GetCaseStateAsOfRequest(
         context=query(options.purpose),
         case_id=options.case_id,
-        as_of=timestamp(moment(options.as_of)),
+        # Unset: audit's own now (a moment from this machine's clock, ahead of audit's, would
+        # be refused as in the future), and the answer says which moment that was.
+        as_of=timestamp(moment(options.as_of)) if options.as_of else None,
         basis=BASES[options.basis],
     )
     async with _audit(options) as audit:
@@ -107,7 +109,8 @@ async def _state(options: argparse.Namespace) -> None:
     if options.json:
         print(json.dumps(MessageToDict(answer.state, preserving_proto_field_name=True), indent=2))
         return
-    print(f"as {'it was' if options.basis == 'occurred' else 'it was known'} at {options.as_of}")
+    at = answer.as_of.ToDatetime(tzinfo=UTC).isoformat()
+    print(f"as {'it was' if options.basis == 'occurred' else 'it was known'} at {at}")
     print("\n".join(case_state_lines(answer.state)))
 
 

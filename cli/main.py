@@ -202,7 +202,7 @@ def parser() -> argparse.ArgumentParser:
 
     state = commands.add_parser("state", help="a case as it was (or was known) at a moment")
     state.add_argument("case_id")
-    state.add_argument("--as-of", required=True, help="ISO 8601 moment (UTC when no offset)")
+    state.add_argument("--as-of", help="ISO 8601 moment (UTC when no offset); default: audit's now")
     state.add_argument("--basis", choices=["occurred", "recorded"], default="occurred")
     state.add_argument("--json", action="store_true", help="the CaseState as JSON")
     _audit(state)

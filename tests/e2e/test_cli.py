@@ -78,6 +78,10 @@ async def test_an_auditor_reads_timeline_state_and_export(casetrail: Casetrail) 
     status, out, err = await casetrail_cli("state", case.case_id, "--as-of", now, *audit)
     assert status == 0, err
     assert "  client born 1950-03-14; holds none" in out.splitlines()
+    # Without --as-of: audit's own now, named (this machine's clock may run ahead of audit's).
+    status, out, err = await casetrail_cli("state", case.case_id, *audit)
+    assert status == 0, err
+    assert out.startswith(f"as it was at {datetime.now(UTC):%Y-%m-%d}"), out
 
     status, out, err = await casetrail_cli("export", case.case_id, *audit)
     assert status == 0, err
