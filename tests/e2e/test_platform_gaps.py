@@ -135,19 +135,30 @@ async def test_a_case_of_large_events_is_read_page_by_page(casetrail: Casetrail)
     await stubs.as_(SOCIAL_WORKER).planning.DraftPlan(
         pl.DraftPlanRequest(context=command(key()), case_id=case.case_id)
     )
-    goals = 26  # about 170 KB of objectives each: 4.4 MB in all, past gRPC's 4 MiB answer
-    for number in range(goals):
+    # One goal of about 170 KB of objectives, revised 25 times: 4.4 MB of events in all, past
+    # gRPC's 4 MiB answer (the plan itself holds one goal: a plan is bounded to 1 MiB).
+    goals = 26
+
+    def goal(number: int, goal_id: str = "") -> pl.Goal:
         objectives = [f"{number:02d}-{index:03d} " + "o" * 1_700 for index in range(100)]
-        await stubs.as_(SOCIAL_WORKER).planning.AddGoal(
-            pl.AddGoalRequest(
+        return pl.Goal(
+            goal_id=goal_id,
+            statement="Goal",
+            term="long",
+            need_category="counseling",
+            objectives=objectives,
+        )
+
+    added = await stubs.as_(SOCIAL_WORKER).planning.AddGoal(
+        pl.AddGoalRequest(context=command(key()), case_id=case.case_id, goal=goal(0))
+    )
+    for number in range(1, goals):
+        await stubs.as_(SOCIAL_WORKER).planning.ReviseGoal(
+            pl.ReviseGoalRequest(
                 context=command(key()),
                 case_id=case.case_id,
-                goal=pl.Goal(
-                    statement=f"Goal {number}",
-                    term="long",
-                    need_category="counseling",
-                    objectives=objectives,
-                ),
+                goal=goal(number, added.goal_id),
+                reason="more precise",
             )
         )
 
@@ -157,7 +168,7 @@ async def test_a_case_of_large_events_is_read_page_by_page(casetrail: Casetrail)
             case_id=case.case_id,
             page_token=token,
             exclude_access_events=True,
-            event_types=["casetrail.goal.added"],
+            event_types=["casetrail.goal.added", "casetrail.goal.revised"],
         )
 
     first = await eventually(

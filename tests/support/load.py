@@ -438,9 +438,10 @@ async def _read_models(load: Load) -> list[str]:
             ),
             COORDINATOR,
         )
-        if len(record.referrals) != referrals[case_id]:
+        # Counted by its total: the answer lists the latest 100 (and says so).
+        if record.referrals_total != referrals[case_id]:
             problems.append(
-                f"coordination: case {case_id} shows {len(record.referrals)} referrals of"
+                f"coordination: case {case_id} counts {record.referrals_total} referrals of"
                 f" {referrals[case_id]}"
             )
     return problems

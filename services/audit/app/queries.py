@@ -131,7 +131,7 @@ class OtherCases:
                         recorded.sequence,
                         recorded.position,
                         recorded.recorded_at,
-                        event.model_copy(update={"case_ids": kept}),
+                        event.updated(case_ids=kept),
                         recorded.metadata,
                     )
                     redacted.add(recorded.event_id)
