@@ -3,8 +3,7 @@ commands, domain values become messages."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableSequence, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -14,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.grpc_platform.answer_caps import ENTRY_FRAMING, Cap, cut
 from events.catalog.assignment import WorkerCredential
 from events.catalog.scheduling import ServiceLocation
 from events.catalog.values import Money, Provider
@@ -28,7 +28,6 @@ from services.coordination.domain.schedule import Service, ServiceStatus
 from services.coordination.domain.validation import validated
 
 C = TypeVar("C", bound=Command)
-E = TypeVar("E", bound=Message)
 
 
 def command(model: type[C], request: Message) -> C:
@@ -150,7 +149,7 @@ def cut_schedule(
     size = 0
     for service in ranked[:limit]:
         # A count alone let 1,000 services of 4-byte characters take 4.4 MB.
-        size += service.ByteSize() + _ENTRY_FRAMING
+        size += service.ByteSize() + ENTRY_FRAMING
         if size > CASE_SERVICES.size:
             break
         kept.add((service.case_id, service.service_id))
@@ -168,14 +167,6 @@ def _schedule_rank(service: pb.ScheduledService) -> tuple[int, int, int]:
     if service.status == ServiceStatus.SCHEDULED.value:
         return (0, *starts)
     return (1, -starts[0], -starts[1])
-
-
-@dataclass(frozen=True, slots=True)
-class Cap:
-    """How many entries of a list an answer holds at most, and how many bytes they may take."""
-
-    listed: int
-    size: int
 
 
 CASE_SERVICES = Cap(SCHEDULE_LISTED, 1536 * 1024)
@@ -196,49 +187,24 @@ def cut_case_coordination(answer: pb.GetCaseCoordinationResponse) -> None:
     ``*_total``. Services as ``cut_schedule`` chooses them, referrals still running and claims
     not yet decided before the others, each programme's latest decision before earlier ones,
     then the latest first."""
-    answer.services_truncated, answer.services_total = _cut(
+    answer.services_truncated, answer.services_total = cut(
         answer.services, CASE_SERVICES, lambda _, service: _schedule_rank(service)
     )
     running = {status.value for status in RUNNING_REFERRAL_STATUSES}
-    answer.referrals_truncated, answer.referrals_total = _cut(
+    answer.referrals_truncated, answer.referrals_total = cut(
         answer.referrals,
         CASE_REFERRALS,
         lambda index, referral: (referral.status not in running, -index),
     )
     latest = {decision.program_id: index for index, decision in enumerate(answer.eligibility)}
-    answer.eligibility_truncated, answer.eligibility_total = _cut(
+    answer.eligibility_truncated, answer.eligibility_total = cut(
         answer.eligibility,
         CASE_ELIGIBILITY,
         lambda index, decision: (latest[decision.program_id] != index, -index),
     )
-    answer.claims_truncated, answer.claims_total = _cut(
+    answer.claims_truncated, answer.claims_total = cut(
         answer.claims, CASE_CLAIMS, lambda index, claim: (claim.status != "filed", -index)
     )
-
-
-def _cut(
-    entries: MutableSequence[E], cap: Cap, rank: Callable[[int, E], tuple[int | bool, ...]]
-) -> tuple[bool, int]:
-    """Keep the best ranked of ``entries`` that fit ``cap``, in their order: whether any was
-    left out, and how many there were."""
-    total = len(entries)
-    kept: set[int] = set()
-    size = 0
-    for index in sorted(range(total), key=lambda i: rank(i, entries[i]))[: cap.listed]:
-        # The entry and its tag and length in the answer.
-        size += entries[index].ByteSize() + _ENTRY_FRAMING
-        if size > cap.size:
-            break
-        kept.add(index)
-    if len(kept) < total:
-        listed = [entry for index, entry in enumerate(entries) if index in kept]
-        del entries[:]
-        entries.extend(listed)
-    return len(kept) < total, total
-
-
-_ENTRY_FRAMING = 4
-"""A list entry's tag (1 byte) and length (at most 3 bytes under 2 MiB)."""
 
 
 def budget_line(line: BudgetLine, state: BudgetLineState) -> pb.GetBudgetLineResponse:

@@ -14,6 +14,7 @@ from casetrail_platform.decide import recorded_before
 from casetrail_platform.grpc_platform.context import read_command, read_query
 from casetrail_platform.grpc_platform.server import Context, refusals_as_status
 from casetrail_platform.identity.grpc_auth import principal_of
+from casetrail_platform.policy import redaction
 from casetrail_platform.policy.guard import AccessControl, Disclosure
 from events.catalog.access import RecordSection
 from events.catalog.base import CaseEvent, Role
@@ -66,9 +67,13 @@ CASE_VIEW_SECTION_PATHS = {
     RecordSection.CONTACTS: ("next_follow_up_due", "last_contact_on", "contacts_logged"),
     RecordSection.PROGRESS: ("plan.goals.latest_rating", "previous_plans.goals.latest_rating"),
     RecordSection.DISCHARGE: ("discharge", "closure_reason"),
-    RecordSection.REFERRALS: ("referrals",),
-    RecordSection.SERVICES: ("services",),
+    RecordSection.REFERRALS: ("referrals", "referrals_truncated", "referrals_total"),
+    RecordSection.SERVICES: ("services", "services_truncated", "services_total"),
 }
+CASE_VIEW_REFERRAL_PATHS = {"referrals": "referral_id", "services": "referral_id"}
+CASE_VIEW_SPECIAL_ENTRIES = ("referrals.need_category", "services.kind")
+"""The sensitive paths of a case view that withhold whole entries (of a special-data need or
+kind), so that a caller not entitled to them is shown fewer (``redaction``)."""
 SUMMARY_SENSITIVE_PATHS = ("needs",)
 SUMMARY_SECTION_PATHS = {
     RecordSection.ASSESSMENT: ("needs",),
@@ -274,6 +279,14 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
             self._deps.views, access, principal, reader.purpose, case_id
         )
         view = present.case_view(document)
+        # Cut among what the caller may see (release keeps and withholds the same again): the
+        # totals count only what the caller may read, and the sensitive fields recorded as
+        # read are those of the entries listed.
+        if decision.referral_ids is not None:
+            redaction.keep_referred(view, CASE_VIEW_REFERRAL_PATHS, decision.referral_ids)
+        if not decision.sensitive:
+            redaction.redact(view, CASE_VIEW_SPECIAL_ENTRIES)
+        present.cut_case_view(view)
         disclosed = Disclosure(
             case_id,
             decision,
@@ -281,7 +294,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
             CASE_VIEW_SENSITIVE_PATHS,
             CASE_VIEW_SECTIONS,
             section_paths=CASE_VIEW_SECTION_PATHS,
-            referral_paths={"referrals": "referral_id", "services": "referral_id"},
+            referral_paths=CASE_VIEW_REFERRAL_PATHS,
         )
         await access.release(context, principal, reader.purpose, [disclosed])
         return view

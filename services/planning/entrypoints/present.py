@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
+from casetrail_platform.grpc_platform.answer_caps import Cap, cut
 from casetrail_platform.projections.port import Document
 from events.envelope import RecordedEvent
-from services.planning.adapters.case_document import current, previous_plans
+from services.planning.adapters.case_document import (
+    OPEN_REFERRAL_STATUSES,
+    current,
+    previous_plans,
+)
 
 
 def command_result(case_id: str, recorded: list[RecordedEvent]) -> common_pb2.CommandResult:
@@ -74,6 +80,32 @@ def _list_previous_plans(view: planning_pb2.GetCaseViewResponse, plans: list[Doc
     view.previous_plans.extend(reversed(listed))
     view.previous_plans_total = len(plans)
     view.previous_plans_truncated = len(listed) < len(plans)
+
+
+VIEW_SERVICES = Cap(1000, 1536 * 1024)
+VIEW_REFERRALS = Cap(100, 256 * 1024)
+"""What a case view lists at most of its services and referrals, which grow with the case (a
+service about 1.2 KB at most, 2.6 KB with four-byte characters; a referral 1.1 KB, 2.9 KB)."""
+
+
+def cut_case_view(view: planning_pb2.GetCaseViewResponse) -> None:
+    """Keep in ``view`` (what the caller may read of the case) the services and referrals that
+    matter most, within their caps, in their order, with ``*_truncated`` and ``*_total``: the
+    services still scheduled, the soonest first, then the others, the latest first; the
+    referrals still running, then the others, the latest first."""
+    view.services_truncated, view.services_total = cut(
+        view.services, VIEW_SERVICES, lambda _, service: _service_rank(service)
+    )
+    view.referrals_truncated, view.referrals_total = cut(
+        view.referrals,
+        VIEW_REFERRALS,
+        lambda index, referral: (referral.status not in OPEN_REFERRAL_STATUSES, -index),
+    )
+
+
+def _service_rank(service: planning_pb2.ServiceView) -> tuple[int, float]:
+    starts = datetime.fromisoformat(service.starts_at).timestamp() if service.starts_at else 0.0
+    return (0, starts) if service.status == "scheduled" else (1, -starts)
 
 
 def case_summary(document: Document) -> planning_pb2.CaseSummary:

@@ -7,6 +7,8 @@ from uuid import uuid4
 
 import pytest
 
+from casetrail.planning.v1 import planning_pb2
+from casetrail_platform.grpc_platform.answer_caps import Cap
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.projections.runner import BusProjectionHandler
 from events.catalog.assignment import CredentialKind, WorkerCredential
@@ -392,3 +394,52 @@ async def test_of_two_assignments_recorded_at_one_moment_the_later_position_wins
             for recorded in delivery:
                 await handler(recorded)
             assert await CaseViews(read_models).staff(["worker-ana"]) == expected
+
+
+def test_the_view_lists_its_services_and_referrals_within_their_caps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every service and referral of the case was listed: a case served for years, or one
+    given thousands of services, took the answer past gRPC's 4 MiB, never to be read again."""
+    monkeypatch.setattr(present, "VIEW_SERVICES", Cap(2, 1024 * 1024))
+    monkeypatch.setattr(present, "VIEW_REFERRALS", Cap(2, 1024 * 1024))
+    view = planning_pb2.GetCaseViewResponse(
+        services=[
+            planning_pb2.ServiceView(
+                service_id="a", status="delivered", starts_at="2026-03-02T10:00:00+00:00"
+            ),
+            planning_pb2.ServiceView(
+                service_id="b", status="scheduled", starts_at="2026-03-11T10:00:00+00:00"
+            ),
+            planning_pb2.ServiceView(
+                service_id="c", status="cancelled", starts_at="2026-03-07T10:00:00+00:00"
+            ),
+        ],
+        referrals=[
+            planning_pb2.ReferralView(referral_id="r1", status="accepted"),
+            planning_pb2.ReferralView(referral_id="r2", status="declined"),
+            planning_pb2.ReferralView(referral_id="r3", status="completed"),
+        ],
+    )
+    present.cut_case_view(view)
+    assert [s.service_id for s in view.services] == ["b", "c"]
+    assert [r.referral_id for r in view.referrals] == ["r1", "r3"]
+    assert (view.services_truncated, view.services_total) == (True, 3)
+    assert (view.referrals_truncated, view.referrals_total) == (True, 3)
+
+    # A view of the largest entries stays well under 4 MiB (four-byte characters too).
+    wide, long_id = "\N{GRINNING FACE}" * 500, "i" * 128
+    service = planning_pb2.ServiceView(
+        service_id=long_id, kind="home_care", provider_id=long_id, provider_name=wide,
+        starts_at="2199-12-31T23:59:59.999999+00:00", ends_at="2199-12-31T23:59:59.999999+00:00",
+        status="delivered", goal_id=long_id, referral_id=long_id,
+    )  # fmt: skip
+    referral = planning_pb2.ReferralView(
+        referral_id=long_id, provider_id=long_id, provider_name=wide, need_category="counseling",
+        service=wide, urgency="emergency", status="withdrawn",
+    )  # fmt: skip
+    monkeypatch.undo()
+    big = planning_pb2.GetCaseViewResponse(services=[service] * 3000, referrals=[referral] * 500)
+    present.cut_case_view(big)
+    assert (big.services_truncated, big.referrals_truncated) == (True, True)
+    assert big.ByteSize() < 2 * 1024 * 1024
