@@ -424,9 +424,10 @@ async def _read_models(load: Load) -> list[str]:
                 f"planning: case {case_id} shows {view.contacts_logged} contacts of"
                 f" {contacts[case_id]}"
             )
-        if len(view.referrals) != referrals[case_id]:
+        # Counted by its total: the view lists the latest 100 (and says so).
+        if view.referrals_total != referrals[case_id]:
             problems.append(
-                f"planning: case {case_id} shows {len(view.referrals)} referrals of"
+                f"planning: case {case_id} counts {view.referrals_total} referrals of"
                 f" {referrals[case_id]}"
             )
         record = await load.call(
