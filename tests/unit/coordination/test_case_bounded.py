@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.grpc_platform.answer_caps import Cap
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.access import RecordAccessed
 from events.catalog.values import NeedCategory
@@ -30,7 +31,7 @@ async def test_the_case_lists_at_most_its_cap_of_services_and_says_so(
     # Unbounded, 4,000 services were a 4.4 MB answer: refused RESOURCE_EXHAUSTED by the client
     # after the read was recorded, so the case could never be read again.
     ids = await booked_and_cancelled(stub, intake, store)
-    monkeypatch.setattr(convert, "CASE_SERVICES", convert.Cap(3, MiB))
+    monkeypatch.setattr(convert, "CASE_SERVICES", Cap(3, MiB))
     read = pb.GetCaseCoordinationRequest(context=query_context(), case_id="case-1")
 
     view = await stub.GetCaseCoordination(read)
@@ -39,7 +40,7 @@ async def test_the_case_lists_at_most_its_cap_of_services_and_says_so(
     assert (view.services_truncated, view.services_total) == (True, 4)
     assert (view.referrals_truncated, view.referrals_total) == (False, 0)
 
-    monkeypatch.setattr(convert, "CASE_SERVICES", convert.Cap(4, MiB))
+    monkeypatch.setattr(convert, "CASE_SERVICES", Cap(4, MiB))
     whole = await stub.GetCaseCoordination(read)
     assert [s.service_id for s in whole.services] == ids
     assert (whole.services_truncated, whole.services_total) == (False, 4)
@@ -57,7 +58,7 @@ async def test_the_cut_counts_only_what_the_caller_may_read_and_records_what_it_
         await stub.ScheduleService(
             schedule_request("case-1", "home_care", MONDAY_10 + timedelta(days=day))
         )
-    monkeypatch.setattr(convert, "CASE_SERVICES", convert.Cap(2, MiB))
+    monkeypatch.setattr(convert, "CASE_SERVICES", Cap(2, MiB))
 
     # A coordinator may not see addiction counseling: the cut is among the two others, and
     # neither the list nor its total tells that a third was withheld.
@@ -83,7 +84,7 @@ async def test_the_cut_counts_only_what_the_caller_may_read_and_records_what_it_
     assert "services.kind" in access.fields
 
     # Listed without the counseling, no kind of it is read, and none is recorded as read.
-    monkeypatch.setattr(convert, "CASE_SERVICES", convert.Cap(1, MiB))
+    monkeypatch.setattr(convert, "CASE_SERVICES", Cap(1, MiB))
     later = await stub.ScheduleService(
         schedule_request("case-1", "home_care", MONDAY_10 - timedelta(hours=3))
     )
@@ -110,7 +111,7 @@ def test_the_cut_keeps_what_still_runs_then_the_latest_in_their_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for cap in ("CASE_SERVICES", "CASE_REFERRALS", "CASE_ELIGIBILITY", "CASE_CLAIMS"):
-        monkeypatch.setattr(convert, cap, convert.Cap(2, MiB))
+        monkeypatch.setattr(convert, cap, Cap(2, MiB))
     answer = pb.GetCaseCoordinationResponse(
         services=[
             _service("a", 0, "delivered"),
