@@ -7,7 +7,7 @@ are up to 4 bytes each, so a count alone does not bound the answer."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -27,19 +27,28 @@ class Cap:
     size: int
 
 
-def cut(
-    entries: MutableSequence[E], cap: Cap, rank: Callable[[int, E], tuple[float | int | bool, ...]]
-) -> tuple[bool, int]:
-    """Keep the best ranked of ``entries`` (``rank``: of its index and itself, lowest first)
-    that fit ``cap``, in their order: whether any was left out, and how many there were."""
-    total = len(entries)
+def chosen(
+    entries: Sequence[E], cap: Cap, rank: Callable[[int, E], tuple[float | int | bool, ...]]
+) -> set[int]:
+    """The indices of the best ranked of ``entries`` (``rank``: of its index and itself, lowest
+    first) that fit ``cap``."""
     kept: set[int] = set()
     size = 0
-    for index in sorted(range(total), key=lambda i: rank(i, entries[i]))[: cap.listed]:
+    for index in sorted(range(len(entries)), key=lambda i: rank(i, entries[i]))[: cap.listed]:
         size += entries[index].ByteSize() + ENTRY_FRAMING
         if size > cap.size:
             break
         kept.add(index)
+    return kept
+
+
+def cut(
+    entries: MutableSequence[E], cap: Cap, rank: Callable[[int, E], tuple[float | int | bool, ...]]
+) -> tuple[bool, int]:
+    """Keep the ``chosen`` of ``entries``, in their order: whether any was left out, and how
+    many there were."""
+    total = len(entries)
+    kept = chosen(entries, cap, rank)
     if len(kept) < total:
         listed = [entry for index, entry in enumerate(entries) if index in kept]
         del entries[:]

@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2 as pb
-from casetrail_platform.grpc_platform.answer_caps import ENTRY_FRAMING, Cap, cut
+from casetrail_platform.grpc_platform.answer_caps import Cap, chosen, cut
 from events.catalog.assignment import WorkerCredential
 from events.catalog.scheduling import ServiceLocation
 from events.catalog.values import Money, Provider
@@ -144,17 +144,12 @@ def cut_schedule(
     matter most, within ``CASE_SERVICES``' bytes: the ones still scheduled, the soonest first,
     then the cancelled and delivered, the latest first. Whether any was left out."""
     services = [service for part in parts for service in part.services]
-    ranked = sorted(services, key=_schedule_rank)
-    kept: set[tuple[str, str]] = set()
-    size = 0
-    for service in ranked[:limit]:
-        # A count alone let 1,000 services of 4-byte characters take 4.4 MB.
-        size += service.ByteSize() + ENTRY_FRAMING
-        if size > CASE_SERVICES.size:
-            break
-        kept.add((service.case_id, service.service_id))
-    if len(kept) == len(services):
+    # In bytes too: a count alone let 1,000 services of 4-byte characters take 4.4 MB.
+    cap = Cap(limit, CASE_SERVICES.size)
+    chosen_services = chosen(services, cap, lambda _, service: _schedule_rank(service))
+    if len(chosen_services) == len(services):
         return False
+    kept = {(services[i].case_id, services[i].service_id) for i in chosen_services}
     for part in parts:
         listed = [s for s in part.services if (s.case_id, s.service_id) in kept]
         del part.services[:]
