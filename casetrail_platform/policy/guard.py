@@ -118,6 +118,20 @@ class Disclosure:
     """Fields withheld, when the answer is not a message with paths (audit's events): listed
     in ``x-casetrail-redacted`` and the access record's ``redacted_fields``."""
 
+    def keep_readable(self, special_entries: Iterable[str]) -> None:
+        """Cut ``message``'s lists to the entries the reader may see, before an answer bounds
+        them (``release`` keeps and withholds the same again): a decision bounded by referrals
+        keeps theirs (``referral_paths``), and one not entitled to sensitive values loses the
+        entries of a special-data need or kind (``special_entries``). So a list's total and
+        its ``truncated`` count only what the caller may read, and the sensitive fields
+        recorded as read are those of the entries listed."""
+        if self.message is None:
+            return
+        if self.decision.referral_ids is not None:
+            redaction.keep_referred(self.message, self.referral_paths, self.decision.referral_ids)
+        if not self.decision.sensitive:
+            redaction.redact(self.message, special_entries)
+
 
 @dataclass
 class AccessControl:

@@ -386,16 +386,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         parts = []
         for item in disclosures:
             assert isinstance(item.message, pb.GetClientScheduleResponse)
-            # Cut among what the caller may see (release keeps and withholds the same again):
-            # the sensitive fields recorded as read are those of the services listed, and
             # ``truncated`` never counts a service withheld (a special-data one, from a caller
             # not entitled to it, who was told of more than they were shown).
-            if item.decision.referral_ids is not None:
-                redaction.keep_referred(
-                    item.message, item.referral_paths, item.decision.referral_ids
-                )
-            if not item.decision.sensitive:
-                redaction.redact(item.message, SCHEDULE_SENSITIVE_PATHS)
+            item.keep_readable(SCHEDULE_SENSITIVE_PATHS)
             parts.append(item.message)
         truncated = convert.cut_schedule(parts, convert.SCHEDULE_LISTED)
         await self._access.release(context, principal, reader.purpose, disclosures)
@@ -602,14 +595,6 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         decision = await self._authorized(principal, reader, PolicyAction.READ_CASE, case_id)
         view = await queries.case_coordination(self._deps, case_id)
         answer = convert.case_coordination(view)
-        # Cut among what the caller may see (release keeps and withholds the same again): the
-        # totals count only what the caller may read, an entry withheld leaves no trace in
-        # them, and the sensitive fields recorded as read are those of the entries listed.
-        if decision.referral_ids is not None:
-            redaction.keep_referred(answer, REFERRAL_PATHS, decision.referral_ids)
-        if not decision.sensitive:
-            redaction.redact(answer, CASE_SPECIAL_ENTRIES)
-        convert.cut_case_coordination(answer)
         disclosed = Disclosure(
             case_id,
             decision,
@@ -619,6 +604,9 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
             section_paths=CASE_SECTION_PATHS,
             referral_paths=REFERRAL_PATHS,
         )
+        # Cut among what the caller may see: an entry withheld leaves no trace in the totals.
+        disclosed.keep_readable(CASE_SPECIAL_ENTRIES)
+        convert.cut_case_coordination(answer)
         await self._access.release(context, principal, reader.purpose, [disclosed])
         return answer
 

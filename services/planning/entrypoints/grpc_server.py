@@ -14,7 +14,6 @@ from casetrail_platform.decide import recorded_before
 from casetrail_platform.grpc_platform.context import read_command, read_query
 from casetrail_platform.grpc_platform.server import Context, refusals_as_status
 from casetrail_platform.identity.grpc_auth import principal_of
-from casetrail_platform.policy import redaction
 from casetrail_platform.policy.guard import AccessControl, Disclosure
 from events.catalog.access import RecordSection
 from events.catalog.base import CaseEvent, Role
@@ -279,14 +278,6 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
             self._deps.views, access, principal, reader.purpose, case_id
         )
         view = present.case_view(document)
-        # Cut among what the caller may see (release keeps and withholds the same again): the
-        # totals count only what the caller may read, and the sensitive fields recorded as
-        # read are those of the entries listed.
-        if decision.referral_ids is not None:
-            redaction.keep_referred(view, CASE_VIEW_REFERRAL_PATHS, decision.referral_ids)
-        if not decision.sensitive:
-            redaction.redact(view, CASE_VIEW_SPECIAL_ENTRIES)
-        present.cut_case_view(view)
         disclosed = Disclosure(
             case_id,
             decision,
@@ -296,6 +287,9 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
             section_paths=CASE_VIEW_SECTION_PATHS,
             referral_paths=CASE_VIEW_REFERRAL_PATHS,
         )
+        # Cut among what the caller may see: an entry withheld leaves no trace in the totals.
+        disclosed.keep_readable(CASE_VIEW_SPECIAL_ENTRIES)
+        present.cut_case_view(view)
         await access.release(context, principal, reader.purpose, [disclosed])
         return view
 
