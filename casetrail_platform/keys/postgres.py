@@ -30,6 +30,7 @@ from casetrail_platform.keys.port import (
     StoredDataKey,
 )
 from casetrail_platform.store.pg_connections import CONNECT_TIMEOUT_SECONDS
+from casetrail_platform.store.pg_horizons import VACUUM_HORIZONS
 
 KEYS_SCHEMA = "casetrail_keys"
 
@@ -56,16 +57,8 @@ _COLUMNS = "owner, version, wrapped, kek_id, created_at, destroyed_at"
 _VACUUM_WAIT_SECONDS = 5.0
 """How long ``destroy`` vacuums again while an older snapshot keeps a destroyed key on disk."""
 
-_OLDER_SNAPSHOTS = """
-SELECT count(*) FROM data_keys AS k,
-    (SELECT horizon FROM pg_stat_activity,
-        LATERAL (VALUES (backend_xmin), (backend_xid)) AS h(horizon)
-        WHERE (datname = current_database() OR backend_type = 'walsender')
-        AND pid <> pg_backend_pid() AND horizon IS NOT NULL
-        AND backend_type <> 'autovacuum worker'
-     UNION ALL SELECT xmin FROM pg_replication_slots WHERE xmin IS NOT NULL
-     UNION ALL SELECT transaction FROM pg_prepared_xacts
-        WHERE database = current_database()) AS s
+_OLDER_SNAPSHOTS = f"""
+SELECT count(*) FROM data_keys AS k, ({VACUUM_HORIZONS}) AS s
 WHERE k.owner = %s AND k.wrapped IS NULL AND k.kek_id <> %s
     AND age(s.horizon) >= age(k.xmin)
 """

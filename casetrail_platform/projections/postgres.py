@@ -25,6 +25,7 @@ from casetrail_platform.projections.port import (
     ordering,
 )
 from casetrail_platform.store.pg_connections import Connection, PgConnections
+from casetrail_platform.store.pg_horizons import VACUUM_HORIZONS
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -51,25 +52,13 @@ session (rolling it back whole): a projection's batch never waits that long, so 
 that stopped answering (frozen, its host cut off) does, and its locks (the projection's
 position row) would otherwise stop whichever replica takes over until TCP keepalive gave up."""
 
-_OLDER_SNAPSHOTS = """
-SELECT count(*) FROM (
-    SELECT horizon FROM pg_stat_activity,
-        LATERAL (VALUES (backend_xmin), (backend_xid)) AS h(horizon)
-        WHERE (datname = current_database() OR backend_type = 'walsender')
-        AND pid <> pg_backend_pid() AND horizon IS NOT NULL
-        AND backend_type <> 'autovacuum worker'
-    UNION ALL SELECT xmin FROM pg_replication_slots WHERE xmin IS NOT NULL
-    UNION ALL SELECT transaction FROM pg_prepared_xacts WHERE database = current_database()
-) AS snapshots WHERE age(horizon) > age(%s::text::xid)
+_OLDER_SNAPSHOTS = f"""
+SELECT count(*) FROM ({VACUUM_HORIZONS}) AS snapshots WHERE age(horizon) > age(%s::text::xid)
 """
-"""Snapshots and transactions older than a transaction id (a transaction left open, whether
-between statements, holding no snapshot but its own id, or in one; a standby's feedback, through
-its slot or its walsender; a prepared transaction): VACUUM keeps every row version one of them
-may see. Asked with the
-first id unassigned when ``forget_overwritten`` began, after the erasure's commit: a snapshot
-older than that may still see what the erasure overwrote (or is held back by one that may:
-VACUUM's horizon is the oldest of them). The data-key table asks the same
-(keys/postgres.py), of its destroyed rows."""
+"""``VACUUM_HORIZONS`` older than a transaction id, asked with the first id unassigned when
+``forget_overwritten`` began, after the erasure's commit: one older than that may still see
+what the erasure overwrote (or is held back by one that may: VACUUM's horizon is the oldest of
+them). The data-key table asks the same (keys/postgres.py), of its destroyed rows."""
 
 _NEXT_TRANSACTION_ID = (
     "SELECT (pg_snapshot_xmax(pg_current_snapshot())::text::bigint % 4294967296)::text"
