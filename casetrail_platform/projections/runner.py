@@ -196,12 +196,15 @@ class BusProjectionHandler:
             if tracked:
                 await transaction.mark_applied(name, [r.event_id for r in applied])
         erasures = [r.event for r in records if r.event_type == ClientErased.event_type]
-        if erasures:
-            await self._read_models.forget_overwritten()
+        # What is kept in memory goes first: forgetting the files may wait on an older
+        # transaction, and fail after FORGET_PATIENCE_SECONDS (the batch is tried again), and
+        # meanwhile a cached key or a folded state would still answer the erased values.
         for erased in erasures:
             assert isinstance(erased, ClientErased)
             if self._on_erased is not None:
                 self._on_erased(erased)
+        if erasures:
+            await self._read_models.forget_overwritten()
         # Only what was applied now: a repeat (a batch redelivered after a restart, hours
         # after it was recorded) would add an observation as old as the event, not a delay.
         observe_projection(self._service, name, applied)

@@ -270,16 +270,17 @@ async def test_an_erased_client_leaves_no_sensitive_trace_and_history_still_veri
     assert list(view.discharge.criteria) == [ERASED_TEXT]
     assert list(view.discharge.aftercare) == [ERASED_TEXT]
     assert view.worker.worker_id == SOCIAL_WORKER.user_id
-    await eventually(
+    # Each consumer group applies the erasure in its own time: the case facts (needs) and the
+    # case's folded state (the eligibility decision's reasons) are two.
+    coordinated = await eventually(
         lambda: stubs.as_(AUDITOR).coordination.GetCaseCoordination(
             co.GetCaseCoordinationRequest(context=query(REVIEW), case_id=case_id)
         ),
-        lambda case: set(case.needs) == {ERASED_CODE},
-        what="coordination's case facts to forget the needs",
+        lambda case: (
+            set(case.needs) == {ERASED_CODE} and case.eligibility[0].reasons[0] == ERASED_TEXT
+        ),
+        what="coordination's case facts and state to forget the needs and the reasons",
         patience=casetrail.patience,
-    )
-    coordinated = await stubs.as_(AUDITOR).coordination.GetCaseCoordination(
-        co.GetCaseCoordinationRequest(context=query(REVIEW), case_id=case_id)
     )
     [eligibility] = coordinated.eligibility
     assert list(eligibility.reasons) == [ERASED_TEXT] * len(decided.reasons)
