@@ -137,4 +137,17 @@ def case_state_lines(state: audit_pb2.CaseState, clock: Clock = iso_minute) -> l
         )
     for referral in state.referrals:
         lines.append(f"  referral {referral.need_category:<16} {referral.status}")
+    for name, listed, total, truncated in (
+        ("services", len(state.services), state.services_total, state.services_truncated),
+        ("referrals", len(state.referrals), state.referrals_total, state.referrals_truncated),
+        ("consents", len(state.consents), state.consents_total, state.consents_truncated),
+        (
+            "retention holds",
+            len(state.client_retention_hold_ids),
+            state.client_retention_holds_total,
+            state.client_retention_holds_truncated,
+        ),
+    ):
+        if truncated:
+            lines.append(f"  {listed} of {total} {name} listed (the timeline holds every one)")
     return lines

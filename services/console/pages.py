@@ -286,6 +286,20 @@ def state_rows(state: audit_pb2.CaseState) -> list[StateRow]:
                 f"{consent.status}, {active}",
             )
         )
+    for name, listed, total, truncated in (
+        ("Services", len(state.services), state.services_total, state.services_truncated),
+        ("Referrals", len(state.referrals), state.referrals_total, state.referrals_truncated),
+        ("Consents", len(state.consents), state.consents_total, state.consents_truncated),
+        (
+            "Retention holds",
+            len(state.client_retention_hold_ids),
+            state.client_retention_holds_total,
+            state.client_retention_holds_truncated,
+        ),
+    ):
+        if truncated:
+            note = f"{listed} of {total} (the timeline holds every one)"
+            rows.append(StateRow(f"listed:{name.lower()}", f"{name} listed", note))
     return rows
 
 

@@ -96,6 +96,9 @@ class StateRendering:
     activity_paths: Sequence[str] = ()
     """Fields that tell of the whole history (how many events, when the last): cleared when
     any part of the state is withheld."""
+    bound_lists: Callable[[Message], None] = lambda _: None
+    """Cuts the lists that grow with the case to what one answer can carry, once what U could
+    not see is cleared (counting only what U could see)."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,7 @@ async def case_as_seen(
             withheld_fields.extend(rendering.activity_paths)
         if not entitlement.sensitive:
             withheld_fields += redaction.redact(message, rendering.sensitive_paths)
+    rendering.bound_lists(message)
     shown = [
         f"{rendering.field_prefix}.{path}"
         for path in redaction.present(message, rendering.sensitive_paths)

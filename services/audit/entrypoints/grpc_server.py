@@ -104,8 +104,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         state = await queries.get_state_as_of(
             self._deps, viewer, case_id, as_of, basis, principal_of(context), answer=context
         )
+        answered = responses.state(state, as_of)
+        responses.cut_state(answered)
         return audit_pb2.GetCaseStateAsOfResponse(
-            state=responses.state(state, as_of),
+            state=answered,
             as_of=responses.timestamp(as_of),
             basis=responses.BASES[basis],
         )

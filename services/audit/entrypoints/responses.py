@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from casetrail.audit.v1 import audit_pb2
 from casetrail.common.v1 import common_pb2
+from casetrail_platform.grpc_platform.answer_caps import Cap, cut
 from casetrail_platform.ledger.export import REDACTED_ATTRIBUTE as _REDACTED
 from casetrail_platform.ledger.export import canonical_of_record
 from casetrail_platform.ledger.note import current_key
@@ -295,6 +296,51 @@ def state(value: case_state.CaseState, as_of: datetime) -> audit_pb2.CaseState:
     if value.plan is not None:
         message.plan.CopyFrom(_plan(value.plan))
     return message
+
+
+STATE_SERVICES = Cap(1000, 1536 * 1024)
+STATE_REFERRALS = Cap(100, 256 * 1024)
+STATE_CONSENTS = Cap(100, 256 * 1024)
+STATE_RETENTION_HOLDS = 1000
+"""What a case state lists at most of each list that grows with the case: a case served daily
+for years took the answer past gRPC's 4 MiB, which never reaches the caller (the read recorded
+all the same), so its state as of any later moment could never be read again. Its entries'
+texts are identifiers and codes (64 ASCII characters at most): a service takes about 330
+bytes, a referral 170, a consent 370 (every section), a hold 66."""
+
+_PENDING_SERVICES = ("scheduled", "rescheduled")
+_RUNNING_REFERRALS = ("made", "accepted")
+
+
+def cut_state(message: audit_pb2.CaseState) -> None:
+    """Keep in ``message`` (what the caller may see of a case state) the entries of each
+    growing list that matter most, within its cap, in their order, with ``*_truncated`` and
+    ``*_total``: the services still to come, the soonest first, then the others, the latest
+    first; the referrals still running, then the others, the latest first; the consents
+    active at the moment, then the others, the latest first; the latest retention holds."""
+    message.services_truncated, message.services_total = cut(
+        message.services, STATE_SERVICES, lambda _, service: _service_rank(service)
+    )
+    message.referrals_truncated, message.referrals_total = cut(
+        message.referrals,
+        STATE_REFERRALS,
+        lambda index, referral: (referral.status not in _RUNNING_REFERRALS, -index),
+    )
+    message.consents_truncated, message.consents_total = cut(
+        message.consents, STATE_CONSENTS, lambda index, consent: (not consent.active, -index)
+    )
+    holds = message.client_retention_hold_ids
+    message.client_retention_holds_total = len(holds)
+    message.client_retention_holds_truncated = len(holds) > STATE_RETENTION_HOLDS
+    if message.client_retention_holds_truncated:
+        del holds[: len(holds) - STATE_RETENTION_HOLDS]
+
+
+def _service_rank(service: audit_pb2.ScheduledService) -> tuple[int, int, int]:
+    starts = (service.starts_at.seconds, service.starts_at.nanos)
+    if service.status in _PENDING_SERVICES:
+        return (0, *starts)
+    return (1, -starts[0], -starts[1])
 
 
 def _need(need: case_state.Need) -> audit_pb2.Need:

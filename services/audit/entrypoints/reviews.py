@@ -9,6 +9,8 @@ from datetime import datetime
 from typing import TypeVar
 from uuid import UUID
 
+from google.protobuf.message import Message
+
 from casetrail.audit.v1 import audit_pb2
 from casetrail_platform.limits import EARLIEST_MOMENT, LATEST_MOMENT
 from events.catalog.access import AccessPurpose, RecordSection
@@ -67,7 +69,13 @@ def state_rendering(as_of: datetime) -> StateRendering:
         referral_paths={"referrals": "referral_id", "services": "referral_id"},
         revealing_paths=STATE_REVEALING_PATHS,
         activity_paths=STATE_ACTIVITY_PATHS,
+        bound_lists=_cut_state,
     )
+
+
+def _cut_state(message: Message) -> None:
+    assert isinstance(message, audit_pb2.CaseState)
+    responses.cut_state(message)
 
 
 # --- ListDisclosures

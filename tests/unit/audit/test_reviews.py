@@ -16,6 +16,7 @@ from google.rpc import error_details_pb2
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail.common.v1 import common_pb2
+from casetrail_platform.grpc_platform.answer_caps import Cap
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -47,6 +48,7 @@ from services.audit.app import as_seen
 from services.audit.app.disclosures import period, six_years_before
 from services.audit.app.queries import AuditDeps
 from services.audit.domain.disclosures import disclosure_of
+from services.audit.entrypoints import responses
 from services.audit.entrypoints.grpc_server import AuditServicer
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import TestIssuer, acting
@@ -504,6 +506,7 @@ async def test_the_assigned_worker_sees_nothing_before_the_assignment_and_all_af
     assert after.state.client_id == CLIENT
     assert after.state.assignment.worker_id == WORKER
     assert {s.service_id for s in after.state.services} == {"svc-partner", "svc-own"}
+    assert (after.state.services_total, after.state.services_truncated) == (2, False)
     assert (after.user.role, after.user.team, after.user.purpose) == (
         "social_worker",
         TEAM,
@@ -610,6 +613,9 @@ async def test_the_partner_sees_the_referred_scope_until_the_consent_is_revoked(
     assert not consented.state.HasField("assignment")
     assert [r.provider_id for r in consented.state.referrals] == [PARTNER]
     assert [s.service_id for s in consented.state.services] == ["svc-partner"]
+    # The lists' totals count what the partner could see, not the team's own service.
+    assert (consented.state.services_total, consented.state.services_truncated) == (1, False)
+    assert consented.state.referrals_total == 1
     assert [r.consent_id for r in consented.reads] == [CONSENT]
     assert (consented.user.agency_id, consented.user.role) == (PARTNER, "partner_agency")
     assert (revoked.entitlement.allowed, revoked.entitlement.rule) == (False, "consent-required")
@@ -802,3 +808,26 @@ async def test_the_partner_is_not_shown_the_status_or_activity_of_sections_it_wa
     assert not {"status", "events_applied", "last_event_at"} & set(
         worker.entitlement.withheld_fields
     )
+
+
+async def test_a_state_lists_what_grows_with_the_case_within_caps_and_says_how_many(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every service, referral, consent and hold of a case was listed: a case served daily for
+    years took its state (as of any later moment, or as a user saw it) past gRPC's 4 MiB, never
+    to be read again."""
+    monkeypatch.setattr(responses, "STATE_SERVICES", Cap(1, 1024 * 1024))
+    as_of = stamp(T0 + 6 * DAY)
+    state = await audit.GetCaseStateAsOf(
+        audit_pb2.GetCaseStateAsOfRequest(
+            context=as_(), case_id=CASE, as_of=as_of, basis=audit_pb2.TIME_BASIS_RECORDED
+        )
+    )
+    seen = await audit.GetCaseAsSeen(seen_as(WORKER, T0 + 6 * DAY))
+
+    for answer in (state.state, seen.state):
+        assert [s.service_id for s in answer.services] == ["svc-partner"]
+        assert (answer.services_total, answer.services_truncated) == (2, True)
+        assert (answer.referrals_total, answer.referrals_truncated) == (1, False)
+    assert [c.consent_id for c in state.state.consents] == [CONSENT]
+    assert (state.state.consents_total, state.state.consents_truncated) == (1, False)
