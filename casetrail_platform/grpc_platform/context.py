@@ -11,7 +11,7 @@ entrypoints that collect problems their own way.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -28,7 +28,7 @@ from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.queries import QueryContext
 from events.catalog.access import AccessPurpose
 from events.catalog.base import Role
-from events.envelope import Actor
+from events.envelope import Actor, RecordedEvent
 from events.errors import FieldProblem
 
 T = TypeVar("T")
@@ -145,6 +145,39 @@ def read_command(
     if context is None:
         raise InvalidCommand(problems)
     return context, body
+
+
+async def read_timely_command(
+    principal: Principal,
+    message: common_pb2.CommandContext,
+    read: Callable[[CommandContext, bool], T],
+    recorded_before: Callable[[CommandContext], Awaitable[list[RecordedEvent] | None]],
+    *,
+    home_agency: str | None,
+) -> tuple[CommandContext, T, list[RecordedEvent] | None]:
+    """``read_command`` for a request checked against the server's clock too (a date that must
+    not have passed): ``read(context, timely)`` checks the clock only when ``timely``. The
+    third value is what the command's key recorded before, when the request is refused only by
+    the clock and ``recorded_before`` finds it done: a retry sent after the date passed (its
+    first answer lost) gets its answer again, not a refusal of what was recorded
+    (``decide.recorded_before``; README, "Concurrency and idempotency"). Nothing more is read
+    for a request the clock lets through, and any other bad field is refused as before."""
+    try:
+        context, body = read_command(
+            principal, message, lambda ctx: read(ctx, True), home_agency=home_agency
+        )
+    except InvalidCommand as refused:
+        try:
+            context, body = read_command(
+                principal, message, lambda ctx: read(ctx, False), home_agency=home_agency
+            )
+        except InvalidCommand:
+            raise refused from None
+        earlier = await recorded_before(context)
+        if earlier is None:
+            raise refused
+        return context, body, earlier
+    return context, body, None
 
 
 def read_query(

@@ -292,7 +292,7 @@ async def reopened_before(
 
 
 def consent_of(
-    context: CommandContext, command: GrantConsent, client_id: str, now: datetime
+    context: CommandContext, command: GrantConsent, client_id: str, now: datetime | None
 ) -> ConsentGranted:
     """The consent ``command`` asks for, checked; ``client_id`` is the case's client."""
     consent = build(
@@ -311,7 +311,7 @@ async def grant_consent(
     store: EventStore,
     context: CommandContext,
     command: GrantConsent,
-    now: datetime,
+    now: datetime | None,
     published: Published,
 ) -> tuple[Recorded, str]:
     """Returns what was recorded and the consent's id (the first attempt's, on a retry), once
@@ -390,7 +390,7 @@ def unsealable_after_erasure(field: str, given: bool) -> Iterator[None]:
 
 
 def hold_of(
-    context: CommandContext, command: PlaceRetentionHold, today: date
+    context: CommandContext, command: PlaceRetentionHold, today: date | None
 ) -> RetentionHoldPlaced:
     hold = build(
         RetentionHoldPlaced,
@@ -401,7 +401,7 @@ def hold_of(
 
 
 async def place_retention_hold(
-    store: EventStore, context: CommandContext, command: PlaceRetentionHold, today: date
+    store: EventStore, context: CommandContext, command: PlaceRetentionHold, today: date | None
 ) -> tuple[Recorded, str]:
     """Returns what was recorded and the hold's id (the first attempt's, on a retry)."""
     require_role(context.actor.role, Action.HOLD_RECORDS)

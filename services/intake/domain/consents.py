@@ -21,12 +21,14 @@ from services.intake.domain.erasure import require_not_erased
 CONSENT_ALREADY_REVOKED = "CONSENT_ALREADY_REVOKED"
 
 
-def check_consent(consent: ConsentGranted, now: datetime) -> None:
-    """Part 2 asks for an expiry: a consent without one, or already expired, is refused."""
+def check_consent(consent: ConsentGranted, now: datetime | None) -> None:
+    """Part 2 asks for an expiry: a consent without one, or already expired, is refused.
+    ``now``: ``None`` for the retry of a consent recorded before, which the clock may since
+    have passed (``read_timely_command``)."""
     problems = []
     if consent.expires_at is None:
         problems.append(FieldProblem("expires_at", "required: when the consent ends"))
-    elif consent.expires_at <= now:
+    elif now is not None and consent.expires_at <= now:
         problems.append(FieldProblem("expires_at", "must be in the future"))
     if consent.document_reference is None:
         problems.append(

@@ -90,9 +90,11 @@ def decide_release(
     return [RetentionHoldReleased(client_id=client_id, hold_id=hold_id, reason=reason)]
 
 
-def check_hold_until(until: date | None, today: date) -> None:
-    """A hold whose obligation already ended would hold nothing (erasure ignores it)."""
-    if until is not None and until < today:
+def check_hold_until(until: date | None, today: date | None) -> None:
+    """A hold whose obligation already ended would hold nothing (erasure ignores it).
+    ``today``: ``None`` for the retry of a hold placed before, whose day may since have passed
+    (``read_timely_command``)."""
+    if until is not None and today is not None and until < today:
         raise InvalidCommand(
             [
                 FieldProblem(

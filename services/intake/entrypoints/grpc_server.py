@@ -10,9 +10,13 @@ from typing_extensions import override
 
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from casetrail_platform.ages import agency_today
-from casetrail_platform.commands import RuleBroken, required_id
-from casetrail_platform.decide import Published, published_at_once
-from casetrail_platform.grpc_platform.context import read_command, read_query
+from casetrail_platform.commands import CommandContext, RuleBroken, required_id
+from casetrail_platform.decide import Published, published_at_once, recorded_before
+from casetrail_platform.grpc_platform.context import (
+    read_command,
+    read_query,
+    read_timely_command,
+)
 from casetrail_platform.grpc_platform.errors import status_for
 from casetrail_platform.grpc_platform.server import Context, refusals_as_status
 from casetrail_platform.identity.grpc_auth import principal_of
@@ -25,6 +29,7 @@ from casetrail_platform.store.port import EventStore
 from events.catalog.access import RecordSection
 from events.catalog.base import Role
 from events.catalog.emergency import EmergencyAccessOpened
+from events.envelope import RecordedEvent
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.adapters.emergency_accesses import EmergencyAccessQueue
@@ -99,6 +104,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
 
     def __init__(self, deps: IntakeDeps) -> None:
         self._deps = deps
+
+    async def _recorded_before(self, context: CommandContext) -> list[RecordedEvent] | None:
+        return await recorded_before(self._deps.store, handlers.SOURCE, context)
 
     @override
     @refusals_as_status
@@ -253,16 +261,19 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     ) -> intake_pb2.GrantConsentResponse:
         command = from_proto.grant_consent(request)
         now = self._deps.clock()
+        deps = self._deps
         # Checked whole first (the case's client is filled in by the handler).
-        ctx, _ = read_command(
+        ctx, _, earlier = await read_timely_command(
             principal_of(context),
             request.context,
-            lambda ctx: handlers.consent_of(ctx, command, handlers.UNCHECKED_CLIENT, now),
-            home_agency=self._deps.access.home_agency,
+            lambda ctx, timely: handlers.consent_of(
+                ctx, command, handlers.UNCHECKED_CLIENT, now if timely else None
+            ),
+            self._recorded_before,
+            home_agency=deps.access.home_agency,
         )
-        deps = self._deps
         recorded, consent_id = await handlers.grant_consent(
-            deps.store, ctx, command, now, deps.published
+            deps.store, ctx, command, None if earlier else now, deps.published
         )
         return intake_pb2.GrantConsentResponse(
             result=to_proto.command_result(recorded), consent_id=consent_id
@@ -324,14 +335,15 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     ) -> intake_pb2.PlaceRetentionHoldResponse:
         command = from_proto.place_retention_hold(request)
         today = self._deps.today()
-        ctx, _ = read_command(
+        ctx, _, earlier = await read_timely_command(
             principal_of(context),
             request.context,
-            lambda ctx: handlers.hold_of(ctx, command, today),
+            lambda ctx, timely: handlers.hold_of(ctx, command, today if timely else None),
+            self._recorded_before,
             home_agency=self._deps.access.home_agency,
         )
         recorded, hold_id = await handlers.place_retention_hold(
-            self._deps.store, ctx, command, today
+            self._deps.store, ctx, command, None if earlier else today
         )
         return intake_pb2.PlaceRetentionHoldResponse(
             result=to_proto.command_result(recorded), hold_id=hold_id

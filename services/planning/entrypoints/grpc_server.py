@@ -11,7 +11,11 @@ from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2, planning_pb2_grpc
 from casetrail_platform.commands import CommandContext
 from casetrail_platform.decide import recorded_before
-from casetrail_platform.grpc_platform.context import read_command, read_query
+from casetrail_platform.grpc_platform.context import (
+    read_command,
+    read_query,
+    read_timely_command,
+)
 from casetrail_platform.grpc_platform.server import Context, refusals_as_status
 from casetrail_platform.identity.grpc_auth import principal_of
 from casetrail_platform.policy.guard import AccessControl, Disclosure
@@ -19,6 +23,7 @@ from events.catalog.access import RecordSection
 from events.catalog.base import CaseEvent, Role
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
 from events.catalog.planning import GoalAdded, PlanAgreed, PlanDrafted
+from events.envelope import RecordedEvent
 from services.planning.app import queries
 from services.planning.app.handlers import SOURCE, Dependencies, Outcome, handle
 from services.planning.domain.commands import Command
@@ -113,6 +118,22 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
             principal_of(context), request_context, read, home_agency=self._access.home_agency
         )
 
+    async def _parse_timely(
+        self,
+        context: Context,
+        request_context: common_pb2.CommandContext,
+        read: Callable[[CommandContext, bool], C],
+    ) -> tuple[CommandContext, C, list[RecordedEvent] | None]:
+        """``_parse`` for a request checked against the server's day too: a retry the day
+        has since passed gets what it recorded (``read_timely_command``)."""
+        return await read_timely_command(
+            principal_of(context),
+            request_context,
+            read,
+            lambda ctx: recorded_before(self._deps.store, SOURCE, ctx),
+            home_agency=self._access.home_agency,
+        )
+
     @refusals_as_status
     async def DraftPlan(
         self, request: planning_pb2.DraftPlanRequest, context: Context
@@ -200,12 +221,12 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
     async def LogContact(
         self, request: planning_pb2.LogContactRequest, context: Context
     ) -> planning_pb2.LogContactResponse:
-        command_context, command = self._parse(
+        command_context, command, earlier = await self._parse_timely(
             context,
             request.context,
-            lambda ctx: translate.log_contact(request, ctx, self._day(ctx)),
+            lambda ctx, timely: translate.log_contact(request, ctx, self._day(ctx, timely)),
         )
-        outcome = await self._run(command_context, command)
+        outcome = await self._run(command_context, command, earlier)
         logged = _first(outcome, ContactLogged)
         return planning_pb2.LogContactResponse(
             result=self._result(command, outcome),
@@ -234,10 +255,12 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         request: planning_pb2.PlanDischargeRequest,
         context: Context,
     ) -> planning_pb2.PlanDischargeResponse:
-        command_context, command = self._parse(
-            context, request.context, lambda ctx: translate.plan_discharge(request, self._day(ctx))
+        command_context, command, earlier = await self._parse_timely(
+            context,
+            request.context,
+            lambda ctx, timely: translate.plan_discharge(request, self._day(ctx, timely)),
         )
-        outcome = await self._run(command_context, command)
+        outcome = await self._run(command_context, command, earlier)
         return planning_pb2.PlanDischargeResponse(result=self._result(command, outcome))
 
     @refusals_as_status
@@ -262,7 +285,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
                 case_id,
                 assignment_seen=await self._deps.views.assignment_seen(case_id),
             )
-        outcome = await handle(self._deps, command_context, command, earlier=earlier)
+        outcome = await self._run(command_context, command, earlier)
         return planning_pb2.CloseCaseResponse(result=self._result(command, outcome))
 
     @refusals_as_status
@@ -325,11 +348,20 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         await access.release(context, principal, reader.purpose, disclosures)
         return answer
 
-    async def _run(self, context: CommandContext, command: Command) -> Outcome:
-        return await handle(self._deps, context, command)
+    async def _run(
+        self,
+        context: CommandContext,
+        command: Command,
+        earlier: list[RecordedEvent] | None = None,
+    ) -> Outcome:
+        return await handle(self._deps, context, command, earlier=earlier)
 
-    def _day(self, context: CommandContext) -> date:
-        return (context.occurred_at or self._clock()).date()
+    def _day(self, context: CommandContext, timely: bool) -> date | None:
+        """The command's day: its stated moment's, else the server's (``None`` when the clock
+        is not to be checked, ``read_timely_command``)."""
+        if context.occurred_at is not None:
+            return context.occurred_at.date()
+        return self._clock().date() if timely else None
 
     @staticmethod
     def _result(command: Command, outcome: Outcome) -> common_pb2.CommandResult:

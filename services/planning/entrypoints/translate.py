@@ -112,8 +112,9 @@ def record_agreement(request: planning_pb2.RecordAgreementRequest) -> RecordAgre
 
 
 def log_contact(
-    request: planning_pb2.LogContactRequest, context: CommandContext, today: date
+    request: planning_pb2.LogContactRequest, context: CommandContext, today: date | None
 ) -> LogContact:
+    """``today``: the contact's day; ``None`` when the server's day is not to be checked."""
     v = Violations()
     case_id = v.field(ContactLogged, "case_id", request.case_id)
     contact_id = v.field(
@@ -122,7 +123,7 @@ def log_contact(
     kind = v.field(ContactLogged, "kind", request.kind)
     summary = v.field(ContactLogged, "summary", request.summary)
     due = v.field(ContactLogged, "next_follow_up_due", request.next_follow_up_due or None)
-    if due is not None and due < today:
+    if due is not None and today is not None and due < today:
         v.add("next_follow_up_due", f"must not be before the contact's date ({today})")
     v.raise_if_any()
     return LogContact(case_id, contact_id, kind, summary, due)
@@ -164,11 +165,12 @@ def evaluate_progress(
     )
 
 
-def plan_discharge(request: planning_pb2.PlanDischargeRequest, today: date) -> PlanDischarge:
+def plan_discharge(request: planning_pb2.PlanDischargeRequest, today: date | None) -> PlanDischarge:
+    """``today``: the day it is planned; ``None`` when the server's day is not to be checked."""
     v = Violations()
     case_id = v.field(DischargePlanned, "case_id", request.case_id)
     target = v.field(DischargePlanned, "target_date", request.target_date or None)
-    if target is not None and target < today:
+    if target is not None and today is not None and target < today:
         v.add("target_date", f"must not be before the day the discharge is planned ({today})")
     criteria = v.field(DischargePlanned, "criteria", tuple(request.criteria))
     aftercare = v.field(DischargePlanned, "aftercare", tuple(request.aftercare))
