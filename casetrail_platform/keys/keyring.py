@@ -25,6 +25,7 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from casetrail_platform.errors import ConcurrencyError
 from casetrail_platform.keys.port import (
     DataKeyError,
     DataKeyTable,
@@ -51,6 +52,26 @@ class ClientErasedError(DataKeyError):
     def __init__(self, owner: str) -> None:
         super().__init__(f"the data key of {owner!r} was destroyed (the client was erased)")
         self.owner = owner
+
+
+class CaseOfAnotherClientError(ConcurrencyError):
+    """The case is bound to another client's key than the event being sealed names: two
+    requests under one idempotency key (one case id) opened it for two clients, on two
+    replicas, and the other bound it first. Nothing is written: a lost race, so the command
+    answers as its retry would (the first request's result, or ``IDEMPOTENCY_KEY_REUSED``)
+    once the winner's events are stored; were this one stored, the case's later events would
+    be sealed under one client's key while its opening names the other, and erasing the
+    client it is recorded for would leave it readable."""
+
+    def __init__(self, case_id: str) -> None:
+        super().__init__(
+            "",
+            -1,
+            -1,
+            f"case {case_id!r} is bound to another client: a request under the same"
+            " idempotency key opened it first",
+        )
+        self.case_id = case_id
 
 
 class KeysNotCachedError(Exception):
@@ -81,6 +102,9 @@ class ClientKeyring:
         self._unbound: dict[str, float] = {}
         """Cases the key table bound to no client, and when that was last asked."""
         self._watchers: weakref.WeakSet[ForgetWatcher] = weakref.WeakSet()
+        self._forgets: dict[str, int] = {}
+        """How many times each owner was forgotten: a key read from the table before a
+        ``forget`` (an erasure's) is not cached after it (``_remember``)."""
 
     def encryption_key(self, owner: str, *, cached_only: bool = False) -> tuple[int, AESGCM]:
         """The version and key new data of ``owner`` is sealed with (created when missing).
@@ -93,15 +117,17 @@ class ClientKeyring:
                 return cached[1], key
         if cached_only:
             raise KeysNotCachedError(owner)
+        forgets = self._forgets.get(owner, 0)
         stored = self.table.current(owner)
         if stored is None:
             stored = self._create(owner, 1)
         if stored.wrapped is None:
             raise ClientErasedError(owner)
-        key = self._remember(stored)
+        key = self._remember(stored, forgets)
         assert key is not None
         with self._lock:
-            self._current[owner] = (now, stored.version)
+            if self._forgets.get(owner, 0) == forgets:
+                self._current[owner] = (now, stored.version)
         return stored.version, key
 
     def decryption_key(
@@ -113,10 +139,11 @@ class ClientKeyring:
             return cached.key
         if cached_only:
             raise KeysNotCachedError(owner)
+        forgets = self._forgets.get(owner, 0)
         stored = self.table.version(owner, version)
         if stored is None:
             raise UnknownDataKeyError(owner, version)
-        return self._remember(stored)
+        return self._remember(stored, forgets)
 
     def destroy(self, owner: str) -> int:
         """Destroy every version of ``owner``'s key (idempotent); how many were live."""
@@ -132,6 +159,7 @@ class ClientKeyring:
             for cached in [key for key in self._keys if key[0] == owner]:
                 del self._keys[cached]
             self._current.pop(owner, None)
+            self._forgets[owner] = self._forgets.get(owner, 0) + 1
             watchers = list(self._watchers)
         # What was opened with the keys goes with them, not only the keys.
         for watcher in watchers:
@@ -178,14 +206,19 @@ class ClientKeyring:
         return client
 
     def bind_case(self, case_id: str, client_id: str, *, cached_only: bool = False) -> None:
-        if self._case_clients.get(case_id) == client_id:
-            return
-        if cached_only:
-            raise KeysNotCachedError(case_id)
-        self.table.bind_case(case_id, client_id)
-        with self._lock:
-            self._case_clients[case_id] = client_id
-            self._unbound.pop(case_id, None)
+        """Bind ``case_id`` to ``client_id``'s key, or raise ``CaseOfAnotherClientError``
+        when the table holds another client for it (cached as the table holds it: a binding
+        never changes)."""
+        holder = self._case_clients.get(case_id)
+        if holder is None:
+            if cached_only:
+                raise KeysNotCachedError(case_id)
+            holder = self.table.bind_case(case_id, client_id)
+            with self._lock:
+                self._case_clients[case_id] = holder
+                self._unbound.pop(case_id, None)
+        if holder != client_id:
+            raise CaseOfAnotherClientError(case_id)
 
     def owners_of_client(self, client_id: str, case_ids: Iterable[str] = ()) -> list[str]:
         """Every key owner whose data is the client's: the client and the own keys of their
@@ -199,7 +232,11 @@ class ClientKeyring:
             wrapped = self.kek.wrap(data_key, wrap_context(owner, version))
         return self.table.create(owner, version, wrapped, self.kek.key_id)
 
-    def _remember(self, stored: StoredDataKey) -> AESGCM | None:
+    def _remember(self, stored: StoredDataKey, forgets: int) -> AESGCM | None:
+        """The key ``stored`` wraps, cached unless the owner was forgotten since it was read
+        (``forgets``): a look-up in flight while an erasure destroyed the key (a KMS round trip
+        long) put the live key back in the cache after ``forget``, and the erased client's
+        data kept opening here for ``cache_seconds``."""
         key: AESGCM | None = None
         earlier = self._keys.get((stored.owner, stored.version))
         if stored.wrapped is None:
@@ -211,9 +248,10 @@ class ClientKeyring:
             with counting_key_port_failures("unwrap"):
                 key = AESGCM(self.kek.unwrapper(stored.kek_id).unwrap(stored.wrapped, context))
         with self._lock:
-            self._keys[(stored.owner, stored.version)] = _CachedKey(
-                time.monotonic(), key, stored.wrapped
-            )
+            if self._forgets.get(stored.owner, 0) == forgets:
+                self._keys[(stored.owner, stored.version)] = _CachedKey(
+                    time.monotonic(), key, stored.wrapped
+                )
         return key
 
 

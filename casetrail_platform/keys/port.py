@@ -119,8 +119,9 @@ class DataKeyTable(ABC):
         left as it is: erased stays erased); how many were replaced."""
 
     @abstractmethod
-    def bind_case(self, case_id: str, client_id: str) -> None:
-        """Note that ``case_id`` is a case of ``client_id`` (idempotent; first binding wins)."""
+    def bind_case(self, case_id: str, client_id: str) -> str:
+        """Note that ``case_id`` is a case of ``client_id`` (idempotent; first binding wins):
+        the client the table holds for the case, after this call."""
 
     @abstractmethod
     def client_of_case(self, case_id: str) -> str | None: ...

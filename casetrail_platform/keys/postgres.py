@@ -167,13 +167,16 @@ class PostgresDataKeyTable(DataKeyTable):
         )
         return len(rows)
 
-    def bind_case(self, case_id: str, client_id: str) -> None:
+    def bind_case(self, case_id: str, client_id: str) -> str:
         self._run(
             "INSERT INTO case_clients (case_id, client_id) VALUES (%s, %s)"
             " ON CONFLICT (case_id) DO NOTHING",
             (case_id, client_id),
             fetch=False,
         )
+        # A statement of its own (autocommit): one snapshot taken after the insert, which
+        # sees the row another session committed while the insert waited on it.
+        return str(self.client_of_case(case_id))
 
     def client_of_case(self, case_id: str) -> str | None:
         rows = self._run("SELECT client_id FROM case_clients WHERE case_id = %s", (case_id,))

@@ -168,12 +168,16 @@ class SqliteDataKeyTable(DataKeyTable):
                 raise
         return replaced
 
-    def bind_case(self, case_id: str, client_id: str) -> None:
+    def bind_case(self, case_id: str, client_id: str) -> str:
         with self._lock:
             self._connection.execute(
                 "INSERT OR IGNORE INTO case_clients (case_id, client_id) VALUES (?, ?)",
                 (case_id, client_id),
             )
+            (holder,) = self._connection.execute(
+                "SELECT client_id FROM case_clients WHERE case_id = ?", (case_id,)
+            ).fetchone()
+        return str(holder)
 
     def client_of_case(self, case_id: str) -> str | None:
         with self._lock:

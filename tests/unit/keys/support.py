@@ -97,8 +97,8 @@ class MemoryDataKeyTable(DataKeyTable):
             self.keys[(old.owner, old.version)] = replace(old, wrapped=new, kek_id=kek_id)
         return len(current)
 
-    def bind_case(self, case_id: str, client_id: str) -> None:
-        self.cases.setdefault(case_id, client_id)
+    def bind_case(self, case_id: str, client_id: str) -> str:
+        return self.cases.setdefault(case_id, client_id)
 
     def client_of_case(self, case_id: str) -> str | None:
         return self.cases.get(case_id)
@@ -145,9 +145,9 @@ class ThreadNotingTable(MemoryDataKeyTable):
             raise KeyUnavailableError("data-key table")
         return super().version(owner, version)
 
-    def bind_case(self, case_id: str, client_id: str) -> None:
+    def bind_case(self, case_id: str, client_id: str) -> str:
         self.threads.append(threading.get_ident())
-        super().bind_case(case_id, client_id)
+        return super().bind_case(case_id, client_id)
 
     def client_of_case(self, case_id: str) -> str | None:
         self.threads.append(threading.get_ident())
