@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from casetrail_platform.errors import StorageConfigurationError
 from casetrail_platform.ledger.hosting import key_path, open_ledger_store
 from casetrail_platform.ledger.note import (
     KeySchedule,
@@ -23,7 +23,7 @@ from casetrail_platform.ledger.note import (
     parse_verifiers,
     read_keys_file,
 )
-from casetrail_platform.ledger.port import LedgerStore
+from casetrail_platform.ledger.port import LedgerNotCreated, LedgerStore
 
 if TYPE_CHECKING:
     from casetrail_platform.infrastructure import Infrastructure
@@ -36,6 +36,8 @@ class LedgerDirectory:
         self._infra = infra
         self.services = services
         self._logs: dict[str, LedgerStore] = {}
+        self._files: dict[str, tuple[int, int] | None] = {}
+        """The SQLite file each open log was opened from (``_file_identity``)."""
         self._lock = asyncio.Lock()
 
     def origin(self, service: str) -> str:
@@ -48,20 +50,36 @@ class LedgerDirectory:
         return None
 
     async def log(self, service: str) -> LedgerStore | None:
+        """The service's ledger as another party reads it; ``None`` when it does not exist
+        (not created yet, or gone: deleted, its schema dropped, which the witness alarms on
+        when it held a checkpoint of it)."""
         async with self._lock:
+            infra = self._infra
+            file: tuple[int, int] | None = None
+            if infra.postgres_dsn is None:
+                # The file, not a handle opened earlier: one deleted or replaced since is read
+                # through an open handle as it was, and the witness would never see it go.
+                file = await asyncio.to_thread(_file_identity, infra.data_dir / service)
+                if self._files.get(service) != file:
+                    await self._drop(service)
+                if file is None:
+                    return None
             if service in self._logs:
                 return self._logs[service]
-            infra = self._infra
-            if infra.postgres_dsn is None and not (infra.data_dir / service / "ledger.db").exists():
-                return None
             try:
                 store = await open_ledger_store(infra, service, reader=True)
-            except StorageConfigurationError:
-                raise  # never "not created yet": an operator must act (the witness says so)
-            except Exception:
-                return None  # not created yet by its service (distributed: schema missing)
+            except LedgerNotCreated:
+                return None  # not created yet by its service, or gone (the witness tells)
+            # Anything else is raised: an outage read as "no log" hid a log the witness held.
             self._logs[service] = store
+            self._files[service] = file
             return store
+
+    async def _drop(self, service: str) -> None:
+        self._files.pop(service, None)
+        store = self._logs.pop(service, None)
+        if store is not None:
+            await store.close()
 
     async def verifier(self, service: str) -> LogKeys | None:
         """The service's published key: from the configured keys file when there is one
@@ -101,3 +119,13 @@ class LedgerDirectory:
         for store in self._logs.values():
             await store.close()
         self._logs.clear()
+        self._files.clear()
+
+
+def _file_identity(directory: Path) -> tuple[int, int] | None:
+    """The device and inode of the service's ``ledger.db``; ``None`` when there is none."""
+    try:
+        status = (directory / "ledger.db").stat()
+    except FileNotFoundError:
+        return None
+    return status.st_dev, status.st_ino

@@ -145,7 +145,8 @@ class PostgresLedgerStore(LedgerStore):
         hashes and checkpoints, never its events, and no write of any kind (audit, the
         witness). The DSN's user must be a member of ``READER_ROLE``; raises
         ``StorageConfigurationError`` if it is not (or the role does not exist, or may not read
-        this ledger), and another error if the ledger does not exist yet."""
+        this ledger), ``LedgerNotCreated`` if the ledger does not exist (yet, or any more), and
+        ``StorageUnavailableError`` while the server is away."""
         connections = PgConnections(
             dsn,
             1,
@@ -158,7 +159,12 @@ class PostgresLedgerStore(LedgerStore):
 
         def refusal(error: BaseException) -> Exception | None:
             problem = _reader_role_problem(error, schema)
-            return None if problem is None else StorageConfigurationError(problem)
+            if problem is not None:
+                return StorageConfigurationError(problem)
+            if isinstance(error, psycopg.errors.UndefinedTable):
+                # Told apart from an outage: the witness alarms on a log it held that is gone.
+                return LedgerNotCreated(f"{schema} holds no ledger tables")
+            return None
 
         await _probe(connections, probe, refusal)
         return cls(connections, schema)

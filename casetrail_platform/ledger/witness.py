@@ -82,6 +82,29 @@ class Witness:
             return None
         return _alarm_of(document["alarm"])
 
+    async def vanished(self, origin: str, on_alarm: AlarmHandler) -> WitnessAlarm | None:
+        """The log of ``origin`` does not exist (its ledger file deleted, its schema dropped):
+        ``None`` when the witness never held a checkpoint of it (not created yet), else the
+        shrink alarm, raised once and standing until the log is back as it was witnessed."""
+        async with self._lock:
+            document = await self._documents.get(HELD, origin)
+            if document is None or not document.get("size"):
+                return None
+            held_size = int(document["size"])
+            alarm = WitnessAlarm(
+                origin,
+                held_size,
+                0,
+                1,
+                f"the log shrank from {held_size} to 0 events (its ledger does not exist)",
+            )
+            standing = document.get("alarm")
+            if standing is None or standing["checkpoint_size"] != 0:
+                document["alarm"] = {**_alarm_document(alarm), "note": NO_CHECKPOINT.note}
+                await self._save(document, [])
+                await on_alarm(alarm)
+            return alarm
+
     async def witness(
         self, log: LedgerStore, verifier: LogKeys, on_alarm: AlarmHandler
     ) -> WitnessAlarm | None:

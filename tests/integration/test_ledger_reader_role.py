@@ -16,6 +16,7 @@ from casetrail_platform.errors import StorageConfigurationError, StorageUnavaila
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.log import LedgerLog
 from casetrail_platform.ledger.note import origin_of
+from casetrail_platform.ledger.port import LedgerNotCreated
 from casetrail_platform.ledger.postgres import READER_ROLE, PostgresLedgerStore
 from casetrail_platform.store.postgres import PostgresEventStore
 from tests.support.ledger import append_notes
@@ -129,3 +130,15 @@ async def test_a_login_outside_the_reader_role_is_a_configuration_error(schema: 
         await PostgresLedgerStore.connect_reader(conninfo, schema=schema)
     assert not isinstance(refused.value, StorageUnavailableError)
     assert f"GRANT {READER_ROLE} TO" in str(refused.value)
+
+
+async def test_a_ledger_that_does_not_exist_is_told_apart_from_an_outage() -> None:
+    """Both were "no log" to audit's witness, which then skipped a log it held that had been
+    dropped (``Witness.vanished``), and took an outage for a log gone."""
+    with pytest.raises(LedgerNotCreated):
+        await PostgresLedgerStore.connect_reader(
+            postgres_dsn(), schema=f"dropped_{uuid.uuid4().hex[:10]}"
+        )
+    away = psycopg.conninfo.make_conninfo(postgres_dsn(), port=1, connect_timeout=2)
+    with pytest.raises(StorageUnavailableError):
+        await PostgresLedgerStore.connect_reader(away, schema="intake_events")

@@ -142,6 +142,11 @@ async def witness_all(deps: LedgerDeps) -> WitnessRound:
         try:
             store = await deps.directory.log(service)
             if store is None:
+                # None created yet, or one the witness held gone: the shrink alarm, as for a
+                # table emptied.
+                alarm = await deps.witness.vanished(deps.directory.origin(service), raised)
+                if alarm is not None:
+                    alarms.append(alarm)
                 continue
             verifier = await deps.directory.verifier(service)
             if verifier is None:

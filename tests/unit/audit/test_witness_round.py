@@ -80,3 +80,42 @@ async def test_a_log_that_fails_to_be_read_stops_no_other_log_s_check(
         for service, store in stores.items():
             await logs[service].store.close()
             await store.close()
+
+
+async def test_a_log_whose_ledger_is_deleted_is_alarmed_until_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """A deleted ledger file was skipped as "not created yet", or read through the handle the
+    witness had opened, as it was: the witness said nothing of a log it held that is gone."""
+    infra = Infrastructure(data_dir=tmp_path / "data", seal_sensitive=False)
+    store = await SqliteEventStore.open(infra.data_dir / "intake" / "events.db", sample_registry())
+    ledger = await open_ledger(infra, "intake")
+    directory = LedgerDirectory(infra, ("intake",))
+    documents = SqliteReadModelStore(tmp_path / "witness.db")
+    audit_store = await SqliteEventStore.open(tmp_path / "audit-events.db", default_registry())
+    deps = LedgerDeps(directory, Witness(documents), audit_store, _nothing)
+    ledger_file = infra.data_dir / "intake" / "ledger.db"
+    try:
+        await append_notes(store, 3)
+        await ledger.sign()
+        assert (await witness_all(deps)).consistent
+        await ledger.store.close()
+        ledger_file.rename(tmp_path / "ledger.db.kept")
+
+        first = await witness_all(deps)
+        again = await witness_all(deps)
+
+        for round_ in (first, again):
+            [alarm] = round_.alarms
+            assert (alarm.held_size, alarm.checkpoint_size) == (3, 0)
+            assert "does not exist" in alarm.problem
+        raised = [r.event for r in await audit_store.read_all(0)]
+        assert [type(event).__name__ for event in raised] == ["LedgerInconsistencyDetected"]
+
+        (tmp_path / "ledger.db.kept").rename(ledger_file)
+        assert (await witness_all(deps)).consistent
+    finally:
+        await directory.close()
+        await documents.close()
+        await audit_store.close()
+        await store.close()
