@@ -291,8 +291,11 @@ def _as_header(attribute: dict[str, Any]) -> dict[str, Any]:
         header["const"] = str(header["const"])
     if header.get("type") == "integer":
         minimum = header.pop("minimum", 0)
+        maximum = header.pop("maximum", None)
+        # A bound on the number is one on its digits (a pattern cannot state the value).
+        more = "*" if maximum is None else f"{{0,{len(str(maximum)) - 1}}}"
         header["type"] = "string"
-        header["pattern"] = "^[1-9][0-9]*$" if minimum >= 1 else "^[0-9]+$"
+        header["pattern"] = f"^[1-9][0-9]{more}$" if minimum >= 1 else f"^[0-9]{more}$"
     elif "enum" in header:
         header["type"] = "string"
     else:

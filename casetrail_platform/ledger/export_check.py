@@ -28,7 +28,7 @@ from casetrail_platform.ledger.export import (
     REDACTED_ATTRIBUTE,
     canonical_of_record,
 )
-from casetrail_platform.ledger.export_file import Unreadable, strict_json
+from casetrail_platform.ledger.export_file import Unreadable
 from casetrail_platform.ledger.export_note import (
     EXPORT_NOTE_ATTRIBUTE,
     ExportStatement,
@@ -55,6 +55,7 @@ from events.catalog.cases import CaseOpened
 from events.envelope import RecordedEvent
 from events.errors import InvalidEventError
 from events.registry import EventRegistry
+from events.strict_json import strict_json
 
 MAX_PROBLEMS = 1000
 """The problems ``verify_lines`` keeps to tell; it counts the rest."""

@@ -1,13 +1,12 @@
-"""Reading an export file: numbered lines of bounded length, and JSON that refuses a key given
-twice (``export_check`` reads both)."""
+"""Reading an export file: numbered lines of bounded length (``export_check`` reads each with
+``events.strict_json``, as the bus reads a record)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import count
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from casetrail_platform.limits import MAX_EVENT_BYTES
 
@@ -45,32 +44,3 @@ def export_lines(file: BinaryIO) -> Iterator[tuple[int, str | Unreadable]]:
             yield number, Unreadable(f"not UTF-8 (byte {error.start + 1} of the line)")
             continue
         yield number, text.removesuffix("\n").removesuffix("\r")
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in document:
-            raise _DuplicateKey(f"key {key[:64]!r} appears twice")
-        document[key] = value
-    return document
-
-
-def strict_json(text: str) -> Any:
-    """``text`` decoded, refusing an object with a key twice: ``json`` keeps the last value
-    where other readers keep the first, so the event verified here would not be the one they
-    read. Raises ``ValueError`` naming the problem (nesting too deep and numbers too long too:
-    ``json`` raises ``RecursionError`` and a plain ``ValueError`` for those)."""
-    try:
-        return json.loads(text, object_pairs_hook=_object)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"not valid JSON ({error.msg})") from None
-    except _DuplicateKey as error:
-        raise ValueError(f"not valid JSON for an export ({error})") from None
-    except (ValueError, RecursionError) as error:
-        problem = "nested too deep" if isinstance(error, RecursionError) else str(error)
-        raise ValueError(f"not valid JSON ({problem.split(';')[0]})") from None

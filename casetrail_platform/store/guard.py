@@ -25,11 +25,22 @@ import json
 from collections.abc import Sequence
 
 from casetrail_platform.limits import MAX_EVENT_BYTES
+from events.cloudevents import (
+    MAX_IDENTIFIER_CHARS,
+    MAX_STREAM_CHARS,
+    envelope_text_problem,
+)
 from events.envelope import NewEvent
 from events.errors import FieldProblem, InvalidEventError
 from events.registry import encode
 
 _ESCAPED_NUL = b"\\u0000"
+_TEXT_BOUNDS = {
+    "stream": MAX_STREAM_CHARS,
+    "subject": MAX_IDENTIFIER_CHARS,
+    "metadata.actor.user_id": MAX_IDENTIFIER_CHARS,
+}
+"""Each envelope text's length bound as subscribers decode it (the source has none)."""
 
 
 class UnstorableEventError(InvalidEventError, ValueError):
@@ -37,16 +48,16 @@ class UnstorableEventError(InvalidEventError, ValueError):
 
 
 def storable_data(stream: str, events: Sequence[NewEvent]) -> list[bytes]:
-    """Each event's encoded data, after checking that none holds a NUL (its size is checked
-    once sealed, by ``require_publishable``)."""
+    """Each event's encoded data, after checking that none holds a NUL and that its envelope's
+    texts are ones every subscriber decodes (``envelope_text_problem``: bounded, no control
+    characters); its size is checked once sealed, by ``require_publishable``."""
     encoded = []
     for new in events:
         data = encode(new.event)
-        texts = _envelope_texts(stream, new)
         problems = [
-            FieldProblem(field, "must not contain NUL characters")
-            for field, text in texts.items()
-            if "\x00" in text
+            FieldProblem(field, problem)
+            for field, text in _envelope_texts(stream, new).items()
+            if (problem := envelope_text_problem(text, _TEXT_BOUNDS.get(field))) is not None
         ]
         # JSON writes a NUL as \u0000; a backslash in the text before "u0000" is escaped, so
         # a second look at the decoded values tells which it is.

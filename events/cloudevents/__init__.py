@@ -10,16 +10,17 @@ Context attributes (every value is a string unless noted):
                    subscribers receive; ``PUBLISHED_SOURCE``)
 ``specversion``    ``1.0``
 ``type``           the stable event type, e.g. ``casetrail.case.opened``
-``subject``        the event's subject: the case id (the client id for client events)
+``subject``        the event's subject: the case id (the client id for client events), at
+                   most ``MAX_IDENTIFIER_CHARS``
 ``time``           when it occurred (``metadata.occurred_at``), RFC 3339
 ``datacontenttype`` ``application/json``
 ``dataschema``     ``https://casetrail.example/schemas/<type>/v<schemaversion>.json``; the path
                    after ``/schemas/`` is the file under ``events/schemas/`` in this repository
 ``sequence``       version of the stream after this event, 19 digits zero-padded so that string
                    order is event order (the CloudEvents Sequence extension is string-typed)
-``stream``         the event-store stream the event belongs to
+``stream``         the event-store stream the event belongs to, at most ``MAX_STREAM_CHARS``
 ``schemaversion``  Integer (a JSON number in the JSON format): version of ``data``'s shape
-``actorid``        who did it
+``actorid``        who did it, at most ``MAX_IDENTIFIER_CHARS``
 ``actorrole``      in which role (``events.catalog.base.Role``)
 ``correlationid``  UUID shared by everything caused by one request
 ``causationid``    UUID of the event that caused this one; absent when none
@@ -46,6 +47,13 @@ in order); ``datacontenttype`` travels as the ``content-type`` header, every oth
 as a ``ce_<name>`` header holding its string form in UTF-8; the value is the data JSON.
 The key is not part of the event and is not checked on decode.
 
+Both formats are decoded by the same rules, the envelope schema's: counters are 1 to 19
+digits (a JSON number too, in the JSON format) up to ``MAX_COUNTER``; ids are UUIDs written
+8-4-4-4-12; times are RFC 3339 with an offset, nothing after it; ``traceparent`` is a W3C
+trace context; ``subject``, ``stream``, ``actorid`` and ``source`` hold no control character
+(``envelope_text_problem``, which the event stores apply too). Data and ``storeddata`` are
+UTF-8 JSON read by ``events.strict_json`` (a key given twice is refused).
+
 Decoding is strict: a missing or malformed attribute raises ``UndecodableMessageError`` naming
 the header/attribute, bad data raises the registry's ``InvalidEventError`` naming the event type
 and field, so consumers can park poison messages with a precise reason. Older schema versions
@@ -63,6 +71,9 @@ from events.cloudevents.attributes import (
     JSON_CONTENT_TYPE,
     KAFKA_CONTENT_TYPE_HEADER,
     KAFKA_HEADER_PREFIX,
+    MAX_COUNTER,
+    MAX_IDENTIFIER_CHARS,
+    MAX_STREAM_CHARS,
     ORDER_DIGITS,
     PUBLISHED_SOURCE,
     SCHEMA_BASE_URI,
@@ -74,6 +85,7 @@ from events.cloudevents.attributes import (
     KafkaRecord,
     UndecodableMessageError,
     dataschema_uri,
+    envelope_text_problem,
     service_of,
     source_uri,
 )
@@ -97,6 +109,9 @@ __all__ = [
     "JSON_CONTENT_TYPE",
     "KAFKA_CONTENT_TYPE_HEADER",
     "KAFKA_HEADER_PREFIX",
+    "MAX_COUNTER",
+    "MAX_IDENTIFIER_CHARS",
+    "MAX_STREAM_CHARS",
     "ORDER_DIGITS",
     "PUBLISHED_SOURCE",
     "SCHEMA_BASE_URI",
@@ -110,6 +125,7 @@ __all__ = [
     "context_attributes",
     "dataschema_uri",
     "envelope_json_schema",
+    "envelope_text_problem",
     "from_json_lines",
     "from_kafka_binary",
     "from_structured",

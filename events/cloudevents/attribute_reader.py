@@ -11,13 +11,27 @@ from typing import Any
 from uuid import UUID
 
 from events.catalog.base import Role
-from events.cloudevents.attributes import ORDER_DIGITS
+from events.cloudevents.attributes import (
+    MAX_COUNTER,
+    ORDER_DIGITS,
+    TRACE_PARENT_PATTERN,
+    envelope_text_problem,
+)
 from events.errors import FieldProblem
 
-_DIGITS = re.compile(r"^[0-9]{1,19}$")
+# Matched whole (fullmatch): ``$`` would let a trailing line feed through, and ``\d`` digits
+# of other scripts.
+_DIGITS = re.compile(f"[0-9]{{1,{ORDER_DIGITS}}}")
 _RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})$"
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]([0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]+))?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
+_HYPHENATED_UUID = re.compile(
+    "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+"""A UUID as the envelope schema's ``uuid`` format takes it (``UUID()`` alone also takes braces,
+``urn:uuid:`` and no hyphens)."""
+_TRACE_PARENT = re.compile(TRACE_PARENT_PATTERN)
 
 
 class AttributeReader:
@@ -60,6 +74,22 @@ class AttributeReader:
             return ""
         return self.optional_text(name) or ""
 
+    def free_text(self, name: str, max_chars: int | None = None) -> str:
+        """A required attribute that is free text (``envelope_text_problem``)."""
+        value = self.text(name)
+        problem = envelope_text_problem(value, max_chars) if value else None
+        if problem is not None:
+            self.problem(name, problem)
+            return ""
+        return value
+
+    def optional_trace_parent(self, name: str) -> str | None:
+        value = self.optional_text(name)
+        if value is not None and not _TRACE_PARENT.fullmatch(value):
+            self.problem(name, "must be a W3C traceparent (version-traceid-parentid-flags)")
+            return None
+        return value
+
     def counter(self, name: str, minimum: int) -> int:
         if self._values.get(name) is None:
             self.problem(name, self._missing)
@@ -71,11 +101,17 @@ class AttributeReader:
         value = self._values.get(name)
         if value is None:
             return None
-        if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
-            return value
-        if isinstance(value, str) and _DIGITS.match(value) and int(value) >= minimum:
-            return int(value)
-        self.problem(name, f"must be a whole number >= {minimum} (up to {ORDER_DIGITS} digits)")
+        # A JSON number (the JSON format) and digits (a header) are held to the same bounds.
+        number = value if isinstance(value, int) and not isinstance(value, bool) else None
+        if isinstance(value, str) and _DIGITS.fullmatch(value):
+            number = int(value)
+        if number is not None and minimum <= number <= MAX_COUNTER:
+            return number
+        self.problem(
+            name,
+            f"must be a whole number >= {minimum} and at most {MAX_COUNTER} "
+            f"(up to {ORDER_DIGITS} digits)",
+        )
         return None
 
     def optional_binary(self, name: str) -> bytes | None:
@@ -92,11 +128,10 @@ class AttributeReader:
         value = self.optional_text(name)
         if value is None:
             return None
-        try:
-            return UUID(value)
-        except ValueError:
-            self.problem(name, "must be a UUID")
+        if not _HYPHENATED_UUID.fullmatch(value):
+            self.problem(name, "must be a UUID (8-4-4-4-12 hexadecimal digits)")
             return None
+        return UUID(value)
 
     def uuid(self, name: str) -> UUID:
         if self._values.get(name) is None:
@@ -128,7 +163,7 @@ class AttributeReader:
 
 
 def _parse_time(text: str) -> datetime | None:
-    match = _RFC3339.match(text)
+    match = _RFC3339.fullmatch(text)
     if match is None:
         return None
     day, clock, fraction, offset = match.groups()

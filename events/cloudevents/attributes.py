@@ -19,6 +19,23 @@ KAFKA_HEADER_PREFIX = "ce_"
 KAFKA_CONTENT_TYPE_HEADER = "content-type"
 ORDER_DIGITS = 19
 """Width of zero-padded counters: enough for any signed 64-bit value."""
+MAX_COUNTER = 2**63 - 1
+"""The largest counter (``sequence``, ``sourceposition``, the schema versions) a decoder takes,
+as a JSON number or as digits alike: the stores and read models hold them as signed 64-bit
+integers (SQLite ``INTEGER``, PostgreSQL ``bigint``)."""
+MAX_IDENTIFIER_CHARS = 64
+"""The longest ``subject`` and ``actorid``: the catalog's ``Identifier`` (a case or client id;
+a user id, as a verified token's ``sub`` is held to it)."""
+MAX_STREAM_CHARS = 128
+"""The longest ``stream``: ``<kind>-<id>``, an ``Identifier`` after a kind (``case-``,
+``schedule-``, ``access-batch-``...)."""
+TRACE_PARENT_PATTERN = "[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}"
+"""A W3C ``traceparent``, as the envelope schema states it (``traceparent``)."""
+NO_CONTROL_CHARACTERS_PATTERN = "[^\\u0000-\\u001f\\u007f-\\u009f]+"
+"""Text with no control character (C0, DEL, C1), as the envelope schema states it for the
+attributes that are free text (``subject``, ``stream``, ``actorid``, ``source``): a line feed
+or carriage return in a header is a header of its own to some readers, a NUL cannot be
+stored in PostgreSQL text."""
 STORED_VERSION_ATTRIBUTE = "storedversion"
 STORED_DATA_ATTRIBUTE = "storeddata"
 
@@ -32,6 +49,7 @@ PUBLISHED_SOURCE = (
 and the mapping stay as they are; only the contract states them)."""
 
 _BARE_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_FREE_TEXT = re.compile(NO_CONTROL_CHARACTERS_PATTERN)
 _UNKNOWN_TYPE = "<unknown>"
 
 
@@ -78,3 +96,16 @@ def service_of(source: str) -> str:
         if _BARE_SERVICE.match(service):
             return service
     return source
+
+
+def envelope_text_problem(text: str, max_chars: int | None = None) -> str | None:
+    """Why ``text`` cannot be a free-text attribute of an envelope (``subject``, ``stream``,
+    ``actorid``, ``source``), or ``None``: the one rule the decoders and the event stores apply
+    (``casetrail_platform.store.guard``), so whatever a store accepts is decoded everywhere."""
+    if not text:
+        return "must be a non-empty string"
+    if max_chars is not None and len(text) > max_chars:
+        return f"must be at most {max_chars} characters"
+    if not _FREE_TEXT.fullmatch(text):
+        return "must not contain control characters"
+    return None

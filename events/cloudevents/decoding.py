@@ -13,6 +13,8 @@ from events.cloudevents.attributes import (
     JSON_CONTENT_TYPE,
     KAFKA_CONTENT_TYPE_HEADER,
     KAFKA_HEADER_PREFIX,
+    MAX_IDENTIFIER_CHARS,
+    MAX_STREAM_CHARS,
     SCHEMA_BASE_URI,
     SPEC_VERSION,
     STORED_DATA_ATTRIBUTE,
@@ -26,6 +28,7 @@ from events.envelope import Actor, EventMetadata, RecordedEvent, StoredForm
 from events.errors import FieldProblem, InvalidEventError
 from events.registry import EventRegistry
 from events.sealed_values import CIPHERTEXT_PREFIX, ERASED_FORMS, canonical_json
+from events.strict_json import strict_json
 
 
 def from_structured(document: Mapping[str, Any], registry: EventRegistry) -> RecordedEvent:
@@ -76,7 +79,10 @@ def from_kafka_binary(
             attributes[name.removeprefix(KAFKA_HEADER_PREFIX)] = text
 
     if content_type is not None and _media_type(content_type) == STRUCTURED_CONTENT_TYPE:
-        return from_structured(_parse_object(value, "value", problems), registry)
+        document = _parse_object(value, "value", problems)
+        if problems:
+            raise UndecodableMessageError(problems)
+        return from_structured(document, registry)
     if content_type is not None:
         attributes["datacontenttype"] = content_type
     data = _parse_object(value, "value", problems)
@@ -105,11 +111,11 @@ def from_json_lines(text: str, registry: EventRegistry) -> list[RecordedEvent]:
         if not line.strip():
             continue
         try:
-            decoded.append(from_structured(json.loads(line), registry))
-        except json.JSONDecodeError as error:
-            raise UndecodableMessageError(
-                [FieldProblem(f"line {number}", f"not valid JSON: {error.msg}")]
-            ) from None
+            document = strict_json(line)
+        except ValueError as error:
+            raise UndecodableMessageError([FieldProblem(f"line {number}", str(error))]) from None
+        try:
+            decoded.append(from_structured(document, registry))
         except InvalidEventError as error:
             located = [FieldProblem(f"line {number}: {p.field}", p.problem) for p in error.problems]
             raise UndecodableMessageError(located, error.event_type) from None
@@ -127,25 +133,25 @@ def _decode(
     if specversion and specversion != SPEC_VERSION:
         reader.problem("specversion", f"must be {SPEC_VERSION!r}, got {specversion!r}")
     event_id = reader.uuid("id")
-    source = reader.text("source")
+    source = reader.free_text("source")
     event_type = reader.text("type")
-    subject = reader.text("subject")
+    subject = reader.free_text("subject", MAX_IDENTIFIER_CHARS)
     occurred_at = reader.timestamp("time")
     content_type = reader.optional_text("datacontenttype")
     if content_type is not None and _media_type(content_type) != JSON_CONTENT_TYPE:
         reader.problem("datacontenttype", f"must be {JSON_CONTENT_TYPE}, got {content_type!r}")
     dataschema = reader.optional_text("dataschema")
     sequence = reader.counter("sequence", minimum=1)
-    stream = reader.text("stream")
+    stream = reader.free_text("stream", MAX_STREAM_CHARS)
     schema_version = reader.counter("schemaversion", minimum=1)
-    actor_id = reader.text("actorid")
+    actor_id = reader.free_text("actorid", MAX_IDENTIFIER_CHARS)
     actor_role = reader.role("actorrole")
     correlation_id = reader.uuid("correlationid")
     causation_id = reader.optional_uuid("causationid")
     occurred_at_extension = reader.optional_timestamp("occurredat")
     recorded_at = reader.timestamp("recordedat")
     position = reader.counter("sourceposition", minimum=0)
-    trace_parent = reader.optional_text("traceparent")
+    trace_parent = reader.optional_trace_parent("traceparent")
     stored_version = reader.optional_counter(STORED_VERSION_ATTRIBUTE, minimum=1)
     stored_data = reader.optional_binary(STORED_DATA_ATTRIBUTE)
 
@@ -223,11 +229,9 @@ def _upcast_stored(
     """The event the stored form decodes to, at the current version (sealed values opened as
     the reader can, as for ``data``)."""
     try:
-        document = json.loads(form.data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UndecodableMessageError(
-            [FieldProblem(label, f"not valid JSON: {error}")], event_type
-        ) from None
+        document = _json_of(form.data)
+    except ValueError as error:
+        raise UndecodableMessageError([FieldProblem(label, str(error))], event_type) from None
     if not isinstance(document, dict):
         raise UndecodableMessageError([FieldProblem(label, "must be a JSON object")], event_type)
     try:
@@ -279,14 +283,25 @@ def _parse_object(value: bytes | None, name: str, problems: list[FieldProblem]) 
         problems.append(FieldProblem(name, "missing"))
         return {}
     try:
-        parsed = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        problems.append(FieldProblem(name, f"not valid JSON: {error}"))
+        parsed = _json_of(value)
+    except ValueError as error:
+        problems.append(FieldProblem(name, str(error)))
         return {}
     if not isinstance(parsed, dict):
         problems.append(FieldProblem(name, "must be a JSON object"))
         return {}
     return parsed
+
+
+def _json_of(raw: bytes) -> Any:
+    """``raw`` read as UTF-8 and nothing else, then as strict JSON (``strict_json``); a
+    ``ValueError`` names the problem. ``json.loads`` of bytes would guess UTF-16 and UTF-32
+    too, where the check for sealed values (a mark in the bytes) sees nothing."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"not UTF-8 (byte {error.start + 1})") from None
+    return strict_json(text)
 
 
 def _media_type(content_type: str) -> str:

@@ -9,12 +9,17 @@ from events.cloudevents.attributes import (
     ENVELOPE_SCHEMA_URI,
     JSON_CONTENT_TYPE,
     KAFKA_HEADER_PREFIX,
+    MAX_COUNTER,
+    MAX_IDENTIFIER_CHARS,
+    MAX_STREAM_CHARS,
+    NO_CONTROL_CHARACTERS_PATTERN,
     ORDER_DIGITS,
     PUBLISHED_SOURCE,
     SCHEMA_BASE_URI,
     SPEC_VERSION,
     STORED_DATA_ATTRIBUTE,
     STORED_VERSION_ATTRIBUTE,
+    TRACE_PARENT_PATTERN,
 )
 
 
@@ -26,14 +31,14 @@ def envelope_json_schema() -> dict[str, Any]:
         "pattern": f"^[0-9]{{{ORDER_DIGITS}}}$",
     }
     timestamp = {"type": "string", "format": "date-time"}
+    free_text = {"type": "string", "minLength": 1, "pattern": f"^{NO_CONTROL_CHARACTERS_PATTERN}$"}
     uuid = {"type": "string", "format": "uuid"}
     properties: dict[str, dict[str, Any]] = {
         "specversion": {"const": SPEC_VERSION, "description": "CloudEvents version."},
         "id": {**uuid, "description": "Event id, unique across casetrail."},
         "source": {
-            "type": "string",
+            **free_text,
             "format": "uri-reference",
-            "minLength": 1,
             "description": PUBLISHED_SOURCE,
         },
         "type": {
@@ -42,8 +47,8 @@ def envelope_json_schema() -> dict[str, Any]:
             "description": "Stable event type, listed in catalog.json.",
         },
         "subject": {
-            "type": "string",
-            "minLength": 1,
+            **free_text,
+            "maxLength": MAX_IDENTIFIER_CHARS,
             "description": "Case id (client id for client events); the Kafka record key.",
         },
         "time": {**timestamp, "description": "When it occurred (RFC 3339)."},
@@ -57,20 +62,22 @@ def envelope_json_schema() -> dict[str, Any]:
             **counter,
             "description": "Stream version after this event, zero-padded: string order is "
             "event order within the stream. In a one-key stream (catalog.json, ordering) it "
-            "rises by 1 from one delivered event to the next: a jump is a gap.",
+            "rises by 1 from one delivered event to the next: a jump is a gap. At most "
+            f"{MAX_COUNTER} (a signed 64-bit integer).",
         },
         "stream": {
-            "type": "string",
-            "minLength": 1,
+            **free_text,
+            "maxLength": MAX_STREAM_CHARS,
             "description": "Event-store stream of the producing service (source); "
             "<kind>-<subject> for a one-key stream (catalog.json, ordering).",
         },
         "schemaversion": {
             "type": "integer",
             "minimum": 1,
+            "maximum": MAX_COUNTER,
             "description": "Version of the data's shape (a string in Kafka headers).",
         },
-        "actorid": {"type": "string", "minLength": 1, "description": "Who did it."},
+        "actorid": {**free_text, "maxLength": MAX_IDENTIFIER_CHARS, "description": "Who did it."},
         "actorrole": {
             "enum": [role.value for role in Role],
             "description": "In which role they did it.",
@@ -81,11 +88,12 @@ def envelope_json_schema() -> dict[str, Any]:
         "recordedat": {**timestamp, "description": "When the producer's store made it durable."},
         "sourceposition": {
             **counter,
-            "description": "Global position in the producing service's store, zero-padded.",
+            "description": "Global position in the producing service's store, zero-padded, "
+            f"at most {MAX_COUNTER} (a signed 64-bit integer).",
         },
         "traceparent": {
             "type": "string",
-            "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+            "pattern": f"^{TRACE_PARENT_PATTERN}$",
             "description": (
                 "CloudEvents distributed-tracing extension: the W3C trace context of the "
                 "command that recorded the event, when it was traced (not part of the event)."
@@ -94,6 +102,7 @@ def envelope_json_schema() -> dict[str, Any]:
         STORED_VERSION_ATTRIBUTE: {
             "type": "integer",
             "minimum": 1,
+            "maximum": MAX_COUNTER,
             "description": (
                 "Extension, present only for an event stored under an older schema version "
                 "(then below schemaversion; data is upcast): the version it is stored under. "

@@ -33,6 +33,7 @@ from casetrail_platform.store.port import (
 )
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import CaseEvent, Role
+from events.cloudevents import MAX_IDENTIFIER_CHARS, MAX_STREAM_CHARS
 from events.envelope import Actor, NewEvent, RecordedEvent
 from events.errors import InvalidEventError, UnknownEventTypeError, UnreadableStoredEventError
 from events.registry import EventRegistry
@@ -308,6 +309,40 @@ async def test_nul_anywhere_is_refused_naming_it_and_nothing_is_written(
 
     assert any(field in problem.field for problem in raised.value.problems)
     assert await event_store.last_position() == 0
+
+
+def _by(user_id: str) -> NewEvent:
+    return replace(
+        note("1"), metadata=replace(note("1").metadata, actor=Actor(user_id, Role.CLIENT))
+    )
+
+
+@pytest.mark.parametrize(
+    ("stream", "event", "field", "problem"),
+    [
+        ("case-1\n", note("1"), "stream", "control characters"),
+        ("s" * (MAX_STREAM_CHARS + 1), note("1"), "stream", f"at most {MAX_STREAM_CHARS}"),
+        ("case-1", _by("kim\r\nX-Injected: 1"), "metadata.actor.user_id", "control characters"),
+        ("case-1", _by("k" * (MAX_IDENTIFIER_CHARS + 1)), "metadata.actor.user_id", "at most"),
+    ],
+)
+async def test_an_envelope_text_no_subscriber_would_decode_is_refused(
+    event_store: EventStore, stream: str, event: NewEvent, field: str, problem: str
+) -> None:
+    """Every bus decodes an event by the envelope schema's rules (``events.cloudevents``): one
+    stored outside them would be dead-lettered by every subscriber, on both backends."""
+    with pytest.raises(InvalidEventError) as raised:
+        await event_store.append(stream, [event], NO_STREAM)
+
+    assert [(p.field, problem in p.problem) for p in raised.value.problems] == [(field, True)]
+    assert await event_store.last_position() == 0
+
+
+async def test_envelope_texts_at_their_bounds_are_stored(event_store: EventStore) -> None:
+    longest = "s" * MAX_STREAM_CHARS
+    await event_store.append(longest, [_by("k" * MAX_IDENTIFIER_CHARS)], NO_STREAM)
+
+    assert len(await event_store.read_stream(longest)) == 1
 
 
 async def test_a_literal_backslash_u0000_in_text_is_stored(event_store: EventStore) -> None:

@@ -443,7 +443,7 @@ async def test_verify_names_the_line_of_a_hostile_export_and_never_crashes(
             _jsonl(lines).replace(
                 b'"subject":', b'"subject":"%s","subject":' % cases[1].encode(), 1
             ),
-            "line 1: not valid JSON for an export (key 'subject' appears twice)",
+            "line 1: not valid JSON (key 'subject' appears twice)",
         ),
         "proof too long": (
             _jsonl(lines, case_opened, {PROOF_ATTRIBUTE: proven | {"proof": proven["proof"] * 2}}),

@@ -3,12 +3,15 @@ are refused with the header or attribute at fault."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
+import jsonschema
 import pytest
 
 from events.catalog.assignment import CaseAssigned
@@ -19,6 +22,9 @@ from events.catalog.examples import example_events, legacy_example_events
 from events.catalog.values import NeedCategory
 from events.catalog_registry import build_registry
 from events.cloudevents import (
+    MAX_COUNTER,
+    MAX_IDENTIFIER_CHARS,
+    MAX_STREAM_CHARS,
     KafkaRecord,
     UndecodableMessageError,
     dataschema_uri,
@@ -516,3 +522,178 @@ def test_timestamps_from_other_producers(registry: EventRegistry) -> None:
     decoded = from_structured(document, registry)
     assert decoded.recorded_at == recorded.recorded_at
     assert decoded.metadata.occurred_at == recorded.metadata.occurred_at
+
+
+# --- the envelope schema's rules, the same in both formats --------------------------------------
+
+TRACE_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+# (attribute, value): refused in both formats, and by the published envelope schema (in words
+# for a counter past 64 bits; RFC 3339 for a time, which the format checker here may not know).
+REFUSED_ATTRIBUTES = [
+    ("sequence", "1\n"),
+    ("sequence", str(MAX_COUNTER + 1)),
+    ("sourceposition", "9" * 19),
+    ("schemaversion", "2\n"),
+    ("time", "2024-03-04T17:30:00+01:00\n"),
+    ("recordedat", "2024-03-05T09:00:01Z "),
+    ("id", "{00000000-0000-0000-0000-000000000001}"),
+    ("id", "urn:uuid:00000000-0000-0000-0000-000000000001"),
+    ("correlationid", "0f0e0d0c0b0a49088706050403020100"),
+    ("causationid", "11111111-2222-4333-8444-555555555555\n"),
+    ("traceparent", "not a trace context\r\nX-Injected: 1"),
+    ("traceparent", TRACE_PARENT + "\n"),
+    ("actorid", "worker-ana\x00"),
+    ("actorid", "a" * (MAX_IDENTIFIER_CHARS + 1)),
+    ("stream", "s" * (MAX_STREAM_CHARS + 1)),
+    ("stream", "case-2024-0001\n"),
+    ("subject", "case-2024-0001\r\n"),
+    ("source", "casetrail/intake\x85"),
+]
+_NOT_CHECKED_BY_THE_SCHEMA_HERE = {str(MAX_COUNTER + 1), "9" * 19}
+_NOT_CHECKED_BY_THE_SCHEMA_HERE |= {v for a, v in REFUSED_ATTRIBUTES if a in ("time", "recordedat")}
+
+
+def _envelope_errors(document: dict[str, Any]) -> list[str]:
+    validator = jsonschema.Draft202012Validator(
+        envelope_json_schema(), format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    # ECMA-262 ``$`` (the schema's dialect) matches at the very end only, Python's also before
+    # a final line feed: the schema's patterns are checked as ECMA reads them.
+    errors = [e.message for e in validator.iter_errors(document) if e.validator != "pattern"]
+    for name, value in document.items():
+        pattern = envelope_json_schema()["properties"].get(name, {}).get("pattern")
+        if pattern is not None and not re.fullmatch(pattern.strip("^$"), str(value)):
+            errors.append(f"{name}: does not match {pattern}")
+    return errors
+
+
+@pytest.mark.parametrize(("attribute", "value"), REFUSED_ATTRIBUTES)
+def test_an_attribute_the_envelope_schema_refuses_is_refused_in_both_formats(
+    attribute: str, value: str, registry: EventRegistry
+) -> None:
+    recorded = _opened().traced(TRACE_PARENT)
+    document = json.loads(json.dumps(to_structured(recorded))) | {attribute: value}
+    if value not in _NOT_CHECKED_BY_THE_SCHEMA_HERE:
+        assert _envelope_errors(document), "the published schema accepts it"
+    with pytest.raises(UndecodableMessageError) as structured:
+        from_structured(document, registry)
+    assert _fields(structured.value) == {attribute}
+
+    record = to_kafka_binary(recorded)
+    header = f"ce_{attribute}"
+    with pytest.raises(UndecodableMessageError) as binary:
+        from_kafka_binary(
+            record.key, _replaced(record, header, value.encode()), record.value, registry
+        )
+    assert _fields(binary.value) == {header}
+
+
+@pytest.mark.parametrize(
+    ("attribute", "number"),
+    [("sequence", 10**25), ("sourceposition", 10**19), ("schemaversion", MAX_COUNTER + 1)],
+)
+def test_a_counter_past_64_bits_is_refused_as_a_json_number_too(
+    attribute: str, number: int, registry: EventRegistry
+) -> None:
+    """Binary mode reads at most 19 digits: a JSON number, unbounded, is held to the same."""
+    document = to_structured(_opened()) | {attribute: number}
+    with pytest.raises(UndecodableMessageError) as caught:
+        from_structured(json.loads(json.dumps(document)), registry)
+    assert _fields(caught.value) == {attribute}
+    assert str(MAX_COUNTER) in str(caught.value)
+
+
+def test_the_bounds_themselves_are_decoded_and_encoded_again(registry: EventRegistry) -> None:
+    opened = _opened()
+    recorded = RecordedEvent(
+        event_id=opened.event_id,
+        stream="s" * MAX_STREAM_CHARS,
+        sequence=MAX_COUNTER,
+        position=MAX_COUNTER,
+        recorded_at=opened.recorded_at,
+        event=opened.event,
+        metadata=replace(
+            opened.metadata, actor=Actor("a" * MAX_IDENTIFIER_CHARS, Role.SOCIAL_WORKER)
+        ),
+    ).traced(TRACE_PARENT)
+    record = to_kafka_binary(recorded)
+    decoded = from_kafka_binary(record.key, record.headers, record.value, registry)
+    assert decoded == recorded
+    assert to_kafka_binary(decoded) == record
+    document = to_structured(recorded)
+    assert not _envelope_errors(json.loads(json.dumps(document)))
+    numbers = document | {"sequence": MAX_COUNTER, "sourceposition": MAX_COUNTER}
+    assert from_json_lines(to_json_lines([from_structured(numbers, registry)]), registry) == [
+        recorded
+    ]
+
+
+def test_ids_in_capitals_are_read(registry: EventRegistry) -> None:
+    """The schema's ``uuid`` format takes hexadecimal digits in either case (RFC 9562)."""
+    recorded = _opened()
+    document = to_structured(recorded) | {"id": str(recorded.event_id).upper()}
+    assert from_structured(document, registry) == recorded
+
+
+# --- hostile JSON, in a record's value and in its storeddata -------------------------------------
+
+_DEEP = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+
+
+def _with_value_problem(value: bytes, problem: str) -> None:
+    record = to_kafka_binary(_opened())
+    with pytest.raises(UndecodableMessageError) as caught:
+        from_kafka_binary(record.key, record.headers, value, build_registry())
+    assert [(p.field, problem in p.problem) for p in caught.value.problems] == [("value", True)]
+
+
+def test_a_value_nested_too_deep_is_undecodable() -> None:
+    _with_value_problem(_DEEP, "nested too deep")
+
+
+def test_a_value_with_a_number_too_long_is_undecodable() -> None:
+    value = encode(_opened().event)
+    _with_value_problem(value[:-1] + b',"x":' + b"9" * 5000 + b"}", "not valid JSON")
+
+
+def test_a_value_with_a_key_twice_is_undecodable() -> None:
+    """``json`` keeps the last value, other readers the first: they would read another event."""
+    value = encode(_opened().event)
+    _with_value_problem(value[:-1] + b',"case_id":"case-other"}', "key 'case_id' appears twice")
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-8-sig"])
+def test_a_value_not_in_plain_utf8_is_undecodable(encoding: str) -> None:
+    """A sealed value is found by its mark in the bytes, which UTF-16 hides."""
+    value = encode(_opened().event).decode().encode(encoding)
+    _with_value_problem(value, "not UTF-8" if encoding != "utf-8-sig" else "not valid JSON")
+
+
+def test_a_structured_kafka_value_with_a_key_twice_names_the_value(
+    registry: EventRegistry,
+) -> None:
+    value = json.dumps(to_structured(_opened())).encode()
+    headers = [("content-type", b"application/cloudevents+json")]
+    with pytest.raises(UndecodableMessageError) as caught:
+        from_kafka_binary(None, headers, value[:-1] + b',"stream":"case-x"}', registry)
+    assert _fields(caught.value) == {"value"}
+
+
+def test_storeddata_nested_too_deep_is_undecodable(registry: EventRegistry) -> None:
+    upcast = next(r for r in RECORDED if r.schema_version > 1)
+    record = to_kafka_binary(upcast)
+    stored = [("ce_storedversion", b"1"), ("ce_storeddata", base64.b64encode(_DEEP))]
+    headers = [*record.headers, *stored]
+    with pytest.raises(UndecodableMessageError) as caught:
+        from_kafka_binary(record.key, headers, record.value, registry)
+    assert _fields(caught.value) == {"ce_storeddata"}
+    assert "nested too deep" in str(caught.value)
+
+
+def test_a_json_line_with_a_key_twice_names_the_line(registry: EventRegistry) -> None:
+    line = to_json_lines([_opened()]).removesuffix("}\n") + ',"stream":"case-x"}'
+    with pytest.raises(UndecodableMessageError) as caught:
+        from_json_lines(line, registry)
+    assert [p.field for p in caught.value.problems] == ["line 1"]
+    assert "key 'stream' appears twice" in str(caught.value)
