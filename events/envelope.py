@@ -323,7 +323,8 @@ class RecordedEvent(_Slots):
 
     @property
     def sealed(self) -> bool:
-        """Whether ``data`` holds sealed values (it then differs from ``event``'s own JSON)."""
+        """Whether ``data`` may hold sealed values (it then differs from ``event``'s own JSON;
+        free text quoting ``"ct1~`` passes this cheap test too, and holds none)."""
         stored = self._data
         return stored is not None and _SEALED_DATA_MARK in stored
 

@@ -59,10 +59,9 @@ class EventRegistry:
         self, event: CaseEvent, event_id: UUID, data: bytes, *, cached_only: bool = False
     ) -> bytes:
         """The data to store for ``event``: ``data`` with its sensitive values sealed
-        (``cached_only``: see ``FieldProtection.seal``)."""
-        if self.protection is None:
-            return data
-        return self.protection.seal(event, event_id, data, cached_only=cached_only)
+        (``cached_only``: see ``FieldProtection.seal``); without ``protection``, ``data`` as
+        it is, refused if a sensitive value begins like a sealed one."""
+        return self._protection().seal(event, event_id, data, cached_only=cached_only)
 
     def seal_again(
         self, event: CaseEvent, event_id: UUID, stored_version: int, stored: bytes
@@ -85,22 +84,27 @@ class EventRegistry:
             return _SEALED_DATA_MARK.decode() in data
         return _SEALED_DATA_MARK in data
 
-    def open_document(
+    def open_sealed_values(
         self, event_type: str, schema_version: int, event_id: str | UUID, data: dict[str, Any]
-    ) -> dict[str, Any]:
-        """``data`` (parsed JSON of ``schema_version``) with its sealed values opened; without
-        ``protection``, as the erasure marker (a reader without keys)."""
-        protection = self.protection
-        if protection is None:
-            from casetrail_platform.keys.fields import (
-                WITHHELD,  # only now: it imports the store's guard
-            )
-
-            protection = WITHHELD
+    ) -> bool:
+        """Open the sealed values of ``data`` (parsed JSON of ``schema_version``) in place;
+        without ``protection``, as the erasure marker (a reader without keys). Whether it held
+        any (``FieldProtection.open``)."""
         # Data of a superseded version opens by that version's model: a value it does not
         # open reads as its own field's erasure marker (a code's, a text's).
         model = self._superseded.get((event_type, schema_version)) or self.model_for(event_type)
-        return protection.open(model, schema_version, str(event_id), data)
+        return self._protection().open(model, schema_version, str(event_id), data)
+
+    def _protection(self) -> FieldProtection:
+        """``protection``, or without it how a reader and writer holding no keys seal and
+        open (``WITHHELD``)."""
+        if self.protection is not None:
+            return self.protection
+        from casetrail_platform.keys.fields import (
+            WITHHELD,  # only now: it imports the store's guard
+        )
+
+        return WITHHELD
 
     def register(self, model: type[CaseEvent]) -> None:
         existing = self._models.get(model.event_type)
@@ -142,7 +146,8 @@ class EventRegistry:
         """Load stored JSON data into the current model, upcasting older versions first
         (sealed values opened: they are bound to ``event_id``)."""
         if event_id is not None and self.is_sealed(data):
-            document = self.open_document(event_type, schema_version, event_id, from_json(data))
+            document = from_json(data)
+            self.open_sealed_values(event_type, schema_version, event_id, document)
             return self.validate(event_type, schema_version, document)
         model = self.model_for(event_type)
         if schema_version == model.schema_version:

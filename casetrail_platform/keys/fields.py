@@ -56,9 +56,14 @@ _VERSION = r"[1-9][0-9]{0,8}"
 """A key version: from 1, and within both key tables' integer column."""
 
 _SEALED_KEY = re.compile(
-    rb'"' + re.escape(CIPHERTEXT_PREFIX.encode()) + f"({_OWNER})~({_VERSION})~".encode()
+    rb'(?<!\\)"'
+    + re.escape(CIPHERTEXT_PREFIX.encode())
+    + f"({_OWNER})~({_VERSION})~".encode()
+    + rb'[A-Za-z0-9_-]+"(?![ \t\n\r]*:)'
 )
-"""The key owner and version at the head of a sealed value in JSON bytes."""
+"""The key owner and version of a sealed value in JSON bytes: a whole string value. A quote
+that opens a string is never escaped (inside a string one always is: free text quoting
+``"ct1~...`` names no key), and a string followed by a colon is an object's key."""
 
 _SEALED_VALUE = re.compile(
     re.escape(CIPHERTEXT_PREFIX) + f"({_OWNER})~({_VERSION})~([A-Za-z0-9_-]+)", re.ASCII
@@ -170,8 +175,15 @@ class FieldProtection:
         """``data`` (the event's JSON) with every sensitive value sealed. The key is taken
         only for a value to seal: an event whose sensitive fields are all empty needs none
         (and may still be recorded about an erased client). ``cached_only``: raise
-        ``KeysNotCachedError`` rather than ask the key table or the KEK."""
+        ``KeysNotCachedError`` rather than ask the key table or the KEK.
+
+        Without a keyring ``data`` is stored as it is, and a sensitive value that begins like
+        a sealed one (``ct1~``) is refused: every reader would take it for one."""
         plan = sensitive_plan(type(event))
+        if self._keyring is None:
+            if plan is not None and _SEALED_MARK in data:
+                _walk(from_json(data), plan, "", _refusing_sealed_shape(event.event_type))
+            return data
         owner = self.owner_of(event, cached_only=cached_only)
         if plan is None:
             return data
@@ -220,22 +232,31 @@ class FieldProtection:
         data_version: int,
         event_id: str,
         document: dict[str, Any],
-    ) -> dict[str, Any]:
-        """``document`` with every sealed value opened (or the erasure marker), in place."""
-        plan = sensitive_plan(model) if data_version == model.schema_version else None
-        opener = self._opener(model.event_type, event_id)
-        if plan is None:
+    ) -> bool:
+        """Open every sealed value of ``document`` (or read it as the erasure marker), in
+        place, at the leaves ``model`` marks: text elsewhere that begins like a sealed value
+        is the caller's own, and stays as it is. Whether ``document`` held a sealed value
+        (data sealed when stored was stored as canonical JSON)."""
+        opener, opened = self._opener(model.event_type, event_id)
+        if data_version != model.schema_version:
+            # A version without a model of its own (a catalog registering no superseded
+            # model for it): where its sealed values are is not known.
             _open_everywhere(document, "", opener)
-        else:
+        elif (plan := sensitive_plan(model)) is not None:
             _walk(document, plan, "", opener)
-        return document
+        return bool(opened)
 
-    def _opener(self, event_type: str, event_id: str) -> Callable[[str, Any, Any], Any]:
+    def _opener(
+        self, event_type: str, event_id: str
+    ) -> tuple[Callable[[str, Any, Any], Any], list[str]]:
+        """What opens one leaf, and the paths of the sealed values it was given."""
         header = f"casetrail-field/1\x00{event_id}\x00"
+        opened: list[str] = []
 
         def open_leaf(path: str, value: Any, erased: Any) -> Any:
             if not isinstance(value, str) or not value.startswith(CIPHERTEXT_PREFIX):
                 return value  # stored before sealing existed
+            opened.append(path)
             parsed = _SEALED_VALUE.fullmatch(value)
             if parsed is None:
                 raise _unreadable(event_type, path)
@@ -259,7 +280,7 @@ class FieldProtection:
                 raise _unreadable(event_type, path) from None
             return from_json(plaintext)
 
-        return open_leaf
+        return open_leaf, opened
 
 
 _FROM_CACHE: ContextVar[bool] = ContextVar("casetrail_open_from_cache", default=False)
@@ -399,7 +420,7 @@ def _walk(value: Any, node: _Node, path: str, leaf: Callable[[str, Any, Any], An
 
 
 def _open_everywhere(value: Any, path: str, leaf: Callable[[str, Any, Any], Any]) -> Any:
-    """Open every sealed value, wherever it is (data of an older schema version)."""
+    """Open every sealed value, wherever it is (data of a version no model describes)."""
     if isinstance(value, str):
         return leaf(path, value, ERASED_TEXT) if value.startswith(CIPHERTEXT_PREFIX) else value
     if isinstance(value, list):
@@ -416,6 +437,21 @@ def _recorded_marker(event_type: str, path: str, marker: str) -> InvalidEventErr
         event_type,
         [FieldProblem(path, f"{marker!r} only marks erased data; it cannot be recorded")],
     )
+
+
+def _refusing_sealed_shape(event_type: str) -> Callable[[str, Any, Any], Any]:
+    """A leaf walker refusing text that begins like a sealed value (stored unsealed)."""
+
+    def refuse(path: str, value: Any, erased: Any) -> Any:
+        del erased
+        if isinstance(value, str) and value.startswith(CIPHERTEXT_PREFIX):
+            problem = (
+                f"text beginning {CIPHERTEXT_PREFIX!r} marks a sealed value; it cannot be recorded"
+            )
+            raise UnstorableEventError(event_type, [FieldProblem(path, problem)])
+        return value
+
+    return refuse
 
 
 def _unreadable(event_type: str, path: str) -> UnreadableFieldError:

@@ -138,10 +138,9 @@ async def sealed_data(
     registry: EventRegistry, events: Sequence[NewEvent], data: Sequence[bytes]
 ) -> list[bytes]:
     """What is stored of each event: its data with the sensitive values sealed (when the
-    registry protects them; ``casetrail_platform.keys.fields``), in a worker thread when the
-    keyring has to ask its table or KEK (``casetrail_platform.keys.off_loop``)."""
-    if registry.protection is None:
-        return list(data)
+    registry protects them; ``casetrail_platform.keys.fields``; without, a sensitive value that
+    begins like a sealed one is refused), in a worker thread when the keyring has to ask its
+    table or KEK (``casetrail_platform.keys.off_loop``)."""
 
     def seal(cached_only: bool) -> list[bytes]:
         return [
@@ -197,5 +196,6 @@ def same_content(
     encoded = encode(new.event)
     if not registry.is_sealed(stored):
         return stored == encoded
-    opened = registry.open_document(row[4], row[5], row[1], json.loads(stored))
+    opened = json.loads(stored)
+    registry.open_sealed_values(row[4], row[5], row[1], opened)
     return bool(opened == json.loads(encoded))

@@ -173,9 +173,13 @@ def _decode(
     received = data
     sealed: bytes | None = None
     if registry.is_sealed(raw if raw is not None else json.dumps(data, ensure_ascii=False)):
-        # Kept as stored (what the ledger hashed); the event gets the opened values.
-        sealed = canonical_json(data)
-        data = registry.open_document(event_type, schema_version, event_id, json.loads(sealed))
+        canonical = canonical_json(data)
+        opened = json.loads(canonical)
+        if registry.open_sealed_values(event_type, schema_version, event_id, opened):
+            # Kept as stored (what the ledger hashed); the event gets the opened values.
+            # Data holding no sealed value (text that only looks like one) was stored as the
+            # event's own JSON, which the record re-encodes as for any other event.
+            sealed, data = canonical, opened
     event: CaseEvent = registry.validate(event_type, schema_version, data)
     if event.subject != subject:
         mismatch = f"{subject!r} does not match data.{event.subject_field} {event.subject!r}"
@@ -236,7 +240,7 @@ def _upcast_stored(
         raise UndecodableMessageError([FieldProblem(label, "must be a JSON object")], event_type)
     try:
         if registry.is_sealed(form.data):
-            document = registry.open_document(event_type, form.schema_version, event_id, document)
+            registry.open_sealed_values(event_type, form.schema_version, event_id, document)
         return registry.validate(event_type, form.schema_version, document)
     except InvalidEventError as error:
         located = [FieldProblem(f"{label}: {p.field}", p.problem) for p in error.problems]

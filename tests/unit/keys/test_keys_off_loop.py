@@ -4,6 +4,7 @@ from a worker thread), and a consumer fetching the keys of what it polled before
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -17,7 +18,7 @@ from casetrail_platform.bus.deadletter import DeadLetter
 from casetrail_platform.bus.delivery import Deliverer
 from casetrail_platform.bus.message import BusMessage, as_headers
 from casetrail_platform.bus.retry import Backoff, RetryPolicy
-from casetrail_platform.keys.fields import FieldProtection
+from casetrail_platform.keys.fields import FieldProtection, named_keys
 from casetrail_platform.keys.file_kek import KEK_FILE_NAME, FileKeyEncryptionKey
 from casetrail_platform.keys.keyring import ClientKeyring, KeysNotCachedError
 from casetrail_platform.keys.off_loop import decoding
@@ -92,6 +93,26 @@ def test_the_keys_to_fetch_are_those_the_sealed_values_name_and_the_cache_lacks(
 
     reader.fetch_keys(sorted(owners))
     assert reader.keys_to_fetch(sealed) == set()
+
+
+def test_free_text_quoting_sealed_values_names_no_key_to_fetch() -> None:
+    """A reason holding ``"ct1~x0~1~`` (JSON escapes the quote: ``\\"ct1~x0~1~``) was taken
+    for a sealed value's key: each read asked the table for every one, 45 in 500 characters,
+    and a folded state of the stream was never kept (no such key is ever live)."""
+    kms, table = FakeKms(), MemoryDataKeyTable()
+    writer = protected(kms, table)
+    assigned = next(e for e in SENSITIVE_EXAMPLES if e.event_type == "casetrail.case.assigned")
+    quoting = "".join(f'"ct1~x{n}~1~' for n in range(45))[:500]
+    keyed = json.dumps({f"ct1~x{n}~1~abc": n for n in range(3)}).encode()  # keys, not values
+    quoted = assigned.updated(reason=quoting)
+    sealed = writer.seal(quoted, uuid4(), encode(quoted))
+    owners = {key for key in table.keys if table.keys[key].wrapped is not None}
+    reader = FieldProtection(_keyring(table, kms))
+
+    assert named_keys([sealed, keyed]) == owners
+    assert reader.keys_to_fetch([sealed, keyed]) == owners
+    reader.fetch_keys(sorted(owners))
+    assert reader.keys_live(named_keys([sealed, keyed]))
 
 
 @pytest.mark.parametrize("away_for", [0, 3], ids=["keys at hand", "key table away a while"])
