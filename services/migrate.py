@@ -2,9 +2,10 @@
 
 ``python -m services.migrate [--service NAME ...]`` with ``CASETRAIL_PG_DSN`` (and libpq's
 ``PG*`` variables for the user and TLS; the password from ``CASETRAIL_PG_PASSWORD_FILE``).
-Each service's stores apply the same idempotent DDL under advisory locks when they connect, so
-this runs safely beside starting services; running it first means a new version's schema
-changes happen once, before traffic.
+Each service's stores (events, checkpoints, the relay's parking lot, read models) apply the
+same idempotent DDL under advisory locks when they connect, so this runs safely beside
+starting services; running it first means a new version's schema changes happen once, before
+traffic.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from pathlib import Path
 import psycopg
 
 from casetrail_platform.errors import StorageUnavailableError
-from casetrail_platform.infrastructure import Infrastructure, open_event_store, open_read_models
+from casetrail_platform.infrastructure import (
+    Infrastructure,
+    open_event_store,
+    open_parking_lot,
+    open_read_models,
+)
 from casetrail_platform.store.pg_password import deployment_dsn
 from services.runner import SERVICES
 
@@ -32,8 +38,12 @@ async def migrate(dsn: str, services: Sequence[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="casetrail-migrate-") as scratch:
         infra = Infrastructure(data_dir=Path(scratch), postgres_dsn=dsn)
         for service in services:
-            _store, _checkpoints, close_store = await open_event_store(infra, service)
-            await close_store()
+            store, _checkpoints, close_store = await open_event_store(infra, service)
+            try:
+                # Opening the lot creates its table; it keeps no connection open.
+                await open_parking_lot(infra, service, store)
+            finally:
+                await close_store()
             read_models = await open_read_models(infra, service)
             await read_models.close()
             log.info(

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg import sql
 
 from casetrail_platform.errors import StorageUnavailableError
 
@@ -53,6 +54,30 @@ async def open_connection(
         )
     except psycopg.OperationalError as error:
         raise StorageUnavailableError(what) from error
+
+
+SCHEMA_LOCK = 0x63747277
+"""First key of the advisory lock under which a schema's objects are created (second key: the
+schema name's hash). The value the event store has always taken, so a replica of an older
+version starting beside a newer one waits for it too."""
+
+
+@contextlib.asynccontextmanager
+async def creating_schema(connection: Connection, schema: str) -> AsyncIterator[None]:
+    """A transaction on ``connection`` that holds ``schema``'s creation lock and has made the
+    schema if it was missing: every store of a schema (events, checkpoints, parking lot)
+    creates its objects inside one. ``IF NOT EXISTS`` alone is not safe against a concurrent
+    creator (replicas starting together fail on the catalog's unique indexes)."""
+    async with connection.transaction():
+        await connection.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (SCHEMA_LOCK, schema)
+        )
+        cursor = await connection.execute(
+            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
+        )
+        if await cursor.fetchone() is None:
+            await connection.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+        yield
 
 
 def _lost(connection: Connection) -> bool:

@@ -38,7 +38,12 @@ from casetrail_platform.errors import (
     StorageUnavailableError,
 )
 from casetrail_platform.locking.postgres import key_of
-from casetrail_platform.store.pg_connections import Connection, PgConnections, open_connection
+from casetrail_platform.store.pg_connections import (
+    Connection,
+    PgConnections,
+    creating_schema,
+    open_connection,
+)
 from casetrail_platform.store.port import EventStore, Snapshot, StreamVersion
 from casetrail_platform.store.rows import (
     COLUMNS,
@@ -55,9 +60,8 @@ from events.registry import EventRegistry
 log = logging.getLogger(__name__)
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-# First keys of the advisory locks: appends (second key: the table oid), schema creation.
+# First key of the advisory lock of appends (second key: the table oid).
 _APPEND_LOCK = 0x63747276
-_SCHEMA_LOCK = _APPEND_LOCK + 1
 _CONCURRENCY_SQLSTATE = "CT001"
 _COMMAND_RECORDED_SQLSTATE = "CT004"
 _GUARD_SQLSTATE = "CT005"
@@ -488,18 +492,8 @@ class PostgresEventStore(EventStore):
             channel=sql.Literal(self._channel),
             lock_class=sql.Literal(_APPEND_LOCK),
         )
-        async with connection.transaction():
-            # Two services starting together must not both try to create the same objects.
-            await connection.execute(
-                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_SCHEMA_LOCK, self._schema)
-            )
-            cursor = await connection.execute(
-                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self._schema,)
-            )
-            if await cursor.fetchone() is None:
-                await connection.execute(
-                    sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self._schema))
-                )
+        # Two services starting together must not both try to create the same objects.
+        async with creating_schema(connection, self._schema):
             await connection.execute(script)
 
 

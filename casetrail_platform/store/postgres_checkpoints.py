@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from psycopg import sql
-
 from casetrail_platform.checkpoints import CheckpointStore
-from casetrail_platform.store.pg_connections import Connection, PgConnections
+from casetrail_platform.store.pg_connections import Connection, PgConnections, creating_schema
 
 
 class PostgresCheckpointStore(CheckpointStore):
@@ -18,13 +16,11 @@ class PostgresCheckpointStore(CheckpointStore):
         connections = PgConnections(dsn, 1, f"{schema} checkpoints", search_path=schema)
 
         async def create(connection: Connection) -> None:
-            await connection.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-            )
-            await connection.execute(
-                "CREATE TABLE IF NOT EXISTS checkpoints"
-                " (name text PRIMARY KEY, position bigint NOT NULL)"
-            )
+            async with creating_schema(connection, schema):
+                await connection.execute(
+                    "CREATE TABLE IF NOT EXISTS checkpoints"
+                    " (name text PRIMARY KEY, position bigint NOT NULL)"
+                )
 
         try:
             await connections.run(create)

@@ -12,10 +12,9 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg import sql
 
 from casetrail_platform.parking import ParkedRecord, ParkingLot
-from casetrail_platform.store.pg_connections import open_connection
+from casetrail_platform.store.pg_connections import creating_schema, open_connection
 
 _COLUMNS = (
     "relay, position, event_id, key, stream, sequence, event_type, reason, parked_at,"
@@ -31,10 +30,10 @@ class PostgresParkingLot(ParkingLot):
     @classmethod
     async def connect(cls, dsn: str, *, schema: str) -> PostgresParkingLot:
         lot = cls(dsn, schema)
-        async with await lot._connection() as connection:
-            await connection.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-            )
+        async with (
+            await lot._connection() as connection,
+            creating_schema(connection, schema),
+        ):
             await connection.execute(
                 "CREATE TABLE IF NOT EXISTS parked_records ("
                 " relay text NOT NULL, position bigint NOT NULL, event_id uuid NOT NULL,"

@@ -8,7 +8,7 @@ import pytest
 
 from services.migrate import main, migrate
 from services.runner import SERVICES
-from tests.support.servers import postgres_dsn, server_missing
+from tests.support.servers import database_of_its_own, postgres_dsn, server_missing
 
 pytestmark = pytest.mark.postgres
 
@@ -24,6 +24,18 @@ async def test_every_service_schema_exists_after_migrating_twice() -> None:
         schemas = {row[0] for row in await cursor.fetchall()}
     for service in SERVICES:
         assert {f"{service}_events", f"{service}_read_models"} <= schemas
+
+
+async def test_migrating_creates_the_relays_parking_lot_beside_the_events() -> None:
+    """Replicas find every table made before traffic, none left to create as they start."""
+    with database_of_its_own("migrate") as dsn:
+        await migrate(dsn, ["intake"])
+        async with await psycopg.AsyncConnection.connect(dsn) as connection:
+            cursor = await connection.execute(
+                "SELECT table_schema FROM information_schema.tables"
+                " WHERE table_name = 'parked_records'"
+            )
+            assert await cursor.fetchall() == [("intake_events",)]
 
 
 def test_an_unreachable_database_is_reported_in_one_line(

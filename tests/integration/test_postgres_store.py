@@ -21,6 +21,8 @@ from casetrail_platform.errors import (
 )
 from casetrail_platform.store.port import NO_STREAM, StreamVersion
 from casetrail_platform.store.postgres import PostgresEventStore
+from casetrail_platform.store.postgres_checkpoints import PostgresCheckpointStore
+from casetrail_platform.store.postgres_parking import PostgresParkingLot
 from events.catalog.base import CaseEvent, Role
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
 from events.errors import UnknownEventTypeError
@@ -135,6 +137,29 @@ async def test_starting_many_stores_at_once_creates_the_schema_once(
         f" WHERE tgrelid = '\"{schema}\".stored_events'::regclass AND NOT tgisinternal",
     )
     assert triggers == 1
+
+
+async def test_replicas_starting_together_create_their_checkpoints_and_parking_lot(
+    admin: psycopg.AsyncConnection[Any], dsn: str
+) -> None:
+    """Every store of a schema creates its objects under the schema's lock: ``IF NOT EXISTS``
+    alone let replicas starting together fail on the catalog's unique indexes."""
+    for attempt in range(6):
+        schema = f"pgtest_{uuid.uuid4().hex[:12]}"
+        try:
+            if attempt % 2:  # as at a service's start: its event store made the schema first
+                await admin.execute(f'CREATE SCHEMA "{schema}"')
+            opened = await asyncio.gather(
+                *(PostgresCheckpointStore.connect(dsn, schema=schema) for _ in range(4)),
+                *(PostgresParkingLot.connect(dsn, schema=schema) for _ in range(4)),
+                return_exceptions=True,
+            )
+            for store in opened:
+                if isinstance(store, PostgresCheckpointStore):
+                    await store.close()
+            assert [repr(failed) for failed in opened if isinstance(failed, BaseException)] == []
+        finally:
+            await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 async def test_data_is_stored_as_the_encoded_bytes(
