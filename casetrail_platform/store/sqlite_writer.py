@@ -86,11 +86,19 @@ class SqliteWriter:
         return await future
 
     def stop(self) -> None:
+        """Commit and answer what is queued, then end the thread. A write asked for from then
+        on fails ``StorageUnavailableError`` at once: queued behind the stop, nobody would
+        ever answer it."""
         if self._thread is None:
             return
-        self._requests.put(_STOP)
+        with self._ending:
+            if self._ended is None:
+                self._ended = StorageUnavailableError(f"writer of {Path(self._path).name}")
+            ended = self._ended
+            self._requests.put(_STOP)
         self._thread.join()
         self._thread = None
+        self._answer_queued([], ended)
 
     def _run(self, schema: str) -> None:
         try:
@@ -133,16 +141,21 @@ class SqliteWriter:
         ended = StorageUnavailableError(f"writer of {Path(self._path).name}")
         ended.__cause__ = fault
         log.error("the SQLite writer of %s ended on %s", self._path, type(fault).__name__)
-        unanswered = list(batch)
         with self._ending:
             self._ended = ended
-            while True:
-                try:
-                    queued = self._requests.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(queued, _Request):
-                    unanswered.append(queued)
+        self._answer_queued(batch, ended)
+
+    def _answer_queued(self, unanswered: list[_Request[Any]], ended: BaseException) -> None:
+        """Fail ``unanswered`` and every request still queued with ``ended``, once ``_ended``
+        is set (so none is queued after this looked)."""
+        unanswered = list(unanswered)
+        while True:
+            try:
+                queued = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(queued, _Request):
+                unanswered.append(queued)
         for request in unanswered:
             call_soon_unless_closed(request.loop, _settle, request.future, False, ended)
 

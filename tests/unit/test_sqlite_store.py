@@ -118,6 +118,19 @@ async def test_checkpoints_never_go_backwards(tmp_path: Path) -> None:
     await store.close()
 
 
+async def test_a_write_after_close_fails_instead_of_waiting_for_good(tmp_path: Path) -> None:
+    """Another task still appending or saving its checkpoint as the store closes is told the
+    store is away: queued behind the writer's stop, its write was never answered."""
+    store = await SqliteEventStore.open(tmp_path / "events.db", sample_registry())
+    await store.append("case-1", [note("1")], NO_STREAM)
+    await store.close()
+
+    with pytest.raises(StorageUnavailableError):
+        await asyncio.wait_for(store.append("case-1", [note("1")], 1), 5)
+    with pytest.raises(StorageUnavailableError):
+        await asyncio.wait_for(SqliteCheckpointStore(store).save("relay", 1), 5)
+
+
 def _open_descriptors_of(path: Path) -> list[str]:
     names = [str(path), f"{path}-wal", f"{path}-shm"]
     found = []
