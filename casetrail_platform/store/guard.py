@@ -2,13 +2,15 @@
 and publishable on every bus (README, "Limits").
 
 The edge refuses such input long before (``casetrail_platform.grpc_platform.edge``); this is the
-floor under every writer that forgets: no NUL anywhere (PostgreSQL text and jsonb cannot hold it, so
-read models and projections would refuse the event for good), checked on the data as encoded
+floor under every writer that forgets: the arguments every backend can hold (``valid_arguments``:
+versions within PostgreSQL's integer, each event id once), no NUL anywhere (PostgreSQL text and
+jsonb cannot hold it, so read models and projections would refuse the event for good) and an
+envelope each backend stores and reads back alike, checked on the data as encoded
 (``storable_data``), and no event over ``MAX_EVENT_BYTES`` as it is stored and published (Kafka
 would refuse the record for good), checked on the data as sealed (``require_publishable``): a
 sealed value takes several times the bytes of its text. Both adapters call them in that order
 before writing (``rows.checked_data``), so they refuse the same events with the same
-``InvalidEventError`` and write nothing.
+``InvalidEventError`` (or ``ValueError`` for an argument no event carries) and write nothing.
 
 It does not validate each event against its model again (an event built without validation,
 ``model_construct``, would be written): measured on 2026-12-05, ``model_validate_json`` of the
@@ -23,8 +25,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC
 
-from casetrail_platform.limits import MAX_EVENT_BYTES
+from casetrail_platform.limits import EARLIEST_MOMENT, LATEST_MOMENT, MAX_EVENT_BYTES, MOMENT_RANGE
+from casetrail_platform.store.port import ANY_VERSION, NO_STREAM, StreamVersion
 from events.cloudevents import (
     MAX_IDENTIFIER_CHARS,
     MAX_STREAM_CHARS,
@@ -37,28 +41,51 @@ from events.registry import encode
 _ESCAPED_NUL = b"\\u0000"
 _TEXT_BOUNDS = {
     "stream": MAX_STREAM_CHARS,
+    "guard.stream": MAX_STREAM_CHARS,
     "subject": MAX_IDENTIFIER_CHARS,
     "metadata.actor.user_id": MAX_IDENTIFIER_CHARS,
 }
 """Each envelope text's length bound as subscribers decode it (the source has none)."""
+
+MAX_SEQUENCE = 2**31 - 1
+"""The highest version a stream can reach (PostgreSQL's ``integer`` sequence column)."""
 
 
 class UnstorableEventError(InvalidEventError, ValueError):
     """The event cannot be stored everywhere or published (INVALID_ARGUMENT at the edge)."""
 
 
-def storable_data(stream: str, events: Sequence[NewEvent]) -> list[bytes]:
-    """Each event's encoded data, after checking that none holds a NUL and that its envelope's
-    texts are ones every subscriber decodes (``envelope_text_problem``: bounded, no control
-    characters); its size is checked once sealed, by ``require_publishable``."""
+def valid_arguments(
+    events: Sequence[NewEvent], expected_version: int, guard: StreamVersion | None
+) -> None:
+    """Refuse (``ValueError``, naming the argument) what no caller's input can make, only a
+    writer's mistake: a version past ``MAX_SEQUENCE`` or below ``NO_STREAM`` (but
+    ``ANY_VERSION``), or one event id twice in a batch."""
+    if expected_version != ANY_VERSION and not NO_STREAM <= expected_version <= MAX_SEQUENCE:
+        raise ValueError(
+            f"expected_version {expected_version} is out of range: {ANY_VERSION}, or"
+            f" {NO_STREAM} to {MAX_SEQUENCE}"
+        )
+    if guard is not None and guard.version > MAX_SEQUENCE:
+        raise ValueError(f"guard.version {guard.version} is out of range: at most {MAX_SEQUENCE}")
+    if len({new.event_id for new in events}) != len(events):
+        raise ValueError("the same event_id appears twice in one append")
+
+
+def storable_data(
+    stream: str, events: Sequence[NewEvent], guard: StreamVersion | None = None
+) -> list[bytes]:
+    """Each event's encoded data, after checking that none holds a NUL and that its envelope
+    and the guard's stream are stored and read back alike on both backends
+    (``_envelope_problems``; its size is checked once sealed, by ``require_publishable``)."""
+    if guard is not None and events:
+        problems = _text_problems({"guard.stream": guard.stream})
+        if problems:
+            raise UnstorableEventError(events[0].event.event_type, problems)
     encoded = []
     for new in events:
+        problems = _envelope_problems(stream, new)
         data = encode(new.event)
-        problems = [
-            FieldProblem(field, problem)
-            for field, text in _envelope_texts(stream, new).items()
-            if (problem := envelope_text_problem(text, _TEXT_BOUNDS.get(field))) is not None
-        ]
         # JSON writes a NUL as \u0000; a backslash in the text before "u0000" is escaped, so
         # a second look at the decoded values tells which it is.
         if _ESCAPED_NUL in data:
@@ -107,6 +134,48 @@ def require_publishable(stream: str, events: Sequence[NewEvent], stored: Sequenc
                     )
                 ],
             )
+
+
+def _envelope_problems(stream: str, new: NewEvent) -> list[FieldProblem]:
+    """What keeps ``new``'s envelope from being stored, and read back, alike on both backends:
+    its texts (``_text_problems``) and its occurred-at, which must be timezone-aware and lie in
+    [EARLIEST_MOMENT, LATEST_MOMENT) in UTC. A moment within Python's range but not once in UTC
+    (9999-12-31T23:00-05:00) was stored, and every read of it failed for good: the relay and
+    every projection stopped at its position."""
+    problems = _text_problems(_envelope_texts(stream, new))
+    occurred_at = new.metadata.occurred_at
+    if occurred_at.tzinfo is None or occurred_at.utcoffset() is None:
+        problems.append(FieldProblem("metadata.occurred_at", "must be timezone-aware"))
+    else:
+        try:
+            in_utc = occurred_at.astimezone(UTC)
+        except OverflowError:  # past datetime's range once in UTC
+            in_utc = None
+        if in_utc is None or not EARLIEST_MOMENT <= in_utc < LATEST_MOMENT:
+            problems.append(FieldProblem("metadata.occurred_at", f"must lie {MOMENT_RANGE} (UTC)"))
+    return problems
+
+
+def _text_problems(texts: dict[str, str]) -> list[FieldProblem]:
+    """Each text that breaks the envelope's one rule (``envelope_text_problem``: not empty,
+    bounded, no control characters, NUL among them) or that is not encodable as UTF-8 (a lone
+    surrogate: SQLite refused it alone, PostgreSQL failed every request committed with it)."""
+    problems = []
+    for field, text in texts.items():
+        problem = envelope_text_problem(text, _TEXT_BOUNDS.get(field))
+        if problem is None and not _encodable(text):
+            problem = "must be valid Unicode (no lone surrogates)"
+        if problem is not None:
+            problems.append(FieldProblem(field, problem))
+    return problems
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _envelope_texts(stream: str, new: NewEvent) -> dict[str, str]:

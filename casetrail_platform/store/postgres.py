@@ -42,12 +42,14 @@ from casetrail_platform.store.pg_connections import (
     Connection,
     PgConnections,
     creating_schema,
+    is_connection_failure,
     open_connection,
 )
 from casetrail_platform.store.port import EventStore, Snapshot, StreamVersion
 from casetrail_platform.store.rows import (
     COLUMNS,
     TRACED_COLUMNS,
+    check_read,
     checked_data,
     opened_records,
     recorded_from_new,
@@ -71,7 +73,6 @@ _UNIQUE_VIOLATION = "23505"
 # database stay small, and a waiting request is never held back by a huge group for long.
 _MAX_REQUESTS_PER_GROUP = 256
 _MAX_EVENTS_PER_GROUP = 5000
-_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
 Row = tuple[Any, ...]
 
@@ -166,25 +167,10 @@ class PostgresEventStore(EventStore):
     ) -> list[RecordedEvent]:
         if not events:
             return []
-        data = await checked_data(self._registry, stream, events, guard)
-        _check_text("stream", stream)
-        if not _INT_MIN <= expected_version <= _INT_MAX:
-            raise ValueError(f"expected_version {expected_version} is out of range")
-        if guard is not None:
-            _check_text("guard.stream", guard.stream)
-            if guard.version > _INT_MAX:
-                raise ValueError(f"guard.version {guard.version} is out of range")
-        for new in events:
-            _check_text("metadata.source", new.metadata.source)
-            _check_text("metadata.actor.user_id", new.metadata.actor.user_id)
-            if new.metadata.occurred_at.tzinfo is None:
-                raise ValueError("metadata.occurred_at must be timezone-aware")
+        data = await checked_data(self._registry, stream, events, expected_version, guard)
         trace_parent = current_traceparent()
-        ids = [new.event_id for new in events]
-        if len(set(ids)) != len(ids):
-            raise ValueError("the same event_id appears twice in one append")
         columns = (
-            ids,
+            [new.event_id for new in events],
             [new.event.event_type for new in events],
             [new.event.schema_version for new in events],
             data,
@@ -280,17 +266,19 @@ class PostgresEventStore(EventStore):
             for request in group:
                 request.future.cancel()
             raise
-        except psycopg.Error as error:
-            if len(group) > 1 and not isinstance(error, psycopg.OperationalError):
+        except Exception as error:
+            if len(group) > 1 and not is_connection_failure(error):
                 # The statement failed as a whole, so nothing of it was written: one request's
-                # parameters the checks in append() missed. Alone, it fails only itself.
-                log.warning("group append failed (%s); appending its requests one by one", error)
+                # parameters the checks in append() missed (the server refused them, or psycopg
+                # could not encode them). Alone, it fails only itself. The error's type only:
+                # its text may quote a value.
+                log.warning(
+                    "group append failed (%s); appending its requests one by one",
+                    type(error).__name__,
+                )
                 for request in group:
                     await self._commit_group([request])
                 return
-            self._fail(group, error)
-            return
-        except Exception as error:
             self._fail(group, error)
             return
         for request, row in zip(group, rows, strict=True):
@@ -356,6 +344,7 @@ class PostgresEventStore(EventStore):
         recorded_until: datetime | None = None,
         occurred_until: datetime | None = None,
     ) -> list[RecordedEvent]:
+        check_read(stream, from_version=from_version, to_version=to_version)
         clauses = [sql.SQL("stream = %s"), sql.SQL("sequence >= %s")]
         parameters: list[Any] = [stream, from_version]
         if to_version is not None:
@@ -376,6 +365,7 @@ class PostgresEventStore(EventStore):
         return await opened_records(await self._fetch(query, parameters), self._registry)
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        check_read(after_position=after_position, limit=limit)
         rows = await self._fetch(self._read_all_sql, (after_position, limit))
         return await opened_records(rows, self._registry)
 
@@ -386,6 +376,7 @@ class PostgresEventStore(EventStore):
     async def read_for_command(
         self, causation_id: UUID, stream: str, from_version: int = 1
     ) -> tuple[list[RecordedEvent], list[RecordedEvent]]:
+        check_read(stream, from_version=from_version)
         rows = await self._fetch(self._for_command_sql, (causation_id, stream, from_version))
         earlier = [row[1:] for row in rows if row[0] == 1]
         if earlier:
@@ -416,6 +407,7 @@ class PostgresEventStore(EventStore):
         await self._readers.run(save)
 
     async def stream_version(self, stream: str) -> int:
+        check_read(stream)
         [(version,)] = await self._fetch(self._version_sql, (stream,))
         return int(version)
 
@@ -516,13 +508,6 @@ class _Refusal(NamedTuple):
     detail: str | None
     constraint: str | None
     message: str | None
-
-
-def _check_text(field: str, value: str) -> None:
-    if not value:
-        raise ValueError(f"{field} must not be empty")
-    if "\x00" in value:
-        raise ValueError(f"{field} must not contain NUL characters")
 
 
 def _aware(field: str, moment: datetime) -> datetime:

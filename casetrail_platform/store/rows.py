@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from casetrail_platform.keys import off_loop
-from casetrail_platform.store.guard import require_publishable, storable_data
+from casetrail_platform.store.guard import require_publishable, storable_data, valid_arguments
 from casetrail_platform.store.port import StreamVersion, check_guard
 from events.envelope import NewEvent, RecordedEvent, StoredEnvelope, to_micros
 from events.registry import EventRegistry, encode
@@ -115,21 +115,42 @@ def to_recorded(row: StoredRow | tuple[Any, ...], registry: EventRegistry) -> Re
     )
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def check_read(stream: str | None = None, **numbers: int | None) -> None:
+    """Refuse (``ValueError`` naming the argument) a read the two backends would answer
+    differently: a stream name with a NUL (no stream holds one; PostgreSQL cannot take it as a
+    parameter), a version or position past 64 bits (SQLite cannot take it), a negative
+    ``limit`` (SQLite read on without one). Both adapters call it before reading."""
+    if stream is not None and "\x00" in stream:
+        raise ValueError("stream must not contain NUL characters")
+    for name, number in numbers.items():
+        if number is not None and not _INT64_MIN <= number <= _INT64_MAX:
+            raise ValueError(f"{name} {number} is out of range (64 bits)")
+    limit = numbers.get("limit")
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit {limit} must not be negative")
+
+
 async def checked_data(
     registry: EventRegistry,
     stream: str,
     events: Sequence[NewEvent],
+    expected_version: int,
     guard: StreamVersion | None,
 ) -> list[bytes]:
-    """What is stored of each of ``events`` appended to ``stream``, once they pass what every
-    adapter checks before it writes: the guard is not on ``stream`` itself (``check_guard``),
-    each event's type is registered, and its data is storable and, sealed, publishable
-    (``store.guard``). Both adapters call it first, so they refuse the same appends with the
-    same errors and write nothing."""
+    """What is stored of each of ``events`` appended to ``stream`` at ``expected_version``,
+    once they pass what every adapter checks before it writes: the guard is not on ``stream``
+    itself (``check_guard``), the versions and event ids are ones every backend holds, each
+    event's type is registered, and its envelope and data are storable and, sealed,
+    publishable (``store.guard``). Both adapters call it first, so they refuse the same appends
+    with the same errors and write nothing."""
     check_guard(stream, guard)
+    valid_arguments(events, expected_version, guard)
     for new in events:
         registry.require_registered(new.event)
-    data = await sealed_data(registry, events, storable_data(stream, events))
+    data = await sealed_data(registry, events, storable_data(stream, events, guard))
     require_publishable(stream, events, data)
     return data
 

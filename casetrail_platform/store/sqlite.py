@@ -32,6 +32,7 @@ from casetrail_platform.store.rows import (
     COLUMNS,
     TRACED_COLUMNS,
     StoredRow,
+    check_read,
     checked_data,
     insert_values,
     opened_records,
@@ -239,7 +240,7 @@ class SqliteEventStore(EventStore):
     ) -> list[RecordedEvent]:
         if not events:
             return []
-        data = await checked_data(self._registry, stream, events, guard)
+        data = await checked_data(self._registry, stream, events, expected_version, guard)
         trace_parent = current_traceparent()
         registry = self._registry
         command = None if command_id is None else str(command_id)
@@ -351,6 +352,7 @@ class SqliteEventStore(EventStore):
         recorded_until: datetime | None = None,
         occurred_until: datetime | None = None,
     ) -> list[RecordedEvent]:
+        check_read(stream, from_version=from_version, to_version=to_version)
         clauses = ["stream = ?", "sequence >= ?"]
         parameters: list[Any] = [stream, from_version]
         if to_version is not None:
@@ -366,6 +368,7 @@ class SqliteEventStore(EventStore):
         return await opened_records(await self._fetch(query, parameters), self._registry)
 
     async def read_all(self, after_position: int = 0, limit: int = 1000) -> list[RecordedEvent]:
+        check_read(after_position=after_position, limit=limit)
         query = _READ_ALL
         if self._committed_position - after_position <= INLINE_ROWS:
             # A follower keeping up: the few new rows are cheaper to read than a thread hop.
@@ -398,6 +401,7 @@ class SqliteEventStore(EventStore):
         await self._writer.write(lambda c: c.execute(_SAVE_SNAPSHOT, parameters))
 
     async def stream_version(self, stream: str) -> int:
+        check_read(stream)
         return await self.read(lambda c: _version_of(c, stream))
 
     async def last_position(self) -> int:

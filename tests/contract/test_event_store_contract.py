@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -311,10 +311,154 @@ async def test_nul_anywhere_is_refused_naming_it_and_nothing_is_written(
     assert await event_store.last_position() == 0
 
 
-def _by(user_id: str) -> NewEvent:
-    return replace(
-        note("1"), metadata=replace(note("1").metadata, actor=Actor(user_id, Role.CLIENT))
+def _with_metadata(**changes: Any) -> NewEvent:
+    event = note("1")
+    return replace(event, metadata=replace(event.metadata, **changes))
+
+
+_TOO_LONG_STREAM = "case-" + uuid4().hex * 6  # 197 characters that do not compress
+
+
+@pytest.mark.parametrize(
+    ("stream", "event", "guard", "field"),
+    [
+        ("", note("1"), None, "stream"),
+        ("case-\ud800", note("1"), None, "stream"),
+        (_TOO_LONG_STREAM, note("1"), None, "stream"),
+        ("case-1", _with_metadata(source=""), None, "metadata.source"),
+        ("case-1", _with_metadata(source="casetrail/\udc80"), None, "metadata.source"),
+        ("case-1", _with_metadata(actor=Actor("", Role.CASE_MANAGER)), None, "actor.user_id"),
+        ("case-1", _with_metadata(actor=Actor("w\ud800", Role.CASE_MANAGER)), None, "actor"),
+        ("case-1", note("1"), StreamVersion("", NO_STREAM), "guard.stream"),
+        ("case-1", note("1"), StreamVersion("client-\x00", NO_STREAM), "guard.stream"),
+        ("case-1", note("1"), StreamVersion("client-\ud800", NO_STREAM), "guard.stream"),
+        ("case-1", _with_metadata(occurred_at=datetime(2026, 1, 1)), None, "occurred_at"),
+        # Within Python's range, but not once in UTC: stored, no read could return it.
+        (
+            "case-1",
+            _with_metadata(
+                occurred_at=datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))
+            ),
+            None,
+            "occurred_at",
+        ),
+        (
+            "case-1",
+            _with_metadata(occurred_at=datetime(1, 1, 1, 1, tzinfo=timezone(timedelta(hours=5)))),
+            None,
+            "occurred_at",
+        ),
+        (
+            "case-1",
+            _with_metadata(occurred_at=datetime(2200, 1, 1, tzinfo=UTC)),
+            None,
+            "occurred_at",
+        ),
+    ],
+)
+async def test_an_envelope_not_stored_and_read_back_alike_everywhere_is_refused_naming_it(
+    event_store: EventStore,
+    stream: str,
+    event: NewEvent,
+    guard: StreamVersion | None,
+    field: str,
+) -> None:
+    """Both stores refuse the same envelopes, with the same error (README, "Limits"): an empty
+    or unencodable text, a stream name no index takes, a moment no read can return."""
+    with pytest.raises(InvalidEventError) as raised:
+        await event_store.append(stream, [event], NO_STREAM, guard=guard)
+
+    assert any(field in problem.field for problem in raised.value.problems)
+    assert await event_store.last_position() == 0
+    assert await event_store.read_all() == []
+
+
+async def test_the_longest_stream_name_and_moments_at_the_bounds_are_stored(
+    event_store: EventStore,
+) -> None:
+    longest = "case-" + "é" * (MAX_STREAM_CHARS - 5)
+    earliest = note("1", occurred_at=datetime(1900, 1, 1, 5, tzinfo=timezone(timedelta(hours=5))))
+    latest = note("1", occurred_at=datetime(2199, 12, 31, 23, 59, tzinfo=UTC))
+
+    await event_store.append(longest, [earliest, latest], NO_STREAM)
+
+    read = await event_store.read_stream(longest)
+    assert [r.metadata.occurred_at for r in read] == [
+        earliest.metadata.occurred_at,
+        latest.metadata.occurred_at,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("expected_version", "guard", "argument"),
+    [
+        (2**40, None, "expected_version"),
+        (-5, None, "expected_version"),
+        (NO_STREAM, StreamVersion("client-1", 2**40), "guard.version"),
+    ],
+)
+async def test_a_version_past_what_a_stream_can_reach_is_refused_as_an_argument(
+    event_store: EventStore, expected_version: int, guard: StreamVersion | None, argument: str
+) -> None:
+    with pytest.raises(ValueError, match=argument):
+        await event_store.append("case-1", [note("1")], expected_version, guard=guard)
+
+    assert await event_store.last_position() == 0
+
+
+async def test_one_event_id_twice_in_a_batch_is_refused_as_an_argument(
+    event_store: EventStore,
+) -> None:
+    twice = note("1")
+
+    with pytest.raises(ValueError, match="event_id"):
+        await event_store.append("case-1", [twice, twice], NO_STREAM)
+
+    assert await event_store.last_position() == 0
+
+
+async def test_a_request_that_cannot_be_stored_fails_alone_among_appends_at_once(
+    event_store: EventStore,
+) -> None:
+    """PostgreSQL commits appends arriving together in one statement: one that could not be
+    encoded there failed every request of its group."""
+    await event_store.append("warm", [note("w")], NO_STREAM)
+
+    outcomes = await asyncio.gather(
+        event_store.append("case-1", [note("1")], NO_STREAM),
+        event_store.append("case-\ud800", [note("2")], NO_STREAM),
+        *(event_store.append(f"case-{n}", [note(str(n))], NO_STREAM) for n in range(3, 6)),
+        return_exceptions=True,
     )
+
+    assert isinstance(outcomes[1], InvalidEventError)
+    assert [type(outcome) for outcome in outcomes if not isinstance(outcome, list)] == [
+        type(outcomes[1])
+    ]
+    assert await event_store.last_position() == 5
+
+
+@pytest.mark.parametrize(
+    ("read", "argument"),
+    [
+        (lambda store: store.read_stream("case-\x001"), "stream"),
+        (lambda store: store.stream_version("case-\x001"), "stream"),
+        (lambda store: store.read_stream("case-1", from_version=2**70), "from_version"),
+        (lambda store: store.read_all(0, -1), "limit"),
+        (lambda store: store.read_all(2**70), "after_position"),
+    ],
+)
+async def test_a_read_the_backends_would_answer_differently_is_refused_as_an_argument(
+    event_store: EventStore, read: Callable[[EventStore], Awaitable[object]], argument: str
+) -> None:
+    await event_store.append("case-1", [note("1")], NO_STREAM)
+
+    with pytest.raises(ValueError, match=argument):
+        await read(event_store)
+
+
+def _by(user_id: str) -> NewEvent:
+    return _with_metadata(actor=Actor(user_id, Role.CLIENT))
 
 
 @pytest.mark.parametrize(

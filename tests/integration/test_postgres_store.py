@@ -577,18 +577,29 @@ async def test_a_group_notifies_waiters_and_bad_input_stays_out_of_it(
     assert await waiter.last_position() == 3
 
 
+@pytest.mark.parametrize(
+    ("source", "failure"),
+    [
+        # a NUL in a text column: the server refuses the whole statement before anything runs
+        ("casetrail/pg\x00test", psycopg.Error),
+        # a lone surrogate: psycopg cannot encode the parameters, nothing is sent
+        ("casetrail/pg\ud800test", UnicodeEncodeError),
+    ],
+)
 async def test_a_group_that_fails_as_a_whole_is_sent_again_one_by_one(
-    store: PostgresEventStore, round_trips: list[int], monkeypatch: pytest.MonkeyPatch
+    store: PostgresEventStore,
+    round_trips: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+    failure: type[Exception],
 ) -> None:
-    """A request whose parameters the server refuses (a check in append() missed) fails alone."""
+    """A request whose parameters cannot be sent (a check in append() missed) fails alone."""
     bad = touched("2")
-    # a NUL in a text column makes the whole statement fail before anything runs
-    bad = replace(bad, metadata=replace(bad.metadata, source="casetrail/pg\x00test"))
-    monkeypatch.setattr("casetrail_platform.store.postgres._check_text", lambda field, value: None)
+    bad = replace(bad, metadata=replace(bad.metadata, source=source))
     # Where both adapters check an append (``rows.checked_data``): the check that would refuse it.
     monkeypatch.setattr(
         "casetrail_platform.store.rows.storable_data",
-        lambda stream, events: [encode(new.event) for new in events],
+        lambda stream, events, guard: [encode(new.event) for new in events],
     )
 
     outcomes = await asyncio.gather(
@@ -601,7 +612,7 @@ async def test_a_group_that_fails_as_a_whole_is_sent_again_one_by_one(
     assert round_trips == [3, 1, 1, 1]
     assert isinstance(outcomes[0], list)
     assert isinstance(outcomes[2], list)
-    assert isinstance(outcomes[1], psycopg.Error)
+    assert isinstance(outcomes[1], failure)
     assert [r.position for r in await store.read_all()] == [1, 2]
 
 
