@@ -61,7 +61,11 @@ from events.registry import EventRegistry
 
 log = logging.getLogger(__name__)
 
-_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_CHANNEL_PREFIX = "casetrail_events."
+_MAX_SCHEMA_CHARS = 63 - len(_CHANNEL_PREFIX)
+"""PostgreSQL names are at most 63 bytes, the NOTIFY channel (the prefix and the schema) too:
+a longer schema was created, and every append failed in pg_notify."""
+_SCHEMA_NAME = re.compile(rf"^[a-z_][a-z0-9_]{{0,{_MAX_SCHEMA_CHARS - 1}}}$")
 # First key of the advisory lock of appends (second key: the table oid).
 _APPEND_LOCK = 0x63747276
 _CONCURRENCY_SQLSTATE = "CT001"
@@ -81,12 +85,15 @@ class PostgresEventStore(EventStore):
     def __init__(self, dsn: str, registry: EventRegistry, schema: str, readers: int) -> None:
         """Use ``connect()``; this only prepares the object."""
         if not _SCHEMA_NAME.match(schema):
-            raise ValueError(f"schema {schema!r}: use lower-case letters, digits and _")
+            raise ValueError(
+                f"schema {schema!r}: use lower-case letters, digits and _, at most"
+                f" {_MAX_SCHEMA_CHARS} characters"
+            )
         if readers < 1:
             raise ValueError("readers must be at least 1")
         self._registry = registry
         self._schema = schema
-        self._channel = f"casetrail_events.{schema}"
+        self._channel = f"{_CHANNEL_PREFIX}{schema}"
         self._writer = PgConnections(dsn, 1, f"{schema} event store")
         self._readers = PgConnections(dsn, readers, f"{schema} event store")
         self._listener = _Listener(dsn, self._channel, f"{schema} event store")

@@ -162,6 +162,23 @@ async def test_replicas_starting_together_create_their_checkpoints_and_parking_l
             await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+async def test_a_schema_of_the_longest_name_takes_appends_and_wakes_its_waiters(
+    admin: psycopg.AsyncConnection[Any],
+) -> None:
+    schema = f"pgtest_{uuid.uuid4().hex}".ljust(46, "s")
+    registry = EventRegistry([CaseOpened, CaseTouched])
+    store = await PostgresEventStore.connect(postgres_dsn(), registry, schema=schema)
+    try:
+        waiting = asyncio.create_task(store.wait_for_append(0, 30))
+        await asyncio.sleep(0.05)
+        await store.append("case-1", [touched("1")], NO_STREAM)
+        await asyncio.wait_for(waiting, 30)
+        assert await store.last_position() == 1
+    finally:
+        await store.close()
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 async def test_data_is_stored_as_the_encoded_bytes(
     store: PostgresEventStore, schema: str, admin: psycopg.AsyncConnection[Any]
 ) -> None:
@@ -471,6 +488,9 @@ async def test_bad_input_is_refused_naming_the_field(store: PostgresEventStore) 
         await store.read_stream("case-1", recorded_until=datetime(2026, 1, 1))
     with pytest.raises(ValueError, match="schema"):
         await PostgresEventStore.connect(postgres_dsn(), EventRegistry(), schema='x"; drop')
+    # Its NOTIFY channel, casetrail_events.<schema>, would pass 63 bytes: every append failed.
+    with pytest.raises(ValueError, match="at most 46 characters"):
+        await PostgresEventStore.connect(postgres_dsn(), EventRegistry(), schema="s" * 47)
 
     assert await store.last_position() == 0
 
