@@ -10,14 +10,24 @@ from casetrail_platform.infrastructure import Infrastructure
 
 
 def infrastructure(options: argparse.Namespace) -> Infrastructure:
+    """The service's storage with the ledger settings it runs with (``CASETRAIL_AGENCY`` names
+    its log: without them every check ran against ``casetrail/example-agency/<service>``, and
+    failed a healthy store of any other agency)."""
+    from casetrail_platform.ledger.hosting import ledger_settings
+
     data_dir = Path(options.data_dir).resolve()
     dsn = postgres_dsn(options)
     if dsn is None:
-        return Infrastructure(data_dir=data_dir)
-    from casetrail_platform.bus.kafka_settings import KafkaSettings
+        infra = Infrastructure(data_dir=data_dir)
+    else:
+        from casetrail_platform.bus.kafka_settings import KafkaSettings
 
-    # Kafka is not contacted: only the service's PostgreSQL schemas are opened.
-    return Infrastructure.distributed(data_dir, dsn, KafkaSettings.from_env())
+        # Kafka is not contacted: only the service's PostgreSQL schemas are opened.
+        infra = Infrastructure.distributed(data_dir, dsn, KafkaSettings.from_env())
+    try:
+        return ledger_settings(infra, os.environ)
+    except ValueError as error:  # a usage error (exit 2), as the runner refuses to start
+        raise SystemExit(f"ledger settings: {error}") from None
 
 
 def postgres_dsn(options: argparse.Namespace) -> str | None:

@@ -195,11 +195,14 @@ async def _serve(
     ports: dict[str, int],
     development_issuer: DevelopmentIssuer | None,
 ) -> None:
-    infra = replace(
-        ledger_settings(infra, os.environ),
-        time_zone=agency_time_zone(os.environ),
-        capacity=Capacity.from_env(os.environ),
-    )
+    try:
+        infra = replace(
+            ledger_settings(infra, os.environ),
+            time_zone=agency_time_zone(os.environ),
+            capacity=Capacity.from_env(os.environ),
+        )
+    except ValueError as error:  # each names its variable: one line, not a traceback
+        raise SystemExit(str(error)) from None
     if options.health_port:
         if len(names) != 1:
             raise SystemExit("--health-port needs exactly one --service (one health port each)")

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,8 +33,12 @@ def ledger_settings(infra: Infrastructure, environ: Mapping[str, str]) -> Infras
     (seconds between checkpoints) and ``CASETRAIL_LEDGER_PUBLIC_KEYS`` (a file of the
     services' published keys, for audit's witness) from the environment, when set."""
     agency = environ.get("CASETRAIL_AGENCY") or infra.agency
-    every = float(environ.get("CASETRAIL_LEDGER_SIGN_EVERY") or infra.ledger_sign_every)
-    if every <= 0:
+    try:
+        every = float(environ.get("CASETRAIL_LEDGER_SIGN_EVERY") or infra.ledger_sign_every)
+    except ValueError:
+        every = math.nan  # named below, as any other value that is no number of seconds
+    # Comparisons with nan are false: nan is refused here too, and so is infinity (never).
+    if not 0 < every < math.inf:
         raise ValueError("CASETRAIL_LEDGER_SIGN_EVERY must be a positive number of seconds")
     origin_of(agency, "intake")  # refuses an agency name that makes no valid origin
     keys = environ.get("CASETRAIL_LEDGER_PUBLIC_KEYS")

@@ -28,8 +28,8 @@ from tests.support.sample_events import sample_registry
 ORIGIN = origin_of("example-agency", "intake")
 
 
-async def grow(data_dir: Path, count: int, *, sign: bool) -> None:
-    infra = Infrastructure(data_dir=data_dir)
+async def grow(data_dir: Path, count: int, *, sign: bool, agency: str = "example-agency") -> None:
+    infra = Infrastructure(data_dir=data_dir, agency=agency)
     store = await SqliteEventStore.open(data_dir / "intake" / "events.db", sample_registry())
     await append_notes(store, count)
     ledger = await open_ledger(infra, "intake")
@@ -79,6 +79,38 @@ def test_rotate_hands_the_log_over_and_verify_store_follows(
     old_only.write_text(old_pub)
     assert casetrail_exit(*verify, "--keys", str(old_only)) == 1
     assert "no signature by" in capsys.readouterr().out
+
+
+async def test_the_commands_check_and_sign_under_the_agency_the_services_run_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``CASETRAIL_AGENCY`` names each service's log (the chart always sets it): verify-store
+    and rotate read it as the runner does. Without it a healthy store of another agency failed
+    verify-store (no signature by ``casetrail/example-agency/intake``) and rotate refused."""
+    await grow(tmp_path, 4, sign=True, agency="acme-agency")
+    monkeypatch.setenv("CASETRAIL_AGENCY", "acme-agency")
+    published = key_path(tmp_path, "intake").with_suffix(".pub")
+    verify = ["verify-store", "intake", "--data-dir", str(tmp_path), "--workers", "1"]
+
+    assert await asyncio.to_thread(casetrail_exit, *verify) == 0
+    assert await asyncio.to_thread(casetrail_exit, *verify, "--keys", str(published)) == 0
+    assert "OK: the store is the tree its checkpoints signed" in capsys.readouterr().out
+
+    await grow(tmp_path, 1, sign=False, agency="acme-agency")
+    new_key = tmp_path / "new" / "ledger.key"
+    FileSigner(origin_of("acme-agency", "intake"), new_key)
+    rotate = ["ledger", "rotate", "intake", "--new-key", str(new_key), "--data-dir", str(tmp_path)]
+    assert await asyncio.to_thread(casetrail_exit, *rotate) == 0
+    assert "casetrail/acme-agency/intake+" in capsys.readouterr().out
+
+    monkeypatch.setenv("CASETRAIL_AGENCY", "Acme Agency")
+    assert await asyncio.to_thread(casetrail_exit, *verify) == 2
+    assert "ledger settings: origin 'casetrail/Acme Agency/intake'" in capsys.readouterr().err
+    monkeypatch.setenv("CASETRAIL_AGENCY", "acme-agency")
+    for every in ("soon", "nan", "inf", "0"):
+        monkeypatch.setenv("CASETRAIL_LEDGER_SIGN_EVERY", every)
+        assert await asyncio.to_thread(casetrail_exit, *verify) == 2
+        assert "CASETRAIL_LEDGER_SIGN_EVERY must be a positive" in capsys.readouterr().err
 
 
 def test_a_key_given_without_its_pub_file_is_published_with_its_successor(
