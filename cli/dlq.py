@@ -25,6 +25,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from casetrail_platform.bus.deadletter import DeadLetter
 from casetrail_platform.bus.kafka_dead_letters import StoredDeadLetter
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from events.cloudevents import KAFKA_HEADER_PREFIX
@@ -84,12 +85,31 @@ async def _list(settings: KafkaSettings, group: str, everything: bool) -> int:
 async def _replay(settings: KafkaSettings, group: str) -> int:
     from casetrail_platform.bus.kafka_dead_letters import replay_dead_letters
 
-    replayed = await replay_dead_letters(settings, group)
-    for letter in replayed:
-        event_id = _text(dict(letter.message.headers).get(f"{KAFKA_HEADER_PREFIX}id"))
-        print(f"replayed {event_id} to {letter.message.topic}")
-    print(f"{len(replayed)} dead letters of {group} replayed")
-    return 0
+    replay = await replay_dead_letters(settings, group)
+    for letter in replay.replayed:
+        print(f"replayed {_event_id(letter)} to {letter.message.topic}")
+    print(f"{len(replay.replayed)} dead letters of {group} replayed")
+    for stored in replay.unreadable:
+        record = stored.record
+        print(
+            f"{record.topic}/{record.partition}@{record.offset} not replayed: unreadable"
+            f" ({stored.problem}); its partition's replay stops there",
+            file=sys.stderr,
+        )
+    if replay.waiting:
+        print(f"{replay.waiting} dead letters wait behind an unreadable one", file=sys.stderr)
+    if replay.refused is not None:
+        letter, why = replay.refused
+        print(
+            f"stopped: {letter.message.topic} refused {_event_id(letter)} ({why}); the letters"
+            " before it are replayed, run again once the cause is fixed",
+            file=sys.stderr,
+        )
+    return 1 if replay.refused or replay.unreadable else 0
+
+
+def _event_id(letter: DeadLetter) -> str:
+    return _text(dict(letter.message.headers).get(f"{KAFKA_HEADER_PREFIX}id"))
 
 
 def describe(stored: StoredDeadLetter) -> str:
@@ -99,7 +119,7 @@ def describe(stored: StoredDeadLetter) -> str:
     where = f"{record.topic}/{record.partition}@{record.offset}"
     letter = stored.letter
     if letter is None:
-        return f"{where} [{state}] not a dead letter (no casetrail_dlq_* headers)"
+        return f"{where} [{state}] unreadable: {stored.problem}"
     headers = dict(letter.message.headers)
     event_type = _text(headers.get(f"{KAFKA_HEADER_PREFIX}type"))
     original = letter.message

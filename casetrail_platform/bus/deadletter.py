@@ -26,6 +26,7 @@ from events.dead_letters import (
     DeadLetterReason,
 )
 from events.errors import EventError, FieldProblem, InvalidEventError, UnreadableStoredEventError
+from events.topics import check_topic_name
 
 _MAX_DETAIL = 2000
 
@@ -122,7 +123,10 @@ class DeadLetter:
 
 
 def parse_dead_letter(key: bytes | None, value: bytes | None, headers: Headers) -> DeadLetter:
-    """Read back a message taken from a dead-letter topic (for inspection and replay)."""
+    """Read back a message taken from a dead-letter topic (for inspection and replay).
+
+    Raises ``ValueError`` naming the header that cannot be read, never its value beyond a
+    reason's code: a reason without ``": "`` is its detail too, which may quote event data."""
     found = {
         name: raw.decode(errors="replace")
         for name, raw in headers
@@ -132,10 +136,19 @@ def parse_dead_letter(key: bytes | None, value: bytes | None, headers: Headers) 
     if missing:
         raise ValueError(f"not a dead letter: missing headers {', '.join(missing)}")
     code, _, detail = found[REASON].partition(": ")
+    try:
+        reason = DeadLetterReason(code)
+    except ValueError:
+        named = f" {code!r}" if _REASON_CODE.fullmatch(code) else ""
+        raise ValueError(f"{REASON}: a reason code{named} this version does not know") from None
+    try:
+        check_topic_name(found[TOPIC])
+    except ValueError:
+        raise ValueError(f"{TOPIC}: not a topic name") from None
     original = BusMessage(
         topic=found[TOPIC],
-        partition=int(found[PARTITION]),
-        offset=int(found[OFFSET]),
+        partition=_whole_number(found, PARTITION),
+        offset=_whole_number(found, OFFSET),
         key=key,
         value=value,
         headers=as_headers((n, v) for n, v in headers if not n.startswith(HEADER_PREFIX)),
@@ -143,8 +156,19 @@ def parse_dead_letter(key: bytes | None, value: bytes | None, headers: Headers) 
     return DeadLetter(
         message=original,
         group=found[GROUP],
-        reason=DeadLetterReason(code),
+        reason=reason,
         detail=detail,
         exception_type=found.get(EXCEPTION, ""),
-        attempts=int(found.get(ATTEMPTS, "0")),
+        attempts=_whole_number(found, ATTEMPTS, default="0"),
     )
+
+
+_REASON_CODE = re.compile(r"[a-z][a-z0-9_-]{0,39}")
+"""What a reason code looks like (``DeadLetterReason``'s values): one that does is named."""
+
+
+def _whole_number(found: dict[str, str], header: str, default: str | None = None) -> int:
+    text = found.get(header, default)
+    if text is None or not text.isascii() or not text.isdigit():
+        raise ValueError(f"{header}: not a whole number")
+    return int(text)

@@ -1,13 +1,18 @@
 """Reading a consumer group's dead-letter topic and putting its letters back (``casetrail dlq``).
 
 A replay publishes each dead letter's original record (key, value and CloudEvents headers as
-they were) again to the topic it was read from, in the dead-letter topic's order, then
-commits how far it got under the consumer group ``<group>.replay`` on the dead-letter topic.
-So a second replay sends only letters dead-lettered since; a replay cut short sends some
-again, which changes nothing: every consumer applies an event once (by event id or by its
-tracking). Every group of the topic sees a replayed record; the groups that had applied it
-already skip it. A replayed record is marked (``events.dead_letters.REPLAYED``): it comes after
-later events of its case, and an ordering guard must not take it for where its stream starts.
+they were) again to the topic it was read from, in the dead-letter topic's order, and commits
+past each one once the broker has acknowledged it, under the consumer group
+``<group>.replay`` on the dead-letter topic. So a second replay sends only letters not sent
+before; a replay cut short sends at most the letter in flight again, which changes nothing:
+every consumer applies an event once (by event id or by its tracking). A letter the broker
+refuses (its topic gone, too large, not ours to write) stops the replay there, the letters
+before it done. A record that cannot be read as a dead letter (someone else wrote it, or a
+newer version's reason code) is never committed past: its partition's replay stops before it,
+so it stays listed as not replayed rather than passing for one. Every group of the topic sees
+a replayed record; the groups that had applied it already skip it. A replayed record is marked
+(``events.dead_letters.REPLAYED``): it comes after later events of its case, and an ordering
+guard must not take it for where its stream starts.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from casetrail_platform.bus.deadletter import DeadLetter, parse_dead_letter
 from casetrail_platform.bus.kafka_clients import close_quietly, new_producer, topic_partitions
@@ -38,6 +44,22 @@ class StoredDeadLetter:
     letter: DeadLetter | None
     replayed: bool
     """Whether a replay has already put it back."""
+    problem: str = ""
+    """Why ``letter`` is ``None`` (``parse_dead_letter``'s words: headers named, no values)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What ``replay_dead_letters`` did: the letters put back, those it stopped at, and the
+    broker's refusal that ended it, if one did."""
+
+    replayed: list[DeadLetter]
+    unreadable: list[StoredDeadLetter]
+    """The first record of each partition that is no dead letter this version can read: its
+    partition's replay stopped before it (``waiting`` counts the records after it)."""
+    waiting: int
+    refused: tuple[DeadLetter, str] | None = None
+    """The letter the broker refused, and why (the replay stopped there)."""
 
 
 def replay_group(group: str) -> str:
@@ -58,17 +80,14 @@ async def list_dead_letters(settings: KafkaSettings, group: str) -> list[StoredD
     finally:
         await close_quietly(consumer, settings.request_timeout_ms / 1000)
     return [
-        StoredDeadLetter(
-            record,
-            _parse(record),
-            record.offset < replayed_up_to[TopicPartition(topic, record.partition)],
-        )
+        _stored(record, record.offset < replayed_up_to[TopicPartition(topic, record.partition)])
         for record in records
     ]
 
 
-async def replay_dead_letters(settings: KafkaSettings, group: str) -> list[DeadLetter]:
-    """Publish every letter not replayed yet back to its original topic; return them."""
+async def replay_dead_letters(settings: KafkaSettings, group: str) -> Replay:
+    """Publish every letter not replayed yet back to its original topic, committing past each
+    one the broker acknowledged (see the module's text for where it stops)."""
     topic = dead_letter_topic(group)
     consumer = _consumer(settings, replay_group(group))
     producer = new_producer(settings, f"{settings.client_id}-dlq-replay")
@@ -76,33 +95,52 @@ async def replay_dead_letters(settings: KafkaSettings, group: str) -> list[DeadL
         await consumer.start()  # in the try: one that failed to start is closed too
         partitions = await topic_partitions(settings, topic, "dlq-admin")
         if not partitions:
-            return []
+            return Replay([], [], 0)
         start = {tp: (await consumer.committed(tp)) or 0 for tp in partitions}
         records = await _read_to_end(consumer, partitions, start)
-        letters = [(record, _parse(record)) for record in records]
         await producer.start()
-        replayed: list[DeadLetter] = []
-        for _, letter in letters:
-            if letter is None:
-                continue  # not ours to put anywhere; it stays listed
-            original = letter.message
+        return await _put_back(consumer, producer, [_stored(r, False) for r in records])
+    finally:
+        timeout = settings.request_timeout_ms / 1000
+        await close_quietly(producer, timeout)
+        await close_quietly(consumer, timeout)
+
+
+async def _put_back(consumer: Any, producer: Any, records: list[StoredDeadLetter]) -> Replay:
+    replayed: list[DeadLetter] = []
+    unreadable: list[StoredDeadLetter] = []
+    stopped: set[int] = set()  # partitions whose replay stopped at an unreadable record
+    waiting = 0
+    for stored in records:  # in each partition's order
+        record, letter = stored.record, stored.letter
+        if record.partition in stopped:
+            waiting += 1
+            continue
+        if letter is None:
+            unreadable.append(stored)
+            stopped.add(record.partition)
+            continue
+        original = letter.message
+        try:
             await producer.send_and_wait(
                 original.topic,
                 value=original.value,
                 key=original.key,
                 headers=[*original.headers, (REPLAYED, b"1")],
             )
-            replayed.append(letter)
-        done: dict[TopicPartition, int] = {}
-        for record, _ in letters:
-            done[TopicPartition(topic, record.partition)] = record.offset + 1
-        if done:
-            await consumer.commit(done)
-        return replayed
-    finally:
-        timeout = settings.request_timeout_ms / 1000
-        await close_quietly(producer, timeout)
-        await close_quietly(consumer, timeout)
+        except KafkaError as error:
+            return Replay(replayed, unreadable, waiting, (letter, _refusal(error)))
+        # Past it at once: a later letter refused must not leave this one to be sent again.
+        await consumer.commit({TopicPartition(record.topic, record.partition): record.offset + 1})
+        replayed.append(letter)
+    return Replay(replayed, unreadable, waiting)
+
+
+def _refusal(error: KafkaError) -> str:
+    """The broker's refusal in a line: its error's name and words (they name topics and
+    limits, never a record's value)."""
+    words = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {words[0]}" if words else type(error).__name__
 
 
 async def dead_letter_topics(settings: KafkaSettings) -> list[str]:
@@ -155,8 +193,9 @@ def _message(record: Any) -> BusMessage:
     )
 
 
-def _parse(record: BusMessage) -> DeadLetter | None:
+def _stored(record: BusMessage, replayed: bool) -> StoredDeadLetter:
     try:
-        return parse_dead_letter(record.key, record.value, record.headers)
-    except ValueError:
-        return None
+        letter = parse_dead_letter(record.key, record.value, record.headers)
+    except ValueError as error:
+        return StoredDeadLetter(record, None, replayed, str(error))
+    return StoredDeadLetter(record, letter, replayed)

@@ -11,6 +11,7 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from casetrail_platform.bus.deadletter import DeadLetter
 from casetrail_platform.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
@@ -33,6 +34,7 @@ from events.dead_letters import DeadLetterReason
 from events.envelope import Actor, EventMetadata, RecordedEvent
 from services.planning.adapters.case_views import CASE_VIEWS, CaseViewProjection
 from tests.contract.bus_conftest import delete_topics, kafka_test_settings
+from tests.support.cli import casetrail_exit
 from tests.support.kafka_reading import read_topic
 from tests.support.servers import server_missing
 from tests.support.waiting import eventually
@@ -116,9 +118,10 @@ async def test_list_redacts_and_replay_puts_each_letter_back_once(
     assert str(event.event_id) in text
     assert not stored.replayed
 
-    [replayed] = await replay_dead_letters(settings, group)
+    [replayed] = (await replay_dead_letters(settings, group)).replayed
     assert replayed.message.topic == topic
-    assert await replay_dead_letters(settings, group) == []  # nothing new: nothing sent again
+    again = await replay_dead_letters(settings, group)
+    assert again.replayed == []  # nothing new: nothing sent again
 
     on_topic = await read_topic(settings, topic, 2)
     assert [dict(m.headers)["ce_id"].decode() for m in on_topic] == [str(event.event_id)]
@@ -148,6 +151,109 @@ async def test_a_dead_letter_of_a_sealed_event_carries_its_ciphertext(
     assert letter.value == data
     assert SECRET.encode() not in letter.value
     assert b"ct1~" in letter.value
+
+
+async def raw_letters(
+    settings: KafkaSettings, group: str, letters: list[tuple[bytes, list[tuple[str, bytes]]]]
+) -> None:
+    """Write records to the group's dead-letter topic as given (value, headers), compressed:
+    a large value fits the topic's bound as the consumer that dead-lettered it read it."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap_servers,
+        compression_type="gzip",
+        max_request_size=8 * 1024 * 1024,
+    )
+    await producer.start()
+    try:
+        for value, headers in letters:
+            await producer.send_and_wait(f"{group}.dlq", value=value, key=b"c", headers=headers)
+    finally:
+        await producer.stop()
+
+
+def letter_headers(
+    topic: str, group: str, offset: int, reason: str = "handler-failed: ValueError"
+) -> list[tuple[str, bytes]]:
+    return [
+        ("ce_id", f"ev-{offset}".encode()),
+        ("ce_type", b"casetrail.contact.logged"),
+        ("casetrail_dlq_reason", reason.encode()),
+        ("casetrail_dlq_group", group.encode()),
+        ("casetrail_dlq_topic", topic.encode()),
+        ("casetrail_dlq_partition", b"0"),
+        ("casetrail_dlq_offset", str(offset).encode()),
+        ("casetrail_dlq_attempts", b"3"),
+    ]
+
+
+async def replay_command(settings: KafkaSettings, group: str) -> int:
+    bootstrap = settings.bootstrap_servers
+    assert isinstance(bootstrap, str)
+    arguments = ("dlq", "replay", group, "--bootstrap", bootstrap)
+    return await asyncio.to_thread(casetrail_exit, *arguments)
+
+
+async def test_a_letter_the_broker_refuses_stops_the_replay_after_those_before_it(
+    topics: tuple[KafkaSettings, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each letter is committed once acknowledged: one refused (here, larger than a request)
+    ends the replay naming it, exit 1, and the next replay starts at it. The commit came only
+    after every letter was sent, so a refusal re-sent the letters before it on every replay
+    and never reached those after it."""
+    settings, topic, group = topics
+    too_large = b"0" * (2 * 1024 * 1024)
+    await raw_letters(
+        settings,
+        group,
+        [
+            (b"{}", letter_headers(topic, group, 0)),
+            (too_large, letter_headers(topic, group, 1)),
+            (b"{}", letter_headers(topic, group, 2)),
+        ],
+    )
+
+    for _ in range(2):
+        assert await replay_command(settings, group) == 1
+        err = capsys.readouterr().err
+        assert f"stopped: {topic} refused ev-1 (MessageSizeTooLargeError" in err, err
+        assert "Traceback" not in err
+
+    on_topic = await read_topic(settings, topic, 2)
+    assert [dict(m.headers)["ce_id"] for m in on_topic] == [b"ev-0"]  # sent once, not twice
+    listed = await list_dead_letters(settings, group)
+    assert [stored.replayed for stored in listed] == [True, False, False]
+
+
+async def test_a_record_that_is_no_readable_letter_is_never_marked_replayed(
+    topics: tuple[KafkaSettings, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record ``parse_dead_letter`` refuses (a reason code of a newer version, here) holds
+    its partition's replay before it, said so, exit 1: it was skipped and committed past, so
+    it showed as replayed, dropped out of ``dlq list`` and was never sent."""
+    settings, topic, group = topics
+    newer = "handler_failed: ValueError at x.py:1"
+    await raw_letters(
+        settings,
+        group,
+        [
+            (b"{}", letter_headers(topic, group, 0)),
+            (b"{}", letter_headers(topic, group, 1, newer)),
+            (b"{}", letter_headers(topic, group, 2)),
+        ],
+    )
+
+    for _ in range(2):
+        assert await replay_command(settings, group) == 1
+        err = capsys.readouterr().err
+        problem = "casetrail_dlq_reason: a reason code 'handler_failed' this version does not know"
+        assert f"{group}.dlq/0@1 not replayed: unreadable ({problem})" in err, err
+        assert "1 dead letters wait behind an unreadable one" in err, err
+
+    on_topic = await read_topic(settings, topic, 2)
+    assert [dict(m.headers)["ce_id"] for m in on_topic] == [b"ev-0"]
+    listed = await list_dead_letters(settings, group)
+    assert [stored.replayed for stored in listed] == [True, False, False]
+    assert f"[pending] unreadable: {problem}" in describe(listed[1])
 
 
 def contact_of_case(case_id: str, sequence: int) -> RecordedEvent:
