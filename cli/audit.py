@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-import grpc
 from google.protobuf.json_format import MessageToDict
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -26,20 +25,16 @@ from casetrail_platform.limits import MOMENT_RANGE, within_moment_bounds
 from casetrail_platform.private_files import private_replacement
 from cli.login import bearer_token
 from cli.present import case_state_lines, timeline_lines
-from cli.rpc import command_channel, load_addresses, print_refusal, query, timestamp
+from cli.rpc import answered, command_channel, load_addresses, query, timestamp
 
 BASES = {"occurred": audit_pb2.TIME_BASIS_OCCURRED, "recorded": audit_pb2.TIME_BASIS_RECORDED}
 
 
 def run(options: argparse.Namespace) -> int:
-    try:
-        if options.command == "export":
-            _export_to_file(options)
-        else:
-            asyncio.run(_timeline(options) if options.command == "timeline" else _state(options))
-    except grpc.aio.AioRpcError as error:
-        return print_refusal(error, options.timeout)
-    return 0
+    if options.command == "export":
+        return answered("audit", options.timeout, lambda: _export_to_file(options))
+    ask = _timeline if options.command == "timeline" else _state
+    return answered("audit", options.timeout, lambda: asyncio.run(ask(options)))
 
 
 def moment(text: str, option: str = "--as-of") -> datetime:

@@ -21,14 +21,13 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.json_format import MessageToDict
 
 from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from cli.audit import _credentials
 from cli.present import iso_minute, moment_of, short
-from cli.rpc import command, intake_stub, print_refusal, query
+from cli.rpc import answered, command, intake_stub, query
 
 OUTCOMES = ("justified", "not_justified", "escalated")
 
@@ -73,11 +72,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(options: argparse.Namespace) -> int:
-    try:
-        asyncio.run(_ACTIONS[options.glass_command](options))
-    except grpc.aio.AioRpcError as error:
-        return print_refusal(error, options.timeout)
-    return 0
+    ask = _ACTIONS[options.glass_command]
+    return answered("intake", options.timeout, lambda: asyncio.run(ask(options)))
 
 
 def _intake(

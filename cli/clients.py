@@ -12,11 +12,9 @@ import asyncio
 import uuid
 from pathlib import Path
 
-import grpc
-
 from casetrail.intake.v1 import intake_pb2
 from cli.audit import _credentials
-from cli.rpc import command, intake_stub, print_refusal
+from cli.rpc import answered, command, intake_stub
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,11 +43,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(options: argparse.Namespace) -> int:
-    try:
-        asyncio.run(_correct(options))
-    except grpc.aio.AioRpcError as error:
-        return print_refusal(error, options.timeout)
-    return 0
+    return answered("intake", options.timeout, lambda: asyncio.run(_correct(options)))
 
 
 async def _correct(options: argparse.Namespace) -> None:

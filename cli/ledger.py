@@ -28,10 +28,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import grpc
-
 from casetrail.audit.v1 import audit_pb2
-from cli.rpc import print_refusal
+from cli.rpc import answered
 
 if TYPE_CHECKING:
     from casetrail_platform.infrastructure import Infrastructure
@@ -59,10 +57,7 @@ def run(options: argparse.Namespace) -> int:
         return _public_keys(options)
     if options.ledger_command == "rotate":
         return asyncio.run(_rotate(options))
-    try:
-        return asyncio.run(_ask_audit(options))
-    except grpc.aio.AioRpcError as error:
-        return print_refusal(error, options.timeout)
+    return answered("audit", options.timeout, lambda: asyncio.run(_ask_audit(options)))
 
 
 def _verifiers(options: argparse.Namespace) -> dict[str, KeySchedule]:

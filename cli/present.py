@@ -34,8 +34,27 @@ _INSTANT = re.compile(r"\b\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+-]
 
 def compact(text: str, clock: Clock = iso_minute) -> str:
     """Shorter ids and instants in a summary line, shown on the given clock."""
-    text = _INSTANT.sub(lambda found: clock(datetime.fromisoformat(found.group())), text)
+    text = _INSTANT.sub(lambda found: shown_instant(found.group(), clock), text)
     return _HEX_ID.sub(lambda found: found.group()[:8], text)
+
+
+def shown_instant(text: str, clock: Clock = iso_minute) -> str:
+    """An ISO instant on the given clock; ``text`` unchanged when it is none (a summary holds
+    names people typed: a recipient "clinic 2024-02-30T10:00Z" crashed every timeline of the
+    case) or lies beyond the clock's dates (0001-01-01T00:00+01:00 overflows UTC)."""
+    try:
+        return clock(datetime.fromisoformat(text))
+    except (ValueError, OverflowError):
+        return text
+
+
+def case_status(value: audit_pb2.CaseStatus.ValueType) -> str:
+    """A case's status as shown ("open"), or its number when this CLI does not know it (a
+    newer audit's status)."""
+    try:
+        return audit_pb2.CaseStatus.Name(value).removeprefix("CASE_STATUS_").lower()
+    except ValueError:
+        return str(value)
 
 
 def case_view_lines(view: planning_pb2.GetCaseViewResponse, clock: Clock = iso_minute) -> list[str]:
@@ -63,7 +82,7 @@ def case_view_lines(view: planning_pb2.GetCaseViewResponse, clock: Clock = iso_m
     if view.services:
         lines.append("  services")
     for service in sorted(view.services, key=lambda s: s.starts_at):
-        starts = clock(datetime.fromisoformat(service.starts_at))
+        starts = shown_instant(service.starts_at, clock)
         lines.append(
             f"    {starts:<14} {service.kind:<16} {service.provider_name:<30} {service.status}"
         )
@@ -104,7 +123,7 @@ def timeline_lines(
 
 
 def case_state_lines(state: audit_pb2.CaseState, clock: Clock = iso_minute) -> list[str]:
-    status = audit_pb2.CaseStatus.Name(state.status).removeprefix("CASE_STATUS_").lower()
+    status = case_status(state.status)
     lines = [
         f"case {state.case_id}  client {state.client_id or '-'}",
         f"  status {status}" + (f" ({state.closure_reason})" if state.closure_reason else ""),

@@ -13,26 +13,20 @@ import argparse
 import asyncio
 import json
 
-import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from casetrail.audit.v1 import audit_pb2
 from cli.audit import _audit, _credentials, moment
 from cli.present import case_state_lines, iso_minute, moment_of
-from cli.rpc import print_refusal, query, timestamp
+from cli.rpc import answered, query, timestamp
 
 PAGE_SIZE = 1000
 
 
 def run(options: argparse.Namespace) -> int:
-    try:
-        asyncio.run(
-            _disclosures(options) if options.command == "disclosures" else _as_seen(options)
-        )
-    except grpc.aio.AioRpcError as error:
-        return print_refusal(error, options.timeout)
-    return 0
+    ask = _disclosures if options.command == "disclosures" else _as_seen
+    return answered("audit", options.timeout, lambda: asyncio.run(ask(options)))
 
 
 async def _disclosures(options: argparse.Namespace) -> None:

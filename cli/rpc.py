@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -298,7 +298,10 @@ class Refusal:
         for packed in self.status.details:
             if packed.Is(kind.DESCRIPTOR):
                 message = kind()
-                packed.Unpack(message)
+                try:
+                    packed.Unpack(message)
+                except DecodeError:
+                    continue  # a detail that is not what it says it is: told without it
                 found.append(message)
         return found
 
@@ -331,10 +334,31 @@ class UnexpectedSuccess(AssertionError):
 
 
 def refusal_of(error: grpc.aio.AioRpcError) -> Refusal:
-    status: status_pb2.Status | None = rpc_status.from_call(error)
+    """The refusal ``error`` carries; its code and message alone when its details cannot be
+    read (not a google.rpc Status, or one whose code or message is not the call's: a proxy's
+    answer, or a misbehaving server's), rather than a traceback in their place."""
+    try:
+        status: status_pb2.Status | None = rpc_status.from_call(error)
+    except (ValueError, DecodeError):
+        status = None
     if status is None:
         status = status_pb2.Status(code=error.code().value[0], message=error.details() or "")
     return Refusal(error.code(), status.message, status)
+
+
+def answered(service: str, timeout: float, ask: Callable[[], int | None]) -> int:
+    """A command's calls to ``service`` (``ask``, its exit status or ``None`` for 0) to its
+    exit status: a refusal told by
+    ``print_refusal``; an answer this CLI cannot read (a moment out of range, an enum or JSON
+    it does not know: a newer service, or one misbehaving) told in one line, exit 1 as a
+    refusal, never a traceback."""
+    try:
+        return ask() or 0
+    except grpc.aio.AioRpcError as error:
+        return print_refusal(error, timeout)
+    except (ValueError, OverflowError) as error:
+        print(f"{service} answered something this CLI cannot read: {error}", file=sys.stderr)
+        return 1
 
 
 def print_refusal(error: grpc.aio.AioRpcError, timeout: float | None = None) -> int:

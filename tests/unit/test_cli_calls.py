@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import status_pb2
 
 from casetrail.audit.v1 import audit_pb2, audit_pb2_grpc
 from casetrail_platform.identity.development import identity_dir
@@ -22,22 +23,37 @@ from cli.main import TOKEN_VISIBLE, main
 
 @dataclass
 class _Audit(audit_pb2_grpc.AuditServiceServicer):
-    """Answers GetTimeline with an empty page, or not at all until released."""
+    """Answers GetTimeline with ``timeline`` (an empty page by default), or not at all until
+    released, or refuses it with ``details`` as its grpc-status-details-bin; GetCaseStateAsOf
+    with ``state``."""
 
     hang: bool = False
     released: threading.Event = field(default_factory=threading.Event)
     bearers: list[str] = field(default_factory=list)
+    timeline: audit_pb2.GetTimelineResponse = field(
+        default_factory=lambda: audit_pb2.GetTimelineResponse(total_events=0)
+    )
+    details: bytes | None = None
+    state: audit_pb2.GetCaseStateAsOfResponse = field(
+        default_factory=audit_pb2.GetCaseStateAsOfResponse
+    )
 
     def GetTimeline(self, request: Any, context: Any) -> audit_pb2.GetTimelineResponse:  # noqa: N802
         self.bearers += [v for k, v in context.invocation_metadata() if k == "authorization"]
         if self.hang:
             self.released.wait(30)
-        return audit_pb2.GetTimelineResponse(total_events=0)
+        if self.details is not None:
+            context.set_trailing_metadata((("grpc-status-details-bin", self.details),))
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "denied")
+        return self.timeline
+
+    def GetCaseStateAsOf(self, request: Any, context: Any) -> audit_pb2.GetCaseStateAsOfResponse:  # noqa: N802
+        return self.state
 
 
 @pytest.fixture
 def audit() -> Iterator[tuple[_Audit, str]]:
-    servicer = _Audit()  # type: ignore[abstract]  # only GetTimeline: the rest UNIMPLEMENTED
+    servicer = _Audit()  # type: ignore[abstract]  # only GetTimeline, GetCaseStateAsOf
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     audit_pb2_grpc.add_AuditServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -204,3 +220,110 @@ def test_every_command_calling_a_service_waits_thirty_seconds_by_default(
         with pytest.raises(SystemExit):
             parser().parse_args([*command, "--timeout", bad])
         assert "--timeout" in capsys.readouterr().err
+
+
+# --- answers this CLI cannot read ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "summary", ["Dr Who clinic 2024-02-30T10:00Z", "at 0001-01-01T00:00+01:00 sharp"]
+)
+def test_a_summary_holding_no_real_instant_is_shown_as_written(
+    summary: str, audit: tuple[_Audit, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Summaries hold names people typed (a consent's recipient): one that looks like an
+    instant but is none crashed `casetrail timeline` for the case, for every auditor."""
+    entries = [
+        audit_pb2.TimelineEntry(summary=summary, event_type="casetrail.consent.granted"),
+        audit_pb2.TimelineEntry(summary="seen 2024-02-03T10:00+01:00", event_type="x"),
+    ]
+    audit[0].timeline = audit_pb2.GetTimelineResponse(entries=entries, total_events=2)
+
+    code, out, err = _run(capsys, "timeline", "case-1", "--audit", audit[1])
+
+    assert (code, err) == (0, "")
+    assert summary in out
+    assert "seen 2024-02-03 09:00" in out  # a real one still shown on the clock
+
+
+def _entry_at(seconds: int) -> audit_pb2.TimelineEntry:
+    entry = audit_pb2.TimelineEntry(summary="x")
+    entry.occurred_at.seconds = seconds
+    return entry
+
+
+def _state_as_of(seconds: int) -> audit_pb2.GetCaseStateAsOfResponse:
+    answer = audit_pb2.GetCaseStateAsOfResponse()
+    answer.as_of.seconds = seconds
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("answer", "command", "said"),
+    [
+        (
+            audit_pb2.GetTimelineResponse(
+                entries=[audit_pb2.TimelineEntry(cloudevent_json="{not json")], total_events=1
+            ),
+            ["timeline", "c1", "--json"],
+            "Expecting property name",
+        ),
+        (
+            audit_pb2.GetTimelineResponse(entries=[_entry_at(2**62)], total_events=1),
+            ["timeline", "c1"],
+            "Timestamp is not valid",
+        ),
+        (_state_as_of(-(2**62)), ["state", "c1"], "Timestamp is not valid"),
+    ],
+)
+def test_an_answer_out_of_range_or_no_json_is_named_not_a_traceback(
+    answer: Any,
+    command: list[str],
+    said: str,
+    audit: tuple[_Audit, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    if isinstance(answer, audit_pb2.GetTimelineResponse):
+        audit[0].timeline = answer
+    else:
+        audit[0].state = answer
+
+    code, _, err = _run(capsys, *command, "--audit", audit[1])
+
+    assert code == 1
+    assert err.startswith("audit answered something this CLI cannot read: "), err
+    assert said in err
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        status_pb2.Status(code=grpc.StatusCode.NOT_FOUND.value[0], message="other"),
+        b"\xff\xff\xff",
+    ],
+    ids=["details-of-another-code", "details-not-a-status"],
+)
+def test_a_refusal_whose_details_cannot_be_read_is_told_by_its_code(
+    details: status_pb2.Status | bytes,
+    audit: tuple[_Audit, str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A proxy's or a misbehaving server's details (another code's, or not a Status at all)
+    ended the command with a traceback instead of the refusal."""
+    audit[0].details = details if isinstance(details, bytes) else details.SerializeToString()
+
+    code, _, err = _run(capsys, "timeline", "c1", "--audit", audit[1])
+
+    assert (code, err) == (1, "refused: PERMISSION_DENIED: denied\n")
+
+
+def test_a_case_status_this_cli_does_not_know_is_shown_by_its_number(
+    audit: tuple[_Audit, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A newer audit's status (version skew) ended `casetrail state` with a traceback."""
+    audit[0].state.state.status = 99  # type: ignore[assignment]
+
+    code, out, _ = _run(capsys, "state", "c1", "--audit", audit[1])
+
+    assert code == 0
+    assert "  status 99" in out
