@@ -26,7 +26,7 @@ from casetrail.common.v1 import common_pb2
 from casetrail.coordination.v1 import coordination_pb2_grpc
 from casetrail.intake.v1 import intake_pb2_grpc
 from casetrail.planning.v1 import planning_pb2_grpc
-from casetrail_platform.addresses import addresses_file
+from casetrail_platform.addresses import addresses_file, port_problem
 from casetrail_platform.identity.development import DEFAULT_AGENCY, DevelopmentSigner
 from casetrail_platform.identity.grpc_auth import bearer_metadata
 from casetrail_platform.identity.tls import (
@@ -107,7 +107,11 @@ def command_channel(address: str, timeout: float) -> grpc.aio.Channel:
     """A channel for a command: the ``CASETRAIL_TLS_*`` settings, and ``timeout`` seconds
     for each unary call's answer (``--timeout``). Without ``CASETRAIL_TLS_CA`` to an address
     beyond loopback, the command exits (a usage error, 2) before anything is sent, unless
-    ``CASETRAIL_GRPC_ALLOW_PLAINTEXT=1``: its bearer token would travel in plain text."""
+    ``CASETRAIL_GRPC_ALLOW_PLAINTEXT=1``: its bearer token would travel in plain text. So
+    does an address whose port is none (``--audit``, ``addresses.json``): 70000 dialled 4464."""
+    problem = port_problem(address)
+    if problem is not None:
+        raise SystemExit(problem)
     try:
         return channel(
             address,

@@ -22,7 +22,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from casetrail_platform.addresses import addresses_file
+from casetrail_platform.addresses import (
+    MAX_PORT,
+    addresses_file,
+    bracketed,
+    host_port,
+    port_problem,
+)
 from casetrail_platform.ages import agency_time_zone
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.topics import TopicSettings, ensure_topics
@@ -58,6 +64,7 @@ from casetrail_platform.store.pg_password import deployment_dsn
 from casetrail_platform.telemetry.logs import configure_logging
 from casetrail_platform.telemetry.metrics import serve_metrics
 from casetrail_platform.telemetry.tracing import configure_tracing, flush_tracing
+from cli.main import bounded
 from events.topics import DEFAULT_CASE_EVENTS_TOPIC
 from services.startup import postgres_name, start_when_reachable, unreachable
 
@@ -78,7 +85,7 @@ async def start_services(
     try:
         for name in names:
             bootstrap = importlib.import_module(f"services.{name}.bootstrap")
-            running.append(await bootstrap.start(infra, f"{host}:{ports[name]}"))
+            running.append(await bootstrap.start(infra, host_port(host, ports[name])))
     except BaseException:
         await stop_services(running)
         raise
@@ -206,7 +213,7 @@ async def _serve(
     if options.health_port:
         if len(names) != 1:
             raise SystemExit("--health-port needs exactly one --service (one health port each)")
-        infra = replace(infra, health_address=f"{options.host}:{options.health_port}")
+        infra = replace(infra, health_address=host_port(options.host, options.health_port))
     stop = asyncio.Event()
     # The first signal stops gracefully within STOP_DEADLINE_SECONDS, a second ends at once.
     deadline = StopDeadline(stop.set)
@@ -228,7 +235,7 @@ async def _serve(
     # a wildcard host is no address to dial, and a plain-text client refuses one beyond
     # loopback (identity/tls.py), so 0.0.0.0 there made every command need ALLOW_PLAINTEXT.
     host = dialled_host(options.host)
-    addresses = {service.name: f"{host}:{service.port}" for service in running}
+    addresses = {service.name: host_port(host, service.port) for service in running}
     if options.backend == "embedded":
         await asyncio.to_thread(write_addresses, data_dir, addresses)
     console = None
@@ -237,7 +244,7 @@ async def _serve(
         console = await _start_console(
             options,
             infra.verifier,
-            f"{host}:{audit_port}",
+            host_port(host, audit_port),
             development_issuer,
             https=infra.tls,
         )
@@ -316,12 +323,15 @@ def start_metrics(options: argparse.Namespace, names: Sequence[str], ports: dict
         return None
     if not address:
         port = 0 if options.any_port else min(ports[name] for name in names) + 100
-        address = f"{options.host}:{port}"
+        address = host_port(options.host, port)
+    problem = port_problem(address, lowest=0)
+    if problem is not None:
+        raise SystemExit(f"--metrics-address {problem}")
     try:
         host, port, server = serve_metrics(address)
     except (OSError, ValueError) as error:
         raise SystemExit(f"metrics on {address}: {error}") from None
-    print(f"  {'metrics':<13} http://{host}:{port}/metrics", flush=True)
+    print(f"  {'metrics':<13} http://{host_port(host, port)}/metrics", flush=True)
     return server
 
 
@@ -409,9 +419,7 @@ def dialled_host(host: str) -> str:
     without 127.0.0.1), an IPv6 address in brackets (``[::1]:7304``)."""
     if host in WILDCARD_HOSTS:
         return "[::1]" if ":" in host else "127.0.0.1"
-    if ":" in host and not host.startswith("["):
-        return f"[{host}]"
-    return host
+    return bracketed(host)
 
 
 def console_tls(https: ServerTls | None) -> ClientTls | None:
@@ -478,10 +486,13 @@ def options_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--health-port",
-        type=int,
-        default=int(os.environ.get("CASETRAIL_HEALTH_PORT") or 0),
-        help="also answer grpc.health.v1 alone, in plaintext, on this port (Kubernetes' gRPC"
-        " probes, when the gRPC port speaks TLS; one --service only)",
+        # The variable as text: argparse checks it as it checks the option, naming the option
+        # (int() of a bad value failed building the parser, a traceback; 70000 wrapped).
+        type=bounded(1, MAX_PORT),
+        default=os.environ.get("CASETRAIL_HEALTH_PORT") or None,
+        help="also answer grpc.health.v1 alone, in plaintext, on this port, 1 to 65535"
+        " (default $CASETRAIL_HEALTH_PORT; Kubernetes' gRPC probes, when the gRPC port speaks"
+        " TLS; one --service only)",
     )
     parser.add_argument("--tls-cert", help="server certificate chain, PEM (default: env)")
     parser.add_argument("--tls-key", help="server private key, PEM")

@@ -15,6 +15,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from casetrail_platform import limits
+from casetrail_platform.addresses import bracketed
 from casetrail_platform.identity.keys import LOOPBACK
 from casetrail_platform.shutdown import SERVER_STOP_GRACE_SECONDS
 from services.console.app import create_app
@@ -134,6 +135,6 @@ async def start_console(
             await task
             raise RuntimeError("the console stopped while starting")
         await asyncio.sleep(0.01)
-    shown_host = f"[{host}]" if ":" in host else host
+    shown_host = bracketed(host)
     scheme = "http" if https is None else "https"
     return RunningConsole(f"{scheme}://{shown_host}:{bound}", bound, server, task)
