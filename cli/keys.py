@@ -88,6 +88,10 @@ def run(options: argparse.Namespace) -> int:
     except OSError as error:  # a KEK file that is a directory, or not readable: named
         print(f"stopped: {error.filename}: {error.strerror}", file=sys.stderr)
         return 2
+    except ValueError as error:  # a KEK file others may read, or not a KEK (read when first
+        # used): its words name the file and the remedy, never key material
+        print(f"stopped: {error}", file=sys.stderr)
+        return 2
     finally:
         table.close()
 

@@ -342,6 +342,8 @@ def _public_keys(options: argparse.Namespace) -> int:
             print(published_key(origin_of(options.agency, service), path))
         except ValueError as error:
             raise SystemExit(f"{path}: {error}") from None
+        except OSError as error:  # a directory, or not readable
+            raise SystemExit(f"{path}: cannot read the key: {error.strerror}") from None
         found += 1
     return 0 if found else 2
 

@@ -132,6 +132,20 @@ def test_public_keys_are_computed_offline_from_the_private_key_files(
     assert sorted(p.name for p in keys.iterdir()) == ["intake.key", "planning.key"]
 
 
+def test_a_private_key_file_that_cannot_be_read_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``DIR/<service>.key`` a directory: one line naming it, exit 2 (a traceback before)."""
+    (tmp_path / "intake.key").mkdir()
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["ledger", "public-keys", str(tmp_path)])
+
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'intake.key'}: cannot read the key: Is a directory" in err
+
+
 @pytest.mark.postgres
 def test_a_database_where_the_service_never_stored_is_told_not_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

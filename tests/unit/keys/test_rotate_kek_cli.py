@@ -112,3 +112,16 @@ def test_a_previous_kek_that_is_a_directory_or_missing_is_refused_naming_it(
         for action in ("status", "rotate-kek"):
             assert casetrail_exit("keys", action, *options) == 2
             assert f"--previous-kek-file {previous}: {problem}" in capsys.readouterr().err
+
+
+def test_a_kek_file_others_may_read_is_a_usage_error_naming_it(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused as the services refuse it, in one line, exit 2 (a traceback, exit 1, before)."""
+    kek_file = data_dir / "keys" / KEK_FILE_NAME
+    kek_file.chmod(0o644)
+    for action in ("status", "rotate-kek"):
+        assert casetrail_exit("keys", action, "--data-dir", str(data_dir)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"stopped: {kek_file}: "), err
+        assert "chmod 600" in err
