@@ -215,6 +215,48 @@ def test_private_keys_are_mounted_owner_read_only(rendered: Rendered) -> None:
             assert {"grpc-tls", "kafka-user"} <= set(volumes), workload
 
 
+def _ca_volumes(documents: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every CA volume (named ``*-ca``) of the release's Deployments and Jobs."""
+    return {
+        (workload["metadata"]["name"], volume["name"]): volume
+        for workload in documents
+        if workload["kind"] in ("Deployment", "Job")
+        for volume in workload["spec"]["template"]["spec"]["volumes"]
+        if volume["name"].endswith("-ca")
+    }
+
+
+def _only_the_certificate(volume: dict[str, Any]) -> bool:
+    return volume["secret"].get("items") == [{"key": "ca.crt", "path": "ca.crt"}] and volume[
+        "secret"
+    ].get("defaultMode") == 0o444
+
+
+def test_of_a_cas_secret_only_its_certificate_is_mounted(rendered: Rendered) -> None:
+    """CloudNativePG's <cluster>-ca Secret also holds ca.key, which signs the server's and the
+    replication user's certificates; mounted whole, any compromised pod could impersonate the
+    database or join it as a replica. Each CA volume carries ca.crt alone, read-only."""
+    volumes = _ca_volumes(rendered.documents)
+    if "production" in rendered.profile:
+        assert {name for _, name in volumes} == {"kafka-ca", "postgres-ca"}
+        assert (f"{RELEASE}-migrate-1", "postgres-ca") in volumes
+    for where, volume in volumes.items():
+        assert _only_the_certificate(volume), where
+
+
+def test_of_the_token_issuers_ca_secret_only_its_certificate_is_mounted(helm: Tools) -> None:
+    """authentication.caSecret may name a cert-manager Secret, which holds tls.key too."""
+    result = helm_template(
+        helm, PROFILES["small-production"], "--set", "authentication.caSecret=issuer-ca"
+    )
+    assert result.returncode == 0, result.stderr
+    volumes = _ca_volumes([doc for doc in yaml.safe_load_all(result.stdout) if doc])
+    issuer = {where: volume for where, volume in volumes.items() if where[1] == "oidc-ca"}
+    assert len(issuer) == len(SERVICES) + 1  # the services and the caseload views
+    for where, volume in issuer.items():
+        assert _only_the_certificate(volume), where
+
+
 def test_the_database_password_is_a_file_never_a_variable(rendered: Rendered) -> None:
     """A variable is in /proc/<pid>/environ and every child process's environment; the
     password is mounted owner-read only from the Secret, and read by the code

@@ -178,8 +178,7 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
 # (with the pod's fsGroup, kubelet makes it group-readable for the container's user).
 - name: kafka-user
   secret: {secretName: {{ .kafkaUser | quote }}, defaultMode: 0400}
-- name: kafka-ca
-  secret: {secretName: {{ printf "%s-cluster-ca-cert" (include "casetrail.kafkaCluster" .root) | quote }}}
+{{- include "casetrail.caVolume" (dict "name" "kafka-ca" "secret" (printf "%s-cluster-ca-cert" (include "casetrail.kafkaCluster" .root))) | nindent 0 }}
 {{- else }}
 # The KafkaUser's SCRAM password, owner-read only like the private keys.
 - name: kafka-user
@@ -193,8 +192,7 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
 {{- include "casetrail.databasePasswordVolume" .root }}
 {{- end }}
 {{- if and .database $values.database.tls.enabled }}
-- name: postgres-ca
-  secret: {secretName: {{ include "casetrail.dbCaSecret" .root | quote }}}
+{{- include "casetrail.caVolume" (dict "name" "postgres-ca" "secret" (include "casetrail.dbCaSecret" .root)) | nindent 0 }}
 {{- end }}
 {{- end -}}
 
@@ -206,6 +204,21 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
     defaultMode: 0400
     items:
       - {key: password, path: password}
+{{- end -}}
+
+{{/*
+A CA certificate from a Secret (`.name`: the volume, `.secret`: the Secret), ca.crt alone and
+read-only: a CA's Secret may also hold its private key (CloudNativePG's <cluster>-ca has ca.key,
+which signs the server's and the replication user's certificates; a cert-manager Secret has
+tls.key), which no pod of ours may read.
+*/}}
+{{- define "casetrail.caVolume" -}}
+- name: {{ .name }}
+  secret:
+    secretName: {{ .secret | quote }}
+    defaultMode: 0444
+    items:
+      - {key: ca.crt, path: ca.crt}
 {{- end -}}
 
 {{/* The gRPC TLS Secret (tls.key: the server's or client's private key, hence 0400). */}}
