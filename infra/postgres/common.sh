@@ -85,11 +85,39 @@ PG_DATA="$PG_DIR/data"
 PG_LOGFILE="$PG_DIR/postgres.log"
 PG_DSN="postgresql://$PG_SUPERUSER@$PG_HOST:$PG_PORT/$PG_DB"
 
-pg_running() {
-    local bin
-    bin="$(pg_find_bin)" || return 1
+# Prints the PID of the postmaster of the cluster in $PG_DATA; status 1 when none runs.
+# postmaster.pid's first line alone does not tell (it is what `pg_ctl status` checks): after a
+# hard kill of the postmaster (OOM kill, container stop) its PID may be reused by any process of
+# the cluster's OS user, which start.sh then took for the server (and never started it) and
+# stop.sh sent SIGINT. The PID is ours only if it runs `postgres` in this data dir (the
+# postmaster works in it; the Kafka scripts check their broker alike, kafka_running_pid).
+pg_postmaster_pid() {
+    local pid program data
     [[ -f "$PG_DATA/postmaster.pid" ]] || return 1
-    as_pg "$bin/pg_ctl" status -D "$PG_DATA" >/dev/null 2>&1
+    pid="$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null)" || return 1
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    [[ -r "/proc/$pid/cmdline" ]] || return 1
+    program="$(tr '\0' '\n' <"/proc/$pid/cmdline" | head -n 1)"
+    [[ "$(basename -- "$program")" == postgres ]] || return 1
+    data="$(readlink -f -- "$PG_DATA")"
+    [[ "$(readlink -f -- "/proc/$pid/cwd" 2>/dev/null)" == "$data" ]] || return 1
+    printf '%s\n' "$pid"
+}
+
+pg_running() {
+    pg_postmaster_pid >/dev/null
+}
+
+# Under pg_lock, when the cluster is not running: a postmaster.pid left by a postmaster that
+# died hard is removed, so that pg_ctl neither starts against nor signals the PID it names
+# (the postmaster refuses to start while that PID lives). Orphaned backends of the dead one are
+# still refused by the postmaster itself: they hold the data dir's shared memory.
+pg_remove_stale_pid_file() {
+    [[ -f "$PG_DATA/postmaster.pid" ]] || return 0
+    local pid
+    pid="$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null || true)"
+    pg_log "removing stale $PG_DATA/postmaster.pid (PID ${pid:-?} is not this cluster's postmaster)"
+    rm -f -- "$PG_DATA/postmaster.pid"
 }
 
 pg_port_in_use() {

@@ -31,6 +31,8 @@ if pg_running; then
     exit 0
 fi
 
+pg_remove_stale_pid_file
+
 if pg_port_in_use "$PG_PORT"; then
     pg_die "port $PG_PORT on $PG_HOST is taken by another process (not the cluster in $PG_DATA); stop it or set CASETRAIL_PG_PORT"
 fi

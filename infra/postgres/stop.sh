@@ -7,6 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 pg_lock
 
 if ! pg_running; then
+    pg_remove_stale_pid_file
     pg_log "not running"
     exit 0
 fi
