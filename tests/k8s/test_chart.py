@@ -3,9 +3,11 @@ the network and on Kafka, durable Kafka and PostgreSQL, secrets only referenced.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from casetrail_platform.bus.topics import TopicSettings
@@ -227,9 +229,10 @@ def _ca_volumes(documents: list[dict[str, Any]]) -> dict[tuple[str, str], dict[s
 
 
 def _only_the_certificate(volume: dict[str, Any]) -> bool:
-    return volume["secret"].get("items") == [{"key": "ca.crt", "path": "ca.crt"}] and volume[
-        "secret"
-    ].get("defaultMode") == 0o444
+    return (
+        volume["secret"].get("items") == [{"key": "ca.crt", "path": "ca.crt"}]
+        and volume["secret"].get("defaultMode") == 0o444
+    )
 
 
 def test_of_a_cas_secret_only_its_certificate_is_mounted(rendered: Rendered) -> None:
@@ -337,6 +340,47 @@ def test_topics_are_the_case_events_and_each_groups_dead_letters(rendered: Rende
         assert spec["replicas"] == 3
         assert spec["config"]["min.insync.replicas"] == 2
         assert spec["config"]["retention.ms"] == -1
+
+
+OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _topic_objects(helm: Tools, topic: str) -> dict[str, str]:
+    """Topic name to KafkaTopic object name, the case-event topic being ``topic``."""
+    result = helm_template(helm, PROFILES["small"], "--set", f"kafka.caseEventsTopic={topic}")
+    assert result.returncode == 0, result.stderr
+    return {
+        document["spec"]["topicName"]: document["metadata"]["name"]
+        for document in yaml.safe_load_all(result.stdout)
+        if document and document["kind"] == "KafkaTopic"
+    }
+
+
+@pytest.mark.parametrize(
+    "topic", ["Casetrail.CaseEvents", "case-events.", "case..events", "Case_Events-", "a" * 249]
+)
+def test_every_topic_the_schema_takes_gets_a_valid_object_name(helm: Tools, topic: str) -> None:
+    """The schema takes any Kafka topic name (^[A-Za-z0-9._-]{1,249}$); the API server takes a
+    KafkaTopic only under a DNS subdomain name (lower case, labels that start and end with a
+    letter or digit, at most 253 characters)."""
+    objects = _topic_objects(helm, topic)
+    assert topic in objects
+    for name in objects.values():
+        assert OBJECT_NAME.fullmatch(name), name
+        assert len(name) <= 253, name
+    assert len(set(objects.values())) == len(objects)
+    other = _topic_objects(helm, topic.swapcase())
+    assert other[topic.swapcase()] != objects[topic] or topic == topic.swapcase()
+
+
+def test_the_topics_objects_keep_their_names(helm: Tools) -> None:
+    """A renamed KafkaTopic is a deleted one, whose topic Strimzi deletes with it."""
+    objects = _topic_objects(helm, "casetrail.case-events")
+    assert objects["casetrail.case-events"] == f"{RELEASE}-kafka-casetrail.case-events"
+    assert (
+        objects["casetrail.planning.case_view.dlq"]
+        == f"{RELEASE}-kafka-casetrail.planning.case-view.dlq"
+    )
 
 
 def acls(rendered: Rendered, user: str) -> dict[tuple[str, str, str], set[str]]:

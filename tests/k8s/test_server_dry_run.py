@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.k8s.apiserver import ApiServer, running_apiserver
-from tests.k8s.render import Rendered
+from tests.k8s.render import PROFILES, Rendered, helm_template
 from tests.k8s.tools import Tools, missing
 
 POD_SECURITY = "pod-security.kubernetes.io/warn"
@@ -54,6 +54,18 @@ def test_the_server_accepts_every_manifest(rendered: Rendered, apiserver: ApiSer
     assert POD_SECURITY_WARNING not in result.stderr, result.stderr
     applied = [line for line in result.stdout.splitlines() if "(server dry run)" in line]
     assert len(applied) == len(rendered.documents), result.stdout
+
+
+def test_the_server_accepts_any_case_event_topic_the_schema_takes(
+    helm: Tools, apiserver: ApiServer
+) -> None:
+    """Upper case and a trailing dot are valid in a Kafka topic's name, not in an object's."""
+    result = helm_template(
+        helm, PROFILES["small"], "--set", "kafka.caseEventsTopic=Casetrail.Case_Events."
+    )
+    assert result.returncode == 0, result.stderr
+    applied = apiserver.dry_run(result.stdout, "--server-side", "--field-manager=casetrail-check")
+    assert applied.returncode == 0, applied.stderr
 
 
 def test_the_server_refuses_what_helm_validate_lets_through(apiserver: ApiServer) -> None:

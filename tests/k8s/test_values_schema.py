@@ -108,6 +108,54 @@ def test_kafka_settings_that_cannot_work_are_refused(
     assert named in message
 
 
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ("services: {audit: {autoscaling: {minReplicas: 5, maxReplicas: 2}}}", "maxReplicas (2)"),
+        # maxReplicaCount is capped at the partitions (keda.yaml): min 3 against max 2.
+        ("kafka: {caseEventsPartitions: 2}", "kafka.caseEventsPartitions (2)"),
+    ],
+)
+def test_autoscaling_that_keda_would_refuse_is_refused(
+    helm: Tools, tmp_path: Path, values: str, named: str
+) -> None:
+    """A ScaledObject whose minReplicaCount is above its maxReplicaCount is refused by KEDA,
+    after the release was installed; helm names the service's value instead."""
+    custom = tmp_path / "values.yaml"
+    custom.write_text(values + "\n")
+    result = helm_template(helm, ("values-large.yaml", custom))
+    assert result.returncode != 0, values
+    assert "services." in result.stderr
+    assert ".autoscaling: minReplicas" in result.stderr
+    assert named in result.stderr
+
+
+def test_autoscaling_is_checked_only_where_it_is_enabled(helm: Tools, tmp_path: Path) -> None:
+    custom = tmp_path / "values.yaml"
+    custom.write_text("services: {audit: {autoscaling: {minReplicas: 5, maxReplicas: 2}}}\n")
+    result = helm_template(helm, ("values-small.yaml", custom))
+    assert result.returncode == 0, result.stderr
+
+
+def test_another_database_port_is_refused_for_the_charts_own_cluster(
+    helm: Tools, tmp_path: Path
+) -> None:
+    """CloudNativePG listens on 5432 and the NetworkPolicies admit 5432: the DSN alone used
+    database.port, so no process could reach the database."""
+    message = refused(helm, tmp_path, "database: {port: 6432}\n")
+    assert "database.port (6432)" in message
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(
+        "database: {port: 6432, host: db.agency.internal, cluster: {create: false}}\n"
+        "networkPolicy:\n  databaseEgress:\n"
+        "    - to: [{ipBlock: {cidr: 10.40.0.0/24}}]\n"
+        "      ports: [{port: 6432, protocol: TCP}]\n"
+    )
+    accepted = helm_template(helm, ("values-small.yaml", outside))
+    assert accepted.returncode == 0, accepted.stderr
+    assert "postgresql://db.agency.internal:6432/" in accepted.stdout
+
+
 def test_an_agency_configuration_that_is_not_json_is_refused(helm: Tools, tmp_path: Path) -> None:
     message = refused(helm, tmp_path, "agencyConfig: 'workers: [ann]'\n")
     assert "agencyConfig is not a JSON object" in message

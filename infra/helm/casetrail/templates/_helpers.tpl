@@ -12,6 +12,23 @@
 {{- printf "%s-kafka" .Release.Name | trunc 40 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/*
+The name of a KafkaTopic object (`.cluster`, `.topic`); spec.topicName carries the real name.
+Kubernetes names allow no underscore: it becomes "-", as it always has (a renamed object would
+have Strimzi delete its topic). A topic whose name is still no valid object name (upper case,
+a trailing or doubled dot or dash, too long) gets a sanitised name with a hash of the topic's,
+so that two topics never share one object.
+*/}}
+{{- define "casetrail.kafkaTopicObject" -}}
+{{- $plain := printf "%s-%s" .cluster (.topic | replace "_" "-") -}}
+{{- if and (le (len $plain) 253) (regexMatch "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$" $plain) -}}
+{{- $plain -}}
+{{- else -}}
+{{- $sanitised := regexReplaceAll "[^a-z0-9]+" (lower $plain) "-" | trunc 240 | trimAll "-" -}}
+{{- printf "%s-%s" $sanitised (sha256sum .topic | trunc 10) -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "casetrail.dbCluster" -}}
 {{- printf "%s-db" .Release.Name | trunc 40 | trimSuffix "-" -}}
 {{- end -}}
