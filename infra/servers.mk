@@ -3,8 +3,10 @@
 # under `make -C`. Settings are env vars read by the scripts:
 #   CASETRAIL_KAFKA_DIR, CASETRAIL_KAFKA_PORT (19092), CASETRAIL_KAFKA_CONTROLLER_PORT (19093)
 #   CASETRAIL_PG_DIR, CASETRAIL_PG_PORT (15432)
-# kafka-start and postgres-start record the bootstrap and DSN they started in var/servers.env
-# (infra/record-server.sh), which the tests connect to unless CASETRAIL_KAFKA_BOOTSTRAP and
+# kafka-start and postgres-start record the bootstrap and DSN they started in var/servers.env,
+# with the dirs and controller port the scripts resolved from these settings (so that the fault
+# suite's restarts find them: infra/servers.py script_environment) (infra/record-server.sh),
+# which the tests connect to unless CASETRAIL_KAFKA_BOOTSTRAP and
 # CASETRAIL_PG_DSN are set: another checkout's servers (or CI's, on the default ports) are
 # never this one's by default.
 

@@ -21,6 +21,12 @@ RECORDED_SERVERS = INFRA.parent / "var" / "servers.env"
 PG_DSN = "CASETRAIL_PG_DSN"
 KAFKA_BOOTSTRAP = "CASETRAIL_KAFKA_BOOTSTRAP"
 SERVER_SETTINGS = (PG_DSN, KAFKA_BOOTSTRAP)
+# Of each server, what its scripts resolved when it was started (servers.mk's settings), which
+# infra/record-server.sh records beside its address: its scripts need them to find it again.
+SCRIPT_SETTINGS = {
+    PG_DSN: ("CASETRAIL_PG_DIR",),
+    KAFKA_BOOTSTRAP: ("CASETRAIL_KAFKA_DIR", "CASETRAIL_KAFKA_CONTROLLER_PORT"),
+}
 
 
 class NoServerError(SystemExit):
@@ -35,14 +41,19 @@ class NoServerError(SystemExit):
         self.message = str(self.code)
 
 
-def recorded_servers() -> dict[str, str]:
-    """The settings ``var/servers.env`` holds (``NAME=VALUE`` lines), none without it."""
+def _recorded() -> dict[str, str]:
+    """Every setting ``var/servers.env`` holds (``NAME=VALUE`` lines), none without it."""
     try:
         lines = RECORDED_SERVERS.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         return {}
     pairs = (line.partition("=") for line in lines if not line.startswith("#"))
-    return {name: value for name, _, value in pairs if name in SERVER_SETTINGS and value}
+    return {name: value for name, _, value in pairs if value}
+
+
+def recorded_servers() -> dict[str, str]:
+    """The servers' addresses ``var/servers.env`` holds (``SERVER_SETTINGS``)."""
+    return {name: value for name, value in _recorded().items() if name in SERVER_SETTINGS}
 
 
 def use_recorded_servers(env: MutableMapping[str, str]) -> None:
@@ -72,8 +83,18 @@ def servers_environment(*names: str) -> dict[str, str]:
 
 def script_environment() -> dict[str, str]:
     """The settings of infra/'s stop and start scripts, taken from the servers'
-    addresses (``server_setting``) so that a script stops the very server the caller uses."""
+    addresses (``server_setting``) so that a script stops the very server the caller uses;
+    for a recorded server, also its dirs and Kafka's controller port as recorded
+    (``SCRIPT_SETTINGS``) where the environment names none: with the ports alone, a server
+    started in another dir was looked for in the default one, and never stopped."""
     env = dict(os.environ)
+    recorded = _recorded()
+    for address, settings in SCRIPT_SETTINGS.items():
+        if recorded.get(address) != server_setting(address):
+            continue  # the environment names another server than the recorded one
+        for name in settings:
+            if not env.get(name) and recorded.get(name):
+                env[name] = recorded[name]
     env["CASETRAIL_PG_PORT"] = str(conninfo_to_dict(server_setting(PG_DSN)).get("port") or 5432)
     env["CASETRAIL_KAFKA_PORT"] = server_setting(KAFKA_BOOTSTRAP).split(",")[0].rsplit(":", 1)[1]
     return env

@@ -29,11 +29,14 @@ def record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _record(checkout: Path, name: str, value: str) -> None:
-    """infra/record-server.sh as `make servers-start` runs it, copied into ``checkout``."""
-    script = checkout / "infra" / "record-server.sh"
-    script.parent.mkdir(exist_ok=True)
-    shutil.copy(RECORD_SCRIPT, script)
-    subprocess.run([str(script), name, value], check=True, timeout=30)
+    """infra/record-server.sh as `make servers-start` runs it, copied into ``checkout`` with
+    the servers' common.sh, which resolve their settings."""
+    infra = checkout / "infra"
+    for server in ("postgres", "kafka"):
+        (infra / server).mkdir(parents=True, exist_ok=True)
+        shutil.copy(RECORD_SCRIPT.parent / server / "common.sh", infra / server / "common.sh")
+    shutil.copy(RECORD_SCRIPT, infra / "record-server.sh")
+    subprocess.run([str(infra / "record-server.sh"), name, value], check=True, timeout=30)
 
 
 def test_without_a_record_or_the_environment_a_server_test_fails_in_ci_saying_what_to_run(
@@ -123,6 +126,51 @@ def test_the_infra_scripts_stop_and_start_the_resolved_servers(record: Path) -> 
     )
     env = resolution.script_environment()
     assert (env["CASETRAIL_PG_PORT"], env["CASETRAIL_KAFKA_PORT"]) == ("15999", "19999")
+
+
+SCRIPT_SETTINGS = [name for names in resolution.SCRIPT_SETTINGS.values() for name in names]
+
+
+def test_the_infra_scripts_find_a_recorded_server_in_the_dir_it_was_started_in(
+    record: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """servers.mk takes CASETRAIL_PG_DIR, CASETRAIL_KAFKA_DIR and
+    CASETRAIL_KAFKA_CONTROLLER_PORT; with the ports alone, stop.sh looked for the server in the
+    default dir, found none running, and left it serving (and start.sh failed on its port)."""
+    started_with = {
+        "CASETRAIL_PG_DIR": "/srv/casetrail/postgres",
+        "CASETRAIL_KAFKA_DIR": "/srv/casetrail/kafka",
+        "CASETRAIL_KAFKA_CONTROLLER_PORT": "19555",
+    }
+    for name, value in started_with.items():
+        monkeypatch.setenv(name, value)
+    _record(tmp_path, "CASETRAIL_PG_DSN", "postgresql://postgres@127.0.0.1:15999/casetrail")
+    _record(tmp_path, "CASETRAIL_KAFKA_BOOTSTRAP", "127.0.0.1:19999")
+    for name in SCRIPT_SETTINGS:
+        monkeypatch.delenv(name)
+    env = resolution.script_environment()
+    assert {name: env[name] for name in SCRIPT_SETTINGS} == started_with
+    assert (env["CASETRAIL_PG_PORT"], env["CASETRAIL_KAFKA_PORT"]) == ("15999", "19999")
+    assert resolution.recorded_servers() == {
+        "CASETRAIL_PG_DSN": "postgresql://postgres@127.0.0.1:15999/casetrail",
+        "CASETRAIL_KAFKA_BOOTSTRAP": "127.0.0.1:19999",
+    }
+
+
+def test_a_recorded_dir_is_not_given_for_another_server(
+    record: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the environment names other servers, the record's dirs are not theirs."""
+    monkeypatch.setenv("CASETRAIL_PG_DIR", "/srv/casetrail/postgres")
+    _record(tmp_path, "CASETRAIL_PG_DSN", "postgresql://postgres@127.0.0.1:15999/casetrail")
+    _record(tmp_path, "CASETRAIL_KAFKA_BOOTSTRAP", "127.0.0.1:19999")
+    for name in SCRIPT_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CASETRAIL_PG_DSN", "postgresql://postgres@127.0.0.1:15570/casetrail")
+    env = resolution.script_environment()
+    assert "CASETRAIL_PG_DIR" not in env
+    assert env["CASETRAIL_PG_PORT"] == "15570"
+    assert env["CASETRAIL_KAFKA_DIR"] == str(tmp_path / "var" / "kafka")  # recorded, resolved
 
 
 def test_the_soak_run_takes_no_token_issuer_or_server_script_from_the_tests() -> None:
