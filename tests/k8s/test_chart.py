@@ -594,6 +594,76 @@ def test_production_uses_tls_everywhere(rendered: Rendered) -> None:
         assert env["CASETRAIL_TLS_CLIENT_CA"] == "/etc/casetrail/grpc-tls/ca.crt"
 
 
+def _scram_over_tls(helm: Tools, tmp_path: Path, values: dict[str, Any]) -> Rendered:
+    custom = tmp_path / "scram-over-tls.yaml"
+    custom.write_text(yaml.safe_dump(values))
+    result = helm_template(helm, (*PROFILES["large"], custom))
+    assert result.returncode == 0, result.stderr
+    return Rendered("large", result.stdout, [d for d in yaml.safe_load_all(result.stdout) if d])
+
+
+def test_scram_may_go_over_tls(helm: Tools, tmp_path: Path) -> None:
+    """kafka.tls.enabled with SCRAM: SASL_SSL (casetrail_platform/bus/kafka_security.py) to the
+    chart's TLS listener, the brokers verified against the cluster CA's ca.crt alone, and KEDA
+    reading the lag the same way. Before, SCRAM was always SASL_PLAINTEXT."""
+    rendered = _scram_over_tls(
+        helm, tmp_path, {"kafka": {"authentication": "scram-sha-512", "tls": {"enabled": True}}}
+    )
+    (listener,) = rendered.named("Kafka", f"{RELEASE}-kafka")["spec"]["kafka"]["listeners"]
+    assert (listener["tls"], listener["port"]) == (True, 9093)
+    assert listener["authentication"]["type"] == "scram-sha-512"
+    ca_secret = f"{RELEASE}-kafka-cluster-ca-cert"
+    for workload in (*SERVICES, "caseload"):
+        deployment = rendered.named("Deployment", f"{RELEASE}-{workload}")
+        env = env_of(deployment)
+        assert env["CASETRAIL_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL", workload
+        assert env["CASETRAIL_KAFKA_BOOTSTRAP"].endswith(":9093"), workload
+        cafile = Path(env["CASETRAIL_KAFKA_SSL_CAFILE"])
+        (mount,) = [m for m in container(deployment)["volumeMounts"] if m["name"] == "kafka-ca"]
+        assert mount["mountPath"] == str(cafile.parent), workload
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["kafka-ca"]["secret"]["secretName"] == ca_secret, workload
+        assert _only_the_certificate(volumes["kafka-ca"]), workload
+        egress = rendered.named("NetworkPolicy", f"{RELEASE}-{workload}")["spec"]["egress"]
+        assert {"port": 9093, "protocol": "TCP"} in [p for r in egress for p in r["ports"]]
+    for service in SERVICES:
+        authentication = rendered.named("TriggerAuthentication", f"{RELEASE}-{service}")
+        assert {"parameter": "ca", "name": ca_secret, "key": "ca.crt"} in authentication["spec"][
+            "secretTargetRef"
+        ]
+        for trigger in rendered.named("ScaledObject", f"{RELEASE}-{service}")["spec"]["triggers"]:
+            assert trigger["metadata"]["tls"] == "enable"
+            assert trigger["metadata"]["sasl"] == "scram_sha512"
+
+
+def test_scram_over_tls_to_an_outside_kafka_needs_its_ca(helm: Tools, tmp_path: Path) -> None:
+    outside = {
+        "kafka": {
+            "authentication": "scram-sha-512",
+            "tls": {"enabled": True},
+            "bootstrapServers": "kafka.agency.internal:9096",
+            "cluster": {"create": False},
+        },
+        "networkPolicy": {
+            "kafkaEgress": [
+                {"to": [{"ipBlock": {"cidr": "10.30.0.0/24"}}], "ports": [{"port": 9096}]}
+            ]
+        },
+    }
+    custom = tmp_path / "outside.yaml"
+    custom.write_text(yaml.safe_dump(outside))
+    refused = helm_template(helm, (*PROFILES["small"], custom))
+    assert refused.returncode != 0
+    assert "kafka.tls.caSecret" in refused.stderr
+    outside["kafka"]["tls"]["caSecret"] = "agency-kafka-ca"
+    rendered = _scram_over_tls(helm, tmp_path, outside)
+    intake = rendered.named("Deployment", f"{RELEASE}-intake")
+    assert env_of(intake)["CASETRAIL_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert env_of(intake)["CASETRAIL_KAFKA_BOOTSTRAP"] == "kafka.agency.internal:9096"
+    volumes = {v["name"]: v for v in intake["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["kafka-ca"]["secret"]["secretName"] == "agency-kafka-ca"
+
+
 def test_large_agencies_scale_consumers_on_lag(rendered: Rendered) -> None:
     scaled = rendered.of_kind("ScaledObject")
     if not rendered.profile.startswith("large"):

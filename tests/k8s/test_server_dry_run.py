@@ -56,13 +56,19 @@ def test_the_server_accepts_every_manifest(rendered: Rendered, apiserver: ApiSer
     assert len(applied) == len(rendered.documents), result.stdout
 
 
-def test_the_server_accepts_any_case_event_topic_the_schema_takes(
-    helm: Tools, apiserver: ApiServer
+@pytest.mark.parametrize(
+    ("profile", "setting"),
+    [
+        # Upper case and a trailing dot are valid in a Kafka topic's name, not in an object's.
+        ("small", "kafka.caseEventsTopic=Casetrail.Case_Events."),
+        # SCRAM over TLS, KEDA included.
+        ("large", "kafka.tls.enabled=true"),
+    ],
+)
+def test_the_server_accepts_what_the_profiles_leave_out(
+    helm: Tools, apiserver: ApiServer, profile: str, setting: str
 ) -> None:
-    """Upper case and a trailing dot are valid in a Kafka topic's name, not in an object's."""
-    result = helm_template(
-        helm, PROFILES["small"], "--set", "kafka.caseEventsTopic=Casetrail.Case_Events."
-    )
+    result = helm_template(helm, PROFILES[profile], "--set", setting)
     assert result.returncode == 0, result.stderr
     applied = apiserver.dry_run(result.stdout, "--server-side", "--field-manager=casetrail-check")
     assert applied.returncode == 0, applied.stderr

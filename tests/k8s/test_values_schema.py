@@ -244,6 +244,36 @@ def test_production_takes_the_agencys_issuer(helm: Tools) -> None:
 @pytest.mark.parametrize(
     ("setting", "where"),
     [
+        # SASL over plaintext: every event and each KafkaUser's SCRAM exchange in the clear.
+        ("kafka.authentication=scram-sha-512", "/kafka/tls/enabled"),
+        ("database.tls.enabled=false", "/database/tls/enabled"),
+    ],
+)
+def test_production_refuses_a_later_values_file_turning_tls_off(
+    helm: Tools, setting: str, where: str
+) -> None:
+    """A values file layered after values-production.yaml rendered SASL_PLAINTEXT or
+    PGSSLMODE=prefer without a word."""
+    result = helm_template(helm, PROFILES["small-production"], "--set", setting)
+    assert result.returncode != 0, setting
+    assert where in result.stderr
+
+
+def test_production_takes_scram_over_tls(helm: Tools) -> None:
+    result = helm_template(
+        helm,
+        PROFILES["small-production"],
+        "--set",
+        "kafka.authentication=scram-sha-512,kafka.tls.enabled=true",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "SASL_SSL" in result.stdout
+    assert "SASL_PLAINTEXT" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "where"),
+    [
         ("podSecurityContext.seccompProfile.type=Unconfined", "seccompProfile/type"),
         ("podSecurityContext.seccompProfile=null", "podSecurityContext"),
         ("podSecurityContext.runAsUser=0", "runAsUser"),

@@ -68,9 +68,30 @@ matchLabels:
 {{- end -}}
 {{- end -}}
 
+{{/*
+"true" when Kafka clients speak TLS to the brokers: mutual TLS (kafka.authentication: tls), or
+SCRAM over TLS (kafka.tls.enabled, SASL_SSL). Empty otherwise (SASL over plaintext).
+*/}}
+{{- define "casetrail.kafkaTls" -}}
+{{- if or (eq .Values.kafka.authentication "tls") .Values.kafka.tls.enabled -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret with the CA that signs the brokers' certificates (key ca.crt). */}}
+{{- define "casetrail.kafkaCaSecret" -}}
+{{- if .Values.kafka.tls.caSecret -}}
+{{- .Values.kafka.tls.caSecret -}}
+{{- else if .Values.kafka.cluster.create -}}
+{{- printf "%s-cluster-ca-cert" (include "casetrail.kafkaCluster" .) -}}
+{{- else -}}
+{{- fail "kafka.tls.caSecret: name the Secret with the outside Kafka brokers' CA (key ca.crt)" -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "casetrail.kafkaBootstrap" -}}
 {{- if .Values.kafka.cluster.create -}}
-{{- printf "%s-kafka-bootstrap:%d" (include "casetrail.kafkaCluster" .) (ternary 9093 9092 (eq .Values.kafka.authentication "tls")) -}}
+{{- printf "%s-kafka-bootstrap:%d" (include "casetrail.kafkaCluster" .) (ternary 9093 9092 (eq (include "casetrail.kafkaTls" .) "true")) -}}
 {{- else -}}
 {{- required "kafka.bootstrapServers: name the Kafka cluster (host:port,...) when kafka.cluster.create is false" .Values.kafka.bootstrapServers -}}
 {{- end -}}
@@ -148,9 +169,17 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
 - name: CASETRAIL_KAFKA_SSL_KEYFILE
   value: /etc/casetrail/kafka-user/user.key
 {{- else }}
-# Kafka client SASL/SCRAM with the KafkaUser's password (casetrail_platform/bus/kafka_security.py)
+# Kafka client SASL/SCRAM with the KafkaUser's password (casetrail_platform/bus/kafka_security.py),
+# over TLS with kafka.tls.enabled.
+{{- if $values.kafka.tls.enabled }}
+- name: CASETRAIL_KAFKA_SECURITY_PROTOCOL
+  value: SASL_SSL
+- name: CASETRAIL_KAFKA_SSL_CAFILE
+  value: /etc/casetrail/kafka-ca/ca.crt
+{{- else }}
 - name: CASETRAIL_KAFKA_SECURITY_PROTOCOL
   value: SASL_PLAINTEXT
+{{- end }}
 - name: CASETRAIL_KAFKA_SASL_MECHANISM
   value: SCRAM-SHA-512
 - name: CASETRAIL_KAFKA_SASL_USERNAME
@@ -195,7 +224,6 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
 # (with the pod's fsGroup, kubelet makes it group-readable for the container's user).
 - name: kafka-user
   secret: {secretName: {{ .kafkaUser | quote }}, defaultMode: 0400}
-{{- include "casetrail.caVolume" (dict "name" "kafka-ca" "secret" (printf "%s-cluster-ca-cert" (include "casetrail.kafkaCluster" .root))) | nindent 0 }}
 {{- else }}
 # The KafkaUser's SCRAM password, owner-read only like the private keys.
 - name: kafka-user
@@ -204,6 +232,9 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
     defaultMode: 0400
     items:
       - {key: password, path: password}
+{{- end }}
+{{- if include "casetrail.kafkaTls" .root }}
+{{- include "casetrail.caVolume" (dict "name" "kafka-ca" "secret" (include "casetrail.kafkaCaSecret" .root)) | nindent 0 }}
 {{- end }}
 {{- if .database }}
 {{- include "casetrail.databasePasswordVolume" .root }}
@@ -248,11 +279,9 @@ tls.key), which no pod of ours may read.
 {{- $values := .root.Values -}}
 - {name: data, mountPath: /var/lib/casetrail}
 - {name: tmp, mountPath: /tmp}
-{{- if eq $values.kafka.authentication "tls" }}
 - {name: kafka-user, mountPath: /etc/casetrail/kafka-user, readOnly: true}
+{{- if include "casetrail.kafkaTls" .root }}
 - {name: kafka-ca, mountPath: /etc/casetrail/kafka-ca, readOnly: true}
-{{- else }}
-- {name: kafka-user, mountPath: /etc/casetrail/kafka-user, readOnly: true}
 {{- end }}
 {{- if .database }}
 - {name: database-password, mountPath: /etc/casetrail/database, readOnly: true}
