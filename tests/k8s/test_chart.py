@@ -229,9 +229,9 @@ def _ca_volumes(documents: list[dict[str, Any]]) -> dict[tuple[str, str], dict[s
 
 
 def _only_the_certificate(volume: dict[str, Any]) -> bool:
-    return (
-        volume["secret"].get("items") == [{"key": "ca.crt", "path": "ca.crt"}]
-        and volume["secret"].get("defaultMode") == 0o444
+    secret: dict[str, Any] = volume["secret"]
+    return secret.get("items") == [{"key": "ca.crt", "path": "ca.crt"}] and (
+        secret.get("defaultMode") == 0o444
     )
 
 
@@ -637,10 +637,11 @@ def test_scram_may_go_over_tls(helm: Tools, tmp_path: Path) -> None:
 
 
 def test_scram_over_tls_to_an_outside_kafka_needs_its_ca(helm: Tools, tmp_path: Path) -> None:
+    tls: dict[str, Any] = {"enabled": True}
     outside = {
         "kafka": {
             "authentication": "scram-sha-512",
-            "tls": {"enabled": True},
+            "tls": tls,
             "bootstrapServers": "kafka.agency.internal:9096",
             "cluster": {"create": False},
         },
@@ -655,7 +656,7 @@ def test_scram_over_tls_to_an_outside_kafka_needs_its_ca(helm: Tools, tmp_path: 
     refused = helm_template(helm, (*PROFILES["small"], custom))
     assert refused.returncode != 0
     assert "kafka.tls.caSecret" in refused.stderr
-    outside["kafka"]["tls"]["caSecret"] = "agency-kafka-ca"
+    tls["caSecret"] = "agency-kafka-ca"
     rendered = _scram_over_tls(helm, tmp_path, outside)
     intake = rendered.named("Deployment", f"{RELEASE}-intake")
     assert env_of(intake)["CASETRAIL_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
