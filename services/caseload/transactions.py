@@ -35,8 +35,9 @@ from typing import ClassVar
 from faust import current_event
 from faust.transport.consumer import TransactionManager
 from faust.transport.drivers.aiokafka import Transport as KafkaTransport
-from faust.types import TP, HeadersArg, ProducerT, RecordMetadata, TransactionManagerT
+from faust.types import TP, ConsumerT, HeadersArg, ProducerT, RecordMetadata, TransactionManagerT
 
+from services.caseload.consumer import EndOffsetsConsumer
 from services.caseload.producer import DeliveringProducer
 
 
@@ -84,8 +85,11 @@ class SourcePartitionTransactions(TransactionManager):
 
 
 class SourcePartitionTransport(KafkaTransport):
-    """Faust's Kafka transport with ``SourcePartitionTransactions`` and a producer whose
-    ``flush`` waits for every record buffered before it (``DeliveringProducer``)."""
+    """Faust's Kafka transport with ``SourcePartitionTransactions``, a producer whose
+    ``flush`` waits for every record buffered before it (``DeliveringProducer``) and a
+    consumer that asks the broker where the changelogs end before recovery
+    (``EndOffsetsConsumer``)."""
 
     TransactionManager: ClassVar[type[TransactionManagerT]] = SourcePartitionTransactions
     Producer: ClassVar[type[ProducerT]] = DeliveringProducer
+    Consumer: ClassVar[type[ConsumerT]] = EndOffsetsConsumer

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -121,6 +122,20 @@ async def get(port: int, path: str, token: str | None = None) -> tuple[int, Any]
     """The status and JSON body of the answer to a GET (with no token unless given)."""
     status, _, body = await answer(port, path, token)
     return status, json.loads(body)
+
+
+def worker_env_of(settings: CaseloadSettings, web_port: int) -> dict[str, str]:
+    """The environment of a worker process for ``settings`` serving its views on ``web_port``
+    (with no audit: the case views answer 503, the status views stay open)."""
+    return {
+        **os.environ,
+        "CASETRAIL_KAFKA_BOOTSTRAP": settings.kafka.bootstrap_servers,
+        "CASETRAIL_CASE_EVENTS_TOPIC": settings.topic,
+        "CASETRAIL_CASE_EVENTS_PARTITIONS": str(settings.partitions),
+        "CASETRAIL_CASELOAD_APP_ID": settings.app_id,
+        "CASETRAIL_CASELOAD_DATA_DIR": str(settings.data_dir),
+        "CASETRAIL_CASELOAD_WEB_PORT": str(web_port),
+    }
 
 
 @contextlib.asynccontextmanager

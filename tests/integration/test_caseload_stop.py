@@ -16,6 +16,7 @@ from tests.integration.caseload import (
     get,
     publish,
     scenario,
+    worker_env_of,
     worker_process,
 )
 from tests.support.case_history import History
@@ -24,21 +25,6 @@ from tests.support.servers import free_port
 pytestmark = [pytest.mark.kafka]
 
 GRACE_PERIOD = 60  # the chart's shutdown.caseloadGracePeriodSeconds (tests/k8s checks it)
-
-
-def env_of(setup: Setup, port: int) -> dict[str, str]:
-    import os
-
-    settings = setup.settings
-    return {
-        **os.environ,
-        "CASETRAIL_KAFKA_BOOTSTRAP": settings.kafka.bootstrap_servers,
-        "CASETRAIL_CASE_EVENTS_TOPIC": settings.topic,
-        "CASETRAIL_CASE_EVENTS_PARTITIONS": str(settings.partitions),
-        "CASETRAIL_CASELOAD_APP_ID": settings.app_id,
-        "CASETRAIL_CASELOAD_DATA_DIR": str(settings.data_dir),
-        "CASETRAIL_CASELOAD_WEB_PORT": str(port),
-    }
 
 
 async def ready(port: int) -> bool:
@@ -76,7 +62,7 @@ async def test_the_worker_ends_within_its_grace_period_after_sigterm(
     120 s after SIGTERM on the old code, where Kubernetes kills it at 60."""
     port = free_port()
     log_path = tmp_path / "worker.log"
-    async with worker_process(env_of(setup, port), log_path) as process:
+    async with worker_process(worker_env_of(setup.settings, port), log_path) as process:
         await until_ready(process, port, log_path)
         # Events arriving while it stops: an agent still processing one after Faust's stop
         # ended the transactions is what makes its last commit fail.
@@ -99,7 +85,7 @@ async def test_the_worker_ends_within_its_grace_period_with_kafka_frozen(
     its group leave; the stop deadline ends the process before Kubernetes' SIGKILL."""
     port = free_port()
     log_path = tmp_path / "worker.log"
-    async with worker_process(env_of(setup, port), log_path) as process:
+    async with worker_process(worker_env_of(setup.settings, port), log_path) as process:
         await until_ready(process, port, log_path)
         await publish(setup.kafka, setup.topic, scenario(History()))
         await asyncio.sleep(2)
