@@ -66,7 +66,9 @@ def stamp_of(recorded: RecordedEvent) -> str:
     """Orders events by when they happened; fixed-width UTC text, so string order is time
     order, and the event id breaks ties between events of the same microsecond."""
     moment = recorded.metadata.occurred_at.astimezone(UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S.%f}Z|{recorded.event_id}"
+    # The year padded by hand: strftime's %Y writes year 999 as "999", which sorted after
+    # "2025" (a closure in year 999 won over every later reopening).
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S.%f}Z|{recorded.event_id}"
 
 
 @dataclass(frozen=True, slots=True)

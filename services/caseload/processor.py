@@ -48,6 +48,7 @@ from events.envelope import RecordedEvent
 from events.registry import EventRegistry
 from services.caseload.decoding import tracked_event
 from services.caseload.domain import (
+    Applied,
     CaseState,
     ContactMade,
     Holds,
@@ -113,8 +114,10 @@ class Counters:
     messages: int = 0
     applied: int = 0
     skipped: int = 0
-    """Untracked types and repeats."""
+    """Untracked types and repeats, and the undecodable and failed events."""
     undecodable: int = 0
+    failed: int = 0
+    """Tracked events whose fold raised (``CaseloadApp.fold``): logged and skipped."""
     facts_sent: int = 0
     facts_applied: int = 0
     """Worker facts applied to the worker tables (equal to ``facts_sent`` once caught up)."""
@@ -181,6 +184,28 @@ class CaseloadApp(faust.App):
             self.counters.undecodable += 1
             log.warning(
                 "caseload: skipping undecodable message %s/%d@%d: %s",
+                message.topic,
+                message.partition,
+                message.offset,
+                failure_text(error),
+            )
+            return None
+
+    def fold(
+        self, message: Any, recorded: RecordedEvent
+    ) -> tuple[CaseState | None, Applied | None] | None:
+        """The case's state before ``recorded`` and ``apply``'s answer for it; ``None``
+        (counted as ``failed`` and logged) when folding it raises. The fold is pure code, so
+        an error there is the event's or a bug's, the same at every retry: left to Faust it
+        crashed the agent, which Faust restarted past the message, counted nowhere."""
+        try:
+            stored = self.cases.get(recorded.subject)
+            state = None if stored is None else CaseState.from_json(stored)
+            return state, apply(state, recorded)
+        except Exception as error:  # one event skipped, not every later one
+            self.counters.failed += 1
+            log.error(
+                "caseload: skipping case event %s/%d@%d, whose fold failed: %s",
                 message.topic,
                 message.partition,
                 message.offset,
@@ -325,9 +350,11 @@ def _add_topology(app: CaseloadApp) -> None:
             if recorded is None:
                 counters.skipped += 1
                 continue
-            stored = app.cases.get(recorded.subject)
-            state = None if stored is None else CaseState.from_json(stored)
-            applied = apply(state, recorded)
+            folded = app.fold(event.message, recorded)
+            if folded is None:
+                counters.skipped += 1
+                continue
+            state, applied = folded
             if applied is None:
                 counters.skipped += 1
                 # A repeat may follow a crash that kept its table change and lost its facts

@@ -201,6 +201,7 @@ def status_of(app: CaseloadApp) -> dict[str, Any]:
         "applied": counters.applied,
         "skipped": counters.skipped,
         "undecodable": counters.undecodable,
+        "failed": counters.failed,
     }
 
 

@@ -30,6 +30,7 @@ def test_the_status_says_whether_the_tables_are_recovered(ready: bool) -> None:
         "applied": 2,
         "skipped": 1,
         "undecodable": 0,
+        "failed": 0,
     }
 
 
