@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from casetrail_platform.identity.principal import Principal
-from casetrail_platform.policy.facts import AcceptedReferral, CaseFacts, Consent
+from casetrail_platform.policy.facts import AcceptedReferral, CaseFacts, Consent, EmergencyAccess
 from casetrail_platform.policy.matrix import REFUSALS, RULES, Rule
 from casetrail_platform.policy.vocabulary import (
     BREAK_GLASS_ENTITLEMENT,
@@ -40,11 +40,24 @@ def relationships(
         held.add(Relationship.TEAM_SUPERVISOR)
     if principal.agency in facts.referred_to:
         held.add(Relationship.REFERRAL_RECIPIENT)
-    if facts.client_id is not None and principal.subject == facts.client_id:
+    # A token's ``sub`` names someone within its agency only: the client's tokens are the
+    # agency's (its issuer, its ``agency`` claim), as its staff's are, and a caller of another
+    # agency whose ``sub`` is the client's or a grantee's is someone else.
+    if staff and facts.client_id is not None and principal.subject == facts.client_id:
         held.add(Relationship.CLIENT_SELF)
-    if facts.emergency_access_of(principal.subject, now) is not None:
+    if _emergency_grant(principal, facts, home_agency, now) is not None:
         held.add(Relationship.EMERGENCY_ACCESS)
     return frozenset(held)
+
+
+def _emergency_grant(
+    principal: Principal, facts: CaseFacts, home_agency: str, now: datetime
+) -> EmergencyAccess | None:
+    """The open break-the-glass access ``principal`` holds on the case: granted to its subject
+    of its agency, which is the case's (only the agency's staff break its glass)."""
+    if principal.agency != home_agency:
+        return None
+    return facts.emergency_access_of(principal.subject, principal.agency, now)
 
 
 def any_rule_for(role: Role, action: Action, purpose: AccessPurpose | None = None) -> bool:
@@ -108,7 +121,7 @@ def decide(
     if not candidates:
         return refusal("role-not-allowed")
     held = relationships(principal, facts, home_agency, now)
-    if _emergency_ended(principal, purpose, candidates, held, facts, now):
+    if _emergency_ended(principal, purpose, candidates, held, facts, home_agency, now):
         return refusal("emergency-access-expired")
     related = [rule for rule in candidates if rule.relationship in held]
     if not related:
@@ -118,10 +131,10 @@ def decide(
         allowed = sorted({p.value for rule in related for p in rule.purposes})
         return refusal("purpose-not-permitted", f"allowed here: {', '.join(allowed)}")
     for rule in fitting:
-        decision = _apply(rule, principal, purpose, facts, now)
+        decision = _apply(rule, principal, purpose, facts, home_agency, now)
         if decision.allowed:
             return decision
-    return _apply(fitting[0], principal, purpose, facts, now)
+    return _apply(fitting[0], principal, purpose, facts, home_agency, now)
 
 
 def _emergency_ended(
@@ -130,6 +143,7 @@ def _emergency_ended(
     candidates: list[Rule],
     held: frozenset[Relationship],
     facts: CaseFacts | None,
+    home_agency: str,
     now: datetime,
 ) -> bool:
     """An emergency read by someone whose break-the-glass access to the case is over: refused
@@ -139,7 +153,8 @@ def _emergency_ended(
         and facts is not None
         and Relationship.EMERGENCY_ACCESS not in held
         and any(rule.relationship is Relationship.EMERGENCY_ACCESS for rule in candidates)
-        and facts.emergency_access_ended(principal.subject, now)
+        and principal.agency == home_agency
+        and facts.emergency_access_ended(principal.subject, principal.agency, now)
     )
 
 
@@ -220,12 +235,13 @@ def _apply(
     principal: Principal,
     purpose: AccessPurpose,
     facts: CaseFacts | None,
+    home_agency: str,
     now: datetime,
 ) -> Decision:
     sections = REFERRED_SECTIONS if rule.scope is Scope.REFERRED else None
     emergency = None
     if rule.relationship is Relationship.EMERGENCY_ACCESS and facts is not None:
-        grant = facts.emergency_access_of(principal.subject, now)
+        grant = _emergency_grant(principal, facts, home_agency, now)
         emergency = None if grant is None else grant.access_id
     if not rule.consent_required:
         return Decision(
@@ -328,16 +344,18 @@ def decide_disclosure(
     sections: frozenset[RecordSection],
     categories: frozenset[SensitiveCategory],
     *,
+    home_agency: str,
     now: datetime,
 ) -> Decision:
     """Whether the case may be disclosed to ``recipient`` (another agency, say by a
     referral): a consent in force must cover recipient, purpose, sections and the sensitive
     categories sent, unless a documented exception applies (``legal_obligation``, or
-    ``emergency`` under the caller's open break-the-glass access)."""
+    ``emergency`` under the caller's open break-the-glass access to this case of
+    ``home_agency``)."""
     if purpose is AccessPurpose.LEGAL_OBLIGATION:
         return Decision(True, "exception-legal-obligation")
     if purpose is AccessPurpose.EMERGENCY:
-        grant = facts.emergency_access_of(principal.subject, now)
+        grant = _emergency_grant(principal, facts, home_agency, now)
         if grant is not None:
             return Decision(True, "exception-emergency", emergency_access_id=grant.access_id)
     consent = facts.consent_covering((recipient,), purpose, sections, now)

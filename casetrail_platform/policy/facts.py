@@ -72,16 +72,23 @@ class Consent:
 
 @dataclass(frozen=True, slots=True)
 class EmergencyAccess:
-    """A break-the-glass access: ``subject`` may read the case until ``expires_at`` (its time
-    box's end, or when it was closed if earlier)."""
+    """A break-the-glass access: ``subject`` of ``agency`` may read the case until
+    ``expires_at`` (its time box's end, or when it was closed if earlier)."""
 
     access_id: str
     subject: str
     opened_at: datetime
     expires_at: datetime
+    agency: str | None = None
+    """The grantee's agency (``None``: kept before entries held it; only the case's agency's
+    staff ever opened one). A token's ``sub`` is unique within its agency only: another
+    agency's caller of the same ``sub`` is someone else."""
 
     def open_at(self, now: datetime) -> bool:
         return self.opened_at <= now < self.expires_at
+
+    def granted_to(self, subject: str, agency: str) -> bool:
+        return self.subject == subject and self.agency in (None, agency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,16 +139,20 @@ class CaseFacts:
     def consent(self, consent_id: str) -> Consent | None:
         return next((c for c in self.consents if c.consent_id == consent_id), None)
 
-    def emergency_access_of(self, subject: str, now: datetime) -> EmergencyAccess | None:
+    def emergency_access_of(
+        self, subject: str, agency: str, now: datetime
+    ) -> EmergencyAccess | None:
         for grant in self.emergencies:
-            if grant.subject == subject and grant.open_at(now):
+            if grant.granted_to(subject, agency) and grant.open_at(now):
                 return grant
         return None
 
-    def emergency_access_ended(self, subject: str, now: datetime) -> bool:
-        """Whether ``subject`` had an emergency access to the case whose time box is over."""
+    def emergency_access_ended(self, subject: str, agency: str, now: datetime) -> bool:
+        """Whether ``subject`` of ``agency`` had an emergency access to the case whose time box
+        is over."""
         return any(
-            grant.subject == subject and now >= grant.expires_at for grant in self.emergencies
+            grant.granted_to(subject, agency) and now >= grant.expires_at
+            for grant in self.emergencies
         )
 
     def consent_covering(
@@ -161,6 +172,14 @@ class CaseFacts:
 
 def unknown_case(case_id: str) -> CaseFacts:
     return CaseFacts(case_id, known=False)
+
+
+def no_case_of(client_id: str) -> CaseFacts:
+    """The facts a read about a client of whom no case is known is decided on (an id that is
+    no client at all among them): the client themself and the agency's staff stand to them as
+    to any client of the agency, nobody by a case. Decided before anything is said of the
+    client, so that a caller refused learns nothing of whether they exist."""
+    return replace(unknown_case(client_id), client_id=client_id)
 
 
 def entry_of(recorded: RecordedEvent) -> Entry | None:
@@ -211,6 +230,7 @@ def entry_of(recorded: RecordedEvent) -> Entry | None:
             entry = {
                 "emergency_access_id": event.emergency_access_id,
                 "grantee_id": event.grantee_id,
+                "grantee_agency_id": event.grantee_agency_id,
                 "opened_at": event.opened_at.isoformat(),
                 "expires_at": event.expires_at.isoformat(),
             }
@@ -320,6 +340,7 @@ class Fold:
                 subject=entry["grantee_id"],
                 opened_at=datetime.fromisoformat(entry["opened_at"]),
                 expires_at=datetime.fromisoformat(entry["expires_at"]),
+                agency=entry.get("grantee_agency_id"),
             )
         elif (
             kind == emergency.EmergencyAccessClosed.event_type

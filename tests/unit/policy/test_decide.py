@@ -567,19 +567,68 @@ def test_a_referral_needs_consent_naming_recipient_purpose_scope_and_category() 
     sections = frozenset({RecordSection.REFERRALS})
     substance = frozenset({SensitiveCategory.SUBSTANCE_USE})
     allowed = decide_disclosure(
-        coordinator, P.COORDINATION, FACTS, "harbour", sections, substance, now=NOW
+        coordinator,
+        P.COORDINATION,
+        FACTS,
+        "harbour",
+        sections,
+        substance,
+        home_agency=HOME,
+        now=NOW,
     )
     assert (allowed.allowed, allowed.consent_id) == (True, "consent-1")
     assert allowed.obligations == (Obligation.REDISCLOSURE_NOTICE,)
     other = decide_disclosure(
-        coordinator, P.COORDINATION, FACTS, "elsewhere", sections, substance, now=NOW
+        coordinator,
+        P.COORDINATION,
+        FACTS,
+        "elsewhere",
+        sections,
+        substance,
+        home_agency=HOME,
+        now=NOW,
     )
     assert (other.allowed, other.rule) == (False, "consent-required")
     assert "elsewhere" in other.reason
     legal = decide_disclosure(
-        coordinator, P.LEGAL_OBLIGATION, FACTS, "court", sections, substance, now=NOW
+        coordinator,
+        P.LEGAL_OBLIGATION,
+        FACTS,
+        "court",
+        sections,
+        substance,
+        home_agency=HOME,
+        now=NOW,
     )
     assert legal.rule == "exception-legal-obligation"
+
+
+def test_an_emergency_exception_is_the_grantees_of_its_agency_not_a_namesakes() -> None:
+    """Matched on ``sub`` alone, a token of another agency naming the grantee's ``sub`` sent the
+    case to a provider under the grantee's break-the-glass access."""
+    sections = frozenset({RecordSection.REFERRALS})
+    kept = replace(EMERGENCY, expires_at=NOW + timedelta(1), agency=HOME)
+    for facts in (replace(FACTS, emergencies=(kept,)), OPEN_EMERGENCY):  # older entries: no agency
+        decided = {
+            agency: decide_disclosure(
+                who("sw-noor", Role.SOCIAL_WORKER, agency),
+                P.EMERGENCY,
+                facts,
+                "elsewhere",
+                sections,
+                frozenset(),
+                home_agency=HOME,
+                now=NOW,
+            ).rule
+            for agency in (HOME, "westside-dss")
+        }
+        assert decided == {HOME: "exception-emergency", "westside-dss": "consent-required"}
+    elsewhere = replace(FACTS, emergencies=(replace(kept, agency="westside-dss"),))
+    namesake = who("sw-noor", Role.SOCIAL_WORKER)
+    assert (
+        decide(namesake, Action.READ_CASE, P.EMERGENCY, elsewhere, home_agency=HOME, now=NOW).rule
+        == "no-relationship"
+    )
 
 
 def test_a_closed_emergency_access_grants_nothing_from_its_closing() -> None:

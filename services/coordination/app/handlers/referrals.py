@@ -113,6 +113,7 @@ async def referral_disclosure(
         command.provider.provider_id,
         REFERRED_SCOPE,
         categories,
+        home_agency=access.home_agency,
         # The real clock, never the caller's stated occurred_at: a backdated command must not
         # revive an expired or revoked consent.
         now=datetime.now(UTC),
