@@ -23,6 +23,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from casetrail_platform.policy.redaction import is_sensitive_code
 from casetrail_platform.projections.port import Document
 from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.assignment import CaseAssigned, CaseReassigned
@@ -142,11 +143,32 @@ def _derive(document: Document) -> None:
     document["needs"] = sorted(
         {*document["presented_needs"], *(n["category"] for n in document["assessed_needs"])}
     )
-    document["scheduled_service_ids"] = sorted(
-        s["service_id"] for s in document["services"] if s["status"] == SCHEDULED
-    )
-    document["open_referrals"] = sum(
-        1 for r in document["referrals"] if r["status"] in OPEN_REFERRAL_STATUSES
+    document["scheduled_service_ids"] = sorted(s["service_id"] for s in _scheduled(document))
+    document["open_referrals"] = len(_running(document))
+
+
+def _scheduled(document: Document) -> list[Document]:
+    return [s for s in document["services"] if s["status"] == SCHEDULED]
+
+
+def _running(document: Document) -> list[Document]:
+    return [r for r in document["referrals"] if r["status"] in OPEN_REFERRAL_STATUSES]
+
+
+def scheduled_and_running(document: Document, *, special: bool) -> tuple[int, int]:
+    """How many of the case's services are still scheduled and of its referrals still run,
+    those of a special-data kind or need (``redaction.is_sensitive_code``) counted only when
+    ``special``. A reader not entitled to sensitive values is shown no such entry in the case's
+    view or coordination (``Disclosure.keep_readable``): a count of them would tell that the
+    client receives, say, addiction counseling. Counted from the entries as the view lists
+    them, so a document kept before this needs no rebuild."""
+
+    def shown(code: str) -> bool:
+        return special or not is_sensitive_code(code)
+
+    return (
+        sum(1 for service in _scheduled(document) if shown(service["kind"])),
+        sum(1 for referral in _running(document) if shown(referral["need_category"])),
     )
 
 

@@ -66,14 +66,25 @@ CASE_VIEW_SECTIONS = (
 )
 CASE_VIEW_SECTION_PATHS = {
     RecordSection.ASSESSMENT: ("needs",),
-    RecordSection.ASSIGNMENT: ("worker",),
-    RecordSection.PLAN: ("plan", "previous_plans"),
+    RecordSection.ASSIGNMENT: ("worker", "stage"),
+    RecordSection.PLAN: (
+        "plan",
+        "previous_plans",
+        "previous_plans_total",
+        "previous_plans_truncated",
+        "stage",
+    ),
     RecordSection.CONTACTS: ("next_follow_up_due", "last_contact_on", "contacts_logged"),
     RecordSection.PROGRESS: ("plan.goals.latest_rating", "previous_plans.goals.latest_rating"),
-    RecordSection.DISCHARGE: ("discharge", "closure_reason"),
+    # Open or closed, and the stage "closed": whether the case was discharged.
+    RecordSection.DISCHARGE: ("discharge", "closure_reason", "status", "stage"),
     RecordSection.REFERRALS: ("referrals", "referrals_truncated", "referrals_total"),
     RecordSection.SERVICES: ("services", "services_truncated", "services_total"),
 }
+"""Where each section shows in a case view; the case and client ids are its identity. A field
+that tells of several sections is under each (the stage: assigned, planned, agreed, closed),
+so that it is withheld unless every one is disclosed (``AccessControl.release`` clears the
+paths of each section a decision does not disclose)."""
 CASE_VIEW_REFERRAL_PATHS = {"referrals": "referral_id", "services": "referral_id"}
 CASE_VIEW_SPECIAL_ENTRIES = ("referrals.need_category", "services.kind")
 """The sensitive paths of a case view that withhold whole entries (of a special-data need or
@@ -334,7 +345,7 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         disclosures = []
         for document, decision in listed:
             summary = answer.cases.add()
-            summary.CopyFrom(present.case_summary(document))
+            summary.CopyFrom(present.case_summary(document, special=decision.sensitive))
             disclosures.append(
                 Disclosure(
                     summary.case_id,

@@ -14,6 +14,7 @@ from services.planning.adapters.case_document import (
     OPEN_REFERRAL_STATUSES,
     current,
     previous_plans,
+    scheduled_and_running,
 )
 
 
@@ -108,7 +109,10 @@ def _service_rank(service: planning_pb2.ServiceView) -> tuple[int, float]:
     return (0, starts) if service.status == "scheduled" else (1, -starts)
 
 
-def case_summary(document: Document) -> planning_pb2.CaseSummary:
+def case_summary(document: Document, *, special: bool) -> planning_pb2.CaseSummary:
+    """The case's summary; ``special``: whether the reader may see sensitive values, without
+    which its counts leave out what the case's view withholds (``scheduled_and_running``)."""
+    scheduled, running = scheduled_and_running(document, special=special)
     return planning_pb2.CaseSummary(
         case_id=document["case_id"],
         client_id=document["client_id"] or "",
@@ -117,8 +121,8 @@ def case_summary(document: Document) -> planning_pb2.CaseSummary:
         worker_id=document["worker_id"] or "",
         needs=document["needs"],
         next_follow_up_due=document["next_follow_up_due"] or "",
-        scheduled_services=len(document["scheduled_service_ids"]),
-        open_referrals=document["open_referrals"],
+        scheduled_services=scheduled,
+        open_referrals=running,
     )
 
 

@@ -10,10 +10,20 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.commands import CommandContext, InvalidCommand
 from casetrail_platform.store.sqlite import SqliteEventStore
-from events.catalog.access import RecordAccessDenied, RecordAccessed, RecordSection
+from cli.rpc import Person
+from events.catalog.access import (
+    AccessPurpose,
+    ConsentGranted,
+    ConsentRecipient,
+    RecipientKind,
+    RecordAccessDenied,
+    RecordAccessed,
+    RecordSection,
+)
 from events.catalog.assessment import AssessedNeed, AssessmentFactors, InitialAssessmentRecorded
 from events.catalog.cases import (
     CaseOpened,
@@ -23,16 +33,19 @@ from events.catalog.cases import (
     ReferralSourceKind,
 )
 from events.catalog.monitoring import GoalProgress, ProgressRating
+from events.catalog.scheduling import ServiceKind
 from events.catalog.values import NeedCategory, Urgency
 from events.envelope import Actor
 from services.planning.app.handlers import Dependencies, handle
 from services.planning.app.queries import CASE_LIST
 from services.planning.domain import commands as c
+from tests.support.identity import acting
 from tests.unit.planning.conftest import Planning
 from tests.unit.planning.support import (
     INTAKE,
     INTAKE_WORKER,
     OTHER_WORKER,
+    PHYSIO,
     RECEPTIONIST,
     START,
     SUPERVISOR,
@@ -43,8 +56,11 @@ from tests.unit.planning.support import (
     goal,
     one,
     query,
+    referral,
+    referral_accepted,
     refused,
     reopened,
+    scheduled,
 )
 
 HEROIN = "heroin relapse at the weekend"
@@ -150,6 +166,44 @@ async def test_a_listed_case_records_every_section_its_summary_shows(planning: P
         RecordSection.SERVICES,
         RecordSection.DISCHARGE,
     }
+
+
+async def test_a_summary_counts_only_the_services_and_referrals_its_reader_is_shown(
+    planning: Planning,
+) -> None:
+    """A coordinator's case view lists no addiction counseling and no referral for substance
+    use, and its totals count neither; the summary counted both, telling what the view hides."""
+    await open_case(planning.bus, "case-su", NeedCategory.SUBSTANCE_USE, NeedCategory.HOUSING)
+    counseling = scheduled("case-su", "svc-counseling").model_copy(
+        update={"kind": ServiceKind.ADDICTION_COUNSELING}
+    )
+    detox = referral("case-su", "ref-detox").model_copy(
+        update={"need_category": NeedCategory.SUBSTANCE_USE}
+    )
+    await planning.bus.record(
+        "casetrail/coordination",
+        "case-su",
+        counseling,
+        scheduled("case-su", "svc-physio", day=1),
+        detox,
+        referral("case-su", "ref-physio"),
+    )
+
+    async def counted(context: common_pb2.QueryContext) -> tuple[int, int, int, int]:
+        listed = await planning.stub.ListCases(planning_pb2.ListCasesRequest(context=context))
+        [summary] = listed.cases
+        view = await planning.stub.GetCaseView(
+            planning_pb2.GetCaseViewRequest(context=context, case_id="case-su")
+        )
+        return (
+            summary.scheduled_services,
+            summary.open_referrals,
+            view.services_total,
+            view.referrals_total,
+        )
+
+    assert await counted(query()) == (1, 1, 1, 1)  # a coordinator
+    assert await counted(query(WORKER, "direct_care")) == (2, 2, 2, 2)
 
 
 # 2. Every refusal of a list is recorded.
@@ -385,6 +439,53 @@ async def test_earlier_plans_are_shown_and_withheld_as_the_current_plan_is(
     )
     assert HEROIN not in str(shown)
     assert own.previous_plans[0].goals[0].goal.statement == HEROIN
+
+
+async def test_a_partner_is_shown_nothing_of_the_cases_stage_status_or_earlier_cycles(
+    planning: Planning, deps: Dependencies
+) -> None:
+    """A partner's decision discloses identity, referrals and services: the stage (assigned,
+    planned, agreed), the status and how many cycles the case had were under no section, so
+    every partner was told them."""
+    await open_case(planning.bus, "case-1", NeedCategory.HOUSING)
+    commands: list[c.Command] = [
+        c.DraftPlan("case-1", "plan-1", (goal(),)),
+        c.RecordAgreement("case-1", None, "yes", signed_by_client=True),
+        c.AchieveGoal("case-1", "goal-walk", None),
+        c.CloseCase("case-1", DischargeReason.GOALS_ACHIEVED, None),
+    ]
+    for key, command in enumerate(commands):
+        await handle(deps, CommandContext(WORKER, f"k{key}", occurred_at=START), command)
+    await planning.bus.record(INTAKE, "case-1", reopened("case-1"), actor=INTAKE_WORKER)
+    consent = ConsentGranted(
+        case_id="case-1",
+        client_id="client-case-1",
+        consent_id="consent-physio",
+        scope=(RecordSection.IDENTITY, RecordSection.REFERRALS, RecordSection.SERVICES),
+        recipient=ConsentRecipient(
+            kind=RecipientKind.AGENCY, recipient_id=PHYSIO.provider_id, name=PHYSIO.name
+        ),
+        purpose=AccessPurpose.COORDINATION,
+    )
+    await planning.bus.record(INTAKE, "case-1", consent, actor=INTAKE_WORKER)
+    made = referral("case-1").model_copy(update={"consent_id": "consent-physio"})
+    await planning.bus.record("casetrail/coordination", "case-1", made)
+    await planning.bus.record("casetrail/coordination", "case-1", referral_accepted("case-1"))
+    partner = Person(PHYSIO.provider_id, "partner_agency", agency=PHYSIO.provider_id)
+    request = planning_pb2.GetCaseViewRequest(
+        context=acting(partner, common_pb2.QueryContext(purpose="coordination")),
+        case_id="case-1",
+    )
+
+    shown = await planning.stub.GetCaseView(request)
+
+    assert [r.referral_id for r in shown.referrals] == ["ref-1"]
+    assert (shown.stage, shown.status) == ("", "")
+    assert (shown.previous_plans_total, shown.previous_plans_truncated) == (0, False)
+    own = await planning.stub.GetCaseView(
+        planning_pb2.GetCaseViewRequest(context=query(WORKER, "direct_care"), case_id="case-1")
+    )
+    assert (own.stage, own.status, own.previous_plans_total) == ("assigned", "open", 1)
 
 
 # Ids checked at the edge.
