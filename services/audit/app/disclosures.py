@@ -16,6 +16,7 @@ from typing import Protocol
 from casetrail_platform.commands import NotFound
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.decide import any_rule_for
+from casetrail_platform.policy.facts import no_case_of
 from casetrail_platform.policy.guard import Answer
 from casetrail_platform.policy.guard import Disclosure as Released
 from casetrail_platform.policy.vocabulary import Action, Decision
@@ -124,6 +125,13 @@ async def list_disclosures(
     # A case whose events have not reached its timeline yet has nothing to account for yet.
     facts_of = await received_facts(deps, who, ACTION, viewer.purpose, case_ids, subject=client_id)
     if not facts_of:
+        # Decided before it is said, as every read: a caller refused (another agency's
+        # auditor, another client) is refused on record for an id that is no client here as
+        # for one that is.
+        decision = access.decide(who, ACTION, viewer.purpose, no_case_of(client_id))
+        if not decision.allowed:
+            refused_for = case_ids or [ACCOUNTING_SUBJECT]
+            await access.refuse_cases(who, ACTION, viewer.purpose, refused_for, decision)
         raise ClientNotFound(client_id)
     case_ids = list(facts_of)
     decisions: dict[str, Decision] = {}

@@ -19,6 +19,7 @@ from casetrail_platform.identity.grpc_auth import principal_of
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy import redaction
 from casetrail_platform.policy.decide import any_rule_for, refusal
+from casetrail_platform.policy.facts import no_case_of
 from casetrail_platform.policy.guard import (
     WITHHELD_SECTIONS_KEY,
     AccessControl,
@@ -366,6 +367,8 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
             by_case.setdefault(service.case_id, pb.GetClientScheduleResponse()).services.append(
                 convert.service(service)
             )
+        if not by_case:
+            await self._no_case_readable(principal, reader.purpose, client_id)
         disclosures, refused = await self._readable_parts(
             principal,
             reader.purpose,
@@ -413,6 +416,21 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
                 principal, PolicyAction.READ_CASE, purpose, cases or [client_id], refusal
             )
         return cases
+
+    async def _no_case_readable(
+        self, principal: Principal, purpose: AccessPurpose, client_id: str
+    ) -> None:
+        """Refuse, recorded under the client's id, a caller who may not read a case of a
+        client of whom none is known (``no_case_of``), as they are refused a real client's: an
+        empty schedule is the answer to those who may read it only, or it would tell whether
+        the client exists."""
+        decision = self._access.decide(
+            principal, PolicyAction.READ_CASE, purpose, no_case_of(client_id)
+        )
+        if not decision.allowed:
+            await self._access.refuse(
+                principal, PolicyAction.READ_CASE, purpose, client_id, decision
+            )
 
     async def _readable_parts(
         self,

@@ -441,6 +441,36 @@ async def test_who_may_ask_for_an_accounting(
     ]
 
 
+async def test_a_caller_refused_an_accounting_is_refused_alike_for_a_client_that_is_none(
+    audit: audit_pb2_grpc.AuditServiceAsyncStub, store: SqliteEventStore
+) -> None:
+    """An id that is no client here was NOT_FOUND before any decision, unrecorded: another
+    agency's auditor or any client told real clients from unknown ids, and left no trace."""
+    # Another purpose than the home auditor's: a test's caller is known by its context's.
+    westside = acting(
+        Person("auditor-west", "auditor", agency="westside-dss"),
+        common_pb2.QueryContext(purpose="legal_obligation"),
+    )
+    for context in (westside, as_("client-other", "client", "client_request")):
+        answers = [
+            await refusal(audit.ListDisclosures(accounting(context=context, client_id=asked)))
+            for asked in (CLIENT, "client-nobody")
+        ]
+        (real_code, real), (unknown_code, unknown) = answers
+        assert real_code is unknown_code is grpc.StatusCode.PERMISSION_DENIED
+        assert unknown == real
+    denied = [r.event for r in await store.read_all(0) if isinstance(r.event, RecordAccessDenied)]
+    assert [(e.accessor_id, e.rule, e.case_id) for e in denied] == [
+        ("auditor-west", "no-relationship", CASE),
+        ("auditor-west", "no-relationship", "disclosure-accounting"),
+        ("client-other", "no-relationship", CASE),
+        ("client-other", "no-relationship", "disclosure-accounting"),
+    ]
+    # Whoever may ask for it is told there is no such client.
+    code, _ = await refusal(audit.ListDisclosures(accounting(client_id="client-nobody")))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
 async def test_a_server_without_the_accounting_checks_the_request_and_the_role_first(
     deps: AuditDeps, issuer: TestIssuer, store: SqliteEventStore
 ) -> None:

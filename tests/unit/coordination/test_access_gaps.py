@@ -202,6 +202,41 @@ async def test_a_schedule_leaves_out_the_cases_refused_and_records_each_refusal(
     assert (denied.accessor_id, denied.rule) == ("cm-dana", "no-relationship")
 
 
+async def test_a_schedule_is_refused_alike_for_a_client_of_whom_no_case_is_known(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies
+) -> None:
+    """An id of no client was answered an empty schedule, unrecorded, where a real client's
+    was refused on record: a worker told real clients from unknown ids."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await stub.ScheduleService(
+        schedule_request(
+            "case-1", "home_care", datetime(2026, 3, 3, 9, tzinfo=UTC), role="coordinator"
+        )
+    )
+    dana = acting(Person("cm-dana", "case_manager"), common_pb2.QueryContext(purpose="direct_care"))
+    real, unknown = [
+        await refused(
+            stub.GetClientSchedule(pb.GetClientScheduleRequest(context=dana, client_id=asked))
+        )
+        for asked in ("client-1", "client-nobody")
+    ]
+    assert (unknown.code, unknown.message, unknown.details) == (
+        real.code,
+        real.message,
+        real.details,
+    )
+    assert real.rule == "NO_RELATIONSHIP"
+    for subject in ("case-1", "client-nobody"):
+        [denied] = await _accesses(deps, subject)
+        assert isinstance(denied, RecordAccessDenied)
+        assert (denied.accessor_id, denied.rule) == ("cm-dana", "no-relationship")
+    # Whoever may read a case of the client is told it has no service.
+    empty = await stub.GetClientSchedule(
+        pb.GetClientScheduleRequest(context=query_context(), client_id="client-nobody")
+    )
+    assert list(empty.services) == []
+
+
 async def test_the_front_desk_reads_no_schedule_and_the_refusal_is_recorded(
     stub: Stub, intake: IntakeFeed, deps: Dependencies
 ) -> None:
