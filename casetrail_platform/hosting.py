@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2
 
 from casetrail_platform.bus.deadletter import failure_text
+from casetrail_platform.bus.errors import is_outage
 from casetrail_platform.bus.kafka import KafkaEventPublisher, KafkaEventSubscriber
 from casetrail_platform.bus.ordering import SequenceGuard
 from casetrail_platform.bus.port import BatchHandler, EventPublisher, EventSubscriber, Handler
@@ -45,7 +46,11 @@ from casetrail_platform.locking.serving import mark_serving, projection_leadersh
 from casetrail_platform.outbox import OutboxRelay
 from casetrail_platform.parking import ParkingLot
 from casetrail_platform.projections.port import Projection, ReadModelStore
-from casetrail_platform.projections.progress import watch_own_projections
+from casetrail_platform.projections.progress import (
+    StalledProjections,
+    watch_own_projections,
+    watch_projection_health,
+)
 from casetrail_platform.projections.runner import BusProjectionHandler, catch_up, follow
 from casetrail_platform.shutdown import (
     BACKGROUND_STOP_SECONDS,
@@ -109,6 +114,8 @@ class ServiceHost:
         self._close_store = close_store
         self.ledger = ledger
         self._own_projections: list[Projection] = []
+        self._stalled = StalledProjections()
+        """Own projections failing on something other than an outage, for their health."""
         self._subscriptions: list[_Subscription] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -229,7 +236,7 @@ class ServiceHost:
                 watch_own_projections(self.service, self.store, self.read_models, own, self._stop)
             )
         for projection in self._own_projections:
-            await catch_up(self.store, self.read_models, projection)
+            await self._catch_up_at_start(projection)
             # Replicas share the read models: one of them follows the store (the others would
             # only find the work done); handlers that must read their own writes catch up
             # themselves, and another replica takes over when the follower stops or dies.
@@ -242,6 +249,7 @@ class ServiceHost:
                         self.read_models,
                         projection,
                         linger=self.infra.projection_linger,
+                        failed=partial(self._stalled.failed, projection.name),
                     ),
                     self._stop,
                 )
@@ -280,6 +288,18 @@ class ServiceHost:
             watch_outbox(relay, health_servicer, f"casetrail.{self.service}.outbox", self._stop)
         )
         read_models = self.read_models
+        if self._own_projections:
+            self._spawn(
+                watch_projection_health(
+                    self.service,
+                    self.store,
+                    read_models,
+                    [projection.name for projection in self._own_projections],
+                    self._stalled,
+                    health_servicer,
+                    self._stop,
+                )
+            )
         self._spawn(
             watch_storage(
                 [self.store.last_position, lambda: read_models.get("casetrail.health", "probe")],
@@ -327,6 +347,26 @@ class ServiceHost:
             await self._close_all()
 
         return RunningService(self.service, port, stop, server)
+
+    async def _catch_up_at_start(self, projection: Projection) -> None:
+        """Catch ``projection`` up before serving. An outage fails the start (the database
+        is away for every part of it); any other failure (a bug, an event it cannot apply)
+        leaves the projection stalled, to its follower's retries and its health entry's
+        NOT_SERVING, and the start goes on: failing it would keep every other projection,
+        subscription and call of the service away, on every restart, for one event."""
+        try:
+            await catch_up(self.store, self.read_models, projection)
+        except Exception as error:
+            if is_outage(error):
+                raise
+            # By type and place, as the follower logs: the message may quote the event.
+            log.error(
+                "%s: projection %s not caught up at start; serving, its follower retries: %s",
+                self.service,
+                projection.name,
+                failure_text(error),
+            )
+            self._stalled.failed(projection.name)
 
     async def _start_ledger(
         self, ledger: LedgerLog, health_servicer: health.aio.HealthServicer

@@ -133,6 +133,13 @@ class DocumentTransaction(ABC):
     async def mark_applied(self, projection: str, event_ids: Sequence[UUID]) -> None:
         """Record that ``projection`` applied these events (in this transaction)."""
 
+    async def mark_overwritten(self) -> None:
+        """Record, with this transaction, that values it overwrites (an erasure's) are to leave
+        the store's files: the mark stays until a ``forget_overwritten`` begun after its commit
+        succeeds, and ``forget_if_pending`` forgets while it is there. By default nothing (a
+        store in memory)."""
+        return
+
 
 FORGET_PATIENCE_SECONDS = 10.0
 """How long ``forget_overwritten`` keeps trying while another connection holds what it must
@@ -212,6 +219,13 @@ class ReadModelStore(ABC):
         """Make sure no file of the store keeps bytes that were just overwritten (after an
         erasure scrubbed sensitive values): SQLite's write-ahead log cut, PostgreSQL's dead
         row versions vacuumed. By default nothing (a store in memory)."""
+        return
+
+    async def forget_if_pending(self) -> None:
+        """``forget_overwritten`` while a committed transaction's mark (``mark_overwritten``)
+        says it has not succeeded since: a feed that failed or ended between an erasure's
+        commit and its forgetting stands past the erasure, and nothing else would ask again.
+        By default nothing (a store in memory)."""
         return
 
     def watch(self, collection: str, changed: ChangeCallback) -> bool:

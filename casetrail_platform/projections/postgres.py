@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from psycopg import sql
 
@@ -27,6 +28,8 @@ from casetrail_platform.projections.port import (
 from casetrail_platform.store.pg_connections import Connection, PgConnections
 from casetrail_platform.store.pg_horizons import VACUUM_HORIZONS
 
+log = logging.getLogger(__name__)
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     collection text NOT NULL,
@@ -42,6 +45,9 @@ CREATE TABLE IF NOT EXISTS projection_applied (
     projection text NOT NULL,
     event_id uuid NOT NULL,
     PRIMARY KEY (projection, event_id)
+);
+CREATE TABLE IF NOT EXISTS forget_pending (
+    mark uuid PRIMARY KEY
 );
 """
 
@@ -109,7 +115,17 @@ class PostgresReadModelStore(ReadModelStore):
         except BaseException:
             await writer.close()
             raise
-        return cls(writer, reader, ChangeListener(dsn, channel_of(schema), what))
+        store = cls(writer, reader, ChangeListener(dsn, channel_of(schema), what))
+        try:
+            await store.forget_if_pending()
+        except StorageUnavailableError as error:
+            # A snapshot older than the erasure is still open: the mark stays, and the next
+            # catch-up (or erasure) forgets; the store serves meanwhile, as before it.
+            log.warning("%s: values an erasure overwrote not forgotten yet (%s)", what, error)
+        except BaseException:
+            await store.close()
+            raise
+        return store
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[DocumentTransaction]:
@@ -212,15 +228,28 @@ class PostgresReadModelStore(ReadModelStore):
             )
             await _PostgresTransaction(connection, self._changes).told(collections, None)
 
+    async def forget_if_pending(self) -> None:
+        async def pending(connection: Connection) -> bool:
+            cursor = await connection.execute("SELECT EXISTS (SELECT FROM forget_pending)")
+            row = await cursor.fetchone()
+            return row is not None and bool(row[0])
+
+        if await self._reader.run(pending):
+            await self.forget_overwritten()
+
     async def forget_overwritten(self) -> None:
         """The row versions an erasure replaced stay in the table's files (and its TOAST) as
         dead tuples until a vacuum, which autovacuum runs only once enough rows died: an
         unbounded while, with the scrubbed values in them. VACUUM says nothing when a
         snapshot older than the erasure keeps them (``_OLDER_SNAPSHOTS``), so it is run again
         until none is left, for ``FORGET_PATIENCE_SECONDS``; then ``StorageUnavailableError``
-        (the caller's batch, the erasure with it, is tried again). The writer's connection is
-        autocommit outside ``transaction``, as VACUUM needs."""
+        (the caller's batch, the erasure with it, is tried again; the erasure's mark stays
+        for ``forget_if_pending``). Once done, the marks committed before it began go: one
+        committed since may be of an erasure this vacuum came too early for. The writer's
+        connection is autocommit outside ``transaction``, as VACUUM needs."""
         async with self._writer.connection() as connection:
+            cursor = await connection.execute("SELECT mark FROM forget_pending")
+            marks = [row[0] for row in await cursor.fetchall()]
             cursor = await connection.execute(_NEXT_TRANSACTION_ID)
             row = await cursor.fetchone()
             assert row is not None
@@ -231,6 +260,10 @@ class PostgresReadModelStore(ReadModelStore):
                 cursor = await connection.execute(_OLDER_SNAPSHOTS, (erased_before,))
                 older = await cursor.fetchone()
                 if older is None or not older[0]:
+                    if marks:
+                        await connection.execute(
+                            "DELETE FROM forget_pending WHERE mark = ANY(%s)", (marks,)
+                        )
                     return
                 if time.monotonic() >= deadline:
                     raise StorageUnavailableError(
@@ -460,6 +493,10 @@ class _PostgresTransaction(DocumentTransaction):
             " SELECT %s, unnest(%s::uuid[]) ON CONFLICT DO NOTHING",
             (projection, list(event_ids)),
         )
+
+    async def mark_overwritten(self) -> None:
+        # A mark of its own per transaction: a forgetting deletes only the marks it saw.
+        await self._connection.execute("INSERT INTO forget_pending (mark) VALUES (%s)", (uuid4(),))
 
 
 async def _get(connection: Connection, collection: str, key: str) -> Document | None:

@@ -33,8 +33,12 @@ async def catch_up(
     """Apply every event the projection has not seen yet; return the position reached.
 
     Each batch is one transaction that also moves the projection's position, so a crash
-    repeats no event and loses none.
+    repeats no event and loses none. A batch holding an erasure also marks that the values it
+    overwrote are to leave the files (``mark_overwritten``): when forgetting them fails after
+    the commit (an older snapshot open past ``FORGET_PATIENCE_SECONDS``) or the process ends
+    first, the position is past the erasure and the next catch-up forgets before it goes on.
     """
+    await read_models.forget_if_pending()
     async with read_models.transaction() as transaction:
         position = await transaction.position(projection.name)
     target = await store.last_position() if progress is not None else 0
@@ -57,9 +61,11 @@ async def catch_up(
                     wanted is None or recorded.event_type in wanted
                 ):
                     await projection.handle(transaction, recorded)
+            if any(_is_erasure(r) and r.position > applied for r in batch):
+                await transaction.mark_overwritten()
             position = max(applied, batch[-1].position)
             await transaction.set_position(projection.name, position)
-        if any(r.event_type == ClientErased.event_type for r in batch):
+        if any(_is_erasure(r) for r in batch):
             # As the bus-fed handler does: the values an erasure overwrote leave the files too.
             await read_models.forget_overwritten()
         if progress is not None:
@@ -74,14 +80,16 @@ async def follow(
     *,
     idle_wait: float = 0.5,
     linger: float = 0.0,
+    failed: Callable[[], None] | None = None,
 ) -> None:
     """Keep a projection up to date with its store until ``stop`` is set. ``linger``: seconds
     to wait after an append for more before catching up, so that under load one read-model
     transaction covers many events.
 
     A failure never ends it: while the database is away (a restart, a fail-over) it retries
-    every couple of seconds and catches up once it is back; any other failure is logged and
-    retried the same way, since skipping an event of its own store is never an option."""
+    every couple of seconds and catches up once it is back; any other failure is logged, told
+    to ``failed`` (the service's health) and retried the same way, since skipping an event of
+    its own store is never an option."""
     failures = 0
     while not stop.is_set():
         try:
@@ -99,6 +107,8 @@ async def follow(
                     delay,
                     failure_text(error),
                 )
+                if failed is not None:
+                    failed()
             elif failures == 1:
                 log.warning(
                     "projection %s paused, storage unavailable (%s); retrying every %.1fs",
@@ -195,7 +205,10 @@ class BusProjectionHandler:
                 applied.append(recorded)
             if tracked:
                 await transaction.mark_applied(name, [r.event_id for r in applied])
-        erasures = [r.event for r in records if r.event_type == ClientErased.event_type]
+            if any(_is_erasure(r) for r in applied):
+                # A restart between the commit and the forgetting below finds it to do.
+                await transaction.mark_overwritten()
+        erasures = [r.event for r in records if _is_erasure(r)]
         # What is kept in memory goes first: forgetting the files may wait on an older
         # transaction, and fail after FORGET_PATIENCE_SECONDS (the batch is tried again), and
         # meanwhile a cached key or a folded state would still answer the erased values.
@@ -208,3 +221,7 @@ class BusProjectionHandler:
         # Only what was applied now: a repeat (a batch redelivered after a restart, hours
         # after it was recorded) would add an observation as old as the event, not a delay.
         observe_projection(self._service, name, applied)
+
+
+def _is_erasure(recorded: RecordedEvent) -> bool:
+    return recorded.event_type == ClientErased.event_type

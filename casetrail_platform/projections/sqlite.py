@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.projections.port import (
@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS projection_applied (
     projection TEXT NOT NULL,
     event_id TEXT NOT NULL,
     PRIMARY KEY (projection, event_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS forget_pending (
+    mark TEXT PRIMARY KEY
 ) WITHOUT ROWID;
 """
 
@@ -76,12 +79,18 @@ class SqliteReadModelStore(ReadModelStore):
         self._writer.execute("PRAGMA wal_autocheckpoint=0")
         self._reader = connect(str(path))
         self._checkpointer = connect(str(path))
+        # A cut waiting for a reader sits in SQLite's busy handler, holding the log's write
+        # lock: the loop's next BEGIN IMMEDIATE would wait as long. Busy is answered at once
+        # instead, and ``forget_overwritten`` tries again for its patience, off the loop.
+        self._checkpointer.execute("PRAGMA busy_timeout=0")
         self._commits_since_checkpoint = 0
         self._checkpointing: asyncio.Future[None] | None = None
         # A process that ended between an erasure's commit and its ``forget_overwritten``
-        # left the values it overwrote in the log; its position is past the erasure, so
-        # nothing would ask again. Cut on every start (nothing else has the file open yet).
-        self._forget_pending = not _truncated(self._writer)
+        # left the values it overwrote in the log, and its mark: cut on every start (only an
+        # operator's reader may have the file open yet), the marks going with a cut.
+        self._forget_pending = not _truncated(self._checkpointer)
+        if not self._forget_pending:
+            self._writer.execute("DELETE FROM forget_pending")
         self._lock = asyncio.Lock()
         self._watchers: dict[str, list[ChangeCallback]] = {}
 
@@ -124,21 +133,31 @@ class SqliteReadModelStore(ReadModelStore):
         else:
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
+    async def forget_if_pending(self) -> None:
+        if self._reader.execute("SELECT EXISTS (SELECT 1 FROM forget_pending)").fetchone()[0]:
+            await self.forget_overwritten()
+
     async def forget_overwritten(self) -> None:
         """Old page versions live on in the write-ahead log until it is copied back and cut.
         A background checkpoint in flight holds the checkpoint lock, and SQLite then answers
-        TRUNCATE busy at once (its busy handler is not called): the values an erasure
-        overwrote stayed in the log and the file until the next checkpoint, 200 commits on.
-        So the one in flight is awaited first, and a busy answer tried again for
-        ``FORGET_PATIENCE_SECONDS``; then ``StorageUnavailableError`` (the caller's batch is
-        tried again), and the next commits' background checkpoint keeps trying."""
+        TRUNCATE busy at once: the values an erasure overwrote stayed in the log and the file
+        until the next checkpoint, 200 commits on. So the one in flight is awaited first, and
+        the cut, in a thread (a reader of the log makes SQLite answer it busy), is tried again
+        for ``FORGET_PATIENCE_SECONDS``; then ``StorageUnavailableError`` (the caller's batch
+        is tried again; the erasure's mark stays for ``forget_if_pending``), and the next
+        commits' background checkpoint keeps trying. Once cut, the marks seen before go."""
         async with self._lock:  # no commit, so no new background checkpoint, meanwhile
+            marks = [row[0] for row in self._writer.execute("SELECT mark FROM forget_pending")]
             deadline = time.monotonic() + FORGET_PATIENCE_SECONDS
             while True:
                 if self._checkpointing is not None:
                     await asyncio.gather(self._checkpointing, return_exceptions=True)
-                if _truncated(self._writer):
+                if await asyncio.to_thread(_truncated, self._checkpointer):
                     self._forget_pending = False
+                    self._writer.execute(
+                        "DELETE FROM forget_pending WHERE mark IN (SELECT value FROM json_each(?))",
+                        (json.dumps(marks),),
+                    )
                     return
                 if time.monotonic() >= deadline:
                     self._forget_pending = True
@@ -331,6 +350,10 @@ class _SqliteTransaction(DocumentTransaction):
             "INSERT OR IGNORE INTO projection_applied (projection, event_id) VALUES (?, ?)",
             [(projection, str(event_id)) for event_id in event_ids],
         )
+
+    async def mark_overwritten(self) -> None:
+        # One mark per transaction, as on PostgreSQL: a forgetting deletes the marks it saw.
+        self._connection.execute("INSERT INTO forget_pending (mark) VALUES (?)", (str(uuid4()),))
 
 
 _PUT = (

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from casetrail_platform.errors import StorageUnavailableError
+from casetrail_platform.projections import sqlite as sqlite_read_models
 from casetrail_platform.projections.port import (
     Document,
     DocumentTransaction,
@@ -17,9 +21,13 @@ from casetrail_platform.projections.port import (
     ReadModelStore,
 )
 from casetrail_platform.projections.runner import BusProjectionHandler, catch_up, rebuild
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.port import NO_STREAM, EventStore
 from casetrail_platform.store.sqlite import SqliteEventStore
-from events.envelope import RecordedEvent
+from events.catalog.erasure import ClientErased
+from events.envelope import NewEvent, RecordedEvent
+from events.registry import EventRegistry
+from tests.support.backends import BACKENDS
 from tests.support.sample_events import NoteWritten, note, sample_registry
 
 
@@ -600,7 +608,6 @@ async def test_a_snapshot_older_than_the_erasure_fails_forgetting_until_it_ends(
     tried again), and succeeds once the snapshot is gone."""
     import psycopg
 
-    from casetrail_platform.errors import StorageUnavailableError
     from casetrail_platform.projections import postgres as pg_read_models
     from casetrail_platform.projections.postgres import PostgresReadModelStore
     from tests.support.servers import postgres_dsn, schema_of_its_own
@@ -675,3 +682,184 @@ async def test_a_value_overwritten_is_no_row_version_once_forgotten_on_postgres(
         held = await _heap_bytes(f'"{schema}".documents')
     assert b"[erased]" in held
     assert canary.encode() not in held
+
+
+class LastNotes(Projection):
+    """Each case's last note, which forgets it when the case's client is erased."""
+
+    name = "last-notes"
+    collections = ("last-notes",)
+
+    async def apply(self, transaction: DocumentTransaction, recorded: RecordedEvent) -> None:
+        if isinstance(recorded.event, NoteWritten):
+            await transaction.put(
+                "last-notes", recorded.event.case_id, {"text": recorded.event.text}
+            )
+
+    async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
+        for case_id in erased.case_ids:
+            if await transaction.get("last-notes", case_id) is not None:
+                await transaction.put("last-notes", case_id, {"text": "[erased]"})
+
+
+def _erasure(case_id: str) -> NewEvent:
+    erased = ClientErased(client_id="client-1", case_ids=(case_id,), request_reference="dsr-1")
+    return NewEvent(erased, note(case_id).metadata)
+
+
+@dataclass
+class _ReadModelFiles:
+    """One backend's read models, what their files hold, and how other connections use them."""
+
+    open: Callable[[], Awaitable[ReadModelStore]]
+    held: Callable[[], Awaitable[bytes]]
+    """Every byte of the read models' files (SQLite) or of the documents table's row
+    versions, dead ones too (PostgreSQL)."""
+    older_snapshot: Callable[[], AbstractAsyncContextManager[None]]
+    """Another connection reading a snapshot taken on entry, until exit."""
+    ended: Callable[[ReadModelStore], Awaitable[None]]
+    """The store's process killed: its files as they are (a clean close cuts SQLite's log)."""
+
+
+def _sqlite_files(directory: Path) -> dict[Path, bytes]:
+    return {
+        file: file.read_bytes() for file in directory.iterdir() if file.name.startswith("rm.db")
+    }
+
+
+def _restored(files: dict[Path, bytes]) -> None:
+    for file, data in files.items():
+        file.write_bytes(data)
+
+
+@asynccontextmanager
+async def _read_model_files(backend: str, directory: Path) -> AsyncIterator[_ReadModelFiles]:
+    if backend == "sqlite":
+        path = directory / "rm.db"
+
+        async def opened_sqlite() -> ReadModelStore:
+            return SqliteReadModelStore(path)
+
+        async def files() -> bytes:
+            return b"".join(_sqlite_files(directory).values())
+
+        @asynccontextmanager
+        async def reading() -> AsyncIterator[None]:
+            reader = sqlite3.connect(path, isolation_level=None)
+            try:
+                reader.execute("BEGIN")
+                reader.execute("SELECT count(*) FROM documents").fetchone()
+                yield
+                reader.execute("COMMIT")
+            finally:
+                reader.close()
+
+        async def killed(store: ReadModelStore) -> None:
+            kept = _sqlite_files(directory)
+            await store.close()
+            _restored(kept)
+
+        yield _ReadModelFiles(opened_sqlite, files, reading, killed)
+        return
+    import psycopg
+
+    from casetrail_platform.projections.postgres import PostgresReadModelStore
+    from tests.support.servers import postgres_dsn, schema_of_its_own
+
+    async with schema_of_its_own("forget_pending") as schema:
+
+        async def opened_postgres() -> ReadModelStore:
+            return await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+
+        async def pages() -> bytes:
+            return await _heap_bytes(f'"{schema}".documents')
+
+        @asynccontextmanager
+        async def snapshot() -> AsyncIterator[None]:
+            async with await psycopg.AsyncConnection.connect(
+                postgres_dsn(), autocommit=True
+            ) as older:
+                await older.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                await older.execute("SELECT 1")
+                yield
+                await older.execute("ROLLBACK")
+
+        async def closed(store: ReadModelStore) -> None:
+            await store.close()  # closing vacuums nothing
+
+        yield _ReadModelFiles(opened_postgres, pages, snapshot, closed)
+
+
+@pytest.fixture
+async def erasure_store(tmp_path: Path) -> AsyncIterator[EventStore]:
+    store = await SqliteEventStore.open(
+        tmp_path / "events.db", EventRegistry([NoteWritten, ClientErased])
+    )
+    yield store
+    await store.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_an_erasure_not_forgotten_after_its_commit_is_by_the_next_catch_up(
+    backend: str, tmp_path: Path, erasure_store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure's batch commits (its position past it), then forgetting what it overwrote
+    fails while an older snapshot stays open: ``follow`` catches up again, from past the
+    erasure, and on PostgreSQL nothing vacuumed again (the value stayed in a dead row version
+    until autovacuum came by). The erasure's mark, committed with its batch, makes the next
+    catch-up forget first."""
+    from casetrail_platform.projections import postgres as pg_read_models
+
+    monkeypatch.setattr(sqlite_read_models, "FORGET_PATIENCE_SECONDS", 0.3)
+    monkeypatch.setattr(pg_read_models, "FORGET_PATIENCE_SECONDS", 0.3)
+    canary = "CANARY-" + "p" * 40
+    projection = LastNotes()
+    async with _read_model_files(backend, tmp_path) as files:
+        read_models = await files.open()
+        try:
+            await erasure_store.append("case-1", [note("case-1", canary)], NO_STREAM)
+            await catch_up(erasure_store, read_models, projection)
+            async with files.older_snapshot():
+                await erasure_store.append("client-1", [_erasure("case-1")], NO_STREAM)
+                with pytest.raises(StorageUnavailableError):
+                    await catch_up(erasure_store, read_models, projection)
+            assert await read_models.applied_position(projection.name) == 2
+            await catch_up(erasure_store, read_models, projection)  # follow's next round
+            assert await read_models.get("last-notes", "case-1") == {"text": "[erased]"}
+            assert canary.encode() not in await files.held()
+        finally:
+            await read_models.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_an_erasure_whose_process_ended_before_forgetting_is_forgotten_on_opening(
+    backend: str, tmp_path: Path, erasure_store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process ends between the erasure's commit and its forgetting: the read models,
+    opened again, forget before anything reads them (no catch-up need come: a bus-fed store)."""
+    canary = "CANARY-" + "e" * 40
+    projection = LastNotes()
+
+    class Ended(BaseException):
+        """The process killed there."""
+
+    async def killed() -> None:
+        raise Ended
+
+    async with _read_model_files(backend, tmp_path) as files:
+        read_models = await files.open()
+        await erasure_store.append("case-1", [note("case-1", canary)], NO_STREAM)
+        await catch_up(erasure_store, read_models, projection)
+        await erasure_store.append("client-1", [_erasure("case-1")], NO_STREAM)
+        with monkeypatch.context() as patched:
+            patched.setattr(read_models, "forget_overwritten", killed)
+            with pytest.raises(Ended):
+                await catch_up(erasure_store, read_models, projection)
+        assert canary.encode() in await files.held()
+        await files.ended(read_models)
+        reopened = await files.open()
+        try:
+            assert canary.encode() not in await files.held()
+            assert await reopened.get("last-notes", "case-1") == {"text": "[erased]"}
+        finally:
+            await reopened.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,63 @@ async def test_a_log_left_by_a_process_that_ended_is_cut_when_the_file_is_opened
         assert _copies(tmp_path) == 0
     finally:
         await reopened.close()
+
+
+class _LongestStall:
+    """The longest the event loop went without running a task that ticks every 10 ms."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._ticking: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _LongestStall:
+        self._ticking = asyncio.create_task(self._tick())
+        await asyncio.sleep(0.02)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await asyncio.sleep(0.02)
+        assert self._ticking is not None
+        self._ticking.cancel()
+
+    async def _tick(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            self.seconds = max(self.seconds, now - last)
+            last = now
+
+
+async def test_a_reader_keeping_the_log_never_stalls_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cut ran on the loop's thread, where SQLite's busy handler waited its 10 s timeout
+    for the reader: every call of the embedded process froze that long, whatever the patience.
+    Then each commit's background cut held the log's write lock as long, and the loop's next
+    transaction waited for it. Now each attempt answers busy at once, off the loop, and the
+    patience decides. (A bound on blocking, generous: no benchmark.)"""
+    monkeypatch.setattr(read_models, "FORGET_PATIENCE_SECONDS", 0.5)
+    store = SqliteReadModelStore(tmp_path / "rm.db")
+    reader = sqlite3.connect(tmp_path / "rm.db", isolation_level=None)  # an operator's shell
+    try:
+        async with store.transaction() as transaction:
+            await transaction.put("case_views", "c1", {"description": CANARY})
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM documents").fetchone()
+        async with store.transaction() as transaction:
+            await transaction.put("case_views", "c1", {"description": "[erased]"})
+        async with _LongestStall() as stall:
+            began = time.monotonic()
+            with pytest.raises(StorageUnavailableError):
+                await store.forget_overwritten()
+            assert time.monotonic() - began < 2.0  # the patience, not the busy timeout
+            for n in range(3):  # later batches, each followed by a background cut
+                async with store.transaction() as transaction:
+                    await transaction.put("other", str(n), {"n": n})
+                await asyncio.sleep(0.05)
+        assert stall.seconds < 1.0
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+        await store.close()
