@@ -8,6 +8,8 @@ both the documents and the tracking updated or neither.
 
 from __future__ import annotations
 
+import logging
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -15,8 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from casetrail_platform.bus.deadletter import failure_text
+from casetrail_platform.errors import StorageUnavailableError
 from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
+
+log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 
@@ -141,6 +147,9 @@ class DocumentTransaction(ABC):
         return
 
 
+PENDING_FORGET_RETRY_SECONDS = 60.0
+"""How long after a failed ``forget_if_pending`` it is tried again (``ReadModelStore``)."""
+
 FORGET_PATIENCE_SECONDS = 10.0
 """How long ``forget_overwritten`` keeps trying while another connection holds what it must
 clear (SQLite: a reader of the write-ahead log; PostgreSQL: a snapshot older than the
@@ -221,12 +230,30 @@ class ReadModelStore(ABC):
         row versions vacuumed. By default nothing (a store in memory)."""
         return
 
+    _forget_retry_at: float = 0.0
+
     async def forget_if_pending(self) -> None:
         """``forget_overwritten`` while a committed transaction's mark (``mark_overwritten``)
         says it has not succeeded since: a feed that failed or ended between an erasure's
         commit and its forgetting stands past the erasure, and nothing else would ask again.
-        By default nothing (a store in memory)."""
-        return
+
+        Never raised: it runs before every catch-up, a request's read-your-writes among them
+        (intake's registrations), and a snapshot older than the erasure may stay open for
+        hours (a backup): each catch-up would wait ``FORGET_PATIENCE_SECONDS`` and fail. So a
+        failure is logged and the mark stays, tried again after
+        ``PENDING_FORGET_RETRY_SECONDS``, by the next catch-up then or the next opening."""
+        if time.monotonic() < self._forget_retry_at or not await self.forgetting_pending():
+            return
+        try:
+            await self.forget_overwritten()
+        except StorageUnavailableError as error:
+            self._forget_retry_at = time.monotonic() + PENDING_FORGET_RETRY_SECONDS
+            log.warning("values an erasure overwrote not forgotten yet: %s", failure_text(error))
+
+    async def forgetting_pending(self) -> bool:
+        """Whether a mark says an erasure's overwritten values may still be in the files. By
+        default never (a store in memory)."""
+        return False
 
     def watch(self, collection: str, changed: ChangeCallback) -> bool:
         """Tell ``changed`` about every committed change to ``collection``'s documents, after

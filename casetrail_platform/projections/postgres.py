@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -27,8 +26,6 @@ from casetrail_platform.projections.port import (
 )
 from casetrail_platform.store.pg_connections import Connection, PgConnections
 from casetrail_platform.store.pg_horizons import VACUUM_HORIZONS
-
-log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -117,11 +114,9 @@ class PostgresReadModelStore(ReadModelStore):
             raise
         store = cls(writer, reader, ChangeListener(dsn, channel_of(schema), what))
         try:
+            # A snapshot older than the erasure still open: logged, the mark stays for the
+            # next catch-up (or erasure), and the store serves meanwhile.
             await store.forget_if_pending()
-        except StorageUnavailableError as error:
-            # A snapshot older than the erasure is still open: the mark stays, and the next
-            # catch-up (or erasure) forgets; the store serves meanwhile, as before it.
-            log.warning("%s: values an erasure overwrote not forgotten yet (%s)", what, error)
         except BaseException:
             await store.close()
             raise
@@ -228,14 +223,13 @@ class PostgresReadModelStore(ReadModelStore):
             )
             await _PostgresTransaction(connection, self._changes).told(collections, None)
 
-    async def forget_if_pending(self) -> None:
+    async def forgetting_pending(self) -> bool:
         async def pending(connection: Connection) -> bool:
             cursor = await connection.execute("SELECT EXISTS (SELECT FROM forget_pending)")
             row = await cursor.fetchone()
             return row is not None and bool(row[0])
 
-        if await self._reader.run(pending):
-            await self.forget_overwritten()
+        return await self._reader.run(pending)
 
     async def forget_overwritten(self) -> None:
         """The row versions an erasure replaced stay in the table's files (and its TOAST) as

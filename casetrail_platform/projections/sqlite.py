@@ -133,9 +133,10 @@ class SqliteReadModelStore(ReadModelStore):
         else:
             self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    async def forget_if_pending(self) -> None:
-        if self._reader.execute("SELECT EXISTS (SELECT 1 FROM forget_pending)").fetchone()[0]:
-            await self.forget_overwritten()
+    async def forgetting_pending(self) -> bool:
+        return bool(
+            self._reader.execute("SELECT EXISTS (SELECT 1 FROM forget_pending)").fetchone()[0]
+        )
 
     async def forget_overwritten(self) -> None:
         """Old page versions live on in the write-ahead log until it is copied back and cut.

@@ -171,3 +171,35 @@ async def test_a_reader_keeping_the_log_never_stalls_the_event_loop(
         reader.execute("COMMIT")
         reader.close()
         await store.close()
+
+
+class _KeptBack(SqliteReadModelStore):
+    """Its forgetting fails as while a snapshot older than the erasure stays open."""
+
+    attempts = 0
+
+    async def forgetting_pending(self) -> bool:
+        return True
+
+    async def forget_overwritten(self) -> None:
+        self.attempts += 1
+        raise StorageUnavailableError("an older snapshot is open")
+
+
+async def test_a_pending_forget_that_fails_holds_back_no_catch_up_and_waits_to_try_again(
+    tmp_path: Path,
+) -> None:
+    """It runs before every catch-up, intake's read-your-writes on each registration among
+    them: while a backup's snapshot stayed open for hours after an erasure, each one waited
+    ``FORGET_PATIENCE_SECONDS`` and failed UNAVAILABLE."""
+    store = _KeptBack(tmp_path / "rm.db")
+    try:
+        await store.forget_if_pending()
+        await store.forget_if_pending()
+        assert store.attempts == 1
+
+        store._forget_retry_at = time.monotonic()  # PENDING_FORGET_RETRY_SECONDS later
+        await store.forget_if_pending()
+        assert store.attempts == 2
+    finally:
+        await store.close()
