@@ -89,10 +89,14 @@ PG_DSN="postgresql://$PG_SUPERUSER@$PG_HOST:$PG_PORT/$PG_DB"
 # postmaster.pid's first line alone does not tell (it is what `pg_ctl status` checks): after a
 # hard kill of the postmaster (OOM kill, container stop) its PID may be reused by any process of
 # the cluster's OS user, which start.sh then took for the server (and never started it) and
-# stop.sh sent SIGINT. The PID is ours only if it runs `postgres` in this data dir (the
-# postmaster works in it; the Kafka scripts check their broker alike, kafka_running_pid).
+# stop.sh sent SIGINT. The PID is ours only if it runs `postgres` for this data dir (the Kafka
+# scripts check their broker alike, kafka_running_pid): the -D pg_ctl started it with, else the
+# dir it works in. Another OS user may read any process's command line, but not its cwd without
+# CAP_SYS_PTRACE (root in a container by default): that one is read as the cluster's user, and
+# a `postgres` process whose dir nobody can read counts as ours, since removing a live
+# cluster's postmaster.pid makes it shut itself down.
 pg_postmaster_pid() {
-    local pid program data
+    local pid program given data cwd
     [[ -f "$PG_DATA/postmaster.pid" ]] || return 1
     pid="$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null)" || return 1
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
@@ -100,7 +104,14 @@ pg_postmaster_pid() {
     program="$(tr '\0' '\n' <"/proc/$pid/cmdline" | head -n 1)"
     [[ "$(basename -- "$program")" == postgres ]] || return 1
     data="$(readlink -f -- "$PG_DATA")"
-    [[ "$(readlink -f -- "/proc/$pid/cwd" 2>/dev/null)" == "$data" ]] || return 1
+    given="$(tr '\0' '\n' <"/proc/$pid/cmdline" | sed -n '/^-D$/{n;p;q;}')"
+    if [[ -n "$given" ]]; then
+        [[ "$(readlink -f -- "$given")" == "$data" ]] || return 1
+    else
+        cwd="$(readlink -f -- "/proc/$pid/cwd" 2>/dev/null ||
+            as_pg readlink -f -- "/proc/$pid/cwd" 2>/dev/null || true)"
+        [[ -z "$cwd" || "$cwd" == "$data" ]] || return 1
+    fi
     printf '%s\n' "$pid"
 }
 

@@ -145,3 +145,31 @@ def test_a_stale_postmaster_pid_reused_by_another_process_is_neither_signalled_n
     assert cluster.serves()
     assert "stopped" in cluster.must("stop.sh")
     assert not cluster.serves()
+
+
+def test_a_running_cluster_is_told_by_a_caller_that_may_not_read_its_working_dir(
+    cluster: Cluster,
+) -> None:
+    """Root without CAP_SYS_PTRACE (a container's default) cannot read the cwd of the cluster
+    user's postmaster: it was taken for a stale postmaster.pid, which stop.sh removed (the
+    cluster shuts itself down once its lock file is gone) and start.sh removed before failing
+    on the port in use."""
+    cluster.must("start.sh")
+    without_ptrace = ["setpriv", "--bounding-set", "-sys_ptrace", "--inh-caps", "-sys_ptrace"]
+    env = {
+        **os.environ,
+        "CASETRAIL_PG_DIR": str(cluster.directory),
+        "CASETRAIL_PG_PORT": str(cluster.port),
+    }
+    again = subprocess.run(
+        [*(without_ptrace if os.getuid() == 0 else []), str(SCRIPTS / "start.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+    assert again.returncode == 0, again.stderr
+    assert "removing stale" not in again.stderr
+    assert (cluster.data / "postmaster.pid").exists()
+    assert cluster.serves()
