@@ -61,7 +61,7 @@ class LedgerDirectory:
                 # through an open handle as it was, and the witness would never see it go.
                 file = await asyncio.to_thread(_file_identity, infra.data_dir / service)
                 if self._files.get(service) != file:
-                    await self._drop(service)
+                    await self._forget(service)
                 if file is None:
                     return None
             if service in self._logs:
@@ -75,7 +75,13 @@ class LedgerDirectory:
             self._files[service] = file
             return store
 
-    async def _drop(self, service: str) -> None:
+    async def forget(self, service: str) -> None:
+        """Close and forget the service's log, found gone (``LedgerNotCreated`` reading it):
+        the next ``log`` looks for it again."""
+        async with self._lock:
+            await self._forget(service)
+
+    async def _forget(self, service: str) -> None:
         self._files.pop(service, None)
         store = self._logs.pop(service, None)
         if store is not None:

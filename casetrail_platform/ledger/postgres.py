@@ -211,7 +211,12 @@ class PostgresLedgerStore(LedgerStore):
             cursor = await connection.execute(query, parameters)
             return await cursor.fetchall()
 
-        return await self._connections.run(fetch)
+        try:
+            return await self._connections.run(fetch)
+        except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+            # Dropped since it was opened: told as at opening (``connect_reader``), so that
+            # audit's witness alarms on a log gone rather than call it unchecked for ever.
+            raise LedgerNotCreated(f"{self._schema} holds no ledger tables") from None
 
     async def size(self) -> int:
         rows = await self._fetch(self._size_sql, ())

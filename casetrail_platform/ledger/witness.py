@@ -100,9 +100,9 @@ class Witness:
             )
             standing = document.get("alarm")
             if standing is None or standing["checkpoint_size"] != 0:
+                await on_alarm(alarm)  # told first, as in ``_witness``
                 document["alarm"] = {**_alarm_document(alarm), "note": NO_CHECKPOINT.note}
                 await self._save(document, [])
-                await on_alarm(alarm)
             return alarm
 
     async def witness(
@@ -136,9 +136,11 @@ class Witness:
                     after = max(after, stored.size)
                     continue
                 if standing is None or standing["checkpoint_size"] != alarm.checkpoint_size:
+                    # Told first: an alarm saved as standing is not told again, so one whose
+                    # telling failed (its event not stored) would never be recorded.
+                    await on_alarm(alarm)
                     document["alarm"] = {**_alarm_document(alarm), "note": stored.note}
                     await self._save(document, [])
-                    await on_alarm(alarm)
                 return alarm
 
     @staticmethod

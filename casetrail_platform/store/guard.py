@@ -32,6 +32,7 @@ from casetrail_platform.store.port import ANY_VERSION, NO_STREAM, StreamVersion
 from events.cloudevents import (
     MAX_IDENTIFIER_CHARS,
     MAX_STREAM_CHARS,
+    MAX_SUBJECT_CHARS,
     envelope_text_problem,
 )
 from events.envelope import NewEvent
@@ -42,7 +43,7 @@ _ESCAPED_NUL = b"\\u0000"
 _TEXT_BOUNDS = {
     "stream": MAX_STREAM_CHARS,
     "guard.stream": MAX_STREAM_CHARS,
-    "subject": MAX_IDENTIFIER_CHARS,
+    "subject": MAX_SUBJECT_CHARS,
     "metadata.actor.user_id": MAX_IDENTIFIER_CHARS,
 }
 """Each envelope text's length bound as subscribers decode it (the source has none)."""

@@ -10,8 +10,8 @@ Context attributes (every value is a string unless noted):
                    subscribers receive; ``PUBLISHED_SOURCE``)
 ``specversion``    ``1.0``
 ``type``           the stable event type, e.g. ``casetrail.case.opened``
-``subject``        the event's subject: the case id (the client id for client events), at
-                   most ``MAX_IDENTIFIER_CHARS``
+``subject``        the event's subject: the case id (the client id for client events, a
+                   ledger's origin for its alarms), at most ``MAX_SUBJECT_CHARS``
 ``time``           when it occurred (``metadata.occurred_at``), RFC 3339
 ``datacontenttype`` ``application/json``
 ``dataschema``     ``https://casetrail.example/schemas/<type>/v<schemaversion>.json``; the path
@@ -74,6 +74,7 @@ from events.cloudevents.attributes import (
     MAX_COUNTER,
     MAX_IDENTIFIER_CHARS,
     MAX_STREAM_CHARS,
+    MAX_SUBJECT_CHARS,
     ORDER_DIGITS,
     PUBLISHED_SOURCE,
     SCHEMA_BASE_URI,
@@ -112,6 +113,7 @@ __all__ = [
     "MAX_COUNTER",
     "MAX_IDENTIFIER_CHARS",
     "MAX_STREAM_CHARS",
+    "MAX_SUBJECT_CHARS",
     "ORDER_DIGITS",
     "PUBLISHED_SOURCE",
     "SCHEMA_BASE_URI",

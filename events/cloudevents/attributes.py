@@ -24,8 +24,13 @@ MAX_COUNTER = 2**63 - 1
 as a JSON number or as digits alike: the stores and read models hold them as signed 64-bit
 integers (SQLite ``INTEGER``, PostgreSQL ``bigint``)."""
 MAX_IDENTIFIER_CHARS = 64
-"""The longest ``subject`` and ``actorid``: the catalog's ``Identifier`` (a case or client id;
-a user id, as a verified token's ``sub`` is held to it)."""
+"""The longest ``actorid``: the catalog's ``Identifier`` (a user id, as a verified token's
+``sub`` is held to it)."""
+MAX_SUBJECT_CHARS = 200
+"""The longest ``subject``: a case or client id (the catalog's ``Identifier``, 64), or a
+ledger's origin (``casetrail/<agency>/<service>``, up to 200, the subject of
+``ledger.inconsistency_detected``): bounded at 64, an agency name of 45 characters or more
+made audit's tamper alarm unstorable."""
 MAX_STREAM_CHARS = 128
 """The longest ``stream``: ``<kind>-<id>``, an ``Identifier`` after a kind (``case-``,
 ``schedule-``, ``access-batch-``...)."""

@@ -15,6 +15,7 @@ from events.cloudevents.attributes import (
     KAFKA_HEADER_PREFIX,
     MAX_IDENTIFIER_CHARS,
     MAX_STREAM_CHARS,
+    MAX_SUBJECT_CHARS,
     SCHEMA_BASE_URI,
     SPEC_VERSION,
     STORED_DATA_ATTRIBUTE,
@@ -135,7 +136,7 @@ def _decode(
     event_id = reader.uuid("id")
     source = reader.free_text("source")
     event_type = reader.text("type")
-    subject = reader.free_text("subject", MAX_IDENTIFIER_CHARS)
+    subject = reader.free_text("subject", MAX_SUBJECT_CHARS)
     occurred_at = reader.timestamp("time")
     content_type = reader.optional_text("datacontenttype")
     if content_type is not None and _media_type(content_type) != JSON_CONTENT_TYPE:

@@ -12,6 +12,7 @@ from events.cloudevents.attributes import (
     MAX_COUNTER,
     MAX_IDENTIFIER_CHARS,
     MAX_STREAM_CHARS,
+    MAX_SUBJECT_CHARS,
     NO_CONTROL_CHARACTERS_PATTERN,
     ORDER_DIGITS,
     PUBLISHED_SOURCE,
@@ -48,8 +49,9 @@ def envelope_json_schema() -> dict[str, Any]:
         },
         "subject": {
             **free_text,
-            "maxLength": MAX_IDENTIFIER_CHARS,
-            "description": "Case id (client id for client events); the Kafka record key.",
+            "maxLength": MAX_SUBJECT_CHARS,
+            "description": "Case id (client id for client events, a ledger's origin for its"
+            " alarms); the Kafka record key.",
         },
         "time": {**timestamp, "description": "When it occurred (RFC 3339)."},
         "datacontenttype": {"const": JSON_CONTENT_TYPE},

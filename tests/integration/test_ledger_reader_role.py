@@ -13,15 +13,23 @@ import pytest
 from psycopg import sql
 
 from casetrail_platform.errors import StorageConfigurationError, StorageUnavailableError
+from casetrail_platform.infrastructure import Infrastructure
+from casetrail_platform.ledger.directory import LedgerDirectory
+from casetrail_platform.ledger.hosting import open_ledger
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.log import LedgerLog
 from casetrail_platform.ledger.note import origin_of
 from casetrail_platform.ledger.port import LedgerNotCreated
 from casetrail_platform.ledger.postgres import READER_ROLE, PostgresLedgerStore
+from casetrail_platform.ledger.witness import Witness
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.postgres import PostgresEventStore
+from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog_registry import default_registry
+from services.audit.app.ledger import LedgerDeps, witness_all
 from tests.support.ledger import append_notes
 from tests.support.sample_events import sample_registry
-from tests.support.servers import postgres_dsn, server_missing
+from tests.support.servers import database_of_its_own, postgres_dsn, server_missing
 
 AUDIT_LOGIN = "casetrail_test_audit_login"
 
@@ -142,3 +150,43 @@ async def test_a_ledger_that_does_not_exist_is_told_apart_from_an_outage() -> No
     away = psycopg.conninfo.make_conninfo(postgres_dsn(), port=1, connect_timeout=2)
     with pytest.raises(StorageUnavailableError):
         await PostgresLedgerStore.connect_reader(away, schema="intake_events")
+
+
+async def _nothing(_: object) -> None:
+    return None
+
+
+async def test_a_ledger_schema_dropped_while_audit_reads_it_raises_the_witness_alarm(
+    tmp_path: Path,
+) -> None:
+    """Audit's witness kept the reader it had opened: every round failed on the missing
+    tables and called the log unchecked, and no alarm was recorded until audit restarted
+    (SQLite's deleted ledger.db alarmed at once: the backends differed)."""
+    with database_of_its_own("witness") as dsn:
+        infra = Infrastructure(data_dir=tmp_path / "data", postgres_dsn=dsn, seal_sensitive=False)
+        store = await PostgresEventStore.connect(dsn, sample_registry(), schema="intake_events")
+        ledger = await open_ledger(infra, "intake")
+        directory = LedgerDirectory(infra, ("intake",))
+        documents = SqliteReadModelStore(tmp_path / "witness.db")
+        audit_store = await SqliteEventStore.open(tmp_path / "audit.db", default_registry())
+        deps = LedgerDeps(directory, Witness(documents), audit_store, _nothing)
+        try:
+            await append_notes(store, 3)
+            await ledger.sign()
+            assert (await witness_all(deps)).consistent
+            await ledger.store.close()
+            await store.close()
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as admin:
+                await admin.execute("DROP SCHEMA intake_events CASCADE")
+
+            round_ = await witness_all(deps)
+
+            [alarm] = round_.alarms
+            assert "does not exist" in alarm.problem
+            assert not round_.unchecked
+            recorded = [type(r.event).__name__ for r in await audit_store.read_all(0)]
+            assert recorded == ["LedgerInconsistencyDetected"]
+        finally:
+            await directory.close()
+            await documents.close()
+            await audit_store.close()

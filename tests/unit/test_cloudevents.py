@@ -14,17 +14,20 @@ from uuid import UUID
 import jsonschema
 import pytest
 
+from casetrail_platform.store.guard import storable_data
 from events.catalog.assignment import CaseAssigned
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseOpened, PresentingNeed
 from events.catalog.clients import ClientRegistered
 from events.catalog.examples import example_events, legacy_example_events
+from events.catalog.ledger import LedgerInconsistencyDetected
 from events.catalog.values import NeedCategory
 from events.catalog_registry import build_registry
 from events.cloudevents import (
     MAX_COUNTER,
     MAX_IDENTIFIER_CHARS,
     MAX_STREAM_CHARS,
+    MAX_SUBJECT_CHARS,
     KafkaRecord,
     UndecodableMessageError,
     dataschema_uri,
@@ -39,7 +42,7 @@ from events.cloudevents import (
     to_kafka_binary,
     to_structured,
 )
-from events.envelope import Actor, EventMetadata, RecordedEvent
+from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
 from events.errors import InvalidEventError, MissingUpcasterError, UnknownEventTypeError
 from events.registry import EventRegistry, encode
 from services.audit.app.handlers import SERVICE_SOURCE as AUDIT_SOURCE
@@ -697,3 +700,33 @@ def test_a_json_line_with_a_key_twice_names_the_line(registry: EventRegistry) ->
         from_json_lines(line, registry)
     assert [p.field for p in caught.value.problems] == ["line 1"]
     assert "key 'stream' appears twice" in str(caught.value)
+
+
+def test_every_subject_a_model_takes_is_within_the_envelope_s_bound() -> None:
+    """Bounded at 64, as an ``Identifier``, the subject refused audit's tamper alarm, whose
+    subject is a ledger's origin (up to 200) for an agency name of 45 characters or more."""
+    for event in [*example_events(), *legacy_example_events()]:
+        model = type(event)
+        field = model.model_json_schema()["properties"][model.subject_field]
+        assert field.get("maxLength", MAX_SUBJECT_CHARS + 1) <= MAX_SUBJECT_CHARS, model
+
+
+def test_a_tamper_alarm_of_a_long_agency_s_ledger_is_stored_and_decoded(
+    registry: EventRegistry,
+) -> None:
+    alarm = next(e for e in example_events() if isinstance(e, LedgerInconsistencyDetected))
+    origin = "casetrail/department-of-health-and-human-services-north/coordination"
+    sample = _recorded(alarm)
+    recorded = RecordedEvent(
+        event_id=sample.event_id,
+        stream="ledger-coordination",
+        sequence=1,
+        position=1,
+        recorded_at=sample.recorded_at,
+        event=alarm.updated(origin=origin),
+        metadata=sample.metadata,
+    )
+    storable_data(recorded.stream, [NewEvent(recorded.event, recorded.metadata)])
+
+    record = to_kafka_binary(recorded)
+    assert from_kafka_binary(record.key, record.headers, record.value, registry) == recorded

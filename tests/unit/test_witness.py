@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.ledger.keys import FileSigner
 from casetrail_platform.ledger.log import LedgerLog
 from casetrail_platform.ledger.note import Verifier, open_checkpoint, origin_of
@@ -173,3 +174,46 @@ async def test_a_held_note_with_bytes_not_utf_8_raises_an_alarm(witnessed: Witne
     assert alarm.checkpoint_size == HELD
     assert alarm.problem.startswith(f"checkpoint of size {HELD}: a signed note ends with")
     assert witnessed.alarms == [alarm]
+
+
+async def test_an_alarm_whose_telling_failed_is_told_again_next_round(
+    witnessed: Witnessed,
+) -> None:
+    """The alarm was saved as standing before it was told: when its event could not be stored
+    (audit's store away, or refusing it), later rounds took it as told and never recorded it."""
+    await wipe_ledger(witnessed.store, witnessed.tmp_path)
+    told: list[WitnessAlarm] = []
+
+    async def failing(_: WitnessAlarm) -> None:
+        raise StorageUnavailableError("audit's event store")
+
+    async def telling(alarm: WitnessAlarm) -> None:
+        told.append(alarm)
+
+    with pytest.raises(StorageUnavailableError):
+        await witnessed.witness.witness(witnessed.ledger, witnessed.verifier, failing)
+    alarm = await witnessed.witness.witness(witnessed.ledger, witnessed.verifier, telling)
+
+    assert alarm is not None
+    assert told == [alarm]
+
+
+async def test_a_vanished_log_s_alarm_whose_telling_failed_is_told_again(
+    witnessed: Witnessed,
+) -> None:
+    told: list[WitnessAlarm] = []
+
+    async def failing(_: WitnessAlarm) -> None:
+        raise StorageUnavailableError("audit's event store")
+
+    async def telling(alarm: WitnessAlarm) -> None:
+        told.append(alarm)
+
+    origin = witnessed.verifier.name
+    with pytest.raises(StorageUnavailableError):
+        await witnessed.witness.vanished(origin, failing)
+    alarm = await witnessed.witness.vanished(origin, telling)
+    assert await witnessed.witness.vanished(origin, telling) == alarm
+
+    assert alarm is not None
+    assert told == [alarm]

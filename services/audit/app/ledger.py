@@ -58,7 +58,7 @@ from casetrail_platform.ledger.pending import (
     PendingEntry,
     PendingStatement,
 )
-from casetrail_platform.ledger.port import LedgerStore
+from casetrail_platform.ledger.port import LedgerNotCreated, LedgerStore
 from casetrail_platform.ledger.witness import HeldCheckpoint, Witness, WitnessAlarm
 from casetrail_platform.store.port import ANY_VERSION, EventStore
 from events.catalog.base import Role
@@ -152,7 +152,12 @@ async def witness_all(deps: LedgerDeps) -> WitnessRound:
             if verifier is None:
                 unkeyed.append(service)
                 continue
-            alarm = await deps.witness.witness(store, verifier, raised)
+            try:
+                alarm = await deps.witness.witness(store, verifier, raised)
+            except LedgerNotCreated:
+                # Gone since it was opened (its schema dropped): as a log not found.
+                await deps.directory.forget(service)
+                alarm = await deps.witness.vanished(deps.directory.origin(service), raised)
         except StorageConfigurationError as error:
             misconfigured = misconfigured or error
             continue
