@@ -34,6 +34,14 @@ async def case_facts(read_models: ReadModelStore, case_id: str) -> CaseFacts | N
     )
 
 
+async def cases_of_client(read_models: ReadModelStore, client_id: str) -> list[str]:
+    """The client's cases whose openings intake told us of."""
+    return sorted(
+        document["case_id"]
+        for document in await read_models.find(CASE_FACTS, equals={"client_id": client_id})
+    )
+
+
 def _moment(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 

@@ -54,6 +54,11 @@ async def case_coordination(deps: Dependencies, case_id: str) -> CaseCoordinatio
     return CaseCoordination(facts, state, services)
 
 
+async def cases_of_client(deps: Dependencies, client_id: str) -> list[str]:
+    """The client's cases as coordination knows them (intake's openings, from the bus)."""
+    return await views.cases_of_client(deps.read_models, client_id)
+
+
 async def schedule_of_client(
     deps: Dependencies, client_id: str, include_past: bool
 ) -> list[Service]:

@@ -368,6 +368,13 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
                 convert.service(service)
             )
         if not by_case:
+            # Cases the policy's facts do not hold yet, which coordination knows of (the
+            # worker it assigned a moment ago, whose assignment the facts' group has not
+            # applied): decided case by case, at the facts' barrier, as any case listed;
+            # refused as of no case, the worker was refused and the refusal recorded.
+            known = await queries.cases_of_client(self._deps, client_id)
+            by_case = {case_id: pb.GetClientScheduleResponse() for case_id in known}
+        if not by_case:
             await self._no_case_readable(principal, reader.purpose, client_id)
         disclosures, refused = await self._readable_parts(
             principal,

@@ -12,13 +12,16 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
+from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.store.sqlite import SqliteEventStore
-from events.catalog.access import ConsentRevoked
+from events.catalog.access import ConsentRevoked, RecordAccessDenied
+from events.catalog.cases import CaseOpened, PresentingNeed, ReferralSource, ReferralSourceKind
 from events.catalog.values import NeedCategory
 from services.coordination.app.handlers.running import Dependencies
+from services.coordination.domain.facts import case_stream
 from tests.support.identity import TestIssuer
 from tests.unit.coordination.rpc import refer, refused, served
-from tests.unit.coordination.support import IntakeFeed, carried_by
+from tests.unit.coordination.support import IntakeFeed, carried_by, query_context
 
 if TYPE_CHECKING:
     from tests.unit.coordination.rpc import Stub
@@ -98,3 +101,36 @@ async def test_a_referral_whose_facts_trail_decides_nothing(
     refusal = await refused(refer(stub, CASE, "counseling"))
     assert (refusal.code, refusal.rule) == (grpc.StatusCode.UNAVAILABLE, "FACTS_NOT_CAUGHT_UP")
     assert await store.stream_version(f"case-{CASE}") == version
+
+
+async def test_the_assigned_worker_reads_their_client_s_schedule_while_the_facts_trail(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore, barrier: Delivering
+) -> None:
+    """The policy's facts knew none of the client's cases yet (coordination knew the opening
+    and had recorded the assignment): decided as of a client with no case, the worker was
+    refused, the refusal recorded. The cases coordination knows of are decided at the facts'
+    barrier, as any listed case."""
+    opening = intake.record(
+        CaseOpened(
+            case_id=CASE,
+            client_id="client-1",
+            referral_source=ReferralSource(kind=ReferralSourceKind.HOSPITAL),
+            presenting_needs=(PresentingNeed(category=NeedCategory.HOME_CARE),),
+        ),
+        f"case-{CASE}",
+    )
+    await intake.handler(opening)
+    await carried_by(store, CASE)
+    assignment = next(r for r in await store.read_stream(case_stream(CASE)))
+    barrier.pending.append(lambda: intake.policy(opening))
+    barrier.pending.append(lambda: intake.policy(assignment))
+
+    answer = await stub.GetClientSchedule(
+        pb.GetClientScheduleRequest(
+            context=query_context("case_manager", "direct_care"), client_id="client-1"
+        )
+    )
+
+    assert list(answer.services) == []
+    assert barrier.asked == [CASE]
+    assert not [r for r in await store.read_all(0) if isinstance(r.event, RecordAccessDenied)]
