@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
-from casetrail_platform.keys.fields import named_keys
+from casetrail_platform.keys.fields import named_keys, sensitive_plan
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
 
@@ -197,8 +197,15 @@ def _opened_by(entry: _Entry, owner: str) -> bool:
 def sealed_keys(
     keys: frozenset[tuple[str, int]], events: Sequence[RecordedEvent]
 ) -> frozenset[tuple[str, int]]:
-    """``keys`` and those the sealed values of ``events`` are sealed with."""
-    named = named_keys(_as_stored(recorded) for recorded in events if recorded.sealed)
+    """``keys`` and those the sealed values of ``events`` are sealed with. Only an event whose
+    model marks fields holds any: a caller's text in one that marks none (a budget release's
+    reason) shaped as a whole sealed value named a key no keyring holds, and the state of the
+    shared stream it was in (the agency's budget line) was never kept nor snapshotted again."""
+    named = named_keys(
+        _as_stored(recorded)
+        for recorded in events
+        if recorded.sealed and sensitive_plan(type(recorded.event)) is not None
+    )
     return keys | named if named else keys
 
 

@@ -13,6 +13,7 @@ from uuid import uuid4
 
 import pytest
 
+from casetrail_platform.folded import sealed_keys
 from casetrail_platform.keys.port import DataKeyTable
 from casetrail_platform.ledger.export import canonical_of_record
 from casetrail_platform.store.port import NO_STREAM, EventStore, drain
@@ -143,3 +144,20 @@ async def test_published_events_holding_such_text_are_delivered_as_written(
         assert delivered.event == recorded.event
         assert canonical_of_record(delivered) == canonical_of_record(recorded)
         assert json.loads(delivered.data) == json.loads(recorded.data)
+
+
+async def test_such_text_in_a_field_never_sealed_names_no_key_a_fold_would_wait_for(
+    sealed: tuple[EventStore, EventRegistry, DataKeyTable],
+) -> None:
+    """Shaped as a whole sealed value, it named a key no keyring holds: a state folded from
+    the stream holding it (a shared budget line) was never kept nor snapshotted again."""
+    store, registry, _ = sealed
+    registry.register(BudgetNoted)
+    await store.append("budget-1", [_noted("1", reason) for reason in LOOKALIKES], NO_STREAM)
+    await store.append("case-1", [note("1", "sealed for real")], NO_STREAM)
+
+    noted = await store.read_stream("budget-1")
+    sensitive = await store.read_stream("case-1")
+
+    assert sealed_keys(frozenset(), noted) == frozenset()
+    assert len(sealed_keys(frozenset(), sensitive)) == 1
