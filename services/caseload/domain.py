@@ -21,8 +21,8 @@ is not a repeat, and is applied (its contact counted; the registers keep the new
 The holder of a case is its worker while the case is open (``UNASSIGNED`` while no worker is
 assigned). Whenever the holder or the due date changes, ``apply`` returns worker facts: the
 old holder releases the case, the new holder holds it (with its due date). The worker side
-keeps, per worker, the cases held; that is the caseload and, with the due dates, the list of
-overdue follow-ups.
+keeps one record per case held (``held_key``), with its due date: a worker's records are the
+caseload and, with the due dates, the list of overdue follow-ups.
 
 A case's table change and its facts are written to different topics: under ``at_least_once``
 a crash can keep the first and lose the second, and the event, read again, is then a repeat.
@@ -32,7 +32,7 @@ releasing it, and a contact's count, all of which the worker side applies idempo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
@@ -293,19 +293,29 @@ def contacts_counted(counted: Any) -> int:
     return 0 if not counted else len(counted["ids"]) + int(counted["beyond"])
 
 
-HeldCases = dict[str, dict[str, Any]]
-"""Per worker: case id -> ``{"follow_up_due": "YYYY-MM-DD" | None}`` (JSON, as stored)."""
+HELD_KEY_SEPARATOR = "/"
+"""Between the holder and the case id in a ``held-cases`` key: no holder has one (user ids are
+identifiers, ``UNASSIGNED`` neither), so the first one ends the holder whatever the case id."""
 
 
-def hold(cases: Mapping[str, Any] | None, fact: Holds) -> HeldCases:
+def held_key(worker_id: str, case_id: str) -> str:
+    """The ``held-cases`` key of ``case_id`` held by ``worker_id``: one small record per case
+    held. A worker's whole caseload as one value was rewritten to the changelog at every
+    change, and past about 17,000 cases (the unassigned ones first) it outgrew what the
+    producer sends in one request: the worker failed on that record at every restart."""
+    return f"{worker_id}{HELD_KEY_SEPARATOR}{case_id}"
+
+
+def held_by(key: str) -> tuple[str, str]:
+    """The holder and the case id of a ``held-cases`` key (``held_key``)."""
+    worker_id, _, case_id = key.partition(HELD_KEY_SEPARATOR)
+    return worker_id, case_id
+
+
+def held_entry(fact: Holds) -> dict[str, Any]:
+    """What ``held-cases`` keeps of a case held: ``{"follow_up_due": "YYYY-MM-DD" | None}``."""
     due = None if fact.follow_up_due is None else fact.follow_up_due.isoformat()
-    return {**dict(cases or {}), fact.case_id: {"follow_up_due": due}}
-
-
-def release(cases: Mapping[str, Any] | None, fact: Releases) -> HeldCases:
-    remaining = dict(cases or {})
-    remaining.pop(fact.case_id, None)
-    return remaining
+    return {"follow_up_due": due}
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -324,15 +334,16 @@ class OverdueFollowUp:
         }
 
 
-def overdue_of(worker_id: str, cases: Mapping[str, Any], today: date) -> list[OverdueFollowUp]:
-    """The cases of one worker whose follow-up date has passed (a due date of today is not
-    overdue yet)."""
+def overdue_of(held: Iterable[tuple[str, Mapping[str, Any]]], today: date) -> list[OverdueFollowUp]:
+    """Of the ``held-cases`` entries ``held`` (key, entry), the cases whose follow-up date has
+    passed (a due date of today is not overdue yet), oldest due date first."""
     found: list[OverdueFollowUp] = []
-    for case_id, entry in cases.items():
+    for key, entry in held:
         text = entry.get("follow_up_due")
         if text is None:
             continue
         due = date.fromisoformat(text)
         if due < today:
+            worker_id, case_id = held_by(key)
             found.append(OverdueFollowUp(due, case_id, worker_id, (today - due).days))
     return sorted(found)

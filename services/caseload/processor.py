@@ -9,7 +9,7 @@
     <app id>-worker-facts (internal topic, key: worker id)   <- the repartition step
         |  agent count-caseloads
         v
-    `caseloads` (worker id -> cases held, each with its follow-up due date)
+    `held-cases` ("<worker id>/<case id>" -> its follow-up due date: one record per case held)
     `contacts-per-day` (worker id -> contacts logged, tumbling one-day windows, event time)
 
 Every table has a compacted changelog topic that Faust creates through its admin client (the
@@ -56,8 +56,8 @@ from services.caseload.domain import (
     WorkerFact,
     apply,
     count_contact,
-    hold,
-    release,
+    held_entry,
+    held_key,
     restated,
 )
 from services.caseload.recording import AccessRecorder
@@ -131,8 +131,8 @@ class CaseloadApp(faust.App):
     counters: Counters
     cases: Any
     """faust Table: case id -> ``CaseState.to_json()``."""
-    caseloads: Any
-    """faust Table: worker id -> ``domain.HeldCases``."""
+    held_cases: Any
+    """faust Table: ``domain.held_key`` (worker and case) -> ``domain.held_entry``."""
     contacts: Any
     """faust windowed table (WindowWrapper): worker id -> contacts logged per UTC day."""
     extra_internal_topics: list[Any]
@@ -333,7 +333,10 @@ def _add_topology(app: CaseloadApp) -> None:
     )
     app.extra_internal_topics = [facts]
     app.cases = app.Table("cases", partitions=partitions)
-    app.caseloads = app.Table("caseloads", partitions=partitions)
+    # One record per case held, never a worker's whole caseload as one value (``held_key``).
+    # Written while a fact keyed by its worker is processed, so every record of a worker
+    # is on that worker's partition.
+    app.held_cases = app.Table("held-cases", partitions=partitions)
     app.contacts = (
         # Per worker and day, the contacts' event ids (domain.count_contact).
         app.Table("contacts-per-day", default=dict, partitions=partitions)
@@ -379,13 +382,14 @@ def _add_topology(app: CaseloadApp) -> None:
             if fact.kind == "holds":
                 due = fact.follow_up_due
                 held = Holds(worker, fact.case_id, None if due is None else date.fromisoformat(due))
-                app.caseloads[worker] = hold(app.caseloads.get(worker), held)
+                key, entry = held_key(worker, fact.case_id), held_entry(held)
+                # A fact told again (``restated``) writes nothing more to the changelog.
+                if app.held_cases.get(key) != entry:
+                    app.held_cases[key] = entry
             elif fact.kind == "releases":
-                remaining = release(app.caseloads.get(worker), Releases(worker, fact.case_id))
-                if remaining:
-                    app.caseloads[worker] = remaining
-                elif worker in app.caseloads:
-                    del app.caseloads[worker]
+                key = held_key(worker, fact.case_id)
+                if key in app.held_cases:
+                    del app.held_cases[key]
             elif fact.kind == "contact":
                 # Not ``+= 1``: under at_least_once a fact may come again after a crash.
                 # A fact sent before the ids were has none: its own (unique) placeholder.

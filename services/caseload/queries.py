@@ -2,11 +2,14 @@
 
 Each answer covers the table partitions this process holds. With one worker process that is
 all of them; with several, the web views route per-worker questions to the owner (see
-``web``), and the all-worker lists are per process.
+``web``), and the all-worker lists are per process. The ``held-cases`` table keeps one record
+per case held (``domain.held_key``): a worker's caseload is the records under its name, found
+by reading the keys of the partitions held here (the whole table, in memory).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -17,6 +20,8 @@ from services.caseload.domain import (
     CaseState,
     OverdueFollowUp,
     contacts_counted,
+    held_by,
+    held_key,
     overdue_of,
 )
 from services.caseload.processor import CaseloadApp
@@ -41,17 +46,15 @@ class Caseload:
 
 def caseload(app: CaseloadApp, worker_id: str) -> Caseload:
     """The open cases ``worker_id`` holds (``UNASSIGNED``: open cases without a worker)."""
-    held = app.caseloads.get(worker_id) or {}
+    mine = held_key(worker_id, "")
+    held = (key.removeprefix(mine) for key in app.held_cases if key.startswith(mine))
     return Caseload(worker_id, tuple(sorted(held)))
 
 
 def caseloads(app: CaseloadApp) -> dict[str, int]:
     """Open cases per worker, without the unassigned ones."""
-    return {
-        worker: len(held)
-        for worker, held in sorted(app.caseloads.items())
-        if worker != UNASSIGNED and held
-    }
+    held = Counter(held_by(key)[0] for key in app.held_cases)
+    return {worker: count for worker, count in sorted(held.items()) if worker != UNASSIGNED}
 
 
 def unassigned(app: CaseloadApp) -> tuple[str, ...]:
@@ -62,14 +65,11 @@ def unassigned(app: CaseloadApp) -> tuple[str, ...]:
 def overdue(app: CaseloadApp, today: date, worker_id: str | None = None) -> list[OverdueFollowUp]:
     """Open cases whose next follow-up was due before ``today`` and has had no newer contact,
     oldest due date first; of one worker if ``worker_id`` is given."""
+    held: Iterable[tuple[str, Any]] = app.held_cases.items()
     if worker_id is not None:
-        entries: Iterable[tuple[str, Any]] = [(worker_id, app.caseloads.get(worker_id) or {})]
-    else:
-        entries = list(app.caseloads.items())
-    found: list[OverdueFollowUp] = []
-    for worker, held in entries:
-        found.extend(overdue_of(worker, held, today))
-    return sorted(found)
+        mine = held_key(worker_id, "")
+        held = ((key, entry) for key, entry in held if key.startswith(mine))
+    return overdue_of(held, today)
 
 
 def contacts_per_day(app: CaseloadApp, worker_id: str, days: Iterable[date]) -> dict[date, int]:

@@ -23,7 +23,11 @@ from casetrail_platform.identity.tls import (
 )
 from events.topics import DEFAULT_CASE_EVENTS_TOPIC, check_topic_name
 
-DEFAULT_APP_ID = "casetrail-caseload"
+DEFAULT_APP_ID = "casetrail-caseload-v2"
+"""v2: a worker's caseload is one record per case held (``domain.held_key``), no longer one
+value per worker. A new id, so an upgraded worker builds its tables again from the case
+events (kept forever) instead of going on from the old group's offsets with no cases held
+(README, "Upgrading")."""
 DEFAULT_WEB_PORT = 6066
 PROCESSING_GUARANTEES = ("exactly_once", "at_least_once")
 ALLOW_PLAINTEXT = "CASETRAIL_CASELOAD_ALLOW_PLAINTEXT"

@@ -78,7 +78,7 @@ Handler = Callable[..., Answer]
 
 def add_views(app: CaseloadApp) -> None:
     """Register the views (only called when the web server is enabled)."""
-    table_route = app.table_route(table=app.caseloads, match_info="worker")
+    table_route = app.table_route(table=app.held_cases, match_info="worker")
     issuer = app.settings.issuer
     gate = CaseloadGate(None if issuer is None else issuer.verifier())
     recorder = app.access_recorder = AccessRecorder(

@@ -225,7 +225,7 @@ def served(tmp_path: Path, issuer: TestIssuer) -> Served:
     from faust.exceptions import SameNode
 
     from casetrail_platform.identity.settings import IssuerSettings
-    from services.caseload.domain import UNASSIGNED
+    from services.caseload.domain import UNASSIGNED, held_key
     from services.caseload.processor import build_app
     from services.caseload.settings import CaseloadSettings
 
@@ -237,7 +237,11 @@ def served(tmp_path: Path, issuer: TestIssuer) -> Served:
     )
     app = build_app(settings)
     held = {f"case-{n:04d}": {"follow_up_due": "2030-01-01"} for n in range(250)}
-    app.caseloads = {"w-ana": held, UNASSIGNED: held}
+    app.held_cases = {
+        held_key(worker, case_id): entry
+        for worker in ("w-ana", UNASSIGNED)
+        for case_id, entry in held.items()
+    }
     it = Served(app, held, [], [])
 
     async def record(caller: Any, view: Any, case_ids: Any) -> None:

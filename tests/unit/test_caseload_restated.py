@@ -24,8 +24,9 @@ from services.caseload.domain import (
     WorkerFact,
     apply,
     count_contact,
-    hold,
-    release,
+    held_by,
+    held_entry,
+    held_key,
     restated,
 )
 from tests.support.case_history import History
@@ -75,18 +76,22 @@ Contacts = dict[tuple[str, date], Any]
 def _worker_side(facts: Iterable[WorkerFact]) -> tuple[Caseloads, Contacts]:
     """What ``count-caseloads`` keeps from ``facts`` told in this order: caseloads per
     worker, and contacts per worker and day."""
-    caseloads: Caseloads = {}
+    held_cases: dict[str, Any] = {}
     contacts: Contacts = {}
     for fact in facts:
         match fact:
             case Holds():
-                caseloads[fact.worker_id] = hold(caseloads.get(fact.worker_id), fact)
+                held_cases[held_key(fact.worker_id, fact.case_id)] = held_entry(fact)
             case Releases():
-                caseloads[fact.worker_id] = release(caseloads.get(fact.worker_id), fact)
+                held_cases.pop(held_key(fact.worker_id, fact.case_id), None)
             case ContactMade():
                 day = (fact.worker_id, fact.occurred_at.date())
                 contacts[day] = count_contact(contacts.get(day), fact.event_id)
-    return {w: held for w, held in caseloads.items() if held}, contacts
+    caseloads: Caseloads = {}
+    for key, entry in held_cases.items():
+        worker, case_id = held_by(key)
+        caseloads.setdefault(worker, {})[case_id] = entry
+    return caseloads, contacts
 
 
 def _run(
