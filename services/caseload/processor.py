@@ -329,6 +329,10 @@ def _add_topology(app: CaseloadApp) -> None:
         internal=True,
         partitions=partitions,
         key_type=str,
+        # As the tables' changelogs serialise a key, which Faust's view routing hashes
+        # (``table_route``): a raw key put a worker's records on one partition and routed
+        # their views to the process owning another, which answered them empty.
+        key_serializer="json",
         value_type=FactRecord,
     )
     app.extra_internal_topics = [facts]

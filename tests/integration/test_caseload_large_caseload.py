@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
@@ -66,7 +67,7 @@ async def tell_unassigned(bootstrap: str, topic: str, case_ids: list[str]) -> No
             await producer.send(
                 topic,
                 FactRecord.of(Holds(UNASSIGNED, case_id, None)).dumps(serializer="json"),
-                key=UNASSIGNED.encode(),
+                key=json.dumps(UNASSIGNED).encode(),  # as the worker-facts topic serialises it
             )
             for case_id in case_ids
         ]

@@ -122,3 +122,14 @@ def test_the_views_read_the_records_of_each_holder_in_the_order_they_always_had(
     assert queries.overdue(app, today, "w-an") == [
         OverdueFollowUp(date(2030, 1, 1), "x", "w-an", 2)
     ]
+
+
+def test_a_worker_s_views_are_routed_to_the_partition_of_their_records(tmp_path: Path) -> None:
+    """The worker facts' keys were raw, the tables' JSON, which Faust's view routing hashes:
+    with several worker processes a worker's view went to one that did not hold their
+    records, and was answered empty."""
+    app = _app(tmp_path)
+    [facts] = app.extra_internal_topics
+    for worker in ("w-ana", "worker-1", UNASSIGNED):
+        routed_by = app.held_cases.changelog_topic.prepare_key(worker, None)[0]
+        assert facts.prepare_key(worker, None)[0] == routed_by
