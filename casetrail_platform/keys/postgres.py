@@ -9,7 +9,7 @@ archives keep it until they expire: the KEK in a KMS is what makes those useless
 VACUUM cannot remove a row version that a snapshot taken before the erasure may still see (a
 transaction left open in the database, a standby's feedback slot): it leaves it on disk and
 says nothing. So ``destroy`` vacuums every time (a retry of an erasure cut off before its
-vacuum vacuums too) and then checks that no such snapshot is left, vacuuming again for up to
+vacuum vacuums too), once no such snapshot is left, asked again for up to
 ``_VACUUM_WAIT_SECONDS``; past that it raises ``KeyUnavailableError``: the erasure is answered
 UNAVAILABLE and its retry finishes it once that transaction ended.
 """
@@ -120,9 +120,12 @@ class PostgresDataKeyTable(DataKeyTable):
     def _vacuum_away(self, owner: str) -> None:
         deadline = time.monotonic() + _VACUUM_WAIT_SECONDS
         while True:
-            self._run("VACUUM data_keys", (), fetch=False)
+            # Checked before the vacuum, not after: a snapshot open during the vacuum and ended
+            # before the check let the vacuum leave the key's old row version on disk, and the
+            # erasure answered OK. None older now, none is later (a newer one sees no key).
             [(older,)] = self._run(_OLDER_SNAPSHOTS, (owner, TOMBSTONE_KEK))
             if not older:
+                self._run("VACUUM data_keys", (), fetch=False)
                 return
             if time.monotonic() >= deadline:
                 raise KeyUnavailableError(

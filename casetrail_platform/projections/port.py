@@ -224,7 +224,7 @@ class ReadModelStore(ABC):
     async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
         """Forget a projection's documents and tracking, to rebuild it from zero."""
 
-    async def forget_overwritten(self) -> None:
+    async def forget_overwritten(self, patience: float | None = None) -> None:
         """Make sure no file of the store keeps bytes that were just overwritten (after an
         erasure scrubbed sensitive values): SQLite's write-ahead log cut, PostgreSQL's dead
         row versions vacuumed. By default nothing (a store in memory)."""
@@ -245,7 +245,9 @@ class ReadModelStore(ABC):
         if time.monotonic() < self._forget_retry_at or not await self.forgetting_pending():
             return
         try:
-            await self.forget_overwritten()
+            # One try, no patience: its wait held the store's writer, every read model's
+            # write waiting 10 s once a minute for as long as the older snapshot stayed open.
+            await self.forget_overwritten(patience=0.0)
         except StorageUnavailableError as error:
             self._forget_retry_at = time.monotonic() + PENDING_FORGET_RETRY_SECONDS
             log.warning("values an erasure overwrote not forgotten yet: %s", failure_text(error))

@@ -231,12 +231,13 @@ class PostgresReadModelStore(ReadModelStore):
 
         return await self._reader.run(pending)
 
-    async def forget_overwritten(self) -> None:
+    async def forget_overwritten(self, patience: float | None = None) -> None:
         """The row versions an erasure replaced stay in the table's files (and its TOAST) as
         dead tuples until a vacuum, which autovacuum runs only once enough rows died: an
         unbounded while, with the scrubbed values in them. VACUUM says nothing when a
-        snapshot older than the erasure keeps them (``_OLDER_SNAPSHOTS``), so it is run again
-        until none is left, for ``FORGET_PATIENCE_SECONDS``; then ``StorageUnavailableError``
+        snapshot older than the erasure keeps them (``_OLDER_SNAPSHOTS``), so it runs once none
+        is left, asked again for ``patience`` seconds (``FORGET_PATIENCE_SECONDS`` unless
+        told); then ``StorageUnavailableError``
         (the caller's batch, the erasure with it, is tried again; the erasure's mark stays
         for ``forget_if_pending``). Once done, the marks committed before it began go: one
         committed since may be of an erasure this vacuum came too early for. The writer's
@@ -248,12 +249,17 @@ class PostgresReadModelStore(ReadModelStore):
             row = await cursor.fetchone()
             assert row is not None
             erased_before = str(row[0])
-            deadline = time.monotonic() + FORGET_PATIENCE_SECONDS
+            deadline = time.monotonic() + (
+                FORGET_PATIENCE_SECONDS if patience is None else patience
+            )
             while True:
-                await connection.execute("VACUUM documents")
+                # Checked before the vacuum, not after: a snapshot open during the vacuum and
+                # ended before the check let the vacuum leave the rows and the marks go.
+                # None older now, none is later: a snapshot taken since sees the erasure.
                 cursor = await connection.execute(_OLDER_SNAPSHOTS, (erased_before,))
                 older = await cursor.fetchone()
                 if older is None or not older[0]:
+                    await connection.execute("VACUUM documents")
                     if marks:
                         await connection.execute(
                             "DELETE FROM forget_pending WHERE mark = ANY(%s)", (marks,)

@@ -138,18 +138,21 @@ class SqliteReadModelStore(ReadModelStore):
             self._reader.execute("SELECT EXISTS (SELECT 1 FROM forget_pending)").fetchone()[0]
         )
 
-    async def forget_overwritten(self) -> None:
+    async def forget_overwritten(self, patience: float | None = None) -> None:
         """Old page versions live on in the write-ahead log until it is copied back and cut.
         A background checkpoint in flight holds the checkpoint lock, and SQLite then answers
         TRUNCATE busy at once: the values an erasure overwrote stayed in the log and the file
         until the next checkpoint, 200 commits on. So the one in flight is awaited first, and
         the cut, in a thread (a reader of the log makes SQLite answer it busy), is tried again
-        for ``FORGET_PATIENCE_SECONDS``; then ``StorageUnavailableError`` (the caller's batch
-        is tried again; the erasure's mark stays for ``forget_if_pending``), and the next
-        commits' background checkpoint keeps trying. Once cut, the marks seen before go."""
+        for ``patience`` seconds (``FORGET_PATIENCE_SECONDS`` unless told); then
+        ``StorageUnavailableError`` (the caller's batch is tried again; the erasure's mark
+        stays for ``forget_if_pending``), and the next commits' background checkpoint keeps
+        trying. Once cut, the marks seen before go."""
         async with self._lock:  # no commit, so no new background checkpoint, meanwhile
             marks = [row[0] for row in self._writer.execute("SELECT mark FROM forget_pending")]
-            deadline = time.monotonic() + FORGET_PATIENCE_SECONDS
+            deadline = time.monotonic() + (
+                FORGET_PATIENCE_SECONDS if patience is None else patience
+            )
             while True:
                 if self._checkpointing is not None:
                     await asyncio.gather(self._checkpointing, return_exceptions=True)

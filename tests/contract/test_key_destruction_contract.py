@@ -10,6 +10,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -90,6 +91,42 @@ def test_postgres_an_older_snapshot_fails_the_erasure_until_it_ends(
     stored = pg_table.version("client-3", 1)
     assert stored is not None
     assert stored.wrapped is None
+
+
+def test_postgres_a_snapshot_ending_during_the_vacuum_never_answers_the_key_gone(
+    pg_table: PostgresDataKeyTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The vacuum ran first and the older snapshots were looked for after it: one open during
+    the vacuum (which then kept the key's old row version) and ended before the look found
+    none, and the erasure was answered with the key still on disk."""
+    monkeypatch.setattr(postgres_keys, "_VACUUM_WAIT_SECONDS", 0.3)
+    keys = _wrapped()
+    for owner, wrapped in keys.items():
+        pg_table.create(owner, 1, wrapped, "kek")
+    with psycopg.connect(postgres_dsn()) as reader:
+        reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        reader.execute(f"SELECT count(*) FROM {pg_table._schema}.data_keys").fetchall()
+        executing = psycopg.Connection.execute
+
+        def ending_the_reader_after_a_vacuum(
+            connection: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any
+        ) -> Any:
+            done = executing(connection, query, *args, **kwargs)
+            if query == "VACUUM data_keys" and connection is not reader:
+                reader.rollback()
+            return done
+
+        monkeypatch.setattr(psycopg.Connection, "execute", ending_the_reader_after_a_vacuum)
+        try:
+            pg_table.destroy("client-3")
+        except KeyUnavailableError:
+            pass  # refused: the retry finishes it
+        else:
+            assert not _pg_on_disk(pg_table, keys["client-3"])
+        monkeypatch.undo()
+        reader.rollback()
+    pg_table.destroy("client-3")
+    assert not _pg_on_disk(pg_table, keys["client-3"])
 
 
 def _sqlite_on_disk(directory: Path, secret: bytes) -> bool:

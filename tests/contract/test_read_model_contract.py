@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -608,7 +610,6 @@ async def test_a_snapshot_older_than_the_erasure_fails_forgetting_until_it_ends(
     tried again), and succeeds once the snapshot is gone."""
     import psycopg
 
-    from casetrail_platform.projections import postgres as pg_read_models
     from casetrail_platform.projections.postgres import PostgresReadModelStore
     from tests.support.servers import postgres_dsn, schema_of_its_own
 
@@ -624,16 +625,63 @@ async def test_a_snapshot_older_than_the_erasure_fails_forgetting_until_it_ends(
                     await older.execute(statement)
                 async with store.transaction() as transaction:
                     await transaction.put("case_views", "c1", {"description": "[erased]"})
-                with monkeypatch.context() as patched:
-                    patched.setattr(pg_read_models, "FORGET_PATIENCE_SECONDS", 0.3)
-                    with pytest.raises(StorageUnavailableError, match="transaction older"):
-                        await store.forget_overwritten()
+                with pytest.raises(StorageUnavailableError, match="transaction older"):
+                    await store.forget_overwritten(patience=0.3)
                 assert canary.encode() in await _heap_bytes(f'"{schema}".documents')
                 await older.execute("ROLLBACK")
             await store.forget_overwritten()
         finally:
             await store.close()
         assert canary.encode() not in await _heap_bytes(f'"{schema}".documents')
+
+
+async def test_a_snapshot_ending_during_the_vacuum_never_lets_the_mark_go_with_the_rows_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The vacuum ran first and the older snapshots were looked for after it: one open during
+    the vacuum (which then kept the scrubbed rows) and ended before the look found none, and
+    the erasure's mark went with the rows still in the pages; nothing forgot them again."""
+    import psycopg
+
+    from casetrail_platform.projections.postgres import PostgresReadModelStore
+    from tests.support.servers import postgres_dsn, schema_of_its_own
+
+    canary = "CANARY-" + "v" * 40
+    async with schema_of_its_own("forget_race") as schema:
+        store = await PostgresReadModelStore.connect(postgres_dsn(), schema=schema)
+        older = await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True)
+        try:
+            async with store.transaction() as transaction:
+                await transaction.put("case_views", "c1", {"description": canary})
+            await older.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            await older.execute("SELECT 1")
+            async with store.transaction() as transaction:
+                await transaction.put("case_views", "c1", {"description": "[erased]"})
+                await transaction.mark_overwritten()
+            executing = psycopg.AsyncConnection.execute
+
+            async def ending_older_after_a_vacuum(
+                connection: psycopg.AsyncConnection[Any], query: Any, *args: Any, **kwargs: Any
+            ) -> Any:
+                done = await executing(connection, query, *args, **kwargs)
+                if query == "VACUUM documents" and not older.closed:
+                    await older.execute("ROLLBACK")
+                return done
+
+            monkeypatch.setattr(psycopg.AsyncConnection, "execute", ending_older_after_a_vacuum)
+            with contextlib.suppress(StorageUnavailableError):
+                await store.forget_overwritten(patience=0.3)
+            monkeypatch.undo()
+
+            kept = canary.encode() in await _heap_bytes(f'"{schema}".documents')
+            assert not kept or await store.forgetting_pending()
+            await older.execute("ROLLBACK")
+            await store.forget_if_pending()
+            assert canary.encode() not in await _heap_bytes(f'"{schema}".documents')
+            assert not await store.forgetting_pending()
+        finally:
+            await older.close()
+            await store.close()
 
 
 async def _heap_bytes(table: str) -> bytes:

@@ -181,7 +181,8 @@ class _KeptBack(SqliteReadModelStore):
     async def forgetting_pending(self) -> bool:
         return True
 
-    async def forget_overwritten(self) -> None:
+    async def forget_overwritten(self, patience: float | None = None) -> None:
+        assert patience == 0.0  # one try: a wait would hold the writer of every read model
         self.attempts += 1
         raise StorageUnavailableError("an older snapshot is open")
 
