@@ -29,6 +29,16 @@ from casetrail_platform.store.pg_connections import CONNECT_TIMEOUT_SECONDS
 
 log = logging.getLogger(__name__)
 
+
+def serving_status(healthy: bool) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
+    """A health entry's status for ``healthy``."""
+    return (
+        health_pb2.HealthCheckResponse.SERVING
+        if healthy
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+
+
 LIVENESS_SERVICE = "casetrail.liveness"
 """The health entry of liveness probes (the chart's livenessProbe ``grpc.service``)."""
 
@@ -76,11 +86,7 @@ async def watch_storage(
                     log.warning("%s: database reachable again; serving", database_entry)
             else:
                 log.warning("%s: database unavailable (%s); not serving", database_entry, problem)
-            status = (
-                health_pb2.HealthCheckResponse.SERVING
-                if healthy
-                else health_pb2.HealthCheckResponse.NOT_SERVING
-            )
+            status = serving_status(healthy)
             for name in names:
                 await health_servicer.set(name, status)
             reported = healthy
@@ -119,11 +125,7 @@ async def watch_issuer_keys(
                 )
             elif reported is not None:
                 log.warning("%s: the issuer's signing keys are fresh again", health_name)
-            status = (
-                health_pb2.HealthCheckResponse.SERVING
-                if healthy
-                else health_pb2.HealthCheckResponse.NOT_SERVING
-            )
+            status = serving_status(healthy)
             await health_servicer.set(health_name, status)
             reported = healthy
         with contextlib.suppress(TimeoutError):

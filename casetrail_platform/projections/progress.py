@@ -16,10 +16,11 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health
 
 from casetrail_platform.bus.deadletter import failure_text
 from casetrail_platform.bus.errors import is_outage
+from casetrail_platform.health import serving_status
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.store.port import EventStore
 from casetrail_platform.telemetry.metrics import process_metrics
@@ -142,12 +143,7 @@ async def watch_projection_health(
                     log.error("%s: the projection is stalled on a failure; not serving", entry)
                 elif name in reported:
                     log.warning("%s: the projection is moving again; serving", entry)
-                status = (
-                    health_pb2.HealthCheckResponse.SERVING
-                    if healthy
-                    else health_pb2.HealthCheckResponse.NOT_SERVING
-                )
-                await health_servicer.set(entry, status)
+                await health_servicer.set(entry, serving_status(healthy))
                 reported[name] = healthy
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every)
