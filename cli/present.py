@@ -156,7 +156,15 @@ def case_state_lines(state: audit_pb2.CaseState, clock: Clock = iso_minute) -> l
         )
     for referral in state.referrals:
         lines.append(f"  referral {referral.need_category:<16} {referral.status}")
-    for name, listed, total, truncated in (
+    for name, listed, total in lists_cut(state):
+        lines.append(f"  {listed} of {total} {name} listed (the timeline holds every one)")
+    return lines
+
+
+def lists_cut(state: audit_pb2.CaseState) -> list[tuple[str, int, int]]:
+    """Each list of ``state`` audit cut short (``*_truncated``): its name, how many are listed
+    and how many there are (the command line's and the console's "N of M listed")."""
+    lists = (
         ("services", len(state.services), state.services_total, state.services_truncated),
         ("referrals", len(state.referrals), state.referrals_total, state.referrals_truncated),
         ("consents", len(state.consents), state.consents_total, state.consents_truncated),
@@ -166,7 +174,5 @@ def case_state_lines(state: audit_pb2.CaseState, clock: Clock = iso_minute) -> l
             state.client_retention_holds_total,
             state.client_retention_holds_truncated,
         ),
-    ):
-        if truncated:
-            lines.append(f"  {listed} of {total} {name} listed (the timeline holds every one)")
-    return lines
+    )
+    return [(name, listed, total) for name, listed, total, truncated in lists if truncated]

@@ -16,6 +16,7 @@ from casetrail_platform.limits import (
     MOMENT_RANGE,
     within_moment_bounds,
 )
+from cli.present import lists_cut
 from events.catalog_registry import all_event_types
 
 CASE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -286,20 +287,9 @@ def state_rows(state: audit_pb2.CaseState) -> list[StateRow]:
                 f"{consent.status}, {active}",
             )
         )
-    for name, listed, total, truncated in (
-        ("Services", len(state.services), state.services_total, state.services_truncated),
-        ("Referrals", len(state.referrals), state.referrals_total, state.referrals_truncated),
-        ("Consents", len(state.consents), state.consents_total, state.consents_truncated),
-        (
-            "Retention holds",
-            len(state.client_retention_hold_ids),
-            state.client_retention_holds_total,
-            state.client_retention_holds_truncated,
-        ),
-    ):
-        if truncated:
-            note = f"{listed} of {total} (the timeline holds every one)"
-            rows.append(StateRow(f"listed:{name.lower()}", f"{name} listed", note))
+    for name, listed, total in lists_cut(state):
+        note = f"{listed} of {total} (the timeline holds every one)"
+        rows.append(StateRow(f"listed:{name}", f"{name.capitalize()} listed", note))
     return rows
 
 
