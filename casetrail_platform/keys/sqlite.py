@@ -24,7 +24,8 @@ from casetrail_platform.keys.port import (
     KeyUnavailableError,
     StoredDataKey,
 )
-from casetrail_platform.private_files import private_directory, private_file
+from casetrail_platform.private_files import private_directory
+from casetrail_platform.store.sqlite_writer import connect
 
 KEYS_FILE_NAME = "keys.db"
 
@@ -61,12 +62,7 @@ class SqliteDataKeyTable(DataKeyTable):
             if self._opened is None:
                 # The clients' wrapped data keys: owner-only, from the file's first moment.
                 private_directory(self._path.parent)
-                private_file(self._path)
-                connection = sqlite3.connect(
-                    self._path, isolation_level=None, check_same_thread=False, timeout=30
-                )
-                connection.execute("PRAGMA journal_mode=WAL")
-                connection.execute("PRAGMA synchronous=FULL")
+                connection = connect(str(self._path), busy_timeout_s=30)
                 connection.execute("PRAGMA secure_delete=ON")
                 connection.executescript(_SCHEMA)
                 self._opened = connection

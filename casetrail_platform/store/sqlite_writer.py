@@ -13,6 +13,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,17 +41,35 @@ class _Request(Generic[T]):
 _STOP = object()
 
 
-def connect(path: str) -> sqlite3.Connection:
+def connect(path: str, busy_timeout_s: float = 10.0) -> sqlite3.Connection:
     """A connection with the settings every casetrail SQLite file uses: WAL, durable commits;
     the file owner-only, since it holds case data (its directory is the service's, made
     owner-only by ``Infrastructure.service_dir``)."""
     private_file(Path(path))
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    connection.execute("PRAGMA journal_mode=WAL")
+    connection = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_s
+    )
+    _use_write_ahead_log(connection, busy_timeout_s)
     connection.execute("PRAGMA synchronous=FULL")
-    connection.execute("PRAGMA busy_timeout=10000")
     connection.execute("PRAGMA foreign_keys=ON")
     return connection
+
+
+def _use_write_ahead_log(connection: sqlite3.Connection, patience_s: float) -> None:
+    """Two connections switching one new file to WAL at the same moment can each hold the lock
+    the other needs; SQLite then answers one of them 'database is locked' at once, without
+    waiting its busy timeout. Tried again until the other's switch is done (the file is then in
+    WAL already), within the same patience as any other lock."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            busy = error.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
 
 
 class SqliteWriter:
