@@ -58,12 +58,20 @@ Credential = Callable[[], Awaitable[Principal]]
 """The caller's token verified again: raises ``InvalidCredential`` once it has expired."""
 
 
+def tailed_services(asked: Sequence[str] | None, has_store: Callable[[str], bool]) -> list[str]:
+    """The services asked for, each once (one asked twice would print, and record as
+    accessed, every event of its store twice); none asked: every service with a store here."""
+    if asked:
+        return list(dict.fromkeys(asked))
+    return [name for name in SERVICES if has_store(name)]
+
+
 def run(options: argparse.Namespace) -> int:
     from cli.login import bearer_token, trusted_verifier
     from cli.stores import has_local_store, infrastructure
 
     infra = infrastructure(options)
-    names = options.service or [name for name in SERVICES if has_local_store(infra, name)]
+    names = tailed_services(options.service, lambda name: has_local_store(infra, name))
     missing = [name for name in names if not has_local_store(infra, name)]
     if missing or not names:
         print(

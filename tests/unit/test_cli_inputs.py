@@ -14,6 +14,7 @@ from casetrail_platform.identity.verifier import DEFAULT_MAX_LIFETIME_SECONDS
 from casetrail_platform.private_files import private_replacement
 from cli.login import TOKEN_FILE, bearer_token, trusted_verifier
 from cli.main import MAX_LOGIN_HOURS, main
+from cli.tail import tailed_services
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int | str | None, str]:
@@ -270,3 +271,10 @@ def test_errors_of_a_task_group_end_in_one_line_only_when_each_is_expected() -> 
     assert _unavailable(ValueError("bug")) is None
     assert _reader_gone(ExceptionGroup("tail", [BrokenPipeError()]))
     assert not _reader_gone(ExceptionGroup("tail", [BrokenPipeError(), ValueError("bug")]))
+
+
+def test_a_service_asked_twice_is_tailed_once() -> None:
+    """Tailed twice, its every event would be printed, and recorded as accessed, twice."""
+    asked = ["intake", "planning", "intake"]
+    assert tailed_services(asked, lambda name: True) == ["intake", "planning"]
+    assert tailed_services(None, lambda name: name == "audit") == ["audit"]
