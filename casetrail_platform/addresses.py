@@ -22,6 +22,12 @@ def bracketed(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
+def unbracketed(host: str) -> str:
+    """``host`` as a socket binds it: ``[::]`` -> ``::`` (written as in a URL, the brackets
+    named no address, and ``[::1]`` was not known as loopback)."""
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
 def host_port(host: str, port: int) -> str:
     """``host:port``, an IPv6 host bracketed (``[::]:7301``)."""
     return f"{bracketed(host)}:{port}"

@@ -19,6 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
+from casetrail_platform.addresses import host_port
 from casetrail_platform.grpc_platform.server import allow_plaintext
 from casetrail_platform.identity.development import DevelopmentSigner
 from casetrail_platform.identity.settings import IssuerSettings
@@ -88,7 +89,8 @@ async def _serve(settings: ConsoleSettings, host: str, port: int) -> int:
         console = await start_console(settings, host, port)
     except OSError as error:  # the port taken, or the host not this machine's: one line
         print(
-            f"console: cannot listen on {host}:{port}: {error.strerror or error}", file=sys.stderr
+            f"console: cannot listen on {host_port(host, port)}: {error.strerror or error}",
+            file=sys.stderr,
         )
         return 2
     print(f"casetrail console on {console.url} (audit at {settings.audit_address})", flush=True)

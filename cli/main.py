@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from casetrail_platform.addresses import unbracketed
+
 SERVICES = ("intake", "coordination", "planning", "audit")
 ROLES = (
     "receptionist",
@@ -253,7 +255,9 @@ def parser() -> argparse.ArgumentParser:
     )
     console.add_argument("--audit", metavar="HOST:PORT", help="default: from addresses.json")
     console.add_argument("--data-dir", default=_data_dir(), help="where addresses.json is")
-    console.add_argument("--host", default="127.0.0.1")
+    console.add_argument(
+        "--host", type=unbracketed, default="127.0.0.1", help="an IPv6 address with or without []"
+    )
     console.add_argument(
         "--port", type=bounded(0, 65535), default=7305, help="0: a free port (default 7305)"
     )

@@ -28,6 +28,7 @@ from casetrail_platform.addresses import (
     bracketed,
     host_port,
     port_problem,
+    unbracketed,
 )
 from casetrail_platform.ages import agency_time_zone
 from casetrail_platform.bus.kafka_settings import KafkaSettings
@@ -472,7 +473,9 @@ def options_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=os.environ.get("CASETRAIL_DATA_DIR", "var/data"))
     parser.add_argument("--backend", choices=["embedded", "distributed"], default="embedded")
     parser.add_argument("--service", action="append", choices=SERVICES, help="repeatable")
-    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--host", type=unbracketed, default="127.0.0.1", help="an IPv6 address with or without []"
+    )
     parser.add_argument("--any-port", action="store_true", help="let the OS pick free ports")
     parser.add_argument(
         "--topic",

@@ -153,6 +153,22 @@ def test_a_console_port_it_cannot_listen_on_is_named(
         assert "--port: must be from 0 to 65535" in err
 
 
+def test_a_console_host_in_brackets_is_the_address_within(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--host [::1]`` (as in a URL) was bound as the name "[::1]" and failed, and was not
+    known as loopback: the development sign-in was refused on it."""
+    import socket
+
+    monkeypatch.delenv("CASETRAIL_OIDC_ISSUER", raising=False)
+    argv = ("console", "--audit", "127.0.0.1:1", "--data-dir", str(data_dir), "--host", "[::1]")
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as taken:
+        port = taken.getsockname()[1]
+        code, err = _run(capsys, *argv, "--port", str(port))
+    assert code == 2
+    assert f"console: cannot listen on [::1]:{port}: Address already in use" in err
+
+
 @pytest.mark.parametrize("command", ["verify", "verify-store"])
 def test_a_missing_keys_file_is_named(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

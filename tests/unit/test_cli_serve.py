@@ -80,7 +80,8 @@ async def test_a_bare_ipv6_host_is_served_bracketed(
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         await runner.stop_services([intake])
-    options = runner.parse(["--host", "::1", "--any-port"])
+    options = runner.parse(["--host", "[::1]", "--any-port"])
+    assert options.host == "::1"  # as in a URL: the address within (loopback, bindable)
     server = runner.start_metrics(options, ["intake"], {"intake": 0})
     try:
         assert "metrics       http://[::1]:" in capsys.readouterr().out
