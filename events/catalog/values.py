@@ -104,6 +104,31 @@ class Money(CatalogValue):
     currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 
 
+_NOT_TWO_MINOR_UNIT_DIGITS = {
+    0: "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF",
+    3: "BHD IQD JOD KWD LYD OMR TND",
+    4: "CLF UYW",
+}
+"""ISO 4217's minor-unit exponent of the currencies where it is not 2 (a yen has no minor
+unit, a Kuwaiti dinar 1,000 fils)."""
+
+_MINOR_UNIT_DIGITS = {
+    currency: digits
+    for digits, currencies in _NOT_TWO_MINOR_UNIT_DIGITS.items()
+    for currency in currencies.split()
+}
+
+
+def in_major_units(money: Money) -> str:
+    """``money`` written in its currency's major unit ("1500.00 USD", "150000 JPY",
+    "450.123 KWD"), as people read an amount: not every currency has cents."""
+    digits = _MINOR_UNIT_DIGITS.get(money.currency, 2)
+    if digits == 0:
+        return f"{money.amount_minor_units} {money.currency}"
+    whole, fraction = divmod(money.amount_minor_units, 10**digits)
+    return f"{whole}.{fraction:0{digits}d} {money.currency}"
+
+
 ERASURE_MARKERS = frozenset({"erased", "[erased]"})
 """What an erased client's sensitive values read as (``casetrail_platform.keys.fields``): a list of
 them may hold the marker several times."""

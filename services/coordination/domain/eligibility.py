@@ -13,7 +13,7 @@ from casetrail_platform.commands import InvalidCommand
 from events.catalog.base import CaseEvent
 from events.catalog.clients import PersonalText
 from events.catalog.eligibility import EligibilityDetermined, EligibilityFacts
-from events.catalog.values import Money
+from events.catalog.values import in_major_units
 from events.errors import FieldProblem
 from events.validation import plain, text_lengths
 from services.coordination.domain import errors
@@ -45,8 +45,8 @@ def evaluate(program: Program, facts: EligibilityFacts) -> tuple[bool, list[str]
         outcomes.append(
             (
                 met,
-                f"monthly income {_money(income)} is "
-                f"{'within' if met else 'over'} the limit of {_money(limit)}",
+                f"monthly income {in_major_units(income)} is "
+                f"{'within' if met else 'over'} the limit of {in_major_units(limit)}",
             )
         )
     if program.residence_in and facts.residence is not None:
@@ -200,11 +200,6 @@ def _needed(field: str, program: Program, what: str) -> FieldProblem:
     return FieldProblem(field, f"required: programme {program.program_id} has {what}")
 
 
-def _money(money: Money) -> str:
-    whole, cents = divmod(money.amount_minor_units, 100)
-    return f"{whole}.{cents:02d} {money.currency}"
-
-
 def describe_rules(program: Program) -> list[str]:
     """The programme's rules in words, for people choosing where to apply."""
     rules = []
@@ -213,7 +208,7 @@ def describe_rules(program: Program) -> list[str]:
     if program.max_age is not None:
         rules.append(f"age at most {program.max_age}")
     if program.max_monthly_income is not None:
-        rules.append(f"monthly income at most {_money(program.max_monthly_income)}")
+        rules.append(f"monthly income at most {in_major_units(program.max_monthly_income)}")
     if program.residence_in:
         rules.append(f"residence in {', '.join(program.residence_in)}")
     return rules

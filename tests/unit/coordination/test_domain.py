@@ -21,6 +21,7 @@ from services.coordination.domain.commands import AssignCase, DetermineEligibili
 from services.coordination.domain.eligibility import (
     RECORDED_AGE,
     decide_eligibility,
+    describe_rules,
     evaluate,
     reasons_told,
 )
@@ -170,6 +171,29 @@ def test_one_unmet_rule_makes_the_client_ineligible() -> None:
     )
     assert not eligible
     assert "monthly income 4000.00 USD is over the limit of 2901.00 USD" in reasons
+
+
+@pytest.mark.parametrize(
+    ("currency", "limit", "income", "limit_told", "income_told"),
+    [
+        ("JPY", 200_000, 150_000, "200000 JPY", "150000 JPY"),
+        ("KWD", 500_000, 450_123, "500.000 KWD", "450.123 KWD"),
+        ("USD", 290_100, 185_000, "2901.00 USD", "1850.00 USD"),
+    ],
+)
+def test_amounts_are_told_in_the_currency_s_own_minor_units(
+    currency: str, limit: int, income: int, limit_told: str, income_told: str
+) -> None:
+    program = Program(
+        program_id="home-support",
+        name="Home support",
+        max_monthly_income=Money(amount_minor_units=limit, currency=currency),
+    )
+    facts = EligibilityFacts(monthly_income=Money(amount_minor_units=income, currency=currency))
+    assert evaluate(program, facts)[1] == [
+        f"monthly income {income_told} is within the limit of {limit_told}"
+    ]
+    assert describe_rules(program) == [f"monthly income at most {limit_told}"]
 
 
 def test_facts_the_rules_need_are_required() -> None:
