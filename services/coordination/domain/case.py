@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from casetrail_platform.folded import Fold
@@ -44,6 +45,9 @@ class Referral:
     service: str
     urgency: str
     status: ReferralStatus = ReferralStatus.PENDING
+    ended_at: datetime | None = None
+    """When it stopped running (declined, completed or withdrawn), as recorded: the moment
+    from which the services booked from it are called off (``app.follow_ups``)."""
 
 
 @dataclass(slots=True)
@@ -124,11 +128,11 @@ def _apply(state: CaseState, recorded: RecordedEvent) -> None:
         case ReferralAccepted():
             state.referrals[event.referral_id].status = ReferralStatus.ACCEPTED
         case ReferralDeclined():
-            state.referrals[event.referral_id].status = ReferralStatus.DECLINED
+            _end(state.referrals[event.referral_id], ReferralStatus.DECLINED, recorded)
         case ReferralCompleted():
-            state.referrals[event.referral_id].status = ReferralStatus.COMPLETED
+            _end(state.referrals[event.referral_id], ReferralStatus.COMPLETED, recorded)
         case ReferralWithdrawn():
-            state.referrals[event.referral_id].status = ReferralStatus.WITHDRAWN
+            _end(state.referrals[event.referral_id], ReferralStatus.WITHDRAWN, recorded)
         case EligibilityDetermined():
             state.eligibility.append(event)
         case InsuranceClaimFiled():
@@ -139,3 +143,8 @@ def _apply(state: CaseState, recorded: RecordedEvent) -> None:
             claim = state.claims[event.claim_id]
             claim.decision = event.decision
             claim.amount_approved = event.amount_approved
+
+
+def _end(referral: Referral, status: ReferralStatus, recorded: RecordedEvent) -> None:
+    referral.status = status
+    referral.ended_at = recorded.recorded_at

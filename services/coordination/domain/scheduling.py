@@ -20,7 +20,7 @@ from events.catalog.scheduling import (
 )
 from events.errors import FieldProblem
 from services.coordination.domain import errors
-from services.coordination.domain.case import RUNNING_REFERRAL_STATUSES, CaseState
+from services.coordination.domain.case import RUNNING_REFERRAL_STATUSES, CaseState, Referral
 from services.coordination.domain.commands import (
     CancelService,
     RecordServiceDelivered,
@@ -68,12 +68,8 @@ def decide_schedule(
         if referral is None:
             raise NotFound("referral", command.referral_id)
         if referral.status not in RUNNING_REFERRAL_STATUSES:
-            raise RuleBroken(
-                errors.REFERRAL_NOT_USABLE,
-                f"referral {referral.referral_id} is {referral.status.value}; services can only "
-                "come from a pending or accepted referral",
-                subject=f"referral/{referral.referral_id}",
-                status=referral.status.value,
+            raise _referral_not_usable(
+                referral, "services can only come from a pending or accepted referral"
             )
         if referral.provider.provider_id != command.provider.provider_id:
             # The referral's provider reads the services of its referral, and the service's
@@ -105,12 +101,23 @@ def decide_schedule(
 
 
 def decide_reschedule(
-    schedule: Schedule, facts: CaseFacts, command: RescheduleService
+    schedule: Schedule, facts: CaseFacts, case: CaseState, command: RescheduleService
 ) -> list[CaseEvent]:
     if facts.closed:
         raise errors.case_closed(facts.case_id)
     check_not_before_opening(facts, command.starts_at, "starts_at")
     service = _scheduled(schedule, command.case_id, command.service_id)
+    referral = None if service.referral_id is None else case.referrals.get(service.referral_id)
+    ended_at = None if referral is None else referral.ended_at
+    if referral is not None and ended_at is not None and command.starts_at >= ended_at:
+        # Left scheduled only because it started before the referral ended (its follow-up
+        # calls off the rest): moved past that moment it would be a new booking from it.
+        raise _referral_not_usable(
+            referral,
+            f"it ended at {ended_at.isoformat()}, and a service from it cannot be moved to"
+            " start from then on",
+            ended_at=ended_at.isoformat(),
+        )
     _require_free(
         schedule,
         command.case_id,
@@ -129,6 +136,16 @@ def decide_reschedule(
             reason=command.reason,
         )
     ]
+
+
+def _referral_not_usable(referral: Referral, why: str, **details: str) -> RuleBroken:
+    return RuleBroken(
+        errors.REFERRAL_NOT_USABLE,
+        f"referral {referral.referral_id} is {referral.status.value}; {why}",
+        subject=f"referral/{referral.referral_id}",
+        status=referral.status.value,
+        **details,
+    )
 
 
 def decide_cancel(

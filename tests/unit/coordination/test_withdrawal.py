@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -23,7 +23,7 @@ from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.assignment import COUNSELING_NEEDS
 from events.catalog.base import Role
 from events.catalog.referrals import ReferralWithdrawn
-from events.catalog.scheduling import ServiceCancelled
+from events.catalog.scheduling import LocationKind, ServiceCancelled, ServiceKind, ServiceLocation
 from events.catalog.values import NeedCategory, Provider
 from events.envelope import Actor
 from services.coordination.adapters.projections import CASE_FACTS
@@ -31,14 +31,16 @@ from services.coordination.app.follow_ups import FollowUps
 from services.coordination.app.handlers.running import Dependencies
 from services.coordination.domain import errors
 from services.coordination.domain.case import CaseState, Referral, ReferralStatus
-from services.coordination.domain.commands import WithdrawReferral
+from services.coordination.domain.commands import RescheduleService, WithdrawReferral
 from services.coordination.domain.facts import CaseFacts, schedule_stream
 from services.coordination.domain.referrals import decide_closure_withdrawals, decide_withdrawal
-from services.coordination.domain.scheduling import REFERRAL_ENDED_REASON
+from services.coordination.domain.schedule import Schedule, Service
+from services.coordination.domain.scheduling import REFERRAL_ENDED_REASON, decide_reschedule
 from services.coordination.entrypoints.grpc_server import SERVICE_NAME, CoordinationServicer
 from tests.support.grpc import serving
 from tests.support.identity import TestIssuer
 from tests.unit.coordination.rpc import (
+    AN_HOUR,
     COUNSELING_CENTRE,
     NEXT_WEEK,
     PARATRANSIT,
@@ -51,10 +53,12 @@ from tests.unit.coordination.rpc import (
     schedule_request,
 )
 from tests.unit.coordination.support import (
+    OPENED,
     IntakeFeed,
     command_context,
     query_context,
     sample_agency,
+    timestamp,
 )
 
 if TYPE_CHECKING:
@@ -258,6 +262,65 @@ def test_a_closure_withdraws_only_the_referrals_still_running() -> None:
         ("ref-0", "the case was closed"),
         ("ref-1", "the case was closed"),
     ]
+
+
+ENDED = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+"""When the referral of ``_left_scheduled`` ended."""
+
+
+def _left_scheduled(status: ReferralStatus) -> tuple[Schedule, CaseState]:
+    """A service booked from ``ref-0`` to start before the referral ended (``ENDED``, when
+    ``status`` is not running), so its end's follow-up left it scheduled."""
+    case = _state(status)
+    if status not in (ReferralStatus.PENDING, ReferralStatus.ACCEPTED):
+        case.referrals["ref-0"].ended_at = ENDED
+    service = Service(
+        "svc-1",
+        "case-1",
+        ServiceKind.COUNSELING,
+        PROVIDER,
+        ENDED - timedelta(hours=3),
+        ENDED - timedelta(hours=2),
+        ServiceLocation(kind=LocationKind.PROVIDER_SITE),
+        "ref-0",
+        None,
+    )
+    return Schedule(1, {"svc-1": service}), case
+
+
+def _moved_to(starts_at: datetime) -> RescheduleService:
+    return RescheduleService(
+        case_id="case-1",
+        service_id="svc-1",
+        starts_at=starts_at,
+        ends_at=starts_at + timedelta(hours=1),
+        reason="the counsellor is away",
+    )
+
+
+@pytest.mark.parametrize(
+    "status", [ReferralStatus.DECLINED, ReferralStatus.COMPLETED, ReferralStatus.WITHDRAWN]
+)
+def test_a_service_of_a_referral_that_ended_is_not_moved_past_its_end(
+    status: ReferralStatus,
+) -> None:
+    schedule, case = _left_scheduled(status)
+    facts = CaseFacts("case-1", "client-1", (NeedCategory.COUNSELING,))
+    for starts_at in (ENDED, ENDED + timedelta(days=7)):
+        with pytest.raises(RuleBroken) as refusal:
+            decide_reschedule(schedule, facts, case, _moved_to(starts_at))
+        assert refusal.value.rule == errors.REFERRAL_NOT_USABLE
+        details = refusal.value.details
+        assert (details["status"], details["ended_at"]) == (status.value, ENDED.isoformat())
+    # Before the end it may still move (to when it took place, say).
+    assert decide_reschedule(schedule, facts, case, _moved_to(ENDED - timedelta(hours=1)))
+
+
+@pytest.mark.parametrize("status", [ReferralStatus.PENDING, ReferralStatus.ACCEPTED])
+def test_a_service_of_a_running_referral_moves_anywhere(status: ReferralStatus) -> None:
+    schedule, case = _left_scheduled(status)
+    facts = CaseFacts("case-1", "client-1", (NeedCategory.COUNSELING,))
+    assert decide_reschedule(schedule, facts, case, _moved_to(ENDED + timedelta(days=7)))
 
 
 def _withdrawal(referral_id: str, role: str = "coordinator", **fields: str) -> object:
@@ -500,3 +563,50 @@ async def test_a_withdrawn_referral_calls_off_its_services_still_to_come_once(
         for r in cancelled
         if isinstance(r.event, ServiceCancelled)
     ] == [(booked.service_id, REFERRAL_ENDED_REASON, withdrawal.event_id)]
+
+
+async def test_a_service_left_scheduled_by_a_withdrawal_is_not_moved_past_it(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING])
+    await intake.consent("case-1", "client-1")
+    referral_id = (await refer(stub, "case-1", "counseling")).referral_id
+    await accept(stub, "case-1", referral_id)
+    started = OPENED + 2 * AN_HOUR  # before the withdrawal: its follow-up leaves it
+    booked = await stub.ScheduleService(
+        schedule_request(
+            "case-1",
+            "counseling",
+            started,
+            provider=COUNSELING_CENTRE,
+            role="coordinator",
+            referral_id=referral_id,
+        )
+    )
+    await stub.WithdrawReferral(_withdrawal(referral_id))
+    [withdrawal] = [
+        r for r in await store.read_stream("case-case-1") if isinstance(r.event, ReferralWithdrawn)
+    ]
+    await FollowUps(deps)(withdrawal)
+
+    def move(starts_at: datetime) -> Any:
+        return stub.RescheduleService(
+            pb.RescheduleServiceRequest(
+                context=command_context("coordinator"),
+                case_id="case-1",
+                service_id=booked.service_id,
+                starts_at=timestamp(starts_at),
+                ends_at=timestamp(starts_at + AN_HOUR),
+                reason="the counsellor is away",
+            )
+        )
+
+    before = await store.read_stream(schedule_stream("client-1"))
+    refusal = await refused(move(NEXT_WEEK))
+    assert (refusal.code, refusal.rule) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "REFERRAL_NOT_USABLE",
+    )
+    assert refusal.metadata["ended_at"] == withdrawal.recorded_at.isoformat()
+    assert await store.read_stream(schedule_stream("client-1")) == before
+    await move(started + AN_HOUR)  # still before the withdrawal

@@ -77,7 +77,7 @@ async def reschedule_service(
             context,
             Action.SCHEDULE_SERVICE,
             command.case_id,
-            lambda schedule, facts, _case: decide_reschedule(schedule, facts, command),
+            lambda schedule, facts, case: decide_reschedule(schedule, facts, case, command),
         )
 
 
