@@ -6,7 +6,7 @@ counsel and refers the client out instead (a need referred out no longer calls f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 
 from casetrail_platform.commands import NotFound, RuleBroken
 from events.catalog.assignment import (
@@ -23,7 +23,7 @@ from services.coordination.domain import errors
 from services.coordination.domain.agency import Worker
 from services.coordination.domain.case import CaseState
 from services.coordination.domain.commands import AssignCase, TransferCase
-from services.coordination.domain.facts import CaseFacts
+from services.coordination.domain.facts import CaseFacts, check_not_before
 
 
 def open_needs(facts: CaseFacts, state: CaseState) -> tuple[NeedCategory, ...]:
@@ -93,7 +93,9 @@ def decide_transfer(
     caseload: int,
     command: TransferCase,
     on: date,
+    occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
+    """``occurred_at``: the command's stated moment, not before the current assignment."""
     if facts.closed:
         raise errors.case_closed(facts.case_id)
     if worker is None:
@@ -111,6 +113,9 @@ def decide_transfer(
             subject=f"case/{facts.case_id}",
             current_worker_id=state.worker_id,
         )
+    check_not_before(
+        occurred_at, f"case {facts.case_id} was given to its current worker", state.assigned_at
+    )
     _fitting(facts, state, worker, caseload, on)
     return [
         CaseReassigned(

@@ -45,9 +45,18 @@ class Referral:
     service: str
     urgency: str
     status: ReferralStatus = ReferralStatus.PENDING
+    changed_at: datetime | None = None
+    """When its last event (made, answered, withdrawn) happened, as its command stated: what
+    is done to it next cannot have happened before."""
     ended_at: datetime | None = None
     """When it stopped running (declined, completed or withdrawn), as recorded: the moment
     from which the services booked from it are called off (``app.follow_ups``)."""
+
+    @property
+    def last_change(self) -> str:
+        """What ``changed_at`` is the moment of, in words."""
+        done = "made" if self.status is ReferralStatus.PENDING else self.status.value
+        return f"referral {self.referral_id} was {done}"
 
 
 @dataclass(slots=True)
@@ -76,6 +85,9 @@ class CaseState:
     worker_role: Role | None = None
     worker_team: str | None = None
     """The worker's team, as the assignment recorded it: its supervisors act on the case."""
+    assigned_at: datetime | None = None
+    """When the case was given to its worker (assigned or transferred), as stated: a transfer
+    cannot have happened before."""
     referrals: dict[str, Referral] = field(default_factory=dict)
     eligibility: list[EligibilityDetermined] = field(default_factory=list)
     claims: dict[str, Claim] = field(default_factory=dict)
@@ -117,6 +129,7 @@ def _apply(state: CaseState, recorded: RecordedEvent) -> None:
             state.worker_id = event.worker_id
             state.worker_role = event.worker_role
             state.worker_team = event.worker_team
+            state.assigned_at = recorded.metadata.occurred_at
         case ReferralMade():
             state.referrals[event.referral_id] = Referral(
                 event.referral_id,
@@ -124,9 +137,10 @@ def _apply(state: CaseState, recorded: RecordedEvent) -> None:
                 event.need_category,
                 event.service,
                 event.urgency.value,
+                changed_at=recorded.metadata.occurred_at,
             )
         case ReferralAccepted():
-            state.referrals[event.referral_id].status = ReferralStatus.ACCEPTED
+            _change(state.referrals[event.referral_id], ReferralStatus.ACCEPTED, recorded)
         case ReferralDeclined():
             _end(state.referrals[event.referral_id], ReferralStatus.DECLINED, recorded)
         case ReferralCompleted():
@@ -145,6 +159,11 @@ def _apply(state: CaseState, recorded: RecordedEvent) -> None:
             claim.amount_approved = event.amount_approved
 
 
-def _end(referral: Referral, status: ReferralStatus, recorded: RecordedEvent) -> None:
+def _change(referral: Referral, status: ReferralStatus, recorded: RecordedEvent) -> None:
     referral.status = status
+    referral.changed_at = recorded.metadata.occurred_at
+
+
+def _end(referral: Referral, status: ReferralStatus, recorded: RecordedEvent) -> None:
+    _change(referral, status, recorded)
     referral.ended_at = recorded.recorded_at

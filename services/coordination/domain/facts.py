@@ -35,15 +35,23 @@ def check_occurred_at(facts: CaseFacts, occurred_at: datetime | None) -> None:
 def check_not_before_opening(facts: CaseFacts, moment: datetime, field: str) -> None:
     """``moment`` (given as ``field``) is not before the case's opening. A service's start too:
     backdated, it would be care the case never gave, yet delivered and claimed from an insurer."""
-    if facts.opened_at is not None and moment < facts.opened_at:
+    check_not_before(moment, f"case {facts.case_id} was opened", facts.opened_at, field)
+
+
+def check_not_before(
+    moment: datetime | None,
+    what: str,
+    earlier: datetime | None,
+    field: str = "context.occurred_at",
+) -> None:
+    """``moment`` (given as ``field``; ``None``: not stated) is not before ``what`` happened
+    (at ``earlier``; ``None``: not known). A command dated before the event it follows would
+    put the case's history out of order for good: audit's state of the case as it happened
+    folds by the moments stated, and would show the referral accepted before it was made as
+    still made, the case transferred before its assignment as still with the first worker."""
+    if moment is not None and earlier is not None and moment < earlier:
         raise InvalidCommand(
-            [
-                FieldProblem(
-                    field,
-                    f"must not be before case {facts.case_id} was opened"
-                    f" ({facts.opened_at.isoformat()})",
-                )
-            ]
+            [FieldProblem(field, f"must not be before {what} ({earlier.isoformat()})")]
         )
 
 

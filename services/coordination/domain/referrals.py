@@ -5,7 +5,7 @@ still run."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import date
+from datetime import date, datetime
 
 from casetrail_platform.commands import NotFound, RuleBroken
 from casetrail_platform.policy.vocabulary import Decision
@@ -35,7 +35,7 @@ from services.coordination.domain.commands import (
     MakeReferral,
     WithdrawReferral,
 )
-from services.coordination.domain.facts import CaseFacts
+from services.coordination.domain.facts import CaseFacts, check_not_before
 from services.coordination.domain.permissions import (
     Action,
     require_case_worker,
@@ -74,12 +74,24 @@ def decide_answer(
     facts: CaseFacts,
     command: AcceptReferral | DeclineReferral | CompleteReferral,
     acting_for: str | None,
+    occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
     """On a closed case a provider may still decline (it takes nothing on) or report the
     outcome of work it had accepted before the closure; accepting is refused, since it is what
     lets the provider read the case (README, "Closure"). ``acting_for``: the partner agency of
-    the verified caller, which must be the referral's provider."""
+    the verified caller, which must be the referral's provider. ``occurred_at``: the command's
+    stated moment, not before the referral's last event."""
     referral = _answerable(state, command, acting_for)
+    answer = _answer(referral, facts, command)
+    check_not_before(occurred_at, referral.last_change, referral.changed_at)
+    return answer
+
+
+def _answer(
+    referral: Referral,
+    facts: CaseFacts,
+    command: AcceptReferral | DeclineReferral | CompleteReferral,
+) -> list[CaseEvent]:
     match command:
         case AcceptReferral():
             if facts.closed:
@@ -123,6 +135,7 @@ def decide_withdrawal(
     facts: CaseFacts | None = None,
     agency: Agency | None = None,
     on: date | None = None,
+    occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
     """The agency calls off a referral still running (pending or accepted); one that ended
     (declined, completed, withdrawn) stays as it ended. Allowed on a closed case too: it takes
@@ -132,7 +145,8 @@ def decide_withdrawal(
     that is all that keeps a counseling need off a worker who may not counsel is not withdrawn
     (``withdrawal_leaves_counseling``): assignment lets a case manager carry such a case only
     while a provider has the need. The closure's withdrawals are not decided here: a closed case
-    asks nothing of its worker."""
+    asks nothing of its worker. ``occurred_at``: the command's stated moment, not before the
+    referral's last event."""
     require_case_worker(actor, Action.WITHDRAW_REFERRAL, state.worker_id)
     referral = state.referrals.get(command.referral_id)
     if referral is None:
@@ -147,6 +161,7 @@ def decide_withdrawal(
         )
     if facts is not None and agency is not None and on is not None:
         _require_counseling_kept(state, referral, facts, agency, on)
+    check_not_before(occurred_at, referral.last_change, referral.changed_at)
     return [_withdrawn(command.case_id, referral, command.reason)]
 
 

@@ -39,6 +39,15 @@ class Service:
     referral_id: str | None
     goal_id: str | None
     status: ServiceStatus = ServiceStatus.SCHEDULED
+    changed_at: datetime | None = None
+    """When it was scheduled, or last moved, as stated: what is done to it next (moved again,
+    cancelled, delivered) cannot have happened before."""
+    moved: bool = False
+
+    @property
+    def last_change(self) -> str:
+        """What ``changed_at`` is the moment of, in words."""
+        return f"service {self.service_id} was {'last moved' if self.moved else 'scheduled'}"
 
     def overlaps(self, starts_at: datetime, ends_at: datetime) -> bool:
         """Half-open slots: one service may start the moment another ends."""
@@ -94,12 +103,15 @@ def fold_schedule(schedule: Schedule, history: Iterable[RecordedEvent]) -> Sched
                     event.location,
                     event.referral_id,
                     event.goal_id,
+                    changed_at=recorded.metadata.occurred_at,
                 )
             case ServiceRescheduled():
                 service = schedule.services[event.service_id]
                 service.starts_at = event.starts_at
                 service.ends_at = event.ends_at
                 service.location = event.location
+                service.changed_at = recorded.metadata.occurred_at
+                service.moved = True
             case ServiceCancelled():
                 schedule.services[event.service_id].status = ServiceStatus.CANCELLED
             case ServiceDelivered():

@@ -27,7 +27,11 @@ from services.coordination.domain.commands import (
     RescheduleService,
     ScheduleService,
 )
-from services.coordination.domain.facts import CaseFacts, check_not_before_opening
+from services.coordination.domain.facts import (
+    CaseFacts,
+    check_not_before,
+    check_not_before_opening,
+)
 from services.coordination.domain.permissions import require_own_provider
 from services.coordination.domain.schedule import Schedule, Service, ServiceStatus
 
@@ -101,12 +105,19 @@ def decide_schedule(
 
 
 def decide_reschedule(
-    schedule: Schedule, facts: CaseFacts, case: CaseState, command: RescheduleService
+    schedule: Schedule,
+    facts: CaseFacts,
+    case: CaseState,
+    command: RescheduleService,
+    occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
+    """``occurred_at``: the command's stated moment, not before the service was scheduled or
+    last moved (as for a cancellation and a delivery)."""
     if facts.closed:
         raise errors.case_closed(facts.case_id)
     check_not_before_opening(facts, command.starts_at, "starts_at")
     service = _scheduled(schedule, command.case_id, command.service_id)
+    check_not_before(occurred_at, service.last_change, service.changed_at)
     referral = None if service.referral_id is None else case.referrals.get(service.referral_id)
     ended_at = None if referral is None else referral.ended_at
     if referral is not None and ended_at is not None and command.starts_at >= ended_at:
@@ -149,7 +160,10 @@ def _referral_not_usable(referral: Referral, why: str, **details: str) -> RuleBr
 
 
 def decide_cancel(
-    schedule: Schedule, command: CancelService, acting_for: str | None
+    schedule: Schedule,
+    command: CancelService,
+    acting_for: str | None,
+    occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
     """``acting_for``: the partner agency of the verified caller, which must provide it, and
     which calls it off as the provider or on the client's word, never as the agency."""
@@ -164,6 +178,7 @@ def decide_cancel(
                 )
             ]
         )
+    check_not_before(occurred_at, service.last_change, service.changed_at)
     return [
         ServiceCancelled(
             case_id=command.case_id,
@@ -180,12 +195,14 @@ def decide_delivered(
     command: RecordServiceDelivered,
     now: datetime,
     acting_for: str | None,
+    occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
     """A delivery is a fact about the past: it cannot end after the server's ``now`` (give or
     take ``OCCURRED_AT_CLOCK_SKEW``, the drift a command's own moment is allowed), nor start
     after the case's closure (a visit made before the closure may still be written up).
     ``acting_for``: the partner agency of the verified caller, which must provide it."""
     service = _scheduled(schedule, command.case_id, command.service_id, acting_for)
+    check_not_before(occurred_at, service.last_change, service.changed_at)
     check_not_before_opening(facts, command.starts_at, "starts_at")
     if command.ends_at > now + OCCURRED_AT_CLOCK_SKEW:
         # Its end too: a service still under way is not yet care given, nor claimable.

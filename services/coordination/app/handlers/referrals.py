@@ -86,7 +86,13 @@ async def withdraw_referral(
         context,
         case_stream(command.case_id),
         lambda history: decide_withdrawal(
-            case_state(history), command, context.actor, facts, deps.agency, today
+            case_state(history),
+            command,
+            context.actor,
+            facts,
+            deps.agency,
+            today,
+            context.occurred_at,
         ),
     )
     # The partner agency reads no more of the case from the answer on (``on_the_bus``).
@@ -150,7 +156,9 @@ async def answer_referral(
         deps,
         context,
         case_stream(command.case_id),
-        lambda history: decide_answer(case_state(history), facts, command, acting_for),
+        lambda history: decide_answer(
+            case_state(history), facts, command, acting_for, context.occurred_at
+        ),
     )
     # Accepted, the partner reads the referred scope from the answer on; declined or
     # completed, it reads no more (``on_the_bus``).

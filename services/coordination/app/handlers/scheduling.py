@@ -77,7 +77,9 @@ async def reschedule_service(
             context,
             Action.SCHEDULE_SERVICE,
             command.case_id,
-            lambda schedule, facts, case: decide_reschedule(schedule, facts, case, command),
+            lambda schedule, facts, case: decide_reschedule(
+                schedule, facts, case, command, context.occurred_at
+            ),
         )
 
 
@@ -99,7 +101,9 @@ async def cancel_service(
             context,
             Action.CANCEL_SERVICE,
             command.case_id,
-            lambda schedule, _facts, _case: decide_cancel(schedule, command, acting_for),
+            lambda schedule, _facts, _case: decide_cancel(
+                schedule, command, acting_for, context.occurred_at
+            ),
         )
 
 
@@ -121,7 +125,7 @@ async def record_service_delivered(
         Action.RECORD_DELIVERY,
         command.case_id,
         lambda schedule, facts, _case: decide_delivered(
-            schedule, facts, command, datetime.now(UTC), acting_for
+            schedule, facts, command, datetime.now(UTC), acting_for, context.occurred_at
         ),
     )
 

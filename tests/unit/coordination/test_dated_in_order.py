@@ -1,0 +1,215 @@
+"""A command's stated moment (``context.occurred_at``) is not before the event it follows:
+audit's state of the case as it happened folds by the moments stated, and a referral accepted
+before it was made, a service cancelled before it was booked, a case transferred before its
+assignment would read there as never having happened. The same moment is in order."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.values import NeedCategory
+from tests.unit.coordination.rpc import (
+    COUNSELING_CENTRE,
+    PT_CLINIC,
+    assign,
+    refer,
+    refused,
+    schedule_request,
+)
+from tests.unit.coordination.support import (
+    OPENED,
+    TODAY,
+    IntakeFeed,
+    command_context,
+    timestamp,
+)
+
+if TYPE_CHECKING:
+    from tests.unit.coordination.rpc import Stub
+
+EARLIER = TODAY - timedelta(seconds=1)
+"""A moment after the case's opening, just before the commands under test follow (TODAY)."""
+
+
+def _dated(request: Any, at: datetime) -> Any:
+    request.context.occurred_at.CopyFrom(timestamp(at))
+    return request
+
+
+async def _refused_as_dated_before(
+    store: SqliteEventStore, call: Any, stream: str, what: str
+) -> None:
+    """``call`` is refused naming ``context.occurred_at`` and ``what`` it came before, and
+    writes nothing to ``stream``."""
+    before = await store.read_stream(stream)
+    refusal = await refused(call)
+    assert (refusal.code, refusal.fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["context.occurred_at"],
+    )
+    assert f"{what} ({TODAY.isoformat()})" in refusal.message
+    assert await store.read_stream(stream) == before
+
+
+def _answer(kind: str, referral_id: str, at: datetime, **fields: str) -> Any:
+    request_type = {
+        "accept": pb.AcceptReferralRequest,
+        "decline": pb.DeclineReferralRequest,
+        "complete": pb.CompleteReferralRequest,
+    }[kind]
+    return request_type(
+        context=command_context("partner_agency", at=at, agency=COUNSELING_CENTRE.provider_id),
+        case_id="case-1",
+        referral_id=referral_id,
+        provider_id=COUNSELING_CENTRE.provider_id,
+        **fields,
+    )
+
+
+def _withdrawal(referral_id: str, at: datetime) -> pb.WithdrawReferralRequest:
+    return pb.WithdrawReferralRequest(
+        context=command_context("coordinator", at=at),
+        case_id="case-1",
+        referral_id=referral_id,
+        reason="client moved in with her daughter",
+    )
+
+
+async def test_a_referral_is_answered_and_withdrawn_not_before_its_last_event(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING], at=OPENED)
+    await intake.consent("case-1", "client-1")
+    made = (await refer(stub, "case-1", "counseling")).referral_id  # at TODAY
+    stream = "case-case-1"
+    for early in (
+        stub.AcceptReferral(_answer("accept", made, EARLIER)),
+        stub.DeclineReferral(_answer("decline", made, EARLIER, reason="no capacity")),
+        stub.WithdrawReferral(_withdrawal(made, EARLIER)),
+    ):
+        await _refused_as_dated_before(store, early, stream, f"referral {made} was made")
+    await stub.AcceptReferral(_answer("accept", made, TODAY))
+
+    complete = _answer("complete", made, EARLIER, outcome="two sessions")
+    await _refused_as_dated_before(
+        store, stub.CompleteReferral(complete), stream, f"referral {made} was accepted"
+    )
+    await _refused_as_dated_before(
+        store,
+        stub.WithdrawReferral(_withdrawal(made, EARLIER)),
+        stream,
+        f"referral {made} was accepted",
+    )
+    await stub.WithdrawReferral(_withdrawal(made, TODAY))
+
+
+async def test_a_pending_referral_is_declined_at_the_moment_it_was_made(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING], at=OPENED)
+    await intake.consent("case-1", "client-1")
+    made = (await refer(stub, "case-1", "counseling")).referral_id
+    await stub.DeclineReferral(_answer("decline", made, TODAY, reason="no capacity"))
+
+
+def _move(service_id: str, to: datetime, at: datetime) -> pb.RescheduleServiceRequest:
+    return pb.RescheduleServiceRequest(
+        context=command_context("coordinator", at=at),
+        case_id="case-1",
+        service_id=service_id,
+        starts_at=timestamp(to),
+        ends_at=timestamp(to + timedelta(hours=1)),
+        reason="therapist unavailable",
+    )
+
+
+def _cancel(service_id: str, at: datetime) -> pb.CancelServiceRequest:
+    return pb.CancelServiceRequest(
+        context=command_context("coordinator", at=at),
+        case_id="case-1",
+        service_id=service_id,
+        cancelled_by="agency",
+        reason="no longer needed",
+    )
+
+
+def _delivered(service_id: str, starts_at: datetime, at: datetime) -> Any:
+    return pb.RecordServiceDeliveredRequest(
+        context=command_context("partner_agency", at=at, agency=PT_CLINIC.provider_id),
+        case_id="case-1",
+        service_id=service_id,
+        starts_at=timestamp(starts_at),
+        ends_at=timestamp(starts_at + timedelta(minutes=50)),
+    )
+
+
+async def test_a_service_changes_not_before_it_was_scheduled_or_last_moved(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.PHYSICAL_THERAPY], at=OPENED)
+    slot = OPENED + timedelta(hours=2)
+    booked = await stub.ScheduleService(
+        _dated(schedule_request("case-1", "physical_therapy", slot, role="coordinator"), TODAY)
+    )
+    service = booked.service_id
+    stream = "schedule-client-1"
+    scheduled = f"service {service} was scheduled"
+    moved = slot + timedelta(hours=2)
+    for early in (
+        stub.RescheduleService(_move(service, moved, EARLIER)),
+        stub.CancelService(_cancel(service, EARLIER)),
+        stub.RecordServiceDelivered(_delivered(service, slot, EARLIER)),
+    ):
+        await _refused_as_dated_before(store, early, stream, scheduled)
+    await stub.RescheduleService(_move(service, moved, TODAY))
+
+    last_moved = f"service {service} was last moved"
+    await _refused_as_dated_before(
+        store, stub.CancelService(_cancel(service, EARLIER)), stream, last_moved
+    )
+    await _refused_as_dated_before(
+        store, stub.RecordServiceDelivered(_delivered(service, moved, EARLIER)), stream, last_moved
+    )
+    await stub.RecordServiceDelivered(_delivered(service, moved, TODAY))
+
+
+async def test_a_service_is_cancelled_at_the_moment_it_was_scheduled(
+    stub: Stub, intake: IntakeFeed
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.PHYSICAL_THERAPY], at=OPENED)
+    slot = OPENED + timedelta(hours=2)
+    booked = await stub.ScheduleService(
+        schedule_request("case-1", "physical_therapy", slot, role="coordinator")
+    )
+    await stub.CancelService(_cancel(booked.service_id, TODAY))
+
+
+def _transfer(worker_id: str, at: datetime) -> pb.TransferCaseRequest:
+    return pb.TransferCaseRequest(
+        context=command_context("coordinator", at=at),
+        case_id="case-1",
+        worker_id=worker_id,
+        reason="caseload balancing",
+    )
+
+
+async def test_a_case_is_transferred_not_before_its_current_assignment(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE], at=OPENED)
+    await assign(stub, "case-1", "cm-dana", at=TODAY)
+    given = "case case-1 was given to its current worker"
+    await _refused_as_dated_before(
+        store, stub.TransferCase(_transfer("sw-lcsw", EARLIER)), "case-case-1", given
+    )
+    transferred = await stub.TransferCase(_transfer("sw-lcsw", TODAY))
+    assert transferred.previous_worker_id == "cm-dana"
+    # The transfer is now the assignment a next one follows.
+    await _refused_as_dated_before(
+        store, stub.TransferCase(_transfer("cm-dana", EARLIER)), "case-case-1", given
+    )
