@@ -543,6 +543,14 @@ def _verify_line(
         recorded: RecordedEvent = decode(document, registry)
     except InvalidEventError as error:
         return f"not a casetrail CloudEvent ({error})"
+    try:
+        canonical = canonical_of_record(recorded)
+    except UnicodeEncodeError as error:
+        # The decoder refuses a lone surrogate in the envelope's texts (the data's are refused
+        # by the catalog): one it missed has no canonical bytes, and fails its line alone.
+        return (
+            f"not a casetrail CloudEvent ({error.object[:80]!r} is no Unicode text: {error.reason})"
+        )
     if (repeated := whole.repeated(recorded, number)) is not None:
         return repeated
     whole.subject(recorded, number)
@@ -594,7 +602,7 @@ def _verify_line(
         verify_inclusion(
             position - 1,
             tree_size,
-            leaf_hash(canonical_of_record(recorded)),
+            leaf_hash(canonical),
             hashes,
             checkpoint.root,
         )

@@ -159,24 +159,14 @@ def _envelope_problems(stream: str, new: NewEvent) -> list[FieldProblem]:
 
 def _text_problems(texts: dict[str, str]) -> list[FieldProblem]:
     """Each text that breaks the envelope's one rule (``envelope_text_problem``: not empty,
-    bounded, no control characters, NUL among them) or that is not encodable as UTF-8 (a lone
-    surrogate: SQLite refused it alone, PostgreSQL failed every request committed with it)."""
+    bounded, no control characters, NUL among them, no lone surrogate: SQLite refused one
+    alone, PostgreSQL failed every request committed with it)."""
     problems = []
     for field, text in texts.items():
         problem = envelope_text_problem(text, _TEXT_BOUNDS.get(field))
-        if problem is None and not _encodable(text):
-            problem = "must be valid Unicode (no lone surrogates)"
         if problem is not None:
             problems.append(FieldProblem(field, problem))
     return problems
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _envelope_texts(stream: str, new: NewEvent) -> dict[str, str]:

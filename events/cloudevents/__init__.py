@@ -51,8 +51,8 @@ Both formats are decoded by the same rules, the envelope schema's: counters are 
 digits (a JSON number too, in the JSON format) up to ``MAX_COUNTER``; ids are UUIDs written
 8-4-4-4-12; times are RFC 3339 with an offset, nothing after it; ``traceparent`` is a W3C
 trace context; ``subject``, ``stream``, ``actorid`` and ``source`` hold no control character
-(``envelope_text_problem``, which the event stores apply too). Data and ``storeddata`` are
-UTF-8 JSON read by ``events.strict_json`` (a key given twice is refused).
+and no lone surrogate (``envelope_text_problem``, which the event stores apply too). Data and
+``storeddata`` are UTF-8 JSON read by ``events.strict_json`` (a key given twice is refused).
 
 Decoding is strict: a missing or malformed attribute raises ``UndecodableMessageError`` naming
 the header/attribute, bad data raises the registry's ``InvalidEventError`` naming the event type

@@ -40,7 +40,9 @@ NO_CONTROL_CHARACTERS_PATTERN = "[^\\u0000-\\u001f\\u007f-\\u009f]+"
 """Text with no control character (C0, DEL, C1), as the envelope schema states it for the
 attributes that are free text (``subject``, ``stream``, ``actorid``, ``source``): a line feed
 or carriage return in a header is a header of its own to some readers, a NUL cannot be
-stored in PostgreSQL text."""
+stored in PostgreSQL text. (A lone surrogate, JSON's ``"\\ud800"``, is refused beside it,
+``envelope_text_problem``, not in the pattern: an ECMAScript pattern without the ``u`` flag
+reads UTF-16 code units, and would refuse every character beyond the BMP.)"""
 STORED_VERSION_ATTRIBUTE = "storedversion"
 STORED_DATA_ATTRIBUTE = "storeddata"
 
@@ -55,6 +57,7 @@ and the mapping stay as they are; only the contract states them)."""
 
 _BARE_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FREE_TEXT = re.compile(NO_CONTROL_CHARACTERS_PATTERN)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _UNKNOWN_TYPE = "<unknown>"
 
 
@@ -106,11 +109,16 @@ def service_of(source: str) -> str:
 def envelope_text_problem(text: str, max_chars: int | None = None) -> str | None:
     """Why ``text`` cannot be a free-text attribute of an envelope (``subject``, ``stream``,
     ``actorid``, ``source``), or ``None``: the one rule the decoders and the event stores apply
-    (``casetrail_platform.store.guard``), so whatever a store accepts is decoded everywhere."""
+    (``casetrail_platform.store.guard``), so whatever a store accepts is decoded everywhere.
+    A lone surrogate (U+D800-U+DFFF, which JSON's ``"\\ud800"`` escape gives) is no Unicode
+    text: it cannot be encoded as UTF-8, so neither stored nor hashed into a ledger leaf
+    (``casetrail verify`` failed on one with a traceback)."""
     if not text:
         return "must be a non-empty string"
     if max_chars is not None and len(text) > max_chars:
         return f"must be at most {max_chars} characters"
     if not _FREE_TEXT.fullmatch(text):
         return "must not contain control characters"
+    if _SURROGATE.search(text):
+        return "must be valid Unicode (no lone surrogates)"
     return None

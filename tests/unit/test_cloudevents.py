@@ -683,6 +683,26 @@ def test_a_structured_kafka_value_with_a_key_twice_names_the_value(
     assert _fields(caught.value) == {"value"}
 
 
+@pytest.mark.parametrize("attribute", ["actorid", "stream", "source", "subject"])
+def test_a_lone_surrogate_in_a_free_text_attribute_is_undecodable(
+    attribute: str, registry: EventRegistry
+) -> None:
+    """JSON's ``"\\ud800"`` escape reads as a lone surrogate, no Unicode text: decoded, it
+    failed later unencodable (``casetrail verify`` with a traceback hashing its leaf), where a
+    consumer dead-letters an undecodable record (structured mode: Kafka's and an export's)."""
+    document = to_structured(_opened()) | {attribute: "case-\ud800"}
+    value = json.dumps(document).encode()
+    assert b"\\ud800" in value
+    headers = [("content-type", b"application/cloudevents+json")]
+    with pytest.raises(UndecodableMessageError) as structured:
+        from_structured(json.loads(value), registry)
+    with pytest.raises(UndecodableMessageError) as kafka:
+        from_kafka_binary(None, headers, value, registry)
+    for caught in (structured, kafka):
+        assert _fields(caught.value) == {attribute}
+        assert "no lone surrogates" in str(caught.value)
+
+
 def test_storeddata_nested_too_deep_is_undecodable(registry: EventRegistry) -> None:
     upcast = next(r for r in RECORDED if r.schema_version > 1)
     record = to_kafka_binary(upcast)
