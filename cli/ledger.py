@@ -141,6 +141,14 @@ def _verify_export(options: argparse.Namespace) -> int:
             f"exported whole, as audit's signed statement for case {result.extent[0]} at"
             f" {result.extent[1]} states its lines and the end of each stream"
         )
+    if result.counted_only:
+        # A statement signed before audit named those lines: what it vouches for is less.
+        print(
+            "audit's statement is of the older, count-only form: "
+            + ", ".join(result.counted_only)
+            + " (of several cases) checked by their line count alone, not by which lines;"
+            " export again for a statement naming them"
+        )
     if result.ok:
         return 0
     return PENDING_STATUS if result.only_pending else 1

@@ -17,6 +17,7 @@ import base64
 import binascii
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 from casetrail_platform.bus.ordering import travels_under_one_key
@@ -32,6 +33,7 @@ from casetrail_platform.ledger.export_file import Unreadable
 from casetrail_platform.ledger.export_note import (
     EXPORT_NOTE_ATTRIBUTE,
     ExportStatement,
+    sequences_digest,
     service_of_source,
     withheld_digest,
 )
@@ -51,6 +53,7 @@ from casetrail_platform.ledger.pending import (
     PendingStatement,
     audit_origin,
 )
+from casetrail_platform.limits import OCCURRED_AT_CLOCK_SKEW
 from events.catalog.cases import CaseOpened
 from events.envelope import RecordedEvent
 from events.errors import InvalidEventError
@@ -89,6 +92,10 @@ class ExportVerification:
     """(case, time) of each statement of pending events audit signed, verified."""
     extent: tuple[str, str] | None = None
     """(case, time) of audit's statement of the export's extent, once verified."""
+    counted_only: list[str] = field(default_factory=list)
+    """The streams of several cases a verified statement of the older form (signed before
+    audit named their lines, ``export_note``) states by their count alone: a line of one
+    swapped for another event of the stream would not show."""
 
     def add_problems(self, *problems: str) -> None:
         room = max(MAX_PROBLEMS - len(self.problems), 0)
@@ -204,10 +211,15 @@ class _WholeExport:
     client's) whole, from sequence 1 up, so a missing line leaves a hole in one. (A cut at the
     very end of a stream leaves none: audit's statement of the extent tells, ``cut``.) A list's
     reads of several cases share one ``access-batch-…`` stream, of which the export of one case
-    holds only its own entries: no one-key stream, not checked for holes (``cut`` counts them)."""
+    holds only its own entries: no one-key stream, not checked for holes (``cut`` checks which
+    they are against the statement's digest of their sequences)."""
 
     lines_by_id: dict[str, int] = field(default_factory=dict)
     sequences: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
+    shared_sequences: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    """The sequences of the lines of each stream of several cases (no one-key stream)."""
+    recorded_at: list[tuple[datetime, int, str]] = field(default_factory=list)
+    """(recorded at, line, event id) of every line: none may be recorded after the export."""
     proven_sequences: dict[tuple[str, str], int] = field(default_factory=dict)
     """The highest sequence of each stream a line proves."""
     pending: list[_Pending] = field(default_factory=list)
@@ -378,7 +390,8 @@ class _WholeExport:
         """Audit's statement of the extent against what the export holds: exactly one,
         signed by audit's log in the agency of the logs the export's lines name, of the
         export's case; its line count, each one-key stream's last sequence and each other
-        stream's lines must be the export's. Without it a cut at the end shows nowhere."""
+        stream's lines (their count, and which they are where it names them) must be the
+        export's, and no line recorded after it. Without it a cut at the end shows nowhere."""
         if not self.extents:
             return [
                 f"the export carries no {EXPORT_NOTE_ATTRIBUTE}, audit's signed statement of its"
@@ -413,8 +426,20 @@ class _WholeExport:
                 " removed or added"
             )
         if statement.ends or statement.counts:
-            problems += self._streams(statement, said)
-        return problems
+            problems += self._streams(statement, said, result)
+        return problems + self._recorded_after(statement, said)
+
+    def _recorded_after(self, statement: ExportStatement, said: str) -> list[str]:
+        """Every event of an export was recorded before audit stated it (its first pass read
+        them): a line recorded later, beyond the clocks' drift (the logs' hosts' and audit's),
+        is another export's, put in this one's place."""
+        latest = statement.at + OCCURRED_AT_CLOCK_SKEW
+        return [
+            f"line {number}: event {event_id} was recorded at {at.isoformat()}, after {said}"
+            f" at {statement.at.isoformat()}: it is not of this export"
+            for at, number, event_id in self.recorded_at
+            if at > latest
+        ]
 
     def unvouched_withheld(self) -> tuple[list[str], list[str]]:
         """Lines marked redacted that audit's verified statement does not name withheld with
@@ -455,11 +480,14 @@ class _WholeExport:
         ]
         return unvouched, unheld
 
-    def _streams(self, statement: ExportStatement, said: str) -> list[str]:
+    def _streams(
+        self, statement: ExportStatement, said: str, result: ExportVerification
+    ) -> list[str]:
         """Each stream against the statement, by service and name (a statement names logs by
         their origins, a line its service by its source)."""
         ends = {(o.rsplit("/", 1)[-1], s): n for (o, s), n in statement.ends.items()}
         counts = {(o.rsplit("/", 1)[-1], s): n for (o, s), n in statement.counts.items()}
+        lines_of = {(o.rsplit("/", 1)[-1], s): d for (o, s), d in statement.lines_of.items()}
         # Past the bound audit states the one-key streams' ends alone (export_note): the
         # others are then counted in the lines only.
         uncounted = not counts and len(self.stream_lines) > export_note.MAX_STREAMS
@@ -482,6 +510,13 @@ class _WholeExport:
             elif sequences is None and key in counts:
                 if lines != counts[key]:
                     problems.append(f"{named} holds {lines} lines, {said} {counts[key]}")
+                elif key not in lines_of:
+                    result.counted_only.append(named)
+                elif sequences_digest(self.shared_sequences[source, stream]) != lines_of[key]:
+                    problems.append(
+                        f"{named} holds {lines} lines, as {said} counts, but not the lines it"
+                        " names: a line was swapped for another event of the stream"
+                    )
             elif not (sequences is None and uncounted):
                 problems.append(f"{named} is exported, but {said} does not name it")
         for service, stream in sorted(set(ends) - held):
@@ -510,6 +545,9 @@ class _WholeExport:
         self.stream_lines[key] = self.stream_lines.get(key, 0) + 1
         if travels_under_one_key(recorded.stream, recorded.subject):
             self.sequences.setdefault(key, {})[recorded.sequence] = number
+        else:
+            self.shared_sequences.setdefault(key, []).append(recorded.sequence)
+        self.recorded_at.append((recorded.recorded_at, number, event_id))
         return None
 
     def gaps(self) -> list[str]:
