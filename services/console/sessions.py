@@ -111,7 +111,13 @@ class SessionStore:
 
 
 def csrf_matches(session: Session, given: object) -> bool:
-    return isinstance(given, str) and hmac.compare_digest(session.csrf, given)
+    """Compared as bytes: ``compare_digest`` refuses a ``str`` that is not ASCII with a
+    ``TypeError`` (a form's ``csrf=%C3%A9`` was then a fault, 500, where it is refused)."""
+    return (
+        isinstance(given, str)
+        and given.isascii()
+        and hmac.compare_digest(session.csrf.encode(), given.encode())
+    )
 
 
 def _new_id() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -201,6 +202,26 @@ def test_a_forged_csrf_token_is_refused(client: TestClient, demo_casetrail: Demo
     )
     assert refused.status_code == 403
     assert_no_leak(refused.text)
+
+
+def test_a_csrf_token_not_in_ascii_is_refused_not_a_fault(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``hmac.compare_digest`` raises on a ``str`` that is not ASCII: each form answered 500."""
+    caplog.set_level(logging.ERROR)
+    client.get("/signin")
+    for path in ("/signin", "/signout", "/find"):
+        for given in ("é", "\x00", "ü" * 43):
+            answer = client.post(path, data={"csrf": given, "method": "token", "token": "x"})
+            assert answer.status_code == 403, (path, given)
+            assert "Form refused" in answer.text
+        # Bytes that are not UTF-8 (%ff, an encoded surrogate) are read as replacement characters.
+        for raw in (b"csrf=%ff%fe&purpose=x", b"csrf=%ed%a0%80"):
+            answer = client.post(
+                path, content=raw, headers={"content-type": "application/x-www-form-urlencoded"}
+            )
+            assert answer.status_code == 403, (path, raw)
+    assert [record.getMessage() for record in caplog.records] == []
 
 
 def test_timeline_shows_every_column_and_marks_late_events(
