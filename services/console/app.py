@@ -286,11 +286,10 @@ async def _refused(request: Request, error: Exception) -> Response:
 async def _http_problem(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     titles = {404: "Page not found", 405: "Not allowed here"}
+    # Starlette's reason otherwise (a form's fields or parts beyond our limits, multipart it
+    # cannot read, a body too large): fixed sentences and our limits, never the request's data.
+    reason = "This console has no such page." if error.status_code == 404 else error.detail
     return views.problem_page(
         request,
-        views.Problem(
-            error.status_code,
-            titles.get(error.status_code, "Request refused"),
-            "This console has no such page." if error.status_code == 404 else "",
-        ),
+        views.Problem(error.status_code, titles.get(error.status_code, "Request refused"), reason),
     )

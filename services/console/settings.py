@@ -37,7 +37,8 @@ def idle_seconds_from_env(environ: Mapping[str, str]) -> float:
     if not text:
         return IDLE_SECONDS
     most = int(SESSION_SECONDS // 60)
-    if not text.isdigit() or not 1 <= int(text) <= most:
+    # ASCII digits only: "²" passes isdigit() and int() refuses it; an Arabic-Indic one reads as 1.
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= most:
         raise ValueError(f"{IDLE_VARIABLE} must be a whole number of minutes from 1 to {most}")
     return int(text) * 60.0
 

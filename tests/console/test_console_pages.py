@@ -93,6 +93,38 @@ def test_a_body_larger_than_a_form_is_refused_before_it_is_read(client: TestClie
     sign_in(client)  # a form of normal size still works
 
 
+def test_a_form_the_console_cannot_read_is_refused_saying_why(client: TestClient) -> None:
+    """Too many fields, a file, a part too large, multipart that cannot be read: 400 with
+    Starlette's reason (fixed sentences and the console's limits) where it said nothing."""
+    csrf = csrf_of(client.get("/signin").text)
+    multipart = {"content-type": "multipart/form-data; boundary=zz"}
+    big_part = b'--zz\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n'
+    refused = {
+        "Too many fields": {
+            "content": "&".join(f"f{i}=1" for i in range(30)) + f"&csrf={csrf}",
+            "headers": {"content-type": "application/x-www-form-urlencoded"},
+        },
+        "Too many files": {"files": {"csrf": ("a.txt", b"x")}},
+        "Part exceeded maximum size": {
+            "content": big_part + b"x" * 20_000 + b"\r\n--zz--\r\n",
+            "headers": multipart,
+        },
+        "Missing boundary": {
+            "content": b"abc",
+            "headers": {"content-type": "multipart/form-data"},
+        },
+        '"name" must be provided': {
+            "content": b"--zz\r\nContent-Disposition: form-data\r\n\r\nx\r\n--zz--",
+            "headers": multipart,
+        },
+    }
+    for reason, request in refused.items():
+        answer = client.post("/signin", **request)  # type: ignore[arg-type]
+        assert answer.status_code == 400, reason
+        assert "Request refused" in answer.text
+        assert reason in html.unescape(answer.text), reason
+
+
 def test_visitors_who_never_sign_in_never_push_a_signed_in_auditor_out(clock: Clock) -> None:
     sessions = SessionStore(lifetime=3600, idle=3600, clock=clock)
     auditor = Principal(AUDITOR, Role.AUDITOR, "example-agency", "https://issuer.example")
@@ -503,7 +535,7 @@ def test_the_idle_timeout_is_configured_in_whole_minutes(
     assert settings_module.idle_seconds_from_env({}) == 15 * 60
     variable = "CASETRAIL_CONSOLE_IDLE_MINUTES"
     assert settings_module.idle_seconds_from_env({variable: "5"}) == 5 * 60
-    for bad in ("0", "31", "2.5", "-1", "soon"):
+    for bad in ("0", "31", "2.5", "-1", "soon", "²", "1\u0661"):
         with pytest.raises(ValueError, match=variable):
             settings_module.idle_seconds_from_env({variable: bad})
     monkeypatch.setenv(variable, "45")
