@@ -18,6 +18,7 @@ from casetrail_platform.limits import (
 )
 from cli.present import lists_cut
 from events.catalog_registry import all_event_types
+from events.envelope import to_micros
 
 CASE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 ACTOR_ID = CASE_ID
@@ -168,6 +169,15 @@ class TimelineRow:
     """The event's canonical bytes (base64): the browser hashes them into its ledger leaf."""
     shown_in_part: bool = False
     """Part of the event is withheld from the reader: no leaf, nothing for the browser to prove."""
+
+    @property
+    def occurred_micros(self) -> int:
+        """As the event's canonical bytes hold it: the browser compares the two."""
+        return to_micros(self.occurred_at)
+
+    @property
+    def recorded_micros(self) -> int:
+        return to_micros(self.recorded_at)
 
     @property
     def late_by(self) -> timedelta | None:

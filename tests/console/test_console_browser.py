@@ -10,6 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -25,6 +26,7 @@ from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
 
 from casetrail.audit.v1 import audit_pb2
+from services.console import pages
 from services.console.audit_client import AuditClient, Caller
 from services.console.server import RunningConsole, start_console
 from tests.console.conftest import DemoCasetrail
@@ -161,6 +163,35 @@ class TamperedProofs(AuditClient):
             root = answer.checkpoint.root_hash
             answer.checkpoint.root_hash = bytes([root[0] ^ 1]) + root[1:]
         return answer
+
+
+class RewrittenRows(AuditClient):
+    """Audit's timeline with each row's actor, role and occurred time rewritten on its way to
+    the browser; its ledger bytes, proofs, keys and checkpoints left as audit answered."""
+
+    async def timeline(self, *args: object, **kwargs: object) -> audit_pb2.GetTimelineResponse:
+        page = await super().timeline(*args, **kwargs)  # type: ignore[arg-type]
+        for entry in page.entries:
+            entry.actor.user_id = "mallory"
+            entry.actor.role = "supervisor"
+            entry.occurred_at.FromDatetime(datetime(2001, 1, 1, tzinfo=UTC))
+        return page
+
+
+OTHER_CASE = "another-case"
+
+
+class AnotherCasesRows(AuditClient):
+    """The timeline of ``OTHER_CASE`` answered with the demo case's rows, each with its own
+    genuine ledger bytes and proof: another case's events shown as this one's."""
+
+    demo_case = ""
+
+    async def timeline(
+        self, caller: Caller, case_id: str, *args: object, **kwargs: object
+    ) -> audit_pb2.GetTimelineResponse:
+        assert case_id == OTHER_CASE
+        return await super().timeline(caller, self.demo_case, *args, **kwargs)  # type: ignore[arg-type]
 
 
 def integrity_checked(driver: WebDriver) -> str:
@@ -301,3 +332,40 @@ def test_a_corrupted_proof_shows_as_failed(
         assert reviewed.violations == {}
     finally:
         background.run(tampering.stop())
+
+
+def test_rows_showing_another_actor_time_or_case_than_their_bytes_fail(
+    browser: WebDriver, demo_casetrail: DemoCasetrail
+) -> None:
+    """The bytes checked named the row's event id and type only: a row showing another actor,
+    role or time, or another case's events, was "✓ verified"."""
+    background = demo_casetrail.background
+    AnotherCasesRows.demo_case = demo_casetrail.case_id
+    for altered, case_id, reasons in (
+        (RewrittenRows, demo_casetrail.case_id, ("the actor shown is not the event's",)),
+        (AnotherCasesRows, OTHER_CASE, ("the event is not of this case",)),
+    ):
+        running = background.run(
+            start_console(demo_casetrail.settings(), "127.0.0.1", 0, audit_client=altered)
+        )
+        try:
+            browser.delete_all_cookies()
+            sign_in_and_open(browser, running.url, case_id, "ada-binding")
+            assert integrity_checked(browser) == "failed"
+            shown = badges(browser)
+            assert shown
+            assert not [text for text in shown if text.startswith("✓")], shown
+            failed = {text.removeprefix("✗ FAILED: ") for text in shown if "FAILED" in text}
+            assert failed == set(reasons), shown
+        finally:
+            background.run(running.stop())
+
+
+def test_the_timeline_rows_carry_the_values_their_bytes_are_checked_against() -> None:
+    """Times as the canonical bytes hold them: microseconds since the epoch, exactly."""
+    entry = audit_pb2.TimelineEntry(event_id="e", event_type="t")
+    entry.occurred_at.FromDatetime(datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC))
+    entry.recorded_at.FromDatetime(datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC))
+    row = pages.TimelineRow.of(entry)
+    assert row.occurred_micros == 1767323045678901
+    assert row.recorded_micros == -1

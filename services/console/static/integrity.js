@@ -1,8 +1,10 @@
 // casetrail audit console: checks, in this browser, that each event shown on the timeline is
 // in its service's signed ledger checkpoint. Web Crypto only (SHA-256, Ed25519); no library.
 //
-// For each row: the event's canonical bytes (data-leaf, from audit's timeline answer) must name
-// the row's event id and type; SHA-256(0x00 || bytes) is the leaf; the RFC 9162 inclusion proof
+// For each row: the event's canonical bytes (data-leaf, from audit's timeline answer) must hold
+// what the row shows (event id, type, actor and role, both times: data-*) and be of the page's
+// case (its subject, or for the client's own events its client); SHA-256(0x00 || bytes) is the
+// leaf; the RFC 9162 inclusion proof
 // from /ledger/proofs must lead from that leaf to the checkpoint's root; the checkpoint (a C2SP
 // signed note) must carry that origin, size and root and a valid Ed25519 signature by the key
 // audit publishes for that origin. Any failure shows the row as FAILED, in words.
@@ -13,6 +15,7 @@
   const summary = document.getElementById("integrity-summary");
   if (!table || !summary) return;
   const rows = Array.from(table.querySelectorAll("tbody tr[data-event-id]"));
+  const caseId = table.dataset.caseId;
   const encoder = new TextEncoder();
   const decoder = new TextDecoder();
 
@@ -124,6 +127,44 @@
     throw new Failure("the checkpoint carries no signature by the service's key");
   };
 
+  // The case's client, as the bytes of the case's opening name it when this page shows it: the
+  // client's own events (registration, corrections, holds, erasure) have the client as their
+  // subject, and are the case's only when the client is. The opening's row is checked as any
+  // other: bytes altered there fail it.
+  const caseClient = (() => {
+    for (const row of rows) {
+      try {
+        const fields = netstrings(fromBase64(row.dataset.leaf || ""));
+        if (fields[5] === "casetrail.case.opened" && fields[14] === caseId) {
+          return JSON.parse(fields[15]).client_id || null;
+        }
+      } catch (error) {
+        // A malformed leaf fails its own row's check.
+      }
+    }
+    return null;
+  })();
+
+  // What the row shows, against its bytes (canonical.py: times in microseconds since the
+  // epoch): a row may not show another actor, time or case than the event verified.
+  const bindToRow = (row, fields) => {
+    const shown = row.dataset;
+    if (fields[2] !== shown.eventId || fields[5] !== shown.eventType) {
+      throw new Failure("the event's bytes are another event's");
+    }
+    if (fields[8] !== shown.actorId || fields[9] !== shown.actorRole) {
+      throw new Failure("the actor shown is not the event's");
+    }
+    if (fields[12] !== shown.occurred || fields[13] !== shown.recorded) {
+      throw new Failure("the times shown are not the event's");
+    }
+    if (fields[14] === caseId) return true;
+    if (fields[3] !== `client-${fields[14]}`) throw new Failure("the event is not of this case");
+    if (caseClient === null) return false;
+    if (fields[14] !== caseClient) throw new Failure("the event is of another client than the case's");
+    return true;
+  };
+
   const verifiers = new Map();
   const notes = new Map();
   const verifierFor = (origin, keys) => {
@@ -160,15 +201,13 @@
     if (fields.length !== 16 || fields[0] !== "casetrail.ledger.v1") {
       throw new Failure("the event's bytes are not casetrail.ledger.v1");
     }
-    if (fields[2] !== row.dataset.eventId || fields[5] !== row.dataset.eventType) {
-      throw new Failure("the event's bytes are another event's");
-    }
+    const bound = bindToRow(row, fields);
     if (Number(fields[1]) !== found.position) throw new Failure("the proof is for another position");
     const signed = await checkpointOf(found.checkpoint, keys);
     const proof = found.proof.map(fromBase64);
     const root = await rootFromProof(found.position - 1, signed.size, await leafHash(leaf), proof);
     if (!equal(root, signed.root)) throw new Failure("the inclusion proof does not lead to the root");
-    return signed;
+    return { signed, bound };
   };
 
   const show = (row, kind, text) => {
@@ -208,19 +247,29 @@
       summary.textContent = "Not checked: the proofs could not be fetched. Reload to retry.";
       return;
     }
-    const counts = { verified: 0, failed: 0, pending: 0, partial: partial.length };
+    const counts = { verified: 0, failed: 0, pending: 0, partial: partial.length, unbound: 0 };
     const checkpoints = new Map();
     await Promise.all(
       provable.map(async (row) => {
         try {
-          const signed = await check(row, answer.proofs[row.dataset.eventId], answer.keys);
-          if (signed === null) {
+          const checked = await check(row, answer.proofs[row.dataset.eventId], answer.keys);
+          if (checked === null) {
             counts.pending += 1;
             show(row, "pending", "not yet in a checkpoint (reload later)");
             return;
           }
-          counts.verified += 1;
+          const { signed, bound } = checked;
           checkpoints.set(`${signed.origin} ${signed.size}`, signed);
+          if (!bound) {
+            counts.unbound += 1;
+            show(
+              row,
+              "withheld",
+              "in its log, but of the case's client only if the case's opening, not on this page, names it",
+            );
+            return;
+          }
+          counts.verified += 1;
           show(
             row,
             "verified",
@@ -247,12 +296,13 @@
     if (counts.failed) parts.push(`${counts.failed} FAILED`);
     if (counts.pending) parts.push(`${counts.pending} not yet in a checkpoint`);
     if (counts.partial) parts.push(`${counts.partial} shown in part, not provable here`);
+    if (counts.unbound) parts.push(`${counts.unbound} of a client this page cannot tie to the case`);
     summary.textContent = `Integrity: ${parts.join("; ")}.`;
     summary.dataset.state = counts.failed
       ? "failed"
       : counts.pending
         ? "pending"
-        : counts.partial
+        : counts.partial || counts.unbound
           ? "partial"
           : "verified";
   };
