@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import grpc
 import jwt
@@ -133,6 +133,46 @@ async def checked_form(request: Request) -> tuple[Session | None, FormData]:
 
 def caller(session: Session) -> Caller:
     return Caller(session.token, session.purpose)
+
+
+OWN_SITES = ("same-origin", "none")
+"""``Sec-Fetch-Site`` of a request the auditor made: from the console's own page, or typed in,
+bookmarked or opened from another application."""
+
+
+def opened_here(request: Request, destination: str = "document") -> None:
+    """``Problem`` 403 unless the browser says the request comes from the console's own page (or
+    the auditor's own action) and is for ``destination``: a page read as a page (``document``),
+    the proofs as the timeline's fetch (``empty``). Each case page makes audit record an access
+    under the signed-in auditor, and its ``SameSite=Strict`` cookie is sent by every page of the
+    same site, another port or a sibling host of the agency's domain among them: such a page's
+    ``<img src=".../export">`` wrote access records in the auditor's name.
+
+    Browsers since 2023 send Fetch Metadata (``Sec-Fetch-*``) to HTTPS and loopback, which is
+    everywhere the console is served. Without it (curl, an older browser) a request passes
+    unless it carries an ``Origin`` or ``Referer`` of another host: a request of neither kind
+    is no subresource of a page of ours to worry about, or comes from a browser that cannot
+    tell us (the console sends no ``Referer`` itself, so a page elsewhere can withhold its own
+    too)."""
+    headers = request.headers
+    site = headers.get("sec-fetch-site")
+    if site is not None:
+        own = site in OWN_SITES and headers.get("sec-fetch-dest") == destination
+    else:
+        own = all(
+            _same_host(request, headers[name]) for name in ("origin", "referer") if name in headers
+        )
+    if not own:
+        raise Problem(
+            403,
+            "Open this page from the console",
+            "This request did not come from the console's own pages, so nothing was read or"
+            " recorded in your name. Open the case from the console, or type its address.",
+        )
+
+
+def _same_host(request: Request, address: str) -> bool:
+    return urlsplit(address).netloc.lower() == request.headers.get("host", "").lower()
 
 
 # --- sign-in -------------------------------------------------------------------------------
@@ -267,6 +307,7 @@ async def go(request: Request) -> Response:
 
 
 async def timeline(request: Request) -> Response:
+    opened_here(request)
     session = signed_in(request)
     case_id = pages.case_id(request.path_params["case_id"])
     params = request.query_params
@@ -308,11 +349,13 @@ async def timeline(request: Request) -> Response:
 
 async def ledger_proofs(request: Request) -> Response:
     """The proofs the timeline page's script checks (hashes and signed checkpoints only)."""
+    opened_here(request, "empty")
     session = signed_in(request)
     return await integrity.endpoint(request, console_of(request).client(), caller(session))
 
 
 async def state(request: Request) -> Response:
+    opened_here(request)
     session = signed_in(request)
     case_id = pages.case_id(request.path_params["case_id"])
     params = request.query_params
@@ -344,6 +387,7 @@ async def state(request: Request) -> Response:
 
 
 async def compare(request: Request) -> Response:
+    opened_here(request)
     session = signed_in(request)
     case_id = pages.case_id(request.path_params["case_id"])
     params = request.query_params
@@ -390,6 +434,7 @@ async def compare(request: Request) -> Response:
 
 
 async def access(request: Request) -> Response:
+    opened_here(request)
     session = signed_in(request)
     case_id = pages.case_id(request.path_params["case_id"])
     token = pages.page_token(request.query_params.get("page"))
@@ -448,6 +493,7 @@ async def disclosures(request: Request) -> Response:
 
 
 async def export(request: Request) -> Response:
+    opened_here(request)
     session = signed_in(request)
     case_id = pages.case_id(request.path_params["case_id"])
     chunks = console_of(request).client().export(caller(session), case_id)

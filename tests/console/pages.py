@@ -3,6 +3,7 @@ and the CSRF token every form carries (``http`` signs in to a console served by 
 
 from __future__ import annotations
 
+import html
 import re
 
 from httpx2 import Response
@@ -44,3 +45,20 @@ def sign_in_pasting(
         "/signin",
         data={"csrf": csrf_of(page.text), "method": "token", "token": token, "purpose": purpose},
     )
+
+
+def accessed_by(client: TestClient, case_id: str, user: str) -> list[str]:
+    """The purposes of ``user``'s recorded accesses to the case, read on every access-log page
+    by the client's own signed-in reader."""
+    found: list[str] = []
+    address: str | None = f"/cases/{case_id}/access"
+    while address:
+        page = client.get(address).text
+        log = page.split('id="access-log"')[1].split("</table>")[0]
+        for row in re.findall(r"<tr[^>]*>(.*?)</tr>", log, re.S):
+            cells = re.findall(r"<td>(.*?)</td>", row, re.S)
+            if cells and cells[1] == user:
+                found.append(cells[4])
+        following = re.search(r'<a href="([^"]+)" rel="next">', page)
+        address = html.unescape(following.group(1)) if following else None
+    return found

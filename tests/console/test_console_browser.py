@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import NoReturn
 
@@ -24,12 +26,16 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.wait import WebDriverWait
+from starlette.testclient import TestClient
 
 from casetrail.audit.v1 import audit_pb2
 from services.console import pages
+from services.console.app import create_app
 from services.console.audit_client import AuditClient, Caller
 from services.console.server import RunningConsole, start_console
 from tests.console.conftest import DemoCasetrail
+from tests.console.pages import accessed_by
+from tests.console.pages import sign_in as sign_in_by_client
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -369,3 +375,67 @@ def test_the_timeline_rows_carry_the_values_their_bytes_are_checked_against() ->
     row = pages.TimelineRow.of(entry)
     assert row.occurred_micros == 1767323045678901
     assert row.recorded_micros == -1
+
+
+class PageElsewhere:
+    """A page served on another port of 127.0.0.1: of the same site as the console, another
+    origin (a sibling host of the agency's domain in production)."""
+
+    def __init__(self, html: str) -> None:
+        body = html.encode()
+
+        class Answer(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "text/html")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def accesses_of(demo_casetrail: DemoCasetrail, user: str) -> list[str]:
+    with TestClient(
+        create_app(demo_casetrail.settings()), base_url="http://127.0.0.1", follow_redirects=True
+    ) as reader:
+        sign_in_by_client(reader, user="ada-reader")
+        return accessed_by(reader, demo_casetrail.case_id, user)
+
+
+def test_a_page_of_the_same_site_cannot_read_a_case_in_the_auditors_name(
+    browser: WebDriver, console: RunningConsole, demo_casetrail: DemoCasetrail
+) -> None:
+    """Its images of case pages were sent the SameSite=Strict cookie, and audit recorded the
+    accesses under the signed-in auditor."""
+    case = f"{console.url}/cases/{demo_casetrail.case_id}"
+    elsewhere = PageElsewhere(
+        "<html><body><p>cat pictures</p>"
+        + "".join(
+            f'<img src="{case}{path}" alt="">'
+            for path in ("/export", "?clock=recorded", "/state?at=2100-01-01T00:00", "/access")
+        )
+        + "</body></html>"
+    )
+    try:
+        browser.delete_all_cookies()
+        sign_in_and_open(browser, console.url, demo_casetrail.case_id, "ada-same-site-victim")
+        before = accesses_of(demo_casetrail, "ada-same-site-victim")
+        assert before
+        browser.get(elsewhere.url)
+        WebDriverWait(browser, 30).until(
+            lambda shown: shown.execute_script(
+                "return Array.from(document.images).every((image) => image.complete)"
+            )
+        )
+        assert accesses_of(demo_casetrail, "ada-same-site-victim") == before
+    finally:
+        elsewhere.close()

@@ -24,7 +24,7 @@ from services.console import settings as settings_module
 from services.console.app import create_app
 from services.console.sessions import MAX_SESSIONS, SessionStore
 from tests.console.conftest import DemoCasetrail
-from tests.console.pages import AUDITOR, csrf_of, sign_in, sign_in_pasting
+from tests.console.pages import AUDITOR, accessed_by, csrf_of, sign_in, sign_in_pasting
 
 
 class Clock:
@@ -716,3 +716,54 @@ def test_signing_out_deletes_the_cookie_with_its_flags(demo_casetrail: DemoCaset
     assert "Max-Age=0" in deleted
     for flag in ("HttpOnly", "Secure", "SameSite=strict"):
         assert flag in deleted
+
+
+def test_a_case_page_not_opened_from_the_console_is_refused_and_not_recorded(
+    demo_casetrail: DemoCasetrail,
+) -> None:
+    """A page of the same site (another port, a sibling host) embedding a case page got it with
+    the auditor's SameSite=Strict cookie: audit recorded the access in the auditor's name."""
+    case = demo_casetrail.case_id
+    reads = (
+        f"/cases/{case}",
+        f"/cases/{case}/state?at=2100-01-01T00:00",
+        f"/cases/{case}/compare",
+        f"/cases/{case}/access",
+        f"/cases/{case}/export",
+    )
+    image = {"sec-fetch-site": "same-site", "sec-fetch-dest": "image"}
+    refused_headers = (
+        image,
+        {"sec-fetch-site": "same-origin", "sec-fetch-dest": "image"},
+        {"sec-fetch-site": "cross-site", "sec-fetch-dest": "document"},
+        {"sec-fetch-site": "same-site", "sec-fetch-dest": "document"},
+        {"origin": "http://127.0.0.1:1"},
+        {"referer": "http://localhost:8080/cats.html"},
+    )
+    app = create_app(demo_casetrail.settings())
+    with TestClient(app, base_url="http://127.0.0.1", follow_redirects=True) as victim:
+        sign_in(victim, user="ada-same-site")
+        for address in reads:
+            for headers in refused_headers:
+                answer = victim.get(address, headers=headers)
+                assert answer.status_code == 403, (address, headers)
+                assert "Open this page from the console" in answer.text
+        proofs = victim.get("/ledger/proofs?event=" + "0" * 8 + "-0000-0000-0000-" + "0" * 12)
+        assert proofs.status_code != 403
+        refused = victim.get(proofs.url, headers=image)
+        assert refused.status_code == 403
+    with TestClient(app, base_url="http://127.0.0.1", follow_redirects=True) as reader:
+        sign_in(reader, user="ada-reader")
+        assert accessed_by(reader, case, "ada-same-site") == []
+    with TestClient(app, base_url="http://127.0.0.1", follow_redirects=True) as victim:
+        sign_in(victim, user="ada-same-site")
+        for headers in (
+            {"sec-fetch-site": "none", "sec-fetch-dest": "document"},
+            {"sec-fetch-site": "same-origin", "sec-fetch-dest": "document"},
+            {"origin": "http://127.0.0.1", "referer": "http://127.0.0.1/cases"},
+            {},
+        ):
+            assert victim.get(f"/cases/{case}", headers=headers).status_code == 200, headers
+    with TestClient(app, base_url="http://127.0.0.1", follow_redirects=True) as reader:
+        sign_in(reader, user="ada-reader")
+        assert len(accessed_by(reader, case, "ada-same-site")) >= 4
