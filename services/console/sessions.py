@@ -22,6 +22,11 @@ from itsdangerous import BadSignature, TimestampSigner
 from casetrail_platform.identity.principal import Principal
 
 COOKIE = "casetrail_console"
+"""Names a signed-in session."""
+ANONYMOUS_COOKIE = "casetrail_console_signin"
+"""Names a session before sign-in. Kept apart so that it never replaces a signed-in one: a
+link from another site is a navigation without the SameSite=Strict cookie, and the anonymous
+session its page started overwrote the auditor's, signing them out."""
 ANONYMOUS_SECONDS = 15 * 60.0
 """How long a visitor may take to fill in the sign-in form."""
 MAX_SESSIONS = 10_000

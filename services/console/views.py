@@ -23,7 +23,13 @@ from events.catalog.access import AccessPurpose
 from events.catalog.base import Role
 from services.console import integrity, pages
 from services.console.audit_client import AuditClient, AuditRefused, Caller
-from services.console.sessions import COOKIE, Session, SessionStore, csrf_matches
+from services.console.sessions import (
+    ANONYMOUS_COOKIE,
+    COOKIE,
+    Session,
+    SessionStore,
+    csrf_matches,
+)
 from services.console.settings import ConsoleSettings
 
 log = logging.getLogger(__name__)
@@ -97,7 +103,7 @@ def render(
 def set_cookie(request: Request, response: Response, session: Session) -> None:
     console = console_of(request)
     response.set_cookie(
-        COOKIE,
+        COOKIE if session.signed_in else ANONYMOUS_COOKIE,
         console.sessions.cookie_value(session),
         max_age=max(1, int(session.expires_at - console.sessions.now())),
         path="/",
@@ -107,8 +113,26 @@ def set_cookie(request: Request, response: Response, session: Session) -> None:
     )
 
 
+def delete_cookie(request: Request, response: Response, name: str) -> None:
+    # With the flags it was set with: deleted without them, it was sent SameSite=lax, neither
+    # HttpOnly nor Secure.
+    response.delete_cookie(
+        name,
+        path="/",
+        secure=console_of(request).settings.secure_cookies,
+        httponly=True,
+        samesite="strict",
+    )
+
+
 def current(request: Request) -> Session | None:
-    return console_of(request).sessions.find(request.cookies.get(COOKIE))
+    """The signed-in session the request's cookie names, else its session before sign-in."""
+    sessions = console_of(request).sessions
+    signed = sessions.find(request.cookies.get(COOKIE))
+    if signed is not None and signed.signed_in:
+        return signed
+    anonymous = sessions.find(request.cookies.get(ANONYMOUS_COOKIE))
+    return anonymous if anonymous is not None and not anonymous.signed_in else None
 
 
 def signed_in(request: Request) -> Session:
@@ -267,6 +291,7 @@ async def signin(request: Request) -> Response:
     new = console.sessions.sign_in(session, principal, token, purpose, expires)
     response = RedirectResponse("/", status_code=303)
     set_cookie(request, response, new)
+    delete_cookie(request, response, ANONYMOUS_COOKIE)
     return response
 
 
@@ -275,15 +300,7 @@ async def signout(request: Request) -> Response:
     if session is not None:
         console_of(request).sessions.end(session)
     response = RedirectResponse("/signin", status_code=303)
-    # With the flags it was set with: deleted without them, it was sent SameSite=lax, neither
-    # HttpOnly nor Secure.
-    response.delete_cookie(
-        COOKIE,
-        path="/",
-        secure=console_of(request).settings.secure_cookies,
-        httponly=True,
-        samesite="strict",
-    )
+    delete_cookie(request, response, COOKIE)
     return response
 
 

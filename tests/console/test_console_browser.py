@@ -439,3 +439,30 @@ def test_a_page_of_the_same_site_cannot_read_a_case_in_the_auditors_name(
         assert accesses_of(demo_casetrail, "ada-same-site-victim") == before
     finally:
         elsewhere.close()
+
+
+def test_a_link_from_another_site_leaves_the_auditor_signed_in(
+    browser: WebDriver, console: RunningConsole, demo_casetrail: DemoCasetrail
+) -> None:
+    """Such a navigation is sent without the SameSite=Strict cookie: the anonymous session its
+    page started set the same cookie, replacing the auditor's, who was signed out."""
+    case = f"{console.url}/cases/{demo_casetrail.case_id}"
+    # localhost is another site than the console's 127.0.0.1.
+    elsewhere = PageElsewhere(
+        f'<html><head><meta http-equiv="refresh" content="0;url={case}"></head>'
+        "<body>a ticket linking to the case</body></html>"
+    )
+    try:
+        browser.delete_all_cookies()
+        sign_in_and_open(browser, console.url, demo_casetrail.case_id, "ada-linked")
+        signed_in = browser.get_cookie("casetrail_console")
+        assert signed_in is not None
+        browser.get(elsewhere.url.replace("127.0.0.1", "localhost"))
+        WebDriverWait(browser, 30).until(lambda shown: shown.current_url.startswith(case))
+        assert "Open this page from the console" in browser.find_element(By.TAG_NAME, "h1").text
+        assert browser.get_cookie("casetrail_console") == signed_in
+        browser.get(case)
+        assert browser.current_url == case
+        assert "Signed in as" in browser.find_element(By.TAG_NAME, "header").text
+    finally:
+        elsewhere.close()
