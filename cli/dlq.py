@@ -96,6 +96,13 @@ async def _replay(settings: KafkaSettings, group: str) -> int:
             f" ({stored.problem}); its partition's replay stops there",
             file=sys.stderr,
         )
+    for letter in replay.truncated:
+        original = letter.message
+        print(
+            f"{_where(letter)} not replayed: truncated (it holds {len(original.value or b'')}"
+            f" of its value's {letter.truncated_from} bytes); passed over",
+            file=sys.stderr,
+        )
     if replay.waiting:
         print(f"{replay.waiting} dead letters wait behind an unreadable one", file=sys.stderr)
     if replay.refused is not None:
@@ -105,7 +112,13 @@ async def _replay(settings: KafkaSettings, group: str) -> int:
             " before it are replayed, run again once the cause is fixed",
             file=sys.stderr,
         )
-    return 1 if replay.refused or replay.unreadable else 0
+    return 1 if replay.refused or replay.unreadable or replay.truncated else 0
+
+
+def _where(letter: DeadLetter) -> str:
+    """Where the letter's record was read from: ``TOPIC/P@OFFSET``."""
+    original = letter.message
+    return f"{original.topic}/{original.partition}@{original.offset}"
 
 
 def _event_id(letter: DeadLetter) -> str:
@@ -115,9 +128,11 @@ def _event_id(letter: DeadLetter) -> str:
 def describe(stored: StoredDeadLetter) -> str:
     """Two lines about one dead letter, without any sensitive value."""
     record = stored.record
-    state = "replayed" if stored.replayed else "pending"
-    where = f"{record.topic}/{record.partition}@{record.offset}"
     letter = stored.letter
+    state = "replayed" if stored.replayed else "pending"
+    if letter is not None and letter.truncated_from is not None:
+        state = f"truncated from {letter.truncated_from} bytes, never replayed"
+    where = f"{record.topic}/{record.partition}@{record.offset}"
     if letter is None:
         return f"{where} [{state}] unreadable: {stored.problem}"
     headers = dict(letter.message.headers)

@@ -61,6 +61,11 @@ _DEAD_LETTER_HEADERS = {
     dead_letters.EXCEPTION: "The type of the error that stopped the group.",
     dead_letters.ATTEMPTS: "How many times the group tried (decimal).",
 }
+_OPTIONAL_DEAD_LETTER_HEADERS = {
+    dead_letters.TRUNCATED: "Only on a letter whose record's value was too large for the "
+    "dead-letter topic: the letter holds the value's first bytes, this header the whole "
+    "value's size in bytes (decimal). Never replayed.",
+}
 
 
 def document(groups: Iterable[str]) -> dict[str, Any]:
@@ -310,7 +315,10 @@ def _dead_letter_headers_schema() -> dict[str, Any]:
         "was one) plus the dead-letter headers.",
         "properties": {
             name: {"type": "string", "description": description}
-            for name, description in _DEAD_LETTER_HEADERS.items()
+            for name, description in {
+                **_DEAD_LETTER_HEADERS,
+                **_OPTIONAL_DEAD_LETTER_HEADERS,
+            }.items()
         },
         "required": list(_DEAD_LETTER_HEADERS),
     }

@@ -15,6 +15,10 @@ PARTITION = "casetrail_dlq_partition"
 OFFSET = "casetrail_dlq_offset"
 EXCEPTION = "casetrail_dlq_exception"
 ATTEMPTS = "casetrail_dlq_attempts"
+TRUNCATED = "casetrail_dlq_truncated"
+"""On a dead letter whose record's value was too large for the dead-letter topic: the letter
+holds only the value's first bytes, and this header the whole value's size in bytes. Such a
+letter is never replayed (``casetrail dlq replay`` names it instead)."""
 REPLAYED = "casetrail_dlq_replayed"
 """On a record a replay (``casetrail dlq replay``) put back on its topic: it comes after later
 events of its case, so consumers' ordering guards hand it over as a repeat, never taking it as

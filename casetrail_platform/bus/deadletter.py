@@ -2,14 +2,16 @@
 
 A dead letter is the original message (key, value and headers unchanged, so it can be
 replayed as is) plus ``casetrail_dlq_*`` headers saying which group failed it, where it was
-read from and why. In Kafka it goes to the group's ``<group>.dlq`` topic.
+read from and why. In Kafka it goes to the group's ``<group>.dlq`` topic. A record too large
+for that topic is kept cut (``DeadLetter.cut``, header ``casetrail_dlq_truncated``): its letter
+says what failed and where, and is never replayed.
 """
 
 from __future__ import annotations
 
 import re
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePath
 
 from casetrail_platform.bus.message import BusMessage, Headers, as_headers
@@ -23,6 +25,7 @@ from events.dead_letters import (
     PARTITION,
     REASON,
     TOPIC,
+    TRUNCATED,
     DeadLetterReason,
 )
 from events.errors import EventError, FieldProblem, InvalidEventError, UnreadableStoredEventError
@@ -98,6 +101,20 @@ class DeadLetter:
     detail: str
     exception_type: str
     attempts: int
+    truncated_from: int | None = None
+    """The size in bytes of the record's whole value when ``message`` holds only its first
+    bytes (``cut``): such a letter says what failed and where, but cannot be replayed."""
+
+    def cut(self, keep: int) -> DeadLetter | None:
+        """This letter with only the first ``keep`` bytes of its record's value (for a
+        dead-letter topic that refuses the whole record); ``None`` if the value is no longer."""
+        value = self.message.value
+        if value is None or len(value) <= keep:
+            return None
+        whole = len(value) if self.truncated_from is None else self.truncated_from
+        return replace(
+            self, message=replace(self.message, value=value[:keep]), truncated_from=whole
+        )
 
     @property
     def reason_text(self) -> str:
@@ -119,6 +136,7 @@ class DeadLetter:
             (OFFSET, str(self.message.offset).encode()),
             (EXCEPTION, self.exception_type.encode()),
             (ATTEMPTS, str(self.attempts).encode()),
+            *(() if self.truncated_from is None else ((TRUNCATED, b"%d" % self.truncated_from),)),
         )
 
 
@@ -160,6 +178,7 @@ def parse_dead_letter(key: bytes | None, value: bytes | None, headers: Headers) 
         detail=detail,
         exception_type=found.get(EXCEPTION, ""),
         attempts=_whole_number(found, ATTEMPTS, default="0"),
+        truncated_from=_whole_number(found, TRUNCATED) if TRUNCATED in found else None,
     )
 
 

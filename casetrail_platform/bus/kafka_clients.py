@@ -14,8 +14,11 @@ from casetrail_platform.bus.errors import is_retriable
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 
 
-def new_producer(settings: KafkaSettings, client_id: str) -> Any:
-    """An idempotent producer that waits for every in-sync replica."""
+def new_producer(
+    settings: KafkaSettings, client_id: str, *, max_request_size: int = 1_048_576
+) -> Any:
+    """An idempotent producer that waits for every in-sync replica; ``max_request_size``: the
+    largest record it sends (aiokafka's default, unless a topic takes larger ones)."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=client_id,
@@ -25,6 +28,7 @@ def new_producer(settings: KafkaSettings, client_id: str) -> Any:
         max_batch_size=settings.max_batch_bytes,
         compression_type=settings.compression_type,
         request_timeout_ms=settings.request_timeout_ms,
+        max_request_size=max_request_size,
         **settings.security.client_options(),
     )
 

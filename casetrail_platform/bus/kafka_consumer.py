@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from casetrail_platform.bus.deadletter import DeadLetter
 from casetrail_platform.bus.delivery import Deliverer
@@ -35,6 +35,7 @@ from casetrail_platform.bus.message import BusMessage, as_headers
 from casetrail_platform.bus.ordering import SequenceGuard
 from casetrail_platform.bus.port import AssignmentListener, BatchHandler, Handler
 from casetrail_platform.bus.retry import RetryPolicy, Stopped, sleep_unless_stopped, until_stopped
+from casetrail_platform.bus.topics import DEAD_LETTER_MAX_MESSAGE_BYTES
 from casetrail_platform.telemetry.metrics import forget_consumer_lag, observe_consumer_lag
 from events.registry import EventRegistry
 from events.topics import dead_letter_topic
@@ -50,6 +51,10 @@ poll of them cost the members and the broker 2,389 µs of CPU per record, agains
 this way (8 groups at 250 records/s; bench/RESULTS.md, "Commits of records a group passes
 by"). Another process's barrier on the group (``GroupProgress``, asking the broker) may wait
 this much longer for a partition whose last records are such."""
+TRUNCATED_VALUE_BYTES = 64 * 1024
+"""How much of a record's value its dead letter keeps when the dead-letter topic refuses the
+whole record: a foreign record that fits the case-event topic may not fit with the letter's
+headers, or a dead-letter topic created before it was given room for them."""
 
 
 class KafkaGroupMember:
@@ -114,7 +119,11 @@ class KafkaGroupMember:
             **settings.security.client_options(),
         )
         self._consumer.subscribe([self._topic], listener=self._listener)
-        self._dead_letters = new_producer(settings, f"{settings.client_id}-{self._group}-dlq")
+        self._dead_letters = new_producer(
+            settings,
+            f"{settings.client_id}-{self._group}-dlq",
+            max_request_size=DEAD_LETTER_MAX_MESSAGE_BYTES,
+        )
         await self._consumer.start()
         await self._dead_letters.start()
 
@@ -243,6 +252,28 @@ class KafkaGroupMember:
             except Stopped:
                 return False
             except Exception as error:
+                cut = (
+                    letter.cut(TRUNCATED_VALUE_BYTES)
+                    if isinstance(error, MessageSizeTooLargeError)
+                    else None
+                )
+                if cut is not None:
+                    # Too large now is too large for good: retrying would hold the
+                    # partition for ever. The cut letter still says what failed and where.
+                    log.error(
+                        "group %s: %s refuses the dead letter of %s/%d@%d (%s); writing it"
+                        " with the first %d of its value's %d bytes",
+                        self._group,
+                        self._dead_letter_topic,
+                        letter.message.topic,
+                        letter.message.partition,
+                        letter.message.offset,
+                        describe(error),
+                        TRUNCATED_VALUE_BYTES,
+                        cut.truncated_from,
+                    )
+                    letter = cut
+                    continue
                 # Skipping would lose the message, so even odd errors are retried; nothing
                 # is committed meanwhile, so the member is held back as by a failing handler.
                 failures += 1

@@ -12,7 +12,9 @@ newer version's reason code) is never committed past: its partition's replay sto
 so it stays listed as not replayed rather than passing for one. Every group of the topic sees
 a replayed record; the groups that had applied it already skip it. A replayed record is marked
 (``events.dead_letters.REPLAYED``): it comes after later events of its case, and an ordering
-guard must not take it for where its stream starts.
+guard must not take it for where its stream starts. A letter holding only the first bytes of its
+record's value (``DeadLetter.truncated_from``) is never put back: the replay passes over it and
+names it.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ class Replay:
     waiting: int
     refused: tuple[DeadLetter, str] | None = None
     """The letter the broker refused, and why (the replay stopped there)."""
+    truncated: tuple[DeadLetter, ...] = ()
+    """Letters passed over: they hold only the first bytes of their record's value."""
 
 
 def replay_group(group: str) -> str:
@@ -108,6 +112,7 @@ async def replay_dead_letters(settings: KafkaSettings, group: str) -> Replay:
 
 async def _put_back(consumer: Any, producer: Any, records: list[StoredDeadLetter]) -> Replay:
     replayed: list[DeadLetter] = []
+    truncated: list[DeadLetter] = []
     unreadable: list[StoredDeadLetter] = []
     stopped: set[int] = set()  # partitions whose replay stopped at an unreadable record
     waiting = 0
@@ -121,19 +126,24 @@ async def _put_back(consumer: Any, producer: Any, records: list[StoredDeadLetter
             stopped.add(record.partition)
             continue
         original = letter.message
-        try:
-            await producer.send_and_wait(
-                original.topic,
-                value=original.value,
-                key=original.key,
-                headers=[*original.headers, (REPLAYED, b"1")],
-            )
-        except KafkaError as error:
-            return Replay(replayed, unreadable, waiting, (letter, _refusal(error)))
+        if letter.truncated_from is None:
+            try:
+                await producer.send_and_wait(
+                    original.topic,
+                    value=original.value,
+                    key=original.key,
+                    headers=[*original.headers, (REPLAYED, b"1")],
+                )
+            except KafkaError as error:
+                refused = (letter, _refusal(error))
+                return Replay(replayed, unreadable, waiting, refused, tuple(truncated))
+            replayed.append(letter)
+        else:
+            # Its value cut short, the record would be applied (or dead-lettered) as if whole.
+            truncated.append(letter)
         # Past it at once: a later letter refused must not leave this one to be sent again.
         await consumer.commit({TopicPartition(record.topic, record.partition): record.offset + 1})
-        replayed.append(letter)
-    return Replay(replayed, unreadable, waiting)
+    return Replay(replayed, unreadable, waiting, truncated=tuple(truncated))
 
 
 def _refusal(error: KafkaError) -> str:

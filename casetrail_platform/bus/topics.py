@@ -31,7 +31,16 @@ from events.topics import (
 
 log = logging.getLogger(__name__)
 
+CASE_EVENTS_MAX_MESSAGE_BYTES = 1_048_588
+"""The largest record the case-event topic takes: Kafka's default ``message.max.bytes``,
+which it keeps."""
+DEAD_LETTER_MAX_MESSAGE_BYTES = CASE_EVENTS_MAX_MESSAGE_BYTES + 64 * 1024
+"""The largest record a dead-letter topic takes: any case-event record plus the
+``casetrail_dlq_*`` headers its letter adds (up to about 2.3 KB), with room to spare."""
+
 __all__ = [
+    "CASE_EVENTS_MAX_MESSAGE_BYTES",
+    "DEAD_LETTER_MAX_MESSAGE_BYTES",
     "DEFAULT_CASE_EVENTS_TOPIC",
     "TopicSettings",
     "create_topics",
@@ -55,7 +64,8 @@ class TopicSettings:
     Case events are kept forever (``retention.ms=-1``): a new service joins by reading the
     whole history. ``cleanup.policy=delete`` (never compaction: every event of a case
     shares its key and each one matters). Dead letters are kept forever too, until someone
-    has dealt with them.
+    has dealt with them; their topics take records ``DEAD_LETTER_MAX_MESSAGE_BYTES`` long, so
+    that the letter of any case-event record fits.
 
     Changing ``partitions`` of an existing topic moves cases to other partitions and
     breaks their order; ``ensure_topics`` refuses a mismatch instead of altering it.
@@ -146,7 +156,10 @@ class TopicSettings:
                     dead_letter_topic(group),
                     self.dead_letter_partitions,
                     self.replication_factor,
-                    topic_configs=self.topic_config(),
+                    topic_configs={
+                        **self.topic_config(),
+                        "max.message.bytes": str(DEAD_LETTER_MAX_MESSAGE_BYTES),
+                    },
                 )
             )
         return topics
