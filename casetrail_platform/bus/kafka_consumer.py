@@ -12,6 +12,10 @@ something over, once ``PASSED_COMMIT_EVERY`` has gone by, before its partitions 
 and when the member stops. Its offsets are told at once (``AppliedOffsets``: a barrier in this
 process does not wait for the commit); a commit of them that never happens (a crash) only means
 they are passed by again.
+
+A record aiokafka cannot parse (a header name that is not UTF-8, corrupt bytes) fails the whole
+poll; the member then reads its partitions itself for one fetch (``kafka_raw_records``),
+handles the records around the bad one, dead-letters that one as undecodable and seeks past.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from casetrail_platform.bus.deadletter import DeadLetter
-from casetrail_platform.bus.delivery import Deliverer
+from casetrail_platform.bus.delivery import Deliverer, decoder_for
 from casetrail_platform.bus.fetch_pacing import FetchPacing
 from casetrail_platform.bus.kafka_clients import close_quietly, describe, new_producer
+from casetrail_platform.bus.kafka_raw_records import RECORD_PARSE_ERRORS, read_leniently
 from casetrail_platform.bus.kafka_settings import KafkaSettings
 from casetrail_platform.bus.message import BusMessage, as_headers
 from casetrail_platform.bus.ordering import SequenceGuard
@@ -37,6 +42,9 @@ from casetrail_platform.bus.port import AssignmentListener, BatchHandler, Handle
 from casetrail_platform.bus.retry import RetryPolicy, Stopped, sleep_unless_stopped, until_stopped
 from casetrail_platform.bus.topics import DEAD_LETTER_MAX_MESSAGE_BYTES
 from casetrail_platform.telemetry.metrics import forget_consumer_lag, observe_consumer_lag
+from events.cloudevents import UndecodableMessageError
+from events.envelope import RecordedEvent
+from events.errors import FieldProblem
 from events.registry import EventRegistry
 from events.topics import dead_letter_topic
 
@@ -51,6 +59,9 @@ poll of them cost the members and the broker 2,389 µs of CPU per record, agains
 this way (8 groups at 250 records/s; bench/RESULTS.md, "Commits of records a group passes
 by"). Another process's barrier on the group (``GroupProgress``, asking the broker) may wait
 this much longer for a partition whose last records are such."""
+_LENIENT_FETCH_BYTES = 1_048_576
+"""How much of a partition ``_read_past_unparsable`` fetches at a time (aiokafka's default per
+partition; the broker returns a larger first batch whole)."""
 TRUNCATED_VALUE_BYTES = 64 * 1024
 """How much of a record's value its dead letter keeps when the dead-letter topic refuses the
 whole record: a foreign record that fits the case-event topic may not fit with the letter's
@@ -79,12 +90,19 @@ class KafkaGroupMember:
         self._topic = topic
         self._group = group
         self._dead_letter_topic = dead_letter_topic(group)
+        self._decode_event = decoder_for(registry)
+        self._unparsable: dict[tuple[int, int], str] = {}
+        """Records read by ``_read_past_unparsable`` that cannot be parsed, by partition and
+        offset, and why: decoded as undecodable, so dead-lettered."""
+        self._fetched_to: dict[TopicPartition, int] = {}
+        """Per partition, past the last record ``getmany`` handed over (or read past)."""
         self._deliverer = Deliverer(
             group,
             handler,
             registry,
             retry,
             self._send,
+            decode=self._decode,
             event_types=event_types,
             ordering=ordering,
             on_stalled=self._observe_lag_while_stalled,
@@ -139,10 +157,20 @@ class KafkaGroupMember:
         pacing = FetchPacing(consumer, self._settings)
         while not self._stop.is_set():
             wait_ms = self._poll_timeout_ms()
-            polled = await consumer.getmany(
-                timeout_ms=wait_ms, max_records=self._settings.max_batch
-            )
+            try:
+                polled = await consumer.getmany(
+                    timeout_ms=wait_ms, max_records=self._settings.max_batch
+                )
+            except RECORD_PARSE_ERRORS as error:
+                async with self._batch_lock:
+                    carry_on = await self._read_past_unparsable(error)
+                if not carry_on:
+                    break
+                continue
             pacing.polled(sum(len(records) for records in polled.values()), wait_ms)
+            for tp, records in polled.items():
+                if records:
+                    self._fetched_to[tp] = records[-1].offset + 1
             async with self._batch_lock:
                 carry_on = await self._handle(polled) if polled else True
                 if self._passed and self._passed_waited() >= PASSED_COMMIT_EVERY:
@@ -163,23 +191,67 @@ class KafkaGroupMember:
     def _passed_waited(self) -> float:
         return time.monotonic() - self._passed_since
 
+    async def _read_past_unparsable(self, error: Exception) -> bool:
+        """After ``getmany`` failed on a record it cannot parse: read one fetch of every
+        partition held from where this member got to, handle what it brings (the records that
+        cannot be parsed dead-lettered as undecodable) and seek past it. Return whether to
+        carry on, as ``_handle`` does."""
+        consumer = self._consumer
+        log.warning(
+            "group %s: a fetched record cannot be parsed (%s); reading its partition record"
+            " by record",
+            self._group,
+            describe(error),
+        )
+        messages: list[BusMessage] = []
+        past: dict[TopicPartition, int] = {}
+        for tp in sorted(consumer.assignment()):
+            start = await self._fetched_from(tp)
+            read = await read_leniently(consumer, tp, start, _LENIENT_FETCH_BYTES)
+            messages.extend(read.messages)
+            self._unparsable.update(((tp.partition, o), why) for o, why in read.unreadable.items())
+            past[tp] = start if read.next_offset is None else read.next_offset
+        try:
+            carry_on = await self._handle_messages(messages) if messages else True
+        finally:
+            self._unparsable.clear()
+        if not carry_on:
+            return False
+        for tp, offset in past.items():
+            if tp in consumer.assignment():
+                consumer.seek(tp, offset)
+                self._fetched_to[tp] = offset
+        if not messages:
+            # Nothing to read past (the record is not there any more): try again, unhurried.
+            return not await sleep_unless_stopped(
+                self._settings.reconnect_backoff.initial, self._stop
+            )
+        return True
+
+    async def _fetched_from(self, tp: TopicPartition) -> int:
+        """Where this member's reading of ``tp`` got to: past the last record ``getmany`` gave
+        it (a poll that failed may have moved the consumer's position past records it never
+        handed over), else the group's committed offset, else the partition's start."""
+        committed: int | None = await self._consumer.committed(tp)
+        if committed is None:
+            starts: dict[TopicPartition, int] = await self._consumer.beginning_offsets([tp])
+            committed = starts[tp]
+        return max(committed, self._fetched_to.get(tp, 0))
+
+    def _decode(self, message: BusMessage) -> RecordedEvent | Exception:
+        why = self._unparsable.get((message.partition, message.offset))
+        if why is not None:
+            return UndecodableMessageError([FieldProblem("record", why)])
+        return self._decode_event(message)
+
     async def _handle(self, polled: dict[TopicPartition, list[Any]]) -> bool:
         """Handle a poll, commit what was done with; return whether to carry on (``False``
         once stopping)."""
-        messages = [
-            BusMessage(
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key,
-                value=record.value,
-                headers=as_headers(record.headers),
-            )
-            for records in polled.values()
-            for record in records
-        ]
+        return await self._handle_messages(_messages(polled))
+
+    async def _handle_messages(self, messages: list[BusMessage]) -> bool:
         partitions = {tp.partition: tp for tp in self._consumer.assignment()} | {
-            tp.partition: tp for tp in polled
+            m.partition: TopicPartition(m.topic, m.partition) for m in messages
         }
         offsets: dict[int, int] = {}
         carry_on = True
@@ -325,6 +397,21 @@ class KafkaGroupMember:
                 ", ".join(f"{p.topic}:{p.partition} up to {o}" for p, o in offsets.items()),
                 describe(error),
             )
+
+
+def _messages(polled: dict[TopicPartition, list[Any]]) -> list[BusMessage]:
+    return [
+        BusMessage(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=as_headers(record.headers),
+        )
+        for records in polled.values()
+        for record in records
+    ]
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
