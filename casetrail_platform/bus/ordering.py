@@ -12,7 +12,9 @@ The relay never lets a later batch of a partition reach the log after an earlier
   (handlers dedupe them by event id).
 * An event more than one past the last one seen of its stream (per producing service) is
   early: it is withheld, with the later ones of its stream, until the missing one arrives,
-  and then handed over right after it. Nothing early is dead-lettered. A repeat (a sequence
+  and then handed over right after it. Nothing early is dead-lettered; but an early record
+  whose value is no JSON object (no event's data, whatever its headers copy) is never
+  withheld: it is handed over, and the decoder dead-letters it. A repeat (a sequence
   already seen) is handed over as it is; handlers dedupe by event id. So is a replayed dead
   letter (``events.dead_letters.REPLAYED``), untracked: it comes after later events of its
   stream, and a guard started afresh (after a restart) that took its sequence as the stream's
@@ -32,6 +34,7 @@ The relay never lets a later batch of a partition reach the log after an earlier
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -95,6 +98,15 @@ class _Gap:
     held: dict[int, BusMessage] = field(default_factory=dict)
     """Withheld records by sequence."""
     reported: bool = False
+
+
+def _data_object(message: BusMessage) -> bool:
+    """Whether the record's value is a JSON object, as every event's data is (the guard
+    decodes nothing else: the decoder is the judge of the rest)."""
+    try:
+        return isinstance(json.loads(message.value or b""), dict)
+    except ValueError:
+        return False
 
 
 class SequenceGuard:
@@ -164,6 +176,11 @@ class SequenceGuard:
                 del self._last[stream]  # re-inserted last: the dict runs oldest to newest
                 self._last[stream] = sequence
                 self._release_contiguous(stream, ordered)
+            elif not _data_object(message):
+                # Only an event is worth waiting for: a record with a real case's headers
+                # and any other value would hold its partition's commit until that case
+                # writes again. Handed over, the decoder dead-letters it.
+                ordered.append(message)
             else:
                 self._hold(stream, sequence, message, ordered)
         self.check()
