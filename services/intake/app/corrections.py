@@ -18,7 +18,7 @@ from events.catalog.clients import ClientDateOfBirthCorrected
 from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.app.commands import CorrectClientDateOfBirth
-from services.intake.app.handlers import SOURCE, Recorded, recorded_of
+from services.intake.app.handlers import SOURCE, Recorded, closures_on_the_bus, recorded_of
 from services.intake.app.validation import build, fields_of
 from services.intake.domain.cases import case_from, case_stream
 from services.intake.domain.clients import client_from, client_stream, probe_of
@@ -56,7 +56,7 @@ async def correct_date_of_birth(
     if client is None:
         raise NotFound("client", correction.client_id)
     cases_closed = bool(case_ids) and all(
-        [await _is_closed(store, closures, case_id) for case_id in case_ids]
+        [await _is_closed(store, closures, case_id, correction.client_id) for case_id in case_ids]
     )
     corrected = client.registration.updated(date_of_birth=correction.date_of_birth)
     async with directory.registering(probe_of(corrected)):
@@ -70,6 +70,11 @@ async def correct_date_of_birth(
     return recorded_of(correction.client_id, recorded)
 
 
-async def _is_closed(store: EventStore, closures: ClosureLog, case_id: str) -> bool:
+async def _is_closed(store: EventStore, closures: ClosureLog, case_id: str, client_id: str) -> bool:
+    """Decided on the closures the bus holds (a correction sent after planning answered the
+    last closure is refused); not caught up: ``NotCaughtUp`` naming the client the request
+    named, not their case."""
     case = case_from(await store.read_stream(case_stream(case_id)))
-    return case is not None and case.is_closed(await closures.count(case_id))
+    return case is not None and case.is_closed(
+        await closures_on_the_bus(closures, case_id, client_id)
+    )

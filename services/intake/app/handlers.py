@@ -227,10 +227,11 @@ async def record_initial_assessment(
     checked: InitialAssessmentRecorded | None = None,
 ) -> tuple[Recorded, str]:
     """Returns what was recorded and the assessment's id. ``checked``: the event already built
-    by ``assessment_of``, if the caller has it."""
+    by ``assessment_of``, if the caller has it. Decided on the closures the bus holds of the
+    case, as a reopening is: an assessment sent after planning answered a closure is refused."""
     require_role(context.actor.role, Action.RECORD_ASSESSMENT)
     assessment = checked or assessment_of(context, command)
-    closed = await closures.count(assessment.case_id)
+    closed = await closures_on_the_bus(closures, assessment.case_id)
     erasure = await case_client_erasure(store, assessment.case_id)
     recorded = await execute(
         store,
@@ -243,6 +244,16 @@ async def record_initial_assessment(
     first = recorded[0].event if recorded else assessment
     assert isinstance(first, InitialAssessmentRecorded)
     return recorded_of(assessment.case_id, recorded), first.assessment_id
+
+
+async def closures_on_the_bus(closures: ClosureLog, case_id: str, asked_about: str = "") -> int:
+    """How many times the case was closed, counting every closure the bus held when asked:
+    planning answers a closure once it is on the bus, so a command sent after that answer is
+    decided on it. ``NotCaughtUp`` naming ``asked_about`` (what the request named; the case by
+    default) when intake's log does not hold them in time: nothing is decided."""
+    if not await closures.caught_up(case_id):
+        raise NotCaughtUp("the case's closures", asked_about or case_id)
+    return await closures.count(case_id)
 
 
 def reopening_of(command: ReopenCase) -> CaseReopened:
@@ -262,9 +273,7 @@ async def reopen_case(
     accepted referrals run again, and the case's worker's planning commands wait for it."""
     require_role(context.actor.role, Action.REOPEN_CASE)
     reopened = reopening_of(command)
-    if not await closures.caught_up(reopened.case_id):
-        raise NotCaughtUp("the case's closures", reopened.case_id)
-    closed = await closures.count(reopened.case_id)
+    closed = await closures_on_the_bus(closures, reopened.case_id)
     erasure = await case_client_erasure(store, reopened.case_id)
     recorded = await execute(
         store,

@@ -18,9 +18,10 @@ from casetrail.intake.v1 import intake_pb2, intake_pb2_grpc
 from casetrail_platform.ages import agency_today
 from casetrail_platform.commands import InvalidCommand
 from casetrail_platform.identity.principal import Principal
-from casetrail_platform.infrastructure import Infrastructure
+from casetrail_platform.infrastructure import Infrastructure, open_read_models
 from casetrail_platform.policy.decide import decide_client_correction
 from casetrail_platform.policy.facts import CaseFacts
+from casetrail_platform.policy.projection import CaseFactsReader
 from cli.rpc import Person
 from events.catalog.assignment import CaseAssigned
 from events.catalog.base import Role
@@ -30,6 +31,7 @@ from services.intake.domain.clients import client_from
 from services.intake.domain.corrections import check_corrected_date_of_birth
 from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import TestIssuer, acting, caller_channel
+from tests.support.waiting import eventually
 from tests.unit.intake.requests import command, marco, opening, query, until_status
 from tests.unit.intake.support import Intake, closed_by_planning, recorded
 
@@ -172,6 +174,31 @@ async def test_unknown_erased_and_closed_clients_are_refused(intake: Intake) -> 
     assert code == grpc.StatusCode.FAILED_PRECONDITION
     [info] = details(status, error_details_pb2.ErrorInfo)
     assert info.reason == "CLIENT_ERASED"
+
+
+async def test_a_correction_sent_right_after_the_closure_is_refused(intake: Intake) -> None:
+    """Planning answers a closure once it is on the bus: a correction sent right after that
+    answer waits for intake's closures to hold it, rather than deciding before they do."""
+    client_id, case_id = await client_with_case(intake)
+    read_models = await open_read_models(intake.infra, "intake")
+    facts = CaseFactsReader(read_models)
+
+    async def facts_know_the_case() -> list[str] | None:
+        return await facts.cases_of_client(client_id) or None
+
+    try:
+        await eventually(facts_know_the_case, "intake's policy facts hold the case")
+    finally:
+        await read_models.close()
+    assert intake.infra.inprocess_bus is not None
+    await intake.infra.inprocess_bus.publisher(intake.infra.topic).publish(
+        [closed_by_planning(case_id, sequence=1)]
+    )
+    code, status = await refusal(intake.stub.CorrectClientDateOfBirth(correcting(client_id)))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    [info] = details(status, error_details_pb2.ErrorInfo)
+    assert info.reason == "CLIENT_CASES_CLOSED"
+    assert await birth_date(intake, client_id) == "1941-06-02"
 
 
 async def test_who_may_correct(intake: Intake) -> None:

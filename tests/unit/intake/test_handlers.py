@@ -485,3 +485,42 @@ async def test_a_reopening_whose_closures_trail_decides_nothing(
             published_at_once,
         )
     assert await store.stream_version(case_stream(case_id)) == 1
+
+
+async def test_an_assessment_waits_for_the_closures_the_bus_holds(
+    store: SqliteEventStore,
+    directory: ClientDirectory,
+    read_models: SqliteReadModelStore,
+    from_bus: BusProjectionHandler,
+) -> None:
+    """An assessment sent right after planning answered the case's closure is decided on it
+    (the closures' group catches up here when asked), as a reopening is: refused, not recorded
+    on the closed case."""
+    case_id = await open_a_case(store, directory)
+
+    async def caught_up(asked_about: str) -> bool:
+        await from_bus(closed_by_planning(case_id, sequence=4))
+        return True
+
+    with pytest.raises(RuleBroken) as refused:
+        await handlers.record_initial_assessment(
+            store, ClosureLog(read_models, caught_up), context(), assessing(case_id)
+        )
+    assert refused.value.rule == "CASE_CLOSED"
+    assert await store.stream_version(case_stream(case_id)) == 1
+
+
+async def test_an_assessment_whose_closures_trail_decides_nothing(
+    store: SqliteEventStore, directory: ClientDirectory, read_models: SqliteReadModelStore
+) -> None:
+    case_id = await open_a_case(store, directory)
+
+    async def behind(case_id: str) -> bool:
+        return False
+
+    with pytest.raises(NotCaughtUp) as raised:
+        await handlers.record_initial_assessment(
+            store, ClosureLog(read_models, behind), context(), assessing(case_id)
+        )
+    assert raised.value.subject == case_id
+    assert await store.stream_version(case_stream(case_id)) == 1
