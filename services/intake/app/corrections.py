@@ -76,5 +76,5 @@ async def _is_closed(store: EventStore, closures: ClosureLog, case_id: str, clie
     named, not their case."""
     case = case_from(await store.read_stream(case_stream(case_id)))
     return case is not None and case.is_closed(
-        await closures_on_the_bus(closures, case_id, client_id)
+        len(await closures_on_the_bus(closures, case_id, client_id))
     )

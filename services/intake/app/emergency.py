@@ -157,7 +157,9 @@ async def open_emergency_access(
         SOURCE,
         context,
         case_stream(opened.case_id),
-        lambda history: decide_opening(history, opened, erasure.erased),
+        lambda history: decide_opening(
+            history, opened, erasure.erased, occurred_at=context.occurred_at
+        ),
         guard=erasure.read,
     )
     await once_published(published, recorded, "emergency access's opening")
@@ -198,7 +200,7 @@ async def review_emergency_access(
         decision = oversee(opened_access(history, review.emergency_access_id))
         if not decision.allowed:
             raise _NotOverseen(decision)
-        return decide_review(history, review)
+        return decide_review(history, review, occurred_at=context.occurred_at)
 
     try:
         # The duty to review outlives the client's erasure; only the note cannot be sealed.
@@ -249,7 +251,12 @@ async def close_emergency_access(
     def decide(history: list[RecordedEvent]) -> list[CaseEvent]:
         oversight = oversee(opened_access(history, closing.emergency_access_id))
         try:
-            return decide_close(history, closing, may_oversee=oversight.allowed)
+            return decide_close(
+                history,
+                closing,
+                may_oversee=oversight.allowed,
+                occurred_at=context.occurred_at,
+            )
         except NotTheGrantee:
             raise _NotOverseen(oversight) from None
 

@@ -53,7 +53,7 @@ from events.catalog.clients import ClientRegistered
 from events.catalog.erasure import ClientErased, RetentionHoldPlaced, RetentionHoldReleased
 from events.envelope import RecordedEvent
 from events.errors import FieldProblem
-from services.intake.adapters.case_closures import ClosureLog
+from services.intake.adapters.case_closures import Closure, ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.app.commands import (
     EraseClient,
@@ -231,14 +231,16 @@ async def record_initial_assessment(
     case, as a reopening is: an assessment sent after planning answered a closure is refused."""
     require_role(context.actor.role, Action.RECORD_ASSESSMENT)
     assessment = checked or assessment_of(context, command)
-    closed = await closures_on_the_bus(closures, assessment.case_id)
+    closed = len(await closures_on_the_bus(closures, assessment.case_id))
     erasure = await case_client_erasure(store, assessment.case_id)
     recorded = await execute(
         store,
         SOURCE,
         context,
         case_stream(assessment.case_id),
-        lambda history: decide_assessment(history, assessment, closed, erasure.erased),
+        lambda history: decide_assessment(
+            history, assessment, closed, erasure.erased, occurred_at=context.occurred_at
+        ),
         guard=erasure.read,
     )
     first = recorded[0].event if recorded else assessment
@@ -246,14 +248,16 @@ async def record_initial_assessment(
     return recorded_of(assessment.case_id, recorded), first.assessment_id
 
 
-async def closures_on_the_bus(closures: ClosureLog, case_id: str, asked_about: str = "") -> int:
-    """How many times the case was closed, counting every closure the bus held when asked:
-    planning answers a closure once it is on the bus, so a command sent after that answer is
-    decided on it. ``NotCaughtUp`` naming ``asked_about`` (what the request named; the case by
+async def closures_on_the_bus(
+    closures: ClosureLog, case_id: str, asked_about: str = ""
+) -> tuple[Closure, ...]:
+    """The case's closures, among them every closure the bus held when asked: planning
+    answers a closure once it is on the bus, so a command sent after that answer is decided
+    on it. ``NotCaughtUp`` naming ``asked_about`` (what the request named; the case by
     default) when intake's log does not hold them in time: nothing is decided."""
     if not await closures.caught_up(case_id):
         raise NotCaughtUp("the case's closures", asked_about or case_id)
-    return await closures.count(case_id)
+    return await closures.closures(case_id)
 
 
 def reopening_of(command: ReopenCase) -> CaseReopened:
@@ -280,7 +284,14 @@ async def reopen_case(
         SOURCE,
         context,
         case_stream(reopened.case_id),
-        lambda history: decide_reopening(history, reopened, closed, erasure.erased),
+        lambda history: decide_reopening(
+            history,
+            reopened,
+            len(closed),
+            erasure.erased,
+            closed_at=closed[-1].closed_at if closed else None,
+            occurred_at=context.occurred_at,
+        ),
         guard=erasure.read,
     )
     await once_published(published, recorded, "case reopening")
@@ -336,7 +347,9 @@ async def grant_consent(
         SOURCE,
         context,
         case_stream(command.case_id),
-        lambda history: decide_consent(history, consent, erasure.erased),
+        lambda history: decide_consent(
+            history, consent, erasure.erased, occurred_at=context.occurred_at
+        ),
         guard=erasure.read,
     )
     await once_published(published, recorded, "consent")
@@ -368,7 +381,11 @@ async def revoke_consent(
             context,
             case_stream(command.case_id),
             lambda history: decide_revocation(
-                history, command.case_id, command.consent_id, command.reason
+                history,
+                command.case_id,
+                command.consent_id,
+                command.reason,
+                occurred_at=context.occurred_at,
             ),
         )
     await once_published(published, recorded, "consent revocation")

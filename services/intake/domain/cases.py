@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from casetrail_platform.commands import AlreadyExists, InvalidCommand, NotFound
 from events.catalog.assessment import AssessmentFactors, InitialAssessmentRecorded
@@ -23,6 +24,7 @@ from services.intake.domain.errors import (
     assessment_already_recorded,
     case_closed,
     case_not_closed,
+    dated_before,
 )
 
 
@@ -58,6 +60,24 @@ class CaseRecord:
 
     def is_closed(self, closures: int) -> bool:
         return closures > len(self.reopenings)
+
+    def require_in_order(
+        self, occurred_at: datetime | None, *, current_episode: bool = False
+    ) -> None:
+        """A command on the case happens after the case was opened; ``current_episode``: after
+        it was last reopened too (the episode's initial assessment). Stated as happening
+        before, it would put the case's history out of order: audit's state as of a moment,
+        on the occurred-at basis, would show an assessment before there was a case.
+        ``occurred_at`` ``None``: not stated, the command happens now."""
+        if occurred_at is None:
+            return
+        opened_at = self.opened_by.occurred_at
+        if occurred_at < opened_at:
+            raise dated_before(f"case {self.case_id} was opened", opened_at)
+        if current_episode and self.reopenings:
+            reopened_at = self.reopenings[-1].recorded.occurred_at
+            if occurred_at < reopened_at:
+                raise dated_before(f"case {self.case_id} was last reopened", reopened_at)
 
 
 def case_from(history: Sequence[RecordedEvent]) -> CaseRecord | None:
@@ -103,11 +123,15 @@ def decide_assessment(
     assessment: InitialAssessmentRecorded,
     closures: int,
     erased: ClientErased | None,
+    *,
+    occurred_at: datetime | None,
 ) -> list[CaseEvent]:
+    """``occurred_at``: when the command states the assessment happened (``None``: now)."""
     case = _existing(history, assessment.case_id)
     require_not_erased(erased)
     if case.is_closed(closures):
         raise case_closed(case.case_id)
+    case.require_in_order(occurred_at, current_episode=True)
     if case.current_assessment_id is not None:
         raise assessment_already_recorded(case.case_id, case.current_assessment_id)
     return [assessment]
@@ -118,11 +142,21 @@ def decide_reopening(
     reopened: CaseReopened,
     closures: int,
     erased: ClientErased | None,
+    *,
+    closed_at: datetime | None,
+    occurred_at: datetime | None,
 ) -> list[CaseEvent]:
+    """``closed_at``: when the case was last closed (planning's closure, as the bus brought
+    it); ``occurred_at``: when the command states the reopening happened (``None``: now). A
+    reopening dated before the closure it reopens would have audit's state as of now, on the
+    occurred-at basis, show the open case closed."""
     case = _existing(history, reopened.case_id)
     require_not_erased(erased)
     if not case.is_closed(closures):
         raise case_not_closed(case.case_id)
+    case.require_in_order(occurred_at)
+    if occurred_at is not None and closed_at is not None and occurred_at < closed_at:
+        raise dated_before(f"case {case.case_id} was last closed", closed_at)
     return [reopened]
 
 

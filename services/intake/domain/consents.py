@@ -39,18 +39,31 @@ def check_consent(consent: ConsentGranted, now: datetime | None) -> None:
 
 
 def decide_consent(
-    history: Sequence[RecordedEvent], consent: ConsentGranted, erased: ClientErased | None
+    history: Sequence[RecordedEvent],
+    consent: ConsentGranted,
+    erased: ClientErased | None,
+    *,
+    occurred_at: datetime | None,
 ) -> list[CaseEvent]:
-    """``erased``: the client's erasure, if they were erased: nothing is disclosed of them."""
-    _require_case(history, consent.case_id)
+    """``erased``: the client's erasure, if they were erased: nothing is disclosed of them.
+    ``occurred_at``: when the command states the consent was given (``None``: now)."""
+    case = _require_case(history, consent.case_id)
     require_not_erased(erased)
+    case.require_in_order(occurred_at)
     return [consent]
 
 
 def decide_revocation(
-    history: Sequence[RecordedEvent], case_id: str, consent_id: str, reason: str | None
+    history: Sequence[RecordedEvent],
+    case_id: str,
+    consent_id: str,
+    reason: str | None,
+    *,
+    occurred_at: datetime | None,
 ) -> list[CaseEvent]:
+    """``occurred_at``: when the command states the consent was withdrawn (``None``: now)."""
     case = _require_case(history, case_id)
+    case.require_in_order(occurred_at)
     granted = {r.event.consent_id for r in history if isinstance(r.event, ConsentGranted)}
     revoked = {r.event.consent_id for r in history if isinstance(r.event, ConsentRevoked)}
     if consent_id not in granted:

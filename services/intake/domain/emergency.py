@@ -10,7 +10,7 @@ one early: its grantee, or whoever may review it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from casetrail_platform.commands import InvalidCommand, NotAllowed, NotFound, RuleBroken
 from casetrail_platform.identity.principal import Principal
@@ -111,20 +111,32 @@ def opened_access(history: Sequence[RecordedEvent], access_id: str) -> Emergency
 
 
 def decide_opening(
-    history: Sequence[RecordedEvent], opened: EmergencyAccessOpened, erased: ClientErased | None
+    history: Sequence[RecordedEvent],
+    opened: EmergencyAccessOpened,
+    erased: ClientErased | None,
+    *,
+    occurred_at: datetime | None,
 ) -> list[CaseEvent]:
-    """``erased``: the case's client's erasure, if they were erased: nothing is left to read."""
-    if case_from(history) is None:
+    """``erased``: the case's client's erasure, if they were erased: nothing is left to read.
+    ``occurred_at``: when the command states it happened (``None``: now), as for the others."""
+    case = case_from(history)
+    if case is None:
         raise NotFound("case", opened.case_id)
     require_not_erased(erased)
+    case.require_in_order(occurred_at)
     return [opened]
 
 
 def decide_review(
-    history: Sequence[RecordedEvent], review: EmergencyAccessReviewed
+    history: Sequence[RecordedEvent],
+    review: EmergencyAccessReviewed,
+    *,
+    occurred_at: datetime | None,
 ) -> list[CaseEvent]:
-    if case_from(history) is None:
+    case = case_from(history)
+    if case is None:
         raise NotFound("case", review.case_id)
+    case.require_in_order(occurred_at)
     access_id = review.emergency_access_id
     opened = _opened(history, access_id)
     if opened is None:
@@ -143,7 +155,11 @@ def decide_review(
 
 
 def decide_close(
-    history: Sequence[RecordedEvent], closing: EmergencyAccessClosed, *, may_oversee: bool
+    history: Sequence[RecordedEvent],
+    closing: EmergencyAccessClosed,
+    *,
+    may_oversee: bool,
+    occurred_at: datetime | None,
 ) -> list[CaseEvent]:
     """Close the access early: by its grantee, or by someone who ``may_oversee`` the case (the
     policy's oversight decision); only while it is still open."""
@@ -151,8 +167,10 @@ def decide_close(
     opened = _opened(history, access_id)
     if not may_oversee and (opened is None or opened.grantee_id != closing.closed_by_id):
         raise NotTheGrantee(closing.closed_by_role.value, "close an emergency access")
-    if case_from(history) is None:
+    case = case_from(history)
+    if case is None:
         raise NotFound("case", closing.case_id)
+    case.require_in_order(occurred_at)
     if opened is None:
         raise NotFound("emergency access", access_id)
     if opened.expires_at <= closing.closed_at or _any(history, EmergencyAccessClosed, access_id):

@@ -54,7 +54,9 @@ def recorded(
     *,
     source: str = "casetrail/intake",
     role: Role = Role.INTAKE_WORKER,
+    occurred_at: datetime | None = None,
 ) -> RecordedEvent:
+    """``occurred_at``: when the event is stated to have happened (by default, now)."""
     now = datetime.now(UTC)
     return RecordedEvent(
         event_id=uuid4(),
@@ -66,13 +68,15 @@ def recorded(
         metadata=EventMetadata(
             source=source,
             actor=Actor(f"user-{role.value}", role),
-            occurred_at=now,
+            occurred_at=occurred_at or now,
             correlation_id=uuid4(),
         ),
     )
 
 
-def closed_by_planning(case_id: str, sequence: int) -> RecordedEvent:
+def closed_by_planning(
+    case_id: str, sequence: int, occurred_at: datetime | None = None
+) -> RecordedEvent:
     """The planning service's closure of ``case_id`` as the bus delivers it."""
     return recorded(
         CaseClosed(case_id=case_id, reason=DischargeReason.GOALS_ACHIEVED),
@@ -80,6 +84,7 @@ def closed_by_planning(case_id: str, sequence: int) -> RecordedEvent:
         sequence,
         source="casetrail/planning",
         role=Role.COORDINATOR,
+        occurred_at=occurred_at,
     )
 
 

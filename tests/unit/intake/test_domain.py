@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -11,6 +11,13 @@ from casetrail_platform.commands import (
     NotAllowed,
     NotFound,
     RuleBroken,
+)
+from events.catalog.access import (
+    AccessPurpose,
+    ConsentGranted,
+    ConsentRecipient,
+    RecipientKind,
+    RecordSection,
 )
 from events.catalog.assessment import (
     AssessedNeed,
@@ -36,6 +43,7 @@ from services.intake.domain.cases import (
     decide_reopening,
 )
 from services.intake.domain.clients import check_date_of_birth, decide_registration
+from services.intake.domain.consents import decide_consent, decide_revocation
 from services.intake.domain.errors import PossibleDuplicateClient
 from services.intake.domain.matching import DuplicateCandidate
 from services.intake.domain.permissions import ALLOWED, Action, require_role
@@ -63,6 +71,19 @@ def assessment(assessment_id: str = "a1") -> InitialAssessmentRecorded:
         assessment_id=assessment_id,
         factors=AssessmentFactors(economic="No income since March"),
         needs=(AssessedNeed(category=NeedCategory.HOUSING, urgency=Urgency.URGENT),),
+    )
+
+
+def consent() -> ConsentGranted:
+    return ConsentGranted(
+        case_id=CASE,
+        client_id="c1",
+        consent_id="consent-1",
+        scope=(RecordSection.IDENTITY,),
+        recipient=ConsentRecipient(
+            kind=RecipientKind.AGENCY, recipient_id="bay-recovery", name="Bay Recovery"
+        ),
+        purpose=AccessPurpose.DIRECT_CARE,
     )
 
 
@@ -116,40 +137,48 @@ def test_a_case_is_opened_once() -> None:
 
 def test_an_unknown_case_cannot_be_assessed_or_reopened() -> None:
     with pytest.raises(NotFound):
-        decide_assessment([], assessment(), closures=0, erased=None)
+        decide_assessment([], assessment(), closures=0, erased=None, occurred_at=None)
     with pytest.raises(NotFound):
-        decide_reopening([], REOPENED, closures=1, erased=None)
+        decide_reopening([], REOPENED, closures=1, erased=None, closed_at=None, occurred_at=None)
 
 
 def test_one_initial_assessment_per_opening() -> None:
-    assert decide_assessment(history(OPENED), assessment(), closures=0, erased=None) == [
-        assessment()
-    ]
+    assert decide_assessment(
+        history(OPENED), assessment(), closures=0, erased=None, occurred_at=None
+    ) == [assessment()]
     with pytest.raises(RuleBroken) as refused:
-        decide_assessment(history(OPENED, assessment()), assessment("a2"), closures=0, erased=None)
+        decide_assessment(
+            history(OPENED, assessment()), assessment("a2"), 0, None, occurred_at=None
+        )
     assert refused.value.rule == "INITIAL_ASSESSMENT_ALREADY_RECORDED"
     assert refused.value.details["assessment_id"] == "a1"
 
 
 def test_a_closed_case_is_not_assessed() -> None:
     with pytest.raises(RuleBroken) as refused:
-        decide_assessment(history(OPENED), assessment(), closures=1, erased=None)
+        decide_assessment(history(OPENED), assessment(), closures=1, erased=None, occurred_at=None)
     assert refused.value.rule == "CASE_CLOSED"
 
 
 def test_only_a_closed_case_is_reopened() -> None:
     with pytest.raises(RuleBroken) as refused:
-        decide_reopening(history(OPENED), REOPENED, closures=0, erased=None)
+        decide_reopening(history(OPENED), REOPENED, 0, None, closed_at=None, occurred_at=None)
     assert refused.value.rule == "CASE_NOT_CLOSED"
     assert refused.value.details["subject"] == f"case/{CASE}"
-    assert decide_reopening(history(OPENED), REOPENED, closures=1, erased=None) == [REOPENED]
+    assert decide_reopening(
+        history(OPENED), REOPENED, 1, None, closed_at=None, occurred_at=None
+    ) == [REOPENED]
 
 
 def test_a_reopened_case_is_open_until_closed_again() -> None:
     reopened_once = history(OPENED, assessment(), REOPENED)
     with pytest.raises(RuleBroken):
-        decide_reopening(reopened_once, REOPENED, closures=1, erased=None)
-    assert decide_reopening(reopened_once, REOPENED, closures=2, erased=None) == [REOPENED]
+        decide_reopening(
+            reopened_once, REOPENED, closures=1, erased=None, closed_at=None, occurred_at=None
+        )
+    assert decide_reopening(
+        reopened_once, REOPENED, closures=2, erased=None, closed_at=None, occurred_at=None
+    ) == [REOPENED]
 
 
 def test_a_reopened_case_gets_a_new_initial_assessment() -> None:
@@ -157,7 +186,9 @@ def test_a_reopened_case_gets_a_new_initial_assessment() -> None:
     assert case is not None
     assert case.current_assessment_id is None
     assert case.version == 3
-    assert decide_assessment(history(OPENED, assessment(), REOPENED), assessment("a2"), 1, None)
+    assert decide_assessment(
+        history(OPENED, assessment(), REOPENED), assessment("a2"), 1, None, occurred_at=None
+    )
 
 
 def test_an_assessment_describes_at_least_one_factor() -> None:
@@ -193,3 +224,50 @@ def test_the_receptionist_does_not_read_assessments() -> None:
     with pytest.raises(NotAllowed):
         require_role(Role.RECEPTIONIST, Action.READ_CASE)
     require_role(Role.RECEPTIONIST, Action.READ_CLIENT)
+
+
+def test_a_case_command_is_not_dated_before_the_case_was_opened() -> None:
+    opened = history(OPENED)
+    opened_at = opened[0].metadata.occurred_at
+    before = opened_at - timedelta(days=1)
+
+    with pytest.raises(InvalidCommand) as assessed:
+        decide_assessment(
+            opened, assessment(), 0, None, occurred_at=datetime(1975, 1, 1, tzinfo=UTC)
+        )
+    [problem] = assessed.value.violations
+    assert problem.field == "context.occurred_at"
+    assert f"must not be before case {CASE} was opened" in problem.problem
+    with pytest.raises(InvalidCommand):
+        decide_consent(opened, consent(), None, occurred_at=before)
+    with pytest.raises(InvalidCommand):
+        decide_revocation(opened, CASE, "consent-1", None, occurred_at=before)
+    assert decide_assessment(opened, assessment(), 0, None, occurred_at=opened_at)
+    assert decide_consent(opened, consent(), None, occurred_at=opened_at + timedelta(hours=1))
+
+
+def test_a_reopening_follows_the_closure_and_the_new_assessment_the_reopening() -> None:
+    opened = history(OPENED, assessment())
+    closed_at = opened[-1].metadata.occurred_at + timedelta(days=3)
+
+    with pytest.raises(InvalidCommand) as refused:
+        decide_reopening(
+            opened,
+            REOPENED,
+            1,
+            None,
+            closed_at=closed_at,
+            occurred_at=closed_at - timedelta(hours=1),
+        )
+    [problem] = refused.value.violations
+    assert problem.field == "context.occurred_at"
+    assert f"must not be before case {CASE} was last closed" in problem.problem
+    assert decide_reopening(opened, REOPENED, 1, None, closed_at=closed_at, occurred_at=closed_at)
+
+    reopened_at = closed_at + timedelta(days=1)
+    reopened = [*opened, recorded(REOPENED, STREAM, 3, occurred_at=reopened_at)]
+    with pytest.raises(InvalidCommand) as assessed:
+        decide_assessment(
+            reopened, assessment("a2"), 1, None, occurred_at=reopened_at - timedelta(minutes=1)
+        )
+    assert f"must not be before case {CASE} was last reopened" in str(assessed.value.violations)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -326,6 +327,37 @@ async def test_reopening_needs_a_closure_from_planning(intake: Intake) -> None:
     assert record.status == "open"
     assert [r.reason for r in record.reopenings] == ["New fall in January"]
     assert [c.reason for c in record.closures] == ["goals_achieved"]
+
+
+async def test_commands_dated_out_of_the_case_s_order_are_invalid_argument(intake: Intake) -> None:
+    """Audit's state as of a moment is told on the moment each command states: an assessment
+    dated before the case was opened, or a reopening dated before the closure it reopens,
+    would have it show the case as it never was (the reopened case closed)."""
+    case_id = await open_case(intake)
+    assessment = assessing(case_id)
+    assessment.context.occurred_at.FromDatetime(datetime(1975, 1, 1, tzinfo=UTC))
+    code, status = await refusal(intake.stub.RecordInitialAssessment(assessment))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["context.occurred_at"]
+    assert "was opened" in status.message
+
+    assert intake.infra.inprocess_bus is not None
+    # Stated a few minutes ahead (within the clock skew a command may state), so that the
+    # reopening below is after the opening and before the closure.
+    closed_at = datetime.now(UTC) + timedelta(minutes=3)
+    closure = closed_by_planning(case_id, sequence=1, occurred_at=closed_at)
+    await intake.infra.inprocess_bus.publisher(intake.infra.topic).publish([closure])
+    await until_status(intake, case_id, "closed")
+    reopen = intake_pb2.ReopenCaseRequest(
+        context=command("coordinator"), case_id=case_id, reason="New fall in January"
+    )
+    reopen.context.occurred_at.FromDatetime(closed_at - timedelta(minutes=2))
+    code, status = await refusal(intake.stub.ReopenCase(reopen))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["context.occurred_at"]
+    assert "was last closed" in status.message
+    assert len(await recorded_in_intake(intake, f"case-{case_id}")) == 1
+    assert (await get_case(intake, case_id)).status == "closed"
 
 
 async def test_a_supervisor_s_reopening_retried_after_a_transfer_answers_as_the_first(
