@@ -64,8 +64,17 @@ CASE_SECTION_PATHS = {
         "record.referral_source",
         "record.presenting_needs",
         "record.assessments",
+        "record.assessments_truncated",
+        "record.assessments_total",
     ),
-    RecordSection.DISCHARGE: ("record.closures", "record.reopenings"),
+    RecordSection.DISCHARGE: (
+        "record.closures",
+        "record.closures_truncated",
+        "record.closures_total",
+        "record.reopenings",
+        "record.reopenings_truncated",
+        "record.reopenings_total",
+    ),
 }
 """Where the record's sections show in GetCase: a decision that leaves one undisclosed (a
 partner agency's referred scope) clears it."""

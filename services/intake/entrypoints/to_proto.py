@@ -11,6 +11,7 @@ from google.rpc import error_details_pb2
 
 from casetrail.common.v1 import common_pb2
 from casetrail.intake.v1 import intake_pb2
+from casetrail_platform.grpc_platform.answer_caps import Cap, cut
 from casetrail_platform.grpc_platform.errors import ERROR_DOMAIN
 from events.catalog.cases import ReferralSource
 from events.catalog.clients import PersonalIdentifier, PersonName
@@ -128,7 +129,36 @@ def case_record(view: CaseView) -> intake_pb2.CaseRecord:
     )
     if view.client is not None:
         message.client.CopyFrom(client(view.client))
+    cut_case_record(message)
     return message
+
+
+CASE_ASSESSMENTS = Cap(100, 1536 * 1024)
+CASE_REOPENINGS = Cap(100, 768 * 1024)
+CASE_CLOSURES = Cap(1000, 128 * 1024)
+"""What a case record lists at most of its assessments, reopenings and closures, one more each
+time the case is closed and reopened: an assessment takes up to the store's 256 KiB, a
+reopening's reason 80 KB (20,000 four-byte characters), a closure about 40 bytes. With the
+client's record and the case's opening (each an event, at most 256 KiB) the answer stays under
+3 MiB, below gRPC's 4 MiB, which never reaches the caller."""
+
+
+def cut_case_record(message: intake_pb2.CaseRecord) -> None:
+    """Keep in ``message`` the latest assessments, reopenings and closures within their caps,
+    still oldest first, with ``*_truncated`` and ``*_total``."""
+    message.assessments_truncated, message.assessments_total = cut(
+        message.assessments, CASE_ASSESSMENTS, _latest_first
+    )
+    message.reopenings_truncated, message.reopenings_total = cut(
+        message.reopenings, CASE_REOPENINGS, _latest_first
+    )
+    message.closures_truncated, message.closures_total = cut(
+        message.closures, CASE_CLOSURES, _latest_first
+    )
+
+
+def _latest_first(index: int, _: Message) -> tuple[int]:
+    return (-index,)
 
 
 def referral_source(source: ReferralSource) -> intake_pb2.ReferralSource:
