@@ -38,15 +38,48 @@ _LATIN_LETTERS = str.maketrans(
 keyboard without them types "Lukasz Walesa" for "Łukasz Wałęsa", "Soren" for "Søren"."""
 
 
+_DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+"""Unicode's default-ignorable code points (DerivedCoreProperties.txt,
+Default_Ignorable_Code_Point), which a text shows nothing of: besides format characters
+(category Cf), the combining grapheme joiner U+034F and the variation selectors (marks of
+combining class 0, which ``unicodedata.combining`` does not tell apart from letters), the
+Mongolian free variation selectors and the Hangul fillers (letters)."""
+
+
+def invisible(char: str) -> bool:
+    """Whether ``char`` shows nothing in a text: a format character (category Cf, a zero-width
+    space pasted from a document) or another default-ignorable code point."""
+    point = ord(char)
+    return unicodedata.category(char) == "Cf" or any(
+        first <= point <= last for first, last in _DEFAULT_IGNORABLE
+    )
+
+
 def fold(text: str) -> str:
     """Case, accents and whitespace folded: " Zoë  DUPONT" and "zoe dupont" are equal; so are
-    "Łukasz" and "Lukasz". Invisible format characters (a zero-width space pasted from a
-    document, category Cf) are dropped, so they cannot hide a duplicate."""
+    "Łukasz" and "Lukasz". Invisible characters (``invisible``) are dropped, so they cannot
+    hide a duplicate."""
     decomposed = unicodedata.normalize("NFKD", text)
     bare = "".join(
-        char
-        for char in decomposed
-        if not unicodedata.combining(char) and unicodedata.category(char) != "Cf"
+        char for char in decomposed if not unicodedata.combining(char) and not invisible(char)
     )
     return " ".join(bare.casefold().translate(_LATIN_LETTERS).split())
 
@@ -83,9 +116,9 @@ class Probe:
 
 def check_matchable(probe: Probe) -> None:
     """Refuse identity details that would slip past matching: a name with nothing visible in it
-    (it folds to nothing), an identifier holding an invisible format character (identifiers are
-    matched as typed, so a zero-width space pasted with one hides the client it names). The
-    values themselves are never repeated (personal data)."""
+    (it folds to nothing), an identifier holding an invisible character (``invisible``:
+    identifiers are matched as typed, so a zero-width space pasted with one hides the client it
+    names). The values themselves are never repeated (personal data)."""
     problems: list[FieldProblem] = []
     if probe.name is not None:
         for field in ("given_names", "family_name"):
@@ -93,11 +126,12 @@ def check_matchable(probe: Probe) -> None:
             if text is not None and not fold(text):
                 problems.append(FieldProblem(f"name.{field}", "must contain a visible letter"))
     for index, identifier in enumerate(probe.identifiers):
-        if any(unicodedata.category(char) == "Cf" for char in identifier.value):
+        if any(invisible(char) for char in identifier.value):
             problems.append(
                 FieldProblem(
                     f"identifiers[{index}].value",
-                    "must not contain invisible format characters (such as a zero-width space)",
+                    "must not contain invisible characters (such as a zero-width space or a"
+                    " variation selector)",
                 )
             )
     if problems:

@@ -69,6 +69,19 @@ async def test_registering_a_client(store: SqliteEventStore, directory: ClientDi
     assert client.registration.date_of_birth == date(1941, 6, 2)
 
 
+async def test_a_name_with_an_invisible_mark_is_refused_as_the_same_person(
+    store: SqliteEventStore, directory: ClientDirectory
+) -> None:
+    """A combining grapheme joiner, a variation selector or a Hangul filler shows nothing, yet
+    is no format character (Cf) nor a mark ``unicodedata.combining`` tells: "Giu\u034flia"
+    registered as a new person beside Giulia (before: no duplicate refusal)."""
+    first = await register(store, directory, marco(given="Giulia"))
+    for given in ("Giu\u034flia", "Giulia\ufe0f", "Giu\U000e0100lia", "Giu\u180blia"):
+        with pytest.raises(PossibleDuplicateClient) as refused:
+            await register(store, directory, marco(given=given))
+        assert [c.client_id for c in refused.value.candidates] == [first.recorded.subject_id]
+
+
 async def test_same_folded_name_and_birth_date_is_refused_with_the_candidate(
     store: SqliteEventStore, directory: ClientDirectory
 ) -> None:
@@ -390,7 +403,16 @@ async def test_invisible_characters_cannot_hide_a_duplicate_identifier(
     hidden = IdentifierInput(scheme=NATIONAL.scheme, value=f"{NATIONAL.value}\u200b")
     for command in (
         marco(given="Anna", birth=None, identifiers=(hidden,)),
+        *(
+            marco(given="Anna", birth=None, identifiers=(IdentifierInput(NATIONAL.scheme, v),))
+            for v in (
+                f"{NATIONAL.value}\u034f",
+                f"{NATIONAL.value}\ufe0f",
+                f"\u3164{NATIONAL.value}",
+            )
+        ),
         marco(given="\u200b", identifiers=(NATIONAL,)),
+        marco(given="\u3164", identifiers=(NATIONAL,)),
         marco(family="\u0301", identifiers=(NATIONAL,)),
     ):
         with pytest.raises(InvalidCommand) as refused:

@@ -54,6 +54,12 @@ def probe(
         ("Đorđe Œuvray", "dorde oeuvray"),
         ("Zoe\u00a0Du\u200bpont", "zoe dupont"),
         ("\u2060Anna\ufeff", "anna"),
+        # Default-ignorable marks and letters, which show nothing either (rev-intake D).
+        ("Giu\u034flia", "giulia"),
+        ("Giu\ufe00lia\ufe0f", "giulia"),
+        ("Giu\U000e0100lia", "giulia"),
+        ("Giu\u180blia\u180f", "giulia"),
+        ("\u115fGiu\u1160lia\u3164\uffa0", "giulia"),
     ],
 )
 def test_fold_ignores_case_accents_and_whitespace(typed: str, folded: str) -> None:
