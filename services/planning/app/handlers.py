@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import date
 
 from pydantic import ValidationError
 
@@ -61,11 +62,13 @@ async def handle(
     command: Command,
     *,
     earlier: list[RecordedEvent] | None = None,
+    day: date | None = None,
 ) -> Outcome:
     """``earlier``: what the command's key recorded before, when the entrypoint has read it
     already (``decide.recorded_before``, a supervisor's CloseCase): the retry is answered from
-    it, with nothing decided or read again."""
-    recorded = earlier if earlier is not None else await _record(deps, context, command)
+    it, with nothing decided or read again. ``day``: the command's day, which rules about
+    what is valid from now on are checked on (``decide``)."""
+    recorded = earlier if earlier is not None else await _record(deps, context, command, day)
     if isinstance(command, CloseCase):
         # A closure ends a partner agency's part in the case: from the answer on, its reads in
         # every service wait for their facts to hold it (``once_published``).
@@ -86,7 +89,7 @@ async def handle(
 
 
 async def _record(
-    deps: Dependencies, context: CommandContext, command: Command
+    deps: Dependencies, context: CommandContext, command: Command, day: date | None
 ) -> list[RecordedEvent]:
     """Decide ``command`` on the case's plan and record what it decides (a retry: what it
     recorded the first time)."""
@@ -97,7 +100,7 @@ async def _record(
     staff = await deps.views.staff(task_workers(planned_goals(command), facts))
 
     def decide_on(record: CasePlanning) -> list[CaseEvent]:
-        return decide(record, facts, context.actor, command, context.occurred_at, staff)
+        return decide(record, facts, context.actor, command, context.occurred_at, staff, day)
 
     try:
         return await execute_folded(

@@ -11,7 +11,7 @@ case was opened).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 
 from casetrail_platform.commands import AlreadyExists, NotFound, RuleBroken
 from casetrail_platform.limits import MAX_GOALS_PER_PLAN, MAX_PLAN_GOALS_BYTES
@@ -74,10 +74,13 @@ def decide(
     command: Command,
     occurred_at: datetime | None = None,
     staff: Mapping[str, StaffMember] | None = None,
+    day: date | None = None,
 ) -> list[CaseEvent]:
     """``occurred_at``: when the command says it happened (``None``: now). ``staff``: the
     workers planning knows of among those the command's tasks name (``planned_goals``,
-    ``task_workers``)."""
+    ``task_workers``). ``day``: the command's day (its stated moment's, else the server's),
+    from which on a counseling task's worker must be licensed whatever the task's date
+    (``require_qualified_owners``; ``None``: on the task's date alone)."""
     known_staff = staff or {}
     action = ACTIONS[type(command)]
     require_assignment(actor, action, facts.worker_id)
@@ -89,11 +92,11 @@ def decide(
         _require_in_order(record, facts, command, occurred_at)
     match command:
         case DraftPlan():
-            return [_draft(record, facts, command, known_staff)]
+            return [_draft(record, facts, command, known_staff, day)]
         case AddGoal():
-            return [_add_goal(record, facts, command, known_staff)]
+            return [_add_goal(record, facts, command, known_staff, day)]
         case ReviseGoal():
-            return [_revise_goal(record, facts, command, known_staff)]
+            return [_revise_goal(record, facts, command, known_staff, day)]
         case AchieveGoal():
             return [_achieve_goal(record, command)]
         case DropGoal():
@@ -151,7 +154,11 @@ def planned_goals(command: Command) -> list[PlacedGoal]:
 
 
 def _draft(
-    record: CasePlanning, facts: CaseFacts, command: DraftPlan, staff: Mapping[str, StaffMember]
+    record: CasePlanning,
+    facts: CaseFacts,
+    command: DraftPlan,
+    staff: Mapping[str, StaffMember],
+    day: date | None,
 ) -> PlanDrafted:
     if record.plan is not None:
         raise AlreadyExists(
@@ -174,26 +181,34 @@ def _draft(
             f"case {command.case_id} has no initial assessment yet; the plan builds on it",
             subject=command.case_id,
         )
-    require_qualified_owners(planned_goals(command), facts, staff)
+    require_qualified_owners(planned_goals(command), facts, staff, day)
     _require_plan_within_bounds(command.plan_id, command.goals)
     return PlanDrafted(case_id=command.case_id, plan_id=command.plan_id, goals=command.goals)
 
 
 def _add_goal(
-    record: CasePlanning, facts: CaseFacts, command: AddGoal, staff: Mapping[str, StaffMember]
+    record: CasePlanning,
+    facts: CaseFacts,
+    command: AddGoal,
+    staff: Mapping[str, StaffMember],
+    day: date | None,
 ) -> GoalAdded:
     plan = _plan(record)
     if command.goal.goal_id in plan.goals:
         raise AlreadyExists("goal", command.goal.goal_id)
     _require_new_ids(record, command.goal.goal_id)
-    require_qualified_owners(planned_goals(command), facts, staff)
+    require_qualified_owners(planned_goals(command), facts, staff, day)
     goals = [state.goal for state in plan.goals.values()]
     _require_plan_within_bounds(plan.plan_id, [*goals, command.goal], goals)
     return GoalAdded(case_id=command.case_id, plan_id=plan.plan_id, goal=command.goal)
 
 
 def _revise_goal(
-    record: CasePlanning, facts: CaseFacts, command: ReviseGoal, staff: Mapping[str, StaffMember]
+    record: CasePlanning,
+    facts: CaseFacts,
+    command: ReviseGoal,
+    staff: Mapping[str, StaffMember],
+    day: date | None,
 ) -> GoalRevised:
     plan = _plan(record)
     goal = _active_goal(plan, command.goal.goal_id)
@@ -203,7 +218,7 @@ def _revise_goal(
             "the revised goal is the same as the current one",
             subject=command.goal.goal_id,
         )
-    require_qualified_owners(planned_goals(command), facts, staff)
+    require_qualified_owners(planned_goals(command), facts, staff, day)
     revised = {
         **{key: state.goal for key, state in plan.goals.items()},
         goal.goal.goal_id: command.goal,

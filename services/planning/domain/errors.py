@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 
 from casetrail_platform.commands import InvalidCommand, RuleBroken
 from events.catalog.assignment import COUNSELING_LICENCES
@@ -107,10 +107,11 @@ def dated_before(what: str, moment: datetime) -> InvalidCommand:
 
 
 def counseling_requires_licence(
-    path: str, task: PlanTask, worker_id: str | None, member: StaffMember | None
+    path: str, task: PlanTask, worker_id: str | None, member: StaffMember | None, on: date
 ) -> RuleBroken:
-    """Names the task, the worker and the rule, never the need (special data, and refusals
-    reach logs) nor the task's description."""
+    """Names the task, the worker, the rule and the day the licence must be valid on
+    (``on``), never the need (special data, and refusals reach logs) nor the task's
+    description."""
     licences = ", ".join(COUNSELING_LICENCES)
     worker = worker_id or "(none: the case has no worker)"
     if member is None:
@@ -119,10 +120,7 @@ def counseling_requires_licence(
             " assignments coordination records)"
         )
     else:
-        held = (
-            f"worker {worker} ({member.role.value}) holds none valid on"
-            f" {task.target_date.isoformat()}"
-        )
+        held = f"worker {worker} ({member.role.value}) holds none valid on {on.isoformat()}"
     return RuleBroken(
         COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER,
         f"task {task.task_id} ({path}) is counseling toward a need that calls for it, which only"

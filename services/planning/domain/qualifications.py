@@ -11,6 +11,7 @@ licence: the worker's tasks toward it are coordination, the counseling is the pr
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import date
 
 from events.catalog.assignment import COUNSELING_NEEDS, counseling_licence
 from events.catalog.planning import Goal, PlanTask, TaskOwnerKind
@@ -43,14 +44,18 @@ def task_workers(goals: Iterable[PlacedGoal], facts: CaseFacts) -> set[str]:
 
 
 def require_qualified_owners(
-    goals: Iterable[PlacedGoal], facts: CaseFacts, staff: Mapping[str, StaffMember]
+    goals: Iterable[PlacedGoal],
+    facts: CaseFacts,
+    staff: Mapping[str, StaffMember],
+    day: date | None = None,
 ) -> None:
     """Refuse the first counseling task whose worker holds no counseling licence valid on the
-    task's target date (or whose credentials planning has not learned)."""
+    task's target date, nor, for a target date before ``day`` (the command's), on ``day``
+    (or whose credentials planning has not learned). A plan's task is still to be carried
+    out: dated in the past, its licence's past would let a lapsed licence plan counseling.
+    Licences run until a date, so one valid on the later day is valid on the earlier too."""
     for path, task, worker_id in counseling_tasks(goals, facts):
         member = None if worker_id is None else staff.get(worker_id)
-        if (
-            member is None
-            or counseling_licence(member.role, member.credentials, task.target_date) is None
-        ):
-            raise errors.counseling_requires_licence(path, task, worker_id, member)
+        on = task.target_date if day is None else max(task.target_date, day)
+        if member is None or counseling_licence(member.role, member.credentials, on) is None:
+            raise errors.counseling_requires_licence(path, task, worker_id, member, on)

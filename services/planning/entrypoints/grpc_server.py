@@ -365,7 +365,8 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         command: Command,
         earlier: list[RecordedEvent] | None = None,
     ) -> Outcome:
-        return await handle(self._deps, context, command, earlier=earlier)
+        day = self._day(context, timely=True)
+        return await handle(self._deps, context, command, earlier=earlier, day=day)
 
     def _day(self, context: CommandContext, timely: bool) -> date | None:
         """The command's day: its stated moment's, else the server's (``None`` when the clock

@@ -670,6 +670,28 @@ def test_counseling_tasks_go_only_to_workers_licensed_to_counsel() -> None:
         )
 
 
+def test_a_counseling_task_dated_before_the_command_needs_a_licence_valid_on_its_day() -> None:
+    # The task is still to be carried out: a target date in the past does not take the
+    # worker back to when their licence held.
+    lapsed = LCSW.model_copy(update={"valid_until": date(2030, 3, 9)})
+    staff = {WORKER.user_id: StaffMember(WORKER.user_id, WORKER.role, (lapsed,))}
+    draft = c.DraftPlan(CASE, "plan-1", (counseling_goal(None),))  # its task: 2030-03-08
+    assert decide(record_of(), FACTS, WORKER, draft, staff=staff, day=date(2030, 3, 9))
+
+    with pytest.raises(RuleBroken) as error:
+        decide(record_of(), FACTS, WORKER, draft, staff=staff, day=date(2030, 3, 10))
+
+    assert rule_of(error) == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert "holds none valid on 2030-03-10" in str(error.value)
+    record = record_of(drafted("goal-walk"))
+    for command in (
+        c.AddGoal(CASE, counseling_goal(None)),
+        c.ReviseGoal(CASE, counseling_goal(None, goal_id="goal-walk"), "it is counseling"),
+    ):
+        with pytest.raises(RuleBroken):
+            decide(record, FACTS, WORKER, command, staff=staff, day=date(2030, 3, 10))
+
+
 def test_a_need_a_provider_took_on_leaves_the_workers_tasks_to_anyone() -> None:
     # The counseling is the provider's: the case manager's tasks toward it are coordination.
     facts = replace(

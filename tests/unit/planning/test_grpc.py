@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -17,7 +17,7 @@ from events.catalog.assignment import CaseAssigned, CredentialKind, WorkerCreden
 from events.catalog.referrals import ReferralCompleted, ReferralDeclined, ReferralWithdrawn
 from events.envelope import Actor
 from tests.support.identity import acting
-from tests.unit.planning.conftest import Planning
+from tests.unit.planning.conftest import NOW, Planning
 from tests.unit.planning.support import (
     COORDINATION,
     COORDINATOR,
@@ -539,3 +539,37 @@ async def test_counseling_tasks_go_only_to_workers_whose_licence_planning_learne
     # The licensed social worker, known from another case's assignment, may take it on.
     await planning.stub.DraftPlan(drafting("case-1", WORKER.user_id, OTHER_WORKER))
     await planning.stub.DraftPlan(drafting("case-2", WORKER.user_id, WORKER))
+
+
+async def test_a_counseling_task_dated_in_the_past_needs_a_licence_valid_today(
+    planning: Planning,
+) -> None:
+    """A licence lapsed the day before (the servicer's clock: NOW) was refused for a task dated
+    after it, yet let through for the same task dated before it: the lapsed licence's past
+    planned counseling still to come."""
+    bus = planning.bus
+    await bus.open_case("case-1", None)
+    lapsed = WorkerCredential(
+        kind=CredentialKind.LICENCE, name="LCSW", valid_until=NOW.date() - timedelta(days=1)
+    )
+    await bus.record(
+        COORDINATION,
+        "case-1",
+        assigned("case-1", WORKER).model_copy(update={"credentials": (lapsed,)}),
+    )
+    counsel = counseling(WORKER.user_id)
+    counsel.tasks[0].target_date = "2030-02-20"
+
+    code, details = await refused(
+        planning.stub.DraftPlan(
+            planning_pb2.DraftPlanRequest(
+                context=ctx(key="draft-past-task"), case_id="case-1", goals=[counsel]
+            )
+        )
+    )
+
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    info = one(details, error_details_pb2.ErrorInfo)
+    assert info.reason == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert info.metadata["field"] == "goals[0].tasks[0].owner.owner_id"
+    assert await planning.store.read_all(0) == [], "a refusal writes nothing"
