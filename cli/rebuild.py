@@ -32,7 +32,7 @@ OWN_STORE = {
 FROM_BUS = {
     "intake": ("case-closures", "case-facts"),
     "coordination": ("case-facts", "follow-ups"),
-    "planning": ("case-view", "staff", "case-facts"),
+    "planning": ("case-view-v2", "staff", "case-facts"),
     "audit": ("timeline-index-v2", "client-trail", "client-cases", "disclosure-index-recorded"),
 }
 """Each service's bus-fed projections, by ``_canonical`` name (the chart's topology.yaml lists

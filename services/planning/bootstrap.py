@@ -10,7 +10,11 @@ from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.policy.hosting import facts_access_control
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.cases import CaseReopened
-from services.planning.adapters.case_views import CaseViewProjection, CaseViews
+from services.planning.adapters.case_views import (
+    CaseViewProjection,
+    CaseViews,
+    retire_old_layout,
+)
 from services.planning.adapters.staff import StaffProjection
 from services.planning.app.handlers import SERVICE, Dependencies
 from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServicer
@@ -18,6 +22,7 @@ from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServ
 
 async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningService:
     host = await host_for(infra, SERVICE)
+    await retire_old_layout(host.read_models)
     views = CaseViewProjection()
     host.subscribe(views)
     host.subscribe(StaffProjection())

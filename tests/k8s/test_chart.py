@@ -378,8 +378,7 @@ def test_the_topics_objects_keep_their_names(helm: Tools) -> None:
     objects = _topic_objects(helm, "casetrail.case-events")
     assert objects["casetrail.case-events"] == f"{RELEASE}-kafka-casetrail.case-events"
     assert (
-        objects["casetrail.planning.case_view.dlq"]
-        == f"{RELEASE}-kafka-casetrail.planning.case-view.dlq"
+        objects["casetrail.planning.staff.dlq"] == f"{RELEASE}-kafka-casetrail.planning.staff.dlq"
     )
 
 

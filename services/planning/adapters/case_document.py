@@ -90,6 +90,8 @@ def new_document(case_id: str) -> Document:
         "last_closure_reason": None,
         "closures": 0,
         "reopens": 0,
+        "reopened_at": None,
+        "assessed": False,
         "closure_sequences": [],
         "last_contact_sequence": 0,
         "last_contact_due": None,
@@ -128,6 +130,7 @@ def _derive(document: Document) -> None:
             document["next_follow_up_due"] = None if after else document["last_contact_due"]
     closed = document["closures"] > document["reopens"]
     plan = current(document, "plan")
+    document["assessed"] = _assessed_in_episode(document)
     document["status"] = CLOSED if closed else OPEN
     document["closure_reason"] = document["last_closure_reason"] if closed else None
     if closed:
@@ -145,6 +148,17 @@ def _derive(document: Document) -> None:
     )
     document["scheduled_service_ids"] = sorted(s["service_id"] for s in _scheduled(document))
     document["open_referrals"] = len(_running(document))
+
+
+def _assessed_in_episode(document: Document) -> bool:
+    """Whether the case's current episode has its initial assessment: intake asks for one
+    after each reopening, so the last assessment counts only if it came after the last
+    reopening. Both are intake's events, so their sequences in its stream order them, in
+    whatever order the bus hands them over. An assessment always names at least one need
+    (the catalog requires it)."""
+    sequences = document.get("sequences", {})
+    after_reopening = sequences.get("assessment", 0) > sequences.get("reopening", 0)
+    return bool(document["assessed_needs"]) and after_reopening
 
 
 def _scheduled(document: Document) -> list[Document]:
@@ -407,6 +421,8 @@ def _closed(document: Document, event: CaseClosed, recorded: RecordedEvent) -> N
 
 def _reopened(document: Document, event: CaseReopened, recorded: RecordedEvent) -> None:
     document["reopens"] += 1
+    if _later(document, "reopening", recorded):
+        document["reopened_at"] = recorded.metadata.occurred_at.isoformat()
 
 
 def _service_scheduled(

@@ -32,8 +32,14 @@ from services.planning.adapters.case_document import (
 from services.planning.adapters.staff import STAFF, record_worker, staff_members
 from services.planning.domain.model import UNKNOWN_CASE, CaseFacts, StaffMember
 
-CASE_VIEWS = "case_views"
-FOLLOW_UPS = "follow_ups"
+CASE_VIEWS = "case_views_v2"
+FOLLOW_UPS = "follow_ups_v2"
+
+RETIRED = "case_view"
+RETIRED_COLLECTIONS = ("case_views", "follow_ups", erased_marks("case_views"))
+"""The projection before ``v2`` and its collections: its documents did not keep the case's
+last reopening (the episode an assessment belongs to, when the new cycle began), which no
+later event tells again. ``retire_old_layout`` deletes them at planning's start."""
 REFERRED_STATUSES = frozenset({"accepted", "completed"})
 """A referral in either has an outside provider taking the need on."""
 NEED_CODES = frozenset(need.value for need in NeedCategory)
@@ -42,7 +48,9 @@ NEED_CODES = frozenset(need.value for need in NeedCategory)
 class CaseViewProjection(Projection):
     """Every service's case events, including planning's own as they come back on the bus."""
 
-    name = "case_view"
+    name = "case_view_v2"
+    """v2: a new name and new collections, so a deployment builds it again from the bus
+    (``RETIRED``)."""
     collections = (CASE_VIEWS, FOLLOW_UPS, STAFF, erased_marks(CASE_VIEWS))
     event_types = EVENT_TYPES
 
@@ -84,6 +92,13 @@ are copied: codes (need categories, service kinds) and free text."""
 ERASURE = CaseErasure(
     CASE_VIEWS, scrubbing(codes=SENSITIVE_CODES, texts=SENSITIVE_TEXTS, settle=settle_erased)
 )
+
+
+async def retire_old_layout(read_models: ReadModelStore) -> None:
+    """Delete what the projection before ``v2`` left (nothing once done: a no-op after)."""
+    await read_models.reset(RETIRED, RETIRED_COLLECTIONS)
+    # Its documents held goals, tasks and needs in the clear: no copy stays in the files.
+    await read_models.forget_overwritten()
 
 
 def _follow_up_key(due: str, case_id: str) -> str:
@@ -141,8 +156,7 @@ class CaseViews:
             known=True,
             opened_at=None if opened_at is None else datetime.fromisoformat(opened_at),
             worker_id=document["worker_id"],
-            # An assessment always names at least one need (the catalog requires it).
-            assessed=bool(document["assessed_needs"]),
+            assessed=document["assessed"],
             reopens=document["reopens"],
             scheduled_service_ids=tuple(document["scheduled_service_ids"]),
             running_referral_ids=tuple(

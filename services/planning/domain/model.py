@@ -203,7 +203,8 @@ class CaseFacts:
     ``None`` for views projected before this was kept."""
     worker_id: str | None = None
     assessed: bool = False
-    """Intake recorded the initial assessment."""
+    """Intake recorded the initial assessment of the case's current episode (after its last
+    reopening: a reopened case is assessed again)."""
     reopens: int = 0
     scheduled_service_ids: tuple[str, ...] = ()
     running_referral_ids: tuple[str, ...] = ()

@@ -8,6 +8,7 @@ from uuid import uuid4
 import pytest
 
 from casetrail.planning.v1 import planning_pb2
+from casetrail_platform.commands import RuleBroken
 from casetrail_platform.grpc_platform.answer_caps import Cap
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.projections.runner import BusProjectionHandler
@@ -20,9 +21,12 @@ from events.catalog.values import NeedCategory
 from events.envelope import EventMetadata, RecordedEvent
 from services.planning.adapters.case_views import (
     CASE_VIEWS,
+    RETIRED,
+    RETIRED_COLLECTIONS,
     CaseFilter,
     CaseViewProjection,
     CaseViews,
+    retire_old_layout,
 )
 from services.planning.adapters.staff import STAFF, StaffProjection
 from services.planning.app.handlers import Dependencies
@@ -193,6 +197,7 @@ async def test_a_reopened_case_shows_the_plan_of_its_new_cycle_only(
     assert present.case_view(closed).plan.plan_id == "plan-1", "a closed case shows its plan"
 
     await bus.record(INTAKE, "case-e", reopened("case-e"))
+    await bus.record(INTAKE, "case-e", assessed("case-e"), actor=INTAKE_WORKER)
     view = await views.get("case-e")
     assert view is not None
     assert (view["status"], view["stage"]) == ("open", "assigned")
@@ -236,6 +241,52 @@ async def test_a_reopened_case_shows_the_plan_of_its_new_cycle_only(
         for recorded in await store.read_all(0):
             await handler(recorded)
     assert await dump(read_models, PROJECTION.collections) == before
+
+
+async def test_a_reopened_case_is_assessed_only_by_its_new_episodes_assessment(
+    deps: Dependencies, bus: Bus, read_models: ReadModelStore
+) -> None:
+    """Intake asks for an initial assessment per episode: the closed episode's let a reopened
+    case be planned before its new one (which intake still took afterwards)."""
+    plan = Planner(deps, bus)
+    views = CaseViews(bus.read_models)
+    await bus.open_case("case-e")
+    await plan(c.CloseCase("case-e", DischargeReason.CLIENT_MOVED, None))
+    await bus.record(INTAKE, "case-e", reopened("case-e"))
+
+    assert not (await views.facts("case-e")).assessed
+    with pytest.raises(RuleBroken, match="no initial assessment yet"):
+        await plan(c.DraftPlan("case-e", "plan-2", (goal("goal-home"),)))
+
+    await bus.record(INTAKE, "case-e", assessed("case-e"), actor=INTAKE_WORKER)
+    assert (await views.facts("case-e")).assessed
+    # Delivered in any order (the new assessment before the reopening, the first assessment
+    # last), the view tells the same.
+    events = [r for store in bus.stores.values() for r in await store.read_all(0)]
+    await read_models.reset(PROJECTION.name, PROJECTION.collections)
+    handler = bus.handler()
+    for recorded in [*await bus.planning_store.read_all(0), *reversed(events)]:
+        await handler(recorded)
+    assert (await views.facts("case-e")).assessed
+
+
+async def test_the_view_kept_before_reopenings_were_is_retired_at_start(
+    bus: Bus, read_models: ReadModelStore
+) -> None:
+    # A document of the old layout cannot tell which episode its assessment belongs to.
+    old = {"case_id": "case-o", "opened": True, "assessed_needs": [{"category": "home_care"}]}
+    async with read_models.transaction() as transaction:
+        for collection in RETIRED_COLLECTIONS:
+            await transaction.put(collection, "case-o", old)
+        await transaction.set_position(RETIRED, 1)
+
+    await retire_old_layout(read_models)
+
+    for collection in RETIRED_COLLECTIONS:
+        assert [item async for item in read_models.scan(collection)] == [], collection
+    assert await read_models.applied_position(RETIRED) == 0
+    assert PROJECTION.name != RETIRED
+    assert not set(RETIRED_COLLECTIONS) & set(PROJECTION.collections)
 
 
 async def test_a_contact_logged_late_does_not_replace_the_latest_follow_up(

@@ -27,6 +27,7 @@ from tests.unit.planning.support import (
     WORKER,
     Bus,
     Planner,
+    assessed,
     assigned,
     build_realistic_history,
     cancelled,
@@ -59,7 +60,7 @@ async def build_cycles_history(deps: Dependencies, bus: Bus) -> None:
         COORDINATION, "case-e", scheduled("case-e", "svc-1"), cancelled("case-e", "svc-1")
     )
     await plan(c.CloseCase("case-e", DischargeReason.GOALS_ACHIEVED, None))
-    await bus.record(INTAKE, "case-e", reopened("case-e"))
+    await bus.record(INTAKE, "case-e", reopened("case-e"), assessed("case-e"))
     await bus.record(COORDINATION, "case-e", reassigned("case-e", WORKER, OTHER_WORKER))
     await plan(c.DraftPlan("case-e", "plan-2", (goal("goal-home"),)), actor=OTHER_WORKER)
     await plan(c.AddGoal("case-e", goal("goal-cook", "Cook once a week")), actor=OTHER_WORKER)
@@ -249,7 +250,7 @@ async def test_a_document_kept_before_the_sequences_goes_on_as_a_new_one_would(
         revised = goal("goal-walk", "Walk to the park")
         await plan(c.ReviseGoal(case_id, revised, "better"), actor=OTHER_WORKER)
         await plan(c.CloseCase(case_id, DischargeReason.CLIENT_MOVED, None), actor=OTHER_WORKER)
-        await bus.record(INTAKE, case_id, reopened(case_id))
+        await bus.record(INTAKE, case_id, reopened(case_id), assessed(case_id))
         await plan(c.DraftPlan(case_id, "plan-2", (goal("goal-home"),)), actor=OTHER_WORKER)
         await plan(
             c.LogContact(case_id, "call", ContactKind.PHONE_CALL, "ok", date(2030, 5, 1)),
