@@ -152,12 +152,14 @@ class CaseViews:
         if document is None:
             return UNKNOWN_CASE
         opened_at = document.get("opened_at")
+        reopened_at = document["reopened_at"]
         return CaseFacts(
             known=True,
             opened_at=None if opened_at is None else datetime.fromisoformat(opened_at),
             worker_id=document["worker_id"],
             assessed=document["assessed"],
             reopens=document["reopens"],
+            reopened_at=None if reopened_at is None else datetime.fromisoformat(reopened_at),
             scheduled_service_ids=tuple(document["scheduled_service_ids"]),
             running_referral_ids=tuple(
                 r["referral_id"]

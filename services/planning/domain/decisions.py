@@ -117,13 +117,17 @@ def _require_in_order(
     record: CasePlanning, facts: CaseFacts, command: Command, occurred_at: datetime
 ) -> None:
     """A command happens in the case's current cycle: not before the case was opened, nor
-    before its last closure (a reopened case's work follows it); and work on the plan not
-    before the plan was drafted (an agreement dated before there was a plan)."""
+    before its last closure or its last reopening (a reopened case's work follows it: dated
+    between the two, audit's state as it happened showed a plan made on a closed case); and
+    work on the plan not before the plan was drafted (an agreement dated before there was a
+    plan)."""
     case_id = command.case_id
     if facts.opened_at is not None and occurred_at < facts.opened_at:
         raise errors.dated_before(f"case {case_id} was opened", facts.opened_at)
     if record.closed_at is not None and occurred_at < record.closed_at:
         raise errors.dated_before(f"case {case_id} was last closed", record.closed_at)
+    if facts.reopened_at is not None and occurred_at < facts.reopened_at:
+        raise errors.dated_before(f"case {case_id} was last reopened", facts.reopened_at)
     plan = record.plan
     drafted_at = None if plan is None or not isinstance(command, PLAN_WORK) else plan.drafted_at
     if plan is not None and drafted_at is not None and occurred_at < drafted_at:

@@ -206,6 +206,8 @@ class CaseFacts:
     """Intake recorded the initial assessment of the case's current episode (after its last
     reopening: a reopened case is assessed again)."""
     reopens: int = 0
+    reopened_at: datetime | None = None
+    """When intake says the case was last reopened: the current cycle's work follows it."""
     scheduled_service_ids: tuple[str, ...] = ()
     running_referral_ids: tuple[str, ...] = ()
     """Referrals made and not yet declined or completed (pending or accepted)."""

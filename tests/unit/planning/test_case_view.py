@@ -254,7 +254,9 @@ async def test_a_reopened_case_is_assessed_only_by_its_new_episodes_assessment(
     await plan(c.CloseCase("case-e", DischargeReason.CLIENT_MOVED, None))
     await bus.record(INTAKE, "case-e", reopened("case-e"))
 
-    assert not (await views.facts("case-e")).assessed
+    facts = await views.facts("case-e")
+    assert not facts.assessed
+    assert facts.reopened_at is not None  # the current cycle's work is dated after it
     with pytest.raises(RuleBroken, match="no initial assessment yet"):
         await plan(c.DraftPlan("case-e", "plan-2", (goal("goal-home"),)))
 

@@ -775,3 +775,22 @@ def _refused(record: CasePlanning, command: c.Command) -> RuleBroken | None:
     except RuleBroken as refusal:
         return refusal
     return None
+
+
+def test_work_is_not_dated_between_the_last_closure_and_the_reopening_that_followed() -> None:
+    """A plan dated while the case stood closed: audit's state as it happened showed it made
+    on a closed case."""
+    closed_at = datetime(2030, 3, 10, 9, 0, tzinfo=UTC)
+    reopened_at = closed_at + timedelta(days=3)
+    record = CasePlanning(CASE)
+    record.apply(drafted("goal-walk"), closed_at - timedelta(days=30))
+    record.apply(CaseClosed(case_id=CASE, reason=DischargeReason.CLIENT_MOVED), closed_at)
+    facts = replace(REOPENED, reopened_at=reopened_at)
+    draft = c.DraftPlan(CASE, "plan-2", (goal("goal-home"),))
+
+    with pytest.raises(InvalidCommand) as while_closed:
+        decide(record, facts, WORKER, draft, reopened_at - timedelta(days=1))
+    [problem] = while_closed.value.violations
+    assert problem.field == "context.occurred_at"
+    assert f"must not be before case {CASE} was last reopened" in problem.problem
+    assert decide(record, facts, WORKER, draft, reopened_at), "at the reopening's moment"
