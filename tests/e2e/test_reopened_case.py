@@ -97,8 +97,24 @@ async def test_a_reopened_case_is_planned_anew_before_it_closes_as_goals_achieve
     assert (reopened.stage, reopened.HasField("plan")) == ("assigned", False)
     again = pl.CloseCaseRequest(context=command(key()), case_id=case_id, reason="goals_achieved")
     assert (await refused(planning.CloseCase(again))).reason == "PLAN_NOT_DRAFTED"
-    second = await planning.DraftPlan(
-        pl.DraftPlanRequest(context=command(key()), case_id=case_id, goals=[_goal("Walk again")])
+    # The new episode is planned on its own initial assessment (intake asks for one again).
+    draft = pl.DraftPlanRequest(
+        context=command(key()), case_id=case_id, goals=[_goal("Walk again")]
+    )
+    assert (await refused(planning.DraftPlan(draft))).reason == "CASE_NOT_ASSESSED"
+    await stubs.as_(INTAKE_WORKER).intake.RecordInitialAssessment(
+        intake_pb2.RecordInitialAssessmentRequest(
+            context=command(key()),
+            case_id=case_id,
+            factors=intake_pb2.AssessmentFactors(social="Fell again at home"),
+            needs=[intake_pb2.AssessedNeed(category="home_care", urgency="soon")],
+        )
+    )
+    second = await eventually(
+        lambda: planning.DraftPlan(draft),
+        what="planning to learn the new episode's assessment",
+        patience=casetrail.patience,
+        retry=arrived,
     )
     assert second.plan_id != first.plan_id
     shown = await eventually(
