@@ -58,13 +58,20 @@ class Problem(Exception):
     """A page explaining why the request could not be answered (nothing else disclosed)."""
 
     def __init__(
-        self, status: int, title: str, message: str, problems: Mapping[str, str] | None = None
+        self,
+        status: int,
+        title: str,
+        message: str,
+        problems: Mapping[str, str] | None = None,
+        continue_to: str | None = None,
     ) -> None:
         super().__init__(title)
         self.status = status
         self.title = title
         self.message = message
         self.problems = dict(problems or {})
+        self.continue_to = continue_to
+        """A path of the console the reader may open from this page, by their own click."""
 
 
 @dataclass
@@ -187,12 +194,22 @@ def opened_here(request: Request, destination: str = "document") -> None:
             _same_host(request, headers[name]) for name in ("origin", "referer") if name in headers
         )
     if not own:
+        # A link followed from elsewhere (a ticket, an e-mail) is a page asked for as a page:
+        # the reader's own click on this page then opens it (same-origin), which no page
+        # elsewhere can do for them (the console is never framed).
+        navigated = destination == "document" and headers.get("sec-fetch-dest") == "document"
         raise Problem(
             403,
             "Open this page from the console",
             "This request did not come from the console's own pages, so nothing was read or"
             " recorded in your name. Open the case from the console, or type its address.",
+            continue_to=_path_asked(request) if navigated else None,
         )
+
+
+def _path_asked(request: Request) -> str:
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
 
 
 def _same_host(request: Request, address: str) -> bool:

@@ -748,6 +748,10 @@ def test_a_case_page_not_opened_from_the_console_is_refused_and_not_recorded(
                 answer = victim.get(address, headers=headers)
                 assert answer.status_code == 403, (address, headers)
                 assert "Open this page from the console" in answer.text
+                navigated = headers.get("sec-fetch-dest") == "document"
+                assert ('id="continue"' in answer.text) is navigated, (address, headers)
+                if navigated:
+                    assert f'href="{html.escape(address)}"' in answer.text
         proofs = victim.get("/ledger/proofs?event=" + "0" * 8 + "-0000-0000-0000-" + "0" * 12)
         assert proofs.status_code != 403
         refused = victim.get(proofs.url, headers=image)
