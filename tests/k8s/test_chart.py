@@ -10,7 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from casetrail_platform.bus.topics import TopicSettings
+from casetrail_platform.bus.topics import (
+    CASE_EVENTS_MAX_MESSAGE_BYTES,
+    DEAD_LETTER_MAX_MESSAGE_BYTES,
+    TopicSettings,
+)
 from casetrail_platform.health import LIVENESS_SERVICE
 from casetrail_platform.ledger.postgres import READER_ROLE
 from casetrail_platform.shutdown import (
@@ -340,6 +344,11 @@ def test_topics_are_the_case_events_and_each_groups_dead_letters(rendered: Rende
         assert spec["replicas"] == 3
         assert spec["config"]["min.insync.replicas"] == 2
         assert spec["config"]["retention.ms"] == -1
+    # A record the case-event topic took is dead-lettered whole, with the headers saying why.
+    sizes = {name: spec["config"]["max.message.bytes"] for name, spec in topics.items()}
+    assert sizes.pop("casetrail.case-events") == CASE_EVENTS_MAX_MESSAGE_BYTES
+    assert sizes.pop(LEDGER_CHECKPOINTS_TOPIC) == CASE_EVENTS_MAX_MESSAGE_BYTES
+    assert set(sizes.values()) == {DEAD_LETTER_MAX_MESSAGE_BYTES}
 
 
 OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
