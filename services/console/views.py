@@ -171,13 +171,21 @@ OWN_SITES = ("same-origin", "none")
 bookmarked or opened from another application."""
 
 
-def opened_here(request: Request, destination: str = "document") -> None:
+PAGE = ("document",)
+DOWNLOAD = ("document", "empty")
+"""An ``<a download>`` link's request is a navigation Chromium sends as ``Sec-Fetch-Dest:
+empty``; typed in, the same address is a ``document``."""
+FETCHED = ("empty",)
+
+
+def opened_here(request: Request, destinations: tuple[str, ...] = PAGE) -> None:
     """``Problem`` 403 unless the browser says the request comes from the console's own page (or
-    the auditor's own action) and is for ``destination``: a page read as a page (``document``),
-    the proofs as the timeline's fetch (``empty``). Each case page makes audit record an access
-    under the signed-in auditor, and its ``SameSite=Strict`` cookie is sent by every page of the
-    same site, another port or a sibling host of the agency's domain among them: such a page's
-    ``<img src=".../export">`` wrote access records in the auditor's name.
+    the auditor's own action) and is for one of ``destinations``: a page read as a page
+    (``document``), the export as a download, the proofs as the timeline's fetch (``empty``).
+    Each case page makes audit record an access under the signed-in auditor, and its
+    ``SameSite=Strict`` cookie is sent by every page of the same site, another port or a sibling
+    host of the agency's domain among them: such a page's ``<img src=".../export">`` wrote
+    access records in the auditor's name.
 
     Browsers since 2023 send Fetch Metadata (``Sec-Fetch-*``) to HTTPS and loopback, which is
     everywhere the console is served. Without it (curl, an older browser) a request passes
@@ -188,7 +196,7 @@ def opened_here(request: Request, destination: str = "document") -> None:
     headers = request.headers
     site = headers.get("sec-fetch-site")
     if site is not None:
-        own = site in OWN_SITES and headers.get("sec-fetch-dest") == destination
+        own = site in OWN_SITES and headers.get("sec-fetch-dest") in destinations
     else:
         own = all(
             _same_host(request, headers[name]) for name in ("origin", "referer") if name in headers
@@ -197,7 +205,7 @@ def opened_here(request: Request, destination: str = "document") -> None:
         # A link followed from elsewhere (a ticket, an e-mail) is a page asked for as a page:
         # the reader's own click on this page then opens it (same-origin), which no page
         # elsewhere can do for them (the console is never framed).
-        navigated = destination == "document" and headers.get("sec-fetch-dest") == "document"
+        navigated = "document" in destinations and headers.get("sec-fetch-dest") == "document"
         raise Problem(
             403,
             "Open this page from the console",
@@ -383,7 +391,7 @@ async def timeline(request: Request) -> Response:
 
 async def ledger_proofs(request: Request) -> Response:
     """The proofs the timeline page's script checks (hashes and signed checkpoints only)."""
-    opened_here(request, "empty")
+    opened_here(request, FETCHED)
     session = signed_in(request)
     return await integrity.endpoint(request, console_of(request).client(), caller(session))
 
@@ -527,7 +535,7 @@ async def disclosures(request: Request) -> Response:
 
 
 async def export(request: Request) -> Response:
-    opened_here(request)
+    opened_here(request, DOWNLOAD)
     session = signed_in(request)
     case_id = pages.case_id(request.path_params["case_id"])
     chunks = console_of(request).client().export(caller(session), case_id)

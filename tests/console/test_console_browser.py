@@ -411,6 +411,20 @@ def accesses_of(demo_casetrail: DemoCasetrail, user: str) -> list[str]:
         return accessed_by(reader, demo_casetrail.case_id, user)
 
 
+def test_the_export_link_downloads_the_case(
+    browser: WebDriver, console: RunningConsole, demo_casetrail: DemoCasetrail
+) -> None:
+    """Chromium asks for an ``<a download>`` link as ``Sec-Fetch-Dest: empty``: the export was
+    refused as not opened from the console."""
+    browser.delete_all_cookies()
+    sign_in_and_open(browser, console.url, demo_casetrail.case_id, "ada-downloads")
+    before = len(accesses_of(demo_casetrail, "ada-downloads"))
+    browser.find_element(By.PARTIAL_LINK_TEXT, "Export").click()
+    WebDriverWait(browser, 30, poll_frequency=1).until(
+        lambda _: len(accesses_of(demo_casetrail, "ada-downloads")) > before
+    )
+
+
 def test_a_page_of_the_same_site_cannot_read_a_case_in_the_auditors_name(
     browser: WebDriver, console: RunningConsole, demo_casetrail: DemoCasetrail
 ) -> None:
