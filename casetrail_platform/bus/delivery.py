@@ -118,7 +118,16 @@ class Deliverer:
     def prepare(self, messages: Sequence[BusMessage]) -> Sequence[BusMessage]:
         """What to hand to ``deliver`` for ``messages`` just polled: the same, or, with an
         ordering guard, without the early records and with those an arrival released."""
-        return messages if self.ordering is None else self.ordering.sort(messages, self._untracked)
+        if self.ordering is None:
+            return messages
+        return self.ordering.sort(messages, self._untracked, self._never_an_event)
+
+    def _never_an_event(self, message: BusMessage) -> bool:
+        """Whether the decoder refuses ``message`` for its own fault: a record copying a real
+        case's headers, any value but an event's, would hold its partition's commit until that
+        case writes again. An outage of the keys is no verdict: the record may be one."""
+        decoded = self._decoder(message)
+        return isinstance(decoded, Exception) and not is_outage(decoded)
 
     def commit_offsets(self, handed: Sequence[BusMessage], done: int) -> dict[int, int]:
         """Per partition, the offset to commit once the first ``done`` of ``handed`` (what

@@ -101,12 +101,16 @@ class _Gap:
 
 
 def _data_object(message: BusMessage) -> bool:
-    """Whether the record's value is a JSON object, as every event's data is (the guard
-    decodes nothing else: the decoder is the judge of the rest)."""
+    """Whether the record's value is a JSON object, as every event's data is: the guard's own
+    judgement when it is given no decoder's (``sort``'s ``never_an_event``)."""
     try:
         return isinstance(json.loads(message.value or b""), dict)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested deeper than the parser goes: no event
         return False
+
+
+def _not_data_object(message: BusMessage) -> bool:
+    return not _data_object(message)
 
 
 class SequenceGuard:
@@ -134,12 +138,20 @@ class SequenceGuard:
         self._given_up = 0
 
     def sort(
-        self, messages: Sequence[BusMessage], untracked: tuple[bytes, ...] = ()
+        self,
+        messages: Sequence[BusMessage],
+        untracked: tuple[bytes, ...] = (),
+        never_an_event: Callable[[BusMessage], bool] | None = None,
     ) -> list[BusMessage]:
         """``messages`` in the order to hand them over: early ones withheld, and withheld ones
         released right after the record that filled their gap. ``untracked``: stream name
         prefixes (``b"access-"``) whose records pass as they come, untracked: streams holding
-        only types the consumer skips (``untracked_stream_prefixes``), so none of theirs waits."""
+        only types the consumer skips (``untracked_stream_prefixes``), so none of theirs waits.
+        ``never_an_event``: whether the decoder refuses an early record for its own fault (then
+        handed over, to be dead-lettered); without it, any record whose value is no JSON object.
+        """
+        if never_an_event is None:
+            never_an_event = _not_data_object
         ordered: list[BusMessage] = []
         for message in messages:
             if (
@@ -176,7 +188,7 @@ class SequenceGuard:
                 del self._last[stream]  # re-inserted last: the dict runs oldest to newest
                 self._last[stream] = sequence
                 self._release_contiguous(stream, ordered)
-            elif not _data_object(message):
+            elif never_an_event(message):
                 # Only an event is worth waiting for: a record with a real case's headers
                 # and any other value would hold its partition's commit until that case
                 # writes again. Handed over, the decoder dead-letters it.

@@ -166,7 +166,15 @@ def test_nothing_is_committed_past_a_withheld_or_unfinished_record() -> None:
         return True
 
     guard = SequenceGuard()
-    deliverer = Deliverer("g", _Handler(), sample_registry(), RetryPolicy(), store, ordering=guard)
+    deliverer = Deliverer(
+        "g",
+        _Handler(),
+        sample_registry(),
+        RetryPolicy(),
+        store,
+        ordering=guard,
+        decode=lambda _: recorded("c1", 1, 1),  # every record an event's: early ones wait
+    )
     handed = deliverer.prepare(
         [message("case-1", 1, 10), message("case-1", 3, 11), message("case-2", 1, 12)]
     )
@@ -317,6 +325,41 @@ async def test_an_early_record_that_is_no_event_is_dead_lettered_not_withheld() 
     [letter] = bus.dead_letters("g")
     assert letter.message.offset == 1
     assert letter.reason is DeadLetterReason.UNDECODABLE
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"{}", b'{"a": 1}', b"[" * 100_000],
+    ids=["empty object", "an object of no event", "nested beyond the parser"],
+)
+async def test_an_early_record_the_decoder_refuses_is_dead_lettered_not_withheld(
+    value: bytes,
+) -> None:
+    """A JSON object is no event: such a record was withheld as early all the same; and one
+    nested deeper than the JSON parser goes raised RecursionError out of the guard, which
+    ended the subscriber for good."""
+    registry = sample_registry()
+    first, forged = recorded("c1", 1, 1), recorded("c1", 3, 2)
+    others = [recorded("c2", 1, 3)]
+    bus = InProcessBus(partitions=1)
+    await bus.publisher("t").publish([first])
+    key, headers, _ = to_kafka_binary(forged)
+    bus.append("t", key, value, headers)
+    await bus.publisher("t").publish(others)
+    assert sequences(SequenceGuard("g").sort([with_value(message("case-1", 3, 1), value)])) == [3]
+    recorder = Recorder()
+    stop = asyncio.Event()
+    member = asyncio.create_task(
+        bus.subscriber(registry, "t").run("g", recorder, stop, ordering=SequenceGuard("g"))
+    )
+    try:
+        await eventually(lambda: bus.committed("t", "g") == {0: 3} or member.done(), "all")
+    finally:
+        stop.set()
+        await member
+    assert [e.event_id for e in recorder.deliveries] == [e.event_id for e in [first, *others]]
+    [letter] = bus.dead_letters("g")
+    assert letter.message.offset == 1
 
 
 def with_value(message: BusMessage, value: bytes) -> BusMessage:
