@@ -62,9 +62,10 @@ _DEAD_LETTER_HEADERS = {
     dead_letters.ATTEMPTS: "How many times the group tried (decimal).",
 }
 _OPTIONAL_DEAD_LETTER_HEADERS = {
-    dead_letters.TRUNCATED: "Only on a letter whose record's value was too large for the "
-    "dead-letter topic: the letter holds the value's first bytes, this header the whole "
-    "value's size in bytes (decimal). Never replayed.",
+    dead_letters.TRUNCATED: "Only on a letter whose record was too large for the "
+    "dead-letter topic: the letter holds the value's first bytes and the first of the "
+    "record's headers that fit, this header the whole value's size in bytes (decimal). "
+    "Never replayed.",
 }
 
 

@@ -3,8 +3,9 @@
 A dead letter is the original message (key, value and headers unchanged, so it can be
 replayed as is) plus ``casetrail_dlq_*`` headers saying which group failed it, where it was
 read from and why. In Kafka it goes to the group's ``<group>.dlq`` topic. A record too large
-for that topic is kept cut (``DeadLetter.cut``, header ``casetrail_dlq_truncated``): its letter
-says what failed and where, and is never replayed.
+for that topic is kept cut (``DeadLetter.cut``: the value's and the headers' first 64 KiB,
+header ``casetrail_dlq_truncated``): its letter says what failed and where, and is never
+replayed.
 """
 
 from __future__ import annotations
@@ -106,14 +107,21 @@ class DeadLetter:
     bytes (``cut``): such a letter says what failed and where, but cannot be replayed."""
 
     def cut(self, keep: int) -> DeadLetter | None:
-        """This letter with only the first ``keep`` bytes of its record's value (for a
-        dead-letter topic that refuses the whole record); ``None`` if the value is no longer."""
+        """This letter with only the first ``keep`` bytes of its record's value and the first
+        of its headers that fit in ``keep`` bytes (for a dead-letter topic that refuses the
+        whole record: a foreign record may carry its bulk in its headers); ``None`` if it holds
+        no more than that already."""
         value = self.message.value
-        if value is None or len(value) <= keep:
+        headers = _first_fitting(self.message.headers, keep)
+        value_fits = value is None or len(value) <= keep
+        if value_fits and len(headers) == len(self.message.headers):
             return None
-        whole = len(value) if self.truncated_from is None else self.truncated_from
+        kept = value if value is None or value_fits else value[:keep]
+        whole = len(value or b"") if self.truncated_from is None else self.truncated_from
         return replace(
-            self, message=replace(self.message, value=value[:keep]), truncated_from=whole
+            self,
+            message=replace(self.message, value=kept, headers=headers),
+            truncated_from=whole,
         )
 
     @property
@@ -138,6 +146,17 @@ class DeadLetter:
             (ATTEMPTS, str(self.attempts).encode()),
             *(() if self.truncated_from is None else ((TRUNCATED, b"%d" % self.truncated_from),)),
         )
+
+
+def _first_fitting(headers: Headers, size: int) -> Headers:
+    """The first of ``headers`` whose names and values together take at most ``size`` bytes."""
+    kept: list[tuple[str, bytes]] = []
+    for name, value in headers:
+        size -= len(name.encode(errors="replace")) + len(value)
+        if size < 0:
+            break
+        kept.append((name, value))
+    return tuple(kept)
 
 
 def parse_dead_letter(key: bytes | None, value: bytes | None, headers: Headers) -> DeadLetter:

@@ -62,13 +62,24 @@ async def names() -> AsyncIterator[tuple[KafkaSettings, TopicSettings, str]]:
         await delete_topics(settings, [topics.case_events_topic, dead_letter_topic(group)])
 
 
-async def publish_foreign_between(settings: KafkaSettings, topic: str) -> None:
+HEADERS_HEAVY = [("ce_type", b"x"), ("junk", b"\xff" * (1_048_576 - 200))]
+"""A foreign record carrying its bulk in a header: cutting its value alone never fits."""
+
+
+async def publish_foreign_between(
+    settings: KafkaSettings,
+    topic: str,
+    foreign: bytes = FOREIGN,
+    foreign_headers: list[tuple[str, bytes]] | None = None,
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
     await producer.start()
     try:
         for event in (BEFORE, None, AFTER):
             if event is None:
-                await producer.send_and_wait(topic, FOREIGN, b"c-9", headers=[("ce_type", b"x")])
+                await producer.send_and_wait(
+                    topic, foreign, b"c-9", headers=foreign_headers or [("ce_type", b"x")]
+                )
             else:
                 key, headers, value = to_kafka_binary(event)
                 await producer.send_and_wait(topic, value, key, headers=headers)
@@ -128,3 +139,24 @@ async def test_a_dead_letter_topic_refusing_the_letter_gets_it_cut_and_never_rep
     assert f"{where} not replayed: truncated" in capsys.readouterr().err
     on_topic = await read_topic(settings, topics.case_events_topic, topics.partitions)
     assert len(on_topic) == 3  # nothing put back
+
+
+async def test_a_letter_too_large_for_its_headers_is_cut_too(
+    names: tuple[KafkaSettings, TopicSettings, str],
+) -> None:
+    """Only the value was ever cut: a record of one byte and a 1 MiB header had its letter
+    refused on every try, and its partition stalled for good."""
+    settings, topics, group = names
+    letters = dead_letter_topic(group)
+    await create_topics(settings, [NewTopic(letters, topics.dead_letter_partitions, 1)])
+    await publish_foreign_between(settings, topics.case_events_topic, b"x", HEADERS_HEAVY)
+
+    await handled_past_the_foreign_record(settings, topics, group)
+
+    [letter] = await read_topic(settings, letters, topics.dead_letter_partitions)
+    headers = dict(letter.headers)
+    assert letter.value == b"x"
+    assert headers["ce_type"] == b"x"
+    assert "junk" not in headers
+    assert headers[TRUNCATED] == b"1"
+    assert headers[REASON].startswith(b"undecodable: ")
