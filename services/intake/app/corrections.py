@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date
 
 from casetrail_platform.commands import CommandContext, NotFound
-from casetrail_platform.decide import execute
+from casetrail_platform.decide import execute, recorded_before
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.store.port import EventStore
@@ -48,10 +48,15 @@ async def correct_date_of_birth(
 ) -> Recorded:
     """Decided under the lock a registration of the corrected person takes: a registration
     racing the correction sees it, or the correction sees the registration (the directory is
-    caught up by the next registration that could match, under the same lock)."""
+    caught up by the next registration that could match, under the same lock). A retry of
+    one recorded gets its first answer without waiting for the cases' closures
+    (``recorded_before``): a closure since, or a log trailing, changes nothing it did."""
     require_role(context.actor.role, Action.CORRECT_CLIENT)
     correction = correction_of(command, today)
     case_ids = await access.require_client_correction(principal, correction.client_id)
+    earlier = await recorded_before(store, SOURCE, context)
+    if earlier is not None:
+        return recorded_of(correction.client_id, earlier)
     client = client_from(await store.read_stream(client_stream(correction.client_id)))
     if client is None:
         raise NotFound("client", correction.client_id)

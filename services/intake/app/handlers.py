@@ -228,9 +228,14 @@ async def record_initial_assessment(
 ) -> tuple[Recorded, str]:
     """Returns what was recorded and the assessment's id. ``checked``: the event already built
     by ``assessment_of``, if the caller has it. Decided on the closures the bus holds of the
-    case, as a reopening is: an assessment sent after planning answered a closure is refused."""
+    case, as a reopening is: an assessment sent after planning answered a closure is refused.
+    A retry of one recorded gets its first answer without waiting for them
+    (``recorded_before``): a closure since, or a log trailing, changes nothing it did."""
     require_role(context.actor.role, Action.RECORD_ASSESSMENT)
     assessment = checked or assessment_of(context, command)
+    earlier = await recorded_before(store, SOURCE, context)
+    if earlier is not None:
+        return _assessment_answer(assessment, earlier)
     closed = len(await closures_on_the_bus(closures, assessment.case_id))
     erasure = await case_client_erasure(store, assessment.case_id)
     recorded = await execute(
@@ -243,6 +248,14 @@ async def record_initial_assessment(
         ),
         guard=erasure.read,
     )
+    return _assessment_answer(assessment, recorded)
+
+
+def _assessment_answer(
+    assessment: InitialAssessmentRecorded, recorded: Sequence[RecordedEvent]
+) -> tuple[Recorded, str]:
+    """What ``record_initial_assessment`` answers: the assessment it recorded (the first
+    attempt's, on a retry), or ``assessment`` if nothing was recorded."""
     first = recorded[0].event if recorded else assessment
     assert isinstance(first, InitialAssessmentRecorded)
     return recorded_of(assessment.case_id, recorded), first.assessment_id

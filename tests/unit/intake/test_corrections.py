@@ -21,11 +21,19 @@ from casetrail_platform.identity.principal import Principal
 from casetrail_platform.infrastructure import Infrastructure, open_read_models
 from casetrail_platform.policy.decide import decide_client_correction
 from casetrail_platform.policy.facts import CaseFacts
-from casetrail_platform.policy.projection import CaseFactsReader
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.projection import CaseFactsProjection, CaseFactsReader
+from casetrail_platform.projections.runner import catch_up
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.rpc import Person
 from events.catalog.assignment import CaseAssigned
 from events.catalog.base import Role
 from events.catalog.clients import ClientDateOfBirthCorrected, ClientRegistered, PersonName
+from services.intake.adapters.case_closures import ClosureLog
+from services.intake.adapters.client_directory import ClientDirectory
+from services.intake.app.commands import CorrectClientDateOfBirth
+from services.intake.app.corrections import correct_date_of_birth
 from services.intake.bootstrap import start
 from services.intake.domain.clients import client_from
 from services.intake.domain.corrections import check_corrected_date_of_birth
@@ -33,7 +41,13 @@ from tests.support.grpc import details, refusal, violated_fields
 from tests.support.identity import TestIssuer, acting, caller_channel
 from tests.support.waiting import eventually
 from tests.unit.intake.requests import command, marco, opening, query, until_status
-from tests.unit.intake.support import Intake, closed_by_planning, recorded
+from tests.unit.intake.support import (
+    Intake,
+    closed_by_planning,
+    context_of,
+    open_a_case,
+    recorded,
+)
 
 CANARY = "CANARY-7c1e-birth-certificate"
 AGENCY = "eastbay-dss"
@@ -325,3 +339,33 @@ async def test_a_date_of_birth_never_recorded_is_recorded_by_a_correction(intake
     await intake.stub.CorrectClientDateOfBirth(correcting(client.client_id))
 
     assert await birth_date(intake, client.client_id) == "1941-06-12"
+
+
+async def test_a_retried_correction_is_answered_while_the_closures_trail(
+    store: SqliteEventStore,
+    directory: ClientDirectory,
+    read_models: SqliteReadModelStore,
+    access: AccessControl,
+) -> None:
+    """A retry of a correction already recorded gets its first answer without waiting for the
+    client's cases' closures: the log trailing the bus changes nothing it did."""
+    case_id = await open_a_case(store, directory)
+    await catch_up(store, read_models, CaseFactsProjection())
+    client_id = (await access.case_facts(case_id)).client_id
+    assert client_id is not None
+    coordinator = Principal("cora", Role.COORDINATOR, AGENCY, "test")
+    retried = context_of(coordinator)
+    correction = CorrectClientDateOfBirth(client_id, "1941-06-12", "Birth certificate seen")
+    today = agency_today(ZoneInfo("America/Los_Angeles"))
+
+    async def correct(closures: ClosureLog) -> object:
+        return await correct_date_of_birth(
+            store, directory, closures, access, coordinator, retried, correction, today
+        )
+
+    first = await correct(ClosureLog(read_models))
+
+    async def never(case_id: str) -> bool:
+        return False
+
+    assert await correct(ClosureLog(read_models, never)) == first

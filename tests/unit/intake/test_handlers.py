@@ -546,3 +546,24 @@ async def test_an_assessment_whose_closures_trail_decides_nothing(
         )
     assert raised.value.subject == case_id
     assert await store.stream_version(case_stream(case_id)) == 1
+
+
+async def test_a_retried_assessment_is_answered_while_the_closures_trail(
+    store: SqliteEventStore, directory: ClientDirectory, read_models: SqliteReadModelStore
+) -> None:
+    """A retry of an assessment already recorded gets its first answer without waiting for the
+    case's closures: the log trailing the bus changes nothing it did."""
+    case_id = await open_a_case(store, directory)
+    retried = context()
+    first = await handlers.record_initial_assessment(
+        store, ClosureLog(read_models), retried, assessing(case_id)
+    )
+
+    async def never(case_id: str) -> bool:
+        return False
+
+    again = await handlers.record_initial_assessment(
+        store, ClosureLog(read_models, never), retried, assessing(case_id)
+    )
+    assert again == first
+    assert await store.stream_version(case_stream(case_id)) == 2
