@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from itertools import islice
 
 from casetrail_platform.folded import Fold, Snapshots
@@ -19,6 +20,9 @@ class Reservation:
     service_id: str | None
     reserved: int
     released: int = 0
+    reserved_at: datetime | None = None
+    """When it was made, as its command stated: a release of it cannot have happened before.
+    ``None`` in a state folded before this was kept (snapshot schema 1, refolded)."""
 
     @property
     def remaining(self) -> int:
@@ -64,6 +68,7 @@ def fold_budget(state: BudgetLineState, history: Iterable[RecordedEvent]) -> Bud
                     event.case_id,
                     event.service_id,
                     event.amount.amount_minor_units,
+                    reserved_at=recorded.metadata.occurred_at,
                 )
                 state.committed += event.amount.amount_minor_units
                 state.reservations_total += 1
@@ -75,7 +80,7 @@ def fold_budget(state: BudgetLineState, history: Iterable[RecordedEvent]) -> Bud
 
 def _encode(state: BudgetLineState) -> bytes:
     reservations = [
-        [r.reservation_id, r.case_id, r.service_id, r.reserved, r.released]
+        [r.reservation_id, r.case_id, r.service_id, r.reserved, r.released, _moment(r)]
         for r in state.reservations.values()
     ]
     whole = [state.version, state.committed, state.reservations_total, reservations]
@@ -85,17 +90,34 @@ def _encode(state: BudgetLineState) -> bytes:
 def _decode(data: bytes) -> BudgetLineState:
     version, committed, total, reservations = json.loads(data)
     # In the order they were made: ``newest`` lists the last ones.
-    kept = {row[0]: Reservation(*row) for row in reservations}
+    kept = {row[0]: _reservation(*row) for row in reservations}
     return BudgetLineState(version, kept, committed, total)
+
+
+def _moment(reservation: Reservation) -> str | None:
+    made = reservation.reserved_at
+    return None if made is None else made.isoformat()
+
+
+def _reservation(
+    reservation_id: str,
+    case_id: str,
+    service_id: str | None,
+    reserved: int,
+    released: int,
+    reserved_at: str | None,
+) -> Reservation:
+    made = None if reserved_at is None else datetime.fromisoformat(reserved_at)
+    return Reservation(reservation_id, case_id, service_id, reserved, released, made)
 
 
 BUDGET_LINE = Fold(
     "coordination.budget-line",
     lambda: BudgetLineState(0, {}),
     fold_budget,
-    Snapshots(schema_version=1, encode=_encode, decode=_decode),
+    Snapshots(schema_version=2, encode=_encode, decode=_decode),
 )
 """A budget line's state, kept folded between commands (``casetrail_platform.folded``): lines
 grow all year with every reservation. Holds no sealed value (amounts, ids), so it is written to
 snapshots too: change ``schema_version`` with any change to ``BudgetLineState``, ``Reservation``
-or ``fold_budget``."""
+or ``fold_budget`` (2: each reservation's ``reserved_at``)."""

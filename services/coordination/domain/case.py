@@ -67,6 +67,8 @@ class Claim:
     service_ids: tuple[str, ...]
     decision: ClaimDecision | None = None
     amount_approved: Money | None = None
+    filed_at: datetime | None = None
+    """When it was filed, as its command stated: its decision cannot have happened before."""
 
     @property
     def status(self) -> str:
@@ -151,7 +153,11 @@ def _apply(state: CaseState, recorded: RecordedEvent) -> None:
             state.eligibility.append(event)
         case InsuranceClaimFiled():
             state.claims[event.claim_id] = Claim(
-                event.claim_id, event.insurer, event.amount_claimed, event.service_ids
+                event.claim_id,
+                event.insurer,
+                event.amount_claimed,
+                event.service_ids,
+                filed_at=recorded.metadata.occurred_at,
             )
         case InsuranceClaimDecided():
             claim = state.claims[event.claim_id]

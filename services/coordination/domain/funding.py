@@ -3,6 +3,8 @@ claims for the case's services."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken
 from casetrail_platform.limits import MAX_RESERVATIONS_PER_CASE, MAX_RESERVATIONS_PER_SERVICE
 from events.catalog.base import CaseEvent
@@ -25,7 +27,7 @@ from services.coordination.domain.commands import (
     ReleaseBudget,
     ReserveBudget,
 )
-from services.coordination.domain.facts import CaseFacts
+from services.coordination.domain.facts import CaseFacts, check_not_before
 from services.coordination.domain.schedule import Schedule, ServiceStatus
 from services.coordination.domain.validation import validated
 
@@ -87,9 +89,18 @@ def _require_room(
 
 
 def decide_release(
-    line: BudgetLine, state: BudgetLineState, command: ReleaseBudget
+    line: BudgetLine,
+    state: BudgetLineState,
+    command: ReleaseBudget,
+    occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
+    """``occurred_at``: the command's stated moment, not before the reservation was made."""
     reservation = _reservation_of_case(state, command.case_id, command.reservation_id)
+    check_not_before(
+        occurred_at,
+        f"reservation {reservation.reservation_id} was made",
+        reservation.reserved_at,
+    )
     if reservation.remaining == 0:
         raise RuleBroken(
             errors.RESERVATION_ALREADY_RELEASED,
@@ -192,10 +203,14 @@ def decide_claim(
     ]
 
 
-def decide_claim_decision(case: CaseState, command: RecordClaimDecision) -> list[CaseEvent]:
+def decide_claim_decision(
+    case: CaseState, command: RecordClaimDecision, occurred_at: datetime | None = None
+) -> list[CaseEvent]:
+    """``occurred_at``: the command's stated moment, not before the claim was filed."""
     claim = case.claims.get(command.claim_id)
     if claim is None:
         raise NotFound("claim", command.claim_id)
+    check_not_before(occurred_at, f"claim {claim.claim_id} was filed", claim.filed_at)
     if claim.decision is not None:
         raise RuleBroken(
             errors.CLAIM_ALREADY_DECIDED,

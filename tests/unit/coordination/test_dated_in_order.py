@@ -5,7 +5,7 @@ assignment would read there as never having happened. The same moment is in orde
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -20,6 +20,7 @@ from tests.unit.coordination.rpc import (
     refer,
     refused,
     schedule_request,
+    usd,
 )
 from tests.unit.coordination.support import (
     OPENED,
@@ -213,3 +214,82 @@ async def test_a_case_is_transferred_not_before_its_current_assignment(
     await _refused_as_dated_before(
         store, stub.TransferCase(_transfer("cm-dana", EARLIER)), "case-case-1", given
     )
+
+
+def _claim_decision(claim_id: str, at: datetime) -> pb.RecordClaimDecisionRequest:
+    return pb.RecordClaimDecisionRequest(
+        context=command_context("coordinator", at=at),
+        case_id="case-1",
+        claim_id=claim_id,
+        insurer_id="medicare",
+        decision="approved",
+        amount_approved=usd(10_000),
+    )
+
+
+async def test_a_claim_is_decided_not_before_it_was_filed_nor_the_case_opened(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.PHYSICAL_THERAPY], at=OPENED)
+    slot = OPENED + timedelta(hours=2)
+    booked = await stub.ScheduleService(
+        schedule_request("case-1", "physical_therapy", slot, role="coordinator")
+    )
+    await stub.RecordServiceDelivered(_delivered(booked.service_id, slot, TODAY))
+    filed = await stub.FileInsuranceClaim(
+        pb.FileInsuranceClaimRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            insurer=pb.Provider(provider_id="medicare", name="Medicare"),
+            amount_claimed=usd(10_000),
+            service_ids=[booked.service_id],
+        )
+    )
+    stream = "case-case-1"
+    await _refused_as_dated_before(
+        store,
+        stub.RecordClaimDecision(_claim_decision(filed.claim_id, EARLIER)),
+        stream,
+        f"claim {filed.claim_id} was filed",
+    )
+    before_the_case = await refused(
+        stub.RecordClaimDecision(_claim_decision(filed.claim_id, datetime(1975, 1, 1, tzinfo=UTC)))
+    )
+    assert before_the_case.fields == ["context.occurred_at"]
+    assert "case case-1 was opened" in before_the_case.message
+    await stub.RecordClaimDecision(_claim_decision(filed.claim_id, TODAY))
+
+
+def _release(reservation_id: str, at: datetime) -> pb.ReleaseBudgetRequest:
+    return pb.ReleaseBudgetRequest(
+        context=command_context("coordinator", at=at),
+        case_id="case-1",
+        budget_line="flex",
+        reservation_id=reservation_id,
+        reason="not needed",
+    )
+
+
+async def test_a_reservation_is_released_not_before_it_was_made_nor_the_case_opened(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE], at=OPENED)
+    reserved = await stub.ReserveBudget(
+        pb.ReserveBudgetRequest(
+            context=command_context("coordinator"),
+            case_id="case-1",
+            budget_line="flex",
+            amount=usd(1_000),
+        )
+    )
+    made = reserved.reservation_id
+    stream = "budget-flex"
+    await _refused_as_dated_before(
+        store, stub.ReleaseBudget(_release(made, EARLIER)), stream, f"reservation {made} was made"
+    )
+    before_the_case = await refused(
+        stub.ReleaseBudget(_release(made, datetime(1975, 1, 1, tzinfo=UTC)))
+    )
+    assert before_the_case.fields == ["context.occurred_at"]
+    assert "case case-1 was opened" in before_the_case.message
+    await stub.ReleaseBudget(_release(made, TODAY))

@@ -135,12 +135,13 @@ async def release_budget(
     line = _required(
         deps.agency.budget_line(command.budget_line), "budget line", command.budget_line
     )
+    await command_facts(deps, context, command.case_id)
     return await run_folded(
         deps,
         context,
         budget_stream(line.budget_line),
         BUDGET_LINE,
-        lambda state: decide_release(line, state, command),
+        lambda state: decide_release(line, state, command, context.occurred_at),
         guard=supervisor.read,
     )
 
@@ -174,11 +175,16 @@ async def record_claim_decision(
         return earlier
     require_role(context.actor.role, Action.HANDLE_CLAIM)
     await carried_case(deps, context, Action.HANDLE_CLAIM, command.case_id)
+    await command_facts(deps, context, command.case_id)
     return await run(
         deps,
         context,
         case_stream(command.case_id),
-        carried(context, Action.HANDLE_CLAIM, lambda case: decide_claim_decision(case, command)),
+        carried(
+            context,
+            Action.HANDLE_CLAIM,
+            lambda case: decide_claim_decision(case, command, context.occurred_at),
+        ),
     )
 
 
