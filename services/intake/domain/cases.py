@@ -75,9 +75,18 @@ class CaseRecord:
         if occurred_at < opened_at:
             raise dated_before(f"case {self.case_id} was opened", opened_at)
         if current_episode and self.reopenings:
-            reopened_at = self.reopenings[-1].recorded.occurred_at
-            if occurred_at < reopened_at:
-                raise dated_before(f"case {self.case_id} was last reopened", reopened_at)
+            require_not_before(
+                occurred_at,
+                f"case {self.case_id} was last reopened",
+                self.reopenings[-1].recorded.occurred_at,
+            )
+
+
+def require_not_before(occurred_at: datetime | None, what: str, moment: datetime | None) -> None:
+    """A command stated as happening at ``occurred_at`` (``None``: now) does not come before
+    ``what``, which happened at ``moment`` (``None``: not known): refused ``dated_before``."""
+    if occurred_at is not None and moment is not None and occurred_at < moment:
+        raise dated_before(what, moment)
 
 
 def case_from(history: Sequence[RecordedEvent]) -> CaseRecord | None:
@@ -155,8 +164,7 @@ def decide_reopening(
     if not case.is_closed(closures):
         raise case_not_closed(case.case_id)
     case.require_in_order(occurred_at)
-    if occurred_at is not None and closed_at is not None and occurred_at < closed_at:
-        raise dated_before(f"case {case.case_id} was last closed", closed_at)
+    require_not_before(occurred_at, f"case {case.case_id} was last closed", closed_at)
     return [reopened]
 
 

@@ -15,7 +15,7 @@ from events.catalog.base import CaseEvent
 from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 from events.errors import FieldProblem
-from services.intake.domain.cases import CaseRecord, case_from
+from services.intake.domain.cases import CaseRecord, case_from, require_not_before
 from services.intake.domain.erasure import require_not_erased
 
 CONSENT_ALREADY_REVOKED = "CONSENT_ALREADY_REVOKED"
@@ -61,13 +61,19 @@ def decide_revocation(
     *,
     occurred_at: datetime | None,
 ) -> list[CaseEvent]:
-    """``occurred_at``: when the command states the consent was withdrawn (``None``: now)."""
+    """``occurred_at``: when the command states the consent was withdrawn (``None``: now),
+    not before it was given: audit's state as it happened would show it still in force."""
     case = _require_case(history, case_id)
     case.require_in_order(occurred_at)
-    granted = {r.event.consent_id for r in history if isinstance(r.event, ConsentGranted)}
+    granted = {
+        r.event.consent_id: r.metadata.occurred_at
+        for r in history
+        if isinstance(r.event, ConsentGranted)
+    }
     revoked = {r.event.consent_id for r in history if isinstance(r.event, ConsentRevoked)}
     if consent_id not in granted:
         raise NotFound("consent", consent_id)
+    require_not_before(occurred_at, f"consent {consent_id} was granted", granted[consent_id])
     if consent_id in revoked:
         raise RuleBroken(
             CONSENT_ALREADY_REVOKED,

@@ -25,7 +25,7 @@ from events.catalog.emergency import (
 from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 from events.errors import FieldProblem
-from services.intake.domain.cases import case_from
+from services.intake.domain.cases import case_from, require_not_before
 from services.intake.domain.erasure import require_not_erased
 
 DEFAULT_EMERGENCY_ACCESS = timedelta(minutes=60)
@@ -141,6 +141,7 @@ def decide_review(
     opened = _opened(history, access_id)
     if opened is None:
         raise NotFound("emergency access", access_id)
+    _require_after_opening(history, access_id, occurred_at)
     if opened.grantee_id == review.reviewer_id:
         raise SelfReview(
             review.reviewer_role.value, "review an emergency access", SELF_REVIEW_REASON
@@ -173,6 +174,7 @@ def decide_close(
     case.require_in_order(occurred_at)
     if opened is None:
         raise NotFound("emergency access", access_id)
+    _require_after_opening(history, access_id, occurred_at)
     if opened.expires_at <= closing.closed_at or _any(history, EmergencyAccessClosed, access_id):
         raise RuleBroken(
             ALREADY_ENDED,
@@ -192,6 +194,20 @@ def _opened(history: Sequence[RecordedEvent], access_id: str) -> EmergencyAccess
         ),
         None,
     )
+
+
+def _require_after_opening(
+    history: Sequence[RecordedEvent], access_id: str, occurred_at: datetime | None
+) -> None:
+    """A review or a closing is not stated as happening before the access was opened (as its
+    opening stated): audit's state as it happened would show the access reviewed, or ended,
+    before it began."""
+    opened_at = next(
+        r.metadata.occurred_at
+        for r in history
+        if isinstance(r.event, EmergencyAccessOpened) and r.event.emergency_access_id == access_id
+    )
+    require_not_before(occurred_at, f"emergency access {access_id} was opened", opened_at)
 
 
 def _any(

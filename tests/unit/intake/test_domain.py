@@ -33,6 +33,11 @@ from events.catalog.cases import (
     ReferralSourceKind,
 )
 from events.catalog.clients import ClientRegistered, PersonName
+from events.catalog.emergency import (
+    EmergencyAccessClosed,
+    EmergencyAccessOpened,
+    EmergencyAccessReviewed,
+)
 from events.catalog.values import NeedCategory, Urgency
 from events.envelope import RecordedEvent
 from services.intake.domain.cases import (
@@ -44,6 +49,7 @@ from services.intake.domain.cases import (
 )
 from services.intake.domain.clients import check_date_of_birth, decide_registration
 from services.intake.domain.consents import decide_consent, decide_revocation
+from services.intake.domain.emergency import decide_close, decide_review
 from services.intake.domain.errors import PossibleDuplicateClient
 from services.intake.domain.matching import DuplicateCandidate
 from services.intake.domain.permissions import ALLOWED, Action, require_role
@@ -271,3 +277,72 @@ def test_a_reopening_follows_the_closure_and_the_new_assessment_the_reopening() 
             reopened, assessment("a2"), 1, None, occurred_at=reopened_at - timedelta(minutes=1)
         )
     assert f"must not be before case {CASE} was last reopened" in str(assessed.value.violations)
+
+
+def test_a_consent_is_not_revoked_before_it_was_granted() -> None:
+    """Dated before the grant, the revocation would leave audit's state as it happened
+    showing the consent still in force."""
+    opened_at = datetime.now(UTC) - timedelta(days=2)
+    granted_at = opened_at + timedelta(days=1)
+    granted = [
+        recorded(OPENED, STREAM, 1, occurred_at=opened_at),
+        recorded(consent(), STREAM, 2, occurred_at=granted_at),
+    ]
+    with pytest.raises(InvalidCommand) as refused:
+        decide_revocation(
+            granted, CASE, "consent-1", None, occurred_at=granted_at - timedelta(hours=1)
+        )
+    [problem] = refused.value.violations
+    assert problem.field == "context.occurred_at"
+    assert f"must not be before consent consent-1 was granted ({granted_at.isoformat()})" in (
+        problem.problem
+    )
+    assert decide_revocation(granted, CASE, "consent-1", None, occurred_at=granted_at)
+
+
+def test_an_emergency_access_is_reviewed_and_closed_not_before_it_was_opened() -> None:
+    now = datetime.now(UTC)
+    opened_at = now - timedelta(minutes=10)
+    access = EmergencyAccessOpened(
+        case_id=CASE,
+        emergency_access_id="ea1",
+        grantee_id="u1",
+        grantee_role=Role.SOCIAL_WORKER,
+        grantee_agency_id="eastbay-dss",
+        entitlement="break_glass",
+        reason="Client unreachable, fall alarm raised",
+        opened_at=opened_at,
+        expires_at=opened_at + timedelta(hours=1),
+    )
+    broken_into = [
+        recorded(OPENED, STREAM, 1, occurred_at=now - timedelta(days=2)),
+        recorded(access, STREAM, 2, occurred_at=opened_at),
+    ]
+    before = now - timedelta(days=1)  # after the case's opening, before the access's
+    review = EmergencyAccessReviewed(
+        case_id=CASE,
+        emergency_access_id="ea1",
+        reviewer_id="sup",
+        reviewer_role=Role.SUPERVISOR,
+        outcome="justified",
+    )
+    closing = EmergencyAccessClosed(
+        case_id=CASE,
+        emergency_access_id="ea1",
+        closed_by_id="u1",
+        closed_by_role=Role.SOCIAL_WORKER,
+        closed_at=now,
+    )
+    opened = f"must not be before emergency access ea1 was opened ({opened_at.isoformat()})"
+    with pytest.raises(InvalidCommand) as reviewed:
+        decide_review(broken_into, review, occurred_at=before)
+    assert [(p.field, opened in p.problem) for p in reviewed.value.violations] == [
+        ("context.occurred_at", True)
+    ]
+    with pytest.raises(InvalidCommand) as closed:
+        decide_close(broken_into, closing, may_oversee=True, occurred_at=before)
+    assert [(p.field, opened in p.problem) for p in closed.value.violations] == [
+        ("context.occurred_at", True)
+    ]
+    assert decide_review(broken_into, review, occurred_at=opened_at) == [review]
+    assert decide_close(broken_into, closing, may_oversee=True, occurred_at=opened_at) == [closing]
