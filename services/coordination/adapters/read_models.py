@@ -31,6 +31,7 @@ async def case_facts(read_models: ReadModelStore, case_id: str) -> CaseFacts | N
         closed=bool(document["closed"]),
         opened_at=_moment(document.get("opened_at")),
         closed_at=_moment(document.get("closed_at")),
+        last_closed_at=_moment(document.get("last_closed_at")),
     )
 
 

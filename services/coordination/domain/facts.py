@@ -23,13 +23,23 @@ class CaseFacts:
     closed_at: datetime | None = None
     """When the case was last closed, while it is closed: the line between wrap-up of what
     happened before the closure and new work, which is refused (README, "Closure")."""
+    last_closed_at: datetime | None = None
+    """When the case was last closed, whether it is closed or was reopened since: a reopened
+    case's work follows it. ``None`` for a case never closed, or facts kept before this was."""
 
 
 def check_occurred_at(facts: CaseFacts, occurred_at: datetime | None) -> None:
     """A command on the case cannot have happened before the case was opened: a backdated
-    moment would otherwise let rules checked on it (a licence then still valid) pass."""
+    moment would otherwise let rules checked on it (a licence then still valid) pass. Nor, on
+    a reopened case, before its last closure, as planning refuses: audit's state as it happened
+    would show the work done on the closed case. A closed case's wrap-up of what happened
+    before its closure stays in order."""
     if occurred_at is not None:
         check_not_before_opening(facts, occurred_at, "context.occurred_at")
+        if not facts.closed:
+            check_not_before(
+                occurred_at, f"case {facts.case_id} was last closed", facts.last_closed_at
+            )
 
 
 def check_not_before_opening(facts: CaseFacts, moment: datetime, field: str) -> None:

@@ -12,6 +12,7 @@ import grpc
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.cases import CaseReopened
 from events.catalog.values import NeedCategory
 from tests.unit.coordination.rpc import (
     COUNSELING_CENTRE,
@@ -293,3 +294,37 @@ async def test_a_reservation_is_released_not_before_it_was_made_nor_the_case_ope
     assert before_the_case.fields == ["context.occurred_at"]
     assert "case case-1 was opened" in before_the_case.message
     await stub.ReleaseBudget(_release(made, TODAY))
+
+
+async def test_a_command_on_a_reopened_case_is_not_dated_before_its_last_closure(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    """As planning refuses: the reopened case's work follows its closure, or audit's state as
+    it happened would show it done on the closed case."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING], at=OPENED)
+    await intake.consent("case-1", "client-1")
+    closed_at = TODAY - timedelta(hours=2)
+    await intake.close_case("case-1", at=closed_at)
+    await intake.deliver(
+        CaseReopened(case_id="case-1", reason="fell again"),
+        "case-case-1",
+        occurred_at=TODAY - timedelta(hours=1),
+    )
+
+    def referral(at: datetime) -> pb.MakeReferralRequest:
+        return pb.MakeReferralRequest(
+            context=command_context("coordinator", at=at),
+            case_id="case-1",
+            provider=COUNSELING_CENTRE,
+            need_category="counseling",
+            service="counseling sessions",
+            urgency="soon",
+            reason="adjusting to her new situation",
+        )
+
+    before = await store.read_stream("case-case-1")
+    early = await refused(stub.MakeReferral(referral(closed_at - timedelta(hours=5))))
+    assert (early.code, early.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["context.occurred_at"])
+    assert f"case case-1 was last closed ({closed_at.isoformat()})" in early.message
+    assert await store.read_stream("case-case-1") == before
+    await stub.MakeReferral(referral(closed_at))
