@@ -28,6 +28,7 @@ from events.catalog.cases import CaseOpened
 from events.catalog.examples import example_events
 from events.catalog_registry import default_registry
 from events.envelope import Actor, EventMetadata, NewEvent
+from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.emergency_accesses import (
     EmergencyAccessesProjection,
     EmergencyAccessQueue,
@@ -111,6 +112,7 @@ async def test_the_window_the_refusal_after_it_and_the_overdue_review(
 
     opened = await open_emergency_access(
         store,
+        ClosureLog(read_models),
         access,
         context(GRANTEE),
         GRANTEE,
@@ -167,6 +169,7 @@ async def test_the_window_the_refusal_after_it_and_the_overdue_review(
 
     await review_emergency_access(
         store,
+        ClosureLog(read_models),
         access,
         context(SUPERVISOR),
         SUPERVISOR,
@@ -223,6 +226,7 @@ async def test_reviewed_history_never_pushes_an_access_awaiting_review_out_of_th
     opened = [
         await open_emergency_access(
             store,
+            ClosureLog(read_models),
             access,
             context(GRANTEE),
             GRANTEE,
@@ -237,7 +241,9 @@ async def test_reviewed_history_never_pushes_an_access_awaiting_review_out_of_th
         review = ReviewEmergencyAccess(
             case_id, other.access.emergency_access_id, "justified", "Alarm on record"
         )
-        await review_emergency_access(store, access, context(SUPERVISOR), SUPERVISOR, review)
+        await review_emergency_access(
+            store, ClosureLog(read_models), access, context(SUPERVISOR), SUPERVISOR, review
+        )
     await catch_up(store, read_models, CaseFactsProjection())
     await catch_up(store, read_models, EmergencyAccessesProjection())
     monkeypatch.setattr("services.intake.adapters.emergency_accesses.QUEUE_SCAN_LIMIT", 2)
@@ -278,6 +284,7 @@ async def test_an_access_withheld_from_the_queue_of_the_case_asked_for_is_on_the
     access = AccessControl(store, CaseFactsReader(read_models), "casetrail/intake", clock=clock)
     await open_emergency_access(
         store,
+        ClosureLog(read_models),
         access,
         context(GRANTEE),
         GRANTEE,

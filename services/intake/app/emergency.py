@@ -33,6 +33,7 @@ from events.catalog.emergency import (
 )
 from events.envelope import RecordedEvent
 from events.errors import FieldProblem
+from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.emergency_accesses import EmergencyAccessEntry, EmergencyAccessQueue
 from services.intake.app.commands import (
     CloseEmergencyAccess,
@@ -44,6 +45,7 @@ from services.intake.app.handlers import (
     SOURCE,
     Recorded,
     case_client_erasure,
+    closure_moments,
     recorded_of,
     unsealable_after_erasure,
 )
@@ -135,6 +137,7 @@ def opening_of(
 
 async def open_emergency_access(
     store: EventStore,
+    closures: ClosureLog,
     access: AccessControl,
     context: CommandContext,
     principal: Principal,
@@ -152,13 +155,14 @@ async def open_emergency_access(
             principal, Action.BREAK_GLASS, AccessPurpose.EMERGENCY, opened.case_id, decision
         )
     erasure = await case_client_erasure(store, opened.case_id)
+    closed = await closure_moments(closures, opened.case_id)
     recorded = await execute(
         store,
         SOURCE,
         context,
         case_stream(opened.case_id),
         lambda history: decide_opening(
-            history, opened, erasure.erased, occurred_at=context.occurred_at
+            history, opened, erasure.erased, occurred_at=context.occurred_at, closures=closed
         ),
         guard=erasure.read,
     )
@@ -184,6 +188,7 @@ def review_of(context: CommandContext, command: ReviewEmergencyAccess) -> Emerge
 
 async def review_emergency_access(
     store: EventStore,
+    closures: ClosureLog,
     access: AccessControl,
     context: CommandContext,
     principal: Principal,
@@ -195,12 +200,13 @@ async def review_emergency_access(
     purpose = _oversight(principal)
     action = Action.REVIEW_EMERGENCY_ACCESS
     oversee = await _oversight_rule(access, principal, purpose, review.case_id)
+    closed = await closure_moments(closures, review.case_id)
 
     def decide(history: list[RecordedEvent]) -> list[CaseEvent]:
         decision = oversee(opened_access(history, review.emergency_access_id))
         if not decision.allowed:
             raise _NotOverseen(decision)
-        return decide_review(history, review, occurred_at=context.occurred_at)
+        return decide_review(history, review, occurred_at=context.occurred_at, closures=closed)
 
     try:
         # The duty to review outlives the client's erasure; only the note cannot be sealed.
@@ -232,6 +238,7 @@ def closing_of(
 
 async def close_emergency_access(
     store: EventStore,
+    closures: ClosureLog,
     access: AccessControl,
     context: CommandContext,
     principal: Principal,
@@ -247,6 +254,7 @@ async def close_emergency_access(
     closing = closing_of(context, principal, command, now)
     purpose = _oversight(principal)
     oversee = await _oversight_rule(access, principal, purpose, closing.case_id)
+    closed = await closure_moments(closures, closing.case_id)
 
     def decide(history: list[RecordedEvent]) -> list[CaseEvent]:
         oversight = oversee(opened_access(history, closing.emergency_access_id))
@@ -256,6 +264,7 @@ async def close_emergency_access(
                 closing,
                 may_oversee=oversight.allowed,
                 occurred_at=context.occurred_at,
+                closures=closed,
             )
         except NotTheGrantee:
             raise _NotOverseen(oversight) from None

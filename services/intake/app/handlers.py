@@ -273,6 +273,14 @@ async def closures_on_the_bus(
     return await closures.closures(case_id)
 
 
+async def closure_moments(closures: ClosureLog, case_id: str) -> tuple[datetime, ...]:
+    """When each closure of the case intake's log holds happened, in planning's order, not
+    waiting for the bus: every reopening was decided on the closures the log then held
+    (``closures_on_the_bus``), so it holds the one each reopening followed, which a command on
+    a reopened case is checked against (``CaseRecord.require_after_reopened_closure``)."""
+    return tuple(closure.closed_at for closure in await closures.closures(case_id))
+
+
 def reopening_of(command: ReopenCase) -> CaseReopened:
     return build(CaseReopened, fields_of(command))
 
@@ -342,6 +350,7 @@ def consent_of(
 
 async def grant_consent(
     store: EventStore,
+    closures: ClosureLog,
     context: CommandContext,
     command: GrantConsent,
     now: datetime | None,
@@ -355,13 +364,14 @@ async def grant_consent(
     client_id = case.opened.client_id if case is not None else "unknown-client"
     consent = consent_of(context, command, client_id, now)
     erasure = ClientErasure(store, None if case is None else client_id)
+    closed = await closure_moments(closures, command.case_id)
     recorded = await execute(
         store,
         SOURCE,
         context,
         case_stream(command.case_id),
         lambda history: decide_consent(
-            history, consent, erasure.erased, occurred_at=context.occurred_at
+            history, consent, erasure.erased, occurred_at=context.occurred_at, closures=closed
         ),
         guard=erasure.read,
     )
@@ -378,13 +388,18 @@ def revocation_of(command: RevokeConsent, client_id: str) -> ConsentRevoked:
 
 
 async def revoke_consent(
-    store: EventStore, context: CommandContext, command: RevokeConsent, published: Published
+    store: EventStore,
+    closures: ClosureLog,
+    context: CommandContext,
+    command: RevokeConsent,
+    published: Published,
 ) -> Recorded:
     """Answered once the bus has the revocation (``once_published``): the partner agency's
     reads in every service wait for their facts to hold it, from the answer on."""
     require_role(context.actor.role, Action.RECORD_CONSENT)
     # Checked before anything is read: the decision builds the event again with the client.
     revocation_of(command, UNCHECKED_CLIENT)
+    closed = await closure_moments(closures, command.case_id)
     # Withdrawing a consent stays possible after the erasure (what is left of the case is
     # still decided on it); only the reason cannot be sealed.
     with unsealable_after_erasure("reason", command.reason is not None):
@@ -399,6 +414,7 @@ async def revoke_consent(
                 command.consent_id,
                 command.reason,
                 occurred_at=context.occurred_at,
+                closures=closed,
             ),
         )
     await once_published(published, recorded, "consent revocation")

@@ -81,6 +81,22 @@ class CaseRecord:
                 self.reopenings[-1].recorded.occurred_at,
             )
 
+    def require_after_reopened_closure(
+        self, occurred_at: datetime | None, closures: Sequence[datetime]
+    ) -> None:
+        """On a reopened case, a command happens after the closure its last reopening followed,
+        as planning refuses one dated before the case's last closure: audit's state as it
+        happened would show it done on the closed case. ``closures``: when each closure intake's
+        log holds happened, in planning's order; it holds the one each reopening followed (the
+        reopening was decided on them), else (a log rebuilt and behind) it is not checked."""
+        reopened = len(self.reopenings)
+        if reopened and len(closures) >= reopened:
+            require_not_before(
+                occurred_at,
+                f"case {self.case_id} was closed before its last reopening",
+                closures[reopened - 1],
+            )
+
 
 def require_not_before(occurred_at: datetime | None, what: str, moment: datetime | None) -> None:
     """A command stated as happening at ``occurred_at`` (``None``: now) does not come before

@@ -44,12 +44,15 @@ def decide_consent(
     erased: ClientErased | None,
     *,
     occurred_at: datetime | None,
+    closures: Sequence[datetime],
 ) -> list[CaseEvent]:
     """``erased``: the client's erasure, if they were erased: nothing is disclosed of them.
-    ``occurred_at``: when the command states the consent was given (``None``: now)."""
+    ``occurred_at``: when the command states the consent was given (``None``: now);
+    ``closures``: the case's (``CaseRecord.require_after_reopened_closure``)."""
     case = _require_case(history, consent.case_id)
     require_not_erased(erased)
     case.require_in_order(occurred_at)
+    case.require_after_reopened_closure(occurred_at, closures)
     return [consent]
 
 
@@ -60,11 +63,14 @@ def decide_revocation(
     reason: str | None,
     *,
     occurred_at: datetime | None,
+    closures: Sequence[datetime],
 ) -> list[CaseEvent]:
     """``occurred_at``: when the command states the consent was withdrawn (``None``: now),
-    not before it was given: audit's state as it happened would show it still in force."""
+    not before it was given: audit's state as it happened would show it still in force.
+    ``closures``: the case's (``CaseRecord.require_after_reopened_closure``)."""
     case = _require_case(history, case_id)
     case.require_in_order(occurred_at)
+    case.require_after_reopened_closure(occurred_at, closures)
     granted = {
         r.event.consent_id: r.metadata.occurred_at
         for r in history

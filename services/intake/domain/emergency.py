@@ -116,14 +116,17 @@ def decide_opening(
     erased: ClientErased | None,
     *,
     occurred_at: datetime | None,
+    closures: Sequence[datetime],
 ) -> list[CaseEvent]:
     """``erased``: the case's client's erasure, if they were erased: nothing is left to read.
-    ``occurred_at``: when the command states it happened (``None``: now), as for the others."""
+    ``occurred_at``: when the command states it happened (``None``: now), as for the others;
+    ``closures``: the case's (``CaseRecord.require_after_reopened_closure``)."""
     case = case_from(history)
     if case is None:
         raise NotFound("case", opened.case_id)
     require_not_erased(erased)
     case.require_in_order(occurred_at)
+    case.require_after_reopened_closure(occurred_at, closures)
     return [opened]
 
 
@@ -132,11 +135,13 @@ def decide_review(
     review: EmergencyAccessReviewed,
     *,
     occurred_at: datetime | None,
+    closures: Sequence[datetime],
 ) -> list[CaseEvent]:
     case = case_from(history)
     if case is None:
         raise NotFound("case", review.case_id)
     case.require_in_order(occurred_at)
+    case.require_after_reopened_closure(occurred_at, closures)
     access_id = review.emergency_access_id
     opened = _opened(history, access_id)
     if opened is None:
@@ -161,6 +166,7 @@ def decide_close(
     *,
     may_oversee: bool,
     occurred_at: datetime | None,
+    closures: Sequence[datetime],
 ) -> list[CaseEvent]:
     """Close the access early: by its grantee, or by someone who ``may_oversee`` the case (the
     policy's oversight decision); only while it is still open."""
@@ -172,6 +178,7 @@ def decide_close(
     if case is None:
         raise NotFound("case", closing.case_id)
     case.require_in_order(occurred_at)
+    case.require_after_reopened_closure(occurred_at, closures)
     if opened is None:
         raise NotFound("emergency access", access_id)
     _require_after_opening(history, access_id, occurred_at)

@@ -282,7 +282,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             home_agency=deps.access.home_agency,
         )
         recorded, consent_id = await handlers.grant_consent(
-            deps.store, ctx, command, None if earlier else now, deps.published
+            deps.store, deps.closures, ctx, command, None if earlier else now, deps.published
         )
         return intake_pb2.GrantConsentResponse(
             result=to_proto.command_result(recorded), consent_id=consent_id
@@ -305,7 +305,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             home_agency=self._deps.access.home_agency,
         )
         deps = self._deps
-        recorded = await handlers.revoke_consent(deps.store, ctx, command, deps.published)
+        recorded = await handlers.revoke_consent(
+            deps.store, deps.closures, ctx, command, deps.published
+        )
         return intake_pb2.RevokeConsentResponse(result=to_proto.command_result(recorded))
 
     @override
@@ -513,7 +515,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             home_agency=None,
         )
         opened = await emergency.open_emergency_access(
-            deps.store, deps.access, ctx, principal, command, now, deps.published
+            deps.store, deps.closures, deps.access, ctx, principal, command, now, deps.published
         )
         granted: EmergencyAccessOpened = opened.access
         return intake_pb2.OpenEmergencyAccessResponse(
@@ -536,8 +538,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             lambda ctx: emergency.review_of(ctx, command),
             home_agency=None,
         )
+        deps = self._deps
         recorded = await emergency.review_emergency_access(
-            self._deps.store, self._deps.access, ctx, principal, command
+            deps.store, deps.closures, deps.access, ctx, principal, command
         )
         return intake_pb2.ReviewEmergencyAccessResponse(result=to_proto.command_result(recorded))
 
@@ -557,7 +560,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             home_agency=None,
         )
         closed = await emergency.close_emergency_access(
-            deps.store, deps.access, ctx, principal, command, now, deps.published
+            deps.store, deps.closures, deps.access, ctx, principal, command, now, deps.published
         )
         return intake_pb2.CloseEmergencyAccessResponse(
             result=to_proto.command_result(closed.recorded),

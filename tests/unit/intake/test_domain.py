@@ -50,6 +50,7 @@ from services.intake.domain.cases import (
 from services.intake.domain.clients import check_date_of_birth, decide_registration
 from services.intake.domain.consents import decide_consent, decide_revocation
 from services.intake.domain.emergency import decide_close, decide_review
+from services.intake.domain.emergency import decide_opening as decide_emergency_opening
 from services.intake.domain.errors import PossibleDuplicateClient
 from services.intake.domain.matching import DuplicateCandidate
 from services.intake.domain.permissions import ALLOWED, Action, require_role
@@ -245,11 +246,13 @@ def test_a_case_command_is_not_dated_before_the_case_was_opened() -> None:
     assert problem.field == "context.occurred_at"
     assert f"must not be before case {CASE} was opened" in problem.problem
     with pytest.raises(InvalidCommand):
-        decide_consent(opened, consent(), None, occurred_at=before)
+        decide_consent(opened, consent(), None, occurred_at=before, closures=())
     with pytest.raises(InvalidCommand):
-        decide_revocation(opened, CASE, "consent-1", None, occurred_at=before)
+        decide_revocation(opened, CASE, "consent-1", None, occurred_at=before, closures=())
     assert decide_assessment(opened, assessment(), 0, None, occurred_at=opened_at)
-    assert decide_consent(opened, consent(), None, occurred_at=opened_at + timedelta(hours=1))
+    assert decide_consent(
+        opened, consent(), None, occurred_at=opened_at + timedelta(hours=1), closures=()
+    )
 
 
 def test_a_reopening_follows_the_closure_and_the_new_assessment_the_reopening() -> None:
@@ -290,14 +293,19 @@ def test_a_consent_is_not_revoked_before_it_was_granted() -> None:
     ]
     with pytest.raises(InvalidCommand) as refused:
         decide_revocation(
-            granted, CASE, "consent-1", None, occurred_at=granted_at - timedelta(hours=1)
+            granted,
+            CASE,
+            "consent-1",
+            None,
+            occurred_at=granted_at - timedelta(hours=1),
+            closures=(),
         )
     [problem] = refused.value.violations
     assert problem.field == "context.occurred_at"
     assert f"must not be before consent consent-1 was granted ({granted_at.isoformat()})" in (
         problem.problem
     )
-    assert decide_revocation(granted, CASE, "consent-1", None, occurred_at=granted_at)
+    assert decide_revocation(granted, CASE, "consent-1", None, occurred_at=granted_at, closures=())
 
 
 def test_an_emergency_access_is_reviewed_and_closed_not_before_it_was_opened() -> None:
@@ -335,14 +343,58 @@ def test_an_emergency_access_is_reviewed_and_closed_not_before_it_was_opened() -
     )
     opened = f"must not be before emergency access ea1 was opened ({opened_at.isoformat()})"
     with pytest.raises(InvalidCommand) as reviewed:
-        decide_review(broken_into, review, occurred_at=before)
+        decide_review(broken_into, review, occurred_at=before, closures=())
     assert [(p.field, opened in p.problem) for p in reviewed.value.violations] == [
         ("context.occurred_at", True)
     ]
     with pytest.raises(InvalidCommand) as closed:
-        decide_close(broken_into, closing, may_oversee=True, occurred_at=before)
+        decide_close(broken_into, closing, may_oversee=True, occurred_at=before, closures=())
     assert [(p.field, opened in p.problem) for p in closed.value.violations] == [
         ("context.occurred_at", True)
     ]
-    assert decide_review(broken_into, review, occurred_at=opened_at) == [review]
-    assert decide_close(broken_into, closing, may_oversee=True, occurred_at=opened_at) == [closing]
+    assert decide_review(broken_into, review, occurred_at=opened_at, closures=()) == [review]
+    assert decide_close(
+        broken_into, closing, may_oversee=True, occurred_at=opened_at, closures=()
+    ) == [closing]
+
+
+def test_on_a_reopened_case_consents_and_emergency_accesses_follow_the_closure() -> None:
+    """As planning refuses a command on a reopened case dated before its last closure: audit's
+    state as it happened would show the consent given, or the glass broken, on the closed case.
+    A case never reopened is held to its opening only."""
+    opened_at = datetime.now(UTC) - timedelta(days=3)
+    closed_at = opened_at + timedelta(days=1)
+    reopened_at = closed_at + timedelta(hours=2)
+    reopened = [
+        recorded(OPENED, STREAM, 1, occurred_at=opened_at),
+        recorded(REOPENED, STREAM, 2, occurred_at=reopened_at),
+    ]
+    before = closed_at - timedelta(minutes=30)
+    access = EmergencyAccessOpened(
+        case_id=CASE,
+        emergency_access_id="ea1",
+        grantee_id="u1",
+        grantee_role=Role.SOCIAL_WORKER,
+        grantee_agency_id="eastbay-dss",
+        entitlement="break_glass",
+        reason="Client unreachable, fall alarm raised",
+        opened_at=before,
+        expires_at=before + timedelta(hours=1),
+    )
+    closed = f"must not be before case {CASE} was closed before its last reopening"
+    with pytest.raises(InvalidCommand) as consented:
+        decide_consent(reopened, consent(), None, occurred_at=before, closures=[closed_at])
+    with pytest.raises(InvalidCommand) as broken_into:
+        decide_emergency_opening(reopened, access, None, occurred_at=before, closures=[closed_at])
+    for refused in (consented, broken_into):
+        [problem] = refused.value.violations
+        assert (problem.field, closed in problem.problem) == ("context.occurred_at", True)
+    granted = [*reopened, recorded(consent(), STREAM, 3, occurred_at=closed_at)]
+    with pytest.raises(InvalidCommand):
+        decide_revocation(
+            granted, CASE, "consent-1", None, occurred_at=before, closures=[closed_at]
+        )
+    assert decide_consent(reopened, consent(), None, occurred_at=closed_at, closures=[closed_at])
+    # Not reopened (a closed case's wrap-up), or a log behind: held to the opening only.
+    assert decide_consent(reopened[:1], consent(), None, occurred_at=before, closures=[closed_at])
+    assert decide_consent(reopened, consent(), None, occurred_at=before, closures=[])

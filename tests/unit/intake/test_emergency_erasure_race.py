@@ -13,12 +13,14 @@ import pytest
 from casetrail_platform.commands import RuleBroken
 from casetrail_platform.decide import published_at_once
 from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
 from events.catalog.cases import CaseOpened
 from events.catalog.emergency import EmergencyAccessOpened
 from events.catalog.examples import example_events
 from events.envelope import Actor, EventMetadata, NewEvent
+from services.intake.adapters.case_closures import ClosureLog
 from services.intake.app.commands import OpenEmergencyAccess
 from services.intake.app.emergency import open_emergency_access
 from services.intake.domain.cases import case_stream
@@ -38,7 +40,10 @@ def _metadata() -> EventMetadata:
 
 
 async def test_an_erasure_committed_between_the_read_and_the_append_refuses_the_access(
-    store: SqliteEventStore, access: AccessControl, monkeypatch: pytest.MonkeyPatch
+    store: SqliteEventStore,
+    read_models: SqliteReadModelStore,
+    access: AccessControl,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     opened = next(e for e in example_events() if isinstance(e, CaseOpened))
     opened = opened.model_copy(update={"case_id": CASE})
@@ -48,6 +53,7 @@ async def test_an_erasure_committed_between_the_read_and_the_append_refuses_the_
     with pytest.raises(RuleBroken) as refused:
         await open_emergency_access(
             store,
+            ClosureLog(read_models),
             access,
             context_of(GRANTEE),
             GRANTEE,

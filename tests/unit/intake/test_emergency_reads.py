@@ -26,6 +26,7 @@ from events.catalog.cases import CaseOpened
 from events.catalog.emergency import EmergencyAccessClosed, EmergencyAccessReviewed
 from events.catalog.examples import example_events
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.emergency_accesses import (
     EmergencyAccessesProjection,
     EmergencyAccessQueue,
@@ -72,6 +73,7 @@ async def _opened_access(
     await catch_up(store, read_models, CaseFactsProjection())
     glass = await open_emergency_access(
         store,
+        ClosureLog(read_models),
         access,
         context_of(GRANTEE),
         GRANTEE,
@@ -107,6 +109,7 @@ async def test_a_review_by_the_grantees_supervisor_reads_the_case_once(
 
     recorded = await review_emergency_access(
         store,
+        ClosureLog(read_models),
         access,
         context_of(GRANTEES_SUPERVISOR),
         GRANTEES_SUPERVISOR,
@@ -129,6 +132,7 @@ async def test_a_closing_by_the_grantee_reads_the_case_once(
 
     closed = await close_emergency_access(
         store,
+        ClosureLog(read_models),
         access,
         context_of(GRANTEE),
         GRANTEE,
@@ -150,6 +154,7 @@ async def test_whoever_does_not_oversee_the_access_is_refused_and_recorded_writi
     with pytest.raises(AccessDenied):
         await review_emergency_access(
             store,
+            ClosureLog(read_models),
             access,
             context_of(OTHER_SUPERVISOR),
             OTHER_SUPERVISOR,
@@ -158,6 +163,7 @@ async def test_whoever_does_not_oversee_the_access_is_refused_and_recorded_writi
     with pytest.raises(AccessDenied):
         await close_emergency_access(
             store,
+            ClosureLog(read_models),
             access,
             context_of(OTHER_SUPERVISOR),
             OTHER_SUPERVISOR,
@@ -217,6 +223,7 @@ async def test_a_closing_is_answered_once_the_bus_has_it(
         case_stream(CASE),
         lambda: close_emergency_access(
             store,
+            ClosureLog(read_models),
             access,
             closing,
             GRANTEE,

@@ -13,6 +13,7 @@ import pytest
 from casetrail_platform.commands import RuleBroken
 from casetrail_platform.decide import published_at_once
 from casetrail_platform.projections.runner import BusProjectionHandler
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import Role
 from events.catalog.erasure import ClientErased
@@ -109,7 +110,10 @@ async def test_a_case_reopened_as_the_client_is_erased_is_refused(
 
 
 async def test_a_consent_granted_as_the_client_is_erased_is_refused(
-    store: SqliteEventStore, directory: ClientDirectory, monkeypatch: pytest.MonkeyPatch
+    store: SqliteEventStore,
+    directory: ClientDirectory,
+    read_models: SqliteReadModelStore,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     case_id = await open_a_case(store, directory)
     race = ErasedOnceRead(store, monkeypatch, await _client_of(store, case_id))
@@ -125,7 +129,12 @@ async def test_a_consent_granted_as_the_client_is_erased_is_refused(
 
     with pytest.raises(RuleBroken) as refused:
         await handlers.grant_consent(
-            store, context(Role.SOCIAL_WORKER), consent, datetime.now(UTC), published_at_once
+            store,
+            ClosureLog(read_models),
+            context(Role.SOCIAL_WORKER),
+            consent,
+            datetime.now(UTC),
+            published_at_once,
         )
 
     assert race.erased

@@ -24,6 +24,7 @@ from tests.unit.intake.requests import (
     assessing,
     command,
     get_case,
+    granting,
     marco,
     open_case,
     opening,
@@ -358,6 +359,36 @@ async def test_commands_dated_out_of_the_case_s_order_are_invalid_argument(intak
     assert "was last closed" in status.message
     assert len(await recorded_in_intake(intake, f"case-{case_id}")) == 1
     assert (await get_case(intake, case_id)).status == "closed"
+
+
+async def test_a_consent_on_a_reopened_case_dated_before_its_closure_is_invalid_argument(
+    intake: Intake,
+) -> None:
+    """As planning refuses a command on a reopened case dated before its last closure: audit's
+    state as it happened would show the consent given on the closed case."""
+    now = datetime.now(UTC)
+    client = await intake.stub.RegisterClient(marco())
+    opened = opening(client.client_id)
+    opened.context.occurred_at.FromDatetime(now - timedelta(hours=3))
+    case_id = (await intake.stub.OpenCase(opened)).result.case_id
+    assert intake.infra.inprocess_bus is not None
+    closed_at = now - timedelta(hours=1)
+    closure = closed_by_planning(case_id, sequence=1, occurred_at=closed_at)
+    await intake.infra.inprocess_bus.publisher(intake.infra.topic).publish([closure])
+    await until_status(intake, case_id, "closed")
+    await intake.stub.ReopenCase(
+        intake_pb2.ReopenCaseRequest(
+            context=command("coordinator"), case_id=case_id, reason="New fall in January"
+        )
+    )
+    early = granting(case_id)
+    early.context.occurred_at.FromDatetime(closed_at - timedelta(minutes=30))
+    code, status = await refusal(intake.stub.GrantConsent(early))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(status) == ["context.occurred_at"]
+    assert "was closed before its last reopening" in status.message
+    assert len(await recorded_in_intake(intake, f"case-{case_id}")) == 2
+    await intake.stub.GrantConsent(granting(case_id))
 
 
 async def test_a_supervisor_s_reopening_retried_after_a_transfer_answers_as_the_first(

@@ -427,7 +427,7 @@ async def test_invisible_characters_cannot_hide_a_duplicate_identifier(
 
 
 async def test_a_consent_and_its_revocation_are_answered_once_the_bus_has_them(
-    store: SqliteEventStore, directory: ClientDirectory
+    store: SqliteEventStore, directory: ClientDirectory, read_models: SqliteReadModelStore
 ) -> None:
     """A referral at coordination and the partner agency's reads in every service are decided
     on facts holding what the bus has: from the answer on, they are decided with the consent,
@@ -448,14 +448,18 @@ async def test_a_consent_and_its_revocation_are_answered_once_the_bus_has_them(
     _, consent_id = await publication.answered_once_acknowledged(
         store,
         case_stream(case_id),
-        lambda: handlers.grant_consent(store, granting, consent, now, publication.published),
+        lambda: handlers.grant_consent(
+            store, ClosureLog(read_models), granting, consent, now, publication.published
+        ),
     )
     revoking = context(Role.SOCIAL_WORKER, "revoke")
     revocation = RevokeConsent(case_id, consent_id, "Client changed her mind")
     await publication.answered_once_acknowledged(
         store,
         case_stream(case_id),
-        lambda: handlers.revoke_consent(store, revoking, revocation, publication.published),
+        lambda: handlers.revoke_consent(
+            store, ClosureLog(read_models), revoking, revocation, publication.published
+        ),
     )
 
 
