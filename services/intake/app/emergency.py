@@ -155,7 +155,7 @@ async def open_emergency_access(
             principal, Action.BREAK_GLASS, AccessPurpose.EMERGENCY, opened.case_id, decision
         )
     erasure = await case_client_erasure(store, opened.case_id)
-    closed = await closure_moments(closures, opened.case_id)
+    closed = await closure_moments(closures, opened.case_id, context.occurred_at)
     recorded = await execute(
         store,
         SOURCE,
@@ -200,7 +200,7 @@ async def review_emergency_access(
     purpose = _oversight(principal)
     action = Action.REVIEW_EMERGENCY_ACCESS
     oversee = await _oversight_rule(access, principal, purpose, review.case_id)
-    closed = await closure_moments(closures, review.case_id)
+    closed = await closure_moments(closures, review.case_id, context.occurred_at)
 
     def decide(history: list[RecordedEvent]) -> list[CaseEvent]:
         decision = oversee(opened_access(history, review.emergency_access_id))
@@ -254,7 +254,7 @@ async def close_emergency_access(
     closing = closing_of(context, principal, command, now)
     purpose = _oversight(principal)
     oversee = await _oversight_rule(access, principal, purpose, closing.case_id)
-    closed = await closure_moments(closures, closing.case_id)
+    closed = await closure_moments(closures, closing.case_id, context.occurred_at)
 
     def decide(history: list[RecordedEvent]) -> list[CaseEvent]:
         oversight = oversee(opened_access(history, closing.emergency_access_id))

@@ -273,11 +273,16 @@ async def closures_on_the_bus(
     return await closures.closures(case_id)
 
 
-async def closure_moments(closures: ClosureLog, case_id: str) -> tuple[datetime, ...]:
+async def closure_moments(
+    closures: ClosureLog, case_id: str, occurred_at: datetime | None
+) -> tuple[datetime, ...]:
     """When each closure of the case intake's log holds happened, in planning's order, not
     waiting for the bus: every reopening was decided on the closures the log then held
     (``closures_on_the_bus``), so it holds the one each reopening followed, which a command on
-    a reopened case is checked against (``CaseRecord.require_after_reopened_closure``)."""
+    a reopened case is checked against (``CaseRecord.require_after_reopened_closure``). Not
+    read for a command stating no moment (``occurred_at`` ``None``): nothing is checked then."""
+    if occurred_at is None:
+        return ()
     return tuple(closure.closed_at for closure in await closures.closures(case_id))
 
 
@@ -364,7 +369,7 @@ async def grant_consent(
     client_id = case.opened.client_id if case is not None else "unknown-client"
     consent = consent_of(context, command, client_id, now)
     erasure = ClientErasure(store, None if case is None else client_id)
-    closed = await closure_moments(closures, command.case_id)
+    closed = await closure_moments(closures, command.case_id, context.occurred_at)
     recorded = await execute(
         store,
         SOURCE,
@@ -399,7 +404,7 @@ async def revoke_consent(
     require_role(context.actor.role, Action.RECORD_CONSENT)
     # Checked before anything is read: the decision builds the event again with the client.
     revocation_of(command, UNCHECKED_CLIENT)
-    closed = await closure_moments(closures, command.case_id)
+    closed = await closure_moments(closures, command.case_id, context.occurred_at)
     # Withdrawing a consent stays possible after the erasure (what is left of the case is
     # still decided on it); only the reason cannot be sealed.
     with unsealable_after_erasure("reason", command.reason is not None):

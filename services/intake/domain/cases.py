@@ -69,11 +69,9 @@ class CaseRecord:
         before, it would put the case's history out of order: audit's state as of a moment,
         on the occurred-at basis, would show an assessment before there was a case.
         ``occurred_at`` ``None``: not stated, the command happens now."""
-        if occurred_at is None:
-            return
-        opened_at = self.opened_by.occurred_at
-        if occurred_at < opened_at:
-            raise dated_before(f"case {self.case_id} was opened", opened_at)
+        require_not_before(
+            occurred_at, f"case {self.case_id} was opened", self.opened_by.occurred_at
+        )
         if current_episode and self.reopenings:
             require_not_before(
                 occurred_at,
