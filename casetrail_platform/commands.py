@@ -123,6 +123,25 @@ class InvalidCommand(CommandRejected):
         super().__init__("; ".join(f"{v.field}: {v.problem}" for v in self.violations))
 
 
+def require_not_before(
+    moment: datetime | None,
+    what: str,
+    earlier: datetime | None,
+    field: str = "context.occurred_at",
+) -> None:
+    """A command stated as happening at ``moment`` (given as ``field``; ``None``: not stated,
+    so now) does not come before ``what``, which happened at ``earlier`` (``None``: not known).
+
+    Every service refuses so with this one rule and wording: audit's state of a case as it
+    happened folds by the moments stated, so a command dated before the event it follows would
+    put the case's history out of order for good (a referral accepted before it was made would
+    show as still made, a plan dated before the case was reopened as made on a closed case)."""
+    if moment is not None and earlier is not None and moment < earlier:
+        raise InvalidCommand(
+            [FieldProblem(field, f"must not be before {what} ({earlier.isoformat()})")]
+        )
+
+
 @cache
 def _identifier() -> TypeAdapter[str]:
     return TypeAdapter(Identifier)

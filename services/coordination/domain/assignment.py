@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date, datetime
 
-from casetrail_platform.commands import NotFound, RuleBroken
+from casetrail_platform.commands import NotFound, RuleBroken, require_not_before
 from events.catalog.assignment import (
     CASE_CARRYING_ROLES,
     COUNSELING_NEEDS,
@@ -23,7 +23,7 @@ from services.coordination.domain import errors
 from services.coordination.domain.agency import Worker
 from services.coordination.domain.case import CaseState
 from services.coordination.domain.commands import AssignCase, TransferCase
-from services.coordination.domain.facts import CaseFacts, check_not_before
+from services.coordination.domain.facts import CaseFacts
 
 
 def open_needs(facts: CaseFacts, state: CaseState) -> tuple[NeedCategory, ...]:
@@ -113,7 +113,7 @@ def decide_transfer(
             subject=f"case/{facts.case_id}",
             current_worker_id=state.worker_id,
         )
-    check_not_before(
+    require_not_before(
         occurred_at, f"case {facts.case_id} was given to its current worker", state.assigned_at
     )
     _fitting(facts, state, worker, caseload, on)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from casetrail_platform.commands import InvalidCommand
+from casetrail_platform.commands import require_not_before
 from events.catalog.values import NeedCategory
-from events.errors import FieldProblem
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +36,7 @@ def check_occurred_at(facts: CaseFacts, occurred_at: datetime | None) -> None:
     if occurred_at is not None:
         check_not_before_opening(facts, occurred_at, "context.occurred_at")
         if not facts.closed:
-            check_not_before(
+            require_not_before(
                 occurred_at, f"case {facts.case_id} was last closed", facts.last_closed_at
             )
 
@@ -45,24 +44,7 @@ def check_occurred_at(facts: CaseFacts, occurred_at: datetime | None) -> None:
 def check_not_before_opening(facts: CaseFacts, moment: datetime, field: str) -> None:
     """``moment`` (given as ``field``) is not before the case's opening. A service's start too:
     backdated, it would be care the case never gave, yet delivered and claimed from an insurer."""
-    check_not_before(moment, f"case {facts.case_id} was opened", facts.opened_at, field)
-
-
-def check_not_before(
-    moment: datetime | None,
-    what: str,
-    earlier: datetime | None,
-    field: str = "context.occurred_at",
-) -> None:
-    """``moment`` (given as ``field``; ``None``: not stated) is not before ``what`` happened
-    (at ``earlier``; ``None``: not known). A command dated before the event it follows would
-    put the case's history out of order for good: audit's state of the case as it happened
-    folds by the moments stated, and would show the referral accepted before it was made as
-    still made, the case transferred before its assignment as still with the first worker."""
-    if moment is not None and earlier is not None and moment < earlier:
-        raise InvalidCommand(
-            [FieldProblem(field, f"must not be before {what} ({earlier.isoformat()})")]
-        )
+    require_not_before(moment, f"case {facts.case_id} was opened", facts.opened_at, field)
 
 
 def case_stream(case_id: str) -> str:

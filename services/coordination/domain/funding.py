@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken
+from casetrail_platform.commands import (
+    InvalidCommand,
+    NotFound,
+    RuleBroken,
+    require_not_before,
+)
 from casetrail_platform.limits import MAX_RESERVATIONS_PER_CASE, MAX_RESERVATIONS_PER_SERVICE
 from events.catalog.base import CaseEvent
 from events.catalog.funding import (
@@ -27,7 +32,7 @@ from services.coordination.domain.commands import (
     ReleaseBudget,
     ReserveBudget,
 )
-from services.coordination.domain.facts import CaseFacts, check_not_before
+from services.coordination.domain.facts import CaseFacts
 from services.coordination.domain.schedule import Schedule, ServiceStatus
 from services.coordination.domain.validation import validated
 
@@ -96,7 +101,7 @@ def decide_release(
 ) -> list[CaseEvent]:
     """``occurred_at``: the command's stated moment, not before the reservation was made."""
     reservation = _reservation_of_case(state, command.case_id, command.reservation_id)
-    check_not_before(
+    require_not_before(
         occurred_at,
         f"reservation {reservation.reservation_id} was made",
         reservation.reserved_at,
@@ -210,7 +215,7 @@ def decide_claim_decision(
     claim = case.claims.get(command.claim_id)
     if claim is None:
         raise NotFound("claim", command.claim_id)
-    check_not_before(occurred_at, f"claim {claim.claim_id} was filed", claim.filed_at)
+    require_not_before(occurred_at, f"claim {claim.claim_id} was filed", claim.filed_at)
     if claim.decision is not None:
         raise RuleBroken(
             errors.CLAIM_ALREADY_DECIDED,

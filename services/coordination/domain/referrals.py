@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date, datetime
 
-from casetrail_platform.commands import NotFound, RuleBroken
+from casetrail_platform.commands import NotFound, RuleBroken, require_not_before
 from casetrail_platform.policy.vocabulary import Decision
 from events.catalog.assignment import COUNSELING_NEEDS
 from events.catalog.base import CaseEvent
@@ -35,7 +35,7 @@ from services.coordination.domain.commands import (
     MakeReferral,
     WithdrawReferral,
 )
-from services.coordination.domain.facts import CaseFacts, check_not_before
+from services.coordination.domain.facts import CaseFacts
 from services.coordination.domain.permissions import (
     Action,
     require_case_worker,
@@ -83,7 +83,7 @@ def decide_answer(
     stated moment, not before the referral's last event."""
     referral = _answerable(state, command, acting_for)
     answer = _answer(referral, facts, command)
-    check_not_before(occurred_at, referral.last_change, referral.changed_at)
+    require_not_before(occurred_at, referral.last_change, referral.changed_at)
     return answer
 
 
@@ -161,7 +161,7 @@ def decide_withdrawal(
         )
     if facts is not None and agency is not None and on is not None:
         _require_counseling_kept(state, referral, facts, agency, on)
-    check_not_before(occurred_at, referral.last_change, referral.changed_at)
+    require_not_before(occurred_at, referral.last_change, referral.changed_at)
     return [_withdrawn(command.case_id, referral, command.reason)]
 
 

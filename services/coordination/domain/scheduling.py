@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken
+from casetrail_platform.commands import (
+    InvalidCommand,
+    NotFound,
+    RuleBroken,
+    require_not_before,
+)
 from casetrail_platform.limits import (
     MAX_SERVICE_DURATION,
     OCCURRED_AT_CLOCK_SKEW,
@@ -29,7 +34,6 @@ from services.coordination.domain.commands import (
 )
 from services.coordination.domain.facts import (
     CaseFacts,
-    check_not_before,
     check_not_before_opening,
 )
 from services.coordination.domain.permissions import require_own_provider
@@ -117,7 +121,7 @@ def decide_reschedule(
         raise errors.case_closed(facts.case_id)
     check_not_before_opening(facts, command.starts_at, "starts_at")
     service = _scheduled(schedule, command.case_id, command.service_id)
-    check_not_before(occurred_at, service.last_change, service.changed_at)
+    require_not_before(occurred_at, service.last_change, service.changed_at)
     referral = None if service.referral_id is None else case.referrals.get(service.referral_id)
     ended_at = None if referral is None else referral.ended_at
     if referral is not None and ended_at is not None and command.starts_at >= ended_at:
@@ -178,7 +182,7 @@ def decide_cancel(
                 )
             ]
         )
-    check_not_before(occurred_at, service.last_change, service.changed_at)
+    require_not_before(occurred_at, service.last_change, service.changed_at)
     return [
         ServiceCancelled(
             case_id=command.case_id,
@@ -202,7 +206,7 @@ def decide_delivered(
     after the case's closure (a visit made before the closure may still be written up).
     ``acting_for``: the partner agency of the verified caller, which must provide it."""
     service = _scheduled(schedule, command.case_id, command.service_id, acting_for)
-    check_not_before(occurred_at, service.last_change, service.changed_at)
+    require_not_before(occurred_at, service.last_change, service.changed_at)
     check_not_before_opening(facts, command.starts_at, "starts_at")
     if command.ends_at > now + OCCURRED_AT_CLOCK_SKEW:
         # Its end too: a service still under way is not yet care given, nor claimable.

@@ -12,7 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from casetrail_platform.commands import AlreadyExists, InvalidCommand, NotFound
+from casetrail_platform.commands import (
+    AlreadyExists,
+    InvalidCommand,
+    NotFound,
+    require_not_before,
+)
 from events.catalog.assessment import AssessmentFactors, InitialAssessmentRecorded
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseOpened, CaseReopened
@@ -24,7 +29,6 @@ from services.intake.domain.errors import (
     assessment_already_recorded,
     case_closed,
     case_not_closed,
-    dated_before,
 )
 
 
@@ -94,13 +98,6 @@ class CaseRecord:
                 f"case {self.case_id} was closed before its last reopening",
                 closures[reopened - 1],
             )
-
-
-def require_not_before(occurred_at: datetime | None, what: str, moment: datetime | None) -> None:
-    """A command stated as happening at ``occurred_at`` (``None``: now) does not come before
-    ``what``, which happened at ``moment`` (``None``: not known): refused ``dated_before``."""
-    if occurred_at is not None and moment is not None and occurred_at < moment:
-        raise dated_before(what, moment)
 
 
 def case_from(history: Sequence[RecordedEvent]) -> CaseRecord | None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken
+from casetrail_platform.commands import InvalidCommand, NotFound, RuleBroken, require_not_before
 from events.catalog.access import ConsentGranted, ConsentRevoked
 from events.catalog.base import CaseEvent
 from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 from events.errors import FieldProblem
-from services.intake.domain.cases import CaseRecord, case_from, require_not_before
+from services.intake.domain.cases import CaseRecord, case_from
 from services.intake.domain.erasure import require_not_erased
 
 CONSENT_ALREADY_REVOKED = "CONSENT_ALREADY_REVOKED"

@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from casetrail_platform.commands import InvalidCommand, NotAllowed, NotFound, RuleBroken
+from casetrail_platform.commands import (
+    InvalidCommand,
+    NotAllowed,
+    NotFound,
+    RuleBroken,
+    require_not_before,
+)
 from casetrail_platform.identity.principal import Principal
 from events.catalog.access import AccessPurpose
 from events.catalog.base import CaseEvent, Role
@@ -25,7 +31,7 @@ from events.catalog.emergency import (
 from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 from events.errors import FieldProblem
-from services.intake.domain.cases import case_from, require_not_before
+from services.intake.domain.cases import case_from
 from services.intake.domain.erasure import require_not_erased
 
 DEFAULT_EMERGENCY_ACCESS = timedelta(minutes=60)

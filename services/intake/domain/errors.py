@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
-from casetrail_platform.commands import AlreadyExists, InvalidCommand, RuleBroken
-from events.errors import FieldProblem
+from casetrail_platform.commands import AlreadyExists, RuleBroken
 from services.intake.domain.matching import DuplicateCandidate
 
 CASE_NOT_CLOSED = "CASE_NOT_CLOSED"
@@ -52,12 +50,4 @@ def assessment_already_recorded(case_id: str, assessment_id: str) -> RuleBroken:
         f"case {case_id} already has initial assessment {assessment_id} since it was opened",
         subject=f"case/{case_id}",
         assessment_id=assessment_id,
-    )
-
-
-def dated_before(what: str, moment: datetime) -> InvalidCommand:
-    """A command stated as happening before ``what`` (at ``moment``) would put the case's
-    history out of order."""
-    return InvalidCommand(
-        [FieldProblem("context.occurred_at", f"must not be before {what} ({moment.isoformat()})")]
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 
-from casetrail_platform.commands import AlreadyExists, NotFound, RuleBroken
+from casetrail_platform.commands import AlreadyExists, NotFound, RuleBroken, require_not_before
 from casetrail_platform.limits import MAX_GOALS_PER_PLAN, MAX_PLAN_GOALS_BYTES
 from events.catalog.base import CaseEvent
 from events.catalog.cases import CaseClosed, DischargePlanned, DischargeReason
@@ -122,16 +122,12 @@ def _require_in_order(
     work on the plan not before the plan was drafted (an agreement dated before there was a
     plan)."""
     case_id = command.case_id
-    if facts.opened_at is not None and occurred_at < facts.opened_at:
-        raise errors.dated_before(f"case {case_id} was opened", facts.opened_at)
-    if record.closed_at is not None and occurred_at < record.closed_at:
-        raise errors.dated_before(f"case {case_id} was last closed", record.closed_at)
-    if facts.reopened_at is not None and occurred_at < facts.reopened_at:
-        raise errors.dated_before(f"case {case_id} was last reopened", facts.reopened_at)
+    require_not_before(occurred_at, f"case {case_id} was opened", facts.opened_at)
+    require_not_before(occurred_at, f"case {case_id} was last closed", record.closed_at)
+    require_not_before(occurred_at, f"case {case_id} was last reopened", facts.reopened_at)
     plan = record.plan
-    drafted_at = None if plan is None or not isinstance(command, PLAN_WORK) else plan.drafted_at
-    if plan is not None and drafted_at is not None and occurred_at < drafted_at:
-        raise errors.dated_before(f"plan {plan.plan_id} was drafted", drafted_at)
+    if plan is not None and isinstance(command, PLAN_WORK):
+        require_not_before(occurred_at, f"plan {plan.plan_id} was drafted", plan.drafted_at)
 
 
 PLAN_WORK = (

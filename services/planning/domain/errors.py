@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import date
 
-from casetrail_platform.commands import InvalidCommand, RuleBroken
+from casetrail_platform.commands import RuleBroken
 from events.catalog.assignment import COUNSELING_LICENCES
 from events.catalog.planning import PlanTask
-from events.errors import FieldProblem
 from services.planning.domain.model import StaffMember
 
 CASE_CLOSED = "CASE_CLOSED"
@@ -95,14 +94,6 @@ def goal_not_agreed(goal_id: str) -> RuleBroken:
         f"the client has not agreed to goal {goal_id} as it stands (added or revised since the"
         " last agreement); record their agreement to the current plan first",
         subject=goal_id,
-    )
-
-
-def dated_before(what: str, moment: datetime) -> InvalidCommand:
-    """A command stated as happening before ``what`` (at ``moment``) would put the case's
-    history out of order."""
-    return InvalidCommand(
-        [FieldProblem("context.occurred_at", f"must not be before {what} ({moment.isoformat()})")]
     )
 
 
