@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import psycopg
@@ -101,18 +102,23 @@ class PostgresDataKeyTable(DataKeyTable):
         return stored
 
     def destroy(self, owner: str) -> int:
-        rows = self._run(
-            "UPDATE data_keys SET wrapped = NULL, destroyed_at = now()"
-            " WHERE owner = %s AND wrapped IS NOT NULL RETURNING version",
-            (owner,),
-        )
-        # An owner with no key yet gets a tombstone too: a key created for it later (a
-        # process that looked before the erasure) would seal its data under a live key.
-        self._run(
-            "INSERT INTO data_keys (owner, version, wrapped, kek_id, destroyed_at)"
-            " VALUES (%s, 1, NULL, %s, now()) ON CONFLICT (owner, version) DO NOTHING",
-            (owner, TOMBSTONE_KEK),
-            fetch=False,
+        # One transaction, the tombstone first. An owner with no key yet gets a tombstone too:
+        # a key created for it later (a process that looked before the erasure) would seal its
+        # data under a live key. Inserted first, it waits on a key another session is creating
+        # at that moment, which the clearing statement after it then sees and clears; and a
+        # creation after it waits on the tombstone and finds it. Cleared first, as it was, a
+        # key created between the two statements outlived the erasure.
+        rows = self._run_together(
+            (
+                "INSERT INTO data_keys (owner, version, wrapped, kek_id, destroyed_at)"
+                " VALUES (%s, 1, NULL, %s, now()) ON CONFLICT (owner, version) DO NOTHING",
+                (owner, TOMBSTONE_KEK),
+            ),
+            (
+                "UPDATE data_keys SET wrapped = NULL, destroyed_at = now()"
+                " WHERE owner = %s AND wrapped IS NOT NULL RETURNING version",
+                (owner,),
+            ),
         )
         self._vacuum_away(owner)
         return len(rows)
@@ -201,13 +207,23 @@ class PostgresDataKeyTable(DataKeyTable):
     def _run(
         self, query: str, parameters: tuple[object, ...], *, fetch: bool = True
     ) -> list[tuple[Any, ...]]:
+        return self._run_together((query, parameters), fetch=fetch)
+
+    def _run_together(
+        self, *statements: tuple[str, tuple[object, ...]], fetch: bool = True
+    ) -> list[tuple[Any, ...]]:
+        """``statements`` in one transaction (one alone: autocommit); what the last one
+        returns. A dropped session (server restart) gets one more try on a fresh one: the
+        transaction it cut off was rolled back whole."""
         with self._lock:
             for attempt in (1, 2):
                 try:
-                    cursor = self._open().execute(query, parameters)
+                    connection = self._open()
+                    with connection.transaction() if len(statements) > 1 else nullcontext():
+                        for query, parameters in statements:
+                            cursor = connection.execute(query, parameters)
                     return cursor.fetchall() if fetch else []
                 except psycopg.OperationalError as error:
-                    # A dropped session (server restart): one more try on a fresh one.
                     self._drop()
                     if attempt == 2:
                         raise KeyUnavailableError("data-key table") from error

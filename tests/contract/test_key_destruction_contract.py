@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,6 +128,31 @@ def test_postgres_a_snapshot_ending_during_the_vacuum_never_answers_the_key_gone
         reader.rollback()
     pg_table.destroy("client-3")
     assert not _pg_on_disk(pg_table, keys["client-3"])
+
+
+def test_postgres_a_key_created_while_the_erasure_runs_is_destroyed_with_it(
+    pg_table: PostgresDataKeyTable,
+) -> None:
+    """Another replica, which looked before the erasure and found no key, creates one while
+    the erasure runs. The erasure cleared the keys first and wrote the tombstone after: a key
+    committed between the two outlived it, and what was sealed for the erased owner afterwards
+    stayed readable. Here the creation is held open across the whole erasure."""
+    secret = os.urandom(60)
+    with psycopg.connect(postgres_dsn()) as creator:
+        creator.execute(
+            f"INSERT INTO {pg_table._schema}.data_keys (owner, version, wrapped, kek_id)"
+            " VALUES ('case:c-1', 1, %s, 'kek')",
+            (secret,),
+        )
+        erasing = threading.Thread(target=pg_table.destroy, args=("case:c-1",))
+        erasing.start()
+        erasing.join(timeout=1.0)  # the erasure waits on the creation, or is done
+        creator.commit()
+    erasing.join()
+    stored = pg_table.version("case:c-1", 1)
+    assert stored is not None
+    assert stored.wrapped is None
+    assert not _pg_on_disk(pg_table, secret)
 
 
 def _sqlite_on_disk(directory: Path, secret: bytes) -> bool:
