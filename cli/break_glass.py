@@ -34,7 +34,7 @@ OUTCOMES = ("justified", "not_justified", "escalated")
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The break-glass subcommands, added to ``casetrail``'s parser (``cli.main``)."""
-    from cli.main import _caller, _data_dir, deadline, finite
+    from cli.main import _caller, _data_dir, deadline, finite, sendable
 
     glass = commands.add_parser(
         "break-glass",
@@ -44,8 +44,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     actions = glass.add_subparsers(dest="glass_command", required=True)
     opening = actions.add_parser("open", help="open a time-boxed emergency access to a case")
-    opening.add_argument("case_id")
-    opening.add_argument("--reason", required=True, help="why (1-1,000 characters)")
+    opening.add_argument("case_id", type=sendable)
+    opening.add_argument("--reason", type=sendable, required=True, help="why (1-1,000 characters)")
     opening.add_argument(
         "--minutes",
         type=finite(0.0, 1440.0, above=True),
@@ -53,17 +53,17 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="how long, up to 1,440 (default 60)",
     )
     closing = actions.add_parser("close", help="end an emergency access before its time box")
-    closing.add_argument("case_id")
-    closing.add_argument("emergency_access_id")
+    closing.add_argument("case_id", type=sendable)
+    closing.add_argument("emergency_access_id", type=sendable)
     reviews = actions.add_parser("reviews", help="the emergency accesses awaiting review")
-    reviews.add_argument("--case", help="only this case")
+    reviews.add_argument("--case", type=sendable, help="only this case")
     reviews.add_argument("--all", action="store_true", help="the reviewed ones too")
     reviews.add_argument("--json", action="store_true", help="one EmergencyAccess JSON per line")
     review = actions.add_parser("review", help="record the review of an emergency access")
-    review.add_argument("case_id")
-    review.add_argument("emergency_access_id")
+    review.add_argument("case_id", type=sendable)
+    review.add_argument("emergency_access_id", type=sendable)
     review.add_argument("--outcome", required=True, choices=OUTCOMES)
-    review.add_argument("--note", help="at most 2,000 characters")
+    review.add_argument("--note", type=sendable, help="at most 2,000 characters")
     for action in (opening, closing, reviews, review):
         action.add_argument("--intake", metavar="HOST:PORT", help="default: from addresses.json")
         action.add_argument("--data-dir", default=_data_dir(), help="where addresses.json is")

@@ -19,7 +19,7 @@ from cli.rpc import answered, command, intake_stub
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The client subcommands, added to ``casetrail``'s parser (``cli.main``)."""
-    from cli.main import _caller, _data_dir, deadline
+    from cli.main import _caller, _data_dir, deadline, sendable
 
     client = commands.add_parser(
         "client",
@@ -31,10 +31,15 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     correcting = actions.add_parser(
         "correct-birth-date", help="correct the client's recorded date of birth"
     )
-    correcting.add_argument("client_id")
-    correcting.add_argument("--date", required=True, help="the right date of birth, YYYY-MM-DD")
+    correcting.add_argument("client_id", type=sendable)
     correcting.add_argument(
-        "--reason", required=True, help="why the recorded one was wrong and how this is known"
+        "--date", type=sendable, required=True, help="the right date of birth, YYYY-MM-DD"
+    )
+    correcting.add_argument(
+        "--reason",
+        type=sendable,
+        required=True,
+        help="why the recorded one was wrong and how this is known",
     )
     correcting.add_argument("--intake", metavar="HOST:PORT", help="default: from addresses.json")
     correcting.add_argument("--data-dir", default=_data_dir(), help="where addresses.json is")

@@ -19,7 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
-from casetrail_platform.addresses import host_port
+from casetrail_platform.addresses import addresses_file, host_port, port_problem
 from casetrail_platform.grpc_platform.server import allow_plaintext
 from casetrail_platform.identity.development import DevelopmentSigner
 from casetrail_platform.identity.settings import IssuerSettings
@@ -64,6 +64,10 @@ def _settings(
     address = options.audit or load_addresses(data_dir).get("audit")
     if not address:
         raise LookupError("no address for audit: pass --audit HOST:PORT")
+    problem = port_problem(address)  # 70000 dialled 4464, as command_channel refuses it
+    if problem is not None:
+        where = "--audit" if options.audit else f"{addresses_file(data_dir)} audit"
+        raise ValueError(f"{where}: {problem}")
     signer: DevelopmentSigner | None = None
     if issuer is None:
         signer = DevelopmentSigner.load(data_dir)

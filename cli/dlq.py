@@ -21,10 +21,12 @@ import json
 import re
 import sys
 from collections.abc import Iterable
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 from typing import Any
 
+from casetrail_platform.addresses import port_problem
 from casetrail_platform.bus.deadletter import DeadLetter
 from casetrail_platform.bus.kafka_dead_letters import StoredDeadLetter
 from casetrail_platform.bus.kafka_settings import KafkaSettings
@@ -43,9 +45,18 @@ def run(options: argparse.Namespace) -> int:
     if options.backend == "embedded":
         print(f"casetrail dlq: {EMBEDDED}", file=sys.stderr)
         return 2
-    settings = KafkaSettings.from_env()
+    try:
+        settings = KafkaSettings.from_env()  # ValueError naming the variable
+    except ValueError as error:
+        print(f"casetrail dlq: Kafka settings: {error}", file=sys.stderr)
+        return 2
     if options.bootstrap:
-        settings = KafkaSettings(bootstrap_servers=options.bootstrap)
+        problem = bootstrap_problem(options.bootstrap)
+        if problem is not None:
+            print(f"casetrail dlq: --bootstrap: {problem}", file=sys.stderr)
+            return 2
+        # Only the brokers: the security settings still hold (a TLS or SASL cluster).
+        settings = replace(settings, bootstrap_servers=options.bootstrap)
     if options.action == "replay":
         if not options.group:
             print("casetrail dlq replay: name the consumer group", file=sys.stderr)
@@ -54,6 +65,19 @@ def run(options: argparse.Namespace) -> int:
     if not options.group:
         return asyncio.run(_list_topics(settings))
     return asyncio.run(_list(settings, options.group, options.all))
+
+
+def bootstrap_problem(servers: str) -> str | None:
+    """Why ``servers`` (``host:port[,host:port]``) names no brokers, or ``None``: the Kafka
+    client failed on a port that is no number, or beyond 65535, with a traceback."""
+    for address in (entry.strip() for entry in servers.split(",")):
+        _, colon, port = address.rpartition(":")
+        if not colon or not port.isascii() or not port.isdigit():
+            return f"{address!r} is not host:port"
+        problem = port_problem(address)
+        if problem is not None:
+            return problem
+    return None
 
 
 async def _list_topics(settings: KafkaSettings) -> int:

@@ -414,7 +414,7 @@ async def _ask_audit(options: argparse.Namespace) -> int:
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The ledger's subcommands, added to ``casetrail``'s parser (``cli.main``)."""
-    from cli.main import SERVICES, _audit, _data_dir, _storage, bounded
+    from cli.main import SERVICES, _audit, _data_dir, _storage, bounded, sendable
 
     size = bounded(0, MAX_TREE_SIZE)
 
@@ -444,7 +444,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     checkpoint = actions.add_parser("checkpoint", help="a service's newest signed checkpoint")
     checkpoint.add_argument("service", choices=SERVICES)
     prove = actions.add_parser("prove", help="the inclusion proof of an event")
-    prove.add_argument("event_id")
+    prove.add_argument("event_id", type=sendable)
     prove.add_argument("--tree-size", type=size, default=0)
     consistency = actions.add_parser("consistency", help="a consistency proof of a service's log")
     consistency.add_argument("service", choices=SERVICES)

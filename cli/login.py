@@ -138,14 +138,25 @@ def _sendable(token: str, source: str) -> str:
     return token
 
 
-def trusted_verifier(data_dir: Path) -> TokenVerifier:
+DISTRIBUTED_ISSUER = (
+    "token issuer: the distributed backend needs CASETRAIL_OIDC_ISSUER and"
+    " CASETRAIL_OIDC_AUDIENCE (its services never trust a development issuer)"
+)
+"""Why ``tail`` on the distributed backend refuses without a real issuer (as the runner does)."""
+
+
+def trusted_verifier(data_dir: Path, *, distributed: bool) -> TokenVerifier:
     """The verifier of the issuer the services trust: the configured one
     (``CASETRAIL_OIDC_ISSUER``), else the development issuer `make run` started in
-    ``data_dir``. Exits naming the setting or file when either is unusable."""
+    ``data_dir``, never on the ``distributed`` backend: its services never start without a
+    real issuer, so a development key in a data directory is no issuer they trust. Exits
+    naming the setting or file when none is usable."""
     try:
         issuer = IssuerSettings.from_env()
         if issuer is not None:
             return issuer.verifier()
+        if distributed:
+            raise SystemExit(DISTRIBUTED_ISSUER)
         signer = DevelopmentSigner.load(data_dir)
     except (LookupError, ValueError) as error:
         raise SystemExit(f"token issuer: {error}") from None

@@ -84,16 +84,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         # usage error like argparse's: exit 2, where a bare SystemExit(text) gives 1 (refused).
         print(stop.code, file=sys.stderr)
         status = USAGE
-    except (BrokenPipeError, BaseExceptionGroup) as error:
-        if not _reader_gone(error):
-            raise
-        status = _quietly_without_reader()
-    except Exception as error:
-        away = _unavailable(error)
-        if away is None:
-            raise
-        print(f"casetrail {options.command}: {away}", file=sys.stderr)
-        status = UNAVAILABLE
+    except Exception as error:  # tail's task group too: one handler, so each check sees it
+        if _reader_gone(error):
+            status = _quietly_without_reader()
+        else:
+            away = _unavailable(error)
+            if away is None:
+                raise
+            print(f"casetrail {options.command}: {away}", file=sys.stderr)
+            status = UNAVAILABLE
     sys.exit(status)
 
 
@@ -196,21 +195,21 @@ def parser() -> argparse.ArgumentParser:
     _storage(parked)
 
     timeline = commands.add_parser("timeline", help="a case's timeline, from audit")
-    timeline.add_argument("case_id")
+    timeline.add_argument("case_id", type=sendable)
     timeline.add_argument("--basis", choices=["occurred", "recorded"], default="occurred")
     timeline.add_argument("--as-of", help="ISO 8601 moment (UTC when no offset is given)")
     timeline.add_argument("--json", action="store_true", help="one CloudEvents JSON per line")
     _audit(timeline)
 
     state = commands.add_parser("state", help="a case as it was (or was known) at a moment")
-    state.add_argument("case_id")
+    state.add_argument("case_id", type=sendable)
     state.add_argument("--as-of", help="ISO 8601 moment (UTC when no offset); default: audit's now")
     state.add_argument("--basis", choices=["occurred", "recorded"], default="occurred")
     state.add_argument("--json", action="store_true", help="the CaseState as JSON")
     _audit(state)
 
     export = commands.add_parser("export", help="a case's history as CloudEvents JSON Lines")
-    export.add_argument("case_id")
+    export.add_argument("case_id", type=sendable)
     export.add_argument("--basis", choices=["occurred", "recorded"], default="occurred")
     export.add_argument("-o", "--output", help="file to write (standard output by default)")
     _audit(export)
@@ -222,7 +221,7 @@ def parser() -> argparse.ArgumentParser:
         "(partner agencies, emergency access, legal obligation, referrals) in a period of at "
         "most six years: date, recipient, what was disclosed, purpose, consent or basis.",
     )
-    disclosures.add_argument("--client", required=True, help="the client id")
+    disclosures.add_argument("--client", type=sendable, required=True, help="the client id")
     disclosures.add_argument(
         "--from", dest="period_from", required=True, help="ISO 8601 moment (UTC when no offset)"
     )
@@ -237,13 +236,13 @@ def parser() -> argparse.ArgumentParser:
         "as they stood then, and the user's recorded reads. The user's role, agency, team and "
         "purpose default to those of their latest recorded access to the case.",
     )
-    as_seen.add_argument("case_id")
-    as_seen.add_argument("--user", required=True, help="the user id (U)")
+    as_seen.add_argument("case_id", type=sendable)
+    as_seen.add_argument("--user", type=sendable, required=True, help="the user id (U)")
     as_seen.add_argument("--at", required=True, help="ISO 8601 moment T (UTC when no offset)")
     as_seen.add_argument("--user-role", choices=ROLES)
-    as_seen.add_argument("--user-agency")
-    as_seen.add_argument("--user-team")
-    as_seen.add_argument("--user-purpose")
+    as_seen.add_argument("--user-agency", type=sendable)
+    as_seen.add_argument("--user-team", type=sendable)
+    as_seen.add_argument("--user-purpose", type=sendable)
     as_seen.add_argument("--json", action="store_true", help="the whole answer as JSON")
     _audit(as_seen)
 
@@ -331,6 +330,17 @@ def bounded(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def sendable(text: str) -> str:
+    """An argparse type: text a service can be sent (UTF-8). An argument that is not valid
+    UTF-8 arrives as lone surrogates ($'\\xff' as '\\udcff'), which the request could not
+    encode: told as an answer this CLI could not read, blaming the service (exit 1)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("not UTF-8 text") from None
+    return text
+
+
 def identifier(text: str) -> str:
     """An argparse type: the catalog's id (``Identifier``), as the services check it."""
     from casetrail_platform.commands import id_problem
@@ -362,7 +372,9 @@ def _data_dir() -> str:
 def _storage(command: argparse.ArgumentParser) -> None:
     command.add_argument("--data-dir", default=_data_dir())
     command.add_argument("--backend", choices=["embedded", "distributed"], default="embedded")
-    command.add_argument("--pg-dsn", help="PostgreSQL (distributed; default $CASETRAIL_PG_DSN)")
+    command.add_argument(
+        "--pg-dsn", type=sendable, help="PostgreSQL (distributed; default $CASETRAIL_PG_DSN)"
+    )
 
 
 def _audit(command: argparse.ArgumentParser) -> None:
@@ -403,7 +415,7 @@ def _caller(command: argparse.ArgumentParser) -> None:
         help="bearer token on the command line: VISIBLE TO OTHER USERS of this machine (ps);"
         " prefer `casetrail login`, --token-file or $CASETRAIL_TOKEN",
     )
-    command.add_argument("--purpose", default="confidentiality_review")
+    command.add_argument("--purpose", type=sendable, default="confidentiality_review")
 
 
 TOKEN_VISIBLE = (

@@ -34,9 +34,23 @@ def postgres_dsn(options: argparse.Namespace) -> str | None:
     """The distributed backend's database (``None``: the embedded backend)."""
     if options.backend == "embedded":
         return None
-    from casetrail_platform.store.pg_password import deployment_dsn
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
 
-    return deployment_dsn(os.environ, options.pg_dsn)
+    from casetrail_platform.store.pg_password import DSN_VARIABLE, deployment_dsn
+
+    source = "--pg-dsn" if options.pg_dsn else DSN_VARIABLE
+    try:
+        dsn = deployment_dsn(os.environ, options.pg_dsn)
+        conninfo_to_dict(dsn)  # malformed: named here, not a traceback at the first connection
+    except (psycopg.ProgrammingError, UnicodeEncodeError):
+        # Never the driver's text: it quotes the DSN, which may hold a password.
+        raise SystemExit(
+            f"{source}: not a PostgreSQL connection string (key=value pairs or a URI)"
+        ) from None
+    except ValueError as error:  # the password file (it names the file, never its content)
+        raise SystemExit(f"PostgreSQL password: {error}") from None
+    return dsn
 
 
 def has_local_store(infra: Infrastructure, service: str) -> bool:

@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import sys
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,11 +44,14 @@ from casetrail_platform.policy.guard import (
 from casetrail_platform.policy.vocabulary import Action, Decision
 from casetrail_platform.store.port import EventStore
 from cli.main import SERVICES
-from events.catalog.access import AccessPurpose
+from events.catalog.access import AccessPurpose, RecordAccessed
 from events.envelope import RecordedEvent
 
 TAIL_STREAMS = "access-tail-"
 """The prefix of the streams the tail records its accesses in, one per append."""
+TAIL_STREAM = re.compile(re.escape(TAIL_STREAMS) + "[0-9a-f]{32}")
+"""One of them: the prefix and a uuid's 32 hex digits (``AccessControl.own_streams``). The
+prefix alone is no mark: a case ``tail-probe1``'s accesses go to ``access-tail-probe1``."""
 TAIL_CLIENT = "casetrail-tail"
 """The client application its access records name (as ``x-casetrail-client`` would)."""
 TAIL_SUBJECT = "all-cases"
@@ -71,6 +75,8 @@ def run(options: argparse.Namespace) -> int:
     from cli.stores import has_local_store, infrastructure
 
     infra = infrastructure(options)
+    # Before any store is opened: on the distributed backend, only the issuer its services need.
+    verifier = trusted_verifier(Path(options.data_dir), distributed=infra.postgres_dsn is not None)
     names = tailed_services(options.service, lambda name: has_local_store(infra, name))
     missing = [name for name in names if not has_local_store(infra, name)]
     if missing or not names:
@@ -85,7 +91,6 @@ def run(options: argparse.Namespace) -> int:
         print(f"--purpose: unknown purpose {options.purpose!r}", file=sys.stderr)
         return 2
     token = bearer_token(options)
-    verifier = trusted_verifier(Path(options.data_dir))
     try:
         principal = replace(asyncio.run(verifier.verify(token)), client=TAIL_CLIENT)
     except (InvalidCredential, IssuerUnavailable) as error:
@@ -197,7 +202,7 @@ async def follow(
     position = 0 if from_start else await store.last_position()
     while True:
         batch = await store.read_all(position, BATCH)
-        shown = [e for e in batch if not e.stream.startswith(TAIL_STREAMS)]
+        shown = [e for e in batch if not tails_own(e)]
         if shown:
             await credential()
             await access.release(None, principal, purpose, disclosures(decision, shown))
@@ -208,6 +213,18 @@ async def follow(
             position = batch[-1].position
         if len(batch) < BATCH:
             await store.wait_for_append(position, idle_timeout)
+
+
+def tails_own(recorded: RecordedEvent) -> bool:
+    """Whether ``recorded`` is a tail's own access record, neither shown nor recorded again:
+    in a stream of the tail's shape, naming the tail as its client. Anything else is shown,
+    a case's access records whose id starts ``tail-`` among them."""
+    event = recorded.event
+    return (
+        TAIL_STREAM.fullmatch(recorded.stream) is not None
+        and isinstance(event, RecordAccessed)
+        and event.client_application == TAIL_CLIENT
+    )
 
 
 def disclosures(decision: Decision, shown: Sequence[RecordedEvent]) -> list[Disclosure]:

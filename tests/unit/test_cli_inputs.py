@@ -4,17 +4,32 @@ and the files it writes (a saved token, an export) owner-only and whole or not a
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
 import os
+from datetime import UTC, datetime
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
 from casetrail_platform.identity.development import DevelopmentIssuer, identity_dir
+from casetrail_platform.identity.principal import Principal
 from casetrail_platform.identity.verifier import DEFAULT_MAX_LIFETIME_SECONDS
+from casetrail_platform.policy.decide import decide
+from casetrail_platform.policy.guard import DEFAULT_HOME_AGENCY, AccessControl
+from casetrail_platform.policy.vocabulary import Action
 from casetrail_platform.private_files import private_replacement
+from casetrail_platform.store.port import ANY_VERSION
+from casetrail_platform.store.sqlite import SqliteEventStore
 from cli.login import TOKEN_FILE, bearer_token, trusted_verifier
 from cli.main import MAX_LOGIN_HOURS, main
-from cli.tail import tailed_services
+from cli.tail import TAIL_CLIENT, TAIL_STREAMS, follow, tailed_services, tails_own
+from events.catalog.access import AccessPurpose, RecordAccessed, RecordSection
+from events.catalog.base import Role
+from events.catalog_registry import default_registry
+from events.envelope import Actor, EventMetadata, NewEvent
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int | str | None, str]:
@@ -74,7 +89,7 @@ def test_an_issuer_without_an_audience_is_named(
     monkeypatch.setenv("CASETRAIL_OIDC_ISSUER", "https://issuer.example")
     monkeypatch.delenv("CASETRAIL_OIDC_AUDIENCE", raising=False)
     with pytest.raises(SystemExit) as exit_:
-        trusted_verifier(tmp_path)  # what `casetrail tail` checks its token with
+        trusted_verifier(tmp_path, distributed=False)  # what `casetrail tail` checks with
     assert "CASETRAIL_OIDC_AUDIENCE" in str(exit_.value.code)
     code, err = _run(capsys, "console", "--port", "0", "--data-dir", str(tmp_path))
     assert code == 2
@@ -167,6 +182,76 @@ def test_a_console_host_in_brackets_is_the_address_within(
         code, err = _run(capsys, *argv, "--port", str(port))
     assert code == 2
     assert f"console: cannot listen on [::1]:{port}: Address already in use" in err
+
+
+@pytest.mark.parametrize("where", ["--audit", "addresses.json"])
+def test_a_console_audit_address_whose_port_is_no_port_is_refused_before_serving(
+    where: str,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """127.0.0.1:70000 was accepted and the console dialled audit at port 4464."""
+    import cli.console
+
+    async def served(*args: object) -> int:
+        return 0
+
+    monkeypatch.setattr(cli.console, "_serve", served)
+    monkeypatch.delenv("CASETRAIL_OIDC_ISSUER", raising=False)
+    if where == "addresses.json":
+        (data_dir / "addresses.json").write_text('{"audit": "127.0.0.1:70000"}')
+        given: tuple[str, ...] = ()
+    else:
+        given = ("--audit", "127.0.0.1:70000")
+    code, err = _run(capsys, "console", *given, "--data-dir", str(data_dir), "--port", "0")
+    assert code == 2
+    assert f"{where}" in err
+    assert "127.0.0.1:70000: the port must be from 1 to 65535" in err
+
+
+@pytest.mark.parametrize(
+    ("bootstrap", "problem"),
+    [
+        ("notahost:abc", "'notahost:abc' is not host:port"),
+        ("127.0.0.1:70000", "127.0.0.1:70000: the port must be from 1 to 65535"),
+        ("127.0.0.1:9092,", "'' is not host:port"),
+    ],
+)
+def test_a_dlq_bootstrap_that_names_no_broker_is_refused_naming_the_option(
+    bootstrap: str, problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Kafka client failed on it with a traceback (int('abc'), connect()'s range)."""
+    code, err = _run(capsys, "dlq", "list", "--bootstrap", bootstrap)
+    assert code == 2
+    assert err.startswith(f"casetrail dlq: --bootstrap: {problem}")
+
+
+def test_dlq_bootstrap_keeps_the_kafka_security_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--bootstrap replaced every Kafka setting: plain text to a SASL or TLS cluster."""
+    import cli.dlq
+    from casetrail_platform.bus.kafka_settings import KafkaSettings
+
+    used: list[KafkaSettings] = []
+
+    async def list_topics(settings: KafkaSettings) -> int:
+        used.append(settings)
+        return 0
+
+    monkeypatch.setattr(cli.dlq, "_list_topics", list_topics)
+    monkeypatch.setenv("CASETRAIL_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+    monkeypatch.setenv("CASETRAIL_KAFKA_SASL_USERNAME", "casetrail")
+    monkeypatch.setenv("CASETRAIL_KAFKA_SASL_PASSWORD", "pw")
+    code, _ = _run(capsys, "dlq", "list", "--bootstrap", "broker.internal:9093")
+    assert code == 0
+    assert used[0].bootstrap_servers == "broker.internal:9093"
+    assert used[0].security.protocol == "SASL_PLAINTEXT"
+    monkeypatch.setenv("CASETRAIL_KAFKA_SECURITY_PROTOCOL", "SASL_TLS")
+    code, err = _run(capsys, "dlq", "list", "--bootstrap", "broker.internal:9093")
+    assert code == 2
+    assert err.startswith("casetrail dlq: Kafka settings: CASETRAIL_KAFKA_SECURITY_PROTOCOL")
 
 
 @pytest.mark.parametrize("command", ["verify", "verify-store"])
@@ -294,3 +379,157 @@ def test_a_service_asked_twice_is_tailed_once() -> None:
     asked = ["intake", "planning", "intake"]
     assert tailed_services(asked, lambda name: True) == ["intake", "planning"]
     assert tailed_services(None, lambda name: name == "audit") == ["audit"]
+
+
+def test_a_task_group_of_stores_away_ends_in_one_line_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tail`'s group reached a handler that re-raised it before the one-line check."""
+    import cli.tail
+    from casetrail_platform.errors import StorageUnavailableError
+    from casetrail_platform.keys.port import KeyUnavailableError
+
+    def tail_away(options: argparse.Namespace) -> int:
+        raise ExceptionGroup(
+            "tail",
+            [StorageUnavailableError("intake_events event store"), KeyUnavailableError("keys")],
+        )
+
+    monkeypatch.setattr(cli.tail, "run", tail_away)
+    code, err = _run(capsys, "tail", "--data-dir", str(tmp_path))
+    assert code == 1
+    assert err.startswith("casetrail tail: the intake_events event store is unavailable")
+    assert "Traceback" not in err
+
+
+# --- tail on the distributed backend --------------------------------------------------------------
+
+
+def test_tail_on_the_distributed_backend_trusts_no_development_issuer(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The distributed services never start without a real issuer; the tail took the key of a
+    development issuer in --data-dir (anyone's to make) as theirs, before any store."""
+    from casetrail_platform.identity.development import DevelopmentSigner
+
+    monkeypatch.delenv("CASETRAIL_OIDC_ISSUER", raising=False)
+    monkeypatch.delenv("CASETRAIL_PG_PASSWORD_FILE", raising=False)
+    monkeypatch.setenv("CASETRAIL_TOKEN", DevelopmentSigner.load(data_dir).mint("kim", "auditor"))
+    nowhere = "postgresql://fixcli@127.0.0.1:1/fixcli_none"  # never connected to
+    code, err = _run(
+        capsys, "tail", "--backend", "distributed", "--pg-dsn", nowhere, "--data-dir", str(data_dir)
+    )
+    assert code == 2
+    assert "the distributed backend needs CASETRAIL_OIDC_ISSUER" in err
+    with pytest.raises(SystemExit):
+        trusted_verifier(data_dir, distributed=True)
+    trusted_verifier(data_dir, distributed=False)  # the embedded services trust it
+
+
+@pytest.mark.parametrize(
+    ("dsn", "named"),
+    [
+        (["--pg-dsn", "host=127.0.0.1 password=SECRET dbname"], "--pg-dsn"),
+        (["--pg-dsn", "postgresql://kim:SECRET@[::1"], "--pg-dsn"),
+        ([], "CASETRAIL_PG_DSN"),
+    ],
+)
+@pytest.mark.parametrize("command", [["tail"], ["parked", "list", "intake"]])
+def test_a_malformed_postgres_dsn_is_named_without_its_password(
+    command: list[str],
+    dsn: list[str],
+    named: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The driver's ProgrammingError was a traceback quoting the DSN, password and all."""
+    monkeypatch.setenv("CASETRAIL_PG_DSN", "host=127.0.0.1 password=SECRET port")
+    monkeypatch.delenv("CASETRAIL_PG_PASSWORD_FILE", raising=False)
+    argv = [*command, "--backend", "distributed", *dsn, "--data-dir", str(tmp_path)]
+    code, err = _run(capsys, *argv)
+    assert code == 2
+    assert err.startswith(f"{named}: not a PostgreSQL connection string")
+    assert "SECRET" not in err
+    assert "Traceback" not in err
+
+
+# --- text a service is sent ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["timeline", "c1", "--purpose", "\udcff"], "--purpose"),
+        (["state", "c\udcff"], "case_id"),
+        (["as-seen", "c1", "--user", "u1", "--at", "2026-01-01", "--user-team", "\udcff"],
+         "--user-team"),
+        (["break-glass", "open", "c1", "--reason", "why \udcff"], "--reason"),
+        (["tail", "--purpose", "\udcff"], "--purpose"),
+    ],
+)  # fmt: skip
+def test_text_that_is_not_utf8_is_refused_naming_the_option(
+    argv: list[str], option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """$'\\xff' arrives as a lone surrogate, which the request could not encode: exit 1,
+    "audit answered something this CLI cannot read", blaming the service."""
+    code, err = _run(capsys, *argv, "--data-dir", str(tmp_path), "--token", "a.b.c")
+    assert code == 2
+    assert f"argument {option}: not UTF-8 text" in err
+
+
+async def test_a_tail_shows_a_case_whose_id_starts_like_its_own_streams(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A case ``tail-probe1``'s accesses go to ``access-tail-probe1``, which the tail took for
+    one of its own streams by the prefix and never showed; its own records stay unshown."""
+    store = await SqliteEventStore.open(tmp_path / "events.db", default_registry())
+    try:
+        probe = RecordAccessed(
+            case_id="tail-probe1",
+            accessor_id="sam",
+            accessor_role=Role.AUDITOR,
+            purpose=AccessPurpose.CONFIDENTIALITY_REVIEW,
+            sections=(RecordSection.IDENTITY,),
+            rule="auditor-review",
+            policy_version="2026.12-4",
+        )
+        metadata = EventMetadata(
+            "casetrail/intake", Actor("sam", Role.AUDITOR), datetime.now(UTC), uuid4()
+        )
+        await store.append("access-tail-probe1", [NewEvent(probe, metadata)], ANY_VERSION)
+        principal = Principal(
+            "kim", Role.AUDITOR, DEFAULT_HOME_AGENCY, "https://issuer.example", client=TAIL_CLIENT
+        )
+        purpose = AccessPurpose.CONFIDENTIALITY_REVIEW
+        decision = decide(
+            principal, Action.TAIL, purpose, None,
+            home_agency=DEFAULT_HOME_AGENCY, now=datetime.now(UTC),
+        )  # fmt: skip
+
+        async def still_valid() -> Principal:
+            return principal
+
+        tailing = asyncio.create_task(
+            follow(
+                store,
+                AccessControl(store, None, "casetrail/intake", own_streams=TAIL_STREAMS),
+                principal,
+                purpose,
+                decision,
+                from_start=True,
+                credential=still_valid,
+                idle_timeout=0.05,
+            )
+        )
+        await asyncio.sleep(0.5)  # the probe shown and recorded, then that record read back
+        tailing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await tailing
+        shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [line["stream"] for line in shown] == ["access-tail-probe1"]
+        own = [r for r in await store.read_all(0) if r.stream != "access-tail-probe1"]
+        assert len(own) == 1  # the tail's record of the probe: neither shown nor recorded
+        assert tails_own(own[0])
+    finally:
+        await store.close()
