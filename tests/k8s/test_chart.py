@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from psycopg.conninfo import conninfo_to_dict
 
 from casetrail_platform.bus.topics import (
     CASE_EVENTS_MAX_MESSAGE_BYTES,
@@ -23,6 +24,7 @@ from casetrail_platform.shutdown import (
     STOP_DEADLINE_SECONDS,
 )
 from events.topics import LEDGER_CHECKPOINTS_TOPIC, dead_letter_topic
+from services.startup import postgres_name
 from tests.k8s.render import PROFILES, RELEASE, Rendered, helm_template
 from tests.k8s.tools import CHART, Tools
 
@@ -843,6 +845,49 @@ def test_outside_kafka_and_postgres_are_reached_through_their_egress_rules(
         egress = rendered.named("NetworkPolicy", f"{RELEASE}-{workload}")["spec"]["egress"]
         assert (kafka_rule in egress) is (workload != "migrate"), workload
         assert (database_rule in egress) is (workload != "caseload"), workload
+
+
+@pytest.mark.parametrize(
+    ("host", "port"),
+    [("fd00:10::5", 5432), ("::ffff:10.40.0.5", 6432), ("10.40.0.5", 5432), ("db.example", 5432)],
+)
+def test_the_services_and_the_migration_reach_the_database_host_as_given(
+    helm: Tools, tmp_path: Path, host: str, port: int
+) -> None:
+    """An IPv6 address unbracketed in the URL was read by libpq as host `fd00`, port
+    `10::5:5432`: every process retried an unreachable database for ever."""
+    values = tmp_path / "outside.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "database": {
+                    "host": host,
+                    "port": port,
+                    "cluster": {"create": False},
+                    "tls": {"caSecret": "postgres-ca"},
+                },
+                "networkPolicy": {
+                    "databaseEgress": [{"to": [{"ipBlock": {"cidr": "fd00:10::/64"}}]}]
+                },
+            }
+        )
+    )
+    result = helm_template(helm, (*PROFILES["large-production"], values))
+    assert result.returncode == 0, result.stderr
+    rendered = Rendered("large", result.stdout, [d for d in yaml.safe_load_all(result.stdout) if d])
+    workloads = [
+        *(rendered.named("Deployment", f"{RELEASE}-{service}") for service in SERVICES),
+        *rendered.of_kind("Job"),
+    ]
+    assert len(workloads) == 5
+    for workload in workloads:
+        dsn = env_of(workload)["CASETRAIL_PG_DSN"]
+        assert conninfo_to_dict(dsn) == {
+            "host": host,
+            "port": str(port),
+            "dbname": VALUES["database"]["name"],
+        }, dsn
+        assert postgres_name(dsn) == f"PostgreSQL at {host}:{port}"
 
 
 def _sized(resources: dict[str, Any] | None) -> bool:

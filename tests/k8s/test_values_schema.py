@@ -156,6 +156,44 @@ def test_another_database_port_is_refused_for_the_charts_own_cluster(
     assert "postgresql://db.agency.internal:6432/" in accepted.stdout
 
 
+@pytest.mark.parametrize(
+    "host",
+    [
+        # Parameters of the DSN's own: sslmode=disable overrode production's PGSSLMODE.
+        "db/casetrail?sslmode=disable&application_name=",
+        "db.agency.internal:6432",
+        "[fd00:10::5]",
+        "user@db.agency.internal",
+        "db#x",
+        "db agency",
+        "-db",
+    ],
+)
+def test_a_database_host_that_is_no_hostname_or_address_is_refused(
+    helm: Tools, tmp_path: Path, host: str
+) -> None:
+    """database.host is the host of the services' and the migration's PostgreSQL URL: anything
+    but a DNS name or an IP address would add to the URL (a port, a path, parameters), under
+    production's verify-full too."""
+    custom = tmp_path / "outside.yaml"
+    custom.write_text(
+        yaml.safe_dump(
+            {
+                "database": {"host": host, "cluster": {"create": False}},
+                "networkPolicy": {
+                    "databaseEgress": [
+                        {"to": [{"ipBlock": {"cidr": "10.40.0.0/24"}}], "ports": [{"port": 5432}]}
+                    ]
+                },
+            }
+        )
+    )
+    result = helm_template(helm, (*PROFILES["small-production"], custom))
+    assert result.returncode != 0, f"helm accepted {host!r}"
+    assert "/database/host" in result.stderr
+    assert "does not match pattern" in result.stderr
+
+
 def test_an_agency_configuration_that_is_not_json_is_refused(helm: Tools, tmp_path: Path) -> None:
     message = refused(helm, tmp_path, "agencyConfig: 'workers: [ann]'\n")
     assert "agencyConfig is not a JSON object" in message

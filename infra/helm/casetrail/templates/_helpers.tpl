@@ -105,6 +105,17 @@ true
 {{- end -}}
 {{- end -}}
 
+{{/*
+The database's URL for libpq (CASETRAIL_PG_DSN), the one rendering for the services and the
+migration Job: an IPv6 address in brackets, else libpq reads the text after its first colon as
+the port. The schema keeps database.host to a hostname or an IP address and database.name to an
+identifier, so no value adds a parameter (`?sslmode=disable` would override PGSSLMODE).
+*/}}
+{{- define "casetrail.dbUrl" -}}
+{{- $host := include "casetrail.dbHost" . -}}
+{{- printf "postgresql://%s:%d/%s" (ternary (printf "[%s]" $host) $host (contains ":" $host)) (int .Values.database.port) .Values.database.name -}}
+{{- end -}}
+
 {{- define "casetrail.dbCaSecret" -}}
 {{- if .Values.database.tls.caSecret -}}
 {{- .Values.database.tls.caSecret -}}
@@ -190,7 +201,7 @@ Variables marked "anticipated" are read by code other issues add (see the chart'
 {{- end }}
 {{- if .database }}
 - name: CASETRAIL_PG_DSN
-  value: {{ printf "postgresql://%s:%d/%s" (include "casetrail.dbHost" $root) (int $values.database.port) $values.database.name | quote }}
+  value: {{ include "casetrail.dbUrl" $root | quote }}
 - name: PGUSER
   valueFrom:
     secretKeyRef: {name: {{ $values.secrets.database | quote }}, key: username}
