@@ -923,10 +923,15 @@ def _restricted_container(security: dict[str, Any]) -> bool:
 
 def test_the_pods_strimzi_runs_are_as_restricted_as_ours(rendered: Rendered) -> None:
     """Brokers, controllers and the entity operator: the operator's default (baseline) security
-    provider leaves their containers' privileges open, so the Kafka resource asks for them."""
+    provider leaves their containers' privileges open, so their templates ask for them. A node
+    pool's template replaces the Kafka resource's, so each pool's carries them."""
+    pools = rendered.of_kind("KafkaNodePool")
     for kafka in rendered.of_kind("Kafka"):
         for template, containers in (
-            (kafka["spec"]["kafka"].get("template", {}), ("kafkaContainer", "initContainer")),
+            *(
+                (pool["spec"].get("template", {}), ("kafkaContainer", "initContainer"))
+                for pool in pools
+            ),
             (
                 kafka["spec"]["entityOperator"].get("template", {}),
                 ("topicOperatorContainer", "userOperatorContainer"),
@@ -962,6 +967,39 @@ def test_replicated_workloads_spread_over_nodes_and_survive_a_drain(rendered: Re
         assert "topology.kubernetes.io/zone" in spread, name
         budget = rendered.named("PodDisruptionBudget", name)["spec"]
         assert budget["maxUnavailable"] < least, name
+
+
+def test_kafka_spreads_over_nodes_and_zones_where_the_services_do(rendered: Rendered) -> None:
+    """With topologySpread (infra/kafka/PRODUCTION.md): each broker's broker.rack is its zone,
+    so a partition's three replicas are in three zones, and a pool's nodes are on different
+    nodes (required, as the PostgreSQL instances), so no node takes two replicas down at once.
+    Before, three brokers could share one node and every replica with it."""
+    profile = yaml.safe_load((CHART / PROFILES[rendered.profile][0]).read_text())
+    spread = profile.get("topologySpread", VALUES["topologySpread"])
+    (kafka,) = rendered.of_kind("Kafka")
+    rack = kafka["spec"]["kafka"].get("rack")
+    assert rack == ({"topologyKey": "topology.kubernetes.io/zone"} if spread else None)
+    (cluster,) = rendered.of_kind("Cluster")
+    assert cluster["spec"]["affinity"]["podAntiAffinityType"] == (
+        "required" if spread else "preferred"
+    )
+    for pool in rendered.of_kind("KafkaNodePool"):
+        name = pool["metadata"]["name"]
+        pod = pool["spec"]["template"]["pod"]
+        if not spread:
+            assert "affinity" not in pod, name
+            continue
+        members = {"strimzi.io/cluster": kafka["metadata"]["name"], "strimzi.io/pool-name": name}
+        (node,) = pod["affinity"]["podAntiAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert node == {
+            "topologyKey": "kubernetes.io/hostname",
+            "labelSelector": {"matchLabels": members},
+        }
+        (zone,) = pod["topologySpreadConstraints"]
+        assert zone["topologyKey"] == "topology.kubernetes.io/zone", name
+        assert zone["labelSelector"] == {"matchLabels": members}, name
 
 
 def test_the_caseload_processor_is_ready_only_once_its_tables_are_recovered(

@@ -322,6 +322,45 @@ fsGroup: 0
 seccompProfile: {type: RuntimeDefault}
 {{- end -}}
 
+{{/*
+The template of a KafkaNodePool's pods (`.pool`, its name): Strimzi takes a pool's template in
+place of the Kafka resource's, so the whole of it is here, once for every pool. With
+topologySpread, as the PostgreSQL instances and the services' replicas: the pool's nodes on
+different nodes (required: three brokers on one node lose every replica of a partition with it),
+and over zones as a preference (a lost zone must not leave a node unschedulable); the Kafka
+resource's rack makes each broker's broker.rack its zone, so a partition's replicas go to
+different zones.
+*/}}
+{{- define "casetrail.kafkaNodeTemplate" -}}
+{{- $root := .root -}}
+pod:
+  securityContext:
+    {{- include "casetrail.strimziPodSecurityContext" $root | nindent 4 }}
+  {{- if $root.Values.topologySpread }}
+  {{- $pool := dict "strimzi.io/cluster" (include "casetrail.kafkaCluster" $root) "strimzi.io/pool-name" .pool }}
+  affinity:
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        - topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- toYaml $pool | nindent 14 }}
+  topologySpreadConstraints:
+    - maxSkew: 1
+      topologyKey: topology.kubernetes.io/zone
+      whenUnsatisfiable: ScheduleAnyway
+      labelSelector:
+        matchLabels:
+          {{- toYaml $pool | nindent 10 }}
+  {{- end }}
+kafkaContainer:
+  securityContext:
+    {{- include "casetrail.containerSecurityContext" $root | nindent 4 }}
+initContainer:
+  securityContext:
+    {{- include "casetrail.containerSecurityContext" $root | nindent 4 }}
+{{- end -}}
+
 {{- define "casetrail.podScheduling" -}}
 {{- $values := .root.Values -}}
 {{- with $values.nodeSelector }}
