@@ -254,8 +254,8 @@ def _apply(
     assert facts is not None, "consent rules are about a case"
     if rule.scope is Scope.REFERRED:
         return _referred(rule, principal, purpose, facts, now)
-    recipients = (principal.agency, principal.subject)
-    consent = facts.consent_covering(recipients, purpose, sections or _ALL_SECTIONS, now)
+    # The caller's agency is the recipient: its ``sub`` names someone within it only.
+    consent = facts.consent_covering(principal.agency, purpose, sections or _ALL_SECTIONS, now)
     if consent is None:
         return refusal(
             "consent-required",
@@ -285,11 +285,11 @@ def _referred(
     under its own consent (the one it was made under, else one in force covering the referral),
     which must name the agency and the purpose; the sections are ``REFERRED_SECTIONS`` as far as
     those consents cover them, the referrals and services only those referrals' own, and the
-    sensitive fields only when each consent names its referral's sensitive category."""
-    recipients = (principal.agency, principal.subject)
+    sensitive fields only when each consent names its referral's sensitive category. A consent
+    to a person names no agency, so it bounds none (``Consent.covers``)."""
     granted: list[tuple[AcceptedReferral, Consent]] = []
     for referral in facts.referrals_to(principal.agency):
-        consent = _consent_of(referral, facts, recipients, purpose, now)
+        consent = _consent_of(referral, facts, principal.agency, purpose, now)
         if consent is not None:
             granted.append((referral, consent))
     if not granted:
@@ -320,14 +320,14 @@ def _referred(
 def _consent_of(
     referral: AcceptedReferral,
     facts: CaseFacts,
-    recipients: tuple[str, ...],
+    agency: str,
     purpose: AccessPurpose,
     now: datetime,
 ) -> Consent | None:
     if referral.consent_id is None:
-        return facts.consent_covering(recipients, purpose, _REFERRAL, now)
+        return facts.consent_covering(agency, purpose, _REFERRAL, now)
     named = facts.consent(referral.consent_id)
-    if named is None or not named.covers(recipients, purpose, _REFERRAL, now):
+    if named is None or not named.covers(agency, purpose, _REFERRAL, now):
         return None
     return named
 
@@ -348,17 +348,17 @@ def decide_disclosure(
     now: datetime,
 ) -> Decision:
     """Whether the case may be disclosed to ``recipient`` (another agency, say by a
-    referral): a consent in force must cover recipient, purpose, sections and the sensitive
-    categories sent, unless a documented exception applies (``legal_obligation``, or
-    ``emergency`` under the caller's open break-the-glass access to this case of
-    ``home_agency``)."""
+    referral): a consent in force to that agency (not to a person of its id) must cover
+    purpose, sections and the sensitive categories sent, unless a documented exception
+    applies (``legal_obligation``, or ``emergency`` under the caller's open break-the-glass
+    access to this case of ``home_agency``)."""
     if purpose is AccessPurpose.LEGAL_OBLIGATION:
         return Decision(True, "exception-legal-obligation")
     if purpose is AccessPurpose.EMERGENCY:
         grant = _emergency_grant(principal, facts, home_agency, now)
         if grant is not None:
             return Decision(True, "exception-emergency", emergency_access_id=grant.access_id)
-    consent = facts.consent_covering((recipient,), purpose, sections, now)
+    consent = facts.consent_covering(recipient, purpose, sections, now)
     if consent is None or not categories <= consent.categories:
         # The sections, never the categories: a refusal's reason reaches status messages, logs
         # and the access log, where no special data may go, and the caller knows what it sent.

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from events.catalog import access, assessment, assignment, cases, emergency, referrals
-from events.catalog.access import AccessPurpose, RecordSection, SensitiveCategory
+from events.catalog.access import AccessPurpose, RecipientKind, RecordSection, SensitiveCategory
 from events.envelope import RecordedEvent
 
 Entry = dict[str, Any]
@@ -46,6 +46,10 @@ _CATEGORIES = frozenset(category.value for category in SensitiveCategory)
 class Consent:
     consent_id: str
     recipient_id: str
+    recipient_kind: RecipientKind | None
+    """Whether ``recipient_id`` names an agency or a person (``None``: an entry kept before
+    entries held it, which could be either). A person is named by an id unique within an
+    agency the consent does not name, so only an agency's consent is one's to rely on."""
     purpose: AccessPurpose
     sections: frozenset[RecordSection]
     categories: frozenset[SensitiveCategory]
@@ -57,14 +61,18 @@ class Consent:
 
     def covers(
         self,
-        recipients: Iterable[str],
+        agency: str,
         purpose: AccessPurpose,
         sections: Iterable[RecordSection],
         now: datetime,
     ) -> bool:
+        """Whether the consent, in force, discloses ``sections`` to ``agency`` for
+        ``purpose``: a consent to a person covers no agency, not even one of the person's
+        id (nor an agency's caller of that ``sub``, who may be anyone at any agency)."""
         return (
             self.in_force(now)
-            and self.recipient_id in set(recipients)
+            and self.recipient_kind is RecipientKind.AGENCY
+            and self.recipient_id == agency
             and self.purpose is purpose
             and set(sections) <= self.sections
         )
@@ -157,15 +165,15 @@ class CaseFacts:
 
     def consent_covering(
         self,
-        recipients: Iterable[str],
+        agency: str,
         purpose: AccessPurpose,
         sections: Iterable[RecordSection],
         now: datetime,
     ) -> Consent | None:
-        wanted = tuple(recipients)
+        """The latest consent that ``covers`` ``agency``."""
         needed = tuple(sections)
         for consent in reversed(self.consents):
-            if consent.covers(wanted, purpose, needed, now):
+            if consent.covers(agency, purpose, needed, now):
                 return consent
         return None
 
@@ -219,6 +227,7 @@ def entry_of(recorded: RecordedEvent) -> Entry | None:
                 "consent_id": event.consent_id,
                 "client_id": event.client_id,
                 "recipient_id": event.recipient.recipient_id,
+                "recipient_kind": event.recipient.kind.value,
                 "purpose": event.purpose.value,
                 "sections": [section.value for section in event.scope],
                 "categories": [category.value for category in event.categories],
@@ -353,15 +362,7 @@ class Fold:
             )
         elif kind == access.ConsentRevoked.event_type and entry["consent_id"] in self._consents:
             old = self._consents[entry["consent_id"]]
-            self._consents[old.consent_id] = Consent(
-                old.consent_id,
-                old.recipient_id,
-                old.purpose,
-                old.sections,
-                old.categories,
-                old.expires_at,
-                revoked=True,
-            )
+            self._consents[old.consent_id] = replace(old, revoked=True)
 
     def facts(self) -> CaseFacts:
         """The facts of the entries taken so far."""
@@ -399,9 +400,13 @@ def _accepted(referral_id: str, provider_id: str, made: Mapping[str, Any]) -> Ac
 
 def _consent(entry: Mapping[str, Any]) -> Consent:
     expires = entry.get("expires_at")
+    # Entries kept before they held the recipient's kind cannot tell an agency from a person
+    # of the same id: such a consent covers no one until the facts are rebuilt from its event.
+    kind = entry.get("recipient_kind")
     return Consent(
         consent_id=entry["consent_id"],
         recipient_id=entry["recipient_id"],
+        recipient_kind=None if kind is None else RecipientKind(kind),
         purpose=AccessPurpose(entry["purpose"]),
         sections=frozenset(RecordSection(value) for value in entry["sections"]),
         categories=frozenset(SensitiveCategory(value) for value in entry["categories"]),

@@ -8,17 +8,19 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
 
 from casetrail.audit.v1 import audit_pb2
+from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
 from casetrail_platform.policy.guard import WITHHELD_SECTIONS_KEY
-from cli.rpc import Person, Refusal, command, eventually, query, refused
-from cli.walk.story import AUDITOR, HOME_CARE, RECEPTIONIST
+from cli.rpc import Person, Refusal, command, eventually, query, refused, timestamp
+from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, PHYSIO, RECEPTIONIST, SOCIAL_WORKER
 from events.sealed_values import ERASED_TEXT
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import (
@@ -27,6 +29,7 @@ from tests.e2e.support import (
     Case,
     assessed,
     consent,
+    home_care_referral,
     new_case,
     opening,
     referred_and_accepted,
@@ -145,6 +148,67 @@ async def test_a_partner_whose_consent_covers_the_identity_gets_only_that_record
     assert [(list(r.sections), r.rule, r.source) for r in partner_reads(log)] == [
         (["identity"], "referral-recipient", "casetrail/intake")
     ] * 2
+
+
+async def test_a_consent_to_a_person_lets_no_partner_of_that_sub_read_the_client(
+    casetrail: Casetrail,
+) -> None:
+    """A consent to the person dr.lee was matched on the caller's ``sub`` at any agency: at a
+    partner holding a referral made under the legal-obligation exception, its caller dr.lee
+    read the client's identity and date of birth while the agency's own account was refused."""
+    case = await new_case(casetrail, "home_care")
+    stubs = casetrail.stubs
+    await stubs.as_(SOCIAL_WORKER).intake.GrantConsent(
+        intake_pb2.GrantConsentRequest(
+            context=command(key()),
+            case_id=case.case_id,
+            recipient=intake_pb2.ConsentRecipient(
+                kind="person", recipient_id="dr.lee", name="Dr Lee"
+            ),
+            purpose="coordination",
+            scope=["identity", "referrals", "services"],
+            expires_at=timestamp(datetime.now(UTC) + timedelta(days=90)),
+            document_reference=f"scan://consents/{case.case_id}/dr-lee.pdf",
+        )
+    )
+    referral = home_care_referral(case)
+    referral.provider.provider_id = PHYSIO.agency
+    referral.disclosure_basis = "legal_obligation"
+    made = await eventually(
+        lambda: stubs.as_(COORDINATOR).coordination.MakeReferral(referral),
+        what="coordination to learn the case",
+        patience=casetrail.patience,
+    )
+    await stubs.as_(PHYSIO).coordination.AcceptReferral(
+        co.AcceptReferralRequest(
+            context=command(key()),
+            case_id=case.case_id,
+            referral_id=made.referral_id,
+            provider_id=PHYSIO.agency,
+        )
+    )
+    reading = intake_pb2.GetClientRequest(context=query("coordination"), client_id=case.client_id)
+    # The agency's own account is a referral recipient once intake learns the referral.
+    account = await eventually(
+        lambda: refused(stubs.as_(PHYSIO).intake.GetClient(reading)),
+        lambda refusal: refusal.reason != "NO_RELATIONSHIP",
+        what="intake to learn the accepted referral",
+        patience=casetrail.patience,
+    )
+    assert account.reason == "CONSENT_REQUIRED"
+    namesake = Person("dr.lee", "partner_agency", agency=PHYSIO.agency)
+    for call in (
+        stubs.as_(namesake).intake.GetClient(reading),
+        stubs.as_(namesake).intake.GetCase(
+            intake_pb2.GetCaseRequest(context=query("coordination"), case_id=case.case_id)
+        ),
+    ):
+        refusal = await refused(call)
+        assert (refusal.code, refusal.reason) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "CONSENT_REQUIRED",
+        )
+        assert case.client_id not in refusal.message
 
 
 async def test_a_confirmed_registration_names_only_the_duplicates_the_caller_may_see(

@@ -20,7 +20,7 @@ from casetrail_platform.policy.facts import (
 from casetrail_platform.policy.matrix import REFUSALS, RULES
 from casetrail_platform.policy.vocabulary import REFERRED_SECTIONS, Action, Obligation
 from events.catalog.access import AccessPurpose as P
-from events.catalog.access import RecordSection, SensitiveCategory
+from events.catalog.access import RecipientKind, RecordSection, SensitiveCategory
 from events.catalog.base import Role
 
 HOME = "eastbay-dss"
@@ -28,6 +28,7 @@ NOW = datetime(2026, 12, 2, 12, tzinfo=UTC)
 CONSENT = Consent(
     "consent-1",
     "harbour",
+    RecipientKind.AGENCY,
     P.COORDINATION,
     frozenset(REFERRED_SECTIONS),
     frozenset({SensitiveCategory.SUBSTANCE_USE}),
@@ -436,6 +437,7 @@ def test_a_partner_is_bounded_by_each_referral_it_accepted() -> None:
     narrow = Consent(
         "consent-2",
         "harbour",
+        RecipientKind.AGENCY,
         P.COORDINATION,
         frozenset({RecordSection.REFERRALS}),
         frozenset(),
@@ -629,6 +631,63 @@ def test_an_emergency_exception_is_the_grantees_of_its_agency_not_a_namesakes() 
         decide(namesake, Action.READ_CASE, P.EMERGENCY, elsewhere, home_agency=HOME, now=NOW).rule
         == "no-relationship"
     )
+
+
+def test_a_consent_is_the_agency_it_names_not_a_namesake_of_another_agency() -> None:
+    """Consents were matched on the caller's agency or ``sub``: a consent to the person dr.lee
+    let a caller of ``sub`` dr.lee at any agency holding a referral made without consent read
+    the referred scope, and an agency's consent let another agency's caller of the agency's
+    id as ``sub``. A consent names an agency, or a person of no agency it says."""
+
+    def entry(kind: str, at: int, **fields: object) -> dict[str, object]:
+        moment = (NOW + timedelta(seconds=at)).isoformat()
+        return {"type": f"casetrail.{kind}", "recorded_at": moment, "sequence": at, **fields}
+
+    def granted(recipient: str, kind: str | None) -> dict[str, object]:
+        fields = {"recipient_id": recipient} | ({} if kind is None else {"recipient_kind": kind})
+        return entry(
+            "consent.granted",
+            1,
+            consent_id="consent-1",
+            client_id="client-1",
+            purpose="coordination",
+            sections=["identity", "referrals", "services"],
+            categories=[],
+            expires_at=None,
+            **fields,
+        )
+
+    def rule(consent: dict[str, object], subject: str, agency: str = "harbour") -> str:
+        # Referred under the legal-obligation exception: no consent of its own.
+        made = entry("referral.made", 2, referral_id="r-1", provider_id=agency, consent_id=None)
+        accepted = entry("referral.accepted", 3, referral_id="r-1", provider_id=agency)
+        facts = fold("case-1", [consent, made, accepted])
+        caller = who(subject, Role.PARTNER_AGENCY, agency)
+        return decide(
+            caller, Action.READ_CASE, P.COORDINATION, facts, home_agency=HOME, now=NOW
+        ).rule
+
+    to_dr_lee = granted("dr.lee", "person")
+    assert rule(to_dr_lee, "dr.lee") == rule(to_dr_lee, "nurse.kim") == "consent-required"
+    to_harbour = granted("harbour", "agency")
+    assert rule(to_harbour, "nurse.kim") == "referral-recipient"
+    assert rule(to_harbour, "harbour", agency="sunrise") == "consent-required"
+    # A person whose id is the agency's is not the agency.
+    assert rule(granted("harbour", "person"), "nurse.kim") == "consent-required"
+    # An entry kept before entries held the recipient's kind could be either: it covers none.
+    assert rule(granted("harbour", None), "nurse.kim") == "consent-required"
+    person_named_harbour = fold("case-1", [granted("harbour", "person")])
+    disclosed = decide_disclosure(
+        who("coord", Role.COORDINATOR),
+        P.COORDINATION,
+        person_named_harbour,
+        "harbour",
+        frozenset({RecordSection.REFERRALS}),
+        frozenset(),
+        home_agency=HOME,
+        now=NOW,
+    )
+    assert disclosed.rule == "consent-required"
 
 
 def test_a_closed_emergency_access_grants_nothing_from_its_closing() -> None:
