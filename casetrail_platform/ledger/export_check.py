@@ -584,8 +584,8 @@ def _verify_line(
     try:
         canonical = canonical_of_record(recorded)
     except UnicodeEncodeError as error:
-        # The decoder refuses a lone surrogate in the envelope's texts (the data's are refused
-        # by the catalog): one it missed has no canonical bytes, and fails its line alone.
+        # The decoder refuses a lone surrogate in the envelope's texts and the data's (sealed
+        # or not): one it missed has no canonical bytes, and fails its line alone.
         return (
             f"not a casetrail CloudEvent ({error.object[:80]!r} is no Unicode text: {error.reason})"
         )

@@ -57,7 +57,8 @@ and the mapping stay as they are; only the contract states them)."""
 
 _BARE_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FREE_TEXT = re.compile(NO_CONTROL_CHARACTERS_PATTERN)
-_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+"""A lone surrogate (JSON's ``"\\ud800"`` escape): no Unicode text, no UTF-8 bytes."""
 _UNKNOWN_TYPE = "<unknown>"
 
 
@@ -119,6 +120,6 @@ def envelope_text_problem(text: str, max_chars: int | None = None) -> str | None
         return f"must be at most {max_chars} characters"
     if not _FREE_TEXT.fullmatch(text):
         return "must not contain control characters"
-    if _SURROGATE.search(text):
+    if LONE_SURROGATE.search(text):
         return "must be valid Unicode (no lone surrogates)"
     return None

@@ -13,6 +13,7 @@ from events.cloudevents.attributes import (
     JSON_CONTENT_TYPE,
     KAFKA_CONTENT_TYPE_HEADER,
     KAFKA_HEADER_PREFIX,
+    LONE_SURROGATE,
     MAX_IDENTIFIER_CHARS,
     MAX_STREAM_CHARS,
     MAX_SUBJECT_CHARS,
@@ -174,7 +175,7 @@ def _decode(
     received = data
     sealed: bytes | None = None
     if registry.is_sealed(raw if raw is not None else json.dumps(data, ensure_ascii=False)):
-        canonical = canonical_json(data)
+        canonical = _canonical_data(data, event_type)
         opened = json.loads(canonical)
         if registry.open_sealed_values(event_type, schema_version, event_id, opened):
             # Kept as stored (what the ledger hashed); the event gets the opened values.
@@ -212,6 +213,38 @@ def _decode(
             raise UndecodableMessageError([FieldProblem(label, problem)], event_type)
         record.keeping_stored_form(form)
     return record if sealed is None else record.with_data(sealed)
+
+
+def _canonical_data(data: dict[str, Any], event_type: str) -> bytes:
+    """``canonical_json`` of ``data``, refused as the catalog refuses it (naming the field,
+    not quoting it) where it holds a lone surrogate (JSON's ``"\\ud800"``): no Unicode text,
+    so no UTF-8 bytes. Data holding a sealed value is encoded before the catalog sees it,
+    which failed with a bare ``UnicodeEncodeError`` (``casetrail verify`` with a traceback,
+    a dead letter naming no field)."""
+    try:
+        return canonical_json(data)
+    except UnicodeEncodeError:
+        path = _surrogate_path(data, "") or "data"
+        problem = "must be valid Unicode (no lone surrogates)"
+        raise InvalidEventError(event_type, [FieldProblem(path, problem)]) from None
+
+
+def _surrogate_path(value: Any, path: str) -> str | None:
+    """Where ``value`` (parsed JSON) first holds a lone surrogate, or ``None``: the text's
+    path, or the object's holding a field name with one."""
+    if isinstance(value, str):
+        return path if LONE_SURROGATE.search(value) else None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := _surrogate_path(item, f"{path}[{index}]")) is not None:
+                return found
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            if LONE_SURROGATE.search(name):
+                return path or "data"
+            if (found := _surrogate_path(item, f"{path}.{name}" if path else name)) is not None:
+                return found
+    return None
 
 
 def _check_stored_pair(

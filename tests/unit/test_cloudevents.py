@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -14,6 +15,7 @@ from uuid import UUID
 import jsonschema
 import pytest
 
+from casetrail_platform.bus.deadletter import failure_text
 from casetrail_platform.store.guard import storable_data
 from events.catalog.assignment import CaseAssigned
 from events.catalog.base import CaseEvent, Role
@@ -701,6 +703,42 @@ def test_a_lone_surrogate_in_a_free_text_attribute_is_undecodable(
     for caught in (structured, kafka):
         assert _fields(caught.value) == {attribute}
         assert "no lone surrogates" in str(caught.value)
+
+
+_SEALED_LOOKING = "ct1~client-1~1~" + "A" * 40
+"""A whole sealed value in form (no reader holds its key): data holding one is sealed data."""
+
+
+def test_a_lone_surrogate_in_data_holding_a_sealed_value_is_refused_naming_its_field(
+    registry: EventRegistry,
+) -> None:
+    """Data holding a sealed value is encoded canonically before the catalog sees it: a lone
+    surrogate in it failed every decoder with a bare ``UnicodeEncodeError`` (a dead letter
+    naming no field, ``casetrail verify`` with a traceback), where the same data unsealed is
+    refused naming the field."""
+    recorded = next(r for r in RECORDED if r.event_type == ClientRegistered.event_type)
+    record = to_kafka_binary(recorded)
+    data = json.loads(record.value) | {"preferred_language": "\ud800"}
+    data["name"]["given_names"] = _SEALED_LOOKING
+    value = json.dumps(data).encode()
+    assert b"\\ud800" in value
+    document = to_structured(recorded) | {"data": data}
+    structured = [("content-type", b"application/cloudevents+json")]
+    decoders: list[Callable[[], RecordedEvent]] = [
+        lambda: from_kafka_binary(record.key, record.headers, value, registry),
+        lambda: from_kafka_binary(record.key, structured, json.dumps(document).encode(), registry),
+        lambda: from_structured(json.loads(json.dumps(document)), registry),
+    ]
+    for decode in decoders:
+        with pytest.raises(InvalidEventError) as caught:
+            decode()
+        assert caught.value.event_type == ClientRegistered.event_type
+        assert _fields(caught.value) == {"preferred_language"}
+        assert "no lone surrogates" in str(caught.value)
+        assert "\ud800" not in failure_text(caught.value)
+    with pytest.raises(UndecodableMessageError) as lines:
+        from_json_lines(json.dumps(document) + "\n", registry)
+    assert _fields(lines.value) == {"line 1: preferred_language"}
 
 
 def test_storeddata_nested_too_deep_is_undecodable(registry: EventRegistry) -> None:

@@ -90,3 +90,19 @@ async def test_text_the_decoder_let_through_unencodable_fails_its_line_alone(
         " allowed)"
     )
     assert result.verified == 1
+
+
+async def test_a_lone_surrogate_in_data_holding_a_sealed_value_fails_its_line_named(
+    tmp_path: Path,
+) -> None:
+    """Data holding a sealed value was encoded before the catalog checked it: a lone surrogate
+    in it failed the whole check with ``UnicodeEncodeError``."""
+    lines, verifiers = await export(tmp_path)
+    lines[0]["data"]["name"]["given_names"] = "ct1~client-1~1~" + "A" * 40
+    lines[0]["data"]["preferred_language"] = "\ud800"
+    result = verify_export(text_of(lines), default_registry(), verifiers)
+    assert not result.ok
+    assert result.problems[0] == (
+        "line 1: not a casetrail CloudEvent (invalid event 'casetrail.client.registered':"
+        " preferred_language: must be valid Unicode (no lone surrogates))"
+    )
