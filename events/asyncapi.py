@@ -326,18 +326,25 @@ def _dead_letter_headers_schema() -> dict[str, Any]:
 
 
 def _inline(schema: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` without ``$schema``/``$id``, its ``$defs`` moved into ``shared``."""
+    """``schema`` without ``$schema``/``$id``, its ``$defs`` moved into ``shared``: a definition
+    differing from the shared one of its name is kept as ``<type>.v<N>.<name>``. Decided to a
+    fixed point, a definition referencing a renamed one being renamed too: compared with its
+    own references only, one identical to the shared one in text but not in what it refers to
+    overwrote the shared entry, changing the payloads of the messages inlined before."""
     inlined = {key: value for key, value in schema.items() if key not in {"$schema", "$id"}}
-    renames: dict[str, str] = {}
     definitions: dict[str, Any] = inlined.pop("$defs", {})
     prefix = f"{schema['x-casetrail-event-type']}.v{schema['x-casetrail-schema-version']}."
-    same_names = {name: name for name in definitions}
+    renames = {name: name for name in definitions}
+    changed = True
+    while changed:
+        changed = False
+        for name, definition in definitions.items():
+            existing = shared.get(name)
+            if renames[name] == name and existing not in (None, _rewrite_refs(definition, renames)):
+                renames[name] = prefix + name
+                changed = True
     for name, definition in definitions.items():
-        existing = shared.get(name)
-        unchanged = existing is None or existing == _rewrite_refs(definition, same_names)
-        renames[name] = name if unchanged else prefix + name
-    for name, definition in definitions.items():
-        shared[renames[name]] = _rewrite_refs(definition, renames)
+        shared.setdefault(renames[name], _rewrite_refs(definition, renames))
     rewritten: dict[str, Any] = _rewrite_refs(inlined, renames)
     return rewritten
 
