@@ -95,6 +95,7 @@ class _Slots:
         "_registry",
         "_stored",
         "_stored_form",
+        "_stored_in_clear",
         "_stored_version",
         "_trace_parent",
         "event_type",
@@ -120,6 +121,7 @@ class _Slots:
     _data: bytes | None
     _stored_version: int
     _stored_form: StoredForm | None
+    _stored_in_clear: bool | None
     _registry: EventRegistry | None
     _trace_parent: str | None
 
@@ -161,6 +163,7 @@ class RecordedEvent(_Slots):
         record._data = None
         record._stored_version = event.schema_version
         record._stored_form = None
+        record._stored_in_clear = None
         record._registry = None
         record._trace_parent = None
         record.__class__ = cls
@@ -197,6 +200,7 @@ class RecordedEvent(_Slots):
         record._data = data
         record._stored_version = schema_version
         record._stored_form = None
+        record._stored_in_clear = None
         record._registry = registry
         record._trace_parent = trace_parent
         record.__class__ = cls
@@ -292,10 +296,17 @@ class RecordedEvent(_Slots):
         stored = self._data
         if stored is not None and self._stored_version == self.schema_version:
             return stored if type(stored) is bytes else bytes(stored)
-        if stored is not None and self._registry is not None and self._registry.is_sealed(stored):
-            # Upcast: sealed again, never handed out opened.
+        registry = self._registry
+        if (
+            stored is not None
+            and registry is not None
+            and (registry.protection is not None or registry.is_sealed(stored))
+        ):
+            # Upcast: sealed again, never handed out opened. Sealed data or not: data stored
+            # in clear under a version before its fields were marked sensitive holds values
+            # the current version seals.
             stored_bytes = stored if type(stored) is bytes else bytes(stored)
-            return self._registry.seal_again(
+            return registry.seal_again(
                 self.event, self.event_id, self._stored_version, stored_bytes
             )
         return encode(self.event)
@@ -315,11 +326,32 @@ class RecordedEvent(_Slots):
             return None
         return StoredForm(version, stored if type(stored) is bytes else bytes(stored))
 
-    def keeping_stored_form(self, form: StoredForm | None) -> RecordedEvent:
+    def keeping_stored_form(self, form: StoredForm | None, *, in_clear: bool) -> RecordedEvent:
         """This record, carrying ``form`` (for a decoder building a record it just made from a
-        message that carried it; a record handed out is never changed)."""
+        message that carried it; a record handed out is never changed); ``in_clear``: see
+        ``stored_in_clear``."""
         object.__setattr__(self, "_stored_form", form)
+        object.__setattr__(self, "_stored_in_clear", in_clear)
         return self
+
+    @property
+    def stored_in_clear(self) -> bool:
+        """Whether ``stored_form`` holds in clear a value the current schema version seals (it
+        was stored before its field was marked sensitive or personal, and history is never
+        rewritten): then it never travels in a Kafka header (``events.cloudevents``)."""
+        known = self._stored_in_clear
+        if known is None:
+            form = self.stored_form
+            registry = self._registry
+            known = (
+                form is not None
+                and registry is not None
+                and registry.holds_in_clear(
+                    self.event_type, form.schema_version, form.data, self._event_id_as_stored()
+                )
+            )
+            object.__setattr__(self, "_stored_in_clear", known)
+        return known
 
     @property
     def sealed(self) -> bool:

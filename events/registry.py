@@ -77,6 +77,16 @@ class EventRegistry:
 
         return self.protection.seal_again(event, event_id, encode(event), keyless)
 
+    def holds_in_clear(
+        self, event_type: str, stored_version: int, stored: bytes, event_id: str | UUID
+    ) -> bool:
+        """Whether ``stored`` (data of ``stored_version`` as stored) holds in clear a value the
+        current version seals: stored before its field was marked (``events.catalog.legacy``).
+        Decoded as a reader holding no key does, so every sealed value reads as its marker."""
+        keyless = self._sharing_catalog(None)
+        event = keyless.decode(event_type, stored_version, stored, event_id)
+        return keyless._protection().holds_in_clear(event, stored)
+
     @staticmethod
     def is_sealed(data: bytes | str) -> bool:
         """Whether ``data`` may hold sealed values (then ``decode`` needs the event id)."""

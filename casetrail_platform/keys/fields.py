@@ -46,7 +46,13 @@ from casetrail_platform.keys.port import DataKeyError, KeyUnavailableError
 from casetrail_platform.store.guard import UnstorableEventError
 from events.catalog.base import SEALED_MARKS, CaseEvent
 from events.errors import FieldProblem, InvalidEventError
-from events.sealed_values import CIPHERTEXT_PREFIX, ERASED_CODE, ERASED_TEXT, canonical_json
+from events.sealed_values import (
+    CIPHERTEXT_PREFIX,
+    ERASED_CODE,
+    ERASED_FORMS,
+    ERASED_TEXT,
+    canonical_json,
+)
 
 _SEALED_MARK = f'"{CIPHERTEXT_PREFIX}'.encode()
 _OWNER = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
@@ -220,11 +226,26 @@ class FieldProtection:
         it cannot be sealed again: then ``keyless()``, the data as a reader holding no key
         decodes the stored data, goes out instead. That holds erasure markers where values
         were sealed and only what the stored form (published beside it) holds in clear."""
+        if sensitive_plan(type(event)) is None:
+            return data  # nothing to seal: no key (nor the case's owner) is looked up
         try:
             return self.seal(event, event_id, data)
         except (ClientErasedError, UnstorableEventError):
             # Erased, or it already holds a marker (a value under a destroyed key).
             return keyless()
+
+    @staticmethod
+    def holds_in_clear(event: CaseEvent, stored: bytes) -> bool:
+        """Whether ``stored`` (the data ``event`` was decoded from by a reader holding no key,
+        then upcast) holds in clear a value ``event`` holds at a leaf its model seals. Matched
+        by value: an upcaster's default there (a need's category) is no stored value."""
+        in_stored = set(_clear_scalars(from_json(stored)))
+        return any(
+            scalar in in_stored
+            for value in sensitive_values(event).values()
+            if value not in ERASED_FORMS
+            for scalar in _clear_scalars(value)
+        )
 
     def open(
         self,
@@ -315,6 +336,21 @@ def sensitive_values(event: CaseEvent) -> dict[str, Any]:
     if plan is not None:
         _walk(json.loads(event.model_dump_json()), plan, "", note)
     return found
+
+
+def _clear_scalars(value: Any) -> Iterator[str | int | float]:
+    """The texts and numbers of ``value`` (parsed JSON), sealed values and markers left out."""
+    if isinstance(value, str):
+        if not value.startswith(CIPHERTEXT_PREFIX) and value not in (ERASED_TEXT, ERASED_CODE):
+            yield value
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _clear_scalars(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _clear_scalars(item)
 
 
 def _named_owner(event: CaseEvent) -> tuple[str | None, str | None]:

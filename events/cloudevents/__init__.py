@@ -45,7 +45,12 @@ There is no ``caseid`` attribute: ``subject`` already carries it.
 Kafka binary mode: the record key is the subject (all events of a case stay in one partition,
 in order); ``datacontenttype`` travels as the ``content-type`` header, every other attribute
 as a ``ce_<name>`` header holding its string form in UTF-8; the value is the data JSON.
-The key is not part of the event and is not checked on decode.
+The key is not part of the event and is not checked on decode. One exception: an event whose
+stored form holds in clear a value the current version seals (stored before its field was
+marked; ``RecordedEvent.stored_in_clear``) is sent in structured mode (``content-type``
+``application/cloudevents+json``, the value the JSON format with ``storeddata``), keeping the
+other ``ce_`` headers for routing: headers are logged, copied and shown by tooling that never
+shows values, so no sensitive value travels in one.
 
 Both formats are decoded by the same rules, the envelope schema's: counters are 1 to 19
 digits (a JSON number too, in the JSON format) up to ``MAX_COUNTER``; ids are UUIDs written

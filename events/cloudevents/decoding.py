@@ -211,7 +211,8 @@ def _decode(
         if difference is not None:
             problem = f"does not upcast to the event's data (first difference at {difference})"
             raise UndecodableMessageError([FieldProblem(label, problem)], event_type)
-        record.keeping_stored_form(form)
+        in_clear = registry.holds_in_clear(event_type, form.schema_version, form.data, event_id)
+        record.keeping_stored_form(form, in_clear=in_clear)
     return record if sealed is None else record.with_data(sealed)
 
 

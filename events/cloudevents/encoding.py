@@ -20,6 +20,7 @@ from events.cloudevents.attributes import (
     SPEC_VERSION,
     STORED_DATA_ATTRIBUTE,
     STORED_VERSION_ATTRIBUTE,
+    STRUCTURED_CONTENT_TYPE,
     KafkaRecord,
     dataschema_uri,
     source_uri,
@@ -157,6 +158,14 @@ def to_kafka_binary(recorded: RecordedEvent) -> KafkaRecord:
         # The CloudEvents distributed-tracing extension: the command's W3C trace context.
         headers.append(("ce_traceparent", trace_parent.encode()))
     stored_form = recorded.stored_form
+    if stored_form is not None and recorded.stored_in_clear:
+        # Its stored bytes hold a value in clear that the current version seals (stored before
+        # the field was marked): they never travel in a header (headers are logged, copied and
+        # shown by tooling that never shows values). The event goes in structured mode: its
+        # value the JSON format (storeddata there, as in an export), the headers kept above
+        # for routing, ordering and filters on ce_type.
+        headers[0] = _STRUCTURED_CONTENT_TYPE_HEADER
+        return KafkaRecord(subject, headers, _dump(to_structured(recorded)).encode())
     if stored_form is not None:
         # Stored under an older version: data below is upcast, the ledger hashed these.
         headers.append((_STORED_VERSION_HEADER, str(stored_form.schema_version).encode()))
@@ -166,6 +175,7 @@ def to_kafka_binary(recorded: RecordedEvent) -> KafkaRecord:
 
 
 _CONTENT_TYPE_HEADER = (KAFKA_CONTENT_TYPE_HEADER, JSON_CONTENT_TYPE.encode())
+_STRUCTURED_CONTENT_TYPE_HEADER = (KAFKA_CONTENT_TYPE_HEADER, STRUCTURED_CONTENT_TYPE.encode())
 _SPEC_VERSION_HEADER = (f"{KAFKA_HEADER_PREFIX}specversion", SPEC_VERSION.encode())
 _STORED_VERSION_HEADER = f"{KAFKA_HEADER_PREFIX}{STORED_VERSION_ATTRIBUTE}"
 _STORED_DATA_HEADER = f"{KAFKA_HEADER_PREFIX}{STORED_DATA_ATTRIBUTE}"

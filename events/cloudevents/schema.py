@@ -119,7 +119,11 @@ def envelope_json_schema() -> dict[str, Any]:
             "description": (
                 "Extension, with storedversion: the event's data exactly as stored (JSON of "
                 "storedversion, base64), sensitive values sealed as the store sealed them. It "
-                "decodes and upcasts to data."
+                "decodes and upcasts to data. A value stored in clear before its field was "
+                "marked sensitive stays in clear here (history is never rewritten): such an "
+                "event is sent over Kafka in structured mode (content-type "
+                "application/cloudevents+json, this in the value; the other ce_ headers kept), "
+                "never with this as a header."
             ),
         },
         "data": {

@@ -6,6 +6,9 @@ once the categories no longer open."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +17,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from casetrail_platform.keys.fields import sensitive_values
+from casetrail_platform.ledger.export import canonical_of_record
 from casetrail_platform.policy.facts import entry_of, fold
 from events.catalog.access import ConsentGranted, ConsentRevoked, SensitiveCategory
 from events.catalog.assessment import InitialAssessmentRecorded
@@ -27,6 +31,7 @@ from events.catalog.planning import GoalAdded, GoalDropped, GoalRevised, PlanDra
 from events.catalog.referrals import ReferralAccepted, ReferralDeclined
 from events.catalog.scheduling import ServiceCancelled, ServiceRescheduled, ServiceScheduled
 from events.catalog_registry import build_registry
+from events.cloudevents import KafkaRecord, from_kafka_binary, to_kafka_binary, to_structured
 from events.envelope import RecordedEvent, StoredEnvelope, to_micros
 from events.registry import EventRegistry, encode
 from events.sealed_values import ERASED_TEXT
@@ -152,8 +157,12 @@ def test_data_of_the_version_before_stored_in_clear_still_reads_and_is_sealed_wh
     assert record.event == event
     assert record.stored_form is not None
     assert record.stored_form.schema_version == old_version
-    # Published upcast: the current version's data seals the value again.
+    # Published upcast: the current version's data seals the value again, as the relay hands
+    # it out (it was handed out in clear: only data already holding a sealed value was sealed).
     assert CANARY.encode() not in registry.seal_again(record.event, event_id, old_version, stored)
+    assert CANARY.encode() not in record.data
+    assert CANARY.encode() not in to_kafka_binary(record).value
+    assert CANARY not in json.dumps(to_structured(record)["data"])
     # A reader holding no key reads the clear old value as it was (nothing to open).
     assert build_registry().decode(model.event_type, old_version, stored) == event
 
@@ -168,6 +177,64 @@ def test_old_data_with_other_values_sealed_reads_the_newly_marked_value_in_clear
     stored = json.dumps(document).encode()
     record = _read(registry, ServiceScheduled.event_type, 1, stored, event_id)
     assert record.event == event
+
+
+def _header_texts(record: KafkaRecord) -> list[bytes]:
+    """Every header's value, as sent and base64-decoded where it is base64."""
+    texts = []
+    for _, value in record.headers:
+        texts.append(value)
+        with contextlib.suppress(binascii.Error):
+            texts.append(base64.b64decode(value, validate=True))
+    return texts
+
+
+def _mixed_scheduling(registry: EventRegistry, event_id: UUID) -> tuple[CaseEvent, bytes]:
+    """service.scheduled as v1 stored it: the kind sealed, the address (marked in v2) not."""
+    event = _with_canary(ServiceScheduled, "location.address")
+    document = json.loads(registry.seal(event, event_id, encode(event)))
+    document["location"]["address"] = CANARY
+    return event, json.dumps(document).encode()
+
+
+@pytest.mark.parametrize(("model", "path"), NEWLY_SEALED, ids=lambda p: getattr(p, "__name__", p))
+def test_a_stored_form_holding_a_newly_sealed_value_in_clear_travels_in_no_header(
+    model: type[CaseEvent], path: str
+) -> None:
+    """The stored bytes went out base64 in ``ce_storeddata`` (a header: logged, copied onto
+    dead letters), the clear value in them. Sent in structured mode instead, the event still
+    decodes with its stored form and proves the same leaf, for a reader with keys or none."""
+    registry = protected()
+    event_id = uuid4()
+    if model is ServiceScheduled:
+        event, stored = _mixed_scheduling(registry, event_id)
+    else:
+        event = _with_canary(model, path)
+        stored = encode(event)
+    record = RecordedEvent.stored(
+        stream=f"case-{event.subject}",
+        sequence=1,
+        position=1,
+        event_type=model.event_type,
+        subject=event.subject,
+        schema_version=model.schema_version - 1,
+        data=stored,
+        registry=registry,
+        envelope=_envelope(event_id),
+    )
+    kafka = to_kafka_binary(record)
+
+    assert record.stored_in_clear
+    assert not any(CANARY.encode() in text for text in _header_texts(kafka))
+    assert dict(kafka.headers)["content-type"] == b"application/cloudevents+json"
+    assert dict(kafka.headers)["ce_type"] == model.event_type.encode()
+    for reader in (registry, build_registry()):
+        decoded = from_kafka_binary(kafka.key, kafka.headers, kafka.value, reader)
+        assert decoded.stored_form == record.stored_form
+        assert canonical_of_record(decoded) == canonical_of_record(record)
+        again = to_kafka_binary(decoded)  # forwarded by a reader (a replay, a dead letter)
+        assert not any(CANARY.encode() in text for text in _header_texts(again))
+    assert from_kafka_binary(kafka.key, kafka.headers, kafka.value, registry).event == event
 
 
 def _consent(*categories: SensitiveCategory) -> ConsentGranted:
