@@ -28,6 +28,12 @@ def unbracketed(host: str) -> str:
     return host[1:-1] if host.startswith("[") and host.endswith("]") else host
 
 
+class BindError(OSError):
+    """A server's address cannot be listened on (taken, or not this machine's): the gRPC
+    servers' (``grpc_platform.server``) and the development issuer's; the runner ends in one
+    line naming it."""
+
+
 def host_port(host: str, port: int) -> str:
     """``host:port``, an IPv6 host bracketed (``[::]:7301``)."""
     return f"{bracketed(host)}:{port}"

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from casetrail_platform.addresses import BindError as BindError
 from casetrail_platform.commands import InvalidCommand
 from casetrail_platform.grpc_platform.capacity import Capacity, CapacityInterceptor
 from casetrail_platform.grpc_platform.edge import request_problems
@@ -52,6 +53,12 @@ UNREQUESTED_CALL_SECONDS = 300
 30 s, cancels the call with a bare ``CANCELLED`` that no code of ours sees (100 exports at once
 on a busy machine); longer, the caller's own deadline decides, and once taken a call over the
 server's capacity is refused ``RESOURCE_EXHAUSTED`` at once (``capacity``)."""
+
+EXCLUSIVE_PORT = ("grpc.so_reuseport", 0)
+"""Every server's option: gRPC sets SO_REUSEPORT on Linux by default, so a second casetrail
+process bound the port of a running one, both reported serving and the kernel split the calls
+(acknowledged writes) between their two stores; without it the taken port is refused
+(``BindError``)."""
 
 
 def require_tls_beyond_loopback(
@@ -107,7 +114,7 @@ async def create_server(
         address.rpartition(":")[0], tls, plaintext_allowed=plaintext_allowed
     )
     server = grpc.aio.server(
-        options=[(UNREQUESTED_CALL_OPTION, UNREQUESTED_CALL_SECONDS)],
+        options=[(UNREQUESTED_CALL_OPTION, UNREQUESTED_CALL_SECONDS), EXCLUSIVE_PORT],
         interceptors=[
             TelemetryInterceptor(),
             CapacityInterceptor(capacity or Capacity()),
@@ -143,17 +150,13 @@ async def create_server(
     return server, port, health_servicer
 
 
-class BindError(OSError):
-    """A server's address cannot be listened on (taken, or not this machine's)."""
-
-
 async def create_health_server(
     address: str, health_servicer: health.aio.HealthServicer
 ) -> tuple[grpc.aio.Server, int]:
     """A plaintext server answering only grpc.health.v1 from ``health_servicer``, bound to
     ``address``: kubelet's gRPC probes cannot speak TLS, so a TLS service also answers them
     here. It discloses nothing but the health statuses, and needs no token."""
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=[EXCLUSIVE_PORT])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
         port = server.add_insecure_port(address)

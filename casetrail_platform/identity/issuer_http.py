@@ -9,13 +9,16 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from casetrail_platform.addresses import BindError, host_port
+
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 JWKS_PATH = "/jwks.json"
 
 
 class IssuerHttpServer:
     """Serves ``public_keys()`` as the JWKS at ``/jwks.json`` and a discovery document naming
-    ``url`` as the issuer. ``stop()`` closes the socket."""
+    ``url`` as the issuer. ``stop()`` closes the socket. ``BindError`` when ``port`` is taken,
+    as the gRPC servers': a second ``make run`` ends in the runner's one line, not a traceback."""
 
     def __init__(
         self,
@@ -49,7 +52,12 @@ class IssuerHttpServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # requests are routine; the server logs nothing per request
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as error:
+            raise BindError(
+                f"could not bind the token issuer to {host_port(host, port)}: {error.strerror}"
+            ) from None
         self._server.daemon_threads = True
         self.port: int = self._server.server_address[1]
         self.url = f"http://{host}:{self.port}"
