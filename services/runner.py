@@ -150,7 +150,10 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
                 "the distributed backend needs CASETRAIL_OIDC_ISSUER and CASETRAIL_OIDC_AUDIENCE"
                 " (it never starts a development issuer)"
             )
-        kafka = KafkaSettings.from_env()
+        try:
+            kafka = KafkaSettings.from_env()
+        except ValueError as error:  # each names its variable (a SASL password file among them)
+            raise SystemExit(f"Kafka: {error}") from None
         try:
             topics = TopicSettings.from_env(os.environ, options.topic)
         except ValueError as error:

@@ -131,3 +131,26 @@ async def test_the_dead_letter_tools_consumer_authenticates(
     [options] = SpyConsumer.made
     assert options.items() >= settings.security.client_options().items()
     assert options["security_protocol"] == "SASL_PLAINTEXT"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "told"),
+    [
+        ("CASETRAIL_KAFKA_SASL_PASSWORD_FILE", "/nonexistent/kafka-password", "SASL password"),
+        ("CASETRAIL_KAFKA_FETCH_MAX_WAIT_MS", "0", "milliseconds from 1"),
+    ],
+)
+async def test_a_bad_kafka_setting_ends_serve_in_one_line_naming_it(
+    variable: str, value: str, told: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner's other settings ended in one line; Kafka's in a traceback (ValueError)."""
+    from services import runner
+
+    monkeypatch.setenv("CASETRAIL_OIDC_ISSUER", "https://issuer.example")
+    monkeypatch.setenv("CASETRAIL_OIDC_AUDIENCE", "casetrail")
+    monkeypatch.setenv(variable, value)
+    options = runner.parse(["--backend", "distributed", "--any-port", "--data-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"^Kafka: ") as ended:
+        await runner.serve(options, tmp_path)
+    assert variable in str(ended.value)
+    assert told in str(ended.value)
