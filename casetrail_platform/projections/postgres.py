@@ -11,8 +11,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 from uuid import UUID, uuid4
 
-from psycopg import sql
-
 from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.projections.pg_changes import ChangeListener, change_payload, channel_of
 from casetrail_platform.projections.port import (
@@ -24,7 +22,7 @@ from casetrail_platform.projections.port import (
     ReadModelStore,
     ordering,
 )
-from casetrail_platform.store.pg_connections import Connection, PgConnections
+from casetrail_platform.store.pg_connections import Connection, PgConnections, creating_schema
 from casetrail_platform.store.pg_horizons import VACUUM_HORIZONS
 
 SCHEMA = """
@@ -99,12 +97,9 @@ class PostgresReadModelStore(ReadModelStore):
         reader = PgConnections(dsn, 1, what, search_path=schema)
 
         async def create(connection: Connection) -> None:
-            await connection.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-            )
-            # Several processes may start at once; the advisory lock keeps DDL from racing.
-            async with connection.transaction():
-                await connection.execute("SELECT pg_advisory_xact_lock(727011)")
+            # Under the schema's creation lock, as the service's other stores: replicas and
+            # migrations starting together failed on the catalog's unique index otherwise.
+            async with creating_schema(connection, schema):
                 await connection.execute(SCHEMA)
 
         try:
