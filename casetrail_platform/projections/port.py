@@ -221,8 +221,13 @@ class ReadModelStore(ABC):
             return await transaction.position(projection)
 
     @abstractmethod
-    async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
-        """Forget a projection's documents and tracking, to rebuild it from zero."""
+    async def reset(
+        self, projection: str, collections: tuple[str, ...], *, forget: bool = False
+    ) -> bool:
+        """Forget a projection's documents and tracking, to rebuild it from zero; whether
+        there was anything to forget. With ``forget`` what it deleted must leave the store's
+        files too (a retired layout's sensitive values): a reset that deleted anything leaves
+        its mark (``mark_overwritten``) with its commit, for ``forget_if_pending``."""
 
     async def forget_overwritten(self, patience: float | None = None) -> None:
         """Make sure no file of the store keeps bytes that were just overwritten (after an

@@ -205,18 +205,23 @@ class PostgresReadModelStore(ReadModelStore):
 
         return await self._reader.run(count)
 
-    async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
+    async def reset(
+        self, projection: str, collections: tuple[str, ...], *, forget: bool = False
+    ) -> bool:
         async with self._writer.connection() as connection, connection.transaction():
-            await connection.execute(
-                "DELETE FROM documents WHERE collection = ANY(%s)", (list(collections),)
-            )
-            await connection.execute(
-                "DELETE FROM projection_positions WHERE projection = %s", (projection,)
-            )
-            await connection.execute(
-                "DELETE FROM projection_applied WHERE projection = %s", (projection,)
-            )
-            await _PostgresTransaction(connection, self._changes).told(collections, None)
+            deleted = 0
+            for statement, parameter in (
+                ("DELETE FROM documents WHERE collection = ANY(%s)", list(collections)),
+                ("DELETE FROM projection_positions WHERE projection = %s", projection),
+                ("DELETE FROM projection_applied WHERE projection = %s", projection),
+            ):
+                cursor = await connection.execute(statement, (parameter,))
+                deleted += max(cursor.rowcount, 0)
+            transaction = _PostgresTransaction(connection, self._changes)
+            if forget and deleted:
+                await transaction.mark_overwritten()
+            await transaction.told(collections, None)
+        return deleted > 0
 
     async def forgetting_pending(self) -> bool:
         async def pending(connection: Connection) -> bool:

@@ -218,24 +218,28 @@ class SqliteReadModelStore(ReadModelStore):
         ).fetchone()
         return int(row[0])
 
-    async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
+    async def reset(
+        self, projection: str, collections: tuple[str, ...], *, forget: bool = False
+    ) -> bool:
         async with self._lock:
             self._writer.execute("BEGIN IMMEDIATE")
             try:
-                self._writer.executemany(
+                deleted = self._writer.executemany(
                     "DELETE FROM documents WHERE collection = ?", [(c,) for c in collections]
-                )
-                self._writer.execute(
-                    "DELETE FROM projection_positions WHERE projection = ?", (projection,)
-                )
-                self._writer.execute(
-                    "DELETE FROM projection_applied WHERE projection = ?", (projection,)
-                )
+                ).rowcount
+                for statement in (
+                    "DELETE FROM projection_positions WHERE projection = ?",
+                    "DELETE FROM projection_applied WHERE projection = ?",
+                ):
+                    deleted += self._writer.execute(statement, (projection,)).rowcount
+                if forget and deleted:
+                    await _SqliteTransaction(self._writer).mark_overwritten()
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
             self._writer.execute("COMMIT")
         self._tell((collection, None) for collection in collections)
+        return deleted > 0
 
     async def close(self) -> None:
         if self._checkpointing is not None:

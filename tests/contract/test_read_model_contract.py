@@ -131,8 +131,10 @@ class ScanningReadModels(ReadModelStore):
     def scan(self, collection: str) -> AsyncIterator[tuple[str, Document]]:
         return self.inner.scan(collection)
 
-    async def reset(self, projection: str, collections: tuple[str, ...]) -> None:
-        await self.inner.reset(projection, collections)
+    async def reset(
+        self, projection: str, collections: tuple[str, ...], *, forget: bool = False
+    ) -> bool:
+        return await self.inner.reset(projection, collections, forget=forget)
 
     async def close(self) -> None:
         await self.inner.close()

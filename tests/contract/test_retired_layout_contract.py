@@ -1,0 +1,130 @@
+"""Planning's and audit's start retires the read models' old layout (``retire_old_layout``)
+without waiting for older snapshots (review of platform, h-platform): it asked every start to
+forget what the reset overwrote, deleted or not, waited ``FORGET_PATIENCE_SECONDS`` for every
+snapshot older than that (a backup's pg_dump, an operator's reader of the SQLite file) and
+raised, so neither service started while one stayed open. Now only a reset that deleted
+something forgets, and once: the mark stays for ``forget_if_pending`` while it cannot."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from casetrail_platform.projections.port import ReadModelStore
+from services.audit.adapters import timeline
+from services.planning.adapters import case_views
+from tests.support.backends import BACKENDS, read_models_on
+from tests.support.servers import postgres_dsn
+
+Retire = Callable[[ReadModelStore], Awaitable[None]]
+
+LAYOUTS = [
+    pytest.param(
+        case_views.retire_old_layout,
+        case_views.RETIRED,
+        case_views.RETIRED_COLLECTIONS,
+        id="planning",
+    ),
+    pytest.param(
+        timeline.retire_old_layout, timeline.RETIRED, timeline.RETIRED_COLLECTIONS, id="audit"
+    ),
+]
+
+PROMPTLY_SECONDS = 5.0
+"""Far below the 10 s the old code waited for the older snapshot before failing the start."""
+
+
+@asynccontextmanager
+async def _older_snapshot(backend: str, directory: Path) -> AsyncIterator[None]:
+    """Another session holding a snapshot of the read models, as a backup does."""
+    if backend == "sqlite":
+        reader = sqlite3.connect(directory / "read-models.db", isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM documents").fetchone()
+            yield
+        finally:
+            reader.execute("ROLLBACK")
+            reader.close()
+        return
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as older:
+        await older.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        await older.execute("SELECT 1")
+        yield
+        await older.execute("ROLLBACK")
+
+
+async def _old_layout(
+    read_models: ReadModelStore, projection: str, collections: tuple[str, ...]
+) -> None:
+    async with read_models.transaction() as transaction:
+        for collection in collections:
+            await transaction.put(collection, "case-o", {"statement": "CANARY in the clear"})
+        await transaction.set_position(projection, 1)
+
+
+async def _forgotten(read_models: ReadModelStore) -> bool:
+    """``forget_if_pending`` as the store's later tries run it, until the mark goes: one try
+    fails while any transaction of the database is older (another test's, a moment)."""
+    deadline = time.monotonic() + 30
+    while await read_models.forgetting_pending():
+        if time.monotonic() > deadline:
+            return False
+        read_models._forget_retry_at = 0.0  # PENDING_FORGET_RETRY_SECONDS later
+        await read_models.forget_if_pending()
+        await asyncio.sleep(0.1)
+    return True
+
+
+async def _timed(retire: Retire, read_models: ReadModelStore) -> float:
+    began = time.monotonic()
+    await retire(read_models)
+    return time.monotonic() - began
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("retire", "projection", "collections"), LAYOUTS)
+async def test_an_already_retired_layout_starts_promptly_beside_an_older_snapshot(
+    backend: str,
+    retire: Retire,
+    projection: str,
+    collections: tuple[str, ...],
+    tmp_path: Path,
+) -> None:
+    async with read_models_on(backend, tmp_path, "retired_done") as read_models:
+        await _old_layout(read_models, projection, collections)
+        await retire(read_models)  # the first start after the upgrade
+        assert await _forgotten(read_models)
+        async with _older_snapshot(backend, tmp_path):
+            async with read_models.transaction() as transaction:  # the database goes on
+                await transaction.put("anything", "k", {"v": 1})
+            assert await _timed(retire, read_models) < PROMPTLY_SECONDS
+        assert not await read_models.forgetting_pending()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(("retire", "projection", "collections"), LAYOUTS)
+async def test_a_retirement_beside_an_older_snapshot_leaves_its_forgetting_pending(
+    backend: str,
+    retire: Retire,
+    projection: str,
+    collections: tuple[str, ...],
+    tmp_path: Path,
+) -> None:
+    async with read_models_on(backend, tmp_path, "retired_pending") as read_models:
+        await _old_layout(read_models, projection, collections)
+        async with _older_snapshot(backend, tmp_path):
+            assert await _timed(retire, read_models) < PROMPTLY_SECONDS
+            assert await read_models.forgetting_pending()
+        for collection in collections:
+            assert [item async for item in read_models.scan(collection)] == [], collection
+        assert await read_models.applied_position(projection) == 0
+        assert await _forgotten(read_models)  # the next catch-up's, or the next opening's
