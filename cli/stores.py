@@ -22,8 +22,12 @@ def infrastructure(options: argparse.Namespace) -> Infrastructure:
     else:
         from casetrail_platform.bus.kafka_settings import KafkaSettings
 
+        try:
+            kafka = KafkaSettings.from_env()  # ValueError naming the variable
+        except ValueError as error:  # a usage error (exit 2), as the runner refuses to start
+            raise SystemExit(f"Kafka settings: {error}") from None
         # Kafka is not contacted: only the service's PostgreSQL schemas are opened.
-        infra = Infrastructure.distributed(data_dir, dsn, KafkaSettings.from_env())
+        infra = Infrastructure.distributed(data_dir, dsn, kafka)
     try:
         return ledger_settings(infra, os.environ)
     except ValueError as error:  # a usage error (exit 2), as the runner refuses to start

@@ -254,6 +254,24 @@ def test_dlq_bootstrap_keeps_the_kafka_security_settings(
     assert err.startswith("casetrail dlq: Kafka settings: CASETRAIL_KAFKA_SECURITY_PROTOCOL")
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["parked", "list", "intake"],
+        ["rebuild", "intake", "client-directory"],
+        ["verify-store", "intake"],
+    ],
+)
+def test_a_kafka_setting_the_store_commands_cannot_use_is_named(
+    command: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("CASETRAIL_KAFKA_SECURITY_PROTOCOL", "SASL_TLS")
+    dsn = "postgresql://casetrail@127.0.0.1:1/casetrail"
+    code, err = _run(capsys, *command, "--backend", "distributed", "--pg-dsn", dsn)
+    assert code == 2
+    assert err.startswith("Kafka settings: CASETRAIL_KAFKA_SECURITY_PROTOCOL"), err
+
+
 @pytest.mark.parametrize("command", ["verify", "verify-store"])
 def test_a_missing_keys_file_is_named(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
