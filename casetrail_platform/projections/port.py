@@ -236,6 +236,7 @@ class ReadModelStore(ABC):
         return
 
     _forget_retry_at: float = 0.0
+    _forget_failed: bool = False
 
     async def forget_if_pending(self) -> None:
         """``forget_overwritten`` while a committed transaction's mark (``mark_overwritten``)
@@ -246,16 +247,32 @@ class ReadModelStore(ABC):
         (intake's registrations), and a snapshot older than the erasure may stay open for
         hours (a backup): each catch-up would wait ``FORGET_PATIENCE_SECONDS`` and fail. So a
         failure is logged and the mark stays, tried again after
-        ``PENDING_FORGET_RETRY_SECONDS``, by the next catch-up then or the next opening."""
-        if time.monotonic() < self._forget_retry_at or not await self.forgetting_pending():
+        ``PENDING_FORGET_RETRY_SECONDS``, by the next catch-up then, the next bus-fed batch
+        (``forget_if_failed``) or the next opening."""
+        if time.monotonic() < self._forget_retry_at:
+            return
+        if not await self.forgetting_pending():
+            self._forget_failed = False
             return
         try:
             # One try, no patience: its wait held the store's writer, every read model's
             # write waiting 10 s once a minute for as long as the older snapshot stayed open.
             await self.forget_overwritten(patience=0.0)
         except StorageUnavailableError as error:
+            self._forget_failed = True
             self._forget_retry_at = time.monotonic() + PENDING_FORGET_RETRY_SECONDS
             log.warning("values an erasure overwrote not forgotten yet: %s", failure_text(error))
+            return
+        self._forget_failed = False
+
+    async def forget_if_failed(self) -> None:
+        """``forget_if_pending`` while its last try failed (then once due again), asking
+        nothing otherwise: a bus-fed projection runs it with every batch. Nothing else asks
+        again while the service runs: the bus handler forgets only after an erasure, and a
+        retirement's or an opening's failed try (``retire_old_layout``, beside a backup's
+        snapshot) left the retired values in the files until the next start."""
+        if self._forget_failed:
+            await self.forget_if_pending()
 
     async def forgetting_pending(self) -> bool:
         """Whether a mark says an erasure's overwritten values may still be in the files. By

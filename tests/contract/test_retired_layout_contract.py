@@ -16,11 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from casetrail_platform.projections import port
 from casetrail_platform.projections.port import ReadModelStore
+from casetrail_platform.projections.runner import BusProjectionHandler
+from events.catalog.examples import CASE, example_events
 from services.audit.adapters import timeline
 from services.planning.adapters import case_views
 from tests.support.backends import BACKENDS, read_models_on
 from tests.support.servers import postgres_dsn
+from tests.unit.audit.support import T0, Producer
 
 Retire = Callable[[ReadModelStore], Awaitable[None]]
 
@@ -128,3 +132,28 @@ async def test_a_retirement_beside_an_older_snapshot_leaves_its_forgetting_pendi
             assert [item async for item in read_models.scan(collection)] == [], collection
         assert await read_models.applied_position(projection) == 0
         assert await _forgotten(read_models)  # the next catch-up's, or the next opening's
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_retirement_left_pending_is_forgotten_by_the_next_bus_batch(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning's projections are all fed from the bus, whose handler forgot only after an
+    erasure: on PostgreSQL a retirement that failed beside a backup's snapshot stayed pending,
+    the retired goals, tasks and needs in the table's files, until planning started again."""
+    monkeypatch.setattr(port, "PENDING_FORGET_RETRY_SECONDS", 0.0)
+    opened = next(event for event in example_events() if event.subject == CASE)
+    async with read_models_on(backend, tmp_path, "retired_bus") as read_models:
+        await _old_layout(read_models, case_views.RETIRED, case_views.RETIRED_COLLECTIONS)
+        async with _older_snapshot(backend, tmp_path):
+            await case_views.retire_old_layout(read_models)
+            assert await read_models.forgetting_pending()
+        handler = BusProjectionHandler(
+            read_models, case_views.CaseViewProjection(), service="planning"
+        )
+        producer = Producer("casetrail/intake", f"case-{CASE}")
+        deadline = time.monotonic() + 30
+        while await read_models.forgetting_pending():  # one try fails while any older is open
+            assert time.monotonic() < deadline
+            await handler(producer.record(opened, occurred_at=T0))
+            await asyncio.sleep(0.1)
