@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import ipaddress
 import logging
 import signal
+import socket
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -20,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from casetrail_platform.addresses import BindError as BindError
+from casetrail_platform.addresses import host_port, unbracketed
 from casetrail_platform.commands import InvalidCommand
 from casetrail_platform.grpc_platform.capacity import Capacity, CapacityInterceptor
 from casetrail_platform.grpc_platform.edge import request_problems
@@ -137,16 +140,8 @@ async def create_server(
         ],
         server,
     )
-    try:
-        port = (
-            server.add_secure_port(address, tls.credentials())
-            if tls is not None
-            else server.add_insecure_port(address)
-        )
-    except RuntimeError:  # how grpcio 1.5x says it (older ones answered port 0)
-        port = 0
-    if port == 0:
-        raise BindError(f"could not bind gRPC server to {address}")
+    credentials = tls.credentials() if tls is not None else None
+    port = await bind_each_address(server, address, credentials, "gRPC server")
     return server, port, health_servicer
 
 
@@ -158,13 +153,75 @@ async def create_health_server(
     here. It discloses nothing but the health statuses, and needs no token."""
     server = grpc.aio.server(options=[EXCLUSIVE_PORT])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError:
-        port = 0
-    if port == 0:
-        raise BindError(f"could not bind the health server to {address}")
+    port = await bind_each_address(server, address, None, "the health server")
     return server, port
+
+
+async def bind_each_address(
+    server: grpc.aio.Server,
+    address: str,
+    credentials: grpc.ServerCredentials | None,
+    what: str,
+) -> int:
+    """Add ``address`` to ``server``, every address its host name resolves to as a port of its
+    own, and return the port it got (``:0``: the first address's, the others then on it);
+    ``BindError`` naming ``what`` when any of them cannot be bound. gRPC binds a name's
+    addresses itself but counts the port added when one of them binds, only warning of the
+    others: ``--host localhost`` bound [::1]:7303 beside another process holding
+    127.0.0.1:7303, and both served, each with its own store."""
+    port = 0
+    for listening in await _listening_addresses(address, what):
+        wanted = listening if port == 0 else host_port(listening.rpartition(":")[0], port)
+        try:
+            port = (
+                server.add_secure_port(wanted, credentials)
+                if credentials is not None
+                else server.add_insecure_port(wanted)
+            )
+        except RuntimeError:  # how grpcio 1.5x says it (older ones answered port 0)
+            port = 0
+        if port == 0:
+            named = "" if wanted == address else f" ({wanted})"
+            raise BindError(f"could not bind {what} to {address}{named}")
+    return port
+
+
+async def _listening_addresses(address: str, what: str) -> list[str]:
+    """``address`` as it is when its host is an address (``[::]``, ``0.0.0.0``, ``[::1]``) or
+    none is given, else one ``host:port`` per address the name resolves to that this machine
+    has: a container without IPv6 resolves ``localhost`` to ``::1`` too, which gRPC skipped."""
+    host, colon, port = address.rpartition(":")
+    name = unbracketed(host)
+    if not colon or not name or not port.isdigit() or _is_ip_address(name):
+        return [address]
+    try:
+        resolved = await asyncio.get_running_loop().getaddrinfo(
+            name, int(port), type=socket.SOCK_STREAM
+        )
+    except socket.gaierror as error:
+        raise BindError(f"could not bind {what} to {address}: {error.strerror}") from None
+    found = [(family, str(sockaddr[0])) for family, _, _, _, sockaddr in resolved]
+    present = [ip for family, ip in found if _assignable(family, ip)] or [ip for _, ip in found]
+    return [host_port(ip, int(port)) for ip in dict.fromkeys(present)]
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _assignable(family: int, host: str) -> bool:
+    """Whether a socket can be bound to ``host`` here (on a free port: taken ones are told by
+    gRPC's bind)."""
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+    except OSError:
+        return False
+    return True
 
 
 async def serve_until_signalled(
