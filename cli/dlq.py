@@ -18,18 +18,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
-from collections.abc import Iterable
-from dataclasses import replace
+from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
 
-from casetrail_platform.addresses import port_problem
 from casetrail_platform.bus.deadletter import DeadLetter
 from casetrail_platform.bus.kafka_dead_letters import StoredDeadLetter
-from casetrail_platform.bus.kafka_settings import KafkaSettings
+from casetrail_platform.bus.kafka_settings import (
+    BOOTSTRAP_VARIABLE,
+    KafkaSettings,
+    bootstrap_problem,
+)
 from events.cloudevents import KAFKA_HEADER_PREFIX
 
 REDACTED = "[redacted]"
@@ -45,18 +48,19 @@ def run(options: argparse.Namespace) -> int:
     if options.backend == "embedded":
         print(f"casetrail dlq: {EMBEDDED}", file=sys.stderr)
         return 2
-    try:
-        settings = KafkaSettings.from_env()  # ValueError naming the variable
-    except ValueError as error:
-        print(f"casetrail dlq: Kafka settings: {error}", file=sys.stderr)
-        return 2
+    environ: Mapping[str, str] = os.environ
     if options.bootstrap:
         problem = bootstrap_problem(options.bootstrap)
         if problem is not None:
             print(f"casetrail dlq: --bootstrap: {problem}", file=sys.stderr)
             return 2
         # Only the brokers: the security settings still hold (a TLS or SASL cluster).
-        settings = replace(settings, bootstrap_servers=options.bootstrap)
+        environ = {**os.environ, BOOTSTRAP_VARIABLE: options.bootstrap}
+    try:
+        settings = KafkaSettings.from_env(environ)  # ValueError naming the variable
+    except ValueError as error:
+        print(f"casetrail dlq: Kafka settings: {error}", file=sys.stderr)
+        return 2
     if options.action == "replay":
         if not options.group:
             print("casetrail dlq replay: name the consumer group", file=sys.stderr)
@@ -65,19 +69,6 @@ def run(options: argparse.Namespace) -> int:
     if not options.group:
         return asyncio.run(_list_topics(settings))
     return asyncio.run(_list(settings, options.group, options.all))
-
-
-def bootstrap_problem(servers: str) -> str | None:
-    """Why ``servers`` (``host:port[,host:port]``) names no brokers, or ``None``: the Kafka
-    client failed on a port that is no number, or beyond 65535, with a traceback."""
-    for address in (entry.strip() for entry in servers.split(",")):
-        _, colon, port = address.rpartition(":")
-        if not colon or not port.isascii() or not port.isdigit():
-            return f"{address!r} is not host:port"
-        problem = port_problem(address)
-        if problem is not None:
-            return problem
-    return None
 
 
 async def _list_topics(settings: KafkaSettings) -> int:

@@ -38,20 +38,13 @@ def postgres_dsn(options: argparse.Namespace) -> str | None:
     """The distributed backend's database (``None``: the embedded backend)."""
     if options.backend == "embedded":
         return None
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-
+    from casetrail_platform.store.pg_dsn import UnusableDsn
     from casetrail_platform.store.pg_password import DSN_VARIABLE, deployment_dsn
 
-    source = "--pg-dsn" if options.pg_dsn else DSN_VARIABLE
     try:
         dsn = deployment_dsn(os.environ, options.pg_dsn)
-        conninfo_to_dict(dsn)  # malformed: named here, not a traceback at the first connection
-    except (psycopg.ProgrammingError, UnicodeEncodeError):
-        # Never the driver's text: it quotes the DSN, which may hold a password.
-        raise SystemExit(
-            f"{source}: not a PostgreSQL connection string (key=value pairs or a URI)"
-        ) from None
+    except UnusableDsn as error:  # a usage error (exit 2), named by its source, never printed
+        raise SystemExit(f"{'--pg-dsn' if options.pg_dsn else DSN_VARIABLE}: {error}") from None
     except ValueError as error:  # the password file (it names the file, never its content)
         raise SystemExit(f"PostgreSQL password: {error}") from None
     return dsn

@@ -28,7 +28,8 @@ from casetrail_platform.infrastructure import (
     open_parking_lot,
     open_read_models,
 )
-from casetrail_platform.store.pg_password import deployment_dsn
+from casetrail_platform.store.pg_dsn import UnusableDsn
+from casetrail_platform.store.pg_password import DSN_VARIABLE, deployment_dsn
 from services.runner import SERVICES
 
 log = logging.getLogger("casetrail.migrate")
@@ -61,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         dsn = deployment_dsn(os.environ)
+    except UnusableDsn as error:  # never the DSN's text: it may hold a password
+        log.error("%s: %s", DSN_VARIABLE, error)
+        return 1
     except ValueError as error:
         log.error("PostgreSQL password: %s", error)
         return 1

@@ -61,7 +61,8 @@ from casetrail_platform.shutdown import (
     left_behind,
     within,
 )
-from casetrail_platform.store.pg_password import deployment_dsn
+from casetrail_platform.store.pg_dsn import UnusableDsn
+from casetrail_platform.store.pg_password import DSN_VARIABLE, deployment_dsn
 from casetrail_platform.telemetry.logs import configure_logging
 from casetrail_platform.telemetry.metrics import serve_metrics
 from casetrail_platform.telemetry.tracing import configure_tracing, flush_tracing
@@ -160,6 +161,8 @@ async def serve(options: argparse.Namespace, data_dir: Path) -> None:
             raise SystemExit(f"Kafka topics: {error}") from None
         try:
             postgres_dsn = deployment_dsn(os.environ)
+        except UnusableDsn as error:  # never the DSN's text: it may hold a password
+            raise SystemExit(f"{DSN_VARIABLE}: {error}") from None
         except ValueError as error:
             raise SystemExit(f"PostgreSQL password: {error}") from None
         infra = Infrastructure.distributed(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from casetrail_platform.addresses import MAX_PORT, port_problem, unbracketed
 from casetrail_platform.bus.kafka_security import KafkaSecurity
 from casetrail_platform.bus.retry import Backoff
 
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_FETCH_MAX_WAIT_MS = 20
+BOOTSTRAP_VARIABLE = "CASETRAIL_KAFKA_BOOTSTRAP"
+PORT_VARIABLE = "CASETRAIL_KAFKA_PORT"
 FETCH_MAX_WAIT_VARIABLE = "CASETRAIL_KAFKA_FETCH_MAX_WAIT_MS"
 MAX_FETCH_WAIT_MS = 10_000
 """Well under ``request_timeout_ms`` and ``session_timeout_ms``: a fetch the broker holds
@@ -59,21 +63,67 @@ class KafkaSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KafkaSettings:
-        """``CASETRAIL_KAFKA_BOOTSTRAP`` (host:port[,host:port]) wins over
-        ``CASETRAIL_KAFKA_PORT`` (a port on 127.0.0.1); security from the
-        ``CASETRAIL_KAFKA_SECURITY_PROTOCOL``/``_SASL_*``/``_SSL_*`` variables."""
+        """``CASETRAIL_KAFKA_BOOTSTRAP`` (host:port[,host:port], as ``bootstrap_problem``
+        checks it) wins over ``CASETRAIL_KAFKA_PORT`` (a port on 127.0.0.1); security from the
+        ``CASETRAIL_KAFKA_SECURITY_PROTOCOL``/``_SASL_*``/``_SSL_*`` variables. A value the
+        clients could not use is a ``ValueError`` naming its variable."""
         env = os.environ if environ is None else environ
-        bootstrap = env.get("CASETRAIL_KAFKA_BOOTSTRAP", "").strip()
-        if not bootstrap:
-            port = env.get("CASETRAIL_KAFKA_PORT", str(DEFAULT_KAFKA_PORT)).strip()
-            if not port.isdigit():
-                raise ValueError(f"CASETRAIL_KAFKA_PORT must be a port number, got {port!r}")
+        bootstrap = env.get(BOOTSTRAP_VARIABLE, "").strip()
+        if bootstrap:
+            problem = bootstrap_problem(bootstrap)
+            if problem is not None:
+                raise ValueError(f"{BOOTSTRAP_VARIABLE}: {problem}")
+        else:
+            port = env.get(PORT_VARIABLE, str(DEFAULT_KAFKA_PORT)).strip()
+            if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= MAX_PORT:
+                raise ValueError(
+                    f"{PORT_VARIABLE} must be a port from 1 to {MAX_PORT}, got {port!r}"
+                )
             bootstrap = f"127.0.0.1:{port}"
         return cls(
             bootstrap_servers=bootstrap,
             security=KafkaSecurity.from_env(env),
             fetch_max_wait_ms=_fetch_max_wait_ms(env),
         )
+
+
+def bootstrap_problem(servers: str) -> str | None:
+    """Why ``servers`` (``host:port[,host:port]``, an IPv6 host in brackets) names no brokers
+    the Kafka client can dial, or ``None``. The client (aiokafka's ``collect_hosts``) failed
+    on each of these with a traceback, at start or at its first connection: a port that is
+    no number or beyond 65535, brackets left open (``[::1:9092``) or with text after them,
+    a host the resolver cannot encode (a label over 63 characters, ``$'\\xff'``). An
+    IPv6 address unbracketed was read as the host with the port it seemed to end with, or
+    as the whole address on Kafka's port (``::1:9092``): refused too."""
+    for broker in (entry.strip() for entry in servers.split(",")):
+        written, colon, port = broker.rpartition(":")
+        host = unbracketed(written)
+        if not colon or not port.isascii() or not port.isdigit() or not host:
+            return f"{broker!r} is not host:port"
+        if "[" in host or "]" in host or (":" in host and host == written):
+            return f"{broker!r} is not host:port (an IPv6 address in brackets: [::1]:9092)"
+        if not _is_host(host, bracketed=host != written):
+            return f"{broker!r}: the host is no host name or address"
+        problem = port_problem(broker)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _is_host(host: str, *, bracketed: bool) -> bool:
+    """An IPv6 address within brackets; else a name the resolver can encode (its IDNA
+    codec: what ``socket.getaddrinfo`` would raise ``UnicodeError`` on)."""
+    if bracketed:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 def _fetch_max_wait_ms(env: Mapping[str, str]) -> int:

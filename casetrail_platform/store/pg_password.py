@@ -10,7 +10,7 @@ its password added to the DSN the stores connect with.
 
 ``deployment_dsn`` is the one reading of a deployment's database, for the runner, the migration
 Job and the ``casetrail`` command alike: ``CASETRAIL_PG_DSN`` (else the development servers'
-default) with that password.
+default), checked as libpq would check it (``pg_dsn.checked_dsn``), with that password.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from psycopg.conninfo import make_conninfo
 
 from casetrail_platform.private_files import read_password
+from casetrail_platform.store.pg_dsn import checked_dsn
 
 PASSWORD_FILE_VARIABLE = "CASETRAIL_PG_PASSWORD_FILE"
 DSN_VARIABLE = "CASETRAIL_PG_DSN"
@@ -41,5 +42,8 @@ def with_password_file(dsn: str, environ: Mapping[str, str]) -> str:
 def deployment_dsn(environ: Mapping[str, str], given: str | None = None) -> str:
     """The database the distributed backend connects to: ``given`` (the command's
     ``--pg-dsn``) when not empty, else ``CASETRAIL_PG_DSN``, else ``DEFAULT_PG_DSN``; with the
-    password of ``CASETRAIL_PG_PASSWORD_FILE`` (``ValueError`` naming the file)."""
-    return with_password_file(given or environ.get(DSN_VARIABLE, DEFAULT_PG_DSN), environ)
+    password of ``CASETRAIL_PG_PASSWORD_FILE`` (``ValueError`` naming the file). One libpq
+    would refuse is ``pg_dsn.UnusableDsn`` (a ``ValueError``), before the password is added:
+    the caller names where it came from."""
+    dsn = checked_dsn(given or environ.get(DSN_VARIABLE, DEFAULT_PG_DSN))
+    return with_password_file(dsn, environ)

@@ -216,15 +216,49 @@ def test_a_console_audit_address_whose_port_is_no_port_is_refused_before_serving
         ("notahost:abc", "'notahost:abc' is not host:port"),
         ("127.0.0.1:70000", "127.0.0.1:70000: the port must be from 1 to 65535"),
         ("127.0.0.1:9092,", "'' is not host:port"),
+        ("[::1:19270", "'[::1:19270' is not host:port (an IPv6 address in brackets"),
+        ("[a]b:19270", "'[a]b:19270' is not host:port (an IPv6 address in brackets"),
+        ("::1:19270", "'::1:19270' is not host:port (an IPv6 address in brackets"),
+        ("[kafka]:19270", "'[kafka]:19270': the host is no host name or address"),
+        ("\udcff:19270", "'\\udcff:19270': the host is no host name or address"),
+        ("a..b:19270", "'a..b:19270': the host is no host name or address"),
     ],
 )
 def test_a_dlq_bootstrap_that_names_no_broker_is_refused_naming_the_option(
     bootstrap: str, problem: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The Kafka client failed on it with a traceback (int('abc'), connect()'s range)."""
+    """The Kafka client failed on it with a traceback (int('abc'), connect()'s range, an
+    unclosed bracket, a host its resolver could not encode: $'\\xff' is a lone surrogate)."""
     code, err = _run(capsys, "dlq", "list", "--bootstrap", bootstrap)
     assert code == 2
     assert err.startswith(f"casetrail dlq: --bootstrap: {problem}")
+
+
+@pytest.mark.parametrize("bootstrap", ["127.0.0.1:99999", "127.0.0.1:abc", "[::1:19270"])
+def test_a_kafka_bootstrap_variable_dlq_cannot_use_is_named(
+    bootstrap: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CASETRAIL_KAFKA_BOOTSTRAP was never checked: OverflowError, ValueError tracebacks."""
+    import cli.dlq
+    from casetrail_platform.bus.kafka_settings import KafkaSettings
+
+    monkeypatch.setenv("CASETRAIL_KAFKA_BOOTSTRAP", bootstrap)
+    code, err = _run(capsys, "dlq", "list")
+    assert code == 2
+    assert err.startswith("casetrail dlq: Kafka settings: CASETRAIL_KAFKA_BOOTSTRAP: "), err
+    assert "Traceback" not in err
+
+    used: list[KafkaSettings] = []
+
+    async def list_topics(settings: KafkaSettings) -> int:
+        used.append(settings)
+        return 0
+
+    # --bootstrap replaces the variable: what it held no longer matters.
+    monkeypatch.setattr(cli.dlq, "_list_topics", list_topics)
+    code, _ = _run(capsys, "dlq", "list", "--bootstrap", "[::1]:9092, kafka-1:9092")
+    assert code == 0
+    assert used[0].bootstrap_servers == "[::1]:9092, kafka-1:9092"
 
 
 def test_dlq_bootstrap_keeps_the_kafka_security_settings(
@@ -470,6 +504,45 @@ def test_a_malformed_postgres_dsn_is_named_without_its_password(
     assert err.startswith(f"{named}: not a PostgreSQL connection string")
     assert "SECRET" not in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("dsn", "problem"),
+    [
+        ("postgresql://kim:SECRET@::1:15570/casetrail", "the port must be a number from 1 to"),
+        ("host=127.0.0.1 password=SECRET port=abc dbname=casetrail", "the port must be a number"),
+        ("postgresql://kim:SECRET@127.0.0.1:99999/casetrail", "the port must be a number"),
+        ("postgresql://kim:SECRET@h1:15570,h2:0/casetrail", "the port must be a number"),
+        (
+            "postgresql://kim:SECRET@127.0.0.1:15570/casetrail?sslmode=bogus",
+            "sslmode must be one of disable, allow, prefer, require, verify-ca, verify-full,"
+            " got 'bogus'",
+        ),
+        ("password=SECRET target_session_attrs=primaryish", "target_session_attrs must be one of"),
+        ("password=SECRET gssencmode=", "gssencmode must be one of"),
+    ],
+)
+@pytest.mark.parametrize("command", [["tail"], ["parked", "list", "intake"]])
+def test_a_postgres_dsn_libpq_refuses_is_a_usage_error_named_without_its_password(
+    command: list[str],
+    dsn: str,
+    problem: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """libpq checks these values only when it connects: exit 1, "unavailable; retry later",
+    blaming the database (``@::1:15570`` named no host and the port ':1:15570')."""
+    monkeypatch.delenv("CASETRAIL_PG_PASSWORD_FILE", raising=False)
+    argv = [*command, "--backend", "distributed", "--data-dir", str(tmp_path)]
+    code, err = _run(capsys, *argv, "--pg-dsn", dsn)
+    assert code == 2
+    assert err.startswith(f"--pg-dsn: {problem}"), err
+    assert "SECRET" not in err
+    monkeypatch.setenv("CASETRAIL_PG_DSN", dsn)
+    code, err = _run(capsys, *argv)
+    assert code == 2
+    assert err.startswith(f"CASETRAIL_PG_DSN: {problem}"), err
 
 
 # --- text a service is sent ----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,9 @@ async def test_the_dead_letter_tools_consumer_authenticates(
     [
         ("CASETRAIL_KAFKA_SASL_PASSWORD_FILE", "/nonexistent/kafka-password", "SASL password"),
         ("CASETRAIL_KAFKA_FETCH_MAX_WAIT_MS", "0", "milliseconds from 1"),
+        ("CASETRAIL_KAFKA_BOOTSTRAP", "127.0.0.1:99999", "the port must be from 1 to 65535"),
+        ("CASETRAIL_KAFKA_BOOTSTRAP", "[::1:19270", "is not host:port"),
+        ("CASETRAIL_KAFKA_PORT", "99999", "a port from 1 to 65535"),
     ],
 )
 async def test_a_bad_kafka_setting_ends_serve_in_one_line_naming_it(
@@ -148,9 +152,69 @@ async def test_a_bad_kafka_setting_ends_serve_in_one_line_naming_it(
 
     monkeypatch.setenv("CASETRAIL_OIDC_ISSUER", "https://issuer.example")
     monkeypatch.setenv("CASETRAIL_OIDC_AUDIENCE", "casetrail")
+    if variable == "CASETRAIL_KAFKA_PORT":  # read only without a bootstrap
+        monkeypatch.delenv("CASETRAIL_KAFKA_BOOTSTRAP", raising=False)
     monkeypatch.setenv(variable, value)
     options = runner.parse(["--backend", "distributed", "--any-port", "--data-dir", str(tmp_path)])
     with pytest.raises(SystemExit, match=r"^Kafka: ") as ended:
         await runner.serve(options, tmp_path)
     assert variable in str(ended.value)
     assert told in str(ended.value)
+
+
+@pytest.mark.parametrize(
+    "bootstrap",
+    [
+        "kafka:9092",
+        "casetrail-kafka-kafka-bootstrap:9093",
+        "127.0.0.1:19270",
+        "[::1]:9092",
+        "[fe80::1%eth0]:9092",
+        "k1:9092,k2:9092",
+        " k1:9092 , [::1]:9093 ",
+        "kafka.agency.internal:9096",
+        "bücher.example:9092",
+    ],
+)
+def test_the_brokers_the_kafka_client_can_dial_are_taken(bootstrap: str) -> None:
+    settings = KafkaSettings.from_env({"CASETRAIL_KAFKA_BOOTSTRAP": bootstrap})
+    assert settings.bootstrap_servers == bootstrap.strip()
+
+
+@pytest.mark.parametrize(
+    ("bootstrap", "problem"),
+    [
+        ("127.0.0.1:99999", "127.0.0.1:99999: the port must be from 1 to 65535"),
+        ("127.0.0.1:0", "127.0.0.1:0: the port must be from 1 to 65535"),
+        ("127.0.0.1:abc", "'127.0.0.1:abc' is not host:port"),
+        ("kafka", "'kafka' is not host:port"),
+        (":9092", "':9092' is not host:port"),
+        ("k1:9092,,k2:9092", "'' is not host:port"),
+        ("[::1:19270", "'[::1:19270' is not host:port (an IPv6 address in brackets"),
+        ("[::1]", "'[::1]' is not host:port"),
+        ("[a]b:1", "'[a]b:1' is not host:port (an IPv6 address in brackets"),
+        ("::1:9092", "'::1:9092' is not host:port (an IPv6 address in brackets"),
+        ("[127.0.0.1]:9092", "'[127.0.0.1]:9092': the host is no host name or address"),
+        ("\udcff:9092", "'\\udcff:9092': the host is no host name or address"),
+        ("a..b:9092", "'a..b:9092': the host is no host name or address"),
+        ("k1:9092,k2:70000", "k2:70000: the port must be from 1 to 65535"),
+    ],
+)
+def test_brokers_the_kafka_client_cannot_dial_are_refused_naming_the_variable(
+    bootstrap: str, problem: str
+) -> None:
+    """aiokafka parses them (collect_hosts) only when a client starts, and failed with a
+    traceback: int('abc'), an unclosed bracket's unpacking, a port beyond 65535 at connect,
+    a host its resolver cannot encode (UnicodeError)."""
+    with pytest.raises(ValueError, match=f"^CASETRAIL_KAFKA_BOOTSTRAP: {re.escape(problem)}"):
+        KafkaSettings.from_env({"CASETRAIL_KAFKA_BOOTSTRAP": bootstrap})
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "nine", "9092a", "\u0661"])
+def test_a_kafka_port_beyond_the_ports_is_refused_naming_the_variable(port: str) -> None:
+    """Only its digits were checked: 99999 reached the client (OverflowError at connect)."""
+    with pytest.raises(ValueError, match=r"^CASETRAIL_KAFKA_PORT must be a port from 1 to 65535"):
+        KafkaSettings.from_env({"CASETRAIL_KAFKA_PORT": port})
+    assert KafkaSettings.from_env({"CASETRAIL_KAFKA_PORT": "65535"}).bootstrap_servers == (
+        "127.0.0.1:65535"
+    )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -140,3 +141,48 @@ def test_only_the_password_module_reads_the_dsn_variable() -> None:
         if '"CASETRAIL_PG_DSN"' in path.read_text(encoding="utf-8")
     ]
     assert readers == ["casetrail_platform/store/pg_password.py"]
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        DSN,
+        "postgresql://postgres@[::1]:15570/casetrail",
+        "postgresql://h1:5432,h2:5433/casetrail?target_session_attrs=read-write",
+        "postgresql://h1,h2/casetrail",  # no port: libpq's default for each
+        "host=h1,h2 port=5432 dbname=casetrail sslmode=verify-full gssencmode=disable",
+        "host=db port=' 5432 ' channel_binding=require",
+        "",  # libpq's own defaults (PGHOST and the rest)
+    ],
+)
+def test_a_dsn_libpq_can_use_is_the_deployments(dsn: str) -> None:
+    assert deployment_dsn({DSN_VARIABLE: dsn}) == dsn
+
+
+BAD_PORT_DSN = "postgresql://kim:SECRET@::1:15570/casetrail"
+"""libpq reads no host and the port ':1:15570', and says so only when it connects."""
+
+
+def test_a_dsn_libpq_would_refuse_ends_the_runner_and_the_migration_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both connected and reported the database unavailable, retrying (the migration Job's
+    pod restarted for ever) instead of naming the setting."""
+    from services import runner
+
+    monkeypatch.setenv("CASETRAIL_OIDC_ISSUER", "https://issuer.example")
+    monkeypatch.setenv("CASETRAIL_OIDC_AUDIENCE", "casetrail")
+    monkeypatch.setenv(DSN_VARIABLE, BAD_PORT_DSN)
+    monkeypatch.delenv(PASSWORD_FILE_VARIABLE, raising=False)
+    options = runner.parse(["--backend", "distributed", "--any-port", "--data-dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"^CASETRAIL_PG_DSN: the port must be a number") as ended:
+        asyncio.run(runner.serve(options, tmp_path))
+    assert "SECRET" not in str(ended.value)
+
+    async def migrate(dsn: str, names: Sequence[str]) -> None:
+        raise AssertionError("migrated with a DSN libpq refuses")
+
+    monkeypatch.setattr(services.migrate, "migrate", migrate)
+    assert services.migrate.main([]) == 1
+    assert "CASETRAIL_PG_DSN: the port must be a number" in caplog.text
+    assert "SECRET" not in caplog.text
