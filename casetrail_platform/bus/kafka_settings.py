@@ -88,14 +88,20 @@ class KafkaSettings:
 
 
 def bootstrap_problem(servers: str) -> str | None:
-    """Why ``servers`` (``host:port[,host:port]``, an IPv6 host in brackets) names no brokers
-    the Kafka client can dial, or ``None``. The client (aiokafka's ``collect_hosts``) failed
-    on each of these with a traceback, at start or at its first connection: a port that is
-    no number or beyond 65535, brackets left open (``[::1:9092``) or with text after them,
-    a host the resolver cannot encode (a label over 63 characters, ``$'\\xff'``). An
-    IPv6 address unbracketed was read as the host with the port it seemed to end with, or
-    as the whole address on Kafka's port (``::1:9092``): refused too."""
+    """Why ``servers`` (``host:port[,host:port]``, an IPv6 host in brackets; a host alone is
+    dialled on port 9092) names no brokers the Kafka client can dial, or ``None``. The
+    client (aiokafka's ``collect_hosts``) failed on each of these with a traceback, at start
+    or at its first connection: a port that is no number or beyond 65535, brackets left open
+    (``[::1:9092``) or with text after them, a host the resolver cannot encode (a label over
+    63 characters, ``$'\\xff'``). An IPv6 address unbracketed was read as the host with the
+    port it seemed to end with, or as the whole address on Kafka's port (``::1:9092``):
+    refused too."""
     for broker in (entry.strip() for entry in servers.split(",")):
+        if broker and not any(mark in broker for mark in ":[]"):
+            # A host alone: the client dials it on Kafka's port, 9092, as it always did.
+            if not _is_host(broker, bracketed=False):
+                return f"{broker!r}: the host is no host name or address"
+            continue
         written, colon, port = broker.rpartition(":")
         host = unbracketed(written)
         if not colon or not port.isascii() or not port.isdigit() or not host:

@@ -174,6 +174,8 @@ async def test_a_bad_kafka_setting_ends_serve_in_one_line_naming_it(
         " k1:9092 , [::1]:9093 ",
         "kafka.agency.internal:9096",
         "bücher.example:9092",
+        "kafka",
+        "kafka,10.0.0.7:9093",
     ],
 )
 def test_the_brokers_the_kafka_client_can_dial_are_taken(bootstrap: str) -> None:
@@ -187,7 +189,7 @@ def test_the_brokers_the_kafka_client_can_dial_are_taken(bootstrap: str) -> None
         ("127.0.0.1:99999", "127.0.0.1:99999: the port must be from 1 to 65535"),
         ("127.0.0.1:0", "127.0.0.1:0: the port must be from 1 to 65535"),
         ("127.0.0.1:abc", "'127.0.0.1:abc' is not host:port"),
-        ("kafka", "'kafka' is not host:port"),
+        ("a..b", "'a..b': the host is no host name or address"),
         (":9092", "':9092' is not host:port"),
         ("k1:9092,,k2:9092", "'' is not host:port"),
         ("[::1:19270", "'[::1:19270' is not host:port (an IPv6 address in brackets"),
