@@ -17,6 +17,7 @@ from typing import TypeVar
 import grpc
 from grpc_health.v1 import health, health_pb2
 
+from casetrail_platform.addresses import BindError
 from casetrail_platform.bus.errors import is_retriable
 from casetrail_platform.errors import StorageUnavailableError
 from casetrail_platform.grpc_platform.server import create_health_server
@@ -82,6 +83,13 @@ async def start_when_reachable(
     try:
         while not stop.is_set():
             number += 1
+            if waiting_health is not None:
+                # The attempt binds the service's own health server on this port, and a port
+                # is one server's alone (no SO_REUSEPORT: a second process took half the
+                # connections): the stand-in gives it up first. A probe meanwhile is refused,
+                # to a startup or readiness probe as good as NOT_SERVING.
+                await waiting_health.stop(None)
+                waiting_health = None
             task = asyncio.ensure_future(attempt())
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -108,7 +116,7 @@ async def start_when_reachable(
                 number,
                 delay,
             )
-            if waiting_health is None and health_address is not None:
+            if health_address is not None:
                 waiting_health = await _serve_not_serving(health_address)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
@@ -119,11 +127,17 @@ async def start_when_reachable(
             await waiting_health.stop(None)
 
 
-async def _serve_not_serving(address: str) -> grpc.aio.Server:
-    """The plaintext health port, answering NOT_SERVING until the service takes it over."""
+async def _serve_not_serving(address: str) -> grpc.aio.Server | None:
+    """The plaintext health port, answering NOT_SERVING until the service takes it over
+    (``None``: the port is taken, by what is left of the failed attempt or another process;
+    the next attempt says which)."""
     servicer = health.aio.HealthServicer()
     await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
-    server, port = await create_health_server(address, servicer)
+    try:
+        server, port = await create_health_server(address, servicer)
+    except BindError as error:
+        log.warning("not serving yet; %s", error)
+        return None
     await server.start()
     log.info("not serving yet; health probes answered on port %d", port)
     return server

@@ -74,6 +74,14 @@ async def test_a_reopened_case_is_planned_anew_before_it_closes_as_goals_achieve
     )
     close = pl.CloseCaseRequest(context=command(key()), case_id=case_id, reason="goals_achieved")
     await planning.CloseCase(close)
+    # The view learns the closure off the bus: until it has, it still shows the case open
+    # (and its plan), which the wait for the reopening below would take for the reopening.
+    await eventually(
+        view,
+        lambda shown: shown.status == "closed",
+        what="planning's view to learn the closure",
+        patience=casetrail.patience,
+    )
     await eventually(
         lambda: stubs.as_(COORDINATOR).intake.ReopenCase(
             intake_pb2.ReopenCaseRequest(
