@@ -229,6 +229,15 @@ class ReadModelStore(ABC):
         files too (a retired layout's sensitive values): a reset that deleted anything leaves
         its mark (``mark_overwritten``) with its commit, for ``forget_if_pending``."""
 
+    async def retire(self, projection: str, collections: tuple[str, ...]) -> None:
+        """Delete what a projection's retired layout left (nothing once done: a no-op after),
+        its values leaving the store's files too: they were kept in the clear. Forgotten in one
+        try, never waited for: a snapshot older than the deletion (a backup) may stay open for
+        hours, and waiting for it failed the service's start. The mark stays for the store's
+        later tries (``forget_if_pending``) until one succeeds."""
+        if await self.reset(projection, collections, forget=True):
+            await self.forget_if_pending()
+
     async def forget_overwritten(self, patience: float | None = None) -> None:
         """Make sure no file of the store keeps bytes that were just overwritten (after an
         erasure scrubbed sensitive values): SQLite's write-ahead log cut, PostgreSQL's dead
@@ -269,7 +278,7 @@ class ReadModelStore(ABC):
         """``forget_if_pending`` while its last try failed (then once due again), asking
         nothing otherwise: a bus-fed projection runs it with every batch. Nothing else asks
         again while the service runs: the bus handler forgets only after an erasure, and a
-        retirement's or an opening's failed try (``retire_old_layout``, beside a backup's
+        retirement's or an opening's failed try (``retire``, beside a backup's
         snapshot) left the retired values in the files until the next start."""
         if self._forget_failed:
             await self.forget_if_pending()

@@ -310,11 +310,7 @@ async def _keep(
 async def retire_old_layout(read_models: ReadModelStore) -> None:
     """Delete what the projection before ``v2`` left (nothing once done: a no-op after)."""
     # The old facts entries held categories of need in the clear: no copy stays in the files.
-    if await read_models.reset(RETIRED, RETIRED_COLLECTIONS, forget=True):
-        # Tried once, never waited for: a snapshot older than the deletion (a backup) may stay
-        # open for hours, and waiting for it failed the service's start. The mark stays for
-        # the store's later tries (``forget_if_pending``) until one succeeds.
-        await read_models.forget_if_pending()
+    await read_models.retire(RETIRED, RETIRED_COLLECTIONS)
 
 
 class ReadModelTimelines:
