@@ -267,6 +267,7 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
         autodiscover=False,
         processing_guarantee=settings.processing_guarantee,
         broker_commit_interval=settings.commit_interval,
+        broker_session_timeout=settings.session_timeout,
         # Like the platform's producers: a few ms of linger puts the changelog and fact
         # records into fewer produce requests (Faust's default is no linger).
         producer_linger=settings.kafka.linger_ms / 1000,

@@ -14,13 +14,16 @@ same.
 
 So this producer keeps the records of its buffer not yet delivered, and its ``flush`` waits for
 the ones buffered before it started (later ones wait for the next: a busy stream cannot hold a
-commit off), then raises if one failed, so that nothing is committed past it.
+commit off), then raises if one failed, so that nothing is committed past it. It also commits a
+transaction that has records but no offsets (``commit_records``, for ``transactions``), raising
+when that fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from aiokafka import AIOKafkaProducer
 from faust.transport.drivers.aiokafka import Producer as KafkaProducer
 from faust.types import FutureMessage
 
@@ -71,3 +74,19 @@ class DeliveringProducer(KafkaProducer):
                 f"{len(failed)} buffered records were not sent (the first: {first!r}):"
                 " committing past them would lose them"
             ) from first
+
+    async def commit_records(self, transactional_id: str, *, start_new_transaction: bool) -> None:
+        """Commit the open transaction of ``transactional_id`` with no offsets (and begin the
+        next one), raising if that fails: Faust's ``commit_transaction`` only logs a failure,
+        and the records would be rolled back unseen. Nothing to do once its producer stopped
+        (its partition was revoked)."""
+        lock = self._trn_locks.get(transactional_id)
+        if lock is None:  # never begun here
+            return
+        async with lock:
+            producer: AIOKafkaProducer | None = self._transaction_producers.get(transactional_id)
+            if producer is None:
+                return
+            await producer.commit_transaction()
+            if start_new_transaction:
+                await producer.begin_transaction()

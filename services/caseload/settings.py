@@ -30,6 +30,9 @@ events (kept forever) instead of going on from the old group's offsets with no c
 (README, "Upgrading")."""
 DEFAULT_WEB_PORT = 6066
 PROCESSING_GUARANTEES = ("exactly_once", "at_least_once")
+SESSION_TIMEOUT_RANGE = range(6, 1801)
+"""Seconds a Kafka broker accepts as a consumer's session by default
+(``group.min.session.timeout.ms``, ``group.max.session.timeout.ms``)."""
 ALLOW_PLAINTEXT = "CASETRAIL_CASELOAD_ALLOW_PLAINTEXT"
 """``1``: the views may serve plain HTTP beyond loopback (a mesh or proxy serves TLS in front;
 the chart sets it exactly when it sets ``CASETRAIL_GRPC_ALLOW_PLAINTEXT``); ``0`` or unset:
@@ -88,6 +91,11 @@ class CaseloadSettings:
     commit_interval: float = 1.0
     """Seconds between commits; with exactly-once, facts reach the worker tables only once
     their transaction commits, so this bounds how stale a caseload can be."""
+    session_timeout: int = 15
+    """Seconds without a heartbeat after which Kafka takes a worker's partitions to the
+    others: how long a worker killed -9 (or a lost node) leaves its cases unprocessed. Faust's
+    own default is 60; heartbeats come from the consumer's thread, so a busy event loop does
+    not miss them."""
     web_enabled: bool = True
     web_host: str = "127.0.0.1"
     web_port: int = DEFAULT_WEB_PORT
@@ -128,6 +136,13 @@ class CaseloadSettings:
             )
         if self.commit_interval <= 0:
             raise ValueError("commit_interval must be positive")
+        if self.session_timeout not in SESSION_TIMEOUT_RANGE:
+            raise ValueError(
+                "session_timeout (CASETRAIL_CASELOAD_SESSION_TIMEOUT) must be"
+                f" {SESSION_TIMEOUT_RANGE.start} to"
+                f" {SESSION_TIMEOUT_RANGE.stop - 1} seconds (the broker's bounds),"
+                f" got {self.session_timeout}"
+            )
 
     @property
     def topics(self) -> TopicSettings:
@@ -143,7 +158,8 @@ class CaseloadSettings:
         """``CASETRAIL_KAFKA_BOOTSTRAP``/``CASETRAIL_KAFKA_PORT`` (see ``KafkaSettings``),
         the case-event topic and replication (see ``TopicSettings.from_env``),
         ``CASETRAIL_CASELOAD_APP_ID``, ``CASETRAIL_CASELOAD_DATA_DIR``,
-        ``CASETRAIL_CASELOAD_GUARANTEE``, ``CASETRAIL_CASELOAD_WEB_PORT`` (0 turns the web
+        ``CASETRAIL_CASELOAD_GUARANTEE``, ``CASETRAIL_CASELOAD_SESSION_TIMEOUT`` (seconds),
+        ``CASETRAIL_CASELOAD_WEB_PORT`` (0 turns the web
         views off), ``CASETRAIL_CASELOAD_ALLOW_PLAINTEXT`` (see ``ALLOW_PLAINTEXT``; read
         only without a certificate), ``CASETRAIL_OIDC_ISSUER``/``_AUDIENCE`` (see
         ``IssuerSettings``),
@@ -168,6 +184,9 @@ class CaseloadSettings:
             data_dir=Path(env.get("CASETRAIL_CASELOAD_DATA_DIR", str(defaults.data_dir))),
             processing_guarantee=env.get(
                 "CASETRAIL_CASELOAD_GUARANTEE", defaults.processing_guarantee
+            ),
+            session_timeout=whole_number(
+                env, "CASETRAIL_CASELOAD_SESSION_TIMEOUT", defaults.session_timeout
             ),
             web_enabled=web_port != 0,
             web_port=web_port,

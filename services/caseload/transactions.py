@@ -24,6 +24,14 @@ agent holds while it processes one event: an event's table change and facts all 
 transaction (its offset possibly in the next one, so after a crash it is read again and is a
 repeat). The worker-fact agent needs no lock: it changes its tables without awaiting anything,
 so no commit can start in the middle.
+
+Faust commits only the transactions of the partitions whose offsets it commits. A record sent
+to any other producer's transaction (a changelog record Faust's own routing placed by its
+destination partition, or a fact of an event whose offset waits for the next commit) stayed in
+an open transaction until the broker rolled it back after ``transaction.timeout.ms`` (60 s):
+the views lagged that long behind it, and the record was gone. So a commit also commits every
+transaction that received a record since the previous commit; a record committed before its
+event's offset only makes that event a repeat after a crash, which the folds absorb.
 """
 
 from __future__ import annotations
@@ -43,7 +51,10 @@ from services.caseload.producer import DeliveringProducer
 
 class SourcePartitionTransactions(TransactionManager):
     """Faust's transaction manager, routing a send to the transaction of the partition of the
-    event being processed (Faust's own routing when no event is being processed)."""
+    event being processed (Faust's own routing when no event is being processed), and
+    committing every transaction that received a record (see the module's docstring)."""
+
+    _sent_since_commit: set[str] | None = None
 
     async def send(
         self,
@@ -56,18 +67,28 @@ class SourcePartitionTransactions(TransactionManager):
         *,
         transactional_id: str | None = None,
     ) -> Awaitable[RecordMetadata]:
+        destination = self.consumer.key_partition(topic, key, partition)
         event = current_event()
-        if event is None:
-            return await super().send(topic, key, value, partition, timestamp, headers)
-        return await self.producer.send(
+        if event is not None:
+            transactional_id = self.transactional_id_of(
+                event.message.topic, event.message.partition
+            )
+        elif destination is not None:  # Faust's own routing
+            transactional_id = self.transactional_id_of(topic, destination)
+        else:  # no partition yet: Faust sends it outside every transaction
+            transactional_id = None
+        sending = await self.producer.send(
             topic,
             key,
             value,
-            self.consumer.key_partition(topic, key, partition),
+            destination,
             timestamp,
             headers,
-            transactional_id=self.transactional_id_of(event.message.topic, event.message.partition),
+            transactional_id=transactional_id,
         )
+        if transactional_id is not None:  # taken into its open transaction
+            self.sent_since_commit.add(transactional_id)
+        return sending
 
     async def commit(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
         """Faust's commit, once every record buffered so far is in the transactions and no
@@ -75,7 +96,45 @@ class SourcePartitionTransactions(TransactionManager):
         processing: asyncio.Lock = self.app.processing  # type: ignore[attr-defined]  # CaseloadApp
         async with processing:
             await self.app.producer.flush()
-            return await super().commit(offsets, start_new_transaction=start_new_transaction)
+            # Swapped, not cleared after: a record sent while these commit is in the set the
+            # next commit takes.
+            sent, self._sent_since_commit = self.sent_since_commit, set()
+            committed = await super().commit(offsets, start_new_transaction=start_new_transaction)
+            await self._commit_without_offsets(
+                sent - {self.transactional_id_of(tp.topic, tp.partition) for tp in offsets},
+                start_new_transaction=start_new_transaction,
+            )
+            return committed
+
+    @property
+    def sent_since_commit(self) -> set[str]:
+        """The transactional ids that received a record since the previous commit."""
+        # Made on first use: Faust builds its transaction manager before it starts.
+        if self._sent_since_commit is None:
+            self._sent_since_commit = set()
+        return self._sent_since_commit
+
+    async def _commit_without_offsets(
+        self, transactional_ids: set[str], *, start_new_transaction: bool
+    ) -> None:
+        """Commit (and begin again) the open transactions of ``transactional_ids``, which
+        received records but have no offsets to commit this time."""
+        producer: DeliveringProducer = self.producer  # type: ignore[assignment]  # the transport's
+        for transactional_id in sorted(transactional_ids):
+            await producer.commit_records(
+                transactional_id, start_new_transaction=start_new_transaction
+            )
+
+    async def on_rebalance(
+        self, assigned: set[TP], revoked: set[TP], newly_assigned: set[TP]
+    ) -> None:
+        """Faust's, after forgetting the records sent to the transactions of ``revoked``
+        partitions: their producers stop, and the partitions' new owner aborts what they left
+        open (their events' offsets were not committed either)."""
+        self.sent_since_commit.difference_update(
+            self.transactional_id_of(tp.topic, tp.partition) for tp in revoked
+        )
+        await super().on_rebalance(assigned, revoked, newly_assigned)
 
     def transactional_id_of(self, topic: str, partition: int) -> str:
         """The transactional id Faust gives the producer of ``topic``'s ``partition`` (the

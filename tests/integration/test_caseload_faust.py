@@ -258,9 +258,9 @@ def worker_env(
         "CASETRAIL_CASELOAD_WEB_PORT": str(settings.web_port),
         "CASETRAIL_CASELOAD_GUARANTEE": settings.processing_guarantee,
         "CASETRAIL_AUDIT_ADDRESS": audit.address,
-        # Faust's own setting: a worker killed -9 leaves the group after this many seconds
-        # (60 by default), which a worker taking over waits out before it reads anything.
-        "BROKER_SESSION_TIMEOUT": "10",
+        # A worker killed -9 leaves the group after this many seconds, which a worker taking
+        # over waits out before it reads anything.
+        "CASETRAIL_CASELOAD_SESSION_TIMEOUT": "10",
         **issuer.env(),
     }
 

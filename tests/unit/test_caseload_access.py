@@ -183,6 +183,18 @@ def test_today_is_the_agencys_date_for_follow_ups() -> None:
     assert _today({}, date(2030, 1, 2)) == date(2030, 1, 2)
 
 
+def test_a_worker_killed_hands_its_partitions_over_after_its_session_timeout() -> None:
+    """Faust's 60 s default left a worker killed -9 holding its cases a minute."""
+    from services.caseload.processor import build_app
+    from services.caseload.settings import CaseloadSettings
+
+    assert CaseloadSettings.from_env({}).session_timeout == 15
+    settings = CaseloadSettings.from_env({"CASETRAIL_CASELOAD_SESSION_TIMEOUT": "8"})
+    assert build_app(settings).conf.broker_session_timeout == 8
+    with pytest.raises(ValueError, match="CASETRAIL_CASELOAD_SESSION_TIMEOUT"):
+        CaseloadSettings.from_env({"CASETRAIL_CASELOAD_SESSION_TIMEOUT": "1801"})
+
+
 @pytest.mark.parametrize("status", [200, 401, 403])
 async def test_an_answer_routed_to_the_owning_process_keeps_the_answer_headers(
     tmp_path: Path, status: int

@@ -48,6 +48,7 @@ def test_a_bad_setting_ends_the_worker_with_one_line_naming_it() -> None:
     for setting, value in (
         ("CASETRAIL_TLS_CA", "/nonexistent/ca.pem"),
         ("CASETRAIL_OIDC_ISSUER", "https://issuer.example"),  # its audience missing
+        ("CASETRAIL_CASELOAD_SESSION_TIMEOUT", "3"),  # below the broker's minimum
     ):
         result = subprocess.run(
             [sys.executable, "-m", "services.caseload", "worker"],
