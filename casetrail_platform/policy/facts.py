@@ -400,8 +400,8 @@ def _accepted(referral_id: str, provider_id: str, made: Mapping[str, Any]) -> Ac
 
 def _consent(entry: Mapping[str, Any]) -> Consent:
     expires = entry.get("expires_at")
-    # Entries kept before they held the recipient's kind cannot tell an agency from a person
-    # of the same id: such a consent covers no one until the facts are rebuilt from its event.
+    # Defensive: every entry of the projection since v2 keeps its recipient's kind; one
+    # without could not tell an agency from a person of the same id, so it covers no one.
     kind = entry.get("recipient_kind")
     return Consent(
         consent_id=entry["consent_id"],

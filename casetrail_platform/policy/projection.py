@@ -25,13 +25,21 @@ from casetrail_platform.projections.port import (
 from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 
-FACTS = "policy_case_facts"
+FACTS = "policy_case_facts_v2"
+
+RETIRED = "policy.case-facts"
+RETIRED_COLLECTIONS = ("policy_case_facts", erased_marks("policy_case_facts"))
+"""The projection before ``v2`` and its collections: a consent's entry there did not keep its
+recipient's kind, so a consent to an agency could not be told from one to a person of the same
+id and covered no one. ``retire_old_facts_layout`` deletes them at the service's start."""
 
 
 class CaseFactsProjection(Projection):
     """One document per case: the entries of its fact-bearing events (``facts.entry_of``)."""
 
-    name = "policy.case-facts"
+    name = "policy.case-facts-v2"
+    """v2: a new name and new collections, so a deployment builds it again from the bus
+    (``RETIRED``)."""
     collections = (FACTS, erased_marks(FACTS))
     event_types = FACT_EVENT_TYPES
 
@@ -66,6 +74,12 @@ def _forget_categories(document: Document) -> None:
 
 ERASURE = CaseErasure(FACTS, _forget_categories)
 """Also when the erasure arrives before the case's events (``CaseErasure``)."""
+
+
+async def retire_old_facts_layout(read_models: ReadModelStore) -> None:
+    """Delete what the projection before ``v2`` left (nothing once done: a no-op after)."""
+    # Its entries held the categories of need and of consents, health data: no copy stays.
+    await read_models.retire(RETIRED, RETIRED_COLLECTIONS)
 
 
 class CaseFactsReader:

@@ -96,7 +96,7 @@ class Metrics:
             registry=registry,
         )
         # Labelled by service too: in the embedded process intake and planning both feed
-        # policy.case-facts from the bus, and one series would mix their delays.
+        # policy.case-facts-v2 from the bus, and one series would mix their delays.
         self.projection_lag = Histogram(
             "casetrail_projection_lag_seconds",
             "From an event's recorded-at time to its application to a read model, by the"

@@ -10,7 +10,7 @@ from casetrail_platform.hosting import RunningService, host_for
 from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.policy.projection import CaseFactsProjection as PolicyFactsProjection
-from casetrail_platform.policy.projection import CaseFactsReader
+from casetrail_platform.policy.projection import CaseFactsReader, retire_old_facts_layout
 from services.coordination.adapters.agency_file import FILE_NAME, load_agency
 from services.coordination.adapters.projections import (
     AssignmentsProjection,
@@ -25,6 +25,7 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     # Read before any storage is opened: a bad agency.json stops the start with nothing to undo.
     agency = load_agency(infra.service_dir(SERVICE) / FILE_NAME)
     host = await host_for(infra, SERVICE)
+    await retire_old_facts_layout(host.read_models)
     host.project_own_events(AssignmentsProjection())
     host.subscribe(CaseFactsProjection())
     policy = PolicyFactsProjection()

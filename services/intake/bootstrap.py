@@ -12,6 +12,7 @@ from casetrail_platform.ages import agency_today
 from casetrail_platform.hosting import RunningService, host_for
 from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.policy.hosting import facts_access_control
+from casetrail_platform.policy.projection import retire_old_facts_layout
 from services.intake.adapters.case_closures import CaseClosuresProjection, ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.adapters.emergency_accesses import (
@@ -42,6 +43,7 @@ def emergency_review_within() -> timedelta:
 
 async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningService:
     host = await host_for(infra, SERVICE)
+    await retire_old_facts_layout(host.read_models)
     directory = ClientDirectory(host.store, host.read_models, host.locks, infra.keyring)
     await directory.start()
     host.project_own_events(directory.projection)

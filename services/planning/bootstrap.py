@@ -8,6 +8,7 @@ from casetrail.planning.v1 import planning_pb2_grpc
 from casetrail_platform.hosting import RunningService, host_for
 from casetrail_platform.infrastructure import Infrastructure
 from casetrail_platform.policy.hosting import facts_access_control
+from casetrail_platform.policy.projection import retire_old_facts_layout
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.cases import CaseReopened
 from services.planning.adapters.case_views import (
@@ -23,6 +24,7 @@ from services.planning.entrypoints.grpc_server import SERVICE_NAME, PlanningServ
 async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningService:
     host = await host_for(infra, SERVICE)
     await retire_old_layout(host.read_models)
+    await retire_old_facts_layout(host.read_models)
     views = CaseViewProjection()
     host.subscribe(views)
     host.subscribe(StaffProjection())

@@ -1,9 +1,10 @@
-"""Planning's and audit's start retires the read models' old layout (``retire_old_layout``)
-without waiting for older snapshots (review of platform, h-platform): it asked every start to
-forget what the reset overwrote, deleted or not, waited ``FORGET_PATIENCE_SECONDS`` for every
-snapshot older than that (a backup's pg_dump, an operator's reader of the SQLite file) and
-raised, so neither service started while one stayed open. Now only a reset that deleted
-something forgets, and once: the mark stays for ``forget_if_pending`` while it cannot."""
+"""Planning's and audit's start (and the policy facts' at every service's) retires the read
+models' old layout (``retire_old_layout``) without waiting for older snapshots (review of
+platform, h-platform): it asked every start to forget what the reset overwrote, deleted or not,
+waited ``FORGET_PATIENCE_SECONDS`` for every snapshot older than that (a backup's pg_dump, an
+operator's reader of the SQLite file) and raised, so neither service started while one stayed
+open. Now only a reset that deleted something forgets, and once: the mark stays for
+``forget_if_pending`` while it cannot."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from casetrail_platform.policy import projection as policy_facts
 from casetrail_platform.projections import port
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.projections.runner import BusProjectionHandler
@@ -37,6 +39,12 @@ LAYOUTS = [
     ),
     pytest.param(
         timeline.retire_old_layout, timeline.RETIRED, timeline.RETIRED_COLLECTIONS, id="audit"
+    ),
+    pytest.param(
+        policy_facts.retire_old_facts_layout,
+        policy_facts.RETIRED,
+        policy_facts.RETIRED_COLLECTIONS,
+        id="policy-facts",
     ),
 ]
 
