@@ -59,6 +59,8 @@ _BARE_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FREE_TEXT = re.compile(NO_CONTROL_CHARACTERS_PATTERN)
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 """A lone surrogate (JSON's ``"\\ud800"`` escape): no Unicode text, no UTF-8 bytes."""
+LONE_SURROGATE_PROBLEM = "must be valid Unicode (no lone surrogates)"
+"""The problem named for a field holding one, in an envelope's attributes or in data."""
 _UNKNOWN_TYPE = "<unknown>"
 
 
@@ -121,5 +123,5 @@ def envelope_text_problem(text: str, max_chars: int | None = None) -> str | None
     if not _FREE_TEXT.fullmatch(text):
         return "must not contain control characters"
     if LONE_SURROGATE.search(text):
-        return "must be valid Unicode (no lone surrogates)"
+        return LONE_SURROGATE_PROBLEM
     return None

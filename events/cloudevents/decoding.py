@@ -14,6 +14,7 @@ from events.cloudevents.attributes import (
     KAFKA_CONTENT_TYPE_HEADER,
     KAFKA_HEADER_PREFIX,
     LONE_SURROGATE,
+    LONE_SURROGATE_PROBLEM,
     MAX_IDENTIFIER_CHARS,
     MAX_STREAM_CHARS,
     MAX_SUBJECT_CHARS,
@@ -226,8 +227,7 @@ def _canonical_data(data: dict[str, Any], event_type: str) -> bytes:
         return canonical_json(data)
     except UnicodeEncodeError:
         path = _surrogate_path(data, "") or "data"
-        problem = "must be valid Unicode (no lone surrogates)"
-        raise InvalidEventError(event_type, [FieldProblem(path, problem)]) from None
+        raise InvalidEventError(event_type, [FieldProblem(path, LONE_SURROGATE_PROBLEM)]) from None
 
 
 def _surrogate_path(value: Any, path: str) -> str | None:
