@@ -1002,6 +1002,44 @@ def test_kafka_spreads_over_nodes_and_zones_where_the_services_do(rendered: Rend
         assert zone["labelSelector"] == {"matchLabels": members}, name
 
 
+def test_every_pod_goes_to_the_nodes_the_agency_set_aside(rendered: Rendered) -> None:
+    """``nodeSelector`` and ``tolerations`` reach every pod of the release, those the operators
+    run too: the PostgreSQL instances (CloudNativePG's affinity) and Kafka's brokers,
+    controllers and entity operator (Strimzi's pod templates, which have no nodeSelector: a
+    required node affinity). Before, only the chart's own Deployments and Job took them, and an
+    agency's dedicated nodes held every pod but the ones keeping the records."""
+    selected: dict[str, str] = {}
+    tolerated: list[dict[str, str]] = []
+    for values in PROFILES[rendered.profile]:
+        path = values if Path(values).is_absolute() else CHART / values
+        profile = yaml.safe_load(Path(path).read_text())
+        selected = profile.get("nodeSelector", selected)
+        tolerated = profile.get("tolerations", tolerated)
+    required = [
+        {"key": key, "operator": "In", "values": [value]} for key, value in selected.items()
+    ]
+    for kind in ("Deployment", "Job"):
+        for workload in rendered.of_kind(kind):
+            pod = workload["spec"]["template"]["spec"]
+            assert pod.get("nodeSelector", {}) == selected, workload["metadata"]["name"]
+            assert pod.get("tolerations", []) == tolerated, workload["metadata"]["name"]
+    for cluster in rendered.of_kind("Cluster"):
+        assert cluster["spec"]["affinity"].get("nodeSelector", {}) == selected
+        assert cluster["spec"]["affinity"].get("tolerations", []) == tolerated
+    strimzi_pods = [pool["spec"]["template"]["pod"] for pool in rendered.of_kind("KafkaNodePool")]
+    strimzi_pods += [
+        k["spec"]["entityOperator"]["template"]["pod"] for k in rendered.of_kind("Kafka")
+    ]
+    for pod in strimzi_pods:
+        assert pod.get("tolerations", []) == tolerated
+        node = pod.get("affinity", {}).get("nodeAffinity")
+        if not selected:
+            assert node is None
+            continue
+        (term,) = node["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        assert term == {"matchExpressions": required}
+
+
 def test_the_caseload_processor_is_ready_only_once_its_tables_are_recovered(
     rendered: Rendered,
 ) -> None:

@@ -333,18 +333,26 @@ different zones.
 */}}
 {{- define "casetrail.kafkaNodeTemplate" -}}
 {{- $root := .root -}}
+{{- $spread := $root.Values.topologySpread -}}
 pod:
   securityContext:
     {{- include "casetrail.strimziPodSecurityContext" $root | nindent 4 }}
-  {{- if $root.Values.topologySpread }}
-  {{- $pool := dict "strimzi.io/cluster" (include "casetrail.kafkaCluster" $root) "strimzi.io/pool-name" .pool }}
+  {{- include "casetrail.strimziScheduling" $root | nindent 2 }}
+  {{- if or $root.Values.nodeSelector $spread }}
   affinity:
+    {{- include "casetrail.strimziNodeAffinity" $root | nindent 4 }}
+    {{- if $spread }}
+    {{- $pool := dict "strimzi.io/cluster" (include "casetrail.kafkaCluster" $root) "strimzi.io/pool-name" .pool }}
     podAntiAffinity:
       requiredDuringSchedulingIgnoredDuringExecution:
         - topologyKey: kubernetes.io/hostname
           labelSelector:
             matchLabels:
               {{- toYaml $pool | nindent 14 }}
+    {{- end }}
+  {{- end }}
+  {{- if $spread }}
+  {{- $pool := dict "strimzi.io/cluster" (include "casetrail.kafkaCluster" $root) "strimzi.io/pool-name" .pool }}
   topologySpreadConstraints:
     - maxSkew: 1
       topologyKey: topology.kubernetes.io/zone
@@ -359,6 +367,30 @@ kafkaContainer:
 initContainer:
   securityContext:
     {{- include "casetrail.containerSecurityContext" $root | nindent 4 }}
+{{- end -}}
+
+{{/*
+The nodes a pod the Strimzi operator runs may go to (`nodeSelector`, `tolerations`, as every
+other pod of the release): its pod template has no nodeSelector, so the same rule is a required
+node affinity (nothing without a nodeSelector), and the tolerations (nothing without any).
+*/}}
+{{- define "casetrail.strimziNodeAffinity" -}}
+{{- with .Values.nodeSelector }}
+nodeAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    nodeSelectorTerms:
+      - matchExpressions:
+          {{- range $key, $value := . }}
+          - {key: {{ $key | quote }}, operator: In, values: [{{ $value | quote }}]}
+          {{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "casetrail.strimziScheduling" -}}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
 
 {{- define "casetrail.podScheduling" -}}
