@@ -150,6 +150,13 @@ class DocumentTransaction(ABC):
 PENDING_FORGET_RETRY_SECONDS = 60.0
 """How long after a failed ``forget_if_pending`` it is tried again (``ReadModelStore``)."""
 
+ERASURE_FORGET_PATIENCE_SECONDS = 1.0
+"""How long the forgetting right after an erasure's commit (``forget_after_erasure``) waits
+for what holds the overwritten values (transactions in flight end in moments). Past it the
+mark stays for later tries and the projection goes on: a batch that failed instead held every
+later event of the projection back, and the store's writer 10 s a try, for as long as an older
+snapshot stayed open (a backup's, for hours)."""
+
 FORGET_PATIENCE_SECONDS = 10.0
 """How long ``forget_overwritten`` keeps trying while another connection holds what it must
 clear (SQLite: a reader of the write-ahead log; PostgreSQL: a snapshot older than the
@@ -260,13 +267,23 @@ class ReadModelStore(ABC):
         (``forget_if_failed``) or the next opening."""
         if time.monotonic() < self._forget_retry_at:
             return
+        # One try, no patience: its wait held the store's writer, every read model's write
+        # waiting 10 s once a minute for as long as the older snapshot stayed open.
+        await self._forget_once(patience=0.0)
+
+    async def forget_after_erasure(self) -> None:
+        """Right after an erasure's commit (its ``mark_overwritten``): ``forget_overwritten``
+        now, whenever an earlier try failed, waiting ``ERASURE_FORGET_PATIENCE_SECONDS`` at
+        most. Never raised either: the mark stays for ``forget_if_pending``."""
+        self._forget_retry_at = 0.0
+        await self._forget_once(patience=ERASURE_FORGET_PATIENCE_SECONDS)
+
+    async def _forget_once(self, *, patience: float) -> None:
         if not await self.forgetting_pending():
             self._forget_failed = False
             return
         try:
-            # One try, no patience: its wait held the store's writer, every read model's
-            # write waiting 10 s once a minute for as long as the older snapshot stayed open.
-            await self.forget_overwritten(patience=0.0)
+            await self.forget_overwritten(patience=patience)
         except StorageUnavailableError as error:
             self._forget_failed = True
             self._forget_retry_at = time.monotonic() + PENDING_FORGET_RETRY_SECONDS

@@ -35,8 +35,9 @@ async def catch_up(
     Each batch is one transaction that also moves the projection's position, so a crash
     repeats no event and loses none. A batch holding an erasure also marks that the values it
     overwrote are to leave the files (``mark_overwritten``): when forgetting them fails after
-    the commit (an older snapshot open past ``FORGET_PATIENCE_SECONDS``) or the process ends
-    first, the position is past the erasure and the next catch-up forgets before it goes on.
+    the commit (an older snapshot open past ``ERASURE_FORGET_PATIENCE_SECONDS``) or the process
+    ends first, the position is past the erasure and the next catch-up forgets before it goes
+    on.
     """
     await read_models.forget_if_pending()
     async with read_models.transaction() as transaction:
@@ -67,7 +68,7 @@ async def catch_up(
             await transaction.set_position(projection.name, position)
         if any(_is_erasure(r) for r in batch):
             # As the bus-fed handler does: the values an erasure overwrote leave the files too.
-            await read_models.forget_overwritten()
+            await read_models.forget_after_erasure()
         if progress is not None:
             progress(position, max(target, position))
 
@@ -213,14 +214,17 @@ class BusProjectionHandler:
                 await transaction.mark_overwritten()
         erasures = [r.event for r in records if _is_erasure(r)]
         # What is kept in memory goes first: forgetting the files may wait on an older
-        # transaction, and fail after FORGET_PATIENCE_SECONDS (the batch is tried again), and
-        # meanwhile a cached key or a folded state would still answer the erased values.
+        # transaction, and meanwhile a cached key or a folded state would still answer the
+        # erased values.
         for erased in erasures:
             assert isinstance(erased, ClientErased)
             if self._on_erased is not None:
                 self._on_erased(erased)
         if erasures:
-            await self._read_models.forget_overwritten()
+            # Never failing the batch: an older snapshot open for hours (a backup) held every
+            # later event back. A repeat with no mark left asks nothing; a mark left by a
+            # restart between the commit and the forgetting is tried here too.
+            await self._read_models.forget_after_erasure()
         # Only what was applied now: a repeat (a batch redelivered after a restart, hours
         # after it was recorded) would add an observation as old as the event, not a delay.
         observe_projection(self._service, name, applied)

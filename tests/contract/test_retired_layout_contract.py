@@ -9,10 +9,8 @@ open. Now only a reset that deleted something forgets, and once: the mark stays 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -24,8 +22,7 @@ from casetrail_platform.projections.runner import BusProjectionHandler
 from events.catalog.examples import CASE, example_events
 from services.audit.adapters import timeline
 from services.planning.adapters import case_views
-from tests.support.backends import BACKENDS, read_models_on
-from tests.support.servers import postgres_dsn
+from tests.support.backends import BACKENDS, older_snapshot, read_models_on
 from tests.unit.audit.support import T0, Producer
 
 Retire = Callable[[ReadModelStore], Awaitable[None]]
@@ -50,28 +47,6 @@ LAYOUTS = [
 
 PROMPTLY_SECONDS = 5.0
 """Far below the 10 s the old code waited for the older snapshot before failing the start."""
-
-
-@asynccontextmanager
-async def _older_snapshot(backend: str, directory: Path) -> AsyncIterator[None]:
-    """Another session holding a snapshot of the read models, as a backup does."""
-    if backend == "sqlite":
-        reader = sqlite3.connect(directory / "read-models.db", isolation_level=None)
-        try:
-            reader.execute("BEGIN")
-            reader.execute("SELECT count(*) FROM documents").fetchone()
-            yield
-        finally:
-            reader.execute("ROLLBACK")
-            reader.close()
-        return
-    import psycopg
-
-    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as older:
-        await older.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-        await older.execute("SELECT 1")
-        yield
-        await older.execute("ROLLBACK")
 
 
 async def _old_layout(
@@ -104,7 +79,7 @@ async def _timed(retire: Retire, read_models: ReadModelStore) -> float:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize(("retire", "projection", "collections"), LAYOUTS)
-async def test_an_already_retired_layout_starts_promptly_beside_an_older_snapshot(
+async def test_an_already_retired_layout_starts_promptly_beside_anolder_snapshot(
     backend: str,
     retire: Retire,
     projection: str,
@@ -115,7 +90,7 @@ async def test_an_already_retired_layout_starts_promptly_beside_an_older_snapsho
         await _old_layout(read_models, projection, collections)
         await retire(read_models)  # the first start after the upgrade
         assert await _forgotten(read_models)
-        async with _older_snapshot(backend, tmp_path):
+        async with older_snapshot(backend, tmp_path):
             async with read_models.transaction() as transaction:  # the database goes on
                 await transaction.put("anything", "k", {"v": 1})
             assert await _timed(retire, read_models) < PROMPTLY_SECONDS
@@ -133,7 +108,7 @@ async def test_a_retirement_beside_an_older_snapshot_leaves_its_forgetting_pendi
 ) -> None:
     async with read_models_on(backend, tmp_path, "retired_pending") as read_models:
         await _old_layout(read_models, projection, collections)
-        async with _older_snapshot(backend, tmp_path):
+        async with older_snapshot(backend, tmp_path):
             assert await _timed(retire, read_models) < PROMPTLY_SECONDS
             assert await read_models.forgetting_pending()
         for collection in collections:
@@ -153,7 +128,7 @@ async def test_a_retirement_left_pending_is_forgotten_by_the_next_bus_batch(
     opened = next(event for event in example_events() if event.subject == CASE)
     async with read_models_on(backend, tmp_path, "retired_bus") as read_models:
         await _old_layout(read_models, case_views.RETIRED, case_views.RETIRED_COLLECTIONS)
-        async with _older_snapshot(backend, tmp_path):
+        async with older_snapshot(backend, tmp_path):
             await case_views.retire_old_layout(read_models)
             assert await read_models.forgetting_pending()
         handler = BusProjectionHandler(

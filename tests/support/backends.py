@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -82,3 +83,25 @@ async def read_models_on(
             yield read_models
         finally:
             await read_models.close()
+
+
+@asynccontextmanager
+async def older_snapshot(backend: str, directory: Path) -> AsyncIterator[None]:
+    """Another session holding a snapshot of the read models, as a backup does."""
+    if backend == "sqlite":
+        reader = sqlite3.connect(directory / "read-models.db", isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM documents").fetchone()
+            yield
+        finally:
+            reader.execute("ROLLBACK")
+            reader.close()
+        return
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(postgres_dsn(), autocommit=True) as older:
+        await older.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        await older.execute("SELECT 1")
+        yield
+        await older.execute("ROLLBACK")
