@@ -74,7 +74,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(options: argparse.Namespace) -> int:
     if options.keys_command == "new-kek":
         return _new_kek(Path(options.path))
-    table = _table(options)
+    try:
+        table = _table(options)
+    except KeyUnavailableError as error:
+        print(f"stopped: {error}; run again once it is reachable", file=sys.stderr)
+        return 1
     if table is None:
         return 2
     try:
@@ -109,11 +113,18 @@ def _new_kek(path: Path) -> int:
 
 
 def _table(options: argparse.Namespace) -> DataKeyTable | None:
+    """The deployment's data-key table, never created here (``None`` said when missing)."""
     data_dir = Path(options.data_dir).resolve()
     dsn = postgres_dsn(options)
     if dsn is None and not (keys_dir(data_dir) / KEYS_FILE_NAME).exists():
         print(f"no data-key table under {keys_dir(data_dir)}", file=sys.stderr)
         return None
+    if dsn is not None:
+        from casetrail_platform.keys.postgres import KEYS_SCHEMA, data_key_table_exists
+
+        if not data_key_table_exists(dsn):
+            print(f"no data-key table in the database's schema {KEYS_SCHEMA}", file=sys.stderr)
+            return None
     return data_key_table(data_dir, dsn)
 
 

@@ -69,6 +69,21 @@ there is one, VACUUM leaves the wrapped bytes on disk. An autovacuum worker's sn
 one (VACUUM ignores another vacuum's); a manual VACUUM's is counted, and passes quickly."""
 
 
+def data_key_table_exists(dsn: str, schema: str = KEYS_SCHEMA) -> bool:
+    """Whether the database at ``dsn`` holds the data-key table, asked without creating it
+    (opening a ``PostgresDataKeyTable`` does): an operator's command pointed at the wrong
+    database must say so, not leave an empty key schema there. ``KeyUnavailableError`` when the
+    database does not answer."""
+    try:
+        with psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_SECONDS) as connection:
+            row = connection.execute(
+                "SELECT to_regclass(%s) IS NOT NULL", (f"{schema}.data_keys",)
+            ).fetchone()
+    except psycopg.OperationalError as error:
+        raise KeyUnavailableError("data-key table") from error
+    return bool(row and row[0])
+
+
 class PostgresDataKeyTable(DataKeyTable):
     def __init__(self, dsn: str, schema: str = KEYS_SCHEMA) -> None:
         self._dsn = dsn

@@ -125,3 +125,28 @@ def test_a_kek_file_others_may_read_is_a_usage_error_naming_it(
         err = capsys.readouterr().err
         assert err.startswith(f"stopped: {kek_file}: "), err
         assert "chmod 600" in err
+
+
+@pytest.mark.postgres
+def test_a_database_without_the_key_table_is_said_and_left_as_it_was(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Asking the distributed backend's status (or a rotation) of a database without the key
+    table created an empty key schema there and answered "no live data keys", though the
+    operator had named the wrong database."""
+    import psycopg
+
+    from casetrail_platform.keys.postgres import KEYS_SCHEMA
+    from tests.support.servers import database_of_its_own
+
+    with database_of_its_own("keys_absent") as dsn:
+        for action in ("status", "rotate-kek"):
+            assert casetrail_exit("keys", action, "--backend", "distributed", "--pg-dsn", dsn) == 2
+            assert f"no data-key table in the database's schema {KEYS_SCHEMA}" in (
+                capsys.readouterr().err
+            )
+        with psycopg.connect(dsn) as connection:
+            row = connection.execute(
+                "SELECT count(*) FROM pg_namespace WHERE nspname = %s", (KEYS_SCHEMA,)
+            ).fetchone()
+        assert row == (0,)
