@@ -26,6 +26,7 @@ from cli.walk.story import (
     slot,
 )
 from cli.walk.walk import Walk
+from events.catalog.values import Money, in_major_units
 
 
 async def referrals(walk: Walk) -> None:
@@ -156,9 +157,13 @@ async def funding(walk: Walk) -> None:
         )
     )
     walk.result.reservation = reserved
-    left = reserved.available.amount_minor_units / 100
+    left = Money(
+        amount_minor_units=reserved.available.amount_minor_units,
+        currency=reserved.available.currency,
+    )
     walk.line(COORDINATOR, f"reserved 540.00 USD (12 visits) on {HOME_CARE_BUDGET}")
-    walk.detail(f"{left:,.2f} {reserved.available.currency} left on the line")
+    # In its currency's own unit: an agency's line in yen or dinars has no cents.
+    walk.detail(f"{in_major_units(left)} left on the line")
 
 
 async def monitoring(walk: Walk) -> None:
