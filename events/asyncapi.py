@@ -28,6 +28,7 @@ from events.cloudevents import (
     JSON_CONTENT_TYPE,
     KAFKA_CONTENT_TYPE_HEADER,
     KAFKA_HEADER_PREFIX,
+    STRUCTURED_CONTENT_TYPE,
     envelope_json_schema,
 )
 from events.schema_export import CATALOG_FILE, SEALED_VALUE_DEF, render
@@ -94,7 +95,15 @@ def document(groups: Iterable[str]) -> dict[str, Any]:
                 "Kafka protocol binding (binary mode): the value is the event data as JSON, "
                 "the key is the subject (the case id; the client id for client events), and "
                 f"every other CloudEvents attribute is a `{KAFKA_HEADER_PREFIX}<name>` header. "
-                "Records of one key keep their order. Fields marked "
+                "Records of one key keep their order. One kind of record is sent in "
+                "structured mode instead: an event stored under an older schema version whose "
+                "stored form (`storeddata`, what the producer's ledger hashed) holds in clear a "
+                "value the current version seals comes with the header "
+                f"`{KAFKA_CONTENT_TYPE_HEADER}: {STRUCTURED_CONTENT_TYPE}` and the whole "
+                "CloudEvent in the JSON format as its value (`data` as the payload schema "
+                "says, `storeddata` beside it), so that value never travels in a header; its "
+                "other `ce_` headers are kept for routing. Read both modes, as the binding "
+                "asks of subscribers. Fields marked "
                 "`x-casetrail-sensitive: true` (special-category data) or "
                 "`x-casetrail-personal: true` (who the client is) travel sealed with the "
                 f"client's key: a `{SEALED_VALUE_DEF}` string (`ct1~...`, see the sealing "

@@ -46,3 +46,16 @@ def test_a_message_identical_to_the_shared_definitions_adds_none() -> None:
     later = _inline(_payload("casetrail.b", ["housing"]), shared)
     assert sorted(shared) == ["Category", "Need"]
     assert later["properties"]["need"] == {"$ref": "#/components/schemas/Need"}
+
+
+def test_the_contract_tells_subscribers_of_the_records_sent_in_structured_mode() -> None:
+    """An event whose stored form holds in clear a value the current version seals is sent in
+    structured mode (never that value in a header); the document described binary mode only,
+    so a subscriber reading only ``ce_`` headers and a value of bare data met a record it was
+    never told of."""
+    from events.asyncapi import document
+    from events.cloudevents import KAFKA_CONTENT_TYPE_HEADER, STRUCTURED_CONTENT_TYPE
+
+    description = document(()).get("info", {})["description"]
+    assert f"`{KAFKA_CONTENT_TYPE_HEADER}: {STRUCTURED_CONTENT_TYPE}`" in description
+    assert "Read both modes" in description
