@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+CERTIFICATE_MISMATCH = "TOKEN_CERTIFICATE_MISMATCH"
+"""The reason for a token bound to a client certificate (``cnf`` ``x5t#S256``, RFC 8705) that
+came without that certificate: the gRPC services' refusal, and the caseload views', which can
+never check one (their reads are recorded in audit over caseload's own certificate)."""
+
 
 class InvalidCredential(Exception):
     """The call carries no usable bearer token; answered as ``UNAUTHENTICATED``.

@@ -24,7 +24,11 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from casetrail_platform.identity.errors import InvalidCredential, IssuerUnavailable
+from casetrail_platform.identity.errors import (
+    CERTIFICATE_MISMATCH,
+    InvalidCredential,
+    IssuerUnavailable,
+)
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.identity.verifier import TokenVerifier
 
@@ -198,7 +202,7 @@ async def _refuse_unbound(principal: Principal, context: Any) -> None:
     if bound is None or certificate_thumbprint(context) == bound:
         return
     refusal = InvalidCredential(
-        "TOKEN_CERTIFICATE_MISMATCH",
+        CERTIFICATE_MISMATCH,
         "the token is bound to a client certificate this call did not come with (cnf, RFC 8705)",
     )
     await context.abort_with_status(

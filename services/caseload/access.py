@@ -12,7 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from casetrail_platform.identity.errors import InvalidCredential, IssuerUnavailable
+from casetrail_platform.identity.errors import (
+    CERTIFICATE_MISMATCH,
+    InvalidCredential,
+    IssuerUnavailable,
+)
 from casetrail_platform.identity.grpc_auth import AUTHORIZATION, bearer_token
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.identity.verifier import TokenVerifier
@@ -61,6 +65,16 @@ class CaseloadGate:
             raise Refused(401, str(error), error.reason) from None
         except IssuerUnavailable as error:
             raise Refused(503, str(error), "ISSUER_UNAVAILABLE") from None
+        if principal.certificate_thumbprint is not None:
+            # Such a token is good only with its certificate (cnf, RFC 8705), which nothing
+            # here can check: the read goes on to audit over caseload's own client certificate,
+            # so a token bound to that one would work for whoever sent it (as at the console).
+            raise Refused(
+                401,
+                "the token is bound to a client certificate (cnf), which the caseload views"
+                " cannot present for it: use a token not bound to a certificate",
+                CERTIFICATE_MISMATCH,
+            )
         text = query.get("purpose") or DEFAULT_PURPOSE.value
         try:
             purpose = AccessPurpose(text)

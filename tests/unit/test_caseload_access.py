@@ -336,3 +336,30 @@ async def test_no_view_answers_from_tables_still_being_recovered(
     assert it.routed == []  # answered here, not routed by a router that cannot route yet
     anonymous = SimpleNamespace(headers={}, query={}, match_info={})
     assert (await it.app.web.views["/caseload/"].get(anonymous)).status == 401
+
+
+async def test_a_certificate_bound_token_is_refused_and_nothing_is_recorded(
+    tmp_path: Path, issuer: TestIssuer
+) -> None:
+    """A token bound to a client certificate (cnf x5t#S256, RFC 8705) works at the services
+    only on a call that comes with that certificate. The views asked for none and audit
+    checked the binding against caseload's own client certificate, so a token bound to that
+    one read every caseload for whoever sent it (review h-web). Now 401
+    TOKEN_CERTIFICATE_MISMATCH, as the console refuses such a sign-in; audit is never asked.
+    Fails on the old code: 200, the read recorded."""
+    import json
+    from types import SimpleNamespace
+
+    it = served(tmp_path, issuer)
+    it.app.tables.recovery.completed.set()
+    bound = issuer.mint("eve", "auditor", extra={"cnf": {"x5t#S256": "A" * 43}})
+    refused = await refusal(CaseloadGate(issuer.verifier()), bearer(bound), {})
+    assert (refused.status, refused.code) == (401, "TOKEN_CERTIFICATE_MISMATCH")
+    request = SimpleNamespace(headers=bearer(bound), query={}, match_info={"worker": "w-ana"})
+    for path in ("/caseload/", "/caseload/{worker}/"):
+        worker = {"worker": "w-ana"} if "{worker}" in path else {}
+        response = await it.app.web.views[path].get(request, **worker)
+        assert response.status == 401, path
+        assert json.loads(response.body)["reason"] == "TOKEN_CERTIFICATE_MISMATCH", path
+        assert response.headers["WWW-Authenticate"] == "Bearer", path
+    assert it.recorded == []
