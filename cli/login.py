@@ -19,7 +19,7 @@ from casetrail_platform.identity.claims import principal_from_claims
 from casetrail_platform.identity.development import DEFAULT_AGENCY, DevelopmentSigner, identity_dir
 from casetrail_platform.identity.errors import InvalidCredential
 from casetrail_platform.identity.settings import IssuerSettings
-from casetrail_platform.identity.verifier import MAX_TOKEN_BYTES, TokenVerifier
+from casetrail_platform.identity.verifier import MAX_TOKEN_BYTES, TokenVerifier, is_token_text
 from casetrail_platform.private_files import private_replacement, read_private
 
 TOKEN_FILE = "login-token"
@@ -131,7 +131,7 @@ def _sendable(token: str, source: str) -> str:
     """``token`` if gRPC can send it as a header, else exit naming ``source`` and the rule,
     never the value (a token is a credential): gRPC refused such a token in the call with a
     traceback of its own, and the services would refuse one this long."""
-    if not (token.isascii() and token.isprintable()) or " " in token:
+    if not is_token_text(token):
         raise SystemExit(f"{source}: not a bearer token (printable ASCII, no spaces)")
     if len(token) > MAX_TOKEN_BYTES:
         raise SystemExit(f"{source}: not a bearer token (longer than {MAX_TOKEN_BYTES} bytes)")

@@ -62,6 +62,14 @@ _REFUSALS: tuple[tuple[type[Exception], str, str], ...] = (
 """PyJWT's errors, most specific first, as our reasons and messages."""
 
 
+def is_token_text(token: str) -> bool:
+    """Printable ASCII without spaces, as every bearer token is (RFC 6750's ``b64token``; a
+    JWT is base64url and dots). Anything else is refused before PyJWT, which encodes the text
+    as UTF-8: a byte of a header that is not UTF-8 (aiohttp keeps it as a lone surrogate) raised
+    UnicodeEncodeError there, a 500."""
+    return token.isascii() and token.isprintable() and " " not in token
+
+
 def _header_of(token: str) -> dict[str, Any]:
     """The token's header, read only to choose the key (PyJWT checks it again, with the
     signature). Our own few lines: PyJWT's reader validates the whole token's base64 a
@@ -160,6 +168,10 @@ class TokenVerifier:
         if len(token) > MAX_TOKEN_BYTES:
             raise InvalidCredential(
                 "TOKEN_MALFORMED", f"the bearer token is longer than {MAX_TOKEN_BYTES} bytes"
+            )
+        if not is_token_text(token):
+            raise InvalidCredential(
+                "TOKEN_MALFORMED", "the bearer token is not printable ASCII without spaces"
             )
         header = _header_of(token)
         algorithm = header.get("alg")

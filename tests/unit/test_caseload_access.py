@@ -363,3 +363,49 @@ async def test_a_certificate_bound_token_is_refused_and_nothing_is_recorded(
         assert json.loads(response.body)["reason"] == "TOKEN_CERTIFICATE_MISMATCH", path
         assert response.headers["WWW-Authenticate"] == "Bearer", path
     assert it.recorded == []
+
+
+async def test_a_token_byte_that_is_not_utf8_is_refused_over_http_not_a_500(
+    tmp_path: Path, issuer: TestIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp keeps a header byte that is not UTF-8 as a lone surrogate; in the token's
+    payload PyJWT failed to encode it (UnicodeEncodeError): a bare 500 and a traceback logged
+    (review h-web). Now 401 TOKEN_MALFORMED, by the verifier, over a real connection."""
+    import asyncio
+    import json
+    import logging
+
+    from casetrail_platform.identity.settings import IssuerSettings
+    from services.caseload.processor import build_app
+    from services.caseload.settings import CaseloadSettings
+
+    port = free_port()
+    app = build_app(
+        CaseloadSettings(
+            data_dir=tmp_path,
+            web_port=port,
+            issuer=IssuerSettings(issuer=issuer.url, audience=issuer.audience),
+            audit_address="127.0.0.1:1",
+        )
+    )
+    header, payload, signature = issuer.mint("james.liu", "auditor").encode().split(b".")
+    token = header + b"." + payload[:-1] + b"\xff." + signature
+    web: Any = app.web
+    web.init_server()
+    await web.start_server()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"GET /caseload/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Authorization: Bearer " + token + b"\r\n\r\n"
+        )
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+    finally:
+        await web.stop_server()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == b"HTTP/1.1 401 Unauthorized", answer[:200]
+    assert json.loads(body)["reason"] == "TOKEN_MALFORMED"
+    assert b"Cache-Control: no-store" in head
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

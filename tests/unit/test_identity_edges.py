@@ -215,6 +215,26 @@ async def test_only_an_access_token_s_type_authenticates(
     assert refused.value.reason == "TOKEN_TYPE_REFUSED"
 
 
+@pytest.mark.parametrize("junk", ["\udcff", "é", " ", "\x00", "\t"])
+async def test_a_token_that_is_not_printable_ascii_is_malformed_wherever_it_is(
+    issuer: TestIssuer, junk: str
+) -> None:
+    """A byte of an HTTP header that is not UTF-8 reaches the verifier as a lone surrogate
+    (aiohttp's surrogateescape): in the payload, past our own reading of the header, PyJWT
+    encoded the token as UTF-8 and raised UnicodeEncodeError (review h-web: a 500 at the
+    caseload views, with a traceback in the log). Now TOKEN_MALFORMED before any decoding, the
+    CLI's rule (``is_token_text``)."""
+    header, payload, signature = issuer.mint("kim", "auditor").split(".")
+    for token in (
+        f"{header}.{payload[:-1]}{junk}.{signature}",
+        f"{header}.{payload}.{signature}{junk}",
+    ):
+        with pytest.raises(InvalidCredential) as refused:
+            await issuer.verifier().verify(token)
+        assert refused.value.reason == "TOKEN_MALFORMED"
+        assert "printable ASCII" in str(refused.value)
+
+
 # --- the discovered JWKS URL ---------------------------------------------------------------------
 
 
