@@ -61,6 +61,7 @@ from services.caseload.domain import (
     restated,
 )
 from services.caseload.recording import AccessRecorder
+from services.caseload.routing import OwnerRouter
 from services.caseload.settings import (
     CaseloadSettings,
     require_https_beyond_loopback,
@@ -292,6 +293,8 @@ def build_app(settings: CaseloadSettings, registry: EventRegistry | None = None)
         web_port=settings.web_port,
         web_ssl_context=None if settings.web_tls is None else settings.web_tls.ssl_context(),
         Worker=CaseloadWorker,
+        # Forwards a per-worker view to its owner over the deployment's TLS (``routing``).
+        Router=OwnerRouter,
         # aiohttp's keep-alive timer runs from the connection, and from each answer, until a
         # request's line and headers are whole (bytes arriving do not restart it): by default
         # an hour, so a client sending a byte now and then held a connection that long. Its

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
@@ -33,6 +34,7 @@ PROCESSING_GUARANTEES = ("exactly_once", "at_least_once")
 SESSION_TIMEOUT_RANGE = range(6, 1801)
 """Seconds a Kafka broker accepts as a consumer's session by default
 (``group.min.session.timeout.ms``, ``group.max.session.timeout.ms``)."""
+_HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 ALLOW_PLAINTEXT = "CASETRAIL_CASELOAD_ALLOW_PLAINTEXT"
 """``1``: the views may serve plain HTTP beyond loopback (a mesh or proxy serves TLS in front;
 the chart sets it exactly when it sets ``CASETRAIL_GRPC_ALLOW_PLAINTEXT``); ``0`` or unset:
@@ -103,6 +105,11 @@ class CaseloadSettings:
     """HTTPS for the web views (``CASETRAIL_TLS_CERT``/``_KEY``, as the gRPC servers'): every
     request carries a bearer token, which plain HTTP beyond the pod would hand to anyone on
     the way."""
+    web_tls_name: str | None = None
+    """The name the views' certificate carries (``CASETRAIL_CASELOAD_TLS_NAME``; the chart
+    sets the caseload Service's), checked on the owning process's certificate when a
+    per-worker view is forwarded to its address (``routing``), a pod's IP, which no
+    certificate names; ``None``: the address's own host. Read only with ``web_tls``."""
     plaintext_allowed: bool = False
     """Plain HTTP beyond loopback allowed (``ALLOW_PLAINTEXT``): checked against the address
     the web server binds (``--web-bind`` included) as it starts."""
@@ -136,6 +143,11 @@ class CaseloadSettings:
             )
         if self.commit_interval <= 0:
             raise ValueError("commit_interval must be positive")
+        if self.web_tls_name is not None and not _HOST_NAME.fullmatch(self.web_tls_name):
+            raise ValueError(
+                "web_tls_name (CASETRAIL_CASELOAD_TLS_NAME) must be a DNS name its certificate"
+                " carries: letters, digits, '-' and '.'"
+            )
         if self.session_timeout not in SESSION_TIMEOUT_RANGE:
             raise ValueError(
                 "session_timeout (CASETRAIL_CASELOAD_SESSION_TIMEOUT) must be"
@@ -165,7 +177,8 @@ class CaseloadSettings:
         ``IssuerSettings``),
         ``CASETRAIL_AUDIT_ADDRESS``, ``CASETRAIL_TLS_CA`` (see ``ClientTls``),
         ``CASETRAIL_GRPC_ALLOW_PLAINTEXT`` (``audit_plaintext_allowed``), the views'
-        ``CASETRAIL_TLS_CERT``/``_KEY`` (see ``ServerTls``) and ``CASETRAIL_AGENCY_TIME_ZONE``
+        ``CASETRAIL_TLS_CERT``/``_KEY`` (see ``ServerTls``) and the name they carry,
+        ``CASETRAIL_CASELOAD_TLS_NAME`` (``web_tls_name``), and ``CASETRAIL_AGENCY_TIME_ZONE``
         (see ``casetrail_platform.ages``)."""
         env = os.environ if environ is None else environ
         defaults = cls()
@@ -174,6 +187,8 @@ class CaseloadSettings:
         web_tls = ServerTls.from_env(env)
         # With a certificate there is no plain HTTP to allow (the chart leaves it unset then).
         plaintext_allowed = web_tls is None and allow_plaintext(env, ALLOW_PLAINTEXT)
+        # Without a certificate nothing is checked against a name (the chart sets none then).
+        tls_name = None if web_tls is None else env.get("CASETRAIL_CASELOAD_TLS_NAME", "").strip()
         return cls(
             kafka=KafkaSettings.from_env(env),
             topic=topics.case_events_topic,
@@ -191,6 +206,7 @@ class CaseloadSettings:
             web_enabled=web_port != 0,
             web_port=web_port,
             web_tls=web_tls,
+            web_tls_name=tls_name or None,
             plaintext_allowed=plaintext_allowed,
             issuer=IssuerSettings.from_env(env),
             audit_address=env.get("CASETRAIL_AUDIT_ADDRESS", "").strip() or None,

@@ -17,7 +17,9 @@ The lists of cases name at most ``?limit=`` (1 to 1,000, default 100) cases, in 
 overdue: oldest due date first), with ``"truncated": true`` when more matched: only those named
 are recorded.
 
-Per-worker views are routed by Faust to the process that owns the worker's table partition.
+Per-worker views are routed by Faust to the process that owns the worker's table partition,
+over the views' HTTPS when they serve it (``routing``: 503 ``OWNER_UNAVAILABLE`` when that
+process cannot be reached).
 ``today`` defaults to the agency's date (``CASETRAIL_AGENCY_TIME_ZONE``, as the services' ages)
 for the overdue follow-ups, and to the UTC date for contacts, which are counted per UTC day.
 
@@ -106,14 +108,7 @@ def add_views(app: CaseloadApp) -> None:
             except BadQuery as error:
                 return view.json({"error": str(error)}, status=400, headers=ANSWER_HEADERS)
             except Refused as refused:
-                headers = dict(ANSWER_HEADERS)
-                if refused.status == 401:
-                    headers["WWW-Authenticate"] = "Bearer"
-                return view.json(
-                    {"error": str(refused), "reason": refused.code},
-                    status=refused.status,
-                    headers=headers,
-                )
+                return refusal(view, refused)
             return view.json(answer.body, headers=ANSWER_HEADERS)
 
         return admitted
@@ -162,7 +157,10 @@ def add_views(app: CaseloadApp) -> None:
             # Until this process has joined and recovered, Faust cannot route (its router
             # raised a TypeError: a 500); answered here then, NOT_READY.
             chosen = route if app.ready() else local
-            response = await chosen(view, request, *args, **kwargs)
+            try:
+                response = await chosen(view, request, *args, **kwargs)
+            except Refused as refused:  # the owner cannot be reached (``routing``)
+                return refusal(view, refused)
             response.headers.update(ANSWER_HEADERS)
             if response.status == 401:
                 response.headers["WWW-Authenticate"] = "Bearer"
@@ -178,6 +176,16 @@ def add_views(app: CaseloadApp) -> None:
     # Operational counters only, no case: open like the services' health checks.
     app.page("/caseload-status/")(status_page(app, readiness=False))
     app.page("/caseload-status/ready/")(status_page(app, readiness=True))
+
+
+def refusal(view: Any, refused: Refused) -> Any:
+    """A refused view's answer: the words and the reason, with the answer headers."""
+    headers = dict(ANSWER_HEADERS)
+    if refused.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return view.json(
+        {"error": str(refused), "reason": refused.code}, status=refused.status, headers=headers
+    )
 
 
 def status_page(app: CaseloadApp, readiness: bool) -> Callable[[Any, Any], Awaitable[Any]]:

@@ -1106,5 +1106,10 @@ def test_the_caseload_views_speak_https_whenever_grpc_does(rendered: Rendered) -
     if production:
         assert env["CASETRAIL_TLS_CERT"] == "/etc/casetrail/grpc-tls/tls.crt"
         assert env["CASETRAIL_TLS_KEY"] == "/etc/casetrail/grpc-tls/tls.key"
+        # A view forwarded to the pod owning its worker is checked against the Service's
+        # name, which the certificate carries, not the pod's IP it dials (review h-web).
+        assert env["CASETRAIL_CASELOAD_TLS_NAME"] == f"{RELEASE}-caseload"
+        assert env["CASETRAIL_TLS_CA"] == "/etc/casetrail/grpc-tls/ca.crt"
     else:
         assert "CASETRAIL_TLS_CERT" not in env
+        assert "CASETRAIL_CASELOAD_TLS_NAME" not in env

@@ -8,7 +8,9 @@ from __future__ import annotations
 import ssl
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,8 @@ from services.caseload.processor import build_app
 from services.caseload.settings import CaseloadSettings, require_https_beyond_loopback
 from tests.k8s.tools import REPO
 from tests.support.certificates import Certificates
+from tests.support.identity import TestIssuer
+from tests.support.servers import free_port
 
 
 def test_the_views_are_https_with_the_services_certificate(
@@ -150,3 +154,140 @@ def test_the_audit_setting_is_the_grpc_clients(tmp_path: Path) -> None:
     assert CaseloadSettings.from_env(allowed).audit_plaintext_allowed
     with pytest.raises(ValueError, match="CASETRAIL_GRPC_ALLOW_PLAINTEXT must be 1 or 0"):
         CaseloadSettings.from_env({**env, "CASETRAIL_GRPC_ALLOW_PLAINTEXT": "yes"})
+
+
+@dataclass
+class Worker:
+    app: Any
+    port: int
+    recorded: list[tuple[str, ...]]
+
+
+def _serving_worker(tmp_path: Path, name: str, env: dict[str, str]) -> Worker:
+    """A worker's views on a port of their own, owning no table (the router's look-up is
+    set by the test), audit's recording faked."""
+    from services.caseload.domain import held_key
+
+    port = free_port()
+    settings = CaseloadSettings.from_env(
+        {
+            **env,
+            "CASETRAIL_CASELOAD_DATA_DIR": str(tmp_path / name),
+            "CASETRAIL_CASELOAD_WEB_PORT": str(port),
+            "CASETRAIL_AUDIT_ADDRESS": "127.0.0.1:1",
+        }
+    )
+    app = build_app(settings)
+    worker = Worker(app, port, [])
+
+    async def record(caller: Any, view: Any, case_ids: Any) -> None:
+        worker.recorded.append(tuple(case_ids))
+
+    assert app.access_recorder is not None
+    app.access_recorder.record = record  # type: ignore[method-assign]
+    app.tables.recovery.completed.set()  # type: ignore[attr-defined]
+    app.held_cases = {held_key("w-ana", "case-1"): {"follow_up_due": None}}
+    return worker
+
+
+@pytest.mark.parametrize(
+    ("owner_host", "tls_name", "trusted", "status"),
+    [
+        ("localhost", None, True, 200),
+        # The chart's canonical URL is the pod's IP, which its certificate does not name.
+        ("127.0.0.1", "localhost", True, 200),
+        ("127.0.0.1", None, True, 503),
+        ("localhost", None, False, 503),  # no CASETRAIL_TLS_CA: the system's CAs only
+        ("gone", None, True, 503),  # nothing listens at the owner's address
+    ],
+)
+async def test_a_view_is_forwarded_to_its_owner_over_https_checked_against_the_deployments_ca(
+    tmp_path: Path,
+    issuer: TestIssuer,
+    certificates: Certificates,
+    owner_host: str,
+    tls_name: str | None,
+    trusted: bool,
+    status: int,
+) -> None:
+    """Faust forwarded a per-worker view to the owning process with its default aiohttp
+    client, trusting the system's CAs only and checking the certificate against the pod's IP
+    (review h-web): under HTTPS every view routed was a bare 500. Now the deployment's CA
+    (CASETRAIL_TLS_CA) and the name the certificate carries (CASETRAIL_CASELOAD_TLS_NAME)
+    while dialling the owner's address; an owner that cannot be reached is 503
+    OWNER_UNAVAILABLE with the answer headers."""
+    import json
+    import ssl
+
+    import aiohttp
+    from yarl import URL
+
+    for name, pem in (("tls.crt", certificates.server_chain), ("ca.crt", certificates.ca)):
+        (tmp_path / name).write_bytes(pem)
+    (tmp_path / "tls.key").write_bytes(certificates.server_key)
+    (tmp_path / "tls.key").chmod(0o600)
+    env = {
+        **issuer.env(),
+        "CASETRAIL_TLS_CERT": str(tmp_path / "tls.crt"),
+        "CASETRAIL_TLS_KEY": str(tmp_path / "tls.key"),
+        **({"CASETRAIL_TLS_CA": str(tmp_path / "ca.crt")} if trusted else {}),
+        **({"CASETRAIL_CASELOAD_TLS_NAME": tls_name} if tls_name else {}),
+    }
+    asked, owner = _serving_worker(tmp_path, "asked", env), _serving_worker(tmp_path, "owner", env)
+    asked.app.held_cases = {}
+    owner_url = URL(f"http://{owner_host}:{owner.port}")
+    if owner_host == "gone":
+        owner_url = URL(f"http://localhost:{free_port()}")
+    asked.app.router.key_store = lambda table, key: owner_url
+    owner.app.router.key_store = lambda table, key: URL(owner.app.conf.canonical_url)
+    for worker in (asked, owner):
+        worker.app.web.init_server()
+        await worker.app.web.start_server()
+    client = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+    token = issuer.mint("james.liu", "auditor")
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"https://localhost:{asked.port}/caseload/w-ana/",
+                headers={"Authorization": f"Bearer {token}"},
+                ssl=client,
+            ) as answer,
+        ):
+            body = json.loads(await answer.text())
+            headers = answer.headers
+    finally:
+        for worker in (asked, owner):
+            await worker.app.web.stop_server()
+        await asked.app.http_client.close()
+    assert answer.status == status, body
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert asked.recorded == []
+    if status == 200:
+        assert body["case_ids"] == ["case-1"]
+        assert owner.recorded == [("case-1",)]
+    else:
+        assert body["reason"] == "OWNER_UNAVAILABLE"
+        assert owner.recorded == []
+
+
+def test_the_name_the_views_certificate_carries_is_a_dns_name(
+    tmp_path: Path, certificates: Certificates
+) -> None:
+    (tmp_path / "tls.crt").write_bytes(certificates.server_chain)
+    (tmp_path / "tls.key").write_bytes(certificates.server_key)
+    (tmp_path / "tls.key").chmod(0o600)
+    env = {
+        "CASETRAIL_CASELOAD_DATA_DIR": str(tmp_path),
+        "CASETRAIL_TLS_CERT": str(tmp_path / "tls.crt"),
+        "CASETRAIL_TLS_KEY": str(tmp_path / "tls.key"),
+    }
+    named = {**env, "CASETRAIL_CASELOAD_TLS_NAME": " casetrail-caseload "}
+    assert CaseloadSettings.from_env(named).web_tls_name == "casetrail-caseload"
+    assert CaseloadSettings.from_env(env).web_tls_name is None
+    plain = {"CASETRAIL_CASELOAD_DATA_DIR": str(tmp_path), "CASETRAIL_CASELOAD_TLS_NAME": "x"}
+    assert CaseloadSettings.from_env(plain).web_tls_name is None  # no HTTPS, no name to check
+    for bad in ("https://caseload", "caseload:6066", "-caseload", "case load"):
+        with pytest.raises(ValueError, match="CASETRAIL_CASELOAD_TLS_NAME"):
+            CaseloadSettings.from_env({**env, "CASETRAIL_CASELOAD_TLS_NAME": bad})
