@@ -3,9 +3,14 @@
 The browser holds only the session's random id, signed (itsdangerous) and time-limited; the
 bearer token stays on the server. A session ends at its absolute expiry or after ``idle``
 seconds without a request, whichever comes first: a console left open on an unattended desk
-must not keep showing special-category data to whoever sits down next. Every visitor gets a
-session, signed in or not, so that the sign-in form carries a CSRF token too; signing in
-starts a new session (a session id known before sign-in is worth nothing after it).
+must not keep showing special-category data to whoever sits down next. Signing in starts a new
+session (a session id known before sign-in is worth nothing after it).
+
+A visitor not signed in holds no state on the server: the sign-in form's session is its
+cookie alone, a random id and its expiry signed, and the form's CSRF token a keyed digest of
+that id. Kept in the process, as they were, every visit without a cookie added one, and past
+``MAX_SESSIONS`` the oldest were dropped, an auditor's open sign-in form among them: whoever
+sent requests fast enough kept everyone from signing in.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from itsdangerous import BadSignature, TimestampSigner
+from itsdangerous import BadSignature, Signer, TimestampSigner
 
 from casetrail_platform.identity.principal import Principal
 
@@ -30,8 +35,7 @@ session its page started overwrote the auditor's, signing them out."""
 ANONYMOUS_SECONDS = 15 * 60.0
 """How long a visitor may take to fill in the sign-in form."""
 MAX_SESSIONS = 10_000
-"""Per kind (anonymous, signed in), the oldest are dropped beyond this many: visitors who never
-sign in cost memory, and however many of them come they never push a signed-in auditor out."""
+"""Signed-in sessions kept, the oldest dropped beyond it (each took a verified token)."""
 
 
 @dataclass
@@ -58,8 +62,10 @@ class SessionStore:
         idle: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._signer = TimestampSigner(secret or secrets.token_bytes(32), salt="console-session")
-        self._anonymous: OrderedDict[str, Session] = OrderedDict()
+        secret = secret or secrets.token_bytes(32)
+        self._signer = TimestampSigner(secret, salt="console-session")
+        self._anonymous_signer = Signer(secret, salt="console-signin")
+        self._csrf_signer = Signer(secret, salt="console-signin-csrf")
         self._signed_in: OrderedDict[str, Session] = OrderedDict()
         self.lifetime = lifetime
         self.idle = idle
@@ -69,15 +75,15 @@ class SessionStore:
         return self._clock()
 
     def find(self, cookie: str | None) -> Session | None:
-        """The live session a cookie names, or None (unsigned, forged, expired, idle too long or
-        unknown). Finding it counts as activity: its idle time starts again."""
+        """The live signed-in session a cookie names, or None (unsigned, forged, expired, idle
+        too long or unknown). Finding it counts as activity: its idle time starts again."""
         if not cookie:
             return None
         try:
             session_id = self._signer.unsign(cookie, max_age=int(self.lifetime) + 1).decode()
         except (BadSignature, UnicodeDecodeError):
             return None
-        session = self._signed_in.get(session_id) or self._anonymous.get(session_id)
+        session = self._signed_in.get(session_id)
         if session is None:
             return None
         now = self._clock()
@@ -88,8 +94,24 @@ class SessionStore:
         return session
 
     def start_anonymous(self) -> Session:
-        now = self._clock()
-        return self._add(Session(_new_id(), _new_id(), now + ANONYMOUS_SECONDS, now))
+        """A sign-in form's session: kept nowhere but in its cookie (``cookie_value``)."""
+        return self._anonymous(_new_id(), int(self._clock() + ANONYMOUS_SECONDS))
+
+    def find_anonymous(self, cookie: str | None) -> Session | None:
+        """The sign-in form's session a cookie holds, or None (unsigned, forged or expired)."""
+        if not cookie:
+            return None
+        try:
+            session_id, _, until = self._anonymous_signer.unsign(cookie).decode().partition(".")
+        except (BadSignature, UnicodeDecodeError):
+            return None
+        if not until.isdigit() or self._clock() >= int(until):
+            return None
+        return self._anonymous(session_id, int(until))
+
+    def _anonymous(self, session_id: str, until: int) -> Session:
+        csrf = self._csrf_signer.get_signature(session_id).decode()
+        return Session(session_id, csrf, float(until), self._clock())
 
     def sign_in(
         self, previous: Session | None, principal: Principal, token: str, purpose: str, until: float
@@ -98,21 +120,20 @@ class SessionStore:
             self.end(previous)
         now = self._clock()
         expires_at = min(now + self.lifetime, until)
-        return self._add(Session(_new_id(), _new_id(), expires_at, now, principal, token, purpose))
+        session = Session(_new_id(), _new_id(), expires_at, now, principal, token, purpose)
+        self._signed_in[session.id] = session
+        while len(self._signed_in) > MAX_SESSIONS:
+            self._signed_in.popitem(last=False)
+        return session
 
     def end(self, session: Session) -> None:
+        """Ends a signed-in session (a sign-in form's lasts until its cookie expires)."""
         self._signed_in.pop(session.id, None)
-        self._anonymous.pop(session.id, None)
 
     def cookie_value(self, session: Session) -> str:
-        return self._signer.sign(session.id).decode()
-
-    def _add(self, session: Session) -> Session:
-        kept = self._signed_in if session.signed_in else self._anonymous
-        kept[session.id] = session
-        while len(kept) > MAX_SESSIONS:
-            kept.popitem(last=False)
-        return session
+        if session.signed_in:
+            return self._signer.sign(session.id).decode()
+        return self._anonymous_signer.sign(f"{session.id}.{int(session.expires_at)}").decode()
 
 
 def csrf_matches(session: Session, given: object) -> bool:

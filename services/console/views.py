@@ -94,16 +94,22 @@ def console_of(request: Request) -> Console:
 def render(
     request: Request, template: str, session: Session | None, status: int = 200, **values: Any
 ) -> Response:
+    """``session`` None: a visitor without one, on a page with no form (a problem page); only
+    the sign-in page starts one for them, its form's CSRF token."""
     console = console_of(request)
-    if session is None:
-        session = console.sessions.start_anonymous()
     response = console.templates.TemplateResponse(
         request,
         template,
-        {"session": session, "csrf": session.csrf, "shown": pages.shown, **values},
+        {
+            "session": session,
+            "csrf": "" if session is None else session.csrf,
+            "shown": pages.shown,
+            **values,
+        },
         status_code=status,
     )
-    set_cookie(request, response, session)
+    if session is not None:
+        set_cookie(request, response, session)
     return response
 
 
@@ -138,8 +144,7 @@ def current(request: Request) -> Session | None:
     signed = sessions.find(request.cookies.get(COOKIE))
     if signed is not None and signed.signed_in:
         return signed
-    anonymous = sessions.find(request.cookies.get(ANONYMOUS_COOKIE))
-    return anonymous if anonymous is not None and not anonymous.signed_in else None
+    return sessions.find_anonymous(request.cookies.get(ANONYMOUS_COOKIE))
 
 
 def signed_in(request: Request) -> Session:
@@ -253,7 +258,7 @@ async def find_client(request: Request) -> Response:
 
 async def signin_page(request: Request, notice: str = "", status: int = 200) -> Response:
     console = console_of(request)
-    session = current(request)
+    session = current(request) or console.sessions.start_anonymous()
     if notice == "" and request.query_params.get("ended"):
         notice = "Your session has ended. Sign in again."
     return render(

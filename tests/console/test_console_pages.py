@@ -135,6 +135,67 @@ def test_visitors_who_never_sign_in_never_push_a_signed_in_auditor_out(clock: Cl
     assert sessions.find(cookie) is signed_in
 
 
+def test_no_flood_of_visitors_keeps_an_auditor_from_signing_in(
+    demo_casetrail: DemoCasetrail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every request without a cookie (a 404 too) started a session kept in the process, and
+    past MAX_SESSIONS the oldest were dropped, the one holding an auditor's open sign-in form
+    among them: its post was refused "Form refused" (review h-web). Now a page with no form
+    starts none, and a sign-in form's session is its signed cookie alone, which no number of
+    others can push out. Fails on the old code: 403."""
+    from services.console import sessions as sessions_module
+
+    monkeypatch.setattr(sessions_module, "MAX_SESSIONS", 5)
+    app = create_app(demo_casetrail.settings())
+    with (
+        TestClient(app, base_url="http://127.0.0.1", follow_redirects=True) as auditor,
+        TestClient(app, base_url="http://127.0.0.1") as stranger,
+    ):
+        csrf = csrf_of(auditor.get("/signin").text)
+        for _ in range(3 * 5):
+            stranger.cookies.clear()
+            missing = stranger.get("/no-such-page")
+            assert missing.status_code == 404
+            assert "set-cookie" not in missing.headers  # nothing started for a page without form
+            stranger.cookies.clear()
+            assert stranger.get("/signin").status_code == 200  # each a pending sign-in
+        answer = auditor.post(
+            "/signin",
+            data={
+                "csrf": csrf,
+                "method": "development",
+                "user": AUDITOR,
+                "role": "auditor",
+                "purpose": "confidentiality_review",
+            },
+        )
+    assert answer.status_code == 200, answer.text
+    assert "Find a case" in answer.text
+
+
+def test_a_sign_in_forms_session_is_its_cookie_alone(clock: Clock) -> None:
+    """Nothing of it is kept in the process: found again from its cookie, with the same CSRF
+    token, until its 15 minutes are over; a cookie altered or signed by another console is
+    none, and its CSRF token is no token of another form."""
+    sessions = SessionStore(lifetime=3600, idle=3600, clock=clock)
+    form = sessions.start_anonymous()
+    cookie = sessions.cookie_value(form)
+    for _ in range(MAX_SESSIONS + 1):
+        sessions.start_anonymous()
+    found = sessions.find_anonymous(cookie)
+    assert found is not None
+    assert (found.id, found.csrf, found.signed_in) == (form.id, form.csrf, False)
+    assert found.csrf not in (form.id, cookie)
+    assert sessions.start_anonymous().csrf != form.csrf
+    assert sessions.find(cookie) is None  # no signed-in session
+    other = SessionStore(lifetime=3600, idle=3600, clock=clock)
+    assert other.find_anonymous(cookie) is None
+    assert sessions.find_anonymous(cookie.replace(".", "x", 1)) is None
+    assert sessions.find_anonymous("") is None
+    clock.now += 15 * 60
+    assert sessions.find_anonymous(cookie) is None
+
+
 def test_case_pages_need_a_session(client: TestClient, demo_casetrail: DemoCasetrail) -> None:
     answer = client.get(f"/cases/{demo_casetrail.case_id}")
     assert answer.url.path == "/signin"
