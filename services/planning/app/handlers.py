@@ -22,9 +22,8 @@ from events.envelope import RecordedEvent
 from services.planning.adapters.case_views import CaseViews
 from services.planning.app.validation import invalid_command
 from services.planning.domain.commands import CloseCase, Command
-from services.planning.domain.decisions import ACTIONS, decide, planned_goals
+from services.planning.domain.decisions import ACTIONS, decide, deciding_workers
 from services.planning.domain.model import CasePlanning, case_fold, fold
-from services.planning.domain.qualifications import task_workers
 from services.planning.domain.rules import rests_on_assignment
 
 SERVICE = "planning"
@@ -97,7 +96,7 @@ async def _record(
     # Read once per command: other services' facts only change through the bus, and a
     # decision raced by a new fact is the same as one taken a moment earlier.
     facts = await deps.views.facts(command.case_id)
-    staff = await deps.views.staff(task_workers(planned_goals(command), facts))
+    staff = await deps.views.staff(deciding_workers(command, facts))
 
     def decide_on(record: CasePlanning) -> list[CaseEvent]:
         return decide(record, facts, context.actor, command, context.occurred_at, staff, day)

@@ -50,7 +50,12 @@ from services.planning.domain.model import (
     Plan,
     StaffMember,
 )
-from services.planning.domain.qualifications import PlacedGoal, require_qualified_owners
+from services.planning.domain.qualifications import (
+    PlacedGoal,
+    require_carried_by_licensed_worker,
+    require_qualified_owners,
+    task_workers,
+)
 from services.planning.domain.rules import Action, require_assignment
 
 ACTIONS: dict[type[Command], Action] = {
@@ -77,10 +82,11 @@ def decide(
     day: date | None = None,
 ) -> list[CaseEvent]:
     """``occurred_at``: when the command says it happened (``None``: now). ``staff``: the
-    workers planning knows of among those the command's tasks name (``planned_goals``,
-    ``task_workers``). ``day``: the command's day (its stated moment's, else the server's),
-    from which on a counseling task's worker must be licensed whatever the task's date
-    (``require_qualified_owners``; ``None``: on the task's date alone)."""
+    workers planning knows of among those ``deciding_workers`` names (the command's tasks',
+    and the case's worker's for work on the plan's goals). ``day``: the command's day (its
+    stated moment's, else the server's), from which on a counseling task's worker must be
+    licensed whatever the task's date (``require_qualified_owners``; ``None``: on the task's
+    date alone)."""
     known_staff = staff or {}
     action = ACTIONS[type(command)]
     require_assignment(actor, action, facts.worker_id)
@@ -98,15 +104,15 @@ def decide(
         case ReviseGoal():
             return [_revise_goal(record, facts, command, known_staff, day)]
         case AchieveGoal():
-            return [_achieve_goal(record, command)]
+            return [_achieve_goal(record, facts, command, known_staff, day)]
         case DropGoal():
             return [_drop_goal(record, command)]
         case RecordAgreement():
-            return [_agree(record, command)]
+            return [_agree(record, facts, command, known_staff, day)]
         case LogContact():
             return [_log_contact(record, command)]
         case EvaluateProgress():
-            return [_evaluate(record, command)]
+            return [_evaluate(record, facts, command, known_staff, day)]
         case PlanDischarge():
             return [_plan_discharge(record, command)]
         case CloseCase():
@@ -140,6 +146,21 @@ PLAN_WORK = (
     PlanDischarge,
 )
 """The commands that work on the current plan."""
+
+
+CARRY_ON_GOALS = (RecordAgreement, AchieveGoal, EvaluateProgress)
+"""The commands that carry on the plan's goals as they stand: the case's worker carries those
+of their counseling tasks that name no owner (``require_carried_by_licensed_worker``)."""
+
+
+def deciding_workers(command: Command, facts: CaseFacts) -> set[str]:
+    """The workers whose credentials deciding ``command`` needs (the ``staff`` of ``decide``):
+    those of the counseling tasks it writes, and the case's worker for a command carrying on
+    the plan's goals."""
+    workers = task_workers(planned_goals(command), facts)
+    if isinstance(command, CARRY_ON_GOALS) and facts.worker_id is not None:
+        workers.add(facts.worker_id)
+    return workers
 
 
 def planned_goals(command: Command) -> list[PlacedGoal]:
@@ -230,13 +251,20 @@ def _revise_goal(
     )
 
 
-def _achieve_goal(record: CasePlanning, command: AchieveGoal) -> GoalAchieved:
+def _achieve_goal(
+    record: CasePlanning,
+    facts: CaseFacts,
+    command: AchieveGoal,
+    staff: Mapping[str, StaffMember],
+    day: date | None,
+) -> GoalAchieved:
     plan = _plan(record)
     goal = _active_goal(plan, command.goal_id)
     if not plan.ever_agreed:
         raise errors.plan_not_agreed(plan.plan_id)
     if not goal.agreed:
         raise errors.goal_not_agreed(command.goal_id)
+    require_carried_by_licensed_worker([goal.goal], facts, staff, day)
     return GoalAchieved(
         case_id=command.case_id,
         plan_id=plan.plan_id,
@@ -256,7 +284,13 @@ def _drop_goal(record: CasePlanning, command: DropGoal) -> GoalDropped:
     )
 
 
-def _agree(record: CasePlanning, command: RecordAgreement) -> PlanAgreed:
+def _agree(
+    record: CasePlanning,
+    facts: CaseFacts,
+    command: RecordAgreement,
+    staff: Mapping[str, StaffMember],
+    day: date | None,
+) -> PlanAgreed:
     plan = _plan(record)
     if command.plan_version is not None and command.plan_version != plan.version:
         raise RuleBroken(
@@ -281,6 +315,10 @@ def _agree(record: CasePlanning, command: RecordAgreement) -> PlanAgreed:
             "a plan can only be agreed when it has at least one active goal",
             subject=plan.plan_id,
         )
+    # The client agrees to the plan carried out as it stands, by whom it names.
+    require_carried_by_licensed_worker(
+        [plan.goals[goal_id].goal for goal_id in goal_ids], facts, staff, day
+    )
     # An agreement must hold a trace of the client: their signature or their own words.
     if not command.signed_by_client and command.client_statement is None:
         raise RuleBroken(
@@ -312,7 +350,13 @@ def _log_contact(record: CasePlanning, command: LogContact) -> ContactLogged:
     )
 
 
-def _evaluate(record: CasePlanning, command: EvaluateProgress) -> ProgressEvaluated:
+def _evaluate(
+    record: CasePlanning,
+    facts: CaseFacts,
+    command: EvaluateProgress,
+    staff: Mapping[str, StaffMember],
+    day: date | None,
+) -> ProgressEvaluated:
     plan = _plan(record)
     if command.evaluation_id in record.evaluation_ids:
         raise AlreadyExists("evaluation", command.evaluation_id)
@@ -329,6 +373,10 @@ def _evaluate(record: CasePlanning, command: EvaluateProgress) -> ProgressEvalua
     for entry in command.goal_progress:
         if not plan.goals[entry.goal_id].agreed:
             raise errors.goal_not_agreed(entry.goal_id)
+    # An achieved goal's counseling was given: only the goals still worked on are carried on.
+    evaluated = [plan.goals[entry.goal_id] for entry in command.goal_progress]
+    active = [goal.goal for goal in evaluated if goal.status is GoalStatus.ACTIVE]
+    require_carried_by_licensed_worker(active, facts, staff, day)
     return ProgressEvaluated(
         case_id=command.case_id,
         evaluation_id=command.evaluation_id,

@@ -103,24 +103,57 @@ def counseling_requires_licence(
     """Names the task, the worker, the rule and the day the licence must be valid on
     (``on``), never the need (special data, and refusals reach logs) nor the task's
     description."""
-    licences = ", ".join(COUNSELING_LICENCES)
-    worker = worker_id or "(none: the case has no worker)"
-    if member is None:
-        held = (
-            f"planning knows no credentials of worker {worker} (it learns them from the case"
-            " assignments coordination records)"
-        )
-    else:
-        held = f"worker {worker} ({member.role.value}) holds none valid on {on.isoformat()}"
     return RuleBroken(
         COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER,
         f"task {task.task_id} ({path}) is counseling toward a need that calls for it, which only"
-        f" a licensed social worker ({licences}) may give; {held}. Make a licensed social"
-        " worker its owner, or refer the client to a counseling provider (MakeReferral) and"
-        " make the task the provider's",
+        f" a licensed social worker ({_LICENCES}) may give; {_held(worker_id, member, on)}."
+        " Make a licensed social worker its owner, or refer the client to a counseling"
+        " provider (MakeReferral) and make the task the provider's",
         subject=task.task_id,
         field=f"{path}.owner.owner_id",
         worker_id=worker_id or "",
         required_licences=",".join(COUNSELING_LICENCES),
         suggested_action="MakeReferral",
     )
+
+
+def counseling_carried_by_unlicensed_worker(
+    goal_id: str,
+    path: str,
+    task: PlanTask,
+    worker_id: str | None,
+    member: StaffMember | None,
+    on: date,
+) -> RuleBroken:
+    """A counseling task of the plan naming no owner, so carried by the case's worker, who may
+    not counsel (the case transferred since it was planned): ``path`` is ReviseGoal's field
+    that gives the task an owner. What to do comes first: a refusal's texts are cut short
+    (``grpc_platform.errors``). Names no need nor description, as above."""
+    return RuleBroken(
+        COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER,
+        f"goal {goal_id}'s task {task.task_id} must be reassigned to a licensed social worker"
+        f" ({_LICENCES}) with ReviseGoal ({path}.owner.owner_id), or the client referred to a"
+        " counseling provider (MakeReferral), before the plan is agreed or the goal worked on:"
+        " it is counseling toward a need that calls for it and names no owner, so the case's"
+        f" worker carries it; {_held(worker_id, member, on)}",
+        subject=task.task_id,
+        field=f"{path}.owner.owner_id",
+        goal_id=goal_id,
+        worker_id=worker_id or "",
+        required_licences=",".join(COUNSELING_LICENCES),
+        suggested_action="ReviseGoal",
+    )
+
+
+_LICENCES = ", ".join(COUNSELING_LICENCES)
+
+
+def _held(worker_id: str | None, member: StaffMember | None, on: date) -> str:
+    """What planning knows of the worker's licence (``on``: the day it must be valid)."""
+    worker = worker_id or "(none: the case has no worker)"
+    if member is None:
+        return (
+            f"planning knows no credentials of worker {worker} (it learns them from the case"
+            " assignments coordination records)"
+        )
+    return f"worker {worker} ({member.role.value}) holds none valid on {on.isoformat()}"

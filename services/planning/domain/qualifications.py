@@ -6,6 +6,11 @@ coordination assigns cases by.
 
 A need an outside provider took on (its referral accepted or completed) no longer calls for a
 licence: the worker's tasks toward it are coordination, the counseling is the provider's.
+
+A task naming no owner is whoever carries the case's, so a transfer hands it on: coordination
+transfers by the case's needs, which know nothing of the plan's goals, and may hand it to a case
+manager. So the plan is not carried on (agreed to, a goal achieved or its progress evaluated)
+while such a task's worker may not counsel (``require_carried_by_licensed_worker``).
 """
 
 from __future__ import annotations
@@ -56,6 +61,39 @@ def require_qualified_owners(
     Licences run until a date, so one valid on the later day is valid on the earlier too."""
     for path, task, worker_id in counseling_tasks(goals, facts):
         member = None if worker_id is None else staff.get(worker_id)
-        on = task.target_date if day is None else max(task.target_date, day)
-        if member is None or counseling_licence(member.role, member.credentials, on) is None:
+        on = _licence_day(task, day)
+        if not _may_counsel(member, on):
             raise errors.counseling_requires_licence(path, task, worker_id, member, on)
+
+
+def require_carried_by_licensed_worker(
+    goals: Iterable[Goal],
+    facts: CaseFacts,
+    staff: Mapping[str, StaffMember],
+    day: date | None = None,
+) -> None:
+    """Refuse carrying on ``goals`` (the plan's, as they stand) while one holds a counseling
+    task naming no owner and the case's worker, who carries it, holds no licence valid as
+    ``require_qualified_owners`` asks: the goal's task is to be given to a licensed social
+    worker first (``ReviseGoal``, the path being that request's field) or the need referred
+    out. A task naming its owner stays theirs through a transfer."""
+    for goal in goals:
+        for path, task, worker_id in counseling_tasks([("goal", goal)], facts):
+            if task.owner.owner_id is not None:
+                continue
+            member = None if worker_id is None else staff.get(worker_id)
+            on = _licence_day(task, day)
+            if not _may_counsel(member, on):
+                raise errors.counseling_carried_by_unlicensed_worker(
+                    goal.goal_id, path, task, worker_id, member, on
+                )
+
+
+def _licence_day(task: PlanTask, day: date | None) -> date:
+    return task.target_date if day is None else max(task.target_date, day)
+
+
+def _may_counsel(member: StaffMember | None, on: date) -> bool:
+    return (
+        member is not None and counseling_licence(member.role, member.credentials, on) is not None
+    )

@@ -716,6 +716,64 @@ def test_a_need_a_provider_took_on_leaves_the_workers_tasks_to_anyone() -> None:
     assert decide(record_of(), facts, OTHER_WORKER, c.DraftPlan(CASE, "plan-1", (by_provider,)))
 
 
+def test_a_transfer_does_not_hand_counseling_to_a_worker_who_may_not_counsel() -> None:
+    """A task naming no owner is the case's worker's: drafted by a licensed social worker,
+    then the case transferred to a case manager (coordination transfers by the case's needs,
+    not the plan's goals), she agreed the plan and achieved the counseling goal, while adding
+    the same task was refused."""
+    case_manager = StaffMember(OTHER_WORKER.user_id, OTHER_WORKER.role)
+    licensed = StaffMember(WORKER.user_id, WORKER.role, (LCSW,))
+    staff = {OTHER_WORKER.user_id: case_manager, WORKER.user_id: licensed}
+    transferred = replace(FACTS, worker_id=OTHER_WORKER.user_id)
+    drafted_plan = PlanDrafted(
+        case_id=CASE, plan_id="plan-1", goals=(counseling_goal(None), goal("goal-walk"))
+    )
+    progress = (GoalProgress(goal_id="goal-cope", rating=ProgressRating.ON_TRACK),)
+    evaluation = c.EvaluateProgress(CASE, "eval-1", progress, (), (), False)
+
+    def refused(record: CasePlanning, command: c.Command) -> RuleBroken:
+        with pytest.raises(RuleBroken) as error:
+            decide(record, transferred, OTHER_WORKER, command, staff=staff)
+        return error.value
+
+    def carried_on(record: CasePlanning, command: c.Command) -> None:
+        for event in decide(record, transferred, OTHER_WORKER, command, staff=staff):
+            record.apply(event)
+
+    refusal = refused(record_of(drafted_plan), agree())
+    assert refusal.rule == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert refusal.details == {
+        "subject": "task-sessions",
+        "field": "goal.tasks[0].owner.owner_id",
+        "goal_id": "goal-cope",
+        "worker_id": OTHER_WORKER.user_id,
+        "required_licences": "LBSW,LMSW,LCSW",
+        "suggested_action": "ReviseGoal",
+    }
+    assert "ReviseGoal" in str(refusal)
+    assert "mental" not in str(refusal)
+    assert "altered body" not in str(refusal)
+    # Agreed before the transfer: the goal is not achieved, nor its progress evaluated.
+    agreed = record_of(drafted_plan)
+    for event in decide(agreed, FACTS, WORKER, agree(), staff=staff):
+        agreed.apply(event)
+    for command in (c.AchieveGoal(CASE, "goal-cope", "sessions held"), evaluation):
+        assert refused(agreed, command).rule == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    # The rest of the plan is carried on; the counseling goal may be dropped.
+    walk = c.AchieveGoal(CASE, "goal-walk", None)
+    assert decide(agreed, transferred, OTHER_WORKER, walk, staff=staff)
+    drop = c.DropGoal(CASE, "goal-cope", "referred out")
+    assert decide(agreed, transferred, OTHER_WORKER, drop, staff=staff)
+    # Given a licensed owner (the case manager may), agreed again, then achieved.
+    revised = counseling_goal(WORKER.user_id)
+    carried_on(agreed, c.ReviseGoal(CASE, revised, "Ana counsels"))
+    carried_on(agreed, agree())
+    carried_on(agreed, c.AchieveGoal(CASE, "goal-cope", "sessions held"))
+    # A need a provider took on is no longer the worker's to counsel.
+    referred = replace(transferred, referred_needs=frozenset({NeedCategory.MENTAL_HEALTH}))
+    assert decide(record_of(drafted_plan), referred, OTHER_WORKER, agree(), staff=staff)
+
+
 def test_a_plan_holds_a_bounded_number_and_size_of_goals() -> None:
     """Each goal stayed within the event bound, but nothing bounded the plan: 30 large goals
     made a case view over gRPC's 4 MiB, which the assigned worker could never read again

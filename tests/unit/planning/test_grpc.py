@@ -34,6 +34,7 @@ from tests.unit.planning.support import (
     delivered,
     one,
     query,
+    reassigned,
     referral,
     referral_accepted,
     refused,
@@ -573,3 +574,73 @@ async def test_a_counseling_task_dated_in_the_past_needs_a_licence_valid_today(
     assert info.reason == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
     assert info.metadata["field"] == "goals[0].tasks[0].owner.owner_id"
     assert await planning.store.read_all(0) == [], "a refusal writes nothing"
+
+
+async def test_a_transferred_counseling_task_is_carried_on_only_once_a_licensed_worker_owns_it(
+    planning: Planning,
+) -> None:
+    """Drafted and agreed with a licensed social worker carrying the case, a counseling task
+    naming no owner went to the case manager the case was transferred to: she achieved its
+    goal and agreed the plan, though adding the same task was refused her."""
+    bus = planning.bus
+    await bus.open_case("case-1", None)
+    licence = WorkerCredential(
+        kind=CredentialKind.LICENCE, name="LCSW", valid_until=date(2030, 6, 30)
+    )
+    await bus.record(
+        COORDINATION,
+        "case-1",
+        assigned("case-1", WORKER).model_copy(update={"credentials": (licence,)}),
+    )
+    stub = planning.stub
+    await stub.DraftPlan(
+        planning_pb2.DraftPlanRequest(
+            context=ctx(key="draft"), case_id="case-1", goals=[counseling(""), goal()]
+        )
+    )
+    agreement = planning_pb2.RecordAgreementRequest(case_id="case-1", signed_by_client=True)
+    agreement.context.CopyFrom(ctx(key="agree"))
+    await stub.RecordAgreement(agreement)  # the licensed case's worker: known to planning
+    await bus.record(COORDINATION, "case-1", reassigned("case-1", WORKER, OTHER_WORKER))
+
+    def achieve(goal_id: str) -> planning_pb2.AchieveGoalRequest:
+        return planning_pb2.AchieveGoalRequest(
+            context=ctx(OTHER_WORKER, key=f"achieve-{goal_id}"), case_id="case-1", goal_id=goal_id
+        )
+
+    code, details = await refused(stub.AchieveGoal(achieve("goal-cope")))
+
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    info = one(details, error_details_pb2.ErrorInfo)
+    assert info.reason == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert (info.metadata["goal_id"], info.metadata["worker_id"]) == (
+        "goal-cope",
+        OTHER_WORKER.user_id,
+    )
+    assert info.metadata["field"] == "goal.tasks[0].owner.owner_id"
+    assert info.metadata["suggested_action"] == "ReviseGoal"
+    told = one(details, error_details_pb2.PreconditionFailure).violations[0].description
+    assert "must be reassigned to a licensed social worker" in told  # within the cut texts
+    await stub.AchieveGoal(achieve("goal-walk"))  # not counseling
+    await stub.AddGoal(
+        planning_pb2.AddGoalRequest(
+            context=ctx(OTHER_WORKER, key="add"), case_id="case-1", goal=goal("goal-club")
+        )
+    )
+    agreement.context.CopyFrom(ctx(OTHER_WORKER, key="agree-again"))
+    code, details = await refused(stub.RecordAgreement(agreement))
+    assert one(details, error_details_pb2.ErrorInfo).reason == (
+        "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    )
+    # The case manager gives the task to the licensed social worker: carried on again.
+    await stub.ReviseGoal(
+        planning_pb2.ReviseGoalRequest(
+            context=ctx(OTHER_WORKER, key="revise"),
+            case_id="case-1",
+            goal=counseling(WORKER.user_id),
+            reason="Ana counsels",
+        )
+    )
+    agreement.context.CopyFrom(ctx(OTHER_WORKER, key="agree-revised"))
+    await stub.RecordAgreement(agreement)
+    await stub.AchieveGoal(achieve("goal-cope"))
