@@ -18,7 +18,7 @@ cancelled before its scheduling arrived) waits in ``early`` for the event that m
 
 from __future__ import annotations
 
-from bisect import insort
+from bisect import bisect_left, insort
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -72,6 +72,7 @@ def new_document(case_id: str) -> Document:
         "stage": "intake",
         "worker_id": None,
         "worker_role": None,
+        "assigned_at": None,
         "presented_needs": [],
         "assessed_needs": [],
         "needs": [],
@@ -92,6 +93,7 @@ def new_document(case_id: str) -> Document:
         "reopens": 0,
         "reopened_at": None,
         "assessed": False,
+        "assessed_at": None,
         "closure_sequences": [],
         "last_contact_sequence": 0,
         "last_contact_due": None,
@@ -123,7 +125,7 @@ def _derive(document: Document) -> None:
     if closures is not None:
         for made in (*_plans(document), document["discharge"]):
             if made is not None and "made_sequence" in made:
-                made["cycle"] = sum(1 for closed in closures if closed < made["made_sequence"])
+                made["cycle"] = _cycle_at(closures, made["made_sequence"])
         if "last_contact_due" in document:
             # The latest contact's date, unless a closure came after it in the stream.
             after = closures and closures[-1] > document["last_contact_sequence"]
@@ -209,6 +211,12 @@ def previous_plans(document: Document) -> list[Document]:
     return earlier
 
 
+def _cycle_at(closures: list[int], sequence: int) -> int:
+    """The cycle of planning's event ``sequence``: the closures (``closure_sequences``, in
+    order) before it in planning's stream."""
+    return bisect_left(closures, sequence)
+
+
 def _day(recorded: RecordedEvent) -> str:
     return recorded.metadata.occurred_at.date().isoformat()
 
@@ -268,14 +276,28 @@ def _assessed(
         document["assessed_needs"] = [
             {"category": need.category.value, "urgency": need.urgency.value} for need in event.needs
         ]
+        document["assessed_at"] = recorded.metadata.occurred_at.isoformat()
 
 
 def _assigned(
     document: Document, event: CaseAssigned | CaseReassigned, recorded: RecordedEvent
 ) -> None:
+    if _first_assignment(document, recorded):
+        document["assigned_at"] = recorded.metadata.occurred_at.isoformat()
+        document["sequences"]["first_assignment"] = recorded.sequence
     if _later(document, "worker", recorded):
         document["worker_id"] = event.worker_id
         document["worker_role"] = event.worker_role.value
+
+
+def _first_assignment(document: Document, recorded: RecordedEvent) -> bool:
+    """Whether ``recorded`` is the case's first assignment as far as known: the earliest in
+    coordination's stream, in whatever order the bus hands them over. A document kept before
+    ``assigned_at`` that has a worker never learns it (its first assignment came before)."""
+    if "assigned_at" not in document and document["worker_id"] is not None:
+        return False
+    first = document.setdefault("sequences", {}).get("first_assignment")
+    return document.get("assigned_at") is None or (first is not None and recorded.sequence < first)
 
 
 def _plans(document: Document) -> list[Document]:
@@ -374,15 +396,23 @@ def _evaluated(document: Document, event: ProgressEvaluated, recorded: RecordedE
 
 def _contact(document: Document, event: ContactLogged, recorded: RecordedEvent) -> None:
     document["contacts_logged"] += 1
-    # A contact logged late, dated before the latest one, is history: the latest contact set
-    # the next follow-up, and the overdue list must neither lose the case nor list it early.
+    # A contact logged late, dated before the latest one of its cycle, is history: the latest
+    # contact set the next follow-up, and the overdue list must neither lose the case nor list
+    # it early. A contact of a later cycle (after a closure in planning's stream) is the latest
+    # whatever its date: an earlier cycle's, dated later (a closure stated before its cycle's
+    # work, once accepted), hid the reopened case's follow-up. The cycle is counted from the
+    # closures delivered so far, as a plan's is.
     moment = recorded.metadata.occurred_at
     latest = document.get("last_contact_at")
-    if latest is not None and (moment, recorded.sequence) < (
-        datetime.fromisoformat(latest),
-        document.get("last_contact_sequence", 0),
-    ):
-        return
+    if latest is not None:
+        closures = document.get("closure_sequences", [])
+        kept = document.get("last_contact_sequence", 0)
+        if (_cycle_at(closures, recorded.sequence), moment, recorded.sequence) < (
+            _cycle_at(closures, kept),
+            datetime.fromisoformat(latest),
+            kept,
+        ):
+            return
     document["last_contact_at"] = moment.isoformat()
     document["last_contact_on"] = _day(recorded)
     due = event.next_follow_up_due

@@ -100,6 +100,10 @@ async def retire_old_layout(read_models: ReadModelStore) -> None:
     await read_models.retire(RETIRED, RETIRED_COLLECTIONS)
 
 
+def _moment(stored: str | None) -> datetime | None:
+    return None if stored is None else datetime.fromisoformat(stored)
+
+
 def _follow_up_key(due: str, case_id: str) -> str:
     return f"{due}|{case_id}"
 
@@ -150,15 +154,16 @@ class CaseViews:
         document = await self.get(case_id)
         if document is None:
             return UNKNOWN_CASE
-        opened_at = document.get("opened_at")
-        reopened_at = document["reopened_at"]
         return CaseFacts(
             known=True,
-            opened_at=None if opened_at is None else datetime.fromisoformat(opened_at),
+            opened_at=_moment(document.get("opened_at")),
             worker_id=document["worker_id"],
             assessed=document["assessed"],
+            # Not in a document kept before they were: not known, so not checked.
+            assessed_at=_moment(document.get("assessed_at")),
+            assigned_at=_moment(document.get("assigned_at")),
             reopens=document["reopens"],
-            reopened_at=None if reopened_at is None else datetime.fromisoformat(reopened_at),
+            reopened_at=_moment(document["reopened_at"]),
             scheduled_service_ids=tuple(document["scheduled_service_ids"]),
             running_referral_ids=tuple(
                 r["referral_id"]

@@ -124,9 +124,11 @@ def _require_in_order(
 ) -> None:
     """A command happens in the case's current cycle: not before the case was opened, nor
     before its last closure or its last reopening (a reopened case's work follows it: dated
-    between the two, audit's state as it happened showed a plan made on a closed case); and
-    work on the plan not before the plan was drafted (an agreement dated before there was a
-    plan)."""
+    between the two, audit's state as it happened showed a plan made on a closed case); work
+    on the plan not before the plan was drafted (an agreement dated before there was a
+    plan); the plan not before the assessment and the assignment it needs (audit's state as of
+    it showed a plan of a case neither assessed nor assigned); and the closure not before the
+    cycle's latest work (a closure for goals achieved showed as of it a plan never agreed)."""
     case_id = command.case_id
     require_not_before(occurred_at, f"case {case_id} was opened", facts.opened_at)
     require_not_before(occurred_at, f"case {case_id} was last closed", record.closed_at)
@@ -134,6 +136,12 @@ def _require_in_order(
     plan = record.plan
     if plan is not None and isinstance(command, PLAN_WORK):
         require_not_before(occurred_at, f"plan {plan.plan_id} was drafted", plan.drafted_at)
+    if isinstance(command, DraftPlan):
+        require_not_before(occurred_at, f"case {case_id} was assessed", facts.assessed_at)
+        assigned = f"case {case_id} was first assigned a worker"
+        require_not_before(occurred_at, assigned, facts.assigned_at)
+    if isinstance(command, CloseCase):
+        require_not_before(occurred_at, record.last_work, record.last_work_at)
 
 
 PLAN_WORK = (

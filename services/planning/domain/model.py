@@ -25,7 +25,7 @@ from enum import StrEnum
 from casetrail_platform.folded import Fold
 from events.catalog.assignment import WorkerCredential
 from events.catalog.base import CaseEvent, Role
-from events.catalog.cases import CaseClosed
+from events.catalog.cases import CaseClosed, DischargePlanned
 from events.catalog.monitoring import ContactLogged, ProgressEvaluated
 from events.catalog.planning import (
     Goal,
@@ -97,6 +97,11 @@ class CasePlanning:
     the case (a service names the goal it serves by its id alone)."""
     closed_at: datetime | None = None
     """When the case was last closed: a reopened case's new cycle starts after it."""
+    last_work: str = ""
+    last_work_at: datetime | None = None
+    """What of planning's own events of the current cycle is stated as happening latest (``plan
+    plan-1 was agreed``), and when (``None``: none, or none applied with its moment): the
+    cycle's closure does not come before it."""
     contact_ids: set[str] = field(default_factory=set)
     evaluation_ids: set[str] = field(default_factory=set)
     version_changes: deque[tuple[int, int]] = field(
@@ -123,6 +128,9 @@ class CasePlanning:
 
     def apply(self, event: CaseEvent, occurred_at: datetime | None = None) -> None:
         """Apply ``event``, stated as happening at ``occurred_at``."""
+        work = cycle_work(event)
+        if work and occurred_at is not None and occurred_at >= (self.last_work_at or occurred_at):
+            self.last_work, self.last_work_at = work, occurred_at
         match event:
             case PlanDrafted():
                 goals = {g.goal_id: GoalState(g) for g in event.goals}
@@ -152,11 +160,37 @@ class CasePlanning:
             case CaseClosed():
                 self.closures += 1
                 self.closed_at = occurred_at
+                self.last_work, self.last_work_at = "", None
                 if self.plan is not None:
                     self.past_ids.update((self.plan.plan_id, *self.plan.goals))
                     self.plan = None
             case _:
                 pass
+
+
+def cycle_work(event: CaseEvent) -> str:
+    """What ``event`` of planning's stream did in the case's cycle, as an ordering refusal names
+    it (``""``: not work of the cycle, a closure ending it)."""
+    match event:
+        case PlanDrafted():
+            return f"plan {event.plan_id} was drafted"
+        case PlanAgreed():
+            return f"plan {event.plan_id} was agreed"
+        case GoalAdded() | GoalRevised():
+            done = "added" if isinstance(event, GoalAdded) else "revised"
+            return f"goal {event.goal.goal_id} was {done}"
+        case GoalAchieved():
+            return f"goal {event.goal_id} was achieved"
+        case GoalDropped():
+            return f"goal {event.goal_id} was dropped"
+        case ContactLogged():
+            return f"contact {event.contact_id} was logged"
+        case ProgressEvaluated():
+            return f"evaluation {event.evaluation_id} was made"
+        case DischargePlanned():
+            return "the discharge was planned"
+        case _:
+            return ""
 
 
 def fold(case_id: str, history: Iterable[RecordedEvent]) -> CasePlanning:
@@ -205,6 +239,13 @@ class CaseFacts:
     assessed: bool = False
     """Intake recorded the initial assessment of the case's current episode (after its last
     reopening: a reopened case is assessed again)."""
+    assessed_at: datetime | None = None
+    """When intake says the case's latest initial assessment was made: the plan, which builds
+    on it, follows it. ``None``: none, or a view kept before this was (not checked)."""
+    assigned_at: datetime | None = None
+    """When coordination says the case was first assigned a worker (who stays through a
+    closure and a reopening until another is assigned): the plan follows it too. ``None``:
+    never, or a view kept before this was (not checked)."""
     reopens: int = 0
     reopened_at: datetime | None = None
     """When intake says the case was last reopened: the current cycle's work follows it."""

@@ -63,6 +63,7 @@ from tests.support.identity import acting
 
 INTAKE = "casetrail/intake"
 COORDINATION = "casetrail/coordination"
+PLANNING = "casetrail/planning"
 
 COORDINATOR = Actor("coord-1", Role.COORDINATOR)
 WORKER = Actor("worker-ana", Role.SOCIAL_WORKER)
@@ -201,20 +202,31 @@ class Bus:
         return BusProjectionHandler(self.read_models, CaseFactsProjection(), service="planning")
 
     async def record(
-        self, source: str, case_id: str, *events: CaseEvent, actor: Actor = COORDINATOR
+        self,
+        source: str,
+        case_id: str,
+        *events: CaseEvent,
+        actor: Actor = COORDINATOR,
+        occurred_at: datetime = START,
     ) -> list[RecordedEvent]:
         """Append events as service ``source`` would, then deliver everything pending."""
-        recorded = await self.append(source, case_id, *events, actor=actor)
+        recorded = await self.append(source, case_id, *events, actor=actor, occurred_at=occurred_at)
         await self.sync()
         return recorded
 
     async def append(
-        self, source: str, case_id: str, *events: CaseEvent, actor: Actor = COORDINATOR
+        self,
+        source: str,
+        case_id: str,
+        *events: CaseEvent,
+        actor: Actor = COORDINATOR,
+        occurred_at: datetime = START,
     ) -> list[RecordedEvent]:
-        """Append events as service ``source`` would, delivering nothing yet."""
-        store = await self._store(source)
+        """Append events as service ``source`` would (planning's own: to its store, as
+        recorded before a rule it breaks was), delivering nothing yet."""
+        store = self.planning_store if source == PLANNING else await self._store(source)
         self.keys += 1
-        context = CommandContext(actor=actor, idempotency_key=f"k{self.keys}", occurred_at=START)
+        context = CommandContext(actor, f"k{self.keys}", occurred_at=occurred_at)
         stream = f"case-{case_id}"
         return await store.append(
             stream, context.new_events(source, events), await store.stream_version(stream)
@@ -223,7 +235,7 @@ class Bus:
     async def sync(self) -> None:
         """Deliver every event not yet delivered, from every store (planning's included)."""
         handler, facts = self.handler(), self.facts_handler()
-        for name, store in [("casetrail/planning", self.planning_store), *self.stores.items()]:
+        for name, store in [(PLANNING, self.planning_store), *self.stores.items()]:
             position = self.delivered_up_to.get(name, 0)
             for recorded in await store.read_all(position):
                 await handler(recorded)

@@ -8,13 +8,13 @@ from uuid import uuid4
 import pytest
 
 from casetrail.planning.v1 import planning_pb2
-from casetrail_platform.commands import RuleBroken
+from casetrail_platform.commands import InvalidCommand, RuleBroken
 from casetrail_platform.grpc_platform.answer_caps import Cap
 from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.projections.runner import BusProjectionHandler
 from events.catalog.assignment import CredentialKind, WorkerCredential
 from events.catalog.base import Role
-from events.catalog.cases import DischargeReason
+from events.catalog.cases import CaseClosed, DischargeReason
 from events.catalog.erasure import ClientErased
 from events.catalog.monitoring import ContactKind
 from events.catalog.values import NeedCategory
@@ -38,7 +38,10 @@ from tests.unit.planning.support import (
     COORDINATOR,
     INTAKE,
     INTAKE_WORKER,
+    OTHER_WORKER,
+    PLANNING,
     START,
+    WORKER,
     Bus,
     Planner,
     assessed,
@@ -47,6 +50,7 @@ from tests.unit.planning.support import (
     case_opened,
     dump,
     goal,
+    reassigned,
     reopened,
 )
 
@@ -316,6 +320,82 @@ async def test_a_contact_logged_late_does_not_replace_the_latest_follow_up(
         "2030-03-05",
     )
     overdue, _ = await views.find(CaseFilter(overdue_before=date(2030, 3, 6)), limit=10)
+    assert [found["case_id"] for found in overdue] == ["case-f"]
+
+
+async def test_a_plan_is_not_dated_before_the_assessment_and_the_assignment_it_builds_on(
+    deps: Dependencies, bus: Bus, read_models: ReadModelStore
+) -> None:
+    """Only the opening was checked: a plan stated as drafted before the case was assessed and
+    assigned was accepted, and audit's state as of it showed a plan of a case with neither."""
+    plan = Planner(deps, bus)
+    views = CaseViews(bus.read_models)
+    day = timedelta(days=1)
+    await bus.open_case("case-p", None, assess=False)
+    await bus.record(INTAKE, "case-p", assessed("case-p"), occurred_at=START + day)
+    await bus.record(COORDINATION, "case-p", assigned("case-p"), occurred_at=START + 2 * day)
+    handed_on = reassigned("case-p", WORKER, OTHER_WORKER)
+    await bus.record(COORDINATION, "case-p", handed_on, occurred_at=START + 3 * day)
+
+    facts = await views.facts("case-p")
+    # The first assignment: the case had a worker from then on.
+    assert (facts.assessed_at, facts.assigned_at) == (START + day, START + 2 * day)
+    draft = c.DraftPlan("case-p", "plan-1", (goal("goal-walk"),))
+    for moment, rule, earlier in [
+        (START + day / 2, "case case-p was assessed", START + day),
+        (START + day * 3 / 2, "case case-p was first assigned a worker", START + 2 * day),
+    ]:
+        with pytest.raises(InvalidCommand) as refused:
+            await plan(draft, COORDINATOR, occurred_at=moment)
+        [problem] = refused.value.violations
+        assert problem.field == "context.occurred_at"
+        assert problem.problem == f"must not be before {rule} ({earlier.isoformat()})"
+
+    # Delivered in any order (the reassignment first), the view tells the same.
+    coordination = await bus.stores[COORDINATION].read_all(0)
+    await read_models.reset(PROJECTION.name, PROJECTION.collections)
+    handler = bus.handler()
+    for recorded in [*await bus.stores[INTAKE].read_all(0), *reversed(coordination)]:
+        await handler(recorded)
+    assert await views.facts("case-p") == facts
+    # A document kept before the moments were: not known, so not checked.
+    kept = await read_models.get(CASE_VIEWS, "case-p")
+    assert kept is not None
+    del kept["assessed_at"], kept["assigned_at"]
+    async with read_models.transaction() as transaction:
+        await transaction.put(CASE_VIEWS, "case-p", kept)
+    known = await views.facts("case-p")
+    assert (known.assessed_at, known.assigned_at) == (None, None)
+    await plan(draft, COORDINATOR, occurred_at=START + 2 * day)
+
+
+async def test_a_reopened_cases_follow_up_is_its_new_cycles_whatever_the_earlier_ones_date(
+    deps: Dependencies, bus: Bus
+) -> None:
+    """A closure stated before its cycle's last contact (accepted until closures were kept
+    after their cycle's work): the new cycle's contact, dated before that earlier contact, was
+    taken for history, and the reopened case left the overdue list for good."""
+    plan = Planner(deps, bus)
+    views = CaseViews(bus.read_models)
+    await bus.open_case("case-f")
+    late_visit = c.LogContact("case-f", "visit", ContactKind.HOME_VISIT, "ok", date(2030, 3, 20))
+    await plan(late_visit, occurred_at=START + timedelta(days=10))
+    closed = CaseClosed(case_id="case-f", reason=DischargeReason.CLIENT_MOVED)
+    await bus.record(
+        PLANNING, "case-f", closed, actor=WORKER, occurred_at=START + timedelta(days=1)
+    )
+    await bus.record(INTAKE, "case-f", reopened("case-f"), occurred_at=START + timedelta(days=2))
+    call = c.LogContact("case-f", "call", ContactKind.PHONE_CALL, "back", date(2030, 3, 9))
+    await plan(call, occurred_at=START + timedelta(days=3))
+
+    view = await views.get("case-f")
+    assert view is not None
+    assert (view["status"], view["next_follow_up_due"], view["last_contact_on"]) == (
+        "open",
+        "2030-03-09",
+        "2030-03-04",
+    )
+    overdue, _ = await views.find(CaseFilter(overdue_before=date(2030, 3, 10)), limit=10)
     assert [found["case_id"] for found in overdue] == ["case-f"]
 
 

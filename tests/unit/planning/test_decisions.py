@@ -21,6 +21,7 @@ from events.catalog.cases import CaseClosed, DischargeReason
 from events.catalog.monitoring import ContactKind, ContactLogged, GoalProgress, ProgressRating
 from events.catalog.planning import (
     Goal,
+    GoalAchieved,
     GoalRevised,
     PlanAgreed,
     PlanDrafted,
@@ -852,3 +853,48 @@ def test_work_is_not_dated_between_the_last_closure_and_the_reopening_that_follo
     assert problem.field == "context.occurred_at"
     assert f"must not be before case {CASE} was last reopened" in problem.problem
     assert decide(record, facts, WORKER, draft, reopened_at), "at the reopening's moment"
+
+
+def test_a_closure_is_not_dated_before_its_cycles_latest_work() -> None:
+    """A closure for goals achieved stated between the drafting and the agreement was
+    accepted: audit's state as of it showed the case closed for goals achieved with its plan
+    never agreed and its goal active."""
+    drafted_at = datetime(2030, 3, 10, 9, 0, tzinfo=UTC)
+    record = CasePlanning(CASE)
+    record.apply(drafted("goal-walk"), drafted_at)
+    record.apply(
+        PlanAgreed(
+            case_id=CASE, plan_id="plan-1", plan_version=1, goal_ids=("goal-walk",),
+            signed_by_client=True,
+        ),
+        drafted_at + timedelta(days=2),
+    )  # fmt: skip
+    achieved_at = drafted_at + timedelta(days=5)
+    record.apply(GoalAchieved(case_id=CASE, plan_id="plan-1", goal_id="goal-walk"), achieved_at)
+    # A contact written up late, dated before the achievement, is not the latest work.
+    contact = ContactLogged(
+        case_id=CASE, contact_id="contact-1", kind=ContactKind.PHONE_CALL, summary="ok"
+    )
+    record.apply(contact, drafted_at + timedelta(days=1))
+    closure = c.CloseCase(CASE, DischargeReason.GOALS_ACHIEVED, None)
+
+    with pytest.raises(InvalidCommand) as error:
+        decide(record, FACTS, WORKER, closure, drafted_at + timedelta(days=1))
+
+    [problem] = error.value.violations
+    assert problem.field == "context.occurred_at"
+    assert problem.problem == (
+        f"must not be before goal goal-walk was achieved ({achieved_at.isoformat()})"
+    )
+    [event] = decide(record, FACTS, WORKER, closure, achieved_at)
+    record.apply(event, achieved_at)
+    # The reopened case's closure follows its own cycle's work, the earlier cycle's is done.
+    reopened_at = achieved_at + timedelta(days=1)
+    facts = replace(REOPENED, reopened_at=reopened_at)
+    logged = c.LogContact(CASE, "contact-2", ContactKind.HOME_VISIT, "back", None)
+    for event in decide(record, facts, WORKER, logged, reopened_at + timedelta(days=3)):
+        record.apply(event, reopened_at + timedelta(days=3))
+    moved = c.CloseCase(CASE, DischargeReason.CLIENT_MOVED, None)
+    with pytest.raises(InvalidCommand, match="contact contact-2 was logged"):
+        decide(record, facts, WORKER, moved, reopened_at + timedelta(days=2))
+    assert decide(record, facts, WORKER, moved, reopened_at + timedelta(days=3))
