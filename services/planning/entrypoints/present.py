@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, MutableSequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
 
 from casetrail.common.v1 import common_pb2
 from casetrail.planning.v1 import planning_pb2
@@ -35,12 +38,12 @@ def case_view(document: Document) -> planning_pb2.GetCaseViewResponse:
         needs=_needs(document),
         services=[_service(service) for service in document["services"]],
         referrals=[_referral(referral) for referral in document["referrals"]],
+        previous_plans=[_plan(plan) for plan in previous_plans(document)],
         next_follow_up_due=document["next_follow_up_due"] or "",
         last_contact_on=document["last_contact_on"] or "",
         contacts_logged=document["contacts_logged"],
         closure_reason=document["closure_reason"] or "",
     )
-    _list_previous_plans(view, previous_plans(document))
     if document["worker_id"] is not None:
         view.worker.CopyFrom(
             planning_pb2.AssignedWorker(
@@ -61,52 +64,78 @@ def case_view(document: Document) -> planning_pb2.GetCaseViewResponse:
     return view
 
 
-PREVIOUS_PLANS_BYTES = 2 * 1024 * 1024
-"""How much of a case view its earlier cycles' plans may take: a plan holds up to
-``MAX_PLAN_GOALS_BYTES`` of goals, and a case reopened again and again keeps every one, so
-listed whole they would take the answer past gRPC's 4 MiB, which never reaches the caller."""
+CASE_VIEW_BYTES = 3 * 1024 * 1024 + 512 * 1024
+"""The most a case view answer takes, half a MiB under gRPC's 4 MiB default, past which the
+answer never reaches the caller (refused RESOURCE_EXHAUSTED by its client, after the read was
+recorded, so the case could never be read again). Each part was capped alone, yet the current
+plan (``MAX_PLAN_GOALS_BYTES`` of goals), the discharge plan (an event, ``MAX_EVENT_BYTES``)
+and the lists' caps added up past it: the lists that grow with the case share what the rest
+leaves (``cut_case_view``)."""
 
-
-def _list_previous_plans(view: planning_pb2.GetCaseViewResponse, plans: list[Document]) -> None:
-    """The latest of ``plans`` that fit in ``PREVIOUS_PLANS_BYTES``, oldest first, and whether
-    that is all of them."""
-    listed: list[planning_pb2.PlanView] = []
-    size = 0
-    for plan in reversed(plans):
-        message = _plan(plan)
-        size += message.ByteSize()
-        if size > PREVIOUS_PLANS_BYTES:
-            break
-        listed.append(message)
-    view.previous_plans.extend(reversed(listed))
-    view.previous_plans_total = len(plans)
-    view.previous_plans_truncated = len(listed) < len(plans)
-
-
-VIEW_SERVICES = Cap(1000, 1536 * 1024)
 VIEW_REFERRALS = Cap(100, 256 * 1024)
-"""What a case view lists at most of its services and referrals, which grow with the case (a
-service about 1.2 KB at most, 2.6 KB with four-byte characters; a referral 1.1 KB, 2.9 KB)."""
+VIEW_SERVICES = Cap(1000, 1536 * 1024)
+VIEW_PREVIOUS_PLANS = Cap(100, 2 * 1024 * 1024)
+"""What a case view lists at most of its referrals, services and earlier cycles' plans, which
+grow with the case (a referral 1.1 KB at most, 2.9 KB with four-byte characters; a service
+about 1.2 KB, 2.6 KB; a plan up to ``MAX_PLAN_GOALS_BYTES`` of goals, and a case reopened again
+and again keeps every one), within what the answer leaves them (``CASE_VIEW_BYTES``)."""
 
 
 def cut_case_view(view: planning_pb2.GetCaseViewResponse) -> None:
-    """Keep in ``view`` (what the caller may read of the case) the services and referrals that
-    matter most, within their caps, in their order, with ``*_truncated`` and ``*_total``: the
-    services still scheduled, the soonest first, then the others, the latest first; the
-    referrals still running, then the others, the latest first."""
-    view.services_truncated, view.services_total = cut(
-        view.services, VIEW_SERVICES, lambda _, service: _service_rank(service)
+    """Keep in ``view`` (what the caller may read of the case) the entries that matter most of
+    its lists that grow with the case, each within its cap and all within what the rest of the
+    answer leaves of ``CASE_VIEW_BYTES``, in their order, with ``*_truncated`` and ``*_total``.
+    The current cycle's first: the referrals still running, then the others, the latest first;
+    the services still scheduled, the soonest first, then the others, the latest first; then,
+    in what is left, the earlier cycles' plans, the latest first."""
+    referrals, services, plans = (
+        list(view.referrals),
+        list(view.services),
+        list(view.previous_plans),
     )
-    view.referrals_truncated, view.referrals_total = cut(
-        view.referrals,
-        VIEW_REFERRALS,
-        lambda index, referral: (referral.status not in OPEN_REFERRAL_STATUSES, -index),
+    del view.referrals[:], view.services[:], view.previous_plans[:]
+    view.referrals_total, view.services_total = len(referrals), len(services)
+    view.previous_plans_total = len(plans)
+    # At their largest while the rest of the answer is measured.
+    view.referrals_truncated = view.services_truncated = view.previous_plans_truncated = True
+    view.referrals_truncated = _fill(
+        view, view.referrals, referrals, VIEW_REFERRALS, _referral_rank
+    )
+    view.services_truncated = _fill(view, view.services, services, VIEW_SERVICES, _service_rank)
+    view.previous_plans_truncated = _fill(
+        view, view.previous_plans, plans, VIEW_PREVIOUS_PLANS, _latest_first
     )
 
 
-def _service_rank(service: planning_pb2.ServiceView) -> tuple[int, float]:
+E = TypeVar("E", bound=Message)
+
+
+def _fill(
+    view: planning_pb2.GetCaseViewResponse,
+    listed: MutableSequence[E],
+    entries: list[E],
+    cap: Cap,
+    rank: Callable[[int, E], tuple[float | int | bool, ...]],
+) -> bool:
+    """Put in ``listed`` (a list of ``view``) the best ranked of ``entries`` that fit ``cap``
+    and what the rest of ``view`` leaves of ``CASE_VIEW_BYTES``; whether any was left out."""
+    room = CASE_VIEW_BYTES - view.ByteSize()
+    listed.extend(entries)
+    truncated, _ = cut(listed, Cap(cap.listed, max(0, min(cap.size, room))), rank)
+    return truncated
+
+
+def _referral_rank(index: int, referral: planning_pb2.ReferralView) -> tuple[bool, int]:
+    return referral.status not in OPEN_REFERRAL_STATUSES, -index
+
+
+def _service_rank(_: int, service: planning_pb2.ServiceView) -> tuple[int, float]:
     starts = datetime.fromisoformat(service.starts_at).timestamp() if service.starts_at else 0.0
     return (0, starts) if service.status == "scheduled" else (1, -starts)
+
+
+def _latest_first(index: int, _: Message) -> tuple[int]:
+    return (-index,)
 
 
 def case_summary(document: Document, *, special: bool) -> planning_pb2.CaseSummary:

@@ -9,16 +9,19 @@ import pytest
 
 from casetrail.planning.v1 import planning_pb2
 from casetrail_platform.commands import InvalidCommand, RuleBroken
-from casetrail_platform.grpc_platform.answer_caps import Cap
-from casetrail_platform.projections.port import ReadModelStore
+from casetrail_platform.grpc_platform.answer_caps import ENTRY_FRAMING, Cap
+from casetrail_platform.limits import MAX_EVENT_BYTES, MAX_GOALS_PER_PLAN, MAX_PLAN_GOALS_BYTES
+from casetrail_platform.projections.port import Document, ReadModelStore
 from casetrail_platform.projections.runner import BusProjectionHandler
 from events.catalog.assignment import CredentialKind, WorkerCredential
 from events.catalog.base import Role
 from events.catalog.cases import CaseClosed, DischargeReason
 from events.catalog.erasure import ClientErased
 from events.catalog.monitoring import ContactKind
+from events.catalog.planning import PlanTask, TaskOwner, TaskOwnerKind
 from events.catalog.values import NeedCategory
 from events.envelope import EventMetadata, RecordedEvent
+from services.planning.adapters.case_document import new_document
 from services.planning.adapters.case_views import (
     CASE_VIEWS,
     RETIRED,
@@ -33,6 +36,7 @@ from services.planning.app.handlers import Dependencies
 from services.planning.domain import commands as c
 from services.planning.domain.model import StaffMember
 from services.planning.entrypoints import present
+from tests.unit.planning.conftest import Planning
 from tests.unit.planning.support import (
     COORDINATION,
     COORDINATOR,
@@ -50,6 +54,7 @@ from tests.unit.planning.support import (
     case_opened,
     dump,
     goal,
+    query,
     reassigned,
     reopened,
 )
@@ -220,20 +225,22 @@ async def test_a_reopened_case_shows_the_plan_of_its_new_cycle_only(
     assert [plan.plan_id for plan in shown.previous_plans] == ["plan-1"]
 
     # Reopened again and again, every cycle's plan is kept: the view lists the latest that
-    # fit in PREVIOUS_PLANS_BYTES and says how many there are (whole, they could take the
-    # answer past gRPC's 4 MiB, which never reaches the caller).
+    # fit in their cap and says how many there are (whole, they could take the answer past
+    # gRPC's 4 MiB, which never reaches the caller).
     earlier = view["previous_plans"][0]
     many = view | {
         "previous_plans": [earlier | {"plan_id": f"plan-0{n}"} for n in range(5)]
         + view["previous_plans"]
     }
-    one_plan = present.case_view(view).previous_plans[0].ByteSize()
+    one_plan = present.case_view(view).previous_plans[0].ByteSize() + ENTRY_FRAMING
+    cut = present.case_view(many)
     with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(present, "PREVIOUS_PLANS_BYTES", one_plan * 2 + 2)
-        cut = present.case_view(many)
+        patched.setattr(present, "VIEW_PREVIOUS_PLANS", Cap(100, one_plan * 2 + 2))
+        present.cut_case_view(cut)
     assert [plan.plan_id for plan in cut.previous_plans] == ["plan-04", "plan-1"]
     assert (cut.previous_plans_total, cut.previous_plans_truncated) == (6, True)
     whole = present.case_view(many)
+    present.cut_case_view(whole)
     assert (len(whole.previous_plans), whole.previous_plans_truncated) == (6, False)
 
     # Rebuilt with intake's reopening replayed after planning's new plan: the same view.
@@ -576,3 +583,120 @@ def test_the_view_lists_its_services_and_referrals_within_their_caps(
     present.cut_case_view(big)
     assert (big.services_truncated, big.referrals_truncated) == (True, True)
     assert big.ByteSize() < 2 * 1024 * 1024
+
+
+GRPC_ANSWER_BYTES = 4 * 1024 * 1024
+"""gRPC's default limit on a message a client receives."""
+WIDE = "\N{GRINNING FACE}"
+"""A character of four bytes: texts are bounded in characters."""
+
+
+def _largest_goal(index: int) -> Document:
+    """A goal of the current plan as the view keeps it, its catalog JSON the plan's bound's
+    share (``MAX_PLAN_GOALS_BYTES`` over ``MAX_GOALS_PER_PLAN``)."""
+    task = PlanTask(
+        task_id="t" * 64,
+        description=WIDE * 500,
+        owner=TaskOwner(kind=TaskOwnerKind.PROVIDER, owner_id="p" * 64),
+        target_date=date(2199, 12, 31),
+    )
+    shell = goal(f"goal-{index:03d}".ljust(64, "g"), WIDE).model_copy(update={"tasks": (task,)})
+    share = MAX_PLAN_GOALS_BYTES // MAX_GOALS_PER_PLAN
+    filled = shell.model_copy(
+        update={"statement": WIDE * ((share - len(shell.model_dump_json().encode())) // 4 + 1)}
+    )
+    return {
+        "goal": filled.model_dump(mode="json"),
+        "status": "achieved",
+        "latest_rating": "some_progress",
+    }
+
+
+def _largest_case_document(case_id: str, client_id: str) -> Document:
+    """A case view document with each part at its largest: the current plan's goals at the
+    plan's bound, a discharge plan of a whole event (``MAX_EVENT_BYTES``, its texts sealed
+    there, so larger than here), every need, and more earlier plans, services and referrals
+    of the largest entries than their caps list."""
+    goals = [_largest_goal(index) for index in range(MAX_GOALS_PER_PLAN)]
+    plan: Document = {
+        "plan_id": "p" * 64, "version": 2**31 - 1, "agreed_version": 2**31 - 2,
+        "agreement_status": "awaiting_agreement", "goals": goals,
+        "last_evaluated_on": "2199-12-31", "adjustment_needed": True, "cycle": 3,
+    }  # fmt: skip
+    service: Document = {
+        "service_id": "s" * 64, "kind": "physical_therapy", "provider_id": "p" * 64,
+        "provider_name": WIDE * 500, "starts_at": "2199-12-31T23:59:59.999999+00:00",
+        "ends_at": "2199-12-31T23:59:59.999999+00:00", "status": "scheduled",
+        "goal_id": "g" * 64, "referral_id": "r" * 64,
+    }  # fmt: skip
+    referral: Document = {
+        "referral_id": "r" * 64, "provider_id": "p" * 64, "provider_name": WIDE * 500,
+        "need_category": "physical_therapy", "service": WIDE * 500, "urgency": "immediate",
+        "status": "accepted",
+    }  # fmt: skip
+    document = new_document(case_id)
+    needs = sorted(need.value for need in NeedCategory)
+    document.update(
+        client_id=client_id, opened=True, worker_id=WORKER.user_id, worker_role="social_worker",
+        presented_needs=needs,
+        assessed_needs=[{"category": need, "urgency": "immediate"} for need in needs],
+        needs=needs, plan=plan, previous_plans=[plan | {"cycle": cycle} for cycle in range(3)],
+        services=[service] * 3000, referrals=[referral] * 500, reopens=3, closures=3,
+        stage="active", next_follow_up_due="2199-12-31", last_contact_on="2199-12-31",
+        contacts_logged=2**31 - 1,
+        discharge={
+            "target_date": "2199-12-31", "criteria": [WIDE * 500] * (MAX_EVENT_BYTES // 2000),
+            "aftercare": [], "long_term_maintenance": True, "cycle": 3,
+        },
+    )  # fmt: skip
+    return document
+
+
+def test_the_largest_case_view_fits_one_grpc_answer() -> None:
+    """Each part of a case view was capped alone, but the caps added up past gRPC's 4 MiB: the
+    current plan (1 MiB), an earlier cycle's plan (2 MiB for them), services (1.5 MiB),
+    referrals (256 KiB) and the discharge plan made an answer its client refused, so the case
+    could never be read again (each attempt recorded as a read). One budget now holds them."""
+    assert present.CASE_VIEW_BYTES <= GRPC_ANSWER_BYTES - 512 * 1024
+    view = present.case_view(_largest_case_document("case-big", "client-big"))
+    rest = planning_pb2.GetCaseViewResponse()
+    rest.CopyFrom(view)
+    del rest.services[:], rest.referrals[:], rest.previous_plans[:]
+    # What the growing lists do not take leaves them room: the running referrals and the
+    # scheduled services, then the earlier plans.
+    assert rest.ByteSize() < present.CASE_VIEW_BYTES - 2 * 1024 * 1024
+
+    present.cut_case_view(view)
+
+    assert view.ByteSize() <= present.CASE_VIEW_BYTES
+    assert (view.referrals_total, view.services_total, view.previous_plans_total) == (500, 3000, 3)
+    cut = (view.referrals_truncated, view.services_truncated, view.previous_plans_truncated)
+    assert cut == (True, True, True)
+    assert [len(view.referrals) > 0, len(view.services) > 0] == [True, True]
+    # With fewer services, the earlier plans take the room they leave, the latest first.
+    few = present.case_view(_largest_case_document("case-big", "client-big"))
+    del few.services[10:]
+    present.cut_case_view(few)
+    assert few.ByteSize() <= present.CASE_VIEW_BYTES
+    assert (len(few.services), few.services_truncated) == (10, False)
+    assert (len(few.previous_plans), few.previous_plans_truncated) == (2, True)
+
+
+async def test_the_largest_case_view_reaches_its_reader(planning: Planning) -> None:
+    """Through gRPC: the view was refused RESOURCE_EXHAUSTED by its reader's client."""
+    bus = planning.bus
+    await bus.open_case("case-big")
+    views = CaseViews(bus.read_models)
+    opened = await views.get("case-big")
+    assert opened is not None
+    largest = _largest_case_document("case-big", opened["client_id"])
+    async with bus.read_models.transaction() as transaction:
+        await transaction.put(CASE_VIEWS, "case-big", largest)
+
+    view = await planning.stub.GetCaseView(
+        planning_pb2.GetCaseViewRequest(context=query(WORKER, "direct_care"), case_id="case-big")
+    )
+
+    assert view.ByteSize() <= present.CASE_VIEW_BYTES
+    assert len(view.plan.goals) == MAX_GOALS_PER_PLAN
+    assert (view.services_truncated, view.services_total) == (True, 3000)
