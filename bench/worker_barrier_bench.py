@@ -21,9 +21,10 @@ swapped in and out between windows; the product has no such switch.
 Intake, coordination and planning run in this process (``services.runner.start_services``),
 as does the load: a closed loop of ``LogContact``, then of ``GetCaseView``, calls by each
 case's worker, 1 and 16 in flight (one case per caller, 16 cases assigned to two workers of
-two teams beforehand), then of a consent granted and revoked in turn by a social worker on
+two teams beforehand), then of a consent granted and revoked in turn by an intake worker on
 fresh cases (``CONSENT_CASES`` opened for each window and shared out among the callers: a
-case's stream read whole by each command stays short).
+case's stream read whole by each command stays short; assigned to no one, so the case is
+intake's, and a case-carrying worker records consents only on the case they carry).
 Rounds alternate which of on and off goes first; each window is timed on its own, and the
 table gives the medians over the rounds, the ratio of the medians and each round's ratio.
 Embedded: SQLite files and the in-process bus. Distributed: a fresh PostgreSQL database and
@@ -98,7 +99,8 @@ WORKERS = (
     Person("cm-dana-reyes", "case_manager", team="team-east"),
     Person("sw-tom-becker", "social_worker", team="team-west"),
 )
-SOCIAL_WORKER = WORKERS[1]
+INTAKE_WORKER = Person("iw-bench", "intake_worker")
+"""Records the consents: the consent cases are assigned to no one (``_consent_callers``)."""
 IN_FLIGHT = (1, 16)
 MODES = ("off", "on")
 CALLS = ("LogContact", "GetCaseView", "Grant/RevokeConsent")
@@ -222,7 +224,7 @@ async def _assigned_cases(stubs: Connection, count: int) -> list[tuple[Person, s
 
 async def _consent_callers(stubs: Connection, in_flight: int) -> list[list[tuple[Person, str]]]:
     """``CONSENT_CASES`` fresh cases shared out among ``in_flight`` callers, each case
-    the social worker's to record consents on."""
+    the intake worker's to record consents on (assigned to no one yet)."""
     cases: list[str] = []
     while len(cases) < CONSENT_CASES:
         batch = min(16, CONSENT_CASES - len(cases))
@@ -232,7 +234,7 @@ async def _consent_callers(stubs: Connection, in_flight: int) -> list[list[tuple
     # What the openings set going elsewhere (other services learning of the cases) settles
     # before the window is timed.
     await asyncio.sleep(1.0)
-    return [[(SOCIAL_WORKER, c) for c in cases[i::in_flight]] for i in range(in_flight)]
+    return [[(INTAKE_WORKER, c) for c in cases[i::in_flight]] for i in range(in_flight)]
 
 
 def _not_invalid(refusal: Refusal) -> bool:
@@ -469,7 +471,7 @@ async def main(args: argparse.Namespace) -> None:
             "",
             "`LogContact`, then `GetCaseView` (purpose direct_care), by the case's assigned "
             "worker, closed loop, one case per call in flight, then `GrantConsent` and "
-            "`RevokeConsent` in turn by a social worker on "
+            "`RevokeConsent` in turn by an intake worker on "
             f"{CONSENT_CASES} cases opened for each window and shared out among the callers; "
             "intake, coordination, planning "
             "and the load in one process. On = the product (the worker's command waits for "

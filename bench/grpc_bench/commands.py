@@ -33,7 +33,6 @@ def command_context(run_id: str, key: str) -> common_pb2.CommandContext:
 
 BENCH_USERS = {
     "rcp-bench": "receptionist",
-    "sw-bench": "social_worker",
     "coord-bench": "coordinator",
 }
 """Who calls: each benchmark user with their role (carried by their bearer token)."""
@@ -155,7 +154,9 @@ class Commands:
                 expires_at=_in_days(30),
                 document_reference="scan://consents/bench.pdf",
             ),
-            metadata=self._as["sw-bench"],
+            # The cases are assigned to no one: a social worker records consents only on
+            # their own.
+            metadata=self._as["coord-bench"],
         )
 
     async def make_referral(self) -> None:

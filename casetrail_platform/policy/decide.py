@@ -205,6 +205,25 @@ def decide_supervision(
     return refusal("no-relationship", "a supervisor acts only on the cases of their team")
 
 
+def decide_case_work(
+    principal: Principal, facts: CaseFacts, *, home_agency: str, now: datetime
+) -> Decision:
+    """Whether a case manager or social worker may record the case's work at intake (its
+    initial assessment, the client's consents and their revocation): only on the case assigned
+    to them, as planning and coordination hold them and as they read only those
+    (``assigned-worker``). Before any worker is assigned the case is intake's: its intake
+    workers and coordinators, who take cases in and assess them, record there (their role,
+    the agency's staff, is all they need: ``decide_command``). A role check alone let any
+    case manager record a stranger's assessment and withdraw the consents of a case they may
+    not read."""
+    if Relationship.ASSIGNED_WORKER in relationships(principal, facts, home_agency, now):
+        return Decision(True, "assigned-worker")
+    return refusal(
+        "no-relationship",
+        "a case manager or social worker records only on the cases assigned to them",
+    )
+
+
 def decide_client_correction(
     principal: Principal, cases: Sequence[CaseFacts], *, home_agency: str, now: datetime
 ) -> Decision:

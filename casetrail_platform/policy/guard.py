@@ -31,12 +31,13 @@ from casetrail_platform.policy import redaction
 from casetrail_platform.policy.decide import (
     any_rule_for,
     decide,
+    decide_case_work,
     decide_client_correction,
     decide_supervision,
     may_rest_on_ended,
 )
 from casetrail_platform.policy.facts import CaseFacts, Entry, Fold, fold, in_order
-from casetrail_platform.policy.matrix import REFUSALS
+from casetrail_platform.policy.matrix import CARRYING, REFUSALS
 from casetrail_platform.policy.projection import CaseFactsReader
 from casetrail_platform.policy.vocabulary import (
     REDISCLOSURE_NOTICE_TEXT,
@@ -73,6 +74,10 @@ SECTIONS_NOT_COVERED = "sections-not-covered"
 
 DEFAULT_HOME_AGENCY = "eastbay-dss"
 """The agency whose staff the services serve (the example agency's id)."""
+
+CASE_WORK_PURPOSE = AccessPurpose.DIRECT_CARE
+"""What a refused command on a case's work (``AccessControl.require_case_work``) is recorded
+under: a command states no purpose, and this is the work's (the ``assigned-worker`` rule's)."""
 
 
 class Answer(Protocol):
@@ -342,6 +347,26 @@ class AccessControl:
         if not decision.allowed:
             raise AccessDenied(principal, Action.RECORD, decision)
         return case_ids
+
+    async def require_case_work(self, principal: Principal, action: Action, case_id: str) -> None:
+        """Refuse, and record under ``CASE_WORK_PURPOSE``, a case manager's or social worker's
+        command on the work of a case not assigned to them (``decide_case_work``:
+        PERMISSION_DENIED ``NO_RELATIONSHIP``). Decided on the case's facts alone, before
+        anything tells whether the case exists or what state it is in: an unknown case id (its
+        facts name no worker) is refused and recorded alike. Their right rests on an
+        assignment a transfer ends, so the facts are read afresh once they hold what the bus
+        has of the case (``reader_facts``' barrier; not in time, ``NotCaughtUp`` naming the
+        case): coordination answers an assignment once it is on the bus, so the worker it was
+        just given to is let in, and the one it was just taken from is not. Other roles are
+        left to the service's own rules."""
+        if principal.role not in CARRYING:
+            return
+        facts = (await self._facts_of([case_id], wait=True, subject=case_id))[case_id]
+        decision = decide_case_work(
+            principal, facts, home_agency=self.home_agency, now=self.clock()
+        )
+        if not decision.allowed:
+            await self.refuse(principal, action, CASE_WORK_PURPOSE, case_id, decision)
 
     async def require_role(
         self, principal: Principal, action: Action, purpose: AccessPurpose, case_id: str

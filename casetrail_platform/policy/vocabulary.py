@@ -31,6 +31,10 @@ class Action(StrEnum):
     BREAK_GLASS = "open an emergency access to a case"
     REVIEW_EMERGENCY_ACCESS = "review an emergency access"
     CLOSE_EMERGENCY_ACCESS = "close an emergency access"
+    RECORD_ASSESSMENT = "record a case's initial assessment"
+    RECORD_CONSENT = "record a client's consent or its revocation"
+    """Intake's commands on a case's work: a case-carrying worker's only on the case they carry
+    (``decide.decide_case_work``)."""
     RECORD = "record on the agency's clients and cases"
     """Any command: ``decide.decide_command`` (the services' own rules decide the rest)."""
 

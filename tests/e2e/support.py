@@ -23,7 +23,7 @@ from cli.rpc import (
     query,
     timestamp,
 )
-from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, RECEPTIONIST, SOCIAL_WORKER
+from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, INTAKE_WORKER, RECEPTIONIST
 from tests.e2e.conftest import Casetrail
 from tests.support.cases import key, registration
 from tests.support.distributed import ENV, REPO
@@ -71,8 +71,9 @@ async def consent(
     scope: tuple[str, ...] = ("identity", "referrals", "services"),
 ) -> str:
     """The client's consent (Intake.GrantConsent) to disclose ``scope`` to ``recipient`` for
-    coordination; its id."""
-    granted = await casetrail.stubs.as_(SOCIAL_WORKER).intake.GrantConsent(
+    coordination, recorded by the intake worker (a case-carrying worker records one only on
+    the case they carry); its id."""
+    granted = await casetrail.stubs.as_(INTAKE_WORKER).intake.GrantConsent(
         intake_pb2.GrantConsentRequest(
             context=command(key()),
             case_id=case.case_id,
@@ -112,7 +113,8 @@ def learning(refusal: Refusal) -> bool:
 
 
 async def assessed(casetrail: Casetrail, case: Case) -> None:
-    await casetrail.stubs.as_(SOCIAL_WORKER).intake.RecordInitialAssessment(
+    """The case's initial assessment, taken at intake (before any worker carries it)."""
+    await casetrail.stubs.as_(INTAKE_WORKER).intake.RecordInitialAssessment(
         intake_pb2.RecordInitialAssessmentRequest(
             context=command(key()),
             case_id=case.case_id,

@@ -17,7 +17,14 @@ from casetrail.planning.v1 import planning_pb2 as pl
 from casetrail_platform.policy import redaction
 from casetrail_platform.policy.guard import REDACTED_KEY
 from cli.rpc import command, eventually, query, refused
-from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, RECEPTIONIST, SOCIAL_WORKER
+from cli.walk.story import (
+    AUDITOR,
+    COORDINATOR,
+    HOME_CARE,
+    INTAKE_WORKER,
+    RECEPTIONIST,
+    SOCIAL_WORKER,
+)
 from services.coordination.entrypoints.grpc_server import CASE_SENSITIVE_PATHS as COORD_PATHS
 from services.intake.entrypoints.grpc_server import CASE_SENSITIVE_PATHS as INTAKE_PATHS
 from services.planning.entrypoints.grpc_server import CASE_VIEW_SENSITIVE_PATHS as VIEW_PATHS
@@ -71,7 +78,7 @@ async def test_consent_gates_the_partner_and_revocation_refuses_its_next_read(
     ).record
     assert record.client.client_id == case.client_id
     assert (list(record.assessments), list(record.presenting_needs)) == ([], [])
-    await stubs.as_(SOCIAL_WORKER).intake.RevokeConsent(
+    await stubs.as_(INTAKE_WORKER).intake.RevokeConsent(
         intake_pb2.RevokeConsentRequest(
             context=command(key()), case_id=case.case_id, consent_id=consent_id
         )

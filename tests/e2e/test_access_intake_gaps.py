@@ -1,7 +1,8 @@
 """Intake's reads through the gRPC APIs where the policy's decision and the answer could part:
 a partner's referred scope without the client's identity, the possible duplicates a confirmed
 registration names, a refused role probing for cases and clients, and an erased client's
-emergency accesses."""
+emergency accesses; and a case's work (its assessment, its consents) by a worker who does not
+carry it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,16 @@ from casetrail.intake.v1 import intake_pb2
 from casetrail.planning.v1 import planning_pb2 as pl
 from casetrail_platform.policy.guard import WITHHELD_SECTIONS_KEY
 from cli.rpc import Person, Refusal, command, eventually, query, refused, timestamp
-from cli.walk.story import AUDITOR, COORDINATOR, HOME_CARE, PHYSIO, RECEPTIONIST, SOCIAL_WORKER
+from cli.walk.story import (
+    AUDITOR,
+    CASE_MANAGER_ID,
+    COORDINATOR,
+    HOME_CARE,
+    INTAKE_WORKER,
+    PHYSIO,
+    RECEPTIONIST,
+    SOCIAL_WORKER,
+)
 from events.sealed_values import ERASED_TEXT
 from tests.e2e.conftest import Casetrail
 from tests.e2e.support import (
@@ -158,7 +168,7 @@ async def test_a_consent_to_a_person_lets_no_partner_of_that_sub_read_the_client
     read the client's identity and date of birth while the agency's own account was refused."""
     case = await new_case(casetrail, "home_care")
     stubs = casetrail.stubs
-    await stubs.as_(SOCIAL_WORKER).intake.GrantConsent(
+    await stubs.as_(INTAKE_WORKER).intake.GrantConsent(
         intake_pb2.GrantConsentRequest(
             context=command(key()),
             case_id=case.case_id,
@@ -366,3 +376,55 @@ async def test_a_partner_still_reads_its_referral_in_the_case_view(casetrail: Ca
     )
     assert [r.provider_id for r in view.referrals] == [PARTNER]
     assert (list(view.needs), view.HasField("plan"), view.HasField("worker")) == ([], False, False)
+
+
+def _assessment(case_id: str) -> intake_pb2.RecordInitialAssessmentRequest:
+    return intake_pb2.RecordInitialAssessmentRequest(
+        context=command(key()),
+        case_id=case_id,
+        factors=intake_pb2.AssessmentFactors(social="Lives alone"),
+        needs=[intake_pb2.AssessedNeed(category="substance_use", urgency="soon")],
+    )
+
+
+async def test_a_worker_not_on_the_case_records_none_of_its_work_and_learns_nothing_of_it(
+    casetrail: Casetrail,
+) -> None:
+    """A case manager who carries none of the case (refused its GetCase and planning's
+    LogContact) recorded its one initial assessment, revoked the assigned worker's consent and
+    told an unknown id (NOT_FOUND) from a real one. Now: PERMISSION_DENIED NO_RELATIONSHIP,
+    the same for an unknown id, on the record at audit; the worker the case was just assigned
+    to records its assessment."""
+    case = await new_case(casetrail, "home_care")
+    stubs = casetrail.stubs
+    await stubs.as_(COORDINATOR).coordination.AssignCase(
+        co.AssignCaseRequest(
+            context=command(key()), case_id=case.case_id, worker_id=SOCIAL_WORKER.user_id
+        )
+    )
+    consent_id = await consent(casetrail, case, PARTNER)
+    stranger = stubs.as_(Person(CASE_MANAGER_ID, "case_manager")).intake
+    answers = []
+    for case_id in (case.case_id, f"no-such-case-{key()}"):
+        answers.append(await refused(stranger.RecordInitialAssessment(_assessment(case_id))))
+        revocation = intake_pb2.RevokeConsentRequest(
+            context=command(key()), case_id=case_id, consent_id=consent_id
+        )
+        answers.append(await refused(stranger.RevokeConsent(revocation)))
+    assert {(a.code, a.reason) for a in answers} == {
+        (grpc.StatusCode.PERMISSION_DENIED, "NO_RELATIONSHIP")
+    }
+    assert [a.message for a in answers[:2]] == [a.message for a in answers[2:]]
+
+    await stubs.as_(SOCIAL_WORKER).intake.RecordInitialAssessment(_assessment(case.case_id))
+    log = await _access_log(
+        casetrail,
+        case.case_id,
+        lambda log: len([r for r in log.refusals if r.accessor.user_id == CASE_MANAGER_ID]) == 2,
+    )
+    assert {
+        (r.action, r.rule, r.purpose) for r in log.refusals if r.accessor.user_id == CASE_MANAGER_ID
+    } == {
+        ("record a case's initial assessment", "no-relationship", "direct_care"),
+        ("record a client's consent or its revocation", "no-relationship", "direct_care"),
+    }

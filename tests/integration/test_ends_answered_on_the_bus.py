@@ -30,7 +30,7 @@ from casetrail_platform.outbox import OutboxRelay
 from casetrail_platform.policy.projection import CaseFactsProjection
 from casetrail_platform.projections.runner import BusProjectionHandler
 from cli.rpc import Connection, command, eventually, query
-from cli.walk.story import COORDINATOR, HOME_CARE, SOCIAL_WORKER
+from cli.walk.story import COORDINATOR, HOME_CARE, INTAKE_WORKER
 from events.catalog.access import ConsentRevoked
 from events.catalog.emergency import EmergencyAccessClosed, EmergencyAccessOpened
 from events.catalog.referrals import ReferralWithdrawn
@@ -187,7 +187,7 @@ async def _revoked(casetrail: Casetrail, relay: Held) -> None:
         consent_id=partner.consent_id,
     )
     await answered_once_released(
-        relay, casetrail.stubs.as_(SOCIAL_WORKER).intake.RevokeConsent(revocation)
+        relay, casetrail.stubs.as_(INTAKE_WORKER).intake.RevokeConsent(revocation)
     )
     assert await outcome(partner.read()) == (
         grpc.StatusCode.PERMISSION_DENIED,

@@ -47,7 +47,6 @@ CALL_TIMEOUT = 10.0
 COMMAND_PATIENCE = 120.0
 """Longest a command is retried before the load gives up on it (a failure of the suite)."""
 RECEPTIONIST = Person("rcp-faults", "receptionist")
-WORKER = Person("sw-faults", "social_worker")
 COORDINATOR = Person("coord-faults", "coordinator")
 """Acts on and views any case (a social worker only those assigned to them)."""
 AUDITOR = Person("aud-faults", "auditor")
@@ -188,7 +187,9 @@ class Load:
                 expires_at=timestamp(datetime.now(UTC) + timedelta(days=30)),
                 document_reference="scan://consents/faults.pdf",
             ),
-            WORKER,
+            # Not the social worker: the case is assigned to no one, and a case-carrying
+            # worker records consents only on the case they carry.
+            COORDINATOR,
         )
         self._ack("intake", "consent", case_id, "", response.result.event_ids)
 

@@ -43,8 +43,11 @@ from casetrail_platform.commands import (
     derived_id,
 )
 from casetrail_platform.decide import Published, execute, once_published, recorded_before
+from casetrail_platform.identity.principal import Principal
 from casetrail_platform.keys.keyring import ClientErasedError, ClientKeyring
 from casetrail_platform.locking.port import Locks
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.vocabulary import Action as PolicyAction
 from casetrail_platform.store.port import EventStore, StreamVersion
 from events.catalog.access import ConsentGranted, ConsentRevoked
 from events.catalog.assessment import InitialAssessmentRecorded
@@ -222,20 +225,25 @@ def assessment_of(
 async def record_initial_assessment(
     store: EventStore,
     closures: ClosureLog,
+    access: AccessControl,
+    principal: Principal,
     context: CommandContext,
     command: RecordInitialAssessment,
     checked: InitialAssessmentRecorded | None = None,
 ) -> tuple[Recorded, str]:
     """Returns what was recorded and the assessment's id. ``checked``: the event already built
-    by ``assessment_of``, if the caller has it. Decided on the closures the bus holds of the
-    case, as a reopening is: an assessment sent after planning answered a closure is refused.
-    A retry of one recorded gets its first answer without waiting for them
-    (``recorded_before``): a closure since, or a log trailing, changes nothing it did."""
+    by ``assessment_of``, if the caller has it. A case manager or social worker records it only
+    on the case assigned to them (``AccessControl.require_case_work``, before anything tells
+    whether the case exists). Decided on the closures the bus holds of the case, as a
+    reopening is: an assessment sent after planning answered a closure is refused. A retry of
+    one recorded gets its first answer without waiting for them (``recorded_before``): a
+    closure since, a transfer since, or a log trailing, changes nothing it did."""
     require_role(context.actor.role, Action.RECORD_ASSESSMENT)
     assessment = checked or assessment_of(context, command)
     earlier = await recorded_before(store, SOURCE, context)
     if earlier is not None:
         return _assessment_answer(assessment, earlier)
+    await access.require_case_work(principal, PolicyAction.RECORD_ASSESSMENT, assessment.case_id)
     closed = len(await closures_on_the_bus(closures, assessment.case_id))
     erasure = await case_client_erasure(store, assessment.case_id)
     recorded = await execute(
@@ -356,6 +364,8 @@ def consent_of(
 async def grant_consent(
     store: EventStore,
     closures: ClosureLog,
+    access: AccessControl,
+    principal: Principal,
     context: CommandContext,
     command: GrantConsent,
     now: datetime | None,
@@ -363,8 +373,10 @@ async def grant_consent(
 ) -> tuple[Recorded, str]:
     """Returns what was recorded and the consent's id (the first attempt's, on a retry), once
     the bus has the consent (``once_published``): a referral made after the answer, and the
-    partner's reads, are decided on facts holding it."""
+    partner's reads, are decided on facts holding it. A case manager or social worker records
+    one only on the case assigned to them (``_require_case_work``)."""
     require_role(context.actor.role, Action.RECORD_CONSENT)
+    await _require_case_work(store, access, principal, context, command.case_id)
     case = case_from(await store.read_stream(case_stream(command.case_id)))
     client_id = case.opened.client_id if case is not None else "unknown-client"
     consent = consent_of(context, command, client_id, now)
@@ -386,6 +398,22 @@ async def grant_consent(
     return recorded_of(command.case_id, recorded), first.consent_id
 
 
+async def _require_case_work(
+    store: EventStore,
+    access: AccessControl,
+    principal: Principal,
+    context: CommandContext,
+    case_id: str,
+) -> None:
+    """A consent's grant or revocation by a case manager or social worker only on the case
+    assigned to them (``AccessControl.require_case_work``: refused and recorded before
+    anything tells whether the case exists), unless the command's key recorded it before
+    (``recorded_before``): its retry gets its first answer, not the refusal a new one would,
+    even after a transfer."""
+    if await recorded_before(store, SOURCE, context) is None:
+        await access.require_case_work(principal, PolicyAction.RECORD_CONSENT, case_id)
+
+
 def revocation_of(command: RevokeConsent, client_id: str) -> ConsentRevoked:
     """The revocation ``command`` asks for, checked (its reason within the catalog's bound, not
     blank); ``client_id`` is the case's client."""
@@ -395,15 +423,19 @@ def revocation_of(command: RevokeConsent, client_id: str) -> ConsentRevoked:
 async def revoke_consent(
     store: EventStore,
     closures: ClosureLog,
+    access: AccessControl,
+    principal: Principal,
     context: CommandContext,
     command: RevokeConsent,
     published: Published,
 ) -> Recorded:
     """Answered once the bus has the revocation (``once_published``): the partner agency's
-    reads in every service wait for their facts to hold it, from the answer on."""
+    reads in every service wait for their facts to hold it, from the answer on. A case manager
+    or social worker revokes one only on the case assigned to them (``_require_case_work``)."""
     require_role(context.actor.role, Action.RECORD_CONSENT)
     # Checked before anything is read: the decision builds the event again with the client.
     revocation_of(command, UNCHECKED_CLIENT)
+    await _require_case_work(store, access, principal, context, command.case_id)
     closed = await closure_moments(closures, command.case_id, context.occurred_at)
     # Withdrawing a consent stays possible after the erasure (what is left of the case is
     # still decided on it); only the reason cannot be sealed.

@@ -224,14 +224,16 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         self, request: intake_pb2.RecordInitialAssessmentRequest, context: Context
     ) -> intake_pb2.RecordInitialAssessmentResponse:
         command = from_proto.record_initial_assessment(request)
+        principal = principal_of(context)
+        deps = self._deps
         ctx, checked = read_command(
-            principal_of(context),
+            principal,
             request.context,
             lambda ctx: handlers.assessment_of(ctx, command),
-            home_agency=self._deps.access.home_agency,
+            home_agency=deps.access.home_agency,
         )
         recorded, assessment_id = await handlers.record_initial_assessment(
-            self._deps.store, self._deps.closures, ctx, command, checked
+            deps.store, deps.closures, deps.access, principal, ctx, command, checked
         )
         return intake_pb2.RecordInitialAssessmentResponse(
             result=to_proto.command_result(recorded), assessment_id=assessment_id
@@ -271,9 +273,10 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         command = from_proto.grant_consent(request)
         now = self._deps.clock()
         deps = self._deps
+        principal = principal_of(context)
         # Checked whole first (the case's client is filled in by the handler).
         ctx, _, earlier = await read_timely_command(
-            principal_of(context),
+            principal,
             request.context,
             lambda ctx, timely: handlers.consent_of(
                 ctx, command, handlers.UNCHECKED_CLIENT, now if timely else None
@@ -282,7 +285,14 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
             home_agency=deps.access.home_agency,
         )
         recorded, consent_id = await handlers.grant_consent(
-            deps.store, deps.closures, ctx, command, None if earlier else now, deps.published
+            deps.store,
+            deps.closures,
+            deps.access,
+            principal,
+            ctx,
+            command,
+            None if earlier else now,
+            deps.published,
         )
         return intake_pb2.GrantConsentResponse(
             result=to_proto.command_result(recorded), consent_id=consent_id
@@ -294,8 +304,9 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         self, request: intake_pb2.RevokeConsentRequest, context: Context
     ) -> intake_pb2.RevokeConsentResponse:
         command = from_proto.revoke_consent(request)
+        principal = principal_of(context)
         ctx, _ = read_command(
-            principal_of(context),
+            principal,
             request.context,
             lambda _: (
                 required_id("case_id", command.case_id),
@@ -306,7 +317,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         )
         deps = self._deps
         recorded = await handlers.revoke_consent(
-            deps.store, deps.closures, ctx, command, deps.published
+            deps.store, deps.closures, deps.access, principal, ctx, command, deps.published
         )
         return intake_pb2.RevokeConsentResponse(result=to_proto.command_result(recorded))
 

@@ -69,7 +69,7 @@ def opening(client_id: str) -> intake_pb2.OpenCaseRequest:
 
 
 def assessing(
-    case_id: str, role: str = "social_worker"
+    case_id: str, role: str = "intake_worker"
 ) -> intake_pb2.RecordInitialAssessmentRequest:
     return intake_pb2.RecordInitialAssessmentRequest(
         context=command(role),
@@ -123,7 +123,7 @@ def stamp(moment: datetime) -> Timestamp:
 
 def granting(case_id: str, **changes: Any) -> intake_pb2.GrantConsentRequest:
     request = intake_pb2.GrantConsentRequest(
-        context=command("social_worker"),
+        context=command(),
         case_id=case_id,
         recipient=intake_pb2.ConsentRecipient(
             kind="agency", recipient_id=PARTNER, name="Bay Recovery Center"

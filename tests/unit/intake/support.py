@@ -18,11 +18,13 @@ from casetrail.intake.v1 import intake_pb2_grpc
 from casetrail_platform.commands import CommandContext
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.infrastructure import Infrastructure
+from casetrail_platform.policy.guard import DEFAULT_HOME_AGENCY, AccessControl
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseClosed, DischargeReason
 from events.catalog.erasure import ClientErased
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
+from services.intake.adapters.case_closures import ClosureLog
 from services.intake.adapters.client_directory import ClientDirectory
 from services.intake.app import handlers
 from services.intake.app.commands import (
@@ -45,6 +47,11 @@ def context(role: Role = Role.INTAKE_WORKER, key: str | None = None) -> CommandC
     return CommandContext(
         actor=Actor(f"user-{role.value}", role), idempotency_key=key or str(uuid4())
     )
+
+
+def caller(ctx: CommandContext) -> Principal:
+    """The verified caller who sent the command of ``ctx``: staff of the agency, no team."""
+    return Principal(ctx.actor.user_id, ctx.actor.role, DEFAULT_HOME_AGENCY, "test")
 
 
 def recorded(
@@ -139,6 +146,21 @@ def assessing(case_id: str) -> RecordInitialAssessment:
         factors=FactorsInput(biological="Hip replacement", economic="State pension only"),
         needs=(AssessedNeedInput(category="home_care", urgency="immediate"),),
         strengths=("Motivated to stay at home",),
+    )
+
+
+async def assess(
+    store: SqliteEventStore,
+    closures: ClosureLog,
+    access: AccessControl,
+    case_id: str,
+    ctx: CommandContext | None = None,
+) -> tuple[handlers.Recorded, str]:
+    """``assessing(case_id)`` recorded by the handler, sent by ``ctx``'s caller (by default an
+    intake worker's new command)."""
+    sent = ctx or context()
+    return await handlers.record_initial_assessment(
+        store, closures, access, caller(sent), sent, assessing(case_id)
     )
 
 

@@ -43,7 +43,7 @@ async def test_a_consent_is_granted_and_revoked(intake: Intake) -> None:
     assert granted.consent_id
     revoked = await intake.stub.RevokeConsent(
         intake_pb2.RevokeConsentRequest(
-            context=command("social_worker"),
+            context=command(),
             case_id=case_id,
             consent_id=granted.consent_id,
             reason="Client changed her mind",
@@ -59,7 +59,7 @@ async def test_a_consent_is_granted_and_revoked(intake: Intake) -> None:
     again, status = await refusal(
         intake.stub.RevokeConsent(
             intake_pb2.RevokeConsentRequest(
-                context=command("social_worker"), case_id=case_id, consent_id=granted.consent_id
+                context=command(), case_id=case_id, consent_id=granted.consent_id
             )
         )
     )
@@ -102,7 +102,7 @@ async def test_a_partner_without_referral_and_consent_is_refused_on_the_record(
     granted = await intake.stub.GrantConsent(granting(case_id))
     await intake.stub.RevokeConsent(
         intake_pb2.RevokeConsentRequest(
-            context=command("social_worker"), case_id=case_id, consent_id=granted.consent_id
+            context=command(), case_id=case_id, consent_id=granted.consent_id
         )
     )
     partner = Person(PARTNER, "partner_agency", agency=PARTNER)

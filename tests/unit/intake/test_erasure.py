@@ -404,7 +404,7 @@ async def test_a_consent_is_still_revoked_after_the_erasure(intake: Intake) -> N
 
     def revoking(key: str, reason: str) -> intake_pb2.RevokeConsentRequest:
         return intake_pb2.RevokeConsentRequest(
-            context=command("social_worker", key),
+            context=command(key=key),
             case_id=case_id,
             consent_id=consent.consent_id,
             reason=reason,

@@ -12,6 +12,7 @@ import pytest
 
 from casetrail_platform.commands import RuleBroken
 from casetrail_platform.decide import published_at_once
+from casetrail_platform.policy.guard import AccessControl
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
@@ -25,7 +26,8 @@ from services.intake.domain.cases import case_from, case_stream
 from services.intake.domain.erasure import CLIENT_ERASED
 from tests.unit.intake.support import (
     ErasedOnceRead,
-    assessing,
+    assess,
+    caller,
     closed_by_planning,
     context,
     marco,
@@ -70,13 +72,14 @@ async def test_an_assessment_recorded_as_the_client_is_erased_is_refused(
     store: SqliteEventStore,
     directory: ClientDirectory,
     closures: ClosureLog,
+    access: AccessControl,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     case_id = await open_a_case(store, directory)
     race = ErasedOnceRead(store, monkeypatch, await _client_of(store, case_id))
 
     with pytest.raises(RuleBroken) as refused:
-        await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
+        await assess(store, closures, access, case_id)
 
     assert race.erased
     assert refused.value.rule == CLIENT_ERASED
@@ -87,11 +90,12 @@ async def test_a_case_reopened_as_the_client_is_erased_is_refused(
     store: SqliteEventStore,
     directory: ClientDirectory,
     closures: ClosureLog,
+    access: AccessControl,
     from_bus: BusProjectionHandler,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     case_id = await open_a_case(store, directory)
-    await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
+    await assess(store, closures, access, case_id)
     await from_bus(closed_by_planning(case_id, sequence=3))
     race = ErasedOnceRead(store, monkeypatch, await _client_of(store, case_id))
 
@@ -113,6 +117,7 @@ async def test_a_consent_granted_as_the_client_is_erased_is_refused(
     store: SqliteEventStore,
     directory: ClientDirectory,
     read_models: SqliteReadModelStore,
+    access: AccessControl,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     case_id = await open_a_case(store, directory)
@@ -127,11 +132,14 @@ async def test_a_consent_granted_as_the_client_is_erased_is_refused(
         document_reference="scan://consents/2026/0001.pdf",
     )
 
+    worker = context()
     with pytest.raises(RuleBroken) as refused:
         await handlers.grant_consent(
             store,
             ClosureLog(read_models),
-            context(Role.SOCIAL_WORKER),
+            access,
+            caller(worker),
+            worker,
             consent,
             datetime.now(UTC),
             published_at_once,

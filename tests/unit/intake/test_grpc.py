@@ -57,7 +57,7 @@ async def test_the_intake_of_a_client(intake: Intake) -> None:
     assert record.referral_source.kind == "hospital"
     assert [n.category for n in record.presenting_needs] == ["home_care"]
     assert record.assessments[0].risks[0].severity == "high"
-    assert record.assessments[0].recorded_by.role == "social_worker"
+    assert record.assessments[0].recorded_by.role == "intake_worker"
     assert record.version == 2
 
     fetched = await intake.stub.GetClient(

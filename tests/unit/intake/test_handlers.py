@@ -48,7 +48,8 @@ from services.intake.domain.clients import client_stream
 from services.intake.domain.errors import PossibleDuplicateClient
 from tests.support.publication import HeldPublication
 from tests.unit.intake.support import (
-    assessing,
+    assess,
+    caller,
     closed_by_planning,
     context,
     marco,
@@ -239,38 +240,34 @@ async def test_unknown_need_category_names_the_field(
 
 
 async def test_assessing_a_case(
-    store: SqliteEventStore, directory: ClientDirectory, closures: ClosureLog
+    store: SqliteEventStore, directory: ClientDirectory, closures: ClosureLog, access: AccessControl
 ) -> None:
     case_id = await open_a_case(store, directory)
-    ctx = context(Role.SOCIAL_WORKER, key="assess-1")
-    recorded, assessment_id = await handlers.record_initial_assessment(
-        store, closures, ctx, assessing(case_id)
-    )
+    ctx = context(key="assess-1")
+    recorded, assessment_id = await assess(store, closures, access, case_id, ctx)
     assert recorded.version == 2
-    again = await handlers.record_initial_assessment(store, closures, ctx, assessing(case_id))
+    again = await assess(store, closures, access, case_id, ctx)
     assert again == (recorded, assessment_id)
     with pytest.raises(RuleBroken) as refused:
-        await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
+        await assess(store, closures, access, case_id)
     assert refused.value.rule == "INITIAL_ASSESSMENT_ALREADY_RECORDED"
 
 
 async def test_the_receptionist_does_not_assess(
-    store: SqliteEventStore, directory: ClientDirectory, closures: ClosureLog
+    store: SqliteEventStore, directory: ClientDirectory, closures: ClosureLog, access: AccessControl
 ) -> None:
     case_id = await open_a_case(store, directory)
     with pytest.raises(NotAllowed):
-        await handlers.record_initial_assessment(
-            store, closures, context(Role.RECEPTIONIST), assessing(case_id)
-        )
+        await assess(store, closures, access, case_id, context(Role.RECEPTIONIST))
 
 
 async def test_a_stale_expected_version_is_a_conflict(
-    store: SqliteEventStore, directory: ClientDirectory, closures: ClosureLog
+    store: SqliteEventStore, directory: ClientDirectory, closures: ClosureLog, access: AccessControl
 ) -> None:
     case_id = await open_a_case(store, directory)
     stale = CommandContext(actor=context().actor, idempotency_key="k", expected_version=3)
     with pytest.raises(VersionConflict):
-        await handlers.record_initial_assessment(store, closures, stale, assessing(case_id))
+        await assess(store, closures, access, case_id, stale)
 
 
 async def test_reopening_follows_a_closure_learnt_from_the_bus(
@@ -281,7 +278,7 @@ async def test_reopening_follows_a_closure_learnt_from_the_bus(
     from_bus: BusProjectionHandler,
 ) -> None:
     case_id = await open_a_case(store, directory)
-    await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
+    await assess(store, closures, access, case_id)
     reopen = ReopenCase(case_id=case_id, reason="New fall in January")
     coordinator = context(Role.COORDINATOR)
     with pytest.raises(RuleBroken) as refused:
@@ -292,7 +289,7 @@ async def test_reopening_follows_a_closure_learnt_from_the_bus(
     await from_bus(closure)
     await from_bus(closure)  # redelivered by the bus: still one closure
     with pytest.raises(RuleBroken) as closed:
-        await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
+        await assess(store, closures, access, case_id)
     assert closed.value.rule == "CASE_CLOSED"
 
     reopened = await handlers.reopen_case(store, closures, coordinator, reopen, published_at_once)
@@ -301,7 +298,7 @@ async def test_reopening_follows_a_closure_learnt_from_the_bus(
         await handlers.reopen_case(
             store, closures, context(Role.SUPERVISOR), reopen, published_at_once
         )
-    await handlers.record_initial_assessment(store, closures, context(), assessing(case_id))
+    await assess(store, closures, access, case_id)
 
     auditor = Principal("user-auditor", Role.AUDITOR, access.home_agency, "test")
     view, _ = await queries.get_case(
@@ -427,14 +424,17 @@ async def test_invisible_characters_cannot_hide_a_duplicate_identifier(
 
 
 async def test_a_consent_and_its_revocation_are_answered_once_the_bus_has_them(
-    store: SqliteEventStore, directory: ClientDirectory, read_models: SqliteReadModelStore
+    store: SqliteEventStore,
+    directory: ClientDirectory,
+    read_models: SqliteReadModelStore,
+    access: AccessControl,
 ) -> None:
     """A referral at coordination and the partner agency's reads in every service are decided
     on facts holding what the bus has: from the answer on, they are decided with the consent,
     then with its revocation (``IntakeDeps.published``)."""
     case_id = await open_a_case(store, directory)
     publication = HeldPublication()
-    granting = context(Role.SOCIAL_WORKER, "consent")
+    granting = context(Role.COORDINATOR, "consent")
     consent = GrantConsent(
         case_id,
         RecipientInput("agency", "sunrise-home-care", "Sunrise Home Care"),
@@ -449,16 +449,29 @@ async def test_a_consent_and_its_revocation_are_answered_once_the_bus_has_them(
         store,
         case_stream(case_id),
         lambda: handlers.grant_consent(
-            store, ClosureLog(read_models), granting, consent, now, publication.published
+            store,
+            ClosureLog(read_models),
+            access,
+            caller(granting),
+            granting,
+            consent,
+            now,
+            publication.published,
         ),
     )
-    revoking = context(Role.SOCIAL_WORKER, "revoke")
+    revoking = context(Role.COORDINATOR, "revoke")
     revocation = RevokeConsent(case_id, consent_id, "Client changed her mind")
     await publication.answered_once_acknowledged(
         store,
         case_stream(case_id),
         lambda: handlers.revoke_consent(
-            store, ClosureLog(read_models), revoking, revocation, publication.published
+            store,
+            ClosureLog(read_models),
+            access,
+            caller(revoking),
+            revoking,
+            revocation,
+            publication.published,
         ),
     )
 
@@ -518,6 +531,7 @@ async def test_an_assessment_waits_for_the_closures_the_bus_holds(
     directory: ClientDirectory,
     read_models: SqliteReadModelStore,
     from_bus: BusProjectionHandler,
+    access: AccessControl,
 ) -> None:
     """An assessment sent right after planning answered the case's closure is decided on it
     (the closures' group catches up here when asked), as a reopening is: refused, not recorded
@@ -529,15 +543,16 @@ async def test_an_assessment_waits_for_the_closures_the_bus_holds(
         return True
 
     with pytest.raises(RuleBroken) as refused:
-        await handlers.record_initial_assessment(
-            store, ClosureLog(read_models, caught_up), context(), assessing(case_id)
-        )
+        await assess(store, ClosureLog(read_models, caught_up), access, case_id)
     assert refused.value.rule == "CASE_CLOSED"
     assert await store.stream_version(case_stream(case_id)) == 1
 
 
 async def test_an_assessment_whose_closures_trail_decides_nothing(
-    store: SqliteEventStore, directory: ClientDirectory, read_models: SqliteReadModelStore
+    store: SqliteEventStore,
+    directory: ClientDirectory,
+    read_models: SqliteReadModelStore,
+    access: AccessControl,
 ) -> None:
     case_id = await open_a_case(store, directory)
 
@@ -545,29 +560,26 @@ async def test_an_assessment_whose_closures_trail_decides_nothing(
         return False
 
     with pytest.raises(NotCaughtUp) as raised:
-        await handlers.record_initial_assessment(
-            store, ClosureLog(read_models, behind), context(), assessing(case_id)
-        )
+        await assess(store, ClosureLog(read_models, behind), access, case_id)
     assert raised.value.subject == case_id
     assert await store.stream_version(case_stream(case_id)) == 1
 
 
 async def test_a_retried_assessment_is_answered_while_the_closures_trail(
-    store: SqliteEventStore, directory: ClientDirectory, read_models: SqliteReadModelStore
+    store: SqliteEventStore,
+    directory: ClientDirectory,
+    read_models: SqliteReadModelStore,
+    access: AccessControl,
 ) -> None:
     """A retry of an assessment already recorded gets its first answer without waiting for the
     case's closures: the log trailing the bus changes nothing it did."""
     case_id = await open_a_case(store, directory)
     retried = context()
-    first = await handlers.record_initial_assessment(
-        store, ClosureLog(read_models), retried, assessing(case_id)
-    )
+    first = await assess(store, ClosureLog(read_models), access, case_id, retried)
 
     async def never(case_id: str) -> bool:
         return False
 
-    again = await handlers.record_initial_assessment(
-        store, ClosureLog(read_models, never), retried, assessing(case_id)
-    )
+    again = await assess(store, ClosureLog(read_models, never), access, case_id, retried)
     assert again == first
     assert await store.stream_version(case_stream(case_id)) == 2

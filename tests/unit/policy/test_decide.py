@@ -9,7 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from casetrail_platform.identity.principal import Principal
-from casetrail_platform.policy.decide import decide, decide_disclosure, decide_emergency_opening
+from casetrail_platform.policy.decide import (
+    decide,
+    decide_case_work,
+    decide_disclosure,
+    decide_emergency_opening,
+)
 from casetrail_platform.policy.facts import (
     AcceptedReferral,
     CaseFacts,
@@ -717,3 +722,28 @@ def test_a_closed_emergency_access_grants_nothing_from_its_closing() -> None:
     # As it stood before the closing was recorded, the access still ran.
     before = fold("case-1", [opened, closed], as_of=closed_at - timedelta(seconds=1))
     assert rule(before, closed_at + timedelta(minutes=1)) == "break-glass"
+
+
+@pytest.mark.parametrize(
+    ("caller", "facts", "rule"),
+    [
+        (who("sw-ana", Role.SOCIAL_WORKER), FACTS, "assigned-worker"),
+        (who("sw-ana", Role.CASE_MANAGER), FACTS, "assigned-worker"),
+        # Another worker of the same team, or of none: the case is not theirs to record on.
+        (who("cm-dana", Role.CASE_MANAGER, team="team-east"), FACTS, "no-relationship"),
+        # The assigned worker's namesake at another agency is someone else.
+        (who("sw-ana", Role.SOCIAL_WORKER, agency="westside"), FACTS, "no-relationship"),
+        # Before any worker is assigned (an unknown case id too): no worker carries it.
+        (who("sw-ana", Role.SOCIAL_WORKER), fold("case-new", ()), "no-relationship"),
+        # An emergency access lets the grantee read the case, not record its work.
+        (who("sw-noor", Role.SOCIAL_WORKER), OPEN_EMERGENCY, "no-relationship"),
+    ],
+)
+def test_a_case_carrying_worker_records_intakes_case_work_only_on_the_case_they_carry(
+    caller: Principal, facts: CaseFacts, rule: str
+) -> None:
+    """Intake's assessment and consents by a case manager or social worker: only as the
+    case's assigned worker, as planning and coordination hold them (before, their role
+    alone let them record on any case of the agency)."""
+    decision = decide_case_work(caller, facts, home_agency=HOME, now=NOW)
+    assert (decision.allowed, decision.rule) == (rule != "no-relationship", rule)
