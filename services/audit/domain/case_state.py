@@ -257,6 +257,11 @@ class _Folding:
             case cases.CaseReopened():
                 self.status = CaseStatus.REOPENED
                 self.closure_reason = None
+                # A closure ends the plan's cycle: the reopened case has no plan until one is
+                # drafted, as in planning (the old plan among its previous plans). States as
+                # of a moment before the reopening still show it.
+                self.plan = None
+                self.goals = {}
             case _:
                 return False
         return True

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -9,17 +9,36 @@ import pytest
 from events.catalog.base import SENSITIVE_MARK
 from events.catalog.cases import CaseReopened
 from events.catalog.examples import CASE, example_events
+from events.catalog.planning import Goal, GoalTerm, PlanAgreed, PlanDrafted
+from events.catalog.values import NeedCategory
 from events.catalog_registry import current_models
 from services.audit.domain import history
 from services.audit.domain.access import (
     sections_by_type,
     sections_disclosed,
 )
-from services.audit.domain.case_state import Assignment, CaseStatus, fold
+from services.audit.domain.case_state import Assignment, CaseStatus, Plan, fold
 from services.audit.domain.history import TimeBasis
 from services.audit.domain.summaries import summary
+from services.planning.adapters.case_document import (
+    apply_event,
+    current,
+    new_document,
+    previous_plans,
+)
 from tests.unit.audit.support import CASE as CASE_0042
-from tests.unit.audit.support import DAY, T0, Producer, assigned, late_recorded_case
+from tests.unit.audit.support import (
+    COORDINATOR,
+    DAY,
+    T0,
+    Producer,
+    assigned,
+    closed,
+    coordination,
+    intake,
+    late_recorded_case,
+    opened,
+)
 
 
 def state_at(moment_offset: timedelta, basis: TimeBasis) -> Any:
@@ -82,6 +101,66 @@ def test_a_reopened_case_keeps_its_worker_until_someone_is_assigned() -> None:
     assert state.assignment == Assignment("worker-ben", "social_worker", T0 + 7 * DAY)
 
 
+def test_a_reopened_case_has_no_plan_until_one_is_drafted_as_in_planning() -> None:
+    """A closure ends the plan's cycle: planning (the plan's service) shows no current plan
+    after a reopening, the old one among its previous plans, and so does audit's state as of
+    a moment after it; a moment before it still shows the closed cycle's plan."""
+    desk, office = intake(), coordination()
+    planner = Producer("casetrail/planning", f"case-{CASE_0042}")
+    goal = Goal(
+        goal_id="goal-1",
+        statement="Walk again",
+        term=GoalTerm.SHORT,
+        need_category=NeedCategory.HOME_CARE,
+    )
+    agreed = PlanAgreed(
+        case_id=CASE_0042,
+        plan_id="plan-1",
+        plan_version=1,
+        goal_ids=("goal-1",),
+        signed_by_client=True,
+    )
+    events = [
+        desk.record(opened(), occurred_at=T0),
+        office.record(assigned(), occurred_at=T0 + DAY, actor=COORDINATOR),
+        planner.record(
+            PlanDrafted(case_id=CASE_0042, plan_id="plan-1", goals=(goal,)),
+            occurred_at=T0 + 2 * DAY,
+        ),
+        planner.record(agreed, occurred_at=T0 + 3 * DAY),
+        planner.record(closed(), occurred_at=T0 + 10 * DAY),
+        desk.record(
+            CaseReopened(case_id=CASE_0042, reason="Fell again"), occurred_at=T0 + 20 * DAY
+        ),
+        office.record(
+            assigned(worker_id="worker-ben"), occurred_at=T0 + 21 * DAY, actor=COORDINATOR
+        ),
+    ]
+    document = new_document(CASE_0042)
+    for recorded in events:
+        apply_event(document, recorded)
+
+    def plan_as_of(moment: datetime) -> Plan | None:
+        as_of = history.view(events, TimeBasis.OCCURRED, moment)
+        return fold(CASE_0042, as_of, TimeBasis.OCCURRED).plan
+
+    before = plan_as_of(T0 + 15 * DAY)
+    assert before is not None
+    assert (before.plan_id, before.agreed_version, before.signed_by_client) == ("plan-1", 1, True)
+    assert [g.goal_id for g in before.goals] == ["goal-1"]
+    assert current(document, "plan") is None
+    assert [plan["plan_id"] for plan in previous_plans(document)] == ["plan-1"]
+    assert plan_as_of(T0 + 22 * DAY) is None
+
+    redrafted = PlanDrafted(case_id=CASE_0042, plan_id="plan-2", goals=())
+    events.append(planner.record(redrafted, occurred_at=T0 + 23 * DAY))
+    apply_event(document, events[-1])
+    again = plan_as_of(T0 + 24 * DAY)
+    assert again is not None
+    assert (again.plan_id, again.goals) == ("plan-2", ())
+    assert (current(document, "plan") or {})["plan_id"] == "plan-2"
+
+
 def test_the_catalog_examples_fold_into_a_full_state() -> None:
     producer = Producer("casetrail/test", f"case-{CASE}")
     recorded = [
@@ -93,9 +172,14 @@ def test_the_catalog_examples_fold_into_a_full_state() -> None:
 
     assert state.status is CaseStatus.REOPENED
     assert state.client_id == "client-7f3a"
-    assert state.plan is not None
-    assert state.plan.agreed_version == 1
-    goals = {goal.goal_id: goal.status for goal in state.plan.goals}
+    # The reopening ends the closed cycle's plan; the state before it shows the plan.
+    assert state.plan is None
+    reopening = next(i for i, r in enumerate(recorded) if isinstance(r.event, CaseReopened))
+    closed_cycle = fold(CASE, recorded[:reopening], TimeBasis.OCCURRED)
+    assert closed_cycle.status is CaseStatus.CLOSED
+    assert closed_cycle.plan is not None
+    assert closed_cycle.plan.agreed_version == 1
+    goals = {goal.goal_id: goal.status for goal in closed_cycle.plan.goals}
     assert goals == {"goal-mobility": "achieved", "goal-social": "dropped"}
     services = {s.service_id: s.status for s in state.services}
     assert services == {"svc-physio-1": "delivered", "svc-transport-9": "cancelled"}
