@@ -3,7 +3,7 @@
 longer the stored event, so it carries no proof; audit's signed statement of the extent names
 it withheld with its digest, and the line passes counted withheld (not verified) only so. The
 line changed, or a proof stripped from another line and the mark put in its place, fails naming
-the line. Built outside the ledger, the line as audit's ``OtherCases`` shows it."""
+the line. Built outside the ledger, the line as audit's ``NamedOthers`` shows it."""
 
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ from events.catalog.erasure import ClientErased
 from events.catalog_registry import default_registry
 from events.cloudevents import to_structured
 from events.envelope import RecordedEvent
-from services.audit.app.queries import OTHER_CASES_PATH, OtherCases
+from services.audit.app.queries import NamedOthers
+from services.audit.domain.others import OTHER_CASES_PATH
 from tests.support.cli import casetrail_exit
 from tests.support.exported import AT, logged, opened, record_of, registered, signed_lines
 
@@ -59,8 +60,8 @@ async def export(
             ),
         ],
     )
-    shown, redacted = OtherCases(withheld=frozenset({"case-2"})).view(intake)
-    assert redacted == {intake[2].event_id}
+    shown, redacted = NamedOthers(withheld={OTHER_CASES_PATH: frozenset({"case-2"})}).view(intake)
+    assert redacted == {intake[2].event_id: OTHER_CASES_PATH}
     lines, intake_key = await signed_lines(tmp_path, INTAKE, intake, intake[:2])
     lines.append(to_structured(shown[2]) | {REDACTED_ATTRIBUTE: OTHER_CASES_PATH})
     audit = FileSigner(AUDIT, tmp_path / "audit.key")

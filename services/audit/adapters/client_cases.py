@@ -37,7 +37,7 @@ class ClientCasesProjection(Projection):
 
 
 class ReadModelClientCases:
-    """Reads what the projection wrote (``app.disclosures.ClientCases``)."""
+    """Reads what the projection wrote (``app.queries.ClientCases``)."""
 
     def __init__(self, read_models: ReadModelStore) -> None:
         self._read_models = read_models

@@ -23,7 +23,7 @@ from casetrail_platform.policy.vocabulary import Action, Decision
 from casetrail_platform.queries import QueryContext
 from events.catalog.access import AccessPurpose, ConsentGranted, RecordSection
 from events.envelope import RecordedEvent, to_micros
-from services.audit.app.queries import AuditDeps, received_facts
+from services.audit.app.queries import AuditDeps, ClientCases, received_facts
 from services.audit.domain.disclosures import Disclosure, DisclosureKey, disclosure_of
 from services.audit.domain.errors import ClientNotFound, invalid
 
@@ -50,12 +50,6 @@ class DisclosureIndex(Protocol):
     ) -> tuple[list[RecordedEvent], bool]:
         """Up to ``size`` disclosure events of the cases after ``after``, in the accounting's
         order, and whether more follow."""
-        ...
-
-
-class ClientCases(Protocol):
-    async def cases_of(self, client_id: str) -> list[str]:
-        """The ids of the client's cases audit knows of (empty for an unknown client)."""
         ...
 
 

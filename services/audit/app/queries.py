@@ -4,8 +4,9 @@ names in its trailing metadata the rule that decided, as every service's reads d
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 from uuid import UUID
@@ -14,14 +15,15 @@ from casetrail_platform.commands import NotCaughtUp
 from casetrail_platform.identity.principal import Principal
 from casetrail_platform.ledger.export_note import ExportExtent
 from casetrail_platform.policy.decide import any_rule_for
-from casetrail_platform.policy.facts import Entry
+from casetrail_platform.policy.facts import Entry, no_case_of
 from casetrail_platform.policy.guard import (
     AccessControl,
     AccessDenied,
     Answer,
     Disclosure,
+    answerable,
 )
-from casetrail_platform.policy.vocabulary import Action
+from casetrail_platform.policy.vocabulary import Action, Decision
 from casetrail_platform.queries import QueryContext
 from casetrail_platform.store.port import EventStore
 from events.catalog.access import (
@@ -30,7 +32,6 @@ from events.catalog.access import (
     RecordAccessed,
     RecordSection,
 )
-from events.catalog.erasure import ClientErased
 from events.envelope import RecordedEvent
 from services.audit.domain.access import (
     STATE_SECTIONS,
@@ -46,6 +47,13 @@ from services.audit.domain.history import (
     TimeBasis,
     TimelineQuery,
     within_bytes,
+)
+from services.audit.domain.others import (
+    LOOKALIKES_PATH,
+    NAMING_TYPES,
+    OTHER_CASES_PATH,
+    named,
+    shown_without,
 )
 from services.audit.domain.summaries import summary
 
@@ -93,50 +101,41 @@ class TimelinePage:
     previous_cursor: PageCursor | None
     total: int
     redacted: frozenset[UUID] = frozenset()
-    """Entries shown with a part withheld (``OtherCases``): their bytes are no longer the
+    """Entries shown with a part withheld (``NamedOthers``): their bytes are no longer the
     stored event's, so they carry no ledger leaf."""
 
 
-OTHER_CASES_PATH = f"{ClientErased.event_type}.case_ids"
-"""The field of a case's view that names the client's other cases, withheld where the caller
-may not take the same view of them (``OtherCases``)."""
+class ClientCases(Protocol):
+    async def cases_of(self, client_id: str) -> list[str]:
+        """The ids of the client's cases audit knows of (empty for an unknown client)."""
+        ...
 
 
 @dataclass(frozen=True)
-class OtherCases:
-    """What a view of one case shows of its client's other cases. The client's erasure, shown
-    in each of the client's cases, names all of them (``ClientErased.case_ids``): that the
-    client has case B is what ``find_cases_of_client`` decides, so a view of case X names B
-    only to a caller the policy lets take the same view of B, that disclosure recorded under
-    B (section identity), a refusal recorded as the policy records one; B is withheld
-    otherwise, and its path listed in ``x-casetrail-redacted`` (``OTHER_CASES_PATH``). A case
-    audit holds no event of yet is withheld undecided, as that look-up leaves it out."""
+class NamedOthers:
+    """What a view of one case shows of the other cases and clients its client's own events
+    name (``domain.others``), each decided as the query that tells of it decides, and
+    recorded: the erasure's other cases as ``FindCasesOfClient`` (``other_cases``), the
+    registration's look-alike clients as intake's duplicate candidates (``lookalikes``). One
+    withheld is left out of the event shown, and the path of its field listed in
+    ``x-casetrail-redacted`` and the access record's ``redacted_fields``."""
 
     shown: tuple[Disclosure, ...] = ()
-    withheld: frozenset[str] = frozenset()
+    """The disclosures of what is named, recorded with the view's."""
+    withheld: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """The ids withheld, by the path of the field naming them."""
 
-    def view(self, entries: Iterable[RecordedEvent]) -> tuple[list[RecordedEvent], set[UUID]]:
-        """``entries`` as shown, and the ids of those shown with a case withheld."""
-        shown: list[RecordedEvent] = []
-        redacted: set[UUID] = set()
-        for recorded in entries:
-            if self.withheld and recorded.event_type == ClientErased.event_type:
-                event = recorded.event
-                assert isinstance(event, ClientErased)
-                kept = tuple(case for case in event.case_ids if case not in self.withheld)
-                if kept != event.case_ids:
-                    recorded = RecordedEvent(
-                        recorded.event_id,
-                        recorded.stream,
-                        recorded.sequence,
-                        recorded.position,
-                        recorded.recorded_at,
-                        event.updated(case_ids=kept),
-                        recorded.metadata,
-                    )
-                    redacted.add(recorded.event_id)
-            shown.append(recorded)
-        return shown, redacted
+    def view(self, entries: Iterable[RecordedEvent]) -> tuple[list[RecordedEvent], dict[UUID, str]]:
+        """``entries`` as shown, and the path withheld from each shown in part."""
+        return shown_without(entries, self.withheld)
+
+    @property
+    def withheld_paths(self) -> tuple[str, ...]:
+        """The paths of the fields something was withheld from."""
+        return tuple(sorted(path for path, ids in self.withheld.items() if ids))
+
+    def __add__(self, other: NamedOthers) -> NamedOthers:
+        return NamedOthers((*self.shown, *other.shown), {**self.withheld, **other.withheld})
 
 
 async def other_cases(
@@ -146,23 +145,17 @@ async def other_cases(
     action: Action,
     case_id: str,
     entries: Iterable[RecordedEvent],
-) -> OtherCases:
-    """The client's other cases ``entries`` name (``OtherCases``), each decided for ``action``
-    as the view of ``case_id`` was: refusals are recorded here, the disclosures with the
-    view's (``_record``)."""
-    named = list(
-        dict.fromkeys(
-            other
-            for recorded in entries
-            if recorded.event_type == ClientErased.event_type
-            and isinstance(event := recorded.event, ClientErased)
-            for other in event.case_ids
-            if other != case_id
-        )
-    )
-    if not named:
-        return OtherCases()
-    received = await received_facts(deps, who, action, viewer.purpose, named, subject=case_id)
+) -> NamedOthers:
+    """The client's other cases the erasures in ``entries`` name (``ClientErased.case_ids``):
+    that the client has case B is what ``find_cases_of_client`` decides, so a view of case X
+    names B only to a caller the policy lets take the same view of B (``action``), that
+    disclosure recorded under B (section identity) with the view's, a refusal recorded here as
+    the policy records one; B is withheld otherwise (``OTHER_CASES_PATH``). A case audit holds
+    no event of yet is withheld undecided, as that look-up leaves it out."""
+    named_cases = [other for other in named(entries, OTHER_CASES_PATH) if other != case_id]
+    if not named_cases:
+        return NamedOthers()
+    received = await received_facts(deps, who, action, viewer.purpose, named_cases, subject=case_id)
     shown: list[Disclosure] = []
     for other, entries_of_other in received.items():
         try:
@@ -171,7 +164,85 @@ async def other_cases(
             continue
         shown.append(Disclosure(other, allowed.decision, None, (), (RecordSection.IDENTITY,)))
     readable = {item.case_id for item in shown}
-    return OtherCases(tuple(shown), frozenset(named) - readable)
+    return NamedOthers(tuple(shown), {OTHER_CASES_PATH: frozenset(named_cases) - readable})
+
+
+LOOKALIKE_FIELDS = ("client_id",)
+"""What a view of a case shows of a look-alike client: their id, recorded as the field read of
+their identity (as intake records what a registration's refusal shows of a candidate)."""
+
+
+async def lookalikes(
+    deps: AuditDeps,
+    viewer: QueryContext,
+    who: Principal,
+    case_id: str,
+    entries: Iterable[RecordedEvent],
+    client_cases: ClientCases | None,
+) -> NamedOthers:
+    """The clients the registrations in ``entries`` name as looking like the same person
+    (``ClientRegistered.confirmed_not_duplicate_of``), each decided as intake decides a
+    possible duplicate it shows: ``READ_CLIENT`` on each of their cases (on the client alone,
+    ``no_case_of``, when audit's client index knows none), shown when one allows, that
+    disclosure recorded under each with the view's; refused, the refusal recorded under the
+    first. One is withheld otherwise (``LOOKALIKES_PATH``), undecided when its cases are known
+    but audit holds no event of them yet, or this server keeps no client index."""
+    named_clients = named(entries, LOOKALIKES_PATH)
+    if not named_clients:
+        return NamedOthers()
+    shown: list[Disclosure] = []
+    withheld: set[str] = set()
+    for client_id in named_clients:
+        decided = await _client_decisions(deps, viewer, who, client_id, client_cases, case_id)
+        allowing = next((decision for _, decision in decided if decision.allowed), None)
+        if allowing is not None:
+            shown.extend(
+                Disclosure(subject, allowing, None, (), (RecordSection.IDENTITY,), LOOKALIKE_FIELDS)
+                for subject, _ in decided
+            )
+            continue
+        withheld.add(client_id)
+        if decided:
+            with contextlib.suppress(AccessDenied):
+                subject, refusal = decided[0]
+                await deps.access.refuse(who, Action.READ_CLIENT, viewer.purpose, subject, refusal)
+    return NamedOthers(tuple(shown), {LOOKALIKES_PATH: frozenset(withheld)})
+
+
+async def _client_decisions(
+    deps: AuditDeps,
+    viewer: QueryContext,
+    who: Principal,
+    client_id: str,
+    client_cases: ClientCases | None,
+    subject: str,
+) -> list[tuple[str, Decision]]:
+    """The policy's decision to show who ``client_id`` is on each of their cases audit holds
+    events of (``READ_CLIENT``; one that would not disclose the identity refuses), or on the
+    client alone when the client index knows no case of them (``no_case_of``). Empty when this
+    server keeps no client index, or audit holds none of their cases yet. Facts not caught up
+    name ``subject``, the case viewed."""
+    if client_cases is None:
+        return []
+    case_ids = await client_cases.cases_of(client_id)
+    if not case_ids:
+        facts = no_case_of(client_id)
+        decision = deps.access.decide(who, Action.READ_CLIENT, viewer.purpose, facts)
+        return [(client_id, _identity_shown(client_id, decision))]
+    received = await received_facts(
+        deps, who, Action.READ_CLIENT, viewer.purpose, case_ids, subject=subject
+    )
+    decisions: list[tuple[str, Decision]] = []
+    for case_id, entries in received.items():
+        facts = await deps.access.case_facts(case_id, entries)
+        decision = deps.access.decide(who, Action.READ_CLIENT, viewer.purpose, facts)
+        decisions.append((case_id, _identity_shown(case_id, decision)))
+    return decisions
+
+
+def _identity_shown(case_id: str, decision: Decision) -> Decision:
+    """``decision``, or the refusal of one that does not disclose who the client is."""
+    return answerable(Disclosure(case_id, decision, None, (), (RecordSection.IDENTITY,)))
 
 
 @dataclass(frozen=True)
@@ -192,12 +263,15 @@ async def get_timeline(
     answer: Answer | None = None,
     entry_bytes: Callable[[RecordedEvent], int] | None = None,
     page_bytes: int = 0,
+    client_cases: ClientCases | None = None,
 ) -> TimelinePage:
     """One page of the view, from the timeline's index: its cost does not grow with the case.
     With ``entry_bytes`` (what an entry takes in the answer), the page holds no more entries
     than fit in ``page_bytes`` (one at least): large events end a page early, not the answer
     past gRPC's message limit. What is recorded as released is what the page holds; a page
-    holding nothing, the sections its view is about (``_release``)."""
+    holding nothing, the sections its view is about (``_release``). The other cases and
+    clients its client's events name are decided apart (``NamedOthers``; ``client_cases``:
+    audit's client index, for the look-alike clients' cases)."""
     who = await _caller(deps, viewer, principal, Action.READ_TRAIL, case_id)
     allowed = await authorize_case(deps, viewer, who, Action.READ_TRAIL, case_id)
     backward = cursor is not None and cursor.backward
@@ -206,6 +280,7 @@ async def get_timeline(
         page = within_bytes(page, entry_bytes, page_bytes, backward=backward)
     total = await deps.timelines.count(case_id, query)
     others = await other_cases(deps, viewer, who, Action.READ_TRAIL, case_id, page.entries)
+    others += await lookalikes(deps, viewer, who, case_id, page.entries, client_cases)
     entries, redacted = others.view(page.entries)
     await _release(deps, viewer, allowed, case_id, entries, query, answer=answer, others=others)
     first, last = (page.suffixes[0], page.suffixes[-1]) if page.suffixes else (None, None)
@@ -283,6 +358,7 @@ async def who_did_what(
     allowed = await authorize_case(deps, viewer, who, Action.READ_TRAIL, case_id)
     query = TimelineQuery(basis, actor_id=actor_id)
     page = await deps.timelines.page(case_id, query, cursor, page_size)
+    # The summaries count an erasure's cases; they name no look-alike client.
     others = await other_cases(deps, viewer, who, Action.READ_TRAIL, case_id, page.entries)
     entries, _ = others.view(page.entries)
     await _release(deps, viewer, allowed, case_id, entries, query, answer=answer, others=others)
@@ -303,9 +379,10 @@ class CaseExport:
     pages: AsyncIterator[list[RecordedEvent]]
     extent: ExportExtent
     """What the pages hold (lines, each stream's end and lines): audit's signed statement."""
-    redacted: frozenset[UUID] = frozenset()
-    """Events the pages hold with a part withheld (``OtherCases``): their lines are no longer
-    the stored event's, so they carry no proof; ``extent`` names each with its digest."""
+    redacted: Mapping[UUID, str] = field(default_factory=dict)
+    """Events the pages hold with a part withheld (``NamedOthers``), each with the path of the
+    field withheld: their lines are no longer the stored event's, so they carry no proof;
+    ``extent`` names each with its digest."""
 
 
 async def export_case(
@@ -315,6 +392,7 @@ async def export_case(
     basis: TimeBasis,
     principal: Principal | None = None,
     answer: Answer | None = None,
+    client_cases: ClientCases | None = None,
 ) -> CaseExport:
     """The whole history in ``basis``'s order, page by page, for
     ``events.cloudevents.iter_json_lines``. What the export discloses (its sections and the
@@ -329,7 +407,7 @@ async def export_case(
     extent = ExportExtent()
     sections: set[RecordSection] = set()
     fields: set[str] = set()
-    erasures: list[RecordedEvent] = []
+    naming: list[RecordedEvent] = []
     async for page in case_pages(deps, case_id, query, EXPORT_PAGE):
         ids.update(recorded.event_id for recorded in page)
         for recorded in page:
@@ -337,9 +415,10 @@ async def export_case(
         events = [recorded.event for recorded in page]
         sections.update(sections_disclosed(events))
         fields.update(sensitive_fields_shown(events))
-        erasures.extend(r for r in page if r.event_type == ClientErased.event_type)
-    others = await other_cases(deps, viewer, who, Action.EXPORT, case_id, erasures)
-    shown, redacted = others.view(erasures)
+        naming.extend(r for r in page if r.event_type in NAMING_TYPES)
+    others = await other_cases(deps, viewer, who, Action.EXPORT, case_id, naming)
+    others += await lookalikes(deps, viewer, who, case_id, naming, client_cases)
+    shown, redacted = others.view(naming)
     for recorded in shown:
         if recorded.event_id in redacted:
             # Audit's statement names the line as shown: `casetrail verify` accepts it by that.
@@ -350,7 +429,7 @@ async def export_case(
         # that shows nothing is (``_release``).
         ordered_sections = sections_asked(query)
     await _record(deps, viewer, allowed, case_id, ordered_sections, sorted(fields), answer, others)
-    return CaseExport(_pages_of(deps, case_id, query, ids, others), extent, frozenset(redacted))
+    return CaseExport(_pages_of(deps, case_id, query, ids, others), extent, redacted)
 
 
 def cursor_after(page: IndexPage) -> PageCursor | None:
@@ -373,7 +452,7 @@ async def case_pages(
 
 
 async def _pages_of(
-    deps: AuditDeps, case_id: str, query: TimelineQuery, ids: set[UUID], others: OtherCases
+    deps: AuditDeps, case_id: str, query: TimelineQuery, ids: set[UUID], others: NamedOthers
 ) -> AsyncIterator[list[RecordedEvent]]:
     async for page in case_pages(deps, case_id, query, EXPORT_PAGE):
         chosen = [recorded for recorded in page if recorded.event_id in ids]
@@ -635,7 +714,7 @@ async def _release(
     asked: TimelineQuery,
     *,
     answer: Answer | None,
-    others: OtherCases | None = None,
+    others: NamedOthers | None = None,
 ) -> list[RecordedEvent]:
     """Record what is about to be shown of the view ``asked``: its sections and the sensitive
     fields it holds. A page that shows nothing still tells of the case (no event of the types
@@ -658,12 +737,13 @@ async def _record(
     sections: Sequence[RecordSection],
     fields: Sequence[str],
     answer: Answer | None,
-    others: OtherCases | None = None,
+    others: NamedOthers | None = None,
 ) -> list[RecordedEvent]:
-    """Record the view of ``case_id`` and, with it, what it shows of the client's other cases
-    (``others``: each case named, the cases withheld listed as ``OTHER_CASES_PATH``)."""
+    """Record the view of ``case_id`` and, with it, what it shows of the other cases and
+    clients its client's events name (``others``: each one shown, the fields of those withheld
+    listed)."""
     principal, disclosure = allowed
-    withheld = (OTHER_CASES_PATH,) if others is not None and others.withheld else ()
+    withheld = () if others is None else others.withheld_paths
     item = Disclosure(
         case_id, disclosure.decision, None, (), sections, fields, withheld_fields=withheld
     )

@@ -33,7 +33,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         self,
         deps: queries.AuditDeps,
         ledger_deps: ledger.LedgerDeps | None = None,
-        client_cases: disclosures.ClientCases | None = None,
+        client_cases: queries.ClientCases | None = None,
         disclosure_index: disclosures.DisclosureIndex | None = None,
     ) -> None:
         self._deps = deps
@@ -74,6 +74,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             answer=context,
             entry_bytes=entries.answered_bytes,
             page_bytes=responses.TIMELINE_PAGE_BYTES,
+            client_cases=self._client_cases,
         )
         return audit_pb2.GetTimelineResponse(
             entries=[entries.entry(recorded, page.redacted) for recorded in page.entries],
@@ -154,7 +155,13 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         basis = read.basis(request.basis)
         read.done()
         export = await queries.export_case(
-            self._deps, viewer, case_id, basis, principal_of(context), answer=context
+            self._deps,
+            viewer,
+            case_id,
+            basis,
+            principal_of(context),
+            answer=context,
+            client_cases=self._client_cases,
         )
         proofs = (
             None
@@ -164,11 +171,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         # A line shown with a part withheld is no longer the stored event: no proof is asked
         # for it (the ledger would find it does not match), it carries the mark instead, and
         # audit's signed statement of the extent names it withheld with its digest.
-        withheld = {event_id: queries.OTHER_CASES_PATH for event_id in export.redacted}
         async for page in export.pages:
-            proven = [recorded for recorded in page if recorded.event_id not in withheld]
+            proven = [recorded for recorded in page if recorded.event_id not in export.redacted]
             attributes = {} if proofs is None else await proofs.of(proven)
-            for chunk in responses.export_chunks(page, attributes, withheld):
+            for chunk in responses.export_chunks(page, attributes, export.redacted):
                 yield chunk
 
     @override

@@ -56,7 +56,7 @@ def actor(value: Actor) -> common_pb2.Actor:
 def timeline_entry(
     recorded: RecordedEvent, *, with_leaf: bool = False, redacted: bool = False
 ) -> audit_pb2.TimelineEntry:
-    """``redacted``: ``recorded`` is shown with a part withheld (``queries.OtherCases``), so it
+    """``redacted``: ``recorded`` is shown with a part withheld (``queries.NamedOthers``), so it
     carries no ledger leaf: the stored event's would hold what is withheld, and the bytes shown
     are not the ones the leaf hashes."""
     metadata = recorded.metadata
@@ -171,7 +171,7 @@ def access_refusal(recorded: RecordedEvent) -> audit_pb2.AccessRefusal:
 
 REDACTED_ATTRIBUTE = _REDACTED
 """The extension attribute of an export's line shown with a part withheld
-(``queries.OtherCases``): the fields withheld, comma-separated. Such a line is no longer the
+(``queries.NamedOthers``): the fields withheld, comma-separated. Such a line is no longer the
 stored event, so no proof can lead from it to its log's root: it carries none (nor a pending
 mark), and audit's signed statement of the export's extent names it withheld with its digest
 (``export_note``), which ``casetrail verify`` checks it by."""

@@ -173,7 +173,7 @@ async def test_an_access_log_past_the_unindexed_bound_is_unavailable_retryable(
 
 
 class OneClient:
-    """Audit's client index (``disclosures.ClientCases``): ``CLIENT`` has ``CASE``."""
+    """Audit's client index (``queries.ClientCases``): ``CLIENT`` has ``CASE``."""
 
     async def cases_of(self, client_id: str) -> list[str]:
         return [CASE] if client_id == CLIENT else []

@@ -1,7 +1,7 @@
 """A case's view names none of the client's other cases its caller may not take the same view
 of: the client's erasure, shown in each of the client's cases, names all of them
 (``ClientErased.case_ids``), and that the client has case B is what FindCasesOfClient decides
-and records (``queries.OtherCases``)."""
+and records (``queries.NamedOthers``)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from casetrail_platform.ledger.export import (
     canonical_of_record,
 )
 from casetrail_platform.ledger.export_check import verify_export
-from casetrail_platform.ledger.keys import FileSigner
-from casetrail_platform.ledger.note import origin_of
 from casetrail_platform.policy.guard import REDACTED_KEY
 from casetrail_platform.projections.runner import BusProjectionHandler
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
@@ -31,8 +29,8 @@ from events.cloudevents import from_structured
 from events.envelope import RecordedEvent
 from events.registry import EventRegistry
 from services.audit.adapters.timeline import ClientTrailProjection, TimelineProjection
-from services.audit.app.ledger import LedgerDeps
-from services.audit.app.queries import OTHER_CASES_PATH, AuditDeps
+from services.audit.app.queries import AuditDeps
+from services.audit.domain.others import OTHER_CASES_PATH
 from services.audit.entrypoints.grpc_server import AuditServicer
 from services.audit.entrypoints.responses import REDACTED_ATTRIBUTE
 from services.console.pages import TimelineRow
@@ -50,6 +48,7 @@ from tests.unit.audit.support import (
     opened,
     viewer,
 )
+from tests.unit.audit.unsigned_ledger import unsigned_ledger
 
 OTHER = "case-0099-substance"
 """Another case of the client: opened, assigned to no team (its supervisor is no one's)."""
@@ -163,47 +162,10 @@ async def test_an_auditor_who_may_read_the_other_case_sees_it_recorded_and_verif
     assert canonical_of_record(from_structured(line, registry)) == canonical_of_record(erased)
 
 
-class _Logs:
-    """Audit's directory of its agency's logs, none signed yet: every event exported is
-    pending, vouched for by audit's signed statement, as before a log's first checkpoint."""
-
-    services = type("Every", (), {"__contains__": lambda self, service: True})()
-
-    def __init__(self, key: Any) -> None:
-        self._key = key
-
-    def origin(self, service: str) -> str:
-        return origin_of("agency", service)
-
-    async def verifier(self, service: str) -> Any:
-        return self._key
-
-    async def log(self, service: str) -> None:
-        return None
-
-
-class _NoAlarms:
-    async def alarm(self, origin: str) -> None:
-        return None
-
-
 async def test_a_supervisor_s_export_passes_verify_its_withheld_line_vouched_for_by_audit(
     deps: AuditDeps, issuer: Any, store: SqliteEventStore, tmp_path: Any, erased: RecordedEvent
 ) -> None:
-    signer = FileSigner(origin_of("agency", "audit"), tmp_path / "audit.key")
-    key = await signer.verifier()
-
-    async def find_event(event_id: Any) -> None:
-        return None
-
-    ledger_deps = LedgerDeps(
-        _Logs(key),  # type: ignore[arg-type]
-        _NoAlarms(),  # type: ignore[arg-type]
-        store,
-        find_event,
-        sign_every=60.0,
-        sign_note=signer.sign_note,
-    )
+    ledger_deps, key = await unsigned_ledger(store, tmp_path)
     async with audit_server(AuditServicer(deps, ledger_deps), issuer) as audit:
         call = audit.ExportCase(audit_pb2.ExportCaseRequest(context=supervisor(), case_id=CASE))
         text = b"".join([chunk.json_lines async for chunk in call]).decode()
