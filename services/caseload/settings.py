@@ -31,9 +31,10 @@ events (kept forever) instead of going on from the old group's offsets with no c
 (README, "Upgrading")."""
 DEFAULT_WEB_PORT = 6066
 PROCESSING_GUARANTEES = ("exactly_once", "at_least_once")
-SESSION_TIMEOUT_RANGE = range(6, 1801)
-"""Seconds a Kafka broker accepts as a consumer's session by default
-(``group.min.session.timeout.ms``, ``group.max.session.timeout.ms``)."""
+SESSION_TIMEOUT_RANGE = range(6, 91)
+"""Seconds a consumer's session may last: a broker refuses less than 6 by default
+(``group.min.session.timeout.ms``), and Faust refuses more than its request timeout (90 s,
+``broker_request_timeout``) when it builds the consumer, so the worker would fail only then."""
 _HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 ALLOW_PLAINTEXT = "CASETRAIL_CASELOAD_ALLOW_PLAINTEXT"
 """``1``: the views may serve plain HTTP beyond loopback (a mesh or proxy serves TLS in front;
@@ -152,7 +153,7 @@ class CaseloadSettings:
             raise ValueError(
                 "session_timeout (CASETRAIL_CASELOAD_SESSION_TIMEOUT) must be"
                 f" {SESSION_TIMEOUT_RANGE.start} to"
-                f" {SESSION_TIMEOUT_RANGE.stop - 1} seconds (the broker's bounds),"
+                f" {SESSION_TIMEOUT_RANGE.stop - 1} seconds (the broker's and Faust's bounds),"
                 f" got {self.session_timeout}"
             )
 
