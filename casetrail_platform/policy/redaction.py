@@ -23,18 +23,27 @@ from google.protobuf.message import Message
 from events.catalog.access import SensitiveCategory
 from events.catalog.scheduling import ServiceKind
 
-_SENSITIVE_VALUES = frozenset(
-    {*(category.value for category in SensitiveCategory), ServiceKind.ADDICTION_COUNSELING.value}
-)
+_CATEGORY_REVEALED: Mapping[str, SensitiveCategory] = {
+    **{category.value: category for category in SensitiveCategory},
+    ServiceKind.ADDICTION_COUNSELING.value: SensitiveCategory.SUBSTANCE_USE,
+}
 """The need categories that are special data, and the service kinds that reveal one (the
 catalog's rule: an ``addiction_counseling`` service tells of substance use as plainly as the
-need does)."""
+need does), each with the sensitive category it tells of."""
+
+_SENSITIVE_VALUES = frozenset(_CATEGORY_REVEALED)
 
 
 def is_sensitive_code(value: str) -> bool:
     """Whether a need category or service kind is special data (withheld, never named in a
     refusal to someone not entitled to it)."""
     return value in _SENSITIVE_VALUES
+
+
+def category_revealed(value: str) -> SensitiveCategory | None:
+    """The sensitive category a need category or service kind tells of (``None``: none):
+    disclosing it needs a consent naming that category, as the need itself does."""
+    return _CATEGORY_REVEALED.get(value)
 
 
 CATEGORY_FIELDS = frozenset({"category", "need_category", "needs", "matched_needs", "kind"})

@@ -2,11 +2,13 @@
 sensitive fields) never gets a sensitive need from a refusal, a suggestion or an assignment's
 answer; the reason recorded for an assignment names no need (it is not sealed, so an erasure
 could not forget it); refusals of coordination's reads are on the record; a refused role cannot
-tell a real case from an unknown one; the front desk reads no schedule."""
+tell a real case from an unknown one; the front desk reads no schedule; a service whose kind
+tells of a sensitive category comes from a referral only under a consent naming it."""
 
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import grpc
 import pytest
@@ -14,17 +16,26 @@ import pytest
 from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail_platform.policy.guard import REDACTED_KEY
-from cli.rpc import command, eventually, query, refused
+from cli.rpc import command, eventually, query, refused, timestamp
 from cli.walk.story import (
     AUDITOR,
     CASE_MANAGER_ID,
     COORDINATOR,
+    HOME_CARE,
     INTAKE_WORKER,
     RECEPTIONIST,
     SOCIAL_WORKER,
 )
 from tests.e2e.conftest import Casetrail
-from tests.e2e.support import Case, new_case
+from tests.e2e.support import (
+    PARTNER,
+    Case,
+    consent,
+    learning,
+    new_case,
+    next_week,
+    referred_and_accepted,
+)
 from tests.support.cases import key
 
 pytestmark = pytest.mark.asyncio(loop_scope="package")
@@ -149,6 +160,49 @@ async def _assigned_event(casetrail: Casetrail, case: Case) -> dict[str, object]
     entry = next(e for e in timeline.entries if e.event_type == "casetrail.case.assigned")
     data: dict[str, object] = json.loads(entry.cloudevent_json)["data"]
     return data
+
+
+async def test_a_sensitive_kind_is_booked_from_a_referral_only_under_a_consent_naming_it(
+    casetrail: Casetrail,
+) -> None:
+    # MakeReferral refuses the substance-use need to a partner no consent names it for; an
+    # addiction-counselling service booked from its home-care referral told it all the same.
+    case = await new_case(casetrail, "home_care")
+    await consent(casetrail, case, PARTNER)  # identity, referrals, services; no category
+    referral_id = await referred_and_accepted(casetrail, case)
+    coordination = casetrail.stubs.as_(COORDINATOR).coordination
+
+    def booking(kind: str, hour: int) -> co.ScheduleServiceRequest:
+        start = next_week(hour)
+        return co.ScheduleServiceRequest(
+            context=command(key()),
+            case_id=case.case_id,
+            kind=kind,
+            provider=co.Provider(provider_id=PARTNER, name="Sunrise Home Care"),
+            starts_at=timestamp(start),
+            ends_at=timestamp(start + timedelta(hours=1)),
+            location=co.ServiceLocation(kind="provider_site"),
+            referral_id=referral_id,
+        )
+
+    refusal = await refused(coordination.ScheduleService(booking("addiction_counseling", 9)))
+    assert (refusal.code, refusal.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "CONSENT_REQUIRED",
+    )
+    assert "addiction_counseling" not in str(refusal.status)
+    assert not _names_a_sensitive_need(str(refusal.status))
+    await coordination.ScheduleService(booking("home_care", 11))
+
+    read = co.GetClientScheduleRequest(context=query("coordination"), client_id=case.client_id)
+    schedule = await eventually(
+        lambda: casetrail.stubs.as_(HOME_CARE).coordination.GetClientSchedule(read),
+        lambda answer: len(answer.services) > 0,
+        what="the partner to read its referral's services",
+        patience=casetrail.patience,
+        retry=learning,
+    )
+    assert [service.kind for service in schedule.services] == ["home_care"]
 
 
 async def _accesses(

@@ -51,6 +51,10 @@ class Referral:
     ended_at: datetime | None = None
     """When it stopped running (declined, completed or withdrawn), as recorded: the moment
     from which the services booked from it are called off (``app.follow_ups``)."""
+    consent_id: str | None = None
+    """The consent it was made under (``None``: under an exception, or made before referrals
+    carried it): the sensitive categories that consent names may be disclosed to its provider
+    by the services booked from it too (``scheduling.decide_schedule``)."""
 
     @property
     def last_change(self) -> str:
@@ -139,6 +143,7 @@ def _apply(state: CaseState, recorded: RecordedEvent) -> None:
                 event.need_category,
                 event.service,
                 event.urgency.value,
+                consent_id=event.consent_id,
                 changed_at=recorded.metadata.occurred_at,
             )
         case ReferralAccepted():

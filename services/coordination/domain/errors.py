@@ -297,3 +297,24 @@ def consent_required(case_id: str, provider_id: str, reason: str) -> RuleBroken:
         scope="referrals",
         category_field="need_category",
     )
+
+
+def service_consent_required(case_id: str, referral_id: str, provider_id: str) -> RuleBroken:
+    """``consent_required`` for a service booked from a referral whose kind tells of a sensitive
+    category (``addiction_counseling``: substance use) that is not the need referred and that
+    the consent the referral was made under does not name (in force): the referral's provider
+    reads the services of its referral, so the kind discloses the category as the need would.
+    The kind is named by its request field (``category_field``), never by its value, and the
+    refusal is said alike for every such kind."""
+    return RuleBroken(
+        CONSENT_REQUIRED,
+        f"booking this service from referral {referral_id} discloses it to {provider_id}: its"
+        " kind tells of a sensitive category, which is not the need referred and which the"
+        " consent the referral was made under does not name; refer that need under a consent"
+        " naming its category",
+        subject=f"case/{case_id}",
+        recipient=provider_id,
+        purpose="coordination",
+        scope="services",
+        category_field="kind",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from casetrail_platform.commands import (
@@ -15,11 +16,14 @@ from casetrail_platform.limits import (
     OCCURRED_AT_CLOCK_SKEW,
     SERVICE_WINDOW_REACH,
 )
+from casetrail_platform.policy.redaction import category_revealed
+from events.catalog.access import SensitiveCategory
 from events.catalog.base import CaseEvent
 from events.catalog.scheduling import (
     CancelledBy,
     ServiceCancelled,
     ServiceDelivered,
+    ServiceKind,
     ServiceRescheduled,
     ServiceScheduled,
 )
@@ -67,7 +71,10 @@ def decide_schedule(
     case: CaseState,
     command: ScheduleService,
     service_id: str,
+    consented: Mapping[str, frozenset[SensitiveCategory]],
 ) -> list[CaseEvent]:
+    """``consented``: the sensitive categories each consent in force names, by consent id (read
+    only for a service of a kind that tells of one, booked from a referral)."""
     if facts.closed:
         raise errors.case_closed(facts.case_id)
     check_not_before_opening(facts, command.starts_at, "starts_at")
@@ -90,6 +97,7 @@ def decide_schedule(
                 subject=f"referral/{referral.referral_id}",
                 referral_provider_id=referral.provider.provider_id,
             )
+        _require_kind_consented(facts.case_id, referral, command.kind, consented)
     _require_free(
         schedule, facts.case_id, command.kind.value, command.starts_at, command.ends_at, None
     )
@@ -106,6 +114,26 @@ def decide_schedule(
             goal_id=command.goal_id,
         )
     ]
+
+
+def _require_kind_consented(
+    case_id: str,
+    referral: Referral,
+    kind: ServiceKind,
+    consented: Mapping[str, frozenset[SensitiveCategory]],
+) -> None:
+    """A service from a referral is read by the referral's provider: a kind telling of a
+    sensitive category (``redaction.category_revealed``) discloses it as a referral of that
+    need would (``MakeReferral`` needs a consent naming it), so it comes only from a referral
+    of that need, or one made under a consent in force naming the category."""
+    category = category_revealed(kind.value)
+    if category is None or referral.need_category.value == category.value:
+        return
+    named = frozenset() if referral.consent_id is None else consented.get(referral.consent_id)
+    if named is None or category not in named:
+        raise errors.service_consent_required(
+            case_id, referral.referral_id, referral.provider.provider_id
+        )
 
 
 def decide_reschedule(

@@ -312,7 +312,7 @@ class CoordinationServicer(coordination_pb2_grpc.CoordinationServiceServicer):
         self, request: pb.ScheduleServiceRequest, context: Context
     ) -> pb.ScheduleServiceResponse:
         ctx, command = self._parse(principal_of(context), request, commands.ScheduleService)
-        recorded = await scheduling.schedule_service(self._deps, ctx, command)
+        recorded = await scheduling.schedule_service(self._deps, ctx, command, self._access)
         # No client_id (left empty): the client's id is client data, and a command's answer
         # records no access; the caller named the case, and reads of it tell the client.
         return pb.ScheduleServiceResponse(

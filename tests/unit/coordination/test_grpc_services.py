@@ -9,6 +9,7 @@ import grpc
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.access import SensitiveCategory
 from events.catalog.values import NeedCategory
 from tests.unit.coordination.rpc import (
     COUNSELING_CENTRE,
@@ -439,7 +440,8 @@ async def test_a_clash_never_names_the_sensitive_kind_asked_either(
     # on into callers' logs and proxies, and names no sensitive value (README, "Access").
     await intake.open_case("case-1", "client-1", [NeedCategory.SUBSTANCE_USE, *NEEDS])
     await carried_by(store, "case-1")
-    await intake.consent("case-1", "client-1")
+    # Naming substance use: the addiction counselling booked from the referral discloses it.
+    await intake.consent("case-1", "client-1", categories=[SensitiveCategory.SUBSTANCE_USE])
     referral_id = (await refer(stub, "case-1", "home_care", provider=COUNSELING_CENTRE)).referral_id
     await stub.ScheduleService(
         schedule_request("case-1", "home_care", TUESDAY_10, provider=HOME_CARE_CO)

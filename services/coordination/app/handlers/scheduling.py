@@ -7,6 +7,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from casetrail_platform.commands import CommandContext, derived_id
+from casetrail_platform.policy.guard import AccessControl
+from casetrail_platform.policy.redaction import category_revealed
+from events.catalog.access import SensitiveCategory
 from events.catalog.base import CaseEvent
 from services.coordination.adapters import read_models as views
 from services.coordination.app.handlers.carriers import CaseCarrier, carried_case
@@ -41,7 +44,7 @@ from services.coordination.domain.scheduling import (
 
 
 async def schedule_service(
-    deps: Dependencies, context: CommandContext, command: ScheduleService
+    deps: Dependencies, context: CommandContext, command: ScheduleService, access: AccessControl
 ) -> Recorded:
     if (earlier := await earlier_answer(deps, context)) is not None:
         return earlier
@@ -50,15 +53,30 @@ async def schedule_service(
     service_id = derived_id(context, SOURCE, "service")
     async with deps.locks.holding([case_lock(command.case_id)]):
         await carried_case(deps, context, Action.SCHEDULE_SERVICE, command.case_id)
+        consented = await _consented(access, command)
         return await _on_the_schedule(
             deps,
             context,
             Action.SCHEDULE_SERVICE,
             command.case_id,
             lambda schedule, facts, case: decide_schedule(
-                schedule, facts, case, command, service_id
+                schedule, facts, case, command, service_id, consented
             ),
         )
+
+
+async def _consented(
+    access: AccessControl, command: ScheduleService
+) -> dict[str, frozenset[SensitiveCategory]]:
+    """The sensitive categories each consent in force on the case names, by consent id, for a
+    service from a referral whose kind tells of one (none asked for any other): read as
+    ``MakeReferral`` reads them (``facts_as_on_the_bus``, on the real clock), so a consent
+    revoked a moment ago at intake counts."""
+    if command.referral_id is None or category_revealed(command.kind.value) is None:
+        return {}
+    facts = await access.facts_as_on_the_bus(command.case_id)
+    now = datetime.now(UTC)
+    return {c.consent_id: c.categories for c in facts.consents if c.in_force(now)}
 
 
 async def reschedule_service(
