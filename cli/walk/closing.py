@@ -21,17 +21,6 @@ from cli.walk.walk import Walk
 
 async def closure(walk: Walk) -> None:
     walk.section("Discharge and closure")
-    walk.when(9, "16:00")
-    await walk.as_(PHYSIO).coordination.CompleteReferral(
-        co.CompleteReferralRequest(
-            context=walk.command("complete-physical-therapy"),
-            case_id=walk.case_id,
-            referral_id=walk.result.referral_ids["physical_therapy"],
-            provider_id=PHYSIO.user_id,
-            outcome="Walks 400 m with a cane; home exercise programme in place",
-        )
-    )
-    walk.line(PHYSIO, "completed the physical-therapy referral")
     walk.when(9, "16:05")
     await walk.as_(SENIOR_CENTRE).coordination.CompleteReferral(
         co.CompleteReferralRequest(
@@ -86,9 +75,25 @@ async def closure(walk: Walk) -> None:
         )
     )
     walk.line(PHYSIO, "called off the last physical-therapy session: goals met")
+    # Completed once its last session is called off: a completion calls off the sessions still
+    # to come itself, and this one, on day 15, may be still to come as the walk runs.
+    walk.when(14, "09:22")
+    await walk.as_(PHYSIO).coordination.CompleteReferral(
+        co.CompleteReferralRequest(
+            context=walk.command("complete-physical-therapy"),
+            case_id=walk.case_id,
+            referral_id=walk.result.referral_ids["physical_therapy"],
+            provider_id=PHYSIO.user_id,
+            outcome="Walks 400 m with a cane; home exercise programme in place",
+        )
+    )
+    walk.line(PHYSIO, "completed the physical-therapy referral")
     await walk.view(
-        lambda view: all(s.status != "scheduled" for s in view.services),
-        "planning to learn of the cancellation",
+        lambda view: (
+            all(s.status != "scheduled" for s in view.services)
+            and all(r.status == "completed" for r in view.referrals)
+        ),
+        "planning to learn of the cancellation and the completion",
     )
     walk.when(14, "09:25")
     # Closing with reason goals_achieved needs every goal of the agreed plan achieved.

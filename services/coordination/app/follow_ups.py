@@ -10,7 +10,7 @@ from the closure on are cancelled, and each cancelled service's reservations rel
 follow-up of the cancellation, as for any service called off). What is still reserved for the
 case naming no service is released too: nothing records it spent, and it would hold the
 budget line for a case no longer worked on. Reservations of services that took place stay: that
-money was spent. Likewise a referral declined or withdrawn calls off the
+money was spent. Likewise a referral declined, completed or withdrawn calls off the
 services booked from it still to come (the provider will not give them).
 
 Fed from the bus (``FollowUps``, subscribed as ``follow-ups``), so a closure is acted on however
@@ -33,7 +33,7 @@ from casetrail_platform.errors import ConcurrencyError
 from casetrail_platform.folded import Fold
 from events.catalog.base import CaseEvent, Role
 from events.catalog.cases import CaseClosed
-from events.catalog.referrals import ReferralDeclined, ReferralWithdrawn
+from events.catalog.referrals import ReferralCompleted, ReferralDeclined, ReferralWithdrawn
 from events.catalog.scheduling import ServiceCancelled
 from events.envelope import Actor, EventMetadata, NewEvent, RecordedEvent
 from services.coordination.adapters import read_models as views
@@ -74,6 +74,7 @@ class FollowUps:
             CaseClosed.event_type,
             ServiceCancelled.event_type,
             ReferralDeclined.event_type,
+            ReferralCompleted.event_type,
             ReferralWithdrawn.event_type,
         }
     )
@@ -91,7 +92,9 @@ class FollowUps:
                     await self._release(
                         recorded, event.case_id, event.service_id, CANCELLED_RELEASE
                     )
-            case ReferralDeclined() | ReferralWithdrawn() if recorded.metadata.source == SOURCE:
+            case ReferralDeclined() | ReferralCompleted() | ReferralWithdrawn() if (
+                recorded.metadata.source == SOURCE
+            ):
                 async with self._deps.locks.holding([case_lock(event.case_id)]):
                     await self._referral_ended(recorded, event.case_id, event.referral_id)
 

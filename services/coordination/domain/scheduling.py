@@ -44,7 +44,7 @@ from services.coordination.domain.permissions import require_own_provider
 from services.coordination.domain.schedule import Schedule, Service, ServiceStatus
 
 CLOSURE_REASON = "the case was closed"
-REFERRAL_ENDED_REASON = "the referral it came from was declined or withdrawn"
+REFERRAL_ENDED_REASON = "the referral it came from ended (declined, completed or withdrawn)"
 
 
 def check_service_window(starts_at: datetime, ends_at: datetime, moment: datetime) -> None:
@@ -287,10 +287,11 @@ def decide_closure_cancellations(
 def decide_referral_end_cancellations(
     schedule: Schedule, case_id: str, referral_id: str, ended_at: datetime
 ) -> list[CaseEvent]:
-    """What a referral's decline or withdrawal calls off: the services booked from it still
-    scheduled to start at or after that moment. The provider will not give them (it declined,
-    or its part ended), and they would hold the client's slots and budget for ever; those
-    before it may still be recorded as delivered."""
+    """What a referral's decline, completion or withdrawal calls off: the services booked from
+    it still scheduled to start at or after that moment. The provider will not give them (it
+    declined, or its part ended), and they would hold the client's slots and budget for ever
+    (none can be moved, nor the case closed, while they are scheduled); those before it may
+    still be recorded as delivered."""
     return _calling_off(schedule, case_id, ended_at, REFERRAL_ENDED_REASON, referral_id)
 
 
