@@ -15,6 +15,7 @@ from services.coordination.adapters.agency_file import FILE_NAME, load_agency
 from services.coordination.adapters.projections import (
     AssignmentsProjection,
     CaseFactsProjection,
+    retire_old_layout,
 )
 from services.coordination.app.follow_ups import FollowUps
 from services.coordination.app.handlers.running import SERVICE, Dependencies
@@ -26,6 +27,7 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     agency = load_agency(infra.service_dir(SERVICE) / FILE_NAME)
     host = await host_for(infra, SERVICE)
     await retire_old_facts_layout(host.read_models)
+    await retire_old_layout(host.read_models)
     host.project_own_events(AssignmentsProjection())
     host.subscribe(CaseFactsProjection())
     policy = PolicyFactsProjection()

@@ -1,10 +1,10 @@
-"""Planning's and audit's start (and the policy facts' at every service's) retires the read
-models' old layout (``retire_old_layout``) without waiting for older snapshots (review of
-platform, h-platform): it asked every start to forget what the reset overwrote, deleted or not,
-waited ``FORGET_PATIENCE_SECONDS`` for every snapshot older than that (a backup's pg_dump, an
-operator's reader of the SQLite file) and raised, so neither service started while one stayed
-open. Now only a reset that deleted something forgets, and once: the mark stays for
-``forget_if_pending`` while it cannot."""
+"""Planning's, audit's and coordination's start (and the policy facts' at every service's)
+retires the read models' old layout (``retire_old_layout``) without waiting for older
+snapshots (review of platform, h-platform): it asked every start to forget what the reset
+overwrote, deleted or not, waited ``FORGET_PATIENCE_SECONDS`` for every snapshot older than
+that (a backup's pg_dump, an operator's reader of the SQLite file) and raised, so neither
+service started while one stayed open. Now only a reset that deleted something forgets, and
+once: the mark stays for ``forget_if_pending`` while it cannot."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from casetrail_platform.projections.port import ReadModelStore
 from casetrail_platform.projections.runner import BusProjectionHandler
 from events.catalog.examples import CASE, example_events
 from services.audit.adapters import timeline
+from services.coordination.adapters import projections as coordination_facts
 from services.planning.adapters import case_views
 from tests.support.backends import BACKENDS, older_snapshot, read_models_on
 from tests.unit.audit.support import T0, Producer
@@ -36,6 +37,12 @@ LAYOUTS = [
     ),
     pytest.param(
         timeline.retire_old_layout, timeline.RETIRED, timeline.RETIRED_COLLECTIONS, id="audit"
+    ),
+    pytest.param(
+        coordination_facts.retire_old_layout,
+        coordination_facts.RETIRED,
+        coordination_facts.RETIRED_COLLECTIONS,
+        id="coordination",
     ),
     pytest.param(
         policy_facts.retire_old_facts_layout,

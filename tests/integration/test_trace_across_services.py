@@ -86,7 +86,7 @@ async def test_one_trace_spans_the_command_and_the_projection_it_caused(tmp_path
     opened_span = command_spans[0]
     assert opened_span.parent is not None
     assert format(opened_span.parent.span_id, "016x") == caller.split("-")[2]
-    projected = [s for s in ours if s.name == "casetrail.project case-facts"]
+    projected = [s for s in ours if s.name == "casetrail.project case-facts-v3"]
     assert projected, [s.name for s in ours]
     assert all(s.parent is not None for s in projected)
     assert {s.parent.span_id for s in projected if s.parent} == {opened_span.context.span_id}

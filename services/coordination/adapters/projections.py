@@ -1,17 +1,23 @@
 """Coordination's read models.
 
 ``CaseFactsProjection`` is fed from the bus with intake's facts (the case's client and needs,
-closure, clients' dates of birth). ``AssignmentsProjection`` is fed from coordination's own
-store: who carries each case, the basis of caseloads.
+closures and reopenings, clients' dates of birth). ``AssignmentsProjection`` is fed from
+coordination's own store: who carries each case, the basis of caseloads.
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from collections.abc import Iterable
 from datetime import datetime
 
 from casetrail_platform.projections.erasure import CaseErasure, erased_marks, scrubbing
-from casetrail_platform.projections.port import Document, DocumentTransaction, Projection
+from casetrail_platform.projections.port import (
+    Document,
+    DocumentTransaction,
+    Projection,
+    ReadModelStore,
+)
 from events.catalog.assessment import InitialAssessmentRecorded
 from events.catalog.assignment import CaseAssigned, CaseReassigned
 from events.catalog.cases import CaseClosed, CaseOpened, CaseReopened
@@ -20,13 +26,23 @@ from events.catalog.erasure import ClientErased
 from events.catalog.values import NeedCategory
 from events.envelope import RecordedEvent
 
-CASE_FACTS = "case_facts"
-CLIENTS = "clients"
+CASE_FACTS = "case_facts_v3"
+CLIENTS = "clients_v3"
 ASSIGNMENTS = "assignments"
+
+RETIRED = "case-facts"
+RETIRED_COLLECTIONS = ("case_facts", "clients", erased_marks("case_facts"))
+"""The projection before ``v3`` and its collections: a case's document counted its closures
+and reopenings but kept only the last closure's moment, so once the case was reopened nothing
+told when it had been closed, and care was booked, delivered and claimed inside that time.
+``retire_old_layout`` deletes them at coordination's start."""
 
 
 class CaseFactsProjection(Projection):
-    name = "case-facts"
+    name = "case-facts-v3"
+    """v3: a new name and new collections, so a deployment builds it again from the bus
+    (``RETIRED``). Not v2: ``casetrail rebuild`` and the chart's topology name a projection
+    without its prefix, and ``case-facts-v2`` is the policy's (``policy.case-facts-v2``)."""
     collections = (CASE_FACTS, CLIENTS, erased_marks(CASE_FACTS))
     event_types = frozenset(
         kind.event_type
@@ -79,7 +95,15 @@ class CaseFactsProjection(Projection):
                 await _put_case(transaction, document)
             case CaseClosed() | CaseReopened():
                 document = await _case(transaction, event.case_id)
-                _count_closure(document, event, recorded)
+                moments = document["closures" if isinstance(event, CaseClosed) else "reopenings"]
+                # Planning records closures and intake reopenings: on two topics they arrive
+                # in either order, so each list is kept in time order, and a replay in another
+                # order ends in the same document.
+                insort(
+                    moments,
+                    recorded.metadata.occurred_at.isoformat(),
+                    key=datetime.fromisoformat,
+                )
                 await _put_case(transaction, document)
 
     async def erase(self, transaction: DocumentTransaction, erased: ClientErased) -> None:
@@ -114,52 +138,25 @@ async def _put_case(transaction: DocumentTransaction, document: Document) -> Non
 
 async def _case(transaction: DocumentTransaction, case_id: str) -> Document:
     # Created by whichever of intake's events arrives first, so no fact depends on order.
-    document = await transaction.get(CASE_FACTS, case_id)
-    if document is not None and "presented_needs" not in document:
-        # Kept before the opening's and assessments' needs were: those it holds stay, as
-        # if assessed before anything still to come.
-        kept = document["needs"]
-        document["presented_needs"] = []
-        document["assessments"] = [{"sequence": 0, "needs": kept}] if kept else []
-    return document or {
+    return await transaction.get(CASE_FACTS, case_id) or {
         "case_id": case_id,
         "client_id": None,
         "needs": [],
         "presented_needs": [],
         "assessments": [],
-        "closed": False,
-        "closures": 0,
-        "reopens": 0,
-        "last_closed_at": None,
+        "closures": [],
+        "reopenings": [],
     }
 
 
-def _count_closure(
-    document: Document, event: CaseClosed | CaseReopened, recorded: RecordedEvent
-) -> None:
-    # Planning records closures and intake reopenings: on two topics they may arrive in either
-    # order, so the counts decide (every reopening follows a closure), as planning's case view
-    # and the policy facts do, and a replay in another order ends in the same document.
-    if "closures" not in document:  # kept before the counts: as good a start as any
-        document["closures"], document["reopens"] = int(document["closed"]), 0
-        document["last_closed_at"] = document.get("closed_at")
-    if isinstance(event, CaseClosed):
-        document["closures"] += 1
-        moment = recorded.metadata.occurred_at.isoformat()
-        last = document["last_closed_at"]
-        if last is None or datetime.fromisoformat(last) < recorded.metadata.occurred_at:
-            document["last_closed_at"] = moment
-    else:
-        document["reopens"] += 1
-    document["closed"] = document["closures"] > document["reopens"]
-    document["closed_at"] = document["last_closed_at"] if document["closed"] else None
+async def retire_old_layout(read_models: ReadModelStore) -> None:
+    """Delete what the projection before ``v3`` left (nothing once done: a no-op after)."""
+    # Its documents held the case's needs, and its clients their dates of birth: no copy stays.
+    await read_models.retire(RETIRED, RETIRED_COLLECTIONS)
 
 
 def _settle_erased(document: Document) -> None:
     # Each need once, as ``_codes`` keeps them: the marker once, as a rebuild would.
-    if "presented_needs" not in document:  # kept before they were: its needs alone
-        document["needs"] = _codes(document["needs"])
-        return
     document["presented_needs"] = _codes(document["presented_needs"])
     for assessment in document["assessments"]:
         assessment["needs"] = _codes(assessment["needs"])

@@ -14,7 +14,7 @@ from services.coordination.adapters.projections import (
     CLIENTS,
     AssignmentsProjection,
 )
-from services.coordination.domain.facts import CaseFacts
+from services.coordination.domain.facts import CaseFacts, ClosedPeriod
 
 _TAIL_BATCH = 500
 
@@ -24,14 +24,24 @@ async def case_facts(read_models: ReadModelStore, case_id: str) -> CaseFacts | N
     document = await read_models.get(CASE_FACTS, case_id)
     if document is None or document.get("client_id") is None:
         return None
+    closures = [datetime.fromisoformat(moment) for moment in document["closures"]]
+    reopenings = [datetime.fromisoformat(moment) for moment in document["reopenings"]]
+    # Every reopening follows a closure, so the counts tell which came last (as planning's
+    # case view and the policy facts tell it), and the n-th reopening ended the n-th closure.
+    closed = len(closures) > len(reopenings)
+    last_closed_at = closures[-1] if closures else None
     return CaseFacts(
         case_id=case_id,
         client_id=document["client_id"],
         needs=tuple(NeedCategory(need) for need in document["needs"]),
-        closed=bool(document["closed"]),
+        closed=closed,
         opened_at=_moment(document.get("opened_at")),
-        closed_at=_moment(document.get("closed_at")),
-        last_closed_at=_moment(document.get("last_closed_at")),
+        closed_at=last_closed_at if closed else None,
+        last_closed_at=last_closed_at,
+        closed_periods=tuple(
+            ClosedPeriod(closure, reopening)
+            for closure, reopening in zip(closures, reopenings, strict=False)
+        ),
     )
 
 

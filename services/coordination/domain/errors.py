@@ -81,14 +81,27 @@ def age_contradicts_date_of_birth(client_id: str, program_id: str) -> RuleBroken
     )
 
 
-def case_closed(case_id: str, after: datetime | None = None) -> RuleBroken:
+def case_closed(
+    case_id: str, after: datetime | None = None, reopened_at: datetime | None = None
+) -> RuleBroken:
     """``after``: the closure's moment, when what is refused is something that would have
-    happened after it (a delivery, say); wrap-up of what happened before stays allowed."""
+    happened after it (a delivery, say); wrap-up of what happened before stays allowed.
+    ``reopened_at``: the reopening that ended that closure, when what is refused would have
+    happened while the case was closed then (a service's start)."""
     if after is None:
         return RuleBroken(
             CASE_CLOSED,
             f"case {case_id} is closed; it must be reopened at intake first",
             subject=f"case/{case_id}",
+        )
+    if reopened_at is not None:
+        return RuleBroken(
+            CASE_CLOSED,
+            f"case {case_id} was closed from {after.isoformat()} until it was reopened at"
+            f" {reopened_at.isoformat()}; nothing can have taken place on it in between",
+            subject=f"case/{case_id}",
+            closed_at=after.isoformat(),
+            reopened_at=reopened_at.isoformat(),
         )
     return RuleBroken(
         CASE_CLOSED,

@@ -7,6 +7,18 @@ from datetime import datetime
 
 from casetrail_platform.commands import require_not_before
 from events.catalog.values import NeedCategory
+from services.coordination.domain import errors
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedPeriod:
+    """A time the case was closed, from its closure until its reopening."""
+
+    closed_at: datetime
+    reopened_at: datetime
+
+    def holds(self, moment: datetime) -> bool:
+        return self.closed_at <= moment < self.reopened_at
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +36,10 @@ class CaseFacts:
     happened before the closure and new work, which is refused (README, "Closure")."""
     last_closed_at: datetime | None = None
     """When the case was last closed, whether it is closed or was reopened since: a reopened
-    case's work follows it. ``None`` for a case never closed, or facts kept before this was."""
+    case's work follows it. ``None`` for a case never closed."""
+    closed_periods: tuple[ClosedPeriod, ...] = ()
+    """The times the case was closed and then reopened, in order (the closure it is in now, if
+    closed, is ``closed_at``)."""
 
 
 def check_occurred_at(facts: CaseFacts, occurred_at: datetime | None) -> None:
@@ -45,6 +60,16 @@ def check_not_before_opening(facts: CaseFacts, moment: datetime, field: str) -> 
     """``moment`` (given as ``field``) is not before the case's opening. A service's start too:
     backdated, it would be care the case never gave, yet delivered and claimed from an insurer."""
     require_not_before(moment, f"case {facts.case_id} was opened", facts.opened_at, field)
+
+
+def check_not_while_closed(facts: CaseFacts, moment: datetime) -> None:
+    """``moment`` (a service's start) is in no time the case was closed and then reopened:
+    care booked, moved or delivered there would be care the case never gave, as before its
+    opening (``check_not_before_opening``), yet delivered and claimed from an insurer. The
+    closure the case is in now is each command's own check (``CASE_CLOSED``)."""
+    for period in facts.closed_periods:
+        if period.holds(moment):
+            raise errors.case_closed(facts.case_id, period.closed_at, period.reopened_at)
 
 
 def case_stream(case_id: str) -> str:

@@ -39,6 +39,7 @@ from services.coordination.domain.commands import (
 from services.coordination.domain.facts import (
     CaseFacts,
     check_not_before_opening,
+    check_not_while_closed,
 )
 from services.coordination.domain.permissions import require_own_provider
 from services.coordination.domain.schedule import Schedule, Service, ServiceStatus
@@ -78,6 +79,7 @@ def decide_schedule(
     if facts.closed:
         raise errors.case_closed(facts.case_id)
     check_not_before_opening(facts, command.starts_at, "starts_at")
+    check_not_while_closed(facts, command.starts_at)
     if command.referral_id is not None:
         referral = case.referrals.get(command.referral_id)
         if referral is None:
@@ -148,6 +150,7 @@ def decide_reschedule(
     if facts.closed:
         raise errors.case_closed(facts.case_id)
     check_not_before_opening(facts, command.starts_at, "starts_at")
+    check_not_while_closed(facts, command.starts_at)
     service = _scheduled(schedule, command.case_id, command.service_id)
     require_not_before(occurred_at, service.last_change, service.changed_at)
     referral = None if service.referral_id is None else case.referrals.get(service.referral_id)
@@ -231,7 +234,8 @@ def decide_delivered(
 ) -> list[CaseEvent]:
     """A delivery is a fact about the past: it cannot end after the server's ``now`` (give or
     take ``OCCURRED_AT_CLOCK_SKEW``, the drift a command's own moment is allowed), nor start
-    after the case's closure (a visit made before the closure may still be written up).
+    after the case's closure (a visit made before the closure may still be written up), nor
+    in a time it was closed before a reopening.
     ``acting_for``: the partner agency of the verified caller, which must provide it."""
     service = _scheduled(schedule, command.case_id, command.service_id, acting_for)
     require_not_before(occurred_at, service.last_change, service.changed_at)
@@ -248,6 +252,7 @@ def decide_delivered(
         )
     if facts.closed_at is not None and command.starts_at >= facts.closed_at:
         raise errors.case_closed(facts.case_id, after=facts.closed_at)
+    check_not_while_closed(facts, command.starts_at)
     # Where it actually took place must be free too: the client was not in two places.
     if acting_for is None:
         _require_free(

@@ -84,24 +84,3 @@ async def test_an_opening_delivered_after_the_assessment_gives_the_facts_of_in_o
     facts = await views.case_facts(read_models, "case-1")
     assert facts is not None
     assert facts.needs == (NeedCategory.HOME_CARE, NeedCategory.HEALTH, NeedCategory.COUNSELING)
-
-
-async def test_a_document_kept_before_the_needs_were_split_keeps_its_needs(
-    intake: IntakeFeed, read_models: SqliteReadModelStore
-) -> None:
-    kept = {
-        "case_id": "case-1",
-        "client_id": "client-1",
-        "needs": ["home_care", "health"],
-        "closed": False,
-        "closures": 0,
-        "reopens": 0,
-        "last_closed_at": None,
-    }
-    async with read_models.transaction() as transaction:
-        await transaction.put(CASE_FACTS, "case-1", kept)
-    await intake.handler(_opening(intake)[1])  # an assessment after a reopening, say
-
-    facts = await views.case_facts(read_models, "case-1")
-    assert facts is not None
-    assert facts.needs == (NeedCategory.HOME_CARE, NeedCategory.HEALTH, NeedCategory.COUNSELING)

@@ -1,0 +1,123 @@
+"""A reopened case keeps the times it was closed: no service is scheduled, moved or delivered to
+start in one, as none is before the case's opening. Coordination's facts kept only the last
+closure, and that only while the case was closed, so after a reopening care was booked,
+delivered and claimed inside the time the case had been closed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
+from casetrail_platform.store.sqlite import SqliteEventStore
+from events.catalog.cases import CaseClosed, CaseReopened, DischargeReason
+from events.catalog.values import NeedCategory
+from services.coordination.adapters import read_models as views
+from services.coordination.domain.facts import ClosedPeriod
+from tests.unit.coordination.rpc import AN_HOUR, HOME_CARE_CO, refused, schedule_request
+from tests.unit.coordination.support import IntakeFeed, carried_by, command_context, timestamp
+
+if TYPE_CHECKING:
+    from tests.unit.coordination.rpc import Stub
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+OPENED, CLOSED, REOPENED = (NOW - timedelta(days=days) for days in (30, 20, 10))
+
+
+def _now_context() -> Any:
+    return command_context("case_manager", at=NOW)
+
+
+def _booking(starts_at: datetime) -> pb.ScheduleServiceRequest:
+    request = schedule_request("case-1", "home_care", starts_at, provider=HOME_CARE_CO)
+    request.context.CopyFrom(_now_context())
+    return request
+
+
+def _moved(service_id: str, starts_at: datetime) -> pb.RescheduleServiceRequest:
+    return pb.RescheduleServiceRequest(
+        context=_now_context(),
+        case_id="case-1",
+        service_id=service_id,
+        starts_at=timestamp(starts_at),
+        ends_at=timestamp(starts_at + AN_HOUR),
+        reason="the carer came another day",
+    )
+
+
+def _delivered(service_id: str, starts_at: datetime) -> pb.RecordServiceDeliveredRequest:
+    return pb.RecordServiceDeliveredRequest(
+        context=_now_context(),
+        case_id="case-1",
+        service_id=service_id,
+        starts_at=timestamp(starts_at),
+        ends_at=timestamp(starts_at + AN_HOUR),
+    )
+
+
+async def test_no_service_starts_in_a_time_the_case_was_closed(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE], at=OPENED)
+    await carried_by(store, "case-1")
+    before = await stub.ScheduleService(_booking(CLOSED - 2 * AN_HOUR))
+    await intake.close_case("case-1", at=CLOSED)
+    await intake.deliver(
+        CaseReopened(case_id="case-1", reason="fell again"), "case-case-1", occurred_at=REOPENED
+    )
+
+    while_closed = NOW - timedelta(days=15)
+    refusals = [
+        await refused(stub.ScheduleService(_booking(while_closed))),
+        await refused(stub.ScheduleService(_booking(CLOSED))),
+        await refused(stub.RescheduleService(_moved(before.service_id, while_closed))),
+        await refused(stub.RecordServiceDelivered(_delivered(before.service_id, while_closed))),
+    ]
+    for refusal in refusals:
+        assert (refusal.code, refusal.rule) == (grpc.StatusCode.FAILED_PRECONDITION, "CASE_CLOSED")
+        assert refusal.metadata == {
+            "subject": "case/case-1",
+            "closed_at": CLOSED.isoformat(),
+            "reopened_at": REOPENED.isoformat(),
+        }
+
+    # Before the closure and from the reopening on, care is booked and given as before.
+    await stub.ScheduleService(_booking(REOPENED))
+    await stub.RecordServiceDelivered(_delivered(before.service_id, CLOSED - AN_HOUR))
+
+
+async def test_the_times_closed_are_the_same_whatever_order_closures_and_reopenings_arrive(
+    intake: IntakeFeed, read_models: SqliteReadModelStore
+) -> None:
+    # Planning records closures and intake reopenings: on two topics, in either order.
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE], at=OPENED)
+    moments = [NOW - timedelta(days=days) for days in (25, 20, 15, 10, 5)]
+    closures = [
+        intake.record(
+            CaseClosed(case_id="case-1", reason=DischargeReason.GOALS_ACHIEVED),
+            "case-case-1",
+            source="casetrail/planning",
+            occurred_at=at,
+        )
+        for at in moments[0::2]
+    ]
+    reopenings = [
+        intake.record(
+            CaseReopened(case_id="case-1", reason="fell again"), "case-case-1", occurred_at=at
+        )
+        for at in moments[1::2]
+    ]
+    for recorded in [*reopenings, *closures]:  # each reopening before its closure
+        await intake.handler(recorded)
+        await intake.handler(recorded)  # delivered again: counted once
+
+    facts = await views.case_facts(read_models, "case-1")
+    assert facts is not None
+    assert facts.closed_periods == (
+        ClosedPeriod(moments[0], moments[1]),
+        ClosedPeriod(moments[2], moments[3]),
+    )
+    assert (facts.closed, facts.closed_at, facts.last_closed_at) == (True, moments[4], moments[4])
