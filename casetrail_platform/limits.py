@@ -48,6 +48,15 @@ MOMENT_RANGE = (
 )
 """The bounds as a refusal tells them: both days included, UTC."""
 
+MAX_VALID_FOR_DAYS = (LATEST_MOMENT.date() - date(2100, 1, 1)).days
+"""How long a programme's positive eligibility decision may hold (``valid_for_days`` in the
+agency file, a century): decided on any day before 2100, its ``valid_until`` lies within the
+dates above."""
+
+MAX_AMOUNT_MINOR_UNITS = 2**63 - 1
+"""An amount in minor units as the APIs carry it (protobuf ``int64``): the agency file's
+amounts are held to it, so that what a budget line has left always fits an answer."""
+
 EARLIEST_OCCURRED_AT = datetime(1970, 1, 1, tzinfo=UTC)
 OCCURRED_AT_CLOCK_SKEW = timedelta(minutes=5)
 """A command's occurred-at lies in [1970-01-01, now + 5 minutes]: it says when something

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from casetrail_platform.limits import MAX_AMOUNT_MINOR_UNITS, MAX_VALID_FOR_DAYS
 from events.catalog.assignment import WorkerCredential
 from events.catalog.base import Identifier, NonEmptyStr, Role
 from events.catalog.scheduling import ServiceKind
@@ -21,6 +22,21 @@ def residence_code(text: str) -> str:
     ("US-CA-ALAMEDA" is "us-ca-alameda"), so codes are held in lower case, in the agency's
     programmes as in the facts given."""
     return text.lower()
+
+
+def _carried_by_the_apis(money: Money) -> Money:
+    if money.amount_minor_units > MAX_AMOUNT_MINOR_UNITS:
+        raise ValueError(
+            f"amount_minor_units must be at most {MAX_AMOUNT_MINOR_UNITS}, the largest amount"
+            " the APIs carry (a 64-bit integer)"
+        )
+    return money
+
+
+AgencyMoney = Annotated[Money, AfterValidator(_carried_by_the_apis)]
+"""An amount of the agency file: one the APIs can carry, as every amount a request gives is
+(a line of 2**64 cents was loaded, then every reservation on it and every read of it failed
+building the answer's ``int64``)."""
 
 
 class _Config(BaseModel):
@@ -50,12 +66,14 @@ class Program(_Config):
     name: NonEmptyStr
     min_age: Annotated[int, Field(ge=0, le=150)] | None = None
     max_age: Annotated[int, Field(ge=0, le=150)] | None = None
-    max_monthly_income: Money | None = None
+    max_monthly_income: AgencyMoney | None = None
     residence_in: tuple[NonEmptyStr, ...] = Field(
         default=(), description="Jurisdictions served (e.g. county codes); anywhere when empty."
     )
-    valid_for_days: Annotated[int, Field(ge=1)] | None = Field(
-        default=None, description="How long a positive decision holds before a new review."
+    valid_for_days: Annotated[int, Field(ge=1, le=MAX_VALID_FOR_DAYS)] | None = Field(
+        default=None,
+        description="How long a positive decision holds before a new review: at most a"
+        " century, so that its last day is one the catalog's dates hold.",
     )
 
     @field_validator("residence_in")
@@ -69,7 +87,7 @@ class BudgetLine(_Config):
 
     budget_line: Identifier
     name: NonEmptyStr
-    amount: Money
+    amount: AgencyMoney
     funds_service_kinds: tuple[ServiceKind, ...] = Field(
         default=(), description="Kinds of service the line pays for; any kind when empty."
     )
