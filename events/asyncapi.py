@@ -4,6 +4,9 @@
 message per event type and schema version (payload: the published JSON Schema; headers: the
 CloudEvents Kafka binary-mode ``ce_*`` headers; key: the subject), and the dead-letter topics
 (``<consumer group>.dlq``: the original record unchanged plus ``casetrail_dlq_*`` headers).
+A message that may also come in structured mode (``_sent_structured``) allows both: its
+``content-type`` header either content type, its payload one of the data or the whole CloudEvent
+in the JSON format (the envelope schema, ``data`` the message's data schema).
 Other teams generate consumers from it. ``--check`` writes nothing and exits 1 when the file is
 out of sync with the catalog (``make check`` runs it, like ``events.schema_export --check``).
 
@@ -28,6 +31,8 @@ from events.cloudevents import (
     JSON_CONTENT_TYPE,
     KAFKA_CONTENT_TYPE_HEADER,
     KAFKA_HEADER_PREFIX,
+    STORED_DATA_ATTRIBUTE,
+    STORED_VERSION_ATTRIBUTE,
     STRUCTURED_CONTENT_TYPE,
     envelope_json_schema,
 )
@@ -48,6 +53,7 @@ DEFAULT_TOPOLOGY = (
     Path(__file__).resolve().parent.parent / "infra" / "helm" / "casetrail" / "topology.yaml"
 )
 HEADERS_SCHEMA = "CloudEventsKafkaHeaders"
+STRUCTURED_SCHEMA = "CloudEventsJsonFormat"
 DEAD_LETTER_HEADERS_SCHEMA = "DeadLetterHeaders"
 DEAD_LETTER_MESSAGE = "casetrail.dead-letter"
 _NOT_HEADERS = {"data", "datacontenttype"}
@@ -78,11 +84,16 @@ def document(groups: Iterable[str]) -> dict[str, Any]:
         HEADERS_SCHEMA: _headers_schema(),
         DEAD_LETTER_HEADERS_SCHEMA: _dead_letter_headers_schema(),
     }
+    superseded = {entry["type"] for entry in catalog["events"] if not entry["current"]}
     messages: dict[str, Any] = {}
     for entry in catalog["events"]:
         schema = json.loads(files[entry["schema"]])
         message_id = f"{entry['type']}.v{entry['version']}"
-        messages[message_id] = _event_message(entry, _inline(schema, shared_schemas))
+        payload = _inline(schema, shared_schemas)
+        structured = _sent_structured(entry, schema, superseded)
+        if structured:
+            payload = _either_mode(entry, message_id, payload, shared_schemas)
+        messages[message_id] = _event_message(entry, payload, structured=structured)
     messages[DEAD_LETTER_MESSAGE] = _dead_letter_message()
     group_names = sorted(groups)
     return {
@@ -103,7 +114,10 @@ def document(groups: Iterable[str]) -> dict[str, Any]:
                 "CloudEvent in the JSON format as its value (`data` as the payload schema "
                 "says, `storeddata` beside it), so that value never travels in a header; its "
                 "other `ce_` headers are kept for routing. Read both modes, as the binding "
-                "asks of subscribers. Fields marked "
+                "asks of subscribers: the messages that may come so say it, their "
+                f"`{KAFKA_CONTENT_TYPE_HEADER}` header allowing both and their payload one of "
+                "the data (binary mode) or the whole CloudEvent (structured mode). Fields "
+                "marked "
                 "`x-casetrail-sensitive: true` (special-category data) or "
                 "`x-casetrail-personal: true` (who the client is) travel sealed with the "
                 f"client's key: a `{SEALED_VALUE_DEF}` string (`ct1~...`, see the sealing "
@@ -215,12 +229,74 @@ def _topic_binding(partitions: int) -> dict[str, Any]:
     }
 
 
-def _event_message(entry: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+def _sent_structured(entry: dict[str, Any], schema: dict[str, Any], superseded: set[str]) -> bool:
+    """Whether records of ``entry`` may come in structured mode: an event stored under a
+    superseded version whose stored form holds in clear a value the current version seals
+    (``RecordedEvent.stored_in_clear``), so the current version of a type with a superseded
+    one, when it seals anything (its schema accepts a sealed value). Which records hold such a
+    value (stored before sealing existed or before the field was marked) is known only per
+    record, so every such message allows both modes."""
+    return (
+        entry["current"]
+        and entry["type"] in superseded
+        and SEALED_VALUE_DEF in schema.get("$defs", {})
+    )
+
+
+def _either_mode(
+    entry: dict[str, Any], message_id: str, data: dict[str, Any], shared: dict[str, Any]
+) -> dict[str, Any]:
+    """The payload of a message that may come in structured mode: ``data`` (binary mode) or
+    the JSON-format CloudEvent holding it, with the stored form it was upcast from. ``data``
+    moves to ``shared`` as ``message_id``, so that both branches refer to it."""
+    if message_id in shared:
+        raise ValueError(f"{message_id} is reserved for its message's data in components.schemas")
+    shared[message_id] = data
+    envelope = envelope_json_schema()
+    shared.setdefault(
+        STRUCTURED_SCHEMA,
+        {key: value for key, value in envelope.items() if key not in {"$schema", "$id"}},
+    )
+    # A new {"$ref": ...} at each use: one object used twice is written as a YAML alias.
+    data_reference = f"#/components/schemas/{message_id}"
+    return {
+        "description": (
+            f"Binary mode ({KAFKA_CONTENT_TYPE_HEADER}: {JSON_CONTENT_TYPE}): the event data. "
+            f"Structured mode ({KAFKA_CONTENT_TYPE_HEADER}: {STRUCTURED_CONTENT_TYPE}): the "
+            f"whole CloudEvent in the JSON format, data inside, {STORED_VERSION_ATTRIBUTE} "
+            f"and {STORED_DATA_ATTRIBUTE} beside it."
+        ),
+        "oneOf": [
+            {"$ref": data_reference},
+            {
+                "allOf": [
+                    {"$ref": f"#/components/schemas/{STRUCTURED_SCHEMA}"},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "type": {"const": entry["type"]},
+                            "schemaversion": {"const": entry["version"]},
+                            "dataschema": {"const": entry["dataschema"]},
+                            "data": {"$ref": data_reference},
+                        },
+                        "required": [STORED_VERSION_ATTRIBUTE, STORED_DATA_ATTRIBUTE],
+                    },
+                ]
+            },
+        ],
+    }
+
+
+def _event_message(
+    entry: dict[str, Any], payload: dict[str, Any], *, structured: bool
+) -> dict[str, Any]:
     fixed = {
         f"{KAFKA_HEADER_PREFIX}type": {"const": entry["type"]},
         f"{KAFKA_HEADER_PREFIX}schemaversion": {"const": str(entry["version"])},
         f"{KAFKA_HEADER_PREFIX}dataschema": {"const": entry["dataschema"]},
     }
+    if not structured:
+        fixed[KAFKA_CONTENT_TYPE_HEADER] = {"const": JSON_CONTENT_TYPE}
     message: dict[str, Any] = {
         "name": entry["type"],
         "title": f"{entry['type']} v{entry['version']}",
@@ -248,6 +324,14 @@ def _event_message(entry: dict[str, Any], payload: dict[str, Any]) -> dict[str, 
         message["description"] = (
             "A superseded version: records stored under it are published as stored; "
             "casetrail's own consumers upcast them on read."
+        )
+    elif structured:
+        message["description"] = (
+            "Sent in structured mode instead of binary mode when the event is stored under a "
+            "superseded version whose stored form holds in clear a value this version seals: "
+            f"header {KAFKA_CONTENT_TYPE_HEADER}: {STRUCTURED_CONTENT_TYPE}, the value the "
+            "whole CloudEvent (the payload's second branch); its other ce_ headers as in "
+            "binary mode."
         )
     if entry["sensitive_fields"]:
         message["x-casetrail-sensitive-fields"] = entry["sensitive_fields"]
@@ -279,8 +363,12 @@ def _headers_schema() -> dict[str, Any]:
     envelope = envelope_json_schema()
     properties: dict[str, Any] = {
         KAFKA_CONTENT_TYPE_HEADER: {
-            "const": JSON_CONTENT_TYPE,
-            "description": "CloudEvents datacontenttype.",
+            "enum": [JSON_CONTENT_TYPE, STRUCTURED_CONTENT_TYPE],
+            "description": (
+                f"CloudEvents datacontenttype ({JSON_CONTENT_TYPE}, binary mode: the value is "
+                f"the data) or {STRUCTURED_CONTENT_TYPE} (structured mode: the value is the "
+                "whole CloudEvent in the JSON format), which only the messages saying so use."
+            ),
         }
     }
     required = [KAFKA_CONTENT_TYPE_HEADER]
