@@ -322,8 +322,10 @@ def _event_message(
     }
     if not entry["current"]:
         message["description"] = (
-            "A superseded version: records stored under it are published as stored; "
-            "casetrail's own consumers upcast them on read."
+            "A superseded version: events stored under it are published upcast to the "
+            "current version, the stored form beside it (`storedversion`, `storeddata`); a "
+            "record of this version on the topic (written by an earlier release) is upcast by "
+            "casetrail's own consumers on read."
         )
     elif structured:
         message["description"] = (
