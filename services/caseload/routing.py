@@ -9,6 +9,12 @@ as caseload's calls to audit) and against the name the views' certificate carrie
 (``CASETRAIL_CASELOAD_TLS_NAME``: the chart sets the caseload Service's), while the connection
 still goes to the owner's address. An owner that cannot be reached is ``Refused`` 503
 ``OWNER_UNAVAILABLE``, answered as every refusal of the views.
+
+What is forwarded is a request of this router's own making: the owner's address with the
+caller's path and query, and of the caller's headers only ``FORWARDED_HEADERS`` (Faust's sent
+them all, and built the address from the caller's ``Host``: a ``Host`` of ``a:b`` or ``a@b`` was
+a bare 500). The views refuse any request but a GET or HEAD without a body before it is routed
+(``require_a_plain_read``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 import aiohttp
 from faust.app.router import Router
 from faust.exceptions import SameNode
+from yarl import URL
 
 from services.caseload.access import Refused
 
@@ -30,6 +37,32 @@ CONNECT_SECONDS = 5.0
 FORWARD_SECONDS = 120.0
 """The whole forwarded view: longer than the owner's longest answer, a list of 1,000 cases
 recorded in audit in 10 calls of at most ``recording.CALL_SECONDS`` (10 s) each."""
+FORWARDED_HEADERS = ("Authorization", "Accept")
+"""The caller's headers the owner is sent: the token its view verifies and records the read
+with, and what the caller accepts (the views read no other). Never the caller's framing: no
+body is forwarded, so a ``Content-Length`` or ``Transfer-Encoding`` made the owner take the next
+request on the pooled connection, another caller's bearer token and all, as the rest of this
+one (a 400 echoing and logging that token, or a 10 s stall); nor ``Host``, ``Connection``,
+``Expect`` or any other header meant for this hop only."""
+FORWARDED_MARK = "X-Caseload-Forwarded"
+"""Set on every forwarded request: its receiver answers it if it owns the worker, else 503
+``OWNER_UNAVAILABLE``, never forwarding it again. During a rebalance two processes may each
+take the other for the owner: one view went back and forth ~200 times. A caller sending the
+mark gains nothing: the view still verifies its token and records the read, or is refused."""
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def require_a_plain_read(request: Any) -> None:
+    """``Refused`` unless ``request`` is a GET or HEAD without a body: the views read nothing
+    else, and what the router forwards is nothing else (``FORWARDED_HEADERS``)."""
+    if request.method not in READ_METHODS:
+        raise Refused(405, "the caseload views answer GET and HEAD only", "METHOD_NOT_ALLOWED")
+    if request.body_exists:
+        raise Refused(
+            400,
+            "the caseload views take no body: send no Content-Length or Transfer-Encoding",
+            "BODY_NOT_ALLOWED",
+        )
 
 
 class OwnerRouter(Router):
@@ -40,6 +73,8 @@ class OwnerRouter(Router):
         settings = app.settings
         self.tls_name: str | None = settings.web_tls_name
         """The name the owner's certificate must carry; ``None``: its address's host."""
+        self.scheme = "http" if settings.web_tls is None else "https"
+        """The owner's views are served as this process's are: one deployment, one setting."""
         self.ssl_context = ssl.create_default_context(
             cadata=None if settings.audit_tls is None else settings.audit_tls.server_ca.decode()
         )
@@ -51,19 +86,28 @@ class OwnerRouter(Router):
 
     async def route_req(self, table_name: str, key: Any, web: Any, request: Any) -> Any:
         """The owner's answer (its status and body), or ``SameNode`` when this process owns
-        ``key``; ``Refused`` 503 when the owner is unknown or cannot be reached."""
+        ``key``; ``Refused`` 503 when the owner is unknown, cannot be reached, or the request
+        was forwarded here already (``FORWARDED_MARK``)."""
         try:
             owner = self.key_store(table_name, key)
         except KeyError:  # no assignment yet (a rebalance)
             raise _unavailable() from None
         if self._urlident(owner) == self._urlident(self.app.conf.canonical_url):
             raise SameNode()
-        host, port = self._urlident(owner)
+        if FORWARDED_MARK in request.headers:
+            # The sender took this process for the owner, which takes another one: a
+            # rebalance seen at different moments. Its tables do not hold the worker, so an
+            # answer from here would be an empty view shown as if it were all.
+            log.warning("caseload: a forwarded view's owner is another process (a rebalance)")
+            raise _unavailable()
         try:
+            headers = {
+                name: request.headers[name] for name in FORWARDED_HEADERS if name in request.headers
+            }
             async with self.app.http_client.request(
                 method=request.method,
-                url=request.url.with_host(host).with_port(port),
-                headers=request.headers,
+                url=self._owners(owner, request.rel_url),
+                headers={**headers, FORWARDED_MARK: "1"},
                 ssl=self.ssl_context,
                 server_hostname=self.tls_name,
                 timeout=aiohttp.ClientTimeout(total=FORWARD_SECONDS, connect=CONNECT_SECONDS),
@@ -77,6 +121,25 @@ class OwnerRouter(Router):
             # The error names the address and the TLS failure, never the request's headers.
             log.warning("caseload: a view could not be forwarded to its owner: %s", error)
             raise _unavailable() from None
+        except Exception as error:  # whatever else fails, the caller gets the 503 too
+            # By its type only: its words might repeat the caller's path or headers.
+            log.warning(
+                "caseload: a view could not be forwarded to its owner: %s", type(error).__name__
+            )
+            raise _unavailable() from None
+
+    def _owners(self, owner: URL, view: URL) -> URL:
+        """The owner's address (from the assignment, never the caller's ``Host``) with the
+        view's path and query as the caller sent them (``%2F`` stays ``%2F``)."""
+        host, port = self._urlident(owner)
+        origin = URL.build(scheme=self.scheme, host=host, port=port)  # brackets an IPv6 host
+        return URL.build(
+            scheme=origin.scheme,
+            authority=origin.raw_authority,
+            path=view.raw_path,
+            query_string=view.raw_query_string,
+            encoded=True,
+        )
 
 
 def _unavailable() -> Refused:

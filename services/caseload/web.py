@@ -19,7 +19,8 @@ are recorded.
 
 Per-worker views are routed by Faust to the process that owns the worker's table partition,
 over the views' HTTPS when they serve it (``routing``: 503 ``OWNER_UNAVAILABLE`` when that
-process cannot be reached).
+process cannot be reached, or was forwarded the view by one that took it for the owner). A view
+is a GET or HEAD without a body: 400 ``BODY_NOT_ALLOWED`` otherwise (405 for another method).
 ``today`` defaults to the agency's date (``CASETRAIL_AGENCY_TIME_ZONE``, as the services' ages)
 for the overdue follow-ups, and to the UTC date for contacts, which are counted per UTC day.
 
@@ -51,6 +52,7 @@ from services.caseload import queries
 from services.caseload.access import CaseloadGate, Refused
 from services.caseload.processor import CaseloadApp
 from services.caseload.recording import AccessRecorder, View
+from services.caseload.routing import READ_METHODS, require_a_plain_read
 
 MAX_DAYS = 35
 DEFAULT_LIMIT = 100
@@ -94,6 +96,7 @@ def add_views(app: CaseloadApp) -> None:
         # the process that answers is the one that admits, reads the tables and records.
         async def admitted(view: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
             try:
+                require_a_plain_read(request)
                 caller = await gate.admit(request.headers, request.query)
                 if not app.ready():
                     # Tables still being restored from their changelogs would answer with
@@ -158,8 +161,10 @@ def add_views(app: CaseloadApp) -> None:
             # raised a TypeError: a 500); answered here then, NOT_READY.
             chosen = route if app.ready() else local
             try:
+                # Before routing: the owner is sent no body (``routing.FORWARDED_HEADERS``).
+                require_a_plain_read(request)
                 response = await chosen(view, request, *args, **kwargs)
-            except Refused as refused:  # the owner cannot be reached (``routing``)
+            except Refused as refused:  # a body, or the owner cannot be reached (``routing``)
                 return refusal(view, refused)
             response.headers.update(ANSWER_HEADERS)
             if response.status == 401:
@@ -183,6 +188,8 @@ def refusal(view: Any, refused: Refused) -> Any:
     headers = dict(ANSWER_HEADERS)
     if refused.status == 401:
         headers["WWW-Authenticate"] = "Bearer"
+    if refused.status == 405:
+        headers["Allow"] = ", ".join(sorted(READ_METHODS))
     return view.json(
         {"error": str(refused), "reason": refused.code}, status=refused.status, headers=headers
     )

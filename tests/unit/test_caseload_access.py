@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +22,13 @@ from tests.support.identity import TestIssuer
 from tests.support.servers import free_port
 
 CASELOADS = audit_pb2.CASELOAD_VIEW_CASELOADS
+
+
+def get_request(headers: Any, query: Any, match_info: Any) -> Any:
+    """A GET of a view, with what the views read of it (no body)."""
+    return SimpleNamespace(
+        method="GET", body_exists=False, headers=headers, query=query, match_info=match_info
+    )
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -206,8 +214,6 @@ async def test_an_answer_routed_to_the_owning_process_keeps_the_answer_headers(
     """With several processes Faust routes a per-worker view to the owner of the worker's
     partition and hands back its status and body only: the routed answer (cases named, or a
     refusal) came without Cache-Control: no-store, nosniff and WWW-Authenticate."""
-    from types import SimpleNamespace
-
     from services.caseload.processor import build_app
     from services.caseload.settings import CaseloadSettings
 
@@ -218,7 +224,7 @@ async def test_an_answer_routed_to_the_owning_process_keeps_the_answer_headers(
         return web.text('{"case_ids": ["a"]}', content_type="application/json", status=status)
 
     app.router.route_req = answered_elsewhere  # type: ignore[method-assign,assignment]
-    request = SimpleNamespace(headers={}, query={}, match_info={"worker": "w-ana"})
+    request = get_request(headers={}, query={}, match_info={"worker": "w-ana"})
     for path in ("/caseload/{worker}/", "/overdue/{worker}/", "/contacts/{worker}/"):
         response = await app.web.views[path].get(request, worker="w-ana")
         assert response.status == status
@@ -282,7 +288,6 @@ async def test_a_list_names_at_most_limit_cases_and_only_those_are_recorded(
     default 100, as planning's ListCases) with ``truncated``, recording only the cases shown.
     Fails on the old code: every case named, no ``truncated``, ``limit`` ignored."""
     import json
-    from types import SimpleNamespace
 
     it = served(tmp_path, issuer)
     app, held, recorded = it.app, it.held, it.recorded
@@ -299,7 +304,7 @@ async def test_a_list_names_at_most_limit_cases_and_only_those_are_recorded(
     ]
     for path, query, field, expected, truncated in cases:
         recorded.clear()
-        request = SimpleNamespace(headers=token, query=query, match_info={"worker": "w-ana"})
+        request = get_request(headers=token, query=query, match_info={"worker": "w-ana"})
         worker = {"worker": "w-ana"} if "{worker}" in path else {}
         response = await app.web.views[path].get(request, **worker)
         body = json.loads(response.body)
@@ -311,7 +316,7 @@ async def test_a_list_names_at_most_limit_cases_and_only_those_are_recorded(
         assert body["truncated"] is truncated, path
         assert [c for chunk in recorded for c in chunk] == names, path
     for bad in ("0", "1001", "²", "-1", "ten", "0" * 4300 + "1"):
-        request = SimpleNamespace(headers=token, query={"limit": bad}, match_info={})
+        request = get_request(headers=token, query={"limit": bad}, match_info={})
         response = await app.web.views["/caseload/"].get(request)
         assert response.status == 400
         assert json.loads(response.body)["error"].startswith("limit must be a whole number")
@@ -325,12 +330,11 @@ async def test_no_view_answers_from_tables_still_being_recovered(
     failed in Faust's router, a 500). Now 503 NOT_READY, nothing recorded. Fails on the old
     code: 200 with the tables as they were."""
     import json
-    from types import SimpleNamespace
 
     it = served(tmp_path, issuer)
     token = bearer(issuer.mint("james.liu", "auditor"))
     for path in ("/caseload/", "/caseload/{worker}/", "/overdue/", "/contacts/{worker}/"):
-        request = SimpleNamespace(headers=token, query={}, match_info={"worker": "w-ana"})
+        request = get_request(headers=token, query={}, match_info={"worker": "w-ana"})
         worker = {"worker": "w-ana"} if "{worker}" in path else {}
         response = await it.app.web.views[path].get(request, **worker)
         assert response.status == 503, path
@@ -338,7 +342,7 @@ async def test_no_view_answers_from_tables_still_being_recovered(
         assert response.headers["Cache-Control"] == "no-store"
     assert it.recorded == []
     assert it.routed == []  # answered here, not routed by a router that cannot route yet
-    anonymous = SimpleNamespace(headers={}, query={}, match_info={})
+    anonymous = get_request(headers={}, query={}, match_info={})
     assert (await it.app.web.views["/caseload/"].get(anonymous)).status == 401
 
 
@@ -352,14 +356,13 @@ async def test_a_certificate_bound_token_is_refused_and_nothing_is_recorded(
     TOKEN_CERTIFICATE_MISMATCH, as the console refuses such a sign-in; audit is never asked.
     Fails on the old code: 200, the read recorded."""
     import json
-    from types import SimpleNamespace
 
     it = served(tmp_path, issuer)
     it.app.tables.recovery.completed.set()
     bound = issuer.mint("eve", "auditor", extra={"cnf": {"x5t#S256": "A" * 43}})
     refused = await refusal(CaseloadGate(issuer.verifier()), bearer(bound), {})
     assert (refused.status, refused.code) == (401, "TOKEN_CERTIFICATE_MISMATCH")
-    request = SimpleNamespace(headers=bearer(bound), query={}, match_info={"worker": "w-ana"})
+    request = get_request(headers=bearer(bound), query={}, match_info={"worker": "w-ana"})
     for path in ("/caseload/", "/caseload/{worker}/"):
         worker = {"worker": "w-ana"} if "{worker}" in path else {}
         response = await it.app.web.views[path].get(request, **worker)

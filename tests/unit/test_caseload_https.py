@@ -5,18 +5,25 @@ settings, every token readable on the way."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import ssl
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from yarl import URL
 
 from casetrail_platform.grpc_platform.server import PlaintextRefused
 from casetrail_platform.identity.tls import ServerTls
 from services.caseload.processor import build_app
+from services.caseload.routing import FORWARDED_MARK
 from services.caseload.settings import CaseloadSettings, require_https_beyond_loopback
 from tests.k8s.tools import REPO
 from tests.support.certificates import Certificates
@@ -291,3 +298,292 @@ def test_the_name_the_views_certificate_carries_is_a_dns_name(
     for bad in ("https://caseload", "caseload:6066", "-caseload", "case load"):
         with pytest.raises(ValueError, match="CASETRAIL_CASELOAD_TLS_NAME"):
             CaseloadSettings.from_env({**env, "CASETRAIL_CASELOAD_TLS_NAME": bad})
+
+
+def _https_env(tmp_path: Path, issuer: TestIssuer, certificates: Certificates) -> dict[str, str]:
+    """The views over HTTPS, the deployment's CA trusted and the name their certificate
+    carries (localhost) checked while dialling an owner's IP, as the chart sets them."""
+    for name, pem in (("tls.crt", certificates.server_chain), ("ca.crt", certificates.ca)):
+        (tmp_path / name).write_bytes(pem)
+    (tmp_path / "tls.key").write_bytes(certificates.server_key)
+    (tmp_path / "tls.key").chmod(0o600)
+    return {
+        **issuer.env(),
+        "CASETRAIL_TLS_CERT": str(tmp_path / "tls.crt"),
+        "CASETRAIL_TLS_KEY": str(tmp_path / "tls.key"),
+        "CASETRAIL_TLS_CA": str(tmp_path / "ca.crt"),
+        "CASETRAIL_CASELOAD_TLS_NAME": "localhost",
+    }
+
+
+@asynccontextmanager
+async def _serving(*workers: Worker) -> AsyncIterator[None]:
+    for worker in workers:
+        worker.app.web.init_server()
+        await worker.app.web.start_server()
+    try:
+        yield
+    finally:
+        for worker in workers:
+            await worker.app.web.stop_server()
+            await worker.app.http_client.close()
+
+
+def _routing_to(worker: Worker, owner: Worker) -> None:
+    """``worker``'s router takes ``owner`` for every worker's owner: itself, or the other
+    process at its IP (127.0.0.1, which the certificate does not name: as a pod's)."""
+    owner_url = (
+        URL(worker.app.conf.canonical_url)
+        if owner is worker
+        else URL(f"http://127.0.0.1:{owner.port}")
+    )
+    worker.app.router.key_store = lambda table, key: owner_url
+
+
+def _asked_and_owner(
+    tmp_path: Path, issuer: TestIssuer, certificates: Certificates
+) -> tuple[Worker, Worker]:
+    """``asked`` holds no table and routes every per-worker view to ``owner``, which holds
+    w-ana's case-1."""
+    env = _https_env(tmp_path, issuer, certificates)
+    asked, owner = _serving_worker(tmp_path, "asked", env), _serving_worker(tmp_path, "owner", env)
+    asked.app.held_cases = {}
+    _routing_to(asked, owner)
+    _routing_to(owner, owner)
+    return asked, owner
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+async def _sent_as_is(port: int, request: bytes, ca: Path) -> RawAnswer:
+    """``request``'s bytes over TLS as they are (no client sends a bad Host, or a body with a
+    GET), the answer read until the server closes (the request says ``Connection: close``)."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1",
+        port,
+        ssl=ssl.create_default_context(cafile=str(ca)),
+        server_hostname="localhost",
+    )
+    writer.write(request)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines)
+    return RawAnswer(int(status_line.split()[1]), headers, body)
+
+
+def _get(path: str, *headers: str) -> bytes:
+    return "\r\n".join([f"GET {path} HTTP/1.1", *headers, "Connection: close", "", ""]).encode()
+
+
+def _has_answer_headers(headers: Mapping[str, str]) -> bool:
+    return headers["Cache-Control"] == "no-store" and headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: 60\r\n\r\n" + b"x" * 60,
+        b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    ],
+)
+async def test_a_view_with_a_body_is_refused_before_routing_and_the_next_callers_is_answered(
+    tmp_path: Path,
+    issuer: TestIssuer,
+    certificates: Certificates,
+    caplog: pytest.LogCaptureFixture,
+    framing: bytes,
+) -> None:
+    """The router forwarded every header of the caller's but no body (review rev2): the owner
+    took the next request on the pooled connection, another caller's, as the rest of this one,
+    and answered it 400, echoing and logging its bearer token (Content-Length), or only after
+    10 s (chunked). Anyone could, with no token. Now a view with a body is refused 400
+    BODY_NOT_ALLOWED before it is routed, and only the views' headers are forwarded."""
+    asked, owner = _asked_and_owner(tmp_path, issuer, certificates)
+    token = issuer.mint("james.liu", "auditor")
+    async with _serving(asked, owner):
+        request = b"GET /caseload/w-ana/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+        refused = await _sent_as_is(asked.port, request + framing, tmp_path / "ca.crt")
+        every_workers = request.replace(b"/caseload/w-ana/", b"/caseload/")
+        also_refused = await _sent_as_is(owner.port, every_workers + framing, tmp_path / "ca.crt")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                f"https://localhost:{asked.port}/caseload/w-ana/",
+                headers={"Authorization": f"Bearer {token}"},
+                ssl=ssl.create_default_context(cafile=str(tmp_path / "ca.crt")),
+                timeout=aiohttp.ClientTimeout(total=5),
+            ) as answer,
+        ):
+            body = json.loads(await answer.text())
+    assert refused.status == 400, refused
+    assert json.loads(refused.body)["reason"] == "BODY_NOT_ALLOWED"
+    assert _has_answer_headers(refused.headers)
+    assert also_refused.status == 400, also_refused  # a view not routed, as every view
+    assert answer.status == 200, body
+    assert body["case_ids"] == ["case-1"]
+    assert owner.recorded == [("case-1",)]
+    assert not [record for record in caplog.records if token in record.getMessage()]
+
+
+@pytest.mark.parametrize("host", ["a:b", "a:99999", "a@b", ""])
+async def test_a_view_is_forwarded_to_the_owners_address_with_the_views_headers_only(
+    tmp_path: Path, issuer: TestIssuer, certificates: Certificates, host: str
+) -> None:
+    """The forwarded address was the caller's (request.url, built from its Host header): a
+    Host of a:b, a:99999 or an empty one raised ValueError, a@b kept a user the client refused
+    beside the Authorization header; each a bare 500 without the answer headers, where the
+    owner's own process answered 200 (review rev2). Now the owner's address and the caller's
+    path and query, and of the caller's headers only Authorization and Accept, with the mark of
+    a forwarded view."""
+    asked, owner = _asked_and_owner(tmp_path, issuer, certificates)
+    seen: list[tuple[str, dict[str, str]]] = []
+    route = owner.app.router.route_req
+
+    async def noting(table: str, key: Any, web: Any, request: Any) -> Any:
+        seen.append((str(request.rel_url), dict(request.headers)))
+        return await route(table, key, web, request)
+
+    owner.app.router.route_req = noting
+    token = issuer.mint("james.liu", "auditor")
+    request = _get(
+        "/caseload/w-ana/?limit=5&purpose=confidentiality_review",
+        f"Host: {host}",
+        f"Authorization: Bearer {token}",
+        "Accept: application/json",
+        "Cookie: session=elsewhere",
+        "Forwarded: for=10.1.2.3",
+        "Via: 1.1 ingress",
+    )
+    async with _serving(asked, owner):
+        answer = await _sent_as_is(asked.port, request, tmp_path / "ca.crt")
+    assert answer.status == 200, answer
+    assert json.loads(answer.body)["case_ids"] == ["case-1"]
+    assert _has_answer_headers(answer.headers)
+    assert owner.recorded == [("case-1",)]
+    [(path, forwarded)] = seen
+    assert path == "/caseload/w-ana/?limit=5&purpose=confidentiality_review"
+    assert forwarded["Host"] == f"127.0.0.1:{owner.port}"
+    assert forwarded["Authorization"] == f"Bearer {token}"
+    assert forwarded["Accept"] == "application/json"
+    assert forwarded[FORWARDED_MARK] == "1"
+    clients_own = {"Host", "Accept-Encoding", "User-Agent"}
+    assert set(forwarded) - clients_own == {"Authorization", "Accept", FORWARDED_MARK}
+
+
+async def test_a_view_forwarded_once_is_not_forwarded_again(
+    tmp_path: Path, issuer: TestIssuer, certificates: Certificates
+) -> None:
+    """Two processes that each took the other for the worker's owner (a rebalance seen at
+    different moments) sent one view back and forth, ~200 times in 3 s and on after its caller
+    left (review rev2). Now a forwarded view is answered by its receiver if it owns the worker,
+    else 503 OWNER_UNAVAILABLE: two hops, nothing recorded."""
+    env = _https_env(tmp_path, issuer, certificates)
+    first, second = (
+        _serving_worker(tmp_path, "first", env),
+        _serving_worker(tmp_path, "second", env),
+    )
+    _routing_to(first, second)
+    _routing_to(second, first)
+    hops: list[int] = []
+    for worker in (first, second):
+        route = worker.app.router.route_req
+
+        async def counting(*args: Any, route: Any = route, port: int = worker.port) -> Any:
+            hops.append(port)
+            return await route(*args)
+
+        worker.app.router.route_req = counting
+    token = issuer.mint("james.liu", "auditor")
+    async with _serving(first, second):
+        answer = await _sent_as_is(
+            first.port,
+            _get("/caseload/w-ana/", "Host: localhost", f"Authorization: Bearer {token}"),
+            tmp_path / "ca.crt",
+        )
+    assert answer.status == 503, answer
+    assert json.loads(answer.body)["reason"] == "OWNER_UNAVAILABLE"
+    assert _has_answer_headers(answer.headers)
+    assert hops == [first.port, second.port]
+    assert first.recorded == second.recorded == []
+
+
+async def test_the_mark_of_a_forwarded_view_lets_a_caller_skip_nothing(
+    tmp_path: Path, issuer: TestIssuer, certificates: Certificates
+) -> None:
+    """A caller may send the mark itself: the owner still verifies the token and records the
+    read; a process that does not own the worker refuses rather than answering from tables
+    that do not hold them."""
+    asked, owner = _asked_and_owner(tmp_path, issuer, certificates)
+    token = issuer.mint("james.liu", "auditor")
+    marked = f"{FORWARDED_MARK}: 1"
+    ca = tmp_path / "ca.crt"
+    async with _serving(asked, owner):
+        anonymous = await _sent_as_is(owner.port, _get("/caseload/w-ana/", "Host: x", marked), ca)
+        signed = _get("/caseload/w-ana/", "Host: x", marked, f"Authorization: Bearer {token}")
+        read = await _sent_as_is(owner.port, signed, ca)
+        not_the_owner = await _sent_as_is(asked.port, signed, ca)
+    assert anonymous.status == 401, anonymous
+    assert read.status == 200, read
+    assert owner.recorded == [("case-1",)]
+    assert not_the_owner.status == 503, not_the_owner
+    assert json.loads(not_the_owner.body)["reason"] == "OWNER_UNAVAILABLE"
+    assert asked.recorded == []
+
+
+class _FailingClient:
+    """An HTTP client failing as nothing in aiohttp's errors says (a bug, a library's)."""
+
+    def request(self, **kwargs: Any) -> Any:
+        raise RuntimeError(f"went wrong with {kwargs['headers']}")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_any_failure_of_forwarding_is_503_logged_by_its_type_only(
+    tmp_path: Path,
+    issuer: TestIssuer,
+    certificates: Certificates,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Only aiohttp's errors and timeouts were a 503: anything else was a bare 500, without the
+    answer headers, its traceback logged with whatever its words held."""
+    asked, owner = _asked_and_owner(tmp_path, issuer, certificates)
+    asked.app.http_client = _FailingClient()
+    token = issuer.mint("james.liu", "auditor")
+    async with _serving(asked, owner):
+        answer = await _sent_as_is(
+            asked.port,
+            _get("/caseload/w-ana/", "Host: localhost", f"Authorization: Bearer {token}"),
+            tmp_path / "ca.crt",
+        )
+    assert answer.status == 503, answer
+    assert json.loads(answer.body)["reason"] == "OWNER_UNAVAILABLE"
+    assert _has_answer_headers(answer.headers)
+    assert "RuntimeError" in caplog.text
+    assert token not in caplog.text
+    assert "went wrong" not in caplog.text
+
+
+def test_a_view_is_a_get_or_head_without_a_body() -> None:
+    """Faust serves the views' GET and HEAD only (aiohttp answers 405 to any other method);
+    the check before routing holds it of what is forwarded whatever a view comes to serve."""
+    from aiohttp.test_utils import make_mocked_request
+
+    from services.caseload.access import Refused
+    from services.caseload.routing import require_a_plain_read
+
+    for method in ("GET", "HEAD"):
+        require_a_plain_read(make_mocked_request(method, "/caseload/w-ana/"))
+    for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+        with pytest.raises(Refused) as refused:
+            require_a_plain_read(make_mocked_request(method, "/caseload/w-ana/"))
+        assert (refused.value.status, refused.value.code) == (405, "METHOD_NOT_ALLOWED")
