@@ -29,7 +29,8 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
     await retire_old_facts_layout(host.read_models)
     await retire_old_layout(host.read_models)
     host.project_own_events(AssignmentsProjection())
-    host.subscribe(CaseFactsProjection())
+    case_facts = CaseFactsProjection()
+    host.subscribe(case_facts)
     policy = PolicyFactsProjection()
     host.subscribe(policy)
     policy_facts = CaseFactsReader(host.read_models)
@@ -48,6 +49,7 @@ async def start(infra: Infrastructure, address: str = "127.0.0.1:0") -> RunningS
         host.locks,
         infra.time_zone,
         published=host.published,
+        case_facts_caught_up=host.caught_up(case_facts, frozenset(case_facts.event_types)),
     )
     # Closures and cancellations, once the case facts hold them: cancels what a closed case
     # still has scheduled and releases its reservations (app.follow_ups).

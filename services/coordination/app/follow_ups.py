@@ -105,24 +105,28 @@ class FollowUps:
         await self._facts_hold(recorded)
         async with self._deps.locks.holding([case_lock(case_id)]):
             facts = await views.case_facts(self._deps.read_models, case_id)
-            closed_at = None if facts is None else facts.closed_at
-            if facts is None or closed_at is None:
-                # Reopened since (or never opened here): its services are the open case's.
-                return
-            await record_follow_up(
-                self._deps,
-                recorded,
-                case_stream(case_id),
-                CASE,
-                lambda case: decide_closure_withdrawals(case, case_id),
-            )
+            if facts is None:
+                return  # never opened here: no service, referral or reservation either
+            closed_now = facts.closed_at is not None
+            if closed_now:
+                await record_follow_up(
+                    self._deps,
+                    recorded,
+                    case_stream(case_id),
+                    CASE,
+                    lambda case: decide_closure_withdrawals(case, case_id),
+                )
+            # Reopened since, its services inside the time it was closed are still called
+            # off (none can be delivered there); the rest are the open case's.
             await record_follow_up(
                 self._deps,
                 recorded,
                 schedule_stream(facts.client_id),
                 SCHEDULE,
-                lambda schedule: decide_closure_cancellations(schedule, case_id, closed_at),
+                lambda schedule: decide_closure_cancellations(schedule, facts),
             )
+            if not closed_now:
+                return
             # The cancellations' own follow-ups release their reservations; those naming no
             # service have no cancellation to follow, so the closure releases them. Under the
             # case's lock, as ReserveBudget decides: a reservation is either read here or
@@ -134,7 +138,16 @@ class FollowUps:
     ) -> None:
         facts = await views.case_facts(self._deps.read_models, case_id)
         if facts is None:
-            return  # no case here, so no service either
+            # Coordination recorded the referral on facts holding the case: missing now, they
+            # are being built again (an upgrade's new layout) unless they hold all the bus has
+            # of the case, as the closure's follow-up waits for its closure (_facts_hold).
+            caught_up = self._deps.case_facts_caught_up
+            if caught_up is None or await caught_up(case_id):
+                return  # no case here, so no service either
+            raise RetriableHandlerError(
+                f"case {case_id} is not in coordination's case facts yet"
+                f" (referral {referral_id} ended)"
+            )
         ended_at = recorded.recorded_at
         await record_follow_up(
             self._deps,

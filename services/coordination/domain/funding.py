@@ -32,7 +32,7 @@ from services.coordination.domain.commands import (
     ReleaseBudget,
     ReserveBudget,
 )
-from services.coordination.domain.facts import CaseFacts
+from services.coordination.domain.facts import CaseFacts, check_not_while_closed
 from services.coordination.domain.schedule import Schedule, ServiceStatus
 from services.coordination.domain.validation import validated
 
@@ -189,6 +189,9 @@ def decide_claim(
                 subject=f"service/{service_id}",
                 status=service.status.value,
             )
+        # Not inside a time the case was closed before a reopening: a delivery recorded
+        # before the closure reached coordination may start there, and is no care the case gave.
+        check_not_while_closed(facts, service.starts_at)
         if service_id in claimed:
             raise RuleBroken(
                 errors.SERVICE_ALREADY_CLAIMED,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from casetrail_platform.commands import (
@@ -279,14 +279,22 @@ def decide_delivered(
     ]
 
 
-def decide_closure_cancellations(
-    schedule: Schedule, case_id: str, closed_at: datetime
-) -> list[CaseEvent]:
+def decide_closure_cancellations(schedule: Schedule, facts: CaseFacts) -> list[CaseEvent]:
     """What the case's closure calls off: its services still scheduled to start at or after
-    the closure (those before it may still be recorded as delivered). Free slots for the
+    the closure it is in now (those before it may still be recorded as delivered), and those
+    starting in a time it was closed before a reopening (none can be delivered there,
+    ``check_not_while_closed``; booked before a closure that reached coordination only after
+    its reopening, they would hold their slots and budget for ever). Free slots for the
     client's other cases; planning's own check of scheduled services sees the schedule only
     through the bus, so a service booked as the case closed would otherwise outlive it."""
-    return _calling_off(schedule, case_id, closed_at, CLOSURE_REASON)
+    closed_at = facts.closed_at
+
+    def called_off(starts_at: datetime) -> bool:
+        return (closed_at is not None and starts_at >= closed_at) or any(
+            period.holds(starts_at) for period in facts.closed_periods
+        )
+
+    return _calling_off(schedule, facts.case_id, called_off, CLOSURE_REASON)
 
 
 def decide_referral_end_cancellations(
@@ -297,18 +305,24 @@ def decide_referral_end_cancellations(
     declined, or its part ended), and they would hold the client's slots and budget for ever
     (none can be moved, nor the case closed, while they are scheduled); those before it may
     still be recorded as delivered."""
-    return _calling_off(schedule, case_id, ended_at, REFERRAL_ENDED_REASON, referral_id)
+    return _calling_off(
+        schedule,
+        case_id,
+        lambda starts_at: starts_at >= ended_at,
+        REFERRAL_ENDED_REASON,
+        referral_id,
+    )
 
 
 def _calling_off(
     schedule: Schedule,
     case_id: str,
-    since: datetime,
+    called_off: Callable[[datetime], bool],
     reason: str,
     referral_id: str | None = None,
 ) -> list[CaseEvent]:
-    """The agency's cancellations of the case's services still scheduled to start at or after
-    ``since`` (only those booked from ``referral_id``, when given)."""
+    """The agency's cancellations of the case's services still scheduled to start at a moment
+    ``called_off`` holds (only those booked from ``referral_id``, when given)."""
     return [
         ServiceCancelled(
             case_id=case_id,
@@ -320,7 +334,7 @@ def _calling_off(
         if service.case_id == case_id
         and (referral_id is None or service.referral_id == referral_id)
         and service.status is ServiceStatus.SCHEDULED
-        and service.starts_at >= since
+        and called_off(service.starts_at)
     ]
 
 

@@ -14,10 +14,15 @@ from casetrail.coordination.v1 import coordination_pb2 as pb
 from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.cases import CaseClosed, CaseReopened, DischargeReason
+from events.catalog.funding import BudgetReleased, InsuranceClaimFiled
+from events.catalog.scheduling import ServiceCancelled
 from events.catalog.values import NeedCategory
 from services.coordination.adapters import read_models as views
-from services.coordination.domain.facts import ClosedPeriod
-from tests.unit.coordination.rpc import AN_HOUR, HOME_CARE_CO, refused, schedule_request
+from services.coordination.app.follow_ups import FollowUps
+from services.coordination.app.handlers.running import Dependencies
+from services.coordination.domain.facts import ClosedPeriod, budget_stream, schedule_stream
+from services.coordination.domain.scheduling import CLOSURE_REASON
+from tests.unit.coordination.rpc import AN_HOUR, HOME_CARE_CO, refused, schedule_request, usd
 from tests.unit.coordination.support import IntakeFeed, carried_by, command_context, timestamp
 
 if TYPE_CHECKING:
@@ -121,3 +126,88 @@ async def test_the_times_closed_are_the_same_whatever_order_closures_and_reopeni
         ClosedPeriod(moments[2], moments[3]),
     )
     assert (facts.closed, facts.closed_at, facts.last_closed_at) == (True, moments[4], moments[4])
+
+
+async def test_a_closure_reaching_coordination_after_its_reopening_calls_off_its_services(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore, deps: Dependencies
+) -> None:
+    # Booked before the closure, for the time the case then stayed closed: it can never be
+    # delivered (CASE_CLOSED), so the closure's follow-up calls it off and its money comes back
+    # even when the reopening was in the case facts first.
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE], at=OPENED)
+    await carried_by(store, "case-1")
+    inside = await stub.ScheduleService(_booking(NOW - timedelta(days=15)))
+    after = await stub.ScheduleService(_booking(NOW + timedelta(days=1)))
+    await stub.ReserveBudget(
+        pb.ReserveBudgetRequest(
+            context=command_context("coordinator", at=NOW),
+            case_id="case-1",
+            budget_line="home-care-fy2026",
+            amount=usd(40_000),
+            service_id=inside.service_id,
+        )
+    )
+    closure = await intake.close_case("case-1", at=CLOSED)
+    await intake.deliver(
+        CaseReopened(case_id="case-1", reason="fell again"), "case-case-1", occurred_at=REOPENED
+    )
+
+    follow_ups = FollowUps(deps)
+    for _ in range(3):  # delivered again, and the follow-ups' own events have follow-ups
+        await follow_ups(closure)
+        for recorded in await store.read_all(0):
+            if recorded.event_type in FollowUps.event_types:
+                await follow_ups(recorded)
+
+    schedule = await store.read_stream(schedule_stream("client-1"))
+    assert [
+        (r.event.service_id, r.event.reason, r.metadata.causation_id)
+        for r in schedule
+        if isinstance(r.event, ServiceCancelled)
+    ] == [(inside.service_id, CLOSURE_REASON, closure.event_id)]
+    released = [
+        r.event
+        for r in await store.read_stream(budget_stream("home-care-fy2026"))
+        if isinstance(r.event, BudgetReleased)
+    ]
+    assert [(r.service_id, r.amount.amount_minor_units) for r in released] == [
+        (inside.service_id, 40_000)
+    ]
+    # The reopened case's own service, after the reopening, stays.
+    assert after.service_id not in {
+        r.event.service_id for r in schedule if isinstance(r.event, ServiceCancelled)
+    }
+
+
+async def test_no_claim_covers_care_delivered_in_a_time_the_case_was_closed(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    # Recorded delivered before the (backdated) closure reached coordination.
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE], at=OPENED)
+    await carried_by(store, "case-1")
+    while_closed = NOW - timedelta(days=15)
+    service = await stub.ScheduleService(_booking(while_closed))
+    await stub.RecordServiceDelivered(_delivered(service.service_id, while_closed))
+    await intake.close_case("case-1", at=CLOSED)
+    await intake.deliver(
+        CaseReopened(case_id="case-1", reason="fell again"), "case-case-1", occurred_at=REOPENED
+    )
+
+    refusal = await refused(
+        stub.FileInsuranceClaim(
+            pb.FileInsuranceClaimRequest(
+                context=command_context("coordinator", at=NOW),
+                case_id="case-1",
+                insurer=pb.Provider(provider_id="medicare", name="Medicare"),
+                amount_claimed=usd(10_000),
+                service_ids=[service.service_id],
+            )
+        )
+    )
+    assert (refusal.code, refusal.rule) == (grpc.StatusCode.FAILED_PRECONDITION, "CASE_CLOSED")
+    assert refusal.metadata == {
+        "subject": "case/case-1",
+        "closed_at": CLOSED.isoformat(),
+        "reopened_at": REOPENED.isoformat(),
+    }
+    assert not [r for r in await store.read_all(0) if isinstance(r.event, InsuranceClaimFiled)]

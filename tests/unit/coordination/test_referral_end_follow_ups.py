@@ -6,17 +6,21 @@ money held, could not be moved (REFERRAL_NOT_USABLE), and kept planning from clo
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from casetrail.coordination.v1 import coordination_pb2 as pb
+from casetrail_platform.bus.errors import RetriableHandlerError
+from casetrail_platform.projections.sqlite import SqliteReadModelStore
 from casetrail_platform.store.sqlite import SqliteEventStore
 from events.catalog.base import CaseEvent
 from events.catalog.funding import BudgetReleased
 from events.catalog.referrals import ReferralCompleted, ReferralDeclined, ReferralWithdrawn
 from events.catalog.scheduling import ServiceCancelled
 from events.catalog.values import NeedCategory
+from services.coordination.adapters.projections import CaseFactsProjection
 from services.coordination.app.follow_ups import FollowUps
 from services.coordination.app.handlers.running import Dependencies
 from services.coordination.domain.facts import budget_stream, schedule_stream
@@ -143,3 +147,60 @@ async def test_a_referral_that_ends_calls_off_its_services_still_to_come_once(
     assert started.service_id not in {
         r.event.service_id for r in schedule if isinstance(r.event, ServiceCancelled)
     }
+
+
+async def test_a_referrals_end_waits_for_case_facts_that_miss_the_case(
+    stub: Stub,
+    intake: IntakeFeed,
+    store: SqliteEventStore,
+    deps: Dependencies,
+    read_models: SqliteReadModelStore,
+) -> None:
+    # As while the case facts are built again from the bus (an upgrade's new layout): the
+    # completion's follow-up was acknowledged with nothing done, next week's service left
+    # scheduled and its money held for good.
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await intake.consent("case-1", "client-1")
+    await carried_by(store, "case-1")
+    referral_id = (await refer(stub, "case-1", "home_care")).referral_id
+    await accept(stub, "case-1", referral_id)
+    coming = await stub.ScheduleService(
+        schedule_request(
+            "case-1", "home_care", NEXT_WEEK, provider=COUNSELING_CENTRE, referral_id=referral_id
+        )
+    )
+    await stub.CompleteReferral(_ending("complete", "case-1", referral_id))
+    [completed] = [r for r in await store.read_all(0) if isinstance(r.event, ReferralCompleted)]
+    projection = CaseFactsProjection()
+    await read_models.reset(projection.name, projection.collections)
+
+    asked: list[str] = []
+
+    async def behind(case_id: str) -> bool:
+        asked.append(case_id)
+        return False
+
+    with pytest.raises(RetriableHandlerError, match="case case-1"):
+        await FollowUps(replace(deps, case_facts_caught_up=behind))(completed)
+    assert asked == ["case-1"]
+    assert not [
+        r
+        for r in await store.read_stream(schedule_stream("client-1"))
+        if isinstance(r.event, ServiceCancelled)
+    ]
+
+    # Facts that hold all the bus has of the case and still miss it: nothing to call off, and
+    # the bus is not asked to hand it over again for ever.
+    async def caught_up(case_id: str) -> bool:
+        return True
+
+    await FollowUps(replace(deps, case_facts_caught_up=caught_up))(completed)
+
+    # Once the facts hold the case again, the end calls its service off.
+    await intake.open_case("case-1", "client-1", [NeedCategory.HOME_CARE])
+    await FollowUps(replace(deps, case_facts_caught_up=behind))(completed)
+    assert [
+        r.event.service_id
+        for r in await store.read_stream(schedule_stream("client-1"))
+        if isinstance(r.event, ServiceCancelled)
+    ] == [coming.service_id]

@@ -3,7 +3,7 @@ from the bus, and the store's ``execute`` (the catalog's cross-field rules: ``In
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, tzinfo
 from typing import TypeVar
@@ -56,6 +56,10 @@ class Dependencies:
     published: Published = published_at_once
     """Whether the bus has acknowledged the store's events up to a position, waiting a bounded
     time (``ServiceHost.published``); by default (tests without a relay) at once."""
+    case_facts_caught_up: Callable[[str], Awaitable[bool]] | None = None
+    """Whether the case facts hold all the bus has of a case, waiting a bounded time
+    (``ServiceHost.caught_up``): a referral's end on a case they miss waits for them
+    (``app.follow_ups``). ``None`` (facts not fed from a bus): as they stand."""
 
     def today(self) -> date:
         """The date rules about what is valid now are checked on: the agency's, on the server's
