@@ -29,9 +29,10 @@ Faust commits only the transactions of the partitions whose offsets it commits. 
 to any other producer's transaction (a changelog record Faust's own routing placed by its
 destination partition, or a fact of an event whose offset waits for the next commit) stayed in
 an open transaction until the broker rolled it back after ``transaction.timeout.ms`` (60 s):
-the views lagged that long behind it, and the record was gone. So a commit also commits every
-transaction that received a record since the previous commit; a record committed before its
-event's offset only makes that event a repeat after a crash, which the folds absorb.
+the views lagged that long behind it, and a record rolled back came back only if its event
+was read again. So a commit also commits every transaction that received a record since the
+previous commit; a record committed before its event's offset only makes that event a repeat
+after a crash, which the folds absorb.
 """
 
 from __future__ import annotations
