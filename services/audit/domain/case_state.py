@@ -34,6 +34,16 @@ from events.catalog.base import CaseEvent
 from events.envelope import RecordedEvent
 from services.audit.domain.history import TimeBasis, moment_of
 
+PLAN_EVENTS = (
+    planning.PlanDrafted,
+    planning.GoalAdded,
+    planning.GoalRevised,
+    planning.GoalAchieved,
+    planning.GoalDropped,
+    planning.PlanAgreed,
+)
+"""The events that make or change a case's plan, each naming it."""
+
 
 class CaseStatus(StrEnum):
     UNKNOWN = "unknown"
@@ -197,6 +207,9 @@ class _Folding:
     assignment: Assignment | None = None
     plan: Plan | None = None
     goals: dict[str, PlanGoal] = field(default_factory=dict)
+    ended_plan_ids: set[str] = field(default_factory=set)
+    """The plans of the cycles a reopening ended: planning keeps each among the case's previous
+    plans whatever comes of it later."""
     services: dict[str, ScheduledService] = field(default_factory=dict)
     referrals: dict[str, Referral] = field(default_factory=dict)
     consents: dict[str, Consent] = field(default_factory=dict)
@@ -260,6 +273,8 @@ class _Folding:
                 # A closure ends the plan's cycle: the reopened case has no plan until one is
                 # drafted, as in planning (the old plan among its previous plans). States as
                 # of a moment before the reopening still show it.
+                if self.plan is not None:
+                    self.ended_plan_ids.add(self.plan.plan_id)
                 self.plan = None
                 self.goals = {}
             case _:
@@ -267,6 +282,12 @@ class _Folding:
         return True
 
     def _planning(self, event: CaseEvent) -> bool:
+        if isinstance(event, PLAN_EVENTS) and event.plan_id in self.ended_plan_ids:
+            # An ended cycle's plan event stated after the reopening (a closure stated before
+            # its cycle's work, as stores kept before that was refused hold): the plan stays
+            # ended, as planning keeps it (a plan belongs to the cycle it was made in), and the
+            # reopened case is not planned by it.
+            return True
         match event:
             case planning.PlanDrafted():
                 self._plan(event.plan_id)

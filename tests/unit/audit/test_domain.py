@@ -9,7 +9,7 @@ import pytest
 from events.catalog.base import SENSITIVE_MARK
 from events.catalog.cases import CaseReopened
 from events.catalog.examples import CASE, example_events
-from events.catalog.planning import Goal, GoalTerm, PlanAgreed, PlanDrafted
+from events.catalog.planning import Goal, GoalAchieved, GoalTerm, PlanAgreed, PlanDrafted
 from events.catalog.values import NeedCategory
 from events.catalog_registry import current_models
 from services.audit.domain import history
@@ -159,6 +159,72 @@ def test_a_reopened_case_has_no_plan_until_one_is_drafted_as_in_planning() -> No
     assert again is not None
     assert (again.plan_id, again.goals) == ("plan-2", ())
     assert (current(document, "plan") or {})["plan_id"] == "plan-2"
+
+
+def test_a_closed_cycles_plan_work_dated_after_the_reopening_stays_ended_as_in_planning() -> None:
+    """A closure stated before its cycle's last plan work (stores kept before planning refused
+    it, or a closure stating no moment after work stated ahead): the reopening cleared the
+    plan, then the closed cycle's agreement and achievement, dated after the reopening, made
+    the old plan again, agreed, without its goals, and the reopened case PLANNED; planning
+    keeps it among the previous plans and shows no current plan."""
+    desk, office = intake(), coordination()
+    planner = Producer("casetrail/planning", f"case-{CASE_0042}")
+    goal = Goal(
+        goal_id="goal-1",
+        statement="Walk again",
+        term=GoalTerm.SHORT,
+        need_category=NeedCategory.HOME_CARE,
+    )
+    agreed = PlanAgreed(
+        case_id=CASE_0042,
+        plan_id="plan-1",
+        plan_version=1,
+        goal_ids=("goal-1",),
+        signed_by_client=True,
+    )
+    achieved = GoalAchieved(case_id=CASE_0042, plan_id="plan-1", goal_id="goal-1")
+    events = [
+        desk.record(opened(), occurred_at=T0),
+        office.record(assigned(), occurred_at=T0 + DAY, actor=COORDINATOR),
+        # Planning's stream in its order: the closure last, dated before the work it ends.
+        planner.record(
+            PlanDrafted(case_id=CASE_0042, plan_id="plan-1", goals=(goal,)),
+            occurred_at=T0 + 2 * DAY,
+        ),
+        planner.record(agreed, occurred_at=T0 + 5 * DAY),
+        planner.record(achieved, occurred_at=T0 + 6 * DAY),
+        planner.record(closed(), occurred_at=T0 + 3 * DAY),
+        desk.record(CaseReopened(case_id=CASE_0042, reason="Fell again"), occurred_at=T0 + 4 * DAY),
+    ]
+    document = new_document(CASE_0042)
+    for recorded in events:
+        apply_event(document, recorded)
+
+    def as_of(moment: datetime) -> Any:
+        return fold(CASE_0042, history.view(events, TimeBasis.OCCURRED, moment), TimeBasis.OCCURRED)
+
+    assert current(document, "plan") is None
+    assert [plan["plan_id"] for plan in previous_plans(document)] == ["plan-1"]
+    assert document["stage"] == "assigned"
+    state = as_of(T0 + 7 * DAY)
+    assert (state.status, state.plan) == (CaseStatus.REOPENED, None)
+
+    new_goal = goal.model_copy(update={"goal_id": "goal-2"})
+    redrafted = PlanDrafted(case_id=CASE_0042, plan_id="plan-2", goals=(new_goal,))
+    events.append(planner.record(redrafted, occurred_at=T0 + 8 * DAY))
+    agreed_again = agreed.model_copy(update={"plan_id": "plan-2", "goal_ids": ("goal-2",)})
+    events.append(planner.record(agreed_again, occurred_at=T0 + 9 * DAY))
+    for recorded in events[-2:]:
+        apply_event(document, recorded)
+    again = as_of(T0 + 10 * DAY)
+    assert again.plan is not None
+    assert (again.status, again.plan.plan_id, again.plan.agreed_version) == (
+        CaseStatus.PLANNED,
+        "plan-2",
+        1,
+    )
+    assert [g.goal_id for g in again.plan.goals] == ["goal-2"]
+    assert ((current(document, "plan") or {})["plan_id"], document["stage"]) == ("plan-2", "active")
 
 
 def test_the_catalog_examples_fold_into_a_full_state() -> None:
