@@ -95,8 +95,7 @@ def new_document(case_id: str) -> Document:
         "assessed": False,
         "assessed_at": None,
         "closure_sequences": [],
-        "last_contact_sequence": 0,
-        "last_contact_due": None,
+        "contact_candidates": [],
         "sequences": {},
         "early": {},
     }
@@ -121,15 +120,11 @@ def settle_erased(document: Document) -> None:
 
 
 def _derive(document: Document) -> None:
-    closures = document.get("closure_sequences")
-    if closures is not None:
-        for made in (*_plans(document), document["discharge"]):
-            if made is not None and "made_sequence" in made:
-                made["cycle"] = _cycle_at(closures, made["made_sequence"])
-        if "last_contact_due" in document:
-            # The latest contact's date, unless a closure came after it in the stream.
-            after = closures and closures[-1] > document["last_contact_sequence"]
-            document["next_follow_up_due"] = None if after else document["last_contact_due"]
+    closures = document["closure_sequences"]
+    for made in (*_plans(document), document["discharge"]):
+        if made is not None and "made_sequence" in made:
+            made["cycle"] = _cycle_at(closures, made["made_sequence"])
+    _latest_contact(document, closures)
     closed = document["closures"] > document["reopens"]
     plan = current(document, "plan")
     document["assessed"] = _assessed_in_episode(document)
@@ -396,30 +391,66 @@ def _evaluated(document: Document, event: ProgressEvaluated, recorded: RecordedE
 
 def _contact(document: Document, event: ContactLogged, recorded: RecordedEvent) -> None:
     document["contacts_logged"] += 1
-    # A contact logged late, dated before the latest one of its cycle, is history: the latest
-    # contact set the next follow-up, and the overdue list must neither lose the case nor list
-    # it early. A contact of a later cycle (after a closure in planning's stream) is the latest
-    # whatever its date: an earlier cycle's, dated later (a closure stated before its cycle's
-    # work, once accepted), hid the reopened case's follow-up. The cycle is counted from the
-    # closures delivered so far, as a plan's is.
-    moment = recorded.metadata.occurred_at
-    latest = document.get("last_contact_at")
-    if latest is not None:
-        closures = document.get("closure_sequences", [])
-        kept = document.get("last_contact_sequence", 0)
-        if (_cycle_at(closures, recorded.sequence), moment, recorded.sequence) < (
-            _cycle_at(closures, kept),
-            datetime.fromisoformat(latest),
-            kept,
-        ):
-            return
-    document["last_contact_at"] = moment.isoformat()
-    document["last_contact_on"] = _day(recorded)
     due = event.next_follow_up_due
-    document["next_follow_up_due"] = None if due is None else due.isoformat()
-    if "last_contact_due" in document:  # else kept before: the due date is set, not derived
-        document["last_contact_due"] = document["next_follow_up_due"]
-        document["last_contact_sequence"] = recorded.sequence
+    logged = {
+        "sequence": recorded.sequence,
+        "at": recorded.metadata.occurred_at.isoformat(),
+        "due": None if due is None else due.isoformat(),
+    }
+    document["contact_candidates"] = [*document["contact_candidates"], logged]
+
+
+CONTACT_CANDIDATES_KEPT = 100
+"""At most this many contacts are kept as candidates (``_contact_candidates``): past it, those
+logged last, each dated before every one logged before it in its cycle, are let go; they could
+become the latest only if a closure just before them in the stream came after them too."""
+
+
+def _latest_contact(document: Document, closures: list[int]) -> None:
+    """The case's latest contact and the follow-up it set: of the latest cycle (closures in
+    planning's stream before it) that has one, the one dated last (the later in the stream of
+    two at one moment). A contact logged late, dated before the latest, is history: the overdue
+    list must neither lose the case nor list it early. An earlier cycle's contact dated later
+    (a closure stated before its cycle's work) is not the reopened case's. A closure after it
+    in the stream leaves no follow-up due: a closed case is never overdue.
+
+    Derived from the contacts that may be the latest (``_contact_candidates``) and the closures
+    known, so in any delivery order: a closure delivered late (dead-lettered and replayed) puts
+    a contact already folded in another cycle, and one dropped then would be lost for good."""
+    candidates = _contact_candidates(document["contact_candidates"], closures)
+    document["contact_candidates"] = candidates
+    if not candidates:
+        document["last_contact_at"] = document["last_contact_on"] = None
+        document["next_follow_up_due"] = None
+        return
+    latest = candidates[0]  # of the last cycle with contacts, dated after the later ones
+    document["last_contact_at"] = latest["at"]
+    document["last_contact_on"] = _moment(latest).date().isoformat()
+    closed_since = bool(closures) and closures[-1] > latest["sequence"]
+    document["next_follow_up_due"] = None if closed_since else latest["due"]
+
+
+def _contact_candidates(contacts: list[Document], closures: list[int]) -> list[Document]:
+    """``contacts`` without those that cannot be the latest whatever closures are still to
+    come, in stream order: one with a contact after it in the stream dated no earlier (of its
+    cycle or a later one, it is the later), or with a closure known between it and the last
+    contact (a later cycle has one). Those left are of one cycle as far as known, each dated
+    before every one before it: usually one, more only for contacts written up late."""
+    by_sequence = {contact["sequence"]: contact for contact in contacts}
+    last = max(by_sequence, default=0)
+    cycle_start = max((closed for closed in closures if closed < last), default=0)
+    kept: list[Document] = []
+    for sequence in sorted(by_sequence, reverse=True):
+        contact = by_sequence[sequence]
+        if sequence < cycle_start:
+            break
+        if not kept or _moment(contact) > _moment(kept[-1]):
+            kept.append(contact)
+    return sorted(kept, key=lambda contact: contact["sequence"])[:CONTACT_CANDIDATES_KEPT]
+
+
+def _moment(contact: Document) -> datetime:
+    return datetime.fromisoformat(contact["at"])
 
 
 def _discharge(document: Document, event: DischargePlanned, recorded: RecordedEvent) -> None:
@@ -437,16 +468,11 @@ def _discharge(document: Document, event: DischargePlanned, recorded: RecordedEv
 
 
 def _closed(document: Document, event: CaseClosed, recorded: RecordedEvent) -> None:
-    # Kept before the sequences: its closures came before anything still to come.
-    closures = document.setdefault("closure_sequences", [0] * document["closures"])
+    closures = document["closure_sequences"]
     document["closures"] += 1
     insort(closures, recorded.sequence)
     if closures[-1] == recorded.sequence:
         document["last_closure_reason"] = event.reason.value
-    # A closed case has no follow-up due; it never shows as overdue (derived for documents
-    # with the contact's sequence).
-    if "last_contact_due" not in document:
-        document["next_follow_up_due"] = None
 
 
 def _reopened(document: Document, event: CaseReopened, recorded: RecordedEvent) -> None:

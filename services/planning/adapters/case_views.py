@@ -32,14 +32,19 @@ from services.planning.adapters.case_document import (
 from services.planning.adapters.staff import STAFF, record_worker, staff_members
 from services.planning.domain.model import UNKNOWN_CASE, CaseFacts, StaffMember
 
-CASE_VIEWS = "case_views_v2"
-FOLLOW_UPS = "follow_ups_v2"
+CASE_VIEWS = "case_views_v3"
+FOLLOW_UPS = "follow_ups_v3"
 
-RETIRED = "case_view"
-RETIRED_COLLECTIONS = ("case_views", "follow_ups", erased_marks("case_views"))
-"""The projection before ``v2`` and its collections: its documents did not keep the case's
-last reopening (the episode an assessment belongs to, when the new cycle began), which no
+RETIRED = "case_view_v2"
+RETIRED_COLLECTIONS = ("case_views_v2", "follow_ups_v2", erased_marks("case_views_v2"))
+"""The projection before ``v3`` and its collections: its documents kept one contact, the
+latest by the closures delivered so far, so a closure delivered late (dead-lettered and
+replayed) left a reopened case without the follow-up its new cycle's contact set, which no
 later event tells again. ``retire_old_layout`` deletes them at planning's start."""
+FIRST_RETIRED = "case_view"
+FIRST_RETIRED_COLLECTIONS = ("case_views", "follow_ups", erased_marks("case_views"))
+"""The projection before ``v2``: its documents did not keep the case's last reopening (the
+episode an assessment belongs to). Deleted too, for a deployment upgraded from before ``v2``."""
 REFERRED_STATUSES = frozenset({"accepted", "completed"})
 """A referral in either has an outside provider taking the need on."""
 NEED_CODES = frozenset(need.value for need in NeedCategory)
@@ -48,8 +53,8 @@ NEED_CODES = frozenset(need.value for need in NeedCategory)
 class CaseViewProjection(Projection):
     """Every service's case events, including planning's own as they come back on the bus."""
 
-    name = "case_view_v2"
-    """v2: a new name and new collections, so a deployment builds it again from the bus
+    name = "case_view_v3"
+    """v3: a new name and new collections, so a deployment builds it again from the bus
     (``RETIRED``)."""
     collections = (CASE_VIEWS, FOLLOW_UPS, STAFF, erased_marks(CASE_VIEWS))
     event_types = EVENT_TYPES
@@ -95,8 +100,9 @@ ERASURE = CaseErasure(
 
 
 async def retire_old_layout(read_models: ReadModelStore) -> None:
-    """Delete what the projection before ``v2`` left (nothing once done: a no-op after)."""
-    # Its documents held goals, tasks and needs in the clear: no copy stays in the files.
+    """Delete what the projections before ``v3`` left (nothing once done: a no-op after)."""
+    # Their documents held goals, tasks and needs in the clear: no copy stays in the files.
+    await read_models.retire(FIRST_RETIRED, FIRST_RETIRED_COLLECTIONS)
     await read_models.retire(RETIRED, RETIRED_COLLECTIONS)
 
 

@@ -24,6 +24,8 @@ from events.envelope import EventMetadata, RecordedEvent
 from services.planning.adapters.case_document import new_document
 from services.planning.adapters.case_views import (
     CASE_VIEWS,
+    FIRST_RETIRED,
+    FIRST_RETIRED_COLLECTIONS,
     RETIRED,
     RETIRED_COLLECTIONS,
     CaseFilter,
@@ -283,23 +285,29 @@ async def test_a_reopened_case_is_assessed_only_by_its_new_episodes_assessment(
     assert (await views.facts("case-e")).assessed
 
 
-async def test_the_view_kept_before_reopenings_were_is_retired_at_start(
-    bus: Bus, read_models: ReadModelStore
+@pytest.mark.parametrize(
+    ("retired", "collections"),
+    [(FIRST_RETIRED, FIRST_RETIRED_COLLECTIONS), (RETIRED, RETIRED_COLLECTIONS)],
+    ids=["v1", "v2"],
+)
+async def test_the_views_of_the_older_layouts_are_retired_at_start(
+    bus: Bus, read_models: ReadModelStore, retired: str, collections: tuple[str, ...]
 ) -> None:
-    # A document of the old layout cannot tell which episode its assessment belongs to.
+    # v1's documents cannot tell which episode their assessment belongs to; v2's lost the
+    # contacts that were not the latest by the closures delivered when they came.
     old = {"case_id": "case-o", "opened": True, "assessed_needs": [{"category": "home_care"}]}
     async with read_models.transaction() as transaction:
-        for collection in RETIRED_COLLECTIONS:
+        for collection in collections:
             await transaction.put(collection, "case-o", old)
-        await transaction.set_position(RETIRED, 1)
+        await transaction.set_position(retired, 1)
 
     await retire_old_layout(read_models)
 
-    for collection in RETIRED_COLLECTIONS:
+    for collection in collections:
         assert [item async for item in read_models.scan(collection)] == [], collection
-    assert await read_models.applied_position(RETIRED) == 0
-    assert PROJECTION.name != RETIRED
-    assert not set(RETIRED_COLLECTIONS) & set(PROJECTION.collections)
+    assert await read_models.applied_position(retired) == 0
+    assert PROJECTION.name != retired
+    assert not set(collections) & set(PROJECTION.collections)
 
 
 async def test_a_contact_logged_late_does_not_replace_the_latest_follow_up(
