@@ -7,7 +7,7 @@ code never deals with transport concerns.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, lru_cache
@@ -43,6 +43,11 @@ def _event_id_base(command_id: UUID, request_fingerprint: str) -> int:
     return uuid5(command_id, name).int & ~0xFFFF
 
 
+def utc_now() -> datetime:
+    """The server's clock, unless a service gives a command another (``CommandContext.clock``)."""
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class CommandContext:
     actor: Actor
@@ -53,10 +58,22 @@ class CommandContext:
     request_fingerprint: str = ""
     """A digest of what the request asks for (``casetrail_platform.grpc_platform.fingerprint``);
     empty when the command does not come from a request (tests, in-process callers)."""
+    clock: Callable[[], datetime] = field(default=utc_now, compare=False, repr=False)
+    """The server's clock, which tells the moment of a command stating none (``moment``): the
+    one a service checks the command's day on too, so that both are of one clock."""
 
     def command_id(self, service: str) -> UUID:
         """Stable id of this command: the same key from the same actor is the same command."""
         return _command_id(service, self.actor.user_id, self.idempotency_key)
+
+    def moment(self) -> datetime:
+        """When the command happens: the moment it states (``occurred_at``), else now. Its
+        events carry it (``new_events``), and the rules on the order of a case's events check
+        it (``require_not_before``): a command stating no moment comes out of order as surely
+        as a backdated one when what it follows was stated a little ahead, as any moment may be
+        (``OCCURRED_AT_CLOCK_SKEW``). A decision reads it while deciding, under the stream's
+        turn; the events, read a moment later, carry the same or a later one."""
+        return self.occurred_at or self.clock()
 
     def new_events(self, service: str, events: Sequence[CaseEvent]) -> list[NewEvent]:
         """Wrap a decision's events with this command's metadata.
@@ -68,7 +85,7 @@ class CommandContext:
         metadata = EventMetadata(
             source=service,
             actor=self.actor,
-            occurred_at=self.occurred_at or datetime.now(UTC),
+            occurred_at=self.moment(),
             correlation_id=self.correlation_id,
             causation_id=command_id,
         )
@@ -115,6 +132,10 @@ class CommandRejected(Exception):
     re-raised, since domain code knows no wire types."""
 
 
+COMMAND_MOMENT = "context.occurred_at"
+"""The request field a command states its moment in."""
+
+
 class InvalidCommand(CommandRejected):
     """The command's fields are wrong (maps to INVALID_ARGUMENT with field violations)."""
 
@@ -127,19 +148,28 @@ def require_not_before(
     moment: datetime | None,
     what: str,
     earlier: datetime | None,
-    field: str = "context.occurred_at",
+    field: str = COMMAND_MOMENT,
 ) -> None:
-    """A command stated as happening at ``moment`` (given as ``field``; ``None``: not stated,
-    so now) does not come before ``what``, which happened at ``earlier`` (``None``: not known).
+    """``moment`` (given as ``field``) does not come before ``what``, which happened at
+    ``earlier`` (``None``: not known). For the command's own moment (``COMMAND_MOMENT``),
+    ``moment`` is the one its events carry (``CommandContext.moment``: the one it states, else
+    now), so a command stating none is checked too; ``None``: not known (a caller deciding
+    without a command), not checked.
 
     Every service refuses so with this one rule and wording: audit's state of a case as it
     happened folds by the moments stated, so a command dated before the event it follows would
     put the case's history out of order for good (a referral accepted before it was made would
     show as still made, a plan dated before the case was reopened as made on a closed case)."""
-    if moment is not None and earlier is not None and moment < earlier:
-        raise InvalidCommand(
-            [FieldProblem(field, f"must not be before {what} ({earlier.isoformat()})")]
+    if moment is None or earlier is None or moment >= earlier:
+        return
+    problem = f"must not be before {what} ({earlier.isoformat()})"
+    if field == COMMAND_MOMENT:
+        # Said whether or not the caller stated one: a command stating none happens now.
+        problem += (
+            f", and the command happens at {moment.isoformat()} (the moment it states, else"
+            f" now): state a moment at or after {earlier.isoformat()}"
         )
+    raise InvalidCommand([FieldProblem(field, problem)])
 
 
 @cache

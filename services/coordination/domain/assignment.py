@@ -95,7 +95,8 @@ def decide_transfer(
     on: date,
     occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
-    """``occurred_at``: the command's stated moment, not before the current assignment."""
+    """``occurred_at``: the command's moment (stated, else now), not before the current
+    assignment."""
     if facts.closed:
         raise errors.case_closed(facts.case_id)
     if worker is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from casetrail_platform.commands import require_not_before
+from casetrail_platform.commands import COMMAND_MOMENT, require_not_before
 from events.catalog.values import NeedCategory
 from services.coordination.domain import errors
 
@@ -43,13 +43,14 @@ class CaseFacts:
 
 
 def check_occurred_at(facts: CaseFacts, occurred_at: datetime | None) -> None:
-    """A command on the case cannot have happened before the case was opened: a backdated
-    moment would otherwise let rules checked on it (a licence then still valid) pass. Nor, on
-    a reopened case, before its last closure, as planning refuses: audit's state as it happened
-    would show the work done on the closed case. A closed case's wrap-up of what happened
-    before its closure stays in order."""
+    """``occurred_at``: the command's moment (``CommandContext.moment``: stated, else now;
+    ``None``: not known, not checked). A command on the case cannot have happened before the
+    case was opened: a backdated moment would otherwise let rules checked on it (a licence then
+    still valid) pass. Nor, on a reopened case, before its last closure, as planning refuses:
+    audit's state as it happened would show the work done on the closed case. A closed case's
+    wrap-up of what happened before its closure stays in order."""
     if occurred_at is not None:
-        check_not_before_opening(facts, occurred_at, "context.occurred_at")
+        check_not_before_opening(facts, occurred_at, COMMAND_MOMENT)
         if not facts.closed:
             require_not_before(
                 occurred_at, f"case {facts.case_id} was last closed", facts.last_closed_at

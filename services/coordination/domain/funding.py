@@ -99,7 +99,8 @@ def decide_release(
     command: ReleaseBudget,
     occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
-    """``occurred_at``: the command's stated moment, not before the reservation was made."""
+    """``occurred_at``: the command's moment (stated, else now), not before the reservation was
+    made."""
     reservation = _reservation_of_case(state, command.case_id, command.reservation_id)
     require_not_before(
         occurred_at,
@@ -214,7 +215,8 @@ def decide_claim(
 def decide_claim_decision(
     case: CaseState, command: RecordClaimDecision, occurred_at: datetime | None = None
 ) -> list[CaseEvent]:
-    """``occurred_at``: the command's stated moment, not before the claim was filed."""
+    """``occurred_at``: the command's moment (stated, else now), not before the claim was
+    filed."""
     claim = case.claims.get(command.claim_id)
     if claim is None:
         raise NotFound("claim", command.claim_id)

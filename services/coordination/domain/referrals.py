@@ -80,7 +80,7 @@ def decide_answer(
     outcome of work it had accepted before the closure; accepting is refused, since it is what
     lets the provider read the case (README, "Closure"). ``acting_for``: the partner agency of
     the verified caller, which must be the referral's provider. ``occurred_at``: the command's
-    stated moment, not before the referral's last event."""
+    moment (stated, else now), not before the referral's last event."""
     referral = _answerable(state, command, acting_for)
     answer = _answer(referral, facts, command)
     require_not_before(occurred_at, referral.last_change, referral.changed_at)
@@ -145,8 +145,8 @@ def decide_withdrawal(
     that is all that keeps a counseling need off a worker who may not counsel is not withdrawn
     (``withdrawal_leaves_counseling``): assignment lets a case manager carry such a case only
     while a provider has the need. The closure's withdrawals are not decided here: a closed case
-    asks nothing of its worker. ``occurred_at``: the command's stated moment, not before the
-    referral's last event."""
+    asks nothing of its worker. ``occurred_at``: the command's moment (stated, else now), not
+    before the referral's last event."""
     require_case_worker(actor, Action.WITHDRAW_REFERRAL, state.worker_id)
     referral = state.referrals.get(command.referral_id)
     if referral is None:

@@ -145,8 +145,8 @@ def decide_reschedule(
     command: RescheduleService,
     occurred_at: datetime | None = None,
 ) -> list[CaseEvent]:
-    """``occurred_at``: the command's stated moment, not before the service was scheduled or
-    last moved (as for a cancellation and a delivery)."""
+    """``occurred_at``: the command's moment (stated, else now), not before the service was
+    scheduled or last moved (as for a cancellation and a delivery)."""
     if facts.closed:
         raise errors.case_closed(facts.case_id)
     check_not_before_opening(facts, command.starts_at, "starts_at")

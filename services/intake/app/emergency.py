@@ -155,14 +155,14 @@ async def open_emergency_access(
             principal, Action.BREAK_GLASS, AccessPurpose.EMERGENCY, opened.case_id, decision
         )
     erasure = await case_client_erasure(store, opened.case_id)
-    closed = await closure_moments(closures, opened.case_id, context.occurred_at)
+    closed = await closure_moments(closures, opened.case_id)
     recorded = await execute(
         store,
         SOURCE,
         context,
         case_stream(opened.case_id),
         lambda history: decide_opening(
-            history, opened, erasure.erased, occurred_at=context.occurred_at, closures=closed
+            history, opened, erasure.erased, occurred_at=context.moment(), closures=closed
         ),
         guard=erasure.read,
     )
@@ -200,13 +200,13 @@ async def review_emergency_access(
     purpose = _oversight(principal)
     action = Action.REVIEW_EMERGENCY_ACCESS
     oversee = await _oversight_rule(access, principal, purpose, review.case_id)
-    closed = await closure_moments(closures, review.case_id, context.occurred_at)
+    closed = await closure_moments(closures, review.case_id)
 
     def decide(history: list[RecordedEvent]) -> list[CaseEvent]:
         decision = oversee(opened_access(history, review.emergency_access_id))
         if not decision.allowed:
             raise _NotOverseen(decision)
-        return decide_review(history, review, occurred_at=context.occurred_at, closures=closed)
+        return decide_review(history, review, occurred_at=context.moment(), closures=closed)
 
     try:
         # The duty to review outlives the client's erasure; only the note cannot be sealed.
@@ -254,7 +254,7 @@ async def close_emergency_access(
     closing = closing_of(context, principal, command, now)
     purpose = _oversight(principal)
     oversee = await _oversight_rule(access, principal, purpose, closing.case_id)
-    closed = await closure_moments(closures, closing.case_id, context.occurred_at)
+    closed = await closure_moments(closures, closing.case_id)
 
     def decide(history: list[RecordedEvent]) -> list[CaseEvent]:
         oversight = oversee(opened_access(history, closing.emergency_access_id))
@@ -263,7 +263,7 @@ async def close_emergency_access(
                 history,
                 closing,
                 may_oversee=oversight.allowed,
-                occurred_at=context.occurred_at,
+                occurred_at=context.moment(),
                 closures=closed,
             )
         except NotTheGrantee:

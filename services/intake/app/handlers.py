@@ -252,7 +252,7 @@ async def record_initial_assessment(
         context,
         case_stream(assessment.case_id),
         lambda history: decide_assessment(
-            history, assessment, closed, erasure.erased, occurred_at=context.occurred_at
+            history, assessment, closed, erasure.erased, occurred_at=context.moment()
         ),
         guard=erasure.read,
     )
@@ -281,16 +281,12 @@ async def closures_on_the_bus(
     return await closures.closures(case_id)
 
 
-async def closure_moments(
-    closures: ClosureLog, case_id: str, occurred_at: datetime | None
-) -> tuple[datetime, ...]:
+async def closure_moments(closures: ClosureLog, case_id: str) -> tuple[datetime, ...]:
     """When each closure of the case intake's log holds happened, in planning's order, not
     waiting for the bus: every reopening was decided on the closures the log then held
     (``closures_on_the_bus``), so it holds the one each reopening followed, which a command on
-    a reopened case is checked against (``CaseRecord.require_after_reopened_closure``). Not
-    read for a command stating no moment (``occurred_at`` ``None``): nothing is checked then."""
-    if occurred_at is None:
-        return ()
+    a reopened case is checked against (``CaseRecord.require_after_reopened_closure``), whether
+    it states its moment or not (``CommandContext.moment``)."""
     return tuple(closure.closed_at for closure in await closures.closures(case_id))
 
 
@@ -324,7 +320,7 @@ async def reopen_case(
             len(closed),
             erasure.erased,
             closed_at=closed[-1].closed_at if closed else None,
-            occurred_at=context.occurred_at,
+            occurred_at=context.moment(),
         ),
         guard=erasure.read,
     )
@@ -381,14 +377,14 @@ async def grant_consent(
     client_id = case.opened.client_id if case is not None else "unknown-client"
     consent = consent_of(context, command, client_id, now)
     erasure = ClientErasure(store, None if case is None else client_id)
-    closed = await closure_moments(closures, command.case_id, context.occurred_at)
+    closed = await closure_moments(closures, command.case_id)
     recorded = await execute(
         store,
         SOURCE,
         context,
         case_stream(command.case_id),
         lambda history: decide_consent(
-            history, consent, erasure.erased, occurred_at=context.occurred_at, closures=closed
+            history, consent, erasure.erased, occurred_at=context.moment(), closures=closed
         ),
         guard=erasure.read,
     )
@@ -436,7 +432,7 @@ async def revoke_consent(
     # Checked before anything is read: the decision builds the event again with the client.
     revocation_of(command, UNCHECKED_CLIENT)
     await _require_case_work(store, access, principal, context, command.case_id)
-    closed = await closure_moments(closures, command.case_id, context.occurred_at)
+    closed = await closure_moments(closures, command.case_id)
     # Withdrawing a consent stays possible after the erasure (what is left of the case is
     # still decided on it); only the reason cannot be sealed.
     with unsealable_after_erasure("reason", command.reason is not None):
@@ -450,7 +446,7 @@ async def revoke_consent(
                 command.case_id,
                 command.consent_id,
                 command.reason,
-                occurred_at=context.occurred_at,
+                occurred_at=context.moment(),
                 closures=closed,
             ),
         )

@@ -72,7 +72,8 @@ class CaseRecord:
         it was last reopened too (the episode's initial assessment). Stated as happening
         before, it would put the case's history out of order: audit's state as of a moment,
         on the occurred-at basis, would show an assessment before there was a case.
-        ``occurred_at`` ``None``: not stated, the command happens now."""
+        ``occurred_at``: the command's moment (``CommandContext.moment``: the one it states,
+        else now); ``None``: not known, not checked."""
         require_not_before(
             occurred_at, f"case {self.case_id} was opened", self.opened_by.occurred_at
         )
@@ -146,7 +147,7 @@ def decide_assessment(
     *,
     occurred_at: datetime | None,
 ) -> list[CaseEvent]:
-    """``occurred_at``: when the command states the assessment happened (``None``: now)."""
+    """``occurred_at``: when the assessment happened, as the command states it, else now."""
     case = _existing(history, assessment.case_id)
     require_not_erased(erased)
     if case.is_closed(closures):
@@ -167,9 +168,9 @@ def decide_reopening(
     occurred_at: datetime | None,
 ) -> list[CaseEvent]:
     """``closed_at``: when the case was last closed (planning's closure, as the bus brought
-    it); ``occurred_at``: when the command states the reopening happened (``None``: now). A
-    reopening dated before the closure it reopens would have audit's state as of now, on the
-    occurred-at basis, show the open case closed."""
+    it); ``occurred_at``: when the reopening happened (stated, else now). A reopening dated
+    before the closure it reopens would have audit's state as of now, on the occurred-at
+    basis, show the open case closed."""
     case = _existing(history, reopened.case_id)
     require_not_erased(erased)
     if not case.is_closed(closures):

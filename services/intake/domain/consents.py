@@ -47,7 +47,7 @@ def decide_consent(
     closures: Sequence[datetime],
 ) -> list[CaseEvent]:
     """``erased``: the client's erasure, if they were erased: nothing is disclosed of them.
-    ``occurred_at``: when the command states the consent was given (``None``: now);
+    ``occurred_at``: when the consent was given (as the command states it, else now);
     ``closures``: the case's (``CaseRecord.require_after_reopened_closure``)."""
     case = _require_case(history, consent.case_id)
     require_not_erased(erased)
@@ -65,7 +65,7 @@ def decide_revocation(
     occurred_at: datetime | None,
     closures: Sequence[datetime],
 ) -> list[CaseEvent]:
-    """``occurred_at``: when the command states the consent was withdrawn (``None``: now),
+    """``occurred_at``: when the consent was withdrawn (as the command states it, else now),
     not before it was given: audit's state as it happened would show it still in force.
     ``closures``: the case's (``CaseRecord.require_after_reopened_closure``)."""
     case = _require_case(history, case_id)

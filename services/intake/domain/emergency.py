@@ -125,7 +125,7 @@ def decide_opening(
     closures: Sequence[datetime],
 ) -> list[CaseEvent]:
     """``erased``: the case's client's erasure, if they were erased: nothing is left to read.
-    ``occurred_at``: when the command states it happened (``None``: now), as for the others;
+    ``occurred_at``: when it happened (as the command states it, else now), as for the others;
     ``closures``: the case's (``CaseRecord.require_after_reopened_closure``)."""
     case = case_from(history)
     if case is None:

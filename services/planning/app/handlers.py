@@ -99,7 +99,9 @@ async def _record(
     staff = await deps.views.staff(deciding_workers(command, facts))
 
     def decide_on(record: CasePlanning) -> list[CaseEvent]:
-        return decide(record, facts, context.actor, command, context.occurred_at, staff, day)
+        # The moment its events carry, stated or not: each is checked against the case's.
+        moment = context.moment()
+        return decide(record, facts, context.actor, command, moment, staff, day)
 
     try:
         return await execute_folded(

@@ -81,12 +81,13 @@ def decide(
     staff: Mapping[str, StaffMember] | None = None,
     day: date | None = None,
 ) -> list[CaseEvent]:
-    """``occurred_at``: when the command says it happened (``None``: now). ``staff``: the
-    workers planning knows of among those ``deciding_workers`` names (the command's tasks',
-    and the case's worker's for work on the plan's goals). ``day``: the command's day (its
-    stated moment's, else the server's), from which on a counseling task's worker must be
-    licensed whatever the task's date (``require_qualified_owners``; ``None``: on the task's
-    date alone)."""
+    """``occurred_at``: when the command happens, the moment its events carry (the one it
+    states, else now: ``CommandContext.moment``; ``None``: not known, not checked).
+    ``staff``: the workers planning knows of among those ``deciding_workers`` names (the
+    command's tasks', and the case's worker's for work on the plan's goals). ``day``: the
+    command's day (its stated moment's, else the server's), from which on a counseling task's
+    worker must be licensed whatever the task's date (``require_qualified_owners``; ``None``:
+    on the task's date alone)."""
     known_staff = staff or {}
     action = ACTIONS[type(command)]
     require_assignment(actor, action, facts.worker_id)

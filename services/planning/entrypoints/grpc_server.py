@@ -4,6 +4,7 @@ responses."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import TypeVar
 
@@ -366,7 +367,9 @@ class PlanningServicer(planning_pb2_grpc.PlanningServiceServicer):
         earlier: list[RecordedEvent] | None = None,
     ) -> Outcome:
         day = self._day(context, timely=True)
-        return await handle(self._deps, context, command, earlier=earlier, day=day)
+        # A command stating no moment happens on the clock its day is read on.
+        moment_on_clock = replace(context, clock=self._clock)
+        return await handle(self._deps, moment_on_clock, command, earlier=earlier, day=day)
 
     def _day(self, context: CommandContext, timely: bool) -> date | None:
         """The command's day: its stated moment's, else the server's (``None`` when the clock

@@ -328,3 +328,39 @@ async def test_a_command_on_a_reopened_case_is_not_dated_before_its_last_closure
     assert f"case case-1 was last closed ({closed_at.isoformat()})" in early.message
     assert await store.read_stream("case-case-1") == before
     await stub.MakeReferral(referral(closed_at))
+
+
+async def test_a_command_stating_no_moment_is_checked_as_happening_now(
+    stub: Stub, intake: IntakeFeed, store: SqliteEventStore
+) -> None:
+    """A command stating no moment happens now (its events carry the server's moment), and is
+    checked so: any moment may be stated a few minutes ahead, and an acceptance sent then
+    stating none was recorded before the referral it accepts."""
+    await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING], at=OPENED)
+    await intake.consent("case-1", "client-1")
+    ahead = datetime.now(UTC) + timedelta(minutes=4)
+    made = await stub.MakeReferral(
+        pb.MakeReferralRequest(
+            context=command_context("coordinator", at=ahead),
+            case_id="case-1",
+            provider=COUNSELING_CENTRE,
+            need_category="counseling",
+            service="counseling sessions",
+            urgency="soon",
+            reason="adjusting to reduced mobility after hip surgery",
+        )
+    )
+    unstated = _answer("accept", made.referral_id, ahead)
+    unstated.context.ClearField("occurred_at")
+    before = await store.read_stream("case-case-1")
+
+    refusal = await refused(stub.AcceptReferral(unstated))
+
+    assert (refusal.code, refusal.fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["context.occurred_at"],
+    )
+    assert f"referral {made.referral_id} was made ({ahead.isoformat()})" in refusal.message
+    assert f"state a moment at or after {ahead.isoformat()}" in refusal.message
+    assert await store.read_stream("case-case-1") == before
+    await stub.AcceptReferral(_answer("accept", made.referral_id, ahead))

@@ -326,6 +326,35 @@ async def test_the_supervisor_reopens_but_the_case_manager_does_not(
     await handlers.reopen_case(store, closures, context(Role.SUPERVISOR), reopen, published_at_once)
 
 
+async def test_a_reopening_stating_no_moment_does_not_come_before_the_closure_stated_ahead(
+    store: SqliteEventStore,
+    directory: ClientDirectory,
+    closures: ClosureLog,
+    from_bus: BusProjectionHandler,
+) -> None:
+    """A command stating no moment happens now, checked as one stating it is: any moment may
+    be stated a few minutes ahead, and a reopening sent then stating none was recorded before
+    the closure it reopens (audit's state as of now showed the reopened case closed)."""
+    case_id = await open_a_case(store, directory)
+    closed_at = datetime.now(UTC) + timedelta(minutes=4)
+    await from_bus(closed_by_planning(case_id, sequence=3, occurred_at=closed_at))
+    reopen = ReopenCase(case_id=case_id, reason="Back in hospital")
+    before = await store.read_stream(case_stream(case_id))
+
+    with pytest.raises(InvalidCommand) as refused:
+        await handlers.reopen_case(
+            store, closures, context(Role.SUPERVISOR), reopen, published_at_once
+        )
+
+    [problem] = refused.value.violations
+    assert problem.field == "context.occurred_at"
+    assert f"case {case_id} was last closed ({closed_at.isoformat()})" in problem.problem
+    assert f"state a moment at or after {closed_at.isoformat()}" in problem.problem
+    assert await store.read_stream(case_stream(case_id)) == before
+    stated = CommandContext(context(Role.SUPERVISOR).actor, "reopen", occurred_at=closed_at)
+    await handlers.reopen_case(store, closures, stated, reopen, published_at_once)
+
+
 async def test_finding_possible_duplicates(
     store: SqliteEventStore, directory: ClientDirectory, access: AccessControl
 ) -> None:

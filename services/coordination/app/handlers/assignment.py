@@ -82,7 +82,7 @@ async def transfer_case(
         context,
         command,
         lambda history, facts, worker, load, on: decide_transfer(
-            supervisor.case(history), facts, worker, load, command, on, context.occurred_at
+            supervisor.case(history), facts, worker, load, command, on, context.moment()
         ),
     )
 

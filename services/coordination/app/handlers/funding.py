@@ -141,7 +141,7 @@ async def release_budget(
         context,
         budget_stream(line.budget_line),
         BUDGET_LINE,
-        lambda state: decide_release(line, state, command, context.occurred_at),
+        lambda state: decide_release(line, state, command, context.moment()),
         guard=supervisor.read,
     )
 
@@ -183,7 +183,7 @@ async def record_claim_decision(
         carried(
             context,
             Action.HANDLE_CLAIM,
-            lambda case: decide_claim_decision(case, command, context.occurred_at),
+            lambda case: decide_claim_decision(case, command, context.moment()),
         ),
     )
 

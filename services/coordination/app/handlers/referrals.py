@@ -92,7 +92,7 @@ async def withdraw_referral(
             facts,
             deps.agency,
             today,
-            context.occurred_at,
+            context.moment(),
         ),
     )
     # The partner agency reads no more of the case from the answer on (``on_the_bus``).
@@ -157,7 +157,7 @@ async def answer_referral(
         context,
         case_stream(command.case_id),
         lambda history: decide_answer(
-            case_state(history), facts, command, acting_for, context.occurred_at
+            case_state(history), facts, command, acting_for, context.moment()
         ),
     )
     # Accepted, the partner reads the referred scope from the answer on; declined or

@@ -107,9 +107,10 @@ async def earlier_answer(deps: Dependencies, context: CommandContext) -> Recorde
 
 
 async def command_facts(deps: Dependencies, context: CommandContext, case_id: str) -> CaseFacts:
-    """``case_facts``, for a command whose stated moment must not precede the case's opening."""
+    """``case_facts``, for a command whose moment (``CommandContext.moment``: the one it
+    states, else now) must not precede the case's opening."""
     facts = await case_facts(deps, case_id)
-    check_occurred_at(facts, context.occurred_at)
+    check_occurred_at(facts, context.moment())
     return facts
 
 

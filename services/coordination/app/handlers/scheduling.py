@@ -48,7 +48,7 @@ async def schedule_service(
 ) -> Recorded:
     if (earlier := await earlier_answer(deps, context)) is not None:
         return earlier
-    check_service_window(command.starts_at, command.ends_at, _moment(context))
+    check_service_window(command.starts_at, command.ends_at, context.moment())
     require_role(context.actor.role, Action.SCHEDULE_SERVICE)
     service_id = derived_id(context, SOURCE, "service")
     async with deps.locks.holding([case_lock(command.case_id)]):
@@ -84,7 +84,7 @@ async def reschedule_service(
 ) -> Recorded:
     if (earlier := await earlier_answer(deps, context)) is not None:
         return earlier
-    check_service_window(command.starts_at, command.ends_at, _moment(context))
+    check_service_window(command.starts_at, command.ends_at, context.moment())
     require_role(context.actor.role, Action.SCHEDULE_SERVICE)
     # Under the case's lock, as a new service is: a service moved past the closure after the
     # closure's follow-up read the schedule would outlive the case.
@@ -96,7 +96,7 @@ async def reschedule_service(
             Action.SCHEDULE_SERVICE,
             command.case_id,
             lambda schedule, facts, case: decide_reschedule(
-                schedule, facts, case, command, context.occurred_at
+                schedule, facts, case, command, context.moment()
             ),
         )
 
@@ -120,7 +120,7 @@ async def cancel_service(
             Action.CANCEL_SERVICE,
             command.case_id,
             lambda schedule, _facts, _case: decide_cancel(
-                schedule, command, acting_for, context.occurred_at
+                schedule, command, acting_for, context.moment()
             ),
         )
 
@@ -133,7 +133,7 @@ async def record_service_delivered(
 ) -> Recorded:
     if (earlier := await earlier_answer(deps, context)) is not None:
         return earlier
-    check_service_window(command.starts_at, command.ends_at, _moment(context))
+    check_service_window(command.starts_at, command.ends_at, context.moment())
     require_role(context.actor.role, Action.RECORD_DELIVERY)
     await _require_provided(deps, command.case_id, command.service_id, acting_for)
     await carried_case(deps, context, Action.RECORD_DELIVERY, command.case_id)
@@ -143,7 +143,7 @@ async def record_service_delivered(
         Action.RECORD_DELIVERY,
         command.case_id,
         lambda schedule, facts, _case: decide_delivered(
-            schedule, facts, command, datetime.now(UTC), acting_for, context.occurred_at
+            schedule, facts, command, datetime.now(UTC), acting_for, context.moment()
         ),
     )
 
@@ -181,7 +181,3 @@ async def _require_provided(
     facts = await views.case_facts(deps.read_models, case_id)
     schedule = None if facts is None else await client_schedule(deps, facts.client_id)
     provided_service(schedule, case_id, service_id, acting_for)
-
-
-def _moment(context: CommandContext) -> datetime:
-    return context.occurred_at or datetime.now(UTC)
