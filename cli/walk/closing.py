@@ -7,7 +7,7 @@ from casetrail.audit.v1 import audit_pb2
 from casetrail.coordination.v1 import coordination_pb2 as co
 from casetrail.planning.v1 import planning_pb2 as pl
 from cli.present import activity_lines, case_view_lines, short
-from cli.rpc import Stubs, eventually, query, refused
+from cli.rpc import Person, Stubs, eventually, query, refused
 from cli.walk.story import (
     ACHIEVEMENTS,
     AUDITOR,
@@ -22,16 +22,9 @@ from cli.walk.walk import Walk
 async def closure(walk: Walk) -> None:
     walk.section("Discharge and closure")
     walk.when(9, "16:05")
-    await walk.as_(SENIOR_CENTRE).coordination.CompleteReferral(
-        co.CompleteReferralRequest(
-            context=walk.command("complete-socialisation"),
-            case_id=walk.case_id,
-            referral_id=walk.result.referral_ids["socialisation"],
-            provider_id=SENIOR_CENTRE.user_id,
-            outcome="A member now: comes to the weekly lunch on his own",
-        )
+    await _complete_referral(
+        walk, SENIOR_CENTRE, "socialisation", "A member now: comes to the weekly lunch on his own"
     )
-    walk.line(SENIOR_CENTRE, "completed the socialisation referral")
     walk.when(9, "17:00")
     await walk.as_(SOCIAL_WORKER).planning.PlanDischarge(
         pl.PlanDischargeRequest(
@@ -78,16 +71,12 @@ async def closure(walk: Walk) -> None:
     # Completed once its last session is called off: a completion calls off the sessions still
     # to come itself, and this one, on day 15, may be still to come as the walk runs.
     walk.when(14, "09:22")
-    await walk.as_(PHYSIO).coordination.CompleteReferral(
-        co.CompleteReferralRequest(
-            context=walk.command("complete-physical-therapy"),
-            case_id=walk.case_id,
-            referral_id=walk.result.referral_ids["physical_therapy"],
-            provider_id=PHYSIO.user_id,
-            outcome="Walks 400 m with a cane; home exercise programme in place",
-        )
+    await _complete_referral(
+        walk,
+        PHYSIO,
+        "physical_therapy",
+        "Walks 400 m with a cane; home exercise programme in place",
     )
-    walk.line(PHYSIO, "completed the physical-therapy referral")
     await walk.view(
         lambda view: (
             all(s.status != "scheduled" for s in view.services)
@@ -161,3 +150,18 @@ async def timeline(stubs: Stubs, case_id: str) -> list[audit_pb2.TimelineEntry]:
         token = page.next_page_token
         if not token:
             return entries
+
+
+async def _complete_referral(walk: Walk, partner: Person, need: str, outcome: str) -> None:
+    """The partner completes the referral of ``need`` (its key in the walk's referrals)."""
+    slug = need.replace("_", "-")
+    await walk.as_(partner).coordination.CompleteReferral(
+        co.CompleteReferralRequest(
+            context=walk.command(f"complete-{slug}"),
+            case_id=walk.case_id,
+            referral_id=walk.result.referral_ids[need],
+            provider_id=partner.user_id,
+            outcome=outcome,
+        )
+    )
+    walk.line(partner, f"completed the {slug} referral")
