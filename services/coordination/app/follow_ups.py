@@ -219,7 +219,10 @@ async def record_follow_up(
             metadata = EventMetadata(
                 source=SOURCE,
                 actor=FOLLOW_UP,
-                occurred_at=datetime.now(UTC),
+                # Never before its cause: a closure may state a moment a little ahead of
+                # this clock (the skew commands are allowed), and a cancellation dated before
+                # the closure that caused it would show, as of that moment, a case at odds.
+                occurred_at=max(datetime.now(UTC), cause.metadata.occurred_at),
                 correlation_id=cause.metadata.correlation_id,
                 causation_id=cause.event_id,
             )

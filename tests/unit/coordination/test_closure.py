@@ -460,3 +460,22 @@ async def test_a_closure_reads_only_what_each_budget_line_gained_since_it_was_la
     ]
     assert isinstance(released, BudgetReleased)
     assert released.reservation_id == mine.reservation_id
+
+
+async def test_a_cancellation_is_not_dated_before_the_closure_that_caused_it(
+    stub: Stub, intake: IntakeFeed, deps: Dependencies, store: SqliteEventStore
+) -> None:
+    await _open_with_service(stub, intake, store)
+    # Stated a little ahead of this clock, as the skew allowed for commands permits.
+    ahead = datetime.now(UTC) + timedelta(minutes=4)
+    closure = await intake.close_case("case-1", at=ahead)
+    follow_ups = FollowUps(deps)
+    await follow_ups(closure)
+    await _settle(deps, follow_ups)
+
+    schedule = await store.read_stream("schedule-client-1")
+    cancelled = [r for r in schedule if isinstance(r.event, ServiceCancelled)]
+    assert [r.metadata.occurred_at for r in cancelled] == [ahead]
+    budget = await store.read_stream("budget-home-care-fy2026")
+    released = [r for r in budget if isinstance(r.event, BudgetReleased)]
+    assert [r.metadata.occurred_at for r in released] == [ahead]
