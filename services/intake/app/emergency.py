@@ -262,6 +262,7 @@ async def close_emergency_access(
             return decide_close(
                 history,
                 closing,
+                closer=principal,
                 may_oversee=oversight.allowed,
                 occurred_at=context.moment(),
                 closures=closed,

@@ -67,6 +67,14 @@ class NotTheGrantee(NotAllowed):
     theirs (or that does not exist: they learn nothing of it)."""
 
 
+def is_grantee(opened: EmergencyAccessOpened, caller: Principal) -> bool:
+    """Whether ``caller`` is who the access was opened for: its ``sub`` and its agency both, as
+    the policy matches a grant (``EmergencyAccess.granted_to``). A token's ``sub`` names
+    someone within its agency only: another agency's caller of the same ``sub`` is someone
+    else."""
+    return opened.grantee_id == caller.subject and opened.grantee_agency_id == caller.agency
+
+
 def time_box(duration: timedelta | None) -> timedelta:
     """The access's length: the default when not given, else 1 second to 24 hours."""
     if duration is None:
@@ -153,6 +161,8 @@ def decide_review(
     if opened is None:
         raise NotFound("emergency access", access_id)
     _require_after_opening(history, access_id, occurred_at)
+    # ``sub`` alone, unlike ``is_grantee``: only the agency's staff oversee, so none of another
+    # agency gets here, and taking a namesake for the grantee refuses a review, never allows one.
     if opened.grantee_id == review.reviewer_id:
         raise SelfReview(
             review.reviewer_role.value, "review an emergency access", SELF_REVIEW_REASON
@@ -170,15 +180,16 @@ def decide_close(
     history: Sequence[RecordedEvent],
     closing: EmergencyAccessClosed,
     *,
+    closer: Principal,
     may_oversee: bool,
     occurred_at: datetime | None,
     closures: Sequence[datetime],
 ) -> list[CaseEvent]:
-    """Close the access early: by its grantee, or by someone who ``may_oversee`` the case (the
-    policy's oversight decision); only while it is still open."""
+    """Close the access early: ``closer`` is its grantee (``is_grantee``) or ``may_oversee`` the
+    case (the policy's oversight decision); only while it is still open."""
     access_id = closing.emergency_access_id
     opened = _opened(history, access_id)
-    if not may_oversee and (opened is None or opened.grantee_id != closing.closed_by_id):
+    if not may_oversee and (opened is None or not is_grantee(opened, closer)):
         raise NotTheGrantee(closing.closed_by_role.value, "close an emergency access")
     case = case_from(history)
     if case is None:

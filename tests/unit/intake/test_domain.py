@@ -12,6 +12,7 @@ from casetrail_platform.commands import (
     NotFound,
     RuleBroken,
 )
+from casetrail_platform.identity.principal import Principal
 from events.catalog.access import (
     AccessPurpose,
     ConsentGranted,
@@ -334,6 +335,7 @@ def test_an_emergency_access_is_reviewed_and_closed_not_before_it_was_opened() -
         reviewer_role=Role.SUPERVISOR,
         outcome="justified",
     )
+    grantee = Principal("u1", Role.SOCIAL_WORKER, "eastbay-dss", "test")
     closing = EmergencyAccessClosed(
         case_id=CASE,
         emergency_access_id="ea1",
@@ -348,13 +350,20 @@ def test_an_emergency_access_is_reviewed_and_closed_not_before_it_was_opened() -
         ("context.occurred_at", True)
     ]
     with pytest.raises(InvalidCommand) as closed:
-        decide_close(broken_into, closing, may_oversee=True, occurred_at=before, closures=())
+        decide_close(
+            broken_into,
+            closing,
+            closer=grantee,
+            may_oversee=True,
+            occurred_at=before,
+            closures=(),
+        )
     assert [(p.field, opened in p.problem) for p in closed.value.violations] == [
         ("context.occurred_at", True)
     ]
     assert decide_review(broken_into, review, occurred_at=opened_at, closures=()) == [review]
     assert decide_close(
-        broken_into, closing, may_oversee=True, occurred_at=opened_at, closures=()
+        broken_into, closing, closer=grantee, may_oversee=True, occurred_at=opened_at, closures=()
     ) == [closing]
 
 
