@@ -129,7 +129,8 @@ def _require_in_order(
     on the plan not before the plan was drafted (an agreement dated before there was a
     plan); the plan not before the assessment and the assignment it needs (audit's state as of
     it showed a plan of a case neither assessed nor assigned); and the closure not before the
-    cycle's latest work (a closure for goals achieved showed as of it a plan never agreed)."""
+    cycle's latest work (a closure for goals achieved showed as of it a plan never agreed).
+    The plan's work keeps the order it was done in (``_require_plan_work_in_order``)."""
     case_id = command.case_id
     require_not_before(occurred_at, f"case {case_id} was opened", facts.opened_at)
     require_not_before(occurred_at, f"case {case_id} was last closed", record.closed_at)
@@ -137,12 +138,43 @@ def _require_in_order(
     plan = record.plan
     if plan is not None and isinstance(command, PLAN_WORK):
         require_not_before(occurred_at, f"plan {plan.plan_id} was drafted", plan.drafted_at)
+        _require_plan_work_in_order(plan, command, occurred_at)
     if isinstance(command, DraftPlan):
         require_not_before(occurred_at, f"case {case_id} was assessed", facts.assessed_at)
         assigned = f"case {case_id} was first assigned a worker"
         require_not_before(occurred_at, assigned, facts.assigned_at)
     if isinstance(command, CloseCase):
         require_not_before(occurred_at, record.last_work, record.last_work_at)
+
+
+def _require_plan_work_in_order(plan: Plan, command: Command, occurred_at: datetime) -> None:
+    """A goal is achieved or evaluated not before its last revision nor the client's agreement
+    to it as it stands (an evaluation not before the plan's first agreement either), and a
+    change to the plan (a goal added, revised or dropped, an agreement) not before any of the
+    plan's work, so whatever work planning accepted, read in the order of its moments, is work
+    planning allows. Audit folds the plan so: an achievement dated before the agreement it
+    needs showed, as of it, a goal achieved on a plan never agreed, and one dated before a
+    revision (and the agreement to it) left the goal active in audit for good, achieved in
+    planning. An evaluation or achievement written up late may still be dated before later
+    work on other goals."""
+    if isinstance(command, PLAN_CHANGES):
+        require_not_before(occurred_at, plan.last_work, plan.last_work_at)
+        return
+    match command:
+        case AchieveGoal():
+            carried_on = [command.goal_id]
+        case EvaluateProgress():
+            carried_on = [entry.goal_id for entry in command.goal_progress]
+            first_agreed = f"plan {plan.plan_id} was first agreed"
+            require_not_before(occurred_at, first_agreed, plan.first_agreed_at)
+        case _:
+            return
+    for goal_id in carried_on:
+        goal = plan.goals.get(goal_id)
+        if goal is not None:  # an unknown goal is refused as such
+            require_not_before(occurred_at, goal.changed, goal.changed_at)
+            agreed = f"the client agreed to goal {goal_id} as it stands"
+            require_not_before(occurred_at, agreed, goal.agreed_at)
 
 
 PLAN_WORK = (
@@ -155,6 +187,10 @@ PLAN_WORK = (
     PlanDischarge,
 )
 """The commands that work on the current plan."""
+
+PLAN_CHANGES = (AddGoal, ReviseGoal, DropGoal, RecordAgreement)
+"""The commands that change the plan or agree to it: each follows all of the plan's work, so
+its changes and agreements are dated in the order they were made."""
 
 
 CARRY_ON_GOALS = (RecordAgreement, AchieveGoal, EvaluateProgress)

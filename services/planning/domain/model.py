@@ -9,6 +9,11 @@ Each goal also knows whether the client agreed to it as it stands: a goal added 
 after the last agreement is not agreed until the next one, so it cannot be achieved or
 evaluated before (the plan is built with the client, not for them).
 
+The moments of what the plan's work needs are kept with it (a goal's last change and the
+agreement to it as it stands, the plan's latest work): audit folds a case's history by the
+moments its events state, so work dated before what it needs would show, as of that moment,
+something planning never allowed: the decisions refuse it.
+
 A closure ends the plan's cycle: a reopened case (the client needs help again) starts with no
 plan, and a new one is drafted with the client; the earlier plans stay in the case's history,
 their ids (and their goals' ids) used up.
@@ -51,6 +56,12 @@ def plan_version(agreed_version: int, changed_since_agreement: bool) -> int:
     return agreed_version + 1 if changed_since_agreement else agreed_version
 
 
+def is_latest(occurred_at: datetime | None, latest_at: datetime | None) -> bool:
+    """Whether work stated as happening at ``occurred_at`` is the latest, the one known latest
+    having happened at ``latest_at`` (the later of two at one moment; ``None``: not known)."""
+    return occurred_at is not None and occurred_at >= (latest_at or occurred_at)
+
+
 @dataclass
 class GoalState:
     goal: Goal
@@ -58,6 +69,13 @@ class GoalState:
     agreed: bool = False
     """The client agreed to the goal as it now stands (the last agreement named it, and it
     was not revised since)."""
+    changed: str = ""
+    changed_at: datetime | None = None
+    """How the goal came to stand as it does (``plan plan-1 was drafted``, ``goal goal-walk
+    was revised``: its drafting, addition or last revision), and when (``None``: not known)."""
+    agreed_at: datetime | None = None
+    """When the client agreed to the goal as it now stands (``None``: not agreed, or not
+    known): it is achieved and evaluated from then on."""
 
 
 @dataclass
@@ -69,6 +87,13 @@ class Plan:
     """True for a draft never agreed, and after any revision since the last agreement."""
     drafted_at: datetime | None = None
     """When the plan was drafted (``None`` when not known: events applied without it)."""
+    first_agreed_at: datetime | None = None
+    """When the client first agreed to the plan (``None``: never, or not known)."""
+    last_work: str = ""
+    last_work_at: datetime | None = None
+    """What of the plan's own work (its drafting, goals added, revised, achieved or dropped,
+    agreements, evaluations) is stated as happening latest, and when: the plan is not changed
+    nor agreed before it."""
 
     @property
     def version(self) -> int:
@@ -77,6 +102,11 @@ class Plan:
     @property
     def ever_agreed(self) -> bool:
         return self.agreed_version > 0
+
+    def worked_on(self, work: str, occurred_at: datetime | None) -> None:
+        """Note ``work`` done on the plan, stated as happening at ``occurred_at``."""
+        if is_latest(occurred_at, self.last_work_at):
+            self.last_work, self.last_work_at = work, occurred_at
 
     def active_goal_ids(self) -> tuple[str, ...]:
         return tuple(
@@ -129,19 +159,24 @@ class CasePlanning:
     def apply(self, event: CaseEvent, occurred_at: datetime | None = None) -> None:
         """Apply ``event``, stated as happening at ``occurred_at``."""
         work = cycle_work(event)
-        if work and occurred_at is not None and occurred_at >= (self.last_work_at or occurred_at):
+        if work and is_latest(occurred_at, self.last_work_at):
             self.last_work, self.last_work_at = work, occurred_at
         match event:
             case PlanDrafted():
-                goals = {g.goal_id: GoalState(g) for g in event.goals}
+                goals = {
+                    g.goal_id: GoalState(g, changed=work, changed_at=occurred_at)
+                    for g in event.goals
+                }
                 self.plan = Plan(event.plan_id, goals, drafted_at=occurred_at)
             case GoalAdded() if self.plan is not None:
-                self.plan.goals[event.goal.goal_id] = GoalState(event.goal)
+                added = GoalState(event.goal, changed=work, changed_at=occurred_at)
+                self.plan.goals[event.goal.goal_id] = added
                 self.plan.changed_since_agreement = True
             case GoalRevised() if self.plan is not None:
                 revised = self.plan.goals[event.goal.goal_id]
                 revised.goal = event.goal
-                revised.agreed = False
+                revised.agreed, revised.agreed_at = False, None
+                revised.changed, revised.changed_at = work, occurred_at
                 self.plan.changed_since_agreement = True
             case GoalAchieved() if self.plan is not None:
                 self.plan.goals[event.goal_id].status = GoalStatus.ACHIEVED
@@ -149,10 +184,14 @@ class CasePlanning:
                 self.plan.goals[event.goal_id].status = GoalStatus.DROPPED
                 self.plan.changed_since_agreement = True
             case PlanAgreed() if self.plan is not None:
+                if not self.plan.ever_agreed:
+                    self.plan.first_agreed_at = occurred_at
                 self.plan.agreed_version = event.plan_version
                 self.plan.changed_since_agreement = False
                 for goal_id in event.goal_ids:
-                    self.plan.goals[goal_id].agreed = True
+                    agreed = self.plan.goals[goal_id]
+                    if not agreed.agreed:
+                        agreed.agreed, agreed.agreed_at = True, occurred_at
             case ContactLogged():
                 self.contact_ids.add(event.contact_id)
             case ProgressEvaluated():
@@ -166,6 +205,21 @@ class CasePlanning:
                     self.plan = None
             case _:
                 pass
+        if isinstance(event, PLAN_WORK_EVENTS) and self.plan is not None:
+            # Planning works on its current plan only: the event is this plan's.
+            self.plan.worked_on(work, occurred_at)
+
+
+PLAN_WORK_EVENTS = (
+    PlanDrafted,
+    GoalAdded,
+    GoalRevised,
+    GoalAchieved,
+    GoalDropped,
+    PlanAgreed,
+    ProgressEvaluated,
+)
+"""Planning's events that work on a plan (``Plan.last_work``)."""
 
 
 def cycle_work(event: CaseEvent) -> str:
