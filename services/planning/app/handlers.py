@@ -23,7 +23,7 @@ from services.planning.adapters.case_views import CaseViews
 from services.planning.app.validation import invalid_command
 from services.planning.domain.commands import CloseCase, Command
 from services.planning.domain.decisions import ACTIONS, decide, deciding_workers
-from services.planning.domain.model import CasePlanning, case_fold, fold
+from services.planning.domain.model import CasePlanning, StaffMember, case_fold, fold
 from services.planning.domain.rules import rests_on_assignment
 
 SERVICE = "planning"
@@ -96,28 +96,49 @@ async def _record(
     # Read once per command: other services' facts only change through the bus, and a
     # decision raced by a new fact is the same as one taken a moment earlier.
     facts = await deps.views.facts(command.case_id)
-    staff = await deps.views.staff(deciding_workers(command, facts))
+    looked_up: set[str] = set()
+    staff: dict[str, StaffMember] = {}
 
     def decide_on(record: CasePlanning) -> list[CaseEvent]:
+        # The plan's tasks name workers known only once the case is read, under its turn.
+        unknown = deciding_workers(command, facts, record) - looked_up
+        if unknown:
+            raise _StaffToLookUp(unknown)
         # The moment its events carry, stated or not: each is checked against the case's.
         moment = context.moment()
         return decide(record, facts, context.actor, command, moment, staff, day)
 
-    try:
-        return await execute_folded(
-            deps.store,
-            SOURCE,
-            context,
-            stream_for(command.case_id),
-            case_fold(command.case_id),
-            decide_on,
-        )
-    except ValidationError as error:
-        # The command's values were checked field by field; what is left are rules spanning
-        # several fields that only the whole event checks. Not chained: pydantic's error
-        # repeats the input (sensitive notes too), and a chained cause travels on into
-        # tracebacks and spans; the field problems name what is wrong without the values.
-        raise invalid_command(error) from None
+    while True:
+        try:
+            return await execute_folded(
+                deps.store,
+                SOURCE,
+                context,
+                stream_for(command.case_id),
+                case_fold(command.case_id),
+                decide_on,
+            )
+        except _StaffToLookUp as needed:
+            # Decided again with them (the case kept folded: only what came since is read);
+            # each pass looks up a worker more, so a plan changing meanwhile ends it too.
+            looked_up.update(needed.workers)
+            staff.update(await deps.views.staff(needed.workers))
+        except ValidationError as error:
+            # The command's values were checked field by field; what is left are rules
+            # spanning several fields that only the whole event checks. Not chained:
+            # pydantic's error repeats the input (sensitive notes too), and a chained cause
+            # travels on into tracebacks and spans; the field problems name what is wrong
+            # without the values.
+            raise invalid_command(error) from None
+
+
+class _StaffToLookUp(Exception):
+    """Deciding needs the credentials of ``workers``, not looked up yet (each is looked up
+    once: a worker planning does not know of is refused as such)."""
+
+    def __init__(self, workers: set[str]) -> None:
+        super().__init__(f"{len(workers)} workers to look up")
+        self.workers = workers
 
 
 async def _assignment_caught_up(

@@ -84,7 +84,7 @@ def decide(
     """``occurred_at``: when the command happens, the moment its events carry (the one it
     states, else now: ``CommandContext.moment``; ``None``: not known, not checked).
     ``staff``: the workers planning knows of among those ``deciding_workers`` names (the
-    command's tasks', and the case's worker's for work on the plan's goals). ``day``: the
+    command's tasks', and for work on the plan's goals their tasks'). ``day``: the
     command's day (its stated moment's, else the server's), from which on a counseling task's
     worker must be licensed whatever the task's date (``require_qualified_owners``; ``None``:
     on the task's date alone)."""
@@ -194,17 +194,20 @@ its changes and agreements are dated in the order they were made."""
 
 
 CARRY_ON_GOALS = (RecordAgreement, AchieveGoal, EvaluateProgress)
-"""The commands that carry on the plan's goals as they stand: the case's worker carries those
-of their counseling tasks that name no owner (``require_carried_by_licensed_worker``)."""
+"""The commands that carry on the plan's goals as they stand: each counseling task's worker,
+the owner it names or else the case's, may counsel (``require_carried_by_licensed_worker``)."""
 
 
-def deciding_workers(command: Command, facts: CaseFacts) -> set[str]:
-    """The workers whose credentials deciding ``command`` needs (the ``staff`` of ``decide``):
-    those of the counseling tasks it writes, and the case's worker for a command carrying on
-    the plan's goals."""
+def deciding_workers(command: Command, facts: CaseFacts, record: CasePlanning) -> set[str]:
+    """The workers whose credentials deciding ``command`` on ``record`` needs (the ``staff``
+    of ``decide``): those of the counseling tasks it writes, and for a command carrying on the
+    plan's goals, those of the active goals' counseling tasks (the owners they name, the case's
+    worker for those naming none)."""
     workers = task_workers(planned_goals(command), facts)
-    if isinstance(command, CARRY_ON_GOALS) and facts.worker_id is not None:
-        workers.add(facts.worker_id)
+    plan = record.plan
+    if isinstance(command, CARRY_ON_GOALS) and plan is not None:
+        active = [("goal", plan.goals[goal_id].goal) for goal_id in plan.active_goal_ids()]
+        workers |= task_workers(active, facts)
     return workers
 
 

@@ -125,17 +125,23 @@ def counseling_carried_by_unlicensed_worker(
     member: StaffMember | None,
     on: date,
 ) -> RuleBroken:
-    """A counseling task of the plan naming no owner, so carried by the case's worker, who may
-    not counsel (the case transferred since it was planned): ``path`` is ReviseGoal's field
-    that gives the task an owner. What to do comes first: a refusal's texts are cut short
-    (``grpc_platform.errors``). Names no need nor description, as above."""
+    """A counseling task of the plan whose worker may not counsel: the owner it names (whose
+    licence lapsed since it was planned), or, naming none, the case's worker who carries it
+    (the case transferred since): ``path`` is ReviseGoal's field that gives the task an owner.
+    What to do comes first: a refusal's texts are cut short (``grpc_platform.errors``). Names
+    no need nor description, as above."""
+    carried_by = (
+        "names no owner, so the case's worker carries it"
+        if task.owner.owner_id is None
+        else "is carried by the owner it names"
+    )
     return RuleBroken(
         COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER,
         f"goal {goal_id}'s task {task.task_id} must be reassigned to a licensed social worker"
         f" ({_LICENCES}) with ReviseGoal ({path}.owner.owner_id), or the client referred to a"
         " counseling provider (MakeReferral), before the plan is agreed or the goal worked on:"
-        " it is counseling toward a need that calls for it and names no owner, so the case's"
-        f" worker carries it; {_held(worker_id, member, on)}",
+        f" it is counseling toward a need that calls for it and {carried_by};"
+        f" {_held(worker_id, member, on)}",
         subject=task.task_id,
         field=f"{path}.owner.owner_id",
         goal_id=goal_id,

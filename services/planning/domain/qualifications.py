@@ -9,8 +9,10 @@ licence: the worker's tasks toward it are coordination, the counseling is the pr
 
 A task naming no owner is whoever carries the case's, so a transfer hands it on: coordination
 transfers by the case's needs, which know nothing of the plan's goals, and may hand it to a case
-manager. So the plan is not carried on (agreed to, a goal achieved or its progress evaluated)
-while such a task's worker may not counsel (``require_carried_by_licensed_worker``).
+manager. A task naming its owner stays theirs, whose licence may lapse after the task was
+planned. So the plan is not carried on (agreed to, a goal achieved or its progress evaluated)
+while a counseling task's worker, named or the case's, may not counsel
+(``require_carried_by_licensed_worker``).
 """
 
 from __future__ import annotations
@@ -73,14 +75,13 @@ def require_carried_by_licensed_worker(
     day: date | None = None,
 ) -> None:
     """Refuse carrying on ``goals`` (the plan's, as they stand) while one holds a counseling
-    task naming no owner and the case's worker, who carries it, holds no licence valid as
-    ``require_qualified_owners`` asks: the goal's task is to be given to a licensed social
-    worker first (``ReviseGoal``, the path being that request's field) or the need referred
-    out. A task naming its owner stays theirs through a transfer."""
+    task whose worker, the one it names or else the case's, holds no licence valid as
+    ``require_qualified_owners`` asks (or is unknown to planning): the goal's task is to be
+    given to a licensed social worker first (``ReviseGoal``, the path being that request's
+    field) or the need referred out. A task naming its owner stays theirs through a transfer,
+    and is checked on them: a licence valid when the task was planned may have lapsed since."""
     for goal in goals:
         for path, task, worker_id in counseling_tasks([("goal", goal)], facts):
-            if task.owner.owner_id is not None:
-                continue
             member = None if worker_id is None else staff.get(worker_id)
             on = _licence_day(task, day)
             if not _may_counsel(member, on):

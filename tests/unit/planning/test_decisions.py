@@ -32,7 +32,7 @@ from events.catalog.planning import (
 from events.catalog.values import NeedCategory
 from events.envelope import Actor
 from services.planning.domain import commands as c
-from services.planning.domain.decisions import decide
+from services.planning.domain.decisions import decide, deciding_workers
 from services.planning.domain.model import CaseFacts, CasePlanning, StaffMember
 from tests.unit.planning.support import (
     COORDINATOR,
@@ -773,6 +773,41 @@ def test_a_transfer_does_not_hand_counseling_to_a_worker_who_may_not_counsel() -
     # A need a provider took on is no longer the worker's to counsel.
     referred = replace(transferred, referred_needs=frozenset({NeedCategory.MENTAL_HEALTH}))
     assert decide(record_of(drafted_plan), referred, OTHER_WORKER, agree(), staff=staff)
+
+
+def test_a_named_owner_carries_their_counseling_task_on_only_while_they_may_counsel() -> None:
+    """A counseling task naming its owner was never checked again once planned: its goal was
+    achieved after the owner's licence lapsed, while the same task naming no owner, carried by
+    the case's worker, was refused."""
+    licensed = StaffMember(WORKER.user_id, WORKER.role, (LCSW,))  # until 2030-06-30
+    case_manager = StaffMember(OTHER_WORKER.user_id, OTHER_WORKER.role)
+    staff = {WORKER.user_id: licensed, OTHER_WORKER.user_id: case_manager}
+    transferred = replace(FACTS, worker_id=OTHER_WORKER.user_id)
+    record = record_of(
+        PlanDrafted(case_id=CASE, plan_id="plan-1", goals=(counseling_goal(WORKER.user_id),))
+    )
+    achieve = c.AchieveGoal(CASE, "goal-cope", "sessions held")
+    progress = (GoalProgress(goal_id="goal-cope", rating=ProgressRating.ON_TRACK),)
+    evaluation = c.EvaluateProgress(CASE, "eval-1", progress, (), (), False)
+    before_lapse, after_lapse = date(2030, 6, 30), date(2030, 7, 1)
+
+    # Named, the task is its owner's, whoever carries the case: the case manager carries it on.
+    for event in decide(record, transferred, OTHER_WORKER, agree(), staff=staff, day=before_lapse):
+        record.apply(event)
+    assert decide(record, transferred, OTHER_WORKER, achieve, staff=staff, day=before_lapse)
+
+    for command in (achieve, evaluation):
+        with pytest.raises(RuleBroken) as error:
+            decide(record, transferred, OTHER_WORKER, command, staff=staff, day=after_lapse)
+        assert rule_of(error) == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+        assert error.value.details["worker_id"] == WORKER.user_id
+        assert error.value.details["field"] == "goal.tasks[0].owner.owner_id"
+        assert "is carried by the owner it names" in str(error.value)
+        assert f"holds none valid on {after_lapse.isoformat()}" in str(error.value)
+    # An owner planning knows nothing of is not taken on trust; the handler looks them up.
+    with pytest.raises(RuleBroken, match=f"knows no credentials of worker {WORKER.user_id}"):
+        decide(record, transferred, OTHER_WORKER, achieve, staff={}, day=before_lapse)
+    assert deciding_workers(achieve, transferred, record) == {WORKER.user_id}
 
 
 def test_a_plan_holds_a_bounded_number_and_size_of_goals() -> None:

@@ -644,3 +644,58 @@ async def test_a_transferred_counseling_task_is_carried_on_only_once_a_licensed_
     agreement.context.CopyFrom(ctx(OTHER_WORKER, key="agree-revised"))
     await stub.RecordAgreement(agreement)
     await stub.AchieveGoal(achieve("goal-cope"))
+
+
+async def test_a_counseling_task_naming_its_owner_is_carried_on_only_while_they_may_counsel(
+    planning: Planning,
+) -> None:
+    """The case manager carried on a counseling task naming a licensed social worker as its
+    owner, who is not the case's worker, after the owner's licence lapsed: planning checked a
+    named owner when the task was planned and never again."""
+    bus = planning.bus
+    await bus.open_case("case-1", OTHER_WORKER)
+    await bus.open_case("case-2", None)
+    licence = WorkerCredential(
+        kind=CredentialKind.LICENCE, name="LCSW", valid_until=date(2030, 6, 30)
+    )
+    await bus.record(
+        COORDINATION,
+        "case-2",
+        assigned("case-2", WORKER).model_copy(update={"credentials": (licence,)}),
+    )
+    stub = planning.stub
+    await stub.DraftPlan(
+        planning_pb2.DraftPlanRequest(
+            context=ctx(OTHER_WORKER, key="draft"),
+            case_id="case-1",
+            goals=[counseling(WORKER.user_id)],
+        )
+    )
+    agreement = planning_pb2.RecordAgreementRequest(case_id="case-1", signed_by_client=True)
+    agreement.context.CopyFrom(ctx(OTHER_WORKER, key="agree"))
+    await stub.RecordAgreement(agreement)  # the named owner, not the case's worker, counsels
+    # Her latest assignment tells that her licence lapsed yesterday (the servicer's NOW).
+    lapsed = licence.model_copy(update={"valid_until": NOW.date() - timedelta(days=1)})
+    await bus.open_case("case-3", None)
+    await bus.record(
+        COORDINATION,
+        "case-3",
+        assigned("case-3", WORKER).model_copy(update={"credentials": (lapsed,)}),
+    )
+
+    code, details = await refused(
+        stub.AchieveGoal(
+            planning_pb2.AchieveGoalRequest(
+                context=ctx(OTHER_WORKER, key="achieve"), case_id="case-1", goal_id="goal-cope"
+            )
+        )
+    )
+
+    assert code is grpc.StatusCode.FAILED_PRECONDITION
+    info = one(details, error_details_pb2.ErrorInfo)
+    assert info.reason == "COUNSELING_REQUIRES_LICENSED_SOCIAL_WORKER"
+    assert (info.metadata["goal_id"], info.metadata["worker_id"]) == ("goal-cope", WORKER.user_id)
+    assert [r.event_type for r in await planning.store.read_all(0)] == [
+        "casetrail.plan.drafted",
+        "casetrail.plan.agreed",
+    ], "a refusal writes nothing"
