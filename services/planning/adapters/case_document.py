@@ -9,8 +9,9 @@ documents are stored with sorted keys, so dictionaries would not keep it.
 
 Nor does the document depend on the order in which one stream's events arrive: an event
 dead-lettered and replayed later (``casetrail dlq replay``), or parked and retried, reaches the
-view after later events of its stream. Whatever an event overwrites keeps the sequence that set
-it (``sequences``, or the entry's own), so an older value never replaces a newer one; counts
+view after later events of its stream. Whatever an event overwrites keeps the place of the
+event that set it (``sequences``, or the entry's own: its sequence, or for what an evaluation
+sets its moment and sequence, ``_place``), so an older value never replaces a newer one; counts
 add up in any order; what is derived from closures (the follow-up due, a plan's cycle) is
 derived from their sequences; and what an event changes on an entry not known yet (a service
 cancelled before its scheduling arrived) waits in ``early`` for the event that makes the entry.
@@ -52,7 +53,7 @@ from events.catalog.scheduling import (
     ServiceRescheduled,
     ServiceScheduled,
 )
-from events.envelope import RecordedEvent
+from events.envelope import RecordedEvent, to_micros
 from services.planning.domain.model import GoalStatus, plan_version
 
 OPEN = "open"
@@ -218,13 +219,28 @@ def _day(recorded: RecordedEvent) -> str:
 
 def _later(holder: Document, mark: str, recorded: RecordedEvent) -> bool:
     """Whether ``recorded`` comes after the event that last set what ``mark`` names in
-    ``holder`` (each such value is set by one stream's events, so sequences compare); noted if
-    so. A document kept before the marks takes any event as later, as it did."""
+    ``holder`` (each such value is set by one stream's events, so their places compare); noted
+    if so. A document kept before the marks takes any event as later, as it did."""
     sequences = holder.setdefault("sequences", {})
-    if sequences.get(mark, 0) > recorded.sequence:
+    place = _place(mark, recorded)
+    if mark in sequences and sequences[mark] > place:
         return False
-    sequences[mark] = recorded.sequence
+    sequences[mark] = place
     return True
+
+
+DATED_MARKS = frozenset({"evaluation", "rating"})
+"""What evaluations set (a plan's last evaluation and whether it asked for an adjustment, a
+goal's latest rating): the latest evaluation is the one dated last, the later in the stream of
+two at one moment, as the latest contact is. One written up late, dated before, is history."""
+
+
+def _place(mark: str, recorded: RecordedEvent) -> int | list[int]:
+    """Where ``recorded`` falls among the events setting what ``mark`` names: its sequence,
+    or for an evaluation's values its moment (in microseconds) then its sequence."""
+    if mark in DATED_MARKS:
+        return [to_micros(recorded.metadata.occurred_at), recorded.sequence]
+    return recorded.sequence
 
 
 def _change(
@@ -251,10 +267,11 @@ def _made(document: Document, key: str, entry: Document) -> None:
     waiting = document.get("early", {}).pop(key, None)
     if waiting is None:
         return
-    for mark, sequence in waiting["sequences"].items():
-        if sequence > entry["sequences"].get(mark, 0):
+    for mark, place in waiting["sequences"].items():
+        known = entry["sequences"]
+        if mark not in known or place > known[mark]:
             entry.update(waiting["values"][mark])
-            entry["sequences"][mark] = sequence
+            known[mark] = place
 
 
 def _case_opened(document: Document, event: CaseOpened, recorded: RecordedEvent) -> None:

@@ -17,7 +17,7 @@ from events.catalog.assignment import CredentialKind, WorkerCredential
 from events.catalog.base import Role
 from events.catalog.cases import CaseClosed, DischargeReason
 from events.catalog.erasure import ClientErased
-from events.catalog.monitoring import ContactKind
+from events.catalog.monitoring import ContactKind, GoalProgress, ProgressRating
 from events.catalog.planning import PlanTask, TaskOwner, TaskOwnerKind
 from events.catalog.values import NeedCategory
 from events.envelope import EventMetadata, RecordedEvent
@@ -26,6 +26,8 @@ from services.planning.adapters.case_views import (
     CASE_VIEWS,
     FIRST_RETIRED,
     FIRST_RETIRED_COLLECTIONS,
+    LATEST_RETIRED,
+    LATEST_RETIRED_COLLECTIONS,
     RETIRED,
     RETIRED_COLLECTIONS,
     CaseFilter,
@@ -287,14 +289,19 @@ async def test_a_reopened_case_is_assessed_only_by_its_new_episodes_assessment(
 
 @pytest.mark.parametrize(
     ("retired", "collections"),
-    [(FIRST_RETIRED, FIRST_RETIRED_COLLECTIONS), (RETIRED, RETIRED_COLLECTIONS)],
-    ids=["v1", "v2"],
+    [
+        (FIRST_RETIRED, FIRST_RETIRED_COLLECTIONS),
+        (RETIRED, RETIRED_COLLECTIONS),
+        (LATEST_RETIRED, LATEST_RETIRED_COLLECTIONS),
+    ],
+    ids=["v1", "v2", "v3"],
 )
 async def test_the_views_of_the_older_layouts_are_retired_at_start(
     bus: Bus, read_models: ReadModelStore, retired: str, collections: tuple[str, ...]
 ) -> None:
     # v1's documents cannot tell which episode their assessment belongs to; v2's lost the
-    # contacts that were not the latest by the closures delivered when they came.
+    # contacts that were not the latest by the closures delivered when they came; v3's took
+    # the evaluation recorded last for the latest, losing the one dated last.
     old = {"case_id": "case-o", "opened": True, "assessed_needs": [{"category": "home_care"}]}
     async with read_models.transaction() as transaction:
         for collection in collections:
@@ -308,6 +315,43 @@ async def test_the_views_of_the_older_layouts_are_retired_at_start(
     assert await read_models.applied_position(retired) == 0
     assert PROJECTION.name != retired
     assert not set(collections) & set(PROJECTION.collections)
+
+
+async def test_an_evaluation_written_up_late_does_not_replace_the_latest(
+    deps: Dependencies, bus: Bus
+) -> None:
+    """The evaluation of day 3, written up after the one of day 10, became the plan's last
+    evaluation and set its goal's latest rating and adjustment: the view took the one
+    recorded last for the latest."""
+    plan = Planner(deps, bus)
+    await bus.open_case("case-e")
+    await plan(c.DraftPlan("case-e", "plan-1", (goal("goal-walk"), goal("goal-club"))))
+    await plan(c.RecordAgreement("case-e", None, "yes", True))
+
+    async def evaluated(evaluation_id: str, day: int, *ratings: GoalProgress) -> None:
+        evaluation = c.EvaluateProgress("case-e", evaluation_id, ratings, (), (), day == 3)
+        await plan(evaluation, occurred_at=START + timedelta(days=day))
+
+    on_track = GoalProgress(goal_id="goal-walk", rating=ProgressRating.ON_TRACK)
+    no_change = GoalProgress(goal_id="goal-walk", rating=ProgressRating.NO_CHANGE)
+    club = GoalProgress(goal_id="goal-club", rating=ProgressRating.SOME_PROGRESS)
+    await evaluated("eval-10", 10, on_track)
+    await evaluated("eval-3", 3, no_change, club)
+
+    document = await CaseViews(bus.read_models).get("case-e")
+    assert document is not None
+    view = present.case_view(document).plan
+    assert (view.last_evaluated_on, view.adjustment_needed) == ("2030-03-11", False)
+    # The club's only rating is of day 3's evaluation, the latest that rated it.
+    assert [(g.goal.goal_id, g.latest_rating) for g in view.goals] == [
+        ("goal-walk", "on_track"),
+        ("goal-club", "some_progress"),
+    ]
+    # Two at one moment: the one recorded later is the latest.
+    await evaluated("eval-10-later", 10, no_change)
+    document = await CaseViews(bus.read_models).get("case-e")
+    assert document is not None
+    assert present.case_view(document).plan.goals[0].latest_rating == "no_change"
 
 
 async def test_a_contact_logged_late_does_not_replace_the_latest_follow_up(

@@ -50,8 +50,9 @@ PROJECTION = CaseViewProjection()
 
 
 async def build_cycles_history(deps: Dependencies, bus: Bus) -> None:
-    """Plans over two cycles, revisions and evaluations, a reassignment, a contact logged late
-    and services moved: the events whose order the view's values depend on."""
+    """Plans over two cycles, revisions and evaluations (one written up late), a reassignment,
+    a contact logged late and services moved: the events whose order the view's values depend
+    on."""
     plan = Planner(deps, bus)
     await bus.open_case("case-e")
     await plan(c.DraftPlan("case-e", "plan-1", (goal("goal-walk"), goal("goal-club"))))
@@ -71,10 +72,17 @@ async def build_cycles_history(deps: Dependencies, bus: Bus) -> None:
     await plan(
         c.ReviseGoal("case-e", goal("goal-cook", "Cook twice a week"), "keen"), actor=OTHER_WORKER
     )
-    progress = (GoalProgress(goal_id="goal-home", rating=ProgressRating.ON_TRACK),)
-    await plan(c.EvaluateProgress("case-e", "eval-1", progress, (), (), False), actor=OTHER_WORKER)
-    progress = (GoalProgress(goal_id="goal-home", rating=ProgressRating.NO_CHANGE),)
-    await plan(c.EvaluateProgress("case-e", "eval-2", progress, (), (), True), actor=OTHER_WORKER)
+    for evaluation_id, rating, day in (
+        ("eval-1", ProgressRating.ON_TRACK, 1),
+        ("eval-2", ProgressRating.NO_CHANGE, 3),
+        ("written-up-late", ProgressRating.SOME_PROGRESS, 2),
+    ):
+        progress = (GoalProgress(goal_id="goal-home", rating=rating),)
+        await plan(
+            c.EvaluateProgress("case-e", evaluation_id, progress, (), (), day == 3),
+            actor=OTHER_WORKER,
+            occurred_at=START + timedelta(days=day),
+        )
     await bus.record(
         COORDINATION, "case-e", scheduled("case-e", "svc-2"), delivered("case-e", "svc-2")
     )
@@ -258,7 +266,7 @@ async def test_any_order_of_the_contacts_and_closures_leaves_one_follow_up(
 
 
 _KEPT_SINCE = {
-    # The closures' sequences and the contact candidates: every case_view_v3 document has them.
+    # The closures' sequences and the contact candidates: every case_view_v4 document has them.
     "document": ("sequences",),
     "plan": ("made_sequence", "agreed_sequence", "revised_sequence", "sequences"),
     "entry": ("made_sequence", "sequences", "order"),
