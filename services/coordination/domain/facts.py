@@ -41,20 +41,28 @@ class CaseFacts:
     """The times the case was closed and then reopened, in order (the closure it is in now, if
     closed, is ``closed_at``)."""
 
+    @property
+    def last_reopened_at(self) -> datetime | None:
+        """When the case was last reopened (``None``: never): a reopened case's work follows
+        it."""
+        return self.closed_periods[-1].reopened_at if self.closed_periods else None
+
 
 def check_occurred_at(facts: CaseFacts, occurred_at: datetime | None) -> None:
     """``occurred_at``: the command's moment (``CommandContext.moment``: stated, else now;
     ``None``: not known, not checked). A command on the case cannot have happened before the
     case was opened: a backdated moment would otherwise let rules checked on it (a licence then
-    still valid) pass. Nor, on a reopened case, before its last closure, as planning refuses:
-    audit's state as it happened would show the work done on the closed case. A closed case's
+    still valid) pass. Nor, on a reopened case, before its last closure or its last reopening,
+    as planning refuses: audit's state as it happened would show the work done on the closed
+    case (between the two, coordination itself refuses it ``CASE_CLOSED``). A closed case's
     wrap-up of what happened before its closure stays in order."""
     if occurred_at is not None:
         check_not_before_opening(facts, occurred_at, COMMAND_MOMENT)
         if not facts.closed:
-            require_not_before(
-                occurred_at, f"case {facts.case_id} was last closed", facts.last_closed_at
-            )
+            case_id = facts.case_id
+            require_not_before(occurred_at, f"case {case_id} was last closed", facts.last_closed_at)
+            reopened_at = facts.last_reopened_at
+            require_not_before(occurred_at, f"case {case_id} was last reopened", reopened_at)
 
 
 def check_not_before_opening(facts: CaseFacts, moment: datetime, field: str) -> None:

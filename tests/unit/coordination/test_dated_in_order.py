@@ -296,19 +296,19 @@ async def test_a_reservation_is_released_not_before_it_was_made_nor_the_case_ope
     await stub.ReleaseBudget(_release(made, TODAY))
 
 
-async def test_a_command_on_a_reopened_case_is_not_dated_before_its_last_closure(
+async def test_a_command_on_a_reopened_case_is_not_dated_before_its_last_reopening(
     stub: Stub, intake: IntakeFeed, store: SqliteEventStore
 ) -> None:
-    """As planning refuses: the reopened case's work follows its closure, or audit's state as
-    it happened would show it done on the closed case."""
+    """As planning refuses: the reopened case's work follows its closure and its reopening, or
+    audit's state as it happened would show it done on the closed case. Dated between the two,
+    a referral was recorded at a moment coordination itself refuses it ``CASE_CLOSED``."""
     await intake.open_case("case-1", "client-1", [NeedCategory.COUNSELING], at=OPENED)
     await intake.consent("case-1", "client-1")
     closed_at = TODAY - timedelta(hours=2)
+    reopened_at = TODAY - timedelta(hours=1)
     await intake.close_case("case-1", at=closed_at)
     await intake.deliver(
-        CaseReopened(case_id="case-1", reason="fell again"),
-        "case-case-1",
-        occurred_at=TODAY - timedelta(hours=1),
+        CaseReopened(case_id="case-1", reason="fell again"), "case-case-1", occurred_at=reopened_at
     )
 
     def referral(at: datetime) -> pb.MakeReferralRequest:
@@ -326,8 +326,15 @@ async def test_a_command_on_a_reopened_case_is_not_dated_before_its_last_closure
     early = await refused(stub.MakeReferral(referral(closed_at - timedelta(hours=5))))
     assert (early.code, early.fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["context.occurred_at"])
     assert f"case case-1 was last closed ({closed_at.isoformat()})" in early.message
+    for while_closed in (closed_at, reopened_at - timedelta(seconds=1)):
+        refusal = await refused(stub.MakeReferral(referral(while_closed)))
+        assert (refusal.code, refusal.fields) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            ["context.occurred_at"],
+        )
+        assert f"case case-1 was last reopened ({reopened_at.isoformat()})" in refusal.message
     assert await store.read_stream("case-case-1") == before
-    await stub.MakeReferral(referral(closed_at))
+    await stub.MakeReferral(referral(reopened_at))
 
 
 async def test_a_command_stating_no_moment_is_checked_as_happening_now(
